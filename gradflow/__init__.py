@@ -1,0 +1,20 @@
+"""gradflow: run, measure, plot and reproduce gradient-flow experiments."""
+
+__version__ = "0.1.0"
+
+
+def load(path, table: str = "layers"):
+    """A tidy pandas DataFrame for a run or a sweep folder.
+
+    table="layers": per-layer probe rows (step, layer, name, quantity, value);
+    table="metrics": loss/accuracy rows (step, split, metric, value);
+    table="runs": one row per run with its status, final metrics and summaries.
+    Every config key is a column (e.g. "model.depth"), so swept values are ready for groupby.
+    """
+    if table == "runs":
+        from gradflow.summary import runs_table
+
+        return runs_table(path)
+    from gradflow.store import load as _load
+
+    return _load(path, table)

@@ -1,0 +1,240 @@
+"""The command line: parse, call one function, show the result. Only this layer prints."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Optional
+
+import pandas as pd
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from gradflow import config as config_mod
+from gradflow import store
+from gradflow.console import console, user_errors
+from gradflow.errors import GradflowError
+
+app = typer.Typer(
+    help="gradflow: run, measure, plot and reproduce gradient-flow experiments (vanishing and exploding gradients).",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def main() -> None:
+    app()
+
+
+# --- help text generated from the schema, so it cannot drift from the code -----------------------
+def _field_comments(cls) -> dict[str, str]:
+    out = {}
+    for line in inspect.getsource(cls).splitlines():
+        m = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.*)$", line)
+        if m:
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+def config_help() -> str:
+    from dataclasses import fields
+
+    lines = ["[bold]Config groups[/] (GROUP=CHOICE):"]
+    for group in config_mod.GROUPS:
+        lines.append(f"  {group}: {', '.join(config_mod.group_choices(group))}")
+    lines.append("")
+    lines.append("[bold]Keys[/] (KEY=VALUE; default in brackets):")
+    sections = [("model", config_mod.MLPConfig), ("data", config_mod.GaussianDataConfig),
+                ("data", config_mod.MNIST1DConfig), ("init", config_mod.InitConfig), ("norm", config_mod.NormConfig),
+                ("optim", config_mod.OptimConfig), ("probe", config_mod.ProbeConfig), ("train", config_mod.TrainConfig),
+                ("", config_mod.Config)]
+    for prefix, cls in sections:
+        notes = _field_comments(cls)
+        for f in fields(cls):
+            if f.name == "name" and prefix or f.name in ("model", "data", "init", "norm", "optim", "probe", "train"):
+                continue
+            default = f.default if f.default is not inspect.Parameter.empty and not callable(f.default) else ""
+            key = f"{prefix}.{f.name}" if prefix else f.name
+            where = f" (data={cls().name})" if prefix == "data" else ""
+            lines.append(f"  {key} [{default}]{where}: {notes.get(f.name, '')}")
+    return "\n\n".join(["\n".join(lines[: len(config_mod.GROUPS) + 1]), "\n".join(lines[len(config_mod.GROUPS) + 2:])])
+
+
+# --- gradflow run ---------------------------------------------------------------------------------
+def progress_bar(transient: bool = True) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=transient)
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    epilog=None,  # filled in below from the schema
+)
+@user_errors
+def run(
+    overrides: Annotated[Optional[list[str]], typer.Argument(
+        help="Hydra overrides: GROUP=CHOICE (init=xavier_normal) or KEY=VALUE (model.depth=30).",
+        show_default=False)] = None,
+) -> None:
+    """Train one network and record its per-layer gradient signals into results/NAME/JOB/."""
+    from gradflow import job
+
+    overrides = list(overrides or [])
+    cfg = config_mod.compose(overrides)
+    job_dir = Path(cfg.results) / cfg.name / config_mod.job_name(overrides)
+    store.check_writable(job_dir)
+    with progress_bar() as progress:
+        task = progress.add_task("training", total=cfg.train.steps + 1)
+        record = job.execute(cfg, job_dir, on_step=lambda t, n: progress.update(task, completed=t + 1))
+    show_run(job_dir, record)
+    if record["status"] == "failed":
+        raise typer.Exit(1)
+
+
+run.__doc__ = run.__doc__
+app.registered_commands[-1].epilog = None
+
+
+def _fmt(x, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{digits}g}"
+    return str(x)
+
+
+def show_run(job_dir: Path, record: dict) -> None:
+    """The summary of one finished run, read back from its results folder."""
+    from gradflow.summary import grad_ratio
+
+    status = record["status"]
+    colour = {"ok": "green", "diverged": "yellow", "failed": "red"}.get(status, "white")
+    console.print(f"[bold {colour}]{status}[/] after {record.get('steps_done', 0)} steps "
+                  f"in {record.get('wall_time', 0):.1f} s on {record.get('device', '?')}")
+    if status == "failed":
+        console.print(f"[red]{record.get('error')}[/]")
+        console.print(f"results: {job_dir}")
+        return
+    if status == "diverged":
+        layer = record.get("diverged_layer")
+        console.print(f"[yellow]non-finite loss or gradient first at step {record['diverged_step']}"
+                      + (f", layer {layer}" if layer is not None else "") + "[/]")
+    final = record.get("final", {})
+    console.print("final  train loss {}  acc {}   test loss {}  acc {}".format(
+        *(_fmt(final.get(k)) for k in ("train_loss", "train_acc", "test_loss", "test_acc"))))
+    layers = pd.read_parquet(job_dir / store.LAYERS_FILE)
+    if not layers.empty:
+        last = int(layers["step"].max())
+        wide = layers[layers["step"].isin([0, last]) & layers["quantity"].isin(["grad_norm", "signal_norm"])]
+        wide = wide.pivot_table(index=["layer", "name"], columns=["quantity", "step"], values="value", aggfunc="first",
+                                dropna=False)
+        table = Table(title="per-layer gradients (layer 0 = input)", title_justify="left")
+        table.add_column("layer", justify="right")
+        table.add_column("name")
+        cols = [(q, s) for q in ("grad_norm", "signal_norm") for s in dict.fromkeys([0, last])]
+        for q, s in cols:
+            table.add_column(f"{'‖∂L/∂W‖' if q == 'grad_norm' else '‖∂L/∂z‖'} step {s}", justify="right")
+        index = list(wide.index)
+        shown = _thin(len(index), 14)
+        for i, (layer, name) in enumerate(index):
+            if i not in shown:
+                if i - 1 in shown:
+                    table.add_row("…", "", *[""] * len(cols))
+                continue
+            table.add_row(str(layer), name, *(_fmt(wide.loc[(layer, name)].get((q, s))) for q, s in cols))
+        console.print(table)
+        console.print(f"grad-norm ratio first/last layer: init {_fmt(grad_ratio(layers, 0))}, "
+                      f"end {_fmt(grad_ratio(layers, last))}")
+    console.print(f"results: {job_dir}")
+
+
+def _thin(n: int, keep: int) -> set[int]:
+    """Row indices to show: all if few, else the ends and evenly spaced ones between."""
+    if n <= keep:
+        return set(range(n))
+    return {0, 1, 2, n - 3, n - 2, n - 1} | {round(i * (n - 1) / (keep - 6 + 1)) for i in range(1, keep - 6 + 1)}
+
+
+# --- gradflow ls ------------------------------------------------------------------------------------
+LS_COLUMNS = ["status", "steps_done", "wall_time", "final.train_loss", "final.train_acc", "final.test_loss",
+              "final.test_acc", "grad_ratio.init", "grad_ratio.final", "chi1_measured", "chi1_theory"]
+
+
+def runs_view(path: Path, where: list[str] | None = None, sort: str | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """The runs table filtered and sorted as `ls` shows it, and the swept keys."""
+    from gradflow.summary import runs_table, swept_keys
+
+    df = runs_table(path)
+    swept = swept_keys(df)
+    for cond in where or []:
+        if "=" not in cond:
+            raise GradflowError(f"--where {cond!r} must be KEY=VALUE")
+        key, value = cond.split("=", 1)
+        if key not in df.columns:
+            raise GradflowError(f"--where key {key!r} is not a column; choices: {', '.join(sorted(df.columns))}")
+        df = df[df[key].astype(str) == value]
+    if sort:
+        if sort not in df.columns:
+            raise GradflowError(f"--sort {sort!r} is not a column; choices: {', '.join(swept + LS_COLUMNS)}")
+        df = df.sort_values(sort, kind="stable")
+    return df, swept
+
+
+def show_runs(df: pd.DataFrame, swept: list[str], title: str = "") -> None:
+    columns = swept + [c for c in LS_COLUMNS if c in df.columns and (c != "chi1_theory" or df[c].notna().any())]
+    if "chi1_measured" in columns and df["chi1_measured"].isna().all():
+        columns.remove("chi1_measured")
+    table = Table(title=title or None, title_justify="left")
+    table.add_column("run", overflow="fold")
+    for c in columns:
+        table.add_column(c, justify="left" if c in swept or c == "status" else "right", overflow="fold")
+    colours = {"ok": "green", "diverged": "yellow", "failed": "red", "running": "cyan"}
+    for _, row in df.iterrows():
+        cells = [_fmt(row.get(c)) for c in columns]
+        if "status" in columns:
+            i = columns.index("status")
+            cells[i] = f"[{colours.get(row['status'], 'white')}]{row['status']}[/]"
+        table.add_row(row["run"] if not swept else row["run"].split("/")[-1][:40], *cells)
+    console.print(table)
+    counts = df["status"].value_counts().to_dict() if "status" in df else {}
+    console.print("  ".join(f"{k}: {counts.get(k, 0)}" for k in ("ok", "diverged", "failed", "running")))
+
+
+@app.command("ls")
+@user_errors
+def ls(
+    path: Annotated[Path, typer.Argument(help="A run folder, a sweep folder, or a folder of sweeps.")],
+    where: Annotated[Optional[list[str]], typer.Option(help="Keep rows with KEY=VALUE (repeatable).")] = None,
+    sort: Annotated[Optional[str], typer.Option(help="Sort by this column, e.g. final.test_acc.")] = None,
+    csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON records instead of a table.")] = False,
+) -> None:
+    """One row per run: swept values, status, final metrics and gradient-norm ratios."""
+    df, swept = runs_view(path, where, sort)
+    cols = ["run"] + swept + [c for c in LS_COLUMNS if c in df.columns]
+    if csv:
+        console.file.write(df[cols].to_csv(index=False))
+    elif as_json:
+        console.file.write(json.dumps(json.loads(df[cols].to_json(orient="records")), indent=1) + "\n")
+    else:
+        show_runs(df, swept, title=str(path))
+
+
+def _mount_optional() -> None:
+    """Sub-apps that live in their own modules."""
+    from gradflow.cli_theory import theory_app
+
+    app.add_typer(theory_app, name="theory")
+
+
+_mount_optional()
+
+for _cmd in app.registered_commands:
+    if _cmd.callback is not None and _cmd.callback.__name__ == "run":
+        _cmd.epilog = config_help()

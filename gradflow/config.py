@@ -1,0 +1,338 @@
+"""Typed configuration: the schema (dataclasses in Hydra's ConfigStore), composition and validation.
+
+YAML under conf/ gives the values of each choice; the dataclasses here give every key its type,
+default and meaning, so a bad override fails at composition with the key named, not inside
+training. `validate` adds what a type cannot say (ranges, choices, device availability).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from gradflow.errors import GradflowError
+
+# --- where the configs live: inside the installed package (wheel) or at the checkout's root ---
+_PKG = Path(__file__).resolve().parent
+
+
+def _find(dirname: str) -> Path:
+    for candidate in (_PKG / dirname, _PKG.parent / dirname):
+        if candidate.is_dir():
+            return candidate
+    raise GradflowError(f"cannot find the {dirname}/ folder next to {_PKG}; reinstall gradflow")
+
+
+CONF_DIR = _find("conf")
+EXPERIMENTS_DIR = _find("experiments")
+
+
+# --- schema -------------------------------------------------------------------------------------
+@dataclass
+class MLPConfig:
+    name: str = "mlp"
+    depth: int = 20  # hidden layers; each = weight layer, optional norm, activation, optional skip
+    width: int = 128  # units in every hidden layer (residual blocks keep it constant)
+    activation: str = "tanh"  # a name from gradflow.activations.ACTIVATIONS
+    skip: str = "none"  # none | residual: h <- h + alpha * act(norm(W h + b)) for hidden layers 2..depth
+    alpha: str = "1.0"  # residual branch scale: a number, "1/sqrt(depth)", or "learnable" (SkipInit, starts at 0)
+
+
+@dataclass
+class GaussianDataConfig:
+    name: str = "gaussian"
+    dim: int = 64  # input dimension; inputs x ~ N(0, I)
+    classes: int = 10  # labels = argmax of a fixed random teacher network, so the task is learnable
+    n_train: int = 4096
+    n_test: int = 1024
+    teacher_width: int = 64  # hidden width of the one-hidden-layer tanh teacher
+    seed: int = 0  # the dataset's own seed: every run of a sweep sees the same data
+
+
+@dataclass
+class MNIST1DConfig:
+    name: str = "mnist1d"
+    seed: int = 42  # mnist1d's generation seed (42 = the published dataset: 4000 train / 1000 test, length 40)
+    cache: str = ""  # cache folder; "" = $GRADFLOW_CACHE or ~/.cache/gradflow
+
+
+@dataclass
+class InitConfig:
+    name: str = "kaiming_normal"  # standard | xavier_uniform | xavier_normal | kaiming_uniform | kaiming_normal
+    #                              | lecun_normal | orthogonal | meanfield
+    gain: float = 1.0  # xavier_* and orthogonal: weight scale multiplier
+    mode: str = "fan_in"  # kaiming_*: fan_in preserves forward variance, fan_out backward variance
+    sw2: float = 1.0  # meanfield: W ~ N(0, sw2 / fan_in)
+    sb2: float = 0.0  # meanfield: b ~ N(0, sb2); every other scheme starts biases at zero
+
+
+@dataclass
+class NormConfig:
+    name: str = "none"  # none | batchnorm | layernorm, placed between the weight layer and the activation
+    eps: float = 1e-5
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd | adam
+    lr: float = 0.05
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)  # adam only
+
+
+@dataclass
+class ProbeConfig:
+    every: int = 0  # probe every k steps; 0 = use `points` log-spaced steps instead
+    points: int = 30  # number of log-spaced probed steps (step 0 and the last step always included)
+    histograms: bool = False  # also store per-layer histograms of activations and back-propagated gradients
+    jacobian: bool = False  # also store input-output Jacobian singular values (MLPs)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000  # optimizer updates; 0 = probe the initialization only
+    batch_size: int = 128
+    eval_every: int = 100  # train/test loss and accuracy every this many steps, and at the end
+    grad_clip: float = 0.0  # clip the global gradient norm at this value, or disable if == 0.0
+    clip_value: float = 0.0  # clip each gradient element to [-v, v], or disable if == 0.0
+    check_every: int = 20  # look for a non-finite loss/gradient at least this often (a host sync point)
+
+
+@dataclass
+class Config:
+    model: Any = MISSING
+    data: Any = MISSING
+    init: InitConfig = field(default_factory=InitConfig)
+    norm: NormConfig = field(default_factory=NormConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0  # weight init and batch order
+    device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
+    name: str = "run"  # results go to <results>/<name>/<job>/
+    results: str = "results"  # the results root folder
+
+
+MODEL_SCHEMAS = {"mlp": MLPConfig}
+DATA_SCHEMAS = {"gaussian": GaussianDataConfig, "mnist1d": MNIST1DConfig}
+
+INIT_CHOICES = ("standard", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal",
+                "lecun_normal", "orthogonal", "meanfield")
+NORM_CHOICES = ("none", "batchnorm", "layernorm")
+OPTIM_CHOICES = ("sgd", "adam")
+SKIP_CHOICES = ("none", "residual")
+MODE_CHOICES = ("fan_in", "fan_out")
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="schema", node=Config)
+    for group, schemas in (("model", MODEL_SCHEMAS), ("data", DATA_SCHEMAS)):
+        for name, node in schemas.items():
+            cs.store(group=f"schema/{group}", name=name, node=node, package=group)
+    for group, node in (("init", InitConfig), ("norm", NormConfig), ("optim", OptimConfig),
+                        ("probe", ProbeConfig)):
+        cs.store(group=f"schema/{group}", name="base", node=node, package=group)
+    _register_experiments(cs)
+
+
+def _register_experiments(cs: ConfigStore) -> None:
+    """experiments/*.yaml become the `experiment` group (`+experiment=NAME`), merged at the top level."""
+    for path in sorted(EXPERIMENTS_DIR.glob("*.yaml")):
+        node = OmegaConf.load(path)
+        node.pop("defaults", None)
+        cs.store(group="experiment", name=path.stem, node=node, package="_global_")
+
+
+register_configs()
+
+
+# --- job names: readable, filesystem-safe, order-independent ------------------------------------
+NOT_IN_JOB_NAME = ("name", "results", "device")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=,+\-]")
+
+
+def job_name(overrides: list[str] | str) -> str:
+    """The run folder name for a list of `key=value` overrides (or Hydra's override_dirname)."""
+    items = overrides.split(",") if isinstance(overrides, str) else list(overrides)
+    keep = sorted(o for o in items if o and _key(o) not in NOT_IN_JOB_NAME and not _key(o).startswith("hydra"))
+    name = _UNSAFE.sub("_", ",".join(keep)) or "default"
+    if len(name) > 160:
+        name = name[:150] + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    return name
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+OmegaConf.register_new_resolver("gradflow_job", job_name, replace=True)
+
+
+# --- validation: what types alone cannot say -----------------------------------------------------
+def _choice(key: str, value: Any, choices) -> None:
+    if value not in choices:
+        raise GradflowError(f"{key}={value!r} is not allowed; choices: {', '.join(map(str, choices))}")
+
+
+def _positive(key: str, value: Any, minimum: int | float = 1) -> None:
+    if value < minimum:
+        raise GradflowError(f"{key}={value} must be >= {minimum}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise GradflowError for the first value that is out of range or not a valid choice."""
+    from gradflow import activations
+
+    m = cfg.model
+    _choice("model.name", m.name, tuple(MODEL_SCHEMAS))
+    _positive("model.depth", m.depth)
+    _positive("model.width", m.width)
+    _choice("model.activation", m.activation, tuple(activations.ACTIVATIONS))
+    _choice("model.skip", m.skip, SKIP_CHOICES)
+    residual_alpha(m.alpha, m.depth)  # raises on a bad alpha
+    _choice("init.name", cfg.init.name, INIT_CHOICES)
+    _choice("init.mode", cfg.init.mode, MODE_CHOICES)
+    _positive("init.sw2", cfg.init.sw2, 0)
+    _positive("init.sb2", cfg.init.sb2, 0)
+    _choice("norm.name", cfg.norm.name, NORM_CHOICES)
+    _choice("optim.name", cfg.optim.name, OPTIM_CHOICES)
+    _positive("optim.lr", cfg.optim.lr, 0)
+    _positive("train.steps", cfg.train.steps, 0)
+    _positive("train.batch_size", cfg.train.batch_size)
+    _positive("train.eval_every", cfg.train.eval_every)
+    _positive("train.check_every", cfg.train.check_every)
+    _positive("train.grad_clip", cfg.train.grad_clip, 0)
+    _positive("train.clip_value", cfg.train.clip_value, 0)
+    _positive("probe.every", cfg.probe.every, 0)
+    _positive("probe.points", cfg.probe.points, 2)
+    if cfg.data.name == "gaussian":
+        for k in ("dim", "classes", "n_train", "n_test", "teacher_width"):
+            _positive(f"data.{k}", cfg.data[k], 2 if k == "classes" else 1)
+    if not re.fullmatch(r"[A-Za-z0-9._\-/]+", cfg.name) or ".." in Path(cfg.name).parts or cfg.name.startswith("/"):
+        raise GradflowError(f"name={cfg.name!r} must be a relative folder name inside {cfg.results}/ "
+                            "(letters, digits, . _ - /; no '..')")
+    resolve_device(cfg.device)
+
+
+def residual_alpha(alpha: str, depth: int) -> float | str:
+    """The residual branch scale: a float, or "learnable" (a parameter starting at 0, SkipInit)."""
+    text = str(alpha).strip()
+    if text == "learnable":
+        return text
+    if text == "1/sqrt(depth)":
+        return depth ** -0.5
+    try:
+        return float(text)
+    except ValueError:
+        raise GradflowError(f"model.alpha={text!r} is not allowed; choices: a number, 1/sqrt(depth), learnable") from None
+
+
+def resolve_device(spec: str):
+    """auto -> cuda, then mps, then cpu; an explicit device must exist on this machine."""
+    import torch
+
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if re.fullmatch(r"cuda(:\d+)?", spec):
+        if not torch.cuda.is_available():
+            raise GradflowError(f"device={spec!r} but CUDA is not available on this machine; use device=auto or device=cpu")
+        index = int(spec.split(":")[1]) if ":" in spec else 0
+        if index >= torch.cuda.device_count():
+            raise GradflowError(f"device={spec!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return torch.device(spec)
+    if spec == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise GradflowError("device='mps' but MPS is not available on this machine; use device=auto or device=cpu")
+        return torch.device("mps")
+    raise GradflowError(f"device={spec!r} is not allowed; choices: auto, cpu, cuda, cuda:N, mps")
+
+
+# --- composition ---------------------------------------------------------------------------------
+def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Compose conf/config.yaml with `key=value` overrides, as `gradflow run` does, and validate it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    except GradflowError:
+        raise
+    except Exception as e:  # Hydra/OmegaConf errors: make them one line that names the key
+        raise GradflowError(hydra_error_message(e)) from None
+    finally:
+        GlobalHydra.instance().clear()
+    validate(cfg)
+    return cfg
+
+
+def group_choices(group: str) -> list[str]:
+    folder = CONF_DIR / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+GROUPS = ("model", "data", "init", "norm", "optim", "probe")
+
+
+def hydra_error_message(e: Exception) -> str:
+    """One line from a Hydra/OmegaConf composition error, naming the key and the valid choices."""
+    text = str(e)
+    if e.__cause__ is not None:  # Hydra wraps the OmegaConf error that names the key
+        text += "\n" + str(e.__cause__)
+    missing = re.search(r"Could not find '([^']+)/([^']+)'", text)
+    if missing:
+        group, value = missing.groups()
+        group = group.lstrip("/")
+        choices = group_choices(group) or _experiment_choices(group)
+        return f"{group}={value!r} is not a known choice; choices: {', '.join(choices)}"
+    bad_key = re.search(r"Key '([^']+)' (?:is not in struct|not in '[^']*')", text)
+    full_key = re.search(r"full_key: (\S+)", text)
+    if "Could not override" in text or "is not in struct" in text or "not in '" in text:
+        key = (re.search(r"Could not override '([^']+)'", text) or bad_key or full_key)
+        name = key.group(1) if key else "?"
+        return (f"unknown key {name!r}; groups: {', '.join(GROUPS)}; "
+                "see `gradflow run --help` for every key (add a new key with +key=value only if you mean to)")
+    if full_key:
+        value = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", text)
+        if value:
+            return f"{full_key.group(1)}={value.group(1)!r} is not a valid {value.group(2).lower()}"
+        detail = str(e.__cause__ or e).strip().splitlines()[0]
+        return f"{full_key.group(1)}: {detail}"
+    return " ".join(text.split())
+
+
+def _experiment_choices(group: str) -> list[str]:
+    if group == "experiment":
+        return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+    return []
+
+
+def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
+    """{"model.depth": 20, ...}: every leaf of a config as a dotted key."""
+    container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    out: dict[str, Any] = {}
+    for k, v in container.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, (list, tuple)):
+            out[key] = str(list(v))
+        else:
+            out[key] = v
+    return out

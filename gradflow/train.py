@@ -1,0 +1,166 @@
+"""The training loop: forward, backward, probes, clip, step, divergence check.
+
+Step t (0..steps) always means "the weights after t updates": at step t the loop evaluates (if
+due), computes the gradient on batch t, probes it (if due), and, for t < steps, takes update t.
+The loop never prints or writes: it returns rows and reports progress through a callback.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gradflow.data import Data
+from gradflow.probes import Probes, schedule
+
+ProgressFn = Callable[[int, int], None]  # (step, steps)
+
+
+@dataclass
+class TrainResult:
+    status: str = "ok"  # ok | diverged
+    steps_done: int = 0  # updates taken
+    probe_steps: list[int] = field(default_factory=list)
+    probe_values: list[np.ndarray] = field(default_factory=list)  # one (points, quantities) table per probed step
+    probe_masks: list[np.ndarray] = field(default_factory=list)
+    metrics: list[tuple[int, str, str, float]] = field(default_factory=list)  # (step, split, metric, value)
+    diverged_step: int | None = None
+    diverged_layer: int | None = None
+    train_time: float = 0.0  # seconds in the loop
+
+
+def make_optimizer(params, cfg) -> torch.optim.Optimizer:
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+
+
+@torch.no_grad()
+def evaluate(model, x, y, chunk: int = 4096) -> torch.Tensor:
+    """(loss, accuracy) over a whole split, on device."""
+    was_training = model.training
+    model.eval()
+    loss = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device)
+    for i in range(0, len(x), chunk):
+        logits = model(x[i : i + chunk])
+        loss += F.cross_entropy(logits.float(), y[i : i + chunk], reduction="sum")
+        correct += (logits.argmax(1) == y[i : i + chunk]).sum()
+    model.train(was_training)
+    return torch.stack([loss / len(x), correct / len(x)])
+
+
+class Batches:
+    """Seeded epochs of random permutations over a dataset held on the device."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, device):
+        self.n, self.size, self.device = n, min(batch_size, n), device
+        self.gen = torch.Generator().manual_seed(seed)
+        self.queue: list[torch.Tensor] = []
+
+    def next(self) -> torch.Tensor:
+        if not self.queue:
+            perm = torch.randperm(self.n, generator=self.gen).to(self.device)
+            self.queue = list(perm[: self.n - self.n % self.size].split(self.size))
+        return self.queue.pop(0)
+
+
+def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = None) -> TrainResult:
+    steps, tc = cfg.train.steps, cfg.train
+    device = data.x_train.device
+    params = [p for p in model.parameters() if p.requires_grad]
+    # probe-point weights first, so the per-parameter norms below index layers directly
+    probe_ids = {id(w) for w in probes.weights}
+    ordered = probes.weights + [p for p in params if id(p) not in probe_ids]
+    opt = make_optimizer(params, cfg.optim)
+    batches = Batches(len(data.x_train), tc.batch_size, cfg.seed, device)
+    probed = set(schedule(steps, cfg.probe.every, cfg.probe.points))
+    res = TrainResult()
+    n_points = len(probes.weights)
+
+    # running sums on device, fetched at eval steps
+    window = torch.zeros(4, device=device)  # batch loss sum, batch acc sum, grad-norm sum, clip events
+    window_n = 0
+    bad_step = torch.full((), -1, dtype=torch.long, device=device)
+    bad_layers = torch.zeros(n_points, dtype=torch.bool, device=device)
+
+    model.train()
+    start = time.perf_counter()
+    for t in range(steps + 1):
+        # --- evaluation of the weights after t updates ---
+        if t % tc.eval_every == 0 or t == steps:
+            ev = torch.cat([evaluate(model, data.x_train, data.y_train), evaluate(model, data.x_test, data.y_test),
+                            window / max(window_n, 1), window[3:]]).cpu().tolist()  # note: a host sync point
+            res.metrics += [(t, "train", "loss", ev[0]), (t, "train", "acc", ev[1]),
+                            (t, "test", "loss", ev[2]), (t, "test", "acc", ev[3])]
+            if window_n:
+                res.metrics += [(t, "batch", "loss", ev[4]), (t, "batch", "acc", ev[5]),
+                                (t, "opt", "grad_norm", ev[6]), (t, "opt", "clipped", ev[8])]
+            window.zero_()
+            window_n = 0
+
+        # --- forward, backward (and probes) ---
+        probing = t in probed
+        if probing:
+            probes.arm()
+        idx = batches.next()
+        logits = model(data.x_train[idx])
+        loss = F.cross_entropy(logits.float(), data.y_train[idx])
+        opt.zero_grad(set_to_none=False)
+        loss.backward()
+        if probing:
+            probes.after_backward()
+
+        # --- divergence bookkeeping on device: no sync here ---
+        norms = torch.stack(torch._foreach_norm([p.grad for p in ordered if p.grad is not None]))
+        total = torch.linalg.vector_norm(norms)
+        newly_bad = (bad_step < 0) & ~(torch.isfinite(loss) & torch.isfinite(total))
+        bad_step = torch.where(newly_bad, t, bad_step)
+        bad_layers = torch.where(newly_bad, ~torch.isfinite(norms[:n_points]), bad_layers)
+
+        # --- clip and update ---
+        if t < steps:
+            clipped = torch.zeros((), device=device)
+            grads = [p.grad for p in params if p.grad is not None]
+            if tc.grad_clip > 0:
+                coef = (tc.grad_clip / (total + 1e-6)).clamp(max=1.0)
+                torch._foreach_mul_(grads, coef)
+                clipped = clipped + (total > tc.grad_clip)
+            if tc.clip_value > 0:
+                peak = torch.stack(torch._foreach_norm(grads, ord=float("inf"))).max()
+                torch._foreach_clamp_min_(grads, -tc.clip_value)
+                torch._foreach_clamp_max_(grads, tc.clip_value)
+                clipped = clipped + (peak > tc.clip_value)
+            if probing:
+                probes.before_update()
+            opt.step()
+            if probing:
+                probes.after_update()
+            res.steps_done = t + 1
+            acc = (logits.detach().argmax(1) == data.y_train[idx]).float().mean()
+            window += torch.stack([loss.detach(), acc, total, (clipped > 0).float()])
+            window_n += 1
+        if probing:
+            values, mask = probes.fetch()  # note: a host sync point, once per probed step
+            res.probe_steps.append(t)
+            res.probe_values.append(values)
+            res.probe_masks.append(mask)
+        if on_step:
+            on_step(t, steps)
+
+        # --- divergence check (note: a host sync point, every check_every steps) ---
+        if probing or t % tc.check_every == 0 or t == steps:
+            first = int(bad_step.item())
+            if first >= 0:
+                res.status = "diverged"
+                res.diverged_step = first
+                layers = torch.nonzero(bad_layers).flatten().tolist()
+                res.diverged_layer = layers[0] if layers else None
+                break
+    res.train_time = time.perf_counter() - start
+    return res

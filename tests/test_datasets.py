@@ -1,0 +1,381 @@
+"""Dataset readers on tiny files written in the real distribution formats, the augmentation, and
+the generated sequence tasks, each checked against an independent recomputation."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import http.server
+import io
+import math
+import pickle
+import struct
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gradflow import datasets
+from gradflow.datasets import (adding_problem, augment_pad_crop_flip, copy_task, copy_task_baseline,
+                               load_cifar10, load_mnist, read_idx, standardize)
+from gradflow.errors import GradflowError
+
+CLOSED_PORT = "http://127.0.0.1:9/"  # the discard port: nothing listens, the connect is refused at once
+
+# --- writers for the real formats -----------------------------------------------------------------
+
+
+def idx_bytes(arr: np.ndarray, type_code: int) -> bytes:
+    """IDX as LeCun documents it: 0x0000, type byte, ndim, big-endian uint32 dims, big-endian data."""
+    be = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}[type_code]
+    header = bytes([0, 0, type_code, arr.ndim]) + b"".join(struct.pack(">I", d) for d in arr.shape)
+    return header + arr.astype(be).tobytes()
+
+
+def write(path: Path, data: bytes, gz: bool = False) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+def make_mnist(folder: Path, gz: bool, seed: int = 0, n_train: int = 5, n_test: int = 3) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "x_train": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "y_train": rng.integers(0, 10, n_train, dtype=np.uint8),
+        "x_test": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "y_test": rng.integers(0, 10, n_test, dtype=np.uint8),
+    }
+    for key, name in datasets.MNIST_FILES.items():
+        data = idx_bytes(arrays[key], 0x08)
+        # the real magic numbers: 2051 for image files, 2049 for label files
+        assert data[:4] == struct.pack(">I", 2051 if key.startswith("x") else 2049)
+        write(folder / (name + (".gz" if gz else "")), data, gz)
+    return arrays
+
+
+def cifar_row(img: np.ndarray) -> np.ndarray:
+    """One image (3, 32, 32) as the CIFAR page describes a row: 1024 red, 1024 green, 1024 blue, row-major."""
+    return np.concatenate([img[0].ravel(), img[1].ravel(), img[2].ravel()])
+
+
+def make_cifar(folder: Path, n: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
+    """Batches as the originals: a dict with bytes keys, b'data' uint8 (N, 3072), b'labels' a list, protocol 2."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    images, labels = {}, {}
+    for name in (*datasets.CIFAR10_TRAIN_BATCHES, datasets.CIFAR10_TEST_BATCH):
+        images[name] = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+        labels[name] = rng.integers(0, 10, n).tolist()
+        batch = {b"batch_label": f"{name} of 5".encode(), b"labels": labels[name],
+                 b"data": np.stack([cifar_row(im) for im in images[name]]),
+                 b"filenames": [f"img_{i}.png".encode() for i in range(n)]}
+        data = pickle.dumps(batch, protocol=2)
+        if name == "data_batch_1":  # as written by numpy 1.x (the originals): numpy.core, not numpy._core
+            data = data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+        (folder / name).write_bytes(data)
+    train = datasets.CIFAR10_TRAIN_BATCHES
+    return {"x_train": np.concatenate([images[b] for b in train]),
+            "y_train": np.concatenate([labels[b] for b in train]).astype(np.int64),
+            "x_test": images["test_batch"], "y_test": np.array(labels["test_batch"], dtype=np.int64)}
+
+
+def assert_same(got: dict, want: dict, label_dtype=np.int64) -> None:
+    assert set(got) == {"x_train", "y_train", "x_test", "y_test"}
+    for key in got:
+        assert got[key].dtype == (np.uint8 if key.startswith("x") else label_dtype), key
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def one_line(e: pytest.ExceptionInfo) -> str:
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg
+
+
+# --- IDX ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("type_code,dtype", [(0x08, np.uint8), (0x09, np.int8), (0x0B, np.int16),
+                                             (0x0C, np.int32), (0x0D, np.float32), (0x0E, np.float64)])
+def test_read_idx_every_type(tmp_path, gz, type_code, dtype):
+    rng = np.random.default_rng(1)
+    arr = (rng.standard_normal((2, 3, 4)) * 100).astype(dtype)
+    path = write(tmp_path / "a-idx3", idx_bytes(arr, type_code), gz)
+    got = read_idx(path)
+    assert got.dtype == np.dtype(dtype) and got.dtype.isnative and got.flags.writeable
+    np.testing.assert_array_equal(got, arr)
+
+
+@pytest.mark.parametrize("variant,subdir", [("mnist", ""), ("mnist", "mnist"), ("mnist", "mnist/raw"),
+                                            ("mnist", "MNIST/raw"), ("fashion_mnist", "fashion_mnist"),
+                                            ("fashion_mnist", "FashionMNIST/raw")])
+@pytest.mark.parametrize("gz", [False, True])
+def test_load_mnist_finds_each_layout(tmp_path, variant, subdir, gz):
+    want = make_mnist(tmp_path / subdir, gz)
+    assert_same(load_mnist(tmp_path, variant, download=False), want)
+
+
+def test_read_idx_truncated_and_corrupt(tmp_path):
+    good = idx_bytes(np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28), 0x08)
+    cases = {
+        "short-data": (good[:-1], False, "truncated"),
+        "long-data": (good + b"\0", False, "too long"),
+        "short-header": (good[:10], False, "truncated header"),
+        "tiny": (good[:3], False, "magic number"),
+        "bad-magic": (b"\x12\x34" + good[2:], False, "magic number"),
+        "bad-type": (good[:2] + b"\x07" + good[3:], False, "magic number"),
+        "short-data-gz": (good[:-5], True, "truncated"),
+    }
+    for name, (data, gz, words) in cases.items():
+        path = write(tmp_path / name, data, gz)
+        with pytest.raises(GradflowError) as e:
+            read_idx(path)
+        assert str(path) in one_line(e) and words in str(e.value), name
+    cut_gzip = write(tmp_path / "cut.gz", gzip.compress(good)[:-20])  # the gzip stream itself is cut
+    with pytest.raises(GradflowError, match="truncated or corrupt gzip") as e:
+        read_idx(cut_gzip)
+    assert str(cut_gzip) in one_line(e)
+
+
+def test_load_mnist_rejects_mismatched_files(tmp_path):
+    make_mnist(tmp_path, gz=False)
+    labels = tmp_path / "train-labels-idx1-ubyte"
+    labels.write_bytes(idx_bytes(np.zeros(4, np.uint8), 0x08))  # 4 labels for 5 images
+    with pytest.raises(GradflowError, match="5 images but .* 4 labels") as e:
+        load_mnist(tmp_path, "mnist")
+    assert str(labels) in one_line(e)
+
+
+def test_missing_mnist_names_root_files_and_keys(tmp_path):
+    root = tmp_path / "x" / "y"
+    with pytest.raises(GradflowError) as e:
+        load_mnist(root, "fashion_mnist", download=False)
+    msg = one_line(e)
+    assert f"data.root={root} has no Fashion-MNIST files" in msg
+    assert f"{root / 'fashion_mnist'}/" in msg and "data.download=true" in msg
+    for name in datasets.MNIST_FILES.values():
+        assert f"{name}(.gz)" in msg
+    with pytest.raises(GradflowError, match="valid choices: mnist, fashion_mnist"):
+        load_mnist(root, "kmnist")
+
+
+# --- downloads ------------------------------------------------------------------------------------
+
+
+def test_download_fails_fast_without_network(tmp_path, monkeypatch):
+    monkeypatch.setitem(datasets.MNIST_MIRRORS, "mnist", (CLOSED_PORT,))
+    monkeypatch.setattr(datasets, "CIFAR10_URLS", (CLOSED_PORT + "cifar-10-python.tar.gz",))
+    t0 = time.monotonic()
+    with pytest.raises(GradflowError) as e:
+        load_mnist(tmp_path, "mnist", download=True)
+    msg = one_line(e)
+    assert "downloading MNIST failed" in msg and "127.0.0.1:9" in msg
+    assert f"{tmp_path / 'mnist'}/" in msg and "train-images-idx3-ubyte(.gz)" in msg
+    with pytest.raises(GradflowError) as e:
+        load_cifar10(tmp_path, download=True)
+    msg = one_line(e)
+    assert "downloading CIFAR-10 failed" in msg and f"{tmp_path}/" in msg and "cifar-10-python.tar.gz" in msg
+    assert time.monotonic() - t0 < 15
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # no partial file left behind
+
+
+@pytest.fixture
+def http_folder(tmp_path):
+    """A real HTTP server on the loopback interface serving tmp_path/served."""
+    served = tmp_path / "served"
+    served.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             functools.partial(Quiet, directory=str(served)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_mnist_from_a_mirror_checks_md5_and_falls_back(tmp_path, monkeypatch, http_folder):
+    served, url = http_folder
+    want = make_mnist(served, gz=True)
+    md5 = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in served.iterdir()}
+    # a dead mirror first: the next one is tried
+    monkeypatch.setitem(datasets.MNIST_MIRRORS, "mnist", (CLOSED_PORT, url))
+    monkeypatch.setitem(datasets.MNIST_MD5, "mnist", md5)
+    root = tmp_path / "data"
+    assert_same(load_mnist(root, "mnist", download=True), want)
+    assert sorted(p.name for p in (root / "mnist").iterdir()) == sorted(md5)  # only the files, no temps
+
+    monkeypatch.setitem(datasets.MNIST_MD5, "mnist", {**md5, "t10k-labels-idx1-ubyte.gz": "0" * 32})
+    other = tmp_path / "other"
+    with pytest.raises(GradflowError, match="MD5") as e:
+        load_mnist(other, "mnist", download=True)
+    one_line(e)
+    assert not (other / "mnist" / "t10k-labels-idx1-ubyte.gz").exists()
+    assert not list((other / "mnist").glob(".*"))  # the temp file is removed
+
+
+# --- CIFAR-10 -------------------------------------------------------------------------------------
+
+
+def test_load_cifar10_from_folder_or_parent(tmp_path):
+    want = make_cifar(tmp_path / "cifar-10-batches-py")
+    assert_same(load_cifar10(tmp_path), want)
+    assert_same(load_cifar10(tmp_path / "cifar-10-batches-py"), want)
+    got = load_cifar10(tmp_path)
+    assert got["x_train"].shape == (20, 3, 32, 32) and got["x_test"].shape == (4, 3, 32, 32)
+
+
+def test_load_cifar10_from_archive(tmp_path):
+    src = tmp_path / "src"
+    want = make_cifar(src / "cifar-10-batches-py")
+    root = tmp_path / "root"
+    root.mkdir()
+    with tarfile.open(root / "cifar-10-python.tar.gz", "w:gz") as tar:
+        tar.add(src / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    assert_same(load_cifar10(root), want)
+    assert (root / "cifar-10-batches-py" / "test_batch").is_file()
+    assert [p.name for p in root.iterdir() if p.name.startswith(".")] == []  # the extraction temp is gone
+
+
+def test_load_cifar10_errors(tmp_path):
+    with pytest.raises(GradflowError) as e:
+        load_cifar10(tmp_path / "none")
+    msg = one_line(e)
+    assert f"data.root={tmp_path / 'none'} has no CIFAR-10 files" in msg
+    assert "cifar-10-batches-py/ (data_batch_1..5, test_batch) or cifar-10-python.tar.gz" in msg
+
+    folder = tmp_path / "cut" / "cifar-10-batches-py"
+    make_cifar(folder)
+    batch = folder / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:-100])
+    with pytest.raises(GradflowError, match="not a readable CIFAR-10 batch") as e:
+        load_cifar10(tmp_path / "cut")
+    assert str(batch) in one_line(e)
+
+    # a pickle that would run code is refused before anything runs
+    class Evil:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('ran')",))
+    batch.write_bytes(pickle.dumps({b"data": Evil()}, protocol=2))
+    with pytest.raises(GradflowError, match=r"unexpected object \w+\.exec"):
+        load_cifar10(tmp_path / "cut")
+
+    archive = tmp_path / "bad" / "cifar-10-python.tar.gz"
+    write(archive, gzip.compress(b"not a tar" * 100)[:50])
+    with pytest.raises(GradflowError, match="truncated or corrupt archive") as e:
+        load_cifar10(tmp_path / "bad")
+    assert str(archive) in one_line(e)
+
+
+# --- normalization and augmentation ---------------------------------------------------------------
+
+
+def test_standardize_uses_training_statistics_per_channel():
+    rng = np.random.default_rng(0)
+    x_train = rng.integers(0, 256, (50, 3, 8, 8), dtype=np.uint8)
+    x_test = rng.integers(0, 256, (7, 3, 8, 8), dtype=np.uint8)
+    train, test = standardize(x_train, x_test)
+    assert train.dtype == test.dtype == torch.float32 and train.shape == (50, 3, 8, 8)
+    mean = x_train.astype(np.float64).mean(axis=(0, 2, 3), keepdims=True)
+    std = x_train.astype(np.float64).std(axis=(0, 2, 3), keepdims=True)
+    np.testing.assert_allclose(train.numpy(), (x_train - mean) / std, atol=1e-5)
+    np.testing.assert_allclose(test.numpy(), (x_test - mean) / std, atol=1e-5)
+
+    mnist_like = rng.integers(0, 256, (10, 28, 28), dtype=np.uint8)  # (N, H, W) gains a channel axis
+    train, test = standardize(mnist_like, mnist_like[:2])
+    assert train.shape == (10, 1, 28, 28) and test.shape == (2, 1, 28, 28)
+    assert abs(train.mean().item()) < 1e-5 and abs(train.std(correction=0).item() - 1) < 1e-5
+
+    floats = torch.rand(6, 2, 3, 3)
+    before = floats.clone()
+    standardize(floats, floats)
+    assert torch.equal(floats, before)  # float32 inputs are not scaled in place
+
+
+def test_augment_flip_only_equals_torch_flip():
+    x = torch.randn(64, 3, 5, 7)
+    out = augment_pad_crop_flip(x, torch.Generator().manual_seed(0), pad=0)
+    flipped = torch.flip(x, dims=[-1])
+    same = (out == x).flatten(1).all(1)
+    is_flipped = (out == flipped).flatten(1).all(1)
+    assert bool((same | is_flipped).all())
+    assert 10 < int(is_flipped.sum()) < 54  # about half, p = 0.5
+
+
+def test_augment_crops_are_windows_of_the_zero_padded_image():
+    pad, (B, C, H, W) = 4, (16, 2, 8, 8)
+    x = torch.rand(B, C, H, W) + 1  # strictly positive, so padding zeros are recognisable
+    out = augment_pad_crop_flip(x, torch.Generator().manual_seed(1), pad=pad)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    padded = torch.zeros(B, C, H + 2 * pad, W + 2 * pad)
+    padded[:, :, pad:pad + H, pad:pad + W] = x
+    offsets = set()
+    for b in range(B):
+        windows = [(i, j, f) for i in range(2 * pad + 1) for j in range(2 * pad + 1) for f in (False, True)
+                   if torch.equal(out[b], (lambda w: w.flip(-1) if f else w)(padded[b, :, i:i + H, j:j + W]))]
+        assert windows, f"image {b} is not a (flipped) window of its padded image"
+        offsets.add(windows[0][:2])
+    assert len(offsets) > 4  # offsets vary across the batch
+
+
+def test_augment_is_deterministic_given_the_seed():
+    x = torch.randn(8, 3, 32, 32)
+    a = augment_pad_crop_flip(x, torch.Generator().manual_seed(5))
+    b = augment_pad_crop_flip(x, torch.Generator().manual_seed(5))
+    c = augment_pad_crop_flip(x, torch.Generator().manual_seed(6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+# --- sequence tasks -------------------------------------------------------------------------------
+
+
+def test_adding_problem_layout_target_and_baseline():
+    T = 50
+    x, y = adding_problem(100_000, T, torch.Generator().manual_seed(0))
+    assert x.shape == (100_000, T, 2) and y.shape == (100_000, 1)
+    assert x.dtype == y.dtype == torch.float32
+    values, markers = x[..., 0], x[..., 1]
+    assert bool(((values >= 0) & (values <= 1)).all())
+    assert bool(((markers == 0) | (markers == 1)).all())
+    assert bool((markers[:, :T // 2].sum(1) == 1).all()) and bool((markers[:, T // 2:].sum(1) == 1).all())
+    torch.testing.assert_close(y[:, 0], (values * markers).sum(1))
+    # predicting 1.0 scores Var(U1 + U2) = 2/12
+    assert abs(F.mse_loss(torch.ones_like(y), y).item() - 1 / 6) < 0.005
+    x2, y2 = adding_problem(100_000, T, torch.Generator().manual_seed(0), device="cpu")
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    with pytest.raises(GradflowError, match="T=1"):
+        adding_problem(4, 1, torch.Generator())
+
+
+def test_copy_task_layout_and_memoryless_baseline():
+    n, T, S, K = 256, 30, 8, 10
+    x, y = copy_task(n, T, torch.Generator().manual_seed(0), n_symbols=S, copy_len=K)
+    L = T + 2 * K
+    assert x.shape == (n, L, S + 2) and x.dtype == torch.float32
+    assert y.shape == (n, L) and y.dtype == torch.int64
+    assert bool((x.sum(-1) == 1).all())  # one-hot
+    tokens = x.argmax(-1)
+    assert bool(((tokens[:, :K] >= 1) & (tokens[:, :K] <= S)).all())
+    assert bool((tokens[:, K:K + T - 1] == 0).all()) and bool((tokens[:, K + T:] == 0).all())
+    assert bool((tokens[:, K + T - 1] == S + 1).all())  # the delimiter
+    assert torch.equal(y[:, K + T:], tokens[:, :K]) and bool((y[:, :K + T] == 0).all())
+    assert len(torch.unique(tokens[:, :K])) == S  # every symbol occurs
+    # the memoryless strategy: blank with certainty, then uniform over the S symbols
+    log_p = torch.full((n, L, S + 1), -1e4)
+    log_p[:, :K + T, 0] = 0.0
+    log_p[:, K + T:, 1:] = -math.log(S)
+    ce = F.nll_loss(log_p.transpose(1, 2), y).item()
+    assert ce == pytest.approx(copy_task_baseline(T, S, K), rel=1e-6)
+    assert copy_task_baseline(T, S, K) == pytest.approx(K * math.log(S) / (T + 2 * K))
