@@ -132,22 +132,17 @@ def show_run(job_dir: Path, record: dict) -> None:
     if not layers.empty:
         last = int(layers["step"].max())
         wide = layers[layers["step"].isin([0, last]) & layers["quantity"].isin(["grad_norm", "signal_norm"])]
-        wide = wide.pivot_table(index=["layer", "name"], columns=["quantity", "step"], values="value", aggfunc="first",
-                                dropna=False)
+        wide = wide.pivot_table(index="layer", columns=["quantity", "step"], values="value", aggfunc="first")
+        names = layers.drop_duplicates("layer").set_index("layer")["name"]
         table = Table(title="per-layer gradients (layer 0 = input)", title_justify="left")
         table.add_column("layer", justify="right")
         table.add_column("name")
         cols = [(q, s) for q in ("grad_norm", "signal_norm") for s in dict.fromkeys([0, last])]
         for q, s in cols:
-            table.add_column(f"{'‖∂L/∂W‖' if q == 'grad_norm' else '‖∂L/∂z‖'} step {s}", justify="right")
-        index = list(wide.index)
-        shown = _thin(len(index), 14)
-        for i, (layer, name) in enumerate(index):
-            if i not in shown:
-                if i - 1 in shown:
-                    table.add_row("…", "", *[""] * len(cols))
-                continue
-            table.add_row(str(layer), name, *(_fmt(wide.loc[(layer, name)].get((q, s))) for q, s in cols))
+            table.add_column(f"{'‖∂L/∂W‖' if q == 'grad_norm' else '‖∂L/∂z‖'} @{s}", justify="right")
+        layers_shown = wide.index[sorted(_thin(len(wide.index), 13))]
+        for layer in layers_shown:
+            table.add_row(str(layer), names[layer], *(_fmt(wide.loc[layer].get((q, s))) for q, s in cols))
         console.print(table)
         console.print(f"grad-norm ratio first/last layer: init {_fmt(grad_ratio(layers, 0))}, "
                       f"end {_fmt(grad_ratio(layers, last))}")
@@ -155,10 +150,10 @@ def show_run(job_dir: Path, record: dict) -> None:
 
 
 def _thin(n: int, keep: int) -> set[int]:
-    """Row indices to show: all if few, else the ends and evenly spaced ones between."""
+    """Evenly spaced row indices, both ends included, when there are more than `keep` rows."""
     if n <= keep:
         return set(range(n))
-    return {0, 1, 2, n - 3, n - 2, n - 1} | {round(i * (n - 1) / (keep - 6 + 1)) for i in range(1, keep - 6 + 1)}
+    return {round(i * (n - 1) / (keep - 1)) for i in range(keep)}
 
 
 # --- gradflow ls ------------------------------------------------------------------------------------
@@ -228,8 +223,10 @@ def ls(
 
 def _mount_optional() -> None:
     """Sub-apps that live in their own modules."""
-    from gradflow.cli_theory import theory_app
-
+    try:  # TEMP until theory lands
+        from gradflow.cli_theory import theory_app
+    except ImportError:
+        return
     app.add_typer(theory_app, name="theory")
 
 

@@ -41,7 +41,7 @@ class MLPConfig:
     width: int = 128  # units in every hidden layer (residual blocks keep it constant)
     activation: str = "tanh"  # a name from gradflow.activations.ACTIVATIONS
     skip: str = "none"  # none | residual: h <- h + alpha * act(norm(W h + b)) for hidden layers 2..depth
-    alpha: str = "1.0"  # residual branch scale: a number, "1/sqrt(depth)", or "learnable" (SkipInit, starts at 0)
+    alpha: str = "1.0"  # residual branch scale: a number, inv_sqrt_depth (1/sqrt(depth)), or learnable (SkipInit: starts at 0)
 
 
 @dataclass
@@ -64,7 +64,7 @@ class MNIST1DConfig:
 
 @dataclass
 class InitConfig:
-    name: str = "kaiming_normal"  # standard | xavier_uniform | xavier_normal | kaiming_uniform | kaiming_normal
+    name: str = "xavier_normal"  # standard | xavier_uniform | xavier_normal | kaiming_uniform | kaiming_normal
     #                              | lecun_normal | orthogonal | meanfield
     gain: float = 1.0  # xavier_* and orthogonal: weight scale multiplier
     mode: str = "fan_in"  # kaiming_*: fan_in preserves forward variance, fan_out backward variance
@@ -227,12 +227,12 @@ def residual_alpha(alpha: str, depth: int) -> float | str:
     text = str(alpha).strip()
     if text == "learnable":
         return text
-    if text == "1/sqrt(depth)":
+    if text in ("1/sqrt(depth)", "inv_sqrt_depth"):
         return depth ** -0.5
     try:
         return float(text)
     except ValueError:
-        raise GradflowError(f"model.alpha={text!r} is not allowed; choices: a number, 1/sqrt(depth), learnable") from None
+        raise GradflowError(f"model.alpha={text!r} is not allowed; choices: a number, inv_sqrt_depth (= 1/sqrt(depth)), learnable") from None
 
 
 def resolve_device(spec: str):
@@ -295,6 +295,10 @@ def hydra_error_message(e: Exception) -> str:
     text = str(e)
     if e.__cause__ is not None:  # Hydra wraps the OmegaConf error that names the key
         text += "\n" + str(e.__cause__)
+    if "override_grammar" in text or "mismatched input" in text or "token recognition error" in text:
+        detail = text.split(" See https")[0].strip().splitlines()[0]
+        return (f"cannot parse an override ({detail}); write overrides as key=value and quote values with "
+                "parentheses or spaces, e.g. 'data.root=\"/my data\"'")
     missing = re.search(r"Could not find '([^']+)/([^']+)'", text)
     if missing:
         group, value = missing.groups()

@@ -1,0 +1,711 @@
+"""The figures of a gradient-flow study, each drawn from the result tables (never from a live model).
+
+    profile   per-layer quantity against layer index at one step, one line per run / seed group
+    heatmap   one run's per-layer quantity over layer x step
+    curves    train/test loss and accuracy against step
+    grid      a per-run summary over two swept keys, with the mean-field curve on top
+    ratio     first/last-layer gradient ratio against depth
+
+Every function takes the long DataFrames of the store (`gradflow.load(path, "layers" | "metrics" |
+"runs")`) and returns a matplotlib Figure; `save` writes it, `standard_set` draws the usual set.
+
+Comparing results folders (several values in `source`): `profile` and `curves` overlay the
+sources with one line style each by default; `by_source=True` draws one panel per source instead,
+side by side with shared axes (better when the sources share colours and would hide each other).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib import patheffects
+from matplotlib.colors import ListedColormap, LogNorm, Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import MaxNLocator, NullLocator
+
+from gradflow.errors import GradflowError
+from gradflow.plots.common import (
+    QUANTITIES, SPLITS, SUMMARIES, THEORY_QUANTITIES, THEORY_STYLE, Label, MAX_STYLES, Palette, Series, Summary,
+    collect_series, draw_series, extra_handles, facet_grid, fmt_value, is_log_spaced, is_missing, is_numeric_key,
+    key_label, legend, line_weight, n_distinct, new_figure, ordered_values, require, save, set_title, short_key,
+    single_value, sort_series, spans_decades, step_axis, swept_keys, value_label, vkey,
+)
+
+LAYERS_REQUIRED = ("run", "step", "layer", "quantity", "value")
+METRICS_REQUIRED = ("run", "step", "split", "metric", "value")
+RUNS_REQUIRED = ("run",)
+GRID_THEORIES = ("6xi_c", "xi_c", "chi1=1")
+
+
+# --- shared selection helpers --------------------------------------------------------------------
+def _quantity(df: pd.DataFrame, quantity: str) -> pd.DataFrame:
+    sub = df[df["quantity"] == quantity]
+    if sub.empty:
+        raise GradflowError(f"quantity={quantity!r} is not in the layers table; "
+                            f"choices: {', '.join(map(str, ordered_values(df['quantity'])))}")
+    return sub
+
+
+def _at_step(df: pd.DataFrame, step: int | str) -> tuple[pd.DataFrame, str]:
+    """Rows at one probed step (an int) or at each run's last probed step ("last"), and a title part."""
+    if isinstance(step, str) and step.strip().isdigit():
+        step = int(step)
+    if isinstance(step, str) and step == "last":
+        sub = df[df["step"] == df.groupby("run")["step"].transform("max")]
+        steps = sorted(sub["step"].unique())
+        text = (f"step {steps[0]} (last probed)" if len(steps) == 1
+                else f"each run's last probed step ({steps[0]}-{steps[-1]})")
+        return sub, text
+    if isinstance(step, (int, np.integer)) and not isinstance(step, bool):
+        sub = df[df["step"] == step]
+        if sub.empty:
+            probed = sorted(df["step"].unique())
+            shown = ", ".join(map(str, probed[:12])) + (", ..." if len(probed) > 12 else "")
+            raise GradflowError(f"step={step} was not probed; probed steps: {shown} (or 'last')")
+        return sub, "step 0 (initialization)" if step == 0 else f"step {step}"
+    raise GradflowError(f"step={step!r} is not allowed; choices: a probed step number, or 'last'")
+
+
+def _style_key(df: pd.DataFrame, swept: Sequence[str], used: Sequence[str | None], source: bool) -> str | None:
+    """Line style: the results folder when overlaying sources, else the next swept key with few values."""
+    if source:
+        return "source"
+    return next((k for k in swept if k not in used and n_distinct(df[k]) <= MAX_STYLES), None)
+
+
+def _bottom_and_left(axes: list, ncols: int) -> tuple[list, list]:
+    n = len(axes)
+    bottom = [ax for i, ax in enumerate(axes) if i + ncols >= n]
+    left = [ax for i, ax in enumerate(axes) if i % ncols == 0]
+    return bottom, left
+
+
+def _python(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _predict(config: Mapping[str, Any], cache: dict) -> Any:
+    """theory.predict for a group's config, or None when there is no theory (yet) or no prediction."""
+    key = tuple(sorted((k, repr(v)) for k, v in config.items()))
+    if key not in cache:
+        try:
+            from gradflow import theory  # imported late: plots work before/without the theory module
+        except ImportError:
+            cache[key] = None
+        else:
+            cache[key] = theory.predict({k: _python(v) for k, v in config.items() if k != "source"})
+    return cache[key]
+
+
+# --- profile -------------------------------------------------------------------------------------
+def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str = 0, color: str | None = None,
+            facet: str | None = None, by_source: bool = False) -> Figure:
+    """`quantity` against layer index (0 = input) at one step: one line per run or seed group.
+
+    step: a probed step, or "last" (each run's last probed step). color: the swept key that colours
+    the lines (default: the first swept key); facet: a swept key with one panel per value (shared y).
+    A second swept key with few values becomes the line style. Where the mean-field theory has a
+    prediction (grad_norm, signal_norm), a dashed line of slope sqrt(chi1) per layer is drawn through
+    the last layer's value. by_source: one panel per results folder instead of one line style each.
+    """
+    df = _quantity(require(layers, "layers", LAYERS_REQUIRED), quantity)
+    df, step_text = _at_step(df, step)
+    label = QUANTITIES.get(quantity, Label(quantity, quantity))
+    multi_source = n_distinct(df["source"]) > 1
+    by_source = by_source and multi_source
+    if by_source and facet is not None:
+        raise GradflowError("profile: pass facet=... or by_source=True, not both (by_source facets by results folder)")
+    swept = swept_keys(df)
+    check_key_in = swept + (["source"] if multi_source else [])
+    _check(color, "color", check_key_in)
+    _check(facet, "facet", check_key_in)
+    facet_key = "source" if by_source else facet
+    color = color or next((k for k in swept if k != facet_key), None)
+    style = _style_key(df, swept, (color, facet_key), multi_source and not by_source and facet_key != "source")
+    group_keys = swept + (["source"] if multi_source else [])
+    also = [k for k in swept if k not in (color, style, facet_key)]
+    palette = Palette(df, color, style)
+
+    facet_values = ordered_values(df[facet_key]) if facet_key else [None]
+    fig, axes = facet_grid(len(facet_values))
+    cache: dict = {}
+    everything: list[Series] = []
+    theory_drawn = False
+    for ax, fv in zip(axes, facet_values):
+        sub = df if facet_key is None else df[df[facet_key].map(vkey) == vkey(fv)]
+        series = sort_series(collect_series(sub, "layer", group_keys, label.log), df,
+                             [k for k in (color, style) if k] + also)
+        lw, alpha = line_weight(len(series))
+        if label.log:
+            ax.set_yscale("log")
+        for s in series:
+            c = palette.color_of(s.config)
+            draw_series(ax, s, c, palette.style_of(s.config), lw, alpha)
+            if quantity in THEORY_QUANTITIES:
+                theory_drawn |= _theory_profile(ax, s, c, lw, cache)
+        everything += series
+        if facet_key:
+            ax.set_title(value_label(facet_key, fv), fontsize="small")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    bottom, left = _bottom_and_left(axes, min(len(axes), 3))
+    for ax in bottom:
+        ax.set_xlabel("layer index (0 = input, last = output head)")
+        ax.xaxis.set_tick_params(labelbottom=True)
+    for ax in left:
+        ax.set_ylabel(label.axis)
+
+    palette.colorbar(fig, axes)
+    handles, title = palette.handles()
+    legend(fig, handles + extra_handles(everything, label.log, theory_drawn), title)
+    extra = [step_text] + ([f"lines also differ in {', '.join(also)}"] if also else [])
+    set_title(fig, f"{label.title} per layer", df, extra, skip=swept)
+    return fig
+
+
+def _theory_profile(ax, s: Series, color: Any, lw: float, cache: dict) -> bool:
+    """Dashed line value_L * sqrt(chi1)^(L - l) through the group's last-layer value."""
+    mf = _predict(s.config, cache)
+    if mf is None:
+        return False
+    chi1 = float(mf.chi1)
+    last = s.x.max()
+    v_last = float(s.med[s.x == last][0])
+    if not (math.isfinite(chi1) and chi1 > 0 and math.isfinite(v_last) and v_last > 0):
+        return False
+    xs = np.arange(s.x.min(), last + 1, dtype=float)
+    with np.errstate(over="ignore", under="ignore"):
+        ys = v_last * math.sqrt(chi1) ** (last - xs)
+    # scalex/scaley off: a prediction far outside the data must not squash the measured lines
+    ax.plot(xs, ys, color=color, **(THEORY_STYLE | {"lw": max(0.7, lw * 0.8)}), scalex=False, scaley=False,
+            gid=f"theory:{s.label}")
+    return True
+
+
+def _check(key: str | None, what: str, allowed: Sequence[str]) -> None:
+    if key is not None and key not in allowed:
+        raise GradflowError(f"{what}={key!r} is not a swept key of this data; choices: "
+                            f"{', '.join(allowed) or '(nothing varies)'}")
+
+
+# --- heatmap -------------------------------------------------------------------------------------
+def heatmap(layers: pd.DataFrame, run: str | None = None, quantity: str = "grad_norm") -> Figure:
+    """One run's `quantity` over layer (y, input at the bottom) x step (x), on a log colour scale.
+
+    A vanishing gradient is a dark band at the bottom (input side). Zeros are black, NaN/inf red,
+    cells never logged grey; the legend lists whichever occur.
+    """
+    df = _quantity(require(layers, "layers", LAYERS_REQUIRED), quantity)
+    runs = ordered_values(df["run"])
+    if run is None:
+        if len(runs) != 1:
+            shown = ", ".join(runs[:5]) + (", ..." if len(runs) > 5 else "")
+            raise GradflowError(f"heatmap draws one run and this table holds {len(runs)}; pass run=one of: {shown}")
+        run = runs[0]
+    df = df[df["run"] == str(run)]
+    if df.empty:
+        raise GradflowError(f"run={run!r} is not in the layers table; choices: {', '.join(runs[:5])}"
+                            + (", ..." if len(runs) > 5 else ""))
+    label = QUANTITIES.get(quantity, Label(quantity, quantity))
+    cells = df.groupby(["layer", "step"])["value"]
+    wide = cells.last().unstack("step")  # (layers, steps)
+    present = cells.size().unstack("step").reindex_like(wide).notna().to_numpy()
+    z = wide.to_numpy(dtype=float)
+    layer_idx, steps = wide.index.to_numpy(), wide.columns.to_numpy()
+    finite = np.isfinite(z)
+    positive = finite & (z > 0) if label.log else finite
+    zero = present & finite & ~positive
+    bad = present & ~finite
+
+    fig, axes = new_figure()
+    ax = axes[0, 0]
+    ax.set_facecolor("0.82")  # not logged
+    x_edges = _step_edges(steps)
+    y_edges = np.r_[layer_idx - 0.5, layer_idx[-1] + 0.5]
+    vals = z[positive]
+    if len(vals) == 0:
+        norm = Normalize(0, 1)
+    elif label.log:
+        lo, hi = vals.min(), vals.max()
+        norm = LogNorm(lo / 2, hi * 2) if hi <= lo else LogNorm(lo, hi)
+    else:
+        norm = Normalize(vals.min(), vals.max())
+    cmap = colormaps["viridis"].copy()
+    cmap.set_bad((0, 0, 0, 0))  # masked cells show the overlays / background
+    mesh = ax.pcolormesh(x_edges, y_edges, np.ma.masked_where(~positive, z), cmap=cmap, norm=norm,
+                         gid="heatmap", rasterized=True)
+    special = []
+    for mask, colour, text in ((zero, "black", "exactly 0" if label.log else "zero"),
+                               (bad, "#e41a1c", "NaN/inf (non-finite)")):
+        if mask.any():
+            ax.pcolormesh(x_edges, y_edges, np.ma.masked_where(~mask, np.ones_like(z)),
+                          cmap=ListedColormap([colour]), gid="special", rasterized=True)
+            special.append(Patch(color=colour, label=f"{text}: {int(mask.sum())} cells"))
+    if (~present).any():
+        special.append(Patch(color="0.82", label="not logged"))
+    cb = fig.colorbar(mesh, ax=ax, label=label.axis, pad=0.02)
+    cb.ax.set_gid("colorbar")
+    if special:
+        fig.legend(handles=special, loc="outside lower center", ncols=len(special), fontsize="x-small",
+                   frameon=False).set_gid("legend")
+    if len(steps) >= 4 and is_log_spaced(steps):
+        ax.set_xscale("symlog", linthresh=1.0, linscale=0.5)
+    ax.set_xlim(x_edges[0], x_edges[-1])
+    ax.set_xlabel("training step" + (" (symlog)" if ax.get_xscale() == "symlog" else ""))
+    ax.set_ylabel(f"layer index (0 = input, {int(layer_idx[-1])} = output head)")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    status = str(df["status"].iloc[0])
+    extra = [f"run {run}"] + ([f"status: {status}"] if status not in ("ok", "") else [])
+    set_title(fig, f"{label.title} over training, per layer", df, extra)
+    return fig
+
+
+def _step_edges(steps: np.ndarray) -> np.ndarray:
+    """Cell edges halfway between probed steps, halfway in symlog space when the steps are log-spaced."""
+    s = np.asarray(steps, dtype=float)
+    if len(s) == 1:
+        return np.array([s[0] - 0.5, s[0] + 0.5])
+    if len(s) >= 4 and is_log_spaced(s):
+        from matplotlib.scale import SymmetricalLogTransform
+
+        t = SymmetricalLogTransform(base=10, linthresh=1.0, linscale=0.5)
+        ts = t.transform(s)
+    else:
+        t, ts = None, s
+    mid = (ts[1:] + ts[:-1]) / 2
+    edges = np.r_[ts[0] - (mid[0] - ts[0]), mid, ts[-1] + (ts[-1] - mid[-1])]
+    return t.inverted().transform(edges) if t is not None else edges
+
+
+# --- curves --------------------------------------------------------------------------------------
+def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = False) -> Figure:
+    """Loss (top) and accuracy (bottom) against step; columns train | test (or one per results
+    folder with by_source=True, train solid / test dotted). One line per run or seed group,
+    coloured by a swept key; the loss axis is logarithmic when it spans two decades or more.
+    """
+    df = require(metrics, "metrics", METRICS_REQUIRED)
+    rows = [m for m in ("loss", "acc") if (df["metric"] == m).any()]
+    if not rows:
+        raise GradflowError("the metrics table has no loss or acc rows; metrics present: "
+                            + ", ".join(map(str, ordered_values(df["metric"]))))
+    splits = [s for s in ("train", "test") if (df["split"] == s).any()] or \
+             [s for s in ("batch",) if (df["split"] == s).any()]
+    if not splits:
+        raise GradflowError("the metrics table has no train, test or batch rows; splits present: "
+                            + ", ".join(map(str, ordered_values(df["split"]))))
+    df = df[df["metric"].isin(rows) & df["split"].isin(splits)]
+    sources = ordered_values(df["source"])
+    multi_source = len(sources) > 1
+    by_source = by_source and multi_source
+    swept = swept_keys(df)
+    _check(color, "color", swept)
+    color = color or (swept[0] if swept else None)
+    style = None if by_source else _style_key(df, swept, (color,), multi_source)
+    group_keys = swept + (["source"] if multi_source else [])
+    also = [k for k in swept if k not in (color, style)]
+    palette = Palette(df, color, style)
+    split_styles = {"train": "-", "test": ":", "batch": "-"}
+
+    cols = sources if by_source else splits
+    size = (min(3.6 * len(cols) + 2.4, 16.0), 3.0 * len(rows) + 0.9)
+    fig, axes = new_figure(len(rows), len(cols), size, sharex=True, sharey="row")
+    everything: list[Series] = []
+    for i, metric in enumerate(rows):
+        log = metric == "loss" and spans_decades(df.loc[df["metric"] == metric, "value"].to_numpy())
+        for j, col in enumerate(cols):
+            ax = axes[i, j]
+            ax.grid(True, alpha=0.25, lw=0.5)
+            if log:
+                ax.set_yscale("log")
+            panel = df[(df["metric"] == metric) & (df["source" if by_source else "split"] == col)]
+            for split in (splits if by_source else [col]):
+                part = panel[panel["split"] == split]
+                if part.empty:
+                    continue
+                series = sort_series(collect_series(part, "step", group_keys, log, mark_diverged_end=True), df,
+                                     [k for k in (color, style) if k] + also)
+                lw, alpha = line_weight(len(series))
+                for s in series:
+                    ls = split_styles.get(split, "-") if by_source else palette.style_of(s.config)
+                    draw_series(ax, s, palette.color_of(s.config), ls, lw, alpha)
+                everything += series
+            if i == 0:
+                ax.set_title(f"{key_label('source')}: {col}" if by_source else SPLITS.get(col, col), fontsize="small")
+            if j == 0:
+                ax.set_ylabel({"loss": "loss", "acc": "accuracy"}[metric] + (" (log)" if log else ""))
+            if i == len(rows) - 1:
+                step_axis(ax, df["step"].unique())
+    palette.colorbar(fig, list(axes.flat))
+    handles, title = palette.handles()
+    if by_source:
+        handles += [Line2D([], [], color="0.2", ls=split_styles[s], label=SPLITS.get(s, s)) for s in splits]
+    legend(fig, handles + extra_handles(everything, True), title)
+    what = "Loss and accuracy" if len(rows) == 2 else {"loss": "Loss", "acc": "Accuracy"}[rows[0]]
+    extra = [f"lines also differ in {', '.join(also)}"] if also else []
+    set_title(fig, f"{what} during training", df, extra, skip=swept)
+    return fig
+
+
+# --- ratio ---------------------------------------------------------------------------------------
+def ratio(runs: pd.DataFrame, when: str = "init", by: str | None = None) -> Figure:
+    """grad_norm(layer 0) / grad_norm(last layer) against model.depth, log y, one line per value of
+    `by` (default: the first other swept key), seeds as median + min-max band; dotted line at 1.
+
+    With `chi1_theory` in the table (when="init"), a dashed line chi1^(depth/2) per group, anchored
+    at its shallowest point, shows the mean-field rate (only the slope is predicted).
+    """
+    if when not in ("init", "final"):
+        raise GradflowError(f"when={when!r} is not allowed; choices: init, final")
+    df = require(runs, "runs", RUNS_REQUIRED)
+    col = f"grad_ratio.{when}"
+    if col not in df.columns:
+        raise GradflowError(f"the runs table lacks column {col}; it has: {', '.join(map(str, df.columns))}")
+    if "model.depth" not in df.columns or n_distinct(df["model.depth"]) < 2:
+        have = ", ".join(map(fmt_value, ordered_values(df["model.depth"]))) if "model.depth" in df.columns else "none"
+        raise GradflowError(f"ratio plots against model.depth, which does not vary in this data (values: {have})")
+    multi_source = n_distinct(df["source"]) > 1
+    swept = [k for k in swept_keys(df) if k != "model.depth"]
+    _check(by, "by", swept)
+    by = by or (swept[0] if swept else None)
+    style = _style_key(df, swept, (by,), multi_source)
+    group_keys = swept + (["source"] if multi_source else [])
+    also = [k for k in swept if k not in (by, style)]
+    palette = Palette(df, by, style)
+    long = df.assign(value=pd.to_numeric(df[col], errors="coerce"))
+    series = sort_series(collect_series(long, "model.depth", group_keys, log=True), df,
+                         [k for k in (by, style) if k] + also)
+
+    fig, axes = new_figure()
+    ax = axes[0, 0]
+    ax.set_yscale("log")
+    ax.grid(True, alpha=0.25, lw=0.5)
+    ax.axhline(1.0, color="0.3", ls=":", lw=1.0, gid="reference")
+    lw, alpha = line_weight(len(series))
+    theory_drawn = False
+    for s in series:
+        c = palette.color_of(s.config)
+        draw_series(ax, s, c, palette.style_of(s.config), lw, alpha)
+        if s.x.size == 1:
+            ax.plot(s.x, s.med, marker="o", ms=4, color=c, ls="none")
+        if when == "init" and "chi1_theory" in df.columns:
+            theory_drawn |= _theory_ratio(ax, s, df, c, lw)
+    depths = np.asarray(ordered_values(df["model.depth"]), dtype=float)
+    if depths.min() > 0 and _geometric(depths):
+        ax.set_xscale("log")
+    if len(depths) <= 12:
+        ax.set_xticks(depths, [fmt_value(d) for d in depths])
+        ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel(key_label("model.depth"))
+    where = "at initialization" if when == "init" else "at the last probed step"
+    ax.set_ylabel(r"$\|\partial L/\partial W_0\| \,/\, \|\partial L/\partial W_L\|$" + f"\n(first / last layer, {where})")
+    palette.colorbar(fig, [ax])
+    handles, title = palette.handles()
+    hs = extra_handles(series, True)
+    if theory_drawn:
+        hs.append(Line2D([], [], color="0.3", **THEORY_STYLE, label="mean field: slope $\\chi_1^{depth/2}$\n(anchored at shallowest)"))
+    hs.append(Line2D([], [], color="0.3", ls=":", lw=1.0, label="ratio = 1 (balanced)"))
+    legend(fig, handles + hs, title)
+    extra = [f"lines also differ in {', '.join(also)}"] if also else []
+    set_title(fig, f"Input-to-output gradient ratio vs depth, {where}", df, extra, skip=swept + ["model.depth"])
+    return fig
+
+
+def _theory_ratio(ax, s: Series, df: pd.DataFrame, color: Any, lw: float) -> bool:
+    chi1 = pd.to_numeric(df.loc[df["run"].isin(s.runs), "chi1_theory"], errors="coerce").to_numpy(float)
+    chi1 = chi1[np.isfinite(chi1) & (chi1 > 0)]
+    ok = np.isfinite(s.med)
+    if len(chi1) == 0 or not ok.any():
+        return False
+    c = float(np.median(chi1))
+    d0, y0 = float(s.x[ok][0]), float(s.med[ok][0])
+    d = np.linspace(float(s.x.min()), float(s.x.max()), 60)
+    with np.errstate(over="ignore", under="ignore"):
+        ax.plot(d, y0 * c ** ((d - d0) / 2), color=color, **(THEORY_STYLE | {"lw": max(0.7, lw * 0.8)}),
+                scalex=False, scaley=False, gid=f"theory:{s.label}")
+    return True
+
+
+# --- grid ----------------------------------------------------------------------------------------
+def _geometric(v: np.ndarray) -> bool:
+    """Values like 2, 4, 8, 16 (evenly spaced in log) rather than 10, 20, 30."""
+    v = np.sort(np.asarray(v, dtype=float))
+    if len(v) < 3 or v.min() <= 0:
+        return False
+    gaps, ratios = np.diff(v), v[1:] / v[:-1]
+    if np.allclose(gaps, gaps.mean(), rtol=0.2):
+        return False
+    return bool(np.allclose(ratios, ratios.mean(), rtol=0.25) or v.max() / v.min() >= 30)
+
+
+@dataclass
+class _GridAxis:
+    key: str
+    values: list  # ordered distinct values
+    numeric: bool
+    log: bool
+    centers: np.ndarray
+    edges: np.ndarray
+
+    @classmethod
+    def of(cls, df: pd.DataFrame, key: str) -> "_GridAxis":
+        values = ordered_values(df[key])
+        numeric = is_numeric_key(df, key) and not any(is_missing(v) for v in values)
+        if not numeric:
+            n = len(values)
+            return cls(key, values, False, False, np.arange(n, dtype=float), np.arange(n + 1) - 0.5)
+        v = np.asarray(values, dtype=float)
+        log = _geometric(v)
+        t = np.log10(v) if log else v
+        if len(t) == 1:
+            half = 0.5 if log else max(abs(t[0]) * 0.25, 0.5)
+            edges_t = np.array([t[0] - half, t[0] + half])
+        else:
+            mid = (t[1:] + t[:-1]) / 2
+            edges_t = np.r_[t[0] - (mid[0] - t[0]), mid, t[-1] + (t[-1] - mid[-1])]
+        return cls(key, values, True, log, v, 10 ** edges_t if log else edges_t)
+
+    def index(self) -> dict:
+        return {vkey(v): i for i, v in enumerate(self.values)}
+
+    def apply(self, ax, which: str) -> None:
+        axis = ax.xaxis if which == "x" else ax.yaxis
+        if self.log:
+            (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+        (ax.set_xlim if which == "x" else ax.set_ylim)(self.edges[0], self.edges[-1])
+        if len(self.values) <= 16 or not self.numeric:
+            axis.set_ticks(self.centers, [fmt_value(v) for v in self.values])
+            axis.set_minor_locator(NullLocator())
+        (ax.set_xlabel if which == "x" else ax.set_ylabel)(key_label(self.key))
+
+
+def grid(runs: pd.DataFrame, x: str, y: str, value: str = "final.test_acc", theory: str | None = None,
+         facet: str | None = None) -> Figure:
+    """A per-run summary (`value`, averaged over seeds) over two swept keys, as coloured cells.
+
+    value: e.g. final.test_acc, final.train_loss, grad_ratio.init (shown as log10), chi1_measured.
+    theory: "6xi_c" or "xi_c" draws the mean-field depth scale over init.sw2 (x or y) x model.depth,
+    "chi1=1" marks the critical init.sw2 (Schoenholz et al. 2017); activation and sb2 come from the
+    data and must be single-valued per panel. facet: one panel per value of a third swept key.
+    Cells where a seed diverged or gave NaN/inf are hatched; cells without a value are grey.
+    """
+    df = require(runs, "runs", RUNS_REQUIRED)
+    swept = swept_keys(df)
+    for what, key in (("x", x), ("y", y), ("facet", facet)):
+        if key is not None and key not in df.columns:
+            raise GradflowError(f"{what}={key!r} is not a column of the runs table; swept keys: {', '.join(swept) or '(none)'}")
+    if value not in df.columns:
+        choices = [c for c in SUMMARIES if c in df.columns]
+        raise GradflowError(f"value={value!r} is not a column of the runs table; choices: {', '.join(choices)}")
+    if theory not in (None, *GRID_THEORIES):
+        raise GradflowError(f"theory={theory!r} is not allowed; choices: {', '.join(GRID_THEORIES)}")
+    others = [k for k in swept if k not in (x, y, facet)]
+    if others:
+        k = others[0]
+        vals = ", ".join(map(fmt_value, ordered_values(df[k])))
+        raise GradflowError(f"grid over {x} x {y}: {', '.join(others)} also vary ({k}: {vals}); pass facet={k!r} "
+                            f"or select one value first, e.g. runs[runs[{k!r}] == {_python(ordered_values(df[k])[0])!r}]")
+    spec = SUMMARIES.get(value, Summary(value))
+    z = pd.to_numeric(df[value], errors="coerce").to_numpy(dtype=float)
+    if spec.log10:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(z > 0, np.log10(np.where(z > 0, z, 1.0)), np.where(np.isnan(z), np.nan, -np.inf))
+    df = df.assign(_z=z)
+    xa, ya = _GridAxis.of(df, x), _GridAxis.of(df, y)
+    xi, yi = xa.index(), ya.index()
+
+    finite = z[np.isfinite(z)]
+    if len(finite) == 0:
+        norm = Normalize(0, 1)
+    elif spec.center is not None:
+        half = max(abs(finite.max() - spec.center), abs(finite.min() - spec.center), 1e-12)
+        norm = Normalize(spec.center - half, spec.center + half)
+    else:
+        norm = Normalize(finite.min(), finite.max() if finite.max() > finite.min() else finite.min() + 1e-12)
+    cmap = colormaps[spec.cmap].copy()
+    cmap.set_bad("0.85")
+
+    facet_values = ordered_values(df[facet]) if facet else [None]
+    fig, axes = facet_grid(len(facet_values), sharex=True, sharey=True, panel=(4.2, 3.8), legend_width=3.0)
+    annotate = len(xa.values) * len(ya.values) <= 80
+    hatched = theory_handle = None
+    for ax, fv in zip(axes, facet_values):
+        ax.grid(False)
+        sub = df if facet is None else df[df[facet].map(vkey) == vkey(fv)]
+        cell = np.full((len(ya.values), len(xa.values)), np.nan)  # (y, x) mean over seeds
+        flag = np.zeros(cell.shape, dtype=bool)  # some seed diverged or gave a non-finite value
+        logged = np.zeros(cell.shape, dtype=bool)
+        for (xv, yv), g in sub.assign(**{x: sub[x].map(vkey), y: sub[y].map(vkey)}).groupby([x, y], dropna=False):
+            i, j = yi[vkey(yv)], xi[vkey(xv)]
+            vals = g["_z"].to_numpy()
+            ok = np.isfinite(vals)
+            cell[i, j] = vals[ok].mean() if ok.any() else np.nan
+            flag[i, j] = (g["status"] == "diverged").any() or (~ok).any()
+            logged[i, j] = True
+        mesh = ax.pcolormesh(xa.edges, ya.edges, np.ma.masked_invalid(cell), cmap=cmap, norm=norm, gid="grid")
+        for i, j in zip(*np.nonzero(flag)):
+            ax.add_patch(Rectangle((xa.edges[j], ya.edges[i]), xa.edges[j + 1] - xa.edges[j],
+                                   ya.edges[i + 1] - ya.edges[i], fill=False, hatch="xxx", lw=0,
+                                   edgecolor=(1, 1, 1, 0.55), gid="diverged"))
+            hatched = True
+        if annotate:
+            for i in range(cell.shape[0]):
+                for j in range(cell.shape[1]):
+                    _annotate_cell(ax, xa.centers[j], ya.centers[i], cell[i, j], logged[i, j], cmap, norm)
+        xa.apply(ax, "x")
+        ya.apply(ax, "y")
+        if facet:
+            ax.set_title(value_label(facet, fv), fontsize="small")
+        if theory:
+            theory_handle = _grid_theory(ax, sub, xa, ya, theory)
+    bottom, left = _bottom_and_left(axes, min(len(axes), 3))
+    for ax in axes:
+        if ax not in bottom:
+            ax.set_xlabel("")
+        if ax not in left:
+            ax.set_ylabel("")
+    cb = fig.colorbar(mesh, ax=axes, label=f"{spec.label}\n(mean over seeds)", pad=0.02, shrink=0.95)
+    cb.ax.set_gid("colorbar")
+    handles = []
+    if theory_handle is not None:
+        handles.append(theory_handle)
+    if hatched:
+        handles.append(Patch(facecolor="0.6", hatch="xxx", edgecolor="white", label="a seed diverged\nor gave NaN/inf"))
+    if annotate and (~np.isfinite(df["_z"])).any():
+        handles.append(Patch(color="0.85", label="grey: no finite value"))
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="x-small",
+                   frameon=False).set_gid("legend")
+    n_seeds = int(df.groupby([c for c in (x, y, facet) if c]).size().max()) if len(df) else 0
+    what = spec.label.split(",")[0].split(" (")[0]
+    extra = [f"{n_seeds} seed{'s' * (n_seeds > 1)} per cell"]
+    set_title(fig, f"{what[0].upper() + what[1:]} over {short_key(x)} x {short_key(y)}", df, extra,
+              skip=[k for k in (x, y, facet) if k])
+    return fig
+
+
+def _annotate_cell(ax, cx: float, cy: float, v: float, logged: bool, cmap, norm) -> None:
+    if not logged:
+        return
+    if not np.isfinite(v):
+        ax.text(cx, cy, "n/a", ha="center", va="center", fontsize=6.5, color="0.3", gid="cell")
+        return
+    r, g, b, _ = cmap(norm(v))
+    dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
+    text = f"{v:.0f}" if abs(v) >= 100 else f"{v:.2g}"
+    ax.text(cx, cy, text, ha="center", va="center", fontsize=6.5, color="white" if dark else "black", gid="cell")
+
+
+_OUTLINE = [patheffects.Stroke(linewidth=3.4, foreground="black"), patheffects.Normal()]
+
+
+def _grid_theory(ax, sub: pd.DataFrame, xa: _GridAxis, ya: _GridAxis, kind: str) -> Line2D:
+    """The mean-field curve over a grid panel: 6 xi_c / xi_c against sw2, or the critical sw2."""
+    try:
+        from gradflow import theory as mean_field
+    except ImportError as e:
+        raise GradflowError(f"theory={kind!r} needs gradflow.theory, which cannot be imported ({e})") from None
+    by_key = {xa.key: xa, ya.key: ya}
+    sw = by_key.get("init.sw2")
+    if sw is None or not sw.numeric:
+        raise GradflowError(f"theory={kind!r} is drawn against init.sw2, so x or y must be init.sw2 "
+                            f"(got x={xa.key}, y={ya.key})")
+    if kind != "chi1=1" and "model.depth" not in by_key:
+        raise GradflowError(f"theory={kind!r} is a depth scale: the other axis must be model.depth "
+                            f"(got x={xa.key}, y={ya.key}); use theory='chi1=1' for other axes")
+    fixed = {}
+    for key in ("model.activation", "init.sb2"):
+        v = single_value(sub, key)
+        if v is None or is_missing(v):
+            have = ", ".join(map(fmt_value, ordered_values(sub[key]))) if key in sub.columns else "missing"
+            raise GradflowError(f"theory={kind!r} needs one {key} per panel; this panel has: {have}"
+                                + ("; pass facet='model.activation'" if key == "model.activation" else ""))
+        fixed[key] = _python(v)
+    lo, hi = max(float(sw.edges[0]), 1e-3), float(sw.edges[-1])
+    sw2 = np.geomspace(lo, hi, 241) if sw.log else np.linspace(lo, hi, 241)
+    points = [mean_field.point(fixed["model.activation"], float(s), float(fixed["init.sb2"])) for s in sw2]
+    vertical = sw is xa
+    style = dict(color="white", lw=1.8, ls="--", path_effects=_OUTLINE, gid="theory")
+    if kind == "chi1=1":
+        d = np.array([p.chi1 for p in points], dtype=float) - 1.0
+        idx = np.flatnonzero(np.sign(d[:-1]) * np.sign(d[1:]) < 0)
+        crit = [sw2[i] - d[i] * (sw2[i + 1] - sw2[i]) / (d[i + 1] - d[i]) for i in idx]
+        crit += [sw2[i] for i in np.flatnonzero(d == 0)]
+        for c in crit:
+            (ax.axvline if vertical else ax.axhline)(c, **style)
+        where = ", ".join(f"{c:.3g}" for c in crit) or "outside the plotted range"
+        return Line2D([], [], **(style | {"gid": None}), label=rf"$\chi_1 = 1$: critical $\sigma_w^2$ = {where}")
+    attr = "six_xi_c" if kind == "6xi_c" else "xi_c"
+    depth = np.array([getattr(p, attr) for p in points], dtype=float)
+    depth = np.where(np.isposinf(depth), 1e12, depth)  # diverges at criticality: run off the top
+    xs, ys = (sw2, depth) if vertical else (depth, sw2)
+    ax.plot(xs, ys, scalex=False, scaley=False, **style)
+    label = r"mean field $6\xi_c$ (trainable depth)" if kind == "6xi_c" else r"mean field $\xi_c$ (depth scale)"
+    return Line2D([], [], **(style | {"gid": None}), label=label)
+
+
+# --- the standard set ----------------------------------------------------------------------------
+def standard_set(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.DataFrame | None,
+                 out_dir: str | Path, fmt: str = "png") -> list[Path]:
+    """Draw the usual figures into out_dir and return their paths.
+
+    One run: profile at step 0 and at the last step, heatmap, curves.
+    A sweep: profile at step 0 and at the end, curves, ratio (when model.depth varies) and a grid of
+    the final accuracy when two numeric keys were swept (with the mean-field 6 xi_c curve when they
+    are init.sw2 and model.depth). Figures whose data is absent are skipped.
+    """
+    out = Path(out_dir)
+    written: list[Path] = []
+
+    def emit(name: str, make) -> None:
+        written.append(save(make(), out / f"{name}.{fmt}", fmt))
+
+    def usable(df) -> bool:
+        return isinstance(df, pd.DataFrame) and not df.empty
+
+    names = set()
+    for df in (layers, metrics, runs):
+        if usable(df) and "run" in df.columns:
+            names |= set(df["run"].astype(str))
+    single = len(names) == 1
+    if usable(layers):
+        quantities = set(layers["quantity"])
+        for q in [q for q in ("grad_norm", "signal_norm") if q in quantities]:
+            if (layers["step"] == 0).any():
+                emit(f"profile-{q}-step0", lambda: profile(layers, q, step=0))
+            if (layers["step"] > 0).any():
+                emit(f"profile-{q}-last", lambda: profile(layers, q, step="last"))
+        if single and "grad_norm" in quantities:
+            emit("heatmap-grad_norm", lambda: heatmap(layers, quantity="grad_norm"))
+    if usable(metrics) and metrics["metric"].isin(["loss", "acc"]).any():
+        emit("curves", lambda: curves(metrics))
+    if usable(runs) and not single:
+        swept = swept_keys(runs)
+        if "model.depth" in swept and "grad_ratio.init" in runs.columns:
+            emit("ratio-init", lambda: ratio(runs, "init"))
+            if "grad_ratio.final" in runs.columns and pd.to_numeric(runs["grad_ratio.final"], errors="coerce").notna().any():
+                emit("ratio-final", lambda: ratio(runs, "final"))
+        numeric = [k for k in swept if is_numeric_key(runs, k)]
+        value = next((v for v in ("final.test_acc", "final.train_acc")
+                      if v in runs.columns and pd.to_numeric(runs[v], errors="coerce").notna().any()), None)
+        if len(numeric) >= 2 and value:
+            pair = ("init.sw2", "model.depth") if {"init.sw2", "model.depth"} <= set(numeric) else tuple(numeric[:2])
+            rest = [k for k in swept if k not in pair]
+            if len(rest) <= 1:
+                facet = rest[0] if rest else None
+                name = f"grid-{value}-{pair[0]}-{pair[1]}"
+                if pair == ("init.sw2", "model.depth"):
+                    try:  # the theory curve when the data allows it (one activation and sb2 per panel)
+                        written.append(save(grid(runs, *pair, value=value, theory="6xi_c", facet=facet),
+                                            out / f"{name}.{fmt}", fmt))
+                    except GradflowError:
+                        emit(name, lambda: grid(runs, *pair, value=value, facet=facet))
+                else:
+                    emit(name, lambda: grid(runs, *pair, value=value, facet=facet))
+    return written

@@ -1,0 +1,66 @@
+"""Shared fixtures: runs go to a temporary results folder; the MNIST-1D cache is shared per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+# MNIST-1D is generated once per test session (about 2 s), never downloaded
+if "GRADFLOW_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["GRADFLOW_CACHE"] = tempfile.mkdtemp(prefix="gradflow-cache-")
+
+TINY = ["data=gaussian", "data.n_train=256", "data.n_test=128", "data.dim=16", "model.width=16", "model.depth=3",
+        "train.steps=4", "train.batch_size=32", "train.eval_every=2"]
+
+
+def pytest_collection_modifyitems(config, items):
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU")
+        for item in items:
+            if "cuda" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture
+def results(tmp_path) -> Path:
+    return tmp_path / "results"
+
+
+@pytest.fixture
+def cli():
+    """Invoke the real Typer app: cli("run", "model.depth=3") -> click Result."""
+    from gradflow.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke
+
+
+@pytest.fixture
+def run_job(results):
+    """Compose overrides and execute one job into the temporary results folder; returns its folder."""
+    from gradflow import job
+    from gradflow.config import compose, job_name
+
+    def go(*overrides: str, name: str = "t") -> Path:
+        ov = [*overrides, f"results={results}", f"name={name}"]
+        cfg = compose(ov)
+        job_dir = results / name / job_name(list(overrides))
+        job.execute(cfg, job_dir)
+        return job_dir
+
+    return go
+
+
+def layers_of(job_dir: Path) -> pd.DataFrame:
+    return pd.read_parquet(job_dir / "layers.parquet")

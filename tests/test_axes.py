@@ -1,0 +1,96 @@
+"""Every sweep axis value composes, builds and trains a few steps; inits have the variances they claim."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gradflow import activations
+from gradflow.config import INIT_CHOICES, compose
+from gradflow.models import build
+from gradflow.models.init import initialize
+from tests.conftest import TINY, layers_of
+
+
+def _assert_healthy(job_dir):
+    rec = json.loads((job_dir / "run.json").read_text())
+    assert rec["status"] == "ok", rec.get("error")
+    assert rec["steps_done"] == 4
+    df = layers_of(job_dir)
+    assert set(df["step"]) == {0, 1, 2, 3, 4}
+    assert np.isfinite(df["value"]).all()
+    assert sorted(df["layer"].unique()) == [0, 1, 2, 3]  # depth 3 hidden layers + the head
+
+
+@pytest.mark.parametrize("act", list(activations.ACTIVATIONS))
+def test_every_activation_runs(run_job, act):
+    _assert_healthy(run_job(*TINY, f"model.activation={act}"))
+
+
+@pytest.mark.parametrize("init", INIT_CHOICES)
+def test_every_init_runs_with_residual_and_batchnorm(run_job, init):
+    _assert_healthy(run_job(*TINY, f"init={init}", "model.skip=residual", "norm=batchnorm"))
+
+
+@pytest.mark.parametrize("extra", [["norm=none"], ["norm=batchnorm"], ["norm=layernorm"], ["optim=adam"],
+                                   ["model.skip=residual", "model.alpha=0.3"],
+                                   ["model.skip=residual", "model.alpha=inv_sqrt_depth"],
+                                   ["model.skip=residual", "model.alpha=learnable"],
+                                   ["train.grad_clip=0.01"], ["train.clip_value=0.001"], ["probe.every=1"]])
+def test_other_axes_run(run_job, extra):
+    _assert_healthy(run_job(*TINY, *extra))
+
+
+def test_learnable_alpha_starts_at_zero_and_learns(run_job):
+    cfg = compose([*TINY, "model.skip=residual", "model.alpha=learnable"])
+    model = build(cfg, (16,), 10)
+    alphas = [h.alpha for h in model.hidden[1:]]
+    assert all(isinstance(a, torch.nn.Parameter) and a.item() == 0.0 for a in alphas)
+    assert model.hidden[0].residual is False  # the first layer changes width: no skip
+
+
+def _weights(*overrides, width=400):
+    cfg = compose(["data=gaussian", f"model.width={width}", "model.depth=3", *overrides])
+    torch.manual_seed(0)
+    model = build(cfg, (width,), 10)
+    initialize(model, cfg.init, cfg.model.activation)
+    return model.hidden[1].linear  # a square width x width layer
+
+
+@pytest.mark.parametrize("overrides, variance", [
+    (["init=standard"], 1 / (3 * 400)),  # U[-1/sqrt(n), 1/sqrt(n)]
+    (["init=xavier_uniform"], 2 / 800),
+    (["init=xavier_normal", "init.gain=2.0"], 4 * 2 / 800),
+    (["init=kaiming_normal", "model.activation=relu"], 2 / 400),
+    (["init=kaiming_uniform", "model.activation=relu"], 2 / 400),
+    (["init=kaiming_normal", "model.activation=tanh"], (5 / 3) ** 2 / 400),
+    (["init=lecun_normal"], 1 / 400),
+    (["init=meanfield", "init.sw2=1.76", "init.sb2=0.05"], 1.76 / 400),
+])
+def test_init_variances(overrides, variance):
+    layer = _weights(*overrides)
+    assert layer.weight.var().item() == pytest.approx(variance, rel=0.02)
+    if "init=meanfield" in overrides:
+        assert layer.bias.var().item() == pytest.approx(0.05, rel=0.25)
+    else:
+        assert torch.count_nonzero(layer.bias) == 0  # biases start at zero unless the scheme says otherwise
+
+
+def test_orthogonal_init_is_orthogonal_times_gain():
+    w = _weights("init=orthogonal", "init.gain=1.5").weight.detach()
+    assert torch.allclose(w @ w.T, 2.25 * torch.eye(w.shape[0]), atol=1e-4)
+
+
+def test_kaiming_fan_out_mode_uses_the_output_fan():
+    cfg = compose(["data=gaussian", "model.width=300", "model.depth=2", "init=kaiming_normal",
+                   "init.mode=fan_out", "model.activation=relu"])
+    torch.manual_seed(0)
+    model = build(cfg, (1000,), 10)
+    initialize(model, cfg.init, "relu")
+    first = model.hidden[0].linear.weight  # (300, 1000): fan_out = 300
+    assert first.var().item() == pytest.approx(2 / 300, rel=0.03)
+    assert not math.isclose(first.var().item(), 2 / 1000, rel_tol=0.3)

@@ -1,0 +1,115 @@
+"""Every probe value against an independent recomputation with plain autograd."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gradflow import data as datasets
+from gradflow import models
+from gradflow.config import compose
+from gradflow.models.init import initialize
+from gradflow.probes import QUANTITIES, Probes, schedule
+from gradflow.train import Batches, make_optimizer, train
+
+CASES = {
+    "tanh": ["model.activation=tanh"],
+    "relu-residual-layernorm": ["model.activation=relu", "model.skip=residual", "norm=layernorm", "model.alpha=0.5"],
+    "sigmoid-batchnorm": ["model.activation=sigmoid", "norm=batchnorm", "optim=adam"],
+}
+
+
+def _setup(overrides):
+    cfg = compose(["data=gaussian", "data.n_train=64", "data.n_test=32", "data.dim=12", "model.depth=4",
+                   "model.width=10", "train.steps=2", "train.batch_size=16", "probe.every=1", *overrides])
+    torch.manual_seed(cfg.seed)
+    data = datasets.build(cfg.data, torch.device("cpu"))
+    model = models.build(cfg, data.input_shape, data.n_classes)
+    initialize(model, cfg.init, cfg.model.activation)
+    return cfg, data, model
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_probe_values_equal_plain_autograd(case):
+    cfg, data, model = _setup(CASES[case])
+    reference = copy.deepcopy(model)  # the same weights, no probes attached
+    probes = Probes(model, cfg.model.activation)
+    result = train(model, data, cfg, probes)
+    assert result.status == "ok" and result.probe_steps == [0, 1, 2]
+
+    # replay the same batches on the reference with retain_grad on every layer output
+    opt = make_optimizer(reference.parameters(), cfg.optim)
+    batches = Batches(len(data.x_train), cfg.train.batch_size, cfg.seed, "cpu")
+    points = reference.probe_points
+    for step, (values, mask) in enumerate(zip(result.probe_values, result.probe_masks)):
+        outputs, acts = {}, {}
+
+        def keep_output(module, inputs, z, k):
+            z.retain_grad()
+            outputs[k] = z
+
+        hooks = [p.layer.register_forward_hook(lambda m, i, z, k=k: keep_output(m, i, z, k)) for k, p in enumerate(points)]
+        hooks += [p.activation.register_forward_hook(lambda m, i, y, k=k: acts.update({k: y.detach()}))
+                  for k, p in enumerate(points) if p.activation is not None]
+        idx = batches.next()
+        loss = F.cross_entropy(reference(data.x_train[idx]), data.y_train[idx])
+        opt.zero_grad()
+        loss.backward()
+        for h in hooks:
+            h.remove()
+        before = [p.layer.weight.detach().clone() for p in points]
+        if step < cfg.train.steps:
+            opt.step()
+        for k, p in enumerate(points):
+            got = dict(zip(QUANTITIES, values[k]))
+            ok = dict(zip(QUANTITIES, mask[k]))
+            z = outputs[k]
+            expect = {
+                "grad_norm": torch.linalg.vector_norm(p.layer.weight.grad),
+                "bias_grad_norm": torch.linalg.vector_norm(p.layer.bias.grad),
+                "weight_norm": torch.linalg.vector_norm(before[k]),
+                "signal_norm": (z.shape[0] * (z.grad**2).sum()).sqrt(),  # RMS over examples of ||dL_i/dz_i||
+            }
+            if step < cfg.train.steps:
+                expect["update_ratio"] = torch.linalg.vector_norm(p.layer.weight.detach() - before[k]) / \
+                    torch.linalg.vector_norm(before[k])
+            else:
+                assert not ok["update_ratio"]  # no update is taken at the last step
+            if k in acts:
+                y = acts[k]
+                expect["act_mean"], expect["act_std"] = y.mean(), y.std()
+                if cfg.model.activation == "sigmoid":
+                    expect["act_saturated"] = ((y < 0.01) | (y > 0.99)).float().mean()
+                if cfg.model.activation == "tanh":
+                    expect["act_saturated"] = (y.abs() > 0.99).float().mean()
+                if cfg.model.activation == "relu":
+                    expect["act_dead"] = (y == 0).float().mean()
+            else:
+                assert p.activation is None and not ok["act_mean"]
+            for q, v in expect.items():
+                assert ok[q], (step, k, q)
+                assert got[q] == pytest.approx(float(v), rel=1e-4, abs=1e-7), (case, step, k, q)
+            # quantities that do not apply are masked out rather than stored as made-up numbers
+            assert set(q for q in QUANTITIES if ok[q]) == set(expect), (case, step, k)
+
+
+def test_unprobed_steps_leave_no_hooks_armed():
+    cfg, data, model = _setup(["probe.every=2", "train.steps=3"])
+    probes = Probes(model, cfg.model.activation)
+    result = train(model, data, cfg, probes)
+    assert result.probe_steps == [0, 2, 3]
+    assert not probes.armed
+
+
+def test_schedule_always_has_init_and_end():
+    assert schedule(0, 0, 30) == [0]
+    assert schedule(10, 3, 30) == [0, 3, 6, 9, 10]
+    log = schedule(1000, 0, 30)
+    assert log[0] == 0 and log[-1] == 1000 and 20 <= len(log) <= 31
+    assert np.all(np.diff(log) > 0)
+    gaps = np.diff(log)
+    assert gaps[-1] > gaps[1]  # denser early, where things change fastest
