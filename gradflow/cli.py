@@ -181,24 +181,34 @@ def runs_view(path: Path, where: list[str] | None = None, sort: str | None = Non
     return df, swept
 
 
-def show_runs(df: pd.DataFrame, swept: list[str], title: str = "") -> None:
-    columns = swept + [c for c in LS_COLUMNS if c in df.columns and (c != "chi1_theory" or df[c].notna().any())]
-    if "chi1_measured" in columns and df["chi1_measured"].isna().all():
-        columns.remove("chi1_measured")
-    table = Table(title=title or None, title_justify="left")
-    table.add_column("run", overflow="fold")
+LS_LABELS = {"steps_done": "steps", "wall_time": "time s", "final.train_loss": "train loss",
+             "final.train_acc": "train acc", "final.test_loss": "test loss", "final.test_acc": "test acc",
+             "grad_ratio.init": "ratio init", "grad_ratio.final": "ratio end", "chi1_measured": "chi1 meas",
+             "chi1_theory": "chi1 theory"}
+
+
+def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int | None = None) -> None:
+    """The runs table: swept values, then status, finals and gradient ratios (first/last layer)."""
+    columns = [c for c in LS_COLUMNS if c in df.columns and (not c.startswith("chi1") or df[c].notna().any())]
+    table = Table(title=title or None, title_justify="left", caption="ratio = ‖∂L/∂W‖ first layer / last layer",
+                  caption_justify="left")
+    if not swept:
+        table.add_column("run", overflow="fold")
+    for c in swept:
+        table.add_column(c.removeprefix("model."), overflow="fold")
     for c in columns:
-        table.add_column(c, justify="left" if c in swept or c == "status" else "right", overflow="fold")
+        table.add_column(LS_LABELS.get(c, c), justify="left" if c == "status" else "right")
     colours = {"ok": "green", "diverged": "yellow", "failed": "red", "running": "cyan"}
     for _, row in df.iterrows():
         cells = [_fmt(row.get(c)) for c in columns]
         if "status" in columns:
-            i = columns.index("status")
-            cells[i] = f"[{colours.get(row['status'], 'white')}]{row['status']}[/]"
-        table.add_row(row["run"] if not swept else row["run"].split("/")[-1][:40], *cells)
+            cells[columns.index("status")] = f"[{colours.get(row['status'], 'white')}]{row['status']}[/]"
+        table.add_row(*([] if swept else [row["run"]]), *(_fmt(row.get(c)) for c in swept), *cells)
     console.print(table)
     counts = df["status"].value_counts().to_dict() if "status" in df else {}
-    console.print("  ".join(f"{k}: {counts.get(k, 0)}" for k in ("ok", "diverged", "failed", "running")))
+    kinds = ("ok", "diverged", "failed", "running")
+    line = "  ".join(f"{k}: {counts.get(k, 0)}" for k in kinds if k != "running" or counts.get(k))
+    console.print(line + (f"  skipped: {skipped}" if skipped is not None else ""))
 
 
 @app.command("ls")
@@ -219,6 +229,45 @@ def ls(
         console.file.write(json.dumps(json.loads(df[cols].to_json(orient="records")), indent=1) + "\n")
     else:
         show_runs(df, swept, title=str(path))
+
+
+# --- gradflow sweep ---------------------------------------------------------------------------------
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@user_errors
+def sweep(
+    overrides: Annotated[Optional[list[str]], typer.Argument(
+        help="Hydra multirun overrides: model.depth=5,10,20 init=xavier_normal,kaiming_normal seed=range(3) "
+             "hydra/launcher=joblib ...", show_default=False)] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Results go to results/NAME/.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Rerun runs that already finished.")] = False,
+) -> None:
+    """Run a grid of runs with Hydra multirun (any launcher); rerunning resumes where it stopped."""
+    from gradflow import sweep as sweep_mod
+
+    p = sweep_mod.plan(list(overrides or []), name, force)
+    skipped = len(p.jobs) - len(p.to_run)
+    console.print(f"sweep [bold]{p.root}[/]: {len(p.jobs)} runs over {', '.join(p.swept) or 'no swept key'}"
+                  f" with the {p.launcher} launcher" + (f"; {skipped} already finished, skipped" if skipped else ""))
+    with progress_bar(transient=False) as progress:
+        runs = progress.add_task("runs", total=len(p.to_run))
+        current = progress.add_task("current run", total=None, visible=p.launcher == "basic" and bool(p.to_run))
+
+        def on_step(job: str, t: int, n: int) -> None:
+            progress.update(current, description=job[:48], completed=t + 1, total=n + 1)
+
+        watcher = sweep_mod.Watcher(p, lambda done: progress.update(runs, completed=done))
+        watcher.start()
+        try:
+            sweep_mod.launch(p, on_step)
+        finally:
+            watcher.stop.set()
+            progress.update(runs, completed=watcher.count())
+            progress.update(current, visible=False)
+    df, swept = runs_view(p.root)
+    df = df[df["run"].isin([j.name for j in p.jobs])]
+    show_runs(df, p.swept or swept, title=str(p.root), skipped=skipped)
+    if (df["status"] == "failed").any():
+        raise typer.Exit(1)
 
 
 def _mount_optional() -> None:

@@ -63,6 +63,15 @@ class MNIST1DConfig:
 
 
 @dataclass
+class ImageDataConfig:
+    name: str = "mnist"  # mnist | fashion_mnist | cifar10, read from their standard distribution files
+    root: str = ""  # folder holding the files; "" = $GRADFLOW_DATA or ./data
+    download: bool = False  # fetch missing files from the usual public mirrors (needs a network)
+    augment: bool = False  # cifar10: He et al. 2016's 4-pixel pad, random crop and flip, on device, per batch
+    subset: int = 0  # use only the first N training images (0 = all), e.g. for a quick CPU run
+
+
+@dataclass
 class InitConfig:
     name: str = "xavier_normal"  # standard | xavier_uniform | xavier_normal | kaiming_uniform | kaiming_normal
     #                              | lecun_normal | orthogonal | meanfield
@@ -121,7 +130,8 @@ class Config:
 
 
 MODEL_SCHEMAS = {"mlp": MLPConfig}
-DATA_SCHEMAS = {"gaussian": GaussianDataConfig, "mnist1d": MNIST1DConfig}
+DATA_SCHEMAS = {"gaussian": GaussianDataConfig, "mnist1d": MNIST1DConfig, "mnist": ImageDataConfig,
+                "fashion_mnist": ImageDataConfig, "cifar10": ImageDataConfig}
 
 INIT_CHOICES = ("standard", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal",
                 "lecun_normal", "orthogonal", "meanfield")
@@ -213,6 +223,8 @@ def validate(cfg: DictConfig) -> None:
     _positive("train.clip_value", cfg.train.clip_value, 0)
     _positive("probe.every", cfg.probe.every, 0)
     _positive("probe.points", cfg.probe.points, 2)
+    if cfg.data.name in ("mnist", "fashion_mnist", "cifar10"):
+        _positive("data.subset", cfg.data.subset, 0)
     if cfg.data.name == "gaussian":
         for k in ("dim", "classes", "n_train", "n_test", "teacher_width"):
             _positive(f"data.{k}", cfg.data[k], 2 if k == "classes" else 1)

@@ -10,6 +10,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ class Data:
     x_test: torch.Tensor
     y_test: torch.Tensor
     n_classes: int
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None  # applied to each train batch
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -31,11 +33,13 @@ class Data:
 
 
 def build(cfg, device: torch.device) -> Data:
-    builders = {"gaussian": _gaussian, "mnist1d": _mnist1d}
+    builders = {"gaussian": _gaussian, "mnist1d": _mnist1d, "mnist": _images, "fashion_mnist": _images,
+                "cifar10": _images}
     if cfg.name not in builders:
         raise GradflowError(f"data={cfg.name!r} is not a known dataset; choices: {', '.join(builders)}")
     data = builders[cfg.name](cfg)
-    return Data(*(t.to(device) for t in (data.x_train, data.y_train, data.x_test, data.y_test)), data.n_classes)
+    return Data(*(t.to(device) for t in (data.x_train, data.y_train, data.x_test, data.y_test)), data.n_classes,
+                data.augment)
 
 
 def _gaussian(cfg) -> Data:
@@ -69,6 +73,30 @@ def _mnist1d(cfg) -> Data:
     as_x = lambda a: torch.from_numpy(a.astype(np.float32))  # noqa: E731
     as_y = lambda a: torch.from_numpy(a.astype(np.int64))  # noqa: E731
     return Data(as_x(x), as_y(y), as_x(xt), as_y(yt), 10)
+
+
+def data_root(configured: str = "") -> Path:
+    return Path(configured or os.environ.get("GRADFLOW_DATA") or "data")
+
+
+def _images(cfg) -> Data:
+    """MNIST / Fashion-MNIST (IDX files) or CIFAR-10 (python pickles), standardized per channel."""
+    from gradflow import datasets
+
+    root = data_root(cfg.root)
+    if cfg.name == "cifar10":
+        arrays = datasets.load_cifar10(root, download=cfg.download)
+    else:
+        arrays = datasets.load_mnist(root, variant=cfg.name, download=cfg.download)
+    n = cfg.subset or len(arrays["x_train"])
+    x_train, x_test = datasets.standardize(arrays["x_train"][:n], arrays["x_test"])
+    augment = None
+    if cfg.augment:
+        if cfg.name != "cifar10":
+            raise GradflowError(f"data.augment=true is for data=cifar10 only, not data={cfg.name}")
+        augment = datasets.augment_pad_crop_flip
+    as_y = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64))  # noqa: E731
+    return Data(x_train, as_y(arrays["y_train"][:n]), x_test, as_y(arrays["y_test"]), 10, augment)
 
 
 def atomic_save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:

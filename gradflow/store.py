@@ -42,9 +42,14 @@ FINISHED = ("ok", "diverged")  # a sweep rerun skips these
 
 
 # --- writing -------------------------------------------------------------------------------------
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def _atomic_write(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are ordinary files
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -223,3 +228,9 @@ def load_records(path: str | Path) -> pd.DataFrame:
                 row[k] = v
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def remove_run(job_dir: Path) -> None:
+    """Forget a run (sweep --force): its folder goes, so it is redone from scratch."""
+    if Path(job_dir).is_dir():
+        shutil.rmtree(job_dir)

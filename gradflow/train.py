@@ -109,7 +109,10 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
         if probing:
             probes.arm()
         idx = batches.next()
-        logits = model(data.x_train[idx])
+        x = data.x_train[idx]
+        if data.augment is not None:
+            x = data.augment(x, batches.gen)
+        logits = model(x)
         loss = F.cross_entropy(logits.float(), data.y_train[idx])
         opt.zero_grad(set_to_none=False)
         loss.backward()

@@ -16,6 +16,8 @@ if "GRADFLOW_CACHE" not in os.environ:
 
     os.environ["GRADFLOW_CACHE"] = tempfile.mkdtemp(prefix="gradflow-cache-")
 
+os.environ["COLUMNS"] = "250"  # wide rich tables under CliRunner, so assertions see whole cells
+
 TINY = ["data=gaussian", "data.n_train=256", "data.n_test=128", "data.dim=16", "model.width=16", "model.depth=3",
         "train.steps=4", "train.batch_size=32", "train.eval_every=2"]
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 import tempfile
-import textwrap
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,7 @@ from matplotlib.colors import BoundaryNorm, ListedColormap, LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter
 from matplotlib.transforms import blended_transform_factory
 
 from gradflow.errors import GradflowError
@@ -206,7 +207,7 @@ _MEANFIELD_ONLY = ("init.sw2", "init.sb2")  # only meaningful with the mean-fiel
 def _title_item(df: pd.DataFrame, key: str, v: Any) -> str | None:
     if is_missing(v) or str(v).lower() in _BORING:
         return None
-    if key in _MEANFIELD_ONLY and single_value(df, "init.name") not in (None, "meanfield"):
+    if key in _MEANFIELD_ONLY and "init.name" in df.columns and single_value(df, "init.name") != "meanfield":
         return None
     if key == "model.alpha" and single_value(df, "model.skip") in (None, "none"):
         return None
@@ -217,19 +218,32 @@ def _title_item(df: pd.DataFrame, key: str, v: Any) -> str | None:
             "seed": f"seed {s}"}.get(key, s)
 
 
-def held_fixed(df: pd.DataFrame, skip: Iterable[str] = ()) -> str:
-    """'mlp, tanh, width 128, kaiming_normal init, gaussian, sgd, lr 0.05' from the single-valued keys."""
+def held_fixed(df: pd.DataFrame, skip: Iterable[str] = ()) -> list[str]:
+    """['mlp', 'tanh', 'width 128', 'kaiming_normal init', ...] from the single-valued config keys."""
     skip = set(skip)
     items = [_title_item(df, k, single_value(df, k)) for k in TITLE_KEYS
              if k in df.columns and k not in skip and n_distinct(df[k]) == 1]
-    return ", ".join(i for i in items if i)
+    return [i for i in items if i]
+
+
+def _visible_len(text: str) -> int:
+    return len(re.sub(r"\$[^$]*\$", "xxxx", text))  # a mathtext snippet shows as a few characters
 
 
 def set_title(fig: Figure, what: str, df: pd.DataFrame, extra: Sequence[str] = (), skip: Iterable[str] = ()) -> None:
-    """Two lines: what is drawn; what was held fixed (and anything else worth knowing)."""
-    detail = "; ".join(x for x in [held_fixed(df, skip), *extra] if x)
-    detail = "\n".join(textwrap.wrap(detail, 110)) if "$" not in detail else detail
-    fig.suptitle(what + ("\n" + detail if detail else ""), fontsize=10)
+    """What is drawn; then what was held fixed and anything else worth knowing, wrapped to the
+    figure's width between items (never inside one: items may hold mathtext)."""
+    width = int(fig.get_figwidth() * 13)
+    pieces = [(", ", item) for item in held_fixed(df, skip)] + [("; ", x) for x in extra if x]
+    lines, line = [], ""
+    for sep, item in pieces:
+        if line and _visible_len(line + sep + item) > width:
+            lines.append(line + sep.rstrip())
+            line = item
+        else:
+            line = line + sep + item if line else item
+    lines.append(line)
+    fig.suptitle("\n".join([what, *[ln for ln in lines if ln]]), fontsize=10)
 
 
 # --- figures and saving --------------------------------------------------------------------------
@@ -413,6 +427,7 @@ class Series:
     hi: np.ndarray  # (n_x,) max over runs
     nonfinite: np.ndarray  # (n_x,) bool: some run logged NaN/inf here
     offscale: np.ndarray  # (n_x,) bool: some run logged a value <= 0 (log axes only)
+    count: np.ndarray  # (n_x,) runs with a logged value here (seeds behind the median)
 
     @property
     def label(self) -> str:
@@ -454,7 +469,8 @@ def collect_series(df: pd.DataFrame, x: str, group_keys: Sequence[str], log: boo
                     nonfinite[np.flatnonzero(present[i])[-1]] = True
         first = g.iloc[0]
         out.append(Series({c: first[c] for c in cfg_cols} | {"source": first["source"]},
-                          list(wide.index), status, wide.columns.to_numpy(), med, lo, hi, nonfinite, offscale))
+                          list(wide.index), status, wide.columns.to_numpy(), med, lo, hi, nonfinite, offscale,
+                          present.sum(axis=0)))
     return out
 
 
@@ -467,7 +483,7 @@ def sort_series(series: list[Series], df: pd.DataFrame, keys: Sequence[str]) -> 
 def draw_series(ax, s: Series, color: Any, ls: Any, lw: float, alpha: float) -> None:
     """The median line, the min-max band (several seeds), and marks for what the axis cannot show."""
     ax.plot(s.x, s.med, color=color, ls=ls, lw=lw, alpha=alpha, gid=f"series:{s.label}")
-    if len(s.runs) > 1:
+    if s.count.max() > 1:
         ax.fill_between(s.x, s.lo, s.hi, color=color, alpha=0.15, lw=0, gid="band")
     # a finite value between non-finite neighbours draws no line segment: show it as a dot
     ok = np.isfinite(s.med)
@@ -494,16 +510,16 @@ def extra_handles(series: Iterable[Series], log: bool, theory: bool = False) -> 
     """Legend entries for the band, the theory line and the edge marks actually drawn."""
     series = list(series)
     out = []
-    n_seeds = max((len(s.runs) for s in series), default=1)
+    n_seeds = max((int(s.count.max()) for s in series), default=1)
     if n_seeds > 1:
         out.append(Patch(color="0.5", alpha=0.3, label=f"min-max over seeds\n(line: median of {n_seeds})"))
     if theory:
         out.append(Line2D([], [], color="0.3", **THEORY_STYLE, label=r"mean field: $\sqrt{\chi_1}$ per layer"))
-    n_bad = sum(1 for s in series if s.nonfinite.any())
+    n_bad = len({s.label for s in series if s.nonfinite.any()})  # a group drawn in several panels counts once
     if n_bad:
         out.append(Line2D([], [], color="0.2", ls="none", marker="x", mew=1.5,
                           label=f"NaN/inf (top edge)\nin {n_bad} line{'s' * (n_bad > 1)}"))
-    n_low = sum(1 for s in series if s.offscale.any())
+    n_low = len({s.label for s in series if s.offscale.any()})
     if n_low and log:
         out.append(Line2D([], [], color="0.2", ls="none", marker="v",
                           label=f"<= 0, off the log axis\n(bottom edge) in {n_low} line{'s' * (n_low > 1)}"))
@@ -513,8 +529,9 @@ def extra_handles(series: Iterable[Series], log: bool, theory: bool = False) -> 
 def legend(fig: Figure, handles: list, title: str | None = None) -> None:
     if not handles:
         return
-    ncols = 1 if len(handles) <= 18 else 2
-    leg = fig.legend(handles=handles, loc="outside right upper", fontsize="x-small", title=title,
+    ncols = 1 if len(handles) <= 12 else 2 if len(handles) <= 30 else 3
+    # centred, not upper: an upper legend would sit beside (and under) a long two-line title
+    leg = fig.legend(handles=handles, loc="outside right center", fontsize="x-small", title=title,
                      title_fontsize="small", frameon=False, ncols=ncols)
     leg.set_gid("legend")
 
@@ -526,13 +543,14 @@ def is_log_spaced(steps: np.ndarray) -> bool:
     if len(s) < 4:
         return False
     gaps = np.diff(s)
-    return gaps.max() / max(gaps.min(), 1e-12) > 20
+    return gaps.max() / max(gaps.min(), 1e-12) >= 10
 
 
 def step_axis(ax, steps: np.ndarray) -> None:
     """Log-spaced probe steps on a symlog axis (step 0 stays visible), even ones on a linear axis."""
     if is_log_spaced(steps):
         ax.set_xscale("symlog", linthresh=1.0, linscale=0.5)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 1, 10, 100 rather than 10^k
     ax.set_xlabel("training step" + (" (symlog)" if is_log_spaced(steps) else ""))
 
 

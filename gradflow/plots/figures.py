@@ -17,6 +17,7 @@ side by side with shared axes (better when the sources share colours and would h
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -107,14 +108,15 @@ def _predict(config: Mapping[str, Any], cache: dict) -> Any:
 
 # --- profile -------------------------------------------------------------------------------------
 def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str = 0, color: str | None = None,
-            facet: str | None = None, by_source: bool = False) -> Figure:
+            facet: str | None = None, by_source: bool = False, theory: bool = True) -> Figure:
     """`quantity` against layer index (0 = input) at one step: one line per run or seed group.
 
     step: a probed step, or "last" (each run's last probed step). color: the swept key that colours
     the lines (default: the first swept key); facet: a swept key with one panel per value (shared y).
     A second swept key with few values becomes the line style. Where the mean-field theory has a
     prediction (grad_norm, signal_norm), a dashed line of slope sqrt(chi1) per layer is drawn through
-    the last layer's value. by_source: one panel per results folder instead of one line style each.
+    the last layer's value (theory=False leaves it out). by_source: one panel per results folder
+    instead of one line style each.
     """
     df = _quantity(require(layers, "layers", LAYERS_REQUIRED), quantity)
     df, step_text = _at_step(df, step)
@@ -149,7 +151,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
         for s in series:
             c = palette.color_of(s.config)
             draw_series(ax, s, c, palette.style_of(s.config), lw, alpha)
-            if quantity in THEORY_QUANTITIES:
+            if theory and quantity in THEORY_QUANTITIES:
                 theory_drawn |= _theory_profile(ax, s, c, lw, cache)
         everything += series
         if facet_key:
@@ -237,8 +239,7 @@ def heatmap(layers: pd.DataFrame, run: str | None = None, quantity: str = "grad_
         norm = LogNorm(lo / 2, hi * 2) if hi <= lo else LogNorm(lo, hi)
     else:
         norm = Normalize(vals.min(), vals.max())
-    cmap = colormaps["viridis"].copy()
-    cmap.set_bad((0, 0, 0, 0))  # masked cells show the overlays / background
+    cmap = colormaps["viridis"].with_extremes(bad=(0, 0, 0, 0))  # masked cells show overlays / background
     mesh = ax.pcolormesh(x_edges, y_edges, np.ma.masked_where(~positive, z), cmap=cmap, norm=norm,
                          gid="heatmap", rasterized=True)
     special = []
@@ -255,14 +256,12 @@ def heatmap(layers: pd.DataFrame, run: str | None = None, quantity: str = "grad_
     if special:
         fig.legend(handles=special, loc="outside lower center", ncols=len(special), fontsize="x-small",
                    frameon=False).set_gid("legend")
-    if len(steps) >= 4 and is_log_spaced(steps):
-        ax.set_xscale("symlog", linthresh=1.0, linscale=0.5)
+    step_axis(ax, steps)
     ax.set_xlim(x_edges[0], x_edges[-1])
-    ax.set_xlabel("training step" + (" (symlog)" if ax.get_xscale() == "symlog" else ""))
     ax.set_ylabel(f"layer index (0 = input, {int(layer_idx[-1])} = output head)")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     status = str(df["status"].iloc[0])
-    extra = [f"run {run}"] + ([f"status: {status}"] if status not in ("ok", "") else [])
+    extra = [f"status: {status}"] if status not in ("ok", "") else []  # the config says which run it is
     set_title(fig, f"{label.title} over training, per layer", df, extra)
     return fig
 
@@ -314,7 +313,7 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
     split_styles = {"train": "-", "test": ":", "batch": "-"}
 
     cols = sources if by_source else splits
-    size = (min(3.6 * len(cols) + 2.4, 16.0), 3.0 * len(rows) + 0.9)
+    size = (min(3.2 * len(cols) + 2.4, 16.0), 2.6 * len(rows) + 0.9)
     fig, axes = new_figure(len(rows), len(cols), size, sharex=True, sharey="row")
     everything: list[Series] = []
     for i, metric in enumerate(rows):
@@ -528,13 +527,13 @@ def grid(runs: pd.DataFrame, x: str, y: str, value: str = "final.test_acc", theo
         norm = Normalize(spec.center - half, spec.center + half)
     else:
         norm = Normalize(finite.min(), finite.max() if finite.max() > finite.min() else finite.min() + 1e-12)
-    cmap = colormaps[spec.cmap].copy()
-    cmap.set_bad("0.85")
+    cmap = colormaps[spec.cmap].with_extremes(bad="0.85")
 
     facet_values = ordered_values(df[facet]) if facet else [None]
     fig, axes = facet_grid(len(facet_values), sharex=True, sharey=True, panel=(4.2, 3.8), legend_width=3.0)
     annotate = len(xa.values) * len(ya.values) <= 80
     hatched = theory_handle = None
+    empty_cells = False
     for ax, fv in zip(axes, facet_values):
         ax.grid(False)
         sub = df if facet is None else df[df[facet].map(vkey) == vkey(fv)]
@@ -548,6 +547,7 @@ def grid(runs: pd.DataFrame, x: str, y: str, value: str = "final.test_acc", theo
             cell[i, j] = vals[ok].mean() if ok.any() else np.nan
             flag[i, j] = (g["status"] == "diverged").any() or (~ok).any()
             logged[i, j] = True
+        empty_cells |= bool((logged & ~np.isfinite(cell)).any())
         mesh = ax.pcolormesh(xa.edges, ya.edges, np.ma.masked_invalid(cell), cmap=cmap, norm=norm, gid="grid")
         for i, j in zip(*np.nonzero(flag)):
             ax.add_patch(Rectangle((xa.edges[j], ya.edges[i]), xa.edges[j + 1] - xa.edges[j],
@@ -577,15 +577,15 @@ def grid(runs: pd.DataFrame, x: str, y: str, value: str = "final.test_acc", theo
         handles.append(theory_handle)
     if hatched:
         handles.append(Patch(facecolor="0.6", hatch="xxx", edgecolor="white", label="a seed diverged\nor gave NaN/inf"))
-    if annotate and (~np.isfinite(df["_z"])).any():
-        handles.append(Patch(color="0.85", label="grey: no finite value"))
+    if empty_cells:
+        handles.append(Patch(color="0.85", label="no finite value"))
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="x-small",
                    frameon=False).set_gid("legend")
     n_seeds = int(df.groupby([c for c in (x, y, facet) if c]).size().max()) if len(df) else 0
     what = spec.label.split(",")[0].split(" (")[0]
     extra = [f"{n_seeds} seed{'s' * (n_seeds > 1)} per cell"]
-    set_title(fig, f"{what[0].upper() + what[1:]} over {short_key(x)} x {short_key(y)}", df, extra,
+    set_title(fig, f"{what[0].upper() + what[1:]} over {short_key(x)} \u00d7 {short_key(y)}", df, extra,
               skip=[k for k in (x, y, facet) if k])
     return fig
 
@@ -627,20 +627,22 @@ def _grid_theory(ax, sub: pd.DataFrame, xa: _GridAxis, ya: _GridAxis, kind: str)
             raise GradflowError(f"theory={kind!r} needs one {key} per panel; this panel has: {have}"
                                 + ("; pass facet='model.activation'" if key == "model.activation" else ""))
         fixed[key] = _python(v)
+    act, sb2 = fixed["model.activation"], float(fixed["init.sb2"])
     lo, hi = max(float(sw.edges[0]), 1e-3), float(sw.edges[-1])
-    sw2 = np.geomspace(lo, hi, 241) if sw.log else np.linspace(lo, hi, 241)
-    points = [mean_field.point(fixed["model.activation"], float(s), float(fixed["init.sb2"])) for s in sw2]
     vertical = sw is xa
     style = dict(color="white", lw=1.8, ls="--", path_effects=_OUTLINE, gid="theory")
     if kind == "chi1=1":
-        d = np.array([p.chi1 for p in points], dtype=float) - 1.0
-        idx = np.flatnonzero(np.sign(d[:-1]) * np.sign(d[1:]) < 0)
-        crit = [sw2[i] - d[i] * (sw2[i + 1] - sw2[i]) / (d[i + 1] - d[i]) for i in idx]
-        crit += [sw2[i] for i in np.flatnonzero(d == 0)]
-        for c in crit:
-            (ax.axvline if vertical else ax.axhline)(c, **style)
-        where = ", ".join(f"{c:.3g}" for c in crit) or "outside the plotted range"
-        return Line2D([], [], **(style | {"gid": None}), label=rf"$\chi_1 = 1$: critical $\sigma_w^2$ = {where}")
+        try:
+            crit = mean_field.critical_sw2(act, sb2)
+        except GradflowError as e:  # no edge of chaos for this activation / sb2: say so, draw nothing
+            return Line2D([], [], **(style | {"gid": None}), label="\n".join(textwrap.wrap(f"no edge of chaos: {e}", 60)))
+        inside = lo <= crit <= hi
+        if inside:
+            (ax.axvline if vertical else ax.axhline)(crit, **style)
+        return Line2D([], [], **(style | {"gid": None}),
+                      label=rf"$\chi_1 = 1$ at $\sigma_w^2$ = {crit:.3g}" + ("" if inside else " (off the plot)"))
+    sw2 = np.geomspace(lo, hi, 241) if sw.log else np.linspace(lo, hi, 241)
+    points = [mean_field.point(act, float(s), sb2) for s in sw2]
     attr = "six_xi_c" if kind == "6xi_c" else "xi_c"
     depth = np.array([getattr(p, attr) for p in points], dtype=float)
     depth = np.where(np.isposinf(depth), 1e12, depth)  # diverges at criticality: run off the top

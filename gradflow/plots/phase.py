@@ -1,0 +1,117 @@
+"""The mean-field phase diagram of one activation: log chi_1 over (sw2, sb2), with the edge of chaos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.colors import CenteredNorm
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from gradflow import theory
+from gradflow.errors import GradflowError
+
+DPI = 150
+CMAP = "RdBu_r"  # blue: ordered (vanishing gradients), red: chaotic (exploding), white: chi_1 = 1
+JUMP = 0.1  # |log chi_1| changing by more than this between neighbouring cells is a jump, not a slope
+
+
+def phase_diagram(activation: str, path: Path, sw2: tuple[float, float] = (0.5, 5.0),
+                  sb2: tuple[float, float] = (0.0, 0.3), resolution: tuple[int, int] = (240, 120)) -> Path:
+    """Draw log chi_1 over sw2 (x) x sb2 (y) for `activation` to the PNG `path`; return the path.
+
+    resolution: grid points along (sw2, sb2); the default puts no point on sw2 = 2, where for gelu
+    chi_1 touches 1 without crossing it (a tangency the contour would draw as a line). Values come from `theory.phase_grid` (tabulated
+    moments, ~1e-4 relative), so a diagram takes about a second even for gelu. Where the fixed
+    point q* becomes infinite (unbounded phi), a dashed line marks the boundary; where chi_1 jumps
+    over 1 there (gelu, silu) no edge of chaos is drawn through the jump.
+    """
+    path = Path(path)
+    x = np.linspace(*sw2, resolution[0])
+    y = np.linspace(*sb2, resolution[1])
+    q_star, chi1 = theory.phase_grid(activation, x, y)  # (len(y), len(x)) each
+    with np.errstate(divide="ignore"):
+        log_chi1 = np.log(chi1)
+    finite = log_chi1[np.isfinite(log_chi1)]
+    half = float(np.abs(finite).max()) if finite.size else 1.0
+
+    fig = Figure(figsize=(7.0, 4.5), dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    mesh = ax.pcolormesh(x, y, np.ma.masked_invalid(log_chi1), cmap=CMAP, shading="nearest",
+                         norm=CenteredNorm(0.0, halfrange=max(half, 1e-3)), rasterized=True)
+    cb = fig.colorbar(mesh, ax=ax, pad=0.02)
+    cb.set_label(r"$\log\,\chi_1$  (per-layer log-growth of $\|\partial L/\partial h\|^2$)")
+
+    handles = []
+    edge = np.ma.masked_array(log_chi1, mask=~np.isfinite(log_chi1) | _jumps(log_chi1))
+    if edge.count() and edge.min() < 0.0 < edge.max():
+        ax.contour(x, y, edge, levels=[0.0], colors="black", linewidths=1.6)
+        handles.append(Line2D([], [], color="black", lw=1.6, label=r"edge of chaos ($\chi_1 = 1$)"))
+    else:
+        side = "ordered" if finite.size and finite.max() < 0 else "chaotic"
+        handles.append(Line2D([], [], color="none", label=f"no edge of chaos here (all {side}){_elsewhere(activation, y[0])}"))
+    diverges = np.isinf(q_star)
+    if diverges.any() and not diverges.all():
+        ax.contour(x, y, diverges.astype(float), levels=[0.5], colors="0.25", linewidths=1.2, linestyles="--")
+        jumped = (_jumps(log_chi1) & diverges).any()
+        handles.append(Line2D([], [], color="0.25", lw=1.2, ls="--", label=(
+            r"beyond: $q^* = \infty$ (signal variance diverges)"
+            + ("\n" + r"$\chi_1$ jumps at this line" if jumped else ""))))
+    for name, sign, color in (("ordered", -1.0, "#08306b"), ("chaotic", 1.0, "#67000d")):
+        spot = _label_spot(x, y, sign * log_chi1)
+        if spot is not None:
+            ax.text(spot[0], spot[1], f"{name}\n" + (r"$\chi_1 < 1$" if sign < 0 else r"$\chi_1 > 1$"), ha="center",
+                    va="center", fontsize=11 if spot[2] > 0.08 else 8, fontweight="bold", color=color,
+                    bbox=dict(boxstyle="round,pad=0.3", fc="white", ec="none", alpha=0.6))
+
+    ax.set_xlabel(r"$\sigma_w^2$  (weight variance $\times$ fan-in)")
+    ax.set_ylabel(r"$\sigma_b^2$  (bias variance)")
+    ax.set_title(f"Mean-field phase diagram: {activation}")
+    ax.legend(handles=handles, loc="upper right", fontsize="small", framealpha=0.85)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def _jumps(z: np.ndarray) -> np.ndarray:
+    """Cells next to a discontinuity of z (a step larger than JUMP to a row or column neighbour)."""
+    out = np.zeros(z.shape, dtype=bool)
+    with np.errstate(invalid="ignore"):
+        for axis in (0, 1):
+            step = np.abs(np.diff(z, axis=axis)) > JUMP
+            lead = [slice(None)] * 2
+            lead[axis] = slice(None, -1)
+            out[tuple(lead)] |= step
+            lead[axis] = slice(1, None)
+            out[tuple(lead)] |= step
+    return out
+
+
+def _elsewhere(activation: str, sb2: float) -> str:
+    """Where the edge of chaos is at this sb2, if outside the drawn range."""
+    try:
+        return f"\n" + rf"$\chi_1 = 1$ at $\sigma_w^2$ = {theory.critical_sw2(activation, sb2):.4g} for $\sigma_b^2$ = {sb2:g}"
+    except GradflowError:
+        return ""
+
+
+def _label_spot(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[float, float, float] | None:
+    """(x, y, clearance): a point well inside the region z > 0, the cell farthest (in axes units) from
+    the region's edge, kept off the frame and the top-right corner where the legend sits; None if the
+    region is too small for a label."""
+    inside = np.isfinite(z) & (z > 0)
+    if inside.sum() < 0.03 * z.size:
+        return None
+    yy, xx = np.meshgrid(np.linspace(0, 1, len(y)), np.linspace(0, 1, len(x)), indexing="ij")
+    edge = ~inside
+    edge[0, :] = edge[-1, :] = True
+    edge[:, 0] = edge[:, -1] = True
+    ex, ey = xx[edge][::7], yy[edge][::7]  # a subsample of the boundary is enough for a label position
+    cand = inside & (xx > 0.09) & (xx < 0.91) & (yy > 0.08) & (yy < 0.92) & ~((xx > 0.55) & (yy > 0.7))
+    if not cand.any():
+        return None
+    cx, cy = xx[cand][::5], yy[cand][::5]
+    dist = np.sqrt((cx[:, None] - ex[None, :]) ** 2 + (cy[:, None] - ey[None, :]) ** 2).min(axis=1)
+    i = int(np.argmax(dist))
+    return float(x[0] + cx[i] * (x[-1] - x[0])), float(y[0] + cy[i] * (y[-1] - y[0])), float(dist[i])

@@ -1,0 +1,412 @@
+"""Figures from hand-made tables in the store's contract: what is drawn is checked against the data.
+
+The fabricated sweep has geometric per-layer profiles value = base * r**(L - l) (r < 1 vanishes
+towards the input, r > 1 explodes), a diverged run (inf/NaN at its last probed step, then stopped)
+and a run with exactly-zero gradients in its first layers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.colors import LogNorm
+
+from gradflow.errors import GradflowError
+from gradflow.plots import figures
+from gradflow.plots.common import QUANTITIES, save, swept_keys
+
+STEPS = (0, 1, 3, 10, 30, 100)  # log-spaced probes, like probe.points
+EVAL_STEPS = tuple(range(0, 101, 10))
+RATE = {"tanh": 0.8, "relu": 1.15}  # per-layer factor r: tanh vanishes toward the input, relu explodes
+DIVERGED = "model.depth=20,model.activation=relu,seed=2"
+ZEROS = "model.depth=10,model.activation=relu,seed=1"
+
+
+def config(depth=10, activation="tanh", seed=1, **over):
+    """One run's config columns, flattened with dots, in the order the store writes them."""
+    cfg = {"model.name": "mlp", "model.depth": depth, "model.width": 64, "model.activation": activation,
+           "model.skip": "none", "init.name": "kaiming_normal", "init.sw2": 1.0, "init.sb2": 0.0,
+           "norm.name": "none", "data.name": "gaussian", "optim.name": "sgd", "optim.lr": 0.05, "seed": seed}
+    return cfg | over
+
+
+def run_id(cfg, keys=("model.depth", "model.activation", "seed")):
+    return ",".join(f"{k}={cfg[k]}" for k in keys)
+
+
+def fabricate(configs, source="sweep", rate=None, diverged=(), zeros=(), steps=STEPS):
+    """layers, metrics and runs tables for `configs` (one dict each), with geometric profiles."""
+    layer_rows, metric_rows, run_rows = [], [], []
+    for cfg in configs:
+        run = run_id(cfg) if "run" not in cfg else cfg["run"]
+        cfg = {k: v for k, v in cfg.items() if k != "run"}
+        depth, seed = cfg["model.depth"], cfg["seed"]
+        r = (rate or RATE)[cfg["model.activation"]] if not callable(rate) else rate(cfg)
+        status = "diverged" if run in diverged else "ok"
+        stop = 30 if run in diverged else max(steps)
+        meta = {"run": run, "source": source, "status": status}
+        for step in [s for s in steps if s <= stop]:
+            base = 0.1 * (1 + 0.2 * math.log1p(step)) * (1 + 0.05 * seed)
+            for layer in range(depth + 1):
+                g = base * r ** (depth - layer)
+                if run in zeros and layer < 3:
+                    g = 0.0
+                if run in diverged and step == stop:
+                    g = math.inf if layer < depth // 2 else math.nan
+                name = "head" if layer == depth else f"linear{layer}"
+                for q, v in (("grad_norm", g), ("signal_norm", 2 * g), ("weight_norm", 1.0 + 0.01 * step),
+                             ("act_mean", 0.01 * (layer - depth / 2)), ("act_dead", 0.05)):
+                    layer_rows.append(meta | {"step": step, "layer": layer, "name": name, "quantity": q,
+                                              "value": v} | cfg)
+        for step in [s for s in EVAL_STEPS if s <= stop]:
+            loss = 2.3 * math.exp(-step / (4.0 * depth)) * (1 + 0.02 * seed)
+            if run in diverged and step == stop:
+                loss = math.nan
+            for split, shift in (("train", 1.0), ("test", 1.1)):
+                metric_rows.append(meta | {"step": step, "split": split, "metric": "loss", "value": loss * shift} | cfg)
+                metric_rows.append(meta | {"step": step, "split": split, "metric": "acc",
+                                           "value": 1 - loss / 2.3 / shift} | cfg)
+        run_rows.append(meta | {"steps_done": stop, "wall_time": 1.0,
+                                "diverged_step": float(stop) if status == "diverged" else math.nan,
+                                "diverged_layer": 0.0 if status == "diverged" else math.nan})
+        run_rows[-1] |= cfg
+    layers, metrics = pd.DataFrame(layer_rows), pd.DataFrame(metric_rows)
+    runs = pd.DataFrame(run_rows)
+    # the per-run summaries, as the store computes them from the tables
+    for i, row in runs.iterrows():
+        m = metrics[(metrics.run == row.run) & (metrics.split == "test")]
+        last = m[m.step == m.step.max()]
+        runs.loc[i, "final.test_acc"] = float(last[last.metric == "acc"].value.iloc[0])
+        runs.loc[i, "final.test_loss"] = float(last[last.metric == "loss"].value.iloc[0])
+        g = layers[(layers.run == row.run) & (layers.quantity == "grad_norm")]
+        for when, step in (("init", 0), ("final", g.step.max())):
+            v = g[g.step == step].sort_values("layer").value.to_numpy()
+            with np.errstate(divide="ignore", invalid="ignore"):
+                runs.loc[i, f"grad_ratio.{when}"] = v[0] / v[-1]
+        runs.loc[i, "chi1_measured"] = (RATE.get(row["model.activation"], 1.0)) ** 2
+        runs.loc[i, "chi1_theory"] = math.nan
+    return layers, metrics, runs
+
+
+@pytest.fixture(scope="module")
+def sweep():
+    """depth 5, 10, 20 x tanh/relu x seeds 1, 2; one diverged run, one with zero gradients."""
+    configs = [config(d, a, s) for d in (5, 10, 20) for a in ("tanh", "relu") for s in (1, 2)]
+    return fabricate(configs, diverged=(DIVERGED,), zeros=(ZEROS,))
+
+
+@pytest.fixture(scope="module")
+def single():
+    return fabricate([config(10, "tanh", 1)])
+
+
+def series_lines(ax):
+    return [ln for ln in ax.get_lines() if (ln.get_gid() or "").startswith("series:")]
+
+
+def lines_with(fig, gid):
+    return [ln for ax in fig.axes for ln in ax.get_lines() if (ln.get_gid() or "").startswith(gid)]
+
+
+def legend_texts(fig):
+    return [t.get_text() for leg in fig.legends for t in leg.get_texts()] + \
+           [leg.get_title().get_text() for leg in fig.legends]
+
+
+def colorbar_axes(fig):
+    return [ax for ax in fig.axes if ax.get_gid() == "colorbar"]
+
+
+# --- swept keys ----------------------------------------------------------------------------------
+def test_swept_keys_are_the_config_columns_that_vary_without_seed(sweep):
+    layers, _, runs = sweep
+    assert swept_keys(layers) == ["model.depth", "model.activation"]
+    assert swept_keys(runs) == ["model.depth", "model.activation"]
+    assert "seed" in swept_keys(runs, exclude=())
+    nan_vs_value = runs.assign(**{"init.sw2": [math.nan] * (len(runs) - 1) + [1.0]})
+    assert "init.sw2" in swept_keys(nan_vs_value)  # NaN is a value of its own
+
+
+# --- profile -------------------------------------------------------------------------------------
+def test_profile_draws_one_median_line_per_seed_group(sweep):
+    layers, _, _ = sweep
+    fig = figures.profile(layers, "grad_norm", step=0)
+    ax = fig.axes[0]
+    lines = series_lines(ax)
+    assert len(lines) == 6  # 3 depths x 2 activations, seeds aggregated
+    assert ax.get_yscale() == "log"
+    assert "layer index" in ax.get_xlabel() and "gradient" in ax.get_ylabel()
+    # the drawn line is the median over seeds, recomputed here from the table
+    g = layers[(layers.quantity == "grad_norm") & (layers.step == 0) & (layers["model.depth"] == 5)
+               & (layers["model.activation"] == "tanh")]
+    median = g.groupby("layer").value.median().to_numpy()
+    drawn = [ln for ln in lines if len(ln.get_xdata()) == 6]
+    assert any(np.allclose(ln.get_ydata(), median) for ln in drawn)
+    # depth is numeric and first: a colorbar names it; activation (2 values) is the line style
+    (cbar,) = colorbar_axes(fig)
+    assert "model.depth" in cbar.get_ylabel()
+    assert {t.get_text() for t in cbar.get_yticklabels()} == {"5", "10", "20"}
+    texts = legend_texts(fig)
+    assert "activation=tanh" in texts and "activation=relu" in texts
+    assert any("min-max over seeds" in t for t in texts)
+    title = fig._suptitle.get_text()
+    assert "step 0" in title and "width 64" in title and "kaiming_normal" in title
+    assert "depth 5" not in title  # swept values are not "held fixed"
+
+
+def test_profile_without_seeds_draws_one_line_per_run(sweep):
+    layers, _, _ = sweep
+    one_seed = layers[layers.seed == 1]
+    fig = figures.profile(one_seed, "signal_norm", step=0, color="model.activation")
+    assert len(series_lines(fig.axes[0])) == one_seed.run.nunique() == 6
+    assert not any(c.get_gid() == "band" for c in fig.axes[0].collections)
+    texts = legend_texts(fig)
+    assert {"tanh", "relu"} <= set(texts)  # categorical colours get a legend, titled by the key
+    assert any("model.activation" in t for t in texts)
+    assert not colorbar_axes(fig)
+
+
+def test_profile_facets_share_y(sweep):
+    layers, _, _ = sweep
+    fig = figures.profile(layers, step=0, facet="model.activation")
+    panels = [ax for ax in fig.axes if ax.get_gid() != "colorbar"]
+    assert len(panels) == 2
+    assert {ax.get_title() for ax in panels} == {"activation=relu", "activation=tanh"}
+    assert panels[0].get_ylim() == panels[1].get_ylim()
+    assert sum(len(series_lines(ax)) for ax in panels) == 6
+
+
+def test_profile_last_step_marks_nonfinite_and_zero_values(sweep):
+    layers, _, _ = sweep
+    fig = figures.profile(layers, "grad_norm", step="last")
+    ax = fig.axes[0]
+    # the diverged run is entirely inf/NaN at its last step: its layers are all marked on the top edge
+    marks = lines_with(fig, "nonfinite")
+    assert marks and sorted(np.concatenate([m.get_xdata() for m in marks])) == list(range(21))
+    zero_marks = lines_with(fig, "offscale")
+    assert zero_marks and set(np.concatenate([m.get_xdata() for m in zero_marks])) == {0, 1, 2}
+    texts = " ".join(legend_texts(fig))
+    assert "NaN/inf" in texts and "<= 0" in texts
+    assert "last probed" in fig._suptitle.get_text()
+    assert len(series_lines(ax)) == 6
+
+
+def test_profile_linear_quantities_and_errors(sweep):
+    layers, _, _ = sweep
+    fig = figures.profile(layers, "act_mean", step=0)
+    assert fig.axes[0].get_yscale() == "linear"
+    with pytest.raises(GradflowError, match="choices: .*grad_norm"):
+        figures.profile(layers, "nope")
+    with pytest.raises(GradflowError, match="probed steps: 0, 1, 3"):
+        figures.profile(layers, step=7)
+    with pytest.raises(GradflowError, match="choices: model.depth, model.activation"):
+        figures.profile(layers, color="optim.lr")
+
+
+def test_profile_theory_line_has_slope_sqrt_chi1_per_layer():
+    theory = pytest.importorskip("gradflow.theory")
+    cfg = config(12, "tanh", 1, **{"init.name": "meanfield", "init.sw2": 1.0, "init.sb2": 0.05})
+    prediction = theory.predict(cfg)
+    assert prediction is not None
+    layers, _, _ = fabricate([cfg], rate={"tanh": 0.9})
+    fig = figures.profile(layers, "signal_norm", step=0)
+    (line,) = lines_with(fig, "theory")
+    x, y = np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)
+    # value_l = value_L * sqrt(chi1)^(L - l): per layer towards the input, log y changes by log sqrt(chi1)
+    np.testing.assert_allclose(-np.diff(np.log(y)) / np.diff(x), math.log(math.sqrt(prediction.chi1)), rtol=1e-9)
+    last = layers[(layers.quantity == "signal_norm") & (layers.step == 0) & (layers.layer == 12)].value.iloc[0]
+    assert x[-1] == 12 and y[-1] == pytest.approx(last)
+    assert any("chi_1" in t for t in legend_texts(fig))
+
+
+def test_profile_overlays_or_splits_sources(sweep):
+    layers, _, _ = sweep
+    a = layers[layers.seed == 1]
+    both = pd.concat([a, a.assign(source="other", value=a.value * 2)], ignore_index=True)
+    fig = figures.profile(both, step=0)
+    assert len(series_lines(fig.axes[0])) == 12  # 6 configs x 2 sources, source as the line style
+    assert {"source=sweep", "source=other"} <= set(legend_texts(fig))
+    fig = figures.profile(both, step=0, by_source=True)
+    panels = [ax for ax in fig.axes if ax.get_gid() != "colorbar"]
+    assert [ax.get_title() for ax in panels] == ["source=other", "source=sweep"]
+    assert [len(series_lines(ax)) for ax in panels] == [6, 6]
+
+
+# --- heatmap -------------------------------------------------------------------------------------
+def test_heatmap_is_layer_by_step_on_a_log_colour_scale(single, sweep):
+    layers, _, _ = single
+    fig = figures.heatmap(layers)
+    ax = fig.axes[0]
+    (mesh,) = [c for c in ax.collections if c.get_gid() == "heatmap"]
+    assert isinstance(mesh.norm, LogNorm)
+    assert mesh.get_array().shape == (11, len(STEPS))  # (layers, steps)
+    g = layers[(layers.quantity == "grad_norm")].pivot(index="layer", columns="step", values="value")
+    np.testing.assert_allclose(mesh.get_array(), g.to_numpy())
+    assert "layer index" in ax.get_ylabel() and "step" in ax.get_xlabel()
+    (cbar,) = colorbar_axes(fig)
+    assert cbar.get_ylabel() == QUANTITIES["grad_norm"].axis
+    sweep_layers = sweep[0]
+    with pytest.raises(GradflowError, match="pass run="):
+        figures.heatmap(sweep_layers)
+    for run in (DIVERGED, ZEROS):  # the special cells are drawn and listed
+        fig = figures.heatmap(sweep_layers, run=run)
+        texts = " ".join(legend_texts(fig))
+        assert ("NaN/inf" in texts) if run == DIVERGED else ("exactly 0: 18 cells" in texts)
+
+
+# --- curves --------------------------------------------------------------------------------------
+def test_curves_panels_lines_and_log_loss(sweep):
+    _, metrics, _ = sweep
+    fig = figures.curves(metrics)
+    panels = [ax for ax in fig.axes if ax.get_gid() != "colorbar"]
+    assert len(panels) == 4  # loss / accuracy x train / test
+    assert [ax.get_title() for ax in panels[:2]] == ["train", "test"]
+    assert all(len(series_lines(ax)) == 6 for ax in panels)
+    assert panels[0].get_yscale() == "log" and panels[2].get_yscale() == "linear"  # loss spans decades
+    assert panels[0].get_ylabel().startswith("loss") and panels[2].get_ylabel() == "accuracy"
+    assert any(lines_with(fig, "nonfinite"))  # the diverged run's NaN loss is marked
+    only_train = metrics[metrics.split == "train"]
+    fig = figures.curves(only_train)
+    assert len([ax for ax in fig.axes if ax.get_gid() != "colorbar"]) == 2
+
+
+def test_curves_by_source(sweep):
+    _, metrics, _ = sweep
+    both = pd.concat([metrics, metrics.assign(source="other")], ignore_index=True)
+    fig = figures.curves(both, by_source=True)
+    panels = [ax for ax in fig.axes if ax.get_gid() != "colorbar"]
+    assert len(panels) == 4 and "other" in panels[0].get_title()
+    assert len(series_lines(panels[0])) == 12  # 6 groups x (train, test)
+    assert {"train", "test"} <= set(legend_texts(fig))
+
+
+# --- ratio ---------------------------------------------------------------------------------------
+def test_ratio_against_depth(sweep):
+    _, _, runs = sweep
+    fig = figures.ratio(runs, "init")
+    ax = fig.axes[0]
+    lines = series_lines(ax)
+    assert len(lines) == 2  # tanh, relu; depths on x, seeds aggregated
+    assert ax.get_yscale() == "log" and "model.depth" in ax.get_xlabel()
+    assert any(ln.get_gid() == "reference" and ln.get_linestyle() == ":" for ln in ax.get_lines())
+    # geometric profiles: ratio = r**depth, independent of the seed
+    tanh = next(ln for ln in lines if np.allclose(ln.get_ydata(), [0.8 ** d for d in (5, 10, 20)]))
+    assert list(tanh.get_xdata()) == [5, 10, 20]
+    assert {"tanh", "relu"} <= set(legend_texts(fig))
+    with pytest.raises(GradflowError, match="model.depth"):
+        figures.ratio(runs[runs["model.depth"] == 5])
+    fig = figures.ratio(runs, "final")  # the diverged run's ratio is NaN there: marked, not dropped
+    assert lines_with(fig, "nonfinite")
+
+
+def test_ratio_theory_follows_chi1(sweep):
+    _, _, runs = sweep
+    runs = runs.assign(chi1_theory=runs["model.activation"].map({"tanh": 0.64, "relu": math.nan}))
+    fig = figures.ratio(runs, "init")
+    (line,) = lines_with(fig, "theory")
+    x, y = np.asarray(line.get_xdata()), np.asarray(line.get_ydata())
+    np.testing.assert_allclose(np.diff(np.log(y)) / np.diff(x), math.log(0.64) / 2)
+
+
+# --- grid ----------------------------------------------------------------------------------------
+SW2 = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
+GRID_DEPTHS = (5, 10, 20, 40)
+
+
+@pytest.fixture(scope="module")
+def grid_runs():
+    """A tanh mean-field sweep over sw2 x depth, 2 seeds; accuracy falls off away from sw2 = 1.75."""
+    rows = []
+    for sw2 in SW2:
+        for depth in GRID_DEPTHS:
+            for seed in (1, 2):
+                cfg = config(depth, "tanh", seed, **{"init.name": "meanfield", "init.sw2": sw2, "init.sb2": 0.05})
+                acc = 0.1 + 0.8 * math.exp(-depth / (60 * math.exp(-2 * (sw2 - 1.75) ** 2))) + 0.01 * seed
+                diverged = sw2 == 3.0 and depth == 40 and seed == 2
+                rows.append({"run": run_id(cfg, ("init.sw2", "model.depth", "seed")), "source": "grid",
+                             "status": "diverged" if diverged else "ok",
+                             "final.test_acc": math.nan if diverged else acc,
+                             "grad_ratio.init": (sw2 / 1.75) ** depth} | cfg)
+    return pd.DataFrame(rows)
+
+
+def test_grid_cells_are_seed_means(grid_runs):
+    fig = figures.grid(grid_runs, "init.sw2", "model.depth", "final.test_acc")
+    ax = fig.axes[0]
+    (mesh,) = [c for c in ax.collections if c.get_gid() == "grid"]
+    z = mesh.get_array()
+    assert z.shape == (len(GRID_DEPTHS), len(SW2))
+    expected = grid_runs.groupby(["model.depth", "init.sw2"])["final.test_acc"].mean().unstack()
+    np.testing.assert_allclose(z, expected.to_numpy())  # NaN seeds are left out of the mean
+    assert "init.sw2" in ax.get_xlabel() and "model.depth" in ax.get_ylabel()
+    assert ax.get_yscale() == "log"  # depths 5, 10, 20, 40 are geometric
+    assert len([t for t in ax.texts if t.get_gid() == "cell"]) == z.size
+    assert len([p for p in ax.patches if p.get_gid() == "diverged"]) == 1
+    assert "test accuracy" in fig._suptitle.get_text() and "tanh" in fig._suptitle.get_text()
+    (cbar,) = colorbar_axes(fig)
+    assert "accuracy" in cbar.get_ylabel()
+
+
+def test_grid_log_ratio_is_centred_and_extra_keys_are_refused(grid_runs, sweep):
+    fig = figures.grid(grid_runs, "init.sw2", "model.depth", "grad_ratio.init")
+    (mesh,) = [c for c in fig.axes[0].collections if c.get_gid() == "grid"]
+    np.testing.assert_allclose(mesh.get_array()[0, 0], 5 * math.log10(0.5 / 1.75))
+    assert mesh.norm.vmin == pytest.approx(-mesh.norm.vmax)
+    _, _, runs = sweep
+    with pytest.raises(GradflowError, match="facet='model.activation'"):
+        figures.grid(runs.assign(**{"optim.lr": runs.seed * 0.1}), "optim.lr", "model.depth")
+    fig = figures.grid(runs, "model.activation", "model.depth")  # categories are fine as an axis
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["relu", "tanh"]
+
+
+def test_grid_theory_curve_is_six_xi_c():
+    theory = pytest.importorskip("gradflow.theory")
+    rows = [{"run": f"r{i}", "source": "g", "status": "ok", "final.test_acc": 0.5} |
+            config(d, "tanh", 1, **{"init.name": "meanfield", "init.sw2": s, "init.sb2": 0.05})
+            for i, (s, d) in enumerate((s, d) for s in SW2 for d in GRID_DEPTHS)]
+    fig = figures.grid(pd.DataFrame(rows), "init.sw2", "model.depth", theory="6xi_c")
+    (curve,) = lines_with(fig, "theory")
+    x, y = np.asarray(curve.get_xdata()), np.asarray(curve.get_ydata())
+    for i in (0, 60, 200):
+        expected = theory.point("tanh", float(x[i]), 0.05).six_xi_c
+        assert y[i] == pytest.approx(expected if np.isfinite(expected) else 1e12)
+    fig = figures.grid(pd.DataFrame(rows), "init.sw2", "model.depth", theory="chi1=1")
+    (vline,) = lines_with(fig, "theory")
+    crit = vline.get_xdata()[0]
+    assert theory.point("tanh", crit, 0.05).chi1 == pytest.approx(1.0, abs=1e-2)
+
+
+# --- every kind survives the diverged run and saves in every format ------------------------------
+@pytest.mark.parametrize("fmt", ["png", "pdf", "svg"])
+def test_every_kind_saves(sweep, grid_runs, tmp_path, fmt):
+    layers, metrics, runs = sweep
+    made = {
+        "profile": figures.profile(layers, step="last"),
+        "heatmap": figures.heatmap(layers, run=DIVERGED),
+        "curves": figures.curves(metrics),
+        "ratio": figures.ratio(runs, "final"),
+        "grid": figures.grid(grid_runs, "init.sw2", "model.depth"),
+    }
+    for kind, fig in made.items():
+        path = save(fig, tmp_path / kind, fmt)
+        assert path == tmp_path / f"{kind}.{fmt}" and path.stat().st_size > 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{k}.{fmt}" for k in made)  # no temp files
+    with pytest.raises(GradflowError, match="png, pdf, svg"):
+        save(made["profile"], tmp_path / "x", "jpg")
+
+
+def test_standard_set_writes_the_expected_files(sweep, single, grid_runs, tmp_path):
+    written = figures.standard_set(*single, tmp_path / "one")
+    assert [p.name for p in written] == [
+        "profile-grad_norm-step0.png", "profile-grad_norm-last.png", "profile-signal_norm-step0.png",
+        "profile-signal_norm-last.png", "heatmap-grad_norm.png", "curves.png"]
+    assert all(p.stat().st_size > 0 for p in written)
+    written = figures.standard_set(*sweep, tmp_path / "sweep", fmt="svg")
+    names = {p.name for p in written}
+    assert {"profile-grad_norm-step0.svg", "profile-grad_norm-last.svg", "curves.svg", "ratio-init.svg"} <= names
+    assert not any(n.startswith(("heatmap", "grid")) for n in names)
+    written = figures.standard_set(None, None, grid_runs, tmp_path / "grid")
+    assert [p.name for p in written] == ["ratio-init.png", "grid-final.test_acc-init.sw2-model.depth.png"]

@@ -1,0 +1,156 @@
+"""`gradflow sweep` and `gradflow ls`: real Hydra multirun grids, launchers, failures, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import gradflow
+from gradflow import sweep as sweep_mod
+from gradflow.errors import GradflowError
+from tests.test_datasets import make_mnist
+
+SMALL = ["data=gaussian", "data.n_train=256", "data.n_test=64", "data.dim=8", "model.width=8", "train.steps=6",
+         "train.batch_size=32", "train.eval_every=3"]
+GRID = ["model.depth=2,3", "model.activation=tanh,relu"]
+NAMES = {"model.activation=relu,model.depth=2", "model.activation=relu,model.depth=3",
+         "model.activation=tanh,model.depth=2", "model.activation=tanh,model.depth=3"}
+
+
+def _sweep(cli, results, *args):
+    return cli("sweep", *SMALL, *args, f"results={results}")
+
+
+def test_basic_sweep_layout_ls_and_load(cli, results):
+    out = _sweep(cli, results, *GRID, "--name", "grid")
+    assert out.exit_code == 0, out.output
+    root = results / "grid"
+    runs = {p.name for p in root.iterdir() if p.is_dir()}
+    assert runs == NAMES
+    spec = (root / "sweep.yaml").read_text()
+    assert "model.depth=2,3" in spec and "swept" in spec
+    for name in NAMES:
+        assert json.loads((root / name / "run.json").read_text())["status"] == "ok"
+    assert "ok: 4" in out.output and "failed: 0" in out.output
+
+    layers = gradflow.load(root)
+    assert {"model.depth", "model.activation", "run", "step", "layer", "quantity", "value"} <= set(layers.columns)
+    assert layers["run"].nunique() == 4
+    # depth d -> d + 1 probe points (the head included), each run's own rows only
+    per_run = layers.groupby("run").agg(layers=("layer", "nunique"), depth=("model.depth", "first"))
+    assert (per_run["layers"] == per_run["depth"] + 1).all()
+    assert not layers.duplicated(["run", "step", "layer", "quantity"]).any()
+    metrics = gradflow.load(root, table="metrics")
+    assert metrics["run"].nunique() == 4
+
+    ls = cli("ls", str(root))
+    assert ls.exit_code == 0
+    flat = " ".join(ls.output.split())
+    assert "activation" in flat and "ratio init" in flat and flat.count(" ok ") >= 4
+    filtered = cli("ls", str(root), "--where", "model.activation=tanh", "--sort", "final.test_acc", "--csv")
+    rows = pd.read_csv(__import__("io").StringIO(filtered.output))
+    assert len(rows) == 2 and set(rows["model.activation"]) == {"tanh"}
+    assert list(rows["final.test_acc"]) == sorted(rows["final.test_acc"])
+    as_json = json.loads(cli("ls", str(root), "--json").output)
+    assert len(as_json) == 4 and {"run", "status", "grad_ratio.init"} <= set(as_json[0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", [["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+                                      ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5"]])
+def test_parallel_launchers_give_the_same_runs_and_numbers(cli, results, launcher):
+    assert _sweep(cli, results, *GRID, "--name", "basic").exit_code == 0
+    out = _sweep(cli, results, *GRID, *launcher, "--name", "other")
+    assert out.exit_code == 0, out.output
+    a = gradflow.load(results / "basic").sort_values(["run", "step", "layer", "quantity"]).reset_index(drop=True)
+    b = gradflow.load(results / "other").sort_values(["run", "step", "layer", "quantity"]).reset_index(drop=True)
+    assert set(a["run"]) == set(b["run"]) == NAMES
+    np.testing.assert_allclose(a["value"], b["value"], rtol=1e-4, atol=1e-7)
+
+
+def test_failed_and_diverged_points_do_not_stop_the_sweep(cli, results, tmp_path):
+    good = tmp_path / "mnist-ok"
+    make_mnist(good, gz=True, n_train=64, n_test=16)
+    empty = tmp_path / "mnist-missing"
+    empty.mkdir()
+    out = cli("sweep", "data=mnist", f"data.root={good},{empty}", "optim.lr=0.01,1e6", "optim.momentum=0",
+              "model.activation=relu", "model.depth=3", "model.width=16", "train.steps=30", "train.batch_size=16",
+              "train.check_every=1", f"results={results}", "--name", "mixed")
+    assert out.exit_code == 1  # a failed run makes the sweep exit 1 ...
+    runs = gradflow.load(results / "mixed", table="runs")
+    assert len(runs) == 4  # ... but every point ran
+    by = {(root.endswith("mnist-ok"), lr > 1): json.loads((Path(path) / "run.json").read_text())
+          for root, lr, path in zip(runs["data.root"], runs["optim.lr"], runs["path"])}
+    assert by[(True, False)]["status"] == "ok"
+    assert by[(True, True)]["status"] == "diverged"
+    for lr_big in (False, True):
+        rec = by[(False, lr_big)]
+        assert rec["status"] == "failed" and "has no MNIST files" in rec["error"]
+    assert "failed: 2" in out.output and "diverged: 1" in out.output
+
+
+@pytest.mark.slow
+def test_interrupted_sweep_resumes_without_duplicates(results):
+    args = [sys.executable, "-m", "gradflow", "sweep", *SMALL, "train.steps=300", "model.depth=2,3,4,5",
+            "seed=0,1", f"results={results}", "--name", "resume"]
+    root = results / "resume"
+    env = {**os.environ, "COLUMNS": "200"}
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    deadline = time.time() + 120
+    finished: list[Path] = []
+    while time.time() < deadline and not finished:
+        time.sleep(0.05)
+        finished = [p.parent for p in root.glob("*/run.json") if '"ok"' in p.read_text()]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert finished, "no run finished before the deadline"
+    before = {p: (p / "layers.parquet").stat().st_mtime_ns for p in finished}
+    assert len(list(root.glob("*/run.json"))) < 8  # it really was interrupted
+
+    again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "skipped" in again.stdout
+    for p, mtime in before.items():
+        assert (p / "layers.parquet").stat().st_mtime_ns == mtime  # finished runs were not touched
+    layers = gradflow.load(root)
+    assert layers["run"].nunique() == 8
+    assert not layers.duplicated(["run", "step", "layer", "quantity"]).any()
+    statuses = {json.loads(p.read_text())["status"] for p in root.glob("*/run.json")}
+    assert statuses == {"ok"}
+
+
+def test_force_reruns_and_changed_settings_rerun(cli, results):
+    assert _sweep(cli, results, "model.depth=2,3", "--name", "f").exit_code == 0
+    again = _sweep(cli, results, "model.depth=2,3", "--name", "f")
+    assert "2 already finished, skipped" in again.output
+    forced = _sweep(cli, results, "model.depth=2,3", "--name", "f", "--force")
+    assert "skipped" not in forced.output.split("\n")[0]
+    changed = cli("sweep", *SMALL, "train.steps=7", "model.depth=2,3", f"results={results}", "--name", "f")
+    assert "skipped" not in changed.output.split("\n")[0]  # a different config is not the same run
+
+
+@pytest.mark.parametrize("args, message", [
+    (["model.nope=1,2"], "unknown key 'model.nope'"),
+    (["model.depth=2,0"], "sweep point"),
+    (["hydra/launcher=ray"], "hydra/launcher='ray' is not known; choices: basic, joblib"),
+    (["model.depth=2,3", "--name", "../outside"], "name='../outside'"),
+])
+def test_sweep_bad_input_fails_before_any_job(cli, results, args, message):
+    out = _sweep(cli, results, *args)
+    assert out.exit_code == 1 and message in out.output and "Traceback" not in out.output
+    assert not any(results.rglob("run.json"))
+
+
+def test_missing_launcher_plugin_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sweep_mod.LAUNCHER_PLUGINS, "joblib", ("hydra_plugins.not_installed_here", "cluster"))
+    with pytest.raises(GradflowError, match=r"pip install 'gradflow\[cluster\]'"):
+        sweep_mod.check_launcher("joblib")
