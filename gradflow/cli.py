@@ -272,10 +272,8 @@ def sweep(
 
 def _mount_optional() -> None:
     """Sub-apps that live in their own modules."""
-    try:  # TEMP until theory lands
-        from gradflow.cli_theory import theory_app
-    except ImportError:
-        return
+    from gradflow.cli_theory import theory_app
+
     app.add_typer(theory_app, name="theory")
 
 

@@ -45,6 +45,40 @@ class MLPConfig:
 
 
 @dataclass
+class CNNConfig:
+    name: str = "cnn"
+    depth: int = 10  # conv layers (hidden layers), each conv, optional norm, activation, optional skip
+    channels: int = 32  # channels of every conv layer (residual blocks keep it constant)
+    kernel: int = 3  # kernel size (odd; "same" padding keeps the length)
+    stride: int = 1  # stride of the first conv layer; the others use 1
+    dims: int = 0  # spatial dimensions, 1 or 2; 0 = from the data ((N, L) inputs are 1D with one channel)
+    activation: str = "relu"  # a name from gradflow.activations.ACTIVATIONS
+    skip: str = "none"  # none | residual: h <- h + alpha * act(norm(conv(h))) for layers 2..depth
+    alpha: str = "1.0"  # residual branch scale: a number, inv_sqrt_depth, or learnable (SkipInit: starts at 0)
+
+
+@dataclass
+class ResNetConfig:
+    name: str = "resnet"
+    depth: int = 19  # hidden conv layers = 6n + 1 (He et al. 2016's "resnet20" = 19 convs + the head)
+    widths: list[int] = field(default_factory=lambda: [16, 32, 64])  # filters of the three stages
+    dims: int = 0  # spatial dimensions, 1 or 2; 0 = from the data
+    activation: str = "relu"
+    skip: str = "residual"  # residual | none (the "plain" net: the same layers without shortcuts)
+    variant: str = "batchnorm"  # batchnorm (the paper) | fixup | skipinit (both without normalization)
+
+
+@dataclass
+class RNNConfig:
+    name: str = "rnn"  # rnn (vanilla) | lstm | gru; depth is time: the sequence length of the data
+    hidden: int = 64  # hidden units
+    activation: str = "tanh"  # vanilla rnn only: tanh | relu
+    recurrent_init: str = "orthogonal"  # orthogonal | identity (IRNN, Le et al. 2015) | gaussian
+    gain: float = 1.0  # recurrent weight scale: orthogonal/identity multiplier, gaussian N(0, gain^2 / hidden)
+    forget_bias: float = 0.0  # lstm forget-gate bias at init (PyTorch's default 0; 1 or 3 keep memory)
+
+
+@dataclass
 class GaussianDataConfig:
     name: str = "gaussian"
     dim: int = 64  # input dimension; inputs x ~ N(0, I)
@@ -60,6 +94,17 @@ class MNIST1DConfig:
     name: str = "mnist1d"
     seed: int = 42  # mnist1d's generation seed (42 = the published dataset: 4000 train / 1000 test, length 40)
     cache: str = ""  # cache folder; "" = $GRADFLOW_CACHE or ~/.cache/gradflow
+
+
+@dataclass
+class SequenceDataConfig:
+    name: str = "adding"  # adding (Hochreiter & Schmidhuber 1997) | copy (Arjovsky et al. 2016), made on the fly
+    T: int = 100  # sequence length (adding) or memory delay (copy): the depth in time
+    n_train: int = 4096
+    n_test: int = 1024
+    n_symbols: int = 8  # copy only: alphabet size
+    copy_len: int = 10  # copy only: symbols to remember
+    seed: int = 0  # the dataset's own seed
 
 
 @dataclass
@@ -129,12 +174,16 @@ class Config:
     results: str = "results"  # the results root folder
 
 
-MODEL_SCHEMAS = {"mlp": MLPConfig}
+MODEL_SCHEMAS = {"mlp": MLPConfig, "cnn": CNNConfig, "resnet": ResNetConfig, "rnn": RNNConfig, "lstm": RNNConfig,
+                 "gru": RNNConfig}
 DATA_SCHEMAS = {"gaussian": GaussianDataConfig, "mnist1d": MNIST1DConfig, "mnist": ImageDataConfig,
-                "fashion_mnist": ImageDataConfig, "cifar10": ImageDataConfig}
+                "fashion_mnist": ImageDataConfig, "cifar10": ImageDataConfig, "adding": SequenceDataConfig,
+                "copy": SequenceDataConfig}
 
 INIT_CHOICES = ("standard", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal",
-                "lecun_normal", "orthogonal", "meanfield")
+                "lecun_normal", "orthogonal", "meanfield", "delta_orthogonal")
+RESNET_VARIANTS = ("batchnorm", "fixup", "skipinit")
+RECURRENT_INITS = ("orthogonal", "identity", "gaussian")
 NORM_CHOICES = ("none", "batchnorm", "layernorm")
 OPTIM_CHOICES = ("sgd", "adam")
 SKIP_CHOICES = ("none", "residual")
@@ -203,11 +252,30 @@ def validate(cfg: DictConfig) -> None:
 
     m = cfg.model
     _choice("model.name", m.name, tuple(MODEL_SCHEMAS))
-    _positive("model.depth", m.depth)
-    _positive("model.width", m.width)
     _choice("model.activation", m.activation, tuple(activations.ACTIVATIONS))
-    _choice("model.skip", m.skip, SKIP_CHOICES)
-    residual_alpha(m.alpha, m.depth)  # raises on a bad alpha
+    if m.name in ("mlp", "cnn", "resnet"):
+        _positive("model.depth", m.depth)
+        _choice("model.skip", m.skip, SKIP_CHOICES)
+    if m.name in ("mlp", "cnn"):
+        residual_alpha(m.alpha, m.depth)  # raises on a bad alpha
+    if m.name == "mlp":
+        _positive("model.width", m.width)
+    if m.name == "cnn":
+        _positive("model.channels", m.channels)
+        _positive("model.kernel", m.kernel)
+        _positive("model.stride", m.stride)
+        _choice("model.dims", m.dims, (0, 1, 2))
+    if m.name == "resnet":
+        if (m.depth - 1) % 6:
+            raise GradflowError(f"model.depth={m.depth} must be 6n+1 for a resnet (19, 31, 43, 55, 109: "
+                                "resnet20/32/44/56/110 count the head too)")
+        _choice("model.variant", m.variant, RESNET_VARIANTS)
+        _choice("model.dims", m.dims, (0, 1, 2))
+    if m.name in ("rnn", "lstm", "gru"):
+        _positive("model.hidden", m.hidden)
+        _choice("model.recurrent_init", m.recurrent_init, RECURRENT_INITS)
+        if m.name == "rnn":
+            _choice("model.activation", m.activation, ("tanh", "relu"))
     _choice("init.name", cfg.init.name, INIT_CHOICES)
     _choice("init.mode", cfg.init.mode, MODE_CHOICES)
     _positive("init.sw2", cfg.init.sw2, 0)
@@ -225,6 +293,9 @@ def validate(cfg: DictConfig) -> None:
     _positive("probe.points", cfg.probe.points, 2)
     if cfg.data.name in ("mnist", "fashion_mnist", "cifar10"):
         _positive("data.subset", cfg.data.subset, 0)
+    if cfg.data.name in ("adding", "copy"):
+        for k in ("T", "n_train", "n_test", "n_symbols", "copy_len"):
+            _positive(f"data.{k}", cfg.data[k], 2 if k == "T" else 1)
     if cfg.data.name == "gaussian":
         for k in ("dim", "classes", "n_train", "n_test", "teacher_width"):
             _positive(f"data.{k}", cfg.data[k], 2 if k == "classes" else 1)

@@ -24,7 +24,8 @@ class Data:
     y_train: torch.Tensor  # (n_train,) int64 class labels
     x_test: torch.Tensor
     y_test: torch.Tensor
-    n_classes: int
+    n_classes: int  # output units: classes, or 1 for a regression target
+    task: str = "classification"  # classification: y (n,) | regression: y (n, k) float | per_step: y (n, T)
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None  # applied to each train batch
 
     @property
@@ -34,12 +35,12 @@ class Data:
 
 def build(cfg, device: torch.device) -> Data:
     builders = {"gaussian": _gaussian, "mnist1d": _mnist1d, "mnist": _images, "fashion_mnist": _images,
-                "cifar10": _images}
+                "cifar10": _images, "adding": _sequences, "copy": _sequences}
     if cfg.name not in builders:
         raise GradflowError(f"data={cfg.name!r} is not a known dataset; choices: {', '.join(builders)}")
     data = builders[cfg.name](cfg)
     return Data(*(t.to(device) for t in (data.x_train, data.y_train, data.x_test, data.y_test)), data.n_classes,
-                data.augment)
+                data.task, data.augment)
 
 
 def _gaussian(cfg) -> Data:
@@ -96,7 +97,20 @@ def _images(cfg) -> Data:
             raise GradflowError(f"data.augment=true is for data=cifar10 only, not data={cfg.name}")
         augment = datasets.augment_pad_crop_flip
     as_y = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64))  # noqa: E731
-    return Data(x_train, as_y(arrays["y_train"][:n]), x_test, as_y(arrays["y_test"]), 10, augment)
+    return Data(x_train, as_y(arrays["y_train"][:n]), x_test, as_y(arrays["y_test"]), 10, augment=augment)
+
+
+def _sequences(cfg) -> Data:
+    """The adding problem (regression on the last step) or the copy task (a class per step)."""
+    from gradflow import datasets
+
+    g = torch.Generator().manual_seed(cfg.seed)
+    n = cfg.n_train + cfg.n_test
+    if cfg.name == "adding":
+        x, y = datasets.adding_problem(n, cfg.T, g)
+        return Data(x[: cfg.n_train], y[: cfg.n_train], x[cfg.n_train :], y[cfg.n_train :], 1, "regression")
+    x, y = datasets.copy_task(n, cfg.T, g, n_symbols=cfg.n_symbols, copy_len=cfg.copy_len)
+    return Data(x[: cfg.n_train], y[: cfg.n_train], x[cfg.n_train :], y[cfg.n_train :], cfg.n_symbols + 1, "per_step")
 
 
 def atomic_save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:

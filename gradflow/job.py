@@ -26,8 +26,10 @@ def prepare(cfg: DictConfig):
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     data = datasets.build(cfg.data, device)
-    model = models.build(cfg, data.input_shape, data.n_classes)
+    model = models.build(cfg, data.input_shape, data.n_classes, per_step=data.task == "per_step")
     initialize(model, cfg.init, cfg.model.activation)
+    if hasattr(model, "post_init"):  # family-specific init on top of the scheme (recurrent weights, Fixup, ...)
+        model.post_init(cfg)
     return device, data, model.to(device)
 
 

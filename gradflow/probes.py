@@ -31,9 +31,11 @@ class Probes:
     def __init__(self, model, activation: str):
         self.points = model.probe_points
         self.names = [p.name for p in self.points]
-        self.weights = [p.layer.weight for p in self.points]
-        self.biases = [p.layer.bias for p in self.points if getattr(p.layer, "bias", None) is not None]
+        # points with a weight (layers); the others mark a state, e.g. h_t of a recurrent net
+        self.weight_points = [i for i, p in enumerate(self.points) if getattr(p.layer, "weight", None) is not None]
+        self.weights = [self.points[i].layer.weight for i in self.weight_points]
         self._has_bias = [getattr(p.layer, "bias", None) is not None for p in self.points]
+        self.biases = [p.layer.bias for i, p in enumerate(self.points) if self._has_bias[i]]
         self.act = activations.get(activation)
         self.armed = False
         self._hooks = []
@@ -53,6 +55,8 @@ class Probes:
 
     def _on_layer_output(self, i):
         def hook(module, inputs, z):
+            if isinstance(z, tuple):  # e.g. a cell returning (h, c): the first is the state
+                z = z[0]
             if self.armed and z.requires_grad:
                 batch = z.shape[0]
 
@@ -80,7 +84,10 @@ class Probes:
     def _applicable(self) -> np.ndarray:
         """(points, quantities) mask of the values that exist (the head has no activation, ...)."""
         mask = np.ones((len(self.points), len(QUANTITIES)), dtype=bool)
+        weighted = set(self.weight_points)
         for i, p in enumerate(self.points):
+            if i not in weighted:
+                mask[i, [_Q["grad_norm"], _Q["weight_norm"], _Q["update_ratio"]]] = False
             if not self._has_bias[i]:
                 mask[i, _Q["bias_grad_norm"]] = False
             if p.activation is None:
@@ -102,15 +109,19 @@ class Probes:
         dev = self.weights[0].device
         nan = torch.tensor(_NAN, device=dev)
         zero_grad = [torch.zeros((), device=dev)]
-        grad = torch._foreach_norm([w.grad if w.grad is not None else torch.zeros_like(w) for w in self.weights])
+        grad = iter(torch._foreach_norm([w.grad if w.grad is not None else torch.zeros_like(w)
+                                         for w in self.weights]))
+        weight = iter(torch._foreach_norm([w.detach() for w in self.weights]))
         bias_grad = iter(torch._foreach_norm([b.grad if b.grad is not None else torch.zeros_like(b)
                                               for b in self.biases]) if self.biases else zero_grad)
-        weight = torch._foreach_norm([w.detach() for w in self.weights])
+        weighted = set(self.weight_points)
         rows = []
         for i in range(len(self.points)):
             act = self._act_stats[i] if self._act_stats[i] is not None else nan.expand(4)
+            has_w = i in weighted
             rows.append(torch.cat([
-                torch.stack([grad[i], next(bias_grad) if self._has_bias[i] else nan, weight[i],
+                torch.stack([next(grad) if has_w else nan, next(bias_grad) if self._has_bias[i] else nan,
+                             next(weight) if has_w else nan,
                              self._signal[i] if self._signal[i] is not None else nan]),
                 act, nan.view(1)]))
         self._table = torch.stack(rows)
@@ -122,14 +133,14 @@ class Probes:
     def after_update(self) -> None:
         diff = torch._foreach_sub([w.detach() for w in self.weights], self._before)
         ratio = torch.stack(torch._foreach_norm(diff)) / torch.stack(torch._foreach_norm(self._before))
-        self._table[:, _Q["update_ratio"]] = ratio
+        self._table[self.weight_points, _Q["update_ratio"]] = ratio
         self._before = None
 
     def fetch(self) -> tuple[np.ndarray, np.ndarray]:
         """The probed step's table on the host (note: a device->host sync point) and its mask."""
         values = self._table.cpu().numpy().astype(np.float64)
         mask = self.applicable.copy()
-        if np.isnan(values[:, _Q["update_ratio"]]).all():
+        if np.isnan(values[self.weight_points, _Q["update_ratio"]]).all():
             mask[:, _Q["update_ratio"]] = False  # no update was taken at this step (the last one)
         return values, mask
 

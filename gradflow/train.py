@@ -40,19 +40,37 @@ def make_optimizer(params, cfg) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
 
 
+ADDING_TOLERANCE = 0.04  # a regression prediction within this of the target counts as correct
+
+
+def loss_and_accuracy(out: torch.Tensor, y: torch.Tensor, task: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch-mean loss and accuracy for a task, on device.
+
+    classification: cross-entropy, argmax accuracy; regression: MSE, fraction within
+    ADDING_TOLERANCE; per_step: cross-entropy over every step, accuracy on the non-blank targets.
+    """
+    out = out.float()
+    if task == "classification":
+        return F.cross_entropy(out, y), (out.argmax(1) == y).float().mean()
+    if task == "regression":
+        return F.mse_loss(out, y), ((out - y).abs() < ADDING_TOLERANCE).all(dim=1).float().mean()
+    loss = F.cross_entropy(out.transpose(1, 2), y)  # (batch, classes, T) against (batch, T)
+    targets = y != 0
+    hits = ((out.argmax(-1) == y) & targets).sum() / targets.sum().clamp(min=1)
+    return loss, hits
+
+
 @torch.no_grad()
-def evaluate(model, x, y, chunk: int = 4096) -> torch.Tensor:
+def evaluate(model, x, y, task: str, chunk: int = 4096) -> torch.Tensor:
     """(loss, accuracy) over a whole split, on device."""
     was_training = model.training
     model.eval()
-    loss = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device)
+    totals = torch.zeros(2, device=x.device)
     for i in range(0, len(x), chunk):
-        logits = model(x[i : i + chunk])
-        loss += F.cross_entropy(logits.float(), y[i : i + chunk], reduction="sum")
-        correct += (logits.argmax(1) == y[i : i + chunk]).sum()
+        loss, acc = loss_and_accuracy(model(x[i : i + chunk]), y[i : i + chunk], task)
+        totals += torch.stack([loss, acc]) * len(x[i : i + chunk])
     model.train(was_training)
-    return torch.stack([loss / len(x), correct / len(x)])
+    return totals / len(x)
 
 
 class Batches:
@@ -77,6 +95,8 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
     # probe-point weights first, so the per-parameter norms below index layers directly
     probe_ids = {id(w) for w in probes.weights}
     ordered = probes.weights + [p for p in params if id(p) not in probe_ids]
+    param_name = {id(p): n for n, p in model.named_parameters()}
+    names = [param_name[id(p)] for p in ordered]
     opt = make_optimizer(params, cfg.optim)
     batches = Batches(len(data.x_train), tc.batch_size, cfg.seed, device)
     probed = set(schedule(steps, cfg.probe.every, cfg.probe.points))
@@ -94,7 +114,8 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
     for t in range(steps + 1):
         # --- evaluation of the weights after t updates ---
         if t % tc.eval_every == 0 or t == steps:
-            ev = torch.cat([evaluate(model, data.x_train, data.y_train), evaluate(model, data.x_test, data.y_test),
+            ev = torch.cat([evaluate(model, data.x_train, data.y_train, data.task),
+                            evaluate(model, data.x_test, data.y_test, data.task),
                             window / max(window_n, 1), window[3:]]).cpu().tolist()  # note: a host sync point
             res.metrics += [(t, "train", "loss", ev[0]), (t, "train", "acc", ev[1]),
                             (t, "test", "loss", ev[2]), (t, "test", "acc", ev[3])]
@@ -112,19 +133,21 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
         x = data.x_train[idx]
         if data.augment is not None:
             x = data.augment(x, batches.gen)
-        logits = model(x)
-        loss = F.cross_entropy(logits.float(), data.y_train[idx])
+        out = model(x)
+        loss, batch_acc = loss_and_accuracy(out, data.y_train[idx], data.task)
         opt.zero_grad(set_to_none=False)
         loss.backward()
         if probing:
             probes.after_backward()
 
         # --- divergence bookkeeping on device: no sync here ---
-        norms = torch.stack(torch._foreach_norm([p.grad for p in ordered if p.grad is not None]))
+        norms = torch.stack(torch._foreach_norm([p.grad if p.grad is not None else torch.zeros_like(p) for p in ordered]))
         total = torch.linalg.vector_norm(norms)
         newly_bad = (bad_step < 0) & ~(torch.isfinite(loss) & torch.isfinite(total))
         bad_step = torch.where(newly_bad, t, bad_step)
         bad_layers = torch.where(newly_bad, ~torch.isfinite(norms[:n_points]), bad_layers)
+        if t % tc.eval_every == 0 or t == steps:  # every parameter's gradient norm (note: a host sync point)
+            res.metrics += [(t, "grad", name, v) for name, v in zip(names, norms.cpu().tolist())]
 
         # --- clip and update ---
         if t < steps:
@@ -145,8 +168,7 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
             if probing:
                 probes.after_update()
             res.steps_done = t + 1
-            acc = (logits.detach().argmax(1) == data.y_train[idx]).float().mean()
-            window += torch.stack([loss.detach(), acc, total, (clipped > 0).float()])
+            window += torch.stack([loss.detach(), batch_acc.detach(), total, (clipped > 0).float()])
             window_n += 1
         if probing:
             values, mask = probes.fetch()  # note: a host sync point, once per probed step
@@ -163,7 +185,7 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
                 res.status = "diverged"
                 res.diverged_step = first
                 layers = torch.nonzero(bad_layers).flatten().tolist()
-                res.diverged_layer = layers[0] if layers else None
+                res.diverged_layer = probes.weight_points[layers[0]] if layers else None
                 break
     res.train_time = time.perf_counter() - start
     return res

@@ -94,3 +94,41 @@ def test_kaiming_fan_out_mode_uses_the_output_fan():
     first = model.hidden[0].linear.weight  # (300, 1000): fan_out = 300
     assert first.var().item() == pytest.approx(2 / 300, rel=0.03)
     assert not math.isclose(first.var().item(), 2 / 1000, rel_tol=0.3)
+
+
+SEQ = ["data=adding", "data.T=12", "data.n_train=64", "data.n_test=32", "train.steps=4", "train.batch_size=16",
+       "train.eval_every=2", "model.hidden=8"]
+
+
+@pytest.mark.parametrize("extra", [["model=rnn"], ["model=rnn", "model.activation=relu", "model.recurrent_init=identity"],
+                                   ["model=lstm", "model.forget_bias=1"], ["model=gru", "model.recurrent_init=gaussian"],
+                                   ["model=lstm", "data=copy", "data.copy_len=3", "data.T=5"],
+                                   ["model=rnn", "data=mnist1d"]])
+def test_recurrent_families_run(run_job, extra):
+    job = run_job(*SEQ, *extra)
+    rec = json.loads((job / "run.json").read_text())
+    assert rec["status"] == "ok", rec.get("error")
+    df = layers_of(job)
+    T = 40 if "data=mnist1d" in extra else (5 + 2 * 3 if "data=copy" in extra else 12)
+    # one probe point per time step, then the head; dL/dh_t recorded for every t
+    assert df["layer"].max() == T and df.loc[df["layer"] == T, "name"].iloc[0] == "head"
+    sig = df[(df.quantity == "signal_norm") & (df.step == 0)]
+    assert len(sig) == T + 1 and np.isfinite(sig["value"]).all()
+    assert set(df.loc[df["layer"] < T, "quantity"]) >= {"signal_norm", "act_mean", "act_std"}
+
+
+def test_lstm_forget_bias_and_recurrent_init():
+    from gradflow.models import build
+
+    cfg = compose(["data=adding", "model=lstm", "model.hidden=6", "model.forget_bias=3", "model.gain=0.5"])
+    model = build(cfg, (10, 2), 1)
+    initialize(model, cfg.init, "tanh")
+    model.post_init(cfg)
+    b = model.cell.bias_ih.detach() + model.cell.bias_hh.detach()
+    assert torch.all(b[6:12] == 3) and torch.count_nonzero(b[:6]) == 0 and torch.count_nonzero(b[12:]) == 0
+    for block in model.cell.weight_hh.detach().split(6):  # each gate's recurrent block is orthogonal x gain
+        assert torch.allclose(block @ block.T, 0.25 * torch.eye(6), atol=1e-5)
+    cfg = compose(["data=adding", "model=rnn", "model.hidden=6", "model.recurrent_init=identity", "model.gain=0.9"])
+    model = build(cfg, (10, 2), 1)
+    model.post_init(cfg)
+    assert torch.allclose(model.cell.weight_hh.detach(), 0.9 * torch.eye(6))

@@ -302,13 +302,19 @@ def test_ratio_against_depth(sweep):
     assert lines_with(fig, "nonfinite")
 
 
-def test_ratio_theory_follows_chi1(sweep):
-    _, _, runs = sweep
-    runs = runs.assign(chi1_theory=runs["model.activation"].map({"tanh": 0.64, "relu": math.nan}))
+def test_ratio_theory_follows_chi1():
+    theory = pytest.importorskip("gradflow.theory")
+    over = {"init.name": "meanfield", "init.sw2": 1.0, "init.sb2": 0.05}
+    chi1 = theory.predict(config(**over)).chi1
+    _, _, runs = fabricate([config(d, "tanh", s, **over) for d in (5, 10, 20) for s in (1, 2)])
     fig = figures.ratio(runs, "init")
     (line,) = lines_with(fig, "theory")
     x, y = np.asarray(line.get_xdata()), np.asarray(line.get_ydata())
-    np.testing.assert_allclose(np.diff(np.log(y)) / np.diff(x), math.log(0.64) / 2)
+    np.testing.assert_allclose(np.diff(np.log(y)) / np.diff(x), math.log(chi1) / 2)  # ratio = chi1^(depth/2)
+    assert x[0] == 5 and y[0] == pytest.approx(0.8 ** 5)  # anchored at the shallowest measured point
+    # without a bias the forward length decays (q* = 0): the weight gradient need not follow chi1
+    _, _, runs = fabricate([config(d, "tanh", 1, **(over | {"init.sw2": 0.5, "init.sb2": 0.0})) for d in (5, 10, 20)])
+    assert not lines_with(figures.ratio(runs, "init"), "theory")
 
 
 # --- grid ----------------------------------------------------------------------------------------

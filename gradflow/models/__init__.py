@@ -20,21 +20,37 @@ class ProbePoint:
     activation: nn.Module | None  # the activation after it, whose output statistics are probed
 
 
-def build(cfg, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
-    """The model for `cfg` (the whole run config); it has a `probe_points` list."""
-    from gradflow.models.mlp import MLP
+def build(cfg, input_shape: tuple[int, ...], n_classes: int, per_step: bool = False) -> nn.Module:
+    """The model for `cfg` (the whole run config); it has a `probe_points` list.
 
-    families = {"mlp": MLP}
+    `per_step`: the task wants an output at every time step (sequence models only).
+    """
+    from gradflow.models.cnn import CNN
+    from gradflow.models.mlp import MLP
+    from gradflow.models.resnet import ResNet
+    from gradflow.models.rnn import Recurrent
+
+    families = {"mlp": MLP, "cnn": CNN, "resnet": ResNet, "rnn": Recurrent, "lstm": Recurrent,
+                "gru": Recurrent}
     if cfg.model.name not in families:
         raise GradflowError(f"model={cfg.model.name!r} is not a known family; choices: {', '.join(families)}")
+    if per_step and families[cfg.model.name] is not Recurrent:
+        raise GradflowError(f"data={cfg.data.name} needs an output per time step: use model=rnn, lstm or gru")
+    if per_step:
+        return Recurrent.from_config(cfg, input_shape, n_classes, per_step=True)
     return families[cfg.model.name].from_config(cfg, input_shape, n_classes)
 
 
-def make_norm(kind: str, features: int, eps: float = 1e-5) -> nn.Module:
+def make_norm(kind: str, features: int, eps: float = 1e-5, dims: int = 0) -> nn.Module:
+    """The `norm` layer for `features` units (dims=0, an MLP) or channels (dims=1/2, a Conv1d/Conv2d).
+
+    batchnorm normalizes each unit/channel over the batch (and positions); layernorm each example
+    over its units, or for a conv over its channels and positions (GroupNorm with one group).
+    """
     if kind == "none":
         return nn.Identity()
     if kind == "batchnorm":
-        return nn.BatchNorm1d(features, eps=eps)
+        return nn.BatchNorm2d(features, eps=eps) if dims == 2 else nn.BatchNorm1d(features, eps=eps)
     if kind == "layernorm":
-        return nn.LayerNorm(features, eps=eps)
+        return nn.GroupNorm(1, features, eps=eps) if dims else nn.LayerNorm(features, eps=eps)
     raise GradflowError(f"norm={kind!r} is not allowed; choices: none, batchnorm, layernorm")

@@ -19,7 +19,8 @@ def fans(weight: torch.Tensor) -> tuple[int, int]:
 @torch.no_grad()
 def initialize(model, init_cfg, activation: str) -> None:
     for point in model.probe_points:
-        init_layer(point.layer.weight, getattr(point.layer, "bias", None), init_cfg, activation)
+        if getattr(point.layer, "weight", None) is not None:  # not the state markers of recurrent nets
+            init_layer(point.layer.weight, getattr(point.layer, "bias", None), init_cfg, activation)
 
 
 @torch.no_grad()
@@ -44,6 +45,12 @@ def init_layer(w: torch.Tensor, b: torch.Tensor | None, cfg, activation: str) ->
         w.normal_(0.0, 1.0 / math.sqrt(fan_in))
     elif name == "orthogonal":
         torch.nn.init.orthogonal_(w, gain=cfg.gain)
+    elif name == "delta_orthogonal":  # Xiao et al. 2018: an orthogonal centre tap, zeros elsewhere
+        w.zero_()
+        centre = tuple(k // 2 for k in w.shape[2:])
+        tap = torch.empty(w.shape[0], w.shape[1], dtype=w.dtype, device=w.device)
+        torch.nn.init.orthogonal_(tap, gain=cfg.gain)
+        w[(slice(None), slice(None), *centre)] = tap
     elif name == "meanfield":  # W ~ N(0, sw2 / fan_in), b ~ N(0, sb2)
         w.normal_(0.0, math.sqrt(cfg.sw2 / fan_in))
         if b is not None:

@@ -73,14 +73,16 @@ class Summary:
     center: float | None = None  # diverging colour map centred on this (after log10)
 
 
+RATIO_SYMBOL = r"$\|\partial L/\partial W_0\| \,/\, \|\partial L/\partial W_L\|$"  # first / last weight layer
+
 SUMMARIES: dict[str, Summary] = {
     "final.test_acc": Summary("final test accuracy"),
     "final.train_acc": Summary("final train accuracy"),
     "final.test_loss": Summary("final test loss (bright = low)", cmap="viridis_r"),
     "final.train_loss": Summary("final train loss (bright = low)", cmap="viridis_r"),
-    "grad_ratio.init": Summary(r"$\log_{10}$ gradient ratio at init, $\|\partial L/\partial W_0\| / \|\partial L/\partial W_L\|$",
+    "grad_ratio.init": Summary(r"$\log_{10}$ gradient ratio at init, " + RATIO_SYMBOL,
                                log10=True, cmap="RdBu_r", center=0.0),
-    "grad_ratio.final": Summary(r"$\log_{10}$ gradient ratio at the end, $\|\partial L/\partial W_0\| / \|\partial L/\partial W_L\|$",
+    "grad_ratio.final": Summary(r"$\log_{10}$ gradient ratio at the end, " + RATIO_SYMBOL,
                                 log10=True, cmap="RdBu_r", center=0.0),
     "chi1_measured": Summary(r"measured $\chi_1$ (per-layer growth of $\|\partial L/\partial z\|^2$)",
                              cmap="RdBu_r", center=1.0),
@@ -315,7 +317,8 @@ def require(df: Any, table: str, columns: Sequence[str]) -> pd.DataFrame:
     return df
 
 
-def check_key(df: pd.DataFrame, key: str | None, what: str, allowed: Sequence[str]) -> None:
+def check_key(key: str | None, what: str, allowed: Sequence[str]) -> None:
+    """GradflowError unless key is None or one of the allowed (swept) keys."""
     if key is not None and key not in allowed:
         raise GradflowError(f"{what}={key!r} is not a swept key of this data; choices: "
                             f"{', '.join(allowed) or '(nothing varies)'}")

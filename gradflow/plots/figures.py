@@ -34,10 +34,10 @@ from matplotlib.ticker import MaxNLocator, NullLocator
 
 from gradflow.errors import GradflowError
 from gradflow.plots.common import (
-    QUANTITIES, SPLITS, SUMMARIES, THEORY_QUANTITIES, THEORY_STYLE, Label, MAX_STYLES, Palette, Series, Summary,
-    collect_series, draw_series, extra_handles, facet_grid, fmt_value, is_log_spaced, is_missing, is_numeric_key,
-    key_label, legend, line_weight, n_distinct, new_figure, ordered_values, require, save, set_title, short_key,
-    single_value, sort_series, spans_decades, step_axis, swept_keys, value_label, vkey,
+    QUANTITIES, RATIO_SYMBOL, SPLITS, SUMMARIES, THEORY_QUANTITIES, THEORY_STYLE, Label, MAX_STYLES, Palette,
+    Series, Summary, check_key, collect_series, draw_series, extra_handles, facet_grid, fmt_value, is_log_spaced, is_missing,
+    is_numeric_key, key_label, legend, line_weight, n_distinct, new_figure, ordered_values, require, save,
+    set_title, short_key, single_value, sort_series, spans_decades, step_axis, swept_keys, value_label, vkey,
 )
 
 LAYERS_REQUIRED = ("run", "step", "layer", "quantity", "value")
@@ -106,6 +106,25 @@ def _predict(config: Mapping[str, Any], cache: dict) -> Any:
     return cache[key]
 
 
+def _chi1(config: Mapping[str, Any], weight_gradient: bool, cache: dict) -> float | None:
+    """The predicted chi1 for a group, if the prediction applies to what is drawn.
+
+    The back-propagated signal scales as sqrt(chi1)^(L - l) whatever q* is. The weight gradient
+    dL/dW_l = signal_l x activation_(l-1) follows it only when the forward length sits at a
+    finite, nonzero fixed point q*: with q* = 0 or inf (e.g. relu or tanh without bias, relu with
+    sw2 > 2) the activation norm changes per layer too and can cancel the signal's trend.
+    """
+    mf = _predict(config, cache)
+    if mf is None:
+        return None
+    chi1 = float(mf.chi1)
+    if not (math.isfinite(chi1) and chi1 > 0):
+        return None
+    if weight_gradient and not 0.0 < float(getattr(mf, "q_star", math.nan)) < math.inf:
+        return None
+    return chi1
+
+
 # --- profile -------------------------------------------------------------------------------------
 def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str = 0, color: str | None = None,
             facet: str | None = None, by_source: bool = False, theory: bool = True) -> Figure:
@@ -115,7 +134,8 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     the lines (default: the first swept key); facet: a swept key with one panel per value (shared y).
     A second swept key with few values becomes the line style. Where the mean-field theory has a
     prediction (grad_norm, signal_norm), a dashed line of slope sqrt(chi1) per layer is drawn through
-    the last layer's value (theory=False leaves it out). by_source: one panel per results folder
+    the last layer's value (theory=False leaves it out; for grad_norm only where q* is finite and
+    nonzero, see `_chi1`). by_source: one panel per results folder
     instead of one line style each.
     """
     df = _quantity(require(layers, "layers", LAYERS_REQUIRED), quantity)
@@ -126,9 +146,9 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     if by_source and facet is not None:
         raise GradflowError("profile: pass facet=... or by_source=True, not both (by_source facets by results folder)")
     swept = swept_keys(df)
-    check_key_in = swept + (["source"] if multi_source else [])
-    _check(color, "color", check_key_in)
-    _check(facet, "facet", check_key_in)
+    choices = swept + (["source"] if multi_source else [])
+    check_key(color, "color", choices)
+    check_key(facet, "facet", choices)
     facet_key = "source" if by_source else facet
     color = color or next((k for k in swept if k != facet_key), None)
     style = _style_key(df, swept, (color, facet_key), multi_source and not by_source and facet_key != "source")
@@ -152,7 +172,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
             c = palette.color_of(s.config)
             draw_series(ax, s, c, palette.style_of(s.config), lw, alpha)
             if theory and quantity in THEORY_QUANTITIES:
-                theory_drawn |= _theory_profile(ax, s, c, lw, cache)
+                theory_drawn |= _theory_profile(ax, s, quantity, c, lw, cache)
         everything += series
         if facet_key:
             ax.set_title(value_label(facet_key, fv), fontsize="small")
@@ -172,15 +192,12 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     return fig
 
 
-def _theory_profile(ax, s: Series, color: Any, lw: float, cache: dict) -> bool:
+def _theory_profile(ax, s: Series, quantity: str, color: Any, lw: float, cache: dict) -> bool:
     """Dashed line value_L * sqrt(chi1)^(L - l) through the group's last-layer value."""
-    mf = _predict(s.config, cache)
-    if mf is None:
-        return False
-    chi1 = float(mf.chi1)
+    chi1 = _chi1(s.config, quantity == "grad_norm", cache)
     last = s.x.max()
     v_last = float(s.med[s.x == last][0])
-    if not (math.isfinite(chi1) and chi1 > 0 and math.isfinite(v_last) and v_last > 0):
+    if chi1 is None or not (math.isfinite(v_last) and v_last > 0):
         return False
     xs = np.arange(s.x.min(), last + 1, dtype=float)
     with np.errstate(over="ignore", under="ignore"):
@@ -189,12 +206,6 @@ def _theory_profile(ax, s: Series, color: Any, lw: float, cache: dict) -> bool:
     ax.plot(xs, ys, color=color, **(THEORY_STYLE | {"lw": max(0.7, lw * 0.8)}), scalex=False, scaley=False,
             gid=f"theory:{s.label}")
     return True
-
-
-def _check(key: str | None, what: str, allowed: Sequence[str]) -> None:
-    if key is not None and key not in allowed:
-        raise GradflowError(f"{what}={key!r} is not a swept key of this data; choices: "
-                            f"{', '.join(allowed) or '(nothing varies)'}")
 
 
 # --- heatmap -------------------------------------------------------------------------------------
@@ -304,7 +315,7 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
     multi_source = len(sources) > 1
     by_source = by_source and multi_source
     swept = swept_keys(df)
-    _check(color, "color", swept)
+    check_key(color, "color", swept)
     color = color or (swept[0] if swept else None)
     style = None if by_source else _style_key(df, swept, (color,), multi_source)
     group_keys = swept + (["source"] if multi_source else [])
@@ -353,12 +364,12 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
 
 
 # --- ratio ---------------------------------------------------------------------------------------
-def ratio(runs: pd.DataFrame, when: str = "init", by: str | None = None) -> Figure:
+def ratio(runs: pd.DataFrame, when: str = "init", by: str | None = None, theory: bool = True) -> Figure:
     """grad_norm(layer 0) / grad_norm(last layer) against model.depth, log y, one line per value of
     `by` (default: the first other swept key), seeds as median + min-max band; dotted line at 1.
 
-    With `chi1_theory` in the table (when="init"), a dashed line chi1^(depth/2) per group, anchored
-    at its shallowest point, shows the mean-field rate (only the slope is predicted).
+    At init, where the mean-field theory applies (see `_chi1`), a dashed line chi1^(depth/2) per
+    group, anchored at its shallowest point, shows the predicted rate (the slope, not the offset).
     """
     if when not in ("init", "final"):
         raise GradflowError(f"when={when!r} is not allowed; choices: init, final")
@@ -371,7 +382,7 @@ def ratio(runs: pd.DataFrame, when: str = "init", by: str | None = None) -> Figu
         raise GradflowError(f"ratio plots against model.depth, which does not vary in this data (values: {have})")
     multi_source = n_distinct(df["source"]) > 1
     swept = [k for k in swept_keys(df) if k != "model.depth"]
-    _check(by, "by", swept)
+    check_key(by, "by", swept)
     by = by or (swept[0] if swept else None)
     style = _style_key(df, swept, (by,), multi_source)
     group_keys = swept + (["source"] if multi_source else [])
@@ -388,13 +399,14 @@ def ratio(runs: pd.DataFrame, when: str = "init", by: str | None = None) -> Figu
     ax.axhline(1.0, color="0.3", ls=":", lw=1.0, gid="reference")
     lw, alpha = line_weight(len(series))
     theory_drawn = False
+    cache: dict = {}
     for s in series:
         c = palette.color_of(s.config)
         draw_series(ax, s, c, palette.style_of(s.config), lw, alpha)
         if s.x.size == 1:
             ax.plot(s.x, s.med, marker="o", ms=4, color=c, ls="none")
-        if when == "init" and "chi1_theory" in df.columns:
-            theory_drawn |= _theory_ratio(ax, s, df, c, lw)
+        if theory and when == "init":
+            theory_drawn |= _theory_ratio(ax, s, c, lw, cache)
     depths = np.asarray(ordered_values(df["model.depth"]), dtype=float)
     if depths.min() > 0 and _geometric(depths):
         ax.set_xscale("log")
@@ -403,12 +415,13 @@ def ratio(runs: pd.DataFrame, when: str = "init", by: str | None = None) -> Figu
         ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel(key_label("model.depth"))
     where = "at initialization" if when == "init" else "at the last probed step"
-    ax.set_ylabel(r"$\|\partial L/\partial W_0\| \,/\, \|\partial L/\partial W_L\|$" + f"\n(first / last layer, {where})")
+    ax.set_ylabel(f"{RATIO_SYMBOL}\n(first / last layer, {where})")
     palette.colorbar(fig, [ax])
     handles, title = palette.handles()
     hs = extra_handles(series, True)
     if theory_drawn:
-        hs.append(Line2D([], [], color="0.3", **THEORY_STYLE, label="mean field: slope $\\chi_1^{depth/2}$\n(anchored at shallowest)"))
+        hs.append(Line2D([], [], color="0.3", **THEORY_STYLE,
+                         label="mean field: slope $\\chi_1^{depth/2}$\n(anchored at shallowest)"))
     hs.append(Line2D([], [], color="0.3", ls=":", lw=1.0, label="ratio = 1 (balanced)"))
     legend(fig, handles + hs, title)
     extra = [f"lines also differ in {', '.join(also)}"] if also else []
@@ -416,13 +429,12 @@ def ratio(runs: pd.DataFrame, when: str = "init", by: str | None = None) -> Figu
     return fig
 
 
-def _theory_ratio(ax, s: Series, df: pd.DataFrame, color: Any, lw: float) -> bool:
-    chi1 = pd.to_numeric(df.loc[df["run"].isin(s.runs), "chi1_theory"], errors="coerce").to_numpy(float)
-    chi1 = chi1[np.isfinite(chi1) & (chi1 > 0)]
+def _theory_ratio(ax, s: Series, color: Any, lw: float, cache: dict) -> bool:
+    """Dashed line y0 * chi1^((depth - depth0) / 2) through the group's shallowest finite point."""
+    c = _chi1(s.config, True, cache)  # chi1 does not depend on depth: the group's config will do
     ok = np.isfinite(s.med)
-    if len(chi1) == 0 or not ok.any():
+    if c is None or not ok.any():
         return False
-    c = float(np.median(chi1))
     d0, y0 = float(s.x[ok][0]), float(s.med[ok][0])
     d = np.linspace(float(s.x.min()), float(s.x.max()), 60)
     with np.errstate(over="ignore", under="ignore"):
@@ -492,13 +504,14 @@ def grid(runs: pd.DataFrame, x: str, y: str, value: str = "final.test_acc", theo
     theory: "6xi_c" or "xi_c" draws the mean-field depth scale over init.sw2 (x or y) x model.depth,
     "chi1=1" marks the critical init.sw2 (Schoenholz et al. 2017); activation and sb2 come from the
     data and must be single-valued per panel. facet: one panel per value of a third swept key.
-    Cells where a seed diverged or gave NaN/inf are hatched; cells without a value are grey.
+    Cells where a seed diverged or gave +-inf are hatched; cells without a finite value are grey.
     """
     df = require(runs, "runs", RUNS_REQUIRED)
     swept = swept_keys(df)
     for what, key in (("x", x), ("y", y), ("facet", facet)):
         if key is not None and key not in df.columns:
-            raise GradflowError(f"{what}={key!r} is not a column of the runs table; swept keys: {', '.join(swept) or '(none)'}")
+            raise GradflowError(f"{what}={key!r} is not a column of the runs table; "
+                                f"swept keys: {', '.join(swept) or '(none)'}")
     if value not in df.columns:
         choices = [c for c in SUMMARIES if c in df.columns]
         raise GradflowError(f"value={value!r} is not a column of the runs table; choices: {', '.join(choices)}")
@@ -508,8 +521,9 @@ def grid(runs: pd.DataFrame, x: str, y: str, value: str = "final.test_acc", theo
     if others:
         k = others[0]
         vals = ", ".join(map(fmt_value, ordered_values(df[k])))
+        first = _python(ordered_values(df[k])[0])
         raise GradflowError(f"grid over {x} x {y}: {', '.join(others)} also vary ({k}: {vals}); pass facet={k!r} "
-                            f"or select one value first, e.g. runs[runs[{k!r}] == {_python(ordered_values(df[k])[0])!r}]")
+                            f"or select one value first, e.g. runs[runs[{k!r}] == {first!r}]")
     spec = SUMMARIES.get(value, Summary(value))
     z = pd.to_numeric(df[value], errors="coerce").to_numpy(dtype=float)
     if spec.log10:
@@ -538,14 +552,14 @@ def grid(runs: pd.DataFrame, x: str, y: str, value: str = "final.test_acc", theo
         ax.grid(False)
         sub = df if facet is None else df[df[facet].map(vkey) == vkey(fv)]
         cell = np.full((len(ya.values), len(xa.values)), np.nan)  # (y, x) mean over seeds
-        flag = np.zeros(cell.shape, dtype=bool)  # some seed diverged or gave a non-finite value
+        flag = np.zeros(cell.shape, dtype=bool)  # some seed diverged or gave an infinite value
         logged = np.zeros(cell.shape, dtype=bool)
         for (xv, yv), g in sub.assign(**{x: sub[x].map(vkey), y: sub[y].map(vkey)}).groupby([x, y], dropna=False):
             i, j = yi[vkey(yv)], xi[vkey(xv)]
             vals = g["_z"].to_numpy()
             ok = np.isfinite(vals)
             cell[i, j] = vals[ok].mean() if ok.any() else np.nan
-            flag[i, j] = (g["status"] == "diverged").any() or (~ok).any()
+            flag[i, j] = (g["status"] == "diverged").any() or np.isinf(vals).any()  # NaN = not measured
             logged[i, j] = True
         empty_cells |= bool((logged & ~np.isfinite(cell)).any())
         mesh = ax.pcolormesh(xa.edges, ya.edges, np.ma.masked_invalid(cell), cmap=cmap, norm=norm, gid="grid")
@@ -576,7 +590,7 @@ def grid(runs: pd.DataFrame, x: str, y: str, value: str = "final.test_acc", theo
     if theory_handle is not None:
         handles.append(theory_handle)
     if hatched:
-        handles.append(Patch(facecolor="0.6", hatch="xxx", edgecolor="white", label="a seed diverged\nor gave NaN/inf"))
+        handles.append(Patch(facecolor="0.6", hatch="xxx", edgecolor="white", label="a seed diverged\nor gave inf"))
     if empty_cells:
         handles.append(Patch(color="0.85", label="no finite value"))
     if handles:
@@ -635,7 +649,8 @@ def _grid_theory(ax, sub: pd.DataFrame, xa: _GridAxis, ya: _GridAxis, kind: str)
         try:
             crit = mean_field.critical_sw2(act, sb2)
         except GradflowError as e:  # no edge of chaos for this activation / sb2: say so, draw nothing
-            return Line2D([], [], **(style | {"gid": None}), label="\n".join(textwrap.wrap(f"no edge of chaos: {e}", 60)))
+            label = "\n".join(textwrap.wrap(f"no edge of chaos: {e}", 60))
+            return Line2D([], [], **(style | {"gid": None}), label=label)
         inside = lo <= crit <= hi
         if inside:
             (ax.axvline if vertical else ax.axhline)(crit, **style)
@@ -691,7 +706,8 @@ def standard_set(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs
         swept = swept_keys(runs)
         if "model.depth" in swept and "grad_ratio.init" in runs.columns:
             emit("ratio-init", lambda: ratio(runs, "init"))
-            if "grad_ratio.final" in runs.columns and pd.to_numeric(runs["grad_ratio.final"], errors="coerce").notna().any():
+            final = pd.to_numeric(runs.get("grad_ratio.final", pd.Series(dtype=float)), errors="coerce")
+            if final.notna().any():
                 emit("ratio-final", lambda: ratio(runs, "final"))
         numeric = [k for k in swept if is_numeric_key(runs, k)]
         value = next((v for v in ("final.test_acc", "final.train_acc")

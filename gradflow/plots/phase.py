@@ -22,10 +22,10 @@ def phase_diagram(activation: str, path: Path, sw2: tuple[float, float] = (0.5, 
     """Draw log chi_1 over sw2 (x) x sb2 (y) for `activation` to the PNG `path`; return the path.
 
     resolution: grid points along (sw2, sb2); the default puts no point on sw2 = 2, where for gelu
-    chi_1 touches 1 without crossing it (a tangency the contour would draw as a line). Values come from `theory.phase_grid` (tabulated
-    moments, ~1e-4 relative), so a diagram takes about a second even for gelu. Where the fixed
-    point q* becomes infinite (unbounded phi), a dashed line marks the boundary; where chi_1 jumps
-    over 1 there (gelu, silu) no edge of chaos is drawn through the jump.
+    chi_1 touches 1 without crossing it (a tangency the contour would draw as a line). Values come
+    from `theory.phase_grid` (tabulated moments, ~1e-4 relative): about a second even for gelu.
+    Where the fixed point q* becomes infinite (unbounded phi) a dashed line marks the boundary;
+    where chi_1 jumps over 1 there (gelu, silu) no edge of chaos is drawn through the jump.
     """
     path = Path(path)
     x = np.linspace(*sw2, resolution[0])
@@ -50,7 +50,8 @@ def phase_diagram(activation: str, path: Path, sw2: tuple[float, float] = (0.5, 
         handles.append(Line2D([], [], color="black", lw=1.6, label=r"edge of chaos ($\chi_1 = 1$)"))
     else:
         side = "ordered" if finite.size and finite.max() < 0 else "chaotic"
-        handles.append(Line2D([], [], color="none", label=f"no edge of chaos here (all {side}){_elsewhere(activation, y[0])}"))
+        label = f"no edge of chaos here (all {side}){_elsewhere(activation, y[0])}"
+        handles.append(Line2D([], [], color="none", label=label))
     diverges = np.isinf(q_star)
     if diverges.any() and not diverges.all():
         ax.contour(x, y, diverges.astype(float), levels=[0.5], colors="0.25", linewidths=1.2, linestyles="--")
@@ -91,7 +92,8 @@ def _jumps(z: np.ndarray) -> np.ndarray:
 def _elsewhere(activation: str, sb2: float) -> str:
     """Where the edge of chaos is at this sb2, if outside the drawn range."""
     try:
-        return f"\n" + rf"$\chi_1 = 1$ at $\sigma_w^2$ = {theory.critical_sw2(activation, sb2):.4g} for $\sigma_b^2$ = {sb2:g}"
+        crit = theory.critical_sw2(activation, sb2)
+        return "\n" + rf"$\chi_1 = 1$ at $\sigma_w^2$ = {crit:.4g} for $\sigma_b^2$ = {sb2:g}"
     except GradflowError:
         return ""
 

@@ -1,0 +1,135 @@
+"""`gradflow theory`: mean-field predictions for one (activation, sw2, sb2), the critical sw2, or a
+phase diagram. Mounted by gradflow.cli as `app.add_typer(theory_app, name="theory")`."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from gradflow import theory
+from gradflow.activations import ACTIVATIONS
+from gradflow.console import console, user_errors
+from gradflow.errors import GradflowError
+
+theory_app = typer.Typer(
+    help="Mean-field theory (Poole et al. 2016, Schoenholz et al. 2017): q*, chi_1, depth scales, "
+         "the edge of chaos, phase diagrams. No training, no torch.",
+    no_args_is_help=False,
+)
+
+ActivationOpt = Annotated[Optional[str], typer.Option(
+    "--activation", "-a", help=f"Nonlinearity: {', '.join(ACTIVATIONS)}.", show_default=False)]
+
+
+def _activation(name: str | None) -> str:
+    if name is None:
+        raise GradflowError(f"--activation is required; choices: {', '.join(ACTIVATIONS)}")
+    if name not in ACTIVATIONS:
+        raise GradflowError(f"--activation={name!r} is not a known activation; choices: {', '.join(ACTIVATIONS)}")
+    return name
+
+
+def _variance(flag: str, value: float) -> float:
+    if not (math.isfinite(value) and value >= 0):
+        raise GradflowError(f"{flag}={value} must be a finite number >= 0 (a variance)")
+    return value
+
+
+def _fmt(x: float) -> str:
+    if math.isnan(x):
+        return "n/a"
+    if math.isinf(x):
+        return "∞" if x > 0 else "-∞"
+    return f"{x:.4g}"
+
+
+@theory_app.callback(invoke_without_command=True)
+@user_errors
+def theory_point(
+    ctx: typer.Context,
+    activation: ActivationOpt = None,
+    sw2: Annotated[Optional[float], typer.Option(
+        "--sw2", help="Weight variance times fan-in: W ~ N(0, sw2/fan_in).", show_default=False)] = None,
+    sb2: Annotated[float, typer.Option("--sb2", help="Bias variance: b ~ N(0, sb2).")] = 0.0,
+    depth: Annotated[Optional[int], typer.Option(
+        "--depth", min=1, help="Also predict the first/last-layer gradient ratio over this many layers.",
+        show_default=False)] = None,
+    critical: Annotated[bool, typer.Option(
+        "--critical", help="Print the sw2 at the edge of chaos (chi_1 = 1) for this --sb2 instead.")] = False,
+) -> None:
+    """Mean-field predictions at one (activation, sw2, sb2), or the critical sw2 with --critical."""
+    if ctx.invoked_subcommand is not None:
+        return
+    name = _activation(activation)
+    _variance("--sb2", sb2)
+    if critical:
+        if sw2 is not None:
+            raise GradflowError("--sw2 and --critical exclude each other: --critical finds the sw2 where chi_1 = 1")
+        _show_critical(name, sb2)
+        return
+    if sw2 is None:
+        raise GradflowError("--sw2 is required (the weight variance, e.g. --sw2 1.76), or pass --critical "
+                            "to find the sw2 at the edge of chaos")
+    _show_point(theory.point(name, _variance("--sw2", sw2), sb2), depth)
+
+
+def _show_point(mf: theory.MeanField, depth: int | None) -> None:
+    table = Table(title=f"mean field: {mf.activation}, σ_w² = {mf.sw2:g}, σ_b² = {mf.sb2:g}", title_justify="left")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_column("meaning", style="dim")
+    rows = [
+        ("q*", mf.q_star, "fixed-point pre-activation variance"),
+        ("χ₁", mf.chi1, "per-layer factor of ‖grad‖²"),
+        ("√χ₁", math.sqrt(mf.chi1), "per-layer factor of ‖grad‖"),
+        ("c*", mf.c_star, "fixed-point correlation of two inputs"),
+        ("ξ_q", mf.xi_q, "depth scale of the length map"),
+        ("ξ_c", mf.xi_c, "depth scale of the correlation map"),
+        ("6 ξ_c", mf.six_xi_c, "trainable depth (Schoenholz et al.)"),
+    ]
+    if depth is not None:
+        rows.append((f"√χ₁^{depth}", mf.grad_ratio(depth), f"‖grad‖ first / last layer, depth {depth}"))
+    for label, value, meaning in rows:
+        table.add_row(label, _fmt(value), meaning)
+    verdict = {"ordered": "gradients vanish towards the input",
+               "critical": f"|χ₁ - 1| < {theory.CRITICAL_TOL:g}: edge of chaos",
+               "chaotic": "gradients explode towards the input"}[mf.phase]
+    table.add_row("phase", mf.phase, verdict)
+    console.print(table)
+    if mf.q_star in (0.0, math.inf):
+        what = "decays to 0" if mf.q_star == 0.0 else "grows without bound"
+        console.print(f"note: q* = {_fmt(mf.q_star)}: the signal variance {what} with depth. χ₁ is the "
+                      "per-layer gradient factor in that limit; the correlation map becomes scale-free, so "
+                      "ξ_c = ∞ says nothing about trainability here.", style="dim")
+
+
+def _show_critical(name: str, sb2: float) -> None:
+    sw2 = theory.critical_sw2(name, sb2)
+    q = theory.q_star(name, sw2, sb2)
+    table = Table(title=f"edge of chaos: {name}, σ_b² = {sb2:g}", title_justify="left")
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_column("meaning", style="dim")
+    table.add_row("critical σ_w²", f"{sw2:.4f}", "weight variance × fan-in where χ₁ = 1")
+    table.add_row("q*", _fmt(q), "fixed-point pre-activation variance there")
+    console.print(table)
+
+
+@theory_app.command("phase")
+@user_errors
+def phase(
+    activation: ActivationOpt = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="PNG to write (default: results/theory/phase-ACTIVATION.png).",
+        show_default=False)] = None,
+) -> None:
+    """Draw the phase diagram (log chi_1 over sw2 x sb2, with the edge of chaos) to a PNG."""
+    from gradflow.plots.phase import phase_diagram  # matplotlib only when drawing
+
+    name = _activation(activation)
+    path = phase_diagram(name, out or Path("results") / "theory" / f"phase-{name}.png")
+    console.print(f"wrote {path}", highlight=False, soft_wrap=True)

@@ -1,0 +1,411 @@
+"""Mean-field theory against published values and against independent recomputations.
+
+Every expectation the module computes by quadrature (or closed form) is recomputed here by brute
+force: Monte Carlo with a fixed seed, judged against its own standard error; depth scales by
+finite differences; the fixed-point selection by plain iteration of the length map.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from gradflow import theory
+from gradflow.activations import ACTIVATIONS
+from gradflow.cli_theory import theory_app
+from gradflow.errors import GradflowError
+
+N_MC = 2_000_000  # standard normal samples for the Monte Carlo checks
+K_SE = 5.0  # a check passes within this many Monte Carlo standard errors
+
+
+@pytest.fixture(scope="module")
+def z() -> np.ndarray:
+    return np.random.default_rng(12345).standard_normal(N_MC)
+
+
+def mc_mean(samples: np.ndarray) -> tuple[float, float]:
+    """Sample mean and its standard error."""
+    return float(samples.mean()), float(samples.std() / math.sqrt(samples.size))
+
+
+# --- published values --------------------------------------------------------------------------
+def test_tanh_critical_point_schoenholz():
+    sw2 = theory.critical_sw2("tanh", 0.05)
+    assert sw2 == pytest.approx(1.761, abs=0.002)
+    assert theory.q_star("tanh", sw2, 0.05) == pytest.approx(0.570, abs=0.001)
+    assert theory.chi1("tanh", sw2, 0.05) == pytest.approx(1.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("sw2, chi1", [(1.0, 0.759), (4.0, 1.342)])
+def test_tanh_chi1_schoenholz_setting(sw2, chi1):
+    """The values the end-to-end gradient measurements (tests/test_meanfield_runs.py) compare against."""
+    assert theory.point("tanh", sw2, 0.05).chi1 == pytest.approx(chi1, abs=1e-3)
+
+
+def test_relu_critical_point_is_he_init():
+    assert theory.critical_sw2("relu", 0.0) == 2.0
+    assert theory.point("relu", 2.0, 0.0).phase == "critical"
+
+
+def test_sigmoid_gradient_factor():
+    """sigmoid at sw2 = 1, sb2 = 0 shrinks the gradient norm by ~0.236 per layer (vanishing gradients)."""
+    assert math.sqrt(theory.point("sigmoid", 1.0, 0.0).chi1) == pytest.approx(0.236, abs=0.002)
+
+
+@pytest.mark.parametrize("name, expected", [("linear", 1.0), ("relu", 2.0),
+                                            ("leaky_relu", 2.0 / (1.0 + 0.01**2))])
+def test_piecewise_linear_critical_points_are_exact(name, expected):
+    """chi_1 = sw2 E[phi'^2] whatever q* is, so sb2 > 0 does not move the edge (q* = inf there)."""
+    for sb2 in (0.0, 0.05):
+        assert theory.critical_sw2(name, sb2) == pytest.approx(expected, rel=1e-12)
+    assert theory.q_star(name, expected, 0.05) == math.inf
+
+
+# --- brute force: Monte Carlo for every activation ----------------------------------------------
+POINTS = [(name, sw2, sb2) for name in ACTIVATIONS
+          for sw2, sb2 in ((0.6, 0.1), (0.95, 0.05) if name == "linear" else (1.6, 0.05))]
+
+
+@pytest.mark.parametrize("name, sw2, sb2", POINTS)
+def test_q_star_and_chi1_against_monte_carlo(z, name, sw2, sb2):
+    act = ACTIVATIONS[name]
+    mf = theory.point(name, sw2, sb2)
+    assert 0 < mf.q_star < math.inf
+    u = math.sqrt(mf.q_star) * z
+    # q* is a fixed point of the brute-force length map
+    mean, se = mc_mean(act.phi(u) ** 2)
+    assert sw2 * mean + sb2 == pytest.approx(mf.q_star, abs=K_SE * sw2 * se)
+    # chi_1 = sw2 E[phi'(u)^2]
+    mean, se = mc_mean(act.dphi(u) ** 2)
+    assert mf.chi1 == pytest.approx(sw2 * mean, abs=K_SE * sw2 * se)
+
+
+@pytest.mark.parametrize("name, sw2, sb2", [("tanh", 2.5, 0.05), ("relu", 1.2, 0.1), ("selu", 1.3, 0.05),
+                                            ("leaky_relu", 1.5, 0.2)])
+def test_correlation_map_against_monte_carlo(z, name, sw2, sb2):
+    """E[phi(u1) phi(u2)] and E[phi'(u1) phi'(u2)] (2D quadrature or arc-cosine kernel) by brute force."""
+    act = ACTIVATIONS[name]
+    m = theory._moments(name)
+    q = theory.q_star(name, sw2, sb2)
+    z1, z2 = z[: N_MC // 2], z[N_MC // 2:]
+    for c in (-0.6, 0.3, 0.9):
+        u1 = math.sqrt(q) * z1
+        u2 = math.sqrt(q) * (c * z1 + math.sqrt(1 - c * c) * z2)
+        mean, se = mc_mean(act.phi(u1) * act.phi(u2))
+        assert m.C(q, c) == pytest.approx(mean, abs=K_SE * se)
+        mean, se = mc_mean(act.dphi(u1) * act.dphi(u2))
+        assert m.Cd(q, c) == pytest.approx(mean, abs=K_SE * se)
+
+
+def test_chaotic_fixed_point_c_star(z):
+    """Chaotic tanh: c* < 1 is a fixed point of the brute-force correlation map, chi_c its slope."""
+    mf = theory.point("tanh", 2.5, 0.05)
+    assert mf.phase == "chaotic" and 0.0 < mf.c_star < 0.99
+    act, q, c = ACTIVATIONS["tanh"], mf.q_star, mf.c_star
+    z1, z2 = z[: N_MC // 2], z[N_MC // 2:]
+    u1, u2 = math.sqrt(q) * z1, math.sqrt(q) * (c * z1 + math.sqrt(1 - c * c) * z2)
+    mean, se = mc_mean(act.phi(u1) * act.phi(u2))
+    assert (mf.sw2 * mean + mf.sb2) / q == pytest.approx(c, abs=K_SE * mf.sw2 * se / q)
+    mean, se = mc_mean(act.dphi(u1) * act.dphi(u2))
+    assert mf.chi_c == pytest.approx(mf.sw2 * mean, abs=K_SE * mf.sw2 * se)
+    assert mf.chi_c < 1.0 and mf.xi_c == pytest.approx(-1.0 / math.log(mf.chi_c))
+
+
+@pytest.mark.parametrize("sw2", [0.5, 1.0, 1.5])
+def test_ordered_phase_has_c_star_one(sw2):
+    mf = theory.point("tanh", sw2, 0.05)
+    assert mf.phase == "ordered"
+    assert mf.c_star == 1.0 and mf.chi_c == mf.chi1
+    assert mf.xi_c == pytest.approx(-1.0 / math.log(mf.chi1))
+    assert mf.six_xi_c == pytest.approx(6 * mf.xi_c)
+
+
+def test_chaotic_c_star_decreases_with_sw2():
+    cs = [theory.point("tanh", sw2, 0.05).c_star for sw2 in (2.0, 2.5, 4.0)]
+    assert 1.0 > cs[0] > cs[1] > cs[2] > 0.0
+
+
+def test_xi_c_diverges_at_the_edge_of_chaos():
+    crit = theory.critical_sw2("tanh", 0.05)
+    xi = [theory.point("tanh", crit + d, 0.05).xi_c for d in (-0.3, -0.1, -0.01, 0.01, 0.1, 0.3)]
+    assert xi[0] < xi[1] < xi[2] and xi[3] > xi[4] > xi[5]
+    assert min(xi[2], xi[3]) > 100
+
+
+@pytest.mark.parametrize("name, sw2, sb2", [("tanh", 1.0, 0.05), ("tanh", 2.5, 0.05), ("selu", 1.0, 0.05),
+                                            ("softplus", 1.2, 0.1)])
+def test_xi_q_against_finite_differences(z, name, sw2, sb2):
+    """xi_q = -1/log(dL/dq at q*), with dL/dq by a central difference of the Monte Carlo length map
+    (common random numbers, so the difference is not swamped by sampling noise)."""
+    act = ACTIVATIONS[name]
+    mf = theory.point(name, sw2, sb2)
+    q, h = mf.q_star, 1e-3 * mf.q_star
+    length = lambda qq: sw2 * np.mean(act.phi(math.sqrt(qq) * z) ** 2) + sb2
+    slope = (length(q + h) - length(q - h)) / (2 * h)
+    assert mf.xi_q == pytest.approx(-1.0 / math.log(slope), rel=5e-3)
+
+
+@pytest.mark.parametrize("name, sw2, sb2", [("tanh", 1.6, 0.05), ("sigmoid", 3.0, 0.0), ("gelu", 2.0, 0.05),
+                                            ("selu", 1.0, 0.0)])
+def test_q_star_is_where_plain_iteration_goes(name, sw2, sb2):
+    """The solver brackets a root instead of iterating; check it picks the root iteration from q = 1 reaches.
+
+    The length map here is integrated independently: the trapezoid rule on a uniform grid in z.
+    """
+    phi = ACTIVATIONS[name].phi
+    t = np.linspace(-12.0, 12.0, 24_001)  # a node at 0, where phi may have a kink
+    weight = np.exp(-t * t / 2) / math.sqrt(2 * math.pi) * (t[1] - t[0])
+    weight[[0, -1]] /= 2
+    length = lambda q: sw2 * float(phi(math.sqrt(q) * t) ** 2 @ weight) + sb2
+
+    q = 1.0
+    for _ in range(500):
+        q, q_prev = length(q), q
+        if abs(q - q_prev) < 1e-12 * q:
+            break
+    assert theory.q_star(name, sw2, sb2) == pytest.approx(q, rel=1e-6)
+
+
+def test_length_map_is_increasing():
+    """The q* solver relies on V(q) = E[phi(sqrt(q) z)^2] increasing in q (monotone iterates)."""
+    q = np.geomspace(1e-6, 1e6, 400)
+    for name in ACTIVATIONS:
+        v = theory._moments(name).V(q)
+        assert np.all(np.diff(v) > 0), name
+
+
+# --- degenerate fixed points -------------------------------------------------------------------
+def test_relu_fixed_points_closed_form():
+    assert theory.q_star("relu", 1.0, 0.1) == pytest.approx(0.2)  # sb2 / (1 - sw2/2)
+    mf = theory.point("relu", 3.0, 0.1)  # no finite fixed point: the length grows like 1.5^l
+    assert mf.q_star == math.inf and mf.chi1 == 1.5 and mf.phase == "chaotic"
+    assert math.isnan(mf.xi_q) and mf.xi_c == math.inf
+    mf = theory.point("relu", 1.0, 0.0)  # the length decays like 0.5^l
+    assert mf.q_star == 0.0 and mf.chi1 == 0.5 and mf.xi_q == pytest.approx(1 / math.log(2))
+
+
+def test_tanh_without_bias_linearizes():
+    """sb2 = 0, sw2 < 1: q* = 0, where tanh acts as the identity, so chi_1 = sw2."""
+    mf = theory.point("tanh", 0.5, 0.0)
+    assert mf.q_star == 0.0 and mf.chi1 == pytest.approx(0.5, rel=1e-12)
+
+
+def test_gelu_has_no_edge_of_chaos_at_small_bias():
+    """chi_1 jumps over 1 where the fixed point reached from q = 1 runs off to infinity."""
+    with pytest.raises(GradflowError, match="jumps"):
+        theory.critical_sw2("gelu", 0.05)
+    assert theory.point("gelu", 2.2, 0.05).chi1 < 0.8 < 1.1 < theory.point("gelu", 2.3, 0.05).chi1
+
+
+def test_critical_sw2_outside_bracket():
+    with pytest.raises(GradflowError, match="does not cross 1"):
+        theory.critical_sw2("sigmoid", 0.0, bracket=(0.5, 5.0))
+    assert theory.critical_sw2("sigmoid", 0.0) == pytest.approx(103.0, rel=1e-2)
+
+
+def test_bad_parameters_name_the_key():
+    with pytest.raises(GradflowError, match="sw2"):
+        theory.point("tanh", -1.0, 0.0)
+    with pytest.raises(GradflowError, match="choices"):
+        theory.point("nope", 1.0, 0.0)
+
+
+def test_grad_ratio_direction():
+    """Signal at layer l = sqrt(chi_1)^(L - l) x the last layer's: first/last over depth L = chi_1^(L/2)."""
+    mf = theory.point("relu", 1.0, 0.0)
+    assert mf.grad_ratio(10) == pytest.approx(0.5**5)
+    assert theory.point("relu", 4.0, 0.0).grad_ratio(10) == pytest.approx(2.0**5)
+    assert theory.point("relu", 4.0, 0.0).grad_ratio(5000) == math.inf  # overflow, not an exception
+
+
+def test_phase_grid_matches_point():
+    sw2, sb2 = np.array([0.7, 1.5, 1.76, 3.0]), np.array([0.0, 0.05, 0.2])
+    q, chi1 = theory.phase_grid("tanh", sw2, sb2)
+    exact = np.array([[theory.chi1("tanh", s, b) for s in sw2] for b in sb2])
+    assert q.shape == chi1.shape == (3, 4)
+    np.testing.assert_allclose(chi1, exact, rtol=5e-4)
+
+
+def test_theory_does_not_import_torch():
+    code = "import sys, gradflow.theory, gradflow.cli_theory; assert 'torch' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# --- init schemes and run configs --------------------------------------------------------------
+@pytest.mark.parametrize("init, activation, expected", [
+    ({"init.name": "kaiming_normal", "init.mode": "fan_in"}, "relu", (2.0, 0.0)),
+    ({"init.name": "kaiming_uniform", "init.mode": "fan_out"}, "tanh", (25 / 9, 0.0)),
+    ({"init.name": "xavier_normal", "init.gain": 1.0}, "tanh", (1.0, 0.0)),
+    ({"init.name": "xavier_uniform", "init.gain": 2.0}, "relu", (4.0, 0.0)),
+    ({"init.name": "lecun_normal"}, "selu", (1.0, 0.0)),
+    ({"init.name": "orthogonal", "init.gain": 1.5}, "tanh", (2.25, 0.0)),
+    ({"init.name": "standard"}, "relu", (1 / 3, 0.0)),
+    ({"init.name": "meanfield", "init.sw2": 1.76, "init.sb2": 0.05}, "tanh", (1.76, 0.05)),
+])
+def test_equivalent_sw2(init, activation, expected):
+    assert theory.equivalent_sw2(init, activation) == pytest.approx(expected)
+
+
+def test_equivalent_sw2_unknown_init():
+    assert theory.equivalent_sw2({"init.name": "lsuv"}, "tanh") is None
+
+
+MLP = {"model.name": "mlp", "model.activation": "relu", "model.skip": "none", "norm.name": "none",
+       "init.name": "kaiming_normal", "init.gain": 1.0, "init.mode": "fan_in", "init.sw2": 1.0, "init.sb2": 0.0}
+
+
+def test_predict_kaiming_relu_is_critical():
+    mf = theory.predict(MLP)
+    assert mf.chi1 == pytest.approx(1.0) and mf.phase == "critical"
+    assert theory.predict(MLP | {"init.name": "xavier_normal"}).chi1 == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("change", [{"norm.name": "batchnorm"}, {"norm.name": "layernorm"},
+                                    {"model.skip": "residual"}, {"model.name": "cnn"}, {"model.name": "resnet"}])
+def test_predict_refuses_where_theory_does_not_apply(change):
+    assert theory.predict(MLP | change) is None
+
+
+def test_predict_reads_table_rows():
+    """Config values straight from a pandas row: numpy scalars, and NaN for keys other runs had."""
+    row = pd.Series(MLP | {"norm.name": float("nan"), "init.gain": np.float64(1.0), "seed": np.int64(3)})
+    assert theory.predict(row.to_dict()).chi1 == pytest.approx(1.0)
+
+
+# --- measurement ---------------------------------------------------------------------------------
+def profile(chi1: float, depth: int = 40, noise: float = 0.05, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A back-propagated signal norm sqrt(chi1)^(L - l) with log-normal noise and odd end layers."""
+    rng = np.random.default_rng(seed)
+    layer = np.arange(depth + 1)
+    norm = 3.0 * math.sqrt(chi1) ** (depth - layer) * np.exp(noise * rng.standard_normal(layer.size))
+    norm[0] *= 10.0  # the input layer and the head have other fan-in/fan-out: trimmed away
+    norm[-1] *= 0.1
+    return layer, norm
+
+
+@pytest.mark.parametrize("chi1", [0.5, 0.93, 1.0, 1.3])
+def test_fit_chi1_recovers_the_factor(chi1):
+    layer, norm = profile(chi1)
+    assert theory.fit_chi1(layer, norm) == pytest.approx(chi1, rel=0.01)
+
+
+def test_fit_chi1_ignores_bad_values_and_needs_three_layers():
+    layer, norm = profile(1.3)
+    norm[10], norm[20] = np.nan, 0.0
+    assert theory.fit_chi1(layer, norm) == pytest.approx(1.3, rel=0.01)
+    assert math.isnan(theory.fit_chi1(np.arange(8), np.ones(8)))  # 8 layers - 2 x 3 trimmed = 2
+    assert theory.fit_chi1(np.arange(9), 2.0 ** -np.arange(9)) == pytest.approx(4.0)  # norm halves per layer
+
+
+def layers_table(chi1_by_run: dict[str, tuple[float, dict]]) -> pd.DataFrame:
+    """A long layers table as gradflow.store.load returns it: one signal_norm row per layer and run."""
+    rows = []
+    for i, (run, (chi1, config)) in enumerate(chi1_by_run.items()):
+        layer, norm = profile(chi1, seed=i)
+        for lv, v in zip(layer, norm):
+            rows.append({"run": run, "source": "sweep", "status": "ok", "step": 0, "layer": int(lv),
+                         "name": f"layers.{lv}", "quantity": "signal_norm", "value": v, **config})
+            rows.append({"run": run, "source": "sweep", "status": "ok", "step": 0, "layer": int(lv),
+                         "name": f"layers.{lv}", "quantity": "grad_norm", "value": 1.0, **config})
+    return pd.DataFrame(rows)
+
+
+def test_chi1_table_and_by_config():
+    runs = {}
+    for seed, wiggle in enumerate((0.98, 1.0, 1.02)):
+        runs[f"relu-he-{seed}"] = (1.0 * wiggle, MLP | {"seed": seed})
+        runs[f"relu-xavier-{seed}"] = (0.5 * wiggle, MLP | {"init.name": "xavier_normal", "seed": seed})
+    runs["bn-0"] = (0.9, MLP | {"norm.name": "batchnorm", "seed": 0})
+    table = theory.chi1_table(layers_table(runs))
+    assert len(table) == 7 and {"run", "seed", "init.name", "chi1_measured", "chi1_theory"} <= set(table.columns)
+    he = table[table["run"] == "relu-he-1"].iloc[0]
+    assert he["chi1_measured"] == pytest.approx(1.0, rel=0.01) and he["chi1_theory"] == pytest.approx(1.0)
+    assert math.isnan(table[table["run"] == "bn-0"].iloc[0]["chi1_theory"])
+
+    by = theory.chi1_by_config(table)
+    assert len(by) == 3  # he, xavier, and the batchnorm config; seed, run and status are not grouped on
+    assert "seed" not in by.columns and "run" not in by.columns
+    he = by[(by["init.name"] == "kaiming_normal") & (by["norm.name"] == "none")].iloc[0]
+    assert he["n_seeds"] == 3
+    vals = table[table["run"].str.startswith("relu-he")]["chi1_measured"].to_numpy()
+    assert he["chi1_measured"] == pytest.approx(vals.mean())
+    assert he["chi1_ci95"] == pytest.approx(4.3027 * vals.std(ddof=1) / math.sqrt(3), rel=1e-4)
+    assert he["chi1_theory"] == pytest.approx(1.0)
+    assert math.isnan(by[by["norm.name"] == "batchnorm"]["chi1_ci95"].iloc[0])  # one seed: no interval
+
+
+def test_chi1_table_names_a_missing_step():
+    with pytest.raises(GradflowError, match="step=5.*steps with signal_norm: 0"):
+        theory.chi1_table(layers_table({"a": (1.0, MLP | {"seed": 0})}), step=5)
+
+
+def test_t_quantiles():
+    stats = pytest.importorskip("scipy.stats")
+    for df in (1, 2, 5, 10, 29, 30, 31, 50, 200):
+        assert theory.t975(df) == pytest.approx(stats.t.ppf(0.975, df), abs=1e-4)
+
+
+# --- command line --------------------------------------------------------------------------------
+@pytest.fixture
+def invoke():
+    app = typer.Typer()
+
+    @app.command()
+    def other() -> None:  # a second command, so `theory` mounts as a group as in gradflow.cli
+        pass
+
+    app.add_typer(theory_app, name="theory")
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, ["theory", *map(str, args)])
+
+
+def test_cli_point(invoke):
+    out = invoke("--activation", "tanh", "--sw2", "1.0", "--sb2", "0.05", "--depth", "60")
+    assert out.exit_code == 0, out.output
+    assert "0.759" in out.output and "ordered" in out.output
+    assert f"{0.759 ** 30:.3g}"[:4] in out.output  # the first/last gradient ratio over 60 layers
+
+
+def test_cli_critical(invoke):
+    out = invoke("--activation", "tanh", "--sb2", "0.05", "--critical")
+    assert out.exit_code == 0, out.output
+    assert "1.76" in out.output and "0.57" in out.output
+
+
+def test_cli_phase_png(invoke, tmp_path, monkeypatch):
+    out = invoke("phase", "--activation", "tanh", "--out", tmp_path / "tanh.png")
+    assert out.exit_code == 0, out.output
+    data = (tmp_path / "tanh.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    monkeypatch.chdir(tmp_path)
+    out = invoke("phase", "--activation", "relu")
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "results" / "theory" / "phase-relu.png").stat().st_size > 20_000
+
+
+def test_cli_bad_activation(invoke):
+    out = invoke("--activation", "tanhh", "--sw2", "1.0")
+    assert out.exit_code == 1
+    assert "--activation" in out.output and "Traceback" not in out.output
+    assert all(name in out.output for name in ACTIVATIONS)
+    out = invoke("phase", "--activation", "tanhh")
+    assert out.exit_code == 1 and "choices" in out.output
+
+
+def test_cli_missing_sw2(invoke):
+    out = invoke("--activation", "tanh")
+    assert out.exit_code == 1
+    assert "--sw2" in out.output and "--critical" in out.output and "Traceback" not in out.output
+
+
+def test_cli_no_edge_of_chaos(invoke):
+    out = invoke("--activation", "gelu", "--sb2", "0.05", "--critical")
+    assert out.exit_code == 1 and "no edge of chaos" in out.output and "Traceback" not in out.output
