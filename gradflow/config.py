@@ -146,7 +146,9 @@ class ProbeConfig:
     every: int = 0  # probe every k steps; 0 = use `points` log-spaced steps instead
     points: int = 30  # number of log-spaced probed steps (step 0 and the last step always included)
     histograms: bool = False  # also store per-layer histograms of activations and back-propagated gradients
-    jacobian: bool = False  # also store input-output Jacobian singular values (MLPs)
+    jacobian: bool = False  # also store input-output Jacobian singular values (MLPs) at step 0 and the last step
+    layer_jacobians: bool = False  # with jacobian: also every layer-to-layer Jacobian dh_l/dh_(l-1)
+    jacobian_inputs: int = 4  # examples whose Jacobians are taken
 
 
 @dataclass

@@ -51,7 +51,7 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
         return _failed(job_dir, record, e, start)
     record["device"] = str(device)
     store.begin(job_dir, cfg, record)
-    probes = Probes(model, cfg.model.activation)
+    probes = Probes(model, cfg.model.activation, histograms=cfg.probe.histograms)
     try:
         result = train(model, data, cfg, probes, on_step)
     except Exception as e:
@@ -60,6 +60,10 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
         probes.remove()
     store.write_layers(job_dir, result.probe_steps, probes.names, QUANTITIES, result.probe_values, result.probe_masks)
     store.write_metrics(job_dir, result.metrics)
+    if result.histograms:
+        store.write_histograms(job_dir, result.probe_steps, probes.names, result.histograms)
+    if result.jacobians:
+        store.write_jacobians(job_dir, result.jacobians)
     final = {f"{split}_{metric}": value for _, split, metric, value in result.metrics if split in ("train", "test")}
     record.update(status=result.status, steps_done=result.steps_done, train_time=round(result.train_time, 4),
                   wall_time=round(time.perf_counter() - start, 4), final=final,

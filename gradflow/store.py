@@ -34,6 +34,8 @@ RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.parquet"
 LAYERS_FILE = "layers.parquet"
+HIST_FILE = "hist.parquet"
+JACOBIAN_FILE = "jacobian.parquet"
 SWEEP_FILE = "sweep.yaml"
 FIGURES_DIR = "figures"
 LAYER_COLUMNS = ["step", "layer", "name", "quantity", "value"]
@@ -126,6 +128,32 @@ def write_layers(job_dir: Path, steps: list[int], names: list[str], quantities: 
     write_table(Path(job_dir) / LAYERS_FILE, df)
 
 
+def write_histograms(job_dir: Path, steps: list[int], names: list[str], hists: list[np.ndarray]) -> None:
+    """Histograms, one (points, tensors, kinds) array per probed step -> the long hist table."""
+    from gradflow.probes import HIST_EDGES, HIST_KINDS, HIST_TENSORS
+
+    h = np.stack(hists)  # (steps, points, tensors, kinds)
+    s, l, t, k = np.nonzero(~np.isnan(h))
+    nb = len(HIST_EDGES) - 1
+    lo = np.concatenate([HIST_EDGES[:-1], HIST_EDGES[:-1], [0.0, 0.0, HIST_EDGES[-1], np.nan]])
+    hi = np.concatenate([HIST_EDGES[1:], HIST_EDGES[1:], [0.0, HIST_EDGES[0], np.inf, np.nan]])
+    assert len(lo) == len(HIST_KINDS) == 2 * nb + 4
+    df = pd.DataFrame({"step": np.asarray(steps, dtype=np.int64)[s], "layer": l.astype(np.int64),
+                       "name": np.asarray(names, dtype=object)[l],
+                       "tensor": np.asarray(HIST_TENSORS, dtype=object)[t],
+                       "kind": np.asarray(HIST_KINDS, dtype=object)[k], "lo": lo[k], "hi": hi[k],
+                       "count": h[s, l, t, k].astype(np.int64)})
+    write_table(Path(job_dir) / HIST_FILE, df)
+
+
+def write_jacobians(job_dir: Path, rows: list[tuple]) -> None:
+    """(step, sample, scope, layer, singular values) rows -> the long jacobian table."""
+    records = [(step, sample, scope, layer, i, float(v))
+               for step, sample, scope, layer, sv in rows for i, v in enumerate(sv)]
+    df = pd.DataFrame(records, columns=["step", "sample", "scope", "layer", "index", "value"])
+    write_table(Path(job_dir) / JACOBIAN_FILE, df)
+
+
 def write_metrics(job_dir: Path, rows: list[tuple[int, str, str, float]]) -> None:
     df = pd.DataFrame(rows, columns=METRIC_COLUMNS).astype({"step": "int64", "value": "float64"})
     write_table(Path(job_dir) / METRICS_FILE, df)
@@ -195,10 +223,11 @@ def _run_id(job_dir: Path, root: Path) -> str:
 def load(path: str | Path, table: str = "layers") -> pd.DataFrame:
     """One tidy DataFrame for a run or a folder of runs: the `layers` or `metrics` rows of every
     run, with `run`, `source`, `status` and every config key (dotted, e.g. `model.depth`) as columns."""
-    if table not in ("layers", "metrics"):
-        raise GradflowError(f"table={table!r} is not allowed; choices: layers, metrics, runs")
+    files = {"layers": LAYERS_FILE, "metrics": METRICS_FILE, "hist": HIST_FILE, "jacobian": JACOBIAN_FILE}
+    if table not in files:
+        raise GradflowError(f"table={table!r} is not allowed; choices: {', '.join(files)}, runs")
     root = Path(path)
-    filename = LAYERS_FILE if table == "layers" else METRICS_FILE
+    filename = files[table]
     frames = []
     for job in find_runs(root):
         f = job / filename
@@ -210,7 +239,7 @@ def load(path: str | Path, table: str = "layers") -> pd.DataFrame:
             df[k] = v
         frames.append(df)
     if not frames:
-        return pd.DataFrame(columns=["run", "source", "status"] + (LAYER_COLUMNS if table == "layers" else METRIC_COLUMNS))
+        return pd.DataFrame(columns=["run", "source", "status"] + (METRIC_COLUMNS if table == "metrics" else LAYER_COLUMNS))
     return pd.concat(frames, ignore_index=True)
 
 

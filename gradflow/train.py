@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from gradflow.data import Data
-from gradflow.probes import Probes, schedule
+from gradflow.probes import Probes, jacobian_spectra, schedule
 
 ProgressFn = Callable[[int, int], None]  # (step, steps)
 
@@ -28,6 +28,8 @@ class TrainResult:
     probe_steps: list[int] = field(default_factory=list)
     probe_values: list[np.ndarray] = field(default_factory=list)  # one (points, quantities) table per probed step
     probe_masks: list[np.ndarray] = field(default_factory=list)
+    histograms: list[np.ndarray] = field(default_factory=list)  # one (points, 2, kinds) array per probed step
+    jacobians: list[tuple] = field(default_factory=list)  # (step, sample, scope, layer, singular values)
     metrics: list[tuple[int, str, str, float]] = field(default_factory=list)  # (step, split, metric, value)
     diverged_step: int | None = None
     diverged_layer: int | None = None
@@ -125,6 +127,11 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
             window.zero_()
             window_n = 0
 
+        # --- Jacobian spectra of the weights after t updates (a separate, gradient-free pass) ---
+        if cfg.probe.jacobian and t in (0, steps):
+            x_j = data.x_train[: cfg.probe.jacobian_inputs]
+            res.jacobians += [(t, *row) for row in jacobian_spectra(model, x_j, cfg.probe.layer_jacobians)]
+
         # --- forward, backward (and probes) ---
         probing = t in probed
         if probing:
@@ -175,6 +182,8 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
             res.probe_steps.append(t)
             res.probe_values.append(values)
             res.probe_masks.append(mask)
+            if probes.histograms:
+                res.histograms.append(probes.fetch_histograms())
         if on_step:
             on_step(t, steps)
 

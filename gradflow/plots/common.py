@@ -27,7 +27,7 @@ from matplotlib.colors import BoundaryNorm, ListedColormap, LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 from matplotlib.transforms import blended_transform_factory
 
 from gradflow.errors import GradflowError
@@ -521,12 +521,19 @@ def extra_handles(series: Iterable[Series], log: bool, theory: bool = False) -> 
     n_bad = len({s.label for s in series if s.nonfinite.any()})  # a group drawn in several panels counts once
     if n_bad:
         out.append(Line2D([], [], color="0.2", ls="none", marker="x", mew=1.5,
-                          label=f"NaN/inf (top edge)\nin {n_bad} line{'s' * (n_bad > 1)}"))
+                          label=f"NaN/inf or diverged (top edge)\nin {n_bad} line{'s' * (n_bad > 1)}"))
     n_low = len({s.label for s in series if s.offscale.any()})
     if n_low and log:
         out.append(Line2D([], [], color="0.2", ls="none", marker="v",
                           label=f"<= 0, off the log axis\n(bottom edge) in {n_low} line{'s' * (n_low > 1)}"))
     return out
+
+
+def note_if_empty(ax, series: Sequence[Series]) -> None:
+    """Say so in the panel when nothing finite could be drawn (only edge marks)."""
+    if not any(np.isfinite(s.med).any() for s in series):
+        ax.text(0.5, 0.5, "no finite values to draw\n(all NaN/inf: see the marks)", transform=ax.transAxes,
+                ha="center", va="center", fontsize="small", color="0.4", gid="note")
 
 
 def legend(fig: Figure, handles: list, title: str | None = None) -> None:
@@ -550,11 +557,17 @@ def is_log_spaced(steps: np.ndarray) -> bool:
 
 
 def step_axis(ax, steps: np.ndarray) -> None:
-    """Log-spaced probe steps on a symlog axis (step 0 stays visible), even ones on a linear axis."""
-    if is_log_spaced(steps):
+    """Log-spaced probe steps on a symlog axis (step 0 stays visible), even ones on a linear axis;
+    ticks on whole steps either way."""
+    log = is_log_spaced(steps)
+    if log:
         ax.set_xscale("symlog", linthresh=1.0, linscale=0.5)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 1, 10, 100 rather than 10^k
-    ax.set_xlabel("training step" + (" (symlog)" if is_log_spaced(steps) else ""))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if len(np.unique(steps)) == 1:  # one logged step: a readable axis around it
+        ax.set_xlim(float(np.min(steps)) - 1, float(np.min(steps)) + 1)
+    ax.set_xlabel("training step" + (" (symlog)" if log else ""))
 
 
 def spans_decades(values: np.ndarray, decades: float = 2.0) -> bool:

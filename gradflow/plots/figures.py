@@ -35,9 +35,10 @@ from matplotlib.ticker import MaxNLocator, NullLocator
 from gradflow.errors import GradflowError
 from gradflow.plots.common import (
     QUANTITIES, RATIO_SYMBOL, SPLITS, SUMMARIES, THEORY_QUANTITIES, THEORY_STYLE, Label, MAX_STYLES, Palette,
-    Series, Summary, check_key, collect_series, draw_series, extra_handles, facet_grid, fmt_value, is_log_spaced, is_missing,
-    is_numeric_key, key_label, legend, line_weight, n_distinct, new_figure, ordered_values, require, save,
-    set_title, short_key, single_value, sort_series, spans_decades, step_axis, swept_keys, value_label, vkey,
+    Series, Summary, check_key, collect_series, draw_series, extra_handles, facet_grid, fmt_value, is_log_spaced,
+    is_missing, is_numeric_key, key_label, legend, line_weight, n_distinct, new_figure, note_if_empty,
+    ordered_values, require, save, set_title, short_key, single_value, sort_series, spans_decades, step_axis,
+    swept_keys, value_label, vkey,
 )
 
 LAYERS_REQUIRED = ("run", "step", "layer", "quantity", "value")
@@ -135,8 +136,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     A second swept key with few values becomes the line style. Where the mean-field theory has a
     prediction (grad_norm, signal_norm), a dashed line of slope sqrt(chi1) per layer is drawn through
     the last layer's value (theory=False leaves it out; for grad_norm only where q* is finite and
-    nonzero, see `_chi1`). by_source: one panel per results folder
-    instead of one line style each.
+    nonzero, see `_chi1`). by_source: one panel per results folder instead of one line style each.
     """
     df = _quantity(require(layers, "layers", LAYERS_REQUIRED), quantity)
     df, step_text = _at_step(df, step)
@@ -173,6 +173,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
             draw_series(ax, s, c, palette.style_of(s.config), lw, alpha)
             if theory and quantity in THEORY_QUANTITIES:
                 theory_drawn |= _theory_profile(ax, s, quantity, c, lw, cache)
+        note_if_empty(ax, series)
         everything += series
         if facet_key:
             ax.set_title(value_label(facet_key, fv), fontsize="small")
@@ -228,7 +229,8 @@ def heatmap(layers: pd.DataFrame, run: str | None = None, quantity: str = "grad_
                             + (", ..." if len(runs) > 5 else ""))
     label = QUANTITIES.get(quantity, Label(quantity, quantity))
     cells = df.groupby(["layer", "step"])["value"]
-    wide = cells.last().unstack("step")  # (layers, steps)
+    all_layers = range(int(df["layer"].min()), int(df["layer"].max()) + 1)  # a layer without rows stays a row
+    wide = cells.last().unstack("step").reindex(all_layers)  # (layers, steps)
     present = cells.size().unstack("step").reindex_like(wide).notna().to_numpy()
     z = wide.to_numpy(dtype=float)
     layer_idx, steps = wide.index.to_numpy(), wide.columns.to_numpy()
@@ -335,6 +337,7 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
             if log:
                 ax.set_yscale("log")
             panel = df[(df["metric"] == metric) & (df["source" if by_source else "split"] == col)]
+            drawn: list[Series] = []
             for split in (splits if by_source else [col]):
                 part = panel[panel["split"] == split]
                 if part.empty:
@@ -345,7 +348,9 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
                 for s in series:
                     ls = split_styles.get(split, "-") if by_source else palette.style_of(s.config)
                     draw_series(ax, s, palette.color_of(s.config), ls, lw, alpha)
-                everything += series
+                drawn += series
+            note_if_empty(ax, drawn)
+            everything += drawn
             if i == 0:
                 ax.set_title(f"{key_label('source')}: {col}" if by_source else SPLITS.get(col, col), fontsize="small")
             if j == 0:
@@ -402,11 +407,10 @@ def ratio(runs: pd.DataFrame, when: str = "init", by: str | None = None, theory:
     cache: dict = {}
     for s in series:
         c = palette.color_of(s.config)
-        draw_series(ax, s, c, palette.style_of(s.config), lw, alpha)
-        if s.x.size == 1:
-            ax.plot(s.x, s.med, marker="o", ms=4, color=c, ls="none")
+        draw_series(ax, s, c, palette.style_of(s.config), lw, alpha)  # a lone depth is drawn as a dot
         if theory and when == "init":
             theory_drawn |= _theory_ratio(ax, s, c, lw, cache)
+    note_if_empty(ax, series)
     depths = np.asarray(ordered_values(df["model.depth"]), dtype=float)
     if depths.min() > 0 and _geometric(depths):
         ax.set_xscale("log")
@@ -706,9 +710,6 @@ def standard_set(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs
         swept = swept_keys(runs)
         if "model.depth" in swept and "grad_ratio.init" in runs.columns:
             emit("ratio-init", lambda: ratio(runs, "init"))
-            final = pd.to_numeric(runs.get("grad_ratio.final", pd.Series(dtype=float)), errors="coerce")
-            if final.notna().any():
-                emit("ratio-final", lambda: ratio(runs, "final"))
         numeric = [k for k in swept if is_numeric_key(runs, k)]
         value = next((v for v in ("final.test_acc", "final.train_acc")
                       if v in runs.columns and pd.to_numeric(runs[v], errors="coerce").notna().any()), None)
