@@ -163,6 +163,7 @@ class Probes:
         mask = self.applicable.copy()
         if np.isnan(values[self.weight_points, _Q["update_ratio"]]).all():
             mask[:, _Q["update_ratio"]] = False  # no update was taken at this step (the last one)
+        mask[values[:, _Q["weight_norm"]] == 0, _Q["update_ratio"]] = False  # undefined for a zero weight (Fixup)
         return values, mask
 
     def remove(self) -> None:

@@ -96,13 +96,15 @@ def test_kaiming_fan_out_mode_uses_the_output_fan():
     assert not math.isclose(first.var().item(), 2 / 1000, rel_tol=0.3)
 
 
-SEQ = ["data=adding", "data.T=12", "data.n_train=64", "data.n_test=32", "train.steps=4", "train.batch_size=16",
-       "train.eval_every=2", "model.hidden=8"]
+SEQ = ["train.steps=4", "train.batch_size=16", "train.eval_every=2", "model.hidden=8"]
+ADDING = ["data=adding", "data.T=12", "data.n_train=64", "data.n_test=32"]
 
 
-@pytest.mark.parametrize("extra", [["model=rnn"], ["model=rnn", "model.activation=relu", "model.recurrent_init=identity"],
-                                   ["model=lstm", "model.forget_bias=1"], ["model=gru", "model.recurrent_init=gaussian"],
-                                   ["model=lstm", "data=copy", "data.copy_len=3", "data.T=5"],
+@pytest.mark.parametrize("extra", [["model=rnn", *ADDING],
+                                   ["model=rnn", "model.activation=relu", "model.recurrent_init=identity", *ADDING],
+                                   ["model=lstm", "model.forget_bias=1", *ADDING],
+                                   ["model=gru", "model.recurrent_init=gaussian", *ADDING],
+                                   ["model=lstm", "data=copy", "data.copy_len=3", "data.T=5", "data.n_train=64"],
                                    ["model=rnn", "data=mnist1d"]])
 def test_recurrent_families_run(run_job, extra):
     job = run_job(*SEQ, *extra)
