@@ -1,0 +1,396 @@
+"""Published depth experiments: run their sweeps, draw the paper-style figures, check the claims.
+
+An experiment is data, not code: `experiments/reproduce/<name>.yaml` names the paper, the arms
+(each one sweep, run through the same machinery as `gradflow sweep`, so it resumes and works on
+any launcher), what each scale changes, the figures, and the claims. A claim says which measure
+to compute from the results on disk (a function in MEASURES, with its arguments), the paper's
+value, and the test the measured value must pass. Results go to results/reproduce/<name>[-scale]/.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+from omegaconf import OmegaConf
+
+from gradflow import store
+from gradflow.config import EXPERIMENTS_DIR
+from gradflow.errors import GradflowError
+
+SPEC_DIR = EXPERIMENTS_DIR / "reproduce"
+SCALES = ("quick", "default", "paper")
+
+
+# --- the spec ---------------------------------------------------------------------------------------
+@dataclass
+class Spec:
+    name: str
+    paper: str  # authors, year, title, figure/table followed
+    summary: str  # the claim in one line
+    runtime: str  # measured CPU time of the default scale, by hand
+    base: list[str]  # overrides every arm shares
+    arms: dict[str, list[str]]  # arm -> its sweep overrides
+    scales: dict[str, dict[str, list[str]]]  # scale -> {"all" or arm: overrides}
+    scaled: dict[str, str]  # scale -> what was scaled down and why
+    claims: list[dict]
+    figures: list[dict] = field(default_factory=list)
+    notes: str = ""
+
+    @classmethod
+    def load(cls, name: str) -> "Spec":
+        path = SPEC_DIR / f"{name}.yaml"
+        if not path.exists():
+            raise GradflowError(f"reproduce {name!r} is not a known experiment; choices: {', '.join(names())}, all")
+        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        raw.setdefault("name", name)
+        for key in ("base", "figures", "notes", "scaled", "scales"):
+            raw.setdefault(key, {} if key in ("scaled", "scales") else [] if key != "notes" else "")
+        return cls(**raw)
+
+    def overrides(self, arm: str, scale: str, user: list[str]) -> list[str]:
+        """The arm's sweep overrides at a scale, with the user's overrides replacing same-key ones."""
+        layers = [self.base, self.arms[arm], self.scales.get(scale, {}).get("all", []),
+                  self.scales.get(scale, {}).get(arm, []), user]
+        merged: dict[str, str] = {}
+        for layer in layers:
+            for o in layer:
+                merged[_key(o)] = o
+        return list(merged.values())
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def names() -> list[str]:
+    return sorted(p.stem for p in SPEC_DIR.glob("*.yaml"))
+
+
+def root_for(name: str, scale: str, results: str = "results") -> Path:
+    return Path(results) / "reproduce" / (name if scale == "default" else f"{name}-{scale}")
+
+
+# --- reading one arm's results ------------------------------------------------------------------------
+class Arm:
+    """One arm's results, loaded lazily, with `where` filters on config columns."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    @cached_property
+    def runs(self) -> pd.DataFrame:
+        from gradflow.summary import runs_table
+
+        return runs_table(self.root)
+
+    @cached_property
+    def layers(self) -> pd.DataFrame:
+        return store.load(self.root, "layers")
+
+    @cached_property
+    def metrics(self) -> pd.DataFrame:
+        return store.load(self.root, "metrics")
+
+    @cached_property
+    def jacobian(self) -> pd.DataFrame:
+        return store.load(self.root, "jacobian")
+
+    def table(self, name: str, where: dict | None) -> pd.DataFrame:
+        df = getattr(self, name)
+        for key, value in (where or {}).items():
+            if key not in df.columns:
+                raise GradflowError(f"claim filter {key}={value!r}: no such column in {self.root}")
+            col = df[key]
+            df = df[np.isclose(col.astype(float), float(value)) if _numeric(value) and _numeric_col(col)
+                    else col.astype(str) == str(value)]
+        if df.empty:
+            raise GradflowError(f"claim filter {where} matches no run in {self.root}")
+        return df
+
+
+def _numeric(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _numeric_col(col: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(col)
+
+
+# --- measures: results -> one number per run (then aggregated over runs, i.e. seeds) -------------
+@dataclass
+class Measured:
+    value: float  # the aggregate (mean over runs, or a count)
+    per_run: list[float]
+
+    def spread(self) -> str:
+        finite = [v for v in self.per_run if np.isfinite(v)]
+        if len(finite) < 2:
+            return ""
+        return f"[{fmt_number(min(finite))}, {fmt_number(max(finite))}] over {len(self.per_run)} runs"
+
+
+MEASURES: dict[str, Callable[..., Measured]] = {}
+
+
+def measure(fn: Callable[..., Measured]) -> Callable[..., Measured]:
+    MEASURES[fn.__name__] = fn
+    return fn
+
+
+def _per_run(df: pd.DataFrame, fn: Callable[[pd.DataFrame], float]) -> Measured:
+    values = [fn(g) for _, g in df.groupby("run", sort=True)]
+    return Measured(float(np.mean(values)) if values else math.nan, values)
+
+
+def _profile(g: pd.DataFrame, quantity: str, step: int) -> pd.Series:
+    rows = g[(g["quantity"] == quantity) & (g["step"] == step)]
+    return rows.set_index("layer")["value"].sort_index()
+
+
+def _layer(index: int, layers: pd.Index) -> int:
+    return int(layers[index]) if index < 0 else index
+
+
+@measure
+def layer_factor(arm: Arm, where=None, quantity="signal_norm", step=0, trim=3, squared=False) -> Measured:
+    """Per-layer factor of a quantity towards the input: exp(-slope) of log(value) against layer over
+    the bulk layers (`trim` dropped at each end); squared=True gives the factor of value^2 (chi_1)."""
+    def one(g):
+        p = _profile(g, quantity, step)
+        p = p[(p.index >= p.index.min() + trim) & (p.index <= p.index.max() - trim)]
+        p = p[np.isfinite(p) & (p > 0)]
+        if len(p) < 2:
+            return math.nan
+        slope = np.polyfit(p.index.to_numpy(float), np.log(p.to_numpy()), 1)[0]
+        return float(np.exp(-slope * (2 if squared else 1)))
+    return _per_run(arm.table("layers", where), one)
+
+
+@measure
+def layer_ratio(arm: Arm, where=None, quantity="signal_norm", step=0, num=0, den=-1) -> Measured:
+    """value[num] / value[den] at a step; negative indices count from the output (-1 = the head)."""
+    def one(g):
+        p = _profile(g, quantity, step)
+        return float(p.loc[_layer(num, p.index)] / p.loc[_layer(den, p.index)])
+    return _per_run(arm.table("layers", where), one)
+
+
+@measure
+def final(arm: Arm, where=None, metric="train_loss") -> Measured:
+    """A final metric from run.json: train_loss, train_acc, test_loss, test_acc."""
+    runs = arm.table("runs", where)
+    values = runs[f"final.{metric}"].astype(float).tolist()
+    return Measured(float(np.mean(values)), values)
+
+
+@measure
+def fraction_of_initial(arm: Arm, where=None, metric="loss", split="train") -> Measured:
+    """Final value of a metric divided by its value at step 0 (non-finite counts as no progress: inf)."""
+    def one(g):
+        m = g[(g["split"] == split) & (g["metric"] == metric)].sort_values("step")["value"].to_numpy()
+        if len(m) < 2 or not np.isfinite(m[0]):
+            return math.inf
+        return float(m[-1] / m[0]) if np.isfinite(m[-1]) else math.inf
+    return _per_run(arm.table("metrics", where), one)
+
+
+@measure
+def reach(arm: Arm, where=None, metric="loss", split="train", below=1.0) -> Measured:
+    """How many runs bring a metric below `below` at some evaluation (value = the count)."""
+    def one(g):
+        m = g[(g["split"] == split) & (g["metric"] == metric)]["value"]
+        return float((m < below).any())
+    per = _per_run(arm.table("metrics", where), one)
+    return Measured(float(np.sum(per.per_run)), per.per_run)
+
+
+@measure
+def status_count(arm: Arm, where=None, status="diverged") -> Measured:
+    runs = arm.table("runs", where)
+    hits = (runs["status"] == status).astype(float).tolist()
+    return Measured(float(np.sum(hits)), hits)
+
+
+@measure
+def lag_ratio(arm: Arm, where=None, k=100, quantity="signal_norm", step=0) -> Measured:
+    """Recurrent nets: ||dL/dh_(T-k)|| / ||dL/dh_(T-1)||, time steps being layers 0..T-1 (head = T)."""
+    def one(g):
+        p = _profile(g, quantity, step)
+        T = int(p.index.max())  # the head's index = number of time steps
+        return float(p.loc[T - k] / p.loc[T - 1])
+    return _per_run(arm.table("layers", where), one)
+
+
+@measure
+def lag_rate(arm: Arm, where=None, kmax=100, quantity="signal_norm", step=0) -> Measured:
+    """Recurrent nets: the least-squares slope of log(||dL/dh_(T-k)|| / ||dL/dh_(T-1)||) over k = 1..kmax
+    (per time step; below 0 means exponential decay with the lag)."""
+    def one(g):
+        p = _profile(g, quantity, step)
+        T = int(p.index.max())
+        k = np.arange(1, kmax + 1)
+        r = np.log(p.loc[T - k].to_numpy() / p.loc[T - 1])
+        ok = np.isfinite(r)
+        return float(np.polyfit(k[ok], r[ok], 1)[0]) if ok.sum() > 2 else math.nan
+    return _per_run(arm.table("layers", where), one)
+
+
+@measure
+def jacobian_stat(arm: Arm, where=None, stat="mean_s", scope="input_output", layer=None, step=0) -> Measured:
+    """Jacobian singular values s pooled over the probed examples: mean_s, var_s2 (variance of s^2)."""
+    def one(g):
+        rows = g[(g["scope"] == scope) & (g["step"] == step)]
+        if layer is not None:
+            rows = rows[rows["layer"] == layer]
+        s = rows["value"].to_numpy()
+        return float(s.mean() if stat == "mean_s" else np.var(s**2))
+    return _per_run(arm.table("jacobian", where), one)
+
+
+@measure
+def chi1_error(arm: Arm, where=None, trim=3) -> Measured:
+    """|chi1_measured / chi1_theory - 1| per run: how far the measured per-layer growth is from theory."""
+    runs = arm.table("runs", where)
+    values = (runs["chi1_measured"] / runs["chi1_theory"] - 1).abs().astype(float).tolist()
+    return Measured(float(np.mean(values)), values)
+
+
+# --- more measures: add new ones above this line, each with @measure and a docstring ---------------
+
+
+def compute(spec_measure: dict, arms: dict[str, Arm]) -> Measured:
+    """Evaluate {fn: NAME, arm: ARM, ...args} or a combination {fn: difference|min_difference, a:, b:}."""
+    m = dict(spec_measure)
+    fn = m.pop("fn")
+    if fn in ("difference", "min_difference", "ratio"):
+        a = compute(m["a"], arms)
+        bs = [compute(b, arms) for b in (m["b"] if isinstance(m["b"], list) else [m["b"]])]
+        if fn == "ratio":
+            return Measured(a.value / bs[0].value, [])
+        diffs = [a.value - b.value for b in bs]
+        return Measured(min(diffs), diffs)
+    if fn not in MEASURES:
+        raise GradflowError(f"claim measure fn={fn!r} is not known; choices: {', '.join(MEASURES)}, difference, "
+                            "min_difference, ratio")
+    arm = m.pop("arm")
+    if arm not in arms:
+        raise GradflowError(f"claim measure arm={arm!r} is not an arm; choices: {', '.join(arms)}")
+    return MEASURES[fn](arms[arm], **m)
+
+
+# --- claims ---------------------------------------------------------------------------------------------
+@dataclass
+class ClaimResult:
+    text: str
+    paper: str
+    measured: Measured
+    test: str
+    passed: bool
+    qualitative: bool = False
+
+
+def passes(value: float, expect: dict) -> tuple[bool, str]:
+    """Check a value against {lt|le|gt|ge: x} or {between: [lo, hi]} or {approx: v, tol: t}."""
+    if not np.isfinite(value) and "approx" in expect:
+        return False, f"{expect['approx']} ± {expect['tol']}"
+    ops = {"lt": ("<", lambda v, x: v < x), "le": ("≤", lambda v, x: v <= x), "gt": (">", lambda v, x: v > x),
+           "ge": ("≥", lambda v, x: v >= x)}
+    for op, (sign, f) in ops.items():
+        if op in expect:
+            return bool(f(value, expect[op])), f"{sign} {fmt_number(expect[op])}"
+    if "between" in expect:
+        lo, hi = expect["between"]
+        return bool(lo <= value <= hi), f"in [{fmt_number(lo)}, {fmt_number(hi)}]"
+    if "approx" in expect:
+        v, tol = expect["approx"], expect["tol"]
+        return bool(abs(value - v) <= tol), f"{fmt_number(v)} ± {fmt_number(tol)}"
+    raise GradflowError(f"claim expect={expect} is not understood; use lt, le, gt, ge, between or approx+tol")
+
+
+def expand(claims: list[dict]) -> list[dict]:
+    """A claim with `for_each: {key: [values]}` becomes one claim per value ({key} in its text)."""
+    out = []
+    for c in claims:
+        if "for_each" not in c:
+            out.append(c)
+            continue
+        (key, values), = c["for_each"].items()
+        for v in values:
+            one = {k: val for k, val in c.items() if k != "for_each"}
+            one["text"] = c["text"].replace("{" + key + "}", str(v))
+            one["measure"] = {**c["measure"], "where": {**c["measure"].get("where", {}), key: v}}
+            out.append(one)
+    return out
+
+
+def check(spec: Spec, root: Path) -> list[ClaimResult]:
+    arms = {arm: Arm(root / arm) for arm in spec.arms}
+    results = []
+    for c in expand(spec.claims):
+        measured = compute(c["measure"], arms)
+        ok, test = passes(measured.value, c["expect"])
+        results.append(ClaimResult(c["text"], str(c.get("paper", "")), measured, test, ok,
+                                   bool(c.get("qualitative", False))))
+    return results
+
+
+# --- figures and the report -------------------------------------------------------------------------
+def draw(spec: Spec, root: Path, fmt: str = "png") -> list[Path]:
+    from gradflow.plots import figures
+    from gradflow.plots.common import save
+
+    out = []
+    for i, f in enumerate(spec.figures):
+        f = dict(f)
+        kind, arm, title = f.pop("kind"), f.pop("arm"), f.pop("file", None)
+        arm_data = Arm(root / arm)
+        table = {"profile": "layers", "heatmap": "layers", "curves": "metrics", "ratio": "runs", "grid": "runs",
+                 "hist": "hist", "spectrum": "jacobian"}[kind]
+        df = store.load(root / arm, table) if table in ("hist", "jacobian") else getattr(arm_data, table)
+        where = f.pop("where", None)
+        if where:
+            df = arm_data.table(table, where) if table not in ("hist", "jacobian") else df
+        fig = getattr(figures, kind)(df, **f)
+        out.append(save(fig, root / store.FIGURES_DIR / f"{title or f'{i}-{kind}-{arm}'}.{fmt}"))
+    return out
+
+
+def fmt_number(x: float) -> str:
+    if isinstance(x, (int, np.integer)) or (isinstance(x, float) and x.is_integer() and abs(x) < 1e6):
+        return str(int(x))
+    return f"{x:.3g}"
+
+
+def claims_markdown(results: list[ClaimResult]) -> str:
+    lines = ["| claim | paper | measured | test | result |", "|---|---|---|---|---|"]
+    for r in results:
+        spread = r.measured.spread()
+        measured = fmt_number(r.measured.value) + (f" ({spread})" if spread else "")
+        verdict = ("PASS" if r.passed else "FAIL") + (" (qualitative)" if r.qualitative else "")
+        lines.append(f"| {r.text} | {r.paper} | {measured} | {r.test} | **{verdict}** |")
+    return "\n".join(lines)
+
+
+def write_report(spec: Spec, root: Path, scale: str, results: list[ClaimResult], figures_: list[Path],
+                 overrides: dict[str, list[str]], wall_time: float) -> Path:
+    parts = [f"# Reproduction: {spec.name}", "", f"**Paper:** {spec.paper}", "", f"**Claim:** {spec.summary}", "",
+             f"**Scale:** `{scale}`. {spec.scaled.get(scale, '')}", "",
+             f"Run on {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} in {wall_time:.0f} s "
+             f"(results reused where already finished).", "", "## Claims", "", claims_markdown(results), ""]
+    if spec.notes:
+        parts += ["## Notes", "", spec.notes.strip(), ""]
+    if figures_:
+        parts += ["## Figures", ""] + [f"![{p.stem}]({p.relative_to(root).as_posix()})" for p in figures_] + [""]
+    parts += ["## How it was run", ""]
+    for arm, ov in overrides.items():
+        parts.append(f"- `{arm}`: `gradflow sweep {' '.join(ov)}`")
+    path = root / "REPORT.md"
+    store.write_text(path, "\n".join(parts) + "\n")
+    return path
