@@ -348,9 +348,11 @@ def reproduce(
 
 def _mount_optional() -> None:
     """Sub-apps that live in their own modules."""
+    from gradflow.cli_plots import register as register_plots
     from gradflow.cli_theory import theory_app
 
     app.add_typer(theory_app, name="theory")
+    register_plots(app)
 
 
 _mount_optional()

@@ -81,7 +81,9 @@ class RNNConfig:
 @dataclass
 class GaussianDataConfig:
     name: str = "gaussian"
-    dim: int = 64  # input dimension; inputs x ~ N(0, I)
+    dim: int = 64  # input dimension
+    distribution: str = "normal"  # normal: x ~ N(0, I) | uniform01: x ~ U[0, 1]^dim (Glorot & Bengio 2010)
+    scale: float = 1.0  # inputs are multiplied by this (e.g. to start a meanfield net at its fixed point q*)
     classes: int = 10  # labels = argmax of a fixed random teacher network, so the task is learnable
     n_train: int = 4096
     n_test: int = 1024
@@ -139,6 +141,9 @@ class OptimConfig:
     momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)  # adam only
+    schedule: str = "constant"  # constant | step (lr x gamma at each milestone) | cosine (to 0 at train.steps)
+    milestones: list[int] = field(default_factory=list)  # step schedule: the updates at which lr drops
+    gamma: float = 0.1  # step schedule: the factor at each milestone
 
 
 @dataclass
@@ -268,10 +273,10 @@ def validate(cfg: DictConfig) -> None:
         _positive("model.stride", m.stride)
         _choice("model.dims", m.dims, (0, 1, 2))
     if m.name == "resnet":
-        if (m.depth - 1) % 6:
-            raise GradflowError(f"model.depth={m.depth} must be 6n+1 for a resnet (19, 31, 43, 55, 109: "
-                                "resnet20/32/44/56/110 count the head too)")
+        from gradflow.models.resnet import ResNet
+
         _choice("model.variant", m.variant, RESNET_VARIANTS)
+        ResNet.check(cfg)
         _choice("model.dims", m.dims, (0, 1, 2))
     if m.name in ("rnn", "lstm", "gru"):
         _positive("model.hidden", m.hidden)
@@ -285,6 +290,7 @@ def validate(cfg: DictConfig) -> None:
     _choice("norm.name", cfg.norm.name, NORM_CHOICES)
     _choice("optim.name", cfg.optim.name, OPTIM_CHOICES)
     _positive("optim.lr", cfg.optim.lr, 0)
+    _choice("optim.schedule", cfg.optim.schedule, ("constant", "step", "cosine"))
     _positive("train.steps", cfg.train.steps, 0)
     _positive("train.batch_size", cfg.train.batch_size)
     _positive("train.eval_every", cfg.train.eval_every)
@@ -299,6 +305,7 @@ def validate(cfg: DictConfig) -> None:
         for k in ("T", "n_train", "n_test", "n_symbols", "copy_len"):
             _positive(f"data.{k}", cfg.data[k], 2 if k == "T" else 1)
     if cfg.data.name == "gaussian":
+        _choice("data.distribution", cfg.data.distribution, ("normal", "uniform01"))
         for k in ("dim", "classes", "n_train", "n_test", "teacher_width"):
             _positive(f"data.{k}", cfg.data[k], 2 if k == "classes" else 1)
     if not re.fullmatch(r"[A-Za-z0-9._\-/]+", cfg.name) or ".." in Path(cfg.name).parts or cfg.name.startswith("/"):

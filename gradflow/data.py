@@ -44,13 +44,19 @@ def build(cfg, device: torch.device) -> Data:
 
 
 def _gaussian(cfg) -> Data:
-    """x ~ N(0, I); y = argmax of a fixed random one-hidden-layer tanh teacher."""
+    """x ~ N(0, I) or U[0, 1]^dim, times `scale`; y = argmax of a fixed random one-hidden-layer tanh
+    teacher (applied to the centred, unscaled inputs, so labels do not depend on `scale`)."""
     g = torch.Generator().manual_seed(cfg.seed)
     n = cfg.n_train + cfg.n_test
-    x = torch.randn(n, cfg.dim, generator=g)
+    if cfg.distribution == "uniform01":
+        raw = torch.rand(n, cfg.dim, generator=g)
+        centred = (raw - 0.5) * 12**0.5  # unit variance for the teacher
+    else:
+        raw = centred = torch.randn(n, cfg.dim, generator=g)
     w1 = torch.randn(cfg.dim, cfg.teacher_width, generator=g) / cfg.dim**0.5
     w2 = torch.randn(cfg.teacher_width, cfg.classes, generator=g) / cfg.teacher_width**0.5
-    y = (torch.tanh(x @ w1 * 2.0) @ w2).argmax(dim=1)
+    y = (torch.tanh(centred @ w1 * 2.0) @ w2).argmax(dim=1)
+    x = raw * cfg.scale
     return Data(x[: cfg.n_train], y[: cfg.n_train], x[cfg.n_train :], y[cfg.n_train :], cfg.classes)
 
 

@@ -104,6 +104,10 @@ class Arm:
 
     def table(self, name: str, where: dict | None) -> pd.DataFrame:
         df = getattr(self, name)
+        if "run" not in df.columns or df.empty:
+            failed = self.runs[self.runs["status"] == "failed"] if "status" in self.runs else self.runs
+            why = f": {failed['error'].iloc[0]}" if len(failed) and "error" in failed else ""
+            raise GradflowError(f"no {name} rows in {self.root} ({len(failed)} failed runs{why})")
         for key, value in (where or {}).items():
             if key not in df.columns:
                 raise GradflowError(f"claim filter {key}={value!r}: no such column in {self.root}")
@@ -128,8 +132,11 @@ def _numeric_col(col: pd.Series) -> bool:
 class Measured:
     value: float  # the aggregate (mean over runs, or a count)
     per_run: list[float]
+    note: str = ""  # why there is no value
 
     def spread(self) -> str:
+        if self.note:
+            return self.note
         finite = [v for v in self.per_run if np.isfinite(v)]
         if len(finite) < 2:
             return ""
@@ -334,7 +341,10 @@ def check(spec: Spec, root: Path) -> list[ClaimResult]:
     arms = {arm: Arm(root / arm) for arm in spec.arms}
     results = []
     for c in expand(spec.claims):
-        measured = compute(c["measure"], arms)
+        try:
+            measured = compute(c["measure"], arms)
+        except GradflowError as e:  # e.g. every run of the arm failed: the claim cannot hold
+            measured = Measured(math.nan, [], note=str(e))
         ok, test = passes(measured.value, c["expect"])
         results.append(ClaimResult(c["text"], str(c.get("paper", "")), measured, test, ok,
                                    bool(c.get("qualitative", False))))

@@ -42,6 +42,15 @@ def make_optimizer(params, cfg) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
 
 
+def make_schedule(opt: torch.optim.Optimizer, cfg, steps: int):
+    """The learning-rate schedule, stepped once per update (None for a constant rate)."""
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.milestones), gamma=cfg.gamma)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+    return None
+
+
 ADDING_TOLERANCE = 0.04  # a regression prediction within this of the target counts as correct
 
 
@@ -100,6 +109,7 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
     param_name = {id(p): n for n, p in model.named_parameters()}
     names = [param_name[id(p)] for p in ordered]
     opt = make_optimizer(params, cfg.optim)
+    lr_schedule = make_schedule(opt, cfg.optim, steps)
     batches = Batches(len(data.x_train), tc.batch_size, cfg.seed, device)
     probed = set(schedule(steps, cfg.probe.every, cfg.probe.points))
     res = TrainResult()
@@ -172,6 +182,8 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
             if probing:
                 probes.before_update()
             opt.step()
+            if lr_schedule is not None:
+                lr_schedule.step()
             if probing:
                 probes.after_update()
             res.steps_done = t + 1

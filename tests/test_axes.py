@@ -134,3 +134,28 @@ def test_lstm_forget_bias_and_recurrent_init():
     model = build(cfg, (10, 2), 1)
     model.post_init(cfg)
     assert torch.allclose(model.cell.weight_hh.detach(), 0.9 * torch.eye(6))
+
+
+def test_step_schedule_divides_the_learning_rate_at_milestones():
+    from gradflow.train import make_optimizer, make_schedule
+
+    cfg = compose(["optim.schedule=step", "optim.milestones=[2,4]", "optim.gamma=0.1", "optim.lr=1.0"])
+    opt = make_optimizer([torch.nn.Parameter(torch.zeros(1))], cfg.optim)
+    schedule = make_schedule(opt, cfg.optim, 10)
+    lrs = []
+    for _ in range(6):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        schedule.step()
+    assert lrs == pytest.approx([1.0, 1.0, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_uniform_inputs_and_scale():
+    from gradflow.data import build as build_data
+
+    cfg = compose(["data=gaussian", "data.distribution=uniform01", "data.scale=2.0", "data.dim=50"])
+    d = build_data(cfg.data, torch.device("cpu"))
+    assert d.x_train.min() >= 0 and d.x_train.max() <= 2.0
+    assert d.x_train.mean().item() == pytest.approx(1.0, abs=0.02)
+    normal = build_data(compose(["data=gaussian"]).data, torch.device("cpu"))
+    assert torch.equal(normal.y_train, build_data(compose(["data=gaussian", "data.scale=3"]).data, "cpu").y_train)

@@ -102,8 +102,9 @@ class ResNet(nn.Module):
                                   ProbePoint(f"{name}.conv2", block.conv2, block.act2)]
         self.probe_points.append(ProbePoint("head", self.head, None))
 
-    @classmethod
-    def from_config(cls, cfg, input_shape, n_classes):
+    @staticmethod
+    def check(cfg) -> None:
+        """The resnet's own rules, checked by config.validate before any run starts."""
         m = cfg.model
         if (m.depth - 1) % 6 or m.depth < 7:
             raise GradflowError(f"model.depth={m.depth} must be 6n+1 for a resnet (19, 31, 43, 55, 109: "
@@ -116,6 +117,11 @@ class ResNet(nn.Module):
         if m.skip != "residual" and m.variant != "batchnorm":
             raise GradflowError(f"model.variant={m.variant} needs model.skip=residual (its branches start at "
                                 "zero, which would cut a plain net); use model.variant=batchnorm for a plain net")
+
+    @classmethod
+    def from_config(cls, cfg, input_shape, n_classes):
+        m = cfg.model
+        cls.check(cfg)
         in_shape, dims = conv_layout(input_shape, m.dims)
         return cls(in_shape, dims, m.depth, list(m.widths), n_classes, m.activation, m.skip, m.variant, cfg.norm.eps)
 

@@ -62,7 +62,29 @@ THEORY_QUANTITIES = ("grad_norm", "signal_norm")  # predicted to scale as sqrt(c
 
 METRICS: dict[str, str] = {"loss": "loss", "acc": "accuracy", "grad_norm": "global gradient norm",
                            "clipped": "fraction of steps clipped"}
-SPLITS: dict[str, str] = {"train": "train", "test": "test", "batch": "minibatch", "opt": "optimizer"}
+SPLITS: dict[str, str] = {"train": "train", "test": "test", "batch": "minibatch", "opt": "optimizer",
+                          "grad": "per-parameter gradient norm"}
+
+# hist.parquet: the two tensors histogrammed at every probe point
+TENSORS: dict[str, Label] = {
+    "activation": Label(r"$|\phi(z)|$, activation magnitude", "Activation values"),
+    "gradient": Label(r"$|\partial L/\partial z|$, back-propagated gradient magnitude", "Back-propagated gradients"),
+}
+# jacobian.parquet: singular values of the Jacobian of the last hidden layer w.r.t. the input
+SPECTRUM = Label(r"singular value $s$ of the input-output Jacobian $\partial h_L/\partial x$", "Jacobian spectrum")
+
+RECURRENT = ("rnn", "lstm", "gru")  # probe point t is time step t, the head comes last
+
+
+def layer_axis(df: pd.DataFrame, last: int | None = None) -> str:
+    """The label of the probe-point axis: layers, or time steps for recurrent nets (model.name)."""
+    end = "last" if last is None else str(last)
+    names = set(df["model.name"].dropna().astype(str)) if "model.name" in df.columns else set()
+    if names and names <= set(RECURRENT):
+        return f"time step t (0 = first, {end} = output head)"
+    if names & set(RECURRENT):
+        return f"layer index or time step (0 = input / first, {end} = output head)"
+    return f"layer index (0 = input, {end} = output head)"
 
 
 @dataclass(frozen=True)
@@ -272,6 +294,16 @@ def facet_grid(n: int, sharex=True, sharey=True, panel=(4.0, 3.6), max_cols: int
     return fig, flat[:n]
 
 
+def file_part(text: str, limit: int = 80) -> str:
+    """A piece of a file name from a run id or a folder label: no path separators, bounded length."""
+    text = re.sub(r"[^\w.,=+-]+", "_", str(text)).strip("_") or "x"
+    if len(text) <= limit:
+        return text
+    import hashlib
+
+    return text[: limit - 9] + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]  # stable across processes
+
+
 def save(fig: Figure, path: str | os.PathLike, fmt: str | None = None) -> Path:
     """Write fig as png/pdf/svg atomically (temporary file, then rename), close it, return the path.
 
@@ -295,6 +327,49 @@ def save(fig: Figure, path: str | os.PathLike, fmt: str | None = None) -> Path:
         if "matplotlib.pyplot" in sys.modules:  # only a pyplot-made figure is registered anywhere
             sys.modules["matplotlib.pyplot"].close(fig)
     return path
+
+
+# --- steps ---------------------------------------------------------------------------------------
+def parse_step(step: int | str) -> int | str:
+    """A probed step number or "last"; GradflowError naming the choices otherwise."""
+    if isinstance(step, str) and step.strip().isdigit():
+        return int(step)
+    if isinstance(step, str) and step.strip() == "last":
+        return "last"
+    if isinstance(step, (int, np.integer)) and not isinstance(step, bool) and step >= 0:
+        return int(step)
+    raise GradflowError(f"step={step!r} is not allowed; choices: a probed step number, or 'last'")
+
+
+def at_step(df: pd.DataFrame, step: int | str) -> tuple[pd.DataFrame, str]:
+    """Rows at one probed step (an int) or at each run's last probed step ("last"), and a title part."""
+    step = parse_step(step)
+    if step == "last":
+        sub = df[df["step"] == df.groupby("run")["step"].transform("max")]
+        steps = sorted(sub["step"].unique())
+        text = (f"step {steps[0]} (last probed)" if len(steps) == 1
+                else f"each run's last probed step ({steps[0]}-{steps[-1]})")
+        return sub, text
+    sub = df[df["step"] == step]
+    if sub.empty:
+        probed = sorted(df["step"].unique())
+        shown = ", ".join(map(str, probed[:12])) + (", ..." if len(probed) > 12 else "")
+        raise GradflowError(f"step={step} was not probed; probed steps: {shown} (or 'last')")
+    return sub, "step 0 (initialization)" if step == 0 else f"step {step}"
+
+
+def pick_run(df: pd.DataFrame, run: str | None, what: str) -> pd.DataFrame:
+    """The rows of one run: `run`, or the only run in df; GradflowError listing runs otherwise."""
+    runs = ordered_values(df["run"])
+    shown = ", ".join(map(str, runs[:5])) + (", ..." if len(runs) > 5 else "")
+    if run is None:
+        if len(runs) != 1:
+            raise GradflowError(f"{what} draws one run and this table holds {len(runs)}; pass run=one of: {shown}")
+        run = runs[0]
+    sub = df[df["run"] == str(run)]
+    if sub.empty:
+        raise GradflowError(f"run={run!r} is not in the {what} table; choices: {shown}")
+    return sub
 
 
 # --- input checks --------------------------------------------------------------------------------

@@ -5,6 +5,8 @@
     curves    train/test loss and accuracy against step
     grid      a per-run summary over two swept keys, with the mean-field curve on top
     ratio     first/last-layer gradient ratio against depth
+    hist      one run's per-layer histograms of activations and gradients (plots/distributions.py)
+    spectrum  singular values of the input-output Jacobian (plots/distributions.py)
 
 Every function takes the long DataFrames of the store (`gradflow.load(path, "layers" | "metrics" |
 "runs")`) and returns a matplotlib Figure; `save` writes it, `standard_set` draws the usual set.
@@ -38,8 +40,10 @@ from gradflow.plots.common import (
     Series, Summary, check_key, collect_series, draw_series, extra_handles, facet_grid, fmt_value, is_log_spaced,
     is_missing, is_numeric_key, key_label, legend, line_weight, n_distinct, new_figure, note_if_empty,
     ordered_values, require, save, set_title, short_key, single_value, sort_series, spans_decades, step_axis,
-    swept_keys, value_label, vkey,
+    swept_keys, value_label, vkey, at_step, file_part, layer_axis, pick_run,
 )
+
+from gradflow.plots.distributions import hist, spectrum  # noqa: F401  (re-exported: one namespace of figures)
 
 LAYERS_REQUIRED = ("run", "step", "layer", "quantity", "value")
 METRICS_REQUIRED = ("run", "step", "split", "metric", "value")
@@ -54,26 +58,6 @@ def _quantity(df: pd.DataFrame, quantity: str) -> pd.DataFrame:
         raise GradflowError(f"quantity={quantity!r} is not in the layers table; "
                             f"choices: {', '.join(map(str, ordered_values(df['quantity'])))}")
     return sub
-
-
-def _at_step(df: pd.DataFrame, step: int | str) -> tuple[pd.DataFrame, str]:
-    """Rows at one probed step (an int) or at each run's last probed step ("last"), and a title part."""
-    if isinstance(step, str) and step.strip().isdigit():
-        step = int(step)
-    if isinstance(step, str) and step == "last":
-        sub = df[df["step"] == df.groupby("run")["step"].transform("max")]
-        steps = sorted(sub["step"].unique())
-        text = (f"step {steps[0]} (last probed)" if len(steps) == 1
-                else f"each run's last probed step ({steps[0]}-{steps[-1]})")
-        return sub, text
-    if isinstance(step, (int, np.integer)) and not isinstance(step, bool):
-        sub = df[df["step"] == step]
-        if sub.empty:
-            probed = sorted(df["step"].unique())
-            shown = ", ".join(map(str, probed[:12])) + (", ..." if len(probed) > 12 else "")
-            raise GradflowError(f"step={step} was not probed; probed steps: {shown} (or 'last')")
-        return sub, "step 0 (initialization)" if step == 0 else f"step {step}"
-    raise GradflowError(f"step={step!r} is not allowed; choices: a probed step number, or 'last'")
 
 
 def _style_key(df: pd.DataFrame, swept: Sequence[str], used: Sequence[str | None], source: bool) -> str | None:
@@ -139,7 +123,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     nonzero, see `_chi1`). by_source: one panel per results folder instead of one line style each.
     """
     df = _quantity(require(layers, "layers", LAYERS_REQUIRED), quantity)
-    df, step_text = _at_step(df, step)
+    df, step_text = at_step(df, step)
     label = QUANTITIES.get(quantity, Label(quantity, quantity))
     multi_source = n_distinct(df["source"]) > 1
     by_source = by_source and multi_source
@@ -180,7 +164,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     bottom, left = _bottom_and_left(axes, min(len(axes), 3))
     for ax in bottom:
-        ax.set_xlabel("layer index (0 = input, last = output head)")
+        ax.set_xlabel(layer_axis(df))
         ax.xaxis.set_tick_params(labelbottom=True)
     for ax in left:
         ax.set_ylabel(label.axis)
@@ -216,17 +200,7 @@ def heatmap(layers: pd.DataFrame, run: str | None = None, quantity: str = "grad_
     A vanishing gradient is a dark band at the bottom (input side). Zeros are black, NaN/inf red,
     cells never logged grey; the legend lists whichever occur.
     """
-    df = _quantity(require(layers, "layers", LAYERS_REQUIRED), quantity)
-    runs = ordered_values(df["run"])
-    if run is None:
-        if len(runs) != 1:
-            shown = ", ".join(runs[:5]) + (", ..." if len(runs) > 5 else "")
-            raise GradflowError(f"heatmap draws one run and this table holds {len(runs)}; pass run=one of: {shown}")
-        run = runs[0]
-    df = df[df["run"] == str(run)]
-    if df.empty:
-        raise GradflowError(f"run={run!r} is not in the layers table; choices: {', '.join(runs[:5])}"
-                            + (", ..." if len(runs) > 5 else ""))
+    df = pick_run(_quantity(require(layers, "layers", LAYERS_REQUIRED), quantity), run, "heatmap")
     label = QUANTITIES.get(quantity, Label(quantity, quantity))
     cells = df.groupby(["layer", "step"])["value"]
     all_layers = range(int(df["layer"].min()), int(df["layer"].max()) + 1)  # a layer without rows stays a row
@@ -271,7 +245,7 @@ def heatmap(layers: pd.DataFrame, run: str | None = None, quantity: str = "grad_
                    frameon=False).set_gid("legend")
     step_axis(ax, steps)
     ax.set_xlim(x_edges[0], x_edges[-1])
-    ax.set_ylabel(f"layer index (0 = input, {int(layer_idx[-1])} = output head)")
+    ax.set_ylabel(layer_axis(df, int(layer_idx[-1])))
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     status = str(df["status"].iloc[0])
     extra = [f"status: {status}"] if status not in ("ok", "") else []  # the config says which run it is
@@ -297,10 +271,12 @@ def _step_edges(steps: np.ndarray) -> np.ndarray:
 
 
 # --- curves --------------------------------------------------------------------------------------
-def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = False) -> Figure:
+def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = False,
+           facet: str | None = None) -> Figure:
     """Loss (top) and accuracy (bottom) against step; columns train | test (or one per results
     folder with by_source=True, train solid / test dotted). One line per run or seed group,
     coloured by a swept key; the loss axis is logarithmic when it spans two decades or more.
+    facet: a swept key with one train | test pair of columns per value (for a third swept key).
     """
     df = require(metrics, "metrics", METRICS_REQUIRED)
     rows = [m for m in ("loss", "acc") if (df["metric"] == m).any()]
@@ -316,29 +292,40 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
     sources = ordered_values(df["source"])
     multi_source = len(sources) > 1
     by_source = by_source and multi_source
+    if by_source and facet is not None:
+        raise GradflowError("curves: pass facet=... or by_source=True, not both (by_source facets by results folder)")
     swept = swept_keys(df)
     check_key(color, "color", swept)
-    color = color or (swept[0] if swept else None)
-    style = None if by_source else _style_key(df, swept, (color,), multi_source)
+    check_key(facet, "facet", swept + (["source"] if multi_source else []))
+    color = color or next((k for k in swept if k != facet), None)
+    style = None if by_source else _style_key(df, swept, (color, facet), multi_source and facet != "source")
     group_keys = swept + (["source"] if multi_source else [])
-    also = [k for k in swept if k not in (color, style)]
+    also = [k for k in swept if k not in (color, style, facet)]
     palette = Palette(df, color, style)
     split_styles = {"train": "-", "test": ":", "batch": "-"}
 
-    cols = sources if by_source else splits
+    # columns: (key, value, splits drawn in it)
+    if by_source:
+        cols = [("source", v, splits) for v in sources]
+    elif facet:
+        cols = [(facet, v, [sp]) for v in ordered_values(df[facet]) for sp in splits]
+    else:
+        cols = [(None, None, [sp]) for sp in splits]
     size = (min(3.2 * len(cols) + 2.4, 16.0), 2.6 * len(rows) + 0.9)
     fig, axes = new_figure(len(rows), len(cols), size, sharex=True, sharey="row")
     everything: list[Series] = []
     for i, metric in enumerate(rows):
         log = metric == "loss" and spans_decades(df.loc[df["metric"] == metric, "value"].to_numpy())
-        for j, col in enumerate(cols):
+        for j, (key, kv, col_splits) in enumerate(cols):
             ax = axes[i, j]
             ax.grid(True, alpha=0.25, lw=0.5)
             if log:
                 ax.set_yscale("log")
-            panel = df[(df["metric"] == metric) & (df["source" if by_source else "split"] == col)]
+            panel = df[df["metric"] == metric]
+            if key is not None:
+                panel = panel[panel[key].map(vkey) == vkey(kv)]
             drawn: list[Series] = []
-            for split in (splits if by_source else [col]):
+            for split in col_splits:
                 part = panel[panel["split"] == split]
                 if part.empty:
                     continue
@@ -352,7 +339,13 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
             note_if_empty(ax, drawn)
             everything += drawn
             if i == 0:
-                ax.set_title(f"{key_label('source')}: {col}" if by_source else SPLITS.get(col, col), fontsize="small")
+                if by_source:
+                    ax.set_title(f"{key_label('source')}: {kv}", fontsize="small")
+                elif key is not None:
+                    ax.set_title(f"{value_label(key, kv)}: {SPLITS.get(col_splits[0], col_splits[0])}",
+                                 fontsize="small")
+                else:
+                    ax.set_title(SPLITS.get(col_splits[0], col_splits[0]), fontsize="small")
             if j == 0:
                 ax.set_ylabel({"loss": "loss", "acc": "accuracy"}[metric] + (" (log)" if log else ""))
             if i == len(rows) - 1:
@@ -673,13 +666,16 @@ def _grid_theory(ax, sub: pd.DataFrame, xa: _GridAxis, ya: _GridAxis, kind: str)
 
 # --- the standard set ----------------------------------------------------------------------------
 def standard_set(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.DataFrame | None,
-                 out_dir: str | Path, fmt: str = "png") -> list[Path]:
+                 out_dir: str | Path, fmt: str = "png", hists: pd.DataFrame | None = None,
+                 jacobian: pd.DataFrame | None = None) -> list[Path]:
     """Draw the usual figures into out_dir and return their paths.
 
     One run: profile at step 0 and at the last step, heatmap, curves.
     A sweep: profile at step 0 and at the end, curves, ratio (when model.depth varies) and a grid of
     the final accuracy when two numeric keys were swept (with the mean-field 6 xi_c curve when they
-    are init.sw2 and model.depth). Figures whose data is absent are skipped.
+    are init.sw2 and model.depth). With `probe=full` tables: per-layer histograms at step 0 for every
+    run that has them (and at the last step for a single run), and the Jacobian spectrum at step 0
+    and at the last step. Figures whose data is absent are skipped.
     """
     out = Path(out_dir)
     written: list[Path] = []
@@ -695,17 +691,22 @@ def standard_set(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs
         if usable(df) and "run" in df.columns:
             names |= set(df["run"].astype(str))
     single = len(names) == 1
+    # colour and line style carry two swept keys; a third becomes panels, so no two lines look alike
+    facet = _third_key(runs if usable(runs) else layers if usable(layers) else metrics)
     if usable(layers):
         quantities = set(layers["quantity"])
         for q in [q for q in ("grad_norm", "signal_norm") if q in quantities]:
-            if (layers["step"] == 0).any():
-                emit(f"profile-{q}-step0", lambda: profile(layers, q, step=0))
-            if (layers["step"] > 0).any():
-                emit(f"profile-{q}-last", lambda: profile(layers, q, step="last"))
+            rows = layers[layers["quantity"] == q]
+            if rows.groupby("run")["layer"].nunique().max() < 2:
+                continue  # e.g. a recurrent net's weight gradient: one point, not a profile
+            if (rows["step"] == 0).any():
+                emit(f"profile-{q}-step0", lambda: profile(layers, q, step=0, facet=facet))
+            if (rows["step"] > 0).any():
+                emit(f"profile-{q}-last", lambda: profile(layers, q, step="last", facet=facet))
         if single and "grad_norm" in quantities:
             emit("heatmap-grad_norm", lambda: heatmap(layers, quantity="grad_norm"))
     if usable(metrics) and metrics["metric"].isin(["loss", "acc"]).any():
-        emit("curves", lambda: curves(metrics))
+        emit("curves", lambda: curves(metrics, facet=facet))
     if usable(runs) and not single:
         swept = swept_keys(runs)
         if "model.depth" in swept and "grad_ratio.init" in runs.columns:
@@ -727,4 +728,29 @@ def standard_set(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs
                         emit(name, lambda: grid(runs, *pair, value=value, facet=facet))
                 else:
                     emit(name, lambda: grid(runs, *pair, value=value, facet=facet))
+    if usable(hists):
+        hist_runs = ordered_values(hists["run"])
+        for run in hist_runs:
+            rows = hists[hists["run"] == str(run)]
+            suffix = "" if len(hist_runs) == 1 else "-" + file_part(str(run))
+            if (rows["step"] == 0).any():
+                emit(f"hist-step0{suffix}", lambda: hist(rows, step=0))
+            if len(hist_runs) == 1 and (rows["step"] > 0).any():
+                emit(f"hist-last{suffix}", lambda: hist(rows, step="last"))
+    if usable(jacobian) and (jacobian["scope"] == "input_output").any():
+        io = jacobian[jacobian["scope"] == "input_output"]
+        if (io["step"] == 0).any():
+            emit("spectrum-step0", lambda: spectrum(io, step=0))
+        if (io["step"] > 0).any():
+            emit("spectrum-last", lambda: spectrum(io, step="last"))
     return written
+
+
+def _third_key(df: pd.DataFrame | None) -> str | None:
+    """With three or more swept keys: the last one with few values (the panels of the standard set)."""
+    if not isinstance(df, pd.DataFrame) or df.empty:
+        return None
+    swept = swept_keys(df)
+    if len(swept) < 3:
+        return None
+    return next((k for k in reversed(swept[1:]) if n_distinct(df[k]) <= MAX_STYLES), None)

@@ -1,0 +1,253 @@
+"""Distributions inside the network, drawn from the optional probe tables (`probe=full`).
+
+    hist      per-layer histograms of activation values and back-propagated gradients at one step,
+              one line per layer (Glorot & Bengio 2010, Figs. 6-7), from hist.parquet
+    spectrum  the singular values of the input-output Jacobian, one line per run or seed group
+              (dynamical isometry, Pennington et al. 2017), from jacobian.parquet
+
+hist.parquet holds fixed log-spaced magnitude bins per sign plus explicit counts of exact zeros,
+underflow, overflow and NaN/inf; the figure draws |x| on a log axis (the two signs summed: both
+tensors are close to symmetric, and a log axis is where vanishing shows as a shift to the left)
+and states every special count in the panel, so no unit goes unaccounted for.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import BoundaryNorm, ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.transforms import blended_transform_factory
+
+from gradflow.errors import GradflowError
+from gradflow.plots.common import (
+    SPECTRUM, TENSORS, MAX_STYLES, Palette, at_step, facet_grid, fmt_value, layer_axis, legend, line_weight,
+    key_label, n_distinct, new_figure, ordered_values, pick_run, require, set_title, sort_series, swept_keys, check_key,
+    value_label, vkey,
+)
+
+HIST_REQUIRED = ("run", "step", "layer", "tensor", "kind", "lo", "hi", "count")
+JACOBIAN_REQUIRED = ("run", "step", "scope", "layer", "value")
+BINS = ("pos", "neg")  # magnitude bins, one set per sign
+SPECIAL = {"zero": "exactly 0", "underflow": "|x| < {lo:g} (underflow)", "overflow": "|x| >= {lo:g} (overflow)",
+           "nonfinite": "NaN/inf"}
+MAX_LAYERS = 10  # lines per panel; more layers are thinned evenly, both ends kept
+
+
+def _thin(values: list, keep: int) -> list:
+    if len(values) <= keep:
+        return list(values)
+    idx = sorted({round(i * (len(values) - 1) / (keep - 1)) for i in range(keep)})
+    return [values[i] for i in idx]
+
+
+def _layer_span(layers) -> str:
+    layers = sorted(int(v) for v in layers)
+    return str(layers[0]) if len(layers) == 1 else f"{layers[0]}-{layers[-1]}"
+
+
+# --- hist ----------------------------------------------------------------------------------------
+def hist(hist_df: pd.DataFrame, run: str | None = None, step: int | str = 0, max_layers: int = MAX_LAYERS) -> Figure:
+    """One run's per-layer distributions at one step: a panel per tensor (activation values,
+    back-propagated gradients dL/dz), one line per layer coloured from input (dark) to output (bright).
+
+    x: |value| on a log axis (bin centres; 4 bins per decade); y: the fraction of that layer's units
+    in each bin. Exact zeros, under/overflow and NaN/inf cannot sit on a log axis: each panel states
+    their share, and exact zeros are also drawn per layer on the left edge (e.g. dead ReLUs).
+    run: which run, when the table holds several; step: a probed step or "last".
+    """
+    df = pick_run(require(hist_df, "hist", HIST_REQUIRED), run, "hist")
+    df, step_text = at_step(df, step)
+    tensors = [t for t in TENSORS if (df["tensor"] == t).any()] + \
+              [t for t in ordered_values(df["tensor"]) if t not in TENSORS]
+    all_layers = [int(v) for v in ordered_values(df["layer"])]
+    shown = _thin(all_layers, max_layers)
+    df = df[df["layer"].isin(shown)]
+
+    fig, axes = facet_grid(len(tensors), sharex=False, sharey=False, panel=(4.6, 3.8), legend_width=1.6)
+    cols = [colormaps["viridis"](t) for t in (np.linspace(0.0, 0.88, len(shown)) if len(shown) > 1 else [0.45])]
+    colour = dict(zip(shown, cols))
+    lw, alpha = line_weight(len(shown))
+    zero_drawn = False
+    for ax, tensor in zip(axes, tensors):
+        sub = df[df["tensor"] == tensor]
+        bins = sub[sub["kind"].isin(BINS)]
+        populated = bins[bins["count"] > 0]
+        totals = sub.groupby("layer")["count"].sum()
+        ax.set_xscale("log")
+        for layer in shown:
+            b = bins[bins["layer"] == layer]
+            total = totals.get(layer, 0)
+            if b.empty or total == 0:
+                continue
+            per_bin = b.groupby(["lo", "hi"], sort=True)["count"].sum()  # the two signs summed
+            lo, hi = per_bin.index.get_level_values(0).to_numpy(), per_bin.index.get_level_values(1).to_numpy()
+            ax.plot(np.sqrt(lo * hi), per_bin.to_numpy() / total, color=colour[layer], lw=lw, alpha=alpha,
+                    gid=f"series:layer {layer}")
+        if len(populated):  # the populated range, one bin of margin
+            ax.set_xlim(populated["lo"].min() / 10 ** 0.25, populated["hi"].max() * 10 ** 0.25)
+        ax.set_ylim(bottom=0)
+        zero_drawn |= _special_counts(ax, sub, totals, shown, colour)
+        label = TENSORS.get(tensor)
+        ax.set_title(label.title if label else tensor, fontsize="small")
+        ax.set_xlabel((label.axis if label else f"|{tensor}|") + " (log)")
+        ax.set_ylabel("fraction of units per bin\n(bins: 1/4 decade)")
+        if populated.empty:
+            ax.text(0.5, 0.5, "no finite nonzero values", transform=ax.transAxes, ha="center", va="center",
+                    fontsize="small", color="0.4", gid="note")
+
+    # one discrete colour per drawn layer, labelled like the layer axis of the other figures
+    mappable = ScalarMappable(BoundaryNorm(np.arange(len(shown) + 1) - 0.5, len(shown)), ListedColormap(cols))
+    cb = fig.colorbar(mappable, ax=axes, label=layer_axis(df, all_layers[-1]).replace(", ", ",\n", 1),
+                      shrink=0.9, aspect=30, pad=0.02)
+    ticks = list(range(len(shown)))
+    labels = [str(v) for v in shown]
+    if len(shown) > 12:
+        keep = set(_thin(ticks, 12))
+        ticks, labels = [t for t in ticks if t in keep], [lab for t, lab in zip(ticks, labels) if t in keep]
+    cb.set_ticks(ticks, labels=labels)
+    cb.ax.tick_params(length=0)
+    cb.ax.set_gid("colorbar")
+    if zero_drawn:
+        legend(fig, [Line2D([], [], color="0.3", ls="none", marker="<", ms=5,
+                            label="fraction exactly 0\n(left edge, per layer)")])
+    status = str(df["status"].iloc[0])
+    extra = [step_text] + ([f"{len(shown)} of {len(all_layers)} layers shown"] if len(shown) < len(all_layers) else []) \
+        + ([f"status: {status}"] if status not in ("ok", "") else [])
+    set_title(fig, "Per-layer distributions (Glorot & Bengio 2010)", df, extra)
+    return fig
+
+
+def _special_counts(ax, sub: pd.DataFrame, totals: pd.Series, shown: list, colour: dict) -> bool:
+    """State the units a log axis cannot show; mark each layer's exact-zero fraction on the left edge."""
+    special = sub[sub["kind"].isin(SPECIAL)]
+    lines = []
+    grand = float(totals.sum())
+    for kind, text in SPECIAL.items():
+        rows = special[(special["kind"] == kind) & (special["count"] > 0)]
+        if rows.empty or grand == 0:
+            continue
+        n = int(rows["count"].sum())
+        lo = rows["lo"].iloc[0]
+        lines.append(f"{text.format(lo=lo if np.isfinite(lo) and lo > 0 else rows['hi'].iloc[0])}: "
+                     f"{n:,} units ({n / grand:.1%}), layer{'s' * (rows['layer'].nunique() > 1)} "
+                     f"{_layer_span(rows['layer'].unique())}")
+    if lines:
+        ax.text(0.98, 0.97, "\n".join(lines), transform=ax.transAxes, ha="right", va="top", fontsize=6.5,
+                color="0.15", gid="special", bbox=dict(boxstyle="round,pad=0.3", fc="white", ec="0.7", alpha=0.85))
+    zeros = special[special["kind"] == "zero"].groupby("layer")["count"].sum()
+    drawn = False
+    trans = blended_transform_factory(ax.transAxes, ax.transData)
+    for layer in shown:
+        n, total = zeros.get(layer, 0), totals.get(layer, 0)
+        if n > 0 and total > 0:
+            ax.plot([0.0], [n / total], transform=trans, ls="none", marker="<", ms=5, color=colour[layer],
+                    clip_on=False, gid="zeros")
+            drawn = True
+    if drawn:  # keep the zero marks inside the y range
+        top = max(ax.get_ylim()[1], float((zeros / totals.reindex(zeros.index)).max()) * 1.05)
+        ax.set_ylim(0, top)
+    return drawn
+
+
+# --- spectrum ------------------------------------------------------------------------------------
+def spectrum(jacobian: pd.DataFrame, step: int | str = 0, color: str | None = None,
+             scope: str = "input_output") -> Figure:
+    """Density of the Jacobian's singular values s (log x) at one step, pooled over the sampled
+    inputs and over the seeds of a group: one line per run or seed group, coloured by a swept key.
+
+    Dynamical isometry (Pennington et al. 2017) is every s close to 1: a narrow peak at s = 1. The
+    legend gives each line's mean(s) and var(s^2) (the spread of the spectrum of J J^T).
+    scope: "input_output" (input -> last hidden layer) or "layer" (every layer-to-layer Jacobian pooled).
+    """
+    df = require(jacobian, "jacobian", JACOBIAN_REQUIRED)
+    scopes = ordered_values(df["scope"])
+    if scope not in scopes:
+        raise GradflowError(f"scope={scope!r} is not in the jacobian table; choices: {', '.join(map(str, scopes))}")
+    df, step_text = at_step(df[df["scope"] == scope], step)
+    multi_source = n_distinct(df["source"]) > 1
+    swept = swept_keys(df)
+    check_key(color, "color", swept + (["source"] if multi_source else []))
+    color = color or (swept[0] if swept else None)
+    style = "source" if multi_source and color != "source" else \
+        next((k for k in swept if k != color and n_distinct(df[k]) <= MAX_STYLES), None)
+    group_keys = swept + (["source"] if multi_source else [])
+    palette = Palette(df, color, style)
+    groups = [g for _, g in df.groupby(group_keys, dropna=False, sort=False)] if group_keys else [df]
+    if group_keys:  # legend order: ascending swept values
+        groups = [k.frame for k in sort_series([_Key(g) for g in groups], df, [k for k in (color, style) if k]
+                                                + [k for k in group_keys if k not in (color, style)])]
+
+    values = df["value"].to_numpy(dtype=float)
+    good = values[np.isfinite(values) & (values > 0)]
+    fig, axes = new_figure()
+    ax = axes[0, 0]
+    ax.set_xscale("log")
+    ax.grid(True, alpha=0.25, lw=0.5)
+    handles = []
+    if len(good):
+        lo, hi = math.log10(good.min()), math.log10(good.max())
+        if hi - lo < 1.0:  # at least one decade, centred on the data
+            mid = (hi + lo) / 2
+            lo, hi = mid - 0.5, mid + 0.5
+        smallest = min(int((np.isfinite(g["value"]) & (g["value"] > 0)).sum()) for g in groups) or 1
+        n_bins = int(np.clip(2.0 * smallest ** (1 / 3) * (hi - lo), 12, 60))  # Terrell-Scott-like, per decade
+        edges = np.logspace(lo - 1e-9, hi + 1e-9, n_bins + 1)
+        widths = np.diff(np.log10(edges))
+        centres = np.sqrt(edges[1:] * edges[:-1])
+    lw, alpha = line_weight(len(groups))
+    for g in groups:
+        cfg = g.iloc[0]
+        c, ls = palette.color_of(cfg), palette.style_of(cfg)
+        s = g["value"].to_numpy(dtype=float)
+        ok = np.isfinite(s) & (s > 0)
+        finite = s[np.isfinite(s)]
+        bits = [f"mean s={fmt_stat(finite.mean()) if len(finite) else 'n/a'}",
+                f"var s²={fmt_stat((finite ** 2).var()) if len(finite) else 'n/a'}"]
+        bad = int((~np.isfinite(s)).sum())
+        zero = int((np.isfinite(s) & (s <= 0)).sum())
+        if bad:
+            bits.append(f"{bad} NaN/inf")
+        if zero:
+            bits.append(f"{zero} zero")
+        name = ", ".join(value_label(k, cfg[k]) for k in (color, style) if k) or "run"
+        runs = g["run"].nunique()
+        label = f"{name}{f' ({runs} runs)' if runs > 1 else ''}\n  " + ", ".join(bits)
+        if len(good) and ok.any():
+            counts, _ = np.histogram(s[ok], bins=edges)
+            ax.plot(centres, counts / len(s) / widths, color=c, ls=ls, lw=lw, alpha=alpha,
+                    drawstyle="steps-mid", gid=f"series:{name}")
+        handles.append(Line2D([], [], color=c, ls=ls, lw=1.6, label=label))
+    ax.axvline(1.0, color="0.3", ls=":", lw=1.0, gid="reference")
+    handles.append(Line2D([], [], color="0.3", ls=":", lw=1.0, label="s = 1 (isometry)"))
+    if not len(good):
+        ax.text(0.5, 0.5, "no finite positive singular values", transform=ax.transAxes, ha="center",
+                va="center", fontsize="small", color="0.4", gid="note")
+    ax.set_ylim(bottom=0)
+    what = "input-output Jacobian" if scope == "input_output" else "layer-to-layer Jacobians"
+    ax.set_xlabel(SPECTRUM.axis.replace("input-output Jacobian", what) + " (log)" if scope == "input_output"
+                  else f"singular value $s$ of the {what} (log)")
+    ax.set_ylabel("density per decade of s")
+    legend(fig, handles, key_label(color) if color else None)
+    n_inputs = df.groupby("run")["sample"].nunique().max() if "sample" in df.columns else None
+    extra = [step_text] + ([f"{n_inputs} inputs per run"] if n_inputs else [])
+    set_title(fig, f"Singular values of the {what}: dynamical isometry is all s ≈ 1 (Pennington et al. 2017)",
+              df, extra, skip=group_keys)
+    return fig
+
+
+class _Key:
+    """A frame posing as a Series for sort_series (which orders by .config)."""
+
+    def __init__(self, frame: pd.DataFrame):
+        self.frame = frame
+        self.config = frame.iloc[0].to_dict()
+
+
+def fmt_stat(v: float) -> str:
+    return f"{v:.3g}" if math.isfinite(v) else str(v)
