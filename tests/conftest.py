@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# One intra-op thread per test process (and its subprocesses): the test models are small, results
+# are then identical across launchers, and a busy machine is not oversubscribed.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import pandas as pd
 import pytest
 import torch

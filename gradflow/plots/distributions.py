@@ -36,11 +36,13 @@ JACOBIAN_REQUIRED = ("run", "step", "scope", "layer", "value")
 BINS = ("pos", "neg")  # magnitude bins, one set per sign
 SPECIAL = {"zero": "exactly 0", "underflow": "|x| < {lo:g} (underflow)", "overflow": "|x| >= {lo:g} (overflow)",
            "nonfinite": "NaN/inf"}
-MAX_LAYERS = 10  # lines per panel; more layers are thinned evenly, both ends kept
+MAX_LAYERS = 12  # lines per panel; more layers are thinned to THINNED, evenly, both ends kept
+THINNED = 9
 
 
-def _thin(values: list, keep: int) -> list:
-    if len(values) <= keep:
+def _thin(values: list, keep: int, most: int | None = None) -> list:
+    """Evenly spaced elements, both ends kept: all of them up to `most` (default keep), else `keep`."""
+    if len(values) <= (most or keep):
         return list(values)
     idx = sorted({round(i * (len(values) - 1) / (keep - 1)) for i in range(keep)})
     return [values[i] for i in idx]
@@ -65,8 +67,14 @@ def hist(hist_df: pd.DataFrame, run: str | None = None, step: int | str = 0, max
     df, step_text = at_step(df, step)
     tensors = [t for t in TENSORS if (df["tensor"] == t).any()] + \
               [t for t in ordered_values(df["tensor"]) if t not in TENSORS]
+    # the output head's dL/dz is dL/d(logits), a different kind of signal (and a tall spike): left out
+    # when it is recognisable, i.e. the one point with a gradient but no activation histogram
+    acts = set(df.loc[df["tensor"] == "activation", "layer"])
+    grads = set(df.loc[df["tensor"] == "gradient", "layer"])
+    head = sorted(grads - acts) if acts else []
+    head = head if len(head) == 1 and head[0] == max(grads) else []
     all_layers = [int(v) for v in ordered_values(df["layer"])]
-    shown = _thin(all_layers, max_layers)
+    shown = _thin([v for v in all_layers if v not in head], THINNED, max_layers)
     df = df[df["layer"].isin(shown)]
 
     fig, axes = facet_grid(len(tensors), sharex=False, sharey=False, panel=(4.6, 3.8), legend_width=1.6)
@@ -89,8 +97,11 @@ def hist(hist_df: pd.DataFrame, run: str | None = None, step: int | str = 0, max
             lo, hi = per_bin.index.get_level_values(0).to_numpy(), per_bin.index.get_level_values(1).to_numpy()
             ax.plot(np.sqrt(lo * hi), per_bin.to_numpy() / total, color=colour[layer], lw=lw, alpha=alpha,
                     gid=f"series:layer {layer}")
-        if len(populated):  # the populated range, one bin of margin
-            ax.set_xlim(populated["lo"].min() / 10 ** 0.25, populated["hi"].max() * 10 ** 0.25)
+        # the range holding all but a negligible tail (bins under 0.1% of a layer's units), one bin of margin
+        frac = bins["count"] / bins["layer"].map(totals).where(lambda t: t > 0)
+        visible = bins[frac >= 1e-3]
+        if len(visible):
+            ax.set_xlim(visible["lo"].min() / 10 ** 0.25, visible["hi"].max() * 10 ** 0.25)
         ax.set_ylim(bottom=0)
         zero_drawn |= _special_counts(ax, sub, totals, shown, colour)
         label = TENSORS.get(tensor)
@@ -117,9 +128,12 @@ def hist(hist_df: pd.DataFrame, run: str | None = None, step: int | str = 0, max
         legend(fig, [Line2D([], [], color="0.3", ls="none", marker="<", ms=5,
                             label="fraction exactly 0\n(left edge, per layer)")])
     status = str(df["status"].iloc[0])
-    extra = [step_text] + ([f"{len(shown)} of {len(all_layers)} layers shown"] if len(shown) < len(all_layers) else []) \
+    n_points = len(all_layers) - len(head)
+    extra = [step_text] + ([f"{len(shown)} of {n_points} layers shown"] if len(shown) < n_points else []) \
+        + ([f"output head ({head[0]}) left out"] if head else []) \
         + ([f"status: {status}"] if status not in ("ok", "") else [])
-    set_title(fig, "Per-layer distributions (Glorot & Bengio 2010)", df, extra)
+    set_title(fig, "Per-layer distributions of activations and back-propagated gradients "
+                   "(cf. Glorot & Bengio 2010)", df, extra)
     return fig
 
 
@@ -191,13 +205,7 @@ def spectrum(jacobian: pd.DataFrame, step: int | str = 0, color: str | None = No
     ax.grid(True, alpha=0.25, lw=0.5)
     handles = []
     if len(good):
-        lo, hi = math.log10(good.min()), math.log10(good.max())
-        if hi - lo < 1.0:  # at least one decade, centred on the data
-            mid = (hi + lo) / 2
-            lo, hi = mid - 0.5, mid + 0.5
-        smallest = min(int((np.isfinite(g["value"]) & (g["value"] > 0)).sum()) for g in groups) or 1
-        n_bins = int(np.clip(2.0 * smallest ** (1 / 3) * (hi - lo), 12, 60))  # Terrell-Scott-like, per decade
-        edges = np.logspace(lo - 1e-9, hi + 1e-9, n_bins + 1)
+        edges = _log_bins(good, [g["value"].to_numpy(dtype=float) for g in groups])
         widths = np.diff(np.log10(edges))
         centres = np.sqrt(edges[1:] * edges[:-1])
     lw, alpha = line_weight(len(groups))
@@ -207,15 +215,15 @@ def spectrum(jacobian: pd.DataFrame, step: int | str = 0, color: str | None = No
         s = g["value"].to_numpy(dtype=float)
         ok = np.isfinite(s) & (s > 0)
         finite = s[np.isfinite(s)]
-        bits = [f"mean s={fmt_stat(finite.mean()) if len(finite) else 'n/a'}",
-                f"var s²={fmt_stat((finite ** 2).var()) if len(finite) else 'n/a'}"]
+        bits = [f"mean s = {fmt_stat(finite.mean()) if len(finite) else 'n/a'}",
+                f"var s² = {fmt_stat((finite ** 2).var()) if len(finite) else 'n/a'}"]
         bad = int((~np.isfinite(s)).sum())
         zero = int((np.isfinite(s) & (s <= 0)).sum())
         if bad:
             bits.append(f"{bad} NaN/inf")
         if zero:
             bits.append(f"{zero} zero")
-        name = ", ".join(value_label(k, cfg[k]) for k in (color, style) if k) or "run"
+        name = ", ".join(value_label(k, cfg[k]) for k in (color, style) if k) or "this run"
         runs = g["run"].nunique()
         label = f"{name}{f' ({runs} runs)' if runs > 1 else ''}\n  " + ", ".join(bits)
         if len(good) and ok.any():
@@ -236,9 +244,28 @@ def spectrum(jacobian: pd.DataFrame, step: int | str = 0, color: str | None = No
     legend(fig, handles, key_label(color) if color else None)
     n_inputs = df.groupby("run")["sample"].nunique().max() if "sample" in df.columns else None
     extra = [step_text] + ([f"{n_inputs} inputs per run"] if n_inputs else [])
-    set_title(fig, f"Singular values of the {what}: dynamical isometry is all s ≈ 1 (Pennington et al. 2017)",
-              df, extra, skip=group_keys)
+    extra.append("dynamical isometry: all s ≈ 1 (Pennington et al. 2017)")
+    set_title(fig, f"Singular values of the {what}", df, extra, skip=group_keys)
     return fig
+
+
+def _log_bins(good: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
+    """Log-spaced edges over all finite positive values, one empty bin beyond each end so every
+    curve returns to zero; the width follows the Freedman-Diaconis rule on log10 s of the most
+    concentrated group (1/20 to 1/2 decade)."""
+    width = 0.5
+    for v in groups:
+        t = np.log10(v[np.isfinite(v) & (v > 0)])
+        if len(t) >= 4:
+            iqr = np.subtract(*np.percentile(t, [75, 25]))
+            if iqr > 0:
+                width = min(width, 2 * iqr / len(t) ** (1 / 3))
+    width = max(width, 0.05)
+    lo, hi = math.log10(good.min()), math.log10(good.max())
+    n = max(int(math.ceil((hi - lo) / width)), 1)
+    mid = (lo + hi) / 2
+    half = (n * width) / 2 + width  # one empty bin beyond each end
+    return 10 ** np.linspace(mid - half, mid + half, n + 3)
 
 
 class _Key:

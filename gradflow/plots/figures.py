@@ -40,7 +40,7 @@ from gradflow.plots.common import (
     Series, Summary, check_key, collect_series, draw_series, extra_handles, facet_grid, fmt_value, is_log_spaced,
     is_missing, is_numeric_key, key_label, legend, line_weight, n_distinct, new_figure, note_if_empty,
     ordered_values, require, save, set_title, short_key, single_value, sort_series, spans_decades, step_axis,
-    swept_keys, value_label, vkey, at_step, file_part, layer_axis, pick_run,
+    swept_keys, value_label, vkey, at_step, file_part, layer_axis, parse_step, pick_run,
 )
 
 from gradflow.plots.distributions import hist, spectrum  # noqa: F401  (re-exported: one namespace of figures)
@@ -119,11 +119,12 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     the lines (default: the first swept key); facet: a swept key with one panel per value (shared y).
     A second swept key with few values becomes the line style. Where the mean-field theory has a
     prediction (grad_norm, signal_norm), a dashed line of slope sqrt(chi1) per layer is drawn through
-    the last layer's value (theory=False leaves it out; for grad_norm only where q* is finite and
+    the last layer's value at step 0 (theory=False leaves it out; for grad_norm only where q* is finite and
     nonzero, see `_chi1`). by_source: one panel per results folder instead of one line style each.
     """
     df = _quantity(require(layers, "layers", LAYERS_REQUIRED), quantity)
     df, step_text = at_step(df, step)
+    theory = theory and parse_step(step) == 0  # mean-field theory describes the random initialization
     label = QUANTITIES.get(quantity, Label(quantity, quantity))
     multi_source = n_distinct(df["source"]) > 1
     by_source = by_source and multi_source
@@ -692,8 +693,8 @@ def standard_set(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs
             names |= set(df["run"].astype(str))
     single = len(names) == 1
     # colour and line style carry two swept keys; a third becomes panels, so no two lines look alike
-    facet = _third_key(runs if usable(runs) else layers if usable(layers) else metrics)
     if usable(layers):
+        facet = _third_key(layers)
         quantities = set(layers["quantity"])
         for q in [q for q in ("grad_norm", "signal_norm") if q in quantities]:
             rows = layers[layers["quantity"] == q]
@@ -706,7 +707,7 @@ def standard_set(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs
         if single and "grad_norm" in quantities:
             emit("heatmap-grad_norm", lambda: heatmap(layers, quantity="grad_norm"))
     if usable(metrics) and metrics["metric"].isin(["loss", "acc"]).any():
-        emit("curves", lambda: curves(metrics, facet=facet))
+        emit("curves", lambda: curves(metrics, facet=_third_key(metrics)))
     if usable(runs) and not single:
         swept = swept_keys(runs)
         if "model.depth" in swept and "grad_ratio.init" in runs.columns:
