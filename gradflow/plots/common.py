@@ -76,6 +76,16 @@ SPECTRUM = Label(r"singular value $s$ of the input-output Jacobian $\partial h_L
 RECURRENT = ("rnn", "lstm", "gru")  # probe point t is time step t, the head comes last
 
 
+def is_recurrent(df: pd.DataFrame) -> bool:
+    names = set(df["model.name"].dropna().astype(str)) if "model.name" in df.columns else set()
+    return bool(names) and names <= set(RECURRENT)
+
+
+def point_word(df: pd.DataFrame) -> str:
+    """What a probe point is called in titles: 'layer', or 'time step' for recurrent nets."""
+    return "time step" if is_recurrent(df) else "layer"
+
+
 def layer_axis(df: pd.DataFrame, last: int | None = None) -> str:
     """The label of the probe-point axis: layers, or time steps for recurrent nets (model.name)."""
     end = "last" if last is None else str(last)

@@ -41,6 +41,7 @@ from gradflow.plots.common import (
     is_missing, is_numeric_key, key_label, legend, line_weight, n_distinct, new_figure, note_if_empty,
     ordered_values, require, save, set_title, short_key, single_value, sort_series, spans_decades, step_axis,
     swept_keys, value_label, vkey, at_step, file_part, layer_axis, parse_step, pick_run,
+    point_word,
 )
 
 from gradflow.plots.distributions import hist, spectrum  # noqa: F401  (re-exported: one namespace of figures)
@@ -174,7 +175,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     handles, title = palette.handles()
     legend(fig, handles + extra_handles(everything, label.log, theory_drawn), title)
     extra = [step_text] + ([f"lines also differ in {', '.join(also)}"] if also else [])
-    set_title(fig, f"{label.title} per layer", df, extra, skip=swept)
+    set_title(fig, f"{label.title} per {point_word(df)}", df, extra, skip=swept)
     return fig
 
 
@@ -250,7 +251,7 @@ def heatmap(layers: pd.DataFrame, run: str | None = None, quantity: str = "grad_
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     status = str(df["status"].iloc[0])
     extra = [f"status: {status}"] if status not in ("ok", "") else []  # the config says which run it is
-    set_title(fig, f"{label.title} over training, per layer", df, extra)
+    set_title(fig, f"{label.title} over training, per {point_word(df)}", df, extra)
     return fig
 
 
@@ -704,8 +705,10 @@ def standard_set(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs
                 emit(f"profile-{q}-step0", lambda: profile(layers, q, step=0, facet=facet))
             if (rows["step"] > 0).any():
                 emit(f"profile-{q}-last", lambda: profile(layers, q, step="last", facet=facet))
-        if single and "grad_norm" in quantities:
-            emit("heatmap-grad_norm", lambda: heatmap(layers, quantity="grad_norm"))
+        spread = [q for q in ("grad_norm", "signal_norm") if q in quantities
+                  and layers.loc[layers["quantity"] == q, "layer"].nunique() > 1]
+        if single and spread:  # a recurrent net's weight gradient is one point: its signal over time instead
+            emit(f"heatmap-{spread[0]}", lambda: heatmap(layers, quantity=spread[0]))
     if usable(metrics) and metrics["metric"].isin(["loss", "acc"]).any():
         emit("curves", lambda: curves(metrics, facet=_third_key(metrics)))
     if usable(runs) and not single:
