@@ -58,7 +58,7 @@ def _weights(*overrides, width=400):
     torch.manual_seed(0)
     model = build(cfg, (width,), 10)
     initialize(model, cfg.init, cfg.model.activation)
-    return model.hidden[1].linear  # a square width x width layer
+    return model.hidden[1].layer  # a square width x width layer
 
 
 @pytest.mark.parametrize("overrides, variance", [
@@ -91,7 +91,7 @@ def test_kaiming_fan_out_mode_uses_the_output_fan():
     torch.manual_seed(0)
     model = build(cfg, (1000,), 10)
     initialize(model, cfg.init, "relu")
-    first = model.hidden[0].linear.weight  # (300, 1000): fan_out = 300
+    first = model.hidden[0].layer.weight  # (300, 1000): fan_out = 300
     assert first.var().item() == pytest.approx(2 / 300, rel=0.03)
     assert not math.isclose(first.var().item(), 2 / 1000, rel_tol=0.3)
 

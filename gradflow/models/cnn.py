@@ -10,10 +10,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from gradflow import activations
 from gradflow.config import residual_alpha
 from gradflow.errors import GradflowError
 from gradflow.models import ProbePoint, make_norm
+from gradflow.models.mlp import Hidden
 
 CONV = {1: nn.Conv1d, 2: nn.Conv2d}
 
@@ -35,29 +35,13 @@ def conv_layout(input_shape: tuple[int, ...], dims: int) -> tuple[tuple[int, ...
                         "model.dims=0 infers it from the data")
 
 
+def conv(dims: int, c_in: int, c_out: int, kernel: int, stride: int) -> nn.Module:
+    # "same" padding keeps the length (even kernels too) where a skip needs it; a strided conv pads k // 2
+    return CONV[dims](c_in, c_out, kernel, stride=stride, padding="same" if stride == 1 else kernel // 2)
+
+
 def global_average_pool(h: torch.Tensor) -> torch.Tensor:  # (batch, C, *spatial) -> (batch, C)
     return h.mean(dim=tuple(range(2, h.dim())))
-
-
-class ConvHidden(nn.Module):
-    """One hidden layer: conv, optional norm, activation, optional residual skip (mlp.Hidden for convs)."""
-
-    def __init__(self, dims: int, c_in: int, c_out: int, kernel: int, stride: int, act: str, norm: str,
-                 eps: float, residual: bool, alpha: float | str):
-        super().__init__()
-        # "same" padding keeps the length (even kernels too) where a skip needs it; a strided conv pads k // 2
-        self.conv = CONV[dims](c_in, c_out, kernel, stride=stride, padding="same" if stride == 1 else kernel // 2)
-        self.norm = make_norm(norm, c_out, eps, dims)
-        self.act = activations.get(act).module()
-        self.residual = residual
-        if residual and alpha == "learnable":
-            self.alpha = nn.Parameter(torch.zeros(()))  # SkipInit (De & Smith 2020): the branch starts switched off
-        else:
-            self.alpha = alpha
-
-    def forward(self, h):  # (batch, c_in, *spatial) -> (batch, c_out, *spatial')
-        branch = self.act(self.norm(self.conv(h)))
-        return h + self.alpha * branch if self.residual else branch
 
 
 class CNN(nn.Module):
@@ -68,12 +52,12 @@ class CNN(nn.Module):
         self.in_shape = in_shape  # (channels, *spatial) of one example
         # the first layer changes the channels (and applies the stride), so it never has a skip
         self.hidden = nn.ModuleList(
-            ConvHidden(dims, in_shape[0] if i == 0 else channels, channels, kernel, stride if i == 0 else 1, act,
-                       norm, eps, skip == "residual" and i > 0, alpha)
+            Hidden(conv(dims, in_shape[0] if i == 0 else channels, channels, kernel, stride if i == 0 else 1),
+                   make_norm(norm, channels, eps, dims), act, skip == "residual" and i > 0, alpha)
             for i in range(depth)
         )
         self.head = nn.Linear(channels, n_out)
-        self.probe_points = [ProbePoint(f"conv{i}", h.conv, h.act) for i, h in enumerate(self.hidden)]
+        self.probe_points = [ProbePoint(f"conv{i}", h.layer, h.act) for i, h in enumerate(self.hidden)]
         self.probe_points.append(ProbePoint("head", self.head, None))
 
     @classmethod
