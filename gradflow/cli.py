@@ -119,7 +119,7 @@ def show_run(job_dir: Path, record: dict) -> None:
                   f"in {record.get('wall_time', 0):.1f} s on {record.get('device', '?')}")
     if status == "failed":
         console.print(f"[red]{record.get('error')}[/]")
-        console.print(f"results: {job_dir}")
+        console.print(f"results: {job_dir}", soft_wrap=True)
         return
     if status == "diverged":
         layer = record.get("diverged_layer")
@@ -146,7 +146,7 @@ def show_run(job_dir: Path, record: dict) -> None:
         console.print(table)
         console.print(f"grad-norm ratio first/last layer: init {_fmt(grad_ratio(layers, 0))}, "
                       f"end {_fmt(grad_ratio(layers, last))}")
-    console.print(f"results: {job_dir}")
+    console.print(f"results: {job_dir}", soft_wrap=True)
 
 
 def _thin(n: int, keep: int) -> set[int]:
@@ -163,10 +163,11 @@ LS_COLUMNS = ["status", "steps_done", "wall_time", "final.train_loss", "final.tr
 
 def runs_view(path: Path, where: list[str] | None = None, sort: str | None = None) -> tuple[pd.DataFrame, list[str]]:
     """The runs table filtered and sorted as `ls` shows it, and the swept keys."""
-    from gradflow.summary import runs_table, swept_keys
+    from gradflow.plots.keys import swept_keys  # pandas only: ls stays matplotlib-free
+    from gradflow.summary import runs_table
 
     df = runs_table(path)
-    swept = swept_keys(df)
+    swept = swept_keys(df, exclude=())  # ls shows seed as a swept column too
     for cond in where or []:
         if "=" not in cond:
             raise GradflowError(f"--where {cond!r} must be KEY=VALUE")

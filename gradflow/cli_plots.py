@@ -27,7 +27,7 @@ KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "standard": ("all", ()),
     "profile": ("layers", ("quantity", "step", "color", "facet")),
     "heatmap": ("layers", ("quantity", "run")),
-    "curves": ("metrics", ("color",)),
+    "curves": ("metrics", ("color", "facet")),
     "ratio": ("runs", ("step", "color")),
     "grid": ("runs", ("x", "y", "value", "theory", "facet")),
     "hist": ("hist", ("run", "step")),
@@ -131,10 +131,13 @@ def check_options(df: pd.DataFrame, kind: str, o: Options, where: str) -> None:
         raise GradflowError(f"--value {o.value!r} is not a column of {where}; choices: {', '.join(choices)}")
     if o.theory is not None:
         _choose("--theory", o.theory, GRID_THEORIES)
-    if o.run is not None and str(o.run) not in set(df["run"].astype(str)):
-        runs = ordered_values(df["run"].astype(str))
-        raise GradflowError(f"--run {o.run!r} is not a run of {where}; choices: "
-                            + ", ".join(runs[:8]) + (", ..." if len(runs) > 8 else ""))
+    runs = ordered_values(df["run"].astype(str))
+    shown = ", ".join(runs[:8]) + (", ..." if len(runs) > 8 else "")
+    if o.run is not None and str(o.run) not in runs:
+        raise GradflowError(f"--run {o.run!r} is not a run of {where}; choices: {shown}")
+    if o.run is None and "run" in KINDS[kind][1] and len(runs) > 1:
+        raise GradflowError(f"--kind {kind} draws one run and {where} holds {len(runs)}; "
+                            f"pass --run with one of: {shown}")
     if kind == "ratio" and o.step not in (None, 0, "last"):
         raise GradflowError(f"--step {o.step} is not allowed for --kind ratio; choices: 0 (init), last (end)")
     if isinstance(o.step, int) and "step" in df.columns and kind != "ratio" and not (df["step"] == o.step).any():
@@ -163,10 +166,11 @@ def draw(kind: str, df: pd.DataFrame, o: Options):
         return fig, f"profile-{q}-{_step_name(step)}" + tag("color", o.color) + tag("facet", o.facet)
     if kind == "heatmap":
         q = o.quantity or "grad_norm"
-        runs = df["run"].nunique()
-        return figures.heatmap(df, run=o.run, quantity=q), f"heatmap-{q}" + (f"-{file_part(o.run)}" if o.run and runs > 1 else "")
+        which = f"-{file_part(o.run)}" if o.run and df["run"].nunique() > 1 else ""
+        return figures.heatmap(df, run=o.run, quantity=q), f"heatmap-{q}{which}"
     if kind == "curves":
-        return figures.curves(df, color=o.color, by_source=o.by_source), "curves" + tag("color", o.color)
+        fig = figures.curves(df, color=o.color, by_source=o.by_source, facet=o.facet)
+        return fig, "curves" + tag("color", o.color) + tag("facet", o.facet)
     if kind == "ratio":
         when = "final" if step == "last" else "init"
         return figures.ratio(df, when, by=o.color), f"ratio-{when}" + tag("color", o.color)
@@ -177,8 +181,8 @@ def draw(kind: str, df: pd.DataFrame, o: Options):
         fig = figures.grid(df, o.x, o.y, value=value, theory=o.theory, facet=o.facet)
         return fig, f"grid-{value}-{o.x}-{o.y}" + tag("facet", o.facet)
     if kind == "hist":
-        runs = df["run"].nunique()
-        return figures.hist(df, run=o.run, step=step), f"hist-{_step_name(step)}" + (f"-{file_part(o.run)}" if o.run and runs > 1 else "")
+        which = f"-{file_part(o.run)}" if o.run and df["run"].nunique() > 1 else ""
+        return figures.hist(df, run=o.run, step=step), f"hist-{_step_name(step)}{which}"
     if kind == "spectrum":
         return figures.spectrum(df, step=step, color=o.color), f"spectrum-{_step_name(step)}" + tag("color", o.color)
     raise AssertionError(kind)
@@ -192,20 +196,27 @@ def _print_paths(paths: list[Path]) -> None:
 # --- gradflow plot ---------------------------------------------------------------------------------
 @user_errors
 def plot(
-    path: Annotated[Path, typer.Argument(help="A run folder, a sweep folder, or a folder of sweeps.", show_default=False)],
+    path: Annotated[Path, typer.Argument(help="A run folder, a sweep folder, or a folder of sweeps.",
+                                         show_default=False)],
     kind: Annotated[Optional[str], typer.Option("--kind", "-k", help=f"What to draw. {KIND_HELP}.",
                                                 show_default=False)] = None,
     quantity: Annotated[Optional[str], typer.Option(
-        help="profile/heatmap: the per-layer quantity (grad_norm, signal_norm, weight_norm, update_ratio, act_std, ...).",
+        help="profile/heatmap: the per-layer quantity (grad_norm, signal_norm, weight_norm, update_ratio, "
+             "act_std, ...).",
         show_default="grad_norm")] = None,
     step: Annotated[Optional[str], typer.Option(
-        help="profile/hist/spectrum: a probed step or 'last'; ratio: 0 (init) or last (end).", show_default="0")] = None,
+        help="profile/hist/spectrum: a probed step or 'last'; ratio: 0 (init) or last (end).",
+        show_default="0")] = None,
     color: Annotated[Optional[str], typer.Option(
-        help="profile/curves/ratio/spectrum: the swept key that colours the lines.", show_default="first swept key")] = None,
-    facet: Annotated[Optional[str], typer.Option(help="profile/grid: one panel per value of this swept key.",
-                                                 show_default=False)] = None,
-    x: Annotated[Optional[str], typer.Option("--x", help="grid: the key along x, e.g. init.sw2.", show_default=False)] = None,
-    y: Annotated[Optional[str], typer.Option("--y", help="grid: the key along y, e.g. model.depth.", show_default=False)] = None,
+        help="profile/curves/ratio/spectrum: the swept key that colours the lines.",
+        show_default="first swept key")] = None,
+    facet: Annotated[Optional[str], typer.Option(
+        help="profile/curves/grid: one panel (curves: a train | test pair) per value of this swept key.",
+        show_default=False)] = None,
+    x: Annotated[Optional[str], typer.Option("--x", help="grid: the key along x, e.g. init.sw2.",
+                                             show_default=False)] = None,
+    y: Annotated[Optional[str], typer.Option("--y", help="grid: the key along y, e.g. model.depth.",
+                                             show_default=False)] = None,
     value: Annotated[Optional[str], typer.Option(
         help="grid: the per-run number in the cells (final.test_acc, final.train_acc, final.train_loss, "
              "grad_ratio.init, chi1_measured, ...).", show_default="final.test_acc")] = None,
@@ -373,7 +384,8 @@ def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], diff
                       end_section=i == len(shown) - 1)
     notes = [f"matched on {', '.join(by)}" if by else "no swept key in common: every run of a source in one row"]
     if differ:
-        notes.append("sources differ in " + "; ".join(f"{k} ({' | '.join(map(fmt_value, v))})" for k, v in differ.items()))
+        notes.append("sources differ in " + "; ".join(f"{k} ({' | '.join(map(fmt_value, v))})"
+                                                      for k, v in differ.items()))
     if (table["runs"] > 1).any():
         notes.append("numbers are medians over the runs in a cell (e.g. seeds)")
     notes.append(f"differences: ratios as ×({sources[-1] if len(sources) == 2 else 'other'} / {sources[0]}), "
@@ -403,7 +415,7 @@ def compare(
 ) -> None:
     """Overlay runs or sweeps from several results folders and tabulate their key numbers side by side."""
     import gradflow
-    from gradflow.plots.common import FORMATS, config_columns, file_part, save, swept_keys
+    from gradflow.plots.common import MAX_STYLES, FORMATS, config_columns, file_part, n_distinct, save, swept_keys
 
     if len(paths) < 2:
         raise GradflowError(f"compare needs two or more folders; got {len(paths)}")
@@ -438,13 +450,19 @@ def compare(
             how = f"; run with {OPTIONAL_TABLES[table]}" if table in OPTIONAL_TABLES else ""
             raise GradflowError(f"{p} has no {table} rows{how}")
         frames.append(df.assign(source=s, run=s + "/" + df["run"].astype(str)))  # run ids unique across sources
-    df = pd.concat(frames, ignore_index=True)
+    differ = differing_keys(runs, sources)
+    df = pd.concat(frames, ignore_index=True).drop(columns=list(differ), errors="ignore")  # said by `source`
     check_options(df, kind, o, " and ".join(map(str, paths)))
+    swept = swept_keys(df)
+    rest = [k for k in swept if k != (o.color or swept[0])] if swept else []
+    if kind in ("profile", "curves") and not panels and rest:  # colour, source as line style, panels: no two alike
+        o.facet = next((k for k in reversed(rest) if n_distinct(df[k]) <= MAX_STYLES), None)
     fig, stem = draw(kind, df, o)
+    stem = stem.split("-facet-")[0]  # the panels follow from the data; the name says what was asked
     name = file_part("-vs-".join(file_part(s, 40) for s in sources), 160)
     written = save(fig, out_dir / f"compare-{stem}-{name}.{fmt}", fmt)
 
-    show_comparison(comparison(runs, sources, by), sources, by, differing_keys(runs, sources))
+    show_comparison(comparison(runs, sources, by), sources, by, differ)
     _print_paths([written])
 
 

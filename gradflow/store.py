@@ -40,6 +40,8 @@ SWEEP_FILE = "sweep.yaml"
 FIGURES_DIR = "figures"
 LAYER_COLUMNS = ["step", "layer", "name", "quantity", "value"]
 METRIC_COLUMNS = ["step", "split", "metric", "value"]
+HIST_COLUMNS = ["step", "layer", "name", "tensor", "kind", "lo", "hi", "count"]
+JACOBIAN_COLUMNS = ["step", "sample", "scope", "layer", "index", "value"]
 FINISHED = ("ok", "diverged")  # a sweep rerun skips these
 
 
@@ -150,7 +152,7 @@ def write_jacobians(job_dir: Path, rows: list[tuple]) -> None:
     """(step, sample, scope, layer, singular values) rows -> the long jacobian table."""
     records = [(step, sample, scope, layer, i, float(v))
                for step, sample, scope, layer, sv in rows for i, v in enumerate(sv)]
-    df = pd.DataFrame(records, columns=["step", "sample", "scope", "layer", "index", "value"])
+    df = pd.DataFrame(records, columns=JACOBIAN_COLUMNS)
     write_table(Path(job_dir) / JACOBIAN_FILE, df)
 
 
@@ -236,10 +238,12 @@ def load(path: str | Path, table: str = "layers") -> pd.DataFrame:
         df = pd.read_parquet(f)
         meta = {"run": _run_id(job, root), "source": root.name, "status": (read_run(job) or {}).get("status")}
         for k, v in {**meta, **run_config(job)}.items():
-            df[k] = v
+            if k not in df.columns:  # the table's own columns win (its `name` is the layer's name)
+                df[k] = v
         frames.append(df)
     if not frames:
-        return pd.DataFrame(columns=["run", "source", "status"] + (METRIC_COLUMNS if table == "metrics" else LAYER_COLUMNS))
+        own = {"metrics": METRIC_COLUMNS, "layers": LAYER_COLUMNS, "hist": HIST_COLUMNS, "jacobian": JACOBIAN_COLUMNS}
+        return pd.DataFrame(columns=["run", "source", "status"] + own[table])
     return pd.concat(frames, ignore_index=True)
 
 

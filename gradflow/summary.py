@@ -50,9 +50,3 @@ def runs_table(path: str | Path) -> pd.DataFrame:
         summaries.append(per_run(layers, store.run_config(Path(rec["path"]))))
     return pd.concat([records, pd.DataFrame(summaries, index=records.index)], axis=1)
 
-
-def swept_keys(df: pd.DataFrame, exclude: tuple[str, ...] = ()) -> list[str]:
-    """Config columns (dotted keys and seed) that take more than one value in `df`."""
-    config_cols = [c for c in df.columns if ("." in c and not c.startswith(("final.", "grad_ratio.")))
-                   or c == "seed"]
-    return [c for c in config_cols if c not in exclude and df[c].astype(str).nunique() > 1]

@@ -283,6 +283,16 @@ def test_curves_by_source(sweep):
     assert {"train", "test"} <= set(legend_texts(fig))
 
 
+def test_curves_facet_gives_a_train_test_pair_per_value(sweep):
+    _, metrics, _ = sweep
+    fig = figures.curves(metrics, facet="model.activation")
+    panels = [ax for ax in fig.axes if ax.get_gid() != "colorbar"]
+    assert [ax.get_title() for ax in panels[:4]] == ["activation=relu: train", "activation=relu: test",
+                                                     "activation=tanh: train", "activation=tanh: test"]
+    assert all(len(series_lines(ax)) == 3 for ax in panels)  # 3 depths, seeds aggregated
+    assert "also differ" not in fig._suptitle.get_text()
+
+
 # --- ratio ---------------------------------------------------------------------------------------
 def test_ratio_against_depth(sweep):
     _, _, runs = sweep
@@ -416,3 +426,152 @@ def test_standard_set_writes_the_expected_files(sweep, single, grid_runs, tmp_pa
         "profile-grad_norm-step0.svg", "profile-grad_norm-last.svg", "curves.svg", "ratio-init.svg"]
     written = figures.standard_set(None, None, grid_runs, tmp_path / "grid")
     assert [p.name for p in written] == ["ratio-init.png", "grid-final.test_acc-init.sw2-model.depth.png"]
+
+
+# --- labels --------------------------------------------------------------------------------------
+def test_every_stored_quantity_has_a_label_and_recurrent_nets_say_time_step(single):
+    from gradflow.probes import HIST_TENSORS, QUANTITIES as STORED
+
+    assert set(STORED) <= set(QUANTITIES)
+    from gradflow.plots.common import TENSORS
+
+    assert set(HIST_TENSORS) <= set(TENSORS)
+    layers = single[0]
+    rnn = layers.assign(**{"model.name": "lstm"})
+    fig = figures.profile(rnn, "grad_norm", step=0)
+    assert fig.axes[0].get_xlabel().startswith("time step t (0 = first")
+    assert "per time step" in fig._suptitle.get_text()
+    fig = figures.heatmap(rnn)
+    assert fig.axes[0].get_ylabel().startswith("time step t (0 = first, 10 = output head")
+
+
+# --- hist ----------------------------------------------------------------------------------------
+def hist_rows(samples, step=0, run="r", cfg=None):
+    """The hist table of one run, recomputed with numpy from raw samples {(tensor, layer): values}."""
+    from gradflow.probes import HIST_EDGES
+
+    cfg = cfg or config(3, "relu", 1)
+    lo, hi = HIST_EDGES[:-1], HIST_EDGES[1:]
+    rows = []
+    meta = {"run": run, "source": "sweep", "status": "ok", "step": step} | cfg
+    for (tensor, layer), x in samples.items():
+        a = np.abs(x[np.isfinite(x)])
+        inside = (a >= HIST_EDGES[0]) & (a < HIST_EDGES[-1])
+        for kind, sel in (("pos", x[np.isfinite(x)] > 0), ("neg", x[np.isfinite(x)] < 0)):
+            counts = np.histogram(a[sel & inside], HIST_EDGES)[0]
+            rows += [meta | {"layer": layer, "name": f"l{layer}", "tensor": tensor, "kind": kind, "lo": l, "hi": h,
+                             "count": int(c)} for l, h, c in zip(lo, hi, counts)]
+        special = {"zero": ((a == 0).sum(), 0.0, 0.0), "underflow": (((a > 0) & (a < HIST_EDGES[0])).sum(), 0.0, 1e-12),
+                   "overflow": ((a >= HIST_EDGES[-1]).sum(), 1e4, math.inf),
+                   "nonfinite": ((~np.isfinite(x)).sum(), math.nan, math.nan)}
+        rows += [meta | {"layer": layer, "name": f"l{layer}", "tensor": tensor, "kind": k, "lo": l, "hi": h,
+                         "count": int(n)} for k, (n, l, h) in special.items()]
+    return pd.DataFrame(rows)
+
+
+def test_hist_lines_are_the_normalized_magnitude_histograms_per_layer():
+    from gradflow.probes import HIST_EDGES
+
+    rng = np.random.default_rng(0)
+    depth = 3
+    samples = {}
+    for layer in range(depth):
+        act = np.maximum(rng.normal(0, 0.5 ** layer, 4000), 0.0)  # relu: about half exactly zero
+        samples[("activation", layer)] = act
+        samples[("gradient", layer)] = rng.normal(0, 1e-3 * 2.0 ** layer, 4000)  # vanishing towards the input
+    samples[("gradient", depth)] = np.r_[rng.normal(0, 0.1, 3990), [np.nan] * 10]  # the head, with NaNs
+    table = pd.concat([hist_rows(samples), hist_rows(samples, step=5)], ignore_index=True)
+    fig = figures.hist(table, step=0)
+    act_ax, grad_ax = [ax for ax in fig.axes if ax.get_gid() != "colorbar"]
+    assert act_ax.get_title() == "Activation values" and grad_ax.get_title() == "Back-propagated gradients"
+    assert act_ax.get_xscale() == "log"
+    assert len(series_lines(act_ax)) == depth and len(series_lines(grad_ax)) == depth  # the head is left out
+    assert "output head (3) left out" in fig._suptitle.get_text()
+    for layer in range(depth):
+        x = samples[("gradient", layer)]
+        expected = np.histogram(np.abs(x), HIST_EDGES)[0] / len(x)
+        (line,) = [ln for ln in series_lines(grad_ax) if ln.get_gid() == f"series:layer {layer}"]
+        np.testing.assert_allclose(line.get_xdata(), np.sqrt(HIST_EDGES[:-1] * HIST_EDGES[1:]))
+        np.testing.assert_allclose(line.get_ydata(), expected)
+    # exact zeros: stated with their count and marked per layer
+    zeros = int(sum((samples[("activation", l)] == 0).sum() for l in range(depth)))
+    (note,) = [t for t in act_ax.texts if t.get_gid() == "special"]
+    assert f"exactly 0: {zeros:,} units" in note.get_text() and "layers 0-2" in note.get_text()
+    assert len([ln for ln in act_ax.get_lines() if ln.get_gid() == "zeros"]) == depth
+    (cbar,) = colorbar_axes(fig)
+    assert "layer index (0 = input" in cbar.get_ylabel()
+    # the head's NaNs are counted even though its line is left out of the panel
+    fig = figures.hist(table[table.layer < depth].pipe(lambda t: pd.concat(
+        [t, hist_rows({("gradient", 0): np.r_[np.ones(5), [np.inf] * 3]}, step=5)])), step=5)
+    texts = " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+    assert "NaN/inf: 3 units" in texts
+
+
+def test_hist_thins_many_layers_and_needs_one_run():
+    rng = np.random.default_rng(1)
+    samples = {(t, l): rng.normal(0, 1, 200) for t in ("activation", "gradient") for l in range(30)}
+    table = hist_rows(samples)
+    fig = figures.hist(table)
+    panels = [ax for ax in fig.axes if ax.get_gid() != "colorbar"]
+    drawn = {ln.get_gid() for ln in series_lines(panels[0])}
+    assert len(drawn) == 9 and {"series:layer 0", "series:layer 29"} <= drawn
+    assert "9 of 30 layers shown" in fig._suptitle.get_text()
+    two = pd.concat([table, table.assign(run="other")], ignore_index=True)
+    with pytest.raises(GradflowError, match="pass run=one of"):
+        figures.hist(two)
+    assert figures.hist(two, run="other")
+    with pytest.raises(GradflowError, match="probed steps: 0"):
+        figures.hist(table, step=3)
+
+
+# --- spectrum ------------------------------------------------------------------------------------
+def jacobian_rows(values, cfg, run, step=0, scope="input_output"):
+    return pd.DataFrame([{"run": run, "source": "sweep", "status": "ok", "step": step, "sample": i // 8,
+                          "scope": scope, "layer": cfg["model.depth"] - 1, "index": i % 8, "value": v} | cfg
+                         for i, v in enumerate(values)])
+
+
+def test_spectrum_density_and_legend_statistics():
+    rng = np.random.default_rng(2)
+    iso = np.ones(32)  # dynamical isometry: every singular value is 1
+    spread = np.exp(rng.normal(-3, 2, 32))
+    broken = np.r_[spread[:29], [np.inf, np.nan, 0.0]]
+    table = pd.concat([jacobian_rows(iso, config(5, "tanh", 1), "a"), jacobian_rows(spread, config(20, "tanh", 1), "b"),
+                       jacobian_rows(broken, config(40, "tanh", 1), "c"),
+                       jacobian_rows(spread * 2, config(5, "tanh", 1), "a", step=10)], ignore_index=True)
+    fig = figures.spectrum(table)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    lines = series_lines(ax)
+    assert len(lines) == 3
+    assert any(ln.get_gid() == "reference" for ln in ax.get_lines())
+    title = fig._suptitle.get_text()
+    assert "input-output Jacobian" in title and "Pennington" in title and "step 0" in title
+    texts = legend_texts(fig)
+    finite = broken[np.isfinite(broken)]
+    for v in (spread, finite):
+        assert any(f"mean s = {v.mean():.3g}, var s² = {(v ** 2).var():.3g}" in t for t in texts)
+    assert any("mean s = 1, var s² = 0" in t for t in texts)
+    assert any("2 NaN/inf" in t and "1 zero" in t for t in texts)
+    # the drawn density integrates to the fraction of positive finite values (per decade of s)
+    (b,) = [ln for ln in lines if "depth=20" in ln.get_gid()]
+    x, y = np.asarray(b.get_xdata()), np.asarray(b.get_ydata())
+    width = np.log10(x[1] / x[0])
+    assert (y * width).sum() == pytest.approx(1.0)
+    fig = figures.spectrum(table, step="last")
+    assert "each run's last probed step" in fig._suptitle.get_text()
+    with pytest.raises(GradflowError, match="choices: input_output"):
+        figures.spectrum(table, scope="layer")
+    with pytest.raises(GradflowError, match="choices: model.depth"):
+        figures.spectrum(table, color="optim.lr")
+
+
+def test_standard_set_adds_hist_and_spectrum(single, tmp_path):
+    layers, metrics, runs = single
+    run = layers.run.iloc[0]
+    rng = np.random.default_rng(3)
+    hists = hist_rows({(t, l): rng.normal(0, 1, 100) for t in ("activation", "gradient") for l in range(3)},
+                      run=run, cfg=config(10, "tanh", 1))
+    jac = jacobian_rows(rng.uniform(0.5, 2, 16), config(10, "tanh", 1), run)
+    written = figures.standard_set(layers, metrics, runs, tmp_path, hists=hists, jacobian=jac)
+    assert [p.name for p in written][-2:] == ["hist-step0.png", "spectrum-step0.png"]

@@ -31,11 +31,11 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 from matplotlib.transforms import blended_transform_factory
 
 from gradflow.errors import GradflowError
+from gradflow.plots.keys import SEED_KEYS, _hashable, config_columns, n_distinct, swept_keys  # noqa: F401
 
 DPI = 150
 FIGSIZE = (7.0, 4.5)  # inches; one panel plus an outside legend or colorbar
 FORMATS = ("png", "pdf", "svg")
-SEED_KEYS = ("seed",)  # config keys aggregated over (median line + min-max band), never swept axes
 MAX_STYLES = 4  # a second swept key with at most this many values becomes the line style
 
 
@@ -89,9 +89,9 @@ def point_word(df: pd.DataFrame) -> str:
 def layer_axis(df: pd.DataFrame, last: int | None = None) -> str:
     """The label of the probe-point axis: layers, or time steps for recurrent nets (model.name)."""
     end = "last" if last is None else str(last)
-    names = set(df["model.name"].dropna().astype(str)) if "model.name" in df.columns else set()
-    if names and names <= set(RECURRENT):
+    if is_recurrent(df):
         return f"time step t (0 = first, {end} = output head)"
+    names = set(df["model.name"].dropna().astype(str)) if "model.name" in df.columns else set()
     if names & set(RECURRENT):
         return f"layer index or time step (0 = input / first, {end} = output head)"
     return f"layer index (0 = input, {end} = output head)"
@@ -174,30 +174,7 @@ def is_missing(v: Any) -> bool:
     return v is None or (isinstance(v, (float, np.floating)) and math.isnan(v))
 
 
-# --- config columns and swept keys ---------------------------------------------------------------
-def config_columns(df: pd.DataFrame) -> list[str]:
-    """Config keys among the columns: dotted keys (model.depth) and seed, not the result summaries."""
-    return [c for c in df.columns
-            if isinstance(c, str) and (("." in c and not c.startswith(("final.", "grad_ratio."))) or c == "seed")]
-
-
-def _hashable(s: pd.Series) -> pd.Series:
-    """Lists/tuples (e.g. optim.betas) as strings, so they can be counted and grouped."""
-    if s.dtype == object and s.map(lambda v: isinstance(v, (list, tuple, dict, np.ndarray))).any():
-        return s.map(lambda v: str(list(v)) if isinstance(v, (list, tuple, np.ndarray)) else v)
-    return s
-
-
-def n_distinct(s: pd.Series) -> int:
-    """Distinct values, NaN counted as one value (init.sw2=NaN next to 1.0 is a different config)."""
-    return int(_hashable(s).nunique(dropna=False))
-
-
-def swept_keys(df: pd.DataFrame, exclude: Sequence[str] = SEED_KEYS) -> list[str]:
-    """Config columns that take more than one value in `df`, in column order (seed excluded)."""
-    return [c for c in config_columns(df) if c not in exclude and n_distinct(df[c]) > 1]
-
-
+# --- config columns (swept_keys and friends live in keys.py, without matplotlib) -----------------
 def is_numeric_key(df: pd.DataFrame, key: str) -> bool:
     s = df[key]
     return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)

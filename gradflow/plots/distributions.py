@@ -26,9 +26,9 @@ from matplotlib.transforms import blended_transform_factory
 
 from gradflow.errors import GradflowError
 from gradflow.plots.common import (
-    SPECTRUM, TENSORS, MAX_STYLES, Palette, at_step, facet_grid, fmt_value, layer_axis, legend, line_weight,
-    key_label, n_distinct, new_figure, ordered_values, pick_run, require, set_title, sort_series, swept_keys, check_key,
-    value_label, vkey,
+    MAX_STYLES, SPECTRUM, TENSORS, Palette, at_step, check_key, facet_grid, key_label, layer_axis, legend,
+    line_weight, n_distinct, new_figure, ordered_values, pick_run, require, set_title, sort_series, swept_keys,
+    value_label,
 )
 
 HIST_REQUIRED = ("run", "step", "layer", "tensor", "kind", "lo", "hi", "count")

@@ -1,0 +1,216 @@
+"""`gradflow plot` and `gradflow compare` on real tiny sweeps made with the CLI.
+
+Made once per module, a few steps each on gaussian data: a plain depth x activation sweep with
+Jacobian spectra (jacobian.parquet), one run with `probe=full` (hist.parquet too), a batch-normalized
+twin of half the sweep, and a sweep at lr = 1e6 in which one run diverges.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import gradflow
+from gradflow.cli import app
+from gradflow.cli_plots import comparison, match_keys, source_labels
+
+SMALL = ["data=gaussian", "data.n_train=128", "data.n_test=64", "data.dim=8", "model.width=8", "train.steps=4",
+         "train.batch_size=32", "train.eval_every=2"]
+GRID = ["model.depth=2,4", "model.activation=tanh,relu"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("results")
+
+
+def _sweep(results: Path, name: str, *overrides: str) -> Path:
+    out = invoke("sweep", *SMALL, *overrides, f"results={results}", "--name", name)
+    assert out.exit_code == 0, out.output
+    return results / name
+
+
+@pytest.fixture(scope="module")
+def plain(results) -> Path:
+    return _sweep(results, "plain", *GRID, "probe.jacobian=true")
+
+
+@pytest.fixture(scope="module")
+def full(results) -> Path:
+    """One run with every probe: histograms and Jacobian spectra."""
+    out = invoke("run", *SMALL, "model.depth=3", "model.activation=relu", "probe=full", f"results={results}",
+                 "name=full")
+    assert out.exit_code == 0, out.output
+    (job,) = (results / "full").iterdir()
+    return job
+
+
+@pytest.fixture(scope="module")
+def batchnorm(results) -> Path:
+    """The batch-normalized twin, tanh only: its runs match half of plain's."""
+    return _sweep(results, "batchnorm", "model.depth=2,4", "model.activation=tanh", "norm=batchnorm")
+
+
+@pytest.fixture(scope="module")
+def diverging(results) -> Path:
+    """lr = 1e6: depth 2 diverges (non-finite loss), depth 3 ends with dead ReLUs (zero gradients)."""
+    root = _sweep(results, "diverging", "optim.lr=1e6", "optim.momentum=0", "model.activation=relu",
+                  "model.depth=2,3", "train.steps=6", "train.check_every=1", "probe=full")
+    assert "diverged" in set(gradflow.load(root, table="runs")["status"])
+    return root
+
+
+def printed_paths(out) -> list[Path]:
+    return [Path(line) for line in out.output.splitlines() if line.strip()]
+
+
+# --- plot ----------------------------------------------------------------------------------------
+def test_plot_default_writes_the_standard_set(plain):
+    out = invoke("plot", plain)
+    assert out.exit_code == 0, out.output
+    paths = printed_paths(out)
+    names = [p.name for p in paths]
+    assert names[:6] == ["profile-grad_norm-step0.png", "profile-grad_norm-last.png", "profile-signal_norm-step0.png",
+                         "profile-signal_norm-last.png", "curves.png", "ratio-init.png"]
+    assert names[6:] == ["spectrum-step0.png", "spectrum-last.png"]  # no hist: the sweep has no hist.parquet
+    for p in paths:
+        assert p.parent == plain / "figures" and p.stat().st_size > 1000 and p.read_bytes()[:8] == PNG
+    # figures live beside the runs without becoming runs: the sweep still loads 4
+    assert gradflow.load(plain, table="runs")["run"].nunique() == 4
+
+
+@pytest.mark.parametrize("args, name", [
+    (["--kind", "profile", "--step", "0", "--color", "model.depth", "--facet", "model.activation",
+      "--quantity", "signal_norm"], "profile-signal_norm-step0-color-model.depth-facet-model.activation.png"),
+    (["--kind", "heatmap", "--run", "model.activation=tanh,model.depth=4", "--quantity", "act_std"],
+     "heatmap-act_std-model.activation=tanh,model.depth=4.png"),
+    (["--kind", "curves", "--color", "model.activation"], "curves-color-model.activation.png"),
+    (["--kind", "ratio", "--step", "last"], "ratio-final.png"),
+    (["--kind", "grid", "--x", "model.activation", "--y", "model.depth", "--value", "final.train_acc"],
+     "grid-final.train_acc-model.activation-model.depth.png"),
+    (["--kind", "hist", "--step", "last"], "hist-last.png"),
+    (["--kind", "spectrum", "--color", "model.activation"], "spectrum-step0-color-model.activation.png"),
+])
+def test_plot_each_kind(plain, full, tmp_path, args, name):
+    out = invoke("plot", full if "hist" in args else plain, *args, "--out", tmp_path)
+    assert out.exit_code == 0, out.output
+    assert printed_paths(out) == [tmp_path / name]
+    assert (tmp_path / name).read_bytes()[:8] == PNG
+
+
+@pytest.mark.parametrize("fmt, magic", [("svg", b"<?xml"), ("pdf", b"%PDF")])
+def test_plot_formats(plain, tmp_path, fmt, magic):
+    out = invoke("plot", plain, "--kind", "ratio", "--format", fmt, "--out", tmp_path)
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / f"ratio-init.{fmt}").read_bytes().startswith(magic)
+
+
+def test_plot_one_run_folder(full):
+    out = invoke("plot", full, "--kind", "heatmap")  # one run: no --run needed; into the run's own folder
+    assert out.exit_code == 0, out.output
+    assert printed_paths(out) == [full / "figures" / "heatmap-grad_norm.png"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--kind", "nope"], "--kind 'nope' is not allowed; choices: standard, profile, heatmap, curves, ratio, grid, "
+                         "hist, spectrum"),
+    (["--kind", "profile", "--quantity", "nope"], "--quantity 'nope' is not in"),
+    (["--kind", "profile", "--color", "model.nope"], "--color 'model.nope' is not a column"),
+    (["--kind", "profile", "--facet", "data.dim"], "--facet 'data.dim' does not vary"),
+    (["--kind", "grid", "--x", "nope", "--y", "model.depth"], "--x 'nope' is not a column"),
+    (["--kind", "grid", "--x", "model.depth", "--y", "nope"], "--y 'nope' is not a column"),
+    (["--kind", "grid", "--x", "model.depth", "--y", "model.activation", "--value", "nope"], "--value 'nope'"),
+    (["--kind", "profile", "--step", "soon"], "--step 'soon' is not allowed; choices: a probed step number"),
+    (["--kind", "profile", "--step", "99"], "--step 99 was not probed"),
+    (["--kind", "heatmap"], "pass --run with one of"),
+    (["--kind", "hist"], "no hist rows; run with probe=full"),
+    (["--kind", "profile", "--x", "model.depth"], "--x does not apply to --kind profile (it applies to: grid)"),
+    (["--format", "jpg"], "--format 'jpg' is not allowed; choices: png, pdf, svg"),
+])
+def test_plot_bad_options_are_one_red_line(plain, tmp_path, args, message):
+    out = invoke("plot", plain, *args, "--out", tmp_path)
+    assert out.exit_code == 1
+    assert message in out.output and "Traceback" not in out.output
+    assert len(out.output.strip().splitlines()) == 1 and out.output.startswith("error:")
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_plot_a_folder_without_runs(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = invoke("plot", empty)
+    assert out.exit_code == 1 and "holds no runs" in out.output and len(out.output.strip().splitlines()) == 1
+
+
+def test_a_diverged_run_crashes_no_kind(diverging, tmp_path):
+    runs = gradflow.load(diverging, table="runs")
+    bad = runs.loc[runs["status"] == "diverged", "run"].iloc[0]
+    # (curves and grid with a diverged run: tests/test_plots.py, on a fabricated sweep)
+    for args in (["--kind", "profile", "--step", "last"], ["--kind", "heatmap", "--run", bad],
+                 ["--kind", "ratio", "--step", "last"], ["--kind", "hist", "--run", bad, "--step", "last"],
+                 ["--kind", "spectrum", "--step", "last"]):
+        out = invoke("plot", diverging, *args, "--out", tmp_path)
+        assert out.exit_code == 0, (args, out.output)
+    assert len(list(tmp_path.glob("*.png"))) == 5
+
+
+# --- compare -------------------------------------------------------------------------------------
+def test_compare_two_sweeps_matches_configs(plain, batchnorm, tmp_path):
+    out = invoke("compare", plain, batchnorm, "--kind", "profile", "--step", "0", "--out", tmp_path)
+    assert out.exit_code == 0, out.output
+    (fig,) = tmp_path.iterdir()
+    assert fig.name == "compare-profile-grad_norm-step0-plain-vs-batchnorm.png" and fig.read_bytes()[:8] == PNG
+    text = out.output
+    assert "plain" in text and "batchnorm" in text and "batchnorm vs plain" in text
+    flat = " ".join(text.split())
+    assert "matched on model.depth, model.activation" in flat
+    assert "sources differ in norm.name (none | batchnorm)" in flat
+    assert text.count("grad ratio first/last, init") == 4  # one block per config: depth 2, 4 x relu, tanh
+    assert text.count("no run") == 2  # batchnorm has no relu runs
+    assert "final test acc" in text
+
+
+def test_compare_table_numbers_are_per_source_medians(plain, batchnorm):
+    runs = pd.concat([gradflow.load(plain, table="runs").assign(source="plain"),
+                      gradflow.load(batchnorm, table="runs").assign(source="batchnorm")], ignore_index=True)
+    assert match_keys(runs, ["plain", "batchnorm"]) == ["model.depth", "model.activation"]
+    table = comparison(runs, ["plain", "batchnorm"], ["model.depth"])  # plain's activations pooled: median of two
+    assert list(table["cell"]) == [(2,), (2,), (4,), (4,)] and list(table["runs"]) == [2, 1, 2, 1]
+    expected = runs.groupby(["source", "model.depth"])["grad_ratio.init"].median()
+    for _, row in table.iterrows():
+        assert row["grad_ratio.init"] == pytest.approx(expected[(row["source"], row["cell"][0])])
+    out = invoke("compare", plain, batchnorm, "--by", "model.depth", "--kind", "ratio", "--out", plain.parent / "cmp")
+    assert out.exit_code == 0 and "medians over the runs in a cell" in " ".join(out.output.split())
+    assert out.output.count("grad ratio first/last, init") == 2
+
+
+def test_compare_two_runs_with_the_same_job_name(batchnorm, diverging, tmp_path):
+    job = "model.depth=2"  # in both sweeps; the one at lr = 1e6 diverged
+    assert source_labels([batchnorm / job, diverging / job]) == [f"batchnorm/{job}", f"diverging/{job}"]
+    out = invoke("compare", batchnorm / job, diverging / job, "--kind", "curves", "--out", tmp_path)
+    assert out.exit_code == 0, out.output
+    flat = " ".join(out.output.split())
+    assert f"diverging/{job}" in flat and "no swept key in common" in flat and "diverged" in flat
+    assert len(list(tmp_path.glob("compare-curves-*.png"))) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--kind", "heatmap"], "--kind 'heatmap' is not allowed; choices: profile, curves, ratio, spectrum"),
+    (["--by", "model.nope"], "--by 'model.nope' is not a config key"),
+    (["--kind", "spectrum"], "batchnorm has no jacobian rows; run with probe=full"),
+    (["--kind", "ratio", "--panels"], "--panels does not apply to --kind ratio"),
+])
+def test_compare_bad_options(plain, batchnorm, tmp_path, args, message):
+    out = invoke("compare", plain, batchnorm, *args, "--out", tmp_path)
+    assert out.exit_code == 1 and message in out.output and "Traceback" not in out.output
+    assert len(out.output.strip().splitlines()) == 1
+    out = invoke("compare", plain, "--out", tmp_path)
+    assert out.exit_code == 1 and "two or more folders" in out.output
