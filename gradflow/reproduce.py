@@ -50,6 +50,13 @@ class Spec:
             raise GradflowError(f"reproduce {name!r} is not a known experiment; choices: {', '.join(names())}, all")
         raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
         raw.setdefault("name", name)
+        lists = [("base", raw.get("base", []))] + [(f"arms.{a}", v) for a, v in raw.get("arms", {}).items()]
+        lists += [(f"scales.{sc}.{a}", v) for sc, arms in (raw.get("scales") or {}).items() for a, v in arms.items()]
+        for where, items in lists:
+            bad = [o for o in items if not isinstance(o, str) or "=" not in o]
+            if bad:
+                raise GradflowError(f"{path}: {where} has {bad[0]!r}, not a key=value override "
+                                    "(quote comma lists in YAML flow lists: ['model.depth=10,60'])")
         for key in ("base", "figures", "notes", "scaled", "scales"):
             raw.setdefault(key, {} if key in ("scaled", "scales") else [] if key != "notes" else "")
         return cls(**raw)
@@ -267,6 +274,59 @@ def chi1_error(arm: Arm, where=None, trim=3) -> Measured:
     runs = arm.table("runs", where)
     values = (runs["chi1_measured"] / runs["chi1_theory"] - 1).abs().astype(float).tolist()
     return Measured(float(np.mean(values)), values)
+
+
+@measure
+def jacobian_free_probability(arm: Arm, where=None, moment="var", scope="input_output", step=0) -> Measured:
+    """Measured moment of s^2 (s: singular values of the input-output Jacobian d h_L / d x, pooled over a
+    run's probed inputs) over its free-probability prediction (Pennington, Schoenholz & Ganguli 2017):
+    moment="var" gives var(s^2) / sigma^2, "mean" gives mean(s^2) / m1; 1 is agreement.
+
+    J J^T is the free product over the L hidden layers of W_l^T D_l^2 W_l, D_l = diag phi'(h_l). A layer
+    has mean sw2 mu1 and normalized variance mu2 / mu1^2 - 1 - s1, mu_k(q) = E[phi'(sqrt(q) z)^(2k)],
+    s1 = 0 for orthogonal weights, -1 for i.i.d. ones (Marchenko-Pastur). S-transforms multiply, so
+    m1 = prod_l sw2 mu1(q_l) and sigma^2 = m2 - m1^2 = m1^2 sum_l (mu2 / mu1^2 - 1 - s1): at the fixed
+    point (q_l = q*) the paper's m1 = chi1^L, sigma^2 = L m1^2 (mu2 / mu1^2 - 1 - s1). q_l follows the
+    length map from the first layer's q_1 = sw2 E[x^2] + sb2, so inputs away from q* are predicted too.
+    Needs an MLP without norm/skip on data=gaussian with data.dim = model.width (square weights).
+    """
+    from gradflow import theory
+    from gradflow.activations import get as activation
+
+    df = arm.table("jacobian", where)
+    keys = [c for c in df.columns if "." in c]
+
+    def predicted(cfg: dict) -> float:
+        if theory.predict(cfg) is None:
+            raise GradflowError(f"{arm.root}: no mean-field prediction for this run (an MLP without norm or skip "
+                                "connections is needed)")
+        if cfg.get("data.name") != "gaussian" or int(cfg["data.dim"]) != int(cfg["model.width"]):
+            raise GradflowError(f"{arm.root}: the free-probability prediction needs square weights on known inputs: "
+                                "data=gaussian with data.dim equal to model.width")
+        act = str(cfg["model.activation"])
+        sw2, sb2 = theory.equivalent_sw2(cfg, act)
+        s1 = 0.0 if cfg["init.name"] in ("orthogonal", "delta_orthogonal") else -1.0
+        second_moment = 1.0 / 3.0 if cfg.get("data.distribution") == "uniform01" else 1.0
+        dphi, V = activation(act).dphi, theory._moments(act).V
+        scale = 1.0 if cfg.get("data.scale") is None else float(cfg["data.scale"])
+        q = sw2 * scale**2 * second_moment + sb2  # the first layer's q_1
+        m1, spread = 1.0, 0.0
+        for _ in range(int(cfg["model.depth"])):  # layer by layer along the length map
+            mu1 = float(theory._expect(lambda u: dphi(u) ** 2, q))
+            mu2 = float(theory._expect(lambda u: dphi(u) ** 4, q))
+            m1 *= sw2 * mu1
+            spread += mu2 / mu1**2 - 1.0 - s1
+            q = sw2 * float(V(q)) + sb2
+        return m1 if moment == "mean" else m1**2 * spread
+
+    def one(g):
+        s2 = g[(g["scope"] == scope) & (g["step"] == step)]["value"].to_numpy() ** 2
+        cfg = {k: theory._value(g.iloc[0], k) for k in keys}
+        return float((s2.mean() if moment == "mean" else np.var(s2)) / predicted(cfg))
+
+    if moment not in ("mean", "var"):
+        raise GradflowError(f"jacobian_free_probability: moment={moment!r} is not allowed; choices: mean, var")
+    return _per_run(df, one)
 
 
 # --- more measures: add new ones above this line, each with @measure and a docstring ---------------
