@@ -323,12 +323,14 @@ def reproduce(
         root = rep.root_for(n, scale, results_root)
         console.rule(f"[bold]{n}[/]: {spec.paper}")
         start = time.perf_counter()
-        used = {}
+        used, jobs = {}, {}
         for arm in spec.arms:
             used[arm] = spec.overrides(arm, scale, user)
-            run_plan(sweep_mod.plan(used[arm], f"{root.relative_to(results_root).as_posix()}/{arm}", force), table=False)
-        results = rep.check(spec, root)
-        figures = rep.draw(spec, root)
+            p = sweep_mod.plan(used[arm], f"{root.relative_to(results_root).as_posix()}/{arm}", force)
+            run_plan(p, table=False)
+            jobs[arm] = [j.name for j in p.jobs]
+        results = rep.check(spec, root, jobs)
+        figures = rep.draw(spec, root, jobs)
         report = rep.write_report(spec, root, scale, results, figures, used, time.perf_counter() - start)
         table = Table(title=f"{n}: claims", title_justify="left")
         for col in ("claim", "paper", "measured", "test", "result"):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -86,33 +85,32 @@ def root_for(name: str, scale: str, results: str = "results") -> Path:
 
 # --- reading one arm's results ------------------------------------------------------------------------
 class Arm:
-    """One arm's results, loaded lazily, with `where` filters on config columns."""
+    """One arm's results, loaded lazily, restricted to the runs of its current plan (so runs left over
+    from an earlier grid in the same folder never mix in), with `where` filters on config columns."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, runs: list[str] | None = None):
         self.root = root
+        self.only = set(runs) if runs is not None else None
+        self._tables: dict[str, pd.DataFrame] = {}
 
-    @cached_property
-    def runs(self) -> pd.DataFrame:
-        from gradflow.summary import runs_table
+    def load(self, name: str) -> pd.DataFrame:
+        if name not in self._tables:
+            if name == "runs":
+                from gradflow.summary import runs_table
 
-        return runs_table(self.root)
-
-    @cached_property
-    def layers(self) -> pd.DataFrame:
-        return store.load(self.root, "layers")
-
-    @cached_property
-    def metrics(self) -> pd.DataFrame:
-        return store.load(self.root, "metrics")
-
-    @cached_property
-    def jacobian(self) -> pd.DataFrame:
-        return store.load(self.root, "jacobian")
+                df = runs_table(self.root)
+            else:
+                df = store.load(self.root, name)
+            if self.only is not None and "run" in df.columns:
+                df = df[df["run"].isin(self.only)]
+            self._tables[name] = df
+        return self._tables[name]
 
     def table(self, name: str, where: dict | None) -> pd.DataFrame:
-        df = getattr(self, name)
+        df = self.load(name)
         if "run" not in df.columns or df.empty:
-            failed = self.runs[self.runs["status"] == "failed"] if "status" in self.runs else self.runs
+            runs = self.load("runs")
+            failed = runs[runs["status"] == "failed"] if "status" in runs else runs
             why = f": {failed['error'].iloc[0]}" if len(failed) and "error" in failed else ""
             raise GradflowError(f"no {name} rows in {self.root} ({len(failed)} failed runs{why})")
         for key, value in (where or {}).items():
@@ -329,6 +327,27 @@ def jacobian_free_probability(arm: Arm, where=None, moment="var", scope="input_o
     return _per_run(df, one)
 
 
+@measure
+def growth_factor(arm: Arm, where=None, quantity="act_std", step=0, trim=3, squared=False) -> Measured:
+    """Per-layer factor of a quantity towards the output: exp(slope) of log(value) against layer over the
+    bulk layers (`trim` dropped at each end), the inverse of layer_factor's; for a forward signal such as
+    act_std, whose growth runs from the input to the output. squared=True gives the factor of value^2."""
+    towards_input = layer_factor(arm, where, quantity, step, trim, squared)
+    per = [1.0 / v if v > 0 else math.nan for v in towards_input.per_run]
+    return Measured(float(np.mean(per)) if per else math.nan, per)
+
+
+@measure
+def last_value(arm: Arm, where=None, metric="loss", split="batch") -> Measured:
+    """The last logged value of a metric per run; split=batch is the mean training-minibatch value (train
+    mode) over the last eval window, what training curves such as He et al. 2016's Fig. 6 show, whereas
+    `final` reads the eval-mode value (with batchnorm's running statistics) from run.json."""
+    def one(g):
+        m = g[(g["split"] == split) & (g["metric"] == metric)].sort_values("step")["value"].to_numpy()
+        return float(m[-1]) if len(m) else math.nan
+    return _per_run(arm.table("metrics", where), one)
+
+
 # --- more measures: add new ones above this line, each with @measure and a docstring ---------------
 
 
@@ -397,8 +416,13 @@ def expand(claims: list[dict]) -> list[dict]:
     return out
 
 
-def check(spec: Spec, root: Path) -> list[ClaimResult]:
-    arms = {arm: Arm(root / arm) for arm in spec.arms}
+def arms_of(spec: Spec, root: Path, jobs: dict[str, list[str]] | None = None) -> dict[str, Arm]:
+    """The spec's arms under `root`; `jobs` (arm -> run names of the current plan) restricts each."""
+    return {arm: Arm(root / arm, (jobs or {}).get(arm)) for arm in spec.arms}
+
+
+def check(spec: Spec, root: Path, jobs: dict[str, list[str]] | None = None) -> list[ClaimResult]:
+    arms = arms_of(spec, root, jobs)
     results = []
     for c in expand(spec.claims):
         try:
@@ -412,21 +436,18 @@ def check(spec: Spec, root: Path) -> list[ClaimResult]:
 
 
 # --- figures and the report -------------------------------------------------------------------------
-def draw(spec: Spec, root: Path, fmt: str = "png") -> list[Path]:
+def draw(spec: Spec, root: Path, jobs: dict[str, list[str]] | None = None, fmt: str = "png") -> list[Path]:
     from gradflow.plots import figures
     from gradflow.plots.common import save
 
+    arms = arms_of(spec, root, jobs)
     out = []
     for i, f in enumerate(spec.figures):
         f = dict(f)
         kind, arm, title = f.pop("kind"), f.pop("arm"), f.pop("file", None)
-        arm_data = Arm(root / arm)
         table = {"profile": "layers", "heatmap": "layers", "curves": "metrics", "ratio": "runs", "grid": "runs",
                  "hist": "hist", "spectrum": "jacobian"}[kind]
-        df = store.load(root / arm, table) if table in ("hist", "jacobian") else getattr(arm_data, table)
-        where = f.pop("where", None)
-        if where:
-            df = arm_data.table(table, where) if table not in ("hist", "jacobian") else df
+        df = arms[arm].table(table, f.pop("where", None))
         fig = getattr(figures, kind)(df, **f)
         out.append(save(fig, root / store.FIGURES_DIR / f"{title or f'{i}-{kind}-{arm}'}.{fmt}"))
     return out
