@@ -45,25 +45,27 @@ def _field_comments(cls) -> dict[str, str]:
 def config_help() -> str:
     from dataclasses import fields
 
+    from rich.markup import escape
+
     lines = ["[bold]Config groups[/] (GROUP=CHOICE):"]
     for group in config_mod.GROUPS:
         lines.append(f"  {group}: {', '.join(config_mod.group_choices(group))}")
-    lines.append("")
-    lines.append("[bold]Keys[/] (KEY=VALUE; default in brackets):")
-    sections = [("model", config_mod.MLPConfig), ("data", config_mod.GaussianDataConfig),
-                ("data", config_mod.MNIST1DConfig), ("init", config_mod.InitConfig), ("norm", config_mod.NormConfig),
-                ("optim", config_mod.OptimConfig), ("probe", config_mod.ProbeConfig), ("train", config_mod.TrainConfig),
-                ("", config_mod.Config)]
+    keys = ["[bold]Keys[/] (KEY=VALUE; default in brackets):"]
+    sections = [("model", cls) for cls in dict.fromkeys(config_mod.MODEL_SCHEMAS.values())]
+    sections += [("data", cls) for cls in dict.fromkeys(config_mod.DATA_SCHEMAS.values())]
+    sections += [("init", config_mod.InitConfig), ("norm", config_mod.NormConfig), ("optim", config_mod.OptimConfig),
+                 ("probe", config_mod.ProbeConfig), ("train", config_mod.TrainConfig), ("", config_mod.Config)]
     for prefix, cls in sections:
         notes = _field_comments(cls)
+        instance = cls()
+        family = f" (model={instance.name})" if prefix == "model" else f" (data={instance.name})" if prefix == "data" else ""
         for f in fields(cls):
-            if f.name == "name" and prefix or f.name in ("model", "data", "init", "norm", "optim", "probe", "train"):
+            if (f.name == "name" and prefix) or f.name in config_mod.GROUPS + ("train",):
                 continue
-            default = f.default if f.default is not inspect.Parameter.empty and not callable(f.default) else ""
             key = f"{prefix}.{f.name}" if prefix else f.name
-            where = f" (data={cls().name})" if prefix == "data" else ""
-            lines.append(f"  {key} [{default}]{where}: {notes.get(f.name, '')}")
-    return "\n\n".join(["\n".join(lines[: len(config_mod.GROUPS) + 1]), "\n".join(lines[len(config_mod.GROUPS) + 2:])])
+            default = escape(f"[{getattr(instance, f.name)}]")
+            keys.append(f"  {key} {default}{family}: {escape(notes.get(f.name, ''))}")
+    return "\n\n".join(["\n".join(lines), "\n".join(keys)])
 
 
 # --- gradflow run ---------------------------------------------------------------------------------

@@ -85,8 +85,8 @@ class GaussianDataConfig:
     distribution: str = "normal"  # normal: x ~ N(0, I) | uniform01: x ~ U[0, 1]^dim (Glorot & Bengio 2010)
     scale: float = 1.0  # inputs are multiplied by this (e.g. to start a meanfield net at its fixed point q*)
     classes: int = 10  # labels = argmax of a fixed random teacher network, so the task is learnable
-    n_train: int = 4096
-    n_test: int = 1024
+    n_train: int = 4096  # training examples
+    n_test: int = 1024  # test examples
     teacher_width: int = 64  # hidden width of the one-hidden-layer tanh teacher
     seed: int = 0  # the dataset's own seed: every run of a sweep sees the same data
 
@@ -102,8 +102,8 @@ class MNIST1DConfig:
 class SequenceDataConfig:
     name: str = "adding"  # adding (Hochreiter & Schmidhuber 1997) | copy (Arjovsky et al. 2016), made on the fly
     T: int = 100  # sequence length (adding) or memory delay (copy): the depth in time
-    n_train: int = 4096
-    n_test: int = 1024
+    n_train: int = 4096  # training sequences
+    n_test: int = 1024  # test sequences
     n_symbols: int = 8  # copy only: alphabet size
     copy_len: int = 10  # copy only: symbols to remember
     seed: int = 0  # the dataset's own seed
@@ -131,15 +131,15 @@ class InitConfig:
 @dataclass
 class NormConfig:
     name: str = "none"  # none | batchnorm | layernorm, placed between the weight layer and the activation
-    eps: float = 1e-5
+    eps: float = 1e-5  # added to the variance inside the normalization
 
 
 @dataclass
 class OptimConfig:
     name: str = "sgd"  # sgd | adam
-    lr: float = 0.05
+    lr: float = 0.05  # learning rate (the start of the schedule)
     momentum: float = 0.9  # sgd only
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # L2 penalty coupled into the update (0 = none)
     betas: tuple[float, float] = (0.9, 0.999)  # adam only
     schedule: str = "constant"  # constant | step (lr x gamma at each milestone) | cosine (to 0 at train.steps)
     milestones: list[int] = field(default_factory=list)  # step schedule: the updates at which lr drops
@@ -159,7 +159,7 @@ class ProbeConfig:
 @dataclass
 class TrainConfig:
     steps: int = 1000  # optimizer updates; 0 = probe the initialization only
-    batch_size: int = 128
+    batch_size: int = 128  # examples per update
     eval_every: int = 100  # train/test loss and accuracy every this many steps, and at the end
     grad_clip: float = 0.0  # clip the global gradient norm at this value, or disable if == 0.0
     clip_value: float = 0.0  # clip each gradient element to [-v, v], or disable if == 0.0
