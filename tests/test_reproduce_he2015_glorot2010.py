@@ -11,22 +11,7 @@ from pathlib import Path
 
 import pytest
 
-
-def report_rows(root: Path) -> list[str]:
-    """The claim rows of REPORT.md's table (header and rule left out)."""
-    text = (root / "REPORT.md").read_text()
-    return [line for line in text.splitlines() if line.startswith("| ") and "**" in line]
-
-
-def rows_with(rows: list[str], words: str) -> list[str]:
-    hits = [r for r in rows if words in r]
-    assert hits, f"no claim row contains {words!r}"
-    return hits
-
-
-def figures_drawn(root: Path, names: tuple[str, ...]) -> None:
-    for name in names:
-        assert (root / "figures" / f"{name}.png").stat().st_size > 10_000, name
+from tests.reports import figures_drawn, report_rows, rows_with
 
 
 # --- he2015 ---------------------------------------------------------------------------------------

@@ -11,22 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.reports import report_rows, row
+
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("results")
-
-
-def report_rows(root: Path) -> list[str]:
-    """The claim rows of REPORT.md's table (header and rule left out)."""
-    text = (root / "REPORT.md").read_text()
-    return [line for line in text.splitlines() if line.startswith("| ") and "**" in line]
-
-
-def row(rows: list[str], words: str) -> str:
-    hits = [r for r in rows if words in r]
-    assert len(hits) == 1, f"{words!r} matches {len(hits)} claim rows"
-    return hits[0]
 
 
 @pytest.mark.slow
