@@ -177,6 +177,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0  # weight init and batch order
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
+    threads: int = 0  # CPU intra-op threads; 0 = torch's default (every core); 1 on a busy or shared CPU
     name: str = "run"  # results go to <results>/<name>/<job>/
     results: str = "results"  # the results root folder
 
@@ -291,6 +292,7 @@ def validate(cfg: DictConfig) -> None:
     _choice("optim.name", cfg.optim.name, OPTIM_CHOICES)
     _positive("optim.lr", cfg.optim.lr, 0)
     _choice("optim.schedule", cfg.optim.schedule, ("constant", "step", "cosine"))
+    _positive("threads", cfg.threads, 0)
     _positive("train.steps", cfg.train.steps, 0)
     _positive("train.batch_size", cfg.train.batch_size)
     _positive("train.eval_every", cfg.train.eval_every)

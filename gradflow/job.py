@@ -24,6 +24,8 @@ from gradflow.train import ProgressFn, train
 def prepare(cfg: DictConfig):
     """Everything before the first write: a user error here leaves no results folder behind."""
     device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     data = datasets.build(cfg.data, device)
     model = models.build(cfg, data.input_shape, data.n_classes, per_step=data.task == "per_step")
