@@ -222,7 +222,7 @@ register_configs()
 
 
 # --- job names: readable, filesystem-safe, order-independent ------------------------------------
-NOT_IN_JOB_NAME = ("name", "results", "device")
+NOT_IN_JOB_NAME = ("name", "results", "device", "threads")  # where and how fast, not what is computed
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+\-]")
 
 

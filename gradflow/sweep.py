@@ -116,10 +116,15 @@ def check_launcher(launcher: str) -> None:
 
 
 def same_config(job_dir: Path, cfg) -> bool:
+    """Whether a finished run computed the same thing (the thread count does not count)."""
     try:
-        return (job_dir / store.CONFIG_FILE).read_text() == OmegaConf.to_yaml(cfg, resolve=True)
+        old = OmegaConf.load(job_dir / store.CONFIG_FILE)
     except FileNotFoundError:
         return False
+    new = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    for c in (old, new):
+        c.pop("threads", None)
+    return old == new
 
 
 # --- the job: runs in this process (basic launcher) or in a worker (joblib, submitit) ------------

@@ -119,7 +119,7 @@ def test_he2016_quick_passes(cli, shared):
     assert out.exit_code == 0, out.output
     root = shared / "reproduce" / "he2016-quick"
     rows = report_rows(root)
-    assert len(rows) == 6
+    assert len(rows) == 5
     assert all("**PASS**" in r for r in rows), "\n".join(rows)
     figures_drawn(root, ["curves-plain-vs-residual", "profile-signal-init"])
 
