@@ -24,7 +24,6 @@ import shutil
 import struct
 import tarfile
 import tempfile
-import time
 import urllib.request
 import zlib
 from pathlib import Path
