@@ -38,11 +38,50 @@ HIST_FILE = "hist.parquet"
 JACOBIAN_FILE = "jacobian.parquet"
 SWEEP_FILE = "sweep.yaml"
 FIGURES_DIR = "figures"
-LAYER_COLUMNS = ["step", "layer", "name", "quantity", "value"]
-METRIC_COLUMNS = ["step", "split", "metric", "value"]
+REPORT_FILE = "REPORT.md"
+
+# column names: every other module uses these names (or the selectors below), never the strings
+STEP, LAYER, NAME, QUANTITY, VALUE = "step", "layer", "name", "quantity", "value"
+SPLIT, METRIC = "split", "metric"
+RUN, SOURCE, STATUS, PATH = "run", "source", "status", "path"  # added by `load` / `load_records`
+LAYER_COLUMNS = [STEP, LAYER, NAME, QUANTITY, VALUE]
+METRIC_COLUMNS = [STEP, SPLIT, METRIC, VALUE]
 HIST_COLUMNS = ["step", "layer", "name", "tensor", "kind", "lo", "hi", "count"]
 JACOBIAN_COLUMNS = ["step", "sample", "scope", "layer", "index", "value"]
 FINISHED = ("ok", "diverged")  # a sweep rerun skips these
+
+
+# --- the folder layout -----------------------------------------------------------------------------
+def study_dir(results: str | Path, name: str) -> Path:
+    """<results>/<name>/: one single run or one sweep (a reproduction holds one sweep per arm)."""
+    return Path(results) / name
+
+
+def figures_dir(study: str | Path) -> Path:
+    return Path(study) / FIGURES_DIR
+
+
+def report_path(study: str | Path) -> Path:
+    return Path(study) / REPORT_FILE
+
+
+# --- selectors: the questions everyone asks of the long tables -------------------------------------
+def rows(layers: pd.DataFrame, quantity: str, step: int | None = None) -> pd.DataFrame:
+    """The rows of one quantity (at one step), sorted by layer."""
+    keep = layers[QUANTITY] == quantity
+    if step is not None:
+        keep &= layers[STEP] == step
+    return layers[keep].sort_values(LAYER)
+
+
+def profile(layers: pd.DataFrame, quantity: str, step: int) -> pd.Series:
+    """The per-layer profile of `quantity` at `step` for one run's rows: values indexed by layer."""
+    r = rows(layers, quantity, step)
+    return pd.Series(r[VALUE].to_numpy(), index=r[LAYER].to_numpy(), name=quantity)
+
+
+def last_step(layers: pd.DataFrame) -> int:
+    return int(layers[STEP].max())
 
 
 # --- writing -------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from gradflow import theory
 from gradflow.activations import ACTIVATIONS
-from gradflow.cli_theory import theory_app
+from gradflow.cli.theory import theory_app
 from gradflow.errors import GradflowError
 
 N_MC = 2_000_000  # standard normal samples for the Monte Carlo checks
@@ -235,7 +235,7 @@ def test_phase_grid_matches_point():
 
 
 def test_theory_does_not_import_torch():
-    code = "import sys, gradflow.theory, gradflow.cli_theory; assert 'torch' not in sys.modules"
+    code = "import sys, gradflow.theory, gradflow.cli.theory; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

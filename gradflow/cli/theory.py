@@ -1,5 +1,5 @@
 """`gradflow theory`: mean-field predictions for one (activation, sw2, sb2), the critical sw2, or a
-phase diagram. Mounted by gradflow.cli as `app.add_typer(theory_app, name="theory")`."""
+phase diagram."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from rich.table import Table
 
 from gradflow import theory
 from gradflow.activations import ACTIVATIONS
-from gradflow.console import console, user_errors
+from gradflow.cli.app import app
+from gradflow.cli.console import console, user_errors
 from gradflow.errors import GradflowError
 
 theory_app = typer.Typer(
@@ -133,3 +134,6 @@ def phase(
     name = _activation(activation)
     path = phase_diagram(name, out or Path("results") / "theory" / f"phase-{name}.png")
     console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+
+
+app.add_typer(theory_app, name="theory")

@@ -1,6 +1,6 @@
 """`gradflow plot` and `gradflow compare`: figures and comparisons drawn from results on disk.
 
-Mounted on the main app by gradflow.cli (`register(app)`). Every number comes from the tables the
+Every number comes from the tables the
 runs wrote (`gradflow.load`), never from a live model; the drawing lives in gradflow.plots and the
 matching of runs across results folders in `comparison()`, so this module only checks the options,
 calls one function and prints.
@@ -19,7 +19,8 @@ import typer
 from rich.table import Table
 
 from gradflow import store
-from gradflow.console import console, user_errors
+from gradflow.cli.app import app
+from gradflow.cli.console import console, user_errors
 from gradflow.errors import GradflowError
 
 # kind -> (the table it reads, the options it uses): any other option is refused, never silently ignored
@@ -466,7 +467,5 @@ def compare(
     _print_paths([written])
 
 
-def register(app: typer.Typer) -> None:
-    """Add `plot` and `compare` to the main app."""
-    app.command("plot")(plot)
-    app.command("compare")(compare)
+app.command("plot")(plot)
+app.command("compare")(compare)

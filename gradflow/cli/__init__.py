@@ -1,0 +1,16 @@
+"""The command line: one thin module per command group (parse, call the library, show the result).
+
+`gradflow.cli.app` holds the Typer app; importing a command module registers its commands.
+"""
+
+from gradflow.cli.app import app
+
+# importing a command module registers its commands; this order is the order of `gradflow --help`
+from gradflow.cli import run, ls, sweep, reproduce, bench, theory, plots  # noqa: E402,F401  isort: skip
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]
