@@ -79,6 +79,28 @@ class RNNConfig:
 
 
 @dataclass
+class TransformerConfig:
+    name: str = "transformer"  # a causal (GPT-style) transformer: embeddings, `depth` blocks, final norm, linear head
+    depth: int = 4  # blocks; each = attention sublayer + MLP sublayer, both residual
+    d_model: int = 64  # width of the residual stream (token and position embeddings, every sublayer's output)
+    heads: int = 4  # attention heads; must divide d_model (head size = d_model / heads)
+    mlp_ratio: int = 4  # the MLP's hidden width = mlp_ratio * d_model
+    activation: str = "gelu"  # the MLP's nonlinearity, a name from gradflow.activations.ACTIVATIONS
+    ln: str = "pre"  # norm placement: pre (GPT-2, LLaMA: x + f(norm(x)), final norm) | post (Vaswani et al. 2017: norm(x + f(x))) | none
+    norm_kind: str = "layernorm"  # layernorm | rmsnorm (LLaMA)
+    alpha: str = "1.0"  # residual branch scale: a number, inv_sqrt_depth (1/sqrt(depth)), or learnable (SkipInit: starts at 0)
+    dropout: float = 0.0  # on attention weights and on each sublayer's output; 0 keeps probed gradients deterministic
+
+
+@dataclass
+class CustomConfig:
+    name: str = "custom"  # your own torch.nn.Module, built by hydra.utils.instantiate
+    target: str = MISSING  # its class or factory: a dotted path (my_models.Net) or module:attr, importable from the current folder
+    kwargs: dict[str, Any] = field(default_factory=dict)  # constructor arguments, e.g. +model.kwargs.width=64
+    activation: str = "auto"  # the activation modules' kind for saturation/dead-unit statistics; auto = the kind discovery finds (mixed kinds: mean/std only)
+
+
+@dataclass
 class GaussianDataConfig:
     name: str = "gaussian"
     dim: int = 64  # input dimension
@@ -110,6 +132,27 @@ class SequenceDataConfig:
 
 
 @dataclass
+class CharsDataConfig:
+    name: str = "chars"  # character-level language modelling on the standard library's pydoc_data.topics text (~465k characters)
+    T: int = 64  # characters per example (the context length); the targets are the same characters shifted by one
+    test_fraction: float = 0.1  # the last part of the text (by position) is the test split
+    n_train: int = 2048  # training windows, evenly spaced over the training text (0 = every non-overlapping window); evaluation passes over all of them
+    n_test: int = 256  # test windows, likewise (0 = every non-overlapping window)
+
+
+@dataclass
+class RecallDataConfig:
+    name: str = "recall"  # associative recall: key-value pairs, then queried keys whose values must be recalled
+    pairs: int = 8  # key-value pairs per sequence (distinct keys)
+    queries: int = 4  # queried keys per sequence, each followed by its value; only the values are scored
+    n_keys: int = 16  # key alphabet (tokens 0..n_keys-1); must be >= pairs
+    n_values: int = 16  # value alphabet (tokens n_keys..n_keys+n_values-1)
+    n_train: int = 4096  # training sequences
+    n_test: int = 1024  # test sequences
+    seed: int = 0  # the dataset's own seed
+
+
+@dataclass
 class ImageDataConfig:
     name: str = "mnist"  # mnist | fashion_mnist | cifar10, read from their standard distribution files
     root: str = ""  # folder holding the files; "" = $GRADFLOW_DATA or ./data
@@ -121,7 +164,7 @@ class ImageDataConfig:
 @dataclass
 class InitConfig:
     name: str = "xavier_normal"  # standard | xavier_uniform | xavier_normal | kaiming_uniform | kaiming_normal
-    #                              | lecun_normal | orthogonal | meanfield
+    #                              | lecun_normal | orthogonal | meanfield | gpt2 | keep (the model's own init)
     gain: float = 1.0  # xavier_* and orthogonal: weight scale multiplier
     mode: str = "fan_in"  # kaiming_*: fan_in preserves forward variance, fan_out backward variance
     sw2: float = 1.0  # meanfield: W ~ N(0, sw2 / fan_in)
@@ -144,6 +187,7 @@ class OptimConfig:
     schedule: str = "constant"  # constant | step (lr x gamma at each milestone) | cosine (to 0 at train.steps)
     milestones: list[int] = field(default_factory=list)  # step schedule: the updates at which lr drops
     gamma: float = 0.1  # step schedule: the factor at each milestone
+    warmup: int = 0  # linear warm-up: lr x (t + 1) / warmup for the first `warmup` updates, then the schedule (0 = none)
 
 
 @dataclass
@@ -183,19 +227,21 @@ class Config:
 
 
 MODEL_SCHEMAS = {"mlp": MLPConfig, "cnn": CNNConfig, "resnet": ResNetConfig, "rnn": RNNConfig, "lstm": RNNConfig,
-                 "gru": RNNConfig}
+                 "gru": RNNConfig, "transformer": TransformerConfig, "custom": CustomConfig}
 DATA_SCHEMAS = {"gaussian": GaussianDataConfig, "mnist1d": MNIST1DConfig, "mnist": ImageDataConfig,
                 "fashion_mnist": ImageDataConfig, "cifar10": ImageDataConfig, "adding": SequenceDataConfig,
-                "copy": SequenceDataConfig}
+                "copy": SequenceDataConfig, "chars": CharsDataConfig, "recall": RecallDataConfig}
 
 INIT_CHOICES = ("standard", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal",
-                "lecun_normal", "orthogonal", "meanfield", "delta_orthogonal")
+                "lecun_normal", "orthogonal", "meanfield", "delta_orthogonal", "gpt2", "keep")
 RESNET_VARIANTS = ("batchnorm", "fixup", "skipinit")
 RECURRENT_INITS = ("orthogonal", "identity", "gaussian")
 NORM_CHOICES = ("none", "batchnorm", "layernorm")
 OPTIM_CHOICES = ("sgd", "adam")
 SKIP_CHOICES = ("none", "residual")
 MODE_CHOICES = ("fan_in", "fan_out")
+LN_CHOICES = ("pre", "post", "none")
+NORM_KINDS = ("layernorm", "rmsnorm")
 
 
 def register_configs() -> None:
@@ -260,7 +306,7 @@ def validate(cfg: DictConfig) -> None:
 
     m = cfg.model
     _choice("model.name", m.name, tuple(MODEL_SCHEMAS))
-    _choice("model.activation", m.activation, tuple(activations.ACTIVATIONS))
+    _choice("model.activation", m.activation, tuple(activations.ACTIVATIONS) + (("auto",) if m.name == "custom" else ()))
     if m.name in ("mlp", "cnn", "resnet"):
         _positive("model.depth", m.depth)
         _choice("model.skip", m.skip, SKIP_CHOICES)
@@ -284,6 +330,11 @@ def validate(cfg: DictConfig) -> None:
         _choice("model.recurrent_init", m.recurrent_init, RECURRENT_INITS)
         if m.name == "rnn":
             _choice("model.activation", m.activation, ("tanh", "relu"))
+    if m.name == "transformer":
+        _validate_transformer(m, cfg.norm.name)
+    if m.name == "custom" and (OmegaConf.is_missing(m, "target") or not str(m.target).strip()):
+        raise GradflowError("model=custom needs model.target: a dotted path or module:attr of an nn.Module class or "
+                            "factory importable from the current folder, e.g. model.target=my_models:Net")
     _choice("init.name", cfg.init.name, INIT_CHOICES)
     _choice("init.mode", cfg.init.mode, MODE_CHOICES)
     _positive("init.sw2", cfg.init.sw2, 0)
@@ -292,6 +343,7 @@ def validate(cfg: DictConfig) -> None:
     _choice("optim.name", cfg.optim.name, OPTIM_CHOICES)
     _positive("optim.lr", cfg.optim.lr, 0)
     _choice("optim.schedule", cfg.optim.schedule, ("constant", "step", "cosine"))
+    _positive("optim.warmup", cfg.optim.warmup, 0)
     _positive("threads", cfg.threads, 0)
     _positive("train.steps", cfg.train.steps, 0)
     _positive("train.batch_size", cfg.train.batch_size)
@@ -306,6 +358,17 @@ def validate(cfg: DictConfig) -> None:
     if cfg.data.name in ("adding", "copy"):
         for k in ("T", "n_train", "n_test", "n_symbols", "copy_len"):
             _positive(f"data.{k}", cfg.data[k], 2 if k == "T" else 1)
+    if cfg.data.name == "chars":
+        _positive("data.T", cfg.data.T)
+        _positive("data.n_train", cfg.data.n_train, 0)
+        _positive("data.n_test", cfg.data.n_test, 0)
+        if not 0 < cfg.data.test_fraction < 1:
+            raise GradflowError(f"data.test_fraction={cfg.data.test_fraction} must be between 0 and 1")
+    if cfg.data.name == "recall":
+        for k in ("pairs", "queries", "n_keys", "n_values", "n_train", "n_test"):
+            _positive(f"data.{k}", cfg.data[k])
+        if cfg.data.n_keys < cfg.data.pairs:
+            raise GradflowError(f"data.n_keys={cfg.data.n_keys} must be >= data.pairs={cfg.data.pairs} (keys are distinct)")
     if cfg.data.name == "gaussian":
         _choice("data.distribution", cfg.data.distribution, ("normal", "uniform01"))
         for k in ("dim", "classes", "n_train", "n_test", "teacher_width"):
@@ -314,6 +377,23 @@ def validate(cfg: DictConfig) -> None:
         raise GradflowError(f"name={cfg.name!r} must be a relative folder name inside {cfg.results}/ "
                             "(letters, digits, . _ - /; no '..')")
     resolve_device(cfg.device)
+
+
+def _validate_transformer(m, norm: str) -> None:
+    for k in ("depth", "d_model", "heads", "mlp_ratio"):
+        _positive(f"model.{k}", m[k])
+    if m.d_model % m.heads:
+        divisors = [h for h in range(1, m.d_model + 1) if m.d_model % h == 0]
+        raise GradflowError(f"model.heads={m.heads} does not divide model.d_model={m.d_model}; "
+                            f"choices: {', '.join(map(str, divisors))}")
+    _choice("model.ln", m.ln, LN_CHOICES)
+    _choice("model.norm_kind", m.norm_kind, NORM_KINDS)
+    residual_alpha(m.alpha, m.depth)
+    if not 0 <= m.dropout < 1:
+        raise GradflowError(f"model.dropout={m.dropout} must be in [0, 1)")
+    if norm != "none":
+        raise GradflowError(f"norm={norm} does not apply to model=transformer; choices: norm=none, "
+                            "with model.ln=pre|post|none and model.norm_kind=layernorm|rmsnorm")
 
 
 def residual_alpha(alpha: str, depth: int) -> float | str:

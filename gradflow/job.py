@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from gradflow import data as datasets
 from gradflow import models, store
 from gradflow.config import resolve_device
+from gradflow.models.custom import activation_kind
 from gradflow.models.init import initialize
 from gradflow.probes import QUANTITIES, Probes
 from gradflow.train import ProgressFn, train
@@ -28,7 +29,10 @@ def prepare(cfg: DictConfig):
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     data = datasets.build(cfg.data, device)
-    model = models.build(cfg, data.input_shape, data.n_classes, per_step=data.task == "per_step")
+    model = models.build(cfg, data.input_shape, data.n_classes, per_step=data.task in ("per_step", "next_token"),
+                         vocab=data.vocab)
+    if cfg.model.activation == "auto":  # model=custom: the activation kind its probe-point discovery found
+        cfg.model.activation = activation_kind(model)
     initialize(model, cfg.init, cfg.model.activation)
     if hasattr(model, "post_init"):  # family-specific init on top of the scheme (recurrent weights, Fixup, ...)
         model.post_init(cfg)

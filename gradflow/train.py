@@ -7,6 +7,8 @@ The loop never prints or writes: it returns rows and reports progress through a 
 
 from __future__ import annotations
 
+import bisect
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 
 from gradflow.data import Data
 from gradflow.probes import Probes, jacobian_spectra, schedule
+from gradflow.textdata import IGNORE
 
 ProgressFn = Callable[[int, int], None]  # (step, steps)
 
@@ -43,12 +46,24 @@ def make_optimizer(params, cfg) -> torch.optim.Optimizer:
 
 
 def make_schedule(opt: torch.optim.Optimizer, cfg, steps: int):
-    """The learning-rate schedule, stepped once per update (None for a constant rate)."""
-    if cfg.schedule == "step":
-        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.milestones), gamma=cfg.gamma)
-    if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
-    return None
+    """The learning-rate schedule, stepped once per update (None for a constant rate without warm-up).
+
+    The factor on lr after t updates: the schedule's (step: gamma per milestone passed; cosine: to 0 at
+    `steps`), times a linear warm-up (t + 1) / warmup over the first `cfg.warmup` updates.
+    """
+    if cfg.schedule == "constant" and not cfg.warmup:
+        return None
+    kind, gamma, milestones, warmup = cfg.schedule, cfg.gamma, sorted(cfg.milestones), cfg.warmup
+
+    def factor(t: int) -> float:
+        f = min(1.0, (t + 1) / warmup) if warmup else 1.0
+        if kind == "step":
+            f *= gamma ** bisect.bisect_right(milestones, t)
+        elif kind == "cosine":
+            f *= 0.5 * (1.0 + math.cos(math.pi * min(t, steps) / max(steps, 1)))
+        return f
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 ADDING_TOLERANCE = 0.04  # a regression prediction within this of the target counts as correct

@@ -20,25 +20,34 @@ class ProbePoint:
     activation: nn.Module | None  # the activation after it, whose output statistics are probed
 
 
-def build(cfg, input_shape: tuple[int, ...], n_classes: int, per_step: bool = False) -> nn.Module:
+def build(cfg, input_shape: tuple[int, ...], n_classes: int, per_step: bool = False, vocab: int = 0) -> nn.Module:
     """The model for `cfg` (the whole run config); it has a `probe_points` list.
 
     `per_step`: the task wants an output at every time step (sequence models only).
+    `vocab`: the inputs are token ids in [0, vocab) (0: real-valued inputs).
     """
     from gradflow.models.cnn import CNN
+    from gradflow.models.custom import Custom
     from gradflow.models.mlp import MLP
     from gradflow.models.resnet import ResNet
     from gradflow.models.rnn import Recurrent
+    from gradflow.models.transformer import Transformer
 
     families = {"mlp": MLP, "cnn": CNN, "resnet": ResNet, "rnn": Recurrent, "lstm": Recurrent,
-                "gru": Recurrent}
+                "gru": Recurrent, "transformer": Transformer, "custom": Custom}
     if cfg.model.name not in families:
         raise GradflowError(f"model={cfg.model.name!r} is not a known family; choices: {', '.join(families)}")
-    if per_step and families[cfg.model.name] is not Recurrent:
-        raise GradflowError(f"data={cfg.data.name} needs an output per time step: use model=rnn, lstm or gru")
+    family = families[cfg.model.name]
+    if family in (Transformer, Custom):
+        return family.from_config(cfg, input_shape, n_classes, per_step=per_step, vocab=vocab)
+    if vocab:
+        raise GradflowError(f"data={cfg.data.name} gives token ids: use model=transformer or model=custom")
+    if per_step and family is not Recurrent:
+        raise GradflowError(f"data={cfg.data.name} needs an output per time step: use model=rnn, lstm, gru, "
+                            "transformer or custom")
     if per_step:
         return Recurrent.from_config(cfg, input_shape, n_classes, per_step=True)
-    return families[cfg.model.name].from_config(cfg, input_shape, n_classes)
+    return family.from_config(cfg, input_shape, n_classes)
 
 
 def make_norm(kind: str, features: int, eps: float = 1e-5, dims: int = 0) -> nn.Module:
