@@ -73,9 +73,14 @@ def loss_and_accuracy(out: torch.Tensor, y: torch.Tensor, task: str) -> tuple[to
     """The batch-mean loss and accuracy for a task, on device.
 
     classification: cross-entropy, argmax accuracy; regression: MSE, fraction within
-    ADDING_TOLERANCE; per_step: cross-entropy over every step, accuracy on the non-blank targets.
+    ADDING_TOLERANCE; per_step: cross-entropy over every step, accuracy on the non-blank targets;
+    next_token: cross-entropy and accuracy over the scored positions (target != IGNORE).
     """
     out = out.float()
+    if task == "next_token":
+        scored = y != IGNORE
+        loss = F.cross_entropy(out.flatten(0, 1), y.flatten(), ignore_index=IGNORE)
+        return loss, ((out.argmax(-1) == y) & scored).sum() / scored.sum().clamp(min=1)
     if task == "classification":
         return F.cross_entropy(out, y), (out.argmax(1) == y).float().mean()
     if task == "regression":
