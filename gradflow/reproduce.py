@@ -348,6 +348,15 @@ def last_value(arm: Arm, where=None, metric="loss", split="batch") -> Measured:
     return _per_run(arm.table("metrics", where), one)
 
 
+@measure
+def layer_value(arm: Arm, where=None, quantity="grad_norm", step=0, layer=0) -> Measured:
+    """A quantity at one probe point at a step; a negative layer counts from the output (-1 = the head)."""
+    def one(g):
+        p = _profile(g, quantity, step)
+        return float(p.loc[_layer(layer, p.index)])
+    return _per_run(arm.table("layers", where), one)
+
+
 # --- more measures: add new ones above this line, each with @measure and a docstring ---------------
 
 
