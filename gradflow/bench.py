@@ -12,6 +12,8 @@ WORKLOADS = {
     "mlp": ["data=mnist1d", "model.depth=20", "model.width=128"],
     "resnet20": ["data=mnist1d", "model=resnet20", "init=kaiming_normal"],
     "lstm": ["data=adding", "data.T=100", "model=lstm", "model.hidden=64"],
+    "transformer": ["data=chars", "data.T=32", "model=transformer", "model.depth=6", "model.d_model=64", "optim=adam",
+                    "optim.lr=1e-3", "train.batch_size=32"],
 }
 # "off": only step 0 and the last step are probed; "on": every step is probed
 MODES = {"off": ["probe.every=0", "probe.points=2"], "on": ["probe.every=1"]}
