@@ -12,21 +12,8 @@ import pytest
 from gradflow import reproduce as rep
 from gradflow import sweep as sweep_mod
 
-THREADS = "threads=1"
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("results")
-
-
-@pytest.fixture(autouse=True)
-def restore_threads():
-    import torch
-
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
+# one thread per run, a results folder shared by the module's tests, torch's thread count restored after each
+from tests.test_reproduce_rnn_resnet import THREADS, restore_threads, shared  # noqa: E402, F401
 
 
 def claims(results: Path, user: list[str]) -> dict[str, rep.ClaimResult]:
