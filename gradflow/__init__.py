@@ -18,3 +18,11 @@ def load(path, table: str = "layers"):
     from gradflow.store import load as _load
 
     return _load(path, table)
+
+
+def __getattr__(name):
+    if name == "Recorder":  # imported on first use: `import gradflow` stays free of torch
+        from gradflow.recorder import Recorder
+
+        return Recorder
+    raise AttributeError(f"module 'gradflow' has no attribute {name!r}")

@@ -85,7 +85,7 @@ class Probes:
         self._acts: list[torch.Tensor | None] = [None] * n  # the activation output after each point
         self._stats = None
         for i, p in enumerate(self.points):
-            if self._keep_signals:
+            if self._keep_signals and isinstance(p.layer, torch.nn.Module):  # not a projection inside a module
                 self._hooks.append(p.layer.register_forward_hook(self._on_output(i)))
             if self._keep_acts and p.activation is not None:
                 self._hooks.append(p.activation.register_forward_hook(self._on_activation(i)))
