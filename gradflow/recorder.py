@@ -64,6 +64,8 @@ class Recorder:
         self._finish_pending()
         self._last_step = max(self._last_step, step)
         if step % self.every:
+            if self.probes is not None:
+                self.probes.release()  # unprobed steps run without hooks
             yield
             return
         if self.probes is None:
@@ -74,7 +76,7 @@ class Recorder:
             yield
         except BaseException:
             if self.probes is not None:
-                self.probes.remove()
+                self.probes.release()
             raise
         if self.probes is None:
             raise GradflowError("rec.step() saw no forward pass of the model it was given")

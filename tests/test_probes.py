@@ -109,6 +109,7 @@ def test_unprobed_steps_leave_no_hooks_armed():
     result = train(model, data, cfg, probes)
     assert result.probe_steps == [0, 2, 3]
     assert not probes.armed
+    assert not any(m._forward_hooks for m in model.modules())  # released after the last probed step
 
 
 def test_schedule_always_has_init_and_end():
