@@ -91,6 +91,11 @@ class Summary:
 
 
 RATIO_SYMBOL = r"$\|\partial L/\partial W_0\| \,/\, \|\partial L/\partial W_L\|$"  # first / last weight layer
+# the first/last probe-point ratio of a per-layer quantity: its symbol and what the ratio is called
+RATIOS: dict[str, tuple[str, str]] = {
+    "grad_norm": (RATIO_SYMBOL, "Weight-gradient ratio"),
+    "signal_norm": (r"$\|\partial L/\partial z_0\| \,/\, \|\partial L/\partial z_L\|$", "Back-propagated signal ratio"),
+}
 
 
 SUMMARIES: dict[str, Summary] = {

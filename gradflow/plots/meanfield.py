@@ -17,6 +17,7 @@ def python_value(v: Any) -> Any:
 
 def _predict(config: Mapping[str, Any], cache: dict) -> Any:
     """theory.predict for a group's config, or None when there is no theory (yet) or no prediction."""
+    config = {k: v for k, v in config.items() if k not in ("source", "run")}  # where it came from, not what
     key = tuple(sorted((k, repr(v)) for k, v in config.items()))
     if key not in cache:
         try:
@@ -24,7 +25,7 @@ def _predict(config: Mapping[str, Any], cache: dict) -> Any:
         except ImportError:
             cache[key] = None
         else:
-            cache[key] = theory.predict({k: python_value(v) for k, v in config.items() if k != "source"})
+            cache[key] = theory.predict({k: python_value(v) for k, v in config.items()})
     return cache[key]
 
 
