@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from gradflow.cli.console import console
+from gradflow.fmt import fmt
 
 app = typer.Typer(
     help="gradflow: run, measure, plot and reproduce gradient-flow experiments (vanishing and exploding gradients).",
@@ -23,11 +22,4 @@ def progress_bar(transient: bool = True) -> Progress:
                     TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=transient)
 
 
-def _fmt(x, digits: int = 4) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.{digits}g}"
-    return str(x)
-
-
+_fmt = fmt  # the old name, until every command module imports gradflow.fmt itself
