@@ -17,7 +17,8 @@ from gradflow import data as datasets
 from gradflow import models, store
 from gradflow.config import resolve_device
 from gradflow.models.init import initialize
-from gradflow.probes import QUANTITIES, Probes
+from gradflow.probes import quantities as pq
+from gradflow.probes.core import Probes
 from gradflow.train import ProgressFn, train
 
 
@@ -60,10 +61,12 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
         return _failed(job_dir, record, e, start)
     finally:
         probes.remove()
-    store.write_layers(job_dir, result.probe_steps, probes.names, QUANTITIES, result.probe_values, result.probe_masks)
+    store.write_layers(job_dir, result.probe_steps, probes.names, probes.quantities, result.probe_values,
+                       result.probe_masks)
     store.write_metrics(job_dir, result.metrics)
     if result.histograms:
-        store.write_histograms(job_dir, result.probe_steps, probes.names, result.histograms)
+        store.write_histograms(job_dir, result.probe_steps, probes.names, result.histograms, pq.HIST_TENSORS,
+                              pq.HIST_KINDS, pq.HIST_LO, pq.HIST_HI)
     if result.jacobians:
         store.write_jacobians(job_dir, result.jacobians)
     final = {f"{split}_{metric}": value for _, split, metric, value in result.metrics if split in ("train", "test")}

@@ -169,20 +169,16 @@ def write_layers(job_dir: Path, steps: list[int], names: list[str], quantities: 
     write_table(Path(job_dir) / LAYERS_FILE, df)
 
 
-def write_histograms(job_dir: Path, steps: list[int], names: list[str], hists: list[np.ndarray]) -> None:
-    """Histograms, one (points, tensors, kinds) array per probed step -> the long hist table."""
-    from gradflow.probes import HIST_EDGES, HIST_KINDS, HIST_TENSORS
-
+def write_histograms(job_dir: Path, steps: list[int], names: list[str], hists: list[np.ndarray],
+                     tensors: tuple[str, ...], kinds: tuple[str, ...], lo: np.ndarray, hi: np.ndarray) -> None:
+    """Histograms, one (points, tensors, kinds) array per probed step -> the long hist table; each
+    kind k counts values with magnitude in [lo[k], hi[k])."""
     h = np.stack(hists)  # (steps, points, tensors, kinds)
     s, l, t, k = np.nonzero(~np.isnan(h))
-    nb = len(HIST_EDGES) - 1
-    lo = np.concatenate([HIST_EDGES[:-1], HIST_EDGES[:-1], [0.0, 0.0, HIST_EDGES[-1], np.nan]])
-    hi = np.concatenate([HIST_EDGES[1:], HIST_EDGES[1:], [0.0, HIST_EDGES[0], np.inf, np.nan]])
-    assert len(lo) == len(HIST_KINDS) == 2 * nb + 4
     df = pd.DataFrame({"step": np.asarray(steps, dtype=np.int64)[s], "layer": l.astype(np.int64),
                        "name": np.asarray(names, dtype=object)[l],
-                       "tensor": np.asarray(HIST_TENSORS, dtype=object)[t],
-                       "kind": np.asarray(HIST_KINDS, dtype=object)[k], "lo": lo[k], "hi": hi[k],
+                       "tensor": np.asarray(tensors, dtype=object)[t],
+                       "kind": np.asarray(kinds, dtype=object)[k], "lo": np.asarray(lo)[k], "hi": np.asarray(hi)[k],
                        "count": h[s, l, t, k].astype(np.int64)})
     write_table(Path(job_dir) / HIST_FILE, df)
 
