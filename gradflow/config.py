@@ -455,18 +455,3 @@ def _experiment_choices(group: str) -> list[str]:
     if group == "experiment":
         return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
     return []
-
-
-def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
-    """{"model.depth": 20, ...}: every leaf of a config as a dotted key."""
-    container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-    out: dict[str, Any] = {}
-    for k, v in container.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        elif isinstance(v, (list, tuple)):
-            out[key] = str(list(v))
-        else:
-            out[key] = v
-    return out

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import os
 import re
+import signal
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,8 +16,9 @@ from rich.table import Table
 from gradflow import config as config_mod
 from gradflow import store
 from gradflow.cli.app import app
-from gradflow.cli.console import console, user_errors
+from gradflow.cli.console import console, err_console, user_errors
 from gradflow.cli.app import _fmt, progress_bar
+from gradflow.cli.sweep import INTERRUPTED_EXIT
 
 
 # --- help text generated from the schema, so it cannot drift from the code -----------------------
@@ -66,14 +69,25 @@ def run(
 ) -> None:
     """Train one network and record its per-layer gradient signals into results/NAME/JOB/."""
     from gradflow import job
+    from gradflow.sweep import check_overrides
 
     overrides = list(overrides or [])
+    check_overrides(overrides, "run")
     cfg = config_mod.compose(overrides)
-    job_dir = Path(cfg.results) / cfg.name / config_mod.job_name(overrides)
-    store.check_writable(job_dir)
-    with progress_bar() as progress:
+    study = store.study_dir(cfg.results, cfg.name)
+    job_dir = study / config_mod.job_name(overrides)
+    store.check_writable(job_dir, study)
+    with store.lock(study), progress_bar() as progress:
         task = progress.add_task("training", total=cfg.train.steps + 1)
-        record = job.execute(cfg, job_dir, on_step=lambda t, n: progress.update(task, completed=t + 1))
+        try:
+            record = job.execute(cfg, job_dir, on_step=lambda t, n: progress.update(task, completed=t + 1))
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, lambda *_: os._exit(INTERRUPTED_EXIT))  # a second Ctrl-C: leave now
+            progress.stop()
+            rec = store.read_run(job_dir) or {}
+            err_console.print(f"interrupted at step {rec.get('steps_done', 0)}: {job_dir} is marked interrupted; "
+                              "rerun the same command to start it again", highlight=False, soft_wrap=True)
+            raise typer.Exit(INTERRUPTED_EXIT) from None
     show_run(job_dir, record)
     if record["status"] == "failed":
         raise typer.Exit(1)
@@ -95,9 +109,11 @@ def show_run(job_dir: Path, record: dict) -> None:
         layer = record.get("diverged_layer")
         console.print(f"[yellow]non-finite loss or gradient first at step {record['diverged_step']}"
                       + (f", layer {layer}" if layer is not None else "") + "[/]")
-    final = record.get("final", {})
-    console.print("final  train loss {}  acc {}   test loss {}  acc {}".format(
-        *(_fmt(final.get(k)) for k in ("train_loss", "train_acc", "test_loss", "test_acc"))))
+    final = record.get("final") or record.get("last_finite") or {}
+    label = "final" if record.get("final") else f"last finite evaluation (step {final['step']})" if final else ""
+    if label:
+        console.print(f"{label}  train loss {{}}  acc {{}}   test loss {{}}  acc {{}}".format(
+            *(_fmt(final.get(k)) for k in ("train_loss", "train_acc", "test_loss", "test_acc"))))
     layers = pd.read_parquet(job_dir / store.LAYERS_FILE)
     if not layers.empty:
         last = int(layers["step"].max())
