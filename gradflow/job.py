@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
 
