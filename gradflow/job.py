@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
 import torch
 from omegaconf import DictConfig
 
@@ -91,6 +92,9 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
         record.update(status=result.status, steps_done=result.steps_done, train_time=round(result.train_time, 4),
                       diverged_step=result.diverged_step, diverged_layer=result.diverged_layer,
                       **final_metrics(result.metrics, result.status))
+        if result.status == store.OK:
+            record["flags"] = learned_nothing(job_dir, record["final"],
+                                              data.n_classes if data.task == "classification" else 0)
         record["summary"] = _summary(job_dir, flat)
         record["wall_time"] = round(time.perf_counter() - start, 4)
         store.finish(job_dir, record)
@@ -135,6 +139,27 @@ def _exit_on_second_interrupt():
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+CHANCE_MARGIN = 0.99  # a net stuck at chance hovers around ln(n_classes), a little either side
+
+
+def learned_nothing(job_dir: Path, final: dict, n_classes: int) -> list[str]:
+    """Why a run that finished cleanly is still no success (run.json `flags`; `run` and `ls` show them):
+    every hidden layer's weight gradient exactly 0 at the end (e.g. all ReLUs dead), or a final train
+    loss at or above chance, ln(n_classes) for a classifier (n_classes = 0: no chance level)."""
+    flags = []
+    layers = pd.read_parquet(Path(job_dir) / store.LAYERS_FILE)
+    if not layers.empty:
+        end = store.profile(layers, "grad_norm", store.last_step(layers))
+        hidden = end.drop(end.index.max())  # the head's gradient is the loss's, not the network's
+        if len(hidden) and (hidden == 0).all():
+            flags.append("learned nothing: every hidden layer's weight gradient is exactly 0 at the end")
+    loss, chance = final.get("train_loss", math.nan), math.log(max(n_classes, 1))
+    if n_classes > 1 and math.isfinite(loss) and loss > CHANCE_MARGIN * chance:
+        flags.append(f"learned nothing: final train loss {loss:.4g} is at or above chance "
+                     f"(ln {n_classes} = {chance:.4g})")
+    return flags
 
 
 def _failed(job_dir, record, e: Exception, start: float) -> dict:
