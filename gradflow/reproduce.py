@@ -10,10 +10,12 @@ value, and the test the measured value must pass. Results go to results/reproduc
 from __future__ import annotations
 
 import math
+import re
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pandas as pd
@@ -22,6 +24,9 @@ from omegaconf import OmegaConf
 from gradflow import store, theory
 from gradflow.config import EXPERIMENTS_DIR
 from gradflow.errors import GradflowError
+
+if TYPE_CHECKING:
+    from gradflow import sweep as sweep_mod
 
 SPEC_DIR = EXPERIMENTS_DIR / "reproduce"
 SCALES = ("quick", "default", "paper")
@@ -56,6 +61,11 @@ class Spec:
             if bad:
                 raise GradflowError(f"{path}: {where} has {bad[0]!r}, not a key=value override "
                                     "(quote comma lists in YAML flow lists: ['model.depth=10,60'])")
+        for claim in raw.get("claims", []):
+            try:
+                claim_source(claim)
+            except GradflowError as e:
+                raise GradflowError(f"{path}: {e}") from None
         for key in ("base", "figures", "notes", "scaled", "scales"):
             raw.setdefault(key, {} if key in ("scaled", "scales") else [] if key != "notes" else "")
         return cls(**raw)
@@ -138,14 +148,24 @@ class Measured:
     value: float  # the aggregate (mean over runs, or a count)
     per_run: list[float]
     note: str = ""  # why there is no value
+    se: float = math.nan  # standard error of a mean over runs (seeds); nan for counts and single runs
 
     def spread(self) -> str:
         if self.note:
             return self.note
         finite = [v for v in self.per_run if np.isfinite(v)]
-        if len(finite) < 2:
-            return ""
-        return f"[{fmt_number(min(finite))}, {fmt_number(max(finite))}] over {len(self.per_run)} runs"
+        parts = [f"[{fmt_number(min(finite))}, {fmt_number(max(finite))}] over {len(self.per_run)} runs"
+                 ] if len(finite) >= 2 else []
+        if np.isfinite(self.se):
+            parts.append(f"s.e. {fmt_number(self.se)}")
+        return ", ".join(parts)
+
+
+def _mean(values: list[float]) -> Measured:
+    """The mean over runs with its standard error (over the finite values, when there are two or more)."""
+    finite = np.array([v for v in values if np.isfinite(v)])
+    se = float(finite.std(ddof=1) / math.sqrt(finite.size)) if finite.size >= 2 else math.nan
+    return Measured(float(np.mean(values)) if values else math.nan, list(values), se=se)
 
 
 MEASURES: dict[str, Callable[..., Measured]] = {}
@@ -157,8 +177,7 @@ def measure(fn: Callable[..., Measured]) -> Callable[..., Measured]:
 
 
 def _per_run(df: pd.DataFrame, fn: Callable[[pd.DataFrame], float]) -> Measured:
-    values = [fn(g) for _, g in df.groupby(store.RUN, sort=True)]
-    return Measured(float(np.mean(values)) if values else math.nan, values)
+    return _mean([fn(g) for _, g in df.groupby(store.RUN, sort=True)])
 
 
 def _layer(index: int, layers: pd.Index) -> int:
@@ -194,8 +213,7 @@ def _curve(g: pd.DataFrame, split: str, metric: str) -> np.ndarray:
 def final(arm: Arm, where=None, metric="train_loss") -> Measured:
     """A final metric from run.json: train_loss, train_acc, test_loss, test_acc."""
     runs = arm.table("runs", where)
-    values = runs[f"final.{metric}"].astype(float).tolist()
-    return Measured(float(np.mean(values)), values)
+    return _mean(runs[f"final.{metric}"].astype(float).tolist())
 
 
 @measure
@@ -224,6 +242,13 @@ def status_count(arm: Arm, where=None, status="diverged") -> Measured:
     runs = arm.table("runs", where)
     hits = (runs[store.STATUS] == status).astype(float).tolist()
     return Measured(float(np.sum(hits)), hits)
+
+
+@measure
+def status_share(arm: Arm, where=None, status="diverged") -> Measured:
+    """The share of runs that ended with `status` (ok | diverged | failed): 1.0 = every run."""
+    runs = arm.table("runs", where)
+    return Measured(float((runs[store.STATUS] == status).mean()), (runs[store.STATUS] == status).astype(float).tolist())
 
 
 @measure
@@ -266,8 +291,7 @@ def jacobian_stat(arm: Arm, where=None, stat="mean_s", scope="input_output", lay
 def chi1_error(arm: Arm, where=None, trim=3) -> Measured:
     """|chi1_measured / chi1_theory - 1| per run: how far the measured per-layer growth is from theory."""
     runs = arm.table("runs", where)
-    values = (runs["chi1_measured"] / runs["chi1_theory"] - 1).abs().astype(float).tolist()
-    return Measured(float(np.mean(values)), values)
+    return _mean((runs["chi1_measured"] / runs["chi1_theory"] - 1).abs().astype(float).tolist())
 
 
 @measure
@@ -308,13 +332,13 @@ def jacobian_free_probability(arm: Arm, where=None, moment="var", scope="input_o
 
 
 @measure
-def growth_factor(arm: Arm, where=None, quantity="act_std", step=0, trim=3, squared=False) -> Measured:
+def growth_factor(arm: Arm, where=None, quantity="act_std", step=0, trim=3, squared=False, per=1) -> Measured:
     """Per-layer factor of a quantity towards the output: exp(slope) of log(value) against layer over the
     bulk layers (`trim` dropped at each end), the inverse of layer_factor's; for a forward signal such as
-    act_std, whose growth runs from the input to the output. squared=True gives the factor of value^2."""
+    act_std, whose growth runs from the input to the output. squared=True gives the factor of value^2;
+    per=m the factor over m layers (a residual block of m weight layers)."""
     towards_input = layer_factor(arm, where, quantity, step, trim, squared)
-    per = [1.0 / v if v > 0 else math.nan for v in towards_input.per_run]
-    return Measured(float(np.mean(per)) if per else math.nan, per)
+    return _mean([v ** -per if v > 0 else math.nan for v in towards_input.per_run])
 
 
 @measure
@@ -335,13 +359,14 @@ def compute(spec_measure: dict, arms: dict[str, Arm]) -> Measured:
     """Evaluate {fn: NAME, arm: ARM, ...args} or a combination {fn: difference|min_difference, a:, b:}."""
     m = dict(spec_measure)
     fn = m.pop("fn")
-    if fn in ("difference", "min_difference", "ratio"):
+    if fn in _COMBINATIONS:
         a = compute(m["a"], arms)
         bs = [compute(b, arms) for b in (m["b"] if isinstance(m["b"], list) else [m["b"]])]
         if fn == "ratio":
             return Measured(a.value / bs[0].value, [])
         diffs = [a.value - b.value for b in bs]
-        return Measured(min(diffs), diffs)
+        i = int(np.argmin(diffs))
+        return Measured(diffs[i], [], se=math.hypot(a.se, bs[i].se))  # a difference of means, not runs
     if fn not in MEASURES:
         raise GradflowError(f"claim measure fn={fn!r} is not known; choices: {', '.join(MEASURES)}, difference, "
                             "min_difference, ratio")
@@ -352,14 +377,43 @@ def compute(spec_measure: dict, arms: dict[str, Arm]) -> Measured:
 
 
 # --- claims ---------------------------------------------------------------------------------------------
+SOURCES = ("paper", "theory", "design")
+# a paper reference names where in the paper: a figure, table, section, equation, algorithm or experiment
+PAPER_PLACE = re.compile(r"\b(Fig|Figs|Table|Sec|Eq|Algorithm|Alg|Exp|ch)\b\.?|§", re.IGNORECASE)
+
+
+def claim_source(claim: dict) -> tuple[str, str]:
+    """(kind, where) of a claim's `source: {paper|theory|design: ...}`: the figure/table/section of a paper
+    value, the formula gradflow.theory evaluates, or the reason for a threshold chosen here."""
+    src = claim.get("source")
+    text = claim.get("text", "?")
+    if not isinstance(src, dict) or len(src) != 1 or next(iter(src)) not in SOURCES:
+        raise GradflowError(f"claim {text!r}: source={src!r} must be one of {{paper|theory|design: reference}}; "
+                            f"choices: {', '.join(SOURCES)}")
+    (kind, where), = src.items()
+    if not isinstance(where, str) or not where.strip():
+        raise GradflowError(f"claim {text!r}: source.{kind} needs its reference (figure/table/section, formula "
+                            "or reason)")
+    if kind == "paper" and not PAPER_PLACE.search(where):
+        raise GradflowError(f"claim {text!r}: source.paper={where!r} names no figure, table or section")
+    return kind, where
+
+
 @dataclass
 class ClaimResult:
     text: str
-    paper: str
+    reference: str  # the reference value or statement
+    source: str  # paper | theory | design
+    cite: str  # where: figure/table/section, the formula, or the reason
     measured: Measured
     test: str
     passed: bool
     qualitative: bool = False
+    tolerance: str = ""  # why the test is wider than the reference states, with the seeds' spread
+
+    @property
+    def source_cell(self) -> str:
+        return f"{self.source}: {self.cite}"
 
 
 def passes(value: float, expect: dict) -> tuple[bool, str]:
@@ -391,9 +445,22 @@ def expand(claims: list[dict]) -> list[dict]:
         for v in values:
             one = {k: val for k, val in c.items() if k != "for_each"}
             one["text"] = c["text"].replace("{" + key + "}", str(v))
-            one["measure"] = {**c["measure"], "where": {**c["measure"].get("where", {}), key: v}}
+            one["measure"] = _for_one(c["measure"], key, v)
             out.append(one)
     return out
+
+
+_COMBINATIONS = ("difference", "min_difference", "ratio")
+
+
+def _for_one(measure: dict, key: str, value) -> dict:
+    """A measure for one value of a for_each key: `arm` picks the arm, any other key filters runs; in a
+    combination the value applies to its first operand `a`."""
+    if measure["fn"] in _COMBINATIONS:
+        return {**measure, "a": _for_one(measure["a"], key, value)}
+    if key == "arm":
+        return {**measure, "arm": value}
+    return {**measure, "where": {**measure.get("where", {}), key: value}}
 
 
 def arms_of(spec: Spec, root: Path, jobs: dict[str, list[str]] | None = None) -> dict[str, Arm]:
@@ -410,9 +477,70 @@ def check(spec: Spec, root: Path, jobs: dict[str, list[str]] | None = None) -> l
         except GradflowError as e:  # e.g. every run of the arm failed: the claim cannot hold
             measured = Measured(math.nan, [], note=str(e))
         ok, test = passes(measured.value, c["expect"])
-        results.append(ClaimResult(c["text"], str(c.get("paper", "")), measured, test, ok,
-                                   bool(c.get("qualitative", False))))
+        kind, cite = claim_source(c)
+        results.append(ClaimResult(c["text"], str(c.get("reference", "")), kind, cite, measured, test, ok,
+                                   bool(c.get("qualitative", False)), str(c.get("tolerance", "")).strip()))
     return results
+
+
+@dataclass
+class Outcome:
+    """One reproduction's computed claims, figures and report."""
+
+    spec: Spec
+    scale: str
+    root: Path
+    claims: list[ClaimResult]
+    figures: list[Path]
+    report: Path
+    overrides: dict[str, list[str]]  # arm -> the sweep overrides it ran with
+    wall_time: float
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.claims)
+
+    def claim(self, words: str) -> ClaimResult:
+        """The one claim whose text contains `words`."""
+        hits = [r for r in self.claims if words in r.text]
+        if len(hits) != 1:
+            raise KeyError(f"{words!r} matches {len(hits)} claims: {[r.text for r in hits]}")
+        return hits[0]
+
+    def claims_with(self, words: str) -> list[ClaimResult]:
+        return [r for r in self.claims if words in r.text]
+
+
+LaunchFn = Callable[["sweep_mod.Plan"], None]
+
+
+def run(name: str, scale: str = "default", user: list[str] | None = None, force: bool = False,
+        launch: LaunchFn | None = None) -> Outcome:
+    """Run (or resume) a reproduction's arms, check its claims, draw its figures and write REPORT.md.
+
+    `user` overrides apply to every arm (`results=DIR` chooses the results folder); `launch` runs one
+    planned sweep (the CLI passes one with a progress display; default: launch it silently).
+    """
+    from gradflow import sweep as sweep_mod
+
+    if scale not in SCALES:
+        raise GradflowError(f"--scale {scale!r} is not allowed; choices: {', '.join(SCALES)}")
+    spec = Spec.load(name)
+    user = list(user or [])
+    results_root = next((o.split("=", 1)[1] for o in user if o.startswith("results=")), "results")
+    root = root_for(name, scale, results_root)
+    start = time.perf_counter()
+    used, jobs = {}, {}
+    for arm in spec.arms:
+        used[arm] = spec.overrides(arm, scale, user)
+        p = sweep_mod.plan(used[arm], f"{root.relative_to(results_root).as_posix()}/{arm}", force)
+        (launch or sweep_mod.launch)(p)
+        jobs[arm] = [j.name for j in p.jobs]
+    claims = check(spec, root, jobs)
+    figures_ = draw(spec, root, jobs)
+    wall = time.perf_counter() - start
+    report = write_report(spec, root, scale, claims, figures_, used, wall)
+    return Outcome(spec, scale, root, claims, figures_, report, used, wall)
 
 
 # --- figures and the report -------------------------------------------------------------------------
@@ -439,13 +567,27 @@ def fmt_number(x: float) -> str:
     return f"{x:.3g}"
 
 
+def claim_cells(r: ClaimResult) -> dict[str, str]:
+    """A claim's row, cell by cell, for the report and the terminal table."""
+    spread = r.measured.spread()
+    verdict = ("PASS" if r.passed else "FAIL") + (" (qualitative)" if r.qualitative else "")
+    return {"claim": r.text, "source": r.source_cell, "reference": r.reference,
+            "measured": fmt_number(r.measured.value) + (f" ({spread})" if spread else ""), "test": r.test,
+            "result": verdict}
+
+
+CLAIM_COLUMNS = ("claim", "source", "reference", "measured", "test", "result")
+
+
 def claims_markdown(results: list[ClaimResult]) -> str:
-    lines = ["| claim | paper | measured | test | result |", "|---|---|---|---|---|"]
+    lines = ["| " + " | ".join(CLAIM_COLUMNS) + " |", "|" + "---|" * len(CLAIM_COLUMNS)]
     for r in results:
-        spread = r.measured.spread()
-        measured = fmt_number(r.measured.value) + (f" ({spread})" if spread else "")
-        verdict = ("PASS" if r.passed else "FAIL") + (" (qualitative)" if r.qualitative else "")
-        lines.append(f"| {r.text} | {r.paper} | {measured} | {r.test} | **{verdict}** |")
+        cells = claim_cells(r)
+        cells["result"] = f"**{cells['result']}**"
+        lines.append("| " + " | ".join(cells[c].replace("|", "\\|") for c in CLAIM_COLUMNS) + " |")
+    tolerances = [f"- {r.text}: {r.tolerance}" for r in results if r.tolerance]
+    if tolerances:
+        lines += ["", "Tolerances wider than the reference states, and why:", "", *tolerances]
     return "\n".join(lines)
 
 
