@@ -109,7 +109,7 @@ def test_unwritable_results_folder(cli, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     out = cli("run", *TINY, f"results={blocker}/results")
-    assert out.exit_code == 1 and "not writable" in out.output and str(blocker) in out.output
+    assert out.exit_code == 1 and "is not a folder" in out.output and str(blocker) in out.output
     assert "Traceback" not in out.output
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import os
 import re
+import signal
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,8 +16,9 @@ from rich.table import Table
 from gradflow import config as config_mod
 from gradflow import store
 from gradflow.cli.app import app
-from gradflow.cli.console import console, user_errors
+from gradflow.cli.console import console, err_console, user_errors
 from gradflow.cli.app import progress_bar
+from gradflow.cli.sweep import INTERRUPTED_EXIT
 from gradflow.fmt import fmt
 
 
@@ -133,17 +136,28 @@ def run(
     import torch
 
     from gradflow import job
+    from gradflow.sweep import check_overrides
 
     overrides = list(overrides or [])
+    check_overrides(overrides, "run")
     cfg = config_mod.compose(overrides)
-    job_dir = Path(cfg.results) / cfg.name / config_mod.job_name(overrides)
-    store.check_writable(job_dir)
-    if console.is_terminal:
-        with progress_bar() as progress:
-            task = progress.add_task("training", total=cfg.train.steps)
-            record = job.execute(cfg, job_dir, on_step=lambda t, n: progress.update(task, completed=t))
-    else:
-        record = job.execute(cfg, job_dir, on_step=progress_lines(cfg.train.steps))
+    study = store.study_dir(cfg.results, cfg.name)
+    job_dir = study / config_mod.job_name(overrides)
+    store.check_writable(job_dir, study)
+    with store.lock(study):
+        try:
+            if console.is_terminal:
+                with progress_bar() as progress:
+                    task = progress.add_task("training", total=cfg.train.steps)
+                    record = job.execute(cfg, job_dir, on_step=lambda t, n: progress.update(task, completed=t))
+            else:
+                record = job.execute(cfg, job_dir, on_step=progress_lines(cfg.train.steps))
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, lambda *_: os._exit(INTERRUPTED_EXIT))  # a second Ctrl-C: leave now
+            rec = store.read_run(job_dir) or {}
+            err_console.print(f"interrupted at step {rec.get('steps_done', 0)}: {job_dir} is marked interrupted; "
+                              "rerun the same command to start it again", highlight=False, soft_wrap=True)
+            raise typer.Exit(INTERRUPTED_EXIT) from None
     show_run(job_dir, record, torch.get_num_threads())
     if record["status"] == "failed":
         raise typer.Exit(1)
@@ -186,9 +200,11 @@ def show_run(job_dir: Path, record: dict, threads: int | None = None) -> None:
         layer = record.get("diverged_layer")
         console.print(f"[yellow]non-finite loss or gradient first at step {record['diverged_step']}"
                       + (f", layer {layer}" if layer is not None else "") + "[/]")
-    final = record.get("final", {})
-    console.print("final  train loss {}  acc {}   test loss {}  acc {}".format(
-        *(fmt(final.get(k)) for k in ("train_loss", "train_acc", "test_loss", "test_acc"))), highlight=False)
+    final = record.get("final") or record.get("last_finite") or {}
+    label = "final" if record.get("final") else f"last finite evaluation (step {final['step']})" if final else ""
+    if label:
+        console.print(f"{label}  train loss {{}}  acc {{}}   test loss {{}}  acc {{}}".format(
+            *(fmt(final.get(k)) for k in ("train_loss", "train_acc", "test_loss", "test_acc"))), highlight=False)
     layers = pd.read_parquet(job_dir / store.LAYERS_FILE)
     if not layers.empty:
         last = store.last_step(layers)
