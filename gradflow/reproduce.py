@@ -546,7 +546,7 @@ def run(name: str, scale: str = "default", user: list[str] | None = None, force:
 # --- figures and the report -------------------------------------------------------------------------
 def draw(spec: Spec, root: Path, jobs: dict[str, list[str]] | None = None, fmt: str = "png") -> list[Path]:
     from gradflow.plots import figures
-    from gradflow.plots.common import save
+    from gradflow.plots.figures import save
 
     arms = arms_of(spec, root, jobs)
     out = []

@@ -13,9 +13,10 @@ from gradflow import store
 SUMMARY_COLUMNS = ("grad_ratio.init", "grad_ratio.final", "chi1_measured", "chi1_theory")
 
 
-def grad_ratio(layers: pd.DataFrame, step: int) -> float:
-    """grad_norm of the first probe point / grad_norm of the last, at `step`, for one run's rows."""
-    g = layers[(layers["quantity"] == "grad_norm") & (layers["step"] == step)].sort_values("layer")["value"].to_numpy()
+def grad_ratio(layers: pd.DataFrame, step: int, quantity: str = "grad_norm") -> float:
+    """`quantity` (grad_norm: the weight gradient) of the first probe point / that of the last, at
+    `step`, for one run's rows."""
+    g = layers[(layers["quantity"] == quantity) & (layers["step"] == step)].sort_values("layer")["value"].to_numpy()
     if len(g) < 2:
         return math.nan
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -10,6 +10,7 @@ import pandas as pd
 import typer
 from rich.table import Table
 
+from gradflow import store
 from gradflow.cli.app import app
 from gradflow.cli.console import console, user_errors
 from gradflow.errors import GradflowError
@@ -58,7 +59,7 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
         table.add_column(c.removeprefix("model."), overflow="fold")
     for c in columns:
         table.add_column(LS_LABELS.get(c, c), justify="left" if c == "status" else "right")
-    colours = {"ok": "green", "diverged": "yellow", "failed": "red", "running": "cyan"}
+    colours = store.STATUS_COLOURS
     for _, row in df.iterrows():
         cells = [_fmt(row.get(c)) for c in columns]
         if "status" in columns:
@@ -66,8 +67,7 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
         table.add_row(*([] if swept else [row["run"]]), *(_fmt(row.get(c)) for c in swept), *cells)
     console.print(table)
     counts = df["status"].value_counts().to_dict() if "status" in df else {}
-    kinds = ("ok", "diverged", "failed", "running")
-    line = "  ".join(f"{k}: {counts.get(k, 0)}" for k in kinds if k != "running" or counts.get(k))
+    line = "  ".join(f"{k}: {counts.get(k, 0)}" for k in store.STATUSES if k in store.ENDED or counts.get(k))
     console.print(line + (f"  skipped: {skipped}" if skipped is not None else ""))
 
 
