@@ -69,6 +69,6 @@ def test_cli_table_and_bad_override(cli):
     out = cli("gradcheck", "data=mnist1d", "model.depth=2", "model.width=8", "threads=1",
               "--entries", "3")
     assert out.exit_code == 0, out.output
-    assert "hidden.0.layer.weight" in out.output and "head.bias" in out.output and "x the cost" in out.output
+    assert "layer.weight" in out.output and "head.bias" in out.output and "x the cost" in out.output
     out = cli("gradcheck", "model.depth=abc")
     assert out.exit_code == 1 and "model.depth" in out.output and "Traceback" not in out.output
