@@ -1,5 +1,5 @@
 """pascanu2013 at --quick: the unclipped RNN explodes and diverges, the clipped one trains; with a recurrent
-spectral radius below 1 (the mechanism removed) the explosion claim FAILS. The measures are recomputed from
+learning rate ten times smaller (the updates never reach the exploding region) the explosion claim FAILS. The measures are recomputed from
 metrics.parquet with pandas."""
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ def test_pascanu2013_quick_passes(shared):
     assert np.all(norms[1:] > 0)
 
 
-def test_pascanu2013_contracting_recurrence_does_not_explode(shared):
-    # spectral radius 0.5 < 1: the hidden dynamics contract, the gradient norm cannot explode
-    broken = reproduce("pascanu2013", shared, "model.gain=0.5")
+def test_pascanu2013_small_steps_do_not_explode(shared):
+    # lr 0.01 instead of 0.1: the updates never carry the recurrent weights into the exploding region, so the
+    # gradient norm never rises above its first window's (measured: a spectral radius of 0.5 at init with
+    # lr 0.1 still explodes; it is the large steps that find the explosion)
+    broken = reproduce("pascanu2013", shared, "optim.lr=0.01")
     assert not broken.claim("no clipping: largest gradient norm").passed, verdicts(broken)
