@@ -252,6 +252,38 @@ def status_share(arm: Arm, where=None, status="diverged") -> Measured:
 
 
 @measure
+def final_or_diverged(arm: Arm, where=None, metric="train_loss") -> Measured:
+    """A final metric from run.json, inf for a run that diverged (or whose value is not finite): for claims
+    that a net does not train, where diverging is one way of not training."""
+    runs = arm.table("runs", where)
+    values = [math.inf if status == "diverged" or not np.isfinite(v) else float(v)
+              for status, v in zip(runs[store.STATUS], runs[f"final.{metric}"].astype(float))]
+    return _mean(values)
+
+
+@measure
+def grad_spike(arm: Arm, where=None) -> Measured:
+    """The largest logged gradient norm (opt/grad_norm, the mean over an eval window, before clipping) over
+    the first window's: how far gradients explode in training (inf once a gradient is not finite)."""
+    def one(g):
+        norms = _curve(g, "opt", "grad_norm")
+        if len(norms) == 0 or not np.isfinite(norms[0]):
+            return math.nan
+        return float(np.nanmax(np.where(np.isfinite(norms), norms, np.inf)) / norms[0])
+    return _per_run(arm.table("metrics", where), one)
+
+
+@measure
+def clip_share(arm: Arm, where=None) -> Measured:
+    """The share of updates whose gradient was clipped (opt/clipped counts per eval window, over the steps)."""
+    runs = arm.table("runs", where).set_index(store.RUN)["steps_done"]
+
+    def one(g):
+        return float(_curve(g, "opt", "clipped").sum() / max(int(runs[g[store.RUN].iloc[0]]), 1))
+    return _per_run(arm.table("metrics", where), one)
+
+
+@measure
 def lag_ratio(arm: Arm, where=None, k=100, quantity="signal_norm", step=0) -> Measured:
     """Recurrent nets: ||dL/dh_(T-k)|| / ||dL/dh_(T-1)||, time steps being layers 0..T-1 (head = T)."""
     def one(g):
