@@ -55,7 +55,7 @@ def swept_columns(df: pd.DataFrame, keys: list[str]) -> list[str]:
         col = k if k in df.columns else f"{k}.name" if f"{k}.name" in df.columns else None
         if col and col not in out:
             out.append(col)
-    return out
+    return sorted(out, key=list(df.columns).index)  # the order ls sorts by
 
 
 def abbreviate(keys: list[str]) -> dict[str, str]:
