@@ -139,12 +139,17 @@ class Column:
     cells: list[str]
     numeric: bool
 
+    one_line: bool = False  # headers on one line when the table fits that way
+
     @property
     def width(self) -> int:
-        return max([len(w) for w in self.label.split()] + [len(c) for c in self.cells])
+        label = [len(self.label)] if self.one_line else [len(w) for w in self.label.split()]
+        return max(label + [len(c) for c in self.cells])
 
     def header(self) -> str:
         """The label on as many lines as its width needs, broken only between words."""
+        if self.one_line:
+            return self.label
         lines: list[str] = []
         for word in self.label.split():
             if lines and len(lines[-1]) + 1 + len(word) <= self.width:
@@ -220,6 +225,9 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     """The runs table: swept values, then status, finals, gradient ratios and chi_1, as many as fit."""
     swept = swept_columns(df, swept)
     shown, hidden = choose(table_columns(df, swept), None if wide else console.width)
+    if wide or sum(max(len(c.label), c.width) + SEP for c in shown) - SEP <= console.width:
+        for c in shown:
+            c.one_line = True
     table = Table(title=title or None, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False,
                   pad_edge=False, padding=(0, 1))
     for c in shown:
