@@ -78,9 +78,11 @@ def input_q(config: Mapping[str, Any], sw2: float, sb2: float) -> float | None:
 
 
 def transient_bias(config: Mapping[str, Any], span: tuple[int, int]) -> float:
-    """How far the length map's transient moves a chi_1 fit over layers `span` from the fixed-point chi_1:
-    exp(mean over the fitted layers of log(sw2 D(q_l))) / chi_1 - 1, with q_l iterated from the inputs'
-    q_0 by the mean-field length map. 0 for a run started at q*; nan where q_0 or the theory is unknown."""
+    """How far the length map's transient moves a chi_1 fit over layers `span` from the fixed-point chi_1.
+
+    Mean field with q_l iterated from the inputs' q_0: ||dL/dh_l||^2 = sw2 E[phi'(h_l)^2] ||dL/dh_{l+1}||^2,
+    so the predicted profile is log s_l^2 = sum_{k >= l} log(sw2 D(q_k)); the same fit over it, divided by
+    the chi_1 at q*, minus 1. 0 for a run started at q*; nan where q_0 or the theory is unknown."""
     from gradflow import theory
 
     mf = theory.predict(config)
@@ -94,11 +96,12 @@ def transient_bias(config: Mapping[str, Any], span: tuple[int, int]) -> float:
     m = _moments(mf.activation)
     local = []
     with np.errstate(all="ignore"):
-        for layer in range(span[1] + 1):  # q_l is the variance of layer l's pre-activation
-            if layer >= span[0]:
-                local.append(math.log(mf.sw2 * float(m.D(q))))
+        for _ in range(span[1] + 1):  # q_l is the variance of layer l's pre-activation
+            local.append(math.log(mf.sw2 * float(m.D(q))))
             q = mf.sw2 * float(m.V(q)) + mf.sb2
-    return float(math.exp(np.mean(local)) / mf.chi1 - 1.0)
+    layers = np.arange(span[0], span[1] + 1)
+    log_sq = np.cumsum(local[::-1])[::-1][span[0]:]  # sum over k >= l, up to the span's end
+    return float(theory.fit_chi1(layers, np.exp(log_sq / 2), trim=0) / mf.chi1 - 1.0)
 
 
 def per_run(layers: pd.DataFrame, config: dict) -> dict[str, Any]:
