@@ -10,7 +10,7 @@ from rich.table import Table
 from gradflow.cli.app import app
 from gradflow.cli.console import console, user_errors
 from gradflow.errors import GradflowError
-from gradflow.cli.sweep import run_plan
+from gradflow.cli.sweep import report_page, run_plan
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -25,6 +25,7 @@ def reproduce(
     scale: Annotated[str, typer.Option(help="quick | default (CPU-sized) | paper (the paper's scale, for a GPU).")]
     = "default",
     force: Annotated[bool, typer.Option("--force", help="Rerun runs that already finished.")] = False,
+    report_: Annotated[bool, typer.Option("--report", help="Write the HTML report page (gradflow report).")] = False,
 ) -> None:
     """Rerun a published depth experiment, draw its figure, and check the paper's claims (PASS/FAIL)."""
     import time
@@ -73,6 +74,7 @@ def reproduce(
         console.print(f"report: {report}")
         for f in figures:
             console.print(f"figure: {f}")
+        report_page([root], report_)
         failed |= not all(r.passed for r in results)
     if failed:
         raise typer.Exit(1)
