@@ -219,7 +219,7 @@ th,td{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left;white-space:n
 td.num{text-align:right} #runs th{cursor:pointer;background:#f4f4f4}
 #runs th[data-dir=asc]::after{content:" ▲"} #runs th[data-dir=desc]::after{content:" ▼"}
 figure{display:inline-block;margin:.5em;vertical-align:top} figure img{max-width:560px;height:auto}
-figcaption{font-size:12px;color:#555} pre{background:#f6f6f6;padding:.6em;overflow:auto;max-height:30em}
+figcaption{font-size:12px;color:#555} pre{background:#f6f6f6;padding:.6em;overflow:auto;max-height:30em;white-space:pre-wrap}
 .note,.meta{color:#555;font-size:12px} .PASS{color:#070;font-weight:bold} .FAIL{color:#b00;font-weight:bold}
 """
 
