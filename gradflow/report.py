@@ -24,6 +24,7 @@ import pandas as pd
 import yaml
 
 from gradflow import store, summary
+from gradflow.fmt import fmt
 
 REPORT_HTML = "report.html"  # written next to the study's runs (and next to a reproduction's REPORT.md)
 CLAIMS_FILE = "claims.json"  # a reproduction's claim results, if it writes them; else REPORT.md's table is read
@@ -197,7 +198,7 @@ def _simple_table(rows: list[dict[str, Any]], table_id: str) -> str:
         return ""
     keys = list(rows[0])
     head = "".join(f"<th>{_e(k)}</th>" for k in keys)
-    body = "".join("<tr>" + "".join(f"<td>{_e(summary.fmt_cell(r.get(k)))}</td>" for k in keys) + "</tr>"
+    body = "".join("<tr>" + "".join(f"<td>{_e(fmt(r.get(k)))}</td>" for k in keys) + "</tr>"
                    for r in rows)
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 

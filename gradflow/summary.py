@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from gradflow import store
+from gradflow.fmt import fmt
 from gradflow.errors import GradflowError
 
 SUMMARY_KEY = "summary"  # run.json key holding per_run's dict
@@ -26,9 +27,10 @@ SUMMARY_COLUMNS = ("grad_ratio.init", "grad_ratio.final", "chi1_measured", "chi1
                    "start_qstar", "chi1_transient")
 
 
-def grad_ratio(layers: pd.DataFrame, step: int) -> float:
-    """grad_norm of the first probe point / grad_norm of the last, at `step`, for one run's rows."""
-    g = store.rows(layers, "grad_norm", step)[store.VALUE].to_numpy()
+def grad_ratio(layers: pd.DataFrame, step: int, quantity: str = "grad_norm") -> float:
+    """`quantity` (grad_norm: the weight gradient) of the first probe point / that of the last, at
+    `step`, for one run's rows."""
+    g = store.rows(layers, quantity, step)[store.VALUE].to_numpy()
     if len(g) < 2:
         return math.nan
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -54,13 +56,6 @@ def rate(layers: pd.DataFrame, quantity: str, step: int = 0, trim: int = FIT_TRI
     if span is None:
         return math.nan, ""
     return theory.fit_chi1(r[store.LAYER].to_numpy(), r[store.VALUE].to_numpy(), trim), f"{span[0]}-{span[1]}"
-
-
-def _moments(activation: str):
-    from gradflow import theory
-
-    # the Gaussian moments are public once theory exposes them (`moments`); private before that
-    return (getattr(theory, "moments", None) or theory._moments)(activation)
 
 
 def input_q(config: Mapping[str, Any], sw2: float, sb2: float) -> float | None:
@@ -94,7 +89,7 @@ def transient_bias(config: Mapping[str, Any], span: tuple[int, int]) -> float:
     q = input_q(config, mf.sw2, mf.sb2)
     if q is None:
         return math.nan
-    m = _moments(mf.activation)
+    m = theory.moments(mf.activation)
     local = []
     with np.errstate(all="ignore"):
         for _ in range(span[1] + 1):  # q_l is the variance of layer l's pre-activation
@@ -232,19 +227,6 @@ NOTES = {"grad_ratio.init": "ratio = ‖∂L/∂W‖ first layer / last layer",
          "rate": "rate = per-layer growth factor of the quantity² towards the input (chi1 convention)"}
 
 
-def fmt_cell(x: Any, digits: int = 4) -> str:
-    """One table cell: integers whole, floats to `digits` significant digits, missing as '-'."""
-    if x is None or (isinstance(x, (float, np.floating)) and math.isnan(x)):
-        return "-"
-    if isinstance(x, (bool, np.bool_)):
-        return str(bool(x)).lower()
-    if isinstance(x, (int, np.integer)):
-        return str(int(x))
-    if isinstance(x, (float, np.floating)):
-        return str(int(x)) if float(x).is_integer() and abs(x) < 1e9 else f"{float(x):.{digits}g}"
-    return str(x)
-
-
 def swept_columns(df: pd.DataFrame, keys: list[str]) -> list[str]:
     """Override keys as table columns: a swept config group (init=a,b) is its `name` key (init.name)."""
     out = []
@@ -331,7 +313,7 @@ class Column:
 def _cells(df: pd.DataFrame, key: str) -> list[str]:
     if key == "chi1_layers":
         return [_fit_cell(r) for _, r in df.iterrows()]
-    return [fmt_cell(v) for v in df[key]]
+    return [fmt(v) for v in df[key]]
 
 
 def _fit_cell(row: pd.Series) -> str:

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 import gradflow
 from gradflow.cli import app
-from gradflow.cli.plots import comparison, match_keys, source_labels
+from gradflow.compare import comparison, match_keys, source_labels
 
 SMALL = ["data=gaussian", "data.n_train=128", "data.n_test=64", "data.dim=8", "model.width=8", "train.steps=4",
          "train.batch_size=32", "train.eval_every=2"]

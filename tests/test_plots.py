@@ -16,7 +16,9 @@ from matplotlib.colors import LogNorm
 
 from gradflow.errors import GradflowError
 from gradflow.plots import figures
-from gradflow.plots.common import QUANTITIES, save, swept_keys
+from gradflow.plots.figures import save
+from gradflow.plots.keys import swept_keys
+from gradflow.plots.labels import QUANTITIES
 
 STEPS = (0, 1, 3, 10, 30, 100)  # log-spaced probes, like probe.points
 EVAL_STEPS = tuple(range(0, 101, 10))
@@ -152,7 +154,7 @@ def test_profile_draws_one_median_line_per_seed_group(sweep):
     texts = legend_texts(fig)
     assert "activation=tanh" in texts and "activation=relu" in texts
     assert any("min-max over seeds" in t for t in texts)
-    title = fig._suptitle.get_text()
+    title = fig.get_suptitle()
     assert "step 0" in title and "width 64" in title and "kaiming_normal" in title
     assert "depth 5" not in title  # swept values are not "held fixed"
 
@@ -190,7 +192,7 @@ def test_profile_last_step_marks_nonfinite_and_zero_values(sweep):
     assert zero_marks and set(np.concatenate([m.get_xdata() for m in zero_marks])) == {0, 1, 2}
     texts = " ".join(legend_texts(fig))
     assert "NaN/inf" in texts and "<= 0" in texts
-    assert "last probed" in fig._suptitle.get_text()
+    assert "last probed" in fig.get_suptitle()
     assert len(series_lines(ax)) == 6
 
 
@@ -290,7 +292,7 @@ def test_curves_facet_gives_a_train_test_pair_per_value(sweep):
     assert [ax.get_title() for ax in panels[:4]] == ["activation=relu: train", "activation=relu: test",
                                                      "activation=tanh: train", "activation=tanh: test"]
     assert all(len(series_lines(ax)) == 3 for ax in panels)  # 3 depths, seeds aggregated
-    assert "also differ" not in fig._suptitle.get_text()
+    assert "also differ" not in fig.get_suptitle()
 
 
 # --- ratio ---------------------------------------------------------------------------------------
@@ -361,7 +363,7 @@ def test_grid_cells_are_seed_means(grid_runs):
     assert ax.get_yscale() == "log"  # depths 5, 10, 20, 40 are geometric
     assert len([t for t in ax.texts if t.get_gid() == "cell"]) == z.size
     assert len([p for p in ax.patches if p.get_gid() == "diverged"]) == 1
-    assert "test accuracy" in fig._suptitle.get_text() and "tanh" in fig._suptitle.get_text()
+    assert "test accuracy" in fig.get_suptitle() and "tanh" in fig.get_suptitle()
     (cbar,) = colorbar_axes(fig)
     assert "accuracy" in cbar.get_ylabel()
 
@@ -433,14 +435,14 @@ def test_every_stored_quantity_has_a_label_and_recurrent_nets_say_time_step(sing
     from gradflow.probes import HIST_TENSORS, QUANTITIES as STORED
 
     assert set(STORED) <= set(QUANTITIES)
-    from gradflow.plots.common import TENSORS
+    from gradflow.plots.labels import TENSORS
 
     assert set(HIST_TENSORS) <= set(TENSORS)
     layers = single[0]
     rnn = layers.assign(**{"model.name": "lstm"})
     fig = figures.profile(rnn, "grad_norm", step=0)
     assert fig.axes[0].get_xlabel().startswith("time step t (0 = first")
-    assert "per time step" in fig._suptitle.get_text()
+    assert "per time step" in fig.get_suptitle()
     fig = figures.heatmap(rnn)
     assert fig.axes[0].get_ylabel().startswith("time step t (0 = first, 10 = output head")
 
@@ -486,7 +488,7 @@ def test_hist_lines_are_the_normalized_magnitude_histograms_per_layer():
     assert act_ax.get_title() == "Activation values" and grad_ax.get_title() == "Back-propagated gradients"
     assert act_ax.get_xscale() == "log"
     assert len(series_lines(act_ax)) == depth and len(series_lines(grad_ax)) == depth  # the head is left out
-    assert "output head (3) left out" in fig._suptitle.get_text()
+    assert "output head (3) left out" in fig.get_suptitle()
     for layer in range(depth):
         x = samples[("gradient", layer)]
         expected = np.histogram(np.abs(x), HIST_EDGES)[0] / len(x)
@@ -515,7 +517,7 @@ def test_hist_thins_many_layers_and_needs_one_run():
     panels = [ax for ax in fig.axes if ax.get_gid() != "colorbar"]
     drawn = {ln.get_gid() for ln in series_lines(panels[0])}
     assert len(drawn) == 9 and {"series:layer 0", "series:layer 29"} <= drawn
-    assert "9 of 30 layers shown" in fig._suptitle.get_text()
+    assert "9 of 30 layers shown" in fig.get_suptitle()
     two = pd.concat([table, table.assign(run="other")], ignore_index=True)
     with pytest.raises(GradflowError, match="pass run=one of"):
         figures.hist(two)
@@ -545,7 +547,7 @@ def test_spectrum_density_and_legend_statistics():
     lines = series_lines(ax)
     assert len(lines) == 3
     assert any(ln.get_gid() == "reference" for ln in ax.get_lines())
-    title = fig._suptitle.get_text()
+    title = fig.get_suptitle()
     assert "input-output Jacobian" in title and "Pennington" in title and "step 0" in title
     texts = legend_texts(fig)
     finite = broken[np.isfinite(broken)]
@@ -559,7 +561,7 @@ def test_spectrum_density_and_legend_statistics():
     width = np.log10(x[1] / x[0])
     assert (y * width).sum() == pytest.approx(1.0)
     fig = figures.spectrum(table, step="last")
-    assert "each run's last probed step" in fig._suptitle.get_text()
+    assert "each run's last probed step" in fig.get_suptitle()
     with pytest.raises(GradflowError, match="choices: input_output"):
         figures.spectrum(table, scope="layer")
     with pytest.raises(GradflowError, match="choices: model.depth"):

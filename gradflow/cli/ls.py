@@ -13,6 +13,7 @@ import typer
 from rich import box
 from rich.table import Table
 
+from gradflow import store
 from gradflow.cli.app import app
 from gradflow.cli.console import console, user_errors
 from gradflow.errors import GradflowError
@@ -71,7 +72,7 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
                   pad_edge=False, padding=(0, 1))
     for c in shown:
         table.add_column(c.header(), justify="right" if c.numeric else "left", no_wrap=True, min_width=c.width)
-    colours = {"ok": "green", "diverged": "yellow", "failed": "red", "running": "cyan"}
+    colours = store.STATUS_COLOURS
     for i in range(len(df)):
         row = []
         for c in shown:
@@ -89,8 +90,7 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
         console.print(n, highlight=False)
     _warn_transient(df)
     counts = df["status"].value_counts().to_dict() if "status" in df else {}
-    kinds = ("ok", "diverged", "failed", "running")
-    line = "  ".join(f"{k}: {counts.get(k, 0)}" for k in kinds if k != "running" or counts.get(k))
+    line = "  ".join(f"{k}: {counts.get(k, 0)}" for k in store.STATUSES if k in store.ENDED or counts.get(k))
     console.print(line + (f"  skipped: {skipped}" if skipped is not None else ""), highlight=False)
 
 
