@@ -136,11 +136,17 @@ def claims(path: Path) -> list[dict[str, str]]:
         data = json.loads((path / CLAIMS_FILE).read_text())
         return list(data.get("claims", data) if isinstance(data, dict) else data)
     text = store.report_path(path).read_text() if store.report_path(path).exists() else ""
-    lines = [line for line in text.splitlines() if line.startswith("|")]
-    if len(lines) < 2:
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("| claim ")), None)
+    if start is None:
         return []
-    header = [h.strip() for h in lines[0].strip("|").split("|")]
-    return [dict(zip(header, (c.strip().strip("*") for c in line.strip("|").split("|")))) for line in lines[2:]]
+    table = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        table.append([c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]])
+    header = table[0]
+    return [dict(zip(header, (c.strip("*") for c in row))) for row in table[2:]]
 
 
 def commands(paths: list[Path]) -> list[str]:

@@ -101,15 +101,19 @@ def test_comparison_and_single_run(study, tmp_path):
 def test_reproduction_claims_read_back_from_its_report(tmp_path):
     from gradflow import reproduce as rep
 
-    results = [rep.ClaimResult("gradient vanishes", "Fig. 2", rep.Measured(1e-5, [1e-5, 2e-5]), "< 0.01", True),
-               rep.ClaimResult("accuracy falls", "Tab. 1", rep.Measured(0.4, [0.4]), "> 0.5", False, qualitative=True)]
+    results = [rep.ClaimResult("gradient vanishes", "< 1e-3", "paper", "Fig. 2", rep.Measured(1e-5, [1e-5, 2e-5]),
+                               "< 0.01", True),
+               rep.ClaimResult("accuracy | falls", "0.9", "design", "a reason", rep.Measured(0.4, [0.4]), "> 0.5",
+                               False, qualitative=True, tolerance="wider, because")]
     folder = tmp_path / "repro"
     folder.mkdir()
     (folder / "REPORT.md").write_text("# Reproduction: x\n\n## Claims\n\n" + rep.claims_markdown(results) + "\n")
     rows = report.claims(folder)
-    assert [r["claim"] for r in rows] == ["gradient vanishes", "accuracy falls"]
+    assert [r["claim"] for r in rows] == ["gradient vanishes", "accuracy | falls"]
     assert [r["result"] for r in rows] == ["PASS", "FAIL (qualitative)"]
-    assert rows[0]["paper"] == "Fig. 2" and rows[1]["test"] == "> 0.5"
+    assert [list(r) for r in rows] == [list(rep.CLAIM_COLUMNS)] * 2
+    assert [r["source"] for r in rows] == [rep.claim_cells(c)["source"] for c in results]
+    assert rows[1]["test"] == "> 0.5" and rows[0]["reference"] == "< 1e-3"
 
 
 def test_bad_path_is_one_line(cli, tmp_path):
