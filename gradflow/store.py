@@ -217,13 +217,25 @@ def clear_run(job_dir: Path) -> None:
     job_dir = Path(job_dir)
     if not job_dir.exists() and not job_dir.is_symlink():
         return
-    if job_dir.is_dir() and not job_dir.is_symlink() and not any(job_dir.iterdir()):
+    if is_empty_folder(job_dir):
         job_dir.rmdir()
         return
     if not is_run_folder(job_dir):
-        raise GradflowError(f"{job_dir} is not a gradflow run folder (a link, or it holds files gradflow did not "
-                            "write); gradflow deletes only its own runs: move it away or choose another name=")
+        raise GradflowError(f"{job_dir} is in the way: it is not a gradflow run folder (a link, or it holds files "
+                            "gradflow did not write), and gradflow deletes only its own runs; move it away or "
+                            "choose another name=")
     shutil.rmtree(job_dir)
+
+
+def is_empty_folder(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+
+
+def check_clearable(job_dir: Path) -> None:
+    """Fail now (before any job runs) if a run folder to be written is something gradflow did not make."""
+    job_dir = Path(job_dir)
+    if (job_dir.exists() or job_dir.is_symlink()) and not is_run_folder(job_dir) and not is_empty_folder(job_dir):
+        clear_run(job_dir)  # raises, naming the folder
 
 
 def begin(job_dir: Path, cfg: DictConfig, record: dict) -> None:
