@@ -187,6 +187,10 @@ def check_writable(folder: Path, study: Path | None = None) -> None:
     """Fail before any work if `folder` cannot be created or written, or if it (or the study folder
     holding it) is a symbolic link, which would send writes somewhere the user did not name."""
     folder = Path(folder)
+    for part in folder.parts:
+        if len(part.encode()) > 255:  # the file system's limit for one name
+            raise GradflowError(f"folder name {shorten(part, 40)!r} is {len(part)} characters long and a folder "
+                                "name holds at most 255: choose a shorter name= (or results=)")
     _refuse_symlink(folder, "folder")
     if study is not None:
         _refuse_symlink(Path(study), "study folder")
@@ -239,7 +243,8 @@ def check_clearable(job_dir: Path) -> None:
 
 
 def begin(job_dir: Path, cfg: DictConfig, record: dict) -> None:
-    """Start a run folder afresh: files from an earlier attempt are removed first (only gradflow's own)."""
+    """Start a run folder afresh: files from an earlier attempt are removed first (only gradflow's own).
+    Adds the writing process (pid, host) to `record`, which `finish` writes again at the end."""
     job_dir = Path(job_dir)
     try:
         clear_run(job_dir)
@@ -248,7 +253,8 @@ def begin(job_dir: Path, cfg: DictConfig, record: dict) -> None:
         raise GradflowError(f"results folder {job_dir} is not writable ({e.strerror}); "
                             "set results=<a writable folder>") from None
     write_text(job_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
-    write_json(job_dir / RUN_FILE, {"status": RUNNING, "pid": os.getpid(), "host": socket.gethostname(), **record})
+    record.update(pid=os.getpid(), host=socket.gethostname())  # who runs it: a dead writer reads as interrupted
+    write_json(job_dir / RUN_FILE, {STATUS: RUNNING, **record})
 
 
 def finish(job_dir: Path, record: dict) -> None:

@@ -24,6 +24,9 @@ def bench(
     """Measure what probing costs: steps/s with probes off and at every step, side by side."""
     from gradflow import bench as bench_mod
 
+    for option, value in (("--steps", steps), ("--repeats", repeats)):
+        if value < 1:
+            raise GradflowError(f"{option} {value} must be at least 1")
     names = workload or list(bench_mod.WORKLOADS)
     for n in names:
         if n not in bench_mod.WORKLOADS:
