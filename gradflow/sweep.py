@@ -154,6 +154,7 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
             raise GradflowError(f"two sweep points share the folder {jname!r}; make the swept values distinct")
         seen.add(jname)
         job_dir = root / jname
+        store.check_clearable(job_dir)
         rec = store.read_run(job_dir)
         finished = store.is_finished(job_dir, digest)
         replaces = not finished and rec is not None and rec.get(store.STATUS) in store.FINISHED
@@ -241,6 +242,10 @@ def read_points(path: Path) -> list[dict]:
             raise GradflowError(f"--points {path}: point {i} has keys {sorted(map(str, p))}; every point needs "
                                 f"the same keys ({', '.join(sorted(map(str, keys)))})")
         for k, v in p.items():
+            if not isinstance(k, str) or "." not in k or k.startswith(("hydra", "+", "~")):
+                raise GradflowError(f"--points {path}: point {i} key {store.shorten(k, 40)!r} must be a dotted config "
+                                    "key such as model.activation; give group choices (init=meanfield) on the "
+                                    "command line, where they apply to every point")
             if isinstance(v, (dict, list)) or v is None:
                 raise GradflowError(f"--points {path}: point {i} {k}={store.shorten(v, 40)!r}: values must be "
                                     "numbers or strings")
@@ -250,7 +255,34 @@ def read_points(path: Path) -> list[dict]:
 def points_overrides(points: list[dict], fixed: list[str]) -> tuple[list[list[str]], list[str]]:
     """Each point as the override list of one job (the fixed overrides first), and the swept keys."""
     grid = [[*fixed, *(f"{k}={_literal(v)}" for k, v in p.items())] for p in points]
-    return grid, sorted({str(k).lstrip("+") for p in points for k in p})
+    return grid, sorted({k for p in points for k in p})
+
+
+POINTS_DIR = ".points"  # <study>/.points/gf_point/<job>.yaml: one config file per point, for Hydra
+POINT_GROUP = "gf_point"
+
+
+def _point_args(p: Plan) -> list[str]:
+    """A points sweep in Hydra's own terms: each point is one option of a config group holding its values
+    (package _global_), named by its job, and the sweep runs over that group's options."""
+    import yaml
+
+    folder = p.root / POINTS_DIR / POINT_GROUP
+    folder.mkdir(parents=True, exist_ok=True)
+    points = p.points or []
+    by_name = {config_mod.job_name(o): point for o, point in zip(points_overrides(points, [])[0], points)}
+    for j in p.to_run:
+        nested: dict = {}
+        for key, value in by_name[j.name].items():
+            *parents, leaf = key.split(".")
+            node = nested
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        store.write_text(folder / f"{j.name}.yaml", "# @package _global_\n" + yaml.safe_dump(nested))
+    names = ",".join(f"'{j.name}'" for j in p.to_run)
+    return [f"+{POINT_GROUP}={names}", f"hydra.searchpath=[file://{(p.root / POINTS_DIR).absolute()}]",
+            f"hydra.sweep.subdir=${{hydra:runtime.choices.{POINT_GROUP}}}"]
 
 
 def _literal(value) -> str:
@@ -327,7 +359,8 @@ def _run_hydra(p: Plan, on_step: StepFn | None) -> None:
     not_swept = sorted({_key(o) for j in p.jobs for o in j.overrides} - set(p.swept))
     exclude = ",".join(list(config_mod.NOT_IN_JOB_NAME) + not_swept)
     argv = [sys.argv[0], "--multirun", *p.overrides, f"name={p.root.name}", f"results={p.root.parent}",
-            f"hydra.job.config.override_dirname.exclude_keys=[{exclude}]"]
+            f"hydra.job.config.override_dirname.exclude_keys=[{exclude}]",
+            *(_point_args(p) if p.points is not None else [])]
     entry = hydra.main(config_path=str(config_mod.CONF_DIR), config_name="config", version_base=None)(task)
     saved_argv, _reporter = sys.argv, on_step
     saved_pid = os.environ.get(SWEEP_PID)
