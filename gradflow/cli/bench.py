@@ -28,14 +28,7 @@ def bench(
     """Time gradflow's loop (probes off, every 10 steps, every step) against a bare PyTorch loop."""
     from gradflow import bench as bench_mod
 
-<<<<<<< HEAD
     names = workload or bench_mod.FAMILIES
-=======
-    for option, value in (("--steps", steps), ("--repeats", repeats)):
-        if value < 1:
-            raise GradflowError(f"{option} {value} must be at least 1")
-    names = workload or list(bench_mod.WORKLOADS)
->>>>>>> store
     for n in names:
         if n not in bench_mod.WORKLOADS:
             raise GradflowError(f"--workload {n!r} is not known; choices: {', '.join(bench_mod.WORKLOADS)}")
