@@ -61,7 +61,8 @@ def loss_and_accuracy(out: torch.Tensor, y: torch.Tensor, task: str) -> tuple[to
     classification: cross-entropy, argmax accuracy; regression: MSE, fraction within
     ADDING_TOLERANCE; per_step: cross-entropy over every step, accuracy on the non-blank targets.
     """
-    out = out.float()
+    if out.dtype != torch.float64:  # half precision is upcast; float64 (gradflow gradcheck) is kept
+        out = out.float()
     if task == "classification":
         return F.cross_entropy(out, y), (out.argmax(1) == y).float().mean()
     if task == "regression":
