@@ -66,7 +66,7 @@ class Recorder:
         self._last_step = max(self._last_step, step)
         if step % self.every:
             if self.probes is not None:
-                self.probes.release()  # unprobed steps run without hooks
+                self.probes.remove()  # unprobed steps run without hooks
             yield
             return
         if self.probes is None:
@@ -77,7 +77,7 @@ class Recorder:
             yield
         except BaseException:
             if self.probes is not None:
-                self.probes.release()
+                self.probes.remove()
             raise
         if self.probes is None:
             raise GradflowError("rec.step() saw no forward pass of the model it was given")

@@ -79,7 +79,7 @@ class Probes:
         self._buffers: dict = {}  # scratch space reused by every probed step: fresh large allocations are slow
 
     # --- hooks: they only keep references. They stay registered across consecutive probed steps
-    # and are released before an unprobed one, which then carries none. ---
+    # and are removed before an unprobed one, which then carries none. ---
     def arm(self) -> None:
         n = len(self.points)
         self._signals: list[torch.Tensor | None] = [None] * n  # dL/dz at each point's output
@@ -93,8 +93,8 @@ class Probes:
                     self._hooks.append(p.activation.register_forward_hook(self._on_activation(i)))
         self.armed = True
 
-    def release(self) -> None:
-        """Remove the hooks (before an unprobed step, and at the end)."""
+    def remove(self) -> None:
+        """Remove the hooks (before an unprobed step, and at the end); arm() registers them again."""
         for h in self._hooks:
             h.remove()
         self._hooks = []
@@ -176,9 +176,6 @@ class Probes:
     def fetch_histograms(self) -> np.ndarray:
         """(points, 2, kinds) counts of the probed step, fetched with `fetch` (call it first)."""
         return self._hist
-
-    def remove(self) -> None:
-        self.release()
 
     def buffer(self, key, shape: tuple, dtype, device) -> torch.Tensor:
         """A scratch tensor kept between probed steps."""
