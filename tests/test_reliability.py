@@ -351,3 +351,48 @@ def test_a_missing_launcher_plugin_names_the_extra_even_when_find_spec_raises(mo
     monkeypatch.setitem(sweep_mod.LAUNCHER_PLUGINS, "joblib", ("gradflow_absent_pkg.hydra_joblib_launcher", "cluster"))
     with pytest.raises(GradflowError, match=r"hydra/launcher=joblib needs its Hydra plugin: pip install 'gradflow\[cluster\]'"):
         sweep_mod.check_launcher("joblib")
+
+
+def _group_processes(pgid: int) -> list[str]:
+    """Live processes of a process group (a zombie has exited; only its parent's reaping is left)."""
+    out = subprocess.run(["ps", "-eo", "pgid=,stat=,pid=,args="], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines()
+            if line.split() and line.split()[0] == str(pgid) and not line.split()[1].startswith("Z")]
+
+
+@pytest.mark.slow
+def test_no_joblib_worker_outlives_its_sweep(results):
+    """Ctrl-C to the process group: the runs in flight are marked, exit 130, no process of the group is
+    left; killing only the parent (SIGKILL): its workers and resource trackers leave within seconds."""
+    root = results / "j"
+    args = [sys.executable, "-m", "gradflow", "sweep", *SMALL, "train.steps=5000", "train.eval_every=1000",
+            "model.depth=2,3,4", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"results={results}",
+            "--name", "j"]
+
+    def two_in_flight():
+        return sum(bool(r and r.get("status") == "running") for r in map(store.read_run, root.glob("*"))) == 2
+
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not two_in_flight():
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted: 0 of 3 runs finished" in err, err
+    time.sleep(1)
+    assert _group_processes(proc.pid) == []
+    assert sorted(_statuses(root).values()) == ["interrupted", "interrupted"]
+
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not two_in_flight():
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 15
+    while time.time() < deadline and _group_processes(proc.pid):
+        time.sleep(0.5)
+    assert _group_processes(proc.pid) == []
+    assert set(_statuses(root).values()) == {"interrupted"}
