@@ -192,20 +192,13 @@ class _Configs:
             self.bases[structural] = self.compose(list(structural))
             self.flat_bases[structural] = store.flatten(self.bases[structural])
         flat = dict(self.flat_bases[structural])
-<<<<<<< HEAD
         try:
             for o in overrides:
                 if _simple(o):
                     flat.update(self._delta(structural, o))
         except GradflowError:  # a value valid only with the point's others (model.branch_layers=2 needs
             flat = store.flatten(self.compose(overrides))  # model.skip=residual): validate the whole point
-        return store.config_hash(flat)
-=======
-        for o in overrides:
-            if _simple(o):
-                flat.update(self._delta(structural, o))
         return flat
->>>>>>> store
 
     def _delta(self, structural: tuple[str, ...], override: str) -> dict:
         """The flat keys one value override sets, on top of a structural base (validated once). The base
