@@ -26,19 +26,10 @@ def build(cfg, input_shape: tuple[int, ...], n_classes: int, per_step: bool = Fa
     `per_step`: the task wants an output at every time step (sequence models only).
     `vocab`: the inputs are token ids in [0, vocab) (0: real-valued inputs).
     """
-    from gradflow.models.cnn import CNN
-    from gradflow.models.custom import Custom
-    from gradflow.models.mlp import MLP
-    from gradflow.models.resnet import ResNet
-    from gradflow.models.rnn import Recurrent
-    from gradflow.models.transformer import Transformer
-
-    families = {"mlp": MLP, "cnn": CNN, "resnet": ResNet, "rnn": Recurrent, "lstm": Recurrent,
-                "gru": Recurrent, "transformer": Transformer, "custom": Custom}
-    if cfg.model.name not in families:
-        raise GradflowError(f"model={cfg.model.name!r} is not a known family; choices: {', '.join(families)}")
-    family = families[cfg.model.name]
-    if family in (Transformer, Custom):
+    family = FAMILIES.get(cfg.model.name)
+    if family is None:
+        raise GradflowError(f"model={cfg.model.name!r} is not a known family; choices: {', '.join(FAMILIES)}")
+    if family in (Transformer, Custom):  # token ids or real vectors, one output per position or per sequence
         return family.from_config(cfg, input_shape, n_classes, per_step=per_step, vocab=vocab)
     if vocab:
         raise GradflowError(f"data={cfg.data.name} gives token ids: use model=transformer or model=custom")
@@ -63,3 +54,17 @@ def make_norm(kind: str, features: int, eps: float = 1e-5, dims: int = 0) -> nn.
     if kind == "layernorm":
         return nn.GroupNorm(1, features, eps=eps) if dims else nn.LayerNorm(features, eps=eps)
     raise GradflowError(f"norm={kind!r} is not allowed; choices: none, batchnorm, layernorm")
+
+
+# The families (model.name -> class with `from_config(cfg, input_shape, n_classes)`); their modules import
+# ProbePoint and make_norm from here, so they come last. A new family: its module, one line here, and its
+# schema in config.MODEL_SCHEMAS.
+from gradflow.models.cnn import CNN  # noqa: E402
+from gradflow.models.custom import Custom  # noqa: E402
+from gradflow.models.mlp import MLP  # noqa: E402
+from gradflow.models.resnet import ResNet  # noqa: E402
+from gradflow.models.rnn import Recurrent  # noqa: E402
+from gradflow.models.transformer import Transformer  # noqa: E402
+
+FAMILIES: dict[str, type] = {"mlp": MLP, "cnn": CNN, "resnet": ResNet, "rnn": Recurrent, "lstm": Recurrent,
+                             "gru": Recurrent, "transformer": Transformer, "custom": Custom}

@@ -35,7 +35,7 @@ def make_norm(kind: str, ln: str, d_model: int, eps: float) -> nn.Module:
     return nn.RMSNorm(d_model, eps=eps) if kind == "rmsnorm" else nn.LayerNorm(d_model, eps=eps)
 
 
-def branch_scale(alpha: float | str) -> float | nn.Parameter:
+def _scale(alpha: float | str) -> float | nn.Parameter:
     """A fixed residual branch scale, or a learnable one starting at 0 (SkipInit, De & Smith 2020)."""
     return nn.Parameter(torch.zeros(())) if alpha == "learnable" else alpha
 
@@ -80,7 +80,7 @@ class Block(nn.Module):
         self.norm2 = make_norm(norm_kind, ln, d_model, eps)
         self.mlp = MLP(d_model, mlp_ratio, activation, dropout)
         self.resid = State()
-        self.alpha_attn, self.alpha_mlp = branch_scale(alpha), branch_scale(alpha)
+        self.alpha_attn, self.alpha_mlp = _scale(alpha), _scale(alpha)
 
     def forward(self, x):  # (B, T, C) -> (B, T, C)
         if self.post:
@@ -119,7 +119,7 @@ class Transformer(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, input_shape, n_classes, per_step=False, vocab=0):
-        from gradflow.config import residual_alpha
+        from gradflow.models.mlp import branch_scale
 
         m = cfg.model
         if vocab:  # (T,) token ids
@@ -131,7 +131,7 @@ class Transformer(nn.Module):
         else:  # (C, *spatial): every pixel a position, its channels the features
             T, d_in = int(torch.tensor(input_shape[1:]).prod()), input_shape[0]
         return cls(T, n_classes, m.depth, m.d_model, m.heads, m.mlp_ratio, m.activation, m.ln, m.norm_kind,
-                   residual_alpha(m.alpha, m.depth), m.dropout, cfg.norm.eps, vocab, d_in, per_step)
+                   branch_scale(m.alpha, m.depth), m.dropout, cfg.norm.eps, vocab, d_in, per_step)
 
     def forward(self, x):  # (B, T) ids | (B, T) or (B, T, d_in) or (B, C, *spatial) reals -> (B, T, n_out) or (B, n_out)
         if x.is_floating_point():
