@@ -297,12 +297,16 @@ def test_cli_run_and_sweep(cli, results):
     (["data.T=0"], "data.T=0 must be >= 1"),
 ])
 def test_bad_transformer_input_is_one_line(cli, results, args, message):
-    out = cli("run", *TINY_TF, *TINY_CHARS, *args, f"results={results}")
+    assert_one_line(cli("run", *TINY_TF, *TINY_CHARS, *args, f"results={results}"), message, results)
+
+
+def assert_one_line(out, message: str, results) -> None:
+    """Bad input: exit 1, one line naming it, no traceback, nothing written."""
     assert out.exit_code == 1
     lines = [ln for ln in out.output.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and message in lines[0], out.output
     assert "Traceback" not in out.output
-    assert not results.exists() or not any(results.rglob("*"))  # nothing written
+    assert not results.exists() or not any(results.rglob("*"))
 
 
 def test_token_data_on_a_family_without_embeddings_is_one_line(cli, results):
