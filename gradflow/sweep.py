@@ -66,7 +66,7 @@ def plan(overrides: list[str], name: str | None, force: bool = False) -> Plan:
         given = [o.split("=", 1)[1] for o in overrides if _key(o) == "name"]
         user_name = given[-1] if given else "sweep"
     try:
-        parsed = OverridesParser.create().parse_overrides(user)
+        parsed = OverridesParser.create(config_loader=config_mod.config_loader()).parse_overrides(user)  # glob(*) needs it
     except Exception as e:
         raise GradflowError(config_mod.hydra_error_message(e)) from None
     launcher = "basic"

@@ -37,14 +37,13 @@ def config_help() -> str:
     for group in config_mod.GROUPS:
         lines.append(f"  {group}: {', '.join(config_mod.group_choices(group))}")
     keys = ["[bold]Keys[/] (KEY=VALUE; default in brackets):"]
-    sections = [("model", cls) for cls in dict.fromkeys(config_mod.MODEL_SCHEMAS.values())]
-    sections += [("data", cls) for cls in dict.fromkeys(config_mod.DATA_SCHEMAS.values())]
-    sections += [("init", config_mod.InitConfig), ("norm", config_mod.NormConfig), ("optim", config_mod.OptimConfig),
-                 ("probe", config_mod.ProbeConfig), ("train", config_mod.TrainConfig), ("", config_mod.Config)]
+    sections = [(group, cls) for group, schemas in config_mod.GROUP_SCHEMAS.items() for cls in dict.fromkeys(schemas.values())]
+    sections += [("norm", config_mod.NormConfig), ("probe", config_mod.ProbeConfig), ("train", config_mod.TrainConfig),
+                 ("", config_mod.Config)]
     for prefix, cls in sections:
         notes = _field_comments(cls)
         instance = cls()
-        family = f" (model={instance.name})" if prefix == "model" else f" (data={instance.name})" if prefix == "data" else ""
+        family = f" ({prefix}={instance.name})" if prefix in config_mod.GROUP_SCHEMAS else ""
         for f in fields(cls):
             if (f.name == "name" and prefix) or f.name in config_mod.GROUPS + ("train",):
                 continue
