@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -63,3 +64,44 @@ def test_resolver_sweep_couples_lr_to_depth_and_resumes(cli, results):
 def test_job_names_spell_arithmetic_readably():
     assert job_name(["optim.lr=${gf.div:0.25,model.depth}"]) == "optim.lr=0.25-over-model.depth"
     assert job_name("model.depth=3,optim.lr=${gf.mul:2,model.depth}") == "model.depth=3,optim.lr=2-times-model.depth"
+
+
+# --- keys that do not apply to a run are not its settings --------------------------------------------
+@pytest.mark.parametrize("overrides, sw2", [
+    (["init=xavier_normal", "init.gain=1.5"], 2.25),
+    (["init=kaiming_normal", "model.activation=relu"], 2.0),
+    (["init=kaiming_uniform", "model.activation=tanh"], (5 / 3) ** 2),
+    (["init=standard"], 1 / 3),
+    (["init=lecun_normal"], 1.0),
+    (["init=orthogonal", "init.gain=1.2"], 1.44),
+    (["init=meanfield", "init.sw2=1.76"], 1.76),
+])
+def test_effective_sw2_is_the_weight_variance_times_fan_in(overrides, sw2):
+    """Against the weights themselves: var(W) * fan_in of a square layer."""
+    from gradflow.config import effective_sw2
+    from gradflow.models import build
+    from gradflow.models.init import initialize
+
+    cfg = compose(["data=gaussian", "model.width=400", "model.depth=3", *overrides])
+    torch.manual_seed(0)
+    model = build(cfg, (400,), 10)
+    initialize(model, cfg.init, cfg.model.activation)
+    w = model.probe_points[1].layer.weight.detach()
+    measured = (w.pow(2).mean() * 400).item()  # orthogonal rows have exactly this second moment
+    assert effective_sw2(flatten(cfg)) == pytest.approx(sw2, rel=1e-9)
+    assert measured == pytest.approx(sw2, rel=0.02)
+
+
+def test_keys_of_another_init_are_not_settings(cli, results):
+    xavier = flatten(compose(["init=xavier_normal"]))
+    assert "init.sw2" not in xavier and "init.sb2" not in xavier and "init.mode" not in xavier
+    assert {"init.sw2", "init.sb2"} <= set(flatten(compose(["init=meanfield"])))
+    # one sweep can set both schemes' keys; each run records only its own
+    out = cli("sweep", *SMALL, "init=orthogonal,meanfield", "init.gain=1.1", "init.sw2=1.21", "--name", "inits",
+              f"results={results}")
+    assert out.exit_code == 0, out.output
+    from gradflow import load
+
+    runs = load(results / "inits").drop_duplicates("run").set_index("init.name")
+    assert runs.loc["meanfield", "init.sw2"] == 1.21 and runs.loc["orthogonal", "init.gain"] == 1.1
+    assert pd.isna(runs.loc["orthogonal", "init.sw2"]) and pd.isna(runs.loc["meanfield", "init.gain"])
