@@ -218,7 +218,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0  # weight init and batch order
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
-    threads: int = 0  # CPU intra-op threads; 0 = torch's default (every core); 1 on a busy or shared CPU
+    threads: int = 1  # CPU intra-op threads; 0 = torch's default (every core). 1: small nets gain little from more, and on a shared CPU torch's spinning threads can make a run 8x slower
     name: str = "run"  # results go to <results>/<name>/<job>/
     results: str = "results"  # the results root folder
 
@@ -233,7 +233,7 @@ INIT_SCHEMAS = {name: InitConfig for name in ("standard", "xavier_uniform", "xav
                                                "kaiming_normal", "lecun_normal", "orthogonal", "delta_orthogonal",
                                                "meanfield")}
 _GAIN_INITS = ("xavier_uniform", "xavier_normal", "orthogonal", "delta_orthogonal")
-# choice-specific keys -> the choices they apply to; elsewhere they are not settings (flatten leaves them out)
+# choice-specific keys -> the choices they apply to; elsewhere they are not settings (`settings` leaves them out)
 INIT_KEYS = {"init.gain": _GAIN_INITS, "init.mode": ("kaiming_uniform", "kaiming_normal"),
              "init.sw2": ("meanfield",), "init.sb2": ("meanfield",)}
 CHOICE_KEYS = {**{key: ("init.name", names) for key, names in INIT_KEYS.items()},
@@ -525,7 +525,7 @@ def _scale(cfg) -> None:
     """data.scale: a positive number, or qstar where the mean-field theory knows the run's init."""
     scale = cfg.data.scale
     if scale == "qstar":
-        if effective_sw2(flatten(cfg)) is None:
+        if effective_sw2(_theory_keys(cfg)) is None:
             raise GradflowError(f"data.scale=qstar needs an init with a mean-field sigma_w^2; init={cfg.init.name} "
                                 "has none: use init=meanfield or a number")
         input_scale(cfg)  # raises where there is no usable fixed point
@@ -637,6 +637,12 @@ def effective_sw2(config: Mapping[str, Any]) -> float | None:
     return None if pair is None else pair[0]
 
 
+def _theory_keys(cfg: DictConfig) -> dict[str, Any]:
+    """The flat keys the theory reads from a run, taken from a composed config."""
+    keys = ("model.activation", "init.name", "init.gain", "init.sw2", "init.sb2")
+    return settings({k: OmegaConf.select(cfg, k) for k in keys})
+
+
 def _equivalent(config: Mapping[str, Any]) -> tuple[float, float] | None:
     from gradflow import theory
 
@@ -658,7 +664,7 @@ def input_scale(cfg: DictConfig) -> float | None:
         return float(scale)
     from gradflow import theory
 
-    sw2, sb2 = _equivalent(flatten(cfg))
+    sw2, sb2 = _equivalent(_theory_keys(cfg))
     q = theory.q_star(cfg.model.activation, sw2, sb2)
     if not (math.isfinite(q) and q > sb2):
         raise GradflowError(f"data.scale=qstar: {cfg.model.activation} at sigma_w^2={sw2:g}, sigma_b^2={sb2:g} "
@@ -752,24 +758,9 @@ def _experiment_choices(group: str) -> list[str]:
     return []
 
 
-def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
-    """{"model.depth": 20, ...}: every leaf of a config as a dotted key, without the keys of another
-    choice (init.sw2 of an init=xavier_normal run is not one of its settings: CHOICE_KEYS)."""
-    flat = _leaves(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg, prefix)
-    for key, (selector, choices) in CHOICE_KEYS.items():
-        if key in flat and selector in flat and flat[selector] not in choices:
-            del flat[key]
-    return flat
-
-
-def _leaves(container: dict, prefix: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in container.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_leaves(v, key + "."))
-        elif isinstance(v, (list, tuple)):
-            out[key] = str(list(v))
-        else:
-            out[key] = v
-    return out
+def settings(flat: dict[str, Any]) -> dict[str, Any]:
+    """A run's flat config without the keys of another choice (init.sw2 of an init=xavier_normal run
+    is not one of its settings: CHOICE_KEYS); the store applies it to every flat config it makes."""
+    drop = {key for key, (selector, choices) in CHOICE_KEYS.items()
+            if key in flat and selector in flat and flat[selector] not in choices}
+    return {k: v for k, v in flat.items() if k not in drop}

@@ -1,15 +1,22 @@
 """One run end to end: config -> data, model, probes -> training -> a results folder.
 
-Shared by `gradflow run` (one job) and the sweep task (one job per grid point).
+Shared by `gradflow run` (one job) and the sweep task (one job per grid point). The caller holds the
+study folder's lock; this module writes only into its own job folder.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import signal
+import threading
 import time
 import traceback
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
 import torch
 from omegaconf import DictConfig
 
@@ -17,8 +24,11 @@ from gradflow import data as datasets
 from gradflow import models, store
 from gradflow.config import input_scale, resolve_device
 from gradflow.models.init import initialize
-from gradflow.probes import QUANTITIES, Probes
+from gradflow.probes import quantities as pq
+from gradflow.probes.core import Probes
 from gradflow.train import ProgressFn, train
+
+EVALUATED = ("train", "test")  # the splits whose last evaluation is a run's final metrics
 
 
 def prepare(cfg: DictConfig):
@@ -39,10 +49,13 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
     """Run `cfg` into `job_dir` and return its run record (what run.json holds).
 
     A failure inside training is recorded as status "failed" with the error. With `isolate`
-    (sweeps), a failure while preparing is recorded the same way instead of raised.
+    (sweeps), a failure while preparing is recorded the same way instead of raised. Ctrl-C marks
+    the run "interrupted" and is raised again.
     """
+    flat = store.flatten(cfg)
     record = {"job": Path(job_dir).name, "seed": cfg.seed, "steps": cfg.train.steps,
-              "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), **store.environment()}
+              "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "config_hash": store.config_hash(flat), **store.environment(), "config": flat}
     start = time.perf_counter()
     try:
         device, data, model = prepare(cfg)
@@ -53,29 +66,103 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
         return _failed(job_dir, record, e, start)
     record["device"] = str(device)
     store.begin(job_dir, cfg, record)
-    probes = Probes(model, cfg.model.activation, histograms=cfg.probe.histograms)
+    reached = [0]  # the last step reported, for an interrupted run's record
+
+    def progress(t: int, n: int) -> None:
+        reached[0] = t
+        if on_step:
+            on_step(t, n)
+
     try:
-        result = train(model, data, cfg, probes, on_step)
-    except Exception as e:
-        return _failed(job_dir, record, e, start)
-    finally:
-        probes.remove()
-    store.write_layers(job_dir, result.probe_steps, probes.names, QUANTITIES, result.probe_values, result.probe_masks)
-    store.write_metrics(job_dir, result.metrics)
-    if result.histograms:
-        store.write_histograms(job_dir, result.probe_steps, probes.names, result.histograms)
-    if result.jacobians:
-        store.write_jacobians(job_dir, result.jacobians)
-    final = {f"{split}_{metric}": value for _, split, metric, value in result.metrics if split in ("train", "test")}
-    record.update(status=result.status, steps_done=result.steps_done, train_time=round(result.train_time, 4),
-                  wall_time=round(time.perf_counter() - start, 4), final=final,
-                  diverged_step=result.diverged_step, diverged_layer=result.diverged_layer)
-    store.finish(job_dir, record)
+        probes = Probes(model, cfg.model.activation, histograms=cfg.probe.histograms)
+        try:
+            result = train(model, data, cfg, probes, progress)
+        except Exception as e:
+            return _failed(job_dir, record, e, start)
+        finally:
+            probes.remove()
+        store.write_layers(job_dir, result.probe_steps, probes.names, probes.quantities, result.probe_values,
+                           result.probe_masks)
+        store.write_metrics(job_dir, result.metrics)
+        if result.histograms:
+            store.write_histograms(job_dir, result.probe_steps, probes.names, result.histograms, pq.HIST_TENSORS,
+                                   pq.HIST_KINDS, pq.HIST_LO, pq.HIST_HI)
+        if result.jacobians:
+            store.write_jacobians(job_dir, result.jacobians)
+        record.update(status=result.status, steps_done=result.steps_done, train_time=round(result.train_time, 4),
+                      diverged_step=result.diverged_step, diverged_layer=result.diverged_layer,
+                      **final_metrics(result.metrics, result.status))
+        if result.status == store.OK:
+            record["flags"] = learned_nothing(job_dir, record["final"],
+                                              data.n_classes if data.task == "classification" else 0)
+        record["summary"] = _summary(job_dir, flat)
+        record["wall_time"] = round(time.perf_counter() - start, 4)
+        store.finish(job_dir, record)
+    except KeyboardInterrupt:
+        with _exit_on_second_interrupt():
+            record.update(status=store.INTERRUPTED, steps_done=reached[0],
+                          wall_time=round(time.perf_counter() - start, 4))
+            store.finish(job_dir, record)
+        raise
     return record
 
 
+def final_metrics(metrics: list[tuple[int, str, str, float]], status: str) -> dict:
+    """{"final": {...}} from the last evaluation; for a diverged run, only the last evaluation whose
+    every value is finite, under "last_finite" with its step, so it is never read as a final result."""
+    by_step: dict[int, dict[str, float]] = {}
+    for step, split, metric, value in metrics:
+        if split in EVALUATED:
+            by_step.setdefault(step, {})[f"{split}_{metric}"] = value
+    if status != store.DIVERGED:
+        return {"final": by_step[max(by_step)] if by_step else {}}
+    finite = [s for s, row in by_step.items() if all(math.isfinite(v) for v in row.values())]
+    return {"final": {}, "last_finite": {"step": max(finite), **by_step[max(finite)]} if finite else {}}
+
+
+def _summary(job_dir: Path, flat: dict) -> dict:
+    """The per-run numbers `ls` shows, from the layers table as written (reading it back also proves it
+    loads before run.json says the run is finished)."""
+    from gradflow import summary
+
+    return summary.per_run(store.read_table(Path(job_dir) / store.LAYERS_FILE), flat)
+
+
+@contextmanager
+def _exit_on_second_interrupt():
+    """While recording an interruption, a second Ctrl-C leaves at once (exit code 130)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+CHANCE_MARGIN = 0.99  # a net stuck at chance hovers around ln(n_classes), a little either side
+
+
+def learned_nothing(job_dir: Path, final: dict, n_classes: int) -> list[str]:
+    """Why a run that finished cleanly is still no success (run.json `flags`; `run` and `ls` show them):
+    every hidden layer's weight gradient exactly 0 at the end (e.g. all ReLUs dead), or a final train
+    loss at or above chance, ln(n_classes) for a classifier (n_classes = 0: no chance level)."""
+    flags = []
+    layers = pd.read_parquet(Path(job_dir) / store.LAYERS_FILE)
+    if not layers.empty:
+        end = store.profile(layers, "grad_norm", store.last_step(layers))
+        hidden = end.drop(end.index.max())  # the head's gradient is the loss's, not the network's
+        if len(hidden) and (hidden == 0).all():
+            flags.append("learned nothing: every hidden weight gradient is exactly 0 at the end")
+    loss, chance = final.get("train_loss", math.nan), math.log(max(n_classes, 1))
+    if n_classes > 1 and math.isfinite(loss) and loss > CHANCE_MARGIN * chance:
+        flags.append(f"learned nothing: final train loss {loss:.4g}, chance is ln {n_classes} = {chance:.4g}")
+    return flags
+
+
 def _failed(job_dir, record, e: Exception, start: float) -> dict:
-    record.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(),
+    record.update(status=store.FAILED, error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(),
                   wall_time=round(time.perf_counter() - start, 4), steps_done=0)
     store.finish(job_dir, record)
     return record

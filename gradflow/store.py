@@ -1,28 +1,39 @@
-"""The results layout: the one place that knows folder names, file names and column names.
+"""The results contract: folder layout, file and column names, run statuses, locking, atomic
+writes, readers and selectors. Every other module asks this one instead of spelling a name.
 
-    <results>/<name>/                one single run or one sweep
-      sweep.yaml                     the sweep spec (multirun only)
+    <results>/<name>/                one single run or one sweep (a "study")
+      sweep.yaml                     the sweep spec: the study's identity (multirun only)
+      .gradflow.lock                 held (an OS file lock) while a sweep, run or reproduction writes
       <job>/                         one run; <job> names its overrides
         config.yaml                  the fully resolved config
-        run.json                     status ok|diverged|failed|running, seed, device, versions, times, ...
+        run.json                     status, pid and host, seed, device, versions, times, the files it
+                                     wrote, final metrics, its flat config and summary numbers
         metrics.parquet              long: step, split, metric, value
         layers.parquet               long: step, layer, name, quantity, value
 
 Every file is written to a temporary name and renamed, so an interrupted run never leaves a half
-file that looks complete; run.json is written first (status "running") and last (final status),
-so a run is finished exactly when its run.json says ok, diverged or failed.
+file that looks complete; run.json is written first (status "running") and last (final status,
+after every file it lists), so a run is finished exactly when its run.json says so and every file
+it lists loads. What a reader sees (`status_of`) adds what run.json alone cannot know: a run whose
+process died is `interrupted`, a finished run with a missing or unreadable file is `incomplete`,
+and a run that is not part of its folder's current sweep spec is `stale`.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import platform
 import shutil
+import socket
 import subprocess
+import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -37,18 +48,42 @@ LAYERS_FILE = "layers.parquet"
 HIST_FILE = "hist.parquet"
 JACOBIAN_FILE = "jacobian.parquet"
 SWEEP_FILE = "sweep.yaml"
+LOCK_FILE = ".gradflow.lock"  # the OS lock itself (filelock)
+HOLDER_FILE = ".gradflow.lock.json"  # who holds it: pid, host, command (for the error message)
 FIGURES_DIR = "figures"
 REPORT_FILE = "REPORT.md"
+TABLE_FILES = {"layers": LAYERS_FILE, "metrics": METRICS_FILE, "hist": HIST_FILE, "jacobian": JACOBIAN_FILE}
+RUN_FILES = (RUN_FILE, CONFIG_FILE, *TABLE_FILES.values())  # everything a run folder may hold
 
 # column names: every other module uses these names (or the selectors below), never the strings
 STEP, LAYER, NAME, QUANTITY, VALUE = "step", "layer", "name", "quantity", "value"
 SPLIT, METRIC = "split", "metric"
+TENSOR, KIND, LO, HI, COUNT = "tensor", "kind", "lo", "hi", "count"
+SAMPLE, SCOPE, INDEX = "sample", "scope", "index"
 RUN, SOURCE, STATUS, PATH = "run", "source", "status", "path"  # added by `load` / `load_records`
 LAYER_COLUMNS = [STEP, LAYER, NAME, QUANTITY, VALUE]
 METRIC_COLUMNS = [STEP, SPLIT, METRIC, VALUE]
-HIST_COLUMNS = ["step", "layer", "name", "tensor", "kind", "lo", "hi", "count"]
-JACOBIAN_COLUMNS = ["step", "sample", "scope", "layer", "index", "value"]
-FINISHED = ("ok", "diverged")  # a sweep rerun skips these
+HIST_COLUMNS = [STEP, LAYER, NAME, TENSOR, KIND, LO, HI, COUNT]
+JACOBIAN_COLUMNS = [STEP, SAMPLE, SCOPE, LAYER, INDEX, VALUE]
+TABLE_COLUMNS = {"layers": LAYER_COLUMNS, "metrics": METRIC_COLUMNS, "hist": HIST_COLUMNS,
+                 "jacobian": JACOBIAN_COLUMNS}
+
+# run statuses: the first four are written to run.json; the last three only ever come from reading
+OK = "ok"  # trained to the end
+DIVERGED = "diverged"  # stopped at the first non-finite loss or gradient (what was logged is kept)
+FAILED = "failed"  # an error; run.json holds it
+RUNNING = "running"  # its process is still at work
+INTERRUPTED = "interrupted"  # stopped by Ctrl-C, or its process died while running
+INCOMPLETE = "incomplete"  # run.json is unreadable, or a file it lists is missing or unreadable
+STALE = "stale"  # not a run of its folder's current sweep spec (a removed point, a changed setting)
+STATUSES = (OK, DIVERGED, FAILED, RUNNING, INTERRUPTED, INCOMPLETE, STALE)
+FINISHED = (OK, DIVERGED)  # a sweep rerun skips these
+ENDED = (OK, DIVERGED, FAILED)  # run.json's final word
+REMOVABLE = (STALE, INCOMPLETE, INTERRUPTED)  # what `gradflow clean --stale` removes
+STATUS_COLOURS = {OK: "green", DIVERGED: "yellow", FAILED: "red", RUNNING: "cyan", INTERRUPTED: "magenta",
+                  INCOMPLETE: "red", STALE: "bright_black"}
+# config keys that say where and how fast, not what is computed: they do not change a run's identity
+NOT_IDENTITY = ("name", "results", "threads")
 
 
 # --- the folder layout -----------------------------------------------------------------------------
@@ -82,6 +117,32 @@ def profile(layers: pd.DataFrame, quantity: str, step: int) -> pd.Series:
 
 def last_step(layers: pd.DataFrame) -> int:
     return int(layers[STEP].max())
+
+
+# --- configs as flat dicts and their identity --------------------------------------------------------
+def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
+    """{"model.depth": 20, ...}: every leaf of a config as a dotted key."""
+    container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    out: dict[str, Any] = {}
+    for k, v in container.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, (list, tuple)):
+            out[key] = str(list(v))
+        else:
+            out[key] = v
+    if prefix:
+        return out
+    from gradflow.config import settings  # which keys each choice has is the schema's knowledge
+
+    return settings(out)  # a key of another choice (init.sw2 of a Xavier run) is not a setting of this run
+
+
+def config_hash(flat: dict[str, Any]) -> str:
+    """What a run computes, as a short digest of its flat config (where and how fast left out)."""
+    ident = {k: v for k, v in flat.items() if k not in NOT_IDENTITY}
+    return hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 # --- writing -------------------------------------------------------------------------------------
@@ -120,33 +181,138 @@ def _jsonable(x):
     return str(x)
 
 
-def check_writable(folder: Path) -> None:
-    """Fail before any work if `folder` cannot be created or written."""
-    folder = Path(folder).absolute()
+def _refuse_symlink(path: Path, what: str) -> None:
+    if path.is_symlink():
+        raise GradflowError(f"{what} {path} is a symbolic link (to {os.readlink(path)}); gradflow writes only into "
+                            "real folders: pass the target itself (results=<folder>) or remove the link")
+
+
+def check_writable(folder: Path, study: Path | None = None) -> None:
+    """Fail before any work if `folder` cannot be created or written, or if it (or the study folder
+    holding it) is a symbolic link, which would send writes somewhere the user did not name."""
+    folder = Path(folder)
+    for part in folder.parts:
+        if len(part.encode()) > 255:  # the file system's limit for one name
+            raise GradflowError(f"folder name {shorten(part, 40)!r} is {len(part)} characters long and a folder "
+                                "name holds at most 255: choose a shorter name= (or results=)")
+    _refuse_symlink(folder, "folder")
+    if study is not None:
+        _refuse_symlink(Path(study), "study folder")
+    folder = folder.absolute()
     probe = folder
     while not probe.exists():
+        if probe.is_symlink():  # a dangling link
+            _refuse_symlink(probe, "folder")
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise GradflowError(f"results folder {folder} is not writable ({probe} is read-only or not a folder); "
-                            "set results=<a writable folder>")
+        raise GradflowError(f"results folder {folder} cannot be created: {probe} is "
+                            f"{'not a folder' if not probe.is_dir() else 'read-only'}; set results=<a writable folder>")
+
+
+def is_run_folder(path: Path) -> bool:
+    """A folder gradflow made for one run: a real folder holding its run.json or config.yaml and nothing
+    but run files (and their temporary siblings). Only such folders are ever deleted."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_dir():
+        return False
+    names = [p.name for p in path.iterdir()]
+    own = set(RUN_FILES)
+    return bool(own & set(names)) and all(n in own or (n.startswith(".") and n.endswith(".tmp")) for n in names)
+
+
+def clear_run(job_dir: Path) -> None:
+    """Remove a run folder before it is redone (or cleaned): only if gradflow made it."""
+    job_dir = Path(job_dir)
+    if not job_dir.exists() and not job_dir.is_symlink():
+        return
+    if is_empty_folder(job_dir):
+        job_dir.rmdir()
+        return
+    if not is_run_folder(job_dir):
+        raise GradflowError(f"{job_dir} is in the way: it is not a gradflow run folder (a link, or it holds files "
+                            "gradflow did not write), and gradflow deletes only its own runs; move it away or "
+                            "choose another name=")
+    shutil.rmtree(job_dir)
+
+
+def is_empty_folder(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+
+
+def check_clearable(job_dir: Path) -> None:
+    """Fail now (before any job runs) if a run folder to be written is something gradflow did not make."""
+    job_dir = Path(job_dir)
+    if (job_dir.exists() or job_dir.is_symlink()) and not is_run_folder(job_dir) and not is_empty_folder(job_dir):
+        clear_run(job_dir)  # raises, naming the folder
 
 
 def begin(job_dir: Path, cfg: DictConfig, record: dict) -> None:
-    """Start a run folder afresh: stale files from an earlier attempt are removed first."""
+    """Start a run folder afresh: files from an earlier attempt are removed first (only gradflow's own).
+    Adds the writing process (pid, host) to `record`, which `finish` writes again at the end."""
     job_dir = Path(job_dir)
     try:
-        if job_dir.exists():
-            shutil.rmtree(job_dir)
+        clear_run(job_dir)
         job_dir.mkdir(parents=True)
     except PermissionError as e:
         raise GradflowError(f"results folder {job_dir} is not writable ({e.strerror}); "
                             "set results=<a writable folder>") from None
     write_text(job_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
-    write_json(job_dir / RUN_FILE, {"status": "running", **record})
+    record.update(pid=os.getpid(), host=socket.gethostname())  # who runs it: a dead writer reads as interrupted
+    write_json(job_dir / RUN_FILE, {STATUS: RUNNING, **record})
 
 
 def finish(job_dir: Path, record: dict) -> None:
-    write_json(Path(job_dir) / RUN_FILE, record)
+    """The final word on a run, written last: `files` lists what it wrote, each must exist and load."""
+    job_dir = Path(job_dir)
+    files = [f for f in RUN_FILES[1:] if (job_dir / f).exists()]
+    write_json(job_dir / RUN_FILE, {**record, "files": files})
+
+
+# --- locking: one writer per study folder --------------------------------------------------------
+@contextmanager
+def lock(study: Path, command: str | None = None) -> Iterator[None]:
+    """Hold the study folder's OS file lock while writing into it. A second writer (another sweep,
+    run or reproduction into the same folder) fails at once, naming the process that holds it."""
+    from filelock import FileLock, Timeout
+
+    study = Path(study)
+    _refuse_symlink(study, "study folder")
+    created = not study.exists()
+    try:
+        study.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise GradflowError(f"results folder {study} cannot be created ({e.strerror}); "
+                            "set results=<a writable folder>") from None
+    held = FileLock(str(study / LOCK_FILE), timeout=0)
+    try:
+        held.acquire()
+    except Timeout:
+        try:
+            who = json.loads((study / HOLDER_FILE).read_text())
+            holder = f"pid {who['pid']} on {who['host']} ({shorten(who['command'], 60)})"
+        except (OSError, ValueError, KeyError):
+            holder = "another process"
+        raise GradflowError(f"{study} is being written by {holder}; wait for it to finish, "
+                            "or write elsewhere with name=<another name>") from None
+    try:
+        write_json(study / HOLDER_FILE, {"pid": os.getpid(), "host": socket.gethostname(),
+                                         "command": command or " ".join(["gradflow", *sys.argv[1:]])})
+        yield
+    finally:
+        (study / HOLDER_FILE).unlink(missing_ok=True)
+        held.release()
+        if created and [p.name for p in study.iterdir()] == [LOCK_FILE]:  # nothing was written: leave no trace
+            (study / LOCK_FILE).unlink(missing_ok=True)
+            study.rmdir()
+
+
+def shorten(text: str, limit: int = 60) -> str:
+    """A value short enough for a one-line message: its start and end around an ellipsis."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    keep = (limit - 1) // 2
+    return f"{text[:keep]}…{text[-keep:]} ({len(text)} characters)"
 
 
 def write_layers(job_dir: Path, steps: list[int], names: list[str], quantities: tuple[str, ...],
@@ -157,11 +323,11 @@ def write_layers(job_dir: Path, steps: list[int], names: list[str], quantities: 
         keep = np.stack(masks)
         s, l, q = np.nonzero(keep)
         df = pd.DataFrame({
-            "step": np.asarray(steps, dtype=np.int64)[s],
-            "layer": l.astype(np.int64),
-            "name": np.asarray(names, dtype=object)[l],
-            "quantity": np.asarray(quantities, dtype=object)[q],
-            "value": v[s, l, q],
+            STEP: np.asarray(steps, dtype=np.int64)[s],
+            LAYER: l.astype(np.int64),
+            NAME: np.asarray(names, dtype=object)[l],
+            QUANTITY: np.asarray(quantities, dtype=object)[q],
+            VALUE: v[s, l, q],
         })
     else:
         df = pd.DataFrame({c: pd.Series(dtype=t) for c, t in
@@ -169,21 +335,17 @@ def write_layers(job_dir: Path, steps: list[int], names: list[str], quantities: 
     write_table(Path(job_dir) / LAYERS_FILE, df)
 
 
-def write_histograms(job_dir: Path, steps: list[int], names: list[str], hists: list[np.ndarray]) -> None:
-    """Histograms, one (points, tensors, kinds) array per probed step -> the long hist table."""
-    from gradflow.probes import HIST_EDGES, HIST_KINDS, HIST_TENSORS
-
+def write_histograms(job_dir: Path, steps: list[int], names: list[str], hists: list[np.ndarray],
+                     tensors: tuple[str, ...], kinds: tuple[str, ...], lo: np.ndarray, hi: np.ndarray) -> None:
+    """Histograms, one (points, tensors, kinds) array per probed step -> the long hist table; kind k
+    counts the values in [lo[k], hi[k]) (the probes define the bins)."""
     h = np.stack(hists)  # (steps, points, tensors, kinds)
     s, l, t, k = np.nonzero(~np.isnan(h))
-    nb = len(HIST_EDGES) - 1
-    lo = np.concatenate([HIST_EDGES[:-1], HIST_EDGES[:-1], [0.0, 0.0, HIST_EDGES[-1], np.nan]])
-    hi = np.concatenate([HIST_EDGES[1:], HIST_EDGES[1:], [0.0, HIST_EDGES[0], np.inf, np.nan]])
-    assert len(lo) == len(HIST_KINDS) == 2 * nb + 4
-    df = pd.DataFrame({"step": np.asarray(steps, dtype=np.int64)[s], "layer": l.astype(np.int64),
-                       "name": np.asarray(names, dtype=object)[l],
-                       "tensor": np.asarray(HIST_TENSORS, dtype=object)[t],
-                       "kind": np.asarray(HIST_KINDS, dtype=object)[k], "lo": lo[k], "hi": hi[k],
-                       "count": h[s, l, t, k].astype(np.int64)})
+    df = pd.DataFrame({STEP: np.asarray(steps, dtype=np.int64)[s], LAYER: l.astype(np.int64),
+                       NAME: np.asarray(names, dtype=object)[l],
+                       TENSOR: np.asarray(tensors, dtype=object)[t],
+                       KIND: np.asarray(kinds, dtype=object)[k], LO: np.asarray(lo)[k], HI: np.asarray(hi)[k],
+                       COUNT: h[s, l, t, k].astype(np.int64)})
     write_table(Path(job_dir) / HIST_FILE, df)
 
 
@@ -196,7 +358,7 @@ def write_jacobians(job_dir: Path, rows: list[tuple]) -> None:
 
 
 def write_metrics(job_dir: Path, rows: list[tuple[int, str, str, float]]) -> None:
-    df = pd.DataFrame(rows, columns=METRIC_COLUMNS).astype({"step": "int64", "value": "float64"})
+    df = pd.DataFrame(rows, columns=METRIC_COLUMNS).astype({STEP: "int64", VALUE: "float64"})
     write_table(Path(job_dir) / METRICS_FILE, df)
 
 
@@ -204,8 +366,15 @@ def write_table(path: Path, df: pd.DataFrame) -> None:
     _atomic_write(Path(path), lambda tmp: df.to_parquet(tmp, index=False))
 
 
+
+
 def environment() -> dict[str, Any]:
     """What is needed to redo a run: versions and the git commit of the code."""
+    return dict(_environment())
+
+
+@functools.cache  # one `git` call per process, not one per sweep job
+def _environment() -> dict[str, Any]:
     import torch
 
     import gradflow
@@ -224,16 +393,92 @@ def environment() -> dict[str, Any]:
 
 # --- reading -------------------------------------------------------------------------------------
 def read_run(job_dir: Path) -> dict | None:
+    """run.json as a dict, or None when it is missing or unreadable (truncated, not JSON)."""
     try:
-        return json.loads((Path(job_dir) / RUN_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        rec = json.loads((Path(job_dir) / RUN_FILE).read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
         return None
+    return rec if isinstance(rec, dict) else None
 
 
-def is_finished(job_dir: Path) -> bool:
+def _loads(path: Path) -> bool:
+    """Whether a file gradflow wrote is whole: present, and a Parquet file with both of its magic marks
+    (the footer goes last, so a truncated table fails this); cheap enough to ask of every run."""
+    try:
+        size = path.stat().st_size
+        if path.suffix != ".parquet":
+            return size > 0
+        with open(path, "rb") as f:
+            head = f.read(4)
+            f.seek(max(size - 4, 0))
+            return size >= 12 and head == b"PAR1" and f.read(4) == b"PAR1"
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    try:  # a zombie has exited; only its reaping is left (Linux; elsewhere a signal 0 is all we have)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def sweep_spec(study: Path) -> dict | None:
+    """The study's sweep.yaml (its identity), or None for a folder of single runs."""
+    import yaml
+
+    try:
+        spec = yaml.safe_load((Path(study) / SWEEP_FILE).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return spec if isinstance(spec, dict) else None
+
+
+def status_of(job_dir: Path, rec: dict | None, spec: dict | None = None) -> tuple[str, str]:
+    """(status, why) as a reader should see the run: run.json's status, corrected for what it cannot
+    know itself (a dead process, a missing or broken file, a changed sweep spec)."""
+    job_dir = Path(job_dir)
+    if rec is None:
+        return INCOMPLETE, f"{job_dir / RUN_FILE} is missing or unreadable"
+    status = rec.get(STATUS)
+    if status == RUNNING:
+        if rec.get("host") == socket.gethostname() and isinstance(rec.get("pid"), int) and not _alive(rec["pid"]):
+            return INTERRUPTED, f"its process {rec['pid']} ended before the run did"
+        return RUNNING, ""
+    if status in ENDED:
+        expected = (CONFIG_FILE,) if status == FAILED else (CONFIG_FILE, METRICS_FILE, LAYERS_FILE)
+        for f in rec.get("files", expected):
+            if not _loads(job_dir / f):
+                return INCOMPLETE, f"{job_dir / f} is missing or unreadable"
+    elif status != INTERRUPTED:
+        return INCOMPLETE, f"{job_dir / RUN_FILE} has no known status ({shorten(status, 20)!r})"
+    planned = (spec or {}).get("runs")
+    if isinstance(planned, dict):
+        want = planned.get(job_dir.name)
+        if want is None:
+            return STALE, "not a point of the current sweep spec"
+        if run_hash(job_dir, rec) != want:
+            return STALE, "made with settings the current sweep spec no longer has"
+    return status, str(rec.get("error", ""))
+
+
+def run_hash(job_dir: Path, rec: dict | None = None) -> str:
+    rec = rec if rec is not None else read_run(job_dir) or {}
+    return rec.get("config_hash") or config_hash(run_config(job_dir, rec))
+
+
+def is_finished(job_dir: Path, want_hash: str | None = None) -> bool:
+    """Finished (ok or diverged) with every file whole, and, given `want_hash`, with that config."""
     rec = read_run(job_dir)
-    return bool(rec) and rec.get("status") in FINISHED and all(
-        (Path(job_dir) / f).exists() for f in (CONFIG_FILE, METRICS_FILE, LAYERS_FILE))
+    if rec is None or status_of(job_dir, rec)[0] not in FINISHED:
+        return False
+    return want_hash is None or run_hash(job_dir, rec) == want_hash
 
 
 def find_runs(path: Path) -> list[Path]:
@@ -249,11 +494,16 @@ def find_runs(path: Path) -> list[Path]:
     return runs
 
 
-def run_config(job_dir: Path) -> dict[str, Any]:
-    from gradflow.config import flatten
+def run_config(job_dir: Path, rec: dict | None = None) -> dict[str, Any]:
+    """A run's flat config: from run.json when it carries one (fast), else from config.yaml."""
+    import yaml
 
-    path = Path(job_dir) / CONFIG_FILE
-    return flatten(OmegaConf.load(path)) if path.exists() else {}
+    if rec and isinstance(rec.get("config"), dict):
+        return rec["config"]
+    try:
+        return flatten(yaml.safe_load((Path(job_dir) / CONFIG_FILE).read_text()) or {})
+    except (OSError, yaml.YAMLError, AttributeError):
+        return {}
 
 
 def _run_id(job_dir: Path, root: Path) -> str:
@@ -261,48 +511,98 @@ def _run_id(job_dir: Path, root: Path) -> str:
     return rel.as_posix()
 
 
-def load(path: str | Path, table: str = "layers") -> pd.DataFrame:
-    """One tidy DataFrame for a run or a folder of runs: the `layers` or `metrics` rows of every
-    run, with `run`, `source`, `status` and every config key (dotted, e.g. `model.depth`) as columns."""
-    files = {"layers": LAYERS_FILE, "metrics": METRICS_FILE, "hist": HIST_FILE, "jacobian": JACOBIAN_FILE}
-    if table not in files:
-        raise GradflowError(f"table={table!r} is not allowed; choices: {', '.join(files)}, runs")
+def runs(path: str | Path) -> list[dict]:
+    """Every run at or below `path` as {run, source, path, status, why, record}, statuses as a reader
+    sees them (`status_of`), reading only run.json (and each folder's sweep.yaml once)."""
     root = Path(path)
-    filename = files[table]
-    frames = []
+    specs: dict[Path, dict | None] = {}
+    out = []
     for job in find_runs(root):
-        f = job / filename
-        if not f.exists():
+        if job.parent not in specs:
+            specs[job.parent] = sweep_spec(job.parent)
+        rec = read_run(job)
+        status, why = status_of(job, rec, specs[job.parent])
+        out.append({RUN: _run_id(job, root), SOURCE: root.name, PATH: str(job), STATUS: status, "why": why,
+                    "record": rec or {}})
+    return out
+
+
+def load(path: str | Path, table: str = "layers", include_stale: bool = False) -> pd.DataFrame:
+    """One tidy DataFrame for a run or a folder of runs: the `layers` or `metrics` rows of every
+    run, with `run`, `source`, `status` and every config key (dotted, e.g. `model.depth`) as columns.
+    Stale runs (not part of their folder's current sweep) are left out unless `include_stale`;
+    incomplete runs always are (their tables are not whole)."""
+    if table not in TABLE_FILES:
+        raise GradflowError(f"table={table!r} is not allowed; choices: {', '.join(TABLE_FILES)}, runs")
+    filename = TABLE_FILES[table]
+    frames = []
+    for r in runs(path):
+        f = Path(r[PATH]) / filename
+        if r[STATUS] == INCOMPLETE or (r[STATUS] == STALE and not include_stale) or not f.exists():
             continue
-        df = pd.read_parquet(f)
-        meta = {"run": _run_id(job, root), "source": root.name, "status": (read_run(job) or {}).get("status")}
-        for k, v in {**meta, **run_config(job)}.items():
+        df = read_table(f)
+        meta = {RUN: r[RUN], SOURCE: r[SOURCE], STATUS: r[STATUS]}
+        for k, v in {**meta, **run_config(Path(r[PATH]), r["record"])}.items():
             if k not in df.columns:  # the table's own columns win (its `name` is the layer's name)
                 df[k] = v
         frames.append(df)
     if not frames:
-        own = {"metrics": METRIC_COLUMNS, "layers": LAYER_COLUMNS, "hist": HIST_COLUMNS, "jacobian": JACOBIAN_COLUMNS}
-        return pd.DataFrame(columns=["run", "source", "status"] + own[table])
+        return pd.DataFrame(columns=[RUN, SOURCE, STATUS] + TABLE_COLUMNS[table])
     return pd.concat(frames, ignore_index=True)
 
 
-def load_records(path: str | Path) -> pd.DataFrame:
-    """One row per run: run.json (final metrics flattened as final.*) and every config key."""
-    root = Path(path)
+def read_table(path: Path) -> pd.DataFrame:
+    """One Parquet table; a broken file is one line naming it, never a traceback."""
+    try:
+        return pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises several types for a corrupt file
+        raise GradflowError(f"{path} cannot be read ({shorten(' '.join(str(e).split()), 80)}); "
+                            f"`gradflow clean {Path(path).parent.parent} --stale` removes broken runs") from None
+
+
+def load_records(path: str | Path, include_stale: bool = True) -> pd.DataFrame:
+    """One row per run: its status as a reader sees it, run.json (final metrics as final.*) and every
+    config key. Stale runs are listed (as `stale`) unless told otherwise."""
     rows = []
-    for job in find_runs(root):
-        rec = read_run(job) or {}
-        row = {"run": _run_id(job, root), "source": root.name, "path": str(job), **run_config(job)}
+    for r in runs(path):
+        if r[STATUS] == STALE and not include_stale:
+            continue
+        rec = r["record"]
+        row = {RUN: r[RUN], SOURCE: r[SOURCE], PATH: r[PATH], **run_config(Path(r[PATH]), rec)}
         for k, v in rec.items():  # after the config: run.json's device is the one actually used
             if k == "final":
                 row.update({f"final.{m}": x for m, x in (v or {}).items()})
             elif not isinstance(v, (dict, list)):
                 row[k] = v
+        row[STATUS] = r[STATUS]
+        if r["why"] and r[STATUS] != rec.get(STATUS):
+            row["error"] = r["why"]
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def remove_run(job_dir: Path) -> None:
-    """Forget a run (sweep --force): its folder goes, so it is redone from scratch."""
-    if Path(job_dir).is_dir():
-        shutil.rmtree(job_dir)
+    """Forget a run (sweep --force, clean): its folder goes, so it is redone from scratch."""
+    clear_run(job_dir)
+
+
+def removable(path: str | Path) -> list[dict]:
+    """The runs `gradflow clean --stale` would remove: stale, incomplete and interrupted ones."""
+    return [r for r in runs(path) if r[STATUS] in REMOVABLE]
+
+
+def clean(path: str | Path) -> list[Path]:
+    """Remove stale, incomplete and interrupted runs, each study folder locked while it is cleaned (so
+    nothing a live sweep is writing goes); only folders gradflow made are ever deleted."""
+    removed = []
+    by_study: dict[Path, list[Path]] = {}
+    for r in removable(path):
+        by_study.setdefault(Path(r[PATH]).parent, []).append(Path(r[PATH]))
+    for study, jobs in by_study.items():
+        with lock(study, f"gradflow clean {path} --stale"):
+            spec = sweep_spec(study)
+            for job in jobs:
+                if status_of(job, read_run(job), spec)[0] in REMOVABLE:  # still so, now that we hold the lock
+                    clear_run(job)
+                    removed.append(job)
+    return removed

@@ -1,22 +1,28 @@
 """Sweeps: a grid of runs through real Hydra multirun, so every Hydra sweeper and launcher works.
 
-`gradflow sweep` (cli.py) calls `launch`, which expands and validates the whole grid first,
-writes <results>/<name>/sweep.yaml, then hands the overrides to a `@hydra.main` entry point
-(rewriting argv), exactly as `python app.py --multirun ...` would. Each job runs `task`, which
-skips a run already finished with the same resolved config, and records any failure in the
-run's own run.json so the sweep goes on.
+`gradflow sweep` calls `plan`, which expands and validates the whole grid first (each distinct
+value once), then `launch`, which takes the study folder's lock, writes <results>/<name>/sweep.yaml
+(the study's identity: every planned run and the digest of its config) and hands the overrides to a
+`@hydra.main` entry point (rewriting argv), exactly as `python app.py --multirun ...` would. Each job
+runs `task`, which skips a run already finished with the same config, and records any failure in
+the run's own run.json so the sweep goes on. Workers of parallel launchers write only their own job
+folder and leave when the sweep's process is gone.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import importlib.util
+import os
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from omegaconf import OmegaConf
 
@@ -32,13 +38,18 @@ LAUNCHER_PLUGINS = {
     "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "cluster"),
     "slurm": ("hydra_plugins.hydra_submitit_launcher", "cluster"),
 }
+# Hydra settings a user may pass; every other hydra.* would move outputs or change what a job sees
+HYDRA_ALLOWED = ("hydra/launcher", "hydra.launcher.", "hydra/sweeper", "hydra.sweeper.", "hydra.verbose")
+SWEEP_PID = "GRADFLOW_SWEEP_PID"  # set for workers: the process whose sweep they serve
 
 
 @dataclass
 class Job:
     overrides: list[str]  # the job's config overrides (hydra ones removed)
     name: str  # its folder name under the sweep folder
+    config_hash: str = ""  # what it computes (store.config_hash of its flat config)
     finished: bool = False  # already done with the same config: will be skipped
+    replaces: bool = False  # a finished run of another config sits in its folder and will be redone
 
 
 @dataclass
@@ -48,83 +59,256 @@ class Plan:
     swept: list[str]  # keys whose values vary
     launcher: str
     jobs: list[Job] = field(default_factory=list)
+    force: bool = False  # redo finished runs too
+    stale: int = 0  # runs in the folder that are not points of this grid
+    points: list[dict] | None = None  # a points sweep: the explicit points (see `points_overrides`)
 
     @property
     def to_run(self) -> list[Job]:
-        return [j for j in self.jobs if not j.finished]
+        return [j for j in self.jobs if self.force or not j.finished]
+
+    @property
+    def replaced(self) -> int:
+        return sum(j.replaces for j in self.jobs)
 
 
-def plan(overrides: list[str], name: str | None, force: bool = False) -> Plan:
-    """Expand and validate the whole grid before any job starts."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    user = [o for o in overrides if not _key(o) in ("name",)]
-    if name:
-        user_name = name
-    else:
-        given = [o.split("=", 1)[1] for o in overrides if _key(o) == "name"]
-        user_name = given[-1] if given else "sweep"
-    try:
-        parsed = OverridesParser.create(config_loader=config_mod.config_loader()).parse_overrides(user)  # glob(*) needs it
-    except Exception as e:
-        raise GradflowError(config_mod.hydra_error_message(e)) from None
-    launcher = "basic"
-    for o in parsed:
-        if o.key_or_group == "hydra/launcher":
-            launcher = o.value()
-    check_launcher(launcher)
-    swept = sorted({o.key_or_group for o in parsed if o.is_sweep_override() and not o.is_hydra_override()})
-    grid = BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
-    first = config_mod.compose([*_config_only(grid[0]), f"name={user_name}"])  # checks name and results too
-    root = Path(first.results) / first.name
-    store.check_writable(root)
-    result = Plan(root=root, overrides=list(overrides), swept=swept, launcher=launcher)
-    seen: set[str] = set()
-    for point in grid:
-        cfg_overrides = _config_only(point)
-        try:
-            cfg = config_mod.compose([*cfg_overrides, f"name={user_name}"])
-        except GradflowError as e:
-            raise GradflowError(f"sweep point {','.join(cfg_overrides)}: {e}") from None
-        jname = config_mod.job_name([o for o in cfg_overrides if _key(o) in swept])
-        if jname in seen:
-            raise GradflowError(f"two sweep points share the folder {jname!r}; make the swept values distinct")
-        seen.add(jname)
-        job_dir = root / jname
-        if force:
-            store.remove_run(job_dir)
-        done = store.is_finished(job_dir) and same_config(job_dir, cfg)
-        result.jobs.append(Job(cfg_overrides, jname, finished=done))
-    return result
-
-
+# --- checking overrides before anything is composed ---------------------------------------------------
 def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def _config_only(overrides: list[str]) -> list[str]:
-    return [o for o in overrides if not _key(o).startswith("hydra")]
+def check_overrides(overrides: list[str], command: str) -> None:
+    """Refuse what would silently go wrong: an option this command does not have, a Hydra setting that
+    would move outputs (gradflow owns where runs go), and an override the grammar cannot read (said
+    with how to write it)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for o in overrides:
+        if o.startswith("-"):
+            raise GradflowError(f"{store.shorten(o, 40)} is not an option of `gradflow {command}`; settings are "
+                                f"key=value overrides (e.g. name=x, not --name x); see `gradflow {command} --help`")
+        key = _key(o)
+        if key.startswith("hydra") and not key.startswith(HYDRA_ALLOWED):
+            raise GradflowError(f"{store.shorten(o, 60)} is refused: gradflow decides where runs go "
+                                "(<results>/<name>/<job>/); use name=NAME and results=FOLDER instead "
+                                "(hydra/launcher=... and hydra.launcher.* are allowed)")
+        try:
+            parser.parse_override(o)
+        except Exception:
+            raise GradflowError(
+                f"cannot read the override {store.shorten(o, 60)!r}: write key=value, with bare values made of "
+                "ASCII letters, digits and _ . - / : (sweeps: a,b,c or range(1,5)); quote any other value, "
+                "e.g. 'data.root=\"/my data\"'") from None
 
 
 def check_launcher(launcher: str) -> None:
     if launcher not in LAUNCHER_PLUGINS:
         raise GradflowError(f"hydra/launcher={launcher!r} is not known; choices: {', '.join(LAUNCHER_PLUGINS)}")
     module, extra = LAUNCHER_PLUGINS[launcher]
-    if module and importlib.util.find_spec(module) is None:
+    try:
+        found = module is None or importlib.util.find_spec(module) is not None
+    except ImportError:  # find_spec imports the parent package, absent without any plugin
+        found = False
+    if not found:
         raise GradflowError(f"hydra/launcher={launcher} needs its Hydra plugin: pip install 'gradflow[{extra}]'")
 
 
-def same_config(job_dir: Path, cfg) -> bool:
-    """Whether a finished run computed the same thing (the thread count does not count)."""
+# --- planning: every point validated, named and hashed before any job starts --------------------------
+def plan(overrides: list[str], name: str | None, force: bool = False, points: list[dict] | None = None) -> Plan:
+    """Expand and validate the whole grid before any job starts (each distinct value once)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    user = [o for o in overrides if _key(o) != "name"]
+    given = [o.split("=", 1)[1] for o in overrides if _key(o) == "name"]
+    user_name = name or (given[-1] if given else "sweep")
+    check_overrides(user, "sweep")
+    parser = OverridesParser.create(config_loader=config_mod.config_loader())  # glob(*) lists a group's choices
+    parsed = parser.parse_overrides(user)
+    launcher = "basic"
+    for o in parsed:
+        if o.key_or_group == "hydra/launcher":
+            launcher = o.value()
+        if o.is_sweep_override() and not list(o.sweep_string_iterator()):
+            raise GradflowError(f"{store.shorten(o.input_line, 60)} sweeps over no value; give at least one, "
+                                "e.g. range(1,5) (the end is excluded) or 1,2,3")
+    check_launcher(launcher)
+    swept = sorted({o.key_or_group for o in parsed if o.is_sweep_override() and not o.is_hydra_override()})
+    grid = BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
+    if points is not None:
+        if swept:
+            raise GradflowError(f"--points and swept keys ({', '.join(swept)}) do not mix; put every varying "
+                                "key in the points file")
+        grid, swept = points_overrides(points, grid[0])
+    point_configs = _Configs(user_name)
+    first = point_configs.flat(_config_only(grid[0]))  # checks name and results too
+    root = store.study_dir(first["results"], first["name"])
+    store.check_writable(root, root)
+    result = Plan(root=root, overrides=list(overrides), swept=swept, launcher=launcher, force=force,
+                  points=points)
+    seen: set[str] = set()
+    for point in grid:
+        cfg_overrides = _config_only(point)
+        digest = store.config_hash(point_configs.flat(cfg_overrides))
+        jname = config_mod.job_name([o for o in cfg_overrides if _key(o) in swept])
+        if jname in seen:
+            raise GradflowError(f"two sweep points share the folder {jname!r}; make the swept values distinct")
+        seen.add(jname)
+        job_dir = root / jname
+        store.check_clearable(job_dir)
+        rec = store.read_run(job_dir)
+        finished = store.is_finished(job_dir, digest)
+        replaces = not finished and rec is not None and rec.get(store.STATUS) in store.FINISHED
+        result.jobs.append(Job(cfg_overrides, jname, digest, finished=finished, replaces=replaces))
+    if root.is_dir():
+        result.stale = sum(1 for p in root.iterdir() if p.name not in seen and (p / store.RUN_FILE).exists())
+    return result
+
+
+class _Configs:
+    """Flat configs of grid points without composing each point: one Hydra compose per distinct set of
+    structural overrides (groups, +/~ keys, interpolations), then each distinct key=value applied and
+    validated once, as Hydra itself applies a value override (OmegaConf.update on the composed config)."""
+
+    def __init__(self, name: str):
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        self.name = name
+        self.parser = OverridesParser.create()
+        self.bases: dict[tuple[str, ...], Any] = {}
+        self.flat_bases: dict[tuple[str, ...], dict] = {}
+        self.deltas: dict[tuple[tuple[str, ...], str], dict] = {}
+
+    def compose(self, overrides: list[str]):
+        try:
+            return config_mod.compose([*overrides, f"name={self.name}"])
+        except GradflowError as e:
+            raise GradflowError(f"sweep point {store.shorten(','.join(overrides), 80)}: {e}") from None
+
+    def flat(self, overrides: list[str]) -> dict:
+        structural = tuple(o for o in overrides if not _simple(o))
+        if any("${" in o.replace("\\", "") for o in structural):  # an interpolation reads the point's other
+            return store.flatten(self.compose(overrides))  # values (the sweeper escapes it as $\{...\}): compose all
+        if structural not in self.bases:
+            self.bases[structural] = self.compose(list(structural))
+            self.flat_bases[structural] = store.flatten(self.bases[structural])
+        flat = dict(self.flat_bases[structural])
+        try:
+            for o in overrides:
+                if _simple(o):
+                    flat.update(self._delta(structural, o))
+        except GradflowError:  # a value valid only with the point's others (model.branch_layers=2 needs
+            flat = store.flatten(self.compose(overrides))  # model.skip=residual): validate the whole point
+        return config_mod.settings(flat)  # a value set for another choice (init.sw2 of orthogonal) is no setting
+
+    def _delta(self, structural: tuple[str, ...], override: str) -> dict:
+        """The flat keys one value override sets, on top of a structural base (validated once). The base
+        is changed in place and restored, which costs far less than copying it per value."""
+        if (structural, override) not in self.deltas:
+            key = _key(override)
+            cfg = self.bases[structural]
+            before = OmegaConf.select(cfg, key, throw_on_missing=False)
+            before = OmegaConf.to_container(before) if OmegaConf.is_config(before) else before
+            try:
+                OmegaConf.update(cfg, key, self.parser.parse_override(override).value(), merge=True)
+                config_mod.validate(cfg)
+                node = OmegaConf.select(cfg, key)
+                delta = store.flatten({key: OmegaConf.to_container(node, resolve=True)
+                                       if OmegaConf.is_config(node) else node})
+            except GradflowError as e:
+                raise GradflowError(f"sweep point {store.shorten(override, 80)}: {e}") from None
+            except Exception:  # the composer names the key and the choices (or composes it after all)
+                flat = store.flatten(self.compose([*structural, override]))
+                delta = {k: v for k, v in flat.items() if k == key or k.startswith(key + ".")}
+            finally:
+                if before is not None:
+                    OmegaConf.update(cfg, key, before, merge=False)
+            self.deltas[structural, override] = delta
+        return self.deltas[structural, override]
+
+
+def _simple(override: str) -> bool:
+    """A plain key=value on an existing key (no group choice, no +/~, no interpolation)."""
+    key = _key(override)
+    return (key not in GROUP_KEYS and "/" not in key and override[0] not in "+~"
+            and "${" not in override.replace("\\", "")
+            and not key.startswith("hydra"))
+
+
+GROUP_KEYS = (*config_mod.GROUPS, "experiment")  # choosing one of these composes different files
+
+
+def _config_only(overrides: list[str]) -> list[str]:
+    return [o for o in overrides if not _key(o).startswith("hydra")]
+
+
+# --- points sweeps: explicit coupled values --------------------------------------------------------
+def read_points(path: Path) -> list[dict]:
+    """A points file: a YAML list of mappings {key: value}, every point with the same keys."""
+    import yaml
+
     try:
-        old = OmegaConf.load(job_dir / store.CONFIG_FILE)
-    except FileNotFoundError:
-        return False
-    new = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    for c in (old, new):
-        c.pop("threads", None)
-    return old == new
+        points = yaml.safe_load(Path(path).read_text())
+    except OSError as e:
+        raise GradflowError(f"--points {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise GradflowError(f"--points {path} is not valid YAML ({' '.join(str(e).split())[:80]})") from None
+    if not isinstance(points, list) or not points or not all(isinstance(p, dict) and p for p in points):
+        raise GradflowError(f"--points {path} must be a YAML list of key: value mappings, e.g. "
+                            "- {model.activation: tanh, init.sw2: 1.5}")
+    keys = set(points[0])
+    for i, p in enumerate(points):
+        if set(p) != keys:
+            raise GradflowError(f"--points {path}: point {i} has keys {sorted(map(str, p))}; every point needs "
+                                f"the same keys ({', '.join(sorted(map(str, keys)))})")
+        for k, v in p.items():
+            if not isinstance(k, str) or "." not in k or k.startswith(("hydra", "+", "~")):
+                raise GradflowError(f"--points {path}: point {i} key {store.shorten(k, 40)!r} must be a dotted config "
+                                    "key such as model.activation; give group choices (init=meanfield) on the "
+                                    "command line, where they apply to every point")
+            if isinstance(v, (dict, list)) or v is None:
+                raise GradflowError(f"--points {path}: point {i} {k}={store.shorten(v, 40)!r}: values must be "
+                                    "numbers or strings")
+    return points
+
+
+def points_overrides(points: list[dict], fixed: list[str]) -> tuple[list[list[str]], list[str]]:
+    """Each point as the override list of one job (the fixed overrides first), and the swept keys."""
+    grid = [[*fixed, *(f"{k}={_literal(v)}" for k, v in p.items())] for p in points]
+    return grid, sorted({k for p in points for k in p})
+
+
+POINTS_DIR = ".points"  # <study>/.points/gf_point/<job>.yaml: one config file per point, for Hydra
+POINT_GROUP = "gf_point"
+
+
+def _point_args(p: Plan) -> list[str]:
+    """A points sweep in Hydra's own terms: each point is one option of a config group holding its values
+    (package _global_), named by its job, and the sweep runs over that group's options."""
+    import yaml
+
+    folder = p.root / POINTS_DIR / POINT_GROUP
+    folder.mkdir(parents=True, exist_ok=True)
+    points = p.points or []
+    by_name = {config_mod.job_name(o): point for o, point in zip(points_overrides(points, [])[0], points)}
+    for j in p.to_run:
+        nested: dict = {}
+        for key, value in by_name[j.name].items():
+            *parents, leaf = key.split(".")
+            node = nested
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        store.write_text(folder / f"{j.name}.yaml", "# @package _global_\n" + yaml.safe_dump(nested))
+    names = ",".join(f"'{j.name}'" for j in p.to_run)
+    return [f"+{POINT_GROUP}={names}", f"hydra.searchpath=[file://{(p.root / POINTS_DIR).absolute()}]",
+            f"hydra.sweep.subdir=${{hydra:runtime.choices.{POINT_GROUP}}}"]
+
+
+def _literal(value) -> str:
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    return text if text.replace(".", "").replace("-", "").replace("_", "").isalnum() else f"'{text}'"
 
 
 # --- the job: runs in this process (basic launcher) or in a worker (joblib, submitit) ------------
@@ -139,7 +323,11 @@ def task(cfg) -> str:
     from gradflow import job
 
     job_dir = Path(HydraConfig.get().runtime.output_dir)
-    if store.is_finished(job_dir) and same_config(job_dir, cfg):
+    study = store.study_dir(cfg.results, cfg.name)
+    if job_dir.absolute().parent != study.absolute():
+        raise GradflowError(f"job folder {job_dir} is outside its study {study}; gradflow writes only there")
+    _leave_with_parent()
+    if store.is_finished(job_dir, store.config_hash(store.flatten(cfg))):
         return "skipped"
     report = _reporter
     on_step = (lambda t, n: report(job_dir.name, t, n)) if report else None
@@ -147,29 +335,90 @@ def task(cfg) -> str:
     return record["status"]
 
 
+_watchdog: threading.Thread | None = None
+
+
+def _leave_with_parent() -> None:
+    """In a worker process: exit as soon as the sweep's process is gone (killed, or Ctrl-C'd), so no
+    worker outlives its sweep (loky and submitit workers otherwise live on)."""
+    global _watchdog
+    owner = int(os.environ.get(SWEEP_PID, "0") or 0)
+    if not owner or owner == os.getpid() or _watchdog is not None:
+        return
+
+    def watch() -> None:
+        while store._alive(owner):
+            time.sleep(0.5)
+        os._exit(1)
+
+    _watchdog = threading.Thread(target=watch, daemon=True, name="gradflow-parent-watch")
+    _watchdog.start()
+
+
 def launch(p: Plan, on_step: StepFn | None = None) -> None:
-    """Run the planned sweep through Hydra's multirun with the planned job names."""
+    """Run the planned sweep through Hydra's multirun with the planned job names, holding the study's
+    lock (a second writer fails at once); workers are shut down when it ends, however it ends."""
+    with store.lock(p.root, "gradflow sweep " + " ".join(p.overrides)):
+        store.write_text(p.root / store.SWEEP_FILE, OmegaConf.to_yaml(OmegaConf.create({
+            "overrides": p.overrides, "swept": p.swept, "launcher": p.launcher, "jobs": len(p.jobs),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": "gradflow sweep " + " ".join(p.overrides),
+            **({"points": p.points} if p.points is not None else {}),
+            "runs": {j.name: j.config_hash for j in p.jobs}})))
+        if p.force:
+            for j in p.jobs:
+                store.remove_run(p.root / j.name)
+        if not p.to_run:
+            return
+        _run_hydra(p, on_step)
+
+
+def _run_hydra(p: Plan, on_step: StepFn | None) -> None:
     import hydra
 
     global _reporter
-    p.root.mkdir(parents=True, exist_ok=True)
-    store.write_text(p.root / store.SWEEP_FILE, OmegaConf.to_yaml(OmegaConf.create({
-        "overrides": p.overrides, "swept": p.swept, "launcher": p.launcher, "jobs": len(p.jobs),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": "gradflow sweep " + " ".join(p.overrides)})))
-    if not p.to_run:
-        return
     not_swept = sorted({_key(o) for j in p.jobs for o in j.overrides} - set(p.swept))
     exclude = ",".join(list(config_mod.NOT_IN_JOB_NAME) + not_swept)
     argv = [sys.argv[0], "--multirun", *p.overrides, f"name={p.root.name}", f"results={p.root.parent}",
-            f"hydra.job.config.override_dirname.exclude_keys=[{exclude}]"]
+            f"hydra.job.config.override_dirname.exclude_keys=[{exclude}]",
+            *(_point_args(p) if p.points is not None else [])]
     entry = hydra.main(config_path=str(config_mod.CONF_DIR), config_name="config", version_base=None)(task)
     saved_argv, _reporter = sys.argv, on_step
+    saved_pid = os.environ.get(SWEEP_PID)
+    os.environ[SWEEP_PID] = str(os.getpid())
     try:
         sys.argv = argv
-        entry()
+        with _planned_points_are_valid():
+            entry()
     finally:
         sys.argv, _reporter = saved_argv, None
+        if saved_pid is None:
+            os.environ.pop(SWEEP_PID, None)
+        else:
+            os.environ[SWEEP_PID] = saved_pid
+        stop_workers()
+
+
+@contextmanager
+def _planned_points_are_valid():
+    """Hydra's sweeper composes every point of a batch to validate it, then the launcher composes each job
+    again: `plan` has already validated every value, so the first of those two composes is skipped."""
+    from hydra.plugins.sweeper import Sweeper
+
+    check = Sweeper.validate_batch_is_legal
+    Sweeper.validate_batch_is_legal = lambda self, batch: None
+    try:
+        yield
+    finally:
+        Sweeper.validate_batch_is_legal = check
+
+
+def stop_workers() -> None:
+    """Shut down joblib's reusable worker pool (it otherwise idles for minutes after the sweep)."""
+    loky = sys.modules.get("joblib.externals.loky.reusable_executor")
+    executor = getattr(loky, "_executor", None) if loky else None
+    if executor is not None:
+        executor.shutdown(wait=True, kill_workers=True)
 
 
 class Watcher(threading.Thread):
@@ -191,10 +440,56 @@ class Watcher(threading.Thread):
             except FileNotFoundError:
                 continue
             rec = store.read_run(path.parent)
-            if rec and rec.get("status") in ("ok", "diverged", "failed"):
+            if rec and rec.get(store.STATUS) in store.ENDED:
                 done += 1
         return done
 
     def run(self) -> None:
         while not self.stop.wait(self.every):
             self.on_count(self.count())
+
+
+# --- what the machinery costs: `gradflow bench --sweep` ---------------------------------------------
+@dataclass
+class Timing:
+    step: str  # planning | per job | resume | ls | plot
+    seconds: float  # measured, per the unit below
+    unit: str  # "per point", "per job" or "total"
+    target: float  # the budget, same unit
+
+    @property
+    def met(self) -> bool:
+        return self.seconds <= self.target
+
+
+MACHINERY_TARGETS = {"planning": (0.002, "per point"), "per job": (0.050, "per job"), "resume": (3.0, "total"),
+                     "ls": (1.0, "total"), "plot": (5.0, "total")}
+
+
+def time_machinery(results: Path, depths: int = 50, seeds: int = 4,
+                   views: dict[str, Callable[[Path], Any]] | None = None) -> list[Timing]:
+    """Time the sweep machinery on a grid of tiny runs (depths x seeds points, 1 step each): planning,
+    the per-job cost beyond the runs' own wall time, resuming the finished sweep, and each of `views`
+    (e.g. ls, plot: a function of the sweep folder)."""
+    overrides = [f"model.depth=range(1,{depths + 1})", f"seed=range({seeds})", "train.steps=1", "model.width=8",
+                 "data=gaussian", "threads=1", f"results={results}"]
+    plan([*overrides[2:], "model.depth=1"], "bench-warmup")  # imports and Hydra's start-up are not per point
+    start = time.perf_counter()
+    p = plan(overrides, "bench-sweep")
+    planned = time.perf_counter() - start
+    start = time.perf_counter()
+    launch(p)
+    ran = time.perf_counter() - start
+    walls = sum(r["record"].get("wall_time", 0.0) for r in store.runs(p.root))
+    start = time.perf_counter()
+    launch(plan(overrides, "bench-sweep"))
+    resumed = time.perf_counter() - start
+    n = len(p.jobs)
+    out = [Timing("planning", planned / n, "per point", MACHINERY_TARGETS["planning"][0]),
+           Timing("per job", (ran - walls) / n, "per job", MACHINERY_TARGETS["per job"][0]),
+           Timing("resume", resumed, "total", MACHINERY_TARGETS["resume"][0])]
+    for step, view in (views or {}).items():
+        start = time.perf_counter()
+        view(p.root)
+        out.append(Timing(step, time.perf_counter() - start, "total", MACHINERY_TARGETS.get(step, (math.inf,))[0]))
+    return out

@@ -9,7 +9,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from gradflow.config import compose, flatten, job_name
+from gradflow.config import compose, job_name
+from gradflow.store import flatten
 
 SMALL = ["data=gaussian", "data.n_train=128", "data.n_test=32", "data.dim=8", "model.width=8", "train.steps=3",
          "train.batch_size=32", "train.eval_every=3", "probe.points=2", "threads=1"]
@@ -102,6 +103,6 @@ def test_keys_of_another_init_are_not_settings(cli, results):
     assert out.exit_code == 0, out.output
     from gradflow import load
 
-    runs = load(results / "inits").drop_duplicates("run").set_index("init.name")
+    runs = load(results / "inits", table="runs").set_index("init.name")
     assert runs.loc["meanfield", "init.sw2"] == 1.21 and runs.loc["orthogonal", "init.gain"] == 1.1
     assert pd.isna(runs.loc["orthogonal", "init.sw2"]) and pd.isna(runs.loc["meanfield", "init.gain"])

@@ -8,7 +8,8 @@ import re
 import pytest
 from omegaconf import OmegaConf
 
-from gradflow.config import EXPERIMENTS_DIR, compose, flatten
+from gradflow.config import EXPERIMENTS_DIR, compose
+from gradflow.store import flatten
 
 EXPERIMENTS = sorted(EXPERIMENTS_DIR.glob("*.yaml"))
 # every experiment at a tiny size: the experiment's own values stay, only sizes shrink

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import signal
+from pathlib import Path
 from typing import Annotated, Optional
 
 import pandas as pd
 import typer
 
-from gradflow.cli.app import app
-from gradflow.cli.console import console, user_errors
-from gradflow.cli.app import progress_bar
+from gradflow import store
+from gradflow.cli.app import app, progress_bar
+from gradflow.cli.console import console, err_console, user_errors
 from gradflow.cli.ls import runs_view, show_runs
+
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports a Ctrl-C'd command
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -21,23 +26,48 @@ def sweep(
              "hydra/launcher=joblib ...", show_default=False)] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Results go to results/NAME/.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rerun runs that already finished.")] = False,
+    report: Annotated[bool, typer.Option("--report", help="Write the HTML report page (gradflow report).")] = False,
+    points: Annotated[Optional[Path], typer.Option(
+        "--points", help="A YAML list of points swept together, each a mapping of keys to values, e.g. "
+                         "- {model.activation: tanh, init.sw2: 1.76, init.sb2: 0.05}", show_default=False)] = None,
 ) -> None:
     """Run a grid of runs with Hydra multirun (any launcher); rerunning resumes where it stopped."""
     from gradflow import sweep as sweep_mod
 
-    p = sweep_mod.plan(list(overrides or []), name, force)
+    explicit = sweep_mod.read_points(points) if points is not None else None
+    p = sweep_mod.plan(list(overrides or []), name, force, points=explicit)
     df = run_plan(p)
-    if (df["status"] == "failed").any():
+    report_page([p.root], report)
+    if (df[store.STATUS] == store.FAILED).any():
         raise typer.Exit(1)
 
 
+def report_page(paths: list, write: bool) -> None:
+    """Write the study's HTML page, or say where `--report` would write it."""
+    from gradflow import report as report_mod
+
+    if write:
+        with console.status("writing the report page"):
+            console.print(f"report: {report_mod.write(paths)}", highlight=False)
+    else:
+        console.print(f"report page (--report writes it): {report_mod.page_path(paths)}", highlight=False)
+
+
 def run_plan(p, table: bool = True) -> pd.DataFrame:
-    """Launch a planned sweep with a progress display, then show (or count) and return its runs table."""
+    """Launch a planned sweep with a progress display, then show (or count) and return its runs table.
+    Ctrl-C: one line (runs finished, rerun resumes), the run in flight marked interrupted, exit 130."""
     from gradflow import sweep as sweep_mod
 
     skipped = len(p.jobs) - len(p.to_run)
     console.print(f"sweep [bold]{p.root}[/]: {len(p.jobs)} runs over {', '.join(p.swept) or 'no swept key'}"
-                  f" with the {p.launcher} launcher" + (f"; {skipped} already finished, skipped" if skipped else ""))
+                  f" with the {p.launcher} launcher" + (f"; {skipped} already finished, skipped" if skipped else ""),
+                  soft_wrap=True)
+    if p.replaced and not p.force:
+        console.print(f"[yellow]{p.replaced} finished runs in {p.root} were made with other settings and will be "
+                      "replaced[/]", soft_wrap=True)
+    if p.stale:
+        console.print(f"[yellow]{p.stale} runs in {p.root} are not points of this sweep (stale); "
+                      f"`gradflow clean {p.root} --stale` removes them[/]", soft_wrap=True)
     with progress_bar(transient=False) as progress:
         runs = progress.add_task("runs", total=len(p.to_run))
         current = progress.add_task("current run", total=None, visible=p.launcher == "basic" and bool(p.to_run))
@@ -49,15 +79,24 @@ def run_plan(p, table: bool = True) -> pd.DataFrame:
         watcher.start()
         try:
             sweep_mod.launch(p, on_step)
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, lambda *_: os._exit(INTERRUPTED_EXIT))  # a second Ctrl-C: leave now
+            progress.stop()
+            sweep_mod.stop_workers()
+            done = watcher.count()
+            err_console.print(f"interrupted: {done} of {len(p.to_run)} runs finished"
+                              + (f" ({skipped} more from before)" if skipped else "")
+                              + "; rerun the same command to resume", highlight=False, soft_wrap=True)
+            raise typer.Exit(INTERRUPTED_EXIT) from None
         finally:
             watcher.stop.set()
             progress.update(runs, completed=watcher.count())
             progress.update(current, visible=False)
     df, swept = runs_view(p.root)
-    df = df[df["run"].isin([j.name for j in p.jobs])]
+    df = df[df[store.RUN].isin([j.name for j in p.jobs])]
     if table:
         show_runs(df, p.swept or swept, title=str(p.root), skipped=skipped)
     else:
-        counts = df["status"].value_counts().to_dict()
-        console.print("  ".join(f"{k}: {counts.get(k, 0)}" for k in ("ok", "diverged", "failed")) + f"  skipped: {skipped}")
+        counts = df[store.STATUS].value_counts().to_dict()
+        console.print("  ".join(f"{k}: {counts.get(k, 0)}" for k in store.ENDED) + f"  skipped: {skipped}")
     return df

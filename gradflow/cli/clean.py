@@ -1,0 +1,38 @@
+"""`gradflow clean`: remove the runs that no longer count (stale, incomplete, interrupted)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gradflow import store
+from gradflow.cli.app import app
+from gradflow.cli.console import console, user_errors
+from gradflow.errors import GradflowError
+
+
+@app.command()
+@user_errors
+def clean(
+    path: Annotated[Path, typer.Argument(help="A sweep folder, or a folder of them.")],
+    stale: Annotated[bool, typer.Option("--stale", help="Remove stale, incomplete and interrupted runs.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask first.")] = False,
+) -> None:
+    """Remove runs that are not part of the current sweep (stale), broken (incomplete) or interrupted."""
+    if not stale:
+        raise GradflowError("say what to remove: --stale (stale, incomplete and interrupted runs); "
+                            "finished runs of the current sweep are never removed")
+    doomed = store.removable(path)
+    if not doomed:
+        console.print(f"nothing to remove in {path}: no stale, incomplete or interrupted runs", soft_wrap=True)
+        return
+    counts = Counter(r[store.STATUS] for r in doomed)
+    console.print(f"{len(doomed)} runs to remove from {path}: "
+                  + ", ".join(f"{n} {s}" for s, n in counts.items()), soft_wrap=True)
+    if not yes and not typer.confirm("remove them?", default=False):
+        raise typer.Exit(1)
+    removed = store.clean(path)
+    console.print(f"removed {len(removed)} runs", soft_wrap=True)
