@@ -154,11 +154,10 @@ def learned_nothing(job_dir: Path, final: dict, n_classes: int) -> list[str]:
         end = store.profile(layers, "grad_norm", store.last_step(layers))
         hidden = end.drop(end.index.max())  # the head's gradient is the loss's, not the network's
         if len(hidden) and (hidden == 0).all():
-            flags.append("learned nothing: every hidden layer's weight gradient is exactly 0 at the end")
+            flags.append("learned nothing: every hidden weight gradient is exactly 0 at the end")
     loss, chance = final.get("train_loss", math.nan), math.log(max(n_classes, 1))
     if n_classes > 1 and math.isfinite(loss) and loss > CHANCE_MARGIN * chance:
-        flags.append(f"learned nothing: final train loss {loss:.4g} is at or above chance "
-                     f"(ln {n_classes} = {chance:.4g})")
+        flags.append(f"learned nothing: final train loss {loss:.4g}, chance is ln {n_classes} = {chance:.4g}")
     return flags
 
 

@@ -223,7 +223,7 @@ def test_a_run_that_learned_nothing_is_ok_but_flagged(cli, results):
     assert rec["status"] == "ok" and (end == 0).all()
     assert rec["final"]["train_loss"] == pytest.approx(np.log(10), rel=1e-6)
     assert [f.split(":")[0] for f in rec["flags"]] == ["learned nothing"] * 2
-    assert "every hidden layer's weight gradient is exactly 0" in rec["flags"][0]
+    assert "every hidden weight gradient is exactly 0" in rec["flags"][0]
     assert "note: learned nothing" in out.output
 
 

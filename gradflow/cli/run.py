@@ -154,6 +154,7 @@ def run(
     study = store.study_dir(cfg.results, cfg.name)
     job_dir = study / config_mod.job_name(overrides)
     store.check_writable(job_dir, study)
+    store.check_clearable(job_dir)
     with store.lock(study):
         try:
             if console.is_terminal:
