@@ -560,8 +560,8 @@ class Outcome:
         return all(r.passed for r in self.claims)
 
     def claim(self, words: str) -> ClaimResult:
-        """The one claim whose text contains `words`."""
-        hits = [r for r in self.claims if words in r.text]
+        """The claim whose text is `words`, or else the one claim whose text contains them."""
+        hits = [r for r in self.claims if r.text == words] or [r for r in self.claims if words in r.text]
         if len(hits) != 1:
             raise KeyError(f"{words!r} matches {len(hits)} claims: {[r.text for r in hits]}")
         return hits[0]
@@ -626,11 +626,14 @@ def fmt_number(x: float) -> str:
     return f"{x:.3g}"
 
 
-def claim_cells(r: ClaimResult) -> dict[str, str]:
-    """A claim's row, cell by cell, for the report and the terminal table."""
+def claim_cells(r: ClaimResult, source_width: int | None = None) -> dict[str, str]:
+    """A claim's row, cell by cell, for the report and (with the source cut to `source_width`) the terminal."""
     spread = r.measured.spread()
     verdict = ("PASS" if r.passed else "FAIL") + (" (qualitative)" if r.qualitative else "")
-    return {"claim": r.text, "source": r.source_cell, "reference": r.reference,
+    source = r.source_cell
+    if source_width is not None and len(source) > source_width:
+        source = source[: source_width - 1].rstrip() + "…"
+    return {"claim": r.text, "source": source, "reference": r.reference,
             "measured": fmt_number(r.measured.value) + (f" ({spread})" if spread else ""), "test": r.test,
             "result": verdict}
 
