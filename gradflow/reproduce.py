@@ -253,6 +253,15 @@ def status_share(arm: Arm, where=None, status="diverged") -> Measured:
 
 
 @measure
+def best(arm: Arm, where=None, metric="loss", split="train") -> Measured:
+    """The lowest value of a metric over a run's evaluations (what it reached, however noisy its end)."""
+    def one(g):
+        m = _curve(g, split, metric)
+        return float(np.nanmin(m)) if len(m) else math.nan
+    return _per_run(arm.table("metrics", where), one)
+
+
+@measure
 def final_or_diverged(arm: Arm, where=None, metric="train_loss") -> Measured:
     """A final metric from run.json, inf for a run that diverged (or whose value is not finite): for claims
     that a net does not train, where diverging is one way of not training."""
