@@ -1,57 +1,151 @@
-"""Probe overhead, measured side by side in one process: steps/s with probes off and on, interleaved."""
+"""What probing costs, against a bare PyTorch loop of the same model and data in the same process.
+
+Every round times each loop once on a fresh copy of the same initialized model, in turn (bare,
+probes off, every 10 steps, every step), so a drift in machine load hits all loops alike. A
+loop's time per step is the mean step-to-step time over steps 1..steps-1 (the evaluation at
+step 0 and at the last step is left out; probed steps are counted in proportion); a ratio is
+taken within a round, against that round's bare loop, and the median over rounds is reported
+with its spread. The clock is wall time (what the issue's table means) or, on a machine shared
+with other work, the process's CPU time, which other processes' load does not inflate.
+"""
 
 from __future__ import annotations
 
+import copy
 import statistics
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
 
 from gradflow.config import compose
 
-# name -> overrides: small, representative workloads for a CPU
+# The reference workload of issue 12: a tanh MLP of depth 20 and width 256 on Gaussian inputs
+# (dimension 40, 10 classes), batch 128, SGD with momentum.
+REFERENCE = ["data=gaussian", "data.dim=40", "data.classes=10", "data.n_train=4096", "data.n_test=256",
+             "model=mlp", "model.depth=20", "model.width=256", "model.activation=tanh", "train.batch_size=128",
+             "optim=sgd", "optim.momentum=0.9"]
+# one small, representative workload per model family (CPU-sized)
 WORKLOADS = {
-    "mlp": ["data=mnist1d", "model.depth=20", "model.width=128"],
-    "resnet20": ["data=mnist1d", "model=resnet20", "init=kaiming_normal"],
+    "reference": REFERENCE,
+    "mlp": ["data=mnist1d", "model=mlp", "model.depth=20", "model.width=128"],
+    "cnn": ["data=mnist1d", "model=cnn", "model.depth=8", "model.channels=32", "train.batch_size=64"],
+    "resnet20": ["data=mnist1d", "model=resnet20", "init=kaiming_normal", "train.batch_size=64"],
     "lstm": ["data=adding", "data.T=100", "model=lstm", "model.hidden=64"],
+    # the transformer family (issue 13) joins here as "transformer": [..."model=transformer"...]
 }
-# "off": only step 0 and the last step are probed; "on": every step is probed
-MODES = {"off": ["probe.every=0", "probe.points=2"], "on": ["probe.every=1"]}
+FAMILIES = [w for w in WORKLOADS if w != "reference"]
+# gradflow's loops as probe overrides; "bare" is the plain PyTorch loop
+LOOPS = {"bare": None, "off": ["probe.every=0", "probe.points=2"], "every 10": ["probe.every=10"],
+         "every step": ["probe.every=1"]}
+LOOP_TITLES = {"bare": "bare PyTorch (zero_grad, forward, loss, backward, step)",
+               "off": "gradflow, probes at init only (the loop's own bookkeeping)",
+               "every 10": "gradflow, probes every 10 steps", "every step": "gradflow, every probe every step"}
+
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 @dataclass
-class BenchResult:
+class Timing:
+    """Per-round milliseconds per step of every loop on one workload at one thread count."""
+
     workload: str
-    steps_per_s: dict[str, float]  # mode -> median steps/s
+    threads: int
+    ms: dict[str, list[float]] = field(default_factory=dict)  # loop -> one value per round
 
-    @property
-    def slowdown(self) -> float:
-        return self.steps_per_s["off"] / self.steps_per_s["on"]
+    def median_ms(self, loop: str) -> float:
+        return statistics.median(self.ms[loop])
+
+    def ratios(self, loop: str) -> list[float]:
+        """Per-round time of `loop` over the same round's bare loop."""
+        return [a / b for a, b in zip(self.ms[loop], self.ms["bare"])]
+
+    def ratio(self, loop: str) -> float:
+        return statistics.median(self.ratios(loop))
+
+    def spread(self, loop: str) -> tuple[float, float]:
+        r = self.ratios(loop)
+        return min(r), max(r)
 
 
-def step_rate(overrides: list[str], steps: int) -> float:
-    """Updates per second of one short training run (setup excluded)."""
-    from gradflow.job import prepare
-    from gradflow.probes import Probes
+def _bare_loop(model, data, cfg, on_step) -> None:
+    """What a user writes without gradflow: zero_grad, forward, loss, backward, step."""
+    from gradflow.train import Batches, make_optimizer
+
+    loss_fn = F.cross_entropy if data.task == "classification" else F.mse_loss
+    opt = make_optimizer(model.parameters(), cfg.optim)
+    batches = Batches(len(data.x_train), cfg.train.batch_size, cfg.seed, data.x_train.device)
+    model.train()
+    for t in range(cfg.train.steps + 1):
+        idx = batches.next()
+        opt.zero_grad()
+        loss_fn(model(data.x_train[idx]), data.y_train[idx]).backward()
+        if t < cfg.train.steps:
+            opt.step()
+        on_step(t, cfg.train.steps)
+
+
+def _gradflow_loop(model, data, cfg, on_step) -> None:
+    from gradflow.probes.core import Probes
     from gradflow.train import train
 
-    cfg = compose([*overrides, f"train.steps={steps}", f"train.eval_every={steps}"])
-    _, data, model = prepare(cfg)
     probes = Probes(model, cfg.model.activation)
-    result = train(model, data, cfg, probes)
-    probes.remove()
-    return steps / result.train_time
+    try:
+        train(model, data, cfg, probes, on_step)
+    finally:
+        probes.remove()
 
 
-def run(workloads: list[str], steps: int = 100, repeats: int = 3, extra: list[str] | None = None,
-        on_result=None) -> list[BenchResult]:
+def ms_per_step(model, data, cfg, loop: str, clock: str = "wall") -> float:
+    """Mean step-to-step milliseconds over steps 1..steps-1 of one run of `loop`."""
+    stamps: list[float] = []
+    now = CLOCKS[clock]
+
+    def on_step(t, steps):
+        if data.x_train.is_cuda:
+            torch.cuda.synchronize()  # note: a host sync point, so the stamp covers the step's kernels
+        stamps.append(now())
+
+    (_bare_loop if loop == "bare" else _gradflow_loop)(model, data, cfg, on_step)
+    gaps = [b - a for a, b in zip(stamps[:-2], stamps[1:-1])]  # the last gap holds the final evaluation
+    return 1e3 * sum(gaps) / len(gaps)
+
+
+def measure(workload: str, threads: int, steps: int = 101, rounds: int = 5, extra: list[str] | None = None,
+            loops: list[str] | None = None, clock: str = "wall") -> Timing:
+    """Interleaved rounds of every loop on `workload` at `threads` intra-op threads."""
+    from gradflow.job import prepare
+
+    loops = loops or list(LOOPS)
+    base = [*WORKLOADS[workload], *(extra or []), f"train.steps={steps}", f"train.eval_every={steps}"]
+    cfgs = {loop: compose([*base, *(LOOPS[loop] or [])]) for loop in loops}
+    _, data, model = prepare(cfgs[loops[0]])  # the probe overrides change nothing that `prepare` builds
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        timing = Timing(workload, threads, {loop: [] for loop in loops})
+        ms_per_step(copy.deepcopy(model), data, cfgs[loops[-1]], loops[-1])  # warm-up: allocator, caches
+        for _ in range(rounds):
+            for loop in loops:
+                timing.ms[loop].append(ms_per_step(copy.deepcopy(model), data, cfgs[loop], loop, clock))
+    finally:
+        torch.set_num_threads(before)
+    return timing
+
+
+def run(workloads: list[str], threads: list[int], steps: int = 101, rounds: int = 5,
+        extra: list[str] | None = None, clock: str = "wall", on_result=None) -> list[Timing]:
     results = []
     for name in workloads:
-        rates: dict[str, list[float]] = {m: [] for m in MODES}
-        step_rate([*WORKLOADS[name], *MODES["off"], *(extra or [])], 5)  # warm-up: caches, allocator
-        for _ in range(repeats):  # interleaved, so drifts in machine load hit both modes alike
-            for mode, ov in MODES.items():
-                rates[mode].append(step_rate([*WORKLOADS[name], *ov, *(extra or [])], steps))
-        res = BenchResult(name, {m: statistics.median(v) for m, v in rates.items()})
-        results.append(res)
-        if on_result:
-            on_result(res)
+        for n in threads:
+            res = measure(name, n, steps, rounds, extra, clock=clock)
+            results.append(res)
+            if on_result:
+                on_result(res)
     return results
+
+
+# --- sweep machinery (issue 12, target 3): `gradflow bench --sweep` times planning, per-job
+# overhead, resume, ls and plot on the 200-point grid; it is added here by the sweep's owner. ---

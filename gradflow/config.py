@@ -40,8 +40,10 @@ class MLPConfig:
     depth: int = 20  # hidden layers; each = weight layer, optional norm, activation, optional skip
     width: int = 128  # units in every hidden layer (residual blocks keep it constant)
     activation: str = "tanh"  # a name from gradflow.activations.ACTIVATIONS
-    skip: str = "none"  # none | residual: h <- h + alpha * act(norm(W h + b)) for hidden layers 2..depth
+    skip: str = "none"  # none | residual: h <- h + alpha * branch(h) over hidden layers 2..depth
     alpha: str = "1.0"  # residual branch scale: a number, inv_sqrt_depth (1/sqrt(depth)), or learnable (SkipInit: starts at 0)
+    branch_layers: int = 1  # weight layers per residual branch (m); 1: h + alpha * act(W h + b); m >= 2 ends at W_m
+    variant: str = "standard"  # standard | fixup (Zhang et al. 2019: m >= 2, no norm, last branch layer and head at 0)
 
 
 @dataclass
@@ -177,7 +179,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0  # weight init and batch order
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
-    threads: int = 0  # CPU intra-op threads; 0 = torch's default (every core); 1 on a busy or shared CPU
+    threads: int = 1  # CPU intra-op threads; 0 = torch's default (every core). 1: small nets gain little from more, and on a shared CPU torch's spinning threads can make a run 8x slower
     name: str = "run"  # results go to <results>/<name>/<job>/
     results: str = "results"  # the results root folder
 
@@ -191,6 +193,7 @@ DATA_SCHEMAS = {"gaussian": GaussianDataConfig, "mnist1d": MNIST1DConfig, "mnist
 INIT_CHOICES = ("standard", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal",
                 "lecun_normal", "orthogonal", "meanfield", "delta_orthogonal")
 RESNET_VARIANTS = ("batchnorm", "fixup", "skipinit")
+MLP_VARIANTS = ("standard", "fixup")
 RECURRENT_INITS = ("orthogonal", "identity", "gaussian")
 NORM_CHOICES = ("none", "batchnorm", "layernorm")
 OPTIM_CHOICES = ("sgd", "adam")
@@ -265,19 +268,18 @@ def validate(cfg: DictConfig) -> None:
         _positive("model.depth", m.depth)
         _choice("model.skip", m.skip, SKIP_CHOICES)
     if m.name in ("mlp", "cnn"):
-        residual_alpha(m.alpha, m.depth)  # raises on a bad alpha
+        _alpha(m.alpha)
     if m.name == "mlp":
         _positive("model.width", m.width)
+        _mlp_blocks(m, cfg.norm.name)
     if m.name == "cnn":
         _positive("model.channels", m.channels)
         _positive("model.kernel", m.kernel)
         _positive("model.stride", m.stride)
         _choice("model.dims", m.dims, (0, 1, 2))
     if m.name == "resnet":
-        from gradflow.models.resnet import ResNet
-
         _choice("model.variant", m.variant, RESNET_VARIANTS)
-        ResNet.check(cfg)
+        _resnet(m, cfg.norm.name)
         _choice("model.dims", m.dims, (0, 1, 2))
     if m.name in ("rnn", "lstm", "gru"):
         _positive("model.hidden", m.hidden)
@@ -316,17 +318,51 @@ def validate(cfg: DictConfig) -> None:
     resolve_device(cfg.device)
 
 
-def residual_alpha(alpha: str, depth: int) -> float | str:
-    """The residual branch scale: a float, or "learnable" (a parameter starting at 0, SkipInit)."""
-    text = str(alpha).strip()
-    if text == "learnable":
-        return text
-    if text in ("1/sqrt(depth)", "inv_sqrt_depth"):
-        return depth ** -0.5
+ALPHA_WORDS = ("inv_sqrt_depth", "learnable")
+
+
+def _alpha(alpha: str) -> None:
+    if alpha in ALPHA_WORDS:
+        return
     try:
-        return float(text)
+        float(alpha)
     except ValueError:
-        raise GradflowError(f"model.alpha={text!r} is not allowed; choices: a number, inv_sqrt_depth (= 1/sqrt(depth)), learnable") from None
+        raise GradflowError(f"model.alpha={alpha!r} is not allowed; choices: a number, "
+                            "inv_sqrt_depth (= 1/sqrt(depth)), learnable") from None
+
+
+def _mlp_blocks(m, norm: str) -> None:
+    """The MLP's residual blocks: branch_layers divides the residual layers; Fixup's own needs."""
+    _positive("model.branch_layers", m.branch_layers)
+    _choice("model.variant", m.variant, MLP_VARIANTS)
+    if m.branch_layers > 1 and m.skip != "residual":
+        raise GradflowError(f"model.branch_layers={m.branch_layers} groups residual branches: "
+                            "it needs model.skip=residual")
+    if (m.depth - 1) % m.branch_layers:
+        raise GradflowError(f"model.depth={m.depth} must be 1 + a multiple of model.branch_layers="
+                            f"{m.branch_layers} (the input layer, then whole branches)")
+    if m.variant == "fixup":
+        if m.skip != "residual" or m.branch_layers < 2 or norm != "none":
+            raise GradflowError("model.variant=fixup needs model.skip=residual, model.branch_layers >= 2 "
+                                "(Zhang et al. 2019 scale by L^(-1/(2m-2))) and norm=none")
+        if m.alpha in ALPHA_WORDS or float(m.alpha) != 1.0:
+            raise GradflowError(f"model.alpha={m.alpha} does not apply to model.variant=fixup: "
+                                "its branch multiplier is a learnable scalar starting at 1")
+
+
+def _resnet(m, norm: str) -> None:
+    """He et al.'s CIFAR ResNet: 6n + 1 convs, three stages; normalization is the variant's."""
+    if (m.depth - 1) % 6 or m.depth < 7:
+        raise GradflowError(f"model.depth={m.depth} must be 6n+1 for a resnet (19, 31, 43, 55, 109: "
+                            "resnet20/32/44/56/110 count the head too)")
+    if len(m.widths) != 3:
+        raise GradflowError(f"model.widths={list(m.widths)} must list three stages' filters, e.g. [16, 32, 64]")
+    if norm not in ("none", m.variant):
+        raise GradflowError(f"norm={norm} does not apply to model=resnet: its normalization is "
+                            "model.variant (batchnorm | fixup | skipinit); leave norm=none")
+    if m.skip != "residual" and m.variant != "batchnorm":
+        raise GradflowError(f"model.variant={m.variant} needs model.skip=residual (its branches start at "
+                            "zero, which would cut a plain net); use model.variant=batchnorm for a plain net")
 
 
 def resolve_device(spec: str):

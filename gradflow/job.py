@@ -16,15 +16,16 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
+import pandas as pd
 import torch
 from omegaconf import DictConfig
 
 from gradflow import data as datasets
-from gradflow import models, store
+from gradflow import models, store, summary
 from gradflow.config import resolve_device
 from gradflow.models.init import initialize
-from gradflow.probes import HIST_EDGES, HIST_KINDS, HIST_TENSORS, QUANTITIES, Probes
+from gradflow.probes import quantities as pq
+from gradflow.probes.core import Probes
 from gradflow.train import ProgressFn, train
 
 EVALUATED = ("train", "test")  # the splits whose last evaluation is a run's final metrics
@@ -80,19 +81,23 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
             return _failed(job_dir, record, e, start)
         finally:
             probes.remove()
-        store.write_layers(job_dir, result.probe_steps, probes.names, QUANTITIES, result.probe_values,
+        store.write_layers(job_dir, result.probe_steps, probes.names, probes.quantities, result.probe_values,
                            result.probe_masks)
         store.write_metrics(job_dir, result.metrics)
         if result.histograms:
-            lo, hi = _hist_bounds()
-            store.write_histograms(job_dir, result.probe_steps, probes.names, result.histograms, HIST_TENSORS,
-                                   HIST_KINDS, lo, hi)
+            store.write_histograms(job_dir, result.probe_steps, probes.names, result.histograms, pq.HIST_TENSORS,
+                                   pq.HIST_KINDS, pq.HIST_LO, pq.HIST_HI)
         if result.jacobians:
             store.write_jacobians(job_dir, result.jacobians)
         record.update(status=result.status, steps_done=result.steps_done, train_time=round(result.train_time, 4),
                       diverged_step=result.diverged_step, diverged_layer=result.diverged_layer,
                       **final_metrics(result.metrics, result.status))
-        record["summary"] = _summary(job_dir, flat)
+        # reading the table back also proves it loads before run.json says the run is finished
+        layers = store.read_table(Path(job_dir) / store.LAYERS_FILE)
+        if result.status == store.OK:
+            record["flags"] = learned_nothing(layers, record["final"],
+                                              data.n_classes if data.task == "classification" else 0)
+        record["summary"] = summary.per_run(layers, flat)  # what `ls` shows, without reading any table
         record["wall_time"] = round(time.perf_counter() - start, 4)
         store.finish(job_dir, record)
     except KeyboardInterrupt:
@@ -117,22 +122,6 @@ def final_metrics(metrics: list[tuple[int, str, str, float]], status: str) -> di
     return {"final": {}, "last_finite": {"step": max(finite), **by_step[max(finite)]} if finite else {}}
 
 
-def _summary(job_dir: Path, flat: dict) -> dict:
-    """The per-run numbers `ls` shows, from the layers table as written (reading it back also proves it
-    loads before run.json says the run is finished)."""
-    from gradflow import summary
-
-    return summary.per_run(store.read_table(Path(job_dir) / store.LAYERS_FILE), flat)
-
-
-def _hist_bounds() -> tuple[np.ndarray, np.ndarray]:
-    """[lo, hi) of each histogram kind: positive bins, negative bins, zeros, underflow, overflow, NaN."""
-    e = HIST_EDGES
-    lo = np.concatenate([e[:-1], e[:-1], [0.0, 0.0, e[-1], np.nan]])
-    hi = np.concatenate([e[1:], e[1:], [0.0, e[0], np.inf, np.nan]])
-    return lo, hi
-
-
 @contextmanager
 def _exit_on_second_interrupt():
     """While recording an interruption, a second Ctrl-C leaves at once (exit code 130)."""
@@ -144,6 +133,25 @@ def _exit_on_second_interrupt():
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+CHANCE_MARGIN = 0.99  # a net stuck at chance hovers around ln(n_classes), a little either side
+
+
+def learned_nothing(layers: pd.DataFrame, final: dict, n_classes: int) -> list[str]:
+    """Why a run that finished cleanly is still no success (run.json `flags`; `run` and `ls` show them):
+    every hidden layer's weight gradient exactly 0 at the end (e.g. all ReLUs dead), or a final train
+    loss at or above chance, ln(n_classes) for a classifier (n_classes = 0: no chance level)."""
+    flags = []
+    if not layers.empty:
+        end = store.profile(layers, "grad_norm", store.last_step(layers))
+        hidden = end.drop(end.index.max())  # the head's gradient is the loss's, not the network's
+        if len(hidden) and (hidden == 0).all():
+            flags.append("learned nothing: every hidden weight gradient is exactly 0 at the end")
+    loss, chance = final.get("train_loss", math.nan), math.log(max(n_classes, 1))
+    if n_classes > 1 and math.isfinite(loss) and loss > CHANCE_MARGIN * chance:
+        flags.append(f"learned nothing: final train loss {loss:.4g}, chance is ln {n_classes} = {chance:.4g}")
+    return flags
 
 
 def _failed(job_dir, record, e: Exception, start: float) -> dict:

@@ -10,18 +10,23 @@ value, and the test the measured value must pass. Results go to results/reproduc
 from __future__ import annotations
 
 import math
+import re
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from gradflow import store
+from gradflow import store, theory
 from gradflow.config import EXPERIMENTS_DIR
 from gradflow.errors import GradflowError
+
+if TYPE_CHECKING:
+    from gradflow import sweep as sweep_mod
 
 SPEC_DIR = EXPERIMENTS_DIR / "reproduce"
 SCALES = ("quick", "default", "paper")
@@ -56,6 +61,11 @@ class Spec:
             if bad:
                 raise GradflowError(f"{path}: {where} has {bad[0]!r}, not a key=value override "
                                     "(quote comma lists in YAML flow lists: ['model.depth=10,60'])")
+        for claim in raw.get("claims", []):
+            try:
+                claim_source(claim)
+            except GradflowError as e:
+                raise GradflowError(f"{path}: {e}") from None
         for key in ("base", "figures", "notes", "scaled", "scales"):
             raw.setdefault(key, {} if key in ("scaled", "scales") else [] if key != "notes" else "")
         return cls(**raw)
@@ -101,16 +111,16 @@ class Arm:
                 df = runs_table(self.root)
             else:
                 df = store.load(self.root, name)
-            if self.only is not None and "run" in df.columns:
-                df = df[df["run"].isin(self.only)]
+            if self.only is not None and store.RUN in df.columns:
+                df = df[df[store.RUN].isin(self.only)]
             self._tables[name] = df
         return self._tables[name]
 
     def table(self, name: str, where: dict | None) -> pd.DataFrame:
         df = self.load(name)
-        if "run" not in df.columns or df.empty:
+        if store.RUN not in df.columns or df.empty:
             runs = self.load("runs")
-            failed = runs[runs["status"] == "failed"] if "status" in runs else runs
+            failed = runs[runs[store.STATUS] == "failed"] if store.STATUS in runs else runs
             why = f": {failed['error'].iloc[0]}" if len(failed) and "error" in failed else ""
             raise GradflowError(f"no {name} rows in {self.root} ({len(failed)} failed runs{why})")
         for key, value in (where or {}).items():
@@ -138,14 +148,24 @@ class Measured:
     value: float  # the aggregate (mean over runs, or a count)
     per_run: list[float]
     note: str = ""  # why there is no value
+    se: float = math.nan  # standard error of a mean over runs (seeds); nan for counts and single runs
 
     def spread(self) -> str:
         if self.note:
             return self.note
         finite = [v for v in self.per_run if np.isfinite(v)]
-        if len(finite) < 2:
-            return ""
-        return f"[{fmt_number(min(finite))}, {fmt_number(max(finite))}] over {len(self.per_run)} runs"
+        parts = [f"[{fmt_number(min(finite))}, {fmt_number(max(finite))}] over {len(self.per_run)} runs"
+                 ] if len(finite) >= 2 else []
+        if np.isfinite(self.se):
+            parts.append(f"s.e. {fmt_number(self.se)}")
+        return ", ".join(parts)
+
+
+def _mean(values: list[float]) -> Measured:
+    """The mean over runs with its standard error (over the finite values, when there are two or more)."""
+    finite = np.array([v for v in values if np.isfinite(v)])
+    se = float(finite.std(ddof=1) / math.sqrt(finite.size)) if finite.size >= 2 else math.nan
+    return Measured(float(np.mean(values)) if values else math.nan, list(values), se=se)
 
 
 MEASURES: dict[str, Callable[..., Measured]] = {}
@@ -157,13 +177,7 @@ def measure(fn: Callable[..., Measured]) -> Callable[..., Measured]:
 
 
 def _per_run(df: pd.DataFrame, fn: Callable[[pd.DataFrame], float]) -> Measured:
-    values = [fn(g) for _, g in df.groupby("run", sort=True)]
-    return Measured(float(np.mean(values)) if values else math.nan, values)
-
-
-def _profile(g: pd.DataFrame, quantity: str, step: int) -> pd.Series:
-    rows = g[(g["quantity"] == quantity) & (g["step"] == step)]
-    return rows.set_index("layer")["value"].sort_index()
+    return _mean([fn(g) for _, g in df.groupby(store.RUN, sort=True)])
 
 
 def _layer(index: int, layers: pd.Index) -> int:
@@ -172,16 +186,12 @@ def _layer(index: int, layers: pd.Index) -> int:
 
 @measure
 def layer_factor(arm: Arm, where=None, quantity="signal_norm", step=0, trim=3, squared=False) -> Measured:
-    """Per-layer factor of a quantity towards the input: exp(-slope) of log(value) against layer over
-    the bulk layers (`trim` dropped at each end); squared=True gives the factor of value^2 (chi_1)."""
+    """Per-layer factor of a quantity towards the input, fitted by `theory.fit_chi1` over the bulk layers
+    (`trim` dropped at each end): the factor of value^2 (chi_1) with squared=True, of value otherwise."""
     def one(g):
-        p = _profile(g, quantity, step)
-        p = p[(p.index >= p.index.min() + trim) & (p.index <= p.index.max() - trim)]
-        p = p[np.isfinite(p) & (p > 0)]
-        if len(p) < 2:
-            return math.nan
-        slope = np.polyfit(p.index.to_numpy(float), np.log(p.to_numpy()), 1)[0]
-        return float(np.exp(-slope * (2 if squared else 1)))
+        p = store.profile(g, quantity, step)
+        chi = theory.fit_chi1(p.index.to_numpy(), p.to_numpy(), trim)
+        return chi if squared else math.sqrt(chi)
     return _per_run(arm.table("layers", where), one)
 
 
@@ -189,24 +199,28 @@ def layer_factor(arm: Arm, where=None, quantity="signal_norm", step=0, trim=3, s
 def layer_ratio(arm: Arm, where=None, quantity="signal_norm", step=0, num=0, den=-1) -> Measured:
     """value[num] / value[den] at a step; negative indices count from the output (-1 = the head)."""
     def one(g):
-        p = _profile(g, quantity, step)
+        p = store.profile(g, quantity, step)
         return float(p.loc[_layer(num, p.index)] / p.loc[_layer(den, p.index)])
     return _per_run(arm.table("layers", where), one)
+
+
+def _curve(g: pd.DataFrame, split: str, metric: str) -> np.ndarray:
+    """One run's values of a metric on a split, in step order."""
+    return g[(g[store.SPLIT] == split) & (g[store.METRIC] == metric)].sort_values(store.STEP)[store.VALUE].to_numpy()
 
 
 @measure
 def final(arm: Arm, where=None, metric="train_loss") -> Measured:
     """A final metric from run.json: train_loss, train_acc, test_loss, test_acc."""
     runs = arm.table("runs", where)
-    values = runs[f"final.{metric}"].astype(float).tolist()
-    return Measured(float(np.mean(values)), values)
+    return _mean(runs[f"final.{metric}"].astype(float).tolist())
 
 
 @measure
 def fraction_of_initial(arm: Arm, where=None, metric="loss", split="train") -> Measured:
     """Final value of a metric divided by its value at step 0 (non-finite counts as no progress: inf)."""
     def one(g):
-        m = g[(g["split"] == split) & (g["metric"] == metric)].sort_values("step")["value"].to_numpy()
+        m = _curve(g, split, metric)
         if len(m) < 2 or not np.isfinite(m[0]):
             return math.inf
         return float(m[-1] / m[0]) if np.isfinite(m[-1]) else math.inf
@@ -217,7 +231,7 @@ def fraction_of_initial(arm: Arm, where=None, metric="loss", split="train") -> M
 def reach(arm: Arm, where=None, metric="loss", split="train", below=1.0) -> Measured:
     """How many runs bring a metric below `below` at some evaluation (value = the count)."""
     def one(g):
-        m = g[(g["split"] == split) & (g["metric"] == metric)]["value"]
+        m = _curve(g, split, metric)
         return float((m < below).any())
     per = _per_run(arm.table("metrics", where), one)
     return Measured(float(np.sum(per.per_run)), per.per_run)
@@ -226,15 +240,54 @@ def reach(arm: Arm, where=None, metric="loss", split="train", below=1.0) -> Meas
 @measure
 def status_count(arm: Arm, where=None, status="diverged") -> Measured:
     runs = arm.table("runs", where)
-    hits = (runs["status"] == status).astype(float).tolist()
+    hits = (runs[store.STATUS] == status).astype(float).tolist()
     return Measured(float(np.sum(hits)), hits)
+
+
+@measure
+def status_share(arm: Arm, where=None, status="diverged") -> Measured:
+    """The share of runs that ended with `status` (ok | diverged | failed): 1.0 = every run."""
+    runs = arm.table("runs", where)
+    return Measured(float((runs[store.STATUS] == status).mean()), (runs[store.STATUS] == status).astype(float).tolist())
+
+
+@measure
+def final_or_diverged(arm: Arm, where=None, metric="train_loss") -> Measured:
+    """A final metric from run.json, inf for a run that diverged (or whose value is not finite): for claims
+    that a net does not train, where diverging is one way of not training."""
+    runs = arm.table("runs", where)
+    values = [math.inf if status == "diverged" or not np.isfinite(v) else float(v)
+              for status, v in zip(runs[store.STATUS], runs[f"final.{metric}"].astype(float))]
+    return _mean(values)
+
+
+@measure
+def grad_spike(arm: Arm, where=None) -> Measured:
+    """The largest logged gradient norm (opt/grad_norm, the mean over an eval window, before clipping) over
+    the first window's: how far gradients explode in training (inf once a gradient is not finite)."""
+    def one(g):
+        norms = _curve(g, "opt", "grad_norm")
+        if len(norms) == 0 or not np.isfinite(norms[0]):
+            return math.nan
+        return float(np.nanmax(np.where(np.isfinite(norms), norms, np.inf)) / norms[0])
+    return _per_run(arm.table("metrics", where), one)
+
+
+@measure
+def clip_share(arm: Arm, where=None) -> Measured:
+    """The share of updates whose gradient was clipped (opt/clipped counts per eval window, over the steps)."""
+    runs = arm.table("runs", where).set_index(store.RUN)["steps_done"]
+
+    def one(g):
+        return float(_curve(g, "opt", "clipped").sum() / max(int(runs[g[store.RUN].iloc[0]]), 1))
+    return _per_run(arm.table("metrics", where), one)
 
 
 @measure
 def lag_ratio(arm: Arm, where=None, k=100, quantity="signal_norm", step=0) -> Measured:
     """Recurrent nets: ||dL/dh_(T-k)|| / ||dL/dh_(T-1)||, time steps being layers 0..T-1 (head = T)."""
     def one(g):
-        p = _profile(g, quantity, step)
+        p = store.profile(g, quantity, step)
         T = int(p.index.max())  # the head's index = number of time steps
         return float(p.loc[T - k] / p.loc[T - 1])
     return _per_run(arm.table("layers", where), one)
@@ -245,7 +298,7 @@ def lag_rate(arm: Arm, where=None, kmax=100, quantity="signal_norm", step=0) -> 
     """Recurrent nets: the least-squares slope of log(||dL/dh_(T-k)|| / ||dL/dh_(T-1)||) over k = 1..kmax
     (per time step; below 0 means exponential decay with the lag)."""
     def one(g):
-        p = _profile(g, quantity, step)
+        p = store.profile(g, quantity, step)
         T = int(p.index.max())
         k = np.arange(1, kmax + 1)
         r = np.log(p.loc[T - k].to_numpy() / p.loc[T - 1])
@@ -258,10 +311,10 @@ def lag_rate(arm: Arm, where=None, kmax=100, quantity="signal_norm", step=0) -> 
 def jacobian_stat(arm: Arm, where=None, stat="mean_s", scope="input_output", layer=None, step=0) -> Measured:
     """Jacobian singular values s pooled over the probed examples: mean_s, var_s2 (variance of s^2)."""
     def one(g):
-        rows = g[(g["scope"] == scope) & (g["step"] == step)]
+        rows = g[(g["scope"] == scope) & (g[store.STEP] == step)]
         if layer is not None:
-            rows = rows[rows["layer"] == layer]
-        s = rows["value"].to_numpy()
+            rows = rows[rows[store.LAYER] == layer]
+        s = rows[store.VALUE].to_numpy()
         return float(s.mean() if stat == "mean_s" else np.var(s**2))
     return _per_run(arm.table("jacobian", where), one)
 
@@ -270,27 +323,19 @@ def jacobian_stat(arm: Arm, where=None, stat="mean_s", scope="input_output", lay
 def chi1_error(arm: Arm, where=None, trim=3) -> Measured:
     """|chi1_measured / chi1_theory - 1| per run: how far the measured per-layer growth is from theory."""
     runs = arm.table("runs", where)
-    values = (runs["chi1_measured"] / runs["chi1_theory"] - 1).abs().astype(float).tolist()
-    return Measured(float(np.mean(values)), values)
+    return _mean((runs["chi1_measured"] / runs["chi1_theory"] - 1).abs().astype(float).tolist())
 
 
 @measure
 def jacobian_free_probability(arm: Arm, where=None, moment="var", scope="input_output", step=0) -> Measured:
     """Measured moment of s^2 (s: singular values of the input-output Jacobian d h_L / d x, pooled over a
-    run's probed inputs) over its free-probability prediction (Pennington, Schoenholz & Ganguli 2017):
-    moment="var" gives var(s^2) / sigma^2, "mean" gives mean(s^2) / m1; 1 is agreement.
-
-    J J^T is the free product over the L hidden layers of W_l^T D_l^2 W_l, D_l = diag phi'(h_l). A layer
-    has mean sw2 mu1 and normalized variance mu2 / mu1^2 - 1 - s1, mu_k(q) = E[phi'(sqrt(q) z)^(2k)],
-    s1 = 0 for orthogonal weights, -1 for i.i.d. ones (Marchenko-Pastur). S-transforms multiply, so
-    m1 = prod_l sw2 mu1(q_l) and sigma^2 = m2 - m1^2 = m1^2 sum_l (mu2 / mu1^2 - 1 - s1): at the fixed
-    point (q_l = q*) the paper's m1 = chi1^L, sigma^2 = L m1^2 (mu2 / mu1^2 - 1 - s1). q_l follows the
-    length map from the first layer's q_1 = sw2 E[x^2] + sb2, so inputs away from q* are predicted too.
-    Needs an MLP without norm/skip on data=gaussian with data.dim = model.width (square weights).
+    run's probed inputs) over its free-probability prediction `theory.jacobian_moments`: moment="var"
+    gives var(s^2) / sigma^2, "mean" gives mean(s^2) / m1; 1 is agreement. The first layer's q_1 =
+    sw2 E[x^2] + sb2 comes from the run's input distribution and scale. Needs an MLP without norm/skip
+    on data=gaussian with data.dim = model.width (square weights).
     """
-    from gradflow import theory
-    from gradflow.activations import get as activation
-
+    if moment not in ("mean", "var"):
+        raise GradflowError(f"jacobian_free_probability: moment={moment!r} is not allowed; choices: mean, var")
     df = arm.table("jacobian", where)
     keys = [c for c in df.columns if "." in c]
 
@@ -303,38 +348,29 @@ def jacobian_free_probability(arm: Arm, where=None, moment="var", scope="input_o
                                 "data=gaussian with data.dim equal to model.width")
         act = str(cfg["model.activation"])
         sw2, sb2 = theory.equivalent_sw2(cfg, act)
-        s1 = 0.0 if cfg["init.name"] in ("orthogonal", "delta_orthogonal") else -1.0
         second_moment = 1.0 / 3.0 if cfg.get("data.distribution") == "uniform01" else 1.0
-        dphi, V = activation(act).dphi, theory._moments(act).V
         scale = 1.0 if cfg.get("data.scale") is None else float(cfg["data.scale"])
-        q = sw2 * scale**2 * second_moment + sb2  # the first layer's q_1
-        m1, spread = 1.0, 0.0
-        for _ in range(int(cfg["model.depth"])):  # layer by layer along the length map
-            mu1 = float(theory._expect(lambda u: dphi(u) ** 2, q))
-            mu2 = float(theory._expect(lambda u: dphi(u) ** 4, q))
-            m1 *= sw2 * mu1
-            spread += mu2 / mu1**2 - 1.0 - s1
-            q = sw2 * float(V(q)) + sb2
-        return m1 if moment == "mean" else m1**2 * spread
+        m1, sigma2 = theory.jacobian_moments(act, sw2, sb2, q1=sw2 * scale**2 * second_moment + sb2,
+                                             depth=int(cfg["model.depth"]),
+                                             orthogonal=cfg["init.name"] in ("orthogonal", "delta_orthogonal"))
+        return m1 if moment == "mean" else sigma2
 
     def one(g):
-        s2 = g[(g["scope"] == scope) & (g["step"] == step)]["value"].to_numpy() ** 2
-        cfg = {k: theory._value(g.iloc[0], k) for k in keys}
+        s2 = g[(g["scope"] == scope) & (g[store.STEP] == step)][store.VALUE].to_numpy() ** 2
+        cfg = {k: theory.config_value(g.iloc[0], k) for k in keys}
         return float((s2.mean() if moment == "mean" else np.var(s2)) / predicted(cfg))
 
-    if moment not in ("mean", "var"):
-        raise GradflowError(f"jacobian_free_probability: moment={moment!r} is not allowed; choices: mean, var")
     return _per_run(df, one)
 
 
 @measure
-def growth_factor(arm: Arm, where=None, quantity="act_std", step=0, trim=3, squared=False) -> Measured:
+def growth_factor(arm: Arm, where=None, quantity="act_std", step=0, trim=3, squared=False, per=1) -> Measured:
     """Per-layer factor of a quantity towards the output: exp(slope) of log(value) against layer over the
     bulk layers (`trim` dropped at each end), the inverse of layer_factor's; for a forward signal such as
-    act_std, whose growth runs from the input to the output. squared=True gives the factor of value^2."""
+    act_std, whose growth runs from the input to the output. squared=True gives the factor of value^2;
+    per=m the factor over m layers (a residual block of m weight layers)."""
     towards_input = layer_factor(arm, where, quantity, step, trim, squared)
-    per = [1.0 / v if v > 0 else math.nan for v in towards_input.per_run]
-    return Measured(float(np.mean(per)) if per else math.nan, per)
+    return _mean([v ** -per if v > 0 else math.nan for v in towards_input.per_run])
 
 
 @measure
@@ -343,7 +379,7 @@ def last_value(arm: Arm, where=None, metric="loss", split="batch") -> Measured:
     mode) over the last eval window, what training curves such as He et al. 2016's Fig. 6 show, whereas
     `final` reads the eval-mode value (with batchnorm's running statistics) from run.json."""
     def one(g):
-        m = g[(g["split"] == split) & (g["metric"] == metric)].sort_values("step")["value"].to_numpy()
+        m = _curve(g, split, metric)
         return float(m[-1]) if len(m) else math.nan
     return _per_run(arm.table("metrics", where), one)
 
@@ -355,13 +391,14 @@ def compute(spec_measure: dict, arms: dict[str, Arm]) -> Measured:
     """Evaluate {fn: NAME, arm: ARM, ...args} or a combination {fn: difference|min_difference, a:, b:}."""
     m = dict(spec_measure)
     fn = m.pop("fn")
-    if fn in ("difference", "min_difference", "ratio"):
+    if fn in _COMBINATIONS:
         a = compute(m["a"], arms)
         bs = [compute(b, arms) for b in (m["b"] if isinstance(m["b"], list) else [m["b"]])]
         if fn == "ratio":
             return Measured(a.value / bs[0].value, [])
         diffs = [a.value - b.value for b in bs]
-        return Measured(min(diffs), diffs)
+        i = int(np.argmin(diffs))
+        return Measured(diffs[i], [], se=math.hypot(a.se, bs[i].se))  # a difference of means, not runs
     if fn not in MEASURES:
         raise GradflowError(f"claim measure fn={fn!r} is not known; choices: {', '.join(MEASURES)}, difference, "
                             "min_difference, ratio")
@@ -372,14 +409,43 @@ def compute(spec_measure: dict, arms: dict[str, Arm]) -> Measured:
 
 
 # --- claims ---------------------------------------------------------------------------------------------
+SOURCES = ("paper", "theory", "design")
+# a paper reference names where in the paper: a figure, table, section, equation, algorithm or experiment
+PAPER_PLACE = re.compile(r"\b(Fig|Figs|Table|Sec|Eq|Algorithm|Alg|Exp|ch)\b\.?|§", re.IGNORECASE)
+
+
+def claim_source(claim: dict) -> tuple[str, str]:
+    """(kind, where) of a claim's `source: {paper|theory|design: ...}`: the figure/table/section of a paper
+    value, the formula gradflow.theory evaluates, or the reason for a threshold chosen here."""
+    src = claim.get("source")
+    text = claim.get("text", "?")
+    if not isinstance(src, dict) or len(src) != 1 or next(iter(src)) not in SOURCES:
+        raise GradflowError(f"claim {text!r}: source={src!r} must be one of {{paper|theory|design: reference}}; "
+                            f"choices: {', '.join(SOURCES)}")
+    (kind, where), = src.items()
+    if not isinstance(where, str) or not where.strip():
+        raise GradflowError(f"claim {text!r}: source.{kind} needs its reference (figure/table/section, formula "
+                            "or reason)")
+    if kind == "paper" and not PAPER_PLACE.search(where):
+        raise GradflowError(f"claim {text!r}: source.paper={where!r} names no figure, table or section")
+    return kind, where
+
+
 @dataclass
 class ClaimResult:
     text: str
-    paper: str
+    reference: str  # the reference value or statement
+    source: str  # paper | theory | design
+    cite: str  # where: figure/table/section, the formula, or the reason
     measured: Measured
     test: str
     passed: bool
     qualitative: bool = False
+    tolerance: str = ""  # why the test is wider than the reference states, with the seeds' spread
+
+    @property
+    def source_cell(self) -> str:
+        return f"{self.source}: {self.cite}"
 
 
 def passes(value: float, expect: dict) -> tuple[bool, str]:
@@ -411,9 +477,22 @@ def expand(claims: list[dict]) -> list[dict]:
         for v in values:
             one = {k: val for k, val in c.items() if k != "for_each"}
             one["text"] = c["text"].replace("{" + key + "}", str(v))
-            one["measure"] = {**c["measure"], "where": {**c["measure"].get("where", {}), key: v}}
+            one["measure"] = _for_one(c["measure"], key, v)
             out.append(one)
     return out
+
+
+_COMBINATIONS = ("difference", "min_difference", "ratio")
+
+
+def _for_one(measure: dict, key: str, value) -> dict:
+    """A measure for one value of a for_each key: `arm` picks the arm, any other key filters runs; in a
+    combination the value applies to its first operand `a`."""
+    if measure["fn"] in _COMBINATIONS:
+        return {**measure, "a": _for_one(measure["a"], key, value)}
+    if key == "arm":
+        return {**measure, "arm": value}
+    return {**measure, "where": {**measure.get("where", {}), key: value}}
 
 
 def arms_of(spec: Spec, root: Path, jobs: dict[str, list[str]] | None = None) -> dict[str, Arm]:
@@ -430,15 +509,76 @@ def check(spec: Spec, root: Path, jobs: dict[str, list[str]] | None = None) -> l
         except GradflowError as e:  # e.g. every run of the arm failed: the claim cannot hold
             measured = Measured(math.nan, [], note=str(e))
         ok, test = passes(measured.value, c["expect"])
-        results.append(ClaimResult(c["text"], str(c.get("paper", "")), measured, test, ok,
-                                   bool(c.get("qualitative", False))))
+        kind, cite = claim_source(c)
+        results.append(ClaimResult(c["text"], str(c.get("reference", "")), kind, cite, measured, test, ok,
+                                   bool(c.get("qualitative", False)), str(c.get("tolerance", "")).strip()))
     return results
+
+
+@dataclass
+class Outcome:
+    """One reproduction's computed claims, figures and report."""
+
+    spec: Spec
+    scale: str
+    root: Path
+    claims: list[ClaimResult]
+    figures: list[Path]
+    report: Path
+    overrides: dict[str, list[str]]  # arm -> the sweep overrides it ran with
+    wall_time: float
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.claims)
+
+    def claim(self, words: str) -> ClaimResult:
+        """The one claim whose text contains `words`."""
+        hits = [r for r in self.claims if words in r.text]
+        if len(hits) != 1:
+            raise KeyError(f"{words!r} matches {len(hits)} claims: {[r.text for r in hits]}")
+        return hits[0]
+
+    def claims_with(self, words: str) -> list[ClaimResult]:
+        return [r for r in self.claims if words in r.text]
+
+
+LaunchFn = Callable[["sweep_mod.Plan"], None]
+
+
+def run(name: str, scale: str = "default", user: list[str] | None = None, force: bool = False,
+        launch: LaunchFn | None = None) -> Outcome:
+    """Run (or resume) a reproduction's arms, check its claims, draw its figures and write REPORT.md.
+
+    `user` overrides apply to every arm (`results=DIR` chooses the results folder); `launch` runs one
+    planned sweep (the CLI passes one with a progress display; default: launch it silently).
+    """
+    from gradflow import sweep as sweep_mod
+
+    if scale not in SCALES:
+        raise GradflowError(f"--scale {scale!r} is not allowed; choices: {', '.join(SCALES)}")
+    spec = Spec.load(name)
+    user = list(user or [])
+    results_root = next((o.split("=", 1)[1] for o in user if o.startswith("results=")), "results")
+    root = root_for(name, scale, results_root)
+    start = time.perf_counter()
+    used, jobs = {}, {}
+    for arm in spec.arms:
+        used[arm] = spec.overrides(arm, scale, user)
+        p = sweep_mod.plan(used[arm], f"{root.relative_to(results_root).as_posix()}/{arm}", force)
+        (launch or sweep_mod.launch)(p)
+        jobs[arm] = [j.name for j in p.jobs]
+    claims = check(spec, root, jobs)
+    figures_ = draw(spec, root, jobs)
+    wall = time.perf_counter() - start
+    report = write_report(spec, root, scale, claims, figures_, used, wall)
+    return Outcome(spec, scale, root, claims, figures_, report, used, wall)
 
 
 # --- figures and the report -------------------------------------------------------------------------
 def draw(spec: Spec, root: Path, jobs: dict[str, list[str]] | None = None, fmt: str = "png") -> list[Path]:
     from gradflow.plots import figures
-    from gradflow.plots.common import save
+    from gradflow.plots.figures import save
 
     arms = arms_of(spec, root, jobs)
     out = []
@@ -449,7 +589,7 @@ def draw(spec: Spec, root: Path, jobs: dict[str, list[str]] | None = None, fmt: 
                  "hist": "hist", "spectrum": "jacobian"}[kind]
         df = arms[arm].table(table, f.pop("where", None))
         fig = getattr(figures, kind)(df, **f)
-        out.append(save(fig, root / store.FIGURES_DIR / f"{title or f'{i}-{kind}-{arm}'}.{fmt}"))
+        out.append(save(fig, store.figures_dir(root) / f"{title or f'{i}-{kind}-{arm}'}.{fmt}"))
     return out
 
 
@@ -459,13 +599,27 @@ def fmt_number(x: float) -> str:
     return f"{x:.3g}"
 
 
+def claim_cells(r: ClaimResult) -> dict[str, str]:
+    """A claim's row, cell by cell, for the report and the terminal table."""
+    spread = r.measured.spread()
+    verdict = ("PASS" if r.passed else "FAIL") + (" (qualitative)" if r.qualitative else "")
+    return {"claim": r.text, "source": r.source_cell, "reference": r.reference,
+            "measured": fmt_number(r.measured.value) + (f" ({spread})" if spread else ""), "test": r.test,
+            "result": verdict}
+
+
+CLAIM_COLUMNS = ("claim", "source", "reference", "measured", "test", "result")
+
+
 def claims_markdown(results: list[ClaimResult]) -> str:
-    lines = ["| claim | paper | measured | test | result |", "|---|---|---|---|---|"]
+    lines = ["| " + " | ".join(CLAIM_COLUMNS) + " |", "|" + "---|" * len(CLAIM_COLUMNS)]
     for r in results:
-        spread = r.measured.spread()
-        measured = fmt_number(r.measured.value) + (f" ({spread})" if spread else "")
-        verdict = ("PASS" if r.passed else "FAIL") + (" (qualitative)" if r.qualitative else "")
-        lines.append(f"| {r.text} | {r.paper} | {measured} | {r.test} | **{verdict}** |")
+        cells = claim_cells(r)
+        cells["result"] = f"**{cells['result']}**"
+        lines.append("| " + " | ".join(cells[c].replace("|", "\\|") for c in CLAIM_COLUMNS) + " |")
+    tolerances = [f"- {r.text}: {r.tolerance}" for r in results if r.tolerance]
+    if tolerances:
+        lines += ["", "Tolerances wider than the reference states, and why:", "", *tolerances]
     return "\n".join(lines)
 
 
@@ -482,6 +636,68 @@ def write_report(spec: Spec, root: Path, scale: str, results: list[ClaimResult],
     parts += ["## How it was run", ""]
     for arm, ov in overrides.items():
         parts.append(f"- `{arm}`: `gradflow sweep {' '.join(ov)}`")
-    path = root / "REPORT.md"
+    path = store.report_path(root)
     store.write_text(path, "\n".join(parts) + "\n")
     return path
+
+
+# --- chi_1 across runs and seeds ------------------------------------------------------------------------
+_RESULT_COLUMNS = ("chi1_measured", "chi1_theory")
+
+
+def chi1_table(layers: pd.DataFrame, step: int = 0, trim: int = 3) -> pd.DataFrame:
+    """One row per run: its non-long columns (config, source, status), chi1_measured and chi1_theory.
+
+    `layers` is the long table of `gradflow.store.load` (run, the layer columns and a column per config
+    key). chi1_measured is `theory.fit_chi1` of the signal_norm profile at `step`; chi1_theory is
+    `theory.predict` on the run's config columns (nan where there is no prediction).
+    """
+    long = (store.RUN, *store.LAYER_COLUMNS)
+    missing = [c for c in long if c != store.NAME and c not in layers.columns]
+    if missing:
+        raise GradflowError(f"the layers table lacks column(s) {', '.join(missing)}; "
+                            f"it has: {', '.join(map(str, layers.columns))}")
+    signal = store.rows(layers, "signal_norm")
+    at = signal[signal[store.STEP] == step]
+    if at.empty:
+        steps = sorted(signal[store.STEP].unique().tolist())
+        raise GradflowError(f"step={step} has no quantity='signal_norm' rows; steps with signal_norm: "
+                            f"{', '.join(map(str, steps)) or 'none (was the signal probe recorded?)'}")
+    config_cols = [c for c in layers.columns if c not in long]
+    out = []
+    for run, g in at.groupby(store.RUN, sort=True):
+        first = g.iloc[0]
+        mf = theory.predict({k: theory.config_value(first, k) for k in config_cols})
+        out.append({store.RUN: run, **{k: first[k] for k in config_cols},
+                    "chi1_measured": theory.fit_chi1(g[store.LAYER].to_numpy(), g[store.VALUE].to_numpy(), trim),
+                    "chi1_theory": mf.chi1 if mf is not None else math.nan})
+    return pd.DataFrame(out)
+
+
+def chi1_by_config(table: pd.DataFrame, seed_key: str = "seed") -> pd.DataFrame:
+    """Average chi1_measured over runs that differ only in `seed_key`.
+
+    Groups by every dotted config column (and `source`, the results folder, if present) except
+    seed_key; run, status and other undotted columns are not part of a configuration. Returns the
+    group columns, n_seeds (finite measurements), chi1_measured (mean), chi1_ci95 (half-width of the
+    95% Student-t confidence interval of the mean; nan for a single seed) and chi1_theory.
+    """
+    from scipy.stats import t
+
+    if seed_key not in table.columns:
+        raise GradflowError(f"seed_key={seed_key!r} is not a column of the chi1 table; "
+                            f"columns: {', '.join(map(str, table.columns))}")
+    keys = [c for c in table.columns
+            if ("." in str(c) or c == store.SOURCE) and c != seed_key and c not in _RESULT_COLUMNS]
+    groups = table.groupby(keys, dropna=False, sort=False) if keys else [((), table)]
+    out = []
+    for _, g in groups:
+        vals = pd.to_numeric(g["chi1_measured"], errors="coerce").to_numpy(dtype=float)
+        vals = vals[np.isfinite(vals)]
+        n = len(vals)
+        half = t.ppf(0.975, n - 1) * vals.std(ddof=1) / math.sqrt(n) if n >= 2 else math.nan
+        theory_ = pd.to_numeric(g["chi1_theory"], errors="coerce").to_numpy(dtype=float)
+        out.append({**{k: g.iloc[0][k] for k in keys}, "n_seeds": n,
+                    "chi1_measured": float(vals.mean()) if n else math.nan, "chi1_ci95": float(half),
+                    "chi1_theory": float(theory_[0]) if len(theory_) else math.nan})
+    return pd.DataFrame(out)

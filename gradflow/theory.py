@@ -45,6 +45,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 from numpy.polynomial.legendre import leggauss
+from scipy.optimize import brentq
 
 from gradflow.activations import Activation, get
 from gradflow.errors import GradflowError
@@ -56,6 +57,7 @@ Q_RANGE_LOG2 = 60  # q* is searched in [2^-60, 2^60] (~1e-18 .. 1e18); below is 
 _Z_MAX = 10.0  # quadrature truncates z at +-10: the Gaussian mass beyond is 1.5e-23
 _N_HALF = 64  # Gauss-Legendre nodes per half-line (1D) and per segment (2D): ~1e-14 absolute
 _Q_ZERO, _Q_INF = 1e-200, 1e200  # where moments at q* = 0 / inf are evaluated (their limits, to ~1e-15)
+_ZERO_TOL = 1e-12  # with sb2 = 0, F(q)/q must exceed this to bracket a root: quadrature is exact to ~1e-14
 _SCAN_Q = 2.0 ** np.arange(-Q_RANGE_LOG2, Q_RANGE_LOG2 + 1)  # (121,) bracketing grid for q*
 _BISECTIONS = 64  # halvings of a factor-2 bracket: q* to full double precision
 
@@ -77,7 +79,7 @@ _Z = np.concatenate([-_half[::-1], _half])  # (2n,) nodes on [-Z, Z], split at 0
 _W = np.concatenate([(_WT * _Z_MAX * _gauss_pdf(_half))[::-1], _WT * _Z_MAX * _gauss_pdf(_half)])  # E_z[f] = f(_Z) @ _W
 
 
-def _expect(f: Callable[[np.ndarray], np.ndarray], q) -> np.ndarray:
+def expect(f: Callable[[np.ndarray], np.ndarray], q) -> np.ndarray:
     """E_z[f(sqrt(q) z)] for each q in an array (any shape)."""
     q = np.asarray(q, dtype=float)
     u = np.sqrt(q)[..., None] * _Z  # (*q.shape, 2n)
@@ -103,8 +105,9 @@ def _expect2(f: Callable[[np.ndarray], np.ndarray], q: float, c: float) -> float
 
 
 # --- Gaussian moments of one activation, as functions of the pre-activation variance q ----------
-class _Moments:
-    """V(q) = E[phi(u)^2], D(q) = E[phi'(u)^2], S(q) = E[u phi(u) phi'(u)] / q with u ~ N(0, q);
+class Moments:
+    """V(q) = E[phi(u)^2], D(q) = E[phi'(u)^2], D4(q) = E[phi'(u)^4], S(q) = E[u phi(u) phi'(u)] / q
+    with u ~ N(0, q);
     C(q, c) = E[phi(u1) phi(u2)], Cd(q, c) = E[phi'(u1) phi'(u2)] for unit-variance correlation c.
 
     sw2 S(q) is the slope of the length map: d/dq E[phi(sqrt(q) z)^2] = E[z phi phi'] / sqrt(q)
@@ -116,16 +119,24 @@ class _Moments:
         self.phi, self.dphi = act.phi, act.dphi
 
     def V(self, q):
-        return _expect(lambda u: self.phi(u) ** 2, q)
+        return expect(lambda u: self.phi(u) ** 2, q)
 
     def V_over_q(self, q):
         return self.V(q) / np.asarray(q, dtype=float)
 
     def D(self, q):
-        return _expect(lambda u: self.dphi(u) ** 2, q)
+        return expect(lambda u: self.dphi(u) ** 2, q)
+
+    def D4(self, q):
+        return expect(lambda u: self.dphi(u) ** 4, q)
 
     def S(self, q):
-        return _expect(lambda u: u * self.phi(u) * self.dphi(u), q) / np.asarray(q, dtype=float)
+        return expect(lambda u: u * self.phi(u) * self.dphi(u), q) / np.asarray(q, dtype=float)
+
+    def at_zero(self) -> float:
+        """lim D(q) = lim S(q) as q -> 0: the mean of phi's squared one-sided slopes at 0."""
+        e = np.array([1e-300, -1e-300])
+        return float(np.mean(self.dphi(e) ** 2))
 
     def C(self, q: float, c: float) -> float:
         return _expect2(self.phi, q, c)
@@ -134,7 +145,7 @@ class _Moments:
         return _expect2(self.dphi, q, c)
 
 
-class _PiecewiseLinear(_Moments):
+class PiecewiseLinear(Moments):
     """Exact moments of phi(u) = a u (u > 0), b u (u < 0): linear (a = b = 1), relu (b = 0), leaky_relu.
 
     With theta = arccos(c): E[u1+ u2+] = q k1(c), k1(c) = (sqrt(1 - c^2) + (pi - theta) c) / (2 pi)
@@ -156,6 +167,9 @@ class _PiecewiseLinear(_Moments):
     def D(self, q):
         return np.full(np.shape(q), self.m2)
 
+    def D4(self, q):
+        return np.full(np.shape(q), (self.a**4 + self.b**4) / 2.0)
+
     def S(self, q):
         return np.full(np.shape(q), self.m2)
 
@@ -170,9 +184,10 @@ class _PiecewiseLinear(_Moments):
 
 
 @functools.lru_cache(maxsize=None)
-def _moments(activation: str) -> _Moments:
+def moments(activation: str) -> Moments:
+    """The Gaussian moments of a registry activation (closed forms for piecewise-linear ones)."""
     act = get(activation)
-    return _PiecewiseLinear(act) if act.piecewise_linear else _Moments(act)
+    return PiecewiseLinear(act) if act.piecewise_linear else Moments(act)
 
 
 # --- fixed point of the length map ---------------------------------------------------------------
@@ -202,8 +217,12 @@ def _solve_q_star(V_over_q: Callable[[np.ndarray], np.ndarray], sw2, sb2) -> np.
     sel = up & found
     lo[sel], hi[sel] = _SCAN_Q[k[sel] - 1], _SCAN_Q[k[sel]]
 
-    # shrinking: the first grid point below 1 where F >= 0
-    behind = R[:, : one + 1][:, ::-1] >= 0.0
+    # shrinking: the first grid point below 1 where F >= 0. With sb2 = 0, q = 0 is itself a fixed
+    # point and F(q)/q = sw2 V(q)/q - 1 tends to sw2 phi'(0)^2 - 1; where that limit is 0 (tanh at
+    # sw2 = 1) F/q is quadrature rounding (~1e-15, either sign) at tiny q, which is no root: there
+    # only F/q above _ZERO_TOL brackets one, and otherwise the signal decays to q* = 0 exactly.
+    below = R[:, : one + 1][:, ::-1]
+    behind = np.where(sb2[:, None] > 0.0, below >= 0.0, below > _ZERO_TOL)
     k = one - np.argmax(behind, axis=1)
     down, found = r1 < 0.0, behind.any(axis=1)
     q[down & ~found] = 0.0
@@ -228,64 +247,30 @@ def _check_params(sw2: float, sb2: float) -> None:
             raise GradflowError(f"{key}={v!r} must be a finite number >= 0 (a variance)")
 
 
-def _at(q: float) -> float:
-    """Where to evaluate moments at a fixed point: 0 and inf mean their limits."""
-    return _Q_ZERO if q == 0.0 else _Q_INF if q == math.inf else q
+def _slopes(m: Moments, q: float) -> tuple[float, float]:
+    """(D, S) at a fixed point q, 0 and inf meaning their limits.
+
+    At q -> 0 both tend to (phi'(0+)^2 + phi'(0-)^2) / 2 exactly (phi is linear on the scale the
+    signal lives on); quadrature at a tiny q would be off by its ~1e-15 rounding, which turns an
+    exact slope 1 (xi_q = inf) into xi_q ~ 1e15. At q -> inf the quadrature at 1e200 is the limit.
+    """
+    if q == 0.0:
+        at_zero = float(m.D(_Q_ZERO)) if isinstance(m, PiecewiseLinear) else m.at_zero()
+        return at_zero, at_zero
+    at = _Q_INF if q == math.inf else q
+    return float(m.D(at)), float(m.S(at))
 
 
 def q_star(activation: str, sw2: float, sb2: float) -> float:
     """The fixed point of the length map reached from q = 1 (0: the signal decays, inf: it grows without bound)."""
     _check_params(sw2, sb2)
-    return float(_solve_q_star(_moments(activation).V_over_q, sw2, sb2))
+    return float(_solve_q_star(moments(activation).V_over_q, sw2, sb2))
 
 
 def chi1(activation: str, sw2: float, sb2: float) -> float:
     """sw2 E[phi'(sqrt(q*) z)^2]: the per-layer factor of the squared back-propagated gradient norm."""
-    m = _moments(activation)
-    return float(sw2 * m.D(_at(q_star(activation, sw2, sb2))))
-
-
-# --- scalar root finding ---------------------------------------------------------------------------
-def _brentq(f: Callable[[float], float], a: float, b: float, xtol: float = 1e-13, rtol: float = 4.5e-16,
-            maxiter: int = 200) -> float:
-    """A root of f in [a, b] (f(a), f(b) of opposite signs): Brent's method, as in scipy's brentq.c."""
-    xpre, xcur = a, b
-    fpre, fcur = f(xpre), f(xcur)
-    if fpre == 0.0:
-        return xpre
-    if fcur == 0.0:
-        return xcur
-    if (fpre > 0) == (fcur > 0):
-        raise ValueError("f(a) and f(b) must have opposite signs")
-    xblk = fblk = spre = scur = 0.0
-    for _ in range(maxiter):
-        if fpre != 0.0 and fcur != 0.0 and (fpre > 0) != (fcur > 0):
-            xblk, fblk = xpre, fpre
-            spre = scur = xcur - xpre
-        if abs(fblk) < abs(fcur):
-            xpre, xcur, xblk = xcur, xblk, xcur
-            fpre, fcur, fblk = fcur, fblk, fcur
-        delta = (xtol + rtol * abs(xcur)) / 2.0
-        sbis = (xblk - xcur) / 2.0
-        if fcur == 0.0 or abs(sbis) < delta:
-            return xcur
-        if abs(spre) > delta and abs(fcur) < abs(fpre):
-            if xpre == xblk:  # secant
-                stry = -fcur * (xcur - xpre) / (fcur - fpre)
-            else:  # inverse quadratic interpolation
-                dpre = (fpre - fcur) / (xpre - xcur)
-                dblk = (fblk - fcur) / (xblk - xcur)
-                stry = -fcur * (fblk * dblk - fpre * dpre) / (dblk * dpre * (fblk - fpre))
-            if 2.0 * abs(stry) < min(abs(spre), 3.0 * abs(sbis) - delta):
-                spre, scur = scur, stry
-            else:
-                spre = scur = sbis
-        else:
-            spre = scur = sbis
-        xpre, fpre = xcur, fcur
-        xcur += scur if abs(scur) > delta else (delta if sbis > 0 else -delta)
-        fcur = f(xcur)
-    return xcur
+    m = moments(activation)
+    return float(sw2 * _slopes(m, q_star(activation, sw2, sb2))[0])
 
 
 # --- the full mean-field point ---------------------------------------------------------------------
@@ -298,7 +283,7 @@ def _depth_scale(slope: float) -> float:
     return -1.0 / math.log(slope)
 
 
-def _c_star(m: _Moments, q: float, sw2: float, sb2: float) -> float:
+def _c_star(m: Moments, q: float, sw2: float, sb2: float) -> float:
     """The fixed point c* < 1 of the correlation map in the chaotic phase (chi_1 > 1).
 
     M(c) = (sw2 C(q*, c) + sb2) / q* is a power series in c with non-negative coefficients (Mehler),
@@ -311,7 +296,7 @@ def _c_star(m: _Moments, q: float, sw2: float, sb2: float) -> float:
     for k in range(1, 11):
         top = 1.0 - 10.0**-k
         if g(top) < 0.0:
-            return _brentq(g, 0.0, top, xtol=1e-12)
+            return brentq(g, 0.0, top, xtol=1e-12)
     return 1.0  # chi_1 so close to 1 that c* is within 1e-10 of 1
 
 
@@ -357,11 +342,11 @@ def point(activation: str, sw2: float, sb2: float) -> MeanField:
     """
     _check_params(sw2, sb2)
     sw2, sb2 = float(sw2), float(sb2)
-    m = _moments(activation)
+    m = moments(activation)
     q = float(_solve_q_star(m.V_over_q, sw2, sb2))
-    at = _at(q)
-    g1 = float(sw2 * m.D(at))
-    xi_q = math.nan if q == math.inf else _depth_scale(float(sw2 * m.S(at)))
+    d, slope = _slopes(m, q)
+    g1 = sw2 * d
+    xi_q = math.nan if q == math.inf else _depth_scale(sw2 * slope)
     if q in (0.0, math.inf):  # scale-free correlation map: slope 1 at c = 1
         c_star, chi_c = 1.0, 1.0
     elif g1 <= 1.0:  # ordered: M convex with M(1) = 1, M'(1) = chi_1 <= 1, so c = 1 is the only fixed point
@@ -386,8 +371,8 @@ def critical_sw2(activation: str, sb2: float, bracket: tuple[float, float] = CRI
     (a saddle-node of the length map), and chi_1 with it, e.g. from 0.72 to 1.15 (gelu, sb2 = 0.05).
     """
     _check_params(1.0, sb2)
-    m = _moments(activation)
-    if isinstance(m, _PiecewiseLinear):
+    m = moments(activation)
+    if isinstance(m, PiecewiseLinear):
         return 1.0 / m.m2
     f = lambda s: chi1(activation, s, sb2) - 1.0
     lo, hi = bracket
@@ -396,7 +381,7 @@ def critical_sw2(activation: str, sb2: float, bracket: tuple[float, float] = CRI
         raise GradflowError(
             f"activation={activation!r}, sb2={sb2}: chi_1 does not cross 1 for sw2 in [{lo}, {hi}] "
             f"(chi_1 = {f_lo + 1:.4g} .. {f_hi + 1:.4g}), so there is no edge of chaos there")
-    root = _brentq(f, lo, hi, xtol=1e-12)
+    root = brentq(f, lo, hi, xtol=1e-12)
     if abs(f(root)) > 1e-6:  # Brent closed in on a discontinuity, not a root
         below, above = point(activation, root * (1 - 1e-9), sb2), point(activation, root * (1 + 1e-9), sb2)
         raise GradflowError(
@@ -406,6 +391,37 @@ def critical_sw2(activation: str, sb2: float, bracket: tuple[float, float] = CRI
     return root
 
 
+# --- free probability: the input-output Jacobian's spectrum ------------------------------------------
+def length_map(activation: str, sw2: float, sb2: float, q1: float, depth: int) -> np.ndarray:
+    """q_1 .. q_depth: the pre-activation variance layer by layer from the first layer's q_1."""
+    _check_params(sw2, sb2)
+    V = moments(activation).V
+    q = [float(q1)]
+    for _ in range(depth - 1):
+        q.append(sw2 * float(V(q[-1])) + sb2)
+    return np.array(q)
+
+
+def jacobian_moments(activation: str, sw2: float, sb2: float, q1: float, depth: int,
+                     orthogonal: bool) -> tuple[float, float]:
+    """(m1, sigma^2): mean and variance of s^2, s a singular value of the input-output Jacobian
+    d h_L / d x of a deep net with square weights (Pennington, Schoenholz & Ganguli 2017).
+
+    J J^T is the free product over the L layers of W_l^T D_l^2 W_l, D_l = diag phi'(h_l). A layer has
+    mean sw2 mu1 and normalized variance mu2 / mu1^2 - 1 - s1, with mu_k(q) = E[phi'(sqrt(q) z)^(2k)]
+    (D and D4 of `moments`), s1 = 0 for orthogonal weights, -1 for i.i.d. Gaussian ones
+    (Marchenko-Pastur). S-transforms multiply, so m1 = prod_l sw2 mu1(q_l) and
+    sigma^2 = m1^2 sum_l (mu2 / mu1^2 - 1 - s1); at the fixed point (q_l = q*) these are the paper's
+    m1 = chi_1^L and sigma^2 = L m1^2 (mu2 / mu1^2 - 1 - s1). q_l follows `length_map` from q_1, so
+    inputs away from q* are predicted too.
+    """
+    m, s1 = moments(activation), 0.0 if orthogonal else -1.0
+    q = length_map(activation, sw2, sb2, q1, depth)
+    mu1, mu2 = m.D(q), m.D4(q)  # (depth,) each
+    m1 = float(np.prod(sw2 * mu1))
+    return m1, m1**2 * float(np.sum(mu2 / mu1**2 - 1.0 - s1))
+
+
 # --- vectorized chi_1 over a grid (phase diagrams) -------------------------------------------------
 def phase_grid(activation: str, sw2, sb2) -> tuple[np.ndarray, np.ndarray]:
     """(q*, chi_1) over the grid sb2 (rows) x sw2 (columns), each of shape (len(sb2), len(sw2)).
@@ -413,7 +429,7 @@ def phase_grid(activation: str, sw2, sb2) -> tuple[np.ndarray, np.ndarray]:
     For drawing: V/q and D are tabulated once on a log grid of q (10 points per octave) and
     interpolated in log-log, so values agree with `point` to ~1e-4 relative, at a fraction of the cost.
     """
-    m = _moments(activation)
+    m = moments(activation)
     log_q = np.log(2.0) * np.linspace(-Q_RANGE_LOG2, Q_RANGE_LOG2, 20 * Q_RANGE_LOG2 + 1)
     grid_q = np.exp(log_q)
     with np.errstate(divide="ignore"):  # D underflows to 0 at huge q for bounded phi: log -> -inf -> D = 0
@@ -426,7 +442,7 @@ def phase_grid(activation: str, sw2, sb2) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --- from run configs ------------------------------------------------------------------------------
-def _value(config: Mapping[str, Any], key: str) -> Any:
+def config_value(config: Mapping[str, Any], key: str) -> Any:
     """config[key], with missing, None and NaN (a column another run filled) all meaning None."""
     v = config.get(key)
     if v is None or (isinstance(v, (float, np.floating)) and math.isnan(v)):
@@ -435,7 +451,7 @@ def _value(config: Mapping[str, Any], key: str) -> Any:
 
 
 def _number(config: Mapping[str, Any], key: str, default: float | None = None) -> float | None:
-    v = _value(config, key)
+    v = config_value(config, key)
     if v is None:
         return default
     try:
@@ -458,7 +474,7 @@ def equivalent_sw2(init: Mapping[str, Any], activation: str) -> tuple[float, flo
     field; meanfield: init.sw2, init.sb2. Biases start at zero except in meanfield. (torch's default
     bias, U(+-1/sqrt(fan_in)), has variance 1/(3 fan_in) -> 0 in the wide limit; gradflow zeroes it.)
     """
-    name = _value(init, "init.name")
+    name = config_value(init, "init.name")
     if name == "meanfield":
         sw2 = _number(init, "init.sw2")
         return None if sw2 is None else (sw2, _number(init, "init.sb2", 0.0))
@@ -480,11 +496,11 @@ def predict(config: Mapping[str, Any]) -> MeanField | None:
     counts as its default, "none"). None for normalization, residual connections and CNNs (their
     downsampling and padding break the per-layer factor): no prediction rather than a wrong number.
     """
-    if _value(config, "model.name") != "mlp":
+    if config_value(config, "model.name") != "mlp":
         return None
-    if (_value(config, "norm.name") or "none") != "none" or (_value(config, "model.skip") or "none") != "none":
+    if (config_value(config, "norm.name") or "none") != "none" or (config_value(config, "model.skip") or "none") != "none":
         return None
-    activation = _value(config, "model.activation")
+    activation = config_value(config, "model.activation")
     if activation is None:
         return None
     params = equivalent_sw2(config, activation)
@@ -513,83 +529,3 @@ def fit_chi1(layer, signal_norm, trim: int = 3) -> float:
         return math.nan
     slope = np.polyfit(layer[keep], log_sq[keep], 1)[0]
     return float(np.exp(-slope))
-
-
-_LONG = ("run", "step", "layer", "name", "quantity", "value")
-_RESULT_COLUMNS = ("chi1_measured", "chi1_theory")
-
-
-def chi1_table(layers, step: int = 0, trim: int = 3):
-    """One row per run: its non-long columns (config, source, status), chi1_measured and chi1_theory.
-
-    `layers` is the long table of `gradflow.store.load` (run, step, layer, name, quantity, value and
-    a column per config key). chi1_measured fits the quantity == "signal_norm" rows at `step`;
-    chi1_theory is `predict` on the run's config columns (nan where there is no prediction).
-    """
-    import pandas as pd
-
-    missing = [c for c in ("run", "step", "layer", "quantity", "value") if c not in layers.columns]
-    if missing:
-        raise GradflowError(f"the layers table lacks column(s) {', '.join(missing)}; "
-                            f"it has: {', '.join(map(str, layers.columns))}")
-    signal = layers[layers["quantity"] == "signal_norm"]
-    rows = signal[signal["step"] == step]
-    if rows.empty:
-        steps = sorted(signal["step"].unique().tolist())
-        raise GradflowError(f"step={step} has no quantity='signal_norm' rows; steps with signal_norm: "
-                            f"{', '.join(map(str, steps)) or 'none (was the signal probe recorded?)'}")
-    config_cols = [c for c in layers.columns if c not in _LONG]
-    out = []
-    for run, g in rows.groupby("run", sort=True):
-        config = {k: _value(g.iloc[0], k) for k in config_cols}
-        mf = predict(config)
-        out.append({"run": run, **{k: g.iloc[0][k] for k in config_cols},
-                    "chi1_measured": fit_chi1(g["layer"].to_numpy(), g["value"].to_numpy(), trim),
-                    "chi1_theory": mf.chi1 if mf is not None else math.nan})
-    return pd.DataFrame(out)
-
-
-# two-sided 95% Student-t quantiles t_{0.975, df} for df = 1..30 (beyond: Cornish-Fisher expansion)
-_T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281, 2.2010, 2.1788,
-         2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860, 2.0796, 2.0739, 2.0687, 2.0639,
-         2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423)
-
-
-def t975(df: int) -> float:
-    """The 0.975 quantile of Student's t with df degrees of freedom (to 4 decimals; nan for df < 1)."""
-    if df < 1:
-        return math.nan
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z = 1.959963984540054  # Cornish-Fisher expansion around the normal quantile, error < 1e-5 for df > 30
-    return (z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3))
-
-
-def chi1_by_config(table, seed_key: str = "seed"):
-    """Average chi1_measured over runs that differ only in `seed_key`.
-
-    Groups by every dotted config column (and `source`, the results folder, if present) except
-    seed_key; run, status and other undotted columns are not part of a configuration. Returns the
-    group columns, n_seeds (finite measurements), chi1_measured (mean), chi1_ci95 (half-width of the
-    95% t confidence interval of the mean; nan for a single seed) and chi1_theory.
-    """
-    import pandas as pd
-
-    if seed_key not in table.columns:
-        raise GradflowError(f"seed_key={seed_key!r} is not a column of the chi1 table; "
-                            f"columns: {', '.join(map(str, table.columns))}")
-    keys = [c for c in table.columns
-            if ("." in str(c) or c == "source") and c != seed_key and c not in _RESULT_COLUMNS]
-    groups = table.groupby(keys, dropna=False, sort=False) if keys else [((), table)]
-    out = []
-    for _, g in groups:
-        vals = pd.to_numeric(g["chi1_measured"], errors="coerce").to_numpy(dtype=float)
-        vals = vals[np.isfinite(vals)]
-        n = len(vals)
-        half = t975(n - 1) * vals.std(ddof=1) / math.sqrt(n) if n >= 2 else math.nan
-        theory = pd.to_numeric(g["chi1_theory"], errors="coerce").to_numpy(dtype=float) if "chi1_theory" in g else []
-        out.append({**{k: g.iloc[0][k] for k in keys}, "n_seeds": n,
-                    "chi1_measured": float(vals.mean()) if n else math.nan, "chi1_ci95": half,
-                    "chi1_theory": float(theory[0]) if len(theory) else math.nan})
-    return pd.DataFrame(out)

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from gradflow.data import Data
-from gradflow.probes import Probes, jacobian_spectra, schedule
+from gradflow.probes.core import Probes, schedule
+from gradflow.probes.jacobian import jacobian_spectra
 
 ProgressFn = Callable[[int, int], None]  # (step, steps)
 
@@ -60,7 +61,8 @@ def loss_and_accuracy(out: torch.Tensor, y: torch.Tensor, task: str) -> tuple[to
     classification: cross-entropy, argmax accuracy; regression: MSE, fraction within
     ADDING_TOLERANCE; per_step: cross-entropy over every step, accuracy on the non-blank targets.
     """
-    out = out.float()
+    if out.dtype != torch.float64:  # half precision is upcast; float64 (gradflow gradcheck) is kept
+        out = out.float()
     if task == "classification":
         return F.cross_entropy(out, y), (out.argmax(1) == y).float().mean()
     if task == "regression":
@@ -103,9 +105,10 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
     steps, tc = cfg.train.steps, cfg.train
     device = data.x_train.device
     params = [p for p in model.parameters() if p.requires_grad]
-    # probe-point weights first, so the per-parameter norms below index layers directly
-    probe_ids = {id(w) for w in probes.weights}
-    ordered = probes.weights + [p for p in params if id(p) not in probe_ids]
+    # the probes' weights and biases first: the per-parameter norms below then index layers
+    # directly and serve the probes' gradient norms as they are
+    probe_ids = {id(p) for p in probes.params}
+    ordered = probes.params + [p for p in params if id(p) not in probe_ids]
     param_name = {id(p): n for n, p in model.named_parameters()}
     names = [param_name[id(p)] for p in ordered]
     opt = make_optimizer(params, cfg.optim)
@@ -152,13 +155,13 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
             x = data.augment(x, batches.gen)
         out = model(x)
         loss, batch_acc = loss_and_accuracy(out, data.y_train[idx], data.task)
-        opt.zero_grad(set_to_none=False)
+        opt.zero_grad()
         loss.backward()
-        if probing:
-            probes.after_backward()
 
-        # --- divergence bookkeeping on device: no sync here ---
-        norms = torch.stack(torch._foreach_norm([p.grad if p.grad is not None else torch.zeros_like(p) for p in ordered]))
+        # --- gradient norms and divergence bookkeeping on device: no sync here ---
+        norms = torch.stack(torch._foreach_norm([p.grad if p.grad is not None else p.new_zeros(()) for p in ordered]))
+        if probing:
+            probes.after_backward(norms[: len(probes.params)])
         total = torch.linalg.vector_norm(norms)
         newly_bad = (bad_step < 0) & ~(torch.isfinite(loss) & torch.isfinite(total))
         bad_step = torch.where(newly_bad, t, bad_step)
@@ -166,21 +169,17 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
         if t % tc.eval_every == 0 or t == steps:  # every parameter's gradient norm (note: a host sync point)
             res.metrics += [(t, "grad", name, v) for name, v in zip(names, norms.cpu().tolist())]
 
-        # --- clip and update ---
+        # --- clip (events counted on device) and update ---
         if t < steps:
             clipped = torch.zeros((), device=device)
-            grads = [p.grad for p in params if p.grad is not None]
-            if tc.grad_clip > 0:
-                coef = (tc.grad_clip / (total + 1e-6)).clamp(max=1.0)
-                torch._foreach_mul_(grads, coef)
+            if tc.grad_clip > 0:  # clip_grad_norm_ in two halves, reusing the norm computed above
+                torch.nn.utils.clip_grads_with_norm_(params, tc.grad_clip, total, foreach=True)
                 clipped = clipped + (total > tc.grad_clip)
             if tc.clip_value > 0:
-                peak = torch.stack(torch._foreach_norm(grads, ord=float("inf"))).max()
-                torch._foreach_clamp_min_(grads, -tc.clip_value)
-                torch._foreach_clamp_max_(grads, tc.clip_value)
+                grads = [p.grad for p in params if p.grad is not None]
+                peak = torch.nn.utils.get_total_norm(grads, float("inf"), foreach=True)
+                torch.nn.utils.clip_grad_value_(params, tc.clip_value, foreach=True)
                 clipped = clipped + (peak > tc.clip_value)
-            if probing:
-                probes.before_update()
             opt.step()
             if lr_schedule is not None:
                 lr_schedule.step()
@@ -190,18 +189,18 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
             window += torch.stack([loss.detach(), batch_acc.detach(), total, (clipped > 0).float()])
             window_n += 1
         if probing:
-            values, mask = probes.fetch()  # note: a host sync point, once per probed step
+            values, mask, (first,) = probes.fetch(bad_step)  # note: the probed step's one host sync point
             res.probe_steps.append(t)
             res.probe_values.append(values)
             res.probe_masks.append(mask)
             if probes.histograms:
-                res.histograms.append(probes.fetch_histograms())
+                res.histograms.append(probes.fetch_histograms())  # fetched with the values
         if on_step:
             on_step(t, steps)
 
-        # --- divergence check (note: a host sync point, every check_every steps) ---
+        # --- divergence check (note: a host sync point every check_every steps, unless probed) ---
         if probing or t % tc.check_every == 0 or t == steps:
-            first = int(bad_step.item())
+            first = int(first if probing else bad_step.item())
             if first >= 0:
                 res.status = "diverged"
                 res.diverged_step = first

@@ -58,7 +58,7 @@ def _weights(*overrides, width=400):
     torch.manual_seed(0)
     model = build(cfg, (width,), 10)
     initialize(model, cfg.init, cfg.model.activation)
-    return model.hidden[1].layer  # a square width x width layer
+    return model.probe_points[1].layer  # a square width x width layer
 
 
 @pytest.mark.parametrize("overrides, variance", [
@@ -91,7 +91,7 @@ def test_kaiming_fan_out_mode_uses_the_output_fan():
     torch.manual_seed(0)
     model = build(cfg, (1000,), 10)
     initialize(model, cfg.init, "relu")
-    first = model.hidden[0].layer.weight  # (300, 1000): fan_out = 300
+    first = model.probe_points[0].layer.weight  # (300, 1000): fan_out = 300
     assert first.var().item() == pytest.approx(2 / 300, rel=0.03)
     assert not math.isclose(first.var().item(), 2 / 1000, rel_tol=0.3)
 
@@ -159,3 +159,79 @@ def test_uniform_inputs_and_scale():
     assert d.x_train.mean().item() == pytest.approx(1.0, abs=0.02)
     normal = build_data(compose(["data=gaussian"]).data, torch.device("cpu"))
     assert torch.equal(normal.y_train, build_data(compose(["data=gaussian", "data.scale=3"]).data, "cpu").y_train)
+
+
+# --- the MLP's multi-layer residual branches and Fixup ---------------------------------------------
+def _mlp(*overrides, width=64, d_in=32):
+    cfg = compose(["data=gaussian", f"model.width={width}", "model.skip=residual", "model.activation=relu",
+                   "init=kaiming_normal", *overrides])
+    torch.manual_seed(0)
+    model = build(cfg, (d_in,), 10)
+    initialize(model, cfg.init, cfg.model.activation)
+    model.post_init(cfg)
+    return model
+
+
+def _second_moments(model, x) -> list[float]:
+    """mean(h^2) after the input layer and after every block, recomputed by walking the blocks."""
+    h, out = x, []
+    with torch.no_grad():
+        for block in model.hidden:
+            h = block(h)
+            out.append(h.double().pow(2).mean().item())
+    return out
+
+
+def test_fixup_blocks_start_as_the_identity_over_100_blocks():
+    model = _mlp("model.variant=fixup", "model.branch_layers=2", "model.depth=201")
+    assert len(model.hidden) == 101  # the input layer + 100 residual blocks of 2 layers
+    x = torch.randn(64, 32)
+    with torch.no_grad():
+        first = model.hidden[0](x)  # the input path: act(W0 x + b0)
+        assert torch.equal(model.features(x), first)
+        assert torch.count_nonzero(model(x)) == 0  # Fixup zeroes the head too
+    moments = _second_moments(model, x)
+    assert np.isfinite(moments).all() and moments[-1] == pytest.approx(moments[0], rel=1e-6)
+
+
+@pytest.mark.parametrize("m, blocks", [(2, 100), (3, 20)])
+def test_fixup_scales_branch_layers_by_L_to_the_minus_one_over_2m_minus_2(m, blocks):
+    width = 200
+    model = _mlp("model.variant=fixup", f"model.branch_layers={m}", f"model.depth={1 + m * blocks}", width=width)
+    he_std = math.sqrt(2 / width)  # kaiming_normal for relu, fan_in = width
+    scale = blocks ** (-1 / (2 * m - 2))
+    for block in model.hidden[1:]:
+        for layer in block.layers[:-1]:
+            assert layer.layer.weight.std().item() == pytest.approx(he_std * scale, rel=0.05)
+            assert layer.layer.bias is None  # Fixup's biases are scalars
+        assert torch.count_nonzero(block.layers[-1].layer.weight) == 0
+
+
+def test_unscaled_unnormalized_residual_variance_triples_per_block():
+    # h <- h + W2 relu(W1 h) with He init: E(W1 h)^2 = 2q, E relu^2 = q, E(W2 relu)^2 = 2q, so q -> 3q
+    model = _mlp("model.branch_layers=2", "model.depth=41", width=512)
+    moments = _second_moments(model, torch.randn(256, 32))
+    growth = (moments[-1] / moments[0]) ** (1 / 20)
+    assert growth == pytest.approx(3.0, rel=0.05)
+    assert all(b > a for a, b in zip(moments, moments[1:]))  # it grows at every block
+
+
+def test_residual_branches_keep_one_probe_point_per_weight_layer(run_job):
+    job = run_job(*TINY, "model.depth=5", "model.skip=residual", "model.branch_layers=2", "model.variant=fixup",
+                  "model.activation=relu")
+    df = layers_of(job)
+    assert json.loads((job / "run.json").read_text())["status"] == "ok"
+    names = df.drop_duplicates("layer").sort_values("layer")["name"].tolist()
+    assert names == ["linear0", "linear1", "linear2", "linear3", "linear4", "head"]
+    acts = set(df.loc[df.quantity == "act_std", "name"])
+    assert acts == {"linear0", "linear1", "linear3"}  # a 2-layer branch ends at its weight layer
+
+
+def test_one_layer_branches_are_todays_block():
+    model = _mlp("model.depth=3", "model.alpha=0.5")
+    x = torch.randn(8, 32)
+    with torch.no_grad():
+        h = torch.relu(model.probe_points[0].layer(x))
+        for point in model.probe_points[1:3]:
+            h = h + 0.5 * torch.relu(point.layer(h))
+        assert torch.allclose(model.features(x), h)

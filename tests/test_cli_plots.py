@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 import gradflow
 from gradflow.cli import app
-from gradflow.cli.plots import comparison, match_keys, source_labels
+from gradflow.compare import comparison, match_keys, source_labels
 
 SMALL = ["data=gaussian", "data.n_train=128", "data.n_test=64", "data.dim=8", "model.width=8", "train.steps=4",
          "train.batch_size=32", "train.eval_every=2"]
@@ -78,11 +78,11 @@ def test_plot_default_writes_the_standard_set(plain):
     assert out.exit_code == 0, out.output
     paths = printed_paths(out)
     names = [p.name for p in paths]
-    assert names[:6] == ["profile-grad_norm-step0.png", "profile-grad_norm-last.png", "profile-signal_norm-step0.png",
-                         "profile-signal_norm-last.png", "curves.png", "ratio-init.png"]
-    assert names[6:] == ["spectrum-step0.png", "spectrum-last.png"]  # no hist: the sweep has no hist.parquet
+    assert names[:7] == ["profile-grad_norm-step0.png", "profile-grad_norm-last.png", "profile-signal_norm-step0.png",
+                         "profile-signal_norm-last.png", "curves.png", "ratio-init.png", "ratio-signal_norm-init.png"]
+    assert names[7:] == ["spectrum-step0.png", "spectrum-last.png"]  # no hist: the sweep has no hist.parquet
     for p in paths:
-        assert p.parent == plain / "figures" and p.stat().st_size > 1000 and p.read_bytes()[:8] == PNG
+        assert p.parent == plain / "figures" and p.read_bytes()[:8] == PNG
     # figures live beside the runs without becoming runs: the sweep still loads 4
     assert gradflow.load(plain, table="runs")["run"].nunique() == 4
 
@@ -94,6 +94,7 @@ def test_plot_default_writes_the_standard_set(plain):
      "heatmap-act_std-model.activation=tanh,model.depth=4.png"),
     (["--kind", "curves", "--color", "model.activation"], "curves-color-model.activation.png"),
     (["--kind", "ratio", "--step", "last"], "ratio-final.png"),
+    (["--kind", "ratio", "--quantity", "signal_norm"], "ratio-signal_norm-init.png"),
     (["--kind", "grid", "--x", "model.activation", "--y", "model.depth", "--value", "final.train_acc"],
      "grid-final.train_acc-model.activation-model.depth.png"),
     (["--kind", "hist", "--step", "last"], "hist-last.png"),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 import time
@@ -36,7 +38,8 @@ def test_run_writes_the_results_layout(cli, results):
     assert layers.groupby(["step", "layer", "quantity"]).size().max() == 1  # one value per cell
     assert list(layers.drop_duplicates("layer").sort_values("layer")["name"]) == ["linear0", "linear1", "linear2", "head"]
     # the summary printed: status, finals, the per-layer table, the ratio, the folder
-    for text in ("ok", "final", "train loss", "per-layer gradients", "linear0", "head", "ratio first/last", str(job)):
+    for text in ("ok", "final", "train loss", "per-layer gradients", "linear0", "head", "weight-gradient ratio",
+                 "back-prop signal ratio", str(job)):
         assert text in out.output.replace("\n", ""), text
 
 
@@ -106,7 +109,7 @@ def test_unwritable_results_folder(cli, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     out = cli("run", *TINY, f"results={blocker}/results")
-    assert out.exit_code == 1 and "not writable" in out.output and str(blocker) in out.output
+    assert out.exit_code == 1 and "is not a folder" in out.output and str(blocker) in out.output
     assert "Traceback" not in out.output
 
 
@@ -117,6 +120,111 @@ def test_help_lists_groups_choices_and_keys(cli):
     for needle in ("model:", "init:", "kaiming_normal", "meanfield", "norm:", "batchnorm", "optim:", "probe:",
                    "model.depth", "model.activation", "train.grad_clip", "init.sw2", "device"):
         assert needle in text, needle
+
+
+def _help_at_80_columns() -> list[str]:
+    env = {**os.environ, "COLUMNS": "80", "TERM": "dumb"}
+    out = subprocess.run([sys.executable, "-m", "gradflow", "run", "--help"], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.splitlines()
+
+
+def test_help_is_a_reference_grouped_by_config_group():
+    from gradflow.activations import ACTIVATIONS
+    from gradflow.cli.run import KEY_COLUMN
+
+    lines = _help_at_80_columns()
+    assert max(map(len, lines)) <= 80
+    assert not any("<bool>" in ln for ln in lines)  # flags (--help) take no value
+    text = "\n".join(lines)
+    # each family's keys sit in its own block only: find the block a key appears in
+    blocks, current = {}, None
+    for ln in lines:
+        head = ln.strip()
+        if head.startswith(("model=", "data=")) and "=" in head.split()[0] and not head.split()[0].count("."):
+            current = head.split("=", 1)[0] + "=" + head.split("=", 1)[1].split(",")[0].split()[0]
+        elif head.startswith(("init:", "norm:", "optim:", "probe:", "train", "top level")):
+            current = head.split(":")[0].split()[0]
+        if current and head.split("=")[0].count(".") == 1:
+            blocks.setdefault(head.split("=")[0], set()).add(current)
+    assert blocks["data.augment"] == {"data=cifar10"}
+    assert blocks["data.n_symbols"] == {"data=adding"}
+    assert blocks["model.width"] == {"model=mlp"} and blocks["model.hidden"] == {"model=gru"}
+    assert blocks["init.sb2"] == {"init"}
+    # group defaults as the group's YAML sets them; empty defaults empty; the activation names listed
+    sb2 = next(i for i, ln in enumerate(lines) if ln.strip().startswith("init.sb2="))
+    assert "init=meanfield sets 0.05" in " ".join(ln.strip() for ln in lines[sb2:sb2 + 3])
+    assert any(ln.strip().startswith("optim.milestones= ") or ln.strip() == "optim.milestones=" for ln in lines)
+    act = next(i for i, ln in enumerate(lines) if ln.strip().startswith("model.activation=tanh"))
+    listed = " ".join(ln.strip() for ln in lines[act:act + 3])
+    assert all(name in listed for name in ACTIVATIONS)
+    # a key's wrapped meaning stays in the meaning column
+    key = next(i for i, ln in enumerate(lines) if ln.strip().startswith("model.depth=20"))
+    assert lines[key + 1].startswith(" " * (KEY_COLUMN + 1)) and lines[key + 1].strip()
+    assert "1 thread" not in text  # help runs nothing
+
+
+def test_run_summary_golden_at_80_columns(results):
+    """The summary as a user sees it piped at 80 columns: the layout is golden (numbers masked),
+    and every number is the one on disk, written whole."""
+    from gradflow.fmt import fmt
+
+    overrides = [*TINY, "model.depth=14", "train.steps=10", "train.eval_every=5"]
+    env = {**os.environ, "COLUMNS": "80", "TERM": "dumb"}
+    out = subprocess.run([sys.executable, "-m", "gradflow", "run", *overrides, f"results={results}", "name=g"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    # every line fits, but the folder path: it is printed whole, so it can be copied
+    assert max(len(ln) for ln in lines if not ln.startswith("results: ")) <= 80 and lines[0].strip()
+    job = results / "g" / job_name(overrides)
+    masked = [re.sub(r"-?\d+(\.\d+)?(e[-+]\d+)?", "#", ln.replace(str(job), "JOB")).rstrip() for ln in lines]
+    golden = [
+        "step #/#  # s", "step #/#  # s", "step #/#  # s", "step #/#  # s",
+        "ok after # steps in # s on cpu, # thread",
+        "final  train loss #  acc #   test loss #  acc #",
+        "per-layer gradients (layer # = input), showing # of # layers",
+        "┏━━━━━━━┳━━━━━━━━━━┳━━━━━━━━━━━━┳━━━━━━━━━━━━━┳━━━━━━━━━━━━┳━━━━━━━━━━━━━┓",
+        "┃ layer ┃ name     ┃ ‖∂L/∂W‖ @# ┃ ‖∂L/∂W‖ @# ┃ ‖∂L/∂z‖ @# ┃ ‖∂L/∂z‖ @# ┃",
+        "┡━━━━━━━╇━━━━━━━━━━╇━━━━━━━━━━━━╇━━━━━━━━━━━━━╇━━━━━━━━━━━━╇━━━━━━━━━━━━━┩",
+    ]
+    body = [m for m in masked if m.startswith("│")]
+    assert masked[:len(golden)] == golden, "\n".join(masked)
+    assert len(body) == 13 and masked[len(golden) + 13].startswith("└")
+    assert masked[len(golden) + 14:] == [
+        "weight-gradient ratio ‖∂L/∂W‖ first/last: init #, end #",
+        "back-prop signal ratio ‖∂L/∂z‖ first/last: init #, end #",
+        "results: JOB",
+    ]
+    assert "showing 13 of 15 layers" in out.stdout and "1 thread" in out.stdout
+    # the numbers: each cell is fmt() of the value on disk, the ratios are first/last by hand
+    layers = pd.read_parquet(job / "layers.parquet")
+    cells = [[c.strip() for c in ln.split("│")[1:-1]] for ln in lines if ln.startswith("│")]
+    for layer, name, *values in cells:
+        expect = [layers.query(f"layer == {layer} and quantity == '{q}' and step == {s}")["value"].item()
+                  for q in ("grad_norm", "signal_norm") for s in (0, 10)]
+        assert values == [fmt(v) for v in expect]
+    for q, line in (("grad_norm", lines[-3]), ("signal_norm", lines[-2])):
+        p = [layers.query(f"quantity == '{q}' and step == {s}").sort_values("layer")["value"].to_numpy()
+             for s in (0, 10)]
+        assert line.endswith(f"init {fmt(p[0][0] / p[0][-1])}, end {fmt(p[1][0] / p[1][-1])}")
+
+
+def test_a_run_that_learned_nothing_is_ok_but_flagged(cli, results):
+    """Zero weights: every hidden activation is 0, so every hidden weight gradient is exactly 0 and
+    the logits are 0: the loss is exactly ln(classes), chance."""
+    out = cli("run", *TINY, "init.gain=0", f"results={results}", "name=z")
+    assert out.exit_code == 0, out.output
+    job = results / "z" / job_name([*TINY, "init.gain=0"])
+    rec = json.loads((job / "run.json").read_text())
+    layers = pd.read_parquet(job / "layers.parquet")
+    end = layers.query("quantity == 'grad_norm' and step == 4 and layer < 3")["value"]
+    assert rec["status"] == "ok" and (end == 0).all()
+    assert rec["final"]["train_loss"] == pytest.approx(np.log(10), rel=1e-6)
+    assert [f.split(":")[0] for f in rec["flags"]] == ["learned nothing"] * 2
+    assert "every hidden weight gradient is exactly 0" in rec["flags"][0]
+    assert "note: learned nothing" in out.output
 
 
 def test_python_dash_m_gradflow_works():

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,7 +16,10 @@ from gradflow import data as datasets
 from gradflow import models
 from gradflow.config import compose
 from gradflow.models.init import initialize
-from gradflow.probes import QUANTITIES, Probes, schedule
+from gradflow import activations
+from gradflow.errors import GradflowError
+from gradflow.probes.core import Probes, _activation_stats, schedule
+from gradflow.probes.quantities import BACKWARD, QUANTITIES, UPDATE, WHERE
 from gradflow.train import Batches, make_optimizer, train
 
 CASES = {
@@ -65,8 +71,8 @@ def test_probe_values_equal_plain_autograd(case):
         if step < cfg.train.steps:
             opt.step()
         for k, p in enumerate(points):
-            got = dict(zip(QUANTITIES, values[k]))
-            ok = dict(zip(QUANTITIES, mask[k]))
+            got = dict(zip(probes.quantities, values[k]))
+            ok = dict(zip(probes.quantities, mask[k]))
             z = outputs[k]
             expect = {
                 "grad_norm": torch.linalg.vector_norm(p.layer.weight.grad),
@@ -94,7 +100,7 @@ def test_probe_values_equal_plain_autograd(case):
                 assert ok[q], (step, k, q)
                 assert got[q] == pytest.approx(float(v), rel=1e-4, abs=1e-7), (case, step, k, q)
             # quantities that do not apply are masked out rather than stored as made-up numbers
-            assert set(q for q in QUANTITIES if ok[q]) == set(expect), (case, step, k)
+            assert set(q for q in probes.quantities if ok[q]) == set(expect), (case, step, k)
 
 
 def test_unprobed_steps_leave_no_hooks_armed():
@@ -113,3 +119,74 @@ def test_schedule_always_has_init_and_end():
     assert np.all(np.diff(log) > 0)
     gaps = np.diff(log)
     assert gaps[-1] > gaps[1]  # denser early, where things change fastest
+
+
+def test_tables_are_assembled_by_name_whatever_the_column_order():
+    cfg, data, model = _setup(["model.activation=relu"])
+    reordered = list(reversed(QUANTITIES))[::2] + list(reversed(QUANTITIES))[1::2]
+    got = []  # both orders on identical copies of the model and data
+    for order in (list(QUANTITIES), reordered):
+        m = copy.deepcopy(model)
+        probes = Probes(m, cfg.model.activation, quantities=order)
+        result = train(m, data, cfg, probes)
+        got.append({(s, k, q): (v[k, j], ok[k, j]) for s, v, ok in zip(result.probe_steps, result.probe_values,
+                                                                      result.probe_masks)
+                    for k in range(len(probes.names)) for j, q in enumerate(order)})
+    assert got[0].keys() == got[1].keys()
+    for key, (v, ok) in got[0].items():
+        assert ok == got[1][key][1], key
+        if ok:
+            assert v == pytest.approx(got[1][key][0], rel=1e-6), key
+
+
+def test_the_registry_is_complete_and_loads_without_torch():
+    for q in QUANTITIES.values():
+        assert q.where in WHERE and q.when in (BACKWARD, UPDATE) and q.label and q.title and q.meaning
+    code = "import sys, gradflow.probes, gradflow.probes.quantities; assert 'torch' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+    with pytest.raises(GradflowError, match="choices: grad_norm"):
+        Probes([], quantities=["grad_nrom"])
+
+
+def test_activation_statistics_stay_exact_for_a_large_mean_and_mixed_activations():
+    torch.manual_seed(0)
+    y = torch.stack([1000.0 + 0.01 * torch.randn(64, 32), torch.rand(64, 32), torch.relu(torch.randn(64, 32))])
+    specs = [activations.get(a) for a in ("tanh", "sigmoid", "relu")]
+    bounds = torch.tensor([s.saturation or (-math.inf, math.inf) for s in specs])
+    stats = _activation_stats(y.clone().flatten(1), specs, bounds, torch.empty(3, 64 * 32))
+    for k in range(3):
+        assert float(stats["sum"][k] / stats["count"][k]) == pytest.approx(float(y[k].mean()), rel=1e-6)
+        assert float(stats["std"][k]) == pytest.approx(float(y[k].std()), rel=1e-4)
+    assert stats["saturated"][0] == (y[0].abs() > 0.99).sum()
+    assert stats["saturated"][1] == ((y[1] < 0.01) | (y[1] > 0.99)).sum()
+    assert stats["dead"][2] == (y[2] == 0).sum() and stats["dead"][2] > 0
+
+
+@pytest.mark.cuda
+def test_an_unprobed_step_never_syncs_and_a_probed_step_syncs_once():
+    import warnings
+
+    cfg, data, model = _setup(["train.steps=6", "probe.every=3", "train.eval_every=1000", "train.check_every=1000",
+                               "norm=batchnorm", "model.activation=sigmoid"])
+    dev = torch.device("cuda")
+    data = datasets.build(cfg.data, dev)
+    model = model.to(dev)
+    probes = Probes(model, cfg.model.activation)
+    per_step = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            seen = 0
+
+            def on_step(t, steps):
+                nonlocal seen
+                per_step[t] = len(caught) - seen
+                seen = len(caught)
+
+            train(model, data, cfg, probes, on_step)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    # steps 0 and 6 also evaluate; 1, 2, 4, 5 are plain steps and 3 is probed
+    assert [per_step[t] for t in (1, 2, 4, 5)] == [0, 0, 0, 0], per_step
+    assert per_step[3] == 1, per_step

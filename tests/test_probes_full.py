@@ -16,7 +16,9 @@ import torch
 from gradflow.config import compose
 from gradflow.models import build
 from gradflow.models.init import initialize
-from gradflow.probes import HIST_EDGES, HIST_KINDS, histogram, jacobian_spectra
+from gradflow.probes.core import histogram
+from gradflow.probes.jacobian import jacobian_spectra
+from gradflow.probes.quantities import HIST_EDGES, HIST_KINDS
 from tests.conftest import layers_of
 
 

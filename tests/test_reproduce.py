@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from gradflow import reproduce as rep
+from gradflow import theory
 from gradflow.config import compose
 from gradflow.errors import GradflowError
+from tests.reproducing import figures_drawn, reproduce, verdicts
 
 
 @pytest.mark.parametrize("name", rep.names())
@@ -73,14 +77,68 @@ def test_list_names_every_experiment(cli):
         assert name in out.output
 
 
-def test_sigmoid_textbook_quick_passes_and_a_broken_claim_fails(cli, tmp_path):
-    out = cli("reproduce", "sigmoid-textbook", "--quick", f"results={tmp_path}")
-    assert out.exit_code == 0, out.output
-    root = tmp_path / "reproduce" / "sigmoid-textbook-quick"
-    report = (root / "REPORT.md").read_text()
-    assert report.count("**PASS**") == 3 and "FAIL" not in report
-    assert (root / "figures" / "profile-signal-init.png").stat().st_size > 10_000
-    # tanh instead of sigmoid: the factor is no longer 0.236, and the report says so
-    broken = cli("reproduce", "sigmoid-textbook", "--quick", "model.activation=tanh", f"results={tmp_path}")
-    assert broken.exit_code == 1
-    assert "FAIL" in (root / "REPORT.md").read_text()
+def test_every_claim_names_its_source():
+    """Every claim of every spec: source paper (with a figure, table or section), theory (the formula) or
+    design (the reason); read from the raw YAML, independently of Spec.load's own check."""
+    import re
+
+    from omegaconf import OmegaConf
+
+    place = re.compile(r"Fig|Table|Sec|Eq|Algorithm|Exp|§")
+    for name in rep.names():
+        raw = OmegaConf.to_container(OmegaConf.load(rep.SPEC_DIR / f"{name}.yaml"))
+        for claim in raw["claims"]:
+            src = claim.get("source")
+            assert isinstance(src, dict) and len(src) == 1, (name, claim["text"])
+            (kind, where), = src.items()
+            assert kind in ("paper", "theory", "design") and isinstance(where, str) and len(where) > 5, (name, claim)
+            if kind == "paper":
+                assert place.search(where), (name, claim["text"], where)
+            assert claim.get("reference"), (name, claim["text"])
+
+
+@pytest.mark.parametrize("source, message", [
+    (None, "must be one of"), ({"paper": "the paper says so"}, "names no figure"), ({"design": ""}, "needs its"),
+    ({"opinion": "x"}, "choices: paper, theory, design"), ({"paper": "Fig. 2", "design": "x"}, "must be one of"),
+])
+def test_a_claim_without_a_proper_source_is_refused(source, message):
+    claim = {"text": "t", "measure": {"fn": "final", "arm": "a"}, "expect": {"lt": 1}}
+    if source is not None:
+        claim["source"] = source
+    with pytest.raises(GradflowError, match=message):
+        rep.claim_source(claim)
+    assert rep.claim_source(claim | {"source": {"paper": "Table 6"}}) == ("paper", "Table 6")
+
+
+@pytest.fixture(scope="module")
+def sigmoid(tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    return results, reproduce("sigmoid-textbook", results)
+
+
+def test_sigmoid_textbook_quick_passes(sigmoid):
+    _, outcome = sigmoid
+    assert len(outcome.claims) == 3 and outcome.passed, verdicts(outcome)
+    assert [r.source for r in outcome.claims] == ["theory"] * 3
+    # the theory column is gradflow.theory's: sqrt(chi_1) of sigmoid at sw2 = 1 and 16, sb2 = 0
+    assert outcome.claim("σ_w² = 1: per-layer").measured.value == pytest.approx(
+        math.sqrt(theory.point("sigmoid", 1.0, 0.0).chi1), abs=0.01)
+    assert outcome.claim("σ_w² = 16: per-layer").measured.value == pytest.approx(
+        math.sqrt(theory.point("sigmoid", 16.0, 0.0).chi1), abs=0.02)
+    figures_drawn(outcome, ["profile-signal-init"])
+    assert outcome.report.is_file()
+
+
+def test_sigmoid_textbook_with_tanh_fails(sigmoid):
+    # tanh instead of sigmoid: tanh' is 1 at the origin, not 0.25, so the per-layer factor is far from 0.236
+    results, _ = sigmoid
+    broken = reproduce("sigmoid-textbook", results, "model.activation=tanh")
+    assert not broken.claim("σ_w² = 1: per-layer").passed and not broken.claim("σ_w² = 16: per-layer").passed
+    assert not broken.claim("first layer / head").passed
+
+
+def test_cli_shows_the_source_column_and_exits_1_on_a_fail(cli, sigmoid):
+    results, _ = sigmoid  # after the tanh test: the CLI reuses its finished runs
+    out = cli("reproduce", "sigmoid-textbook", "--quick", "model.activation=tanh", "threads=1", f"results={results}")
+    assert out.exit_code == 1 and "FAIL" in out.output
+    assert "source" in out.output and "theory: √χ₁" in out.output

@@ -1,5 +1,5 @@
-"""schoenholz2017 and pennington2017 through the real CLI at --quick: every claim passes and the figures are
-drawn; a setting that breaks the paper's condition makes a claim FAIL and the command exit 1.
+"""schoenholz2017 and pennington2017 at --quick: every computed claim passes and the figures are drawn; a
+setting that breaks the paper's condition makes a claim FAIL.
 
 Each experiment's two tests share one results folder, so the breaking run redoes only the runs its
 override changes (resume), as a user's second `gradflow reproduce` would.
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.reports import report_rows, row
+from gradflow import theory
+from tests.reproducing import figures_drawn, reproduce, verdicts
 
 
 @pytest.fixture(scope="module")
@@ -20,50 +21,38 @@ def shared(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_schoenholz2017_quick_passes(cli, shared):
-    out = cli("reproduce", "schoenholz2017", "--quick", f"results={shared}")
-    assert out.exit_code == 0, out.output
-    root = shared / "reproduce" / "schoenholz2017-quick"
-    rows = report_rows(root)
-    assert len(rows) == 9  # 6 chi_1 points, the crossing on each side, the depth-60 trainability
-    assert all("**PASS" in r for r in rows), "\n".join(rows)
-    assert "(qualitative)" in row(rows, "depth 60")
-    for name in ("profile-signal-init", "grid-train-acc"):
-        assert (root / "figures" / f"{name}.png").stat().st_size > 10_000
+def test_schoenholz2017_quick_passes(shared):
+    outcome = reproduce("schoenholz2017", shared)
+    assert len(outcome.claims) == 9 and outcome.passed, verdicts(outcome)  # 6 chi_1 points, 2 crossings, depth 60
+    assert outcome.claim("depth 60").qualitative
+    assert {r.source for r in outcome.claims} == {"theory", "paper"}
+    figures_drawn(outcome, ["profile-signal-init", "grid-train-acc"])
+    # the crossing claims' references are gradflow.theory's values
+    assert theory.point("tanh", 1.5, 0.05).chi1 < 1 < theory.point("tanh", 2.0, 0.05).chi1
 
 
 @pytest.mark.slow
-def test_schoenholz2017_untrained_grid_fails(cli, shared):
+def test_schoenholz2017_untrained_grid_fails(shared):
     # no training: every net is at chance (0.1) whatever sigma_w^2, so the edge of chaos cannot stand out;
     # the chi_1 arm (already at train.steps=0) is reused unchanged and still passes
-    out = cli("reproduce", "schoenholz2017", "--quick", "train.steps=0", f"results={shared}")
-    assert out.exit_code == 1
-    rows = report_rows(shared / "reproduce" / "schoenholz2017-quick")
-    assert "**FAIL" in row(rows, "depth 60")
-    assert sum("**PASS" in r for r in rows) == 8
+    broken = reproduce("schoenholz2017", shared, "train.steps=0")
+    assert not broken.claim("depth 60").passed
+    assert sum(r.passed for r in broken.claims) == 8
 
 
 @pytest.mark.slow
-def test_pennington2017_quick_passes(cli, shared):
-    out = cli("reproduce", "pennington2017", "--quick", f"results={shared}")
-    assert out.exit_code == 0, out.output
-    root = shared / "reproduce" / "pennington2017-quick"
-    rows = report_rows(root)
-    assert len(rows) == 5
-    assert all("**PASS**" in r for r in rows), "\n".join(rows)
-    for name in ("spectrum-tanh", "spectrum-relu"):
-        assert (root / "figures" / f"{name}.png").stat().st_size > 10_000
+def test_pennington2017_quick_passes(shared):
+    outcome = reproduce("pennington2017", shared)
+    assert len(outcome.claims) == 5 and outcome.passed, verdicts(outcome)
+    figures_drawn(outcome, ["spectrum-tanh", "spectrum-relu"])
 
 
-def test_pennington2017_off_criticality_fails(cli, shared):
+def test_pennington2017_off_criticality_fails(shared):
     # sigma_w^2 = 1.2^2 = 1.44: the orthogonal tanh net is chaotic (chi_1 = 1.03, m_1 = chi_1^32 ~ 3), its
     # spectrum spreads and var(s^2) is far above 1. One seed at width 100 keeps this check cheap; it fails
     # for any seed and width.
-    out = cli("reproduce", "pennington2017", "--quick", "init.gain=1.2", "seed=0", "model.width=100", "data.dim=100",
-              f"results={shared}")
-    assert out.exit_code == 1
-    rows = report_rows(shared / "reproduce" / "pennington2017-quick")
-    assert "**FAIL" in row(rows, "tanh, orthogonal: var(s²) of the input-output Jacobian")
+    broken = reproduce("pennington2017", shared, "init.gain=1.2", "seed=0", "model.width=100", "data.dim=100")
+    assert not broken.claim("tanh, orthogonal: var(s²) of the input-output Jacobian").passed
 
 
 def test_free_probability_prediction_matches_an_independent_quadrature(run_job):

@@ -17,6 +17,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from gradflow import reproduce as rep
 from gradflow import theory
 from gradflow.activations import ACTIVATIONS
 from gradflow.cli.theory import theory_app
@@ -93,7 +94,7 @@ def test_q_star_and_chi1_against_monte_carlo(z, name, sw2, sb2):
 def test_correlation_map_against_monte_carlo(z, name, sw2, sb2):
     """E[phi(u1) phi(u2)] and E[phi'(u1) phi'(u2)] (2D quadrature or arc-cosine kernel) by brute force."""
     act = ACTIVATIONS[name]
-    m = theory._moments(name)
+    m = theory.moments(name)
     q = theory.q_star(name, sw2, sb2)
     z1, z2 = z[: N_MC // 2], z[N_MC // 2:]
     for c in (-0.6, 0.3, 0.9):
@@ -178,7 +179,7 @@ def test_length_map_is_increasing():
     """The q* solver relies on V(q) = E[phi(sqrt(q) z)^2] increasing in q (monotone iterates)."""
     q = np.geomspace(1e-6, 1e6, 400)
     for name in ACTIVATIONS:
-        v = theory._moments(name).V(q)
+        v = theory.moments(name).V(q)
         assert np.all(np.diff(v) > 0), name
 
 
@@ -196,6 +197,36 @@ def test_tanh_without_bias_linearizes():
     """sb2 = 0, sw2 < 1: q* = 0, where tanh acts as the identity, so chi_1 = sw2."""
     mf = theory.point("tanh", 0.5, 0.0)
     assert mf.q_star == 0.0 and mf.chi1 == pytest.approx(0.5, rel=1e-12)
+
+
+def test_tanh_at_sw2_one_without_bias_is_exactly_degenerate():
+    """tanh, sw2 = 1, sb2 = 0: q_(l+1) = E[tanh(sqrt(q_l) z)^2] ~ q_l - 2 q_l^2 decays like 1/(2 l), not
+    exponentially, so q* = 0 exactly, the length map's slope there is exactly 1 (xi_q = inf) and chi_1 = 1."""
+    mf = theory.point("tanh", 1.0, 0.0)
+    assert (mf.q_star, mf.chi1, mf.xi_q, mf.xi_c, mf.c_star) == (0.0, 1.0, math.inf, math.inf, 1.0)
+    assert mf.phase == "critical"
+    # brute force: iterate the length map with Gauss-Hermite expectations; q_l l -> 1/2 (polynomial decay)
+    z, w = np.polynomial.hermite_e.hermegauss(80)
+    w = w / w.sum()
+    q = 1.0
+    for _ in range(20_000):
+        q = float(np.tanh(math.sqrt(q) * z) ** 2 @ w)
+    assert 20_000 * q == pytest.approx(0.5, rel=0.05)
+    # other activations with phi'(0)^2 = 1/sw2 are as exact; gelu and silu have phi'(0) = 1/2
+    for name in ("softsign", "elu"):
+        assert theory.point(name, 1.0, 0.0).q_star == 0.0 and theory.point(name, 1.0, 0.0).xi_q == math.inf
+    assert theory.point("gelu", 1.0, 0.0).chi1 == 0.25
+    assert theory.point("tanh", 0.5, 0.0).xi_q == pytest.approx(-1.0 / math.log(0.5), rel=1e-12)
+
+
+def test_a_small_nonzero_fixed_point_is_still_found():
+    """Just above sw2 = 1 tanh without bias has q* > 0 (small), the limit of the iterated length map."""
+    z, w = np.polynomial.hermite_e.hermegauss(80)
+    w = w / w.sum()
+    q = 1.0
+    for _ in range(5_000):
+        q = 1.05 * float(np.tanh(math.sqrt(q) * z) ** 2 @ w)
+    assert theory.q_star("tanh", 1.05, 0.0) == pytest.approx(q, rel=1e-6) and 0.0 < q < 0.1
 
 
 def test_gelu_has_no_edge_of_chaos_at_small_bias():
@@ -224,6 +255,27 @@ def test_grad_ratio_direction():
     assert mf.grad_ratio(10) == pytest.approx(0.5**5)
     assert theory.point("relu", 4.0, 0.0).grad_ratio(10) == pytest.approx(2.0**5)
     assert theory.point("relu", 4.0, 0.0).grad_ratio(5000) == math.inf  # overflow, not an exception
+
+
+# --- free probability ---------------------------------------------------------------------------
+@pytest.mark.parametrize("orthogonal, per_layer", [(True, 1.0), (False, 2.0)])
+def test_jacobian_moments_relu_by_hand(orthogonal, per_layer):
+    """relu at sw2 = 2: mu1 = mu2 = 1/2 at every q, so m1 = (2 mu1)^L = 1 and sigma^2 = L (mu2/mu1^2 - 1 - s1)
+    = L (1 - s1): L for orthogonal weights (s1 = 0), 2 L for Gaussian ones (s1 = -1)."""
+    m1, sigma2 = theory.jacobian_moments("relu", 2.0, 0.0, q1=0.7, depth=12, orthogonal=orthogonal)
+    assert m1 == pytest.approx(1.0, rel=1e-12) and sigma2 == pytest.approx(12 * per_layer, rel=1e-12)
+
+
+def test_jacobian_moments_at_the_fixed_point_are_the_papers(z):
+    """At q_1 = q*: m1 = chi_1^L and sigma^2 = L m1^2 (mu2/mu1^2 - 1 - s1), mu_k by Monte Carlo."""
+    mf = theory.point("tanh", 1.3, 0.05)
+    m1, sigma2 = theory.jacobian_moments("tanh", 1.3, 0.05, q1=mf.q_star, depth=20, orthogonal=True)
+    assert m1 == pytest.approx(mf.chi1**20, rel=1e-9)
+    d2 = np.cosh(math.sqrt(mf.q_star) * z) ** -4  # tanh'(u)^2
+    mu1, mu2 = d2.mean(), (d2**2).mean()
+    assert sigma2 == pytest.approx(20 * m1**2 * (mu2 / mu1**2 - 1.0), rel=1e-3)
+    q = theory.length_map("tanh", 1.3, 0.05, q1=3.0, depth=40)
+    assert q[0] == 3.0 and q[-1] == pytest.approx(mf.q_star, rel=1e-6)  # the map from q_1 settles at q*
 
 
 def test_phase_grid_matches_point():
@@ -324,13 +376,13 @@ def test_chi1_table_and_by_config():
         runs[f"relu-he-{seed}"] = (1.0 * wiggle, MLP | {"seed": seed})
         runs[f"relu-xavier-{seed}"] = (0.5 * wiggle, MLP | {"init.name": "xavier_normal", "seed": seed})
     runs["bn-0"] = (0.9, MLP | {"norm.name": "batchnorm", "seed": 0})
-    table = theory.chi1_table(layers_table(runs))
+    table = rep.chi1_table(layers_table(runs))
     assert len(table) == 7 and {"run", "seed", "init.name", "chi1_measured", "chi1_theory"} <= set(table.columns)
     he = table[table["run"] == "relu-he-1"].iloc[0]
     assert he["chi1_measured"] == pytest.approx(1.0, rel=0.01) and he["chi1_theory"] == pytest.approx(1.0)
     assert math.isnan(table[table["run"] == "bn-0"].iloc[0]["chi1_theory"])
 
-    by = theory.chi1_by_config(table)
+    by = rep.chi1_by_config(table)
     assert len(by) == 3  # he, xavier, and the batchnorm config; seed, run and status are not grouped on
     assert "seed" not in by.columns and "run" not in by.columns
     he = by[(by["init.name"] == "kaiming_normal") & (by["norm.name"] == "none")].iloc[0]
@@ -344,13 +396,7 @@ def test_chi1_table_and_by_config():
 
 def test_chi1_table_names_a_missing_step():
     with pytest.raises(GradflowError, match="step=5.*steps with signal_norm: 0"):
-        theory.chi1_table(layers_table({"a": (1.0, MLP | {"seed": 0})}), step=5)
-
-
-def test_t_quantiles():
-    stats = pytest.importorskip("scipy.stats")
-    for df in (1, 2, 5, 10, 29, 30, 31, 50, 200):
-        assert theory.t975(df) == pytest.approx(stats.t.ppf(0.975, df), abs=1e-4)
+        rep.chi1_table(layers_table({"a": (1.0, MLP | {"seed": 0})}), step=5)
 
 
 # --- command line --------------------------------------------------------------------------------
@@ -372,6 +418,24 @@ def test_cli_point(invoke):
     assert out.exit_code == 0, out.output
     assert "0.759" in out.output and "ordered" in out.output
     assert f"{0.759 ** 30:.3g}"[:4] in out.output  # the first/last gradient ratio over 60 layers
+
+
+def test_cli_json_full_precision_and_digits(invoke):
+    import json
+
+    out = invoke("--activation", "tanh", "--sw2", "1.0", "--sb2", "0", "--json")
+    assert out.exit_code == 0, out.output
+    got = json.loads(out.output)
+    assert got["q_star"] == 0.0 and got["xi_q"] == "inf" and got["chi1"] == 1.0 and got["phase"] == "critical"
+    got = json.loads(invoke("--activation", "tanh", "--sw2", "1.5", "--sb2", "0.05", "--depth", "8", "--json").output)
+    mf = theory.point("tanh", 1.5, 0.05)
+    assert got["chi1"] == mf.chi1 and got["q_star"] == mf.q_star  # every digit, not a rounded string
+    assert got["grad_ratio"] == mf.grad_ratio(8)
+    got = json.loads(invoke("--activation", "tanh", "--sb2", "0.05", "--critical", "--json").output)
+    assert got["critical_sw2"] == theory.critical_sw2("tanh", 0.05)
+    out = invoke("--activation", "tanh", "--sw2", "1.5", "--sb2", "0.05", "--digits", "9")
+    assert f"{mf.chi1:.9g}" in out.output and f"{mf.chi1:.9g}" not in invoke(
+        "--activation", "tanh", "--sw2", "1.5", "--sb2", "0.05").output
 
 
 def test_cli_critical(invoke):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import typer
+from typer.core import TyperOption
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from gradflow.cli.console import console
+from gradflow.fmt import fmt
 
 app = typer.Typer(
     help="gradflow: run, measure, plot and reproduce gradient-flow experiments (vanishing and exploding gradients).",
@@ -18,16 +18,14 @@ app = typer.Typer(
 )
 
 
+# typer 0.29 prints a type placeholder such as <bool> beside every flag, --help included; a flag takes no value
+_display_type = TyperOption.display_type_rich
+TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else _display_type(self, ctx)
+
+
 def progress_bar(transient: bool = True) -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=transient)
 
 
-def _fmt(x, digits: int = 4) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.{digits}g}"
-    return str(x)
-
-
+_fmt = fmt  # the old name, until every command module imports gradflow.fmt itself

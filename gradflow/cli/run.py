@@ -17,11 +17,16 @@ from gradflow import config as config_mod
 from gradflow import store
 from gradflow.cli.app import app
 from gradflow.cli.console import console, err_console, user_errors
-from gradflow.cli.app import _fmt, progress_bar
+from gradflow.cli.app import progress_bar
 from gradflow.cli.sweep import INTERRUPTED_EXIT
+from gradflow.fmt import fmt
 
 
-# --- help text generated from the schema, so it cannot drift from the code -----------------------
+# --- help text generated from the schema and the group YAMLs, so it cannot drift from the code --------
+HELP_WIDTH = 76  # fits 80 columns inside typer's padding of the epilog
+KEY_COLUMN = 28  # where the meaning starts; a longer key=default puts its meaning on the next line
+
+
 def _field_comments(cls) -> dict[str, str]:
     out = {}
     for line in inspect.getsource(cls).splitlines():
@@ -31,30 +36,90 @@ def _field_comments(cls) -> dict[str, str]:
     return out
 
 
+def _shown(v) -> str:
+    """A default as the user would type it: empty lists and strings empty, booleans lowercase."""
+    if isinstance(v, (list, tuple)) or type(v).__name__ == "ListConfig":
+        return ",".join(map(_shown, v))
+    return fmt(v) if not isinstance(v, str) else v
+
+
+def _group_yaml(group: str, choice: str) -> dict:
+    from omegaconf import OmegaConf
+
+    raw = OmegaConf.to_container(OmegaConf.load(config_mod.CONF_DIR / group / f"{choice}.yaml"))
+    return {k: v for k, v in (raw or {}).items() if k not in ("defaults", "name")}
+
+
+def _key_lines(key: str, default: str, meaning: str) -> list[str]:
+    import textwrap
+
+    head = f"  {key}={default}"
+    body = textwrap.wrap(meaning, HELP_WIDTH - KEY_COLUMN) or [""]
+    if len(head) >= KEY_COLUMN - 1:
+        return [head] + [" " * KEY_COLUMN + ln for ln in body if ln]
+    return [head.ljust(KEY_COLUMN) + body[0]] + [" " * KEY_COLUMN + ln for ln in body[1:]]
+
+
+def _section(title: str, prefix: str, cls, choices: list[str], group: str | None) -> list[str]:
+    """One block: the heading, then every key of `cls` with its default and meaning; a value a
+    choice's YAML sets differently is added as (choice: value)."""
+    from dataclasses import MISSING, fields
+
+    notes = _field_comments(cls)
+    sets = {c: _group_yaml(group, c) for c in choices} if group else {}
+    lines = [title]
+    for f in fields(cls):
+        if f.name == "name" or f.name in config_mod.GROUPS + ("train",):
+            continue
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        base = sets[choices[0]].get(f.name, default) if len(choices) == 1 else default
+        differ = {c: v[f.name] for c, v in sets.items() if f.name in v and _shown(v[f.name]) != _shown(base)}
+        meaning = notes.get(f.name, "")
+        if f.name == "activation":
+            from gradflow.activations import ACTIVATIONS
+
+            meaning = f"one of: {', '.join(ACTIVATIONS)}"
+        if differ:
+            meaning = "; ".join(f"{group}={c} sets {_shown(v)}" for c, v in differ.items()) + (
+                f". {meaning}" if meaning else "")
+        lines += _key_lines(f"{prefix}{f.name}", _shown(base), meaning)
+    return lines
+
+
 def config_help() -> str:
-    from dataclasses import fields
+    """The reference under `gradflow run --help`: each config group with its choices and its keys
+    (a model or data family's keys under that family only), then the top-level keys."""
+    import textwrap
 
     from rich.markup import escape
 
-    lines = ["[bold]Config groups[/] (GROUP=CHOICE):"]
+    out = ["[bold]Config[/]: GROUP=CHOICE picks a group, KEY=VALUE sets a key (shown with its default).", ""]
+    defaults = config_mod.compose([])
     for group in config_mod.GROUPS:
-        lines.append(f"  {group}: {', '.join(config_mod.group_choices(group))}")
-    keys = ["[bold]Keys[/] (KEY=VALUE; default in brackets):"]
-    sections = [("model", cls) for cls in dict.fromkeys(config_mod.MODEL_SCHEMAS.values())]
-    sections += [("data", cls) for cls in dict.fromkeys(config_mod.DATA_SCHEMAS.values())]
-    sections += [("init", config_mod.InitConfig), ("norm", config_mod.NormConfig), ("optim", config_mod.OptimConfig),
-                 ("probe", config_mod.ProbeConfig), ("train", config_mod.TrainConfig), ("", config_mod.Config)]
-    for prefix, cls in sections:
-        notes = _field_comments(cls)
-        instance = cls()
-        family = f" (model={instance.name})" if prefix == "model" else f" (data={instance.name})" if prefix == "data" else ""
-        for f in fields(cls):
-            if (f.name == "name" and prefix) or f.name in config_mod.GROUPS + ("train",):
-                continue
-            key = f"{prefix}.{f.name}" if prefix else f.name
-            default = escape(f"[{getattr(instance, f.name)}]")
-            keys.append(f"  {key} {default}{family}: {escape(notes.get(f.name, ''))}")
-    return "\n\n".join(["\n".join(lines), "\n".join(keys)])
+        choices = config_mod.group_choices(group)
+        chosen = defaults[group].get("name") if group in defaults else None
+        listing = " | ".join(f"{c} (default)" if c == chosen else c for c in choices)
+        out += textwrap.wrap(f"{group}: {listing}", HELP_WIDTH, subsequent_indent="    ")
+        schemas = {"model": config_mod.MODEL_SCHEMAS, "data": config_mod.DATA_SCHEMAS}.get(group)
+        if schemas is not None:  # one block per family: its keys only, under the choices that use them
+            families: dict = {}
+            for c in choices:
+                base = c if c in schemas else next((n for n in schemas if c.startswith(n.rstrip("0123456789"))
+                                                    or (n == "resnet" and c.startswith("plain"))), None)
+                if base is not None:
+                    families.setdefault(schemas[base], []).append(c)
+            for cls, members in families.items():
+                out += _section("\n".join(textwrap.wrap(f"{group}={', '.join(members)}", HELP_WIDTH,
+                                                         initial_indent=" ", subsequent_indent="   ")),
+                                f"{group}.", cls, members, group)
+        else:
+            cls = {"init": config_mod.InitConfig, "norm": config_mod.NormConfig, "optim": config_mod.OptimConfig,
+                   "probe": config_mod.ProbeConfig}[group]
+            out += _section("", f"{group}.", cls, choices, group)[1:]
+        out.append("")
+    out += _section("train (no group: set the keys)", "train.", config_mod.TrainConfig, [], None)
+    out += [""] + _section("top level", "", config_mod.Config, [], None)
+    return "\n".join(escape(line) if not line.startswith("[bold]") else line for line in out)
 
 
 @app.command(
@@ -68,6 +133,8 @@ def run(
         show_default=False)] = None,
 ) -> None:
     """Train one network and record its per-layer gradient signals into results/NAME/JOB/."""
+    import torch
+
     from gradflow import job
     from gradflow.sweep import check_overrides
 
@@ -78,30 +145,54 @@ def run(
     job_dir = study / config_mod.job_name(overrides)
     store.check_writable(job_dir, study)
     store.check_clearable(job_dir)
-    with store.lock(study), progress_bar() as progress:
-        task = progress.add_task("training", total=cfg.train.steps + 1)
+    with store.lock(study):
         try:
-            record = job.execute(cfg, job_dir, on_step=lambda t, n: progress.update(task, completed=t + 1))
+            if console.is_terminal:
+                with progress_bar() as progress:
+                    task = progress.add_task("training", total=cfg.train.steps)
+                    record = job.execute(cfg, job_dir, on_step=lambda t, n: progress.update(task, completed=t))
+            else:
+                record = job.execute(cfg, job_dir, on_step=progress_lines(cfg.train.steps))
         except KeyboardInterrupt:
             signal.signal(signal.SIGINT, lambda *_: os._exit(INTERRUPTED_EXIT))  # a second Ctrl-C: leave now
-            progress.stop()
             rec = store.read_run(job_dir) or {}
             err_console.print(f"interrupted at step {rec.get('steps_done', 0)}: {job_dir} is marked interrupted; "
                               "rerun the same command to start it again", highlight=False, soft_wrap=True)
             raise typer.Exit(INTERRUPTED_EXIT) from None
-    show_run(job_dir, record)
+    show_run(job_dir, record, torch.get_num_threads())
     if record["status"] == "failed":
         raise typer.Exit(1)
 
 
-def show_run(job_dir: Path, record: dict) -> None:
+def progress_lines(steps: int, lines: int = 5):
+    """Without a terminal (a log file, CI): a few "step t/N" lines instead of a bar nobody sees."""
+    import time
+
+    start = time.perf_counter()
+    marks = {round(steps * k / lines) for k in range(1, lines)} - {0, steps}
+
+    def on_step(t: int, n: int) -> None:
+        if t in marks:
+            console.print(f"step {t}/{n}  {time.perf_counter() - start:.0f} s", highlight=False)
+
+    return on_step
+
+
+SHOWN_LAYERS = 13  # rows of the per-layer table; deeper nets are thinned evenly, both ends kept
+
+
+def show_run(job_dir: Path, record: dict, threads: int | None = None) -> None:
     """The summary of one finished run, read back from its results folder."""
     from gradflow.summary import grad_ratio
 
     status = record["status"]
     colour = {"ok": "green", "diverged": "yellow", "failed": "red"}.get(status, "white")
+    device = record.get("device", "?")
+    on = f"{device}, {threads} thread{'s' * (threads != 1)}" if threads and device == "cpu" else device
     console.print(f"[bold {colour}]{status}[/] after {record.get('steps_done', 0)} steps "
-                  f"in {record.get('wall_time', 0):.1f} s on {record.get('device', '?')}")
+                  f"in {record.get('wall_time', 0):.1f} s on {on}", highlight=False)
+    for flag in record.get("flags") or []:
+        console.print(f"[bold yellow]note:[/] {flag}", highlight=False)
     if status == "failed":
         console.print(f"[red]{record.get('error')}[/]")
         console.print(f"results: {job_dir}", soft_wrap=True)
@@ -114,26 +205,35 @@ def show_run(job_dir: Path, record: dict) -> None:
     label = "final" if record.get("final") else f"last finite evaluation (step {final['step']})" if final else ""
     if label:
         console.print(f"{label}  train loss {{}}  acc {{}}   test loss {{}}  acc {{}}".format(
-            *(_fmt(final.get(k)) for k in ("train_loss", "train_acc", "test_loss", "test_acc"))))
+            *(fmt(final.get(k)) for k in ("train_loss", "train_acc", "test_loss", "test_acc"))), highlight=False)
     layers = pd.read_parquet(job_dir / store.LAYERS_FILE)
     if not layers.empty:
-        last = int(layers["step"].max())
-        wide = layers[layers["step"].isin([0, last]) & layers["quantity"].isin(["grad_norm", "signal_norm"])]
-        wide = wide.pivot_table(index="layer", columns=["quantity", "step"], values="value", aggfunc="first")
-        names = layers.drop_duplicates("layer").set_index("layer")["name"]
-        table = Table(title="per-layer gradients (layer 0 = input)", title_justify="left")
+        last = store.last_step(layers)
+        quantities = tuple(SYMBOLS)
+        wide = layers[layers[store.STEP].isin([0, last]) & layers[store.QUANTITY].isin(quantities)]
+        wide = wide.pivot_table(index=store.LAYER, columns=[store.QUANTITY, store.STEP], values=store.VALUE,
+                                aggfunc="first")
+        names = layers.drop_duplicates(store.LAYER).set_index(store.LAYER)[store.NAME]
+        shown = wide.index[sorted(_thin(len(wide.index), SHOWN_LAYERS))]
+        title = "per-layer gradients (layer 0 = input)"
+        if len(shown) < len(wide.index):
+            title += f", showing {len(shown)} of {len(wide.index)} layers"
+        table = Table(title=title, title_justify="left")
         table.add_column("layer", justify="right")
         table.add_column("name")
-        cols = [(q, s) for q in ("grad_norm", "signal_norm") for s in dict.fromkeys([0, last])]
+        cols = [(q, s) for q in quantities for s in dict.fromkeys([0, last])]
         for q, s in cols:
-            table.add_column(f"{'‖∂L/∂W‖' if q == 'grad_norm' else '‖∂L/∂z‖'} @{s}", justify="right")
-        layers_shown = wide.index[sorted(_thin(len(wide.index), 13))]
-        for layer in layers_shown:
-            table.add_row(str(layer), names[layer], *(_fmt(wide.loc[layer].get((q, s))) for q, s in cols))
+            table.add_column(f"{SYMBOLS[q]} @{s}", justify="right")
+        for layer in shown:
+            table.add_row(str(layer), names[layer], *(fmt(wide.loc[layer].get((q, s))) for q, s in cols))
         console.print(table)
-        console.print(f"grad-norm ratio first/last layer: init {_fmt(grad_ratio(layers, 0))}, "
-                      f"end {_fmt(grad_ratio(layers, last))}")
-    console.print(f"results: {job_dir}", soft_wrap=True)
+        for q, what in (("grad_norm", "weight-gradient ratio"), ("signal_norm", "back-prop signal ratio")):
+            console.print(f"{what} {SYMBOLS[q]} first/last: init {fmt(grad_ratio(layers, 0, q))}, "
+                          f"end {fmt(grad_ratio(layers, last, q))}", highlight=False)
+    console.print(f"results: {job_dir}", soft_wrap=True, highlight=False)
+
+
+SYMBOLS = {"grad_norm": "‖∂L/∂W‖", "signal_norm": "‖∂L/∂z‖"}
 
 
 def _thin(n: int, keep: int) -> set[int]:

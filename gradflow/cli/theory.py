@@ -3,6 +3,8 @@ phase diagram."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from pathlib import Path
 from typing import Annotated, Optional
@@ -40,12 +42,29 @@ def _variance(flag: str, value: float) -> float:
     return value
 
 
-def _fmt(x: float) -> str:
+def _fmt(x: float, digits: int = 4) -> str:
     if math.isnan(x):
         return "n/a"
     if math.isinf(x):
         return "∞" if x > 0 else "-∞"
-    return f"{x:.4g}"
+    return f"{x:.{digits}g}"
+
+
+def _json_number(x: float) -> float | str | None:
+    """Strict JSON for a float at full precision: inf as "inf"/"-inf", undefined (nan) as null."""
+    if math.isnan(x):
+        return None
+    return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")
+
+
+def _print_json(record: dict) -> None:
+    out = {k: _json_number(v) if isinstance(v, float) else v for k, v in record.items()}
+    console.file.write(json.dumps(out, indent=1) + "\n")
+
+
+DigitsOpt = Annotated[int, typer.Option("--digits", min=1, max=17, help="Significant digits in the table.")]
+JsonOpt = Annotated[bool, typer.Option(
+    "--json", help="Print JSON at full precision (inf as \"inf\", undefined as null) instead of a table.")]
 
 
 @theory_app.callback(invoke_without_command=True)
@@ -61,6 +80,8 @@ def theory_point(
         show_default=False)] = None,
     critical: Annotated[bool, typer.Option(
         "--critical", help="Print the sw2 at the edge of chaos (chi_1 = 1) for this --sb2 instead.")] = False,
+    digits: DigitsOpt = 4,
+    as_json: JsonOpt = False,
 ) -> None:
     """Mean-field predictions at one (activation, sw2, sb2), or the critical sw2 with --critical."""
     if ctx.invoked_subcommand is not None:
@@ -70,15 +91,21 @@ def theory_point(
     if critical:
         if sw2 is not None:
             raise GradflowError("--sw2 and --critical exclude each other: --critical finds the sw2 where chi_1 = 1")
-        _show_critical(name, sb2)
+        _show_critical(name, sb2, digits, as_json)
         return
     if sw2 is None:
         raise GradflowError("--sw2 is required (the weight variance, e.g. --sw2 1.76), or pass --critical "
                             "to find the sw2 at the edge of chaos")
-    _show_point(theory.point(name, _variance("--sw2", sw2), sb2), depth)
+    _show_point(theory.point(name, _variance("--sw2", sw2), sb2), depth, digits, as_json)
 
 
-def _show_point(mf: theory.MeanField, depth: int | None) -> None:
+def _show_point(mf: theory.MeanField, depth: int | None, digits: int, as_json: bool) -> None:
+    if as_json:
+        record = dataclasses.asdict(mf) | {"six_xi_c": mf.six_xi_c}
+        if depth is not None:
+            record |= {"depth": depth, "grad_ratio": mf.grad_ratio(depth)}
+        _print_json(record)
+        return
     table = Table(title=f"mean field: {mf.activation}, σ_w² = {mf.sw2:g}, σ_b² = {mf.sb2:g}", title_justify="left")
     table.add_column("quantity")
     table.add_column("value", justify="right")
@@ -95,7 +122,7 @@ def _show_point(mf: theory.MeanField, depth: int | None) -> None:
     if depth is not None:
         rows.append((f"√χ₁^{depth}", mf.grad_ratio(depth), f"‖grad‖ first / last layer, depth {depth}"))
     for label, value, meaning in rows:
-        table.add_row(label, _fmt(value), meaning)
+        table.add_row(label, _fmt(value, digits), meaning)
     verdict = {"ordered": "gradients vanish towards the input",
                "critical": f"|χ₁ - 1| < {theory.CRITICAL_TOL:g}: edge of chaos",
                "chaotic": "gradients explode towards the input"}[mf.phase]
@@ -108,15 +135,18 @@ def _show_point(mf: theory.MeanField, depth: int | None) -> None:
                       "ξ_c = ∞ says nothing about trainability here.", style="dim")
 
 
-def _show_critical(name: str, sb2: float) -> None:
+def _show_critical(name: str, sb2: float, digits: int, as_json: bool) -> None:
     sw2 = theory.critical_sw2(name, sb2)
     q = theory.q_star(name, sw2, sb2)
+    if as_json:
+        _print_json({"activation": name, "sb2": sb2, "critical_sw2": sw2, "q_star": q})
+        return
     table = Table(title=f"edge of chaos: {name}, σ_b² = {sb2:g}", title_justify="left")
     table.add_column("quantity")
     table.add_column("value", justify="right")
     table.add_column("meaning", style="dim")
-    table.add_row("critical σ_w²", f"{sw2:.4f}", "weight variance × fan-in where χ₁ = 1")
-    table.add_row("q*", _fmt(q), "fixed-point pre-activation variance there")
+    table.add_row("critical σ_w²", _fmt(sw2, max(digits, 4)), "weight variance × fan-in where χ₁ = 1")
+    table.add_row("q*", _fmt(q, digits), "fixed-point pre-activation variance there")
     console.print(table)
 
 

@@ -25,20 +25,14 @@ def build(cfg, input_shape: tuple[int, ...], n_classes: int, per_step: bool = Fa
 
     `per_step`: the task wants an output at every time step (sequence models only).
     """
-    from gradflow.models.cnn import CNN
-    from gradflow.models.mlp import MLP
-    from gradflow.models.resnet import ResNet
-    from gradflow.models.rnn import Recurrent
-
-    families = {"mlp": MLP, "cnn": CNN, "resnet": ResNet, "rnn": Recurrent, "lstm": Recurrent,
-                "gru": Recurrent}
-    if cfg.model.name not in families:
-        raise GradflowError(f"model={cfg.model.name!r} is not a known family; choices: {', '.join(families)}")
-    if per_step and families[cfg.model.name] is not Recurrent:
+    family = FAMILIES.get(cfg.model.name)
+    if family is None:
+        raise GradflowError(f"model={cfg.model.name!r} is not a known family; choices: {', '.join(FAMILIES)}")
+    if per_step and family is not Recurrent:
         raise GradflowError(f"data={cfg.data.name} needs an output per time step: use model=rnn, lstm or gru")
     if per_step:
         return Recurrent.from_config(cfg, input_shape, n_classes, per_step=True)
-    return families[cfg.model.name].from_config(cfg, input_shape, n_classes)
+    return family.from_config(cfg, input_shape, n_classes)
 
 
 def make_norm(kind: str, features: int, eps: float = 1e-5, dims: int = 0) -> nn.Module:
@@ -54,3 +48,15 @@ def make_norm(kind: str, features: int, eps: float = 1e-5, dims: int = 0) -> nn.
     if kind == "layernorm":
         return nn.GroupNorm(1, features, eps=eps) if dims else nn.LayerNorm(features, eps=eps)
     raise GradflowError(f"norm={kind!r} is not allowed; choices: none, batchnorm, layernorm")
+
+
+# The families (model.name -> class with `from_config(cfg, input_shape, n_classes)`); their modules import
+# ProbePoint and make_norm from here, so they come last. A new family: its module, one line here, and its
+# schema in config.MODEL_SCHEMAS.
+from gradflow.models.cnn import CNN  # noqa: E402
+from gradflow.models.mlp import MLP  # noqa: E402
+from gradflow.models.resnet import ResNet  # noqa: E402
+from gradflow.models.rnn import Recurrent  # noqa: E402
+
+FAMILIES: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": CNN, "resnet": ResNet, "rnn": Recurrent, "lstm": Recurrent,
+                                        "gru": Recurrent}

@@ -10,10 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from gradflow.config import residual_alpha
 from gradflow.errors import GradflowError
 from gradflow.models import ProbePoint, make_norm
-from gradflow.models.mlp import Hidden
+from gradflow.models.mlp import Block, Layer, branch_scale
 
 CONV = {1: nn.Conv1d, 2: nn.Conv2d}
 
@@ -52,12 +51,12 @@ class CNN(nn.Module):
         self.in_shape = in_shape  # (channels, *spatial) of one example
         # the first layer changes the channels (and applies the stride), so it never has a skip
         self.hidden = nn.ModuleList(
-            Hidden(conv(dims, in_shape[0] if i == 0 else channels, channels, kernel, stride if i == 0 else 1),
-                   make_norm(norm, channels, eps, dims), act, skip == "residual" and i > 0, alpha)
+            Block([Layer(conv(dims, in_shape[0] if i == 0 else channels, channels, kernel, stride if i == 0 else 1),
+                         make_norm(norm, channels, eps, dims), act)], skip == "residual" and i > 0, alpha)
             for i in range(depth)
         )
         self.head = nn.Linear(channels, n_out)
-        self.probe_points = [ProbePoint(f"conv{i}", h.layer, h.act) for i, h in enumerate(self.hidden)]
+        self.probe_points = [ProbePoint(f"conv{i}", h.layers[0].layer, h.layers[0].act) for i, h in enumerate(self.hidden)]
         self.probe_points.append(ProbePoint("head", self.head, None))
 
     @classmethod
@@ -65,7 +64,7 @@ class CNN(nn.Module):
         m = cfg.model
         in_shape, dims = conv_layout(input_shape, m.dims)
         return cls(in_shape, dims, m.channels, m.depth, m.kernel, m.stride, n_classes, m.activation,
-                   cfg.norm.name, cfg.norm.eps, m.skip, residual_alpha(m.alpha, m.depth))
+                   cfg.norm.name, cfg.norm.eps, m.skip, branch_scale(m.alpha, m.depth))
 
     def forward(self, x):  # (batch, *input_shape) -> (batch, n_out) logits
         h = x.reshape(x.shape[0], *self.in_shape)

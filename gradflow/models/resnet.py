@@ -26,18 +26,7 @@ from gradflow import activations
 from gradflow.errors import GradflowError
 from gradflow.models import ProbePoint, make_norm
 from gradflow.models.cnn import CONV, conv_layout, global_average_pool
-
-
-class ScalarAffine(nn.Module):
-    """x * scale + bias with learnable scalars (scale optional): what Fixup puts where BN was."""
-
-    def __init__(self, scale: bool = False):
-        super().__init__()
-        self.scale = nn.Parameter(torch.ones(())) if scale else None
-        self.bias = nn.Parameter(torch.zeros(()))
-
-    def forward(self, x):
-        return (x * self.scale if self.scale is not None else x) + self.bias
+from gradflow.models.mlp import ScalarAffine
 
 
 def _norm(variant: str, channels: int, eps: float, dims: int, scale: bool = False) -> nn.Module:
@@ -81,6 +70,8 @@ class ResNet(nn.Module):
     def __init__(self, in_shape: tuple[int, ...], dims: int, depth: int, widths: list[int], n_out: int,
                  act: str = "relu", skip: str = "residual", variant: str = "batchnorm", eps: float = 1e-5):
         super().__init__()
+        if (depth - 1) % 6 or depth < 7 or len(widths) != 3:
+            raise GradflowError(f"a resnet needs depth = 6n + 1 >= 7 and three stage widths, not {depth}, {widths}")
         n = (depth - 1) // 6  # blocks per stage
         self.in_shape, self.variant = in_shape, variant
         self.stem = CONV[dims](in_shape[0], widths[0], 3, padding=1, bias=variant == "skipinit")
@@ -102,26 +93,9 @@ class ResNet(nn.Module):
                                   ProbePoint(f"{name}.conv2", block.conv2, block.act2)]
         self.probe_points.append(ProbePoint("head", self.head, None))
 
-    @staticmethod
-    def check(cfg) -> None:
-        """The resnet's own rules, checked by config.validate before any run starts."""
-        m = cfg.model
-        if (m.depth - 1) % 6 or m.depth < 7:
-            raise GradflowError(f"model.depth={m.depth} must be 6n+1 for a resnet (19, 31, 43, 55, 109: "
-                                "resnet20/32/44/56/110 count the head too)")
-        if len(m.widths) != 3:
-            raise GradflowError(f"model.widths={list(m.widths)} must list three stages' filters, e.g. [16, 32, 64]")
-        if cfg.norm.name not in ("none", m.variant):
-            raise GradflowError(f"norm={cfg.norm.name} does not apply to model=resnet: its normalization is "
-                                "model.variant (batchnorm | fixup | skipinit); leave norm=none")
-        if m.skip != "residual" and m.variant != "batchnorm":
-            raise GradflowError(f"model.variant={m.variant} needs model.skip=residual (its branches start at "
-                                "zero, which would cut a plain net); use model.variant=batchnorm for a plain net")
-
     @classmethod
     def from_config(cls, cfg, input_shape, n_classes):
         m = cfg.model
-        cls.check(cfg)
         in_shape, dims = conv_layout(input_shape, m.dims)
         return cls(in_shape, dims, m.depth, list(m.widths), n_classes, m.activation, m.skip, m.variant, cfg.norm.eps)
 

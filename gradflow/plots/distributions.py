@@ -25,11 +25,11 @@ from matplotlib.lines import Line2D
 from matplotlib.transforms import blended_transform_factory
 
 from gradflow.errors import GradflowError
-from gradflow.plots.common import (
-    MAX_STYLES, SPECTRUM, TENSORS, Palette, at_step, check_key, facet_grid, key_label, layer_axis, legend,
-    line_weight, n_distinct, new_figure, ordered_values, pick_run, require, set_title, sort_series, swept_keys,
-    value_label,
-)
+from gradflow.fmt import fmt
+from gradflow.plots.keys import n_distinct, ordered_values, swept_keys
+from gradflow.plots.labels import SPECTRUM, TENSORS, key_label, layer_axis, set_title, value_label
+from gradflow.plots.series import at_step, check_key, pick_run, require, sort_series
+from gradflow.plots.style import MAX_STYLES, Palette, facet_grid, legend, line_weight, new_figure
 
 HIST_REQUIRED = ("run", "step", "layer", "tensor", "kind", "lo", "hi", "count")
 JACOBIAN_REQUIRED = ("run", "step", "scope", "layer", "value")
@@ -215,8 +215,8 @@ def spectrum(jacobian: pd.DataFrame, step: int | str = 0, color: str | None = No
         s = g["value"].to_numpy(dtype=float)
         ok = np.isfinite(s) & (s > 0)
         finite = s[np.isfinite(s)]
-        bits = [f"mean s = {fmt_stat(finite.mean()) if len(finite) else 'n/a'}",
-                f"var s² = {fmt_stat((finite ** 2).var()) if len(finite) else 'n/a'}"]
+        bits = [f"mean s = {fmt(finite.mean(), digits=3) if len(finite) else 'n/a'}",
+                f"var s² = {fmt((finite ** 2).var(), digits=3) if len(finite) else 'n/a'}"]
         bad = int((~np.isfinite(s)).sum())
         zero = int((np.isfinite(s) & (s <= 0)).sum())
         if bad:
@@ -274,7 +274,3 @@ class _Key:
     def __init__(self, frame: pd.DataFrame):
         self.frame = frame
         self.config = frame.iloc[0].to_dict()
-
-
-def fmt_stat(v: float) -> str:
-    return f"{v:.3g}" if math.isfinite(v) else str(v)

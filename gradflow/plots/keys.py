@@ -1,15 +1,17 @@
-"""Which config keys vary in a results table: the one definition of a swept key.
+"""Which config keys vary in a results table, and how their values compare and sort.
 
-Shared by the figures, `gradflow compare` and `gradflow ls`; it needs only pandas, so a command
-that tabulates results does not pay for importing matplotlib. gradflow.plots.common re-exports it.
+The one definition of a swept key, shared by the figures, `gradflow.compare` and `gradflow ls`; it
+needs only pandas, so a command that tabulates results does not pay for importing matplotlib.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+
 
 SEED_KEYS = ("seed",)  # config keys aggregated over (median line + min-max band), never swept axes
 
@@ -20,7 +22,7 @@ def config_columns(df: pd.DataFrame) -> list[str]:
             if isinstance(c, str) and (("." in c and not c.startswith(("final.", "grad_ratio."))) or c == "seed")]
 
 
-def _hashable(s: pd.Series) -> pd.Series:
+def hashable(s: pd.Series) -> pd.Series:
     """Lists/tuples/dicts (e.g. optim.betas) as strings, so they can be counted and grouped."""
     if s.dtype == object and s.map(lambda v: isinstance(v, (list, tuple, dict, np.ndarray))).any():
         return s.map(lambda v: str(list(v)) if isinstance(v, (list, tuple, np.ndarray))
@@ -30,10 +32,56 @@ def _hashable(s: pd.Series) -> pd.Series:
 
 def n_distinct(s: pd.Series) -> int:
     """Distinct values, NaN counted as one value (init.sw2=NaN next to 1.0 is a different config)."""
-    return int(_hashable(s).nunique(dropna=False))
+    return int(hashable(s).nunique(dropna=False))
 
 
 def swept_keys(df: pd.DataFrame, exclude: Sequence[str] = SEED_KEYS) -> list[str]:
     """Config columns that take more than one value in `df`, in column order (seed excluded;
     pass exclude=() to count it, as `gradflow ls` does)."""
     return [c for c in config_columns(df) if c not in exclude and n_distinct(df[c]) > 1]
+
+
+def is_missing(v: Any) -> bool:
+    return v is None or (isinstance(v, (float, np.floating)) and math.isnan(v))
+
+
+def is_numeric_key(df: pd.DataFrame, key: str) -> bool:
+    s = df[key]
+    return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+
+
+def vkey(v: Any) -> Any:
+    """A dict key for a cell value: NaN matches NaN, lists match their string form."""
+    if is_missing(v):
+        return "\0nan"
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return str(list(v))
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def ordered_values(s: pd.Series) -> list[Any]:
+    """Distinct values in their natural order (numbers ascending, strings alphabetically), NaN last."""
+    vals = list(dict.fromkeys(vkey(v) for v in hashable(s)))
+    nan = [v for v in vals if v == "\0nan"]
+    rest = [v for v in vals if v != "\0nan"]
+    try:
+        rest.sort()
+    except TypeError:
+        rest.sort(key=str)
+    return rest + ([math.nan] if nan else [])
+
+
+def single_value(df: pd.DataFrame, key: str) -> Any:
+    """The one value of `key` in df, or None if the column is absent or varies."""
+    if key not in df.columns or n_distinct(df[key]) != 1:
+        return None
+    return df[key].iloc[0]
+
+
+def is_grid(df: pd.DataFrame, keys: Sequence[str]) -> bool:
+    """Whether the runs hold every combination of the values of `keys`, as a sweep does; a folder of
+    unrelated runs (say three runs of different depth, init and length) does not."""
+    if len(keys) < 2:
+        return True
+    combos = df[list(keys)].apply(hashable).drop_duplicates()
+    return len(combos) == int(np.prod([n_distinct(df[k]) for k in keys]))

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.colors import CenteredNorm
-from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from gradflow import theory
 from gradflow.errors import GradflowError
+from gradflow.plots.save import save
+from gradflow.plots.style import new_figure
 
-DPI = 150
 CMAP = "RdBu_r"  # blue: ordered (vanishing gradients), red: chaotic (exploding), white: chi_1 = 1
 JUMP = 0.1  # |log chi_1| changing by more than this between neighbouring cells is a jump, not a slope
 
@@ -36,8 +36,8 @@ def phase_diagram(activation: str, path: Path, sw2: tuple[float, float] = (0.5, 
     finite = log_chi1[np.isfinite(log_chi1)]
     half = float(np.abs(finite).max()) if finite.size else 1.0
 
-    fig = Figure(figsize=(7.0, 4.5), dpi=DPI, layout="constrained")
-    ax = fig.subplots()
+    fig, axes = new_figure()
+    ax = axes[0, 0]
     mesh = ax.pcolormesh(x, y, np.ma.masked_invalid(log_chi1), cmap=CMAP, shading="nearest",
                          norm=CenteredNorm(0.0, halfrange=max(half, 1e-3)), rasterized=True)
     cb = fig.colorbar(mesh, ax=ax, pad=0.02)
@@ -70,9 +70,7 @@ def phase_diagram(activation: str, path: Path, sw2: tuple[float, float] = (0.5, 
     ax.set_ylabel(r"$\sigma_b^2$  (bias variance)")
     ax.set_title(f"Mean-field phase diagram: {activation}")
     ax.legend(handles=handles, loc="upper right", fontsize="small", framealpha=0.85)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+    return save(fig, path, "png")
 
 
 def _jumps(z: np.ndarray) -> np.ndarray:

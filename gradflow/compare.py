@@ -1,0 +1,132 @@
+"""Comparing results folders: label the sources, line their runs up, and tabulate the key numbers.
+
+`gradflow compare` draws and prints; everything it decides lives here, so tests and notebooks call
+the same functions:
+
+    runs = compare.load_runs([a, b])               # one runs table, `source` says which folder
+    by = compare.match_keys(runs, sources)         # swept keys whose values the sources share
+    compare.comparison(runs, sources, by)          # one row per (matched config, source)
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from gradflow import store
+from gradflow.errors import GradflowError
+from gradflow.plots.keys import config_columns, n_distinct, ordered_values, swept_keys, vkey
+
+# the numbers compared per source: column, row label, how two sources differ ("ratio" or "diff")
+COMPARED = (
+    ("grad_ratio.init", "grad ratio first/last, init", "ratio"),
+    ("grad_ratio.final", "grad ratio first/last, end", "ratio"),
+    ("chi1_measured", "chi1 measured", "diff"),
+    ("chi1_theory", "chi1 theory", "diff"),
+    ("final.train_acc", "final train acc", "diff"),
+    ("final.test_acc", "final test acc", "diff"),
+)
+
+
+def source_labels(paths: Sequence[str | Path]) -> list[str]:
+    """The folder names, made unique with the parent folder (a/run vs b/run), then a counter."""
+    resolved = [Path(p).resolve() for p in paths]
+    labels = [p.name for p in resolved]
+    labels = [f"{p.parent.name}/{p.name}" if labels.count(lab) > 1 else lab for p, lab in zip(resolved, labels)]
+    seen: dict[str, int] = {}
+    out = []
+    for lab in labels:
+        seen[lab] = seen.get(lab, 0) + 1
+        out.append(lab if labels.count(lab) == 1 else f"{lab}#{seen[lab]}")
+    return out
+
+
+def load_runs(paths: Sequence[str | Path], sources: Sequence[str]) -> pd.DataFrame:
+    """The runs tables of every path in one frame, with `source` naming the folder."""
+    import gradflow
+
+    return pd.concat([gradflow.load(p, table="runs").assign(**{store.SOURCE: s}) for p, s in zip(paths, sources)],
+                     ignore_index=True)
+
+
+def check_by(runs: pd.DataFrame, sources: Sequence[str], by: Sequence[str]) -> None:
+    """Every --by key must be a config key that every source has."""
+    for k in by:
+        lacking = [s for s in sources
+                   if k not in runs.columns or runs.loc[runs[store.SOURCE] == s, k].isna().all()]
+        if k not in config_columns(runs) or lacking:
+            choices = list(dict.fromkeys(swept_keys(runs, exclude=())))
+            raise GradflowError(f"--by {k!r} is not a config key of {', '.join(lacking) or 'these results'}; "
+                                f"choices: {', '.join(choices) or '(nothing varies)'}")
+
+
+def match_keys(runs: pd.DataFrame, sources: Sequence[str]) -> list[str]:
+    """Keys to line runs up by: swept (seed aside) in some source, with a value every source shares."""
+    per = [runs[runs[store.SOURCE] == s] for s in sources]
+    keys = list(dict.fromkeys(k for g in per for k in swept_keys(g.dropna(axis=1, how="all"))))
+    return [k for k in keys if k in runs.columns and set.intersection(*({vkey(v) for v in g[k]} for g in per))]
+
+
+def differing_keys(runs: pd.DataFrame, sources: Sequence[str]) -> dict[str, list]:
+    """Config keys fixed within each source but different between them: what the comparison is about."""
+    out = {}
+    for k in config_columns(runs):
+        per = [runs.loc[runs[store.SOURCE] == s, k] for s in sources]
+        if all(n_distinct(p) == 1 for p in per) and n_distinct(runs[k]) > 1:
+            out[k] = [ordered_values(p)[0] for p in per]
+    return out
+
+
+def _median(values: pd.Series) -> float:
+    v = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    ok = np.isfinite(v)
+    if ok.any():
+        return float(np.median(v[ok]))
+    return float(v[0]) if len(v) else math.nan  # all NaN/inf: show what was logged
+
+
+def comparison(runs: pd.DataFrame, sources: Sequence[str], by: Sequence[str]) -> pd.DataFrame:
+    """One row per matched config (the values of `by`) and source: runs, statuses and the COMPARED
+    numbers (median over the runs in the cell, e.g. seeds). Rows come in the order of the by-values."""
+    by = list(by)
+    cell_of = [tuple(vkey(v) for v in row) for row in runs[by].itertuples(index=False)] if by else [()] * len(runs)
+    keyed = runs.assign(_cell=cell_of)
+    ranks = {k: {vkey(v): i for i, v in enumerate(ordered_values(runs[k]))} for k in by}
+    cells = sorted(dict.fromkeys(keyed["_cell"]), key=lambda c: tuple(ranks[k][v] for k, v in zip(by, c)))
+    rows = []
+    for cell in cells:
+        for s in sources:
+            g = keyed[(keyed["_cell"] == cell) & (keyed[store.SOURCE] == s)]
+            row = {"cell": cell, store.SOURCE: s, "runs": len(g),
+                   store.STATUS: ", ".join(f"{n}× {st}" if n > 1 else str(st)
+                                           for st, n in g[store.STATUS].value_counts().items()) if len(g) else ""}
+            if len(g):
+                row.update({k: g[k].iloc[0] for k in by})
+            for col, _, _ in COMPARED:
+                row[col] = _median(g[col]) if col in g.columns and len(g) else math.nan
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def difference(a: float, b: float, how: str) -> float:
+    """How source b differs from source a: b / a ("ratio") or b - a ("diff"); NaN when undefined."""
+    if not (math.isfinite(a) and math.isfinite(b)) or (how == "ratio" and a == 0):
+        return math.nan
+    return b / a if how == "ratio" else b - a
+
+
+def overlay_table(paths: Sequence[str | Path], sources: Sequence[str], runs: pd.DataFrame, table: str,
+                  differ: Sequence[str]) -> pd.DataFrame:
+    """The `table` rows of every source in one frame for drawing: run ids made unique across
+    sources, and the keys in `differ` dropped (one value per source: `source` already says them)."""
+    from gradflow.plots.kinds import load_table
+
+    frames = []
+    for p, s in zip(paths, sources):
+        df = runs[runs[store.SOURCE] == s] if table == "runs" else load_table(Path(p), table)
+        frames.append(df.assign(**{store.SOURCE: s, store.RUN: s + "/" + df[store.RUN].astype(str)}))
+    return pd.concat(frames, ignore_index=True).drop(columns=list(differ), errors="ignore")

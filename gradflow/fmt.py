@@ -1,0 +1,44 @@
+"""The one way gradflow writes a number (or a config value) into a table, a title or a legend.
+
+Every table (`run`, `ls`, `compare`, `theory`, reproduction claims) and every figure label goes
+through `fmt`, so the same value reads the same everywhere. Machines get full precision from
+`--json`/`--csv` instead, never from this.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+SMALL, LARGE = 1e-3, 1e5  # outside [SMALL, LARGE): scientific notation, so 6e-13 never reads as 0.000
+
+
+def fmt(x: Any, digits: int = 4, missing: str = "-") -> str:
+    """`x` for people: `digits` significant digits, whole numbers as integers (1.0 -> "1", depth 20
+    -> "20"), tiny and huge magnitudes in scientific notation (6.02e-13, 1.5e+07), None and NaN as
+    `missing`, booleans as true/false, anything else (a name, a list) as its string."""
+    if x is None:
+        return missing
+    if isinstance(x, (bool, np.bool_)):
+        return "true" if x else "false"
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    if isinstance(x, (float, np.floating)):
+        v = float(x)
+        if math.isnan(v):
+            return missing
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        if v.is_integer() and abs(v) < LARGE:
+            return str(int(v))
+        if SMALL <= abs(v) < LARGE:
+            return f"{v:.{digits}g}"
+        mantissa, exponent = f"{v:.{max(digits - 1, 0)}e}".split("e")
+        if "." in mantissa:
+            mantissa = mantissa.rstrip("0").rstrip(".")
+        return f"{mantissa}e{exponent}"
+    if isinstance(x, (list, tuple, np.ndarray)):
+        return str(list(x))
+    return str(x)

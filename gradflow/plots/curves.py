@@ -1,0 +1,446 @@
+"""Figures over training and over the sweep: loss/accuracy curves, the first/last-layer ratio
+against depth, and a per-run summary over two swept keys (grid)."""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps, patheffects
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import NullLocator
+
+from gradflow.errors import GradflowError
+from gradflow.fmt import fmt
+from gradflow.plots.keys import is_grid, is_missing, is_numeric_key, n_distinct, ordered_values, single_value, swept_keys, vkey
+from gradflow.plots.labels import (
+    RATIOS, SPLITS, SUMMARIES, Summary, key_label, set_title, short_key, value_label,
+)
+from gradflow.plots.meanfield import GRID_THEORIES, chi1_for, python_value
+from gradflow.plots.series import Series, check_key, collect_series, first_last, require, sort_series
+from gradflow.plots.style import (
+    THEORY_STYLE, Palette, bottom_and_left, draw_series, extra_handles, facet_grid, label_short_log_axis, legend,
+    line_weight, new_figure, note_if_empty, record, spans_decades, step_axis, style_key,
+)
+
+
+METRICS_REQUIRED = ("run", "step", "split", "metric", "value")
+
+
+RUNS_REQUIRED = ("run",)
+
+
+def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = False,
+           facet: str | None = None) -> Figure:
+    """Loss (top) and accuracy (bottom) against step; columns train | test (or one per results
+    folder with by_source=True, train solid / test dotted). One line per run or seed group,
+    coloured by a swept key; the loss axis is logarithmic when it spans two decades or more.
+    facet: a swept key with one train | test pair of columns per value (for a third swept key).
+    """
+    df = require(metrics, "metrics", METRICS_REQUIRED)
+    rows = [m for m in ("loss", "acc") if (df["metric"] == m).any()]
+    if not rows:
+        raise GradflowError("the metrics table has no loss or acc rows; metrics present: "
+                            + ", ".join(map(str, ordered_values(df["metric"]))))
+    splits = [s for s in ("train", "test") if (df["split"] == s).any()] or \
+             [s for s in ("batch",) if (df["split"] == s).any()]
+    if not splits:
+        raise GradflowError("the metrics table has no train, test or batch rows; splits present: "
+                            + ", ".join(map(str, ordered_values(df["split"]))))
+    df = df[df["metric"].isin(rows) & df["split"].isin(splits)]
+    sources = ordered_values(df["source"])
+    multi_source = len(sources) > 1
+    by_source = by_source and multi_source
+    if by_source and facet is not None:
+        raise GradflowError("curves: pass facet=... or by_source=True, not both (by_source facets by results folder)")
+    swept = swept_keys(df)
+    check_key(color, "color", swept)
+    check_key(facet, "facet", swept + (["source"] if multi_source else []))
+    group_keys = swept + (["source"] if multi_source else [])
+    if color is None and facet is None and not multi_source and not is_grid(df, swept):
+        color, style, also = "run", None, []  # runs not swept together: one legended line each
+    else:
+        color = color or next((k for k in swept if k != facet), None)
+        style = None if by_source else style_key(df, swept, (color, facet), multi_source and facet != "source")
+        also = [k for k in swept if k not in (color, style, facet)]
+    palette = Palette(df, color, style)
+    split_styles = {"train": "-", "test": ":", "batch": "-"}
+
+    # columns: (key, value, splits drawn in it)
+    if by_source:
+        cols = [("source", v, splits) for v in sources]
+    elif facet:
+        cols = [(facet, v, [sp]) for v in ordered_values(df[facet]) for sp in splits]
+    else:
+        cols = [(None, None, [sp]) for sp in splits]
+    size = (min(3.2 * len(cols) + 2.4, 16.0), 2.6 * len(rows) + 0.9)
+    fig, axes = new_figure(len(rows), len(cols), size, sharex=True, sharey="row")
+    everything: list[Series] = []
+    for i, metric in enumerate(rows):
+        log = metric == "loss" and spans_decades(df.loc[df["metric"] == metric, "value"].to_numpy())
+        for j, (key, kv, col_splits) in enumerate(cols):
+            ax = axes[i, j]
+            ax.grid(True, alpha=0.25, lw=0.5)
+            if log:
+                ax.set_yscale("log")
+            panel = df[df["metric"] == metric]
+            if key is not None:
+                panel = panel[panel[key].map(vkey) == vkey(kv)]
+            drawn: list[Series] = []
+            for split in col_splits:
+                part = panel[panel["split"] == split]
+                if part.empty:
+                    continue
+                series = sort_series(collect_series(part, "step", group_keys, log, mark_diverged_end=True), df,
+                                     [k for k in (color, style) if k] + also)
+                lw, alpha = line_weight(len(series))
+                for s in series:
+                    ls = split_styles.get(split, "-") if by_source else palette.style_of(s.config)
+                    draw_series(ax, s, palette.color_of(s.config), ls, lw, alpha)
+                drawn += series
+            note_if_empty(ax, drawn)
+            everything += drawn
+            if i == 0:
+                if by_source:
+                    ax.set_title(f"{key_label('source')}: {kv}", fontsize="small")
+                elif key is not None:
+                    ax.set_title(f"{value_label(key, kv)}: {SPLITS.get(col_splits[0], col_splits[0])}",
+                                 fontsize="small")
+                else:
+                    ax.set_title(SPLITS.get(col_splits[0], col_splits[0]), fontsize="small")
+            if j == 0:
+                ax.set_ylabel({"loss": "loss", "acc": "accuracy"}[metric] + (" (log)" if log else ""))
+            if i == len(rows) - 1:
+                step_axis(ax, df["step"].unique())
+    palette.colorbar(fig, list(axes.flat))
+    handles, title = palette.handles()
+    if by_source:
+        handles += [Line2D([], [], color="0.2", ls=split_styles[s], label=SPLITS.get(s, s)) for s in splits]
+    legend(fig, handles + extra_handles(everything, True), title)
+    what = "Loss and accuracy" if len(rows) == 2 else {"loss": "Loss", "acc": "Accuracy"}[rows[0]]
+    extra = [f"lines also differ in {', '.join(also)}"] if also else []
+    set_title(fig, f"{what} during training", df, extra, skip=swept)
+    return fig
+
+
+def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory: bool = True,
+          quantity: str = "grad_norm") -> Figure:
+    """quantity(layer 0) / quantity(last layer) against model.depth, log y, one line per value of
+    `by` (default: the first other swept key), seeds as median + min-max band; dotted line at 1.
+
+    table: the layers table (any per-layer quantity: signal_norm is the one that vanishes), or the
+    runs table (grad_norm only, from its grad_ratio.* columns). At init, where the mean-field theory
+    applies (see `chi1_for`), a dashed line chi1^(depth/2) per group, anchored at its shallowest
+    point, shows the predicted rate (the slope, not the offset).
+    """
+    if when not in ("init", "final"):
+        raise GradflowError(f"when={when!r} is not allowed; choices: init, final")
+    if quantity not in RATIOS:
+        raise GradflowError(f"quantity={quantity!r} is not allowed for ratio; choices: {', '.join(RATIOS)}")
+    df = require(table, "runs", RUNS_REQUIRED)
+    if "quantity" in df.columns:
+        df = first_last(df, quantity, when)
+    else:
+        col = f"grad_ratio.{when}"
+        if quantity != "grad_norm" or col not in df.columns:
+            raise GradflowError(f"the runs table has the weight-gradient ratio only ({col}); pass the layers "
+                                f"table for {quantity}")
+        df = df.assign(value=pd.to_numeric(df[col], errors="coerce"))
+    if "model.depth" not in df.columns or n_distinct(df["model.depth"]) < 2:
+        have = ", ".join(map(fmt, ordered_values(df["model.depth"]))) if "model.depth" in df.columns else "none"
+        raise GradflowError(f"ratio plots against model.depth, which does not vary in this data (values: {have})")
+    multi_source = n_distinct(df["source"]) > 1
+    swept = [k for k in swept_keys(df) if k != "model.depth"]
+    check_key(by, "by", swept)
+    by = by or (swept[0] if swept else None)
+    style = style_key(df, swept, (by,), multi_source)
+    group_keys = swept + (["source"] if multi_source else [])
+    also = [k for k in swept if k not in (by, style)]
+    palette = Palette(df, by, style)
+    series = sort_series(collect_series(df, "model.depth", group_keys, log=True), df,
+                         [k for k in (by, style) if k] + also)
+
+    fig, axes = new_figure()
+    ax = axes[0, 0]
+    ax.set_yscale("log")
+    ax.grid(True, alpha=0.25, lw=0.5)
+    ax.axhline(1.0, color="0.3", ls=":", lw=1.0, gid="reference")
+    lw, alpha = line_weight(len(series))
+    theory_drawn = False
+    cache: dict = {}
+    for s in series:
+        c = palette.color_of(s.config)
+        draw_series(ax, s, c, palette.style_of(s.config), lw, alpha)  # a lone depth is drawn as a dot
+        if theory and when == "init":
+            theory_drawn |= _theory_ratio(ax, s, c, lw, cache, quantity == "grad_norm")
+    note_if_empty(ax, series)
+    depths = np.asarray(ordered_values(df["model.depth"]), dtype=float)
+    if depths.min() > 0 and _geometric(depths):
+        ax.set_xscale("log")
+    if len(depths) <= 12:
+        ax.set_xticks(depths, [fmt(d) for d in depths])
+        ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlim(depths.min(), depths.max())
+    label_short_log_axis(ax, df["value"])
+    ax.set_xlabel(key_label("model.depth"))
+    where = "at initialization" if when == "init" else "at the last probed step"
+    symbol, name = RATIOS[quantity]
+    ax.set_ylabel(f"{symbol}\n(first / last layer, {where})")
+    palette.colorbar(fig, [ax])
+    handles, title = palette.handles()
+    hs = extra_handles(series, True)
+    if theory_drawn:
+        hs.append(Line2D([], [], color="0.3", **THEORY_STYLE,
+                         label="mean field: slope $\\chi_1^{depth/2}$\n(anchored at shallowest)"))
+    hs.append(Line2D([], [], color="0.3", ls=":", lw=1.0, label="ratio = 1 (balanced)"))
+    legend(fig, handles + hs, title)
+    extra = [f"lines also differ in {', '.join(also)}"] if also else []
+    set_title(fig, f"{name} (input / output) vs depth, {where}", df, extra, skip=swept + ["model.depth"])
+    return fig
+
+
+def _theory_ratio(ax, s: Series, color: Any, lw: float, cache: dict, weight_gradient: bool) -> bool:
+    """Dashed line y0 * chi1^((depth - depth0) / 2) through the group's shallowest finite point."""
+    c = chi1_for(s.config, weight_gradient, cache)  # chi1 does not depend on depth: the group's config will do
+    ok = np.isfinite(s.med)
+    if c is None or not ok.any():
+        return False
+    d0, y0 = float(s.x[ok][0]), float(s.med[ok][0])
+    d = np.linspace(float(s.x.min()), float(s.x.max()), 60)
+    with np.errstate(over="ignore", under="ignore"):
+        ys = y0 * c ** ((d - d0) / 2)
+        ax.plot(d, ys, color=color, **(THEORY_STYLE | {"lw": max(0.7, lw * 0.8)}),
+                scalex=False, scaley=False, gid=f"theory:{s.label}")
+    record(ax, "theory", ({"line": s.label, "x": x, "y": y, "chi1": c} for x, y in zip(d, ys)))
+    return True
+
+
+def _geometric(v: np.ndarray) -> bool:
+    """Values like 2, 4, 8, 16 (evenly spaced in log) rather than 10, 20, 30."""
+    v = np.sort(np.asarray(v, dtype=float))
+    if len(v) < 3 or v.min() <= 0:
+        return False
+    gaps, ratios = np.diff(v), v[1:] / v[:-1]
+    if np.allclose(gaps, gaps.mean(), rtol=0.2):
+        return False
+    return bool(np.allclose(ratios, ratios.mean(), rtol=0.25) or v.max() / v.min() >= 30)
+
+
+@dataclass
+class _GridAxis:
+    key: str
+    values: list  # ordered distinct values
+    numeric: bool
+    log: bool
+    centers: np.ndarray
+    edges: np.ndarray
+
+    @classmethod
+    def of(cls, df: pd.DataFrame, key: str) -> "_GridAxis":
+        values = ordered_values(df[key])
+        numeric = is_numeric_key(df, key) and not any(is_missing(v) for v in values)
+        if not numeric:
+            n = len(values)
+            return cls(key, values, False, False, np.arange(n, dtype=float), np.arange(n + 1) - 0.5)
+        v = np.asarray(values, dtype=float)
+        log = _geometric(v)
+        t = np.log10(v) if log else v
+        if len(t) == 1:
+            half = 0.5 if log else max(abs(t[0]) * 0.25, 0.5)
+            edges_t = np.array([t[0] - half, t[0] + half])
+        else:
+            mid = (t[1:] + t[:-1]) / 2
+            edges_t = np.r_[t[0] - (mid[0] - t[0]), mid, t[-1] + (t[-1] - mid[-1])]
+        return cls(key, values, True, log, v, 10 ** edges_t if log else edges_t)
+
+    def index(self) -> dict:
+        return {vkey(v): i for i, v in enumerate(self.values)}
+
+    def apply(self, ax, which: str) -> None:
+        axis = ax.xaxis if which == "x" else ax.yaxis
+        if self.log:
+            (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+        (ax.set_xlim if which == "x" else ax.set_ylim)(self.edges[0], self.edges[-1])
+        if len(self.values) <= 16 or not self.numeric:
+            axis.set_ticks(self.centers, [fmt(v) for v in self.values])
+            axis.set_minor_locator(NullLocator())
+        (ax.set_xlabel if which == "x" else ax.set_ylabel)(key_label(self.key))
+
+
+def grid(runs: pd.DataFrame, x: str, y: str, value: str = "final.test_acc", theory: str | None = None,
+         facet: str | None = None) -> Figure:
+    """A per-run summary (`value`, averaged over seeds) over two swept keys, as coloured cells.
+
+    value: e.g. final.test_acc, final.train_loss, grad_ratio.init (shown as log10), chi1_measured.
+    theory: "6xi_c" or "xi_c" draws the mean-field depth scale over init.sw2 (x or y) x model.depth,
+    "chi1=1" marks the critical init.sw2 (Schoenholz et al. 2017); activation and sb2 come from the
+    data and must be single-valued per panel. facet: one panel per value of a third swept key.
+    Cells where a seed diverged or gave +-inf are hatched; cells without a finite value are grey.
+    """
+    df = require(runs, "runs", RUNS_REQUIRED)
+    swept = swept_keys(df)
+    for what, key in (("x", x), ("y", y), ("facet", facet)):
+        if key is not None and key not in df.columns:
+            raise GradflowError(f"{what}={key!r} is not a column of the runs table; "
+                                f"swept keys: {', '.join(swept) or '(none)'}")
+    if value not in df.columns:
+        choices = [c for c in SUMMARIES if c in df.columns]
+        raise GradflowError(f"value={value!r} is not a column of the runs table; choices: {', '.join(choices)}")
+    if theory not in (None, *GRID_THEORIES):
+        raise GradflowError(f"theory={theory!r} is not allowed; choices: {', '.join(GRID_THEORIES)}")
+    others = [k for k in swept if k not in (x, y, facet)]
+    if others:
+        k = others[0]
+        vals = ", ".join(map(fmt, ordered_values(df[k])))
+        first = python_value(ordered_values(df[k])[0])
+        raise GradflowError(f"grid over {x} x {y}: {', '.join(others)} also vary ({k}: {vals}); pass facet={k!r} "
+                            f"or select one value first, e.g. runs[runs[{k!r}] == {first!r}]")
+    spec = SUMMARIES.get(value, Summary(value))
+    z = pd.to_numeric(df[value], errors="coerce").to_numpy(dtype=float)
+    if spec.log10:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(z > 0, np.log10(np.where(z > 0, z, 1.0)), np.where(np.isnan(z), np.nan, -np.inf))
+    df = df.assign(_z=z)
+    xa, ya = _GridAxis.of(df, x), _GridAxis.of(df, y)
+    xi, yi = xa.index(), ya.index()
+
+    finite = z[np.isfinite(z)]
+    if len(finite) == 0:
+        norm = Normalize(0, 1)
+    elif spec.center is not None:
+        half = max(abs(finite.max() - spec.center), abs(finite.min() - spec.center), 1e-12)
+        norm = Normalize(spec.center - half, spec.center + half)
+    else:
+        norm = Normalize(finite.min(), finite.max() if finite.max() > finite.min() else finite.min() + 1e-12)
+    cmap = colormaps[spec.cmap].with_extremes(bad="0.85")
+
+    facet_values = ordered_values(df[facet]) if facet else [None]
+    fig, axes = facet_grid(len(facet_values), sharex=True, sharey=True, panel=(4.2, 3.8), legend_width=3.0)
+    annotate = len(xa.values) * len(ya.values) <= 80
+    hatched = theory_handle = None
+    empty_cells = False
+    for ax, fv in zip(axes, facet_values):
+        ax.grid(False)
+        sub = df if facet is None else df[df[facet].map(vkey) == vkey(fv)]
+        cell = np.full((len(ya.values), len(xa.values)), np.nan)  # (y, x) mean over seeds
+        flag = np.zeros(cell.shape, dtype=bool)  # some seed diverged or gave an infinite value
+        logged = np.zeros(cell.shape, dtype=bool)
+        for (xv, yv), g in sub.assign(**{x: sub[x].map(vkey), y: sub[y].map(vkey)}).groupby([x, y], dropna=False):
+            i, j = yi[vkey(yv)], xi[vkey(xv)]
+            vals = g["_z"].to_numpy()
+            ok = np.isfinite(vals)
+            cell[i, j] = vals[ok].mean() if ok.any() else np.nan
+            flag[i, j] = (g["status"] == "diverged").any() or np.isinf(vals).any()  # NaN = not measured
+            logged[i, j] = True
+        empty_cells |= bool((logged & ~np.isfinite(cell)).any())
+        mesh = ax.pcolormesh(xa.edges, ya.edges, np.ma.masked_invalid(cell), cmap=cmap, norm=norm, gid="grid")
+        record(ax, "cells", ({x: xa.values[j], y: ya.values[i], "value": cell[i, j], "flagged": bool(flag[i, j])}
+                             | ({facet: fv} if facet else {}) for i, j in zip(*np.nonzero(logged))))
+        for i, j in zip(*np.nonzero(flag)):
+            ax.add_patch(Rectangle((xa.edges[j], ya.edges[i]), xa.edges[j + 1] - xa.edges[j],
+                                   ya.edges[i + 1] - ya.edges[i], fill=False, hatch="xxx", lw=0,
+                                   edgecolor=(1, 1, 1, 0.55), gid="diverged"))
+            hatched = True
+        if annotate:
+            for i in range(cell.shape[0]):
+                for j in range(cell.shape[1]):
+                    _annotate_cell(ax, xa.centers[j], ya.centers[i], cell[i, j], logged[i, j], cmap, norm)
+        xa.apply(ax, "x")
+        ya.apply(ax, "y")
+        if facet:
+            ax.set_title(value_label(facet, fv), fontsize="small")
+        if theory:
+            theory_handle = _grid_theory(ax, sub, xa, ya, theory)
+    bottom, left = bottom_and_left(axes, min(len(axes), 3))
+    for ax in axes:
+        if ax not in bottom:
+            ax.set_xlabel("")
+        if ax not in left:
+            ax.set_ylabel("")
+    cb = fig.colorbar(mesh, ax=axes, label=f"{spec.label}\n(mean over seeds)", pad=0.02, shrink=0.95)
+    cb.ax.set_gid("colorbar")
+    handles = []
+    if theory_handle is not None:
+        handles.append(theory_handle)
+    if hatched:
+        handles.append(Patch(facecolor="0.6", hatch="xxx", edgecolor="white", label="a seed diverged\nor gave inf"))
+    if empty_cells:
+        handles.append(Patch(color="0.85", label="no finite value"))
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="x-small",
+                   frameon=False).set_gid("legend")
+    n_seeds = int(df.groupby([c for c in (x, y, facet) if c]).size().max()) if len(df) else 0
+    what = spec.label.split(",")[0].split(" (")[0]
+    extra = [f"{n_seeds} seed{'s' * (n_seeds > 1)} per cell"]
+    set_title(fig, f"{what[0].upper() + what[1:]} over {short_key(x)} \u00d7 {short_key(y)}", df, extra,
+              skip=[k for k in (x, y, facet) if k])
+    return fig
+
+
+def _annotate_cell(ax, cx: float, cy: float, v: float, logged: bool, cmap, norm) -> None:
+    if not logged:
+        return
+    if not np.isfinite(v):
+        ax.text(cx, cy, "n/a", ha="center", va="center", fontsize=6.5, color="0.3", gid="cell")
+        return
+    r, g, b, _ = cmap(norm(v))
+    dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
+    text = f"{v:.0f}" if abs(v) >= 100 else f"{v:.2g}"
+    ax.text(cx, cy, text, ha="center", va="center", fontsize=6.5, color="white" if dark else "black", gid="cell")
+
+
+_OUTLINE = [patheffects.Stroke(linewidth=3.4, foreground="black"), patheffects.Normal()]
+
+
+def _grid_theory(ax, sub: pd.DataFrame, xa: _GridAxis, ya: _GridAxis, kind: str) -> Line2D:
+    """The mean-field curve over a grid panel: 6 xi_c / xi_c against sw2, or the critical sw2."""
+    try:
+        from gradflow import theory as mean_field
+    except ImportError as e:
+        raise GradflowError(f"theory={kind!r} needs gradflow.theory, which cannot be imported ({e})") from None
+    by_key = {xa.key: xa, ya.key: ya}
+    sw = by_key.get("init.sw2")
+    if sw is None or not sw.numeric:
+        raise GradflowError(f"theory={kind!r} is drawn against init.sw2, so x or y must be init.sw2 "
+                            f"(got x={xa.key}, y={ya.key})")
+    if kind != "chi1=1" and "model.depth" not in by_key:
+        raise GradflowError(f"theory={kind!r} is a depth scale: the other axis must be model.depth "
+                            f"(got x={xa.key}, y={ya.key}); use theory='chi1=1' for other axes")
+    fixed = {}
+    for key in ("model.activation", "init.sb2"):
+        v = single_value(sub, key)
+        if v is None or is_missing(v):
+            have = ", ".join(map(fmt, ordered_values(sub[key]))) if key in sub.columns else "missing"
+            raise GradflowError(f"theory={kind!r} needs one {key} per panel; this panel has: {have}"
+                                + ("; pass facet='model.activation'" if key == "model.activation" else ""))
+        fixed[key] = python_value(v)
+    act, sb2 = fixed["model.activation"], float(fixed["init.sb2"])
+    lo, hi = max(float(sw.edges[0]), 1e-3), float(sw.edges[-1])
+    vertical = sw is xa
+    style = dict(color="white", lw=1.8, ls="--", path_effects=_OUTLINE, gid="theory")
+    if kind == "chi1=1":
+        try:
+            crit = mean_field.critical_sw2(act, sb2)
+        except GradflowError as e:  # no edge of chaos for this activation / sb2: say so, draw nothing
+            label = "\n".join(textwrap.wrap(f"no edge of chaos: {e}", 60))
+            return Line2D([], [], **(style | {"gid": None}), label=label)
+        inside = lo <= crit <= hi
+        if inside:
+            (ax.axvline if vertical else ax.axhline)(crit, **style)
+        return Line2D([], [], **(style | {"gid": None}),
+                      label=rf"$\chi_1 = 1$ at $\sigma_w^2$ = {crit:.3g}" + ("" if inside else " (off the plot)"))
+    sw2 = np.geomspace(lo, hi, 241) if sw.log else np.linspace(lo, hi, 241)
+    points = [mean_field.point(act, float(s), sb2) for s in sw2]
+    attr = "six_xi_c" if kind == "6xi_c" else "xi_c"
+    depth = np.array([getattr(p, attr) for p in points], dtype=float)
+    depth = np.where(np.isposinf(depth), 1e12, depth)  # diverges at criticality: run off the top
+    xs, ys = (sw2, depth) if vertical else (depth, sw2)
+    ax.plot(xs, ys, scalex=False, scaley=False, **style)
+    label = r"mean field $6\xi_c$ (trainable depth)" if kind == "6xi_c" else r"mean field $\xi_c$ (depth scale)"
+    return Line2D([], [], **(style | {"gid": None}), label=label)

@@ -1,0 +1,175 @@
+"""The figure kinds `gradflow plot` and `gradflow compare` offer: which table each reads, which
+options it takes, the checks on those options (one GradflowError naming the choices), and drawing
+one kind into a figure and a file stem. The CLI only parses and prints; tests call `draw` directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from gradflow.errors import GradflowError
+from gradflow.plots.keys import n_distinct, ordered_values, swept_keys
+from gradflow.plots.labels import SUMMARIES
+from gradflow.plots.meanfield import GRID_THEORIES
+from gradflow.plots.save import file_part
+
+# kind -> (the table it reads, the options it uses): any other option is refused, never silently ignored
+KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "standard": ("all", ()),
+    "profile": ("layers", ("quantity", "step", "color", "facet")),
+    "heatmap": ("layers", ("quantity", "run")),
+    "curves": ("metrics", ("color", "facet")),
+    "ratio": ("layers", ("quantity", "step", "color")),
+    "grid": ("runs", ("x", "y", "value", "theory", "facet")),
+    "hist": ("hist", ("run", "step")),
+    "spectrum": ("jacobian", ("step", "color")),
+}
+COMPARE_KINDS = ("profile", "curves", "ratio", "spectrum")  # the kinds that overlay several runs
+KIND_HELP = "; ".join([
+    "standard: the usual set (default)", "profile: a quantity per layer at one step",
+    "heatmap: one run's quantity over layer x step", "curves: loss and accuracy over training",
+    "ratio: first/last-layer ratio of a quantity vs depth", "grid: a final number over two swept keys",
+    "hist: one run's per-layer histograms (probe=full)", "spectrum: input-output Jacobian singular values (probe=full)",
+])
+OPTIONAL_TABLES = {"hist": "probe=full (or probe.histograms=true)", "jacobian": "probe=full (or probe.jacobian=true)"}
+
+
+@dataclass
+class Options:
+    """What the user asked for, after checking; None = the kind's default."""
+    quantity: str | None = None
+    step: int | str | None = None
+    color: str | None = None
+    facet: str | None = None
+    x: str | None = None
+    y: str | None = None
+    value: str | None = None
+    theory: str | None = None
+    run: str | None = None
+    by_source: bool = False
+
+
+
+
+# --- checks: one red line naming the option and the choices ---------------------------------------
+def choose(option: str, value: str, choices) -> str:
+    if value not in choices:
+        raise GradflowError(f"{option} {value!r} is not allowed; choices: {', '.join(choices)}")
+    return value
+
+
+def refuse_unused(kind: str, given: dict[str, Any]) -> None:
+    uses = KINDS[kind][1]
+    for name, v in given.items():
+        if v is not None and name not in uses:
+            takers = [k for k, (_, opts) in KINDS.items() if name in opts]
+            raise GradflowError(f"--{name} does not apply to --kind {kind}"
+                                + (f" (it applies to: {', '.join(takers)})" if takers else "")
+                                + (f"; --kind {kind} takes: {', '.join('--' + o for o in uses)}" if uses else ""))
+
+
+def load_table(path: Path, table: str) -> pd.DataFrame:
+    """One table of PATH; GradflowError saying how to get it when it is empty."""
+    import gradflow
+
+    df = gradflow.load(path, table=table)
+    if df.empty:
+        how = f"; run with {OPTIONAL_TABLES[table]}" if table in OPTIONAL_TABLES else ""
+        raise GradflowError(f"{path} has no {table} rows{how}")
+    return df
+
+
+def check_options(df: pd.DataFrame, kind: str, o: Options, where: str) -> None:
+    """Keys must be swept (color, facet) or columns (x, y); quantity, value, step and run must exist."""
+    swept = swept_keys(df) + (["source"] if n_distinct(df["source"]) > 1 else [])
+    for name in ("color", "facet"):
+        key = getattr(o, name)
+        if key is not None and key not in swept:
+            why = "does not vary" if key in df.columns else "is not a column"
+            raise GradflowError(f"--{name} {key!r} {why} in {where}; choices: {', '.join(swept) or '(nothing varies)'}")
+    for name in ("x", "y"):
+        key = getattr(o, name)
+        if key is not None and key not in df.columns:
+            raise GradflowError(f"--{name} {key!r} is not a column of {where}; choices: {', '.join(swept) or '(none)'}")
+    if o.quantity is not None and "quantity" in df.columns and not (df["quantity"] == o.quantity).any():
+        raise GradflowError(f"--quantity {o.quantity!r} is not in {where}; choices: "
+                            f"{', '.join(map(str, ordered_values(df['quantity'])))}")
+    if o.value is not None and o.value not in df.columns:
+        choices = [c for c in SUMMARIES if c in df.columns]
+        raise GradflowError(f"--value {o.value!r} is not a column of {where}; choices: {', '.join(choices)}")
+    if o.theory is not None:
+        choose("--theory", o.theory, GRID_THEORIES)
+    runs = ordered_values(df["run"].astype(str))
+    shown = ", ".join(runs[:8]) + (", ..." if len(runs) > 8 else "")
+    if o.run is not None and str(o.run) not in runs:
+        raise GradflowError(f"--run {o.run!r} is not a run of {where}; choices: {shown}")
+    if o.run is None and "run" in KINDS[kind][1] and len(runs) > 1:
+        raise GradflowError(f"--kind {kind} draws one run and {where} holds {len(runs)}; "
+                            f"pass --run with one of: {shown}")
+    if kind == "ratio" and o.step not in (None, 0, "last"):
+        raise GradflowError(f"--step {o.step} is not allowed for --kind ratio; choices: 0 (init), last (end)")
+    if isinstance(o.step, int) and "step" in df.columns and kind != "ratio" and not (df["step"] == o.step).any():
+        probed = sorted(int(s) for s in df["step"].unique())
+        shown = ", ".join(map(str, probed[:12])) + (", ..." if len(probed) > 12 else "")
+        raise GradflowError(f"--step {o.step} was not probed in {where}; probed steps: {shown} (or last)")
+
+
+# --- drawing one kind ----------------------------------------------------------------------------
+def _step_name(step: int | str) -> str:
+    return "last" if step == "last" else f"step{step}"
+
+
+def draw(kind: str, df: pd.DataFrame, o: Options):
+    """(Figure, file stem) for one kind from its table."""
+    from gradflow.plots import figures  # matplotlib only when drawing: `gradflow --help` stays fast
+
+    def tag(name: str, key: str | None) -> str:
+        return f"-{name}-{file_part(key)}" if key else ""
+
+    step = 0 if o.step is None else o.step
+    if kind == "profile":
+        q = o.quantity or "grad_norm"
+        fig = figures.profile(df, q, step=step, color=o.color, facet=o.facet, by_source=o.by_source)
+        return fig, f"profile-{q}-{_step_name(step)}" + tag("color", o.color) + tag("facet", o.facet)
+    if kind == "heatmap":
+        q = o.quantity or "grad_norm"
+        which = f"-{file_part(o.run)}" if o.run and df["run"].nunique() > 1 else ""
+        return figures.heatmap(df, run=o.run, quantity=q), f"heatmap-{q}{which}"
+    if kind == "curves":
+        fig = figures.curves(df, color=o.color, by_source=o.by_source, facet=o.facet)
+        return fig, "curves" + tag("color", o.color) + tag("facet", o.facet)
+    if kind == "ratio":
+        when = "final" if step == "last" else "init"
+        q = o.quantity or "grad_norm"
+        stem = f"ratio-{when}" if q == "grad_norm" else f"ratio-{q}-{when}"
+        return figures.ratio(df, when, by=o.color, quantity=q), stem + tag("color", o.color)
+    if kind == "grid":
+        if o.x is None or o.y is None:
+            raise GradflowError("--kind grid needs --x KEY and --y KEY (e.g. --x init.sw2 --y model.depth)")
+        value = o.value or "final.test_acc"
+        fig = figures.grid(df, o.x, o.y, value=value, theory=o.theory, facet=o.facet)
+        return fig, f"grid-{value}-{o.x}-{o.y}" + tag("facet", o.facet)
+    if kind == "hist":
+        which = f"-{file_part(o.run)}" if o.run and df["run"].nunique() > 1 else ""
+        return figures.hist(df, run=o.run, step=step), f"hist-{_step_name(step)}{which}"
+    if kind == "spectrum":
+        return figures.spectrum(df, step=step, color=o.color), f"spectrum-{_step_name(step)}" + tag("color", o.color)
+    raise AssertionError(kind)
+
+
+
+
+def overlay_facet(df: pd.DataFrame, kind: str, o: Options) -> str | None:
+    """The panels of an overlay of sources: colour and line style (the source) carry two keys, so a
+    further swept key with few values splits panels and no two lines look alike."""
+    from gradflow.plots.style import MAX_STYLES
+
+    swept = swept_keys(df)
+    rest = [k for k in swept if k != (o.color or swept[0])] if swept else []
+    if kind not in ("profile", "curves") or o.by_source or not rest:
+        return None
+    return next((k for k in reversed(rest) if n_distinct(df[k]) <= MAX_STYLES), None)

@@ -1,0 +1,226 @@
+"""The one place that says what each column, quantity and key means on a figure, and how titles read.
+
+No matplotlib here: labels are strings (mathtext where a symbol helps); numbers go through
+`gradflow.fmt.fmt`, like every table of the project.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+
+from gradflow.fmt import fmt
+from gradflow.plots.keys import is_missing, n_distinct, single_value
+
+
+@dataclass(frozen=True)
+class Label:
+    axis: str  # axis / colorbar label: the symbol and what it means
+    title: str  # a short name for figure titles
+    log: bool = True  # drawn on a log axis
+
+
+QUANTITIES: dict[str, Label] = {
+    "grad_norm": Label(r"$\|\partial L/\partial W\|$ (weight gradient norm)", "Weight-gradient norm"),
+    "bias_grad_norm": Label(r"$\|\partial L/\partial b\|$ (bias gradient norm)", "Bias-gradient norm"),
+    "weight_norm": Label(r"$\|W\|$ (weight norm)", "Weight norm"),
+    "update_ratio": Label(r"$\|\Delta W\| / \|W\|$ (update / weight ratio)", "Update-to-weight ratio"),
+    "signal_norm": Label(r"$\|\partial L/\partial z\|$ (back-propagated signal norm)", "Back-propagated signal norm"),
+    "act_mean": Label("activation mean", "Activation mean", log=False),
+    "act_std": Label("activation standard deviation", "Activation std"),
+    "act_saturated": Label("fraction of saturated units", "Saturated units", log=False),
+    "act_dead": Label("fraction of dead units", "Dead units", log=False),
+}
+
+
+THEORY_QUANTITIES = ("grad_norm", "signal_norm")  # predicted to scale as sqrt(chi1)^(L - l)
+
+
+METRICS: dict[str, str] = {"loss": "loss", "acc": "accuracy", "grad_norm": "global gradient norm",
+                           "clipped": "fraction of steps clipped"}
+
+
+SPLITS: dict[str, str] = {"train": "train", "test": "test", "batch": "minibatch", "opt": "optimizer",
+                          "grad": "per-parameter gradient norm"}
+
+
+# hist.parquet: the two tensors histogrammed at every probe point
+TENSORS: dict[str, Label] = {
+    "activation": Label(r"$|\phi(z)|$, activation magnitude", "Activation values"),
+    "gradient": Label(r"$|\partial L/\partial z|$, back-propagated gradient magnitude", "Back-propagated gradients"),
+}
+
+
+# jacobian.parquet: singular values of the Jacobian of the last hidden layer w.r.t. the input
+SPECTRUM = Label(r"singular value $s$ of the input-output Jacobian $\partial h_L/\partial x$", "Jacobian spectrum")
+
+
+RECURRENT = ("rnn", "lstm", "gru")  # probe point t is time step t, the head comes last
+
+
+def is_recurrent(df: pd.DataFrame) -> bool:
+    names = set(df["model.name"].dropna().astype(str)) if "model.name" in df.columns else set()
+    return bool(names) and names <= set(RECURRENT)
+
+
+def point_word(df: pd.DataFrame) -> str:
+    """What a probe point is called in titles: 'layer', or 'time step' for recurrent nets."""
+    return "time step" if is_recurrent(df) else "layer"
+
+
+def layer_axis(df: pd.DataFrame, last: int | None = None) -> str:
+    """The label of the probe-point axis: layers, or time steps for recurrent nets (model.name)."""
+    end = "last" if last is None else str(last)
+    if is_recurrent(df):
+        return f"time step t (0 = first, {end} = output head)"
+    names = set(df["model.name"].dropna().astype(str)) if "model.name" in df.columns else set()
+    if names & set(RECURRENT):
+        return f"layer index or time step (0 = input / first, {end} = output head)"
+    return f"layer index (0 = input, {end} = output head)"
+
+
+@dataclass(frozen=True)
+class Summary:
+    label: str  # colorbar / axis label
+    log10: bool = False  # show log10 of the value
+    cmap: str = "viridis"
+    center: float | None = None  # diverging colour map centred on this (after log10)
+
+
+RATIO_SYMBOL = r"$\|\partial L/\partial W_0\| \,/\, \|\partial L/\partial W_L\|$"  # first / last weight layer
+# the first/last probe-point ratio of a per-layer quantity: its symbol and what the ratio is called
+RATIOS: dict[str, tuple[str, str]] = {
+    "grad_norm": (RATIO_SYMBOL, "Weight-gradient ratio"),
+    "signal_norm": (r"$\|\partial L/\partial z_0\| \,/\, \|\partial L/\partial z_L\|$", "Back-propagated signal ratio"),
+}
+
+
+SUMMARIES: dict[str, Summary] = {
+    "final.test_acc": Summary("final test accuracy"),
+    "final.train_acc": Summary("final train accuracy"),
+    "final.test_loss": Summary("final test loss (bright = low)", cmap="viridis_r"),
+    "final.train_loss": Summary("final train loss (bright = low)", cmap="viridis_r"),
+    "grad_ratio.init": Summary(r"$\log_{10}$ gradient ratio at init, " + RATIO_SYMBOL,
+                               log10=True, cmap="RdBu_r", center=0.0),
+    "grad_ratio.final": Summary(r"$\log_{10}$ gradient ratio at the end, " + RATIO_SYMBOL,
+                                log10=True, cmap="RdBu_r", center=0.0),
+    "chi1_measured": Summary(r"measured $\chi_1$ (per-layer growth of $\|\partial L/\partial z\|^2$)",
+                             cmap="RdBu_r", center=1.0),
+    "chi1_theory": Summary(r"mean-field $\chi_1$", cmap="RdBu_r", center=1.0),
+    "wall_time": Summary("wall time (s)"),
+}
+
+
+KEY_NAMES: dict[str, str] = {
+    "model.depth": "depth (hidden layers)",
+    "model.width": "width",
+    "model.activation": "activation",
+    "model.skip": "skip connection",
+    "model.alpha": "residual scale",
+    "init.name": "initialization",
+    "init.sw2": r"$\sigma_w^2$",
+    "init.sb2": r"$\sigma_b^2$",
+    "norm.name": "normalization",
+    "optim.name": "optimizer",
+    "optim.lr": "learning rate",
+    "data.name": "dataset",
+    "seed": "seed",
+    "source": "results folder",
+}
+
+
+def key_label(key: str) -> str:
+    """'depth (hidden layers) [model.depth]': what it means, and the override that sets it."""
+    name = KEY_NAMES.get(key)
+    return f"{name} [{key}]" if name and name != key else key
+
+
+def short_key(key: str) -> str:
+    """'model.depth' -> 'depth', 'init.name' -> 'init', 'init.sw2' -> sigma_w^2."""
+    if key in ("init.sw2", "init.sb2"):
+        return KEY_NAMES[key]
+    parts = key.split(".")
+    return parts[0] if parts[-1] == "name" and len(parts) > 1 else parts[-1]
+
+
+def value_label(key: str, v: Any) -> str:
+    return f"{short_key(key)}={fmt(v)}"
+
+
+TITLE_KEYS = ("model.name", "model.activation", "model.depth", "model.width", "model.skip", "model.alpha",
+              "norm.name", "init.name", "init.sw2", "init.sb2", "data.name", "optim.name", "optim.lr", "seed")
+
+
+_BORING = {"none", "null", "", "false"}
+
+
+_MEANFIELD_ONLY = ("init.sw2", "init.sb2")  # only meaningful with the mean-field initialization
+
+
+def _title_item(df: pd.DataFrame, key: str, v: Any) -> str | None:
+    if is_missing(v) or str(v).lower() in _BORING:
+        return None
+    if key == "init.sw2" or (key in _MEANFIELD_ONLY and single_value(df, "init.name") != "meanfield"):
+        return None  # sw2 is said as each init's effective sigma_w^2 (init_variances); sb2 only for meanfield
+    if key == "model.alpha" and single_value(df, "model.skip") in (None, "none"):
+        return None
+    s = fmt(v)
+    return {"model.depth": f"depth {s}", "model.width": f"width {s}", "model.skip": f"{s} skip",
+            "model.alpha": f"residual scale {s}", "norm.name": s, "init.name": f"{s} init",
+            "init.sw2": rf"$\sigma_w^2$={s}", "init.sb2": rf"$\sigma_b^2$={s}", "optim.lr": f"lr {s}",
+            "seed": f"seed {s}"}.get(key, s)
+
+
+def held_fixed(df: pd.DataFrame, skip: Iterable[str] = ()) -> list[str]:
+    """['mlp', 'tanh', 'width 128', 'kaiming_normal init', 'sigma_w^2 = 2', ...] from the config keys
+    every line shares, and each init's effective sigma_w^2."""
+    skip = set(skip)
+    items = [_title_item(df, k, single_value(df, k)) for k in TITLE_KEYS
+             if k in df.columns and k not in skip and n_distinct(df[k]) == 1]
+    swept_sw2 = "init.sw2" in skip and single_value(df, "init.name") == "meanfield"  # the lines say it
+    return [i for i in items if i] + ([] if swept_sw2 else init_variances(df))
+
+
+def init_variances(df: pd.DataFrame) -> list[str]:
+    """Each init's effective sigma_w^2 (theory.equivalent_sw2: what the init means for signal
+    propagation), never the init.sw2 key, which only the meanfield init reads. One activation only:
+    the kaiming gain depends on it."""
+    from gradflow.plots.meanfield import effective_sw2
+
+    if "init.name" not in df.columns or n_distinct(df.get("model.activation", pd.Series(dtype=object))) != 1:
+        return []
+    keys = [k for k in ("init.name", "init.gain", "init.sw2", "model.activation") if k in df.columns]
+    inits = df[keys].drop_duplicates()
+    values = {}
+    for row in inits.to_dict("records"):
+        v = effective_sw2(row)
+        if v is not None:
+            values.setdefault(str(row["init.name"]), set()).add(fmt(v, 3))
+    if not values:
+        return []
+    if len(inits) == 1:
+        return [rf"$\sigma_w^2$={next(iter(values.values())).pop()}"]
+    return [r"$\sigma_w^2$: " + ", ".join(f"{name} {'/'.join(sorted(v))}" for name, v in values.items())]
+
+
+def _visible_len(text: str) -> int:
+    return len(re.sub(r"\$[^$]*\$", "xxxx", text))  # a mathtext snippet shows as a few characters
+
+
+def set_title(fig, what: str, df: pd.DataFrame, extra: Sequence[str] = (), skip: Iterable[str] = ()) -> None:
+    """What is drawn; then what was held fixed and anything else worth knowing, wrapped to the
+    figure's width between items (never inside one: items may hold mathtext)."""
+    width = int(fig.get_figwidth() * 13)
+    pieces = [(", ", item) for item in held_fixed(df, skip)] + [("; ", x) for x in extra if x]
+    lines, line = [], ""
+    for sep, item in pieces:
+        if line and _visible_len(line + sep + item) > width:
+            lines.append(line + sep.rstrip())
+            line = item
+        else:
+            line = line + sep + item if line else item
+    lines.append(line)
+    fig.suptitle("\n".join([what, *[ln for ln in lines if ln]]), fontsize=10)

@@ -1,0 +1,204 @@
+"""Per-layer figures: a quantity against layer index at one step (profile), and one run's quantity
+over layer x step (heatmap)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.colors import ListedColormap, LogNorm, Normalize
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
+
+from gradflow.errors import GradflowError
+from gradflow.plots.keys import is_grid, n_distinct, ordered_values, swept_keys, vkey
+from gradflow.plots.labels import QUANTITIES, THEORY_QUANTITIES, Label, layer_axis, point_word, set_title, value_label
+from gradflow.plots.meanfield import chi1_for
+from gradflow.plots.series import Series, at_step, check_key, collect_series, parse_step, pick_run, require, sort_series
+from gradflow.plots.style import (
+    THEORY_STYLE, Palette, bottom_and_left, draw_series, extra_handles, facet_grid, is_log_spaced,
+    label_short_log_axis, legend, line_weight, new_figure, note_if_empty, record, step_axis, style_key,
+)
+
+
+LAYERS_REQUIRED = ("run", "step", "layer", "quantity", "value")
+
+
+def _quantity(df: pd.DataFrame, quantity: str) -> pd.DataFrame:
+    sub = df[df["quantity"] == quantity]
+    if sub.empty:
+        raise GradflowError(f"quantity={quantity!r} is not in the layers table; "
+                            f"choices: {', '.join(map(str, ordered_values(df['quantity'])))}")
+    return sub
+
+
+def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str = 0, color: str | None = None,
+            facet: str | None = None, by_source: bool = False, theory: bool = True) -> Figure:
+    """`quantity` against layer index (0 = input) at one step: one line per run or seed group.
+
+    step: a probed step, or "last" (each run's last probed step). color: the swept key that colours
+    the lines (default: the first swept key); facet: a swept key with one panel per value (shared y).
+    A second swept key with few values becomes the line style. Where the mean-field theory has a
+    prediction (grad_norm, signal_norm), a dashed line of slope sqrt(chi1) per layer is drawn through
+    the last layer's value at step 0 (theory=False leaves it out; for grad_norm only where q* is finite and
+    nonzero, see `_chi1`). by_source: one panel per results folder instead of one line style each.
+    """
+    df = _quantity(require(layers, "layers", LAYERS_REQUIRED), quantity)
+    df, step_text = at_step(df, step)
+    theory = theory and parse_step(step) == 0  # mean-field theory describes the random initialization
+    label = QUANTITIES.get(quantity, Label(quantity, quantity))
+    multi_source = n_distinct(df["source"]) > 1
+    by_source = by_source and multi_source
+    if by_source and facet is not None:
+        raise GradflowError("profile: pass facet=... or by_source=True, not both (by_source facets by results folder)")
+    swept = swept_keys(df)
+    choices = swept + (["source"] if multi_source else [])
+    check_key(color, "color", choices)
+    check_key(facet, "facet", choices)
+    facet_key = "source" if by_source else facet
+    group_keys = swept + (["source"] if multi_source else [])
+    if color is None and facet_key is None and not multi_source and not is_grid(df, swept):
+        color, style, also = "run", None, []  # runs not swept together: one legended line each
+    else:
+        color = color or next((k for k in swept if k != facet_key), None)
+        style = style_key(df, swept, (color, facet_key), multi_source and not by_source and facet_key != "source")
+        also = [k for k in swept if k not in (color, style, facet_key)]
+    palette = Palette(df, color, style)
+
+    facet_values = ordered_values(df[facet_key]) if facet_key else [None]
+    fig, axes = facet_grid(len(facet_values))
+    cache: dict = {}
+    everything: list[Series] = []
+    theory_drawn = False
+    for ax, fv in zip(axes, facet_values):
+        sub = df if facet_key is None else df[df[facet_key].map(vkey) == vkey(fv)]
+        series = sort_series(collect_series(sub, "layer", group_keys, label.log), df,
+                             [k for k in (color, style) if k] + also)
+        lw, alpha = line_weight(len(series))
+        if label.log:
+            ax.set_yscale("log")
+        for s in series:
+            c = palette.color_of(s.config)
+            draw_series(ax, s, c, palette.style_of(s.config), lw, alpha)
+            if theory and quantity in THEORY_QUANTITIES:
+                theory_drawn |= _theory_profile(ax, s, quantity, c, lw, cache)
+        note_if_empty(ax, series)
+        everything += series
+        if facet_key:
+            ax.set_title(value_label(facet_key, fv), fontsize="small")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(df["layer"].min(), max(df["layer"].max(), df["layer"].min() + 1))  # ends at the last point
+        if label.log:
+            label_short_log_axis(ax, df["value"])
+    bottom, left = bottom_and_left(axes, min(len(axes), 3))
+    for ax in bottom:
+        ax.set_xlabel(layer_axis(df))
+        ax.xaxis.set_tick_params(labelbottom=True)
+    for ax in left:
+        ax.set_ylabel(label.axis)
+
+    palette.colorbar(fig, axes)
+    handles, title = palette.handles()
+    legend(fig, handles + extra_handles(everything, label.log, theory_drawn), title)
+    extra = [step_text] + ([f"lines also differ in {', '.join(also)}"] if also else [])
+    set_title(fig, f"{label.title} per {point_word(df)}", df, extra, skip=swept)
+    return fig
+
+
+def _theory_profile(ax, s: Series, quantity: str, color: Any, lw: float, cache: dict) -> bool:
+    """Dashed line value_L * sqrt(chi1)^(L - l) through the group's last-layer value."""
+    chi1 = chi1_for(s.config, quantity == "grad_norm", cache)
+    last = s.x.max()
+    v_last = float(s.med[s.x == last][0])
+    if chi1 is None or not (math.isfinite(v_last) and v_last > 0):
+        return False
+    xs = np.arange(s.x.min(), last + 1, dtype=float)
+    with np.errstate(over="ignore", under="ignore"):
+        ys = v_last * math.sqrt(chi1) ** (last - xs)
+    # scalex/scaley off: a prediction far outside the data must not squash the measured lines
+    ax.plot(xs, ys, color=color, **(THEORY_STYLE | {"lw": max(0.7, lw * 0.8)}), scalex=False, scaley=False,
+            gid=f"theory:{s.label}")
+    record(ax, "theory", ({"line": s.label, "x": x, "y": y, "chi1": chi1} for x, y in zip(xs, ys)))
+    return True
+
+
+def heatmap(layers: pd.DataFrame, run: str | None = None, quantity: str = "grad_norm") -> Figure:
+    """One run's `quantity` over layer (y, input at the bottom) x step (x), on a log colour scale.
+
+    A vanishing gradient is a dark band at the bottom (input side). Zeros are black, NaN/inf red,
+    cells never logged grey; the legend lists whichever occur.
+    """
+    df = pick_run(_quantity(require(layers, "layers", LAYERS_REQUIRED), quantity), run, "heatmap")
+    label = QUANTITIES.get(quantity, Label(quantity, quantity))
+    cells = df.groupby(["layer", "step"])["value"]
+    all_layers = range(int(df["layer"].min()), int(df["layer"].max()) + 1)  # a layer without rows stays a row
+    wide = cells.last().unstack("step").reindex(all_layers)  # (layers, steps)
+    present = cells.size().unstack("step").reindex_like(wide).notna().to_numpy()
+    z = wide.to_numpy(dtype=float)
+    layer_idx, steps = wide.index.to_numpy(), wide.columns.to_numpy()
+    finite = np.isfinite(z)
+    positive = finite & (z > 0) if label.log else finite
+    zero = present & finite & ~positive
+    bad = present & ~finite
+
+    fig, axes = new_figure()
+    ax = axes[0, 0]
+    ax.set_facecolor("0.82")  # not logged
+    x_edges = _step_edges(steps)
+    y_edges = np.r_[layer_idx - 0.5, layer_idx[-1] + 0.5]
+    vals = z[positive]
+    if len(vals) == 0:
+        norm = Normalize(0, 1)
+    elif label.log:
+        lo, hi = vals.min(), vals.max()
+        norm = LogNorm(lo / 2, hi * 2) if hi <= lo else LogNorm(lo, hi)
+    else:
+        norm = Normalize(vals.min(), vals.max())
+    cmap = colormaps["viridis"].with_extremes(bad=(0, 0, 0, 0))  # masked cells show overlays / background
+    mesh = ax.pcolormesh(x_edges, y_edges, np.ma.masked_where(~positive, z), cmap=cmap, norm=norm,
+                         gid="heatmap", rasterized=True)
+    record(ax, "cells", ({"layer": int(layer_idx[i]), "step": int(steps[j]), "value": z[i, j]}
+                         for i in range(z.shape[0]) for j in range(z.shape[1]) if present[i, j]))
+    special = []
+    for mask, colour, text in ((zero, "black", "exactly 0" if label.log else "zero"),
+                               (bad, "#e41a1c", "NaN/inf (non-finite)")):
+        if mask.any():
+            ax.pcolormesh(x_edges, y_edges, np.ma.masked_where(~mask, np.ones_like(z)),
+                          cmap=ListedColormap([colour]), gid="special", rasterized=True)
+            special.append(Patch(color=colour, label=f"{text}: {int(mask.sum())} cells"))
+    if (~present).any():
+        special.append(Patch(color="0.82", label="not logged"))
+    cb = fig.colorbar(mesh, ax=ax, label=label.axis, pad=0.02)
+    cb.ax.set_gid("colorbar")
+    if special:
+        fig.legend(handles=special, loc="outside lower center", ncols=len(special), fontsize="x-small",
+                   frameon=False).set_gid("legend")
+    step_axis(ax, steps)
+    ax.set_xlim(x_edges[0], x_edges[-1])
+    ax.set_ylabel(layer_axis(df, int(layer_idx[-1])))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    status = str(df["status"].iloc[0])
+    extra = [f"status: {status}"] if status not in ("ok", "") else []  # the config says which run it is
+    set_title(fig, f"{label.title} over training, per {point_word(df)}", df, extra)
+    return fig
+
+
+def _step_edges(steps: np.ndarray) -> np.ndarray:
+    """Cell edges halfway between probed steps, halfway in symlog space when the steps are log-spaced."""
+    s = np.asarray(steps, dtype=float)
+    if len(s) == 1:
+        return np.array([s[0] - 0.5, s[0] + 0.5])
+    if len(s) >= 4 and is_log_spaced(s):
+        from matplotlib.scale import SymmetricalLogTransform
+
+        t = SymmetricalLogTransform(base=10, linthresh=1.0, linscale=0.5)
+        ts = t.transform(s)
+    else:
+        t, ts = None, s
+    mid = (ts[1:] + ts[:-1]) / 2
+    edges = np.r_[ts[0] - (mid[0] - ts[0]), mid, ts[-1] + (ts[-1] - mid[-1])]
+    return t.inverted().transform(edges) if t is not None else edges

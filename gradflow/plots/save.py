@@ -1,0 +1,50 @@
+"""Writing figures: file names from run ids, and png/pdf/svg written atomically by the store."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+from pathlib import Path
+
+from typing import TYPE_CHECKING
+
+from gradflow import store
+from gradflow.errors import GradflowError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+DPI = 150
+FORMATS = ("png", "pdf", "svg")
+
+
+def file_part(text: str, limit: int = 80) -> str:
+    """A piece of a file name from a run id or a folder label: no path separators, bounded length."""
+    text = re.sub(r"[^\w.,=+-]+", "_", str(text)).strip("_") or "x"
+    if len(text) <= limit:
+        return text
+    return text[: limit - 9] + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]  # stable across processes
+
+
+def save(fig: Figure, path: str | os.PathLike, fmt: str | None = None) -> Path:
+    """Write fig as png/pdf/svg atomically (the store's temporary file, then rename), close it, return
+    the path.
+
+    fmt defaults to the path's suffix; given, it replaces the suffix."""
+    path = Path(path)
+    fmt = (fmt or path.suffix.lstrip(".") or "png").lower()
+    if fmt not in FORMATS:
+        raise GradflowError(f"figure format {fmt!r} is not supported; choices: {', '.join(FORMATS)}")
+    suffix = path.suffix.lstrip(".").lower()
+    if suffix != fmt:
+        path = path.with_suffix("." + fmt) if suffix in FORMATS else path.with_name(f"{path.name}.{fmt}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        store._atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=DPI))
+    finally:
+        if "matplotlib.pyplot" in sys.modules:  # only a pyplot-made figure is registered anywhere
+            sys.modules["matplotlib.pyplot"].close(fig)
+    return path

@@ -1,0 +1,169 @@
+"""From the long tables to what a figure draws: input checks, step selection and seed groups.
+
+A "group" is the set of runs that differ only in their seed; it is drawn as one line (the median
+over seeds) with a min-max band. Values a log axis cannot show are never dropped silently: NaN/inf
+and values <= 0 are flagged per point so the figure can mark them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from gradflow.errors import GradflowError
+from gradflow.plots.keys import hashable, config_columns, ordered_values, vkey
+
+
+@dataclass
+class Series:
+    """One line: the runs of a group (same config but the seed), aggregated over x."""
+    config: dict[str, Any]  # the group's config (any one run's; they differ only in seed)
+    runs: list[str]
+    statuses: list[str]
+    x: np.ndarray  # (n_x,)
+    med: np.ndarray  # (n_x,) median over runs of the drawable values
+    lo: np.ndarray  # (n_x,) min over runs
+    hi: np.ndarray  # (n_x,) max over runs
+    nonfinite: np.ndarray  # (n_x,) bool: some run logged NaN/inf here
+    offscale: np.ndarray  # (n_x,) bool: some run logged a value <= 0 (log axes only)
+    count: np.ndarray  # (n_x,) runs with a logged value here (seeds behind the median)
+
+    @property
+    def label(self) -> str:
+        return self.runs[0] if len(self.runs) == 1 else f"{self.runs[0]} (+{len(self.runs) - 1} seeds)"
+
+
+def collect_series(df: pd.DataFrame, x: str, group_keys: Sequence[str], log: bool,
+                   mark_diverged_end: bool = False) -> list[Series]:
+    """One Series per group of runs (grouped by group_keys), values pivoted to run x `x`.
+
+    A missing cell (not logged) is not a non-finite cell (logged NaN/inf): only the latter is marked.
+    mark_diverged_end: a diverged run that logged no non-finite value gets its mark at its last x.
+    """
+    cfg_cols = config_columns(df)
+    keys = list(group_keys)
+    if keys:
+        df = df.assign(**{k: hashable(df[k]) for k in keys})
+        groups = [g for _, g in df.groupby(keys, dropna=False, sort=False)]
+    else:
+        groups = [df]
+    out = []
+    for g in groups:
+        cells = g.groupby(["run", x], sort=True)["value"]
+        wide = cells.last().unstack(x)  # (runs, xs)
+        present = cells.size().unstack(x).reindex_like(wide).notna().to_numpy()
+        y = wide.to_numpy(dtype=float)
+        finite = np.isfinite(y)
+        good = finite & (y > 0) if log else finite
+        yg = np.where(good, y, np.nan)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN, as intended
+            med, lo, hi = np.nanmedian(yg, axis=0), np.nanmin(yg, axis=0), np.nanmax(yg, axis=0)
+        nonfinite = (present & ~finite).any(axis=0)
+        offscale = (present & finite & ~good).any(axis=0)
+        status = g.groupby("run")["status"].first().reindex(wide.index).astype(str).tolist()
+        if mark_diverged_end:
+            for i, st in enumerate(status):
+                if st == "diverged" and not (present[i] & ~finite[i]).any() and present[i].any():
+                    nonfinite[np.flatnonzero(present[i])[-1]] = True
+        first = g.iloc[0]
+        out.append(Series({c: first[c] for c in cfg_cols} | {"source": first["source"], "run": first["run"]},
+                          list(wide.index), status, wide.columns.to_numpy(), med, lo, hi, nonfinite, offscale,
+                          present.sum(axis=0)))
+    return out
+
+
+def sort_series(series: list[Series], df: pd.DataFrame, keys: Sequence[str]) -> list[Series]:
+    """Order lines by the natural order of the swept values (so legends read ascending)."""
+    ranks = {k: {vkey(v): i for i, v in enumerate(ordered_values(df[k]))} for k in keys}
+    return sorted(series, key=lambda s: tuple(ranks[k].get(vkey(s.config.get(k)), 1 << 30) for k in keys))
+
+
+def parse_step(step: int | str, option: str = "step=") -> int | str:
+    """A probed step number or "last"; GradflowError naming the option and the choices otherwise."""
+    if isinstance(step, str) and step.strip().isdigit():
+        return int(step)
+    if isinstance(step, str) and step.strip() == "last":
+        return "last"
+    if isinstance(step, (int, np.integer)) and not isinstance(step, bool) and step >= 0:
+        return int(step)
+    raise GradflowError(f"{option}{step!r} is not allowed; choices: a probed step number (e.g. 0), or last")
+
+
+def at_step(df: pd.DataFrame, step: int | str) -> tuple[pd.DataFrame, str]:
+    """Rows at one probed step (an int) or at each run's last probed step ("last"), and a title part."""
+    step = parse_step(step)
+    if step == "last":
+        sub = df[df["step"] == df.groupby("run")["step"].transform("max")]
+        steps = sorted(sub["step"].unique())
+        text = (f"step {steps[0]} (last probed)" if len(steps) == 1
+                else f"each run's last probed step ({steps[0]}-{steps[-1]})")
+        return sub, text
+    sub = df[df["step"] == step]
+    if sub.empty:
+        probed = sorted(df["step"].unique())
+        shown = ", ".join(map(str, probed[:12])) + (", ..." if len(probed) > 12 else "")
+        raise GradflowError(f"step={step} was not probed; probed steps: {shown} (or 'last')")
+    return sub, "step 0 (initialization)" if step == 0 else f"step {step}"
+
+
+def pick_run(df: pd.DataFrame, run: str | None, what: str) -> pd.DataFrame:
+    """The rows of one run: `run`, or the only run in df; GradflowError listing runs otherwise."""
+    runs = ordered_values(df["run"])
+    shown = ", ".join(map(str, runs[:5])) + (", ..." if len(runs) > 5 else "")
+    if run is None:
+        if len(runs) != 1:
+            raise GradflowError(f"{what} draws one run and this table holds {len(runs)}; pass run=one of: {shown}")
+        run = runs[0]
+    sub = df[df["run"] == str(run)]
+    if sub.empty:
+        raise GradflowError(f"run={run!r} is not in the {what} table; choices: {shown}")
+    return sub
+
+
+def require(df: Any, table: str, columns: Sequence[str]) -> pd.DataFrame:
+    """A copy of df with source/status filled in if absent; GradflowError naming what is missing."""
+    if not isinstance(df, pd.DataFrame):
+        raise GradflowError(f"the {table} table must be a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise GradflowError(f"the {table} table lacks column(s) {', '.join(missing)}; "
+                            f"it has: {', '.join(map(str, df.columns))}")
+    if df.empty:
+        raise GradflowError(f"the {table} table is empty: nothing to plot")
+    df = df.copy()
+    if "source" not in df.columns:
+        df["source"] = ""
+    if "status" not in df.columns:
+        df["status"] = "ok"
+    df["run"] = df["run"].astype(str)
+    return df
+
+
+def check_key(key: str | None, what: str, allowed: Sequence[str]) -> None:
+    """GradflowError unless key is None or one of the allowed (swept) keys."""
+    if key is not None and key not in allowed:
+        raise GradflowError(f"{what}={key!r} is not a swept key of this data; choices: "
+                            f"{', '.join(allowed) or '(nothing varies)'}")
+
+
+def first_last(layers: pd.DataFrame, quantity: str, when: str) -> pd.DataFrame:
+    """One row per run: its config, run, source and status, and `value`, the first / last probe
+    point's ratio of `quantity` at step 0 (when="init") or at the run's last probed step ("final")."""
+    from gradflow.summary import grad_ratio
+
+    rows = layers[layers["quantity"] == quantity]
+    if rows.empty:
+        raise GradflowError(f"quantity={quantity!r} is not in the layers table; "
+                            f"choices: {', '.join(map(str, ordered_values(layers['quantity'])))}")
+    keep = config_columns(rows) + ["run", "source", "status"]
+    out = []
+    for _, g in rows.groupby("run", sort=False):
+        step = 0 if when == "init" else int(g["step"].max())
+        out.append({**g.iloc[0][[c for c in keep if c in g.columns]].to_dict(),
+                    "value": grad_ratio(g, step, quantity)})
+    return pd.DataFrame(out)

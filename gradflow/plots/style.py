@@ -1,0 +1,293 @@
+"""How every figure looks: figure size, colour scales keyed to swept values, line styles, legends,
+the marks for values an axis cannot show, and the step and log axes."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import BoundaryNorm, ListedColormap, LogNorm, Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.transforms import blended_transform_factory
+
+from gradflow.plots.keys import is_missing, is_numeric_key, n_distinct, ordered_values, vkey
+from gradflow.fmt import fmt
+from gradflow.plots.labels import key_label, value_label
+from gradflow.plots.save import DPI
+from gradflow.plots.series import Series
+
+
+FIGSIZE = (7.0, 4.5)  # inches; one panel plus an outside legend or colorbar
+
+
+MAX_STYLES = 4  # a second swept key with at most this many values becomes the line style
+
+
+class Drawing(Figure):
+    """A Figure that keeps the numbers it drew, for tests and notebooks to check instead of pixels:
+    data["lines"] one row per point of every measured line (axes, line, x, y = median, lo, hi, n
+    runs), data["theory"] the mean-field lines, data["cells"] the cells of a heatmap or grid."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._rows: dict[str, list[dict]] = {}
+
+    def record(self, table: str, rows: Iterable[dict]) -> None:
+        self._rows.setdefault(table, []).extend(rows)
+
+    @property
+    def data(self) -> dict[str, pd.DataFrame]:
+        return {k: pd.DataFrame(v) for k, v in self._rows.items()}
+
+
+def record(ax, table: str, rows: Iterable[dict]) -> None:
+    """Keep what was drawn on `ax` in its figure's data (figures made elsewhere keep nothing)."""
+    fig = ax.figure
+    if isinstance(fig, Drawing):
+        fig.record(table, [{"axes": fig.axes.index(ax)} | r for r in rows])
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] | None = None,
+               sharex: bool | str = False, sharey: bool | str = False) -> tuple[Figure, np.ndarray]:
+    """A pyplot-free Figure with constrained layout and an (nrows, ncols) array of axes."""
+    fig = Drawing(figsize=figsize or FIGSIZE, dpi=DPI, layout="constrained")
+    axes = fig.subplots(nrows, ncols, sharex=sharex, sharey=sharey, squeeze=False)
+    return fig, axes
+
+
+def facet_grid(n: int, sharex=True, sharey=True, panel=(4.0, 3.6), max_cols: int = 3,
+               legend_width: float = 2.2) -> tuple[Figure, list]:
+    """n panels in rows of up to max_cols, sized so each stays readable; spare axes removed."""
+    ncols = min(n, max_cols)
+    nrows = math.ceil(n / ncols)
+    size = FIGSIZE if n == 1 else (min(panel[0] * ncols + legend_width, 16.0), min(panel[1] * nrows + 0.9, 12.0))
+    fig, axes = new_figure(nrows, ncols, size, sharex=sharex, sharey=sharey)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.remove()
+    for ax in flat[:n]:
+        ax.grid(True, which="major", alpha=0.25, lw=0.5)
+    return fig, flat[:n]
+
+
+LINE_STYLES = ["-", "-.", ":", (0, (3, 1, 1, 1, 1, 1))]  # "--" is reserved for theory lines
+
+
+THEORY_STYLE = dict(ls="--", lw=1.0, alpha=0.8)
+
+
+NAN_COLOR = "0.55"
+
+
+def _sequential(n: int):
+    """n colours from viridis, stopping before its pale yellow end (hard to see on white)."""
+    cmap = colormaps["viridis"]
+    return [cmap(t) for t in (np.linspace(0.0, 0.88, n) if n > 1 else [0.45])]
+
+
+def _categorical(n: int):
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        return [colormaps["tab20"](i) for i in range(n)]
+    return [colormaps["turbo"](t) for t in np.linspace(0.05, 0.95, n)]
+
+
+class Palette:
+    """Colour by one swept key (ordered numbers: viridis + colorbar; anything else: tab10 + legend),
+    line style by an optional second key with few values."""
+
+    def __init__(self, df: pd.DataFrame, color: str | None, style: str | None = None):
+        self.color, self.style = color, style
+        self.numeric = False
+        self._colors: dict[Any, Any] = {}
+        self.mappable: ScalarMappable | None = None
+        if color is not None:
+            self.values = ordered_values(df[color])
+            real = [v for v in self.values if not is_missing(v)]
+            self.numeric = is_numeric_key(df, color) and len(real) >= 2
+            if self.numeric and len(real) <= 12:
+                # one discrete colour per value, evenly spaced by rank so close values stay apart
+                cols = _sequential(len(real))
+                self.mappable = ScalarMappable(BoundaryNorm(np.arange(len(real) + 1) - 0.5, len(real)),
+                                               ListedColormap(cols))
+                self.ticks = list(range(len(real)))
+                self.tick_labels = [fmt(v) for v in real]
+                self._colors = {vkey(v): c for v, c in zip(real, cols)}
+            elif self.numeric:
+                lo, hi = float(min(real)), float(max(real))
+                norm = LogNorm(lo, hi) if lo > 0 and hi / lo >= 30 else Normalize(lo, hi)
+                cmap = ListedColormap(_sequential(256))
+                self.mappable = ScalarMappable(norm, cmap)
+                self.ticks = None
+                self._colors = {vkey(v): cmap(norm(float(v))) for v in real}
+            else:
+                self._colors = {vkey(v): c for v, c in zip(self.values, _categorical(len(self.values)))}
+            self._colors.setdefault(vkey(math.nan), NAN_COLOR)
+        if style is not None:
+            self.style_values = ordered_values(df[style])
+            self._styles = {vkey(v): LINE_STYLES[i % len(LINE_STYLES)] for i, v in enumerate(self.style_values)}
+
+    def color_of(self, config: dict, default: Any = "C0") -> Any:
+        return self._colors.get(vkey(config.get(self.color)), NAN_COLOR) if self.color else default
+
+    def style_of(self, config: dict) -> Any:
+        return self._styles.get(vkey(config.get(self.style)), "-") if self.style else "-"
+
+    def handles(self) -> tuple[list, str | None]:
+        """Legend entries for categorical colours and for line styles, and the legend's title."""
+        out, title = [], None
+        if self.color is not None and not self.numeric:
+            title = key_label(self.color)
+            out += [Line2D([], [], color=self._colors[vkey(v)], lw=2, label=fmt(v)) for v in self.values]
+        if self.style is not None:
+            out += [Line2D([], [], color="0.2", lw=1.3, ls=self._styles[vkey(v)], label=value_label(self.style, v))
+                    for v in self.style_values]
+        return out, title
+
+    def colorbar(self, fig: Figure, axes: list) -> None:
+        if self.mappable is None:
+            return
+        cb = fig.colorbar(self.mappable, ax=axes, label=key_label(self.color), shrink=0.9, aspect=30, pad=0.02)
+        if self.ticks is not None:
+            cb.set_ticks(self.ticks, labels=self.tick_labels)
+            cb.ax.tick_params(length=0)
+        cb.ax.set_gid("colorbar")
+        if any(vkey(v) == vkey(math.nan) for v in self.values):
+            cb.ax.set_xlabel("grey: n/a", fontsize="x-small")
+
+
+def line_weight(n_lines: int) -> tuple[float, float]:
+    """Thinner, more transparent lines as there are more of them (readable with 20+)."""
+    if n_lines <= 6:
+        return 1.6, 0.95
+    if n_lines <= 15:
+        return 1.1, 0.85
+    return 0.8, 0.7
+
+
+def style_key(df: pd.DataFrame, swept: Sequence[str], used: Sequence[str | None], source: bool) -> str | None:
+    """Line style: the results folder when overlaying sources, else the next swept key with few values."""
+    if source:
+        return "source"
+    return next((k for k in swept if k not in used and n_distinct(df[k]) <= MAX_STYLES), None)
+
+
+def bottom_and_left(axes: list, ncols: int) -> tuple[list, list]:
+    n = len(axes)
+    bottom = [ax for i, ax in enumerate(axes) if i + ncols >= n]
+    left = [ax for i, ax in enumerate(axes) if i % ncols == 0]
+    return bottom, left
+
+
+def draw_series(ax, s: Series, color: Any, ls: Any, lw: float, alpha: float) -> None:
+    """The median line, the min-max band (several seeds), and marks for what the axis cannot show."""
+    ax.plot(s.x, s.med, color=color, ls=ls, lw=lw, alpha=alpha, gid=f"series:{s.label}")
+    record(ax, "lines", ({"line": s.label, "x": x, "y": y, "lo": lo, "hi": hi, "n": int(n)}
+                         for x, y, lo, hi, n in zip(s.x, s.med, s.lo, s.hi, s.count)))
+    if s.count.max() > 1:
+        ax.fill_between(s.x, s.lo, s.hi, color=color, alpha=0.15, lw=0, gid="band")
+    # a finite value between non-finite neighbours draws no line segment: show it as a dot
+    ok = np.isfinite(s.med)
+    left = np.r_[False, ok[:-1]]
+    right = np.r_[ok[1:], False]
+    lone = ok & ~left & ~right
+    if lone.any():
+        ax.plot(s.x[lone], s.med[lone], ls="none", marker="o", ms=3, color=color, alpha=alpha, gid="lone")
+    mark_edge(ax, s.x[s.nonfinite], "top", color)
+    mark_edge(ax, s.x[s.offscale], "bottom", color)
+
+
+def mark_edge(ax, xs: np.ndarray, edge: str, color: Any) -> None:
+    """Marks at data x on the top (NaN/inf) or bottom (<= 0 on a log axis) edge of the axes."""
+    if len(xs) == 0:
+        return
+    trans = blended_transform_factory(ax.transData, ax.transAxes)
+    y, marker, gid = (0.97, "x", "nonfinite") if edge == "top" else (0.03, "v", "offscale")
+    ax.plot(xs, np.full(len(xs), y), transform=trans, ls="none", marker=marker, ms=6, mew=1.5,
+            color=color, clip_on=False, gid=gid, zorder=5)
+
+
+def extra_handles(series: Iterable[Series], log: bool, theory: bool = False) -> list:
+    """Legend entries for the band, the theory line and the edge marks actually drawn."""
+    series = list(series)
+    out = []
+    n_seeds = max((int(s.count.max()) for s in series), default=1)
+    if n_seeds > 1:
+        out.append(Patch(color="0.5", alpha=0.3, label=f"min-max over seeds\n(line: median of {n_seeds})"))
+    if theory:
+        out.append(Line2D([], [], color="0.3", **THEORY_STYLE, label=r"mean field: $\sqrt{\chi_1}$ per layer"))
+    n_bad = len({s.label for s in series if s.nonfinite.any()})  # a group drawn in several panels counts once
+    if n_bad:
+        out.append(Line2D([], [], color="0.2", ls="none", marker="x", mew=1.5,
+                          label=f"NaN/inf or diverged (top edge)\nin {n_bad} line{'s' * (n_bad > 1)}"))
+    n_low = len({s.label for s in series if s.offscale.any()})
+    if n_low and log:
+        out.append(Line2D([], [], color="0.2", ls="none", marker="v",
+                          label=f"<= 0, off the log axis\n(bottom edge) in {n_low} line{'s' * (n_low > 1)}"))
+    return out
+
+
+def note_if_empty(ax, series: Sequence[Series]) -> None:
+    """Say so in the panel when nothing finite could be drawn (only edge marks)."""
+    if not any(np.isfinite(s.med).any() for s in series):
+        ax.text(0.5, 0.5, "no finite values to draw\n(all NaN/inf: see the marks)", transform=ax.transAxes,
+                ha="center", va="center", fontsize="small", color="0.4", gid="note")
+
+
+def legend(fig: Figure, handles: list, title: str | None = None) -> None:
+    if not handles:
+        return
+    ncols = 1 if len(handles) <= 12 else 2 if len(handles) <= 30 else 3
+    # centred, not upper: an upper legend would sit beside (and under) a long two-line title
+    leg = fig.legend(handles=handles, loc="outside right center", fontsize="x-small", title=title,
+                     title_fontsize="small", frameon=False, ncols=ncols)
+    leg.set_gid("legend")
+
+
+def is_log_spaced(steps: np.ndarray) -> bool:
+    """Probe steps like 0, 1, 2, 4, ..., 1000: gaps that grow by orders of magnitude."""
+    s = np.unique(np.asarray(steps, dtype=float))
+    if len(s) < 4:
+        return False
+    gaps = np.diff(s)
+    return gaps.max() / max(gaps.min(), 1e-12) >= 10
+
+
+def step_axis(ax, steps: np.ndarray) -> None:
+    """Log-spaced probe steps on a symlog axis (step 0 stays visible), even ones on a linear axis;
+    ticks on whole steps either way."""
+    log = is_log_spaced(steps)
+    if log:
+        ax.set_xscale("symlog", linthresh=1.0, linscale=0.5)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 1, 10, 100 rather than 10^k
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if len(np.unique(steps)) == 1:  # one logged step: a readable axis around it
+        ax.set_xlim(float(np.min(steps)) - 1, float(np.min(steps)) + 1)
+    else:  # the axis ends where the probes do
+        ax.set_xlim(float(np.min(steps)), float(np.max(steps)))
+    ax.set_xlabel("training step" + (" (symlog)" if log else ""))
+
+
+def label_short_log_axis(ax, values) -> None:
+    """A log y axis over less than a decade shows at most one power of ten: label the minor ticks."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    if len(v) and v.max() < 10 * v.min():
+        label = FuncFormatter(lambda x, _: fmt(x, 2))
+        ax.yaxis.set_major_formatter(label)
+        ax.yaxis.set_minor_formatter(label)
+
+
+def spans_decades(values: np.ndarray, decades: float = 2.0) -> bool:
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    return len(v) > 1 and v.max() / v.min() >= 10 ** decades

@@ -1,0 +1,31 @@
+"""Running a reproduction in tests: in-process, at --quick, one intra-op thread, returning the computed claims."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from gradflow import reproduce as rep
+
+
+def reproduce(name: str, results: Path, *overrides: str) -> rep.Outcome:
+    """rep.run at the quick scale into `results`; threads=1 sets torch's thread count in this process, so
+    it is given back afterwards."""
+    before = torch.get_num_threads()
+    try:
+        return rep.run(name, "quick", [*overrides, "threads=1", f"results={results}"])
+    finally:
+        torch.set_num_threads(before)
+
+
+def verdicts(outcome: rep.Outcome) -> str:
+    """Every claim with its verdict and value, for assertion messages."""
+    return "\n".join(f"{'PASS' if r.passed else 'FAIL'} {r.text}: {r.measured.value:.4g} {r.test}"
+                     for r in outcome.claims)
+
+
+def figures_drawn(outcome: rep.Outcome, names) -> None:
+    drawn = {p.stem: p for p in outcome.figures}
+    for name in names:
+        assert name in drawn and drawn[name].is_file(), (name, sorted(drawn))

@@ -1,0 +1,44 @@
+"""Dependencies flow one way (DESIGN.md): config -> models, never back, function-level imports included."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "gradflow"
+
+
+def gradflow_imports(path: Path) -> set[str]:
+    """Every gradflow module `path` imports, at module level or inside a function."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("gradflow"):
+            out |= {f"{node.module}.{a.name}" for a in node.names}  # a name may be a module or an object in it
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("gradflow")}
+    return out
+
+
+def _module(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT.parent).with_suffix("").parts).removesuffix(".__init__")
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "models").glob("*.py")), ids=lambda p: p.name)
+def test_models_import_only_leaf_registries_and_each_other(path):
+    allowed = ("gradflow.models", "gradflow.errors", "gradflow.activations")
+    bad = {m for m in gradflow_imports(path) if not m.startswith(allowed)}
+    assert not bad, f"{_module(path)} imports {sorted(bad)}: configuration reaches models as arguments"
+
+
+def test_config_imports_nothing_of_gradflow_but_leaf_registries():
+    allowed = ("gradflow.errors.", "gradflow.activations", "gradflow.theory")
+    bad = {m for m in gradflow_imports(ROOT / "config.py") if not m.startswith(allowed)}
+    assert not bad
+
+
+def test_the_checker_sees_function_level_imports(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text("def f():\n    from gradflow.config import compose\n    import gradflow.job\n")
+    assert {"gradflow.config.compose", "gradflow.job"} <= gradflow_imports(source)

@@ -1,0 +1,30 @@
+"""gradflow.fmt: the one number formatter of tables and figure labels."""
+
+import math
+
+import numpy as np
+import pytest
+
+from gradflow.fmt import fmt
+
+
+@pytest.mark.parametrize("x, text", [
+    (None, "-"), (math.nan, "-"), (np.float32("nan"), "-"),
+    (math.inf, "inf"), (-math.inf, "-inf"),
+    (20, "20"), (np.int64(7), "7"), (1.0, "1"), (-3.0, "-3"), (0.0, "0"),
+    (True, "true"), (np.bool_(False), "false"),
+    (0.52041234, "0.5204"), (1.761, "1.761"), (0.05, "0.05"), (0.001, "0.001"),
+    (6.02e-13, "6.02e-13"), (1.2e-5, "1.2e-05"), (-4e-7, "-4e-07"), (1.5e7, "1.5e+07"), (123456.0, "1.235e+05"),
+    ("tanh", "tanh"), ([1, 2], "[1, 2]"),
+])
+def test_fmt(x, text):
+    assert fmt(x) == text
+
+
+def test_fmt_digits_and_missing():
+    assert fmt(math.pi, digits=3) == "3.14"
+    assert fmt(2.5e-9, digits=2) == "2.5e-09"
+    assert fmt(None, missing="n/a") == "n/a"
+    # round trip within the requested precision, whatever the magnitude
+    for v in (3.3e-12, 0.0123456, 98.7654, 7.7e11):
+        assert math.isclose(float(fmt(v)), v, rel_tol=5e-4)
