@@ -29,13 +29,14 @@ REFERENCE = ["data=gaussian", "data.dim=40", "data.classes=10", "data.n_train=40
 # one small, representative workload per model family (CPU-sized)
 WORKLOADS = {
     "reference": REFERENCE,
+    "deep": [*REFERENCE, "model.depth=100"],  # the cost must grow with batched calls, not layers x kernels
     "mlp": ["data=mnist1d", "model=mlp", "model.depth=20", "model.width=128"],
     "cnn": ["data=mnist1d", "model=cnn", "model.depth=8", "model.channels=32", "train.batch_size=64"],
     "resnet20": ["data=mnist1d", "model=resnet20", "init=kaiming_normal", "train.batch_size=64"],
     "lstm": ["data=adding", "data.T=100", "model=lstm", "model.hidden=64"],
     # the transformer family (issue 13) joins here as "transformer": [..."model=transformer"...]
 }
-FAMILIES = [w for w in WORKLOADS if w != "reference"]
+FAMILIES = [w for w in WORKLOADS if w not in ("reference", "deep")]
 # gradflow's loops as probe overrides; "bare" is the plain PyTorch loop
 LOOPS = {"bare": None, "off": ["probe.every=0", "probe.points=2"], "every 10": ["probe.every=10"],
          "every step": ["probe.every=1"]}

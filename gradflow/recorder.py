@@ -53,8 +53,9 @@ class Recorder:
         self._logged: list[tuple[int, str, torch.Tensor | float]] = []
         self._last_step = -1
         self._start = time.perf_counter()
+        flat = store.flatten(config or {})
         self._record = {"job": self.path.name, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                        "every": every, **store.environment()}
+                        "every": every, "config_hash": store.config_hash(flat), **store.environment(), "config": flat}
         store.begin(self.path, OmegaConf.create(config or {}), self._record)
 
     # --- the loop's side ---
@@ -64,6 +65,8 @@ class Recorder:
         self._finish_pending()
         self._last_step = max(self._last_step, step)
         if step % self.every:
+            if self.probes is not None:
+                self.probes.remove()  # unprobed steps run without hooks
             yield
             return
         if self.probes is None:

@@ -102,6 +102,7 @@ class Arm:
         self.root = root
         self.only = set(runs) if runs is not None else None
         self._tables: dict[str, pd.DataFrame] = {}
+        self.cache: dict[tuple, object] = {}  # measures' expensive intermediate results, per arguments
 
     def load(self, name: str) -> pd.DataFrame:
         if name not in self._tables:
@@ -382,6 +383,32 @@ def last_value(arm: Arm, where=None, metric="loss", split="batch") -> Measured:
         m = _curve(g, split, metric)
         return float(m[-1]) if len(m) else math.nan
     return _per_run(arm.table("metrics", where), one)
+
+
+def _gradchecks(arm: Arm, where, entries: int, batch: int, eps: float) -> list:
+    """gradflow.gradcheck of every run's saved config (the model at init, float64), once per arm and arguments."""
+    from gradflow.gradcheck import gradcheck
+
+    key = ("gradcheck", repr(where), entries, batch, eps)
+    if key not in arm.cache:
+        runs = arm.table("runs", where)
+        arm.cache[key] = [gradcheck(OmegaConf.load(Path(p) / store.CONFIG_FILE), entries, batch, eps)
+                          for p in runs.sort_values(store.RUN)[store.PATH]]
+    return arm.cache[key]
+
+
+@measure
+def fd_error(arm: Arm, where=None, entries=8, batch=8, eps=1e-6) -> Measured:
+    """Backprop against central finite differences (float64): the largest relative error over a random sample
+    of `entries` entries of every parameter tensor (see gradflow.gradcheck)."""
+    return _mean([r.max_rel for r in _gradchecks(arm, where, entries, batch, eps)])
+
+
+@measure
+def fd_cost(arm: Arm, where=None, entries=8, batch=8, eps=1e-6) -> Measured:
+    """The projected cost of the full gradient by central differences over one backprop gradient, divided by
+    the parameter count: 1 means each finite-difference entry costs as much as the whole backprop gradient."""
+    return _mean([r.cost_ratio / r.n_params for r in _gradchecks(arm, where, entries, batch, eps)])
 
 
 # --- more measures: add new ones above this line, each with @measure and a docstring ---------------

@@ -192,9 +192,12 @@ class _Configs:
             self.bases[structural] = self.compose(list(structural))
             self.flat_bases[structural] = store.flatten(self.bases[structural])
         flat = dict(self.flat_bases[structural])
-        for o in overrides:
-            if _simple(o):
-                flat.update(self._delta(structural, o))
+        try:
+            for o in overrides:
+                if _simple(o):
+                    flat.update(self._delta(structural, o))
+        except GradflowError:  # a value valid only with the point's others (model.branch_layers=2 needs
+            flat = store.flatten(self.compose(overrides))  # model.skip=residual): validate the whole point
         return flat
 
     def _delta(self, structural: tuple[str, ...], override: str) -> dict:

@@ -35,6 +35,6 @@ def test_the_cli_prints_the_reference_table_and_rejects_unknown_workloads(cli):
     for loop in bench.LOOPS:
         assert bench.LOOP_TITLES[loop] in out.output
     bad = cli("bench", "--workload", "vit")
-    assert bad.exit_code == 1 and "choices: reference, mlp" in bad.output and "Traceback" not in bad.output
+    assert bad.exit_code == 1 and "choices: reference, deep, mlp" in bad.output and "Traceback" not in bad.output
     bad = cli("bench", "--clock", "sundial")
     assert bad.exit_code == 1 and "choices: wall, cpu" in bad.output

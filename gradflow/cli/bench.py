@@ -17,8 +17,8 @@ from gradflow.errors import GradflowError
 @user_errors
 def bench(
     workload: Annotated[Optional[list[str]], typer.Option(
-        help="reference (issue 12's tanh MLP) or a family: mlp | cnn | resnet20 | lstm (repeatable; "
-             "default: every family).")] = None,
+        help="reference (issue 12's tanh MLP), deep (the same at depth 100) or a family: mlp | cnn | resnet20 | "
+             "lstm (repeatable; default: every family).")] = None,
     threads: Annotated[Optional[list[int]], typer.Option(help="Intra-op CPU threads (repeatable; default 1).")] = None,
     steps: Annotated[int, typer.Option(help="Updates per timed run (the first and last are not timed).")] = 101,
     rounds: Annotated[int, typer.Option(help="Interleaved rounds of every loop; the median is reported.")] = 5,
@@ -46,10 +46,11 @@ def bench(
     with console.status("timing ..."):
         results = bench_mod.run(names, threads, steps, rounds, [f"device={device}"], clock)
     note = f"{clock} ms/step, median of {rounds} interleaved rounds of {steps} steps; ratio to bare (min-max)"
-    reference = [r for r in results if r.workload == "reference"]
-    if reference:
-        console.print(_loop_table(reference, f"reference workload: {note}"))
-    families = [r for r in results if r.workload != "reference"]
+    for name in ("reference", "deep"):
+        rows = [r for r in results if r.workload == name]
+        if rows:
+            console.print(_loop_table(rows, f"{name} workload: {note}"))
+    families = [r for r in results if r.workload not in ("reference", "deep")]
     if families:
         console.print(_family_table(families, f"model families: {note}"))
 

@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import pandas as pd
 import typer
+from typer.core import TyperCommand
 from rich.table import Table
 
 from gradflow import config as config_mod
@@ -122,9 +123,18 @@ def config_help() -> str:
     return "\n".join(escape(line) if not line.startswith("[bold]") else line for line in out)
 
 
+class _RunCommand(TyperCommand):
+    """Composes the config reference only when help is shown: at import it would cost every command
+    (`gradflow ls` included) a Hydra compose and a torch import."""
+
+    def format_help(self, ctx, formatter):
+        self.epilog = self.epilog or config_help()
+        return super().format_help(ctx, formatter)
+
+
 @app.command(
+    cls=_RunCommand,
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    epilog=None,  # filled in below from the schema
 )
 @user_errors
 def run(
@@ -242,6 +252,3 @@ def _thin(n: int, keep: int) -> set[int]:
         return set(range(n))
     return {round(i * (n - 1) / (keep - 1)) for i in range(keep)}
 
-
-run_cmd = next(c for c in app.registered_commands if c.callback is not None and c.callback.__name__ == 'run')
-run_cmd.epilog = config_help()

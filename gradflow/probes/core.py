@@ -78,20 +78,23 @@ class Probes:
         self._constants: dict = {}  # small index/threshold tensors, copied to the device once
         self._buffers: dict = {}  # scratch space reused by every probed step: fresh large allocations are slow
 
-    # --- hooks: they only keep references; registered while armed, so unprobed steps carry none ---
+    # --- hooks: they only keep references. They stay registered across consecutive probed steps
+    # and are removed before an unprobed one, which then carries none. ---
     def arm(self) -> None:
         n = len(self.points)
         self._signals: list[torch.Tensor | None] = [None] * n  # dL/dz at each point's output
         self._acts: list[torch.Tensor | None] = [None] * n  # the activation output after each point
         self._stats = None
-        for i, p in enumerate(self.points):
-            if self._keep_signals and isinstance(p.layer, torch.nn.Module):  # not a projection inside a module
-                self._hooks.append(p.layer.register_forward_hook(self._on_output(i)))
-            if self._keep_acts and p.activation is not None:
-                self._hooks.append(p.activation.register_forward_hook(self._on_activation(i)))
+        if not self._hooks:
+            for i, p in enumerate(self.points):
+                if self._keep_signals and isinstance(p.layer, torch.nn.Module):  # not a projection inside a module
+                    self._hooks.append(p.layer.register_forward_hook(self._on_output(i)))
+                if self._keep_acts and p.activation is not None:
+                    self._hooks.append(p.activation.register_forward_hook(self._on_activation(i)))
         self.armed = True
 
-    def _disarm(self) -> None:
+    def remove(self) -> None:
+        """Remove the hooks (before an unprobed step, and at the end); arm() registers them again."""
         for h in self._hooks:
             h.remove()
         self._hooks = []
@@ -104,14 +107,15 @@ class Probes:
         def hook(module, inputs, z):
             if isinstance(z, tuple):  # e.g. a cell returning (h, c): the first is the state
                 z = z[0]
-            if z.requires_grad:
+            if self.armed and z.requires_grad:
                 z.register_hook(keep)
 
         return hook
 
     def _on_activation(self, i):
         def hook(module, inputs, y):
-            self._acts[i] = y.detach()
+            if self.armed:
+                self._acts[i] = y.detach()
 
         return hook
 
@@ -121,7 +125,7 @@ class Probes:
 
         `grad_norms`: the gradient norms of `self.params`, when the caller has them already.
         """
-        self._disarm()
+        self.armed = False
         self._stats = StepStats(self, grad_norms)
         if self._ratio:  # the weights before the update, stacked by shape into kept buffers
             self._stats.before = Stacked(self, "before", [w.detach() for w in self.weights])
@@ -172,9 +176,6 @@ class Probes:
     def fetch_histograms(self) -> np.ndarray:
         """(points, 2, kinds) counts of the probed step, fetched with `fetch` (call it first)."""
         return self._hist
-
-    def remove(self) -> None:
-        self._disarm()
 
     def buffer(self, key, shape: tuple, dtype, device) -> torch.Tensor:
         """A scratch tensor kept between probed steps."""
@@ -258,10 +259,10 @@ class StepStats:
 
     @property
     def update_norm(self) -> torch.Tensor:
-        after = Stacked(self.probes, "after", [w.detach() for w in self.probes.weights], like=self.before)
-        for a, b in zip(after.stacks, self.before.stacks):
-            a.sub_(b)
-        norms = after.per_tensor([torch.linalg.vector_norm(a, dim=1) for a in after.stacks])
+        weights = [w.detach() for w in self.probes.weights]
+        rows = [row for stack in self.before.stacks for row in stack]  # views into the kept copy
+        torch._foreach_sub_(rows, [weights[i].flatten() for g in self.before.groups for i in g])  # now -dW
+        norms = self.before.per_tensor([torch.linalg.vector_norm(b, dim=1) for b in self.before.stacks])
         return self._spread(norms, self.probes.weight_points)
 
     # activation statistics: (points,) each
@@ -319,15 +320,12 @@ class Stacked:
     order of the tensors given.
     """
 
-    def __init__(self, probes: Probes, name: str, tensors: list[torch.Tensor], like: Stacked | None = None):
+    def __init__(self, probes: Probes, name: str, tensors: list[torch.Tensor]):
         self.probes = probes
-        if like is not None:
-            self.groups = like.groups
-        else:
-            by_shape: dict[tuple, list[int]] = {}
-            for i, t in enumerate(tensors):
-                by_shape.setdefault((tuple(t.shape), t.dtype), []).append(i)
-            self.groups = list(by_shape.values())
+        by_shape: dict[tuple, list[int]] = {}
+        for i, t in enumerate(tensors):
+            by_shape.setdefault((tuple(t.shape), t.dtype), []).append(i)
+        self.groups = list(by_shape.values())
         self.stacks = []
         for g in self.groups:
             first = tensors[g[0]]
