@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import pandas as pd
 import typer
+from typer.core import TyperCommand
 from rich.table import Table
 
 from gradflow import config as config_mod
@@ -94,10 +95,15 @@ def config_help() -> str:
     from rich.markup import escape
 
     out = ["[bold]Config[/]: GROUP=CHOICE picks a group, KEY=VALUE sets a key (shown with its default).", ""]
-    defaults = config_mod.compose([])
+    from omegaconf import OmegaConf
+
+    picked = {}  # conf/config.yaml's defaults list: the choice each group starts from
+    for entry in OmegaConf.to_container(OmegaConf.load(config_mod.CONF_DIR / "config.yaml")).get("defaults", []):
+        if isinstance(entry, dict):
+            picked.update({k: v for k, v in entry.items() if k in config_mod.GROUPS})
     for group in config_mod.GROUPS:
         choices = config_mod.group_choices(group)
-        chosen = defaults[group].get("name") if group in defaults else None
+        chosen = picked.get(group)
         listing = " | ".join(f"{c} (default)" if c == chosen else c for c in choices)
         out += textwrap.wrap(f"{group}: {listing}", HELP_WIDTH, subsequent_indent="    ")
         schemas = {"model": config_mod.MODEL_SCHEMAS, "data": config_mod.DATA_SCHEMAS}.get(group)
@@ -122,10 +128,20 @@ def config_help() -> str:
     return "\n".join(escape(line) if not line.startswith("[bold]") else line for line in out)
 
 
-@app.command(
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    epilog=None,  # filled in below from the schema
-)
+class _RunCommand(TyperCommand):
+    """`gradflow run`, whose epilog (the config reference) is built only when help is shown: reading
+    the schema and the group YAMLs is not worth paying on every command."""
+
+    @property
+    def epilog(self) -> str:
+        return config_help()
+
+    @epilog.setter
+    def epilog(self, value) -> None:
+        pass
+
+
+@app.command(cls=_RunCommand, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @user_errors
 def run(
     overrides: Annotated[Optional[list[str]], typer.Argument(
@@ -241,6 +257,3 @@ def _thin(n: int, keep: int) -> set[int]:
         return set(range(n))
     return {round(i * (n - 1) / (keep - 1)) for i in range(keep)}
 
-
-run_cmd = next(c for c in app.registered_commands if c.callback is not None and c.callback.__name__ == 'run')
-run_cmd.epilog = config_help()
