@@ -310,5 +310,5 @@ def assert_one_line(out, message: str, results) -> None:
 
 
 def test_token_data_on_a_family_without_embeddings_is_one_line(cli, results):
-    out = cli("run", "model=mlp", *TINY_CHARS, f"results={results}")
+    out = cli("run", "model=mlp", *TINY_CHARS, "train.batch_size=8", f"results={results}")
     assert out.exit_code == 1 and "data=chars gives token ids: use model=transformer or model=custom" in out.output
