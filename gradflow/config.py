@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from gradflow.errors import GradflowError
+from gradflow.errors import GradflowError, shorten
 
 # --- where the configs live: inside the installed package (wheel) or at the checkout's root ---
 _PKG = Path(__file__).resolve().parent
@@ -340,12 +340,6 @@ MAX_NAME = 100  # characters in a study name: it becomes a folder name
 # training examples of the fixed-size datasets (MNIST-1D's published split; the full image sets)
 TRAIN_SIZES = {"mnist1d": 4000, "mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000}
 ALPHA_WORDS = ("inv_sqrt_depth", "learnable")
-
-
-def shorten(value: Any, limit: int = 40) -> str:
-    """repr(value), cut to `limit` characters, so an error stays one terminal line."""
-    text = repr(value) if isinstance(value, str) else str(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _choice(key: str, value: Any, choices) -> None:
