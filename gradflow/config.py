@@ -536,8 +536,8 @@ def _scale(cfg) -> None:
 def _init(cfg) -> None:
     i = cfg.init
     _choice("init.name", i.name, INIT_CHOICES)
-    if i.name in INIT_KEYS["init.gain"] and not i.gain > 0:
-        raise GradflowError(f"init.gain={i.gain} must be > 0")
+    if i.name in INIT_KEYS["init.gain"]:
+        _positive("init.gain", i.gain, 0)  # 0: all-zero weights, a net that learns nothing, on purpose
     if i.name in INIT_KEYS["init.mode"]:
         _choice("init.mode", i.mode, MODE_CHOICES)
     if i.name == "meanfield":
