@@ -218,7 +218,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0  # weight init and batch order
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
-    threads: int = 1  # CPU intra-op threads; 0 = torch's default (every core). 1: small nets gain little from more, and on a shared CPU torch's spinning threads can make a run 8x slower
+    threads: int = 1  # CPU intra-op threads; 0 = torch's default (every core). 1: small nets gain little from more, and on a CPU other processes keep busy torch's spinning threads make a run many times slower (README: Threads)
     name: str = "run"  # results go to <results>/<name>/<job>/
     results: str = "results"  # the results root folder
 

@@ -95,10 +95,15 @@ def config_help() -> str:
     from rich.markup import escape
 
     out = ["[bold]Config[/]: GROUP=CHOICE picks a group, KEY=VALUE sets a key (shown with its default).", ""]
-    defaults = config_mod.compose([])
+    from omegaconf import OmegaConf
+
+    picked = {}  # conf/config.yaml's defaults list: the choice each group starts from
+    for entry in OmegaConf.to_container(OmegaConf.load(config_mod.CONF_DIR / "config.yaml")).get("defaults", []):
+        if isinstance(entry, dict):
+            picked.update({k: v for k, v in entry.items() if k in config_mod.GROUPS})
     for group in config_mod.GROUPS:
         choices = config_mod.group_choices(group)
-        chosen = defaults[group].get("name") if group in defaults else None
+        chosen = picked.get(group)
         listing = " | ".join(f"{c} (default)" if c == chosen else c for c in choices)
         out += textwrap.wrap(f"{group}: {listing}", HELP_WIDTH, subsequent_indent="    ")
         schemas = config_mod.GROUP_SCHEMAS.get(group)
