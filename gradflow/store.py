@@ -132,7 +132,11 @@ def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
             out[key] = str(list(v))
         else:
             out[key] = v
-    return out
+    if prefix:
+        return out
+    from gradflow.config import settings  # which keys each choice has is the schema's knowledge
+
+    return settings(out)  # a key of another choice (init.sw2 of a Xavier run) is not a setting of this run
 
 
 def config_hash(flat: dict[str, Any]) -> str:
@@ -419,7 +423,10 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:  # someone else's process
         return True
-    return True
+    try:  # a zombie has exited; only its reaping is left (Linux; elsewhere a signal 0 is all we have)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def sweep_spec(study: Path) -> dict | None:

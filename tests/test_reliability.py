@@ -141,25 +141,28 @@ def test_two_sweeps_into_one_name_one_fails_fast_the_other_completes(results):
 
 
 def test_a_run_with_a_missing_or_broken_file_is_incomplete(cli, results):
-    assert _sweep(cli, results, "model.depth=2,3", "seed=0,1").exit_code == 0
+    assert _sweep(cli, results, "model.depth=2,3,4", "seed=0,1").exit_code == 0
     root = results / "s"
     (root / "model.depth=2,seed=0" / "layers.parquet").unlink()
     broken = root / "model.depth=2,seed=1" / "metrics.parquet"
     broken.write_bytes(broken.read_bytes()[:-10])  # truncated: the footer is gone
     (root / "model.depth=3,seed=0" / "run.json").write_text('{"status": "ok", "se')  # truncated JSON
+    whole = {"model.depth=3,seed=1", "model.depth=4,seed=0", "model.depth=4,seed=1"}
     statuses = _statuses(root)
-    assert statuses == {"model.depth=2,seed=0": "incomplete", "model.depth=2,seed=1": "incomplete",
-                        "model.depth=3,seed=0": "incomplete", "model.depth=3,seed=1": "ok"}
+    assert {r for r, s in statuses.items() if s == "incomplete"} == {
+        "model.depth=2,seed=0", "model.depth=2,seed=1", "model.depth=3,seed=0"}
+    assert {r for r, s in statuses.items() if s == "ok"} == whole
     ls = cli("ls", str(root), "--csv")
     assert ls.exit_code == 0 and "Traceback" not in ls.output
     rows = pd.read_csv(__import__("io").StringIO(ls.output))
-    assert sorted(rows["status"]) == ["incomplete"] * 3 + ["ok"]
+    assert sorted(rows["status"]) == ["incomplete"] * 3 + ["ok"] * 3
     assert "incomplete: 3" in cli("ls", str(root)).output
-    assert set(gradflow.load(root)["run"]) == {"model.depth=3,seed=1"}  # never a half run's rows
+    assert set(gradflow.load(root)["run"]) == whole  # never a half run's rows
+    assert set(gradflow.load(root, "metrics")["run"]) == whole
     assert cli("plot", str(root)).exit_code == 0
     # a rerun redoes exactly the incomplete runs
-    again = _sweep(cli, results, "model.depth=2,3", "seed=0,1")
-    assert "1 already finished, skipped" in again.output
+    again = _sweep(cli, results, "model.depth=2,3,4", "seed=0,1")
+    assert "3 already finished, skipped" in again.output
     assert set(_statuses(root).values()) == {"ok"}
 
 
@@ -263,7 +266,7 @@ def test_ctrl_c_during_a_sweep_marks_the_run_interrupted_and_a_rerun_resumes(res
         return any(r and r.get("status") == "running" for r in map(store.read_run, root.glob("*")))
 
     code, out, err = _interrupt_when(args, in_flight)
-    assert code == 130, err
+    assert code == 130, (code, err)
     line = [x for x in err.splitlines() if x.strip()]
     assert len(line) == 1 and "interrupted: 0 of 2 runs finished" in line[0] and "rerun the same command" in line[0]
     assert "Traceback" not in err
@@ -282,7 +285,7 @@ def test_ctrl_c_during_run_marks_it_interrupted(results):
         return any(r and r.get("status") == "running" for r in map(store.read_run, (results / "r").glob("*")))
 
     code, out, err = _interrupt_when(args, in_flight)
-    assert code == 130, err
+    assert code == 130, (code, err)
     lines = [x for x in err.splitlines() if x.strip()]
     assert len(lines) == 1 and "interrupted at step" in lines[0] and "rerun the same command" in lines[0]
     (job,) = [p for p in (results / "r").iterdir() if p.is_dir()]
@@ -351,3 +354,48 @@ def test_a_missing_launcher_plugin_names_the_extra_even_when_find_spec_raises(mo
     monkeypatch.setitem(sweep_mod.LAUNCHER_PLUGINS, "joblib", ("gradflow_absent_pkg.hydra_joblib_launcher", "cluster"))
     with pytest.raises(GradflowError, match=r"hydra/launcher=joblib needs its Hydra plugin: pip install 'gradflow\[cluster\]'"):
         sweep_mod.check_launcher("joblib")
+
+
+def _group_processes(pgid: int) -> list[str]:
+    """Live processes of a process group (a zombie has exited; only its parent's reaping is left)."""
+    out = subprocess.run(["ps", "-eo", "pgid=,stat=,pid=,args="], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines()
+            if line.split() and line.split()[0] == str(pgid) and not line.split()[1].startswith("Z")]
+
+
+@pytest.mark.slow
+def test_no_joblib_worker_outlives_its_sweep(results):
+    """Ctrl-C to the process group: the runs in flight are marked, exit 130, no process of the group is
+    left; killing only the parent (SIGKILL): its workers and resource trackers leave within seconds."""
+    root = results / "j"
+    args = [sys.executable, "-m", "gradflow", "sweep", *SMALL, "train.steps=5000", "train.eval_every=1000",
+            "model.depth=2,3,4", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"results={results}",
+            "--name", "j"]
+
+    def two_in_flight():
+        return sum(bool(r and r.get("status") == "running") for r in map(store.read_run, root.glob("*"))) == 2
+
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not two_in_flight():
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted: 0 of 3 runs finished" in err, err
+    time.sleep(1)
+    assert _group_processes(proc.pid) == []
+    assert sorted(_statuses(root).values()) == ["interrupted", "interrupted"]
+
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not two_in_flight():
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 15
+    while time.time() < deadline and _group_processes(proc.pid):
+        time.sleep(0.5)
+    assert _group_processes(proc.pid) == []
+    assert set(_statuses(root).values()) == {"interrupted"}

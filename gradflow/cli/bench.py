@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from gradflow import store
 from gradflow.cli.app import app
 from gradflow.cli.console import console, user_errors
 from gradflow.errors import GradflowError
@@ -24,9 +25,14 @@ def bench(
     clock: Annotated[str, typer.Option(help="wall | cpu (process CPU time: for a machine shared with other "
                                                 "work)")] = "wall",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
+    sweep: Annotated[bool, typer.Option("--sweep", help="Time the sweep machinery instead (200 tiny runs: "
+                                        "planning, per job, resume, ls, plot) against its targets.")] = False,
 ) -> None:
     """Time gradflow's loop (probes off, every 10 steps, every step) against a bare PyTorch loop."""
     from gradflow import bench as bench_mod
+
+    if sweep:
+        return sweep_machinery()
 
     names = workload or bench_mod.FAMILIES
     for n in names:
@@ -81,5 +87,23 @@ def _family_table(rows, title: str) -> Table:
     return table
 
 
-# `gradflow bench --sweep` (the sweep machinery against issue 12's targets) is added to the command
-# above by the sweep's owner, with its own table function here.
+def sweep_machinery() -> None:
+    """`bench --sweep`: each step of the sweep machinery against its target, on 200 tiny runs."""
+    import tempfile
+    from pathlib import Path
+
+    from gradflow import sweep as sweep_mod
+    from gradflow.cli.ls import runs_view
+    from gradflow.plots.standard import standard_figures
+
+    views = {"ls": runs_view, "plot": lambda root: standard_figures(root, store.figures_dir(root), "png")}
+    with tempfile.TemporaryDirectory(prefix="gradflow-bench-") as tmp, console.status("200 tiny runs ..."):
+        timings = sweep_mod.time_machinery(Path(tmp), views=views)
+    table = Table(title="sweep machinery (200 runs of 1 step)", title_justify="left")
+    for col in ("step", "measured", "target", ""):
+        table.add_column(col, justify="right")
+    for t in timings:
+        scale, unit = (1000, "ms") if t.unit != "total" else (1, "s")
+        table.add_row(t.step, f"{t.seconds * scale:.3g} {unit} {t.unit}", f"{t.target * scale:g} {unit}",
+                      "[green]met[/]" if t.met else "[red]over[/]")
+    console.print(table)
