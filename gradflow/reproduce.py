@@ -102,6 +102,7 @@ class Arm:
         self.root = root
         self.only = set(runs) if runs is not None else None
         self._tables: dict[str, pd.DataFrame] = {}
+        self.cache: dict[tuple, object] = {}  # measures' expensive intermediate results, per arguments
 
     def load(self, name: str) -> pd.DataFrame:
         if name not in self._tables:
@@ -252,6 +253,47 @@ def status_share(arm: Arm, where=None, status="diverged") -> Measured:
 
 
 @measure
+def best(arm: Arm, where=None, metric="loss", split="train") -> Measured:
+    """The lowest value of a metric over a run's evaluations (what it reached, however noisy its end)."""
+    def one(g):
+        m = _curve(g, split, metric)
+        return float(np.nanmin(m)) if len(m) else math.nan
+    return _per_run(arm.table("metrics", where), one)
+
+
+@measure
+def final_or_diverged(arm: Arm, where=None, metric="train_loss") -> Measured:
+    """A final metric from run.json, inf for a run that diverged (or whose value is not finite): for claims
+    that a net does not train, where diverging is one way of not training."""
+    runs = arm.table("runs", where)
+    values = [math.inf if status == "diverged" or not np.isfinite(v) else float(v)
+              for status, v in zip(runs[store.STATUS], runs[f"final.{metric}"].astype(float))]
+    return _mean(values)
+
+
+@measure
+def grad_spike(arm: Arm, where=None) -> Measured:
+    """The largest logged gradient norm (opt/grad_norm, the mean over an eval window, before clipping) over
+    the first window's: how far gradients explode in training (inf once a gradient is not finite)."""
+    def one(g):
+        norms = _curve(g, "opt", "grad_norm")
+        if len(norms) == 0 or not np.isfinite(norms[0]):
+            return math.nan
+        return float(np.nanmax(np.where(np.isfinite(norms), norms, np.inf)) / norms[0])
+    return _per_run(arm.table("metrics", where), one)
+
+
+@measure
+def clip_share(arm: Arm, where=None) -> Measured:
+    """The share of updates whose gradient was clipped (opt/clipped counts per eval window, over the steps)."""
+    runs = arm.table("runs", where).set_index(store.RUN)["steps_done"]
+
+    def one(g):
+        return float(_curve(g, "opt", "clipped").sum() / max(int(runs[g[store.RUN].iloc[0]]), 1))
+    return _per_run(arm.table("metrics", where), one)
+
+
+@measure
 def lag_ratio(arm: Arm, where=None, k=100, quantity="signal_norm", step=0) -> Measured:
     """Recurrent nets: ||dL/dh_(T-k)|| / ||dL/dh_(T-1)||, time steps being layers 0..T-1 (head = T)."""
     def one(g):
@@ -350,6 +392,32 @@ def last_value(arm: Arm, where=None, metric="loss", split="batch") -> Measured:
         m = _curve(g, split, metric)
         return float(m[-1]) if len(m) else math.nan
     return _per_run(arm.table("metrics", where), one)
+
+
+def _gradchecks(arm: Arm, where, entries: int, batch: int, eps: float) -> list:
+    """gradflow.gradcheck of every run's saved config (the model at init, float64), once per arm and arguments."""
+    from gradflow.gradcheck import gradcheck
+
+    key = ("gradcheck", repr(where), entries, batch, eps)
+    if key not in arm.cache:
+        runs = arm.table("runs", where)
+        arm.cache[key] = [gradcheck(OmegaConf.load(Path(p) / store.CONFIG_FILE), entries, batch, eps)
+                          for p in runs.sort_values(store.RUN)[store.PATH]]
+    return arm.cache[key]
+
+
+@measure
+def fd_error(arm: Arm, where=None, entries=8, batch=8, eps=1e-6) -> Measured:
+    """Backprop against central finite differences (float64): the largest relative error over a random sample
+    of `entries` entries of every parameter tensor (see gradflow.gradcheck)."""
+    return _mean([r.max_rel for r in _gradchecks(arm, where, entries, batch, eps)])
+
+
+@measure
+def fd_cost(arm: Arm, where=None, entries=8, batch=8, eps=1e-6) -> Measured:
+    """The projected cost of the full gradient by central differences over one backprop gradient, divided by
+    the parameter count: 1 means each finite-difference entry costs as much as the whole backprop gradient."""
+    return _mean([r.cost_ratio / r.n_params for r in _gradchecks(arm, where, entries, batch, eps)])
 
 
 # --- more measures: add new ones above this line, each with @measure and a docstring ---------------
@@ -501,8 +569,8 @@ class Outcome:
         return all(r.passed for r in self.claims)
 
     def claim(self, words: str) -> ClaimResult:
-        """The one claim whose text contains `words`."""
-        hits = [r for r in self.claims if words in r.text]
+        """The claim whose text is `words`, or else the one claim whose text contains them."""
+        hits = [r for r in self.claims if r.text == words] or [r for r in self.claims if words in r.text]
         if len(hits) != 1:
             raise KeyError(f"{words!r} matches {len(hits)} claims: {[r.text for r in hits]}")
         return hits[0]
@@ -567,11 +635,14 @@ def fmt_number(x: float) -> str:
     return f"{x:.3g}"
 
 
-def claim_cells(r: ClaimResult) -> dict[str, str]:
-    """A claim's row, cell by cell, for the report and the terminal table."""
+def claim_cells(r: ClaimResult, source_width: int | None = None) -> dict[str, str]:
+    """A claim's row, cell by cell, for the report and (with the source cut to `source_width`) the terminal."""
     spread = r.measured.spread()
     verdict = ("PASS" if r.passed else "FAIL") + (" (qualitative)" if r.qualitative else "")
-    return {"claim": r.text, "source": r.source_cell, "reference": r.reference,
+    source = r.source_cell
+    if source_width is not None and len(source) > source_width:
+        source = source[: source_width - 1].rstrip() + "…"
+    return {"claim": r.text, "source": source, "reference": r.reference,
             "measured": fmt_number(r.measured.value) + (f" ({spread})" if spread else ""), "test": r.test,
             "result": verdict}
 

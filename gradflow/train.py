@@ -61,7 +61,8 @@ def loss_and_accuracy(out: torch.Tensor, y: torch.Tensor, task: str) -> tuple[to
     classification: cross-entropy, argmax accuracy; regression: MSE, fraction within
     ADDING_TOLERANCE; per_step: cross-entropy over every step, accuracy on the non-blank targets.
     """
-    out = out.float()
+    if out.dtype != torch.float64:  # half precision is upcast; float64 (gradflow gradcheck) is kept
+        out = out.float()
     if task == "classification":
         return F.cross_entropy(out, y), (out.argmax(1) == y).float().mean()
     if task == "regression":
@@ -194,6 +195,8 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
             res.probe_masks.append(mask)
             if probes.histograms:
                 res.histograms.append(probes.fetch_histograms())  # fetched with the values
+            if t + 1 not in probed:
+                probes.remove()  # the unprobed steps run without hooks
         if on_step:
             on_step(t, steps)
 

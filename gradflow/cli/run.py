@@ -106,7 +106,7 @@ def config_help() -> str:
         chosen = picked.get(group)
         listing = " | ".join(f"{c} (default)" if c == chosen else c for c in choices)
         out += textwrap.wrap(f"{group}: {listing}", HELP_WIDTH, subsequent_indent="    ")
-        schemas = {"model": config_mod.MODEL_SCHEMAS, "data": config_mod.DATA_SCHEMAS}.get(group)
+        schemas = config_mod.GROUP_SCHEMAS.get(group)
         if schemas is not None:  # one block per family: its keys only, under the choices that use them
             families: dict = {}
             for c in choices:
@@ -119,8 +119,7 @@ def config_help() -> str:
                                                          initial_indent=" ", subsequent_indent="   ")),
                                 f"{group}.", cls, members, group)
         else:
-            cls = {"init": config_mod.InitConfig, "norm": config_mod.NormConfig, "optim": config_mod.OptimConfig,
-                   "probe": config_mod.ProbeConfig}[group]
+            cls = {"norm": config_mod.NormConfig, "probe": config_mod.ProbeConfig}[group]
             out += _section("", f"{group}.", cls, choices, group)[1:]
         out.append("")
     out += _section("train (no group: set the keys)", "train.", config_mod.TrainConfig, [], None)
@@ -129,19 +128,18 @@ def config_help() -> str:
 
 
 class _RunCommand(TyperCommand):
-    """`gradflow run`, whose epilog (the config reference) is built only when help is shown: reading
-    the schema and the group YAMLs is not worth paying on every command."""
+    """Composes the config reference only when help is shown: at import it would cost every command
+    (`gradflow ls` included) a Hydra compose and a torch import."""
 
-    @property
-    def epilog(self) -> str:
-        return config_help()
-
-    @epilog.setter
-    def epilog(self, value) -> None:
-        pass
+    def format_help(self, ctx, formatter):
+        self.epilog = self.epilog or config_help()
+        return super().format_help(ctx, formatter)
 
 
-@app.command(cls=_RunCommand, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(
+    cls=_RunCommand,
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
 @user_errors
 def run(
     overrides: Annotated[Optional[list[str]], typer.Argument(
@@ -160,6 +158,7 @@ def run(
     study = store.study_dir(cfg.results, cfg.name)
     job_dir = study / config_mod.job_name(overrides)
     store.check_writable(job_dir, study)
+    store.check_clearable(job_dir)
     with store.lock(study):
         try:
             if console.is_terminal:

@@ -1,0 +1,37 @@
+"""backprop-vs-fd at --quick: backprop agrees with central differences for every family and costs a fraction;
+with a finite-difference step far too large (the differences no longer approximate the derivative) the
+agreement claims FAIL."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from gradflow import reproduce as rep
+from tests.reproducing import reproduce, verdicts
+
+FAMILIES = ("mlp", "cnn", "resnet", "rnn", "lstm")
+
+
+@pytest.fixture(scope="module")
+def outcome(tmp_path_factory) -> rep.Outcome:
+    return reproduce("backprop-vs-fd", tmp_path_factory.mktemp("results"))
+
+
+def test_backprop_vs_fd_quick_passes(outcome):
+    assert len(outcome.claims) == 2 * len(FAMILIES) and outcome.passed, verdicts(outcome)
+    for family in FAMILIES:
+        assert outcome.claim(f"{family}: max relative error").measured.value < 1e-6
+        assert outcome.claim(f"{family}: full gradient").source == "paper"
+
+
+def test_a_step_too_large_fails(outcome):
+    # eps = 0.3: the central difference's truncation error (eps² f''' / 6) is no longer negligible
+    spec = copy.deepcopy(outcome.spec)
+    for claim in spec.claims:
+        claim["measure"]["eps"] = 0.3
+    broken = rep.check(spec, outcome.root)
+    errors = [r for r in broken if "max relative error" in r.text]
+    assert len(errors) == len(FAMILIES) and not any(r.passed for r in errors), [r.measured.value for r in errors]
