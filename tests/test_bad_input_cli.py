@@ -94,8 +94,9 @@ CASES = [
     (["theory", "--activation", "nope"], "nope"),
     (["reproduce", "nope"], "nope"),
     (["reproduce", "he2015", "--scale", "huge"], "--scale 'huge'"),
-    (["bench", "--repeats", "0"], "--repeats 0"),
-    (["bench", "--steps", "0"], "--steps 0"),
+    (["bench", "--rounds", "0"], "--rounds at least 1"),
+    (["bench", "--steps", "0"], "--steps must be at least 12"),
+    (["bench", "--clock", "sundial"], "--clock 'sundial'"),
     (["bench", "--workload", "nope"], "--workload 'nope'"),
 ]
 

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from gradflow import store
 from gradflow.cli.app import app
 from gradflow.cli.console import console, user_errors
 from gradflow.errors import GradflowError
@@ -93,9 +94,9 @@ def sweep_machinery() -> None:
 
     from gradflow import sweep as sweep_mod
     from gradflow.cli.ls import runs_view
-    from gradflow.cli.plots import standard
+    from gradflow.plots.standard import standard_figures
 
-    views = {"ls": runs_view, "plot": lambda root: standard(root, root / "figures", "png")}
+    views = {"ls": runs_view, "plot": lambda root: standard_figures(root, store.figures_dir(root), "png")}
     with tempfile.TemporaryDirectory(prefix="gradflow-bench-") as tmp, console.status("200 tiny runs ..."):
         timings = sweep_mod.time_machinery(Path(tmp), views=views)
     table = Table(title="sweep machinery (200 runs of 1 step)", title_justify="left")
