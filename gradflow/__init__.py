@@ -21,3 +21,11 @@ def load(path, table: str = "layers", include_stale: bool = False):
         runs = runs_table(path)
         return runs if include_stale else runs[runs[store.STATUS] != store.STALE].reset_index(drop=True)
     return store.load(path, table, include_stale)
+
+
+def __getattr__(name):
+    if name == "Recorder":  # imported on first use: `import gradflow` stays free of torch
+        from gradflow.recorder import Recorder
+
+        return Recorder
+    raise AttributeError(f"module 'gradflow' has no attribute {name!r}")

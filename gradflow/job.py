@@ -21,8 +21,8 @@ import torch
 from omegaconf import DictConfig
 
 from gradflow import data as datasets
-from gradflow import models, store
-from gradflow.config import resolve_device
+from gradflow import models, store, summary
+from gradflow.config import input_scale, resolve_device
 from gradflow.models.init import initialize
 from gradflow.probes import quantities as pq
 from gradflow.probes.core import Probes
@@ -37,7 +37,7 @@ def prepare(cfg: DictConfig):
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    data = datasets.build(cfg.data, device)
+    data = datasets.build(cfg.data, device, input_scale(cfg))
     model = models.build(cfg, data.input_shape, data.n_classes, per_step=data.task == "per_step")
     initialize(model, cfg.init, cfg.model.activation)
     if hasattr(model, "post_init"):  # family-specific init on top of the scheme (recurrent weights, Fixup, ...)
@@ -92,10 +92,12 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
         record.update(status=result.status, steps_done=result.steps_done, train_time=round(result.train_time, 4),
                       diverged_step=result.diverged_step, diverged_layer=result.diverged_layer,
                       **final_metrics(result.metrics, result.status))
+        # reading the table back also proves it loads before run.json says the run is finished
+        layers = store.read_table(Path(job_dir) / store.LAYERS_FILE)
         if result.status == store.OK:
-            record["flags"] = learned_nothing(job_dir, record["final"],
+            record["flags"] = learned_nothing(layers, record["final"],
                                               data.n_classes if data.task == "classification" else 0)
-        record["summary"] = _summary(job_dir, flat)
+        record["summary"] = summary.per_run(layers, flat)  # what `ls` shows, without reading any table
         record["wall_time"] = round(time.perf_counter() - start, 4)
         store.finish(job_dir, record)
     except KeyboardInterrupt:
@@ -120,14 +122,6 @@ def final_metrics(metrics: list[tuple[int, str, str, float]], status: str) -> di
     return {"final": {}, "last_finite": {"step": max(finite), **by_step[max(finite)]} if finite else {}}
 
 
-def _summary(job_dir: Path, flat: dict) -> dict:
-    """The per-run numbers `ls` shows, from the layers table as written (reading it back also proves it
-    loads before run.json says the run is finished)."""
-    from gradflow import summary
-
-    return summary.per_run(store.read_table(Path(job_dir) / store.LAYERS_FILE), flat)
-
-
 @contextmanager
 def _exit_on_second_interrupt():
     """While recording an interruption, a second Ctrl-C leaves at once (exit code 130)."""
@@ -144,21 +138,19 @@ def _exit_on_second_interrupt():
 CHANCE_MARGIN = 0.99  # a net stuck at chance hovers around ln(n_classes), a little either side
 
 
-def learned_nothing(job_dir: Path, final: dict, n_classes: int) -> list[str]:
+def learned_nothing(layers: pd.DataFrame, final: dict, n_classes: int) -> list[str]:
     """Why a run that finished cleanly is still no success (run.json `flags`; `run` and `ls` show them):
     every hidden layer's weight gradient exactly 0 at the end (e.g. all ReLUs dead), or a final train
     loss at or above chance, ln(n_classes) for a classifier (n_classes = 0: no chance level)."""
     flags = []
-    layers = pd.read_parquet(Path(job_dir) / store.LAYERS_FILE)
     if not layers.empty:
         end = store.profile(layers, "grad_norm", store.last_step(layers))
         hidden = end.drop(end.index.max())  # the head's gradient is the loss's, not the network's
         if len(hidden) and (hidden == 0).all():
-            flags.append("learned nothing: every hidden layer's weight gradient is exactly 0 at the end")
+            flags.append("learned nothing: every hidden weight gradient is exactly 0 at the end")
     loss, chance = final.get("train_loss", math.nan), math.log(max(n_classes, 1))
     if n_classes > 1 and math.isfinite(loss) and loss > CHANCE_MARGIN * chance:
-        flags.append(f"learned nothing: final train loss {loss:.4g} is at or above chance "
-                     f"(ln {n_classes} = {chance:.4g})")
+        flags.append(f"learned nothing: final train loss {loss:.4g}, chance is ln {n_classes} = {chance:.4g}")
     return flags
 
 

@@ -132,7 +132,11 @@ def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
             out[key] = str(list(v))
         else:
             out[key] = v
-    return out
+    if prefix:
+        return out
+    from gradflow.config import settings  # which keys each choice has is the schema's knowledge
+
+    return settings(out)  # a key of another choice (init.sw2 of a Xavier run) is not a setting of this run
 
 
 def config_hash(flat: dict[str, Any]) -> str:
@@ -187,6 +191,10 @@ def check_writable(folder: Path, study: Path | None = None) -> None:
     """Fail before any work if `folder` cannot be created or written, or if it (or the study folder
     holding it) is a symbolic link, which would send writes somewhere the user did not name."""
     folder = Path(folder)
+    for part in folder.parts:
+        if len(part.encode()) > 255:  # the file system's limit for one name
+            raise GradflowError(f"folder name {shorten(part, 40)!r} is {len(part)} characters long and a folder "
+                                "name holds at most 255: choose a shorter name= (or results=)")
     _refuse_symlink(folder, "folder")
     if study is not None:
         _refuse_symlink(Path(study), "study folder")
@@ -217,17 +225,30 @@ def clear_run(job_dir: Path) -> None:
     job_dir = Path(job_dir)
     if not job_dir.exists() and not job_dir.is_symlink():
         return
-    if job_dir.is_dir() and not job_dir.is_symlink() and not any(job_dir.iterdir()):
+    if is_empty_folder(job_dir):
         job_dir.rmdir()
         return
     if not is_run_folder(job_dir):
-        raise GradflowError(f"{job_dir} is not a gradflow run folder (a link, or it holds files gradflow did not "
-                            "write); gradflow deletes only its own runs: move it away or choose another name=")
+        raise GradflowError(f"{job_dir} is in the way: it is not a gradflow run folder (a link, or it holds files "
+                            "gradflow did not write), and gradflow deletes only its own runs; move it away or "
+                            "choose another name=")
     shutil.rmtree(job_dir)
 
 
+def is_empty_folder(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+
+
+def check_clearable(job_dir: Path) -> None:
+    """Fail now (before any job runs) if a run folder to be written is something gradflow did not make."""
+    job_dir = Path(job_dir)
+    if (job_dir.exists() or job_dir.is_symlink()) and not is_run_folder(job_dir) and not is_empty_folder(job_dir):
+        clear_run(job_dir)  # raises, naming the folder
+
+
 def begin(job_dir: Path, cfg: DictConfig, record: dict) -> None:
-    """Start a run folder afresh: files from an earlier attempt are removed first (only gradflow's own)."""
+    """Start a run folder afresh: files from an earlier attempt are removed first (only gradflow's own).
+    Adds the writing process (pid, host) to `record`, which `finish` writes again at the end."""
     job_dir = Path(job_dir)
     try:
         clear_run(job_dir)
@@ -236,7 +257,8 @@ def begin(job_dir: Path, cfg: DictConfig, record: dict) -> None:
         raise GradflowError(f"results folder {job_dir} is not writable ({e.strerror}); "
                             "set results=<a writable folder>") from None
     write_text(job_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
-    write_json(job_dir / RUN_FILE, {"status": RUNNING, "pid": os.getpid(), "host": socket.gethostname(), **record})
+    record.update(pid=os.getpid(), host=socket.gethostname())  # who runs it: a dead writer reads as interrupted
+    write_json(job_dir / RUN_FILE, {STATUS: RUNNING, **record})
 
 
 def finish(job_dir: Path, record: dict) -> None:
@@ -401,7 +423,10 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:  # someone else's process
         return True
-    return True
+    try:  # a zombie has exited; only its reaping is left (Linux; elsewhere a signal 0 is all we have)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def sweep_spec(study: Path) -> dict | None:

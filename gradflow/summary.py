@@ -1,53 +1,354 @@
-"""Per-run summaries computed from results on disk: the `runs` table behind `ls`, plots and compare."""
+"""Per-run summaries computed from results on disk: the `runs` table behind `ls`, plots, compare and report.
+
+`per_run` is computed once at the end of a run and stored under "summary" in run.json, so listing a
+sweep reads one small file per run; runs written before that are summarised from layers.parquet.
+"""
 
 from __future__ import annotations
 
 import math
+import operator
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
 from gradflow import store
+from gradflow.fmt import fmt
+from gradflow.errors import GradflowError
 
-SUMMARY_COLUMNS = ("grad_ratio.init", "grad_ratio.final", "chi1_measured", "chi1_theory")
+SUMMARY_KEY = "summary"  # run.json key holding per_run's dict
+FIT_TRIM = 3  # layers dropped at each end of a growth-rate fit (input layer and head have other fan-in/out)
+TRANSIENT_TOL = 0.01  # the length map has settled when it moves the predicted chi_1 fit by less than this
+SUMMARY_COLUMNS = ("grad_ratio.init", "grad_ratio.final", "chi1_measured", "chi1_layers", "chi1_theory",
+                   "start_qstar", "chi1_transient")
 
 
 def grad_ratio(layers: pd.DataFrame, step: int, quantity: str = "grad_norm") -> float:
     """`quantity` (grad_norm: the weight gradient) of the first probe point / that of the last, at
     `step`, for one run's rows."""
-    g = layers[(layers["quantity"] == quantity) & (layers["step"] == step)].sort_values("layer")["value"].to_numpy()
+    g = store.rows(layers, quantity, step)[store.VALUE].to_numpy()
     if len(g) < 2:
         return math.nan
     with np.errstate(divide="ignore", invalid="ignore"):
         return float(g[0] / g[-1])
 
 
-def per_run(layers: pd.DataFrame, config: dict) -> dict[str, float]:
-    """The summary numbers of one run from its layer rows and its flattened config."""
+def fitted_layers(layer: Iterable[float], trim: int = FIT_TRIM) -> tuple[int, int] | None:
+    """(first, last) layer index that a growth-rate fit with `trim` uses, or None when fewer than 3 remain."""
+    levels = np.unique(np.asarray(list(layer), dtype=float))
+    levels = levels[np.isfinite(levels)]
+    bulk = levels[trim: len(levels) - trim] if trim > 0 else levels
+    return (int(bulk[0]), int(bulk[-1])) if bulk.size >= 3 else None
+
+
+def rate(layers: pd.DataFrame, quantity: str, step: int = 0, trim: int = FIT_TRIM) -> tuple[float, str]:
+    """The per-layer growth factor of quantity^2 towards the input at `step` (the chi_1 convention:
+    > 1 grows towards the input), fitted by theory.fit_chi1, and the fitted layer range "first-last"."""
     from gradflow import theory
 
-    out = dict.fromkeys(SUMMARY_COLUMNS, math.nan)
-    if layers.empty:
-        return out
-    out["grad_ratio.init"] = grad_ratio(layers, 0)
-    out["grad_ratio.final"] = grad_ratio(layers, int(layers["step"].max()))
-    sig = layers[(layers["quantity"] == "signal_norm") & (layers["step"] == 0)].sort_values("layer")
-    if len(sig):
-        out["chi1_measured"] = theory.fit_chi1(sig["layer"].to_numpy(), sig["value"].to_numpy())
+    r = store.rows(layers, quantity, step)
+    r = r[np.isfinite(r[store.VALUE]) & (r[store.VALUE] > 0)]
+    span = fitted_layers(r[store.LAYER], trim)
+    if span is None:
+        return math.nan, ""
+    return theory.fit_chi1(r[store.LAYER].to_numpy(), r[store.VALUE].to_numpy(), trim), f"{span[0]}-{span[1]}"
+
+
+def input_q(config: Mapping[str, Any], sw2: float, sb2: float) -> float | None:
+    """The first layer's pre-activation variance q_0 = sw2 E[x_i^2] + sb2, where the inputs' second moment
+    is known from the config (Gaussian data); None elsewhere."""
+    if config.get("data.name") != "gaussian":
+        return None
+    scale = config.get("data.scale", 1.0)
+    if scale == "qstar":
+        return None
+    second = 1.0 / 3.0 if config.get("data.distribution") == "uniform01" else 1.0  # E[U(0,1)^2] = 1/3
+    try:
+        return sw2 * float(scale) ** 2 * second + sb2
+    except (TypeError, ValueError):
+        return None
+
+
+def transient_bias(config: Mapping[str, Any], span: tuple[int, int]) -> float:
+    """How far the length map's transient moves a chi_1 fit over layers `span` from the fixed-point chi_1.
+
+    Mean field with q_l iterated from the inputs' q_0: ||dL/dh_l||^2 = sw2 E[phi'(h_l)^2] ||dL/dh_{l+1}||^2,
+    so the predicted profile is log s_l^2 = sum_{k >= l} log(sw2 D(q_k)); the same fit over it, divided by
+    the chi_1 at q*, minus 1. 0 for a run started at q*; nan where q_0 or the theory is unknown."""
+    from gradflow import theory
+
+    mf = theory.predict(config)
+    if mf is None or not math.isfinite(mf.chi1):
+        return math.nan
+    if config.get("data.scale") == "qstar":
+        return 0.0
+    q = input_q(config, mf.sw2, mf.sb2)
+    if q is None:
+        return math.nan
+    m = theory.moments(mf.activation)
+    local = []
+    with np.errstate(all="ignore"):
+        for _ in range(span[1] + 1):  # q_l is the variance of layer l's pre-activation
+            local.append(math.log(mf.sw2 * float(m.D(q))))
+            q = mf.sw2 * float(m.V(q)) + mf.sb2
+    layers = np.arange(span[0], span[1] + 1)
+    log_sq = np.cumsum(local[::-1])[::-1][span[0]:]  # sum over k >= l, up to the span's end
+    return float(theory.fit_chi1(layers, np.exp(log_sq / 2), trim=0) / mf.chi1 - 1.0)
+
+
+def per_run(layers: pd.DataFrame, config: dict) -> dict[str, Any]:
+    """The summary numbers of one run from its layer rows and its flattened config (JSON-ready values)."""
+    from gradflow import theory
+
+    out: dict[str, Any] = dict.fromkeys(SUMMARY_COLUMNS, math.nan)
+    out["chi1_layers"] = ""
+    out["start_qstar"] = config.get("data.scale") == "qstar"
     prediction = theory.predict(config)
     if prediction is not None:
         out["chi1_theory"] = prediction.chi1
+    if layers.empty:
+        return out
+    out["grad_ratio.init"] = grad_ratio(layers, 0)
+    out["grad_ratio.final"] = grad_ratio(layers, store.last_step(layers))
+    out["chi1_measured"], out["chi1_layers"] = rate(layers, "signal_norm", 0)
+    if prediction is not None and out["chi1_layers"]:
+        lo, hi = map(int, out["chi1_layers"].split("-"))
+        out["chi1_transient"] = transient_bias(config, (lo, hi))
     return out
 
 
-def runs_table(path: str | Path) -> pd.DataFrame:
-    """One row per run: run.json, final metrics, every config key, and the SUMMARY_COLUMNS."""
+# --- steps to a threshold ------------------------------------------------------------------------
+_OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
+_CONDITION = re.compile(r"^\s*([A-Za-z]\w*?)_(\w+)\s*(<=|>=|<|>)\s*([-+.\deE]+)\s*$")
+
+
+def parse_condition(text: str) -> tuple[str, str, str, float]:
+    """'train_loss<=1.0' -> ('train', 'loss', '<=', 1.0)."""
+    m = _CONDITION.match(text)
+    if not m:
+        raise GradflowError(f"--steps-to {text!r} must read SPLIT_METRIC OP NUMBER, e.g. train_loss<=1.0 or "
+                            f"test_acc>=0.9; OP is one of {', '.join(_OPS)}")
+    split, metric, op, number = m.groups()
+    try:
+        return split, metric, op, float(number)
+    except ValueError:
+        raise GradflowError(f"--steps-to {text!r}: {number!r} is not a number") from None
+
+
+def steps_to(metrics: pd.DataFrame, metric: str, op: str, threshold: float) -> float:
+    """The first evaluation step at which `metric` ("train_loss", "test_acc", ...) satisfies `op threshold`,
+    for one run's metrics rows; nan when it never does."""
+    if op not in _OPS:
+        raise GradflowError(f"op={op!r} is not allowed; choices: {', '.join(_OPS)}")
+    split, _, name = metric.partition("_")
+    rows = metrics[(metrics[store.SPLIT] == split) & (metrics[store.METRIC] == name)]
+    if rows.empty:
+        have = sorted({f"{s}_{m}" for s, m in zip(metrics[store.SPLIT], metrics[store.METRIC])})
+        raise GradflowError(f"metric {metric!r} was not recorded; choices: {', '.join(have) or 'none'}")
+    rows = rows.sort_values(store.STEP)
+    hit = rows[_OPS[op](rows[store.VALUE], threshold)]
+    return float(hit[store.STEP].iloc[0]) if len(hit) else math.nan
+
+
+# --- the runs table ------------------------------------------------------------------------------
+def runs_table(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str] = ()) -> pd.DataFrame:
+    """One row per run: run.json, final metrics, every config key and the SUMMARY_COLUMNS (read from
+    run.json's summary, or computed from layers.parquet for runs that have none). Each quantity in
+    `rates` adds rate.<q> and rate.<q>.layers (its growth factor at step 0, see `rate`); each condition
+    in `steps` ("train_loss<=1.0") adds steps_to.<condition> from metrics.parquet."""
     records = store.load_records(path)
+    rates, steps = list(rates), [c.replace(" ", "") for c in steps]
+    conditions = [parse_condition(c) for c in steps]
     summaries = []
     for _, rec in records.iterrows():
-        f = Path(rec["path"]) / store.LAYERS_FILE
-        layers = pd.read_parquet(f) if f.exists() else pd.DataFrame(columns=store.LAYER_COLUMNS)
-        summaries.append(per_run(layers, store.run_config(Path(rec["path"]))))
-    return pd.concat([records, pd.DataFrame(summaries, index=records.index)], axis=1)
+        job = Path(rec[store.PATH])
+        stored = (store.read_run(job) or {}).get(SUMMARY_KEY)
+        layers = None
 
+        def layer_rows() -> pd.DataFrame:
+            f = job / store.LAYERS_FILE
+            return pd.read_parquet(f) if f.exists() else pd.DataFrame(columns=store.LAYER_COLUMNS)
+
+        if not isinstance(stored, dict) or not set(SUMMARY_COLUMNS) <= set(stored):
+            layers = layer_rows()
+            stored = per_run(layers, {k: v for k, v in rec.items() if isinstance(k, str) and "." in k})
+        row = {k: stored[k] for k in SUMMARY_COLUMNS}
+        for q in rates:
+            layers = layer_rows() if layers is None else layers
+            row[f"rate.{q}"], row[f"rate.{q}.layers"] = rate(layers, q, 0)
+        if steps:
+            f = job / store.METRICS_FILE
+            metrics = pd.read_parquet(f) if f.exists() else pd.DataFrame(columns=store.METRIC_COLUMNS)
+            for text, (split, metric, op, threshold) in zip(steps, conditions):
+                row[f"steps_to.{text}"] = steps_to(metrics, f"{split}_{metric}", op, threshold) \
+                    if len(metrics) else math.nan
+        summaries.append(row)
+    table = pd.concat([records, pd.DataFrame(summaries, index=records.index)], axis=1)
+    for q in rates:
+        if table[f"rate.{q}"].isna().all():
+            raise GradflowError(f"--rate {q}: no run has {q} at two or more layers past the {FIT_TRIM} "
+                                f"trimmed at each end; probed quantities: {', '.join(_probed())}")
+    return table
+
+
+def listing(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str] = ()) -> tuple[pd.DataFrame, list[str]]:
+    """The runs table sorted by its swept keys (numbers as numbers), and those keys (seed included)."""
+    from gradflow.plots.keys import swept_keys  # pandas only: listing stays matplotlib-free
+
+    df = runs_table(path, rates, steps)
+    swept = swept_keys(df, exclude=study_columns(df))
+    return sort_runs(df, swept or [store.RUN]), swept
+
+
+def _probed() -> tuple[str, ...]:
+    from gradflow.probes import QUANTITIES  # only on the error path: ls stays free of torch
+
+    return QUANTITIES
+
+
+# --- the runs table as `ls` and the report page show it -------------------------------------------
+# result columns in display order, each with its header and priority (0 shows first when space is short)
+RESULT_COLUMNS = {
+    "status": ("status", 1), "steps_done": ("steps", 6), "wall_time": ("time s", 6),
+    "final.train_loss": ("train loss", 2), "final.train_acc": ("train acc", 5),
+    "final.test_loss": ("test loss", 5), "final.test_acc": ("test acc", 2),
+    "grad_ratio.init": ("ratio init", 3), "grad_ratio.final": ("ratio end", 4),
+    "chi1_measured": ("chi1 meas", 3), "chi1_layers": ("chi1 fit", 4), "chi1_theory": ("chi1 theory", 3),
+}
+LS_COLUMNS = list(RESULT_COLUMNS)  # what --csv / --json give besides the run and its swept keys
+KEY_PRIORITY, STUDY_PRIORITY = 0, 1  # swept keys always show; asked-for study columns next
+NOTES = {"grad_ratio.init": "ratio = ‖∂L/∂W‖ first layer / last layer",
+         "chi1_layers": "chi1 fit = layers fitted (first-last); q*: inputs at the fixed point; "
+                        "!: still in the length map's transient (see below)",
+         "rate": "rate = per-layer growth factor of the quantity² towards the input (chi1 convention)"}
+
+
+def swept_columns(df: pd.DataFrame, keys: list[str]) -> list[str]:
+    """Override keys as table columns: a swept config group (init=a,b) is its `name` key (init.name)."""
+    out = []
+    for k in keys:
+        col = k if k in df.columns else f"{k}.name" if f"{k}.name" in df.columns else None
+        if col and col not in out:
+            out.append(col)
+    return sorted(out, key=list(df.columns).index)  # the order ls sorts by
+
+
+def abbreviate(keys: list[str]) -> dict[str, str]:
+    """Each key by its shortest distinguishing tail: model.depth -> depth, init.name -> init, and
+    model.dim / data.dim stay whole when both are shown."""
+    parts = {k: [p for p in k.split(".")] for k in keys}
+    for k, p in parts.items():
+        if len(p) > 1 and p[-1] == "name":
+            parts[k] = p[:-1]
+    out = {}
+    for k, p in parts.items():
+        for n in range(1, len(p) + 1):
+            tail = ".".join(p[-n:])
+            if sum(".".join(q[-n:]) == tail for q in parts.values()) == 1 or n == len(p):
+                out[k] = tail
+                break
+    return out
+
+
+def _numeric(s: pd.Series) -> pd.Series | None:
+    """The column as numbers when every present value is one (so 5 < 10 < 20), else None."""
+    num = pd.to_numeric(s, errors="coerce")
+    present = s.notna() & (s.astype(str) != "")
+    return num if num[present].notna().all() and not s.map(lambda v: isinstance(v, bool)).any() else None
+
+
+def sort_runs(df: pd.DataFrame, keys: list[str], descending: bool = False) -> pd.DataFrame:
+    """Sort by `keys` in turn, numbers as numbers, missing values last."""
+    order = df
+    for k in reversed(keys):
+        num = _numeric(order[k])
+        col = num if num is not None else order[k].astype(str)
+        order = order.iloc[np.argsort(_rank(col, descending), kind="stable")]
+    return order
+
+
+def _rank(col: pd.Series, descending: bool) -> np.ndarray:
+    ranks = col.rank(method="dense", ascending=not descending, na_option="bottom")
+    return ranks.to_numpy()
+
+
+
+def study_columns(df: pd.DataFrame) -> list[str]:
+    """The columns --rate and --steps-to added, in the order asked."""
+    return [c for c in df.columns if isinstance(c, str) and c.startswith(("rate.", "steps_to."))]
+
+
+@dataclass
+class Column:
+    key: str
+    label: str
+    priority: int
+    cells: list[str]
+    numeric: bool
+
+    one_line: bool = False  # headers on one line when the table fits that way
+
+    @property
+    def width(self) -> int:
+        label = [len(self.label)] if self.one_line else [len(w) for w in self.label.split()]
+        return max(label + [len(c) for c in self.cells])
+
+    def header(self) -> str:
+        """The label on as many lines as its width needs, broken only between words."""
+        if self.one_line:
+            return self.label
+        lines: list[str] = []
+        for word in self.label.split():
+            if lines and len(lines[-1]) + 1 + len(word) <= self.width:
+                lines[-1] += " " + word
+            else:
+                lines.append(word)
+        return "\n".join(lines)
+
+
+def _cells(df: pd.DataFrame, key: str) -> list[str]:
+    if key == "chi1_layers":
+        return [_fit_cell(r) for _, r in df.iterrows()]
+    return [fmt(v) for v in df[key]]
+
+
+def _fit_cell(row: pd.Series) -> str:
+    span = row.get("chi1_layers")
+    if not isinstance(span, str) or not span:
+        return "-"
+    lo, hi = map(int, span.split("-"))
+    cell = f"{hi - lo + 1} ({span})"
+    if row.get("start_qstar") is True:
+        cell += " q*"
+    bias = row.get("chi1_transient")
+    if isinstance(bias, float) and abs(bias) > TRANSIENT_TOL:
+        cell += "!"
+    return cell
+
+
+def table_columns(df: pd.DataFrame, swept: list[str]) -> list[Column]:
+    """Every column ls can show for `df`, in display order."""
+    names = abbreviate(swept)
+    cols = [Column("run", "run", KEY_PRIORITY, list(df["run"].astype(str)), False)] if not swept else []
+    for k in swept:
+        cells = _cells(df, k)
+        cols.append(Column(k, names[k], KEY_PRIORITY, cells, _numeric(df[k]) is not None))
+    results = [(k, *v) for k, v in RESULT_COLUMNS.items() if k in df.columns
+               and not (k.startswith("chi1") and df[k].replace("", np.nan).isna().all())]
+    for k, label, priority in [r for r in results if r[0] == "status"]:
+        cols.append(Column(k, label, priority, _cells(df, k), False))
+    for k in study_columns(df):
+        if k.startswith("rate.") and k.endswith(".layers"):
+            label, numeric, priority = f"{k[5:-7]} fit", False, STUDY_PRIORITY + 1
+        elif k.startswith("rate."):
+            label, numeric, priority = f"{k[5:]} rate", True, STUDY_PRIORITY
+        else:
+            label, numeric, priority = f"steps to {k[9:]}", True, STUDY_PRIORITY
+        cols.append(Column(k, label, priority, _cells(df, k), numeric))
+    for k, label, priority in [r for r in results if r[0] != "status"]:
+        cols.append(Column(k, label, priority, _cells(df, k), k != "chi1_layers"))
+    return cols

@@ -12,11 +12,13 @@ folder and leave when the sweep's process is gone.
 from __future__ import annotations
 
 import copy
+import math
 import importlib.util
 import os
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -122,7 +124,7 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
     given = [o.split("=", 1)[1] for o in overrides if _key(o) == "name"]
     user_name = name or (given[-1] if given else "sweep")
     check_overrides(user, "sweep")
-    parser = OverridesParser.create()
+    parser = OverridesParser.create(config_loader=config_mod.config_loader())  # glob(*) lists a group's choices
     parsed = parser.parse_overrides(user)
     launcher = "basic"
     for o in parsed:
@@ -140,20 +142,21 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
                                 "key in the points file")
         grid, swept = points_overrides(points, grid[0])
     point_configs = _Configs(user_name)
-    first = point_configs.compose(_config_only(grid[0]))  # checks name and results too
-    root = store.study_dir(first.results, first.name)
+    first = point_configs.flat(_config_only(grid[0]))  # checks name and results too
+    root = store.study_dir(first["results"], first["name"])
     store.check_writable(root, root)
     result = Plan(root=root, overrides=list(overrides), swept=swept, launcher=launcher, force=force,
                   points=points)
     seen: set[str] = set()
     for point in grid:
         cfg_overrides = _config_only(point)
-        digest = point_configs.hash(cfg_overrides)
+        digest = store.config_hash(point_configs.flat(cfg_overrides))
         jname = config_mod.job_name([o for o in cfg_overrides if _key(o) in swept])
         if jname in seen:
             raise GradflowError(f"two sweep points share the folder {jname!r}; make the swept values distinct")
         seen.add(jname)
         job_dir = root / jname
+        store.check_clearable(job_dir)
         rec = store.read_run(job_dir)
         finished = store.is_finished(job_dir, digest)
         replaces = not finished and rec is not None and rec.get(store.STATUS) in store.FINISHED
@@ -183,8 +186,10 @@ class _Configs:
         except GradflowError as e:
             raise GradflowError(f"sweep point {store.shorten(','.join(overrides), 80)}: {e}") from None
 
-    def hash(self, overrides: list[str]) -> str:
+    def flat(self, overrides: list[str]) -> dict:
         structural = tuple(o for o in overrides if not _simple(o))
+        if any("${" in o.replace("\\", "") for o in structural):  # an interpolation reads the point's other
+            return store.flatten(self.compose(overrides))  # values (the sweeper escapes it as $\{...\}): compose all
         if structural not in self.bases:
             self.bases[structural] = self.compose(list(structural))
             self.flat_bases[structural] = store.flatten(self.bases[structural])
@@ -195,29 +200,43 @@ class _Configs:
                     flat.update(self._delta(structural, o))
         except GradflowError:  # a value valid only with the point's others (model.branch_layers=2 needs
             flat = store.flatten(self.compose(overrides))  # model.skip=residual): validate the whole point
-        return store.config_hash(flat)
+        return config_mod.settings(flat)  # a value set for another choice (init.sw2 of orthogonal) is no setting
 
     def _delta(self, structural: tuple[str, ...], override: str) -> dict:
-        """The flat keys one value override sets, on top of a structural base (validated once)."""
+        """The flat keys one value override sets, on top of a structural base (validated once). The base
+        is changed in place and restored, which costs far less than copying it per value."""
         if (structural, override) not in self.deltas:
             key = _key(override)
-            cfg = copy.deepcopy(self.bases[structural])
+            cfg = self.bases[structural]
+            before = OmegaConf.select(cfg, key, throw_on_missing=False)
+            before = OmegaConf.to_container(before) if OmegaConf.is_config(before) else before
             try:
                 OmegaConf.update(cfg, key, self.parser.parse_override(override).value(), merge=True)
                 config_mod.validate(cfg)
+                node = OmegaConf.select(cfg, key)
+                delta = store.flatten({key: OmegaConf.to_container(node, resolve=True)
+                                       if OmegaConf.is_config(node) else node})
             except GradflowError as e:
                 raise GradflowError(f"sweep point {store.shorten(override, 80)}: {e}") from None
-            except Exception:  # the composer names the key and the choices
-                cfg = self.compose([*structural, override])
-            flat = store.flatten(cfg)
-            self.deltas[structural, override] = {k: v for k, v in flat.items() if k == key or k.startswith(key + ".")}
+            except Exception:  # the composer names the key and the choices (or composes it after all)
+                flat = store.flatten(self.compose([*structural, override]))
+                delta = {k: v for k, v in flat.items() if k == key or k.startswith(key + ".")}
+            finally:
+                if before is not None:
+                    OmegaConf.update(cfg, key, before, merge=False)
+            self.deltas[structural, override] = delta
         return self.deltas[structural, override]
 
 
 def _simple(override: str) -> bool:
     """A plain key=value on an existing key (no group choice, no +/~, no interpolation)."""
     key = _key(override)
-    return "." in key and override[0] not in "+~" and "${" not in override and not key.startswith("hydra")
+    return (key not in GROUP_KEYS and "/" not in key and override[0] not in "+~"
+            and "${" not in override.replace("\\", "")
+            and not key.startswith("hydra"))
+
+
+GROUP_KEYS = (*config_mod.GROUPS, "experiment")  # choosing one of these composes different files
 
 
 def _config_only(overrides: list[str]) -> list[str]:
@@ -244,6 +263,10 @@ def read_points(path: Path) -> list[dict]:
             raise GradflowError(f"--points {path}: point {i} has keys {sorted(map(str, p))}; every point needs "
                                 f"the same keys ({', '.join(sorted(map(str, keys)))})")
         for k, v in p.items():
+            if not isinstance(k, str) or "." not in k or k.startswith(("hydra", "+", "~")):
+                raise GradflowError(f"--points {path}: point {i} key {store.shorten(k, 40)!r} must be a dotted config "
+                                    "key such as model.activation; give group choices (init=meanfield) on the "
+                                    "command line, where they apply to every point")
             if isinstance(v, (dict, list)) or v is None:
                 raise GradflowError(f"--points {path}: point {i} {k}={store.shorten(v, 40)!r}: values must be "
                                     "numbers or strings")
@@ -253,7 +276,34 @@ def read_points(path: Path) -> list[dict]:
 def points_overrides(points: list[dict], fixed: list[str]) -> tuple[list[list[str]], list[str]]:
     """Each point as the override list of one job (the fixed overrides first), and the swept keys."""
     grid = [[*fixed, *(f"{k}={_literal(v)}" for k, v in p.items())] for p in points]
-    return grid, sorted({str(k).lstrip("+") for p in points for k in p})
+    return grid, sorted({k for p in points for k in p})
+
+
+POINTS_DIR = ".points"  # <study>/.points/gf_point/<job>.yaml: one config file per point, for Hydra
+POINT_GROUP = "gf_point"
+
+
+def _point_args(p: Plan) -> list[str]:
+    """A points sweep in Hydra's own terms: each point is one option of a config group holding its values
+    (package _global_), named by its job, and the sweep runs over that group's options."""
+    import yaml
+
+    folder = p.root / POINTS_DIR / POINT_GROUP
+    folder.mkdir(parents=True, exist_ok=True)
+    points = p.points or []
+    by_name = {config_mod.job_name(o): point for o, point in zip(points_overrides(points, [])[0], points)}
+    for j in p.to_run:
+        nested: dict = {}
+        for key, value in by_name[j.name].items():
+            *parents, leaf = key.split(".")
+            node = nested
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        store.write_text(folder / f"{j.name}.yaml", "# @package _global_\n" + yaml.safe_dump(nested))
+    names = ",".join(f"'{j.name}'" for j in p.to_run)
+    return [f"+{POINT_GROUP}={names}", f"hydra.searchpath=[file://{(p.root / POINTS_DIR).absolute()}]",
+            f"hydra.sweep.subdir=${{hydra:runtime.choices.{POINT_GROUP}}}"]
 
 
 def _literal(value) -> str:
@@ -330,14 +380,16 @@ def _run_hydra(p: Plan, on_step: StepFn | None) -> None:
     not_swept = sorted({_key(o) for j in p.jobs for o in j.overrides} - set(p.swept))
     exclude = ",".join(list(config_mod.NOT_IN_JOB_NAME) + not_swept)
     argv = [sys.argv[0], "--multirun", *p.overrides, f"name={p.root.name}", f"results={p.root.parent}",
-            f"hydra.job.config.override_dirname.exclude_keys=[{exclude}]"]
+            f"hydra.job.config.override_dirname.exclude_keys=[{exclude}]",
+            *(_point_args(p) if p.points is not None else [])]
     entry = hydra.main(config_path=str(config_mod.CONF_DIR), config_name="config", version_base=None)(task)
     saved_argv, _reporter = sys.argv, on_step
     saved_pid = os.environ.get(SWEEP_PID)
     os.environ[SWEEP_PID] = str(os.getpid())
     try:
         sys.argv = argv
-        entry()
+        with _planned_points_are_valid():
+            entry()
     finally:
         sys.argv, _reporter = saved_argv, None
         if saved_pid is None:
@@ -345,6 +397,20 @@ def _run_hydra(p: Plan, on_step: StepFn | None) -> None:
         else:
             os.environ[SWEEP_PID] = saved_pid
         stop_workers()
+
+
+@contextmanager
+def _planned_points_are_valid():
+    """Hydra's sweeper composes every point of a batch to validate it, then the launcher composes each job
+    again: `plan` has already validated every value, so the first of those two composes is skipped."""
+    from hydra.plugins.sweeper import Sweeper
+
+    check = Sweeper.validate_batch_is_legal
+    Sweeper.validate_batch_is_legal = lambda self, batch: None
+    try:
+        yield
+    finally:
+        Sweeper.validate_batch_is_legal = check
 
 
 def stop_workers() -> None:
@@ -381,3 +447,49 @@ class Watcher(threading.Thread):
     def run(self) -> None:
         while not self.stop.wait(self.every):
             self.on_count(self.count())
+
+
+# --- what the machinery costs: `gradflow bench --sweep` ---------------------------------------------
+@dataclass
+class Timing:
+    step: str  # planning | per job | resume | ls | plot
+    seconds: float  # measured, per the unit below
+    unit: str  # "per point", "per job" or "total"
+    target: float  # the budget, same unit
+
+    @property
+    def met(self) -> bool:
+        return self.seconds <= self.target
+
+
+MACHINERY_TARGETS = {"planning": (0.002, "per point"), "per job": (0.050, "per job"), "resume": (3.0, "total"),
+                     "ls": (1.0, "total"), "plot": (5.0, "total")}
+
+
+def time_machinery(results: Path, depths: int = 50, seeds: int = 4,
+                   views: dict[str, Callable[[Path], Any]] | None = None) -> list[Timing]:
+    """Time the sweep machinery on a grid of tiny runs (depths x seeds points, 1 step each): planning,
+    the per-job cost beyond the runs' own wall time, resuming the finished sweep, and each of `views`
+    (e.g. ls, plot: a function of the sweep folder)."""
+    overrides = [f"model.depth=range(1,{depths + 1})", f"seed=range({seeds})", "train.steps=1", "model.width=8",
+                 "data=gaussian", "threads=1", f"results={results}"]
+    plan([*overrides[2:], "model.depth=1"], "bench-warmup")  # imports and Hydra's start-up are not per point
+    start = time.perf_counter()
+    p = plan(overrides, "bench-sweep")
+    planned = time.perf_counter() - start
+    start = time.perf_counter()
+    launch(p)
+    ran = time.perf_counter() - start
+    walls = sum(r["record"].get("wall_time", 0.0) for r in store.runs(p.root))
+    start = time.perf_counter()
+    launch(plan(overrides, "bench-sweep"))
+    resumed = time.perf_counter() - start
+    n = len(p.jobs)
+    out = [Timing("planning", planned / n, "per point", MACHINERY_TARGETS["planning"][0]),
+           Timing("per job", (ran - walls) / n, "per job", MACHINERY_TARGETS["per job"][0]),
+           Timing("resume", resumed, "total", MACHINERY_TARGETS["resume"][0])]
+    for step, view in (views or {}).items():
+        start = time.perf_counter()
+        view(p.root)
+        out.append(Timing(step, time.perf_counter() - start, "total", MACHINERY_TARGETS.get(step, (math.inf,))[0]))
+    return out

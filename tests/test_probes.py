@@ -109,6 +109,7 @@ def test_unprobed_steps_leave_no_hooks_armed():
     result = train(model, data, cfg, probes)
     assert result.probe_steps == [0, 2, 3]
     assert not probes.armed
+    assert not any(m._forward_hooks for m in model.modules())  # released after the last probed step
 
 
 def test_schedule_always_has_init_and_end():
@@ -153,7 +154,7 @@ def test_activation_statistics_stay_exact_for_a_large_mean_and_mixed_activations
     y = torch.stack([1000.0 + 0.01 * torch.randn(64, 32), torch.rand(64, 32), torch.relu(torch.randn(64, 32))])
     specs = [activations.get(a) for a in ("tanh", "sigmoid", "relu")]
     bounds = torch.tensor([s.saturation or (-math.inf, math.inf) for s in specs])
-    stats = _activation_stats(y.clone().flatten(1), specs, bounds)
+    stats = _activation_stats(y.clone().flatten(1), specs, bounds, torch.empty(3, 64 * 32))
     for k in range(3):
         assert float(stats["sum"][k] / stats["count"][k]) == pytest.approx(float(y[k].mean()), rel=1e-6)
         assert float(stats["std"][k]) == pytest.approx(float(y[k].std()), rel=1e-4)
@@ -166,8 +167,9 @@ def test_activation_statistics_stay_exact_for_a_large_mean_and_mixed_activations
 def test_an_unprobed_step_never_syncs_and_a_probed_step_syncs_once():
     import warnings
 
+    # batch 4 of 64 examples: one epoch's permutation (a host copy) covers every step
     cfg, data, model = _setup(["train.steps=6", "probe.every=3", "train.eval_every=1000", "train.check_every=1000",
-                               "norm=batchnorm", "model.activation=sigmoid"])
+                               "train.batch_size=4", "norm=batchnorm", "model.activation=sigmoid"])
     dev = torch.device("cuda")
     data = datasets.build(cfg.data, dev)
     model = model.to(dev)

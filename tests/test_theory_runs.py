@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 import gradflow
@@ -33,8 +34,51 @@ def test_chi1_measured_within_3_percent_of_theory_across_the_edge_of_chaos(cli, 
 
 def test_no_prediction_no_column(cli, results):
     out = cli("sweep", "data=gaussian", "data.dim=8", "data.n_train=64", "model.width=8", "model.depth=2,3",
-              "norm=batchnorm", "train.steps=0", f"results={results}", "--name", "bn")
+              "norm=batchnorm", "train.steps=0", "train.batch_size=64", f"results={results}", "--name", "bn")
     assert out.exit_code == 0, out.output
     runs = gradflow.load(results / "bn", table="runs")
     assert runs["chi1_theory"].isna().all()  # batchnorm is outside the theory: no number rather than a wrong one
     assert "chi1 theory" not in cli("ls", str(results / "bn")).output
+
+
+GELU = ["data=gaussian", "data.dim=64", "data.n_train=256", "model.depth=60", "model.width=500", "train.steps=0",
+        "train.batch_size=256", "model.activation=gelu", "init=meanfield", "init.sw2=2", "init.sb2=0.05"]
+
+
+def test_ls_warns_when_the_chi1_fit_sits_in_the_length_maps_transient(cli, results):
+    """gelu at sw2 = 2, sb2 = 0.05 from unit-variance inputs: q_0 = 2.05 against q* = 0.124, and the length map
+    takes ~30 layers to get there, so a fit over layers 3-57 does not read the fixed-point chi_1. Mean field
+    predicts the fit high; the measurement is high too (more so: the transient layers also break the
+    gradient-independence assumption), and ls says so."""
+    out = cli("sweep", *GELU, f"results={results}", "--name", "gelu")
+    assert out.exit_code == 0, out.output
+    run = json.loads(cli("ls", str(results / "gelu"), "--json").output)[0]
+    measured_bias = run["chi1_measured"] / run["chi1_theory"] - 1
+    assert measured_bias > 0.05 and run["chi1_transient"] > 0.05
+    assert run["chi1_layers"] == "3-57" and run["start_qstar"] is False
+    table = " ".join(cli("ls", str(results / "gelu")).output.split())
+    assert "55 (3-57)!" in table and "transient" in table and "data.scale=qstar" in table
+
+
+def test_transient_bias_by_hand():
+    """Iterate the length map with numpy quadrature, independently of gradflow.theory's integrator, and fit
+    the predicted profile log s_l^2 = sum_{k >= l} log(sw2 E[phi'(h_k)^2]) by least squares."""
+    from gradflow import summary
+    from gradflow.activations import get
+
+    act = get("gelu")
+    z, w = np.polynomial.hermite_e.hermegauss(201)
+    w = w / w.sum()
+    sw2, sb2, q = 2.0, 0.05, 2.0 * 1.0 + 0.05
+    local = []
+    for _ in range(58):
+        local.append(np.log(sw2 * w @ act.dphi(np.sqrt(q) * z) ** 2))
+        q = sw2 * w @ act.phi(np.sqrt(q) * z) ** 2 + sb2
+    log_sq = [sum(local[k:]) for k in range(3, 58)]
+    slope = np.polyfit(np.arange(3, 58), log_sq, 1)[0]
+    config = {"model.name": "mlp", "model.activation": "gelu", "init.name": "meanfield", "init.sw2": sw2,
+              "init.sb2": sb2, "data.name": "gaussian", "data.scale": 1.0}
+    expected = np.exp(-slope) / theory.point("gelu", sw2, sb2).chi1 - 1
+    assert summary.transient_bias(config, (3, 57)) == pytest.approx(expected, rel=1e-4)
+    assert summary.transient_bias({**config, "data.scale": "qstar"}, (3, 57)) == 0.0
+    assert np.isnan(summary.transient_bias({**config, "data.name": "mnist1d"}, (3, 57)))

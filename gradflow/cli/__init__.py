@@ -6,7 +6,7 @@
 from gradflow.cli.app import app
 
 # importing a command module registers its commands; this order is the order of `gradflow --help`
-from gradflow.cli import run, ls, sweep, clean, reproduce, bench, gradcheck, theory, plots  # noqa: E402,F401  isort: skip
+from gradflow.cli import run, ls, sweep, clean, reproduce, report, bench, gradcheck, theory, plots  # noqa: E402,F401  isort: skip
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""`gradflow bench`: what probing costs, measured side by side."""
+"""`gradflow bench`: what probing costs, against a bare PyTorch loop of the same model and data."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from gradflow import store
 from gradflow.cli.app import app
 from gradflow.cli.console import console, user_errors
 from gradflow.errors import GradflowError
@@ -15,24 +16,94 @@ from gradflow.errors import GradflowError
 @app.command()
 @user_errors
 def bench(
-    workload: Annotated[Optional[list[str]], typer.Option(help="mlp | resnet20 | lstm (repeatable; default all).")]
-    = None,
-    steps: Annotated[int, typer.Option(help="Updates per timed run.")] = 100,
-    repeats: Annotated[int, typer.Option(help="Interleaved off/on repetitions; the median is reported.")] = 3,
+    workload: Annotated[Optional[list[str]], typer.Option(
+        help="reference (issue 12's tanh MLP), deep (the same at depth 100) or a family: mlp | cnn | resnet20 | "
+             "lstm (repeatable; default: every family).")] = None,
+    threads: Annotated[Optional[list[int]], typer.Option(help="Intra-op CPU threads (repeatable; default 1).")] = None,
+    steps: Annotated[int, typer.Option(help="Updates per timed run (the first and last are not timed).")] = 101,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds of every loop; the median is reported.")] = 5,
+    clock: Annotated[str, typer.Option(help="wall | cpu (process CPU time: for a machine shared with other "
+                                                "work)")] = "wall",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
+    sweep: Annotated[bool, typer.Option("--sweep", help="Time the sweep machinery instead (200 tiny runs: "
+                                        "planning, per job, resume, ls, plot) against its targets.")] = False,
 ) -> None:
-    """Measure what probing costs: steps/s with probes off and at every step, side by side."""
+    """Time gradflow's loop (probes off, every 10 steps, every step) against a bare PyTorch loop."""
     from gradflow import bench as bench_mod
 
-    names = workload or list(bench_mod.WORKLOADS)
+    if sweep:
+        return sweep_machinery()
+
+    names = workload or bench_mod.FAMILIES
     for n in names:
         if n not in bench_mod.WORKLOADS:
             raise GradflowError(f"--workload {n!r} is not known; choices: {', '.join(bench_mod.WORKLOADS)}")
-    table = Table(title=f"probe overhead ({steps} steps x {repeats}, median)", title_justify="left")
-    for col in ("workload", "steps/s probes off", "steps/s probes every step", "slowdown"):
-        table.add_column(col, justify="right")
+    if clock not in bench_mod.CLOCKS:
+        raise GradflowError(f"--clock {clock!r} is not known; choices: {', '.join(bench_mod.CLOCKS)}")
+    if steps < 12 or rounds < 1:
+        raise GradflowError(f"--steps must be at least 12 and --rounds at least 1 (got {steps}, {rounds})")
+    threads = threads or [1]
     with console.status("timing ..."):
-        results = bench_mod.run(names, steps, repeats, [f"device={device}"])
-    for r in results:
-        table.add_row(r.workload, f"{r.steps_per_s['off']:.1f}", f"{r.steps_per_s['on']:.1f}", f"{r.slowdown:.2f}x")
+        results = bench_mod.run(names, threads, steps, rounds, [f"device={device}"], clock)
+    note = f"{clock} ms/step, median of {rounds} interleaved rounds of {steps} steps; ratio to bare (min-max)"
+    for name in ("reference", "deep"):
+        rows = [r for r in results if r.workload == name]
+        if rows:
+            console.print(_loop_table(rows, f"{name} workload: {note}"))
+    families = [r for r in results if r.workload not in ("reference", "deep")]
+    if families:
+        console.print(_family_table(families, f"model families: {note}"))
+
+
+def _ratio(r, loop: str) -> str:
+    lo, hi = r.spread(loop)
+    return f"{r.ratio(loop):.2f} ({lo:.2f}-{hi:.2f})"
+
+
+def _loop_table(rows, title: str) -> Table:
+    """One row per loop, a ms/step and a ratio column per thread count (issue 12's table)."""
+    from gradflow.bench import LOOP_TITLES, LOOPS
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("loop")
+    for r in rows:
+        table.add_column(f"{r.threads} thr: ms", justify="right")
+        table.add_column("ratio", justify="right")
+    for loop in LOOPS:
+        table.add_row(LOOP_TITLES[loop], *[c for r in rows for c in (f"{r.median_ms(loop):.2f}", _ratio(r, loop))])
+    return table
+
+
+def _family_table(rows, title: str) -> Table:
+    """One row per family (and thread count): the bare loop's ms/step and each loop's ratio."""
+    from gradflow.bench import LOOPS
+
+    table = Table(title=title, title_justify="left")
+    for col in ("family", "threads", "bare ms", *[f"{loop}" for loop in LOOPS if loop != "bare"]):
+        table.add_column(col, justify="left" if col == "family" else "right")
+    for r in rows:
+        table.add_row(r.workload, str(r.threads), f"{r.median_ms('bare'):.2f}",
+                      *[_ratio(r, loop) for loop in LOOPS if loop != "bare"])
+    return table
+
+
+def sweep_machinery() -> None:
+    """`bench --sweep`: each step of the sweep machinery against its target, on 200 tiny runs."""
+    import tempfile
+    from pathlib import Path
+
+    from gradflow import sweep as sweep_mod
+    from gradflow.cli.ls import runs_view
+    from gradflow.plots.standard import standard_figures
+
+    views = {"ls": runs_view, "plot": lambda root: standard_figures(root, store.figures_dir(root), "png")}
+    with tempfile.TemporaryDirectory(prefix="gradflow-bench-") as tmp, console.status("200 tiny runs ..."):
+        timings = sweep_mod.time_machinery(Path(tmp), views=views)
+    table = Table(title="sweep machinery (200 runs of 1 step)", title_justify="left")
+    for col in ("step", "measured", "target", ""):
+        table.add_column(col, justify="right")
+    for t in timings:
+        scale, unit = (1000, "ms") if t.unit != "total" else (1, "s")
+        table.add_row(t.step, f"{t.seconds * scale:.3g} {unit} {t.unit}", f"{t.target * scale:g} {unit}",
+                      "[green]met[/]" if t.met else "[red]over[/]")
     console.print(table)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+import os
 from typing import Callable, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from gradflow.errors import GradflowError
 
@@ -24,7 +26,21 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except GradflowError as e:
-            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(_short_words(str(e)))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _short_words(message: str, limit: int = 100) -> str:
+    """The message on one line, each over-long word (a pasted value) shortened around an ellipsis; the
+    path of an existing file stays whole, it is what the user must find."""
+    from gradflow.store import shorten
+
+    def existing(word: str) -> bool:
+        try:
+            return os.path.exists(word.strip("`'\",;:()"))
+        except (OSError, ValueError):
+            return False
+
+    return " ".join(w if len(w) <= limit or existing(w) else shorten(w, limit) for w in message.split())

@@ -1,33 +1,31 @@
-"""`gradflow ls`: one row per run."""
+"""`gradflow ls`: one row per run, readable at 80 columns and when piped."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Optional
 
+import numpy as np
 import pandas as pd
 import typer
+from rich import box
 from rich.table import Table
 
 from gradflow import store
 from gradflow.cli.app import app
 from gradflow.cli.console import console, user_errors
 from gradflow.errors import GradflowError
-from gradflow.cli.app import _fmt
+from gradflow.summary import (KEY_PRIORITY, LS_COLUMNS, NOTES, TRANSIENT_TOL, Column, abbreviate, listing,
+                              sort_runs, study_columns, swept_columns, table_columns)
 
+SEP = 3  # characters between two columns of the SIMPLE_HEAD table
 
-LS_COLUMNS = ["status", "steps_done", "wall_time", "final.train_loss", "final.train_acc", "final.test_loss",
-              "final.test_acc", "grad_ratio.init", "grad_ratio.final", "chi1_measured", "chi1_theory"]
-
-
-def runs_view(path: Path, where: list[str] | None = None, sort: str | None = None) -> tuple[pd.DataFrame, list[str]]:
+def runs_view(path: Path, where: list[str] | None = None, sort: str | None = None,
+              rates: list[str] | None = None, steps: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """The runs table filtered and sorted as `ls` shows it, and the swept keys."""
-    from gradflow.plots.keys import swept_keys  # pandas only: ls stays matplotlib-free
-    from gradflow.summary import runs_table
-
-    df = runs_table(path)
-    swept = swept_keys(df, exclude=())  # ls shows seed as a swept column too
+    df, swept = listing(path, rates or (), steps or ())
     for cond in where or []:
         if "=" not in cond:
             raise GradflowError(f"--where {cond!r} must be KEY=VALUE")
@@ -36,39 +34,88 @@ def runs_view(path: Path, where: list[str] | None = None, sort: str | None = Non
             raise GradflowError(f"--where key {key!r} is not a column; choices: {', '.join(sorted(df.columns))}")
         df = df[df[key].astype(str) == value]
     if sort:
-        if sort not in df.columns:
-            raise GradflowError(f"--sort {sort!r} is not a column; choices: {', '.join(swept + LS_COLUMNS)}")
-        df = df.sort_values(sort, kind="stable")
+        descending = sort.startswith("-")
+        key = sort.lstrip("-")
+        short = {v: k for k, v in abbreviate(swept).items()}
+        key = key if key in df.columns else short.get(key, key)
+        if key not in df.columns:
+            shown = swept + [c for c in LS_COLUMNS if c in df.columns] + study_columns(df)
+            raise GradflowError(f"--sort {sort!r} is not a column; choices: {', '.join(shown)} (-KEY: descending)")
+        df = sort_runs(df, [key], descending)
     return df, swept
 
 
-LS_LABELS = {"steps_done": "steps", "wall_time": "time s", "final.train_loss": "train loss",
-             "final.train_acc": "train acc", "final.test_loss": "test loss", "final.test_acc": "test acc",
-             "grad_ratio.init": "ratio init", "grad_ratio.final": "ratio end", "chi1_measured": "chi1 meas",
-             "chi1_theory": "chi1 theory"}
+def choose(columns: list[Column], width: int | None) -> tuple[list[Column], list[Column]]:
+    """The columns that fit in `width` characters (all when None), taken by priority, then in display
+    order; and those left out."""
+    if width is None:
+        return columns, []
+    keep: set[int] = set()
+    used = -SEP
+    for i in sorted(range(len(columns)), key=lambda i: columns[i].priority):
+        need = columns[i].width + SEP
+        if columns[i].priority == KEY_PRIORITY or used + need <= width:
+            keep.add(i)
+            used += need
+    return [c for i, c in enumerate(columns) if i in keep], [c for i, c in enumerate(columns) if i not in keep]
 
 
-def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int | None = None) -> None:
-    """The runs table: swept values, then status, finals and gradient ratios (first/last layer)."""
-    columns = [c for c in LS_COLUMNS if c in df.columns and (not c.startswith("chi1") or df[c].notna().any())]
-    table = Table(title=title or None, title_justify="left", caption="ratio = ‖∂L/∂W‖ first layer / last layer",
-                  caption_justify="left")
-    if not swept:
-        table.add_column("run", overflow="fold")
-    for c in swept:
-        table.add_column(c.removeprefix("model."), overflow="fold")
-    for c in columns:
-        table.add_column(LS_LABELS.get(c, c), justify="left" if c == "status" else "right")
+def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int | None = None,
+              wide: bool = False) -> None:
+    """The runs table: swept values, then status, finals, gradient ratios and chi_1, as many as fit."""
+    swept = swept_columns(df, swept)
+    shown, hidden = choose(table_columns(df, swept), None if wide else console.width)
+    if wide or sum(max(len(c.label), c.width) + SEP for c in shown) - SEP <= console.width:
+        for c in shown:
+            c.one_line = True
+    table = Table(title=title or None, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False,
+                  pad_edge=False, padding=(0, 1))
+    for c in shown:
+        table.add_column(c.header(), justify="right" if c.numeric else "left", no_wrap=True, min_width=c.width)
     colours = store.STATUS_COLOURS
-    for _, row in df.iterrows():
-        cells = [_fmt(row.get(c)) for c in columns]
-        if "status" in columns:
-            cells[columns.index("status")] = f"[{colours.get(row['status'], 'white')}]{row['status']}[/]"
-        table.add_row(*([] if swept else [row["run"]]), *(_fmt(row.get(c)) for c in swept), *cells)
-    console.print(table)
+    for i in range(len(df)):
+        row = []
+        for c in shown:
+            cell = c.cells[i]
+            row.append(f"[{colours.get(cell, 'white')}]{cell}[/]" if c.key == "status" else cell)
+        table.add_row(*row)
+    console.print(table, width=None if not wide else 10**4, soft_wrap=wide, highlight=False)
+    keys = [c.key for c in shown]
+    notes = [NOTES[k] for k in NOTES if k in keys]
+    if any(k.startswith("rate.") for k in keys):
+        notes.append(NOTES["rate"])
+    if hidden:
+        notes.append(f"not shown ({console.width} columns): {', '.join(c.label for c in hidden)}; --wide shows all")
+    for n in notes:
+        console.print(n, highlight=False)
+    _warn_transient(df)
     counts = df["status"].value_counts().to_dict() if "status" in df else {}
     line = "  ".join(f"{k}: {counts.get(k, 0)}" for k in store.STATUSES if k in store.ENDED or counts.get(k))
-    console.print(line + (f"  skipped: {skipped}" if skipped is not None else ""))
+    console.print(line + (f"  skipped: {skipped}" if skipped is not None else ""), highlight=False)
+
+
+def _warn_transient(df: pd.DataFrame) -> None:
+    if "chi1_transient" not in df:
+        return
+    bias = pd.to_numeric(df["chi1_transient"], errors="coerce")
+    off = df[bias.abs() > TRANSIENT_TOL]
+    if len(off):
+        worst = float(bias[off.index].abs().max())
+        console.print(f"[yellow]warning:[/] the chi1 fit of {len(off)} run(s) starts in the length map's transient "
+                      f"(mean-field theory puts the fit up to {worst:.1%} off chi1 at q*); start at the fixed point "
+                      f"with data.scale=qstar or fit deeper layers", highlight=False)
+
+
+def records(df: pd.DataFrame) -> list[dict]:
+    """JSON-ready rows at full precision: NaN as null, numpy scalars as Python numbers."""
+    def clean(v):
+        if isinstance(v, np.generic):
+            v = v.item()
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        return v
+
+    return [{k: clean(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
 
 
 @app.command("ls")
@@ -76,16 +123,26 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
 def ls(
     path: Annotated[Path, typer.Argument(help="A run folder, a sweep folder, or a folder of sweeps.")],
     where: Annotated[Optional[list[str]], typer.Option(help="Keep rows with KEY=VALUE (repeatable).")] = None,
-    sort: Annotated[Optional[str], typer.Option(help="Sort by this column, e.g. final.test_acc.")] = None,
+    sort: Annotated[Optional[str], typer.Option(
+        help="Sort by this column (numbers as numbers), e.g. final.test_acc or depth; -KEY sorts descending.")] = None,
+    steps_to: Annotated[Optional[list[str]], typer.Option(
+        "--steps-to", help="First evaluation step where a metric reaches a threshold, e.g. 'train_loss<=1.0' "
+                           "or 'test_acc>=0.9' (repeatable).")] = None,
+    rate: Annotated[Optional[list[str]], typer.Option(
+        help="Per-layer growth factor of a probed quantity at step 0, e.g. grad_norm or signal_norm, "
+             "with the fitted layers (repeatable).")] = None,
+    wide: Annotated[bool, typer.Option("--wide", help="Show every column, however wide.")] = False,
     csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON records instead of a table.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON records (full precision) instead of a table.")]
+    = False,
 ) -> None:
-    """One row per run: swept values, status, final metrics and gradient-norm ratios."""
-    df, swept = runs_view(path, where, sort)
-    cols = ["run"] + swept + [c for c in LS_COLUMNS if c in df.columns]
+    """One row per run: swept values, status, final metrics, gradient ratios and chi_1 (measured and theory)."""
+    df, swept = runs_view(path, where, sort, rate, steps_to)
+    cols = ["run"] + swept + [c for c in LS_COLUMNS if c in df.columns] + \
+        [c for c in ("start_qstar", "chi1_transient") if c in df.columns] + study_columns(df)
     if csv:
         console.file.write(df[cols].to_csv(index=False))
     elif as_json:
-        console.file.write(json.dumps(json.loads(df[cols].to_json(orient="records")), indent=1) + "\n")
+        console.file.write(json.dumps(records(df[cols]), indent=1) + "\n")
     else:
-        show_runs(df, swept, title=str(path))
+        show_runs(df, swept, title=str(path), wide=wide)

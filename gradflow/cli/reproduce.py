@@ -9,7 +9,7 @@ from rich.table import Table
 
 from gradflow.cli.app import app
 from gradflow.cli.console import console, user_errors
-from gradflow.cli.sweep import run_plan
+from gradflow.cli.sweep import report_page, run_plan
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -24,6 +24,7 @@ def reproduce(
     scale: Annotated[str, typer.Option(help="quick | default (CPU-sized) | paper (the paper's scale, for a GPU).")]
     = "default",
     force: Annotated[bool, typer.Option("--force", help="Rerun runs that already finished.")] = False,
+    report_: Annotated[bool, typer.Option("--report", help="Write the HTML report page (gradflow report).")] = False,
 ) -> None:
     """Rerun a published depth experiment, draw its figure, and check the paper's claims (PASS/FAIL)."""
     from gradflow import reproduce as rep
@@ -58,6 +59,7 @@ def reproduce(
         console.print(f"report: {outcome.report}")
         for f in outcome.figures:
             console.print(f"figure: {f}")
+        report_page([outcome.report.parent], report_)
         failed |= not outcome.passed
     if failed:
         raise typer.Exit(1)

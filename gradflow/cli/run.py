@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import pandas as pd
 import typer
+from typer.core import TyperCommand
 from rich.table import Table
 
 from gradflow import config as config_mod
@@ -94,13 +95,18 @@ def config_help() -> str:
     from rich.markup import escape
 
     out = ["[bold]Config[/]: GROUP=CHOICE picks a group, KEY=VALUE sets a key (shown with its default).", ""]
-    defaults = config_mod.compose([])
+    from omegaconf import OmegaConf
+
+    picked = {}  # conf/config.yaml's defaults list: the choice each group starts from
+    for entry in OmegaConf.to_container(OmegaConf.load(config_mod.CONF_DIR / "config.yaml")).get("defaults", []):
+        if isinstance(entry, dict):
+            picked.update({k: v for k, v in entry.items() if k in config_mod.GROUPS})
     for group in config_mod.GROUPS:
         choices = config_mod.group_choices(group)
-        chosen = defaults[group].get("name") if group in defaults else None
+        chosen = picked.get(group)
         listing = " | ".join(f"{c} (default)" if c == chosen else c for c in choices)
         out += textwrap.wrap(f"{group}: {listing}", HELP_WIDTH, subsequent_indent="    ")
-        schemas = {"model": config_mod.MODEL_SCHEMAS, "data": config_mod.DATA_SCHEMAS}.get(group)
+        schemas = config_mod.GROUP_SCHEMAS.get(group)
         if schemas is not None:  # one block per family: its keys only, under the choices that use them
             families: dict = {}
             for c in choices:
@@ -113,8 +119,7 @@ def config_help() -> str:
                                                          initial_indent=" ", subsequent_indent="   ")),
                                 f"{group}.", cls, members, group)
         else:
-            cls = {"init": config_mod.InitConfig, "norm": config_mod.NormConfig, "optim": config_mod.OptimConfig,
-                   "probe": config_mod.ProbeConfig}[group]
+            cls = {"norm": config_mod.NormConfig, "probe": config_mod.ProbeConfig}[group]
             out += _section("", f"{group}.", cls, choices, group)[1:]
         out.append("")
     out += _section("train (no group: set the keys)", "train.", config_mod.TrainConfig, [], None)
@@ -122,9 +127,18 @@ def config_help() -> str:
     return "\n".join(escape(line) if not line.startswith("[bold]") else line for line in out)
 
 
+class _RunCommand(TyperCommand):
+    """Composes the config reference only when help is shown: at import it would cost every command
+    (`gradflow ls` included) a Hydra compose and a torch import."""
+
+    def format_help(self, ctx, formatter):
+        self.epilog = self.epilog or config_help()
+        return super().format_help(ctx, formatter)
+
+
 @app.command(
+    cls=_RunCommand,
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    epilog=None,  # filled in below from the schema
 )
 @user_errors
 def run(
@@ -144,6 +158,7 @@ def run(
     study = store.study_dir(cfg.results, cfg.name)
     job_dir = study / config_mod.job_name(overrides)
     store.check_writable(job_dir, study)
+    store.check_clearable(job_dir)
     with store.lock(study):
         try:
             if console.is_terminal:
@@ -241,6 +256,3 @@ def _thin(n: int, keep: int) -> set[int]:
         return set(range(n))
     return {round(i * (n - 1) / (keep - 1)) for i in range(keep)}
 
-
-run_cmd = next(c for c in app.registered_commands if c.callback is not None and c.callback.__name__ == 'run')
-run_cmd.epilog = config_help()

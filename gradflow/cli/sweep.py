@@ -26,6 +26,7 @@ def sweep(
              "hydra/launcher=joblib ...", show_default=False)] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Results go to results/NAME/.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rerun runs that already finished.")] = False,
+    report: Annotated[bool, typer.Option("--report", help="Write the HTML report page (gradflow report).")] = False,
     points: Annotated[Optional[Path], typer.Option(
         "--points", help="A YAML list of points swept together, each a mapping of keys to values, e.g. "
                          "- {model.activation: tanh, init.sw2: 1.76, init.sb2: 0.05}", show_default=False)] = None,
@@ -36,8 +37,20 @@ def sweep(
     explicit = sweep_mod.read_points(points) if points is not None else None
     p = sweep_mod.plan(list(overrides or []), name, force, points=explicit)
     df = run_plan(p)
+    report_page([p.root], report)
     if (df[store.STATUS] == store.FAILED).any():
         raise typer.Exit(1)
+
+
+def report_page(paths: list, write: bool) -> None:
+    """Write the study's HTML page, or say where `--report` would write it."""
+    from gradflow import report as report_mod
+
+    if write:
+        with console.status("writing the report page"):
+            console.print(f"report: {report_mod.write(paths)}", highlight=False)
+    else:
+        console.print(f"report page (--report writes it): {report_mod.page_path(paths)}", highlight=False)
 
 
 def run_plan(p, table: bool = True) -> pd.DataFrame:

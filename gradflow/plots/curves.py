@@ -18,15 +18,15 @@ from matplotlib.ticker import NullLocator
 
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
-from gradflow.plots.keys import is_missing, is_numeric_key, n_distinct, ordered_values, single_value, swept_keys, vkey
+from gradflow.plots.keys import is_grid, is_missing, is_numeric_key, n_distinct, ordered_values, single_value, swept_keys, vkey
 from gradflow.plots.labels import (
-    RATIO_SYMBOL, SPLITS, SUMMARIES, Summary, key_label, set_title, short_key, value_label,
+    RATIOS, SPLITS, SUMMARIES, Summary, key_label, set_title, short_key, value_label,
 )
 from gradflow.plots.meanfield import GRID_THEORIES, chi1_for, python_value
-from gradflow.plots.series import Series, check_key, collect_series, require, sort_series
+from gradflow.plots.series import Series, check_key, collect_series, first_last, require, sort_series
 from gradflow.plots.style import (
-    THEORY_STYLE, Palette, bottom_and_left, draw_series, extra_handles, facet_grid, legend, line_weight,
-    new_figure, note_if_empty, spans_decades, step_axis, style_key,
+    THEORY_STYLE, Palette, bottom_and_left, draw_series, extra_handles, facet_grid, label_short_log_axis, legend,
+    line_weight, new_figure, note_if_empty, record, spans_decades, step_axis, style_key,
 )
 
 
@@ -62,10 +62,13 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
     swept = swept_keys(df)
     check_key(color, "color", swept)
     check_key(facet, "facet", swept + (["source"] if multi_source else []))
-    color = color or next((k for k in swept if k != facet), None)
-    style = None if by_source else style_key(df, swept, (color, facet), multi_source and facet != "source")
     group_keys = swept + (["source"] if multi_source else [])
-    also = [k for k in swept if k not in (color, style, facet)]
+    if color is None and facet is None and not multi_source and not is_grid(df, swept):
+        color, style, also = "run", None, []  # runs not swept together: one legended line each
+    else:
+        color = color or next((k for k in swept if k != facet), None)
+        style = None if by_source else style_key(df, swept, (color, facet), multi_source and facet != "source")
+        also = [k for k in swept if k not in (color, style, facet)]
     palette = Palette(df, color, style)
     split_styles = {"train": "-", "test": ":", "batch": "-"}
 
@@ -126,19 +129,29 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
     return fig
 
 
-def ratio(runs: pd.DataFrame, when: str = "init", by: str | None = None, theory: bool = True) -> Figure:
-    """grad_norm(layer 0) / grad_norm(last layer) against model.depth, log y, one line per value of
+def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory: bool = True,
+          quantity: str = "grad_norm") -> Figure:
+    """quantity(layer 0) / quantity(last layer) against model.depth, log y, one line per value of
     `by` (default: the first other swept key), seeds as median + min-max band; dotted line at 1.
 
-    At init, where the mean-field theory applies (see `_chi1`), a dashed line chi1^(depth/2) per
-    group, anchored at its shallowest point, shows the predicted rate (the slope, not the offset).
+    table: the layers table (any per-layer quantity: signal_norm is the one that vanishes), or the
+    runs table (grad_norm only, from its grad_ratio.* columns). At init, where the mean-field theory
+    applies (see `chi1_for`), a dashed line chi1^(depth/2) per group, anchored at its shallowest
+    point, shows the predicted rate (the slope, not the offset).
     """
     if when not in ("init", "final"):
         raise GradflowError(f"when={when!r} is not allowed; choices: init, final")
-    df = require(runs, "runs", RUNS_REQUIRED)
-    col = f"grad_ratio.{when}"
-    if col not in df.columns:
-        raise GradflowError(f"the runs table lacks column {col}; it has: {', '.join(map(str, df.columns))}")
+    if quantity not in RATIOS:
+        raise GradflowError(f"quantity={quantity!r} is not allowed for ratio; choices: {', '.join(RATIOS)}")
+    df = require(table, "runs", RUNS_REQUIRED)
+    if "quantity" in df.columns:
+        df = first_last(df, quantity, when)
+    else:
+        col = f"grad_ratio.{when}"
+        if quantity != "grad_norm" or col not in df.columns:
+            raise GradflowError(f"the runs table has the weight-gradient ratio only ({col}); pass the layers "
+                                f"table for {quantity}")
+        df = df.assign(value=pd.to_numeric(df[col], errors="coerce"))
     if "model.depth" not in df.columns or n_distinct(df["model.depth"]) < 2:
         have = ", ".join(map(fmt, ordered_values(df["model.depth"]))) if "model.depth" in df.columns else "none"
         raise GradflowError(f"ratio plots against model.depth, which does not vary in this data (values: {have})")
@@ -150,8 +163,7 @@ def ratio(runs: pd.DataFrame, when: str = "init", by: str | None = None, theory:
     group_keys = swept + (["source"] if multi_source else [])
     also = [k for k in swept if k not in (by, style)]
     palette = Palette(df, by, style)
-    long = df.assign(value=pd.to_numeric(df[col], errors="coerce"))
-    series = sort_series(collect_series(long, "model.depth", group_keys, log=True), df,
+    series = sort_series(collect_series(df, "model.depth", group_keys, log=True), df,
                          [k for k in (by, style) if k] + also)
 
     fig, axes = new_figure()
@@ -166,7 +178,7 @@ def ratio(runs: pd.DataFrame, when: str = "init", by: str | None = None, theory:
         c = palette.color_of(s.config)
         draw_series(ax, s, c, palette.style_of(s.config), lw, alpha)  # a lone depth is drawn as a dot
         if theory and when == "init":
-            theory_drawn |= _theory_ratio(ax, s, c, lw, cache)
+            theory_drawn |= _theory_ratio(ax, s, c, lw, cache, quantity == "grad_norm")
     note_if_empty(ax, series)
     depths = np.asarray(ordered_values(df["model.depth"]), dtype=float)
     if depths.min() > 0 and _geometric(depths):
@@ -174,9 +186,12 @@ def ratio(runs: pd.DataFrame, when: str = "init", by: str | None = None, theory:
     if len(depths) <= 12:
         ax.set_xticks(depths, [fmt(d) for d in depths])
         ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlim(depths.min(), depths.max())
+    label_short_log_axis(ax, df["value"])
     ax.set_xlabel(key_label("model.depth"))
     where = "at initialization" if when == "init" else "at the last probed step"
-    ax.set_ylabel(f"{RATIO_SYMBOL}\n(first / last layer, {where})")
+    symbol, name = RATIOS[quantity]
+    ax.set_ylabel(f"{symbol}\n(first / last layer, {where})")
     palette.colorbar(fig, [ax])
     handles, title = palette.handles()
     hs = extra_handles(series, True)
@@ -186,21 +201,23 @@ def ratio(runs: pd.DataFrame, when: str = "init", by: str | None = None, theory:
     hs.append(Line2D([], [], color="0.3", ls=":", lw=1.0, label="ratio = 1 (balanced)"))
     legend(fig, handles + hs, title)
     extra = [f"lines also differ in {', '.join(also)}"] if also else []
-    set_title(fig, f"Input-to-output gradient ratio vs depth, {where}", df, extra, skip=swept + ["model.depth"])
+    set_title(fig, f"{name} (input / output) vs depth, {where}", df, extra, skip=swept + ["model.depth"])
     return fig
 
 
-def _theory_ratio(ax, s: Series, color: Any, lw: float, cache: dict) -> bool:
+def _theory_ratio(ax, s: Series, color: Any, lw: float, cache: dict, weight_gradient: bool) -> bool:
     """Dashed line y0 * chi1^((depth - depth0) / 2) through the group's shallowest finite point."""
-    c = chi1_for(s.config, True, cache)  # chi1 does not depend on depth: the group's config will do
+    c = chi1_for(s.config, weight_gradient, cache)  # chi1 does not depend on depth: the group's config will do
     ok = np.isfinite(s.med)
     if c is None or not ok.any():
         return False
     d0, y0 = float(s.x[ok][0]), float(s.med[ok][0])
     d = np.linspace(float(s.x.min()), float(s.x.max()), 60)
     with np.errstate(over="ignore", under="ignore"):
-        ax.plot(d, y0 * c ** ((d - d0) / 2), color=color, **(THEORY_STYLE | {"lw": max(0.7, lw * 0.8)}),
+        ys = y0 * c ** ((d - d0) / 2)
+        ax.plot(d, ys, color=color, **(THEORY_STYLE | {"lw": max(0.7, lw * 0.8)}),
                 scalex=False, scaley=False, gid=f"theory:{s.label}")
+    record(ax, "theory", ({"line": s.label, "x": x, "y": y, "chi1": c} for x, y in zip(d, ys)))
     return True
 
 
@@ -323,6 +340,8 @@ def grid(runs: pd.DataFrame, x: str, y: str, value: str = "final.test_acc", theo
             logged[i, j] = True
         empty_cells |= bool((logged & ~np.isfinite(cell)).any())
         mesh = ax.pcolormesh(xa.edges, ya.edges, np.ma.masked_invalid(cell), cmap=cmap, norm=norm, gid="grid")
+        record(ax, "cells", ({x: xa.values[j], y: ya.values[i], "value": cell[i, j], "flagged": bool(flag[i, j])}
+                             | ({facet: fv} if facet else {}) for i, j in zip(*np.nonzero(logged))))
         for i, j in zip(*np.nonzero(flag)):
             ax.add_patch(Rectangle((xa.edges[j], ya.edges[i]), xa.edges[j + 1] - xa.edges[j],
                                    ya.edges[i + 1] - ya.edges[i], fill=False, hatch="xxx", lw=0,
@@ -372,7 +391,7 @@ def _annotate_cell(ax, cx: float, cy: float, v: float, logged: bool, cmap, norm)
         return
     r, g, b, _ = cmap(norm(v))
     dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
-    text = f"{v:.0f}" if abs(v) >= 100 else f"{v:.2g}"
+    text = fmt(round(v)) if abs(v) >= 100 else fmt(v, 2)
     ax.text(cx, cy, text, ha="center", va="center", fontsize=6.5, color="white" if dark else "black", gid="cell")
 
 
@@ -415,7 +434,7 @@ def _grid_theory(ax, sub: pd.DataFrame, xa: _GridAxis, ya: _GridAxis, kind: str)
         if inside:
             (ax.axvline if vertical else ax.axhline)(crit, **style)
         return Line2D([], [], **(style | {"gid": None}),
-                      label=rf"$\chi_1 = 1$ at $\sigma_w^2$ = {crit:.3g}" + ("" if inside else " (off the plot)"))
+                      label=rf"$\chi_1 = 1$ at $\sigma_w^2$ = {fmt(crit, 3)}" + ("" if inside else " (off the plot)"))
     sw2 = np.geomspace(lo, hi, 241) if sw.log else np.linspace(lo, hi, 241)
     points = [mean_field.point(act, float(s), sb2) for s in sw2]
     attr = "six_xi_c" if kind == "6xi_c" else "xi_c"

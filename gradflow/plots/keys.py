@@ -76,3 +76,12 @@ def single_value(df: pd.DataFrame, key: str) -> Any:
     if key not in df.columns or n_distinct(df[key]) != 1:
         return None
     return df[key].iloc[0]
+
+
+def is_grid(df: pd.DataFrame, keys: Sequence[str]) -> bool:
+    """Whether the runs hold every combination of the values of `keys`, as a sweep does; a folder of
+    unrelated runs (say three runs of different depth, init and length) does not."""
+    if len(keys) < 2:
+        return True
+    combos = df[list(keys)].apply(hashable).drop_duplicates()
+    return len(combos) == int(np.prod([n_distinct(df[k]) for k in keys]))

@@ -23,7 +23,7 @@ KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "profile": ("layers", ("quantity", "step", "color", "facet")),
     "heatmap": ("layers", ("quantity", "run")),
     "curves": ("metrics", ("color", "facet")),
-    "ratio": ("runs", ("step", "color")),
+    "ratio": ("layers", ("quantity", "step", "color")),
     "grid": ("runs", ("x", "y", "value", "theory", "facet")),
     "hist": ("hist", ("run", "step")),
     "spectrum": ("jacobian", ("step", "color")),
@@ -144,7 +144,9 @@ def draw(kind: str, df: pd.DataFrame, o: Options):
         return fig, "curves" + tag("color", o.color) + tag("facet", o.facet)
     if kind == "ratio":
         when = "final" if step == "last" else "init"
-        return figures.ratio(df, when, by=o.color), f"ratio-{when}" + tag("color", o.color)
+        q = o.quantity or "grad_norm"
+        stem = f"ratio-{when}" if q == "grad_norm" else f"ratio-{q}-{when}"
+        return figures.ratio(df, when, by=o.color, quantity=q), stem + tag("color", o.color)
     if kind == "grid":
         if o.x is None or o.y is None:
             raise GradflowError("--kind grid needs --x KEY and --y KEY (e.g. --x init.sw2 --y model.depth)")

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from gradflow.fmt import fmt
+from gradflow.probes.quantities import QUANTITIES as PROBES
 from gradflow.plots.keys import is_missing, n_distinct, single_value
 
 
@@ -23,17 +24,8 @@ class Label:
     log: bool = True  # drawn on a log axis
 
 
-QUANTITIES: dict[str, Label] = {
-    "grad_norm": Label(r"$\|\partial L/\partial W\|$ (weight gradient norm)", "Weight-gradient norm"),
-    "bias_grad_norm": Label(r"$\|\partial L/\partial b\|$ (bias gradient norm)", "Bias-gradient norm"),
-    "weight_norm": Label(r"$\|W\|$ (weight norm)", "Weight norm"),
-    "update_ratio": Label(r"$\|\Delta W\| / \|W\|$ (update / weight ratio)", "Update-to-weight ratio"),
-    "signal_norm": Label(r"$\|\partial L/\partial z\|$ (back-propagated signal norm)", "Back-propagated signal norm"),
-    "act_mean": Label("activation mean", "Activation mean", log=False),
-    "act_std": Label("activation standard deviation", "Activation std"),
-    "act_saturated": Label("fraction of saturated units", "Saturated units", log=False),
-    "act_dead": Label("fraction of dead units", "Dead units", log=False),
-}
+# per-layer quantities: the probe registry's labels (gradflow.probes.quantities, no torch)
+QUANTITIES: dict[str, Label] = {name: Label(q.label, q.title, q.log) for name, q in PROBES.items()}
 
 
 THEORY_QUANTITIES = ("grad_norm", "signal_norm")  # predicted to scale as sqrt(chi1)^(L - l)
@@ -91,6 +83,11 @@ class Summary:
 
 
 RATIO_SYMBOL = r"$\|\partial L/\partial W_0\| \,/\, \|\partial L/\partial W_L\|$"  # first / last weight layer
+# the first/last probe-point ratio of a per-layer quantity: its symbol and what the ratio is called
+RATIOS: dict[str, tuple[str, str]] = {
+    "grad_norm": (RATIO_SYMBOL, "Weight-gradient ratio"),
+    "signal_norm": (r"$\|\partial L/\partial z_0\| \,/\, \|\partial L/\partial z_L\|$", "Back-propagated signal ratio"),
+}
 
 
 SUMMARIES: dict[str, Summary] = {
@@ -158,8 +155,8 @@ _MEANFIELD_ONLY = ("init.sw2", "init.sb2")  # only meaningful with the mean-fiel
 def _title_item(df: pd.DataFrame, key: str, v: Any) -> str | None:
     if is_missing(v) or str(v).lower() in _BORING:
         return None
-    if key in _MEANFIELD_ONLY and "init.name" in df.columns and single_value(df, "init.name") != "meanfield":
-        return None
+    if key == "init.sw2" or (key in _MEANFIELD_ONLY and single_value(df, "init.name") != "meanfield"):
+        return None  # sw2 is said as each init's effective sigma_w^2 (init_variances); sb2 only for meanfield
     if key == "model.alpha" and single_value(df, "model.skip") in (None, "none"):
         return None
     s = fmt(v)
@@ -170,11 +167,35 @@ def _title_item(df: pd.DataFrame, key: str, v: Any) -> str | None:
 
 
 def held_fixed(df: pd.DataFrame, skip: Iterable[str] = ()) -> list[str]:
-    """['mlp', 'tanh', 'width 128', 'kaiming_normal init', ...] from the single-valued config keys."""
+    """['mlp', 'tanh', 'width 128', 'kaiming_normal init', 'sigma_w^2 = 2', ...] from the config keys
+    every line shares, and each init's effective sigma_w^2."""
     skip = set(skip)
     items = [_title_item(df, k, single_value(df, k)) for k in TITLE_KEYS
              if k in df.columns and k not in skip and n_distinct(df[k]) == 1]
-    return [i for i in items if i]
+    swept_sw2 = "init.sw2" in skip and single_value(df, "init.name") == "meanfield"  # the lines say it
+    return [i for i in items if i] + ([] if swept_sw2 else init_variances(df))
+
+
+def init_variances(df: pd.DataFrame) -> list[str]:
+    """Each init's effective sigma_w^2 (theory.equivalent_sw2: what the init means for signal
+    propagation), never the init.sw2 key, which only the meanfield init reads. One activation only:
+    the kaiming gain depends on it."""
+    from gradflow.plots.meanfield import effective_sw2
+
+    if "init.name" not in df.columns or n_distinct(df.get("model.activation", pd.Series(dtype=object))) != 1:
+        return []
+    keys = [k for k in ("init.name", "init.gain", "init.sw2", "model.activation") if k in df.columns]
+    inits = df[keys].drop_duplicates()
+    values = {}
+    for row in inits.to_dict("records"):
+        v = effective_sw2(row)
+        if v is not None:
+            values.setdefault(str(row["init.name"]), set()).add(fmt(v, 3))
+    if not values:
+        return []
+    if len(inits) == 1:
+        return [rf"$\sigma_w^2$={next(iter(values.values())).pop()}"]
+    return [r"$\sigma_w^2$: " + ", ".join(f"{name} {'/'.join(sorted(v))}" for name, v in values.items())]
 
 
 def _visible_len(text: str) -> int:

@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+Q_STAR_ZERO = 1e-8  # pre-activation variance this small is a forward signal that has died out
 GRID_THEORIES = ("6xi_c", "xi_c", "chi1=1")  # the mean-field curves a grid can carry
 
 
@@ -16,6 +17,7 @@ def python_value(v: Any) -> Any:
 
 def _predict(config: Mapping[str, Any], cache: dict) -> Any:
     """theory.predict for a group's config, or None when there is no theory (yet) or no prediction."""
+    config = {k: v for k, v in config.items() if k not in ("source", "run")}  # where it came from, not what
     key = tuple(sorted((k, repr(v)) for k, v in config.items()))
     if key not in cache:
         try:
@@ -23,7 +25,7 @@ def _predict(config: Mapping[str, Any], cache: dict) -> Any:
         except ImportError:
             cache[key] = None
         else:
-            cache[key] = theory.predict({k: python_value(v) for k, v in config.items() if k != "source"})
+            cache[key] = theory.predict({k: python_value(v) for k, v in config.items()})
     return cache[key]
 
 
@@ -33,7 +35,9 @@ def chi1_for(config: Mapping[str, Any], weight_gradient: bool, cache: dict) -> f
     The back-propagated signal scales as sqrt(chi1)^(L - l) whatever q* is. The weight gradient
     dL/dW_l = signal_l x activation_(l-1) follows it only when the forward length sits at a
     finite, nonzero fixed point q*: with q* = 0 or inf (e.g. relu or tanh without bias, relu with
-    sw2 > 2) the activation norm changes per layer too and can cancel the signal's trend.
+    sw2 > 2) the activation norm changes per layer too and can cancel the signal's trend. A q* below
+    Q_STAR_ZERO counts as 0: an integrator's residue (7.6e-16 for tanh at sw2 = 1, sb2 = 0) is no
+    fixed point the forward signal could sit at.
     """
     mf = _predict(config, cache)
     if mf is None:
@@ -41,6 +45,18 @@ def chi1_for(config: Mapping[str, Any], weight_gradient: bool, cache: dict) -> f
     chi1 = float(mf.chi1)
     if not (math.isfinite(chi1) and chi1 > 0):
         return None
-    if weight_gradient and not 0.0 < float(getattr(mf, "q_star", math.nan)) < math.inf:
+    if weight_gradient and not Q_STAR_ZERO < float(getattr(mf, "q_star", math.nan)) < math.inf:
         return None
     return chi1
+
+
+def effective_sw2(config: Mapping[str, Any]) -> float | None:
+    """The sigma_w^2 of the Gaussian init a run's init matches (xavier: gain^2, kaiming on ReLU: 2,
+    standard: 1/3, meanfield: init.sw2), or None where theory does not know the scheme."""
+    from gradflow import theory
+
+    activation = config.get("model.activation")
+    if activation is None:
+        return None
+    params = theory.equivalent_sw2({k: python_value(v) for k, v in config.items()}, str(activation))
+    return None if params is None else params[0]

@@ -15,13 +15,13 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from gradflow.errors import GradflowError
-from gradflow.plots.keys import n_distinct, ordered_values, swept_keys, vkey
+from gradflow.plots.keys import is_grid, n_distinct, ordered_values, swept_keys, vkey
 from gradflow.plots.labels import QUANTITIES, THEORY_QUANTITIES, Label, layer_axis, point_word, set_title, value_label
 from gradflow.plots.meanfield import chi1_for
 from gradflow.plots.series import Series, at_step, check_key, collect_series, parse_step, pick_run, require, sort_series
 from gradflow.plots.style import (
-    THEORY_STYLE, Palette, bottom_and_left, draw_series, extra_handles, facet_grid, is_log_spaced, legend,
-    line_weight, new_figure, note_if_empty, step_axis, style_key,
+    THEORY_STYLE, Palette, bottom_and_left, draw_series, extra_handles, facet_grid, is_log_spaced,
+    label_short_log_axis, legend, line_weight, new_figure, note_if_empty, record, step_axis, style_key,
 )
 
 
@@ -60,10 +60,13 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     check_key(color, "color", choices)
     check_key(facet, "facet", choices)
     facet_key = "source" if by_source else facet
-    color = color or next((k for k in swept if k != facet_key), None)
-    style = style_key(df, swept, (color, facet_key), multi_source and not by_source and facet_key != "source")
     group_keys = swept + (["source"] if multi_source else [])
-    also = [k for k in swept if k not in (color, style, facet_key)]
+    if color is None and facet_key is None and not multi_source and not is_grid(df, swept):
+        color, style, also = "run", None, []  # runs not swept together: one legended line each
+    else:
+        color = color or next((k for k in swept if k != facet_key), None)
+        style = style_key(df, swept, (color, facet_key), multi_source and not by_source and facet_key != "source")
+        also = [k for k in swept if k not in (color, style, facet_key)]
     palette = Palette(df, color, style)
 
     facet_values = ordered_values(df[facet_key]) if facet_key else [None]
@@ -88,6 +91,9 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
         if facet_key:
             ax.set_title(value_label(facet_key, fv), fontsize="small")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(df["layer"].min(), max(df["layer"].max(), df["layer"].min() + 1))  # ends at the last point
+        if label.log:
+            label_short_log_axis(ax, df["value"])
     bottom, left = bottom_and_left(axes, min(len(axes), 3))
     for ax in bottom:
         ax.set_xlabel(layer_axis(df))
@@ -116,6 +122,7 @@ def _theory_profile(ax, s: Series, quantity: str, color: Any, lw: float, cache: 
     # scalex/scaley off: a prediction far outside the data must not squash the measured lines
     ax.plot(xs, ys, color=color, **(THEORY_STYLE | {"lw": max(0.7, lw * 0.8)}), scalex=False, scaley=False,
             gid=f"theory:{s.label}")
+    record(ax, "theory", ({"line": s.label, "x": x, "y": y, "chi1": chi1} for x, y in zip(xs, ys)))
     return True
 
 
@@ -154,6 +161,8 @@ def heatmap(layers: pd.DataFrame, run: str | None = None, quantity: str = "grad_
     cmap = colormaps["viridis"].with_extremes(bad=(0, 0, 0, 0))  # masked cells show overlays / background
     mesh = ax.pcolormesh(x_edges, y_edges, np.ma.masked_where(~positive, z), cmap=cmap, norm=norm,
                          gid="heatmap", rasterized=True)
+    record(ax, "cells", ({"layer": int(layer_idx[i]), "step": int(steps[j]), "value": z[i, j]}
+                         for i in range(z.shape[0]) for j in range(z.shape[1]) if present[i, j]))
     special = []
     for mask, colour, text in ((zero, "black", "exactly 0" if label.log else "zero"),
                                (bad, "#e41a1c", "NaN/inf (non-finite)")):

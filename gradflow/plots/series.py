@@ -71,7 +71,7 @@ def collect_series(df: pd.DataFrame, x: str, group_keys: Sequence[str], log: boo
                 if st == "diverged" and not (present[i] & ~finite[i]).any() and present[i].any():
                     nonfinite[np.flatnonzero(present[i])[-1]] = True
         first = g.iloc[0]
-        out.append(Series({c: first[c] for c in cfg_cols} | {"source": first["source"]},
+        out.append(Series({c: first[c] for c in cfg_cols} | {"source": first["source"], "run": first["run"]},
                           list(wide.index), status, wide.columns.to_numpy(), med, lo, hi, nonfinite, offscale,
                           present.sum(axis=0)))
     return out
@@ -149,3 +149,21 @@ def check_key(key: str | None, what: str, allowed: Sequence[str]) -> None:
     if key is not None and key not in allowed:
         raise GradflowError(f"{what}={key!r} is not a swept key of this data; choices: "
                             f"{', '.join(allowed) or '(nothing varies)'}")
+
+
+def first_last(layers: pd.DataFrame, quantity: str, when: str) -> pd.DataFrame:
+    """One row per run: its config, run, source and status, and `value`, the first / last probe
+    point's ratio of `quantity` at step 0 (when="init") or at the run's last probed step ("final")."""
+    from gradflow.summary import grad_ratio
+
+    rows = layers[layers["quantity"] == quantity]
+    if rows.empty:
+        raise GradflowError(f"quantity={quantity!r} is not in the layers table; "
+                            f"choices: {', '.join(map(str, ordered_values(layers['quantity'])))}")
+    keep = config_columns(rows) + ["run", "source", "status"]
+    out = []
+    for _, g in rows.groupby("run", sort=False):
+        step = 0 if when == "init" else int(g["step"].max())
+        out.append({**g.iloc[0][[c for c in keep if c in g.columns]].to_dict(),
+                    "value": grad_ratio(g, step, quantity)})
+    return pd.DataFrame(out)

@@ -9,7 +9,7 @@ import pandas as pd
 from gradflow.errors import GradflowError
 from gradflow.plots.curves import curves, grid, ratio
 from gradflow.plots.distributions import hist, spectrum
-from gradflow.plots.keys import is_numeric_key, n_distinct, ordered_values, swept_keys
+from gradflow.plots.keys import is_grid, is_numeric_key, n_distinct, ordered_values, swept_keys
 from gradflow.plots.profiles import heatmap, profile
 from gradflow.plots.save import file_part, save
 from gradflow.plots.style import MAX_STYLES
@@ -21,7 +21,8 @@ def standard_set(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs
     """Draw the usual figures into out_dir and return their paths.
 
     One run: profile at step 0 and at the last step, heatmap, curves.
-    A sweep: profile at step 0 and at the end, curves, ratio (when model.depth varies) and a grid of
+    A sweep: profile at step 0 and at the end, curves, the weight-gradient and back-propagated signal
+    ratios (when model.depth varies) and a grid of
     the final accuracy when two numeric keys were swept (with the mean-field 6 xi_c curve when they
     are init.sw2 and model.depth). With `probe=full` tables: per-layer histograms at step 0 for every
     run that has them (and at the last step for a single run), and the Jacobian spectrum at step 0
@@ -61,7 +62,11 @@ def standard_set(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs
         emit("curves", lambda: curves(metrics, facet=_third_key(metrics)))
     if usable(runs) and not single:
         swept = swept_keys(runs)
-        if "model.depth" in swept and "grad_ratio.init" in runs.columns:
+        if "model.depth" in swept and usable(layers):  # the weight gradient, and the signal, which vanishes
+            for q, name in (("grad_norm", "ratio-init"), ("signal_norm", "ratio-signal_norm-init")):
+                if (layers["quantity"] == q).any():
+                    emit(name, lambda: ratio(layers, "init", quantity=q))
+        elif "model.depth" in swept and "grad_ratio.init" in runs.columns:  # a runs table alone
             emit("ratio-init", lambda: ratio(runs, "init"))
         numeric = [k for k in swept if is_numeric_key(runs, k)]
         value = next((v for v in ("final.test_acc", "final.train_acc")
@@ -103,7 +108,7 @@ def _third_key(df: pd.DataFrame | None) -> str | None:
     if not isinstance(df, pd.DataFrame) or df.empty:
         return None
     swept = swept_keys(df)
-    if len(swept) < 3:
+    if len(swept) < 3 or not is_grid(df, swept):  # unrelated runs get one line each, never panels
         return None
     return next((k for k in reversed(swept[1:]) if n_distinct(df[k]) <= MAX_STYLES), None)
 

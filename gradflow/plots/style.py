@@ -30,10 +30,34 @@ FIGSIZE = (7.0, 4.5)  # inches; one panel plus an outside legend or colorbar
 MAX_STYLES = 4  # a second swept key with at most this many values becomes the line style
 
 
+class Drawing(Figure):
+    """A Figure that keeps the numbers it drew, for tests and notebooks to check instead of pixels:
+    data["lines"] one row per point of every measured line (axes, line, x, y = median, lo, hi, n
+    runs), data["theory"] the mean-field lines, data["cells"] the cells of a heatmap or grid."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._rows: dict[str, list[dict]] = {}
+
+    def record(self, table: str, rows: Iterable[dict]) -> None:
+        self._rows.setdefault(table, []).extend(rows)
+
+    @property
+    def data(self) -> dict[str, pd.DataFrame]:
+        return {k: pd.DataFrame(v) for k, v in self._rows.items()}
+
+
+def record(ax, table: str, rows: Iterable[dict]) -> None:
+    """Keep what was drawn on `ax` in its figure's data (figures made elsewhere keep nothing)."""
+    fig = ax.figure
+    if isinstance(fig, Drawing):
+        fig.record(table, [{"axes": fig.axes.index(ax)} | r for r in rows])
+
+
 def new_figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] | None = None,
                sharex: bool | str = False, sharey: bool | str = False) -> tuple[Figure, np.ndarray]:
     """A pyplot-free Figure with constrained layout and an (nrows, ncols) array of axes."""
-    fig = Figure(figsize=figsize or FIGSIZE, dpi=DPI, layout="constrained")
+    fig = Drawing(figsize=figsize or FIGSIZE, dpi=DPI, layout="constrained")
     axes = fig.subplots(nrows, ncols, sharex=sharex, sharey=sharey, squeeze=False)
     return fig, axes
 
@@ -166,6 +190,8 @@ def bottom_and_left(axes: list, ncols: int) -> tuple[list, list]:
 def draw_series(ax, s: Series, color: Any, ls: Any, lw: float, alpha: float) -> None:
     """The median line, the min-max band (several seeds), and marks for what the axis cannot show."""
     ax.plot(s.x, s.med, color=color, ls=ls, lw=lw, alpha=alpha, gid=f"series:{s.label}")
+    record(ax, "lines", ({"line": s.label, "x": x, "y": y, "lo": lo, "hi": hi, "n": int(n)}
+                         for x, y, lo, hi, n in zip(s.x, s.med, s.lo, s.hi, s.count)))
     if s.count.max() > 1:
         ax.fill_between(s.x, s.lo, s.hi, color=color, alpha=0.15, lw=0, gid="band")
     # a finite value between non-finite neighbours draws no line segment: show it as a dot
@@ -241,12 +267,24 @@ def step_axis(ax, steps: np.ndarray) -> None:
     log = is_log_spaced(steps)
     if log:
         ax.set_xscale("symlog", linthresh=1.0, linscale=0.5)
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 1, 10, 100 rather than 10^k
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt(v)))  # 1, 10, 100 rather than 10^k
     else:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if len(np.unique(steps)) == 1:  # one logged step: a readable axis around it
         ax.set_xlim(float(np.min(steps)) - 1, float(np.min(steps)) + 1)
+    else:  # the axis ends where the probes do
+        ax.set_xlim(float(np.min(steps)), float(np.max(steps)))
     ax.set_xlabel("training step" + (" (symlog)" if log else ""))
+
+
+def label_short_log_axis(ax, values) -> None:
+    """A log y axis over less than a decade shows at most one power of ten: label the minor ticks."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    if len(v) and v.max() < 10 * v.min():
+        label = FuncFormatter(lambda x, _: fmt(x, 2))
+        ax.yaxis.set_major_formatter(label)
+        ax.yaxis.set_minor_formatter(label)
 
 
 def spans_decades(values: np.ndarray, decades: float = 2.0) -> bool:

@@ -74,24 +74,27 @@ class Probes:
         self._ratio = any(QUANTITIES[q].when == UPDATE for q in self.quantities)
         self.armed = False
         self._hooks: list = []
-        self._before: list[torch.Tensor] = []  # preallocated copy of the weights, for the update ratio
         self._stats: StepStats | None = None
         self._constants: dict = {}  # small index/threshold tensors, copied to the device once
+        self._buffers: dict = {}  # scratch space reused by every probed step: fresh large allocations are slow
 
-    # --- hooks: they only keep references; registered while armed, so unprobed steps carry none ---
+    # --- hooks: they only keep references. They stay registered across consecutive probed steps
+    # and are removed before an unprobed one, which then carries none. ---
     def arm(self) -> None:
         n = len(self.points)
         self._signals: list[torch.Tensor | None] = [None] * n  # dL/dz at each point's output
         self._acts: list[torch.Tensor | None] = [None] * n  # the activation output after each point
         self._stats = None
-        for i, p in enumerate(self.points):
-            if self._keep_signals:
-                self._hooks.append(p.layer.register_forward_hook(self._on_output(i)))
-            if self._keep_acts and p.activation is not None:
-                self._hooks.append(p.activation.register_forward_hook(self._on_activation(i)))
+        if not self._hooks:
+            for i, p in enumerate(self.points):
+                if self._keep_signals and isinstance(p.layer, torch.nn.Module):  # not a projection inside a module
+                    self._hooks.append(p.layer.register_forward_hook(self._on_output(i)))
+                if self._keep_acts and p.activation is not None:
+                    self._hooks.append(p.activation.register_forward_hook(self._on_activation(i)))
         self.armed = True
 
-    def _disarm(self) -> None:
+    def remove(self) -> None:
+        """Remove the hooks (before an unprobed step, and at the end); arm() registers them again."""
         for h in self._hooks:
             h.remove()
         self._hooks = []
@@ -104,14 +107,15 @@ class Probes:
         def hook(module, inputs, z):
             if isinstance(z, tuple):  # e.g. a cell returning (h, c): the first is the state
                 z = z[0]
-            if z.requires_grad:
+            if self.armed and z.requires_grad:
                 z.register_hook(keep)
 
         return hook
 
     def _on_activation(self, i):
         def hook(module, inputs, y):
-            self._acts[i] = y.detach()
+            if self.armed:
+                self._acts[i] = y.detach()
 
         return hook
 
@@ -121,20 +125,17 @@ class Probes:
 
         `grad_norms`: the gradient norms of `self.params`, when the caller has them already.
         """
-        self._disarm()
+        self.armed = False
         self._stats = StepStats(self, grad_norms)
+        if self._ratio:  # the weights before the update, stacked by shape into kept buffers
+            self._stats.before = Stacked(self, "before", [w.detach() for w in self.weights])
         self._rows = {q: QUANTITIES[q].compute(self._stats) for q in self._fetched(BACKWARD)}
         if self.histograms:
             self._rows["histograms"] = self._stats.histograms
-        if self._ratio:
-            if not self._before or self._before[0].device != self.weights[0].device:
-                self._before = [torch.empty_like(w, memory_format=torch.contiguous_format) for w in self.weights]
-            torch._foreach_copy_(self._before, [w.detach() for w in self.weights])
 
     def after_update(self) -> None:
         """Compute the update-phase quantities, once the optimizer has stepped."""
         if self._ratio:
-            self._stats.before = self._before
             self._rows.update({q: QUANTITIES[q].compute(self._stats) for q in self._fetched(UPDATE)})
 
     def _fetched(self, when: str) -> list[str]:
@@ -176,8 +177,12 @@ class Probes:
         """(points, 2, kinds) counts of the probed step, fetched with `fetch` (call it first)."""
         return self._hist
 
-    def remove(self) -> None:
-        self._disarm()
+    def buffer(self, key, shape: tuple, dtype, device) -> torch.Tensor:
+        """A scratch tensor kept between probed steps."""
+        b = self._buffers.get(key)
+        if b is None or b.shape != shape or b.dtype != dtype or b.device != device:
+            b = self._buffers[key] = torch.empty(shape, dtype=dtype, device=device)
+        return b
 
     def constant(self, values: list, device, dtype=None) -> torch.Tensor:
         """A small tensor on `device`, made once: a later probed step must not wait on a host copy."""
@@ -202,7 +207,7 @@ class StepStats:
         self.device = probes.weights[0].device if probes.weights else torch.device("cpu")
         self._grad_norms = grad_norms
         self.has_signal = np.array([g is not None for g in probes._signals])
-        self.before: list[torch.Tensor] = []
+        self.before: Stacked | None = None  # the weights before the update
 
     def _spread(self, values: torch.Tensor, at: list[int]) -> torch.Tensor:
         """(len(at),) values -> (points,), NaN elsewhere."""
@@ -231,41 +236,53 @@ class StepStats:
 
     @cached_property
     def weight_norm(self) -> torch.Tensor:
-        return self._spread(self._norms([w.detach() for w in self.probes.weights]), self.probes.weight_points)
+        if self.before is not None:  # read the stacked copy: one call per shape
+            norms = self.before.per_tensor([torch.linalg.vector_norm(b, dim=1) for b in self.before.stacks])
+        else:
+            norms = self._norms([w.detach() for w in self.probes.weights])
+        return self._spread(norms, self.probes.weight_points)
 
     @cached_property
     def signal_norm(self) -> torch.Tensor:
         at = np.flatnonzero(self.has_signal).tolist()
+        if not at:
+            return self._spread(torch.zeros(0), at)
         grads = [self.probes._signals[i] for i in at]
-        norms = torch._foreach_norm(grads) if grads else []
+        batch = {g.shape[0] for g in grads}
+        norms = torch.stack(torch._foreach_norm(grads))
         # RMS over the batch of each example's signal: sqrt(B) ||dL/dZ||_F
-        norms = torch._foreach_mul(norms, [math.sqrt(g.shape[0]) for g in grads]) if grads else []
-        return self._spread(torch.stack(norms) if grads else torch.zeros(0), at)
+        if len(batch) == 1:
+            norms = norms * math.sqrt(batch.pop())
+        else:
+            norms = norms * self.probes.constant([math.sqrt(g.shape[0]) for g in grads], self.device, norms.dtype)
+        return self._spread(norms, at)
 
     @property
     def update_norm(self) -> torch.Tensor:
-        diff = torch._foreach_sub(self.before, [w.detach() for w in self.probes.weights])
-        return self._spread(self._norms(diff), self.probes.weight_points)
+        weights = [w.detach() for w in self.probes.weights]
+        rows = [row for stack in self.before.stacks for row in stack]  # views into the kept copy
+        torch._foreach_sub_(rows, [weights[i].flatten() for g in self.before.groups for i in g])  # now -dW
+        norms = self.before.per_tensor([torch.linalg.vector_norm(b, dim=1) for b in self.before.stacks])
+        return self._spread(norms, self.probes.weight_points)
 
     # activation statistics: (points,) each
     @cached_property
     def _act(self) -> dict[str, torch.Tensor]:
-        acts, specs = self.probes._acts, self.probes.specs
-        groups: dict[tuple, list[int]] = {}  # activations of equal shape are stacked and reduced together
-        for i, y in enumerate(acts):
-            if y is not None:
-                groups.setdefault((tuple(y.shape), y.dtype), []).append(i)
-        nan = torch.full((self.n,), float("nan"), device=self.device)
-        out = {k: nan.clone() for k in ("count", "sum", "std", "saturated", "dead")}
-        for at in groups.values():
-            spec = [specs[i] for i in at]
+        at = [i for i, y in enumerate(self.probes._acts) if y is not None]
+        keys = ("count", "sum", "std", "saturated", "dead")
+        if not at:
+            return dict.fromkeys(keys, self._spread(torch.zeros(0), at))
+        acts = Stacked(self.probes, "acts", [self.probes._acts[i] for i in at])
+        parts = []
+        for group, y in zip(acts.groups, acts.stacks):
+            spec = [self.probes.specs[at[j]] for j in group]
             saturation = [s.saturation if s is not None and s.saturation else (-math.inf, math.inf) for s in spec]
             bounds = self.probes.constant(saturation, self.device, torch.float32)  # (k, 2): lo, hi
-            stats = _activation_stats(torch.stack([acts[i] for i in at]).float().flatten(1), spec, bounds)
-            idx = self.probes.constant(at, self.device)
-            for k, v in stats.items():
-                out[k].index_copy_(0, idx, v)
-        return out
+            scratch = self.probes.buffer(("scratch", tuple(y.shape)), tuple(y.shape), torch.float32, self.device)
+            parts.append(_activation_stats(y.float(), spec, bounds, scratch))
+        nan = torch.full((len(at),), float("nan"), device=self.device)
+        return {k: self._spread(acts.per_tensor([p.get(k, nan[: len(g)]) for p, g in zip(parts, acts.groups)]), at)
+                for k in keys}
 
     @property
     def act_count(self) -> torch.Tensor:
@@ -295,12 +312,41 @@ class StepStats:
                             for pair in zip(self.probes._acts, self.probes._signals)])
 
 
-def _activation_stats(y: torch.Tensor, specs: list, bounds: torch.Tensor) -> dict[str, torch.Tensor]:
+class Stacked:
+    """Tensors stacked by shape into buffers kept between probed steps, so that a statistic of
+    all of them is one call per distinct shape rather than one per tensor.
+
+    stacks[g]: (tensors in group g, elements); per_tensor() puts per-group results back in the
+    order of the tensors given.
+    """
+
+    def __init__(self, probes: Probes, name: str, tensors: list[torch.Tensor]):
+        self.probes = probes
+        by_shape: dict[tuple, list[int]] = {}
+        for i, t in enumerate(tensors):
+            by_shape.setdefault((tuple(t.shape), t.dtype), []).append(i)
+        self.groups = list(by_shape.values())
+        self.stacks = []
+        for g in self.groups:
+            first = tensors[g[0]]
+            buf = probes.buffer((name, len(g), tuple(first.shape)), (len(g), *first.shape), first.dtype, first.device)
+            self.stacks.append(torch.stack([tensors[i] for i in g], out=buf).view(len(g), -1))
+        self.device = tensors[0].device if tensors else torch.device("cpu")
+
+    def per_tensor(self, values: list[torch.Tensor]) -> torch.Tensor:
+        if len(self.groups) == 1:
+            return values[0]
+        order = self.probes.constant([i for g in self.groups for i in g], self.device)
+        return torch.empty(len(order), device=self.device).index_copy_(0, order, torch.cat(values).float())
+
+
+def _activation_stats(y: torch.Tensor, specs: list, bounds: torch.Tensor, scratch: torch.Tensor) -> dict:
     """Statistics of k stacked activation outputs y: (k, units), each (k,), in few passes over y.
 
-    y is a fresh stacked copy, so it is reduced in place: the saturated and dead counts first,
-    then mean and std from one sum and one sum of squares of y shifted by its first unit (the
-    shift keeps the variance exact when the mean is large against the spread).
+    y is the caller's stacked copy and is reduced in place (`scratch`, of y's shape, holds the
+    counts): saturated and dead units first, then mean and std from one sum and one sum of
+    squares of y shifted by its first unit (the shift keeps the variance exact when the mean is
+    large against the spread). `bounds`: (k, 2) saturation thresholds lo, hi.
     """
     k, units = y.shape
     out = {"count": torch.full((k,), float(units), device=y.device)}
@@ -308,11 +354,11 @@ def _activation_stats(y: torch.Tensor, specs: list, bounds: torch.Tensor) -> dic
     if saturation:
         lo, hi = bounds[:, :1], bounds[:, 1:]  # an output outside (lo, hi) is saturated
         if all(s[0] == -s[1] for s in saturation):  # symmetric: one pass on |y|
-            out["saturated"] = y.abs().gt_(hi).sum(1)
+            out["saturated"] = torch.abs(y, out=scratch).gt_(hi).sum(1)
         else:
-            out["saturated"] = y.clone().gt_(hi).sum(1) + y.clone().lt_(lo).sum(1)
+            out["saturated"] = torch.gt(y, hi, out=scratch).sum(1) + torch.lt(y, lo, out=scratch).sum(1)
     if any(s is not None and s.can_die for s in specs):
-        out["dead"] = y.clone().eq_(0).sum(1)
+        out["dead"] = torch.eq(y, 0, out=scratch).sum(1)
     shift = y[:, :1].clone()
     y.sub_(shift)
     s = y.sum(1)

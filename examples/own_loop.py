@@ -1,0 +1,64 @@
+"""gradflow's probes in your own training loop: a plain PyTorch script with a Recorder.
+
+    python examples/own_loop.py results/own-loop/run0 --steps 200
+    gradflow ls results/own-loop
+    gradflow plot results/own-loop/run0
+
+The model is any nn.Module: gradflow finds its weight layers (here the Linear layers and the
+attention projections) in the order they run, and reads activation statistics from the
+nn.Tanh / nn.ReLU modules that follow them.
+"""
+
+import argparse
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import gradflow
+
+
+class Net(nn.Module):
+    """A small tanh MLP with one self-attention layer over 8 input tokens."""
+
+    def __init__(self, d_in: int = 16, width: int = 64, depth: int = 6, n_classes: int = 10):
+        super().__init__()
+        self.embed = nn.Linear(d_in, width)
+        self.attn = nn.MultiheadAttention(width, num_heads=4, batch_first=True)
+        self.body = nn.Sequential(*[m for _ in range(depth) for m in (nn.Linear(width, width), nn.Tanh())])
+        self.head = nn.Linear(width, n_classes)
+
+    def forward(self, x):  # (batch, tokens, d_in) -> (batch, n_classes)
+        h = torch.relu(self.embed(x))
+        h = h + self.attn(h, h, h, need_weights=False)[0]
+        return self.head(self.body(h.mean(1)))
+
+
+def main(path: str, steps: int, every: int, depth: int) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2048, 8, 16)  # a learnable synthetic task: labels from a fixed random teacher
+    y = (x.mean(1) @ torch.randn(16, 10)).argmax(1)
+    model = Net(depth=depth)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    config = {"model": {"name": "own_loop", "depth": depth}, "optim": {"lr": 0.05, "momentum": 0.9}, "seed": 0}
+
+    with gradflow.Recorder(model, path, config=config, every=every) as rec:  # a crash closes it as "failed"
+        for step in range(steps + 1):
+            idx = torch.randint(0, len(x), (128,))
+            opt.zero_grad()
+            with rec.step(step):  # probes armed on every `every`-th step
+                loss = F.cross_entropy(model(x[idx]), y[idx])
+                loss.backward()
+            rec.log(step, train_loss=loss)  # kept on the device until the run is closed
+            opt.step()
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("path", nargs="?", default="results/own-loop/run0")
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--every", type=int, default=10)
+    parser.add_argument("--depth", type=int, default=6)
+    args = parser.parse_args()
+    main(args.path, args.steps, args.every, args.depth)

@@ -1,0 +1,32 @@
+"""`gradflow report`: one self-contained HTML page for a run, a sweep, a comparison or a reproduction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from gradflow.cli.app import app
+from gradflow.cli.console import console, user_errors
+
+
+@app.command()
+@user_errors
+def report(
+    paths: Annotated[list[Path], typer.Argument(
+        help="A run, a sweep or a reproduction folder; several paths make a comparison.", show_default=False)],
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", help="Write the page here (default: PATH/report.html, or beside the first PATH).")] = None,
+    open_: Annotated[bool, typer.Option("--open", help="Open the page in the default browser.")] = False,
+) -> None:
+    """Write one HTML page (opens offline, one file to send): the runs table, every figure, theory, claims, config."""
+    from gradflow import report as report_mod
+
+    with console.status("drawing figures"):
+        page = report_mod.write(paths, out)
+    console.print(f"report: {page}", highlight=False)
+    if open_:
+        import webbrowser
+
+        webbrowser.open(page.resolve().as_uri())

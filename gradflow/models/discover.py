@@ -1,0 +1,109 @@
+"""Probe points of any torch.nn.Module, found by running it once.
+
+A probe point is every module that owns a weight matrix (a 2-D or larger `weight`: Linear,
+Conv1d/2d/3d, Embedding, ...) and MultiheadAttention's input projection, ordered by the order
+they run in one forward pass (not the order they were registered), named by module path. The
+activation statistics of a point come from the module that runs right after it (norm and
+dropout layers may sit between) when that is a known activation module such as nn.Tanh or
+nn.ReLU; otherwise (a functional activation, an activation module shared by several layers)
+there is none and those cells are masked, never made up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from gradflow.activations import ACTIVATIONS
+from gradflow.errors import GradflowError
+from gradflow.models import ProbePoint
+
+_ACTIVATIONS = {a.torch_name for a in ACTIVATIONS.values()} - {"Identity"}
+# modules that may sit between a weight layer and its activation
+_PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.LayerNorm, nn.GroupNorm,
+                 nn.RMSNorm, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+@dataclass
+class Projection:
+    """A weight matrix used inside its module's forward (MultiheadAttention's input projection):
+    it has a weight and a gradient but no output of its own, so it has no back-propagated signal."""
+
+    weight: nn.Parameter
+    bias: nn.Parameter | None
+
+
+def _weight_of(module: nn.Module) -> torch.Tensor | None:
+    w = module._parameters.get("weight")
+    return w if w is not None and w.dim() >= 2 else None
+
+
+def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
+    """The ordered probe points of `model`, from one forward pass on the example input `args`.
+
+    The pass runs without gradients and in eval mode (batch-norm statistics and dropout are left
+    untouched); the model's mode is restored afterwards.
+    """
+    calls: list[nn.Module] = []  # every module call, in the order the calls begin
+    hooks = [m.register_forward_pre_hook(lambda m, _: calls.append(m)) for m in model.modules()]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(*args, **kwargs)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    first = {}
+    for k, m in enumerate(calls):
+        first.setdefault(m, k)
+    path = {m: name for name, m in model.named_modules()}
+    parent = {child: m for m in model.modules() for child in m.children()}
+
+    def position(m: nn.Module) -> tuple[int, int]:
+        """When `m` first ran; a module that never runs itself (MultiheadAttention's out_proj, used
+        through its weight) comes right after the nearest ancestor that did."""
+        depth = 0
+        while m not in first and m in parent:
+            m, depth = parent[m], depth + 1
+        return first.get(m, len(calls)), depth
+
+    found: list[tuple[tuple[int, int], ProbePoint]] = []
+    for m in model.modules():
+        name = path[m] or type(m).__name__.lower()
+        if isinstance(m, nn.MultiheadAttention):
+            projections = ([("in_proj", m.in_proj_weight, m.in_proj_bias)] if m.in_proj_weight is not None else
+                           [(f"{r}_proj", getattr(m, f"{r}_proj_weight"), None) for r in "qkv"])
+            for j, (role, w, b) in enumerate(projections):
+                found.append(((position(m)[0], -len(projections) + j), ProbePoint(f"{name}.{role}", Projection(w, b),
+                                                                                   None)))
+        elif _weight_of(m) is not None:
+            found.append((position(m), ProbePoint(name, m, _activation_after(m, calls, first))))
+    if not found:
+        raise GradflowError(f"{type(model).__name__} has no weight layers (no module with a 2-D or larger weight); "
+                            "gradflow probes weight layers such as nn.Linear, nn.Conv2d and nn.Embedding")
+    points = [p for _, p in sorted(found, key=lambda f: f[0])]
+    # an activation module shared by several layers cannot say whose output it saw
+    owners: dict[nn.Module, int] = {}
+    for p in points:
+        if p.activation is not None:
+            owners[p.activation] = owners.get(p.activation, 0) + 1
+    for p in points:
+        if p.activation is not None and owners[p.activation] > 1:
+            p.activation = None
+    return points
+
+
+def _activation_after(m: nn.Module, calls: list[nn.Module], first: dict) -> nn.Module | None:
+    """The known activation module that runs next after `m` (norm and dropout may come between)."""
+    if m not in first:
+        return None
+    for nxt in calls[first[m] + 1:]:
+        if type(nxt).__name__ in _ACTIVATIONS:
+            return nxt
+        if not isinstance(nxt, _PASS_THROUGH) or list(nxt.children()):
+            return None
+    return None

@@ -1,0 +1,157 @@
+"""gradflow's probes and results folder for a training loop you write yourself.
+
+    rec = gradflow.Recorder(model, "results/my-study/run0", config={"lr": 1e-3}, every=10)
+    for step, (x, y) in enumerate(loader):
+        with rec.step(step):            # arms the probes on probed steps; a no-op otherwise
+            loss = loss_fn(model(x), y)
+            loss.backward()
+        rec.log(step, train_loss=loss)   # scalars stay on the device until close()
+        opt.step()
+    rec.close()                          # config.yaml, run.json, layers.parquet, metrics.parquet
+
+The probe points are discovered from the model (gradflow.models.discover) at the first probed
+forward pass; the folder has the layout of `gradflow run`, so `gradflow ls`, `plot`, `compare`
+and `gradflow.load` read it unchanged. The cost is that of `gradflow run`: computed on the
+device, one host copy per probed step.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from gradflow import store
+from gradflow.errors import GradflowError
+
+
+class Recorder:
+    """Record gradflow's per-layer probes and your scalars from your own training loop.
+
+    model: any torch.nn.Module; path: the run's folder (new, or an earlier gradflow run, which is
+    replaced); config: what to save as config.yaml (nested dicts become dotted keys in
+    `gradflow.load`); every: probe every k-th step (step 0 included).
+    """
+
+    def __init__(self, model: torch.nn.Module, path, config: dict | None = None, every: int = 10):
+        if every < 1:
+            raise GradflowError(f"every={every} must be a positive number of steps")
+        self.model, self.path, self.every = model, Path(path), every
+        if self.path.exists() and any(self.path.iterdir()) and not (self.path / store.RUN_FILE).exists():
+            raise GradflowError(f"{self.path} exists and is not a gradflow run; give the Recorder a new folder")
+        store.check_writable(self.path)
+        self.probes = None  # built at the first probed forward pass, when an input exists
+        self._pending = False  # a probed step waits for its update (update_ratio) and its fetch
+        self._pending_step = -1
+        self._steps: list[int] = []
+        self._values, self._masks = [], []
+        self._logged: list[tuple[int, str, torch.Tensor | float]] = []
+        self._last_step = -1
+        self._start = time.perf_counter()
+        flat = store.flatten(config or {})
+        self._record = {"job": self.path.name, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        "every": every, "config_hash": store.config_hash(flat), **store.environment(), "config": flat}
+        store.begin(self.path, OmegaConf.create(config or {}), self._record)
+
+    # --- the loop's side ---
+    @contextmanager
+    def step(self, step: int):
+        """Wrap the forward and backward pass of `step`; probes run on every `every`-th step."""
+        self._finish_pending()
+        self._last_step = max(self._last_step, step)
+        if step % self.every:
+            if self.probes is not None:
+                self.probes.remove()  # unprobed steps run without hooks
+            yield
+            return
+        if self.probes is None:
+            self._discover_at_next_forward()
+        else:
+            self.probes.arm()
+        try:
+            yield
+        except BaseException:
+            if self.probes is not None:
+                self.probes.remove()
+            raise
+        if self.probes is None:
+            raise GradflowError("rec.step() saw no forward pass of the model it was given")
+        self.probes.after_backward()
+        self._pending, self._pending_step = True, step
+
+    def log(self, step: int, **scalars) -> None:
+        """Scalar metrics of `step` (tensors stay on the device until close()).
+
+        A name `split_metric` (e.g. train_loss, test_acc) is stored as split `split`, metric `metric`;
+        a name without an underscore goes to split "log"."""
+        for name, value in scalars.items():
+            self._logged.append((step, name, value.detach() if isinstance(value, torch.Tensor) else float(value)))
+
+    def close(self, status: str = "ok", error: str | None = None) -> None:
+        """Write every table and run.json (atomically, through gradflow.store)."""
+        self._finish_pending()
+        names = self.probes.names if self.probes else []
+        quantities = self.probes.quantities if self.probes else ()
+        store.write_layers(self.path, self._steps, names, quantities, self._values, self._masks)
+        rows = self._metric_rows()
+        store.write_metrics(self.path, rows)
+        final = {f"{split}_{metric}": v for _, split, metric, v in rows}
+        self._record.update(status=status, steps=self._last_step, steps_done=self._last_step + 1, final=final,
+                            wall_time=round(time.perf_counter() - self._start, 4),
+                            device=str(next(self.model.parameters()).device))
+        if error:
+            self._record["error"] = error
+        store.finish(self.path, self._record)
+        if self.probes is not None:
+            self.probes.remove()
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, kind, error, tb) -> None:
+        """As a context manager: an exception in the loop closes the run as failed, with the error."""
+        if kind is None:
+            self.close()
+        else:
+            self._record["traceback"] = "".join(traceback.format_exception(kind, error, tb))
+            self.close("failed", f"{kind.__name__}: {error}")
+
+    # --- internals ---
+    def _discover_at_next_forward(self) -> None:
+        """Find the probe points from the first input the model sees, then arm the probes for
+        that same forward pass (the points' hooks fire as their modules run after this one)."""
+        from gradflow.models.discover import discover
+        from gradflow.probes.core import Probes
+
+        def first_forward(module, args, kwargs):
+            handle.remove()
+            self.probes = Probes(discover(module, *args, **kwargs))
+            self.probes.arm()
+
+        handle = self.model.register_forward_pre_hook(first_forward, with_kwargs=True)
+
+    def _finish_pending(self) -> None:
+        """The update ratio of the last probed step (the weights have been updated since), then its
+        one host copy."""
+        if not self._pending:
+            return
+        self.probes.after_update()
+        values, mask, _ = self.probes.fetch()  # note: a host sync point, once per probed step
+        self._steps.append(self._pending_step)
+        self._values.append(values)
+        self._masks.append(mask)
+        self._pending = False
+
+    def _metric_rows(self) -> list[tuple[int, str, str, float]]:
+        tensors = [v for _, _, v in self._logged if isinstance(v, torch.Tensor)]
+        fetched = iter(torch.stack([t.float().reshape(()) for t in tensors]).cpu().tolist() if tensors else [])
+        rows = []
+        for step, name, v in self._logged:
+            split, _, metric = name.partition("_") if "_" in name else ("log", "", name)
+            rows.append((step, split, metric, next(fetched) if isinstance(v, torch.Tensor) else v))
+        return rows

@@ -1,0 +1,318 @@
+"""One self-contained HTML page per study: a run, a sweep, a comparison of several, or a reproduction.
+
+The page holds everything inline (figures as base64 PNG, styles, a few lines of script), so it opens
+offline and can be sent as one file: the runs table with the same columns as `gradflow ls` (click a
+header to sort; `#sort=KEY` or `#sort=-KEY` in the address sorts on load), every standard figure,
+the mean-field prediction beside the measured chi_1, a reproduction's claims, the resolved config and
+the commands that made the results. Once the figures have loaded, the script writes their count into
+the element #figures-status, so a headless browser can check the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import re
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+import yaml
+
+from gradflow import store, summary
+from gradflow.fmt import fmt
+
+REPORT_HTML = "report.html"  # written next to the study's runs (and next to a reproduction's REPORT.md)
+CLAIMS_FILE = "claims.json"  # a reproduction's claim results, if it writes them; else REPORT.md's table is read
+TABLES = ("layers", "metrics", "hist", "jacobian")
+
+
+def kind(path: Path) -> str:
+    """run | sweep | reproduction | folder (several sweeps)."""
+    path = Path(path)
+    if store.report_path(path).exists():
+        return "reproduction"
+    if (path / store.RUN_FILE).exists():
+        return "run"
+    return "sweep" if (path / store.SWEEP_FILE).exists() else "folder"
+
+
+def page_path(paths: list[Path]) -> Path:
+    """Where `gradflow report` writes by default: inside the study, or beside the first of several."""
+    paths = [Path(p) for p in paths]
+    if len(paths) == 1:
+        return paths[0] / REPORT_HTML
+    stem = re.sub(r"[^\w.-]+", "_", "-vs-".join(p.name for p in paths))[:120]
+    return paths[0].parent / f"compare-{stem}.html"
+
+
+def write(paths: Iterable[str | Path], out: str | Path | None = None) -> Path:
+    """Build the page for `paths` and write it atomically; returns its path."""
+    paths = [Path(p) for p in paths]
+    target = Path(out) if out else page_path(paths)
+    store.check_writable(target.parent)
+    page = build(paths)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    store.write_text(target, page)
+    return target
+
+
+# --- gathering ---------------------------------------------------------------------------------------
+def _labels(paths: list[Path]) -> list[str]:
+    names = [p.name for p in paths]
+    return [f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 else p.name for p in paths]
+
+
+def runs(paths: list[Path]) -> tuple[pd.DataFrame, list[str]]:
+    """The runs table as `ls` lists it; for several paths, one table with a `source` column first."""
+    if len(paths) == 1:
+        return summary.listing(paths[0])
+    frames = []
+    for p, label in zip(paths, _labels(paths)):
+        df, _ = summary.listing(p)
+        frames.append(df.assign(**{store.SOURCE: label, store.RUN: label + "/" + df[store.RUN].astype(str)}))
+    df = pd.concat(frames, ignore_index=True)
+    from gradflow.plots.keys import swept_keys
+
+    swept = [store.SOURCE] + swept_keys(df, exclude=summary.study_columns(df))
+    return summary.sort_runs(df, swept), swept
+
+
+def _tables(paths: list[Path]) -> dict[str, pd.DataFrame]:
+    import gradflow
+
+    out = {}
+    for t in TABLES:
+        frames = []
+        for p, label in zip(paths, _labels(paths)):
+            df = gradflow.load(p, table=t)
+            if len(paths) > 1 and len(df):
+                df = df.assign(**{store.SOURCE: label, store.RUN: label + "/" + df[store.RUN].astype(str)})
+            frames.append(df)
+        out[t] = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return out
+
+
+def figures(paths: list[Path], table: pd.DataFrame) -> list[tuple[str, bytes]]:
+    """(name, PNG bytes) of the standard set, drawn into a temporary folder that is then removed; a
+    reproduction's own figures as they are."""
+    if len(paths) == 1 and kind(paths[0]) == "reproduction":
+        return [(p.stem, p.read_bytes()) for p in sorted(store.figures_dir(paths[0]).glob("*.png"))]
+    from gradflow.plots.figures import standard_set
+
+    t = _tables(paths)
+    with tempfile.TemporaryDirectory(prefix="gradflow-report-") as out:
+        drawn = standard_set(t["layers"], t["metrics"], table, out, "png", hists=t["hist"], jacobian=t["jacobian"])
+        return [(p.stem, p.read_bytes()) for p in drawn]
+
+
+def theory_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """One row per mean-field point among the runs: the prediction beside the mean measured chi_1."""
+    from gradflow import theory
+
+    config = [c for c in df.columns if isinstance(c, str) and "." in c]
+    points: dict[tuple, list[float]] = {}
+    for _, row in df.iterrows():
+        mf = theory.predict({k: row[k] for k in config})
+        if mf is not None:
+            points.setdefault((mf.activation, mf.sw2, mf.sb2), []).append(row.get("chi1_measured", math.nan))
+    rows = []
+    for (act, sw2, sb2), measured in points.items():
+        mf = theory.point(act, sw2, sb2)
+        finite = [m for m in measured if isinstance(m, float) and math.isfinite(m)]
+        rows.append({"activation": act, "σ_w²": sw2, "σ_b²": sb2, "q*": mf.q_star, "ξ_q": mf.xi_q, "ξ_c": mf.xi_c,
+                     "phase": mf.phase, "χ₁ theory": mf.chi1,
+                     "χ₁ measured (mean)": sum(finite) / len(finite) if finite else math.nan, "runs": len(measured)})
+    return rows
+
+
+def claims(path: Path) -> list[dict[str, str]]:
+    """A reproduction's claims: claims.json beside REPORT.md if the reproduction wrote one, else the claims
+    table of REPORT.md (columns claim, paper, measured, test, result)."""
+    path = Path(path)
+    if (path / CLAIMS_FILE).exists():
+        data = json.loads((path / CLAIMS_FILE).read_text())
+        return list(data.get("claims", data) if isinstance(data, dict) else data)
+    text = store.report_path(path).read_text() if store.report_path(path).exists() else ""
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("| claim ")), None)
+    if start is None:
+        return []
+    table = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        table.append([c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]])
+    header = table[0]
+    return [dict(zip(header, (c.strip("*") for c in row))) for row in table[2:]]
+
+
+def commands(paths: list[Path]) -> list[str]:
+    """The commands that made the results: every sweep.yaml's command, or the run's own overrides."""
+    out = []
+    for p in paths:
+        specs = sorted(p.rglob(store.SWEEP_FILE))
+        for spec in specs:
+            cmd = (yaml.safe_load(spec.read_text()) or {}).get("command")
+            if cmd:
+                out.append(cmd)
+        if not specs and (p / store.RUN_FILE).exists():
+            ov = "" if p.name == "default" else " " + p.name.replace(",", " ")
+            out.append(f"gradflow run{ov} results={p.parent.parent} name={p.parent.name}")
+    return out
+
+
+def first_config(paths: list[Path]) -> tuple[str, str]:
+    """(run, resolved config.yaml text) of the first run."""
+    job = store.find_runs(paths[0])[0]
+    f = job / store.CONFIG_FILE
+    return job.name, f.read_text() if f.exists() else ""
+
+
+# --- the page ----------------------------------------------------------------------------------------
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _sort_value(v: Any) -> str:
+    """What the page sorts by: the number itself (so 5 < 10 < 20), '' for missing."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, bool):
+        return str(v).lower()
+    return repr(float(v)) if isinstance(v, (int, float)) else str(v)
+
+
+def runs_html(df: pd.DataFrame, swept: list[str]) -> str:
+    cols = summary.table_columns(df, swept)
+    head = "".join(f'<th data-key="{_e(c.key)}" data-numeric="{int(c.numeric)}" title="{_e(c.key)}">'
+                   f'{_e(c.label)}</th>' for c in cols)
+    body = []
+    for i, (_, row) in enumerate(df.iterrows()):
+        cells = "".join(f'<td data-value="{_e(_sort_value(row.get(c.key)) if c.numeric else c.cells[i])}"'
+                        f'{" class=num" if c.numeric else ""}>{_e(c.cells[i])}</td>' for c in cols)
+        body.append(f'<tr data-run="{_e(row[store.RUN])}">{cells}</tr>')
+    notes = [n for k, n in summary.NOTES.items() if k in df.columns and k != "rate"]
+    return (f'<table id="runs"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+            + "".join(f"<p class=note>{_e(n)}</p>" for n in notes))
+
+
+def _simple_table(rows: list[dict[str, Any]], table_id: str) -> str:
+    if not rows:
+        return ""
+    keys = list(rows[0])
+    head = "".join(f"<th>{_e(k)}</th>" for k in keys)
+    body = "".join("<tr>" + "".join(f"<td>{_e(fmt(r.get(k)))}</td>" for k in keys) + "</tr>"
+                   for r in rows)
+    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def figures_html(figs: list[tuple[str, bytes]]) -> str:
+    parts = []
+    for name, png in figs:
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(f'<figure data-kind="{_e(name.split("-")[0])}" data-name="{_e(name)}">'
+                     f'<img alt="{_e(name)}" src="data:image/png;base64,{data}">'
+                     f"<figcaption>{_e(name)}</figcaption></figure>")
+    return "".join(parts)
+
+
+STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em auto;max-width:1200px;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0;font-variant-numeric:tabular-nums}
+th,td{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left;white-space:nowrap}
+td.num{text-align:right} #runs th{cursor:pointer;background:#f4f4f4}
+#runs th[data-dir=asc]::after{content:" ▲"} #runs th[data-dir=desc]::after{content:" ▼"}
+figure{display:inline-block;margin:.5em;vertical-align:top} figure img{max-width:560px;height:auto}
+figcaption{font-size:12px;color:#555} pre{background:#f6f6f6;padding:.6em;overflow:auto;max-height:30em;white-space:pre-wrap}
+.note,.meta{color:#555;font-size:12px} .PASS{color:#070;font-weight:bold} .FAIL{color:#b00;font-weight:bold}
+"""
+
+SCRIPT = """
+function sortRuns(key, desc) {
+  const table = document.getElementById('runs'); if (!table) return false;
+  const ths = Array.from(table.tHead.rows[0].cells);
+  const i = ths.findIndex(th => th.dataset.key === key || th.textContent === key); if (i < 0) return false;
+  const numeric = ths[i].dataset.numeric === '1', body = table.tBodies[0];
+  const rows = Array.from(body.rows), val = r => r.cells[i].dataset.value;
+  rows.sort((a, b) => {
+    const x = val(a), y = val(b);
+    if (x === '' || y === '') return (x === '') - (y === '');
+    const c = numeric ? parseFloat(x) - parseFloat(y) : x.localeCompare(y);
+    return desc ? -c : c;
+  });
+  rows.forEach(r => body.appendChild(r));
+  ths.forEach(th => delete th.dataset.dir); ths[i].dataset.dir = desc ? 'desc' : 'asc';
+  return true;
+}
+document.querySelectorAll('#runs th').forEach(th => th.addEventListener('click',
+  () => sortRuns(th.dataset.key, th.dataset.dir === 'asc')));
+function applyHash() {
+  const m = /#sort=(-?)(.+)/.exec(decodeURIComponent(location.hash));
+  if (m) sortRuns(m[2], m[1] === '-');
+}
+window.addEventListener('hashchange', applyHash);
+window.addEventListener('load', () => {
+  applyHash();
+  const imgs = Array.from(document.images), ok = imgs.filter(im => im.complete && im.naturalWidth > 0);
+  const status = document.getElementById('figures-status');
+  status.textContent = 'figures loaded: ' + ok.length + ' of ' + imgs.length;
+  status.dataset.loaded = ok.length; status.dataset.total = imgs.length;
+});
+"""
+
+
+def build(paths: list[Path]) -> str:
+    """The whole page as one HTML string."""
+    paths = [Path(p) for p in paths]
+    for p in paths:
+        store.find_runs(p)  # a clear error for a path without runs
+    what = "comparison" if len(paths) > 1 else kind(paths[0])
+    df, swept = runs(paths)
+    figs = figures(paths, df)
+    title = " vs ".join(_labels(paths)) if len(paths) > 1 else paths[0].name
+    run_name, config = first_config(paths)
+    sections = [f"<h1>gradflow {_e(what)}: {_e(title)}</h1>",
+                f'<p class=meta>{len(df)} runs from {_e(", ".join(str(p) for p in paths))}; page written '
+                f'{datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}. '
+                f'<span id="figures-status">figures not checked (script off)</span></p>']
+    if what == "reproduction":
+        rows = claims(paths[0])
+        sections += ["<h2>Claims</h2>", _claims_html(rows)]
+    sections += ["<h2>Runs</h2>", "<p class=note>Click a column to sort (again to reverse).</p>", runs_html(df, swept)]
+    theory = theory_rows(df)
+    if theory:
+        sections += ["<h2>Mean-field theory beside the measurement</h2>",
+                     "<p class=note>χ₁: per-layer growth of ‖∂L/∂h‖² towards the input; measured by a least-squares "
+                     "fit over the bulk layers at initialization (chi1 fit in the table).</p>",
+                     _simple_table(theory, "theory")]
+    sections += ["<h2>Figures</h2>", figures_html(figs) or "<p>No figures (no probed layers, no metrics).</p>"]
+    cmds = commands(paths)
+    sections += ["<h2>How it was made</h2>", "<pre>" + _e("\n".join(cmds) or "not recorded") + "</pre>",
+                 f"<h2>Resolved config ({_e(run_name)})</h2>", "<pre>" + _e(config) + "</pre>"]
+    if swept:
+        sections.append("<p class=note>Swept: " + _e(", ".join(swept)) + "; other runs differ only there.</p>")
+    return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+            f"<title>gradflow {_e(what)}: {_e(title)}</title><style>{STYLE}</style></head><body>"
+            + "\n".join(sections) + f"<script>{SCRIPT}</script></body></html>\n")
+
+
+def _claims_html(rows: list[dict[str, str]]) -> str:
+    if not rows:
+        return "<p>No claims found (no claims.json and no claims table in REPORT.md).</p>"
+    keys = list(rows[0])
+    head = "".join(f"<th>{_e(k)}</th>" for k in keys)
+    body = []
+    for r in rows:
+        cells = []
+        for k in keys:
+            v = str(r.get(k, ""))
+            verdict = v.split()[0] if v.split() and v.split()[0] in ("PASS", "FAIL") else ""
+            cells.append(f'<td class="{verdict}">{_e(v)}</td>' if verdict else f"<td>{_e(v)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f'<table id="claims"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+

@@ -1,0 +1,173 @@
+"""Bad input at the command level, through the real CLI: exit 1 (2 only for Typer's own usage errors),
+one line on stderr naming the key or value at fault, no traceback, nothing written under results/.
+
+The config-value rules (nan/inf, ranges, keys a family ignores) have their own catalogue in
+tests/test_bad_input_config.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SMALL = ["data=gaussian", "data.n_train=128", "data.n_test=64", "data.dim=8", "model.width=8",
+         "train.steps=2", "train.eval_every=2", "threads=1"]
+LONG = "x" * 100_000  # a pasted value: never echoed whole
+MAX_LINE = 400  # an error line about a pasted value: the message and the key, never a 100 kB echo
+
+# (command and its arguments, text the error line must contain); {results}, {study}, {file} are filled in
+CASES = [
+    # gradflow run: overrides the lexer rejects, options it does not have, bad keys, values and paths
+    (["run", "--name", "x"], "--name is not an option of `gradflow run`"),
+    (["run", "--steps=3"], "--steps=3 is not an option"),
+    (["run", "name=ünïcødé"], "name=ünïcødé"),
+    (["run", "model.depth=[1"], "model.depth=[1"),
+    (["run", "model.depth=(1"], "model.depth=(1"),
+    (["run", "model.depth"], "model.depth"),
+    (["run", "model.depth=abc"], "model.depth"),
+    (["run", "model.nope=1"], "model.nope"),
+    (["run", "nope=1"], "nope"),
+    (["run", "init=nope"], "init='nope'"),
+    (["run", "model=nope"], "model='nope'"),
+    (["run", "data=nope"], "data='nope'"),
+    (["run", "norm=nope"], "norm='nope'"),
+    (["run", "optim=nope"], "optim='nope'"),
+    (["run", "probe=nope"], "probe='nope'"),
+    (["run", "model.activation=nope"], "model.activation='nope'"),
+    (["run", f"model.activation={LONG}"], "model.activation="),
+    (["run", f"name={LONG}"], "name="),
+    (["run", "model.depth=0"], "model.depth=0"),
+    (["run", "model.width=0"], "model.width=0"),
+    (["run", "model.skip=sideways"], "model.skip='sideways'"),
+    (["run", "model.alpha=lots"], "model.alpha='lots'"),
+    (["run", "init.mode=sideways"], "init.mode='sideways'"),
+    (["run", "init.sw2=-1"], "init.sw2=-1"),
+    (["run", "optim.lr=-1"], "optim.lr=-1"),
+    (["run", "optim.schedule=weird"], "optim.schedule='weird'"),
+    (["run", "train.steps=-1"], "train.steps=-1"),
+    (["run", "train.steps=abc"], "train.steps"),
+    (["run", "train.batch_size=0"], "train.batch_size=0"),
+    (["run", "train.eval_every=0"], "train.eval_every=0"),
+    (["run", "probe.points=1"], "probe.points=1"),
+    (["run", "threads=-1"], "threads=-1"),
+    (["run", "seed=abc"], "seed"),
+    (["run", "device=tpu"], "device='tpu'"),
+    (["run", "name=../outside"], "name='../outside'"),
+    (["run", "name=/abs"], "name='/abs'"),
+    (["run", "results={file}"], "set results="),
+    (["run", "hydra.run.dir=/tmp/elsewhere"], "use name=NAME and results=FOLDER"),
+    (["run", "hydra.job.chdir=true"], "hydra.job.chdir=true"),
+    (["run", "hydra.output_subdir=.h"], "hydra.output_subdir=.h"),
+    # gradflow sweep: everything checked before any job starts
+    (["sweep", "model.depth=range(1,0)"], "model.depth=range(1,0) sweeps over no value"),
+    (["sweep", "model.depth=2,0"], "sweep point"),
+    (["sweep", "model.activation=tanh,nope"], "model.activation='nope'"),
+    (["sweep", "model.nope=1,2"], "model.nope"),
+    (["sweep", "init=xavier_normal,nope"], "init='nope'"),
+    (["sweep", "hydra/launcher=ray"], "hydra/launcher='ray' is not known; choices: basic"),
+    (["sweep", "hydra.sweep.dir=/tmp/elsewhere"], "hydra.sweep.dir=/tmp/elsewhere is refused"),
+    (["sweep", "hydra.sweep.subdir=../../../victim"], "hydra.sweep.subdir=../../../victim is refused"),
+    (["sweep", "hydra.run.dir=/tmp/x"], "hydra.run.dir=/tmp/x is refused"),
+    (["sweep", "model.depth=2,3", "--name", "../outside"], "name='../outside'"),
+    (["sweep", "model.depth=2,3", "--bogus"], "--bogus is not an option of `gradflow sweep`"),
+    (["sweep", "name=ünïcødé", "model.depth=2,3"], "name=ünïcødé"),
+    (["sweep", "model.depth=2,3", "results={file}"], "set results="),
+    (["sweep", "--points", "{results}/missing.yaml"], "missing.yaml"),
+    (["sweep", "--points", "{file}"], "must be a YAML list"),
+    (["sweep", "model.depth=2,3", "--points", "{points}"], "--points and swept keys"),
+    # reading commands: missing folders, bad options
+    (["ls", "{results}/missing"], "missing does not exist"),
+    (["ls", "{empty}"], "holds no runs"),
+    (["ls", "{study}", "--where", "nonsense"], "--where 'nonsense' must be KEY=VALUE"),
+    (["ls", "{study}", "--where", "nokey=1"], "--where key 'nokey'"),
+    (["ls", "{study}", "--sort", "nokey"], "--sort"),
+    (["plot", "{results}/missing"], "missing does not exist"),
+    (["plot", "{study}", "--kind", "nope"], "--kind 'nope' is not allowed"),
+    (["plot", "{study}", "--format", "bmp"], "--format 'bmp'"),
+    (["plot", "{study}", "--kind", "profile", "--step", "soon"], "--step 'soon'"),
+    (["compare", "{results}/missing", "{study}"], "missing does not exist"),
+    (["clean", "{study}"], "--stale"),
+    (["clean", "{results}/missing", "--stale"], "missing does not exist"),
+    (["theory", "--activation", "nope"], "nope"),
+    (["reproduce", "nope"], "nope"),
+    (["reproduce", "he2015", "--scale", "huge"], "--scale 'huge'"),
+    (["bench", "--rounds", "0"], "--rounds at least 1"),
+    (["bench", "--steps", "0"], "--steps must be at least 12"),
+    (["bench", "--clock", "sundial"], "--clock 'sundial'"),
+    (["bench", "--workload", "nope"], "--workload 'nope'"),
+]
+
+
+def _files(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*")} if folder.exists() else set()
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    """One finished tiny run, for the reading commands."""
+    from typer.testing import CliRunner
+
+    from gradflow.cli import app
+
+    results = tmp_path_factory.mktemp("bad-input") / "results"
+    out = CliRunner().invoke(app, ["run", *SMALL, "model.depth=2", f"results={results}", "name=study"])
+    assert out.exit_code == 0, out.output
+    return results / "study"
+
+
+@pytest.mark.parametrize("args, needle", CASES, ids=[" ".join(a)[:60] for a, _ in CASES])
+def test_bad_input_is_one_line_and_writes_nothing(cli, results, tmp_path, study, args, needle):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder\n")
+    points = tmp_path / "points.yaml"
+    points.write_text("- {model.depth: 2}\n")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    fill = {"{results}": str(results), "{study}": str(study), "{file}": str(a_file), "{points}": str(points),
+            "{empty}": str(empty)}
+    argv = []
+    for a in args:
+        for k, v in fill.items():
+            a = a.replace(k, v)
+        argv.append(a)
+    if argv[0] in ("run", "sweep"):  # the bad input last, so no default overrides it
+        own = [] if any(a.startswith("results=") for a in argv) else [f"results={results}"]
+        argv = [argv[0], *SMALL, *own, *argv[1:]]
+    before = _files(study)
+    out = cli(*argv)
+    assert out.exit_code == 1, (out.exit_code, out.output[-2000:])
+    err = out.stderr.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1, err[:2000]
+    if any(LONG in a for a in args):
+        assert len(err) <= MAX_LINE, err[:MAX_LINE + 100]
+    assert "Traceback" not in out.output
+    assert needle in " ".join(err.split()), (needle, err)
+    assert not results.exists() or not any(results.rglob("*")), sorted(results.rglob("*"))
+    assert _files(study) == before
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["run", "--name", "x"], "--name is not an option"),
+    (["sweep", "model.depth=range(1,0)"], "sweeps over no value"),
+    (["ls", "/nonexistent/gradflow-results"], "does not exist"),
+    (["run", "hydra.sweep.dir=/tmp/elsewhere"], "use name=NAME and results=FOLDER"),
+])
+def test_the_installed_entry_point_gives_the_same_one_line(tmp_path, args, needle):
+    results = tmp_path / "results"
+    extra = [f"results={results}"] if args[0] in ("run", "sweep") else []
+    env = {**os.environ, "COLUMNS": "200"}
+    exe = Path(sys.executable).parent / "gradflow"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "gradflow"]
+    out = subprocess.run([*cmd, *args, *extra], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 1, out.stderr
+    err = out.stderr.strip()
+    assert len(err.splitlines()) == 1 and needle in " ".join(err.split()) and "Traceback" not in err, err
+    assert not results.exists()
+
+
+def test_typer_usage_errors_exit_2(cli):
+    out = cli("ls")  # a missing argument is Typer's own usage error
+    assert out.exit_code == 2 and "Traceback" not in out.output

@@ -1,0 +1,40 @@
+"""`gradflow bench`: the structure of its tables and that its ratios are sane (never timings)."""
+
+from __future__ import annotations
+
+import math
+
+from gradflow import bench
+
+
+def test_every_loop_is_timed_against_the_bare_loop_in_every_round():
+    t = bench.measure("reference", threads=1, steps=12, rounds=2, extra=["model.depth=2", "model.width=8",
+                                                                        "data.n_train=256"])
+    assert list(t.ms) == list(bench.LOOPS) and all(len(v) == 2 for v in t.ms.values())
+    assert t.ratios("bare") == [1.0, 1.0]
+    for loop in bench.LOOPS:
+        lo, hi = t.spread(loop)
+        assert all(math.isfinite(r) and r > 0 for r in t.ratios(loop))
+        assert 0 < lo <= t.ratio(loop) <= hi
+        assert t.median_ms(loop) > 0
+
+
+def test_every_family_has_a_workload_that_builds():
+    from gradflow.config import compose
+    from gradflow.job import prepare
+
+    assert {"mlp", "cnn", "resnet20", "lstm"} <= set(bench.FAMILIES)
+    for name in bench.FAMILIES:
+        _, data, model = prepare(compose(bench.WORKLOADS[name]))
+        assert model.probe_points, name
+
+
+def test_the_cli_prints_the_reference_table_and_rejects_unknown_workloads(cli):
+    out = cli("bench", "--workload", "reference", "--steps", "12", "--rounds", "1", "--clock", "cpu")
+    assert out.exit_code == 0, out.output
+    for loop in bench.LOOPS:
+        assert bench.LOOP_TITLES[loop] in out.output
+    bad = cli("bench", "--workload", "vit")
+    assert bad.exit_code == 1 and "choices: reference, deep, mlp" in bad.output and "Traceback" not in bad.output
+    bad = cli("bench", "--clock", "sundial")
+    assert bad.exit_code == 1 and "choices: wall, cpu" in bad.output

@@ -1,0 +1,165 @@
+"""`gradflow ls` and the sweep summary as a user sees them: 80 columns, piped, numbers whole and in numeric order;
+--sort, --json at full precision, --steps-to and --rate against hand computation."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from gradflow.summary import steps_to
+
+SWEEP = ["data=gaussian", "data.n_train=256", "data.n_test=128", "data.dim=16", "model.width=16", "train.steps=12",
+         "train.batch_size=32", "train.eval_every=3", "threads=1", "model.depth=5,10,20",
+         "init=orthogonal,xavier_normal"]
+
+
+def gradflow(*args: str, columns: int = 80) -> str:
+    """The real command, piped (stdout is not a terminal), at `columns` columns."""
+    env = {**os.environ, "COLUMNS": str(columns), "PYTHONPATH": str(Path(__file__).parents[1])}
+    out = subprocess.run([sys.executable, "-m", "gradflow", *args], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory) -> tuple[Path, str]:
+    results = tmp_path_factory.mktemp("ls") / "results"
+    summary = gradflow("sweep", *SWEEP, f"results={results}", "--name", "grid")
+    return results / "grid", summary
+
+
+def table_rows(text: str, first_cell: str = r"\d+") -> list[list[str]]:
+    """The body rows of a printed table: lines that start with a cell matching `first_cell`, split on 2+ spaces."""
+    return [re.split(r"\s{2,}", line.strip()) for line in text.splitlines() if re.match(rf"\s*{first_cell}\s{{2,}}", line)]
+
+
+def check_readable(text: str) -> None:
+    """80 columns, nothing cut short, no word broken across lines."""
+    for line in text.splitlines():
+        assert len(line) <= 80, line
+    assert "…" not in text
+    words = {w for line in text.splitlines() for w in re.findall(r"[A-Za-z_]+", line)}
+    for broken in ("dep", "th", "ini", "rel", "lo", "ss", "stat", "us", "theo", "ry"):
+        assert broken not in words, (broken, text)
+
+
+def runs_json(path: Path, *args: str) -> pd.DataFrame:
+    from gradflow.cli import app  # in-process: JSON does not depend on the terminal
+
+    out = CliRunner().invoke(app, ["ls", str(path), "--json", *args], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    return pd.DataFrame(json.loads(out.output))
+
+
+@pytest.mark.parametrize("which", ["ls", "sweep summary"])
+def test_table_reads_right_at_80_columns_piped(swept, which):
+    root, summary = swept
+    text = gradflow("ls", str(root)) if which == "ls" else summary
+    # the table from its title on (the sweep's header line is soft-wrapped: it holds a path)
+    text = text[re.search(rf"^{re.escape(str(root))} *$", text, re.M).start():]
+    check_readable(text)
+    header = "\n".join(text.splitlines()[:6])
+    assert re.search(r"\bdepth\b", header) and re.search(r"\binit\b", header) and "status" in header
+    rows = table_rows(text)
+    assert len(rows) == 6
+    # numeric order (5 < 10 < 20, not "10" < "20" < "5"), and each swept group's choice is shown
+    assert [int(r[0]) for r in rows] == [5, 5, 10, 10, 20, 20]
+    assert [r[1] for r in rows] == ["orthogonal", "xavier_normal"] * 3
+    # numbers intact: the train loss cells are the measured values to 4 significant digits
+    runs = runs_json(root).sort_values(["model.depth", "init.name"])
+    cells = [float(r[3]) for r in rows]  # depth, init, status, train loss
+    assert cells == [float(f"{v:.4g}") for v in runs["final.train_loss"]]
+
+
+def test_wide_shows_every_column_and_narrow_names_what_it_hides(swept):
+    root, _ = swept
+    narrow, wide = gradflow("ls", str(root)), gradflow("ls", str(root), "--wide")
+    assert "--wide shows all" in narrow
+    hidden = re.search(r"not shown \(80 columns\): (.*?); --wide", " ".join(narrow.split())).group(1).split(", ")
+    assert hidden and all(label.split()[0] in wide for label in hidden)
+    assert "not shown" not in wide
+
+
+def test_sort_descending_numeric_and_by_short_name(swept):
+    root, _ = swept
+    down = table_rows(gradflow("ls", str(root), "--sort", "-depth"))
+    assert [int(r[0]) for r in down] == [20, 20, 10, 10, 5, 5]
+    by_loss = runs_json(root, "--sort", "final.train_loss")
+    assert list(by_loss["final.train_loss"]) == sorted(by_loss["final.train_loss"])
+
+
+def test_json_keeps_full_precision(swept):
+    root, _ = swept
+    listed = runs_json(root)
+    for _, r in listed.iterrows():
+        run = json.loads((root / r["run"] / "run.json").read_text())
+        assert r["final.train_loss"] == run["final"]["train_loss"]  # exactly, not rounded
+        layers = pd.read_parquet(root / r["run"] / "layers.parquet")
+        g = layers[(layers["quantity"] == "grad_norm") & (layers["step"] == 0)].sort_values("layer")["value"]
+        assert r["grad_ratio.init"] == g.iloc[0] / g.iloc[-1]
+
+
+def test_steps_to_threshold_against_hand_computation(swept):
+    root, _ = swept
+    listed = runs_json(root, "--steps-to", "train_loss<=2.2", "--steps-to", "test_acc>=0.2")
+    for _, r in listed.iterrows():
+        m = pd.read_parquet(root / r["run"] / "metrics.parquet")
+        for col, split, metric, hit in (("steps_to.train_loss<=2.2", "train", "loss", lambda v: v <= 2.2),
+                                        ("steps_to.test_acc>=0.2", "test", "acc", lambda v: v >= 0.2)):
+            expected = math.nan
+            for step, s, name, value in sorted(m.itertuples(index=False)):  # step first: chronological
+                if s == split and name == metric and hit(value):
+                    expected = step
+                    break
+            got = r[col]
+            assert (pd.isna(got) and math.isnan(expected)) or got == expected, (r["run"], col)
+    # and in the table, beside the swept keys
+    text = gradflow("ls", str(root), "--steps-to", "train_loss<=2.2")
+    check_readable(text)
+    assert "train_loss<=2.2" in text
+
+
+def test_steps_to_function():
+    m = pd.DataFrame({"step": [0, 0, 5, 5, 10, 10], "split": ["train", "test"] * 3, "metric": ["loss"] * 6,
+                      "value": [2.0, 2.1, 1.2, 1.3, 0.9, 1.0]})
+    assert steps_to(m, "train_loss", "<=", 1.2) == 5
+    assert steps_to(m, "train_loss", "<", 1.2) == 10
+    assert steps_to(m, "test_loss", "<=", 1.0) == 10
+    assert math.isnan(steps_to(m, "train_loss", "<", 0.5))
+
+
+def test_rate_against_hand_fit(swept):
+    root, _ = swept
+    listed = runs_json(root, "--rate", "grad_norm", "--rate", "signal_norm")
+    for _, r in listed.iterrows():
+        layers = pd.read_parquet(root / r["run"] / "layers.parquet")
+        for q in ("grad_norm", "signal_norm"):
+            p = layers[(layers["quantity"] == q) & (layers["step"] == 0)].sort_values("layer")
+            bulk = p.iloc[3:-3]  # the input layer, the head and their neighbours are not the bulk
+            if len(bulk) < 3:
+                assert pd.isna(r[f"rate.{q}"])
+                continue
+            slope = np.polyfit(bulk["layer"], np.log(bulk["value"] ** 2), 1)[0]
+            assert r[f"rate.{q}"] == pytest.approx(math.exp(-slope), rel=1e-9)
+            assert r[f"rate.{q}.layers"] == f"{bulk['layer'].iloc[0]}-{bulk['layer'].iloc[-1]}"
+        assert r["rate.signal_norm"] == r["chi1_measured"] or pd.isna(r["chi1_measured"])  # chi_1: the signal's rate
+
+
+def test_bad_options_are_one_line(cli, swept):
+    root, _ = swept
+    for args, words in ((["--sort", "nope"], ["--sort", "depth"]), (["--steps-to", "loss"], ["train_loss<=1.0"]),
+                        (["--steps-to", "train_nope<=1"], ["train_loss"]), (["--rate", "nope"], ["grad_norm"])):
+        out = cli("ls", str(root), *args)
+        assert out.exit_code == 1
+        assert all(w in out.output for w in words), out.output
+        assert "Traceback" not in out.output

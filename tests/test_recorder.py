@@ -1,0 +1,150 @@
+"""gradflow.Recorder in a user's own loop, and probe-point discovery on any nn.Module."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import gradflow
+from gradflow.errors import GradflowError
+from gradflow.models.discover import Projection, discover
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Backwards(nn.Module):
+    """Registered in the reverse of the order it runs; a functional activation after `first`."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(6, 3)
+        self.act = nn.Tanh()
+        self.norm = nn.LayerNorm(6)
+        self.middle = nn.Linear(5, 6)
+        self.first = nn.Linear(4, 5)
+
+    def forward(self, x):
+        h = F.silu(self.first(x))  # a functional activation: `first` has no activation module
+        return self.head(self.act(self.norm(self.middle(h))))
+
+
+def test_probe_points_come_in_forward_order_named_by_path_with_their_activation_modules():
+    model = Backwards()
+    points = discover(model, torch.randn(2, 4))
+    assert [p.name for p in points] == ["first", "middle", "head"]
+    assert [p.activation for p in points] == [None, model.act, None]  # norm may sit between layer and activation
+
+    shared = nn.Sequential(nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 3))
+    shared.insert(3, shared[1])  # one Tanh module after both layers: whose output it saw is unknowable
+    assert [p.activation for p in discover(shared, torch.randn(2, 3))] == [None, None]
+
+    mha = nn.MultiheadAttention(8, 2, batch_first=True)
+    pts = discover(mha, *(torch.randn(2, 5, 8),) * 3)
+    assert [p.name for p in pts] == ["multiheadattention.in_proj", "out_proj"]
+    assert isinstance(pts[0].layer, Projection) and pts[0].layer.weight is mha.in_proj_weight
+
+    with pytest.raises(GradflowError, match="has no weight layers"):
+        discover(nn.Sequential(nn.Tanh()), torch.randn(2, 3))
+
+
+def test_recorder_values_equal_plain_autograd(tmp_path):
+    torch.manual_seed(0)
+    model = Backwards()
+    reference = copy.deepcopy(model)
+    x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    rec = gradflow.Recorder(model, tmp_path / "run", config={"lr": 0.1}, every=2)
+    for step in range(4):
+        opt.zero_grad()
+        with rec.step(step):
+            loss = F.cross_entropy(model(x[step * 8:]), y[step * 8:])
+            loss.backward()
+        rec.log(step, train_loss=loss, log_lr=0.1)
+        opt.step()
+    rec.close()
+
+    layers = gradflow.load(tmp_path / "run")
+    assert sorted(set(layers.step)) == [0, 2]
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
+    layer_of = {"first": reference.first, "middle": reference.middle, "head": reference.head}
+    for step in range(4):
+        outs = {}
+
+        def keep(m, i, z, k):
+            z.retain_grad()
+            outs[k] = z
+
+        hooks = [m.register_forward_hook(lambda m, i, z, k=k: keep(m, i, z, k)) for k, m in layer_of.items()]
+        act = {}
+        hooks.append(reference.act.register_forward_hook(lambda m, i, o: act.update(y=o.detach())))
+        ref_opt.zero_grad()
+        F.cross_entropy(reference(x[step * 8:]), y[step * 8:]).backward()
+        for h in hooks:
+            h.remove()
+        before = {k: m.weight.detach().clone() for k, m in layer_of.items()}
+        ref_opt.step()
+        if step % 2:
+            continue
+        got = layers[layers.step == step].set_index(["name", "quantity"])["value"]
+        for k, m in layer_of.items():
+            z = outs[k]
+            expect = {"grad_norm": m.weight.grad.norm(), "bias_grad_norm": m.bias.grad.norm(),
+                      "weight_norm": before[k].norm(), "signal_norm": (z.shape[0] * (z.grad ** 2).sum()).sqrt(),
+                      "update_ratio": (m.weight.detach() - before[k]).norm() / before[k].norm()}
+            if k == "middle":
+                a = act["y"]
+                expect.update(act_mean=a.mean(), act_std=a.std(), act_saturated=(a.abs() > 0.99).float().mean())
+            assert set(got[k].index) == set(expect), k  # everything else is masked, not made up
+            for q, v in expect.items():
+                assert got[(k, q)] == pytest.approx(float(v), rel=1e-4, abs=1e-7), (step, k, q)
+
+    metrics = gradflow.load(tmp_path / "run", "metrics")
+    assert list(metrics[metrics.metric == "loss"].step) == [0, 1, 2, 3]
+    assert set(metrics[metrics.metric == "lr"].split) == {"log"}
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["status"] == "ok" and run["final"]["train_loss"] == pytest.approx(metrics.value.iloc[-2])
+
+
+def test_recorder_refuses_a_foreign_folder_and_records_a_crash(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(GradflowError, match="not a gradflow run"):
+        gradflow.Recorder(nn.Linear(2, 2), tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+    model = nn.Linear(2, 2)
+    with pytest.raises(RuntimeError):
+        with gradflow.Recorder(model, tmp_path / "crash") as rec:
+            with rec.step(0):
+                model(torch.randn(3, 2)).sum().backward()
+            raise RuntimeError("boom")
+    run = json.loads((tmp_path / "crash" / "run.json").read_text())
+    assert run["status"] == "failed" and "boom" in run["error"]
+    assert set(pd.read_parquet(tmp_path / "crash" / "layers.parquet").step) == {0}
+
+
+def test_the_example_runs_loads_and_plots(tmp_path, cli):
+    run = tmp_path / "own-loop" / "run0"
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / "own_loop.py"), str(run), "--steps", "20",
+                          "--every", "10", "--depth", "3"], capture_output=True, text=True, timeout=300,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    layers = gradflow.load(run)
+    assert sorted(set(layers.step)) == [0, 10, 20]
+    assert list(layers[layers.step == 0].drop_duplicates("layer").name) == [
+        "embed", "attn.in_proj", "attn.out_proj", "body.0", "body.2", "body.4", "head"]
+    assert (layers["model.depth"] == 3).all()
+    shown = cli("ls", str(tmp_path / "own-loop"))
+    assert shown.exit_code == 0 and "run0" in shown.output
+    drawn = cli("plot", str(run))
+    assert drawn.exit_code == 0, drawn.output
+    assert any((run / "figures").glob("profile-grad_norm-*.png"))

@@ -1,0 +1,401 @@
+"""Results you can trust: writes and deletes stay inside the study, one writer per study, honest
+statuses (incomplete, stale, interrupted), resume that never mixes sweeps, diverged finals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import gradflow
+from gradflow import store
+from gradflow import sweep as sweep_mod
+from gradflow.errors import GradflowError
+
+SMALL = ["data=gaussian", "data.n_train=128", "data.n_test=64", "data.dim=8", "model.width=8", "model.depth=2",
+         "train.steps=3", "train.batch_size=32", "train.eval_every=3", "threads=1"]
+ENV = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
+
+
+def _sweep(cli, results, *args, name="s"):
+    return cli("sweep", *SMALL, *args, f"results={results}", "--name", name)
+
+
+def _one_line_error(out, *needles):
+    assert out.exit_code == 1, out.output
+    err = out.stderr.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error:"), err
+    assert "Traceback" not in out.output
+    for n in needles:
+        assert n in " ".join(err.split()), (n, err)
+
+
+def _statuses(path) -> dict[str, str]:
+    return {r[store.RUN]: r[store.STATUS] for r in store.runs(path)}
+
+
+# --- safety: writes and deletes stay inside <results>/<name>/ ----------------------------------------
+HYDRA_OUTPUT_OVERRIDES = ["hydra.sweep.subdir=../../../victim", "hydra.sweep.dir=/tmp/elsewhere",
+                          "hydra.run.dir=/tmp/x", "hydra.job.chdir=true", "hydra.output_subdir=.hydra",
+                          "hydra.runtime.output_dir=/tmp/y", "hydra.searchpath=[file:///tmp]"]
+
+
+@pytest.mark.parametrize("override", HYDRA_OUTPUT_OVERRIDES)
+@pytest.mark.parametrize("command", ["sweep", "run"])
+def test_hydra_output_overrides_are_refused(cli, results, tmp_path, override, command):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    extra = ["model.depth=2,3"] if command == "sweep" else []
+    out = cli(command, *SMALL, *extra, override, f"results={results}")
+    _one_line_error(out, override.split("=")[0], "name=", "results=")
+    assert (victim / "keep.txt").read_text() == "mine"
+    assert not results.exists()
+
+
+def test_a_folder_gradflow_did_not_make_is_never_deleted(cli, results, tmp_path):
+    job = results / "s" / "model.depth=3"
+    job.mkdir(parents=True)
+    (job / "notes.txt").write_text("mine")
+    out = _sweep(cli, results, "model.depth=2,3")
+    _one_line_error(out, str(job), "not a gradflow run folder")
+    assert (job / "notes.txt").read_text() == "mine"
+    assert not (results / "s" / "model.depth=2").exists()  # refused before any job ran
+    with pytest.raises(GradflowError, match="not a gradflow run folder"):
+        store.clear_run(job)
+    assert (job / "notes.txt").exists()
+    # the same for a run folder that is a symbolic link to someone else's folder
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "run.json").write_text("{}")
+    (results / "s" / "model.depth=2").symlink_to(other)
+    with pytest.raises(GradflowError, match="not a gradflow run folder"):
+        store.clear_run(results / "s" / "model.depth=2")
+    assert (other / "run.json").exists()
+
+
+def test_symlinked_study_and_figures_folders_are_refused(cli, results, tmp_path):
+    target = tmp_path / "target"
+    target.mkdir()
+    results.mkdir()
+    (results / "linked").symlink_to(target)
+    out = cli("run", *SMALL, f"results={results}", "name=linked")
+    _one_line_error(out, "symbolic link", "results=")
+    out = _sweep(cli, results, "model.depth=2,3", name="linked")
+    _one_line_error(out, "symbolic link")
+    assert list(target.iterdir()) == []
+    assert cli("run", *SMALL, f"results={results}", "name=real").exit_code == 0
+    (results / "real" / "figures").symlink_to(target)
+    out = cli("plot", str(results / "real"))
+    _one_line_error(out, "symbolic link")
+    assert list(target.iterdir()) == []
+
+
+def test_a_folder_outside_results_survives_every_command(cli, results, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "data.txt").write_text("precious")
+    assert _sweep(cli, results, "model.depth=2,3", "seed=0,1").exit_code == 0
+    assert _sweep(cli, results, "model.depth=2").exit_code == 0  # shrinks the grid: 3 runs stale
+    for args in (["ls", results / "s"], ["plot", results / "s"], ["clean", results / "s", "--stale", "--yes"],
+                 ["run", *SMALL, f"results={results}", "name=s"]):
+        assert cli(*args).exit_code == 0
+    assert [p.name for p in outside.iterdir()] == ["data.txt"] and (outside / "data.txt").read_text() == "precious"
+
+
+# --- concurrency: one writer per study -------------------------------------------------------------------
+def test_a_second_writer_fails_at_once_naming_the_holder(cli, results):
+    study = results / "s"
+    with store.lock(study, "gradflow sweep held-by-the-test"):
+        start = time.perf_counter()
+        out = _sweep(cli, results, "model.depth=2,3")
+        _one_line_error(out, "is being written by", f"pid {os.getpid()}", "held-by-the-test", "name=")
+        run = cli("run", *SMALL, f"results={results}", "name=s")
+        _one_line_error(run, "is being written by")
+        assert time.perf_counter() - start < 60
+    assert not any(study.glob("*/run.json"))
+    assert _sweep(cli, results, "model.depth=2,3").exit_code == 0  # released: the same sweep now runs
+
+
+def test_two_sweeps_into_one_name_one_fails_fast_the_other_completes(results):
+    args = [sys.executable, "-m", "gradflow", "sweep", *SMALL, "train.steps=40", "model.depth=2,3,4,5",
+            f"results={results}", "--name", "twice"]
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    second = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    outs = [p.communicate(timeout=300) for p in (first, second)]
+    codes = sorted((first.returncode, second.returncode))
+    loser = outs[[first.returncode, second.returncode].index(1)] if 1 in codes else outs[1]
+    if codes == [0, 0]:  # the first finished before the second even planned: then it resumed everything
+        assert "4 already finished, skipped" in outs[0][0] + outs[1][0]
+    else:
+        assert codes == [0, 1], outs
+        assert "is being written by pid" in loser[1] and "Traceback" not in loser[1]
+    assert set(_statuses(results / "twice").values()) == {"ok"} and len(_statuses(results / "twice")) == 4
+
+
+def test_a_run_with_a_missing_or_broken_file_is_incomplete(cli, results):
+    assert _sweep(cli, results, "model.depth=2,3,4", "seed=0,1").exit_code == 0
+    root = results / "s"
+    (root / "model.depth=2,seed=0" / "layers.parquet").unlink()
+    broken = root / "model.depth=2,seed=1" / "metrics.parquet"
+    broken.write_bytes(broken.read_bytes()[:-10])  # truncated: the footer is gone
+    (root / "model.depth=3,seed=0" / "run.json").write_text('{"status": "ok", "se')  # truncated JSON
+    whole = {"model.depth=3,seed=1", "model.depth=4,seed=0", "model.depth=4,seed=1"}
+    statuses = _statuses(root)
+    assert {r for r, s in statuses.items() if s == "incomplete"} == {
+        "model.depth=2,seed=0", "model.depth=2,seed=1", "model.depth=3,seed=0"}
+    assert {r for r, s in statuses.items() if s == "ok"} == whole
+    ls = cli("ls", str(root), "--csv")
+    assert ls.exit_code == 0 and "Traceback" not in ls.output
+    rows = pd.read_csv(__import__("io").StringIO(ls.output))
+    assert sorted(rows["status"]) == ["incomplete"] * 3 + ["ok"] * 3
+    assert "incomplete: 3" in cli("ls", str(root)).output
+    assert set(gradflow.load(root)["run"]) == whole  # never a half run's rows
+    assert set(gradflow.load(root, "metrics")["run"]) == whole
+    assert cli("plot", str(root)).exit_code == 0
+    # a rerun redoes exactly the incomplete runs
+    again = _sweep(cli, results, "model.depth=2,3,4", "seed=0,1")
+    assert "3 already finished, skipped" in again.output
+    assert set(_statuses(root).values()) == {"ok"}
+
+
+def test_a_corrupt_table_inside_a_whole_looking_file_is_one_line(cli, results):
+    assert cli("run", *SMALL, f"results={results}", "name=c").exit_code == 0
+    job = next(p for p in (results / "c").iterdir() if p.is_dir())
+    f = job / "layers.parquet"
+    data = bytearray(f.read_bytes())
+    data[8:-8] = b"\x00" * (len(data) - 16)  # the magic marks survive, the contents do not
+    f.write_bytes(bytes(data))
+    out = cli("plot", str(results / "c"))
+    _one_line_error(out, f"{f} cannot be read")
+
+
+# --- resume: sweep.yaml is the study's identity --------------------------------------------------------
+def test_changed_fixed_setting_replaces_and_shrunk_grid_leaves_stale_runs(cli, results):
+    assert _sweep(cli, results, "model.depth=2,3,4").exit_code == 0
+    root = results / "s"
+    changed = _sweep(cli, results, "model.depth=2,3,4", "train.steps=4")
+    assert changed.exit_code == 0
+    assert "3 finished runs in" in changed.output and "will be replaced" in changed.output
+    steps = {r["run"]: r["steps_done"] for _, r in gradflow.load(root, "runs").iterrows()}
+    assert steps == {"model.depth=2": 4, "model.depth=3": 4, "model.depth=4": 4}
+
+    shrunk = _sweep(cli, results, "model.depth=2,3", "train.steps=4")
+    assert "2 already finished, skipped" in shrunk.output and "1 runs in" in shrunk.output
+    assert _statuses(root) == {"model.depth=2": "ok", "model.depth=3": "ok", "model.depth=4": "stale"}
+    assert set(gradflow.load(root)["run"]) == {"model.depth=2", "model.depth=3"}
+    assert set(gradflow.load(root, "metrics")["run"]) == {"model.depth=2", "model.depth=3"}
+    assert set(gradflow.load(root, "runs")["run"]) == {"model.depth=2", "model.depth=3"}
+    assert set(gradflow.load(root, include_stale=True)["run"]) == {"model.depth=2", "model.depth=3", "model.depth=4"}
+    ls = cli("ls", str(root))
+    assert "stale: 1" in ls.output and "stale" in ls.output
+
+    from typer.testing import CliRunner
+
+    from gradflow.cli import app
+
+    asked = CliRunner().invoke(app, ["clean", str(root), "--stale"], input="n\n")
+    assert asked.exit_code == 1 and (root / "model.depth=4").exists()  # asked, said no: nothing removed
+    done = cli("clean", str(root), "--stale", "--yes")
+    assert done.exit_code == 0 and "removed 1 runs" in done.output
+    assert not (root / "model.depth=4").exists() and _statuses(root) == {"model.depth=2": "ok", "model.depth=3": "ok"}
+
+
+def test_kill_during_a_changed_config_rerun_never_mixes_configs(cli, results):
+    assert _sweep(cli, results, "model.depth=2,3,4,5").exit_code == 0
+    root = results / "s"
+    args = [sys.executable, "-m", "gradflow", "sweep", *SMALL, "train.steps=150", "model.depth=2,3,4,5",
+            f"results={results}", "--name", "s"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        recs = [store.read_run(p) for p in root.iterdir() if p.is_dir()]
+        if any(r and r.get("steps") == 150 and r.get("status") == "ok" for r in recs):
+            break
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    statuses = _statuses(root)
+    runs = gradflow.load(root, "runs")
+    assert set(runs["train.steps"]) == {150}  # the old spec's runs are never shown as current
+    assert set(runs[runs["status"] == "ok"]["run"]) == {r for r, s in statuses.items() if s == "ok"}
+    assert set(statuses.values()) <= {"ok", "stale", "interrupted"} and "stale" in statuses.values()
+    layers = gradflow.load(root)
+    assert set(layers["train.steps"]) == {150} and set(layers["run"]) == set(runs[runs["status"] == "ok"]["run"])
+
+
+def test_a_running_record_of_a_dead_process_reads_as_interrupted(results):
+    job = results / "s" / "model.depth=2"
+    job.mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    import socket
+
+    store.write_json(job / "run.json", {"status": "running", "pid": dead.pid, "host": socket.gethostname()})
+    assert store.status_of(job, store.read_run(job))[0] == "interrupted"
+    store.write_json(job / "run.json", {"status": "running", "pid": os.getpid(), "host": socket.gethostname()})
+    assert store.status_of(job, store.read_run(job))[0] == "running"
+
+
+# --- interruption: Ctrl-C to the process group ------------------------------------------------------------
+def _interrupt_when(args, ready, timeout=180):
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            start_new_session=True)
+    deadline = time.time() + timeout
+    while time.time() < deadline and not ready():
+        time.sleep(0.05)
+    assert ready(), "never reached the point to interrupt"
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, out, err
+
+
+def test_ctrl_c_during_a_sweep_marks_the_run_interrupted_and_a_rerun_resumes(results):
+    root = results / "int"
+    args = [sys.executable, "-m", "gradflow", "sweep", *SMALL, "train.steps=3000", "train.eval_every=1000",
+            "model.depth=2,3", f"results={results}", "--name", "int"]
+
+    def in_flight():
+        return any(r and r.get("status") == "running" for r in map(store.read_run, root.glob("*")))
+
+    code, out, err = _interrupt_when(args, in_flight)
+    assert code == 130, (code, err)
+    line = [x for x in err.splitlines() if x.strip()]
+    assert len(line) == 1 and "interrupted: 0 of 2 runs finished" in line[0] and "rerun the same command" in line[0]
+    assert "Traceback" not in err
+    assert list(_statuses(root).values()) == ["interrupted"]
+    again = subprocess.run([*args[:-4], "train.steps=3", "train.eval_every=3", *args[-4:]], capture_output=True,
+                           text=True, env=ENV, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert set(_statuses(root).values()) == {"ok"} and len(_statuses(root)) == 2
+
+
+def test_ctrl_c_during_run_marks_it_interrupted(results):
+    args = [sys.executable, "-m", "gradflow", "run", *SMALL, "train.steps=3000", "train.eval_every=1000",
+            f"results={results}", "name=r"]
+
+    def in_flight():
+        return any(r and r.get("status") == "running" for r in map(store.read_run, (results / "r").glob("*")))
+
+    code, out, err = _interrupt_when(args, in_flight)
+    assert code == 130, (code, err)
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1 and "interrupted at step" in lines[0] and "rerun the same command" in lines[0]
+    (job,) = [p for p in (results / "r").iterdir() if p.is_dir()]
+    rec = store.read_run(job)
+    assert rec["status"] == "interrupted" and rec["steps_done"] >= 0 and rec["pid"] > 0 and rec["host"]
+    assert store.status_of(job, rec)[0] == "interrupted"
+
+
+# --- diverged runs: no pre-divergence value passes for a final result ---------------------------------------
+def test_a_diverged_run_has_no_final_metrics_only_its_last_finite_evaluation(cli, results):
+    out = cli("run", *SMALL, "model.activation=relu", "optim.lr=1e6", "train.steps=20", "train.eval_every=10", "train.check_every=1",
+              f"results={results}", "name=d")
+    assert out.exit_code == 0, out.output
+    job = next(p for p in (results / "d").iterdir() if p.is_dir())
+    rec = store.read_run(job)
+    assert rec["status"] == "diverged" and rec["final"] == {}
+    metrics = pd.read_parquet(job / "metrics.parquet")
+    evals = metrics[metrics["split"].isin(["train", "test"])]
+    finite_steps = evals.groupby("step")["value"].apply(lambda v: v.notna().all() and (abs(v) < float("inf")).all())
+    last = int(finite_steps[finite_steps].index.max())
+    assert rec["last_finite"]["step"] == last and last < rec["diverged_step"] + 1
+    ref = evals[(evals["step"] == last) & (evals["split"] == "test") & (evals["metric"] == "acc")]["value"].item()
+    assert rec["last_finite"]["test_acc"] == ref
+    assert "last finite evaluation (step" in out.output
+    runs = gradflow.load(results / "d", "runs")
+    assert "final.test_acc" not in runs.columns or runs["final.test_acc"].isna().all()
+
+
+# --- points sweeps and launchers ---------------------------------------------------------------------------
+def test_points_sweep_runs_exactly_the_given_points_and_resumes(cli, results, tmp_path):
+    points = tmp_path / "points.yaml"
+    points.write_text("- {model.activation: tanh, init.sw2: 1.5, init.sb2: 0.05}\n"
+                      "- {model.activation: relu, init.sw2: 2.0, init.sb2: 0.0}\n"
+                      "- {model.activation: gelu, init.sw2: 1.8, init.sb2: 0.1}\n")
+    out = _sweep(cli, results, "init=meanfield", "--points", points, name="pts")
+    assert out.exit_code == 0, out.output
+    runs = gradflow.load(results / "pts", "runs")
+    got = sorted(zip(runs["model.activation"], runs["init.sw2"], runs["init.sb2"]))
+    assert got == [("gelu", 1.8, 0.1), ("relu", 2.0, 0.0), ("tanh", 1.5, 0.05)]  # never the 27-point product
+    assert set(runs["init.name"]) == {"meanfield"} and set(runs["status"]) == {"ok"}
+    again = _sweep(cli, results, "init=meanfield", "--points", points, name="pts")
+    assert "3 already finished, skipped" in again.output
+    points.write_text("- {model.activation: tanh, init.sw2: 1.5, init.sb2: 0.05}\n")
+    fewer = _sweep(cli, results, "init=meanfield", "--points", points, name="pts")
+    assert "1 already finished, skipped" in fewer.output
+    assert sorted(_statuses(results / "pts").values()) == ["ok", "stale", "stale"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("- {model.activation: tanh}\n- {init.sw2: 2}\n", "every point needs the same keys"),
+    ("- {init: meanfield}\n", "must be a dotted config key"),
+    ("- {model.depth: 0}\n", "model.depth=0 must be >= 1"),
+    ("- {model.activation: nope}\n", "model.activation='nope' is not allowed"),
+    ("{a: 1}\n", "must be a YAML list"),
+    ("- [unclosed\n", "is not valid YAML"),
+])
+def test_points_file_errors_are_one_line(cli, results, tmp_path, text, message):
+    points = tmp_path / "p.yaml"
+    points.write_text(text)
+    _one_line_error(_sweep(cli, results, "--points", points, name="pts"), message)
+    assert not results.exists()
+
+
+def test_a_missing_launcher_plugin_names_the_extra_even_when_find_spec_raises(monkeypatch):
+    # without the `cluster` extra there is no hydra_plugins package at all, and find_spec raises
+    monkeypatch.setitem(sweep_mod.LAUNCHER_PLUGINS, "joblib", ("gradflow_absent_pkg.hydra_joblib_launcher", "cluster"))
+    with pytest.raises(GradflowError, match=r"hydra/launcher=joblib needs its Hydra plugin: pip install 'gradflow\[cluster\]'"):
+        sweep_mod.check_launcher("joblib")
+
+
+def _group_processes(pgid: int) -> list[str]:
+    """Live processes of a process group (a zombie has exited; only its parent's reaping is left)."""
+    out = subprocess.run(["ps", "-eo", "pgid=,stat=,pid=,args="], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines()
+            if line.split() and line.split()[0] == str(pgid) and not line.split()[1].startswith("Z")]
+
+
+@pytest.mark.slow
+def test_no_joblib_worker_outlives_its_sweep(results):
+    """Ctrl-C to the process group: the runs in flight are marked, exit 130, no process of the group is
+    left; killing only the parent (SIGKILL): its workers and resource trackers leave within seconds."""
+    root = results / "j"
+    args = [sys.executable, "-m", "gradflow", "sweep", *SMALL, "train.steps=5000", "train.eval_every=1000",
+            "model.depth=2,3,4", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"results={results}",
+            "--name", "j"]
+
+    def two_in_flight():
+        return sum(bool(r and r.get("status") == "running") for r in map(store.read_run, root.glob("*"))) == 2
+
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not two_in_flight():
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted: 0 of 3 runs finished" in err, err
+    time.sleep(1)
+    assert _group_processes(proc.pid) == []
+    assert sorted(_statuses(root).values()) == ["interrupted", "interrupted"]
+
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not two_in_flight():
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 15
+    while time.time() < deadline and _group_processes(proc.pid):
+        time.sleep(0.5)
+    assert _group_processes(proc.pid) == []
+    assert set(_statuses(root).values()) == {"interrupted"}

@@ -1,0 +1,174 @@
+"""`gradflow report`: the page parsed (one figure per standard kind, the ls columns, nothing external), a
+reproduction's claims read back, and the page rendered in a real headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import tempfile
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import gradflow
+from gradflow import report, summary
+
+SWEEP = ["data=gaussian", "data.n_train=128", "data.n_test=64", "data.dim=8", "model.width=8", "train.steps=6",
+         "train.batch_size=32", "train.eval_every=3", "threads=1", "model.depth=2,6",
+         "model.activation=tanh,relu"]
+
+
+class Page(HTMLParser):
+    """Figures, the runs table (header keys, rows) and every URL-bearing attribute of one HTML page."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.figures: list[dict] = []
+        self.images: list[str] = []
+        self.urls: list[str] = []
+        self.keys: list[str] = []
+        self.rows: list[str] = []
+        self.tables: list[str] = []
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "figure":
+            self.figures.append(a)
+        if tag == "img":
+            self.images.append(a.get("src", ""))
+        if tag == "table":
+            self.tables.append(a.get("id", ""))
+        if tag == "th" and "data-key" in a and self.tables[-1] == "runs":
+            self.keys.append(a["data-key"])
+        if tag == "tr" and "data-run" in a:
+            self.rows.append(a["data-run"])
+        self.urls += [v for k, v in attrs if k in ("src", "href") and v]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    from typer.testing import CliRunner
+
+    from gradflow.cli import app
+
+    results = tmp_path_factory.mktemp("report") / "results"
+    out = CliRunner().invoke(app, ["sweep", *SWEEP, f"results={results}", "--name", "grid", "--report"],
+                             catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    assert f"report: {results / 'grid' / 'report.html'}" in " ".join(out.output.split())
+    return results / "grid"
+
+
+def test_page_has_one_figure_per_standard_kind_and_the_ls_columns(study, tmp_path):
+    page = Page((study / "report.html").read_text())
+    # the standard set drawn independently from the same results
+    from gradflow.plots.figures import standard_set
+
+    tables = {t: gradflow.load(study, table=t) for t in ("layers", "metrics", "runs")}
+    expected = standard_set(tables["layers"], tables["metrics"], tables["runs"], tmp_path, "png")
+    assert sorted(f["data-name"] for f in page.figures) == sorted(p.stem for p in expected)
+    kinds = {f["data-kind"] for f in page.figures}
+    assert {"profile", "curves", "ratio"} <= kinds
+    for src in page.images:  # every figure inline, a real PNG
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert all(u.startswith("data:") for u in page.urls)  # opens offline: nothing fetched from anywhere
+    # the runs table: one row per run, the same columns as `gradflow ls --wide`
+    df, swept = summary.listing(study)
+    assert sorted(page.rows) == sorted(df["run"]) and len(page.rows) == 4
+    assert page.keys == [c.key for c in summary.table_columns(df, swept)]
+    assert "theory" in page.tables  # tanh and relu MLPs: the mean-field point beside the measurement
+    text = (study / "report.html").read_text()
+    assert "gradflow sweep " in text and "model.depth=2,6" in text  # the command that made it
+
+
+def test_comparison_and_single_run(study, tmp_path):
+    out = report.write([study / "model.activation=relu,model.depth=6", study / "model.activation=tanh,model.depth=6"],
+                       tmp_path / "cmp.html")
+    page = Page(out.read_text())
+    assert page.keys[0] == "source" and len(page.rows) == 2
+    assert page.figures and all(src.startswith("data:image/png") for src in page.images)
+    single = Page(report.write([study / "model.activation=tanh,model.depth=6"], tmp_path / "one.html").read_text())
+    assert {"profile", "heatmap", "curves"} <= {f["data-kind"] for f in single.figures}
+    assert len(single.rows) == 1
+
+
+def test_reproduction_claims_read_back_from_its_report(tmp_path):
+    from gradflow import reproduce as rep
+
+    results = [rep.ClaimResult("gradient vanishes", "< 1e-3", "paper", "Fig. 2", rep.Measured(1e-5, [1e-5, 2e-5]),
+                               "< 0.01", True),
+               rep.ClaimResult("accuracy | falls", "0.9", "design", "a reason", rep.Measured(0.4, [0.4]), "> 0.5",
+                               False, qualitative=True, tolerance="wider, because")]
+    folder = tmp_path / "repro"
+    folder.mkdir()
+    (folder / "REPORT.md").write_text("# Reproduction: x\n\n## Claims\n\n" + rep.claims_markdown(results) + "\n")
+    rows = report.claims(folder)
+    assert [r["claim"] for r in rows] == ["gradient vanishes", "accuracy | falls"]
+    assert [r["result"] for r in rows] == ["PASS", "FAIL (qualitative)"]
+    assert [list(r) for r in rows] == [list(rep.CLAIM_COLUMNS)] * 2
+    assert [r["source"] for r in rows] == [rep.claim_cells(c)["source"] for c in results]
+    assert rows[1]["test"] == "> 0.5" and rows[0]["reference"] == "< 1e-3"
+
+
+def test_reproduction_page_has_its_claims_and_own_figures(study, tmp_path):
+    from gradflow import reproduce as rep
+
+    folder = tmp_path / "repro"
+    shutil.copytree(study, folder / "arm")
+    results = [rep.ClaimResult("gradient vanishes", "< 1e-3", "paper", "Fig. 2", rep.Measured(1e-5, [1e-5]), "< 0.01",
+                               True)]
+    (folder / "REPORT.md").write_text("## Claims\n\n" + rep.claims_markdown(results) + "\n")
+    (folder / "figures").mkdir()
+    png = next(p for p in Page((study / "report.html").read_text()).images)
+    (folder / "figures" / "paper-figure.png").write_bytes(base64.b64decode(png.split(",", 1)[1]))
+    page = Page(report.write([folder]).read_text())
+    assert report.kind(folder) == "reproduction" and "claims" in page.tables
+    assert [f["data-name"] for f in page.figures] == ["paper-figure"]
+    assert len(page.rows) == 4  # the arm's runs
+
+
+def test_bad_path_is_one_line(cli, tmp_path):
+    out = cli("report", str(tmp_path / "nothing"))
+    assert out.exit_code == 1 and "does not exist" in out.output and "Traceback" not in out.output
+    assert not (tmp_path / "nothing").exists()
+
+
+def chromium() -> str | None:
+    return next((shutil.which(b) for b in ("chromium", "chromium-browser") if shutil.which(b)), None)
+
+
+def browse(page: Path, fragment: str, *args: str) -> str:
+    """Render the page headless (offline, a fresh profile) and return the DOM after its scripts ran."""
+    with tempfile.TemporaryDirectory() as profile:
+        out = subprocess.run(
+            [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+             "--virtual-time-budget=10000", *args, page.resolve().as_uri() + fragment],
+            capture_output=True, text=True, timeout=120)
+    return out.stdout
+
+
+@pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (Debian: apt-get install chromium); "
+                                               "the page was checked with html.parser only")
+def test_page_in_headless_chromium(study, tmp_path):
+    page = study / "report.html"
+    dom = browse(page, "#sort=-model.depth", "--dump-dom")
+    parsed = Page(dom)
+    n = len(parsed.images)
+    assert n > 0 and f"figures loaded: {n} of {n}" in dom  # every figure decoded (naturalWidth > 0)
+    runs = summary.listing(study)[0].set_index("run")
+    depths = [int(runs.loc[r, "model.depth"]) for r in parsed.rows]
+    assert depths == sorted(depths, reverse=True) and depths != sorted(depths)  # the column sort reordered rows
+    losses = [runs.loc[r, "final.train_loss"] for r in Page(browse(page, "#sort=final.train_loss", "--dump-dom")).rows]
+    assert losses == sorted(losses)
+    shot = tmp_path / "report.png"
+    browse(page, "", f"--screenshot={shot}", "--window-size=1280,2400")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("GRADFLOW_SCREENSHOT"):  # keep a copy where a person can look at it
+        shutil.copy(shot, os.environ["GRADFLOW_SCREENSHOT"])
