@@ -8,10 +8,12 @@ training. `validate` adds what a type cannot say (ranges, choices, device availa
 from __future__ import annotations
 
 import hashlib
+import math
+import operator
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -34,8 +36,16 @@ EXPERIMENTS_DIR = _find("experiments")
 
 
 # --- schema -------------------------------------------------------------------------------------
+# One dataclass per choice of a group; the group's YAML file only names its schema (and a preset's
+# changes), so every default lives here once. A key exists only where it means something: init.sw2
+# is a key of init=meanfield alone, optim.betas of optim=adam, model.forget_bias of model=lstm.
 @dataclass
-class MLPConfig:
+class ModelConfig:
+    name: str = MISSING  # the family: a key of MODEL_SCHEMAS
+
+
+@dataclass
+class MLPConfig(ModelConfig):
     name: str = "mlp"
     depth: int = 20  # hidden layers; each = weight layer, optional norm, activation, optional skip
     width: int = 128  # units in every hidden layer (residual blocks keep it constant)
@@ -47,7 +57,7 @@ class MLPConfig:
 
 
 @dataclass
-class CNNConfig:
+class CNNConfig(ModelConfig):
     name: str = "cnn"
     depth: int = 10  # conv layers (hidden layers), each conv, optional norm, activation, optional skip
     channels: int = 32  # channels of every conv layer (residual blocks keep it constant)
@@ -60,7 +70,7 @@ class CNNConfig:
 
 
 @dataclass
-class ResNetConfig:
+class ResNetConfig(ModelConfig):
     name: str = "resnet"
     depth: int = 19  # hidden conv layers = 6n + 1 (He et al. 2016's "resnet20" = 19 convs + the head)
     widths: list[int] = field(default_factory=lambda: [16, 32, 64])  # filters of the three stages
@@ -71,63 +81,81 @@ class ResNetConfig:
 
 
 @dataclass
-class RNNConfig:
+class RNNConfig(ModelConfig):
     name: str = "rnn"  # rnn (vanilla) | lstm | gru; depth is time: the sequence length of the data
     hidden: int = 64  # hidden units
-    activation: str = "tanh"  # vanilla rnn only: tanh | relu
+    activation: str = "tanh"  # vanilla rnn: tanh | relu; lstm and gru: their cell's own tanh
     recurrent_init: str = "orthogonal"  # orthogonal | identity (IRNN, Le et al. 2015) | gaussian
     gain: float = 1.0  # recurrent weight scale: orthogonal/identity multiplier, gaussian N(0, gain^2 / hidden)
     forget_bias: float = 0.0  # lstm forget-gate bias at init (PyTorch's default 0; 1 or 3 keep memory)
 
 
 @dataclass
-class GaussianDataConfig:
+class DataConfig:
+    name: str = MISSING  # the dataset: a key of DATA_SCHEMAS
+
+
+@dataclass
+class GaussianDataConfig(DataConfig):
     name: str = "gaussian"
     dim: int = 64  # input dimension
     distribution: str = "normal"  # normal: x ~ N(0, I) | uniform01: x ~ U[0, 1]^dim (Glorot & Bengio 2010)
-    scale: float = 1.0  # inputs are multiplied by this (e.g. to start a meanfield net at its fixed point q*)
-    classes: int = 10  # labels = argmax of a fixed random teacher network, so the task is learnable
+    scale: str = "1.0"  # inputs are multiplied by this number, or qstar: the first layer starts at the mean-field q*
+    task: str = "classification"  # classification: argmax of a random tanh teacher | regression: a linear teacher, MSE
+    classes: int = 10  # classification: labels = argmax of a fixed random teacher network, so the task is learnable
     n_train: int = 4096  # training examples
     n_test: int = 1024  # test examples
-    teacher_width: int = 64  # hidden width of the one-hidden-layer tanh teacher
+    teacher_width: int = 64  # classification: hidden width of the one-hidden-layer tanh teacher
     seed: int = 0  # the dataset's own seed: every run of a sweep sees the same data
 
 
 @dataclass
-class MNIST1DConfig:
+class MNIST1DConfig(DataConfig):
     name: str = "mnist1d"
     seed: int = 42  # mnist1d's generation seed (42 = the published dataset: 4000 train / 1000 test, length 40)
     cache: str = ""  # cache folder; "" = $GRADFLOW_CACHE or ~/.cache/gradflow
 
 
 @dataclass
-class SequenceDataConfig:
-    name: str = "adding"  # adding (Hochreiter & Schmidhuber 1997) | copy (Arjovsky et al. 2016), made on the fly
+class SequenceDataConfig(DataConfig):
+    name: str = "adding"  # adding (Hochreiter & Schmidhuber 1997), made on the fly
     T: int = 100  # sequence length (adding) or memory delay (copy): the depth in time
     n_train: int = 4096  # training sequences
     n_test: int = 1024  # test sequences
-    n_symbols: int = 8  # copy only: alphabet size
-    copy_len: int = 10  # copy only: symbols to remember
     seed: int = 0  # the dataset's own seed
 
 
 @dataclass
-class ImageDataConfig:
+class CopyDataConfig(SequenceDataConfig):
+    name: str = "copy"  # the copy task (Arjovsky et al. 2016), made on the fly
+    n_symbols: int = 8  # alphabet size
+    copy_len: int = 10  # symbols to remember
+
+
+@dataclass
+class ImageDataConfig(DataConfig):
     name: str = "mnist"  # mnist | fashion_mnist | cifar10, read from their standard distribution files
     root: str = ""  # folder holding the files; "" = $GRADFLOW_DATA or ./data
     download: bool = False  # fetch missing files from the usual public mirrors (needs a network)
-    augment: bool = False  # cifar10: He et al. 2016's 4-pixel pad, random crop and flip, on device, per batch
     subset: int = 0  # use only the first N training images (0 = all), e.g. for a quick CPU run
+
+
+@dataclass
+class CIFAR10Config(ImageDataConfig):
+    name: str = "cifar10"
+    augment: bool = False  # He et al. 2016's 4-pixel pad, random crop and flip, on device, per batch
 
 
 @dataclass
 class InitConfig:
     name: str = "xavier_normal"  # standard | xavier_uniform | xavier_normal | kaiming_uniform | kaiming_normal
-    #                              | lecun_normal | orthogonal | meanfield
-    gain: float = 1.0  # xavier_* and orthogonal: weight scale multiplier
+    #                              | lecun_normal | orthogonal | delta_orthogonal | meanfield; biases start at 0
+    #                              except in meanfield. A key of another scheme is ignored and not recorded
+    #                              (INIT_KEYS), so one sweep can set init.gain and init.sw2 for init=orthogonal,meanfield.
+    gain: float = 1.0  # xavier_*, orthogonal, delta_orthogonal: weight scale multiplier
     mode: str = "fan_in"  # kaiming_*: fan_in preserves forward variance, fan_out backward variance
     sw2: float = 1.0  # meanfield: W ~ N(0, sw2 / fan_in)
-    sb2: float = 0.0  # meanfield: b ~ N(0, sb2); every other scheme starts biases at zero
+    sb2: float = 0.05  # meanfield: b ~ N(0, sb2)
 
 
 @dataclass
@@ -138,14 +166,25 @@ class NormConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"  # sgd | adam
+    name: str = MISSING  # the optimizer: a key of OPTIM_SCHEMAS
     lr: float = 0.05  # learning rate (the start of the schedule)
-    momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0  # L2 penalty coupled into the update (0 = none)
-    betas: tuple[float, float] = (0.9, 0.999)  # adam only
     schedule: str = "constant"  # constant | step (lr x gamma at each milestone) | cosine (to 0 at train.steps)
     milestones: list[int] = field(default_factory=list)  # step schedule: the updates at which lr drops
     gamma: float = 0.1  # step schedule: the factor at each milestone
+
+
+@dataclass
+class SGDConfig(OptimConfig):
+    name: str = "sgd"  # SGD with heavy-ball momentum
+    momentum: float = 0.9  # in [0, 1)
+
+
+@dataclass
+class AdamConfig(OptimConfig):
+    name: str = "adam"  # Adam (Kingma & Ba 2015)
+    lr: float = 0.001
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # two decay rates, each in [0, 1)
 
 
 @dataclass
@@ -170,46 +209,55 @@ class TrainConfig:
 
 @dataclass
 class Config:
-    model: Any = MISSING
-    data: Any = MISSING
-    init: InitConfig = field(default_factory=InitConfig)
+    model: ModelConfig = MISSING
+    data: DataConfig = MISSING
+    init: InitConfig = MISSING
     norm: NormConfig = field(default_factory=NormConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    optim: OptimConfig = MISSING
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0  # weight init and batch order
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
-    threads: int = 1  # CPU intra-op threads; 0 = torch's default (every core). 1: small nets gain little from more, and on a shared CPU torch's spinning threads can make a run 8x slower
+    threads: int = 1  # CPU intra-op threads; 0 = torch's default (every core). 1: small nets gain little from more, and on a CPU other processes keep busy torch's spinning threads make a run many times slower (README: Threads)
     name: str = "run"  # results go to <results>/<name>/<job>/
     results: str = "results"  # the results root folder
 
 
+# group -> choice -> schema: the one list of choices per group (a new family or dataset adds one line)
 MODEL_SCHEMAS = {"mlp": MLPConfig, "cnn": CNNConfig, "resnet": ResNetConfig, "rnn": RNNConfig, "lstm": RNNConfig,
-                 "gru": RNNConfig}
+                 "gru": RNNConfig}  # one recurrent schema: model=rnn model.name=rnn,lstm sweeps the cell
 DATA_SCHEMAS = {"gaussian": GaussianDataConfig, "mnist1d": MNIST1DConfig, "mnist": ImageDataConfig,
-                "fashion_mnist": ImageDataConfig, "cifar10": ImageDataConfig, "adding": SequenceDataConfig,
-                "copy": SequenceDataConfig}
+                "fashion_mnist": ImageDataConfig, "cifar10": CIFAR10Config, "adding": SequenceDataConfig,
+                "copy": CopyDataConfig}
+INIT_SCHEMAS = {name: InitConfig for name in ("standard", "xavier_uniform", "xavier_normal", "kaiming_uniform",
+                                               "kaiming_normal", "lecun_normal", "orthogonal", "delta_orthogonal",
+                                               "meanfield")}
+_GAIN_INITS = ("xavier_uniform", "xavier_normal", "orthogonal", "delta_orthogonal")
+# choice-specific keys -> the choices they apply to; elsewhere they are not settings (`settings` leaves them out)
+INIT_KEYS = {"init.gain": _GAIN_INITS, "init.mode": ("kaiming_uniform", "kaiming_normal"),
+             "init.sw2": ("meanfield",), "init.sb2": ("meanfield",)}
+CHOICE_KEYS = {**{key: ("init.name", names) for key, names in INIT_KEYS.items()},
+               "model.forget_bias": ("model.name", ("lstm",))}
+OPTIM_SCHEMAS = {"sgd": SGDConfig, "adam": AdamConfig}
+GROUP_SCHEMAS = {"model": MODEL_SCHEMAS, "data": DATA_SCHEMAS, "init": INIT_SCHEMAS, "optim": OPTIM_SCHEMAS}
 
-INIT_CHOICES = ("standard", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal",
-                "lecun_normal", "orthogonal", "meanfield", "delta_orthogonal")
+INIT_CHOICES = tuple(INIT_SCHEMAS)
 RESNET_VARIANTS = ("batchnorm", "fixup", "skipinit")
 MLP_VARIANTS = ("standard", "fixup")
 RECURRENT_INITS = ("orthogonal", "identity", "gaussian")
 NORM_CHOICES = ("none", "batchnorm", "layernorm")
-OPTIM_CHOICES = ("sgd", "adam")
 SKIP_CHOICES = ("none", "residual")
 MODE_CHOICES = ("fan_in", "fan_out")
 
 
 def register_configs() -> None:
+    """The schemas go to Hydra's ConfigStore as schema/GROUP/CHOICE (each with its choice's name set);
+    conf/GROUP/CHOICE.yaml starts from it."""
     cs = ConfigStore.instance()
     cs.store(name="schema", node=Config)
-    for group, schemas in (("model", MODEL_SCHEMAS), ("data", DATA_SCHEMAS)):
+    for group, schemas in GROUP_SCHEMAS.items():
         for name, node in schemas.items():
-            cs.store(group=f"schema/{group}", name=name, node=node, package=group)
-    for group, node in (("init", InitConfig), ("norm", NormConfig), ("optim", OptimConfig),
-                        ("probe", ProbeConfig)):
-        cs.store(group=f"schema/{group}", name="base", node=node, package=group)
+            cs.store(group=f"schema/{group}", name=name, node=node(name=name), package=group)
     _register_experiments(cs)
 
 
@@ -217,7 +265,6 @@ def _register_experiments(cs: ConfigStore) -> None:
     """experiments/*.yaml become the `experiment` group (`+experiment=NAME`), merged at the top level."""
     for path in sorted(EXPERIMENTS_DIR.glob("*.yaml")):
         node = OmegaConf.load(path)
-        node.pop("defaults", None)
         cs.store(group="experiment", name=path.stem, node=node, package="_global_")
 
 
@@ -231,7 +278,8 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+\-]")
 
 def job_name(overrides: list[str] | str) -> str:
     """The run folder name for a list of `key=value` overrides (or Hydra's override_dirname)."""
-    items = overrides.split(",") if isinstance(overrides, str) else list(overrides)
+    items = re.split(r",(?![^{]*\})", overrides) if isinstance(overrides, str) else list(overrides)  # not inside ${...}
+    items = [_readable(o) for o in items]
     keep = sorted(o for o in items if o and _key(o) not in NOT_IN_JOB_NAME and not _key(o).startswith("hydra"))
     name = _UNSAFE.sub("_", ",".join(keep)) or "default"
     if len(name) > 160:
@@ -243,25 +291,129 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def _readable(override: str) -> str:
+    """optim.lr=${gf.div:0.25,model.depth} -> optim.lr=0.25-over-model.depth, for a folder name."""
+    previous = None
+    while previous != override:
+        previous = override
+        override = re.sub(r"\$\{gf\.(\w+):([^${},]*),([^${},]*)\}",
+                          lambda m: f"{m[2].strip()}{_WORDS.get(m[1], m[1])}{m[3].strip()}", override)
+        override = re.sub(r"\$\{([^${}:]+)\}", r"\1", override)
+    return override
+
+
 OmegaConf.register_new_resolver("gradflow_job", job_name, replace=True)
 
 
+# --- arithmetic on other keys, for values coupled in a sweep: optim.lr=${gf.div:0.25,model.depth} ---
+# An operand is a number, a key of the run's config, or a nested ${...} (quote the override then: Hydra's
+# override grammar does not nest interpolations).
+ARITHMETIC = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "div": operator.truediv,
+              "pow": operator.pow}
+_WORDS = {"add": "+", "sub": "-minus-", "mul": "-times-", "div": "-over-", "pow": "-pow-"}  # for folder names
+
+
+def _operand(x: Any, root: DictConfig) -> float:
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        return x
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        pass
+    value = OmegaConf.select(root, str(x), default=None)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise GradflowError(f"gf arithmetic: {shorten(x)} is neither a number nor a numeric key of the config")
+    return value
+
+
+def _resolver(fn):
+    return lambda a, b, *, _root_: fn(_operand(a, _root_), _operand(b, _root_))
+
+
+for _op, _fn in ARITHMETIC.items():
+    OmegaConf.register_new_resolver(f"gf.{_op}", _resolver(_fn), replace=True)
+
+
 # --- validation: what types alone cannot say -----------------------------------------------------
+MAX_STEPS = 10**9  # more updates than any study here runs; larger is a typo (1e23) that would never finish
+MAX_NAME = 100  # characters in a study name: it becomes a folder name
+# training examples of the fixed-size datasets (MNIST-1D's published split; the full image sets)
+TRAIN_SIZES = {"mnist1d": 4000, "mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000}
+ALPHA_WORDS = ("inv_sqrt_depth", "learnable")
+
+
+def shorten(value: Any, limit: int = 40) -> str:
+    """repr(value), cut to `limit` characters, so an error stays one terminal line."""
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _choice(key: str, value: Any, choices) -> None:
     if value not in choices:
-        raise GradflowError(f"{key}={value!r} is not allowed; choices: {', '.join(map(str, choices))}")
+        raise GradflowError(f"{key}={shorten(value)} is not allowed; choices: {', '.join(map(str, choices))}")
 
 
 def _positive(key: str, value: Any, minimum: int | float = 1) -> None:
     if value < minimum:
-        raise GradflowError(f"{key}={value} must be >= {minimum}")
+        raise GradflowError(f"{key}={shorten(value)} must be >= {minimum}")
+
+
+def _between(key: str, value: float, lo: float, hi: float) -> None:
+    """lo <= value < hi."""
+    if not lo <= value < hi:
+        raise GradflowError(f"{key}={shorten(value)} must be in [{lo:g}, {hi:g})")
+
+
+def _unused(key: str, value: Any, default: Any, applies: str) -> None:
+    """A key the run ignores must keep its default: a changed value would be a silent no-op."""
+    if value != default:
+        raise GradflowError(f"{key}={shorten(value)} does not apply to this run: {applies}")
+
+
+def _finite(node: Any, prefix: str = "") -> None:
+    """Every float in the config is a finite number (nan, inf and 1e400 are typos, not settings)."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for k, v in items:
+        key = f"{prefix}.{k}" if prefix and isinstance(k, str) else f"{prefix}[{k}]" if prefix else str(k)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise GradflowError(f"{key}={v} must be a finite number")
+        _finite(v, key)
 
 
 def validate(cfg: DictConfig) -> None:
-    """Raise GradflowError for the first value that is out of range or not a valid choice."""
+    """Raise GradflowError for the first value that is out of range, not a valid choice, or ignored."""
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as e:  # an interpolation that does not resolve (unknown key, division by zero, ...)
+        detail = str(e.__cause__ or e).splitlines()[0]
+        key = getattr(e, "full_key", "") or "a ${...} value"
+        raise GradflowError(f"{key} cannot be resolved: {shorten(detail, 120)}") from None
+    _finite(resolved)
+    _model(cfg.model, cfg.norm.name)
+    _data(cfg)
+    _init(cfg)
+    _choice("norm.name", cfg.norm.name, NORM_CHOICES)
+    if not cfg.norm.eps > 0:
+        raise GradflowError(f"norm.eps={cfg.norm.eps} must be > 0")
+    _optim(cfg.optim)
+    _train(cfg)
+    _positive("probe.every", cfg.probe.every, 0)
+    _positive("probe.points", cfg.probe.points, 2)
+    _positive("probe.jacobian_inputs", cfg.probe.jacobian_inputs)
+    if cfg.probe.layer_jacobians and not cfg.probe.jacobian:
+        raise GradflowError("probe.layer_jacobians=true needs probe.jacobian=true")
+    _positive("threads", cfg.threads, 0)
+    _positive("seed", cfg.seed, 0)
+    if (not re.fullmatch(r"[A-Za-z0-9._\-/]+", cfg.name) or ".." in Path(cfg.name).parts or cfg.name.startswith("/")
+            or len(cfg.name) > MAX_NAME):
+        raise GradflowError(f"name={shorten(cfg.name)} must be a relative folder name inside {cfg.results}/ "
+                            f"(letters, digits, . _ - /; no '..'; at most {MAX_NAME} characters)")
+    resolve_device(cfg.device)
+
+
+def _model(m, norm: str) -> None:
     from gradflow import activations
 
-    m = cfg.model
     _choice("model.name", m.name, tuple(MODEL_SCHEMAS))
     _choice("model.activation", m.activation, tuple(activations.ACTIVATIONS))
     if m.name in ("mlp", "cnn", "resnet"):
@@ -269,66 +421,45 @@ def validate(cfg: DictConfig) -> None:
         _choice("model.skip", m.skip, SKIP_CHOICES)
     if m.name in ("mlp", "cnn"):
         _alpha(m.alpha)
+        if m.skip == "residual" and m.depth < 2:
+            raise GradflowError(f"model.skip=residual needs model.depth >= 2, not {m.depth}: the first layer "
+                                "changes the width and never has a skip")
+        if m.skip != "residual":
+            _unused("model.alpha", m.alpha, "1.0", "it scales residual branches (model.skip=residual)")
     if m.name == "mlp":
         _positive("model.width", m.width)
-        _mlp_blocks(m, cfg.norm.name)
+        _mlp_blocks(m, norm)
     if m.name == "cnn":
         _positive("model.channels", m.channels)
         _positive("model.kernel", m.kernel)
+        if m.kernel % 2 == 0:
+            raise GradflowError(f"model.kernel={m.kernel} must be odd (same padding keeps a centred kernel)")
         _positive("model.stride", m.stride)
         _choice("model.dims", m.dims, (0, 1, 2))
     if m.name == "resnet":
         _choice("model.variant", m.variant, RESNET_VARIANTS)
-        _resnet(m, cfg.norm.name)
+        _resnet(m, norm)
         _choice("model.dims", m.dims, (0, 1, 2))
     if m.name in ("rnn", "lstm", "gru"):
         _positive("model.hidden", m.hidden)
         _choice("model.recurrent_init", m.recurrent_init, RECURRENT_INITS)
-        if m.name == "rnn":
-            _choice("model.activation", m.activation, ("tanh", "relu"))
-    _choice("init.name", cfg.init.name, INIT_CHOICES)
-    _choice("init.mode", cfg.init.mode, MODE_CHOICES)
-    _positive("init.sw2", cfg.init.sw2, 0)
-    _positive("init.sb2", cfg.init.sb2, 0)
-    _choice("norm.name", cfg.norm.name, NORM_CHOICES)
-    _choice("optim.name", cfg.optim.name, OPTIM_CHOICES)
-    _positive("optim.lr", cfg.optim.lr, 0)
-    _choice("optim.schedule", cfg.optim.schedule, ("constant", "step", "cosine"))
-    _positive("threads", cfg.threads, 0)
-    _positive("train.steps", cfg.train.steps, 0)
-    _positive("train.batch_size", cfg.train.batch_size)
-    _positive("train.eval_every", cfg.train.eval_every)
-    _positive("train.check_every", cfg.train.check_every)
-    _positive("train.grad_clip", cfg.train.grad_clip, 0)
-    _positive("train.clip_value", cfg.train.clip_value, 0)
-    _positive("probe.every", cfg.probe.every, 0)
-    _positive("probe.points", cfg.probe.points, 2)
-    if cfg.data.name in ("mnist", "fashion_mnist", "cifar10"):
-        _positive("data.subset", cfg.data.subset, 0)
-    if cfg.data.name in ("adding", "copy"):
-        for k in ("T", "n_train", "n_test", "n_symbols", "copy_len"):
-            _positive(f"data.{k}", cfg.data[k], 2 if k == "T" else 1)
-    if cfg.data.name == "gaussian":
-        _choice("data.distribution", cfg.data.distribution, ("normal", "uniform01"))
-        for k in ("dim", "classes", "n_train", "n_test", "teacher_width"):
-            _positive(f"data.{k}", cfg.data[k], 2 if k == "classes" else 1)
-    if not re.fullmatch(r"[A-Za-z0-9._\-/]+", cfg.name) or ".." in Path(cfg.name).parts or cfg.name.startswith("/"):
-        raise GradflowError(f"name={cfg.name!r} must be a relative folder name inside {cfg.results}/ "
-                            "(letters, digits, . _ - /; no '..')")
-    resolve_device(cfg.device)
-
-
-ALPHA_WORDS = ("inv_sqrt_depth", "learnable")
+        _positive("model.gain", m.gain, 0)
+        _choice("model.activation", m.activation, ("tanh", "relu") if m.name == "rnn" else ("tanh",))
+        if norm != "none":
+            raise GradflowError(f"norm={norm} does not apply to model={m.name}: recurrent families have no "
+                                "normalization; leave norm=none")
 
 
 def _alpha(alpha: str) -> None:
     if alpha in ALPHA_WORDS:
         return
     try:
-        float(alpha)
+        value = float(alpha)
     except ValueError:
-        raise GradflowError(f"model.alpha={alpha!r} is not allowed; choices: a number, "
-                            "inv_sqrt_depth (= 1/sqrt(depth)), learnable") from None
+        value = float("nan")
+    if not math.isfinite(value):
+        raise GradflowError(f"model.alpha={shorten(alpha)} is not allowed; choices: a finite number, "
+                            "inv_sqrt_depth (= 1/sqrt(depth)), learnable")
 
 
 def _mlp_blocks(m, norm: str) -> None:
@@ -346,7 +477,7 @@ def _mlp_blocks(m, norm: str) -> None:
             raise GradflowError("model.variant=fixup needs model.skip=residual, model.branch_layers >= 2 "
                                 "(Zhang et al. 2019 scale by L^(-1/(2m-2))) and norm=none")
         if m.alpha in ALPHA_WORDS or float(m.alpha) != 1.0:
-            raise GradflowError(f"model.alpha={m.alpha} does not apply to model.variant=fixup: "
+            raise GradflowError(f"model.alpha={shorten(m.alpha)} does not apply to model.variant=fixup: "
                                 "its branch multiplier is a learnable scalar starting at 1")
 
 
@@ -355,14 +486,120 @@ def _resnet(m, norm: str) -> None:
     if (m.depth - 1) % 6 or m.depth < 7:
         raise GradflowError(f"model.depth={m.depth} must be 6n+1 for a resnet (19, 31, 43, 55, 109: "
                             "resnet20/32/44/56/110 count the head too)")
-    if len(m.widths) != 3:
-        raise GradflowError(f"model.widths={list(m.widths)} must list three stages' filters, e.g. [16, 32, 64]")
+    if len(m.widths) != 3 or min(m.widths) < 1:
+        raise GradflowError(f"model.widths={shorten(list(m.widths))} must list three stages' filters, "
+                            "e.g. [16, 32, 64]")
     if norm not in ("none", m.variant):
         raise GradflowError(f"norm={norm} does not apply to model=resnet: its normalization is "
                             "model.variant (batchnorm | fixup | skipinit); leave norm=none")
     if m.skip != "residual" and m.variant != "batchnorm":
         raise GradflowError(f"model.variant={m.variant} needs model.skip=residual (its branches start at "
                             "zero, which would cut a plain net); use model.variant=batchnorm for a plain net")
+
+
+def _data(cfg) -> None:
+    d = cfg.data
+    _choice("data.name", d.name, tuple(DATA_SCHEMAS))
+    if d.name in ("mnist", "fashion_mnist", "cifar10"):
+        _positive("data.subset", d.subset, 0)
+    if d.name in ("adding", "copy"):
+        _positive("data.T", d.T, 2)
+        _positive("data.n_train", d.n_train)
+        _positive("data.n_test", d.n_test)
+    if d.name == "copy":
+        _positive("data.n_symbols", d.n_symbols)
+        _positive("data.copy_len", d.copy_len)
+    if d.name == "gaussian":
+        _choice("data.distribution", d.distribution, ("normal", "uniform01"))
+        _choice("data.task", d.task, ("classification", "regression"))
+        for k in ("dim", "classes", "n_train", "n_test", "teacher_width"):
+            _positive(f"data.{k}", d[k], 2 if k == "classes" else 1)
+        if d.task == "regression":
+            for k in ("classes", "teacher_width"):
+                _unused(f"data.{k}", d[k], getattr(GaussianDataConfig, k), "a regression target has one output "
+                        "from a linear teacher")
+        _scale(cfg)
+
+
+def _scale(cfg) -> None:
+    """data.scale: a positive number, or qstar where the mean-field theory knows the run's init."""
+    scale = cfg.data.scale
+    if scale == "qstar":
+        if effective_sw2(_theory_keys(cfg)) is None:
+            raise GradflowError(f"data.scale=qstar needs an init with a mean-field sigma_w^2; init={cfg.init.name} "
+                                "has none: use init=meanfield or a number")
+        input_scale(cfg)  # raises where there is no usable fixed point
+        return
+    try:
+        value = float(scale)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise GradflowError(f"data.scale={shorten(scale)} is not allowed; choices: a positive number, qstar "
+                            "(the first layer starts at the mean-field fixed point q*)")
+
+
+def _init(cfg) -> None:
+    i = cfg.init
+    _choice("init.name", i.name, INIT_CHOICES)
+    if i.name in INIT_KEYS["init.gain"] and not i.gain > 0:
+        raise GradflowError(f"init.gain={i.gain} must be > 0")
+    if i.name in INIT_KEYS["init.mode"]:
+        _choice("init.mode", i.mode, MODE_CHOICES)
+    if i.name == "meanfield":
+        if not i.sw2 > 0:
+            raise GradflowError(f"init.sw2={i.sw2} must be > 0 (the weight variance times fan-in)")
+        _positive("init.sb2", i.sb2, 0)
+
+
+def _optim(o) -> None:
+    _choice("optim.name", o.name, tuple(OPTIM_SCHEMAS))
+    _positive("optim.lr", o.lr, 0)
+    _positive("optim.weight_decay", o.weight_decay, 0)
+    if o.name == "sgd":
+        _between("optim.momentum", o.momentum, 0, 1)
+    if o.name == "adam":
+        if len(o.betas) != 2:
+            raise GradflowError(f"optim.betas={shorten(list(o.betas))} must be two numbers, e.g. [0.9,0.999]")
+        for k, beta in enumerate(o.betas):
+            _between(f"optim.betas[{k}]", beta, 0, 1)
+    _choice("optim.schedule", o.schedule, ("constant", "step", "cosine"))
+    if o.schedule == "step":
+        if not o.gamma > 0:
+            raise GradflowError(f"optim.gamma={o.gamma} must be > 0 (the lr factor at each milestone)")
+        if not o.milestones or min(o.milestones) < 1:
+            raise GradflowError(f"optim.milestones={shorten(list(o.milestones))} must list the updates (>= 1) at "
+                                "which optim.schedule=step drops the lr, e.g. [500,750]")
+    else:
+        _unused("optim.milestones", list(o.milestones), [], "they are optim.schedule=step's")
+        _unused("optim.gamma", o.gamma, OptimConfig.gamma, "it is optim.schedule=step's")
+
+
+def train_size(data) -> int:
+    """Training examples a data config gives (before a batch is drawn)."""
+    if data.name in ("mnist", "fashion_mnist", "cifar10") and data.subset:
+        return min(data.subset, TRAIN_SIZES[data.name])
+    return TRAIN_SIZES.get(data.name) or data.n_train
+
+
+def _train(cfg) -> None:
+    t = cfg.train
+    _positive("train.steps", t.steps, 0)
+    if t.steps > MAX_STEPS:
+        raise GradflowError(f"train.steps={t.steps} must be <= {MAX_STEPS:.0e}")
+    _positive("train.batch_size", t.batch_size)
+    n = train_size(cfg.data)
+    if t.batch_size > n:
+        raise GradflowError(f"train.batch_size={t.batch_size} must be <= the {n} training examples of data={cfg.data.name}")
+    batchnorm = cfg.norm.name == "batchnorm" or (cfg.model.name == "resnet" and cfg.model.variant == "batchnorm")
+    if batchnorm and t.batch_size < 2:
+        raise GradflowError(f"train.batch_size={t.batch_size} must be >= 2 with batch normalization "
+                            "(the batch variance of one example is 0)")
+    _positive("train.eval_every", t.eval_every)
+    _positive("train.check_every", t.check_every)
+    _positive("train.grad_clip", t.grad_clip, 0)
+    _positive("train.clip_value", t.clip_value, 0)
+
 
 
 def resolve_device(spec: str):
@@ -391,6 +628,50 @@ def resolve_device(spec: str):
     raise GradflowError(f"device={spec!r} is not allowed; choices: auto, cpu, cuda, cuda:N, mps")
 
 
+# --- what a run's settings mean to the mean-field theory -----------------------------------------
+def effective_sw2(config: Mapping[str, Any]) -> float | None:
+    """sigma_w^2 of a run's init as the mean-field theory sees it, from its flattened config
+    ({"init.name": ..., "model.activation": ...}): init.sw2 for meanfield, gain^2 for xavier and
+    orthogonal, the activation's gain^2 for kaiming, 1/3 for standard; None where theory knows no value."""
+    pair = _equivalent(config)
+    return None if pair is None else pair[0]
+
+
+def _theory_keys(cfg: DictConfig) -> dict[str, Any]:
+    """The flat keys the theory reads from a run, taken from a composed config."""
+    keys = ("model.activation", "init.name", "init.gain", "init.sw2", "init.sb2")
+    return settings({k: OmegaConf.select(cfg, k) for k in keys})
+
+
+def _equivalent(config: Mapping[str, Any]) -> tuple[float, float] | None:
+    from gradflow import theory
+
+    activation = config.get("model.activation")
+    return None if activation is None else theory.equivalent_sw2(config, activation)
+
+
+SECOND_MOMENTS = {"normal": 1.0, "uniform01": 1.0 / 3.0}  # E[x_i^2] of one input coordinate
+
+
+def input_scale(cfg: DictConfig) -> float | None:
+    """The factor data=gaussian multiplies its inputs by: data.scale, or for data.scale=qstar the one
+    that puts the first layer's pre-activations at the fixed point: sw2 E[x^2] s^2 + sb2 = q*.
+    None for datasets without a scale."""
+    scale = cfg.data.get("scale")
+    if scale is None:
+        return None
+    if scale != "qstar":
+        return float(scale)
+    from gradflow import theory
+
+    sw2, sb2 = _equivalent(_theory_keys(cfg))
+    q = theory.q_star(cfg.model.activation, sw2, sb2)
+    if not (math.isfinite(q) and q > sb2):
+        raise GradflowError(f"data.scale=qstar: {cfg.model.activation} at sigma_w^2={sw2:g}, sigma_b^2={sb2:g} "
+                            f"has no finite fixed point above sigma_b^2 (q* = {q:g}); give a number")
+    return math.sqrt((q - sb2) / (sw2 * SECOND_MOMENTS[cfg.data.distribution]))
+
+
 # --- composition ---------------------------------------------------------------------------------
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """Compose conf/config.yaml with `key=value` overrides, as `gradflow run` does, and validate it."""
@@ -410,6 +691,14 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
         GlobalHydra.instance().clear()
     validate(cfg)
     return cfg
+
+
+def config_loader():
+    """Hydra's loader over conf/ and the ConfigStore: what a sweep's glob(*) lists a group's choices from."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+
+    return ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONF_DIR)))
 
 
 def group_choices(group: str) -> list[str]:
@@ -440,18 +729,38 @@ def hydra_error_message(e: Exception) -> str:
     if "Could not override" in text or "is not in struct" in text or "not in '" in text:
         key = (re.search(r"Could not override '([^']+)'", text) or bad_key or full_key)
         name = key.group(1) if key else "?"
-        return (f"unknown key {name!r}; groups: {', '.join(GROUPS)}; "
+        owners = _choices_with_key(name)
+        if owners:
+            return f"{name} does not apply to this run: it is a key of {', '.join(owners)}"
+        return (f"unknown key {shorten(name)}; groups: {', '.join(GROUPS)}; "
                 "see `gradflow run --help` for every key (add a new key with +key=value only if you mean to)")
     if full_key:
         value = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", text)
         if value:
-            return f"{full_key.group(1)}={value.group(1)!r} is not a valid {value.group(2).lower()}"
+            return f"{full_key.group(1)}={shorten(value.group(1))} is not a valid {value.group(2).lower()}"
         detail = str(e.__cause__ or e).strip().splitlines()[0]
         return f"{full_key.group(1)}: {detail}"
     return " ".join(text.split())
+
+
+def _choices_with_key(dotted: str) -> list[str]:
+    """["optim=sgd"] for "optim.momentum": the choices of the key's group whose schema has it."""
+    from dataclasses import fields
+
+    group, _, key = dotted.partition(".")
+    schemas = GROUP_SCHEMAS.get(group, {})
+    return [f"{group}={choice}" for choice, cls in schemas.items() if key in {f.name for f in fields(cls)}]
 
 
 def _experiment_choices(group: str) -> list[str]:
     if group == "experiment":
         return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
     return []
+
+
+def settings(flat: dict[str, Any]) -> dict[str, Any]:
+    """A run's flat config without the keys of another choice (init.sw2 of an init=xavier_normal run
+    is not one of its settings: CHOICE_KEYS); the store applies it to every flat config it makes."""
+    drop = {key for key, (selector, choices) in CHOICE_KEYS.items()
+            if key in flat and selector in flat and flat[selector] not in choices}
+    return {k: v for k, v in flat.items() if k not in drop}

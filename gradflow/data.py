@@ -21,7 +21,7 @@ from gradflow.errors import GradflowError
 @dataclass
 class Data:
     x_train: torch.Tensor  # (n_train, *input_shape)
-    y_train: torch.Tensor  # (n_train,) int64 class labels
+    y_train: torch.Tensor  # (n_train,) int64 class labels, or (n_train, k) float regression targets
     x_test: torch.Tensor
     y_test: torch.Tensor
     n_classes: int  # output units: classes, or 1 for a regression target
@@ -33,19 +33,26 @@ class Data:
         return tuple(self.x_train.shape[1:])
 
 
-def build(cfg, device: torch.device) -> Data:
+def build(cfg, device: torch.device, scale: float | None = None) -> Data:
+    """The dataset of data config `cfg` on `device`; `scale`: data=gaussian's input factor when
+    data.scale=qstar (config.input_scale computes it from the whole run config)."""
     builders = {"gaussian": _gaussian, "mnist1d": _mnist1d, "mnist": _images, "fashion_mnist": _images,
                 "cifar10": _images, "adding": _sequences, "copy": _sequences}
     if cfg.name not in builders:
         raise GradflowError(f"data={cfg.name!r} is not a known dataset; choices: {', '.join(builders)}")
-    data = builders[cfg.name](cfg)
+    data = _gaussian(cfg, scale) if cfg.name == "gaussian" else builders[cfg.name](cfg)
     return Data(*(t.to(device) for t in (data.x_train, data.y_train, data.x_test, data.y_test)), data.n_classes,
                 data.task, data.augment)
 
 
-def _gaussian(cfg) -> Data:
-    """x ~ N(0, I) or U[0, 1]^dim, times `scale`; y = argmax of a fixed random one-hidden-layer tanh
-    teacher (applied to the centred, unscaled inputs, so labels do not depend on `scale`)."""
+def _gaussian(cfg, scale: float | None = None) -> Data:
+    """x ~ N(0, I) or U[0, 1]^dim, times the scale; the teacher sees the centred, unscaled inputs, so
+    targets do not depend on the scale. classification: y = argmax of a fixed random one-hidden-layer
+    tanh teacher; regression: y = w . x / sqrt(dim) (unit variance), a linear teacher MSE can reach exactly."""
+    if scale is None:
+        if cfg.scale == "qstar":
+            raise GradflowError("data.scale=qstar depends on the run's init: pass scale=config.input_scale(cfg)")
+        scale = float(cfg.scale)
     g = torch.Generator().manual_seed(cfg.seed)
     n = cfg.n_train + cfg.n_test
     if cfg.distribution == "uniform01":
@@ -53,10 +60,13 @@ def _gaussian(cfg) -> Data:
         centred = (raw - 0.5) * 12**0.5  # unit variance for the teacher
     else:
         raw = centred = torch.randn(n, cfg.dim, generator=g)
+    x = raw * scale
+    if cfg.task == "regression":
+        y = centred @ torch.randn(cfg.dim, 1, generator=g) / cfg.dim**0.5  # (n, 1)
+        return Data(x[: cfg.n_train], y[: cfg.n_train], x[cfg.n_train :], y[cfg.n_train :], 1, "regression")
     w1 = torch.randn(cfg.dim, cfg.teacher_width, generator=g) / cfg.dim**0.5
     w2 = torch.randn(cfg.teacher_width, cfg.classes, generator=g) / cfg.teacher_width**0.5
     y = (torch.tanh(centred @ w1 * 2.0) @ w2).argmax(dim=1)
-    x = raw * cfg.scale
     return Data(x[: cfg.n_train], y[: cfg.n_train], x[cfg.n_train :], y[cfg.n_train :], cfg.classes)
 
 
@@ -97,11 +107,7 @@ def _images(cfg) -> Data:
         arrays = datasets.load_mnist(root, variant=cfg.name, download=cfg.download)
     n = cfg.subset or len(arrays["x_train"])
     x_train, x_test = datasets.standardize(arrays["x_train"][:n], arrays["x_test"])
-    augment = None
-    if cfg.augment:
-        if cfg.name != "cifar10":
-            raise GradflowError(f"data.augment=true is for data=cifar10 only, not data={cfg.name}")
-        augment = datasets.augment_pad_crop_flip
+    augment = datasets.augment_pad_crop_flip if cfg.get("augment") else None  # a key of data=cifar10 only
     as_y = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64))  # noqa: E731
     return Data(x_train, as_y(arrays["y_train"][:n]), x_test, as_y(arrays["y_test"]), 10, augment=augment)
 
@@ -126,6 +132,6 @@ def atomic_save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
         os.replace(tmp, path)
-    except PermissionError as e:
+    except OSError as e:
         raise GradflowError(f"cannot write the dataset cache {path.parent} ({e.strerror}); "
                             "set GRADFLOW_CACHE or data.cache to a writable folder") from None

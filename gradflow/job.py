@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from gradflow import data as datasets
 from gradflow import models, store, summary
-from gradflow.config import resolve_device
+from gradflow.config import input_scale, resolve_device
 from gradflow.models.init import initialize
 from gradflow.probes import quantities as pq
 from gradflow.probes.core import Probes
@@ -37,7 +37,7 @@ def prepare(cfg: DictConfig):
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    data = datasets.build(cfg.data, device)
+    data = datasets.build(cfg.data, device, input_scale(cfg))
     model = models.build(cfg, data.input_shape, data.n_classes, per_step=data.task == "per_step")
     initialize(model, cfg.init, cfg.model.activation)
     if hasattr(model, "post_init"):  # family-specific init on top of the scheme (recurrent weights, Fixup, ...)

@@ -97,15 +97,17 @@ def _tables(paths: list[Path]) -> dict[str, pd.DataFrame]:
     return out
 
 
-def figures(paths: list[Path], table: pd.DataFrame) -> list[Path]:
-    """The standard set drawn into a temporary folder; a reproduction's own figures as they are."""
+def figures(paths: list[Path], table: pd.DataFrame) -> list[tuple[str, bytes]]:
+    """(name, PNG bytes) of the standard set, drawn into a temporary folder that is then removed; a
+    reproduction's own figures as they are."""
     if len(paths) == 1 and kind(paths[0]) == "reproduction":
-        return sorted(store.figures_dir(paths[0]).glob("*.png"))
+        return [(p.stem, p.read_bytes()) for p in sorted(store.figures_dir(paths[0]).glob("*.png"))]
     from gradflow.plots.figures import standard_set
 
     t = _tables(paths)
-    out = Path(tempfile.mkdtemp(prefix="gradflow-report-"))
-    return standard_set(t["layers"], t["metrics"], table, out, "png", hists=t["hist"], jacobian=t["jacobian"])
+    with tempfile.TemporaryDirectory(prefix="gradflow-report-") as out:
+        drawn = standard_set(t["layers"], t["metrics"], table, out, "png", hists=t["hist"], jacobian=t["jacobian"])
+        return [(p.stem, p.read_bytes()) for p in drawn]
 
 
 def theory_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
@@ -209,13 +211,13 @@ def _simple_table(rows: list[dict[str, Any]], table_id: str) -> str:
     return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def figures_html(paths: list[Path]) -> str:
+def figures_html(figs: list[tuple[str, bytes]]) -> str:
     parts = []
-    for p in paths:
-        data = base64.b64encode(Path(p).read_bytes()).decode("ascii")
-        parts.append(f'<figure data-kind="{_e(p.stem.split("-")[0])}" data-name="{_e(p.stem)}">'
-                     f'<img alt="{_e(p.stem)}" src="data:image/png;base64,{data}">'
-                     f"<figcaption>{_e(p.stem)}</figcaption></figure>")
+    for name, png in figs:
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(f'<figure data-kind="{_e(name.split("-")[0])}" data-name="{_e(name)}">'
+                     f'<img alt="{_e(name)}" src="data:image/png;base64,{data}">'
+                     f"<figcaption>{_e(name)}</figcaption></figure>")
     return "".join(parts)
 
 

@@ -253,6 +253,15 @@ def status_share(arm: Arm, where=None, status="diverged") -> Measured:
 
 
 @measure
+def best(arm: Arm, where=None, metric="loss", split="train") -> Measured:
+    """The lowest value of a metric over a run's evaluations (what it reached, however noisy its end)."""
+    def one(g):
+        m = _curve(g, split, metric)
+        return float(np.nanmin(m)) if len(m) else math.nan
+    return _per_run(arm.table("metrics", where), one)
+
+
+@measure
 def final_or_diverged(arm: Arm, where=None, metric="train_loss") -> Measured:
     """A final metric from run.json, inf for a run that diverged (or whose value is not finite): for claims
     that a net does not train, where diverging is one way of not training."""
@@ -560,8 +569,8 @@ class Outcome:
         return all(r.passed for r in self.claims)
 
     def claim(self, words: str) -> ClaimResult:
-        """The one claim whose text contains `words`."""
-        hits = [r for r in self.claims if words in r.text]
+        """The claim whose text is `words`, or else the one claim whose text contains them."""
+        hits = [r for r in self.claims if r.text == words] or [r for r in self.claims if words in r.text]
         if len(hits) != 1:
             raise KeyError(f"{words!r} matches {len(hits)} claims: {[r.text for r in hits]}")
         return hits[0]
@@ -626,11 +635,14 @@ def fmt_number(x: float) -> str:
     return f"{x:.3g}"
 
 
-def claim_cells(r: ClaimResult) -> dict[str, str]:
-    """A claim's row, cell by cell, for the report and the terminal table."""
+def claim_cells(r: ClaimResult, source_width: int | None = None) -> dict[str, str]:
+    """A claim's row, cell by cell, for the report and (with the source cut to `source_width`) the terminal."""
     spread = r.measured.spread()
     verdict = ("PASS" if r.passed else "FAIL") + (" (qualitative)" if r.qualitative else "")
-    return {"claim": r.text, "source": r.source_cell, "reference": r.reference,
+    source = r.source_cell
+    if source_width is not None and len(source) > source_width:
+        source = source[: source_width - 1].rstrip() + "…"
+    return {"claim": r.text, "source": source, "reference": r.reference,
             "measured": fmt_number(r.measured.value) + (f" ({spread})" if spread else ""), "test": r.test,
             "result": verdict}
 

@@ -124,7 +124,7 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
     given = [o.split("=", 1)[1] for o in overrides if _key(o) == "name"]
     user_name = name or (given[-1] if given else "sweep")
     check_overrides(user, "sweep")
-    parser = OverridesParser.create()
+    parser = OverridesParser.create(config_loader=config_mod.config_loader())  # glob(*) lists a group's choices
     parsed = parser.parse_overrides(user)
     launcher = "basic"
     for o in parsed:
@@ -188,6 +188,8 @@ class _Configs:
 
     def flat(self, overrides: list[str]) -> dict:
         structural = tuple(o for o in overrides if not _simple(o))
+        if any("${" in o.replace("\\", "") for o in structural):  # an interpolation reads the point's other
+            return store.flatten(self.compose(overrides))  # values (the sweeper escapes it as $\{...\}): compose all
         if structural not in self.bases:
             self.bases[structural] = self.compose(list(structural))
             self.flat_bases[structural] = store.flatten(self.bases[structural])
@@ -198,7 +200,7 @@ class _Configs:
                     flat.update(self._delta(structural, o))
         except GradflowError:  # a value valid only with the point's others (model.branch_layers=2 needs
             flat = store.flatten(self.compose(overrides))  # model.skip=residual): validate the whole point
-        return flat
+        return config_mod.settings(flat)  # a value set for another choice (init.sw2 of orthogonal) is no setting
 
     def _delta(self, structural: tuple[str, ...], override: str) -> dict:
         """The flat keys one value override sets, on top of a structural base (validated once). The base
@@ -229,7 +231,8 @@ class _Configs:
 def _simple(override: str) -> bool:
     """A plain key=value on an existing key (no group choice, no +/~, no interpolation)."""
     key = _key(override)
-    return (key not in GROUP_KEYS and "/" not in key and override[0] not in "+~" and "${" not in override
+    return (key not in GROUP_KEYS and "/" not in key and override[0] not in "+~"
+            and "${" not in override.replace("\\", "")
             and not key.startswith("hydra"))
 
 

@@ -45,7 +45,6 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 from numpy.polynomial.legendre import leggauss
-from scipy.optimize import brentq
 
 from gradflow.activations import Activation, get
 from gradflow.errors import GradflowError
@@ -296,6 +295,8 @@ def _c_star(m: Moments, q: float, sw2: float, sb2: float) -> float:
     for k in range(1, 11):
         top = 1.0 - 10.0**-k
         if g(top) < 0.0:
+            from scipy.optimize import brentq  # here, not at import: every CLI command loads this module
+
             return brentq(g, 0.0, top, xtol=1e-12)
     return 1.0  # chi_1 so close to 1 that c* is within 1e-10 of 1
 
@@ -381,6 +382,8 @@ def critical_sw2(activation: str, sb2: float, bracket: tuple[float, float] = CRI
         raise GradflowError(
             f"activation={activation!r}, sb2={sb2}: chi_1 does not cross 1 for sw2 in [{lo}, {hi}] "
             f"(chi_1 = {f_lo + 1:.4g} .. {f_hi + 1:.4g}), so there is no edge of chaos there")
+    from scipy.optimize import brentq
+
     root = brentq(f, lo, hi, xtol=1e-12)
     if abs(f(root)) > 1e-6:  # Brent closed in on a discontinuity, not a root
         below, above = point(activation, root * (1 - 1e-9), sb2), point(activation, root * (1 + 1e-9), sb2)

@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 import gradflow
+from gradflow import store
 from gradflow.cli import app
 from gradflow.compare import comparison, match_keys, source_labels
 
@@ -49,7 +50,7 @@ def full(results) -> Path:
     out = invoke("run", *SMALL, "model.depth=3", "model.activation=relu", "probe=full", f"results={results}",
                  "name=full")
     assert out.exit_code == 0, out.output
-    (job,) = [p for p in (results / "full").iterdir() if p.is_dir()]  # the study also holds its lock file
+    (job,) = store.find_runs(results / "full")
     return job
 
 

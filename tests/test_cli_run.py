@@ -212,8 +212,9 @@ def test_run_summary_golden_at_80_columns(results):
 
 
 def test_a_run_that_learned_nothing_is_ok_but_flagged(cli, results):
-    """Zero weights: every hidden activation is 0, so every hidden weight gradient is exactly 0 and
-    the logits are 0: the loss is exactly ln(classes), chance."""
+    """Zero weights: every hidden activation is 0, so every hidden weight gradient is exactly 0; the
+    logits are the head's bias alone, which can learn the class frequencies and nothing else, so the
+    loss stays within 1% of chance, ln(classes)."""
     out = cli("run", *TINY, "init.gain=0", f"results={results}", "name=z")
     assert out.exit_code == 0, out.output
     job = results / "z" / job_name([*TINY, "init.gain=0"])
@@ -221,7 +222,7 @@ def test_a_run_that_learned_nothing_is_ok_but_flagged(cli, results):
     layers = pd.read_parquet(job / "layers.parquet")
     end = layers.query("quantity == 'grad_norm' and step == 4 and layer < 3")["value"]
     assert rec["status"] == "ok" and (end == 0).all()
-    assert rec["final"]["train_loss"] == pytest.approx(np.log(10), rel=1e-6)
+    assert 0.99 * np.log(10) < rec["final"]["train_loss"] <= np.log(10) + 1e-6
     assert [f.split(":")[0] for f in rec["flags"]] == ["learned nothing"] * 2
     assert "every hidden weight gradient is exactly 0" in rec["flags"][0]
     assert "note: learned nothing" in out.output

@@ -116,6 +116,23 @@ def test_reproduction_claims_read_back_from_its_report(tmp_path):
     assert rows[1]["test"] == "> 0.5" and rows[0]["reference"] == "< 1e-3"
 
 
+def test_reproduction_page_has_its_claims_and_own_figures(study, tmp_path):
+    from gradflow import reproduce as rep
+
+    folder = tmp_path / "repro"
+    shutil.copytree(study, folder / "arm")
+    results = [rep.ClaimResult("gradient vanishes", "< 1e-3", "paper", "Fig. 2", rep.Measured(1e-5, [1e-5]), "< 0.01",
+                               True)]
+    (folder / "REPORT.md").write_text("## Claims\n\n" + rep.claims_markdown(results) + "\n")
+    (folder / "figures").mkdir()
+    png = next(p for p in Page((study / "report.html").read_text()).images)
+    (folder / "figures" / "paper-figure.png").write_bytes(base64.b64decode(png.split(",", 1)[1]))
+    page = Page(report.write([folder]).read_text())
+    assert report.kind(folder) == "reproduction" and "claims" in page.tables
+    assert [f["data-name"] for f in page.figures] == ["paper-figure"]
+    assert len(page.rows) == 4  # the arm's runs
+
+
 def test_bad_path_is_one_line(cli, tmp_path):
     out = cli("report", str(tmp_path / "nothing"))
     assert out.exit_code == 1 and "does not exist" in out.output and "Traceback" not in out.output

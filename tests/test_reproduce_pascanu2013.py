@@ -22,7 +22,7 @@ def shared(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_pascanu2013_quick_passes(shared):
     outcome = reproduce("pascanu2013", shared)
-    assert len(outcome.claims) == 5 and outcome.passed, verdicts(outcome)
+    assert len(outcome.claims) == 6 and outcome.passed, verdicts(outcome)
     figures_drawn(outcome, ["curves-clip"])
     arm = outcome.root / "clip"
     unclipped, clipped = arm / "train.grad_clip=0", arm / "train.grad_clip=1"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -59,6 +61,40 @@ def test_hochreiter1991_untrained_lstm_fails(shared):
     for words in ("tanh RNN (lecun_normal", "fitted decay", "LSTM, forget-gate bias 3", "default forget-gate bias 0",
                   "weaker input drive", "stronger input drive"):
         assert broken.claim(words).passed, words
+
+
+# --- skipinit2020 -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def skipinit(shared):
+    return reproduce("skipinit2020", shared)
+
+
+@pytest.mark.slow
+def test_skipinit2020_quick(skipinit):
+    assert len(skipinit.claims) == 15, verdicts(skipinit)
+    assert skipinit.passed, verdicts(skipinit)
+    figures_drawn(skipinit, ["profile-act-std-unscaled", "curves-mlp-fixup", "curves-resnet"])
+
+    # the unscaled net's forward growth per block (2 layers), refitted from layers.parquet: log act_std
+    # against layer over the bulk, and the run diverged
+    (job,) = [p for p in (skipinit.root / "mlp_unscaled").iterdir() if (p / "run.json").exists()]
+    layers = pd.read_parquet(job / "layers.parquet")
+    std = layers[(layers["quantity"] == "act_std") & (layers["step"] == 0)].set_index("layer")["value"].sort_index()
+    bulk = std[(std.index >= 4) & (std.index <= std.index.max() - 4)]
+    slope = np.polyfit(bulk.index.to_numpy(float), np.log(bulk.to_numpy()), 1)[0]
+    assert skipinit.claim("per-block growth").measured.value == pytest.approx(np.exp(2 * slope), rel=1e-6)
+    assert json.loads((job / "run.json").read_text())["status"] == "diverged"
+
+
+def test_skipinit2020_untrained_fails(shared):
+    # no training: nothing falls below the "trains" threshold; the growth at init and Fixup's and SkipInit's
+    # finite start are unchanged
+    broken = reproduce("skipinit2020", shared, "train.steps=0")
+    for arm in ("mlp_batchnorm", "mlp_fixup", "mlp_skipinit"):
+        assert not broken.claim(f"{arm}: final training loss").passed, verdicts(broken)
+    for variant in ("batchnorm", "fixup", "skipinit"):
+        assert not broken.claim(f"1D ResNet, {variant}: final training loss").passed
+    assert broken.claim("per-block growth").passed and broken.claim("mlp_fixup: share of runs").passed
 
 
 # --- he2016 ---------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ def test_chi1_measured_within_3_percent_of_theory_across_the_edge_of_chaos(cli, 
 
 def test_no_prediction_no_column(cli, results):
     out = cli("sweep", "data=gaussian", "data.dim=8", "data.n_train=64", "model.width=8", "model.depth=2,3",
-              "norm=batchnorm", "train.steps=0", f"results={results}", "--name", "bn")
+              "norm=batchnorm", "train.steps=0", "train.batch_size=64", f"results={results}", "--name", "bn")
     assert out.exit_code == 0, out.output
     runs = gradflow.load(results / "bn", table="runs")
     assert runs["chi1_theory"].isna().all()  # batchnorm is outside the theory: no number rather than a wrong one

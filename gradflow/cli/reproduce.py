@@ -47,7 +47,7 @@ def reproduce(
         for col in rep.CLAIM_COLUMNS:
             table.add_column(col, overflow="fold")
         for r in outcome.claims:
-            cells = rep.claim_cells(r)
+            cells = rep.claim_cells(r, source_width=60)  # REPORT.md has the whole reference
             cells["measured"] = cells["measured"].replace(" (", "\n(", 1)
             colour = "green" if r.passed else "red"
             cells["result"] = f"[{colour}]{cells['result']}[/]"

@@ -95,13 +95,18 @@ def config_help() -> str:
     from rich.markup import escape
 
     out = ["[bold]Config[/]: GROUP=CHOICE picks a group, KEY=VALUE sets a key (shown with its default).", ""]
-    defaults = config_mod.compose([])
+    from omegaconf import OmegaConf
+
+    picked = {}  # conf/config.yaml's defaults list: the choice each group starts from
+    for entry in OmegaConf.to_container(OmegaConf.load(config_mod.CONF_DIR / "config.yaml")).get("defaults", []):
+        if isinstance(entry, dict):
+            picked.update({k: v for k, v in entry.items() if k in config_mod.GROUPS})
     for group in config_mod.GROUPS:
         choices = config_mod.group_choices(group)
-        chosen = defaults[group].get("name") if group in defaults else None
+        chosen = picked.get(group)
         listing = " | ".join(f"{c} (default)" if c == chosen else c for c in choices)
         out += textwrap.wrap(f"{group}: {listing}", HELP_WIDTH, subsequent_indent="    ")
-        schemas = {"model": config_mod.MODEL_SCHEMAS, "data": config_mod.DATA_SCHEMAS}.get(group)
+        schemas = config_mod.GROUP_SCHEMAS.get(group)
         if schemas is not None:  # one block per family: its keys only, under the choices that use them
             families: dict = {}
             for c in choices:
@@ -114,8 +119,7 @@ def config_help() -> str:
                                                          initial_indent=" ", subsequent_indent="   ")),
                                 f"{group}.", cls, members, group)
         else:
-            cls = {"init": config_mod.InitConfig, "norm": config_mod.NormConfig, "optim": config_mod.OptimConfig,
-                   "probe": config_mod.ProbeConfig}[group]
+            cls = {"norm": config_mod.NormConfig, "probe": config_mod.ProbeConfig}[group]
             out += _section("", f"{group}.", cls, choices, group)[1:]
         out.append("")
     out += _section("train (no group: set the keys)", "train.", config_mod.TrainConfig, [], None)

@@ -391,7 +391,7 @@ def _annotate_cell(ax, cx: float, cy: float, v: float, logged: bool, cmap, norm)
         return
     r, g, b, _ = cmap(norm(v))
     dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
-    text = f"{v:.0f}" if abs(v) >= 100 else f"{v:.2g}"
+    text = fmt(round(v)) if abs(v) >= 100 else fmt(v, 2)
     ax.text(cx, cy, text, ha="center", va="center", fontsize=6.5, color="white" if dark else "black", gid="cell")
 
 
@@ -434,7 +434,7 @@ def _grid_theory(ax, sub: pd.DataFrame, xa: _GridAxis, ya: _GridAxis, kind: str)
         if inside:
             (ax.axvline if vertical else ax.axhline)(crit, **style)
         return Line2D([], [], **(style | {"gid": None}),
-                      label=rf"$\chi_1 = 1$ at $\sigma_w^2$ = {crit:.3g}" + ("" if inside else " (off the plot)"))
+                      label=rf"$\chi_1 = 1$ at $\sigma_w^2$ = {fmt(crit, 3)}" + ("" if inside else " (off the plot)"))
     sw2 = np.geomspace(lo, hi, 241) if sw.log else np.linspace(lo, hi, 241)
     points = [mean_field.point(act, float(s), sb2) for s in sw2]
     attr = "six_xi_c" if kind == "6xi_c" else "xi_c"

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from gradflow.fmt import fmt
+from gradflow.probes.quantities import QUANTITIES as PROBES
 from gradflow.plots.keys import is_missing, n_distinct, single_value
 
 
@@ -23,17 +24,8 @@ class Label:
     log: bool = True  # drawn on a log axis
 
 
-QUANTITIES: dict[str, Label] = {
-    "grad_norm": Label(r"$\|\partial L/\partial W\|$ (weight gradient norm)", "Weight-gradient norm"),
-    "bias_grad_norm": Label(r"$\|\partial L/\partial b\|$ (bias gradient norm)", "Bias-gradient norm"),
-    "weight_norm": Label(r"$\|W\|$ (weight norm)", "Weight norm"),
-    "update_ratio": Label(r"$\|\Delta W\| / \|W\|$ (update / weight ratio)", "Update-to-weight ratio"),
-    "signal_norm": Label(r"$\|\partial L/\partial z\|$ (back-propagated signal norm)", "Back-propagated signal norm"),
-    "act_mean": Label("activation mean", "Activation mean", log=False),
-    "act_std": Label("activation standard deviation", "Activation std"),
-    "act_saturated": Label("fraction of saturated units", "Saturated units", log=False),
-    "act_dead": Label("fraction of dead units", "Dead units", log=False),
-}
+# per-layer quantities: the probe registry's labels (gradflow.probes.quantities, no torch)
+QUANTITIES: dict[str, Label] = {name: Label(q.label, q.title, q.log) for name, q in PROBES.items()}
 
 
 THEORY_QUANTITIES = ("grad_norm", "signal_norm")  # predicted to scale as sqrt(chi1)^(L - l)

@@ -10,6 +10,7 @@ from matplotlib.lines import Line2D
 
 from gradflow import theory
 from gradflow.errors import GradflowError
+from gradflow.fmt import fmt
 from gradflow.plots.save import save
 from gradflow.plots.style import new_figure
 
@@ -91,7 +92,7 @@ def _elsewhere(activation: str, sb2: float) -> str:
     """Where the edge of chaos is at this sb2, if outside the drawn range."""
     try:
         crit = theory.critical_sw2(activation, sb2)
-        return "\n" + rf"$\chi_1 = 1$ at $\sigma_w^2$ = {crit:.4g} for $\sigma_b^2$ = {sb2:g}"
+        return "\n" + rf"$\chi_1 = 1$ at $\sigma_w^2$ = {fmt(crit)} for $\sigma_b^2$ = {fmt(sb2)}"
     except GradflowError:
         return ""
 

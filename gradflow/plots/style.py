@@ -267,7 +267,7 @@ def step_axis(ax, steps: np.ndarray) -> None:
     log = is_log_spaced(steps)
     if log:
         ax.set_xscale("symlog", linthresh=1.0, linscale=0.5)
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 1, 10, 100 rather than 10^k
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt(v)))  # 1, 10, 100 rather than 10^k
     else:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if len(np.unique(steps)) == 1:  # one logged step: a readable axis around it

@@ -1,0 +1,149 @@
+"""Bad config values through the real CLI: exit 1, one line on stderr naming the key (or value) and what is
+allowed, no traceback, nothing created under the results folder. Command-level inputs live elsewhere."""
+
+from __future__ import annotations
+
+import pytest
+
+G = "data=gaussian"  # a dataset whose sizes are keys, for the size rules
+RNN = ["model=rnn", "data=adding", "data.T=5"]
+LONG = "x" * 100_000  # a 100 kB value must not be echoed whole
+
+
+def case(overrides: str | list[str], needle: str, id: str):
+    return pytest.param(overrides.split() if isinstance(overrides, str) else overrides, needle, id=id)
+
+
+CASES = [
+    # every float key rejects nan and inf (and 1e400, which parses as inf)
+    case("optim.lr=nan", "optim.lr", "lr-nan"),
+    case("optim.lr=inf", "optim.lr", "lr-inf"),
+    case("optim.lr=1e400", "optim.lr", "lr-1e400"),
+    case("optim.lr=-1", "optim.lr", "lr-negative"),
+    case("optim.weight_decay=inf", "optim.weight_decay", "weight-decay-inf"),
+    case("optim.weight_decay=-0.1", "optim.weight_decay", "weight-decay-negative"),
+    case("init.gain=nan", "init.gain", "gain-nan"),
+    case("init=orthogonal init.gain=0", "init.gain", "gain-zero"),
+    case("init=meanfield init.sw2=nan", "init.sw2", "sw2-nan"),
+    case("init=meanfield init.sw2=0", "init.sw2", "sw2-zero"),
+    case("init=meanfield init.sb2=-0.1", "init.sb2", "sb2-negative"),
+    case("init=meanfield init.sb2=inf", "init.sb2", "sb2-inf"),
+    case("norm=layernorm norm.eps=0", "norm.eps", "eps-zero"),
+    case("norm.eps=nan", "norm.eps", "eps-nan"),
+    case("train.grad_clip=nan", "train.grad_clip", "grad-clip-nan"),
+    case("train.grad_clip=-1", "train.grad_clip", "grad-clip-negative"),
+    case("train.clip_value=inf", "train.clip_value", "clip-value-inf"),
+    case("model=rnn data=adding model.gain=nan", "model.gain", "rnn-gain-nan"),
+    case("model=lstm data=adding model.forget_bias=inf", "model.forget_bias", "forget-bias-inf"),
+    # ranges where a value means something
+    case("optim.momentum=nan", "optim.momentum", "momentum-nan"),
+    case("optim.momentum=-1", "optim.momentum", "momentum-negative"),
+    case("optim.momentum=1", "optim.momentum", "momentum-one"),
+    case("optim=adam optim.betas=[0.9]", "optim.betas", "betas-one"),
+    case("optim=adam optim.betas=[0.9,0.99,0.999]", "optim.betas", "betas-three"),
+    case("optim=adam optim.betas=[0.9,1.0]", "optim.betas[1]", "beta2-one"),
+    case("optim=adam optim.betas=[nan,0.9]", "optim.betas", "beta1-nan"),
+    case("optim=adam optim.betas=[-0.1,0.9]", "optim.betas[0]", "beta1-negative"),
+    case("optim.schedule=step optim.milestones=[10] optim.gamma=nan", "optim.gamma", "gamma-nan"),
+    case("optim.schedule=step optim.milestones=[10] optim.gamma=0", "optim.gamma", "gamma-zero"),
+    case("optim.schedule=step", "optim.milestones", "step-without-milestones"),
+    case("optim.schedule=step optim.milestones=[0]", "optim.milestones", "milestone-zero"),
+    case("optim.schedule=bogus", "optim.schedule", "schedule-unknown"),
+    case("train.steps=-1", "train.steps", "steps-negative"),
+    case("train.steps=1e23", "train.steps", "steps-1e23"),
+    case("train.steps=2000000000", "train.steps", "steps-too-many"),
+    case("train.batch_size=0", "train.batch_size", "batch-zero"),
+    case("train.batch_size=100000", "train.batch_size", "batch-above-mnist1d"),
+    case(f"{G} data.n_train=64 train.batch_size=65", "train.batch_size", "batch-above-n-train"),
+    case("norm=batchnorm train.batch_size=1", "train.batch_size", "batchnorm-batch-one"),
+    case("model=resnet train.batch_size=1", "train.batch_size", "resnet-batchnorm-batch-one"),
+    case("train.eval_every=0", "train.eval_every", "eval-every-zero"),
+    case("train.check_every=0", "train.check_every", "check-every-zero"),
+    case("probe.points=1", "probe.points", "probe-points-one"),
+    case("probe.every=-1", "probe.every", "probe-every-negative"),
+    case("probe.jacobian_inputs=0", "probe.jacobian_inputs", "jacobian-inputs-zero"),
+    case("threads=-1", "threads", "threads-negative"),
+    case("seed=-1", "seed", "seed-negative"),
+    # norms and skips only where the family has them; a key the run ignores is an error
+    case([*RNN, "norm=batchnorm"], "norm=batchnorm", "rnn-batchnorm"),
+    case("model=lstm data=adding norm=layernorm", "norm=layernorm", "lstm-layernorm"),
+    case("model.skip=residual model.depth=1", "model.depth", "mlp-residual-depth-one"),
+    case("model=cnn model.skip=residual model.depth=1", "model.depth", "cnn-residual-depth-one"),
+    case("model.alpha=0.5", "model.alpha", "alpha-without-skip"),
+    case("model=cnn model.alpha=learnable", "model.alpha", "cnn-alpha-without-skip"),
+    case("model.skip=residual model.alpha=abc", "model.alpha", "alpha-word"),
+    case("model.skip=residual model.alpha=nan", "model.alpha", "alpha-nan"),
+    case("model.branch_layers=2 model.depth=5", "model.branch_layers", "branches-without-skip"),
+    case("model.branch_layers=0", "model.branch_layers", "branches-zero"),
+    case("model.skip=residual model.branch_layers=2 model.depth=4", "model.depth", "branches-do-not-divide"),
+    case("model.variant=fixup", "model.variant=fixup", "fixup-without-skip"),
+    case("model.skip=residual model.variant=fixup model.branch_layers=2 model.depth=5 norm=layernorm",
+         "model.variant=fixup", "fixup-with-norm"),
+    case("model.skip=residual model.variant=fixup", "model.variant=fixup", "fixup-one-layer-branches"),
+    case("model.skip=residual model.variant=fixup model.branch_layers=2 model.depth=5 model.alpha=0.5",
+         "model.alpha", "fixup-alpha"),
+    case("model.variant=bogus", "model.variant", "mlp-variant-unknown"),
+    case("model.skip=bogus", "model.skip", "skip-unknown"),
+    case("model.activation=bogus", "model.activation", "activation-unknown"),
+    case([*RNN, "model.activation=gelu"], "model.activation", "rnn-gelu"),
+    case("model=lstm data=adding model.activation=relu", "model.activation", "lstm-relu"),
+    case([*RNN, "model.recurrent_init=bogus"], "model.recurrent_init", "recurrent-init-unknown"),
+    case([*RNN, "model.hidden=0"], "model.hidden", "hidden-zero"),
+    case("model.depth=0", "model.depth", "depth-zero"),
+    case("model.width=0", "model.width", "width-zero"),
+    case("model=cnn model.kernel=4", "model.kernel", "cnn-even-kernel"),
+    case("model=cnn model.kernel=0", "model.kernel", "cnn-kernel-zero"),
+    case("model=cnn model.stride=0", "model.stride", "cnn-stride-zero"),
+    case("model=cnn model.dims=3", "model.dims", "cnn-dims"),
+    case("model=resnet model.depth=20", "model.depth", "resnet-depth"),
+    case("model=resnet model.widths=[16,32]", "model.widths", "resnet-two-stages"),
+    case("model=resnet model.variant=fixup model.skip=none", "model.variant", "resnet-plain-fixup"),
+    case("model=resnet norm=layernorm", "norm=layernorm", "resnet-layernorm"),
+    case("model=resnet model.variant=bogus", "model.variant", "resnet-variant-unknown"),
+    case("init=kaiming_normal init.mode=fan_avg", "init.mode", "kaiming-mode"),
+    case("probe.layer_jacobians=true", "probe.layer_jacobians", "layer-jacobians-alone"),
+    # data
+    case(f"{G} data.scale=nan", "data.scale", "scale-nan"),
+    case(f"{G} data.scale=-1", "data.scale", "scale-negative"),
+    case(f"{G} data.scale=abc", "data.scale", "scale-word"),
+    case(f"{G} data.scale=qstar model.activation=relu init=meanfield init.sw2=2",
+         "data.scale=qstar", "qstar-without-fixed-point"),
+    case(f"{G} data.task=bogus", "data.task", "task-unknown"),
+    case(f"{G} data.task=regression data.classes=5", "data.classes", "regression-classes"),
+    case(f"{G} data.distribution=bogus", "data.distribution", "distribution-unknown"),
+    case(f"{G} data.classes=1", "data.classes", "classes-one"),
+    case(f"{G} data.dim=0", "data.dim", "dim-zero"),
+    case([*RNN[:2], "data.T=1"], "data.T", "adding-T-one"),
+    case("model=lstm data=copy data.copy_len=0", "data.copy_len", "copy-len-zero"),
+    case("data=mnist data.augment=true", "data.augment", "augment-not-cifar"),
+    case("data=mnist data.subset=-1", "data.subset", "subset-negative"),
+    # names, devices, groups, types and unknown keys
+    case("name=../outside", "name=", "name-parent"),
+    case("name=/abs", "name=", "name-absolute"),
+    case(f"name={'a' * 300}", "name=", "name-300-characters"),
+    case("device=tpu", "device", "device-unknown"),
+    case("+experiment=doesnotexist", "experiment", "experiment-unknown"),
+    case("init=bogus", "init", "init-unknown"),
+    case("model.depth=abc", "model.depth", "depth-not-int"),
+    case("model.nonexistent=1", "model.nonexistent", "unknown-key"),
+    case("optim.betas=[0.9,0.99]", "optim.betas", "betas-for-sgd"),
+    case("optim=adam optim.momentum=0.5", "optim.momentum", "momentum-for-adam"),
+    case(f"model.activation={LONG}", "model.activation", "100kB-activation"),
+    case(f"{G} data.scale={LONG}", "data.scale", "100kB-scale"),
+]
+
+
+def test_the_catalogue_is_large():
+    assert len(CASES) >= 60
+
+
+@pytest.mark.parametrize("overrides, needle", CASES)
+def test_bad_config_is_one_line_and_writes_nothing(cli, results, overrides, needle):
+    out = cli("run", "threads=1", *overrides, f"results={results}")
+    assert out.exit_code == 1, out.output
+    assert "Traceback" not in out.output
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("error:") and needle in lines[0], lines[0]
+    assert len(lines[0]) < 400, "long values are shortened"
+    assert not results.exists()
