@@ -24,10 +24,10 @@ import pandas as pd
 import yaml
 
 from gradflow import store, summary
+from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
 
 REPORT_HTML = "report.html"  # written next to the study's runs (and next to a reproduction's REPORT.md)
-CLAIMS_FILE = "claims.json"  # a reproduction's claim results, if it writes them; else REPORT.md's table is read
 TABLES = ("layers", "metrics", "hist", "jacobian")
 
 
@@ -130,25 +130,16 @@ def theory_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
-def claims(path: Path) -> list[dict[str, str]]:
-    """A reproduction's claims: claims.json beside REPORT.md if the reproduction wrote one, else the claims
-    table of REPORT.md (columns claim, paper, measured, test, result)."""
-    path = Path(path)
-    if (path / CLAIMS_FILE).exists():
-        data = json.loads((path / CLAIMS_FILE).read_text())
-        return list(data.get("claims", data) if isinstance(data, dict) else data)
-    text = store.report_path(path).read_text() if store.report_path(path).exists() else ""
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith("| claim ")), None)
-    if start is None:
+def claims(path: Path) -> list[dict]:
+    """A reproduction's claims as it wrote them (claims.json): one dict per claim with the cells of
+    REPORT.md's table (claim, source, reference, measured, test, result) plus `passed` and `value`."""
+    f = store.claims_path(path)
+    if not f.exists():
         return []
-    table = []
-    for line in lines[start:]:
-        if not line.startswith("|"):
-            break
-        table.append([c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]])
-    header = table[0]
-    return [dict(zip(header, (c.strip("*") for c in row))) for row in table[2:]]
+    try:
+        return list(json.loads(f.read_text())["claims"])
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise GradflowError(f"{f} is not a claims file gradflow wrote (unreadable JSON); rerun the reproduction") from None
 
 
 def commands(paths: list[Path]) -> list[str]:
@@ -204,7 +195,7 @@ def runs_html(df: pd.DataFrame, swept: list[str]) -> str:
 def _simple_table(rows: list[dict[str, Any]], table_id: str) -> str:
     if not rows:
         return ""
-    keys = list(rows[0])
+    keys = [k for k in rows[0] if k not in ("passed", "value")]  # the cells REPORT.md shows
     head = "".join(f"<th>{_e(k)}</th>" for k in keys)
     body = "".join("<tr>" + "".join(f"<td>{_e(fmt(r.get(k)))}</td>" for k in keys) + "</tr>"
                    for r in rows)
@@ -303,7 +294,7 @@ def build(paths: list[Path]) -> str:
 
 def _claims_html(rows: list[dict[str, str]]) -> str:
     if not rows:
-        return "<p>No claims found (no claims.json and no claims table in REPORT.md).</p>"
+        return "<p>No claims found (no claims.json beside REPORT.md).</p>"
     keys = list(rows[0])
     head = "".join(f"<th>{_e(k)}</th>" for k in keys)
     body = []

@@ -684,6 +684,8 @@ def write_report(spec: Spec, root: Path, scale: str, results: list[ClaimResult],
     parts += ["## How it was run", ""]
     for arm, ov in overrides.items():
         parts.append(f"- `{arm}`: `gradflow sweep {' '.join(ov)}`")
+    store.write_json(store.claims_path(root), {"experiment": spec.name, "scale": scale, "claims": [
+        {**claim_cells(r), "passed": r.passed, "value": r.measured.value} for r in results]})
     path = store.report_path(root)
     store.write_text(path, "\n".join(parts) + "\n")
     return path

@@ -52,6 +52,7 @@ LOCK_FILE = ".gradflow.lock"  # the OS lock itself (filelock)
 HOLDER_FILE = ".gradflow.lock.json"  # who holds it: pid, host, command (for the error message)
 FIGURES_DIR = "figures"
 REPORT_FILE = "REPORT.md"
+CLAIMS_FILE = "claims.json"  # a reproduction's claim results, one record per claim (cells as REPORT.md shows them)
 TABLE_FILES = {"layers": LAYERS_FILE, "metrics": METRICS_FILE, "hist": HIST_FILE, "jacobian": JACOBIAN_FILE}
 RUN_FILES = (RUN_FILE, CONFIG_FILE, *TABLE_FILES.values())  # everything a run folder may hold
 
@@ -98,6 +99,10 @@ def figures_dir(study: str | Path) -> Path:
 
 def report_path(study: str | Path) -> Path:
     return Path(study) / REPORT_FILE
+
+
+def claims_path(study: str | Path) -> Path:
+    return Path(study) / CLAIMS_FILE
 
 
 # --- selectors: the questions everyone asks of the long tables -------------------------------------

@@ -11,11 +11,12 @@ import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 import gradflow
-from gradflow import report, summary
+from gradflow import report
+from gradflow import summary
+from gradflow.errors import GradflowError
 
 SWEEP = ["data=gaussian", "data.n_train=128", "data.n_test=64", "data.dim=8", "model.width=8", "train.steps=6",
          "train.batch_size=32", "train.eval_every=3", "threads=1", "model.depth=2,6",
@@ -98,6 +99,15 @@ def test_comparison_and_single_run(study, tmp_path):
     assert len(single.rows) == 1
 
 
+def _write_reproduction(folder, results):
+    """What `gradflow reproduce` writes for a spec's claim results: REPORT.md and claims.json."""
+    from gradflow import reproduce as rep
+
+    spec = rep.Spec.load("sigmoid-textbook")
+    folder.mkdir(parents=True, exist_ok=True)
+    rep.write_report(spec, folder, "quick", results, [], {}, 1.0)
+
+
 def test_reproduction_claims_read_back_from_its_report(tmp_path):
     from gradflow import reproduce as rep
 
@@ -106,14 +116,16 @@ def test_reproduction_claims_read_back_from_its_report(tmp_path):
                rep.ClaimResult("accuracy | falls", "0.9", "design", "a reason", rep.Measured(0.4, [0.4]), "> 0.5",
                                False, qualitative=True, tolerance="wider, because")]
     folder = tmp_path / "repro"
-    folder.mkdir()
-    (folder / "REPORT.md").write_text("# Reproduction: x\n\n## Claims\n\n" + rep.claims_markdown(results) + "\n")
+    _write_reproduction(folder, results)
     rows = report.claims(folder)
     assert [r["claim"] for r in rows] == ["gradient vanishes", "accuracy | falls"]
     assert [r["result"] for r in rows] == ["PASS", "FAIL (qualitative)"]
-    assert [list(r) for r in rows] == [list(rep.CLAIM_COLUMNS)] * 2
+    assert [r["passed"] for r in rows] == [True, False] and rows[0]["value"] == 1e-5
     assert [r["source"] for r in rows] == [rep.claim_cells(c)["source"] for c in results]
     assert rows[1]["test"] == "> 0.5" and rows[0]["reference"] == "< 1e-3"
+    (folder / "claims.json").write_text("{truncated")
+    with pytest.raises(GradflowError, match="claims.json"):
+        report.claims(folder)
 
 
 def test_reproduction_page_has_its_claims_and_own_figures(study, tmp_path):
@@ -123,7 +135,7 @@ def test_reproduction_page_has_its_claims_and_own_figures(study, tmp_path):
     shutil.copytree(study, folder / "arm")
     results = [rep.ClaimResult("gradient vanishes", "< 1e-3", "paper", "Fig. 2", rep.Measured(1e-5, [1e-5]), "< 0.01",
                                True)]
-    (folder / "REPORT.md").write_text("## Claims\n\n" + rep.claims_markdown(results) + "\n")
+    _write_reproduction(folder, results)
     (folder / "figures").mkdir()
     png = next(p for p in Page((study / "report.html").read_text()).images)
     (folder / "figures" / "paper-figure.png").write_bytes(base64.b64decode(png.split(",", 1)[1]))
