@@ -338,7 +338,7 @@ def test_points_sweep_runs_exactly_the_given_points_and_resumes(cli, results, tm
     ("- {model.activation: tanh}\n- {init.sw2: 2}\n", "every point needs the same keys"),
     ("- {init: meanfield}\n", "must be a dotted config key"),
     ("- {model.depth: 0}\n", "model.depth=0 must be >= 1"),
-    ("- {model.activation: nope}\n", "model.activation='nope' is not allowed"),
+    ("- {model.activation: nope}\n", "model.activation=nope is not allowed"),
     ("{a: 1}\n", "must be a YAML list"),
     ("- [unclosed\n", "is not valid YAML"),
 ])
