@@ -608,15 +608,16 @@ def run(name: str, scale: str = "default", user: list[str] | None = None, force:
     root = root_for(name, scale, results_root)
     start = time.perf_counter()
     used, jobs = {}, {}
-    for arm in spec.arms:
-        used[arm] = spec.overrides(arm, scale, user)
-        p = sweep_mod.plan(used[arm], f"{root.relative_to(results_root).as_posix()}/{arm}", force)
-        (launch or sweep_mod.launch)(p)
-        jobs[arm] = [j.name for j in p.jobs]
-    claims = check(spec, root, jobs)
-    figures_ = draw(spec, root, jobs)
-    wall = time.perf_counter() - start
-    report = write_report(spec, root, scale, claims, figures_, used, wall)
+    with store.lock(root):  # a second reproduction into the same folder fails at once (each arm locks its own)
+        for arm in spec.arms:
+            used[arm] = spec.overrides(arm, scale, user)
+            p = sweep_mod.plan(used[arm], f"{root.relative_to(results_root).as_posix()}/{arm}", force)
+            (launch or sweep_mod.launch)(p)
+            jobs[arm] = [j.name for j in p.jobs]
+        claims = check(spec, root, jobs)
+        figures_ = draw(spec, root, jobs)
+        wall = time.perf_counter() - start
+        report = write_report(spec, root, scale, claims, figures_, used, wall)
     return Outcome(spec, scale, root, claims, figures_, report, used, wall)
 
 
