@@ -69,7 +69,7 @@ def run_plan(p, table: bool = True) -> pd.DataFrame:
         console.print(f"[yellow]{p.stale} runs in {p.root} are not points of this sweep (stale); "
                       f"`gradflow clean {p.root} --stale` removes them[/]", soft_wrap=True)
     with progress_bar(transient=False) as progress:
-        runs = progress.add_task("runs", total=len(p.to_run))
+        runs = progress.add_task("runs", total=len(p.to_run), visible=bool(p.to_run))
         current = progress.add_task("current run", total=None, visible=p.launcher == "basic" and bool(p.to_run))
 
         def on_step(job: str, t: int, n: int) -> None:
