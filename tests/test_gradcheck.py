@@ -18,6 +18,7 @@ FAMILIES = {
     "resnet": ["data=mnist1d", "model=resnet", "model.depth=7", "model.widths=[4,8,8]"],
     "rnn": ["data=adding", "data.T=10", "model=rnn", "model.hidden=8"],
     "lstm": ["data=adding", "data.T=10", "model=lstm", "model.hidden=8"],
+    "transformer": ["data=chars", "model=transformer", "model.depth=1", "model.d_model=16", "model.heads=2"],
 }
 
 

@@ -5,14 +5,13 @@ agreement claims FAIL."""
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 
 from gradflow import reproduce as rep
 from tests.reproducing import reproduce, verdicts
 
-FAMILIES = ("mlp", "cnn", "resnet", "rnn", "lstm")
+FAMILIES = ("mlp", "cnn", "resnet", "rnn", "lstm", "transformer")
 
 
 @pytest.fixture(scope="module")
