@@ -370,7 +370,7 @@ def _operand(x: Any, root: DictConfig) -> float:
         pass
     value = OmegaConf.select(root, str(x), default=None)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise GradflowError(f"gf arithmetic: {shorten(x)} is neither a number nor a numeric key of the config")
+        raise GradflowError(f"gf arithmetic: {_show(x)} is neither a number nor a numeric key of the config")
     return value
 
 
@@ -390,26 +390,31 @@ TRAIN_SIZES = {"mnist1d": 4000, "mnist": 60000, "fashion_mnist": 60000, "cifar10
 ALPHA_WORDS = ("inv_sqrt_depth", "learnable")
 
 
+def _show(value: Any) -> str:
+    """A value as a message shows it: strings quoted, everything shortened to one line."""
+    return shorten(repr(value) if isinstance(value, str) else value)
+
+
 def _choice(key: str, value: Any, choices) -> None:
     if value not in choices:
-        raise GradflowError(f"{key}={shorten(value)} is not allowed; choices: {', '.join(map(str, choices))}")
+        raise GradflowError(f"{key}={_show(value)} is not allowed; choices: {', '.join(map(str, choices))}")
 
 
 def _positive(key: str, value: Any, minimum: int | float = 1) -> None:
     if value < minimum:
-        raise GradflowError(f"{key}={shorten(value)} must be >= {minimum}")
+        raise GradflowError(f"{key}={_show(value)} must be >= {minimum}")
 
 
 def _between(key: str, value: float, lo: float, hi: float) -> None:
     """lo <= value < hi."""
     if not lo <= value < hi:
-        raise GradflowError(f"{key}={shorten(value)} must be in [{lo:g}, {hi:g})")
+        raise GradflowError(f"{key}={_show(value)} must be in [{lo:g}, {hi:g})")
 
 
 def _unused(key: str, value: Any, default: Any, applies: str) -> None:
     """A key the run ignores must keep its default: a changed value would be a silent no-op."""
     if value != default:
-        raise GradflowError(f"{key}={shorten(value)} does not apply to this run: {applies}")
+        raise GradflowError(f"{key}={_show(value)} does not apply to this run: {applies}")
 
 
 def _finite(node: Any, prefix: str = "") -> None:
@@ -448,7 +453,7 @@ def validate(cfg: DictConfig) -> None:
     _positive("seed", cfg.seed, 0)
     if (not re.fullmatch(r"[A-Za-z0-9._\-/]+", cfg.name) or ".." in Path(cfg.name).parts or cfg.name.startswith("/")
             or len(cfg.name) > MAX_NAME):
-        raise GradflowError(f"name={shorten(cfg.name)} must be a relative folder name inside {cfg.results}/ "
+        raise GradflowError(f"name={_show(cfg.name)} must be a relative folder name inside {cfg.results}/ "
                             f"(letters, digits, . _ - /; no '..'; at most {MAX_NAME} characters)")
     resolve_device(cfg.device)
 
@@ -519,7 +524,7 @@ def _alpha(alpha: str) -> None:
     except ValueError:
         value = float("nan")
     if not math.isfinite(value):
-        raise GradflowError(f"model.alpha={shorten(alpha)} is not allowed; choices: a finite number, "
+        raise GradflowError(f"model.alpha={_show(alpha)} is not allowed; choices: a finite number, "
                             "inv_sqrt_depth (= 1/sqrt(depth)), learnable")
 
 
@@ -538,7 +543,7 @@ def _mlp_blocks(m, norm: str) -> None:
             raise GradflowError("model.variant=fixup needs model.skip=residual, model.branch_layers >= 2 "
                                 "(Zhang et al. 2019 scale by L^(-1/(2m-2))) and norm=none")
         if m.alpha in ALPHA_WORDS or float(m.alpha) != 1.0:
-            raise GradflowError(f"model.alpha={shorten(m.alpha)} does not apply to model.variant=fixup: "
+            raise GradflowError(f"model.alpha={_show(m.alpha)} does not apply to model.variant=fixup: "
                                 "its branch multiplier is a learnable scalar starting at 1")
 
 
@@ -548,7 +553,7 @@ def _resnet(m, norm: str) -> None:
         raise GradflowError(f"model.depth={m.depth} must be 6n+1 for a resnet (19, 31, 43, 55, 109: "
                             "resnet20/32/44/56/110 count the head too)")
     if len(m.widths) != 3 or min(m.widths) < 1:
-        raise GradflowError(f"model.widths={shorten(list(m.widths))} must list three stages' filters, "
+        raise GradflowError(f"model.widths={_show(list(m.widths))} must list three stages' filters, "
                             "e.g. [16, 32, 64]")
     if norm not in ("none", m.variant):
         raise GradflowError(f"norm={norm} does not apply to model=resnet: its normalization is "
@@ -607,21 +612,20 @@ def _scale(cfg) -> None:
     except ValueError:
         value = float("nan")
     if not (math.isfinite(value) and value > 0):
-        raise GradflowError(f"data.scale={shorten(scale)} is not allowed; choices: a positive number, qstar "
+        raise GradflowError(f"data.scale={_show(scale)} is not allowed; choices: a positive number, qstar "
                             "(the first layer starts at the mean-field fixed point q*)")
 
 
 def _init(cfg) -> None:
+    """Every init key's value is checked, also where another scheme ignores it: a sweep may set init.gain
+    and init.sw2 across init=orthogonal,meanfield, but a value that is wrong for any scheme is a typo."""
     i = cfg.init
     _choice("init.name", i.name, INIT_CHOICES)
-    if i.name in INIT_KEYS["init.gain"]:
-        _positive("init.gain", i.gain, 0)  # 0: all-zero weights, a net that learns nothing, on purpose
-    if i.name in INIT_KEYS["init.mode"]:
-        _choice("init.mode", i.mode, MODE_CHOICES)
-    if i.name == "meanfield":
-        if not i.sw2 > 0:
-            raise GradflowError(f"init.sw2={i.sw2} must be > 0 (the weight variance times fan-in)")
-        _positive("init.sb2", i.sb2, 0)
+    _positive("init.gain", i.gain, 0)  # 0: all-zero weights, a net that learns nothing, on purpose
+    _choice("init.mode", i.mode, MODE_CHOICES)
+    if not i.sw2 > 0:
+        raise GradflowError(f"init.sw2={i.sw2} must be > 0 (the weight variance times fan-in)")
+    _positive("init.sb2", i.sb2, 0)
 
 
 def _optim(o) -> None:
@@ -632,7 +636,7 @@ def _optim(o) -> None:
         _between("optim.momentum", o.momentum, 0, 1)
     if o.name == "adam":
         if len(o.betas) != 2:
-            raise GradflowError(f"optim.betas={shorten(list(o.betas))} must be two numbers, e.g. [0.9,0.999]")
+            raise GradflowError(f"optim.betas={_show(list(o.betas))} must be two numbers, e.g. [0.9,0.999]")
         for k, beta in enumerate(o.betas):
             _between(f"optim.betas[{k}]", beta, 0, 1)
     _choice("optim.schedule", o.schedule, ("constant", "step", "cosine"))
@@ -641,7 +645,7 @@ def _optim(o) -> None:
         if not o.gamma > 0:
             raise GradflowError(f"optim.gamma={o.gamma} must be > 0 (the lr factor at each milestone)")
         if not o.milestones or min(o.milestones) < 1:
-            raise GradflowError(f"optim.milestones={shorten(list(o.milestones))} must list the updates (>= 1) at "
+            raise GradflowError(f"optim.milestones={_show(list(o.milestones))} must list the updates (>= 1) at "
                                 "which optim.schedule=step drops the lr, e.g. [500,750]")
     else:
         _unused("optim.milestones", list(o.milestones), [], "they are optim.schedule=step's")
@@ -809,12 +813,12 @@ def hydra_error_message(e: Exception) -> str:
         owners = _choices_with_key(name)
         if owners:
             return f"{name} does not apply to this run: it is a key of {', '.join(owners)}"
-        return (f"unknown key {shorten(name)}; groups: {', '.join(GROUPS)}; "
+        return (f"unknown key {_show(name)}; groups: {', '.join(GROUPS)}; "
                 "see `gradflow run --help` for every key (add a new key with +key=value only if you mean to)")
     if full_key:
         value = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", text)
         if value:
-            return f"{full_key.group(1)}={shorten(value.group(1))} is not a valid {value.group(2).lower()}"
+            return f"{full_key.group(1)}={_show(value.group(1))} is not a valid {value.group(2).lower()}"
         detail = str(e.__cause__ or e).strip().splitlines()[0]
         return f"{full_key.group(1)}: {detail}"
     return " ".join(text.split())
