@@ -34,7 +34,8 @@ WORKLOADS = {
     "cnn": ["data=mnist1d", "model=cnn", "model.depth=8", "model.channels=32", "train.batch_size=64"],
     "resnet20": ["data=mnist1d", "model=resnet20", "init=kaiming_normal", "train.batch_size=64"],
     "lstm": ["data=adding", "data.T=100", "model=lstm", "model.hidden=64"],
-    # the transformer family (issue 13) joins here as "transformer": [..."model=transformer"...]
+    "transformer": ["data=chars", "data.T=32", "model=transformer", "model.depth=6", "model.d_model=64", "optim=adam",
+                    "optim.lr=1e-3", "train.batch_size=32"],
 }
 FAMILIES = [w for w in WORKLOADS if w not in ("reference", "deep")]
 # gradflow's loops as probe overrides; "bare" is the plain PyTorch loop

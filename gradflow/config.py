@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from gradflow.errors import GradflowError
+from gradflow.errors import GradflowError, shorten
 
 # --- where the configs live: inside the installed package (wheel) or at the checkout's root ---
 _PKG = Path(__file__).resolve().parent
@@ -91,6 +91,28 @@ class RNNConfig(ModelConfig):
 
 
 @dataclass
+class TransformerConfig(ModelConfig):
+    name: str = "transformer"  # a causal (GPT-style) transformer: embeddings, `depth` blocks, final norm, linear head
+    depth: int = 4  # blocks; each = attention sublayer + MLP sublayer, both residual
+    d_model: int = 64  # width of the residual stream (token and position embeddings, every sublayer's output)
+    heads: int = 4  # attention heads; must divide d_model (head size = d_model / heads)
+    mlp_ratio: int = 4  # the MLP's hidden width = mlp_ratio * d_model
+    activation: str = "gelu"  # the MLP's nonlinearity, a name from gradflow.activations.ACTIVATIONS
+    ln: str = "pre"  # norm placement: pre (GPT-2, LLaMA: x + f(norm(x)), final norm) | post (Vaswani et al. 2017: norm(x + f(x))) | none
+    norm_kind: str = "layernorm"  # layernorm | rmsnorm (LLaMA)
+    alpha: str = "1.0"  # residual branch scale: a number, inv_sqrt_depth (1/sqrt(depth)), or learnable (SkipInit: starts at 0)
+    dropout: float = 0.0  # on attention weights and on each sublayer's output; 0 keeps probed gradients deterministic
+
+
+@dataclass
+class CustomConfig(ModelConfig):
+    name: str = "custom"  # your own torch.nn.Module, built by hydra.utils.instantiate
+    target: str = MISSING  # its class or factory: a dotted path (my_models.Net) or module:attr, importable from the current folder
+    kwargs: dict[str, Any] = field(default_factory=dict)  # constructor arguments, e.g. +model.kwargs.width=64
+    activation: str = "auto"  # auto: each activation module's own kind (saturation, dead units); or one name for all
+
+
+@dataclass
 class DataConfig:
     name: str = MISSING  # the dataset: a key of DATA_SCHEMAS
 
@@ -133,6 +155,27 @@ class CopyDataConfig(SequenceDataConfig):
 
 
 @dataclass
+class CharsDataConfig(DataConfig):
+    name: str = "chars"  # character-level language modelling on the standard library's pydoc_data.topics text (~465k characters)
+    T: int = 64  # characters per example (the context length); the targets are the same characters shifted by one
+    test_fraction: float = 0.1  # the last part of the text (by position) is the test split
+    n_train: int = 2048  # training windows, evenly spaced over the training text (0 = every non-overlapping window); evaluation passes over all of them
+    n_test: int = 256  # test windows, likewise (0 = every non-overlapping window)
+
+
+@dataclass
+class RecallDataConfig(DataConfig):
+    name: str = "recall"  # associative recall: key-value pairs, then queried keys whose values must be recalled
+    pairs: int = 8  # key-value pairs per sequence (distinct keys)
+    queries: int = 4  # queried keys per sequence, each followed by its value; only the values are scored
+    n_keys: int = 16  # key alphabet (tokens 0..n_keys-1); must be >= pairs
+    n_values: int = 16  # value alphabet (tokens n_keys..n_keys+n_values-1)
+    n_train: int = 4096  # training sequences
+    n_test: int = 1024  # test sequences
+    seed: int = 0  # the dataset's own seed
+
+
+@dataclass
 class ImageDataConfig(DataConfig):
     name: str = "mnist"  # mnist | fashion_mnist | cifar10, read from their standard distribution files
     root: str = ""  # folder holding the files; "" = $GRADFLOW_DATA or ./data
@@ -149,7 +192,8 @@ class CIFAR10Config(ImageDataConfig):
 @dataclass
 class InitConfig:
     name: str = "xavier_normal"  # standard | xavier_uniform | xavier_normal | kaiming_uniform | kaiming_normal
-    #                              | lecun_normal | orthogonal | delta_orthogonal | meanfield; biases start at 0
+    #                              | lecun_normal | orthogonal | delta_orthogonal | meanfield | gpt2 (N(0, 0.02), residual
+    #                              outputs / sqrt(2 depth)) | keep (the model's own init); biases start at 0
     #                              except in meanfield. A key of another scheme is ignored and not recorded
     #                              (INIT_KEYS), so one sweep can set init.gain and init.sw2 for init=orthogonal,meanfield.
     gain: float = 1.0  # xavier_*, orthogonal, delta_orthogonal: weight scale multiplier
@@ -172,6 +216,7 @@ class OptimConfig:
     schedule: str = "constant"  # constant | step (lr x gamma at each milestone) | cosine (to 0 at train.steps)
     milestones: list[int] = field(default_factory=list)  # step schedule: the updates at which lr drops
     gamma: float = 0.1  # step schedule: the factor at each milestone
+    warmup: int = 0  # linear warm-up: lr x (t + 1) / warmup for the first `warmup` updates, times the schedule (0 = none)
 
 
 @dataclass
@@ -225,13 +270,14 @@ class Config:
 
 # group -> choice -> schema: the one list of choices per group (a new family or dataset adds one line)
 MODEL_SCHEMAS = {"mlp": MLPConfig, "cnn": CNNConfig, "resnet": ResNetConfig, "rnn": RNNConfig, "lstm": RNNConfig,
-                 "gru": RNNConfig}  # one recurrent schema: model=rnn model.name=rnn,lstm sweeps the cell
+                 "gru": RNNConfig,  # one recurrent schema: model=rnn model.name=rnn,lstm sweeps the cell
+                 "transformer": TransformerConfig, "custom": CustomConfig}
 DATA_SCHEMAS = {"gaussian": GaussianDataConfig, "mnist1d": MNIST1DConfig, "mnist": ImageDataConfig,
                 "fashion_mnist": ImageDataConfig, "cifar10": CIFAR10Config, "adding": SequenceDataConfig,
-                "copy": CopyDataConfig}
+                "copy": CopyDataConfig, "chars": CharsDataConfig, "recall": RecallDataConfig}
 INIT_SCHEMAS = {name: InitConfig for name in ("standard", "xavier_uniform", "xavier_normal", "kaiming_uniform",
                                                "kaiming_normal", "lecun_normal", "orthogonal", "delta_orthogonal",
-                                               "meanfield")}
+                                               "meanfield", "gpt2", "keep")}
 _GAIN_INITS = ("xavier_uniform", "xavier_normal", "orthogonal", "delta_orthogonal")
 # choice-specific keys -> the choices they apply to; elsewhere they are not settings (`settings` leaves them out)
 INIT_KEYS = {"init.gain": _GAIN_INITS, "init.mode": ("kaiming_uniform", "kaiming_normal"),
@@ -248,6 +294,8 @@ RECURRENT_INITS = ("orthogonal", "identity", "gaussian")
 NORM_CHOICES = ("none", "batchnorm", "layernorm")
 SKIP_CHOICES = ("none", "residual")
 MODE_CHOICES = ("fan_in", "fan_out")
+LN_CHOICES = ("pre", "post", "none")
+NORM_KINDS = ("layernorm", "rmsnorm")
 
 
 def register_configs() -> None:
@@ -342,12 +390,6 @@ TRAIN_SIZES = {"mnist1d": 4000, "mnist": 60000, "fashion_mnist": 60000, "cifar10
 ALPHA_WORDS = ("inv_sqrt_depth", "learnable")
 
 
-def shorten(value: Any, limit: int = 40) -> str:
-    """repr(value), cut to `limit` characters, so an error stays one terminal line."""
-    text = repr(value) if isinstance(value, str) else str(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _choice(key: str, value: Any, choices) -> None:
     if value not in choices:
         raise GradflowError(f"{key}={shorten(value)} is not allowed; choices: {', '.join(map(str, choices))}")
@@ -415,7 +457,9 @@ def _model(m, norm: str) -> None:
     from gradflow import activations
 
     _choice("model.name", m.name, tuple(MODEL_SCHEMAS))
-    _choice("model.activation", m.activation, tuple(activations.ACTIVATIONS))
+    _choice("model.activation", m.activation, tuple(activations.ACTIVATIONS) + (("auto",) if m.name == "custom" else ()))
+    if m.name == "transformer":
+        _transformer(m, norm)
     if m.name in ("mlp", "cnn", "resnet"):
         _positive("model.depth", m.depth)
         _choice("model.skip", m.skip, SKIP_CHOICES)
@@ -448,6 +492,23 @@ def _model(m, norm: str) -> None:
         if norm != "none":
             raise GradflowError(f"norm={norm} does not apply to model={m.name}: recurrent families have no "
                                 "normalization; leave norm=none")
+
+
+def _transformer(m, norm: str) -> None:
+    for k in ("depth", "d_model", "heads", "mlp_ratio"):
+        _positive(f"model.{k}", m[k])
+    if m.d_model % m.heads:
+        divisors = [h for h in range(1, m.d_model + 1) if m.d_model % h == 0]
+        raise GradflowError(f"model.heads={m.heads} does not divide model.d_model={m.d_model}; "
+                            f"choices: {', '.join(map(str, divisors))}")
+    _choice("model.ln", m.ln, LN_CHOICES)
+    _choice("model.norm_kind", m.norm_kind, NORM_KINDS)
+    _alpha(m.alpha)
+    if not 0 <= m.dropout < 1:
+        raise GradflowError(f"model.dropout={m.dropout} must be in [0, 1)")
+    if norm != "none":
+        raise GradflowError(f"norm={norm} does not apply to model=transformer; choices: norm=none, "
+                            "with model.ln=pre|post|none and model.norm_kind=layernorm|rmsnorm")
 
 
 def _alpha(alpha: str) -> None:
@@ -509,6 +570,17 @@ def _data(cfg) -> None:
     if d.name == "copy":
         _positive("data.n_symbols", d.n_symbols)
         _positive("data.copy_len", d.copy_len)
+    if d.name == "chars":
+        _positive("data.T", d.T)
+        _positive("data.n_train", d.n_train, 0)
+        _positive("data.n_test", d.n_test, 0)
+        if not 0 < d.test_fraction < 1:
+            raise GradflowError(f"data.test_fraction={d.test_fraction} must be between 0 and 1")
+    if d.name == "recall":
+        for k in ("pairs", "queries", "n_keys", "n_values", "n_train", "n_test"):
+            _positive(f"data.{k}", d[k])
+        if d.n_keys < d.pairs:
+            raise GradflowError(f"data.n_keys={d.n_keys} must be >= data.pairs={d.pairs} (keys are distinct)")
     if d.name == "gaussian":
         _choice("data.distribution", d.distribution, ("normal", "uniform01"))
         _choice("data.task", d.task, ("classification", "regression"))
@@ -542,8 +614,8 @@ def _scale(cfg) -> None:
 def _init(cfg) -> None:
     i = cfg.init
     _choice("init.name", i.name, INIT_CHOICES)
-    if i.name in INIT_KEYS["init.gain"] and not i.gain > 0:
-        raise GradflowError(f"init.gain={i.gain} must be > 0")
+    if i.name in INIT_KEYS["init.gain"]:
+        _positive("init.gain", i.gain, 0)  # 0: all-zero weights, a net that learns nothing, on purpose
     if i.name in INIT_KEYS["init.mode"]:
         _choice("init.mode", i.mode, MODE_CHOICES)
     if i.name == "meanfield":
@@ -564,6 +636,7 @@ def _optim(o) -> None:
         for k, beta in enumerate(o.betas):
             _between(f"optim.betas[{k}]", beta, 0, 1)
     _choice("optim.schedule", o.schedule, ("constant", "step", "cosine"))
+    _positive("optim.warmup", o.warmup, 0)
     if o.schedule == "step":
         if not o.gamma > 0:
             raise GradflowError(f"optim.gamma={o.gamma} must be > 0 (the lr factor at each milestone)")
@@ -579,6 +652,10 @@ def train_size(data) -> int:
     """Training examples a data config gives (before a batch is drawn)."""
     if data.name in ("mnist", "fashion_mnist", "cifar10") and data.subset:
         return min(data.subset, TRAIN_SIZES[data.name])
+    if data.name == "chars" and not data.n_train:  # every non-overlapping window of the training text
+        from gradflow.textdata import char_window_count
+
+        return char_window_count(data.T, data.test_fraction)
     return TRAIN_SIZES.get(data.name) or data.n_train
 
 

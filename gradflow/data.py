@@ -26,7 +26,9 @@ class Data:
     y_test: torch.Tensor
     n_classes: int  # output units: classes, or 1 for a regression target
     task: str = "classification"  # classification: y (n,) | regression: y (n, k) float | per_step: y (n, T)
+    #                               | next_token: y (n, T), the next token's id or textdata.IGNORE (not scored)
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None  # applied to each train batch
+    vocab: int = 0  # inputs are token ids in [0, vocab) (0: real-valued inputs)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -37,12 +39,12 @@ def build(cfg, device: torch.device, scale: float | None = None) -> Data:
     """The dataset of data config `cfg` on `device`; `scale`: data=gaussian's input factor when
     data.scale=qstar (config.input_scale computes it from the whole run config)."""
     builders = {"gaussian": _gaussian, "mnist1d": _mnist1d, "mnist": _images, "fashion_mnist": _images,
-                "cifar10": _images, "adding": _sequences, "copy": _sequences}
+                "cifar10": _images, "adding": _sequences, "copy": _sequences, "chars": _chars, "recall": _recall}
     if cfg.name not in builders:
         raise GradflowError(f"data={cfg.name!r} is not a known dataset; choices: {', '.join(builders)}")
     data = _gaussian(cfg, scale) if cfg.name == "gaussian" else builders[cfg.name](cfg)
     return Data(*(t.to(device) for t in (data.x_train, data.y_train, data.x_test, data.y_test)), data.n_classes,
-                data.task, data.augment)
+                data.task, data.augment, data.vocab)
 
 
 def _gaussian(cfg, scale: float | None = None) -> Data:
@@ -123,6 +125,26 @@ def _sequences(cfg) -> Data:
         return Data(x[: cfg.n_train], y[: cfg.n_train], x[cfg.n_train :], y[cfg.n_train :], 1, "regression")
     x, y = datasets.copy_task(n, cfg.T, g, n_symbols=cfg.n_symbols, copy_len=cfg.copy_len)
     return Data(x[: cfg.n_train], y[: cfg.n_train], x[cfg.n_train :], y[cfg.n_train :], cfg.n_symbols + 1, "per_step")
+
+
+def _chars(cfg) -> Data:
+    """Next-character prediction on the standard library's documentation text, split by position."""
+    from gradflow import textdata
+
+    x, y, xt, yt, vocab = textdata.char_windows(textdata.pydoc_text(), cfg.T, cfg.test_fraction, cfg.n_train,
+                                                cfg.n_test)
+    return Data(x, y, xt, yt, len(vocab), "next_token", vocab=len(vocab))
+
+
+def _recall(cfg) -> Data:
+    """Associative recall: the values of queried keys, scored at the query positions only."""
+    from gradflow import textdata
+
+    g = torch.Generator().manual_seed(cfg.seed)
+    x, y, vocab = textdata.associative_recall(cfg.n_train + cfg.n_test, cfg.pairs, cfg.queries, cfg.n_keys,
+                                              cfg.n_values, g)
+    n = cfg.n_train
+    return Data(x[:n], y[:n], x[n:], y[n:], vocab, "next_token", vocab=vocab)
 
 
 def atomic_save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from gradflow import data as datasets
 from gradflow import models, store, summary
 from gradflow.config import input_scale, resolve_device
+from gradflow.models.custom import activation_kind
 from gradflow.models.init import initialize
 from gradflow.probes import quantities as pq
 from gradflow.probes.core import Probes
@@ -38,8 +39,9 @@ def prepare(cfg: DictConfig):
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     data = datasets.build(cfg.data, device, input_scale(cfg))
-    model = models.build(cfg, data.input_shape, data.n_classes, per_step=data.task == "per_step")
-    initialize(model, cfg.init, cfg.model.activation)
+    model = models.build(cfg, data.input_shape, data.n_classes, per_step=data.task in ("per_step", "next_token"),
+                         vocab=data.vocab)
+    initialize(model, cfg.init, activation_kind(model) if cfg.model.activation == "auto" else cfg.model.activation)
     if hasattr(model, "post_init"):  # family-specific init on top of the scheme (recurrent weights, Fixup, ...)
         model.post_init(cfg)
     return device, data, model.to(device)
@@ -74,7 +76,9 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
             on_step(t, n)
 
     try:
-        probes = Probes(model, cfg.model.activation, histograms=cfg.probe.histograms)
+        # model.activation=auto (model=custom): each activation module's own kind
+        probes = Probes(model, None if cfg.model.activation == "auto" else cfg.model.activation,
+                        histograms=cfg.probe.histograms)
         try:
             result = train(model, data, cfg, probes, progress)
         except Exception as e:
@@ -119,7 +123,7 @@ def final_metrics(metrics: list[tuple[int, str, str, float]], status: str) -> di
     if status != store.DIVERGED:
         return {"final": by_step[max(by_step)] if by_step else {}}
     finite = [s for s, row in by_step.items() if all(math.isfinite(v) for v in row.values())]
-    return {"final": {}, "last_finite": {"step": max(finite), **by_step[max(finite)]} if finite else {}}
+    return {"final": {}, "last_finite": {store.STEP: max(finite), **by_step[max(finite)]} if finite else {}}
 
 
 @contextmanager

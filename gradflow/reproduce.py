@@ -420,6 +420,15 @@ def fd_cost(arm: Arm, where=None, entries=8, batch=8, eps=1e-6) -> Measured:
     return _mean([r.cost_ratio / r.n_params for r in _gradchecks(arm, where, entries, batch, eps)])
 
 
+@measure
+def layer_value(arm: Arm, where=None, quantity="grad_norm", step=0, layer=0) -> Measured:
+    """A quantity at one probe point at a step; a negative layer counts from the output (-1 = the head)."""
+    def one(g):
+        p = store.profile(g, quantity, step)
+        return float(p.loc[_layer(layer, p.index)])
+    return _per_run(arm.table("layers", where), one)
+
+
 # --- more measures: add new ones above this line, each with @measure and a docstring ---------------
 
 

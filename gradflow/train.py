@@ -7,6 +7,8 @@ The loop never prints or writes: it returns rows and reports progress through a 
 
 from __future__ import annotations
 
+import bisect
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -18,6 +20,7 @@ import torch.nn.functional as F
 from gradflow.data import Data
 from gradflow.probes.core import Probes, schedule
 from gradflow.probes.jacobian import jacobian_spectra
+from gradflow.textdata import IGNORE
 
 ProgressFn = Callable[[int, int], None]  # (step, steps)
 
@@ -44,12 +47,24 @@ def make_optimizer(params, cfg) -> torch.optim.Optimizer:
 
 
 def make_schedule(opt: torch.optim.Optimizer, cfg, steps: int):
-    """The learning-rate schedule, stepped once per update (None for a constant rate)."""
-    if cfg.schedule == "step":
-        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.milestones), gamma=cfg.gamma)
-    if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
-    return None
+    """The learning-rate schedule, stepped once per update (None for a constant rate without warm-up).
+
+    The factor on lr after t updates: the schedule's (step: gamma per milestone passed; cosine: to 0 at
+    `steps`), times a linear warm-up (t + 1) / warmup over the first `cfg.warmup` updates.
+    """
+    if cfg.schedule == "constant" and not cfg.warmup:
+        return None
+    kind, gamma, milestones, warmup = cfg.schedule, cfg.gamma, sorted(cfg.milestones), cfg.warmup
+
+    def factor(t: int) -> float:
+        f = min(1.0, (t + 1) / warmup) if warmup else 1.0
+        if kind == "step":
+            f *= gamma ** bisect.bisect_right(milestones, t)
+        elif kind == "cosine":
+            f *= 0.5 * (1.0 + math.cos(math.pi * min(t, steps) / max(steps, 1)))
+        return f
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 ADDING_TOLERANCE = 0.04  # a regression prediction within this of the target counts as correct
@@ -59,10 +74,15 @@ def loss_and_accuracy(out: torch.Tensor, y: torch.Tensor, task: str) -> tuple[to
     """The batch-mean loss and accuracy for a task, on device.
 
     classification: cross-entropy, argmax accuracy; regression: MSE, fraction within
-    ADDING_TOLERANCE; per_step: cross-entropy over every step, accuracy on the non-blank targets.
+    ADDING_TOLERANCE; per_step: cross-entropy over every step, accuracy on the non-blank targets;
+    next_token: cross-entropy and accuracy over the scored positions (target != IGNORE).
     """
     if out.dtype != torch.float64:  # half precision is upcast; float64 (gradflow gradcheck) is kept
         out = out.float()
+    if task == "next_token":
+        scored = y != IGNORE
+        loss = F.cross_entropy(out.flatten(0, 1), y.flatten(), ignore_index=IGNORE)
+        return loss, ((out.argmax(-1) == y) & scored).sum() / scored.sum().clamp(min=1)
     if task == "classification":
         return F.cross_entropy(out, y), (out.argmax(1) == y).float().mean()
     if task == "regression":

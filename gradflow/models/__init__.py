@@ -20,16 +20,22 @@ class ProbePoint:
     activation: nn.Module | None  # the activation after it, whose output statistics are probed
 
 
-def build(cfg, input_shape: tuple[int, ...], n_classes: int, per_step: bool = False) -> nn.Module:
+def build(cfg, input_shape: tuple[int, ...], n_classes: int, per_step: bool = False, vocab: int = 0) -> nn.Module:
     """The model for `cfg` (the whole run config); it has a `probe_points` list.
 
     `per_step`: the task wants an output at every time step (sequence models only).
+    `vocab`: the inputs are token ids in [0, vocab) (0: real-valued inputs).
     """
     family = FAMILIES.get(cfg.model.name)
     if family is None:
         raise GradflowError(f"model={cfg.model.name!r} is not a known family; choices: {', '.join(FAMILIES)}")
+    if family in (Transformer, Custom):  # token ids or real vectors, one output per position or per sequence
+        return family.from_config(cfg, input_shape, n_classes, per_step=per_step, vocab=vocab)
+    if vocab:
+        raise GradflowError(f"data={cfg.data.name} gives token ids: use model=transformer or model=custom")
     if per_step and family is not Recurrent:
-        raise GradflowError(f"data={cfg.data.name} needs an output per time step: use model=rnn, lstm or gru")
+        raise GradflowError(f"data={cfg.data.name} needs an output per time step: use model=rnn, lstm, gru, "
+                            "transformer or custom")
     if per_step:
         return Recurrent.from_config(cfg, input_shape, n_classes, per_step=True)
     return family.from_config(cfg, input_shape, n_classes)
@@ -54,9 +60,11 @@ def make_norm(kind: str, features: int, eps: float = 1e-5, dims: int = 0) -> nn.
 # ProbePoint and make_norm from here, so they come last. A new family: its module, one line here, and its
 # schema in config.MODEL_SCHEMAS.
 from gradflow.models.cnn import CNN  # noqa: E402
+from gradflow.models.custom import Custom  # noqa: E402
 from gradflow.models.mlp import MLP  # noqa: E402
 from gradflow.models.resnet import ResNet  # noqa: E402
 from gradflow.models.rnn import Recurrent  # noqa: E402
+from gradflow.models.transformer import Transformer  # noqa: E402
 
-FAMILIES: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": CNN, "resnet": ResNet, "rnn": Recurrent, "lstm": Recurrent,
-                                        "gru": Recurrent}
+FAMILIES: dict[str, type] = {"mlp": MLP, "cnn": CNN, "resnet": ResNet, "rnn": Recurrent, "lstm": Recurrent,
+                             "gru": Recurrent, "transformer": Transformer, "custom": Custom}

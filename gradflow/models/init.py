@@ -16,11 +16,20 @@ def fans(weight: torch.Tensor) -> tuple[int, int]:
     return weight.shape[1] * receptive, weight.shape[0] * receptive
 
 
+GPT2_STD = 0.02  # Radford et al. 2019 (GPT-2), as in nanoGPT
+
+
 @torch.no_grad()
 def initialize(model, init_cfg, activation: str) -> None:
+    if init_cfg.name == "keep":  # the model's own initialization
+        return
     for point in model.probe_points:
         if getattr(point.layer, "weight", None) is not None:  # not the state markers of recurrent nets
             init_layer(point.layer.weight, getattr(point.layer, "bias", None), init_cfg, activation)
+    residual = getattr(model, "residual_outputs", [])
+    if init_cfg.name == "gpt2" and residual:  # GPT-2: each of the 2 x depth residual writes shrinks by 1/sqrt(2 depth)
+        for layer in residual:
+            layer.weight.mul_(len(residual) ** -0.5)
 
 
 @torch.no_grad()
@@ -51,6 +60,8 @@ def init_layer(w: torch.Tensor, b: torch.Tensor | None, cfg, activation: str) ->
         tap = torch.empty(w.shape[0], w.shape[1], dtype=w.dtype, device=w.device)
         torch.nn.init.orthogonal_(tap, gain=cfg.gain)
         w[(slice(None), slice(None), *centre)] = tap
+    elif name == "gpt2":
+        w.normal_(0.0, GPT2_STD)
     elif name == "meanfield":  # W ~ N(0, sw2 / fan_in), b ~ N(0, sb2)
         w.normal_(0.0, math.sqrt(cfg.sw2 / fan_in))
         if b is not None:

@@ -1,0 +1,91 @@
+"""Your own nn.Module (`model=custom model.target=...`), built by Hydra's instantiate, its probe points
+found by `gradflow.models.discover` from one forward pass on an example batch shaped like the data.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import torch
+import torch.nn as nn
+
+from gradflow.activations import ACTIVATIONS
+from gradflow.errors import GradflowError
+from gradflow.models.discover import discover
+
+_KIND = {a.torch_name: a.name for a in ACTIVATIONS.values()}  # activation module class -> registry name
+
+
+def activation_kind(model: nn.Module) -> str:
+    """The registry name of the probe points' activation modules when they are all of one kind, else
+    "linear": the nonlinearity whose gain the kaiming schemes use on a user's model."""
+    kinds = {_KIND[type(p.activation).__name__] for p in model.probe_points if p.activation is not None}
+    return kinds.pop() if len(kinds) == 1 else "linear"
+
+
+def resolve(target: str):
+    """`module:attr` or `pkg.module.Attr` -> the object, importable from the current folder."""
+    text = target.strip()
+    module_name, _, attr = text.partition(":") if ":" in text else text.rpartition(".")
+    if not module_name or not attr:
+        raise GradflowError(f"model.target={target!r} is not a dotted path or module:attr, e.g. my_models:Net")
+    if os.getcwd() not in sys.path:  # the console script does not put the current folder on the path
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise GradflowError(f"model.target={target!r}: cannot import {module_name!r} ({e}); it must be importable "
+                            f"from the current folder {os.getcwd()}") from None
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise GradflowError(f"model.target={target!r}: {module_name} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    return f"{module_name}.{attr}", obj
+
+
+class Custom:
+    """The adapter from `model=custom` config values to the user's module with its probe points."""
+
+    @classmethod
+    def from_config(cls, cfg, input_shape, n_classes, per_step=False, vocab=0) -> nn.Module:
+        from hydra.utils import instantiate
+        from omegaconf import OmegaConf
+
+        m = cfg.model
+        if OmegaConf.is_missing(m, "target") or not str(m.target).strip():  # checked here, not at composition:
+            # a sweep's planner composes its structural overrides before the point's values
+            raise GradflowError("model=custom needs model.target: a dotted path or module:attr of an nn.Module "
+                                "class or factory importable from the current folder, e.g. model.target=my_models:Net")
+        path, _ = resolve(str(m.target))
+        kwargs = OmegaConf.to_container(m.kwargs, resolve=True)
+        try:
+            model = instantiate({"_target_": path, **kwargs})
+        except Exception as e:
+            cause = e.__cause__ or e
+            raise GradflowError(f"model.target={m.target} with model.kwargs={kwargs} failed to build: "
+                                f"{type(cause).__name__}: {' '.join(str(cause).split())}") from None
+        if not isinstance(model, nn.Module):
+            raise GradflowError(f"model.target={m.target} built a {type(model).__name__}, not a torch.nn.Module")
+        # an example batch of two, shaped and typed like the data
+        x = torch.zeros(2, *input_shape, dtype=torch.int64) if vocab else torch.randn(2, *input_shape)
+        expected = (2, input_shape[0], n_classes) if per_step else (2, n_classes)
+        shapes = f"input {tuple(x.shape)}{' token ids' if vocab else ''} -> expected output {expected}"
+        try:
+            with torch.no_grad():
+                out = model.eval()(x)
+        except Exception as e:
+            raise GradflowError(f"model.target={m.target} does not fit data={cfg.data.name}: {shapes}, but the "
+                                f"forward pass failed: {type(e).__name__}: {' '.join(str(e).split())}") from None
+        finally:
+            model.train()
+        try:
+            model.probe_points = discover(model, x)
+        except GradflowError as e:
+            raise GradflowError(f"model.target={m.target}: {e}") from None
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        if got != expected:
+            raise GradflowError(f"model.target={m.target} does not fit data={cfg.data.name}: {shapes}, got {got}")
+        return model

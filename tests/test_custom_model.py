@@ -1,0 +1,146 @@
+"""model=custom: a user's module from a file in the current folder, its probe points discovered in forward
+order, probe values against plain autograd, the real CLI and a sweep, init=keep, and bad input."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import uuid
+
+import pandas as pd
+import pytest
+import torch
+
+from gradflow.config import compose
+from tests.test_transformer import assert_one_line, check_probes_against_autograd, forward_order, setup
+
+# registered out of forward order (head first), with a ReLU after one layer, a LayerNorm (not an
+# activation) after another, a Conv1d, a functional tanh, and a module without weights
+MODELS = '''
+import torch
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self, width=16, d_in=40, n_out=10):
+        super().__init__()
+        self.head = nn.Linear(width, n_out)
+        self.conv = nn.Conv1d(1, 2, 3, padding=1)
+        self.body = nn.Sequential(nn.Linear(2 * d_in, width), nn.ReLU(), nn.Linear(width, width), nn.LayerNorm(width))
+
+    def forward(self, x):  # (B, d_in) -> (B, n_out)
+        h = self.conv(x.unsqueeze(1)).flatten(1)
+        return self.head(torch.tanh(self.body(h)))
+
+
+class Tagger(nn.Module):
+    """Token ids (B, T) -> per-position logits (B, T, vocab)."""
+    def __init__(self, vocab, width=8):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, width)
+        self.mix = nn.Linear(width, width)
+        self.act = nn.GELU()
+        self.out = nn.Linear(width, vocab)
+
+    def forward(self, x):
+        return self.out(self.act(self.mix(self.emb(x))))
+
+
+class NoWeights(nn.Module):
+    def forward(self, x):
+        return x[:, :10]
+
+
+def not_a_module(width=3):
+    return {"width": width}
+'''
+
+
+@pytest.fixture
+def user_models(tmp_path, monkeypatch):
+    """A models file in a fresh current folder; returns its (unique) module name."""
+    name = f"user_models_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(MODELS))
+    monkeypatch.chdir(tmp_path)
+    yield name
+    sys.modules.pop(name, None)
+    if str(tmp_path) in sys.path:
+        sys.path.remove(str(tmp_path))
+
+
+TINY = ["train.steps=2", "train.batch_size=8", "probe.every=1", "train.eval_every=1", "threads=1"]
+
+
+def test_discovered_points_follow_the_forward_pass(user_models):
+    cfg, data, model = setup(["model=custom", f"model.target={user_models}:Net", *TINY])
+    names = [p.name for p in model.probe_points]
+    assert names == ["conv", "body.0", "body.2", "head"]  # not the registration order (head first)
+    assert forward_order(model, data.x_train[:2]) == names
+    followers = {p.name: type(p.activation).__name__ if p.activation is not None else None for p in model.probe_points}
+    assert followers == {"conv": None, "body.0": "ReLU", "body.2": None, "head": None}  # LayerNorm is no activation
+    assert cfg.model.activation == "auto" and cfg.init.name == "keep"
+
+
+@pytest.mark.parametrize("overrides", [
+    [":Net", "+model.kwargs.width=6", "init=kaiming_normal"],
+    [":Tagger", "+model.kwargs.vocab=9", "data=recall", "data.pairs=2", "data.queries=2", "data.n_keys=4",
+     "data.n_values=5", "data.n_train=32", "data.n_test=16", "optim=adam"],
+])
+def test_custom_probe_values_equal_plain_autograd(user_models, overrides):
+    target, *rest = overrides
+    cfg, data, model = setup(["model=custom", f"model.target={user_models}{target}", *TINY, *rest])
+    check_probes_against_autograd(cfg, data, model)
+
+
+def test_init_keep_leaves_the_model_and_a_scheme_replaces_it(user_models):
+    torch.manual_seed(0)
+    _, _, kept = setup(["model=custom", f"model.target={user_models}:Net", *TINY])
+    std_keep = kept.body[0].weight.std().item()
+    bound = (1 / 80) ** 0.5  # PyTorch's own Linear init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = 80
+    assert std_keep == pytest.approx(bound / 3**0.5, rel=0.1)
+    _, _, lecun = setup(["model=custom", f"model.target={user_models}:Net", "init=lecun_normal", *TINY])
+    assert lecun.body[0].weight.std().item() == pytest.approx(80**-0.5, rel=0.1)
+    assert torch.count_nonzero(lecun.body[0].bias) == 0
+    assert lecun.body[3].weight.eq(1).all()  # the LayerNorm's 1-D weight is not a weight layer
+
+
+def test_custom_model_through_the_real_cli_and_a_sweep(cli, user_models, tmp_path):
+    results = tmp_path / "results"
+    out = cli("run", "model=custom", f"model.target={user_models}:Net", "+model.kwargs.width=12", "train.steps=3",
+              "threads=1", f"results={results}", "name=one")
+    assert out.exit_code == 0, out.output
+    layers = pd.read_parquet(next((results / "one").glob("*/layers.parquet")))
+    at0 = layers[layers["step"] == 0]
+    assert at0.drop_duplicates("layer").sort_values("layer")["name"].tolist() == ["conv", "body.0", "body.2", "head"]
+    # the ReLU's statistics exist for body.0 only; elsewhere those cells are masked (absent), not made up
+    assert set(at0[at0["quantity"] == "act_dead"]["name"]) == {"body.0"}
+    assert set(at0[at0["quantity"] == "act_mean"]["name"]) == {"body.0"}
+    out = cli("sweep", "model=custom", f"model.target={user_models}:Net", "+model.kwargs.width=8,12", "train.steps=3",
+              "threads=1", f"results={results}", "--name", "grid")
+    assert out.exit_code == 0, out.output
+    from gradflow import load
+
+    df = load(results / "grid")
+    assert set(df["model.kwargs.width"]) == {8, 12} and df["value"].notna().all()
+    out = cli("ls", str(results / "grid"))
+    assert out.exit_code == 0 and "ok: 2" in out.output
+
+
+@pytest.mark.parametrize("target, extra, message", [
+    (":Nett", [], "has no attribute 'Nett'"),
+    ("_missing:Net", [], "cannot import"),
+    (":not_a_module", [], "built a dict, not a torch.nn.Module"),
+    (":NoWeights", [], "has no weight layers"),
+    (":Net", ["+model.kwargs.d_in=41"], "does not fit data=mnist1d: input (2, 40) -> expected output (2, 10)"),
+    (":Net", ["+model.kwargs.n_out=3"], "does not fit data=mnist1d: input (2, 40) -> expected output (2, 10), got (2, 3)"),
+    (":Net", ["+model.kwargs.depth=3"], "failed to build: TypeError"),
+])
+def test_bad_custom_models_are_one_line(cli, user_models, tmp_path, target, extra, message):
+    results = tmp_path / "results"
+    out = cli("run", "model=custom", f"model.target={user_models}{target}", *extra, f"results={results}")
+    assert_one_line(out, message, results)
+
+
+def test_missing_target_is_one_line(cli, tmp_path):
+    assert_one_line(cli("run", "model=custom", f"results={tmp_path / 'r'}"), "model=custom needs model.target",
+                    tmp_path / "r")

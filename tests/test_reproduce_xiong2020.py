@@ -1,0 +1,52 @@
+"""xiong2020 at --quick: every claim passes, a claim value agrees with a recomputation from layers.parquet with
+pandas, and forcing pre-LN in every arm makes the post-LN claims FAIL. Both tests share one results folder, so
+the breaking run redoes only the runs its override changes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.reproducing import figures_drawn, reproduce, verdicts
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("results")
+
+
+@pytest.fixture(scope="module")
+def xiong(shared):
+    return reproduce("xiong2020", shared)
+
+
+def grad_at_init(arm_dir: Path, depth: int, name: str) -> float:
+    """Mean over seeds of ||dL/dW|| at step 0 for the probe point `name`, read with pandas alone."""
+    values = []
+    for job in arm_dir.glob(f"*model.depth={depth},*"):
+        layers = pd.read_parquet(job / "layers.parquet")
+        row = layers[(layers["step"] == 0) & (layers["quantity"] == "grad_norm") & (layers["name"] == name)]
+        values.append(float(row["value"].iloc[0]))
+    assert len(values) == 2  # two seeds at --quick
+    return sum(values) / len(values)
+
+
+@pytest.mark.slow
+def test_xiong2020_quick_passes(xiong):
+    assert len(xiong.claims) == 9 and xiong.passed, verdicts(xiong)
+    figures_drawn(xiong, ["profile-grad-init-post-ln", "profile-grad-init-pre-ln", "curves-post-ln"])
+    expect = (grad_at_init(xiong.root / "post_init", 24, "b23.mlp.out")
+              / grad_at_init(xiong.root / "pre_init", 24, "b23.mlp.out"))
+    assert xiong.claim("the same ratio, L = 24").measured.value == pytest.approx(expect, rel=1e-6)
+
+
+def test_xiong2020_pre_ln_everywhere_fails_the_post_ln_claims(shared):
+    broken = reproduce("xiong2020", shared, "model.ln=pre")
+    failing = [r.text for r in broken.claims if not r.passed]
+    assert len(failing) == 8, verdicts(broken)
+    # the one claim about pre-LN alone still holds
+    assert broken.claim("pre-LN, L = 12: MLP-out").passed
+    # both "arms" are now the same pre-LN nets
+    assert broken.claim("the same ratio, L = 12").measured.value == pytest.approx(1.0, rel=1e-6)

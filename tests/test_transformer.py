@@ -1,0 +1,314 @@
+"""model=transformer: probe values against plain autograd, forward order, the init schemes, the token
+datasets, the warm-up schedule, the CLI (run, sweep) and bad input."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from gradflow import activations
+from gradflow import data as datasets
+from gradflow import models
+from gradflow.config import compose
+from gradflow.models.init import initialize
+from gradflow.models.custom import activation_kind
+from gradflow.probes.core import Probes
+from gradflow.textdata import IGNORE, associative_recall, char_windows, pydoc_text
+from gradflow.train import Batches, make_optimizer, make_schedule, train
+
+TINY_TF = ["model=transformer", "model.depth=2", "model.d_model=8", "model.heads=2", "model.mlp_ratio=2",
+           "train.steps=2", "train.batch_size=8", "probe.every=1", "train.eval_every=1"]
+TINY_CHARS = ["data=chars", "data.T=12", "data.n_train=32", "data.n_test=16"]
+
+
+def setup(overrides):
+    cfg = compose(overrides)
+    torch.manual_seed(cfg.seed)
+    data = datasets.build(cfg.data, torch.device("cpu"))
+    model = models.build(cfg, data.input_shape, data.n_classes, per_step=data.task in ("per_step", "next_token"),
+                         vocab=data.vocab)
+    auto = cfg.model.activation == "auto"  # model=custom: each activation module's own kind
+    initialize(model, cfg.init, activation_kind(model) if auto else cfg.model.activation)
+    return cfg, data, model
+
+
+def reference_loss(out, y, task):
+    """The batch-mean loss, written out by hand: log-softmax picked at the targets, averaged over scored cells."""
+    logp = out.log_softmax(-1)
+    if task == "classification":
+        return -logp.gather(1, y[:, None]).mean()
+    scored = y != IGNORE
+    return -logp.gather(-1, y.clamp(min=0)[..., None]).squeeze(-1)[scored].mean()
+
+
+def check_probes_against_autograd(cfg, data, model):
+    """Train with probes, replay the same batches on an unprobed copy with retain_grad on every probe
+    point's output, and compare every probed value (and which cells are masked)."""
+    reference = copy.deepcopy(model)
+    auto = cfg.model.activation == "auto"
+    probes = Probes(model, None if auto else cfg.model.activation)
+    quantities = probes.quantities
+    result = train(model, data, cfg, probes)
+    probes.remove()
+    assert result.status == "ok" and result.probe_steps == list(range(cfg.train.steps + 1))
+    opt = make_optimizer(reference.parameters(), cfg.optim)
+    batches = Batches(len(data.x_train), cfg.train.batch_size, cfg.seed, "cpu")
+    points = reference.probe_points
+    by_module = {a.torch_name: a for a in activations.ACTIVATIONS.values()}
+    for step, (values, mask) in enumerate(zip(result.probe_values, result.probe_masks)):
+        outputs, acts = {}, {}
+
+        def keep(k):
+            def hook(m, i, z):
+                z.retain_grad()
+                outputs[k] = z
+            return hook
+
+        hooks = [p.layer.register_forward_hook(keep(k)) for k, p in enumerate(points)]
+        hooks += [p.activation.register_forward_hook(lambda m, i, y, k=k: acts.update({k: y.detach()}))
+                  for k, p in enumerate(points) if p.activation is not None]
+        idx = batches.next()
+        loss = reference_loss(reference(data.x_train[idx]), data.y_train[idx], data.task)
+        opt.zero_grad()
+        loss.backward()
+        for h in hooks:
+            h.remove()
+        weighted = [getattr(p.layer, "weight", None) is not None and p.layer.weight.dim() >= 2 for p in points]
+        before = [p.layer.weight.detach().clone() if w else None for p, w in zip(points, weighted)]
+        if step < cfg.train.steps:
+            opt.step()
+        for k, p in enumerate(points):
+            got, ok = dict(zip(quantities, values[k])), dict(zip(quantities, mask[k]))
+            z = outputs[k]
+            expect = {"signal_norm": (z.shape[0] * (z.grad**2).sum()).sqrt()}
+            if weighted[k]:
+                expect["grad_norm"] = torch.linalg.vector_norm(p.layer.weight.grad)
+                expect["weight_norm"] = torch.linalg.vector_norm(before[k])
+                if step < cfg.train.steps:
+                    expect["update_ratio"] = (torch.linalg.vector_norm(p.layer.weight.detach() - before[k])
+                                              / torch.linalg.vector_norm(before[k]))
+            if getattr(p.layer, "bias", None) is not None:
+                expect["bias_grad_norm"] = torch.linalg.vector_norm(p.layer.bias.grad)
+            if k in acts:
+                y = acts[k]
+                act = by_module[type(p.activation).__name__] if auto else activations.get(cfg.model.activation)
+                expect["act_mean"], expect["act_std"] = y.mean(), y.std()
+                if act.saturation:
+                    expect["act_saturated"] = ((y < act.saturation[0]) | (y > act.saturation[1])).float().mean()
+                if act.can_die:
+                    expect["act_dead"] = (y == 0).float().mean()
+            for q, v in expect.items():
+                assert ok[q], (step, p.name, q)
+                assert got[q] == pytest.approx(float(v), rel=1e-4, abs=1e-7), (step, p.name, q)
+            # what does not apply is masked, never a made-up number
+            assert {q for q in quantities if ok[q]} == set(expect), (step, p.name)
+    return result
+
+
+def forward_order(model, x) -> list[str]:
+    """Probe point names in the order their modules first run in one forward pass."""
+    name = {id(p.layer): p.name for p in model.probe_points}
+    seen: list[str] = []
+    hooks = [p.layer.register_forward_hook(lambda m, i, o: seen.append(name[id(m)]) if name[id(m)] not in seen else None)
+             for p in model.probe_points]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+CASES = {
+    "pre-layernorm-gelu-chars": [*TINY_CHARS],
+    "post-rmsnorm-relu-adam-recall": ["data=recall", "data.pairs=3", "data.queries=2", "data.n_keys=5",
+                                      "data.n_values=4", "data.n_train=32", "data.n_test=16", "model.ln=post",
+                                      "model.norm_kind=rmsnorm", "model.activation=relu", "optim=adam"],
+    "none-alpha-tanh-copy": ["data=copy", "data.T=4", "data.copy_len=2", "data.n_symbols=3", "data.n_train=32",
+                             "data.n_test=16", "model.ln=none", "model.alpha=inv_sqrt_depth", "model.activation=tanh"],
+    "pre-classify-mnist1d-gpt2": ["model.activation=sigmoid", "init=gpt2"],
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_transformer_probe_values_equal_plain_autograd(case):
+    cfg, data, model = setup([*TINY_TF, *CASES[case]])
+    check_probes_against_autograd(cfg, data, model)
+
+
+def test_probe_points_are_named_by_block_and_role_in_forward_order():
+    cfg, data, model = setup([*TINY_TF, *TINY_CHARS, "model.depth=3"])
+    names = [p.name for p in model.probe_points]
+    block = ["attn.qkv", "attn.out", "attn.resid", "mlp.in", "mlp.out", "resid"]
+    assert names == ["tok_emb", "pos_emb", *(f"b{i}.{r}" for i in range(3) for r in block), "head"]
+    assert forward_order(model, data.x_train[:2]) == names
+    # the residual-stream states carry no weight; every other point owns a weight matrix
+    assert [p.name for p in model.probe_points if getattr(p.layer, "weight", None) is None] == \
+        [f"b{i}.{r}" for i in range(3) for r in ("attn.resid", "resid")]
+
+
+@pytest.mark.parametrize("ln", ["pre", "post", "none"])
+def test_block_computes_the_placement_it_names(ln):
+    """One block recomputed from its weights with plain tensor ops."""
+    cfg, data, model = setup([*TINY_TF, *TINY_CHARS, f"model.ln={ln}", "model.alpha=0.5", "model.depth=1"])
+    b = model.blocks[0]
+    x = torch.randn(3, 5, 8)
+
+    def norm(h):
+        return torch.nn.functional.layer_norm(h, (8,), eps=1e-5) if ln != "none" else h
+
+    def attn(h):
+        q, k, v = (h @ b.attn.qkv.weight.T + b.attn.qkv.bias).split(8, dim=2)
+        q, k, v = (t.view(3, 5, 2, 4).transpose(1, 2) for t in (q, k, v))
+        scores = (q @ k.transpose(-1, -2)) / 2.0 + torch.full((5, 5), -math.inf).triu(1)
+        y = (scores.softmax(-1) @ v).transpose(1, 2).reshape(3, 5, 8)
+        return y @ b.attn.out.weight.T + b.attn.out.bias
+
+    def mlp(h):
+        u = torch.nn.functional.gelu(h @ b.mlp.fc_in.weight.T + b.mlp.fc_in.bias)
+        return u @ b.mlp.fc_out.weight.T + b.mlp.fc_out.bias
+
+    if ln == "post":
+        h = norm(x + 0.5 * attn(x))
+        expect = norm(h + 0.5 * mlp(h))
+    else:
+        h = x + 0.5 * attn(norm(x))
+        expect = h + 0.5 * mlp(norm(h))
+    with torch.no_grad():
+        assert torch.allclose(b(x), expect, atol=1e-5)
+    has_final_norm = not isinstance(model.norm_f, torch.nn.Identity)
+    assert has_final_norm == (ln == "pre")
+
+
+def test_causal_outputs_do_not_see_the_future():
+    cfg, data, model = setup([*TINY_TF, *TINY_CHARS])
+    x = data.x_train[:2].clone()
+    with torch.no_grad():
+        a = model(x)
+        x[:, 7:] = (x[:, 7:] + 1) % data.vocab
+        b = model(x)
+    assert torch.allclose(a[:, :7], b[:, :7]) and not torch.allclose(a[:, 7:], b[:, 7:])
+
+
+def test_gpt2_init_and_keep():
+    cfg, data, model = setup([*TINY_TF, *TINY_CHARS, "model.depth=8", "model.d_model=64", "model.heads=4",
+                              "init=gpt2"])
+    residual = {id(m) for b in model.blocks for m in (b.attn.out, b.mlp.fc_out)}
+    for p in model.probe_points:
+        w = getattr(p.layer, "weight", None)
+        if w is None:
+            continue
+        std = 0.02 / math.sqrt(2 * 8) if id(p.layer) in residual else 0.02
+        assert w.std().item() == pytest.approx(std, rel=0.1), p.name
+        if getattr(p.layer, "bias", None) is not None:
+            assert torch.count_nonzero(p.layer.bias) == 0
+    torch.manual_seed(0)
+    kept = models.build(cfg, data.input_shape, data.n_classes, per_step=True, vocab=data.vocab)
+    before = copy.deepcopy(kept.state_dict())
+    initialize(kept, compose(["init=keep"]).init, "gelu")
+    assert all(torch.equal(before[k], v) for k, v in kept.state_dict().items())
+
+
+def test_every_init_scheme_applies_to_the_transformer():
+    for scheme in ("standard", "xavier_uniform", "kaiming_normal", "lecun_normal", "orthogonal", "meanfield",
+                   "delta_orthogonal"):
+        cfg, data, model = setup([*TINY_TF, *TINY_CHARS, f"init={scheme}"])
+        qkv = model.blocks[0].attn.qkv.weight
+        if scheme == "lecun_normal":  # N(0, 1/fan_in)
+            assert qkv.std().item() == pytest.approx(8**-0.5, rel=0.25)
+        with torch.no_grad():
+            assert torch.isfinite(model(data.x_train[:2])).all(), scheme
+
+
+def test_chars_split_by_position_and_targets_shift_by_one():
+    text = pydoc_text()
+    x, y, xt, yt, vocab = char_windows(text, 16, 0.1, 0, 0)
+    assert len(vocab) == len(set(text)) and x.dtype == torch.int64
+    cut = int(len(text) * 0.9)
+    decode = lambda row: "".join(vocab[i] for i in row.tolist())  # noqa: E731
+    assert decode(x[0]) == text[:16] and decode(y[0]) == text[1:17]
+    assert decode(x[1]) == text[16:32]  # non-overlapping windows
+    assert decode(xt[0]) == text[cut : cut + 16]
+    assert len(x) == (cut - 17) // 16 + 1
+    x5, *_ = char_windows(text, 16, 0.1, 5, 3)
+    assert len(x5) == 5 and decode(x5[-1]) == text[cut - 17 : cut - 1]  # evenly spaced, the last ending at the cut
+
+
+def test_associative_recall_answers_are_the_queried_values():
+    g = torch.Generator().manual_seed(0)
+    x, y, vocab = associative_recall(50, 4, 3, 6, 5, g)
+    assert x.shape == y.shape == (50, 2 * 4 + 2 * 3 - 1) and vocab == 11
+    for row, target in zip(x.tolist(), y.tolist()):
+        pairs = dict(zip(row[0:8:2], row[1:8:2]))
+        assert len(pairs) == 4 and all(k < 6 <= v < 11 for k, v in pairs.items())
+        scored = [(t, a) for t, a in enumerate(target) if a != IGNORE]
+        assert [t for t, _ in scored] == [8, 10, 12]
+        assert all(pairs[row[t]] == a for t, a in scored)
+
+
+def test_warmup_is_linear_then_the_schedule():
+    cfg = compose(["optim.lr=1.0", "optim.warmup=4"])
+    opt = make_optimizer([torch.nn.Parameter(torch.zeros(1))], cfg.optim)
+    sched = make_schedule(opt, cfg.optim, 10)
+    lrs = []
+    for _ in range(6):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
+
+
+def test_next_token_loss_and_accuracy_skip_unscored_positions():
+    from gradflow.train import loss_and_accuracy
+
+    out = torch.randn(2, 3, 5)
+    y = torch.tensor([[IGNORE, 2, IGNORE], [1, IGNORE, 4]])
+    y[1, 0] = out[1, 0].argmax()  # one right, the others right by chance or not
+    loss, acc = loss_and_accuracy(out, y, "next_token")
+    cells = [(0, 1), (1, 0), (1, 2)]
+    assert loss.item() == pytest.approx(sum(-out[i, t].log_softmax(-1)[y[i, t]].item() for i, t in cells) / 3, rel=1e-5)
+    assert acc.item() == pytest.approx(sum(int(out[i, t].argmax() == y[i, t]) for i, t in cells) / 3)
+
+
+def test_cli_run_and_sweep(cli, results):
+    out = cli("run", *TINY_TF, *TINY_CHARS, "probe.every=0", "threads=1", f"results={results}", "name=tf")
+    assert out.exit_code == 0, out.output
+    layers = pd.read_parquet(next((results / "tf").glob("*/layers.parquet")))
+    assert list(layers[(layers["step"] == 0) & (layers["quantity"] == "signal_norm")].sort_values("layer")["name"])[:3] \
+        == ["tok_emb", "pos_emb", "b0.attn.qkv"]
+    assert layers[layers["name"] == "b1.resid"]["quantity"].unique().tolist() == ["signal_norm"]
+    out = cli("sweep", *TINY_TF, *TINY_CHARS, "model.ln=pre,post", "threads=1", f"results={results}", "--name", "tfs")
+    assert out.exit_code == 0, out.output
+    from gradflow import load
+
+    df = load(results / "tfs")
+    assert set(df["model.ln"]) == {"pre", "post"} and df["value"].notna().all()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["model.heads=3"], "model.heads=3 does not divide model.d_model=8; choices: 1, 2, 4, 8"),
+    (["model.ln=middle"], "model.ln='middle' is not allowed; choices: pre, post, none"),
+    (["model.norm_kind=batchnorm"], "model.norm_kind='batchnorm' is not allowed; choices: layernorm, rmsnorm"),
+    (["model.alpha=big"], "model.alpha='big' is not allowed"),
+    (["norm=layernorm"], "norm=layernorm does not apply to model=transformer"),
+    (["data.T=0"], "data.T=0 must be >= 1"),
+])
+def test_bad_transformer_input_is_one_line(cli, results, args, message):
+    assert_one_line(cli("run", *TINY_TF, *TINY_CHARS, *args, f"results={results}"), message, results)
+
+
+def assert_one_line(out, message: str, results) -> None:
+    """Bad input: exit 1, one line naming it, no traceback, nothing written."""
+    assert out.exit_code == 1
+    lines = [ln for ln in out.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and message in lines[0], out.output
+    assert "Traceback" not in out.output
+    assert not results.exists() or not any(results.rglob("*"))
+
+
+def test_token_data_on_a_family_without_embeddings_is_one_line(cli, results):
+    out = cli("run", "model=mlp", *TINY_CHARS, "train.batch_size=8", f"results={results}")
+    assert out.exit_code == 1 and "data=chars gives token ids: use model=transformer or model=custom" in out.output
