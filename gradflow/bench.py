@@ -76,17 +76,29 @@ def _bare_loop(model, data, cfg, on_step) -> None:
     """What a user writes without gradflow: zero_grad, forward, loss, backward, step."""
     from gradflow.train import Batches, make_optimizer
 
-    loss_fn = F.cross_entropy if data.task == "classification" else F.mse_loss
     opt = make_optimizer(model.parameters(), cfg.optim)
     batches = Batches(len(data.x_train), cfg.train.batch_size, cfg.seed, data.x_train.device)
     model.train()
     for t in range(cfg.train.steps + 1):
         idx = batches.next()
         opt.zero_grad()
-        loss_fn(model(data.x_train[idx]), data.y_train[idx]).backward()
+        _bare_loss(model(data.x_train[idx]), data.y_train[idx], data.task).backward()
         if t < cfg.train.steps:
             opt.step()
         on_step(t, cfg.train.steps)
+
+
+def _bare_loss(out, y, task: str) -> torch.Tensor:
+    """The loss alone, as a user's own loop computes it (gradflow's loop also tracks accuracy)."""
+    from gradflow.textdata import IGNORE
+
+    if task == "classification":
+        return F.cross_entropy(out, y)
+    if task == "regression":
+        return F.mse_loss(out, y)
+    if task == "next_token":  # (batch, T, vocab) against (batch, T)
+        return F.cross_entropy(out.flatten(0, 1), y.flatten(), ignore_index=IGNORE)
+    return F.cross_entropy(out.transpose(1, 2), y)  # per_step: (batch, classes, T) against (batch, T)
 
 
 def _gradflow_loop(model, data, cfg, on_step) -> None:

@@ -23,7 +23,7 @@ def test_every_family_has_a_workload_that_builds():
     from gradflow.config import compose
     from gradflow.job import prepare
 
-    assert {"mlp", "cnn", "resnet20", "lstm"} <= set(bench.FAMILIES)
+    assert {"mlp", "cnn", "resnet20", "lstm", "transformer"} <= set(bench.FAMILIES)
     for name in bench.FAMILIES:
         _, data, model = prepare(compose(bench.WORKLOADS[name]))
         assert model.probe_points, name
