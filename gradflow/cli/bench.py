@@ -18,7 +18,7 @@ from gradflow.errors import GradflowError
 def bench(
     workload: Annotated[Optional[list[str]], typer.Option(
         help="reference (issue 12's tanh MLP), deep (the same at depth 100) or a family: mlp | cnn | resnet20 | "
-             "lstm (repeatable; default: every family).")] = None,
+             "lstm | transformer (repeatable; default: every family).")] = None,
     threads: Annotated[Optional[list[int]], typer.Option(help="Intra-op CPU threads (repeatable; default 1).")] = None,
     steps: Annotated[int, typer.Option(help="Updates per timed run (the first and last are not timed).")] = 101,
     rounds: Annotated[int, typer.Option(help="Interleaved rounds of every loop; the median is reported.")] = 5,
