@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from gradflow.errors import GradflowError
+from gradflow.errors import GradflowError, shorten
 
 # --- where the configs live: inside the installed package (wheel) or at the checkout's root ---
 _PKG = Path(__file__).resolve().parent
@@ -390,12 +390,6 @@ TRAIN_SIZES = {"mnist1d": 4000, "mnist": 60000, "fashion_mnist": 60000, "cifar10
 ALPHA_WORDS = ("inv_sqrt_depth", "learnable")
 
 
-def shorten(value: Any, limit: int = 40) -> str:
-    """repr(value), cut to `limit` characters, so an error stays one terminal line."""
-    text = repr(value) if isinstance(value, str) else str(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _choice(key: str, value: Any, choices) -> None:
     if value not in choices:
         raise GradflowError(f"{key}={shorten(value)} is not allowed; choices: {', '.join(map(str, choices))}")
@@ -620,8 +614,8 @@ def _scale(cfg) -> None:
 def _init(cfg) -> None:
     i = cfg.init
     _choice("init.name", i.name, INIT_CHOICES)
-    if i.name in INIT_KEYS["init.gain"] and not i.gain > 0:
-        raise GradflowError(f"init.gain={i.gain} must be > 0")
+    if i.name in INIT_KEYS["init.gain"]:
+        _positive("init.gain", i.gain, 0)  # 0: all-zero weights, a net that learns nothing, on purpose
     if i.name in INIT_KEYS["init.mode"]:
         _choice("init.mode", i.mode, MODE_CHOICES)
     if i.name == "meanfield":

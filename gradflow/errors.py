@@ -7,3 +7,12 @@ class GradflowError(Exception):
     The message must name the key, value or path at fault and, where there is a fixed set,
     the valid choices.
     """
+
+
+def shorten(text, limit: int = 60) -> str:
+    """A value short enough for a one-line message: its start and end around an ellipsis."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    keep = (limit - 1) // 2
+    return f"{text[:keep]}…{text[-keep:]} ({len(text)} characters)"

@@ -123,7 +123,7 @@ def final_metrics(metrics: list[tuple[int, str, str, float]], status: str) -> di
     if status != store.DIVERGED:
         return {"final": by_step[max(by_step)] if by_step else {}}
     finite = [s for s, row in by_step.items() if all(math.isfinite(v) for v in row.values())]
-    return {"final": {}, "last_finite": {"step": max(finite), **by_step[max(finite)]} if finite else {}}
+    return {"final": {}, "last_finite": {store.STEP: max(finite), **by_step[max(finite)]} if finite else {}}
 
 
 @contextmanager

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from gradflow.errors import GradflowError
+from gradflow.errors import GradflowError, shorten  # noqa: F401  (store.shorten: the one value shortener)
 
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
@@ -304,15 +304,6 @@ def lock(study: Path, command: str | None = None) -> Iterator[None]:
         if created and [p.name for p in study.iterdir()] == [LOCK_FILE]:  # nothing was written: leave no trace
             (study / LOCK_FILE).unlink(missing_ok=True)
             study.rmdir()
-
-
-def shorten(text: str, limit: int = 60) -> str:
-    """A value short enough for a one-line message: its start and end around an ellipsis."""
-    text = str(text)
-    if len(text) <= limit:
-        return text
-    keep = (limit - 1) // 2
-    return f"{text[:keep]}…{text[-keep:]} ({len(text)} characters)"
 
 
 def write_layers(job_dir: Path, steps: list[int], names: list[str], quantities: tuple[str, ...],

@@ -332,7 +332,7 @@ def task(cfg) -> str:
     report = _reporter
     on_step = (lambda t, n: report(job_dir.name, t, n)) if report else None
     record = job.execute(cfg, job_dir, on_step=on_step, isolate=True)
-    return record["status"]
+    return record[store.STATUS]
 
 
 _watchdog: threading.Thread | None = None

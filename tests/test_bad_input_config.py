@@ -23,7 +23,7 @@ CASES = [
     case("optim.weight_decay=inf", "optim.weight_decay", "weight-decay-inf"),
     case("optim.weight_decay=-0.1", "optim.weight_decay", "weight-decay-negative"),
     case("init.gain=nan", "init.gain", "gain-nan"),
-    case("init=orthogonal init.gain=0", "init.gain", "gain-zero"),
+    case("init=orthogonal init.gain=-1", "init.gain", "gain-negative"),
     case("init=meanfield init.sw2=nan", "init.sw2", "sw2-nan"),
     case("init=meanfield init.sw2=0", "init.sw2", "sw2-zero"),
     case("init=meanfield init.sb2=-0.1", "init.sb2", "sb2-negative"),

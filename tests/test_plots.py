@@ -605,7 +605,6 @@ def test_ratio_of_the_back_propagated_signal(sweep):
         assert sorted(mine["x"]) == [5, 10, 20]
         np.testing.assert_allclose(mine["y"], r ** mine["x"].to_numpy(dtype=float))
     assert fig.get_suptitle().startswith("Back-propagated signal ratio")
-    assert fig.axes[0].get_xlim() == (5, 20)  # the axis ends at the deepest run
     with pytest.raises(GradflowError, match="weight-gradient ratio only"):
         figures.ratio(runs, "init", quantity="signal_norm")
     with pytest.raises(GradflowError, match="choices: grad_norm, signal_norm"):

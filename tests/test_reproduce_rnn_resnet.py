@@ -71,16 +71,19 @@ def skipinit(shared):
 
 @pytest.mark.slow
 def test_skipinit2020_quick(skipinit):
+    # documented FAIL (see the spec's notes): the Fixup ResNet trains but stays far above batchnorm in this budget
     assert len(skipinit.claims) == 15, verdicts(skipinit)
-    assert skipinit.passed, verdicts(skipinit)
+    assert [r.text for r in skipinit.claims if not r.passed] == ["1D ResNet, fixup minus batchnorm: final training loss"], \
+        verdicts(skipinit)
     figures_drawn(skipinit, ["profile-act-std-unscaled", "curves-mlp-fixup", "curves-resnet"])
 
     # the unscaled net's forward growth per block (2 layers), refitted from layers.parquet: log act_std
-    # against layer over the bulk, and the run diverged
+    # against layer over the bulk (act_std exists where there is an activation, the first layer of each
+    # branch; 4 of those dropped at each end), and the run diverged
     (job,) = [p for p in (skipinit.root / "mlp_unscaled").iterdir() if (p / "run.json").exists()]
     layers = pd.read_parquet(job / "layers.parquet")
     std = layers[(layers["quantity"] == "act_std") & (layers["step"] == 0)].set_index("layer")["value"].sort_index()
-    bulk = std[(std.index >= 4) & (std.index <= std.index.max() - 4)]
+    bulk = std.iloc[4:-4]
     slope = np.polyfit(bulk.index.to_numpy(float), np.log(bulk.to_numpy()), 1)[0]
     assert skipinit.claim("per-block growth").measured.value == pytest.approx(np.exp(2 * slope), rel=1e-6)
     assert json.loads((job / "run.json").read_text())["status"] == "diverged"

@@ -154,3 +154,15 @@ def test_missing_launcher_plugin_names_the_extra(monkeypatch):
     monkeypatch.setitem(sweep_mod.LAUNCHER_PLUGINS, "joblib", ("hydra_plugins.not_installed_here", "cluster"))
     with pytest.raises(GradflowError, match=r"pip install 'gradflow\[cluster\]'"):
         sweep_mod.check_launcher("joblib")
+
+
+def test_time_machinery_times_each_step_against_its_target(tmp_path):
+    """`gradflow bench --sweep` on a tiny grid: every step measured, the sweep really ran and resumed."""
+    seen = []
+    timings = sweep_mod.time_machinery(tmp_path, depths=2, seeds=1, views={"ls": seen.append})
+    assert [t.step for t in timings] == ["planning", "per job", "resume", "ls"]
+    assert all(t.seconds > 0 and t.target == sweep_mod.MACHINERY_TARGETS[t.step][0] for t in timings)
+    root = tmp_path / "bench-sweep"
+    assert seen == [root]
+    assert sorted(p.name for p in root.iterdir() if (p / "run.json").exists()) == ["model.depth=1,seed=0",
+                                                                                    "model.depth=2,seed=0"]

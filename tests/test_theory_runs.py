@@ -49,15 +49,17 @@ def test_ls_warns_when_the_chi1_fit_sits_in_the_length_maps_transient(cli, resul
     """gelu at sw2 = 2, sb2 = 0.05 from unit-variance inputs: q_0 = 2.05 against q* = 0.124, and the length map
     takes ~30 layers to get there, so a fit over layers 3-57 does not read the fixed-point chi_1. Mean field
     predicts the fit high; the measurement is high too (more so: the transient layers also break the
-    gradient-independence assumption), and ls says so."""
-    out = cli("sweep", *GELU, f"results={results}", "--name", "gelu")
+    gradient-independence assumption), and ls says so. Started at q* (data.scale=qstar), no warning."""
+    out = cli("sweep", *GELU, "data.scale=1.0,qstar", f"results={results}", "--name", "gelu")
     assert out.exit_code == 0, out.output
-    run = json.loads(cli("ls", str(results / "gelu"), "--json").output)[0]
-    measured_bias = run["chi1_measured"] / run["chi1_theory"] - 1
-    assert measured_bias > 0.05 and run["chi1_transient"] > 0.05
-    assert run["chi1_layers"] == "3-57" and run["start_qstar"] is False
+    unit, qstar = sorted(json.loads(cli("ls", str(results / "gelu"), "--json").output), key=lambda r: r["start_qstar"])
+    measured_bias = unit["chi1_measured"] / unit["chi1_theory"] - 1
+    assert measured_bias > 0.05 and unit["chi1_transient"] > 0.05
+    assert unit["chi1_layers"] == qstar["chi1_layers"] == "3-57" and qstar["start_qstar"] is True
+    assert qstar["chi1_transient"] == 0.0 and qstar["chi1_measured"] == pytest.approx(qstar["chi1_theory"], rel=0.03)
     table = " ".join(cli("ls", str(results / "gelu")).output.split())
-    assert "55 (3-57)!" in table and "transient" in table and "data.scale=qstar" in table
+    assert "55 (3-57)! " in table and "55 (3-57) q* " in table
+    assert "chi1 fit of 1 run(s) starts in the length map's transient" in table and "data.scale=qstar" in table
 
 
 def test_transient_bias_by_hand():

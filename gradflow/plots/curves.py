@@ -158,10 +158,13 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
     multi_source = n_distinct(df["source"]) > 1
     swept = [k for k in swept_keys(df) if k != "model.depth"]
     check_key(by, "by", swept)
-    by = by or (swept[0] if swept else None)
-    style = style_key(df, swept, (by,), multi_source)
     group_keys = swept + (["source"] if multi_source else [])
-    also = [k for k in swept if k not in (by, style)]
+    if by is None and not multi_source and not is_grid(df, swept + ["model.depth"]):
+        by, style, also = "run", None, []  # runs not swept together: one legended point or line each
+    else:
+        by = by or (swept[0] if swept else None)
+        style = style_key(df, swept, (by,), multi_source)
+        also = [k for k in swept if k not in (by, style)]
     palette = Palette(df, by, style)
     series = sort_series(collect_series(df, "model.depth", group_keys, log=True), df,
                          [k for k in (by, style) if k] + also)
@@ -186,7 +189,6 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
     if len(depths) <= 12:
         ax.set_xticks(depths, [fmt(d) for d in depths])
         ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xlim(depths.min(), depths.max())
     label_short_log_axis(ax, df["value"])
     ax.set_xlabel(key_label("model.depth"))
     where = "at initialization" if when == "init" else "at the last probed step"

@@ -62,16 +62,18 @@ def standard_set(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs
         emit("curves", lambda: curves(metrics, facet=_third_key(metrics)))
     if usable(runs) and not single:
         swept = swept_keys(runs)
-        if "model.depth" in swept and usable(layers):  # the weight gradient, and the signal, which vanishes
+        swept_together = is_grid(runs, swept)  # unrelated runs get no figure over their keys
+        # both ratios: the weight gradient, and the back-propagated signal (the one that vanishes)
+        if "model.depth" in swept and swept_together and usable(layers):
             for q, name in (("grad_norm", "ratio-init"), ("signal_norm", "ratio-signal_norm-init")):
                 if (layers["quantity"] == q).any():
                     emit(name, lambda: ratio(layers, "init", quantity=q))
-        elif "model.depth" in swept and "grad_ratio.init" in runs.columns:  # a runs table alone
+        elif "model.depth" in swept and swept_together and "grad_ratio.init" in runs.columns:  # runs table alone
             emit("ratio-init", lambda: ratio(runs, "init"))
         numeric = [k for k in swept if is_numeric_key(runs, k)]
         value = next((v for v in ("final.test_acc", "final.train_acc")
                       if v in runs.columns and pd.to_numeric(runs[v], errors="coerce").notna().any()), None)
-        if len(numeric) >= 2 and value:
+        if len(numeric) >= 2 and value and swept_together:
             pair = ("init.sw2", "model.depth") if {"init.sw2", "model.depth"} <= set(numeric) else tuple(numeric[:2])
             rest = [k for k in swept if k not in pair]
             if len(rest) <= 1:

@@ -146,7 +146,7 @@ class Palette:
         out, title = [], None
         if self.color is not None and not self.numeric:
             title = key_label(self.color)
-            out += [Line2D([], [], color=self._colors[vkey(v)], lw=2, label=fmt(v)) for v in self.values]
+            out += [Line2D([], [], color=self._colors[vkey(v)], lw=2, label=wrap_label(fmt(v))) for v in self.values]
         if self.style is not None:
             out += [Line2D([], [], color="0.2", lw=1.3, ls=self._styles[vkey(v)], label=value_label(self.style, v))
                     for v in self.style_values]
@@ -162,6 +162,16 @@ class Palette:
         cb.ax.set_gid("colorbar")
         if any(vkey(v) == vkey(math.nan) for v in self.values):
             cb.ax.set_xlabel("grey: n/a", fontsize="x-small")
+
+
+LABEL_WIDTH = 36  # characters per legend line: a run id of many overrides must not squash the axes
+
+
+def wrap_label(text: str) -> str:
+    """A long legend entry (a run id: key=value,key=value,...) over several lines, broken after commas."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text.replace(",", ", "), LABEL_WIDTH, break_long_words=False)).replace(", ", ",")
 
 
 def line_weight(n_lines: int) -> tuple[float, float]:
