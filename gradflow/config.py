@@ -386,6 +386,7 @@ for _op, _fn in ARITHMETIC.items():
 MAX_STEPS = 10**9  # more updates than any study here runs; larger is a typo (1e23) that would never finish
 MAX_NAME = 100  # characters in a study name: it becomes a folder name
 # training examples of the fixed-size datasets (MNIST-1D's published split; the full image sets)
+CHARS_CHARACTERS = 450_000  # about the length of pydoc_data.topics' text (465k in CPython 3.11): data=chars' size
 TRAIN_SIZES = {"mnist1d": 4000, "mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000}
 ALPHA_WORDS = ("inv_sqrt_depth", "learnable")
 
@@ -656,10 +657,8 @@ def train_size(data) -> int:
     """Training examples a data config gives (before a batch is drawn)."""
     if data.name in ("mnist", "fashion_mnist", "cifar10") and data.subset:
         return min(data.subset, TRAIN_SIZES[data.name])
-    if data.name == "chars" and not data.n_train:  # every non-overlapping window of the training text
-        from gradflow.textdata import char_window_count
-
-        return char_window_count(data.T, data.test_fraction)
+    if data.name == "chars" and not data.n_train:  # every non-overlapping window, about this many (textdata counts)
+        return int(CHARS_CHARACTERS * (1.0 - data.test_fraction)) // (data.T + 1)
     return TRAIN_SIZES.get(data.name) or data.n_train
 
 

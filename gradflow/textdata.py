@@ -46,12 +46,6 @@ def char_windows(text: str, T: int, test_fraction: float, n_train: int = 0, n_te
     return (*splits, vocab)
 
 
-def char_window_count(T: int, test_fraction: float) -> int:
-    """Training windows `char_windows` makes with n_train = 0 (every non-overlapping window)."""
-    cut = int(len(pydoc_text()) * (1.0 - test_fraction))
-    return max(0, (cut - (T + 1)) // T + 1)
-
-
 def associative_recall(n: int, pairs: int, queries: int, n_keys: int, n_values: int, generator: torch.Generator):
     """Associative recall (multi-query, as in Arora et al. 2023's MQAR): a sequence lists `pairs` key-value
     pairs with distinct keys, then `queries` keys drawn from them, each followed by its value:

@@ -138,9 +138,9 @@ def test_custom_model_through_the_real_cli_and_a_sweep(cli, user_models, tmp_pat
 def test_bad_custom_models_are_one_line(cli, user_models, tmp_path, target, extra, message):
     results = tmp_path / "results"
     out = cli("run", "model=custom", f"model.target={user_models}{target}", *extra, f"results={results}")
-    assert_one_line(out, message, results)
+    assert_one_line(out, results, message)
 
 
 def test_missing_target_is_one_line(cli, tmp_path):
-    assert_one_line(cli("run", "model=custom", f"results={tmp_path / 'r'}"), "model=custom needs model.target",
-                    tmp_path / "r")
+    assert_one_line(cli("run", "model=custom", f"results={tmp_path / 'r'}"), tmp_path / "r",
+                    "model=custom needs model.target")
