@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -53,6 +53,9 @@ class Recorder:
         self._logged: list[tuple[int, str, torch.Tensor | float]] = []
         self._last_step = -1
         self._start = time.perf_counter()
+        # the study folder (the run's parent) is locked until close(), as `gradflow run` locks it
+        self._lock = ExitStack()
+        self._lock.enter_context(store.lock(self.path.parent))
         flat = store.flatten(config or {})
         self._record = {"job": self.path.name, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         "every": every, "config_hash": store.config_hash(flat), **store.environment(), "config": flat}
@@ -109,6 +112,7 @@ class Recorder:
         store.finish(self.path, self._record)
         if self.probes is not None:
             self.probes.remove()
+        self._lock.close()
 
     def __enter__(self) -> Recorder:
         return self

@@ -132,6 +132,14 @@ def test_recorder_refuses_a_foreign_folder_and_records_a_crash(tmp_path):
     assert set(pd.read_parquet(tmp_path / "crash" / "layers.parquet").step) == {0}
 
 
+def test_the_study_folder_is_locked_while_recording(tmp_path):
+    first = gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / "run0")
+    with pytest.raises(GradflowError, match="is being written by pid"):
+        gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / "run1")
+    first.close()
+    gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / "run1").close()  # free again once closed
+
+
 def test_the_example_runs_loads_and_plots(tmp_path, cli):
     run = tmp_path / "own-loop" / "run0"
     out = subprocess.run([sys.executable, str(ROOT / "examples" / "own_loop.py"), str(run), "--steps", "20",
