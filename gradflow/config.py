@@ -328,14 +328,15 @@ def job_name(overrides: list[str] | str) -> str:
     """The run folder name for a list of `key=value` overrides (or Hydra's override_dirname)."""
     items = re.split(r",(?![^{]*\})", overrides) if isinstance(overrides, str) else list(overrides)  # not inside ${...}
     items = [_readable(o) for o in items]
-    keep = sorted(o for o in items if o and _key(o) not in NOT_IN_JOB_NAME and not _key(o).startswith("hydra"))
+    keep = sorted(o for o in items if o and override_key(o) not in NOT_IN_JOB_NAME and not override_key(o).startswith("hydra"))
     name = _UNSAFE.sub("_", ",".join(keep)) or "default"
     if len(name) > 160:
         name = name[:150] + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
     return name
 
 
-def _key(override: str) -> str:
+def override_key(override: str) -> str:
+    """The key of a `key=value` override, without Hydra's +, ++ and ~ prefixes."""
     return override.split("=", 1)[0].lstrip("+~")
 
 

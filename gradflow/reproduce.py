@@ -22,8 +22,9 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from gradflow import store, theory
-from gradflow.config import EXPERIMENTS_DIR
+from gradflow.config import EXPERIMENTS_DIR, override_key
 from gradflow.errors import GradflowError
+from gradflow.fmt import fmt
 
 if TYPE_CHECKING:
     from gradflow import sweep as sweep_mod
@@ -77,12 +78,8 @@ class Spec:
         merged: dict[str, str] = {}
         for layer in layers:
             for o in layer:
-                merged[_key(o)] = o
+                merged[override_key(o)] = o
         return list(merged.values())
-
-
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
 
 
 def names() -> list[str]:
@@ -155,10 +152,10 @@ class Measured:
         if self.note:
             return self.note
         finite = [v for v in self.per_run if np.isfinite(v)]
-        parts = [f"[{fmt_number(min(finite))}, {fmt_number(max(finite))}] over {len(self.per_run)} runs"
+        parts = [f"[{fmt(min(finite), 3)}, {fmt(max(finite), 3)}] over {len(self.per_run)} runs"
                  ] if len(finite) >= 2 else []
         if np.isfinite(self.se):
-            parts.append(f"s.e. {fmt_number(self.se)}")
+            parts.append(f"s.e. {fmt(self.se, 3)}")
         return ", ".join(parts)
 
 
@@ -501,13 +498,13 @@ def passes(value: float, expect: dict) -> tuple[bool, str]:
            "ge": ("≥", lambda v, x: v >= x)}
     for op, (sign, f) in ops.items():
         if op in expect:
-            return bool(f(value, expect[op])), f"{sign} {fmt_number(expect[op])}"
+            return bool(f(value, expect[op])), f"{sign} {fmt(expect[op], 3)}"
     if "between" in expect:
         lo, hi = expect["between"]
-        return bool(lo <= value <= hi), f"in [{fmt_number(lo)}, {fmt_number(hi)}]"
+        return bool(lo <= value <= hi), f"in [{fmt(lo, 3)}, {fmt(hi, 3)}]"
     if "approx" in expect:
         v, tol = expect["approx"], expect["tol"]
-        return bool(abs(value - v) <= tol), f"{fmt_number(v)} ± {fmt_number(tol)}"
+        return bool(abs(value - v) <= tol), f"{fmt(v, 3)} ± {fmt(tol, 3)}"
     raise GradflowError(f"claim expect={expect} is not understood; use lt, le, gt, ge, between or approx+tol")
 
 
@@ -639,12 +636,6 @@ def draw(spec: Spec, root: Path, jobs: dict[str, list[str]] | None = None, fmt: 
     return out
 
 
-def fmt_number(x: float) -> str:
-    if isinstance(x, (int, np.integer)) or (isinstance(x, float) and x.is_integer() and abs(x) < 1e6):
-        return str(int(x))
-    return f"{x:.3g}"
-
-
 def claim_cells(r: ClaimResult, source_width: int | None = None) -> dict[str, str]:
     """A claim's row, cell by cell, for the report and (with the source cut to `source_width`) the terminal."""
     spread = r.measured.spread()
@@ -653,7 +644,7 @@ def claim_cells(r: ClaimResult, source_width: int | None = None) -> dict[str, st
     if source_width is not None and len(source) > source_width:
         source = source[: source_width - 1].rstrip() + "…"
     return {"claim": r.text, "source": source, "reference": r.reference,
-            "measured": fmt_number(r.measured.value) + (f" ({spread})" if spread else ""), "test": r.test,
+            "measured": fmt(r.measured.value, 3) + (f" ({spread})" if spread else ""), "test": r.test,
             "result": verdict}
 
 

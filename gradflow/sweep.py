@@ -11,7 +11,6 @@ folder and leave when the sweep's process is gone.
 
 from __future__ import annotations
 
-import copy
 import math
 import importlib.util
 import os
@@ -27,6 +26,7 @@ from typing import Any, Callable
 from omegaconf import OmegaConf
 
 from gradflow import config as config_mod
+from gradflow.config import override_key
 from gradflow import store
 from gradflow.errors import GradflowError
 
@@ -73,10 +73,6 @@ class Plan:
 
 
 # --- checking overrides before anything is composed ---------------------------------------------------
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
 def check_overrides(overrides: list[str], command: str) -> None:
     """Refuse what would silently go wrong: an option this command does not have, a Hydra setting that
     would move outputs (gradflow owns where runs go), and an override the grammar cannot read (said
@@ -88,7 +84,7 @@ def check_overrides(overrides: list[str], command: str) -> None:
         if o.startswith("-"):
             raise GradflowError(f"{store.shorten(o, 40)} is not an option of `gradflow {command}`; settings are "
                                 f"key=value overrides (e.g. name=x, not --name x); see `gradflow {command} --help`")
-        key = _key(o)
+        key = override_key(o)
         if key.startswith("hydra") and not key.startswith(HYDRA_ALLOWED):
             raise GradflowError(f"{store.shorten(o, 60)} is refused: gradflow decides where runs go "
                                 "(<results>/<name>/<job>/); use name=NAME and results=FOLDER instead "
@@ -120,8 +116,8 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    user = [o for o in overrides if _key(o) != "name"]
-    given = [o.split("=", 1)[1] for o in overrides if _key(o) == "name"]
+    user = [o for o in overrides if override_key(o) != "name"]
+    given = [o.split("=", 1)[1] for o in overrides if override_key(o) == "name"]
     user_name = name or (given[-1] if given else "sweep")
     check_overrides(user, "sweep")
     parser = OverridesParser.create(config_loader=config_mod.config_loader())  # glob(*) lists a group's choices
@@ -151,7 +147,7 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
     for point in grid:
         cfg_overrides = _config_only(point)
         digest = store.config_hash(point_configs.flat(cfg_overrides))
-        jname = config_mod.job_name([o for o in cfg_overrides if _key(o) in swept])
+        jname = config_mod.job_name([o for o in cfg_overrides if override_key(o) in swept])
         if jname in seen:
             raise GradflowError(f"two sweep points share the folder {jname!r}; make the swept values distinct")
         seen.add(jname)
@@ -206,7 +202,7 @@ class _Configs:
         """The flat keys one value override sets, on top of a structural base (validated once). The base
         is changed in place and restored, which costs far less than copying it per value."""
         if (structural, override) not in self.deltas:
-            key = _key(override)
+            key = override_key(override)
             cfg = self.bases[structural]
             before = OmegaConf.select(cfg, key, throw_on_missing=False)
             before = OmegaConf.to_container(before) if OmegaConf.is_config(before) else before
@@ -230,7 +226,7 @@ class _Configs:
 
 def _simple(override: str) -> bool:
     """A plain key=value on an existing key (no group choice, no +/~, no interpolation)."""
-    key = _key(override)
+    key = override_key(override)
     return (key not in GROUP_KEYS and "/" not in key and override[0] not in "+~"
             and "${" not in override.replace("\\", "")
             and not key.startswith("hydra"))
@@ -240,7 +236,7 @@ GROUP_KEYS = (*config_mod.GROUPS, "experiment")  # choosing one of these compose
 
 
 def _config_only(overrides: list[str]) -> list[str]:
-    return [o for o in overrides if not _key(o).startswith("hydra")]
+    return [o for o in overrides if not override_key(o).startswith("hydra")]
 
 
 # --- points sweeps: explicit coupled values --------------------------------------------------------
@@ -377,7 +373,7 @@ def _run_hydra(p: Plan, on_step: StepFn | None) -> None:
     import hydra
 
     global _reporter
-    not_swept = sorted({_key(o) for j in p.jobs for o in j.overrides} - set(p.swept))
+    not_swept = sorted({override_key(o) for j in p.jobs for o in j.overrides} - set(p.swept))
     exclude = ",".join(list(config_mod.NOT_IN_JOB_NAME) + not_swept)
     argv = [sys.argv[0], "--multirun", *p.overrides, f"name={p.root.name}", f"results={p.root.parent}",
             f"hydra.job.config.override_dirname.exclude_keys=[{exclude}]",

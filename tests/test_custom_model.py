@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 import torch
 
-from gradflow.config import compose
 from tests.test_transformer import assert_one_line, check_probes_against_autograd, forward_order, setup
 
 # registered out of forward order (head first), with a ReLU after one layer, a LayerNorm (not an

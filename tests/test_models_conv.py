@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from gradflow.config import INIT_CHOICES, compose
 from gradflow.errors import GradflowError

@@ -3,7 +3,6 @@ clipping events; the wheel carries the configs."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import zipfile

@@ -3,13 +3,11 @@ statuses (incomplete, stale, interrupted), resume that never mixes sweeps, diver
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest

@@ -7,7 +7,6 @@ each disguises one init as the other through init.gain, which only the xavier sc
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

@@ -139,10 +139,10 @@ def test_force_reruns_and_changed_settings_rerun(cli, results):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["model.nope=1,2"], "unknown key model.nope"),
+    (["model.nope=1,2"], "unknown key 'model.nope'"),
     (["model.depth=2,0"], "sweep point"),
     (["hydra/launcher=ray"], "hydra/launcher='ray' is not known; choices: basic, joblib"),
-    (["model.depth=2,3", "--name", "../outside"], "name=../outside"),
+    (["model.depth=2,3", "--name", "../outside"], "name='../outside'"),
 ])
 def test_sweep_bad_input_fails_before_any_job(cli, results, args, message):
     out = _sweep(cli, results, *args)

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from gradflow import reproduce as rep
 from gradflow import theory
+from gradflow.fmt import fmt
 from gradflow.activations import ACTIVATIONS
 from gradflow.cli.theory import theory_app
 from gradflow.errors import GradflowError
@@ -417,7 +418,8 @@ def test_cli_point(invoke):
     out = invoke("--activation", "tanh", "--sw2", "1.0", "--sb2", "0.05", "--depth", "60")
     assert out.exit_code == 0, out.output
     assert "0.759" in out.output and "ordered" in out.output
-    assert f"{0.759 ** 30:.3g}"[:4] in out.output  # the first/last gradient ratio over 60 layers
+    ratio = theory.point("tanh", 1.0, 0.05).chi1 ** 30  # the first/last gradient ratio over 60 layers
+    assert 2.5e-4 < ratio < 2.6e-4 and fmt(ratio) in out.output  # written in scientific notation, never 0.000
 
 
 def test_cli_json_full_precision_and_digits(invoke):

@@ -115,7 +115,6 @@ def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], diff
         t.add_column(s, justify="right", overflow="fold")
     for s in sources[1:]:
         t.add_column(f"{s} vs {sources[0]}", justify="right", overflow="fold")
-    colours = {"ok": "green", "diverged": "yellow", "failed": "red", "running": "cyan"}
     cells = list(dict.fromkeys(table["cell"]))
     for cell in cells:
         part = table[table["cell"] == cell].set_index("source")
@@ -124,7 +123,7 @@ def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], diff
         for s in sources:
             st, n = part.loc[s, "status"], part.loc[s, "runs"]
             word = st.split()[-1] if st else ""
-            status.append(f"[{colours.get(word, 'white')}]{st}[/]" if n else "[dim]no run[/]")
+            status.append(f"[{store.STATUS_COLOURS.get(word, 'white')}]{st}[/]" if n else "[dim]no run[/]")
         t.add_row(*keys, "runs", *status, *([""] * (len(sources) - 1)))
         for i, (col, label, how) in enumerate(shown):
             vals = [float(part.loc[s, col]) if part.loc[s, "runs"] else math.nan for s in sources]

@@ -200,7 +200,7 @@ def show_run(job_dir: Path, record: dict, threads: int | None = None) -> None:
     from gradflow.summary import grad_ratio
 
     status = record["status"]
-    colour = {"ok": "green", "diverged": "yellow", "failed": "red"}.get(status, "white")
+    colour = store.STATUS_COLOURS.get(status, "white")
     device = record.get("device", "?")
     on = f"{device}, {threads} thread{'s' * (threads != 1)}" if threads and device == "cpu" else device
     console.print(f"[bold {colour}]{status}[/] after {record.get('steps_done', 0)} steps "

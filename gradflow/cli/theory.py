@@ -17,6 +17,7 @@ from gradflow.activations import ACTIVATIONS
 from gradflow.cli.app import app
 from gradflow.cli.console import console, user_errors
 from gradflow.errors import GradflowError
+from gradflow.fmt import fmt
 
 theory_app = typer.Typer(
     help="Mean-field theory (Poole et al. 2016, Schoenholz et al. 2017): q*, chi_1, depth scales, "
@@ -43,11 +44,7 @@ def _variance(flag: str, value: float) -> float:
 
 
 def _fmt(x: float, digits: int = 4) -> str:
-    if math.isnan(x):
-        return "n/a"
-    if math.isinf(x):
-        return "∞" if x > 0 else "-∞"
-    return f"{x:.{digits}g}"
+    return fmt(x, digits, missing="n/a")  # undefined (nan) reads "n/a" here: a theory value, not a missing cell
 
 
 def _json_number(x: float) -> float | str | None:
