@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
+import sys
 from typing import Callable, TypeVar
 
 import typer
@@ -44,3 +46,17 @@ def _short_words(message: str, limit: int = 100) -> str:
             return False
 
     return " ".join(w if len(w) <= limit or existing(w) else shorten(w, limit) for w in message.split())
+
+
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports a Ctrl-C'd command
+
+
+def leave_interrupted(message: str) -> None:
+    """After Ctrl-C: one line on stderr, then exit 130 at once. A second Ctrl-C while saying it leaves
+    at once too. The exit skips interpreter shutdown, where a late signal would otherwise end the
+    process as killed by SIGINT instead of with its exit code; locks are the OS's and go with it."""
+    signal.signal(signal.SIGINT, lambda *_: os._exit(INTERRUPTED_EXIT))
+    err_console.print(message, highlight=False, soft_wrap=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(INTERRUPTED_EXIT)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import inspect
-import os
 import re
-import signal
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -17,9 +15,8 @@ from rich.table import Table
 from gradflow import config as config_mod
 from gradflow import store
 from gradflow.cli.app import app
-from gradflow.cli.console import console, err_console, user_errors
+from gradflow.cli.console import console, leave_interrupted, user_errors
 from gradflow.cli.app import progress_bar
-from gradflow.cli.sweep import INTERRUPTED_EXIT
 from gradflow.fmt import fmt
 
 
@@ -168,11 +165,9 @@ def run(
             else:
                 record = job.execute(cfg, job_dir, on_step=progress_lines(cfg.train.steps))
         except KeyboardInterrupt:
-            signal.signal(signal.SIGINT, lambda *_: os._exit(INTERRUPTED_EXIT))  # a second Ctrl-C: leave now
             rec = store.read_run(job_dir) or {}
-            err_console.print(f"interrupted at step {rec.get('steps_done', 0)}: {job_dir} is marked interrupted; "
-                              "rerun the same command to start it again", highlight=False, soft_wrap=True)
-            raise typer.Exit(INTERRUPTED_EXIT) from None
+            leave_interrupted(f"interrupted at step {rec.get('steps_done', 0)}: {job_dir} is marked interrupted; "
+                              "rerun the same command to start it again")
     show_run(job_dir, record, torch.get_num_threads())
     if record["status"] == "failed":
         raise typer.Exit(1)

@@ -12,10 +12,9 @@ import typer
 
 from gradflow import store
 from gradflow.cli.app import app, progress_bar
-from gradflow.cli.console import console, err_console, user_errors
+from gradflow.cli.console import INTERRUPTED_EXIT, console, leave_interrupted, user_errors
 from gradflow.cli.ls import runs_view, show_runs
 
-INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports a Ctrl-C'd command
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -84,10 +83,10 @@ def run_plan(p, table: bool = True) -> pd.DataFrame:
             progress.stop()
             sweep_mod.stop_workers()
             done = watcher.count()
-            err_console.print(f"interrupted: {done} of {len(p.to_run)} runs finished"
+            watcher.stop.set()
+            leave_interrupted(f"interrupted: {done} of {len(p.to_run)} runs finished"
                               + (f" ({skipped} more from before)" if skipped else "")
-                              + "; rerun the same command to resume", highlight=False, soft_wrap=True)
-            raise typer.Exit(INTERRUPTED_EXIT) from None
+                              + "; rerun the same command to resume")
         finally:
             watcher.stop.set()
             progress.update(runs, completed=watcher.count())
