@@ -7,7 +7,6 @@ seeded permutation (no DataLoader, no worker processes).
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 
 from gradflow.errors import GradflowError
+from gradflow.files import atomic_write
 
 
 @dataclass
@@ -150,10 +150,12 @@ def _recall(cfg) -> Data:
 def atomic_save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.savez would add ".npz" to a bare name
+                np.savez(f, **arrays)
+
+        atomic_write(path, write)
     except OSError as e:
         raise GradflowError(f"cannot write the dataset cache {path.parent} ({e.strerror}); "
                             "set GRADFLOW_CACHE or data.cache to a writable folder") from None

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from gradflow.errors import GradflowError
+from gradflow.files import atomic_write
 
 # --- where downloads come from (tests point these at a closed loopback port) ---
 MNIST_MIRRORS: dict[str, tuple[str, ...]] = {
@@ -225,22 +226,20 @@ class _DownloadError(Exception):
 def _fetch(url: str, dest: Path, md5: str | None) -> None:
     """Stream url into a temp file next to dest, check its MD5, then rename it into place."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
+
+    def write(tmp: str) -> None:
         digest = hashlib.md5()
         # the timeout bounds the connect and each read, so a dead network fails within seconds while a
         # slow but live download (CIFAR-10 is 170 MB) is not cut off. Note: DNS lookups are not bounded
         # by it; an unresolvable host fails at once on a machine without a resolver.
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp:
+        with open(tmp, "wb") as f, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp:
             while chunk := resp.read(1 << 20):
                 f.write(chunk)
                 digest.update(chunk)
         if md5 is not None and digest.hexdigest() != md5:
             raise _DownloadError(f"{url}: MD5 {digest.hexdigest()} != expected {md5}")
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(dest, write)  # a failed or cut download leaves no file behind
 
 
 def _download(urls: tuple[str, ...] | list[str], dest: Path, md5: str | None) -> None:

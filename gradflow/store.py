@@ -30,7 +30,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -39,6 +38,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from gradflow.files import atomic_write
 from gradflow.errors import GradflowError, shorten  # noqa: F401  (store.shorten: the one value shortener)
 
 RUN_FILE = "run.json"
@@ -151,27 +151,11 @@ def config_hash(flat: dict[str, Any]) -> str:
 
 
 # --- writing -------------------------------------------------------------------------------------
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are ordinary files
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_text(path: Path, text: str) -> None:
     def w(tmp):
         Path(tmp).write_text(text)
 
-    _atomic_write(Path(path), w)
+    atomic_write(Path(path), w)
 
 
 def write_json(path: Path, obj: dict) -> None:
@@ -359,7 +343,7 @@ def write_metrics(job_dir: Path, rows: list[tuple[int, str, str, float]]) -> Non
 
 
 def write_table(path: Path, df: pd.DataFrame) -> None:
-    _atomic_write(Path(path), lambda tmp: df.to_parquet(tmp, index=False))
+    atomic_write(Path(path), lambda tmp: df.to_parquet(tmp, index=False))
 
 
 

@@ -1,4 +1,4 @@
-"""Writing figures: file names from run ids, and png/pdf/svg written atomically by the store."""
+"""Writing figures: file names from run ids, and png/pdf/svg written atomically (gradflow.files)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from gradflow import store
 from gradflow.errors import GradflowError
+from gradflow.files import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -43,7 +43,7 @@ def save(fig: Figure, path: str | os.PathLike, fmt: str | None = None) -> Path:
         path = path.with_suffix("." + fmt) if suffix in FORMATS else path.with_name(f"{path.name}.{fmt}")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        store._atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=DPI))
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=DPI))
     finally:
         if "matplotlib.pyplot" in sys.modules:  # only a pyplot-made figure is registered anywhere
             sys.modules["matplotlib.pyplot"].close(fig)
