@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from gradflow import data as datasets
 from gradflow import models, store, summary
-from gradflow.config import input_scale, resolve_device
+from gradflow.config import input_scale, resolve_device, settings
 from gradflow.models.custom import activation_kind
 from gradflow.models.init import initialize
 from gradflow.probes import quantities as pq
@@ -54,7 +54,7 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
     (sweeps), a failure while preparing is recorded the same way instead of raised. Ctrl-C marks
     the run "interrupted" and is raised again.
     """
-    flat = store.flatten(cfg)
+    flat = settings(store.flatten(cfg))  # a key of another choice (init.sw2 of a Xavier run) is no setting
     record = {"job": Path(job_dir).name, "seed": cfg.seed, "steps": cfg.train.steps,
               "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "config_hash": store.config_hash(flat), **store.environment(), "config": flat}

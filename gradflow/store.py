@@ -137,11 +137,7 @@ def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
             out[key] = str(list(v))
         else:
             out[key] = v
-    if prefix:
-        return out
-    from gradflow.config import settings  # which keys each choice has is the schema's knowledge
-
-    return settings(out)  # a key of another choice (init.sw2 of a Xavier run) is not a setting of this run
+    return out
 
 
 def config_hash(flat: dict[str, Any]) -> str:

@@ -185,7 +185,7 @@ class _Configs:
     def flat(self, overrides: list[str]) -> dict:
         structural = tuple(o for o in overrides if not _simple(o))
         if any("${" in o.replace("\\", "") for o in structural):  # an interpolation reads the point's other
-            return store.flatten(self.compose(overrides))  # values (the sweeper escapes it as $\{...\}): compose all
+            return config_mod.settings(store.flatten(self.compose(overrides)))  # values (escaped $\{...\}): compose all
         if structural not in self.bases:
             self.bases[structural] = self.compose(list(structural))
             self.flat_bases[structural] = store.flatten(self.bases[structural])
@@ -323,7 +323,7 @@ def task(cfg) -> str:
     if job_dir.absolute().parent != study.absolute():
         raise GradflowError(f"job folder {job_dir} is outside its study {study}; gradflow writes only there")
     _leave_with_parent()
-    if store.is_finished(job_dir, store.config_hash(store.flatten(cfg))):
+    if store.is_finished(job_dir, store.config_hash(config_mod.settings(store.flatten(cfg)))):
         return "skipped"
     report = _reporter
     on_step = (lambda t, n: report(job_dir.name, t, n)) if report else None

@@ -1,4 +1,5 @@
-"""Dependencies flow one way (DESIGN.md): config -> models, never back, function-level imports included."""
+"""Dependencies flow one way (DESIGN.md): config -> models, never back, and the store below them all,
+function-level imports included."""
 
 from __future__ import annotations
 
@@ -37,6 +38,13 @@ def test_config_imports_nothing_of_gradflow_but_leaf_registries():
     allowed = ("gradflow.errors.", "gradflow.activations", "gradflow.theory", "gradflow.textdata")
     bad = {m for m in gradflow_imports(ROOT / "config.py") if not m.startswith(allowed)}
     assert not bad
+
+
+def test_the_store_imports_only_leaves():
+    # the results contract sits below config, models and probes: they write through it, it knows none of them
+    allowed = ("gradflow.errors.", "gradflow.files.")
+    bad = {m for m in gradflow_imports(ROOT / "store.py") if not m.startswith(allowed) and m != "gradflow"}
+    assert not bad, f"gradflow.store imports {sorted(bad)}"
 
 
 def test_the_checker_sees_function_level_imports(tmp_path):

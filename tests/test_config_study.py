@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from gradflow.config import compose, job_name
+from gradflow.config import compose, job_name, settings
 from gradflow.store import flatten
 
 SMALL = ["data=gaussian", "data.n_train=128", "data.n_test=32", "data.dim=8", "model.width=8", "train.steps=3",
@@ -94,9 +94,9 @@ def test_effective_sw2_is_the_weight_variance_times_fan_in(overrides, sw2):
 
 
 def test_keys_of_another_init_are_not_settings(cli, results):
-    xavier = flatten(compose(["init=xavier_normal"]))
+    xavier = settings(flatten(compose(["init=xavier_normal"])))
     assert "init.sw2" not in xavier and "init.sb2" not in xavier and "init.mode" not in xavier
-    assert {"init.sw2", "init.sb2"} <= set(flatten(compose(["init=meanfield"])))
+    assert {"init.sw2", "init.sb2"} <= set(settings(flatten(compose(["init=meanfield"]))))
     # one sweep can set both schemes' keys; each run records only its own
     out = cli("sweep", *SMALL, "init=orthogonal,meanfield", "init.gain=1.1", "init.sw2=1.21", "--name", "inits",
               f"results={results}")
