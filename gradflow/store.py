@@ -81,6 +81,7 @@ STATUSES = (OK, DIVERGED, FAILED, RUNNING, INTERRUPTED, INCOMPLETE, STALE)
 FINISHED = (OK, DIVERGED)  # a sweep rerun skips these
 ENDED = (OK, DIVERGED, FAILED)  # run.json's final word
 REMOVABLE = (STALE, INCOMPLETE, INTERRUPTED)  # what `gradflow clean --stale` removes
+FLAGS = "flags"  # run.json: notes on a run that ended ok but is no success (e.g. it learned nothing)
 STATUS_COLOURS = {OK: "green", DIVERGED: "yellow", FAILED: "red", RUNNING: "cyan", INTERRUPTED: "magenta",
                   INCOMPLETE: "red", STALE: "bright_black"}
 # config keys that say where and how fast, not what is computed: they do not change a run's identity
@@ -548,6 +549,8 @@ def load_records(path: str | Path, include_stale: bool = True) -> pd.DataFrame:
         for k, v in rec.items():  # after the config: run.json's device is the one actually used
             if k == "final":
                 row.update({f"final.{m}": x for m, x in (v or {}).items()})
+            elif k == FLAGS:  # why a run that finished is still no success ("learned nothing: ...")
+                row[FLAGS] = "; ".join(v) if v else ""
             elif not isinstance(v, (dict, list)):
                 row[k] = v
         row[STATUS] = r[STATUS]

@@ -163,3 +163,16 @@ def test_bad_options_are_one_line(cli, swept):
         assert out.exit_code == 1
         assert all(w in out.output for w in words), out.output
         assert "Traceback" not in out.output
+
+
+def test_a_run_that_learned_nothing_is_flagged_not_read_as_a_success(tmp_path):
+    # lr 0: the loss stays at chance (ln 10), so the run ends ok but flagged; lr 0.05 learns
+    results = tmp_path / "results"
+    gradflow("sweep", *SWEEP[:8], "model.depth=3", "optim.lr=0,0.05", f"results={results}", "--name", "fl")
+    runs = json.loads(gradflow("ls", str(results / "fl"), "--json"))
+    flags = {r["optim.lr"]: r["flags"] for r in runs}
+    assert flags[0.05] == "" and flags[0].startswith("learned nothing: final train loss")
+    table = gradflow("ls", str(results / "fl"))
+    rows = {line.split()[0]: line.split()[1] for line in table.splitlines() if re.match(r"\s*0(\.05)?\s", line)}
+    assert rows == {"0": "ok*", "0.05": "ok"}
+    assert "*: finished but flagged: learned nothing (1 run)" in table and "flagged: 1" in table

@@ -63,6 +63,9 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
               wide: bool = False) -> None:
     """The runs table: swept values, then status, finals, gradient ratios and chi_1, as many as fit."""
     swept = swept_columns(df, swept)
+    flagged = df[store.FLAGS].fillna("").astype(str) != "" if store.FLAGS in df else pd.Series(False, df.index)
+    if flagged.any():  # ended ok, yet no success: never read as one
+        df = df.assign(**{store.STATUS: df[store.STATUS].where(~flagged, df[store.STATUS] + "*")})
     shown, hidden = choose(table_columns(df, swept), None if wide else console.width)
     if wide or sum(max(len(c.label), c.width) + SEP for c in shown) - SEP <= console.width:
         for c in shown:
@@ -74,11 +77,17 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
         notes.append(NOTES["rate"])
     if hidden:
         notes.append(f"not shown ({console.width} columns): {', '.join(c.label for c in hidden)}; --wide shows all")
+    if flagged.any():
+        why = df.loc[flagged, store.FLAGS].str.split("; ").explode().str.split(":").str[0].value_counts()
+        notes.append("*: finished but flagged: " + ", ".join(f"{w} ({n} run{'s' * (n > 1)})" for w, n in why.items())
+                     + "; --json shows why")
     for n in notes:
         console.print(n, highlight=False)
     _warn_transient(df)
     counts = df["status"].value_counts().to_dict() if "status" in df else {}
+    counts[store.OK] = counts.get(store.OK, 0) + counts.get(store.OK + "*", 0)
     line = "  ".join(f"{k}: {counts.get(k, 0)}" for k in store.STATUSES if k in store.ENDED or counts.get(k))
+    line += f"  flagged: {int(flagged.sum())}" if flagged.any() else ""
     console.print(line + (f"  skipped: {skipped}" if skipped is not None else ""), highlight=False)
 
 
@@ -100,8 +109,9 @@ def render(columns: list[Column], n_rows: int, title: str = "") -> str:
         cells = []
         for c in columns:
             cell = c.cells[i].rjust(c.width) if c.numeric else c.cells[i].ljust(c.width)
-            cells.append(f"[{store.STATUS_COLOURS[c.cells[i]]}]{cell}[/]" if c.key == store.STATUS and
-                         c.cells[i] in store.STATUS_COLOURS else escape(cell))
+            status = c.cells[i].rstrip("*")  # ok*: ok, flagged
+            cells.append(f"[{store.STATUS_COLOURS[status]}]{escape(cell)}[/]" if c.key == store.STATUS and
+                         status in store.STATUS_COLOURS else escape(cell))
         lines.append(sep.join(cells).rstrip())
     return "\n".join(lines)
 
@@ -151,7 +161,7 @@ def ls(
     """One row per run: swept values, status, final metrics, gradient ratios and chi_1 (measured and theory)."""
     df, swept = runs_view(path, where, sort, rate, steps_to)
     cols = ["run"] + swept + [c for c in LS_COLUMNS if c in df.columns] + \
-        [c for c in ("start_qstar", "chi1_transient") if c in df.columns] + study_columns(df)
+        [c for c in ("start_qstar", "chi1_transient", store.FLAGS) if c in df.columns] + study_columns(df)
     if csv:
         console.file.write(df[cols].to_csv(index=False))
     elif as_json:
