@@ -45,11 +45,11 @@ def source_labels(paths: Sequence[str | Path]) -> list[str]:
     return out
 
 
-def load_runs(paths: Sequence[str | Path], sources: Sequence[str]) -> pd.DataFrame:
+def load_runs(paths: Sequence[str | Path], sources: Sequence[str], include_stale: bool = False) -> pd.DataFrame:
     """The runs tables of every path in one frame, with `source` naming the folder."""
     import gradflow
 
-    return pd.concat([gradflow.load(p, table="runs").assign(**{store.SOURCE: s}) for p, s in zip(paths, sources)],
+    return pd.concat([gradflow.load(p, table="runs", include_stale=include_stale).assign(**{store.SOURCE: s}) for p, s in zip(paths, sources)],
                      ignore_index=True)
 
 
@@ -120,13 +120,13 @@ def difference(a: float, b: float, how: str) -> float:
 
 
 def overlay_table(paths: Sequence[str | Path], sources: Sequence[str], runs: pd.DataFrame, table: str,
-                  differ: Sequence[str]) -> pd.DataFrame:
+                  differ: Sequence[str], include_stale: bool = False) -> pd.DataFrame:
     """The `table` rows of every source in one frame for drawing: run ids made unique across
     sources, and the keys in `differ` dropped (one value per source: `source` already says them)."""
     from gradflow.plots.kinds import load_table
 
     frames = []
     for p, s in zip(paths, sources):
-        df = runs[runs[store.SOURCE] == s] if table == "runs" else load_table(Path(p), table)
+        df = runs[runs[store.SOURCE] == s] if table == "runs" else load_table(Path(p), table, include_stale)
         frames.append(df.assign(**{store.SOURCE: s, store.RUN: s + "/" + df[store.RUN].astype(str)}))
     return pd.concat(frames, ignore_index=True).drop(columns=list(differ), errors="ignore")

@@ -195,6 +195,11 @@ def test_changed_fixed_setting_replaces_and_shrunk_grid_leaves_stale_runs(cli, r
     assert set(gradflow.load(root, include_stale=True)["run"]) == {"model.depth=2", "model.depth=3", "model.depth=4"}
     ls = cli("ls", str(root))
     assert "stale: 1" in ls.output and "stale" in ls.output
+    # plot and compare leave the stale run out; --all draws it
+    hidden = cli("plot", str(root), "--kind", "heatmap", "--run", "model.depth=4")
+    _one_line_error(hidden, "--run 'model.depth=4' is not a run of")
+    shown = cli("plot", str(root), "--kind", "heatmap", "--run", "model.depth=4", "--all")
+    assert shown.exit_code == 0 and shown.output.strip().endswith(".png"), shown.output
 
     from typer.testing import CliRunner
 

@@ -64,6 +64,7 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     """The runs table: swept values, then status, finals, gradient ratios and chi_1, as many as fit."""
     swept = swept_columns(df, swept)
     flagged = df[store.FLAGS].fillna("").astype(str) != "" if store.FLAGS in df else pd.Series(False, df.index)
+    flagged &= df[store.STATUS] == store.OK  # a stale or incomplete run says that first
     if flagged.any():  # ended ok, yet no success: never read as one
         df = df.assign(**{store.STATUS: df[store.STATUS].where(~flagged, df[store.STATUS] + "*")})
     shown, hidden = choose(table_columns(df, swept), None if wide else console.width)

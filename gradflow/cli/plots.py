@@ -69,6 +69,8 @@ def plot(
                                                     "name relative to PATH).", show_default=False)] = None,
     fmt: Annotated[str, typer.Option("--format", help="Figure format: png, pdf or svg.")] = "png",
     out: Annotated[Optional[Path], typer.Option(help="Write the figures here.", show_default="PATH/figures")] = None,
+    include_stale: Annotated[bool, typer.Option(
+        "--all", help="Also draw stale runs (not in the folder's current sweep spec) and incomplete ones.")] = False,
 ) -> None:
     """Draw figures from a run or a sweep on disk and print their paths."""
     kind = choose("--kind", kind or "standard", KINDS)
@@ -83,9 +85,9 @@ def plot(
     if kind == "standard":
         from gradflow.plots.standard import standard_figures
 
-        written = standard_figures(path, out_dir, fmt)
+        written = standard_figures(path, out_dir, fmt, include_stale)
     else:
-        df = load_table(path, KINDS[kind][0])
+        df = load_table(path, KINDS[kind][0], include_stale)
         check_options(df, kind, o, str(path))
         fig, stem = draw(kind, df, o)
         written = [save(fig, out_dir / f"{stem}.{fmt}", fmt)]
@@ -159,6 +161,8 @@ def compare(
         "--panels", help="profile/curves: one panel per source instead of one line style per source.")] = False,
     fmt: Annotated[str, typer.Option("--format", help="Figure format: png, pdf or svg.")] = "png",
     out: Annotated[Optional[Path], typer.Option(help="Write the figure here.", show_default=str(COMPARE_DIR))] = None,
+    include_stale: Annotated[bool, typer.Option(
+        "--all", help="Also draw stale runs (not in the folder's current sweep spec) and incomplete ones.")] = False,
 ) -> None:
     """Overlay runs or sweeps from several results folders and tabulate their key numbers side by side."""
     if len(paths) < 2:
@@ -175,11 +179,11 @@ def compare(
     out_dir = out if out is not None else COMPARE_DIR
     store.check_writable(out_dir)
 
-    runs = matching.load_runs(paths, sources)
+    runs = matching.load_runs(paths, sources, include_stale)
     matching.check_by(runs, sources, by or [])
     by = list(by or matching.match_keys(runs, sources))
     differ = matching.differing_keys(runs, sources)
-    df = matching.overlay_table(paths, sources, runs, KINDS[kind][0], list(differ))
+    df = matching.overlay_table(paths, sources, runs, KINDS[kind][0], list(differ), include_stale)
     check_options(df, kind, o, " and ".join(map(str, paths)))
     o.facet = overlay_facet(df, kind, o)
     fig, stem = draw(kind, df, o)

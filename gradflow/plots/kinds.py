@@ -72,11 +72,12 @@ def refuse_unused(kind: str, given: dict[str, Any]) -> None:
                                 + (f"; --kind {kind} takes: {', '.join('--' + o for o in uses)}" if uses else ""))
 
 
-def load_table(path: Path, table: str) -> pd.DataFrame:
-    """One table of PATH; GradflowError saying how to get it when it is empty."""
+def load_table(path: Path, table: str, include_stale: bool = False) -> pd.DataFrame:
+    """One table of PATH (stale and incomplete runs left out unless include_stale); GradflowError saying
+    how to get it when it is empty."""
     import gradflow
 
-    df = gradflow.load(path, table=table)
+    df = gradflow.load(path, table=table, include_stale=include_stale)
     if df.empty:
         how = f"; run with {OPTIONAL_TABLES[table]}" if table in OPTIONAL_TABLES else ""
         raise GradflowError(f"{path} has no {table} rows{how}")

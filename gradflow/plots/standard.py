@@ -115,11 +115,12 @@ def _third_key(df: pd.DataFrame | None) -> str | None:
     return next((k for k in reversed(swept[1:]) if n_distinct(df[k]) <= MAX_STYLES), None)
 
 
-def standard_figures(path: str | Path, out_dir: str | Path, fmt: str = "png") -> list[Path]:
-    """The standard set for the run or sweep at `path`, from its tables on disk, into out_dir."""
+def standard_figures(path: str | Path, out_dir: str | Path, fmt: str = "png", include_stale: bool = False) -> list[Path]:
+    """The standard set for the run or sweep at `path`, from its tables on disk, into out_dir (stale and
+    incomplete runs left out unless include_stale)."""
     import gradflow
 
-    tables = {t: gradflow.load(path, table=t) for t in ("layers", "metrics", "runs", "hist", "jacobian")}
+    tables = {t: gradflow.load(path, table=t, include_stale=include_stale) for t in ("layers", "metrics", "runs", "hist", "jacobian")}
     written = standard_set(tables["layers"], tables["metrics"], tables["runs"], out_dir, fmt,
                            hists=tables["hist"], jacobian=tables["jacobian"])
     if not written:
