@@ -236,6 +236,18 @@ def reach(arm: Arm, where=None, metric="loss", split="train", below=1.0) -> Meas
 
 
 @measure
+def steps_to(arm: Arm, where=None, metric="train_loss", op="<=", threshold=1.0) -> Measured:
+    """Learning speed: the first evaluation step at which `metric op threshold` holds, per run (inf for a
+    run that never gets there), averaged over runs (gradflow.summary.steps_to, as `ls --steps-to`)."""
+    from gradflow.summary import steps_to as first_step
+
+    def one(g):
+        step = first_step(g, metric, op, threshold)
+        return math.inf if math.isnan(step) else step
+    return _per_run(arm.table("metrics", where), one)
+
+
+@measure
 def status_count(arm: Arm, where=None, status="diverged") -> Measured:
     runs = arm.table("runs", where)
     hits = (runs[store.STATUS] == status).astype(float).tolist()

@@ -142,3 +142,24 @@ def test_cli_shows_the_source_column_and_exits_1_on_a_fail(cli, sigmoid):
     out = cli("reproduce", "sigmoid-textbook", "--quick", "model.activation=tanh", "threads=1", f"results={results}")
     assert out.exit_code == 1 and "FAIL" in out.output
     assert "source" in out.output and "theory: √χ₁" in out.output
+
+
+def test_steps_to_measure_is_the_first_evaluation_reaching_the_threshold(cli, tmp_path):
+    results = tmp_path / "results"
+    out = cli("sweep", "data=gaussian", "data.n_train=256", "data.n_test=128", "data.dim=16", "model.width=16",
+              "model.depth=2", "train.steps=30", "train.batch_size=32", "train.eval_every=5", "seed=0,1",
+              f"results={results}", "--name", "speed")
+    assert out.exit_code == 0, out.output
+    arm = rep.Arm(results / "speed")
+    metrics = arm.table("metrics", None)
+    start = metrics[(metrics["split"] == "train") & (metrics["metric"] == "loss") & (metrics["step"] == 0)]
+    threshold = float(start["value"].min()) - 0.01  # below every run's initial loss, so step 0 never counts
+    by_hand = []
+    for _, g in metrics.groupby("run"):
+        loss = g[(g["split"] == "train") & (g["metric"] == "loss")].sort_values("step")
+        hit = loss[loss["value"] <= threshold]
+        by_hand.append(float(hit["step"].iloc[0]) if len(hit) else math.inf)
+    got = rep.MEASURES["steps_to"](arm, metric="train_loss", op="<=", threshold=threshold)
+    assert got.per_run == by_hand and all(0 < s <= 30 for s in by_hand), by_hand
+    never = rep.MEASURES["steps_to"](arm, metric="train_loss", op="<=", threshold=-1.0)
+    assert never.per_run == [math.inf, math.inf]
