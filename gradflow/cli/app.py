@@ -7,7 +7,6 @@ from typer.core import TyperOption
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from gradflow.cli.console import console
-from gradflow.fmt import fmt
 
 app = typer.Typer(
     help="gradflow: run, measure, plot and reproduce gradient-flow experiments (vanishing and exploding gradients).",
@@ -28,4 +27,3 @@ def progress_bar(transient: bool = True) -> Progress:
                     TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=transient)
 
 
-_fmt = fmt  # the old name, until every command module imports gradflow.fmt itself

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from gradflow.cli.app import _fmt, app
+from gradflow.cli.app import app
+from gradflow.fmt import fmt
 from gradflow.cli.console import console, user_errors
 
 
@@ -32,10 +33,10 @@ def gradcheck(
                          ("max rel err", "right"), ("median rel err", "right")):
         table.add_column(col, justify=justify, overflow="fold")
     for p in r.params:
-        table.add_row(p.name, str(p.size), str(p.checked), _fmt(p.max_rel, 3), _fmt(p.median_rel, 3))
+        table.add_row(p.name, str(p.size), str(p.checked), fmt(p.max_rel, 3), fmt(p.median_rel, 3))
     console.print(table)
-    console.print(f"max relative error {_fmt(r.max_rel, 3)} over {sum(p.checked for p in r.params)} entries of "
+    console.print(f"max relative error {fmt(r.max_rel, 3)} over {sum(p.checked for p in r.params)} entries of "
                   f"{r.n_params} parameters", highlight=False)
-    console.print(f"backprop: {_fmt(r.backprop_s, 3)} s for the full gradient; finite differences: "
-                  f"{_fmt(r.fd_entry_s, 3)} s per entry, {_fmt(r.fd_full_s, 3)} s projected for all "
-                  f"{r.n_params}: {_fmt(r.cost_ratio, 3)}x the cost", highlight=False)
+    console.print(f"backprop: {fmt(r.backprop_s, 3)} s for the full gradient; finite differences: "
+                  f"{fmt(r.fd_entry_s, 3)} s per entry, {fmt(r.fd_full_s, 3)} s projected for all "
+                  f"{r.n_params}: {fmt(r.cost_ratio, 3)}x the cost", highlight=False)
