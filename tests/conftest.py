@@ -70,3 +70,10 @@ def run_job(results):
 
 def layers_of(job_dir: Path) -> pd.DataFrame:
     return pd.read_parquet(job_dir / "layers.parquet")
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory) -> Path:
+    """One results folder per test module: a reproduction's passing run and its negative control reuse
+    each other's finished runs."""
+    return tmp_path_factory.mktemp("results")

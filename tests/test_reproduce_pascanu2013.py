@@ -5,18 +5,12 @@ metrics.parquet with pandas."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from tests.reproducing import figures_drawn, reproduce, verdicts
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("results")
 
 
 @pytest.mark.slow

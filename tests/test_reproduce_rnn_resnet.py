@@ -8,7 +8,6 @@ breaking run redoes only the runs its override changes (resume), as a user's sec
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import json
 
@@ -17,11 +16,6 @@ import pandas as pd
 import pytest
 
 from tests.reproducing import figures_drawn, reproduce, verdicts
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("results")
 
 
 @pytest.fixture(scope="module")

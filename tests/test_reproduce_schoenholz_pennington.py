@@ -7,17 +7,11 @@ override changes (resume), as a user's second `gradflow reproduce` would.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
 from gradflow import theory
 from tests.reproducing import figures_drawn, reproduce, verdicts
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("results")
 
 
 @pytest.mark.slow

@@ -13,11 +13,6 @@ from tests.reproducing import figures_drawn, reproduce, verdicts
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("results")
-
-
-@pytest.fixture(scope="module")
 def xiong(shared):
     return reproduce("xiong2020", shared)
 
