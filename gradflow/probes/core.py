@@ -87,7 +87,8 @@ class Probes:
         self._ratio = any(QUANTITIES[q].when == UPDATE for q in self.quantities)
         self._weight_norms = self._ratio or "weight_norm" in self.quantities
         self._weight_groups = _by_shape(self.weights)
-        self._device = self.weights[0].device if self.weights else torch.device("cpu")
+        self._weights_grouped = [self.weights[j] for g in self._weight_groups for j in g]  # in stacking order
+        self._weight_group_points = [[self.weight_points[j] for j in g] for g in self._weight_groups]
         self.armed = False
         self._hooks: list = []
         self._constants: dict = {}  # small threshold tensors, copied to the device once
@@ -152,14 +153,14 @@ class Probes:
         """
         self.armed = False
         with torch.no_grad():
-            if grad_norms is None:
-                grad_norms = self._norms([p.grad if p.grad is not None else p.new_zeros(()) for p in self.params])
-            self._add(grad_norms, ("grad_norm", self.weight_points), ("bias_grad_norm", self.bias_points))
+            if self.params:
+                if grad_norms is None:
+                    grad_norms = self._norms([p.grad if p.grad is not None else p.new_zeros(()) for p in self.params])
+                self._add(grad_norms, ("grad_norm", self.weight_points), ("bias_grad_norm", self.bias_points))
             if self._weight_norms:  # the weights before the update, stacked by shape into kept buffers
                 self._before = self._stack("before", self.weights, self._weight_groups)
-                for g, stack in zip(self._weight_groups, self._before):
-                    self._add(torch.linalg.vector_norm(stack.view(len(g), -1), dim=1),
-                              ("weight_norm", [self.weight_points[j] for j in g]))
+                for at, stack in zip(self._weight_group_points, self._before):
+                    self._add(torch.linalg.vector_norm(stack.view(len(at), -1), dim=1), ("weight_norm", at))
             if self._keep_signals:
                 at = [i for i, g in enumerate(self._signals) if g is not None]
                 if at:
@@ -167,7 +168,8 @@ class Probes:
             if self._keep_acts:
                 self._activation_primitives()
             if self.histograms:  # (points, 2, kinds): activation and dL/dz counts, NaN where a point has no such tensor
-                empty = torch.full((len(HIST_KINDS),), float("nan"), device=self._device)
+                device = next((t.device for t in [*self.weights, *self._acts, *self._signals] if t is not None), None)
+                empty = torch.full((len(HIST_KINDS),), float("nan"), device=device)
                 self._histograms = torch.stack([torch.stack([histogram(t) if t is not None else empty for t in pair])
                                                 for pair in zip(self._acts, self._signals)])
 
@@ -177,10 +179,9 @@ class Probes:
             return
         with torch.no_grad():
             befores = [row for stack in self._before for row in stack.unbind(0)]  # views into the kept copy
-            torch._foreach_sub_(befores, [self.weights[j] for g in self._weight_groups for j in g])  # now -dW
-            for g, stack in zip(self._weight_groups, self._before):
-                self._add(torch.linalg.vector_norm(stack.view(len(g), -1), dim=1),
-                          ("update_norm", [self.weight_points[j] for j in g]))
+            torch._foreach_sub_(befores, self._weights_grouped)  # now -dW
+            for at, stack in zip(self._weight_group_points, self._before):
+                self._add(torch.linalg.vector_norm(stack.view(len(at), -1), dim=1), ("update_norm", at))
         self._updated = True
 
     def _activation_primitives(self) -> None:
@@ -214,7 +215,7 @@ class Probes:
 
     @staticmethod
     def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
-        return torch.stack(torch._foreach_norm(tensors)) if tensors else torch.zeros(0)
+        return torch.stack(torch._foreach_norm(tensors))
 
     # --- one host copy, the table assembled by index ---
     def fetch(self, *carry: torch.Tensor) -> tuple[np.ndarray, np.ndarray, list[float]]:
