@@ -9,22 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gradflow import data as datasets
-from gradflow import models
-from gradflow.config import compose
-from gradflow.models.init import initialize
 from gradflow.probes.core import Probes
 from gradflow.train import Batches, make_optimizer, train
+from tests.test_probes import _setup as _probed_setup
 
 
 def _setup(overrides):
-    cfg = compose(["data=gaussian", "data.n_train=64", "data.n_test=32", "data.dim=12", "model.depth=3",
-                   "model.width=10", "train.batch_size=16", "probe.every=0", "probe.points=2", *overrides])
-    torch.manual_seed(cfg.seed)
-    data = datasets.build(cfg.data, torch.device("cpu"))
-    model = models.build(cfg, data.input_shape, data.n_classes)
-    initialize(model, cfg.init, cfg.model.activation)
-    return cfg, data, model
+    """A tiny MLP probed at init and at the end only: the loop's bookkeeping alone."""
+    return _probed_setup(["probe.every=0", "probe.points=2", *overrides])
 
 
 def _replay(cfg, data, model):
