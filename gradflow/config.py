@@ -253,6 +253,11 @@ class TrainConfig:
 
 
 @dataclass
+class GradcheckConfig:
+    mode: str = "reverse"  # the gradient `gradflow gradcheck` checks against finite differences and times: reverse (backprop: every entry from one backward pass) | forward (forward-mode AD: one JVP per entry, so it costs like finite differences; backprop-vs-fd's negative control)
+
+
+@dataclass
 class Config:
     model: ModelConfig = MISSING
     data: DataConfig = MISSING
@@ -261,6 +266,7 @@ class Config:
     optim: OptimConfig = MISSING
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    gradcheck: GradcheckConfig = field(default_factory=GradcheckConfig)
     seed: int = 0  # weight init and batch order
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
     threads: int = 1  # CPU intra-op threads; 0 = torch's default (every core). 1: small nets gain little from more, and on a CPU other processes keep busy torch's spinning threads make a run many times slower (README: Threads)
@@ -296,6 +302,7 @@ SKIP_CHOICES = ("none", "residual")
 MODE_CHOICES = ("fan_in", "fan_out")
 LN_CHOICES = ("pre", "post", "none")
 NORM_KINDS = ("layernorm", "rmsnorm")
+GRADCHECK_MODES = ("reverse", "forward")
 
 
 def register_configs() -> None:
@@ -451,6 +458,7 @@ def validate(cfg: DictConfig) -> None:
     _positive("probe.jacobian_inputs", cfg.probe.jacobian_inputs)
     if cfg.probe.layer_jacobians and not cfg.probe.jacobian:
         raise GradflowError("probe.layer_jacobians=true needs probe.jacobian=true")
+    _choice("gradcheck.mode", cfg.gradcheck.mode, GRADCHECK_MODES)
     _positive("threads", cfg.threads, 0)
     _positive("seed", cfg.seed, 0)
     if (not re.fullmatch(r"[A-Za-z0-9._\-/]+", cfg.name) or ".." in Path(cfg.name).parts or cfg.name.startswith("/")

@@ -28,7 +28,7 @@ def test_backprop_matches_finite_differences(family):
     assert r.max_rel < BOUND, [(p.name, p.max_rel) for p in r.params]
     # every parameter tensor is checked, and the counts add up
     assert r.n_params == sum(p.size for p in r.params) and all(p.checked == min(6, p.size) for p in r.params)
-    assert r.fd_full_s == pytest.approx(r.fd_entry_s * r.n_params) and r.backprop_s > 0
+    assert r.fd_full_s == pytest.approx(r.fd_entry_s * r.n_params) and r.grad_s > 0 and r.mode == "reverse"
 
 
 class ScaledGrad(torch.autograd.Function):
