@@ -93,6 +93,8 @@ def _reverse(model: nn.Module, loss, named, sample, repeats: int) -> tuple[float
         start = time.perf_counter()
         value = loss()
         value.backward()
+        if value.is_cuda:  # the backward kernels run asynchronously: wait for them before reading the clock
+            torch.cuda.synchronize(value.device)
         times.append(time.perf_counter() - start)
     entries = {n: [p.grad.view(-1)[i].item() if p.grad is not None else 0.0 for i in sample[n]] for n, p in named}
     model.zero_grad(set_to_none=True)
@@ -110,16 +112,22 @@ def _forward(model: nn.Module, loss, named, sample) -> tuple[float, dict, float]
         primal, derivative = fwAD.unpack_dual(out)
         return primal.item(), derivative.item()
 
-    # the CPU's fused attention kernels have no forward-mode formula; the math kernel is the same attention
-    with torch.no_grad(), fwAD.dual_level(), sdpa_kernel(SDPBackend.MATH):
-        value, _ = jvp(*named[0], sample[named[0][0]][0])  # warm-up, untimed: backprop's timing is warm too
-        entries, elapsed = {}, 0.0
-        for name, p in named:
-            entries[name] = []
-            for i in sample[name]:
-                start = time.perf_counter()
-                entries[name].append(jvp(name, p, i)[1])
-                elapsed += time.perf_counter() - start
+    # fused attention kernels and cuDNN's RNNs have no forward-mode formulas; the math kernel and the
+    # native RNN compute the same functions
+    with (torch.no_grad(), fwAD.dual_level(), sdpa_kernel(SDPBackend.MATH),
+          torch.backends.cudnn.flags(enabled=False)):
+        try:
+            value, _ = jvp(*named[0], sample[named[0][0]][0])  # warm-up, untimed: backprop's timing is warm too
+            entries, elapsed = {}, 0.0
+            for name, p in named:
+                entries[name] = []
+                for i in sample[name]:
+                    start = time.perf_counter()
+                    entries[name].append(jvp(name, p, i)[1])
+                    elapsed += time.perf_counter() - start
+        except NotImplementedError as e:  # e.g. CUDA's fused LSTM and GRU cells
+            raise GradflowError(f"gradcheck.mode=forward: {str(e).splitlines()[0]} (the CPU has more forward-mode "
+                                "formulas: try device=cpu)") from None
     return value, entries, elapsed / max(sum(map(len, sample.values())), 1)
 
 

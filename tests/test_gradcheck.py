@@ -66,6 +66,17 @@ def test_a_wrong_backward_is_caught():
     assert r.max_rel > 0.3
 
 
+def test_forward_mode_without_a_forward_formula_is_one_line():
+    """An op with no forward-mode formula (here a custom Function without jvp; on CUDA, the fused LSTM
+    cell) is named in a GradflowError, not a traceback."""
+    from gradflow.errors import GradflowError
+
+    model = Wrong().double()
+    x, y = torch.randn(8, 5, dtype=torch.float64), torch.randint(0, 3, (8,))
+    with pytest.raises(GradflowError, match=r"^gradcheck.mode=forward: .*jvp.*try device=cpu\)$"):
+        check_model(model, lambda m: nn.functional.cross_entropy(m(x), y), entries=2, mode="forward")
+
+
 def test_cli_table_and_bad_override(cli):
     out = cli("gradcheck", "data=mnist1d", "model.depth=2", "model.width=8", "threads=1",
               "--entries", "3")
