@@ -11,8 +11,9 @@ folder and leave when the sweep's process is gone.
 
 from __future__ import annotations
 
-import math
+import copy
 import importlib.util
+import math
 import os
 import sys
 import threading
@@ -23,7 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from omegaconf import OmegaConf
+from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+from omegaconf import DictConfig, OmegaConf
 
 from gradflow import config as config_mod
 from gradflow.config import override_key
@@ -384,7 +386,7 @@ def _run_hydra(p: Plan, on_step: StepFn | None) -> None:
     os.environ[SWEEP_PID] = str(os.getpid())
     try:
         sys.argv = argv
-        with _planned_points_are_valid():
+        with _hydra_composes_less():
             entry()
     finally:
         sys.argv, _reporter = saved_argv, None
@@ -396,17 +398,54 @@ def _run_hydra(p: Plan, on_step: StepFn | None) -> None:
 
 
 @contextmanager
-def _planned_points_are_valid():
-    """Hydra's sweeper composes every point of a batch to validate it, then the launcher composes each job
-    again: `plan` has already validated every value, so the first of those two composes is skipped."""
+def _hydra_composes_less():
+    """Hydra composes every point of a batch to validate it, then the launcher composes each job again
+    from the defaults list (~100 ms each). `plan` has already validated every value, so the first
+    compose is skipped, and each job's compose goes through `JobConfigLoader`."""
+    from hydra._internal import hydra as hydra_internal
     from hydra.plugins.sweeper import Sweeper
 
-    check = Sweeper.validate_batch_is_legal
+    check, loader = Sweeper.validate_batch_is_legal, hydra_internal.ConfigLoaderImpl
     Sweeper.validate_batch_is_legal = lambda self, batch: None
+    hydra_internal.ConfigLoaderImpl = JobConfigLoader
     try:
         yield
     finally:
-        Sweeper.validate_batch_is_legal = check
+        Sweeper.validate_batch_is_legal, hydra_internal.ConfigLoaderImpl = check, loader
+        _composed.clear()
+
+
+_composed: dict[tuple, Any] = {}  # JobConfigLoader's composed jobs, by what they share (this process's sweep)
+
+
+class JobConfigLoader(ConfigLoaderImpl):
+    """Hydra's config loader, except that a job which differs from one already composed only in plain
+    values (a grid's usual case) is a copy of that job's config with its own values applied, exactly as
+    Hydra applies value overrides after composing: ~3 ms instead of ~100 ms. Launchers pickle the
+    loader to their workers (joblib, submitit), which then compose the same way."""
+
+    def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        parsed = OverridesParser.create().parse_overrides(sweep_overrides)
+        values = [o for o in parsed if _simple(o.input_line) and o.package is None and not isinstance(o.value(), dict)]
+        if any(o.is_hydra_override() for o in parsed):
+            return super().load_sweep_config(master_config, sweep_overrides)
+        key = (master_config.hydra.job.config_name, tuple(master_config.hydra.overrides.hydra),
+               tuple(o.input_line for o in parsed if o not in values), tuple(o.key_or_group for o in values))
+        if key not in _composed:
+            cfg = super().load_sweep_config(master_config, sweep_overrides)
+            _composed[key] = copy.deepcopy(cfg)  # before the launcher sets the job's id and number
+            return cfg
+        cfg = copy.deepcopy(_composed[key])
+        ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+        # what Hydra derives from the job's overrides; everything else is the same for jobs of one key
+        cfg.hydra.overrides.task = list(sweep_overrides)
+        dirname = cfg.hydra.job.config.override_dirname
+        cfg.hydra.job.override_dirname = get_overrides_dirname(
+            overrides=parsed, kv_sep=dirname.kv_sep, item_sep=dirname.item_sep, exclude_keys=dirname.exclude_keys)
+        OmegaConf.copy_cache(from_config=master_config, to_config=cfg)
+        return cfg
 
 
 def stop_workers() -> None:

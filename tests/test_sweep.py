@@ -166,3 +166,35 @@ def test_time_machinery_times_each_step_against_its_target(tmp_path):
     assert seen == [root]
     assert sorted(p.name for p in root.iterdir() if (p / "run.json").exists()) == ["model.depth=1,seed=0",
                                                                                     "model.depth=2,seed=0"]
+
+
+@pytest.mark.parametrize("fixed", [[], ["init=kaiming_normal", "+experiment=depth-study"],
+                                   ["optim.lr=${gf.div:0.5,model.depth}", "train.steps=3"]])
+def test_job_configs_from_a_copy_equal_hydras_own_compose(tmp_path, fixed):
+    """The sweep's config loader composes a job that differs from an earlier one only in values as a copy
+    with those values applied: every key, the hydra node included, must equal Hydra's full compose."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from gradflow.config import CONF_DIR
+
+    search_path = create_config_search_path(str(CONF_DIR))
+    hydra_overrides = ["hydra.job.config.override_dirname.exclude_keys=[name,results]"]
+    master = ConfigLoaderImpl(search_path).load_configuration("config", [*hydra_overrides, f"results={tmp_path}"],
+                                                              RunMode.MULTIRUN)
+    jobs = [[*fixed, f"model.depth={d}", f"model.activation={a}", f"seed={s}", "optim.milestones=[10,20]", f"results={tmp_path}"]
+            for d in (2, 5) for a in ("tanh", "relu") for s in (0, 1)]
+    jobs += [[*fixed, "data=gaussian", "model.depth=3", "model.activation=tanh", "seed=0", f"results={tmp_path}"]]
+    ours = sweep_mod.JobConfigLoader(search_path)
+    try:
+        for job in jobs:
+            expected = ConfigLoaderImpl(search_path).load_sweep_config(master, job)
+            got = ours.load_sweep_config(master, job)
+            assert OmegaConf.to_container(got) == OmegaConf.to_container(expected), job
+            assert got.hydra.job.override_dirname == expected.hydra.job.override_dirname
+            assert f"model.depth={got.model.depth}" in job and f"seed={got.seed}" in job
+        assert len(sweep_mod._composed) == 2  # one compose per structure; the others were copies
+    finally:
+        sweep_mod._composed.clear()
