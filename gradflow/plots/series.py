@@ -56,12 +56,12 @@ def collect_series(df: pd.DataFrame, x: str, group_keys: Sequence[str], log: boo
     wide_all = cells.last().unstack(x)  # (runs, xs)
     present_all = cells.size().unstack(x).reindex_like(wide_all).notna().to_numpy()
     y_all = wide_all.to_numpy(dtype=float)
-    position = pd.Series(np.arange(len(wide_all)), index=wide_all.index)
+    position = wide_all.index.get_indexer(df["run"])  # each row's run, as a row of wide_all
     status_all = df.groupby("run")["status"].first().reindex(wide_all.index).astype(str).to_numpy()
-    run_col = df["run"].to_numpy()
+    columns = {c: df[c].to_numpy() for c in [*cfg_cols, "source", "run"]}
     out = []
     for rows in groups:
-        at = np.sort(position[pd.unique(run_col[rows])].to_numpy())  # the group's runs, in sorted order
+        at = np.unique(position[rows])  # the group's runs, in sorted order
         logged = present_all[at]
         cols = logged.any(axis=0)  # the x values some run of the group logged
         present, y = logged[:, cols], y_all[np.ix_(at, cols)]
@@ -78,8 +78,7 @@ def collect_series(df: pd.DataFrame, x: str, group_keys: Sequence[str], log: boo
             for i, st in enumerate(status):
                 if st == "diverged" and not (present[i] & ~finite[i]).any() and present[i].any():
                     nonfinite[np.flatnonzero(present[i])[-1]] = True
-        first = df.iloc[rows[0]]
-        out.append(Series({c: first[c] for c in cfg_cols} | {"source": first["source"], "run": first["run"]},
+        out.append(Series({c: values[rows[0]] for c, values in columns.items()},
                           list(wide_all.index[at]), status, wide_all.columns.to_numpy()[cols], med, lo, hi,
                           nonfinite, offscale, present.sum(axis=0)))
     return out
