@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import math
 import os
 import sys
 import threading
@@ -482,49 +481,3 @@ class Watcher(threading.Thread):
     def run(self) -> None:
         while not self.stop.wait(self.every):
             self.on_count(self.count())
-
-
-# --- what the machinery costs: `gradflow bench --sweep` ---------------------------------------------
-@dataclass
-class Timing:
-    step: str  # planning | per job | resume | ls | plot
-    seconds: float  # measured, per the unit below
-    unit: str  # "per point", "per job" or "total"
-    target: float  # the budget, same unit
-
-    @property
-    def met(self) -> bool:
-        return self.seconds <= self.target
-
-
-MACHINERY_TARGETS = {"planning": (0.002, "per point"), "per job": (0.050, "per job"), "resume": (3.0, "total"),
-                     "ls": (1.0, "total"), "plot": (5.0, "total")}
-
-
-def time_machinery(results: Path, depths: int = 50, seeds: int = 4,
-                   views: dict[str, Callable[[Path], Any]] | None = None) -> list[Timing]:
-    """Time the sweep machinery on a grid of tiny runs (depths x seeds points, 1 step each): planning,
-    the per-job cost beyond the runs' own wall time, resuming the finished sweep, and each of `views`
-    (e.g. ls, plot: a function of the sweep folder)."""
-    overrides = [f"model.depth=range(1,{depths + 1})", f"seed=range({seeds})", "train.steps=1", "model.width=8",
-                 "data=gaussian", "threads=1", f"results={results}"]
-    plan([*overrides[2:], "model.depth=1"], "bench-warmup")  # imports and Hydra's start-up are not per point
-    start = time.perf_counter()
-    p = plan(overrides, "bench-sweep")
-    planned = time.perf_counter() - start
-    start = time.perf_counter()
-    launch(p)
-    ran = time.perf_counter() - start
-    walls = sum(r["record"].get("wall_time", 0.0) for r in store.runs(p.root))
-    start = time.perf_counter()
-    launch(plan(overrides, "bench-sweep"))
-    resumed = time.perf_counter() - start
-    n = len(p.jobs)
-    out = [Timing("planning", planned / n, "per point", MACHINERY_TARGETS["planning"][0]),
-           Timing("per job", (ran - walls) / n, "per job", MACHINERY_TARGETS["per job"][0]),
-           Timing("resume", resumed, "total", MACHINERY_TARGETS["resume"][0])]
-    for step, view in (views or {}).items():
-        start = time.perf_counter()
-        view(p.root)
-        out.append(Timing(step, time.perf_counter() - start, "total", MACHINERY_TARGETS.get(step, (math.inf,))[0]))
-    return out

@@ -158,14 +158,31 @@ def test_missing_launcher_plugin_names_the_extra(monkeypatch):
 
 def test_time_machinery_times_each_step_against_its_target(tmp_path):
     """`gradflow bench --sweep` on a tiny grid: every step measured, the sweep really ran and resumed."""
+    from gradflow import benchsweep
+
     seen = []
-    timings = sweep_mod.time_machinery(tmp_path, depths=2, seeds=1, views={"ls": seen.append})
+    timings = benchsweep.time_machinery(tmp_path, depths=2, seeds=1, views={"ls": seen.append})
     assert [t.step for t in timings] == ["planning", "per job", "resume", "ls"]
-    assert all(t.seconds > 0 and t.target == sweep_mod.MACHINERY_TARGETS[t.step][0] for t in timings)
+    assert all(t.value > 0 and t.target == benchsweep.TARGETS[t.step] for t in timings)
     root = tmp_path / "bench-sweep"
     assert seen == [root]
     assert sorted(p.name for p in root.iterdir() if (p / "run.json").exists()) == ["model.depth=1,seed=0",
                                                                                     "model.depth=2,seed=0"]
+
+
+def test_time_launchers_runs_the_grid_twice_and_shares_are_of_the_training_time(tmp_path):
+    from gradflow import benchsweep, store
+
+    grid = [*SMALL, "model.depth=2,3", "threads=1"]
+    machinery, speedup = benchsweep.time_launchers(tmp_path, grid, parallel=["hydra/launcher=basic"])
+    runs = {name: {r["run"]: r["record"] for r in store.runs(tmp_path / name)}
+            for name in ("bench-basic", "bench-parallel")}
+    assert set(runs["bench-basic"]) == set(runs["bench-parallel"]) == {"model.depth=2", "model.depth=3"}
+    assert all(r["status"] == "ok" for study in runs.values() for r in study.values())
+    assert machinery.unit == "of training" and machinery.value > 0  # a sweep costs more than its training
+    assert speedup.unit == benchsweep.SPEEDUP and speedup.value > 0
+    assert not machinery.met or machinery.value <= 0.10
+    assert speedup.met == (speedup.value >= 1.6)
 
 
 @pytest.mark.parametrize("fixed", [[], ["init=kaiming_normal", "+experiment=depth-study"],
