@@ -17,9 +17,11 @@ app = typer.Typer(
 )
 
 
-# typer 0.29 prints a type placeholder such as <bool> beside every flag, --help included; a flag takes no value
-_display_type = TyperOption.display_type_rich
-TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else _display_type(self, ctx)
+# typer 0.29 prints a type placeholder such as <bool> beside every flag, --help included; a flag takes no value.
+# Older typers (>= 0.12, which pyproject allows) have no such method and print no placeholder.
+_display_type = getattr(TyperOption, "display_type_rich", None)
+if _display_type is not None:
+    TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else _display_type(self, ctx)
 
 
 def progress_bar(transient: bool = True) -> Progress:

@@ -1,0 +1,58 @@
+"""On a CUDA GPU: the transformer family and a Recorder in the user's own loop give the CPU's values and
+keep the probes' one-host-copy-per-probed-step promise. Skipped where no GPU is present."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import gradflow
+
+TINY_TRANSFORMER = ["model=transformer", "model.depth=2", "model.d_model=16", "model.heads=2", "data=chars",
+                    "data.T=8", "data.n_train=32", "data.n_test=16", "train.batch_size=8", "train.steps=0"]
+
+
+@pytest.mark.cuda
+def test_a_transformer_on_cuda_matches_the_cpu_at_init(run_job):
+    cpu = pd.read_parquet(run_job(*TINY_TRANSFORMER, "device=cpu", name="cpu") / "layers.parquet")
+    gpu = pd.read_parquet(run_job(*TINY_TRANSFORMER, "device=cuda", name="gpu") / "layers.parquet")
+    assert list(cpu["name"]) == list(gpu["name"])
+    assert np.allclose(cpu["value"], gpu["value"], rtol=1e-3, atol=1e-6, equal_nan=True)
+
+
+@pytest.mark.cuda
+def test_a_recorder_on_cuda_syncs_once_per_probed_step_and_never_in_between(tmp_path):
+    torch.manual_seed(0)
+    dev = torch.device("cuda")
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 3)).to(dev)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = torch.randn(32, 8, device=dev), torch.randint(0, 3, (32,), device=dev)
+    rec = gradflow.Recorder(model, tmp_path / "study" / "run", every=3)
+    syncs = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for step in range(7):
+                seen = len(caught)
+                with rec.step(step):
+                    loss = F.cross_entropy(model(x), y)
+                    loss.backward()
+                rec.log(step, train_loss=loss)
+                opt.step()
+                opt.zero_grad()
+                syncs[step] = len(caught) - seen
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    rec.close()
+    # step 3 is probed and its values are fetched at the start of step 4; 2 and 5 are plain steps
+    assert [syncs[s] for s in (2, 5)] == [0, 0], syncs
+    assert syncs[3] + syncs[4] == 1, syncs
+    layers = gradflow.load(tmp_path / "study")
+    assert sorted(layers["step"].unique()) == [0, 3, 6]
