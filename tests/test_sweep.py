@@ -174,7 +174,8 @@ def test_time_launchers_runs_the_grid_twice_and_shares_are_of_the_training_time(
     from gradflow import benchsweep, store
 
     grid = [*SMALL, "model.depth=2,3", "threads=1"]
-    machinery, speedup = benchsweep.time_launchers(tmp_path, grid, parallel=["hydra/launcher=basic"])
+    machinery, speedup, bound = benchsweep.time_launchers(tmp_path, grid, parallel=["hydra/launcher=basic"],
+                                                          workers=1)
     runs = {name: {r["run"]: r["record"] for r in store.runs(tmp_path / name)}
             for name in ("bench-basic", "bench-parallel")}
     assert set(runs["bench-basic"]) == set(runs["bench-parallel"]) == {"model.depth=2", "model.depth=3"}
@@ -183,6 +184,8 @@ def test_time_launchers_runs_the_grid_twice_and_shares_are_of_the_training_time(
     assert speedup.unit == benchsweep.SPEEDUP and speedup.value > 0
     assert not machinery.met or machinery.value <= 0.10
     assert speedup.met == (speedup.value >= 1.6)
+    # the same launcher twice in one process: about the same CPU each time (the second composes less)
+    assert bound.unit == benchsweep.SPEEDUP and 0.5 < bound.value < 3
 
 
 @pytest.mark.parametrize("fixed", [[], ["init=kaiming_normal", "+experiment=depth-study"],
