@@ -3,8 +3,9 @@
 `gradflow sweep` calls `plan`, which expands and validates the whole grid first (each distinct
 value once), then `launch`, which takes the study folder's lock, writes <results>/<name>/sweep.yaml
 (the study's identity: every planned run and the digest of its config) and hands the overrides to a
-`@hydra.main` entry point (rewriting argv), exactly as `python app.py --multirun ...` would. Each job
-runs `task`, which skips a run already finished with the same config, and records any failure in
+`@hydra.main` entry point (rewriting argv), exactly as `python app.py --multirun ...` would; the
+launcher composes a job's config through `JobConfigLoader`, which asks Hydra once per structure and
+copies that config with each job's own values. Each job runs `task`, which skips a run already finished with the same config, and records any failure in
 the run's own run.json so the sweep goes on. Workers of parallel launchers write only their own job
 folder and leave when the sweep's process is gone.
 """
@@ -447,7 +448,8 @@ class JobConfigLoader(ConfigLoaderImpl):
         values = [o for o in parsed if _simple(o.input_line) and o.package is None and not isinstance(o.value(), dict)]
         if any(o.is_hydra_override() for o in parsed):
             return super().load_sweep_config(master_config, sweep_overrides)
-        key = (master_config.hydra.job.config_name, tuple(master_config.hydra.overrides.hydra),
+        hydra_overrides = OmegaConf.to_container(master_config.hydra.overrides.hydra)  # unresolved, as Hydra reads them
+        key = (master_config.hydra.job.config_name, tuple(hydra_overrides),
                tuple(o.input_line for o in parsed if o not in values), tuple(o.key_or_group for o in values))
         if key not in _composed:
             cfg = super().load_sweep_config(master_config, sweep_overrides)

@@ -201,7 +201,8 @@ def test_job_configs_from_a_copy_equal_hydras_own_compose(tmp_path, fixed):
     from gradflow.config import CONF_DIR
 
     search_path = create_config_search_path(str(CONF_DIR))
-    hydra_overrides = ["hydra.job.config.override_dirname.exclude_keys=[name,results]"]
+    hydra_overrides = ["hydra.job.config.override_dirname.exclude_keys=[name,results]",
+                       "hydra.sweep.subdir=${hydra:runtime.choices.init}"]  # read before Hydra's config is set
     master = ConfigLoaderImpl(search_path).load_configuration("config", [*hydra_overrides, f"results={tmp_path}"],
                                                               RunMode.MULTIRUN)
     jobs = [[*fixed, f"model.depth={d}", f"model.activation={a}", f"seed={s}", "optim.milestones=[10,20]", f"results={tmp_path}"]

@@ -25,8 +25,9 @@ def bench(
     clock: Annotated[str, typer.Option(help="wall | cpu (process CPU time: for a machine shared with other "
                                                 "work)")] = "wall",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
-    sweep: Annotated[bool, typer.Option("--sweep", help="Time the sweep machinery instead (200 tiny runs: "
-                                        "planning, per job, resume, ls, plot) against its targets.")] = False,
+    sweep: Annotated[bool, typer.Option("--sweep", help="Time the sweep machinery instead against its targets: "
+                                        "200 tiny runs (planning, per job, resume, ls, plot), then 12 MNIST-1D "
+                                        "runs (machinery share, joblib's speed-up); a few minutes.")] = False,
 ) -> None:
     """Time gradflow's loop (probes off, every 10 steps, every step) against a bare PyTorch loop."""
     from gradflow import bench as bench_mod
