@@ -194,8 +194,9 @@ class InitConfig:
     name: str = "xavier_normal"  # standard | xavier_uniform | xavier_normal | kaiming_uniform | kaiming_normal
     #                              | lecun_normal | orthogonal | delta_orthogonal | meanfield | gpt2 (N(0, 0.02), residual
     #                              outputs / sqrt(2 depth)) | keep (the model's own init); biases start at 0
-    #                              except in meanfield. A key of another scheme is ignored and not recorded
-    #                              (INIT_KEYS), so one sweep can set init.gain and init.sw2 for init=orthogonal,meanfield.
+    #                              except in meanfield. A key of another scheme (INIT_KEYS) is refused in a run;
+    #                              a sweep may set init.gain and init.sw2 across init=orthogonal,meanfield, and
+    #                              each point keeps (and records) its own scheme's keys only.
     gain: float = 1.0  # xavier_*, orthogonal, delta_orthogonal: weight scale multiplier
     mode: str = "fan_in"  # kaiming_*: fan_in preserves forward variance, fan_out backward variance
     sw2: float = 1.0  # meanfield: W ~ N(0, sw2 / fan_in)
@@ -253,6 +254,11 @@ class TrainConfig:
 
 
 @dataclass
+class GradcheckConfig:
+    mode: str = "reverse"  # the gradient `gradflow gradcheck` checks against finite differences and times: reverse (backprop: every entry from one backward pass) | forward (forward-mode AD: one JVP per entry, so it costs like finite differences; backprop-vs-fd's negative control)
+
+
+@dataclass
 class Config:
     model: ModelConfig = MISSING
     data: DataConfig = MISSING
@@ -261,6 +267,7 @@ class Config:
     optim: OptimConfig = MISSING
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    gradcheck: GradcheckConfig = field(default_factory=GradcheckConfig)
     seed: int = 0  # weight init and batch order
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
     threads: int = 1  # CPU intra-op threads; 0 = torch's default (every core). 1: small nets gain little from more, and on a CPU other processes keep busy torch's spinning threads make a run many times slower (README: Threads)
@@ -296,6 +303,7 @@ SKIP_CHOICES = ("none", "residual")
 MODE_CHOICES = ("fan_in", "fan_out")
 LN_CHOICES = ("pre", "post", "none")
 NORM_KINDS = ("layernorm", "rmsnorm")
+GRADCHECK_MODES = ("reverse", "forward")
 
 
 def register_configs() -> None:
@@ -451,6 +459,7 @@ def validate(cfg: DictConfig) -> None:
     _positive("probe.jacobian_inputs", cfg.probe.jacobian_inputs)
     if cfg.probe.layer_jacobians and not cfg.probe.jacobian:
         raise GradflowError("probe.layer_jacobians=true needs probe.jacobian=true")
+    _choice("gradcheck.mode", cfg.gradcheck.mode, GRADCHECK_MODES)
     _positive("threads", cfg.threads, 0)
     _positive("seed", cfg.seed, 0)
     if (not re.fullmatch(r"[A-Za-z0-9._\-/]+", cfg.name) or ".." in Path(cfg.name).parts or cfg.name.startswith("/")
@@ -754,8 +763,25 @@ def input_scale(cfg: DictConfig) -> float | None:
 
 
 # --- composition ---------------------------------------------------------------------------------
-def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """Compose conf/config.yaml with `key=value` overrides, as `gradflow run` does, and validate it."""
+def compose(overrides: list[str] | tuple[str, ...] = (), sweep_point: bool = False) -> DictConfig:
+    """Compose conf/config.yaml with `key=value` overrides, as `gradflow run` does, and validate it.
+
+    An override of a key the run's choice does not take (init.sw2 with init=xavier_normal) is refused,
+    except in a sweep point: a sweep may set init.gain and init.sw2 across init=orthogonal,meanfield, and
+    each point keeps the keys of its own choice (`settings`)."""
+    try:
+        cfg = _hydra_compose(overrides)
+    except GradflowError:
+        raise
+    except Exception as e:  # Hydra/OmegaConf errors: make them one line that names the key
+        raise GradflowError(hydra_error_message(e, overrides)) from None
+    validate(cfg)
+    if not sweep_point:
+        _keys_apply(cfg, overrides)
+    return cfg
+
+
+def _hydra_compose(overrides) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -763,15 +789,45 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            cfg = hydra_compose(config_name="config", overrides=list(overrides))
-    except GradflowError:
-        raise
-    except Exception as e:  # Hydra/OmegaConf errors: make them one line that names the key
-        raise GradflowError(hydra_error_message(e)) from None
+            return hydra_compose(config_name="config", overrides=list(overrides))
     finally:
         GlobalHydra.instance().clear()
-    validate(cfg)
-    return cfg
+
+
+def _keys_apply(cfg: DictConfig, overrides) -> None:
+    """Every key an override sets is one the run's choice of its group takes (CHOICE_KEYS: the keys a
+    shared schema has for some of its choices only; Hydra refuses the keys of another schema itself)."""
+    for o in overrides:
+        key = override_key(o)
+        if key in CHOICE_KEYS and not o.startswith("~"):
+            chosen = OmegaConf.select(cfg, CHOICE_KEYS[key][0])
+            if chosen not in CHOICE_KEYS[key][1]:
+                raise GradflowError(_not_a_key_of(key, chosen))
+
+
+def choice_keys(group: str, choice: str) -> list[str]:
+    """The keys one choice of a group takes: its schema's fields, less those CHOICE_KEYS gives to other
+    choices of the same schema (init.sw2 belongs to init=meanfield only)."""
+    from dataclasses import fields
+
+    keys = [f"{group}.{f.name}" for f in fields(GROUP_SCHEMAS[group][choice]) if f.name != "name"]
+    return [k for k in keys if k not in CHOICE_KEYS or choice in CHOICE_KEYS[k][1]]
+
+
+def _not_a_key_of(key: str, chosen: str) -> str:
+    """init.sw2 does not apply to init=xavier_normal, which takes init.gain; it is a key of init=meanfield"""
+    group = key.partition(".")[0]
+    takes = ", ".join(choice_keys(group, chosen)) or "no keys"
+    return (f"{key} does not apply to {group}={chosen}, which takes {takes}; "
+            f"it is a key of {', '.join(_choices_with_key(key))}")
+
+
+def _chosen(group: str, overrides) -> str | None:
+    """The group's choice (its schema's name) that `overrides` compose to, or None if they do not."""
+    try:
+        return OmegaConf.select(_hydra_compose(overrides), f"{group}.name")
+    except Exception:
+        return None
 
 
 def config_loader():
@@ -790,8 +846,8 @@ def group_choices(group: str) -> list[str]:
 GROUPS = ("model", "data", "init", "norm", "optim", "probe")
 
 
-def hydra_error_message(e: Exception) -> str:
-    """One line from a Hydra/OmegaConf composition error, naming the key and the valid choices."""
+def hydra_error_message(e: Exception, overrides=()) -> str:
+    """One line from a Hydra/OmegaConf composition error of `overrides`, naming the key and the valid choices."""
     text = str(e)
     if e.__cause__ is not None:  # Hydra wraps the OmegaConf error that names the key
         text += "\n" + str(e.__cause__)
@@ -810,9 +866,11 @@ def hydra_error_message(e: Exception) -> str:
     if "Could not override" in text or "is not in struct" in text or "not in '" in text:
         key = (re.search(r"Could not override '([^']+)'", text) or bad_key or full_key)
         name = key.group(1) if key else "?"
-        owners = _choices_with_key(name)
-        if owners:
-            return f"{name} does not apply to this run: it is a key of {', '.join(owners)}"
+        if _choices_with_key(name):  # a key of another choice: name the run's, and the keys it takes
+            chosen = _chosen(name.partition(".")[0], [o for o in overrides if override_key(o) != name])
+            if chosen in GROUP_SCHEMAS[name.partition(".")[0]]:
+                return _not_a_key_of(name, chosen)
+            return f"{name} does not apply to this run: it is a key of {', '.join(_choices_with_key(name))}"
         return (f"unknown key {_show(name)}; groups: {', '.join(GROUPS)}; "
                 "see `gradflow run --help` for every key (add a new key with +key=value only if you mean to)")
     if full_key:
@@ -825,12 +883,9 @@ def hydra_error_message(e: Exception) -> str:
 
 
 def _choices_with_key(dotted: str) -> list[str]:
-    """["optim=sgd"] for "optim.momentum": the choices of the key's group whose schema has it."""
-    from dataclasses import fields
-
-    group, _, key = dotted.partition(".")
-    schemas = GROUP_SCHEMAS.get(group, {})
-    return [f"{group}={choice}" for choice, cls in schemas.items() if key in {f.name for f in fields(cls)}]
+    """["optim=sgd"] for "optim.momentum": the choices of the key's group that take it."""
+    group = dotted.partition(".")[0]
+    return [f"{group}={choice}" for choice in GROUP_SCHEMAS.get(group, {}) if dotted in choice_keys(group, choice)]
 
 
 def _experiment_choices(group: str) -> list[str]:

@@ -13,6 +13,11 @@ its rounding level ~1e-16 |L| / eps ~ 1e-10 |L|, so an entry far smaller than th
 exact 0, a weight the loss barely depends on) is judged against 1e-3 |L|, where that rounding stays
 below 1e-6 relative. A wrong backward still shows: a gradient of 1e-5 |L| off by a factor 2 gives 1e-2.
 eps is small because ReLU kinks are not differentiable: a step across one is off by O(1) for that unit.
+
+mode="forward" computes the checked entries by forward-mode AD instead, one JVP per entry, and projects
+the cost of the full gradient from them as the finite-difference cost is projected: exact like backprop,
+but one pass per parameter like finite differences, so the cost ratio falls to O(1). It is the negative
+control of the backprop-vs-fd reproduction's cost claim.
 """
 
 from __future__ import annotations
@@ -23,7 +28,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn as nn
+from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from gradflow.config import GRADCHECK_MODES
+from gradflow.errors import GradflowError
 
 EPS = 1e-6  # the finite-difference step in float64
 FLOOR = 1e-3  # relative errors are taken against at least this fraction of the loss
@@ -42,7 +53,9 @@ class ParamCheck:
 class GradCheck:
     params: list[ParamCheck]
     n_params: int  # entries of every parameter tensor
-    backprop_s: float  # seconds for one full gradient: forward + backward (median of repeats)
+    mode: str  # how the checked gradient was computed: reverse (backprop) | forward (one JVP per entry)
+    grad_s: float  # seconds for the full gradient: reverse, one forward + backward (median of repeats);
+    #                forward, the seconds per JVP (mean over the checked entries) times n_params
     fd_entry_s: float  # seconds per finite-difference entry: two forward passes (mean)
 
     @property
@@ -56,42 +69,100 @@ class GradCheck:
 
     @property
     def cost_ratio(self) -> float:
-        """Finite differences over backprop for the full gradient."""
-        return self.fd_full_s / self.backprop_s
+        """Finite differences over the checked mode (backprop by default) for the full gradient."""
+        return self.fd_full_s / self.grad_s
 
 
-def check_model(model: nn.Module, loss_fn, entries: int = 8, eps: float = EPS, seed: int = 0,
-                repeats: int = 3) -> GradCheck:
-    """Compare `model`'s backprop gradient of `loss_fn(model)` (a scalar) with central differences.
+class _Loss(nn.Module):
+    """The loss as a module of no inputs, so that functional_call can put a dual tensor in place of any
+    parameter of the model."""
 
-    The model should be in float64. The RNG is reseeded before every evaluation, so a model with
-    dropout sees the same mask in each. `entries` random entries per parameter tensor (all if fewer).
-    """
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    def __init__(self, model: nn.Module, loss):
+        super().__init__()
+        self.model, self.loss = model, loss
 
-    def loss() -> torch.Tensor:
-        torch.manual_seed(seed)
-        return loss_fn(model)
+    def forward(self) -> torch.Tensor:
+        return self.loss()
 
-    # one full gradient by backprop, timed
+
+def _reverse(model: nn.Module, loss, named, sample, repeats: int) -> tuple[float, dict, float]:
+    """The loss, the sampled entries of one backprop gradient, and its seconds (median of `repeats`)."""
     times = []
     for _ in range(repeats):
         model.zero_grad(set_to_none=True)
         start = time.perf_counter()
         value = loss()
         value.backward()
+        if value.is_cuda:  # the backward kernels run asynchronously: wait for them before reading the clock
+            torch.cuda.synchronize(value.device)
         times.append(time.perf_counter() - start)
-    floor = FLOOR * abs(value.item())
-    grads = {n: p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for n, p in named}
+    entries = {n: [p.grad.view(-1)[i].item() if p.grad is not None else 0.0 for i in sample[n]] for n, p in named}
+    model.zero_grad(set_to_none=True)
+    return value.item(), entries, float(np.median(times))
+
+
+def _forward(model: nn.Module, loss, named, sample) -> tuple[float, dict, float]:
+    """The loss, the sampled entries by one JVP each (tangent e_i), and the seconds per JVP (mean)."""
+    wrapped = _Loss(model, loss)
+
+    def jvp(name: str, p: torch.Tensor, i: int) -> tuple[float, float]:
+        tangent = torch.zeros_like(p)
+        tangent.view(-1)[i] = 1.0
+        out = functional_call(wrapped, {f"model.{name}": fwAD.make_dual(p, tangent)}, ())
+        primal, derivative = fwAD.unpack_dual(out)
+        return primal.item(), derivative.item()
+
+    # fused attention kernels and cuDNN's RNNs have no forward-mode formulas; the math kernel and the
+    # native RNN compute the same functions
+    with (torch.no_grad(), fwAD.dual_level(), sdpa_kernel(SDPBackend.MATH),
+          torch.backends.cudnn.flags(enabled=False)):
+        try:
+            value, _ = jvp(*named[0], sample[named[0][0]][0])  # warm-up, untimed: backprop's timing is warm too
+            entries, elapsed = {}, 0.0
+            for name, p in named:
+                entries[name] = []
+                for i in sample[name]:
+                    start = time.perf_counter()
+                    entries[name].append(jvp(name, p, i)[1])
+                    elapsed += time.perf_counter() - start
+        except NotImplementedError as e:  # e.g. CUDA's fused LSTM and GRU cells
+            raise GradflowError(f"gradcheck.mode=forward: {str(e).splitlines()[0]} (the CPU has more forward-mode "
+                                "formulas: try device=cpu)") from None
+    return value, entries, elapsed / max(sum(map(len, sample.values())), 1)
+
+
+def check_model(model: nn.Module, loss_fn, entries: int = 8, eps: float = EPS, seed: int = 0,
+                repeats: int = 3, mode: str = "reverse") -> GradCheck:
+    """Compare `model`'s gradient of `loss_fn(model)` (a scalar), by backprop (mode="reverse") or by
+    forward-mode AD (mode="forward"), with central differences.
+
+    The model should be in float64. The RNG is reseeded before every evaluation, so a model with
+    dropout sees the same mask in each. `entries` random entries per parameter tensor (all if fewer).
+    """
+    if mode not in GRADCHECK_MODES:
+        raise GradflowError(f"gradcheck.mode={mode!r} is not allowed; choices: {', '.join(GRADCHECK_MODES)}")
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    n_params = sum(p.numel() for _, p in named)
+
+    def loss() -> torch.Tensor:
+        torch.manual_seed(seed)
+        return loss_fn(model)
 
     rng = np.random.default_rng(seed)
+    sample = {n: rng.choice(p.numel(), size=min(entries, p.numel()), replace=False).tolist() for n, p in named}
+    if mode == "reverse":
+        value, grads, grad_s = _reverse(model, loss, named, sample, repeats)
+    else:
+        value, grads, jvp_s = _forward(model, loss, named, sample)
+        grad_s = jvp_s * n_params
+    floor = FLOOR * abs(value)
+
+    # central differences on the same entries, timed
     checks, fd_time, fd_count = [], 0.0, 0
     with torch.no_grad():
         for name, p in named:
-            flat, g = p.view(-1), grads[name].view(-1)
-            idx = rng.choice(flat.numel(), size=min(entries, flat.numel()), replace=False)
-            errors = []
-            for i in idx.tolist():
+            flat, errors = p.view(-1), []
+            for i, g in zip(sample[name], grads[name]):
                 start = time.perf_counter()
                 orig = flat[i].item()
                 flat[i] = orig + eps
@@ -101,17 +172,19 @@ def check_model(model: nn.Module, loss_fn, entries: int = 8, eps: float = EPS, s
                 flat[i] = orig
                 fd_time += time.perf_counter() - start
                 fd_count += 1
-                fd, bp = (up - down) / (2.0 * eps), g[i].item()
-                scale = max(abs(fd), abs(bp), floor)
-                errors.append(abs(fd - bp) / scale if scale > 0 else 0.0)
+                fd = (up - down) / (2.0 * eps)
+                scale = max(abs(fd), abs(g), floor)
+                errors.append(abs(fd - g) / scale if scale > 0 else 0.0)
             checks.append(ParamCheck(name, flat.numel(), len(errors), float(np.max(errors)), float(np.median(errors))))
-    model.zero_grad(set_to_none=True)
-    return GradCheck(checks, sum(p.numel() for _, p in named), float(np.median(times)), fd_time / max(fd_count, 1))
+    return GradCheck(checks, n_params, mode, grad_s, fd_time / max(fd_count, 1))
 
 
 def gradcheck(cfg, entries: int = 8, batch: int = 32, eps: float = EPS) -> GradCheck:
     """Build the model and data of a run config, in float64, and check its training loss's gradient
-    on the first `batch` training examples (train mode: batchnorm uses the batch's statistics)."""
+    on the first `batch` training examples (train mode: batchnorm uses the batch's statistics), computed
+    as cfg's gradcheck.mode says (a config saved before that key existed: reverse)."""
+    from omegaconf import OmegaConf
+
     from gradflow.job import prepare
     from gradflow.train import loss_and_accuracy
 
@@ -122,4 +195,5 @@ def gradcheck(cfg, entries: int = 8, batch: int = 32, eps: float = EPS) -> GradC
         x = x.double()
     if y.is_floating_point():
         y = y.double()
-    return check_model(model, lambda m: loss_and_accuracy(m(x), y, data.task)[0], entries, eps, seed=cfg.seed)
+    return check_model(model, lambda m: loss_and_accuracy(m(x), y, data.task)[0], entries, eps, seed=cfg.seed,
+                       mode=OmegaConf.select(cfg, "gradcheck.mode", default="reverse"))

@@ -181,9 +181,9 @@ class _Configs:
 
     def compose(self, overrides: list[str]):
         try:
-            return config_mod.compose([*overrides, f"name={self.name}"])
-        except GradflowError as e:
-            raise GradflowError(f"sweep point {store.shorten(','.join(overrides), 80)}: {e}") from None
+            return config_mod.compose([*overrides, f"name={self.name}"], sweep_point=True)
+        except GradflowError as e:  # e names the bad key and value; the point's other overrides are noise
+            raise GradflowError(f"sweep point: {e}") from None
 
     def flat(self, overrides: list[str]) -> dict:
         structural = tuple(o for o in overrides if not _simple(o))

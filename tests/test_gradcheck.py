@@ -28,7 +28,7 @@ def test_backprop_matches_finite_differences(family):
     assert r.max_rel < BOUND, [(p.name, p.max_rel) for p in r.params]
     # every parameter tensor is checked, and the counts add up
     assert r.n_params == sum(p.size for p in r.params) and all(p.checked == min(6, p.size) for p in r.params)
-    assert r.fd_full_s == pytest.approx(r.fd_entry_s * r.n_params) and r.backprop_s > 0
+    assert r.fd_full_s == pytest.approx(r.fd_entry_s * r.n_params) and r.grad_s > 0 and r.mode == "reverse"
 
 
 class ScaledGrad(torch.autograd.Function):
@@ -64,6 +64,17 @@ def test_a_wrong_backward_is_caught():
     # above it backprop is right
     assert err["second.weight"].max_rel < BOUND and err["second.bias"].max_rel < BOUND
     assert r.max_rel > 0.3
+
+
+def test_forward_mode_without_a_forward_formula_is_one_line():
+    """An op with no forward-mode formula (here a custom Function without jvp; on CUDA, the fused LSTM
+    cell) is named in a GradflowError, not a traceback."""
+    from gradflow.errors import GradflowError
+
+    model = Wrong().double()
+    x, y = torch.randn(8, 5, dtype=torch.float64), torch.randint(0, 3, (8,))
+    with pytest.raises(GradflowError, match=r"^gradcheck.mode=forward: .*jvp.*try device=cpu\)$"):
+        check_model(model, lambda m: nn.functional.cross_entropy(m(x), y), entries=2, mode="forward")
 
 
 def test_cli_table_and_bad_override(cli):

@@ -7,6 +7,7 @@ import base64
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
@@ -149,6 +150,38 @@ def test_bad_path_is_one_line(cli, tmp_path):
     out = cli("report", str(tmp_path / "nothing"))
     assert out.exit_code == 1 and "does not exist" in out.output and "Traceback" not in out.output
     assert not (tmp_path / "nothing").exists()
+
+
+def open_report(study: Path, tmp_path: Path, browser_exit: int) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """`gradflow report --open` in its own process, as a user runs it, with $BROWSER (which Python's
+    webbrowser tries first) a script that records the URL it is given and exits with `browser_exit`; PATH
+    and the display variables are cleared so that no real browser is found besides it."""
+    opened = tmp_path / "opened.txt"
+    browser = tmp_path / "browser"
+    browser.write_text(f'#!/bin/sh\necho "$1" >> "{opened}"\nexit {browser_exit}\n')
+    browser.chmod(0o755)
+    root = str(Path(gradflow.__file__).resolve().parents[1])
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "PATH")}
+    env.update(BROWSER=f"{browser} %s", PATH=str(tmp_path / "empty"),
+               PYTHONPATH=os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])]))
+    out = subprocess.run([sys.executable, "-m", "gradflow", "report", str(study), "--out",
+                          str(tmp_path / "page.html"), "--open"], env=env, capture_output=True, text=True,
+                         timeout=300)
+    return out, opened.read_text().split() if opened.exists() else []
+
+
+def test_open_hands_the_page_to_the_browser(study, tmp_path):
+    out, opened = open_report(study, tmp_path, browser_exit=0)
+    assert out.returncode == 0, out.stderr
+    assert opened == [(tmp_path / "page.html").resolve().as_uri()] and (tmp_path / "page.html").is_file()
+    assert "no browser" not in out.stdout
+
+
+def test_open_without_a_working_browser_says_where_the_page_is(study, tmp_path):
+    out, opened = open_report(study, tmp_path, browser_exit=1)
+    uri = (tmp_path / "page.html").resolve().as_uri()
+    assert out.returncode == 0 and opened == [uri], out.stderr  # the page is written; only opening failed
+    assert f"no browser could open it; open {uri} yourself" in " ".join(out.stdout.split())
 
 
 def chromium() -> str | None:

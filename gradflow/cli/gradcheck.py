@@ -21,13 +21,15 @@ def gradcheck(
     batch: Annotated[int, typer.Option(min=1, help="Training examples in the loss.")] = 8,
     eps: Annotated[float, typer.Option(help="Central-difference step (float64).")] = 1e-6,
 ) -> None:
-    """Check backprop against central finite differences in float64, per parameter tensor, and time both."""
+    """Check backprop against central finite differences in float64, per parameter tensor, and time both
+    (gradcheck.mode=forward: forward-mode AD, one JVP per entry, in place of backprop)."""
     from gradflow.config import compose
     from gradflow.gradcheck import gradcheck as check
 
     with console.status("finite differences ..."):
         r = check(compose(list(overrides or [])), entries=entries, batch=batch, eps=eps)
-    table = Table(title=f"backprop vs central differences (float64, eps {eps:g}, batch {batch})",
+    method = "backprop" if r.mode == "reverse" else "forward mode"
+    table = Table(title=f"{method} vs central differences (float64, eps {eps:g}, batch {batch})",
                   title_justify="left")
     for col, justify in (("parameter", "left"), ("entries", "right"), ("checked", "right"),
                          ("max rel err", "right"), ("median rel err", "right")):
@@ -37,6 +39,7 @@ def gradcheck(
     console.print(table)
     console.print(f"max relative error {fmt(r.max_rel, 3)} over {sum(p.checked for p in r.params)} entries of "
                   f"{r.n_params} parameters", highlight=False)
-    console.print(f"backprop: {fmt(r.backprop_s, 3)} s for the full gradient; finite differences: "
+    how = "" if r.mode == "reverse" else " (one JVP per entry, projected)"
+    console.print(f"{method}: {fmt(r.grad_s, 3)} s for the full gradient{how}; finite differences: "
                   f"{fmt(r.fd_entry_s, 3)} s per entry, {fmt(r.fd_full_s, 3)} s projected for all "
                   f"{r.n_params}: {fmt(r.cost_ratio, 3)}x the cost", highlight=False)

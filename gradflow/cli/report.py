@@ -29,4 +29,5 @@ def report(
     if open_:
         import webbrowser
 
-        webbrowser.open(page.resolve().as_uri())
+        if not webbrowser.open(page.resolve().as_uri()):  # no browser here (a server, $BROWSER failing)
+            console.print(f"no browser could open it; open {page.resolve().as_uri()} yourself", highlight=False)

@@ -67,7 +67,7 @@ def _section(title: str, prefix: str, cls, choices: list[str], group: str | None
     sets = {c: _group_yaml(group, c) for c in choices} if group else {}
     lines = [title]
     for f in fields(cls):
-        if f.name == "name" or f.name in config_mod.GROUPS + ("train",):
+        if f.name == "name" or f.name in config_mod.GROUPS + ("train", "gradcheck"):
             continue
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
         base = sets[choices[0]].get(f.name, default) if len(choices) == 1 else default
@@ -120,6 +120,7 @@ def config_help() -> str:
             out += _section("", f"{group}.", cls, choices, group)[1:]
         out.append("")
     out += _section("train (no group: set the keys)", "train.", config_mod.TrainConfig, [], None)
+    out += [""] + _section("gradcheck (gradflow gradcheck)", "gradcheck.", config_mod.GradcheckConfig, [], None)
     out += [""] + _section("top level", "", config_mod.Config, [], None)
     return "\n".join(escape(line) if not line.startswith("[bold]") else line for line in out)
 
