@@ -71,22 +71,27 @@ def time_machinery(results: Path, depths: int = 50, seeds: int = 4,
     return out
 
 
-def time_launchers(results: Path, grid: list[str] = MNIST1D_GRID, parallel: list[str] = JOBLIB,
+def time_launchers(results: Path, grid: list[str] = MNIST1D_GRID, parallel: list[str] | None = JOBLIB,
                    workers: int = 2) -> list[Timing]:
     """The same sweep with the basic launcher, then with `parallel` (`workers` processes): the machinery's
     share of the summed training time (run.json's train_time) with the basic launcher, the basic /
     parallel wall-time ratio, and the most the parallel launcher can gain on `workers` idle cores, from
     CPU time (this process's and its reaped workers'), which other work on a shared machine does not
-    inflate: basic's CPU over the parallel sweep's CPU shared evenly by the workers."""
+    inflate: basic's CPU over the parallel sweep's CPU shared evenly by the workers. parallel=None: the
+    basic launcher only (the machinery's share)."""
     _warm_up([*[o.split(",")[0] for o in grid], f"results={results}"])  # the first value of every key
     walls, cpus = {}, {}
-    for name, extra in (("bench-basic", []), ("bench-parallel", parallel)):
+    launchers = {"bench-basic": []} | ({} if parallel is None else {"bench-parallel": parallel})
+    for name, extra in launchers.items():
         p = sweep.plan([*grid, *extra, f"results={results}"], name)
         start, cpu = time.perf_counter(), _cpu()
         sweep.launch(p)  # parallel workers are shut down and reaped when it returns
         walls[name], cpus[name] = time.perf_counter() - start, _cpu() - cpu
     train = sum(r["record"].get("train_time", 0.0) for r in store.runs(results / "bench-basic"))
-    return [Timing("machinery", (walls["bench-basic"] - train) / train, "of training", TARGETS["machinery"]),
+    machinery = Timing("machinery", (walls["bench-basic"] - train) / train, "of training", TARGETS["machinery"])
+    if parallel is None:
+        return [machinery]
+    return [machinery,
             Timing("joblib", walls["bench-basic"] / walls["bench-parallel"], SPEEDUP, TARGETS["joblib"]),
             Timing("joblib, CPU bound", cpus["bench-basic"] / (cpus["bench-parallel"] / workers), SPEEDUP,
                    TARGETS["joblib"])]

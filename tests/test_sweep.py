@@ -186,6 +186,10 @@ def test_time_launchers_runs_the_grid_twice_and_shares_are_of_the_training_time(
     assert speedup.met == (speedup.value >= 1.6)
     # the same launcher twice in one process: about the same CPU each time (the second composes less)
     assert bound.unit == benchsweep.SPEEDUP and 0.5 < bound.value < 3
+    # without a parallel launcher (its plugin missing): the basic launcher's share only
+    (alone,) = benchsweep.time_launchers(tmp_path / "basic-only", grid, parallel=None)
+    assert alone.step == "machinery" and alone.value > 0
+    assert not (tmp_path / "basic-only" / "bench-parallel").exists()
 
 
 @pytest.mark.parametrize("fixed", [[], ["init=kaiming_normal", "+experiment=depth-study"],

@@ -95,15 +95,22 @@ def sweep_machinery() -> None:
     from pathlib import Path
 
     from gradflow import benchsweep
+    from gradflow import sweep as sweep_mod
     from gradflow.cli.ls import runs_view
     from gradflow.plots.standard import standard_figures
 
     views = {"ls": runs_view, "plot": lambda root: standard_figures(root, store.figures_dir(root), "png")}
+    parallel = benchsweep.JOBLIB
+    try:
+        sweep_mod.check_launcher("joblib")
+    except GradflowError as e:
+        console.print(f"[yellow]{e}; the joblib rows are left out[/]", soft_wrap=True)
+        parallel = None
     with tempfile.TemporaryDirectory(prefix="gradflow-bench-") as tmp:
         with console.status("200 tiny runs ..."):
             timings = benchsweep.time_machinery(Path(tmp), views=views)
-        with console.status("12 MNIST-1D runs, basic launcher then joblib with 2 workers ..."):
-            timings += benchsweep.time_launchers(Path(tmp))
+        with console.status("12 MNIST-1D runs" + (", basic launcher then joblib with 2 workers ..." if parallel else " ...")):
+            timings += benchsweep.time_launchers(Path(tmp), parallel=parallel)
     table = Table(title="sweep machinery: 200 runs of 1 step, then 12 MNIST-1D runs", title_justify="left")
     for col in ("step", "measured", "target", ""):
         table.add_column(col, justify="right")
