@@ -138,17 +138,39 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
     res = TrainResult()
     n_points = len(probes.weights)
 
-    # running sums on device, fetched at eval steps
-    window = torch.zeros(4, device=device)  # batch loss sum, batch acc sum, grad-norm sum, clip events
+    # Each step's bookkeeping lands in a row of two small device buffers (one write each, no sync);
+    # every few steps the rows are folded at once into the window sums and the divergence state.
+    rows = max(1, min(tc.check_every, tc.eval_every, steps + 1, 64))
+    dtype = torch.float64 if any(p.dtype == torch.float64 for p in params) else torch.float32
+    scalars = torch.zeros(rows, 4, dtype=dtype, device=device)  # batch loss, batch accuracy, total grad norm, clipped
+    norm_rows = torch.zeros(rows, len(ordered), dtype=dtype, device=device)  # each parameter's gradient norm
+    used, first_step = 0, 0  # rows filled since the last fold, and the step of the first one
+    window = torch.zeros(4, device=device)  # sums of the scalars over the evaluation window
     window_n = 0
-    bad_step = torch.full((), -1, dtype=torch.long, device=device)
-    bad_layers = torch.zeros(n_points, dtype=torch.bool, device=device)
+    bad_step = torch.full((), -1, dtype=torch.long, device=device)  # the first step with a non-finite loss/gradient
+    bad_layers = torch.zeros(n_points, dtype=torch.bool, device=device)  # its probed layers' non-finite gradients
+
+    def fold() -> None:
+        """Fold the filled rows into the window and the divergence state, on device (no sync)."""
+        nonlocal used, bad_step, bad_layers
+        if not used:
+            return
+        s = scalars[:used]
+        window.add_(s.sum(0))
+        bad = ~(torch.isfinite(s[:, 0]) & torch.isfinite(s[:, 2]))
+        at = bad.byte().argmax()  # the first bad row (0 if none)
+        newly = (bad_step < 0) & bad.any()
+        bad_step = torch.where(newly, at + first_step, bad_step)
+        layer_norms = torch.index_select(norm_rows[:, :n_points], 0, at.reshape(1))[0]
+        bad_layers = torch.where(newly, ~torch.isfinite(layer_norms), bad_layers)
+        used = 0
 
     model.train()
     start = time.perf_counter()
     for t in range(steps + 1):
         # --- evaluation of the weights after t updates ---
         if t % tc.eval_every == 0 or t == steps:
+            fold()
             ev = torch.cat([evaluate(model, data.x_train, data.y_train, data.task),
                             evaluate(model, data.x_test, data.y_test, data.task),
                             window / max(window_n, 1), window[3:]]).cpu().tolist()  # note: a host sync point
@@ -178,36 +200,42 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
         opt.zero_grad()
         loss.backward()
 
-        # --- gradient norms and divergence bookkeeping on device: no sync here ---
-        norms = torch.stack(torch._foreach_norm([p.grad if p.grad is not None else p.new_zeros(()) for p in ordered]))
+        # --- gradient norms and this step's row of bookkeeping, on device: no sync here ---
+        if not used:
+            first_step = t
+        row, norms, total = scalars[used], norm_rows[used], scalars[used, 2]
+        used += 1
+        torch.stack(torch._foreach_norm([p.grad if p.grad is not None else p.new_zeros(()) for p in ordered]),
+                    out=norms)
+        torch.linalg.vector_norm(norms, out=total)
+        torch.stack([loss.detach(), batch_acc.detach()], out=row[:2])
         if probing:
             probes.after_backward(norms[: len(probes.params)])
-        total = torch.linalg.vector_norm(norms)
-        newly_bad = (bad_step < 0) & ~(torch.isfinite(loss) & torch.isfinite(total))
-        bad_step = torch.where(newly_bad, t, bad_step)
-        bad_layers = torch.where(newly_bad, ~torch.isfinite(norms[:n_points]), bad_layers)
         if t % tc.eval_every == 0 or t == steps:  # every parameter's gradient norm (note: a host sync point)
             res.metrics += [(t, "grad", name, v) for name, v in zip(names, norms.cpu().tolist())]
 
         # --- clip (events counted on device) and update ---
         if t < steps:
-            clipped = torch.zeros((), device=device)
-            if tc.grad_clip > 0:  # clip_grad_norm_ in two halves, reusing the norm computed above
-                torch.nn.utils.clip_grads_with_norm_(params, tc.grad_clip, total, foreach=True)
-                clipped = clipped + (total > tc.grad_clip)
-            if tc.clip_value > 0:
-                grads = [p.grad for p in params if p.grad is not None]
-                peak = torch.nn.utils.get_total_norm(grads, float("inf"), foreach=True)
-                torch.nn.utils.clip_grad_value_(params, tc.clip_value, foreach=True)
-                clipped = clipped + (peak > tc.clip_value)
+            if tc.grad_clip > 0 or tc.clip_value > 0:
+                clipped = torch.zeros((), dtype=torch.bool, device=device)
+                if tc.grad_clip > 0:  # clip_grad_norm_ in two halves, reusing the norm computed above
+                    torch.nn.utils.clip_grads_with_norm_(params, tc.grad_clip, total, foreach=True)
+                    clipped = clipped | (total > tc.grad_clip)
+                if tc.clip_value > 0:
+                    grads = [p.grad for p in params if p.grad is not None]
+                    peak = torch.nn.utils.get_total_norm(grads, float("inf"), foreach=True)
+                    torch.nn.utils.clip_grad_value_(params, tc.clip_value, foreach=True)
+                    clipped = clipped | (peak > tc.clip_value)
+                row[3].copy_(clipped)
             opt.step()
             if lr_schedule is not None:
                 lr_schedule.step()
             if probing:
                 probes.after_update()
             res.steps_done = t + 1
-            window += torch.stack([loss.detach(), batch_acc.detach(), total, (clipped > 0).float()])
             window_n += 1
+        if probing or t % tc.check_every == 0 or t == steps or used == rows:
+            fold()
         if probing:
             values, mask, (first,) = probes.fetch(bad_step)  # note: the probed step's one host sync point
             res.probe_steps.append(t)

@@ -4,20 +4,22 @@ A probed step runs in three phases, so that every statistic is one batched call 
 points rather than a dozen small kernels per layer:
   arm()              registers hooks that only keep references (each layer's output gradient
                      dL/dz, each activation output); unprobed steps carry no hooks at all
-  after_backward()   foreach norms of weights, gradients and signals; activations of equal
-                     shape stacked and reduced together (mean/std from one shifted sum and one
-                     sum of squares, saturated/dead counts in one pass each); the weights copied
-                     into a preallocated buffer for the update ratio
-  after_update()     ||W(after) - W(before)|| as one foreach subtraction and norm
-fetch() then copies every value of the step to the host at once (note: the one host sync point
-of a probed step) and assembles the (points, quantities) table by quantity name.
-Probes never touch the optimizer's state or write files.
+  after_backward()   the raw reductions ("primitives") on the device: foreach norms of the
+                     gradients and signals; weights stacked by shape into kept buffers (the copy
+                     the update ratio needs) and normed per stack; activations of equal shape
+                     stacked and reduced together (sum, sum of squared deviations, saturated and
+                     dead counts)
+  after_update()     ||W(after) - W(before)|| as one foreach subtraction and a norm per stack
+fetch() then copies every primitive of the step to the host in one concatenated tensor (note:
+the one host sync point of a probed step), spreads them over the points by index with numpy and
+evaluates the registry's quantities there, in float64. Probes never touch the optimizer's state
+or write files.
 """
 
 from __future__ import annotations
 
 import math
-from functools import cached_property
+from types import SimpleNamespace
 from typing import Sequence
 
 import numpy as np
@@ -25,15 +27,26 @@ import torch
 
 from gradflow import activations
 from gradflow.errors import GradflowError
-from gradflow.probes.quantities import (ACTIVATION, BACKWARD, BIAS, DYING, HIST_BINS, HIST_EDGES, HIST_KINDS,
-                                        OUTPUT, QUANTITIES, SATURATING, UPDATE, WEIGHT)
+from gradflow.probes.quantities import (ACTIVATION, BIAS, DYING, HIST_BINS, HIST_EDGES, HIST_KINDS, OUTPUT,
+                                        QUANTITIES, SATURATING, UPDATE, WEIGHT)
 
 _BY_MODULE = {a.torch_name: a for a in activations.ACTIVATIONS.values()}
+# the per-point values fetch() hands to the registry's `compute` (NaN where a point has none)
+PRIMITIVES = ("grad_norm", "bias_grad_norm", "weight_norm", "signal_norm", "act_count", "act_sum", "act_std",
+              "act_saturated", "act_dead", "update_norm")
 
 
 def _param(module, name: str):
     p = getattr(module, name, None)
     return p if isinstance(p, torch.Tensor) else None
+
+
+def _by_shape(tensors: list[torch.Tensor]) -> list[list[int]]:
+    """Indices of `tensors` grouped by (shape, dtype), in order of first appearance."""
+    groups: dict[tuple, list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault((t.shape, t.dtype), []).append(i)
+    return list(groups.values())
 
 
 class Probes:
@@ -72,19 +85,20 @@ class Probes:
         self._keep_signals = histograms or OUTPUT in needs
         self._keep_acts = histograms or bool(needs & {ACTIVATION, SATURATING, DYING})
         self._ratio = any(QUANTITIES[q].when == UPDATE for q in self.quantities)
+        self._weight_norms = self._ratio or "weight_norm" in self.quantities
+        self._weight_groups = _by_shape(self.weights)
+        self._weights_grouped = [self.weights[j] for g in self._weight_groups for j in g]  # in stacking order
+        self._weight_group_points = [[self.weight_points[j] for j in g] for g in self._weight_groups]
         self.armed = False
         self._hooks: list = []
-        self._stats: StepStats | None = None
-        self._constants: dict = {}  # small index/threshold tensors, copied to the device once
+        self._constants: dict = {}  # small threshold tensors, copied to the device once
         self._buffers: dict = {}  # scratch space reused by every probed step: fresh large allocations are slow
+        self._reset()
 
-    # --- hooks: they only keep references. They stay registered across consecutive probed steps
-    # and are removed before an unprobed one, which then carries none. ---
+    # --- hooks: they only keep references (no kernels). They stay registered across consecutive
+    # probed steps and are removed before an unprobed one, which then carries none. ---
     def arm(self) -> None:
-        n = len(self.points)
-        self._signals: list[torch.Tensor | None] = [None] * n  # dL/dz at each point's output
-        self._acts: list[torch.Tensor | None] = [None] * n  # the activation output after each point
-        self._stats = None
+        self._reset()
         if not self._hooks:
             for i, p in enumerate(self.points):
                 if self._keep_signals and isinstance(p.layer, torch.nn.Module):  # not a projection inside a module
@@ -92,6 +106,15 @@ class Probes:
                 if self._keep_acts and p.activation is not None:
                     self._hooks.append(p.activation.register_forward_hook(self._on_activation(i)))
         self.armed = True
+
+    def _reset(self) -> None:
+        """Forget the last probed step's tensors."""
+        n = len(self.points)
+        self._signals: list[torch.Tensor | None] = [None] * n  # dL/dz at each point's output
+        self._acts: list[torch.Tensor | None] = [None] * n  # the activation output after each point
+        self._pieces: list = []  # (device tensor, its segments: (primitive, point indices)) of the step
+        self._counts = np.full(n, np.nan)  # units per activation output, known on the host
+        self._updated = False
 
     def remove(self) -> None:
         """Remove the hooks (before an unprobed step, and at the end); arm() registers them again."""
@@ -101,77 +124,140 @@ class Probes:
         self.armed = False
 
     def _on_output(self, i):
-        def keep(g):
-            self._signals[i] = g
-
         def hook(module, inputs, z):
             if isinstance(z, tuple):  # e.g. a cell returning (h, c): the first is the state
                 z = z[0]
-            if self.armed and z.requires_grad:
-                z.register_hook(keep)
+            if self.armed and z.grad_fn is not None:
+                nr = z.output_nr
+
+                # a pre-hook on the node that receives dL/dz: registered in C++, cheaper than a tensor hook
+                def keep(grad_outputs):
+                    self._signals[i] = grad_outputs[nr]
+
+                z.grad_fn.register_prehook(keep)
 
         return hook
 
     def _on_activation(self, i):
         def hook(module, inputs, y):
             if self.armed:
-                self._acts[i] = y.detach()
+                self._acts[i] = y  # read under no_grad in after_backward: no detach needed here
 
         return hook
 
-    # --- the probed step ---
+    # --- the probed step: primitives on the device ---
     def after_backward(self, grad_norms: torch.Tensor | None = None) -> None:
-        """Compute every backward-phase quantity on the device (no host sync).
+        """Compute every backward-phase primitive on the device (no host sync).
 
         `grad_norms`: the gradient norms of `self.params`, when the caller has them already.
         """
         self.armed = False
-        self._stats = StepStats(self, grad_norms)
-        if self._ratio:  # the weights before the update, stacked by shape into kept buffers
-            self._stats.before = Stacked(self, "before", [w.detach() for w in self.weights])
-        self._rows = {q: QUANTITIES[q].compute(self._stats) for q in self._fetched(BACKWARD)}
-        if self.histograms:
-            self._rows["histograms"] = self._stats.histograms
+        with torch.no_grad():
+            if self.params:
+                if grad_norms is None:
+                    grad_norms = self._norms([p.grad if p.grad is not None else p.new_zeros(()) for p in self.params])
+                self._add(grad_norms, ("grad_norm", self.weight_points), ("bias_grad_norm", self.bias_points))
+            if self._weight_norms:  # the weights before the update, stacked by shape into kept buffers
+                self._before = self._stack("before", self.weights, self._weight_groups)
+                for at, stack in zip(self._weight_group_points, self._before):
+                    self._add(torch.linalg.vector_norm(stack.view(len(at), -1), dim=1), ("weight_norm", at))
+            if self._keep_signals:
+                at = [i for i, g in enumerate(self._signals) if g is not None]
+                if at:
+                    self._add(self._norms([self._signals[i] for i in at]), ("signal_norm", at))
+            if self._keep_acts:
+                self._activation_primitives()
+            if self.histograms:  # (points, 2, kinds): activation and dL/dz counts, NaN where a point has no such tensor
+                device = next((t.device for t in [*self.weights, *self._acts, *self._signals] if t is not None), None)
+                empty = torch.full((len(HIST_KINDS),), float("nan"), device=device)
+                self._histograms = torch.stack([torch.stack([histogram(t) if t is not None else empty for t in pair])
+                                                for pair in zip(self._acts, self._signals)])
 
     def after_update(self) -> None:
-        """Compute the update-phase quantities, once the optimizer has stepped."""
-        if self._ratio:
-            self._rows.update({q: QUANTITIES[q].compute(self._stats) for q in self._fetched(UPDATE)})
+        """Compute the update-phase primitives, once the optimizer has stepped."""
+        if not self._ratio:
+            return
+        with torch.no_grad():
+            befores = [row for stack in self._before for row in stack.unbind(0)]  # views into the kept copy
+            torch._foreach_sub_(befores, self._weights_grouped)  # now -dW
+            for at, stack in zip(self._weight_group_points, self._before):
+                self._add(torch.linalg.vector_norm(stack.view(len(at), -1), dim=1), ("update_norm", at))
+        self._updated = True
 
-    def _fetched(self, when: str) -> list[str]:
-        chosen = [q for q in self.quantities if QUANTITIES[q].when == when]
-        if when == BACKWARD and self._ratio and "weight_norm" not in chosen:
-            chosen.append("weight_norm")  # a ratio to a zero weight is undefined: its cells are masked
-        return chosen
+    def _activation_primitives(self) -> None:
+        at = [i for i, y in enumerate(self._acts) if y is not None]
+        acts = [self._acts[i] for i in at]
+        groups = _by_shape(acts)
+        for g, y in zip(groups, self._stack("acts", acts, groups)):
+            points = [at[j] for j in g]
+            spec = [self.specs[i] for i in points]
+            saturation = [s.saturation if s is not None and s.saturation else (-math.inf, math.inf) for s in spec]
+            y = y.flatten(1).float()  # (k, units); a copy only for half precision
+            scratch = self.buffer(("scratch", tuple(y.shape)), tuple(y.shape), torch.float32, y.device)
+            stats = _activation_stats(y, spec, self.constant(saturation, y.device, torch.float32), scratch)
+            for k in ("sum", "std", "saturated", "dead"):
+                if k in stats:
+                    self._add(stats[k], (f"act_{k}", points))
+            self._counts[points] = stats["count"]
 
+    def _add(self, values: torch.Tensor, *segments: tuple[str, list[int]]) -> None:
+        """A device tensor of primitives, in `segments`: (primitive, the points of its values)."""
+        self._pieces.append((values, segments))
+
+    def _stack(self, name: str, tensors: list[torch.Tensor], groups: list[list[int]]) -> list[torch.Tensor]:
+        """`tensors` stacked by group into buffers kept between probed steps: (k, *shape) each."""
+        stacks = []
+        for g in groups:
+            first = tensors[g[0]]
+            buf = self.buffer((name, len(g), tuple(first.shape)), (len(g), *first.shape), first.dtype, first.device)
+            stacks.append(torch.stack([tensors[j] for j in g], out=buf))
+        return stacks
+
+    @staticmethod
+    def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(torch._foreach_norm(tensors))
+
+    # --- one host copy, the table assembled by index ---
     def fetch(self, *carry: torch.Tensor) -> tuple[np.ndarray, np.ndarray, list[float]]:
         """The probed step's (points, quantities) table and mask on the host, by quantity name, and
         the values of the `carry` scalars (the caller's own, brought back in the same copy).
 
         Note: the device->host sync point of a probed step, one copy for all values (and histograms).
         """
-        self._rows["carry"] = torch.stack([c.float() for c in carry]) if carry else torch.zeros(0, device=self._stats.device)
-        n, names = len(self.points), list(self._rows)
-        flat = torch.cat([self._rows[k].float().flatten() for k in names]).cpu().numpy().astype(np.float64)
-        got, start = {}, 0
-        for k in names:
-            size = self._rows[k].numel()
-            got[k] = flat[start : start + size]
-            start += size
-        self._hist = got.pop("histograms").reshape(n, 2, len(HIST_KINDS)) if self.histograms else None
+        pieces = [v.flatten() for v, _ in self._pieces] + [c.reshape(1) for c in carry]
+        if self.histograms:
+            pieces.append(self._histograms.flatten())
+        flat = torch.cat(pieces).cpu().numpy().astype(np.float64) if pieces else np.zeros(0)
+        n = len(self.points)
+        got = {name: np.full(n, np.nan) for name in PRIMITIVES}
+        start = 0
+        for _, segments in self._pieces:
+            for name, at in segments:
+                got[name][at] = flat[start : start + len(at)]
+                start += len(at)
+        values_of_carry = flat[start : start + len(carry)].tolist()
+        start += len(carry)
+        self._hist = flat[start:].reshape(n, 2, len(HIST_KINDS)) if self.histograms else None
+        got["act_count"] = self._counts
+        has_signal = np.array([g is not None for g in self._signals])
+        # RMS over the batch of each example's signal: sqrt(B) ||dL/dZ||_F
+        got["signal_norm"] *= np.sqrt([g.shape[0] if g is not None else np.nan for g in self._signals])
+        stats = SimpleNamespace(**got)
         values = np.full((n, len(self.quantities)), np.nan)
         mask = self.applicable.copy()
-        for j, q in enumerate(self.quantities):
-            if q in got:
-                values[:, j] = got[q]
-            else:  # no update was taken at this step (the last one)
-                mask[:, j] = False
-            if QUANTITIES[q].where == OUTPUT:
-                mask[:, j] &= self._stats.has_signal
-            if QUANTITIES[q].when == UPDATE:
-                mask[:, j] &= got["weight_norm"] != 0  # e.g. Fixup's zero-initialized layers
-        self._rows = {}
-        return values, mask, got["carry"].tolist()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for j, q in enumerate(self.quantities):
+                quantity = QUANTITIES[q]
+                if quantity.when == UPDATE and not self._updated:  # no update was taken at this step (the last one)
+                    mask[:, j] = False
+                    continue
+                values[:, j] = quantity.compute(stats)
+                if quantity.where == OUTPUT:
+                    mask[:, j] &= has_signal
+                if quantity.when == UPDATE:
+                    mask[:, j] &= got["weight_norm"] != 0  # a ratio to a zero weight (e.g. Fixup's) is undefined
+        self._reset()
+        return values, mask, values_of_carry
 
     def fetch_histograms(self) -> np.ndarray:
         """(points, 2, kinds) counts of the probed step, fetched with `fetch` (call it first)."""
@@ -194,162 +280,16 @@ class Probes:
         return self._constants[key]
 
 
-class StepStats:
-    """The batched statistics of one probed step, on device; each primitive is computed once.
-
-    Every primitive is a (points,) tensor, NaN where it does not exist (masked by the registry's
-    `where` on the host).
-    """
-
-    def __init__(self, probes: Probes, grad_norms: torch.Tensor | None):
-        self.probes = probes
-        self.n = len(probes.points)
-        self.device = probes.weights[0].device if probes.weights else torch.device("cpu")
-        self._grad_norms = grad_norms
-        self.has_signal = np.array([g is not None for g in probes._signals])
-        self.before: Stacked | None = None  # the weights before the update
-
-    def _spread(self, values: torch.Tensor, at: list[int]) -> torch.Tensor:
-        """(len(at),) values -> (points,), NaN elsewhere."""
-        if len(at) == self.n:
-            return values.float()
-        out = torch.full((self.n,), float("nan"), device=self.device)
-        return out.index_copy_(0, self.probes.constant(at, self.device), values.float()) if at else out
-
-    @staticmethod
-    def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
-        return torch.stack(torch._foreach_norm(tensors)) if tensors else torch.zeros(0)
-
-    @cached_property
-    def _param_grad_norms(self) -> torch.Tensor:
-        if self._grad_norms is not None:
-            return self._grad_norms
-        return self._norms([p.grad if p.grad is not None else p.new_zeros(()) for p in self.probes.params])
-
-    @cached_property
-    def grad_norm(self) -> torch.Tensor:
-        return self._spread(self._param_grad_norms[: len(self.probes.weights)], self.probes.weight_points)
-
-    @cached_property
-    def bias_grad_norm(self) -> torch.Tensor:
-        return self._spread(self._param_grad_norms[len(self.probes.weights):], self.probes.bias_points)
-
-    @cached_property
-    def weight_norm(self) -> torch.Tensor:
-        if self.before is not None:  # read the stacked copy: one call per shape
-            norms = self.before.per_tensor([torch.linalg.vector_norm(b, dim=1) for b in self.before.stacks])
-        else:
-            norms = self._norms([w.detach() for w in self.probes.weights])
-        return self._spread(norms, self.probes.weight_points)
-
-    @cached_property
-    def signal_norm(self) -> torch.Tensor:
-        at = np.flatnonzero(self.has_signal).tolist()
-        if not at:
-            return self._spread(torch.zeros(0), at)
-        grads = [self.probes._signals[i] for i in at]
-        batch = {g.shape[0] for g in grads}
-        norms = torch.stack(torch._foreach_norm(grads))
-        # RMS over the batch of each example's signal: sqrt(B) ||dL/dZ||_F
-        if len(batch) == 1:
-            norms = norms * math.sqrt(batch.pop())
-        else:
-            norms = norms * self.probes.constant([math.sqrt(g.shape[0]) for g in grads], self.device, norms.dtype)
-        return self._spread(norms, at)
-
-    @property
-    def update_norm(self) -> torch.Tensor:
-        weights = [w.detach() for w in self.probes.weights]
-        rows = [row for stack in self.before.stacks for row in stack]  # views into the kept copy
-        torch._foreach_sub_(rows, [weights[i].flatten() for g in self.before.groups for i in g])  # now -dW
-        norms = self.before.per_tensor([torch.linalg.vector_norm(b, dim=1) for b in self.before.stacks])
-        return self._spread(norms, self.probes.weight_points)
-
-    # activation statistics: (points,) each
-    @cached_property
-    def _act(self) -> dict[str, torch.Tensor]:
-        at = [i for i, y in enumerate(self.probes._acts) if y is not None]
-        keys = ("count", "sum", "std", "saturated", "dead")
-        if not at:
-            return dict.fromkeys(keys, self._spread(torch.zeros(0), at))
-        acts = Stacked(self.probes, "acts", [self.probes._acts[i] for i in at])
-        parts = []
-        for group, y in zip(acts.groups, acts.stacks):
-            spec = [self.probes.specs[at[j]] for j in group]
-            saturation = [s.saturation if s is not None and s.saturation else (-math.inf, math.inf) for s in spec]
-            bounds = self.probes.constant(saturation, self.device, torch.float32)  # (k, 2): lo, hi
-            scratch = self.probes.buffer(("scratch", tuple(y.shape)), tuple(y.shape), torch.float32, self.device)
-            parts.append(_activation_stats(y.float(), spec, bounds, scratch))
-        nan = torch.full((len(at),), float("nan"), device=self.device)
-        return {k: self._spread(acts.per_tensor([p.get(k, nan[: len(g)]) for p, g in zip(parts, acts.groups)]), at)
-                for k in keys}
-
-    @property
-    def act_count(self) -> torch.Tensor:
-        return self._act["count"]
-
-    @property
-    def act_sum(self) -> torch.Tensor:
-        return self._act["sum"]
-
-    @property
-    def act_std(self) -> torch.Tensor:
-        return self._act["std"]
-
-    @property
-    def act_saturated(self) -> torch.Tensor:
-        return self._act["saturated"]
-
-    @property
-    def act_dead(self) -> torch.Tensor:
-        return self._act["dead"]
-
-    @cached_property
-    def histograms(self) -> torch.Tensor:
-        """(points, 2, kinds): activation and dL/dz counts, NaN where a point has no such tensor."""
-        empty = torch.full((len(HIST_KINDS),), float("nan"), device=self.device)
-        return torch.stack([torch.stack([histogram(t) if t is not None else empty for t in pair])
-                            for pair in zip(self.probes._acts, self.probes._signals)])
-
-
-class Stacked:
-    """Tensors stacked by shape into buffers kept between probed steps, so that a statistic of
-    all of them is one call per distinct shape rather than one per tensor.
-
-    stacks[g]: (tensors in group g, elements); per_tensor() puts per-group results back in the
-    order of the tensors given.
-    """
-
-    def __init__(self, probes: Probes, name: str, tensors: list[torch.Tensor]):
-        self.probes = probes
-        by_shape: dict[tuple, list[int]] = {}
-        for i, t in enumerate(tensors):
-            by_shape.setdefault((tuple(t.shape), t.dtype), []).append(i)
-        self.groups = list(by_shape.values())
-        self.stacks = []
-        for g in self.groups:
-            first = tensors[g[0]]
-            buf = probes.buffer((name, len(g), tuple(first.shape)), (len(g), *first.shape), first.dtype, first.device)
-            self.stacks.append(torch.stack([tensors[i] for i in g], out=buf).view(len(g), -1))
-        self.device = tensors[0].device if tensors else torch.device("cpu")
-
-    def per_tensor(self, values: list[torch.Tensor]) -> torch.Tensor:
-        if len(self.groups) == 1:
-            return values[0]
-        order = self.probes.constant([i for g in self.groups for i in g], self.device)
-        return torch.empty(len(order), device=self.device).index_copy_(0, order, torch.cat(values).float())
-
-
 def _activation_stats(y: torch.Tensor, specs: list, bounds: torch.Tensor, scratch: torch.Tensor) -> dict:
-    """Statistics of k stacked activation outputs y: (k, units), each (k,), in few passes over y.
+    """Statistics of k stacked activation outputs y: (k, units), in few passes over y.
 
     y is the caller's stacked copy and is reduced in place (`scratch`, of y's shape, holds the
-    counts): saturated and dead units first, then mean and std from one sum and one sum of
-    squares of y shifted by its first unit (the shift keeps the variance exact when the mean is
-    large against the spread). `bounds`: (k, 2) saturation thresholds lo, hi.
+    counts): saturated and dead units first, then the mean from one sum and the std from the norm
+    of y less its mean (two passes: exact when the mean is large against the spread). `bounds`:
+    (k, 2) saturation thresholds lo, hi. Each value is (k,) on y's device; "count" is on the host.
     """
     k, units = y.shape
-    out = {"count": torch.full((k,), float(units), device=y.device)}
+    out = {"count": np.full(k, float(units))}
     saturation = [s.saturation for s in specs if s is not None and s.saturation]
     if saturation:
         lo, hi = bounds[:, :1], bounds[:, 1:]  # an output outside (lo, hi) is saturated
@@ -359,12 +299,9 @@ def _activation_stats(y: torch.Tensor, specs: list, bounds: torch.Tensor, scratc
             out["saturated"] = torch.gt(y, hi, out=scratch).sum(1) + torch.lt(y, lo, out=scratch).sum(1)
     if any(s is not None and s.can_die for s in specs):
         out["dead"] = torch.eq(y, 0, out=scratch).sum(1)
-    shift = y[:, :1].clone()
-    y.sub_(shift)
-    s = y.sum(1)
-    ss = torch.linalg.vector_norm(y, dim=1).square()
-    out["sum"] = s + units * shift.squeeze(1)
-    out["std"] = ((ss - s * s / units) / max(units - 1, 1)).clamp(min=0).sqrt()
+    out["sum"] = y.sum(1)
+    y.sub_((out["sum"] / units).unsqueeze(1))
+    out["std"] = torch.linalg.vector_norm(y, dim=1).div_(math.sqrt(max(units - 1, 1)))
     return out
 
 

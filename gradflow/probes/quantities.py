@@ -1,13 +1,16 @@
 """The probe registry: every per-layer quantity gradflow records, one entry each.
 
 An entry says what the quantity is called, where it applies, how it is computed and how to label
-it. `compute` receives the batched step (gradflow.probes.core.StepStats), whose cached
-primitives each cost one batched call over every probe point (foreach norms, stacked activation
-statistics), and returns one value per point where the quantity applies, in point order.
+it. `compute` receives the probed step's primitives on the host (gradflow.probes.core.PRIMITIVES:
+one float64 array over the probe points each, NaN where a point has none), each reduced on the
+device in one batched call over every probe point (foreach norms, stacked activation statistics)
+and fetched in the step's one copy, and returns one value per point in point order (cells where
+the quantity does not apply are masked).
 This module imports no torch, so plots and `ls` can read labels without it.
 
-Adding a quantity: one entry here (and, if it needs a new primitive, a cached property on
-StepStats) plus its test against an independent autograd recomputation in tests/test_probes.py.
+Adding a quantity: one entry here (and, if it needs a new primitive, its reduction in
+Probes.after_backward and its name in PRIMITIVES) plus its test against an independent autograd
+recomputation in tests/test_probes.py.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ UPDATE = "update"  # once the optimizer has taken the step's update
 class Quantity:
     name: str  # the `quantity` value in layers.parquet
     where: str  # one of WHERE: the probe points it applies to (elsewhere the cell is masked)
-    compute: Callable[[Any], Any]  # StepStats -> (points where it applies,) tensor
+    compute: Callable[[Any], Any]  # the step's primitives (host arrays) -> (points,) array
     label: str  # axis / colorbar label: the symbol and what it is
     title: str  # a short name for titles and tables
     unit: str  # what one unit of the value is ("" for a plain number)

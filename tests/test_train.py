@@ -1,0 +1,73 @@
+"""The loop's own bookkeeping (window metrics, divergence) against a plain PyTorch replay."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gradflow.probes.core import Probes
+from gradflow.train import Batches, make_optimizer, train
+from tests.test_probes import _setup as _probed_setup
+
+
+def _setup(overrides):
+    """A tiny MLP probed at init and at the end only: the loop's bookkeeping alone."""
+    return _probed_setup(["probe.every=0", "probe.points=2", *overrides])
+
+
+def _replay(cfg, data, model):
+    """Per step: (batch loss, batch accuracy, global gradient norm before clipping, clipped)."""
+    opt = make_optimizer(model.parameters(), cfg.optim)
+    batches = Batches(len(data.x_train), cfg.train.batch_size, cfg.seed, "cpu")
+    rows = []
+    for t in range(cfg.train.steps + 1):
+        idx = batches.next()
+        out = model(data.x_train[idx])
+        loss = F.cross_entropy(out, data.y_train[idx])
+        opt.zero_grad()
+        loss.backward()
+        total = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))
+        acc = (out.argmax(1) == data.y_train[idx]).float().mean()
+        clip = cfg.train.grad_clip
+        rows.append((loss.item(), acc.item(), float(total), float(clip > 0 and total > clip)))
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        if t < cfg.train.steps:
+            opt.step()
+    return rows
+
+
+# windows that straddle the folds of the loop's per-step rows (check_every 3 against eval_every 4),
+# and buffers that fill before any check (check_every 100: a fold every `steps + 1` rows)
+@pytest.mark.parametrize("check_every", [3, 100])
+def test_window_metrics_are_the_means_over_each_evaluation_window(check_every):
+    cfg, data, model = _setup(["train.steps=9", "train.eval_every=4", f"train.check_every={check_every}",
+                               "train.grad_clip=0.5"])
+    reference = copy.deepcopy(model)
+    res = train(model, data, cfg, Probes(model, cfg.model.activation))
+    rows = _replay(cfg, data, reference)
+    got = {(t, split, metric): v for t, split, metric, v in res.metrics}
+    for t, start in ((4, 0), (8, 4), (9, 8)):  # the window at an evaluation step t: steps start .. t-1
+        window = rows[start:t]
+        for j, (split, metric) in enumerate([("batch", "loss"), ("batch", "acc"), ("opt", "grad_norm")]):
+            mean = sum(r[j] for r in window) / len(window)
+            assert got[(t, split, metric)] == pytest.approx(mean, rel=1e-5), (t, metric)
+        assert got[(t, "opt", "clipped")] == sum(r[3] for r in window)
+    assert sum(got[(t, "opt", "clipped")] for t in (4, 8, 9)) > 0  # the clipping count is exercised
+
+
+@pytest.mark.parametrize("check_every", [1, 4])
+def test_divergence_is_dated_to_the_first_non_finite_step(check_every):
+    cfg, data, model = _setup(["train.steps=30", "optim.lr=1e6", "optim.momentum=0", "model.activation=relu",
+                               f"train.check_every={check_every}"])
+    reference = copy.deepcopy(model)
+    res = train(model, data, cfg, Probes(model, cfg.model.activation))
+    rows = _replay(cfg, data, reference)
+    first = next(t for t, r in enumerate(rows) if not (math.isfinite(r[0]) and math.isfinite(r[2])))
+    assert res.status == "diverged" and res.diverged_step == first
+    # the loop stops at the first check at or after that step
+    assert first < res.steps_done <= first + check_every
