@@ -44,8 +44,14 @@ def bench(
     if steps < 12 or rounds < 1:
         raise GradflowError(f"--steps must be at least 12 and --rounds at least 1 (got {steps}, {rounds})")
     threads = threads or [1]
-    with console.status("timing ..."):
-        results = bench_mod.run(names, threads, steps, rounds, [f"device={device}"], clock)
+    results = []
+    for name in names:  # a line per workload as it finishes: a run cut short keeps what it measured
+        with console.status(f"timing {name} ..."):
+            done = bench_mod.run([name], threads, steps, rounds, [f"device={device}"], clock)
+        for r in done:
+            ratios = ", ".join(f"{loop} {r.ratio(loop):.2f}" for loop in bench_mod.LOOPS if loop != "bare")
+            console.print(f"{name}, {r.threads} thr: bare {r.median_ms('bare'):.2f} ms/step; {ratios}")
+        results += done
     note = f"{clock} ms/step, median of {rounds} interleaved rounds of {steps} steps; ratio to bare (min-max)"
     for name in ("reference", "deep"):
         rows = [r for r in results if r.workload == name]
