@@ -512,20 +512,20 @@ def load(path: str | Path, table: str = "layers", include_stale: bool = False) -
     if table not in TABLE_FILES:
         raise GradflowError(f"table={table!r} is not allowed; choices: {', '.join(TABLE_FILES)}, runs")
     filename = TABLE_FILES[table]
-    frames = []
+    frames, metas = [], []
     for r in runs(path):
         f = Path(r[PATH]) / filename
         if r[STATUS] == INCOMPLETE or (r[STATUS] == STALE and not include_stale) or not f.exists():
             continue
-        df = read_table(f)
-        meta = {RUN: r[RUN], SOURCE: r[SOURCE], STATUS: r[STATUS]}
-        for k, v in {**meta, **run_config(Path(r[PATH]), r["record"])}.items():
-            if k not in df.columns:  # the table's own columns win (its `name` is the layer's name)
-                df[k] = v
-        frames.append(df)
+        frames.append(read_table(f))
+        metas.append({RUN: r[RUN], SOURCE: r[SOURCE], STATUS: r[STATUS], **run_config(Path(r[PATH]), r["record"])})
     if not frames:
         return pd.DataFrame(columns=[RUN, SOURCE, STATUS] + TABLE_COLUMNS[table])
-    return pd.concat(frames, ignore_index=True)
+    rows = pd.concat(frames, ignore_index=True)
+    meta = pd.DataFrame(metas)  # one row per run, repeated over its table's rows (a column per key per run is slow)
+    meta = meta.drop(columns=[c for c in meta.columns if c in rows.columns])  # the table's own columns win
+    meta = meta.iloc[np.repeat(np.arange(len(frames)), [len(df) for df in frames])].reset_index(drop=True)
+    return pd.concat([rows, meta], axis=1)
 
 
 def read_table(path: Path) -> pd.DataFrame:

@@ -147,6 +147,13 @@ def test_profile_draws_one_median_line_per_seed_group(sweep):
     median = g.groupby("layer").value.median().to_numpy()
     drawn = [ln for ln in lines if len(ln.get_xdata()) == 6]
     assert any(np.allclose(ln.get_ydata(), median) for ln in drawn)
+    # the min-max bands are one collection: one polygon per group, its edges the seeds' min and max
+    (band,) = [c for c in ax.collections if c.get_gid() == "band"]
+    polygons = [p.vertices for p in band.get_paths()]
+    assert len(polygons) == 6 and len(band.get_facecolor()) == 6
+    lo, hi = g.groupby("layer").value.min().to_numpy(), g.groupby("layer").value.max().to_numpy()
+    edges = np.r_[np.c_[np.arange(6), lo], np.c_[np.arange(6), hi][::-1]]
+    assert any(len(v) >= 12 and np.allclose(v[:12], edges) for v in polygons)
     # depth is numeric and first: a colorbar names it; activation (2 values) is the line style
     (cbar,) = colorbar_axes(fig)
     assert "model.depth" in cbar.get_ylabel()
@@ -157,6 +164,28 @@ def test_profile_draws_one_median_line_per_seed_group(sweep):
     title = fig.get_suptitle()
     assert "step 0" in title and "width 64" in title and "kaiming_normal" in title
     assert "depth 5" not in title  # swept values are not "held fixed"
+
+
+def test_bands_cover_what_fill_between_covers_and_split_at_non_finite_edges():
+    """add_band draws fill_between's polygons (one per finite stretch) into one collection per axes."""
+    from matplotlib.figure import Figure
+
+    from gradflow.plots.style import add_band
+
+    x = np.arange(7.0)
+    lo = np.array([0.5, 0.4, np.nan, 0.3, 0.2, 0.1, 0.05])
+    hi = np.array([2.0, 3.0, 4.0, 5.0, np.inf, 20.0, 40.0])
+    ax = Figure().subplots()
+    ax.plot(x, np.ones(7))
+    add_band(ax, x, lo, hi, "red")
+    add_band(ax, x, lo / 2, hi / 2, "blue")
+    (band,) = [c for c in ax.collections if c.get_gid() == "band"]
+    reference = Figure().subplots().fill_between(x, lo, hi)
+    want = [{tuple(v) for v in p.vertices} for p in reference.get_paths()]
+    got = [{tuple(v) for v in p.vertices} for p in band.get_paths()]
+    assert got[:3] == want and len(got) == 6  # [0, 1], [3] and [5, 6]: where both edges are finite
+    assert [tuple(c[:3]) for c in band.get_facecolor()] == [(1, 0, 0)] * 3 + [(0, 0, 1)] * 3
+    assert ax.get_ylim()[0] <= 0.025 and ax.get_ylim()[1] >= 40  # the view takes in every band
 
 
 def test_profile_without_seeds_draws_one_line_per_run(sweep):

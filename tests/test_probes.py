@@ -192,3 +192,38 @@ def test_an_unprobed_step_never_syncs_and_a_probed_step_syncs_once():
     # steps 0 and 6 also evaluate; 1, 2, 4, 5 are plain steps and 3 is probed
     assert [per_step[t] for t in (1, 2, 4, 5)] == [0, 0, 0, 0], per_step
     assert per_step[3] == 1, per_step
+
+
+@pytest.mark.parametrize("case, overrides", [
+    ("vanishing", ["model.activation=sigmoid", "model.depth=50", "init=xavier_normal"]),  # ~1e-31 at the input
+    ("exploding", ["model.activation=relu", "model.depth=40", "init=orthogonal", "init.gain=5"]),  # 3.5^40 ~ 1e22
+])
+def test_norms_beyond_float32s_range_are_exact(case, overrides):
+    """float32 squares underflow below ~1e-19 and overflow above ~1e19 per entry: the probes must still
+    report the float64 norms of the float32 gradients and activations, not 0 or inf."""
+    cfg, data, model = _setup([*overrides, "train.steps=0", "model.width=16"])
+    reference = copy.deepcopy(model)
+    probes = Probes(model, cfg.model.activation)
+    result = train(model, data, cfg, probes)
+    values = result.probe_values[0]
+    got = {q: values[:, j] for j, q in enumerate(probes.quantities)}
+
+    acts = {}
+    points = reference.probe_points
+    hooks = [p.activation.register_forward_hook(lambda m, i, y, k=k: acts.update({k: y.detach()}))
+             for k, p in enumerate(points) if p.activation is not None]
+    idx = Batches(len(data.x_train), cfg.train.batch_size, cfg.seed, "cpu").next()
+    F.cross_entropy(reference(data.x_train[idx]), data.y_train[idx]).backward()
+    for h in hooks:
+        h.remove()
+    grads = np.array([float(torch.linalg.vector_norm(p.layer.weight.grad.double())) for p in points])
+    if case == "vanishing":
+        assert grads[0] < 1e-25 and grads[0] > 0  # the premise: far below float32's squares
+        assert got["grad_norm"] == pytest.approx(grads, rel=1e-5, abs=0)
+    else:
+        std = {k: float(y.double().std()) for k, y in acts.items()}
+        assert max(std.values()) > 1e20  # the premise: squares overflow float32
+        for k, s in std.items():
+            assert got["act_std"][k] == pytest.approx(s, rel=1e-5), k
+        assert np.isfinite(got["grad_norm"]).all()
+        assert got["grad_norm"] == pytest.approx(grads, rel=1e-5, abs=0)

@@ -158,11 +158,68 @@ def test_missing_launcher_plugin_names_the_extra(monkeypatch):
 
 def test_time_machinery_times_each_step_against_its_target(tmp_path):
     """`gradflow bench --sweep` on a tiny grid: every step measured, the sweep really ran and resumed."""
+    from gradflow import benchsweep
+
     seen = []
-    timings = sweep_mod.time_machinery(tmp_path, depths=2, seeds=1, views={"ls": seen.append})
+    timings = benchsweep.time_machinery(tmp_path, depths=2, seeds=1, views={"ls": seen.append})
     assert [t.step for t in timings] == ["planning", "per job", "resume", "ls"]
-    assert all(t.seconds > 0 and t.target == sweep_mod.MACHINERY_TARGETS[t.step][0] for t in timings)
+    assert all(t.value > 0 and t.target == benchsweep.TARGETS[t.step] for t in timings)
     root = tmp_path / "bench-sweep"
     assert seen == [root]
     assert sorted(p.name for p in root.iterdir() if (p / "run.json").exists()) == ["model.depth=1,seed=0",
                                                                                     "model.depth=2,seed=0"]
+
+
+def test_time_launchers_runs_the_grid_twice_and_shares_are_of_the_training_time(tmp_path):
+    from gradflow import benchsweep, store
+
+    grid = [*SMALL, "model.depth=2,3", "threads=1"]
+    machinery, speedup, bound = benchsweep.time_launchers(tmp_path, grid, parallel=["hydra/launcher=basic"],
+                                                          workers=1)
+    runs = {name: {r["run"]: r["record"] for r in store.runs(tmp_path / name)}
+            for name in ("bench-basic", "bench-parallel")}
+    assert set(runs["bench-basic"]) == set(runs["bench-parallel"]) == {"model.depth=2", "model.depth=3"}
+    assert all(r["status"] == "ok" for study in runs.values() for r in study.values())
+    assert machinery.unit == "of training" and machinery.value > 0  # a sweep costs more than its training
+    assert speedup.unit == benchsweep.SPEEDUP and speedup.value > 0
+    assert not machinery.met or machinery.value <= 0.10
+    assert speedup.met == (speedup.value >= 1.6)
+    # the same launcher twice in one process: about the same CPU each time (the second composes less)
+    assert bound.unit == benchsweep.SPEEDUP and 0.5 < bound.value < 3
+    # without a parallel launcher (its plugin missing): the basic launcher's share only
+    (alone,) = benchsweep.time_launchers(tmp_path / "basic-only", grid, parallel=None)
+    assert alone.step == "machinery" and alone.value > 0
+    assert not (tmp_path / "basic-only" / "bench-parallel").exists()
+
+
+@pytest.mark.parametrize("fixed", [[], ["init=kaiming_normal", "+experiment=depth-study"],
+                                   ["optim.lr=${gf.div:0.5,model.depth}", "train.steps=3"]])
+def test_job_configs_from_a_copy_equal_hydras_own_compose(tmp_path, fixed):
+    """The sweep's config loader composes a job that differs from an earlier one only in values as a copy
+    with those values applied: every key, the hydra node included, must equal Hydra's full compose."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from gradflow.config import CONF_DIR
+
+    search_path = create_config_search_path(str(CONF_DIR))
+    hydra_overrides = ["hydra.job.config.override_dirname.exclude_keys=[name,results]",
+                       "hydra.sweep.subdir=${hydra:runtime.choices.init}"]  # read before Hydra's config is set
+    master = ConfigLoaderImpl(search_path).load_configuration("config", [*hydra_overrides, f"results={tmp_path}"],
+                                                              RunMode.MULTIRUN)
+    jobs = [[*fixed, f"model.depth={d}", f"model.activation={a}", f"seed={s}", "optim.milestones=[10,20]", f"results={tmp_path}"]
+            for d in (2, 5) for a in ("tanh", "relu") for s in (0, 1)]
+    jobs += [[*fixed, "data=gaussian", "model.depth=3", "model.activation=tanh", "seed=0", f"results={tmp_path}"]]
+    ours = sweep_mod.JobConfigLoader(search_path)
+    try:
+        for job in jobs:
+            expected = ConfigLoaderImpl(search_path).load_sweep_config(master, job)
+            got = ours.load_sweep_config(master, job)
+            assert OmegaConf.to_container(got) == OmegaConf.to_container(expected), job
+            assert got.hydra.job.override_dirname == expected.hydra.job.override_dirname
+            assert f"model.depth={got.model.depth}" in job and f"seed={got.seed}" in job
+        assert len(sweep_mod._composed) == 2  # one compose per structure; the others were copies
+    finally:
+        sweep_mod._composed.clear()

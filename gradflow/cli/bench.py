@@ -25,8 +25,9 @@ def bench(
     clock: Annotated[str, typer.Option(help="wall | cpu (process CPU time: for a machine shared with other "
                                                 "work)")] = "wall",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
-    sweep: Annotated[bool, typer.Option("--sweep", help="Time the sweep machinery instead (200 tiny runs: "
-                                        "planning, per job, resume, ls, plot) against its targets.")] = False,
+    sweep: Annotated[bool, typer.Option("--sweep", help="Time the sweep machinery instead against its targets: "
+                                        "200 tiny runs (planning, per job, resume, ls, plot), then 12 MNIST-1D "
+                                        "runs (machinery share, joblib's speed-up); a few minutes.")] = False,
 ) -> None:
     """Time gradflow's loop (probes off, every 10 steps, every step) against a bare PyTorch loop."""
     from gradflow import bench as bench_mod
@@ -43,8 +44,14 @@ def bench(
     if steps < 12 or rounds < 1:
         raise GradflowError(f"--steps must be at least 12 and --rounds at least 1 (got {steps}, {rounds})")
     threads = threads or [1]
-    with console.status("timing ..."):
-        results = bench_mod.run(names, threads, steps, rounds, [f"device={device}"], clock)
+    results = []
+    for name in names:  # a line per workload as it finishes: a run cut short keeps what it measured
+        with console.status(f"timing {name} ..."):
+            done = bench_mod.run([name], threads, steps, rounds, [f"device={device}"], clock)
+        for r in done:
+            ratios = ", ".join(f"{loop} {r.ratio(loop):.2f}" for loop in bench_mod.LOOPS if loop != "bare")
+            console.print(f"{name}, {r.threads} thr: bare {r.median_ms('bare'):.2f} ms/step; {ratios}")
+        results += done
     note = f"{clock} ms/step, median of {rounds} interleaved rounds of {steps} steps; ratio to bare (min-max)"
     for name in ("reference", "deep"):
         rows = [r for r in results if r.workload == name]
@@ -88,22 +95,47 @@ def _family_table(rows, title: str) -> Table:
 
 
 def sweep_machinery() -> None:
-    """`bench --sweep`: each step of the sweep machinery against its target, on 200 tiny runs."""
+    """`bench --sweep`: each step of the sweep machinery against its target, on 200 tiny runs, then the
+    machinery's share and joblib's speed-up on 12 MNIST-1D runs."""
     import tempfile
     from pathlib import Path
 
+    from gradflow import benchsweep
     from gradflow import sweep as sweep_mod
     from gradflow.cli.ls import runs_view
     from gradflow.plots.standard import standard_figures
 
     views = {"ls": runs_view, "plot": lambda root: standard_figures(root, store.figures_dir(root), "png")}
-    with tempfile.TemporaryDirectory(prefix="gradflow-bench-") as tmp, console.status("200 tiny runs ..."):
-        timings = sweep_mod.time_machinery(Path(tmp), views=views)
-    table = Table(title="sweep machinery (200 runs of 1 step)", title_justify="left")
+    parallel = benchsweep.JOBLIB
+    try:
+        sweep_mod.check_launcher("joblib")
+    except GradflowError as e:
+        console.print(f"[yellow]{e}; the joblib rows are left out[/]", soft_wrap=True)
+        parallel = None
+    with tempfile.TemporaryDirectory(prefix="gradflow-bench-") as tmp:
+        with console.status("200 tiny runs ..."):
+            timings = benchsweep.time_machinery(Path(tmp), views=views)
+        with console.status("12 MNIST-1D runs" + (", basic launcher then joblib with 2 workers ..." if parallel else " ...")):
+            timings += benchsweep.time_launchers(Path(tmp), parallel=parallel)
+    table = Table(title="sweep machinery: 200 runs of 1 step, then 12 MNIST-1D runs", title_justify="left")
     for col in ("step", "measured", "target", ""):
         table.add_column(col, justify="right")
     for t in timings:
-        scale, unit = (1000, "ms") if t.unit != "total" else (1, "s")
-        table.add_row(t.step, f"{t.seconds * scale:.3g} {unit} {t.unit}", f"{t.target * scale:g} {unit}",
-                      "[green]met[/]" if t.met else "[red]over[/]")
+        at = ">= " if t.unit == benchsweep.SPEEDUP else "<= "
+        table.add_row(t.step, _measured(t.value, t.unit), at + _measured(t.target, t.unit, named=False),
+                      "[green]met[/]" if t.met else "[red]over[/]" if t.unit != benchsweep.SPEEDUP else "[red]under[/]")
     console.print(table)
+
+
+def _measured(value: float, unit: str, named: bool = True) -> str:
+    """A timing in its unit: "1.2 ms per job", "4.5 s total", "6.1% of training", "1.71x faster"."""
+    from gradflow.benchsweep import SPEEDUP
+
+    if unit == SPEEDUP:
+        text, name = f"{value:.2f}x", "faster"
+    elif unit == "of training":
+        text, name = f"{100 * value:.3g}%", unit
+    else:
+        scale, seconds = (1, "s") if unit == "total" else (1000, "ms")
+        text, name = f"{value * scale:.3g} {seconds}", unit
+    return f"{text} {name}" if named else text

@@ -48,15 +48,23 @@ def collect_series(df: pd.DataFrame, x: str, group_keys: Sequence[str], log: boo
     keys = list(group_keys)
     if keys:
         df = df.assign(**{k: hashable(df[k]) for k in keys})
-        groups = [g for _, g in df.groupby(keys, dropna=False, sort=False)]
+        groups = list(df.groupby(keys, dropna=False, sort=False).indices.values())  # row positions per group
     else:
-        groups = [df]
+        groups = [np.arange(len(df))]
+    # every run pivoted to run x `x` at once; each group then takes its runs' rows and its own x values
+    cells = df.groupby(["run", x], sort=True)["value"]
+    wide_all = cells.last().unstack(x)  # (runs, xs)
+    present_all = cells.size().unstack(x).reindex_like(wide_all).notna().to_numpy()
+    y_all = wide_all.to_numpy(dtype=float)
+    position = wide_all.index.get_indexer(df["run"])  # each row's run, as a row of wide_all
+    status_all = df.groupby("run")["status"].first().reindex(wide_all.index).astype(str).to_numpy()
+    columns = {c: df[c].to_numpy() for c in [*cfg_cols, "source", "run"]}
     out = []
-    for g in groups:
-        cells = g.groupby(["run", x], sort=True)["value"]
-        wide = cells.last().unstack(x)  # (runs, xs)
-        present = cells.size().unstack(x).reindex_like(wide).notna().to_numpy()
-        y = wide.to_numpy(dtype=float)
+    for rows in groups:
+        at = np.unique(position[rows])  # the group's runs, in sorted order
+        logged = present_all[at]
+        cols = logged.any(axis=0)  # the x values some run of the group logged
+        present, y = logged[:, cols], y_all[np.ix_(at, cols)]
         finite = np.isfinite(y)
         good = finite & (y > 0) if log else finite
         yg = np.where(good, y, np.nan)
@@ -65,15 +73,14 @@ def collect_series(df: pd.DataFrame, x: str, group_keys: Sequence[str], log: boo
             med, lo, hi = np.nanmedian(yg, axis=0), np.nanmin(yg, axis=0), np.nanmax(yg, axis=0)
         nonfinite = (present & ~finite).any(axis=0)
         offscale = (present & finite & ~good).any(axis=0)
-        status = g.groupby("run")["status"].first().reindex(wide.index).astype(str).tolist()
+        status = status_all[at].tolist()
         if mark_diverged_end:
             for i, st in enumerate(status):
                 if st == "diverged" and not (present[i] & ~finite[i]).any() and present[i].any():
                     nonfinite[np.flatnonzero(present[i])[-1]] = True
-        first = g.iloc[0]
-        out.append(Series({c: first[c] for c in cfg_cols} | {"source": first["source"], "run": first["run"]},
-                          list(wide.index), status, wide.columns.to_numpy(), med, lo, hi, nonfinite, offscale,
-                          present.sum(axis=0)))
+        out.append(Series({c: values[rows[0]] for c, values in columns.items()},
+                          list(wide_all.index[at]), status, wide_all.columns.to_numpy()[cols], med, lo, hi,
+                          nonfinite, offscale, present.sum(axis=0)))
     return out
 
 
@@ -154,16 +161,17 @@ def check_key(key: str | None, what: str, allowed: Sequence[str]) -> None:
 def first_last(layers: pd.DataFrame, quantity: str, when: str) -> pd.DataFrame:
     """One row per run: its config, run, source and status, and `value`, the first / last probe
     point's ratio of `quantity` at step 0 (when="init") or at the run's last probed step ("final")."""
-    from gradflow.summary import grad_ratio
-
     rows = layers[layers["quantity"] == quantity]
     if rows.empty:
         raise GradflowError(f"quantity={quantity!r} is not in the layers table; "
                             f"choices: {', '.join(map(str, ordered_values(layers['quantity'])))}")
-    keep = config_columns(rows) + ["run", "source", "status"]
-    out = []
-    for _, g in rows.groupby("run", sort=False):
-        step = 0 if when == "init" else int(g["step"].max())
-        out.append({**g.iloc[0][[c for c in keep if c in g.columns]].to_dict(),
-                    "value": grad_ratio(g, step, quantity)})
-    return pd.DataFrame(out)
+    keep = [c for c in config_columns(rows) + ["run", "source", "status"] if c in rows.columns]
+    at = rows["step"] == 0 if when == "init" else rows["step"] == rows.groupby("run")["step"].transform("max")
+    ends = rows[at].sort_values(["run", "layer"])
+    run, value = ends["run"].to_numpy(), ends["value"].to_numpy(dtype=float)
+    first = np.flatnonzero(np.r_[True, run[1:] != run[:-1]])  # each run's first row (sorted by layer)
+    last = np.r_[first[1:], len(run)] - 1
+    with np.errstate(divide="ignore", invalid="ignore"):  # as summary.grad_ratio: NaN below two probe points
+        ratios = pd.Series(np.where(last > first, value[first] / value[last], np.nan), index=run[first])
+    out = rows.drop_duplicates("run")[keep].reset_index(drop=True)
+    return out.assign(value=out["run"].map(ratios).astype(float))

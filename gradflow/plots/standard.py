@@ -15,6 +15,9 @@ from gradflow.plots.save import file_part, save
 from gradflow.plots.style import MAX_STYLES
 
 
+DRAWN = ("grad_norm", "signal_norm")  # the per-layer quantities of the standard set
+
+
 def standard_set(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.DataFrame | None,
                  out_dir: str | Path, fmt: str = "png", hists: pd.DataFrame | None = None,
                  jacobian: pd.DataFrame | None = None) -> list[Path]:
@@ -43,21 +46,22 @@ def standard_set(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs
             names |= set(df["run"].astype(str))
     single = len(names) == 1
     # colour and line style carry two swept keys; a third becomes panels, so no two lines look alike
+    probed = layers[layers["quantity"].isin(DRAWN)] if usable(layers) else layers  # all that is drawn of it
     if usable(layers):
         facet = _third_key(layers)
-        quantities = set(layers["quantity"])
-        for q in [q for q in ("grad_norm", "signal_norm") if q in quantities]:
-            rows = layers[layers["quantity"] == q]
+        quantities = set(probed["quantity"])
+        for q in [q for q in DRAWN if q in quantities]:
+            rows = probed[probed["quantity"] == q]
             if rows.groupby("run")["layer"].nunique().max() < 2:
                 continue  # e.g. a recurrent net's weight gradient: one point, not a profile
             if (rows["step"] == 0).any():
-                emit(f"profile-{q}-step0", lambda: profile(layers, q, step=0, facet=facet))
+                emit(f"profile-{q}-step0", lambda: profile(probed, q, step=0, facet=facet))
             if (rows["step"] > 0).any():
-                emit(f"profile-{q}-last", lambda: profile(layers, q, step="last", facet=facet))
-        spread = [q for q in ("grad_norm", "signal_norm") if q in quantities
-                  and layers.loc[layers["quantity"] == q, "layer"].nunique() > 1]
+                emit(f"profile-{q}-last", lambda: profile(probed, q, step="last", facet=facet))
+        spread = [q for q in DRAWN if q in quantities
+                  and probed.loc[probed["quantity"] == q, "layer"].nunique() > 1]
         if single and spread:  # a recurrent net's weight gradient is one point: its signal over time instead
-            emit(f"heatmap-{spread[0]}", lambda: heatmap(layers, quantity=spread[0]))
+            emit(f"heatmap-{spread[0]}", lambda: heatmap(probed, quantity=spread[0]))
     if usable(metrics) and metrics["metric"].isin(["loss", "acc"]).any():
         emit("curves", lambda: curves(metrics, facet=_third_key(metrics)))
     if usable(runs) and not single:
@@ -66,8 +70,8 @@ def standard_set(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs
         # both ratios: the weight gradient, and the back-propagated signal (the one that vanishes)
         if "model.depth" in swept and swept_together and usable(layers):
             for q, name in (("grad_norm", "ratio-init"), ("signal_norm", "ratio-signal_norm-init")):
-                if (layers["quantity"] == q).any():
-                    emit(name, lambda: ratio(layers, "init", quantity=q))
+                if (probed["quantity"] == q).any():
+                    emit(name, lambda: ratio(probed, "init", quantity=q))
         elif "model.depth" in swept and swept_together and "grad_ratio.init" in runs.columns:  # runs table alone
             emit("ratio-init", lambda: ratio(runs, "init"))
         numeric = [k for k in swept if is_numeric_key(runs, k)]

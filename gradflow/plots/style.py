@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
+from matplotlib.collections import PolyCollection
 from matplotlib.colors import BoundaryNorm, ListedColormap, LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -203,7 +204,7 @@ def draw_series(ax, s: Series, color: Any, ls: Any, lw: float, alpha: float) -> 
     record(ax, "lines", ({"line": s.label, "x": x, "y": y, "lo": lo, "hi": hi, "n": int(n)}
                          for x, y, lo, hi, n in zip(s.x, s.med, s.lo, s.hi, s.count)))
     if s.count.max() > 1:
-        ax.fill_between(s.x, s.lo, s.hi, color=color, alpha=0.15, lw=0, gid="band")
+        add_band(ax, s.x, s.lo, s.hi, color)
     # a finite value between non-finite neighbours draws no line segment: show it as a dot
     ok = np.isfinite(s.med)
     left = np.r_[False, ok[:-1]]
@@ -213,6 +214,24 @@ def draw_series(ax, s: Series, color: Any, ls: Any, lw: float, alpha: float) -> 
         ax.plot(s.x[lone], s.med[lone], ls="none", marker="o", ms=3, color=color, alpha=alpha, gid="lone")
     mark_edge(ax, s.x[s.nonfinite], "top", color)
     mark_edge(ax, s.x[s.offscale], "bottom", color)
+
+
+def add_band(ax, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, color: Any) -> None:
+    """A min-max band, as fill_between draws it (a polygon over each stretch where both edges are finite),
+    added to the one band collection of `ax` (gid "band"): a sweep's bands are one artist, not one each."""
+    ok = np.isfinite(lo) & np.isfinite(hi)
+    edges = np.flatnonzero(np.diff(np.r_[0, ok.astype(int), 0])).reshape(-1, 2)  # [start, end) of each stretch
+    polys = [np.r_[np.c_[x[a:b], lo[a:b]], np.c_[x[a:b], hi[a:b]][::-1]] for a, b in edges]
+    if not polys:
+        return
+    band = next((c for c in ax.collections if c.get_gid() == "band"), None)
+    if band is None:
+        ax.add_collection(PolyCollection(polys, facecolors=[color] * len(polys), alpha=0.15, lw=0, gid="band"),
+                          autolim=False)
+    else:
+        band.set_verts([p.vertices for p in band.get_paths()] + polys)
+        band.set_facecolor([*band.get_facecolor(), *[color] * len(polys)])
+    ax.update_datalim(np.concatenate(polys))  # the view, computed when drawn, takes in the whole band
 
 
 def mark_edge(ax, xs: np.ndarray, edge: str, color: Any) -> None:

@@ -32,6 +32,8 @@ from gradflow.probes.quantities import (ACTIVATION, BIAS, DYING, HIST_BINS, HIST
 
 _BY_MODULE = {a.torch_name: a for a in activations.ACTIVATIONS.values()}
 # the per-point values fetch() hands to the registry's `compute` (NaN where a point has none)
+# norms outside this range may have lost precision in float32 (squares below ~1e-38 or above ~3e38): see Probes._add
+EXACT_RANGE = (1e-14, 1e18)
 PRIMITIVES = ("grad_norm", "bias_grad_norm", "weight_norm", "signal_norm", "act_count", "act_sum", "act_std",
               "act_saturated", "act_dead", "update_norm")
 
@@ -112,7 +114,7 @@ class Probes:
         n = len(self.points)
         self._signals: list[torch.Tensor | None] = [None] * n  # dL/dz at each point's output
         self._acts: list[torch.Tensor | None] = [None] * n  # the activation output after each point
-        self._pieces: list = []  # (device tensor, its segments: (primitive, point indices)) of the step
+        self._pieces: list = []  # (device tensor, segments: (primitive, point indices), exact: see _add)
         self._counts = np.full(n, np.nan)  # units per activation output, known on the host
         self._updated = False
 
@@ -154,9 +156,11 @@ class Probes:
         self.armed = False
         with torch.no_grad():
             if self.params:
+                grads = [p.grad if p.grad is not None else p.new_zeros(()) for p in self.params]
                 if grad_norms is None:
-                    grad_norms = self._norms([p.grad if p.grad is not None else p.new_zeros(()) for p in self.params])
-                self._add(grad_norms, ("grad_norm", self.weight_points), ("bias_grad_norm", self.bias_points))
+                    grad_norms = self._norms(grads)
+                self._add(grad_norms, ("grad_norm", self.weight_points), ("bias_grad_norm", self.bias_points),
+                          exact=(grads, 1.0))
             if self._weight_norms:  # the weights before the update, stacked by shape into kept buffers
                 self._before = self._stack("before", self.weights, self._weight_groups)
                 for at, stack in zip(self._weight_group_points, self._before):
@@ -164,7 +168,8 @@ class Probes:
             if self._keep_signals:
                 at = [i for i, g in enumerate(self._signals) if g is not None]
                 if at:
-                    self._add(self._norms([self._signals[i] for i in at]), ("signal_norm", at))
+                    signals = [self._signals[i] for i in at]
+                    self._add(self._norms(signals), ("signal_norm", at), exact=(signals, 1.0))
             if self._keep_acts:
                 self._activation_primitives()
             if self.histograms:  # (points, 2, kinds): activation and dL/dz counts, NaN where a point has no such tensor
@@ -181,7 +186,8 @@ class Probes:
             befores = [row for stack in self._before for row in stack.unbind(0)]  # views into the kept copy
             torch._foreach_sub_(befores, self._weights_grouped)  # now -dW
             for at, stack in zip(self._weight_group_points, self._before):
-                self._add(torch.linalg.vector_norm(stack.view(len(at), -1), dim=1), ("update_norm", at))
+                rows = stack.view(len(at), -1)
+                self._add(torch.linalg.vector_norm(rows, dim=1), ("update_norm", at), exact=(rows.unbind(0), 1.0))
         self._updated = True
 
     def _activation_primitives(self) -> None:
@@ -195,14 +201,20 @@ class Probes:
             y = y.flatten(1).float()  # (k, units); a copy only for half precision
             scratch = self.buffer(("scratch", tuple(y.shape)), tuple(y.shape), torch.float32, y.device)
             stats = _activation_stats(y, spec, self.constant(saturation, y.device, torch.float32), scratch)
-            for k in ("sum", "std", "saturated", "dead"):
+            for k in ("sum", "saturated", "dead"):
                 if k in stats:
                     self._add(stats[k], (f"act_{k}", points))
+            # y now holds the outputs less their means: the std's exact recomputation reads it
+            self._add(stats["std"], ("act_std", points), exact=(y.unbind(0), 1 / math.sqrt(max(y.shape[1] - 1, 1))))
             self._counts[points] = stats["count"]
 
-    def _add(self, values: torch.Tensor, *segments: tuple[str, list[int]]) -> None:
-        """A device tensor of primitives, in `segments`: (primitive, the points of its values)."""
-        self._pieces.append((values, segments))
+    def _add(self, values: torch.Tensor, *segments: tuple[str, list[int]], exact=None) -> None:
+        """A device tensor of primitives, in `segments`: (primitive, the points of its values).
+
+        `exact`: for norms, (the tensors whose norms `values` are, in order, a factor): float32 norms
+        underflow to 0 below ~1e-19 per entry and overflow above ~1e19, which vanishing and exploding
+        nets reach; fetch recomputes such values in float64 from these tensors (kept until then)."""
+        self._pieces.append((values, segments, exact))
 
     def _stack(self, name: str, tensors: list[torch.Tensor], groups: list[list[int]]) -> list[torch.Tensor]:
         """`tensors` stacked by group into buffers kept between probed steps: (k, *shape) each."""
@@ -224,14 +236,15 @@ class Probes:
 
         Note: the device->host sync point of a probed step, one copy for all values (and histograms).
         """
-        pieces = [v.flatten() for v, _ in self._pieces] + [c.reshape(1) for c in carry]
+        pieces = [v.flatten() for v, _, _ in self._pieces] + [c.reshape(1) for c in carry]
         if self.histograms:
             pieces.append(self._histograms.flatten())
         flat = torch.cat(pieces).cpu().numpy().astype(np.float64) if pieces else np.zeros(0)
+        self._exact_extremes(flat)
         n = len(self.points)
         got = {name: np.full(n, np.nan) for name in PRIMITIVES}
         start = 0
-        for _, segments in self._pieces:
+        for _, segments, _ in self._pieces:
             for name, at in segments:
                 got[name][at] = flat[start : start + len(at)]
                 start += len(at)
@@ -258,6 +271,27 @@ class Probes:
                     mask[:, j] &= got["weight_norm"] != 0  # a ratio to a zero weight (e.g. Fixup's) is undefined
         self._reset()
         return values, mask, values_of_carry
+
+    def _exact_extremes(self, flat: np.ndarray) -> None:
+        """Norms outside float32's safe range (see _add), recomputed in float64 into `flat`.
+
+        Note: a host sync point per such value, only on steps whose gradients vanish or explode that far.
+        """
+        start = 0
+        for values, _, exact in self._pieces:
+            n = values.numel()
+            if exact is not None:
+                got = flat[start : start + n]
+                tensors, factor = exact
+                for j in np.flatnonzero(~((got >= EXACT_RANGE[0]) & (got <= EXACT_RANGE[1])) & ~np.isnan(got)):
+                    t = tensors[j]
+                    if t.device.type == "mps":  # no float64 there: scale by the largest entry instead
+                        top = t.detach().abs().max()
+                        norm = float(top) * float(torch.linalg.vector_norm(t.detach() / top)) if top > 0 else 0.0
+                    else:
+                        norm = float(torch.linalg.vector_norm(t.detach().double()))
+                    got[j] = norm * factor
+            start += n
 
     def fetch_histograms(self) -> np.ndarray:
         """(points, 2, kinds) counts of the probed step, fetched with `fetch` (call it first)."""
