@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from gradflow.data import Data
-from gradflow.probes.core import Probes, schedule
+from gradflow.probes.core import Probes, exact_norms, schedule
 from gradflow.probes.jacobian import jacobian_spectra
 from gradflow.textdata import IGNORE
 
@@ -212,7 +212,8 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
         if probing:
             probes.after_backward(norms[: len(probes.params)])
         if t % tc.eval_every == 0 or t == steps:  # every parameter's gradient norm (note: a host sync point)
-            res.metrics += [(t, "grad", name, v) for name, v in zip(names, norms.cpu().tolist())]
+            grads = [p.grad if p.grad is not None else p.new_zeros(()) for p in ordered]
+            res.metrics += [(t, "grad", name, v) for name, v in zip(names, exact_norms(norms.cpu().numpy(), grads).tolist())]
 
         # --- clip (events counted on device) and update ---
         if t < steps:

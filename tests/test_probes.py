@@ -220,6 +220,11 @@ def test_norms_beyond_float32s_range_are_exact(case, overrides):
     if case == "vanishing":
         assert grads[0] < 1e-25 and grads[0] > 0  # the premise: far below float32's squares
         assert got["grad_norm"] == pytest.approx(grads, rel=1e-5, abs=0)
+        # the loop's own per-parameter gradient norms (split "grad") too
+        logged = {name: v for step, split, name, v in result.metrics if split == "grad" and step == 0}
+        first = dict(reference.named_parameters())
+        name = next(n for n, p in first.items() if p is points[0].layer.weight)
+        assert logged[name] == pytest.approx(grads[0], rel=1e-5, abs=0)
     else:
         std = {k: float(y.double().std()) for k, y in acts.items()}
         assert max(std.values()) > 1e20  # the premise: squares overflow float32

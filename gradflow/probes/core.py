@@ -273,24 +273,14 @@ class Probes:
         return values, mask, values_of_carry
 
     def _exact_extremes(self, flat: np.ndarray) -> None:
-        """Norms outside float32's safe range (see _add), recomputed in float64 into `flat`.
-
-        Note: a host sync point per such value, only on steps whose gradients vanish or explode that far.
-        """
+        """Norms outside float32's safe range (see _add), recomputed in float64 into `flat`."""
         start = 0
         for values, _, exact in self._pieces:
             n = values.numel()
             if exact is not None:
-                got = flat[start : start + n]
                 tensors, factor = exact
-                for j in np.flatnonzero(~((got >= EXACT_RANGE[0]) & (got <= EXACT_RANGE[1])) & ~np.isnan(got)):
-                    t = tensors[j]
-                    if t.device.type == "mps":  # no float64 there: scale by the largest entry instead
-                        top = t.detach().abs().max()
-                        norm = float(top) * float(torch.linalg.vector_norm(t.detach() / top)) if top > 0 else 0.0
-                    else:
-                        norm = float(torch.linalg.vector_norm(t.detach().double()))
-                    got[j] = norm * factor
+                got = flat[start : start + n]  # a view: fixed in place
+                got[:] = exact_norms(got / factor, tensors) * factor
             start += n
 
     def fetch_histograms(self) -> np.ndarray:
@@ -337,6 +327,23 @@ def _activation_stats(y: torch.Tensor, specs: list, bounds: torch.Tensor, scratc
     y.sub_((out["sum"] / units).unsqueeze(1))
     out["std"] = torch.linalg.vector_norm(y, dim=1).div_(math.sqrt(max(units - 1, 1)))
     return out
+
+
+def exact_norms(norms: np.ndarray, tensors: list[torch.Tensor]) -> np.ndarray:
+    """`norms` (host float32 results of the tensors' 2-norms) with the values outside EXACT_RANGE, where
+    float32 squares underflow or overflow, recomputed in float64 from `tensors`.
+
+    Note: a host sync point per such value, only where gradients vanish or explode that far.
+    """
+    norms = np.array(norms, dtype=np.float64)
+    for j in np.flatnonzero(~((norms >= EXACT_RANGE[0]) & (norms <= EXACT_RANGE[1])) & ~np.isnan(norms)):
+        t = tensors[j].detach()
+        if t.device.type == "mps":  # no float64 there: scale by the largest entry instead
+            top = t.abs().max()
+            norms[j] = float(top) * float(torch.linalg.vector_norm(t / top)) if top > 0 else 0.0
+        else:
+            norms[j] = float(torch.linalg.vector_norm(t.double()))
+    return norms
 
 
 def schedule(steps: int, every: int, points: int) -> list[int]:
