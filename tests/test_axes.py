@@ -136,10 +136,16 @@ def test_lstm_forget_bias_and_recurrent_init():
     assert torch.allclose(model.cell.weight_hh.detach(), 0.9 * torch.eye(6))
 
 
-def test_step_schedule_divides_the_learning_rate_at_milestones():
+@pytest.mark.parametrize("overrides, expect", [
+    # step: divided by gamma at each milestone
+    (["optim.schedule=step", "optim.milestones=[2,4]", "optim.gamma=0.1"], [1.0, 1.0, 0.1, 0.1, 0.01, 0.01]),
+    # warm-up: linear over the first 4 updates, then the (constant) schedule
+    (["optim.warmup=4"], [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]),
+])
+def test_learning_rate_schedules(overrides, expect):
     from gradflow.train import make_optimizer, make_schedule
 
-    cfg = compose(["optim.schedule=step", "optim.milestones=[2,4]", "optim.gamma=0.1", "optim.lr=1.0"])
+    cfg = compose([*overrides, "optim.lr=1.0"])
     opt = make_optimizer([torch.nn.Parameter(torch.zeros(1))], cfg.optim)
     schedule = make_schedule(opt, cfg.optim, 10)
     lrs = []
@@ -147,7 +153,7 @@ def test_step_schedule_divides_the_learning_rate_at_milestones():
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         schedule.step()
-    assert lrs == pytest.approx([1.0, 1.0, 0.1, 0.1, 0.01, 0.01])
+    assert lrs == pytest.approx(expect)
 
 
 def test_uniform_inputs_and_scale():

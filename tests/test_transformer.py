@@ -18,7 +18,7 @@ from gradflow.models.init import initialize
 from gradflow.models.custom import activation_kind
 from gradflow.probes.core import Probes
 from gradflow.textdata import IGNORE, associative_recall, char_windows, pydoc_text
-from gradflow.train import Batches, make_optimizer, make_schedule, train
+from gradflow.train import Batches, make_optimizer, train
 
 TINY_TF = ["model=transformer", "model.depth=2", "model.d_model=8", "model.heads=2", "model.mlp_ratio=2",
            "train.steps=2", "train.batch_size=8", "probe.every=1", "train.eval_every=1"]
@@ -247,18 +247,6 @@ def test_associative_recall_answers_are_the_queried_values():
         scored = [(t, a) for t, a in enumerate(target) if a != IGNORE]
         assert [t for t, _ in scored] == [8, 10, 12]
         assert all(pairs[row[t]] == a for t, a in scored)
-
-
-def test_warmup_is_linear_then_the_schedule():
-    cfg = compose(["optim.lr=1.0", "optim.warmup=4"])
-    opt = make_optimizer([torch.nn.Parameter(torch.zeros(1))], cfg.optim)
-    sched = make_schedule(opt, cfg.optim, 10)
-    lrs = []
-    for _ in range(6):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    assert lrs == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
 
 
 def test_next_token_loss_and_accuracy_skip_unscored_positions():
