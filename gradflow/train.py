@@ -205,15 +205,15 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
             first_step = t
         row, norms, total = scalars[used], norm_rows[used], scalars[used, 2]
         used += 1
-        torch.stack(torch._foreach_norm([p.grad if p.grad is not None else p.new_zeros(()) for p in ordered]),
-                    out=norms)
+        grads = [p.grad if p.grad is not None else p.new_zeros(()) for p in ordered]
+        torch.stack(torch._foreach_norm(grads), out=norms)
         torch.linalg.vector_norm(norms, out=total)
         torch.stack([loss.detach(), batch_acc.detach()], out=row[:2])
         if probing:
             probes.after_backward(norms[: len(probes.params)])
         if t % tc.eval_every == 0 or t == steps:  # every parameter's gradient norm (note: a host sync point)
-            grads = [p.grad if p.grad is not None else p.new_zeros(()) for p in ordered]
-            res.metrics += [(t, "grad", name, v) for name, v in zip(names, exact_norms(norms.cpu().numpy(), grads).tolist())]
+            exact = exact_norms(norms.cpu().numpy(), grads).tolist()
+            res.metrics += [(t, "grad", name, v) for name, v in zip(names, exact)]
 
         # --- clip (events counted on device) and update ---
         if t < steps:
@@ -223,8 +223,8 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
                     torch.nn.utils.clip_grads_with_norm_(params, tc.grad_clip, total, foreach=True)
                     clipped = clipped | (total > tc.grad_clip)
                 if tc.clip_value > 0:
-                    grads = [p.grad for p in params if p.grad is not None]
-                    peak = torch.nn.utils.get_total_norm(grads, float("inf"), foreach=True)
+                    present = [p.grad for p in params if p.grad is not None]
+                    peak = torch.nn.utils.get_total_norm(present, float("inf"), foreach=True)
                     torch.nn.utils.clip_grad_value_(params, tc.clip_value, foreach=True)
                     clipped = clipped | (peak > tc.clip_value)
                 row[3].copy_(clipped)
