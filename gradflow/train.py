@@ -210,7 +210,7 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
         torch.linalg.vector_norm(norms, out=total)
         torch.stack([loss.detach(), batch_acc.detach()], out=row[:2])
         if probing:
-            probes.after_backward(norms[: len(probes.params)])
+            probes.after_backward(norms[: len(probes.params)], opt)
         if t % tc.eval_every == 0 or t == steps:  # every parameter's gradient norm (note: a host sync point)
             exact = exact_norms(norms.cpu().numpy(), grads).tolist()
             res.metrics += [(t, "grad", name, v) for name, v in zip(names, exact)]

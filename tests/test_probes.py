@@ -232,3 +232,60 @@ def test_norms_beyond_float32s_range_are_exact(case, overrides):
             assert got["act_std"][k] == pytest.approx(s, rel=1e-5), k
         assert np.isfinite(got["grad_norm"]).all()
         assert got["grad_norm"] == pytest.approx(grads, rel=1e-5, abs=0)
+
+
+# plain SGD's update is read from its state after the step; the others come from a copy of the weights
+UPDATES = {
+    "sgd": dict(momentum=0.0),
+    "sgd-momentum": dict(momentum=0.9),
+    "sgd-momentum-weight-decay-dampening": dict(momentum=0.9, weight_decay=0.01, dampening=0.3),
+    "sgd-nesterov-maximize": dict(momentum=0.9, nesterov=True, maximize=True),
+    "sgd-weight-decay (copied)": dict(momentum=0.0, weight_decay=0.01),
+    "adam (copied)": None,
+}
+
+
+def _probed_steps(model, opt, probes, data, steps, lr_after=None):
+    """Probe `steps` SGD steps of `model`; each with the float64 difference of its float32 weights."""
+    batches = Batches(len(data.x_train), 16, 0, "cpu")
+    tables = []
+    for _ in range(steps):
+        before = [w.detach().double().clone() for w in probes.weights]
+        probes.arm()
+        idx = batches.next()
+        opt.zero_grad()
+        F.cross_entropy(model(data.x_train[idx]), data.y_train[idx]).backward()
+        probes.after_backward(optimizer=opt)
+        opt.step()
+        if lr_after is not None:  # a schedule moves lr after the step, before the probes read the update
+            opt.param_groups[0]["lr"] = lr_after
+        probes.after_update()
+        values, mask, _ = probes.fetch()
+        applied = np.array([float(torch.linalg.vector_norm(w.detach().double() - b) / torch.linalg.vector_norm(b))
+                            for w, b in zip(probes.weights, before)])
+        tables.append((values[probes.weight_points, probes.quantities.index("update_ratio")], applied))
+    return tables
+
+
+@pytest.mark.parametrize("name", list(UPDATES))
+def test_the_update_ratio_is_the_weights_difference_whatever_the_optimizer(name):
+    cfg, data, model = _setup(["model.activation=tanh"])
+    probes = Probes(model, cfg.model.activation)
+    kw = UPDATES[name]
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3) if kw is None else \
+        torch.optim.SGD(model.parameters(), lr=0.05, **kw)
+    for got, applied in _probed_steps(model, opt, probes, data, steps=3, lr_after=0.5):  # the buffer's 1st step differs
+        assert got == pytest.approx(applied, rel=1e-4)
+
+
+def test_sgds_update_is_read_exactly_where_the_float32_weights_cannot_show_it():
+    cfg, data, model = _setup(["model.activation=tanh"])
+    probes = Probes(model, cfg.model.activation)
+    lr = 1e-10  # below half a float32 step of every weight: W - lr * d rounds back to W
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    [(got, applied)] = _probed_steps(model, opt, probes, data, steps=1)
+    assert (applied == 0).all()  # the premise
+    # the first step's momentum buffer is the gradient: dW = lr * g
+    expect = [lr * float(torch.linalg.vector_norm(w.grad.double())) / float(torch.linalg.vector_norm(w.detach().double()))
+              for w in probes.weights]
+    assert got == pytest.approx(expect, rel=1e-6)

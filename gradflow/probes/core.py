@@ -5,15 +5,17 @@ points rather than a dozen small kernels per layer:
   arm()              registers hooks that only keep references (each layer's output gradient
                      dL/dz, each activation output); unprobed steps carry no hooks at all
   after_backward()   the raw reductions ("primitives") on the device: foreach norms of the
-                     gradients and signals; weights stacked by shape into kept buffers (the copy
-                     the update ratio needs) and normed per stack; activations of equal shape
-                     stacked and reduced together (sum, sum of squared deviations, saturated and
-                     dead counts)
-  after_update()     ||W(after) - W(before)|| as one foreach subtraction and a norm per stack
+                     gradients, weights and signals; activations of equal shape stacked and
+                     reduced together (sum, sum of squared deviations, saturated and dead counts);
+                     for the update ratio, a copy of the weights into kept buffers, unless the
+                     optimizer's update can be read after its step (below)
+  after_update()     ||dW|| as one foreach norm: of W(before) - W(after) from the copy, or of the
+                     update plain SGD applied, read from its state
 fetch() then copies every primitive of the step to the host in one concatenated tensor (note:
 the one host sync point of a probed step), spreads them over the points by index with numpy and
-evaluates the registry's quantities there, in float64. Probes never touch the optimizer's state
-or write files.
+evaluates the registry's quantities there, in float64. Probes never change the optimizer's state
+or write files; they read plain SGD's (see SGDUpdate) because copying and subtracting every
+weight was the largest part of a probed step.
 """
 
 from __future__ import annotations
@@ -88,9 +90,6 @@ class Probes:
         self._keep_acts = histograms or bool(needs & {ACTIVATION, SATURATING, DYING})
         self._ratio = any(QUANTITIES[q].when == UPDATE for q in self.quantities)
         self._weight_norms = self._ratio or "weight_norm" in self.quantities
-        self._weight_groups = _by_shape(self.weights)
-        self._weights_grouped = [self.weights[j] for g in self._weight_groups for j in g]  # in stacking order
-        self._weight_group_points = [[self.weight_points[j] for j in g] for g in self._weight_groups]
         self.armed = False
         self._hooks: list = []
         self._constants: dict = {}  # small threshold tensors, copied to the device once
@@ -116,6 +115,7 @@ class Probes:
         self._acts: list[torch.Tensor | None] = [None] * n  # the activation output after each point
         self._pieces: list = []  # (device tensor, segments: (primitive, point indices), exact: see _add)
         self._counts = np.full(n, np.nan)  # units per activation output, known on the host
+        self._sgd: SGDUpdate | None = None  # where the step's update is read, if not from a copy
         self._updated = False
 
     def remove(self) -> None:
@@ -148,10 +148,12 @@ class Probes:
         return hook
 
     # --- the probed step: primitives on the device ---
-    def after_backward(self, grad_norms: torch.Tensor | None = None) -> None:
+    def after_backward(self, grad_norms: torch.Tensor | None = None, optimizer=None) -> None:
         """Compute every backward-phase primitive on the device (no host sync).
 
         `grad_norms`: the gradient norms of `self.params`, when the caller has them already.
+        `optimizer`: the one about to step, when the caller has it: plain SGD's update is then
+        read from it after the step (SGDUpdate) instead of copying the weights now.
         """
         self.armed = False
         with torch.no_grad():
@@ -161,10 +163,14 @@ class Probes:
                     grad_norms = self._norms(grads)
                 self._add(grad_norms, ("grad_norm", self.weight_points), ("bias_grad_norm", self.bias_points),
                           exact=(grads, 1.0))
-            if self._weight_norms:  # the weights before the update, stacked by shape into kept buffers
-                self._before = self._stack("before", self.weights, self._weight_groups)
-                for at, stack in zip(self._weight_group_points, self._before):
-                    self._add(torch.linalg.vector_norm(stack.view(len(at), -1), dim=1), ("weight_norm", at))
+            if self._weight_norms:
+                self._add(self._norms(self.weights), ("weight_norm", self.weight_points))
+            if self._ratio:
+                self._sgd = SGDUpdate.of(optimizer, self.weights)
+                if self._sgd is None:  # the weights before the update, copied into kept buffers
+                    self._before = [self.buffer(("before", j), tuple(w.shape), w.dtype, w.device)
+                                    for j, w in enumerate(self.weights)]
+                    torch._foreach_copy_(self._before, self.weights)
             if self._keep_signals:
                 at = [i for i, g in enumerate(self._signals) if g is not None]
                 if at:
@@ -183,11 +189,12 @@ class Probes:
         if not self._ratio:
             return
         with torch.no_grad():
-            befores = [row for stack in self._before for row in stack.unbind(0)]  # views into the kept copy
-            torch._foreach_sub_(befores, self._weights_grouped)  # now -dW
-            for at, stack in zip(self._weight_group_points, self._before):
-                rows = stack.view(len(at), -1)
-                self._add(torch.linalg.vector_norm(rows, dim=1), ("update_norm", at), exact=(rows.unbind(0), 1.0))
+            if self._sgd is None:
+                updates = self._before
+                torch._foreach_sub_(updates, self.weights)  # now -dW
+            else:
+                updates = self._sgd.directions()  # dW / lr (lr applied on the host, in fetch)
+            self._add(self._norms(updates), ("update_norm", self.weight_points), exact=(updates, 1.0))
         self._updated = True
 
     def _activation_primitives(self) -> None:
@@ -248,6 +255,8 @@ class Probes:
             for name, at in segments:
                 got[name][at] = flat[start : start + len(at)]
                 start += len(at)
+        if self._sgd is not None:
+            got["update_norm"][self.weight_points] *= self._sgd.lr
         values_of_carry = flat[start : start + len(carry)].tolist()
         start += len(carry)
         self._hist = flat[start:].reshape(n, 2, len(HIST_KINDS)) if self.histograms else None
@@ -302,6 +311,55 @@ class Probes:
             on_gpu = torch.device(device).type == "cuda"  # pinned and non-blocking: no host sync
             self._constants[key] = t.pin_memory().to(device, non_blocking=True) if on_gpu else t.to(device)
         return self._constants[key]
+
+
+class SGDUpdate:
+    """The update plain torch.optim.SGD applies to the weights, read from it after its step.
+
+    SGD takes W <- W - lr * d with d its momentum buffer (heavy ball, weight decay and dampening
+    included), g + momentum * buffer (Nesterov) or g (no momentum), g the (possibly negated)
+    gradient it was given, which stays in .grad. So ||dW|| = lr ||d|| needs neither a copy of
+    every weight before the step nor a subtraction after it, and it is the update SGD computed:
+    the float32 difference of the weights rounds it to the weights' resolution (2^-24 ||W||), all
+    of it where an update is that small. Any other optimizer, or a case where d would involve
+    the weights before the step (weight decay without heavy-ball momentum), is read from a copy.
+    """
+
+    def __init__(self, optimizer, weights: list[torch.Tensor], lr: np.ndarray, momentum: float, kind: str):
+        self.optimizer, self.weights, self.momentum, self.kind = optimizer, weights, momentum, kind
+        self.lr = lr  # (weights,) learning rates as the step used them (a schedule moves them after it)
+
+    @classmethod
+    def of(cls, optimizer, weights: list[torch.Tensor]) -> SGDUpdate | None:
+        """How to read `optimizer`'s next update of `weights`, or None where it cannot be read."""
+        if type(optimizer) is not torch.optim.SGD or not weights:
+            return None
+        group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+        groups = [group_of.get(id(w)) for w in weights]
+        if any(g is None or w.grad is None for g, w in zip(groups, weights)):  # a weight it will not update
+            return None
+        if any(isinstance(g["lr"], torch.Tensor) or g.get("differentiable") for g in groups):
+            return None  # a tensor lr would cost a host sync
+        flavours = {(g["momentum"], g["nesterov"], g["maximize"]) for g in groups}
+        if len(flavours) != 1:
+            return None
+        ((momentum, nesterov, maximize),) = flavours
+        if (nesterov or not momentum) and any(g["weight_decay"] for g in groups):
+            return None  # d would hold weight_decay * W(before), overwritten by the step
+        kind = "gradient" if not momentum else "nesterov" if nesterov else "buffer"
+        # Nesterov's d = g + momentum * buffer; maximizing, d = -g + momentum * buffer, as long as g - momentum * buffer
+        return cls(optimizer, weights, np.array([g["lr"] for g in groups], dtype=np.float64),
+                   -momentum if maximize else momentum, kind)
+
+    def directions(self) -> list[torch.Tensor]:
+        """d (or -d) of every weight, after the step: dW = -lr * d."""
+        grads = [w.grad for w in self.weights]
+        if self.kind == "gradient":
+            return grads
+        buffers = [self.optimizer.state[w]["momentum_buffer"] for w in self.weights]
+        if self.kind == "buffer":
+            return buffers
+        return torch._foreach_add(grads, buffers, alpha=self.momentum)
 
 
 def _activation_stats(y: torch.Tensor, specs: list, bounds: torch.Tensor, scratch: torch.Tensor) -> dict:

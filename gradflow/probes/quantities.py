@@ -71,7 +71,8 @@ QUANTITIES: dict[str, Quantity] = {q.name: q for q in [
              "fraction of dead units", "Dead units", "fraction", "ReLU: fraction exactly zero", log=False),
     Quantity("update_ratio", WEIGHT, lambda s: s.update_norm / s.weight_norm,
              r"$\|\Delta W\| / \|W\|$ (update / weight ratio)", "Update-to-weight ratio", "",
-             "||W_l(after) - W_l(before)|| / ||W_l(before)|| of the update taken at that step", when=UPDATE),
+             "||W_l(after) - W_l(before)|| / ||W_l(before)|| of the update taken at that step (plain SGD: "
+             "lr ||d_l|| read from the optimizer, exact below the weights' float32 resolution)", when=UPDATE),
 ]}
 
 # Histograms: fixed log-spaced magnitude bins, 4 per decade over [1e-12, 1e4), one set per sign,
