@@ -289,28 +289,3 @@ def test_sgds_update_is_read_exactly_where_the_float32_weights_cannot_show_it():
     expect = [lr * float(torch.linalg.vector_norm(w.grad.double())) / float(torch.linalg.vector_norm(w.detach().double()))
               for w in probes.weights]
     assert got == pytest.approx(expect, rel=1e-6)
-
-
-def test_after_forward_releases_the_activation_outputs_to_autograd():
-    """after_forward reduces the activation outputs at once, so the backward pass frees them as in an
-    unprobed step (holding them until after_backward made every probed step slower)."""
-    import weakref
-
-    cfg, data, model = _setup(["model.activation=tanh"])
-    probes = Probes(model, cfg.model.activation)
-    outputs = []
-    hooks = [p.activation.register_forward_hook(lambda m, i, y: outputs.append(weakref.ref(y)))
-             for p in model.probe_points if p.activation is not None]
-    probes.arm()
-    loss = F.cross_entropy(model(data.x_train[:16]), data.y_train[:16])
-    probes.after_forward()
-    loss.backward()
-    del loss
-    assert outputs and all(r() is None for r in outputs)
-    probes.after_backward()
-    values, mask, _ = probes.fetch()
-    for h in hooks:
-        h.remove()
-    probes.remove()
-    j = probes.quantities.index("act_std")
-    assert mask[:, j].any() and np.isfinite(values[mask[:, j], j]).all()
