@@ -196,8 +196,6 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
         if data.augment is not None:
             x = data.augment(x, batches.gen)
         out = model(x)
-        if probing:
-            probes.after_forward()
         loss, batch_acc = loss_and_accuracy(out, data.y_train[idx], data.task)
         opt.zero_grad()
         loss.backward()

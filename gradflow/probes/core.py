@@ -4,11 +4,9 @@ A probed step runs in three phases, so that every statistic is one batched call 
 points rather than a dozen small kernels per layer:
   arm()              registers hooks that only keep references (each layer's output gradient
                      dL/dz, each activation output); unprobed steps carry no hooks at all
-  after_forward()    (optional) the activations' raw reductions ("primitives") on the device,
-                     while they are in the cache: outputs of equal shape stacked and reduced
-                     together (sum, sum of squared deviations, saturated and dead counts)
-  after_backward()   the other backward-phase primitives: foreach norms of the gradients,
-                     weights and signals (and the activations', if after_forward was not called);
+  after_backward()   the raw reductions ("primitives") on the device: foreach norms of the
+                     gradients, weights and signals; activations of equal shape stacked and
+                     reduced together (sum, sum of squared deviations, saturated and dead counts);
                      for the update ratio, a copy of the weights into kept buffers, unless the
                      optimizer's update can be read after its step (below)
   after_update()     ||dW|| as one foreach norm: of W(before) - W(after) from the copy, or of the
@@ -117,7 +115,6 @@ class Probes:
         self._acts: list[torch.Tensor | None] = [None] * n  # the activation output after each point
         self._pieces: list = []  # (device tensor, segments: (primitive, point indices), exact: see _add)
         self._counts = np.full(n, np.nan)  # units per activation output, known on the host
-        self._acts_done = False  # the activation primitives are computed (after_forward)
         self._sgd: SGDUpdate | None = None  # where the step's update is read, if not from a copy
         self._updated = False
 
@@ -145,23 +142,12 @@ class Probes:
 
     def _on_activation(self, i):
         def hook(module, inputs, y):
-            if self.armed and not self._acts_done:
+            if self.armed:
                 self._acts[i] = y  # read under no_grad in after_backward: no detach needed here
 
         return hook
 
     # --- the probed step: primitives on the device ---
-    def after_forward(self) -> None:
-        """The activation primitives, computed right after the forward pass while its outputs are
-        still in the cache (after the backward pass they come from memory again); optional: else
-        after_backward computes them. The outputs are then released to autograd."""
-        if self._keep_acts and not self._acts_done:
-            with torch.no_grad():
-                self._activation_primitives()
-            self._acts_done = True
-            if not self.histograms:
-                self._acts = [None] * len(self.points)
-
     def after_backward(self, grad_norms: torch.Tensor | None = None, optimizer=None) -> None:
         """Compute every backward-phase primitive on the device (no host sync).
 
@@ -190,7 +176,7 @@ class Probes:
                 if at:
                     signals = [self._signals[i] for i in at]
                     self._add(self._norms(signals), ("signal_norm", at), exact=(signals, 1.0))
-            if self._keep_acts and not self._acts_done:
+            if self._keep_acts:
                 self._activation_primitives()
             if self.histograms:  # (points, 2, kinds): activation and dL/dz counts, NaN where a point has no such tensor
                 device = next((t.device for t in [*self.weights, *self._acts, *self._signals] if t is not None), None)
