@@ -218,6 +218,9 @@ class OptimConfig:
     milestones: list[int] = field(default_factory=list)  # step schedule: the updates at which lr drops
     gamma: float = 0.1  # step schedule: the factor at each milestone
     warmup: int = 0  # linear warm-up: lr x (t + 1) / warmup for the first `warmup` updates, times the schedule (0 = none)
+    # the learning rate of the model's scalar (0-d) parameters as a multiple of lr, schedule included: Fixup's
+    # biases and multipliers, SkipInit's alpha (Zhang et al. 2019 train Fixup's at 1/10 of the rate)
+    scalar_lr_factor: float = 1.0
 
 
 @dataclass
@@ -652,6 +655,7 @@ def _optim(o) -> None:
             _between(f"optim.betas[{k}]", beta, 0, 1)
     _choice("optim.schedule", o.schedule, ("constant", "step", "cosine"))
     _positive("optim.warmup", o.warmup, 0)
+    _positive("optim.scalar_lr_factor", o.scalar_lr_factor, 0)
     if o.schedule == "step":
         if not o.gamma > 0:
             raise GradflowError(f"optim.gamma={o.gamma} must be > 0 (the lr factor at each milestone)")

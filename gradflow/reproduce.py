@@ -207,11 +207,17 @@ def _curve(g: pd.DataFrame, split: str, metric: str) -> np.ndarray:
     return g[(g[store.SPLIT] == split) & (g[store.METRIC] == metric)].sort_values(store.STEP)[store.VALUE].to_numpy()
 
 
+def _finals(runs: pd.DataFrame, metric: str) -> pd.Series:
+    """Each run's final metric from run.json, NaN where it has none (a diverged run; every run of an arm
+    that diverged throughout has no such column at all)."""
+    column = f"final.{metric}"
+    return runs[column].astype(float) if column in runs else pd.Series(math.nan, index=runs.index)
+
+
 @measure
 def final(arm: Arm, where=None, metric="train_loss") -> Measured:
     """A final metric from run.json: train_loss, train_acc, test_loss, test_acc."""
-    runs = arm.table("runs", where)
-    return _mean(runs[f"final.{metric}"].astype(float).tolist())
+    return _mean(_finals(arm.table("runs", where), metric).tolist())
 
 
 @measure
@@ -276,7 +282,7 @@ def final_or_diverged(arm: Arm, where=None, metric="train_loss") -> Measured:
     that a net does not train, where diverging is one way of not training."""
     runs = arm.table("runs", where)
     values = [math.inf if status == "diverged" or not np.isfinite(v) else float(v)
-              for status, v in zip(runs[store.STATUS], runs[f"final.{metric}"].astype(float))]
+              for status, v in zip(runs[store.STATUS], _finals(runs, metric))]
     return _mean(values)
 
 
@@ -642,10 +648,21 @@ def draw(spec: Spec, root: Path, jobs: dict[str, list[str]] | None = None, fmt: 
         kind, arm, title = f.pop("kind"), f.pop("arm"), f.pop("file", None)
         table = {"profile": "layers", "heatmap": "layers", "curves": "metrics", "ratio": "runs", "grid": "runs",
                  "hist": "hist", "spectrum": "jacobian"}[kind]
-        df = arms[arm].table(table, f.pop("where", None))
+        df = figure_table(arms, arm, table, f.pop("where", None))
         fig = getattr(figures, kind)(df, **f)
-        out.append(save(fig, store.figures_dir(root) / f"{title or f'{i}-{kind}-{arm}'}.{fmt}"))
+        first = arm[0] if isinstance(arm, list) else arm
+        out.append(save(fig, store.figures_dir(root) / f"{title or f'{i}-{kind}-{first}'}.{fmt}"))
     return out
+
+
+def figure_table(arms: dict[str, Arm], arm: str | list[str], table: str, where: dict | None = None) -> pd.DataFrame:
+    """A figure's rows: one arm's `table`, or several arms' in one frame, their run ids made unique (each
+    arm may have a run named "default") and one source, so the figure's keys (e.g. color) tell them apart."""
+    if not isinstance(arm, list):
+        return arms[arm].table(table, where)
+    return pd.concat([arms[a].table(table, where).pipe(
+        lambda t, a=a: t.assign(**{store.RUN: a + "/" + t[store.RUN].astype(str), store.SOURCE: "+".join(arm)}))
+        for a in arm], ignore_index=True)
 
 
 def claim_cells(r: ClaimResult, source_width: int | None = None) -> dict[str, str]:

@@ -41,9 +41,17 @@ class TrainResult:
 
 
 def make_optimizer(params, cfg) -> torch.optim.Optimizer:
+    """SGD or Adam over `params`; with `cfg.scalar_lr_factor` != 1 the scalar (0-d) parameters form
+    their own group at that multiple of the rate, which the schedule then scales like the rest."""
+    params = list(params)
+    groups: list[dict] = [{"params": params}]
+    if cfg.scalar_lr_factor != 1:
+        scalars = [p for p in params if p.dim() == 0]
+        groups = [g for g in ({"params": [p for p in params if p.dim()]},
+                              {"params": scalars, "lr": cfg.lr * cfg.scalar_lr_factor}) if g["params"]]
     if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
 
 
 def make_schedule(opt: torch.optim.Optimizer, cfg, steps: int):

@@ -156,6 +156,25 @@ def test_learning_rate_schedules(overrides, expect):
     assert lrs == pytest.approx(expect)
 
 
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_scalar_parameters_take_their_own_rate(name):
+    # Fixup's recipe: 0-d parameters at a tenth of the rate, under the same warm-up as the rest
+    from gradflow.train import make_optimizer, make_schedule
+
+    cfg = compose([f"optim={name}", "optim.lr=1.0", "optim.scalar_lr_factor=0.1", "optim.warmup=2",
+                   *(["optim.momentum=0"] if name == "sgd" else [])])
+    vector, scalar = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(()))
+    opt = make_optimizer([scalar, vector], cfg.optim)
+    schedule = make_schedule(opt, cfg.optim, 10)
+    for _ in range(2):
+        vector.grad, scalar.grad = torch.ones(3), torch.ones(())
+        opt.step()
+        schedule.step()
+    # warm-up factors 1/2, then 1; a unit gradient moves Adam's parameters by the rate too
+    assert vector.detach().tolist() == pytest.approx([-1.5] * 3, rel=1e-5)
+    assert scalar.item() == pytest.approx(-0.15, rel=1e-5)
+
+
 def test_uniform_inputs_and_scale():
     from gradflow.data import build as build_data
 

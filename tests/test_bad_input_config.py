@@ -22,6 +22,7 @@ CASES = [
     case("optim.lr=-1", "optim.lr", "lr-negative"),
     case("optim.weight_decay=inf", "optim.weight_decay", "weight-decay-inf"),
     case("optim.weight_decay=-0.1", "optim.weight_decay", "weight-decay-negative"),
+    case("optim.scalar_lr_factor=-0.1", "optim.scalar_lr_factor", "scalar-lr-factor-negative"),
     case("init.gain=nan", "init.gain", "gain-nan"),
     case("init=orthogonal init.gain=-1", "init.gain", "gain-negative"),
     case("init=meanfield init.sw2=nan", "init.sw2", "sw2-nan"),

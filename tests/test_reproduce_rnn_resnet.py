@@ -1,6 +1,6 @@
 """hochreiter1991, skipinit2020 and he2016 at --quick: the computed claims come out as documented, the figures
 are drawn, and the measured values agree with a recomputation from the results files with pandas; an override
-that breaks the mechanism (here: no training) makes the training claims FAIL.
+that breaks the mechanism (no training; Fixup's scalars at the full rate) makes its claims FAIL.
 
 Each experiment's two tests share one results folder and the passing outcome (module-scoped fixtures), so the
 breaking run redoes only the runs its override changes (resume), as a user's second `gradflow reproduce` would.
@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gradflow import reproduce as rep
 from tests.reproducing import figures_drawn, reproduce, verdicts
 
 
@@ -65,11 +66,14 @@ def skipinit(shared):
 
 @pytest.mark.slow
 def test_skipinit2020_quick(skipinit):
-    # documented FAIL (see the spec's notes): the Fixup ResNet trains but stays far above batchnorm in this budget
-    assert len(skipinit.claims) == 15, verdicts(skipinit)
-    assert [r.text for r in skipinit.claims if not r.passed] == ["1D ResNet, fixup minus batchnorm: final training loss"], \
-        verdicts(skipinit)
+    assert len(skipinit.claims) == 17 and skipinit.passed, verdicts(skipinit)
     figures_drawn(skipinit, ["profile-act-std-unscaled", "curves-mlp-fixup", "curves-resnet"])
+    # the ResNet figure draws three arms' runs, each named "default" in its arm: they stay three runs
+    resnets = rep.figure_table(rep.arms_of(skipinit.spec, skipinit.root),
+                               ["resnet_batchnorm", "resnet_fixup", "resnet_skipinit"], "metrics")
+    variants = resnets.groupby("run")["model.variant"].agg(set)
+    assert sorted(variants.index) == ["resnet_batchnorm/default", "resnet_fixup/default", "resnet_skipinit/default"]
+    assert [v for (v,) in variants] == ["batchnorm", "fixup", "skipinit"]
 
     # the unscaled net's forward growth per block (2 layers), refitted from layers.parquet: log act_std
     # against layer over the bulk (act_std exists where there is an activation, the first layer of each
@@ -83,15 +87,33 @@ def test_skipinit2020_quick(skipinit):
     assert json.loads((job / "run.json").read_text())["status"] == "diverged"
 
 
+@pytest.mark.slow
+def test_skipinit2020_cli_prints_the_specs_text_as_written(cli, shared, skipinit):
+    # square brackets in a spec's text are not console markup: the tolerance's "exp(E[log R] / 2)" survives
+    out = cli("reproduce", "skipinit2020", "--quick", "threads=1", f"results={shared}")  # reuses the finished runs
+    assert out.exit_code == 0, out.output
+    assert "exp(E[log R] / 2)" in " ".join(out.output.split())
+
+
 def test_skipinit2020_untrained_fails(shared):
     # no training: nothing falls below the "trains" threshold; the growth at init and Fixup's and SkipInit's
     # finite start are unchanged
     broken = reproduce("skipinit2020", shared, "train.steps=0")
     for arm in ("mlp_batchnorm", "mlp_fixup", "mlp_skipinit"):
         assert not broken.claim(f"{arm}: final training loss").passed, verdicts(broken)
-    for variant in ("batchnorm", "fixup", "skipinit"):
-        assert not broken.claim(f"1D ResNet, {variant}: final training loss").passed
+    for arm in ("resnet_batchnorm", "resnet_fixup", "resnet_skipinit"):
+        assert not broken.claim(f"{arm}: final training loss").passed
     assert broken.claim("per-block growth").passed and broken.claim("mlp_fixup: share of runs").passed
+
+
+def test_skipinit2020_fixup_without_its_scalar_rate_fails(shared):
+    # Fixup's scalar biases and multipliers at the full rate instead of 1/10: the ResNet diverges, so its
+    # claims FAIL (every run of the arm diverged, so it has no final loss at all), while SkipInit's hold
+    broken = reproduce("skipinit2020", shared, "optim.scalar_lr_factor=1")
+    for words in ("resnet_fixup: share of runs that diverge", "resnet_fixup: final training loss",
+                  "resnet_fixup minus resnet_batchnorm"):
+        assert not broken.claim(words).passed, verdicts(broken)
+    assert broken.claim("resnet_skipinit minus resnet_batchnorm").passed, verdicts(broken)
 
 
 # --- he2016 ---------------------------------------------------------------------------------------------

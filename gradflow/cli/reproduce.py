@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from gradflow.cli.app import app
@@ -35,7 +36,7 @@ def reproduce(
             table.add_column(col, overflow="fold")
         for n in rep.names():
             spec = rep.Spec.load(n)
-            table.add_row(n, spec.paper, spec.summary, spec.runtime)
+            table.add_row(*map(escape, (n, spec.paper, spec.summary, spec.runtime)))
         console.print(table)
         return
     scale = "quick" if quick else scale
@@ -47,7 +48,8 @@ def reproduce(
         for col in rep.CLAIM_COLUMNS:
             table.add_column(col, overflow="fold")
         for r in outcome.claims:
-            cells = rep.claim_cells(r, source_width=60)  # REPORT.md has the whole reference
+            # spec text is not markup: "exp(E[log R] / 2)" must print as written
+            cells = {c: escape(v) for c, v in rep.claim_cells(r, source_width=60).items()}  # REPORT.md: the whole reference
             cells["measured"] = cells["measured"].replace(" (", "\n(", 1)
             colour = "green" if r.passed else "red"
             cells["result"] = f"[{colour}]{cells['result']}[/]"
@@ -55,7 +57,7 @@ def reproduce(
         console.print(table)
         for r in outcome.claims:
             if r.tolerance:
-                console.print(f"tolerance, {r.text}: {r.tolerance}", style="dim", highlight=False)
+                console.print(f"tolerance, {r.text}: {r.tolerance}", style="dim", highlight=False, markup=False)
         console.print(f"report: {outcome.report}")
         for f in outcome.figures:
             console.print(f"figure: {f}")

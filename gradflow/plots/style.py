@@ -298,7 +298,7 @@ def step_axis(ax, steps: np.ndarray) -> None:
         ax.set_xscale("symlog", linthresh=1.0, linscale=0.5)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt(v)))  # 1, 10, 100 rather than 10^k
     else:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))  # "auto" crowds 4-digit steps in a panel
     if len(np.unique(steps)) == 1:  # one logged step: a readable axis around it
         ax.set_xlim(float(np.min(steps)) - 1, float(np.min(steps)) + 1)
     else:  # the axis ends where the probes do
