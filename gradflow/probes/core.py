@@ -14,8 +14,8 @@ points rather than a dozen small kernels per layer:
 fetch() then copies every primitive of the step to the host in one concatenated tensor (note:
 the one host sync point of a probed step), spreads them over the points by index with numpy and
 evaluates the registry's quantities there, in float64. Probes never change the optimizer's state
-or write files; they read plain SGD's (see SGDUpdate) because copying and subtracting every
-weight was the largest part of a probed step.
+or write files; they read plain SGD's (see SGDUpdate), because copying every weight before the
+step and subtracting it after was about a fifth of a probed step's cost.
 """
 
 from __future__ import annotations
@@ -347,7 +347,7 @@ class SGDUpdate:
         if (nesterov or not momentum) and any(g["weight_decay"] for g in groups):
             return None  # d would hold weight_decay * W(before), overwritten by the step
         kind = "gradient" if not momentum else "nesterov" if nesterov else "buffer"
-        # Nesterov's d = g + momentum * buffer; maximizing, d = -g + momentum * buffer, as long as g - momentum * buffer
+        # Nesterov: d = g + momentum * buffer; maximizing, -g + momentum * buffer, as long as g - momentum * buffer
         return cls(optimizer, weights, np.array([g["lr"] for g in groups], dtype=np.float64),
                    -momentum if maximize else momentum, kind)
 
