@@ -660,9 +660,11 @@ def figure_table(arms: dict[str, Arm], arm: str | list[str], table: str, where: 
     arm may have a run named "default") and one source, so the figure's keys (e.g. color) tell them apart."""
     if not isinstance(arm, list):
         return arms[arm].table(table, where)
-    return pd.concat([arms[a].table(table, where).pipe(
-        lambda t, a=a: t.assign(**{store.RUN: a + "/" + t[store.RUN].astype(str), store.SOURCE: "+".join(arm)}))
-        for a in arm], ignore_index=True)
+    frames = []
+    for a in arm:
+        t = arms[a].table(table, where)
+        frames.append(t.assign(**{store.RUN: a + "/" + t[store.RUN].astype(str), store.SOURCE: "+".join(arm)}))
+    return pd.concat(frames, ignore_index=True)
 
 
 def claim_cells(r: ClaimResult, source_width: int | None = None) -> dict[str, str]:

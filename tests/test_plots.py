@@ -688,3 +688,17 @@ def test_subtitles_give_each_inits_effective_sigma_w2_never_the_unused_key():
     assert r"$\sigma_w^2$=2" in one
     # compare drops the keys that differ between sources (the source says them): still no sigma_w^2 = 1
     assert "sigma_w" not in figures.profile(layers.drop(columns="init.name"), step=0).get_suptitle()
+
+
+def test_line_style_skips_a_key_the_colour_already_determines():
+    # each variant at its own rate: a style for the rate would repeat the colour; the seed-independent
+    # depth varies within a variant, so it gets the style
+    from gradflow.plots.style import style_key
+
+    rows = [{"run": f"{v}-{d}-{s}", "model.variant": v, "optim.lr": lr, "model.depth": d, "seed": s}
+            for v, lr in (("batchnorm", 0.05), ("fixup", 0.1)) for d in (4, 8) for s in (0, 1)]
+    df = pd.DataFrame(rows * 3)  # several rows per run, as in a metrics table
+    swept = ["model.variant", "optim.lr", "model.depth"]
+    assert style_key(df, swept, ("model.variant", None), source=False) == "model.depth"
+    assert style_key(df[df["model.depth"] == 4], swept, ("model.variant", None), source=False) is None
+    assert style_key(df, swept, (None,), source=False) == "model.variant"  # nothing used yet: nothing repeats

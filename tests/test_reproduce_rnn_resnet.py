@@ -88,11 +88,17 @@ def test_skipinit2020_quick(skipinit):
 
 
 @pytest.mark.slow
-def test_skipinit2020_cli_prints_the_specs_text_as_written(cli, shared, skipinit):
+def test_skipinit2020_cli_prints_the_specs_text_as_written(cli, shared, skipinit, monkeypatch):
+    from gradflow.cli.console import console
+
+    monkeypatch.setattr(console, "width", 80)  # a terminal of 80 columns, whatever runs the tests
     # square brackets in a spec's text are not console markup: the tolerance's "exp(E[log R] / 2)" survives
     out = cli("reproduce", "skipinit2020", "--quick", "threads=1", f"results={shared}")  # reuses the finished runs
     assert out.exit_code == 0, out.output
     assert "exp(E[log R] / 2)" in " ".join(out.output.split())
+    # at 80 columns the claims table keeps its words whole: reference and source go under the claim
+    assert [line for line in out.output.splitlines() if line[:1] in "┏┃┡│└" and len(line) > 80] == []
+    assert "mlp_unscaled: per-block growth" in out.output and "source: paper: De & Smith 2020" in out.output
 
 
 def test_skipinit2020_untrained_fails(shared):

@@ -31,9 +31,9 @@ def reproduce(
     from gradflow import reproduce as rep
 
     if list_ or not name:
-        table = Table(title="reproducible experiments", title_justify="left")
-        for col in ("name", "paper", "claim", "CPU runtime (default scale)"):
-            table.add_column(col, overflow="fold")
+        table = Table(title="reproducible experiments", title_justify="left", expand=True, show_lines=True)
+        for col, ratio in (("name", None), ("paper", 3), ("claim", 4), ("runtime (default scale)", 2)):
+            table.add_column(col, overflow="fold", ratio=ratio, no_wrap=ratio is None)
         for n in rep.names():
             spec = rep.Spec.load(n)
             table.add_row(*map(escape, (n, spec.paper, spec.summary, spec.runtime)))
@@ -44,17 +44,7 @@ def reproduce(
     for n in rep.names() if name == "all" else [name]:
         console.rule(f"[bold]{n}[/]: {rep.Spec.load(n).paper}")
         outcome = rep.run(n, scale, list(overrides or []), force, launch=lambda p: run_plan(p, table=False))
-        table = Table(title=f"{n}: claims", title_justify="left")
-        for col in rep.CLAIM_COLUMNS:
-            table.add_column(col, overflow="fold")
-        for r in outcome.claims:
-            # spec text is not markup: "exp(E[log R] / 2)" must print as written
-            cells = {c: escape(v) for c, v in rep.claim_cells(r, source_width=60).items()}  # REPORT.md: the whole reference
-            cells["measured"] = cells["measured"].replace(" (", "\n(", 1)
-            colour = "green" if r.passed else "red"
-            cells["result"] = f"[{colour}]{cells['result']}[/]"
-            table.add_row(*(cells[c] for c in rep.CLAIM_COLUMNS))
-        console.print(table)
+        console.print(claims_table(f"{n}: claims", outcome.claims))
         for r in outcome.claims:
             if r.tolerance:
                 console.print(f"tolerance, {r.text}: {r.tolerance}", style="dim", highlight=False, markup=False)
@@ -65,3 +55,28 @@ def reproduce(
         failed |= not outcome.passed
     if failed:
         raise typer.Exit(1)
+
+
+WIDE = 120  # columns from which every claim field gets its own column
+
+
+def claims_table(title: str, claims) -> Table:
+    """The claims, one row each. Narrower than WIDE, the reference and the source are lines under the
+    claim's text, so that six columns are not each cut to a word per line at 80 columns."""
+    from gradflow import reproduce as rep
+
+    wide = console.width >= WIDE
+    columns = rep.CLAIM_COLUMNS if wide else ("claim", "measured", "test", "result")
+    table = Table(title=title, title_justify="left", expand=not wide, show_lines=not wide)
+    ratios = {} if wide else {"claim": 3, "measured": 2, "test": 1}  # the claim's text gets the room
+    for col in columns:
+        table.add_column(col, overflow="fold", ratio=ratios.get(col))
+    for r in claims:
+        # spec text is not markup: "exp(E[log R] / 2)" must print as written
+        cells = {c: escape(v) for c, v in rep.claim_cells(r, source_width=60).items()}  # REPORT.md: the whole reference
+        cells["measured"] = cells["measured"].replace(" (", "\n(", 1)
+        cells["result"] = f"[{'green' if r.passed else 'red'}]{cells['result']}[/]"
+        if not wide:
+            cells["claim"] += f"\n[dim]reference: {cells['reference']}\nsource: {cells['source']}[/]"
+        table.add_row(*(cells[c] for c in columns))
+    return table

@@ -185,10 +185,19 @@ def line_weight(n_lines: int) -> tuple[float, float]:
 
 
 def style_key(df: pd.DataFrame, swept: Sequence[str], used: Sequence[str | None], source: bool) -> str | None:
-    """Line style: the results folder when overlaying sources, else the next swept key with few values."""
+    """Line style: the results folder when overlaying sources, else the next swept key with few values
+    that the keys already `used` (colour, facet) do not determine: a key that changes only together with
+    the colour (each variant at its own learning rate, say) would only repeat it."""
     if source:
         return "source"
-    return next((k for k in swept if k not in used and n_distinct(df[k]) <= MAX_STYLES), None)
+    by = [u for u in used if u is not None]
+    runs = df.drop_duplicates("run") if "run" in df.columns else df  # one row per run: the keys are per run
+
+    def repeats(key: str) -> bool:
+        pairs = runs[[*by, key]].astype(str).drop_duplicates()
+        return bool(by) and len(pairs) == len(pairs[by].drop_duplicates())
+
+    return next((k for k in swept if k not in used and n_distinct(df[k]) <= MAX_STYLES and not repeats(k)), None)
 
 
 def bottom_and_left(axes: list, ncols: int) -> tuple[list, list]:
