@@ -101,6 +101,17 @@ def test_skipinit2020_cli_prints_the_specs_text_as_written(cli, shared, skipinit
     assert "mlp_unscaled: per-block growth" in out.output and "source: paper: De & Smith 2020" in out.output
 
 
+def test_skipinit2020_fixup_without_its_scalar_rate_fails(shared):
+    # Fixup's scalar biases and multipliers at the full rate instead of 1/10: the ResNet diverges, so its
+    # claims FAIL (every run of the arm diverged, so it has no final loss at all), while SkipInit's hold.
+    # Before the untrained control: only the Fixup arms rerun here
+    broken = reproduce("skipinit2020", shared, "optim.scalar_lr_factor=1")
+    for words in ("resnet_fixup: share of runs that diverge", "resnet_fixup: final training loss",
+                  "resnet_fixup minus resnet_batchnorm"):
+        assert not broken.claim(words).passed, verdicts(broken)
+    assert broken.claim("resnet_skipinit minus resnet_batchnorm").passed, verdicts(broken)
+
+
 def test_skipinit2020_untrained_fails(shared):
     # no training: nothing falls below the "trains" threshold; the growth at init and Fixup's and SkipInit's
     # finite start are unchanged
@@ -110,16 +121,6 @@ def test_skipinit2020_untrained_fails(shared):
     for arm in ("resnet_batchnorm", "resnet_fixup", "resnet_skipinit"):
         assert not broken.claim(f"{arm}: final training loss").passed
     assert broken.claim("per-block growth").passed and broken.claim("mlp_fixup: share of runs").passed
-
-
-def test_skipinit2020_fixup_without_its_scalar_rate_fails(shared):
-    # Fixup's scalar biases and multipliers at the full rate instead of 1/10: the ResNet diverges, so its
-    # claims FAIL (every run of the arm diverged, so it has no final loss at all), while SkipInit's hold
-    broken = reproduce("skipinit2020", shared, "optim.scalar_lr_factor=1")
-    for words in ("resnet_fixup: share of runs that diverge", "resnet_fixup: final training loss",
-                  "resnet_fixup minus resnet_batchnorm"):
-        assert not broken.claim(words).passed, verdicts(broken)
-    assert broken.claim("resnet_skipinit minus resnet_batchnorm").passed, verdicts(broken)
 
 
 # --- he2016 ---------------------------------------------------------------------------------------------
