@@ -289,3 +289,22 @@ def test_sgds_update_is_read_exactly_where_the_float32_weights_cannot_show_it():
     expect = [lr * float(torch.linalg.vector_norm(w.grad.double())) / float(torch.linalg.vector_norm(w.detach().double()))
               for w in probes.weights]
     assert got == pytest.approx(expect, rel=1e-6)
+
+
+def test_probe_phases_run_on_one_thread_and_give_the_threads_back():
+    # the probes' many small kernels run on one intra-op thread; the training step keeps the user's count
+    class Watched(Probes):
+        def _activation_primitives(self):
+            seen.append(torch.get_num_threads())
+            super()._activation_primitives()
+
+    seen: list[int] = []
+    cfg, data, model = _setup(["model.activation=tanh"])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        result = train(model, data, cfg, Watched(model, cfg.model.activation))
+        assert result.status == "ok" and result.probe_steps == [0, 1, 2]
+        assert seen == [1, 1, 1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
