@@ -682,13 +682,22 @@ def claim_cells(r: ClaimResult, source_width: int | None = None) -> dict[str, st
 CLAIM_COLUMNS = ("claim", "source", "reference", "measured", "test", "result")
 
 
+def tolerance_notes(results: list[ClaimResult]) -> list[tuple[list[str], str]]:
+    """Each distinct tolerance note once, with the claims it explains (a for_each claim's are shared)."""
+    notes: dict[str, list[str]] = {}
+    for r in results:
+        if r.tolerance:
+            notes.setdefault(r.tolerance, []).append(r.text)
+    return [(texts, note) for note, texts in notes.items()]
+
+
 def claims_markdown(results: list[ClaimResult]) -> str:
     lines = ["| " + " | ".join(CLAIM_COLUMNS) + " |", "|" + "---|" * len(CLAIM_COLUMNS)]
     for r in results:
         cells = claim_cells(r)
         cells["result"] = f"**{cells['result']}**"
         lines.append("| " + " | ".join(cells[c].replace("|", "\\|") for c in CLAIM_COLUMNS) + " |")
-    tolerances = [f"- {r.text}: {r.tolerance}" for r in results if r.tolerance]
+    tolerances = [f"- {'; '.join(texts)}: {note}" for texts, note in tolerance_notes(results)]
     if tolerances:
         lines += ["", "Tolerances wider than the reference states, and why:", "", *tolerances]
     return "\n".join(lines)

@@ -45,9 +45,8 @@ def reproduce(
         console.rule(f"[bold]{n}[/]: {rep.Spec.load(n).paper}")
         outcome = rep.run(n, scale, list(overrides or []), force, launch=lambda p: run_plan(p, table=False))
         console.print(claims_table(f"{n}: claims", outcome.claims))
-        for r in outcome.claims:
-            if r.tolerance:
-                console.print(f"tolerance, {r.text}: {r.tolerance}", style="dim", highlight=False, markup=False)
+        for texts, note in rep.tolerance_notes(outcome.claims):
+            console.print(f"tolerance, {'; '.join(texts)}: {note}", style="dim", highlight=False, markup=False)
         console.print(f"report: {outcome.report}")
         for f in outcome.figures:
             console.print(f"figure: {f}")
