@@ -128,5 +128,5 @@ def overlay_table(paths: Sequence[str | Path], sources: Sequence[str], runs: pd.
     frames = []
     for p, s in zip(paths, sources):
         df = runs[runs[store.SOURCE] == s] if table == "runs" else load_table(Path(p), table, include_stale)
-        frames.append(df.assign(**{store.SOURCE: s, store.RUN: s + "/" + df[store.RUN].astype(str)}))
+        frames.append(store.prefix_runs(df, s).assign(**{store.SOURCE: s}))
     return pd.concat(frames, ignore_index=True).drop(columns=list(differ), errors="ignore")

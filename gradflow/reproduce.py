@@ -660,11 +660,8 @@ def figure_table(arms: dict[str, Arm], arm: str | list[str], table: str, where: 
     arm may have a run named "default") and one source, so the figure's keys (e.g. color) tell them apart."""
     if not isinstance(arm, list):
         return arms[arm].table(table, where)
-    frames = []
-    for a in arm:
-        t = arms[a].table(table, where)
-        frames.append(t.assign(**{store.RUN: a + "/" + t[store.RUN].astype(str), store.SOURCE: "+".join(arm)}))
-    return pd.concat(frames, ignore_index=True)
+    frames = [store.prefix_runs(arms[a].table(table, where), a) for a in arm]
+    return pd.concat(frames, ignore_index=True).assign(**{store.SOURCE: "+".join(arm)})
 
 
 def claim_cells(r: ClaimResult, source_width: int | None = None) -> dict[str, str]:

@@ -483,6 +483,12 @@ def run_config(job_dir: Path, rec: dict | None = None) -> dict[str, Any]:
         return {}
 
 
+def prefix_runs(df: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    """`df` with its run ids as `prefix/run`: runs of several folders (each may have its "default")
+    kept apart in one frame, as the figures group rows by run."""
+    return df.assign(**{RUN: prefix + "/" + df[RUN].astype(str)})
+
+
 def _run_id(job_dir: Path, root: Path) -> str:
     rel = job_dir.relative_to(root) if job_dir != root else Path(job_dir.name)
     return rel.as_posix()

@@ -5,9 +5,10 @@ value once), then `launch`, which takes the study folder's lock, writes <results
 (the study's identity: every planned run and the digest of its config) and hands the overrides to a
 `@hydra.main` entry point (rewriting argv), exactly as `python app.py --multirun ...` would; the
 launcher composes a job's config through `JobConfigLoader`, which asks Hydra once per structure and
-copies that config with each job's own values. Each job runs `task`, which skips a run already finished with the same config, and records any failure in
-the run's own run.json so the sweep goes on. Workers of parallel launchers write only their own job
-folder and leave when the sweep's process is gone.
+copies that config with each job's own values. Each job runs `task`, which skips a run already
+finished with the same config, and records any failure in the run's own run.json so the sweep goes
+on. Workers of parallel launchers write only their own job folder and leave when the sweep's process
+is gone.
 """
 
 from __future__ import annotations
