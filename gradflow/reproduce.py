@@ -623,7 +623,9 @@ def run(name: str, scale: str = "default", user: list[str] | None = None, force:
     root = root_for(name, scale, results_root)
     start = time.perf_counter()
     used, jobs = {}, {}
-    with store.lock(root):  # a second reproduction into the same folder fails at once (each arm locks its own)
+    # a second reproduction into the same folder fails at once (each arm locks its own); a parallel
+    # launcher's workers serve every arm
+    with store.lock(root), sweep_mod.workers_kept():
         for arm in spec.arms:
             used[arm] = spec.overrides(arm, scale, user)
             p = sweep_mod.plan(used[arm], f"{root.relative_to(results_root).as_posix()}/{arm}", force)

@@ -412,7 +412,8 @@ def _run_hydra(p: Plan, on_step: StepFn | None) -> None:
             os.environ.pop(SWEEP_PID, None)
         else:
             os.environ[SWEEP_PID] = saved_pid
-        stop_workers()
+        if not _keep_workers:
+            stop_workers()
 
 
 @contextmanager
@@ -451,6 +452,7 @@ class JobConfigLoader(ConfigLoaderImpl):
             return super().load_sweep_config(master_config, sweep_overrides)
         hydra_overrides = OmegaConf.to_container(master_config.hydra.overrides.hydra)  # unresolved, as Hydra reads them
         key = (master_config.hydra.job.config_name, tuple(hydra_overrides),
+               tuple(OmegaConf.to_container(master_config.hydra.overrides.task)),  # a kept worker's next sweep
                tuple(o.input_line for o in parsed if o not in values), tuple(o.key_or_group for o in values))
         if key not in _composed:
             cfg = super().load_sweep_config(master_config, sweep_overrides)
@@ -465,6 +467,24 @@ class JobConfigLoader(ConfigLoaderImpl):
             overrides=parsed, kv_sep=dirname.kv_sep, item_sep=dirname.item_sep, exclude_keys=dirname.exclude_keys)
         OmegaConf.copy_cache(from_config=master_config, to_config=cfg)
         return cfg
+
+
+_keep_workers = False  # set by `workers_kept`
+
+
+@contextmanager
+def workers_kept():
+    """Keep joblib's worker pool from one sweep to the next (the sweeps of a reproduction's arms), so
+    that each new sweep does not start cold again (~3 s per worker: torch and its compiler stack);
+    shut it down at the end."""
+    global _keep_workers
+    saved, _keep_workers = _keep_workers, True
+    try:
+        yield
+    finally:
+        _keep_workers = saved
+        if not saved:
+            stop_workers()
 
 
 def stop_workers() -> None:

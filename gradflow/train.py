@@ -203,9 +203,9 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
         x = data.x_train[idx]
         if data.augment is not None:
             x = data.augment(x, batches.gen)
+        opt.zero_grad()  # before the forward pass: the freed gradients' memory serves its activations
         out = model(x)
         loss, batch_acc = loss_and_accuracy(out, data.y_train[idx], data.task)
-        opt.zero_grad()
         loss.backward()
 
         # --- gradient norms and this step's row of bookkeeping, on device: no sync here ---

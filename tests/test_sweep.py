@@ -77,6 +77,26 @@ def test_parallel_launchers_give_the_same_runs_and_numbers(cli, results, launche
     np.testing.assert_allclose(a["value"], b["value"], rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.slow
+def test_kept_joblib_workers_serve_the_next_sweep_with_its_own_config(results):
+    """A reproduction's arms share one worker pool: the second sweep's runs come from the first's
+    workers, each run lands in its own study with its own values, and the pool is gone at the end."""
+    from joblib.externals.loky import reusable_executor
+
+    joblib = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"results={results}"]
+    with sweep_mod.workers_kept():
+        for name, width in (("first", 8), ("second", 12)):
+            sweep_mod.launch(sweep_mod.plan([*SMALL, "model.depth=2,3", f"model.width={width}", *joblib], name))
+    assert reusable_executor._executor is None or reusable_executor._executor._flags.shutdown
+    recs = {name: [json.loads(p.read_text()) for p in sorted((results / name).glob("*/run.json"))]
+            for name in ("first", "second")}
+    assert [len(r) for r in recs.values()] == [2, 2]
+    assert {r["config"]["model.width"] for r in recs["first"]} == {8}
+    assert {r["config"]["model.width"] for r in recs["second"]} == {12}
+    assert {r["pid"] for r in recs["second"]} <= {r["pid"] for r in recs["first"]}
+    assert all(r["status"] == "ok" for rs in recs.values() for r in rs)
+
+
 def test_failed_and_diverged_points_do_not_stop_the_sweep(cli, results, tmp_path):
     good = tmp_path / "mnist-ok"
     make_mnist(good, gz=True, n_train=64, n_test=16)
