@@ -2,10 +2,12 @@
 
 Every round times each loop once on a fresh copy of the same initialized model, in turn (bare,
 probes off, every 10 steps, every step), so a drift in machine load hits all loops alike. A
-loop's time per step is the mean step-to-step time over steps 1..steps-1 (the evaluation at
-step 0 and at the last step is left out; probed steps are counted in proportion); a ratio is
-taken within a round, against that round's bare loop, and the median over rounds is reported
-with its spread. The clock is wall time (what the issue's table means) or, on a machine shared
+loop's time per step is the median step-to-step time over steps 1..steps-1 (the evaluation at
+step 0 and at the last step is left out), taken separately over its probed and its other steps
+and weighted by their shares: every 10 steps is 0.9 x an unprobed step + 0.1 x a probed one.
+Medians, because on a shared machine a fifth of the steps can run 20% slow for reasons of
+their own, which a mean passes on to whichever loop was running. A ratio is taken within a
+round, against that round's bare loop, and the median over rounds is reported with its spread. The clock is wall time (what the issue's table means) or, on a machine shared
 with other work, the process's CPU time, which other processes' load does not inflate.
 """
 
@@ -20,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from gradflow.config import compose
+from gradflow.probes.core import schedule
 
 # The reference workload of issue 12: a tanh MLP of depth 20 and width 256 on Gaussian inputs
 # (dimension 40, 10 classes), batch 128, SGD with momentum.
@@ -113,7 +116,8 @@ def _gradflow_loop(model, data, cfg, on_step) -> None:
 
 
 def ms_per_step(model, data, cfg, loop: str, clock: str = "wall") -> float:
-    """Mean step-to-step milliseconds over steps 1..steps-1 of one run of `loop`."""
+    """Milliseconds per step over steps 1..steps-1 of one run of `loop`: the median step-to-step time
+    of its probed steps and of its other steps, weighted by their shares."""
     stamps: list[float] = []
     now = CLOCKS[clock]
 
@@ -123,8 +127,17 @@ def ms_per_step(model, data, cfg, loop: str, clock: str = "wall") -> float:
         stamps.append(now())
 
     (_bare_loop if loop == "bare" else _gradflow_loop)(model, data, cfg, on_step)
-    gaps = [b - a for a, b in zip(stamps[:-2], stamps[1:-1])]  # the last gap holds the final evaluation
-    return 1e3 * sum(gaps) / len(gaps)
+    probed = set() if loop == "bare" else set(schedule(cfg.train.steps, cfg.probe.every, cfg.probe.points))
+    return 1e3 * per_step(stamps, probed)
+
+
+def per_step(stamps: list[float], probed: set[int]) -> float:
+    """Time per step from the stamps taken after each step 0..steps: over steps 1..steps-1 (step 0
+    and the last evaluate), the median of the probed steps' times and of the others', weighted by
+    their shares."""
+    gaps = [b - a for a, b in zip(stamps[:-2], stamps[1:-1])]  # gaps[i] is step i + 1
+    kinds = [[g for t, g in enumerate(gaps, start=1) if (t in probed) == p] for p in (True, False)]
+    return sum(len(k) * statistics.median(k) for k in kinds if k) / len(gaps)
 
 
 def measure(workload: str, threads: int, steps: int = 101, rounds: int = 5, extra: list[str] | None = None,

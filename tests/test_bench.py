@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import pytest
+
 from gradflow import bench
 
 
@@ -38,3 +41,12 @@ def test_the_cli_prints_the_reference_table_and_rejects_unknown_workloads(cli):
     assert bad.exit_code == 1 and "choices: reference, deep, mlp" in bad.output and "Traceback" not in bad.output
     bad = cli("bench", "--clock", "sundial")
     assert bad.exit_code == 1 and "choices: wall, cpu" in bad.output
+
+
+def test_time_per_step_weighs_the_medians_of_probed_and_other_steps():
+    """Steps 1..9 of 10 (0 and the last evaluate): unprobed steps take 10 ms, one of them 1 s (another
+    process's burst), the probed steps 3 and 6 take 30 ms. The mean would make it ~130 ms."""
+    step_ms = {t: 10.0 for t in range(11)} | {3: 30.0, 6: 30.0, 8: 1000.0}
+    stamps = list(np.cumsum([step_ms[t] for t in range(11)]))
+    assert bench.per_step(stamps, {0, 3, 6, 10}) == pytest.approx((7 * 10 + 2 * 30) / 9)
+    assert bench.per_step(stamps, set()) == pytest.approx(10.0)  # the bare loop: one kind of step
