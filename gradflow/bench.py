@@ -7,8 +7,9 @@ step 0 and at the last step is left out), taken separately over its probed and i
 and weighted by their shares: every 10 steps is 0.9 x an unprobed step + 0.1 x a probed one.
 Medians, because on a shared machine a fifth of the steps can run 20% slow for reasons of
 their own, which a mean passes on to whichever loop was running. A ratio is taken within a
-round, against that round's bare loop, and the median over rounds is reported with its spread. The clock is wall time (what the issue's table means) or, on a machine shared
-with other work, the process's CPU time, which other processes' load does not inflate.
+round, against that round's bare loop, and the median over rounds is reported with its spread.
+The clock is wall time (what the issue's table means) or, on a machine shared with other work,
+the process's CPU time, which other processes' load does not inflate.
 """
 
 from __future__ import annotations

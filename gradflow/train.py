@@ -203,7 +203,7 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
         x = data.x_train[idx]
         if data.augment is not None:
             x = data.augment(x, batches.gen)
-        opt.zero_grad()  # before the forward pass: the freed gradients' memory serves its activations
+        opt.zero_grad()  # before the forward pass, as a bare loop does: its allocations can reuse the gradients' memory
         out = model(x)
         loss, batch_acc = loss_and_accuracy(out, data.y_train[idx], data.task)
         loss.backward()
