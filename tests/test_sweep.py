@@ -84,16 +84,20 @@ def test_kept_joblib_workers_serve_the_next_sweep_with_its_own_config(results):
     from joblib.externals.loky import reusable_executor
 
     joblib = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"results={results}"]
+    pools = []  # the pool's worker pids after each sweep
     with sweep_mod.workers_kept():
         for name, width in (("first", 8), ("second", 12)):
             sweep_mod.launch(sweep_mod.plan([*SMALL, "model.depth=2,3", f"model.width={width}", *joblib], name))
+            executor = reusable_executor._executor
+            pools.append(set() if executor is None or executor._flags.shutdown else set(executor._processes))
     assert reusable_executor._executor is None or reusable_executor._executor._flags.shutdown
     recs = {name: [json.loads(p.read_text()) for p in sorted((results / name).glob("*/run.json"))]
             for name in ("first", "second")}
     assert [len(r) for r in recs.values()] == [2, 2]
     assert {r["config"]["model.width"] for r in recs["first"]} == {8}
     assert {r["config"]["model.width"] for r in recs["second"]} == {12}
-    assert {r["pid"] for r in recs["second"]} <= {r["pid"] for r in recs["first"]}
+    assert pools[0] and pools[1] == pools[0]  # the same workers, alive from one sweep to the next
+    assert {r["pid"] for r in recs["first"]} | {r["pid"] for r in recs["second"]} <= pools[0]
     assert all(r["status"] == "ok" for rs in recs.values() for r in rs)
 
 
