@@ -1,3 +1,19 @@
-from gradflow.cli import main
+"""The command line's entry point: the `gradflow` command and `python -m gradflow`."""
 
-main()
+import sys
+
+
+def main() -> None:
+    if "hydra/launcher=joblib" in sys.argv[1:]:
+        # a joblib sweep: start the fork server its workers come from before the command line's own
+        # imports, so that its imports overlap them (planning would start it, ~0.5 s later)
+        from gradflow import workers
+
+        workers.start_fork_server()
+    from gradflow.cli import main as cli
+
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -4,20 +4,24 @@ Two workloads. 200 tiny runs of one step (`model.depth=range(1,51) seed=range(4)
 grid point, the per-job cost beyond the runs' own wall time, resuming the finished sweep, and views
 of the study such as `ls` and the standard plots. And 12 MNIST-1D runs of about a second each: the
 machinery's share of the summed training time with the basic launcher, and how much faster joblib
-with two workers runs the same sweep. Everything is timed inside this process after a warm-up run
+with two workers runs the same sweep. The machinery is timed inside this process after a warm-up run
 (imports, the dataset cache), so a number is the sweep's own cost, not Python's start-up; joblib's
-workers start cold, as they do for a user.
+speed-up is timed as a user sees it, each launcher's `gradflow sweep` in a fresh process.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from gradflow import store, sweep
+from gradflow.errors import GradflowError
 
 SPEEDUP = "x faster"  # the unit of a ratio where more is better
 
@@ -28,6 +32,7 @@ class Timing:
     value: float  # seconds in the unit below, or a fraction ("of training"), or a ratio (SPEEDUP)
     unit: str  # "per point", "per job", "total", "of training" or SPEEDUP
     target: float  # the budget, same unit: at most, or at least for SPEEDUP
+    spread: tuple[float, float] | None = None  # min and max over rounds, where value is their median
 
     @property
     def met(self) -> bool:
@@ -72,37 +77,43 @@ def time_machinery(results: Path, depths: int = 50, seeds: int = 4,
 
 
 def time_launchers(results: Path, grid: list[str] = MNIST1D_GRID, parallel: list[str] | None = JOBLIB,
-                   workers: int = 2) -> list[Timing]:
-    """The same sweep with the basic launcher, then with `parallel` (`workers` processes): the machinery's
-    share of the summed training time (run.json's train_time) with the basic launcher, the basic /
-    parallel wall-time ratio, and the most the parallel launcher can gain on `workers` idle cores, from
-    CPU time (this process's and its reaped workers'), which other work on a shared machine does not
-    inflate: basic's CPU over the parallel sweep's CPU shared evenly by the workers. parallel=None: the
-    basic launcher only (the machinery's share)."""
+                   rounds: int = 3) -> list[Timing]:
+    """The machinery's share of the summed training time (run.json's train_time) with the basic
+    launcher, in this process after a warm-up. Then, unless parallel is None (its plugin missing), how
+    much faster the sweep runs with `parallel` as a user runs it: `gradflow sweep` from the command
+    line, a fresh process each time, with the basic launcher and with `parallel`, alternated for
+    `rounds` rounds; the median of the rounds' wall-time ratios, with their spread. Each way pays its
+    own start-up: the basic launcher imports torch in its one process, a parallel one in its workers."""
     _warm_up([*[o.split(",")[0] for o in grid], f"results={results}"])  # the first value of every key
-    walls, cpus = {}, {}
-    launchers = {"bench-basic": []} | ({} if parallel is None else {"bench-parallel": parallel})
-    for name, extra in launchers.items():
-        p = sweep.plan([*grid, *extra, f"results={results}"], name)
-        start, cpu = time.perf_counter(), _cpu()
-        sweep.launch(p)  # parallel workers are shut down and reaped when it returns
-        walls[name], cpus[name] = time.perf_counter() - start, _cpu() - cpu
-    train = sum(r["record"].get("train_time", 0.0) for r in store.runs(results / "bench-basic"))
-    machinery = Timing("machinery", (walls["bench-basic"] - train) / train, "of training", TARGETS["machinery"])
+    p = sweep.plan([*grid, f"results={results}"], "bench-basic")
+    start = time.perf_counter()
+    sweep.launch(p)
+    wall = time.perf_counter() - start
+    train = sum(r["record"].get("train_time", 0.0) for r in store.runs(p.root))
+    machinery = Timing("machinery", (wall - train) / train, "of training", TARGETS["machinery"])
     if parallel is None:
         return [machinery]
-    return [machinery,
-            Timing("joblib", walls["bench-basic"] / walls["bench-parallel"], SPEEDUP, TARGETS["joblib"]),
-            Timing("joblib, CPU bound", cpus["bench-basic"] / (cpus["bench-parallel"] / workers), SPEEDUP,
-                   TARGETS["joblib"])]
+    ratios = []
+    for i in range(rounds):
+        basic, other = (_command_line([*grid, *extra, f"results={results}", f"name=bench-{name}-{i}"])
+                        for name, extra in (("basic", []), ("parallel", parallel)))
+        ratios.append(basic / other)
+    return [machinery, Timing("joblib", statistics.median(ratios), SPEEDUP, TARGETS["joblib"],
+                              spread=(min(ratios), max(ratios)))]
 
 
-def _cpu() -> float:
-    """CPU seconds of this process and of its children that have ended."""
-    import resource  # Unix only
-
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+def _command_line(overrides: list[str]) -> float:
+    """Wall seconds of `gradflow sweep <overrides>` in a fresh process, as a user runs it."""
+    script = Path(sys.executable).with_name("gradflow")  # the installed command, else the module
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "gradflow"]
+    start = time.perf_counter()
+    done = subprocess.run([*command, "sweep", *overrides], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True)
+    wall = time.perf_counter() - start
+    if done.returncode:
+        last = done.stderr.strip().splitlines()[-1:] or ["no message"]
+        raise GradflowError(f"gradflow sweep {' '.join(overrides)} failed (exit {done.returncode}): {last[0]}")
+    return wall
 
 
 def _warm_up(overrides: list[str]) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from gradflow import store, theory
+from gradflow import store, theory, workers
 from gradflow.config import EXPERIMENTS_DIR, override_key
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
@@ -625,7 +625,7 @@ def run(name: str, scale: str = "default", user: list[str] | None = None, force:
     used, jobs = {}, {}
     # a second reproduction into the same folder fails at once (each arm locks its own); a parallel
     # launcher's workers serve every arm
-    with store.lock(root), sweep_mod.workers_kept():
+    with store.lock(root), workers.kept():
         for arm in spec.arms:
             used[arm] = spec.overrides(arm, scale, user)
             p = sweep_mod.plan(used[arm], f"{root.relative_to(results_root).as_posix()}/{arm}", force)

@@ -14,9 +14,7 @@ is gone.
 from __future__ import annotations
 
 import copy
-import gc
 import importlib.util
-import os
 import sys
 import threading
 import time
@@ -31,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gradflow import config as config_mod
 from gradflow.config import override_key
-from gradflow import store
+from gradflow import store, workers
 from gradflow.errors import GradflowError
 
 # launcher -> (module that provides it, extra to install)
@@ -44,7 +42,6 @@ LAUNCHER_PLUGINS = {
 }
 # Hydra settings a user may pass; every other hydra.* would move outputs or change what a job sees
 HYDRA_ALLOWED = ("hydra/launcher", "hydra.launcher.", "hydra/sweeper", "hydra.sweeper.", "hydra.verbose")
-SWEEP_PID = "GRADFLOW_SWEEP_PID"  # set for workers: the process whose sweep they serve
 
 
 @dataclass
@@ -134,6 +131,8 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
             raise GradflowError(f"{store.shorten(o.input_line, 60)} sweeps over no value; give at least one, "
                                 "e.g. range(1,5) (the end is excluded) or 1,2,3")
     check_launcher(launcher)
+    if launcher == "joblib":
+        workers.start_fork_server()  # its imports overlap the planning
     swept = sorted({o.key_or_group for o in parsed if o.is_sweep_override() and not o.is_hydra_override()})
     grid = BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
     if points is not None:
@@ -326,49 +325,15 @@ def task(cfg) -> str:
     study = store.study_dir(cfg.results, cfg.name)
     if job_dir.absolute().parent != study.absolute():
         raise GradflowError(f"job folder {job_dir} is outside its study {study}; gradflow writes only there")
-    _leave_with_parent()
+    workers.leave_with_sweep()
     if store.is_finished(job_dir, store.config_hash(config_mod.settings(store.flatten(cfg)))):
         return "skipped"
     report = _reporter
     on_step = (lambda t, n: report(job_dir.name, t, n)) if report else None
-    record = job.execute(cfg, job_dir, on_step=on_step, isolate=True)
-    _settle_worker()
+    with workers.job():
+        record = job.execute(cfg, job_dir, on_step=on_step, isolate=True)
+    workers.settle()
     return record[store.STATUS]
-
-
-def _settle_worker() -> None:
-    """In a worker process, after its first job: set what is alive by now (torch, its compiler stack,
-    gradflow) aside from the garbage collector. Without psutil, joblib's workers collect garbage after
-    every job, and walking those millions of import-time objects took ~0.3 s each time."""
-    global _settled
-    if _settled or int(os.environ.get(SWEEP_PID, "0") or 0) in (0, os.getpid()):
-        return
-    gc.collect()
-    gc.freeze()
-    _settled = True
-
-
-_settled = False
-
-
-_watchdog: threading.Thread | None = None
-
-
-def _leave_with_parent() -> None:
-    """In a worker process: exit as soon as the sweep's process is gone (killed, or Ctrl-C'd), so no
-    worker outlives its sweep (loky and submitit workers otherwise live on)."""
-    global _watchdog
-    owner = int(os.environ.get(SWEEP_PID, "0") or 0)
-    if not owner or owner == os.getpid() or _watchdog is not None:
-        return
-
-    def watch() -> None:
-        while store._alive(owner):
-            time.sleep(0.5)
-        os._exit(1)
-
-    _watchdog = threading.Thread(target=watch, daemon=True, name="gradflow-parent-watch")
-    _watchdog.start()
 
 
 def launch(p: Plan, on_step: StepFn | None = None) -> None:
@@ -400,20 +365,14 @@ def _run_hydra(p: Plan, on_step: StepFn | None) -> None:
             *(_point_args(p) if p.points is not None else [])]
     entry = hydra.main(config_path=str(config_mod.CONF_DIR), config_name="config", version_base=None)(task)
     saved_argv, _reporter = sys.argv, on_step
-    saved_pid = os.environ.get(SWEEP_PID)
-    os.environ[SWEEP_PID] = str(os.getpid())
     try:
         sys.argv = argv
-        with _hydra_composes_less():
+        with workers.serving(), workers.forked(p.launcher), _hydra_composes_less():
             entry()
     finally:
         sys.argv, _reporter = saved_argv, None
-        if saved_pid is None:
-            os.environ.pop(SWEEP_PID, None)
-        else:
-            os.environ[SWEEP_PID] = saved_pid
-        if not _keep_workers:
-            stop_workers()
+        if not workers.keep_running():
+            workers.stop()
 
 
 @contextmanager
@@ -467,32 +426,6 @@ class JobConfigLoader(ConfigLoaderImpl):
             overrides=parsed, kv_sep=dirname.kv_sep, item_sep=dirname.item_sep, exclude_keys=dirname.exclude_keys)
         OmegaConf.copy_cache(from_config=master_config, to_config=cfg)
         return cfg
-
-
-_keep_workers = False  # set by `workers_kept`
-
-
-@contextmanager
-def workers_kept():
-    """Keep joblib's worker pool from one sweep to the next (the sweeps of a reproduction's arms), so
-    that each new sweep does not start cold again (~3 s per worker: torch and its compiler stack);
-    shut it down at the end."""
-    global _keep_workers
-    saved, _keep_workers = _keep_workers, True
-    try:
-        yield
-    finally:
-        _keep_workers = saved
-        if not saved:
-            stop_workers()
-
-
-def stop_workers() -> None:
-    """Shut down joblib's reusable worker pool (it otherwise idles for minutes after the sweep)."""
-    loky = sys.modules.get("joblib.externals.loky.reusable_executor")
-    executor = getattr(loky, "_executor", None) if loky else None
-    if executor is not None:
-        executor.shutdown(wait=True, kill_workers=True)
 
 
 class Watcher(threading.Thread):

@@ -16,6 +16,7 @@ import pytest
 
 import gradflow
 from gradflow import sweep as sweep_mod
+from gradflow import workers
 from gradflow.errors import GradflowError
 from tests.test_datasets import make_mnist
 
@@ -77,19 +78,47 @@ def test_parallel_launchers_give_the_same_runs_and_numbers(cli, results, launche
     np.testing.assert_allclose(a["value"], b["value"], rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="the fork server is used on Linux only")
+def test_a_joblib_sweep_on_the_command_line_starts_its_fork_server_before_anything_else():
+    """`gradflow ... hydra/launcher=joblib`: the entry point starts the server joblib's workers are forked
+    from before the command line's own imports (here the command then only prints its help)."""
+    code = ("import sys\n"
+            "from multiprocessing import forkserver\n"
+            "from gradflow.__main__ import main\n"
+            "sys.argv = ['gradflow', 'sweep', '--help', 'hydra/launcher=joblib']\n"
+            "try:\n"
+            "    main()\n"
+            "except SystemExit as e:\n"
+            "    server = forkserver._forkserver\n"
+            "    print(e.code, server._forkserver_pid is not None, server._preload_modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.splitlines()[-1] == f"0 True {workers.PRELOAD}", out.stderr
+
+
+def _parent(pid: int) -> int:
+    """A live process's parent pid (Linux)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 @pytest.mark.slow
 def test_kept_joblib_workers_serve_the_next_sweep_with_its_own_config(results):
     """A reproduction's arms share one worker pool: the second sweep's runs come from the first's
-    workers, each run lands in its own study with its own values, and the pool is gone at the end."""
+    workers (on Linux forked from the fork server, with torch already loaded), each run lands in its
+    own study with its own values, and the pool is gone at the end."""
     from joblib.externals.loky import reusable_executor
 
     joblib = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"results={results}"]
     pools = []  # the pool's worker pids after each sweep
-    with sweep_mod.workers_kept():
+    with workers.kept():
         for name, width in (("first", 8), ("second", 12)):
             sweep_mod.launch(sweep_mod.plan([*SMALL, "model.depth=2,3", f"model.width={width}", *joblib], name))
             executor = reusable_executor._executor
             pools.append(set() if executor is None or executor._flags.shutdown else set(executor._processes))
+        if sys.platform == "linux":  # forked from the fork server, which had imported torch
+            servers = {_parent(pid) for pid in pools[-1]}
+            assert len(servers) == 1 and servers != {os.getpid()}
+            assert "forkserver" in Path(f"/proc/{min(servers)}/cmdline").read_text()
+            assert "libtorch_cpu" in Path(f"/proc/{min(servers)}/maps").read_text()
     assert reusable_executor._executor is None or reusable_executor._executor._flags.shutdown
     recs = {name: [json.loads(p.read_text()) for p in sorted((results / name).glob("*/run.json"))]
             for name in ("first", "second")}
@@ -194,26 +223,33 @@ def test_time_machinery_times_each_step_against_its_target(tmp_path):
                                                                                     "model.depth=2,seed=0"]
 
 
-def test_time_launchers_runs_the_grid_twice_and_shares_are_of_the_training_time(tmp_path):
+def test_time_launchers_times_the_machinery_here_and_the_launchers_from_the_command_line(tmp_path):
     from gradflow import benchsweep, store
 
     grid = [*SMALL, "model.depth=2,3", "threads=1"]
-    machinery, speedup, bound = benchsweep.time_launchers(tmp_path, grid, parallel=["hydra/launcher=basic"],
-                                                          workers=1)
-    runs = {name: {r["run"]: r["record"] for r in store.runs(tmp_path / name)}
-            for name in ("bench-basic", "bench-parallel")}
-    assert set(runs["bench-basic"]) == set(runs["bench-parallel"]) == {"model.depth=2", "model.depth=3"}
+    machinery, speedup = benchsweep.time_launchers(tmp_path, grid, parallel=["hydra/launcher=basic"], rounds=1)
+    studies = ("bench-basic", "bench-basic-0", "bench-parallel-0")  # in this process, then two commands
+    runs = {name: {r["run"]: r["record"] for r in store.runs(tmp_path / name)} for name in studies}
+    assert all(set(study) == {"model.depth=2", "model.depth=3"} for study in runs.values())
     assert all(r["status"] == "ok" for study in runs.values() for r in study.values())
+    assert runs["bench-basic-0"]["model.depth=2"]["pid"] != os.getpid()  # a fresh process
     assert machinery.unit == "of training" and machinery.value > 0  # a sweep costs more than its training
-    assert speedup.unit == benchsweep.SPEEDUP and speedup.value > 0
     assert not machinery.met or machinery.value <= 0.10
+    # the same launcher both ways, each a fresh process: about as fast
+    assert speedup.unit == benchsweep.SPEEDUP and 0.5 < speedup.value < 2 and speedup.spread == (speedup.value,) * 2
     assert speedup.met == (speedup.value >= 1.6)
-    # the same launcher twice in one process: about the same CPU each time (the second composes less)
-    assert bound.unit == benchsweep.SPEEDUP and 0.5 < bound.value < 3
     # without a parallel launcher (its plugin missing): the basic launcher's share only
     (alone,) = benchsweep.time_launchers(tmp_path / "basic-only", grid, parallel=None)
     assert alone.step == "machinery" and alone.value > 0
-    assert not (tmp_path / "basic-only" / "bench-parallel").exists()
+    assert not (tmp_path / "basic-only" / "bench-parallel-0").exists()
+
+
+def test_a_failing_command_line_sweep_says_what_failed(tmp_path):
+    from gradflow import benchsweep
+
+    with pytest.raises(GradflowError, match=r"gradflow sweep model.depth=0 .* failed \(exit 1\): "
+                       r"error: sweep point: model.depth=0 must be >= 1"):
+        benchsweep._command_line(["model.depth=0", f"results={tmp_path}"])
 
 
 @pytest.mark.parametrize("fixed", [[], ["init=kaiming_normal", "+experiment=depth-study"],

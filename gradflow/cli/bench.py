@@ -112,19 +112,21 @@ def sweep_machinery() -> None:
     try:
         sweep_mod.check_launcher("joblib")
     except GradflowError as e:
-        console.print(f"[yellow]{e}; the joblib rows are left out[/]", soft_wrap=True)
+        console.print(f"[yellow]{e}; the joblib row is left out[/]", soft_wrap=True)
         parallel = None
     with tempfile.TemporaryDirectory(prefix="gradflow-bench-") as tmp:
         with console.status("200 tiny runs ..."):
             timings = benchsweep.time_machinery(Path(tmp), views=views)
-        with console.status("12 MNIST-1D runs" + (", basic launcher then joblib with 2 workers ..." if parallel else " ...")):
+        with console.status("12 MNIST-1D runs" + (", then `gradflow sweep` of them with the basic launcher and with "
+                                                  "joblib (2 workers), 3 rounds ..." if parallel else " ...")):
             timings += benchsweep.time_launchers(Path(tmp), parallel=parallel)
     table = Table(title="sweep machinery: 200 runs of 1 step, then 12 MNIST-1D runs", title_justify="left")
     for col in ("step", "measured", "target", ""):
         table.add_column(col, justify="right")
     for t in timings:
         at = ">= " if t.unit == benchsweep.SPEEDUP else "<= "
-        table.add_row(t.step, _measured(t.value, t.unit), at + _measured(t.target, t.unit, named=False),
+        spread = f" ({t.spread[0]:.2f}-{t.spread[1]:.2f})" if t.spread else ""
+        table.add_row(t.step, _measured(t.value, t.unit) + spread, at + _measured(t.target, t.unit, named=False),
                       "[green]met[/]" if t.met else "[red]over[/]" if t.unit != benchsweep.SPEEDUP else "[red]under[/]")
     console.print(table)
 

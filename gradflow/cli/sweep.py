@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import pandas as pd
 import typer
 
-from gradflow import store
+from gradflow import store, workers
 from gradflow.cli.app import app, progress_bar
 from gradflow.cli.console import INTERRUPTED_EXIT, console, leave_interrupted, user_errors
 from gradflow.cli.ls import runs_view, show_runs
@@ -81,7 +81,7 @@ def run_plan(p, table: bool = True) -> pd.DataFrame:
         except KeyboardInterrupt:
             signal.signal(signal.SIGINT, lambda *_: os._exit(INTERRUPTED_EXIT))  # a second Ctrl-C: leave now
             progress.stop()
-            sweep_mod.stop_workers()
+            workers.stop()
             done = watcher.count()
             watcher.stop.set()
             leave_interrupted(f"interrupted: {done} of {len(p.to_run)} runs finished"

@@ -1,0 +1,167 @@
+"""The worker processes of parallel launchers: how joblib's start, what every worker sets aside,
+when it leaves, and when joblib's pool is shut down.
+
+A loky worker is a fresh interpreter: before its first job it imports torch, torch's compiler stack
+(every optimizer's `step()` imports `torch._dynamo`), Hydra and gradflow, ~3 s of CPU, as long as a
+short run. On Linux a sweep with the joblib launcher starts a fork server as it plans
+(`start_fork_server`): one process that imports all of that once (`gradflow._preload`), while this
+process is still planning, and from which loky then forks each worker, warm. The server is Python's
+own (`multiprocessing.forkserver`, which Python 3.14 makes the default start method on Linux) and a
+start method loky supports; it has run no torch kernel (no CUDA context, no OpenMP thread team), so a
+forked worker starts as clean as a fresh one. Elsewhere (macOS, Windows) workers start as loky
+starts them. Like any spawned or forked-server worker, one re-imports the main script: a Python
+script that launches a joblib sweep needs `if __name__ == "__main__":`.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import threading
+import time
+from contextlib import contextmanager
+
+SWEEP_PID = "GRADFLOW_SWEEP_PID"  # set for workers: the process whose sweep they serve
+PRELOAD = ["__main__", "gradflow._preload"]  # what the fork server imports before forking a worker
+
+
+def owner() -> int:
+    """The pid of the sweep this process works for; 0 outside a sweep worker's environment."""
+    return int(os.environ.get(SWEEP_PID, "0") or 0)
+
+
+def in_worker() -> bool:
+    """Whether this process is a parallel launcher's worker (not the sweep's own process)."""
+    return owner() not in (0, os.getpid())
+
+
+@contextmanager
+def serving():
+    """While this process runs a sweep: workers started now find it in their environment."""
+    saved = os.environ.get(SWEEP_PID)
+    os.environ[SWEEP_PID] = str(os.getpid())
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(SWEEP_PID, None)
+        else:
+            os.environ[SWEEP_PID] = saved
+
+
+_server = False  # whether this process has started the fork server
+
+
+def start_fork_server() -> None:
+    """On Linux, start the fork server joblib's workers are forked from, once per process; it imports
+    in the background (a second core's worth), and forks the first worker once it has."""
+    global _server
+    if _server or sys.platform != "linux":
+        return
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    multiprocessing.set_forkserver_preload(PRELOAD)
+    with serving():  # the server's environment is its workers'
+        forkserver.ensure_running()
+    _server = True
+
+
+@contextmanager
+def forked(launcher: str):
+    """joblib's workers for this sweep come from the fork server, when this process started one."""
+    if launcher != "joblib" or not _server:
+        yield
+        return
+    from joblib.externals.loky.backend import context
+
+    saved = context.get_start_method()
+    context.set_start_method("forkserver", force=True)
+    try:
+        yield
+    finally:
+        context.set_start_method(saved, force=True)
+
+
+def settle() -> None:
+    """In a worker process, after its first job: set what is alive by now (torch, its compiler stack,
+    gradflow) aside from the garbage collector. Without psutil, joblib's workers collect garbage after
+    every job, and walking those millions of import-time objects took ~0.3 s each time. (A forked
+    worker's imports were set aside by the server already.)"""
+    global _settled
+    if _settled or not in_worker():
+        return
+    gc.collect()
+    gc.freeze()
+    _settled = True
+
+
+_settled = False
+
+
+@contextmanager
+def job():
+    """Around each job: once Ctrl-C has reached a worker, its sweep is ending, and the jobs joblib had
+    queued behind the interrupted one start nothing (not even their run.json)."""
+    global _interrupted
+    if _interrupted:
+        raise KeyboardInterrupt
+    try:
+        yield
+    except KeyboardInterrupt:
+        _interrupted = in_worker()
+        raise
+
+
+_interrupted = False
+_watchdog: threading.Thread | None = None
+
+
+def leave_with_sweep() -> None:
+    """In a worker process: exit as soon as the sweep's process is gone (killed, or Ctrl-C'd), so no
+    worker outlives its sweep (loky and submitit workers otherwise live on)."""
+    global _watchdog
+    sweep_pid = owner()
+    if not sweep_pid or sweep_pid == os.getpid() or _watchdog is not None:
+        return
+
+    from gradflow import store
+
+    def watch() -> None:
+        while store._alive(sweep_pid):
+            time.sleep(0.5)
+        os._exit(1)
+
+    _watchdog = threading.Thread(target=watch, daemon=True, name="gradflow-parent-watch")
+    _watchdog.start()
+
+
+_keep = False  # set by `kept`
+
+
+def keep_running() -> bool:
+    """Whether the pool outlives the sweep that ends now (inside `kept`)."""
+    return _keep
+
+
+@contextmanager
+def kept():
+    """Keep joblib's worker pool from one sweep to the next (the sweeps of a reproduction's arms), so
+    that each new sweep does not start its workers again; shut it down at the end."""
+    global _keep
+    saved, _keep = _keep, True
+    try:
+        yield
+    finally:
+        _keep = saved
+        if not saved:
+            stop()
+
+
+def stop() -> None:
+    """Shut down joblib's reusable worker pool (it otherwise idles for minutes after the sweep)."""
+    loky = sys.modules.get("joblib.externals.loky.reusable_executor")
+    executor = getattr(loky, "_executor", None) if loky else None
+    if executor is not None:
+        executor.shutdown(wait=True, kill_workers=True)
