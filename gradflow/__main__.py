@@ -4,7 +4,7 @@ import sys
 
 
 def main() -> None:
-    if "hydra/launcher=joblib" in sys.argv[1:]:
+    if sys.argv[1:2] in (["sweep"], ["reproduce"]) and "hydra/launcher=joblib" in sys.argv[2:]:
         # a joblib sweep: start the fork server its workers come from before the command line's own
         # imports, so that its imports overlap them (planning would start it, ~0.5 s later)
         from gradflow import workers
