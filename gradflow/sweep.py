@@ -86,6 +86,10 @@ def check_overrides(overrides: list[str], command: str) -> None:
             raise GradflowError(f"{store.shorten(o, 40)} is not an option of `gradflow {command}`; settings are "
                                 f"key=value overrides (e.g. name=x, not --name x); see `gradflow {command} --help`")
         key = override_key(o)
+        if command == "run" and key.startswith(HYDRA_ALLOWED[:4]):
+            raise GradflowError(f"{store.shorten(o, 60)} applies to sweeps; `gradflow run` trains here, in this "
+                                f"process: for one run through a launcher, `gradflow sweep {store.shorten(o, 40)} "
+                                "...` (a sweep of one point)")
         if key.startswith("hydra") and not key.startswith(HYDRA_ALLOWED):
             raise GradflowError(f"{store.shorten(o, 60)} is refused: gradflow decides where runs go "
                                 "(<results>/<name>/<job>/); use name=NAME and results=FOLDER instead "

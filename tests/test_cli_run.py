@@ -86,6 +86,8 @@ BAD = [
     (["model.width=-3"], "model.width=-3 must be >= 1"),
     (["train.steps=-1"], "train.steps=-1 must be >= 0"),
     (["name=../escape"], "name='../escape'"),
+    (["hydra/launcher=slurm"], "hydra/launcher=slurm applies to sweeps; `gradflow run` trains here, in this process: "
+                               "for one run through a launcher, `gradflow sweep hydra/launcher=slurm ...`"),
 ]
 
 
