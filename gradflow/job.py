@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig
 
 from gradflow import data as datasets
-from gradflow import models, store, summary
+from gradflow import models, store, summary, workers
 from gradflow.config import input_scale, resolve_device, settings
 from gradflow.models.custom import activation_kind
 from gradflow.models.init import initialize
@@ -30,13 +30,14 @@ from gradflow.probes.core import Probes
 from gradflow.train import ProgressFn, train
 
 EVALUATED = ("train", "test")  # the splits whose last evaluation is a run's final metrics
+TORCH_THREADS = torch.get_num_threads()  # torch's own intra-op thread count here, before a run sets one
 
 
 def prepare(cfg: DictConfig):
     """Everything before the first write: a user error here leaves no results folder behind."""
     device = resolve_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    # threads=0: torch's own count, also after an earlier run in this process (a sweep) set another
+    torch.set_num_threads(cfg.threads or workers.cores_share() or TORCH_THREADS)
     torch.manual_seed(cfg.seed)
     data = datasets.build(cfg.data, device, input_scale(cfg))
     model = models.build(cfg, data.input_shape, data.n_classes, per_step=data.task in ("per_step", "next_token"),
@@ -66,7 +67,7 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
             raise
         store.begin(job_dir, cfg, record)
         return _failed(job_dir, record, e, start)
-    record["device"] = str(device)
+    record.update(device=str(device), threads=torch.get_num_threads())  # intra-op threads it trains with
     store.begin(job_dir, cfg, record)
     reached = [0]  # the last step reported, for an interrupted run's record
 

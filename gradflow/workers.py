@@ -24,6 +24,7 @@ from contextlib import contextmanager
 
 SWEEP_PID = "GRADFLOW_SWEEP_PID"  # set for workers: the process whose sweep they serve
 PRELOAD = ["__main__", "gradflow._preload"]  # what the fork server imports before forking a worker
+FORKED = False  # set in the fork server (gradflow._preload), so True in the workers forked from it
 
 
 def owner() -> int:
@@ -51,13 +52,23 @@ def serving():
 
 
 _server = False  # whether this process has started the fork server
+_allowed = False  # set by `allow_fork_server`
+
+
+def allow_fork_server() -> None:
+    """Let this process's joblib sweeps use the fork server: its main module must be safe to import
+    again (every worker imports it, as `__mp_main__`), as gradflow's own entry point is. A user's
+    script that launches sweeps itself keeps loky's own workers, which do not import it."""
+    global _allowed
+    _allowed = True
 
 
 def start_fork_server() -> None:
-    """On Linux, start the fork server joblib's workers are forked from, once per process; it imports
-    in the background (a second core's worth), and forks the first worker once it has."""
+    """On Linux, start the fork server joblib's workers are forked from, once per process (if
+    allowed); it imports in the background (a second core's worth), and forks the first worker
+    once it has."""
     global _server
-    if _server or sys.platform != "linux":
+    if _server or not _allowed or sys.platform != "linux":
         return
     import multiprocessing
     from multiprocessing import forkserver
@@ -82,6 +93,25 @@ def forked(launcher: str):
         yield
     finally:
         context.set_start_method(saved, force=True)
+
+
+def share_cores(n_jobs: int) -> None:
+    """In a worker forked from the fork server, before a job: its share of the cores, which a run that
+    leaves its thread count to torch (threads=0) trains with, as joblib gives the workers loky starts
+    itself (through OMP_NUM_THREADS and the like, which loky cannot pass to a fork server's workers)."""
+    global _share
+    if FORKED:
+        import joblib
+
+        _share = max(1, (os.cpu_count() or 1) // joblib.effective_n_jobs(n_jobs))
+
+
+def cores_share() -> int | None:
+    """This worker's share of the cores (`share_cores`); None outside a forked worker."""
+    return _share
+
+
+_share: int | None = None
 
 
 def settle() -> None:

@@ -367,6 +367,24 @@ def _group_processes(pgid: int) -> list[str]:
             if line.split() and line.split()[0] == str(pgid) and not line.split()[1].startswith("Z")]
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="the fork server is used on Linux only")
+def test_ctrl_c_while_the_fork_server_imports_is_one_line(results):
+    """Ctrl-C reaches the whole process group, the fork server too, which may still be importing torch
+    (~3 s from the command's start): exit 130, no traceback from the server, and no process left
+    behind holding the command's output (a worker forked after the sweep's process left exits too)."""
+    args = [sys.executable, "-m", "gradflow", "sweep", *SMALL, "model.depth=2,3", "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2", f"results={results}", "--name", "early"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            start_new_session=True)
+    first = proc.stdout.readline()  # "sweep <folder>: 2 runs ...", printed once planning is done
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)  # until every writer of the pipes is gone, the server too
+    assert first.startswith("sweep ") and proc.returncode == 130, first + out + err
+    assert "Traceback" not in err, err
+    time.sleep(1)
+    assert _group_processes(proc.pid) == []
+
+
 @pytest.mark.slow
 def test_no_joblib_worker_outlives_its_sweep(results):
     """Ctrl-C to the process group: the runs in flight are marked, exit 130, no process of the group is

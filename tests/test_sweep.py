@@ -79,22 +79,36 @@ def test_parallel_launchers_give_the_same_runs_and_numbers(cli, results, launche
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the fork server is used on Linux only")
-@pytest.mark.parametrize("command, started", [("sweep", True), ("reproduce", True), ("run", False)])
-def test_a_joblib_sweep_on_the_command_line_starts_its_fork_server_before_anything_else(command, started):
+@pytest.mark.parametrize("args, started", [(["sweep", "--bogus"], True), (["reproduce", "--bogus"], True),
+                                           (["run", "--bogus"], False), (["sweep", "--help"], False)])
+def test_a_joblib_sweep_on_the_command_line_starts_its_fork_server_before_anything_else(args, started):
     """`gradflow sweep|reproduce ... hydra/launcher=joblib`: the entry point starts the server joblib's
-    workers are forked from before the command line's own imports (here the command then only prints
-    its help); no other command starts one."""
+    workers are forked from before the command line's own imports (here the command then fails on an
+    unknown option, before any planning); no other command, nor --help, starts one."""
     code = ("import sys\n"
             "from multiprocessing import forkserver\n"
             "from gradflow.__main__ import main\n"
-            f"sys.argv = ['gradflow', '{command}', '--help', 'hydra/launcher=joblib']\n"
+            f"sys.argv = ['gradflow', *{args!r}, 'hydra/launcher=joblib']\n"
             "try:\n"
             "    main()\n"
-            "except SystemExit as e:\n"
-            "    server = forkserver._forkserver\n"
-            "    print(e.code, server._forkserver_pid is not None)\n")
+            "except SystemExit:\n"
+            "    print(forkserver._forkserver._forkserver_pid is not None)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.stdout.splitlines()[-1] == f"0 {started}", out.stderr
+    assert out.stdout.splitlines()[-1] == str(started), out.stderr
+
+
+def test_a_script_without_a_main_guard_launches_a_joblib_sweep(tmp_path):
+    """gradflow's Python API in a plain script: joblib's workers are loky's own, which do not import
+    the script again (a fork server's would, and would run its sweep again in every worker)."""
+    script = tmp_path / "study.py"
+    script.write_text("from gradflow import sweep\n"
+                      f"p = sweep.plan({[*SMALL, 'hydra/launcher=joblib', 'hydra.launcher.n_jobs=2']!r} + "
+                      f"['results={tmp_path}'], 'plain')\n"
+                      "sweep.launch(p)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (run,) = (tmp_path / "plain").glob("*/run.json")
+    assert json.loads(run.read_text())["status"] == "ok"
 
 
 def _parent(pid: int) -> int:
@@ -103,7 +117,7 @@ def _parent(pid: int) -> int:
 
 
 @pytest.mark.slow
-def test_kept_joblib_workers_serve_the_next_sweep_with_its_own_config(results):
+def test_kept_joblib_workers_serve_the_next_sweep_with_its_own_config(results, monkeypatch):
     """A reproduction's arms share one worker pool: the second sweep's runs come from the first's
     workers (on Linux forked from the fork server, with torch already loaded), each run lands in its
     own study with its own values, and the pool is gone at the end."""
@@ -111,9 +125,12 @@ def test_kept_joblib_workers_serve_the_next_sweep_with_its_own_config(results):
 
     joblib = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"results={results}"]
     pools = []  # the pool's worker pids after each sweep
+    workers.allow_fork_server()  # as the command line does (pytest's main module is safe to import again)
+    monkeypatch.setenv("OMP_NUM_THREADS", str(os.cpu_count()))  # torch's own count in the server: every core
     with workers.kept():
-        for name, width in (("first", 8), ("second", 12)):
-            sweep_mod.launch(sweep_mod.plan([*SMALL, "model.depth=2,3", f"model.width={width}", *joblib], name))
+        for name, width, threads in (("first", 8, 1), ("second", 12, 0)):
+            sweep_mod.launch(sweep_mod.plan([*SMALL, "model.depth=2,3", f"model.width={width}", f"threads={threads}",
+                                             *joblib], name))
             executor = reusable_executor._executor
             pools.append(set() if executor is None or executor._flags.shutdown else set(executor._processes))
         if sys.platform == "linux":  # forked from the fork server, which had imported torch
@@ -127,6 +144,9 @@ def test_kept_joblib_workers_serve_the_next_sweep_with_its_own_config(results):
     assert [len(r) for r in recs.values()] == [2, 2]
     assert {r["config"]["model.width"] for r in recs["first"]} == {8}
     assert {r["config"]["model.width"] for r in recs["second"]} == {12}
+    assert {r["threads"] for r in recs["first"]} == {1}
+    if sys.platform == "linux":  # threads=0 in a forked worker: its share of the cores, as loky's would get
+        assert {r["threads"] for r in recs["second"]} == {max(1, os.cpu_count() // 2)}
     assert pools[0] and pools[1] == pools[0]  # the same workers, alive from one sweep to the next
     assert {r["pid"] for r in recs["first"]} | {r["pid"] for r in recs["second"]} <= pools[0]
     assert all(r["status"] == "ok" for rs in recs.values() for r in rs)
