@@ -56,3 +56,21 @@ def test_a_recorder_on_cuda_syncs_once_per_probed_step_and_never_in_between(tmp_
     assert syncs[3] + syncs[4] == 1, syncs
     layers = gradflow.load(tmp_path / "study")
     assert sorted(layers["step"].unique()) == [0, 3, 6]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(__import__("sys").platform != "linux", reason="the fork server is used on Linux only")
+def test_joblib_workers_forked_from_the_fork_server_train_on_cuda(tmp_path):
+    """The fork server imports torch without initializing the CUDA driver, so the workers it forks can:
+    a joblib sweep on the GPU from the command line ends ok, each run on cuda."""
+    import json
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "gradflow", "sweep", "data=gaussian", "data.n_train=128", "data.n_test=64",
+            "model.width=8", "model.depth=2,3", "train.steps=5", "device=cuda", "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2", f"results={tmp_path}", "--name", "gpu"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    records = [json.loads(p.read_text()) for p in (tmp_path / "gpu").glob("*/run.json")]
+    assert len(records) == 2 and {(r["status"], r["device"].split(":")[0]) for r in records} == {("ok", "cuda")}
