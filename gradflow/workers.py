@@ -3,14 +3,14 @@ when it leaves, and when joblib's pool is shut down.
 
 A loky worker is a fresh interpreter: before its first job it imports torch, torch's compiler stack
 (every optimizer's `step()` imports `torch._dynamo`), Hydra and gradflow, ~3 s of CPU, as long as a
-short run. On Linux a sweep with the joblib launcher starts a fork server as it plans
-(`start_fork_server`): one process that imports all of that once (`gradflow._preload`), while this
-process is still planning, and from which loky then forks each worker, warm. The server is Python's
-own (`multiprocessing.forkserver`, which Python 3.14 makes the default start method on Linux) and a
-start method loky supports; it has run no torch kernel (no CUDA context, no OpenMP thread team), so a
-forked worker starts as clean as a fresh one. Elsewhere (macOS, Windows) workers start as loky
-starts them. Like any spawned or forked-server worker, one re-imports the main script: a Python
-script that launches a joblib sweep needs `if __name__ == "__main__":`.
+short run. On Linux, gradflow's command line instead starts a fork server for a joblib sweep
+(`start_fork_server`, from the entry point or from planning): one process that imports all of that
+once (`gradflow._preload`) while this process is still planning, and from which loky then forks
+each worker, warm. The server is Python's own (`multiprocessing.forkserver`, which Python 3.14
+makes the default start method on Linux) and a start method loky supports; it has run no torch
+kernel and initialized no CUDA driver, so a forked worker starts as clean as a fresh one. A forked
+worker imports the main module again, which gradflow's entry point allows (`allow_fork_server`); a
+user's own script that launches sweeps, and macOS and Windows, keep loky's own workers.
 """
 
 from __future__ import annotations
