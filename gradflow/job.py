@@ -37,7 +37,7 @@ def prepare(cfg: DictConfig):
     """Everything before the first write: a user error here leaves no results folder behind."""
     device = resolve_device(cfg.device)
     # threads=0: torch's own count, also after an earlier run in this process (a sweep) set another
-    torch.set_num_threads(cfg.threads or workers.cores_share() or TORCH_THREADS)
+    torch.set_num_threads(cfg.threads or workers.default_threads(TORCH_THREADS))
     torch.manual_seed(cfg.seed)
     data = datasets.build(cfg.data, device, input_scale(cfg))
     model = models.build(cfg, data.input_shape, data.n_classes, per_step=data.task in ("per_step", "next_token"),

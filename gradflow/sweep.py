@@ -334,8 +334,6 @@ def task(cfg) -> str:
         return "skipped"
     report = _reporter
     on_step = (lambda t, n: report(job_dir.name, t, n)) if report else None
-    if HydraConfig.get().launcher.get("n_jobs") is not None:  # joblib's
-        workers.share_cores(HydraConfig.get().launcher.n_jobs)
     with workers.job():
         record = job.execute(cfg, job_dir, on_step=on_step, isolate=True)
     workers.settle()

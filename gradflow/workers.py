@@ -95,23 +95,17 @@ def forked(launcher: str):
         context.set_start_method(saved, force=True)
 
 
-def share_cores(n_jobs: int) -> None:
-    """In a worker forked from the fork server, before a job: its share of the cores, which a run that
-    leaves its thread count to torch (threads=0) trains with, as joblib gives the workers loky starts
-    itself (through OMP_NUM_THREADS and the like, which loky cannot pass to a fork server's workers)."""
-    global _share
-    if FORKED:
-        import joblib
+def default_threads(torch_own: int) -> int:
+    """The intra-op threads of a run that leaves them to torch (threads=0): torch's own count
+    `torch_own`, except in a worker forked from the fork server, where it is the worker's share of the
+    cores, as joblib gives the workers loky starts itself (through OMP_NUM_THREADS and the like, which
+    loky cannot pass to a fork server's workers)."""
+    if not FORKED:
+        return torch_own
+    import joblib
+    from hydra.core.hydra_config import HydraConfig
 
-        _share = max(1, (os.cpu_count() or 1) // joblib.effective_n_jobs(n_jobs))
-
-
-def cores_share() -> int | None:
-    """This worker's share of the cores (`share_cores`); None outside a forked worker."""
-    return _share
-
-
-_share: int | None = None
+    return max(1, (os.cpu_count() or 1) // joblib.effective_n_jobs(HydraConfig.get().launcher.n_jobs))
 
 
 def settle() -> None:
@@ -152,9 +146,9 @@ def leave_with_sweep() -> None:
     """In a worker process: exit as soon as the sweep's process is gone (killed, or Ctrl-C'd), so no
     worker outlives its sweep (loky and submitit workers otherwise live on)."""
     global _watchdog
-    sweep_pid = owner()
-    if not sweep_pid or sweep_pid == os.getpid() or _watchdog is not None:
+    if not in_worker() or _watchdog is not None:
         return
+    sweep_pid = owner()
 
     from gradflow import store
 
