@@ -114,6 +114,27 @@ def test_recorder_values_equal_plain_autograd(tmp_path):
     assert run["status"] == "ok" and run["final"]["train_loss"] == pytest.approx(metrics.value.iloc[-2])
 
 
+def test_recorder_norms_beyond_float32s_range_stay_exact_when_the_loop_zeroes_gradients_first(tmp_path):
+    """A probed step is fetched at the next rec.step(), after the loop's zero_grad has dropped the
+    gradients: norms whose float32 squares underflow must still come from the step's own gradients."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    (F.cross_entropy(model(x), y) * 1e-30).backward()  # the premise: entries ~1e-31, squares below float32's
+    expect = [float(model[k].weight.grad.double().norm()) for k in (0, 2)]
+    assert 0 < min(expect) < 1e-25 and float(model[0].weight.grad.norm()) == 0
+    model.zero_grad()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    rec = gradflow.Recorder(model, tmp_path / "run", every=1)
+    for step in range(2):
+        opt.zero_grad()  # set_to_none: the previous step's gradients are gone when its probes are fetched
+        with rec.step(step):
+            (F.cross_entropy(model(x), y) * 1e-30).backward()
+    rec.close()
+    got = gradflow.load(tmp_path / "run").query("step == 0 and quantity == 'grad_norm'").sort_values("layer")
+    assert list(got.value) == pytest.approx(expect, rel=1e-5, abs=0)
+
+
 def test_recorder_refuses_a_foreign_folder_and_records_a_crash(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")

@@ -39,6 +39,7 @@ _BY_MODULE = {a.torch_name: a for a in activations.ACTIVATIONS.values()}
 EXACT_RANGE = (1e-14, 1e18)
 PRIMITIVES = ("grad_norm", "bias_grad_norm", "weight_norm", "signal_norm", "act_count", "act_sum", "act_std",
               "act_saturated", "act_dead", "update_norm")
+_ROW = {name: j for j, name in enumerate(PRIMITIVES)}  # a primitive's row in fetch's (primitives, points) array
 
 
 def _param(module, name: str):
@@ -110,8 +111,11 @@ class Probes:
         self._keep_acts = histograms or bool(needs & {ACTIVATION, SATURATING, DYING})
         self._ratio = any(QUANTITIES[q].when == UPDATE for q in self.quantities)
         self._weight_norms = self._ratio or "weight_norm" in self.quantities
+        self._weight_at, self._bias_at = np.array(self.weight_points, int), np.array(self.bias_points, int)
         self.armed = False
         self._hooks: list = []
+        self._plans: dict = {}  # how each layout of activation outputs is stacked and reduced (see _plan)
+        self._sgd_groups: tuple | None = None  # (optimizer, its group count, each weight's group): SGDUpdate.of
         self._constants: dict = {}  # small threshold tensors, copied to the device once
         self._buffers: dict = {}  # scratch space reused by every probed step: fresh large allocations are slow
         self._reset()
@@ -133,8 +137,9 @@ class Probes:
         n = len(self.points)
         self._signals: list[torch.Tensor | None] = [None] * n  # dL/dz at each point's output
         self._acts: list[torch.Tensor | None] = [None] * n  # the activation output after each point
-        self._pieces: list = []  # (device tensor, segments: (primitive, point indices), exact: see _add)
+        self._pieces: list = []  # (device tensor, segments: (row of a primitive, point indices), exact: see _add)
         self._counts = np.full(n, np.nan)  # units per activation output, known on the host
+        self._signal_scale = np.full(n, np.nan)  # sqrt(batch) where a point has a signal (see fetch)
         self._sgd: SGDUpdate | None = None  # where the step's update is read, if not from a copy
         self._updated = False
 
@@ -179,15 +184,16 @@ class Probes:
         self.armed = False
         with torch.no_grad():
             if self.params:
+                # the gradients as they are now: a Recorder's loop may zero them before fetch
                 grads = [p.grad if p.grad is not None else p.new_zeros(()) for p in self.params]
                 if grad_norms is None:
                     grad_norms = self._norms(grads)
-                self._add(grad_norms, ("grad_norm", self.weight_points), ("bias_grad_norm", self.bias_points),
-                          exact=(grads, 1.0))
+                self._add(grad_norms, ("grad_norm", self._weight_at), ("bias_grad_norm", self._bias_at),
+                          exact=(lambda: grads, 1.0))
             if self._weight_norms:
-                self._add(self._norms(self.weights), ("weight_norm", self.weight_points))
+                self._add(self._norms(self.weights), ("weight_norm", self._weight_at))
             if self._ratio:
-                self._sgd = SGDUpdate.of(optimizer, self.weights)
+                self._sgd = SGDUpdate.of(optimizer, self.weights, self._optimizer_groups(optimizer))
                 if self._sgd is None:  # the weights before the update, copied into kept buffers
                     self._before = [self.buffer(("before", j), tuple(w.shape), w.dtype, w.device)
                                     for j, w in enumerate(self.weights)]
@@ -196,7 +202,8 @@ class Probes:
                 at = [i for i, g in enumerate(self._signals) if g is not None]
                 if at:
                     signals = [self._signals[i] for i in at]
-                    self._add(self._norms(signals), ("signal_norm", at), exact=(signals, 1.0))
+                    self._signal_scale[at] = [math.sqrt(g.shape[0]) for g in signals]
+                    self._add(self._norms(signals), ("signal_norm", np.array(at)), exact=(lambda: signals, 1.0))
             if self._keep_acts:
                 self._activation_primitives()
             if self.histograms:  # (points, 2, kinds): activation and dL/dz counts, NaN where a point has no such tensor
@@ -216,43 +223,65 @@ class Probes:
                 torch._foreach_sub_(updates, self.weights)  # now -dW
             else:
                 updates = self._sgd.directions()  # dW / lr (lr applied on the host, in fetch)
-            self._add(self._norms(updates), ("update_norm", self.weight_points), exact=(updates, 1.0))
+            self._add(self._norms(updates), ("update_norm", self._weight_at), exact=(lambda: updates, 1.0))
         self._updated = True
+
+    def _optimizer_groups(self, optimizer) -> list | None:
+        """Each weight's parameter group in `optimizer` (None where it has none), worked out once per
+        optimizer and group count rather than at every probed step."""
+        if optimizer is None:
+            return None
+        cached = self._sgd_groups
+        if cached is None or cached[0] is not optimizer or cached[1] != len(optimizer.param_groups):
+            group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+            cached = self._sgd_groups = (optimizer, len(optimizer.param_groups),
+                                         [group_of.get(id(w)) for w in self.weights])
+        return cached[2]
 
     def _activation_primitives(self) -> None:
         at = [i for i, y in enumerate(self._acts) if y is not None]
         acts = [self._acts[i] for i in at]
-        groups = _by_shape(acts)
-        for g, y in zip(groups, self._stack("acts", acts, groups)):
-            points = [at[j] for j in g]
-            spec = [self.specs[i] for i in points]
-            saturation = [s.saturation if s is not None and s.saturation else (-math.inf, math.inf) for s in spec]
-            y = y.flatten(1).float()  # (k, units); a copy only for half precision
-            scratch = self.buffer(("scratch", tuple(y.shape)), tuple(y.shape), torch.float32, y.device)
-            stats = _activation_stats(y, spec, self.constant(saturation, y.device, torch.float32), scratch)
+        key = (tuple(at), tuple(y.shape for y in acts), tuple(y.dtype for y in acts))
+        plan = self._plans.get(key) or self._plan(key, at, acts)
+        for group in plan:
+            y = torch.stack([acts[j] for j in group.members], out=group.stack).flatten(1)
+            y = y.float()  # (k, units); a copy only for half precision
+            stats = _activation_stats(y, group)
             for k in ("sum", "saturated", "dead"):
                 if k in stats:
-                    self._add(stats[k], (f"act_{k}", points))
+                    self._add(stats[k], (f"act_{k}", group.points))
             # y now holds the outputs less their means: the std's exact recomputation reads it
-            self._add(stats["std"], ("act_std", points), exact=(y.unbind(0), 1 / math.sqrt(max(y.shape[1] - 1, 1))))
-            self._counts[points] = stats["count"]
+            self._add(stats["std"], ("act_std", group.points), exact=(y.unbind, group.std_factor))
+            self._counts[group.points] = group.units
 
-    def _add(self, values: torch.Tensor, *segments: tuple[str, list[int]], exact=None) -> None:
+    def _plan(self, key, at: list[int], acts: list[torch.Tensor]) -> list[SimpleNamespace]:
+        """How activation outputs of this layout are reduced: grouped by shape and dtype, each group
+        stacked into a kept buffer, with its points' saturation bounds on the device."""
+        if len(self._plans) >= 16:  # inputs of ever new shapes: keep the memory bounded
+            self._plans.clear()
+            self._buffers.clear()
+        plan = []
+        for members in _by_shape(acts):
+            first = acts[members[0]]
+            points = np.array([at[j] for j in members])
+            specs = [self.specs[i] for i in points]
+            units = first.numel()  # per stacked row: the whole output, batch included
+            stack = self.buffer(("acts", len(members), tuple(first.shape)), (len(members), *first.shape),
+                                first.dtype, first.device)
+            bounds = self.constant([s.saturation if s is not None and s.saturation else (-math.inf, math.inf)
+                                    for s in specs], first.device, torch.float32)
+            scratch = self.buffer(("scratch", len(members), units), (len(members), units), torch.float32, first.device)
+            plan.append(_reduction(specs, bounds, scratch, members=members, points=points, stack=stack))
+        self._plans[key] = plan
+        return plan
+
+    def _add(self, values: torch.Tensor, *segments: tuple[str, np.ndarray], exact=None) -> None:
         """A device tensor of primitives, in `segments`: (primitive, the points of its values).
 
-        `exact`: for norms, (the tensors whose norms `values` are, in order, a factor): float32 norms
-        underflow to 0 below ~1e-19 per entry and overflow above ~1e19, which vanishing and exploding
-        nets reach; fetch recomputes such values in float64 from these tensors (kept until then)."""
-        self._pieces.append((values, segments, exact))
-
-    def _stack(self, name: str, tensors: list[torch.Tensor], groups: list[list[int]]) -> list[torch.Tensor]:
-        """`tensors` stacked by group into buffers kept between probed steps: (k, *shape) each."""
-        stacks = []
-        for g in groups:
-            first = tensors[g[0]]
-            buf = self.buffer((name, len(g), tuple(first.shape)), (len(g), *first.shape), first.dtype, first.device)
-            stacks.append(torch.stack([tensors[j] for j in g], out=buf))
-        return stacks
+        `exact`: for norms, (a function giving the tensors whose norms `values` are, in order, a factor):
+        float32 norms underflow to 0 below ~1e-19 per entry and overflow above ~1e19, which vanishing and
+        exploding nets reach; fetch recomputes such values in float64 from these tensors (kept until then)."""
+        self._pieces.append((values, [(_ROW[name], at) for name, at in segments], exact))
 
     @staticmethod
     def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -265,28 +294,33 @@ class Probes:
 
         Note: the device->host sync point of a probed step, one copy for all values (and histograms).
         """
-        pieces = [v.flatten() for v, _, _ in self._pieces] + [c.reshape(1) for c in carry]
+        pieces = [v.reshape(-1) for v, _, _ in self._pieces] + [c.reshape(1) for c in carry]
         if self.histograms:
-            pieces.append(self._histograms.flatten())
+            pieces.append(self._histograms.reshape(-1))
         flat = torch.cat(pieces).cpu().numpy().astype(np.float64) if pieces else np.zeros(0)
-        self._exact_extremes(flat)
         n = len(self.points)
-        got = {name: np.full(n, np.nan) for name in PRIMITIVES}
+        got = np.full((len(PRIMITIVES), n), np.nan)
         start = 0
-        for _, segments, _ in self._pieces:
-            for name, at in segments:
-                got[name][at] = flat[start : start + len(at)]
-                start += len(at)
+        for _, segments, exact in self._pieces:
+            size = sum(len(at) for _, at in segments)
+            chunk = flat[start : start + size]  # a view
+            if exact is not None:
+                _exact_extremes(chunk, *exact)
+            offset = 0
+            for row, at in segments:
+                got[row, at] = chunk[offset : offset + len(at)]
+                offset += len(at)
+            start += size
         if self._sgd is not None:
-            got["update_norm"][self.weight_points] *= self._sgd.lr
+            got[_ROW["update_norm"], self._weight_at] *= self._sgd.lr
         values_of_carry = flat[start : start + len(carry)].tolist()
         start += len(carry)
         self._hist = flat[start:].reshape(n, 2, len(HIST_KINDS)) if self.histograms else None
-        got["act_count"] = self._counts
-        has_signal = np.array([g is not None for g in self._signals])
+        got[_ROW["act_count"]] = self._counts
+        has_signal = ~np.isnan(self._signal_scale)
         # RMS over the batch of each example's signal: sqrt(B) ||dL/dZ||_F
-        got["signal_norm"] *= np.sqrt([g.shape[0] if g is not None else np.nan for g in self._signals])
-        stats = SimpleNamespace(**got)
+        got[_ROW["signal_norm"]] *= self._signal_scale
+        stats = SimpleNamespace(**dict(zip(PRIMITIVES, got)))
         values = np.full((n, len(self.quantities)), np.nan)
         mask = self.applicable.copy()
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -299,20 +333,9 @@ class Probes:
                 if quantity.where == OUTPUT:
                     mask[:, j] &= has_signal
                 if quantity.when == UPDATE:
-                    mask[:, j] &= got["weight_norm"] != 0  # a ratio to a zero weight (e.g. Fixup's) is undefined
+                    mask[:, j] &= stats.weight_norm != 0  # a ratio to a zero weight (e.g. Fixup's) is undefined
         self._reset()
         return values, mask, values_of_carry
-
-    def _exact_extremes(self, flat: np.ndarray) -> None:
-        """Norms outside float32's safe range (see _add), recomputed in float64 into `flat`."""
-        start = 0
-        for values, _, exact in self._pieces:
-            n = values.numel()
-            if exact is not None:
-                tensors, factor = exact
-                got = flat[start : start + n]  # a view: fixed in place
-                got[:] = exact_norms(got / factor, tensors) * factor
-            start += n
 
     def fetch_histograms(self) -> np.ndarray:
         """(points, 2, kinds) counts of the probed step, fetched with `fetch` (call it first)."""
@@ -347,31 +370,34 @@ class SGDUpdate:
     the weights before the step (weight decay without heavy-ball momentum), is read from a copy.
     """
 
-    def __init__(self, optimizer, weights: list[torch.Tensor], lr: np.ndarray, momentum: float, kind: str):
+    def __init__(self, optimizer, weights: list[torch.Tensor], lr: np.ndarray | float, momentum: float, kind: str):
         self.optimizer, self.weights, self.momentum, self.kind = optimizer, weights, momentum, kind
-        self.lr = lr  # (weights,) learning rates as the step used them (a schedule moves them after it)
+        self.lr = lr  # each weight's learning rate (one for all) as the step used it (a schedule moves it after)
 
     @classmethod
-    def of(cls, optimizer, weights: list[torch.Tensor]) -> SGDUpdate | None:
-        """How to read `optimizer`'s next update of `weights`, or None where it cannot be read."""
+    def of(cls, optimizer, weights: list[torch.Tensor], groups: list | None = None) -> SGDUpdate | None:
+        """How to read `optimizer`'s next update of `weights`, or None where it cannot be read.
+        `groups`: each weight's parameter group, when the caller knows them (else they are looked up)."""
         if type(optimizer) is not torch.optim.SGD or not weights:
             return None
-        group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
-        groups = [group_of.get(id(w)) for w in weights]
-        if any(g is None or w.grad is None for g, w in zip(groups, weights)):  # a weight it will not update
+        if groups is None:
+            group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+            groups = [group_of.get(id(w)) for w in weights]
+        if any(g is None for g in groups) or any(w.grad is None for w in weights):  # a weight it will not update
             return None
-        if any(isinstance(g["lr"], torch.Tensor) or g.get("differentiable") for g in groups):
+        distinct = list({id(g): g for g in groups}.values())
+        if any(isinstance(g["lr"], torch.Tensor) or g.get("differentiable") for g in distinct):
             return None  # a tensor lr would cost a host sync
-        flavours = {(g["momentum"], g["nesterov"], g["maximize"]) for g in groups}
+        flavours = {(g["momentum"], g["nesterov"], g["maximize"]) for g in distinct}
         if len(flavours) != 1:
             return None
         ((momentum, nesterov, maximize),) = flavours
-        if (nesterov or not momentum) and any(g["weight_decay"] for g in groups):
+        if (nesterov or not momentum) and any(g["weight_decay"] for g in distinct):
             return None  # d would hold weight_decay * W(before), overwritten by the step
         kind = "gradient" if not momentum else "nesterov" if nesterov else "buffer"
+        lr = np.array([g["lr"] for g in groups], dtype=np.float64) if len(distinct) > 1 else distinct[0]["lr"]
         # Nesterov: d = g + momentum * buffer; maximizing, -g + momentum * buffer, as long as g - momentum * buffer
-        return cls(optimizer, weights, np.array([g["lr"] for g in groups], dtype=np.float64),
-                   -momentum if maximize else momentum, kind)
+        return cls(optimizer, weights, lr, -momentum if maximize else momentum, kind)
 
     def directions(self) -> list[torch.Tensor]:
         """d (or -d) of every weight, after the step: dW = -lr * d."""
@@ -384,29 +410,47 @@ class SGDUpdate:
         return torch._foreach_add(grads, buffers, alpha=self.momentum)
 
 
-def _activation_stats(y: torch.Tensor, specs: list, bounds: torch.Tensor, scratch: torch.Tensor) -> dict:
+def _reduction(specs: list, bounds: torch.Tensor, scratch: torch.Tensor, **more) -> SimpleNamespace:
+    """What _activation_stats needs to know of a group of k activation outputs of `units` values each:
+    their activations' `specs`, saturation `bounds` (k, 2) on the device, and `scratch` (k, units)."""
+    saturation = [s.saturation for s in specs if s is not None and s.saturation]
+    units = scratch.shape[1]
+    return SimpleNamespace(bounds=bounds, scratch=scratch, units=float(units),
+                           std_factor=1 / math.sqrt(max(units - 1, 1)), saturating=bool(saturation),
+                           symmetric=all(lo == -hi for lo, hi in saturation),
+                           dying=any(s is not None and s.can_die for s in specs), **more)
+
+
+def _activation_stats(y: torch.Tensor, group: SimpleNamespace) -> dict:
     """Statistics of k stacked activation outputs y: (k, units), in few passes over y.
 
-    y is the caller's stacked copy and is reduced in place (`scratch`, of y's shape, holds the
-    counts): saturated and dead units first, then the mean from one sum and the std from the norm
-    of y less its mean (two passes: exact when the mean is large against the spread). `bounds`:
-    (k, 2) saturation thresholds lo, hi. Each value is (k,) on y's device; "count" is on the host.
+    y is the caller's stacked copy and is reduced in place (`group`: see _reduction; its scratch holds
+    the counts): saturated and dead units first, then the mean from one sum and the std from the norm
+    of y less its mean (two passes: exact when the mean is large against the spread). Each value is
+    (k,) on y's device.
     """
-    k, units = y.shape
-    out = {"count": np.full(k, float(units))}
-    saturation = [s.saturation for s in specs if s is not None and s.saturation]
-    if saturation:
-        lo, hi = bounds[:, :1], bounds[:, 1:]  # an output outside (lo, hi) is saturated
-        if all(s[0] == -s[1] for s in saturation):  # symmetric: one pass on |y|
+    out = {}
+    scratch = group.scratch
+    if group.saturating:
+        lo, hi = group.bounds[:, :1], group.bounds[:, 1:]  # an output outside (lo, hi) is saturated
+        if group.symmetric:  # one pass on |y|
             out["saturated"] = torch.abs(y, out=scratch).gt_(hi).sum(1)
         else:
             out["saturated"] = torch.gt(y, hi, out=scratch).sum(1) + torch.lt(y, lo, out=scratch).sum(1)
-    if any(s is not None and s.can_die for s in specs):
+    if group.dying:
         out["dead"] = torch.eq(y, 0, out=scratch).sum(1)
     out["sum"] = y.sum(1)
-    y.sub_((out["sum"] / units).unsqueeze(1))
-    out["std"] = torch.linalg.vector_norm(y, dim=1).div_(math.sqrt(max(units - 1, 1)))
+    y.sub_((out["sum"] / group.units).unsqueeze(1))
+    out["std"] = torch.linalg.vector_norm(y, dim=1).mul_(group.std_factor)
     return out
+
+
+def _exact_extremes(norms: np.ndarray, tensors, factor: float) -> None:
+    """`norms` (a view of fetched values: factor x the 2-norms of `tensors()`) with those outside
+    float32's safe range (see Probes._add) recomputed in float64, in place."""
+    scaled = norms / factor
+    if ((scaled < EXACT_RANGE[0]) | (scaled > EXACT_RANGE[1])).any():  # NaN compares False: left as is
+        norms[:] = exact_norms(scaled, tensors()) * factor
 
 
 def exact_norms(norms: np.ndarray, tensors: list[torch.Tensor]) -> np.ndarray:
