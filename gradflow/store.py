@@ -510,28 +510,51 @@ def runs(path: str | Path) -> list[dict]:
     return out
 
 
-def load(path: str | Path, table: str = "layers", include_stale: bool = False) -> pd.DataFrame:
+def load(path: str | Path, table: str = "layers", include_stale: bool = False,
+         listed: list[dict] | None = None) -> pd.DataFrame:
     """One tidy DataFrame for a run or a folder of runs: the `layers` or `metrics` rows of every
     run, with `run`, `source`, `status` and every config key (dotted, e.g. `model.depth`) as columns.
     Stale runs (not part of their folder's current sweep) are left out unless `include_stale`;
-    incomplete runs always are (their tables are not whole)."""
+    incomplete runs always are (their tables are not whole). `listed`: `runs(path)`, when the caller
+    reads several tables of the same folder (each would otherwise read every run.json again)."""
     if table not in TABLE_FILES:
         raise GradflowError(f"table={table!r} is not allowed; choices: {', '.join(TABLE_FILES)}, runs")
     filename = TABLE_FILES[table]
-    frames, metas = [], []
-    for r in runs(path):
+    tables, metas = [], []
+    for r in runs(path) if listed is None else listed:
         f = Path(r[PATH]) / filename
         if r[STATUS] == INCOMPLETE or (r[STATUS] == STALE and not include_stale) or not f.exists():
             continue
-        frames.append(read_table(f))
+        tables.append(_read_arrow(f))
         metas.append({RUN: r[RUN], SOURCE: r[SOURCE], STATUS: r[STATUS], **run_config(Path(r[PATH]), r["record"])})
-    if not frames:
+    if not tables:
         return pd.DataFrame(columns=[RUN, SOURCE, STATUS] + TABLE_COLUMNS[table])
-    rows = pd.concat(frames, ignore_index=True)
+    rows = _concat(tables)
     meta = pd.DataFrame(metas)  # one row per run, repeated over its table's rows (a column per key per run is slow)
     meta = meta.drop(columns=[c for c in meta.columns if c in rows.columns])  # the table's own columns win
-    meta = meta.iloc[np.repeat(np.arange(len(frames)), [len(df) for df in frames])].reset_index(drop=True)
+    meta = meta.iloc[np.repeat(np.arange(len(tables)), [t.num_rows for t in tables])].reset_index(drop=True)
     return pd.concat([rows, meta], axis=1)
+
+
+def _concat(tables: list) -> pd.DataFrame:
+    """Arrow tables as one DataFrame: joined as Arrow and converted once (a fifth of the time of
+    converting each), or one by one where their columns differ."""
+    import pyarrow as pa
+
+    try:
+        return pa.concat_tables(tables).to_pandas()
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # columns that differ: another version wrote one
+        return pd.concat([t.to_pandas() for t in tables], ignore_index=True)
+
+
+def _read_arrow(path: Path):
+    """One Parquet table as Arrow; a broken file is one line naming it, never a traceback."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path)
+    except Exception as e:  # pyarrow raises several types for a corrupt file
+        raise _unreadable(path, e) from None
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -539,8 +562,12 @@ def read_table(path: Path) -> pd.DataFrame:
     try:
         return pd.read_parquet(path)
     except Exception as e:  # pyarrow raises several types for a corrupt file
-        raise GradflowError(f"{path} cannot be read ({shorten(' '.join(str(e).split()), 80)}); "
-                            f"`gradflow clean {Path(path).parent.parent} --stale` removes broken runs") from None
+        raise _unreadable(path, e) from None
+
+
+def _unreadable(path: Path, e: Exception) -> GradflowError:
+    return GradflowError(f"{path} cannot be read ({shorten(' '.join(str(e).split()), 80)}); "
+                         f"`gradflow clean {Path(path).parent.parent} --stale` removes broken runs")
 
 
 def load_records(path: str | Path, include_stale: bool = True) -> pd.DataFrame:

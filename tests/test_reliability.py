@@ -176,6 +176,21 @@ def test_a_corrupt_table_inside_a_whole_looking_file_is_one_line(cli, results):
     _one_line_error(out, f"{f} cannot be read")
 
 
+def test_tables_with_other_columns_still_load_together(cli, results):
+    """Tables are joined as Arrow; one with other columns (a run another version wrote) is joined by
+    name instead, its missing cells empty, rather than failing the whole load."""
+    assert _sweep(cli, results, "seed=0,1").exit_code == 0
+    root = results / "s"
+    first, second = sorted(p / "metrics.parquet" for p in root.iterdir() if (p / "metrics.parquet").exists())
+    older = pd.read_parquet(first).assign(note="older")
+    older.to_parquet(first)
+    df = gradflow.load(root, "metrics")
+    assert len(df) == len(older) + len(pd.read_parquet(second))
+    assert set(df.loc[df["note"] == "older", "run"]) == {first.parent.name}
+    assert df.loc[df["run"] == second.parent.name, "note"].isna().all()
+    assert cli("plot", str(root)).exit_code == 0
+
+
 # --- resume: sweep.yaml is the study's identity --------------------------------------------------------
 def test_changed_fixed_setting_replaces_and_shrunk_grid_leaves_stale_runs(cli, results):
     assert _sweep(cli, results, "model.depth=2,3,4").exit_code == 0

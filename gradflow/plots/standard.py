@@ -123,8 +123,11 @@ def standard_figures(path: str | Path, out_dir: str | Path, fmt: str = "png", in
     """The standard set for the run or sweep at `path`, from its tables on disk, into out_dir (stale and
     incomplete runs left out unless include_stale)."""
     import gradflow
+    from gradflow import store
 
-    tables = {t: gradflow.load(path, table=t, include_stale=include_stale) for t in ("layers", "metrics", "runs", "hist", "jacobian")}
+    listed = store.runs(path)  # every run.json read once for the four tables
+    tables = {t: store.load(path, t, include_stale, listed) for t in ("layers", "metrics", "hist", "jacobian")}
+    tables["runs"] = gradflow.load(path, table="runs", include_stale=include_stale)
     written = standard_set(tables["layers"], tables["metrics"], tables["runs"], out_dir, fmt,
                            hists=tables["hist"], jacobian=tables["jacobian"])
     if not written:
