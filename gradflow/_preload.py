@@ -4,7 +4,9 @@ in a worker neither walk these objects nor copy the pages they sit on. Not for i
 importing it freezes the garbage collector's view of the importing process.
 
 While it imports, Ctrl-C (sent to the whole process group) is ignored: the sweep's own process
-reports it, in one line; the workers forked afterwards get Python's usual handler back. Should an
+reports it, in one line. The workers forked afterwards hold a Ctrl-C until a job starts
+(`workers.job`), so one that comes while they are starting up ends the sweep without a traceback
+from their start-up code. Should an
 import ask whether CUDA is there, it asks NVML, which leaves the CUDA driver uninitialized: a
 process that initialized it cannot hand CUDA to the processes it forks.
 """
@@ -12,6 +14,7 @@ process that initialized it cannot hand CUDA to the processes it forks.
 import gc
 import os
 import signal
+import sys
 
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
@@ -28,4 +31,6 @@ os.register_at_fork(after_in_child=workers.leave_with_sweep)  # from its first m
 del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
 gc.collect()
 gc.freeze()
-signal.signal(signal.SIGINT, signal.default_int_handler)
+# the handler the workers start with (the server itself ignores Ctrl-C from here on: forkserver.main)
+signal.signal(signal.SIGINT, workers.hold_interrupt)
+sys.excepthook = workers.quiet_when_interrupted

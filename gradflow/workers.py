@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import sys
 import threading
 import time
@@ -127,15 +128,45 @@ _settled = False
 @contextmanager
 def job():
     """Around each job: once Ctrl-C has reached a worker, its sweep is ending, and the jobs joblib had
-    queued behind the interrupted one start nothing (not even their run.json)."""
+    queued behind the interrupted one start nothing (not even their run.json). A worker forked from
+    the fork server holds Ctrl-C outside its jobs (`hold_interrupt`) and takes it as usual in them."""
     global _interrupted
-    if _interrupted:
-        raise KeyboardInterrupt
+    held = signal.getsignal(signal.SIGINT) is hold_interrupt
+    if held:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
+        if _interrupted:
+            raise KeyboardInterrupt
         yield
     except KeyboardInterrupt:
         _interrupted = in_worker()
         raise
+    finally:
+        if held:
+            signal.signal(signal.SIGINT, hold_interrupt)
+
+
+def hold_interrupt(signum, frame) -> None:
+    """The Ctrl-C handler of a worker forked from the fork server while it runs no job: starting up,
+    or waiting for one. It raises nothing there (a KeyboardInterrupt in loky's start-up code is a
+    traceback on the user's terminal); the worker's next job starts nothing instead."""
+    global _interrupted
+    _interrupted = True
+
+
+def quiet_when_interrupted(kind, value, tb) -> None:
+    """sys.excepthook of the workers forked from the fork server, which reports a worker that failed
+    to start or to run its loop: nothing once Ctrl-C has reached the worker or its sweep has ended
+    (within a couple of seconds), e.g. when a sweep's Ctrl-C released the pool's semaphores while the
+    worker was still unpacking them. That says nothing the sweep's own line does not."""
+    from gradflow import store
+
+    deadline = time.monotonic() + 2.0
+    while not _interrupted and store._alive(owner()):
+        if time.monotonic() > deadline:
+            sys.__excepthook__(kind, value, tb)
+            return
+        time.sleep(0.05)
 
 
 _interrupted = False
@@ -189,3 +220,14 @@ def stop() -> None:
     executor = getattr(loky, "_executor", None) if loky else None
     if executor is not None:
         executor.shutdown(wait=True, kill_workers=True)
+
+
+def release_semaphores() -> None:
+    """Unlink the semaphores this process made for its workers, before a Ctrl-C exit that skips the
+    interpreter's shutdown (os._exit): else multiprocessing's resource tracker finds them and warns
+    about "leaked semaphore objects" on the user's terminal. Runs only multiprocessing's finalizers of
+    priority 0 and up (each semaphore's unlink); those that join threads or processes (negative
+    priorities) are left out, so this never waits."""
+    from multiprocessing import util
+
+    util._run_finalizers(0)  # noqa: SLF001  (the first step of multiprocessing's own exit handler)

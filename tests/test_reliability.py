@@ -383,19 +383,43 @@ def _group_processes(pgid: int) -> list[str]:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the fork server is used on Linux only")
-def test_ctrl_c_while_the_fork_server_imports_is_one_line(results):
+def test_ctrl_c_while_a_config_is_composed_waits_for_the_compose():
+    """OmegaConf updates nodes in place: a KeyboardInterrupt halfway leaves a config half built and
+    the error that follows is a traceback. A Ctrl-C during the compose is raised when it is done."""
+    from gradflow.sweep import _composing
+
+    saved = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        finished = []
+        with pytest.raises(KeyboardInterrupt):
+            with _composing():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # the signal has been delivered by now
+                finished.append(True)
+        assert finished == [True]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, saved)
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.5])
+def test_ctrl_c_while_the_fork_server_imports_is_one_line(results, delay):
     """Ctrl-C reaches the whole process group, the fork server too, which may still be importing torch
-    (~3 s from the command's start): exit 130, no traceback from the server, and no process left
-    behind holding the command's output (a worker forked after the sweep's process left exits too)."""
+    (~3 s from the command's start): exit 130, no traceback from the server, no warning about leaked
+    semaphores (the workers' pool was being set up), and no process left behind holding the
+    command's output (a worker forked after the sweep's process left exits too)."""
     args = [sys.executable, "-m", "gradflow", "sweep", *SMALL, "model.depth=2,3", "hydra/launcher=joblib",
             "hydra.launcher.n_jobs=2", f"results={results}", "--name", "early"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
                             start_new_session=True)
     first = proc.stdout.readline()  # "sweep <folder>: 2 runs ...", printed once planning is done
+    time.sleep(delay)
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=60)  # until every writer of the pipes is gone, the server too
     assert first.startswith("sweep ") and proc.returncode == 130, first + out + err
     assert "Traceback" not in err, err
+    assert "runs finished; rerun the same command to resume" in err, err  # its line, however early the Ctrl-C
+    assert "leaked" not in err, err
     time.sleep(1)
     assert _group_processes(proc.pid) == []
 

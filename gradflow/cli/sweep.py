@@ -52,12 +52,7 @@ def report_page(paths: list, write: bool) -> None:
         console.print(f"report page (--report writes it): {report_mod.page_path(paths)}", highlight=False)
 
 
-def run_plan(p, table: bool = True) -> pd.DataFrame:
-    """Launch a planned sweep with a progress display, then show (or count) and return its runs table.
-    Ctrl-C: one line (runs finished, rerun resumes), the run in flight marked interrupted, exit 130."""
-    from gradflow import sweep as sweep_mod
-
-    skipped = len(p.jobs) - len(p.to_run)
+def _header(p, skipped: int) -> None:
     console.print(f"sweep [bold]{p.root}[/]: {len(p.jobs)} runs over {', '.join(p.swept) or 'no swept key'}"
                   f" with the {p.launcher} launcher" + (f"; {skipped} already finished, skipped" if skipped else ""),
                   soft_wrap=True)
@@ -67,30 +62,40 @@ def run_plan(p, table: bool = True) -> pd.DataFrame:
     if p.stale:
         console.print(f"[yellow]{p.stale} runs in {p.root} are not points of this sweep (stale); "
                       f"`gradflow clean {p.root} --stale` removes them[/]", soft_wrap=True)
-    with progress_bar(transient=False) as progress:
-        runs = progress.add_task("runs", total=len(p.to_run), visible=bool(p.to_run))
-        current = progress.add_task("current run", total=None, visible=p.launcher == "basic" and bool(p.to_run))
 
-        def on_step(job: str, t: int, n: int) -> None:
-            progress.update(current, description=job[:48], completed=t + 1, total=n + 1)
 
-        watcher = sweep_mod.Watcher(p, lambda done: progress.update(runs, completed=done))
-        watcher.start()
-        try:
-            sweep_mod.launch(p, on_step)
-        except KeyboardInterrupt:
-            signal.signal(signal.SIGINT, lambda *_: os._exit(INTERRUPTED_EXIT))  # a second Ctrl-C: leave now
-            progress.stop()
-            workers.stop()
-            done = watcher.count()
-            watcher.stop.set()
-            leave_interrupted(f"interrupted: {done} of {len(p.to_run)} runs finished"
-                              + (f" ({skipped} more from before)" if skipped else "")
-                              + "; rerun the same command to resume")
-        finally:
-            watcher.stop.set()
-            progress.update(runs, completed=watcher.count())
-            progress.update(current, visible=False)
+def run_plan(p, table: bool = True) -> pd.DataFrame:
+    """Launch a planned sweep with a progress display, then show (or count) and return its runs table.
+    Ctrl-C: one line (runs finished, rerun resumes), the run in flight marked interrupted, exit 130."""
+    from gradflow import sweep as sweep_mod
+
+    skipped = len(p.jobs) - len(p.to_run)
+    watcher = None  # counts the finished runs; Ctrl-C before it exists has finished none
+    try:  # Ctrl-C is one line and exit 130, however early it comes
+        _header(p, skipped)
+        with progress_bar(transient=False) as progress:
+            runs = progress.add_task("runs", total=len(p.to_run), visible=bool(p.to_run))
+            current = progress.add_task("current run", total=None, visible=p.launcher == "basic" and bool(p.to_run))
+
+            def on_step(job: str, t: int, n: int) -> None:
+                progress.update(current, description=job[:48], completed=t + 1, total=n + 1)
+
+            watcher = sweep_mod.Watcher(p, lambda done: progress.update(runs, completed=done))
+            watcher.start()
+            try:
+                sweep_mod.launch(p, on_step)
+            finally:
+                watcher.stop.set()
+                progress.update(runs, completed=watcher.count())
+                progress.update(current, visible=False)
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, lambda *_: os._exit(INTERRUPTED_EXIT))  # a second Ctrl-C: leave now
+        workers.stop()
+        workers.release_semaphores()
+        done = watcher.count() if watcher is not None else 0
+        leave_interrupted(f"interrupted: {done} of {len(p.to_run)} runs finished"
+                          + (f" ({skipped} more from before)" if skipped else "")
+                          + "; rerun the same command to resume")
     df, swept = runs_view(p.root)
     df = df[df[store.RUN].isin([j.name for j in p.jobs])]
     if table:
