@@ -156,9 +156,9 @@ def hold_interrupt(signum, frame) -> None:
 
 def quiet_when_interrupted(kind, value, tb) -> None:
     """sys.excepthook of the workers forked from the fork server, which reports a worker that failed
-    to start or to run its loop: nothing once Ctrl-C has reached the worker or its sweep has ended
-    (within a couple of seconds), e.g. when a sweep's Ctrl-C released the pool's semaphores while the
-    worker was still unpacking them. That says nothing the sweep's own line does not."""
+    to start: nothing once Ctrl-C has reached the worker or its sweep has ended (within a couple of
+    seconds), e.g. when a sweep's Ctrl-C released the pool's semaphores while the worker was still
+    unpacking them. That says nothing the sweep's own line does not."""
     from gradflow import store
 
     deadline = time.monotonic() + 2.0
@@ -226,8 +226,8 @@ def release_semaphores() -> None:
     """Unlink the semaphores this process made for its workers, before a Ctrl-C exit that skips the
     interpreter's shutdown (os._exit): else multiprocessing's resource tracker finds them and warns
     about "leaked semaphore objects" on the user's terminal. Runs only multiprocessing's finalizers of
-    priority 0 and up (each semaphore's unlink); those that join threads or processes (negative
-    priorities) are left out, so this never waits."""
+    priority 0 and up (each semaphore's unlink, a queue's close); those that join a queue's thread
+    (negative priorities) are left out. (A Pool's or a Manager's would wait; a sweep makes neither.)"""
     from multiprocessing import util
 
     util._run_finalizers(0)  # noqa: SLF001  (the first step of multiprocessing's own exit handler)

@@ -278,6 +278,20 @@ def test_the_update_ratio_is_the_weights_difference_whatever_the_optimizer(name)
         assert got == pytest.approx(applied, rel=1e-4)
 
 
+def test_the_update_ratio_follows_an_optimizer_whose_state_was_loaded():
+    """load_state_dict replaces the optimizer's groups (here lr 0.05 -> 0.5): the probes read the new
+    ones, not those of their first probed step."""
+    cfg, data, model = _setup(["model.activation=tanh"])
+    probes = Probes(model, cfg.model.activation)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    _probed_steps(model, opt, probes, data, steps=1)
+    state = opt.state_dict()
+    state["param_groups"][0]["lr"] = 0.5
+    opt.load_state_dict(state)
+    for got, applied in _probed_steps(model, opt, probes, data, steps=2):
+        assert got == pytest.approx(applied, rel=1e-4)
+
+
 def test_sgds_update_is_read_exactly_where_the_float32_weights_cannot_show_it():
     cfg, data, model = _setup(["model.activation=tanh"])
     probes = Probes(model, cfg.model.activation)

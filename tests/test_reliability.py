@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import gradflow
-from gradflow import store
+from gradflow import store, workers
 from gradflow import sweep as sweep_mod
 from gradflow.errors import GradflowError
 
@@ -382,7 +382,6 @@ def _group_processes(pgid: int) -> list[str]:
             if line.split() and line.split()[0] == str(pgid) and not line.split()[1].startswith("Z")]
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="the fork server is used on Linux only")
 def test_ctrl_c_while_a_config_is_composed_waits_for_the_compose():
     """OmegaConf updates nodes in place: a KeyboardInterrupt halfway leaves a config half built and
     the error that follows is a traceback. A Ctrl-C during the compose is raised when it is done."""
@@ -402,6 +401,28 @@ def test_ctrl_c_while_a_config_is_composed_waits_for_the_compose():
         signal.signal(signal.SIGINT, saved)
 
 
+def test_a_forked_worker_holds_ctrl_c_outside_its_jobs_and_then_starts_none(monkeypatch):
+    """A worker forked from the fork server starts with workers.hold_interrupt: Ctrl-C raises nothing
+    while it starts up or waits; in a job it is Python's usual KeyboardInterrupt; after a held one,
+    the next job starts nothing."""
+    monkeypatch.setattr(workers, "_interrupted", False)
+    saved = signal.signal(signal.SIGINT, workers.hold_interrupt)
+    try:
+        with workers.job():  # a job: Ctrl-C is a KeyboardInterrupt there
+            assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGINT) is workers.hold_interrupt
+        os.kill(os.getpid(), signal.SIGINT)  # between jobs: held, nothing raised
+        time.sleep(0.05)
+        started = []
+        with pytest.raises(KeyboardInterrupt):
+            with workers.job():
+                started.append(True)
+        assert started == [] and signal.getsignal(signal.SIGINT) is workers.hold_interrupt
+    finally:
+        signal.signal(signal.SIGINT, saved)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the fork server is used on Linux only")
 @pytest.mark.parametrize("delay", [0.0, 0.5])
 def test_ctrl_c_while_the_fork_server_imports_is_one_line(results, delay):
     """Ctrl-C reaches the whole process group, the fork server too, which may still be importing torch

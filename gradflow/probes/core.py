@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+import weakref
 from types import SimpleNamespace
 from typing import Sequence
 
@@ -115,7 +116,7 @@ class Probes:
         self.armed = False
         self._hooks: list = []
         self._plans: dict = {}  # how each layout of activation outputs is stacked and reduced (see _plan)
-        self._sgd_groups: tuple | None = None  # (optimizer, its group count, each weight's group): SGDUpdate.of
+        self._sgd_groups: tuple | None = None  # (optimizer, its groups, their count, each weight's): SGDUpdate.of
         self._constants: dict = {}  # small threshold tensors, copied to the device once
         self._buffers: dict = {}  # scratch space reused by every probed step: fresh large allocations are slow
         self._reset()
@@ -231,17 +232,18 @@ class Probes:
         optimizer and group count rather than at every probed step."""
         if optimizer is None:
             return None
+        groups = optimizer.param_groups  # a new list after load_state_dict, a longer one after add_param_group
         cached = self._sgd_groups
-        if cached is None or cached[0] is not optimizer or cached[1] != len(optimizer.param_groups):
-            group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
-            cached = self._sgd_groups = (optimizer, len(optimizer.param_groups),
+        if cached is None or cached[0]() is not optimizer or cached[1] is not groups or cached[2] != len(groups):
+            group_of = {id(p): g for g in groups for p in g["params"]}
+            cached = self._sgd_groups = (weakref.ref(optimizer), groups, len(groups),
                                          [group_of.get(id(w)) for w in self.weights])
-        return cached[2]
+        return cached[3]
 
     def _activation_primitives(self) -> None:
         at = [i for i, y in enumerate(self._acts) if y is not None]
         acts = [self._acts[i] for i in at]
-        key = (tuple(at), tuple(y.shape for y in acts), tuple(y.dtype for y in acts))
+        key = (tuple(at), tuple(y.shape for y in acts), tuple(y.dtype for y in acts), acts[0].device if acts else None)
         plan = self._plans.get(key) or self._plan(key, at, acts)
         for group in plan:
             y = torch.stack([acts[j] for j in group.members], out=group.stack).flatten(1)
