@@ -151,7 +151,7 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
 
     # Each step's bookkeeping lands in a row of two small device buffers (one write each, no sync);
     # every few steps the rows are folded at once into the window sums and the divergence state.
-    rows = max(1, min(tc.check_every, tc.eval_every, steps + 1, 64))
+    rows = max(1, min(check_every, eval_every, steps + 1, 64))
     dtype = torch.float64 if any(p.dtype == torch.float64 for p in params) else torch.float32
     scalars = torch.zeros(rows, 4, dtype=dtype, device=device)  # batch loss, batch accuracy, total grad norm, clipped
     norm_rows = torch.zeros(rows, len(ordered), dtype=dtype, device=device)  # each parameter's gradient norm

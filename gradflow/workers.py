@@ -220,14 +220,3 @@ def stop() -> None:
     executor = getattr(loky, "_executor", None) if loky else None
     if executor is not None:
         executor.shutdown(wait=True, kill_workers=True)
-
-
-def release_semaphores() -> None:
-    """Unlink the semaphores this process made for its workers, before a Ctrl-C exit that skips the
-    interpreter's shutdown (os._exit): else multiprocessing's resource tracker finds them and warns
-    about "leaked semaphore objects" on the user's terminal. Runs only multiprocessing's finalizers of
-    priority 0 and up (each semaphore's unlink, a queue's close); those that join a queue's thread
-    (negative priorities) are left out. (A Pool's or a Manager's would wait; a sweep makes neither.)"""
-    from multiprocessing import util
-
-    util._run_finalizers(0)  # noqa: SLF001  (the first step of multiprocessing's own exit handler)

@@ -54,8 +54,15 @@ INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports a Ctrl-C'd command
 def leave_interrupted(message: str) -> None:
     """After Ctrl-C: one line on stderr, then exit 130 at once. A second Ctrl-C while saying it leaves
     at once too. The exit skips interpreter shutdown, where a late signal would otherwise end the
-    process as killed by SIGINT instead of with its exit code; locks are the OS's and go with it."""
+    process as killed by SIGINT instead of with its exit code; locks are the OS's and go with it.
+    Of that shutdown, only multiprocessing's finalizers of priority 0 and up run first: they unlink
+    the semaphores a joblib sweep made for its workers, which multiprocessing's resource tracker
+    would otherwise find and warn about as "leaked" on the terminal. Those that join a queue's thread
+    (negative priorities) are left out; a Pool's or a Manager's would wait, and gradflow makes neither."""
+    from multiprocessing import util
+
     signal.signal(signal.SIGINT, lambda *_: os._exit(INTERRUPTED_EXIT))
+    util._run_finalizers(0)  # noqa: SLF001  (the first step of multiprocessing's own exit handler)
     err_console.print(message, highlight=False, soft_wrap=True)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -91,7 +91,6 @@ def run_plan(p, table: bool = True) -> pd.DataFrame:
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, lambda *_: os._exit(INTERRUPTED_EXIT))  # a second Ctrl-C: leave now
         workers.stop()
-        workers.release_semaphores()
         done = watcher.count() if watcher is not None else 0
         leave_interrupted(f"interrupted: {done} of {len(p.to_run)} runs finished"
                           + (f" ({skipped} more from before)" if skipped else "")

@@ -190,7 +190,7 @@ class Probes:
                 if grad_norms is None:
                     grad_norms = self._norms(grads)
                 self._add(grad_norms, ("grad_norm", self._weight_at), ("bias_grad_norm", self._bias_at),
-                          exact=(lambda: grads, 1.0))
+                          exact=(grads, 1.0))
             if self._weight_norms:
                 self._add(self._norms(self.weights), ("weight_norm", self._weight_at))
             if self._ratio:
@@ -204,7 +204,7 @@ class Probes:
                 if at:
                     signals = [self._signals[i] for i in at]
                     self._signal_scale[at] = [math.sqrt(g.shape[0]) for g in signals]
-                    self._add(self._norms(signals), ("signal_norm", np.array(at)), exact=(lambda: signals, 1.0))
+                    self._add(self._norms(signals), ("signal_norm", np.array(at)), exact=(signals, 1.0))
             if self._keep_acts:
                 self._activation_primitives()
             if self.histograms:  # (points, 2, kinds): activation and dL/dz counts, NaN where a point has no such tensor
@@ -224,7 +224,7 @@ class Probes:
                 torch._foreach_sub_(updates, self.weights)  # now -dW
             else:
                 updates = self._sgd.directions()  # dW / lr (lr applied on the host, in fetch)
-            self._add(self._norms(updates), ("update_norm", self._weight_at), exact=(lambda: updates, 1.0))
+            self._add(self._norms(updates), ("update_norm", self._weight_at), exact=(updates, 1.0))
         self._updated = True
 
     def _optimizer_groups(self, optimizer) -> list | None:
@@ -253,7 +253,7 @@ class Probes:
                 if k in stats:
                     self._add(stats[k], (f"act_{k}", group.points))
             # y now holds the outputs less their means: the std's exact recomputation reads it
-            self._add(stats["std"], ("act_std", group.points), exact=(y.unbind, group.std_factor))
+            self._add(stats["std"], ("act_std", group.points), exact=(y.unbind(0), group.std_factor))
             self._counts[group.points] = group.units
 
     def _plan(self, key, at: list[int], acts: list[torch.Tensor]) -> list[SimpleNamespace]:
@@ -280,7 +280,7 @@ class Probes:
     def _add(self, values: torch.Tensor, *segments: tuple[str, np.ndarray], exact=None) -> None:
         """A device tensor of primitives, in `segments`: (primitive, the points of its values).
 
-        `exact`: for norms, (a function giving the tensors whose norms `values` are, in order, a factor):
+        `exact`: for norms, (the tensors whose norms `values` are, in order, a factor):
         float32 norms underflow to 0 below ~1e-19 per entry and overflow above ~1e19, which vanishing and
         exploding nets reach; fetch recomputes such values in float64 from these tensors (kept until then)."""
         self._pieces.append((values, [(_ROW[name], at) for name, at in segments], exact))
@@ -377,14 +377,11 @@ class SGDUpdate:
         self.lr = lr  # each weight's learning rate (one for all) as the step used it (a schedule moves it after)
 
     @classmethod
-    def of(cls, optimizer, weights: list[torch.Tensor], groups: list | None = None) -> SGDUpdate | None:
+    def of(cls, optimizer, weights: list[torch.Tensor], groups: list | None) -> SGDUpdate | None:
         """How to read `optimizer`'s next update of `weights`, or None where it cannot be read.
-        `groups`: each weight's parameter group, when the caller knows them (else they are looked up)."""
+        `groups`: each weight's parameter group in it (None where it has none: Probes._optimizer_groups)."""
         if type(optimizer) is not torch.optim.SGD or not weights:
             return None
-        if groups is None:
-            group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
-            groups = [group_of.get(id(w)) for w in weights]
         if any(g is None for g in groups) or any(w.grad is None for w in weights):  # a weight it will not update
             return None
         distinct = list({id(g): g for g in groups}.values())
@@ -447,12 +444,12 @@ def _activation_stats(y: torch.Tensor, group: SimpleNamespace) -> dict:
     return out
 
 
-def _exact_extremes(norms: np.ndarray, tensors, factor: float) -> None:
-    """`norms` (a view of fetched values: factor x the 2-norms of `tensors()`) with those outside
+def _exact_extremes(norms: np.ndarray, tensors: Sequence[torch.Tensor], factor: float) -> None:
+    """`norms` (a view of fetched values: factor x the 2-norms of `tensors`) with those outside
     float32's safe range (see Probes._add) recomputed in float64, in place."""
     scaled = norms / factor
     if ((scaled < EXACT_RANGE[0]) | (scaled > EXACT_RANGE[1])).any():  # NaN compares False: left as is
-        norms[:] = exact_norms(scaled, tensors()) * factor
+        norms[:] = exact_norms(scaled, tensors) * factor
 
 
 def exact_norms(norms: np.ndarray, tensors: list[torch.Tensor]) -> np.ndarray:
