@@ -147,6 +147,7 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
     batches = Batches(len(data.x_train), tc.batch_size, cfg.seed, device)
     probed = set(schedule(steps, cfg.probe.every, cfg.probe.points))
     res = TrainResult()
+    readings = []  # each probed step's primitives, made into tables after the loop
     n_points = len(probes.weights)
 
     # Each step's bookkeeping lands in a row of two small device buffers (one write each, no sync);
@@ -249,12 +250,9 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
         if probing or t % check_every == 0 or t == steps or used == rows:
             fold()
         if probing:
-            values, mask, (first,) = probes.fetch(bad_step)  # note: the probed step's one host sync point
+            reading, (first,) = probes.read(bad_step)  # note: the probed step's one host sync point
             res.probe_steps.append(t)
-            res.probe_values.append(values)
-            res.probe_masks.append(mask)
-            if probes.histograms:
-                res.histograms.append(probes.fetch_histograms())  # fetched with the values
+            readings.append(reading)
             if t + 1 not in probed:
                 probes.remove()  # the unprobed steps run without hooks
         if on_step:
@@ -269,5 +267,11 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
                 layers = torch.nonzero(bad_layers).flatten().tolist()
                 res.diverged_layer = probes.weight_points[layers[0]] if layers else None
                 break
+    for reading in readings:  # the tables, made outside the steps (see gradflow.probes.core)
+        values, mask = probes.table(reading)
+        res.probe_values.append(values)
+        res.probe_masks.append(mask)
+        if reading.hist is not None:
+            res.histograms.append(reading.hist)
     res.train_time = time.perf_counter() - start
     return res

@@ -11,9 +11,13 @@ points rather than a dozen small kernels per layer:
                      optimizer's update can be read after its step (below)
   after_update()     ||dW|| as one foreach norm: of W(before) - W(after) from the copy, or of the
                      update plain SGD applied, read from its state
-fetch() then copies every primitive of the step to the host in one concatenated tensor (note:
-the one host sync point of a probed step), spreads them over the points by index with numpy and
-evaluates the registry's quantities there, in float64. Probes never change the optimizer's state
+read() then copies every primitive of the step to the host in one concatenated tensor (note:
+the one host sync point of a probed step) and recomputes, from the step's tensors, any norm that
+float32 cannot hold; table() spreads a reading over the points by index with numpy and evaluates
+the registry's quantities there, in float64. The training loop keeps its readings and makes their
+tables after the loop: host work inside a probed step runs with caches the step has just filled
+with weights and activations, where each numpy call costs tens of microseconds instead of one.
+fetch() is the two at once. Probes never change the optimizer's state
 or write files; they read plain SGD's (see SGDUpdate), because copying every weight before the
 step and subtracting it after was about a fifth of a probed step's cost.
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 import functools
 import math
 import weakref
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Sequence
 
@@ -40,7 +45,22 @@ _BY_MODULE = {a.torch_name: a for a in activations.ACTIVATIONS.values()}
 EXACT_RANGE = (1e-14, 1e18)
 PRIMITIVES = ("grad_norm", "bias_grad_norm", "weight_norm", "signal_norm", "act_count", "act_sum", "act_std",
               "act_saturated", "act_dead", "update_norm")
-_ROW = {name: j for j, name in enumerate(PRIMITIVES)}  # a primitive's row in fetch's (primitives, points) array
+_NO_POINTS = np.zeros(0, int)
+_ROW = {name: j for j, name in enumerate(PRIMITIVES)}  # a primitive's row in table's (primitives, points) array
+
+
+@dataclass
+class Reading:
+    """One probed step's primitives on the host, as read() fetched them; Probes.table() makes its table."""
+
+    values: np.ndarray  # piece after piece, in the primitives' dtype (float64 where one was recomputed)
+    dests: list[np.ndarray]  # each piece's places in the flattened (primitives, points) array
+    counts: list[tuple[np.ndarray, float]]  # (points, units per activation output) of each stacked group
+    signal_at: np.ndarray  # the points with a back-propagated signal, and each one's batch size
+    signal_batch: list[int]
+    lr: np.ndarray | float | None  # plain SGD's learning rate(s) where the update norm is lr ||d||
+    updated: bool  # the optimizer stepped: the update's primitives are in
+    hist: np.ndarray | None  # (points, 2, kinds) histogram counts
 
 
 def _param(module, name: str):
@@ -113,6 +133,11 @@ class Probes:
         self._ratio = any(QUANTITIES[q].when == UPDATE for q in self.quantities)
         self._weight_norms = self._ratio or "weight_norm" in self.quantities
         self._weight_at, self._bias_at = np.array(self.weight_points, int), np.array(self.bias_points, int)
+        # where each piece's values go in the flattened (primitives, points) table: see Reading
+        self._dest_grad = np.concatenate([self._dest("grad_norm", self._weight_at), self._dest("bias_grad_norm", self._bias_at)])
+        self._dest_weight, self._dest_update = self._dest("weight_norm", self._weight_at), self._dest("update_norm", self._weight_at)
+        self._signal_layouts: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # points -> (points, dests)
+        self._hist = None
         self.armed = False
         self._hooks: list = []
         self._plans: dict = {}  # how each layout of activation outputs is stacked and reduced (see _plan)
@@ -138,11 +163,17 @@ class Probes:
         n = len(self.points)
         self._signals: list[torch.Tensor | None] = [None] * n  # dL/dz at each point's output
         self._acts: list[torch.Tensor | None] = [None] * n  # the activation output after each point
-        self._pieces: list = []  # (device tensor, segments: (row of a primitive, point indices), exact: see _add)
-        self._counts = np.full(n, np.nan)  # units per activation output, known on the host
-        self._signal_scale = np.full(n, np.nan)  # sqrt(batch) where a point has a signal (see fetch)
+        self._exact: list = []  # (device tensor, dests, the tensors whose norms it holds, factor): see _add
+        self._plain: list = []  # (device tensor, dests) of the other primitives
+        self._exact_size = self._plain_size = 0  # how many values the exact pieces hold, and the others
+        self._counts: list = []  # (points, units) of each stacked group of activation outputs
+        self._signal_at, self._signal_batch = _NO_POINTS, []
         self._sgd: SGDUpdate | None = None  # where the step's update is read, if not from a copy
         self._updated = False
+
+    def _dest(self, primitive: str, at: np.ndarray) -> np.ndarray:
+        """The places of `primitive` at points `at` in the flattened (primitives, points) table."""
+        return _ROW[primitive] * len(self.points) + at
 
     def remove(self) -> None:
         """Remove the hooks (before an unprobed step, and at the end); arm() registers them again."""
@@ -189,10 +220,9 @@ class Probes:
                 grads = [p.grad if p.grad is not None else p.new_zeros(()) for p in self.params]
                 if grad_norms is None:
                     grad_norms = self._norms(grads)
-                self._add(grad_norms, ("grad_norm", self._weight_at), ("bias_grad_norm", self._bias_at),
-                          exact=(grads, 1.0))
+                self._add(grad_norms, self._dest_grad, exact=(grads, 1.0))
             if self._weight_norms:
-                self._add(self._norms(self.weights), ("weight_norm", self._weight_at))
+                self._add(self._norms(self.weights), self._dest_weight)
             if self._ratio:
                 self._sgd = SGDUpdate.of(optimizer, self.weights, self._optimizer_groups(optimizer))
                 if self._sgd is None:  # the weights before the update, copied into kept buffers
@@ -200,11 +230,15 @@ class Probes:
                                     for j, w in enumerate(self.weights)]
                     torch._foreach_copy_(self._before, self.weights)
             if self._keep_signals:
-                at = [i for i, g in enumerate(self._signals) if g is not None]
+                at = tuple(i for i, g in enumerate(self._signals) if g is not None)
                 if at:
                     signals = [self._signals[i] for i in at]
-                    self._signal_scale[at] = [math.sqrt(g.shape[0]) for g in signals]
-                    self._add(self._norms(signals), ("signal_norm", np.array(at)), exact=(signals, 1.0))
+                    layout = self._signal_layouts.get(at)
+                    if layout is None:
+                        points = np.array(at)
+                        layout = self._signal_layouts[at] = (points, self._dest("signal_norm", points))
+                    self._signal_at, self._signal_batch = layout[0], [g.shape[0] for g in signals]
+                    self._add(self._norms(signals), layout[1], exact=(signals, 1.0))
             if self._keep_acts:
                 self._activation_primitives()
             if self.histograms:  # (points, 2, kinds): activation and dL/dz counts, NaN where a point has no such tensor
@@ -224,7 +258,7 @@ class Probes:
                 torch._foreach_sub_(updates, self.weights)  # now -dW
             else:
                 updates = self._sgd.directions()  # dW / lr (lr applied on the host, in fetch)
-            self._add(self._norms(updates), ("update_norm", self._weight_at), exact=(updates, 1.0))
+            self._add(self._norms(updates), self._dest_update, exact=(updates, 1.0))
         self._updated = True
 
     def _optimizer_groups(self, optimizer) -> list | None:
@@ -251,10 +285,10 @@ class Probes:
             stats = _activation_stats(y, group)
             for k in ("sum", "saturated", "dead"):
                 if k in stats:
-                    self._add(stats[k], (f"act_{k}", group.points))
-            # y now holds the outputs less their means: the std's exact recomputation reads it
-            self._add(stats["std"], ("act_std", group.points), exact=(y.unbind(0), group.std_factor))
-            self._counts[group.points] = group.units
+                    self._add(stats[k], group.dests[k])
+            # y now holds the outputs less their means: the std's exact recomputation reads its rows
+            self._add(stats["std"], group.dests["std"], exact=(y, group.std_factor))
+            self._counts.append((group.points, group.units))
 
     def _plan(self, key, at: list[int], acts: list[torch.Tensor]) -> list[SimpleNamespace]:
         """How activation outputs of this layout are reduced: grouped by shape and dtype, each group
@@ -273,62 +307,79 @@ class Probes:
             bounds = self.constant([s.saturation if s is not None and s.saturation else (-math.inf, math.inf)
                                     for s in specs], first.device, torch.float32)
             scratch = self.buffer(("scratch", len(members), units), (len(members), units), torch.float32, first.device)
-            plan.append(_reduction(specs, bounds, scratch, members=members, points=points, stack=stack))
+            dests = {k: self._dest(f"act_{k}", points) for k in ("sum", "saturated", "dead", "std")}
+            plan.append(_reduction(specs, bounds, scratch, members=members, points=points, stack=stack, dests=dests))
         self._plans[key] = plan
         return plan
 
-    def _add(self, values: torch.Tensor, *segments: tuple[str, np.ndarray], exact=None) -> None:
-        """A device tensor of primitives, in `segments`: (primitive, the points of its values).
+    def _add(self, values: torch.Tensor, dests: np.ndarray, exact: tuple | None = None) -> None:
+        """A 1-d device tensor of primitives, to go to `dests` in the flattened (primitives, points) table.
 
-        `exact`: for norms, (the tensors whose norms `values` are, in order, a factor):
+        `exact`: for norms, (the tensors whose norms `values` are, in order, a factor that scales them):
         float32 norms underflow to 0 below ~1e-19 per entry and overflow above ~1e19, which vanishing and
-        exploding nets reach; fetch recomputes such values in float64 from these tensors (kept until then)."""
-        self._pieces.append((values, [(_ROW[name], at) for name, at in segments], exact))
+        exploding nets reach; read() recomputes such values in float64 from these tensors (kept until then)."""
+        if exact is None:
+            self._plain.append((values, dests))
+            self._plain_size += len(dests)
+        else:
+            self._exact.append((values, dests, *exact))
+            self._exact_size += len(dests)
 
     @staticmethod
     def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
         return torch.stack(torch._foreach_norm(tensors))
 
-    # --- one host copy, the table assembled by index ---
-    def fetch(self, *carry: torch.Tensor) -> tuple[np.ndarray, np.ndarray, list[float]]:
-        """The probed step's (points, quantities) table and mask on the host, by quantity name, and
-        the values of the `carry` scalars (the caller's own, brought back in the same copy).
-
-        Note: the device->host sync point of a probed step, one copy for all values (and histograms).
-        """
-        pieces = [v.reshape(-1) for v, _, _ in self._pieces] + [c.reshape(1) for c in carry]
+    # --- one host copy per probed step; the table assembled by index, then or later ---
+    def read(self, *carry: torch.Tensor) -> tuple[Reading, list[float]]:
+        """The probed step's primitives on the host, and the values of the `carry` scalars (the
+        caller's own, brought back in the same copy). Norms outside float32's range are recomputed
+        here, while the step's tensors are at hand. Note: the device->host sync point of a probed
+        step, one copy for all values (and histograms)."""
+        pieces = [v for v, *_ in self._exact] + [v for v, _ in self._plain] + [c.reshape(1) for c in carry]
         if self.histograms:
             pieces.append(self._histograms.reshape(-1))
-        flat = torch.cat(pieces).cpu().numpy().astype(np.float64) if pieces else np.zeros(0)
+        flat = torch.cat(pieces).cpu().numpy() if pieces else np.zeros(0)  # float32 unless the model is float64
+        lo, hi = EXACT_RANGE
+        # plain Python over the few norms: in a probed step each numpy call costs tens of microseconds
+        if not all(lo <= v <= hi for v in flat[: self._exact_size].tolist()):  # (NaN too: left as is)
+            flat = flat.astype(np.float64)  # to hold the recomputed values
+            start = 0
+            for _, dests, tensors, factor in self._exact:
+                _exact_extremes(flat[start : start + len(dests)], tensors, factor)
+                start += len(dests)
+        size = self._exact_size + self._plain_size
+        n = len(self.points)
+        self._hist = flat[size + len(carry):].reshape(n, 2, len(HIST_KINDS)) if self.histograms else None
+        reading = Reading(flat[:size], [p[1] for p in self._exact] + [p[1] for p in self._plain], self._counts,
+                          self._signal_at, self._signal_batch, self._sgd.lr if self._sgd is not None else None,
+                          self._updated, self._hist)
+        carried = flat[size : size + len(carry)].tolist()
+        self._reset()
+        return reading, carried
+
+    def table(self, reading: Reading) -> tuple[np.ndarray, np.ndarray]:
+        """A reading's (points, quantities) values, in the order of `self.quantities`, and their mask
+        (False where a quantity does not apply to a point or was not taken at that step)."""
         n = len(self.points)
         got = np.full((len(PRIMITIVES), n), np.nan)
-        start = 0
-        for _, segments, exact in self._pieces:
-            size = sum(len(at) for _, at in segments)
-            chunk = flat[start : start + size]  # a view
-            if exact is not None:
-                _exact_extremes(chunk, *exact)
-            offset = 0
-            for row, at in segments:
-                got[row, at] = chunk[offset : offset + len(at)]
-                offset += len(at)
-            start += size
-        if self._sgd is not None:
-            got[_ROW["update_norm"], self._weight_at] *= self._sgd.lr
-        values_of_carry = flat[start : start + len(carry)].tolist()
-        start += len(carry)
-        self._hist = flat[start:].reshape(n, 2, len(HIST_KINDS)) if self.histograms else None
-        got[_ROW["act_count"]] = self._counts
-        has_signal = ~np.isnan(self._signal_scale)
+        if reading.dests:
+            got.flat[np.concatenate(reading.dests)] = reading.values
+        if reading.lr is not None:  # plain SGD: the update norm was read as ||d||
+            got[_ROW["update_norm"], self._weight_at] *= reading.lr
+        for points, units in reading.counts:
+            got[_ROW["act_count"], points] = units
         # RMS over the batch of each example's signal: sqrt(B) ||dL/dZ||_F
-        got[_ROW["signal_norm"]] *= self._signal_scale
+        scale = np.full(n, np.nan)
+        scale[reading.signal_at] = np.sqrt(reading.signal_batch)
+        got[_ROW["signal_norm"]] *= scale
+        has_signal = ~np.isnan(scale)
         stats = SimpleNamespace(**dict(zip(PRIMITIVES, got)))
         values = np.full((n, len(self.quantities)), np.nan)
         mask = self.applicable.copy()
         with np.errstate(divide="ignore", invalid="ignore"):
             for j, q in enumerate(self.quantities):
                 quantity = QUANTITIES[q]
-                if quantity.when == UPDATE and not self._updated:  # no update was taken at this step (the last one)
+                if quantity.when == UPDATE and not reading.updated:  # no update was taken at this step (the last one)
                     mask[:, j] = False
                     continue
                 values[:, j] = quantity.compute(stats)
@@ -336,11 +387,15 @@ class Probes:
                     mask[:, j] &= has_signal
                 if quantity.when == UPDATE:
                     mask[:, j] &= stats.weight_norm != 0  # a ratio to a zero weight (e.g. Fixup's) is undefined
-        self._reset()
-        return values, mask, values_of_carry
+        return values, mask
+
+    def fetch(self, *carry: torch.Tensor) -> tuple[np.ndarray, np.ndarray, list[float]]:
+        """read() and table() at once: the probed step's values and mask, and the `carry` values."""
+        reading, carried = self.read(*carry)
+        return (*self.table(reading), carried)
 
     def fetch_histograms(self) -> np.ndarray:
-        """(points, 2, kinds) counts of the probed step, fetched with `fetch` (call it first)."""
+        """(points, 2, kinds) counts of the last probed step read (call read or fetch first)."""
         return self._hist
 
     def buffer(self, key, shape: tuple, dtype, device) -> torch.Tensor:
