@@ -46,10 +46,10 @@ class Recorder:
             raise GradflowError(f"{self.path} exists and is not a gradflow run; give the Recorder a new folder")
         store.check_writable(self.path)
         self.probes = None  # built at the first probed forward pass, when an input exists
-        self._pending = False  # a probed step waits for its update (update_ratio) and its fetch
+        self._pending = False  # a probed step waits for its update (update_ratio) and its read
         self._pending_step = -1
         self._steps: list[int] = []
-        self._values, self._masks = [], []
+        self._readings: list = []  # each probed step's primitives; their tables are made at close()
         self._logged: list[tuple[int, str, torch.Tensor | float]] = []
         self._last_step = -1
         self._start = time.perf_counter()
@@ -100,7 +100,8 @@ class Recorder:
         self._finish_pending()
         names = self.probes.names if self.probes else []
         quantities = self.probes.quantities if self.probes else ()
-        store.write_layers(self.path, self._steps, names, quantities, self._values, self._masks)
+        tables = [self.probes.table(r) for r in self._readings]
+        store.write_layers(self.path, self._steps, names, quantities, [v for v, _ in tables], [m for _, m in tables])
         rows = self._metric_rows()
         store.write_metrics(self.path, rows)
         final = {f"{split}_{metric}": v for _, split, metric, v in rows}
@@ -145,10 +146,9 @@ class Recorder:
         if not self._pending:
             return
         self.probes.after_update()
-        values, mask, _ = self.probes.fetch()  # note: a host sync point, once per probed step
+        reading, _ = self.probes.read()  # note: a host sync point, once per probed step
         self._steps.append(self._pending_step)
-        self._values.append(values)
-        self._masks.append(mask)
+        self._readings.append(reading)
         self._pending = False
 
     def _metric_rows(self) -> list[tuple[int, str, str, float]]:

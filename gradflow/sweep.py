@@ -384,17 +384,21 @@ def _run_hydra(p: Plan, on_step: StepFn | None) -> None:
 def _hydra_composes_less():
     """Hydra composes every point of a batch to validate it, then the launcher composes each job again
     from the defaults list (~100 ms each). `plan` has already validated every value, so the first
-    compose is skipped, and each job's compose goes through `JobConfigLoader`."""
+    compose is skipped, and each job's compose goes through `JobConfigLoader`. Before all that, Hydra
+    composes the whole config once more only to read `hydra.mode`, which gradflow never sets: that
+    read answers None, as the compose did, and Hydra then runs the multirun that `--multirun` asks for."""
     from hydra._internal import hydra as hydra_internal
     from hydra.plugins.sweeper import Sweeper
 
-    check, loader = Sweeper.validate_batch_is_legal, hydra_internal.ConfigLoaderImpl
+    Hydra = hydra_internal.Hydra
+    check, loader, mode = Sweeper.validate_batch_is_legal, hydra_internal.ConfigLoaderImpl, Hydra.get_mode
     Sweeper.validate_batch_is_legal = lambda self, batch: None
     hydra_internal.ConfigLoaderImpl = JobConfigLoader
+    Hydra.get_mode = lambda self, config_name, overrides: None
     try:
         yield
     finally:
-        Sweeper.validate_batch_is_legal, hydra_internal.ConfigLoaderImpl = check, loader
+        Sweeper.validate_batch_is_legal, hydra_internal.ConfigLoaderImpl, Hydra.get_mode = check, loader, mode
         _composed.clear()
 
 

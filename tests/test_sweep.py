@@ -305,3 +305,23 @@ def test_job_configs_from_a_copy_equal_hydras_own_compose(tmp_path, fixed):
         assert len(sweep_mod._composed) == 2  # one compose per structure; the others were copies
     finally:
         sweep_mod._composed.clear()
+
+
+def test_a_sweep_of_values_composes_the_config_twice_in_all(results, monkeypatch):
+    """Hydra composes the whole config for the multirun, and once more only to read `hydra.mode`
+    (~0.2 s each, more than the machinery budget of a short job); the jobs of a grid of plain values
+    are copies of the first one's compose. So three points cost two composes: the multirun's and the
+    first job's."""
+    composes = []
+    compose = sweep_mod.JobConfigLoader.load_configuration
+
+    def counted(self, *args, **kwargs):
+        composes.append(args[0] if args else kwargs.get("config_name"))
+        return compose(self, *args, **kwargs)
+
+    monkeypatch.setattr(sweep_mod.JobConfigLoader, "load_configuration", counted)
+    p = sweep_mod.plan([*SMALL, "train.steps=1", "model.depth=1,2,3", f"results={results}"], "composes")
+    sweep_mod.launch(p)
+    assert sorted(r.name for r in p.root.iterdir() if (r / "run.json").exists()) == \
+        ["model.depth=1", "model.depth=2", "model.depth=3"]
+    assert len(composes) == 2, composes

@@ -134,8 +134,10 @@ class Probes:
         self._weight_norms = self._ratio or "weight_norm" in self.quantities
         self._weight_at, self._bias_at = np.array(self.weight_points, int), np.array(self.bias_points, int)
         # where each piece's values go in the flattened (primitives, points) table: see Reading
-        self._dest_grad = np.concatenate([self._dest("grad_norm", self._weight_at), self._dest("bias_grad_norm", self._bias_at)])
-        self._dest_weight, self._dest_update = self._dest("weight_norm", self._weight_at), self._dest("update_norm", self._weight_at)
+        self._dest_grad = np.concatenate([self._dest("grad_norm", self._weight_at),
+                                          self._dest("bias_grad_norm", self._bias_at)])
+        self._dest_weight = self._dest("weight_norm", self._weight_at)
+        self._dest_update = self._dest("update_norm", self._weight_at)
         self._signal_layouts: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # points -> (points, dests)
         self._hist = None
         self.armed = False
