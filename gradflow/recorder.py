@@ -84,7 +84,7 @@ class Recorder:
             raise
         if self.probes is None:
             raise GradflowError("rec.step() saw no forward pass of the model it was given")
-        self.probes.after_backward()
+        self.probes.after_backward(keep_grads=True)  # the loop may clip or zero them before the read
         self._pending, self._pending_step = True, step
 
     def log(self, step: int, **scalars) -> None:

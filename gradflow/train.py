@@ -222,7 +222,8 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
         torch.linalg.vector_norm(norms, out=total)
         torch.stack([loss.detach(), batch_acc.detach()], out=row[:2])
         if probing:
-            probes.after_backward(norms[: len(probes.params)], opt)
+            # clipping changes the gradients in place before the read: the probes keep a copy
+            probes.after_backward(norms[: len(probes.params)], opt, keep_grads=grad_clip > 0 or clip_value > 0)
         if t % eval_every == 0 or t == steps:  # every parameter's gradient norm (note: a host sync point)
             exact = exact_norms(norms.cpu().numpy(), grads).tolist()
             res.metrics += [(t, "grad", name, v) for name, v in zip(names, exact)]

@@ -322,3 +322,21 @@ def test_probe_phases_run_on_one_thread_and_give_the_threads_back():
         assert seen == [1, 1, 1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("clip", ["train.grad_clip=1.0", "train.clip_value=0.01"])
+def test_extreme_gradient_norms_are_exact_when_the_step_clips_them(clip):
+    """Clipping scales or clamps the gradients in place before the probed step's read: a norm beyond
+    float32's range must still be the float64 norm of the gradients the backward pass made."""
+    overrides = ["model.activation=relu", "model.depth=40", "init=orthogonal", "init.gain=5", "model.width=16"]
+    cfg, data, model = _setup([*overrides, "train.steps=1", clip])
+    reference = copy.deepcopy(model)
+    result = train(model, data, cfg, Probes(model, cfg.model.activation))
+    got = result.probe_values[0][:, Probes(reference).quantities.index("grad_norm")]
+
+    idx = Batches(len(data.x_train), cfg.train.batch_size, cfg.seed, "cpu").next()
+    F.cross_entropy(reference(data.x_train[idx]), data.y_train[idx]).backward()
+    grads = np.array([float(torch.linalg.vector_norm(p.layer.weight.grad.double()))
+                      for p in reference.probe_points])
+    assert grads.max() > 1e19  # the premise: beyond float32's squares, and far above the clip
+    assert got == pytest.approx(grads, rel=1e-5, abs=0)

@@ -114,9 +114,11 @@ def test_recorder_values_equal_plain_autograd(tmp_path):
     assert run["status"] == "ok" and run["final"]["train_loss"] == pytest.approx(metrics.value.iloc[-2])
 
 
-def test_recorder_norms_beyond_float32s_range_stay_exact_when_the_loop_zeroes_gradients_first(tmp_path):
-    """A probed step is fetched at the next rec.step(), after the loop's zero_grad has dropped the
-    gradients: norms whose float32 squares underflow must still come from the step's own gradients."""
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_recorder_norms_beyond_float32s_range_stay_exact_when_the_loop_zeroes_gradients_first(tmp_path, set_to_none):
+    """A probed step is read at the next rec.step(), after the loop's zero_grad has dropped the
+    gradients or zeroed them in place: norms whose float32 squares underflow must still come from
+    the step's own gradients."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
     x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
@@ -127,7 +129,7 @@ def test_recorder_norms_beyond_float32s_range_stay_exact_when_the_loop_zeroes_gr
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     rec = gradflow.Recorder(model, tmp_path / "run", every=1)
     for step in range(2):
-        opt.zero_grad()  # set_to_none: the previous step's gradients are gone when its probes are fetched
+        opt.zero_grad(set_to_none=set_to_none)  # the previous step's gradients are gone when its probes are read
         with rec.step(step):
             (F.cross_entropy(model(x), y) * 1e-30).backward()
     rec.close()

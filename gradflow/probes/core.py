@@ -208,20 +208,27 @@ class Probes:
 
     # --- the probed step: primitives on the device ---
     @_one_thread
-    def after_backward(self, grad_norms: torch.Tensor | None = None, optimizer=None) -> None:
+    def after_backward(self, grad_norms: torch.Tensor | None = None, optimizer=None, keep_grads: bool = False) -> None:
         """Compute every backward-phase primitive on the device (no host sync).
 
         `grad_norms`: the gradient norms of `self.params`, when the caller has them already.
         `optimizer`: the one about to step, when the caller has it: plain SGD's update is then
         read from it after the step (SGDUpdate) instead of copying the weights now.
+        `keep_grads`: the caller changes the gradients in place before read() (clipping, zeroing):
+        they are copied now, so that a norm beyond float32's range is recomputed from the gradients
+        it is the norm of (one copy of them per probed step).
         """
         self.armed = False
         with torch.no_grad():
             if self.params:
-                # the gradients as they are now: a Recorder's loop may zero them before fetch
+                # the gradients as they are now (a loop may set them to None before the read)
                 grads = [p.grad if p.grad is not None else p.new_zeros(()) for p in self.params]
                 if grad_norms is None:
                     grad_norms = self._norms(grads)
+                if keep_grads:
+                    kept = [self.buffer(("grad", j), tuple(g.shape), g.dtype, g.device) for j, g in enumerate(grads)]
+                    torch._foreach_copy_(kept, grads)
+                    grads = kept
                 self._add(grad_norms, self._dest_grad, exact=(grads, 1.0))
             if self._weight_norms:
                 self._add(self._norms(self.weights), self._dest_weight)
