@@ -118,6 +118,10 @@ def _command_line(overrides: list[str]) -> float:
 
 def _warm_up(overrides: list[str]) -> None:
     """One run of the workload in this process first: imports, Hydra's start-up and the dataset cache
-    are paid once per process, not per point."""
+    are paid once per process, not per point. Also the import a later run may make lazily: the
+    theory's root finder (scipy.optimize, ~0.4 s), for a run whose init puts it in the chaotic phase
+    (e.g. tanh with Kaiming's gain), as joblib's workers have it preloaded (gradflow._preload)."""
+    from scipy.optimize import brentq  # noqa: F401
+
     keep = [o for o in overrides if not o.startswith("train.steps=")]
     sweep.launch(sweep.plan([*keep, "train.steps=1"], "bench-warmup"))
