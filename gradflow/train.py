@@ -223,7 +223,8 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
         torch.stack([loss.detach(), batch_acc.detach()], out=row[:2])
         if probing:
             # clipping changes the gradients in place before the read: the probes keep a copy
-            probes.after_backward(norms[: len(probes.params)], opt, keep_grads=grad_clip > 0 or clip_value > 0)
+            clips = t < steps and (grad_clip > 0 or clip_value > 0)
+            probes.after_backward(norms[: len(probes.params)], opt, keep_grads=clips)
         if t % eval_every == 0 or t == steps:  # every parameter's gradient norm (note: a host sync point)
             exact = exact_norms(norms.cpu().numpy(), grads).tolist()
             res.metrics += [(t, "grad", name, v) for name, v in zip(names, exact)]
@@ -273,6 +274,6 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
         res.probe_values.append(values)
         res.probe_masks.append(mask)
         if reading.hist is not None:
-            res.histograms.append(reading.hist)
+            res.histograms.append(reading.hist.astype(np.float64))  # float32 unless recomputed
     res.train_time = time.perf_counter() - start
     return res

@@ -308,10 +308,10 @@ def test_job_configs_from_a_copy_equal_hydras_own_compose(tmp_path, fixed):
 
 
 def test_a_sweep_of_values_composes_the_config_twice_in_all(results, monkeypatch):
-    """Hydra composes the whole config for the multirun, and once more only to read `hydra.mode`
-    (~0.2 s each, more than the machinery budget of a short job); the jobs of a grid of plain values
-    are copies of the first one's compose. So three points cost two composes: the multirun's and the
-    first job's."""
+    """Hydra composes the whole config for the multirun and, unless gradflow stops it, once more only
+    to read `hydra.mode` (~0.2 s each, more than the machinery budget of a short job); the jobs of a
+    grid of plain values are copies of the first one's compose. So three points cost two composes:
+    the multirun's and the first job's."""
     composes = []
     compose = sweep_mod.JobConfigLoader.load_configuration
 

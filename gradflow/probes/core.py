@@ -40,7 +40,7 @@ from gradflow.probes.quantities import (ACTIVATION, BIAS, DYING, HIST_BINS, HIST
                                         QUANTITIES, SATURATING, UPDATE, WEIGHT)
 
 _BY_MODULE = {a.torch_name: a for a in activations.ACTIVATIONS.values()}
-# the per-point values fetch() hands to the registry's `compute` (NaN where a point has none)
+# the per-point values table() hands to the registry's `compute` (NaN where a point has none)
 # norms outside this range may have lost precision in float32 (squares below ~1e-38 or above ~3e38): see Probes._add
 EXACT_RANGE = (1e-14, 1e18)
 PRIMITIVES = ("grad_norm", "bias_grad_norm", "weight_norm", "signal_norm", "act_count", "act_sum", "act_std",
@@ -266,7 +266,7 @@ class Probes:
                 updates = self._before
                 torch._foreach_sub_(updates, self.weights)  # now -dW
             else:
-                updates = self._sgd.directions()  # dW / lr (lr applied on the host, in fetch)
+                updates = self._sgd.directions()  # dW / lr (lr applied on the host, in table)
             self._add(self._norms(updates), self._dest_update, exact=(updates, 1.0))
         self._updated = True
 
