@@ -352,10 +352,15 @@ class Probes:
         # plain Python over the few norms: in a probed step each numpy call costs tens of microseconds
         if not all(lo <= v <= hi for v in flat[: self._exact_size].tolist()):  # (NaN too: left as is)
             flat = flat.astype(np.float64)  # to hold the recomputed values
-            start = 0
-            for _, dests, tensors, factor in self._exact:
-                _exact_extremes(flat[start : start + len(dests)], tensors, factor)
+            at, tensors, factors, start = [], [], [], 0
+            for _, dests, piece, factor in self._exact:  # the values are factor x the norms of `piece`
+                for j in _outside(flat[start : start + len(dests)] / factor):
+                    at.append(start + j)
+                    tensors.append(piece[j])
+                    factors.append(factor)
                 start += len(dests)
+            if at:
+                flat[at] = float64_norms(tensors) * factors
         size = self._exact_size + self._plain_size
         n = len(self.points)
         self._hist = flat[size + len(carry):].reshape(n, 2, len(HIST_KINDS)) if self.histograms else None
@@ -508,29 +513,43 @@ def _activation_stats(y: torch.Tensor, group: SimpleNamespace) -> dict:
     return out
 
 
-def _exact_extremes(norms: np.ndarray, tensors: Sequence[torch.Tensor], factor: float) -> None:
-    """`norms` (a view of fetched values: factor x the 2-norms of `tensors`) with those outside
-    float32's safe range (see Probes._add) recomputed in float64, in place."""
-    scaled = norms / factor
-    if ((scaled < EXACT_RANGE[0]) | (scaled > EXACT_RANGE[1])).any():  # NaN compares False: left as is
-        norms[:] = exact_norms(scaled, tensors) * factor
+def _outside(norms: np.ndarray) -> np.ndarray:
+    """Indices of the norms outside EXACT_RANGE, where float32 may have lost them (NaN left out)."""
+    return np.flatnonzero(~((norms >= EXACT_RANGE[0]) & (norms <= EXACT_RANGE[1])) & ~np.isnan(norms))
 
 
 def exact_norms(norms: np.ndarray, tensors: list[torch.Tensor]) -> np.ndarray:
     """`norms` (host float32 results of the tensors' 2-norms) with the values outside EXACT_RANGE, where
-    float32 squares underflow or overflow, recomputed in float64 from `tensors`.
-
-    Note: a host sync point per such value, only where gradients vanish or explode that far.
-    """
+    float32 squares underflow or overflow, recomputed in float64 from `tensors`."""
     norms = np.array(norms, dtype=np.float64)
-    for j in np.flatnonzero(~((norms >= EXACT_RANGE[0]) & (norms <= EXACT_RANGE[1])) & ~np.isnan(norms)):
-        t = tensors[j].detach()
-        if t.device.type == "mps":  # no float64 there: scale by the largest entry instead
-            top = t.abs().max()
-            norms[j] = float(top) * float(torch.linalg.vector_norm(t / top)) if top > 0 else 0.0
-        else:
-            norms[j] = float(torch.linalg.vector_norm(t.double()))
+    at = _outside(norms)
+    if len(at):
+        norms[at] = float64_norms([tensors[j] for j in at])
     return norms
+
+
+def float64_norms(tensors: Sequence[torch.Tensor]) -> np.ndarray:
+    """The 2-norms of `tensors` without float32's underflow or overflow, computed on their device.
+
+    Note: one host sync point for all of them (one per device, should they be on several), only where
+    gradients vanish or explode beyond EXACT_RANGE.
+    """
+    parts = [_norm_parts(t.detach()) for t in tensors]
+    if len({t.device for t in parts}) == 1:
+        got = torch.stack(parts).cpu()
+    else:
+        got = torch.stack([t.cpu() for t in parts])
+    got = got.double().numpy()
+    return got[:, 0] * got[:, 1]
+
+
+def _norm_parts(t: torch.Tensor) -> torch.Tensor:
+    """(a, b) on t's device with ||t|| = a b, free of float32's underflow and overflow: (the float64
+    norm, 1), or where there is no float64 (mps) (the largest |entry|, the norm of t scaled by it)."""
+    if t.device.type == "mps":
+        top = t.abs().max()
+        return torch.stack([top, torch.linalg.vector_norm(t / torch.where(top > 0, top, 1.0))])
+    return torch.stack([torch.linalg.vector_norm(t.double()), torch.ones((), dtype=torch.float64, device=t.device)])
 
 
 def schedule(steps: int, every: int, points: int) -> list[int]:
