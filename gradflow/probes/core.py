@@ -139,7 +139,6 @@ class Probes:
         self._dest_weight = self._dest("weight_norm", self._weight_at)
         self._dest_update = self._dest("update_norm", self._weight_at)
         self._signal_layouts: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # points -> (points, dests)
-        self._hist = None
         self.armed = False
         self._hooks: list = []
         self._plans: dict = {}  # how each layout of activation outputs is stacked and reduced (see _plan)
@@ -168,6 +167,7 @@ class Probes:
         self._exact: list = []  # (device tensor, dests, the tensors whose norms it holds, factor): see _add
         self._plain: list = []  # (device tensor, dests) of the other primitives
         self._exact_size = self._plain_size = 0  # how many values the exact pieces hold, and the others
+        self._least_factor = 1.0  # of the exact pieces: their values are at least this times their norms
         self._counts: list = []  # (points, units) of each stacked group of activation outputs
         self._signal_at, self._signal_batch = _NO_POINTS, []
         self._sgd: SGDUpdate | None = None  # where the step's update is read, if not from a copy
@@ -333,6 +333,7 @@ class Probes:
         else:
             self._exact.append((values, dests, *exact))
             self._exact_size += len(dests)
+            self._least_factor = min(self._least_factor, exact[1])
 
     @staticmethod
     def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -348,8 +349,9 @@ class Probes:
         if self.histograms:
             pieces.append(self._histograms.reshape(-1))
         flat = torch.cat(pieces).cpu().numpy() if pieces else np.zeros(0)  # float32 unless the model is float64
-        lo, hi = EXACT_RANGE
-        # plain Python over the few norms: in a probed step each numpy call costs tens of microseconds
+        # a first look, in plain Python over the few values (in a probed step each numpy call costs tens
+        # of microseconds): none outside the range, for norms scaled by a factor <= 1 none above its top
+        lo, hi = EXACT_RANGE[0], EXACT_RANGE[1] * self._least_factor
         if not all(lo <= v <= hi for v in flat[: self._exact_size].tolist()):  # (NaN too: left as is)
             flat = flat.astype(np.float64)  # to hold the recomputed values
             at, tensors, factors, start = [], [], [], 0
@@ -363,10 +365,10 @@ class Probes:
                 flat[at] = float64_norms(tensors) * factors
         size = self._exact_size + self._plain_size
         n = len(self.points)
-        self._hist = flat[size + len(carry):].reshape(n, 2, len(HIST_KINDS)) if self.histograms else None
+        hist = flat[size + len(carry):].reshape(n, 2, len(HIST_KINDS)) if self.histograms else None
         reading = Reading(flat[:size], [p[1] for p in self._exact] + [p[1] for p in self._plain], self._counts,
                           self._signal_at, self._signal_batch, self._sgd.lr if self._sgd is not None else None,
-                          self._updated, self._hist)
+                          self._updated, hist)
         carried = flat[size : size + len(carry)].tolist()
         self._reset()
         return reading, carried
@@ -407,10 +409,6 @@ class Probes:
         """read() and table() at once: the probed step's values and mask, and the `carry` values."""
         reading, carried = self.read(*carry)
         return (*self.table(reading), carried)
-
-    def fetch_histograms(self) -> np.ndarray:
-        """(points, 2, kinds) counts of the last probed step read (call read or fetch first)."""
-        return self._hist
 
     def buffer(self, key, shape: tuple, dtype, device) -> torch.Tensor:
         """A scratch tensor kept between probed steps."""
@@ -531,8 +529,8 @@ def exact_norms(norms: np.ndarray, tensors: list[torch.Tensor]) -> np.ndarray:
 def float64_norms(tensors: Sequence[torch.Tensor]) -> np.ndarray:
     """The 2-norms of `tensors` without float32's underflow or overflow, computed on their device.
 
-    Note: one host sync point for all of them (one per device, should they be on several), only where
-    gradients vanish or explode beyond EXACT_RANGE.
+    Note: one host sync point for all of them (one per tensor, should they sit on several devices),
+    only where gradients vanish or explode beyond EXACT_RANGE.
     """
     parts = [_norm_parts(t.detach()) for t in tensors]
     if len({t.device for t in parts}) == 1:
