@@ -18,8 +18,7 @@ def load(path, table: str = "layers", include_stale: bool = False):
     if table == "runs":
         from gradflow.summary import runs_table
 
-        runs = runs_table(path)
-        return runs if include_stale else runs[runs[store.STATUS] != store.STALE].reset_index(drop=True)
+        return runs_table(path, include_stale=include_stale)
     return store.load(path, table, include_stale)
 
 

@@ -570,11 +570,11 @@ def _unreadable(path: Path, e: Exception) -> GradflowError:
                          f"`gradflow clean {Path(path).parent.parent} --stale` removes broken runs")
 
 
-def load_records(path: str | Path, include_stale: bool = True) -> pd.DataFrame:
+def load_records(path: str | Path, include_stale: bool = True, listed: list[dict] | None = None) -> pd.DataFrame:
     """One row per run: its status as a reader sees it, run.json (final metrics as final.*) and every
-    config key. Stale runs are listed (as `stale`) unless told otherwise."""
+    config key. Stale runs are listed (as `stale`) unless told otherwise. `listed`: as in `load`."""
     rows = []
-    for r in runs(path):
+    for r in runs(path) if listed is None else listed:
         if r[STATUS] == STALE and not include_stale:
             continue
         rec = r["record"]

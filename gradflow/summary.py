@@ -155,18 +155,23 @@ def steps_to(metrics: pd.DataFrame, metric: str, op: str, threshold: float) -> f
 
 
 # --- the runs table ------------------------------------------------------------------------------
-def runs_table(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str] = ()) -> pd.DataFrame:
+def runs_table(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str] = (), include_stale: bool = True,
+               listed: list[dict] | None = None) -> pd.DataFrame:
     """One row per run: run.json, final metrics, every config key and the SUMMARY_COLUMNS (read from
     run.json's summary, or computed from layers.parquet for runs that have none). Each quantity in
     `rates` adds rate.<q> and rate.<q>.layers (its growth factor at step 0, see `rate`); each condition
-    in `steps` ("train_loss<=1.0") adds steps_to.<condition> from metrics.parquet."""
-    records = store.load_records(path)
+    in `steps` ("train_loss<=1.0") adds steps_to.<condition> from metrics.parquet. Stale runs are
+    left out unless `include_stale`. `listed`: `store.runs(path)`, when the caller has it (every
+    run.json is then read once, there)."""
+    listed = store.runs(path) if listed is None else listed
+    records = store.load_records(path, listed=listed)
+    summary_of = {r[store.PATH]: r["record"].get(SUMMARY_KEY) for r in listed}
     rates, steps = list(rates), [c.replace(" ", "") for c in steps]
     conditions = [parse_condition(c) for c in steps]
     summaries = []
     for _, rec in records.iterrows():
         job = Path(rec[store.PATH])
-        stored = (store.read_run(job) or {}).get(SUMMARY_KEY)
+        stored = summary_of.get(rec[store.PATH])
         layers = None
 
         def layer_rows() -> pd.DataFrame:
@@ -192,7 +197,7 @@ def runs_table(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str]
         if table[f"rate.{q}"].isna().all():
             raise GradflowError(f"--rate {q}: no run has {q} at two or more layers past the {FIT_TRIM} "
                                 f"trimmed at each end; probed quantities: {', '.join(_probed())}")
-    return table
+    return table if include_stale else table[table[store.STATUS] != store.STALE].reset_index(drop=True)
 
 
 def listing(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str] = ()) -> tuple[pd.DataFrame, list[str]]:

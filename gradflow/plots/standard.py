@@ -122,12 +122,12 @@ def _third_key(df: pd.DataFrame | None) -> str | None:
 def standard_figures(path: str | Path, out_dir: str | Path, fmt: str = "png", include_stale: bool = False) -> list[Path]:
     """The standard set for the run or sweep at `path`, from its tables on disk, into out_dir (stale and
     incomplete runs left out unless include_stale)."""
-    import gradflow
     from gradflow import store
+    from gradflow.summary import runs_table
 
-    listed = store.runs(path)  # every run.json read once for the four tables
+    listed = store.runs(path)  # every run.json read once for all five tables
     tables = {t: store.load(path, t, include_stale, listed) for t in ("layers", "metrics", "hist", "jacobian")}
-    tables["runs"] = gradflow.load(path, table="runs", include_stale=include_stale)
+    tables["runs"] = runs_table(path, include_stale=include_stale, listed=listed)
     written = standard_set(tables["layers"], tables["metrics"], tables["runs"], out_dir, fmt,
                            hists=tables["hist"], jacobian=tables["jacobian"])
     if not written:
