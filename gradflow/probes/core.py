@@ -13,7 +13,8 @@ points rather than a dozen small kernels per layer:
                      update plain SGD applied, read from its state
 read() then copies every primitive of the step to the host in one concatenated tensor (note:
 the one host sync point of a probed step) and recomputes, from the step's tensors, any norm that
-float32 cannot hold; table() spreads a reading over the points by index with numpy and evaluates
+float32 cannot hold (a norm that was beyond its range at the last probed step is taken in float64
+on the device in the step, and comes back in the same copy: a vanishing net still syncs once); table() spreads a reading over the points by index with numpy and evaluates
 the registry's quantities there, in float64. The training loop keeps its readings and makes their
 tables after the loop: host work inside a probed step runs with caches the step has just filled
 with weights and activations, where each numpy call costs tens of microseconds instead of one.
@@ -43,6 +44,9 @@ _BY_MODULE = {a.torch_name: a for a in activations.ACTIVATIONS.values()}
 # the per-point values table() hands to the registry's `compute` (NaN where a point has none)
 # norms outside this range may have lost precision in float32 (squares below ~1e-38 or above ~3e38): see Probes._add
 EXACT_RANGE = (1e-14, 1e18)
+# a value this close to the range's ends (or beyond) is taken in float64 in the step at the next probed step
+# too, with the step's other values, so that one drifting past an end between probed steps costs no more copy
+EARLY_MARGIN = 100.0
 PRIMITIVES = ("grad_norm", "bias_grad_norm", "weight_norm", "signal_norm", "act_count", "act_sum", "act_std",
               "act_saturated", "act_dead", "update_norm")
 _NO_POINTS = np.zeros(0, int)
@@ -145,6 +149,9 @@ class Probes:
         self._sgd_groups: tuple | None = None  # (optimizer, its groups, their count, each weight's): SGDUpdate.of
         self._constants: dict = {}  # small threshold tensors, copied to the device once
         self._buffers: dict = {}  # scratch space reused by every probed step: fresh large allocations are slow
+        # (exact piece's ordinal, its length) -> the indices in it whose values the last read found beyond
+        # or near EXACT_RANGE's ends: the next probed step takes their float64 norms on the device (see _add)
+        self._extreme: dict[tuple[int, int], list[int]] = {}
         self._reset()
 
     # --- hooks: they only keep references (no kernels). They stay registered across consecutive
@@ -168,6 +175,9 @@ class Probes:
         self._plain: list = []  # (device tensor, dests) of the other primitives
         self._exact_size = self._plain_size = 0  # how many values the exact pieces hold, and the others
         self._least_factor = 1.0  # of the exact pieces: their values are at least this times their norms
+        self._early_at: list[int] = []  # places among the exact values taken in float64 in the step, ...
+        self._early: list[torch.Tensor] = []  # ... their (2,) parts on the device (_norm_parts) ...
+        self._early_factors: list[float] = []  # ... and the factor that scales each
         self._counts: list = []  # (points, units) of each stacked group of activation outputs
         self._signal_at, self._signal_batch = _NO_POINTS, []
         self._sgd: SGDUpdate | None = None  # where the step's update is read, if not from a copy
@@ -330,10 +340,19 @@ class Probes:
         if exact is None:
             self._plain.append((values, dests))
             self._plain_size += len(dests)
-        else:
-            self._exact.append((values, dests, *exact))
-            self._exact_size += len(dests)
-            self._least_factor = min(self._least_factor, exact[1])
+            return
+        tensors, factor = exact
+        # the values the last probed step found beyond float32's range: their float64 norms now, on the device,
+        # to come back in read()'s one copy (a wrong guess after a change of layout costs work, never exactness)
+        for j in self._extreme.get((len(self._exact), len(dests)), ()):
+            t = tensors[j].detach()
+            if t.device == values.device:
+                self._early_at.append(self._exact_size + j)
+                self._early.append(_norm_parts(t))
+                self._early_factors.append(factor)
+        self._exact.append((values, dests, tensors, factor))
+        self._exact_size += len(dests)
+        self._least_factor = min(self._least_factor, factor)
 
     @staticmethod
     def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -343,26 +362,25 @@ class Probes:
     def read(self, *carry: torch.Tensor) -> tuple[Reading, list[float]]:
         """The probed step's primitives on the host, and the values of the `carry` scalars (the
         caller's own, brought back in the same copy). Norms outside float32's range are recomputed
-        here, while the step's tensors are at hand. Note: the device->host sync point of a probed
-        step, one copy for all values (and histograms)."""
+        in float64 from the step's tensors: in the step, with the others, those that were outside
+        (or near) it at the last probed step; here, with one more copy, any new one. Note: the
+        device->host sync point of a probed step, one copy for all values (and histograms)."""
         pieces = [v for v, *_ in self._exact] + [v for v, _ in self._plain] + [c.reshape(1) for c in carry]
         if self.histograms:
             pieces.append(self._histograms.reshape(-1))
+        early = len(self._early)
+        if early:  # (float64 parts: the copy is then float64, of a few hundred values at most)
+            pieces.append(torch.stack(self._early).reshape(-1))
         flat = torch.cat(pieces).cpu().numpy() if pieces else np.zeros(0)  # float32 unless the model is float64
+        if early:
+            parts = flat[len(flat) - 2 * early :].astype(np.float64).reshape(early, 2)
+            flat = flat[: len(flat) - 2 * early].astype(np.float64)
+            flat[self._early_at] = parts[:, 0] * parts[:, 1] * self._early_factors
         # a first look, in plain Python over the few values (in a probed step each numpy call costs tens
-        # of microseconds): none outside the range, for norms scaled by a factor <= 1 none above its top
-        lo, hi = EXACT_RANGE[0], EXACT_RANGE[1] * self._least_factor
-        if not all(lo <= v <= hi for v in flat[: self._exact_size].tolist()):  # (NaN too: left as is)
-            flat = flat.astype(np.float64)  # to hold the recomputed values
-            at, tensors, factors, start = [], [], [], 0
-            for _, dests, piece, factor in self._exact:  # the values are factor x the norms of `piece`
-                for j in _outside(flat[start : start + len(dests)] / factor):
-                    at.append(start + j)
-                    tensors.append(piece[j])
-                    factors.append(factor)
-                start += len(dests)
-            if at:
-                flat[at] = float64_norms(tensors) * factors
+        # of microseconds): none near or beyond the range's ends (for norms scaled by a factor <= 1, its top)
+        lo, hi = EXACT_RANGE[0] * EARLY_MARGIN, EXACT_RANGE[1] / EARLY_MARGIN * self._least_factor
+        if early or not all(lo <= v <= hi for v in flat[: self._exact_size].tolist()):  # (NaN too: left as is)
+            flat = self._settle(flat.astype(np.float64, copy=False))
         size = self._exact_size + self._plain_size
         n = len(self.points)
         hist = flat[size + len(carry):].reshape(n, 2, len(HIST_KINDS)) if self.histograms else None
@@ -372,6 +390,29 @@ class Probes:
         carried = flat[size : size + len(carry)].tolist()
         self._reset()
         return reading, carried
+
+    def _settle(self, flat: np.ndarray) -> np.ndarray:
+        """`flat` (float64) with every exact value beyond EXACT_RANGE recomputed in float64 from its tensor,
+        but those taken early; and which to take early at the next probed step: those now beyond the range
+        or within EARLY_MARGIN of its ends. Note: one host sync point, where a value is new beyond the range."""
+        early = set(self._early_at)
+        at, tensors, factors, start = [], [], [], 0
+        for _, dests, piece, factor in self._exact:  # the values are factor x the norms of `piece`
+            for j in _outside(flat[start : start + len(dests)] / factor):
+                if start + j not in early:
+                    at.append(start + j)
+                    tensors.append(piece[j])
+                    factors.append(factor)
+            start += len(dests)
+        if at:
+            flat[at] = float64_norms(tensors) * factors
+        self._extreme, start = {}, 0
+        for p, (_, dests, _, factor) in enumerate(self._exact):
+            near = _outside(flat[start : start + len(dests)] / factor, EARLY_MARGIN)
+            if len(near):
+                self._extreme[p, len(dests)] = near.tolist()
+            start += len(dests)
+        return flat
 
     def table(self, reading: Reading) -> tuple[np.ndarray, np.ndarray]:
         """A reading's (points, quantities) values, in the order of `self.quantities`, and their mask
@@ -511,9 +552,11 @@ def _activation_stats(y: torch.Tensor, group: SimpleNamespace) -> dict:
     return out
 
 
-def _outside(norms: np.ndarray) -> np.ndarray:
-    """Indices of the norms outside EXACT_RANGE, where float32 may have lost them (NaN left out)."""
-    return np.flatnonzero(~((norms >= EXACT_RANGE[0]) & (norms <= EXACT_RANGE[1])) & ~np.isnan(norms))
+def _outside(norms: np.ndarray, margin: float = 1.0) -> np.ndarray:
+    """Indices of the norms outside EXACT_RANGE, where float32 may have lost them (NaN left out); with a
+    `margin`, outside the range narrowed by that factor at each end."""
+    lo, hi = EXACT_RANGE[0] * margin, EXACT_RANGE[1] / margin
+    return np.flatnonzero(~((norms >= lo) & (norms <= hi)) & ~np.isnan(norms))
 
 
 def exact_norms(norms: np.ndarray, tensors: list[torch.Tensor]) -> np.ndarray:
