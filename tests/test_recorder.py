@@ -137,6 +137,38 @@ def test_recorder_norms_beyond_float32s_range_stay_exact_when_the_loop_zeroes_gr
     assert list(got.value) == pytest.approx(expect, rel=1e-5, abs=0)
 
 
+def test_recorder_under_autocast_gives_the_low_precision_tensors_norms_in_full(tmp_path):
+    """Under autocast the layers' outputs, and so their signals dL/dz, are bfloat16: the probes take their
+    norms in float32 (a bfloat16 norm keeps 2-3 digits), and the activation statistics too."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 10))
+    x, y = torch.randn(256, 32), torch.randint(0, 10, (256,))
+    outs, acts = {}, {}
+
+    def keep(k, z):
+        if z.requires_grad:  # (not in the Recorder's discovery pass)
+            z.retain_grad()
+            outs[k] = z
+
+    for k in (0, 2, 4):
+        model[k].register_forward_hook(lambda m, i, z, k=k: keep(k // 2, z))
+    for k in (1, 3):
+        model[k].register_forward_hook(lambda m, i, a, k=k: acts.update({k // 2: a.detach()}))
+    rec = gradflow.Recorder(model, tmp_path / "run", every=1)
+    with rec.step(0):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+        F.cross_entropy(out.float(), y).backward()
+    rec.close()
+    assert all(z.grad.dtype == torch.bfloat16 for z in outs.values())  # the premise
+    got = gradflow.load(tmp_path / "run").set_index(["layer", "quantity"])["value"]
+    for k, z in outs.items():
+        expect = float(z.grad.double().norm()) * 256 ** 0.5
+        assert got[(k, "signal_norm")] == pytest.approx(expect, rel=1e-5), k  # (bfloat16: 3e-3 off)
+    for k, a in acts.items():
+        assert got[(k, "act_std")] == pytest.approx(float(a.double().std()), rel=1e-5), k
+
+
 def test_recorder_refuses_a_foreign_folder_and_records_a_crash(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")

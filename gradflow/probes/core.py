@@ -50,6 +50,7 @@ EARLY_MARGIN = 100.0
 PRIMITIVES = ("grad_norm", "bias_grad_norm", "weight_norm", "signal_norm", "act_count", "act_sum", "act_std",
               "act_saturated", "act_dead", "update_norm")
 _NO_POINTS = np.zeros(0, int)
+_HALF = {torch.float16, torch.bfloat16}
 _ROW = {name: j for j, name in enumerate(PRIMITIVES)}  # a primitive's row in table's (primitives, points) array
 
 
@@ -356,6 +357,11 @@ class Probes:
 
     @staticmethod
     def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
+        """The 2-norms of `tensors`, in float32 where they are half or bfloat16 (autocast's outputs and
+        signals): a norm in their own dtype would keep 2-3 digits, and float16's overflows above 65504."""
+        dtypes = {t.dtype for t in tensors}
+        if dtypes & _HALF and torch.float64 not in dtypes:
+            return torch.stack(torch._foreach_norm(tensors, 2, dtype=torch.float32))
         return torch.stack(torch._foreach_norm(tensors))
 
     # --- one host copy per probed step; the table assembled by index, then or later ---
