@@ -129,6 +129,28 @@ class Batches:
         return self.queue.pop(0)
 
 
+def gradient_norms(grads: list[torch.Tensor], norms: torch.Tensor, total: torch.Tensor) -> None:
+    """Each gradient's 2-norm into `norms` and theirs into `total`, finite wherever the gradients are.
+
+    float32 squares overflow above ~1.8e19, where an exploding net's gradients can be while the loss is
+    finite: an inf total would mark the run diverged and make clipping zero every gradient. On CUDA the
+    norms accumulate in float64 (a memory-bound kernel: no slower); on the CPU, where that is ~3x slower,
+    a non-finite total (read at no cost there) is recomputed in float64 instead. (MPS has no float64:
+    its norms stay float32's.)
+    """
+    if norms.device.type == "cuda" and norms.dtype != torch.float64:
+        wide = torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float64))
+        norms.copy_(wide)
+        total.copy_(torch.linalg.vector_norm(wide))
+        return
+    torch.stack(torch._foreach_norm(grads), out=norms)
+    torch.linalg.vector_norm(norms, out=total)
+    if norms.device.type == "cpu" and not math.isfinite(total.item()):  # (inf or NaN entries stay so)
+        exact = exact_norms(norms.numpy(), grads)
+        norms.copy_(torch.from_numpy(exact))
+        total.fill_(float(np.linalg.norm(exact)))
+
+
 def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = None) -> TrainResult:
     steps, tc = cfg.train.steps, cfg.train
     # plain values for the step loop: reading a DictConfig attribute costs ~8 us, ~70 us per step in all
@@ -218,8 +240,7 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
         row, norms, total = scalars[used], norm_rows[used], scalars[used, 2]
         used += 1
         grads = [p.grad if p.grad is not None else p.new_zeros(()) for p in ordered]
-        torch.stack(torch._foreach_norm(grads), out=norms)
-        torch.linalg.vector_norm(norms, out=total)
+        gradient_norms(grads, norms, total)
         torch.stack([loss.detach(), batch_acc.detach()], out=row[:2])
         if probing:
             # clipping changes the gradients in place before the read: the probes keep a copy

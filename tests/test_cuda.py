@@ -3,6 +3,7 @@ keep the probes' one-host-copy-per-probed-step promise. Skipped where no GPU is 
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -24,6 +25,21 @@ def test_a_transformer_on_cuda_matches_the_cpu_at_init(run_job):
     gpu = pd.read_parquet(run_job(*TINY_TRANSFORMER, "device=cuda", name="gpu") / "layers.parquet")
     assert list(cpu["name"]) == list(gpu["name"])
     assert np.allclose(cpu["value"], gpu["value"], rtol=1e-3, atol=1e-6, equal_nan=True)
+
+
+@pytest.mark.cuda
+def test_an_exploding_net_on_cuda_is_clipped_with_its_float64_norm_not_marked_diverged(run_job):
+    """Gradient norms ~1e22 overflow float32's squares: on CUDA the loop's norms accumulate in float64."""
+    net = ["data=gaussian", "data.n_train=64", "data.n_test=32", "model.activation=relu", "model.depth=40",
+           "model.width=16", "init=orthogonal", "init.gain=5", "train.grad_clip=1.0", "train.steps=3",
+           "train.batch_size=16"]
+    runs = {d: run_job(*net, f"device={d}", name=d) for d in ("cpu", "cuda")}
+    status = {d: json.loads((r / "run.json").read_text())["status"] for d, r in runs.items()}
+    assert status == {"cpu": "ok", "cuda": "ok"}
+    norms = {d: pd.read_parquet(r / "metrics.parquet").query("split == 'opt' and metric == 'grad_norm'")["value"]
+             for d, r in runs.items()}
+    assert np.isfinite(norms["cuda"]).all() and norms["cuda"].max() > 1e20
+    assert np.allclose(norms["cuda"], norms["cpu"], rtol=1e-3)
 
 
 @pytest.mark.cuda

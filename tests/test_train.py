@@ -30,7 +30,8 @@ def _replay(cfg, data, model):
         loss = F.cross_entropy(out, data.y_train[idx])
         opt.zero_grad()
         loss.backward()
-        total = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))
+        # in float64: a total whose float32 squares overflow is finite all the same (inf only for inf/NaN entries)
+        total = torch.linalg.vector_norm(torch.stack([p.grad.double().norm() for p in model.parameters()]))
         acc = (out.argmax(1) == data.y_train[idx]).float().mean()
         clip = cfg.train.grad_clip
         rows.append((loss.item(), acc.item(), float(total), float(clip > 0 and total > clip)))
@@ -71,3 +72,31 @@ def test_divergence_is_dated_to_the_first_non_finite_step(check_every):
     assert res.status == "diverged" and res.diverged_step == first
     # the loop stops at the first check at or after that step
     assert first < res.steps_done <= first + check_every
+
+
+def test_an_exploding_net_beyond_float32s_squares_is_clipped_not_marked_diverged():
+    """Gradients of norm ~1e22 fit in float32 but their squares do not: the total norm must still come out
+    finite, or the run would be marked diverged with a finite loss and clipping would zero every gradient.
+    Clipped to 1, plain SGD's first update moves the weights by exactly lr."""
+    cfg, data, model = _setup(["model.activation=relu", "model.depth=40", "model.width=16", "init=orthogonal",
+                               "init.gain=5", "train.grad_clip=1.0", "train.steps=3", "optim.momentum=0",
+                               "optim.lr=0.01", "train.check_every=1"])
+    reference = copy.deepcopy(model)
+    idx = Batches(len(data.x_train), cfg.train.batch_size, cfg.seed, "cpu").next()
+    F.cross_entropy(reference(data.x_train[idx]), data.y_train[idx]).backward()
+    grads = [p.grad.double() for p in reference.parameters()]
+    total = float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
+    assert 1e20 < total < math.inf and not math.isfinite(float(torch.stack([p.grad.norm() for p in
+                                                                            reference.parameters()]).norm()))
+    first = copy.deepcopy(model)
+    cfg.train.steps = 1
+    res = train(first, data, cfg, Probes(first, cfg.model.activation))
+    moved = torch.stack([(a.detach().double() - b.detach().double()).norm()
+                         for a, b in zip(first.parameters(), model.parameters())])
+    assert res.status == "ok"
+    assert float(moved.norm()) == pytest.approx(0.01, rel=1e-3)  # lr x the clipped norm, not 0
+    logged = {(t, m): v for t, split, m, v in res.metrics if split == "opt"}
+    assert logged[(1, "grad_norm")] == pytest.approx(total, rel=1e-5)
+    assert logged[(1, "clipped")] == 1
+    cfg.train.steps = 3
+    assert train(model, data, cfg, Probes(model, cfg.model.activation)).status == "ok"
