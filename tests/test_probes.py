@@ -283,6 +283,16 @@ def test_norms_beyond_float32s_range_cost_one_more_copy_at_the_first_probed_step
         assert max(std.values()) > 1e20
 
 
+def test_half_precision_norms_are_taken_in_float32_or_with_float64_tensors_in_float64():
+    h = torch.full((64, 64), 1100.0, dtype=torch.float16)  # norm 70400: beyond float16's 65504
+    b = torch.full((10,), 0.1, dtype=torch.bfloat16)
+    got = Probes._norms([h, b])
+    assert got.dtype == torch.float32
+    assert got.tolist() == pytest.approx([70400.0, float(b.double().norm())], rel=1e-5)  # (float16: inf)
+    got = Probes._norms([h, torch.ones(4, dtype=torch.float64)])
+    assert got.dtype == torch.float64 and got.tolist() == [70400.0, 2.0]
+
+
 # plain SGD's update is read from its state after the step; the others come from a copy of the weights
 UPDATES = {
     "sgd": dict(momentum=0.0),

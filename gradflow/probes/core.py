@@ -13,9 +13,10 @@ points rather than a dozen small kernels per layer:
                      update plain SGD applied, read from its state
 read() then copies every primitive of the step to the host in one concatenated tensor (note:
 the one host sync point of a probed step) and recomputes, from the step's tensors, any norm that
-float32 cannot hold (a norm that was beyond its range at the last probed step is taken in float64
-on the device in the step, and comes back in the same copy: a vanishing net still syncs once); table() spreads a reading over the points by index with numpy and evaluates
-the registry's quantities there, in float64. The training loop keeps its readings and makes their
+float32 cannot hold (one that was beyond its range at the last probed step is taken in float64 on
+the device during the step and comes back in the same copy: a vanishing net still syncs once);
+table() spreads a reading over the points by index with numpy and evaluates the registry's
+quantities there, in float64. The training loop keeps its readings and makes their
 tables after the loop: host work inside a probed step runs with caches the step has just filled
 with weights and activations, where each numpy call costs tens of microseconds instead of one.
 fetch() is the two at once. Probes never change the optimizer's state
@@ -360,8 +361,9 @@ class Probes:
         """The 2-norms of `tensors`, in float32 where they are half or bfloat16 (autocast's outputs and
         signals): a norm in their own dtype would keep 2-3 digits, and float16's overflows above 65504."""
         dtypes = {t.dtype for t in tensors}
-        if dtypes & _HALF and torch.float64 not in dtypes:
-            return torch.stack(torch._foreach_norm(tensors, 2, dtype=torch.float32))
+        if dtypes & _HALF:  # (with float64 tensors among them: in float64)
+            wide = torch.float64 if torch.float64 in dtypes else torch.float32
+            return torch.stack(torch._foreach_norm(tensors, 2, dtype=wide))
         return torch.stack(torch._foreach_norm(tensors))
 
     # --- one host copy per probed step; the table assembled by index, then or later ---
@@ -594,6 +596,7 @@ def _norm_parts(t: torch.Tensor) -> torch.Tensor:
     """(a, b) on t's device with ||t|| = a b, free of float32's underflow and overflow: (the float64
     norm, 1), or where there is no float64 (mps) (the largest |entry|, the norm of t scaled by it)."""
     if t.device.type == "mps":
+        t = t.float()  # (half and bfloat16 too: autocast's signals)
         top = t.abs().max()
         return torch.stack([top, torch.linalg.vector_norm(t / torch.where(top > 0, top, 1.0))])
     return torch.stack([torch.linalg.vector_norm(t.double()), torch.ones((), dtype=torch.float64, device=t.device)])
