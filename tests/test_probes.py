@@ -283,6 +283,21 @@ def test_norms_beyond_float32s_range_cost_one_more_copy_at_the_first_probed_step
         assert max(std.values()) > 1e20
 
 
+def test_a_float64_models_norms_are_never_recomputed(monkeypatch):
+    """float64 norms hold a vanishing net's 1e-31 as they are: no float64 recomputation, no extra copy."""
+    cfg, data, model = _setup(["model.activation=sigmoid", "model.depth=50", "init=xavier_normal", "model.width=16"])
+    model = model.double()
+    data.x_train, data.x_test = data.x_train.double(), data.x_test.double()
+    more = []
+    recompute = core.float64_norms
+    monkeypatch.setattr(core, "float64_norms", lambda tensors: more.append(len(tensors)) or recompute(tensors))
+    probes = Probes(model, cfg.model.activation)
+    result = train(model, data, cfg, probes)
+    got = result.probe_values[-1][:, probes.quantities.index("grad_norm")]
+    assert 0 < got[0] < 1e-25 and not more  # (nor the loop's own norms at its evaluation steps)
+    assert got == pytest.approx([float(p.layer.weight.grad.norm()) for p in model.probe_points], rel=1e-12)
+
+
 def test_half_precision_norms_are_taken_in_float32_or_with_float64_tensors_in_float64():
     h = torch.full((64, 64), 1100.0, dtype=torch.float16)  # norm 70400: beyond float16's 65504
     b = torch.full((10,), 0.1, dtype=torch.bfloat16)

@@ -339,7 +339,7 @@ class Probes:
         `exact`: for norms, (the tensors whose norms `values` are, in order, a factor that scales them):
         float32 norms underflow to 0 below ~1e-19 per entry and overflow above ~1e19, which vanishing and
         exploding nets reach; read() recomputes such values in float64 from these tensors (kept until then)."""
-        if exact is None:
+        if exact is None or values.dtype == torch.float64:  # (a float64 model's norms hold the whole range)
             self._plain.append((values, dests))
             self._plain_size += len(dests)
             return
@@ -568,11 +568,11 @@ def _outside(norms: np.ndarray, margin: float = 1.0) -> np.ndarray:
 
 
 def exact_norms(norms: np.ndarray, tensors: list[torch.Tensor]) -> np.ndarray:
-    """`norms` (host float32 results of the tensors' 2-norms) with the values outside EXACT_RANGE, where
-    float32 squares underflow or overflow, recomputed in float64 from `tensors`."""
+    """`norms` (host results of the tensors' 2-norms) with the values outside EXACT_RANGE, where float32
+    squares underflow or overflow, recomputed in float64 from `tensors` (float64 tensors' as they are)."""
     norms = np.array(norms, dtype=np.float64)
-    at = _outside(norms)
-    if len(at):
+    at = [j for j in _outside(norms) if tensors[j].dtype != torch.float64]
+    if at:
         norms[at] = float64_norms([tensors[j] for j in at])
     return norms
 
