@@ -61,17 +61,18 @@ def test_window_metrics_are_the_means_over_each_evaluation_window(check_every):
     assert sum(got[(t, "opt", "clipped")] for t in (4, 8, 9)) > 0  # the clipping count is exercised
 
 
-@pytest.mark.parametrize("check_every", [1, 4])
-def test_divergence_is_dated_to_the_first_non_finite_step(check_every):
+@pytest.mark.parametrize("check_every, every", [(1, 0), (4, 0), (4, 1), (4, 3)])
+def test_divergence_is_dated_to_the_first_non_finite_step(check_every, every):
+    """Checked at every check_every-th step and at every probed step (probe.every: 0 = at init only)."""
     cfg, data, model = _setup(["train.steps=30", "optim.lr=1e6", "optim.momentum=0", "model.activation=relu",
-                               f"train.check_every={check_every}"])
+                               f"train.check_every={check_every}", f"probe.every={every}"])
     reference = copy.deepcopy(model)
     res = train(model, data, cfg, Probes(model, cfg.model.activation))
     rows = _replay(cfg, data, reference)
     first = next(t for t, r in enumerate(rows) if not (math.isfinite(r[0]) and math.isfinite(r[2])))
     assert res.status == "diverged" and res.diverged_step == first
-    # the loop stops at the first check at or after that step
-    assert first < res.steps_done <= first + check_every
+    # the loop stops at the first check (or probed step) at or after that step
+    assert first < res.steps_done <= first + min(check_every, every or check_every)
 
 
 def test_an_exploding_net_beyond_float32s_squares_is_clipped_not_marked_diverged():
