@@ -44,10 +44,11 @@ def _replay(cfg, data, model):
 
 # windows that straddle the folds of the loop's per-step rows (check_every 3 against eval_every 4),
 # and buffers that fill before any check (check_every 100: a fold every `steps + 1` rows)
-@pytest.mark.parametrize("check_every", [3, 100])
-def test_window_metrics_are_the_means_over_each_evaluation_window(check_every):
+@pytest.mark.parametrize("check_every, every", [(3, 0), (100, 0), (3, 1), (100, 1)])
+def test_window_metrics_are_the_means_over_each_evaluation_window(check_every, every):
+    """With probes at init only and at every step (a probed step checks its rows without folding them)."""
     cfg, data, model = _setup(["train.steps=9", "train.eval_every=4", f"train.check_every={check_every}",
-                               "train.grad_clip=0.5"])
+                               "train.grad_clip=0.5", f"probe.every={every}"])
     reference = copy.deepcopy(model)
     res = train(model, data, cfg, Probes(model, cfg.model.activation))
     rows = _replay(cfg, data, reference)
