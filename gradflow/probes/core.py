@@ -177,9 +177,9 @@ class Probes:
         self._plain: list = []  # (device tensor, dests) of the other primitives
         self._exact_size = self._plain_size = 0  # how many values the exact pieces hold, and the others
         self._least_factor = 1.0  # of the exact pieces: their values are at least this times their norms
-        self._early_at: list[int] = []  # places among the exact values taken in float64 in the step, ...
-        self._early: list[torch.Tensor] = []  # ... their (2,) parts on the device (_norm_parts) ...
-        self._early_factors: list[float] = []  # ... and the factor that scales each
+        # the exact values taken in float64 in the step: (place among the exact values, its (2,) parts on
+        # the device (_norm_parts), the factor that scales it)
+        self._early: list[tuple[int, torch.Tensor, float]] = []
         self._counts: list = []  # (points, units) of each stacked group of activation outputs
         self._signal_at, self._signal_batch = _NO_POINTS, []
         self._sgd: SGDUpdate | None = None  # where the step's update is read, if not from a copy
@@ -349,9 +349,7 @@ class Probes:
         for j in self._extreme.get((len(self._exact), len(dests)), ()):
             t = tensors[j].detach()
             if t.device == values.device:
-                self._early_at.append(self._exact_size + j)
-                self._early.append(_norm_parts(t))
-                self._early_factors.append(factor)
+                self._early.append((self._exact_size + j, _norm_parts(t), factor))
         self._exact.append((values, dests, tensors, factor))
         self._exact_size += len(dests)
         self._least_factor = min(self._least_factor, factor)
@@ -378,12 +376,13 @@ class Probes:
             pieces.append(self._histograms.reshape(-1))
         early = len(self._early)
         if early:  # (float64 parts: the copy is then float64, of a few hundred values at most)
-            pieces.append(torch.stack(self._early).reshape(-1))
+            pieces.append(torch.stack([parts for _, parts, _ in self._early]).reshape(-1))
         flat = torch.cat(pieces).cpu().numpy() if pieces else np.zeros(0)  # float32 unless the model is float64
         if early:
             parts = flat[len(flat) - 2 * early :].astype(np.float64).reshape(early, 2)
             flat = flat[: len(flat) - 2 * early].astype(np.float64)
-            flat[self._early_at] = parts[:, 0] * parts[:, 1] * self._early_factors
+            at, _, factors = zip(*self._early)
+            flat[list(at)] = parts[:, 0] * parts[:, 1] * factors
         # a first look, in plain Python over the few values (in a probed step each numpy call costs tens
         # of microseconds): none near or beyond the range's ends (for norms scaled by a factor <= 1, its top)
         lo, hi = EXACT_RANGE[0] * EARLY_MARGIN, EXACT_RANGE[1] / EARLY_MARGIN * self._least_factor
@@ -403,7 +402,7 @@ class Probes:
         """`flat` (float64) with every exact value beyond EXACT_RANGE recomputed in float64 from its tensor,
         but those taken early; and which to take early at the next probed step: those now beyond the range
         or within EARLY_MARGIN of its ends. Note: one host sync point, where a value is new beyond the range."""
-        early = set(self._early_at)
+        early = {at for at, _, _ in self._early}
         at, tensors, factors, start = [], [], [], 0
         for _, dests, piece, factor in self._exact:  # the values are factor x the norms of `piece`
             for j in _outside(flat[start : start + len(dests)] / factor):
