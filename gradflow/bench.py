@@ -42,12 +42,16 @@ WORKLOADS = {
                     "optim.lr=1e-3", "train.batch_size=32"],
 }
 FAMILIES = [w for w in WORKLOADS if w not in ("reference", "deep")]
-# gradflow's loops as probe overrides; "bare" is the plain PyTorch loop
+# gradflow's loops as probe overrides; "bare" is the plain PyTorch loop. gradflow's loops run as in a long
+# run, which loads the probes' fused CPU kernels (Probes(fused=...)); "batched" is every step without them,
+# as in a run that probes fewer than FUSED_AFTER steps (and on a GPU, where the probes always batch)
 LOOPS = {"bare": None, "off": ["probe.every=0", "probe.points=2"], "every 10": ["probe.every=10"],
-         "every step": ["probe.every=1"]}
+         "every step": ["probe.every=1"], "batched": ["probe.every=1"]}
+UNFUSED = {"batched"}
 LOOP_TITLES = {"bare": "bare PyTorch (zero_grad, forward, loss, backward, step)",
                "off": "gradflow, probes at init only (the loop's own bookkeeping)",
-               "every 10": "gradflow, probes every 10 steps", "every step": "gradflow, every probe every step"}
+               "every 10": "gradflow, probes every 10 steps", "every step": "gradflow, every probe every step",
+               "batched": "every step, without the fused CPU kernels (a short run)"}
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -105,11 +109,12 @@ def _bare_loss(out, y, task: str) -> torch.Tensor:
     return F.cross_entropy(out.transpose(1, 2), y)  # per_step: (batch, classes, T) against (batch, T)
 
 
-def _gradflow_loop(model, data, cfg, on_step) -> None:
+def _gradflow_loop(model, data, cfg, on_step, fused: bool = True) -> None:
     from gradflow.probes.core import Probes
     from gradflow.train import train
 
-    probes = Probes(model, cfg.model.activation)
+    cpu = data.x_train.device.type == "cpu"
+    probes = Probes(model, None if cfg.model.activation == "auto" else cfg.model.activation, fused=fused and cpu)
     try:
         train(model, data, cfg, probes, on_step)
     finally:
@@ -127,7 +132,10 @@ def ms_per_step(model, data, cfg, loop: str, clock: str = "wall") -> float:
             torch.cuda.synchronize()  # note: a host sync point, so the stamp covers the step's kernels
         stamps.append(now())
 
-    (_bare_loop if loop == "bare" else _gradflow_loop)(model, data, cfg, on_step)
+    if loop == "bare":
+        _bare_loop(model, data, cfg, on_step)
+    else:
+        _gradflow_loop(model, data, cfg, on_step, fused=loop not in UNFUSED)
     probed = set() if loop == "bare" else set(schedule(cfg.train.steps, cfg.probe.every, cfg.probe.points))
     return 1e3 * per_step(stamps, probed)
 

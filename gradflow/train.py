@@ -168,6 +168,7 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
     lr_schedule = make_schedule(opt, cfg.optim, steps)
     batches = Batches(len(data.x_train), tc.batch_size, cfg.seed, device)
     probed = set(schedule(steps, cfg.probe.every, cfg.probe.points))
+    probes.expect(len(probed))  # a run probing many steps on the CPU loads the fused kernels now
     res = TrainResult()
     readings = []  # each probed step's primitives, made into tables after the loop
     n_points = len(probes.weights)

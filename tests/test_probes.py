@@ -30,9 +30,12 @@ CASES = {
 }
 
 
+SETUP = ["data=gaussian", "data.n_train=64", "data.n_test=32", "data.dim=12", "model.depth=4", "model.width=10",
+         "train.steps=2", "train.batch_size=16", "probe.every=1"]
+
+
 def _setup(overrides):
-    cfg = compose(["data=gaussian", "data.n_train=64", "data.n_test=32", "data.dim=12", "model.depth=4",
-                   "model.width=10", "train.steps=2", "train.batch_size=16", "probe.every=1", *overrides])
+    cfg = compose([*SETUP, *overrides])
     torch.manual_seed(cfg.seed)
     data = datasets.build(cfg.data, torch.device("cpu"))
     model = models.build(cfg, data.input_shape, data.n_classes)
@@ -40,13 +43,16 @@ def _setup(overrides):
     return cfg, data, model
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["batched", "fused"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_probe_values_equal_plain_autograd(case):
+def test_probe_values_equal_plain_autograd(case, fused):
     cfg, data, model = _setup(CASES[case])
     reference = copy.deepcopy(model)  # the same weights, no probes attached
-    probes = Probes(model, cfg.model.activation)
+    probes = Probes(model, cfg.model.activation, fused=fused)
     result = train(model, data, cfg, probes)
     assert result.status == "ok" and result.probe_steps == [0, 1, 2]
+    # the fused kernels took the activation statistics and signal norms in the hooks
+    assert bool(probes._fused_layouts) == fused
 
     # replay the same batches on the reference with retain_grad on every layer output
     opt = make_optimizer(reference.parameters(), cfg.optim)
@@ -164,6 +170,101 @@ def test_activation_statistics_stay_exact_for_a_large_mean_and_mixed_activations
     assert stats["dead"][2] == (y[2] == 0).sum() and stats["dead"][2] > 0
 
 
+def test_the_fused_kernels_match_float64_statistics_for_a_large_mean_and_mixed_activations():
+    from gradflow.probes import fused
+
+    torch.manual_seed(0)
+    y = [1000.0 + 0.01 * torch.randn(64, 32), torch.rand(64, 32), torch.relu(torch.randn(64, 32)),
+         torch.tensor([1.0, float("nan"), 0.0])]
+    bounds = [(-0.99, 0.99), (0.01, 0.99), (-math.inf, math.inf), (-1.0, 1.0)]
+    for t, (lo, hi) in zip(y, bounds):
+        for dtype in (torch.float32, torch.float64):
+            x, out = t.to(dtype), np.zeros(4)
+            fused.activation_stats(x.numpy().reshape(-1), lo, hi, out)
+            d = x.double()
+            assert out[0] == pytest.approx(float(d.sum()), rel=1e-12, nan_ok=True)
+            assert math.sqrt(out[1] / (x.numel() - 1)) == pytest.approx(float(d.std()), rel=1e-9, nan_ok=True)
+            assert out[2] == int(((d < lo) | (d > hi)).sum()) and out[3] == int((d == 0).sum())
+            assert fused.squared_norm(x.numpy().reshape(-1)) == pytest.approx(float((d * d).sum()), rel=1e-12,
+                                                                              nan_ok=True)
+    assert out[2] == 0 and out[3] == 1 and math.isnan(out[0])  # NaN: neither saturated nor dead, the sums NaN
+
+
+def test_fused_and_batched_points_mix_in_one_step_under_partial_autocast():
+    """Under autocast the first layer's output and signal are bfloat16, which the fused kernels do not read:
+    the probes keep those for the batched pass and fuse the float32 rest, in the same step."""
+    from gradflow.models.discover import discover
+
+    class HalfThenFull(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.Tanh(), torch.nn.Linear(64, 64),
+                                           torch.nn.Tanh(), torch.nn.Linear(64, 10))
+
+        def forward(self, x):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                h = self.net[1](self.net[0](x))
+            return self.net[4](self.net[3](self.net[2](h.float())))
+
+    torch.manual_seed(0)
+    model, x, y = HalfThenFull(), torch.randn(256, 32), torch.randint(0, 10, (256,))
+    probes = Probes(discover(model, x), fused=True)
+    outs, acts = {}, {}
+
+    def keep(k, z):
+        z.retain_grad()
+        outs[k] = z
+
+    for k in (0, 2, 4):
+        model.net[k].register_forward_hook(lambda m, i, z, k=k: keep(k // 2, z))
+    for k in (1, 3):
+        model.net[k].register_forward_hook(lambda m, i, a, k=k: acts.update({k // 2: a.detach()}))
+    probes.arm()
+    F.cross_entropy(model(x), y).backward()
+    probes.after_backward()
+    values, mask, _ = probes.fetch()
+    got = {q: values[:, j] for j, q in enumerate(probes.quantities)}
+    assert [outs[k].grad.dtype for k in range(3)] == [torch.bfloat16, torch.float32, torch.float32]  # the premise
+    assert list(probes._fused_layouts) == [((1, 2), (1,))]  # fused: signals 1 and 2, activation 1
+    for k, z in outs.items():
+        assert got["signal_norm"][k] == pytest.approx(float(z.grad.double().norm()) * 256 ** 0.5, rel=1e-5), k
+    for k, a in acts.items():
+        assert got["act_std"][k] == pytest.approx(float(a.double().std()), rel=1e-5), k
+        assert got["act_mean"][k] == pytest.approx(float(a.double().mean()), rel=1e-4, abs=1e-7), k
+        assert got["act_saturated"][k] == pytest.approx(float((a.double().abs() > 0.99).double().mean())), k
+
+
+def test_the_fused_kernels_load_where_a_run_probes_enough_cpu_steps(monkeypatch):
+    """fused=None: a loop that does not say how many steps it probes (a Recorder) loads the kernels at its
+    FUSED_AFTER-th probed step and fuses from the next; train(), which knows, from the first; histograms
+    and fused=False never."""
+    monkeypatch.setattr(core, "FUSED_AFTER", 3)
+    cfg, data, model = _setup(["model.activation=tanh", "train.steps=4"])
+    reference = copy.deepcopy(model)
+    probes = Probes(model, cfg.model.activation)
+    fused_at = []
+    batches = Batches(len(data.x_train), 16, 0, "cpu")
+    for step in range(5):
+        probes.arm()
+        idx = batches.next()
+        F.cross_entropy(model(data.x_train[idx]), data.y_train[idx]).backward()
+        fused_at.append(probes._fused_units[1] > 0)  # the hooks took point 1's statistics
+        probes.after_backward()
+        probes.fetch()
+        model.zero_grad()
+    assert fused_at == [False, False, False, True, True] and probes.fused is True
+
+    # train() knows how many steps it probes: 5 fuse from the first, 2 never; histograms and fused=False never
+    for kwargs, steps, fuses in [({}, 4, True), ({}, 1, False), ({"histograms": True}, 4, False),
+                                 ({"fused": False}, 4, False)]:
+        run_model = copy.deepcopy(reference)
+        probes = Probes(run_model, cfg.model.activation, **kwargs)
+        fused_at = []
+        result = train(run_model, data, compose([*SETUP, "model.activation=tanh", f"train.steps={steps}"]), probes,
+                       lambda t, n: fused_at.append(bool(probes._fused_layouts)))
+        assert result.status == "ok" and fused_at == [fuses] * (steps + 1), (kwargs, steps)
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("net", [
     ["norm=batchnorm", "model.activation=sigmoid"],
@@ -201,31 +302,41 @@ def test_an_unprobed_step_never_syncs_and_a_probed_step_syncs_once(net):
     assert per_step[3] == 1, per_step
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["batched", "fused"])
 @pytest.mark.parametrize("case, overrides", [
     ("vanishing", ["model.activation=sigmoid", "model.depth=50", "init=xavier_normal"]),  # ~1e-31 at the input
     ("exploding", ["model.activation=relu", "model.depth=40", "init=orthogonal", "init.gain=5"]),  # 3.5^40 ~ 1e22
 ])
-def test_norms_beyond_float32s_range_are_exact(case, overrides):
+def test_norms_beyond_float32s_range_are_exact(case, overrides, fused):
     """float32 squares underflow below ~1e-19 and overflow above ~1e19 per entry: the probes must still
-    report the float64 norms of the float32 gradients and activations, not 0 or inf."""
+    report the float64 norms of the float32 gradients, signals and activations, not 0 or inf."""
     cfg, data, model = _setup([*overrides, "train.steps=0", "model.width=16"])
     reference = copy.deepcopy(model)
-    probes = Probes(model, cfg.model.activation)
+    probes = Probes(model, cfg.model.activation, fused=fused)
     result = train(model, data, cfg, probes)
     values = result.probe_values[0]
     got = {q: values[:, j] for j, q in enumerate(probes.quantities)}
 
-    acts = {}
+    acts, outputs = {}, {}
     points = reference.probe_points
     hooks = [p.activation.register_forward_hook(lambda m, i, y, k=k: acts.update({k: y.detach()}))
              for k, p in enumerate(points) if p.activation is not None]
+
+    def keep_output(k, z):
+        z.retain_grad()
+        outputs[k] = z
+
+    hooks += [p.layer.register_forward_hook(lambda m, i, z, k=k: keep_output(k, z)) for k, p in enumerate(points)]
     idx = Batches(len(data.x_train), cfg.train.batch_size, cfg.seed, "cpu").next()
     F.cross_entropy(reference(data.x_train[idx]), data.y_train[idx]).backward()
     for h in hooks:
         h.remove()
     grads = np.array([float(torch.linalg.vector_norm(p.layer.weight.grad.double())) for p in points])
+    signals = np.array([float(len(z) ** 0.5 * torch.linalg.vector_norm(z.grad.double())) for z in outputs.values()])
+    assert got["signal_norm"] == pytest.approx(signals, rel=1e-5, abs=0)
     if case == "vanishing":
         assert grads[0] < 1e-25 and grads[0] > 0  # the premise: far below float32's squares
+        assert signals[0] < 1e-25
         assert got["grad_norm"] == pytest.approx(grads, rel=1e-5, abs=0)
         # the loop's own per-parameter gradient norms (split "grad") too
         logged = {name: v for step, split, name, v in result.metrics if split == "grad" and step == 0}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Optional
 
 import typer
@@ -31,6 +32,7 @@ def bench(
 ) -> None:
     """Time gradflow's loop (probes off, every 10 steps, every step) against a bare PyTorch loop."""
     from gradflow import bench as bench_mod
+    from gradflow.probes.core import FUSED_AFTER, load_fused
 
     if sweep:
         return sweep_machinery()
@@ -44,6 +46,12 @@ def bench(
     if steps < 12 or rounds < 1:
         raise GradflowError(f"--steps must be at least 12 and --rounds at least 1 (got {steps}, {rounds})")
     threads = threads or [1]
+    with console.status("loading the probes' fused CPU kernels ..."):
+        loaded = time.perf_counter()
+        load_fused()
+        loaded = time.perf_counter() - loaded
+    console.print(f"fused CPU kernels loaded in {loaded:.2f} s (once per process, by a run probing "
+                  f"{FUSED_AFTER}+ steps)", highlight=False)
     results = []
     for name in names:  # a line per workload as it finishes: a run cut short keeps what it measured
         with console.status(f"timing {name} ..."):
@@ -84,15 +92,16 @@ def _loop_table(rows, title: str) -> Table:
 
 
 def _family_table(rows, title: str) -> Table:
-    """One row per family (and thread count): the bare loop's ms/step and each loop's ratio."""
+    """One row per family (and thread count): the bare loop's ms/step and each loop's ratio, its spread
+    below it (one line would not fit 80 columns)."""
     from gradflow.bench import LOOPS
 
     table = Table(title=title, title_justify="left")
-    for col in ("family", "threads", "bare ms", *[f"{loop}" for loop in LOOPS if loop != "bare"]):
-        table.add_column(col, justify="left" if col == "family" else "right")
+    for col in ("family", "thr", "bare ms", *[f"{loop}" for loop in LOOPS if loop != "bare"]):
+        table.add_column(col, justify="left" if col == "family" else "right", no_wrap=True)
     for r in rows:
         table.add_row(r.workload, str(r.threads), f"{r.median_ms('bare'):.2f}",
-                      *[_ratio(r, loop) for loop in LOOPS if loop != "bare"])
+                      *[_ratio(r, loop).replace(" (", "\n").rstrip(")") for loop in LOOPS if loop != "bare"])
     return table
 
 

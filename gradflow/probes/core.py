@@ -53,6 +53,10 @@ PRIMITIVES = ("grad_norm", "bias_grad_norm", "weight_norm", "signal_norm", "act_
 _NO_POINTS = np.zeros(0, int)
 _HALF = {torch.float16, torch.bfloat16}
 _ROW = {name: j for j, name in enumerate(PRIMITIVES)}  # a primitive's row in table's (primitives, points) array
+# probed steps with CPU tensors after which the probes load the fused kernels (Probes(fused=None)): loading
+# costs ~0.5 s once per process and saves ~0.9 ms per probed step of the reference workload (README, Performance)
+FUSED_AFTER = 500
+_FUSABLE = {torch.float32, torch.float64}  # what the fused kernels read (numpy has no bfloat16)
 
 
 @dataclass
@@ -106,11 +110,15 @@ class Probes:
 
     `activation` names the nonlinearity after every point (gradflow's own families); None reads
     it from each activation module's class (a user's model). `quantities` chooses and orders
-    the table's columns (default: the whole registry).
+    the table's columns (default: the whole registry). `fused`: whether the activation statistics
+    and signal norms of CPU tensors are taken in the hooks by the fused kernels of
+    gradflow.probes.fused (True: from the first probed step; False: never; None: from the
+    FUSED_AFTER-th probed step on, where loading them pays back). Histograms need the tensors
+    themselves and turn them off.
     """
 
     def __init__(self, model, activation: str | None = None, histograms: bool = False,
-                 quantities: Sequence[str] | None = None):
+                 quantities: Sequence[str] | None = None, fused: bool | None = None):
         self.points = list(getattr(model, "probe_points", model))
         self.names = [p.name for p in self.points]
         self.quantities = tuple(quantities) if quantities is not None else tuple(QUANTITIES)
@@ -154,6 +162,15 @@ class Probes:
         # (exact piece's ordinal, its length) -> the indices in it whose values the last read found beyond
         # or near EXACT_RANGE's ends: the next probed step takes their float64 norms on the device (see _add)
         self._extreme: dict[tuple[int, int], list[int]] = {}
+        # the fused kernels (a module, once loaded) and what they write in the hooks: each point's activation
+        # (sum, squared deviations, saturated, dead) and signal's squared norm, in float64
+        self.fused, self._kernels, self._probed = fused, None, 0
+        self._fused_acts, self._fused_squares = np.zeros((n, 4)), np.zeros(n)
+        self._bounds = [tuple(map(float, s.saturation)) if s is not None and s.saturation else (-math.inf, math.inf)
+                        for s in self.specs]
+        self._fused_layouts: dict[tuple, tuple] = {}  # (signal points, activation points) -> see _fused_primitives
+        if fused and not histograms:
+            self._kernels = load_fused()
         self._reset()
 
     # --- hooks: they only keep references (no kernels). They stay registered across consecutive
@@ -182,6 +199,8 @@ class Probes:
         self._early: list[tuple[int, torch.Tensor, float]] = []
         self._counts: list = []  # (points, units) of each stacked group of activation outputs
         self._signal_at, self._signal_batch = _NO_POINTS, []
+        self._fused_units = [0] * n  # each point's activation size where the fused kernels took its statistics
+        self._fused_batch = [0] * n  # each point's signal batch size where they took its norm
         self._sgd: SGDUpdate | None = None  # where the step's update is read, if not from a copy
         self._updated = False
 
@@ -205,16 +224,27 @@ class Probes:
 
                 # a pre-hook on the node that receives dL/dz: registered in C++, cheaper than a tensor hook
                 def keep(grad_outputs):
-                    self._signals[i] = grad_outputs[nr]
+                    g = grad_outputs[nr]
+                    if self._kernels is not None and g is not None and g.device.type == "cpu" and g.dtype in _FUSABLE:
+                        self._fused_squares[i] = self._kernels.squared_norm(g.detach().numpy().reshape(-1))
+                        self._fused_batch[i], self._signals[i] = g.shape[0], None
+                    else:
+                        self._signals[i], self._fused_batch[i] = g, 0
 
                 z.grad_fn.register_prehook(keep)
 
         return hook
 
     def _on_activation(self, i):
+        lo, hi = self._bounds[i]
+
         def hook(module, inputs, y):
             if self.armed:
-                self._acts[i] = y  # read under no_grad in after_backward: no detach needed here
+                if self._kernels is not None and y.device.type == "cpu" and y.dtype in _FUSABLE and y.numel():
+                    self._kernels.activation_stats(y.detach().numpy().reshape(-1), lo, hi, self._fused_acts[i])
+                    self._fused_units[i], self._acts[i] = y.numel(), None
+                else:  # read under no_grad in after_backward: no detach needed here
+                    self._acts[i], self._fused_units[i] = y, 0
 
         return hook
 
@@ -262,6 +292,10 @@ class Probes:
                     self._add(self._norms(signals), layout[1], exact=(signals, 1.0))
             if self._keep_acts:
                 self._activation_primitives()
+            if self._kernels is not None:
+                self._fused_primitives()
+            else:
+                self._count_probed()
             if self.histograms:  # (points, 2, kinds): activation and dL/dz counts, NaN where a point has no such tensor
                 device = next((t.device for t in [*self.weights, *self._acts, *self._signals] if t is not None), None)
                 empty = torch.full((len(HIST_KINDS),), float("nan"), device=device)
@@ -310,6 +344,54 @@ class Probes:
             # y now holds the outputs less their means: the std's exact recomputation reads its rows
             self._add(stats["std"], group.dests["std"], exact=(y, group.std_factor))
             self._counts.append((group.points, group.units))
+
+    def _fused_primitives(self) -> None:
+        """The values the fused kernels took in the hooks, as one plain piece (float64 norms: exact)."""
+        signals = tuple(i for i, b in enumerate(self._fused_batch) if b)
+        acts = tuple(i for i, u in enumerate(self._fused_units) if u)
+        if not signals and not acts:
+            return
+        layout = self._fused_layouts.get((signals, acts))
+        if layout is None:
+            signal_at, act_at = np.array(signals, int), np.array(acts, int)
+            specs = [self.specs[i] for i in acts]
+            saturating = np.array([s is not None and bool(s.saturation) for s in specs], bool)
+            dying = np.array([s is not None and s.can_die for s in specs], bool)
+            dests = np.concatenate([self._dest("signal_norm", signal_at), self._dest("act_sum", act_at),
+                                    self._dest("act_std", act_at), self._dest("act_saturated", act_at[saturating]),
+                                    self._dest("act_dead", act_at[dying])])
+            layout = self._fused_layouts[signals, acts] = (signal_at, act_at, saturating, dying, dests)
+        signal_at, act_at, saturating, dying, dests = layout
+        units = np.array([self._fused_units[i] for i in acts], float)
+        stats = self._fused_acts[act_at]
+        values = np.concatenate([np.sqrt(self._fused_squares[signal_at]), stats[:, 0],
+                                 np.sqrt(stats[:, 1] / np.maximum(units - 1, 1)), stats[saturating, 2],
+                                 stats[dying, 3]])
+        self._add(torch.from_numpy(values), dests)
+        if signals:
+            self._signal_at = np.concatenate([self._signal_at, signal_at])
+            self._signal_batch = self._signal_batch + [self._fused_batch[i] for i in signals]
+        if acts:
+            self._counts.append((act_at, units))
+
+    def expect(self, probed: int) -> None:
+        """The caller will probe `probed` steps: where that is FUSED_AFTER or more on the CPU, load the fused
+        kernels now rather than at the FUSED_AFTER-th (fused=None only)."""
+        if probed >= FUSED_AFTER and self.params and self.params[0].device.type == "cpu":
+            self._probed = FUSED_AFTER - 1
+            self._count_probed(self.params[0])
+
+    def _count_probed(self, tensor: torch.Tensor | None = None) -> None:
+        """Load the fused kernels at the FUSED_AFTER-th probed step that had CPU tensors for them (fused=None)."""
+        if self.fused is not None or self.histograms:
+            return
+        if tensor is None:
+            tensor = next((t for t in (*self._acts, *self._signals) if t is not None), None)
+        if tensor is not None and tensor.device.type == "cpu" and tensor.dtype in _FUSABLE:
+            self._probed += 1
+            if self._probed >= FUSED_AFTER:
+                self._kernels = load_fused(required=False)
+                self.fused = self._kernels is not None
 
     def _plan(self, key, at: list[int], acts: list[torch.Tensor]) -> list[SimpleNamespace]:
         """How activation outputs of this layout are reduced: grouped by shape and dtype, each group
@@ -557,6 +639,19 @@ def _activation_stats(y: torch.Tensor, group: SimpleNamespace) -> dict:
     y.sub_((out["sum"] / group.units).unsqueeze(1))
     out["std"] = torch.linalg.vector_norm(y, dim=1).mul_(group.std_factor)
     return out
+
+
+def load_fused(required: bool = True):
+    """gradflow.probes.fused, loaded and compiled (or read from numba's cache) for float32 and float64; None
+    where numba cannot load and the kernels are not `required` (the probes then stay batched)."""
+    try:
+        from gradflow.probes import fused
+    except ImportError as e:
+        if required:
+            raise GradflowError(f"the fused probe kernels need numba, which failed to load: {e}") from None
+        return None
+    fused.warm()
+    return fused
 
 
 def _outside(norms: np.ndarray, margin: float = 1.0) -> np.ndarray:
