@@ -45,7 +45,8 @@ def _setup(overrides):
 
 @pytest.mark.parametrize("fused", [False, True], ids=["batched", "fused"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_probe_values_equal_plain_autograd(case, fused):
+def test_probe_values_equal_plain_autograd(case, fused, monkeypatch):
+    monkeypatch.setattr(core, "FUSED_MIN", 0)  # these tensors are small: fuse them all the same
     cfg, data, model = _setup(CASES[case])
     reference = copy.deepcopy(model)  # the same weights, no probes attached
     probes = Probes(model, cfg.model.activation, fused=fused)
@@ -191,8 +192,9 @@ def test_the_fused_kernels_match_float64_statistics_for_a_large_mean_and_mixed_a
 
 
 def test_fused_and_batched_points_mix_in_one_step_under_partial_autocast():
-    """Under autocast the first layer's output and signal are bfloat16, which the fused kernels do not read:
-    the probes keep those for the batched pass and fuse the float32 rest, in the same step."""
+    """Under autocast the first layer's output and signal are bfloat16, which the fused kernels do not read,
+    and the last layer's signal (256 x 10) is below FUSED_MIN: the probes keep those for the batched pass
+    and fuse the rest, in the same step."""
     from gradflow.models.discover import discover
 
     class HalfThenFull(torch.nn.Module):
@@ -225,7 +227,7 @@ def test_fused_and_batched_points_mix_in_one_step_under_partial_autocast():
     values, mask, _ = probes.fetch()
     got = {q: values[:, j] for j, q in enumerate(probes.quantities)}
     assert [outs[k].grad.dtype for k in range(3)] == [torch.bfloat16, torch.float32, torch.float32]  # the premise
-    assert list(probes._fused_layouts) == [((1, 2), (1,))]  # fused: signals 1 and 2, activation 1
+    assert list(probes._fused_layouts) == [((1,), (1,))]  # fused: the signal and activation of point 1
     for k, z in outs.items():
         assert got["signal_norm"][k] == pytest.approx(float(z.grad.double().norm()) * 256 ** 0.5, rel=1e-5), k
     for k, a in acts.items():
@@ -239,6 +241,7 @@ def test_the_fused_kernels_load_where_a_run_probes_enough_cpu_steps(monkeypatch)
     FUSED_AFTER-th probed step and fuses from the next; train(), which knows, from the first; histograms
     and fused=False never."""
     monkeypatch.setattr(core, "FUSED_AFTER", 3)
+    monkeypatch.setattr(core, "FUSED_MIN", 0)
     cfg, data, model = _setup(["model.activation=tanh", "train.steps=4"])
     reference = copy.deepcopy(model)
     probes = Probes(model, cfg.model.activation)
@@ -307,9 +310,10 @@ def test_an_unprobed_step_never_syncs_and_a_probed_step_syncs_once(net):
     ("vanishing", ["model.activation=sigmoid", "model.depth=50", "init=xavier_normal"]),  # ~1e-31 at the input
     ("exploding", ["model.activation=relu", "model.depth=40", "init=orthogonal", "init.gain=5"]),  # 3.5^40 ~ 1e22
 ])
-def test_norms_beyond_float32s_range_are_exact(case, overrides, fused):
+def test_norms_beyond_float32s_range_are_exact(case, overrides, fused, monkeypatch):
     """float32 squares underflow below ~1e-19 and overflow above ~1e19 per entry: the probes must still
     report the float64 norms of the float32 gradients, signals and activations, not 0 or inf."""
+    monkeypatch.setattr(core, "FUSED_MIN", 0)
     cfg, data, model = _setup([*overrides, "train.steps=0", "model.width=16"])
     reference = copy.deepcopy(model)
     probes = Probes(model, cfg.model.activation, fused=fused)

@@ -57,6 +57,9 @@ _ROW = {name: j for j, name in enumerate(PRIMITIVES)}  # a primitive's row in ta
 # costs ~0.5 s once per process and saves ~0.9 ms per probed step of the reference workload (README, Performance)
 FUSED_AFTER = 500
 _FUSABLE = {torch.float32, torch.float64}  # what the fused kernels read (numpy has no bfloat16)
+# the least size of a tensor the fused kernels take: below it, a kernel call of its own (~3 us) costs more than
+# its share of the batched kernels (measured on this project's 2-core machine: level at 4096 values)
+FUSED_MIN = 8192
 
 
 @dataclass
@@ -225,7 +228,8 @@ class Probes:
                 # a pre-hook on the node that receives dL/dz: registered in C++, cheaper than a tensor hook
                 def keep(grad_outputs):
                     g = grad_outputs[nr]
-                    if self._kernels is not None and g is not None and g.device.type == "cpu" and g.dtype in _FUSABLE:
+                    if (self._kernels is not None and g is not None and g.device.type == "cpu"
+                            and g.dtype in _FUSABLE and g.numel() >= FUSED_MIN):
                         self._fused_squares[i] = self._kernels.squared_norm(g.detach().numpy().reshape(-1))
                         self._fused_batch[i], self._signals[i] = g.shape[0], None
                     else:
@@ -240,7 +244,8 @@ class Probes:
 
         def hook(module, inputs, y):
             if self.armed:
-                if self._kernels is not None and y.device.type == "cpu" and y.dtype in _FUSABLE and y.numel():
+                if (self._kernels is not None and y.device.type == "cpu" and y.dtype in _FUSABLE
+                        and y.numel() >= FUSED_MIN):
                     self._kernels.activation_stats(y.detach().numpy().reshape(-1), lo, hi, self._fused_acts[i])
                     self._fused_units[i], self._acts[i] = y.numel(), None
                 else:  # read under no_grad in after_backward: no detach needed here
