@@ -57,9 +57,11 @@ _ROW = {name: j for j, name in enumerate(PRIMITIVES)}  # a primitive's row in ta
 # costs ~0.5 s once per process and saves ~0.9 ms per probed step of the reference workload (README, Performance)
 FUSED_AFTER = 500
 _FUSABLE = {torch.float32, torch.float64}  # what the fused kernels read (numpy has no bfloat16)
-# the least size of a tensor the fused kernels take: below it, a kernel call of its own (~3 us) costs more than
-# its share of the batched kernels (measured on this project's 2-core machine: level at 4096 values)
-FUSED_MIN = 8192
+# the least size of a tensor the fused kernels take: below it, a kernel call of its own costs about as much as
+# its share of the batched kernels or more (this project's 2-core machine, per tensor of 50 in cache: signals
+# level at 8192 values, activations 4.3-4.7 against 5.1-6.0 us; from 16384 both ahead, 3.0 against 3.2-3.8
+# and 6.5-7.2 against 10.7 us), so a recurrent net's many small states stay batched
+FUSED_MIN = 16384
 
 
 @dataclass
