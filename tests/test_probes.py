@@ -266,6 +266,10 @@ def test_the_fused_kernels_load_where_a_run_probes_enough_cpu_steps(monkeypatch)
         result = train(run_model, data, compose([*SETUP, "model.activation=tanh", f"train.steps={steps}"]), probes,
                        lambda t, n: fused_at.append(bool(probes._fused_layouts)))
         assert result.status == "ok" and fused_at == [fuses] * (steps + 1), (kwargs, steps)
+    # tensors the kernels cannot read (on a GPU, or here on the meta device) never load them
+    elsewhere = Probes(copy.deepcopy(reference).to("meta"), cfg.model.activation)
+    elsewhere.expect(10**6)
+    assert elsewhere.fused is None and elsewhere._kernels is None
 
 
 @pytest.mark.cuda

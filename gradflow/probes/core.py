@@ -3,7 +3,9 @@
 A probed step runs in three phases, so that every statistic is one batched call over all probe
 points rather than a dozen small kernels per layer:
   arm()              registers hooks that only keep references (each layer's output gradient
-                     dL/dz, each activation output); unprobed steps carry no hooks at all
+                     dL/dz, each activation output), or on the CPU, once a run has probed enough
+                     steps, take their statistics at once with fused kernels (gradflow.probes.fused);
+                     unprobed steps carry no hooks at all
   after_backward()   the raw reductions ("primitives") on the device: foreach norms of the
                      gradients, weights and signals; activations of equal shape stacked and
                      reduced together (sum, sum of squared deviations, saturated and dead counts);
@@ -54,7 +56,8 @@ _NO_POINTS = np.zeros(0, int)
 _HALF = {torch.float16, torch.bfloat16}
 _ROW = {name: j for j, name in enumerate(PRIMITIVES)}  # a primitive's row in table's (primitives, points) array
 # probed steps with CPU tensors after which the probes load the fused kernels (Probes(fused=None)): loading
-# costs ~0.5 s once per process and saves ~0.9 ms per probed step of the reference workload (README, Performance)
+# costs ~0.5 s once per process and saved 0.3-1.0 ms per probed step of the reference workload (README,
+# Performance)
 FUSED_AFTER = 500
 _FUSABLE = {torch.float32, torch.float64}  # what the fused kernels read (numpy has no bfloat16)
 # the least size of a tensor the fused kernels take: below it, a kernel call of its own costs about as much as
@@ -169,7 +172,7 @@ class Probes:
         self._extreme: dict[tuple[int, int], list[int]] = {}
         # the fused kernels (a module, once loaded) and what they write in the hooks: each point's activation
         # (sum, squared deviations, saturated, dead) and signal's squared norm, in float64
-        self.fused, self._kernels, self._probed = fused, None, 0
+        self.fused, self._kernels, self._probed = False if histograms else fused, None, 0
         self._fused_acts, self._fused_squares = np.zeros((n, 4)), np.zeros(n)
         self._bounds = [tuple(map(float, s.saturation)) if s is not None and s.saturation else (-math.inf, math.inf)
                         for s in self.specs]
@@ -178,8 +181,9 @@ class Probes:
             self._kernels = load_fused()
         self._reset()
 
-    # --- hooks: they only keep references (no kernels). They stay registered across consecutive
-    # probed steps and are removed before an unprobed one, which then carries none. ---
+    # --- hooks: they keep references (no kernels), or take a CPU tensor's statistics with the fused kernels
+    # once loaded. They stay registered across consecutive probed steps and are removed before an unprobed
+    # one, which then carries none. ---
     def arm(self) -> None:
         self._reset()
         if not self._hooks:
@@ -301,8 +305,8 @@ class Probes:
                 self._activation_primitives()
             if self._kernels is not None:
                 self._fused_primitives()
-            else:
-                self._count_probed()
+            elif self.fused is None:
+                self._count_towards_fusing(next((t for t in (*self._acts, *self._signals) if t is not None), None))
             if self.histograms:  # (points, 2, kinds): activation and dL/dz counts, NaN where a point has no such tensor
                 device = next((t.device for t in [*self.weights, *self._acts, *self._signals] if t is not None), None)
                 empty = torch.full((len(HIST_KINDS),), float("nan"), device=device)
@@ -384,18 +388,14 @@ class Probes:
     def expect(self, probed: int) -> None:
         """The caller will probe `probed` steps: where that is FUSED_AFTER or more on the CPU, load the fused
         kernels now rather than at the FUSED_AFTER-th (fused=None only)."""
-        if probed >= FUSED_AFTER and self.params and self.params[0].device.type == "cpu":
-            self._probed = FUSED_AFTER - 1
-            self._count_probed(self.params[0])
+        if probed >= FUSED_AFTER and self.params and self.fused is None:
+            self._count_towards_fusing(self.params[0], FUSED_AFTER)
 
-    def _count_probed(self, tensor: torch.Tensor | None = None) -> None:
-        """Load the fused kernels at the FUSED_AFTER-th probed step that had CPU tensors for them (fused=None)."""
-        if self.fused is not None or self.histograms:
-            return
-        if tensor is None:
-            tensor = next((t for t in (*self._acts, *self._signals) if t is not None), None)
+    def _count_towards_fusing(self, tensor: torch.Tensor | None, steps: int = 1) -> None:
+        """Count `steps` probed steps towards FUSED_AFTER where the fused kernels could read `tensor` (one of
+        the step's), and load them there; where numba cannot load, the probes stay batched."""
         if tensor is not None and tensor.device.type == "cpu" and tensor.dtype in _FUSABLE:
-            self._probed += 1
+            self._probed += steps
             if self._probed >= FUSED_AFTER:
                 self._kernels = load_fused(required=False)
                 self.fused = self._kernels is not None

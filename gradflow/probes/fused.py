@@ -7,8 +7,8 @@ kernels instead read each tensor in the hook that sees it, while it is still in 
 for an activation's sum, saturated and dead counts, a second (from cache) for its squared
 deviations; one pass for a signal's squared norm. They accumulate in float64, so their values hold
 the whole float32 range (no recomputation for vanishing or exploding nets) and the mean carries no
-float32 rounding. On the reference workload this took a probed step from ~1.16x to ~1.10x a bare
-step (see README, Performance).
+float32 rounding. On the reference workload this took every-step probing from ~1.13x to ~1.10x a
+bare step (see README, Performance).
 
 Loading them costs ~0.5 s once per process (numba's import and its compiled-code cache; the first
 use on a machine also compiles, ~2 s), which only a run probing many steps pays back: see
