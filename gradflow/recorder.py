@@ -107,7 +107,8 @@ class Recorder:
         final = {f"{split}_{metric}": v for _, split, metric, v in rows}
         self._record.update(status=status, steps=self._last_step, steps_done=self._last_step + 1, final=final,
                             wall_time=round(time.perf_counter() - self._start, 4),
-                            device=str(next(self.model.parameters()).device))
+                            device=str(next(self.model.parameters()).device),
+                            fused_probes=bool(self.probes is not None and self.probes.fused))
         if error:
             self._record["error"] = error
         store.finish(self.path, self._record)

@@ -28,6 +28,7 @@ def test_run_writes_the_results_layout(cli, results):
     rec = json.loads((job / "run.json").read_text())
     assert rec["status"] == "ok" and rec["steps_done"] == 4 and rec["seed"] == 0 and rec["device"] == "cpu"
     assert rec["torch"] == torch.__version__ and rec["wall_time"] > 0
+    assert rec["fused_probes"] is False  # a short run: the probes stayed batched
     assert set(rec["final"]) == {"train_loss", "train_acc", "test_loss", "test_acc"}
     assert yaml.safe_load((job / "config.yaml").read_text())["model"]["depth"] == 3
     metrics = pd.read_parquet(job / "metrics.parquet")
@@ -276,3 +277,21 @@ def test_the_command_line_sets_its_objects_aside_before_it_leaves(monkeypatch):
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_a_run_that_probes_many_steps_takes_its_statistics_with_the_fused_kernels(cli, results, monkeypatch):
+    """From FUSED_AFTER probed steps on the CPU a run loads the fused kernels at its start, says so in run.json,
+    and its layers table holds the batched path's values (to float32 rounding)."""
+    from gradflow.probes import core
+
+    monkeypatch.setattr(core, "FUSED_MIN", 0)  # the tiny net's tensors
+    tables = {}
+    for after, name in ((10**9, "batched"), (3, "fused")):
+        monkeypatch.setattr(core, "FUSED_AFTER", after)
+        out = cli("run", *TINY, "probe.every=1", f"results={results}", f"name={name}")
+        assert out.exit_code == 0, out.output
+        job = results / name / job_name([*TINY, "probe.every=1"])
+        assert json.loads((job / "run.json").read_text())["fused_probes"] is (name == "fused")
+        tables[name] = pd.read_parquet(job / "layers.parquet").set_index(["step", "layer", "quantity"])["value"]
+    assert tables["fused"].index.equals(tables["batched"].index)
+    assert np.allclose(tables["fused"], tables["batched"], rtol=1e-4, atol=1e-7)

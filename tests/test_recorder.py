@@ -56,7 +56,15 @@ def test_probe_points_come_in_forward_order_named_by_path_with_their_activation_
         discover(nn.Sequential(nn.Tanh()), torch.randn(2, 3))
 
 
-def test_recorder_values_equal_plain_autograd(tmp_path):
+@pytest.mark.parametrize("fuse_after", [None, 1], ids=["batched", "fused-from-the-second"])
+def test_recorder_values_equal_plain_autograd(tmp_path, fuse_after, monkeypatch):
+    """Also where the Recorder, which cannot know how many steps it will probe, loads the fused kernels
+    after its FUSED_AFTER-th probed step (here the first) and takes the second's statistics with them."""
+    from gradflow.probes import core
+
+    if fuse_after:
+        monkeypatch.setattr(core, "FUSED_AFTER", fuse_after)
+        monkeypatch.setattr(core, "FUSED_MIN", 0)  # this net's small tensors
     torch.manual_seed(0)
     model = Backwards()
     reference = copy.deepcopy(model)
@@ -112,6 +120,7 @@ def test_recorder_values_equal_plain_autograd(tmp_path):
     assert set(metrics[metrics.metric == "lr"].split) == {"log"}
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["status"] == "ok" and run["final"]["train_loss"] == pytest.approx(metrics.value.iloc[-2])
+    assert run["fused_probes"] is bool(fuse_after)
 
 
 @pytest.mark.parametrize("set_to_none", [True, False])
