@@ -1,7 +1,8 @@
 """What probing costs, against a bare PyTorch loop of the same model and data in the same process.
 
 Every round times each loop once on a fresh copy of the same initialized model, in turn (bare,
-probes off, every 10 steps, every step), so a drift in machine load hits all loops alike. A
+probes off, every 10 steps, every step, and every step without the fused CPU kernels: "batched"),
+so a drift in machine load hits all loops alike. A
 loop's time per step is the median step-to-step time over steps 1..steps-1 (the evaluation at
 step 0 and at the last step is left out), taken separately over its probed and its other steps
 and weighted by their shares: every 10 steps is 0.9 x an unprobed step + 0.1 x a probed one.
@@ -162,7 +163,8 @@ def measure(workload: str, threads: int, steps: int = 101, rounds: int = 5, extr
     torch.set_num_threads(threads)
     try:
         timing = Timing(workload, threads, {loop: [] for loop in loops})
-        ms_per_step(copy.deepcopy(model), data, cfgs[loops[-1]], loops[-1])  # warm-up: allocator, caches
+        warm = next((loop for loop in loops if loop == "every step"), loops[-1])
+        ms_per_step(copy.deepcopy(model), data, cfgs[warm], warm)  # warm-up: allocator, caches
         for _ in range(rounds):
             for loop in loops:
                 timing.ms[loop].append(ms_per_step(copy.deepcopy(model), data, cfgs[loop], loop, clock))

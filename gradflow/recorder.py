@@ -108,7 +108,7 @@ class Recorder:
         self._record.update(status=status, steps=self._last_step, steps_done=self._last_step + 1, final=final,
                             wall_time=round(time.perf_counter() - self._start, 4),
                             device=str(next(self.model.parameters()).device),
-                            fused_probes=bool(self.probes is not None and self.probes.fused))
+                            fused_steps=self.probes.fused_steps if self.probes is not None else 0)
         if error:
             self._record["error"] = error
         store.finish(self.path, self._record)

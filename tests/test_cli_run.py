@@ -28,7 +28,7 @@ def test_run_writes_the_results_layout(cli, results):
     rec = json.loads((job / "run.json").read_text())
     assert rec["status"] == "ok" and rec["steps_done"] == 4 and rec["seed"] == 0 and rec["device"] == "cpu"
     assert rec["torch"] == torch.__version__ and rec["wall_time"] > 0
-    assert rec["fused_probes"] is False  # a short run: the probes stayed batched
+    assert rec["fused_steps"] == 0  # a short run: the probes stayed batched
     assert set(rec["final"]) == {"train_loss", "train_acc", "test_loss", "test_acc"}
     assert yaml.safe_load((job / "config.yaml").read_text())["model"]["depth"] == 3
     metrics = pd.read_parquet(job / "metrics.parquet")
@@ -280,8 +280,9 @@ def test_the_command_line_sets_its_objects_aside_before_it_leaves(monkeypatch):
 
 
 def test_a_run_that_probes_many_steps_takes_its_statistics_with_the_fused_kernels(cli, results, monkeypatch):
-    """From FUSED_AFTER probed steps on the CPU a run loads the fused kernels at its start, says so in run.json,
-    and its layers table holds the batched path's values (to float32 rounding)."""
+    """A run that will probe FUSED_AFTER steps or more on the CPU loads the fused kernels at its first probed
+    step, says in run.json how many steps they took, and its layers table holds the batched path's values
+    (to float32 rounding)."""
     from gradflow.probes import core
 
     monkeypatch.setattr(core, "FUSED_MIN", 0)  # the tiny net's tensors
@@ -291,7 +292,8 @@ def test_a_run_that_probes_many_steps_takes_its_statistics_with_the_fused_kernel
         out = cli("run", *TINY, "probe.every=1", f"results={results}", f"name={name}")
         assert out.exit_code == 0, out.output
         job = results / name / job_name([*TINY, "probe.every=1"])
-        assert json.loads((job / "run.json").read_text())["fused_probes"] is (name == "fused")
+        # the first probed step loads the kernels, the other four use them
+        assert json.loads((job / "run.json").read_text())["fused_steps"] == (4 if name == "fused" else 0)
         tables[name] = pd.read_parquet(job / "layers.parquet").set_index(["step", "layer", "quantity"])["value"]
     assert tables["fused"].index.equals(tables["batched"].index)
     assert np.allclose(tables["fused"], tables["batched"], rtol=1e-4, atol=1e-7)

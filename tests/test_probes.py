@@ -257,7 +257,8 @@ def test_the_fused_kernels_load_where_a_run_probes_enough_cpu_steps(monkeypatch)
         model.zero_grad()
     assert fused_at == [False, False, False, True, True] and probes.fused is True
 
-    # train() knows how many steps it probes: 5 fuse from the first, 2 never; histograms and fused=False never
+    # train() knows how many steps it probes: with 5 the first loads the kernels, the next four use them; with
+    # 2 never; histograms and fused=False never
     for kwargs, steps, fuses in [({}, 4, True), ({}, 1, False), ({"histograms": True}, 4, False),
                                  ({"fused": False}, 4, False)]:
         run_model = copy.deepcopy(reference)
@@ -265,11 +266,56 @@ def test_the_fused_kernels_load_where_a_run_probes_enough_cpu_steps(monkeypatch)
         fused_at = []
         result = train(run_model, data, compose([*SETUP, "model.activation=tanh", f"train.steps={steps}"]), probes,
                        lambda t, n: fused_at.append(bool(probes._fused_layouts)))
-        assert result.status == "ok" and fused_at == [fuses] * (steps + 1), (kwargs, steps)
-    # tensors the kernels cannot read (on a GPU, or here on the meta device) never load them
-    elsewhere = Probes(copy.deepcopy(reference).to("meta"), cfg.model.activation)
-    elsewhere.expect(10**6)
-    assert elsewhere.fused is None and elsewhere._kernels is None
+        assert result.status == "ok" and fused_at == [False] + [fuses] * steps, (kwargs, steps)
+        assert probes.fused_steps == (steps if fuses else 0)
+    # what the kernels take: CPU float32 and float64 tensors of FUSED_MIN values or more (not on a GPU, here
+    # the meta device; not bfloat16; not empty)
+    monkeypatch.setattr(core, "FUSED_MIN", 100)
+    assert core._fusable(torch.empty(100)) and core._fusable(torch.empty(10, 10, dtype=torch.float64))
+    assert not any(core._fusable(t) for t in (torch.empty(99), torch.empty(100, device="meta"),
+                                              torch.empty(100, dtype=torch.bfloat16), None))
+    monkeypatch.setattr(core, "FUSED_MIN", 0)
+    assert not core._fusable(torch.empty(0))
+
+
+def test_where_the_fused_kernels_cannot_load_a_run_stays_batched(monkeypatch):
+    """numba may import yet fail to compile or cache (no writable cache folder): the probes then stay batched,
+    and asking for the kernels outright says why in one line."""
+    from gradflow.probes import fused
+
+    def fail():
+        raise RuntimeError("cannot cache function 'activation_stats': no locator available")
+
+    monkeypatch.setattr(fused, "warm", fail)
+    monkeypatch.setattr(core, "FUSED_AFTER", 1)
+    monkeypatch.setattr(core, "FUSED_MIN", 0)
+    cfg, data, model = _setup(["model.activation=tanh"])
+    probes = Probes(model, cfg.model.activation)
+    assert train(model, data, cfg, probes).status == "ok" and probes.fused is False and probes.fused_steps == 0
+    with pytest.raises(GradflowError, match="fused probe kernels failed to load .*no locator available"):
+        Probes(model, cfg.model.activation, fused=True)
+
+
+def test_a_float64_models_activation_statistics_are_taken_in_float64():
+    """The batched path reduced float64 activations in float32: a mean of 1000 with spread 0.01 came back
+    with act_std 2e-5 off."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.ReLU(), torch.nn.Linear(64, 3)).double()
+    with torch.no_grad():
+        model[0].weight.mul_(1e-3)
+        model[0].bias.fill_(1000.0)
+    x = torch.randn(256, 8, dtype=torch.float64)
+    from gradflow.models.discover import discover
+
+    probes = Probes(discover(model, x), fused=False)
+    acts = []
+    model[1].register_forward_hook(lambda m, i, y: acts.append(y.detach()))
+    probes.arm()
+    F.cross_entropy(model(x), torch.randint(0, 3, (256,))).backward()
+    probes.after_backward()
+    values, _, _ = probes.fetch()
+    std = values[0, probes.quantities.index("act_std")]
+    assert std == pytest.approx(float(acts[-1].std()), rel=1e-9) and 1e-4 < std < 1e-2  # 1e-7 of the mean
 
 
 @pytest.mark.cuda

@@ -120,7 +120,7 @@ def test_recorder_values_equal_plain_autograd(tmp_path, fuse_after, monkeypatch)
     assert set(metrics[metrics.metric == "lr"].split) == {"log"}
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["status"] == "ok" and run["final"]["train_loss"] == pytest.approx(metrics.value.iloc[-2])
-    assert run["fused_probes"] is bool(fuse_after)
+    assert run["fused_steps"] == (1 if fuse_after else 0)  # step 2's
 
 
 @pytest.mark.parametrize("set_to_none", [True, False])

@@ -30,8 +30,10 @@ def bench(
                                         "200 tiny runs (planning, per job, resume, ls, plot), then 12 MNIST-1D "
                                         "runs (machinery share, joblib's speed-up); a few minutes.")] = False,
 ) -> None:
-    """Time gradflow's loop (probes off, every 10 steps, every step) against a bare PyTorch loop."""
+    """Time gradflow's loop (probes off, every 10 steps, every step, every step batched) against a bare PyTorch
+    loop."""
     from gradflow import bench as bench_mod
+    from gradflow.config import resolve_device
     from gradflow.probes.core import FUSED_AFTER, load_fused
 
     if sweep:
@@ -46,12 +48,13 @@ def bench(
     if steps < 12 or rounds < 1:
         raise GradflowError(f"--steps must be at least 12 and --rounds at least 1 (got {steps}, {rounds})")
     threads = threads or [1]
-    with console.status("loading the probes' fused CPU kernels ..."):
-        loaded = time.perf_counter()
-        load_fused()
-        loaded = time.perf_counter() - loaded
-    console.print(f"fused CPU kernels loaded in {loaded:.2f} s (once per process, by a run probing "
-                  f"{FUSED_AFTER}+ steps)", highlight=False)
+    if resolve_device(device).type == "cpu":  # (elsewhere the probes always batch)
+        with console.status("loading the probes' fused CPU kernels ..."):
+            loaded = time.perf_counter()
+            load_fused()
+            loaded = time.perf_counter() - loaded
+        console.print(f"fused CPU kernels loaded in {loaded:.2f} s (once per process, by a run probing "
+                      f"{FUSED_AFTER}+ steps)", highlight=False)
     results = []
     for name in names:  # a line per workload as it finishes: a run cut short keeps what it measured
         with console.status(f"timing {name} ..."):

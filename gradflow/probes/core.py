@@ -71,9 +71,9 @@ FUSED_MIN = 16384
 class Reading:
     """One probed step's primitives on the host, as read() fetched them; Probes.table() makes its table."""
 
-    values: np.ndarray  # piece after piece, in the primitives' dtype (float64 where one was recomputed)
+    values: np.ndarray  # piece after piece, in the primitives' dtype (float64 where one was recomputed or fused)
     dests: list[np.ndarray]  # each piece's places in the flattened (primitives, points) array
-    counts: list[tuple[np.ndarray, float]]  # (points, units per activation output) of each stacked group
+    counts: list[tuple[np.ndarray, float | np.ndarray]]  # (points, units per activation output) of each group
     signal_at: np.ndarray  # the points with a back-propagated signal, and each one's batch size
     signal_batch: list[int]
     lr: np.ndarray | float | None  # plain SGD's learning rate(s) where the update norm is lr ||d||
@@ -149,6 +149,7 @@ class Probes:
                SATURATING: np.array([s is not None and s.saturation is not None for s in self.specs]),
                DYING: np.array([s is not None and s.can_die for s in self.specs])}
         self.applicable = np.stack([has[QUANTITIES[q].where] for q in self.quantities], axis=1).reshape(n, -1)
+        self._saturating, self._dying = has[SATURATING], has[DYING]
         needs = {QUANTITIES[q].where for q in self.quantities}
         self._keep_signals = histograms or OUTPUT in needs
         self._keep_acts = histograms or bool(needs & {ACTIVATION, SATURATING, DYING})
@@ -171,11 +172,14 @@ class Probes:
         # or near EXACT_RANGE's ends: the next probed step takes their float64 norms on the device (see _add)
         self._extreme: dict[tuple[int, int], list[int]] = {}
         # the fused kernels (a module, once loaded) and what they write in the hooks: each point's activation
-        # (sum, squared deviations, saturated, dead) and signal's squared norm, in float64
-        self.fused, self._kernels, self._probed = False if histograms else fused, None, 0
+        # (sum, squared deviations, saturated, dead) and signal's squared norm, in float64. `fused`: None while
+        # undecided, then whether they are loaded; `_towards_fusing` counts probed steps towards FUSED_AFTER
+        self.fused, self._kernels, self._towards_fusing = False if histograms else fused, None, 0
+        self.fused_steps = 0  # probed steps at which the fused kernels took statistics
         self._fused_acts, self._fused_squares = np.zeros((n, 4)), np.zeros(n)
-        self._bounds = [tuple(map(float, s.saturation)) if s is not None and s.saturation else (-math.inf, math.inf)
-                        for s in self.specs]
+        # saturation bounds as the batched path's float32 constants compare them (_plan)
+        self._bounds = [tuple(float(np.float32(b)) for b in s.saturation) if s is not None and s.saturation
+                        else (-math.inf, math.inf) for s in self.specs]
         self._fused_layouts: dict[tuple, tuple] = {}  # (signal points, activation points) -> see _fused_primitives
         if fused and not histograms:
             self._kernels = load_fused()
@@ -206,7 +210,7 @@ class Probes:
         # the exact values taken in float64 in the step: (place among the exact values, its (2,) parts on
         # the device (_norm_parts), the factor that scales it)
         self._early: list[tuple[int, torch.Tensor, float]] = []
-        self._counts: list = []  # (points, units) of each stacked group of activation outputs
+        self._counts: list = []  # (points, units) of each group of activation outputs, stacked or fused
         self._signal_at, self._signal_batch = _NO_POINTS, []
         self._fused_units = [0] * n  # each point's activation size where the fused kernels took its statistics
         self._fused_batch = [0] * n  # each point's signal batch size where they took its norm
@@ -234,9 +238,8 @@ class Probes:
                 # a pre-hook on the node that receives dL/dz: registered in C++, cheaper than a tensor hook
                 def keep(grad_outputs):
                     g = grad_outputs[nr]
-                    if (self._kernels is not None and g is not None and g.device.type == "cpu"
-                            and g.dtype in _FUSABLE and g.numel() >= FUSED_MIN):
-                        self._fused_squares[i] = self._kernels.squared_norm(g.detach().numpy().reshape(-1))
+                    if self._kernels is not None and _fusable(g):
+                        self._fused_squares[i] = self._kernels.squared_norm(_flat(g))
                         self._fused_batch[i], self._signals[i] = g.shape[0], None
                     else:
                         self._signals[i], self._fused_batch[i] = g, 0
@@ -250,9 +253,8 @@ class Probes:
 
         def hook(module, inputs, y):
             if self.armed:
-                if (self._kernels is not None and y.device.type == "cpu" and y.dtype in _FUSABLE
-                        and y.numel() >= FUSED_MIN):
-                    self._kernels.activation_stats(y.detach().numpy().reshape(-1), lo, hi, self._fused_acts[i])
+                if self._kernels is not None and _fusable(y):
+                    self._kernels.activation_stats(_flat(y), lo, hi, self._fused_acts[i])
                     self._fused_units[i], self._acts[i] = y.numel(), None
                 else:  # read under no_grad in after_backward: no detach needed here
                     self._acts[i], self._fused_units[i] = y, 0
@@ -305,8 +307,8 @@ class Probes:
                 self._activation_primitives()
             if self._kernels is not None:
                 self._fused_primitives()
-            elif self.fused is None:
-                self._count_towards_fusing(next((t for t in (*self._acts, *self._signals) if t is not None), None))
+            elif self.fused is None and any(_fusable(t) for t in (*self._acts, *self._signals)):
+                self._count_towards_fusing()
             if self.histograms:  # (points, 2, kinds): activation and dL/dz counts, NaN where a point has no such tensor
                 device = next((t.device for t in [*self.weights, *self._acts, *self._signals] if t is not None), None)
                 empty = torch.full((len(HIST_KINDS),), float("nan"), device=device)
@@ -347,7 +349,8 @@ class Probes:
         plan = self._plans.get(key) or self._plan(key, at, acts)
         for group in plan:
             y = torch.stack([acts[j] for j in group.members], out=group.stack).flatten(1)
-            y = y.float()  # (k, units); a copy only for half precision
+            if y.dtype in _HALF:  # (k, units); a float32 copy of half precision (float64 stays float64)
+                y = y.float()
             stats = _activation_stats(y, group)
             for k in ("sum", "saturated", "dead"):
                 if k in stats:
@@ -364,15 +367,16 @@ class Probes:
             return
         layout = self._fused_layouts.get((signals, acts))
         if layout is None:
+            if len(self._fused_layouts) >= 16:  # inputs of ever new shapes: keep the memory bounded
+                self._fused_layouts.clear()
             signal_at, act_at = np.array(signals, int), np.array(acts, int)
-            specs = [self.specs[i] for i in acts]
-            saturating = np.array([s is not None and bool(s.saturation) for s in specs], bool)
-            dying = np.array([s is not None and s.can_die for s in specs], bool)
+            saturating, dying = self._saturating[act_at], self._dying[act_at]
             dests = np.concatenate([self._dest("signal_norm", signal_at), self._dest("act_sum", act_at),
                                     self._dest("act_std", act_at), self._dest("act_saturated", act_at[saturating]),
                                     self._dest("act_dead", act_at[dying])])
             layout = self._fused_layouts[signals, acts] = (signal_at, act_at, saturating, dying, dests)
         signal_at, act_at, saturating, dying, dests = layout
+        self.fused_steps += 1
         units = np.array([self._fused_units[i] for i in acts], float)
         stats = self._fused_acts[act_at]
         values = np.concatenate([np.sqrt(self._fused_squares[signal_at]), stats[:, 0],
@@ -386,19 +390,18 @@ class Probes:
             self._counts.append((act_at, units))
 
     def expect(self, probed: int) -> None:
-        """The caller will probe `probed` steps: where that is FUSED_AFTER or more on the CPU, load the fused
-        kernels now rather than at the FUSED_AFTER-th (fused=None only)."""
-        if probed >= FUSED_AFTER and self.params and self.fused is None:
-            self._count_towards_fusing(self.params[0], FUSED_AFTER)
+        """The caller will probe `probed` steps: where that is FUSED_AFTER or more, the first probed step with
+        a tensor the fused kernels take (fused=None) loads them, rather than the FUSED_AFTER-th."""
+        if probed >= FUSED_AFTER:
+            self._towards_fusing = max(self._towards_fusing, FUSED_AFTER - 1)
 
-    def _count_towards_fusing(self, tensor: torch.Tensor | None, steps: int = 1) -> None:
-        """Count `steps` probed steps towards FUSED_AFTER where the fused kernels could read `tensor` (one of
-        the step's), and load them there; where numba cannot load, the probes stay batched."""
-        if tensor is not None and tensor.device.type == "cpu" and tensor.dtype in _FUSABLE:
-            self._probed += steps
-            if self._probed >= FUSED_AFTER:
-                self._kernels = load_fused(required=False)
-                self.fused = self._kernels is not None
+    def _count_towards_fusing(self) -> None:
+        """A probed step with a tensor the fused kernels take: at the FUSED_AFTER-th, load them (where numba
+        cannot load, the probes stay batched)."""
+        self._towards_fusing += 1
+        if self._towards_fusing >= FUSED_AFTER:
+            self._kernels = load_fused(required=False)
+            self.fused = self._kernels is not None
 
     def _plan(self, key, at: list[int], acts: list[torch.Tensor]) -> list[SimpleNamespace]:
         """How activation outputs of this layout are reduced: grouped by shape and dtype, each group
@@ -650,15 +653,29 @@ def _activation_stats(y: torch.Tensor, group: SimpleNamespace) -> dict:
 
 def load_fused(required: bool = True):
     """gradflow.probes.fused, loaded and compiled (or read from numba's cache) for float32 and float64; None
-    where numba cannot load and the kernels are not `required` (the probes then stay batched)."""
+    where numba cannot import, compile or cache them and they are not `required` (the probes then stay
+    batched)."""
     try:
         from gradflow.probes import fused
-    except ImportError as e:
+
+        fused.warm()
+    except Exception as e:  # ImportError, or numba's own (no writable cache folder, no compiler backend)
         if required:
-            raise GradflowError(f"the fused probe kernels need numba, which failed to load: {e}") from None
+            raise GradflowError(f"the fused probe kernels failed to load (numba): {e}") from None
         return None
-    fused.warm()
     return fused
+
+
+def _fusable(t: torch.Tensor | None) -> bool:
+    """Whether the fused kernels take `t`: a CPU float32 or float64 tensor of FUSED_MIN values or more."""
+    return (t is not None and t.device.type == "cpu" and t.dtype in _FUSABLE and t.numel() > 0
+            and t.numel() >= FUSED_MIN)
+
+
+def _flat(t: torch.Tensor) -> np.ndarray:
+    """`t`'s values as a contiguous 1-d numpy array (a view where `t` is contiguous): the one layout the fused
+    kernels are compiled for, so no other one compiles inside a probed step."""
+    return t.detach().contiguous().view(-1).numpy()
 
 
 def _outside(norms: np.ndarray, margin: float = 1.0) -> np.ndarray:
