@@ -192,9 +192,9 @@ def test_the_fused_kernels_match_float64_statistics_for_a_large_mean_and_mixed_a
 
 
 def test_fused_and_batched_points_mix_in_one_step_under_partial_autocast():
-    """Under autocast the first layer's output and signal are bfloat16, which the fused kernels do not read,
-    and the last layer's signal (256 x 10) is below FUSED_MIN: the probes keep those for the batched pass
-    and fuse the rest, in the same step."""
+    """Under autocast the first layer's output and signal are bfloat16, which the fused kernels do not read:
+    the probes keep those for the batched pass and fuse the rest, the small last layer's too, in the same
+    step."""
     from gradflow.models.discover import discover
 
     class HalfThenFull(torch.nn.Module):
@@ -227,7 +227,7 @@ def test_fused_and_batched_points_mix_in_one_step_under_partial_autocast():
     values, mask, _ = probes.fetch()
     got = {q: values[:, j] for j, q in enumerate(probes.quantities)}
     assert [outs[k].grad.dtype for k in range(3)] == [torch.bfloat16, torch.float32, torch.float32]  # the premise
-    assert list(probes._fused_layouts) == [((1,), (1,))]  # fused: the signal and activation of point 1
+    assert list(probes._fused_layouts) == [((1, 2), (1,))]  # fused: signals 1 and 2, activation 1
     for k, z in outs.items():
         assert got["signal_norm"][k] == pytest.approx(float(z.grad.double().norm()) * 256 ** 0.5, rel=1e-5), k
     for k, a in acts.items():
@@ -268,6 +268,12 @@ def test_the_fused_kernels_load_where_a_run_probes_enough_cpu_steps(monkeypatch)
                        lambda t, n: fused_at.append(bool(probes._fused_layouts)))
         assert result.status == "ok" and fused_at == [False] + [fuses] * steps, (kwargs, steps)
         assert probes.fused_steps == (steps if fuses else 0)
+    # a net whose tensors are all below FUSED_MIN (an LSTM's many small states) never loads them
+    monkeypatch.setattr(core, "FUSED_MIN", 10**6)
+    run_model = copy.deepcopy(reference)
+    probes = Probes(run_model, cfg.model.activation)
+    result = train(run_model, data, compose([*SETUP, "model.activation=tanh", "train.steps=4"]), probes)
+    assert result.status == "ok" and probes.fused is None and probes.fused_steps == 0
     # what the kernels take: CPU float32 and float64 tensors of FUSED_MIN values or more (not on a GPU, here
     # the meta device; not bfloat16; not empty)
     monkeypatch.setattr(core, "FUSED_MIN", 100)

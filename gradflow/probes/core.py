@@ -60,10 +60,11 @@ _ROW = {name: j for j, name in enumerate(PRIMITIVES)}  # a primitive's row in ta
 # Performance)
 FUSED_AFTER = 500
 _FUSABLE = {torch.float32, torch.float64}  # what the fused kernels read (numpy has no bfloat16)
-# the least size of a tensor the fused kernels take: below it, a kernel call of its own costs about as much as
-# its share of the batched kernels or more (this project's 2-core machine, per tensor of 50 in cache: signals
-# level at 8192 values, activations 4.3-4.7 against 5.1-6.0 us; from 16384 both ahead, 3.0 against 3.2-3.8
-# and 6.5-7.2 against 10.7 us), so a recurrent net's many small states stay batched
+# the fused kernels load only for a net with a tensor of at least this many values: below it, a kernel call of
+# its own costs about as much as its share of the batched kernels or more (this project's 2-core machine, per
+# tensor of 50 in cache: signals level at 8192 values, activations 4.3-4.7 against 5.1-6.0 us; from 16384 both
+# ahead, 3.0 against 3.2-3.8 and 6.5-7.2 against 10.7 us), so a recurrent net's many small states stay batched.
+# Once loaded they take every tensor they can: one left to the batched pass costs its fixed ~0.2 ms
 FUSED_MIN = 16384
 
 
@@ -238,7 +239,7 @@ class Probes:
                 # a pre-hook on the node that receives dL/dz: registered in C++, cheaper than a tensor hook
                 def keep(grad_outputs):
                     g = grad_outputs[nr]
-                    if self._kernels is not None and _fusable(g):
+                    if self._kernels is not None and _fusable(g, 1):
                         self._fused_squares[i] = self._kernels.squared_norm(_flat(g))
                         self._fused_batch[i], self._signals[i] = g.shape[0], None
                     else:
@@ -253,7 +254,7 @@ class Probes:
 
         def hook(module, inputs, y):
             if self.armed:
-                if self._kernels is not None and _fusable(y):
+                if self._kernels is not None and _fusable(y, 1):
                     self._kernels.activation_stats(_flat(y), lo, hi, self._fused_acts[i])
                     self._fused_units[i], self._acts[i] = y.numel(), None
                 else:  # read under no_grad in after_backward: no detach needed here
@@ -666,16 +667,17 @@ def load_fused(required: bool = True):
     return fused
 
 
-def _fusable(t: torch.Tensor | None) -> bool:
-    """Whether the fused kernels take `t`: a CPU float32 or float64 tensor of FUSED_MIN values or more."""
-    return (t is not None and t.device.type == "cpu" and t.dtype in _FUSABLE and t.numel() > 0
-            and t.numel() >= FUSED_MIN)
+def _fusable(t: torch.Tensor | None, least: int | None = None) -> bool:
+    """Whether the fused kernels can take `t`: a CPU float32 or float64 tensor of `least` values or more
+    (default FUSED_MIN)."""
+    return (t is not None and t.device.type == "cpu" and t.dtype in _FUSABLE
+            and t.numel() >= max(FUSED_MIN if least is None else least, 1))
 
 
 def _flat(t: torch.Tensor) -> np.ndarray:
     """`t`'s values as a contiguous 1-d numpy array (a view where `t` is contiguous): the one layout the fused
     kernels are compiled for, so no other one compiles inside a probed step."""
-    return t.detach().contiguous().view(-1).numpy()
+    return np.ravel(t.detach().numpy())  # (1.7 us: half of torch's contiguous().view(-1).numpy())
 
 
 def _outside(norms: np.ndarray, margin: float = 1.0) -> np.ndarray:
