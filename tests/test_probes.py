@@ -190,6 +190,15 @@ def test_the_fused_kernels_match_float64_statistics_for_a_large_mean_and_mixed_a
                                                                               nan_ok=True)
     assert out[2] == 0 and out[3] == 1 and math.isnan(out[0])  # NaN: neither saturated nor dead, the sums NaN
 
+    # a transposed or an expanded output reaches the kernels as its values, in the layout they are compiled for
+    cfg, _, model = _setup(["model.activation=tanh"])
+    probes = Probes(model, cfg.model.activation, fused=True)
+    probes.arm()
+    for y in (torch.randn(10, 16).t(), torch.randn(10).expand(16, 10)):
+        probes._on_activation(1)(None, (), y)
+        d = y.double()
+        assert probes._fused_acts[1][:2] == pytest.approx([float(d.sum()), float(((d - d.mean()) ** 2).sum())])
+
 
 def test_fused_and_batched_points_mix_in_one_step_under_partial_autocast():
     """Under autocast the first layer's output and signal are bfloat16, which the fused kernels do not read:
