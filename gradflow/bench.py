@@ -163,7 +163,7 @@ def measure(workload: str, threads: int, steps: int = 101, rounds: int = 5, extr
     torch.set_num_threads(threads)
     try:
         timing = Timing(workload, threads, {loop: [] for loop in loops})
-        warm = next((loop for loop in loops if loop == "every step"), loops[-1])
+        warm = "every step" if "every step" in loops else loops[-1]
         ms_per_step(copy.deepcopy(model), data, cfgs[warm], warm)  # warm-up: allocator, caches
         for _ in range(rounds):
             for loop in loops:

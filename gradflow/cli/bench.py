@@ -75,9 +75,9 @@ def bench(
         console.print(_family_table(families, f"model families: {note}"))
 
 
-def _ratio(r, loop: str) -> str:
+def _ratio(r, loop: str, two_lines: bool = False) -> str:
     lo, hi = r.spread(loop)
-    return f"{r.ratio(loop):.2f} ({lo:.2f}-{hi:.2f})"
+    return f"{r.ratio(loop):.2f}\n{lo:.2f}-{hi:.2f}" if two_lines else f"{r.ratio(loop):.2f} ({lo:.2f}-{hi:.2f})"
 
 
 def _loop_table(rows, title: str) -> Table:
@@ -104,7 +104,7 @@ def _family_table(rows, title: str) -> Table:
         table.add_column(col, justify="left" if col == "family" else "right", no_wrap=True)
     for r in rows:
         table.add_row(r.workload, str(r.threads), f"{r.median_ms('bare'):.2f}",
-                      *[_ratio(r, loop).replace(" (", "\n").rstrip(")") for loop in LOOPS if loop != "bare"])
+                      *[_ratio(r, loop, two_lines=True) for loop in LOOPS if loop != "bare"])
     return table
 
 

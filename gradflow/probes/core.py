@@ -178,11 +178,11 @@ class Probes:
         self.fused, self._kernels, self._towards_fusing = False if histograms else fused, None, 0
         self.fused_steps = 0  # probed steps at which the fused kernels took statistics
         self._fused_acts, self._fused_squares = np.zeros((n, 4)), np.zeros(n)
-        # saturation bounds as the batched path's float32 constants compare them (_plan)
+        # each point's saturation bounds, float32-rounded: the batched path's constants and the fused kernels'
         self._bounds = [tuple(float(np.float32(b)) for b in s.saturation) if s is not None and s.saturation
                         else (-math.inf, math.inf) for s in self.specs]
         self._fused_layouts: dict[tuple, tuple] = {}  # (signal points, activation points) -> see _fused_primitives
-        if fused and not histograms:
+        if self.fused:
             self._kernels = load_fused()
         self._reset()
 
@@ -418,8 +418,7 @@ class Probes:
             units = first.numel()  # per stacked row: the whole output, batch included
             stack = self.buffer(("acts", len(members), tuple(first.shape)), (len(members), *first.shape),
                                 first.dtype, first.device)
-            bounds = self.constant([s.saturation if s is not None and s.saturation else (-math.inf, math.inf)
-                                    for s in specs], first.device, torch.float32)
+            bounds = self.constant([self._bounds[i] for i in points], first.device, torch.float32)
             scratch = self.buffer(("scratch", len(members), units), (len(members), units), torch.float32, first.device)
             dests = {k: self._dest(f"act_{k}", points) for k in ("sum", "saturated", "dead", "std")}
             plan.append(_reduction(specs, bounds, scratch, members=members, points=points, stack=stack, dests=dests))
