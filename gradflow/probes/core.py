@@ -239,8 +239,10 @@ class Probes:
                 # a pre-hook on the node that receives dL/dz: registered in C++, cheaper than a tensor hook
                 def keep(grad_outputs):
                     g = grad_outputs[nr]
-                    if self._kernels is not None and _fusable(g, 1):
-                        self._fused_squares[i] = self._kernels.squared_norm(_flat(g))
+                    kernels = self._kernels
+                    # (inline checks: a helper's call costs microseconds in a hook, where its code is cold)
+                    if kernels is not None and g.is_cpu and g.dtype in _FUSABLE and g.numel():
+                        self._fused_squares[i] = kernels.squared_norm(g.numpy(force=True).reshape(-1))
                         self._fused_batch[i], self._signals[i] = g.shape[0], None
                     else:
                         self._signals[i], self._fused_batch[i] = g, 0
@@ -251,11 +253,13 @@ class Probes:
 
     def _on_activation(self, i):
         lo, hi = self._bounds[i]
+        out = self._fused_acts[i]  # (a view of its row, made once)
 
         def hook(module, inputs, y):
             if self.armed:
-                if self._kernels is not None and _fusable(y, 1):
-                    self._kernels.activation_stats(_flat(y), lo, hi, self._fused_acts[i])
+                kernels = self._kernels
+                if kernels is not None and y.is_cpu and y.dtype in _FUSABLE and y.numel():
+                    kernels.activation_stats(y.numpy(force=True).reshape(-1), lo, hi, out)
                     self._fused_units[i], self._acts[i] = y.numel(), None
                 else:  # read under no_grad in after_backward: no detach needed here
                     self._acts[i], self._fused_units[i] = y, 0
@@ -280,14 +284,14 @@ class Probes:
                 # the gradients as they are now (a loop may set them to None before the read)
                 grads = [p.grad if p.grad is not None else p.new_zeros(()) for p in self.params]
                 if grad_norms is None:
-                    grad_norms = self._norms(grads)
+                    grad_norms = self._norms_of(grads)
                 if keep_grads:
                     kept = [self.buffer(("grad", j), tuple(g.shape), g.dtype, g.device) for j, g in enumerate(grads)]
                     torch._foreach_copy_(kept, grads)
                     grads = kept
                 self._add(grad_norms, self._dest_grad, exact=(grads, 1.0))
             if self._weight_norms:
-                self._add(self._norms(self.weights), self._dest_weight)
+                self._add(self._norms_of(self.weights), self._dest_weight)
             if self._ratio:
                 self._sgd = SGDUpdate.of(optimizer, self.weights, self._optimizer_groups(optimizer))
                 if self._sgd is None:  # the weights before the update, copied into kept buffers
@@ -327,7 +331,7 @@ class Probes:
                 torch._foreach_sub_(updates, self.weights)  # now -dW
             else:
                 updates = self._sgd.directions()  # dW / lr (lr applied on the host, in table)
-            self._add(self._norms(updates), self._dest_update, exact=(updates, 1.0))
+            self._add(self._norms_of(updates), self._dest_update, exact=(updates, 1.0))
         self._updated = True
 
     def _optimizer_groups(self, optimizer) -> list | None:
@@ -445,6 +449,16 @@ class Probes:
         self._exact.append((values, dests, tensors, factor))
         self._exact_size += len(dests)
         self._least_factor = min(self._least_factor, factor)
+
+    def _norms_of(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """The 2-norms of `tensors`: by the fused kernels where they are loaded and take every one of them
+        (float64, so exact; on the CPU, a loop of them is faster than torch's foreach norm, which there
+        dispatches one norm per tensor), else _norms."""
+        kernels = self._kernels
+        if kernels is None or not all(t.is_cpu and t.dtype in _FUSABLE for t in tensors):
+            return self._norms(tensors)
+        squared = kernels.squared_norm
+        return torch.from_numpy(np.sqrt([squared(t.numpy(force=True).reshape(-1)) for t in tensors]))
 
     @staticmethod
     def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -671,12 +685,6 @@ def _fusable(t: torch.Tensor | None, least: int | None = None) -> bool:
     (default FUSED_MIN)."""
     return (t is not None and t.device.type == "cpu" and t.dtype in _FUSABLE
             and t.numel() >= max(FUSED_MIN if least is None else least, 1))
-
-
-def _flat(t: torch.Tensor) -> np.ndarray:
-    """`t`'s values as a contiguous 1-d numpy array (a view where `t` is contiguous): the one layout the fused
-    kernels are compiled for, so no other one compiles inside a probed step."""
-    return np.ravel(t.detach().numpy())  # (1.7 us: half of torch's contiguous().view(-1).numpy())
 
 
 def _outside(norms: np.ndarray, margin: float = 1.0) -> np.ndarray:
