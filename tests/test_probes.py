@@ -493,6 +493,7 @@ UPDATES = {
     "sgd": dict(momentum=0.0),
     "sgd-momentum": dict(momentum=0.9),
     "sgd-momentum-weight-decay-dampening": dict(momentum=0.9, weight_decay=0.01, dampening=0.3),
+    "sgd-maximize": dict(momentum=0.0, maximize=True),
     "sgd-nesterov-maximize": dict(momentum=0.9, nesterov=True, maximize=True),
     "sgd-weight-decay (copied)": dict(momentum=0.0, weight_decay=0.01),
     "adam (copied)": None,
@@ -517,19 +518,26 @@ def _probed_steps(model, opt, probes, data, steps, lr_after=None):
         values, mask, _ = probes.fetch()
         applied = np.array([float(torch.linalg.vector_norm(w.detach().double() - b) / torch.linalg.vector_norm(b))
                             for w, b in zip(probes.weights, before)])
-        tables.append((values[probes.weight_points, probes.quantities.index("update_ratio")], applied))
+        norms = [float(torch.linalg.vector_norm(b)) for b in before]
+        at = values[probes.weight_points]
+        tables.append((at[:, probes.quantities.index("update_ratio")], applied,
+                       at[:, probes.quantities.index("weight_norm")], norms))
     return tables
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["batched", "fused"])
 @pytest.mark.parametrize("name", list(UPDATES))
-def test_the_update_ratio_is_the_weights_difference_whatever_the_optimizer(name):
+def test_the_update_ratio_is_the_weights_difference_whatever_the_optimizer(name, fused):
+    """The update ratio, and the weights' norm before the step, from torch's norms or (loaded) the fused
+    kernels' (SGD's update read from its state, the others' from a copy of the weights)."""
     cfg, data, model = _setup(["model.activation=tanh"])
-    probes = Probes(model, cfg.model.activation)
+    probes = Probes(model, cfg.model.activation, fused=fused)
     kw = UPDATES[name]
     opt = torch.optim.Adam(model.parameters(), lr=1e-3) if kw is None else \
         torch.optim.SGD(model.parameters(), lr=0.05, **kw)
-    for got, applied in _probed_steps(model, opt, probes, data, steps=3, lr_after=0.5):  # the buffer's 1st step differs
-        assert got == pytest.approx(applied, rel=1e-4)
+    for got, applied, norms, before in _probed_steps(model, opt, probes, data, steps=3, lr_after=0.5):
+        assert got == pytest.approx(applied, rel=1e-4)  # (the momentum buffer's first step differs from the others)
+        assert norms == pytest.approx(before, rel=1e-6)
 
 
 def test_the_update_ratio_follows_an_optimizer_whose_state_was_loaded():
@@ -542,7 +550,7 @@ def test_the_update_ratio_follows_an_optimizer_whose_state_was_loaded():
     state = opt.state_dict()
     state["param_groups"][0]["lr"] = 0.5
     opt.load_state_dict(state)
-    for got, applied in _probed_steps(model, opt, probes, data, steps=2):
+    for got, applied, _, _ in _probed_steps(model, opt, probes, data, steps=2):
         assert got == pytest.approx(applied, rel=1e-4)
 
 
@@ -551,7 +559,7 @@ def test_sgds_update_is_read_exactly_where_the_float32_weights_cannot_show_it():
     probes = Probes(model, cfg.model.activation)
     lr = 1e-10  # below half a float32 step of every weight: W - lr * d rounds back to W
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    [(got, applied)] = _probed_steps(model, opt, probes, data, steps=1)
+    [(got, applied, _, _)] = _probed_steps(model, opt, probes, data, steps=1)
     assert (applied == 0).all()  # the premise
     # the first step's momentum buffer is the gradient: dW = lr * g
     expect = [lr * float(torch.linalg.vector_norm(w.grad.double())) / float(torch.linalg.vector_norm(w.detach().double()))

@@ -680,11 +680,11 @@ def load_fused(required: bool = True):
     return fused
 
 
-def _fusable(t: torch.Tensor | None, least: int | None = None) -> bool:
-    """Whether the fused kernels can take `t`: a CPU float32 or float64 tensor of `least` values or more
-    (default FUSED_MIN)."""
+def _fusable(t: torch.Tensor | None) -> bool:
+    """Whether `t` makes the fused kernels worth loading: a CPU float32 or float64 tensor of FUSED_MIN values
+    or more. (Once loaded, the hooks hand them any non-empty CPU float32 or float64 tensor.)"""
     return (t is not None and t.device.type == "cpu" and t.dtype in _FUSABLE
-            and t.numel() >= max(FUSED_MIN if least is None else least, 1))
+            and t.numel() >= max(FUSED_MIN, 1))
 
 
 def _outside(norms: np.ndarray, margin: float = 1.0) -> np.ndarray:
