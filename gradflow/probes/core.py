@@ -80,6 +80,9 @@ class Reading:
     lr: np.ndarray | float | None  # plain SGD's learning rate(s) where the update norm is lr ||d||
     updated: bool  # the optimizer stepped: the update's primitives are in
     hist: np.ndarray | None  # (points, 2, kinds) histogram counts
+    # what the fused kernels took: (layout, squared signal norms, activation sums, units, batch sizes): see
+    # Probes._fused_primitives; table() makes their values
+    fused: tuple | None = None
 
 
 def _param(module, name: str):
@@ -216,6 +219,7 @@ class Probes:
         self._fused_units = [0] * n  # each point's activation size where the fused kernels took its statistics
         self._fused_batch = [0] * n  # each point's signal batch size where they took its norm
         self._sgd: SGDUpdate | None = None  # where the step's update is read, if not from a copy
+        self._fused = None  # the step's fused values as Reading.fused holds them
         self._updated = False
 
     def _dest(self, primitive: str, at: np.ndarray) -> np.ndarray:
@@ -365,7 +369,8 @@ class Probes:
             self._counts.append((group.points, group.units))
 
     def _fused_primitives(self) -> None:
-        """The values the fused kernels took in the hooks, as one plain piece (float64 norms: exact)."""
+        """The values the fused kernels took in the hooks, kept for the reading (plain float64: exact). Their
+        square roots and means are table()'s, outside the step."""
         signals = tuple(i for i, b in enumerate(self._fused_batch) if b)
         acts = tuple(i for i, u in enumerate(self._fused_units) if u)
         if not signals and not acts:
@@ -380,19 +385,22 @@ class Probes:
                                     self._dest("act_std", act_at), self._dest("act_saturated", act_at[saturating]),
                                     self._dest("act_dead", act_at[dying])])
             layout = self._fused_layouts[signals, acts] = (signal_at, act_at, saturating, dying, dests)
-        signal_at, act_at, saturating, dying, dests = layout
         self.fused_steps += 1
-        units = np.array([self._fused_units[i] for i in acts], float)
-        stats = self._fused_acts[act_at]
-        values = np.concatenate([np.sqrt(self._fused_squares[signal_at]), stats[:, 0],
-                                 np.sqrt(stats[:, 1] / np.maximum(units - 1, 1)), stats[saturating, 2],
-                                 stats[dying, 3]])
-        self._add(torch.from_numpy(values), dests)
-        if signals:
-            self._signal_at = np.concatenate([self._signal_at, signal_at])
-            self._signal_batch = self._signal_batch + [self._fused_batch[i] for i in signals]
-        if acts:
-            self._counts.append((act_at, units))
+        # (the two lists are the step's own: _reset makes new ones)
+        self._fused = (layout, self._fused_squares.copy(), self._fused_acts.copy(), self._fused_units,
+                       self._fused_batch)
+
+    @staticmethod
+    def _spread_fused(got: np.ndarray, scale: np.ndarray, fused: tuple) -> None:
+        """A reading's fused values into table()'s (primitives, points) array, and their points' signal scales."""
+        (signal_at, act_at, saturating, dying, dests), squares, acts, units, batch = fused
+        units = np.array(units, float)[act_at]
+        stats = acts[act_at]
+        got.flat[dests] = np.concatenate([np.sqrt(squares[signal_at]), stats[:, 0],
+                                          np.sqrt(stats[:, 1] / np.maximum(units - 1, 1)), stats[saturating, 2],
+                                          stats[dying, 3]])
+        got[_ROW["act_count"], act_at] = units
+        scale[signal_at] = np.sqrt(np.array(batch, float)[signal_at])
 
     def expect(self, probed: int) -> None:
         """The caller will probe `probed` steps: where that is FUSED_AFTER or more, the first probed step with
@@ -499,7 +507,7 @@ class Probes:
         hist = flat[size + len(carry):].reshape(n, 2, len(HIST_KINDS)) if self.histograms else None
         reading = Reading(flat[:size], [p[1] for p in self._exact] + [p[1] for p in self._plain], self._counts,
                           self._signal_at, self._signal_batch, self._sgd.lr if self._sgd is not None else None,
-                          self._updated, hist)
+                          self._updated, hist, self._fused)
         carried = flat[size : size + len(carry)].tolist()
         self._reset()
         return reading, carried
@@ -541,6 +549,8 @@ class Probes:
         # RMS over the batch of each example's signal: sqrt(B) ||dL/dZ||_F
         scale = np.full(n, np.nan)
         scale[reading.signal_at] = np.sqrt(reading.signal_batch)
+        if reading.fused is not None:
+            self._spread_fused(got, scale, reading.fused)
         got[_ROW["signal_norm"]] *= scale
         has_signal = ~np.isnan(scale)
         stats = SimpleNamespace(**dict(zip(PRIMITIVES, got)))
