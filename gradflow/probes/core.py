@@ -7,10 +7,11 @@ points rather than a dozen small kernels per layer:
                      steps, take their statistics at once with fused kernels (gradflow.probes.fused);
                      unprobed steps carry no hooks at all
   after_backward()   the raw reductions ("primitives") on the device: foreach norms of the
-                     gradients, weights and signals; activations of equal shape stacked and
-                     reduced together (sum, sum of squared deviations, saturated and dead counts);
-                     for the update ratio, a copy of the weights into kept buffers, unless the
-                     optimizer's update can be read after its step (below)
+                     gradients, weights and signals (with the fused kernels loaded, a loop of
+                     theirs); activations of equal shape stacked and reduced together (sum, sum of
+                     squared deviations, saturated and dead counts); for the update ratio, a copy
+                     of the weights into kept buffers, unless the optimizer's update can be read
+                     after its step (below)
   after_update()     ||dW|| as one foreach norm: of W(before) - W(after) from the copy, or of the
                      update plain SGD applied, read from its state
 read() then copies every primitive of the step to the host in one concatenated tensor (note:
