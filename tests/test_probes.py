@@ -190,14 +190,18 @@ def test_the_fused_kernels_match_float64_statistics_for_a_large_mean_and_mixed_a
                                                                               nan_ok=True)
     assert out[2] == 0 and out[3] == 1 and math.isnan(out[0])  # NaN: neither saturated nor dead, the sums NaN
 
-    # a transposed or an expanded output reaches the kernels as its values, in the layout they are compiled for
+    # a transposed, expanded or strided output reaches the kernels as its values, in the layout they are compiled for
     cfg, _, model = _setup(["model.activation=tanh"])
     probes = Probes(model, cfg.model.activation, fused=True)
     probes.arm()
-    for y in (torch.randn(10, 16).t(), torch.randn(10).expand(16, 10)):
+    strided = (torch.randn(10, 16).t(), torch.randn(10).expand(16, 10), torch.randn(40)[::2],
+               torch.randn(16, 10)[:, :1])
+    for y in strided:
         probes._on_activation(1)(None, (), y)
         d = y.double()
         assert probes._fused_acts[1][:2] == pytest.approx([float(d.sum()), float(((d - d.mean()) ** 2).sum())])
+    # (a strided array would make numba compile another version of the kernel, inside a probed step)
+    assert {sig[0].layout for sig in fused.activation_stats.signatures} == {"C"}
 
 
 def test_fused_and_batched_points_mix_in_one_step_under_partial_autocast():

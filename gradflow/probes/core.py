@@ -247,7 +247,7 @@ class Probes:
                     kernels = self._kernels
                     # (inline checks: a helper's call costs microseconds in a hook, where its code is cold)
                     if kernels is not None and g.is_cpu and g.dtype in _FUSABLE and g.numel():
-                        self._fused_squares[i] = kernels.squared_norm(g.numpy(force=True).reshape(-1))
+                        self._fused_squares[i] = kernels.squared_norm(g.numpy(force=True).ravel())
                         self._fused_batch[i], self._signals[i] = g.shape[0], None
                     else:
                         self._signals[i], self._fused_batch[i] = g, 0
@@ -264,7 +264,7 @@ class Probes:
             if self.armed:
                 kernels = self._kernels
                 if kernels is not None and y.is_cpu and y.dtype in _FUSABLE and y.numel():
-                    kernels.activation_stats(y.numpy(force=True).reshape(-1), lo, hi, out)
+                    kernels.activation_stats(y.numpy(force=True).ravel(), lo, hi, out)
                     self._fused_units[i], self._acts[i] = y.numel(), None
                 else:  # read under no_grad in after_backward: no detach needed here
                     self._acts[i], self._fused_units[i] = y, 0
@@ -467,7 +467,7 @@ class Probes:
         if kernels is None or not all(t.is_cpu and t.dtype in _FUSABLE for t in tensors):
             return self._norms(tensors)
         squared = kernels.squared_norm
-        return torch.from_numpy(np.sqrt([squared(t.numpy(force=True).reshape(-1)) for t in tensors]))
+        return torch.from_numpy(np.sqrt([squared(t.numpy(force=True).ravel()) for t in tensors]))
 
     @staticmethod
     def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
