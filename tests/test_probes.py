@@ -202,6 +202,35 @@ def test_the_fused_kernels_match_float64_statistics_for_a_large_mean_and_mixed_a
         assert probes._fused_acts[1][:2] == pytest.approx([float(d.sum()), float(((d - d.mean()) ** 2).sum())])
     # (a strided array would make numba compile another version of the kernel, inside a probed step)
     assert {sig[0].layout for sig in fused.activation_stats.signatures} == {"C"}
+    # the same for the norms the kernels take after the backward pass (weights, update directions)
+    assert probes._norms_of(list(strided)).tolist() == pytest.approx([float(t.double().norm()) for t in strided])
+    assert {sig[0].layout for sig in fused.squared_norm.signatures} == {"C"}
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["batched", "fused"])
+def test_an_output_that_gets_no_gradient_has_no_signal(fused):
+    """A layer whose node has two outputs, only the second reaching the loss: the pre-hook sees no
+    gradient for the first, and its signal is masked rather than made up (or crashing the backward)."""
+    from gradflow.models import ProbePoint
+
+    class Split(torch.nn.Module):  # e.g. a value and a gate from one product
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.randn(8, 4))
+
+        def forward(self, x):
+            return (x @ self.weight.t()).chunk(2, -1)
+
+    torch.manual_seed(0)
+    split, head = Split(), torch.nn.Linear(4, 3)
+    probes = Probes([ProbePoint("split", split, None), ProbePoint("head", head, None)], fused=fused)
+    probes.arm()
+    x = torch.randn(16, 4)
+    F.cross_entropy(head(split(x)[1]), torch.randint(0, 3, (16,))).backward()
+    probes.after_backward()
+    values, mask, _ = probes.fetch()
+    j = probes.quantities.index("signal_norm")
+    assert not mask[0, j] and mask[1, j]
 
 
 def test_fused_and_batched_points_mix_in_one_step_under_partial_autocast():

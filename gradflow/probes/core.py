@@ -246,7 +246,8 @@ class Probes:
                     g = grad_outputs[nr]
                     kernels = self._kernels
                     # (inline checks: a helper's call costs microseconds in a hook, where its code is cold)
-                    if kernels is not None and g.is_cpu and g.dtype in _FUSABLE and g.numel():
+                    # (g is None for an output of a node with several that got no gradient)
+                    if kernels is not None and g is not None and g.is_cpu and g.dtype in _FUSABLE and g.numel():
                         self._fused_squares[i] = kernels.squared_norm(g.numpy(force=True).ravel())
                         self._fused_batch[i], self._signals[i] = g.shape[0], None
                     else:
