@@ -291,7 +291,7 @@ class Probes:
                 grads = [p.grad if p.grad is not None else p.new_zeros(()) for p in self.params]
                 if grad_norms is None:
                     grad_norms = self._norms_of(grads)
-                if keep_grads:
+                if keep_grads and grad_norms.dtype != torch.float64:  # (float64 norms are never recomputed)
                     kept = [self.buffer(("grad", j), tuple(g.shape), g.dtype, g.device) for j, g in enumerate(grads)]
                     torch._foreach_copy_(kept, grads)
                     grads = kept
