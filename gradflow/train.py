@@ -118,13 +118,17 @@ class Batches:
     """Seeded epochs of random permutations over a dataset held on the device."""
 
     def __init__(self, n: int, batch_size: int, seed: int, device):
-        self.n, self.size, self.device = n, min(batch_size, n), device
-        self.gen = torch.Generator().manual_seed(seed)
+        self.n, self.size, self.device = n, min(batch_size, n), torch.device(device)
+        self.gen = torch.Generator().manual_seed(seed)  # on the CPU: the same batches on every device
         self.queue: list[torch.Tensor] = []
 
     def next(self) -> torch.Tensor:
         if not self.queue:
-            perm = torch.randperm(self.n, generator=self.gen).to(self.device)
+            perm = torch.randperm(self.n, generator=self.gen)
+            if self.device.type == "cuda":  # from pinned memory the copy is asynchronous: no host sync
+                perm = perm.pin_memory().to(self.device, non_blocking=True)
+            else:
+                perm = perm.to(self.device)
             self.queue = list(perm[: self.n - self.n % self.size].split(self.size))
         return self.queue.pop(0)
 

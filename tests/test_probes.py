@@ -376,9 +376,9 @@ def test_a_float64_models_activation_statistics_are_taken_in_float64():
 def test_an_unprobed_step_never_syncs_and_a_probed_step_syncs_once(net):
     import warnings
 
-    # batch 4 of 64 examples: one epoch's permutation (a host copy) covers every step
+    # batch 16 of 64 examples: step 4 starts an epoch, whose permutation is copied to the device without a sync
     cfg, data, model = _setup(["train.steps=6", "probe.every=3", "train.eval_every=1000", "train.check_every=1000",
-                               "train.batch_size=4", *net])
+                               "train.batch_size=16", *net])
     dev = torch.device("cuda")
     data = datasets.build(cfg.data, dev)
     model = model.to(dev)
