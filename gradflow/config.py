@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import operator
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -696,10 +697,21 @@ def _train(cfg) -> None:
 
 
 
+DEVICE_ENV = "GRADFLOW_DEVICE"  # what device=auto means on this machine, when set (cpu on a shared GPU box)
+
+
 def resolve_device(spec: str):
-    """auto -> cuda, then mps, then cpu; an explicit device must exist on this machine."""
+    """auto -> $GRADFLOW_DEVICE if set, else cuda, then mps, then cpu; an explicit device must exist
+    on this machine."""
     import torch
 
+    preset = os.environ.get(DEVICE_ENV, "auto").strip() or "auto"
+    if spec == "auto" and preset != "auto":
+        try:
+            return resolve_device(preset)
+        except GradflowError:
+            raise GradflowError(f"{DEVICE_ENV}={preset!r} (what device=auto means here) names no device of this "
+                                "machine; choices: auto, cpu, cuda, cuda:N, mps (where present)") from None
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

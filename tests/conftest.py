@@ -8,6 +8,9 @@ from pathlib import Path
 # One intra-op thread per test process (and its subprocesses): the test models are small, results
 # are then identical across launchers, and a busy machine is not oversubscribed.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# device=auto means the CPU here, also on a machine with a GPU: the suite's numbers, golden outputs and
+# CPU-only paths (the fused kernels) are the CPU's wherever it runs; the CUDA-marked tests ask for cuda
+os.environ.setdefault("GRADFLOW_DEVICE", "cpu")
 
 import pandas as pd
 import pytest

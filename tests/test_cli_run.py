@@ -108,6 +108,24 @@ def test_cuda_without_cuda_is_a_clear_error(cli, results):
     assert not results.exists()
 
 
+def test_gradflow_device_is_what_auto_means(cli, results, monkeypatch):
+    """GRADFLOW_DEVICE sets the device that device=auto picks (the test suite sets cpu); a value that names
+    no device of the machine is a one-line error naming the variable, and an explicit device ignores it."""
+    monkeypatch.setenv("GRADFLOW_DEVICE", "bogus")
+    out = cli("run", *TINY, f"results={results}", "name=bogus")
+    assert out.exit_code == 1 and "GRADFLOW_DEVICE='bogus'" in out.output and "choices: auto, cpu, cuda" in out.output
+    assert len(out.output.strip().splitlines()) == 1 and "Traceback" not in out.output and not results.exists()
+    out = cli("run", *TINY, "device=cpu", f"results={results}", "name=explicit")
+    assert out.exit_code == 0 and "on cpu" in out.output
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("GRADFLOW_DEVICE", "cuda")
+        out = cli("run", *TINY, f"results={results}", "name=cuda")
+        assert out.exit_code == 1 and "GRADFLOW_DEVICE='cuda'" in out.output
+    monkeypatch.setenv("GRADFLOW_DEVICE", "cpu")
+    out = cli("run", *TINY, f"results={results}", "name=cpu")
+    assert out.exit_code == 0 and "on cpu" in out.output
+
+
 def test_unwritable_results_folder(cli, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

@@ -25,7 +25,8 @@ SWEEP = ["data=gaussian", "data.n_train=256", "data.n_test=128", "data.dim=16", 
 
 def gradflow(*args: str, columns: int = 80) -> str:
     """The real command, piped (stdout is not a terminal), at `columns` columns."""
-    env = {**os.environ, "COLUMNS": str(columns), "PYTHONPATH": str(Path(__file__).parents[1])}
+    path = os.pathsep.join([str(Path(__file__).parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env = {**os.environ, "COLUMNS": str(columns), "PYTHONPATH": path}
     out = subprocess.run([sys.executable, "-m", "gradflow", *args], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     return out.stdout

@@ -58,7 +58,8 @@ def test_jacobian_singular_values_equal_autograd_and_svd():
     torch.manual_seed(0)
     model = build(cfg, (5,), 3)
     initialize(model, cfg.init, "tanh")
-    x = torch.randn(2, 5)
+    model.double()  # float64: the two routes agree to 1e-8 on any CPU (layernorm's null direction: ~1e-8)
+    x = torch.randn(2, 5, dtype=torch.float64)
     rows = jacobian_spectra(model, x, per_layer=True)
 
     def body(v):
@@ -70,12 +71,12 @@ def test_jacobian_singular_values_equal_autograd_and_svd():
     for n in range(2):
         expect = torch.linalg.svdvals(torch.autograd.functional.jacobian(body, x[n])).numpy()
         got = next(sv for i, scope, layer, sv in rows if i == n and scope == "input_output")
-        np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(got, expect, rtol=1e-8, atol=1e-7)
         h = x[n : n + 1]
         for layer_index, layer in enumerate(model.hidden):
             jac = torch.autograd.functional.jacobian(lambda v: layer(v.unsqueeze(0)).squeeze(0), h.squeeze(0))
             got = next(sv for i, scope, l, sv in rows if i == n and scope == "layer" and l == layer_index)
-            np.testing.assert_allclose(got, torch.linalg.svdvals(jac).numpy(), rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(got, torch.linalg.svdvals(jac).numpy(), rtol=1e-8, atol=1e-7)
             h = layer(h).detach()
 
 

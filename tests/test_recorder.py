@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -208,7 +209,8 @@ def test_the_example_runs_loads_and_plots(tmp_path, cli):
     run = tmp_path / "own-loop" / "run0"
     out = subprocess.run([sys.executable, str(ROOT / "examples" / "own_loop.py"), str(run), "--steps", "20",
                           "--every", "10", "--depth", "3"], capture_output=True, text=True, timeout=300,
-                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+                         env={"PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+                              "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr
     layers = gradflow.load(run)
     assert sorted(set(layers.step)) == [0, 10, 20]
