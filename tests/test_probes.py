@@ -18,6 +18,7 @@ from gradflow.config import compose
 from gradflow.models.init import initialize
 from gradflow import activations
 from gradflow.errors import GradflowError
+from gradflow.models import ProbePoint
 from gradflow.probes import core
 from gradflow.probes.core import Probes, _activation_stats, _reduction, schedule
 from gradflow.probes.quantities import BACKWARD, QUANTITIES, UPDATE, WHERE
@@ -118,6 +119,7 @@ def test_unprobed_steps_leave_no_hooks_armed():
     assert result.probe_steps == [0, 2, 3]
     assert not probes.armed
     assert not any(m._forward_hooks for m in model.modules())  # released after the last probed step
+    assert all(p.tap.tap is None for p in model.probe_points if p.tap is not None)  # and every tap
 
 
 def test_schedule_always_has_init_and_end():
@@ -635,3 +637,43 @@ def test_extreme_gradient_norms_are_exact_when_the_step_clips_them(clip):
                       for p in reference.probe_points])
     assert grads.max() > 1e19  # the premise: beyond float32's squares, and far above the clip
     assert got == pytest.approx(grads, rel=1e-5, abs=0)
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["batched", "fused"])
+@pytest.mark.parametrize("net", [["model.activation=tanh", "norm=layernorm"],
+                                 ["model=cnn", "model.depth=3", "model.channels=4"],
+                                 ["model.activation=relu", "model.skip=residual", "model.branch_layers=2", "model.depth=5"]])
+def test_gradflows_own_layers_hand_their_outputs_to_a_tap_not_to_hooks(net, fused, monkeypatch):
+    """An MLP or CNN layer hands its weight layer's output and its own output to the probes in one call
+    (its `tap`) instead of two forward hooks: no hook is registered, the values are the hooks' to the
+    bit, and remove() clears every tap."""
+    monkeypatch.setattr(core, "FUSED_MIN", 0)
+    if "model=cnn" in net:  # (SETUP's width is an MLP's)
+        monkeypatch.setattr(sys.modules[__name__], "SETUP", [o for o in SETUP if not o.startswith("model.width")])
+    cfg, data, model = _setup(net)
+    hooked_model = copy.deepcopy(model)
+    tapped = Probes(model, cfg.model.activation, fused=fused)
+    # the same points without their tap: the probes fall back to forward hooks
+    hooked = Probes([ProbePoint(p.name, p.layer, p.activation) for p in hooked_model.probe_points],
+                    cfg.model.activation, fused=fused)
+    layers = [p.tap for p in model.probe_points if p.tap is not None]
+    assert len(layers) == len(model.probe_points) - 1  # every point but the head
+    tapped.arm()
+    assert all(layer.tap is not None for layer in layers)
+    assert [m for m in model.modules() if m._forward_hooks] == [model.head]  # the head has no tap
+    hooked.arm()
+    points = hooked_model.probe_points
+    assert sum(len(m._forward_hooks) for m in hooked_model.modules()) == \
+        len(points) + sum(p.activation is not None for p in points)
+    tapped.remove()
+    hooked.remove()
+    assert all(layer.tap is None for layer in layers)
+    a, b = train(model, data, cfg, tapped), train(hooked_model, data, cfg, hooked)
+    assert a.probe_steps == b.probe_steps == [0, 1, 2]
+    for (va, ma), (vb, mb) in zip(zip(a.probe_values, a.probe_masks), zip(b.probe_values, b.probe_masks)):
+        np.testing.assert_array_equal(ma, mb)
+        np.testing.assert_array_equal(va[ma], vb[mb])
+    # (every point's signal, and the statistics of every point followed by an activation, were taken)
+    assert list(ma[:, tapped.quantities.index("act_std")]) == [p.activation is not None for p in points]
+    assert ma[:, tapped.quantities.index("signal_norm")].all()
+    assert all(layer.tap is None for layer in layers)  # train removes the probes at its last step

@@ -18,6 +18,9 @@ class ProbePoint:
     name: str  # short, stable, e.g. "linear3" or "head"
     layer: nn.Module  # the weight layer (has .weight, maybe .bias)
     activation: nn.Module | None  # the activation after it, whose output statistics are probed
+    # a module that hands this point's weight-layer output and output to its `tap` attribute when one is set
+    # (mlp.Layer): the probes then make one plain call per layer instead of two forward hooks
+    tap: nn.Module | None = None
 
 
 def build(cfg, input_shape: tuple[int, ...], n_classes: int, per_step: bool = False, vocab: int = 0) -> nn.Module:

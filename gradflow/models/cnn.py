@@ -56,7 +56,8 @@ class CNN(nn.Module):
             for i in range(depth)
         )
         self.head = nn.Linear(channels, n_out)
-        self.probe_points = [ProbePoint(f"conv{i}", h.layers[0].layer, h.layers[0].act) for i, h in enumerate(self.hidden)]
+        self.probe_points = [ProbePoint(f"conv{i}", h.layers[0].layer, h.layers[0].act, h.layers[0])
+                             for i, h in enumerate(self.hidden)]
         self.probe_points.append(ProbePoint("head", self.head, None))
 
     @classmethod

@@ -91,6 +91,22 @@ def _param(module, name: str):
     return p if isinstance(p, torch.Tensor) else None
 
 
+class _Tapped:
+    """A probe's tap set on a layer (ProbePoint.tap); remove() clears it, as a hook's handle removes the hook."""
+
+    __slots__ = ("layer",)
+
+    def __init__(self, layer):
+        self.layer = layer
+
+    def remove(self) -> None:
+        self.layer.tap = None
+
+
+def _skip(module, inputs, output) -> None:
+    """A hook with nothing to take (in a tap that takes only one of a point's two tensors)."""
+
+
 def _by_shape(tensors: list[torch.Tensor]) -> list[list[int]]:
     """Indices of `tensors` grouped by (shape, dtype), in order of first appearance."""
     groups: dict[tuple, list[int]] = {}
@@ -197,9 +213,15 @@ class Probes:
         self._reset()
         if not self._hooks:
             for i, p in enumerate(self.points):
-                if self._keep_signals and isinstance(p.layer, torch.nn.Module):  # not a projection inside a module
+                signal = self._keep_signals and isinstance(p.layer, torch.nn.Module)  # not a projection in a module
+                act = self._keep_acts and p.activation is not None
+                if p.tap is not None and (signal or act):  # one plain call for both (see ProbePoint.tap)
+                    p.tap.tap = self._tap(i, signal, act)
+                    self._hooks.append(_Tapped(p.tap))
+                    continue
+                if signal:
                     self._hooks.append(p.layer.register_forward_hook(self._on_output(i)))
-                if self._keep_acts and p.activation is not None:
+                if act:
                     self._hooks.append(p.activation.register_forward_hook(self._on_activation(i)))
         self.armed = True
 
@@ -233,6 +255,17 @@ class Probes:
             h.remove()
         self._hooks = []
         self.armed = False
+
+    def _tap(self, i: int, signal: bool, act: bool):
+        """The two hooks' work at point i as one call that a layer with a tap slot makes (mlp.Layer)."""
+        on_output = self._on_output(i) if signal else _skip
+        on_activation = self._on_activation(i) if act else _skip
+
+        def tap(z, y):
+            on_output(None, None, z)
+            on_activation(None, None, y)
+
+        return tap
 
     def _on_output(self, i):
         def hook(module, inputs, z):
