@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from gradflow.data import Data
-from gradflow.probes.core import Probes, exact_norms, schedule
+from gradflow.probes.core import Probes, exact_norms, gradients, schedule
 from gradflow.probes.jacobian import jacobian_spectra
 from gradflow.textdata import IGNORE
 
@@ -244,7 +244,7 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
             first_step = t
         row, norms, total = scalars[used], norm_rows[used], scalars[used, 2]
         used += 1
-        grads = [p.grad if p.grad is not None else p.new_zeros(()) for p in ordered]
+        grads = gradients(ordered)
         gradient_norms(grads, norms, total)
         torch.stack([loss.detach(), batch_acc.detach()], out=row[:2])
         if probing:

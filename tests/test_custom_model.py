@@ -7,6 +7,7 @@ import sys
 import textwrap
 import uuid
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -34,9 +35,9 @@ class Net(nn.Module):
 
 class Tagger(nn.Module):
     """Token ids (B, T) -> per-position logits (B, T, vocab)."""
-    def __init__(self, vocab, width=8):
+    def __init__(self, vocab, width=8, sparse=False):
         super().__init__()
-        self.emb = nn.Embedding(vocab, width)
+        self.emb = nn.Embedding(vocab, width, sparse=sparse)
         self.mix = nn.Linear(width, width)
         self.act = nn.GELU()
         self.out = nn.Linear(width, vocab)
@@ -89,6 +90,29 @@ def test_custom_probe_values_equal_plain_autograd(user_models, overrides):
     target, *rest = overrides
     cfg, data, model = setup(["model=custom", f"model.target={user_models}{target}", *TINY, *rest])
     check_probes_against_autograd(cfg, data, model)
+
+
+def test_a_model_with_sparse_gradients_trains_and_is_probed_as_its_dense_twin(user_models):
+    """nn.Embedding(sparse=True): the loop's gradient norms and the probes take the sparse gradient's
+    coalesced values (repeated tokens summed), so the run matches the same model with dense gradients."""
+    from gradflow.probes.core import Probes
+    from gradflow.train import train
+
+    results = {}
+    for sparse in ("true", "false"):
+        cfg, data, model = setup(["model=custom", f"model.target={user_models}:Tagger", "+model.kwargs.vocab=9",
+                                  f"+model.kwargs.sparse={sparse}", "data=recall", "data.pairs=2", "data.queries=2",
+                                  "data.n_keys=4", "data.n_values=5", "data.n_train=32", "data.n_test=16", "optim=sgd",
+                                  *TINY])
+        assert model.emb.sparse == (sparse == "true")
+        results[sparse] = train(model, data, cfg, Probes(model))  # (activation=auto: each module's own kind)
+    got, want = results["true"], results["false"]
+    assert got.status == want.status == "ok" and got.probe_steps == want.probe_steps == [0, 1, 2]
+    for a, b in zip(got.probe_values, want.probe_values):
+        np.testing.assert_allclose(a, b, rtol=1e-4, equal_nan=True)
+    grads = {s: [v for step, split, name, v in r.metrics if split == "grad" and name == "emb.weight"]
+             for s, r in results.items()}
+    assert len(grads["true"]) == 3 and np.allclose(grads["true"], grads["false"], rtol=1e-5) and min(grads["true"]) > 0
 
 
 def test_init_keep_leaves_the_model_and_a_scheme_replaces_it(user_models):

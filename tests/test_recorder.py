@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -222,3 +223,49 @@ def test_the_example_runs_loads_and_plots(tmp_path, cli):
     drawn = cli("plot", str(run))
     assert drawn.exit_code == 0, drawn.output
     assert any((run / "figures").glob("profile-grad_norm-*.png"))
+
+
+class SparseBag(nn.Module):
+    """A bag of embeddings (sparse gradients, as nn.Embedding(sparse=True) gives) under an MLP."""
+
+    def __init__(self, sparse: bool):
+        super().__init__()
+        self.emb = nn.Embedding(40, 16, sparse=sparse)
+        self.body = nn.Linear(16, 16)
+        self.act = nn.Tanh()
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.head(self.act(self.body(self.emb(x).mean(1))))
+
+
+@pytest.mark.parametrize("fuse_after", [None, 1], ids=["batched", "fused-from-the-second"])
+def test_sparse_gradients_are_recorded_as_their_dense_twins(tmp_path, fuse_after, monkeypatch):
+    """A sparse gradient (repeated rows in a batch) takes the norm of its dense twin, not the loop down."""
+    from gradflow.probes import core
+
+    if fuse_after:
+        monkeypatch.setattr(core, "FUSED_AFTER", fuse_after)
+        monkeypatch.setattr(core, "FUSED_MIN", 0)
+    tables = {}
+    for sparse in (True, False):
+        torch.manual_seed(0)
+        model = SparseBag(sparse)
+        x, y = torch.randint(0, 40, (16, 6)), torch.randint(0, 3, (16,))  # 96 lookups of 40 rows: repeats
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        rec = gradflow.Recorder(model, tmp_path / str(sparse) / "run", every=1)
+        for step in range(3):
+            with rec.step(step):
+                F.cross_entropy(model(x), y).backward()
+            if sparse and step == 0:
+                assert model.emb.weight.grad.is_sparse  # the premise
+            opt.step()
+            opt.zero_grad()
+        rec.close()
+        tables[sparse] = gradflow.load(tmp_path / str(sparse)).sort_values(["step", "layer", "quantity"])
+    got, want = tables[True], tables[False]
+    assert list(got["name"].unique()) == ["emb", "body", "head"] and set(got["step"]) == {0, 1, 2}
+    assert list(got["quantity"]) == list(want["quantity"])
+    # (the update ratio differs in float32 rounding: the sparse and dense updates round apart)
+    np.testing.assert_allclose(got["value"], want["value"], rtol=1e-4, equal_nan=True)
+    assert got.query("name == 'emb' and quantity == 'grad_norm'")["value"].gt(0).all()

@@ -103,6 +103,16 @@ class _Tapped:
         self.layer.tap = None
 
 
+def gradients(params) -> list[torch.Tensor]:
+    """Each parameter's gradient as its norms read it: a zero where it has none, and a sparse gradient's
+    coalesced values (nn.Embedding(sparse=True): its repeated rows summed, as the update adds them)."""
+    out = []
+    for p in params:
+        g = p.grad
+        out.append(p.new_zeros(()) if g is None else g.coalesce().values() if g.is_sparse else g)
+    return out
+
+
 def _skip(module, inputs, output) -> None:
     """A hook with nothing to take (in a tap that takes only one of a point's two tensors)."""
 
@@ -321,7 +331,7 @@ class Probes:
         with torch.no_grad():
             if self.params:
                 # the gradients as they are now (a loop may set them to None before the read)
-                grads = [p.grad if p.grad is not None else p.new_zeros(()) for p in self.params]
+                grads = gradients(self.params)
                 if grad_norms is None:
                     grad_norms = self._norms_of(grads)
                 if keep_grads and grad_norms.dtype != torch.float64:  # (float64 norms are never recomputed)
@@ -649,6 +659,8 @@ class SGDUpdate:
         if type(optimizer) is not torch.optim.SGD or not weights:
             return None
         if any(g is None for g in groups) or any(w.grad is None for w in weights):  # a weight it will not update
+            return None
+        if any(w.grad.is_sparse for w in weights):  # (nn.Embedding(sparse=True)): the weights' copy reads it
             return None
         distinct = list({id(g): g for g in groups}.values())
         if any(isinstance(g["lr"], torch.Tensor) or g.get("differentiable") for g in distinct):
