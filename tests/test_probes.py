@@ -663,8 +663,14 @@ def test_gradflows_own_layers_hand_their_outputs_to_a_tap_not_to_hooks(net, fuse
     assert [m for m in model.modules() if m._forward_hooks] == [model.head]  # the head has no tap
     hooked.arm()
     points = hooked_model.probe_points
-    assert sum(len(m._forward_hooks) for m in hooked_model.modules()) == \
-        len(points) + sum(p.activation is not None for p in points)
+    hooks = len(points) + sum(p.activation is not None for p in points)
+    assert sum(len(m._forward_hooks) for m in hooked_model.modules()) == hooks
+    # a second Probes on the tapped model leaves the first its taps and takes hooks
+    taps = [layer.tap for layer in layers]
+    second = Probes(model, cfg.model.activation, fused=fused)
+    second.arm()
+    assert [layer.tap for layer in layers] == taps and sum(len(m._forward_hooks) for m in model.modules()) == hooks + 1
+    second.remove()
     tapped.remove()
     hooked.remove()
     assert all(layer.tap is None for layer in layers)

@@ -225,7 +225,8 @@ class Probes:
             for i, p in enumerate(self.points):
                 signal = self._keep_signals and isinstance(p.layer, torch.nn.Module)  # not a projection in a module
                 act = self._keep_acts and p.activation is not None
-                if p.tap is not None and (signal or act):  # one plain call for both (see ProbePoint.tap)
+                # one plain call for both (see ProbePoint.tap), unless another Probes holds the layer's tap
+                if p.tap is not None and p.tap.tap is None and (signal or act):
                     p.tap.tap = self._tap(i, signal, act)
                     self._hooks.append(_Tapped(p.tap))
                     continue
