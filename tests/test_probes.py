@@ -683,3 +683,25 @@ def test_gradflows_own_layers_hand_their_outputs_to_a_tap_not_to_hooks(net, fuse
     assert list(ma[:, tapped.quantities.index("act_std")]) == [p.activation is not None for p in points]
     assert ma[:, tapped.quantities.index("signal_norm")].all()
     assert all(layer.tap is None for layer in layers)  # train removes the probes at its last step
+
+
+@pytest.mark.parametrize("act", [torch.nn.Tanh, torch.nn.Sigmoid])
+def test_a_float64_model_with_a_saturating_activation_counts_its_saturated_units(act):
+    """|y| of float64 activations went into a float32 scratch buffer: the batched path crashed."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 32), act(), torch.nn.Linear(32, 3)).double()
+    with torch.no_grad():
+        model[0].weight.mul_(3.0)  # some units saturate
+    x = torch.randn(64, 8, dtype=torch.float64)
+    from gradflow.models.discover import discover
+
+    probes = Probes(discover(model, x), fused=False)
+    probes.arm()
+    F.cross_entropy(model(x), torch.randint(0, 3, (64,))).backward()
+    probes.after_backward()
+    values, mask, _ = probes.fetch()
+    got = values[0, probes.quantities.index("act_saturated")]
+    y = model[1](model[0](x)).detach()
+    lo, hi = probes._bounds[0]
+    assert mask[0, probes.quantities.index("act_saturated")]
+    assert got == pytest.approx(float(((y < lo) | (y > hi)).double().mean())) and 0 < got < 1

@@ -477,7 +477,8 @@ class Probes:
             stack = self.buffer(("acts", len(members), tuple(first.shape)), (len(members), *first.shape),
                                 first.dtype, first.device)
             bounds = self.constant([self._bounds[i] for i in points], first.device, torch.float32)
-            scratch = self.buffer(("scratch", len(members), units), (len(members), units), torch.float32, first.device)
+            wide = torch.float64 if first.dtype == torch.float64 else torch.float32  # |y| of a float64 y stays so
+            scratch = self.buffer(("scratch", len(members), units, wide), (len(members), units), wide, first.device)
             dests = {k: self._dest(f"act_{k}", points) for k in ("sum", "saturated", "dead", "std")}
             plan.append(_reduction(specs, bounds, scratch, members=members, points=points, stack=stack, dests=dests))
         self._plans[key] = plan
