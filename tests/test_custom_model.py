@@ -92,7 +92,8 @@ def test_custom_probe_values_equal_plain_autograd(user_models, overrides):
     check_probes_against_autograd(cfg, data, model)
 
 
-def test_a_model_with_sparse_gradients_trains_and_is_probed_as_its_dense_twin(user_models):
+@pytest.mark.parametrize("clip", [[], ["train.clip_value=0.01", "train.grad_clip=0.5"]], ids=["plain", "clipped"])
+def test_a_model_with_sparse_gradients_trains_and_is_probed_as_its_dense_twin(user_models, clip):
     """nn.Embedding(sparse=True): the loop's gradient norms and the probes take the sparse gradient's
     coalesced values (repeated tokens summed), so the run matches the same model with dense gradients."""
     from gradflow.probes.core import Probes
@@ -103,7 +104,7 @@ def test_a_model_with_sparse_gradients_trains_and_is_probed_as_its_dense_twin(us
         cfg, data, model = setup(["model=custom", f"model.target={user_models}:Tagger", "+model.kwargs.vocab=9",
                                   f"+model.kwargs.sparse={sparse}", "data=recall", "data.pairs=2", "data.queries=2",
                                   "data.n_keys=4", "data.n_values=5", "data.n_train=32", "data.n_test=16", "optim=sgd",
-                                  *TINY])
+                                  *TINY, *clip])
         assert model.emb.sparse == (sparse == "true")
         results[sparse] = train(model, data, cfg, Probes(model))  # (activation=auto: each module's own kind)
     got, want = results["true"], results["false"]
@@ -113,6 +114,9 @@ def test_a_model_with_sparse_gradients_trains_and_is_probed_as_its_dense_twin(us
     grads = {s: [v for step, split, name, v in r.metrics if split == "grad" and name == "emb.weight"]
              for s, r in results.items()}
     assert len(grads["true"]) == 3 and np.allclose(grads["true"], grads["false"], rtol=1e-5) and min(grads["true"]) > 0
+    clipped = {s: [v for step, split, name, v in r.metrics if split == "opt" and name == "clipped"]
+               for s, r in results.items()}
+    assert clipped["true"] == clipped["false"] and (not clip or max(clipped["true"]) > 0)
 
 
 def test_init_keep_leaves_the_model_and_a_scheme_replaces_it(user_models):
