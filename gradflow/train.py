@@ -262,19 +262,14 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
                 if grad_clip > 0:  # clip_grad_norm_ in two halves, reusing the norm computed above
                     torch.nn.utils.clip_grads_with_norm_(params, grad_clip, total, foreach=True)
                     clipped = clipped | (total > grad_clip)
-                if clip_value > 0:
-                    present = [p.grad for p in params if p.grad is not None]
-                    if any(g.is_sparse for g in present):  # torch clips no sparse gradient: clip its values
-                        for p in params:  # (coalesced first: a row looked up twice is clipped as its sum)
-                            if p.grad is not None and p.grad.is_sparse:
-                                p.grad = p.grad.coalesce()
-                        present = gradients(params)
-                        peak = torch.nn.utils.get_total_norm(present, float("inf"), foreach=True)
-                        torch._foreach_clamp_min_(present, -clip_value)
-                        torch._foreach_clamp_max_(present, clip_value)
-                    else:
-                        peak = torch.nn.utils.get_total_norm(present, float("inf"), foreach=True)
-                        torch.nn.utils.clip_grad_value_(params, clip_value, foreach=True)
+                if clip_value > 0:  # clip_grad_value_'s clamps, on a sparse gradient's values too (it takes none)
+                    for p in params:  # coalesced first: a row looked up twice is clipped as its sum
+                        if p.grad is not None and p.grad.is_sparse:
+                            p.grad = p.grad.coalesce()
+                    present = gradients(params)
+                    peak = torch.nn.utils.get_total_norm(present, float("inf"), foreach=True)
+                    torch._foreach_clamp_min_(present, -clip_value)
+                    torch._foreach_clamp_max_(present, clip_value)
                     clipped = clipped | (peak > clip_value)
                 row[3].copy_(clipped)
             opt.step()

@@ -660,9 +660,8 @@ class SGDUpdate:
         `groups`: each weight's parameter group in it (None where it has none: Probes._optimizer_groups)."""
         if type(optimizer) is not torch.optim.SGD or not weights:
             return None
-        if any(g is None for g in groups) or any(w.grad is None for w in weights):  # a weight it will not update
-            return None
-        if any(w.grad.is_sparse for w in weights):  # (nn.Embedding(sparse=True)): the weights' copy reads it
+        # a weight it will not update, or a sparse gradient (nn.Embedding(sparse=True)): the weights' copy reads it
+        if any(g is None for g in groups) or any(w.grad is None or w.grad.is_sparse for w in weights):
             return None
         distinct = list({id(g): g for g in groups}.values())
         if any(isinstance(g["lr"], torch.Tensor) or g.get("differentiable") for g in distinct):
