@@ -315,3 +315,24 @@ def test_a_run_that_probes_many_steps_takes_its_statistics_with_the_fused_kernel
         tables[name] = pd.read_parquet(job / "layers.parquet").set_index(["step", "layer", "quantity"])["value"]
     assert tables["fused"].index.equals(tables["batched"].index)
     assert np.allclose(tables["fused"], tables["batched"], rtol=1e-4, atol=1e-7)
+
+
+def test_every_commands_summary_is_one_paragraph_that_the_help_wraps():
+    """Typer's rich help keeps a docstring's line breaks in the command list: a summary written over two source
+    lines showed there as a sentence broken mid-line."""
+    import inspect
+
+    import typer
+
+    import gradflow.cli  # noqa: F401  (registers the commands)
+    from gradflow.cli.app import app
+
+    def summaries(command, name):
+        yield name, inspect.cleandoc(command.help or "")
+        for sub, child in getattr(command, "commands", {}).items():
+            yield from summaries(child, f"{name} {sub}")
+
+    found = dict(summaries(typer.main.get_command(app), "gradflow"))
+    assert {"gradflow run", "gradflow bench", "gradflow theory phase"} <= set(found)
+    broken = {name: text for name, text in found.items() if "\n" in text}
+    assert not broken, broken

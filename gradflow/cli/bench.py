@@ -30,8 +30,7 @@ def bench(
                                         "200 tiny runs (planning, per job, resume, ls, plot), then 12 MNIST-1D "
                                         "runs (machinery share, joblib's speed-up); a few minutes.")] = False,
 ) -> None:
-    """Time gradflow's loop (probes off, every 10 steps, every step, every step batched) against a bare PyTorch
-    loop."""
+    """Time gradflow's loop against a bare PyTorch loop of the same model (probes off, every 10 steps, every step)."""
     from gradflow import bench as bench_mod
     from gradflow.config import resolve_device
     from gradflow.probes.core import FUSED_AFTER, load_fused

@@ -21,8 +21,7 @@ def gradcheck(
     batch: Annotated[int, typer.Option(min=1, help="Training examples in the loss.")] = 8,
     eps: Annotated[float, typer.Option(help="Central-difference step (float64).")] = 1e-6,
 ) -> None:
-    """Check backprop against central finite differences in float64, per parameter tensor, and time both
-    (gradcheck.mode=forward: forward-mode AD, one JVP per entry, in place of backprop)."""
+    """Check backprop (gradcheck.mode=forward: forward-mode AD) against float64 central differences, and time both."""
     from gradflow.config import compose
     from gradflow.gradcheck import gradcheck as check
 
