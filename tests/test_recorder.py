@@ -269,3 +269,35 @@ def test_sparse_gradients_are_recorded_as_their_dense_twins(tmp_path, fuse_after
     # (the update ratio differs in float32 rounding: the sparse and dense updates round apart)
     np.testing.assert_allclose(got["value"], want["value"], rtol=1e-4, equal_nan=True)
     assert got.query("name == 'emb' and quantity == 'grad_norm'")["value"].gt(0).all()
+
+
+@pytest.mark.parametrize("fuse_after", [None, 1], ids=["batched", "fused-from-the-second"])
+def test_gradient_accumulation_over_micro_batches_records_what_one_batch_of_them_all_does(tmp_path, fuse_after,
+                                                                                         monkeypatch):
+    """Three uneven micro-batches, each loss summed over its examples over the whole batch's size, backward
+    after each: the gradients are the whole batch's, and so must be every other probed value (the signal's
+    RMS per example, the activations' mean, std and saturation over all examples), not the last call's."""
+    from gradflow.probes import core
+
+    if fuse_after:
+        monkeypatch.setattr(core, "FUSED_AFTER", fuse_after)
+        monkeypatch.setattr(core, "FUSED_MIN", 0)
+    x, y = torch.randn(16, 4) * 3, torch.randint(0, 3, (16,))  # (x3: the tanh saturates in places)
+    tables = {}
+    for split in ((16,), (7, 5, 4)):
+        torch.manual_seed(0)
+        model = Backwards()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        rec = gradflow.Recorder(model, tmp_path / str(len(split)) / "run", every=1)
+        for step in range(3):
+            with rec.step(step):
+                for xs, ys in zip(x.split(split), y.split(split)):
+                    (F.cross_entropy(model(xs), ys, reduction="sum") / len(x)).backward()
+            opt.step()
+            opt.zero_grad()
+        rec.close()
+        tables[split] = gradflow.load(tmp_path / str(len(split))).sort_values(["step", "layer", "quantity"])
+    whole, parts = tables[(16,)], tables[(7, 5, 4)]
+    assert set(parts["step"]) == {0, 1, 2} and list(parts["quantity"]) == list(whole["quantity"])
+    assert {"signal_norm", "act_mean", "act_std", "act_saturated"} <= set(parts["quantity"])
+    np.testing.assert_allclose(parts["value"], whole["value"], rtol=1e-4, atol=1e-7)

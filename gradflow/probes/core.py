@@ -250,6 +250,7 @@ class Probes:
         self._early: list[tuple[int, torch.Tensor, float]] = []
         self._counts: list = []  # (points, units) of each group of activation outputs, stacked or fused
         self._signal_at, self._signal_batch = _NO_POINTS, []
+        self._rows: dict[int, int] = {}  # batch rows of a point's signals joined from several calls
         self._fused_units = [0] * n  # each point's activation size where the fused kernels took its statistics
         self._fused_batch = [0] * n  # each point's signal batch size where they took its norm
         self._sgd: SGDUpdate | None = None  # where the step's update is read, if not from a copy
@@ -288,14 +289,17 @@ class Probes:
                 # a pre-hook on the node that receives dL/dz: registered in C++, cheaper than a tensor hook
                 def keep(grad_outputs):
                     g = grad_outputs[nr]
+                    if g is None:  # an output of a node with several that got no gradient
+                        return
+                    if self._fused_batch[i] or self._signals[i] is not None:
+                        return self._signal_again(i, g)  # the layer ran again in this step
                     kernels = self._kernels
                     # (inline checks: a helper's call costs microseconds in a hook, where its code is cold)
-                    # (g is None for an output of a node with several that got no gradient)
-                    if kernels is not None and g is not None and g.is_cpu and g.dtype in _FUSABLE and g.numel():
+                    if kernels is not None and g.is_cpu and g.dtype in _FUSABLE and g.numel():
                         self._fused_squares[i] = kernels.squared_norm(g.numpy(force=True).ravel())
-                        self._fused_batch[i], self._signals[i] = g.shape[0], None
+                        self._fused_batch[i] = g.shape[0]
                     else:
-                        self._signals[i], self._fused_batch[i] = g, 0
+                        self._signals[i] = g
 
                 z.grad_fn.register_prehook(keep)
 
@@ -307,14 +311,51 @@ class Probes:
 
         def hook(module, inputs, y):
             if self.armed:
+                if self._fused_units[i] or self._acts[i] is not None:
+                    return self._activation_again(i, y)  # the layer ran again in this step
                 kernels = self._kernels
                 if kernels is not None and y.is_cpu and y.dtype in _FUSABLE and y.numel():
                     kernels.activation_stats(y.numpy(force=True).ravel(), lo, hi, out)
-                    self._fused_units[i], self._acts[i] = y.numel(), None
+                    self._fused_units[i] = y.numel()
                 else:  # read under no_grad in after_backward: no detach needed here
-                    self._acts[i], self._fused_units[i] = y, 0
+                    self._acts[i] = y
 
         return hook
+
+    # --- a point whose layer runs more than once in a probed step (gradient accumulation over micro-batches,
+    # a layer reused in a loop): its signal and activation statistics are those of all its calls as one batch,
+    # as the gradients, which accumulate, are. Rare, so plain code off the hooks' fast path. ---
+    def _signal_again(self, i: int, g: torch.Tensor) -> None:
+        """Another dL/dz at point i: the squared norms add, and so do the batch sizes (sqrt(batch) ||dL/dZ||
+        is then the RMS per example over every call, the value one batch of them all gives)."""
+        g = g.detach()
+        if self._fused_batch[i]:  # the first was taken by the fused kernels (a CPU tensor): float64 squares
+            self._fused_squares[i] += float(torch.linalg.vector_norm(g, dtype=torch.float64)) ** 2
+            self._fused_batch[i] += g.shape[0]
+            return
+        before = self._signals[i]
+        self._rows[i] = self._rows.get(i, before.shape[0]) + g.shape[0]
+        self._signals[i] = torch.cat([before.reshape(-1), g.reshape(-1)])
+
+    def _activation_again(self, i: int, y: torch.Tensor) -> None:
+        """Another activation output at point i: statistics over the union of its outputs."""
+        y = y.detach()
+        if not self._fused_units[i]:
+            self._acts[i] = torch.cat([self._acts[i].detach().reshape(-1), y.reshape(-1)])
+            return
+        # the first was taken by the fused kernels: this one's (sum, squared deviations, saturated, dead) in
+        # float64, combined with the first's by Chan et al.'s pairwise update of the squared deviations
+        lo, hi = self._bounds[i]
+        v = y.reshape(-1).double()
+        n, total = v.numel(), float(v.sum())
+        more = np.array([total, float(((v - total / max(n, 1)) ** 2).sum()),
+                         float(((v > hi) | (v < lo)).sum()), float((v == 0).sum())])
+        out, m = self._fused_acts[i], self._fused_units[i]
+        if n:
+            delta = more[0] / n - out[0] / m
+            out[1] += more[1] + delta * delta * m * n / (m + n)
+        out[[0, 2, 3]] += more[[0, 2, 3]]
+        self._fused_units[i] = m + n
 
     # --- the probed step: primitives on the device ---
     @_one_thread
@@ -357,6 +398,8 @@ class Probes:
                         points = np.array(at)
                         layout = self._signal_layouts[at] = (points, self._dest("signal_norm", points))
                     self._signal_at, self._signal_batch = layout[0], [g.shape[0] for g in signals]
+                    if self._rows:  # points whose signals of several calls were joined (_signal_again)
+                        self._signal_batch = [self._rows.get(i, b) for i, b in zip(at, self._signal_batch)]
                     self._add(self._norms(signals), layout[1], exact=(signals, 1.0))
             if self._keep_acts:
                 self._activation_primitives()
