@@ -276,7 +276,8 @@ def test_gradient_accumulation_over_micro_batches_records_what_one_batch_of_them
                                                                                          monkeypatch):
     """Three uneven micro-batches, each loss summed over its examples over the whole batch's size, backward
     after each: the gradients are the whole batch's, and so must be every other probed value (the signal's
-    RMS per example, the activations' mean, std and saturation over all examples), not the last call's."""
+    RMS per example, the activations' mean, std and saturation over all examples), not the last call's. A
+    forward pass under no_grad in the step (an evaluation) is left out."""
     from gradflow.probes import core
 
     if fuse_after:
@@ -293,6 +294,8 @@ def test_gradient_accumulation_over_micro_batches_records_what_one_batch_of_them
             with rec.step(step):
                 for xs, ys in zip(x.split(split), y.split(split)):
                     (F.cross_entropy(model(xs), ys, reduction="sum") / len(x)).backward()
+                    with torch.no_grad():  # an evaluation inside the step is not part of the trained batch
+                        model(torch.randn(5, 4) * 10)
             opt.step()
             opt.zero_grad()
         rec.close()

@@ -310,7 +310,7 @@ class Probes:
         out = self._fused_acts[i]  # (a view of its row, made once)
 
         def hook(module, inputs, y):
-            if self.armed:
+            if self.armed and torch.is_grad_enabled():  # (a forward pass under no_grad is not the one trained)
                 if self._fused_units[i] or self._acts[i] is not None:
                     return self._activation_again(i, y)  # the layer ran again in this step
                 kernels = self._kernels
