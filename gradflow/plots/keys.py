@@ -61,7 +61,7 @@ def vkey(v: Any) -> Any:
 
 def ordered_values(s: pd.Series) -> list[Any]:
     """Distinct values in their natural order (numbers ascending, strings alphabetically), NaN last."""
-    vals = list(dict.fromkeys(vkey(v) for v in hashable(s)))
+    vals = list(dict.fromkeys(vkey(v) for v in hashable(s).drop_duplicates()))  # each distinct value once
     nan = [v for v in vals if v == "\0nan"]
     rest = [v for v in vals if v != "\0nan"]
     try:

@@ -53,8 +53,12 @@ SPECTRUM = Label(r"singular value $s$ of the input-output Jacobian $\partial h_L
 RECURRENT = ("rnn", "lstm", "gru")  # probe point t is time step t, the head comes last
 
 
+def model_names(df: pd.DataFrame) -> set[str]:
+    return set(df["model.name"].dropna().unique().astype(str)) if "model.name" in df.columns else set()
+
+
 def is_recurrent(df: pd.DataFrame) -> bool:
-    names = set(df["model.name"].dropna().astype(str)) if "model.name" in df.columns else set()
+    names = model_names(df)
     return bool(names) and names <= set(RECURRENT)
 
 
@@ -68,8 +72,7 @@ def layer_axis(df: pd.DataFrame, last: int | None = None) -> str:
     end = "last" if last is None else str(last)
     if is_recurrent(df):
         return f"time step t (0 = first, {end} = output head)"
-    names = set(df["model.name"].dropna().astype(str)) if "model.name" in df.columns else set()
-    if names & set(RECURRENT):
+    if model_names(df) & set(RECURRENT):
         return f"layer index or time step (0 = input / first, {end} = output head)"
     return f"layer index (0 = input, {end} = output head)"
 

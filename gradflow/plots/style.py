@@ -10,11 +10,12 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
-from matplotlib.collections import PolyCollection
-from matplotlib.colors import BoundaryNorm, ListedColormap, LogNorm, Normalize
+from matplotlib.collections import Collection, PolyCollection
+from matplotlib.colors import BoundaryNorm, ListedColormap, LogNorm, Normalize, to_rgba_array
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.path import Path
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 from matplotlib.transforms import blended_transform_factory
 
@@ -237,9 +238,9 @@ def add_band(ax, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, color: Any) -> N
     if band is None:
         ax.add_collection(PolyCollection(polys, facecolors=[color] * len(polys), alpha=0.15, lw=0, gid="band"),
                           autolim=False)
-    else:
-        band.set_verts([p.vertices for p in band.get_paths()] + polys)
-        band.set_facecolor([*band.get_facecolor(), *[color] * len(polys)])
+    else:  # append: rebuilding every earlier polygon and colour at each band made a sweep's figure quadratic
+        Collection.set_paths(band, band.get_paths() + [Path(np.r_[p, p[:1]], closed=True) for p in polys])
+        band.set_facecolor(np.vstack([band.get_facecolor(), to_rgba_array([color] * len(polys))]))
     ax.update_datalim(np.concatenate(polys))  # the view, computed when drawn, takes in the whole band
 
 
