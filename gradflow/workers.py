@@ -64,20 +64,30 @@ def allow_fork_server() -> None:
     _allowed = True
 
 
-def start_fork_server() -> None:
-    """On Linux, start the fork server joblib's workers are forked from, once per process (if
-    allowed); it imports in the background (a second core's worth), and forks the first worker
-    once it has."""
+def start_fork_server(preload: list[str] = PRELOAD) -> bool:
+    """On Linux, start the fork server joblib's workers (or the processes drawing a sweep's figures,
+    with their own `preload`) are forked from, once per process (if allowed); it imports in the
+    background (a second core's worth), and forks the first worker once it has. Whether one runs."""
     global _server
     if _server or not _allowed or sys.platform != "linux":
-        return
+        return _server
     import multiprocessing
     from multiprocessing import forkserver
 
-    multiprocessing.set_forkserver_preload(PRELOAD)
-    with serving():  # the server's environment is its workers'
-        forkserver.ensure_running()
+    multiprocessing.set_forkserver_preload(preload)
+    # the server ignores Ctrl-C (sent to the whole process group; the command's own process reports it)
+    # from its first instruction: an ignored signal stays ignored across exec, and Python then leaves it
+    # so. One that came while its interpreter started would otherwise be a traceback.
+    main = threading.current_thread() is threading.main_thread()  # where a handler can be set
+    saved = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        with serving():  # the server's environment is its workers'
+            forkserver.ensure_running()
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, saved)
     _server = True
+    return True
 
 
 @contextmanager
@@ -144,6 +154,16 @@ def job():
     finally:
         if held:
             signal.signal(signal.SIGINT, hold_interrupt)
+
+
+def serve_forks() -> None:
+    """In a fork server, once its imports are done: the processes it forks leave when the process they
+    serve does (`leave_with_sweep`), hold a Ctrl-C while not in a job (`hold_interrupt`; the server
+    itself ignores it, `forkserver.main`), and stay quiet about a start-up cut short by its end
+    (`quiet_when_interrupted`)."""
+    os.register_at_fork(after_in_child=leave_with_sweep)  # from its first moment, not its first job
+    signal.signal(signal.SIGINT, hold_interrupt)
+    sys.excepthook = quiet_when_interrupted
 
 
 def hold_interrupt(signum, frame) -> None:
