@@ -25,7 +25,9 @@ if _display_type is not None:
 
 
 def progress_bar(transient: bool = True) -> Progress:
+    """A bar on the console; a transient one shows on a terminal only (piped, it would leave a blank line)."""
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=transient)
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=transient,
+                    disable=transient and not console.is_terminal)
 
 

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from gradflow import compare as matching
 from gradflow import store
-from gradflow.cli.app import app
+from gradflow.cli.app import app, progress_bar
 from gradflow.cli.console import console, user_errors
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt as number
@@ -85,7 +85,10 @@ def plot(
     if kind == "standard":
         from gradflow.plots.standard import standard_figures
 
-        written = standard_figures(path, out_dir, fmt, include_stale)
+        with progress_bar() as bar:  # a big sweep's set takes seconds
+            task = bar.add_task("figures", total=None)
+            written = standard_figures(path, out_dir, fmt, include_stale,
+                                       on_saved=lambda _, n: bar.update(task, total=n, advance=1))
     else:
         df = load_table(path, KINDS[kind][0], include_stale)
         check_options(df, kind, o, str(path))

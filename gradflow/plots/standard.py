@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import threading
+from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -16,12 +22,35 @@ from gradflow.plots.style import MAX_STYLES
 
 
 DRAWN = ("grad_norm", "signal_norm")  # the per-layer quantities of the standard set
+PARALLEL_RUNS = 32  # from this many runs a figure takes ~0.5 s or more: worth a drawing process per CPU
+DRAWING_PRELOAD = ["__main__", "gradflow.plots.preload"]  # what the drawing processes' fork server imports
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One figure of the set, not yet drawn: the file name and the drawing call (picklable, so another
+    process can draw it)."""
+    name: str
+    draw: Callable[..., Any]
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+
+    def save(self, out: Path, fmt: str) -> Path:
+        return save(self.draw(*self.args, **self.kwargs), out / f"{self.name}.{fmt}", fmt)
 
 
 def standard_set(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.DataFrame | None,
                  out_dir: str | Path, fmt: str = "png", hists: pd.DataFrame | None = None,
-                 jacobian: pd.DataFrame | None = None) -> list[Path]:
-    """Draw the usual figures into out_dir and return their paths.
+                 jacobian: pd.DataFrame | None = None, pool: DrawingPool | None = None,
+                 on_saved: Callable[[Path, int], None] | None = None) -> list[Path]:
+    """Draw the usual figures into out_dir and return their paths (see `plan`); with a pool, its
+    processes draw some of them while this one draws the others. on_saved(path, n_figures) after each."""
+    return render(plan(layers, metrics, runs, hists, jacobian), Path(out_dir), fmt, pool, on_saved)
+
+
+def plan(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.DataFrame | None,
+         hists: pd.DataFrame | None = None, jacobian: pd.DataFrame | None = None) -> list[Planned]:
+    """The usual figures for these tables, in drawing order.
 
     One run: profile at step 0 and at the last step, heatmap, curves.
     A sweep: profile at step 0 and at the end, curves, the weight-gradient and back-propagated signal
@@ -31,11 +60,10 @@ def standard_set(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs
     run that has them (and at the last step for a single run), and the Jacobian spectrum at step 0
     and at the last step. Figures whose data is absent are skipped.
     """
-    out = Path(out_dir)
-    written: list[Path] = []
+    planned: list[Planned] = []
 
-    def emit(name: str, make) -> None:
-        written.append(save(make(), out / f"{name}.{fmt}", fmt))
+    def emit(name: str, draw: Callable[..., Any], *args, **kwargs) -> None:
+        planned.append(Planned(name, draw, args, kwargs))
 
     def usable(df) -> bool:
         return isinstance(df, pd.DataFrame) and not df.empty
@@ -43,27 +71,27 @@ def standard_set(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs
     names = set()
     for df in (layers, metrics, runs):
         if usable(df) and "run" in df.columns:
-            names |= set(df["run"].astype(str))
+            names |= set(df["run"].unique().astype(str))
     single = len(names) == 1
     # colour and line style carry two swept keys; a third becomes panels, so no two lines look alike
     probed = layers[layers["quantity"].isin(DRAWN)] if usable(layers) else layers  # all that is drawn of it
     if usable(layers):
         facet = _third_key(layers)
-        quantities = set(probed["quantity"])
+        quantities = set(probed["quantity"].unique())
         for q in [q for q in DRAWN if q in quantities]:
             rows = probed[probed["quantity"] == q]
             if rows.groupby("run")["layer"].nunique().max() < 2:
                 continue  # e.g. a recurrent net's weight gradient: one point, not a profile
             if (rows["step"] == 0).any():
-                emit(f"profile-{q}-step0", lambda: profile(probed, q, step=0, facet=facet))
+                emit(f"profile-{q}-step0", profile, probed, q, step=0, facet=facet)
             if (rows["step"] > 0).any():
-                emit(f"profile-{q}-last", lambda: profile(probed, q, step="last", facet=facet))
+                emit(f"profile-{q}-last", profile, probed, q, step="last", facet=facet)
         spread = [q for q in DRAWN if q in quantities
                   and probed.loc[probed["quantity"] == q, "layer"].nunique() > 1]
         if single and spread:  # a recurrent net's weight gradient is one point: its signal over time instead
-            emit(f"heatmap-{spread[0]}", lambda: heatmap(probed, quantity=spread[0]))
+            emit(f"heatmap-{spread[0]}", heatmap, probed, quantity=spread[0])
     if usable(metrics) and metrics["metric"].isin(["loss", "acc"]).any():
-        emit("curves", lambda: curves(metrics, facet=_third_key(metrics)))
+        emit("curves", curves, metrics, facet=_third_key(metrics))
     if usable(runs) and not single:
         swept = swept_keys(runs)
         swept_together = is_grid(runs, swept)  # unrelated runs get no figure over their keys
@@ -71,9 +99,9 @@ def standard_set(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs
         if "model.depth" in swept and swept_together and usable(layers):
             for q, name in (("grad_norm", "ratio-init"), ("signal_norm", "ratio-signal_norm-init")):
                 if (probed["quantity"] == q).any():
-                    emit(name, lambda: ratio(probed, "init", quantity=q))
+                    emit(name, ratio, probed, "init", quantity=q)
         elif "model.depth" in swept and swept_together and "grad_ratio.init" in runs.columns:  # runs table alone
-            emit("ratio-init", lambda: ratio(runs, "init"))
+            emit("ratio-init", ratio, runs, "init")
         numeric = [k for k in swept if is_numeric_key(runs, k)]
         value = next((v for v in ("final.test_acc", "final.train_acc")
                       if v in runs.columns and pd.to_numeric(runs[v], errors="coerce").notna().any()), None)
@@ -83,30 +111,141 @@ def standard_set(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs
             if len(rest) <= 1:
                 facet = rest[0] if rest else None
                 name = f"grid-{value}-{pair[0]}-{pair[1]}"
-                if pair == ("init.sw2", "model.depth"):
-                    try:  # the theory curve when the data allows it (one activation and sb2 per panel)
-                        written.append(save(grid(runs, *pair, value=value, theory="6xi_c", facet=facet),
-                                            out / f"{name}.{fmt}", fmt))
-                    except GradflowError:
-                        emit(name, lambda: grid(runs, *pair, value=value, facet=facet))
-                else:
-                    emit(name, lambda: grid(runs, *pair, value=value, facet=facet))
+                theory = pair == ("init.sw2", "model.depth")
+                emit(name, _grid_with_theory if theory else grid, runs, *pair, value=value, facet=facet)
     if usable(hists):
         hist_runs = ordered_values(hists["run"])
         for run in hist_runs:
             rows = hists[hists["run"] == str(run)]
             suffix = "" if len(hist_runs) == 1 else "-" + file_part(str(run))
             if (rows["step"] == 0).any():
-                emit(f"hist-step0{suffix}", lambda: hist(rows, step=0))
+                emit(f"hist-step0{suffix}", hist, rows, step=0)
             if len(hist_runs) == 1 and (rows["step"] > 0).any():
-                emit(f"hist-last{suffix}", lambda: hist(rows, step="last"))
+                emit(f"hist-last{suffix}", hist, rows, step="last")
     if usable(jacobian) and (jacobian["scope"] == "input_output").any():
         io = jacobian[jacobian["scope"] == "input_output"]
         if (io["step"] == 0).any():
-            emit("spectrum-step0", lambda: spectrum(io, step=0))
+            emit("spectrum-step0", spectrum, io, step=0)
         if (io["step"] > 0).any():
-            emit("spectrum-last", lambda: spectrum(io, step="last"))
-    return written
+            emit("spectrum-last", spectrum, io, step="last")
+    return planned
+
+
+def _grid_with_theory(runs: pd.DataFrame, x: str, y: str, **kwargs):
+    """The grid with the mean-field 6 xi_c curve when the data allows it (one activation and sb2 per
+    panel), else without."""
+    try:
+        return grid(runs, x, y, theory="6xi_c", **kwargs)
+    except GradflowError:
+        return grid(runs, x, y, **kwargs)
+
+
+def render(figures: list[Planned], out: Path, fmt: str, pool: DrawingPool | None = None,
+           on_saved: Callable[[Path, int], None] | None = None) -> list[Path]:
+    """Draw and save the figures, returning their paths in the order given. With a pool, once its
+    processes are up, each takes the next figure from the end of the list as soon as it is done with
+    one, while this process draws from the front; neither waits for the other before the last figure.
+    A figure that fails raises here, as it would drawn in this process; if a drawing process dies,
+    this one draws what it had."""
+    paths: list[Path | None] = [None] * len(figures)
+    elsewhere: dict[int, Future] = {}  # figures handed to the pool
+    lock = threading.Lock()
+    span = [0, len(figures)]  # [front, back): the figures nobody has taken yet
+
+    def feed(_: Future | None = None) -> None:  # in the pool's threads: once up, and after each figure
+        with lock:
+            if span[0] >= span[1]:
+                return
+            try:
+                f = pool.executor.submit(figures[span[1] - 1].save, out, fmt)
+            except (BrokenExecutor, RuntimeError):  # a process died, or the pool is closing
+                return
+            span[1] -= 1
+            elsewhere[span[1]] = f
+        f.add_done_callback(feed)
+
+    def report(i: int, path: Path) -> None:
+        paths[i] = path
+        if on_saved is not None:
+            on_saved(path, len(figures))
+
+    def collect(wait: bool) -> None:  # never under the lock: the pool's thread takes it to feed
+        with lock:
+            handed = list(elsewhere.items())
+        for i, f in handed:
+            if paths[i] is None and (wait or f.done()):
+                try:
+                    report(i, f.result())
+                    pool.drawn += 1
+                except BrokenExecutor:
+                    report(i, figures[i].save(out, fmt))
+
+    if pool is not None:
+        pool.when_up(lambda: [feed() for _ in range(pool.processes)])
+    while True:
+        with lock:
+            if span[0] >= span[1]:
+                break
+            span[0] += 1
+        report(span[0] - 1, figures[span[0] - 1].save(out, fmt))
+        collect(wait=False)
+    collect(wait=True)  # nothing is handed over any more: wait for what was
+    return [p for p in paths if p is not None]
+
+
+@dataclass
+class DrawingPool:
+    """Processes that draw figures (`drawing_pool`), started in the background."""
+    executor: Executor
+    processes: int
+    drawn: int = 0  # figures its processes drew
+    _up: list[Callable[[], Any]] = field(default_factory=list)  # to call once the processes are up
+    _ready: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> None:
+        """Fork the processes (in a thread: forking waits for the fork server's imports), then call
+        what `when_up` was given."""
+        def up() -> None:
+            try:
+                for f in [self.executor.submit(os.getpid) for _ in range(self.processes)]:
+                    f.result()
+            except (BrokenExecutor, RuntimeError):
+                return  # never up: this process draws every figure
+            with self._lock:
+                self._ready = True
+                waiting, self._up = self._up, []
+            for call in waiting:
+                call()
+
+        threading.Thread(target=up, daemon=True, name="gradflow-drawing-pool").start()
+
+    def when_up(self, call: Callable[[], Any]) -> None:
+        with self._lock:
+            if not self._ready:
+                self._up.append(call)
+                return
+        call()
+
+    def close(self) -> None:
+        self.executor.shutdown(cancel_futures=True)
+
+
+def drawing_pool(n_runs: int) -> DrawingPool | None:
+    """Processes that draw figures beside this one: one per further CPU when a folder has
+    PARALLEL_RUNS runs or more (smaller sets draw faster than a process starts). They are forked from
+    gradflow's fork server (`gradflow.workers`), which imports the plotting modules in the background
+    while this process reads the tables; so only from gradflow's command line on Linux, whose main
+    module is safe to import again. Elsewhere (a user's script, macOS, Windows) this process draws
+    every figure."""
+    from gradflow import workers
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if n_runs < PARALLEL_RUNS or cpus < 2 or not workers.start_fork_server(DRAWING_PRELOAD):
+        return None
+    pool = DrawingPool(ProcessPoolExecutor(cpus - 1, mp_context=multiprocessing.get_context("forkserver")), cpus - 1)
+    pool.start()
+    return pool
 
 
 def _third_key(df: pd.DataFrame | None) -> str | None:
@@ -119,17 +258,24 @@ def _third_key(df: pd.DataFrame | None) -> str | None:
     return next((k for k in reversed(swept[1:]) if n_distinct(df[k]) <= MAX_STYLES), None)
 
 
-def standard_figures(path: str | Path, out_dir: str | Path, fmt: str = "png", include_stale: bool = False) -> list[Path]:
+def standard_figures(path: str | Path, out_dir: str | Path, fmt: str = "png", include_stale: bool = False,
+                     on_saved: Callable[[Path, int], None] | None = None) -> list[Path]:
     """The standard set for the run or sweep at `path`, from its tables on disk, into out_dir (stale and
-    incomplete runs left out unless include_stale)."""
+    incomplete runs left out unless include_stale); a big sweep's figures are drawn by one process per
+    CPU (`drawing_pool`), started before the tables are read so that both happen at once."""
     from gradflow import store
     from gradflow.summary import runs_table
 
     listed = store.runs(path)  # every run.json read once for all five tables
-    tables = {t: store.load(path, t, include_stale, listed) for t in ("layers", "metrics", "hist", "jacobian")}
-    tables["runs"] = runs_table(path, include_stale=include_stale, listed=listed)
-    written = standard_set(tables["layers"], tables["metrics"], tables["runs"], out_dir, fmt,
-                           hists=tables["hist"], jacobian=tables["jacobian"])
+    pool = drawing_pool(len(listed))
+    try:
+        tables = {t: store.load(path, t, include_stale, listed) for t in ("layers", "metrics", "hist", "jacobian")}
+        tables["runs"] = runs_table(path, include_stale=include_stale, listed=listed)
+        written = standard_set(tables["layers"], tables["metrics"], tables["runs"], out_dir, fmt,
+                               hists=tables["hist"], jacobian=tables["jacobian"], pool=pool, on_saved=on_saved)
+    finally:
+        if pool is not None:
+            pool.close()
     if not written:
         raise GradflowError(f"{path}: nothing to draw (no probed layers and no metrics in its runs)")
     return written
