@@ -131,7 +131,8 @@ def sweep_machinery() -> None:
         with console.status("12 MNIST-1D runs" + (", then `gradflow sweep` of them with the basic launcher and with "
                                                   "joblib (2 workers), 3 rounds ..." if parallel else " ...")):
             timings += benchsweep.time_launchers(Path(tmp), parallel=parallel)
-    table = Table(title="sweep machinery: 200 runs of 1 step, then 12 MNIST-1D runs", title_justify="left")
+    title = "sweep machinery: 200 runs of 1 step, then 12 MNIST-1D runs"
+    table = Table(title=title, title_justify="left", min_width=len(title))  # the title on one line
     for col in ("step", "measured", "target", ""):
         table.add_column(col, justify="right")
     for t in timings:
