@@ -102,11 +102,12 @@ def figures(paths: list[Path], table: pd.DataFrame) -> list[tuple[str, bytes]]:
     reproduction's own figures as they are."""
     if len(paths) == 1 and kind(paths[0]) == "reproduction":
         return [(p.stem, p.read_bytes()) for p in sorted(store.figures_dir(paths[0]).glob("*.png"))]
-    from gradflow.plots.figures import standard_set
+    from gradflow.plots.standard import drawing_processes, standard_set
 
-    t = _tables(paths)
-    with tempfile.TemporaryDirectory(prefix="gradflow-report-") as out:
-        drawn = standard_set(t["layers"], t["metrics"], table, out, "png", hists=t["hist"], jacobian=t["jacobian"])
+    with drawing_processes(len(table)) as pool, tempfile.TemporaryDirectory(prefix="gradflow-report-") as out:
+        t = _tables(paths)  # while the drawing processes start, if the runs are many
+        drawn = standard_set(t["layers"], t["metrics"], table, out, "png", hists=t["hist"], jacobian=t["jacobian"],
+                             pool=pool)
         return [(p.stem, p.read_bytes()) for p in drawn]
 
 

@@ -8,6 +8,7 @@ twin of half the sweep, and a sweep at lr = 1e6 in which one run diverges.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -162,16 +163,16 @@ def test_a_big_sweeps_figures_drawn_by_several_processes_are_those_one_process_d
         from gradflow.plots import standard
         from gradflow.summary import runs_table
         workers.allow_fork_server()
-        pool = standard.drawing_pool(standard.PARALLEL_RUNS)
-        t = {name: store.load(sys.argv[1], name) for name in ("layers", "metrics")}
-        figures = standard.plan(t["layers"], t["metrics"], runs_table(sys.argv[1]))
-        paths = standard.render(figures, Path(sys.argv[2]), "png", pool)
-        print(pool.processes, pool.drawn, len(paths))
-        bad = standard.Planned("bad", standard.profile, (t["layers"], "no_such_quantity"))
-        try:  # the pool is up: it takes the last figure at once, this process the first
-            standard.render([figures[0], bad], Path(sys.argv[2]) / "bad", "png", pool)
-        except Exception as e:
-            print(type(e).__name__, pool.drawn, e)
+        with standard.drawing_processes(standard.PARALLEL_RUNS) as pool:
+            t = {name: store.load(sys.argv[1], name) for name in ("layers", "metrics")}
+            figures = standard.plan(t["layers"], t["metrics"], runs_table(sys.argv[1]))
+            paths = standard.render(figures, Path(sys.argv[2]), "png", pool)
+            print(pool.processes, pool.drawn, len(paths))
+            bad = standard.Planned("bad", standard.profile, (t["layers"], "no_such_quantity"))
+            try:  # the pool is up: it takes the last figure at once, this process the first
+                standard.render([figures[0], bad], Path(sys.argv[2]) / "bad", "png", pool)
+            except Exception as e:
+                print(type(e).__name__, pool.drawn, e)
     """
     done = subprocess.run([sys.executable, "-c", script, str(big), str(tmp_path / "counted")], capture_output=True,
                           text=True, env=ENV, timeout=300)
@@ -181,6 +182,19 @@ def test_a_big_sweeps_figures_drawn_by_several_processes_are_those_one_process_d
     assert processes == len(os.sched_getaffinity(0)) - 1 and 1 <= drawn < n == len(alone)
     # a figure that fails in a drawing process fails here, with its own message
     assert failed.startswith(f"GradflowError {drawn} ") and "no_such_quantity" in failed, failed
+
+
+@PARALLEL
+def test_a_big_sweeps_report_has_every_standard_figure(big, tmp_path):
+    """`gradflow report` draws the page's figures the same way (its drawing processes start while it
+    reads the tables): every figure of the standard set is on the page."""
+    page = tmp_path / "report.html"
+    done = subprocess.run([sys.executable, "-m", "gradflow", "report", str(big), "--out", str(page)],
+                          capture_output=True, text=True, env=ENV, timeout=300)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
+    t = {name: gradflow.load(big, table=name) for name in ("layers", "metrics", "runs")}
+    planned = [f.name for f in standard.plan(t["layers"], t["metrics"], t["runs"])]
+    assert sorted(re.findall(r'data-name="([^"]+)"', page.read_text())) == sorted(planned) and len(planned) >= 7
 
 
 @PARALLEL

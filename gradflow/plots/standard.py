@@ -1,4 +1,5 @@
-"""The standard set of figures for a run or a sweep: which figures fit the data, and drawing them."""
+"""The standard set of figures for a run or a sweep: which figures fit the data (`plan`), and drawing
+them (`render`), a big sweep's in one process per CPU (`drawing_processes`)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import multiprocessing
 import os
 import threading
 from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pandas as pd
 
@@ -231,6 +233,17 @@ class DrawingPool:
         self.executor.shutdown(cancel_futures=True)
 
 
+@contextmanager
+def drawing_processes(n_runs: int) -> Iterator[DrawingPool | None]:
+    """`drawing_pool(n_runs)` for the duration of a with block, closed at its end however it ends."""
+    pool = drawing_pool(n_runs)
+    try:
+        yield pool
+    finally:
+        if pool is not None:
+            pool.close()
+
+
 def drawing_pool(n_runs: int) -> DrawingPool | None:
     """Processes that draw figures beside this one: one per further CPU when a folder has
     PARALLEL_RUNS runs or more (smaller sets draw faster than a process starts). They are forked from
@@ -267,15 +280,11 @@ def standard_figures(path: str | Path, out_dir: str | Path, fmt: str = "png", in
     from gradflow.summary import runs_table
 
     listed = store.runs(path)  # every run.json read once for all five tables
-    pool = drawing_pool(len(listed))
-    try:
+    with drawing_processes(len(listed)) as pool:
         tables = {t: store.load(path, t, include_stale, listed) for t in ("layers", "metrics", "hist", "jacobian")}
         tables["runs"] = runs_table(path, include_stale=include_stale, listed=listed)
         written = standard_set(tables["layers"], tables["metrics"], tables["runs"], out_dir, fmt,
                                hists=tables["hist"], jacobian=tables["jacobian"], pool=pool, on_saved=on_saved)
-    finally:
-        if pool is not None:
-            pool.close()
     if not written:
         raise GradflowError(f"{path}: nothing to draw (no probed layers and no metrics in its runs)")
     return written
