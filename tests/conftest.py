@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 # One intra-op thread per test process (and its subprocesses): the test models are small, results
@@ -80,3 +81,10 @@ def shared(tmp_path_factory) -> Path:
     """One results folder per test module: a reproduction's passing run and its negative control reuse
     each other's finished runs."""
     return tmp_path_factory.mktemp("results")
+
+
+def group_processes(pgid: int) -> list[str]:
+    """Live processes of a process group (a zombie has exited; only its parent's reaping is left)."""
+    out = subprocess.run(["ps", "-eo", "pgid=,stat=,pid=,args="], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines()
+            if line.split() and line.split()[0] == str(pgid) and not line.split()[1].startswith("Z")]

@@ -24,6 +24,7 @@ from gradflow import store, workers
 from gradflow.cli import app
 from gradflow.compare import comparison, match_keys, source_labels
 from gradflow.plots import standard
+from tests.conftest import group_processes
 
 SMALL = ["data=gaussian", "data.n_train=128", "data.n_test=64", "data.dim=8", "model.width=8", "train.steps=4",
          "train.batch_size=32", "train.eval_every=2"]
@@ -209,7 +210,7 @@ def test_ctrl_c_while_figures_are_drawn_in_several_processes_leaves_nothing_behi
 
     def ready() -> bool:
         if when == "server":
-            return any("forkserver" in line for line in _group_processes(proc.pid))
+            return any("forkserver" in line for line in group_processes(proc.pid))
         return any(out.glob("*.png"))
 
     deadline = time.time() + 120
@@ -220,14 +221,7 @@ def test_ctrl_c_while_figures_are_drawn_in_several_processes_leaves_nothing_behi
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err
     time.sleep(1)
-    assert _group_processes(proc.pid) == []
-
-
-def _group_processes(pgid: int) -> list[str]:
-    """Live processes of a process group (a zombie has exited; only its parent's reaping is left)."""
-    out = subprocess.run(["ps", "-eo", "pgid=,stat=,pid=,args="], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines()
-            if line.split() and line.split()[0] == str(pgid) and not line.split()[1].startswith("Z")]
+    assert group_processes(proc.pid) == []
 
 
 @pytest.mark.parametrize("args, message", [

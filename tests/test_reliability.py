@@ -16,6 +16,7 @@ import gradflow
 from gradflow import store, workers
 from gradflow import sweep as sweep_mod
 from gradflow.errors import GradflowError
+from tests.conftest import group_processes
 
 SMALL = ["data=gaussian", "data.n_train=128", "data.n_test=64", "data.dim=8", "model.width=8", "model.depth=2",
          "train.steps=3", "train.batch_size=32", "train.eval_every=3", "threads=1"]
@@ -375,13 +376,6 @@ def test_a_missing_launcher_plugin_names_the_extra_even_when_find_spec_raises(mo
         sweep_mod.check_launcher("joblib")
 
 
-def _group_processes(pgid: int) -> list[str]:
-    """Live processes of a process group (a zombie has exited; only its parent's reaping is left)."""
-    out = subprocess.run(["ps", "-eo", "pgid=,stat=,pid=,args="], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines()
-            if line.split() and line.split()[0] == str(pgid) and not line.split()[1].startswith("Z")]
-
-
 def test_ctrl_c_while_a_config_is_composed_waits_for_the_compose():
     """OmegaConf updates nodes in place: a KeyboardInterrupt halfway leaves a config half built and
     the error that follows is a traceback. A Ctrl-C during the compose is raised when it is done."""
@@ -442,7 +436,7 @@ def test_ctrl_c_while_the_fork_server_imports_is_one_line(results, delay):
     assert "runs finished; rerun the same command to resume" in err, err  # its line, however early the Ctrl-C
     assert "leaked" not in err, err
     time.sleep(1)
-    assert _group_processes(proc.pid) == []
+    assert group_processes(proc.pid) == []
 
 
 @pytest.mark.slow
@@ -466,7 +460,7 @@ def test_no_joblib_worker_outlives_its_sweep(results):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "interrupted: 0 of 3 runs finished" in err, err
     time.sleep(1)
-    assert _group_processes(proc.pid) == []
+    assert group_processes(proc.pid) == []
     assert sorted(_statuses(root).values()) == ["interrupted", "interrupted"]
 
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
@@ -477,7 +471,7 @@ def test_no_joblib_worker_outlives_its_sweep(results):
     proc.kill()
     proc.wait()
     deadline = time.time() + 15
-    while time.time() < deadline and _group_processes(proc.pid):
+    while time.time() < deadline and group_processes(proc.pid):
         time.sleep(0.5)
-    assert _group_processes(proc.pid) == []
+    assert group_processes(proc.pid) == []
     assert set(_statuses(root).values()) == {"interrupted"}

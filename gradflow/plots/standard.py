@@ -24,7 +24,7 @@ from gradflow.plots.style import MAX_STYLES
 
 
 DRAWN = ("grad_norm", "signal_norm")  # the per-layer quantities of the standard set
-PARALLEL_RUNS = 32  # from this many runs a figure takes ~0.5 s or more: worth a drawing process per CPU
+PARALLEL_RUNS = 32  # from this many runs a set takes seconds (200 runs: 0.5-0.9 s a figure): worth a process per CPU
 DRAWING_PRELOAD = ["__main__", "gradflow.plots.preload"]  # what the drawing processes' fork server imports
 
 
