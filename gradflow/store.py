@@ -218,6 +218,10 @@ def clear_run(job_dir: Path) -> None:
         raise GradflowError(f"{job_dir} is in the way: it is not a gradflow run folder (a link, or it holds files "
                             "gradflow did not write), and gradflow deletes only its own runs; move it away or "
                             "choose another name=")
+    # run.json first: a folder without it is no run to any reader (`find_runs`), so a process killed
+    # halfway leaves nothing that reads as a run. In rmtree's own order run.json could outlast the
+    # config or a table, and a kill then left an incomplete run of the old config (not a stale one)
+    (job_dir / RUN_FILE).unlink(missing_ok=True)
     shutil.rmtree(job_dir)
 
 

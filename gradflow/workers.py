@@ -10,7 +10,9 @@ each worker, warm. The server is Python's own (`multiprocessing.forkserver`, whi
 makes the default start method on Linux) and a start method loky supports; it has run no torch
 kernel and initialized no CUDA driver, so a forked worker starts as clean as a fresh one. A forked
 worker imports the main module again, which gradflow's entry point allows (`allow_fork_server`); a
-user's own script that launches sweeps, and macOS and Windows, keep loky's own workers.
+user's own script that launches sweeps, and macOS and Windows, keep loky's own workers. `gradflow
+plot` and `report` fork the processes that draw a big sweep's figures from a fork server too, one
+that imports the plotting modules instead (`gradflow.plots.preload`).
 """
 
 from __future__ import annotations
