@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -374,6 +375,26 @@ def test_a_missing_launcher_plugin_names_the_extra_even_when_find_spec_raises(mo
     monkeypatch.setitem(sweep_mod.LAUNCHER_PLUGINS, "joblib", ("gradflow_absent_pkg.hydra_joblib_launcher", "cluster"))
     with pytest.raises(GradflowError, match=r"hydra/launcher=joblib needs its Hydra plugin: pip install 'gradflow\[cluster\]'"):
         sweep_mod.check_launcher("joblib")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc to see the imports under way")
+def test_ctrl_c_while_the_command_line_imports_is_no_traceback(results):
+    """Ctrl-C in the command line's first second, while it imports numpy, pandas, torch (before any
+    command can take it): exit 130 and nothing on the terminal, not a KeyboardInterrupt's traceback
+    from deep in an import."""
+    proc = subprocess.Popen([sys.executable, "-m", "gradflow", "ls", str(results)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True)
+    deadline = time.time() + 30
+    while time.time() < deadline and proc.poll() is None:
+        try:  # numpy's extension loaded: the imports are under way, with pandas' and the rest to come
+            if "numpy" in Path(f"/proc/{proc.pid}/maps").read_text():
+                break
+        except OSError:
+            pass
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err and "KeyboardInterrupt" not in err, err
 
 
 def test_ctrl_c_while_a_config_is_composed_waits_for_the_compose():
