@@ -80,13 +80,14 @@ def start_fork_server(preload: list[str] = PRELOAD) -> bool:
     # the server ignores Ctrl-C (sent to the whole process group; the command's own process reports it)
     # from its first instruction: an ignored signal stays ignored across exec, and Python then leaves it
     # so. One that came while its interpreter started would otherwise be a traceback.
-    main = threading.current_thread() is threading.main_thread()  # where a handler can be set
-    saved = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    # (only where Python can set the handler back: the main thread, a handler not set from C)
+    swap = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not None
+    saved = signal.signal(signal.SIGINT, signal.SIG_IGN) if swap else None
     try:
         with serving():  # the server's environment is its workers'
             forkserver.ensure_running()
     finally:
-        if main:
+        if swap:
             signal.signal(signal.SIGINT, saved)
     _server = True
     return True
