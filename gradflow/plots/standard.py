@@ -26,6 +26,7 @@ from gradflow.plots.style import MAX_STYLES
 DRAWN = ("grad_norm", "signal_norm")  # the per-layer quantities of the standard set
 PARALLEL_RUNS = 32  # from this many runs a set takes seconds (200 runs: 0.5-0.9 s a figure): worth a process per CPU
 DRAWING_PRELOAD = ["__main__", "gradflow.plots.preload"]  # what the drawing processes' fork server imports
+MAX_DRAWING_PROCESSES = 8  # a standard set is ~10 figures: more processes would wait
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ def render(figures: list[Planned], out: Path, fmt: str, pool: DrawingPool | None
                 return
             try:
                 f = pool.executor.submit(figures[span[1] - 1].save, out, fmt)
-            except (BrokenExecutor, RuntimeError):  # a process died, or the pool is closing
+            except (BrokenExecutor, RuntimeError, OSError):  # a process died, or the pool is closing
                 return
             span[1] -= 1
             elsewhere[span[1]] = f
@@ -212,7 +213,7 @@ class DrawingPool:
             try:
                 for f in [self.executor.submit(os.getpid) for _ in range(self.processes)]:
                     f.result()
-            except (BrokenExecutor, RuntimeError):
+            except (BrokenExecutor, RuntimeError, OSError):
                 return  # never up: this process draws every figure
             with self._lock:
                 self._ready = True
@@ -245,8 +246,9 @@ def drawing_processes(n_runs: int) -> Iterator[DrawingPool | None]:
 
 
 def drawing_pool(n_runs: int) -> DrawingPool | None:
-    """Processes that draw figures beside this one: one per further CPU when a folder has
-    PARALLEL_RUNS runs or more (smaller sets draw faster than a process starts). They are forked from
+    """Processes that draw figures beside this one: one per further CPU (at most
+    MAX_DRAWING_PROCESSES) when a folder has PARALLEL_RUNS runs or more (smaller sets draw faster
+    than a process starts). They are forked from
     gradflow's fork server (`gradflow.workers`), which imports the plotting modules in the background
     while this process reads the tables; so only from gradflow's command line on Linux, whose main
     module is safe to import again. Elsewhere (a user's script, macOS, Windows) this process draws
@@ -254,9 +256,16 @@ def drawing_pool(n_runs: int) -> DrawingPool | None:
     from gradflow import workers
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if n_runs < PARALLEL_RUNS or cpus < 2 or not workers.start_fork_server(DRAWING_PRELOAD):
+    processes = min(cpus - 1, MAX_DRAWING_PROCESSES)
+    if n_runs < PARALLEL_RUNS or processes < 1:
         return None
-    pool = DrawingPool(ProcessPoolExecutor(cpus - 1, mp_context=multiprocessing.get_context("forkserver")), cpus - 1)
+    try:
+        if not workers.start_fork_server(DRAWING_PRELOAD):
+            return None
+        pool = DrawingPool(ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("forkserver")),
+                           processes)
+    except OSError:  # no semaphores or sockets here (a locked-down container): draw in this process
+        return None
     pool.start()
     return pool
 
