@@ -54,7 +54,7 @@ RECURRENT = ("rnn", "lstm", "gru")  # probe point t is time step t, the head com
 
 
 def model_names(df: pd.DataFrame) -> set[str]:
-    return set(df["model.name"].dropna().unique().astype(str)) if "model.name" in df.columns else set()
+    return {str(v) for v in df["model.name"].dropna().unique()} if "model.name" in df.columns else set()
 
 
 def is_recurrent(df: pd.DataFrame) -> bool:

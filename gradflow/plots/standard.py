@@ -6,7 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
-from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,7 +184,7 @@ def render(figures: list[Planned], out: Path, fmt: str, pool: DrawingPool | None
                     report(i, figures[i].save(out, fmt))
 
     if pool is not None:
-        pool.when_up(lambda: [feed() for _ in range(pool.processes)])
+        pool.ready.add_done_callback(lambda up: up.exception() or [feed() for _ in range(pool.processes)])
     while True:
         with lock:
             if span[0] >= span[1]:
@@ -198,37 +198,19 @@ def render(figures: list[Planned], out: Path, fmt: str, pool: DrawingPool | None
 
 @dataclass
 class DrawingPool:
-    """Processes that draw figures (`drawing_pool`), started in the background."""
+    """Processes that draw figures (`drawing_processes`), forked in the background (forking waits for
+    the fork server's imports): `ready` is done when they are up, with an exception if they cannot
+    start (this process then draws every figure)."""
     executor: Executor
     processes: int
     drawn: int = 0  # figures its processes drew
-    _up: list[Callable[[], Any]] = field(default_factory=list)  # to call once the processes are up
-    _ready: bool = False
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    ready: Future | None = None
 
     def start(self) -> None:
-        """Fork the processes (in a thread: forking waits for the fork server's imports), then call
-        what `when_up` was given."""
-        def up() -> None:
-            try:
-                for f in [self.executor.submit(os.getpid) for _ in range(self.processes)]:
-                    f.result()
-            except (BrokenExecutor, RuntimeError, OSError):
-                return  # never up: this process draws every figure
-            with self._lock:
-                self._ready = True
-                waiting, self._up = self._up, []
-            for call in waiting:
-                call()
-
-        threading.Thread(target=up, daemon=True, name="gradflow-drawing-pool").start()
-
-    def when_up(self, call: Callable[[], Any]) -> None:
-        with self._lock:
-            if not self._ready:
-                self._up.append(call)
-                return
-        call()
+        starter = ThreadPoolExecutor(1, thread_name_prefix="gradflow-drawing-pool")
+        self.ready = starter.submit(lambda: [f.result() for f in [self.executor.submit(os.getpid)
+                                                                  for _ in range(self.processes)]])
+        starter.shutdown(wait=False)  # its one thread ends with that
 
     def close(self) -> None:
         self.executor.shutdown(cancel_futures=True)
@@ -236,8 +218,14 @@ class DrawingPool:
 
 @contextmanager
 def drawing_processes(n_runs: int) -> Iterator[DrawingPool | None]:
-    """`drawing_pool(n_runs)` for the duration of a with block, closed at its end however it ends."""
-    pool = drawing_pool(n_runs)
+    """Processes that draw figures beside this one, for a with block (closed at its end however it
+    ends): one per further CPU (at most MAX_DRAWING_PROCESSES) when a folder has PARALLEL_RUNS runs
+    or more (smaller sets draw faster than a process starts); else None. They are forked from
+    gradflow's fork server (`gradflow.workers`), which imports the plotting modules in the background
+    while this process reads the tables; so only from gradflow's command line on Linux, whose main
+    module is safe to import again. Elsewhere (a user's script, macOS, Windows, a container without
+    semaphores) this process draws every figure."""
+    pool = _drawing_pool(n_runs)
     try:
         yield pool
     finally:
@@ -245,14 +233,7 @@ def drawing_processes(n_runs: int) -> Iterator[DrawingPool | None]:
             pool.close()
 
 
-def drawing_pool(n_runs: int) -> DrawingPool | None:
-    """Processes that draw figures beside this one: one per further CPU (at most
-    MAX_DRAWING_PROCESSES) when a folder has PARALLEL_RUNS runs or more (smaller sets draw faster
-    than a process starts). They are forked from
-    gradflow's fork server (`gradflow.workers`), which imports the plotting modules in the background
-    while this process reads the tables; so only from gradflow's command line on Linux, whose main
-    module is safe to import again. Elsewhere (a user's script, macOS, Windows) this process draws
-    every figure."""
+def _drawing_pool(n_runs: int) -> DrawingPool | None:
     from gradflow import workers
 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -284,7 +265,7 @@ def standard_figures(path: str | Path, out_dir: str | Path, fmt: str = "png", in
                      on_saved: Callable[[Path, int], None] | None = None) -> list[Path]:
     """The standard set for the run or sweep at `path`, from its tables on disk, into out_dir (stale and
     incomplete runs left out unless include_stale); a big sweep's figures are drawn by one process per
-    CPU (`drawing_pool`), started before the tables are read so that both happen at once."""
+    CPU (`drawing_processes`), started before the tables are read so that both happen at once."""
     from gradflow import store
     from gradflow.summary import runs_table
 
