@@ -304,3 +304,60 @@ def test_gradient_accumulation_over_micro_batches_records_what_one_batch_of_them
     assert set(parts["step"]) == {0, 1, 2} and list(parts["quantity"]) == list(whole["quantity"])
     assert {"signal_norm", "act_mean", "act_std", "act_saturated"} <= set(parts["quantity"])
     np.testing.assert_allclose(parts["value"], whole["value"], rtol=1e-4, atol=1e-7)
+
+
+class Checkpointed(nn.Module):
+    """Two tanh blocks of two layers, each run through torch.utils.checkpoint (or plainly), then a head."""
+
+    def __init__(self, checkpointing: str | None):
+        super().__init__()
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh())
+                                    for _ in range(2))
+        self.head = nn.Linear(8, 3)
+        self.checkpointing = checkpointing
+
+    def forward(self, x):
+        from torch.utils.checkpoint import checkpoint
+
+        for block in self.blocks:
+            x = block(x) if self.checkpointing is None else checkpoint(
+                block, x, use_reentrant=self.checkpointing == "reentrant")
+        return self.head(x)
+
+
+@pytest.mark.parametrize("fuse_after", [None, 1], ids=["batched", "fused-from-the-second"])
+@pytest.mark.parametrize("checkpointing", ["non-reentrant", "reentrant"])
+@pytest.mark.filterwarnings("error::UserWarning")  # (the probe points' discovery pass runs without a warning)
+def test_activation_checkpointing_records_what_the_plain_model_does(tmp_path, fuse_after, checkpointing, monkeypatch):
+    """Activation checkpointing runs a block's forward again inside the backward pass. Non-reentrant: the
+    first forward ran with grad, so the recompute is the same outputs again, not a second call (it was
+    counted as one: every recomputed activation std shrank by sqrt(2(n-1)/(2n-1))). Reentrant: the first
+    forward ran under no_grad, so each micro-batch's recompute is that micro-batch's call. Two micro-batches
+    per step, against the same loop without checkpointing: every value as the plain model's."""
+    from gradflow.probes import core
+
+    if fuse_after:
+        monkeypatch.setattr(core, "FUSED_AFTER", fuse_after)
+        monkeypatch.setattr(core, "FUSED_MIN", 0)
+    x, y = torch.randn(24, 8) * 2, torch.randint(0, 3, (24,))
+    tables = {}
+    for mode in (None, checkpointing):
+        torch.manual_seed(0)
+        model = Checkpointed(mode)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        rec = gradflow.Recorder(model, tmp_path / str(mode) / "run", every=1)
+        for step in range(3):
+            with rec.step(step):
+                for xs, ys in zip(x.split(12), y.split(12)):
+                    if mode == "reentrant":  # (it back-propagates only from an input that requires grad)
+                        xs = xs.detach().requires_grad_()
+                    (F.cross_entropy(model(xs), ys) / 2).backward()
+            opt.step()
+            opt.zero_grad()
+        rec.close()
+        tables[mode] = gradflow.load(tmp_path / str(mode)).sort_values(["step", "layer", "quantity"])
+    plain, got = tables[None], tables[checkpointing]
+    assert set(got["step"]) == {0, 1, 2} and list(got["quantity"]) == list(plain["quantity"])
+    assert list(got["name"].unique()) == ["blocks.0.0", "blocks.0.2", "blocks.1.0", "blocks.1.2", "head"]
+    assert {"signal_norm", "act_mean", "act_std", "act_saturated"} <= set(got["quantity"])
+    np.testing.assert_allclose(got["value"], plain["value"], rtol=1e-6, atol=1e-9)

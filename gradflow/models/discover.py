@@ -11,6 +11,7 @@ there is none and those cells are masked, never made up.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -51,7 +52,9 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
     was_training = model.training
     try:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # reentrant activation checkpointing warns that no input requires grad: true here, and meant so
+            warnings.filterwarnings("ignore", "None of the inputs have requires_grad", UserWarning)
             model(*args, **kwargs)
     finally:
         for h in hooks:

@@ -54,6 +54,9 @@ EARLY_MARGIN = 100.0
 PRIMITIVES = ("grad_norm", "bias_grad_norm", "weight_norm", "signal_norm", "act_count", "act_sum", "act_std",
               "act_saturated", "act_dead", "update_norm")
 _NO_POINTS = np.zeros(0, int)
+# the id of the backward pass running on this thread, -1 outside one (torch's own checkpointing and
+# multi-grad hooks ask the same)
+_graph_task = torch._C._current_graph_task_id
 _HALF = {torch.float16, torch.bfloat16}
 _ROW = {name: j for j, name in enumerate(PRIMITIVES)}  # a primitive's row in table's (primitives, points) array
 # probed steps with CPU tensors after which the probes load the fused kernels (Probes(fused=None)): loading
@@ -252,6 +255,9 @@ class Probes:
         self._signal_at, self._signal_batch = _NO_POINTS, []
         self._rows: dict[int, int] = {}  # batch rows of a point's signals joined from several calls
         self._fused_units = [0] * n  # each point's activation size where the fused kernels took its statistics
+        # whether each point's first activation output of the step came inside a backward pass: a recompute of
+        # activation checkpointing whose forward ran under no_grad (reentrant; see _activation_again)
+        self._in_backward = [False] * n
         self._fused_batch = [0] * n  # each point's signal batch size where they took its norm
         self._sgd: SGDUpdate | None = None  # where the step's update is read, if not from a copy
         self._fused = None  # the step's fused values as Reading.fused holds them
@@ -313,6 +319,7 @@ class Probes:
             if self.armed and torch.is_grad_enabled():  # (a forward pass under no_grad is not the one trained)
                 if self._fused_units[i] or self._acts[i] is not None:
                     return self._activation_again(i, y)  # the layer ran again in this step
+                self._in_backward[i] = _graph_task() >= 0
                 kernels = self._kernels
                 if kernels is not None and y.is_cpu and y.dtype in _FUSABLE and y.numel():
                     kernels.activation_stats(y.numpy(force=True).ravel(), lo, hi, out)
@@ -338,7 +345,13 @@ class Probes:
         self._signals[i] = torch.cat([before.reshape(-1), g.reshape(-1)])
 
     def _activation_again(self, i: int, y: torch.Tensor) -> None:
-        """Another activation output at point i: statistics over the union of its outputs."""
+        """Another activation output at point i: statistics over the union of its outputs. Unless it is
+        non-reentrant activation checkpointing recomputing, inside the backward pass, a forward pass whose
+        outputs were taken already (torch.utils.checkpoint(use_reentrant=False)): the same values again.
+        (Reentrant checkpointing runs its forward under no_grad, which the hooks skip; its recomputes in
+        the backward pass are the outputs, one per micro-batch.)"""
+        if not self._in_backward[i] and _graph_task() >= 0:
+            return
         y = y.detach()
         if not self._fused_units[i]:
             self._acts[i] = torch.cat([self._acts[i].detach().reshape(-1), y.reshape(-1)])
