@@ -602,23 +602,45 @@ def remove_run(job_dir: Path) -> None:
     clear_run(job_dir)
 
 
-def removable(path: str | Path) -> list[dict]:
-    """The runs `gradflow clean --stale` would remove: stale, incomplete and interrupted ones."""
-    return [r for r in runs(path) if r[STATUS] in REMOVABLE]
+def removable(path: str | Path) -> tuple[list[dict], list[Path]]:
+    """What `gradflow clean --stale` would remove: the stale, incomplete and interrupted runs, and the
+    leftover folders (`leftovers`). A folder holding leftovers and no run is no error here."""
+    left = leftovers(path) if Path(path).is_dir() else []
+    try:
+        return [r for r in runs(path) if r[STATUS] in REMOVABLE], left
+    except GradflowError:
+        if not left:
+            raise
+        return [], left
+
+
+def leftovers(path: str | Path) -> list[Path]:
+    """Run folders at or below `path` without a run.json: a run cut off between writing its config and
+    its run.json, or a folder whose clearing was cut off (`clear_run` removes run.json first). No
+    reader sees them as runs; a rerun of their point clears them, `gradflow clean --stale` too (one
+    whose point left the sweep would otherwise stay on disk for good)."""
+    out = []
+    for folder, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if d != FIGURES_DIR)
+        if files and RUN_FILE not in files and not dirs and is_run_folder(Path(folder)):
+            out.append(Path(folder))
+    return out
 
 
 def clean(path: str | Path) -> list[Path]:
-    """Remove stale, incomplete and interrupted runs, each study folder locked while it is cleaned (so
-    nothing a live sweep is writing goes); only folders gradflow made are ever deleted."""
+    """Remove stale, incomplete and interrupted runs and leftover folders, each study folder locked while
+    it is cleaned (so nothing a live sweep is writing goes); only folders gradflow made are ever deleted."""
     removed = []
     by_study: dict[Path, list[Path]] = {}
-    for r in removable(path):
-        by_study.setdefault(Path(r[PATH]).parent, []).append(Path(r[PATH]))
+    doomed, left = removable(path)
+    for job in [Path(r[PATH]) for r in doomed] + left:
+        by_study.setdefault(job.parent, []).append(job)
     for study, jobs in by_study.items():
         with lock(study, f"gradflow clean {path} --stale"):
             spec = sweep_spec(study)
             for job in jobs:
-                if status_of(job, read_run(job), spec)[0] in REMOVABLE:  # still so, now that we hold the lock
+                # still so, now that we hold the lock (a leftover has no run.json: it reads as incomplete)
+                if job.exists() and status_of(job, read_run(job), spec)[0] in REMOVABLE:
                     clear_run(job)
                     removed.append(job)
     return removed

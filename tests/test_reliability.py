@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -227,6 +228,38 @@ def test_changed_fixed_setting_replaces_and_shrunk_grid_leaves_stale_runs(cli, r
     done = cli("clean", str(root), "--stale", "--yes")
     assert done.exit_code == 0 and "removed 1 runs" in done.output
     assert not (root / "model.depth=4").exists() and _statuses(root) == {"model.depth=2": "ok", "model.depth=3": "ok"}
+
+
+def test_clean_removes_folders_of_runs_cut_off_before_their_run_json(cli, results):
+    """A run killed between its config and its run.json, or a folder whose clearing was killed once run.json
+    (removed first) was gone, is no run to any reader; if its point left the sweep, no rerun clears it, so
+    `clean --stale` does. A folder holding anything gradflow did not write stays."""
+    assert _sweep(cli, results, "model.depth=2,3").exit_code == 0
+    root = results / "s"
+    done = root / "model.depth=2"
+    cut = root / "model.depth=7"  # cut off while cleared: tables left, run.json gone
+    cut.mkdir()
+    for name in (store.CONFIG_FILE, store.LAYERS_FILE):
+        shutil.copy(done / name, cut / name)
+    foreign = root / "notes"  # a user's folder that happens to hold a config.yaml
+    foreign.mkdir()
+    shutil.copy(done / store.CONFIG_FILE, foreign / store.CONFIG_FILE)
+    (foreign / "todo.txt").write_text("rerun depth 7")
+    assert set(_statuses(root)) == {"model.depth=2", "model.depth=3"}  # the premise: neither is a run
+    assert store.leftovers(results) == [cut]
+
+    out = cli("clean", str(root), "--stale", "--yes")
+    assert out.exit_code == 0 and "1 left over (no run.json)" in out.output and "removed 1 runs" in out.output
+    assert not cut.exists() and (foreign / "todo.txt").exists()
+    assert _statuses(root) == {"model.depth=2": "ok", "model.depth=3": "ok"}
+    assert "nothing to remove" in cli("clean", str(root), "--stale", "--yes").output
+
+    # a study whose only folder is such a leftover: no runs, still cleaned
+    only = results / "t" / "model.depth=2"
+    only.mkdir(parents=True)
+    shutil.copy(done / store.CONFIG_FILE, only / store.CONFIG_FILE)
+    out = cli("clean", str(results / "t"), "--stale", "--yes")
+    assert out.exit_code == 0 and "removed 1 runs" in out.output and not only.exists()
 
 
 def test_kill_during_a_changed_config_rerun_never_mixes_configs(cli, results):

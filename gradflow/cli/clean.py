@@ -18,19 +18,22 @@ from gradflow.errors import GradflowError
 @user_errors
 def clean(
     path: Annotated[Path, typer.Argument(help="A sweep folder, or a folder of them.")],
-    stale: Annotated[bool, typer.Option("--stale", help="Remove stale, incomplete and interrupted runs.")] = False,
+    stale: Annotated[bool, typer.Option("--stale", help="Remove stale, incomplete and interrupted runs (and "
+                                                          "folders of runs cut off before their run.json).")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask first.")] = False,
 ) -> None:
     """Remove runs that are not part of the current sweep (stale), broken (incomplete) or interrupted."""
     if not stale:
         raise GradflowError("say what to remove: --stale (stale, incomplete and interrupted runs); "
                             "finished runs of the current sweep are never removed")
-    doomed = store.removable(path)
-    if not doomed:
+    doomed, left = store.removable(path)
+    if not doomed and not left:
         console.print(f"nothing to remove in {path}: no stale, incomplete or interrupted runs", soft_wrap=True)
         return
     counts = Counter(r[store.STATUS] for r in doomed)
-    console.print(f"{len(doomed)} runs to remove from {path}: "
+    if left:  # (folders of a run cut off before its run.json was written, or while it was cleared)
+        counts["left over (no run.json)"] = len(left)
+    console.print(f"{len(doomed) + len(left)} runs to remove from {path}: "
                   + ", ".join(f"{n} {s}" for s, n in counts.items()), soft_wrap=True)
     if not yes and not typer.confirm("remove them?", default=False):
         raise typer.Exit(1)
