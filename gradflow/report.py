@@ -27,7 +27,6 @@ from gradflow import store, summary
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
 
-REPORT_HTML = "report.html"  # written next to the study's runs (and next to a reproduction's REPORT.md)
 TABLES = ("layers", "metrics", "hist", "jacobian")
 
 
@@ -45,7 +44,7 @@ def page_path(paths: list[Path]) -> Path:
     """Where `gradflow report` writes by default: inside the study, or beside the first of several."""
     paths = [Path(p) for p in paths]
     if len(paths) == 1:
-        return paths[0] / REPORT_HTML
+        return paths[0] / store.REPORT_HTML
     stem = re.sub(r"[^\w.-]+", "_", "-vs-".join(p.name for p in paths))[:120]
     return paths[0].parent / f"compare-{stem}.html"
 

@@ -50,7 +50,9 @@ JACOBIAN_FILE = "jacobian.parquet"
 SWEEP_FILE = "sweep.yaml"
 LOCK_FILE = ".gradflow.lock"  # the OS lock itself (filelock)
 HOLDER_FILE = ".gradflow.lock.json"  # who holds it: pid, host, command (for the error message)
-FIGURES_DIR = "figures"
+FIGURES_DIR = "figures"  # `gradflow plot`'s figures, in the folder plotted (a run's own included)
+FIGURE_FORMATS = ("png", "pdf", "svg")
+REPORT_HTML = "report.html"  # `gradflow report`'s page, in the folder it shows (a run's own included)
 REPORT_FILE = "REPORT.md"
 CLAIMS_FILE = "claims.json"  # a reproduction's claim results, one record per claim (cells as REPORT.md shows them)
 TABLE_FILES = {"layers": LAYERS_FILE, "metrics": METRICS_FILE, "hist": HIST_FILE, "jacobian": JACOBIAN_FILE}
@@ -197,13 +199,27 @@ def check_writable(folder: Path, study: Path | None = None) -> None:
 
 def is_run_folder(path: Path) -> bool:
     """A folder gradflow made for one run: a real folder holding its run.json or config.yaml and nothing
-    but run files (and their temporary siblings). Only such folders are ever deleted."""
+    but run files (and their temporary siblings), plus what `gradflow plot` and `report` write into a run
+    they show: its figures folder (figures only) and its page. Only such folders are ever deleted."""
     path = Path(path)
     if path.is_symlink() or not path.is_dir():
         return False
     names = [p.name for p in path.iterdir()]
     own = set(RUN_FILES)
-    return bool(own & set(names)) and all(n in own or (n.startswith(".") and n.endswith(".tmp")) for n in names)
+    return bool(own & set(names)) and all(n in own or n == REPORT_HTML or _temporary(n) or
+                                           (n == FIGURES_DIR and _figures_only(path / n)) for n in names)
+
+
+def _temporary(name: str) -> bool:
+    """An atomic write's temporary sibling (gradflow.files)."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def _figures_only(folder: Path) -> bool:
+    """A real folder of plain figure files (and temporary siblings), as `gradflow plot` writes."""
+    return not folder.is_symlink() and folder.is_dir() and all(
+        not p.is_symlink() and p.is_file() and (p.suffix[1:] in FIGURE_FORMATS or _temporary(p.name))
+        for p in folder.iterdir())
 
 
 def clear_run(job_dir: Path) -> None:
@@ -217,7 +233,7 @@ def clear_run(job_dir: Path) -> None:
     if not is_run_folder(job_dir):
         raise GradflowError(f"{job_dir} is in the way: it is not a gradflow run folder (a link, or it holds files "
                             "gradflow did not write), and gradflow deletes only its own runs; move it away or "
-                            "choose another name=")
+                            "write the run elsewhere")
     # run.json first: a folder without it is no run to any reader (`find_runs`), so a process killed
     # halfway leaves nothing that reads as a run. In rmtree's own order run.json could outlast the
     # config or a table, and a kill then left an incomplete run of the old config (not a stale one)
@@ -627,10 +643,11 @@ def leftovers(path: str | Path) -> list[Path]:
     return out
 
 
-def clean(path: str | Path) -> list[Path]:
+def clean(path: str | Path) -> tuple[list[Path], list[Path]]:
     """Remove stale, incomplete and interrupted runs and leftover folders, each study folder locked while
-    it is cleaned (so nothing a live sweep is writing goes); only folders gradflow made are ever deleted."""
-    removed = []
+    it is cleaned (so nothing a live sweep is writing goes); only folders gradflow made are ever deleted.
+    Returns (removed, kept): the runs kept hold files gradflow did not write."""
+    removed, kept = [], []
     by_study: dict[Path, list[Path]] = {}
     doomed, left = removable(path)
     for job in [Path(r[PATH]) for r in doomed] + left:
@@ -641,6 +658,9 @@ def clean(path: str | Path) -> list[Path]:
             for job in jobs:
                 # still so, now that we hold the lock (a leftover has no run.json: it reads as incomplete)
                 if job.exists() and status_of(job, read_run(job), spec)[0] in REMOVABLE:
+                    if not is_run_folder(job) and not is_empty_folder(job):
+                        kept.append(job)
+                        continue
                     clear_run(job)
                     removed.append(job)
-    return removed
+    return removed, kept

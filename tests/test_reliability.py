@@ -83,6 +83,34 @@ def test_a_folder_gradflow_did_not_make_is_never_deleted(cli, results, tmp_path)
     assert (other / "run.json").exists()
 
 
+def test_a_run_plotted_or_reported_on_its_own_can_be_rerun_and_cleaned(cli, results):
+    """`gradflow plot RUN` and `gradflow report RUN` write their figures and page into the run's folder; the
+    run stays gradflow's own, so a rerun replaces it (figures of the old run included) and clean removes it.
+    Anything else in it (even inside figures/) still keeps gradflow's hands off."""
+    assert cli("run", *SMALL, f"results={results}", "name=one").exit_code == 0
+    [job] = store.find_runs(results / "one")
+    assert cli("plot", str(job), "--kind", "heatmap").exit_code == 0
+    assert cli("report", str(job)).exit_code == 0
+    assert (job / "report.html").exists() and list((job / "figures").glob("*.png"))
+    again = cli("run", *SMALL, f"results={results}", "name=one")  # (the same run: done again)
+    assert again.exit_code == 0, again.output
+    assert store.read_run(job)["status"] == "ok" and not (job / "figures").exists()
+
+    assert _sweep(cli, results, "model.depth=2,3,4,5").exit_code == 0
+    root = results / "s"
+    for depth in (4, 5):
+        assert cli("plot", str(root / f"model.depth={depth}"), "--kind", "heatmap").exit_code == 0
+    (root / "model.depth=5" / "figures" / "notes.txt").write_text("mine")  # not a figure: not ours
+    assert _sweep(cli, results, "model.depth=2,3").exit_code == 0  # a shrunk grid: depth 4 and 5 are stale
+    assert _statuses(root) == {"model.depth=2": "ok", "model.depth=3": "ok", "model.depth=4": "stale",
+                               "model.depth=5": "stale"}
+    out = cli("clean", str(root), "--stale", "--yes")
+    assert out.exit_code == 0 and "removed 1 runs" in out.output, out.output
+    assert "kept 1 that hold files gradflow did not write" in out.output and "model.depth=5" in out.output
+    assert not (root / "model.depth=4").exists()
+    assert (root / "model.depth=5" / "figures" / "notes.txt").read_text() == "mine"
+
+
 def test_symlinked_study_and_figures_folders_are_refused(cli, results, tmp_path):
     target = tmp_path / "target"
     target.mkdir()

@@ -37,5 +37,8 @@ def clean(
                   + ", ".join(f"{n} {s}" for s, n in counts.items()), soft_wrap=True)
     if not yes and not typer.confirm("remove them?", default=False):
         raise typer.Exit(1)
-    removed = store.clean(path)
+    removed, kept = store.clean(path)
     console.print(f"removed {len(removed)} runs", soft_wrap=True)
+    if kept:
+        console.print(f"kept {len(kept)} that hold files gradflow did not write (gradflow deletes only its own): "
+                      + ", ".join(str(k) for k in kept), soft_wrap=True)

@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING
 
 from gradflow.errors import GradflowError
 from gradflow.files import atomic_write
+from gradflow.store import FIGURE_FORMATS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
 DPI = 150
-FORMATS = ("png", "pdf", "svg")
+FORMATS = FIGURE_FORMATS
 
 
 def file_part(text: str, limit: int = 80) -> str:
