@@ -27,7 +27,7 @@ import torch
 from omegaconf import OmegaConf
 
 from gradflow import store
-from gradflow.errors import GradflowError
+from gradflow.errors import GradflowError, shorten
 
 
 class Recorder:
@@ -55,7 +55,7 @@ class Recorder:
         self._start = time.perf_counter()
         # the study folder (the run's parent) is locked until close(), as `gradflow run` locks it
         self._lock = ExitStack()
-        self._lock.enter_context(store.lock(self.path.parent))
+        self._lock.enter_context(store.lock(self.path.parent, elsewhere="another path for the Recorder"))
         flat = store.flatten(config or {})
         self._record = {"job": self.path.name, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         "every": every, "config_hash": store.config_hash(flat), **store.environment(), "config": flat}
@@ -93,7 +93,18 @@ class Recorder:
         A name `split_metric` (e.g. train_loss, test_acc) is stored as split `split`, metric `metric`;
         a name without an underscore goes to split "log"."""
         for name, value in scalars.items():
-            self._logged.append((step, name, value.detach() if isinstance(value, torch.Tensor) else float(value)))
+            if isinstance(value, torch.Tensor):
+                if value.numel() != 1:  # (checked here: at close() it would be far from the call that made it)
+                    raise GradflowError(f"Recorder.log: {name} must be a scalar; got a tensor of shape "
+                                        f"{tuple(value.shape)} (log its mean, or each element under its own name)")
+                value = value.detach()
+            else:
+                try:
+                    value = float(value)
+                except (TypeError, ValueError):
+                    raise GradflowError(f"Recorder.log: {name} must be a number or a one-element tensor; "
+                                        f"got {shorten(repr(value), 40)}") from None
+            self._logged.append((step, name, value))
 
     def close(self, status: str = "ok", error: str | None = None) -> None:
         """Write every table and run.json (atomically, through gradflow.store)."""

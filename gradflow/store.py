@@ -276,9 +276,10 @@ def finish(job_dir: Path, record: dict) -> None:
 
 # --- locking: one writer per study folder --------------------------------------------------------
 @contextmanager
-def lock(study: Path, command: str | None = None) -> Iterator[None]:
+def lock(study: Path, command: str | None = None, elsewhere: str = "name=<another name>") -> Iterator[None]:
     """Hold the study folder's OS file lock while writing into it. A second writer (another sweep,
-    run or reproduction into the same folder) fails at once, naming the process that holds it."""
+    run or reproduction into the same folder) fails at once, naming the process that holds it and how to
+    write elsewhere (`elsewhere`: the command line's name=, a Recorder's path)."""
     from filelock import FileLock, Timeout
 
     study = Path(study)
@@ -299,7 +300,7 @@ def lock(study: Path, command: str | None = None) -> Iterator[None]:
         except (OSError, ValueError, KeyError):
             holder = "another process"
         raise GradflowError(f"{study} is being written by {holder}; wait for it to finish, "
-                            "or write elsewhere with name=<another name>") from None
+                            f"or write elsewhere with {elsewhere}") from None
     try:
         write_json(study / HOLDER_FILE, {"pid": os.getpid(), "host": socket.gethostname(),
                                          "command": command or " ".join(["gradflow", *sys.argv[1:]])})

@@ -200,10 +200,23 @@ def test_recorder_refuses_a_foreign_folder_and_records_a_crash(tmp_path):
 
 def test_the_study_folder_is_locked_while_recording(tmp_path):
     first = gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / "run0")
-    with pytest.raises(GradflowError, match="is being written by pid"):
+    with pytest.raises(GradflowError, match="is being written by pid .* another path for the Recorder$"):
         gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / "run1")
     first.close()
     gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / "run1").close()  # free again once closed
+
+
+def test_logging_a_value_that_is_no_scalar_is_one_clear_error_at_the_call(tmp_path):
+    rec = gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / "run0")
+    with pytest.raises(GradflowError, match=r"^Recorder.log: train_loss must be a scalar; got a tensor of shape \(3,\)"):
+        rec.log(0, train_loss=torch.ones(3))
+    with pytest.raises(GradflowError, match="^Recorder.log: lr must be a number or a one-element tensor; got 'fast'"):
+        rec.log(0, lr="fast")
+    rec.log(0, train_loss=torch.ones(1) * 2, test_acc=0.5)  # a one-element tensor and a number are fine
+    rec.close()
+    metrics = pd.read_parquet(tmp_path / "study" / "run0" / "metrics.parquet")
+    assert sorted(metrics["value"]) == [0.5, 2.0]
+    assert json.loads((tmp_path / "study" / "run0" / "run.json").read_text())["status"] == "ok"
 
 
 def test_the_example_runs_loads_and_plots(tmp_path, cli):
