@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import shlex
 import signal
 import sys
 import threading
@@ -64,6 +65,7 @@ class Plan:
     force: bool = False  # redo finished runs too
     stale: int = 0  # runs in the folder that are not points of this grid
     points: list[dict] | None = None  # a points sweep: the explicit points (see `points_overrides`)
+    command: str = ""  # the command line that makes this sweep (shell-quoted), as sweep.yaml records it
 
     @property
     def to_run(self) -> list[Job]:
@@ -117,8 +119,10 @@ def check_launcher(launcher: str) -> None:
 
 
 # --- planning: every point validated, named and hashed before any job starts --------------------------
-def plan(overrides: list[str], name: str | None, force: bool = False, points: list[dict] | None = None) -> Plan:
-    """Expand and validate the whole grid before any job starts (each distinct value once)."""
+def plan(overrides: list[str], name: str | None, force: bool = False, points: list[dict] | None = None,
+         points_file: str | None = None) -> Plan:
+    """Expand and validate the whole grid before any job starts (each distinct value once). `points_file`:
+    where `points` came from, for the command line the plan records."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -144,13 +148,20 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
         if swept:
             raise GradflowError(f"--points and swept keys ({', '.join(swept)}) do not mix; put every varying "
                                 "key in the points file")
+        pointed = {k for point in points for k in point}
+        both = [o for o in user if override_key(o) in pointed]
+        if both:
+            raise GradflowError(f"{override_key(both[0])} is set both on the command line "
+                                f"({store.shorten(both[0], 40)}) and in the points file; set it in one place")
         grid, swept = points_overrides(points, grid[0])
     point_configs = _Configs(user_name)
     first = point_configs.flat(_config_only(grid[0]))  # checks name and results too
     root = store.study_dir(first["results"], first["name"])
     store.check_writable(root, root)
+    command = shlex.join(["gradflow", "sweep", *user, "--name", user_name,
+                          *(["--points", points_file] if points_file is not None else [])])
     result = Plan(root=root, overrides=list(overrides), swept=swept, launcher=launcher, force=force,
-                  points=points)
+                  points=points, command=command)
     seen: set[str] = set()
     for point in grid:
         cfg_overrides = _config_only(point)
@@ -344,11 +355,11 @@ def task(cfg) -> str:
 def launch(p: Plan, on_step: StepFn | None = None) -> None:
     """Run the planned sweep through Hydra's multirun with the planned job names, holding the study's
     lock (a second writer fails at once); workers are shut down when it ends, however it ends."""
-    with store.lock(p.root, "gradflow sweep " + " ".join(p.overrides)):
+    with store.lock(p.root, p.command):
         store.write_text(p.root / store.SWEEP_FILE, OmegaConf.to_yaml(OmegaConf.create({
             "overrides": p.overrides, "swept": p.swept, "launcher": p.launcher, "jobs": len(p.jobs),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": "gradflow sweep " + " ".join(p.overrides),
+            "command": p.command,
             **({"points": p.points} if p.points is not None else {}),
             "runs": {j.name: j.config_hash for j in p.jobs}})))
         if p.force:

@@ -211,6 +211,36 @@ def test_interrupted_sweep_resumes_without_duplicates(results):
     assert statuses == {"ok"}
 
 
+def test_the_recorded_command_remakes_the_same_sweep(cli, results, tmp_path):
+    """sweep.yaml's command (shown on the report page as how the study was made) names the study and the
+    points file and quotes what a shell would split: run as written, it resumes the same study."""
+    import shlex
+
+    import yaml
+
+    lr = "optim.lr=${gf.div:0.5,model.depth}"
+    assert _sweep(cli, results, "model.depth=2,3", lr, "--name", "named").exit_code == 0
+    command = yaml.safe_load((results / "named" / "sweep.yaml").read_text())["command"]
+    assert command.startswith("gradflow sweep ") and command.endswith(" --name named") and f"'{lr}'" in command
+    args = shlex.split(command)
+    assert args[:2] == ["gradflow", "sweep"] and lr in args
+    again = cli(*args[1:])
+    assert "2 already finished, skipped" in again.output, again.output
+
+    points = tmp_path / "points.yaml"
+    points.write_text("- {model.depth: 2, model.width: 4}\n- {model.depth: 3, model.width: 6}\n")
+    # (SMALL sets model.width too: which one holds is no guess gradflow makes)
+    out = cli("sweep", *SMALL, f"results={results}", "--points", str(points), "--name", "pts")
+    assert out.exit_code == 1 and out.stderr.strip() == (
+        "error: model.width is set both on the command line (model.width=8) and in the points file; "
+        "set it in one place"), out.output
+    small = [o for o in SMALL if not o.startswith("model.width=")]
+    out = cli("sweep", *small, f"results={results}", "--points", str(points), "--name", "pts")
+    assert out.exit_code == 0, out.output
+    command = yaml.safe_load((results / "pts" / "sweep.yaml").read_text())["command"]
+    assert shlex.split(command)[-4:] == ["--name", "pts", "--points", str(points)]
+
+
 def test_force_reruns_and_changed_settings_rerun(cli, results):
     assert _sweep(cli, results, "model.depth=2,3", "--name", "f").exit_code == 0
     again = _sweep(cli, results, "model.depth=2,3", "--name", "f")

@@ -34,7 +34,8 @@ def sweep(
     from gradflow import sweep as sweep_mod
 
     explicit = sweep_mod.read_points(points) if points is not None else None
-    p = sweep_mod.plan(list(overrides or []), name, force, points=explicit)
+    p = sweep_mod.plan(list(overrides or []), name, force, points=explicit,
+                       points_file=str(points) if points is not None else None)
     df = run_plan(p)
     report_page([p.root], report)
     if (df[store.STATUS] == store.FAILED).any():
