@@ -218,7 +218,7 @@ def _probed() -> tuple[str, ...]:
 # --- the runs table as `ls` and the report page show it -------------------------------------------
 # result columns in display order, each with its header and priority (0 shows first when space is short)
 RESULT_COLUMNS = {
-    "status": ("status", 1), "steps_done": ("steps", 6), "wall_time": ("time s", 6),
+    "status": ("status", 1), "steps_done": ("steps done", 6), "wall_time": ("time s", 6),
     "final.train_loss": ("train loss", 2), "final.train_acc": ("train acc", 5),
     "final.test_loss": ("test loss", 5), "final.test_acc": ("test acc", 2),
     "grad_ratio.init": ("ratio init", 3), "grad_ratio.final": ("ratio end", 4),
@@ -240,6 +240,26 @@ def swept_columns(df: pd.DataFrame, keys: list[str]) -> list[str]:
         if col and col not in out:
             out.append(col)
     return sorted(out, key=list(df.columns).index)  # the order ls sorts by
+
+
+def implied_keys(df: pd.DataFrame, keys: list[str]) -> dict[str, str]:
+    """Of `keys`, those that follow from a config group's choice among them: key -> that choice's key.
+    data.dim varies only because data=gaussian has it and data=mnist1d does not, so within each data
+    choice it takes one value; showing `data` identifies the run. A key that varies within one choice
+    (two gaussian runs of different data.dim) is not implied."""
+    from gradflow.plots.keys import hashable
+
+    out = {}
+    for k in keys:
+        parts = k.split(".")
+        for n in range(len(parts) - 1, 0, -1):  # the nearest group first: model.block.x -> model.block.name
+            choice = ".".join(parts[:n]) + ".name"
+            if choice != k and choice in keys:
+                per_choice = hashable(df[k]).groupby(hashable(df[choice]), dropna=False).nunique(dropna=False)
+                if (per_choice <= 1).all():
+                    out[k] = choice
+                break
+    return out
 
 
 def abbreviate(keys: list[str]) -> dict[str, str]:
@@ -338,14 +358,16 @@ def _fit_cell(row: pd.Series) -> str:
 def table_columns(df: pd.DataFrame, swept: list[str]) -> list[Column]:
     """Every column ls can show for `df`, in display order."""
     names = abbreviate(swept)
+    taken = {label for label, _ in RESULT_COLUMNS.values()}
+    names = {k: k if label in taken else label for k, label in names.items()}  # train.steps next to steps done
     cols = [Column("run", "run", KEY_PRIORITY, list(df["run"].astype(str)), False)] if not swept else []
     for k in swept:
         cells = _cells(df, k)
         cols.append(Column(k, names[k], KEY_PRIORITY, cells, _numeric(df[k]) is not None))
     results = [(k, *v) for k, v in RESULT_COLUMNS.items() if k in df.columns
                and not (k.startswith("chi1") and df[k].replace("", np.nan).isna().all())]
-    for k, label, priority in [r for r in results if r[0] == "status"]:
-        cols.append(Column(k, label, priority, _cells(df, k), False))
+    for k, label, _ in [r for r in results if r[0] == "status"]:  # shown whatever the width, as the keys are
+        cols.append(Column(k, label, KEY_PRIORITY, _cells(df, k), False))
     for k in study_columns(df):
         if k.startswith("rate.") and k.endswith(".layers"):
             label, numeric, priority = f"{k[5:-7]} fit", False, STUDY_PRIORITY + 1

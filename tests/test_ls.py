@@ -91,6 +91,32 @@ def test_wide_shows_every_column_and_narrow_names_what_it_hides(swept):
     assert "not shown" not in wide
 
 
+def test_keys_a_group_choice_sets_are_named_under_the_table_and_status_always_shows(tmp_path):
+    """init.gain (xavier) and init.sw2, init.sb2 (meanfield) vary only with the init choice: shown as
+    columns they pushed status and every result off an 80-column table (and a folder of studies with a
+    few data and init choices went to 276 columns). They are named under it instead; notes break
+    between labels, never inside one ("chi1" / "fit"); --wide shows them, and no two headers read alike
+    (train.steps and the steps done were both "steps")."""
+    results = tmp_path / "results"
+    base = [o for o in SWEEP if not o.startswith(("model.depth=", "init=", "train.steps="))]
+    gradflow("sweep", *base, "model.depth=4", "init=xavier_normal,meanfield", "train.steps=3,4",
+             f"results={results}", "--name", "mixed")
+    for columns in (80, 50):
+        text = gradflow("ls", str(results / "mixed"), columns=columns)
+        assert max(len(line) for line in text.splitlines()[1:]) <= columns, text  # (the title is a path)
+        assert all(line == line.rstrip() for line in text.splitlines())
+        header = text.splitlines()[1:3]
+        assert re.search(r"\binit\b", "\n".join(header)) and "status" in "\n".join(header), text
+        assert not re.search(r"\b(gain|sw2|sb2)\b", "\n".join(header)), text
+        notes = " ".join(text.split("─")[-1].split())
+        assert "not shown, as each init choice sets them: sw2, sb2, gain; --wide shows all" in notes, text
+        for line in text.split("─")[-1].splitlines():  # a two-word label in a note is never split at a line's end
+            assert not re.search(r"(\bchi1|\btrain|\btest|\bratio|\bsteps|\btime),?$", line), (line, text)
+    wide = gradflow("ls", str(results / "mixed"), "--wide")
+    labels = re.split(r"\s{2,}", wide.splitlines()[1].strip())
+    assert {"gain", "sw2", "sb2", "steps", "steps done", "status"} <= set(labels) and len(labels) == len(set(labels))
+
+
 def test_sort_descending_numeric_and_by_short_name(swept):
     root, _ = swept
     down = table_rows(gradflow("ls", str(root), "--sort", "-depth"))

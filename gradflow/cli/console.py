@@ -48,6 +48,24 @@ def _short_words(message: str, limit: int = 100) -> str:
     return " ".join(w if len(w) <= limit or existing(w) else shorten(w, limit) for w in message.split())
 
 
+NBSP = "\u00a0"  # a space print_note never breaks a line at (it prints as a plain space)
+
+
+def print_note(text: str, width: int | None = None) -> None:
+    """A note under a table, its lines broken at spaces only (not at NBSP, which keeps a label such as
+    "chi1 fit" whole) to the console's width, with no trailing spaces; a word longer than a line keeps
+    a line of its own."""
+    width = width or console.width
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    for line in lines:
+        console.print(escape(line.replace(NBSP, " ")), highlight=False, soft_wrap=True)
+
+
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports a Ctrl-C'd command
 
 

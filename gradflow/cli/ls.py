@@ -14,10 +14,10 @@ from rich.markup import escape
 
 from gradflow import store
 from gradflow.cli.app import app
-from gradflow.cli.console import console, user_errors
+from gradflow.cli.console import NBSP, console, print_note, user_errors
 from gradflow.errors import GradflowError
-from gradflow.summary import (KEY_PRIORITY, LS_COLUMNS, NOTES, TRANSIENT_TOL, Column, abbreviate, listing,
-                              sort_runs, study_columns, swept_columns, table_columns)
+from gradflow.summary import (KEY_PRIORITY, LS_COLUMNS, NOTES, TRANSIENT_TOL, Column, abbreviate, implied_keys,
+                              listing, sort_runs, study_columns, swept_columns, table_columns)
 
 SEP = 3  # characters between two columns of the SIMPLE_HEAD table
 
@@ -63,6 +63,8 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
               wide: bool = False) -> None:
     """The runs table: swept values, then status, finals, gradient ratios and chi_1, as many as fit."""
     swept = swept_columns(df, swept)
+    implied = {} if wide else implied_keys(df, swept)
+    swept = [k for k in swept if k not in implied]
     flagged = df[store.FLAGS].fillna("").astype(str) != "" if store.FLAGS in df else pd.Series(False, df.index)
     flagged &= df[store.STATUS] == store.OK  # a stale or incomplete run says that first
     if flagged.any():  # ended ok, yet no success: never read as one
@@ -76,20 +78,32 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     notes = [NOTES[k] for k in NOTES if k in keys]
     if any(k.startswith("rate.") for k in keys):
         notes.append(NOTES["rate"])
+    if implied:
+        names = abbreviate([*swept, *implied])
+        by = list(dict.fromkeys(names[c] for c in implied.values()))
+        notes.append(f"not shown, as each {'/'.join(by)} choice sets them: "
+                     + _items(names[k] for k in implied) + "; --wide shows all")
     if hidden:
-        notes.append(f"not shown ({console.width} columns): {', '.join(c.label for c in hidden)}; --wide shows all")
+        notes.append(f"not shown ({console.width} columns): {_items(c.label for c in hidden)}; --wide shows all")
     if flagged.any():
-        why = df.loc[flagged, store.FLAGS].str.split("; ").explode().str.split(":").str[0].value_counts()
-        notes.append("*: finished but flagged: " + ", ".join(f"{w} ({n} run{'s' * (n > 1)})" for w, n in why.items())
+        # each reason once per run (a run may give one reason twice, e.g. for two metrics)
+        reasons = df.loc[flagged, store.FLAGS].str.split("; ").explode().str.split(":").str[0]
+        why = reasons.reset_index().drop_duplicates().iloc[:, 1].value_counts()
+        notes.append("*: finished but flagged: " + _items(f"{w} ({n} run{'s' * (n > 1)})" for w, n in why.items())
                      + "; --json shows why")
     for n in notes:
-        console.print(n, highlight=False)
+        print_note(n)
     _warn_transient(df)
     counts = df["status"].value_counts().to_dict() if "status" in df else {}
     counts[store.OK] = counts.get(store.OK, 0) + counts.get(store.OK + "*", 0)
     line = "  ".join(f"{k}: {counts.get(k, 0)}" for k in store.STATUSES if k in store.ENDED or counts.get(k))
     line += f"  flagged: {int(flagged.sum())}" if flagged.any() else ""
     console.print(line + (f"  skipped: {skipped}" if skipped is not None else ""), highlight=False)
+
+
+def _items(labels) -> str:
+    """Labels as a comma-separated list whose lines break only between labels (see print_note)."""
+    return ", ".join(label.replace(" ", NBSP) for label in labels)
 
 
 def render(columns: list[Column], n_rows: int, title: str = "") -> str:
@@ -108,8 +122,10 @@ def render(columns: list[Column], n_rows: int, title: str = "") -> str:
     lines.append("─" * (sum(c.width for c in columns) + SEP * (len(columns) - 1)))
     for i in range(n_rows):
         cells = []
-        for c in columns:
+        for j, c in enumerate(columns):
             cell = c.cells[i].rjust(c.width) if c.numeric else c.cells[i].ljust(c.width)
+            if j == len(columns) - 1:
+                cell = cell.rstrip()  # (inside a status's colour markup, the line's rstrip cannot reach it)
             status = c.cells[i].rstrip("*")  # ok*: ok, flagged
             cells.append(f"[{store.STATUS_COLOURS[status]}]{escape(cell)}[/]" if c.key == store.STATUS and
                          status in store.STATUS_COLOURS else escape(cell))
