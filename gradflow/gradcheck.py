@@ -34,7 +34,7 @@ from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from gradflow.config import GRADCHECK_MODES
-from gradflow.errors import GradflowError
+from gradflow.errors import GradflowError, shorten
 
 EPS = 1e-6  # the finite-difference step in float64
 FLOOR = 1e-3  # relative errors are taken against at least this fraction of the loss
@@ -57,6 +57,7 @@ class GradCheck:
     grad_s: float  # seconds for the full gradient: reverse, one forward + backward (median of repeats);
     #                forward, the seconds per JVP (mean over the checked entries) times n_params
     fd_entry_s: float  # seconds per finite-difference entry: two forward passes (mean)
+    batch: int | None = None  # training examples in the loss (gradcheck: at most the training set's size)
 
     @property
     def max_rel(self) -> float:
@@ -71,6 +72,26 @@ class GradCheck:
     def cost_ratio(self) -> float:
         """Finite differences over the checked mode (backprop by default) for the full gradient."""
         return self.fd_full_s / self.grad_s
+
+
+def check_arguments(entries: int, batch: int | None, eps: float, cli: bool = False) -> None:
+    """Raise a GradflowError naming the first bad argument: `entries` and `batch` must be positive integers,
+    `eps` a finite number > 0 (0 divides by zero, nan compares as "no error", a negative or infinite step
+    measures nothing). cli=True names them as the options of `gradflow gradcheck` (--eps 0), else as
+    arguments (eps=0)."""
+    def named(key: str, value) -> str:
+        shown = f"{value:g}" if isinstance(value, (float, np.floating)) else shorten(value, 40)
+        return f"--{key} {shown}" if cli else f"{key}={shown}"
+
+    for key, value in (("entries", entries), ("batch", batch)):
+        if value is None and key == "batch":  # check_model takes no batch
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise GradflowError(f"{named(key, value)} is not allowed: {key} must be a positive integer (1 or more)")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(eps) or eps <= 0:
+        raise GradflowError(f"{named('eps', eps)} is not allowed: eps (the central-difference step) must be a "
+                            f"finite number > 0, e.g. {EPS:g}")
 
 
 class _Loss(nn.Module):
@@ -141,6 +162,7 @@ def check_model(model: nn.Module, loss_fn, entries: int = 8, eps: float = EPS, s
     """
     if mode not in GRADCHECK_MODES:
         raise GradflowError(f"gradcheck.mode={mode!r} is not allowed; choices: {', '.join(GRADCHECK_MODES)}")
+    check_arguments(entries, None, eps)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     n_params = sum(p.numel() for _, p in named)
 
@@ -181,13 +203,15 @@ def check_model(model: nn.Module, loss_fn, entries: int = 8, eps: float = EPS, s
 
 def gradcheck(cfg, entries: int = 8, batch: int = 32, eps: float = EPS) -> GradCheck:
     """Build the model and data of a run config, in float64, and check its training loss's gradient
-    on the first `batch` training examples (train mode: batchnorm uses the batch's statistics), computed
-    as cfg's gradcheck.mode says (a config saved before that key existed: reverse)."""
+    on the first `batch` training examples (all of them when the training set is smaller: the result's
+    `batch` says how many; train mode: batchnorm uses the batch's statistics), computed as cfg's
+    gradcheck.mode says (a config saved before that key existed: reverse)."""
     from omegaconf import OmegaConf
 
     from gradflow.job import prepare
     from gradflow.train import loss_and_accuracy
 
+    check_arguments(entries, batch, eps)
     _, data, model = prepare(cfg)
     model = model.double().train()
     x, y = data.x_train[:batch], data.y_train[:batch]
@@ -195,5 +219,7 @@ def gradcheck(cfg, entries: int = 8, batch: int = 32, eps: float = EPS) -> GradC
         x = x.double()
     if y.is_floating_point():
         y = y.double()
-    return check_model(model, lambda m: loss_and_accuracy(m(x), y, data.task)[0], entries, eps, seed=cfg.seed,
-                       mode=OmegaConf.select(cfg, "gradcheck.mode", default="reverse"))
+    r = check_model(model, lambda m: loss_and_accuracy(m(x), y, data.task)[0], entries, eps, seed=cfg.seed,
+                    mode=OmegaConf.select(cfg, "gradcheck.mode", default="reverse"))
+    r.batch = len(x)
+    return r

@@ -3,6 +3,8 @@ and a deliberately wrong backward is caught."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torch.nn as nn
@@ -84,3 +86,101 @@ def test_cli_table_and_bad_override(cli):
     assert "layer.weight" in out.output and "head.bias" in out.output and "x the cost" in out.output
     out = cli("gradcheck", "model.depth=abc")
     assert out.exit_code == 1 and "model.depth" in out.output and "Traceback" not in out.output
+
+
+SMALL = ["data=gaussian", "data.n_train=256", "data.n_test=64", "data.dim=8", "model.depth=2", "model.width=4",
+         "threads=1"]
+
+
+@pytest.mark.parametrize("option, value, needle", [
+    ("--eps", "0", "--eps 0 is not allowed"),  # was a ZeroDivisionError traceback
+    ("--eps", "nan", "--eps nan is not allowed"),  # was "max relative error 0": a pass
+    ("--eps", "-1", "--eps -1 is not allowed"),
+    ("--eps", "inf", "--eps inf is not allowed"),
+    ("--batch", "0", "--batch 0 is not allowed: batch must be a positive integer"),
+    ("--entries", "-2", "--entries -2 is not allowed: entries must be a positive integer"),
+])
+def test_bad_numeric_options_are_one_line(cli, option, value, needle):
+    out = cli("gradcheck", *SMALL, f"{option}={value}")
+    assert out.exit_code == 1, (out.exit_code, out.output[-2000:])
+    err = out.stderr.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1 and "Traceback" not in out.output, err
+    assert needle in err, err
+    if option == "--eps":
+        assert "finite number > 0" in err, err
+    assert "max relative error" not in out.stdout
+
+
+def test_check_model_refuses_a_step_that_measures_nothing():
+    from gradflow.errors import GradflowError
+
+    model = Wrong().double()
+    x, y = torch.randn(8, 5, dtype=torch.float64), torch.randint(0, 3, (8,))
+    for eps in (0.0, float("nan"), -1e-6, float("inf")):
+        with pytest.raises(GradflowError, match=r"^eps=\S+ is not allowed: .*finite number > 0"):
+            check_model(model, lambda m: nn.functional.cross_entropy(m(x), y), entries=2, eps=eps)
+
+
+def test_a_batch_beyond_the_training_set_is_reported_as_used(cli):
+    out = cli("gradcheck", *SMALL, "--entries", "2", "--batch", "100000")
+    assert out.exit_code == 0, out.output
+    title, text = out.stdout.splitlines()[0], " ".join(out.output.split())
+    assert title.endswith("batch 256)"), out.output  # the batch the loss is on, not the one asked for
+    assert "--batch 100000 is more than the 256 training examples: the loss is on all 256" in text, out.output
+    r = gradcheck(compose(SMALL), entries=2, batch=100_000)
+    assert r.batch == 256 and gradcheck(compose(SMALL), entries=2, batch=5).batch == 5
+
+
+def _gradcheck_piped(columns: int, *args: str) -> list[str]:
+    """The real command, piped (stdout is not a terminal), at `columns` columns: its lines."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = os.pathsep.join([str(Path(__file__).parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env = {**os.environ, "COLUMNS": str(columns), "PYTHONPATH": path}
+    out = subprocess.run([sys.executable, "-m", "gradflow", "gradcheck", *args], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.splitlines()
+
+
+def _rows(lines: list[str]) -> list[list[str]]:
+    """The table's body rows (below its rule, above the summary), split on runs of spaces."""
+    start = next(i for i, ln in enumerate(lines) if set(ln) == {"─"}) + 1
+    end = next(i for i, ln in enumerate(lines) if ln.startswith(("max relative error", "not shown")))
+    return [ln.split() for ln in lines[start:end]]
+
+
+def test_table_at_80_columns_piped_keeps_names_whole():
+    from gradflow.job import prepare
+
+    overrides = ["data=mnist1d", "model.depth=2", "model.width=4", "threads=1"]
+    names = [n for n, _ in prepare(compose(overrides))[2].named_parameters()]
+    assert max(map(len, names)) == len("hidden.0.layers.0.layer.weight")  # the name the old table broke
+    lines = _gradcheck_piped(80, *overrides, "--entries", "2")
+    assert all(len(ln) <= 80 for ln in lines), [ln for ln in lines if len(ln) > 80]  # characters, not bytes
+    # every name whole on one line (the old table folded hidden.0.layers.0.layer.w / eight)
+    whole = [n for n in names if any(re.search(rf"(?<![\w.]){re.escape(n)}(?![\w.])", ln) for ln in lines)]
+    assert whole == names, "\n".join(lines)
+    rows = _rows(lines)
+    # one row per tensor, its whole name first, then entries, checked, max and median relative error
+    assert [r[0] for r in rows] == names and all(len(r) == 5 for r in rows), lines
+    assert "not shown" not in "\n".join(lines)
+    # no word of the output is a piece of a name: nothing wraps onto a line of its own
+    assert not any(ln.strip() in ("eight", "weight", "bias", "ght") for ln in lines), lines
+
+    # narrower than the names: they keep both ends around an ellipsis, the max relative error stays, and
+    # the note names the columns left out
+    lines = _gradcheck_piped(30, *overrides, "--entries", "2")
+    assert all(len(ln) <= 30 for ln in lines), [ln for ln in lines if len(ln) > 30]
+    rows = _rows(lines)
+    assert len(rows) == len(names) and all(len(r) == 2 for r in rows), lines
+    for (cell, _), name in zip(rows, names):
+        if cell != name:
+            head, tail = cell.split("…")
+            assert name.startswith(head) and name.endswith(tail) and head and tail, (cell, name)
+    assert any("…" in r[0] for r in rows)
+    note = " ".join(" ".join(lines).split())
+    assert "not shown (30 columns): entries, checked, median rel err;" in note, lines

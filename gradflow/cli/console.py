@@ -51,6 +51,11 @@ def _short_words(message: str, limit: int = 100) -> str:
 NBSP = "\u00a0"  # a space print_note never breaks a line at (it prints as a plain space)
 
 
+def labels(items) -> str:
+    """Labels as a comma-separated list for print_note, whose lines break between labels only."""
+    return ", ".join(str(item).replace(" ", NBSP) for item in items)
+
+
 def print_note(text: str, width: int | None = None) -> None:
     """A note under a table, its lines broken at spaces only (not at NBSP, which keeps a label such as
     "chi1 fit" whole) to the console's width, with no trailing spaces; a word longer than a line keeps

@@ -1,15 +1,21 @@
-"""`gradflow gradcheck`: backprop gradients against central finite differences, and what each costs."""
+"""`gradflow gradcheck`: backprop gradients against central finite differences, and what each costs.
+
+The table is laid out as `gradflow ls` lays out its runs (gradflow.cli.ls.render): readable at the
+terminal's width and when piped, tensor names never broken across lines."""
 
 from __future__ import annotations
 
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
 
 from gradflow.cli.app import app
+from gradflow.cli.console import console, labels, print_note, user_errors
+from gradflow.cli.ls import SEP, choose, render
 from gradflow.fmt import fmt
-from gradflow.cli.console import console, user_errors
+from gradflow.summary import KEY_PRIORITY, Column
+
+MIN_NAME = 12  # a tensor name is never shortened below this many characters
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -17,28 +23,63 @@ from gradflow.cli.console import console, user_errors
 def gradcheck(
     overrides: Annotated[Optional[list[str]], typer.Argument(
         help="Config overrides, as for `gradflow run`: model=resnet20 data=mnist1d ...", show_default=False)] = None,
-    entries: Annotated[int, typer.Option(min=1, help="Random entries checked per parameter tensor.")] = 8,
-    batch: Annotated[int, typer.Option(min=1, help="Training examples in the loss.")] = 8,
-    eps: Annotated[float, typer.Option(help="Central-difference step (float64).")] = 1e-6,
+    entries: Annotated[int, typer.Option(help="Random entries checked per parameter tensor (1 or more).")] = 8,
+    batch: Annotated[int, typer.Option(
+        help="Training examples in the loss (1 or more; at most the training set's size is used).")] = 8,
+    eps: Annotated[float, typer.Option(help="Central-difference step (float64; finite, > 0).")] = 1e-6,
 ) -> None:
     """Check backprop (gradcheck.mode=forward: forward-mode AD) against float64 central differences, and time both."""
     from gradflow.config import compose
+    from gradflow.gradcheck import check_arguments
     from gradflow.gradcheck import gradcheck as check
 
+    check_arguments(entries, batch, eps, cli=True)  # before the model is built: one line, not a traceback
     with console.status("finite differences ..."):
         r = check(compose(list(overrides or [])), entries=entries, batch=batch, eps=eps)
     method = "backprop" if r.mode == "reverse" else "forward mode"
-    table = Table(title=f"{method} vs central differences (float64, eps {eps:g}, batch {batch})",
-                  title_justify="left")
-    for col, justify in (("parameter", "left"), ("entries", "right"), ("checked", "right"),
-                         ("max rel err", "right"), ("median rel err", "right")):
-        table.add_column(col, justify=justify, overflow="fold")
-    for p in r.params:
-        table.add_row(p.name, str(p.size), str(p.checked), fmt(p.max_rel, 3), fmt(p.median_rel, 3))
-    console.print(table)
-    console.print(f"max relative error {fmt(r.max_rel, 3)} over {sum(p.checked for p in r.params)} entries of "
-                  f"{r.n_params} parameters", highlight=False)
+    title = f"{method} vs central differences (float64, eps {eps:g}, batch {r.batch})"
+    shown, hidden = _layout(r.params, console.width)
+    print_note(title)  # wrapped between words on a narrow terminal
+    console.print(render(shown, len(r.params)), highlight=False, soft_wrap=True)
+    if hidden:
+        need = sum(c.width + SEP for c in _columns(r.params)) - SEP  # headers wrapped between words
+        print_note(f"not shown ({console.width} columns): {labels(c.label for c in hidden)}; {need} columns show all")
+    if r.batch < batch:
+        print_note(f"--batch {batch} is more than the {r.batch} training examples: the loss is on all {r.batch}")
+    print_note(f"max relative error {fmt(r.max_rel, 3)} over {sum(p.checked for p in r.params)} entries of "
+               f"{r.n_params} parameters")
     how = "" if r.mode == "reverse" else " (one JVP per entry, projected)"
-    console.print(f"{method}: {fmt(r.grad_s, 3)} s for the full gradient{how}; finite differences: "
-                  f"{fmt(r.fd_entry_s, 3)} s per entry, {fmt(r.fd_full_s, 3)} s projected for all "
-                  f"{r.n_params}: {fmt(r.cost_ratio, 3)}x the cost", highlight=False)
+    print_note(f"{method}: {fmt(r.grad_s, 3)} s for the full gradient{how}; finite differences: "
+               f"{fmt(r.fd_entry_s, 3)} s per entry, {fmt(r.fd_full_s, 3)} s projected for all "
+               f"{r.n_params}: {fmt(r.cost_ratio, 3)}x the cost")
+
+
+def _columns(params, name_width: int | None = None) -> list[Column]:
+    """The table's columns, in display order; priorities say which give way first at a narrow width
+    (entries, then checked, then the median). Names longer than `name_width` keep both ends around
+    an ellipsis."""
+    def name(n: str) -> str:
+        if name_width is None or len(n) <= name_width:
+            return n
+        head = (name_width - 1) // 2
+        return f"{n[:head]}…{n[len(n) - (name_width - 1 - head):]}"
+
+    return [Column("parameter", "parameter", KEY_PRIORITY, [name(p.name) for p in params], False),
+            Column("size", "entries", 4, [str(p.size) for p in params], True),
+            Column("checked", "checked", 3, [str(p.checked) for p in params], True),
+            Column("max_rel", "max rel err", 1, [fmt(p.max_rel, 3) for p in params], True),
+            Column("median_rel", "median rel err", 2, [fmt(p.median_rel, 3) for p in params], True)]
+
+
+def _layout(params, width: int) -> tuple[list[Column], list[Column]]:
+    """The columns shown at `width` characters and those left out: the parameter names and their max
+    relative error always show, names shortened only when even those two alone would not fit."""
+    columns = _columns(params)
+    room = width - SEP - columns[3].width  # what the names may take beside the max relative error
+    if columns[0].width > room:
+        columns = _columns(params, max(room, MIN_NAME, len(columns[0].label)))
+    shown, hidden = choose(columns, width)
+    if sum(max(len(c.label), c.width) + SEP for c in shown) - SEP <= width:
+        for c in shown:  # headers on one line where that fits
+            c.one_line = True
+    return shown, hidden

@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from gradflow import store
 from gradflow.cli.app import app
-from gradflow.cli.console import NBSP, console, print_note, user_errors
+from gradflow.cli.console import console, labels, print_note, user_errors
 from gradflow.errors import GradflowError
 from gradflow.summary import (KEY_PRIORITY, LS_COLUMNS, NOTES, TRANSIENT_TOL, Column, abbreviate, implied_keys,
                               listing, sort_runs, study_columns, swept_columns, table_columns)
@@ -82,14 +82,14 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
         names = abbreviate([*swept, *implied])
         by = list(dict.fromkeys(names[c] for c in implied.values()))
         notes.append(f"not shown, as each {'/'.join(by)} choice sets them: "
-                     + _items(names[k] for k in implied) + "; --wide shows all")
+                     + labels(names[k] for k in implied) + "; --wide shows all")
     if hidden:
-        notes.append(f"not shown ({console.width} columns): {_items(c.label for c in hidden)}; --wide shows all")
+        notes.append(f"not shown ({console.width} columns): {labels(c.label for c in hidden)}; --wide shows all")
     if flagged.any():
         # each reason once per run (a run may give one reason twice, e.g. for two metrics)
         reasons = df.loc[flagged, store.FLAGS].str.split("; ").explode().str.split(":").str[0]
         why = reasons.reset_index().drop_duplicates().iloc[:, 1].value_counts()
-        notes.append("*: finished but flagged: " + _items(f"{w} ({n} run{'s' * (n > 1)})" for w, n in why.items())
+        notes.append("*: finished but flagged: " + labels(f"{w} ({n} run{'s' * (n > 1)})" for w, n in why.items())
                      + "; --json shows why")
     for n in notes:
         print_note(n)
@@ -99,11 +99,6 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     line = "  ".join(f"{k}: {counts.get(k, 0)}" for k in store.STATUSES if k in store.ENDED or counts.get(k))
     line += f"  flagged: {int(flagged.sum())}" if flagged.any() else ""
     console.print(line + (f"  skipped: {skipped}" if skipped is not None else ""), highlight=False)
-
-
-def _items(labels) -> str:
-    """Labels as a comma-separated list whose lines break only between labels (see print_note)."""
-    return ", ".join(label.replace(" ", NBSP) for label in labels)
 
 
 def render(columns: list[Column], n_rows: int, title: str = "") -> str:
