@@ -446,9 +446,13 @@ def validate(cfg: DictConfig) -> None:
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True)
     except Exception as e:  # an interpolation that does not resolve (unknown key, division by zero, ...)
-        detail = str(e.__cause__ or e).splitlines()[0]
+        ours = e
+        while ours is not None and not isinstance(ours, GradflowError):  # gf's resolvers say it in full
+            ours = ours.__cause__ or ours.__context__
+        detail = str(ours) if ours is not None else str(e.__cause__ or e).splitlines()[0]
+        detail = re.sub(r"^\w+ raised while resolving interpolation: ", "", detail)
         key = getattr(e, "full_key", "") or "a ${...} value"
-        raise GradflowError(f"{key} cannot be resolved: {shorten(detail, 120)}") from None
+        raise GradflowError(f"{key} cannot be resolved: {shorten(detail, 160)}") from None
     _finite(resolved)
     _model(cfg.model, cfg.norm.name)
     _data(cfg)
@@ -892,7 +896,12 @@ def hydra_error_message(e: Exception, overrides=()) -> str:
     if full_key:
         value = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", text)
         if value:
-            return f"{full_key.group(1)}={_show(value.group(1))} is not a valid {value.group(2).lower()}"
+            key, kind = full_key.group(1), value.group(2).lower()
+            given = [o.split("=", 1)[1] for o in overrides if "=" in o and override_key(o) == key]
+            shown = given[-1] if given else value.group(1)  # what the user wrote (1e10), not OmegaConf's 1e10.0
+            hint = "; write a whole number without a point or an exponent" if kind == "integer" and re.fullmatch(
+                r"[-+]?[\d.]+(e[-+]?\d+)?", shown, re.I) else ""
+            return f"{key}={_show(shown)} is not a valid {kind}{hint}"
         detail = str(e.__cause__ or e).strip().splitlines()[0]
         return f"{full_key.group(1)}: {detail}"
     return " ".join(text.split())

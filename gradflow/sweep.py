@@ -89,6 +89,8 @@ def check_overrides(overrides: list[str], command: str) -> None:
             raise GradflowError(f"{store.shorten(o, 40)} is not an option of `gradflow {command}`; settings are "
                                 f"key=value overrides (e.g. name=x, not --name x); see `gradflow {command} --help`")
         key = override_key(o)
+        if not key.strip():
+            raise GradflowError(f"the override {store.shorten(o, 40)!r} has no key; write key=value, e.g. model.depth=5")
         if command == "run" and key.startswith(HYDRA_ALLOWED[:4]):
             raise GradflowError(f"{store.shorten(o, 60)} applies to sweeps; `gradflow run` trains here, in this "
                                 f"process: for one run through a launcher, `gradflow sweep {store.shorten(o, 40)} "

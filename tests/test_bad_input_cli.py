@@ -49,6 +49,13 @@ CASES = [
     (["run", "optim.schedule=weird"], "optim.schedule=weird"),
     (["run", "train.steps=-1"], "train.steps=-1"),
     (["run", "train.steps=abc"], "train.steps"),
+    # what was written, not OmegaConf's float of it ('10000000000.0'), and how to write it
+    (["run", "train.steps=1e10"], "train.steps='1e10' is not a valid integer; write a whole number without a"),
+    (["run", "=5"], "the override '=5' has no key; write key=value"),
+    (["sweep", "=5,6"], "the override '=5,6' has no key"),
+    # a gf resolver's own message, whole (it was cut mid-word around an ellipsis)
+    (["sweep", "optim.lr=${gf.div:0.5,model.nope}", "model.depth=2,3"],
+     "optim.lr cannot be resolved: gf arithmetic: 'model.nope' is neither a number nor a numeric key of the config"),
     (["run", "train.batch_size=0"], "train.batch_size=0"),
     (["run", "train.eval_every=0"], "train.eval_every=0"),
     (["run", "probe.points=1"], "probe.points=1"),
