@@ -96,6 +96,7 @@ CASES = [
     (["plot", "{study}", "--format", "bmp"], "--format 'bmp'"),
     (["plot", "{study}", "--kind", "profile", "--step", "soon"], "--step 'soon'"),
     (["compare", "{results}/missing", "{study}"], "missing does not exist"),
+    (["ls", "{study}", "--csv", "--json"], "--csv and --json are two formats of the same table; give one"),
     (["clean", "{study}"], "--stale"),
     (["clean", "{results}/missing", "--stale"], "missing does not exist"),
     (["theory", "--activation", "nope"], "nope"),

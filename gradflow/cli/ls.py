@@ -171,6 +171,8 @@ def ls(
     = False,
 ) -> None:
     """One row per run: swept values, status, final metrics, gradient ratios and chi_1 (measured and theory)."""
+    if csv and as_json:
+        raise GradflowError("--csv and --json are two formats of the same table; give one")
     df, swept = runs_view(path, where, sort, rate, steps_to)
     cols = ["run"] + swept + [c for c in LS_COLUMNS if c in df.columns] + \
         [c for c in ("start_qstar", "chi1_transient", store.FLAGS) if c in df.columns] + study_columns(df)
