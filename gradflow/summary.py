@@ -227,9 +227,10 @@ RESULT_COLUMNS = {
 LS_COLUMNS = list(RESULT_COLUMNS)  # what --csv / --json give besides the run and its swept keys
 KEY_PRIORITY, STUDY_PRIORITY = 0, 1  # swept keys always show; asked-for study columns next
 NOTES = {"grad_ratio.init": "ratio = ‖∂L/∂W‖ first layer / last layer",
-         "chi1_layers": "chi1 fit = layers fitted (first-last); q*: inputs at the fixed point; "
-                        "!: still in the length map's transient (see below)",
+         "chi1_layers": "chi1 fit = layers fitted (first-last)",
          "rate": "rate = per-layer growth factor of the quantity² towards the input (chi1 convention)"}
+# the marks a chi1 fit cell may carry (_fit_cell), each explained under the table where one is shown
+FIT_MARKS = {" q*": "q*: inputs at the fixed point", "!": "!: still in the length map's transient (see below)"}
 
 
 def swept_columns(df: pd.DataFrame, keys: list[str]) -> list[str]:

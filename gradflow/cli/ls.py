@@ -16,7 +16,7 @@ from gradflow import store
 from gradflow.cli.app import app
 from gradflow.cli.console import console, labels, print_note, user_errors
 from gradflow.errors import GradflowError
-from gradflow.summary import (KEY_PRIORITY, LS_COLUMNS, NOTES, TRANSIENT_TOL, Column, abbreviate, implied_keys,
+from gradflow.summary import (FIT_MARKS, KEY_PRIORITY, LS_COLUMNS, NOTES, TRANSIENT_TOL, Column, abbreviate, implied_keys,
                               listing, sort_runs, study_columns, swept_columns, table_columns)
 
 SEP = 3  # characters between two columns of the SIMPLE_HEAD table
@@ -75,7 +75,9 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
             c.one_line = True
     console.print(render(shown, len(df), title), highlight=False, soft_wrap=True)
     keys = [c.key for c in shown]
-    notes = [NOTES[k] for k in NOTES if k in keys]
+    notes = [NOTES[k] + "".join(f"; {text}" for mark, text in FIT_MARKS.items()
+                                if k == "chi1_layers" and any(mark in cell for cell in shown[keys.index(k)].cells))
+             for k in NOTES if k in keys]
     if any(k.startswith("rate.") for k in keys):
         notes.append(NOTES["rate"])
     if implied:
