@@ -640,6 +640,30 @@ def test_ratio_of_the_back_propagated_signal(sweep):
         figures.ratio(layers, "init", quantity="act_std")
 
 
+def test_few_points_are_marked_and_each_depths_panel_ends_at_its_own_last_layer(sweep):
+    """A run evaluated at its first and last step only drew a straight line that read as a trend: a series
+    of FEW_POINTS or fewer marks its points. Panels faceted by depth each end at their own net's last
+    point (a shared axis left the depth-5 panel three-quarters empty); an activation statistic's axis
+    does not call its last point the output head (the head has no activation)."""
+    from gradflow.plots.style import FEW_POINTS
+
+    layers, metrics, _ = sweep
+    few = metrics[metrics.step.isin([0, 100])]
+    assert all(ln.get_marker() == "o" for ln in series_lines(figures.curves(few).axes[0]))
+    assert all(ln.get_marker() in ("None", None, "") for ln in series_lines(figures.curves(metrics).axes[0]))
+    shallow = fabricate([config(FEW_POINTS - 1, "tanh", 1)])[0]
+    assert series_lines(figures.profile(shallow, "grad_norm", step=0).axes[0])[0].get_marker() == "o"
+
+    fig = figures.profile(layers, "grad_norm", step=0, facet="model.depth")
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_xlim() for ax in panels] == [(0, 5), (0, 10), (0, 20)]
+    same = figures.profile(layers[layers["model.depth"] == 10], "grad_norm", step=0, facet="model.activation")
+    assert {ax.get_xlim() for ax in same.axes if ax.get_title()} == {(0, 10)}
+    assert figures.profile(layers, "grad_norm", step=0).axes[0].get_xlabel().endswith("last = output head)")
+    act = figures.profile(layers, "act_mean", step=0).axes[0].get_xlabel()
+    assert "output head has none" in act and "= output head" not in act
+
+
 def test_a_log_axis_within_a_decade_labels_its_minor_ticks_and_ends_at_the_last_layer():
     layers, metrics, _ = fabricate([config(4, "tanh", 1)], rate=lambda cfg: 1.1)  # 1.1^4: less than a decade
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -67,14 +67,15 @@ def point_word(df: pd.DataFrame) -> str:
     return "time step" if is_recurrent(df) else "layer"
 
 
-def layer_axis(df: pd.DataFrame, last: int | None = None) -> str:
-    """The label of the probe-point axis: layers, or time steps for recurrent nets (model.name)."""
-    end = "last" if last is None else str(last)
+def layer_axis(df: pd.DataFrame, last: int | None = None, head: bool = True) -> str:
+    """The label of the probe-point axis: layers, or time steps for recurrent nets (model.name). head=False:
+    the quantity has no value at the output head (an activation statistic), so no point is called that."""
+    end = f", {'last' if last is None else last} = output head" if head else "; the output head has none"
     if is_recurrent(df):
-        return f"time step t (0 = first, {end} = output head)"
+        return f"time step t (0 = first{end})"
     if model_names(df) & set(RECURRENT):
-        return f"layer index or time step (0 = input / first, {end} = output head)"
-    return f"layer index (0 = input, {end} = output head)"
+        return f"layer index or time step (0 = input / first{end})"
+    return f"layer index (0 = input{end})"
 
 
 @dataclass(frozen=True)

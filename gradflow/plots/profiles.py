@@ -19,6 +19,8 @@ from gradflow.plots.keys import is_grid, n_distinct, ordered_values, swept_keys,
 from gradflow.plots.labels import QUANTITIES, THEORY_QUANTITIES, Label, layer_axis, point_word, set_title, value_label
 from gradflow.plots.meanfield import chi1_for
 from gradflow.plots.series import Series, at_step, check_key, collect_series, parse_step, pick_run, require, sort_series
+from gradflow.probes.quantities import BIAS, OUTPUT, WEIGHT
+from gradflow.probes.quantities import QUANTITIES as REGISTRY
 from gradflow.plots.style import (
     THEORY_STYLE, Palette, bottom_and_left, draw_series, extra_handles, facet_grid, is_log_spaced,
     label_short_log_axis, legend, line_weight, new_figure, note_if_empty, record, step_axis, style_key,
@@ -26,6 +28,9 @@ from gradflow.plots.style import (
 
 
 LAYERS_REQUIRED = ("run", "step", "layer", "quantity", "value")
+
+
+HEAD_HAS = (WEIGHT, BIAS, OUTPUT)  # the registry's `where` of the quantities the output head has (not ACTIVATION's)
 
 
 def _quantity(df: pd.DataFrame, quantity: str) -> pd.DataFrame:
@@ -70,12 +75,15 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     palette = Palette(df, color, style)
 
     facet_values = ordered_values(df[facet_key]) if facet_key else [None]
-    fig, axes = facet_grid(len(facet_values))
+    panels = [df if facet_key is None else df[df[facet_key].map(vkey) == vkey(fv)] for fv in facet_values]
+    spans = {(p["layer"].min(), p["layer"].max()) for p in panels if not p.empty}
+    # panels of nets of different depths each end at their own last point (a shared axis left a shallow
+    # net's panel mostly empty); panels of one depth share the axis
+    fig, axes = facet_grid(len(facet_values), sharex=len(spans) <= 1)
     cache: dict = {}
     everything: list[Series] = []
     theory_drawn = False
-    for ax, fv in zip(axes, facet_values):
-        sub = df if facet_key is None else df[df[facet_key].map(vkey) == vkey(fv)]
+    for ax, fv, sub in zip(axes, facet_values, panels):
         series = sort_series(collect_series(sub, "layer", group_keys, label.log), df,
                              [k for k in (color, style) if k] + also)
         lw, alpha = line_weight(len(series))
@@ -91,12 +99,13 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
         if facet_key:
             ax.set_title(value_label(facet_key, fv), fontsize="small")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlim(df["layer"].min(), max(df["layer"].max(), df["layer"].min() + 1))  # ends at the last point
+        ends = sub if len(spans) > 1 and not sub.empty else df
+        ax.set_xlim(ends["layer"].min(), max(ends["layer"].max(), ends["layer"].min() + 1))  # ends at the last point
         if label.log:
             label_short_log_axis(ax, df["value"])
     bottom, left = bottom_and_left(axes, min(len(axes), 3))
     for ax in bottom:
-        ax.set_xlabel(layer_axis(df))
+        ax.set_xlabel(layer_axis(df, head=quantity not in REGISTRY or REGISTRY[quantity].where in HEAD_HAS))
         ax.xaxis.set_tick_params(labelbottom=True)
     for ax in left:
         ax.set_ylabel(label.axis)
