@@ -202,6 +202,12 @@ def test_compare_two_runs_with_the_same_job_name(batchnorm, diverging, tmp_path)
     flat = " ".join(out.output.split())
     assert f"diverging/{job}" in flat and "no swept key in common" in flat and "diverged" in flat
     assert len(list(tmp_path.glob("compare-curves-*.png"))) == 1
+    # labels this long are letters in the table, each named whole on a line of its own (folded into the
+    # columns they broke mid-name)
+    lines = out.output.splitlines()
+    assert lines[:3] == [f"A = batchnorm/{job}", f"B = diverging/{job}", "compare: A vs B"], out.output
+    assert "B vs A" in out.output and "ratios as ×(B / A)" in flat
+    assert not any(job in line for line in lines[3:-1])  # (the last line is the figure's path)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -18,7 +18,7 @@ from rich.table import Table
 from gradflow import compare as matching
 from gradflow import store
 from gradflow.cli.app import app, progress_bar
-from gradflow.cli.console import console, user_errors
+from gradflow.cli.console import console, print_note, user_errors
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt as number
 from gradflow.plots.kinds import (
@@ -109,17 +109,28 @@ def _difference(a: float, b: float, how: str) -> str:
     return f"×{number(d, 3)}" if how == "ratio" else ("+" if d >= 0 else "") + number(d, 3)
 
 
+SHORT_LABEL = 12  # a source label longer than this is a letter in the comparison table
+
+
 def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], differ: dict[str, list]) -> None:
     shown = [(c, label, how) for c, label, how in matching.COMPARED
              if c in table.columns and np.isfinite(pd.to_numeric(table[c], errors="coerce")).any()]
-    t = Table(title=f"compare: {' vs '.join(sources)}", title_justify="left", caption_justify="left")
+    # long labels (a run's folder name) as letters in the table, each named above it: folded into a column
+    # they broke mid-name
+    names = sources if max(map(len, sources)) <= SHORT_LABEL else \
+        [chr(ord("A") + i) if i < 26 else f"S{i + 1}" for i in range(len(sources))]
+    if names != sources:
+        for name, s in zip(names, sources):
+            print_note(f"{name} = {s}")
+    print_note(f"compare: {' vs '.join(names)}")  # (a rich title is padded to the table's width)
+    t = Table()
     for k in by:
         t.add_column(k.removeprefix("model."), overflow="fold")
     t.add_column("")
-    for s in sources:
+    for s in names:
         t.add_column(s, justify="right", overflow="fold")
-    for s in sources[1:]:
-        t.add_column(f"{s} vs {sources[0]}", justify="right", overflow="fold")
+    for s in names[1:]:
+        t.add_column(f"{s} vs {names[0]}", justify="right", overflow="fold")
     cells = list(dict.fromkeys(table["cell"]))
     for cell in cells:
         part = table[table["cell"] == cell].set_index("source")
@@ -140,10 +151,11 @@ def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], diff
                                                       for k, v in differ.items()))
     if (table["runs"] > 1).any():
         notes.append("numbers are medians over the runs in a cell (e.g. seeds)")
-    notes.append(f"differences: ratios as ×({sources[-1] if len(sources) == 2 else 'other'} / {sources[0]}), "
+    notes.append(f"differences: ratios as ×({names[-1] if len(names) == 2 else 'other'} / {names[0]}), "
                  "the rest as other − first")
-    t.caption = "\n".join(notes)
     console.print(t)
+    for note in notes:
+        print_note(note)
 
 
 @user_errors
