@@ -191,7 +191,7 @@ def test_run_summary_golden_at_80_columns(results):
     and every number is the one on disk, written whole."""
     from gradflow.fmt import fmt
 
-    overrides = [*TINY, "model.depth=14", "train.steps=10", "train.eval_every=5"]
+    overrides = [*TINY, "model.depth=20", "train.steps=10", "train.eval_every=5"]
     env = {**os.environ, "COLUMNS": "80", "TERM": "dumb"}
     out = subprocess.run([sys.executable, "-m", "gradflow", "run", *overrides, f"results={results}", "name=g"],
                          capture_output=True, text=True, timeout=300, env=env)
@@ -218,7 +218,7 @@ def test_run_summary_golden_at_80_columns(results):
         "back-prop signal ratio ‖∂L/∂z‖ first/last: init #, end #",
         "results: JOB",
     ]
-    assert "showing 13 of 15 layers" in out.stdout and "1 thread" in out.stdout
+    assert "showing 13 of 21 layers" in out.stdout and "1 thread" in out.stdout
     # the numbers: each cell is fmt() of the value on disk, the ratios are first/last by hand
     layers = pd.read_parquet(job / "layers.parquet")
     cells = [[c.strip() for c in ln.split("│")[1:-1]] for ln in lines if ln.startswith("│")]
@@ -230,6 +230,26 @@ def test_run_summary_golden_at_80_columns(results):
         p = [layers.query(f"quantity == '{q}' and step == {s}").sort_values("layer")["value"].to_numpy()
              for s in (0, 10)]
         assert line.endswith(f"init {fmt(p[0][0] / p[0][-1])}, end {fmt(p[1][0] / p[1][-1])}")
+
+
+def test_run_summary_on_a_narrow_terminal_and_for_a_recurrent_net(results):
+    """15 layers are all shown (thinned to 13, two lines saved hid two layers); at 50 columns the evaluation
+    line breaks between its "loss 0.83" pairs, never inside one; a recurrent net, whose time-step points
+    have no weights, prints no weight-gradient ratio of "-"s."""
+    env = {**os.environ, "COLUMNS": "50", "TERM": "dumb"}
+
+    def run(*overrides):
+        out = subprocess.run([sys.executable, "-m", "gradflow", "run", *overrides, f"results={results}", "name=n"],
+                             capture_output=True, text=True, timeout=300, env=env)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    text = run(*[o for o in TINY if not o.startswith("model.depth=")], "model.depth=14", "train.steps=4")
+    assert "showing" not in text and sum(ln.startswith("│") for ln in text.splitlines()) == 15
+    for line in text.splitlines():
+        assert not re.search(r"\b(loss|acc)$", line) and not re.match(r"^-?\d", line), (line, text)
+    rnn = run("model=rnn", "data=adding", "data.T=8", "train.steps=4", "model.hidden=8")
+    assert "weight-gradient ratio" not in rnn and "back-prop signal ratio" in rnn, rnn
 
 
 def test_a_run_that_learned_nothing_is_ok_but_flagged(cli, results):
