@@ -307,11 +307,21 @@ def test_curves_panels_lines_and_log_loss(sweep):
 def test_curves_by_source(sweep):
     _, metrics, _ = sweep
     both = pd.concat([metrics, metrics.assign(source="other")], ignore_index=True)
-    fig = figures.curves(both, by_source=True)
+    one = both[both["model.activation"] == "tanh"]  # depth alone is swept: it colours the lines
+    fig = figures.curves(one, by_source=True)
     panels = [ax for ax in fig.axes if ax.get_gid() != "colorbar"]
     assert len(panels) == 4 and "other" in panels[0].get_title()
-    assert len(series_lines(panels[0])) == 12  # 6 groups x (train, test)
+    assert len(series_lines(panels[0])) == 6  # 3 depths x (train solid, test dotted)
     assert {"train", "test"} <= set(legend_texts(fig))
+    # activation swept too: it takes the line style, so each folder gets a train and a test panel (drawn
+    # alike, tanh and relu read as one line)
+    fig = figures.curves(both, by_source=True)
+    panels = [ax for ax in fig.axes if ax.get_gid() != "colorbar"]
+    assert len(panels) == 8 and [ax.get_title() for ax in panels[:4]] == [
+        "other: train", "other: test", "sweep: train", "sweep: test"]
+    assert len(series_lines(panels[0])) == 6  # 3 depths x 2 activations
+    assert {ln.get_linestyle() for ln in series_lines(panels[0])} == {"-", "-."}
+    assert any("relu" in t for t in legend_texts(fig)) and "also differ" not in fig.get_suptitle()
 
 
 def test_curves_facet_gives_a_train_test_pair_per_value(sweep):

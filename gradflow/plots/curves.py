@@ -67,14 +67,19 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
         color, style, also = "run", None, []  # runs not swept together: one legended line each
     else:
         color = color or next((k for k in swept if k != facet), None)
-        style = None if by_source else style_key(df, swept, (color, facet), multi_source and facet != "source")
+        style = style_key(df, swept, (color, facet), multi_source and facet != "source" and not by_source)
         also = [k for k in swept if k not in (color, style, facet)]
+    # by_source: a panel per results folder, train solid and test dotted in it; unless a swept key needs the
+    # line style, and then a panel per folder and split (both activations drawn alike read as one)
+    split_style = by_source and style is None
     palette = Palette(df, color, style)
     split_styles = {"train": "-", "test": ":", "batch": "-"}
 
     # columns: (key, value, splits drawn in it)
-    if by_source:
+    if split_style:
         cols = [("source", v, splits) for v in sources]
+    elif by_source:
+        cols = [("source", v, [sp]) for v in sources for sp in splits]
     elif facet:
         cols = [(facet, v, [sp]) for v in ordered_values(df[facet]) for sp in splits]
     else:
@@ -101,14 +106,16 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
                                      [k for k in (color, style) if k] + also)
                 lw, alpha = line_weight(len(series))
                 for s in series:
-                    ls = split_styles.get(split, "-") if by_source else palette.style_of(s.config)
+                    ls = split_styles.get(split, "-") if split_style else palette.style_of(s.config)
                     draw_series(ax, s, palette.color_of(s.config), ls, lw, alpha)
                 drawn += series
             note_if_empty(ax, drawn)
             everything += drawn
             if i == 0:
-                if by_source:
+                if split_style:
                     ax.set_title(f"{key_label('source')}: {kv}", fontsize="small")
+                elif by_source:
+                    ax.set_title(f"{kv}: {SPLITS.get(col_splits[0], col_splits[0])}", fontsize="small")
                 elif key is not None:
                     ax.set_title(f"{value_label(key, kv)}: {SPLITS.get(col_splits[0], col_splits[0])}",
                                  fontsize="small")
@@ -120,7 +127,7 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
                 step_axis(ax, df["step"].unique())
     palette.colorbar(fig, list(axes.flat))
     handles, title = palette.handles()
-    if by_source:
+    if split_style:
         handles += [Line2D([], [], color="0.2", ls=split_styles[s], label=SPLITS.get(s, s)) for s in splits]
     legend(fig, handles + extra_handles(everything, True), title)
     what = "Loss and accuracy" if len(rows) == 2 else {"loss": "Loss", "acc": "Accuracy"}[rows[0]]
