@@ -286,6 +286,11 @@ def test_heatmap_is_layer_by_step_on_a_log_colour_scale(single, sweep):
         fig = figures.heatmap(sweep_layers, run=run)
         texts = " ".join(legend_texts(fig))
         assert ("NaN/inf" in texts) if run == DIVERGED else ("exactly 0: 18 cells" in texts)
+    # a point without the quantity (a transformer's residual junction has no weight) is said to have none,
+    # not to be "not logged"
+    weightless = layers[~((layers.quantity == "grad_norm") & (layers.layer == 4))]
+    texts = " ".join(legend_texts(figures.heatmap(weightless)))
+    assert "no value (none at that point, e.g. no weight; or not probed)" in texts and "not logged" not in texts
 
 
 # --- curves --------------------------------------------------------------------------------------

@@ -156,7 +156,7 @@ def heatmap(layers: pd.DataFrame, run: str | None = None, quantity: str = "grad_
 
     fig, axes = new_figure()
     ax = axes[0, 0]
-    ax.set_facecolor("0.82")  # not logged
+    ax.set_facecolor("0.82")  # cells without a value
     x_edges = _step_edges(steps)
     y_edges = np.r_[layer_idx - 0.5, layer_idx[-1] + 0.5]
     vals = z[positive]
@@ -180,7 +180,7 @@ def heatmap(layers: pd.DataFrame, run: str | None = None, quantity: str = "grad_
                           cmap=ListedColormap([colour]), gid="special", rasterized=True)
             special.append(Patch(color=colour, label=f"{text}: {int(mask.sum())} cells"))
     if (~present).any():
-        special.append(Patch(color="0.82", label="not logged"))
+        special.append(Patch(color="0.82", label="no value (none at that point, e.g. no weight; or not probed)"))
     cb = fig.colorbar(mesh, ax=ax, label=label.axis, pad=0.02)
     cb.ax.set_gid("colorbar")
     if special:
