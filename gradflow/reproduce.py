@@ -45,7 +45,7 @@ class Spec:
     scales: dict[str, dict[str, list[str]]]  # scale -> {"all" or arm: overrides}
     scaled: dict[str, str]  # scale -> what was scaled down and why
     claims: list[dict]
-    figures: list[dict] = field(default_factory=list)
+    figures: list[dict] = field(default_factory=list)  # kind, arm(s), file, note (a last title line), its arguments
     notes: str = ""
 
     @classmethod
@@ -147,16 +147,28 @@ class Measured:
     per_run: list[float]
     note: str = ""  # why there is no value
     se: float = math.nan  # standard error of a mean over runs (seeds); nan for counts and single runs
+    tally: str = ""  # "count" or "share": per_run are 0/1 (a run did or did not), value their sum or mean
 
     def spread(self) -> str:
+        """How the runs spread: their range and standard error, or for a tally how many of them did."""
         if self.note:
             return self.note
+        if self.tally:
+            return f"{sum(v == 1 for v in self.per_run)} of {len(self.per_run)} runs"
         finite = [v for v in self.per_run if np.isfinite(v)]
         parts = [f"[{fmt(min(finite), 3)}, {fmt(max(finite), 3)}] over {len(self.per_run)} runs"
                  ] if len(finite) >= 2 else []
         if np.isfinite(self.se):
             parts.append(f"s.e. {fmt(self.se, 3)}")
         return ", ".join(parts)
+
+    def cell(self) -> str:
+        """The measured value with its spread: "0.701 ([0.69, 0.716] over 3 runs, s.e. 0.0079)"; a count of
+        runs is its spread alone, "3 of 3 runs" (a range of 0/1 values would say nothing)."""
+        spread = self.spread()
+        if self.tally == "count" and not self.note:
+            return spread
+        return fmt(self.value, 3) + (f" ({spread})" if spread else "")
 
 
 def _mean(values: list[float]) -> Measured:
@@ -238,7 +250,7 @@ def reach(arm: Arm, where=None, metric="loss", split="train", below=1.0) -> Meas
         m = _curve(g, split, metric)
         return float((m < below).any())
     per = _per_run(arm.table("metrics", where), one)
-    return Measured(float(np.sum(per.per_run)), per.per_run)
+    return Measured(float(np.sum(per.per_run)), per.per_run, tally="count")
 
 
 @measure
@@ -255,16 +267,17 @@ def steps_to(arm: Arm, where=None, metric="train_loss", op="<=", threshold=1.0) 
 
 @measure
 def status_count(arm: Arm, where=None, status="diverged") -> Measured:
+    """How many runs ended with `status` (ok | diverged | failed)."""
     runs = arm.table("runs", where)
     hits = (runs[store.STATUS] == status).astype(float).tolist()
-    return Measured(float(np.sum(hits)), hits)
+    return Measured(float(np.sum(hits)), hits, tally="count")
 
 
 @measure
 def status_share(arm: Arm, where=None, status="diverged") -> Measured:
     """The share of runs that ended with `status` (ok | diverged | failed): 1.0 = every run."""
-    runs = arm.table("runs", where)
-    return Measured(float((runs[store.STATUS] == status).mean()), (runs[store.STATUS] == status).astype(float).tolist())
+    hits = (arm.table("runs", where)[store.STATUS] == status).astype(float).tolist()
+    return Measured(float(np.mean(hits)), hits, tally="share")
 
 
 @measure
@@ -288,8 +301,9 @@ def final_or_diverged(arm: Arm, where=None, metric="train_loss") -> Measured:
 
 @measure
 def grad_spike(arm: Arm, where=None) -> Measured:
-    """The largest logged gradient norm (opt/grad_norm, the mean over an eval window, before clipping) over
-    the first window's: how far gradients explode in training (inf once a gradient is not finite)."""
+    """The largest logged gradient norm (opt/grad_norm, the mean over an eval window, before clipping) as a
+    multiple of the first window's gradient norm: how far gradients explode in training (inf once a gradient
+    is not finite)."""
     def one(g):
         norms = _curve(g, "opt", "grad_norm")
         if len(norms) == 0 or not np.isfinite(norms[0]):
@@ -640,21 +654,30 @@ def run(name: str, scale: str = "default", user: list[str] | None = None, force:
 
 # --- figures and the report -------------------------------------------------------------------------
 def draw(spec: Spec, root: Path, jobs: dict[str, list[str]] | None = None, fmt: str = "png") -> list[Path]:
-    from gradflow.plots import figures
+    """The spec's figures, saved under the study's figures folder."""
     from gradflow.plots.figures import save
 
     arms = arms_of(spec, root, jobs)
-    out = []
-    for i, f in enumerate(spec.figures):
-        f = dict(f)
-        kind, arm, title = f.pop("kind"), f.pop("arm"), f.pop("file", None)
-        table = {"profile": "layers", "heatmap": "layers", "curves": "metrics", "ratio": "runs", "grid": "runs",
-                 "hist": "hist", "spectrum": "jacobian"}[kind]
-        df = figure_table(arms, arm, table, f.pop("where", None))
-        fig = getattr(figures, kind)(df, **f)
-        first = arm[0] if isinstance(arm, list) else arm
-        out.append(save(fig, store.figures_dir(root) / f"{title or f'{i}-{kind}-{first}'}.{fmt}"))
-    return out
+    return [save(fig, store.figures_dir(root) / f"{name}.{fmt}") for fig, name in
+            (spec_figure(arms, i, f) for i, f in enumerate(spec.figures))]
+
+
+def spec_figure(arms: dict[str, Arm], i: int, entry: dict):
+    """The spec's i-th figure (`entry`: kind, arm(s), file, note, where and the figure's own arguments)
+    and its file name without suffix."""
+    from gradflow.plots import figures
+
+    f = dict(entry)
+    kind, arm, title = f.pop("kind"), f.pop("arm"), f.pop("file", None)
+    note = f.pop("note", "")
+    table = {"profile": "layers", "heatmap": "layers", "curves": "metrics", "ratio": "runs", "grid": "runs",
+             "hist": "hist", "spectrum": "jacobian"}[kind]
+    df = figure_table(arms, arm, table, f.pop("where", None))
+    fig = getattr(figures, kind)(df, **f)
+    if note:  # what the title's config keys do not say (e.g. a recurrent init), as its last line
+        fig.suptitle(f"{fig.get_suptitle()}\n{note.strip()}", fontsize=10)
+    first = arm[0] if isinstance(arm, list) else arm
+    return fig, title or f"{i}-{kind}-{first}"
 
 
 def figure_table(arms: dict[str, Arm], arm: str | list[str], table: str, where: dict | None = None) -> pd.DataFrame:
@@ -666,16 +689,11 @@ def figure_table(arms: dict[str, Arm], arm: str | list[str], table: str, where: 
     return pd.concat(frames, ignore_index=True).assign(**{store.SOURCE: "+".join(arm)})
 
 
-def claim_cells(r: ClaimResult, source_width: int | None = None) -> dict[str, str]:
-    """A claim's row, cell by cell, for the report and (with the source cut to `source_width`) the terminal."""
-    spread = r.measured.spread()
+def claim_cells(r: ClaimResult) -> dict[str, str]:
+    """A claim's row, cell by cell, whole (the report, claims.json and the terminal show the same text)."""
     verdict = ("PASS" if r.passed else "FAIL") + (" (qualitative)" if r.qualitative else "")
-    source = r.source_cell
-    if source_width is not None and len(source) > source_width:
-        source = source[: source_width - 1].rstrip() + "…"
-    return {"claim": r.text, "source": source, "reference": r.reference,
-            "measured": fmt(r.measured.value, 3) + (f" ({spread})" if spread else ""), "test": r.test,
-            "result": verdict}
+    return {"claim": r.text, "source": r.source_cell, "reference": r.reference, "measured": r.measured.cell(),
+            "test": r.test, "result": verdict}
 
 
 CLAIM_COLUMNS = ("claim", "source", "reference", "measured", "test", "result")

@@ -1,15 +1,19 @@
-"""`gradflow reproduce`: rerun a published experiment and check its claims."""
+"""`gradflow reproduce`: rerun a published experiment and check its claims.
+
+Its tables read right at 80 columns and when piped: each column is at least as wide as its longest
+word, so rich wraps their text between words and never folds a word, and nothing is cut short."""
 
 from __future__ import annotations
 
 from typing import Annotated, Optional
 
 import typer
+from rich.cells import cell_len
 from rich.markup import escape
 from rich.table import Table
 
 from gradflow.cli.app import app
-from gradflow.cli.console import console, user_errors
+from gradflow.cli.console import console, print_note, user_errors
 from gradflow.cli.sweep import report_page, run_plan
 
 
@@ -31,51 +35,102 @@ def reproduce(
     from gradflow import reproduce as rep
 
     if list_ or not name:
-        table = Table(title="reproducible experiments", title_justify="left", expand=True, show_lines=True)
-        for col, ratio in (("name", None), ("paper", 3), ("claim", 4), ("runtime (default scale)", 2)):
-            table.add_column(col, overflow="fold", ratio=ratio, no_wrap=ratio is None)
-        for n in rep.names():
-            spec = rep.Spec.load(n)
-            table.add_row(*map(escape, (n, spec.paper, spec.summary, spec.runtime)))
-        console.print(table)
+        print_note("reproducible experiments")
+        console.print(list_table([rep.Spec.load(n) for n in rep.names()], console.width))
         return
     scale = "quick" if quick else scale
     failed = False
     for n in rep.names() if name == "all" else [name]:
-        console.rule(f"[bold]{n}[/]: {rep.Spec.load(n).paper}")
+        spec = rep.Spec.load(n)
+        console.rule(f"[bold]{escape(n)}[/]")
+        print_note(f"paper: {spec.paper}")  # whole: a rule's title would be cut to one line
         outcome = rep.run(n, scale, list(overrides or []), force, launch=lambda p: run_plan(p, table=False))
-        console.print(claims_table(f"{n}: claims", outcome.claims))
+        print_note(f"{n}: claims")
+        console.print(claims_table(outcome.claims, console.width))
         for texts, note in rep.tolerance_notes(outcome.claims):
-            console.print(f"tolerance, {'; '.join(texts)}: {note}", style="dim", highlight=False, markup=False)
-        console.print(f"report: {outcome.report}")
+            print_note(f"tolerance, {'; '.join(texts)}: {note}")
+        print_note(f"report: {outcome.report}")
         for f in outcome.figures:
-            console.print(f"figure: {f}")
+            print_note(f"figure: {f}")
         report_page([outcome.report.parent], report_)
         failed |= not outcome.passed
     if failed:
         raise typer.Exit(1)
 
 
-WIDE = 120  # columns from which every claim field gets its own column
+WIDE = 120  # columns from which every claim field (and every --list field) gets its own column
 
 
-def claims_table(title: str, claims) -> Table:
-    """The claims, one row each. Narrower than WIDE, the reference and the source are lines under the
-    claim's text, so that six columns are not each cut to a word per line at 80 columns."""
+def column_widths(cells: dict[str, list[str]], width: int, weights: dict[str, int]) -> dict[str, int]:
+    """The text width of each column of a boxed rich table `width` characters wide (with its borders and
+    padding): at least the column's longest word (header included), so no word is ever folded, at most
+    its longest line; the room left over is shared out by `weights`. Where even the longest words do not
+    fit (a very narrow terminal), each column gets its longest word and the table is wider than `width`."""
+    words = {c: max((cell_len(w) for t in [c, *v] for w in t.split()), default=1) for c, v in cells.items()}
+    lines = {c: max(words[c], *(cell_len(ln) for t in [c, *v] for ln in t.splitlines())) for c, v in cells.items()}
+    out = dict(words)
+    left = width - (3 * len(cells) + 1) - sum(out.values())  # a bar and two spaces per column, one bar at the end
+    while left > 0:
+        growing = [c for c in out if out[c] < lines[c]]
+        if not growing:
+            break
+        total = sum(weights.get(c, 1) for c in growing)
+        given = 0
+        for c in growing:
+            more = min(max(1, left * weights.get(c, 1) // total), lines[c] - out[c], left - given)
+            out[c] += more
+            given += more
+        left -= given
+    return out
+
+
+def _table(cells: dict[str, list[str]], width: int, weights: dict[str, int]) -> Table:
+    """A table laid out by column_widths, its rows separated by lines; cells are rich markup (escaped by
+    the caller) whose plain text `cells` holds."""
+    table = Table(show_lines=True)
+    for col, w in column_widths(cells, width, weights).items():
+        table.add_column(col, width=w, overflow="fold")
+    return table
+
+
+def list_table(specs, width: int) -> Table:
+    """`--list`: one row per experiment. Narrower than WIDE, the paper, the claim and the runtime are
+    labelled lines of one cell beside the name, so that no column is a word wide at 80 columns."""
+    rows = [{"name": s.name, "paper": s.paper, "claim": s.summary, "runtime (default scale)": s.runtime}
+            for s in specs]
+    if width < WIDE:
+        rows = [{"name": r["name"], "experiment": f"paper: {r['paper']}\nclaim: {r['claim']}\n"
+                 f"runtime (default scale): {r['runtime (default scale)']}"} for r in rows]
+    columns = list(rows[0]) if rows else ["name"]
+    table = _table({c: [r[c] for r in rows] for c in columns}, width,
+                   {"name": 0, "paper": 3, "claim": 4, "runtime (default scale)": 2, "experiment": 1})
+    for r in rows:
+        table.add_row(*(escape(r[c]) for c in columns))
+    return table
+
+
+def claims_table(claims, width: int) -> Table:
+    """The claims, one row each, every cell whole. Narrower than WIDE, the reference and the source are
+    lines under the claim's text, so that six columns are not each cut to a word per line at 80 columns."""
     from gradflow import reproduce as rep
 
-    wide = console.width >= WIDE
+    wide = width >= WIDE
     columns = rep.CLAIM_COLUMNS if wide else ("claim", "measured", "test", "result")
-    table = Table(title=title, title_justify="left", expand=not wide, show_lines=not wide)
-    ratios = {} if wide else {"claim": 3, "measured": 2, "test": 1}  # the claim's text gets the room
-    for col in columns:
-        table.add_column(col, overflow="fold", ratio=ratios.get(col))
+    plain, markup = [], []
     for r in claims:
-        # spec text is not markup: "exp(E[log R] / 2)" must print as written
-        cells = {c: escape(v) for c, v in rep.claim_cells(r, source_width=60).items()}  # REPORT.md: the whole reference
+        cells = rep.claim_cells(r)
         cells["measured"] = cells["measured"].replace(" (", "\n(", 1)
-        cells["result"] = f"[{'green' if r.passed else 'red'}]{cells['result']}[/]"
-        if not wide:
-            cells["claim"] += f"\n[dim]reference: {cells['reference']}\nsource: {cells['source']}[/]"
-        table.add_row(*(cells[c] for c in columns))
+        # spec text is not markup: "exp(E[log R] / 2)" must print as written
+        marked = {c: escape(v) for c, v in cells.items()}
+        marked["result"] = f"[{'green' if r.passed else 'red'}]{marked['result']}[/]"
+        if not wide:  # the reference and the source, whole, as dimmed lines under the claim's own text
+            under = f"reference: {cells['reference']}\nsource: {cells['source']}"
+            cells["claim"] += f"\n{under}"
+            marked["claim"] += f"\n[dim]{escape(under)}[/]"
+        plain.append(cells)
+        markup.append(marked)
+    table = _table({c: [cells[c] for cells in plain] for c in columns}, width,
+                   {"claim": 3, "source": 3, "reference": 2, "measured": 2, "test": 1, "result": 1})
+    for marked in markup:
+        table.add_row(*(marked[c] for c in columns))
     return table

@@ -1,0 +1,180 @@
+"""`gradflow reproduce` as a user reads it, piped at 80 (and 120+) columns: --list and the claims table wrap
+between words only, every cell is whole (the claim's source is never cut short), a count of runs reads as one,
+pascanu2013's claims are complete phrases and its figure names the recurrent init.
+
+The claims come from one pascanu2013 --quick run (about 10 s) and he2015 at step 0 (two seeds, about 12 s)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gradflow import reproduce as rep
+from gradflow import store
+
+
+def gradflow(*args: str, columns: int = 80, ok: bool = True) -> str:
+    """The real command, piped (stdout is not a terminal), at `columns` columns."""
+    path = os.pathsep.join([str(Path(__file__).parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env = {**os.environ, "COLUMNS": str(columns), "PYTHONPATH": path, "MPLBACKEND": "Agg"}
+    out = subprocess.run([sys.executable, "-m", "gradflow", *args], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert (out.returncode == 0) == ok, out.stdout + out.stderr
+    return out.stdout
+
+
+def words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def table(text: str) -> tuple[list[str], list[list[str]]]:
+    """A boxed rich table's header and body rows, each cell's lines joined by single spaces: a word folded
+    across two lines ("trainabili" / "ty") then reads as two words, and no longer matches its text."""
+    def cells(line: str) -> list[str]:
+        return [c.strip() for c in line.split(line[0])[1:-1]]
+
+    header: list[list[str]] = []
+    rows, current = [], []
+    for line in text.splitlines():
+        if line.startswith(("┃", "│")):
+            parts = cells(line)
+            target = header if line[0] == "┃" else current
+            if not target:
+                target.extend([] for _ in parts)
+            for lines, part in zip(target, parts):
+                lines.append(part) if part else None
+        elif line.startswith(("├", "└")) and current:
+            rows.append([words(" ".join(c)) for c in current])
+            current = []
+    return [words(" ".join(c)) for c in header], rows
+
+
+def check_lines(text: str, columns: int) -> None:
+    """Every line within `columns` characters (not bytes) but for a path longer than a line, on a line of its
+    own and whole; none ending in spaces; nothing cut with an ellipsis."""
+    for line in text.splitlines():
+        assert (len(line) <= columns or " " not in line) and line == line.rstrip(), repr(line)
+    assert "…" not in text
+
+
+# --- --list ---------------------------------------------------------------------------------------------
+def test_list_at_80_columns_piped_wraps_between_words():
+    text = gradflow("reproduce", "--list")
+    header, rows = table(text)
+    # each cell, its lines joined, is the spec's text: the old table broke "vanishing-gradien|t",
+    # "trainabili|ty" and "initializa|tions" across lines
+    pieces = {w for r in rows for cell in r for w in cell.split()}
+    assert not {"vanishing-gradien", "trainabili", "initializa"} & pieces
+    assert header == ["name", "experiment"]
+    assert rows == [[s.name, words(f"paper: {s.paper} claim: {s.summary} runtime (default scale): {s.runtime}")]
+                    for s in map(rep.Spec.load, rep.names())]
+    check_lines(text, 80)
+
+
+def test_list_wide_has_a_column_per_field():
+    text = gradflow("reproduce", "--list", columns=140)
+    header, rows = table(text)
+    assert header == ["name", "paper", "claim", "runtime (default scale)"]
+    assert rows == [[s.name, words(s.paper), words(s.summary), words(s.runtime)]
+                    for s in map(rep.Spec.load, rep.names())]
+    check_lines(text, 140)
+
+
+# --- the claims table: pascanu2013 -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pascanu(tmp_path_factory) -> tuple[Path, str]:
+    results = tmp_path_factory.mktemp("results")
+    text = gradflow("reproduce", "pascanu2013", "--quick", "threads=1", f"results={results}")
+    return rep.root_for("pascanu2013", "quick", str(results)), text
+
+
+def claim_rows(root: Path) -> list[dict]:
+    """The claims' cells as the run wrote them (claims.json, REPORT.md's table): the text to find whole."""
+    return json.loads(store.claims_path(root).read_text())["claims"]
+
+
+def shown(text: str, title: str) -> str:
+    """The output from the claims table's title on (the sweep's own header line above it holds a path and
+    is soft-wrapped, by design), up to the report page line, which belongs to `gradflow report`."""
+    part = text[re.search(rf"^{title}: claims *$", text, re.M).start():]
+    return part[:part.index("report page")]
+
+
+def test_claims_at_80_columns_show_the_source_whole(pascanu):
+    root, text = pascanu
+    part = shown(text, "pascanu2013")
+    header, rows = table(part)
+    claims = claim_rows(root)
+    # the reference and the source, whole, as lines under the claim (the old table cut the source to 60
+    # characters: "design: clipping bounds each update, so the weights never r…")
+    assert any("so the weights never reach the exploding region" in r[0] for r in rows), rows
+    assert header == ["claim", "measured", "test", "result"]
+    assert rows == [[words(f"{c['claim']} reference: {c['reference']} source: {c['source']}"), c["measured"],
+                     c["test"], c["result"]] for c in claims]
+    check_lines(part, 80)
+    # the paper is whole too (the rule above the run used to cut it), and so is every tolerance note
+    assert "training recurrent neural networks (ICML)" in words(text[:text.index("sweep ")])
+
+
+def test_claims_wide_give_the_source_its_own_column(pascanu):
+    root, _ = pascanu
+    text = gradflow("reproduce", "pascanu2013", "--quick", "threads=1", f"results={root.parents[1]}", columns=160)
+    part = shown(text, "pascanu2013")
+    header, rows = table(part)
+    assert header == list(rep.CLAIM_COLUMNS)
+    assert rows == [[words(c[k]) for k in rep.CLAIM_COLUMNS] for c in claim_rows(root)]
+    check_lines(part, 160)
+
+
+def test_pascanu2013_spike_claims_are_complete_phrases(pascanu):
+    # "largest gradient norm over the first window's" lacked its noun, in the table, the tolerance lines
+    # and REPORT.md alike: each place now says what the largest norm is a multiple of
+    root, text = pascanu
+    spikes = [c["claim"] for c in claim_rows(root) if "largest" in c["claim"]]
+    assert len(spikes) == 2 and all(c.endswith("as a multiple of the first window's gradient norm") for c in spikes)
+    notes = words(text[text.index("└"):])  # the tolerance lines, under the table
+    for where in (notes, words(store.report_path(root).read_text())):
+        assert not re.search(r"window's(?! gradient norm)", where), where
+    assert "tolerance, no clipping: largest gradient norm, as a multiple of the first window's gradient norm: ≥ 100" \
+        in words(text)
+
+
+def test_pascanu2013_figure_names_the_recurrent_init(pascanu):
+    # the title's config keys say "xavier_normal init ... sigma_w^2=1", which are the input weights'; the
+    # experiment is the recurrent matrix, orthogonal with gain 1.5, which the spec's figure note adds
+    root, _ = pascanu
+    spec = rep.Spec.load("pascanu2013")
+    arms = rep.arms_of(spec, root, None)
+    titles = {name: fig.get_suptitle() for fig, name in (rep.spec_figure(arms, i, f) for i, f in enumerate(spec.figures))}
+    title = titles["curves-clip"]
+    assert "recurrent W_hh: orthogonal init, gain 1.5" in title and "input weights only" in title, title
+    assert title.index("recurrent") > title.index("xavier_normal init")  # a line under the config keys'
+
+
+# --- counts of runs: he2015 ----------------------------------------------------------------------------
+def test_a_count_of_runs_reads_as_one(tmp_path):
+    # he2015's "seeds reaching train loss < 1.5" counts runs: its spread was "[0, 0] over 2 runs", a range of
+    # 0/1 values beside a count; it is now "0 of 2 runs". Step 0 and two seeds keep this cheap (every count
+    # claim then FAILs, hence exit 1).
+    text = gradflow("reproduce", "he2015", "--quick", "train.steps=0", "seed=0,1", "threads=1",
+                    f"results={tmp_path}", ok=False)
+    part = shown(text, "he2015")
+    _, rows = table(part)
+    counts = [r for r in rows if "seeds reaching" in r[0]]
+    assert len(counts) == 4 and all(r[1] == "0 of 2 runs" for r in counts), counts
+    check_lines(part, 80)
+    assert "over 2 runs" in text and "[0, 0]" not in text  # the per-layer factors keep their range
+    root = rep.root_for("he2015", "quick", str(tmp_path))
+    assert [c["measured"] for c in claim_rows(root) if "seeds reaching" in c["claim"]] == ["0 of 2 runs"] * 4
+
+
+def test_a_share_of_runs_says_how_many():
+    assert rep.Measured(1.0, [1.0, 1.0, 1.0], tally="share").cell() == "1 (3 of 3 runs)"
+    assert rep.Measured(2.0, [1.0, 0.0, 1.0], tally="count").cell() == "2 of 3 runs"
+    assert rep.Measured(0.7, [0.6, 0.8], se=0.1).cell() == "0.7 ([0.6, 0.8] over 2 runs, s.e. 0.1)"
