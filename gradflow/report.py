@@ -3,9 +3,11 @@
 The page holds everything inline (figures as base64 PNG, styles, a few lines of script), so it opens
 offline and can be sent as one file: the runs table with the same columns as `gradflow ls` (click a
 header to sort; `#sort=KEY` or `#sort=-KEY` in the address sorts on load), every standard figure,
-the mean-field prediction beside the measured chi_1, a reproduction's claims, the resolved config and
-the commands that made the results. Once the figures have loaded, the script writes their count into
-the element #figures-status, so a headless browser can check the page.
+the mean-field prediction beside the measured chi_1, a reproduction's claims, the resolved config of
+the runs table's first run and the commands that made the results. Every table sits in its own box
+that scrolls sideways when the table is wider than the window, so the page itself never does. Once the
+figures have loaded, the script writes their count into the element #figures-status, so a headless
+browser can check the page.
 """
 
 from __future__ import annotations
@@ -157,11 +159,17 @@ def commands(paths: list[Path]) -> list[str]:
     return out
 
 
-def first_config(paths: list[Path]) -> tuple[str, str]:
-    """(run, resolved config.yaml text) of the first run."""
-    job = store.find_runs(paths[0])[0]
+def first_config(paths: list[Path], table: pd.DataFrame | None = None) -> tuple[str, str]:
+    """(run, resolved config.yaml text) of the first run: the runs table's first row as the page lists it
+    (`runs` sorts by the swept keys, numbers as numbers), else the first run folder of the first path."""
+    if table is not None and len(table) and store.PATH in table.columns:
+        row = table.iloc[0]
+        job, name = Path(row[store.PATH]), str(row[store.RUN])
+    else:
+        job = store.find_runs(paths[0])[0]
+        name = job.name
     f = job / store.CONFIG_FILE
-    return job.name, f.read_text() if f.exists() else ""
+    return name, f.read_text() if f.exists() else ""
 
 
 # --- the page ----------------------------------------------------------------------------------------
@@ -178,6 +186,15 @@ def _sort_value(v: Any) -> str:
     return repr(float(v)) if isinstance(v, (int, float)) else str(v)
 
 
+WIDE_COLUMNS = 12  # a runs table with more columns than this is set smaller (class wide)
+
+
+def _scroll(table: str) -> str:
+    """A table in its own box that scrolls sideways when the table is wider than the window, so the page
+    itself never does."""
+    return f'<div class=scroll>{table}</div>'
+
+
 def runs_html(df: pd.DataFrame, swept: list[str]) -> str:
     cols = summary.table_columns(df, swept)
     head = "".join(f'<th data-key="{_e(c.key)}" data-numeric="{int(c.numeric)}" title="{_e(c.key)}">'
@@ -188,7 +205,8 @@ def runs_html(df: pd.DataFrame, swept: list[str]) -> str:
                         f'{" class=num" if c.numeric else ""}>{_e(c.cells[i])}</td>' for c in cols)
         body.append(f'<tr data-run="{_e(row[store.RUN])}">{cells}</tr>')
     notes = [n for k, n in summary.NOTES.items() if k in df.columns and k != "rate"]
-    return (f'<table id="runs"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    wide = " class=wide" if len(cols) > WIDE_COLUMNS else ""
+    return (_scroll(f'<table id="runs"{wide}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>')
             + "".join(f"<p class=note>{_e(n)}</p>" for n in notes))
 
 
@@ -199,7 +217,7 @@ def _simple_table(rows: list[dict[str, Any]], table_id: str) -> str:
     head = "".join(f"<th>{_e(k)}</th>" for k in keys)
     body = "".join("<tr>" + "".join(f"<td>{_e(fmt(r.get(k)))}</td>" for k in keys) + "</tr>"
                    for r in rows)
-    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return _scroll(f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
 
 
 def figures_html(figs: list[tuple[str, bytes]]) -> str:
@@ -213,12 +231,20 @@ def figures_html(figs: list[tuple[str, bytes]]) -> str:
 
 
 STYLE = """
-body{font:14px/1.4 system-ui,sans-serif;margin:1.5em auto;max-width:1200px;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.5em 0;font-variant-numeric:tabular-nums}
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em auto;max-width:1200px;padding:0 1em;color:#222;
+     overflow-wrap:break-word}
+.scroll{overflow-x:auto;max-width:100%;margin:.5em 0}
+table{border-collapse:collapse;font-variant-numeric:tabular-nums}
 th,td{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left;white-space:nowrap}
-td.num{text-align:right} #runs th{cursor:pointer;background:#f4f4f4}
+th{vertical-align:bottom} td.num{text-align:right}
+#runs th{cursor:pointer;background:#f4f4f4;white-space:normal;min-width:3em}
+#runs.wide{font-size:12px} #runs.wide th,#runs.wide td{padding:2px 5px}
+#runs th:first-child,#runs td:first-child{position:sticky;left:0;background:#fff;box-shadow:inset -1px 0 #ddd}
+#runs th:first-child{background:#f4f4f4}
 #runs th[data-dir=asc]::after{content:" ▲"} #runs th[data-dir=desc]::after{content:" ▼"}
+#claims td{white-space:normal;min-width:4em;vertical-align:top} #claims td:first-child{min-width:10em}
 figure{display:inline-block;margin:.5em;vertical-align:top} figure img{max-width:560px;height:auto}
+@media (max-width:640px){figure{display:block;margin:.5em 0} figure img{max-width:100%}}
 figcaption{font-size:12px;color:#555} pre{background:#f6f6f6;padding:.6em;overflow:auto;max-height:30em;white-space:pre-wrap}
 .note,.meta{color:#555;font-size:12px} .PASS{color:#070;font-weight:bold} .FAIL{color:#b00;font-weight:bold}
 """
@@ -266,7 +292,7 @@ def build(paths: list[Path]) -> str:
     df, swept = runs(paths)
     figs = figures(paths, df)
     title = " vs ".join(_labels(paths)) if len(paths) > 1 else paths[0].name
-    run_name, config = first_config(paths)
+    run_name, config = first_config(paths, df)
     sections = [f"<h1>gradflow {_e(what)}: {_e(title)}</h1>",
                 f'<p class=meta>{len(df)} runs from {_e(", ".join(str(p) for p in paths))}; page written '
                 f'{datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}. '
@@ -284,7 +310,9 @@ def build(paths: list[Path]) -> str:
     sections += ["<h2>Figures</h2>", figures_html(figs) or "<p>No figures (no probed layers, no metrics).</p>"]
     cmds = commands(paths)
     sections += ["<h2>How it was made</h2>", "<pre>" + _e("\n".join(cmds) or "not recorded") + "</pre>",
-                 f"<h2>Resolved config ({_e(run_name)})</h2>", "<pre>" + _e(config) + "</pre>"]
+                 f'<h2>Resolved config: <span id="config-run">{_e(run_name)}</span></h2>',
+                 "<p class=note>The first run in the runs table's own order (before any re-sorting).</p>",
+                 '<pre id="config">' + _e(config) + "</pre>"]
     if swept:
         sections.append("<p class=note>Swept: " + _e(", ".join(swept)) + "; other runs differ only there.</p>")
     return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
@@ -295,7 +323,10 @@ def build(paths: list[Path]) -> str:
 def _claims_html(rows: list[dict[str, str]]) -> str:
     if not rows:
         return "<p>No claims found (no claims.json beside REPORT.md).</p>"
-    keys = list(rows[0])
+    from gradflow.reproduce import CLAIM_COLUMNS
+
+    # REPORT.md's columns only: claims.json's raw `passed` and `value` repeat result and measured unformatted
+    keys = [k for k in CLAIM_COLUMNS if any(k in r for r in rows)]
     head = "".join(f"<th>{_e(k)}</th>" for k in keys)
     body = []
     for r in rows:
@@ -305,5 +336,5 @@ def _claims_html(rows: list[dict[str, str]]) -> str:
             verdict = v.split()[0] if v.split() and v.split()[0] in ("PASS", "FAIL") else ""
             cells.append(f'<td class="{verdict}">{_e(v)}</td>' if verdict else f"<td>{_e(v)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f'<table id="claims"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    return _scroll(f'<table id="claims"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>')
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import yaml
 
 import gradflow
 from gradflow import report
@@ -20,12 +22,13 @@ from gradflow import summary
 from gradflow.errors import GradflowError
 
 SWEEP = ["data=gaussian", "data.n_train=128", "data.n_test=64", "data.dim=8", "model.width=8", "train.steps=6",
-         "train.batch_size=32", "train.eval_every=3", "threads=1", "model.depth=2,6",
+         "train.batch_size=32", "train.eval_every=3", "threads=1", "model.depth=2,10",
          "model.activation=tanh,relu"]
 
 
 class Page(HTMLParser):
-    """Figures, the runs table (header keys, rows) and every URL-bearing attribute of one HTML page."""
+    """Figures, the runs table (header keys, rows), every table's header texts and the box it sits in, the
+    text of elements with an id, the style sheet and every URL-bearing attribute of one HTML page."""
 
     def __init__(self, text: str):
         super().__init__()
@@ -35,10 +38,24 @@ class Page(HTMLParser):
         self.keys: list[str] = []
         self.rows: list[str] = []
         self.tables: list[str] = []
+        self.headers: dict[str, list[str]] = {}  # table id -> its <th> texts
+        self.boxes: dict[str, str] = {}  # table id -> class of the element it sits directly in
+        self.texts: dict[str, str] = {}  # element id -> its text
+        self.style = ""
+        self._open: list[tuple[str, dict]] = []  # open elements (void ones are never pushed)
+        self._th: list[str] | None = None
         self.feed(text)
+
+    VOID = {"meta", "img", "br", "hr", "link", "input", "source"}
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
+        if tag == "table":
+            self.boxes[a.get("id", "")] = self._open[-1][1].get("class", "") if self._open else ""
+        if tag == "th":
+            self._th = []
+        if tag not in self.VOID:
+            self._open.append((tag, a))
         if tag == "figure":
             self.figures.append(a)
         if tag == "img":
@@ -50,6 +67,24 @@ class Page(HTMLParser):
         if tag == "tr" and "data-run" in a:
             self.rows.append(a["data-run"])
         self.urls += [v for k, v in attrs if k in ("src", "href") and v]
+
+    def handle_endtag(self, tag):
+        if tag == "th" and self._th is not None:
+            self.headers.setdefault(self.tables[-1], []).append("".join(self._th).strip())
+            self._th = None
+        while self._open:  # close up to the matching element (tolerates an unclosed <p> or <td>)
+            name, _ = self._open.pop()
+            if name == tag:
+                break
+
+    def handle_data(self, data):
+        if self._th is not None:
+            self._th.append(data)
+        if self._open and self._open[-1][0] == "style":
+            self.style += data
+        for _, a in self._open:
+            if "id" in a:
+                self.texts[a["id"]] = self.texts.get(a["id"], "") + data
 
 
 @pytest.fixture(scope="module")
@@ -86,16 +121,43 @@ def test_page_has_one_figure_per_standard_kind_and_the_ls_columns(study, tmp_pat
     assert page.keys == [c.key for c in summary.table_columns(df, swept)]
     assert "theory" in page.tables  # tanh and relu MLPs: the mean-field point beside the measurement
     text = (study / "report.html").read_text()
-    assert "gradflow sweep " in text and "model.depth=2,6" in text  # the command that made it
+    assert "gradflow sweep " in text and "model.depth=2,10" in text  # the command that made it
+
+
+def tables_scroll_in_their_own_box(page: Page) -> None:
+    """Every table sits directly in a box of class `scroll`, and the style sheet lets that box (not the
+    page) scroll sideways when the table is wider than the window."""
+    assert page.tables and all(page.boxes[t] == "scroll" for t in page.tables), page.boxes
+    assert re.search(r"(^|[\s}])\.scroll\s*\{[^}]*overflow-x\s*:\s*auto", page.style), page.style
+
+
+def test_resolved_config_is_the_first_run_in_the_table(study):
+    page = Page((study / "report.html").read_text())
+    first = page.rows[0]
+    df = summary.listing(study)[0]
+    assert first == df["run"].iloc[0] and int(df["model.depth"].iloc[0]) == 2  # numbers as numbers: 2 before 10
+    assert sorted(p.name for p in study.iterdir() if p.is_dir())[0] != first  # the folder order differs ("depth=10")
+    assert page.texts.get("config-run") == first
+    assert yaml.safe_load(page.texts["config"]) == yaml.safe_load((study / first / "config.yaml").read_text())
+
+
+def test_tables_scroll_in_their_own_box_and_wide_runs_tables_are_set_smaller(study, tmp_path):
+    page = Page((study / "report.html").read_text())
+    assert {"runs", "theory"} <= set(page.tables)
+    tables_scroll_in_their_own_box(page)
+    df, swept = summary.listing(study)
+    wide = len(summary.table_columns(df, swept)) > report.WIDE_COLUMNS
+    assert ('<table id="runs" class=wide>' in (study / "report.html").read_text()) == wide
+    assert re.search(r"#runs\.wide\s*\{[^}]*font-size", page.style)
 
 
 def test_comparison_and_single_run(study, tmp_path):
-    out = report.write([study / "model.activation=relu,model.depth=6", study / "model.activation=tanh,model.depth=6"],
+    out = report.write([study / "model.activation=relu,model.depth=10", study / "model.activation=tanh,model.depth=10"],
                        tmp_path / "cmp.html")
     page = Page(out.read_text())
     assert page.keys[0] == "source" and len(page.rows) == 2
     assert page.figures and all(src.startswith("data:image/png") for src in page.images)
-    single = Page(report.write([study / "model.activation=tanh,model.depth=6"], tmp_path / "one.html").read_text())
+    single = Page(report.write([study / "model.activation=tanh,model.depth=10"], tmp_path / "one.html").read_text())
     assert {"profile", "heatmap", "curves"} <= {f["data-kind"] for f in single.figures}
     assert len(single.rows) == 1
 
@@ -144,6 +206,12 @@ def test_reproduction_page_has_its_claims_and_own_figures(study, tmp_path):
     assert report.kind(folder) == "reproduction" and "claims" in page.tables
     assert [f["data-name"] for f in page.figures] == ["paper-figure"]
     assert len(page.rows) == 4  # the arm's runs
+    # the claims table shows REPORT.md's cells only, not claims.json's raw `passed` and `value` beside them
+    assert page.headers["claims"] == list(rep.CLAIM_COLUMNS)
+    claims_text = page.texts["claims"]
+    assert rep.claim_cells(results[0])["measured"] in claims_text and "PASS" in claims_text
+    assert "True" not in claims_text  # no raw `passed` cell
+    tables_scroll_in_their_own_box(page)
 
 
 def test_bad_path_is_one_line(cli, tmp_path):
@@ -217,3 +285,18 @@ def test_page_in_headless_chromium(study, tmp_path):
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("GRADFLOW_SCREENSHOT"):  # keep a copy where a person can look at it
         shutil.copy(shot, os.environ["GRADFLOW_SCREENSHOT"])
+
+
+OVERFLOW_PROBE = ("<script>addEventListener('load', () => { const d = document.documentElement; "
+                  "document.body.dataset.overflow = d.scrollWidth - d.clientWidth; });</script>")
+
+
+@pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (Debian: apt-get install chromium)")
+@pytest.mark.parametrize("width", [1200, 800])
+def test_page_fits_its_window(study, tmp_path, width):
+    """The page never scrolls sideways: a table wider than the window scrolls in its own box."""
+    probed = tmp_path / "probed.html"
+    probed.write_text((study / "report.html").read_text().replace("</body>", OVERFLOW_PROBE + "</body>"))
+    m = re.search(r'data-overflow="(-?\d+)"', browse(probed, "", "--dump-dom", f"--window-size={width},1000"))
+    assert m, "the probe did not run"
+    assert int(m.group(1)) <= 0, f"the page is {m.group(1)} px wider than a {width} px window"
