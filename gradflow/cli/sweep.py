@@ -48,9 +48,10 @@ def report_page(paths: list, write: bool) -> None:
 
     if write:
         with console.status("writing the report page"):
-            console.print(f"report: {report_mod.write(paths)}", highlight=False)
+            console.print(f"report: {report_mod.write(paths)}", highlight=False, soft_wrap=True)  # (a path, whole)
     else:
-        console.print(f"report page (--report writes it): {report_mod.page_path(paths)}", highlight=False)
+        console.print(f"report page (--report writes it): {report_mod.page_path(paths)}", highlight=False,
+                      soft_wrap=True)
 
 
 def _header(p, skipped: int) -> None:
