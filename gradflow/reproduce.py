@@ -45,7 +45,7 @@ class Spec:
     scales: dict[str, dict[str, list[str]]]  # scale -> {"all" or arm: overrides}
     scaled: dict[str, str]  # scale -> what was scaled down and why
     claims: list[dict]
-    figures: list[dict] = field(default_factory=list)  # kind, arm(s), file, note (a last title line), its arguments
+    figures: list[dict] = field(default_factory=list)  # kind, arm(s), file, where, the figure's own arguments
     notes: str = ""
 
     @classmethod
@@ -663,19 +663,16 @@ def draw(spec: Spec, root: Path, jobs: dict[str, list[str]] | None = None, fmt: 
 
 
 def spec_figure(arms: dict[str, Arm], i: int, entry: dict):
-    """The spec's i-th figure (`entry`: kind, arm(s), file, note, where and the figure's own arguments)
-    and its file name without suffix."""
+    """The spec's i-th figure (`entry`: kind, arm(s), file, where and the figure's own arguments) and its
+    file name without suffix."""
     from gradflow.plots import figures
 
     f = dict(entry)
     kind, arm, title = f.pop("kind"), f.pop("arm"), f.pop("file", None)
-    note = f.pop("note", "")
     table = {"profile": "layers", "heatmap": "layers", "curves": "metrics", "ratio": "runs", "grid": "runs",
              "hist": "hist", "spectrum": "jacobian"}[kind]
     df = figure_table(arms, arm, table, f.pop("where", None))
     fig = getattr(figures, kind)(df, **f)
-    if note:  # what the title's config keys do not say (e.g. a recurrent init), as its last line
-        fig.suptitle(f"{fig.get_suptitle()}\n{note.strip()}", fontsize=10)
     first = arm[0] if isinstance(arm, list) else arm
     return fig, title or f"{i}-{kind}-{first}"
 

@@ -146,8 +146,9 @@ def value_label(key: str, v: Any) -> str:
     return f"{short_key(key)}={fmt(v)}"
 
 
-TITLE_KEYS = ("model.name", "model.activation", "model.depth", "model.width", "model.skip", "model.alpha",
-              "norm.name", "init.name", "init.sw2", "init.sb2", "data.name", "optim.name", "optim.lr", "seed")
+TITLE_KEYS = ("model.name", "model.activation", "model.depth", "model.width", "model.hidden", "model.skip",
+              "model.alpha", "model.recurrent_init", "model.gain", "norm.name", "init.name", "init.sw2", "init.sb2",
+              "data.name", "optim.name", "optim.lr", "seed")
 
 
 _BORING = {"none", "null", "", "false"}
@@ -164,8 +165,11 @@ def _title_item(df: pd.DataFrame, key: str, v: Any) -> str | None:
     if key == "model.alpha" and single_value(df, "model.skip") in (None, "none"):
         return None
     s = fmt(v)
-    return {"model.depth": f"depth {s}", "model.width": f"width {s}", "model.skip": f"{s} skip",
-            "model.alpha": f"residual scale {s}", "norm.name": s, "init.name": f"{s} init",
+    # a recurrent net's `init` is its input weights' (the recurrent matrix has model.recurrent_init and gain)
+    inputs = "input " if single_value(df, "model.name") in RECURRENT else ""
+    return {"model.depth": f"depth {s}", "model.width": f"width {s}", "model.hidden": f"hidden {s}",
+            "model.skip": f"{s} skip", "model.recurrent_init": f"recurrent {s} init", "model.gain": f"{'' if single_value(df, 'model.recurrent_init') else 'recurrent '}gain {s}",
+            "model.alpha": f"residual scale {s}", "norm.name": s, "init.name": f"{s} {inputs}init",
             "init.sw2": rf"$\sigma_w^2$={s}", "init.sb2": rf"$\sigma_b^2$={s}", "optim.lr": f"lr {s}",
             "seed": f"seed {s}"}.get(key, s)
 
@@ -197,9 +201,10 @@ def init_variances(df: pd.DataFrame) -> list[str]:
             values.setdefault(str(row["init.name"]), set()).add(fmt(v, 3))
     if not values:
         return []
+    inputs = "input " if single_value(df, "model.name") in RECURRENT else ""  # (see _title_item)
     if len(inits) == 1:
-        return [rf"$\sigma_w^2$={next(iter(values.values())).pop()}"]
-    return [r"$\sigma_w^2$: " + ", ".join(f"{name} {'/'.join(sorted(v))}" for name, v in values.items())]
+        return [rf"{inputs}$\sigma_w^2$={next(iter(values.values())).pop()}"]
+    return [rf"{inputs}$\sigma_w^2$: " + ", ".join(f"{name} {'/'.join(sorted(v))}" for name, v in values.items())]
 
 
 def _visible_len(text: str) -> int:
