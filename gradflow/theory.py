@@ -20,16 +20,28 @@ found nets trainable up to a depth of about 6 xi_c.
 Numerics. Every activation in the registry is smooth except possibly at 0 (ReLU, SELU, ELU,
 softsign ...), so Gaussian expectations use Gauss-Legendre rules on [-Z, 0] and [0, Z] (Z = 10,
 tail mass < 1e-23) instead of Gauss-Hermite: a Hermite rule straddling a jump in phi' is off by
-~1e-1 for SELU's E[phi'^2] even with 301 nodes, the split rule is exact to ~1e-14. The 2D
-expectations split the inner integral where u2 changes sign as well. Piecewise-linear activations
-(linear, relu, leaky_relu) use exact closed forms (arc-cosine kernel for the correlation map).
+~1e-1 for SELU's E[phi'^2] even with 301 nodes, the split rule is exact to ~1e-14. In z the
+integrand f(sqrt(q) z) has structure on two scales: phi's own (|u| ~ 1, i.e. |z| ~ 1/sqrt(q)) and
+the Gaussian's (|z| ~ 1). For q <= 4 one 64-node rule per half-line resolves both (~5e-14). For
+larger q a fixed rule lets phi' (for tanh a spike of width ~1/sqrt(q) at z = 0) slip between its
+nodes: at q = 1e6 it got tanh's E[phi'^2] wrong by 100%, chi_1 = 0.10 instead of 532. So there
+each half-line is cut geometrically, [0, Z 4^-K], [Z 4^-K, Z 4^-(K-1)], ..., [Z / 4, Z], with K
+such that the innermost piece spans |u| <= 2, and 20 nodes per piece: 2 (K + 1) 20 nodes (320
+at q = 1e6, 720 at q = 1e18), ~5e-14 relative for every registry activation, checked against
+30-digit integration for 1 < q <= 1e40. The 2D expectations cut the inner integral where u2
+changes sign and grade it towards that point on u2's scale 1 / (sqrt(q) sqrt(1 - c^2)); the outer
+one is graded towards z1 = 0 down to the smaller of 1/sqrt(q) and sqrt(1 - c^2), the width to
+which the inner integral smooths a kink of phi (without that, SELU's E[phi'(u1) phi'(u2)] at
+c = 1 - 1e-6 was off by 1e-4 even at q = 0.5). Piecewise-linear activations (linear, relu,
+leaky_relu) use exact closed forms (arc-cosine kernel for the correlation map).
 
 Degenerate fixed points, and what this module reports for them (all documented on `point`):
   q* = inf  the length grows without bound (e.g. relu with sw2 > 2, or sw2 = 2 with sb2 > 0):
             chi_1 is the limit sw2 E[phi'^2] as q -> inf (relu: sw2 / 2, still exact per layer),
-            xi_q = nan (no fixed point to converge to);
+            xi_q = nan (no fixed point to converge to). A bounded phi (tanh, sigmoid, softsign)
+            always has a finite q* <= sw2 + sb2, which is found up to 2^1023 (~9e307);
   q* = 0    the length decays to zero (sb2 = 0 and phi(0) = 0 in the ordered phase): chi_1 is
-            the limit as q -> 0 (tanh: sw2);
+            the limit as q -> 0 (tanh: sw2). With sb2 > 0, q* >= sb2 is found down to 2^-1022;
   in both cases the correlation map the net sees becomes scale-free (phi is homogeneous at the
   scale the signal lives on), its slope at c = 1 is exactly 1, so c* = 1, chi_c = 1, xi_c = inf:
   correlations converge polynomially, not exponentially. 6 xi_c is then no trainability bound;
@@ -51,13 +63,23 @@ from gradflow.errors import GradflowError
 
 CRITICAL_TOL = 1e-3  # |chi_1 - 1| below this is "critical": over 100 layers sqrt(chi_1)^100 stays within 5% of 1
 CRITICAL_BRACKET = (1e-2, 1e3)  # critical_sw2 searches sw2 in this range
-Q_RANGE_LOG2 = 60  # q* is searched in [2^-60, 2^60] (~1e-18 .. 1e18); below is reported as 0, above as inf
+Q_RANGE_LOG2 = 60  # q* is searched in [2^-60, 2^60] (~1e-18 .. 1e18) first, then (only where no root is there) ...
+Q_LIMIT_LOG2 = (-1022, 1023)  # ... out to 2^-1022 .. 2^1023 (the normal doubles); below is reported as 0, above as inf
 
 _Z_MAX = 10.0  # quadrature truncates z at +-10: the Gaussian mass beyond is 1.5e-23
-_N_HALF = 64  # Gauss-Legendre nodes per half-line (1D) and per segment (2D): ~1e-14 absolute
+_N_HALF = 64  # Gauss-Legendre nodes per half-line (1D, q <= 1) and per side of the inner 2D rule: ~1e-14 absolute
+_N_SEG = 20  # Gauss-Legendre nodes per piece of the graded rule (q > 1)
+_RATIO = 4.0  # graded pieces span [b, 4 b]
+_U_FINE = 2.0  # the innermost graded piece spans |u| = sqrt(q) |z| <= this
+_R_PLAIN = 2.0  # up to sqrt(q) = 2 the plain rule is exact to ~5e-14 (at q = 100 it is off by 4e-7 for tanh's E[phi'^2])
+_INNER_OUTSIDE = (12.5, 20.0)  # inner 2D rule: pieces beyond distance 5 from the sign change of u2
 _Q_ZERO, _Q_INF = 1e-200, 1e200  # where moments at q* = 0 / inf are evaluated (their limits, to ~1e-15)
-_ZERO_TOL = 1e-12  # with sb2 = 0, F(q)/q must exceed this to bracket a root: quadrature is exact to ~1e-14
+_ZERO_TOL = 1e-12  # |F(q)/q| below this is no sign to bracket a root on (quadrature is exact to ~5e-14), see _solve_q_star
 _SCAN_Q = 2.0 ** np.arange(-Q_RANGE_LOG2, Q_RANGE_LOG2 + 1)  # (121,) bracketing grid for q*
+_SCAN_MORE = {sign: [2.0 ** (sign * np.arange(61, 121)), 2.0 ** (sign * np.arange(124, 241, 4)),  # beyond it, in turn
+                     2.0 ** (sign * np.append(np.arange(248, 1017, 8), end))]  # (factor-2 steps are no longer needed
+              for sign, end in ((1, Q_LIMIT_LOG2[1]), (-1, -Q_LIMIT_LOG2[0]))}  # out there: V/q is smooth on log q)
+_Q_TAIL = 2.0**100  # beyond, phi is in its tail regime at the scale sqrt(q): C ~ V and Cd ~ D^2 as functions of q
 _BISECTIONS = 64  # halvings of a factor-2 bracket: q* to full double precision
 
 
@@ -73,34 +95,107 @@ def _gauss_pdf(z):
 
 
 _T, _WT = _unit_rule(_N_HALF)
-_half = _T * _Z_MAX
-_Z = np.concatenate([-_half[::-1], _half])  # (2n,) nodes on [-Z, Z], split at 0
-_W = np.concatenate([(_WT * _Z_MAX * _gauss_pdf(_half))[::-1], _WT * _Z_MAX * _gauss_pdf(_half)])  # E_z[f] = f(_Z) @ _W
+_TG, _WG = _unit_rule(_N_SEG)
+
+
+def _level(r: float) -> int:
+    """K, the number of geometric cuts below Z that sqrt(q) = r needs (0: the plain rule, for q <= 4).
+
+    The innermost piece [0, Z 4^-K] then spans |u| <= 2: on it phi is smooth on its own scale.
+    """
+    if not _R_PLAIN < r < math.inf:
+        return 0
+    return math.ceil(math.log(_Z_MAX * r / _U_FINE) / math.log(_RATIO))
+
+
+def _levels(r: np.ndarray) -> np.ndarray:
+    """`_level` for each element of an array."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        k = np.ceil(np.log(_Z_MAX * r / _U_FINE) / math.log(_RATIO))
+    return np.where((r > _R_PLAIN) & np.isfinite(k), k, 0.0).astype(int)
+
+
+def _pieces(a: np.ndarray, b: np.ndarray, t: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights of the rule (t, w) on [0, 1] mapped onto each piece [a, b] (last axis), flattened."""
+    length = (b - a)[..., None]
+    nodes, weights = a[..., None] + length * t, length * w
+    return nodes.reshape(*a.shape[:-1], -1), weights.reshape(*a.shape[:-1], -1)
+
+
+@functools.lru_cache(maxsize=None)
+def _rule(K: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes z and weights w on [-Z, Z] with E_z[f] ~ f(z) @ w, split at 0, graded K times towards 0."""
+    if K == 0:
+        half, wt = _T * _Z_MAX, _WT * _Z_MAX
+    else:
+        b = np.concatenate([[0.0], _Z_MAX * _RATIO ** -np.arange(K, -1, -1.0)])  # 0, Z 4^-K, ..., Z / 4, Z
+        half, wt = _pieces(b[:-1], b[1:], _TG, _WG)
+    w = wt * _gauss_pdf(half)
+    return np.concatenate([-half[::-1], half]), np.concatenate([w[::-1], w])
+
+
+def _expect(g: Callable[[np.ndarray, np.ndarray], np.ndarray], q) -> np.ndarray:
+    """E_z[g(sqrt(q) z, sqrt(q))] for each q in an array (any shape); g sees the nodes u and sqrt(q)."""
+    q = np.asarray(q, dtype=float)
+    r = np.sqrt(q)
+    if q.size == 1:
+        z, w = _rule(_level(float(r.flat[0])))
+        return g(r[..., None] * z, r[..., None]) @ w
+    levels = _levels(r)
+    out = np.empty(q.shape)
+    for K in np.unique(levels):  # one rule per number of cuts
+        sel = levels == K
+        z, w = _rule(int(K))
+        rs = r[sel][:, None]
+        out[sel] = g(rs * z, rs) @ w
+    return out
 
 
 def expect(f: Callable[[np.ndarray], np.ndarray], q) -> np.ndarray:
     """E_z[f(sqrt(q) z)] for each q in an array (any shape)."""
-    q = np.asarray(q, dtype=float)
-    u = np.sqrt(q)[..., None] * _Z  # (*q.shape, 2n)
-    return f(u) @ _W
+    return _expect(lambda u, r: f(u), q)
+
+
+def _inner_breaks(K: int) -> np.ndarray:
+    """Distances from the sign change of u2 at which the inner 2D rule is cut: graded K times below 5."""
+    graded = 5.0 * _RATIO ** -np.arange(K, -1, -1.0)
+    return np.concatenate([[0.0], graded, _INNER_OUTSIDE])
 
 
 def _expect2(f: Callable[[np.ndarray], np.ndarray], q: float, c: float) -> float:
     """E[f(u1) f(u2)] with u1 = sqrt(q) z1, u2 = sqrt(q) (c z1 + s z2), s = sqrt(1 - c^2).
 
-    Outer rule in z1 split at 0 (where u1 changes sign); inner rule in z2 split at -c z1 / s (where
-    u2 changes sign), so a kink at 0 in f never falls inside a segment.
+    Outer rule in z1 split at 0 (where u1 changes sign), graded towards 0 as in `expect`, down to
+    the scale min(1 / sqrt(q), s): the inner integral, as a function of z1, is f smoothed over a
+    width sqrt(q) s of u2, so a kink of f at 0 becomes a bend of width ~s in z1 (c near 1). Inner
+    rule in z2 split at k = -c z1 / s (where u2 changes sign), so a kink at 0 in f never falls inside
+    a piece; where sqrt(q) s > 2 each side is graded towards k as in `expect` on the scale
+    1 / (sqrt(q) s) of u2 up to distance 5 from it, then cut at 12.5 and 20; otherwise each side is
+    one 64-node piece.
     """
     r, s = math.sqrt(q), math.sqrt(max(1.0 - c * c, 0.0))
-    u1 = r * _Z  # (2n,)
     if s == 0.0:  # u2 = c u1 exactly
-        return float((f(u1) * f(c * u1)) @ _W)
-    kink = np.clip(-c * _Z / s, -_Z_MAX, _Z_MAX)[:, None]  # (2n, 1)
-    lo_len, hi_len = kink + _Z_MAX, _Z_MAX - kink
-    z2 = np.concatenate([-_Z_MAX + lo_len * _T, kink + hi_len * _T], axis=1)  # (2n, 2n)
-    w2 = np.concatenate([lo_len * _WT, hi_len * _WT], axis=1) * _gauss_pdf(z2)
-    u2 = r * (c * _Z[:, None] + s * z2)
-    return float((f(u1) * (f(u2) * w2).sum(axis=1)) @ _W)
+        z1, w1 = _rule(_level(r))
+        u1 = r * z1
+        return float((f(u1) * f(c * u1)) @ w1)
+    z1, w1 = _rule(_level(max(r, 1.0 / s)))
+    u1 = r * z1  # (n1,)
+    exact = -c * z1 / s
+    kink = np.clip(exact, -_Z_MAX, _Z_MAX)[:, None]  # (n1, 1)
+    shift = kink - exact[:, None]  # 0 unless clipped: u2 = r s (z2 - exact), not r (c z1 + s z2), keeps digits at large q
+    up, down = _Z_MAX - kink, kink + _Z_MAX  # (n1, 1): room on either side of the sign change
+    K2 = _level(r * s)
+    if K2 == 0:  # one piece a side
+        offset = np.concatenate([up * _T, -down * _T], axis=1)  # (n1, n2): z2 - kink
+        w2 = np.concatenate([up * _WT, down * _WT], axis=1)
+    else:
+        d = np.broadcast_to(_inner_breaks(K2), (z1.size, K2 + 4))
+        up_t, up_w = _pieces(np.minimum(d[:, :-1], up), np.minimum(d[:, 1:], up), _TG, _WG)
+        dn_t, dn_w = _pieces(np.minimum(d[:, :-1], down), np.minimum(d[:, 1:], down), _TG, _WG)
+        offset, w2 = np.concatenate([up_t, -dn_t], axis=1), np.concatenate([up_w, dn_w], axis=1)
+    w2 = w2 * _gauss_pdf(kink + offset)
+    u2 = (r * s) * (offset + shift)
+    return float((f(u1) * (f(u2) * w2).sum(axis=1)) @ w1)
 
 
 # --- Gaussian moments of one activation, as functions of the pre-activation variance q ----------
@@ -120,8 +215,18 @@ class Moments:
     def V(self, q):
         return expect(lambda u: self.phi(u) ** 2, q)
 
-    def V_over_q(self, q):
-        return self.V(q) / np.asarray(q, dtype=float)
+    def V_over_q(self, q):  # E[(phi(u) / sqrt(q))^2]: no overflow of phi^2 at q ~ 1e300, no underflow at 1e-300
+        return _expect(lambda u, r: (self.phi(u) / r) ** 2, q)
+
+    @functools.cached_property
+    def scan(self) -> np.ndarray:
+        """V_over_q on the q* bracketing grid, once per activation: it does not depend on sw2 or sb2."""
+        return self.V_over_q(_SCAN_Q)
+
+    @functools.cached_property
+    def tail(self) -> float:
+        """lim V(q) / q as q -> inf: (phi'(inf)^2 + phi'(-inf)^2) / 2, 0 for a bounded phi."""
+        return float(self.V_over_q(_Q_INF))
 
     def D(self, q):
         return expect(lambda u: self.dphi(u) ** 2, q)
@@ -129,18 +234,25 @@ class Moments:
     def D4(self, q):
         return expect(lambda u: self.dphi(u) ** 4, q)
 
-    def S(self, q):
-        return expect(lambda u: u * self.phi(u) * self.dphi(u), q) / np.asarray(q, dtype=float)
+    def S(self, q):  # E[z phi(u) phi'(u)] / sqrt(q), z = u / sqrt(q)
+        return _expect(lambda u, r: (u / r) * (self.phi(u) / r) * self.dphi(u), q)
 
     def at_zero(self) -> float:
         """lim D(q) = lim S(q) as q -> 0: the mean of phi's squared one-sided slopes at 0."""
         e = np.array([1e-300, -1e-300])
         return float(np.mean(self.dphi(e) ** 2))
 
+    # Beyond _Q_TAIL (sqrt(q) > 1e15) phi looks like its tails, a step (tanh) or a ramp (relu-like), so
+    # C(q, c) / V(q) and Cd(q, c) / D(q)^2 no longer depend on q (to ~1e-14; softsign converges slowest,
+    # like log(sqrt(q)) / sqrt(q)), and the 2D rules, whose size grows like log(q)^2, stop there.
     def C(self, q: float, c: float) -> float:
+        if q > _Q_TAIL:
+            return _expect2(self.phi, _Q_TAIL, c) * float(self.V(q) / self.V(_Q_TAIL))
         return _expect2(self.phi, q, c)
 
     def Cd(self, q: float, c: float) -> float:
+        if q > _Q_TAIL:
+            return _expect2(self.dphi, _Q_TAIL, c) * float(self.D(q) / self.D(_Q_TAIL)) ** 2
         return _expect2(self.dphi, q, c)
 
 
@@ -190,31 +302,59 @@ def moments(activation: str) -> Moments:
 
 
 # --- fixed point of the length map ---------------------------------------------------------------
-def _solve_q_star(V_over_q: Callable[[np.ndarray], np.ndarray], sw2, sb2) -> np.ndarray:
+def _solve_q_star(V_over_q: Callable[[np.ndarray], np.ndarray], sw2, sb2, scan: np.ndarray | None = None,
+                  tail: float | None = None) -> np.ndarray:
     """q* for arrays of (sw2, sb2): the fixed point that iterating q <- sw2 V(q) + sb2 from q = 1 reaches.
 
     V is increasing in q for every registry activation (tested), so the iterates move monotonically
     from 1 towards the nearest root of F(q) = sw2 V(q) + sb2 - q in the direction of sign F(1).
     We bracket that root on the grid 2^k and bisect, rather than iterate: near criticality the
-    iteration would need thousands of steps. No root up to 2^60: inf; none down to 2^-60: 0.
-    Signs are taken of F(q) / q = (sw2 V(q)/q - 1) + sb2/q, which does not lose sb2 to rounding
-    when q is large (relu at sw2 = 2, sb2 = 0.05 has no fixed point, and must not find one at 1e15).
+    iteration would need thousands of steps. The grid is 2^-60 .. 2^60 (`scan`: V_over_q there, if
+    precomputed). Given `tail`, the limit of V(q)/q as q -> inf, the search goes on beyond the grid
+    where no root is on it: upwards to 2^1023 where sw2 tail < 1 (bounded phi, say tanh at sw2 = 1e20
+    with q* ~ 1e20; else F/q keeps the sign of sw2 tail - 1 + sb2/q > 0 and q* = inf), downwards to
+    2^-1022 where sb2 > 0 (q* ~ sb2 / (1 - sw2 phi'(0)^2) for a tiny sb2). No root found: inf
+    upwards, 0 downwards. Signs are taken of F(q) / q = (sw2 V(q)/q - 1) + sb2/q, which does not
+    lose sb2 to rounding when q is large (relu at sw2 = 2, sb2 = 0.05 has no fixed point, and must
+    not find one at 1e15), and a sign of F/q within _ZERO_TOL of 0 that would close a bracket is
+    not taken for one (quadrature rounding): elu at sw2 = 2, sb2 = 0 has F/q ~ 1/q > 0, below that
+    rounding from q ~ 1e13 on, and q* = inf.
     """
     sw2, sb2 = np.broadcast_arrays(np.asarray(sw2, dtype=float), np.asarray(sb2, dtype=float))
     shape, sw2, sb2 = sw2.shape, sw2.ravel(), sb2.ravel()
-    R = (sw2[:, None] * V_over_q(_SCAN_Q)[None, :] - 1.0) + sb2[:, None] / _SCAN_Q  # (n, 121) = F(q) / q
+    vq = V_over_q(_SCAN_Q) if scan is None else scan
+    with np.errstate(over="ignore"):  # sw2 V/q or sb2 / q -> +inf (sw2 or sb2 ~ 1e300): positive, as it should be
+        R = (sw2[:, None] * vq[None, :] - 1.0) + sb2[:, None] / _SCAN_Q  # (n, 121) = F(q) / q
     one = Q_RANGE_LOG2  # index of q = 1
     r1 = R[:, one]
     q = np.where(r1 == 0.0, 1.0, np.nan)
     lo, hi = np.full_like(sw2, np.nan), np.full_like(sw2, np.nan)
 
-    # growing: the first grid point above 1 where F <= 0 closes the bracket
-    ahead = R[:, one:] <= 0.0
+    def search_further(rest: np.ndarray, sign: int) -> None:
+        """Bracket the roots of rows `rest` beyond the grid (upwards for sign 1, downwards for -1)."""
+        prev = _SCAN_Q[-1] if sign > 0 else _SCAN_Q[0]
+        for grid in _SCAN_MORE[sign]:
+            if not rest.any():
+                return
+            with np.errstate(over="ignore"):
+                Rx = (sw2[rest, None] * V_over_q(grid)[None, :] - 1.0) + sb2[rest, None] / grid
+            hit = Rx < -_ZERO_TOL if sign > 0 else Rx >= 0.0
+            found = hit.any(axis=1)
+            rows, i = np.flatnonzero(rest)[found], np.argmax(hit[found], axis=1)
+            at, before = grid[i], np.append(prev, grid[:-1])[i]
+            lo[rows], hi[rows] = (before, at) if sign > 0 else (at, before)
+            rest[rows], prev = False, grid[-1]
+
+    # growing: the first grid point above 1 where F < 0 closes the bracket
+    ahead = R[:, one:] < -_ZERO_TOL
     k = one + np.argmax(ahead, axis=1)
     up, found = r1 > 0.0, ahead.any(axis=1)
-    q[up & ~found] = np.inf
     sel = up & found
     lo[sel], hi[sel] = _SCAN_Q[k[sel] - 1], _SCAN_Q[k[sel]]
+    rest = up & ~found
+    if tail is not None:
+        search_further(rest & (sw2 * tail - 1.0 < -_ZERO_TOL), 1)
+    q[rest & ~np.isfinite(lo)] = np.inf
 
     # shrinking: the first grid point below 1 where F >= 0. With sb2 = 0, q = 0 is itself a fixed
     # point and F(q)/q = sw2 V(q)/q - 1 tends to sw2 phi'(0)^2 - 1; where that limit is 0 (tanh at
@@ -224,11 +364,14 @@ def _solve_q_star(V_over_q: Callable[[np.ndarray], np.ndarray], sw2, sb2) -> np.
     behind = np.where(sb2[:, None] > 0.0, below >= 0.0, below > _ZERO_TOL)
     k = one - np.argmax(behind, axis=1)
     down, found = r1 < 0.0, behind.any(axis=1)
-    q[down & ~found] = 0.0
     sel = down & found
     lo[sel], hi[sel] = _SCAN_Q[k[sel]], _SCAN_Q[k[sel] + 1]
+    rest = down & ~found
+    if tail is not None:
+        search_further(rest & (sb2 > 0.0), -1)
+    q[rest & ~np.isfinite(lo)] = 0.0
 
-    # bisection keeping F(lo) >= 0 >= F(hi)
+    # bisection keeping F(lo) >= 0 >= F(hi); 64 halvings close even a factor-2^8 bracket to ~1e-17
     todo = np.isfinite(lo)
     if todo.any():
         a, b, w, c = lo[todo], hi[todo], sw2[todo], sb2[todo]
@@ -263,7 +406,8 @@ def _slopes(m: Moments, q: float) -> tuple[float, float]:
 def q_star(activation: str, sw2: float, sb2: float) -> float:
     """The fixed point of the length map reached from q = 1 (0: the signal decays, inf: it grows without bound)."""
     _check_params(sw2, sb2)
-    return float(_solve_q_star(moments(activation).V_over_q, sw2, sb2))
+    m = moments(activation)
+    return float(_solve_q_star(m.V_over_q, sw2, sb2, scan=m.scan, tail=m.tail))
 
 
 def chi1(activation: str, sw2: float, sb2: float) -> float:
@@ -344,7 +488,7 @@ def point(activation: str, sw2: float, sb2: float) -> MeanField:
     _check_params(sw2, sb2)
     sw2, sb2 = float(sw2), float(sb2)
     m = moments(activation)
-    q = float(_solve_q_star(m.V_over_q, sw2, sb2))
+    q = float(_solve_q_star(m.V_over_q, sw2, sb2, scan=m.scan, tail=m.tail))
     d, slope = _slopes(m, q)
     g1 = sw2 * d
     xi_q = math.nan if q == math.inf else _depth_scale(sw2 * slope)
@@ -440,7 +584,7 @@ def phase_grid(activation: str, sw2, sb2) -> tuple[np.ndarray, np.ndarray]:
     V_over_q = lambda q: np.exp(np.interp(np.log(q), log_q, log_vq))
     D = lambda q: np.exp(np.interp(np.log(q), log_q, log_d))  # clamped at the ends: the q -> 0 / inf limits
     s, b = np.meshgrid(np.asarray(sw2, dtype=float), np.asarray(sb2, dtype=float))
-    q = _solve_q_star(V_over_q, s, b)
+    q = _solve_q_star(V_over_q, s, b)  # no search beyond 2^+-60, where the table ends
     return q, s * D(np.clip(q, grid_q[0], grid_q[-1]))
 
 

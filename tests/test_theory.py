@@ -2,7 +2,8 @@
 
 Every expectation the module computes by quadrature (or closed form) is recomputed here by brute
 force: Monte Carlo with a fixed seed, judged against its own standard error; depth scales by
-finite differences; the fixed-point selection by plain iteration of the length map.
+finite differences; the fixed-point selection by plain iteration of the length map; and where the
+variances are large (phi's structure much narrower than the Gaussian), by adaptive quadrature.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import typer
+from scipy.integrate import quad
+from scipy.optimize import brentq
 from typer.testing import CliRunner
 
 from gradflow import reproduce as rep
@@ -182,6 +185,107 @@ def test_length_map_is_increasing():
     for name in ACTIVATIONS:
         v = theory.moments(name).V(q)
         assert np.all(np.diff(v) > 0), name
+
+
+# --- large variances: against adaptive quadrature ------------------------------------------------
+def gauss_quad(g, sd: float, at: float = 0.0, fine: float = 0.125, rel: float = 1e-12) -> float:
+    """The integral of g(v) N(v; 0, sd^2) over |v| <= 12 sd by scipy.integrate.quad (adaptive, to `rel` of the
+    integral of |g| N), cut at `at`, at +-fine 4^k (k >= 0) around it and at 0: pieces on phi's scale (1, around
+    its kink or spike at `at`) and on the Gaussian's (sd) alike. Independent of gradflow.theory's rules."""
+    top = 12.0 * sd
+    cuts = {-top, top, 0.0, min(max(at, -top), top)}
+    k = fine
+    while k < 2 * top:
+        cuts |= {at - k, at + k}
+        k *= 4
+    cuts = sorted(x for x in cuts if -top <= x <= top)
+    pieces = list(zip(cuts[:-1], cuts[1:]))
+    density = lambda v: math.exp(-0.5 * (v / sd) ** 2) / (sd * math.sqrt(2 * math.pi))
+    h = lambda v: float(g(v)) * density(v)
+    scale = sum(quad(lambda v: abs(h(v)), a, b, epsrel=1e-3, limit=20)[0] for a, b in pieces)
+    return sum(quad(h, a, b, epsabs=rel * scale / len(pieces), epsrel=rel, limit=200)[0] for a, b in pieces)
+
+
+def quad_q_star(name: str, sw2: float, sb2: float, bracket: tuple[float, float]) -> float:
+    """The root of sw2 E[phi(u)^2] + sb2 = q, u ~ N(0, q), in `bracket`, with E by `gauss_quad`."""
+    phi = ACTIVATIONS[name].phi
+    return brentq(lambda q: sw2 * gauss_quad(lambda u: phi(u) ** 2, math.sqrt(q)) + sb2 - q, *bracket, rtol=1e-14)
+
+
+QUADRATURE = [name for name in ACTIVATIONS if not ACTIVATIONS[name].piecewise_linear]
+
+
+@pytest.mark.parametrize("name", QUADRATURE)
+@pytest.mark.parametrize("q", [30.0, 1e4, 1e8, 1e14])
+def test_moments_at_large_q_against_adaptive_quadrature(name, q):
+    """E[phi'^2] (chi_1), E[phi^2] (length map), E[u phi phi'] / q (its slope) and E[phi'^4] where phi's
+    structure (tanh' : a spike of width ~1 in u) is tiny next to the Gaussian's width sqrt(q)."""
+    act, m, sd = ACTIVATIONS[name], theory.moments(name), math.sqrt(q)
+    assert float(m.V(q)) == pytest.approx(gauss_quad(lambda u: act.phi(u) ** 2, sd), rel=1e-10)
+    assert float(m.V_over_q(q)) == pytest.approx(gauss_quad(lambda u: act.phi(u) ** 2, sd) / q, rel=1e-10)
+    assert float(m.D(q)) == pytest.approx(gauss_quad(lambda u: act.dphi(u) ** 2, sd), rel=1e-10)
+    assert float(m.D4(q)) == pytest.approx(gauss_quad(lambda u: act.dphi(u) ** 4, sd), rel=1e-10)
+    assert float(m.S(q)) == pytest.approx(gauss_quad(lambda u: u * act.phi(u) * act.dphi(u), sd) / q, rel=1e-10)
+
+
+# (activation, sw2, sb2, a bracket of q*): bounded phi at large sw2 (q* ~ sw2), unbounded phi at large sb2
+LARGE = [("tanh", 1e3, 0.0, (5e2, 1e3)), ("tanh", 1e4, 0.0, (5e3, 1e4)), ("tanh", 1e5, 0.0, (5e4, 1e5)),
+         ("tanh", 1e6, 0.0, (5e5, 1e6)), ("tanh", 1e6, 1e5, (5e5, 1.1e6)), ("tanh", 1e20, 0.0, (5e19, 1e20)),
+         ("softsign", 1e4, 0.0, (5e3, 1e4)), ("softsign", 1e6, 0.0, (5e5, 1e6)), ("sigmoid", 1e5, 0.0, (1e4, 1e5)),
+         ("gelu", 1.0, 1e5, (1e5, 1e6)), ("selu", 1.0, 1e6, (1e6, 1e7)), ("elu", 1.5, 1e4, (1e4, 1e6))]
+
+
+@pytest.mark.parametrize("name, sw2, sb2, bracket", LARGE)
+def test_large_variance_points_against_adaptive_quadrature(name, sw2, sb2, bracket):
+    """q*, chi_1 and xi_q where q* is large, each from its defining Gaussian integral by adaptive quadrature.
+
+    A fixed quadrature rule misses tanh's phi'(sqrt(q) z)^2, a spike of width ~1/sqrt(q) at z = 0: it
+    reported chi_1 = 0.104 ("ordered") at sw2 = 1e6 instead of 532 (and q* = inf at sw2 = 1e20)."""
+    act = ACTIVATIONS[name]
+    q = quad_q_star(name, sw2, sb2, bracket)
+    mf = theory.point(name, sw2, sb2)
+    assert mf.q_star == pytest.approx(q, rel=1e-10)
+    assert mf.chi1 == pytest.approx(sw2 * gauss_quad(lambda u: act.dphi(u) ** 2, math.sqrt(q)), rel=1e-9)
+    slope = sw2 * gauss_quad(lambda u: u * act.phi(u) * act.dphi(u), math.sqrt(q)) / q
+    assert mf.xi_q == pytest.approx(-1.0 / math.log(slope), rel=1e-9)
+    assert theory.chi1(name, sw2, sb2) == mf.chi1 and theory.q_star(name, sw2, sb2) == mf.q_star
+
+
+@pytest.mark.parametrize("sw2, chi1", [(1e3, 17.04), (1e4, 53.41), (1e5, 168.4), (1e6, 532.1)])
+def test_tanh_large_sw2_is_chaotic(sw2, chi1):
+    """chi_1 grows like sqrt(sw2) (sw2 E[phi'^2] ~ sw2 (4/3) / sqrt(2 pi q*), q* ~ sw2); c* = 0 (odd phi, no bias),
+    where chi_c = sw2 E[phi'(u1)] E[phi'(u2)], a 1D integral squared."""
+    mf = theory.point("tanh", sw2, 0.0)
+    assert mf.chi1 == pytest.approx(chi1, rel=1e-3) and mf.phase == "chaotic" and mf.c_star == 0.0
+    first = gauss_quad(lambda u: ACTIVATIONS["tanh"].dphi(u), math.sqrt(mf.q_star))
+    assert mf.chi_c == pytest.approx(sw2 * first**2, rel=1e-9)
+
+
+def quad_expect2(f, q: float, c: float) -> float:
+    """E[f(u1) f(u2)], u1, u2 ~ N(0, q) with correlation c: u2 = c u1 + v, v ~ N(0, q (1 - c^2)), by
+    nested `gauss_quad` (the inner one cut where u2 = 0)."""
+    sd, sd2 = math.sqrt(q), math.sqrt(q * (1.0 - c * c))
+    inner = lambda u1: gauss_quad(lambda v: f(c * u1 + v), sd2, at=-c * u1, rel=1e-12)
+    return gauss_quad(lambda u1: f(u1) * inner(u1), sd, fine=min(0.125, sd2 / 4), rel=1e-10)  # inner: a bend ~sd2 wide at 0
+
+
+@pytest.mark.parametrize("name, q, c", [("tanh", 1e4, 0.6), ("softsign", 1e4, -0.5), ("selu", 0.5, 1 - 1e-6)])
+def test_correlation_map_against_adaptive_quadrature(name, q, c):
+    """The 2D expectations where q is large, and where c is so close to 1 that the inner integral turns SELU's
+    kink into a bend of width ~sqrt(1 - c^2) in z1 (a fixed outer rule was off by 1e-4 in E[phi'(u1) phi'(u2)])."""
+    act, m = ACTIVATIONS[name], theory.moments(name)
+    assert m.C(q, c) == pytest.approx(quad_expect2(act.phi, q, c), rel=1e-9)
+    assert m.Cd(q, c) == pytest.approx(quad_expect2(act.dphi, q, c), rel=1e-9)
+
+
+def test_tiny_bias_has_a_finite_fixed_point():
+    """sb2 = 1e-30 > 0: q* ~ sb2 / (1 - sw2) = 2e-30, below the first search grid (2^-60), is still a fixed
+    point (not q* = 0, the sb2 = 0 limit): the correlation map then contracts at rate chi_c = chi_1 = sw2."""
+    q = quad_q_star("tanh", 0.5, 1e-30, (1e-30, 1e-29))
+    mf = theory.point("tanh", 0.5, 1e-30)
+    assert mf.q_star == pytest.approx(q, rel=1e-10) and q == pytest.approx(2e-30, rel=1e-12)
+    assert mf.phase == "ordered" and mf.c_star == 1.0 and mf.chi_c == mf.chi1 == pytest.approx(0.5, rel=1e-12)
+    assert mf.xi_c == pytest.approx(1 / math.log(2))
 
 
 # --- degenerate fixed points -------------------------------------------------------------------
@@ -475,3 +579,10 @@ def test_cli_missing_sw2(invoke):
 def test_cli_no_edge_of_chaos(invoke):
     out = invoke("--activation", "gelu", "--sb2", "0.05", "--critical")
     assert out.exit_code == 1 and "no edge of chaos" in out.output and "Traceback" not in out.output
+
+
+def test_cli_large_sw2_is_chaotic(invoke):
+    """The reviewer's case: tanh at sw2 = 1e6 printed chi_1 = 0.104, "ordered"; mean field says ~532, chaotic."""
+    out = invoke("--activation", "tanh", "--sw2", "1e6", "--sb2", "0")
+    assert out.exit_code == 0, out.output
+    assert "532.1" in out.output and "chaotic" in out.output and "ordered" not in out.output
