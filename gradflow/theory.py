@@ -67,19 +67,19 @@ Q_RANGE_LOG2 = 60  # q* is searched in [2^-60, 2^60] (~1e-18 .. 1e18) first, the
 Q_LIMIT_LOG2 = (-1022, 1023)  # ... out to 2^-1022 .. 2^1023 (the normal doubles); below is reported as 0, above as inf
 
 _Z_MAX = 10.0  # quadrature truncates z at +-10: the Gaussian mass beyond is 1.5e-23
-_N_HALF = 64  # Gauss-Legendre nodes per half-line (1D, q <= 1) and per side of the inner 2D rule: ~1e-14 absolute
-_N_SEG = 20  # Gauss-Legendre nodes per piece of the graded rule (q > 1)
+_N_HALF = 64  # Gauss-Legendre nodes per half-line (1D, q <= 4) and per side of the inner 2D rule: ~1e-14 absolute
+_N_SEG = 20  # Gauss-Legendre nodes per piece of the graded rule (q > 4)
 _RATIO = 4.0  # graded pieces span [b, 4 b]
 _U_FINE = 2.0  # the innermost graded piece spans |u| = sqrt(q) |z| <= this
 _R_PLAIN = 2.0  # up to sqrt(q) = 2 the plain rule is exact to ~5e-14 (at q = 100 it is off by 4e-7 for tanh's E[phi'^2])
 _INNER_OUTSIDE = (12.5, 20.0)  # inner 2D rule: pieces beyond distance 5 from the sign change of u2
 _Q_ZERO, _Q_INF = 1e-200, 1e200  # where moments at q* = 0 / inf are evaluated (their limits, to ~1e-15)
-_ZERO_TOL = 1e-12  # |F(q)/q| below this is no sign to bracket a root on (quadrature is exact to ~5e-14), see _solve_q_star
+_ZERO_TOL = 1e-12  # F(q)/q closes a bracket for q* only beyond +-this: quadrature is exact to ~5e-14, see _solve_q_star
 _SCAN_Q = 2.0 ** np.arange(-Q_RANGE_LOG2, Q_RANGE_LOG2 + 1)  # (121,) bracketing grid for q*
 _SCAN_MORE = {sign: [2.0 ** (sign * np.arange(61, 121)), 2.0 ** (sign * np.arange(124, 241, 4)),  # beyond it, in turn
                      2.0 ** (sign * np.append(np.arange(248, 1017, 8), end))]  # (factor-2 steps are no longer needed
               for sign, end in ((1, Q_LIMIT_LOG2[1]), (-1, -Q_LIMIT_LOG2[0]))}  # out there: V/q is smooth on log q)
-_Q_TAIL = 2.0**100  # beyond, phi is in its tail regime at the scale sqrt(q): C ~ V and Cd ~ D^2 as functions of q
+_Q_TAIL = 2.0**100  # sqrt(q) > 1e15: phi is in its tail regime at the scale sqrt(q), see Moments.C
 _BISECTIONS = 64  # halvings of a factor-2 bracket: q* to full double precision
 
 
@@ -242,17 +242,20 @@ class Moments:
         e = np.array([1e-300, -1e-300])
         return float(np.mean(self.dphi(e) ** 2))
 
-    # Beyond _Q_TAIL (sqrt(q) > 1e15) phi looks like its tails, a step (tanh) or a ramp (relu-like), so
-    # C(q, c) / V(q) and Cd(q, c) / D(q)^2 no longer depend on q (to ~1e-14; softsign converges slowest,
-    # like log(sqrt(q)) / sqrt(q)), and the 2D rules, whose size grows like log(q)^2, stop there.
+    # Once sqrt(q) s > 1e15 (q > _Q_TAIL / s^2, s = sqrt(1 - c^2)), phi looks like its tails, a step
+    # (tanh) or a ramp (relu-like), on the scales of both u1 and u2 given u1, so C(q, c) / V(q) and
+    # Cd(q, c) / D(q)^2 no longer depend on q (to ~5e-14: softsign converges slowest, like
+    # log(sqrt(q) s) / (sqrt(q) s)); the 2D rules, whose size grows like log(q)^2, stop there.
     def C(self, q: float, c: float) -> float:
-        if q > _Q_TAIL:
-            return _expect2(self.phi, _Q_TAIL, c) * float(self.V(q) / self.V(_Q_TAIL))
+        ref = _Q_TAIL / (1.0 - c * c) if c * c < 1.0 else math.inf
+        if q > ref:
+            return _expect2(self.phi, ref, c) * float(self.V(q) / self.V(ref))
         return _expect2(self.phi, q, c)
 
     def Cd(self, q: float, c: float) -> float:
-        if q > _Q_TAIL:
-            return _expect2(self.dphi, _Q_TAIL, c) * float(self.D(q) / self.D(_Q_TAIL)) ** 2
+        ref = _Q_TAIL / (1.0 - c * c) if c * c < 1.0 else math.inf
+        if q > ref:
+            return _expect2(self.dphi, ref, c) * float(self.D(q) / self.D(ref)) ** 2
         return _expect2(self.dphi, q, c)
 
 
@@ -316,9 +319,9 @@ def _solve_q_star(V_over_q: Callable[[np.ndarray], np.ndarray], sw2, sb2, scan: 
     2^-1022 where sb2 > 0 (q* ~ sb2 / (1 - sw2 phi'(0)^2) for a tiny sb2). No root found: inf
     upwards, 0 downwards. Signs are taken of F(q) / q = (sw2 V(q)/q - 1) + sb2/q, which does not
     lose sb2 to rounding when q is large (relu at sw2 = 2, sb2 = 0.05 has no fixed point, and must
-    not find one at 1e15), and a sign of F/q within _ZERO_TOL of 0 that would close a bracket is
-    not taken for one (quadrature rounding): elu at sw2 = 2, sb2 = 0 has F/q ~ 1/q > 0, below that
-    rounding from q ~ 1e13 on, and q* = inf.
+    not find one at 1e15), and a bracket is only closed by an F/q beyond _ZERO_TOL (quadrature
+    rounding): elu at sw2 = 2, sb2 = 0 has F/q ~ 1/q > 0, below that rounding from q ~ 1e13 on,
+    and q* = inf.
     """
     sw2, sb2 = np.broadcast_arrays(np.asarray(sw2, dtype=float), np.asarray(sb2, dtype=float))
     shape, sw2, sb2 = sw2.shape, sw2.ravel(), sb2.ravel()
@@ -338,7 +341,7 @@ def _solve_q_star(V_over_q: Callable[[np.ndarray], np.ndarray], sw2, sb2, scan: 
                 return
             with np.errstate(over="ignore"):
                 Rx = (sw2[rest, None] * V_over_q(grid)[None, :] - 1.0) + sb2[rest, None] / grid
-            hit = Rx < -_ZERO_TOL if sign > 0 else Rx >= 0.0
+            hit = Rx < -_ZERO_TOL if sign > 0 else Rx > _ZERO_TOL
             found = hit.any(axis=1)
             rows, i = np.flatnonzero(rest)[found], np.argmax(hit[found], axis=1)
             at, before = grid[i], np.append(prev, grid[:-1])[i]
@@ -356,12 +359,13 @@ def _solve_q_star(V_over_q: Callable[[np.ndarray], np.ndarray], sw2, sb2, scan: 
         search_further(rest & (sw2 * tail - 1.0 < -_ZERO_TOL), 1)
     q[rest & ~np.isfinite(lo)] = np.inf
 
-    # shrinking: the first grid point below 1 where F >= 0. With sb2 = 0, q = 0 is itself a fixed
+    # shrinking: the first grid point below 1 where F > 0. With sb2 = 0, q = 0 is itself a fixed
     # point and F(q)/q = sw2 V(q)/q - 1 tends to sw2 phi'(0)^2 - 1; where that limit is 0 (tanh at
     # sw2 = 1) F/q is quadrature rounding (~1e-15, either sign) at tiny q, which is no root: there
     # only F/q above _ZERO_TOL brackets one, and otherwise the signal decays to q* = 0 exactly.
+    # (With sb2 > 0, F/q > sb2/q - 1 - O(q) does exceed it, as close to the root as rounding allows.)
     below = R[:, : one + 1][:, ::-1]
-    behind = np.where(sb2[:, None] > 0.0, below >= 0.0, below > _ZERO_TOL)
+    behind = below > _ZERO_TOL
     k = one - np.argmax(behind, axis=1)
     down, found = r1 < 0.0, behind.any(axis=1)
     sel = down & found

@@ -251,6 +251,24 @@ def test_large_variance_points_against_adaptive_quadrature(name, sw2, sb2, brack
     assert theory.chi1(name, sw2, sb2) == mf.chi1 and theory.q_star(name, sw2, sb2) == mf.q_star
 
 
+@pytest.mark.parametrize("name", ["elu", "softplus"])
+@pytest.mark.parametrize("sb2", [0.0, 0.05])
+def test_no_fixed_point_found_in_rounding_at_the_edge(name, sb2):
+    """sw2 = 2 (kaiming init) for phi ~ relu at large u: F(q)/q = 2 V(q)/q - 1 + sb2/q ~ 1/q > 0 for all q,
+    so the length grows without bound, though F/q sinks below quadrature rounding beyond q ~ 1e13."""
+    mf = theory.point(name, 2.0, sb2)
+    assert mf.q_star == math.inf and math.isnan(mf.xi_q) and mf.chi1 == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("name", ["tanh", "softsign", "elu"])
+@pytest.mark.parametrize("c", [0.5, 1 - 1e-9])
+def test_correlation_map_tail_shortcut(name, c):
+    """Beyond sqrt(q) sqrt(1 - c^2) ~ 1e15, C / V and Cd / D^2 are taken as constant in q; against the full 2D rule."""
+    m, q = theory.moments(name), 1e40
+    assert m.C(q, c) == pytest.approx(theory._expect2(m.phi, q, c), abs=1e-13 * float(m.V(q)))
+    assert m.Cd(q, c) == pytest.approx(theory._expect2(m.dphi, q, c), rel=1e-12)
+
+
 @pytest.mark.parametrize("sw2, chi1", [(1e3, 17.04), (1e4, 53.41), (1e5, 168.4), (1e6, 532.1)])
 def test_tanh_large_sw2_is_chaotic(sw2, chi1):
     """chi_1 grows like sqrt(sw2) (sw2 E[phi'^2] ~ sw2 (4/3) / sqrt(2 pi q*), q* ~ sw2); c* = 0 (odd phi, no bias),
