@@ -419,7 +419,9 @@ def test_points_sweep_runs_exactly_the_given_points_and_resumes(cli, results, tm
 @pytest.mark.parametrize("text, message", [
     ("- {model.activation: tanh}\n- {init.sw2: 2}\n", "every point needs the same keys"),
     ("- {init: meanfield}\n", "must be a dotted config key"),
-    ("- {model.depth: 0}\n", "model.depth=0 must be >= 1"),
+    ("- {optim.lr: -1}\n", "optim.lr=-1"),
+    # (the sweep's fixed overrides set model.depth=2: which would hold is no guess gradflow makes)
+    ("- {model.depth: 3}\n", "model.depth is set both on the command line (model.depth=2) and in the points file"),
     ("- {model.activation: nope}\n", "model.activation=nope is not allowed"),
     ("{a: 1}\n", "must be a YAML list"),
     ("- [unclosed\n", "is not valid YAML"),

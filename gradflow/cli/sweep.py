@@ -12,7 +12,7 @@ import typer
 
 from gradflow import store, workers
 from gradflow.cli.app import app, progress_bar
-from gradflow.cli.console import INTERRUPTED_EXIT, console, leave_interrupted, user_errors
+from gradflow.cli.console import INTERRUPTED_EXIT, console, leave_interrupted, print_note, user_errors
 from gradflow.cli.ls import runs_view, show_runs
 
 
@@ -48,10 +48,9 @@ def report_page(paths: list, write: bool) -> None:
 
     if write:
         with console.status("writing the report page"):
-            console.print(f"report: {report_mod.write(paths)}", highlight=False, soft_wrap=True)  # (a path, whole)
+            print_note(f"report: {report_mod.write(paths)}")  # (a long path on a line of its own, whole)
     else:
-        console.print(f"report page (--report writes it): {report_mod.page_path(paths)}", highlight=False,
-                      soft_wrap=True)
+        print_note(f"report page (--report writes it): {report_mod.page_path(paths)}")
 
 
 def _header(p, skipped: int) -> None:
