@@ -206,7 +206,7 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
     hs = extra_handles(series, True)
     if theory_drawn:
         hs.append(Line2D([], [], color="0.3", **THEORY_STYLE,
-                         label="mean field: slope $\\chi_1^{depth/2}$\n(anchored at shallowest)"))
+                         label="mean field: rate $\\chi_1^{depth/2}$\n(anchored at shallowest)"))  # (a curve on a log depth axis)
     hs.append(Line2D([], [], color="0.3", ls=":", lw=1.0, label="ratio = 1 (balanced)"))
     legend(fig, handles + hs, title)
     extra = [f"lines also differ in {', '.join(also)}"] if also else []
