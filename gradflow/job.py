@@ -70,8 +70,11 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
     record.update(device=str(device), threads=torch.get_num_threads())  # intra-op threads it trains with
     store.begin(job_dir, cfg, record)
     reached = [0]  # the last step reported, for an interrupted run's record
+    interrupts: list[bool] = []  # Ctrl-Cs seen while training (see _interrupts_kept)
 
     def progress(t: int, n: int) -> None:
+        if interrupts:  # one raised where Python swallowed it (see _interrupts_kept): raised again, here
+            raise KeyboardInterrupt
         reached[0] = t
         if on_step:
             on_step(t, n)
@@ -81,7 +84,8 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
         probes = Probes(model, None if cfg.model.activation == "auto" else cfg.model.activation,
                         histograms=cfg.probe.histograms)
         try:
-            result = train(model, data, cfg, probes, progress)
+            with _interrupts_kept(interrupts):
+                result = train(model, data, cfg, probes, progress)
         except Exception as e:
             return _failed(job_dir, record, e, start)
         finally:
@@ -126,6 +130,29 @@ def final_metrics(metrics: list[tuple[int, str, str, float]], status: str) -> di
         return {"final": by_step[max(by_step)] if by_step else {}}
     finite = [s for s, row in by_step.items() if all(math.isfinite(v) for v in row.values())]
     return {"final": {}, "last_finite": {store.STEP: max(finite), **by_step[max(finite)]} if finite else {}}
+
+
+@contextmanager
+def _interrupts_kept(seen: list):
+    """Ctrl-C raises KeyboardInterrupt as ever, and is also noted in `seen`. Python raises it in whatever
+    code runs when the signal arrives; inside a weakref callback or __del__ (an import's module-lock
+    callback, say) it is printed as "Exception ignored" and lost, and a sweep then ran on to the end
+    with exit code 0. The training loop's progress checks `seen` at every step. Only where Ctrl-C has
+    Python's own handler (a joblib worker holds it in its own way)."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+
+    def interrupted(signum, frame):
+        seen.append(True)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @contextmanager

@@ -339,6 +339,32 @@ def _interrupt_when(args, ready, timeout=180):
     return proc.returncode, out, err
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # (the swallowed one)
+def test_a_ctrl_c_python_swallows_still_stops_the_run(results):
+    """A Ctrl-C that lands inside a __del__ (or an import's weakref callback) raises KeyboardInterrupt there,
+    where Python prints "Exception ignored" and drops it: a CI run saw a sweep go on to the end with exit
+    0. The job keeps every Ctrl-C and raises it again at the next step: the run is interrupted."""
+    from gradflow.config import compose
+    from gradflow.job import execute
+
+    class Signals:
+        def __del__(self):  # the signal is handled here, inside a finalizer
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+
+    def on_step(t, n):
+        if t == 2:
+            Signals()  # dropped at once: its __del__ runs, and the KeyboardInterrupt it raises is swallowed
+
+    cfg = compose([*SMALL, "train.steps=40", f"results={results}", "name=swallowed"])
+    job = results / "swallowed" / "default"
+    with pytest.raises(KeyboardInterrupt):
+        execute(cfg, job, on_step=on_step)
+    run = store.read_run(job)
+    assert run["status"] == "interrupted" and run["steps_done"] <= 3, run
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
 def test_ctrl_c_during_a_sweep_marks_the_run_interrupted_and_a_rerun_resumes(results):
     root = results / "int"
     args = [sys.executable, "-m", "gradflow", "sweep", *SMALL, "train.steps=3000", "train.eval_every=1000",
