@@ -11,7 +11,7 @@ import typer
 
 from gradflow.cli.app import app
 from gradflow.cli.console import console, labels, print_note, user_errors
-from gradflow.cli.ls import SEP, choose, render
+from gradflow.cli.ls import SEP, choose, one_line_headers, render
 from gradflow.fmt import fmt
 from gradflow.summary import KEY_PRIORITY, Column
 
@@ -79,7 +79,5 @@ def _layout(params, width: int) -> tuple[list[Column], list[Column]]:
     if columns[0].width > room:
         columns = _columns(params, max(room, MIN_NAME, len(columns[0].label)))
     shown, hidden = choose(columns, width)
-    if sum(max(len(c.label), c.width) + SEP for c in shown) - SEP <= width:
-        for c in shown:  # headers on one line where that fits
-            c.one_line = True
+    one_line_headers(shown, width)
     return shown, hidden

@@ -59,6 +59,13 @@ def choose(columns: list[Column], width: int | None) -> tuple[list[Column], list
     return [c for i, c in enumerate(columns) if i in keep], [c for i, c in enumerate(columns) if i not in keep]
 
 
+def one_line_headers(columns: list[Column], width: int | None) -> None:
+    """Headers on one line each where the table still fits in `width` that way (always when None)."""
+    if width is None or sum(max(len(c.label), c.width) + SEP for c in columns) - SEP <= width:
+        for c in columns:
+            c.one_line = True
+
+
 def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int | None = None,
               wide: bool = False) -> None:
     """The runs table: swept values, then status, finals, gradient ratios and chi_1, as many as fit."""
@@ -70,9 +77,7 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     if flagged.any():  # ended ok, yet no success: never read as one
         df = df.assign(**{store.STATUS: df[store.STATUS].where(~flagged, df[store.STATUS] + "*")})
     shown, hidden = choose(table_columns(df, swept), None if wide else console.width)
-    if wide or sum(max(len(c.label), c.width) + SEP for c in shown) - SEP <= console.width:
-        for c in shown:
-            c.one_line = True
+    one_line_headers(shown, None if wide else console.width)
     console.print(render(shown, len(df), title), highlight=False, soft_wrap=True)
     keys = [c.key for c in shown]
     notes = [NOTES[k] + "".join(f"; {text}" for mark, text in FIT_MARKS.items()
