@@ -133,8 +133,10 @@ class Batches:
         return self.queue.pop(0)
 
 
-def gradient_norms(grads: list[torch.Tensor], norms: torch.Tensor, total: torch.Tensor) -> None:
+def gradient_norms(grads: list[torch.Tensor], norms: torch.Tensor, total: torch.Tensor,
+                   squares: np.ndarray | None = None) -> None:
     """Each gradient's 2-norm into `norms` and theirs into `total`, finite wherever the gradients are.
+    `squares`: their squared norms in float64, where the caller has them (Probes.squared_norms).
 
     float32 squares overflow above ~1.8e19, where an exploding net's gradients can be while the loss is
     finite: an inf total would mark the run diverged and make clipping zero every gradient. On CUDA the
@@ -142,6 +144,10 @@ def gradient_norms(grads: list[torch.Tensor], norms: torch.Tensor, total: torch.
     a non-finite total (read at no cost there) is recomputed in float64 instead. (MPS has no float64:
     its norms stay float32's.)
     """
+    if squares is not None:
+        norms.copy_(torch.from_numpy(np.sqrt(squares)))
+        total.fill_(math.sqrt(math.fsum(squares)))
+        return
     if norms.device.type == "cuda" and norms.dtype != torch.float64:
         wide = torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float64))
         norms.copy_(wide)
@@ -245,7 +251,7 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
         row, norms, total = scalars[used], norm_rows[used], scalars[used, 2]
         used += 1
         grads = gradients(ordered)
-        gradient_norms(grads, norms, total)
+        gradient_norms(grads, norms, total, probes.squared_norms(grads))  # (float64, by the fused kernels if loaded)
         torch.stack([loss.detach(), batch_acc.detach()], out=row[:2])
         if probing:
             # clipping changes the gradients in place before the read: the probes keep a copy

@@ -320,11 +320,11 @@ def test_the_command_line_sets_its_objects_aside_before_it_leaves(monkeypatch):
 def test_a_run_that_probes_many_steps_takes_its_statistics_with_the_fused_kernels(cli, results, monkeypatch):
     """A run that will probe FUSED_AFTER steps or more on the CPU loads the fused kernels at its first probed
     step, says in run.json how many steps they took, and its layers table holds the batched path's values
-    (to float32 rounding)."""
+    (to float32 rounding); so do the loop's own gradient norms, which the kernels then take too."""
     from gradflow.probes import core
 
     monkeypatch.setattr(core, "FUSED_MIN", 0)  # the tiny net's tensors
-    tables = {}
+    tables, metrics = {}, {}
     for after, name in ((10**9, "batched"), (3, "fused")):
         monkeypatch.setattr(core, "FUSED_AFTER", after)
         out = cli("run", *TINY, "probe.every=1", f"results={results}", f"name={name}")
@@ -333,8 +333,13 @@ def test_a_run_that_probes_many_steps_takes_its_statistics_with_the_fused_kernel
         # the first probed step loads the kernels, the other four use them
         assert json.loads((job / "run.json").read_text())["fused_steps"] == (4 if name == "fused" else 0)
         tables[name] = pd.read_parquet(job / "layers.parquet").set_index(["step", "layer", "quantity"])["value"]
+        metrics[name] = pd.read_parquet(job / "metrics.parquet").set_index(["step", "split", "metric"])["value"]
     assert tables["fused"].index.equals(tables["batched"].index)
     assert np.allclose(tables["fused"], tables["batched"], rtol=1e-4, atol=1e-7)
+    assert metrics["fused"].index.equals(metrics["batched"].index)
+    grad = metrics["fused"].index.get_level_values("split").isin(["grad", "opt"])  # every parameter's, the total
+    assert grad.sum() > 10
+    assert np.allclose(metrics["fused"][grad], metrics["batched"][grad], rtol=1e-5, atol=0)
 
 
 def test_every_commands_summary_is_one_paragraph_that_the_help_wraps():

@@ -182,14 +182,18 @@ def test_the_fused_kernels_match_float64_statistics_for_a_large_mean_and_mixed_a
     bounds = [(-0.99, 0.99), (0.01, 0.99), (-math.inf, math.inf), (-1.0, 1.0)]
     for t, (lo, hi) in zip(y, bounds):
         for dtype in (torch.float32, torch.float64):
-            x, out = t.to(dtype), np.zeros(4)
+            x, out, at = t.to(dtype), np.zeros(4), np.zeros(4)
+            wide = dtype is torch.float64
             fused.activation_stats(x.numpy().reshape(-1), lo, hi, out)
+            fused.activation_stats_at(x.data_ptr(), x.numel(), wide, lo, hi, at)  # (by its address, as the hooks)
+            np.testing.assert_array_equal(at, out)
             d = x.double()
             assert out[0] == pytest.approx(float(d.sum()), rel=1e-12, nan_ok=True)
             assert math.sqrt(out[1] / (x.numel() - 1)) == pytest.approx(float(d.std()), rel=1e-9, nan_ok=True)
             assert out[2] == int(((d < lo) | (d > hi)).sum()) and out[3] == int((d == 0).sum())
-            assert fused.squared_norm(x.numpy().reshape(-1)) == pytest.approx(float((d * d).sum()), rel=1e-12,
-                                                                              nan_ok=True)
+            squares = fused.squared_norm(x.numpy().reshape(-1))
+            assert squares == pytest.approx(float((d * d).sum()), rel=1e-12, nan_ok=True)
+            assert fused.squared_norm_at(x.data_ptr(), x.numel(), wide) == pytest.approx(squares, nan_ok=True)
     assert out[2] == 0 and out[3] == 1 and math.isnan(out[0])  # NaN: neither saturated nor dead, the sums NaN
 
     # a transposed, expanded or strided output reaches the kernels as its values, in the layout they are compiled for
@@ -197,17 +201,19 @@ def test_the_fused_kernels_match_float64_statistics_for_a_large_mean_and_mixed_a
     probes = Probes(model, cfg.model.activation, fused=True)
     probes.arm()
     strided = (torch.randn(10, 16).t(), torch.randn(10).expand(16, 10), torch.randn(40)[::2],
-               torch.randn(16, 10)[:, :1])
+               torch.randn(16, 10)[:, :1], torch._neg_view(torch.randn(8) + 0.5))  # (its values are -x)
     for y in strided:
         probes._reset()  # each its own probed step (two calls in one step make one batch of both)
         probes._on_activation(1)(None, (), y)
         d = y.double()
         assert probes._fused_acts[1][:2] == pytest.approx([float(d.sum()), float(((d - d.mean()) ** 2).sum())])
-    # (a strided array would make numba compile another version of the kernel, inside a probed step)
-    assert {sig[0].layout for sig in fused.activation_stats.signatures} == {"C"}
-    # the same for the norms the kernels take after the backward pass (weights, update directions)
+    # the same for the norms the kernels take after the backward pass (weights, update directions), by address
     assert probes._norms_of(list(strided)).tolist() == pytest.approx([float(t.double().norm()) for t in strided])
-    assert {sig[0].layout for sig in fused.squared_norm.signatures} == {"C"}
+    wide = [t.double() for t in strided]
+    assert probes._norms_of(wide).tolist() == pytest.approx([float(t.norm()) for t in wide], rel=1e-12)
+    # one compiled version of each kernel the probes call (another would be compiled inside a probed step)
+    for kernel in (fused.activation_stats_at, fused.squared_norm_at, fused.squared_norms_at):
+        assert len(kernel.signatures) == 1, kernel.signatures
 
 
 @pytest.mark.parametrize("fused", [False, True], ids=["batched", "fused"])

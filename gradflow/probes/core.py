@@ -63,7 +63,8 @@ _ROW = {name: j for j, name in enumerate(PRIMITIVES)}  # a primitive's row in ta
 # costs ~0.5 s once per process and saved 0.3-1.0 ms per probed step of the reference workload (README,
 # Performance)
 FUSED_AFTER = 500
-_FUSABLE = {torch.float32, torch.float64}  # what the fused kernels read (numpy has no bfloat16)
+_FUSABLE = {torch.float32, torch.float64}  # what the fused kernels read
+_WIDE, _DENSE = torch.float64, torch.strided
 # the fused kernels load only for a net with a tensor of at least this many values: below it, a kernel call of
 # its own costs about as much as its share of the batched kernels or more (this project's 2-core machine, per
 # tensor of 50 in cache: signals level at 8192 values, activations 4.3-4.7 against 5.1-6.0 us; from 16384 both
@@ -302,7 +303,9 @@ class Probes:
                     kernels = self._kernels
                     # (inline checks: a helper's call costs microseconds in a hook, where its code is cold)
                     if kernels is not None and g.is_cpu and g.dtype in _FUSABLE and g.numel():
-                        self._fused_squares[i] = kernels.squared_norm(g.numpy(force=True).ravel())
+                        if not g.is_contiguous():  # (the kernels read the values at its address; a sign bit
+                            g = g.contiguous()  # set on a view, Tensor.is_neg, leaves the squares as they are)
+                        self._fused_squares[i] = kernels.squared_norm_at(g.data_ptr(), g.numel(), g.dtype is _WIDE)
                         self._fused_batch[i] = g.shape[0]
                     else:
                         self._signals[i] = g
@@ -322,7 +325,9 @@ class Probes:
                 self._in_backward[i] = _graph_task() >= 0
                 kernels = self._kernels
                 if kernels is not None and y.is_cpu and y.dtype in _FUSABLE and y.numel():
-                    kernels.activation_stats(y.numpy(force=True).ravel(), lo, hi, out)
+                    if not y.is_contiguous() or y.is_neg():  # (the kernels read the values at its address)
+                        y = y.resolve_neg().contiguous()
+                    kernels.activation_stats_at(y.data_ptr(), y.numel(), y.dtype is _WIDE, lo, hi, out)
                     self._fused_units[i] = y.numel()
                 else:  # read under no_grad in after_backward: no detach needed here
                     self._acts[i] = y
@@ -565,11 +570,25 @@ class Probes:
         """The 2-norms of `tensors`: by the fused kernels where they are loaded and take every one of them
         (float64, so exact; on the CPU, a loop of them is faster than torch's foreach norm, which there
         dispatches one norm per tensor), else _norms."""
-        kernels = self._kernels
-        if kernels is None or not all(t.is_cpu and t.dtype in _FUSABLE for t in tensors):
+        squares = self.squared_norms(tensors)
+        if squares is None:
             return self._norms(tensors)
-        squared = kernels.squared_norm
-        return torch.from_numpy(np.sqrt([squared(t.numpy(force=True).ravel()) for t in tensors]))
+        return torch.from_numpy(np.sqrt(squares, out=squares))
+
+    def squared_norms(self, tensors: list[torch.Tensor]) -> np.ndarray | None:
+        """The squared 2-norms of `tensors` in float64, by the fused kernels in one call; None where they are not
+        loaded or do not take every one (tensors on a GPU, sparse, of a half dtype, or of two dtypes)."""
+        kernels = self._kernels
+        if kernels is None or not tensors:
+            return None
+        dtype = tensors[0].dtype
+        if dtype not in _FUSABLE or not all(t.dtype is dtype and t.layout is _DENSE and t.is_cpu for t in tensors):
+            return None
+        tensors = [t if t.is_contiguous() else t.contiguous() for t in tensors]  # (alive through the call)
+        out = np.empty(len(tensors))
+        kernels.squared_norms_at(np.array([t.data_ptr() for t in tensors], np.int64),
+                                 np.array([t.numel() for t in tensors], np.int64), dtype is _WIDE, out)
+        return out
 
     @staticmethod
     def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:

@@ -3,9 +3,9 @@
 On the CPU, a probed step's activation statistics were ~10 passes of small torch kernels over a
 stacked copy of every activation (stack, |y|, > bound, sum, sum, subtract, norm), and each
 back-propagated signal was kept alive until after the backward pass to be normed then. These
-kernels instead read each tensor in the hook that sees it, while it is still in cache: one pass
-for an activation's sum, saturated and dead counts, a second (from cache) for its squared
-deviations; one pass for a signal's squared norm. They accumulate in float64, so their values hold
+kernels instead read each tensor in the hook that sees it, while it is still in cache, by its address
+(see squared_norm_at): one pass for an activation's sum, saturated and dead counts, a second (from
+cache) for its squared deviations; one pass for a signal's squared norm. They accumulate in float64, so their values hold
 the whole float32 range (no recomputation for vanishing or exploding nets) and the mean carries no
 float32 rounding. On the reference workload this took every-step probing from ~1.13x to ~1.10x a
 bare step (see README, Performance).
@@ -18,7 +18,8 @@ Probes(fused=...). Import this module only then.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import carray, njit, types
+from numba.extending import intrinsic
 
 # reassociation lets LLVM vectorize the sums; NaN and infinity keep their meaning (no "fast" flag set)
 _FAST = {"reassoc", "nsz", "arcp", "contract"}
@@ -57,10 +58,57 @@ def squared_norm(g: np.ndarray) -> float:
     return squares
 
 
+# --- the same kernels on a tensor's address (Tensor.data_ptr() of a contiguous CPU tensor) and size. A tensor's
+# numpy view is one to two microseconds warm and several times that in a hook, where the code runs cold
+# between a step's kernels; an address is an integer. The tensor must stay alive through the call. ---
+def _pointer_to(dtype):
+    @intrinsic
+    def pointer(typingctx, address):
+        sig = types.CPointer(dtype)(address)
+
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], context.get_value_type(types.CPointer(dtype)))
+
+        return sig, codegen
+
+    return pointer
+
+
+_float32_at, _float64_at = _pointer_to(types.float32), _pointer_to(types.float64)
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def squared_norm_at(address: int, n: int, wide: bool) -> float:
+    """squared_norm of the n float32 (or, `wide`, float64) values at `address`."""
+    if wide:
+        return squared_norm(carray(_float64_at(address), n))
+    return squared_norm(carray(_float32_at(address), n))
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def activation_stats_at(address: int, n: int, wide: bool, lo: float, hi: float, out: np.ndarray) -> None:
+    """activation_stats of the n float32 (or, `wide`, float64) values at `address`."""
+    if wide:
+        activation_stats(carray(_float64_at(address), n), lo, hi, out)
+    else:
+        activation_stats(carray(_float32_at(address), n), lo, hi, out)
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def squared_norms_at(addresses: np.ndarray, sizes: np.ndarray, wide: bool, out: np.ndarray) -> None:
+    """Into `out`: squared_norm_at of each tensor by its address and size, all float32 (or, `wide`, float64):
+    one call for a list of tensors (the weights, their updates)."""
+    for j in range(addresses.size):
+        out[j] = squared_norm_at(addresses[j], sizes[j], wide)
+
+
 def warm() -> None:
-    """Compile the kernels for float32 and float64 tensors (or load them from numba's cache) now, rather
-    than inside a probed step's hooks."""
+    """Compile the kernels the probes call, for float32 and float64 tensors (or load them from numba's cache)
+    now, rather than inside a probed step's hooks."""
     for dtype in (np.float32, np.float64):
         x = np.zeros(2, dtype)
-        activation_stats(x, -1.0, 1.0, np.zeros(4))
-        squared_norm(x)
+        wide = dtype is np.float64
+        address = x.ctypes.data
+        squared_norm_at(address, 2, wide)
+        activation_stats_at(address, 2, wide, -1.0, 1.0, np.zeros(4))
+        squared_norms_at(np.array([address]), np.array([2]), wide, np.zeros(1))
