@@ -146,7 +146,7 @@ def gradient_norms(grads: list[torch.Tensor], norms: torch.Tensor, total: torch.
     """
     if squares is not None:
         norms.copy_(torch.from_numpy(np.sqrt(squares)))
-        total.fill_(math.sqrt(math.fsum(squares)))
+        total.fill_(float(np.sqrt(squares.sum())))
         return
     if norms.device.type == "cuda" and norms.dtype != torch.float64:
         wide = torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float64))

@@ -3,12 +3,13 @@
 On the CPU, a probed step's activation statistics were ~10 passes of small torch kernels over a
 stacked copy of every activation (stack, |y|, > bound, sum, sum, subtract, norm), and each
 back-propagated signal was kept alive until after the backward pass to be normed then. These
-kernels instead read each tensor in the hook that sees it, while it is still in cache, by its address
-(see squared_norm_at): one pass for an activation's sum, saturated and dead counts, a second (from
-cache) for its squared deviations; one pass for a signal's squared norm. They accumulate in float64, so their values hold
-the whole float32 range (no recomputation for vanishing or exploding nets) and the mean carries no
-float32 rounding. On the reference workload this took every-step probing from ~1.13x to ~1.10x a
-bare step (see README, Performance).
+kernels instead read each tensor in the hook that sees it, while it is still in cache, by its
+address (see squared_norm_at): one pass for an activation's sum, saturated and dead counts, a
+second (from cache) for its squared deviations; one pass for a signal's squared norm. They
+accumulate in float64, so their values hold the whole float32 range (no recomputation for
+vanishing or exploding nets) and the mean carries no float32 rounding. On the reference workload
+they took every-step probing from ~1.13x to ~1.10x a bare step, and reading by address saved
+0.5-1 ms more per probed step at 1 thread (see README, Performance).
 
 Loading them costs ~0.5 s once per process (numba's import and its compiled-code cache; the first
 use on a machine also compiles, ~2 s), which only a run probing many steps pays back: see
@@ -97,7 +98,7 @@ def activation_stats_at(address: int, n: int, wide: bool, lo: float, hi: float, 
 @njit(cache=True, nogil=True, fastmath=_FAST)
 def squared_norms_at(addresses: np.ndarray, sizes: np.ndarray, wide: bool, out: np.ndarray) -> None:
     """Into `out`: squared_norm_at of each tensor by its address and size, all float32 (or, `wide`, float64):
-    one call for a list of tensors (the weights, their updates)."""
+    one call for a list of tensors (the weights, their updates, the gradients)."""
     for j in range(addresses.size):
         out[j] = squared_norm_at(addresses[j], sizes[j], wide)
 
