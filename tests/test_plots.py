@@ -668,6 +668,13 @@ def test_few_points_are_marked_and_each_depths_panel_ends_at_its_own_last_layer(
     assert all(ln.get_marker() in ("None", None, "") for ln in series_lines(figures.curves(metrics).axes[0]))
     shallow = fabricate([config(FEW_POINTS - 1, "tanh", 1)])[0]
     assert series_lines(figures.profile(shallow, "grad_norm", step=0).axes[0])[0].get_marker() == "o"
+    # a profile that skips probe points (a transformer's residual stream has no weight gradient) marks the
+    # points it has: the line between two of them is no measurement; one that skips none is a plain line
+    deep = fabricate([config(20, "tanh", 1)])[0]
+    assert series_lines(figures.profile(deep, "grad_norm", step=0).axes[0])[0].get_marker() in ("None", None, "")
+    skipping = deep[~((deep.quantity == "grad_norm") & (deep.layer % 3 == 1))]
+    (line,) = series_lines(figures.profile(skipping, "grad_norm", step=0).axes[0])
+    assert line.get_marker() == "o" and 1 not in line.get_xdata() and len(line.get_xdata()) == 14
 
     fig = figures.profile(layers, "grad_norm", step=0, facet="model.depth")
     panels = [ax for ax in fig.axes if ax.get_title()]

@@ -91,7 +91,10 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
             ax.set_yscale("log")
         for s in series:
             c = palette.color_of(s.config)
-            draw_series(ax, s, c, palette.style_of(s.config), lw, alpha)
+            # a series that skips probe points (a transformer's residual stream has no weight gradient) is
+            # marked at each point it has: its line between them is no measurement
+            skips = len(s.x) > 1 and bool((np.diff(s.x) > 1).any())
+            draw_series(ax, s, c, palette.style_of(s.config), lw, alpha, marked=skips)
             if theory and quantity in THEORY_QUANTITIES:
                 theory_drawn |= _theory_profile(ax, s, quantity, c, lw, cache)
         note_if_empty(ax, series)

@@ -211,12 +211,14 @@ def bottom_and_left(axes: list, ncols: int) -> tuple[list, list]:
 FEW_POINTS = 6  # a series of this many points or fewer is drawn with a marker at each
 
 
-def draw_series(ax, s: Series, color: Any, ls: Any, lw: float, alpha: float) -> None:
-    """The median line, the min-max band (several seeds), and marks for what the axis cannot show."""
+def draw_series(ax, s: Series, color: Any, ls: Any, lw: float, alpha: float, marked: bool = False) -> None:
+    """The median line, the min-max band (several seeds), and marks for what the axis cannot show.
+    `marked`: a marker at every point (the caller's reason: a profile that skips probe points)."""
     # a line through a few points (a short run evaluated at its first and last step) reads as a trend
     # between them: the points are marked
-    few = {"marker": "o", "ms": 4, "clip_on": False} if len(s.x) <= FEW_POINTS else {}  # (whole at the axis ends)
-    ax.plot(s.x, s.med, color=color, ls=ls, lw=lw, alpha=alpha, gid=f"series:{s.label}", **few)
+    few = len(s.x) <= FEW_POINTS
+    marks = {"marker": "o", "ms": 4 if few else 2.5, "clip_on": False} if few or marked else {}  # (whole at the ends)
+    ax.plot(s.x, s.med, color=color, ls=ls, lw=lw, alpha=alpha, gid=f"series:{s.label}", **marks)
     record(ax, "lines", ({"line": s.label, "x": x, "y": y, "lo": lo, "hi": hi, "n": int(n)}
                          for x, y, lo, hi, n in zip(s.x, s.med, s.lo, s.hi, s.count)))
     if s.count.max() > 1:
