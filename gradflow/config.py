@@ -454,6 +454,7 @@ def validate(cfg: DictConfig) -> None:
         key = getattr(e, "full_key", "") or "a ${...} value"
         raise GradflowError(f"{key} cannot be resolved: {shorten(detail, 160)}") from None
     _finite(resolved)
+    cfg = _Plain.of(resolved)  # (the checks read many values: from plain dicts, not DictConfig's nodes)
     _model(cfg.model, cfg.norm.name)
     _data(cfg)
     _init(cfg)
@@ -475,6 +476,25 @@ def validate(cfg: DictConfig) -> None:
         raise GradflowError(f"name={_show(cfg.name)} must be a relative folder name inside {cfg.results}/ "
                             f"(letters, digits, . _ - /; no '..'; at most {MAX_NAME} characters)")
     resolve_device(cfg.device)
+
+
+class _Plain(dict):
+    """A resolved config as nested dicts whose keys read as attributes, as a DictConfig's do: a DictConfig's
+    read costs microseconds, and a sweep validates the whole config for each distinct value it sets."""
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    @classmethod
+    def of(cls, node: Any) -> Any:
+        if isinstance(node, dict):
+            return cls({k: cls.of(v) for k, v in node.items()})
+        if isinstance(node, list):
+            return [cls.of(v) for v in node]
+        return node
 
 
 def _model(m, norm: str) -> None:
@@ -747,10 +767,12 @@ def effective_sw2(config: Mapping[str, Any]) -> float | None:
     return None if pair is None else pair[0]
 
 
-def _theory_keys(cfg: DictConfig) -> dict[str, Any]:
-    """The flat keys the theory reads from a run, taken from a composed config."""
-    keys = ("model.activation", "init.name", "init.gain", "init.sw2", "init.sb2")
-    return settings({k: OmegaConf.select(cfg, k) for k in keys})
+THEORY_KEYS = {"model": ("activation",), "init": ("name", "gain", "sw2", "sb2")}
+
+
+def _theory_keys(cfg) -> dict[str, Any]:
+    """The flat keys the theory reads from a run, taken from a composed config (or validate's plain one)."""
+    return settings({f"{group}.{k}": cfg[group].get(k) for group, keys in THEORY_KEYS.items() for k in keys})
 
 
 def _equivalent(config: Mapping[str, Any]) -> tuple[float, float] | None:
