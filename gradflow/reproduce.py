@@ -265,18 +265,22 @@ def steps_to(arm: Arm, where=None, metric="train_loss", op="<=", threshold=1.0) 
     return _per_run(arm.table("metrics", where), one)
 
 
+def _status_hits(arm: Arm, where, status: str) -> list[float]:
+    """1.0 for each run that ended with `status`, else 0.0."""
+    return (arm.table("runs", where)[store.STATUS] == status).astype(float).tolist()
+
+
 @measure
 def status_count(arm: Arm, where=None, status="diverged") -> Measured:
     """How many runs ended with `status` (ok | diverged | failed)."""
-    runs = arm.table("runs", where)
-    hits = (runs[store.STATUS] == status).astype(float).tolist()
+    hits = _status_hits(arm, where, status)
     return Measured(float(np.sum(hits)), hits, tally="count")
 
 
 @measure
 def status_share(arm: Arm, where=None, status="diverged") -> Measured:
     """The share of runs that ended with `status` (ok | diverged | failed): 1.0 = every run."""
-    hits = (arm.table("runs", where)[store.STATUS] == status).astype(float).tolist()
+    hits = _status_hits(arm, where, status)
     return Measured(float(np.mean(hits)), hits, tally="share")
 
 

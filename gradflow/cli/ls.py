@@ -80,9 +80,12 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     one_line_headers(shown, None if wide else console.width)
     console.print(render(shown, len(df), title), highlight=False, soft_wrap=True)
     keys = [c.key for c in shown]
-    notes = [NOTES[k] + "".join(f"; {text}" for mark, text in FIT_MARKS.items()
-                                if k == "chi1_layers" and any(mark in cell for cell in shown[keys.index(k)].cells))
-             for k in NOTES if k in keys]
+    explained = {k: NOTES[k] for k in NOTES if k in keys}
+    if "chi1_layers" in explained:  # the fit marks the shown cells carry, each explained
+        cells = shown[keys.index("chi1_layers")].cells
+        explained["chi1_layers"] += "".join(f"; {text}" for mark, text in FIT_MARKS.items()
+                                            if any(mark in cell for cell in cells))
+    notes = list(explained.values())
     if any(k.startswith("rate.") for k in keys):
         notes.append(NOTES["rate"])
     if implied:

@@ -167,8 +167,9 @@ def _title_item(df: pd.DataFrame, key: str, v: Any) -> str | None:
     s = fmt(v)
     # a recurrent net's `init` is its input weights' (the recurrent matrix has model.recurrent_init and gain)
     inputs = "input " if single_value(df, "model.name") in RECURRENT else ""
+    gain = "gain" if single_value(df, "model.recurrent_init") else "recurrent gain"  # (after "recurrent ... init")
     return {"model.depth": f"depth {s}", "model.width": f"width {s}", "model.hidden": f"hidden {s}",
-            "model.skip": f"{s} skip", "model.recurrent_init": f"recurrent {s} init", "model.gain": f"{'' if single_value(df, 'model.recurrent_init') else 'recurrent '}gain {s}",
+            "model.skip": f"{s} skip", "model.recurrent_init": f"recurrent {s} init", "model.gain": f"{gain} {s}",
             "model.alpha": f"residual scale {s}", "norm.name": s, "init.name": f"{s} {inputs}init",
             "init.sw2": rf"$\sigma_w^2$={s}", "init.sb2": rf"$\sigma_b^2$={s}", "optim.lr": f"lr {s}",
             "seed": f"seed {s}"}.get(key, s)
