@@ -3,12 +3,13 @@ workers are forked from (`gradflow.workers`), then set aside from the garbage co
 in a worker neither walk these objects nor copy the pages they sit on. Not for importing elsewhere:
 importing it freezes the garbage collector's view of the importing process.
 
-The server ignores Ctrl-C (sent to the whole process group) from its start
-(`workers.start_fork_server`): the sweep's own process reports it, in one line. The workers forked
-afterwards hold a Ctrl-C until a job starts (`workers.job`), so one that comes while they are
-starting up ends the sweep without a traceback from their start-up code. Should an import ask
-whether CUDA is there, it asks NVML, which leaves the CUDA driver uninitialized: a
-process that initialized it cannot hand CUDA to the processes it forks.
+The server never takes a Ctrl-C (sent to the whole process group): it starts with SIGINT blocked
+and drops one once its imports are done (`workers.start_fork_server`, `workers.serve_forks`); the
+sweep's own process reports it, in one line. The workers forked afterwards hold a Ctrl-C until a
+job starts (`workers.job`), so one that comes while they are starting up ends the sweep without a
+traceback from their start-up code. Should an import ask whether CUDA is there, it asks NVML, which
+leaves the CUDA driver uninitialized: a process that initialized it cannot hand CUDA to the
+processes it forks.
 """
 
 import gc

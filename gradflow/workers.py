@@ -74,23 +74,60 @@ def start_fork_server(preload: list[str] = PRELOAD) -> bool:
     if _server or not _allowed or sys.platform != "linux":
         return _server
     import multiprocessing
-    from multiprocessing import forkserver
+    from multiprocessing import forkserver, resource_tracker
 
     multiprocessing.set_forkserver_preload(preload)
-    # the server ignores Ctrl-C (sent to the whole process group; the command's own process reports it)
-    # from its first instruction: an ignored signal stays ignored across exec, and Python then leaves it
-    # so. One that came while its interpreter started would otherwise be a traceback.
-    # (only where Python can set the handler back: the main thread, a handler not set from C)
-    swap = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not None
-    saved = signal.signal(signal.SIGINT, signal.SIG_IGN) if swap else None
+    # Ctrl-C is sent to the whole process group, and the command's own process reports it. The server
+    # must not take one from its first instruction (a KeyboardInterrupt in its start-up is a traceback),
+    # and this process must not lose one meanwhile: SIGINT is blocked in this thread while the server is
+    # spawned, so the server starts with it blocked (a signal mask survives exec) and drops one that
+    # came then once its imports are done (`serve_forks`), while this process takes it on unblocking.
+    # (The server's start starts the resource tracker first, unless it runs, and that start unblocks
+    # SIGINT when it ends, whatever the mask was: so it goes first, outside.)
+    resource_tracker.ensure_running()
+    saved = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         with serving():  # the server's environment is its workers'
             forkserver.ensure_running()
     finally:
-        if swap:
-            signal.signal(signal.SIGINT, saved)
+        signal.pthread_sigmask(signal.SIG_SETMASK, saved)
     _server = True
     return True
+
+
+@contextmanager
+def interrupts_outside_imports():
+    """Ctrl-C raises KeyboardInterrupt as ever, except while this thread imports a module: Python's
+    import machinery is not safe against it (raised in a module lock's weakref callback it is printed
+    as "Exception ignored" and lost, and the command ran on to exit 0; raised elsewhere there it can
+    leave the import lock held, and the drawing pool's thread, importing next, waited forever). There
+    it is sent again 20 ms later, until the import is done. Only in the main thread, where Python's own
+    handler is in place."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+
+    def take(signum, frame):
+        if _importing(frame):
+            threading.Timer(0.02, os.kill, (os.getpid(), signal.SIGINT)).start()
+            return
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, take)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _importing(frame) -> bool:
+    """Whether `frame` or one it was called from is the import machinery's."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 @contextmanager
@@ -165,6 +202,8 @@ def serve_forks() -> None:
     itself ignores it, `forkserver.main`), and stay quiet about a start-up cut short by its end
     (`quiet_when_interrupted`)."""
     os.register_at_fork(after_in_child=leave_with_sweep)  # from its first moment, not its first job
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # drops a Ctrl-C held since the start (`start_fork_server`)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # so the processes it forks can take one
     signal.signal(signal.SIGINT, hold_interrupt)
     sys.excepthook = quiet_when_interrupted
 

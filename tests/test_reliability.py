@@ -526,6 +526,77 @@ def test_a_forked_worker_holds_ctrl_c_outside_its_jobs_and_then_starts_none(monk
         signal.signal(signal.SIGINT, saved)
 
 
+# The fork server started, and a Ctrl-C to the process group while the command's process is still
+# inside the start (injected after the spawn, where a real one lands by chance, once the server is
+# importing its preload); or no Ctrl-C, and a process forked from the server says which signals it blocks
+SERVER_START = """
+import os, signal, sys, time
+from concurrent.futures import ProcessPoolExecutor
+import multiprocessing
+from multiprocessing import forkserver
+from gradflow import workers
+
+spawn = forkserver.ensure_running
+def spawn_then_ctrl_c():
+    spawn()
+    time.sleep(0.5)
+    os.killpg(0, signal.SIGINT)
+if sys.argv[1] == "ctrl-c":
+    forkserver.ensure_running = spawn_then_ctrl_c
+workers.allow_fork_server()
+try:
+    workers.start_fork_server(["gradflow.plots.preload"])
+except KeyboardInterrupt:
+    print("interrupted")
+    sys.exit(130)
+print("started")
+with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver")) as pool:
+    print(sorted(s.name for s in pool.submit(signal.pthread_sigmask, signal.SIG_BLOCK, ()).result()))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the fork server is used on Linux only")
+def test_a_ctrl_c_while_the_fork_server_is_spawned_is_neither_lost_nor_a_traceback():
+    """The command's process blocks SIGINT while it spawns the server, which starts with it blocked: a
+    Ctrl-C then reaches the command once it unblocks (it used to be ignored there, and the command ran
+    on to exit 0); the server, importing, drops it without a traceback and leaves with the command;
+    and the processes forked from the server can take a Ctrl-C (they block nothing)."""
+    proc = subprocess.Popen([sys.executable, "-c", SERVER_START, "ctrl-c"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True)
+    out, err = proc.communicate(timeout=120)  # until the server, which holds the pipes too, has left
+    assert (proc.returncode, out) == (130, "interrupted\n") and "Traceback" not in err, out + err
+    time.sleep(1)
+    assert group_processes(proc.pid) == []
+
+    done = subprocess.run([sys.executable, "-c", SERVER_START, "plain"], capture_output=True, text=True,
+                          env=ENV, timeout=120)
+    assert done.returncode == 0 and done.stdout == "started\n[]\n", done.stdout + done.stderr
+
+
+def test_a_ctrl_c_inside_an_import_is_taken_once_the_import_is_done(tmp_path):
+    """While figures are drawn in several processes, a Ctrl-C that comes while this process imports a
+    module (here one whose import takes 0.6 s) is raised once the import is done, not inside Python's
+    import machinery, where it can be lost or leave the import lock held."""
+    (tmp_path / "slow_module.py").write_text("import time\ntime.sleep(0.6)\n")
+    script = f"""
+import os, signal, sys, threading, time
+sys.path.insert(0, {str(tmp_path)!r})
+from gradflow import workers
+threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+try:
+    with workers.interrupts_outside_imports():
+        import slow_module
+        print("imported")
+        time.sleep(5)
+    print("not interrupted")
+except KeyboardInterrupt:
+    print("interrupted", "slow_module" in sys.modules)
+print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=60)
+    assert done.stdout == "imported\ninterrupted True\nTrue\n", done.stdout + done.stderr
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="the fork server is used on Linux only")
 @pytest.mark.parametrize("delay", [0.0, 0.5])
 def test_ctrl_c_while_the_fork_server_imports_is_one_line(results, delay):

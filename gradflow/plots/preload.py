@@ -1,7 +1,7 @@
 """What a process drawing a sweep's figures needs, imported once by the fork server it is forked from
 (`gradflow.plots.standard.drawing_processes`); the forked processes then behave as a joblib sweep's do
 (`gradflow.workers.serve_forks`): they leave with the command's process and say nothing of a Ctrl-C,
-which that process reports. The server itself ignores Ctrl-C from its start (`workers.start_fork_server`)."""
+which that process reports. The server itself never takes a Ctrl-C (`workers.start_fork_server`)."""
 
 import matplotlib
 

@@ -224,13 +224,17 @@ def drawing_processes(n_runs: int) -> Iterator[DrawingPool | None]:
     gradflow's fork server (`gradflow.workers`), which imports the plotting modules in the background
     while this process reads the tables; so only from gradflow's command line on Linux, whose main
     module is safe to import again. Elsewhere (a user's script, macOS, Windows, a container without
-    semaphores) this process draws every figure."""
-    pool = _drawing_pool(n_runs)
-    try:
-        yield pool
-    finally:
-        if pool is not None:
-            pool.close()
+    semaphores) this process draws every figure. A Ctrl-C is taken outside imports only
+    (`workers.interrupts_outside_imports`): this process imports while the pool's thread does."""
+    from gradflow import workers
+
+    with workers.interrupts_outside_imports():
+        pool = _drawing_pool(n_runs)
+        try:
+            yield pool
+        finally:
+            if pool is not None:
+                pool.close()
 
 
 def _drawing_pool(n_runs: int) -> DrawingPool | None:
