@@ -138,21 +138,13 @@ def _interrupts_kept(seen: list):
     code runs when the signal arrives; inside a weakref callback or __del__ (an import's module-lock
     callback, say) it is printed as "Exception ignored" and lost, and a sweep then ran on to the end
     with exit code 0. The training loop's progress checks `seen` at every step. Only where Ctrl-C has
-    Python's own handler (a joblib worker holds it in its own way)."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield
-        return
-
+    Python's own handler (`workers.ctrl_c_taken_by`; a joblib worker holds it in its own way)."""
     def interrupted(signum, frame):
         seen.append(True)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, interrupted)
-    try:
+    with workers.ctrl_c_taken_by(interrupted):
         yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @contextmanager

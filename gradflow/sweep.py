@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import shlex
-import signal
 import sys
 import threading
 import time
@@ -423,17 +422,12 @@ def _composing():
     """Ctrl-C held while a config is composed, then raised as KeyboardInterrupt when it is done:
     OmegaConf updates its nodes in place, and an interrupt halfway leaves one half built, so what
     follows is an AttributeError's traceback (through Hydra's error report, exit 1) instead of the
-    interruption it was. Only where Python's own handler is in place, in the main thread."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield
-        return
+    interruption it was. Only where Python's own handler is in place (`workers.ctrl_c_taken_by`)."""
     held = []
-    signal.signal(signal.SIGINT, lambda *_: held.append(True))
     try:
-        yield
+        with workers.ctrl_c_taken_by(lambda *_: held.append(True)):
+            yield
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
         if held:
             raise KeyboardInterrupt
 

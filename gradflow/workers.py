@@ -96,29 +96,36 @@ def start_fork_server(preload: list[str] = PRELOAD) -> bool:
 
 
 @contextmanager
+def ctrl_c_taken_by(handler):
+    """`handler` takes Ctrl-C (SIGINT) during a with block, Python's own handler again after it. Only
+    where Python's own handler is in place, in the main thread (elsewhere, in a worker holding Ctrl-C
+    in its own way, the block runs as it is)."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@contextmanager
 def interrupts_outside_imports():
     """Ctrl-C raises KeyboardInterrupt as ever, except while this thread imports a module: Python's
     import machinery is not safe against it (raised in a module lock's weakref callback it is printed
     as "Exception ignored" and lost, and the command ran on to exit 0; raised elsewhere there it can
     leave the import lock held, and the drawing pool's thread, importing next, waited forever). There
-    it is sent again 20 ms later, until the import is done. Only in the main thread, where Python's own
-    handler is in place."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield
-        return
-
+    it is sent again 20 ms later, until the import is done."""
     def take(signum, frame):
         if _importing(frame):
             threading.Timer(0.02, os.kill, (os.getpid(), signal.SIGINT)).start()
             return
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, take)
-    try:
+    with ctrl_c_taken_by(take):
         yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _importing(frame) -> bool:
