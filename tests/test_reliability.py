@@ -575,14 +575,14 @@ def test_a_ctrl_c_while_the_fork_server_is_spawned_is_neither_lost_nor_a_traceba
 
 def test_a_ctrl_c_inside_an_import_is_taken_once_the_import_is_done(tmp_path):
     """While figures are drawn in several processes, a Ctrl-C that comes while this process imports a
-    module (here one whose import takes 0.6 s) is raised once the import is done, not inside Python's
-    import machinery, where it can be lost or leave the import lock held."""
-    (tmp_path / "slow_module.py").write_text("import time\ntime.sleep(0.6)\n")
+    module (here one that sends it at its start, then takes 0.3 s) is raised once the import is done,
+    not inside Python's import machinery, where it can be lost or leave the import lock held."""
+    (tmp_path / "slow_module.py").write_text("import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\n"
+                                             "time.sleep(0.3)\n")
     script = f"""
-import os, signal, sys, threading, time
+import signal, sys, time
 sys.path.insert(0, {str(tmp_path)!r})
 from gradflow import workers
-threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
 try:
     with workers.interrupts_outside_imports():
         import slow_module
