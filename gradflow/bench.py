@@ -81,6 +81,25 @@ class Timing:
         return min(r), max(r)
 
 
+BUSY_SPEEDUP = 1.1  # more threads than this much faster on the bare loop, or the cores were not free
+
+
+def busy_cores(results: list[Timing]) -> list[str]:
+    """A warning per workload whose bare loop ran no faster (within BUSY_SPEEDUP) on more threads than
+    on the fewest timed: their cores were busy with other work (a shared machine), so the ratios at
+    those thread counts are not this code's. For the wall clock (CPU time adds up over threads)."""
+    notes = []
+    for name in dict.fromkeys(r.workload for r in results):
+        rows = sorted((r for r in results if r.workload == name), key=lambda r: r.threads)
+        for r in rows[1:]:
+            if r.median_ms("bare") * BUSY_SPEEDUP > rows[0].median_ms("bare"):
+                notes.append(f"{name}: the bare step took {r.median_ms('bare'):.2f} ms at {r.threads} threads "
+                             f"and {rows[0].median_ms('bare'):.2f} ms at {rows[0].threads}, less than "
+                             f"{BUSY_SPEEDUP:g}x faster: other work held the cores, and the {r.threads}-thread "
+                             f"ratios measure it more than the probes; rerun on an idle machine.")
+    return notes
+
+
 def _bare_loop(model, data, cfg, on_step) -> None:
     """What a user writes without gradflow: zero_grad, forward, loss, backward, step."""
     from gradflow.train import Batches, make_optimizer

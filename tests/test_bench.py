@@ -50,3 +50,20 @@ def test_time_per_step_weighs_the_medians_of_probed_and_other_steps():
     stamps = list(np.cumsum([step_ms[t] for t in range(11)]))
     assert bench.per_step(stamps, {0, 3, 6, 10}) == pytest.approx((7 * 10 + 2 * 30) / 9)
     assert bench.per_step(stamps, set()) == pytest.approx(10.0)  # the bare loop: one kind of step
+
+
+def test_a_thread_count_that_sped_the_bare_loop_up_too_little_is_flagged():
+    """The bare loop at 2 threads barely faster than at 1 (a second core busy with other work): a warning
+    naming the workload, the thread count and both times; a real speed-up, one thread count, or another
+    workload's rows say nothing."""
+    def timing(name, threads, bare):
+        return bench.Timing(name, threads, {"bare": bare, "every step": [b * 1.1 for b in bare]})
+
+    one = timing("reference", 1, [23.0, 23.24, 23.5])
+    busy = bench.busy_cores([one, timing("reference", 2, [22.0, 22.21, 25.0]), timing("mlp", 1, [5.0])])
+    assert len(busy) == 1 and busy[0].startswith("reference: ") and "22.21 ms at 2 threads" in busy[0] \
+        and "23.24 ms at 1" in busy[0], busy
+    assert bench.busy_cores([one, timing("reference", 2, [15.6, 16.0, 16.4])]) == []  # 1.45x faster
+    assert bench.busy_cores([one, timing("reference", 4, [21.3, 21.2, 21.1])]) != []  # 1.096x
+    assert bench.busy_cores([one, timing("reference", 4, [21.1, 21.0, 20.9])]) == []  # 1.107x
+    assert bench.busy_cores([one, timing("mlp", 2, [30.0])]) == []

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from gradflow import store
 from gradflow.cli.app import app
-from gradflow.cli.console import console, user_errors
+from gradflow.cli.console import console, print_note, user_errors
 from gradflow.errors import GradflowError
 
 
@@ -72,6 +72,9 @@ def bench(
     families = [r for r in results if r.workload not in ("reference", "deep")]
     if families:
         console.print(_family_table(families, f"model families: {note}"))
+    if clock == "wall":
+        for line in bench_mod.busy_cores(results):
+            print_note(f"warning: {line}")
 
 
 def _ratio(r, loop: str, two_lines: bool = False) -> str:
