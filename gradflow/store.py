@@ -198,21 +198,29 @@ def check_writable(folder: Path, study: Path | None = None) -> None:
 
 
 def is_run_folder(path: Path) -> bool:
-    """A folder gradflow made for one run: a real folder holding its run.json or config.yaml and nothing
-    but run files (and their temporary siblings), plus what `gradflow plot` and `report` write into a run
-    they show: its figures folder (figures only) and its page. Only such folders are ever deleted."""
+    """A folder gradflow made for one run: a real folder holding a run file (run.json, config.yaml, a
+    table) or an atomic write's temporary copy of one, and nothing but those, plus what `gradflow plot`
+    and `report` write into a run they show: its figures folder (figures only) and its page. Only such
+    folders are ever deleted. (A run killed while it wrote its first file, config.yaml, leaves its folder
+    holding that file's temporary copy alone; one killed while its folder was removed, any remainder.)"""
     path = Path(path)
     if path.is_symlink() or not path.is_dir():
         return False
     names = [p.name for p in path.iterdir()]
     own = set(RUN_FILES)
-    return bool(own & set(names)) and all(n in own or n == REPORT_HTML or _temporary(n) or
-                                           (n == FIGURES_DIR and _figures_only(path / n)) for n in names)
+    return any(n in own or _run_temporary(n) for n in names) and all(
+        n in own or n == REPORT_HTML or _temporary(n) or (n == FIGURES_DIR and _figures_only(path / n))
+        for n in names)
 
 
 def _temporary(name: str) -> bool:
     """An atomic write's temporary sibling (gradflow.files)."""
     return name.startswith(".") and name.endswith(".tmp")
+
+
+def _run_temporary(name: str) -> bool:
+    """An atomic write's temporary sibling of a run file (`.config.yaml.k2x9.tmp`)."""
+    return _temporary(name) and any(name.startswith(f".{f}.") for f in RUN_FILES)
 
 
 def _figures_only(folder: Path) -> bool:

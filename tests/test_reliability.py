@@ -83,6 +83,30 @@ def test_a_folder_gradflow_did_not_make_is_never_deleted(cli, results, tmp_path)
     assert (other / "run.json").exists()
 
 
+def test_a_run_killed_while_it_wrote_its_first_file_is_redone(cli, results):
+    """A run killed (SIGKILL) inside its first atomic write leaves its folder holding only the temporary
+    copy of config.yaml, as gradflow.files makes it: that folder is gradflow's own, so resuming the sweep
+    redoes the run (it once said the folder was "in the way"). A folder holding only a temporary copy of
+    some other file stays someone else's."""
+    import tempfile
+
+    assert _sweep(cli, results, "model.depth=2,3").exit_code == 0
+    job = results / "s" / "model.depth=3"
+    shutil.rmtree(job)
+    job.mkdir()
+    os.close(tempfile.mkstemp(dir=job, prefix=".config.yaml.", suffix=".tmp")[0])
+    assert store.is_run_folder(job)
+    again = _sweep(cli, results, "model.depth=2,3")
+    assert again.exit_code == 0, again.output
+    assert store.read_run(job)["status"] == "ok" and not [p for p in job.iterdir() if p.name.endswith(".tmp")]
+
+    foreign = results / "s" / "model.depth=4"
+    foreign.mkdir()
+    os.close(tempfile.mkstemp(dir=foreign, prefix=".notes.txt.", suffix=".tmp")[0])
+    assert not store.is_run_folder(foreign)
+    _one_line_error(_sweep(cli, results, "model.depth=3,4"), str(foreign), "not a gradflow run folder")
+
+
 def test_a_run_plotted_or_reported_on_its_own_can_be_rerun_and_cleaned(cli, results):
     """`gradflow plot RUN` and `gradflow report RUN` write their figures and page into the run's folder; the
     run stays gradflow's own, so a rerun replaces it (figures of the old run included) and clean removes it.
