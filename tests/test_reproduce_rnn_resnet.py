@@ -1,6 +1,7 @@
-"""hochreiter1991, skipinit2020 and he2016 at --quick: the computed claims come out as documented, the figures
-are drawn, and the measured values agree with a recomputation from the results files with pandas; an override
-that breaks the mechanism (no training; Fixup's scalars at the full rate) makes its claims FAIL.
+"""hochreiter1991 and he2016 at --quick: the computed claims come out as documented, the figures are drawn, and
+the measured values agree with a recomputation from the results files with pandas; an override that breaks the
+mechanism (no training) makes its claims FAIL. (skipinit2020: its own file, the longest of the reproductions,
+so that the test workers share the load.)
 
 Each experiment's two tests share one results folder and the passing outcome (module-scoped fixtures), so the
 breaking run redoes only the runs its override changes (resume), as a user's second `gradflow reproduce` would.
@@ -8,14 +9,10 @@ breaking run redoes only the runs its override changes (resume), as a user's sec
 
 from __future__ import annotations
 
-
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from gradflow import reproduce as rep
 from tests.reproducing import figures_drawn, reproduce, verdicts
 
 
@@ -56,76 +53,6 @@ def test_hochreiter1991_untrained_lstm_fails(shared):
     for words in ("tanh RNN (lecun_normal", "fitted decay", "LSTM, forget-gate bias 3", "default forget-gate bias 0",
                   "weaker input drive", "stronger input drive"):
         assert broken.claim(words).passed, words
-
-
-# --- skipinit2020 -----------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def skipinit(shared):
-    return reproduce("skipinit2020", shared)
-
-
-@pytest.mark.slow
-def test_skipinit2020_quick(skipinit):
-    assert len(skipinit.claims) == 17 and skipinit.passed, verdicts(skipinit)
-    figures_drawn(skipinit, ["profile-act-std-unscaled", "curves-mlp-fixup", "curves-resnet"])
-    # the ResNet figure draws three arms' runs, each named "default" in its arm: they stay three runs
-    resnets = rep.figure_table(rep.arms_of(skipinit.spec, skipinit.root),
-                               ["resnet_batchnorm", "resnet_fixup", "resnet_skipinit"], "metrics")
-    variants = resnets.groupby("run")["model.variant"].agg(set)
-    assert sorted(variants.index) == ["resnet_batchnorm/default", "resnet_fixup/default", "resnet_skipinit/default"]
-    assert [v for (v,) in variants] == ["batchnorm", "fixup", "skipinit"]
-
-    # the unscaled net's forward growth per block (2 layers), refitted from layers.parquet: log act_std
-    # against layer over the bulk (act_std exists where there is an activation, the first layer of each
-    # branch; 4 of those dropped at each end), and the run diverged
-    (job,) = [p for p in (skipinit.root / "mlp_unscaled").iterdir() if (p / "run.json").exists()]
-    layers = pd.read_parquet(job / "layers.parquet")
-    std = layers[(layers["quantity"] == "act_std") & (layers["step"] == 0)].set_index("layer")["value"].sort_index()
-    bulk = std.iloc[4:-4]
-    slope = np.polyfit(bulk.index.to_numpy(float), np.log(bulk.to_numpy()), 1)[0]
-    assert skipinit.claim("per-block growth").measured.value == pytest.approx(np.exp(2 * slope), rel=1e-6)
-    assert json.loads((job / "run.json").read_text())["status"] == "diverged"
-
-
-@pytest.mark.slow
-def test_skipinit2020_cli_prints_the_specs_text_as_written(cli, shared, skipinit, monkeypatch):
-    from gradflow.cli.console import console
-
-    monkeypatch.setattr(console, "width", 80)  # a terminal of 80 columns, whatever runs the tests
-    # square brackets in a spec's text are not console markup: the tolerance's "exp(E[log R] / 2)" survives
-    out = cli("reproduce", "skipinit2020", "--quick", "threads=1", f"results={shared}")  # reuses the finished runs
-    assert out.exit_code == 0, out.output
-    text = " ".join(out.output.split())
-    assert "exp(E[log R] / 2)" in text
-    # a tolerance two claims share (a for_each claim's) is printed once, naming both
-    assert text.count("0.05 nats is our margin") == 1
-    assert ("tolerance, resnet_fixup minus resnet_batchnorm: final training loss; resnet_skipinit minus "
-            "resnet_batchnorm: final training loss:") in text
-    # at 80 columns the claims table keeps its words whole: reference and source go under the claim
-    assert [line for line in out.output.splitlines() if line[:1] in "┏┃┡│└" and len(line) > 80] == []
-    assert "mlp_unscaled: per-block growth" in out.output and "source: paper: De & Smith 2020" in out.output
-
-
-def test_skipinit2020_fixup_without_its_scalar_rate_fails(shared):
-    # Fixup's scalar biases and multipliers at the full rate instead of 1/10: the ResNet diverges, so its
-    # claims FAIL (every run of the arm diverged, so it has no final loss at all), while SkipInit's hold.
-    # Before the untrained control: only the Fixup arms rerun here
-    broken = reproduce("skipinit2020", shared, "optim.scalar_lr_factor=1")
-    for words in ("resnet_fixup: share of runs that diverge", "resnet_fixup: final training loss",
-                  "resnet_fixup minus resnet_batchnorm"):
-        assert not broken.claim(words).passed, verdicts(broken)
-    assert broken.claim("resnet_skipinit minus resnet_batchnorm").passed, verdicts(broken)
-
-
-def test_skipinit2020_untrained_fails(shared):
-    # no training: nothing falls below the "trains" threshold; the growth at init and Fixup's and SkipInit's
-    # finite start are unchanged
-    broken = reproduce("skipinit2020", shared, "train.steps=0")
-    for arm in ("mlp_batchnorm", "mlp_fixup", "mlp_skipinit"):
-        assert not broken.claim(f"{arm}: final training loss").passed, verdicts(broken)
-    for arm in ("resnet_batchnorm", "resnet_fixup", "resnet_skipinit"):
-        assert not broken.claim(f"{arm}: final training loss").passed
-    assert broken.claim("per-block growth").passed and broken.claim("mlp_fixup: share of runs").passed
 
 
 # --- he2016 ---------------------------------------------------------------------------------------------
