@@ -18,7 +18,6 @@ from gradflow import reproduce as rep
 from tests.reproducing import figures_drawn, reproduce, verdicts
 
 
-# --- skipinit2020 -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def skipinit(shared):
     return reproduce("skipinit2020", shared)
