@@ -26,4 +26,4 @@ run: install
 	$(BIN)/gradflow run
 
 test: install
-	$(BIN)/python -m pytest -q -n auto --dist loadfile
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder

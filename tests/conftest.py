@@ -31,6 +31,12 @@ TINY = ["data=gaussian", "data.n_train=256", "data.n_test=128", "data.dim=16", "
 
 
 def pytest_collection_modifyitems(config, items):
+    # files holding a slow test first (a stable sort keeps each file's own order): under
+    # `-n auto --dist loadfile --no-loadscope-reorder` (make test) the workers start on the long
+    # reproductions and finish on short files, instead of one worker running a reproduction alone
+    # at the end
+    slow_files = {item.path for item in items if "slow" in item.keywords}
+    items.sort(key=lambda item: item.path not in slow_files)
     if not torch.cuda.is_available():
         skip = pytest.mark.skip(reason="needs a CUDA GPU")
         for item in items:
