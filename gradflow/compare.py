@@ -59,7 +59,7 @@ def check_by(runs: pd.DataFrame, sources: Sequence[str], by: Sequence[str]) -> N
         lacking = [s for s in sources
                    if k not in runs.columns or runs.loc[runs[store.SOURCE] == s, k].isna().all()]
         if k not in config_columns(runs) or lacking:
-            choices = list(dict.fromkeys(swept_keys(runs, exclude=())))
+            choices = list(dict.fromkeys(swept_keys(runs, exclude=(), implied=True)))
             raise GradflowError(f"--by {k!r} is not a config key of {', '.join(lacking) or 'these results'}; "
                                 f"choices: {', '.join(choices) or '(nothing varies)'}")
 

@@ -79,7 +79,7 @@ def runs(paths: list[Path]) -> tuple[pd.DataFrame, list[str]]:
     df = pd.concat(frames, ignore_index=True)
     from gradflow.plots.keys import swept_keys
 
-    swept = [store.SOURCE] + swept_keys(df, exclude=summary.study_columns(df))
+    swept = [store.SOURCE] + swept_keys(df, exclude=summary.study_columns(df), implied=True)  # as ls lists them
     return summary.sort_runs(df, swept), swept
 
 

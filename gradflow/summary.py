@@ -205,7 +205,7 @@ def listing(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str] = 
     from gradflow.plots.keys import swept_keys  # pandas only: listing stays matplotlib-free
 
     df = runs_table(path, rates, steps)
-    swept = swept_keys(df, exclude=study_columns(df))
+    swept = swept_keys(df, exclude=study_columns(df), implied=True)  # ls names the implied ones itself
     return sort_runs(df, swept or [store.RUN]), swept
 
 
@@ -241,26 +241,6 @@ def swept_columns(df: pd.DataFrame, keys: list[str]) -> list[str]:
         if col and col not in out:
             out.append(col)
     return sorted(out, key=list(df.columns).index)  # the order ls sorts by
-
-
-def implied_keys(df: pd.DataFrame, keys: list[str]) -> dict[str, str]:
-    """Of `keys`, those that follow from a config group's choice among them: key -> that choice's key.
-    data.dim varies only because data=gaussian has it and data=mnist1d does not, so within each data
-    choice it takes one value; showing `data` identifies the run. A key that varies within one choice
-    (two gaussian runs of different data.dim) is not implied."""
-    from gradflow.plots.keys import hashable
-
-    out = {}
-    for k in keys:
-        parts = k.split(".")
-        for n in range(len(parts) - 1, 0, -1):  # the nearest group first: model.block.x -> model.block.name
-            choice = ".".join(parts[:n]) + ".name"
-            if choice != k and choice in keys:
-                per_choice = hashable(df[k]).groupby(hashable(df[choice]), dropna=False).nunique(dropna=False)
-                if (per_choice <= 1).all():
-                    out[k] = choice
-                break
-    return out
 
 
 def abbreviate(keys: list[str]) -> dict[str, str]:

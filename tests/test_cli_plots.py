@@ -88,6 +88,30 @@ def test_plot_default_writes_the_standard_set(plain):
     assert gradflow.load(plain, table="runs")["run"].nunique() == 4
 
 
+def test_a_sweep_over_inits_with_different_keys_is_still_a_depth_sweep(results):
+    # init=standard has no init.gain, xavier_normal has one: that key varies only with the init, so it
+    # is no third axis (which made the runs look like an incomplete grid: no ratio figures, one legend
+    # entry per run, and ratio legends naming depths that no line had)
+    from gradflow.plots import figures
+    from gradflow.plots.keys import swept_keys
+
+    path = _sweep(results, "inits", "model.depth=2,4", "init=standard,xavier_normal")
+    out = invoke("plot", path)
+    assert out.exit_code == 0, out.output
+    names = [p.name for p in printed_paths(out)]
+    assert "ratio-init.png" in names and "ratio-signal_norm-init.png" in names
+    layers, runs = gradflow.load(path), gradflow.load(path, table="runs")
+    assert swept_keys(runs) == ["model.depth", "init.name"]
+    assert swept_keys(runs, implied=True) == ["model.depth", "init.name", "init.gain"]
+    def legend(fig):
+        return [t.get_text() for lg in fig.legends for t in lg.get_texts()]
+
+    texts = legend(figures.profile(layers, "signal_norm", step=0))
+    assert "init=standard" in texts and "init=xavier_normal" in texts and not any("gain" in t for t in texts)
+    texts = legend(figures.ratio(layers, "init", quantity="signal_norm"))
+    assert texts[:2] == ["standard", "xavier_normal"], texts  # one entry per line drawn, then the theory's
+
+
 @pytest.mark.parametrize("args, name", [
     (["--kind", "profile", "--step", "0", "--color", "model.depth", "--facet", "model.activation",
       "--quantity", "signal_norm"], "profile-signal_norm-step0-color-model.depth-facet-model.activation.png"),

@@ -16,8 +16,9 @@ from gradflow import store
 from gradflow.cli.app import app
 from gradflow.cli.console import console, labels, print_note, user_errors
 from gradflow.errors import GradflowError
-from gradflow.summary import (FIT_MARKS, KEY_PRIORITY, LS_COLUMNS, NOTES, TRANSIENT_TOL, Column, abbreviate, implied_keys,
-                              listing, sort_runs, study_columns, swept_columns, table_columns)
+from gradflow.plots.keys import implied_keys
+from gradflow.summary import (FIT_MARKS, KEY_PRIORITY, LS_COLUMNS, NOTES, TRANSIENT_TOL, Column, abbreviate, listing,
+                              sort_runs, study_columns, swept_columns, table_columns)
 
 SEP = 3  # characters between two columns of the SIMPLE_HEAD table
 

@@ -35,10 +35,31 @@ def n_distinct(s: pd.Series) -> int:
     return int(hashable(s).nunique(dropna=False))
 
 
-def swept_keys(df: pd.DataFrame, exclude: Sequence[str] = SEED_KEYS) -> list[str]:
+def swept_keys(df: pd.DataFrame, exclude: Sequence[str] = SEED_KEYS, implied: bool = False) -> list[str]:
     """Config columns that take more than one value in `df`, in column order (seed excluded;
-    pass exclude=() to count it, as `gradflow ls` does)."""
-    return [c for c in config_columns(df) if c not in exclude and n_distinct(df[c]) > 1]
+    pass exclude=() to count it, as `gradflow ls` does). A key that varies only because a group
+    choice among them sets it (`implied_keys`: init.gain, which init=xavier_normal has and
+    init=standard lacks) is no axis of its own and is left out, unless implied=True."""
+    keys = [c for c in config_columns(df) if c not in exclude and n_distinct(df[c]) > 1]
+    return keys if implied else [k for k in keys if k not in implied_keys(df, keys)]
+
+
+def implied_keys(df: pd.DataFrame, keys: list[str]) -> dict[str, str]:
+    """Of `keys`, those that follow from a config group's choice among them: key -> that choice's key.
+    data.dim varies only because data=gaussian has it and data=mnist1d does not, so within each data
+    choice it takes one value; showing `data` identifies the run. A key that varies within one choice
+    (two gaussian runs of different data.dim) is not implied."""
+    out = {}
+    for k in keys:
+        parts = k.split(".")
+        for n in range(len(parts) - 1, 0, -1):  # the nearest group first: model.block.x -> model.block.name
+            choice = ".".join(parts[:n]) + ".name"
+            if choice != k and choice in keys:
+                per_choice = hashable(df[k]).groupby(hashable(df[choice]), dropna=False).nunique(dropna=False)
+                if (per_choice <= 1).all():
+                    out[k] = choice
+                break
+    return out
 
 
 def is_missing(v: Any) -> bool:
