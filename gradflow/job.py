@@ -104,7 +104,7 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
                       **final_metrics(result.metrics, result.status))
         # reading the table back also proves it loads before run.json says the run is finished
         layers = store.read_table(Path(job_dir) / store.LAYERS_FILE)
-        if result.status == store.OK:
+        if result.status == store.OK and result.steps_done:  # a run of 0 steps (init only) had nothing to learn
             record["flags"] = learned_nothing(layers, record["final"],
                                               data.n_classes if data.task == "classification" else 0)
         record["summary"] = summary.per_run(layers, flat)  # what `ls` shows, without reading any table

@@ -267,6 +267,11 @@ def test_a_run_that_learned_nothing_is_ok_but_flagged(cli, results):
     assert [f.split(":")[0] for f in rec["flags"]] == ["learned nothing"] * 2
     assert "every hidden weight gradient is exactly 0" in rec["flags"][0]
     assert "note: learned nothing" in out.output
+    # the same net probed at initialization only (train.steps=0) took no step: nothing to learn, no flag
+    out = cli("run", *TINY, "init.gain=0", "train.steps=0", f"results={results}", "name=z0")
+    assert out.exit_code == 0 and "learned nothing" not in out.output, out.output
+    rec = json.loads((results / "z0" / job_name([*TINY, "init.gain=0", "train.steps=0"]) / "run.json").read_text())
+    assert rec["status"] == "ok" and rec["steps_done"] == 0 and not rec.get("flags")
 
 
 def test_python_dash_m_gradflow_works():
