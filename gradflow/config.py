@@ -7,12 +7,14 @@ training. `validate` adds what a type cannot say (ranges, choices, device availa
 
 from __future__ import annotations
 
+import difflib
+import functools
 import hashlib
 import math
 import operator
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import MISSING as NO_DEFAULT, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -913,7 +915,9 @@ def hydra_error_message(e: Exception, overrides=()) -> str:
             if chosen in GROUP_SCHEMAS[name.partition(".")[0]]:
                 return _not_a_key_of(name, chosen)
             return f"{name} does not apply to this run: it is a key of {', '.join(_choices_with_key(name))}"
-        return (f"unknown key {_show(name)}; groups: {', '.join(GROUPS)}; "
+        near = nearest(name, known_keys())
+        hint = f" (did you mean {' or '.join(near)}?)" if near else ""
+        return (f"unknown key {_show(name)}{hint}; sections: {', '.join(SECTIONS)}; "
                 "see `gradflow run --help` for every key (add a new key with +key=value only if you mean to)")
     if full_key:
         value = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", text)
@@ -927,6 +931,30 @@ def hydra_error_message(e: Exception, overrides=()) -> str:
         detail = str(e.__cause__ or e).strip().splitlines()[0]
         return f"{full_key.group(1)}: {detail}"
     return " ".join(text.split())
+
+
+# the config's sections of keys (model, ..., train, gradcheck), as against its top-level values (seed)
+SECTIONS = tuple(f.name for f in fields(Config) if f.name in GROUP_SCHEMAS or f.default_factory is not NO_DEFAULT)
+
+
+def nearest(word: str, choices, cutoff: float = 0.75, within: float = 0.05) -> list[str]:
+    """The choices closest to a misspelled `word`: the best match and any as close as it (`within`)."""
+    scored = sorted(((difflib.SequenceMatcher(None, word, c).ratio(), c) for c in choices), reverse=True)
+    return [c for r, c in scored if r >= cutoff and r >= scored[0][0] - within][:3] if scored else []
+
+
+@functools.cache
+def known_keys() -> tuple[str, ...]:
+    """Every config key of every choice: a misspelled key's nearest ones come from here."""
+    out = []
+    for f in fields(Config):
+        if f.name in GROUP_SCHEMAS:
+            out += [f"{f.name}.name", *(k for c in GROUP_SCHEMAS[f.name] for k in choice_keys(f.name, c))]
+        elif f.name in SECTIONS:
+            out += [f"{f.name}.{g.name}" for g in fields(f.default_factory)]
+        else:
+            out.append(f.name)
+    return tuple(dict.fromkeys(out))
 
 
 def _choices_with_key(dotted: str) -> list[str]:

@@ -127,6 +127,11 @@ CASES = [
     case("init=bogus", "init", "init-unknown"),
     case("model.depth=abc", "model.depth", "depth-not-int"),
     case("model.nonexistent=1", "model.nonexistent", "unknown-key"),
+    # a misspelled key gets its nearest keys, and a section's misspelling its section
+    case("model.dpeth=10", "unknown key 'model.dpeth' (did you mean model.depth?)", "misspelled-depth"),
+    case("trian.steps=5", "(did you mean train.steps?); sections: model, data, init, norm, optim, probe, train,",
+         "misspelled-section"),
+    case("seeed=1", "(did you mean seed?)", "misspelled-seed"),
     case("optim.betas=[0.9,0.99]", "optim.betas", "betas-for-sgd"),
     case("optim=adam optim.momentum=0.5", "optim.momentum", "momentum-for-adam"),
     case(f"model.activation={LONG}", "model.activation", "100kB-activation"),
