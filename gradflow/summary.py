@@ -122,8 +122,9 @@ def per_run(layers: pd.DataFrame, config: dict) -> dict[str, Any]:
 
 
 # --- steps to a threshold ------------------------------------------------------------------------
+STEPS_TO_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "batch_loss", "batch_acc")  # as evaluated
 _OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
-_CONDITION = re.compile(r"^\s*([A-Za-z]\w*?)_(\w+)\s*(<=|>=|<|>)\s*([-+.\deE]+)\s*$")
+_CONDITION = re.compile(r"^\s*(\w+?)\s*(<=|>=|<|>)\s*(\S+)\s*$")
 
 
 def parse_condition(text: str) -> tuple[str, str, str, float]:
@@ -132,11 +133,15 @@ def parse_condition(text: str) -> tuple[str, str, str, float]:
     if not m:
         raise GradflowError(f"--steps-to {text!r} must read SPLIT_METRIC OP NUMBER, e.g. train_loss<=1.0 or "
                             f"test_acc>=0.9; OP is one of {', '.join(_OPS)}")
-    split, metric, op, number = m.groups()
+    name, op, number = m.groups()
     try:
-        return split, metric, op, float(number)
+        threshold = float(number)
     except ValueError:
         raise GradflowError(f"--steps-to {text!r}: {number!r} is not a number") from None
+    split, _, metric = name.partition("_")
+    if not (split[:1].isalpha() and metric):  # a metric the run did not record is named when it is read
+        raise GradflowError(f"--steps-to {text!r}: {name!r} is not a metric; choices: {', '.join(STEPS_TO_METRICS)}")
+    return split, metric, op, threshold
 
 
 def steps_to(metrics: pd.DataFrame, metric: str, op: str, threshold: float) -> float:
@@ -147,8 +152,10 @@ def steps_to(metrics: pd.DataFrame, metric: str, op: str, threshold: float) -> f
     split, _, name = metric.partition("_")
     rows = metrics[(metrics[store.SPLIT] == split) & (metrics[store.METRIC] == name)]
     if rows.empty:
-        have = sorted({f"{s}_{m}" for s, m in zip(metrics[store.SPLIT], metrics[store.METRIC])})
-        raise GradflowError(f"metric {metric!r} was not recorded; choices: {', '.join(have) or 'none'}")
+        have = sorted({f"{s}_{m}" for s, m in zip(metrics[store.SPLIT], metrics[store.METRIC]) if s != "grad"})
+        per_parameter = (metrics[store.SPLIT] == "grad").any()
+        raise GradflowError(f"metric {metric!r} was not recorded; choices: {', '.join(have) or 'none'}"
+                            + (", grad_PARAMETER (each parameter's gradient norm)" if per_parameter else ""))
     rows = rows.sort_values(store.STEP)
     hit = rows[_OPS[op](rows[store.VALUE], threshold)]
     return float(hit[store.STEP].iloc[0]) if len(hit) else math.nan

@@ -185,7 +185,9 @@ def test_rate_against_hand_fit(swept):
 def test_bad_options_are_one_line(cli, swept):
     root, _ = swept
     for args, words in ((["--sort", "nope"], ["--sort", "depth"]), (["--steps-to", "loss"], ["train_loss<=1.0"]),
-                        (["--steps-to", "train_nope<=1"], ["train_loss"]), (["--rate", "nope"], ["grad_norm"])):
+                        (["--steps-to", "train_nope<=1"], ["train_loss"]), (["--rate", "nope"], ["grad_norm"]),
+                        (["--steps-to", "foo<1"], ["'foo' is not a metric; choices: train_loss, train_acc"]),
+                        (["--steps-to", "test_acc>=high"], ["'high' is not a number"])):
         out = cli("ls", str(root), *args)
         assert out.exit_code == 1
         assert all(w in out.output for w in words), out.output
