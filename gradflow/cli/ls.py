@@ -16,7 +16,7 @@ from gradflow import store
 from gradflow.cli.app import app
 from gradflow.cli.console import console, labels, print_note, user_errors
 from gradflow.errors import GradflowError
-from gradflow.plots.keys import implied_keys
+from gradflow.plots.keys import config_columns, implied_keys, ordered_values
 from gradflow.summary import (FIT_MARKS, KEY_PRIORITY, LS_COLUMNS, NOTES, TRANSIENT_TOL, Column, abbreviate, listing,
                               sort_runs, study_columns, swept_columns, table_columns)
 
@@ -31,8 +31,14 @@ def runs_view(path: Path, where: list[str] | None = None, sort: str | None = Non
             raise GradflowError(f"--where {cond!r} must be KEY=VALUE")
         key, value = cond.split("=", 1)
         if key not in df.columns:
-            raise GradflowError(f"--where key {key!r} is not a column; choices: {', '.join(sorted(df.columns))}")
-        df = df[df[key].astype(str) == value]
+            keys = [*config_columns(df), store.STATUS, *(k for k in study_columns(df) if k in df.columns)]
+            raise GradflowError(f"--where key {key!r} is not a column; choices: {', '.join(keys)}")
+        kept = df[df[key].astype(str) == value]
+        if kept.empty:  # say so (and what there is) rather than draw an empty table
+            values = ", ".join(map(str, ordered_values(df[key])))
+            raise GradflowError(f"--where {cond} matches no run{' of those left' if where[0] != cond else ''}; "
+                                f"{key} here: {values}")
+        df = kept
     if sort:
         descending = sort.startswith("-")
         key = sort.lstrip("-")
