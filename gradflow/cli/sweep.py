@@ -54,15 +54,18 @@ def report_page(paths: list, write: bool) -> None:
 
 
 def _header(p, skipped: int) -> None:
-    console.print(f"sweep [bold]{p.root}[/]: {len(p.jobs)} runs over {', '.join(p.swept) or 'no swept key'}"
-                  f" with the {p.launcher} launcher" + (f"; {skipped} already finished, skipped" if skipped else ""),
-                  soft_wrap=True)
+    n = len(p.jobs)
+    print_note(f"sweep {p.root}: {n} run{'s' * (n != 1)} over {', '.join(p.swept) or 'no swept key'} with the "
+               f"{p.launcher} launcher" + (f"; {skipped} already finished, skipped" if skipped else ""))
     if p.replaced and not p.force:
-        console.print(f"[yellow]{p.replaced} finished runs in {p.root} were made with other settings and will be "
-                      "replaced[/]", soft_wrap=True)
+        one = p.replaced == 1
+        console.print(f"[yellow]{p.replaced} finished run{'' if one else 's'} in {p.root} "
+                      f"{'was' if one else 'were'} made with other settings and will be replaced[/]", soft_wrap=True)
     if p.stale:
-        console.print(f"[yellow]{p.stale} runs in {p.root} are not points of this sweep (stale); "
-                      f"`gradflow clean {p.root} --stale` removes them[/]", soft_wrap=True)
+        one = p.stale == 1
+        are = "is not a point" if one else "are not points"
+        console.print(f"[yellow]{p.stale} run{'' if one else 's'} in {p.root} {are} of this sweep (stale); "
+                      f"`gradflow clean {p.root} --stale` removes {'it' if one else 'them'}[/]", soft_wrap=True)
 
 
 def run_plan(p, table: bool = True) -> pd.DataFrame:
