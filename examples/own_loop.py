@@ -43,7 +43,7 @@ def main(path: str, steps: int, every: int, depth: int) -> None:
     config = {"model": {"name": "own_loop", "depth": depth}, "optim": {"lr": 0.05, "momentum": 0.9}, "seed": 0}
 
     with gradflow.Recorder(model, path, config=config, every=every) as rec:  # a crash closes it as "failed"
-        for step in range(steps + 1):
+        for step in range(steps):  # `steps` updates, as `gradflow ls` then counts them
             idx = torch.randint(0, len(x), (128,))
             opt.zero_grad()
             with rec.step(step):  # probes armed on every `every`-th step

@@ -221,7 +221,7 @@ def test_logging_a_value_that_is_no_scalar_is_one_clear_error_at_the_call(tmp_pa
 
 def test_the_example_runs_loads_and_plots(tmp_path, cli):
     run = tmp_path / "own-loop" / "run0"
-    out = subprocess.run([sys.executable, str(ROOT / "examples" / "own_loop.py"), str(run), "--steps", "20",
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / "own_loop.py"), str(run), "--steps", "21",
                           "--every", "10", "--depth", "3"], capture_output=True, text=True, timeout=300,
                          env={"PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
                               "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
@@ -233,6 +233,7 @@ def test_the_example_runs_loads_and_plots(tmp_path, cli):
     assert (layers["model.depth"] == 3).all()
     shown = cli("ls", str(tmp_path / "own-loop"))
     assert shown.exit_code == 0 and "run0" in shown.output
+    assert json.loads((run / "run.json").read_text())["steps_done"] == 21  # --steps 21: 21 updates
     drawn = cli("plot", str(run))
     assert drawn.exit_code == 0, drawn.output
     assert any((run / "figures").glob("profile-grad_norm-*.png"))
