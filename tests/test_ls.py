@@ -205,3 +205,21 @@ def test_a_run_that_learned_nothing_is_flagged_not_read_as_a_success(tmp_path):
     rows = {line.split()[0]: line.split()[1] for line in table.splitlines() if re.match(r"\s*0(\.05)?\s", line)}
     assert rows == {"0": "ok*", "0.05": "ok"}
     assert "*: finished but flagged: learned nothing (1 run)" in table and "flagged: 1" in table
+
+
+def test_unrelated_runs_differing_in_many_keys_still_fit_and_show_a_result():
+    # seven keys of 11 characters, the status, then the results: the keys alone are wider than 80
+    # columns; the table keeps the status, the keys that leave room for the first result, and that result
+    from gradflow.cli.ls import SEP, choose
+    from gradflow.summary import KEY_PRIORITY, Column
+
+    keys = [Column(f"k.{i}", f"key{i}", KEY_PRIORITY, ["x" * 11], False) for i in range(7)]
+    status = Column("status", "status", KEY_PRIORITY, ["ok"], False)
+    results = [Column("final.test_acc", "test acc", 2, ["0.5"], True),
+               Column("final.train_loss", "loss", 3, ["1.25"], True)]
+    shown, hidden = choose([*keys, status, *results], 80)
+    assert sum(c.width + SEP for c in shown) - SEP <= 80
+    assert [c.key for c in shown] == ["k.0", "k.1", "k.2", "k.3", "status", "final.test_acc", "final.train_loss"]
+    assert [c.key for c in hidden] == ["k.4", "k.5", "k.6"]  # named under the table; --wide shows them
+    # when everything fits, nothing is left out; with no width (--wide), neither
+    assert choose([*keys[:3], status, *results], 80)[1] == [] and choose([*keys, status, *results], None)[1] == []

@@ -53,14 +53,27 @@ def runs_view(path: Path, where: list[str] | None = None, sort: str | None = Non
 
 def choose(columns: list[Column], width: int | None) -> tuple[list[Column], list[Column]]:
     """The columns that fit in `width` characters (all when None), taken by priority, then in display
-    order; and those left out."""
+    order; and those left out. The status and the first column always show, then the keys in order
+    while they leave room for the first result column: unrelated runs that differ in a dozen keys
+    still give a table within `width` with a result in it, and its note names the keys left out."""
     if width is None:
         return columns, []
+    first = {i for i, c in enumerate(columns) if c.key == store.STATUS} | {0}
+    order = sorted(range(len(columns)), key=lambda i: (columns[i].priority, i not in first, i))
+    results = [i for i in order if columns[i].priority != KEY_PRIORITY]
+    reserve = columns[results[0]].width + SEP if results else 0
     keep: set[int] = set()
-    used = -SEP
-    for i in sorted(range(len(columns)), key=lambda i: columns[i].priority):
+    used, keys_full = -SEP, False
+    for i in order:
         need = columns[i].width + SEP
-        if columns[i].priority == KEY_PRIORITY or used + need <= width:
+        if i in first:
+            fits = True
+        elif columns[i].priority == KEY_PRIORITY:
+            fits = not keys_full and used + need + reserve <= width
+            keys_full = not fits
+        else:
+            fits = used + need <= width
+        if fits:
             keep.add(i)
             used += need
     return [c for i, c in enumerate(columns) if i in keep], [c for i, c in enumerate(columns) if i not in keep]
