@@ -59,7 +59,7 @@ def test_ls_warns_when_the_chi1_fit_sits_in_the_length_maps_transient(cli, resul
     assert qstar["chi1_transient"] == 0.0 and qstar["chi1_measured"] == pytest.approx(qstar["chi1_theory"], rel=0.03)
     table = " ".join(cli("ls", str(results / "gelu")).output.split())
     assert "55 (3-57)! " in table and "55 (3-57) q* " in table
-    assert "chi1 fit of 1 run(s) starts in the length map's transient" in table and "data.scale=qstar" in table
+    assert "chi1 fit of 1 run starts in the length map's transient" in table and "data.scale=qstar" in table
     assert "q*: inputs at the fixed point" in table and "!: still in the length map's transient (see below)" in table
     # the run at q* alone: neither mark is explained where no cell carries it, nor a warning promised "below"
     alone = " ".join(cli("ls", str(results / "gelu"), "--where", "data.scale=qstar").output.split())

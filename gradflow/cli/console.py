@@ -56,7 +56,7 @@ def labels(items) -> str:
     return ", ".join(str(item).replace(" ", NBSP) for item in items)
 
 
-def print_note(text: str, width: int | None = None) -> None:
+def print_note(text: str, width: int | None = None, style: str | None = None) -> None:
     """A note under a table, its lines broken at spaces only (not at NBSP, which keeps a label such as
     "chi1 fit" whole) to the console's width, with no trailing spaces; a word longer than a line keeps
     a line of its own."""
@@ -68,7 +68,7 @@ def print_note(text: str, width: int | None = None) -> None:
         else:
             lines.append(word)
     for line in lines:
-        console.print(escape(line.replace(NBSP, " ")), highlight=False, soft_wrap=True)
+        console.print(escape(line.replace(NBSP, " ")), highlight=False, soft_wrap=True, style=style)
 
 
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports a Ctrl-C'd command

@@ -165,9 +165,10 @@ def _warn_transient(df: pd.DataFrame) -> None:
     off = df[bias.abs() > TRANSIENT_TOL]
     if len(off):
         worst = float(bias[off.index].abs().max())
-        console.print(f"[yellow]warning:[/] the chi1 fit of {len(off)} run(s) starts in the length map's transient "
-                      f"(mean-field theory puts the fit up to {worst:.1%} off chi1 at q*); start at the fixed point "
-                      f"with data.scale=qstar or fit deeper layers", highlight=False)
+        runs = "1 run starts" if len(off) == 1 else f"{len(off)} runs start"
+        print_note(f"warning: the chi1 fit of {runs} in the length map's transient (mean-field theory puts the "
+                   f"fit up to {worst:.1%} off chi1 at q*); start at the fixed point with data.scale=qstar or fit "
+                   "deeper layers", style="yellow")
 
 
 def records(df: pd.DataFrame) -> list[dict]:
