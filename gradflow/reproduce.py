@@ -624,6 +624,11 @@ class Outcome:
 LaunchFn = Callable[["sweep_mod.Plan"], None]
 
 
+def check_scale(scale: str) -> None:
+    if scale not in SCALES:
+        raise GradflowError(f"--scale {scale!r} is not allowed; choices: {', '.join(SCALES)}")
+
+
 def run(name: str, scale: str = "default", user: list[str] | None = None, force: bool = False,
         launch: LaunchFn | None = None) -> Outcome:
     """Run (or resume) a reproduction's arms, check its claims, draw its figures and write REPORT.md.
@@ -633,8 +638,7 @@ def run(name: str, scale: str = "default", user: list[str] | None = None, force:
     """
     from gradflow import sweep as sweep_mod
 
-    if scale not in SCALES:
-        raise GradflowError(f"--scale {scale!r} is not allowed; choices: {', '.join(SCALES)}")
+    check_scale(scale)
     spec = Spec.load(name)
     user = list(user or [])
     results_root = next((o.split("=", 1)[1] for o in user if o.startswith("results=")), "results")

@@ -188,3 +188,9 @@ def test_the_installed_entry_point_gives_the_same_one_line(tmp_path, args, needl
 def test_typer_usage_errors_exit_2(cli):
     out = cli("ls")  # a missing argument is Typer's own usage error
     assert out.exit_code == 2 and "Traceback" not in out.output
+
+
+@pytest.mark.parametrize("args", [["reproduce", "he2015", "--scale", "huge"], ["reproduce", "nosuchpaper"]])
+def test_a_bad_reproduction_prints_nothing_before_its_error(cli, args):
+    out = cli(*args)
+    assert out.exit_code == 1 and out.stderr.startswith("error:") and out.stdout == "", out.output

@@ -39,6 +39,7 @@ def reproduce(
         console.print(list_table([rep.Spec.load(n) for n in rep.names()], console.width))
         return
     scale = "quick" if quick else scale
+    rep.check_scale(scale)  # before anything is printed, as a bad name is (Spec.load)
     failed = False
     for n in rep.names() if name == "all" else [name]:
         spec = rep.Spec.load(n)
