@@ -223,3 +223,14 @@ def test_unrelated_runs_differing_in_many_keys_still_fit_and_show_a_result():
     assert [c.key for c in hidden] == ["k.4", "k.5", "k.6"]  # named under the table; --wide shows them
     # when everything fits, nothing is left out; with no width (--wide), neither
     assert choose([*keys[:3], status, *results], 80)[1] == [] and choose([*keys, status, *results], None)[1] == []
+
+
+def test_json_gives_null_where_there_was_no_fit(run_job):
+    # two hidden layers leave no layers to fit chi1 over: its value and its layers are both null
+    job = run_job("data=gaussian", "data.n_train=64", "data.n_test=32", "data.dim=8", "model.width=8",
+                  "model.depth=2", "train.steps=2", "train.batch_size=32", name="nofit")
+    from gradflow.cli import app
+
+    out = CliRunner().invoke(app, ["ls", str(job.parent), "--json"], catch_exceptions=False)
+    (row,) = json.loads(out.output)
+    assert row["chi1_measured"] is None and row["chi1_layers"] is None  # (was "")

@@ -172,15 +172,18 @@ def _warn_transient(df: pd.DataFrame) -> None:
 
 
 def records(df: pd.DataFrame) -> list[dict]:
-    """JSON-ready rows at full precision: NaN as null, numpy scalars as Python numbers."""
-    def clean(v):
+    """JSON-ready rows at full precision: NaN as null, numpy scalars as Python numbers, and a fit's
+    layers (chi1_layers, rate.Q.layers) null where there was no fit, as its value is."""
+    def clean(k, v):
         if isinstance(v, np.generic):
             v = v.item()
         if isinstance(v, float) and not math.isfinite(v):
             return None
+        if v == "" and (k == "chi1_layers" or k.endswith(".layers")):
+            return None
         return v
 
-    return [{k: clean(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
+    return [{k: clean(k, v) for k, v in row.items()} for row in df.to_dict(orient="records")]
 
 
 @app.command("ls")
