@@ -234,3 +234,12 @@ def test_json_gives_null_where_there_was_no_fit(run_job):
     out = CliRunner().invoke(app, ["ls", str(job.parent), "--json"], catch_exceptions=False)
     (row,) = json.loads(out.output)
     assert row["chi1_measured"] is None and row["chi1_layers"] is None  # (was "")
+
+
+def test_notes_break_at_spaces_and_leave_none_at_a_line_end():
+    # "loss 2.716  acc 0.085": the double space that falls at a break used to leave "2.716 " at a line end
+    from gradflow.cli.console import NBSP, console, print_note
+
+    with console.capture() as cap:
+        print_note(f"test{NBSP}loss{NBSP}2.716  acc{NBSP}0.085  and more", width=16)
+    assert cap.get().splitlines() == ["test loss 2.716", "acc 0.085  and", "more"]

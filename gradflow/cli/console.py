@@ -67,8 +67,8 @@ def print_note(text: str, width: int | None = None, style: str | None = None) ->
             lines[-1] += " " + word
         else:
             lines.append(word)
-    for line in lines:
-        console.print(escape(line.replace(NBSP, " ")), highlight=False, soft_wrap=True, style=style)
+    for line in lines:  # (a double space that fell at a break leaves no space at either end)
+        console.print(escape(line.strip(" ").replace(NBSP, " ")), highlight=False, soft_wrap=True, style=style)
 
 
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports a Ctrl-C'd command

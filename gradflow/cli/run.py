@@ -200,8 +200,11 @@ def show_run(job_dir: Path, record: dict, threads: int | None = None) -> None:
     colour = store.STATUS_COLOURS.get(status, "white")
     device = record.get("device", "?")
     on = f"{device}, {threads} thread{'s' * (threads != 1)}" if threads and device == "cpu" else device
-    console.print(f"[bold {colour}]{status}[/] after {record.get('steps_done', 0)} steps "
-                  f"in {record.get('wall_time', 0):.1f} s on {on}", highlight=False)
+    if status == "diverged":  # the step that went non-finite, not the updates taken (that step's too)
+        done = f"at step {record['diverged_step']} of {record.get('steps', '?')}"
+    else:
+        done = f"after {record.get('steps_done', 0)} steps"
+    console.print(f"[bold {colour}]{status}[/] {done} in {record.get('wall_time', 0):.1f} s on {on}", highlight=False)
     for flag in record.get("flags") or []:
         console.print(f"[bold yellow]note:[/] {flag}", highlight=False)
     if status == "failed":
@@ -210,8 +213,8 @@ def show_run(job_dir: Path, record: dict, threads: int | None = None) -> None:
         return
     if status == "diverged":
         layer = record.get("diverged_layer")
-        console.print(f"[yellow]non-finite loss or gradient first at step {record['diverged_step']}"
-                      + (f", layer {layer}" if layer is not None else "") + "[/]")
+        where = f", first in layer {layer}" if layer is not None else ""
+        console.print(f"[yellow]non-finite loss or gradient{where}[/]")
     final = record.get("final") or record.get("last_finite") or {}
     label = "final" if record.get("final") else f"last finite evaluation (step {final['step']})" if final else ""
     if label:  # (NBSP: a narrow terminal breaks the line between "loss 0.83" pairs, never inside one)
