@@ -91,7 +91,8 @@ CASES = [
     (["ls", "{study}", "--where", "nonsense"], "--where 'nonsense' must be KEY=VALUE"),
     (["ls", "{study}", "--where", "nokey=1"], "--where key 'nokey' is not a column; choices: model.name, model.depth"),
     (["ls", "{study}", "--where", "model.depth=9"], "--where model.depth=9 matches no run; model.depth here: 2"),
-    (["ls", "{study}", "--where", "model.depth=2", "--where", "seed=1"], "seed=1 matches no run of those left; seed here: 0"),
+    (["ls", "{study}", "--where", "model.depth=2", "--where", "seed=1"],
+     "seed=1 matches no run of those left; seed here: 0"),
     (["ls", "{study}", "--sort", "nokey"], "--sort"),
     (["plot", "{results}/missing"], "missing does not exist"),
     (["plot", "{study}", "--kind", "nope"], "--kind 'nope' is not allowed"),
@@ -185,9 +186,21 @@ def test_the_installed_entry_point_gives_the_same_one_line(tmp_path, args, needl
     assert not results.exists()
 
 
-def test_typer_usage_errors_exit_2(cli):
-    out = cli("ls")  # a missing argument is Typer's own usage error
-    assert out.exit_code == 2 and "Traceback" not in out.output
+@pytest.mark.parametrize("args, line", [
+    (["ls"], "error: Missing argument 'path'; see `gradflow ls --help`"),
+    (["ls", ".", "--sortt", "x"], "error: No such option: --sortt (Possible options: --json, --rate, --sort); see"),
+    (["runn"], "error: No such command 'runn'. Did you mean 'run'? See `gradflow --help`"),
+    (["gradcheck", "--entries", "abc"], "error: Invalid value for '--entries':"),
+])
+def test_typer_usage_errors_are_one_line_and_exit_2(args, line):
+    # Typer's own usage errors, through the installed entry point: one line with Click's suggestion
+    # (not Typer's boxed panel under a usage line), exit code 2
+    exe = Path(sys.executable).parent / "gradflow"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "gradflow"]
+    env = {**os.environ, "COLUMNS": "80"}
+    out = subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 2 and out.stdout == "", out.stdout + out.stderr
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith(line), out.stderr
 
 
 @pytest.mark.parametrize("args", [["reproduce", "he2015", "--scale", "huge"], ["reproduce", "nosuchpaper"]])

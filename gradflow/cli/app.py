@@ -24,6 +24,26 @@ if _display_type is not None:
     TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else _display_type(self, ctx)
 
 
+def _usage_error(e) -> None:
+    """A usage error (unknown option or command, a missing argument, an option's bad value) as the one
+    line every other error is, with Click's own suggestion in it, instead of Typer's boxed panel."""
+    if type(e).__name__ == "NoArgsIsHelpError":  # the help was shown: nothing to add
+        return
+    message = " ".join(e.format_message().split()).rstrip(".")
+    ctx = getattr(e, "ctx", None)
+    if ctx is not None:
+        message += f"{' See' if message.endswith('?') else '; see'} `{ctx.command_path} --help`"
+    typer.echo(f"error: {message}", err=True)
+
+
+try:  # Typer calls rich_utils.rich_format_error(e) for usage errors (exit code 2)
+    from typer import rich_utils as _rich_utils
+
+    _rich_utils.rich_format_error = _usage_error
+except ImportError:  # a Typer without it shows Click's three plain lines instead
+    pass
+
+
 def progress_bar(transient: bool = True) -> Progress:
     """A bar on the console; a transient one shows on a terminal only (piped, it would leave a blank line)."""
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
