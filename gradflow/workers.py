@@ -283,9 +283,26 @@ def kept():
             stop()
 
 
+def _pool():
+    """joblib's reusable worker pool (loky's executor), if this process has made one."""
+    loky = sys.modules.get("joblib.externals.loky.reusable_executor")
+    return getattr(loky, "_executor", None) if loky else None
+
+
 def stop() -> None:
     """Shut down joblib's reusable worker pool (it otherwise idles for minutes after the sweep)."""
-    loky = sys.modules.get("joblib.externals.loky.reusable_executor")
-    executor = getattr(loky, "_executor", None) if loky else None
+    executor = _pool()
     if executor is not None:
         executor.shutdown(wait=True, kill_workers=True)
+
+
+def drop_pool_folders() -> None:
+    """Delete the temporary folder joblib's pool made for its memory maps, as its exit handler would:
+    for a command that leaves at once after Ctrl-C (os._exit, no exit handlers), so that loky's
+    resource tracker finds no folder left to clean and warn about as "leaked" on the terminal."""
+    manager = getattr(_pool(), "_temp_folder_manager", None)
+    if manager is not None:
+        try:
+            manager._clean_temporary_resources(force=True)  # noqa: SLF001  (joblib's own clean-up)
+        except Exception:  # leaving anyway: the tracker deletes what is left, with its warning
+            pass

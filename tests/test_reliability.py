@@ -681,3 +681,28 @@ def test_no_joblib_worker_outlives_its_sweep(results):
         time.sleep(0.5)
     assert group_processes(proc.pid) == []
     assert set(_statuses(root).values()) == {"interrupted"}
+
+
+POOL_FOLDER = """
+import numpy as np
+from joblib.executor import get_memmapping_executor
+pool = get_memmapping_executor(2, context_id="gradflow-test")
+pool.submit(np.sum, np.ones(500_000)).result()  # 4 MB: memory-mapped through the pool's temporary folder
+print(pool._temp_folder_manager._cached_temp_folders["gradflow-test"], flush=True)
+from gradflow.cli.console import leave_interrupted
+leave_interrupted("interrupted")
+"""
+
+
+def test_a_command_leaving_after_ctrl_c_deletes_its_joblib_pools_folder(tmp_path):
+    # leaving at once after Ctrl-C skips exit handlers, joblib's too: its memory-map folder stayed in
+    # /dev/shm, and loky's resource tracker, once it noticed, warned about a "leaked" folder on the terminal
+    proc = subprocess.Popen([sys.executable, "-c", POOL_FOLDER], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=ENV, start_new_session=True, cwd=tmp_path)
+    try:
+        folder = Path(proc.stdout.readline().strip())
+        assert proc.wait(timeout=120) == 130  # (its workers and the tracker hold the pipes open: no EOF yet)
+        assert folder.name.startswith("joblib_memmapping_folder") and not folder.exists()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the pool's workers and its tracker, not told here to leave
+    assert proc.stderr.read().strip() == "interrupted"

@@ -81,11 +81,17 @@ def leave_interrupted(message: str) -> None:
     Of that shutdown, only multiprocessing's finalizers of priority 0 and up run first: they unlink
     the semaphores a joblib sweep made for its workers, which multiprocessing's resource tracker
     would otherwise find and warn about as "leaked" on the terminal. Those that join a queue's thread
-    (negative priorities) are left out; a Pool's or a Manager's would wait, and gradflow makes neither."""
+    (negative priorities) are left out; a Pool's or a Manager's would wait, and gradflow makes neither.
+    joblib's pool deletes its memory-map folder in an exit handler of its own: that runs here too
+    (`workers.drop_pool_folders`), or the folder stays in /dev/shm and loky's tracker warns of it."""
     from multiprocessing import util
 
     signal.signal(signal.SIGINT, lambda *_: os._exit(INTERRUPTED_EXIT))
     util._run_finalizers(0)  # noqa: SLF001  (the first step of multiprocessing's own exit handler)
+    if "joblib" in sys.modules:  # (a joblib sweep's pool: its memory-map folder, as its exit handler would)
+        from gradflow.workers import drop_pool_folders
+
+        drop_pool_folders()
     err_console.print(message, highlight=False, soft_wrap=True)
     sys.stdout.flush()
     sys.stderr.flush()
