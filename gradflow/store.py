@@ -88,6 +88,15 @@ STATUS_COLOURS = {OK: "green", DIVERGED: "yellow", FAILED: "red", RUNNING: "cyan
                   INCOMPLETE: "red", STALE: "bright_black"}
 # config keys that say where and how fast, not what is computed: they do not change a run's identity
 NOT_IDENTITY = ("name", "results", "threads")
+# gradflow's own top-level config keys; any other key without a dot is the user's own (+tag=baseline).
+# A table's columns hold both beside run.json's fields, so `load` and `load_records` name the user's
+# in the frame's attrs (USER_KEYS), where `plots.keys.config_columns` finds them.
+TOP_KEYS = ("seed", "device", "threads", "name", "results")
+USER_KEYS = "user_keys"
+
+
+def _user_keys(configs: list[dict]) -> list[str]:
+    return list(dict.fromkeys(k for c in configs for k in c if "." not in k and k not in TOP_KEYS))
 
 
 # --- the folder layout -----------------------------------------------------------------------------
@@ -562,7 +571,9 @@ def load(path: str | Path, table: str = "layers", include_stale: bool = False,
     meta = pd.DataFrame(metas)  # one row per run, repeated over its table's rows (a column per key per run is slow)
     meta = meta.drop(columns=[c for c in meta.columns if c in rows.columns])  # the table's own columns win
     meta = meta.iloc[np.repeat(np.arange(len(tables)), [t.num_rows for t in tables])].reset_index(drop=True)
-    return pd.concat([rows, meta], axis=1)
+    out = pd.concat([rows, meta], axis=1)
+    out.attrs[USER_KEYS] = [k for k in _user_keys(metas) if k not in (RUN, SOURCE, STATUS) and k in meta.columns]
+    return out
 
 
 def _concat(tables: list) -> pd.DataFrame:
@@ -602,12 +613,13 @@ def _unreadable(path: Path, e: Exception) -> GradflowError:
 def load_records(path: str | Path, include_stale: bool = True, listed: list[dict] | None = None) -> pd.DataFrame:
     """One row per run: its status as a reader sees it, run.json (final metrics as final.*) and every
     config key. Stale runs are listed (as `stale`) unless told otherwise. `listed`: as in `load`."""
-    rows = []
+    rows, configs = [], []
     for r in runs(path) if listed is None else listed:
         if r[STATUS] == STALE and not include_stale:
             continue
         rec = r["record"]
-        row = {RUN: r[RUN], SOURCE: r[SOURCE], PATH: r[PATH], **run_config(Path(r[PATH]), rec)}
+        configs.append(run_config(Path(r[PATH]), rec))
+        row = {RUN: r[RUN], SOURCE: r[SOURCE], PATH: r[PATH], **configs[-1]}
         for k, v in rec.items():  # after the config: run.json's device is the one actually used
             if k == "final":
                 row.update({f"final.{m}": x for m, x in (v or {}).items()})
@@ -619,7 +631,9 @@ def load_records(path: str | Path, include_stale: bool = True, listed: list[dict
         if r["why"] and r[STATUS] != rec.get(STATUS):
             row["error"] = r["why"]
         rows.append(row)
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    out.attrs[USER_KEYS] = _user_keys(configs)
+    return out
 
 
 def remove_run(job_dir: Path) -> None:

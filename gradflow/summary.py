@@ -200,6 +200,7 @@ def runs_table(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str]
                     if len(metrics) else math.nan
         summaries.append(row)
     table = pd.concat([records, pd.DataFrame(summaries, index=records.index)], axis=1)
+    table.attrs = dict(records.attrs)  # the user's own config keys (a concat keeps no attrs)
     for q in rates:
         if table[f"rate.{q}"].isna().all():
             raise GradflowError(f"--rate {q}: no run has {q} at two or more layers past the {FIT_TRIM} "

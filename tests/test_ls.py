@@ -243,3 +243,29 @@ def test_notes_break_at_spaces_and_leave_none_at_a_line_end():
     with console.capture() as cap:
         print_note(f"test{NBSP}loss{NBSP}2.716  acc{NBSP}0.085  and more", width=16)
     assert cap.get().splitlines() == ["test loss 2.716", "acc 0.085  and", "more"]
+
+
+def test_a_users_own_top_level_key_is_a_config_key_across_studies(tmp_path):
+    # +tag=... is the README's label to sweep and filter by: across two studies it was no column, so
+    # its two runs showed as identical rows, and figures took them for seeds of one setting
+    from dataclasses import fields
+
+    import gradflow
+    from gradflow import store
+    from gradflow.cli import app
+    from gradflow.config import SECTIONS, Config
+    from gradflow.plots.keys import swept_keys
+
+    assert set(store.TOP_KEYS) == {f.name for f in fields(Config)} - set(SECTIONS)
+    results = tmp_path / "results"
+    small = ["data=gaussian", "data.n_train=64", "data.n_test=32", "data.dim=8", "model.width=8", "model.depth=2",
+             "train.steps=2", "train.batch_size=32", f"results={results}"]
+    for args in (["sweep", *small, "+tag=baseline,wider", "--name", "tags"], ["run", *small, "name=other"]):
+        assert CliRunner().invoke(app, args, catch_exceptions=False).exit_code == 0
+    rows = json.loads(CliRunner().invoke(app, ["ls", str(results), "--json"], catch_exceptions=False).output)
+    assert sorted(str(r.get("tag")) for r in rows) == ["None", "baseline", "wider"]
+    wide = CliRunner().invoke(app, ["ls", str(results), "--wide"], catch_exceptions=False).output
+    assert wide.splitlines()[1].split()[:2] == ["tag", "status"] and "baseline" in wide and "wider" in wide
+    assert gradflow.load(results / "tags").attrs["user_keys"] == ["tag"]  # (not run, source, status)
+    assert "tag" in swept_keys(gradflow.load(results / "tags")) and "tag" in swept_keys(gradflow.load(results, "runs"))
+    assert not {"pid", "host", "job", "fused_steps"} & set(swept_keys(gradflow.load(results, "runs"), exclude=()))

@@ -17,9 +17,11 @@ SEED_KEYS = ("seed",)  # config keys aggregated over (median line + min-max band
 
 
 def config_columns(df: pd.DataFrame) -> list[str]:
-    """Config keys among the columns: dotted keys (model.depth) and seed, not the result summaries."""
-    return [c for c in df.columns
-            if isinstance(c, str) and (("." in c and not c.startswith(("final.", "grad_ratio."))) or c == "seed")]
+    """Config keys among the columns: dotted keys (model.depth), seed and the user's own top-level keys
+    (+tag=baseline, named in the frame's attrs by `gradflow.load`), not the result summaries."""
+    user = set(df.attrs.get("user_keys", ()))  # (store.USER_KEYS)
+    return [c for c in df.columns if isinstance(c, str) and (
+        ("." in c and not c.startswith(("final.", "grad_ratio."))) or c == "seed" or c in user)]
 
 
 def hashable(s: pd.Series) -> pd.Series:
