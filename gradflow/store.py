@@ -558,13 +558,14 @@ def load(path: str | Path, table: str = "layers", include_stale: bool = False,
     if table not in TABLE_FILES:
         raise GradflowError(f"table={table!r} is not allowed; choices: {', '.join(TABLE_FILES)}, runs")
     filename = TABLE_FILES[table]
-    tables, metas = [], []
+    tables, configs, metas = [], [], []
     for r in runs(path) if listed is None else listed:
         f = Path(r[PATH]) / filename
         if r[STATUS] == INCOMPLETE or (r[STATUS] == STALE and not include_stale) or not f.exists():
             continue
         tables.append(_read_arrow(f))
-        metas.append({RUN: r[RUN], SOURCE: r[SOURCE], STATUS: r[STATUS], **run_config(Path(r[PATH]), r["record"])})
+        configs.append(run_config(Path(r[PATH]), r["record"]))
+        metas.append({RUN: r[RUN], SOURCE: r[SOURCE], STATUS: r[STATUS], **configs[-1]})
     if not tables:
         return pd.DataFrame(columns=[RUN, SOURCE, STATUS] + TABLE_COLUMNS[table])
     rows = _concat(tables)
@@ -572,7 +573,7 @@ def load(path: str | Path, table: str = "layers", include_stale: bool = False,
     meta = meta.drop(columns=[c for c in meta.columns if c in rows.columns])  # the table's own columns win
     meta = meta.iloc[np.repeat(np.arange(len(tables)), [t.num_rows for t in tables])].reset_index(drop=True)
     out = pd.concat([rows, meta], axis=1)
-    out.attrs[USER_KEYS] = [k for k in _user_keys(metas) if k not in (RUN, SOURCE, STATUS) and k in meta.columns]
+    out.attrs[USER_KEYS] = [k for k in _user_keys(configs) if k in meta.columns]  # (a table's own column wins)
     return out
 
 

@@ -26,7 +26,7 @@ def runs_view(path: Path, where: list[str] | None = None, sort: str | None = Non
               rates: list[str] | None = None, steps: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """The runs table filtered and sorted as `ls` shows it, and the swept keys."""
     df, swept = listing(path, rates or (), steps or ())
-    for cond in where or []:
+    for i, cond in enumerate(where or []):
         if "=" not in cond:
             raise GradflowError(f"--where {cond!r} must be KEY=VALUE")
         key, value = cond.split("=", 1)
@@ -36,7 +36,7 @@ def runs_view(path: Path, where: list[str] | None = None, sort: str | None = Non
         kept = df[df[key].astype(str) == value]
         if kept.empty:  # say so (and what there is) rather than draw an empty table
             values = ", ".join(map(str, ordered_values(df[key])))
-            raise GradflowError(f"--where {cond} matches no run{' of those left' if where[0] != cond else ''}; "
+            raise GradflowError(f"--where {cond} matches no run{' of those left' if i else ''}; "
                                 f"{key} here: {values}")
         df = kept
     if sort:
