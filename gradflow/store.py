@@ -30,6 +30,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -311,11 +312,7 @@ def lock(study: Path, command: str | None = None, elsewhere: str = "name=<anothe
     try:
         held.acquire()
     except Timeout:
-        try:
-            who = json.loads((study / HOLDER_FILE).read_text())
-            holder = f"pid {who['pid']} on {who['host']} ({shorten(who['command'], 60)})"
-        except (OSError, ValueError, KeyError):
-            holder = "another process"
+        holder = _holder(study)
         raise GradflowError(f"{study} is being written by {holder}; wait for it to finish, "
                             f"or write elsewhere with {elsewhere}") from None
     try:
@@ -328,6 +325,21 @@ def lock(study: Path, command: str | None = None, elsewhere: str = "name=<anothe
         if created and [p.name for p in study.iterdir()] == [LOCK_FILE]:  # nothing was written: leave no trace
             (study / LOCK_FILE).unlink(missing_ok=True)
             study.rmdir()
+
+
+def _holder(study: Path, wait: float = 2.0) -> str:
+    """Who holds `study`'s lock, from the file its holder writes right after taking the lock: waited for up
+    to `wait` seconds, since a writer that started a moment earlier may hold the lock and not yet have
+    written it (two sweeps started together)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            who = json.loads((study / HOLDER_FILE).read_text())
+            return f"pid {who['pid']} on {who['host']} ({shorten(who['command'], 60)})"
+        except (OSError, ValueError, KeyError):
+            if time.monotonic() > deadline:
+                return "another process"
+            time.sleep(0.02)
 
 
 def write_layers(job_dir: Path, steps: list[int], names: list[str], quantities: tuple[str, ...],

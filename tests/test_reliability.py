@@ -8,6 +8,7 @@ import signal
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -176,6 +177,27 @@ def test_a_second_writer_fails_at_once_naming_the_holder(cli, results):
         assert time.perf_counter() - start < 60
     assert not any(study.glob("*/run.json"))
     assert _sweep(cli, results, "model.depth=2,3").exit_code == 0  # released: the same sweep now runs
+
+
+def test_a_writer_that_has_the_lock_but_has_not_yet_said_who_it_is_is_still_named(results):
+    # the holder writes its pid just after taking the lock: a second writer arriving in between (two sweeps
+    # started together) waits a moment for the name instead of saying "another process"
+    from filelock import FileLock
+
+    study = results / "s"
+    study.mkdir(parents=True)
+    held = FileLock(str(study / store.LOCK_FILE), timeout=0)
+    held.acquire()
+    try:
+        say = threading.Timer(0.3, store.write_json, (study / store.HOLDER_FILE,
+                                                        {"pid": 4242, "host": "node7", "command": "gradflow sweep x"}))
+        say.start()
+        with pytest.raises(GradflowError, match=r"is being written by pid 4242 on node7 \(gradflow sweep x\)"):
+            with store.lock(study):
+                pass
+        say.join()
+    finally:
+        held.release()
 
 
 def test_two_sweeps_into_one_name_one_fails_fast_the_other_completes(results):
