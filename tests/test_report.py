@@ -101,6 +101,18 @@ def study(tmp_path_factory) -> Path:
     return results / "grid"
 
 
+def test_a_sweep_without_report_says_whether_the_page_it_names_is_from_before(study, tmp_path, cli):
+    results = tmp_path / "results"
+    shutil.copytree(study, results / "grid")
+    again = cli("sweep", *SWEEP, f"results={results}", "--name", "grid")  # resumes: every run finished
+    assert again.exit_code == 0, again.output
+    text = " ".join(again.output.split())
+    assert f"report page from an earlier command (--report updates it): {results / 'grid' / 'report.html'}" in text
+    (results / "grid" / "report.html").unlink()
+    text = " ".join(cli("sweep", *SWEEP, f"results={results}", "--name", "grid").output.split())
+    assert f"report page (--report writes it): {results / 'grid' / 'report.html'}" in text
+
+
 def test_page_has_one_figure_per_standard_kind_and_the_ls_columns(study, tmp_path):
     page = Page((study / "report.html").read_text())
     # the standard set drawn independently from the same results

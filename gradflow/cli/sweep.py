@@ -50,7 +50,9 @@ def report_page(paths: list, write: bool) -> None:
         with console.status("writing the report page"):
             print_note(f"report: {report_mod.write(paths)}")  # (a long path on a line of its own, whole)
     else:
-        print_note(f"report page (--report writes it): {report_mod.page_path(paths)}")
+        page = report_mod.page_path(paths)
+        made = "from an earlier command (--report updates it)" if page.exists() else "(--report writes it)"
+        print_note(f"report page {made}: {page}")
 
 
 def _header(p, skipped: int) -> None:
