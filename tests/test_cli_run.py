@@ -77,6 +77,14 @@ def test_diverging_run_is_recorded_and_keeps_earlier_rows(cli, results):
     assert len(init) > 0 and np.isfinite(init["value"]).all()  # the rows logged before divergence are intact
     # the step that went non-finite (not the updates taken, which count that step's own)
     assert f"diverged at step {rec['diverged_step']} of 40 in" in out.output
+    # the per-layer table shows the diverged step's non-finite values as nan ("-" is a value never measured)
+    last = layers[layers["step"] == layers["step"].max()]
+    assert last["step"].iloc[0] > 0 and last[last["quantity"] == "grad_norm"]["value"].isna().all()
+    rows = [line.split("│")[1:-1] for line in out.output.splitlines() if line.startswith("│")]
+    assert rows and all([cell.strip() for cell in row[3::2]] == ["nan", "nan"] for row in rows), out.output
+    # the last finite evaluation's train and test pairs each stay whole on a line
+    line = next(line for line in out.output.splitlines() if line.startswith("last finite evaluation"))
+    assert "train loss" in line and "acc" in line.split("train loss")[1]
 
 
 BAD = [

@@ -217,16 +217,19 @@ def show_run(job_dir: Path, record: dict, threads: int | None = None) -> None:
         console.print(f"[yellow]non-finite loss or gradient{where}[/]")
     final = record.get("final") or record.get("last_finite") or {}
     label = "final" if record.get("final") else f"last finite evaluation (step {final['step']})" if final else ""
-    if label:  # (NBSP: a narrow terminal breaks the line between "loss 0.83" pairs, never inside one)
-        print_note(f"{label}  train{NBSP}loss{NBSP}{{}}  acc{NBSP}{{}}   test{NBSP}loss{NBSP}{{}}  acc{NBSP}{{}}".format(
-            *(fmt(final.get(k)) for k in ("train_loss", "train_acc", "test_loss", "test_acc"))))
+    if label:  # (NBSP: a narrow terminal breaks the line between the train and the test pair, never inside one)
+        train, test = (f"{split}{NBSP}loss{NBSP}{fmt(final.get(f'{split}_loss'))}{NBSP * 2}"
+                       f"acc{NBSP}{fmt(final.get(f'{split}_acc'))}" for split in ("train", "test"))
+        print_note(f"{label}  {train}   {test}")
     layers = pd.read_parquet(job_dir / store.LAYERS_FILE)
     if not layers.empty:
         last = store.last_step(layers)
         quantities = tuple(SYMBOLS)
-        wide = layers[layers[store.STEP].isin([0, last]) & layers[store.QUANTITY].isin(quantities)]
-        wide = wide.pivot_table(index=store.LAYER, columns=[store.QUANTITY, store.STEP], values=store.VALUE,
+        rows = layers[layers[store.STEP].isin([0, last]) & layers[store.QUANTITY].isin(quantities)]
+        wide = rows.pivot_table(index=store.LAYER, columns=[store.QUANTITY, store.STEP], values=store.VALUE,
                                 aggfunc="first")
+        # a row whose value is NaN was measured and not finite (a diverged step): "nan"; "-" is no row at all
+        measured = set(rows[[store.LAYER, store.QUANTITY, store.STEP]].itertuples(index=False, name=None))
         names = layers.drop_duplicates(store.LAYER).set_index(store.LAYER)[store.NAME]
         shown = wide.index[sorted(_thin(len(wide.index), SHOWN_LAYERS))]
         title = "per-layer gradients (layer 0 = input)"
@@ -240,7 +243,9 @@ def show_run(job_dir: Path, record: dict, threads: int | None = None) -> None:
         for q, s in cols:
             table.add_column(f"{SYMBOLS[q]} @{s}", justify="right")
         for layer in shown:
-            table.add_row(str(layer), names[layer], *(fmt(wide.loc[layer].get((q, s))) for q, s in cols))
+            table.add_row(str(layer), names[layer], *(fmt(wide.loc[layer].get((q, s)),
+                                                          missing="nan" if (layer, q, s) in measured else "-")
+                                                      for q, s in cols))
         console.print(table)
         for q, what in (("grad_norm", "weight-gradient ratio"), ("signal_norm", "back-prop signal ratio")):
             ratios = grad_ratio(layers, 0, q), grad_ratio(layers, last, q)
