@@ -49,8 +49,8 @@ def load_runs(paths: Sequence[str | Path], sources: Sequence[str], include_stale
     """The runs tables of every path in one frame, with `source` naming the folder."""
     import gradflow
 
-    return pd.concat([gradflow.load(p, table="runs", include_stale=include_stale).assign(**{store.SOURCE: s}) for p, s in zip(paths, sources)],
-                     ignore_index=True)
+    return store.concat([gradflow.load(p, table="runs", include_stale=include_stale).assign(**{store.SOURCE: s})
+                         for p, s in zip(paths, sources)])
 
 
 def check_by(runs: pd.DataFrame, sources: Sequence[str], by: Sequence[str]) -> None:
@@ -129,4 +129,4 @@ def overlay_table(paths: Sequence[str | Path], sources: Sequence[str], runs: pd.
     for p, s in zip(paths, sources):
         df = runs[runs[store.SOURCE] == s] if table == "runs" else load_table(Path(p), table, include_stale)
         frames.append(store.prefix_runs(df, s).assign(**{store.SOURCE: s}))
-    return pd.concat(frames, ignore_index=True).drop(columns=list(differ), errors="ignore")
+    return store.concat(frames).drop(columns=list(differ), errors="ignore")

@@ -76,7 +76,7 @@ def runs(paths: list[Path]) -> tuple[pd.DataFrame, list[str]]:
     for p, label in zip(paths, _labels(paths)):
         df, _ = summary.listing(p)
         frames.append(df.assign(**{store.SOURCE: label, store.RUN: label + "/" + df[store.RUN].astype(str)}))
-    df = pd.concat(frames, ignore_index=True)
+    df = store.concat(frames)
     from gradflow.plots.keys import swept_keys
 
     swept = [store.SOURCE] + swept_keys(df, exclude=summary.study_columns(df), implied=True)  # as ls lists them
@@ -94,7 +94,7 @@ def _tables(paths: list[Path]) -> dict[str, pd.DataFrame]:
             if len(paths) > 1 and len(df):
                 df = df.assign(**{store.SOURCE: label, store.RUN: label + "/" + df[store.RUN].astype(str)})
             frames.append(df)
-        out[t] = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        out[t] = store.concat(frames) if frames else pd.DataFrame()
     return out
 
 

@@ -691,7 +691,7 @@ def figure_table(arms: dict[str, Arm], arm: str | list[str], table: str, where: 
     if not isinstance(arm, list):
         return arms[arm].table(table, where)
     frames = [store.prefix_runs(arms[a].table(table, where), a) for a in arm]
-    return pd.concat(frames, ignore_index=True).assign(**{store.SOURCE: "+".join(arm)})
+    return store.concat(frames).assign(**{store.SOURCE: "+".join(arm)})
 
 
 def claim_cells(r: ClaimResult) -> dict[str, str]:

@@ -100,6 +100,14 @@ def _user_keys(configs: list[dict]) -> list[str]:
     return list(dict.fromkeys(k for c in configs for k in c if "." not in k and k not in TOP_KEYS))
 
 
+def concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Tables of several folders in one frame, naming every user's key any of them names (pandas' concat
+    keeps attrs only where all frames have the same: a +tag in one folder only would be no key at all)."""
+    out = pd.concat(frames, ignore_index=True)
+    out.attrs = {USER_KEYS: list(dict.fromkeys(k for f in frames for k in f.attrs.get(USER_KEYS, [])))}
+    return out
+
+
 # --- the folder layout -----------------------------------------------------------------------------
 def study_dir(results: str | Path, name: str) -> Path:
     """<results>/<name>/: one single run or one sweep (a reproduction holds one sweep per arm)."""

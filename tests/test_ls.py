@@ -269,3 +269,24 @@ def test_a_users_own_top_level_key_is_a_config_key_across_studies(tmp_path):
     assert gradflow.load(results / "tags").attrs["user_keys"] == ["tag"]  # (not run, source, status)
     assert "tag" in swept_keys(gradflow.load(results / "tags")) and "tag" in swept_keys(gradflow.load(results, "runs"))
     assert not {"pid", "host", "job", "fused_steps"} & set(swept_keys(gradflow.load(results, "runs"), exclude=()))
+
+
+def test_a_users_own_key_stays_a_key_when_compare_and_report_join_folders(tmp_path):
+    # folders naming different sets of the user's keys: pandas' concat keeps attrs only where all agree,
+    # so `compare --by tag` said tag was no config key and the report's runs table lost it
+    from gradflow import compare, report, store
+    from gradflow.cli import app
+
+    results = tmp_path / "results"
+    small = ["data=gaussian", "data.n_train=64", "data.n_test=32", "data.dim=8", "model.width=8", "model.depth=2",
+             "train.steps=2", "train.batch_size=32", f"results={results}"]
+    for args in (["sweep", *small, "+tag=baseline,wider", "--name", "a"],
+                 ["sweep", *small, "+tag=baseline", "+note=rerun", "--name", "b"]):
+        assert CliRunner().invoke(app, args, catch_exceptions=False).exit_code == 0
+    out = CliRunner().invoke(app, ["compare", str(results / "a"), str(results / "b"), "--by", "tag"])
+    assert out.exit_code == 0, out.output
+    assert "matched on tag" in " ".join(out.output.split())
+    runs = compare.load_runs([results / "a", results / "b"], ["a", "b"])
+    assert runs.attrs[store.USER_KEYS] == ["tag", "note"]
+    df, swept = report.runs([results / "a", results / "b"])
+    assert "tag" in swept and sorted(df["tag"]) == ["baseline", "baseline", "wider"]
