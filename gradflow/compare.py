@@ -81,6 +81,14 @@ def differing_keys(runs: pd.DataFrame, sources: Sequence[str]) -> dict[str, list
     return out
 
 
+def pooled_keys(runs: pd.DataFrame, sources: Sequence[str], by: Sequence[str]) -> list[str]:
+    """Config keys (seed included) in which the runs of one source that share a cell differ: what the
+    cell's medians are taken over."""
+    groups = runs.groupby([store.SOURCE, *by], dropna=False, sort=False) if by else runs.groupby(store.SOURCE)
+    keys = (k for _, g in groups if len(g) > 1 for k in swept_keys(g.dropna(axis=1, how="all"), exclude=by))
+    return list(dict.fromkeys(keys))
+
+
 def _median(values: pd.Series) -> float:
     v = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
     ok = np.isfinite(v)

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 import gradflow
 from gradflow import store
 from gradflow.cli import app
-from gradflow.compare import comparison, match_keys, source_labels
+from gradflow.compare import comparison, match_keys, pooled_keys, source_labels
 
 SMALL = ["data=gaussian", "data.n_train=128", "data.n_test=64", "data.dim=8", "model.width=8", "train.steps=4",
          "train.batch_size=32", "train.eval_every=2"]
@@ -214,7 +214,11 @@ def test_compare_table_numbers_are_per_source_medians(plain, batchnorm):
     for _, row in table.iterrows():
         assert row["grad_ratio.init"] == pytest.approx(expected[(row["source"], row["cell"][0])])
     out = invoke("compare", plain, batchnorm, "--by", "model.depth", "--kind", "ratio", "--out", plain.parent / "cmp")
-    assert out.exit_code == 0 and "medians over the runs in a cell" in " ".join(out.output.split())
+    # the note names what the pooled runs differ in (plain's two activations)
+    assert out.exit_code == 0 and "medians over the runs in a cell, which differ in activation" in " ".join(
+        out.output.split())
+    assert pooled_keys(runs, ["plain", "batchnorm"], ["model.depth"]) == ["model.activation"]
+    assert pooled_keys(runs, ["plain", "batchnorm"], ["model.depth", "model.activation"]) == []
     assert out.output.count("grad ratio first/last, init") == 2
 
 

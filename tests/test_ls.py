@@ -286,6 +286,8 @@ def test_a_users_own_key_stays_a_key_when_compare_and_report_join_folders(tmp_pa
     out = CliRunner().invoke(app, ["compare", str(results / "a"), str(results / "b"), "--by", "tag"])
     assert out.exit_code == 0, out.output
     assert "matched on tag" in " ".join(out.output.split())
+    pooled = CliRunner().invoke(app, ["compare", str(results / "a"), str(results / "b"), "--by", "model.depth"])
+    assert "numbers are medians over the runs in a cell, which differ in tag" in " ".join(pooled.output.split())
     runs = compare.load_runs([results / "a", results / "b"], ["a", "b"])
     assert runs.attrs[store.USER_KEYS] == ["tag", "note"]
     df, swept = report.runs([results / "a", results / "b"])

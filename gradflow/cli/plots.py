@@ -112,7 +112,8 @@ def _difference(a: float, b: float, how: str) -> str:
 SHORT_LABEL = 12  # a source label longer than this is a letter in the comparison table
 
 
-def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], differ: dict[str, list]) -> None:
+def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], differ: dict[str, list],
+                    pooled: list[str] = ()) -> None:
     shown = [(c, label, how) for c, label, how in matching.COMPARED
              if c in table.columns and np.isfinite(pd.to_numeric(table[c], errors="coerce")).any()]
     # long labels (a run's folder name) as letters in the table, each named above it: folded into a column
@@ -149,8 +150,9 @@ def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], diff
     if differ:
         notes.append("sources differ in " + "; ".join(f"{k} ({' | '.join(map(number, v))})"
                                                       for k, v in differ.items()))
-    if (table["runs"] > 1).any():
-        notes.append("numbers are medians over the runs in a cell (e.g. seeds)")
+    if (table["runs"] > 1).any():  # (`pooled`: the keys those runs differ in)
+        notes.append("numbers are medians over the runs in a cell" +
+                     (f", which differ in {', '.join(k.removeprefix('model.') for k in pooled)}" if pooled else ""))
     notes.append(f"differences: ratios as ×({names[-1] if len(names) == 2 else 'other'} / {names[0]}), "
                  "the rest as other − first")
     console.print(t)
@@ -206,7 +208,7 @@ def compare(
     name = file_part("-vs-".join(file_part(s, 40) for s in sources), 160)
     written = save(fig, out_dir / f"compare-{stem}-{name}.{fmt}", fmt)
 
-    show_comparison(matching.comparison(runs, sources, by), sources, by, differ)
+    show_comparison(matching.comparison(runs, sources, by), sources, by, differ, matching.pooled_keys(runs, sources, by))
     _print_paths([written])
 
 
