@@ -349,10 +349,13 @@ def table_columns(df: pd.DataFrame, swept: list[str]) -> list[Column]:
     names = abbreviate(swept)
     taken = {label for label, _ in RESULT_COLUMNS.values()}
     names = {k: k if label in taken else label for k, label in names.items()}  # train.steps next to steps done
-    cols = [Column("run", "run", KEY_PRIORITY, list(df["run"].astype(str)), False)] if not swept else []
-    for k in swept:
-        cells = _cells(df, k)
-        cols.append(Column(k, names[k], KEY_PRIORITY, cells, _numeric(df[k]) is not None))
+    keys = [Column(k, names[k], KEY_PRIORITY, _cells(df, k), _numeric(df[k]) is not None) for k in swept]
+    rows = list(zip(*(c.cells for c in keys)))
+    # the run's id first where the keys do not tell the rows apart: nothing swept, runs of a Recorder
+    # with different config keys, a folder of studies, a stale run beside its replacement
+    cols = [Column("run", "run", KEY_PRIORITY, list(df["run"].astype(str)), False)] \
+        if not keys or len(set(rows)) < len(rows) else []
+    cols += keys
     results = [(k, *v) for k, v in RESULT_COLUMNS.items() if k in df.columns
                and not (k.startswith("chi1") and df[k].replace("", np.nan).isna().all())]
     for k, label, _ in [r for r in results if r[0] == "status"]:  # shown whatever the width, as the keys are

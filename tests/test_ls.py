@@ -292,3 +292,23 @@ def test_a_users_own_key_stays_a_key_when_compare_and_report_join_folders(tmp_pa
     assert runs.attrs[store.USER_KEYS] == ["tag", "note"]
     df, swept = report.runs([results / "a", results / "b"])
     assert "tag" in swept and sorted(df["tag"]) == ["baseline", "baseline", "wider"]
+
+
+def test_runs_the_keys_do_not_tell_apart_are_named_by_their_run(tmp_path):
+    # a folder of studies: b's one run and c's seed-0 run have the same keys (depth 3, seed 0); without
+    # the run column the two rows read as one run listed twice
+    from gradflow.cli import app
+
+    results = tmp_path / "results"
+    small = ["data=gaussian", "data.n_train=64", "data.n_test=32", "data.dim=8", "model.width=8", "model.depth=3",
+             "train.steps=2", "train.batch_size=32", f"results={results}"]
+    for args in (["run", *small, "name=b"], ["sweep", *small, "seed=0,1", "--name", "c"]):
+        assert CliRunner().invoke(app, args, catch_exceptions=False).exit_code == 0
+    both = CliRunner().invoke(app, ["ls", str(results)], catch_exceptions=False).output.splitlines()
+    header = next(i for i, line in enumerate(both) if line.startswith("─")) - 1
+    assert both[header].split()[0] == "run"
+    rows = [line.split()[0] for line in both[header + 2:] if line.split() and line.split()[0].startswith(("b/", "c/"))]
+    rows = sorted(rows)
+    assert len(rows) == 3 and rows[0].startswith("b/data.dim=8,") and rows[1:] == ["c/seed=0", "c/seed=1"]
+    one = CliRunner().invoke(app, ["ls", str(results / "c")], catch_exceptions=False).output.splitlines()
+    assert "run" not in one[next(i for i, line in enumerate(one) if line.startswith("─")) - 1].split()
