@@ -7,7 +7,6 @@ training. `validate` adds what a type cannot say (ranges, choices, device availa
 
 from __future__ import annotations
 
-import difflib
 import functools
 import hashlib
 import math
@@ -21,7 +20,7 @@ from typing import Any, Mapping
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from gradflow.errors import GradflowError, shorten
+from gradflow.errors import GradflowError, nearest, shorten  # noqa: F401  (config.nearest)
 
 # --- where the configs live: inside the installed package (wheel) or at the checkout's root ---
 _PKG = Path(__file__).resolve().parent
@@ -935,12 +934,6 @@ def hydra_error_message(e: Exception, overrides=()) -> str:
 
 # the config's sections of keys (model, ..., train, gradcheck), as against its top-level values (seed)
 SECTIONS = tuple(f.name for f in fields(Config) if f.name in GROUP_SCHEMAS or f.default_factory is not NO_DEFAULT)
-
-
-def nearest(word: str, choices, cutoff: float = 0.75, within: float = 0.05) -> list[str]:
-    """The choices closest to a misspelled `word`: the best match and any as close as it (`within`)."""
-    scored = sorted(((difflib.SequenceMatcher(None, word, c).ratio(), c) for c in choices), reverse=True)
-    return [c for r, c in scored if r >= cutoff and r >= scored[0][0] - within][:3] if scored else []
 
 
 @functools.cache

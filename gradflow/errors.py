@@ -1,5 +1,7 @@
 """The one exception type for mistakes a user can fix (bad key, bad value, missing file)."""
 
+import difflib
+
 
 class GradflowError(Exception):
     """A user-fixable error. The CLI prints its message as one red line and exits with code 1.
@@ -16,3 +18,9 @@ def shorten(text, limit: int = 60) -> str:
         return text
     keep = (limit - 1) // 2
     return f"{text[:keep]}…{text[-keep:]} ({len(text)} characters)"
+
+
+def nearest(word: str, choices, cutoff: float = 0.75, within: float = 0.05) -> list[str]:
+    """The choices closest to a misspelled `word`: the best match and any as close as it (`within`)."""
+    scored = sorted(((difflib.SequenceMatcher(None, word, c).ratio(), c) for c in choices), reverse=True)
+    return [c for r, c in scored if r >= cutoff and r >= scored[0][0] - within][:3] if scored else []

@@ -89,7 +89,7 @@ CASES = [
     (["ls", "{results}/missing"], "missing does not exist"),
     (["ls", "{empty}"], "holds no runs"),
     (["ls", "{study}", "--where", "nonsense"], "--where 'nonsense' must be KEY=VALUE"),
-    (["ls", "{study}", "--where", "nokey=1"], "--where key 'nokey' is not a column; choices: model.name, model.depth"),
+    (["ls", "{study}", "--where", "nokey=1"], "--where key 'nokey' is not a column; choices: status (or any config key"),
     (["ls", "{study}", "--where", "model.depth=9"], "--where model.depth=9 matches no run; model.depth here: 2"),
     (["ls", "{study}", "--where", "model.depth=2", "--where", "seed=1"],
      "seed=1 matches no run of those left; seed here: 0"),

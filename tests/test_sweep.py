@@ -62,6 +62,13 @@ def test_basic_sweep_layout_ls_and_load(cli, results):
     rows = pd.read_csv(__import__("io").StringIO(filtered.output))
     assert len(rows) == 2 and set(rows["model.activation"]) == {"tanh"}
     assert list(rows["final.test_acc"]) == sorted(rows["final.test_acc"])
+    # a key by the short name the table shows it under, a number however it is written, a typo named
+    for where in (["activation=tanh", "depth=3.0"], ["model.activation=tanh", "model.depth=3"]):
+        short = cli("ls", str(root), *(a for w in where for a in ("--where", w)), "--csv")
+        rows = pd.read_csv(__import__("io").StringIO(short.output))
+        assert list(zip(rows["model.activation"], rows["model.depth"])) == [("tanh", 3)], short.output
+    typo = cli("ls", str(root), "--where", "model.activaton=tanh")
+    assert typo.exit_code == 1 and "'model.activaton' is not a column (did you mean model.activation" in typo.output
     as_json = json.loads(cli("ls", str(root), "--json").output)
     assert len(as_json) == 4 and {"run", "status", "grad_ratio.init"} <= set(as_json[0])
 

@@ -15,7 +15,8 @@ from rich.markup import escape
 from gradflow import store
 from gradflow.cli.app import app
 from gradflow.cli.console import console, labels, print_note, user_errors
-from gradflow.errors import GradflowError
+from gradflow.errors import GradflowError, nearest
+from gradflow.fmt import fmt
 from gradflow.plots.keys import config_columns, implied_keys, ordered_values
 from gradflow.summary import (FIT_MARKS, KEY_PRIORITY, LS_COLUMNS, NOTES, TRANSIENT_TOL, Column, abbreviate, listing,
                               sort_runs, study_columns, swept_columns, table_columns)
@@ -30,25 +31,52 @@ def runs_view(path: Path, where: list[str] | None = None, sort: str | None = Non
         if "=" not in cond:
             raise GradflowError(f"--where {cond!r} must be KEY=VALUE")
         key, value = cond.split("=", 1)
-        if key not in df.columns:
-            keys = [*config_columns(df), store.STATUS, *(k for k in study_columns(df) if k in df.columns)]
-            raise GradflowError(f"--where key {key!r} is not a column; choices: {', '.join(keys)}")
-        kept = df[df[key].astype(str) == value]
+        key = column(df, key, "--where", swept, [*swept, store.STATUS, *study_columns(df)])
+        kept = df[matches(df[key], value)]
         if kept.empty:  # say so (and what there is) rather than draw an empty table
-            values = ", ".join(map(str, ordered_values(df[key])))
+            values = ", ".join(fmt(v) for v in ordered_values(df[key]))
             raise GradflowError(f"--where {cond} matches no run{' of those left' if i else ''}; "
                                 f"{key} here: {values}")
         df = kept
     if sort:
         descending = sort.startswith("-")
-        key = sort.lstrip("-")
-        short = {v: k for k, v in abbreviate(swept).items()}
-        key = key if key in df.columns else short.get(key, key)
-        if key not in df.columns:
-            shown = swept + [c for c in LS_COLUMNS if c in df.columns] + study_columns(df)
-            raise GradflowError(f"--sort {sort!r} is not a column; choices: {', '.join(shown)} (-KEY: descending)")
+        key = column(df, sort.lstrip("-"), "--sort", swept, [*swept, *(c for c in LS_COLUMNS if c in df.columns),
+                                                             *study_columns(df)], " (-KEY: descending)")
         df = sort_runs(df, [key], descending)
     return df, swept
+
+
+def column(df: pd.DataFrame, key: str, option: str, swept: list[str], choices: list[str], more: str = "") -> str:
+    """The column `key` names: itself, or a config key by the short name ls shows it under (depth,
+    activation, init for init.name, sw2) or by its last part, or a group by its choice (init). Else a
+    one-line error naming the nearest keys and `choices`."""
+    if key in df.columns:
+        return key
+    keys = config_columns(df)
+    short = {v: k for k, v in [*abbreviate(keys).items(), *abbreviate(swept).items()]}  # (the shown ones win)
+    found = short.get(key) or (f"{key}.name" if f"{key}.name" in keys else None)
+    if found:
+        return found
+    near = nearest(key, list(dict.fromkeys([*keys, *short, *choices])))
+    hint = f" (did you mean {' or '.join(near)}?)" if near else ""
+    raise GradflowError(f"{option} key {key!r} is not a column{hint}; choices: {', '.join(choices)}{more}"
+                        " (or any config key, by its full name or its last part)")
+
+
+def matches(values: pd.Series, value: str) -> pd.Series:
+    """Which of `values` read `value`: as numbers where both are (depth 5 is 5.0, sw2 4.0 is 4), "-" or
+    nan for a missing one, else as text."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    text = values.astype(str) == value
+    if value in ("-", "nan", "none", "None"):
+        return text | values.isna()
+    numeric = pd.to_numeric(values, errors="coerce")
+    if number is not None and not math.isnan(number):
+        return text | (numeric == number)
+    return text
 
 
 def choose(columns: list[Column], width: int | None) -> tuple[list[Column], list[Column]]:
