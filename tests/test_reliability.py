@@ -130,7 +130,7 @@ def test_a_run_plotted_or_reported_on_its_own_can_be_rerun_and_cleaned(cli, resu
     assert _statuses(root) == {"model.depth=2": "ok", "model.depth=3": "ok", "model.depth=4": "stale",
                                "model.depth=5": "stale"}
     out = cli("clean", str(root), "--stale", "--yes")
-    assert out.exit_code == 0 and "removed 1 runs" in out.output, out.output
+    assert out.exit_code == 0 and "removed 1 run\n" in out.output, out.output
     assert "kept 1 that hold files gradflow did not write" in out.output and "model.depth=5" in out.output
     assert not (root / "model.depth=4").exists()
     assert (root / "model.depth=5" / "figures" / "notes.txt").read_text() == "mine"
@@ -300,8 +300,11 @@ def test_changed_fixed_setting_replaces_and_shrunk_grid_leaves_stale_runs(cli, r
 
     asked = CliRunner().invoke(app, ["clean", str(root), "--stale"], input="n\n")
     assert asked.exit_code == 1 and (root / "model.depth=4").exists()  # asked, said no: nothing removed
+    # it names what it would remove before asking, and says that it removed nothing
+    assert asked.output.splitlines()[:2] == [f"1 run to remove from {root}: 1 stale", "  model.depth=4 (stale)"]
+    assert asked.output.rstrip().endswith("nothing removed")
     done = cli("clean", str(root), "--stale", "--yes")
-    assert done.exit_code == 0 and "removed 1 runs" in done.output
+    assert done.exit_code == 0 and "removed 1 run\n" in done.output
     assert not (root / "model.depth=4").exists() and _statuses(root) == {"model.depth=2": "ok", "model.depth=3": "ok"}
 
 
@@ -324,7 +327,7 @@ def test_clean_removes_folders_of_runs_cut_off_before_their_run_json(cli, result
     assert store.leftovers(results) == [cut]
 
     out = cli("clean", str(root), "--stale", "--yes")
-    assert out.exit_code == 0 and "1 left over (no run.json)" in out.output and "removed 1 runs" in out.output
+    assert out.exit_code == 0 and "1 left over (no run.json)" in out.output and "removed 1 run\n" in out.output
     assert not cut.exists() and (foreign / "todo.txt").exists()
     assert _statuses(root) == {"model.depth=2": "ok", "model.depth=3": "ok"}
     assert "nothing to remove" in cli("clean", str(root), "--stale", "--yes").output
@@ -334,7 +337,7 @@ def test_clean_removes_folders_of_runs_cut_off_before_their_run_json(cli, result
     only.mkdir(parents=True)
     shutil.copy(done / store.CONFIG_FILE, only / store.CONFIG_FILE)
     out = cli("clean", str(results / "t"), "--stale", "--yes")
-    assert out.exit_code == 0 and "removed 1 runs" in out.output and not only.exists()
+    assert out.exit_code == 0 and "removed 1 run\n" in out.output and not only.exists()
 
 
 def test_kill_during_a_changed_config_rerun_never_mixes_configs(cli, results):

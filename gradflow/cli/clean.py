@@ -14,6 +14,9 @@ from gradflow.cli.console import console, user_errors
 from gradflow.errors import GradflowError
 
 
+SHOWN = 20  # runs named before asking; the rest counted
+
+
 @app.command()
 @user_errors
 def clean(
@@ -33,12 +36,17 @@ def clean(
     counts = Counter(r[store.STATUS] for r in doomed)
     if left:  # (folders of a run cut off before its run.json was written, or while it was cleared)
         counts["left over (no run.json)"] = len(left)
-    console.print(f"{len(doomed) + len(left)} runs to remove from {path}: "
-                  + ", ".join(f"{n} {s}" for s, n in counts.items()), soft_wrap=True)
-    if not yes and not typer.confirm("remove them?", default=False):
+    n = len(doomed) + len(left)
+    console.print(f"{n} run{'s' * (n != 1)} to remove from {path}: "
+                  + ", ".join(f"{k} {s}" for s, k in counts.items()), soft_wrap=True, highlight=False)
+    named = [f"{r[store.RUN]} ({r[store.STATUS]})" for r in doomed] + [f"{p} (left over)" for p in left]
+    for line in named[:SHOWN] + ([f"... and {len(named) - SHOWN} more"] if len(named) > SHOWN else []):
+        console.print(f"  {line}", soft_wrap=True, highlight=False, markup=False)
+    if not yes and not typer.confirm(f"remove {'it' if n == 1 else 'them'}?", default=False):
+        console.print("nothing removed", highlight=False)
         raise typer.Exit(1)
     removed, kept = store.clean(path)
-    console.print(f"removed {len(removed)} runs", soft_wrap=True)
+    console.print(f"removed {len(removed)} run{'s' * (len(removed) != 1)}", soft_wrap=True)
     if kept:
         console.print(f"kept {len(kept)} that hold files gradflow did not write (gradflow deletes only its own): "
                       + ", ".join(str(k) for k in kept), soft_wrap=True)
