@@ -105,6 +105,8 @@ CASES = [
     (["theory", "--activation", "nope"], "nope"),
     (["reproduce", "nope"], "nope"),
     (["reproduce", "he2015", "--scale", "huge"], "--scale 'huge'"),
+    (["reproduce", "sigmoid-textbok"], "'sigmoid-textbok' is not a known experiment (did you mean sigmoid-textbook?)"),
+    (["reproduce", "he2015", "--quick", "--scale", "paper"], "--quick and --scale paper ask for two scales; give one"),
     (["bench", "--rounds", "0"], "--rounds at least 1"),
     (["bench", "--steps", "0"], "--steps must be at least 12"),
     (["bench", "--clock", "sundial"], "--clock 'sundial'"),

@@ -15,6 +15,7 @@ from rich.table import Table
 from gradflow.cli.app import app
 from gradflow.cli.console import console, print_note, user_errors
 from gradflow.cli.sweep import report_page, run_plan
+from gradflow.errors import GradflowError
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -26,8 +27,8 @@ def reproduce(
         show_default=False)] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the experiments.")] = False,
     quick: Annotated[bool, typer.Option("--quick", help="The smallest honest size (same as --scale quick).")] = False,
-    scale: Annotated[str, typer.Option(help="quick | default (CPU-sized) | paper (the paper's scale, for a GPU).")]
-    = "default",
+    scale: Annotated[Optional[str], typer.Option(help="quick | default (CPU-sized) | paper (the paper's scale, "
+                                                      "for a GPU).", show_default="default")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rerun runs that already finished.")] = False,
     report_: Annotated[bool, typer.Option("--report", help="Write the HTML report page (gradflow report).")] = False,
 ) -> None:
@@ -38,7 +39,9 @@ def reproduce(
         print_note("reproducible experiments")
         console.print(list_table([rep.Spec.load(n) for n in rep.names()], console.width))
         return
-    scale = "quick" if quick else scale
+    if quick and scale not in (None, "quick"):
+        raise GradflowError(f"--quick and --scale {scale} ask for two scales; give one")
+    scale = "quick" if quick else scale or "default"
     rep.check_scale(scale)  # before anything is printed, as a bad name is (Spec.load)
     failed = False
     for n in rep.names() if name == "all" else [name]:
