@@ -18,7 +18,7 @@ import pandas as pd
 
 from gradflow import store
 from gradflow.fmt import fmt
-from gradflow.errors import GradflowError
+from gradflow.errors import GradflowError, nearest
 
 SUMMARY_KEY = "summary"  # run.json key holding per_run's dict
 FIT_TRIM = 3  # layers dropped at each end of a growth-rate fit (input layer and head have other fan-in/out)
@@ -174,6 +174,11 @@ def runs_table(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str]
     records = store.load_records(path, listed=listed)
     summary_of = {r[store.PATH]: r["record"].get(SUMMARY_KEY) for r in listed}
     rates, steps = list(rates), [c.replace(" ", "") for c in steps]
+    for q in rates:
+        if q not in _probed():
+            near = nearest(q, _probed())
+            raise GradflowError(f"--rate {q!r} is not a probed quantity{f' (did you mean {near[0]}?)' if near else ''}; "
+                                f"choices: {', '.join(_probed())}")
     conditions = [parse_condition(c) for c in steps]
     summaries = []
     for _, rec in records.iterrows():
@@ -218,9 +223,9 @@ def listing(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str] = 
 
 
 def _probed() -> tuple[str, ...]:
-    from gradflow.probes import QUANTITIES  # only on the error path: ls stays free of torch
+    from gradflow.probes import QUANTITIES  # (the registry; no torch)
 
-    return QUANTITIES
+    return tuple(QUANTITIES)
 
 
 # --- the runs table as `ls` and the report page show it -------------------------------------------
