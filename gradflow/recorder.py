@@ -17,12 +17,14 @@ device, one host copy per probed step.
 
 from __future__ import annotations
 
+import sys
 import time
 import traceback
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 
@@ -39,8 +41,11 @@ class Recorder:
     """
 
     def __init__(self, model: torch.nn.Module, path, config: dict | None = None, every: int = 10):
-        if every < 1:
-            raise GradflowError(f"every={every} must be a positive number of steps")
+        if not isinstance(model, torch.nn.Module):
+            raise GradflowError(f"Recorder's model must be a torch.nn.Module, not {type(model).__name__} "
+                                f"({shorten(repr(model), 40)})")
+        if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+            raise GradflowError(f"every={every!r} must be a positive whole number of steps")
         self.model, self.path, self.every = model, Path(path), every
         if self.path.exists() and any(self.path.iterdir()) and not (self.path / store.RUN_FILE).exists():
             raise GradflowError(f"{self.path} exists and is not a gradflow run; give the Recorder a new folder")
@@ -55,7 +60,8 @@ class Recorder:
         self._start = time.perf_counter()
         # the study folder (the run's parent) is locked until close(), as `gradflow run` locks it
         self._lock = ExitStack()
-        self._lock.enter_context(store.lock(self.path.parent, elsewhere="another path for the Recorder"))
+        self._lock.enter_context(store.lock(self.path.parent, command=" ".join(["python", *sys.argv]),
+                                            elsewhere="another path for the Recorder"))
         flat = store.flatten(config or {})
         self._record = {"job": self.path.name, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         "every": every, "config_hash": store.config_hash(flat), **store.environment(), "config": flat}

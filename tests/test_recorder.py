@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import gradflow
-from gradflow.errors import GradflowError
+from gradflow.errors import GradflowError, shorten
 from gradflow.models.discover import Projection, discover
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,7 +201,9 @@ def test_recorder_refuses_a_foreign_folder_and_records_a_crash(tmp_path):
 
 def test_the_study_folder_is_locked_while_recording(tmp_path):
     first = gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / "run0")
-    with pytest.raises(GradflowError, match="is being written by pid .* another path for the Recorder$"):
+    # the holder named by its own command line (the script that made the first Recorder), not "gradflow ..."
+    script = re.escape(shorten(" ".join(["python", *sys.argv]), 60))
+    with pytest.raises(GradflowError, match=f"is being written by pid .* \\({script}\\).* another path for the Recorder$"):
         gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / "run1")
     first.close()
     gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / "run1").close()  # free again once closed
@@ -375,3 +378,15 @@ def test_activation_checkpointing_records_what_the_plain_model_does(tmp_path, fu
     assert list(got["name"].unique()) == ["blocks.0.0", "blocks.0.2", "blocks.1.0", "blocks.1.2", "head"]
     assert {"signal_norm", "act_mean", "act_std", "act_saturated"} <= set(got["quantity"])
     np.testing.assert_allclose(got["value"], plain["value"], rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("model, every, message", [
+    ("model", 10, "Recorder's model must be a torch.nn.Module, not str ('model')"),
+    (nn.Linear(2, 2), "ten", "every='ten' must be a positive whole number of steps"),
+    (nn.Linear(2, 2), 0, "every=0 must be a positive whole number of steps"),
+    (nn.Linear(2, 2), 2.5, "every=2.5 must be a positive whole number of steps"),
+])
+def test_a_recorder_given_no_module_or_a_bad_every_refuses_at_once_and_writes_nothing(tmp_path, model, every, message):
+    with pytest.raises(GradflowError, match=re.escape(message)):
+        gradflow.Recorder(model, tmp_path / "study" / "run0", every=every)
+    assert not (tmp_path / "study").exists()  # no run left behind as interrupted
