@@ -418,7 +418,8 @@ def test_grid_log_ratio_is_centred_and_extra_keys_are_refused(grid_runs, sweep):
     np.testing.assert_allclose(mesh.get_array()[0, 0], 5 * math.log10(0.5 / 1.75))
     assert mesh.norm.vmin == pytest.approx(-mesh.norm.vmax)
     _, _, runs = sweep
-    with pytest.raises(GradflowError, match="facet='model.activation'"):
+    with pytest.raises(GradflowError, match=r"model.activation also varies \(model.activation: relu, tanh\); facet by "
+                                            r"it \(--facet model.activation; in Python facet='model.activation'\)"):
         figures.grid(runs.assign(**{"optim.lr": runs.seed * 0.1}), "optim.lr", "model.depth")
     fig = figures.grid(runs, "model.activation", "model.depth")  # categories are fine as an axis
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["relu", "tanh"]

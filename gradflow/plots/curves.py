@@ -149,7 +149,7 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
     if when not in ("init", "final"):
         raise GradflowError(f"when={when!r} is not allowed; choices: init, final")
     if quantity not in RATIOS:
-        raise GradflowError(f"quantity={quantity!r} is not allowed for ratio; choices: {', '.join(RATIOS)}")
+        raise GradflowError(f"quantity {quantity!r} is not allowed for a ratio figure; choices: {', '.join(RATIOS)}")
     df = require(table, "runs", RUNS_REQUIRED)
     if "quantity" in df.columns:
         df = first_last(df, quantity, when)
@@ -308,8 +308,9 @@ def grid(runs: pd.DataFrame, x: str, y: str, value: str = "final.test_acc", theo
         k = others[0]
         vals = ", ".join(map(fmt, ordered_values(df[k])))
         first = python_value(ordered_values(df[k])[0])
-        raise GradflowError(f"grid over {x} x {y}: {', '.join(others)} also vary ({k}: {vals}); pass facet={k!r} "
-                            f"or select one value first, e.g. runs[runs[{k!r}] == {first!r}]")
+        raise GradflowError(f"grid over {x} x {y}: {', '.join(others)} also var{'y' if len(others) > 1 else 'ies'} "
+                            f"({k}: {vals}); facet by it (--facet {k}; in Python facet={k!r}) or keep one value "
+                            f"(runs[runs[{k!r}] == {first!r}])")
     spec = SUMMARIES.get(value, Summary(value))
     z = pd.to_numeric(df[value], errors="coerce").to_numpy(dtype=float)
     if spec.log10:
@@ -427,7 +428,7 @@ def _grid_theory(ax, sub: pd.DataFrame, xa: _GridAxis, ya: _GridAxis, kind: str)
         if v is None or is_missing(v):
             have = ", ".join(map(fmt, ordered_values(sub[key]))) if key in sub.columns else "missing"
             raise GradflowError(f"theory={kind!r} needs one {key} per panel; this panel has: {have}"
-                                + ("; pass facet='model.activation'" if key == "model.activation" else ""))
+                                + ("; facet by it (--facet model.activation)" if key == "model.activation" else ""))
         fixed[key] = python_value(v)
     act, sb2 = fixed["model.activation"], float(fixed["init.sb2"])
     lo, hi = max(float(sw.edges[0]), 1e-3), float(sw.edges[-1])
