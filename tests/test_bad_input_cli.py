@@ -103,6 +103,7 @@ CASES = [
     (["compare", "{results}/missing", "{study}"], "missing does not exist"),
     (["ls", "{study}", "--csv", "--json"], "--csv and --json are two formats of the same table; give one"),
     (["clean", "{study}"], "--stale"),
+    (["report", "{study}", "--out", "{results}/typo/page.html"], "/typo does not exist; create it first"),
     (["clean", "{results}/missing", "--stale"], "missing does not exist"),
     (["theory", "--activation", "nope"], "nope"),
     (["reproduce", "nope"], "nope"),
