@@ -269,18 +269,24 @@ def test_tables_with_other_columns_still_load_together(cli, results):
 
 
 # --- resume: sweep.yaml is the study's identity --------------------------------------------------------
-def test_changed_fixed_setting_replaces_and_shrunk_grid_leaves_stale_runs(cli, results):
+def test_changed_fixed_setting_replaces_and_shrunk_grid_leaves_stale_runs(cli, results, monkeypatch):
+    from gradflow.cli.console import console
+
+    monkeypatch.setattr(console, "width", 80)  # a terminal of 80 columns, whatever runs the tests
     assert _sweep(cli, results, "model.depth=2,3,4").exit_code == 0
     root = results / "s"
     changed = _sweep(cli, results, "model.depth=2,3,4", "train.steps=4")
     assert changed.exit_code == 0
-    assert "3 finished runs in" in changed.output and "will be replaced" in changed.output
+    flat = " ".join(changed.output.split())  # (the warnings wrap at the console's width, at spaces)
+    assert "3 finished runs in" in flat and "were made with other settings and will be replaced" in flat
     steps = {r["run"]: r["steps_done"] for _, r in gradflow.load(root, "runs").iterrows()}
     assert steps == {"model.depth=2": 4, "model.depth=3": 4, "model.depth=4": 4}
 
     shrunk = _sweep(cli, results, "model.depth=2,3", "train.steps=4")
     assert "2 already finished, skipped" in shrunk.output
-    assert "1 run in" in shrunk.output and "is not a point of this sweep (stale)" in shrunk.output
+    flat = " ".join(shrunk.output.split())
+    assert "1 run in" in flat and "is not a point of this sweep (stale)" in flat
+    assert max(len(line) for line in shrunk.output.splitlines() if " " in line) <= 80  # (a path alone may not fit)
     assert _statuses(root) == {"model.depth=2": "ok", "model.depth=3": "ok", "model.depth=4": "stale"}
     assert set(gradflow.load(root)["run"]) == {"model.depth=2", "model.depth=3"}
     assert set(gradflow.load(root, "metrics")["run"]) == {"model.depth=2", "model.depth=3"}

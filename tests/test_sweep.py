@@ -67,6 +67,9 @@ def test_basic_sweep_layout_ls_and_load(cli, results):
         short = cli("ls", str(root), *(a for w in where for a in ("--where", w)), "--csv")
         rows = pd.read_csv(__import__("io").StringIO(short.output))
         assert list(zip(rows["model.activation"], rows["model.depth"])) == [("tanh", 3)], short.output
+    by_short = cli("ls", str(root), "--sort", "-test_acc", "--csv")  # a result by its last part
+    accs = list(pd.read_csv(__import__("io").StringIO(by_short.output))["final.test_acc"])
+    assert len(accs) == 4 and accs == sorted(accs, reverse=True)
     typo = cli("ls", str(root), "--where", "model.activaton=tanh")
     assert typo.exit_code == 1 and "'model.activaton' is not a column (did you mean model.activation" in typo.output
     as_json = json.loads(cli("ls", str(root), "--json").output)

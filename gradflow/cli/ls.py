@@ -54,7 +54,8 @@ def column(df: pd.DataFrame, key: str, option: str, swept: list[str], choices: l
         return key
     keys = config_columns(df)
     short = {v: k for k, v in [*abbreviate(keys).items(), *abbreviate(swept).items()]}  # (the shown ones win)
-    found = short.get(key) or (f"{key}.name" if f"{key}.name" in keys else None)
+    finals = {c.removeprefix("final."): c for c in LS_COLUMNS if c.startswith("final.") and c in df.columns}
+    found = short.get(key) or (f"{key}.name" if f"{key}.name" in keys else None) or finals.get(key)
     if found:
         return found
     near = nearest(key, list(dict.fromkeys([*keys, *short, *choices])))

@@ -61,13 +61,13 @@ def _header(p, skipped: int) -> None:
                f"{p.launcher} launcher" + (f"; {skipped} already finished, skipped" if skipped else ""))
     if p.replaced and not p.force:
         one = p.replaced == 1
-        console.print(f"[yellow]{p.replaced} finished run{'' if one else 's'} in {p.root} "
-                      f"{'was' if one else 'were'} made with other settings and will be replaced[/]", soft_wrap=True)
+        print_note(f"{p.replaced} finished run{'' if one else 's'} in {p.root} "
+                   f"{'was' if one else 'were'} made with other settings and will be replaced", style="yellow")
     if p.stale:
         one = p.stale == 1
         are = "is not a point" if one else "are not points"
-        console.print(f"[yellow]{p.stale} run{'' if one else 's'} in {p.root} {are} of this sweep (stale); "
-                      f"`gradflow clean {p.root} --stale` removes {'it' if one else 'them'}[/]", soft_wrap=True)
+        print_note(f"{p.stale} run{'' if one else 's'} in {p.root} {are} of this sweep (stale); "
+                   f"`gradflow clean {p.root} --stale` removes {'it' if one else 'them'}", style="yellow")
 
 
 def run_plan(p, table: bool = True) -> pd.DataFrame:
