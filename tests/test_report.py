@@ -312,3 +312,13 @@ def test_page_fits_its_window(study, tmp_path, width):
     m = re.search(r'data-overflow="(-?\d+)"', browse(probed, "", "--dump-dom", f"--window-size={width},1000"))
     assert m, "the probe did not run"
     assert int(m.group(1)) <= 0, f"the page is {m.group(1)} px wider than a {width} px window"
+
+
+def test_the_swept_note_leaves_out_keys_a_group_choice_sets(tmp_path, cli):
+    # xavier_normal has init.gain and standard does not: gain varies, but only with the init choice
+    results = tmp_path / "results"
+    small = [a for a in SWEEP if not a.startswith(("model.depth=", "model.activation="))]
+    out = cli("sweep", *small, "model.depth=2", "init=standard,xavier_normal", f"results={results}", "--name", "inits")
+    assert out.exit_code == 0, out.output
+    note = re.search(r"<p class=note>Swept: ([^;]*);", report.build([results / "inits"])).group(1)
+    assert note == "init.name"
