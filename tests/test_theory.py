@@ -542,6 +542,8 @@ def test_cli_point(invoke):
     assert "0.759" in out.output and "ordered" in out.output
     ratio = theory.point("tanh", 1.0, 0.05).chi1 ** 30  # the first/last gradient ratio over 60 layers
     assert 2.5e-4 < ratio < 2.6e-4 and fmt(ratio) in out.output  # written in scientific notation, never 0.000
+    # the title is a line of its own, with no spaces padding it to the table's width when piped
+    assert out.output.splitlines()[0] == "mean field: tanh, σ_w² = 1, σ_b² = 0.05"
 
 
 def test_cli_json_full_precision_and_digits(invoke):

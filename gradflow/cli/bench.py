@@ -10,7 +10,7 @@ from rich.table import Table
 
 from gradflow import store
 from gradflow.cli.app import app
-from gradflow.cli.console import console, print_note, user_errors
+from gradflow.cli.console import console, print_note, print_table, user_errors
 from gradflow.errors import GradflowError
 
 
@@ -65,13 +65,13 @@ def bench(
     note = f"{clock} ms/step, median of {rounds} interleaved rounds of {steps} steps; ratio to bare (min-max)"
     loop_tables = [name for name in ("reference", "deep") if any(r.workload == name for r in results)]
     for name in loop_tables:
-        console.print(_loop_table([r for r in results if r.workload == name], f"{name} workload: {note}"))
+        print_table(_loop_table([r for r in results if r.workload == name], f"{name} workload: {note}"))
     if loop_tables:  # the rows' short names, spelled out once
         for loop, text in bench_mod.LOOP_TITLES.items():
             console.print(f"  {loop}: {text}", highlight=False)
     families = [r for r in results if r.workload not in ("reference", "deep")]
     if families:
-        console.print(_family_table(families, f"model families: {note}"))
+        print_table(_family_table(families, f"model families: {note}"))
     if clock == "wall":
         for line in bench_mod.busy_cores(results):
             print_note(f"warning: {line}")
@@ -135,7 +135,7 @@ def sweep_machinery() -> None:
                                                   "joblib (2 workers), 3 rounds ..." if parallel else " ...")):
             timings += benchsweep.time_launchers(Path(tmp), parallel=parallel)
     title = "sweep machinery: 200 runs of 1 step, then 12 MNIST-1D runs"
-    table = Table(title=title, title_justify="left", min_width=len(title))  # the title on one line
+    table = Table(title=title)
     for col in ("step", "measured", "target", ""):
         table.add_column(col, justify="right")
     for t in timings:
@@ -143,7 +143,7 @@ def sweep_machinery() -> None:
         spread = f" ({t.spread[0]:.2f}-{t.spread[1]:.2f})" if t.spread else ""
         table.add_row(t.step, _measured(t.value, t.unit) + spread, at + _measured(t.target, t.unit, named=False),
                       "[green]met[/]" if t.met else "[red]over[/]" if t.unit != benchsweep.SPEEDUP else "[red]under[/]")
-    console.print(table)
+    print_table(table)
 
 
 def _measured(value: float, unit: str, named: bool = True) -> str:

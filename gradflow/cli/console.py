@@ -71,6 +71,15 @@ def print_note(text: str, width: int | None = None, style: str | None = None) ->
         console.print(escape(line.strip(" ").replace(NBSP, " ")), highlight=False, soft_wrap=True, style=style)
 
 
+def print_table(table) -> None:
+    """A rich Table, its title printed as a note above it: rich pads a title to the table's width, which
+    leaves trailing spaces on the line when piped and breaks a long title mid-phrase."""
+    if table.title:
+        print_note(str(table.title))
+        table.title = None
+    console.print(table)
+
+
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports a Ctrl-C'd command
 
 

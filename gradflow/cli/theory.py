@@ -15,7 +15,7 @@ from rich.table import Table
 from gradflow import theory
 from gradflow.activations import ACTIVATIONS
 from gradflow.cli.app import app
-from gradflow.cli.console import console, user_errors
+from gradflow.cli.console import console, print_table, user_errors
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
 
@@ -124,7 +124,7 @@ def _show_point(mf: theory.MeanField, depth: int | None, digits: int, as_json: b
                "critical": f"|χ₁ - 1| < {theory.CRITICAL_TOL:g}: edge of chaos",
                "chaotic": "gradients explode towards the input"}[mf.phase]
     table.add_row("phase", mf.phase, verdict)
-    console.print(table)
+    print_table(table)
     if mf.q_star in (0.0, math.inf):
         what = "decays to 0" if mf.q_star == 0.0 else "grows without bound"
         console.print(f"note: q* = {_fmt(mf.q_star)}: the signal variance {what} with depth. χ₁ is the "
@@ -144,7 +144,7 @@ def _show_critical(name: str, sb2: float, digits: int, as_json: bool) -> None:
     table.add_column("meaning", style="dim")
     table.add_row("critical σ_w²", _fmt(sw2, max(digits, 4)), "weight variance × fan-in where χ₁ = 1")
     table.add_row("q*", _fmt(q, digits), "fixed-point pre-activation variance there")
-    console.print(table)
+    print_table(table)
 
 
 @theory_app.command("phase")
