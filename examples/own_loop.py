@@ -1,12 +1,12 @@
-"""gradflow's probes in your own training loop: a plain PyTorch script with a Recorder.
+"""gradflow's probes in your own training loop: a PyTorch script with a Recorder.
 
     python examples/own_loop.py results/own-loop/run0 --steps 200
     gradflow ls results/own-loop
     gradflow plot results/own-loop/run0
 
-The model is any nn.Module: gradflow finds its weight layers (here the Linear layers and the
-attention projections) in the order they run, and reads activation statistics from the
-nn.Tanh / nn.ReLU modules that follow them.
+The model is any nn.Module: gradflow finds its weight layers (here the Linear
+layers and the attention projections) in the order they run, and reads
+activation statistics from the nn.Tanh / nn.ReLU modules that follow them.
 """
 
 import argparse

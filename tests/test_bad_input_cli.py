@@ -106,6 +106,7 @@ CASES = [
     (["report", "{study}", "--out", "{results}/typo/page.html"], "/typo does not exist; create it first"),
     (["clean", "{results}/missing", "--stale"], "missing does not exist"),
     (["theory", "--activation", "nope"], "nope"),
+    (["theory", "--activation", "relu", "--critical", "--depth", "10"], "--depth 10 does not apply to --critical"),
     (["reproduce", "nope"], "nope"),
     (["reproduce", "he2015", "--scale", "huge"], "--scale 'huge'"),
     (["reproduce", "sigmoid-textbok"], "'sigmoid-textbok' is not a known experiment (did you mean sigmoid-textbook?)"),

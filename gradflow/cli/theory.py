@@ -88,6 +88,9 @@ def theory_point(
     if critical:
         if sw2 is not None:
             raise GradflowError("--sw2 and --critical exclude each other: --critical finds the sw2 where chi_1 = 1")
+        if depth is not None:
+            raise GradflowError(f"--depth {depth} does not apply to --critical: at the edge of chaos chi_1 = 1, so "
+                                "the predicted first/last gradient ratio is 1 at any depth")
         _show_critical(name, sb2, digits, as_json)
         return
     if sw2 is None:
