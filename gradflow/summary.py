@@ -19,6 +19,7 @@ import pandas as pd
 from gradflow import store
 from gradflow.fmt import fmt
 from gradflow.errors import GradflowError, nearest
+from gradflow.plots.keys import abbreviate
 
 SUMMARY_KEY = "summary"  # run.json key holding per_run's dict
 FIT_TRIM = 3  # layers dropped at each end of a growth-rate fit (input layer and head have other fan-in/out)
@@ -254,23 +255,6 @@ def swept_columns(df: pd.DataFrame, keys: list[str]) -> list[str]:
         if col and col not in out:
             out.append(col)
     return sorted(out, key=list(df.columns).index)  # the order ls sorts by
-
-
-def abbreviate(keys: list[str]) -> dict[str, str]:
-    """Each key by its shortest distinguishing tail: model.depth -> depth, init.name -> init, and
-    model.dim / data.dim stay whole when both are shown."""
-    parts = {k: [p for p in k.split(".")] for k in keys}
-    for k, p in parts.items():
-        if len(p) > 1 and p[-1] == "name":
-            parts[k] = p[:-1]
-    out = {}
-    for k, p in parts.items():
-        for n in range(1, len(p) + 1):
-            tail = ".".join(p[-n:])
-            if sum(".".join(q[-n:]) == tail for q in parts.values()) == 1 or n == len(p):
-                out[k] = tail
-                break
-    return out
 
 
 def _numeric(s: pd.Series) -> pd.Series | None:

@@ -124,6 +124,11 @@ def test_a_sweep_over_inits_with_different_keys_is_still_a_depth_sweep(results):
      "grid-final.train_acc-model.activation-model.depth.png"),
     (["--kind", "hist", "--step", "last"], "hist-last.png"),
     (["--kind", "spectrum", "--color", "model.activation"], "spectrum-step0-color-model.activation.png"),
+    # keys by the short names ls shows them under
+    (["--kind", "profile", "--color", "depth", "--facet", "activation"],
+     "profile-grad_norm-step0-color-model.depth-facet-model.activation.png"),
+    (["--kind", "grid", "--x", "activation", "--y", "depth", "--value", "final.train_acc"],
+     "grid-final.train_acc-model.activation-model.depth.png"),
 ])
 def test_plot_each_kind(plain, full, tmp_path, args, name):
     out = invoke("plot", full if "hist" in args else plain, *args, "--out", tmp_path)

@@ -17,8 +17,8 @@ from gradflow.cli.app import app
 from gradflow.cli.console import console, labels, print_note, user_errors
 from gradflow.errors import GradflowError, nearest
 from gradflow.fmt import fmt
-from gradflow.plots.keys import config_columns, implied_keys, ordered_values
-from gradflow.summary import (FIT_MARKS, KEY_PRIORITY, LS_COLUMNS, NOTES, TRANSIENT_TOL, Column, abbreviate, listing,
+from gradflow.plots.keys import abbreviate, config_columns, full_key, implied_keys, ordered_values
+from gradflow.summary import (FIT_MARKS, KEY_PRIORITY, LS_COLUMNS, NOTES, TRANSIENT_TOL, Column, listing,
                               sort_runs, study_columns, swept_columns, table_columns)
 
 SEP = 3  # characters between two columns of the SIMPLE_HEAD table
@@ -50,15 +50,12 @@ def column(df: pd.DataFrame, key: str, option: str, swept: list[str], choices: l
     """The column `key` names: itself, or a config key by the short name ls shows it under (depth,
     activation, init for init.name, sw2) or by its last part, or a group by its choice (init). Else a
     one-line error naming the nearest keys and `choices`."""
-    if key in df.columns:
-        return key
-    keys = config_columns(df)
-    short = {v: k for k, v in [*abbreviate(keys).items(), *abbreviate(swept).items()]}  # (the shown ones win)
     finals = {c.removeprefix("final."): c for c in LS_COLUMNS if c.startswith("final.") and c in df.columns}
-    found = short.get(key) or (f"{key}.name" if f"{key}.name" in keys else None) or finals.get(key)
+    found = full_key(df, key, swept) or finals.get(key)
     if found:
         return found
-    near = nearest(key, list(dict.fromkeys([*keys, *short, *choices])))
+    keys = config_columns(df)
+    near = nearest(key, list(dict.fromkeys([*keys, *abbreviate(keys).values(), *choices])))
     hint = f" (did you mean {' or '.join(near)}?)" if near else ""
     raise GradflowError(f"{option} key {key!r} is not a column{hint}; choices: {', '.join(choices)}{more}"
                         " (or any config key, by its full name or its last part)")

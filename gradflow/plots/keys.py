@@ -24,6 +24,34 @@ def config_columns(df: pd.DataFrame) -> list[str]:
         ("." in c and not c.startswith(("final.", "grad_ratio."))) or c == "seed" or c in user)]
 
 
+def abbreviate(keys: list[str]) -> dict[str, str]:
+    """Each key by its shortest distinguishing tail: model.depth -> depth, init.name -> init, and
+    model.dim / data.dim stay whole when both are shown."""
+    parts = {k: [p for p in k.split(".")] for k in keys}
+    for k, p in parts.items():
+        if len(p) > 1 and p[-1] == "name":
+            parts[k] = p[:-1]
+    out = {}
+    for k, p in parts.items():
+        for n in range(1, len(p) + 1):
+            tail = ".".join(p[-n:])
+            if sum(".".join(q[-n:]) == tail for q in parts.values()) == 1 or n == len(p):
+                out[k] = tail
+                break
+    return out
+
+
+def full_key(df: pd.DataFrame, key: str, shown: Sequence[str] = ()) -> str | None:
+    """The column a user's `key` names: itself, a config key by the short name a table shows it under
+    (`shown`'s abbreviations: depth, activation, sw2) or by its last part, or a group by its choice
+    (init -> init.name); None where it names none."""
+    if key in df.columns:
+        return key
+    keys = config_columns(df)
+    short = {v: k for k, v in [*abbreviate(keys).items(), *abbreviate(list(shown)).items()]}  # (the shown win)
+    return short.get(key) or (f"{key}.name" if f"{key}.name" in keys else None)
+
+
 def hashable(s: pd.Series) -> pd.Series:
     """Lists/tuples/dicts (e.g. optim.betas) as strings, so they can be counted and grouped."""
     if s.dtype == object and s.map(lambda v: isinstance(v, (list, tuple, dict, np.ndarray))).any():

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from gradflow.errors import GradflowError
-from gradflow.plots.keys import n_distinct, ordered_values, swept_keys
+from gradflow.plots.keys import full_key, n_distinct, ordered_values, swept_keys
 from gradflow.plots.labels import SUMMARIES
 from gradflow.plots.meanfield import GRID_THEORIES
 from gradflow.plots.save import file_part
@@ -87,6 +87,10 @@ def load_table(path: Path, table: str, include_stale: bool = False) -> pd.DataFr
 def check_options(df: pd.DataFrame, kind: str, o: Options, where: str) -> None:
     """Keys must be swept (color, facet) or columns (x, y); quantity, value, step and run must exist."""
     swept = swept_keys(df) + (["source"] if n_distinct(df["source"]) > 1 else [])
+    for name in ("color", "facet", "x", "y"):  # a key by the short name a table shows it under: depth, init
+        key = getattr(o, name)
+        if key is not None and key not in df.columns:
+            setattr(o, name, full_key(df, key, swept) or key)
     for name in ("color", "facet"):
         key = getattr(o, name)
         if key is not None and key not in swept:
