@@ -112,6 +112,9 @@ def test_keys_a_group_choice_sets_are_named_under_the_table_and_status_always_sh
         assert "not shown, as each init choice sets them: sw2, sb2, gain; --wide shows all" in notes, text
         for line in text.split("─")[-1].splitlines():  # a two-word label in a note is never split at a line's end
             assert not re.search(r"(\bchi1|\btrain|\btest|\bratio|\bsteps|\btime),?$", line), (line, text)
+    # the meanfield runs alone have sw2 and sb2 and no gain: no note about keys their choice would set
+    alone = gradflow("ls", str(results / "mixed"), "--where", "init=meanfield")
+    assert "not shown, as each" not in alone and "meanfield" in alone, alone
     wide = gradflow("ls", str(results / "mixed"), "--wide")
     labels = re.split(r"\s{2,}", wide.splitlines()[1].strip())
     assert {"gain", "sw2", "sb2", "steps", "steps done", "status"} <= set(labels) and len(labels) == len(set(labels))

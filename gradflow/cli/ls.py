@@ -17,7 +17,7 @@ from gradflow.cli.app import app
 from gradflow.cli.console import console, labels, print_note, user_errors
 from gradflow.errors import GradflowError, nearest
 from gradflow.fmt import fmt
-from gradflow.plots.keys import abbreviate, config_columns, full_key, implied_keys, ordered_values
+from gradflow.plots.keys import abbreviate, config_columns, full_key, implied_keys, n_distinct, ordered_values
 from gradflow.summary import (FIT_MARKS, KEY_PRIORITY, LS_COLUMNS, NOTES, TRANSIENT_TOL, Column, listing,
                               sort_runs, study_columns, swept_columns, table_columns)
 
@@ -134,6 +134,7 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     notes = list(explained.values())
     if any(k.startswith("rate.") for k in keys):
         notes.append(NOTES["rate"])
+    implied = {k: c for k, c in implied.items() if n_distinct(df[k]) > 1}  # (say so only where shown runs differ)
     if implied:
         names = abbreviate([*swept, *implied])
         by = list(dict.fromkeys(names[c] for c in implied.values()))
