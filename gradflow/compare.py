@@ -81,7 +81,7 @@ def differing_keys(runs: pd.DataFrame, sources: Sequence[str]) -> dict[str, list
     return out
 
 
-def pooled_keys(runs: pd.DataFrame, sources: Sequence[str], by: Sequence[str]) -> list[str]:
+def pooled_keys(runs: pd.DataFrame, by: Sequence[str]) -> list[str]:
     """Config keys (seed included) in which the runs of one source that share a cell differ: what the
     cell's medians are taken over."""
     groups = runs.groupby([store.SOURCE, *by], dropna=False, sort=False) if by else runs.groupby(store.SOURCE)

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from gradflow.errors import GradflowError, nearest, shorten  # noqa: F401  (config.nearest)
+from gradflow.errors import GradflowError, nearest, shorten
 
 # --- where the configs live: inside the installed package (wheel) or at the checkout's root ---
 _PKG = Path(__file__).resolve().parent

@@ -69,7 +69,7 @@ def matches(values: pd.Series, value: str) -> pd.Series:
     except ValueError:
         number = None
     text = values.astype(str) == value
-    if value in ("-", "nan", "none", "None"):
+    if value in ("-", "nan"):  # (as ls prints a missing value; "none" is a value of its own: norm=none)
         return text | values.isna()
     numeric = pd.to_numeric(values, errors="coerce")
     if number is not None and not math.isnan(number):

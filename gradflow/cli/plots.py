@@ -208,7 +208,7 @@ def compare(
     name = file_part("-vs-".join(file_part(s, 40) for s in sources), 160)
     written = save(fig, out_dir / f"compare-{stem}-{name}.{fmt}", fmt)
 
-    show_comparison(matching.comparison(runs, sources, by), sources, by, differ, matching.pooled_keys(runs, sources, by))
+    show_comparison(matching.comparison(runs, sources, by), sources, by, differ, matching.pooled_keys(runs, by))
     _print_paths([written])
 
 
