@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 from typer.core import TyperOption
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -30,10 +32,26 @@ def _usage_error(e) -> None:
     if type(e).__name__ == "NoArgsIsHelpError":  # the help was shown: nothing to add
         return
     message = " ".join(e.format_message().split()).rstrip(".")
+    given = _given(getattr(e, "param", None))
+    if given is not None and message.startswith("Invalid value for"):  # Click's message names no value
+        message = message.replace(":", f" ({given!r}):", 1)
     ctx = getattr(e, "ctx", None)
     if ctx is not None:
         message += f"{' See' if message.endswith('?') else '; see'} `{ctx.command_path} --help`"
     typer.echo(f"error: {message}", err=True)
+
+
+def _given(param) -> str | None:
+    """The value the command line gave an option (--sw2 abc, --sw2=abc), or None."""
+    opts = getattr(param, "opts", None) or []
+    args = sys.argv[1:]
+    for i, arg in enumerate(args):
+        for opt in opts:
+            if arg == opt and i + 1 < len(args):
+                return args[i + 1]
+            if arg.startswith(f"{opt}="):
+                return arg.split("=", 1)[1]
+    return None
 
 
 try:  # Typer calls rich_utils.rich_format_error(e) for usage errors (exit code 2)
