@@ -84,9 +84,16 @@ def differing_keys(runs: pd.DataFrame, sources: Sequence[str]) -> dict[str, list
 def pooled_keys(runs: pd.DataFrame, by: Sequence[str]) -> list[str]:
     """Config keys (seed included) in which the runs of one source that share a cell differ: what the
     cell's medians are taken over."""
-    groups = runs.groupby([store.SOURCE, *by], dropna=False, sort=False) if by else runs.groupby(store.SOURCE)
-    keys = (k for _, g in groups if len(g) > 1 for k in swept_keys(g.dropna(axis=1, how="all"), exclude=by))
+    keyed = runs.assign(_cell=cell_keys(runs, by))
+    groups = (g.drop(columns="_cell") for _, g in keyed.groupby([store.SOURCE, "_cell"], sort=False))
+    keys = (k for g in groups if len(g) > 1 for k in swept_keys(g.dropna(axis=1, how="all"), exclude=by))
     return list(dict.fromkeys(keys))
+
+
+def cell_keys(runs: pd.DataFrame, by: Sequence[str]) -> list[tuple]:
+    """Each run's cell: its values of `by` as one hashable tuple (lists such as optim.betas, NaN included)."""
+    by = list(by)
+    return [tuple(vkey(v) for v in row) for row in runs[by].itertuples(index=False)] if by else [()] * len(runs)
 
 
 def _median(values: pd.Series) -> float:
@@ -101,8 +108,7 @@ def comparison(runs: pd.DataFrame, sources: Sequence[str], by: Sequence[str]) ->
     """One row per matched config (the values of `by`) and source: runs, statuses and the COMPARED
     numbers (median over the runs in the cell, e.g. seeds). Rows come in the order of the by-values."""
     by = list(by)
-    cell_of = [tuple(vkey(v) for v in row) for row in runs[by].itertuples(index=False)] if by else [()] * len(runs)
-    keyed = runs.assign(_cell=cell_of)
+    keyed = runs.assign(_cell=cell_keys(runs, by))
     ranks = {k: {vkey(v): i for i, v in enumerate(ordered_values(runs[k]))} for k in by}
     cells = sorted(dict.fromkeys(keyed["_cell"]), key=lambda c: tuple(ranks[k][v] for k, v in zip(by, c)))
     rows = []

@@ -224,6 +224,12 @@ def test_compare_table_numbers_are_per_source_medians(plain, batchnorm):
         out.output.split())
     assert pooled_keys(runs, ["model.depth"]) == ["model.activation"]
     assert pooled_keys(runs, ["model.depth", "model.activation"]) == []
+    # a list-valued key (optim.betas) makes cells as comparison makes them (a plain groupby raised on it)
+    betas = pd.DataFrame({"source": ["a", "a", "b"], "optim.betas": [[0.9, 0.99], [0.9, 0.99], [0.9, 0.999]],
+                          "seed": [0, 1, 0], "status": ["ok"] * 3, "run": ["x", "y", "z"]})
+    assert pooled_keys(betas, ["optim.betas"]) == ["seed"]
+    table = comparison(betas, ["a", "b"], ["optim.betas"])
+    assert sorted(zip(table["source"], table["runs"])) == [("a", 0), ("a", 2), ("b", 0), ("b", 1)]
     assert out.output.count("grad ratio first/last, init") == 2
 
 
