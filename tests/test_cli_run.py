@@ -87,6 +87,15 @@ def test_diverging_run_is_recorded_and_keeps_earlier_rows(cli, results):
     assert "train loss" in line and "acc" in line.split("train loss")[1]
 
 
+def test_a_run_that_diverges_at_its_first_step_still_lists_its_layers(cli, results):
+    # every value of the step is NaN: the per-layer table had no rows at all
+    ov = [*TINY, "train.steps=4", "model.depth=40", "model.activation=relu", "init=meanfield", "init.sw2=10000"]
+    out = cli("run", *ov, f"results={results}", "name=first")
+    assert out.exit_code == 0 and "diverged at step 0 of 4" in out.output, out.output
+    rows = [line.split("│")[1:-1] for line in out.output.splitlines() if line.startswith("│")]
+    assert len(rows) >= 10 and all([c.strip() for c in row[2:]] == ["nan", "nan"] for row in rows), out.output
+
+
 BAD = [
     (["model.foo=1"], "model.foo"),
     (["init=foo"], "init='foo' is not a known choice; choices: "),

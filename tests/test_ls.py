@@ -315,3 +315,17 @@ def test_runs_the_keys_do_not_tell_apart_are_named_by_their_run(tmp_path):
     assert len(rows) == 3 and rows[0].startswith("b/data.dim=8,") and rows[1:] == ["c/seed=0", "c/seed=1"]
     one = CliRunner().invoke(app, ["ls", str(results / "c")], catch_exceptions=False).output.splitlines()
     assert "run" not in one[next(i for i, line in enumerate(one) if line.startswith("─")) - 1].split()
+
+
+def test_where_takes_values_as_ls_shows_them():
+    # the error lists values through fmt (0.001761, true); typing one back must match
+    from gradflow.cli.ls import matches
+
+    values = pd.Series([0.0017612, 0.001, 4.0, float("nan")])
+    assert list(matches(values, "0.001761")) == [True, False, False, False]
+    assert list(matches(values, "4")) == [False, False, True, False] == list(matches(values, "4.0"))
+    assert list(matches(values, "-")) == [False, False, False, True]
+    flags = pd.Series([True, False])
+    assert list(matches(flags, "true")) == [True, False] and list(matches(flags, "True")) == [True, False]
+    names = pd.Series(["none", "batchnorm", None])
+    assert list(matches(names, "none")) == [True, False, False]  # a value, not a missing one

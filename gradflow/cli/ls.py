@@ -62,13 +62,13 @@ def column(df: pd.DataFrame, key: str, option: str, swept: list[str], choices: l
 
 
 def matches(values: pd.Series, value: str) -> pd.Series:
-    """Which of `values` read `value`: as numbers where both are (depth 5 is 5.0, sw2 4.0 is 4), "-" or
-    nan for a missing one, else as text."""
+    """Which of `values` read `value`: as numbers where both are (depth 5 is 5.0, sw2 4.0 is 4), as ls
+    prints them (0.001761 for 0.0017612, true), "-" or nan for a missing one, else as text."""
     try:
         number = float(value)
     except ValueError:
         number = None
-    text = values.astype(str) == value
+    text = (values.astype(str) == value) | (values.map(fmt) == value)  # (as the table and the errors show it)
     if value in ("-", "nan"):  # (as ls prints a missing value; "none" is a value of its own: norm=none)
         return text | values.isna()
     numeric = pd.to_numeric(values, errors="coerce")

@@ -227,7 +227,7 @@ def show_run(job_dir: Path, record: dict, threads: int | None = None) -> None:
         quantities = tuple(SYMBOLS)
         rows = layers[layers[store.STEP].isin([0, last]) & layers[store.QUANTITY].isin(quantities)]
         wide = rows.pivot_table(index=store.LAYER, columns=[store.QUANTITY, store.STEP], values=store.VALUE,
-                                aggfunc="first")
+                                aggfunc="first", dropna=False)  # (a layer whose every value is NaN stays a row)
         # a row whose value is NaN was measured and not finite (a diverged step): "nan"; "-" is no row at all
         measured = set(rows[[store.LAYER, store.QUANTITY, store.STEP]].itertuples(index=False, name=None))
         names = layers.drop_duplicates(store.LAYER).set_index(store.LAYER)[store.NAME]
