@@ -198,6 +198,7 @@ def test_the_installed_entry_point_gives_the_same_one_line(tmp_path, args, needl
     (["runn"], "error: No such command 'runn'. Did you mean 'run'? See `gradflow --help`"),
     (["gradcheck", "--entries", "abc"], "error: Invalid value for '--entries' ('abc'): "),
     (["theory", "-a", "tanh", "--sw2=abc"], "error: Invalid value for '--sw2' ('abc'): "),
+    (["theory", "-a", "tanh", "--sw2", "1", "--sw2", "abc"], "error: Invalid value for '--sw2' ('abc'): "),
 ])
 def test_typer_usage_errors_are_one_line_and_exit_2(args, line):
     # Typer's own usage errors, through the installed entry point: one line with Click's suggestion
@@ -208,6 +209,12 @@ def test_typer_usage_errors_are_one_line_and_exit_2(args, line):
     out = subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 2 and out.stdout == "", out.stdout + out.stderr
     assert out.stderr.count("\n") == 1 and out.stderr.startswith(line), out.stderr
+
+
+def test_an_invalid_value_in_process_names_no_value_from_another_command_line(cli):
+    # in-process (a CliRunner, a notebook) sys.argv is not the command's: no value is read from it
+    out = cli("theory", "-a", "tanh", "--sw2", "abc")
+    assert out.exit_code == 2 and "Invalid value for '--sw2':" in out.output and "('" not in out.output
 
 
 @pytest.mark.parametrize("args", [["reproduce", "he2015", "--scale", "huge"], ["reproduce", "nosuchpaper"]])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 from typer.core import TyperOption
@@ -32,7 +33,7 @@ def _usage_error(e) -> None:
     if type(e).__name__ == "NoArgsIsHelpError":  # the help was shown: nothing to add
         return
     message = " ".join(e.format_message().split()).rstrip(".")
-    given = _given(getattr(e, "param", None))
+    given = _given(getattr(e, "param", None), getattr(e, "ctx", None))
     if given is not None and message.startswith("Invalid value for"):  # Click's message names no value
         message = message.replace(":", f" ({given!r}):", 1)
     ctx = getattr(e, "ctx", None)
@@ -41,16 +42,20 @@ def _usage_error(e) -> None:
     typer.echo(f"error: {message}", err=True)
 
 
-def _given(param) -> str | None:
-    """The value the command line gave an option (--sw2 abc, --sw2=abc), or None."""
+def _given(param, ctx) -> str | None:
+    """The value the command line gave an option (--sw2 abc, --sw2=abc; the last, where it is given twice
+    and Click takes the last), or None. Read from sys.argv, so only in the gradflow process itself (not
+    where the app is called in-process, e.g. a test's CliRunner, whose arguments are not there)."""
     opts = getattr(param, "opts", None) or []
-    args = sys.argv[1:]
-    for i, arg in enumerate(args):
+    if Path(sys.argv[0]).name not in ("gradflow", "__main__.py") or ctx is None or ctx.info_name not in sys.argv:
+        return None
+    args = sys.argv[sys.argv.index(ctx.info_name) + 1:]
+    for i in reversed(range(len(args))):
         for opt in opts:
-            if arg == opt and i + 1 < len(args):
+            if args[i] == opt and i + 1 < len(args):
                 return args[i + 1]
-            if arg.startswith(f"{opt}="):
-                return arg.split("=", 1)[1]
+            if args[i].startswith(f"{opt}="):
+                return args[i].split("=", 1)[1]
     return None
 
 
