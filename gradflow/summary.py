@@ -333,6 +333,18 @@ def _fit_cell(row: pd.Series) -> str:
     return cell
 
 
+def short_ids(runs: list[str], budgets: tuple[int, ...] = (28, 40, 60)) -> list[str]:
+    """Run ids for a table column: each longer than a budget as its start and end around "…", at the
+    smallest budget that keeps them distinct (a job name holds every override: 100 characters and more
+    would leave no room for a result at 80 columns); whole where none does. --json has them whole."""
+    for budget in budgets:
+        keep = (budget - 1) // 2
+        short = [r if len(r) <= budget else f"{r[:keep]}…{r[len(r) - (budget - 1 - keep):]}" for r in runs]
+        if len(set(short)) == len(set(runs)):
+            return short
+    return runs
+
+
 def table_columns(df: pd.DataFrame, swept: list[str]) -> list[Column]:
     """Every column ls can show for `df`, in display order."""
     names = abbreviate(swept)
@@ -342,7 +354,7 @@ def table_columns(df: pd.DataFrame, swept: list[str]) -> list[Column]:
     rows = list(zip(*(c.cells for c in keys)))
     # the run's id first where the keys do not tell the rows apart: nothing swept, runs of a Recorder
     # with different config keys, a folder of studies, a stale run beside its replacement
-    cols = [Column("run", "run", KEY_PRIORITY, list(df["run"].astype(str)), False)] \
+    cols = [Column("run", "run", KEY_PRIORITY, short_ids(list(df["run"].astype(str))), False)] \
         if not keys or len(set(rows)) < len(rows) else []
     cols += keys
     results = [(k, *v) for k, v in RESULT_COLUMNS.items() if k in df.columns

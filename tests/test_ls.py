@@ -297,10 +297,14 @@ def test_a_users_own_key_stays_a_key_when_compare_and_report_join_folders(tmp_pa
     assert "tag" in swept and sorted(df["tag"]) == ["baseline", "baseline", "wider"]
 
 
-def test_runs_the_keys_do_not_tell_apart_are_named_by_their_run(tmp_path):
+def test_runs_the_keys_do_not_tell_apart_are_named_by_their_run(tmp_path, monkeypatch):
     # a folder of studies: b's one run and c's seed-0 run have the same keys (depth 3, seed 0); without
-    # the run column the two rows read as one run listed twice
+    # the run column the two rows read as one run listed twice. b's run id is its whole override list
+    # (100+ characters): shortened, it leaves the seed and results on an 80-column line
     from gradflow.cli import app
+    from gradflow.cli.console import console
+
+    monkeypatch.setattr(console, "width", 80)
 
     results = tmp_path / "results"
     small = ["data=gaussian", "data.n_train=64", "data.n_test=32", "data.dim=8", "model.width=8", "model.depth=3",
@@ -313,6 +317,8 @@ def test_runs_the_keys_do_not_tell_apart_are_named_by_their_run(tmp_path):
     rows = [line.split()[0] for line in both[header + 2:] if line.split() and line.split()[0].startswith(("b/", "c/"))]
     rows = sorted(rows)
     assert len(rows) == 3 and rows[0].startswith("b/data.dim=8,") and rows[1:] == ["c/seed=0", "c/seed=1"]
+    assert rows[0].endswith("…,train.steps=2") and len(rows[0]) <= 28
+    assert max(map(len, both)) <= 80 and both[header].split()[:3] == ["run", "seed", "status"], "\n".join(both)
     one = CliRunner().invoke(app, ["ls", str(results / "c")], catch_exceptions=False).output.splitlines()
     assert "run" not in one[next(i for i, line in enumerate(one) if line.startswith("─")) - 1].split()
 
