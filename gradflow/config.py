@@ -339,13 +339,28 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+\-]")
 
 def job_name(overrides: list[str] | str) -> str:
     """The run folder name for a list of `key=value` overrides (or Hydra's override_dirname)."""
-    items = re.split(r",(?![^{]*\})", overrides) if isinstance(overrides, str) else list(overrides)  # not inside ${...}
+    items = split_top(overrides) if isinstance(overrides, str) else list(overrides)
     items = [_readable(o) for o in items]
     keep = sorted(o for o in items if o and override_key(o) not in NOT_IN_JOB_NAME and not override_key(o).startswith("hydra"))
     name = _UNSAFE.sub("_", ",".join(keep)) or "default"
     if len(name) > 160:
         name = name[:150] + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
     return name
+
+
+def split_top(text: str) -> list[str]:
+    """Hydra's override_dirname split at its top-level commas: not those inside ${...}, [...] or {...}
+    (optim.betas=[0.9,0.99] is one override, whose comma made two and a folder named 0.99_,optim.betas=_0.9)."""
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth = max(depth - 1, 0)
+        elif ch == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    return items + [text[start:]]
 
 
 def override_key(override: str) -> str:

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 import gradflow
+from gradflow import store
 from gradflow import sweep as sweep_mod
 from gradflow import workers
 from gradflow.errors import GradflowError
@@ -373,3 +374,15 @@ def test_a_sweep_of_values_composes_the_config_twice_in_all(results, monkeypatch
     assert sorted(r.name for r in p.root.iterdir() if (r / "run.json").exists()) == \
         ["model.depth=1", "model.depth=2", "model.depth=3"]
     assert len(composes) == 2, composes
+
+
+def test_a_sweep_over_list_values_names_each_run_by_its_whole_list(cli, results):
+    # optim.betas=[0.9,0.99] was split at its comma: folders named 0.99_,optim.betas=_0.9 that no sweep
+    # recognised as its runs (all listed stale, ok: 0), and a rerun ran them again
+    args = ["optim=adam", "optim.betas=[0.9,0.99],[0.9,0.999]", "--name", "betas"]
+    assert _sweep(cli, results, *args).exit_code == 0
+    assert sorted(p.name for p in (results / "betas").iterdir() if p.is_dir()) == [
+        "optim.betas=_0.9,0.999_", "optim.betas=_0.9,0.99_"]
+    assert {r["status"] for r in store.runs(results / "betas")} == {"ok"}
+    again = _sweep(cli, results, *args)
+    assert "2 already finished, skipped" in " ".join(again.output.split())
