@@ -171,7 +171,29 @@ def first_config(paths: list[Path], table: pd.DataFrame | None = None) -> tuple[
         job = store.find_runs(paths[0])[0]
         name = job.name
     f = job / store.CONFIG_FILE
-    return name, f.read_text() if f.exists() else ""
+    return name, settings_only(f.read_text()) if f.exists() else ""
+
+
+def settings_only(text: str) -> str:
+    """A config.yaml's text without the keys of another choice, which Hydra's resolved config carries and
+    the run does not use (init.sb2 of an init=standard run, whose biases start at 0): run.json's settings."""
+    from gradflow.config import settings
+
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if not isinstance(tree, dict):
+        return text
+    flat = store.flatten(tree)
+    drop = set(flat) - set(settings(flat))
+    for key in drop:
+        *parents, leaf = key.split(".")
+        node = tree
+        for part in parents:
+            node = node[part]
+        del node[leaf]
+    return yaml.safe_dump(tree, sort_keys=False, allow_unicode=True) if drop else text
 
 
 # --- the page ----------------------------------------------------------------------------------------
