@@ -218,7 +218,8 @@ def test_compare_table_numbers_are_per_source_medians(plain, batchnorm):
     expected = runs.groupby(["source", "model.depth"])["grad_ratio.init"].median()
     for _, row in table.iterrows():
         assert row["grad_ratio.init"] == pytest.approx(expected[(row["source"], row["cell"][0])])
-    out = invoke("compare", plain, batchnorm, "--by", "model.depth", "--kind", "ratio", "--out", plain.parent / "cmp")
+    out = invoke("compare", plain, batchnorm, "--by", "depth", "--kind", "ratio", "--out", plain.parent / "cmp")
+    assert "matched on model.depth" in " ".join(out.output.split())  # --by takes the short name, as ls does
     # the note names what the pooled runs differ in (plain's two activations)
     assert out.exit_code == 0 and "medians over the runs in a cell, which differ in activation" in " ".join(
         out.output.split())

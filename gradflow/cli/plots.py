@@ -24,6 +24,7 @@ from gradflow.fmt import fmt as number
 from gradflow.plots.kinds import (
     COMPARE_KINDS, KIND_HELP, KINDS, Options, check_options, choose, draw, load_table, overlay_facet, refuse_unused,
 )
+from gradflow.plots.keys import full_key
 from gradflow.plots.save import FORMATS, file_part, save
 from gradflow.plots.series import parse_step
 
@@ -197,7 +198,8 @@ def compare(
     store.check_writable(out_dir)
 
     runs = matching.load_runs(paths, sources, include_stale)
-    matching.check_by(runs, sources, by or [])
+    by = [full_key(runs, k) or k for k in by or []]  # a key by its short name too (depth), as ls and plot take it
+    matching.check_by(runs, sources, by)
     by = list(by or matching.match_keys(runs, sources))
     differ = matching.differing_keys(runs, sources)
     df = matching.overlay_table(paths, sources, runs, KINDS[kind][0], list(differ), include_stale)
