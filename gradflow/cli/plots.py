@@ -24,7 +24,7 @@ from gradflow.fmt import fmt as number
 from gradflow.plots.kinds import (
     COMPARE_KINDS, KIND_HELP, KINDS, Options, check_options, choose, draw, load_table, overlay_facet, refuse_unused,
 )
-from gradflow.plots.keys import full_key
+from gradflow.plots.keys import abbreviate, full_key
 from gradflow.plots.save import FORMATS, file_part, save
 from gradflow.plots.series import parse_step
 
@@ -153,7 +153,7 @@ def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], diff
                                                       for k, v in differ.items()))
     if (table["runs"] > 1).any():  # (`pooled`: the keys those runs differ in)
         notes.append("numbers are medians over the runs in a cell" +
-                     (f", which differ in {', '.join(k.removeprefix('model.') for k in pooled)}" if pooled else ""))
+                     (f", which differ in {', '.join(abbreviate(list(pooled)).values())}" if pooled else ""))
     notes.append(f"differences: ratios as ×({names[-1] if len(names) == 2 else 'other'} / {names[0]}), "
                  "the rest as other − first")
     console.print(t)
