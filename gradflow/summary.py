@@ -265,13 +265,37 @@ def _numeric(s: pd.Series) -> pd.Series | None:
 
 
 def sort_runs(df: pd.DataFrame, keys: list[str], descending: bool = False) -> pd.DataFrame:
-    """Sort by `keys` in turn, numbers as numbers, missing values last."""
+    """Sort by `keys` in turn, numbers as numbers, lists of numbers element by element (optim.betas:
+    [0.9, 0.99] before [0.9, 0.999]), missing values last."""
     order = df
     for k in reversed(keys):
         num = _numeric(order[k])
-        col = num if num is not None else order[k].astype(str)
+        col = num if num is not None else _number_lists(order[k])
+        col = col if col is not None else order[k].astype(str)
         order = order.iloc[np.argsort(_rank(col, descending), kind="stable")]
     return order
+
+
+def _number_lists(s: pd.Series) -> pd.Series | None:
+    """A column of lists of numbers (flat configs hold them as text, "[0.9, 0.99]") as the rank of each
+    value among them, compared element by element; None unless every present value is such a list."""
+    def parse(v) -> tuple[float, ...]:
+        if isinstance(v, (list, tuple)):
+            return tuple(float(x) for x in v)
+        text = str(v).strip()
+        if not (text.startswith("[") and text.endswith("]")):
+            raise ValueError(v)
+        return tuple(float(x) for x in text[1:-1].split(","))
+
+    present = s.notna() & (s.astype(str) != "")
+    if not present.any():
+        return None
+    try:
+        values = {i: parse(v) for i, v in s[present].items()}
+    except (ValueError, TypeError):
+        return None
+    rank = {v: r for r, v in enumerate(sorted(set(values.values())))}
+    return pd.Series({i: rank[values[i]] if i in values else np.nan for i in s.index}, dtype=float)
 
 
 def _rank(col: pd.Series, descending: bool) -> np.ndarray:

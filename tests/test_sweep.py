@@ -386,3 +386,6 @@ def test_a_sweep_over_list_values_names_each_run_by_its_whole_list(cli, results)
     assert {r["status"] for r in store.runs(results / "betas")} == {"ok"}
     again = _sweep(cli, results, *args)
     assert "2 already finished, skipped" in " ".join(again.output.split())
+    # ls sorts the lists element by element (as text, [0.9, 0.999] came first)
+    listed = json.loads(cli("ls", str(results / "betas"), "--json").output)
+    assert [r["optim.betas"] for r in listed] == ["[0.9, 0.99]", "[0.9, 0.999]"]
