@@ -20,7 +20,7 @@ from typing import Any, Mapping
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from gradflow.errors import GradflowError, nearest, shorten
+from gradflow.errors import GradflowError, did_you_mean, shorten
 
 # --- where the configs live: inside the installed package (wheel) or at the checkout's root ---
 _PKG = Path(__file__).resolve().parent
@@ -929,9 +929,7 @@ def hydra_error_message(e: Exception, overrides=()) -> str:
             if chosen in GROUP_SCHEMAS[name.partition(".")[0]]:
                 return _not_a_key_of(name, chosen)
             return f"{name} does not apply to this run: it is a key of {', '.join(_choices_with_key(name))}"
-        near = nearest(name, known_keys())
-        hint = f" (did you mean {' or '.join(near)}?)" if near else ""
-        return (f"unknown key {_show(name)}{hint}; sections: {', '.join(SECTIONS)}; "
+        return (f"unknown key {_show(name)}{did_you_mean(name, known_keys())}; sections: {', '.join(SECTIONS)}; "
                 "see `gradflow run --help` for every key (add a new key with +key=value only if you mean to)")
     if full_key:
         value = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", text)

@@ -24,3 +24,9 @@ def nearest(word: str, choices, cutoff: float = 0.75, within: float = 0.05) -> l
     """The choices closest to a misspelled `word`: the best match and any as close as it (`within`)."""
     scored = sorted(((difflib.SequenceMatcher(None, word, c).ratio(), c) for c in choices), reverse=True)
     return [c for r, c in scored if r >= cutoff and r >= scored[0][0] - within][:3] if scored else []
+
+
+def did_you_mean(word: str, choices) -> str:
+    """ (did you mean X or Y?) for a misspelled `word`, naming its nearest choices; "" where none is near."""
+    near = nearest(word, choices)
+    return f" (did you mean {' or '.join(near)}?)" if near else ""

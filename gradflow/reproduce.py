@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 from gradflow import store, theory, workers
 from gradflow.config import EXPERIMENTS_DIR, override_key
-from gradflow.errors import GradflowError, nearest
+from gradflow.errors import GradflowError, did_you_mean
 from gradflow.fmt import fmt
 
 if TYPE_CHECKING:
@@ -52,9 +52,7 @@ class Spec:
     def load(cls, name: str) -> "Spec":
         path = SPEC_DIR / f"{name}.yaml"
         if not path.exists():
-            near = nearest(name, names())
-            hint = f" (did you mean {' or '.join(near)}?)" if near else ""
-            raise GradflowError(f"reproduce {name!r} is not a known experiment{hint}; choices: {', '.join(names())}, all")
+            raise GradflowError(f"reproduce {name!r} is not a known experiment{did_you_mean(name, names())}; choices: {', '.join(names())}, all")
         raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
         raw.setdefault("name", name)
         lists = [("base", raw.get("base", []))] + [(f"arms.{a}", v) for a, v in raw.get("arms", {}).items()]

@@ -18,7 +18,7 @@ import pandas as pd
 
 from gradflow import store
 from gradflow.fmt import fmt
-from gradflow.errors import GradflowError, nearest
+from gradflow.errors import GradflowError, did_you_mean
 from gradflow.plots.keys import abbreviate
 
 SUMMARY_KEY = "summary"  # run.json key holding per_run's dict
@@ -177,8 +177,7 @@ def runs_table(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str]
     rates, steps = list(rates), [c.replace(" ", "") for c in steps]
     for q in rates:
         if q not in _probed():
-            near = nearest(q, _probed())
-            raise GradflowError(f"--rate {q!r} is not a probed quantity{f' (did you mean {near[0]}?)' if near else ''}; "
+            raise GradflowError(f"--rate {q!r} is not a probed quantity{did_you_mean(q, _probed())}; "
                                 f"choices: {', '.join(_probed())}")
     conditions = [parse_condition(c) for c in steps]
     summaries = []

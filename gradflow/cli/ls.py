@@ -15,7 +15,7 @@ from rich.markup import escape
 from gradflow import store
 from gradflow.cli.app import app
 from gradflow.cli.console import console, labels, print_note, user_errors
-from gradflow.errors import GradflowError, nearest
+from gradflow.errors import GradflowError, did_you_mean
 from gradflow.fmt import fmt
 from gradflow.plots.keys import abbreviate, config_columns, full_key, implied_keys, n_distinct, ordered_values
 from gradflow.summary import (FIT_MARKS, KEY_PRIORITY, LS_COLUMNS, NOTES, TRANSIENT_TOL, Column, listing,
@@ -55,8 +55,7 @@ def column(df: pd.DataFrame, key: str, option: str, swept: list[str], choices: l
     if found:
         return found
     keys = config_columns(df)
-    near = nearest(key, list(dict.fromkeys([*keys, *abbreviate(keys).values(), *choices])))
-    hint = f" (did you mean {' or '.join(near)}?)" if near else ""
+    hint = did_you_mean(key, list(dict.fromkeys([*keys, *abbreviate(keys).values(), *choices])))
     raise GradflowError(f"{option} key {key!r} is not a column{hint}; choices: {', '.join(choices)}{more}"
                         " (or any config key, by its full name or its last part)")
 

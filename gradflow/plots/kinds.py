@@ -89,7 +89,7 @@ def check_options(df: pd.DataFrame, kind: str, o: Options, where: str) -> None:
     swept = swept_keys(df) + (["source"] if n_distinct(df["source"]) > 1 else [])
     for name in ("color", "facet", "x", "y"):  # a key by the short name a table shows it under: depth, init
         key = getattr(o, name)
-        if key is not None and key not in df.columns:
+        if key is not None:
             setattr(o, name, full_key(df, key, swept) or key)
     for name in ("color", "facet"):
         key = getattr(o, name)
