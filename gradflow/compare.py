@@ -143,4 +143,7 @@ def overlay_table(paths: Sequence[str | Path], sources: Sequence[str], runs: pd.
     for p, s in zip(paths, sources):
         df = runs[runs[store.SOURCE] == s] if table == "runs" else load_table(Path(p), table, include_stale)
         frames.append(store.prefix_runs(df, s).assign(**{store.SOURCE: s}))
-    return store.concat(frames).drop(columns=list(differ), errors="ignore")
+    out = store.concat(frames)
+    out.attrs[store.SOURCE_KEYS] = {s: {k: runs.loc[runs[store.SOURCE] == s, k].iloc[0] for k in differ
+                                        if k in runs.columns} for s in sources}
+    return out.drop(columns=list(differ), errors="ignore")

@@ -94,6 +94,9 @@ NOT_IDENTITY = ("name", "results", "threads")
 # in the frame's attrs (USER_KEYS), where `plots.keys.config_columns` finds them.
 TOP_KEYS = ("seed", "device", "threads", "name", "results")
 USER_KEYS = "user_keys"
+# a comparison's table leaves out the keys its folders differ in (`source` names them); its attrs keep each
+# source's values of them here ({source: {key: value}}), for what reads a line's whole config (the theory)
+SOURCE_KEYS = "source_keys"
 
 
 def _user_keys(configs: list[dict]) -> list[str]:

@@ -250,6 +250,32 @@ def test_compare_two_runs_with_the_same_job_name(batchnorm, diverging, tmp_path)
     assert not any(job in line for line in lines[3:-1])  # (the last line is the figure's path)
 
 
+def test_compare_draws_the_mean_field_line_only_for_the_plain_mlps(plain, results):
+    """compare leaves the keys its folders differ in out of the drawn table (the source names them): the
+    theory still reads each line's whole config, so a residual twin (model.skip) gets no chi1 line though
+    its activation has one, and plain MLPs beside a CNN (model.name) keep theirs."""
+    from gradflow import compare as matching
+    from gradflow.plots import figures
+
+    def theory_sources(*roots):
+        sources = [r.name for r in roots]
+        runs = matching.load_runs(roots, sources)
+        differ = list(matching.differing_keys(runs, sources))
+        layers = matching.overlay_table(roots, sources, runs, "layers", differ)
+        drawn = {"ratio": figures.ratio(layers, "init", quantity="signal_norm"),
+                 "profile": figures.profile(layers, "signal_norm", step=0)}
+        return {kind: sorted({line.split("/")[0] for line in fig.data["theory"]["line"]})
+                if "theory" in fig.data else [] for kind, fig in drawn.items()}, differ
+
+    drawn, differ = theory_sources(plain, _sweep(results, "residual", *GRID, "model.skip=residual"))
+    assert "model.skip" in differ and drawn == {"ratio": ["plain"], "profile": ["plain"]}, drawn
+    small = [o for o in SMALL if not o.startswith("model.width")]  # (a CNN has channels)
+    out = invoke("sweep", *small, "model=cnn", *GRID, "model.channels=4", f"results={results}", "--name", "cnn")
+    assert out.exit_code == 0, out.output
+    drawn, differ = theory_sources(plain, results / "cnn")
+    assert "model.name" in differ and drawn == {"ratio": ["plain"], "profile": ["plain"]}, drawn
+
+
 @pytest.mark.parametrize("args, message", [
     (["--kind", "heatmap"], "--kind 'heatmap' is not allowed; choices: profile, curves, ratio, spectrum"),
     (["--by", "model.nope"], "--by 'model.nope' is not a config key"),

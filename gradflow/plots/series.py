@@ -59,6 +59,8 @@ def collect_series(df: pd.DataFrame, x: str, group_keys: Sequence[str], log: boo
     position = wide_all.index.get_indexer(df["run"])  # each row's run, as a row of wide_all
     status_all = df.groupby("run")["status"].first().reindex(wide_all.index).astype(str).to_numpy()
     columns = {c: df[c].to_numpy() for c in [*cfg_cols, "source", "run"]}
+    # a comparison's keys its sources differ in, left out of its table: each line's config has its source's
+    constants = df.attrs.get("source_keys", {})  # (store.SOURCE_KEYS)
     out = []
     for rows in groups:
         at = np.unique(position[rows])  # the group's runs, in sorted order
@@ -78,7 +80,8 @@ def collect_series(df: pd.DataFrame, x: str, group_keys: Sequence[str], log: boo
             for i, st in enumerate(status):
                 if st == "diverged" and not (present[i] & ~finite[i]).any() and present[i].any():
                     nonfinite[np.flatnonzero(present[i])[-1]] = True
-        out.append(Series({c: values[rows[0]] for c, values in columns.items()},
+        config = {c: values[rows[0]] for c, values in columns.items()}
+        out.append(Series({**constants.get(config["source"], {}), **config},
                           list(wide_all.index[at]), status, wide_all.columns.to_numpy()[cols], med, lo, hi,
                           nonfinite, offscale, present.sum(axis=0)))
     return out
