@@ -220,15 +220,21 @@ def _scroll(table: str) -> str:
 
 
 def runs_html(df: pd.DataFrame, swept: list[str]) -> str:
+    df, flagged = summary.mark_flagged(df)  # ok*, as ls shows it: a run that learned nothing is no success
     cols = summary.table_columns(df, swept)
     head = "".join(f'<th data-key="{_e(c.key)}" data-numeric="{int(c.numeric)}" title="{_e(c.key)}">'
                    f'{_e(c.label)}</th>' for c in cols)
     body = []
     for i, (_, row) in enumerate(df.iterrows()):
+        why = row.get(store.FLAGS) if flagged else None
         cells = "".join(f'<td data-value="{_e(_sort_value(row.get(c.key)) if c.numeric else c.cells[i])}"'
-                        f'{" class=num" if c.numeric else ""}>{_e(c.cells[i])}</td>' for c in cols)
+                        + (" class=num" if c.numeric else "")
+                        + (f' title="{_e(why)}"' if c.key == store.STATUS and isinstance(why, str) and why else "")
+                        + f">{_e(c.cells[i])}</td>" for c in cols)
         body.append(f'<tr data-run="{_e(row[store.RUN])}">{cells}</tr>')
     notes = [n for k, n in summary.NOTES.items() if k in df.columns and k != "rate"]
+    if flagged:
+        notes.append(f"{summary.FLAGGED}: finished but flagged: {', '.join(flagged)}; hover over a status for why")
     wide = " class=wide" if len(cols) > WIDE_COLUMNS else ""
     return (_scroll(f'<table id="runs"{wide}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>')
             + "".join(f"<p class=note>{_e(n)}</p>" for n in notes))

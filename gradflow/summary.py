@@ -246,6 +246,24 @@ NOTES = {"grad_ratio.init": "ratio = ‖∂L/∂W‖ first layer / last layer",
 FIT_MARKS = {" q*": "q*: inputs at the fixed point", "!": "!: still in the length map's transient (see below)"}
 
 
+FLAGGED = "*"  # marks the status of a run that ended ok but is flagged (store.FLAGS): "ok*"
+
+
+def mark_flagged(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The runs with each flagged run's status as "ok*", never read as a success (ls, report, compare),
+    and what the mark stands for, a reason each with its count ("learned nothing (2 runs)"): the note
+    under a table reads "*: finished but flagged: " and these."""
+    flags = df[store.FLAGS].fillna("").astype(str) if store.FLAGS in df else pd.Series("", df.index)
+    flagged = (flags != "") & (df[store.STATUS] == store.OK)  # a stale or incomplete run says that first
+    if not flagged.any():
+        return df, []
+    # each reason once per run (a run may give one reason twice, e.g. for two metrics)
+    reasons = flags[flagged].str.split("; ").explode().str.split(":").str[0]
+    why = reasons.reset_index().drop_duplicates().iloc[:, 1].value_counts()
+    return (df.assign(**{store.STATUS: df[store.STATUS].where(~flagged, df[store.STATUS] + FLAGGED)}),
+            [f"{w} ({n} run{'s' * (n > 1)})" for w, n in why.items()])
+
+
 def swept_columns(df: pd.DataFrame, keys: list[str]) -> list[str]:
     """Override keys as table columns: a swept config group (init=a,b) is its `name` key (init.name)."""
     out = []

@@ -208,6 +208,17 @@ def test_a_run_that_learned_nothing_is_flagged_not_read_as_a_success(tmp_path):
     rows = {line.split()[0]: line.split()[1] for line in table.splitlines() if re.match(r"\s*0(\.05)?\s", line)}
     assert rows == {"0": "ok*", "0.05": "ok"}
     assert "*: finished but flagged: learned nothing (1 run)" in table and "flagged: 1" in table
+    # the report page and compare show it as ls does (both said "ok"): the page's status cell gives the reason
+    from gradflow import report, store
+
+    page = report.write([results / "fl"]).read_text()
+    cells = re.findall(r'<td data-value="(ok\*?)"( title="[^"]*")?>', page)
+    assert sorted(cells) == [("ok", ""), ("ok*", f' title="{flags[0]}"')]
+    assert "*: finished but flagged: learned nothing (1 run); hover over a status for why" in page
+    lr0, lr05 = sorted(store.find_runs(results / "fl"), key=lambda job: "optim.lr=0.05" in job.name)
+    compared = gradflow("compare", str(lr0), str(lr05), "--kind", "curves", "--out", str(tmp_path / "cmp"))
+    assert re.search(r"│ runs +│ +ok\* │ +ok │", compared), compared
+    assert "*: finished but flagged: learned nothing (1 run)" in " ".join(compared.split())
 
 
 def test_unrelated_runs_differing_in_many_keys_still_fit_and_show_a_result():

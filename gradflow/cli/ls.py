@@ -18,8 +18,8 @@ from gradflow.cli.console import console, labels, print_note, user_errors
 from gradflow.errors import GradflowError, did_you_mean
 from gradflow.fmt import fmt
 from gradflow.plots.keys import abbreviate, config_columns, full_key, implied_keys, n_distinct, ordered_values
-from gradflow.summary import (FIT_MARKS, KEY_PRIORITY, LS_COLUMNS, NOTES, TRANSIENT_TOL, Column, listing,
-                              sort_runs, study_columns, swept_columns, table_columns)
+from gradflow.summary import (FIT_MARKS, FLAGGED, KEY_PRIORITY, LS_COLUMNS, NOTES, TRANSIENT_TOL, Column, listing,
+                              mark_flagged, sort_runs, study_columns, swept_columns, table_columns)
 
 SEP = 3  # characters between two columns of the SIMPLE_HEAD table
 
@@ -117,10 +117,7 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     swept = swept_columns(df, swept)
     implied = {} if wide else implied_keys(df, swept)
     swept = [k for k in swept if k not in implied]
-    flagged = df[store.FLAGS].fillna("").astype(str) != "" if store.FLAGS in df else pd.Series(False, df.index)
-    flagged &= df[store.STATUS] == store.OK  # a stale or incomplete run says that first
-    if flagged.any():  # ended ok, yet no success: never read as one
-        df = df.assign(**{store.STATUS: df[store.STATUS].where(~flagged, df[store.STATUS] + "*")})
+    df, flagged = mark_flagged(df)  # ended ok, yet no success: never read as one
     shown, hidden = choose(table_columns(df, swept), None if wide else console.width)
     one_line_headers(shown, None if wide else console.width)
     console.print(render(shown, len(df), title), highlight=False, soft_wrap=True)
@@ -141,19 +138,16 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
                      + labels(names[k] for k in implied) + "; --wide shows all")
     if hidden:
         notes.append(f"not shown ({console.width} columns): {labels(c.label for c in hidden)}; --wide shows all")
-    if flagged.any():
-        # each reason once per run (a run may give one reason twice, e.g. for two metrics)
-        reasons = df.loc[flagged, store.FLAGS].str.split("; ").explode().str.split(":").str[0]
-        why = reasons.reset_index().drop_duplicates().iloc[:, 1].value_counts()
-        notes.append("*: finished but flagged: " + labels(f"{w} ({n} run{'s' * (n > 1)})" for w, n in why.items())
-                     + "; --json shows why")
+    if flagged:
+        notes.append(f"{FLAGGED}: finished but flagged: {labels(flagged)}; --json shows why")
     for n in notes:
         print_note(n)
     _warn_transient(df)
     counts = df["status"].value_counts().to_dict() if "status" in df else {}
-    counts[store.OK] = counts.get(store.OK, 0) + counts.get(store.OK + "*", 0)
+    n_flagged = counts.get(store.OK + FLAGGED, 0)
+    counts[store.OK] = counts.get(store.OK, 0) + n_flagged
     line = "  ".join(f"{k}: {counts.get(k, 0)}" for k in store.STATUSES if k in store.ENDED or counts.get(k))
-    line += f"  flagged: {int(flagged.sum())}" if flagged.any() else ""
+    line += f"  flagged: {n_flagged}" if n_flagged else ""
     console.print(line + (f"  skipped: {skipped}" if skipped is not None else ""), highlight=False)
 
 
@@ -177,7 +171,7 @@ def render(columns: list[Column], n_rows: int, title: str = "") -> str:
             cell = c.cells[i].rjust(c.width) if c.numeric else c.cells[i].ljust(c.width)
             if j == len(columns) - 1:
                 cell = cell.rstrip()  # (inside a status's colour markup, the line's rstrip cannot reach it)
-            status = c.cells[i].rstrip("*")  # ok*: ok, flagged
+            status = c.cells[i].rstrip(FLAGGED)  # ok*: ok, flagged
             cells.append(f"[{store.STATUS_COLOURS[status]}]{escape(cell)}[/]" if c.key == store.STATUS and
                          status in store.STATUS_COLOURS else escape(cell))
         lines.append(sep.join(cells).rstrip())

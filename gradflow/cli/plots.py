@@ -18,7 +18,7 @@ from rich.table import Table
 from gradflow import compare as matching
 from gradflow import store
 from gradflow.cli.app import app, progress_bar
-from gradflow.cli.console import console, print_note, user_errors
+from gradflow.cli.console import console, labels, print_note, user_errors
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt as number
 from gradflow.plots.kinds import (
@@ -27,6 +27,7 @@ from gradflow.plots.kinds import (
 from gradflow.plots.keys import abbreviate, full_key
 from gradflow.plots.save import FORMATS, file_part, save
 from gradflow.plots.series import parse_step
+from gradflow.summary import FLAGGED, mark_flagged
 
 COMPARE_DIR = Path("results") / "compare"
 
@@ -114,7 +115,7 @@ SHORT_LABEL = 12  # a source label longer than this is a letter in the compariso
 
 
 def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], differ: dict[str, list],
-                    pooled: list[str] = ()) -> None:
+                    pooled: list[str] = (), flagged: list[str] = ()) -> None:
     shown = [(c, label, how) for c, label, how in matching.COMPARED
              if c in table.columns and np.isfinite(pd.to_numeric(table[c], errors="coerce")).any()]
     # long labels (a run's folder name) as letters in the table, each named above it: folded into a column
@@ -140,7 +141,7 @@ def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], diff
         status = []
         for s in sources:
             st, n = part.loc[s, "status"], part.loc[s, "runs"]
-            word = st.split()[-1] if st else ""
+            word = st.split()[-1].rstrip(FLAGGED) if st else ""
             status.append(f"[{store.STATUS_COLOURS.get(word, 'white')}]{st}[/]" if n else "[dim]no run[/]")
         t.add_row(*keys, "runs", *status, *([""] * (len(sources) - 1)))
         for i, (col, label, how) in enumerate(shown):
@@ -154,6 +155,8 @@ def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], diff
     if (table["runs"] > 1).any():  # (`pooled`: the keys those runs differ in)
         notes.append("numbers are medians over the runs in a cell" +
                      (f", which differ in {', '.join(abbreviate(list(pooled)).values())}" if pooled else ""))
+    if flagged:
+        notes.append(f"{FLAGGED}: finished but flagged: {labels(flagged)}; gradflow ls --json shows why")
     notes.append(f"differences: ratios as ×({names[-1] if len(names) == 2 else 'other'} / {names[0]}), "
                  "the rest as other − first")
     console.print(t)
@@ -210,7 +213,9 @@ def compare(
     name = file_part("-vs-".join(file_part(s, 40) for s in sources), 160)
     written = save(fig, out_dir / f"compare-{stem}-{name}.{fmt}", fmt)
 
-    show_comparison(matching.comparison(runs, sources, by), sources, by, differ, matching.pooled_keys(runs, by))
+    marked, flagged = mark_flagged(runs)  # ok*, as ls shows it: a run that learned nothing is no success
+    show_comparison(matching.comparison(marked, sources, by), sources, by, differ, matching.pooled_keys(runs, by),
+                    flagged)
     _print_paths([written])
 
 
