@@ -100,6 +100,7 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
             store.write_jacobians(job_dir, result.jacobians)
         record.update(status=result.status, steps_done=result.steps_done, train_time=round(result.train_time, 4),
                       diverged_step=result.diverged_step, diverged_layer=result.diverged_layer,
+                      diverged_in=result.diverged_in,
                       fused_steps=probes.fused_steps,  # probed steps whose statistics the fused CPU kernels took
                       **final_metrics(result.metrics, result.status))
         # reading the table back also proves it loads before run.json says the run is finished

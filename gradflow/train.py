@@ -37,6 +37,7 @@ class TrainResult:
     metrics: list[tuple[int, str, str, float]] = field(default_factory=list)  # (step, split, metric, value)
     diverged_step: int | None = None
     diverged_layer: int | None = None
+    diverged_in: str | None = None  # what went non-finite at diverged_step: "loss", "gradient" or both
     train_time: float = 0.0  # seconds in the loop
 
 
@@ -194,10 +195,11 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
     window_n = 0
     bad_step = torch.full((), -1, dtype=torch.long, device=device)  # the first step with a non-finite loss/gradient
     bad_layers = torch.zeros(n_points, dtype=torch.bool, device=device)  # its probed layers' non-finite gradients
+    bad_values = torch.zeros(2, dtype=dtype, device=device)  # its batch loss and total gradient norm
 
     def fold() -> None:
         """Fold the filled rows into the window and the divergence state, on device (no sync)."""
-        nonlocal used, bad_step, bad_layers
+        nonlocal used, bad_step, bad_layers, bad_values
         if not used:
             return
         s = scalars[:used]
@@ -208,6 +210,7 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
         bad_step = torch.where(newly, at + first_step, bad_step)
         layer_norms = torch.index_select(norm_rows[:, :n_points], 0, at.reshape(1))[0]
         bad_layers = torch.where(newly, ~torch.isfinite(layer_norms), bad_layers)
+        bad_values = torch.where(newly, torch.index_select(s, 0, at.reshape(1))[0, 0::2], bad_values)
         used = 0
 
     model.train()
@@ -309,6 +312,12 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
                 res.diverged_step = first
                 layers = torch.nonzero(bad_layers).flatten().tolist()
                 res.diverged_layer = probes.weight_points[layers[0]] if layers else None
+                # the step itself in the metrics, split "diverged": its batch loss and total gradient norm (one
+                # of them non-finite), so that curves end where the run did, not at its last evaluation
+                loss_at, norm_at = bad_values.tolist()
+                res.metrics += [(first, "diverged", "loss", loss_at), (first, "diverged", "grad_norm", norm_at)]
+                res.diverged_in = " and ".join(what for what, v in (("loss", loss_at), ("gradient", norm_at))
+                                               if not math.isfinite(v)) or None
                 break
     for reading in readings:  # the tables, made outside the steps (see gradflow.probes.core)
         values, mask = probes.table(reading)

@@ -65,7 +65,9 @@ def test_same_seed_same_numbers(run_job):
 
 
 def test_diverging_run_is_recorded_and_keeps_earlier_rows(cli, results):
-    ov = [*TINY, "train.steps=40", "optim.lr=1e6", "optim.momentum=0", "train.check_every=1", "model.activation=relu"]
+    # (evaluations every 5 steps: it diverges between two)
+    ov = [*TINY, "train.steps=40", "optim.lr=1e6", "optim.momentum=0", "train.check_every=1", "model.activation=relu",
+          "train.eval_every=5"]
     out = cli("run", *ov, f"results={results}", "name=boom")
     assert out.exit_code == 0, out.output  # divergence is a result, not an error
     job = results / "boom" / job_name(ov)
@@ -85,6 +87,19 @@ def test_diverging_run_is_recorded_and_keeps_earlier_rows(cli, results):
     # the last finite evaluation's train and test pairs each stay whole on a line
     line = next(line for line in out.output.splitlines() if line.startswith("last finite evaluation"))
     assert "train loss" in line and "acc" in line.split("train loss")[1]
+    # the diverged step itself is in the metrics (its batch loss and gradient norm), and the run says which
+    # of them went non-finite; the curves end there, with the mark at that step (it sat at the last evaluation)
+    metrics = pd.read_parquet(job / "metrics.parquet")
+    at = metrics[metrics["step"] == rec["diverged_step"]].set_index(["split", "metric"])["value"]
+    bad = [what for what, metric in (("loss", "loss"), ("gradient", "grad_norm")) if not np.isfinite(at["diverged", metric])]
+    assert not metrics.duplicated(["step", "split", "metric"]).any()
+    assert bad and rec["diverged_in"] == " and ".join(bad) and metrics["step"].max() == rec["diverged_step"]
+    assert f"non-finite {rec['diverged_in']}, first in layer {rec['diverged_layer']}" in out.output
+    from gradflow.plots import figures
+
+    fig = figures.curves(gradflow.load(results / "boom", table="metrics"))
+    marks = [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_gid() == "nonfinite"]
+    assert len(marks) == 4 and all(list(ln.get_xdata()) == [rec["diverged_step"]] for ln in marks)
 
 
 def test_a_run_that_diverges_at_its_first_step_still_lists_its_layers(cli, results):

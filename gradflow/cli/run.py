@@ -212,9 +212,10 @@ def show_run(job_dir: Path, record: dict, threads: int | None = None) -> None:
         console.print(f"results: {job_dir}", soft_wrap=True)
         return
     if status == "diverged":
-        layer = record.get("diverged_layer")
+        layer, what = record.get("diverged_layer"), record.get("diverged_in") or "loss or gradient"
         where = f", first in layer {layer}" if layer is not None else ""
-        console.print(f"[yellow]non-finite loss or gradient{where}[/]")
+        finite = ", the gradients finite" if what == "loss" else ""  # (e.g. a regression loss overflowing)
+        console.print(f"[yellow]non-finite {what}{where}{finite}[/]")
     final = record.get("final") or record.get("last_finite") or {}
     label = "final" if record.get("final") else f"last finite evaluation (step {final['step']})" if final else ""
     if label:  # (NBSP: a narrow terminal breaks the line between the train and the test pair, never inside one)

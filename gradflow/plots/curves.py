@@ -36,6 +36,24 @@ METRICS_REQUIRED = ("run", "step", "split", "metric", "value")
 RUNS_REQUIRED = ("run",)
 
 
+def _to_divergence(metrics: pd.DataFrame, drawn: pd.DataFrame) -> pd.DataFrame:
+    """The drawn rows, each diverged run's curves carried to the step it diverged at (its last step in
+    `metrics`: the training loop logs that step's batch loss and gradient norm) with a non-finite value
+    there, where its evaluations stopped earlier: the mark is then drawn at that step, not at the last
+    evaluation (a run diverging at step 51 read as NaN at step 0)."""
+    status = drawn["status"] if "status" in drawn else pd.Series(dtype=object)
+    diverged = drawn[status == "diverged"]
+    if diverged.empty:
+        return drawn
+    ends = metrics[metrics["run"].isin(set(diverged["run"]))].groupby("run")["step"].max()
+    last = diverged.sort_values("step").groupby(["run", "split", "metric"], sort=False).tail(1)
+    extra = last[last["step"].to_numpy() < ends.reindex(last["run"]).to_numpy()]
+    if extra.empty:
+        return drawn
+    extra = extra.assign(step=ends.reindex(extra["run"]).to_numpy(), value=np.nan)
+    return pd.concat([drawn, extra], ignore_index=True)
+
+
 def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = False,
            facet: str | None = None) -> Figure:
     """Loss (top) and accuracy (bottom) against step; columns train | test (or one per results
@@ -53,7 +71,7 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
     if not splits:
         raise GradflowError("the metrics table has no train, test or batch rows; splits present: "
                             + ", ".join(map(str, ordered_values(df["split"]))))
-    df = df[df["metric"].isin(rows) & df["split"].isin(splits)]
+    df = _to_divergence(df, df[df["metric"].isin(rows) & df["split"].isin(splits)])
     sources = ordered_values(df["source"])
     multi_source = len(sources) > 1
     by_source = by_source and multi_source

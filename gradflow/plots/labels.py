@@ -36,7 +36,7 @@ METRICS: dict[str, str] = {"loss": "loss", "acc": "accuracy", "grad_norm": "glob
 
 
 SPLITS: dict[str, str] = {"train": "train", "test": "test", "batch": "minibatch", "opt": "optimizer",
-                          "grad": "per-parameter gradient norm"}
+                          "grad": "per-parameter gradient norm", "diverged": "the step that diverged"}
 
 
 # hist.parquet: the two tensors histogrammed at every probe point
