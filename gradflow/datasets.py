@@ -171,6 +171,13 @@ def load_mnist(root: str | Path, variant: str = "mnist", download: bool = False)
             break
     if paths is None:
         if not download:
+            # a folder holding some of the files: name the ones it lacks (the user sees files there)
+            partial = max(_mnist_dirs(root, variant), key=lambda d: sum(_find_idx(d, n) is not None
+                                                                      for n in MNIST_FILES.values()))
+            missing = [n for n in MNIST_FILES.values() if _find_idx(partial, n) is None]
+            if len(missing) < len(MNIST_FILES):
+                raise GradflowError(f"data.root={root}: {partial}/ has {len(MNIST_FILES) - len(missing)} of the "
+                                    f"4 {display} files; put {_files_list(missing)} there too")
             raise GradflowError(
                 f"data.root={root} has no {display} files; put {_files_list(MNIST_FILES.values())} in "
                 f"{target}/ (or set data.download=true where a network is reachable)")
@@ -189,11 +196,20 @@ def load_mnist(root: str | Path, variant: str = "mnist", download: bool = False)
         if len(x) != len(y):
             raise GradflowError(f"{xp} has {len(x)} images but {yp} has {len(y)} labels; "
                                 "replace them with matching copies of the originals")
+        _check_labels(y, yp, display)
         out[f"y_{split}"] = y.astype(np.int64)
     if out["x_train"].shape[1:] != out["x_test"].shape[1:]:
         raise GradflowError(f"{paths['x_train']} has images of {out['x_train'].shape[1:]} but "
                             f"{paths['x_test']} of {out['x_test'].shape[1:]}; they must come from one dataset")
     return out
+
+
+def _check_labels(labels: np.ndarray, path: Path, display: str, classes: int = 10) -> None:
+    """Labels within the dataset's classes 0..classes-1 (a wrong file would fail later inside the loss)."""
+    if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < classes:
+        bad = int(labels.max()) if int(labels.max()) >= classes else int(labels.min())
+        raise GradflowError(f"{path} holds label {bad}, but {display} has classes 0-{classes - 1}; "
+                            "replace it with a copy of the original")
 
 
 def _download_mnist(target: Path, variant: str) -> dict[str, Path]:
@@ -305,8 +321,10 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise GradflowError(f"{path} is not a CIFAR-10 batch (needs b'data' uint8 (N, 3072) and N b'labels', "
                             f"got data {shape} and {None if labels is None else len(labels)} labels); "
                             "replace it with a fresh copy from cifar-10-python.tar.gz")
+    labels = np.asarray(labels, dtype=np.int64)
+    _check_labels(labels, path, "CIFAR-10")
     # each row is the 1024 red, then green, then blue values of a 32x32 image, rows in C order
-    return data.reshape(-1, 3, 32, 32).copy(), np.asarray(labels, dtype=np.int64)
+    return data.reshape(-1, 3, 32, 32).copy(), labels
 
 
 def _cifar_complete(folder: Path) -> bool:
@@ -356,6 +374,13 @@ def load_cifar10(root: str | Path, download: bool = False) -> dict[str, np.ndarr
         archive = root / CIFAR10_ARCHIVE
         if not archive.is_file():
             needed = f"{CIFAR10_DIR}/ (data_batch_1..5, test_batch) or {CIFAR10_ARCHIVE}"
+            batches = (*CIFAR10_TRAIN_BATCHES, CIFAR10_TEST_BATCH)
+            partial = max((root / CIFAR10_DIR, root), key=lambda d: sum((d / b).is_file() for b in batches))
+            missing = [b for b in batches if not (partial / b).is_file()]
+            if not download and len(missing) < len(batches):  # the user sees batches there: name the others
+                raise GradflowError(f"data.root={root}: {partial}/ has {len(batches) - len(missing)} of the 6 "
+                                    f"CIFAR-10 batches; put {', '.join(missing)} there too "
+                                    f"(or {CIFAR10_ARCHIVE} in {root}/)")
             if not download:
                 raise GradflowError(f"data.root={root} has no CIFAR-10 files; put {needed} in {root}/ "
                                     "(or set data.download=true where a network is reachable)")

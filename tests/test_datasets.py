@@ -153,6 +153,35 @@ def test_load_mnist_rejects_mismatched_files(tmp_path):
     assert str(labels) in one_line(e)
 
 
+def test_a_partial_or_wrong_dataset_names_the_file(tmp_path):
+    # three of MNIST's four files: the one missing is named (it said the folder had no MNIST files)
+    make_mnist(tmp_path / "d" / "mnist", gz=True)
+    (tmp_path / "d" / "mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(GradflowError) as e:
+        load_mnist(tmp_path / "d", "mnist")
+    assert one_line(e) == (f"data.root={tmp_path / 'd'}: {tmp_path / 'd' / 'mnist'}/ has 3 of the 4 MNIST files; "
+                           "put t10k-labels-idx1-ubyte(.gz) there too")
+    # labels outside 0-9 (they failed inside the loss, "Target 90 is out of bounds")
+    make_mnist(tmp_path / "l", gz=False)
+    write(tmp_path / "l" / "train-labels-idx1-ubyte", idx_bytes(np.array([1, 90, 3, 4, 5], np.uint8), 0x08))
+    with pytest.raises(GradflowError) as e:
+        load_mnist(tmp_path / "l", "mnist")
+    assert one_line(e).startswith(f"{tmp_path / 'l' / 'train-labels-idx1-ubyte'} holds label 90, but MNIST has "
+                                  "classes 0-9")
+    # CIFAR-10: five of the six batches, and a batch with a label of 10
+    make_cifar(tmp_path / "c" / "cifar-10-batches-py")
+    (tmp_path / "c" / "cifar-10-batches-py" / "data_batch_3").unlink()
+    with pytest.raises(GradflowError) as e:
+        load_cifar10(tmp_path / "c")
+    assert f"cifar-10-batches-py/ has 5 of the 6 CIFAR-10 batches; put data_batch_3 there too" in one_line(e)
+    make_cifar(tmp_path / "c" / "cifar-10-batches-py")
+    batch = tmp_path / "c" / "cifar-10-batches-py" / "test_batch"
+    content = pickle.loads(batch.read_bytes(), encoding="bytes")
+    batch.write_bytes(pickle.dumps({**content, b"labels": [10] * len(content[b"labels"])}, protocol=2))
+    with pytest.raises(GradflowError, match=f"{batch} holds label 10, but CIFAR-10 has classes 0-9"):
+        load_cifar10(tmp_path / "c")
+
+
 def test_missing_mnist_names_root_files_and_keys(tmp_path):
     root = tmp_path / "x" / "y"
     with pytest.raises(GradflowError) as e:
