@@ -60,5 +60,9 @@ if __name__ == "__main__":
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--depth", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="intra-op CPU threads (default 1, as gradflow run: a model this small gains "
+                             "nothing from more, and on a busy machine they wait for each other)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     main(args.path, args.steps, args.every, args.depth)
