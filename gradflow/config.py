@@ -918,7 +918,8 @@ def hydra_error_message(e: Exception, overrides=()) -> str:
         group, value = missing.groups()
         group = group.lstrip("/")
         choices = group_choices(group) or _experiment_choices(group)
-        return f"{group}={value!r} is not a known choice; choices: {', '.join(choices)}"
+        where = f" (the files of {EXPERIMENTS_DIR}/)" if group == "experiment" else ""  # (not the working folder's)
+        return f"{group}={value!r} is not a known choice; choices: {', '.join(choices)}{where}"
     bad_key = re.search(r"Key '([^']+)' (?:is not in struct|not in '[^']*')", text)
     full_key = re.search(r"full_key: (\S+)", text)
     if "Could not override" in text or "is not in struct" in text or "not in '" in text:

@@ -63,4 +63,6 @@ def test_an_unknown_experiment_is_refused_with_the_choices(cli, results):
     assert out.exit_code == 1
     assert "experiment='doesnotexist'" in out.output
     assert all(p.stem in out.output for p in EXPERIMENTS)
+    # where presets are read from (a user's ./experiments/NAME.yaml is not one of them)
+    assert f"(the files of {EXPERIMENTS[0].parent}/)" in " ".join(out.output.split())
     assert not results.exists()
