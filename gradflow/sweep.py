@@ -164,9 +164,12 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
     result = Plan(root=root, overrides=list(overrides), swept=swept, launcher=launcher, force=force,
                   points=points, command=command)
     seen: set[str] = set()
+    taken: set[str] = set()  # the keys some point has as a setting
     for point in grid:
         cfg_overrides = _config_only(point)
-        digest = store.config_hash(point_configs.flat(cfg_overrides))
+        flat = point_configs.flat(cfg_overrides)
+        taken.update(flat)
+        digest = store.config_hash(flat)
         jname = config_mod.job_name([o for o in cfg_overrides if override_key(o) in swept])
         if jname in seen:
             raise GradflowError(f"two sweep points share the folder {jname!r}; make the swept values distinct")
@@ -177,9 +180,21 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
         finished = store.is_finished(job_dir, digest)
         replaces = not finished and rec is not None and rec.get(store.STATUS) in store.FINISHED
         result.jobs.append(Job(cfg_overrides, jname, digest, finished=finished, replaces=replaces))
+    _check_keys_apply(grid[0], taken, point_configs.flat(_config_only(grid[0])))
     if root.is_dir():
         result.stale = sum(1 for p in root.iterdir() if p.name not in seen and (p / store.RUN_FILE).exists())
     return result
+
+
+def _check_keys_apply(point: list[str], taken: set[str], first: dict) -> None:
+    """A key the sweep sets that no point takes (init.sw2 without init=meanfield) would run copies of one
+    run under different names: refused, as `gradflow run` refuses it (a sweep may set a key only some of
+    its points take: init.sw2 across init=orthogonal,meanfield)."""
+    for o in point:
+        key = override_key(o)
+        if key in config_mod.CHOICE_KEYS and key not in taken and not o.startswith("~"):
+            raise GradflowError(f"no point of this sweep takes {key}: "
+                                + config_mod._not_a_key_of(key, first[config_mod.CHOICE_KEYS[key][0]]))
 
 
 class _Configs:

@@ -71,6 +71,10 @@ CASES = [
     # gradflow sweep: everything checked before any job starts
     (["sweep", "model.depth=range(1,0)"], "model.depth=range(1,0) sweeps over no value"),
     (["sweep", "model.depth=2,0"], "sweep point"),
+    # a key no point takes: copies of one run under two names (a sweep may set it where some point takes it)
+    (["sweep", "init.sw2=1.0,1.76"], "no point of this sweep takes init.sw2: init.sw2 does not apply to "
+                                     "init=xavier_normal, which takes init.gain; it is a key of init=meanfield"),
+    (["sweep", "init=kaiming_normal,standard", "init.gain=1,2"], "no point of this sweep takes init.gain"),
     (["sweep", "model.activation=tanh,nope"], "model.activation=nope"),
     (["sweep", "model.nope=1,2"], "model.nope"),
     (["sweep", "init=xavier_normal,nope"], "init='nope'"),
