@@ -414,6 +414,8 @@ for _op, _fn in ARITHMETIC.items():
 # --- validation: what types alone cannot say -----------------------------------------------------
 MAX_STEPS = 10**9  # more updates than any study here runs; larger is a typo (1e23) that would never finish
 MAX_NAME = 100  # characters in a study name: it becomes a folder name
+MAX_DEPTH = 10**5  # layers: deeper is a typo (depth=1000000000 built modules until it ran out of memory)
+MAX_SEED = 2**63 - 1  # torch.manual_seed's range (a larger seed failed inside torch with a traceback)
 # training examples of the fixed-size datasets (MNIST-1D's published split; the full image sets)
 CHARS_CHARACTERS = 450_000  # about the length of pydoc_data.topics' text (465k in CPython 3.11): data=chars' size
 TRAIN_SIZES = {"mnist1d": 4000, "mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000}
@@ -433,6 +435,11 @@ def _choice(key: str, value: Any, choices) -> None:
 def _positive(key: str, value: Any, minimum: int | float = 1) -> None:
     if value < minimum:
         raise GradflowError(f"{key}={_show(value)} must be >= {minimum}")
+
+
+def _at_most(key: str, value: Any, maximum: int) -> None:
+    if value > maximum:
+        raise GradflowError(f"{key}={_show(value)} must be <= {maximum}")
 
 
 def _between(key: str, value: float, lo: float, hi: float) -> None:
@@ -487,6 +494,7 @@ def validate(cfg: DictConfig) -> None:
     _choice("gradcheck.mode", cfg.gradcheck.mode, GRADCHECK_MODES)
     _positive("threads", cfg.threads, 0)
     _positive("seed", cfg.seed, 0)
+    _at_most("seed", cfg.seed, MAX_SEED)
     if (not re.fullmatch(r"[A-Za-z0-9._\-/]+", cfg.name) or ".." in Path(cfg.name).parts or cfg.name.startswith("/")
             or len(cfg.name) > MAX_NAME):
         raise GradflowError(f"name={_show(cfg.name)} must be a relative folder name inside {cfg.results}/ "
@@ -522,6 +530,7 @@ def _model(m, norm: str) -> None:
         _transformer(m, norm)
     if m.name in ("mlp", "cnn", "resnet"):
         _positive("model.depth", m.depth)
+        _at_most("model.depth", m.depth, MAX_DEPTH)
         _choice("model.skip", m.skip, SKIP_CHOICES)
     if m.name in ("mlp", "cnn"):
         _alpha(m.alpha)

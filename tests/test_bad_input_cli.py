@@ -61,6 +61,11 @@ CASES = [
     (["run", "probe.points=1"], "probe.points=1"),
     (["run", "threads=-1"], "threads=-1"),
     (["run", "seed=abc"], "seed"),
+    (["run", "seed=99999999999999999999"], "seed=99999999999999999999 must be <= 9223372036854775807"),
+    (["run", "model.depth=1000000000"], "model.depth=1000000000 must be <= 100000"),  # (it built modules for ever)
+    # what fails while the data or the model is built: one line, nothing written (a traceback before)
+    (["run", "model.width=10000000"], "building the data or the model failed: RuntimeError:"),
+    (["run", "data.dim=99999999999999999999"], "building the data or the model failed: TypeError:"),
     (["run", "device=tpu"], "device='tpu'"),
     (["run", "name=../outside"], "name=../outside"),
     (["run", "name=/abs"], "name=/abs"),
