@@ -153,13 +153,20 @@ def steps_to(metrics: pd.DataFrame, metric: str, op: str, threshold: float) -> f
     split, _, name = metric.partition("_")
     rows = metrics[(metrics[store.SPLIT] == split) & (metrics[store.METRIC] == name)]
     if rows.empty:
-        have = sorted({f"{s}_{m}" for s, m in zip(metrics[store.SPLIT], metrics[store.METRIC]) if s != "grad"})
-        per_parameter = (metrics[store.SPLIT] == "grad").any()
-        raise GradflowError(f"metric {metric!r} was not recorded; choices: {', '.join(have) or 'none'}"
-                            + (", grad_PARAMETER (each parameter's gradient norm)" if per_parameter else ""))
+        raise _not_recorded(metric, recorded(metrics))
     rows = rows.sort_values(store.STEP)
     hit = rows[_OPS[op](rows[store.VALUE], threshold)]
     return float(hit[store.STEP].iloc[0]) if len(hit) else math.nan
+
+
+def recorded(metrics: pd.DataFrame) -> set[str]:
+    """The metrics a run's rows hold, as steps_to names them (split_metric; "grad" for the per-parameter norms)."""
+    return {"grad" if s == "grad" else f"{s}_{m}" for s, m in zip(metrics[store.SPLIT], metrics[store.METRIC])}
+
+
+def _not_recorded(metric: str, have: set[str]) -> GradflowError:
+    return GradflowError(f"metric {metric!r} was not recorded; choices: {', '.join(sorted(have - {'grad'})) or 'none'}"
+                         + (", grad_PARAMETER (each parameter's gradient norm)" if "grad" in have else ""))
 
 
 # --- the runs table ------------------------------------------------------------------------------
@@ -180,6 +187,7 @@ def runs_table(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str]
             raise GradflowError(f"--rate {q!r} is not a probed quantity{did_you_mean(q, _probed())}; "
                                 f"choices: {', '.join(_probed())}")
     conditions = [parse_condition(c) for c in steps]
+    have: set[str] = set()  # the metrics some run recorded (a diverged run may lack one the others have)
     summaries = []
     for _, rec in records.iterrows():
         job = Path(rec[store.PATH])
@@ -200,10 +208,16 @@ def runs_table(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str]
         if steps:
             f = job / store.METRICS_FILE
             metrics = pd.read_parquet(f) if f.exists() else pd.DataFrame(columns=store.METRIC_COLUMNS)
+            names = recorded(metrics)
+            have |= names
             for text, (split, metric, op, threshold) in zip(steps, conditions):
-                row[f"steps_to.{text}"] = steps_to(metrics, f"{split}_{metric}", op, threshold) \
-                    if len(metrics) else math.nan
+                name = f"{split}_{metric}"
+                row[f"steps_to.{text}"] = steps_to(metrics, name, op, threshold) \
+                    if name in names or (split == "grad" and "grad" in names) else math.nan
         summaries.append(row)
+    for split, metric, _, _ in conditions:  # recorded by no run: a misspelling, named with the choices
+        if f"{split}_{metric}" not in have and not (split == "grad" and "grad" in have):
+            raise _not_recorded(f"{split}_{metric}", have)
     table = pd.concat([records, pd.DataFrame(summaries, index=records.index)], axis=1)
     table.attrs = dict(records.attrs)  # the user's own config keys (a concat keeps no attrs)
     for q in rates:

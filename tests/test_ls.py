@@ -159,6 +159,22 @@ def test_steps_to_threshold_against_hand_computation(swept):
     assert "train_loss<=2.2" in text
 
 
+def test_steps_to_a_metric_a_diverged_run_lacks_reads_dash(tmp_path):
+    # lr 1e6 diverges before its first minibatch window is logged: it has no batch_loss, the other run does;
+    # that run gets "-" (the whole listing failed with "metric 'batch_loss' was not recorded")
+    results = tmp_path / "results"
+    base = [o for o in SWEEP if not o.startswith(("model.depth=", "init="))]
+    gradflow("sweep", *base, "model.depth=3", "optim.lr=0.05,1e6", "optim.momentum=0", "train.check_every=1",
+             "model.activation=relu", f"results={results}", "--name", "dv")
+    listed = runs_json(results / "dv", "--steps-to", "batch_loss<=5").set_index("optim.lr")
+    assert listed.loc[1e6, "status"] == "diverged" and pd.isna(listed.loc[1e6, "steps_to.batch_loss<=5"])
+    assert listed.loc[0.05, "steps_to.batch_loss<=5"] == 3  # the first window, logged at the step-3 evaluation
+    # a metric no run recorded is still an error naming the choices
+    out = subprocess.run([sys.executable, "-m", "gradflow", "ls", str(results / "dv"), "--steps-to", "batch_los<=5"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1 and "metric 'batch_los' was not recorded; choices: batch_acc, batch_loss" in out.stderr
+
+
 def test_steps_to_function():
     m = pd.DataFrame({"step": [0, 0, 5, 5, 10, 10], "split": ["train", "test"] * 3, "metric": ["loss"] * 6,
                       "value": [2.0, 2.1, 1.2, 1.3, 0.9, 1.0]})
