@@ -102,6 +102,20 @@ def test_diverging_run_is_recorded_and_keeps_earlier_rows(cli, results):
     assert len(marks) == 4 and all(list(ln.get_xdata()) == [rec["diverged_step"]] for ln in marks)
 
 
+def test_a_run_replacing_a_finished_run_with_other_settings_says_so(cli, results):
+    # a sweep's point with seed=1 (a fixed value its folder name leaves out), then `gradflow run` of the same
+    # point with the default seed into that study: the run is replaced, as a sweep would, and now it says so
+    out = cli("sweep", "model.width=8,16", "train.steps=2,3", "seed=1", f"results={results}", "--name", "B")
+    assert out.exit_code == 0, out.output
+    again = ["model.width=8", "train.steps=2", f"results={results}", "name=B"]  # the same folder's name
+    out = cli("run", *again)
+    text = " ".join(out.output.split())
+    assert out.exit_code == 0 and "replacing the finished run in" in text and "made with other settings (seed 1 → 0)" in text
+    assert json.loads((results / "B" / "model.width=8,train.steps=2" / "run.json").read_text())["seed"] == 0
+    out = cli("run", *again)  # the same settings again: nothing to say
+    assert out.exit_code == 0 and "replacing the finished run" not in out.output
+
+
 def test_a_run_that_diverges_at_its_first_step_still_lists_its_layers(cli, results):
     # every value of the step is NaN: the per-layer table had no rows at all
     ov = [*TINY, "train.steps=4", "model.depth=40", "model.activation=relu", "init=meanfield", "init.sw2=10000"]

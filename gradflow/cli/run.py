@@ -159,6 +159,7 @@ def run(
     store.check_writable(job_dir, study)
     store.check_clearable(job_dir)
     with store.lock(study):
+        _warn_replaced(job_dir, config_mod.settings(store.flatten(cfg)))
         try:
             if console.is_terminal:
                 with progress_bar() as progress:
@@ -173,6 +174,20 @@ def run(
     show_run(job_dir, record, torch.get_num_threads())
     if record["status"] == "failed":
         raise typer.Exit(1)
+
+
+def _warn_replaced(job_dir: Path, flat: dict) -> None:
+    """Say so when the run replaces a finished one made with other settings (a sweep's point holding a seed
+    or another value its folder name leaves out), naming what differs, as `gradflow sweep` says it."""
+    rec = store.read_run(job_dir) or {}
+    if rec.get(store.STATUS) not in store.FINISHED or rec.get("config_hash") == store.config_hash(flat):
+        return
+    old = rec.get("config") or {}
+    differ = [k for k in dict.fromkeys([*old, *flat]) if k not in config_mod.NOT_IN_JOB_NAME
+              and old.get(k) != flat.get(k)]
+    said = ", ".join(f"{k} {fmt(old.get(k))} → {fmt(flat.get(k))}" for k in differ[:4])
+    more = f" and {len(differ) - 4} more" if len(differ) > 4 else ""
+    print_note(f"replacing the finished run in {job_dir}, made with other settings ({said}{more})", style="yellow")
 
 
 def progress_lines(steps: int, lines: int = 5):
