@@ -630,8 +630,9 @@ def read_table(path: Path) -> pd.DataFrame:
 
 
 def _unreadable(path: Path, e: Exception) -> GradflowError:
-    return GradflowError(f"{path} cannot be read ({shorten(' '.join(str(e).split()), 80)}); "
-                         f"`gradflow clean {Path(path).parent.parent} --stale` removes broken runs")
+    # (damage that keeps the file's size looks whole to ls and clean, which read no table: say what works)
+    return GradflowError(f"{path} cannot be read ({shorten(' '.join(str(e).split()), 80)}); remove its run "
+                         f"folder ({Path(path).parent}) and rerun the command that made it to redo the run")
 
 
 def load_records(path: str | Path, include_stale: bool = True, listed: list[dict] | None = None) -> pd.DataFrame:

@@ -251,6 +251,11 @@ def test_a_corrupt_table_inside_a_whole_looking_file_is_one_line(cli, results):
     f.write_bytes(bytes(data))
     out = cli("plot", str(results / "c"))
     _one_line_error(out, f"{f} cannot be read")
+    # its advice works: the run folder removed, the same command redoes the run, and the plot is drawn
+    assert f"remove its run folder ({job}) and rerun the command that made it" in " ".join(out.output.split())
+    shutil.rmtree(job)
+    assert cli("run", *SMALL, f"results={results}", "name=c").exit_code == 0
+    assert cli("plot", str(results / "c")).exit_code == 0
 
 
 def test_tables_with_other_columns_still_load_together(cli, results):
