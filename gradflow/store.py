@@ -430,13 +430,27 @@ def _environment() -> dict[str, Any]:
 
 
 # --- reading -------------------------------------------------------------------------------------
+# run.json's fields that readers index into, with their types: a field of another type (an edited file,
+# another program's) makes the run.json unreadable, so that one run is incomplete, not every listing broken
+_RUN_TYPES = {"status": str, "config": dict, "final": dict, "last_finite": dict, "summary": dict, "flags": list,
+              "files": list}
+
+
 def read_run(job_dir: Path) -> dict | None:
-    """run.json as a dict, or None when it is missing or unreadable (truncated, not JSON)."""
+    """run.json as a dict, or None when it is missing or unreadable (truncated, not JSON, a field of the
+    wrong type)."""
     try:
         rec = json.loads((Path(job_dir) / RUN_FILE).read_text())
     except (OSError, UnicodeDecodeError, ValueError):
         return None
-    return rec if isinstance(rec, dict) else None
+    if not isinstance(rec, dict):
+        return None
+    for key, kind in _RUN_TYPES.items():
+        value = rec.get(key)
+        if value is not None and (not isinstance(value, kind)
+                                  or (kind is list and not all(isinstance(v, str) for v in value))):
+            return None
+    return rec
 
 
 def _loads(path: Path) -> bool:

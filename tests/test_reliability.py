@@ -3,6 +3,7 @@ statuses (incomplete, stale, interrupted), resume that never mixes sweeps, diver
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import shutil
@@ -223,22 +224,26 @@ def test_a_run_with_a_missing_or_broken_file_is_incomplete(cli, results):
     broken = root / "model.depth=2,seed=1" / "metrics.parquet"
     broken.write_bytes(broken.read_bytes()[:-10])  # truncated: the footer is gone
     (root / "model.depth=3,seed=0" / "run.json").write_text('{"status": "ok", "se')  # truncated JSON
-    whole = {"model.depth=3,seed=1", "model.depth=4,seed=0", "model.depth=4,seed=1"}
+    for job, field, value in (("model.depth=3,seed=1", "final", "oops"), ("model.depth=4,seed=0", "flags", [1])):
+        record = json.loads((root / job / "run.json").read_text())  # a field of the wrong type (it broke ls)
+        (root / job / "run.json").write_text(json.dumps({**record, field: value}))
+    whole = {"model.depth=4,seed=1"}
     statuses = _statuses(root)
     assert {r for r, s in statuses.items() if s == "incomplete"} == {
-        "model.depth=2,seed=0", "model.depth=2,seed=1", "model.depth=3,seed=0"}
+        "model.depth=2,seed=0", "model.depth=2,seed=1", "model.depth=3,seed=0", "model.depth=3,seed=1",
+        "model.depth=4,seed=0"}
     assert {r for r, s in statuses.items() if s == "ok"} == whole
     ls = cli("ls", str(root), "--csv")
     assert ls.exit_code == 0 and "Traceback" not in ls.output
     rows = pd.read_csv(__import__("io").StringIO(ls.output))
-    assert sorted(rows["status"]) == ["incomplete"] * 3 + ["ok"] * 3
-    assert "incomplete: 3" in cli("ls", str(root)).output
+    assert sorted(rows["status"]) == ["incomplete"] * 5 + ["ok"]
+    assert "incomplete: 5" in cli("ls", str(root)).output
     assert set(gradflow.load(root)["run"]) == whole  # never a half run's rows
     assert set(gradflow.load(root, "metrics")["run"]) == whole
-    assert cli("plot", str(root)).exit_code == 0
+    assert cli("plot", str(root)).exit_code == 0 and cli("report", str(root)).exit_code == 0
     # a rerun redoes exactly the incomplete runs
     again = _sweep(cli, results, "model.depth=2,3,4", "seed=0,1")
-    assert "3 already finished, skipped" in again.output
+    assert "1 already finished, skipped" in again.output
     assert set(_statuses(root).values()) == {"ok"}
 
 
