@@ -437,6 +437,11 @@ def _positive(key: str, value: Any, minimum: int | float = 1) -> None:
         raise GradflowError(f"{key}={_show(value)} must be >= {minimum}")
 
 
+def uses_batchnorm(cfg) -> bool:
+    """Whether the run's model normalizes over the batch (one example's batch variance is 0)."""
+    return cfg.norm.name == "batchnorm" or (cfg.model.name == "resnet" and cfg.model.variant == "batchnorm")
+
+
 def _at_most(key: str, value: Any, maximum: int) -> None:
     if value > maximum:
         raise GradflowError(f"{key}={_show(value)} must be <= {maximum}")
@@ -735,8 +740,7 @@ def _train(cfg) -> None:
     n = train_size(cfg.data)
     if t.batch_size > n:
         raise GradflowError(f"train.batch_size={t.batch_size} must be <= the {n} training examples of data={cfg.data.name}")
-    batchnorm = cfg.norm.name == "batchnorm" or (cfg.model.name == "resnet" and cfg.model.variant == "batchnorm")
-    if batchnorm and t.batch_size < 2:
+    if uses_batchnorm(cfg) and t.batch_size < 2:
         raise GradflowError(f"train.batch_size={t.batch_size} must be >= 2 with batch normalization "
                             "(the batch variance of one example is 0)")
     _positive("train.eval_every", t.eval_every)

@@ -55,10 +55,12 @@ def write(paths: Iterable[str | Path], out: str | Path | None = None) -> Path:
     """Build the page for `paths` and write it atomically; returns its path."""
     paths = [Path(p) for p in paths]
     target = Path(out) if out else page_path(paths)
+    if out and target.is_dir():  # a folder: the page goes in it, under its default name
+        target = target / page_path(paths).name
     if out and not target.parent.is_dir():  # (a mistyped folder is not made: the page would be lost in it)
         raise GradflowError(f"--out {out}: the folder {target.parent} does not exist; create it first "
                             "or write the page elsewhere")
-    store.check_writable(target.parent)
+    store.check_writable(target.parent, option="--out")
     page = build(paths)
     store.write_text(target, page)
     return target

@@ -196,9 +196,10 @@ def _refuse_symlink(path: Path, what: str) -> None:
                             "real folders: pass the target itself (results=<folder>) or remove the link")
 
 
-def check_writable(folder: Path, study: Path | None = None) -> None:
+def check_writable(folder: Path, study: Path | None = None, option: str = "results=") -> None:
     """Fail before any work if `folder` cannot be created or written, or if it (or the study folder
-    holding it) is a symbolic link, which would send writes somewhere the user did not name."""
+    holding it) is a symbolic link, which would send writes somewhere the user did not name. `option`:
+    what the user sets to write elsewhere (results=, --out)."""
     folder = Path(folder)
     for part in folder.parts:
         if len(part.encode()) > 255:  # the file system's limit for one name
@@ -214,8 +215,10 @@ def check_writable(folder: Path, study: Path | None = None) -> None:
             _refuse_symlink(probe, "folder")
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise GradflowError(f"results folder {folder} cannot be created: {probe} is "
-                            f"{'not a folder' if not probe.is_dir() else 'read-only'}; set results=<a writable folder>")
+        what = "results folder" if option == "results=" else "folder"
+        raise GradflowError(f"{what} {folder} cannot be created: {probe} is "
+                            f"{'not a folder' if not probe.is_dir() else 'read-only'}; "
+                            f"{'set results=' if option == 'results=' else f'give {option} '}<a writable folder>")
 
 
 def is_run_folder(path: Path) -> bool:

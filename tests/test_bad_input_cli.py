@@ -123,6 +123,12 @@ CASES = [
     (["bench", "--rounds", "0"], "--rounds at least 1"),
     (["bench", "--steps", "0"], "--steps must be at least 12"),
     (["bench", "--clock", "sundial"], "--clock 'sundial'"),
+    (["bench", "--threads", "0"], "--threads 0 is not allowed: give intra-op thread counts of 1 or more"),
+    (["gradcheck", "model.depth=2", "model.width=8", "norm=batchnorm", "--batch", "1"],
+     "--batch 1 must be >= 2 with batch normalization"),
+    (["theory", "phase", "--activation", "tanh", "--out", "{file}/x.png"], "is a file, not a folder"),
+    (["plot", "{study}", "--out", "{file}/figures"], "is not a folder; give --out <a writable folder>"),
+    (["compare", "{study}", "{study}", "--out", "{file}"], "is not a folder; give --out <a writable folder>"),
     (["bench", "--workload", "nope"], "--workload 'nope'"),
 ]
 

@@ -179,6 +179,10 @@ def test_comparison_and_single_run(study, tmp_path):
     single = Page(report.write([study / "model.activation=tanh,model.depth=10"], tmp_path / "one.html").read_text())
     assert {"profile", "heatmap", "curves"} <= {f["data-kind"] for f in single.figures}
     assert len(single.rows) == 1
+    # --out an existing folder: the page goes in it under its default name (os.replace onto the folder raised)
+    (tmp_path / "pages").mkdir()
+    assert report.write([study], tmp_path / "pages") == tmp_path / "pages" / "report.html"
+    assert (tmp_path / "pages" / "report.html").read_text().startswith("<!DOCTYPE html>")
 
 
 def _write_reproduction(folder, results):

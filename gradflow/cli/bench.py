@@ -47,6 +47,8 @@ def bench(
     if steps < 12 or rounds < 1:
         raise GradflowError(f"--steps must be at least 12 and --rounds at least 1 (got {steps}, {rounds})")
     threads = threads or [1]
+    if min(threads) < 1:  # (a run's threads=0 means torch's default; here each count is one to time)
+        raise GradflowError(f"--threads {min(threads)} is not allowed: give intra-op thread counts of 1 or more")
     if resolve_device(device).type == "cpu":  # (elsewhere the probes always batch)
         with console.status("loading the probes' fused CPU kernels ..."):
             loaded = time.perf_counter()

@@ -12,6 +12,7 @@ import typer
 from gradflow.cli.app import app
 from gradflow.cli.console import console, labels, print_note, user_errors
 from gradflow.cli.ls import SEP, choose, one_line_headers, render
+from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
 from gradflow.summary import KEY_PRIORITY, Column
 
@@ -29,13 +30,17 @@ def gradcheck(
     eps: Annotated[float, typer.Option(help="Central-difference step (float64; finite, > 0).")] = 1e-6,
 ) -> None:
     """Check backprop (gradcheck.mode=forward: forward-mode AD) against float64 central differences, and time both."""
-    from gradflow.config import compose
+    from gradflow.config import compose, uses_batchnorm
     from gradflow.gradcheck import check_arguments
     from gradflow.gradcheck import gradcheck as check
 
     check_arguments(entries, batch, eps, cli=True)  # before the model is built: one line, not a traceback
+    cfg = compose(list(overrides or []))
+    if batch < 2 and uses_batchnorm(cfg):
+        raise GradflowError(f"--batch {batch} must be >= 2 with batch normalization (the batch variance of one "
+                            "example is 0)")
     with console.status("finite differences ..."):
-        r = check(compose(list(overrides or [])), entries=entries, batch=batch, eps=eps)
+        r = check(cfg, entries=entries, batch=batch, eps=eps)
     method = "backprop" if r.mode == "reverse" else "forward mode"
     title = f"{method} vs central differences (float64, eps {eps:g}, batch {r.batch})"
     shown, hidden = _layout(r.params, console.width)

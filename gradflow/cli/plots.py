@@ -70,7 +70,7 @@ def plot(
     run: Annotated[Optional[str], typer.Option(help="heatmap/hist: which run, when PATH holds several (its folder "
                                                     "name relative to PATH).", show_default=False)] = None,
     fmt: Annotated[str, typer.Option("--format", help="Figure format: png, pdf or svg.")] = "png",
-    out: Annotated[Optional[Path], typer.Option(help="Write the figures here.", show_default="PATH/figures")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="The folder to write the figures into.", show_default="PATH/figures")] = None,
     include_stale: Annotated[bool, typer.Option(
         "--all", help="Also draw stale runs (not in the folder's current sweep spec) and incomplete ones.")] = False,
 ) -> None:
@@ -83,7 +83,7 @@ def plot(
                                                       "theory", "run")})
     store.find_runs(path)  # a missing folder or one without runs: say so before anything else
     out_dir = out if out is not None else path / store.FIGURES_DIR
-    store.check_writable(out_dir)
+    store.check_writable(out_dir, option="--out")
     if kind == "standard":
         from gradflow.plots.standard import standard_figures
 
@@ -181,7 +181,7 @@ def compare(
     panels: Annotated[bool, typer.Option(
         "--panels", help="profile/curves: one panel per source instead of one line style per source.")] = False,
     fmt: Annotated[str, typer.Option("--format", help="Figure format: png, pdf or svg.")] = "png",
-    out: Annotated[Optional[Path], typer.Option(help="Write the figure here.", show_default=str(COMPARE_DIR))] = None,
+    out: Annotated[Optional[Path], typer.Option(help="The folder to write the figure into.", show_default=str(COMPARE_DIR))] = None,
     include_stale: Annotated[bool, typer.Option(
         "--all", help="Also draw stale runs (not in the folder's current sweep spec) and incomplete ones.")] = False,
 ) -> None:
@@ -198,7 +198,7 @@ def compare(
     for p in paths:
         store.find_runs(p)
     out_dir = out if out is not None else COMPARE_DIR
-    store.check_writable(out_dir)
+    store.check_writable(out_dir, option="--out")
 
     runs = matching.load_runs(paths, sources, include_stale)
     by = [full_key(runs, k) or k for k in by or []]  # a key by its short name too (depth), as ls and plot take it

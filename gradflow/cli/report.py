@@ -17,7 +17,7 @@ def report(
     paths: Annotated[list[Path], typer.Argument(
         help="A run, a sweep or a reproduction folder; several paths make a comparison.", show_default=False)],
     out: Annotated[Optional[Path], typer.Option(
-        "--out", help="Write the page here (default: PATH/report.html, or beside the first PATH).")] = None,
+        "--out", help="Write the page here, a file or a folder (default: PATH/report.html, or beside the first PATH).")] = None,
     open_: Annotated[bool, typer.Option("--open", help="Open the page in the default browser.")] = False,
 ) -> None:
     """Write one HTML page (opens offline, one file to send): the runs table, every figure, theory, claims, config."""

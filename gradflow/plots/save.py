@@ -42,7 +42,12 @@ def save(fig: Figure, path: str | os.PathLike, fmt: str | None = None) -> Path:
     suffix = path.suffix.lstrip(".").lower()
     if suffix != fmt:
         path = path.with_suffix("." + fmt) if suffix in FORMATS else path.with_name(f"{path.name}.{fmt}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file where a folder should be, a folder we may not write into
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker else f"{e.strerror} ({e.filename})"
+        raise GradflowError(f"cannot write {path}: {why}; write the figure elsewhere") from None
     try:
         atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=DPI))
     finally:
