@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import re
 import shlex
+import shutil
 import sys
 import threading
 import time
@@ -23,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from omegaconf import DictConfig, OmegaConf
@@ -107,7 +109,10 @@ def check_overrides(overrides: list[str], command: str) -> None:
                 "e.g. 'data.root=\"/my data\"'") from None
 
 
-def check_launcher(launcher: str) -> None:
+def check_launcher(launcher: str, settings: Sequence = ()) -> None:
+    """The launcher is known, its plugin installed, and its settings (`hydra.launcher.*` overrides) mean
+    something: with the basic launcher there are none; joblib needs workers; SLURM needs a cluster. Each
+    failed later as Hydra's multi-line error or a traceback, after the sweep had started writing."""
     if launcher not in LAUNCHER_PLUGINS:
         raise GradflowError(f"hydra/launcher={launcher!r} is not known; choices: {', '.join(LAUNCHER_PLUGINS)}")
     module, extra = LAUNCHER_PLUGINS[launcher]
@@ -117,6 +122,18 @@ def check_launcher(launcher: str) -> None:
         found = False
     if not found:
         raise GradflowError(f"hydra/launcher={launcher} needs its Hydra plugin: pip install 'gradflow[{extra}]'")
+    for o in settings:
+        if launcher == "basic":
+            raise GradflowError(f"{o.input_line} is a launcher setting, and the basic launcher has none; choose a "
+                                f"launcher first: hydra/launcher=joblib {o.input_line}")
+        if launcher == "joblib" and o.key_or_group == "hydra.launcher.n_jobs":
+            values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [str(o.value())]
+            if any(not re.fullmatch(r"-?\d+", v) or int(v) == 0 for v in values):
+                raise GradflowError(f"{o.input_line} is not allowed: n_jobs is the number of workers (1 or more; "
+                                    "-1 for one per CPU core)")
+    if launcher in ("slurm", "submitit_slurm") and shutil.which("sbatch") is None:
+        raise GradflowError(f"hydra/launcher={launcher} submits to SLURM, and this machine has no sbatch; run it "
+                            "on the cluster's login node, or use hydra/launcher=joblib here")
 
 
 # --- planning: every point validated, named and hashed before any job starts --------------------------
@@ -140,7 +157,7 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
         if o.is_sweep_override() and not list(o.sweep_string_iterator()):
             raise GradflowError(f"{store.shorten(o.input_line, 60)} sweeps over no value; give at least one, "
                                 "e.g. range(1,5) (the end is excluded) or 1,2,3")
-    check_launcher(launcher)
+    check_launcher(launcher, [o for o in parsed if o.key_or_group.startswith("hydra.launcher.")])
     if launcher == "joblib":
         workers.start_fork_server()  # its imports overlap the planning
     swept = sorted({o.key_or_group for o in parsed if o.is_sweep_override() and not o.is_hydra_override()})

@@ -7,6 +7,7 @@ tests/test_bad_input_config.py."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,11 @@ CASES = [
     (["sweep", "model.nope=1,2"], "model.nope"),
     (["sweep", "init=xavier_normal,nope"], "init='nope'"),
     (["sweep", "hydra/launcher=ray"], "hydra/launcher='ray' is not known; choices: basic"),
+    # launcher settings that meant nothing or failed later (Hydra's multi-line error, a traceback)
+    (["sweep", "model.depth=2,3", "hydra.launcher.n_jobs=2"],
+     "hydra.launcher.n_jobs=2 is a launcher setting, and the basic launcher has none; choose a launcher first"),
+    (["sweep", "model.depth=2,3", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"],
+     "hydra.launcher.n_jobs=0 is not allowed: n_jobs is the number of workers"),
     (["sweep", "hydra.sweep.dir=/tmp/elsewhere"], "hydra.sweep.dir=/tmp/elsewhere is refused"),
     (["sweep", "hydra.sweep.subdir=../../../victim"], "hydra.sweep.subdir=../../../victim is refused"),
     (["sweep", "hydra.run.dir=/tmp/x"], "hydra.run.dir=/tmp/x is refused"),
@@ -236,3 +242,13 @@ def test_an_invalid_value_in_process_names_no_value_from_another_command_line(cl
 def test_a_bad_reproduction_prints_nothing_before_its_error(cli, args):
     out = cli(*args)
     assert out.exit_code == 1 and out.stderr.startswith("error:") and out.stdout == "", out.output
+
+
+@pytest.mark.skipif(shutil.which("sbatch") is not None, reason="a SLURM cluster is here")
+def test_slurm_off_a_cluster_is_one_line_before_anything_runs(cli, results):
+    # submitit raised "Could not detect srun" in a traceback, after the sweep had written its spec
+    out = cli("sweep", *SMALL, "model.depth=2,3", "hydra/launcher=slurm", f"results={results}")
+    assert out.exit_code == 1 and "Traceback" not in out.output
+    assert out.stderr.strip() == ("error: hydra/launcher=slurm submits to SLURM, and this machine has no sbatch; run "
+                                  "it on the cluster's login node, or use hydra/launcher=joblib here")
+    assert not results.exists()
