@@ -641,6 +641,11 @@ def run(name: str, scale: str = "default", user: list[str] | None = None, force:
     check_scale(scale)
     spec = Spec.load(name)
     user = list(user or [])
+    sweep_mod.check_overrides(user, "reproduce")  # (--name x was called an option of `gradflow sweep`)
+    named = [o for o in user if override_key(o) == "name"]
+    if named:  # (it was dropped without a word)
+        raise GradflowError(f"{store.shorten(named[0], 40)} does not apply to gradflow reproduce: its runs go to "
+                            f"{root_for(name, scale)}/; results=FOLDER writes them under another folder")
     results_root = next((o.split("=", 1)[1] for o in user if o.startswith("results=")), "results")
     root = root_for(name, scale, results_root)
     start = time.perf_counter()

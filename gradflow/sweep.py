@@ -87,8 +87,9 @@ def check_overrides(overrides: list[str], command: str) -> None:
     parser = OverridesParser.create()
     for o in overrides:
         if o.startswith("-"):
+            example = "results=x, not --results x" if command == "reproduce" else "name=x, not --name x"
             raise GradflowError(f"{store.shorten(o, 40)} is not an option of `gradflow {command}`; settings are "
-                                f"key=value overrides (e.g. name=x, not --name x); see `gradflow {command} --help`")
+                                f"key=value overrides (e.g. {example}); see `gradflow {command} --help`")
         key = override_key(o)
         if not key.strip():
             raise GradflowError(f"the override {store.shorten(o, 40)!r} has no key; write key=value, e.g. model.depth=5")
@@ -101,12 +102,16 @@ def check_overrides(overrides: list[str], command: str) -> None:
                                 "(<results>/<name>/<job>/); use name=NAME and results=FOLDER instead "
                                 "(hydra/launcher=... and hydra.launcher.* are allowed)")
         try:
-            parser.parse_override(o)
+            parsed = parser.parse_override(o)
         except Exception:
             raise GradflowError(
                 f"cannot read the override {store.shorten(o, 60)!r}: write key=value, with bare values made of "
                 "ASCII letters, digits and _ . - / : (sweeps: a,b,c or range(1,5)); quote any other value, "
                 "e.g. 'data.root=\"/my data\"'") from None
+        if parsed.is_sweep_override() and command == "run":  # (Hydra's own words said "add --multirun")
+            raise GradflowError(f"{store.shorten(o, 60)} is several values, and `gradflow run` trains one network: "
+                                f"`gradflow sweep {store.shorten(o, 40)} ...` trains one per value (a text with "
+                                "commas is quoted: key='a,b')")
 
 
 def check_launcher(launcher: str, settings: Sequence = ()) -> None:
@@ -147,6 +152,8 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
     user = [o for o in overrides if override_key(o) != "name"]
     given = [o.split("=", 1)[1] for o in overrides if override_key(o) == "name"]
     user_name = name or (given[-1] if given else "sweep")
+    if "," in user_name:  # (Hydra's words were "Ambiguous value ... add --multirun")
+        raise GradflowError(f"name={store.shorten(user_name, 40)} is several names; a sweep writes one study: give one")
     check_overrides(user, "sweep")
     parser = OverridesParser.create(config_loader=config_mod.config_loader())  # glob(*) lists a group's choices
     parsed = parser.parse_overrides(user)

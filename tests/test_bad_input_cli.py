@@ -76,6 +76,13 @@ CASES = [
     (["run", "hydra.output_subdir=.h"], "hydra.output_subdir=.h"),
     # gradflow sweep: everything checked before any job starts
     (["sweep", "model.depth=range(1,0)"], "model.depth=range(1,0) sweeps over no value"),
+    (["sweep", "model.depth=2,3", "name=a,b"], "name=a,b is several names; a sweep writes one study: give one"),
+    (["run", "model.activation=tanh,relu"], "model.activation=tanh,relu is several values, and `gradflow run` "
+                                            "trains one network: `gradflow sweep model.activation=tanh,relu ...`"),
+    (["reproduce", "he2015", "--name", "x"], "--name is not an option of `gradflow reproduce`; settings are "
+                                             "key=value overrides (e.g. results=x, not --results x)"),
+    (["reproduce", "he2015", "--quick", "name=x"], "name=x does not apply to gradflow reproduce: its runs go to "
+                                                   "results/reproduce/he2015-quick/"),
     (["sweep", "model.depth=2,0"], "sweep point"),
     # a key no point takes: copies of one run under two names (a sweep may set it where some point takes it)
     (["sweep", "init.sw2=1.0,1.76"], "no point of this sweep takes init.sw2: init.sw2 does not apply to "
