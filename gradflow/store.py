@@ -556,9 +556,12 @@ def run_config(job_dir: Path, rec: dict | None = None) -> dict[str, Any]:
     if rec and isinstance(rec.get("config"), dict):
         return rec["config"]
     try:
-        return flatten(yaml.safe_load((Path(job_dir) / CONFIG_FILE).read_text()) or {})
+        flat = flatten(yaml.safe_load((Path(job_dir) / CONFIG_FILE).read_text()) or {})
     except (OSError, yaml.YAMLError, AttributeError):
         return {}
+    from gradflow.config import settings  # (late: only a run without a readable run.json needs Hydra's config)
+
+    return settings(flat)  # Hydra's config.yaml holds the keys of other choices too (init.sw2 of a Xavier run)
 
 
 def prefix_runs(df: pd.DataFrame, prefix: str) -> pd.DataFrame:

@@ -99,11 +99,14 @@ def plan(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.Dat
         swept = swept_keys(runs)
         swept_together = is_grid(runs, swept)  # unrelated runs get no figure over their keys
         # both ratios: the weight gradient, and the back-propagated signal (the one that vanishes)
-        if "model.depth" in swept and swept_together and usable(layers):
+        # the layers' runs alone: an incomplete run is in the runs table, never in the layers it draws from
+        layer_runs = runs[runs["run"].isin(set(probed["run"]))] if usable(layers) else runs
+        if "model.depth" in swept and swept_together and usable(layers) and n_distinct(layer_runs["model.depth"]) > 1:
             for q, name in (("grad_norm", "ratio-init"), ("signal_norm", "ratio-signal_norm-init")):
                 if (probed["quantity"] == q).any():
                     emit(name, ratio, probed, "init", quantity=q)
-        elif "model.depth" in swept and swept_together and "grad_ratio.init" in runs.columns:  # runs table alone
+        elif not usable(layers) and "model.depth" in swept and swept_together and "grad_ratio.init" in runs.columns:
+            # the runs table alone
             emit("ratio-init", ratio, runs, "init")
         numeric = [k for k in swept if is_numeric_key(runs, k)]
         value = next((v for v in ("final.test_acc", "final.train_acc")
