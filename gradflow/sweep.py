@@ -189,6 +189,7 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
                   points=points, command=command)
     seen: set[str] = set()
     taken: set[str] = set()  # the keys some point has as a setting
+    digests: dict[str, str] = {}  # each point's config hash -> its folder
     for point in grid:
         cfg_overrides = _config_only(point)
         flat = point_configs.flat(cfg_overrides)
@@ -197,7 +198,11 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
         jname = config_mod.job_name([o for o in cfg_overrides if override_key(o) in swept])
         if jname in seen:
             raise GradflowError(f"two sweep points share the folder {jname!r}; make the swept values distinct")
+        if digest in digests:  # model.depth=2,02: two names, one run
+            raise GradflowError(f"the sweep points {digests[digest]} and {jname} are the same run; make the swept "
+                                "values distinct")
         seen.add(jname)
+        digests[digest] = jname
         job_dir = root / jname
         store.check_clearable(job_dir)
         rec = store.read_run(job_dir)

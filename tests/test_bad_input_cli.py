@@ -76,6 +76,7 @@ CASES = [
     (["run", "hydra.output_subdir=.h"], "hydra.output_subdir=.h"),
     # gradflow sweep: everything checked before any job starts
     (["sweep", "model.depth=range(1,0)"], "model.depth=range(1,0) sweeps over no value"),
+    (["sweep", "model.depth=2,02"], "the sweep points model.depth=2 and model.depth=02 are the same run"),
     (["sweep", "model.depth=2,3", "name=a,b"], "name=a,b is several names; a sweep writes one study: give one"),
     (["run", "model.activation=tanh,relu"], "model.activation=tanh,relu is several values, and `gradflow run` "
                                             "trains one network: `gradflow sweep model.activation=tanh,relu ...`"),
