@@ -190,6 +190,7 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
     seen: set[str] = set()
     taken: set[str] = set()  # the keys some point has as a setting
     digests: dict[str, str] = {}  # each point's config hash -> its folder
+    same: tuple[str, str] | None = None  # the first two points that are one run
     for point in grid:
         cfg_overrides = _config_only(point)
         flat = point_configs.flat(cfg_overrides)
@@ -198,9 +199,8 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
         jname = config_mod.job_name([o for o in cfg_overrides if override_key(o) in swept])
         if jname in seen:
             raise GradflowError(f"two sweep points share the folder {jname!r}; make the swept values distinct")
-        if digest in digests:  # model.depth=2,02: two names, one run
-            raise GradflowError(f"the sweep points {digests[digest]} and {jname} are the same run; make the swept "
-                                "values distinct")
+        if digest in digests:  # model.depth=2,02: two names, one run (said after the keys are checked)
+            same = same or (digests[digest], jname)
         seen.add(jname)
         digests[digest] = jname
         job_dir = root / jname
@@ -210,6 +210,9 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
         replaces = not finished and rec is not None and rec.get(store.STATUS) in store.FINISHED
         result.jobs.append(Job(cfg_overrides, jname, digest, finished=finished, replaces=replaces))
     _check_keys_apply(grid[0], taken, point_configs.flat(_config_only(grid[0])))
+    if same:
+        raise GradflowError(f"the sweep points {same[0]} and {same[1]} are the same run; make the swept values "
+                            "distinct")
     if root.is_dir():
         result.stale = sum(1 for p in root.iterdir() if p.name not in seen and (p / store.RUN_FILE).exists())
     return result
