@@ -710,6 +710,11 @@ def test_no_joblib_worker_outlives_its_sweep(results):
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "interrupted: 0 of 3 runs finished" in err, err
+    # loky kills the workers' trees with psutil (the cluster extra has it): its pgrep fallback, killed by the
+    # same Ctrl-C, printed a traceback inside a "Failed to kill subprocesses" warning in 2 of 5 tries
+    from joblib.externals.loky.backend import utils as loky_utils
+
+    assert loky_utils.psutil is not None and "Traceback" not in err and "Failed to kill" not in err, err
     time.sleep(1)
     assert group_processes(proc.pid) == []
     assert sorted(_statuses(root).values()) == ["interrupted", "interrupted"]
