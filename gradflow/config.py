@@ -500,6 +500,8 @@ def validate(cfg: DictConfig) -> None:
     _positive("threads", cfg.threads, 0)
     _positive("seed", cfg.seed, 0)
     _at_most("seed", cfg.seed, MAX_SEED)
+    if not str(cfg.results).strip():  # (it wrote into the working folder itself)
+        raise GradflowError("results= is empty: give the folder runs go under, e.g. results=results (the default)")
     if (not re.fullmatch(r"[A-Za-z0-9._\-/]+", cfg.name) or ".." in Path(cfg.name).parts or cfg.name.startswith("/")
             or len(cfg.name) > MAX_NAME):
         raise GradflowError(f"name={_show(cfg.name)} must be a relative folder name inside {cfg.results}/ "

@@ -62,6 +62,7 @@ CASES = [
     (["run", "probe.points=1"], "probe.points=1"),
     (["run", "threads=-1"], "threads=-1"),
     (["run", "seed=abc"], "seed"),
+    (["run", "results="], "results= is empty: give the folder runs go under"),
     (["run", "seed=99999999999999999999"], "seed=99999999999999999999 must be <= 9223372036854775807"),
     (["run", "model.depth=1000000000"], "model.depth=1000000000 must be <= 100000"),  # (it built modules for ever)
     # what fails while the data or the model is built: one line, nothing written (a traceback before)
