@@ -20,6 +20,7 @@ from typing import Any, Mapping
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from gradflow.choices import CHOICE_KEYS, INIT_KEYS, settings  # noqa: F401  (config.settings, config.CHOICE_KEYS)
 from gradflow.errors import GradflowError, did_you_mean, shorten
 
 # --- where the configs live: inside the installed package (wheel) or at the checkout's root ---
@@ -290,12 +291,6 @@ DATA_SCHEMAS = {"gaussian": GaussianDataConfig, "mnist1d": MNIST1DConfig, "mnist
 INIT_SCHEMAS = {name: InitConfig for name in ("standard", "xavier_uniform", "xavier_normal", "kaiming_uniform",
                                                "kaiming_normal", "lecun_normal", "orthogonal", "delta_orthogonal",
                                                "meanfield", "gpt2", "keep")}
-_GAIN_INITS = ("xavier_uniform", "xavier_normal", "orthogonal", "delta_orthogonal")
-# choice-specific keys -> the choices they apply to; elsewhere they are not settings (`settings` leaves them out)
-INIT_KEYS = {"init.gain": _GAIN_INITS, "init.mode": ("kaiming_uniform", "kaiming_normal"),
-             "init.sw2": ("meanfield",), "init.sb2": ("meanfield",)}
-CHOICE_KEYS = {**{key: ("init.name", names) for key, names in INIT_KEYS.items()},
-               "model.forget_bias": ("model.name", ("lstm",))}
 OPTIM_SCHEMAS = {"sgd": SGDConfig, "adam": AdamConfig}
 GROUP_SCHEMAS = {"model": MODEL_SCHEMAS, "data": DATA_SCHEMAS, "init": INIT_SCHEMAS, "optim": OPTIM_SCHEMAS}
 
@@ -991,9 +986,3 @@ def _experiment_choices(group: str) -> list[str]:
     return []
 
 
-def settings(flat: dict[str, Any]) -> dict[str, Any]:
-    """A run's flat config without the keys of another choice (init.sw2 of an init=xavier_normal run
-    is not one of its settings: CHOICE_KEYS); the store applies it to every flat config it makes."""
-    drop = {key for key, (selector, choices) in CHOICE_KEYS.items()
-            if key in flat and selector in flat and flat[selector] not in choices}
-    return {k: v for k, v in flat.items() if k not in drop}

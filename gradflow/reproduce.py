@@ -655,7 +655,7 @@ def run(name: str, scale: str = "default", user: list[str] | None = None, force:
     with store.lock(root), workers.kept():
         for arm in spec.arms:
             used[arm] = spec.overrides(arm, scale, user)
-            p = sweep_mod.plan(used[arm], f"{root.relative_to(results_root).as_posix()}/{arm}", force)
+            p = sweep_mod.plan(used[arm], f"{root.relative_to(results_root).as_posix()}/{arm}", force, keys_used=False)
             (launch or sweep_mod.launch)(p)
             jobs[arm] = [j.name for j in p.jobs]
         claims = check(spec, root, jobs)

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from gradflow.choices import settings
 from gradflow.files import atomic_write
 from gradflow.errors import GradflowError, shorten  # noqa: F401  (store.shorten: the one value shortener)
 
@@ -559,8 +560,6 @@ def run_config(job_dir: Path, rec: dict | None = None) -> dict[str, Any]:
         flat = flatten(yaml.safe_load((Path(job_dir) / CONFIG_FILE).read_text()) or {})
     except (OSError, yaml.YAMLError, AttributeError):
         return {}
-    from gradflow.config import settings  # (late: only a run without a readable run.json needs Hydra's config)
-
     return settings(flat)  # Hydra's config.yaml holds the keys of other choices too (init.sw2 of a Xavier run)
 
 

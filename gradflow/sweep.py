@@ -143,9 +143,10 @@ def check_launcher(launcher: str, settings: Sequence = ()) -> None:
 
 # --- planning: every point validated, named and hashed before any job starts --------------------------
 def plan(overrides: list[str], name: str | None, force: bool = False, points: list[dict] | None = None,
-         points_file: str | None = None) -> Plan:
+         points_file: str | None = None, keys_used: bool = True) -> Plan:
     """Expand and validate the whole grid before any job starts (each distinct value once). `points_file`:
-    where `points` came from, for the command line the plan records."""
+    where `points` came from, for the command line the plan records. `keys_used`: refuse a key no point
+    takes (a reproduction's arm gets its spec's shared keys, which some arms do not take)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -189,7 +190,7 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
                   points=points, command=command)
     seen: set[str] = set()
     taken: set[str] = set()  # the keys some point has as a setting
-    digests: dict[str, str] = {}  # each point's config hash -> its folder
+    digests: dict[str, tuple] = {}  # each point's config hash -> its folder and overrides
     same: tuple[str, str] | None = None  # the first two points that are one run
     for point in grid:
         cfg_overrides = _config_only(point)
@@ -200,16 +201,19 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
         if jname in seen:
             raise GradflowError(f"two sweep points share the folder {jname!r}; make the swept values distinct")
         if digest in digests:  # model.depth=2,02: two names, one run (said after the keys are checked)
-            same = same or (digests[digest], jname)
+            other, before = digests[digest]
+            if all(_simple(o) for o in set(before) ^ set(cfg_overrides)):  # (two experiments may compose alike)
+                same = same or (other, jname)
         seen.add(jname)
-        digests[digest] = jname
+        digests[digest] = (jname, cfg_overrides)
         job_dir = root / jname
         store.check_clearable(job_dir)
         rec = store.read_run(job_dir)
         finished = store.is_finished(job_dir, digest)
         replaces = not finished and rec is not None and rec.get(store.STATUS) in store.FINISHED
         result.jobs.append(Job(cfg_overrides, jname, digest, finished=finished, replaces=replaces))
-    _check_keys_apply(grid[0], taken, point_configs.flat(_config_only(grid[0])))
+    if keys_used:
+        _check_keys_apply(grid[0], taken, point_configs.flat(_config_only(grid[0])))
     if same:
         raise GradflowError(f"the sweep points {same[0]} and {same[1]} are the same run; make the swept values "
                             "distinct")
