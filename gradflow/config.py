@@ -20,7 +20,7 @@ from typing import Any, Mapping
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from gradflow.choices import CHOICE_KEYS, INIT_KEYS, settings  # noqa: F401  (config.settings, config.CHOICE_KEYS)
+from gradflow.choices import CHOICE_KEYS, settings  # noqa: F401  (config.settings is the one others import)
 from gradflow.errors import GradflowError, did_you_mean, shorten
 
 # --- where the configs live: inside the installed package (wheel) or at the checkout's root ---
