@@ -523,6 +523,13 @@ def critical_sw2(activation: str, sb2: float, bracket: tuple[float, float] = CRI
     m = moments(activation)
     if isinstance(m, PiecewiseLinear):
         return 1.0 / m.m2
+    if sb2 == 0 and float(m.phi(0.0)) == 0 and float(m.dphi(0.0)) > 0:
+        # q = 0 is a fixed point, where chi_1 = sw2 phi'(0)^2: if the fixed point there is that one, the
+        # edge is exactly 1 / phi'(0)^2 (tanh: 1, with q* = 0), where Brent stops at a flat residue (1 + 1e-7)
+        exact = 1.0 / float(m.dphi(0.0)) ** 2
+        at = point(activation, exact, 0.0)
+        if at.q_star == 0 and at.chi1 == 1.0:
+            return exact
     f = lambda s: chi1(activation, s, sb2) - 1.0
     lo, hi = bracket
     f_lo, f_hi = f(lo), f(hi)

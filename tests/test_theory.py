@@ -49,6 +49,16 @@ def test_tanh_critical_point_schoenholz():
     assert theory.chi1("tanh", sw2, 0.05) == pytest.approx(1.0, abs=1e-9)
 
 
+def test_an_edge_at_a_degenerate_fixed_point_is_exact():
+    # sigma_b^2 = 0: q* = 0 up to sw2 = 1 / phi'(0)^2, where chi_1 = 1 exactly (Brent stopped at 1.00000013,
+    # q* 6.6e-8); softsign too (phi'(0) = 1); selu's edge lies elsewhere and is still searched
+    for name in ("tanh", "softsign"):
+        sw2 = theory.critical_sw2(name, 0.0)
+        assert sw2 == 1.0 and theory.point(name, sw2, 0.0).q_star == 0 and theory.chi1(name, sw2, 0.0) == 1.0
+    assert theory.critical_sw2("selu", 0.0) == pytest.approx(0.4768, abs=1e-3)
+    assert theory.chi1("selu", theory.critical_sw2("selu", 0.0), 0.0) == pytest.approx(1.0, abs=1e-6)
+
+
 @pytest.mark.parametrize("sw2, chi1", [(1.0, 0.759), (4.0, 1.342)])
 def test_tanh_chi1_schoenholz_setting(sw2, chi1):
     """The values the end-to-end gradient measurements (tests/test_meanfield_runs.py) compare against."""
