@@ -163,18 +163,14 @@ def load_mnist(root: str | Path, variant: str = "mnist", download: bool = False)
     display = MNIST_VARIANTS[variant][0]
     target = root / variant  # where the files should go (and where downloads land)
 
-    paths = None
-    for folder in _mnist_dirs(root, variant):
-        found = {key: _find_idx(folder, name) for key, name in MNIST_FILES.items()}
-        if all(found.values()):
-            paths = found
-            break
+    looked = [(folder, {key: _find_idx(folder, name) for key, name in MNIST_FILES.items()})
+              for folder in _mnist_dirs(root, variant)]
+    paths = next((found for _, found in looked if all(found.values())), None)
     if paths is None:
         if not download:
             # a folder holding some of the files: name the ones it lacks (the user sees files there)
-            partial = max(_mnist_dirs(root, variant), key=lambda d: sum(_find_idx(d, n) is not None
-                                                                      for n in MNIST_FILES.values()))
-            missing = [n for n in MNIST_FILES.values() if _find_idx(partial, n) is None]
+            partial, found = max(looked, key=lambda f: sum(p is not None for p in f[1].values()))
+            missing = [MNIST_FILES[key] for key, p in found.items() if p is None]
             if len(missing) < len(MNIST_FILES):
                 raise GradflowError(f"data.root={root}: {partial}/ has {len(MNIST_FILES) - len(missing)} of the "
                                     f"4 {display} files; put {_files_list(missing)} there too")

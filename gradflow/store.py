@@ -216,10 +216,9 @@ def check_writable(folder: Path, study: Path | None = None, option: str = "resul
             _refuse_symlink(probe, "folder")
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        what = "results folder" if option == "results=" else "folder"
+        what, advice = ("results folder", "set results=") if option == "results=" else ("folder", f"give {option} ")
         raise GradflowError(f"{what} {folder} cannot be created: {probe} is "
-                            f"{'not a folder' if not probe.is_dir() else 'read-only'}; "
-                            f"{'set results=' if option == 'results=' else f'give {option} '}<a writable folder>")
+                            f"{'not a folder' if not probe.is_dir() else 'read-only'}; {advice}<a writable folder>")
 
 
 def is_run_folder(path: Path) -> bool:

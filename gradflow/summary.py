@@ -159,9 +159,14 @@ def steps_to(metrics: pd.DataFrame, metric: str, op: str, threshold: float) -> f
     return float(hit[store.STEP].iloc[0]) if len(hit) else math.nan
 
 
+def _recorded_as(split: str, metric: str) -> str:
+    """A metric as `recorded` names it: split_metric, or "grad" for any per-parameter gradient norm."""
+    return "grad" if split == "grad" else f"{split}_{metric}"
+
+
 def recorded(metrics: pd.DataFrame) -> set[str]:
     """The metrics a run's rows hold, as steps_to names them (split_metric; "grad" for the per-parameter norms)."""
-    return {"grad" if s == "grad" else f"{s}_{m}" for s, m in zip(metrics[store.SPLIT], metrics[store.METRIC])}
+    return {_recorded_as(s, m) for s, m in zip(metrics[store.SPLIT], metrics[store.METRIC])}
 
 
 def _not_recorded(metric: str, have: set[str]) -> GradflowError:
@@ -211,12 +216,11 @@ def runs_table(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str]
             names = recorded(metrics)
             have |= names
             for text, (split, metric, op, threshold) in zip(steps, conditions):
-                name = f"{split}_{metric}"
-                row[f"steps_to.{text}"] = steps_to(metrics, name, op, threshold) \
-                    if name in names or (split == "grad" and "grad" in names) else math.nan
+                row[f"steps_to.{text}"] = steps_to(metrics, f"{split}_{metric}", op, threshold) \
+                    if _recorded_as(split, metric) in names else math.nan
         summaries.append(row)
     for split, metric, _, _ in conditions:  # recorded by no run: a misspelling, named with the choices
-        if f"{split}_{metric}" not in have and not (split == "grad" and "grad" in have):
+        if _recorded_as(split, metric) not in have:
             raise _not_recorded(f"{split}_{metric}", have)
     table = pd.concat([records, pd.DataFrame(summaries, index=records.index)], axis=1)
     table.attrs = dict(records.attrs)  # the user's own config keys (a concat keeps no attrs)

@@ -192,10 +192,12 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
     taken: set[str] = set()  # the keys some point has as a setting
     digests: dict[str, tuple] = {}  # each point's config hash -> its folder and overrides
     same: tuple[str, str] | None = None  # the first two points that are one run
+    first: dict = {}  # the first point's settings
     for point in grid:
         cfg_overrides = _config_only(point)
         flat = point_configs.flat(cfg_overrides)
         taken.update(flat)
+        first = first or flat
         digest = store.config_hash(flat)
         jname = config_mod.job_name([o for o in cfg_overrides if override_key(o) in swept])
         if jname in seen:
@@ -213,7 +215,7 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
         replaces = not finished and rec is not None and rec.get(store.STATUS) in store.FINISHED
         result.jobs.append(Job(cfg_overrides, jname, digest, finished=finished, replaces=replaces))
     if keys_used:
-        _check_keys_apply(grid[0], taken, point_configs.flat(_config_only(grid[0])))
+        _check_keys_apply(grid[0], taken, first)
     if same:
         raise GradflowError(f"the sweep points {same[0]} and {same[1]} are the same run; make the swept values "
                             "distinct")
