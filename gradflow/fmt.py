@@ -42,3 +42,12 @@ def fmt(x: Any, digits: int = 4, missing: str = "-") -> str:
     if isinstance(x, (list, tuple, np.ndarray)):
         return str(list(x))
     return str(x)
+
+
+def json_number(x: float) -> float | str | None:
+    """A float for strict JSON (`json.dumps` writes NaN and Infinity, which JSON parsers refuse), at full
+    precision: inf as "inf"/"-inf", undefined (nan) as null."""
+    x = float(x)
+    if math.isnan(x):
+        return None
+    return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")

@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from gradflow import store, theory, workers
 from gradflow.config import EXPERIMENTS_DIR, override_key
 from gradflow.errors import GradflowError, did_you_mean
-from gradflow.fmt import fmt
+from gradflow.fmt import fmt, json_number
 
 if TYPE_CHECKING:
     from gradflow import sweep as sweep_mod
@@ -120,15 +120,16 @@ class Arm:
             runs = self.load("runs")
             failed = runs[runs[store.STATUS] == "failed"] if store.STATUS in runs else runs
             why = f": {failed['error'].iloc[0]}" if len(failed) and "error" in failed else ""
-            raise GradflowError(f"no {name} rows in {self.root} ({len(failed)} failed runs{why})")
+            raise GradflowError(f"no {name} rows in arm {self.root.name} ({len(failed)} failed runs{why})")
         for key, value in (where or {}).items():
             if key not in df.columns:
-                raise GradflowError(f"claim filter {key}={value!r}: no such column in {self.root}")
+                raise GradflowError(f"claim filter {key}={value!r}: no such column in arm {self.root.name}")
             col = df[key]
             df = df[np.isclose(col.astype(float), float(value)) if _numeric(value) and _numeric_col(col)
                     else col.astype(str) == str(value)]
         if df.empty:
-            raise GradflowError(f"claim filter {where} matches no run in {self.root}")
+            wanted = ", ".join(f"{k}={fmt(v)}" for k, v in where.items())
+            raise GradflowError(f"no run of arm {self.root.name} has {wanted}")
         return df
 
 
@@ -245,12 +246,13 @@ def fraction_of_initial(arm: Arm, where=None, metric="loss", split="train") -> M
 
 @measure
 def reach(arm: Arm, where=None, metric="loss", split="train", below=1.0) -> Measured:
-    """How many runs bring a metric below `below` at some evaluation (value = the count)."""
+    """The share of runs that bring a metric below `below` at some evaluation: 1.0 = every run (a share, not
+    a count, so that a claim reads the same with fewer seeds)."""
     def one(g):
         m = _curve(g, split, metric)
         return float((m < below).any())
     per = _per_run(arm.table("metrics", where), one)
-    return Measured(float(np.sum(per.per_run)), per.per_run, tally="count")
+    return Measured(float(np.mean(per.per_run)), per.per_run, tally="share")
 
 
 @measure
@@ -472,18 +474,25 @@ def compute(spec_measure: dict, arms: dict[str, Arm]) -> Measured:
     if fn in _COMBINATIONS:
         a = compute(m["a"], arms)
         bs = [compute(b, arms) for b in (m["b"] if isinstance(m["b"], list) else [m["b"]])]
+        why = next((x.note for x in (a, *bs) if math.isnan(x.value)), "")  # an operand without a value says why
         if fn == "ratio":
-            return Measured(a.value / bs[0].value, [])
+            return Measured(a.value / bs[0].value, [], note=why)
         diffs = [a.value - b.value for b in bs]
         i = int(np.argmin(diffs))
-        return Measured(diffs[i], [], se=math.hypot(a.se, bs[i].se))  # a difference of means, not runs
+        return Measured(diffs[i], [], se=math.hypot(a.se, bs[i].se), note=why)  # a difference of means, not runs
     if fn not in MEASURES:
         raise GradflowError(f"claim measure fn={fn!r} is not known; choices: {', '.join(MEASURES)}, difference, "
                             "min_difference, ratio")
     arm = m.pop("arm")
     if arm not in arms:
         raise GradflowError(f"claim measure arm={arm!r} is not an arm; choices: {', '.join(arms)}")
-    return MEASURES[fn](arms[arm], **m)
+    measured = MEASURES[fn](arms[arm], **m)
+    if math.isnan(measured.value) and not measured.note:  # a FAIL says why there is no value
+        n = len(measured.per_run)
+        where = ", ".join(f"{k}={fmt(v)}" for k, v in (m.get("where") or {}).items())
+        measured.note = (f"no value in the {n} run{'s' * (n != 1)} of arm {arm}" if n else
+                         f"no run of arm {arm}{f' has {where}' if where else ''}")
+    return measured
 
 
 # --- claims ---------------------------------------------------------------------------------------------
@@ -605,6 +614,15 @@ class Outcome:
     report: Path
     overrides: dict[str, list[str]]  # arm -> the sweep overrides it ran with
     wall_time: float
+    not_drawn: list[str] = field(default_factory=list)  # figures that could not be drawn, each with why
+
+    @property
+    def verdict(self) -> str:
+        """One line: how many claims pass, e.g. "5 of 6 claims pass; FAIL: ..."."""
+        failed = [r.text for r in self.claims if not r.passed]
+        n = len(self.claims)
+        return (f"{n - len(failed)} of {n} claims pass" +
+                (f"; FAIL: {'; '.join(failed)}" if failed else ""))
 
     @property
     def passed(self) -> bool:
@@ -649,30 +667,41 @@ def run(name: str, scale: str = "default", user: list[str] | None = None, force:
     results_root = next((o.split("=", 1)[1] for o in user if o.startswith("results=")), "results")
     root = root_for(name, scale, results_root)
     start = time.perf_counter()
-    used, jobs = {}, {}
+    used, jobs, reused = {}, {}, 0
     # a second reproduction into the same folder fails at once (each arm locks its own); a parallel
     # launcher's workers serve every arm
     with store.lock(root), workers.kept():
         for arm in spec.arms:
             used[arm] = spec.overrides(arm, scale, user)
             p = sweep_mod.plan(used[arm], f"{root.relative_to(results_root).as_posix()}/{arm}", force, keys_used=False)
+            reused += len(p.jobs) - len(p.to_run)
             (launch or sweep_mod.launch)(p)
             jobs[arm] = [j.name for j in p.jobs]
         claims = check(spec, root, jobs)
-        figures_ = draw(spec, root, jobs)
+        figures_, not_drawn = draw(spec, root, jobs)
         wall = time.perf_counter() - start
-        report = write_report(spec, root, scale, claims, figures_, used, wall)
-    return Outcome(spec, scale, root, claims, figures_, report, used, wall)
+        given = [o for o in user if override_key(o) != "results"]
+        report = write_report(spec, root, scale, claims, figures_, used, wall, given, reused, not_drawn)
+    return Outcome(spec, scale, root, claims, figures_, report, used, wall, not_drawn)
 
 
 # --- figures and the report -------------------------------------------------------------------------
-def draw(spec: Spec, root: Path, jobs: dict[str, list[str]] | None = None, fmt: str = "png") -> list[Path]:
-    """The spec's figures, saved under the study's figures folder."""
+def draw(spec: Spec, root: Path, jobs: dict[str, list[str]] | None = None,
+         fmt: str = "png") -> tuple[list[Path], list[str]]:
+    """The spec's figures, saved under the study's figures folder; and each figure that could not be
+    drawn, with why (an override can take away the key a figure is drawn by: the claims still stand)."""
     from gradflow.plots.figures import save
 
     arms = arms_of(spec, root, jobs)
-    return [save(fig, store.figures_dir(root) / f"{name}.{fmt}") for fig, name in
-            (spec_figure(arms, i, f) for i, f in enumerate(spec.figures))]
+    drawn, not_drawn = [], []
+    for i, f in enumerate(spec.figures):
+        try:
+            fig, name = spec_figure(arms, i, f)
+        except GradflowError as e:
+            not_drawn.append(f"{f.get('file') or f'figure {i + 1}'}: {e}")
+            continue
+        drawn.append(save(fig, store.figures_dir(root) / f"{name}.{fmt}"))
+    return drawn, not_drawn
 
 
 def spec_figure(arms: dict[str, Arm], i: int, entry: dict):
@@ -731,20 +760,31 @@ def claims_markdown(results: list[ClaimResult]) -> str:
 
 
 def write_report(spec: Spec, root: Path, scale: str, results: list[ClaimResult], figures_: list[Path],
-                 overrides: dict[str, list[str]], wall_time: float) -> Path:
+                 overrides: dict[str, list[str]], wall_time: float, given: list[str] | None = None,
+                 reused: int = 0, not_drawn: list[str] | None = None) -> Path:
+    """REPORT.md and claims.json. `given`: the user's overrides (results= aside), which the report puts
+    next to the scale, since they change what the scale's text describes."""
+    given = list(given or [])
+    passed = sum(r.passed for r in results)
     parts = [f"# Reproduction: {spec.name}", "", f"**Paper:** {spec.paper}", "", f"**Claim:** {spec.summary}", "",
-             f"**Scale:** `{scale}`. {spec.scaled.get(scale, '')}", "",
-             f"Run on {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} in {wall_time:.0f} s "
-             f"(results reused where already finished).", "", "## Claims", "", claims_markdown(results), ""]
+             f"**Scale:** `{scale}`. {spec.scaled.get(scale, '')}", ""]
+    if given:
+        parts += [f"**Overrides:** `{' '.join(given)}`, given to every arm: where they change a setting, the "
+                  "runs differ from what the scale describes.", ""]
+    again = f"; {reused} finished run{'s' * (reused != 1)} reused" if reused else ""
+    parts += [f"Run on {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} in {wall_time:.0f} s{again}.",
+              "", "## Claims", "", f"{passed} of {len(results)} claims pass.", "", claims_markdown(results), ""]
     if spec.notes:
         parts += ["## Notes", "", spec.notes.strip(), ""]
-    if figures_:
+    if figures_ or not_drawn:
         parts += ["## Figures", ""] + [f"![{p.stem}]({p.relative_to(root).as_posix()})" for p in figures_] + [""]
+        parts += [f"- not drawn: {why}" for why in not_drawn or []] + ([""] if not_drawn else [])
     parts += ["## How it was run", ""]
     for arm, ov in overrides.items():
         parts.append(f"- `{arm}`: `gradflow sweep {' '.join(ov)}`")
-    store.write_json(store.claims_path(root), {"experiment": spec.name, "scale": scale, "claims": [
-        {**claim_cells(r), "passed": r.passed, "value": r.measured.value} for r in results]})
+    store.write_json(store.claims_path(root), {"experiment": spec.name, "scale": scale, "overrides": given,
+                                               "passed": passed, "claims": [
+        {**claim_cells(r), "passed": r.passed, "value": json_number(r.measured.value)} for r in results]})
     path = store.report_path(root)
     store.write_text(path, "\n".join(parts) + "\n")
     return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -142,6 +143,31 @@ def test_cli_shows_the_source_column_and_exits_1_on_a_fail(cli, sigmoid):
     out = cli("reproduce", "sigmoid-textbook", "--quick", "model.activation=tanh", "threads=1", f"results={results}")
     assert out.exit_code == 1 and "FAIL" in out.output
     assert "source" in out.output and "theory: √χ₁" in out.output
+    # the verdict line names the failing claims; claims.json and REPORT.md record the override
+    assert "sigmoid-textbook: 0 of 3 claims pass; FAIL: σ_w² = 1: per-layer factor" in " ".join(out.output.split())
+    root = rep.root_for("sigmoid-textbook", "quick", str(results))
+    record = json.loads(rep.store.claims_path(root).read_text())
+    assert record["overrides"] == ["model.activation=tanh", "threads=1"] and record["passed"] == 0
+    report = (root / "REPORT.md").read_text()
+    assert "**Overrides:** `model.activation=tanh threads=1`" in report and "0 of 3 claims pass." in report
+
+
+def test_an_override_that_removes_a_figures_key_still_checks_every_claim(sigmoid):
+    # init.sw2=1.0 in both rows of the init arm: the profile figure, coloured by init.sw2, has nothing to
+    # colour by. It used to stop the reproduction before any claim was checked; now the figure is named as
+    # not drawn, with why, and the claims are checked and written. The sigma_w^2 = 16 claim has no run and
+    # says so; claims.json stays strict JSON (its value is null, not NaN)
+    results, _ = sigmoid
+    outcome = reproduce("sigmoid-textbook", results, "init.sw2=1.0")
+    assert outcome.figures == [] and len(outcome.not_drawn) == 1
+    assert outcome.not_drawn[0].startswith("profile-signal-init: color='init.sw2' is not a swept key")
+    assert outcome.claim("σ_w² = 1: per-layer").passed and not outcome.claim("σ_w² = 16: per-layer").passed
+    assert outcome.claim("σ_w² = 16: per-layer").measured.note == "no run of arm init has init.sw2=16"
+    text = rep.store.claims_path(outcome.root).read_text()
+    values = [c["value"] for c in json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in claims.json"))
+              ["claims"]]
+    assert values[2] is None and all(isinstance(v, float) for v in values[:2])
+    assert "- not drawn: profile-signal-init: color='init.sw2'" in outcome.report.read_text()
 
 
 def test_steps_to_measure_is_the_first_evaluation_reaching_the_threshold(cli, tmp_path):

@@ -158,20 +158,22 @@ def test_pascanu2013_figure_names_the_recurrent_init(pascanu):
 
 
 # --- counts of runs: he2015 ----------------------------------------------------------------------------
-def test_a_count_of_runs_reads_as_one(tmp_path):
-    # he2015's "seeds reaching train loss < 1.5" counts runs: its spread was "[0, 0] over 2 runs", a range of
-    # 0/1 values beside a count; it is now "0 of 2 runs". Step 0 and two seeds keep this cheap (every count
-    # claim then FAILs, hence exit 1).
+def test_a_share_of_runs_reads_as_one(tmp_path):
+    # he2015's "share of seeds reaching train loss < 1.5" is a tally of runs: its spread was once "[0, 0] over
+    # 2 runs", a range of 0/1 values; it reads "0 (0 of 2 runs)". Step 0 and two seeds keep this cheap (every
+    # training claim then FAILs, hence exit 1, and the verdict line says which)
     text = gradflow("reproduce", "he2015", "--quick", "train.steps=0", "seed=0,1", "threads=1",
                     f"results={tmp_path}", ok=False)
     part = shown(text, "he2015")
     _, rows = table(part)
-    counts = [r for r in rows if "seeds reaching" in r[0]]
-    assert len(counts) == 4 and all(r[1] == "0 of 2 runs" for r in counts), counts
+    shares = [r for r in rows if "seeds reaching" in r[0] and "minus" not in r[0]]
+    assert len(shares) == 3 and all(r[1] == "0 (0 of 2 runs)" for r in shares), shares
     check_lines(part, 80)
     assert "over 2 runs" in text and "[0, 0]" not in text  # the per-layer factors keep their range
+    assert "he2015: 2 of 6 claims pass; FAIL: depth 30, kaiming: share of seeds" in " ".join(text.split())
     root = rep.root_for("he2015", "quick", str(tmp_path))
-    assert [c["measured"] for c in claim_rows(root) if "seeds reaching" in c["claim"]] == ["0 of 2 runs"] * 4
+    measured = [c["measured"] for c in claim_rows(root) if "seeds reaching" in c["claim"]]
+    assert measured == ["0 (0 of 2 runs)", "0", "0 (0 of 2 runs)", "0 (0 of 2 runs)"], measured
 
 
 def test_a_share_of_runs_says_how_many():

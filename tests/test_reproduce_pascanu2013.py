@@ -37,3 +37,11 @@ def test_pascanu2013_small_steps_do_not_explode(shared):
     # lr 0.1 still explodes; it is the large steps that find the explosion)
     broken = reproduce("pascanu2013", shared, "optim.lr=0.01")
     assert not broken.claim("no clipping: largest gradient norm").passed, verdicts(broken)
+
+
+def test_pascanu2013_untrained_fails_the_claim_that_clipping_is_what_trains(shared):
+    # no training: the unclipped net sits at its initial loss (1.3), above 1/12, which a claim on the
+    # unclipped loss alone would PASS; against the clipped net's loss (the same 1.3) the difference is 0
+    broken = reproduce("pascanu2013", shared, "train.steps=0")
+    claim = broken.claim("no clipping: final training loss (inf = diverged) minus clipping at 1's")
+    assert not claim.passed and claim.measured.value == pytest.approx(0.0, abs=1e-12), verdicts(broken)

@@ -53,9 +53,12 @@ def reproduce(
         console.print(claims_table(outcome.claims, console.width))
         for texts, note in rep.tolerance_notes(outcome.claims):
             print_note(f"tolerance, {'; '.join(texts)}: {note}")
+        print_note(f"{n}: {outcome.verdict}", style="green" if outcome.passed else "red")
         print_note(f"report: {outcome.report}")
         for f in outcome.figures:
             print_note(f"figure: {f}")
+        for why in outcome.not_drawn:
+            print_note(f"figure not drawn, {why}", style="yellow")
         report_page([outcome.report.parent], report_)
         failed |= not outcome.passed
     if failed:

@@ -17,7 +17,7 @@ from gradflow.activations import ACTIVATIONS
 from gradflow.cli.app import app
 from gradflow.cli.console import console, print_table, user_errors
 from gradflow.errors import GradflowError
-from gradflow.fmt import fmt
+from gradflow.fmt import fmt, json_number
 
 theory_app = typer.Typer(
     help="Mean-field theory (Poole et al. 2016, Schoenholz et al. 2017): q*, chi_1, depth scales, "
@@ -47,15 +47,8 @@ def _fmt(x: float, digits: int = 4) -> str:
     return fmt(x, digits, missing="n/a")  # undefined (nan) reads "n/a" here: a theory value, not a missing cell
 
 
-def _json_number(x: float) -> float | str | None:
-    """Strict JSON for a float at full precision: inf as "inf"/"-inf", undefined (nan) as null."""
-    if math.isnan(x):
-        return None
-    return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")
-
-
 def _print_json(record: dict) -> None:
-    out = {k: _json_number(v) if isinstance(v, float) else v for k, v in record.items()}
+    out = {k: json_number(v) if isinstance(v, float) else v for k, v in record.items()}
     console.file.write(json.dumps(out, indent=1) + "\n")
 
 
