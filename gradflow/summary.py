@@ -412,9 +412,16 @@ def table_columns(df: pd.DataFrame, swept: list[str]) -> list[Column]:
     keys = [Column(k, names[k], KEY_PRIORITY, _cells(df, k), _numeric(df[k]) is not None) for k in swept]
     rows = list(zip(*(c.cells for c in keys)))
     # the run's id first where the keys do not tell the rows apart: nothing swept, runs of a Recorder
-    # with different config keys, a folder of studies, a stale run beside its replacement
-    cols = [Column("run", "run", KEY_PRIORITY, short_ids(list(df["run"].astype(str))), False)] \
-        if not keys or len(set(rows)) < len(rows) else []
+    # with different config keys, a stale run beside its replacement; in a folder of studies whose
+    # runs the keys tell apart within each study, the study's name (the id's first part) will do
+    cols = []
+    if not keys or len(set(rows)) < len(rows):
+        ids = list(df["run"].astype(str))
+        studies = [r.split("/", 1)[0] for r in ids]
+        if keys and all("/" in r for r in ids) and len(set(zip(studies, rows))) == len(rows):
+            cols = [Column("run", "study", KEY_PRIORITY, studies, False)]
+        else:
+            cols = [Column("run", "run", KEY_PRIORITY, short_ids(ids), False)]
     cols += keys
     results = [(k, *v) for k, v in RESULT_COLUMNS.items() if k in df.columns
                and not (k.startswith("chi1") and df[k].replace("", np.nan).isna().all())]

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -324,30 +325,45 @@ def test_a_users_own_key_stays_a_key_when_compare_and_report_join_folders(tmp_pa
     assert "tag" in swept and sorted(df["tag"]) == ["baseline", "baseline", "wider"]
 
 
-def test_runs_the_keys_do_not_tell_apart_are_named_by_their_run(tmp_path, monkeypatch):
-    # a folder of studies: b's one run and c's seed-0 run have the same keys (depth 3, seed 0); without
-    # the run column the two rows read as one run listed twice. b's run id is its whole override list
-    # (100+ characters): shortened, it leaves the seed and results on an 80-column line
+def test_runs_the_keys_do_not_tell_apart_are_named_by_their_study_or_run(tmp_path, monkeypatch):
+    # a folder of studies: b's one run and c's seed-0 run have the same keys (depth 3, seed 0); without a
+    # study column the two rows read as one run listed twice. The study's name tells them apart: the run ids
+    # (b's is its whole override list, 100+ characters) would fill an 80-column line and leave no result
     from gradflow.cli import app
     from gradflow.cli.console import console
 
     monkeypatch.setattr(console, "width", 80)
+
+    def ls(folder: Path) -> tuple[list[str], list[str]]:
+        out = CliRunner().invoke(app, ["ls", str(folder)], catch_exceptions=False).output.splitlines()
+        header = next(i for i, line in enumerate(out) if line.startswith("─")) - 1
+        assert max(map(len, out)) <= 80, "\n".join(out)
+        return out[header].split(), [line.split() for line in out[header + 2:] if line.split()]
 
     results = tmp_path / "results"
     small = ["data=gaussian", "data.n_train=64", "data.n_test=32", "data.dim=8", "model.width=8", "model.depth=3",
              "train.steps=2", "train.batch_size=32", f"results={results}"]
     for args in (["run", *small, "name=b"], ["sweep", *small, "seed=0,1", "--name", "c"]):
         assert CliRunner().invoke(app, args, catch_exceptions=False).exit_code == 0
-    both = CliRunner().invoke(app, ["ls", str(results)], catch_exceptions=False).output.splitlines()
-    header = next(i for i, line in enumerate(both) if line.startswith("─")) - 1
-    assert both[header].split()[0] == "run"
-    rows = [line.split()[0] for line in both[header + 2:] if line.split() and line.split()[0].startswith(("b/", "c/"))]
-    rows = sorted(rows)
-    assert len(rows) == 3 and rows[0].startswith("b/data.dim=8,") and rows[1:] == ["c/seed=0", "c/seed=1"]
-    assert rows[0].endswith("…,train.steps=2") and len(rows[0]) <= 28
-    assert max(map(len, both)) <= 80 and both[header].split()[:3] == ["run", "seed", "status"], "\n".join(both)
-    one = CliRunner().invoke(app, ["ls", str(results / "c")], catch_exceptions=False).output.splitlines()
-    assert "run" not in one[next(i for i, line in enumerate(one) if line.startswith("─")) - 1].split()
+    header, rows = ls(results)
+    assert header[:3] == ["study", "seed", "status"] and "loss" in header
+    assert sorted(r[:2] for r in rows if r[0] in "bc") == [["b", "0"], ["c", "0"], ["c", "1"]]
+    header, _ = ls(results / "c")  # one study: its keys alone tell its runs apart
+    assert header[:2] == ["seed", "status"]
+
+    # a copy of a sweep beside it (the same grid run again, with another launcher, say): every row's keys
+    # twice, told apart by the study's name, with the swept key and a result still on the line
+    shutil.copytree(results / "c", tmp_path / "two" / "c")
+    shutil.copytree(results / "c", tmp_path / "two" / "c-again")
+    header, rows = ls(tmp_path / "two")
+    assert header[:3] == ["study", "seed", "status"] and "loss" in header
+    assert sorted(r[:2] for r in rows if r[0].startswith("c")) == [["c", "0"], ["c", "1"], ["c-again", "0"],
+                                                                    ["c-again", "1"]]
+
+    # where even the study and the keys do not tell runs apart, the run's id does, shortened around "…"
+    from gradflow.summary import short_ids
+    long = ["b/data.dim=8,data.n_test=32,data.n_train=64,model.depth=3,train.steps=2", "c/seed=0"]
+    assert short_ids(long) == ["b/data.dim=8,…,train.steps=2", "c/seed=0"]
 
 
 def test_where_takes_values_as_ls_shows_them():
