@@ -16,6 +16,7 @@ import base64
 import html
 import json
 import math
+import os
 import re
 import tempfile
 from datetime import datetime, timezone
@@ -57,12 +58,18 @@ def write(paths: Iterable[str | Path], out: str | Path | None = None) -> Path:
     target = Path(out) if out else page_path(paths)
     if out and target.is_dir():  # a folder: the page goes in it, under its default name
         target = target / page_path(paths).name
+    elif out and str(out).endswith(("/", os.sep)):  # a folder by its slash, mistyped: not a file of that name
+        raise GradflowError(f"--out {out}: no such folder; create it first or write the page elsewhere")
     if out and not target.parent.is_dir():  # (a mistyped folder is not made: the page would be lost in it)
         raise GradflowError(f"--out {out}: the folder {target.parent} does not exist; create it first "
                             "or write the page elsewhere")
     store.check_writable(target.parent, option="--out")
     page = build(paths)
-    store.write_text(target, page)
+    try:
+        store.write_text(target, page)
+    except OSError as e:  # a folder that takes no files (/proc), a permission the checks above cannot see
+        raise GradflowError(f"--out {out or target}: the page cannot be written there ({e.strerror}); "
+                            "write it elsewhere") from None
     return target
 
 

@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from gradflow import config as config_mod
 from gradflow.config import override_key
 from gradflow import store, workers
-from gradflow.errors import GradflowError
+from gradflow.errors import GradflowError, did_you_mean
 
 # launcher -> (module that provides it, extra to install)
 LAUNCHER_PLUGINS = {
@@ -127,10 +127,20 @@ def check_launcher(launcher: str, settings: Sequence = ()) -> None:
         found = False
     if not found:
         raise GradflowError(f"hydra/launcher={launcher} needs its Hydra plugin: pip install 'gradflow[{extra}]'")
+    keys = launcher_keys(launcher)
     for o in settings:
         if launcher == "basic":
             raise GradflowError(f"{o.input_line} is a launcher setting, and the basic launcher has none; choose a "
                                 f"launcher first: hydra/launcher=joblib {o.input_line}")
+        key = o.key_or_group.split(".")[2] if o.key_or_group.count(".") >= 2 else ""
+        if keys and key not in keys and not o.is_add():  # (Hydra's words came after the sweep had started)
+            raise GradflowError(f"{o.input_line}: the {launcher} launcher has no setting {key!r}"
+                                f"{did_you_mean(key, keys)}; its settings: {', '.join(keys)}")
+        if launcher.startswith(("submitit", "slurm")) and key == "timeout_min":
+            values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [str(o.value())]
+            if any(not re.fullmatch(r"\d+", v) or int(v) < 1 for v in values):
+                raise GradflowError(f"{o.input_line} is not allowed: timeout_min is each job's time limit in "
+                                    "minutes (1 or more)")
         if launcher == "joblib" and o.key_or_group == "hydra.launcher.n_jobs":
             values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [str(o.value())]
             if any(not re.fullmatch(r"-?\d+", v) or int(v) == 0 for v in values):
@@ -139,6 +149,23 @@ def check_launcher(launcher: str, settings: Sequence = ()) -> None:
     if launcher in ("slurm", "submitit_slurm") and shutil.which("sbatch") is None:
         raise GradflowError(f"hydra/launcher={launcher} submits to SLURM, and this machine has no sbatch; run it "
                             "on the cluster's login node, or use hydra/launcher=joblib here")
+
+
+def launcher_keys(launcher: str) -> list[str]:
+    """The settings (`hydra.launcher.KEY`) a launcher's plugin takes, from the config it registers with
+    Hydra ([] for the basic launcher, or where the plugin cannot say)."""
+    from hydra.core.config_store import ConfigStore
+
+    plugin = {"joblib": "joblib", "submitit_local": "submitit_local", "submitit_slurm": "submitit_slurm",
+              "slurm": "submitit_slurm"}.get(launcher)
+    if plugin is None:
+        return []
+    try:
+        importlib.import_module(f"{LAUNCHER_PLUGINS[launcher][0]}.config")  # registers its config
+        node = ConfigStore.instance().load(f"hydra/launcher/{plugin}.yaml").node
+    except Exception:  # (another plugin version, laid out otherwise: Hydra still checks at launch)
+        return []
+    return [k for k in node.keys() if not str(k).startswith("_")]
 
 
 # --- planning: every point validated, named and hashed before any job starts --------------------------

@@ -99,6 +99,14 @@ CASES = [
      "hydra.launcher.n_jobs=2 is a launcher setting, and the basic launcher has none; choose a launcher first"),
     (["sweep", "model.depth=2,3", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"],
      "hydra.launcher.n_jobs=0 is not allowed: n_jobs is the number of workers"),
+    # a misspelled setting, or another launcher's, was Hydra's multi-line error after sweep.yaml was written
+    (["sweep", "model.depth=2,3", "hydra/launcher=joblib", "hydra.launcher.njobs=2"],
+     "hydra.launcher.njobs=2: the joblib launcher has no setting 'njobs' (did you mean n_jobs?); its settings: "
+     "n_jobs, backend"),
+    (["sweep", "model.depth=2,3", "hydra/launcher=submitit_local", "hydra.launcher.n_jobs=2"],
+     "the submitit_local launcher has no setting 'n_jobs'; its settings: submitit_folder, timeout_min"),
+    (["sweep", "model.depth=2,3", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=-1"],
+     "hydra.launcher.timeout_min=-1 is not allowed: timeout_min is each job's time limit in minutes (1 or more)"),
     (["sweep", "hydra.sweep.dir=/tmp/elsewhere"], "hydra.sweep.dir=/tmp/elsewhere is refused"),
     (["sweep", "hydra.sweep.subdir=../../../victim"], "hydra.sweep.subdir=../../../victim is refused"),
     (["sweep", "hydra.run.dir=/tmp/x"], "hydra.run.dir=/tmp/x is refused"),
@@ -128,6 +136,7 @@ CASES = [
     (["ls", "{study}", "--csv", "--json"], "--csv and --json are two formats of the same table; give one"),
     (["clean", "{study}"], "--stale"),
     (["report", "{study}", "--out", "{results}/typo/page.html"], "/typo does not exist; create it first"),
+    (["report", "{study}", "--out", "{results}/typo/"], "/typo/: no such folder; create it first"),  # not a file "typo"
     (["clean", "{results}/missing", "--stale"], "missing does not exist"),
     (["theory", "--activation", "nope"], "nope"),
     (["theory", "--activation", "relu", "--critical", "--depth", "10"], "--depth 10 does not apply to --critical"),

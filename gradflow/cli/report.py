@@ -16,8 +16,9 @@ from gradflow.cli.console import console, user_errors
 def report(
     paths: Annotated[list[Path], typer.Argument(
         help="A run, a sweep or a reproduction folder; several paths make a comparison.", show_default=False)],
-    out: Annotated[Optional[Path], typer.Option(
-        "--out", help="Write the page here, a file or a folder (default: PATH/report.html, or beside the first PATH).")] = None,
+    out: Annotated[Optional[str], typer.Option(  # (a str: a trailing slash says "a folder", which Path drops)
+        "--out", metavar="PATH",
+        help="Write the page here, a file or a folder (default: PATH/report.html, or beside the first PATH).")] = None,
     open_: Annotated[bool, typer.Option("--open", help="Open the page in the default browser.")] = False,
 ) -> None:
     """Write one HTML page (opens offline, one file to send): the runs table, every figure, theory, claims, config."""
