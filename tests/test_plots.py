@@ -475,6 +475,10 @@ def test_standard_set_writes_the_expected_files(sweep, single, grid_runs, tmp_pa
     assert [p.name for p in written if p.name.startswith("ratio")] == ["ratio-init.png", "ratio-signal_norm-init.png"]
     written = figures.standard_set(None, None, grid_runs, tmp_path / "grid")
     assert [p.name for p in written] == ["ratio-init.png", "grid-final.test_acc-init.sw2-model.depth.png"]
+    # no run trained (train.steps=0): its metrics are step 0 alone, a dot per run, and no curves are drawn
+    at_init = metrics[metrics["step"] == 0]
+    written = figures.standard_set(layers[layers["step"] == 0], at_init, runs, tmp_path / "init")
+    assert "curves.png" not in [p.name for p in written] and "profile-grad_norm-step0.png" in [p.name for p in written]
 
 
 # --- labels --------------------------------------------------------------------------------------

@@ -61,7 +61,8 @@ def plan(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.Dat
     the final accuracy when two numeric keys were swept (with the mean-field 6 xi_c curve when they
     are init.sw2 and model.depth). With `probe=full` tables: per-layer histograms at step 0 for every
     run that has them (and at the last step for a single run), and the Jacobian spectrum at step 0
-    and at the last step. Figures whose data is absent are skipped.
+    and at the last step. Figures whose data is absent are skipped, as are training curves where no
+    run trained (train.steps=0).
     """
     planned: list[Planned] = []
 
@@ -93,7 +94,8 @@ def plan(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.Dat
                   and probed.loc[probed["quantity"] == q, "layer"].nunique() > 1]
         if single and spread:  # a recurrent net's weight gradient is one point: its signal over time instead
             emit(f"heatmap-{spread[0]}", heatmap, probed, quantity=spread[0])
-    if usable(metrics) and metrics["metric"].isin(["loss", "acc"]).any():
+    curve_rows = metrics[metrics["metric"].isin(["loss", "acc"])] if usable(metrics) else metrics
+    if usable(curve_rows) and (curve_rows["step"] > 0).any():  # (train.steps=0: a dot per run is no curve)
         emit("curves", curves, metrics, facet=_third_key(metrics))
     if usable(runs) and not single:
         swept = swept_keys(runs)
