@@ -87,7 +87,7 @@ def check_overrides(overrides: list[str], command: str) -> None:
     parser = OverridesParser.create()
     for o in overrides:
         if o.startswith("-"):
-            example = "results=x, not --results x" if command == "reproduce" else "name=x, not --name x"
+            example = "name=x, not --name x" if command == "run" else "results=x, not --results x"
             raise GradflowError(f"{store.shorten(o, 40)} is not an option of `gradflow {command}`; settings are "
                                 f"key=value overrides (e.g. {example}); see `gradflow {command} --help`")
         key = override_key(o)

@@ -137,6 +137,9 @@ CASES = [
     (["clean", "{study}"], "--stale"),
     (["report", "{study}", "--out", "{results}/typo/page.html"], "/typo does not exist; create it first"),
     (["report", "{study}", "--out", "{results}/typo/"], "/typo/: no such folder; create it first"),  # not a file "typo"
+    # a mistyped option names the one it is nearest to (sweep's advice used to be "name=x, not --name x")
+    (["sweep", "--nmae", "x"], "--nmae is not an option of `gradflow sweep` (did you mean --name?)"),
+    (["reproduce", "he2015", "--quik"], "--quik is not an option of `gradflow reproduce` (did you mean --quick?)"),
     (["clean", "{results}/missing", "--stale"], "missing does not exist"),
     (["theory", "--activation", "nope"], "nope"),
     (["theory", "--activation", "relu", "--critical", "--depth", "10"], "--depth 10 does not apply to --critical"),

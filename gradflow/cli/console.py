@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from gradflow.errors import GradflowError
+from gradflow.errors import GradflowError, did_you_mean
 
 console = Console()
 err_console = Console(stderr=True)
@@ -105,3 +105,14 @@ def leave_interrupted(message: str) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(INTERRUPTED_EXIT)
+
+
+def near_options(ctx: typer.Context, overrides: list[str] | None) -> None:
+    """A mistyped option (Typer hands it on with the overrides, `--nmae x`): one line naming the option it
+    is nearest to. Anything else that starts with "-" is left to the overrides' own check."""
+    options = [opt for p in ctx.command.params for opt in p.opts if opt.startswith("--")]
+    for o in overrides or []:
+        near = did_you_mean(o.split("=", 1)[0], options) if o.startswith("--") else ""
+        if near:
+            raise GradflowError(f"{o.split('=', 1)[0]} is not an option of `gradflow {ctx.command.name}`{near}; "
+                                f"see `gradflow {ctx.command.name} --help`")

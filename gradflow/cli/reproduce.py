@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gradflow.cli.app import app
-from gradflow.cli.console import console, print_note, user_errors
+from gradflow.cli.console import console, near_options, print_note, user_errors
 from gradflow.cli.sweep import report_page, run_plan
 from gradflow.errors import GradflowError
 
@@ -21,6 +21,7 @@ from gradflow.errors import GradflowError
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @user_errors
 def reproduce(
+    ctx: typer.Context,
     name: Annotated[Optional[str], typer.Argument(help="An experiment (see --list), or `all`.", show_default=False)] = None,
     overrides: Annotated[Optional[list[str]], typer.Argument(
         help="Overrides for every arm, e.g. hydra/launcher=joblib hydra.launcher.n_jobs=2 or data.root=/data/cifar10.",
@@ -42,6 +43,7 @@ def reproduce(
     if quick and scale not in (None, "quick"):
         raise GradflowError(f"--quick and --scale {scale} ask for two scales; give one")
     scale = "quick" if quick else scale or "default"
+    near_options(ctx, overrides)
     rep.check_scale(scale)  # before anything is printed, as a bad name is (Spec.load)
     failed = False
     for n in rep.names() if name == "all" else [name]:

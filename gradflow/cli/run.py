@@ -16,7 +16,7 @@ from rich.table import Table
 from gradflow import config as config_mod
 from gradflow import store
 from gradflow.cli.app import app
-from gradflow.cli.console import NBSP, console, leave_interrupted, print_note, user_errors
+from gradflow.cli.console import NBSP, console, leave_interrupted, near_options, print_note, user_errors
 from gradflow.cli.app import progress_bar
 from gradflow.fmt import fmt
 
@@ -141,6 +141,7 @@ class _RunCommand(TyperCommand):
 )
 @user_errors
 def run(
+    ctx: typer.Context,
     overrides: Annotated[Optional[list[str]], typer.Argument(
         help="Hydra overrides: GROUP=CHOICE (init=xavier_normal) or KEY=VALUE (model.depth=30).",
         show_default=False)] = None,
@@ -151,6 +152,7 @@ def run(
     from gradflow import job
     from gradflow.sweep import check_overrides
 
+    near_options(ctx, overrides)
     overrides = list(overrides or [])
     check_overrides(overrides, "run")
     cfg = config_mod.compose(overrides)

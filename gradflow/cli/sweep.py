@@ -12,7 +12,7 @@ import typer
 
 from gradflow import store, workers
 from gradflow.cli.app import app, progress_bar
-from gradflow.cli.console import INTERRUPTED_EXIT, console, leave_interrupted, print_note, user_errors
+from gradflow.cli.console import INTERRUPTED_EXIT, console, leave_interrupted, near_options, print_note, user_errors
 from gradflow.cli.ls import runs_view, show_runs
 
 
@@ -20,6 +20,7 @@ from gradflow.cli.ls import runs_view, show_runs
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @user_errors
 def sweep(
+    ctx: typer.Context,
     overrides: Annotated[Optional[list[str]], typer.Argument(
         help="Hydra multirun overrides: model.depth=5,10,20 init=xavier_normal,kaiming_normal seed=range(3) "
              "hydra/launcher=joblib ...", show_default=False)] = None,
@@ -33,6 +34,7 @@ def sweep(
     """Run a grid of runs with Hydra multirun (any launcher); rerunning resumes where it stopped."""
     from gradflow import sweep as sweep_mod
 
+    near_options(ctx, overrides)
     explicit = sweep_mod.read_points(points) if points is not None else None
     p = sweep_mod.plan(list(overrides or []), name, force, points=explicit,
                        points_file=str(points) if points is not None else None)
