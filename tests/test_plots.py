@@ -753,3 +753,18 @@ def test_line_style_skips_a_key_the_colour_already_determines():
     assert style_key(df, swept, ("model.variant", None), source=False) == "model.depth"
     assert style_key(df[df["model.depth"] == 4], swept, ("model.variant", None), source=False) is None
     assert style_key(df, swept, (None,), source=False) == "model.variant"  # nothing used yet: nothing repeats
+
+
+def test_a_line_over_several_runs_says_whether_they_are_seeds(sweep):
+    # lines grouped by depth and activation: each is its two seeds, "(+1 seeds)"; grouped by depth alone (an
+    # activation not drawn, as where more keys are swept than a figure has encodings), each line's runs
+    # differ in their activation too, and its label must not call them seeds
+    from gradflow.plots.series import collect_series
+
+    layers = sweep[0]
+    rows = layers[(layers["quantity"] == "grad_norm") & (layers["step"] == 0)]
+    both = collect_series(rows, "layer", ["model.depth", "model.activation"], log=True)
+    assert len(both) == 6 and all(s.label.endswith("(+1 seeds)") for s in both), [s.label for s in both]
+    depth_only = collect_series(rows, "layer", ["model.depth"], log=True)
+    assert len(depth_only) == 3 and all(s.label.endswith("(+3 runs)") for s in depth_only), \
+        [s.label for s in depth_only]

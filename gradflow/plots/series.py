@@ -31,10 +31,12 @@ class Series:
     nonfinite: np.ndarray  # (n_x,) bool: some run logged NaN/inf here
     offscale: np.ndarray  # (n_x,) bool: some run logged a value <= 0 (log axes only)
     count: np.ndarray  # (n_x,) runs with a logged value here (seeds behind the median)
+    seeds_only: bool = True  # the runs differ in their seed alone (not so where a swept key is not drawn)
 
     @property
     def label(self) -> str:
-        return self.runs[0] if len(self.runs) == 1 else f"{self.runs[0]} (+{len(self.runs) - 1} seeds)"
+        more = len(self.runs) - 1
+        return self.runs[0] if not more else f"{self.runs[0]} (+{more} {'seeds' if self.seeds_only else 'runs'})"
 
 
 def collect_series(df: pd.DataFrame, x: str, group_keys: Sequence[str], log: bool,
@@ -61,6 +63,9 @@ def collect_series(df: pd.DataFrame, x: str, group_keys: Sequence[str], log: boo
     columns = {c: df[c].to_numpy() for c in [*cfg_cols, "source", "run"]}
     # a comparison's keys its sources differ in, left out of its table: each line's config has its source's
     constants = df.attrs.get("source_keys", {})  # (store.SOURCE_KEYS)
+    # each run's config once, for whether a group's runs differ in more than their seed
+    per_run = df.drop_duplicates("run").set_index("run")[cfg_cols]
+    varied = [c for c in cfg_cols if c != "seed" and len(set(map(vkey, per_run[c]))) > 1]
     out = []
     for rows in groups:
         at = np.unique(position[rows])  # the group's runs, in sorted order
@@ -81,9 +86,11 @@ def collect_series(df: pd.DataFrame, x: str, group_keys: Sequence[str], log: boo
                 if st == "diverged" and not (present[i] & ~finite[i]).any() and present[i].any():
                     nonfinite[np.flatnonzero(present[i])[-1]] = True
         config = {c: values[rows[0]] for c, values in columns.items()}
+        runs = wide_all.index[at]
+        seeds_only = len(runs) < 2 or all(len(set(map(vkey, per_run[c].loc[runs]))) == 1 for c in varied)
         out.append(Series({**constants.get(config["source"], {}), **config},
-                          list(wide_all.index[at]), status, wide_all.columns.to_numpy()[cols], med, lo, hi,
-                          nonfinite, offscale, present.sum(axis=0)))
+                          list(runs), status, wide_all.columns.to_numpy()[cols], med, lo, hi,
+                          nonfinite, offscale, present.sum(axis=0), seeds_only))
     return out
 
 
