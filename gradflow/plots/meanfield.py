@@ -8,6 +8,8 @@ from typing import Any, Mapping
 import numpy as np
 
 Q_STAR_ZERO = 1e-8  # pre-activation variance this small is a forward signal that has died out
+# activations whose derivative does not depend on the pre-activation's scale: chi1 is the same at every q
+SCALE_FREE = ("linear", "relu", "leaky_relu")
 GRID_THEORIES = ("6xi_c", "xi_c", "chi1=1")  # the mean-field curves a grid can carry
 
 
@@ -32,12 +34,17 @@ def _predict(config: Mapping[str, Any], cache: dict) -> Any:
 def chi1_for(config: Mapping[str, Any], weight_gradient: bool, cache: dict) -> float | None:
     """The predicted chi1 for a group, if the prediction applies to what is drawn.
 
-    The back-propagated signal scales as sqrt(chi1)^(L - l) whatever q* is. The weight gradient
-    dL/dW_l = signal_l x activation_(l-1) follows it only when the forward length sits at a
-    finite, nonzero fixed point q*: with q* = 0 or inf (e.g. relu or tanh without bias, relu with
-    sw2 > 2) the activation norm changes per layer too and can cancel the signal's trend. A q* below
-    Q_STAR_ZERO counts as 0: an integrator's residue (7.6e-16 for tanh at sw2 = 1, sb2 = 0) is no
-    fixed point the forward signal could sit at.
+    chi1 is the per-layer factor of the back-propagated signal's square where the forward length sits
+    at its fixed point q*. With q* = 0 or inf (relu or tanh without bias, relu with sw2 > 2) the
+    length never gets there: it decays or grows layer by layer. For a scale-free activation (relu,
+    leaky relu, linear) chi1 is the same at every length, so the signal still scales as
+    sqrt(chi1)^(L - l); for any other (tanh at Xavier's sw2 = 1, sb2 = 0: chi1 = 1 at q* = 0, while
+    the length falls only as ~1/l and each layer's own chi1 stays below 1) no line is drawn, as the
+    measured signal falls where the line would stay flat. The weight gradient dL/dW_l = signal_l x
+    activation_(l-1) follows chi1 only at a finite, nonzero q*: elsewhere the activation norm changes
+    per layer too and can cancel the signal's trend. A q* below Q_STAR_ZERO counts as 0: an
+    integrator's residue (7.6e-16 for tanh at sw2 = 1, sb2 = 0) is no fixed point the forward signal
+    could sit at.
     """
     mf = _predict(config, cache)
     if mf is None:
@@ -45,7 +52,8 @@ def chi1_for(config: Mapping[str, Any], weight_gradient: bool, cache: dict) -> f
     chi1 = float(mf.chi1)
     if not (math.isfinite(chi1) and chi1 > 0):
         return None
-    if weight_gradient and not Q_STAR_ZERO < float(getattr(mf, "q_star", math.nan)) < math.inf:
+    at_fixed_point = Q_STAR_ZERO < float(getattr(mf, "q_star", math.nan)) < math.inf
+    if not at_fixed_point and (weight_gradient or config.get("model.activation") not in SCALE_FREE):
         return None
     return chi1
 
