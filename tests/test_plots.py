@@ -634,14 +634,21 @@ def test_standard_set_adds_hist_and_spectrum(single, tmp_path):
 def test_no_mean_field_line_for_tanh_without_bias_and_relu_keeps_its_signal_line():
     """Xavier on tanh is sigma_w^2 = 1, sigma_b^2 = 0: q* = 0, which the forward length approaches only as
     ~1/l, each layer's own chi1 below the chi1 = 1 at q*: neither the weight gradient nor the signal gets a
-    line (a flat one stood beside a signal that fell 3x over 16 layers). ReLU's chi1 = sw2 / 2 holds at
-    every length: without a bias (q* = 0) its signal keeps its line, its weight gradient does not."""
+    line (a flat one stood beside a signal that fell 3x over 16 layers). Under Glorot's standard init
+    (sw2 = 1/3) the length reaches q* = 0 within a few layers: the signal keeps its line. ReLU's
+    chi1 = sw2 / 2 holds at every length: without a bias (q* = 0) its signal keeps its line, its
+    weight gradient does not."""
     from gradflow import theory
 
     layers, _, _ = fabricate([config(10, "tanh", 1, **{"init.name": "xavier_normal"})])
     for quantity in ("grad_norm", "signal_norm"):
         fig = figures.profile(layers, quantity, step=0)
         assert "theory" not in fig.data and not lines_with(fig, "theory"), quantity
+    # Glorot's standard init on tanh (sw2 = 1/3): the length shrinks 3x per layer to q* = 0, where chi1 = 1/3
+    standard, _, _ = fabricate([config(10, "tanh", 1, **{"init.name": "standard"})])
+    assert not lines_with(figures.profile(standard, "grad_norm", step=0), "theory")
+    line = figures.profile(standard, "signal_norm", step=0).data["theory"]
+    assert line["chi1"].eq(theory.point("tanh", 1 / 3, 0.0).chi1).all() and line["chi1"].iloc[0] == pytest.approx(1 / 3)
     relu, _, _ = fabricate([config(10, "relu", 1, **{"init.name": "meanfield", "init.sw2": 1.5, "init.sb2": 0.0})])
     assert not lines_with(figures.profile(relu, "grad_norm", step=0), "theory")
     line = figures.profile(relu, "signal_norm", step=0).data["theory"]
