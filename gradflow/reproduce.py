@@ -618,11 +618,9 @@ class Outcome:
 
     @property
     def verdict(self) -> str:
-        """One line: how many claims pass, e.g. "5 of 6 claims pass; FAIL: ..."."""
+        """One line: how many claims pass, and which FAIL."""
         failed = [r.text for r in self.claims if not r.passed]
-        n = len(self.claims)
-        return (f"{n - len(failed)} of {n} claims pass" +
-                (f"; FAIL: {'; '.join(failed)}" if failed else ""))
+        return tally(self.claims) + (f"; FAIL: {'; '.join(failed)}" if failed else "")
 
     @property
     def passed(self) -> bool:
@@ -674,7 +672,7 @@ def run(name: str, scale: str = "default", user: list[str] | None = None, force:
         for arm in spec.arms:
             used[arm] = spec.overrides(arm, scale, user)
             p = sweep_mod.plan(used[arm], f"{root.relative_to(results_root).as_posix()}/{arm}", force, keys_used=False)
-            reused += len(p.jobs) - len(p.to_run)
+            reused += p.skipped
             (launch or sweep_mod.launch)(p)
             jobs[arm] = [j.name for j in p.jobs]
         claims = check(spec, root, jobs)
@@ -728,6 +726,11 @@ def figure_table(arms: dict[str, Arm], arm: str | list[str], table: str, where: 
     return store.concat(frames).assign(**{store.SOURCE: "+".join(arm)})
 
 
+def tally(results: list[ClaimResult]) -> str:
+    """How many claims pass: "5 of 6 claims pass" (the terminal's verdict and REPORT.md say it alike)."""
+    return f"{sum(r.passed for r in results)} of {len(results)} claims pass"
+
+
 def claim_cells(r: ClaimResult) -> dict[str, str]:
     """A claim's row, cell by cell, whole (the report, claims.json and the terminal show the same text)."""
     verdict = ("PASS" if r.passed else "FAIL") + (" (qualitative)" if r.qualitative else "")
@@ -765,7 +768,6 @@ def write_report(spec: Spec, root: Path, scale: str, results: list[ClaimResult],
     """REPORT.md and claims.json. `given`: the user's overrides (results= aside), which the report puts
     next to the scale, since they change what the scale's text describes."""
     given = list(given or [])
-    passed = sum(r.passed for r in results)
     parts = [f"# Reproduction: {spec.name}", "", f"**Paper:** {spec.paper}", "", f"**Claim:** {spec.summary}", "",
              f"**Scale:** `{scale}`. {spec.scaled.get(scale, '')}", ""]
     if given:
@@ -773,7 +775,7 @@ def write_report(spec: Spec, root: Path, scale: str, results: list[ClaimResult],
                   "runs differ from what the scale describes.", ""]
     again = f"; {reused} finished run{'s' * (reused != 1)} reused" if reused else ""
     parts += [f"Run on {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} in {wall_time:.0f} s{again}.",
-              "", "## Claims", "", f"{passed} of {len(results)} claims pass.", "", claims_markdown(results), ""]
+              "", "## Claims", "", f"{tally(results)}.", "", claims_markdown(results), ""]
     if spec.notes:
         parts += ["## Notes", "", spec.notes.strip(), ""]
     if figures_ or not_drawn:
@@ -783,7 +785,7 @@ def write_report(spec: Spec, root: Path, scale: str, results: list[ClaimResult],
     for arm, ov in overrides.items():
         parts.append(f"- `{arm}`: `gradflow sweep {' '.join(ov)}`")
     store.write_json(store.claims_path(root), {"experiment": spec.name, "scale": scale, "overrides": given,
-                                               "passed": passed, "claims": [
+                                               "passed": sum(r.passed for r in results), "claims": [
         {**claim_cells(r), "passed": r.passed, "value": json_number(r.measured.value)} for r in results]})
     path = store.report_path(root)
     store.write_text(path, "\n".join(parts) + "\n")

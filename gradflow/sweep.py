@@ -73,6 +73,11 @@ class Plan:
         return [j for j in self.jobs if self.force or not j.finished]
 
     @property
+    def skipped(self) -> int:
+        """Points already finished with the same config, which this launch leaves as they are."""
+        return len(self.jobs) - len(self.to_run)
+
+    @property
     def replaced(self) -> int:
         return sum(j.replaces for j in self.jobs)
 
@@ -156,10 +161,9 @@ def launcher_keys(launcher: str) -> list[str]:
     Hydra ([] for the basic launcher, or where the plugin cannot say)."""
     from hydra.core.config_store import ConfigStore
 
-    plugin = {"joblib": "joblib", "submitit_local": "submitit_local", "submitit_slurm": "submitit_slurm",
-              "slurm": "submitit_slurm"}.get(launcher)
-    if plugin is None:
+    if launcher == "basic":
         return []
+    plugin = "submitit_slurm" if launcher == "slurm" else launcher  # (conf/hydra/launcher/slurm.yaml extends it)
     try:
         importlib.import_module(f"{LAUNCHER_PLUGINS[launcher][0]}.config")  # registers its config
         node = ConfigStore.instance().load(f"hydra/launcher/{plugin}.yaml").node

@@ -77,7 +77,7 @@ def run_plan(p, table: bool = True) -> pd.DataFrame:
     Ctrl-C: one line (runs finished, rerun resumes), the run in flight marked interrupted, exit 130."""
     from gradflow import sweep as sweep_mod
 
-    skipped = len(p.jobs) - len(p.to_run)
+    skipped = p.skipped
     watcher = None  # counts the finished runs; Ctrl-C before it exists has finished none
     try:  # Ctrl-C is one line and exit 130, however early it comes
         _header(p, skipped)
