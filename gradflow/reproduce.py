@@ -444,8 +444,14 @@ def _gradchecks(arm: Arm, where, entries: int, batch: int, eps: float) -> list:
 @measure
 def fd_error(arm: Arm, where=None, entries=8, batch=8, eps=1e-6) -> Measured:
     """Backprop against central finite differences (float64): the largest relative error over a random sample
-    of `entries` entries of every parameter tensor (see gradflow.gradcheck)."""
-    return _mean([r.max_rel for r in _gradchecks(arm, where, entries, batch, eps)])
+    of `entries` entries of every parameter tensor (see gradflow.gradcheck). None where a run's gradients lie
+    so far below the loss that the check resolves too few tensors (GradCheck.unresolved): any backward agrees there."""
+    checks = _gradchecks(arm, where, entries, batch, eps)
+    vague = next((r.unresolved() for r in checks if r.unresolved()), "")
+    measured = _mean([math.nan if r.unresolved() else r.max_rel for r in checks])
+    if vague:
+        measured.value, measured.note = math.nan, vague
+    return measured
 
 
 @measure

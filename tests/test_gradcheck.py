@@ -28,6 +28,7 @@ FAMILIES = {
 def test_backprop_matches_finite_differences(family):
     r = gradcheck(compose([*FAMILIES[family], "threads=1"]), entries=6)
     assert r.max_rel < BOUND, [(p.name, p.max_rel) for p in r.params]
+    assert r.unresolved() == "" and r.resolved >= 0.75 * len(r.params), [(p.name, p.resolved) for p in r.params]
     # every parameter tensor is checked, and the counts add up
     assert r.n_params == sum(p.size for p in r.params) and all(p.checked == min(6, p.size) for p in r.params)
     assert r.fd_full_s == pytest.approx(r.fd_entry_s * r.n_params) and r.grad_s > 0 and r.mode == "reverse"
@@ -165,8 +166,9 @@ def test_table_at_80_columns_piped_keeps_names_whole():
     whole = [n for n in names if any(re.search(rf"(?<![\w.]){re.escape(n)}(?![\w.])", ln) for ln in lines)]
     assert whole == names, "\n".join(lines)
     rows = _rows(lines)
-    # one row per tensor, its whole name first, then entries, checked, max and median relative error
+    # one row per tensor, its whole name first, then entries, resolved/checked, max and median relative error
     assert [r[0] for r in rows] == names and all(len(r) == 5 for r in rows), lines
+    assert all(re.fullmatch(r"[0-2]/2", r[2]) for r in rows), rows
     assert "not shown" not in "\n".join(lines)
     # no word of the output is a piece of a name: nothing wraps onto a line of its own
     assert not any(ln.strip() in ("eight", "weight", "bias", "ght") for ln in lines), lines
@@ -183,4 +185,19 @@ def test_table_at_80_columns_piped_keeps_names_whole():
             assert name.startswith(head) and name.endswith(tail) and head and tail, (cell, name)
     assert any("…" in r[0] for r in rows)
     note = " ".join(" ".join(lines).split())
-    assert "not shown (30 columns): entries, checked, median rel err;" in note, lines
+    assert "not shown (30 columns): entries, resolved, median rel err;" in note, lines
+
+
+def test_a_wrong_backward_below_the_floor_is_flagged():
+    # the same wrong backward under a head whose weights are 1e-9: the gradients below it are ~1e-9 |L|,
+    # where errors are judged against 1e-3 |L| and the factor 1.5 no longer shows in the error
+    torch.manual_seed(0)
+    model = Wrong().double()
+    with torch.no_grad():
+        model.second.weight.mul_(1e-9)
+    x, y = torch.randn(8, 5, dtype=torch.float64), torch.randint(0, 3, (8,))
+    r = check_model(model, lambda m: nn.functional.cross_entropy(m(x), y), entries=10)
+    assert r.max_rel < BOUND  # what the check alone would have called agreement
+    resolved = {p.name: p.resolved for p in r.params}
+    assert resolved["first.weight"] == resolved["first.bias"] == 0 and resolved["second.bias"] == 3, resolved
+    assert r.resolved == 2 and r.unresolved().startswith("2 of 4 parameter tensors"), r.unresolved()

@@ -34,3 +34,12 @@ def test_a_step_too_large_fails(outcome):
     broken = rep.check(spec, outcome.root)
     errors = [r for r in broken if "max relative error" in r.text]
     assert len(errors) == len(FAMILIES) and not any(r.passed for r in errors), [r.measured.value for r in errors]
+
+
+def test_gradients_below_the_floor_fail_with_why(tmp_path):
+    # weights at init with sw2 = 1e-12: every gradient but the head's lies far below 1e-3 |L|, where the
+    # relative error is judged against that floor and any backward, a wrong one too, would agree
+    tiny = reproduce("backprop-vs-fd", tmp_path, "init=meanfield", "init.sw2=1e-12")
+    for family in FAMILIES:
+        claim = tiny.claim(f"{family}: max relative error")
+        assert not claim.passed and "parameter tensors have a checked gradient" in claim.measured.note, claim

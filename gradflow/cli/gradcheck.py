@@ -52,7 +52,10 @@ def gradcheck(
     if r.batch < batch:
         print_note(f"--batch {batch} is more than the {r.batch} training examples: the loss is on all {r.batch}")
     print_note(f"max relative error {fmt(r.max_rel, 3)} over {sum(p.checked for p in r.params)} entries of "
-               f"{r.n_params} parameters")
+               f"{r.n_params} parameters; errors are relative to at least the floor, {fmt(r.floor, 3)} |L| = "
+               f"{fmt(r.floor * r.loss, 3)} (resolved: of the checked entries, those whose gradient reaches it)")
+    if r.unresolved():
+        print_note(f"warning: {r.unresolved()}", style="bold yellow")
     how = "" if r.mode == "reverse" else " (one JVP per entry, projected)"
     print_note(f"{method}: {fmt(r.grad_s, 3)} s for the full gradient{how}; finite differences: "
                f"{fmt(r.fd_entry_s, 3)} s per entry, {fmt(r.fd_full_s, 3)} s projected for all "
@@ -61,7 +64,7 @@ def gradcheck(
 
 def _columns(params, name_width: int | None = None) -> list[Column]:
     """The table's columns, in display order; priorities say which give way first at a narrow width
-    (entries, then checked, then the median). Names longer than `name_width` keep both ends around
+    (entries, then the resolved/checked counts, then the median). Names longer than `name_width` keep both ends around
     an ellipsis."""
     def name(n: str) -> str:
         if name_width is None or len(n) <= name_width:
@@ -71,7 +74,7 @@ def _columns(params, name_width: int | None = None) -> list[Column]:
 
     return [Column("parameter", "parameter", KEY_PRIORITY, [name(p.name) for p in params], False),
             Column("size", "entries", 4, [str(p.size) for p in params], True),
-            Column("checked", "checked", 3, [str(p.checked) for p in params], True),
+            Column("resolved", "resolved", 3, [f"{p.resolved}/{p.checked}" for p in params], True),
             Column("max_rel", "max rel err", 1, [fmt(p.max_rel, 3) for p in params], True),
             Column("median_rel", "median rel err", 2, [fmt(p.median_rel, 3) for p in params], True)]
 
