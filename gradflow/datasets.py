@@ -73,6 +73,7 @@ CIFAR10_DIR = "cifar-10-batches-py"
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR10_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR10_TEST_BATCH = "test_batch"
+CIFAR10_NEEDED = f"{CIFAR10_DIR}/ (data_batch_1..5, test_batch) or {CIFAR10_ARCHIVE}"  # what a message asks for
 
 # IDX type byte -> big-endian numpy dtype (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT")
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -147,6 +148,29 @@ def _files_list(names) -> str:
     return ", ".join(f"{n}(.gz)" for n in names)
 
 
+def locate_mnist(root: str | Path, variant: str = "mnist", download: bool = False) -> dict[str, Path] | None:
+    """The four IDX files of MNIST or Fashion-MNIST under `root` (see load_mnist), without reading them:
+    the first folder holding all four. None where they are missing and `download` will fetch them; else a
+    missing file raises GradflowError naming what to put where (a sweep asks this before it starts)."""
+    if variant not in MNIST_VARIANTS:
+        raise GradflowError(f"MNIST variant {variant!r} is unknown; valid choices: {', '.join(MNIST_VARIANTS)}")
+    root = Path(root).expanduser()
+    looked = [(folder, {key: _find_idx(folder, name) for key, name in MNIST_FILES.items()})
+              for folder in _mnist_dirs(root, variant)]
+    paths = next((found for _, found in looked if all(found.values())), None)
+    if paths is not None or download:
+        return paths
+    display = MNIST_VARIANTS[variant][0]
+    # a folder holding some of the files: name the ones it lacks (the user sees files there)
+    partial, found = max(looked, key=lambda f: sum(p is not None for p in f[1].values()))
+    missing = [MNIST_FILES[key] for key, p in found.items() if p is None]
+    if len(missing) < len(MNIST_FILES):
+        raise GradflowError(f"data.root={root}: {partial}/ has {len(MNIST_FILES) - len(missing)} of the "
+                            f"4 {display} files; put {_files_list(missing)} there too")
+    raise GradflowError(f"data.root={root} has no {display} files; put {_files_list(MNIST_FILES.values())} in "
+                        f"{root / variant}/ (or set data.download=true where a network is reachable)")
+
+
 def load_mnist(root: str | Path, variant: str = "mnist", download: bool = False) -> dict[str, np.ndarray]:
     """MNIST or Fashion-MNIST from the four IDX files (each plain or .gz).
 
@@ -157,27 +181,10 @@ def load_mnist(root: str | Path, variant: str = "mnist", download: bool = False)
     Returns {"x_train": uint8 (N, H, W), "y_train": int64 (N,), "x_test": uint8 (M, H, W),
     "y_test": int64 (M,)}; H = W = 28 for the real datasets.
     """
-    if variant not in MNIST_VARIANTS:
-        raise GradflowError(f"MNIST variant {variant!r} is unknown; valid choices: {', '.join(MNIST_VARIANTS)}")
-    root = Path(root).expanduser()
-    display = MNIST_VARIANTS[variant][0]
-    target = root / variant  # where the files should go (and where downloads land)
-
-    looked = [(folder, {key: _find_idx(folder, name) for key, name in MNIST_FILES.items()})
-              for folder in _mnist_dirs(root, variant)]
-    paths = next((found for _, found in looked if all(found.values())), None)
+    paths = locate_mnist(root, variant, download)
     if paths is None:
-        if not download:
-            # a folder holding some of the files: name the ones it lacks (the user sees files there)
-            partial, found = max(looked, key=lambda f: sum(p is not None for p in f[1].values()))
-            missing = [MNIST_FILES[key] for key, p in found.items() if p is None]
-            if len(missing) < len(MNIST_FILES):
-                raise GradflowError(f"data.root={root}: {partial}/ has {len(MNIST_FILES) - len(missing)} of the "
-                                    f"4 {display} files; put {_files_list(missing)} there too")
-            raise GradflowError(
-                f"data.root={root} has no {display} files; put {_files_list(MNIST_FILES.values())} in "
-                f"{target}/ (or set data.download=true where a network is reachable)")
-        paths = _download_mnist(target, variant)
+        paths = _download_mnist(Path(root).expanduser() / variant, variant)
+    display = MNIST_VARIANTS[variant][0]
 
     out = {key: read_idx(p) for key, p in paths.items()}
     for split in ("train", "test"):
@@ -354,6 +361,24 @@ def _extract_cifar(archive: Path, root: Path) -> Path:
     return target
 
 
+def locate_cifar10(root: str | Path, download: bool = False) -> Path | None:
+    """The folder holding CIFAR-10's six batches under `root` (see load_cifar10), without reading them; None
+    where the archive is there to extract, or `download` will fetch it. Else GradflowError names what to
+    put where (a sweep asks this before it starts)."""
+    root = Path(root).expanduser()
+    folder = next((d for d in (root / CIFAR10_DIR, root) if _cifar_complete(d)), None)
+    if folder is not None or download or (root / CIFAR10_ARCHIVE).is_file():
+        return folder
+    batches = (*CIFAR10_TRAIN_BATCHES, CIFAR10_TEST_BATCH)
+    partial = max((root / CIFAR10_DIR, root), key=lambda d: sum((d / b).is_file() for b in batches))
+    missing = [b for b in batches if not (partial / b).is_file()]
+    if len(missing) < len(batches):  # the user sees batches there: name the others
+        raise GradflowError(f"data.root={root}: {partial}/ has {len(batches) - len(missing)} of the 6 "
+                            f"CIFAR-10 batches; put {', '.join(missing)} there too (or {CIFAR10_ARCHIVE} in {root}/)")
+    raise GradflowError(f"data.root={root} has no CIFAR-10 files; put {CIFAR10_NEEDED} in {root}/ "
+                        "(or set data.download=true where a network is reachable)")
+
+
 def load_cifar10(root: str | Path, download: bool = False) -> dict[str, np.ndarray]:
     """CIFAR-10 from the python-version batches (data_batch_1..5, test_batch).
 
@@ -365,26 +390,15 @@ def load_cifar10(root: str | Path, download: bool = False) -> dict[str, np.ndarr
     "x_test": uint8 (10000, 3, 32, 32), "y_test": int64 (10000,)} (fewer rows for smaller files).
     """
     root = Path(root).expanduser()
-    folder = next((d for d in (root / CIFAR10_DIR, root) if _cifar_complete(d)), None)
+    folder = locate_cifar10(root, download)
     if folder is None:
         archive = root / CIFAR10_ARCHIVE
         if not archive.is_file():
-            needed = f"{CIFAR10_DIR}/ (data_batch_1..5, test_batch) or {CIFAR10_ARCHIVE}"
-            batches = (*CIFAR10_TRAIN_BATCHES, CIFAR10_TEST_BATCH)
-            partial = max((root / CIFAR10_DIR, root), key=lambda d: sum((d / b).is_file() for b in batches))
-            missing = [b for b in batches if not (partial / b).is_file()]
-            if not download and len(missing) < len(batches):  # the user sees batches there: name the others
-                raise GradflowError(f"data.root={root}: {partial}/ has {len(batches) - len(missing)} of the 6 "
-                                    f"CIFAR-10 batches; put {', '.join(missing)} there too "
-                                    f"(or {CIFAR10_ARCHIVE} in {root}/)")
-            if not download:
-                raise GradflowError(f"data.root={root} has no CIFAR-10 files; put {needed} in {root}/ "
-                                    "(or set data.download=true where a network is reachable)")
             try:
                 _download(CIFAR10_URLS, archive, CIFAR10_MD5)
             except _DownloadError as e:
                 raise GradflowError(f"data.download=true but downloading CIFAR-10 failed ({e}); "
-                                    f"put {needed} in {root}/ by hand") from None
+                                    f"put {CIFAR10_NEEDED} in {root}/ by hand") from None
         folder = _extract_cifar(archive, root)
 
     train = [_read_cifar_batch(folder / b) for b in CIFAR10_TRAIN_BATCHES]

@@ -675,9 +675,12 @@ def run(name: str, scale: str = "default", user: list[str] | None = None, force:
     # a second reproduction into the same folder fails at once (each arm locks its own); a parallel
     # launcher's workers serve every arm
     with store.lock(root), workers.kept():
+        plans = {}  # every arm planned before any runs: a bad override or missing data files stop it at once
         for arm in spec.arms:
             used[arm] = spec.overrides(arm, scale, user)
-            p = sweep_mod.plan(used[arm], f"{root.relative_to(results_root).as_posix()}/{arm}", force, keys_used=False)
+            plans[arm] = sweep_mod.plan(used[arm], f"{root.relative_to(results_root).as_posix()}/{arm}", force,
+                                        keys_used=False)
+        for arm, p in plans.items():
             reused += p.skipped
             (launch or sweep_mod.launch)(p)
             jobs[arm] = [j.name for j in p.jobs]

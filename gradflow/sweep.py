@@ -223,6 +223,7 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
     taken: set[str] = set()  # the keys some point has as a setting
     digests: dict[str, tuple] = {}  # each point's config hash -> its folder and overrides
     same: tuple[str, str] | None = None  # the first two points that are one run
+    sources: set[tuple] = set()  # (data.name, data.root, data.download) of the points to run
     first: dict = {}  # the first point's settings
     for point in grid:
         cfg_overrides = _config_only(point)
@@ -245,11 +246,18 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
         finished = store.is_finished(job_dir, digest)
         replaces = not finished and rec is not None and rec.get(store.STATUS) in store.FINISHED
         result.jobs.append(Job(cfg_overrides, jname, digest, finished=finished, replaces=replaces))
+        if not finished and "data.root" in flat:  # a dataset read from files (checked below, each once)
+            sources.add((flat["data.name"], flat["data.root"], flat.get("data.download", False)))
     if keys_used:
         _check_keys_apply(grid[0], taken, first)
     if same:
         raise GradflowError(f"the sweep points {same[0]} and {same[1]} are the same run; make the swept values "
                             "distinct")
+    if sources:  # files missing under data.root: one line now, not a failed run each (replacing finished ones)
+        from gradflow.data import check_files
+
+        for source in sorted(sources, key=str):
+            check_files(*source)
     if root.is_dir():
         result.stale = sum(1 for p in root.iterdir() if p.name not in seen and (p / store.RUN_FILE).exists())
     return result

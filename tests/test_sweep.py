@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 import gradflow
-from gradflow import store
+from gradflow import datasets, store
 from gradflow import sweep as sweep_mod
 from gradflow import workers
 from gradflow.errors import GradflowError
@@ -174,9 +174,13 @@ def test_kept_joblib_workers_serve_the_next_sweep_with_its_own_config(results, m
 def test_failed_and_diverged_points_do_not_stop_the_sweep(cli, results, tmp_path):
     good = tmp_path / "mnist-ok"
     make_mnist(good, gz=True, n_train=64, n_test=16)
-    empty = tmp_path / "mnist-missing"
-    empty.mkdir()
-    out = cli("sweep", "data=mnist", f"data.root={good},{empty}", "optim.lr=0.01,1e6", "optim.momentum=0",
+    # a copy whose training images were cut short: its files are there (the sweep checks that before it
+    # starts), so its runs fail as they read them
+    cut = tmp_path / "mnist-cut"
+    make_mnist(cut, gz=False, n_train=64, n_test=16)
+    images = cut / datasets.MNIST_FILES["x_train"]
+    images.write_bytes(images.read_bytes()[:-100])
+    out = cli("sweep", "data=mnist", f"data.root={good},{cut}", "optim.lr=0.01,1e6", "optim.momentum=0",
               "model.activation=relu", "model.depth=3", "model.width=16", "train.steps=30", "train.batch_size=16",
               "train.check_every=1", f"results={results}", "--name", "mixed")
     assert out.exit_code == 1  # a failed run makes the sweep exit 1 ...
@@ -188,8 +192,33 @@ def test_failed_and_diverged_points_do_not_stop_the_sweep(cli, results, tmp_path
     assert by[(True, True)]["status"] == "diverged"
     for lr_big in (False, True):
         rec = by[(False, lr_big)]
-        assert rec["status"] == "failed" and "has no MNIST files" in rec["error"]
+        assert rec["status"] == "failed" and f"{images} is truncated" in rec["error"]
     assert "failed: 2" in out.output and "diverged: 1" in out.output
+
+
+def test_missing_data_files_stop_the_sweep_before_it_replaces_finished_runs(cli, results, tmp_path):
+    # a mistyped data.root failed every run, and each replaced the finished run of its point
+    good, typo = tmp_path / "mnist", tmp_path / "mnsit"
+    make_mnist(good, gz=True, n_train=64, n_test=16)
+    args = ["data=mnist", "model.depth=2,3", "model.width=8", "train.steps=3", "train.batch_size=16", "threads=1",
+            f"results={results}", "--name", "digits"]
+    assert cli("sweep", f"data.root={good}", *args).exit_code == 0
+    study = results / "digits"
+    before = {p: p.read_bytes() for p in study.rglob("*") if p.is_file() and p.name != ".gradflow.lock"}
+    out = cli("sweep", f"data.root={typo}", *args)
+    assert out.exit_code == 1 and out.stderr.strip().startswith(f"error: data.root={typo} has no MNIST files; put")
+    assert "Traceback" not in out.output
+    after = {p: p.read_bytes() for p in study.rglob("*") if p.is_file() and p.name != ".gradflow.lock"}
+    assert after == before  # the finished runs and the sweep's spec as they were
+    assert {json.loads((study / f"model.depth={d}" / "run.json").read_text())["status"] for d in (2, 3)} == {"ok"}
+    # a single run and a reproduction check too, before anything is written
+    out = cli("run", "data=cifar10", f"data.root={typo}", f"results={results}", "name=one")
+    assert out.exit_code == 1 and f"data.root={typo} has no CIFAR-10 files" in out.stderr
+    assert not (results / "one").exists()
+    # every arm is planned before the first runs: he2016's paper scale reads CIFAR-10
+    out = cli("reproduce", "he2016", "--scale", "paper", f"data.root={typo}", f"results={results}")
+    assert out.exit_code == 1 and f"data.root={typo} has no CIFAR-10 files" in out.stderr
+    assert not list((results / "reproduce").rglob("run.json")) and not list((results / "reproduce").rglob("*.yaml"))
 
 
 @pytest.mark.slow

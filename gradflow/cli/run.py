@@ -160,6 +160,10 @@ def run(
     job_dir = study / config_mod.job_name(overrides)
     store.check_writable(job_dir, study)
     store.check_clearable(job_dir)
+    if "root" in cfg.data:  # files missing under data.root: one line, no failed run written
+        from gradflow.data import check_files
+
+        check_files(cfg.data.name, cfg.data.root, cfg.data.download)
     with store.lock(study):
         _warn_replaced(job_dir, config_mod.settings(store.flatten(cfg)))
         try:
