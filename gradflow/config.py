@@ -363,6 +363,20 @@ def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def replaced(overrides: list[str]) -> list[str]:
+    """A note for each override that replaces an earlier one of the same key: the last counts, as in Hydra
+    (a base command line with a change appended), which the commands say rather than nothing."""
+    last: dict[str, str] = {}
+    notes = []
+    for o in overrides:
+        key = override_key(o)
+        if last.get(key, o) != o:
+            notes.append(f"{shorten(o, 40)} replaces {shorten(last[key], 40)} given before it (the last value of "
+                         "a key counts)")
+        last[key] = o
+    return notes
+
+
 def _readable(override: str) -> str:
     """optim.lr=${gf.div:0.25,model.depth} -> optim.lr=0.25-over-model.depth, for a folder name."""
     previous = None

@@ -144,6 +144,7 @@ CASES = [
     (["theory", "--activation", "nope"], "nope"),
     (["theory", "--activation", "relu", "--critical", "--depth", "10"], "--depth 10 does not apply to --critical"),
     (["reproduce", "nope"], "nope"),
+    (["sweep", "model.depth=2,3", "--name", "a", "name=b"], "the sweep is named twice, --name a and name=b; give one"),
     (["reproduce", "he2015", "--scale", "huge"], "--scale 'huge'"),
     (["reproduce", "sigmoid-textbok"], "'sigmoid-textbok' is not a known experiment (did you mean sigmoid-textbook?)"),
     (["reproduce", "he2015", "--quick", "--scale", "paper"], "--quick and --scale paper ask for two scales; give one"),
@@ -259,7 +260,8 @@ def test_an_invalid_value_in_process_names_no_value_from_another_command_line(cl
     assert out.exit_code == 2 and "Invalid value for '--sw2':" in out.output and "('" not in out.output
 
 
-@pytest.mark.parametrize("args", [["reproduce", "he2015", "--scale", "huge"], ["reproduce", "nosuchpaper"]])
+@pytest.mark.parametrize("args", [["reproduce", "he2015", "--scale", "huge"], ["reproduce", "nosuchpaper"],
+                                  ["reproduce", "he2015", "--nmae"]])
 def test_a_bad_reproduction_prints_nothing_before_its_error(cli, args):
     out = cli(*args)
     assert out.exit_code == 1 and out.stderr.startswith("error:") and out.stdout == "", out.output

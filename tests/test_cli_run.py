@@ -44,6 +44,20 @@ def test_run_writes_the_results_layout(cli, results):
         assert text in out.output.replace("\n", ""), text
 
 
+def test_a_key_given_twice_keeps_the_last_and_says_so(cli, results):
+    # Hydra keeps the last value of a key without a word; a base command line with a change appended is
+    # common, so it is kept, and said
+    out = cli("run", *TINY, "seed=1", "train.steps=2", "seed=3", "model.width=16", f"results={results}", "name=twice")
+    assert out.exit_code == 0, out.output
+    notes = [ln for ln in out.output.splitlines() if ln.startswith("note:") and "replaces" in ln]
+    # train.steps=4 of TINY and seed=1 replaced; model.width=16 given twice alike is no change
+    assert notes == ["note: train.steps=2 replaces train.steps=4 given before it (the last value of a key counts)",
+                     "note: seed=3 replaces seed=1 given before it (the last value of a key counts)"], out.output
+    (record,) = (results / "twice").glob("*/run.json")
+    rec = json.loads(record.read_text())
+    assert rec["seed"] == 3 and rec["steps_done"] == 2
+
+
 def test_load_run_and_folder_has_config_columns(run_job, results):
     a = run_job(*TINY, "seed=0", name="s")
     run_job(*TINY, "seed=1", name="s")
@@ -238,7 +252,8 @@ def test_run_summary_golden_at_80_columns(results):
     and every number is the one on disk, written whole."""
     from gradflow.fmt import fmt
 
-    overrides = [*TINY, "model.depth=20", "train.steps=10", "train.eval_every=5"]
+    changed = ["model.depth=20", "train.steps=10", "train.eval_every=5"]  # (given once: a replaced one has a note)
+    overrides = [o for o in TINY if o.split("=")[0] not in {c.split("=")[0] for c in changed}] + changed
     env = {**os.environ, "COLUMNS": "80", "TERM": "dumb"}
     out = subprocess.run([sys.executable, "-m", "gradflow", "run", *overrides, f"results={results}", "name=g"],
                          capture_output=True, text=True, timeout=300, env=env)

@@ -107,6 +107,15 @@ def leave_interrupted(message: str) -> None:
     os._exit(INTERRUPTED_EXIT)
 
 
+def note_replaced(overrides: list[str] | None) -> None:
+    """A note for each override that replaces an earlier one of its key (`seed=0,1 seed=2`: Hydra keeps the
+    last without a word)."""
+    from gradflow.config import replaced
+
+    for note in replaced(list(overrides or [])):
+        print_note(f"note: {note}", style="yellow")
+
+
 def near_options(ctx: typer.Context, overrides: list[str] | None) -> None:
     """A mistyped option (Typer hands it on with the overrides, `--nmae x`): one line naming the option it
     is nearest to. Anything else that starts with "-" is left to the overrides' own check."""

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gradflow.cli.app import app
-from gradflow.cli.console import console, near_options, print_note, user_errors
+from gradflow.cli.console import console, near_options, note_replaced, print_note, user_errors
 from gradflow.cli.sweep import report_page, run_plan
 from gradflow.errors import GradflowError
 
@@ -35,6 +35,7 @@ def reproduce(
 ) -> None:
     """Rerun a published depth experiment, draw its figure, and check the paper's claims (PASS/FAIL)."""
     from gradflow import reproduce as rep
+    from gradflow.sweep import check_overrides
 
     if list_ or not name:
         print_note("reproducible experiments")
@@ -44,7 +45,9 @@ def reproduce(
         raise GradflowError(f"--quick and --scale {scale} ask for two scales; give one")
     scale = "quick" if quick else scale or "default"
     near_options(ctx, overrides)
+    note_replaced(overrides)
     rep.check_scale(scale)  # before anything is printed, as a bad name is (Spec.load)
+    check_overrides(list(overrides or []), "reproduce")  # (rep.run checks them again, after the header)
     failed = False
     for n in rep.names() if name == "all" else [name]:
         spec = rep.Spec.load(n)

@@ -16,7 +16,8 @@ from rich.table import Table
 from gradflow import config as config_mod
 from gradflow import store
 from gradflow.cli.app import app
-from gradflow.cli.console import NBSP, console, leave_interrupted, near_options, print_note, user_errors
+from gradflow.cli.console import (NBSP, console, leave_interrupted, near_options, note_replaced, print_note,
+                                  user_errors)
 from gradflow.cli.app import progress_bar
 from gradflow.fmt import fmt
 
@@ -153,6 +154,7 @@ def run(
     from gradflow.sweep import check_overrides
 
     near_options(ctx, overrides)
+    note_replaced(overrides)
     overrides = list(overrides or [])
     check_overrides(overrides, "run")
     cfg = config_mod.compose(overrides)

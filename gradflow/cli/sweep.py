@@ -12,7 +12,8 @@ import typer
 
 from gradflow import store, workers
 from gradflow.cli.app import app, progress_bar
-from gradflow.cli.console import INTERRUPTED_EXIT, console, leave_interrupted, near_options, print_note, user_errors
+from gradflow.cli.console import (INTERRUPTED_EXIT, console, leave_interrupted, near_options,
+                                    note_replaced, print_note, user_errors)
 from gradflow.cli.ls import runs_view, show_runs
 
 
@@ -35,6 +36,7 @@ def sweep(
     from gradflow import sweep as sweep_mod
 
     near_options(ctx, overrides)
+    note_replaced(overrides)
     explicit = sweep_mod.read_points(points) if points is not None else None
     p = sweep_mod.plan(list(overrides or []), name, force, points=explicit,
                        points_file=str(points) if points is not None else None)
