@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import subprocess
@@ -536,6 +537,16 @@ def is_finished(job_dir: Path, want_hash: str | None = None) -> bool:
     return want_hash is None or run_hash(job_dir, rec) == want_hash
 
 
+_NUMBER = re.compile(r"(\d+(?:\.\d+)?(?:e[-+]?\d+)?)")
+
+
+def natural_key(path: Path) -> tuple:
+    """Sorts run folders by their values, numbers as numbers: model.depth=2 before model.depth=10, optim.lr=1e-3
+    before optim.lr=0.01 (by name, 10 came before 2)."""
+    return tuple(tuple((0, float(t), t) if i % 2 else (1, t, "") for i, t in enumerate(_NUMBER.split(part)))
+                 for part in Path(path).parts)
+
+
 def find_runs(path: Path) -> list[Path]:
     """Run folders at or below `path` (a run, a sweep, or a folder of sweeps)."""
     path = Path(path)
@@ -543,7 +554,7 @@ def find_runs(path: Path) -> list[Path]:
         raise GradflowError(f"{path} does not exist")
     if (path / RUN_FILE).exists():
         return [path]
-    runs = sorted(p.parent for p in path.rglob(RUN_FILE) if FIGURES_DIR not in p.parts)
+    runs = sorted((p.parent for p in path.rglob(RUN_FILE) if FIGURES_DIR not in p.parts), key=natural_key)
     if not runs:
         raise GradflowError(f"{path} holds no runs (no {RUN_FILE} below it)")
     return runs

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from gradflow import store
 from gradflow.summary import steps_to
 
 SWEEP = ["data=gaussian", "data.n_train=256", "data.n_test=128", "data.dim=16", "model.width=16", "train.steps=12",
@@ -378,3 +379,14 @@ def test_where_takes_values_as_ls_shows_them():
     assert list(matches(flags, "true")) == [True, False] and list(matches(flags, "True")) == [True, False]
     names = pd.Series(["none", "batchnorm", None])
     assert list(matches(names, "none")) == [True, False, False]  # a value, not a missing one
+
+
+def test_runs_are_found_in_the_order_of_their_values(tmp_path):
+    # by name, model.depth=10 came before model.depth=2, and optim.lr=0.01 before 1e-3
+    names = ["model.depth=10,seed=0", "model.depth=2,seed=1", "model.depth=2,seed=0", "model.depth=3,seed=0"]
+    for name in [*names, "lr/optim.lr=0.01", "lr/optim.lr=1e-3", "lr/optim.lr=0.1"]:
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / store.RUN_FILE).write_text("{}")
+    found = [p.relative_to(tmp_path).as_posix() for p in store.find_runs(tmp_path)]
+    assert found == ["lr/optim.lr=1e-3", "lr/optim.lr=0.01", "lr/optim.lr=0.1", "model.depth=2,seed=0",
+                     "model.depth=2,seed=1", "model.depth=3,seed=0", "model.depth=10,seed=0"], found
