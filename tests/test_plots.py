@@ -309,6 +309,25 @@ def test_curves_panels_lines_and_log_loss(sweep):
     assert len([ax for ax in fig.axes if ax.get_gid() != "colorbar"]) == 2
 
 
+def test_a_diverging_runs_loss_does_not_squash_the_others(sweep):
+    _, metrics, _ = sweep
+    # the diverged run's loss is ordinary until its NaN: the axis takes in everything
+    fig = figures.curves(metrics)
+    assert not any("axis cut" in t for t in legend_texts(fig))
+    # an exploding loss (1e20 by its last finite evaluation) set the axis to 1e20, the others a flat line at its
+    # bottom: the axis now ends 3 decades above the finite runs, the exploding one leaving it at the top
+    boom = metrics.copy()
+    mine = (boom.run == DIVERGED) & (boom.metric == "loss") & boom.value.notna()
+    boom.loc[mine, "value"] *= 10.0 ** (boom.loc[mine, "step"] + 1.0)
+    assert boom.loc[mine, "value"].max() > 1e20
+    fig = figures.curves(boom)
+    loss = [ax for ax in fig.axes if ax.get_gid() != "colorbar"][0]
+    finite = boom[(boom.run != DIVERGED) & (boom.metric == "loss")].value.max()
+    assert loss.get_yscale() == "log" and loss.get_ylim()[1] == pytest.approx(1e3 * finite)
+    assert any(t.startswith("loss axis cut at 3 decades above") for t in legend_texts(fig)), legend_texts(fig)
+    assert all(line.get_clip_on() for line in loss.get_lines())  # the exploding line leaves at the top
+
+
 def test_curves_by_source(sweep):
     _, metrics, _ = sweep
     both = pd.concat([metrics, metrics.assign(source="other")], ignore_index=True)

@@ -105,8 +105,10 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
     size = (min(3.2 * len(cols) + 2.4, 16.0), 2.6 * len(rows) + 0.9)
     fig, axes = new_figure(len(rows), len(cols), size, sharex=True, sharey="row")
     everything: list[Series] = []
+    cut_at = None  # the loss axis's top where diverging runs would squash the others (see _diverging_cut)
     for i, metric in enumerate(rows):
         log = metric == "loss" and spans_decades(df.loc[df["metric"] == metric, "value"].to_numpy())
+        in_row = len(everything)
         for j, (key, kv, col_splits) in enumerate(cols):
             ax = axes[i, j]
             ax.grid(True, alpha=0.25, lw=0.5)
@@ -143,15 +145,42 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
                 ax.set_ylabel({"loss": "loss", "acc": "accuracy"}[metric] + (" (log)" if log else ""))
             if i == len(rows) - 1:
                 step_axis(ax, df["step"].unique())
+        if log:
+            cut_at = _diverging_cut(everything[in_row:])
+            if cut_at is not None:
+                axes[i, 0].set_ylim(top=cut_at)  # (the row shares its y axis)
+                for ax in axes[i]:  # a line of few points marks them unclipped (draw_series): here it leaves the top
+                    for line in ax.get_lines():
+                        line.set_clip_on(True)
     palette.colorbar(fig, list(axes.flat))
     handles, title = palette.handles()
     if split_style:
         handles += [Line2D([], [], color="0.2", ls=split_styles[s], label=SPLITS.get(s, s)) for s in splits]
+    if cut_at is not None:
+        handles.append(Line2D([], [], ls="none", label=f"loss axis cut at {CUT_DECADES} decades above\n"
+                                                                "the runs that stay finite"))
     legend(fig, handles + extra_handles(everything, True), title)
     what = "Loss and accuracy" if len(rows) == 2 else {"loss": "Loss", "acc": "Accuracy"}[rows[0]]
     extra = [f"lines also differ in {', '.join(also)}"] if also else []
     set_title(fig, f"{what} during training", df, extra, skip=swept)
     return fig
+
+
+CUT_DECADES = 3  # headroom above the finite runs' largest loss, where a diverging run's loss would set the axis
+
+
+def _diverging_cut(series: list[Series]) -> float | None:
+    """Where a loss axis should end when runs that diverge climb decades above the others (an exploding RNN's
+    loss reached 1e35 while the clipped run's, the one the figure is about, was a flat line at 1e0): CUT_DECADES
+    above the largest value of the runs that stay finite, the diverging ones leaving the axis at its top (their
+    marks at the top edge say so). None where nothing diverged or the axis would not be cut."""
+    finite = [s for s in series if not s.nonfinite.any() and np.isfinite(s.hi).any()]
+    if not finite or len(finite) == len(series):
+        return None
+    top = max(float(np.nanmax(s.hi)) for s in finite) * 10.0**CUT_DECADES
+    highest = max((float(np.nanmax(np.where(np.isfinite(s.hi), s.hi, np.nan))) for s in series
+                   if np.isfinite(s.hi).any()), default=top)
+    return top if highest > top else None
 
 
 def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory: bool = True,
