@@ -144,6 +144,25 @@ def test_plot_formats(plain, tmp_path, fmt, magic):
     assert (tmp_path / f"ratio-init.{fmt}").read_bytes().startswith(magic)
 
 
+def test_out_may_name_the_file_of_one_figure(plain, batchnorm, tmp_path):
+    # --out fig.pdf made a folder named fig.pdf with the figure inside
+    out = invoke("plot", plain, "--kind", "ratio", "--out", tmp_path / "deep" / "fig.pdf")
+    assert out.exit_code == 0, out.output
+    assert printed_paths(out) == [tmp_path / "deep" / "fig.pdf"]
+    assert (tmp_path / "deep" / "fig.pdf").read_bytes().startswith(b"%PDF")  # the suffix sets the format
+    out = invoke("compare", plain, batchnorm, "--out", tmp_path / "both.svg")
+    assert out.exit_code == 0 and (tmp_path / "both.svg").read_bytes().startswith(b"<?xml"), out.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["both.svg", "deep"]
+    for args, message in ((["--out", tmp_path / "x.png"], "--out {} names a .png file, and the standard set is "
+                                                          "several figures: give a folder, or --kind KIND"),
+                          (["--kind", "ratio", "--out", tmp_path / "x.svg", "--format", "png"],
+                           "--out {} names a .svg file but --format is png: give one of them")):
+        out = invoke("plot", plain, *args)
+        assert out.exit_code == 1 and out.output.startswith("error:"), out.output
+        assert message.format(args[args.index("--out") + 1]) in " ".join(out.output.split()), out.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["both.svg", "deep"]
+
+
 def test_plot_one_run_folder(full):
     out = invoke("plot", full, "--kind", "heatmap")  # one run: no --run needed; into the run's own folder
     assert out.exit_code == 0, out.output

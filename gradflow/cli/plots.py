@@ -69,20 +69,22 @@ def plot(
         show_default=False)] = None,
     run: Annotated[Optional[str], typer.Option(help="heatmap/hist: which run, when PATH holds several (its folder "
                                                     "name relative to PATH).", show_default=False)] = None,
-    fmt: Annotated[str, typer.Option("--format", help="Figure format: png, pdf or svg.")] = "png",
-    out: Annotated[Optional[Path], typer.Option(help="The folder to write the figures into.", show_default="PATH/figures")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="Figure format: png, pdf or svg.",
+                                               show_default="png, or --out's suffix")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="The folder to write the figures into; or, for one --kind, the file (fig.png, fig.pdf, fig.svg).",
+        show_default="PATH/figures")] = None,
     include_stale: Annotated[bool, typer.Option(
         "--all", help="Also draw stale runs (not in the folder's current sweep spec) and incomplete ones.")] = False,
 ) -> None:
     """Draw figures from a run or a sweep on disk and print their paths."""
     kind = choose("--kind", kind or "standard", KINDS)
-    fmt = choose("--format", fmt.lower(), FORMATS)
+    out_dir, out_file, fmt = figure_target(out, path / store.FIGURES_DIR, fmt, several=kind == "standard")
     o = Options(quantity=quantity, step=_step(step), color=color, facet=facet, x=x, y=y, value=value,
                 theory=theory, run=run)
     refuse_unused(kind, {k: getattr(o, k) for k in ("quantity", "step", "color", "facet", "x", "y", "value",
                                                       "theory", "run")})
     store.find_runs(path)  # a missing folder or one without runs: say so before anything else
-    out_dir = out if out is not None else path / store.FIGURES_DIR
     store.check_writable(out_dir, option="--out")
     if kind == "standard":
         from gradflow.plots.standard import standard_figures
@@ -95,8 +97,23 @@ def plot(
         df = load_table(path, KINDS[kind][0], include_stale)
         check_options(df, kind, o, str(path))
         fig, stem = draw(kind, df, o)
-        written = [save(fig, out_dir / f"{stem}.{fmt}", fmt)]
+        written = [save(fig, out_file or out_dir / f"{stem}.{fmt}", fmt)]
     _print_paths(written)
+
+
+def figure_target(out: Path | None, folder: Path, fmt: str | None, several: bool = False
+                  ) -> tuple[Path, Path | None, str]:
+    """Where figures go, as (folder, file or None, format): into `out` (default `folder`); or, drawing one
+    figure, into the file `out` names by a figure suffix (`--out fig.pdf` made a folder named fig.pdf)."""
+    suffix = out.suffix.lower().lstrip(".") if out is not None else ""
+    if suffix not in FORMATS:
+        return (out if out is not None else folder), None, choose("--format", (fmt or "png").lower(), FORMATS)
+    if several:
+        raise GradflowError(f"--out {out} names a .{suffix} file, and the standard set is several figures: give a "
+                            "folder, or --kind KIND for one figure")
+    if fmt is not None and fmt.lower() != suffix:
+        raise GradflowError(f"--out {out} names a .{suffix} file but --format is {fmt}: give one of them")
+    return out.parent, out, suffix
 
 
 # --- gradflow compare ------------------------------------------------------------------------------
@@ -180,8 +197,11 @@ def compare(
                      "keys whose values the sources share.", show_default=False)] = None,
     panels: Annotated[bool, typer.Option(
         "--panels", help="profile/curves: one panel per source instead of one line style per source.")] = False,
-    fmt: Annotated[str, typer.Option("--format", help="Figure format: png, pdf or svg.")] = "png",
-    out: Annotated[Optional[Path], typer.Option(help="The folder to write the figure into.", show_default=str(COMPARE_DIR))] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="Figure format: png, pdf or svg.",
+                                               show_default="png, or --out's suffix")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="The folder to write the figure into, or the file (fig.png, fig.pdf, fig.svg).",
+        show_default=str(COMPARE_DIR))] = None,
     include_stale: Annotated[bool, typer.Option(
         "--all", help="Also draw stale runs (not in the folder's current sweep spec) and incomplete ones.")] = False,
 ) -> None:
@@ -189,7 +209,7 @@ def compare(
     if len(paths) < 2:
         raise GradflowError(f"compare needs two or more folders; got {len(paths)}")
     kind = choose("--kind", kind, COMPARE_KINDS)
-    fmt = choose("--format", fmt.lower(), FORMATS)
+    out_dir, out_file, fmt = figure_target(out, COMPARE_DIR, fmt)
     o = Options(quantity=quantity, step=_step(step), color=color, by_source=panels)
     refuse_unused(kind, {k: getattr(o, k) for k in ("quantity", "step", "color")})
     if panels and kind not in ("profile", "curves"):
@@ -197,7 +217,6 @@ def compare(
     sources = matching.source_labels(paths)
     for p in paths:
         store.find_runs(p)
-    out_dir = out if out is not None else COMPARE_DIR
     store.check_writable(out_dir, option="--out")
 
     runs = matching.load_runs(paths, sources, include_stale)
@@ -211,7 +230,7 @@ def compare(
     fig, stem = draw(kind, df, o)
     stem = stem.split("-facet-")[0]  # the panels follow from the data; the name says what was asked
     name = file_part("-vs-".join(file_part(s, 40) for s in sources), 160)
-    written = save(fig, out_dir / f"compare-{stem}-{name}.{fmt}", fmt)
+    written = save(fig, out_file or out_dir / f"compare-{stem}-{name}.{fmt}", fmt)
 
     marked, flagged = mark_flagged(runs)  # ok*, as ls shows it: a run that learned nothing is no success
     show_comparison(matching.comparison(marked, sources, by), sources, by, differ, matching.pooled_keys(runs, by),
