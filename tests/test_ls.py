@@ -128,6 +128,11 @@ def test_sort_descending_numeric_and_by_short_name(swept):
     assert [int(r[0]) for r in down] == [20, 20, 10, 10, 5, 5]
     by_loss = runs_json(root, "--sort", "final.train_loss")
     assert list(by_loss["final.train_loss"]) == sorted(by_loss["final.train_loss"])
+    # a result by the header the table shows it under
+    by_header = runs_json(root, "--sort", "train loss")
+    assert list(by_header["run"]) == list(by_loss["run"])
+    by_ratio = runs_json(root, "--sort", "-ratio_end")
+    assert list(by_ratio["grad_ratio.final"]) == sorted(by_ratio["grad_ratio.final"], reverse=True)
 
 
 def test_json_keeps_full_precision(swept):

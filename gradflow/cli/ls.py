@@ -18,8 +18,8 @@ from gradflow.cli.console import console, labels, print_note, user_errors
 from gradflow.errors import GradflowError, did_you_mean
 from gradflow.fmt import fmt
 from gradflow.plots.keys import abbreviate, config_columns, full_key, implied_keys, n_distinct, ordered_values
-from gradflow.summary import (FIT_MARKS, FLAGGED, KEY_PRIORITY, LS_COLUMNS, NOTES, TRANSIENT_TOL, Column, listing,
-                              mark_flagged, sort_runs, study_columns, swept_columns, table_columns)
+from gradflow.summary import (FIT_MARKS, FLAGGED, KEY_PRIORITY, LS_COLUMNS, NOTES, RESULT_COLUMNS, TRANSIENT_TOL, Column,
+                              listing, mark_flagged, sort_runs, study_columns, swept_columns, table_columns)
 
 SEP = 3  # characters between two columns of the SIMPLE_HEAD table
 
@@ -51,13 +51,21 @@ def column(df: pd.DataFrame, key: str, option: str, swept: list[str], choices: l
     activation, init for init.name, sw2) or by its last part, or a group by its choice (init). Else a
     one-line error naming the nearest keys and `choices`."""
     finals = {c.removeprefix("final."): c for c in LS_COLUMNS if c.startswith("final.") and c in df.columns}
-    found = full_key(df, key, swept) or finals.get(key)
+    # a result by the header ls shows it under ("train loss", "ratio end"; train_loss and ratio-end too)
+    headers = {_header(label): c for c, (label, _) in RESULT_COLUMNS.items() if c in df.columns}
+    found = full_key(df, key, swept) or finals.get(key) or headers.get(_header(key))
     if found:
         return found
     keys = config_columns(df)
     hint = did_you_mean(key, list(dict.fromkeys([*keys, *abbreviate(keys).values(), *choices])))
     raise GradflowError(f"{option} key {key!r} is not a column{hint}; choices: {', '.join(choices)}{more}"
-                        " (or any config key, by its full name or its last part)")
+                        " (or any config key, by its full name or its last part, or a result by its header: "
+                        "'train loss')")
+
+
+def _header(text: str) -> str:
+    """A column header as --sort and --where compare it: lower case, _ and - read as spaces."""
+    return " ".join(text.lower().replace("_", " ").replace("-", " ").split())
 
 
 def matches(values: pd.Series, value: str) -> pd.Series:
