@@ -20,16 +20,13 @@ import pandas as pd
 from gradflow import store
 from gradflow.errors import GradflowError
 from gradflow.plots.keys import config_columns, n_distinct, ordered_values, swept_keys, vkey
+from gradflow.summary import RESULT_COLUMNS
 
 # the numbers compared per source: column, row label, how two sources differ ("ratio" or "diff")
-COMPARED = (
-    ("grad_ratio.init", "grad ratio first/last, init", "ratio"),
-    ("grad_ratio.final", "grad ratio first/last, end", "ratio"),
-    ("chi1_measured", "chi1 measured", "diff"),
-    ("chi1_theory", "chi1 theory", "diff"),
-    ("final.train_acc", "final train acc", "diff"),
-    ("final.test_acc", "final test acc", "diff"),
-)
+# (column, its label: the header ls shows it under, how two sources' values are compared)
+COMPARED = tuple((c, RESULT_COLUMNS[c][0], how) for c, how in (
+    ("grad_ratio.init", "ratio"), ("grad_ratio.final", "ratio"), ("chi1_measured", "diff"), ("chi1_theory", "diff"),
+    ("final.train_acc", "diff"), ("final.test_acc", "diff")))
 
 
 def source_labels(paths: Sequence[str | Path]) -> list[str]:

@@ -7,6 +7,9 @@ twin of half the sweep, and a sweep at lr = 1e6 in which one run diverges.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -223,9 +226,29 @@ def test_compare_two_sweeps_matches_configs(plain, batchnorm, tmp_path):
     flat = " ".join(text.split())
     assert "matched on model.depth, model.activation" in flat
     assert "sources differ in norm.name (none | batchnorm)" in flat
-    assert text.count("grad ratio first/last, init") == 4  # one block per config: depth 2, 4 x relu, tanh
+    assert text.count("ratio init") == 4  # one block per config: depth 2, 4 x relu, tanh
     assert text.count("no run") == 2  # batchnorm has no relu runs
-    assert "final test acc" in text
+    assert "test acc" in text
+
+
+def test_compare_of_three_at_80_columns_folds_no_number(plain, batchnorm, diverging, tmp_path):
+    # the labels were "grad ratio first/last, init" and every column could fold: "first/la…", "1.9" over "6"
+    env = {**os.environ, "COLUMNS": "80", "TERM": "dumb"}
+    out = subprocess.run([sys.executable, "-m", "gradflow", "compare", str(plain), str(batchnorm), str(diverging),
+                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert all(len(ln) <= 80 for ln in lines if not ln.startswith(str(tmp_path))), lines
+    header = next(ln for ln in lines if ln.startswith("┃"))
+    assert header.split() == ["┃", "depth", "┃", "┃", "plain", "┃", "batchnorm", "┃", "diverging", "┃",
+                              "batchnorm", "vs", "plain", "┃"], header  # its headers whole, on one line
+    body = [ln for ln in lines if ln.startswith("│")]
+    assert sum("ratio init" in ln for ln in body) == 3 and "…" not in out.stdout  # depth 2, 3 and 4
+    for ln in body:  # a value on every row of a block's numbers: none carried onto a line of its own
+        cells = [c.strip() for c in ln.strip("│").split("│")]
+        assert cells[1] == "runs" or all(cells[2:]), ln
+    assert "not shown (80 columns): diverging vs plain;" in " ".join(out.stdout.split())
+    assert "ratio = ‖∂L/∂W‖ first layer / last layer" in out.stdout
 
 
 def test_compare_table_numbers_are_per_source_medians(plain, batchnorm):
@@ -250,7 +273,7 @@ def test_compare_table_numbers_are_per_source_medians(plain, batchnorm):
     assert pooled_keys(betas, ["optim.betas"]) == ["seed"]
     table = comparison(betas, ["a", "b"], ["optim.betas"])
     assert sorted(zip(table["source"], table["runs"])) == [("a", 0), ("a", 2), ("b", 0), ("b", 1)]
-    assert out.output.count("grad ratio first/last, init") == 2
+    assert out.output.count("ratio init") == 2
 
 
 def test_compare_two_runs_with_the_same_job_name(batchnorm, diverging, tmp_path):

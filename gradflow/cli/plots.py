@@ -13,7 +13,10 @@ from typing import Annotated, Optional
 import numpy as np
 import pandas as pd
 import typer
+from rich.cells import cell_len
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from gradflow import compare as matching
 from gradflow import store
@@ -27,7 +30,7 @@ from gradflow.plots.kinds import (
 from gradflow.plots.keys import abbreviate, full_key
 from gradflow.plots.save import FORMATS, file_part, save
 from gradflow.plots.series import parse_step
-from gradflow.summary import FLAGGED, mark_flagged
+from gradflow.summary import FLAGGED, NOTES, mark_flagged
 
 COMPARE_DIR = Path("results") / "compare"
 
@@ -143,29 +146,41 @@ def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], diff
         for name, s in zip(names, sources):
             print_note(f"{name} = {s}")
     print_note(f"compare: {' vs '.join(names)}")  # (a rich title is padded to the table's width)
-    t = Table()
-    for k in by:
-        t.add_column(k.removeprefix("model."), overflow="fold")
-    t.add_column("")
-    for s in names:
-        t.add_column(s, justify="right", overflow="fold")
-    for s in names[1:]:
-        t.add_column(f"{s} vs {names[0]}", justify="right", overflow="fold")
-    cells = list(dict.fromkeys(table["cell"]))
-    for cell in cells:
+    # the table's columns as (header, right-justified, cells), the cells rich markup; built first so that
+    # the difference columns can give way at a narrow width, never a number folded across two lines
+    columns = [(k.removeprefix("model."), False, []) for k in by] + [("", False, [])] + \
+        [(s, True, []) for s in names] + [(f"{s} vs {names[0]}", True, []) for s in names[1:]]
+    ends: list[bool] = []  # whether each row ends a config's block
+    for cell in dict.fromkeys(table["cell"]):
         part = table[table["cell"] == cell].set_index("source")
         keys = [number(v) if v != "\0nan" else "-" for v in cell]
         status = []
         for s in sources:
             st, n = part.loc[s, "status"], part.loc[s, "runs"]
             word = st.split()[-1].rstrip(FLAGGED) if st else ""
-            status.append(f"[{store.STATUS_COLOURS.get(word, 'white')}]{st}[/]" if n else "[dim]no run[/]")
-        t.add_row(*keys, "runs", *status, *([""] * (len(sources) - 1)))
-        for i, (col, label, how) in enumerate(shown):
+            status.append(f"[{store.STATUS_COLOURS.get(word, 'white')}]{escape(st)}[/]" if n else "[dim]no run[/]")
+        rows = [[*keys, "runs", *status, *([""] * (len(sources) - 1))]]
+        for col, label, how in shown:
             vals = [float(part.loc[s, col]) if part.loc[s, "runs"] else math.nan for s in sources]
-            t.add_row(*([""] * len(by)), label, *(number(v, 3) for v in vals), *(_difference(vals[0], v, how) for v in vals[1:]),
-                      end_section=i == len(shown) - 1)
-    notes = [f"matched on {', '.join(by)}" if by else "no swept key in common: every run of a source in one row"]
+            rows.append(["" for _ in by] + [label, *(number(v, 3) for v in vals),
+                                            *(_difference(vals[0], v, how) for v in vals[1:])])
+        for row in rows:
+            for (_, _, cells), text in zip(columns, row):
+                cells.append(text)
+        ends += [False] * (len(rows) - 1) + [True]
+    widths = [max([cell_len(h)] + [cell_len(Text.from_markup(c).plain) for c in cells]) for h, _, cells in columns]
+    need = sum(w + 3 for w in widths) + 1  # (a bar and two spaces per column, one bar at the end)
+    hidden = []
+    while sum(w + 3 for w in widths) + 1 > console.width and len(columns) > len(by) + 1 + len(names):
+        hidden.insert(0, columns.pop()[0])  # the last difference column first
+        widths.pop()
+    t = Table()
+    for header, right, _ in columns:
+        t.add_column(header, justify="right" if right else "left", no_wrap=True)
+    for i, end in enumerate(ends):
+        t.add_row(*(cells[i] for _, _, cells in columns), end_section=end)
+    notes = [NOTES["grad_ratio.init"]] if any(c.startswith("grad_ratio.") for c, _, _ in shown) else []
+    notes.append(f"matched on {', '.join(by)}" if by else "no swept key in common: every run of a source in one row")
     if differ:
         notes.append("sources differ in " + "; ".join(f"{k} ({' | '.join(map(number, v))})"
                                                       for k, v in differ.items()))
@@ -176,6 +191,8 @@ def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], diff
         notes.append(f"{FLAGGED}: finished but flagged: {labels(flagged)}; gradflow ls --json shows why")
     notes.append(f"differences: ratios as ×({names[-1] if len(names) == 2 else 'other'} / {names[0]}), "
                  "the rest as other − first")
+    if hidden:
+        notes.append(f"not shown ({console.width} columns): {', '.join(hidden)}; {need} columns show all")
     console.print(t)
     for note in notes:
         print_note(note)
