@@ -241,12 +241,14 @@ def runs_html(df: pd.DataFrame, swept: list[str]) -> str:
                         + (f' title="{_e(why)}"' if c.key == store.STATUS and isinstance(why, str) and why else "")
                         + f">{_e(c.cells[i])}</td>" for c in cols)
         body.append(f'<tr data-run="{_e(row[store.RUN])}">{cells}</tr>')
-    notes = [n for k, n in summary.NOTES.items() if k in df.columns and k != "rate"]
+    notes = summary.column_notes(cols)  # as under ls's table: the ratio, the chi1 fit and its marks
     if flagged:
         notes.append(f"{summary.FLAGGED}: finished but flagged: {', '.join(flagged)}; hover over a status for why")
+    warning = summary.transient_warning(df)
     wide = " class=wide" if len(cols) > WIDE_COLUMNS else ""
     return (_scroll(f'<table id="runs"{wide}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>')
-            + "".join(f"<p class=note>{_e(n)}</p>" for n in notes))
+            + "".join(f"<p class=note>{_e(n)}</p>" for n in notes)
+            + (f"<p class=warn>{_e(warning)}</p>" if warning else ""))
 
 
 def _simple_table(rows: list[dict[str, Any]], table_id: str) -> str:
@@ -286,6 +288,7 @@ figure{display:inline-block;margin:.5em;vertical-align:top} figure img{max-width
 @media (max-width:640px){figure{display:block;margin:.5em 0} figure img{max-width:100%}}
 figcaption{font-size:12px;color:#555} pre{background:#f6f6f6;padding:.6em;overflow:auto;max-height:30em;white-space:pre-wrap}
 .note,.meta{color:#555;font-size:12px} .PASS{color:#070;font-weight:bold} .FAIL{color:#b00;font-weight:bold}
+.warn{color:#8a5a00;font-size:12px}
 """
 
 SCRIPT = """

@@ -264,6 +264,35 @@ NOTES = {"grad_ratio.init": "ratio = ‖∂L/∂W‖ first layer / last layer",
 FIT_MARKS = {" q*": "q*: inputs at the fixed point", "!": "!: still in the length map's transient (see below)"}
 
 
+def column_notes(columns: list["Column"]) -> list[str]:
+    """The notes under a table of `columns` (ls, the report page): what the ratio and the chi1 fit mean, each
+    mark the fit's cells carry, and the rate's convention."""
+    keys = [c.key for c in columns]
+    explained = {k: NOTES[k] for k in NOTES if k in keys}
+    if "chi1_layers" in explained:  # the fit marks the shown cells carry, each explained
+        cells = columns[keys.index("chi1_layers")].cells
+        explained["chi1_layers"] += "".join(f"; {text}" for mark, text in FIT_MARKS.items()
+                                            if any(mark in cell for cell in cells))
+    notes = list(explained.values())
+    if any(k.startswith("rate.") for k in keys):
+        notes.append(NOTES["rate"])
+    return notes
+
+
+def transient_warning(df: pd.DataFrame) -> str:
+    """Why some runs' chi1 fits are off, or "": they start in the length map's transient (chi1_transient)."""
+    if "chi1_transient" not in df:
+        return ""
+    bias = pd.to_numeric(df["chi1_transient"], errors="coerce")
+    off = df[bias.abs() > TRANSIENT_TOL]
+    if not len(off):
+        return ""
+    worst = float(bias[off.index].abs().max())
+    runs = "1 run starts" if len(off) == 1 else f"{len(off)} runs start"
+    return (f"warning: the chi1 fit of {runs} in the length map's transient (mean-field theory puts the fit up to "
+            f"{worst:.1%} off chi1 at q*); start at the fixed point with data.scale=qstar or fit deeper layers")
+
+
 FLAGGED = "*"  # marks the status of a run that ended ok but is flagged (store.FLAGS): "ok*"
 
 

@@ -65,6 +65,11 @@ def test_ls_warns_when_the_chi1_fit_sits_in_the_length_maps_transient(cli, resul
     alone = " ".join(cli("ls", str(results / "gelu"), "--where", "data.scale=qstar").output.split())
     assert "55 (3-57) q* " in alone and "q*: inputs at the fixed point" in alone
     assert "!" not in alone and "see below" not in alone and "warning" not in alone
+    # the report page says as much under its table (it showed the marks and explained neither)
+    assert cli("report", str(results / "gelu"), "--out", str(results / "gelu.html")).exit_code == 0
+    page = (results / "gelu.html").read_text()
+    assert "q*: inputs at the fixed point" in page and "!: still in the length map&#x27;s transient" in page
+    assert "<p class=warn>warning: the chi1 fit of 1 run starts in the length map&#x27;s transient" in page
 
 
 def test_transient_bias_by_hand():

@@ -18,8 +18,9 @@ from gradflow.cli.console import console, labels, print_note, user_errors
 from gradflow.errors import GradflowError, did_you_mean
 from gradflow.fmt import fmt
 from gradflow.plots.keys import abbreviate, config_columns, full_key, implied_keys, n_distinct, ordered_values
-from gradflow.summary import (FIT_MARKS, FLAGGED, KEY_PRIORITY, LS_COLUMNS, NOTES, RESULT_COLUMNS, TRANSIENT_TOL, Column,
-                              listing, mark_flagged, sort_runs, study_columns, swept_columns, table_columns)
+from gradflow.summary import (FLAGGED, KEY_PRIORITY, LS_COLUMNS, RESULT_COLUMNS, Column, column_notes, listing,
+                              mark_flagged, sort_runs, study_columns, swept_columns, table_columns,
+                              transient_warning)
 
 SEP = 3  # characters between two columns of the SIMPLE_HEAD table
 
@@ -129,15 +130,7 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     shown, hidden = choose(table_columns(df, swept), None if wide else console.width)
     one_line_headers(shown, None if wide else console.width)
     console.print(render(shown, len(df), title), highlight=False, soft_wrap=True)
-    keys = [c.key for c in shown]
-    explained = {k: NOTES[k] for k in NOTES if k in keys}
-    if "chi1_layers" in explained:  # the fit marks the shown cells carry, each explained
-        cells = shown[keys.index("chi1_layers")].cells
-        explained["chi1_layers"] += "".join(f"; {text}" for mark, text in FIT_MARKS.items()
-                                            if any(mark in cell for cell in cells))
-    notes = list(explained.values())
-    if any(k.startswith("rate.") for k in keys):
-        notes.append(NOTES["rate"])
+    notes = column_notes(shown)
     implied = {k: c for k, c in implied.items() if n_distinct(df[k]) > 1}  # (say so only where shown runs differ)
     if implied:
         names = abbreviate([*swept, *implied])
@@ -150,7 +143,8 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
         notes.append(f"{FLAGGED}: finished but flagged: {labels(flagged)}; --json shows why")
     for n in notes:
         print_note(n)
-    _warn_transient(df)
+    if transient_warning(df):
+        print_note(transient_warning(df), style="yellow")
     counts = df["status"].value_counts().to_dict() if "status" in df else {}
     n_flagged = counts.get(store.OK + FLAGGED, 0)
     counts[store.OK] = counts.get(store.OK, 0) + n_flagged
@@ -184,19 +178,6 @@ def render(columns: list[Column], n_rows: int, title: str = "") -> str:
                          status in store.STATUS_COLOURS else escape(cell))
         lines.append(sep.join(cells).rstrip())
     return "\n".join(lines)
-
-
-def _warn_transient(df: pd.DataFrame) -> None:
-    if "chi1_transient" not in df:
-        return
-    bias = pd.to_numeric(df["chi1_transient"], errors="coerce")
-    off = df[bias.abs() > TRANSIENT_TOL]
-    if len(off):
-        worst = float(bias[off.index].abs().max())
-        runs = "1 run starts" if len(off) == 1 else f"{len(off)} runs start"
-        print_note(f"warning: the chi1 fit of {runs} in the length map's transient (mean-field theory puts the "
-                   f"fit up to {worst:.1%} off chi1 at q*); start at the fixed point with data.scale=qstar or fit "
-                   "deeper layers", style="yellow")
 
 
 def records(df: pd.DataFrame) -> list[dict]:
