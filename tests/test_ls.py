@@ -101,8 +101,10 @@ def test_keys_a_group_choice_sets_are_named_under_the_table_and_status_always_sh
     (train.steps and the steps done were both "steps")."""
     results = tmp_path / "results"
     base = [o for o in SWEEP if not o.startswith(("model.depth=", "init=", "train.steps="))]
-    gradflow("sweep", *base, "model.depth=4", "init=xavier_normal,meanfield", "train.steps=3,4",
-             f"results={results}", "--name", "mixed")
+    swept = gradflow("sweep", *base, "model.depth=4", "init=xavier_normal,meanfield", "train.steps=3,4",
+                     f"results={results}", "--name", "mixed")
+    # the table at the sweep's end, as ls's (it named no key the init choice sets)
+    assert "not shown, as each init choice sets them: sw2, sb2, gain; --wide shows all" in " ".join(swept.split())
     for columns in (80, 50):
         text = gradflow("ls", str(results / "mixed"), columns=columns)
         assert max(len(line) for line in text.splitlines()[1:]) <= columns, text  # (the title is a path)

@@ -15,6 +15,8 @@ from gradflow.cli.app import app, progress_bar
 from gradflow.cli.console import (INTERRUPTED_EXIT, console, leave_interrupted, near_options,
                                     note_replaced, print_note, user_errors)
 from gradflow.cli.ls import runs_view, show_runs
+from gradflow.plots.keys import swept_keys
+from gradflow.summary import study_columns
 
 
 
@@ -105,10 +107,11 @@ def run_plan(p, table: bool = True) -> pd.DataFrame:
         leave_interrupted(f"interrupted: {done} of {len(p.to_run)} runs finished"
                           + (f" ({skipped} more from before)" if skipped else "")
                           + "; rerun the same command to resume")
-    df, swept = runs_view(p.root)
+    df, _ = runs_view(p.root)
     df = df[df[store.RUN].isin([j.name for j in p.jobs])]
-    if table:
-        show_runs(df, p.swept or swept, title=str(p.root), skipped=skipped)
+    if table:  # the swept keys first, then what varies with them (init.sw2 with init): ls's notes name those
+        varying = swept_keys(df, exclude=study_columns(df), implied=True)
+        show_runs(df, list(dict.fromkeys([*p.swept, *varying])), title=str(p.root), skipped=skipped)
     else:
         counts = df[store.STATUS].value_counts().to_dict()
         console.print("  ".join(f"{k}: {counts.get(k, 0)}" for k in store.ENDED) + f"  skipped: {skipped}")
