@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -12,6 +13,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # device=auto means the CPU here, also on a machine with a GPU: the suite's numbers, golden outputs and
 # CPU-only paths (the fused kernels) are the CPU's wherever it runs; the CUDA-marked tests ask for cuda
 os.environ.setdefault("GRADFLOW_DEVICE", "cpu")
+# Ctrl-C as a terminal delivers it: a suite started in the background (`nohup ... &`, some CI runners)
+# inherits SIGINT ignored, which Python then leaves ignored and which the commands the tests start
+# inherit too, so every Ctrl-C test would wait for an interruption that never comes. A handler
+# installed here is reset to the default at exec, where Python installs its own.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import pandas as pd
 import pytest
