@@ -333,8 +333,9 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+\-]")
 
 
 def job_name(overrides: list[str] | str) -> str:
-    """The run folder name for a list of `key=value` overrides (or Hydra's override_dirname)."""
+    """The run folder name for a list of `key=value` overrides (or Hydra's override_dirname), each key's last."""
     items = split_top(overrides) if isinstance(overrides, str) else list(overrides)
+    items = list({override_key(o): o for o in items}.values())  # a key given twice: its last value, which counts
     items = [_readable(o) for o in items]
     keep = sorted(o for o in items if o and override_key(o) not in NOT_IN_JOB_NAME and not override_key(o).startswith("hydra"))
     name = _UNSAFE.sub("_", ",".join(keep)) or "default"

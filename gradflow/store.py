@@ -537,7 +537,7 @@ def is_finished(job_dir: Path, want_hash: str | None = None) -> bool:
     return want_hash is None or run_hash(job_dir, rec) == want_hash
 
 
-_NUMBER = re.compile(r"(\d+(?:\.\d+)?(?:e[-+]?\d+)?)")
+_NUMBER = re.compile(r"((?:(?<=[=,])-)?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)")  # (a sign only right after = or ,)
 
 
 def natural_key(path: Path) -> tuple:

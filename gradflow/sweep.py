@@ -183,10 +183,9 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
 
     user = [o for o in overrides if override_key(o) != "name"]
     given = [o.split("=", 1)[1] for o in overrides if override_key(o) == "name"]
-    if len(set(given + [name] * bool(name))) > 1:  # (the option won without a word, else the last override)
-        shown = [f"--name {name}"] * bool(name) + [f"name={g}" for g in given]
-        raise GradflowError(f"the sweep is named twice, {store.shorten(shown[0], 40)} and "
-                            f"{store.shorten(shown[1], 40)}; give one name")
+    if name and given and given[-1] != name:  # (the option won without a word; name= twice: the last, noted)
+        raise GradflowError(f"the sweep is named twice, --name {store.shorten(name, 40)} and "
+                            f"name={store.shorten(given[-1], 40)}; give one name")
     user_name = name or (given[-1] if given else "sweep")
     if "," in user_name:  # (Hydra's words were "Ambiguous value ... add --multirun")
         raise GradflowError(f"name={store.shorten(user_name, 40)} is several names; a sweep writes one study: give one")

@@ -164,6 +164,14 @@ def test_out_may_name_the_file_of_one_figure(plain, batchnorm, tmp_path):
         assert out.exit_code == 1 and out.output.startswith("error:"), out.output
         assert message.format(args[args.index("--out") + 1]) in " ".join(out.output.split()), out.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["both.svg", "deep"]
+    # a folder that is there already stays a folder, whatever its name; an image format gradflow does not
+    # write is refused (it made a folder named fig.jpg)
+    (tmp_path / "figs.png").mkdir()
+    out = invoke("plot", plain, "--kind", "ratio", "--out", tmp_path / "figs.png")
+    assert out.exit_code == 0 and printed_paths(out) == [tmp_path / "figs.png" / "ratio-init.png"], out.output
+    out = invoke("plot", plain, "--kind", "ratio", "--out", tmp_path / "fig.jpg")
+    assert out.exit_code == 1 and "names a .jpg file; figures are png, pdf, svg" in " ".join(out.output.split())
+    assert not (tmp_path / "fig.jpg").exists()
 
 
 def test_plot_one_run_folder(full):

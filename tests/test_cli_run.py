@@ -56,6 +56,10 @@ def test_a_key_given_twice_keeps_the_last_and_says_so(cli, results):
     (record,) = (results / "twice").glob("*/run.json")
     rec = json.loads(record.read_text())
     assert rec["seed"] == 3 and rec["steps_done"] == 2
+    # its folder is named by the values that count, as the same run given once is
+    assert record.parent.name == job_name([o for o in TINY if not o.startswith("train.steps=")]
+                                          + ["train.steps=2", "seed=3"])
+    assert "seed=1" not in record.parent.name and "train.steps=4" not in record.parent.name
 
 
 def test_load_run_and_folder_has_config_columns(run_job, results):

@@ -391,9 +391,11 @@ def test_where_takes_values_as_ls_shows_them():
 def test_runs_are_found_in_the_order_of_their_values(tmp_path):
     # by name, model.depth=10 came before model.depth=2, and optim.lr=0.01 before 1e-3
     names = ["model.depth=10,seed=0", "model.depth=2,seed=1", "model.depth=2,seed=0", "model.depth=3,seed=0"]
-    for name in [*names, "lr/optim.lr=0.01", "lr/optim.lr=1e-3", "lr/optim.lr=0.1"]:
+    names += ["b/init.sb2=0", "b/init.sb2=-1", "b/init.sb2=-10", "b/init.sb2=-2"]
+    for name in [*names, "lr/optim.lr=0.01", "lr/optim.lr=1E-4", "lr/optim.lr=1e-3", "lr/optim.lr=0.1"]:
         (tmp_path / name).mkdir(parents=True)
         (tmp_path / name / store.RUN_FILE).write_text("{}")
     found = [p.relative_to(tmp_path).as_posix() for p in store.find_runs(tmp_path)]
-    assert found == ["lr/optim.lr=1e-3", "lr/optim.lr=0.01", "lr/optim.lr=0.1", "model.depth=2,seed=0",
+    assert found == ["b/init.sb2=-10", "b/init.sb2=-2", "b/init.sb2=-1", "b/init.sb2=0",
+                     "lr/optim.lr=1E-4", "lr/optim.lr=1e-3", "lr/optim.lr=0.01", "lr/optim.lr=0.1", "model.depth=2,seed=0",
                      "model.depth=2,seed=1", "model.depth=3,seed=0", "model.depth=10,seed=0"], found

@@ -215,10 +215,32 @@ def test_missing_data_files_stop_the_sweep_before_it_replaces_finished_runs(cli,
     out = cli("run", "data=cifar10", f"data.root={typo}", f"results={results}", "name=one")
     assert out.exit_code == 1 and f"data.root={typo} has no CIFAR-10 files" in out.stderr
     assert not (results / "one").exists()
-    # every arm is planned before the first runs: he2016's paper scale reads CIFAR-10
+    # he2016's paper scale reads CIFAR-10
     out = cli("reproduce", "he2016", "--scale", "paper", f"data.root={typo}", f"results={results}")
     assert out.exit_code == 1 and f"data.root={typo} has no CIFAR-10 files" in out.stderr
     assert not list((results / "reproduce").rglob("run.json")) and not list((results / "reproduce").rglob("*.yaml"))
+
+
+def test_a_reproduction_plans_every_arm_before_the_first_runs(results, tmp_path, monkeypatch):
+    # an arm that reads missing files stopped the reproduction only once the arms before it had trained
+    from gradflow import reproduce as rep
+
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "two.yaml").write_text(f"""
+paper: "two arms, the second reading files that are not there"
+summary: "-"
+runtime: "seconds"
+base: [model.width=8, model.depth=2, train.steps=2, train.batch_size=16, threads=1]
+arms:
+  first: [data=gaussian, data.n_train=64, data.n_test=32, data.dim=8]
+  second: [data=mnist, "data.root={tmp_path / 'nowhere'}"]
+claims: []
+""")
+    monkeypatch.setattr(rep, "SPEC_DIR", specs)
+    with pytest.raises(GradflowError, match="has no MNIST files"):
+        rep.run("two", "default", [f"results={results}"])
+    assert not list(results.rglob("run.json"))  # the first arm did not run
 
 
 @pytest.mark.slow

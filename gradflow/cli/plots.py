@@ -104,11 +104,18 @@ def plot(
     _print_paths(written)
 
 
+OTHER_IMAGES = ("jpg", "jpeg", "tif", "tiff", "eps", "ps", "webp", "gif", "bmp")  # image files gradflow does not write
+
+
 def figure_target(out: Path | None, folder: Path, fmt: str | None, several: bool = False
                   ) -> tuple[Path, Path | None, str]:
     """Where figures go, as (folder, file or None, format): into `out` (default `folder`); or, drawing one
-    figure, into the file `out` names by a figure suffix (`--out fig.pdf` made a folder named fig.pdf)."""
-    suffix = out.suffix.lower().lstrip(".") if out is not None else ""
+    figure, into the file `out` names by a figure suffix (`--out fig.pdf` made a folder named fig.pdf),
+    unless a folder of that name is there already."""
+    suffix = out.suffix.lower().lstrip(".") if out is not None and not out.is_dir() else ""
+    if suffix in OTHER_IMAGES:  # (a folder named fig.jpg was the surprise this option now spares)
+        raise GradflowError(f"--out {out} names a .{suffix} file; figures are {', '.join(FORMATS)}: give "
+                            f"{out.with_suffix('.png')}, or a folder")
     if suffix not in FORMATS:
         return (out if out is not None else folder), None, choose("--format", (fmt or "png").lower(), FORMATS)
     if several:
@@ -174,9 +181,11 @@ def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], diff
     while sum(w + 3 for w in widths) + 1 > console.width and len(columns) > len(by) + 1 + len(names):
         hidden.insert(0, columns.pop()[0])  # the last difference column first
         widths.pop()
-    t = Table()
+    fits = sum(w + 3 for w in widths) + 1 <= console.width  # (else, with every difference column gone, cells
+    t = Table()                                                 # fold rather than end in "…")
     for header, right, _ in columns:
-        t.add_column(header, justify="right" if right else "left", no_wrap=True)
+        t.add_column(header, justify="right" if right else "left", no_wrap=fits,
+                     overflow="ellipsis" if fits else "fold")
     for i, end in enumerate(ends):
         t.add_row(*(cells[i] for _, _, cells in columns), end_section=end)
     notes = [NOTES["grad_ratio.init"]] if any(c.startswith("grad_ratio.") for c, _, _ in shown) else []
@@ -189,8 +198,9 @@ def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], diff
                      (f", which differ in {', '.join(abbreviate(list(pooled)).values())}" if pooled else ""))
     if flagged:
         notes.append(f"{FLAGGED}: finished but flagged: {labels(flagged)}; gradflow ls --json shows why")
-    notes.append(f"differences: ratios as ×({names[-1] if len(names) == 2 else 'other'} / {names[0]}), "
-                 "the rest as other − first")
+    if len(hidden) < len(names) - 1:  # (some difference column is shown)
+        notes.append(f"differences: ratios as ×({names[-1] if len(names) == 2 else 'other'} / {names[0]}), "
+                     "the rest as other − first")
     if hidden:
         notes.append(f"not shown ({console.width} columns): {', '.join(hidden)}; {need} columns show all")
     console.print(t)
