@@ -201,7 +201,8 @@ def ls(
     path: Annotated[Path, typer.Argument(help="A run folder, a sweep folder, or a folder of sweeps.")],
     where: Annotated[Optional[list[str]], typer.Option(help="Keep rows with KEY=VALUE (repeatable).")] = None,
     sort: Annotated[Optional[str], typer.Option(
-        help="Sort by this column (numbers as numbers), e.g. final.test_acc or depth; -KEY sorts descending.")] = None,
+        help="Sort by this column (numbers as numbers), e.g. final.test_acc, depth or a header such as "
+             "'train loss'; -KEY sorts descending.")] = None,
     steps_to: Annotated[Optional[list[str]], typer.Option(
         "--steps-to", help="First evaluation step where a metric reaches a threshold, e.g. 'train_loss<=1.0' "
                            "or 'test_acc>=0.9' (repeatable).")] = None,
