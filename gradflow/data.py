@@ -98,17 +98,13 @@ def data_root(configured: str = "") -> Path:
     return Path(configured or os.environ.get("GRADFLOW_DATA") or "data")
 
 
-FROM_FILES = ("mnist", "fashion_mnist", "cifar10")  # the datasets read from files under data.root
-
-
 def check_files(name: str, root: str = "", download: bool = False) -> None:
-    """Where data=`name` is read from files, that they are there (under data_root(root)), without reading
-    them: else the loader's own GradflowError, naming what to put where. A run and a sweep ask before they
-    start, so that a mistyped data.root fails at once instead of in every run, each replacing a finished one."""
+    """That the files of data=`name`, a dataset read from files (one with a data.root: mnist, fashion_mnist,
+    cifar10), are there under data_root(root), without reading them: else the loader's own GradflowError,
+    naming what to put where. A run and a sweep ask before they start, so that a mistyped data.root fails at
+    once instead of in every run, each replacing a finished one."""
     from gradflow import datasets
 
-    if name not in FROM_FILES:
-        return
     if name == "cifar10":
         datasets.locate_cifar10(data_root(root), download)
     else:

@@ -68,7 +68,6 @@ class GradCheck:
     fd_entry_s: float  # seconds per finite-difference entry: two forward passes (mean)
     batch: int | None = None  # training examples in the loss (gradcheck: at most the training set's size)
     loss: float = math.nan  # |L|, the loss's magnitude: errors are relative to at least FLOOR of it
-    floor: float = FLOOR
 
     @property
     def max_rel(self) -> float:
@@ -85,7 +84,7 @@ class GradCheck:
         if self.resolved >= RESOLVED * len(self.params):
             return ""
         return (f"{self.resolved} of {len(self.params)} parameter tensors have a checked gradient of at least "
-                f"{self.floor:g} |L| ({RESOLVED:.0%} needed): below that floor any backward agrees")
+                f"{FLOOR:g} |L| ({RESOLVED:.0%} needed): below that floor any backward agrees")
 
     @property
     def fd_full_s(self) -> float:

@@ -447,10 +447,10 @@ def fd_error(arm: Arm, where=None, entries=8, batch=8, eps=1e-6) -> Measured:
     of `entries` entries of every parameter tensor (see gradflow.gradcheck). None where a run's gradients lie
     so far below the loss that the check resolves too few tensors (GradCheck.unresolved): any backward agrees there."""
     checks = _gradchecks(arm, where, entries, batch, eps)
-    vague = next((r.unresolved() for r in checks if r.unresolved()), "")
-    measured = _mean([math.nan if r.unresolved() else r.max_rel for r in checks])
-    if vague:
-        measured.value, measured.note = math.nan, vague
+    why = [r.unresolved() for r in checks]
+    measured = _mean([math.nan if w else r.max_rel for r, w in zip(checks, why)])
+    if any(why):
+        measured.value, measured.note = math.nan, next(w for w in why if w)
     return measured
 
 

@@ -31,7 +31,7 @@ def gradcheck(
 ) -> None:
     """Check backprop (gradcheck.mode=forward: forward-mode AD) against float64 central differences, and time both."""
     from gradflow.config import compose, uses_batchnorm
-    from gradflow.gradcheck import check_arguments
+    from gradflow.gradcheck import FLOOR, check_arguments
     from gradflow.gradcheck import gradcheck as check
 
     check_arguments(entries, batch, eps, cli=True)  # before the model is built: one line, not a traceback
@@ -52,10 +52,11 @@ def gradcheck(
     if r.batch < batch:
         print_note(f"--batch {batch} is more than the {r.batch} training examples: the loss is on all {r.batch}")
     print_note(f"max relative error {fmt(r.max_rel, 3)} over {sum(p.checked for p in r.params)} entries of "
-               f"{r.n_params} parameters; errors are relative to at least the floor, {fmt(r.floor, 3)} |L| = "
-               f"{fmt(r.floor * r.loss, 3)} (resolved: of the checked entries, those whose gradient reaches it)")
-    if r.unresolved():
-        print_note(f"warning: {r.unresolved()}", style="bold yellow")
+               f"{r.n_params} parameters; errors are relative to at least the floor, {fmt(FLOOR, 3)} |L| = "
+               f"{fmt(FLOOR * r.loss, 3)} (resolved: of the checked entries, those whose gradient reaches it)")
+    vague = r.unresolved()
+    if vague:
+        print_note(f"warning: {vague}", style="bold yellow")
     how = "" if r.mode == "reverse" else " (one JVP per entry, projected)"
     print_note(f"{method}: {fmt(r.grad_s, 3)} s for the full gradient{how}; finite differences: "
                f"{fmt(r.fd_entry_s, 3)} s per entry, {fmt(r.fd_full_s, 3)} s projected for all "

@@ -143,8 +143,9 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
         notes.append(f"{FLAGGED}: finished but flagged: {labels(flagged)}; --json shows why")
     for n in notes:
         print_note(n)
-    if transient_warning(df):
-        print_note(transient_warning(df), style="yellow")
+    warning = transient_warning(df)
+    if warning:
+        print_note(warning, style="yellow")
     counts = df["status"].value_counts().to_dict() if "status" in df else {}
     n_flagged = counts.get(store.OK + FLAGGED, 0)
     counts[store.OK] = counts.get(store.OK, 0) + n_flagged
