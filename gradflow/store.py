@@ -317,7 +317,7 @@ def lock(study: Path, command: str | None = None, elsewhere: str = "name=<anothe
 
     study = Path(study)
     _refuse_symlink(study, "study folder")
-    created = not study.exists()
+    created = [d for d in (study, *study.parents) if not d.exists()]  # deepest first: made here
     try:
         study.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -337,9 +337,13 @@ def lock(study: Path, command: str | None = None, elsewhere: str = "name=<anothe
     finally:
         (study / HOLDER_FILE).unlink(missing_ok=True)
         held.release()
-        if created and [p.name for p in study.iterdir()] == [LOCK_FILE]:  # nothing was written: leave no trace
-            (study / LOCK_FILE).unlink(missing_ok=True)
-            study.rmdir()
+        if created and [p.name for p in study.iterdir()] == [LOCK_FILE]:  # nothing was written: leave no trace,
+            (study / LOCK_FILE).unlink(missing_ok=True)  # nor the folders made to hold it (results/reproduce/)
+            for folder in created:
+                try:
+                    folder.rmdir()
+                except OSError:  # another writer's since
+                    break
 
 
 def _holder(study: Path, wait: float = 2.0) -> str:
