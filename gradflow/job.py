@@ -28,7 +28,7 @@ from gradflow.models.custom import activation_kind
 from gradflow.models.init import initialize
 from gradflow.probes import quantities as pq
 from gradflow.probes.core import Probes
-from gradflow.train import ProgressFn, train
+from gradflow.train import Interrupted, ProgressFn, train
 
 EVALUATED = ("train", "test")  # the splits whose last evaluation is a run's final metrics
 TORCH_THREADS = torch.get_num_threads()  # torch's own intra-op thread count here, before a run sets one
@@ -91,6 +91,8 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
         try:
             with _interrupts_kept(interrupts):
                 result = train(model, data, cfg, probes, progress)
+        except Interrupted as stopped:  # Ctrl-C: what it measured until then is written, then it is raised on
+            result = stopped.result
         except Exception as e:
             return _failed(job_dir, record, e, start)
         finally:
@@ -116,7 +118,11 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
         record["summary"] = summary.per_run(layers, flat)  # what `ls` shows, without reading any table
         record["wall_time"] = round(time.perf_counter() - start, 4)
         store.finish(job_dir, record)
-    except KeyboardInterrupt:
+        if result.status == store.INTERRUPTED:
+            raise Interrupted(result)
+    except Interrupted:
+        raise  # (recorded, its tables with it)
+    except KeyboardInterrupt:  # before training, or a second Ctrl-C while the tables were written
         with _exit_on_second_interrupt():
             record.update(status=store.INTERRUPTED, steps_done=reached[0],
                           wall_time=round(time.perf_counter() - start, 4))
@@ -127,11 +133,14 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
 
 def final_metrics(metrics: list[tuple[int, str, str, float]], status: str) -> dict:
     """{"final": {...}} from the last evaluation; for a diverged run, only the last evaluation whose
-    every value is finite, under "last_finite" with its step, so it is never read as a final result."""
+    every value is finite, under "last_finite" with its step, and for an interrupted one its last
+    evaluation under "last_evaluated", with its step, so that neither is read as a final result."""
     by_step: dict[int, dict[str, float]] = {}
     for step, split, metric, value in metrics:
         if split in EVALUATED:
             by_step.setdefault(step, {})[f"{split}_{metric}"] = value
+    if status == store.INTERRUPTED:  # its last evaluation, with its step: no final result
+        return {"final": {}, "last_evaluated": {store.STEP: max(by_step), **by_step[max(by_step)]} if by_step else {}}
     if status != store.DIVERGED:
         return {"final": by_step[max(by_step)] if by_step else {}}
     finite = [s for s, row in by_step.items() if all(math.isfinite(v) for v in row.values())]

@@ -137,9 +137,12 @@ class Recorder:
         return self
 
     def __exit__(self, kind, error, tb) -> None:
-        """As a context manager: an exception in the loop closes the run as failed, with the error."""
+        """As a context manager: an exception in the loop closes the run as failed, with the error; Ctrl-C
+        closes it as interrupted. Either way with its tables up to there."""
         if kind is None:
             self.close()
+        elif issubclass(kind, KeyboardInterrupt):
+            self.close(store.INTERRUPTED)
         else:
             self._record["traceback"] = "".join(traceback.format_exception(kind, error, tb))
             self.close("failed", f"{kind.__name__}: {error}")

@@ -511,12 +511,13 @@ def status_of(job_dir: Path, rec: dict | None, spec: dict | None = None) -> tupl
         if rec.get("host") == socket.gethostname() and isinstance(rec.get("pid"), int) and not _alive(rec["pid"]):
             return INTERRUPTED, f"its process {rec['pid']} ended before the run did"
         return RUNNING, ""
-    if status in ENDED:
-        expected = (CONFIG_FILE,) if status == FAILED else (CONFIG_FILE, METRICS_FILE, LAYERS_FILE)
+    if status in ENDED or status == INTERRUPTED:
+        # an interrupted run lists the tables of what it measured until then, if it got to write them
+        expected = (CONFIG_FILE, METRICS_FILE, LAYERS_FILE) if status in FINISHED else (CONFIG_FILE,)
         for f in rec.get("files", expected):
             if not _loads(job_dir / f):
                 return INCOMPLETE, f"{job_dir / f} is missing or unreadable"
-    elif status != INTERRUPTED:
+    else:
         return INCOMPLETE, f"{job_dir / RUN_FILE} has no known status ({shorten(status, 20)!r})"
     planned = (spec or {}).get("runs")
     if isinstance(planned, dict):

@@ -27,7 +27,7 @@ ProgressFn = Callable[[int, int], None]  # (step, steps)
 
 @dataclass
 class TrainResult:
-    status: str = "ok"  # ok | diverged
+    status: str = "ok"  # ok | diverged | interrupted (see Interrupted)
     steps_done: int = 0  # updates taken
     probe_steps: list[int] = field(default_factory=list)
     probe_values: list[np.ndarray] = field(default_factory=list)  # one (points, quantities) table per probed step
@@ -39,6 +39,16 @@ class TrainResult:
     diverged_layer: int | None = None
     diverged_in: str | None = None  # what went non-finite at diverged_step: "loss", "gradient" or both
     train_time: float = 0.0  # seconds in the loop
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training, carrying what the run measured until then: `result` (status
+    "interrupted", its tables up to the last whole step). Its caller writes that and raises on; any
+    other caller sees the KeyboardInterrupt it always saw."""
+
+    def __init__(self, result: TrainResult):
+        super().__init__()
+        self.result = result
 
 
 def make_optimizer(params, cfg) -> torch.optim.Optimizer:
@@ -181,7 +191,7 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
     probed = set(schedule(steps, cfg.probe.every, cfg.probe.points))
     probes.expect(len(probed))  # a run probing many steps on the CPU loads the fused kernels now
     res = TrainResult()
-    readings = []  # each probed step's primitives, made into tables after the loop
+    readings = []  # (step, its primitives) of each probed step, made into tables after the loop
     n_points = len(probes.weights)
 
     # Each step's bookkeeping lands in a row of two small device buffers (one write each, no sync);
@@ -215,115 +225,125 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
 
     model.train()
     start = time.perf_counter()
-    for t in range(steps + 1):
-        # --- evaluation of the weights after t updates ---
-        if t % eval_every == 0 or t == steps:
-            fold()
-            ev = torch.cat([evaluate(model, data.x_train, data.y_train, data.task),
-                            evaluate(model, data.x_test, data.y_test, data.task),
-                            window / max(window_n, 1), window[3:]]).cpu().tolist()  # note: a host sync point
-            res.metrics += [(t, "train", "loss", ev[0]), (t, "train", "acc", ev[1]),
-                            (t, "test", "loss", ev[2]), (t, "test", "acc", ev[3])]
-            if window_n:
-                res.metrics += [(t, "batch", "loss", ev[4]), (t, "batch", "acc", ev[5]),
-                                (t, "opt", "grad_norm", ev[6]), (t, "opt", "clipped", ev[8])]
-            window.zero_()
-            window_n = 0
-
-        # --- Jacobian spectra of the weights after t updates (a separate, gradient-free pass) ---
-        if jacobian and t in (0, steps):
-            x_j = data.x_train[: cfg.probe.jacobian_inputs]
-            res.jacobians += [(t, *row) for row in jacobian_spectra(model, x_j, cfg.probe.layer_jacobians)]
-
-        # --- forward, backward (and probes) ---
-        probing = t in probed
-        if probing:
-            probes.arm()
-        idx = batches.next()
-        x = data.x_train[idx]
-        if data.augment is not None:
-            x = data.augment(x, batches.gen)
-        opt.zero_grad()  # before the forward pass, as a bare loop does: its allocations can reuse the gradients' memory
-        out = model(x)
-        loss, batch_acc = loss_and_accuracy(out, data.y_train[idx], data.task)
-        loss.backward()
-
-        # --- gradient norms and this step's row of bookkeeping, on device: no sync here ---
-        if not used:
-            first_step = t
-        row, norms, total = scalars[used], norm_rows[used], scalars[used, 2]
-        used += 1
-        grads = gradients(ordered)
-        gradient_norms(grads, norms, total, probes.squared_norms(grads))  # (float64, by the fused kernels if loaded)
-        torch.stack([loss.detach(), batch_acc.detach()], out=row[:2])
-        if probing:
-            # clipping changes the gradients in place before the read: the probes keep a copy
-            clips = t < steps and (grad_clip > 0 or clip_value > 0)
-            probes.after_backward(norms[: len(probes.params)], opt, keep_grads=clips)
-        if t % eval_every == 0 or t == steps:  # every parameter's gradient norm (note: a host sync point)
-            exact = exact_norms(norms.cpu().numpy(), grads).tolist()
-            res.metrics += [(t, "grad", name, v) for name, v in zip(names, exact)]
-
-        # --- clip (events counted on device) and update ---
-        if t < steps:
-            if grad_clip > 0 or clip_value > 0:
-                clipped = torch.zeros((), dtype=torch.bool, device=device)
-                if grad_clip > 0:  # clip_grad_norm_ in two halves, reusing the norm computed above
-                    torch.nn.utils.clip_grads_with_norm_(params, grad_clip, total, foreach=True)
-                    clipped = clipped | (total > grad_clip)
-                if clip_value > 0:  # clip_grad_value_'s clamps, on a sparse gradient's values too (it takes none)
-                    for p in params:  # coalesced first: a row looked up twice is clipped as its sum
-                        if p.grad is not None and p.grad.is_sparse:
-                            p.grad = p.grad.coalesce()
-                    present = gradients(params)
-                    peak = torch.nn.utils.get_total_norm(present, float("inf"), foreach=True)
-                    torch._foreach_clamp_min_(present, -clip_value)
-                    torch._foreach_clamp_max_(present, clip_value)
-                    clipped = clipped | (peak > clip_value)
-                row[3].copy_(clipped)
-            opt.step()
-            if lr_schedule is not None:
-                lr_schedule.step()
-            if probing:
-                probes.after_update()
-            res.steps_done = t + 1
-            window_n += 1
-        if t % check_every == 0 or t == steps or used == rows:
-            fold()
-        if probing:
-            # the rows not yet folded are checked in the same copy, in two kernels instead of the fold's ~14
-            fine = torch.isfinite(scalars[:used, 0::2]).all()
-            reading, (first, ok) = probes.read(bad_step, fine)  # note: the probed step's one host sync point
-            if not ok:  # a non-finite loss or gradient: the fold dates it (note: one more sync, once per run)
+    try:
+        for t in range(steps + 1):
+            # --- evaluation of the weights after t updates ---
+            if t % eval_every == 0 or t == steps:
                 fold()
-                first = bad_step.item()
-            res.probe_steps.append(t)
-            readings.append(reading)
-            if t + 1 not in probed:
-                probes.remove()  # the unprobed steps run without hooks
-        if on_step:
-            on_step(t, steps)
+                ev = torch.cat([evaluate(model, data.x_train, data.y_train, data.task),
+                                evaluate(model, data.x_test, data.y_test, data.task),
+                                window / max(window_n, 1), window[3:]]).cpu().tolist()  # note: a host sync point
+                res.metrics += [(t, "train", "loss", ev[0]), (t, "train", "acc", ev[1]),
+                                (t, "test", "loss", ev[2]), (t, "test", "acc", ev[3])]
+                if window_n:
+                    res.metrics += [(t, "batch", "loss", ev[4]), (t, "batch", "acc", ev[5]),
+                                    (t, "opt", "grad_norm", ev[6]), (t, "opt", "clipped", ev[8])]
+                window.zero_()
+                window_n = 0
 
-        # --- divergence check (note: a host sync point every check_every steps, unless probed) ---
-        if probing or t % check_every == 0 or t == steps:
-            first = int(first if probing else bad_step.item())
-            if first >= 0:
-                res.status = "diverged"
-                res.diverged_step = first
-                layers = torch.nonzero(bad_layers).flatten().tolist()
-                res.diverged_layer = probes.weight_points[layers[0]] if layers else None
-                # the step itself in the metrics, split "diverged": its batch loss and total gradient norm (one
-                # of them non-finite), so that curves end where the run did, not at its last evaluation
-                loss_at, norm_at = bad_values.tolist()
-                res.metrics += [(first, "diverged", "loss", loss_at), (first, "diverged", "grad_norm", norm_at)]
-                res.diverged_in = " and ".join(what for what, v in (("loss", loss_at), ("gradient", norm_at))
-                                               if not math.isfinite(v)) or None
-                break
-    for reading in readings:  # the tables, made outside the steps (see gradflow.probes.core)
+            # --- Jacobian spectra of the weights after t updates (a separate, gradient-free pass) ---
+            if jacobian and t in (0, steps):
+                x_j = data.x_train[: cfg.probe.jacobian_inputs]
+                res.jacobians += [(t, *row) for row in jacobian_spectra(model, x_j, cfg.probe.layer_jacobians)]
+
+            # --- forward, backward (and probes) ---
+            probing = t in probed
+            if probing:
+                probes.arm()
+            idx = batches.next()
+            x = data.x_train[idx]
+            if data.augment is not None:
+                x = data.augment(x, batches.gen)
+            opt.zero_grad()  # before the forward pass, as a bare loop does: its allocations can reuse the gradients' memory
+            out = model(x)
+            loss, batch_acc = loss_and_accuracy(out, data.y_train[idx], data.task)
+            loss.backward()
+
+            # --- gradient norms and this step's row of bookkeeping, on device: no sync here ---
+            if not used:
+                first_step = t
+            row, norms, total = scalars[used], norm_rows[used], scalars[used, 2]
+            used += 1
+            grads = gradients(ordered)
+            gradient_norms(grads, norms, total, probes.squared_norms(grads))  # (float64, by the fused kernels if loaded)
+            torch.stack([loss.detach(), batch_acc.detach()], out=row[:2])
+            if probing:
+                # clipping changes the gradients in place before the read: the probes keep a copy
+                clips = t < steps and (grad_clip > 0 or clip_value > 0)
+                probes.after_backward(norms[: len(probes.params)], opt, keep_grads=clips)
+            if t % eval_every == 0 or t == steps:  # every parameter's gradient norm (note: a host sync point)
+                exact = exact_norms(norms.cpu().numpy(), grads).tolist()
+                res.metrics += [(t, "grad", name, v) for name, v in zip(names, exact)]
+
+            # --- clip (events counted on device) and update ---
+            if t < steps:
+                if grad_clip > 0 or clip_value > 0:
+                    clipped = torch.zeros((), dtype=torch.bool, device=device)
+                    if grad_clip > 0:  # clip_grad_norm_ in two halves, reusing the norm computed above
+                        torch.nn.utils.clip_grads_with_norm_(params, grad_clip, total, foreach=True)
+                        clipped = clipped | (total > grad_clip)
+                    if clip_value > 0:  # clip_grad_value_'s clamps, on a sparse gradient's values too (it takes none)
+                        for p in params:  # coalesced first: a row looked up twice is clipped as its sum
+                            if p.grad is not None and p.grad.is_sparse:
+                                p.grad = p.grad.coalesce()
+                        present = gradients(params)
+                        peak = torch.nn.utils.get_total_norm(present, float("inf"), foreach=True)
+                        torch._foreach_clamp_min_(present, -clip_value)
+                        torch._foreach_clamp_max_(present, clip_value)
+                        clipped = clipped | (peak > clip_value)
+                    row[3].copy_(clipped)
+                opt.step()
+                if lr_schedule is not None:
+                    lr_schedule.step()
+                if probing:
+                    probes.after_update()
+                res.steps_done = t + 1
+                window_n += 1
+            if t % check_every == 0 or t == steps or used == rows:
+                fold()
+            if probing:
+                # the rows not yet folded are checked in the same copy, in two kernels instead of the fold's ~14
+                fine = torch.isfinite(scalars[:used, 0::2]).all()
+                reading, (first, ok) = probes.read(bad_step, fine)  # note: the probed step's one host sync point
+                if not ok:  # a non-finite loss or gradient: the fold dates it (note: one more sync, once per run)
+                    fold()
+                    first = bad_step.item()
+                readings.append((t, reading))
+                if t + 1 not in probed:
+                    probes.remove()  # the unprobed steps run without hooks
+            if on_step:
+                on_step(t, steps)
+
+            # --- divergence check (note: a host sync point every check_every steps, unless probed) ---
+            if probing or t % check_every == 0 or t == steps:
+                first = int(first if probing else bad_step.item())
+                if first >= 0:
+                    res.status = "diverged"
+                    res.diverged_step = first
+                    layers = torch.nonzero(bad_layers).flatten().tolist()
+                    res.diverged_layer = probes.weight_points[layers[0]] if layers else None
+                    # the step itself in the metrics, split "diverged": its batch loss and total gradient norm (one
+                    # of them non-finite), so that curves end where the run did, not at its last evaluation
+                    loss_at, norm_at = bad_values.tolist()
+                    res.metrics += [(first, "diverged", "loss", loss_at), (first, "diverged", "grad_norm", norm_at)]
+                    res.diverged_in = " and ".join(what for what, v in (("loss", loss_at), ("gradient", norm_at))
+                                                   if not math.isfinite(v)) or None
+                    break
+    except KeyboardInterrupt:  # what it measured until now is kept: the tables of every whole probed step
+        res.status = "interrupted"
+        _finish(res, probes, readings, start)
+        raise Interrupted(res) from None
+    _finish(res, probes, readings, start)
+    return res
+
+
+def _finish(res: TrainResult, probes: Probes, readings: list, start: float) -> None:
+    """The probed steps' tables, made outside the steps (see gradflow.probes.core), and the loop's time."""
+    for t, reading in readings:
         values, mask = probes.table(reading)
+        res.probe_steps.append(t)
         res.probe_values.append(values)
         res.probe_masks.append(mask)
         if reading.hist is not None:
             res.histograms.append(reading.hist.astype(np.float64))  # float32 unless recomputed
     res.train_time = time.perf_counter() - start
-    return res

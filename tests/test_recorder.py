@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import gradflow
+from gradflow import store
 from gradflow.errors import GradflowError, shorten
 from gradflow.models.discover import Projection, discover
 
@@ -197,6 +198,18 @@ def test_recorder_refuses_a_foreign_folder_and_records_a_crash(tmp_path):
     run = json.loads((tmp_path / "crash" / "run.json").read_text())
     assert run["status"] == "failed" and "boom" in run["error"]
     assert set(pd.read_parquet(tmp_path / "crash" / "layers.parquet").step) == {0}
+
+    # Ctrl-C in the loop is no failure: the run is interrupted, its tables kept (it was "failed: KeyboardInterrupt")
+    with pytest.raises(KeyboardInterrupt):
+        with gradflow.Recorder(model, tmp_path / "stopped", every=1) as rec:
+            for step in range(3):
+                with rec.step(step):
+                    model(torch.randn(3, 2)).sum().backward()
+            raise KeyboardInterrupt
+    run = store.read_run(tmp_path / "stopped")
+    assert run["status"] == "interrupted" and "error" not in run
+    assert store.status_of(tmp_path / "stopped", run)[0] == "interrupted"
+    assert set(store.load(tmp_path / "stopped").step) == {0, 1, 2}
 
 
 def test_the_study_folder_is_locked_while_recording(tmp_path):

@@ -431,8 +431,23 @@ def test_a_ctrl_c_python_swallows_still_stops_the_run(results):
     with pytest.raises(KeyboardInterrupt):
         execute(cfg, job, on_step=on_step)
     run = store.read_run(job)
-    assert run["status"] == "interrupted" and run["steps_done"] <= 3, run
+    assert run["status"] == "interrupted" and 3 <= run["steps_done"] <= 4, run
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    # what it measured until then is kept (it was lost): every whole probed step, the evaluation at step 0
+    assert run["files"] == [store.CONFIG_FILE, store.LAYERS_FILE, store.METRICS_FILE]
+    assert store.status_of(job, run)[0] == "interrupted"
+    layers, metrics = store.load(job), store.load(job, "metrics")
+    assert set(layers.status) == {"interrupted"} and set(layers.step) == set(range(run["steps_done"]))
+    assert set(metrics[metrics.split == "train"].step) == {0, 3}  # (train.eval_every=3)
+    assert run["final"] == {} and run["last_evaluated"]["step"] == 3  # no final result
+    assert run["summary"]["grad_ratio.final"] > 0
+    from gradflow.plots import figures  # its figures say what they hold
+
+    for fig in (figures.curves(metrics), figures.profile(layers, step="last"), figures.heatmap(layers)):
+        assert "interrupted run: partial" in fig.get_suptitle()
+    finished = layers.assign(run="other", status="ok", seed=1)
+    both = figures.profile(pd.concat([layers, finished], ignore_index=True), step="last")
+    assert "1 of 2 runs interrupted: partial" in both.get_suptitle()
 
 
 def test_ctrl_c_during_a_sweep_marks_the_run_interrupted_and_a_rerun_resumes(results):

@@ -177,8 +177,10 @@ def run(
                 record = job.execute(cfg, job_dir, on_step=progress_lines(cfg.train.steps))
         except KeyboardInterrupt:
             rec = store.read_run(job_dir) or {}
-            leave_interrupted(f"interrupted at step {rec.get('steps_done', 0)}: {job_dir} is marked interrupted; "
-                              "rerun the same command to start it again")
+            kept = (f", with its tables up to there (gradflow plot {job_dir})"
+                    if store.LAYERS_FILE in rec.get("files", ()) else "")
+            leave_interrupted(f"interrupted at step {rec.get('steps_done', 0)}: {job_dir} is marked interrupted"
+                              f"{kept}; rerun the same command to start it again")
     show_run(job_dir, record, torch.get_num_threads())
     if record["status"] == "failed":
         raise typer.Exit(1)

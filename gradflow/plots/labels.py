@@ -212,11 +212,22 @@ def _visible_len(text: str) -> int:
     return len(re.sub(r"\$[^$]*\$", "xxxx", text))  # a mathtext snippet shows as a few characters
 
 
+def _interrupted(df: pd.DataFrame) -> str:
+    """Says so where runs drawn were interrupted: their lines end where they stopped, not where they were to."""
+    if "status" not in df.columns or "run" not in df.columns:
+        return ""
+    status = df.groupby("run")["status"].first()
+    n = int((status == "interrupted").sum())
+    if not n:
+        return ""
+    return "interrupted run: partial" if len(status) == 1 else f"{n} of {len(status)} runs interrupted: partial"
+
+
 def set_title(fig, what: str, df: pd.DataFrame, extra: Sequence[str] = (), skip: Iterable[str] = ()) -> None:
     """What is drawn; then what was held fixed and anything else worth knowing, wrapped to the
     figure's width between items (never inside one: items may hold mathtext)."""
     width = int(fig.get_figwidth() * 13)
-    pieces = [(", ", item) for item in held_fixed(df, skip)] + [("; ", x) for x in extra if x]
+    pieces = [(", ", item) for item in held_fixed(df, skip)] + [("; ", x) for x in [*extra, _interrupted(df)] if x]
     lines, line = [], ""
     for sep, item in pieces:
         if line and _visible_len(line + sep + item) > width:

@@ -194,7 +194,8 @@ def heatmap(layers: pd.DataFrame, run: str | None = None, quantity: str = "grad_
     ax.set_ylabel(layer_axis(df, int(layer_idx[-1])))
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     status = str(df["status"].iloc[0])
-    extra = [f"status: {status}"] if status not in ("ok", "") else []  # the config says which run it is
+    # the config says which run it is (set_title says it was interrupted)
+    extra = [f"status: {status}"] if status not in ("ok", "", "interrupted") else []
     set_title(fig, f"{label.title} over training, per {point_word(df)}", df, extra)
     return fig
 
