@@ -307,6 +307,13 @@ def test_curves_panels_lines_and_log_loss(sweep):
     only_train = metrics[metrics.split == "train"]
     fig = figures.curves(only_train)
     assert len([ax for ax in fig.axes if ax.get_gid() != "colorbar"]) == 2
+    # a reproduction's thresholds, across the loss panels only, each named in the legend
+    fig = figures.curves(metrics, levels={"chance": 2.3, "half of chance": 1.15})
+    panels = [ax for ax in fig.axes if ax.get_gid() != "colorbar"]
+    for ax in panels:
+        levels = [line.get_ydata()[0] for line in ax.get_lines() if line.get_gid() == "level"]
+        assert levels == ([2.3, 1.15] if ax in panels[:2] else [])  # the loss row: train, test
+    assert {"chance", "half of chance"} <= set(legend_texts(fig))
 
 
 def test_a_diverging_runs_loss_does_not_squash_the_others(sweep):

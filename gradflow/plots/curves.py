@@ -54,12 +54,17 @@ def _to_divergence(metrics: pd.DataFrame, drawn: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([drawn, extra], ignore_index=True)
 
 
+LEVEL_STYLES = [(0, (1, 1.5)), (0, (5, 2)), (0, (6, 2, 1, 2))]  # reference lines, told apart from runs' styles
+
+
 def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = False,
-           facet: str | None = None) -> Figure:
+           facet: str | None = None, levels: dict[str, float] | None = None) -> Figure:
     """Loss (top) and accuracy (bottom) against step; columns train | test (or one per results
     folder with by_source=True, train solid / test dotted). One line per run or seed group,
     coloured by a swept key; the loss axis is logarithmic when it spans two decades or more.
     facet: a swept key with one train | test pair of columns per value (for a third swept key).
+    levels: reference losses drawn across the loss panels, by legend label (a reproduction's
+    thresholds: {"1/6: predicting the mean": 0.1667}).
     """
     df = require(metrics, "metrics", METRICS_REQUIRED)
     rows = [m for m in ("loss", "acc") if (df["metric"] == m).any()]
@@ -141,6 +146,10 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
                                  fontsize="small")
                 else:
                     ax.set_title(SPLITS.get(col_splits[0], col_splits[0]), fontsize="small")
+            if metric == "loss":
+                for k, y in enumerate((levels or {}).values()):
+                    ax.axhline(y, color="0.35", lw=0.9, ls=LEVEL_STYLES[k % len(LEVEL_STYLES)], zorder=1.5,
+                               gid="level")
             if j == 0:
                 ax.set_ylabel({"loss": "loss", "acc": "accuracy"}[metric] + (" (log)" if log else ""))
             if i == len(rows) - 1:
@@ -156,6 +165,9 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
     handles, title = palette.handles()
     if split_style:
         handles += [Line2D([], [], color="0.2", ls=split_styles[s], label=SPLITS.get(s, s)) for s in splits]
+    if "loss" in rows:
+        handles += [Line2D([], [], color="0.35", lw=0.9, ls=LEVEL_STYLES[k % len(LEVEL_STYLES)], label=label)
+                    for k, label in enumerate(levels or {})]
     if cut_at is not None:
         handles.append(Line2D([], [], ls="none", label=f"loss axis cut at {CUT_DECADES} decades above\n"
                                                                 "the runs that stay finite"))
