@@ -122,6 +122,9 @@ class Recorder:
         rows = self._metric_rows()
         store.write_metrics(self.path, rows)
         final = {f"{split}_{metric}": v for _, split, metric, v in rows}
+        if status == store.INTERRUPTED:  # no final result: its last values, with the step it got to
+            self._record["last_evaluated"] = {store.STEP: self._last_step, **final}
+            final = {}
         self._record.update(status=status, steps=self._last_step, steps_done=self._last_step + 1, final=final,
                             wall_time=round(time.perf_counter() - self._start, 4),
                             device=str(next(self.model.parameters()).device),

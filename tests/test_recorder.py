@@ -208,6 +208,7 @@ def test_recorder_refuses_a_foreign_folder_and_records_a_crash(tmp_path):
             raise KeyboardInterrupt
     run = store.read_run(tmp_path / "stopped")
     assert run["status"] == "interrupted" and "error" not in run
+    assert run["final"] == {} and run["last_evaluated"]["step"] == 2  # no final result
     assert store.status_of(tmp_path / "stopped", run)[0] == "interrupted"
     assert set(store.load(tmp_path / "stopped").step) == {0, 1, 2}
 
