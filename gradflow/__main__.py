@@ -1,9 +1,17 @@
 """The command line's entry point: the `gradflow` command and `python -m gradflow`."""
 
+import signal
 import sys
 
 
 def main() -> None:
+    # Ctrl-C during the imports (~1 s, before any command could take it) is held until they are done, then
+    # exits 130: raised inside the import machinery it can land in a module lock's weakref callback, where
+    # Python prints it as "Exception ignored ... KeyboardInterrupt" and drops it, and the command ran on
+    held: list[int] = []
+    holding = signal.getsignal(signal.SIGINT) is signal.default_int_handler  # (not where SIGINT is ignored)
+    if holding:
+        signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
     try:
         from gradflow import workers
 
@@ -14,8 +22,11 @@ def main() -> None:
             # imports, so that its imports overlap them (planning would start it, ~0.5 s later)
             workers.start_fork_server()
         from gradflow.cli import main as cli
-    except KeyboardInterrupt:  # Ctrl-C during the imports (~1 s), before any command could take it
-        raise SystemExit(130) from None
+    finally:
+        if holding:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    if held:
+        raise SystemExit(130)
     cli()
 
 
