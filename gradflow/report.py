@@ -336,7 +336,7 @@ def build(paths: list[Path]) -> str:
     title = " vs ".join(_labels(paths)) if len(paths) > 1 else paths[0].name
     run_name, config = first_config(paths, df)
     sections = [f"<h1>gradflow {_e(what)}: {_e(title)}</h1>",
-                f'<p class=meta>{len(df)} runs from {_e(", ".join(str(p) for p in paths))}; page written '
+                f'<p class=meta>{len(df)} run{"s" * (len(df) != 1)} from {_e(", ".join(str(p) for p in paths))}; page written '
                 f'{datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}. '
                 f'<span id="figures-status">figures not checked (script off)</span></p>']
     if what == "reproduction":

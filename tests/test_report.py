@@ -176,9 +176,10 @@ def test_comparison_and_single_run(study, tmp_path):
     page = Page(out.read_text())
     assert page.keys[0] == "source" and len(page.rows) == 2
     assert page.figures and all(src.startswith("data:image/png") for src in page.images)
-    single = Page(report.write([study / "model.activation=tanh,model.depth=10"], tmp_path / "one.html").read_text())
+    text = report.write([study / "model.activation=tanh,model.depth=10"], tmp_path / "one.html").read_text()
+    single = Page(text)
     assert {"profile", "heatmap", "curves"} <= {f["data-kind"] for f in single.figures}
-    assert len(single.rows) == 1
+    assert len(single.rows) == 1 and "<p class=meta>1 run from " in text and "2 runs from " in out.read_text()
     # --out an existing folder: the page goes in it under its default name (os.replace onto the folder raised)
     (tmp_path / "pages").mkdir()
     assert report.write([study], tmp_path / "pages") == tmp_path / "pages" / "report.html"
