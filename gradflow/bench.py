@@ -60,20 +60,30 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 @dataclass
 class Timing:
-    """Per-round milliseconds per step of every loop on one workload at one thread count."""
+    """Milliseconds per step of every loop on one workload at one thread count: per round, and every
+    timed step of all rounds pooled (the reported value)."""
 
     workload: str
     threads: int
     ms: dict[str, list[float]] = field(default_factory=dict)  # loop -> one value per round
+    # loop -> (its probed steps' times, its other steps'), ms, over every round
+    gaps: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
 
     def median_ms(self, loop: str) -> float:
-        return statistics.median(self.ms[loop])
+        """Time per step: the medians of every round's probed and other steps together, weighted by their
+        shares (the median of the rounds' values where the steps were not kept)."""
+        return weighted_median(self.gaps[loop]) if loop in self.gaps else statistics.median(self.ms[loop])
+
+    def ratio(self, loop: str) -> float:
+        """`loop`'s time per step over the bare loop's, both over every round's steps."""
+        return self.median_ms(loop) / self.median_ms("bare")
 
     def ratios(self, loop: str) -> list[float]:
         """Per-round time of `loop` over the same round's bare loop."""
         return [a / b for a, b in zip(self.ms[loop], self.ms["bare"])]
 
-    def ratio(self, loop: str) -> float:
+    def round_ratio(self, loop: str) -> float:
+        """The median of the rounds' own ratios (what `ratio` was before the steps were pooled)."""
         return statistics.median(self.ratios(loop))
 
     def spread(self, loop: str) -> tuple[float, float]:
@@ -141,9 +151,8 @@ def _gradflow_loop(model, data, cfg, on_step, fused: bool = True) -> None:
         probes.remove()
 
 
-def ms_per_step(model, data, cfg, loop: str, clock: str = "wall") -> float:
-    """Milliseconds per step over steps 1..steps-1 of one run of `loop`: the median step-to-step time
-    of its probed steps and of its other steps, weighted by their shares."""
+def step_times(model, data, cfg, loop: str, clock: str = "wall") -> tuple[list[float], list[float]]:
+    """Milliseconds of each of steps 1..steps-1 of one run of `loop`: (its probed steps', its others')."""
     stamps: list[float] = []
     now = CLOCKS[clock]
 
@@ -157,16 +166,25 @@ def ms_per_step(model, data, cfg, loop: str, clock: str = "wall") -> float:
     else:
         _gradflow_loop(model, data, cfg, on_step, fused=loop not in UNFUSED)
     probed = set() if loop == "bare" else set(schedule(cfg.train.steps, cfg.probe.every, cfg.probe.points))
-    return 1e3 * per_step(stamps, probed)
+    return split_steps([1e3 * s for s in stamps], probed)
+
+
+def split_steps(stamps: list[float], probed: set[int]) -> tuple[list[float], list[float]]:
+    """Each step's time from the stamps taken after each step 0..steps, over steps 1..steps-1 (step 0
+    and the last evaluate): (the probed steps', the others')."""
+    gaps = [b - a for a, b in zip(stamps[:-2], stamps[1:-1])]  # gaps[i] is step i + 1
+    probed_gaps = [g for t, g in enumerate(gaps, start=1) if t in probed]
+    return probed_gaps, [g for t, g in enumerate(gaps, start=1) if t not in probed]
+
+
+def weighted_median(kinds: tuple[list[float], list[float]]) -> float:
+    """Time per step: the median of the probed steps' times and of the others', weighted by their shares."""
+    return sum(len(k) * statistics.median(k) for k in kinds if k) / sum(len(k) for k in kinds)
 
 
 def per_step(stamps: list[float], probed: set[int]) -> float:
-    """Time per step from the stamps taken after each step 0..steps: over steps 1..steps-1 (step 0
-    and the last evaluate), the median of the probed steps' times and of the others', weighted by
-    their shares."""
-    gaps = [b - a for a, b in zip(stamps[:-2], stamps[1:-1])]  # gaps[i] is step i + 1
-    kinds = [[g for t, g in enumerate(gaps, start=1) if (t in probed) == p] for p in (True, False)]
-    return sum(len(k) * statistics.median(k) for k in kinds if k) / len(gaps)
+    """Time per step of one run from its stamps (see split_steps and weighted_median)."""
+    return weighted_median(split_steps(stamps, probed))
 
 
 def measure(workload: str, threads: int, steps: int = 101, rounds: int = 5, extra: list[str] | None = None,
@@ -181,12 +199,15 @@ def measure(workload: str, threads: int, steps: int = 101, rounds: int = 5, extr
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        timing = Timing(workload, threads, {loop: [] for loop in loops})
+        timing = Timing(workload, threads, {loop: [] for loop in loops}, {loop: ([], []) for loop in loops})
         warm = "every step" if "every step" in loops else loops[-1]
-        ms_per_step(copy.deepcopy(model), data, cfgs[warm], warm)  # warm-up: allocator, caches
+        step_times(copy.deepcopy(model), data, cfgs[warm], warm)  # warm-up: allocator, caches
         for _ in range(rounds):
             for loop in loops:
-                timing.ms[loop].append(ms_per_step(copy.deepcopy(model), data, cfgs[loop], loop, clock))
+                kinds = step_times(copy.deepcopy(model), data, cfgs[loop], loop, clock)
+                timing.ms[loop].append(weighted_median(kinds))
+                for pooled, these in zip(timing.gaps[loop], kinds):
+                    pooled += these
     finally:
         torch.set_num_threads(before)
     return timing

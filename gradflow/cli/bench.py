@@ -61,10 +61,12 @@ def bench(
         with console.status(f"timing {name} ..."):
             done = bench_mod.run([name], threads, steps, rounds, [f"device={device}"], clock)
         for r in done:
-            ratios = ", ".join(f"{loop} {r.ratio(loop):.2f}" for loop in bench_mod.LOOPS if loop != "bare")
+            ratios = ", ".join(f"{loop} {r.ratio(loop):.2f} (rounds {r.round_ratio(loop):.2f})"
+                               for loop in bench_mod.LOOPS if loop != "bare")
             console.print(f"{name}, {r.threads} thr: bare {r.median_ms('bare'):.2f} ms/step; {ratios}")
         results += done
-    note = f"{clock} ms/step, median of {rounds} interleaved rounds of {steps} steps; ratio to bare (min-max)"
+    note = (f"{clock} ms/step, medians of every step of {rounds} interleaved rounds of {steps} steps; ratio to "
+            "bare (the rounds' own ratios: min-max)")
     loop_tables = [name for name in ("reference", "deep") if any(r.workload == name for r in results)]
     for name in loop_tables:
         print_table(_loop_table([r for r in results if r.workload == name], f"{name} workload: {note}"))
