@@ -57,6 +57,7 @@ def test_the_cli_prints_the_reference_table_and_rejects_unknown_workloads(cli):
     for loop in bench.LOOPS:
         assert bench.LOOP_TITLES[loop] in out.output
     assert [line for line in out.output.splitlines() if line != line.rstrip()] == []  # (a table title was padded)
+    assert "every step of 1 round of 12 steps" in " ".join(out.output.split())  # (it said "1 interleaved rounds")
     bad = cli("bench", "--workload", "vit")
     assert bad.exit_code == 1 and "choices: reference, deep, mlp" in bad.output and "Traceback" not in bad.output
     bad = cli("bench", "--clock", "sundial")

@@ -65,8 +65,9 @@ def bench(
                                for loop in bench_mod.LOOPS if loop != "bare")
             console.print(f"{name}, {r.threads} thr: bare {r.median_ms('bare'):.2f} ms/step; {ratios}")
         results += done
-    note = (f"{clock} ms/step, medians of every step of {rounds} interleaved rounds of {steps} steps; ratio to "
-            "bare (the rounds' own ratios: min-max)")
+    rounds_of = f"{rounds} interleaved rounds" if rounds > 1 else "1 round"
+    note = (f"{clock} ms/step, medians of every step of {rounds_of} of {steps} steps; ratio to bare (the "
+            "rounds' own ratios: min-max)")
     loop_tables = [name for name in ("reference", "deep") if any(r.workload == name for r in results)]
     for name in loop_tables:
         print_table(_loop_table([r for r in results if r.workload == name], f"{name} workload: {note}"))
