@@ -182,11 +182,6 @@ def weighted_median(kinds: tuple[list[float], list[float]]) -> float:
     return sum(len(k) * statistics.median(k) for k in kinds if k) / sum(len(k) for k in kinds)
 
 
-def per_step(stamps: list[float], probed: set[int]) -> float:
-    """Time per step of one run from its stamps (see split_steps and weighted_median)."""
-    return weighted_median(split_steps(stamps, probed))
-
-
 def measure(workload: str, threads: int, steps: int = 101, rounds: int = 5, extra: list[str] | None = None,
             loops: list[str] | None = None, clock: str = "wall") -> Timing:
     """Interleaved rounds of every loop on `workload` at `threads` intra-op threads."""

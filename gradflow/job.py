@@ -118,16 +118,14 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
         record["summary"] = summary.per_run(layers, flat)  # what `ls` shows, without reading any table
         record["wall_time"] = round(time.perf_counter() - start, 4)
         store.finish(job_dir, record)
-        if result.status == store.INTERRUPTED:
-            raise Interrupted(result)
-    except Interrupted:
-        raise  # (recorded, its tables with it)
     except KeyboardInterrupt:  # before training, or a second Ctrl-C while the tables were written
         with _exit_on_second_interrupt():
             record.update(status=store.INTERRUPTED, steps_done=reached[0],
                           wall_time=round(time.perf_counter() - start, 4))
             store.finish(job_dir, record)
         raise
+    if result.status == store.INTERRUPTED:  # recorded, with its tables: the Ctrl-C goes on to the caller
+        raise Interrupted(result)
     return record
 
 

@@ -69,8 +69,8 @@ def test_time_per_step_weighs_the_medians_of_probed_and_other_steps():
     process's burst), the probed steps 3 and 6 take 30 ms. The mean would make it ~130 ms."""
     step_ms = {t: 10.0 for t in range(11)} | {3: 30.0, 6: 30.0, 8: 1000.0}
     stamps = list(np.cumsum([step_ms[t] for t in range(11)]))
-    assert bench.per_step(stamps, {0, 3, 6, 10}) == pytest.approx((7 * 10 + 2 * 30) / 9)
-    assert bench.per_step(stamps, set()) == pytest.approx(10.0)  # the bare loop: one kind of step
+    assert bench.weighted_median(bench.split_steps(stamps, {0, 3, 6, 10})) == pytest.approx((7 * 10 + 2 * 30) / 9)
+    assert bench.weighted_median(bench.split_steps(stamps, set())) == pytest.approx(10.0)  # one kind of step
 
 
 def test_a_thread_count_that_sped_the_bare_loop_up_too_little_is_flagged():

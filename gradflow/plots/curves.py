@@ -68,6 +68,9 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
     """
     df = require(metrics, "metrics", METRICS_REQUIRED)
     rows = [m for m in ("loss", "acc") if (df["metric"] == m).any()]
+    level_style = {"color": "0.35", "lw": 0.9}
+    level_lines = [(label, y, LEVEL_STYLES[k % len(LEVEL_STYLES)])  # (legend label, loss, line style)
+                   for k, (label, y) in enumerate((levels or {}).items())]
     if not rows:
         raise GradflowError("the metrics table has no loss or acc rows; metrics present: "
                             + ", ".join(map(str, ordered_values(df["metric"]))))
@@ -147,9 +150,8 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
                 else:
                     ax.set_title(SPLITS.get(col_splits[0], col_splits[0]), fontsize="small")
             if metric == "loss":
-                for k, y in enumerate((levels or {}).values()):
-                    ax.axhline(y, color="0.35", lw=0.9, ls=LEVEL_STYLES[k % len(LEVEL_STYLES)], zorder=1.5,
-                               gid="level")
+                for _, y, ls in level_lines:
+                    ax.axhline(y, ls=ls, zorder=1.5, gid="level", **level_style)
             if j == 0:
                 ax.set_ylabel({"loss": "loss", "acc": "accuracy"}[metric] + (" (log)" if log else ""))
             if i == len(rows) - 1:
@@ -166,8 +168,7 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
     if split_style:
         handles += [Line2D([], [], color="0.2", ls=split_styles[s], label=SPLITS.get(s, s)) for s in splits]
     if "loss" in rows:
-        handles += [Line2D([], [], color="0.35", lw=0.9, ls=LEVEL_STYLES[k % len(LEVEL_STYLES)], label=label)
-                    for k, label in enumerate(levels or {})]
+        handles += [Line2D([], [], ls=ls, label=label, **level_style) for label, _, ls in level_lines]
     if cut_at is not None:
         handles.append(Line2D([], [], ls="none", label=f"loss axis cut at {CUT_DECADES} decades above\n"
                                                                 "the runs that stay finite"))
