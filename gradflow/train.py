@@ -145,9 +145,11 @@ class Batches:
 
 
 def gradient_norms(grads: list[torch.Tensor], norms: torch.Tensor, total: torch.Tensor,
-                   squares: np.ndarray | None = None) -> None:
+                   squares: np.ndarray | None = None) -> torch.Tensor | None:
     """Each gradient's 2-norm into `norms` and theirs into `total`, finite wherever the gradients are.
     `squares`: their squared norms in float64, where the caller has them (Probes.squared_norms).
+    Returns the norms in float64 where they were taken so (from `squares`, or on CUDA), else None: exact at
+    any size, the probes need keep no gradients to recompute them.
 
     float32 squares overflow above ~1.8e19, where an exploding net's gradients can be while the loss is
     finite: an inf total would mark the run diverged and make clipping zero every gradient. On CUDA the
@@ -156,20 +158,22 @@ def gradient_norms(grads: list[torch.Tensor], norms: torch.Tensor, total: torch.
     its norms stay float32's.)
     """
     if squares is not None:
-        norms.copy_(torch.from_numpy(np.sqrt(squares)))
+        wide = torch.from_numpy(np.sqrt(squares))
+        norms.copy_(wide)
         total.fill_(float(np.sqrt(squares.sum())))
-        return
+        return wide
     if norms.device.type == "cuda" and norms.dtype != torch.float64:
         wide = torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float64))
         norms.copy_(wide)
         total.copy_(torch.linalg.vector_norm(wide))
-        return
+        return wide
     torch.stack(torch._foreach_norm(grads), out=norms)
     torch.linalg.vector_norm(norms, out=total)
     if norms.device.type == "cpu" and not math.isfinite(total.item()):  # (inf or NaN entries stay so)
         exact = exact_norms(norms.numpy(), grads)
         norms.copy_(torch.from_numpy(exact))
         total.fill_(float(np.linalg.norm(exact)))
+    return None
 
 
 def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = None) -> TrainResult:
@@ -265,12 +269,14 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
             row, norms, total = scalars[used], norm_rows[used], scalars[used, 2]
             used += 1
             grads = gradients(ordered)
-            gradient_norms(grads, norms, total, probes.squared_norms(grads))  # (float64, by the fused kernels if loaded)
+            # (by the fused kernels where they are loaded)
+            wide = gradient_norms(grads, norms, total, probes.squared_norms(grads))
             torch.stack([loss.detach(), batch_acc.detach()], out=row[:2])
             if probing:
-                # clipping changes the gradients in place before the read: the probes keep a copy
+                # clipping changes the gradients in place before the read: the probes keep a copy, unless
+                # their norms are float64, which are never recomputed
                 clips = t < steps and (grad_clip > 0 or clip_value > 0)
-                probes.after_backward(norms[: len(probes.params)], opt, keep_grads=clips)
+                probes.after_backward((norms if wide is None else wide)[: len(probes.params)], opt, keep_grads=clips)
             if t % eval_every == 0 or t == steps:  # every parameter's gradient norm (note: a host sync point)
                 exact = exact_norms(norms.cpu().numpy(), grads).tolist()
                 res.metrics += [(t, "grad", name, v) for name, v in zip(names, exact)]

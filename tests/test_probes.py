@@ -628,15 +628,21 @@ def test_probe_phases_run_on_one_thread_and_give_the_threads_back():
         torch.set_num_threads(before)
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["batched", "fused"])
 @pytest.mark.parametrize("clip", ["train.grad_clip=1.0", "train.clip_value=0.01"])
-def test_extreme_gradient_norms_are_exact_when_the_step_clips_them(clip):
+def test_extreme_gradient_norms_are_exact_when_the_step_clips_them(clip, fused):
     """Clipping scales or clamps the gradients in place before the probed step's read: a norm beyond
-    float32's range must still be the float64 norm of the gradients the backward pass made."""
+    float32's range must still be the float64 norm of the gradients the backward pass made. The batched
+    probes keep a copy of the gradients for that; with the fused kernels the loop's norms are float64
+    already, and nothing is copied."""
     overrides = ["model.activation=relu", "model.depth=40", "init=orthogonal", "init.gain=5", "model.width=16"]
     cfg, data, model = _setup([*overrides, "train.steps=1", clip])
     reference = copy.deepcopy(model)
-    result = train(model, data, cfg, Probes(model, cfg.model.activation))
+    probes = Probes(model, cfg.model.activation, fused=fused)
+    result = train(model, data, cfg, probes)
     got = result.probe_values[0][:, Probes(reference).quantities.index("grad_norm")]
+    kept = [key for key in probes._buffers if key[0] == "grad"]
+    assert len(kept) == (0 if fused else len(probes.params))
 
     idx = Batches(len(data.x_train), cfg.train.batch_size, cfg.seed, "cpu").next()
     F.cross_entropy(reference(data.x_train[idx]), data.y_train[idx]).backward()

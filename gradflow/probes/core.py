@@ -390,11 +390,13 @@ class Probes:
         self.armed = False
         with torch.no_grad():
             if self.params:
-                # the gradients as they are now (a loop may set them to None before the read)
-                grads = gradients(self.params)
-                if grad_norms is None:
-                    grad_norms = self._norms_of(grads)
-                if keep_grads and grad_norms.dtype != torch.float64:  # (float64 norms are never recomputed)
+                grads = None  # (float64 norms are never recomputed: they need no gradients kept)
+                if grad_norms is None or grad_norms.dtype != torch.float64:
+                    # the gradients as they are now (a loop may set them to None before the read)
+                    grads = gradients(self.params)
+                    if grad_norms is None:
+                        grad_norms = self._norms_of(grads)
+                if keep_grads and grad_norms.dtype != torch.float64:
                     kept = [self.buffer(("grad", j), tuple(g.shape), g.dtype, g.device) for j, g in enumerate(grads)]
                     torch._foreach_copy_(kept, grads)
                     grads = kept
