@@ -1,16 +1,18 @@
 """What probing costs, against a bare PyTorch loop of the same model and data in the same process.
 
-Every round times each loop once on a fresh copy of the same initialized model, in turn (bare,
-probes off, every 10 steps, every step, and every step without the fused CPU kernels: "batched"),
-so a drift in machine load hits all loops alike. A
-loop's time per step is the median step-to-step time over steps 1..steps-1 (the evaluation at
-step 0 and at the last step is left out), taken separately over its probed and its other steps
-and weighted by their shares: every 10 steps is 0.9 x an unprobed step + 0.1 x a probed one.
-Medians, because on a shared machine a fifth of the steps can run 20% slow for reasons of
-their own, which a mean passes on to whichever loop was running. A ratio is taken within a
-round, against that round's bare loop, and the median over rounds is reported with its spread.
-The clock is wall time (what the issue's table means) or, on a machine shared with other work,
-the process's CPU time, which other processes' load does not inflate.
+Every round runs each loop once on a fresh copy of the same initialized model (bare, probes off,
+every 10 steps, every step, and every step without the fused CPU kernels: "batched"), the loops
+taking turns of TURN steps each in one thread, so that a drift in the machine's speed falls on
+every loop alike (one loop's whole run, a second or more, could sit in a slow spell of its own);
+the first WARM steps of a turn, whose caches hold the other loops' tensors, are not timed. A
+loop's time per step is the median step-to-step time over the timed steps 1..steps-1 (the
+evaluation at step 0 and at the last step is left out) of every round together, taken separately
+over its probed and its other steps and weighted by their shares: every 10 steps is 0.9 x an
+unprobed step + 0.1 x a probed one. Medians, because on a shared machine a fifth of the steps can
+run 20% slow for reasons of their own, which a mean passes on to whichever loop was running. The
+ratio is that time over the bare loop's; each round's own ratios give the spread. The clock is
+wall time (what the issue's table means) or, on a machine shared with other work, the process's
+CPU time, which other processes' load does not inflate.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import copy
 import statistics
 import time
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -110,8 +113,8 @@ def busy_cores(results: list[Timing]) -> list[str]:
     return notes
 
 
-def _bare_loop(model, data, cfg, on_step) -> None:
-    """What a user writes without gradflow: zero_grad, forward, loss, backward, step."""
+def _bare_loop(model, data, cfg, on_step) -> Iterator[int]:
+    """What a user writes without gradflow: zero_grad, forward, loss, backward, step (yields each step's number)."""
     from gradflow.train import Batches, make_optimizer
 
     opt = make_optimizer(model.parameters(), cfg.optim)
@@ -124,6 +127,7 @@ def _bare_loop(model, data, cfg, on_step) -> None:
         if t < cfg.train.steps:
             opt.step()
         on_step(t, cfg.train.steps)
+        yield t
 
 
 def _bare_loss(out, y, task: str) -> torch.Tensor:
@@ -139,42 +143,75 @@ def _bare_loss(out, y, task: str) -> torch.Tensor:
     return F.cross_entropy(out.transpose(1, 2), y)  # per_step: (batch, classes, T) against (batch, T)
 
 
-def _gradflow_loop(model, data, cfg, on_step, fused: bool = True) -> None:
+def _gradflow_loop(model, data, cfg, on_step, fused: bool = True) -> Iterator[int]:
     from gradflow.probes.core import Probes
-    from gradflow.train import train
+    from gradflow.train import training
 
     cpu = data.x_train.device.type == "cpu"
     probes = Probes(model, None if cfg.model.activation == "auto" else cfg.model.activation, fused=fused and cpu)
     try:
-        train(model, data, cfg, probes, on_step)
+        yield from training(model, data, cfg, probes, on_step)
     finally:
         probes.remove()
 
 
+# The loops of a round take turns of TURN steps each (see in_turns), so that a drift in the machine's speed
+# falls on every loop alike, where a loop's whole run (a second or more) may sit in a slow spell of its own.
+# TURN is prime, so every 10th step falls at every place of a turn; the first WARM steps of a turn, which
+# find the caches full of another loop's tensors, are not timed.
+TURN, WARM = 13, 2
+
+
+class Timed:
+    """One run of `loop` as a generator of steps, with the clock read after each step."""
+
+    def __init__(self, model, data, cfg, loop: str, clock: str = "wall"):
+        self.stamps: list[float] = []
+        self.cold: set[int] = set()  # steps not to time (in_turns adds each turn's first)
+        self.probed = set() if loop == "bare" else set(schedule(cfg.train.steps, cfg.probe.every, cfg.probe.points))
+        now, cuda = CLOCKS[clock], data.x_train.is_cuda
+
+        def on_step(t, steps):
+            if cuda:
+                torch.cuda.synchronize()  # note: a host sync point, so the stamp covers the step's kernels
+            self.stamps.append(now())
+
+        self.steps = (_bare_loop(model, data, cfg, on_step) if loop == "bare" else
+                      _gradflow_loop(model, data, cfg, on_step, fused=loop not in UNFUSED))
+
+    def times(self) -> tuple[list[float], list[float]]:
+        """Milliseconds of each of steps 1..steps-1 but the cold ones: (the probed steps', the others')."""
+        return split_steps([1e3 * s for s in self.stamps], self.probed, self.cold)
+
+
+def in_turns(runs: list[Timed]) -> None:
+    """Run every one of `runs` to its end, TURN steps of each in turn; each turn's first WARM steps go
+    into its run's `cold`."""
+    live = list(runs)
+    while live:
+        for run in list(live):
+            for k in range(TURN):
+                t = next(run.steps, None)
+                if t is None:
+                    live.remove(run)
+                    break
+                if k < WARM:
+                    run.cold.add(t)
+
+
 def step_times(model, data, cfg, loop: str, clock: str = "wall") -> tuple[list[float], list[float]]:
-    """Milliseconds of each of steps 1..steps-1 of one run of `loop`: (its probed steps', its others')."""
-    stamps: list[float] = []
-    now = CLOCKS[clock]
-
-    def on_step(t, steps):
-        if data.x_train.is_cuda:
-            torch.cuda.synchronize()  # note: a host sync point, so the stamp covers the step's kernels
-        stamps.append(now())
-
-    if loop == "bare":
-        _bare_loop(model, data, cfg, on_step)
-    else:
-        _gradflow_loop(model, data, cfg, on_step, fused=loop not in UNFUSED)
-    probed = set() if loop == "bare" else set(schedule(cfg.train.steps, cfg.probe.every, cfg.probe.points))
-    return split_steps([1e3 * s for s in stamps], probed)
+    """Milliseconds of each of steps 1..steps-1 of one run of `loop` on its own: (its probed steps', its others')."""
+    run = Timed(model, data, cfg, loop, clock)
+    for _ in run.steps:
+        pass
+    return run.times()
 
 
-def split_steps(stamps: list[float], probed: set[int]) -> tuple[list[float], list[float]]:
+def split_steps(stamps: list[float], probed: set[int], cold: set[int] = frozenset()) -> tuple[list[float], list[float]]:
     """Each step's time from the stamps taken after each step 0..steps, over steps 1..steps-1 (step 0
-    and the last evaluate): (the probed steps', the others')."""
-    gaps = [b - a for a, b in zip(stamps[:-2], stamps[1:-1])]  # gaps[i] is step i + 1
-    probed_gaps = [g for t, g in enumerate(gaps, start=1) if t in probed]
-    return probed_gaps, [g for t, g in enumerate(gaps, start=1) if t not in probed]
+    and the last evaluate) but the `cold` ones: (the probed steps', the others')."""
+    gaps = [(t, b - a) for t, (a, b) in enumerate(zip(stamps[:-2], stamps[1:-1]), start=1) if t not in cold]
+    return [g for t, g in gaps if t in probed], [g for t, g in gaps if t not in probed]
 
 
 def weighted_median(kinds: tuple[list[float], list[float]]) -> float:
@@ -198,8 +235,10 @@ def measure(workload: str, threads: int, steps: int = 101, rounds: int = 5, extr
         warm = "every step" if "every step" in loops else loops[-1]
         step_times(copy.deepcopy(model), data, cfgs[warm], warm)  # warm-up: allocator, caches
         for _ in range(rounds):
-            for loop in loops:
-                kinds = step_times(copy.deepcopy(model), data, cfgs[loop], loop, clock)
+            runs = {loop: Timed(copy.deepcopy(model), data, cfgs[loop], loop, clock) for loop in loops}
+            in_turns(list(runs.values()))
+            for loop, run in runs.items():
+                kinds = run.times()
                 timing.ms[loop].append(weighted_median(kinds))
                 for pooled, these in zip(timing.gaps[loop], kinds):
                     pooled += these

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -20,25 +21,35 @@ def test_every_loop_is_timed_against_the_bare_loop_in_every_round():
         assert all(math.isfinite(r) and r > 0 for r in t.ratios(loop))
         assert 0 < lo <= t.round_ratio(loop) <= hi
         assert t.median_ms(loop) > 0 and t.ratio(loop) == pytest.approx(t.median_ms(loop) / t.median_ms("bare"))
-        # every timed step kept: steps 1..11 of each round's 12, probed and not
-        assert sum(map(len, t.gaps[loop])) == 2 * 11 and (len(t.gaps[loop][0]) > 0) == (loop != "bare")
+        # every timed step kept: steps 2..11 of each round's 12 (step 1 is the first turn's warm-up), probed and not
+        assert sum(map(len, t.gaps[loop])) == 2 * 10
+        assert (len(t.gaps[loop][0]) > 0) == (loop not in ("bare", "off"))  # (off probes step 1: a warm-up step)
 
 
-def test_the_ratio_pools_every_rounds_steps_so_a_slow_spell_does_not_fall_on_one_loop():
-    """A loop that costs 1.1x the bare step, timed while the machine slows to half speed for a while: the
-    spell starts halfway through round 0's probed loop and ends halfway through round 1's bare loop. Each
-    round's own ratio is the spell's (1.65 and 0.73; their median 1.19); the median over every round's
-    steps is the loop's own 1.1."""
-    n = 20  # steps per run
-    bare = [[10.0] * n, [20.0] * (n // 2) + [10.0] * (n // 2)]
-    loop = [[11.0] * (n // 2) + [22.0] * (n // 2), [11.0] * n]
-    t = bench.Timing("reference", 1, {"bare": [bench.weighted_median(([], b)) for b in bare],
-                                      "every step": [bench.weighted_median((g, [])) for g in loop]},
-                     {"bare": ([], sum(bare, [])), "every step": (sum(loop, []), [])})
-    assert [round(r, 2) for r in t.ratios("every step")] == [1.65, 0.73]
-    assert round(t.round_ratio("every step"), 2) == 1.19
-    assert t.ratio("every step") == pytest.approx(1.1) and t.median_ms("bare") == 10.0
-    assert t.spread("every step") == pytest.approx((11 / 15, 1.65))
+def test_the_loops_take_turns_of_a_few_steps_and_time_none_of_a_turns_first_steps():
+    """Three loops of 40 steps run TURN (13) steps at a time, one loop after the other: steps 0-12 of the
+    bare loop, of probes off, of every step, then steps 13-25 of each, ... (their clocks' stamps interleave
+    so); none of a turn's first WARM steps is timed (each loop's 1, 13, 14, 26, 27 and 39), so no timed step
+    spans another loop's turn."""
+    from gradflow.config import compose
+    from gradflow.job import prepare
+
+    base = [*bench.WORKLOADS["reference"], "model.depth=2", "model.width=8", "data.n_train=256", "train.steps=40",
+            "train.eval_every=40"]
+    loops = ["bare", "off", "every step"]
+    cfgs = {loop: compose([*base, *(bench.LOOPS[loop] or [])]) for loop in loops}
+    _, data, model = prepare(cfgs["bare"])
+    runs = [bench.Timed(copy.deepcopy(model), data, cfgs[loop], loop) for loop in loops]
+    bench.in_turns(runs)
+    stamps = sorted((stamp, j, t) for j, run in enumerate(runs) for t, stamp in enumerate(run.stamps))
+    assert [(j, t) for _, j, t in stamps] == [(j, t) for start in range(0, 41, bench.TURN) for j in range(3)
+                                              for t in range(start, min(start + bench.TURN, 41))]
+    assert all(run.cold == {0, 1, 13, 14, 26, 27, 39, 40} for run in runs)
+    probed, other = runs[2].times()
+    assert (len(probed), len(other)) == (39 - 6, 0)
+    # the gaps are the steps' own: no timed gap spans a hand-over (the other loops' turns)
+    gaps = {t: 1e3 * (b - a) for t, (a, b) in enumerate(zip(runs[0].stamps, runs[0].stamps[1:]), start=1)}
+    assert sorted(runs[0].times()[1]) == pytest.approx(sorted(gaps[t] for t in range(1, 40) if t not in runs[0].cold))
 
 
 def test_every_family_has_a_workload_that_builds():
@@ -57,7 +68,7 @@ def test_the_cli_prints_the_reference_table_and_rejects_unknown_workloads(cli):
     for loop in bench.LOOPS:
         assert bench.LOOP_TITLES[loop] in out.output
     assert [line for line in out.output.splitlines() if line != line.rstrip()] == []  # (a table title was padded)
-    assert "every step of 1 round of 12 steps" in " ".join(out.output.split())  # (it said "1 interleaved rounds")
+    assert "medians over 1 round of 12 steps, the loops taking turns of 13" in " ".join(out.output.split())
     bad = cli("bench", "--workload", "vit")
     assert bad.exit_code == 1 and "choices: reference, deep, mlp" in bad.output and "Traceback" not in bad.output
     bad = cli("bench", "--clock", "sundial")

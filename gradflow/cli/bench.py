@@ -22,7 +22,8 @@ def bench(
              "lstm | transformer (repeatable; default: every family).")] = None,
     threads: Annotated[Optional[list[int]], typer.Option(help="Intra-op CPU threads (repeatable; default 1).")] = None,
     steps: Annotated[int, typer.Option(help="Updates per timed run (the first and last are not timed).")] = 101,
-    rounds: Annotated[int, typer.Option(help="Interleaved rounds of every loop; the median is reported.")] = 5,
+    rounds: Annotated[int, typer.Option(help="Rounds of every loop, the loops taking turns of a few steps; the "
+                                             "median over every round's steps is reported.")] = 5,
     clock: Annotated[str, typer.Option(help="wall | cpu (process CPU time: for a machine shared with other "
                                                 "work)")] = "wall",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
@@ -65,9 +66,10 @@ def bench(
                                for loop in bench_mod.LOOPS if loop != "bare")
             console.print(f"{name}, {r.threads} thr: bare {r.median_ms('bare'):.2f} ms/step; {ratios}")
         results += done
-    rounds_of = f"{rounds} interleaved rounds" if rounds > 1 else "1 round"
-    note = (f"{clock} ms/step, medians of every step of {rounds_of} of {steps} steps; ratio to bare (the "
-            "rounds' own ratios: min-max)")
+    rounds_of = f"{rounds} rounds" if rounds > 1 else "1 round"
+    note = (f"{clock} ms/step, medians over {rounds_of} of {steps} steps, the loops taking turns of "
+            f"{bench_mod.TURN} (each turn's first {bench_mod.WARM} untimed); ratio to bare (the rounds' own "
+            "ratios: min-max)")
     loop_tables = [name for name in ("reference", "deep") if any(r.workload == name for r in results)]
     for name in loop_tables:
         print_table(_loop_table([r for r in results if r.workload == name], f"{name} workload: {note}"))
