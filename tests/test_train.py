@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -102,3 +103,23 @@ def test_an_exploding_net_beyond_float32s_squares_is_clipped_not_marked_diverged
     assert logged[(1, "clipped")] == 1
     cfg.train.steps = 3
     assert train(model, data, cfg, Probes(model, cfg.model.activation)).status == "ok"
+
+
+def test_the_loop_runs_a_step_at_a_time_and_a_ctrl_c_between_steps_keeps_what_it_measured():
+    """`training` yields after each step (gradflow bench runs several loops in turns): train() is it run to
+    the end, and a Ctrl-C that arrives between two steps (where train() hands it to the loop) ends the run
+    as one inside a step does: interrupted, with the tables of every whole probed step."""
+    from gradflow.train import Interrupted, training
+
+    cfg, data, model = _probed_setup(["probe.every=1", "train.steps=6", "train.eval_every=3"])
+    twin = copy.deepcopy(model)
+    whole = train(twin, data, cfg, Probes(twin, cfg.model.activation))
+    run = training(model, data, cfg, Probes(model, cfg.model.activation))
+    assert [next(run) for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(Interrupted) as stopped:
+        run.throw(KeyboardInterrupt())
+    res = stopped.value.result
+    assert res.status == "interrupted" and res.steps_done == 3 and res.probe_steps == [0, 1, 2]
+    for got, full in zip(res.probe_values, whole.probe_values):  # the same steps as the whole run's first three
+        np.testing.assert_array_equal(got, full)  # (NaN where a quantity does not apply, in both)
+    assert whole.status == "ok" and whole.steps_done == 6 and whole.probe_steps == list(range(7))
