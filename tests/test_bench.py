@@ -52,6 +52,23 @@ def test_the_loops_take_turns_of_a_few_steps_and_time_none_of_a_turns_first_step
     assert sorted(runs[0].times()[1]) == pytest.approx(sorted(gaps[t] for t in range(1, 40) if t not in runs[0].cold))
 
 
+def test_the_ratio_pools_every_rounds_steps_so_a_slow_spell_does_not_fall_on_one_loop():
+    """A loop that costs 1.1x the bare step, timed while the machine slows to half speed for a while: the
+    spell starts halfway through round 0's probed loop and ends halfway through round 1's bare loop. Each
+    round's own ratio is the spell's (1.65 and 0.73; their median 1.19); the median over every round's
+    steps is the loop's own 1.1."""
+    n = 20  # steps per run
+    bare = [[10.0] * n, [20.0] * (n // 2) + [10.0] * (n // 2)]
+    loop = [[11.0] * (n // 2) + [22.0] * (n // 2), [11.0] * n]
+    t = bench.Timing("reference", 1, {"bare": [bench.weighted_median(([], b)) for b in bare],
+                                      "every step": [bench.weighted_median((g, [])) for g in loop]},
+                     {"bare": ([], sum(bare, [])), "every step": (sum(loop, []), [])})
+    assert [round(r, 2) for r in t.ratios("every step")] == [1.65, 0.73]
+    assert round(t.round_ratio("every step"), 2) == 1.19
+    assert t.ratio("every step") == pytest.approx(1.1) and t.median_ms("bare") == 10.0
+    assert t.spread("every step") == pytest.approx((11 / 15, 1.65))
+
+
 def test_every_family_has_a_workload_that_builds():
     from gradflow.config import compose
     from gradflow.job import prepare
