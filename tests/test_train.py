@@ -123,3 +123,35 @@ def test_the_loop_runs_a_step_at_a_time_and_a_ctrl_c_between_steps_keeps_what_it
     for got, full in zip(res.probe_values, whole.probe_values):  # the same steps as the whole run's first three
         np.testing.assert_array_equal(got, full)  # (NaN where a quantity does not apply, in both)
     assert whole.status == "ok" and whole.steps_done == 6 and whole.probe_steps == list(range(7))
+
+
+def test_train_hands_a_ctrl_c_between_two_steps_to_the_loop(monkeypatch):
+    """A Ctrl-C that lands in train() itself, between two of the loop's steps, still ends the run as
+    interrupted with what it measured (train() throws it into the loop), not as a bare KeyboardInterrupt."""
+    from gradflow import train as train_mod
+
+    real = train_mod.training
+
+    class CtrlCAfterThreeSteps:  # the loop's steps, with a Ctrl-C arriving before the fourth is asked for
+        def __init__(self, *args):
+            self.steps, self.asked = real(*args), 0
+
+        def __next__(self):
+            self.asked += 1
+            if self.asked == 4:
+                raise KeyboardInterrupt
+            return next(self.steps)
+
+        def throw(self, error):
+            return self.steps.throw(error)
+
+    monkeypatch.setattr(train_mod, "training", CtrlCAfterThreeSteps)
+    cfg, data, model = _probed_setup(["probe.every=1", "train.steps=6"])
+    stopped = None
+    try:
+        train(model, data, cfg, Probes(model, cfg.model.activation))
+    except KeyboardInterrupt as e:  # (a bare one, escaping, would end the test session: caught here)
+        stopped = e
+    assert isinstance(stopped, train_mod.Interrupted), f"not the loop's: {stopped!r}"
+    res = stopped.result
+    assert res.status == "interrupted" and res.steps_done == 3 and res.probe_steps == [0, 1, 2]
