@@ -21,7 +21,8 @@ def bench(
         help="reference (issue 12's tanh MLP), deep (the same at depth 100) or a family: mlp | cnn | resnet20 | "
              "lstm | transformer (repeatable; default: every family).")] = None,
     threads: Annotated[Optional[list[int]], typer.Option(help="Intra-op CPU threads (repeatable; default 1).")] = None,
-    steps: Annotated[int, typer.Option(help="Updates per timed run (the first and last are not timed).")] = 101,
+    steps: Annotated[int, typer.Option(help="Updates per timed run (the first and last are not timed, nor the "
+                                            "first 2 of each turn).")] = 101,
     rounds: Annotated[int, typer.Option(help="Rounds of every loop, the loops taking turns of a few steps; the "
                                              "median over every round's steps is reported.")] = 5,
     clock: Annotated[str, typer.Option(help="wall | cpu (process CPU time: for a machine shared with other "
