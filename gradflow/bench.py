@@ -155,10 +155,8 @@ def _gradflow_loop(model, data, cfg, on_step, fused: bool = True) -> Iterator[in
         probes.remove()
 
 
-# The loops of a round take turns of TURN steps each (see in_turns), so that a drift in the machine's speed
-# falls on every loop alike, where a loop's whole run (a second or more) may sit in a slow spell of its own.
-# TURN is prime, so every 10th step falls at every place of a turn; the first WARM steps of a turn, which
-# find the caches full of another loop's tensors, are not timed.
+# steps per turn (see the module's docstring): prime, so every 10th step falls at every place of a turn; and
+# the steps at the start of a turn that are not timed
 TURN, WARM = 13, 2
 
 
@@ -199,14 +197,6 @@ def in_turns(runs: list[Timed]) -> None:
                     run.cold.add(t)
 
 
-def step_times(model, data, cfg, loop: str, clock: str = "wall") -> tuple[list[float], list[float]]:
-    """Milliseconds of each of steps 1..steps-1 of one run of `loop` on its own: (its probed steps', its others')."""
-    run = Timed(model, data, cfg, loop, clock)
-    for _ in run.steps:
-        pass
-    return run.times()
-
-
 def split_steps(stamps: list[float], probed: set[int], cold: set[int] = frozenset()) -> tuple[list[float], list[float]]:
     """Each step's time from the stamps taken after each step 0..steps, over steps 1..steps-1 (step 0
     and the last evaluate) but the `cold` ones: (the probed steps', the others')."""
@@ -233,7 +223,7 @@ def measure(workload: str, threads: int, steps: int = 101, rounds: int = 5, extr
     try:
         timing = Timing(workload, threads, {loop: [] for loop in loops}, {loop: ([], []) for loop in loops})
         warm = "every step" if "every step" in loops else loops[-1]
-        step_times(copy.deepcopy(model), data, cfgs[warm], warm)  # warm-up: allocator, caches
+        in_turns([Timed(copy.deepcopy(model), data, cfgs[warm], warm)])  # warm-up: allocator, caches
         for _ in range(rounds):
             runs = {loop: Timed(copy.deepcopy(model), data, cfgs[loop], loop, clock) for loop in loops}
             in_turns(list(runs.values()))

@@ -396,10 +396,11 @@ class Probes:
                     grads = gradients(self.params)
                     if grad_norms is None:
                         grad_norms = self._norms_of(grads)
-                if keep_grads and grad_norms.dtype != torch.float64:
-                    kept = [self.buffer(("grad", j), tuple(g.shape), g.dtype, g.device) for j, g in enumerate(grads)]
-                    torch._foreach_copy_(kept, grads)
-                    grads = kept
+                    if keep_grads and grad_norms.dtype != torch.float64:
+                        kept = [self.buffer(("grad", j), tuple(g.shape), g.dtype, g.device)
+                                for j, g in enumerate(grads)]
+                        torch._foreach_copy_(kept, grads)
+                        grads = kept
                 self._add(grad_norms, self._dest_grad, exact=(grads, 1.0))
             if self._weight_norms:
                 self._add(self._norms_of(self.weights), self._dest_weight)
