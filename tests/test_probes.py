@@ -180,21 +180,38 @@ def test_the_fused_kernels_match_float64_statistics_for_a_large_mean_and_mixed_a
     y = [1000.0 + 0.01 * torch.randn(64, 32), torch.rand(64, 32), torch.relu(torch.randn(64, 32)),
          torch.tensor([1.0, float("nan"), 0.0])]
     bounds = [(-0.99, 0.99), (0.01, 0.99), (-math.inf, math.inf), (-1.0, 1.0)]
+    saturating, dying = (fused.MAGNITUDE, fused.OUTSIDE, fused.OUTSIDE_AND_ZEROS), (fused.ZEROS, fused.OUTSIDE_AND_ZEROS)
     for t, (lo, hi) in zip(y, bounds):
         for dtype in (torch.float32, torch.float64):
-            x, out, at = t.to(dtype), np.zeros(4), np.zeros(4)
+            x = t.to(dtype)
             wide = dtype is torch.float64
-            fused.activation_stats(x.numpy().reshape(-1), lo, hi, out)
-            fused.activation_stats_at(x.data_ptr(), x.numel(), wide, lo, hi, at)  # (by its address, as the hooks)
-            np.testing.assert_array_equal(at, out)
             d = x.double()
-            assert out[0] == pytest.approx(float(d.sum()), rel=1e-12, nan_ok=True)
-            assert math.sqrt(out[1] / (x.numel() - 1)) == pytest.approx(float(d.std()), rel=1e-9, nan_ok=True)
-            assert out[2] == int(((d < lo) | (d > hi)).sum()) and out[3] == int((d == 0).sum())
+            saturated, dead = int(((d < lo) | (d > hi)).sum()), int((d == 0).sum())
+            # each loop counts what it is asked to, and only that (|v| > hi where the bounds are symmetric)
+            for counts in (fused.SUM, fused.MAGNITUDE, fused.OUTSIDE, fused.ZEROS, fused.OUTSIDE_AND_ZEROS):
+                if counts == fused.MAGNITUDE and lo != -hi:
+                    continue
+                out, at = np.zeros(4), np.zeros(4)
+                fused.activation_stats(x.numpy().reshape(-1), lo, hi, counts, out)
+                fused.activation_stats_at(x.data_ptr(), x.numel(), wide, lo, hi, counts, at)  # (by address, as the hooks)
+                np.testing.assert_array_equal(at, out)
+                assert out[0] == pytest.approx(float(d.sum()), rel=1e-12, nan_ok=True)
+                assert math.sqrt(out[1] / (x.numel() - 1)) == pytest.approx(float(d.std()), rel=1e-9, nan_ok=True)
+                assert out[2] == (saturated if counts in saturating else 0)
+                assert out[3] == (dead if counts in dying else 0)
+            # more values than an int32 counts go through the int64 loop, which takes both counts
+            long = np.zeros(4)
+            fused._sum_and_counts_int64(x.numpy().reshape(-1), lo, hi, long)
+            np.testing.assert_array_equal(long[[0, 2, 3]], out[[0, 2, 3]])  # (out: both counts, the last loop's)
             squares = fused.squared_norm(x.numpy().reshape(-1))
             assert squares == pytest.approx(float((d * d).sum()), rel=1e-12, nan_ok=True)
             assert fused.squared_norm_at(x.data_ptr(), x.numel(), wide) == pytest.approx(squares, nan_ok=True)
     assert out[2] == 0 and out[3] == 1 and math.isnan(out[0])  # NaN: neither saturated nor dead, the sums NaN
+    # each activation's loop: tanh's symmetric bounds by magnitude, sigmoid's asymmetric ones, ReLU's zeros
+    assert [fused.counts_for(lo, hi, die) for lo, hi, die in [(-0.99, 0.99, False), (0.01, 0.99, False),
+                                                              (-math.inf, math.inf, True), (-math.inf, math.inf, False),
+                                                              (0.0, 6.0, True)]] == \
+        [fused.MAGNITUDE, fused.OUTSIDE, fused.ZEROS, fused.SUM, fused.OUTSIDE_AND_ZEROS]
 
     # a transposed, expanded or strided output reaches the kernels as its values, in the layout they are compiled for
     cfg, _, model = _setup(["model.activation=tanh"])

@@ -216,8 +216,9 @@ class Probes:
         self._bounds = [tuple(float(np.float32(b)) for b in s.saturation) if s is not None and s.saturation
                         else (-math.inf, math.inf) for s in self.specs]
         self._fused_layouts: dict[tuple, tuple] = {}  # (signal points, activation points) -> see _fused_primitives
+        self._count_kinds: list[int] = []  # what the kernels count in each point's activation output, once loaded
         if self.fused:
-            self._kernels = load_fused()
+            self._use(load_fused())
         self._reset()
 
     # --- hooks: they keep references (no kernels), or take a CPU tensor's statistics with the fused kernels
@@ -327,7 +328,8 @@ class Probes:
                 if kernels is not None and y.is_cpu and y.dtype in _FUSABLE and y.numel():
                     if not y.is_contiguous() or y.is_neg():  # (the kernels read the values at its address)
                         y = y.resolve_neg().contiguous()
-                    kernels.activation_stats_at(y.data_ptr(), y.numel(), y.dtype is _WIDE, lo, hi, out)
+                    kernels.activation_stats_at(y.data_ptr(), y.numel(), y.dtype is _WIDE, lo, hi,
+                                                self._count_kinds[i], out)
                     self._fused_units[i] = y.numel()
                 else:  # read under no_grad in after_backward: no detach needed here
                     self._acts[i] = y
@@ -523,8 +525,15 @@ class Probes:
         cannot load, the probes stay batched)."""
         self._towards_fusing += 1
         if self._towards_fusing >= FUSED_AFTER:
-            self._kernels = load_fused(required=False)
+            self._use(load_fused(required=False))
             self.fused = self._kernels is not None
+
+    def _use(self, kernels) -> None:
+        """Take statistics with the fused `kernels` from now on (None: stay batched)."""
+        self._kernels = kernels
+        if kernels is not None:
+            self._count_kinds = [kernels.counts_for(lo, hi, bool(dying)) for (lo, hi), dying in
+                                 zip(self._bounds, self._dying)]
 
     def _plan(self, key, at: list[int], acts: list[torch.Tensor]) -> list[SimpleNamespace]:
         """How activation outputs of this layout are reduced: grouped by shape and dtype, each group

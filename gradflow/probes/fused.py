@@ -18,6 +18,8 @@ Probes(fused=...). Import this module only then.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import carray, njit, types
 from numba.extending import intrinsic
@@ -26,10 +28,81 @@ from numba.extending import intrinsic
 _FAST = {"reassoc", "nsz", "arcp", "contract"}
 
 
+# What an activation output's first pass counts besides its sum, one loop each (Probes picks one per point from
+# its activation): a loop that counts nothing it does not need is 1.5-2x faster, and the counts are in int32
+# vector lanes (an int64 count of each comparison halves the lanes): on this project's machine, for one 128 x 256
+# tanh output, 4.6 us for both passes against 6.2 with every count in one loop (README, Performance)
+SUM, MAGNITUDE, OUTSIDE, ZEROS, OUTSIDE_AND_ZEROS = range(5)  # MAGNITUDE: |v| > hi, for lo = -hi
+_INT32_COUNTS = 2**31 - 1  # more values than this are counted in int64
+
+
+def counts_for(lo: float, hi: float, dying: bool) -> int:
+    """What activation_stats counts for an activation whose outputs outside (lo, hi) are saturated
+    ((-inf, inf): it does not saturate) and that can (or cannot) die."""
+    if lo == -math.inf and hi == math.inf:
+        return ZEROS if dying else SUM
+    if dying:
+        return OUTSIDE_AND_ZEROS
+    return MAGNITUDE if lo == -hi else OUTSIDE
+
+
 @njit(cache=True, nogil=True, fastmath=_FAST)
-def activation_stats(y: np.ndarray, lo: float, hi: float, out: np.ndarray) -> None:
-    """Into `out` (4,): the sum of y (1-d), its squared deviations from their mean, and the counts of
-    entries outside (lo, hi) (saturated) and equal to zero (dead)."""
+def activation_stats(y: np.ndarray, lo: float, hi: float, counts: int, out: np.ndarray) -> None:
+    """Into `out` (4,): the sum of y (1-d), its squared deviations from their mean, and as `counts` says
+    (SUM: neither), the counts of entries outside (lo, hi) (saturated) and equal to zero (dead); a
+    count not taken is 0."""
+    if y.size > _INT32_COUNTS:
+        _sum_and_counts_int64(y, lo, hi, out)
+    else:
+        _sum_and_counts(y, y.dtype.type(lo), y.dtype.type(hi), counts, out)
+    mean = out[0] / max(y.size, 1)
+    squares = 0.0
+    for i in range(y.size):
+        d = y[i] - mean
+        squares += d * d
+    out[1] = squares
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def _sum_and_counts(y: np.ndarray, lo, hi, counts: int, out: np.ndarray) -> None:
+    """activation_stats' first pass: out[0] the sum, out[2] saturated, out[3] dead (lo and hi in y's dtype:
+    float32 bounds are float32-rounded, so a float32 comparison is exact)."""
+    total = 0.0
+    saturated = np.int32(0)
+    dead = np.int32(0)
+    zero = y.dtype.type(0)
+    if counts == SUM:
+        for i in range(y.size):
+            total += y[i]
+    elif counts == MAGNITUDE:
+        for i in range(y.size):
+            v = y[i]
+            total += v
+            saturated += np.int32(abs(v) > hi)
+    elif counts == OUTSIDE:
+        for i in range(y.size):
+            v = y[i]
+            total += v
+            saturated += np.int32((v > hi) | (v < lo))
+    elif counts == ZEROS:
+        for i in range(y.size):
+            v = y[i]
+            total += v
+            dead += np.int32(v == zero)
+    else:
+        for i in range(y.size):
+            v = y[i]
+            total += v
+            saturated += np.int32((v > hi) | (v < lo))
+            dead += np.int32(v == zero)
+    out[0] = total
+    out[2] = saturated
+    out[3] = dead
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def _sum_and_counts_int64(y: np.ndarray, lo: float, hi: float, out: np.ndarray) -> None:
+    """_sum_and_counts for more values than an int32 counts, taking both counts."""
     total = 0.0
     saturated = 0
     dead = 0
@@ -38,13 +111,7 @@ def activation_stats(y: np.ndarray, lo: float, hi: float, out: np.ndarray) -> No
         total += v
         saturated += (v > hi) | (v < lo)
         dead += v == 0
-    mean = total / max(y.size, 1)
-    squares = 0.0
-    for i in range(y.size):
-        d = y[i] - mean
-        squares += d * d
     out[0] = total
-    out[1] = squares
     out[2] = saturated
     out[3] = dead
 
@@ -87,12 +154,12 @@ def squared_norm_at(address: int, n: int, wide: bool) -> float:
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST)
-def activation_stats_at(address: int, n: int, wide: bool, lo: float, hi: float, out: np.ndarray) -> None:
+def activation_stats_at(address: int, n: int, wide: bool, lo: float, hi: float, counts: int, out: np.ndarray) -> None:
     """activation_stats of the n float32 (or, `wide`, float64) values at `address`."""
     if wide:
-        activation_stats(carray(_float64_at(address), n), lo, hi, out)
+        activation_stats(carray(_float64_at(address), n), lo, hi, counts, out)
     else:
-        activation_stats(carray(_float32_at(address), n), lo, hi, out)
+        activation_stats(carray(_float32_at(address), n), lo, hi, counts, out)
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST)
@@ -111,5 +178,5 @@ def warm() -> None:
         wide = dtype is np.float64
         address = x.ctypes.data
         squared_norm_at(address, 2, wide)
-        activation_stats_at(address, 2, wide, -1.0, 1.0, np.zeros(4))
+        activation_stats_at(address, 2, wide, -1.0, 1.0, OUTSIDE_AND_ZEROS, np.zeros(4))
         squared_norms_at(np.array([address]), np.array([2]), wide, np.zeros(1))
