@@ -41,6 +41,9 @@ from gradflow.errors import GradflowError, shorten
 
 EPS = 1e-6  # the finite-difference step in float64
 FLOOR = 1e-3  # relative errors are taken against at least this fraction of the loss
+# the largest max relative error `gradflow gradcheck` passes by default: the backprop-vs-fd reproduction's bound
+# (float64 differences resolve ~1e-9; a wrong term is off by O(1))
+TOL = 1e-6
 # the share of parameter tensors that must have a checked entry at or above the floor for the agreement to
 # mean anything (a threshold of ours): 93-100% have one in backprop-vs-fd's arms at default and --quick
 # scale (the one without, of the CNN's 14, a conv weight whose 8 sampled entries all fell below); 4-20% with every
@@ -97,11 +100,11 @@ class GradCheck:
         return self.fd_full_s / self.grad_s
 
 
-def check_arguments(entries: int, batch: int | None, eps: float, cli: bool = False) -> None:
+def check_arguments(entries: int, batch: int | None, eps: float, cli: bool = False, tol: float = TOL) -> None:
     """Raise a GradflowError naming the first bad argument: `entries` and `batch` must be positive integers,
     `eps` a finite number > 0 (0 divides by zero, nan compares as "no error", a negative or infinite step
-    measures nothing). cli=True names them as the options of `gradflow gradcheck` (--eps 0), else as
-    arguments (eps=0)."""
+    measures nothing), and so must `tol`, the error that passes. cli=True names them as the options of
+    `gradflow gradcheck` (--eps 0), else as arguments (eps=0)."""
     def named(key: str, value) -> str:
         shown = f"{value:g}" if isinstance(value, (float, np.floating)) else shorten(value, 40)
         return f"--{key} {shown}" if cli else f"{key}={shown}"
@@ -115,6 +118,10 @@ def check_arguments(entries: int, batch: int | None, eps: float, cli: bool = Fal
             or not math.isfinite(eps) or eps <= 0:
         raise GradflowError(f"{named('eps', eps)} is not allowed: eps (the central-difference step) must be a "
                             f"finite number > 0, e.g. {EPS:g}")
+    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(tol) or tol <= 0:
+        raise GradflowError(f"{named('tol', tol)} is not allowed: tol (the largest max relative error that passes) "
+                            f"must be a finite number > 0, e.g. {TOL:g}")
 
 
 class _Loss(nn.Module):

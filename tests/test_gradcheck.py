@@ -100,6 +100,8 @@ SMALL = ["data=gaussian", "data.n_train=256", "data.n_test=64", "data.dim=8", "m
     ("--eps", "inf", "--eps inf is not allowed"),
     ("--batch", "0", "--batch 0 is not allowed: batch must be a positive integer"),
     ("--entries", "-2", "--entries -2 is not allowed: entries must be a positive integer"),
+    ("--tol", "0", "--tol 0 is not allowed"),  # nothing could pass
+    ("--tol", "nan", "--tol nan is not allowed"),  # everything would fail, NaN errors included
 ])
 def test_bad_numeric_options_are_one_line(cli, option, value, needle):
     out = cli("gradcheck", *SMALL, f"{option}={value}")
@@ -107,9 +109,25 @@ def test_bad_numeric_options_are_one_line(cli, option, value, needle):
     err = out.stderr.strip()
     assert err.startswith("error:") and len(err.splitlines()) == 1 and "Traceback" not in out.output, err
     assert needle in err, err
-    if option == "--eps":
+    if option in ("--eps", "--tol"):
         assert "finite number > 0" in err, err
     assert "max relative error" not in out.stdout
+
+
+def test_the_exit_status_is_the_verdict(cli):
+    """0 where backprop agrees, 1 where its error is not below --tol or too few tensors are resolved for
+    the agreement to mean anything (weights at 1e-6: every gradient far below the floor), the reason last."""
+    args = [*SMALL, "--entries", "2"]
+    out = cli("gradcheck", *args)
+    assert out.exit_code == 0, out.output
+    assert " ".join(out.stdout.split()[-11:]).startswith("ok: backprop agrees"), out.output
+    out = cli("gradcheck", *args, "--tol", "1e-14")  # float64 differences resolve ~1e-9: above this
+    last = " ".join(out.output.split()).rsplit("FAIL: ", 1)[-1]
+    assert out.exit_code == 1 and re.fullmatch(r"max relative error \S+ is not below --tol 1e-14", last), out.output
+    out = cli("gradcheck", *args, "init.gain=1e-6")
+    text = " ".join(out.output.split())
+    assert out.exit_code == 1 and "warning: " in text and text.endswith(
+        "FAIL: too few tensors resolved for the agreement to mean anything (warning above)"), out.output
 
 
 def test_check_model_refuses_a_step_that_measures_nothing():

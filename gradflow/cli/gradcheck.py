@@ -28,13 +28,17 @@ def gradcheck(
     batch: Annotated[int, typer.Option(
         help="Training examples in the loss (1 or more; at most the training set's size is used).")] = 8,
     eps: Annotated[float, typer.Option(help="Central-difference step (float64; finite, > 0).")] = 1e-6,
+    tol: Annotated[float, typer.Option(
+        help="The largest max relative error that passes (finite, > 0; the backprop-vs-fd reproduction's bound). "
+             "Exit status 1 above it, or where too few tensors are resolved for the check to mean anything.")] = 1e-6,
 ) -> None:
-    """Check backprop (gradcheck.mode=forward: forward-mode AD) against float64 central differences, and time both."""
+    """Check backprop (gradcheck.mode=forward: forward-mode AD) against float64 central differences, and time both.
+    Exit status 0 where they agree, 1 where they do not (or the check cannot tell)."""
     from gradflow.config import compose, uses_batchnorm
     from gradflow.gradcheck import FLOOR, check_arguments
     from gradflow.gradcheck import gradcheck as check
 
-    check_arguments(entries, batch, eps, cli=True)  # before the model is built: one line, not a traceback
+    check_arguments(entries, batch, eps, cli=True, tol=tol)  # before the model is built: one line, not a traceback
     cfg = compose(list(overrides or []))
     if batch < 2 and uses_batchnorm(cfg):
         raise GradflowError(f"--batch {batch} must be >= 2 with batch normalization (the batch variance of one "
@@ -61,6 +65,15 @@ def gradcheck(
     print_note(f"{method}: {fmt(r.grad_s, 3)} s for the full gradient{how}; finite differences: "
                f"{fmt(r.fd_entry_s, 3)} s per entry, {fmt(r.fd_full_s, 3)} s projected for all "
                f"{r.n_params}: {fmt(r.cost_ratio, 3)}x the cost")
+    # the verdict last, where a script's log ends (NaN errors fail: a NaN compares as no error)
+    if not r.max_rel < tol:
+        print_note(f"FAIL: max relative error {fmt(r.max_rel, 3)} is not below --tol {tol:g}", style="bold red")
+        raise typer.Exit(1)
+    if vague:
+        print_note("FAIL: too few tensors resolved for the agreement to mean anything (warning above)",
+                   style="bold red")
+        raise typer.Exit(1)
+    print_note(f"ok: {method} agrees with central differences (max relative error below {tol:g})")
 
 
 def _columns(params, name_width: int | None = None) -> list[Column]:
