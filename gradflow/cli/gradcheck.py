@@ -32,8 +32,7 @@ def gradcheck(
         help="The largest max relative error that passes (finite, > 0; the backprop-vs-fd reproduction's bound). "
              "Exit status 1 above it, or where too few tensors are resolved for the check to mean anything.")] = 1e-6,
 ) -> None:
-    """Check backprop (gradcheck.mode=forward: forward-mode AD) against float64 central differences, and time both.
-    Exit status 0 where they agree, 1 where they do not (or the check cannot tell)."""
+    """Check backprop (or forward-mode AD) against float64 central differences and time both; exit 1 if they disagree."""
     from gradflow.config import compose, uses_batchnorm
     from gradflow.gradcheck import FLOOR, check_arguments
     from gradflow.gradcheck import gradcheck as check
