@@ -50,7 +50,7 @@ def counts_for(lo: float, hi: float, dying: bool) -> int:
 def activation_stats(y: np.ndarray, lo: float, hi: float, counts: int, out: np.ndarray) -> None:
     """Into `out` (4,): the sum of y (1-d), its squared deviations from their mean, and as `counts` says
     (SUM: neither), the counts of entries outside (lo, hi) (saturated) and equal to zero (dead); a
-    count not taken is 0."""
+    count not asked for is 0 (but for 2^31 values or more, where the int64 loop takes both)."""
     if y.size > _INT32_COUNTS:
         _sum_and_counts_int64(y, lo, hi, out)
     else:
