@@ -210,6 +210,34 @@ def test_profile_facets_share_y(sweep):
     assert sum(len(series_lines(ax)) for ax in panels) == 6
 
 
+def test_profile_gives_the_keys_colour_and_style_leave_out_a_panel_per_combination():
+    """Four swept keys: depth colours the lines, width styles them, and each activation x init pair gets
+    a panel of its own, titled by both, so that no two lines in a panel look alike; where those pairs
+    would be more than 9 panels, the title names the keys instead."""
+    keys = ("model.depth", "model.activation", "init.name", "model.width", "seed")
+    configs = [config(d, a, 1, **{"init.name": i, "model.width": w}) for d in (5, 10, 20) for a in ("tanh", "relu")
+               for i in ("xavier_normal", "kaiming_normal") for w in (16, 32)]
+    layers, _, _ = fabricate([c | {"run": run_id(c, keys)} for c in configs])
+    fig = figures.profile(layers, step=0)
+    panels = [ax for ax in fig.axes if ax.get_gid() != "colorbar"]
+    assert [ax.get_title() for ax in panels] == [
+        "activation=relu, init=kaiming_normal", "activation=relu, init=xavier_normal",
+        "activation=tanh, init=kaiming_normal", "activation=tanh, init=xavier_normal"]
+    for ax in panels:  # 3 depths x 2 widths, each a colour and line style of its own
+        lines = series_lines(ax)
+        assert len(lines) == 6 and len({(str(ln.get_color()), str(ln.get_linestyle())) for ln in lines}) == 6
+    assert "also differ" not in fig.get_suptitle()
+    assert panels[0].get_ylim() == panels[3].get_ylim()  # one y axis for all, as facets share it
+    # 2 activations x 5 inits: 10 panels, one too many
+    inits = ("xavier_normal", "kaiming_normal", "orthogonal", "standard", "xavier_uniform")
+    wide = [config(d, a, 1, **{"init.name": i, "model.width": w}) for d in (5, 10) for a in ("tanh", "relu")
+            for i in inits for w in (16, 32)]
+    layers, _, _ = fabricate([c | {"run": run_id(c, keys)} for c in wide])
+    fig = figures.profile(layers, step=0)
+    assert len([ax for ax in fig.axes if ax.get_gid() != "colorbar"]) == 1
+    assert "lines also differ in" in fig.get_suptitle()
+
+
 def test_profile_last_step_marks_nonfinite_and_zero_values(sweep):
     layers, _, _ = sweep
     fig = figures.profile(layers, "grad_norm", step="last")
@@ -258,8 +286,11 @@ def test_profile_overlays_or_splits_sources(sweep):
     a = layers[layers.seed == 1]
     both = pd.concat([a, a.assign(source="other", value=a.value * 2)], ignore_index=True)
     fig = figures.profile(both, step=0)
-    assert len(series_lines(fig.axes[0])) == 12  # 6 configs x 2 sources, source as the line style
-    assert {"source=sweep", "source=other"} <= set(legend_texts(fig))
+    # source as the line style, depth the colour: the activation, which neither shows, gets a panel per value
+    panels = [ax for ax in fig.axes if ax.get_gid() != "colorbar"]
+    assert [ax.get_title() for ax in panels] == ["activation=relu", "activation=tanh"]
+    assert [len(series_lines(ax)) for ax in panels] == [6, 6]  # 3 depths x 2 sources
+    assert {"source=sweep", "source=other"} <= set(legend_texts(fig)) and "also differ" not in fig.get_suptitle()
     fig = figures.profile(both, step=0, by_source=True)
     panels = [ax for ax in fig.axes if ax.get_gid() != "colorbar"]
     assert [ax.get_title() for ax in panels] == ["source=other", "source=sweep"]

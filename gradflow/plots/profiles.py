@@ -3,6 +3,7 @@ over layer x step (heatmap)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -76,14 +77,20 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
 
     facet_values = ordered_values(df[facet_key]) if facet_key else [None]
     panels = [df if facet_key is None else df[df[facet_key].map(vkey) == vkey(fv)] for fv in facet_values]
+    titles = [value_label(facet_key, fv) for fv in facet_values] if facet_key else [None]
+    if facet_key is None and also:  # keys neither the colour nor the line style shows: a panel per combination
+        split = _panels_by(df, also)
+        if split is not None:
+            panels, titles = split
+            also = []
     spans = {(p["layer"].min(), p["layer"].max()) for p in panels if not p.empty}
     # panels of nets of different depths each end at their own last point (a shared axis left a shallow
     # net's panel mostly empty); panels of one depth share the axis
-    fig, axes = facet_grid(len(facet_values), sharex=len(spans) <= 1)
+    fig, axes = facet_grid(len(panels), sharex=len(spans) <= 1)
     cache: dict = {}
     everything: list[Series] = []
     theory_drawn = False
-    for ax, fv, sub in zip(axes, facet_values, panels):
+    for ax, title, sub in zip(axes, titles, panels):
         series = sort_series(collect_series(sub, "layer", group_keys, label.log), df,
                              [k for k in (color, style) if k] + also)
         lw, alpha = line_weight(len(series))
@@ -99,8 +106,8 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
                 theory_drawn |= _theory_profile(ax, s, quantity, c, lw, cache)
         note_if_empty(ax, series)
         everything += series
-        if facet_key:
-            ax.set_title(value_label(facet_key, fv), fontsize="small")
+        if title:
+            ax.set_title(title, fontsize="small")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ends = sub if len(spans) > 1 and not sub.empty else df
         ax.set_xlim(ends["layer"].min(), max(ends["layer"].max(), ends["layer"].min() + 1))  # ends at the last point
@@ -119,6 +126,26 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     extra = [step_text] + ([f"lines also differ in {', '.join(also)}"] if also else [])
     set_title(fig, f"{label.title} per {point_word(df)}", df, extra, skip=swept)
     return fig
+
+
+AUTO_PANELS = 9  # at most this many panels for the swept keys that colour and line style leave out
+
+
+def _panels_by(df: pd.DataFrame, keys: list[str]) -> tuple[list[pd.DataFrame], list[str]] | None:
+    """A panel per combination of `keys`' values among df's rows, in their natural order: (each panel's
+    rows, its title, e.g. "init=xavier_normal, width=32"); None where there would be more than
+    AUTO_PANELS (the figure's title then names the keys its lines also differ in)."""
+    values = [ordered_values(df[k]) for k in keys]
+    if math.prod(len(v) for v in values) > AUTO_PANELS * 4:  # (most combinations absent: still too many)
+        return None
+    columns = [df[k].map(vkey) for k in keys]
+    panels, titles = [], []
+    for combo in itertools.product(*values):
+        rows = np.logical_and.reduce([col == vkey(v) for col, v in zip(columns, combo)])
+        if rows.any():
+            panels.append(df[rows])
+            titles.append(", ".join(value_label(k, v) for k, v in zip(keys, combo)))
+    return (panels, titles) if len(panels) <= AUTO_PANELS else None
 
 
 def _theory_profile(ax, s: Series, quantity: str, color: Any, lw: float, cache: dict) -> bool:
