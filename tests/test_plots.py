@@ -228,6 +228,11 @@ def test_profile_gives_the_keys_colour_and_style_leave_out_a_panel_per_combinati
         assert len(lines) == 6 and len({(str(ln.get_color()), str(ln.get_linestyle())) for ln in lines}) == 6
     assert "also differ" not in fig.get_suptitle()
     assert panels[0].get_ylim() == panels[3].get_ylim()  # one y axis for all, as facets share it
+    # four panels in two rows of two (not 3 + 1), the axes labelled on the bottom row and left column
+    at = [(ax.get_subplotspec().rowspan.start, ax.get_subplotspec().colspan.start) for ax in panels]
+    assert at == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert [bool(ax.get_xlabel()) for ax in panels] == [False, False, True, True]
+    assert [bool(ax.get_ylabel()) for ax in panels] == [True, False, True, False]
     # 2 activations x 5 inits: 10 panels, one too many
     inits = ("xavier_normal", "kaiming_normal", "orthogonal", "standard", "xavier_uniform")
     wide = [config(d, a, 1, **{"init.name": i, "model.width": w}) for d in (5, 10) for a in ("tanh", "relu")

@@ -427,7 +427,7 @@ def grid(runs: pd.DataFrame, x: str, y: str, value: str = "final.test_acc", theo
             ax.set_title(value_label(facet, fv), fontsize="small")
         if theory:
             theory_handle = _grid_theory(ax, sub, xa, ya, theory)
-    bottom, left = bottom_and_left(axes, min(len(axes), 3))
+    bottom, left = bottom_and_left(axes)
     for ax in axes:
         if ax not in bottom:
             ax.set_xlabel("")

@@ -3,7 +3,6 @@ over layer x step (heatmap)."""
 
 from __future__ import annotations
 
-import itertools
 import math
 from typing import Any
 
@@ -113,7 +112,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
         ax.set_xlim(ends["layer"].min(), max(ends["layer"].max(), ends["layer"].min() + 1))  # ends at the last point
         if label.log:
             label_short_log_axis(ax, df["value"])
-    bottom, left = bottom_and_left(axes, min(len(axes), 3))
+    bottom, left = bottom_and_left(axes)
     for ax in bottom:
         ax.set_xlabel(layer_axis(df, head=quantity not in REGISTRY or REGISTRY[quantity].where in HEAD_HAS))
         ax.xaxis.set_tick_params(labelbottom=True)
@@ -135,17 +134,15 @@ def _panels_by(df: pd.DataFrame, keys: list[str]) -> tuple[list[pd.DataFrame], l
     """A panel per combination of `keys`' values among df's rows, in their natural order: (each panel's
     rows, its title, e.g. "init=xavier_normal, width=32"); None where there would be more than
     AUTO_PANELS (the figure's title then names the keys its lines also differ in)."""
-    values = [ordered_values(df[k]) for k in keys]
-    if math.prod(len(v) for v in values) > AUTO_PANELS * 4:  # (most combinations absent: still too many)
+    combo = pd.Series(list(zip(*(df[k].map(vkey) for k in keys))), index=df.index)  # each row's values
+    present = set(combo)
+    if len(present) > AUTO_PANELS:
         return None
-    columns = [df[k].map(vkey) for k in keys]
-    panels, titles = [], []
-    for combo in itertools.product(*values):
-        rows = np.logical_and.reduce([col == vkey(v) for col, v in zip(columns, combo)])
-        if rows.any():
-            panels.append(df[rows])
-            titles.append(", ".join(value_label(k, v) for k, v in zip(keys, combo)))
-    return (panels, titles) if len(panels) <= AUTO_PANELS else None
+    natural = [{vkey(v): (i, v) for i, v in enumerate(ordered_values(df[k]))} for k in keys]  # rank, value
+    ordered = sorted(present, key=lambda c: tuple(n[v][0] for n, v in zip(natural, c)))
+    panel = combo.map({c: j for j, c in enumerate(ordered)})
+    titles = [", ".join(value_label(k, n[v][1]) for k, n, v in zip(keys, natural, c)) for c in ordered]
+    return [df[panel == j] for j in range(len(ordered))], titles
 
 
 def _theory_profile(ax, s: Series, quantity: str, color: Any, lw: float, cache: dict) -> bool:

@@ -66,9 +66,10 @@ def new_figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] | No
 
 def facet_grid(n: int, sharex=True, sharey=True, panel=(4.0, 3.6), max_cols: int = 3,
                legend_width: float = 2.2) -> tuple[Figure, list]:
-    """n panels in rows of up to max_cols, sized so each stays readable; spare axes removed."""
-    ncols = min(n, max_cols)
-    nrows = math.ceil(n / ncols)
+    """n panels in rows of up to max_cols, as even as the rows can be (4 panels: 2 x 2, not 3 + 1), sized so
+    each stays readable; spare axes removed."""
+    nrows = math.ceil(n / max_cols)
+    ncols = math.ceil(n / nrows)
     size = FIGSIZE if n == 1 else (min(panel[0] * ncols + legend_width, 16.0), min(panel[1] * nrows + 0.9, 12.0))
     fig, axes = new_figure(nrows, ncols, size, sharex=sharex, sharey=sharey)
     flat = list(axes.flat)
@@ -201,10 +202,13 @@ def style_key(df: pd.DataFrame, swept: Sequence[str], used: Sequence[str | None]
     return next((k for k in swept if k not in used and n_distinct(df[k]) <= MAX_STYLES and not repeats(k)), None)
 
 
-def bottom_and_left(axes: list, ncols: int) -> tuple[list, list]:
-    n = len(axes)
-    bottom = [ax for i, ax in enumerate(axes) if i + ncols >= n]
-    left = [ax for i, ax in enumerate(axes) if i % ncols == 0]
+def bottom_and_left(axes: list) -> tuple[list, list]:
+    """The panels of facet_grid's `axes` that show the x axis's label (the lowest of each column) and the
+    y axis's (the first of each row)."""
+    at = [(ax.get_subplotspec().rowspan.start, ax.get_subplotspec().colspan.start) for ax in axes]
+    lowest = {col: max(r for r, c in at if c == col) for _, col in at}
+    bottom = [ax for ax, (row, col) in zip(axes, at) if row == lowest[col]]
+    left = [ax for ax, (_, col) in zip(axes, at) if col == 0]
     return bottom, left
 
 
