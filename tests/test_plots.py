@@ -243,6 +243,23 @@ def test_profile_gives_the_keys_colour_and_style_leave_out_a_panel_per_combinati
     assert "lines also differ in" in fig.get_suptitle()
 
 
+def test_ratio_gives_the_keys_colour_and_style_leave_out_a_panel_per_value():
+    """Depth on the x axis, activation the colour, width the line style: the init gets a panel per value."""
+    keys = ("model.depth", "model.activation", "init.name", "model.width", "seed")
+    configs = [config(d, a, 1, **{"init.name": i, "model.width": w}) for d in (5, 10, 20) for a in ("tanh", "relu")
+               for i in ("xavier_normal", "kaiming_normal") for w in (16, 32)]
+    layers, _, _ = fabricate([c | {"run": run_id(c, keys)} for c in configs])
+    fig = figures.ratio(layers, quantity="signal_norm")
+    panels = [ax for ax in fig.axes if ax.get_gid() != "colorbar"]
+    assert [ax.get_title() for ax in panels] == ["init=kaiming_normal", "init=xavier_normal"]
+    for ax in panels:  # 2 activations x 2 widths, each over the 3 depths
+        lines = series_lines(ax)
+        assert len(lines) == 4 and len({(str(ln.get_color()), str(ln.get_linestyle())) for ln in lines}) == 4
+        assert all(list(ln.get_xdata()) == [5, 10, 20] for ln in lines)
+    assert "also differ" not in fig.get_suptitle()
+    assert [bool(ax.get_ylabel()) for ax in panels] == [True, False] and all(ax.get_xlabel() for ax in panels)
+
+
 def test_profile_last_step_marks_nonfinite_and_zero_values(sweep):
     layers, _, _ = sweep
     fig = figures.profile(layers, "grad_norm", step="last")

@@ -26,7 +26,7 @@ from gradflow.plots.meanfield import GRID_THEORIES, chi1_for, python_value
 from gradflow.plots.series import Series, check_key, collect_series, first_last, require, sort_series
 from gradflow.plots.style import (
     THEORY_STYLE, Palette, bottom_and_left, draw_series, extra_handles, facet_grid, label_short_log_axis, legend,
-    line_weight, new_figure, note_if_empty, record, spans_decades, step_axis, style_key,
+    line_weight, new_figure, note_if_empty, panels_by, record, spans_decades, step_axis, style_key,
 )
 
 
@@ -233,37 +233,47 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
         style = style_key(df, swept, (by,), multi_source)
         also = [k for k in swept if k not in (by, style)]
     palette = Palette(df, by, style)
-    series = sort_series(collect_series(df, "model.depth", group_keys, log=True), df,
-                         [k for k in (by, style) if k] + also)
+    panels, titles = [df], [None]
+    if also and (split := panels_by(df, also)) is not None:  # keys neither colour nor line style shows
+        (panels, titles), also = split, []
 
-    fig, axes = new_figure()
-    ax = axes[0, 0]
-    ax.set_yscale("log")
-    ax.grid(True, alpha=0.25, lw=0.5)
-    ax.axhline(1.0, color="0.3", ls=":", lw=1.0, gid="reference")
-    lw, alpha = line_weight(len(series))
-    theory_drawn = False
-    cache: dict = {}
-    for s in series:
-        c = palette.color_of(s.config)
-        draw_series(ax, s, c, palette.style_of(s.config), lw, alpha)  # a lone depth is drawn as a dot
-        if theory and when == "init":
-            theory_drawn |= _theory_ratio(ax, s, c, lw, cache, quantity == "grad_norm")
-    note_if_empty(ax, series)
-    depths = np.asarray(ordered_values(df["model.depth"]), dtype=float)
-    if depths.min() > 0 and _geometric(depths):
-        ax.set_xscale("log")
-    if len(depths) <= 12:
-        ax.set_xticks(depths, [fmt(d) for d in depths])
-        ax.xaxis.set_minor_locator(NullLocator())
-    label_short_log_axis(ax, df["value"])
-    ax.set_xlabel(key_label("model.depth"))
+    fig, axes = facet_grid(len(panels))
     where = "at initialization" if when == "init" else "at the last probed step"
     symbol, name = RATIOS[quantity]
-    ax.set_ylabel(f"{symbol}\n(first / last layer, {where})")
-    palette.colorbar(fig, [ax])
+    depths = np.asarray(ordered_values(df["model.depth"]), dtype=float)
+    theory_drawn = False
+    cache: dict = {}
+    everything: list[Series] = []
+    for ax, panel_title, sub in zip(axes, titles, panels):
+        series = sort_series(collect_series(sub, "model.depth", group_keys, log=True), df,
+                             [k for k in (by, style) if k] + also)
+        ax.set_yscale("log")
+        ax.axhline(1.0, color="0.3", ls=":", lw=1.0, gid="reference")
+        lw, alpha = line_weight(len(series))
+        for s in series:
+            c = palette.color_of(s.config)
+            draw_series(ax, s, c, palette.style_of(s.config), lw, alpha)  # a lone depth is drawn as a dot
+            if theory and when == "init":
+                theory_drawn |= _theory_ratio(ax, s, c, lw, cache, quantity == "grad_norm")
+        note_if_empty(ax, series)
+        everything += series
+        if depths.min() > 0 and _geometric(depths):
+            ax.set_xscale("log")
+        if len(depths) <= 12:
+            ax.set_xticks(depths, [fmt(d) for d in depths])
+            ax.xaxis.set_minor_locator(NullLocator())
+        label_short_log_axis(ax, df["value"])
+        if panel_title:
+            ax.set_title(panel_title, fontsize="small")
+    bottom, left = bottom_and_left(axes)
+    for ax in bottom:
+        ax.set_xlabel(key_label("model.depth"))
+        ax.xaxis.set_tick_params(labelbottom=True)
+    for ax in left:
+        ax.set_ylabel(f"{symbol}\n(first / last layer, {where})")
+    palette.colorbar(fig, axes)
     handles, title = palette.handles()
-    hs = extra_handles(series, True)
+    hs = extra_handles(everything, True)
     if theory_drawn:
         hs.append(Line2D([], [], color="0.3", **THEORY_STYLE,
                          label="mean field: rate $\\chi_1^{depth/2}$\n(anchored at shallowest)"))  # (a curve on a log depth axis)

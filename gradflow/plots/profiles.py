@@ -22,7 +22,7 @@ from gradflow.plots.series import Series, at_step, check_key, collect_series, pa
 from gradflow.probes.quantities import BIAS, OUTPUT, WEIGHT
 from gradflow.probes.quantities import QUANTITIES as REGISTRY
 from gradflow.plots.style import (
-    THEORY_STYLE, Palette, bottom_and_left, draw_series, extra_handles, facet_grid, is_log_spaced,
+    THEORY_STYLE, Palette, bottom_and_left, draw_series, extra_handles, facet_grid, is_log_spaced, panels_by,
     label_short_log_axis, legend, line_weight, new_figure, note_if_empty, record, step_axis, style_key,
 )
 
@@ -78,7 +78,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     panels = [df if facet_key is None else df[df[facet_key].map(vkey) == vkey(fv)] for fv in facet_values]
     titles = [value_label(facet_key, fv) for fv in facet_values] if facet_key else [None]
     if facet_key is None and also:  # keys neither the colour nor the line style shows: a panel per combination
-        split = _panels_by(df, also)
+        split = panels_by(df, also)
         if split is not None:
             panels, titles = split
             also = []
@@ -125,24 +125,6 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     extra = [step_text] + ([f"lines also differ in {', '.join(also)}"] if also else [])
     set_title(fig, f"{label.title} per {point_word(df)}", df, extra, skip=swept)
     return fig
-
-
-AUTO_PANELS = 9  # at most this many panels for the swept keys that colour and line style leave out
-
-
-def _panels_by(df: pd.DataFrame, keys: list[str]) -> tuple[list[pd.DataFrame], list[str]] | None:
-    """A panel per combination of `keys`' values among df's rows, in their natural order: (each panel's
-    rows, its title, e.g. "init=xavier_normal, width=32"); None where there would be more than
-    AUTO_PANELS (the figure's title then names the keys its lines also differ in)."""
-    combo = pd.Series(list(zip(*(df[k].map(vkey) for k in keys))), index=df.index)  # each row's values
-    present = set(combo)
-    if len(present) > AUTO_PANELS:
-        return None
-    natural = [{vkey(v): (i, v) for i, v in enumerate(ordered_values(df[k]))} for k in keys]  # rank, value
-    ordered = sorted(present, key=lambda c: tuple(n[v][0] for n, v in zip(natural, c)))
-    panel = combo.map({c: j for j, c in enumerate(ordered)})
-    titles = [", ".join(value_label(k, n[v][1]) for k, n, v in zip(keys, natural, c)) for c in ordered]
-    return [df[panel == j] for j in range(len(ordered))], titles
 
 
 def _theory_profile(ax, s: Series, quantity: str, color: Any, lw: float, cache: dict) -> bool:

@@ -80,6 +80,24 @@ def facet_grid(n: int, sharex=True, sharey=True, panel=(4.0, 3.6), max_cols: int
     return fig, flat[:n]
 
 
+AUTO_PANELS = 9  # at most this many panels for the swept keys that colour and line style leave out
+
+
+def panels_by(df: pd.DataFrame, keys: list[str]) -> tuple[list[pd.DataFrame], list[str]] | None:
+    """A panel per combination of `keys`' values among df's rows, in their natural order: (each panel's
+    rows, its title, e.g. "init=xavier_normal, width=32"); None where there would be more than
+    AUTO_PANELS (the figure's title then names the keys its lines also differ in)."""
+    combo = pd.Series(list(zip(*(df[k].map(vkey) for k in keys))), index=df.index)  # each row's values
+    present = set(combo)
+    if len(present) > AUTO_PANELS:
+        return None
+    natural = [{vkey(v): (i, v) for i, v in enumerate(ordered_values(df[k]))} for k in keys]  # rank, value
+    ordered = sorted(present, key=lambda c: tuple(n[v][0] for n, v in zip(natural, c)))
+    panel = combo.map({c: j for j, c in enumerate(ordered)})
+    titles = [", ".join(value_label(k, n[v][1]) for k, n, v in zip(keys, natural, c)) for c in ordered]
+    return [df[panel == j] for j in range(len(ordered))], titles
+
+
 LINE_STYLES = ["-", "-.", ":", (0, (3, 1, 1, 1, 1, 1))]  # "--" is reserved for theory lines
 
 
