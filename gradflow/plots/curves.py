@@ -234,7 +234,8 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
         also = [k for k in swept if k not in (by, style)]
     palette = Palette(df, by, style)
     panels, titles = [df], [None]
-    if also and (split := panels_by(df, also)) is not None:  # keys neither colour nor line style shows
+    # the keys neither the colour nor the line style shows: a panel per combination of their values
+    if also and (split := panels_by(df, also)) is not None:
         (panels, titles), also = split, []
 
     fig, axes = facet_grid(len(panels))
