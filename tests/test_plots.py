@@ -418,6 +418,28 @@ def test_curves_facet_gives_a_train_test_pair_per_value(sweep):
     assert "also differ" not in fig.get_suptitle()
 
 
+def test_curves_give_the_key_colour_and_style_leave_out_a_train_test_pair_per_value():
+    keys = ("model.depth", "model.activation", "init.name", "seed")
+    configs = [config(d, a, 1, **{"init.name": i}) for d in (5, 10, 20) for a in ("tanh", "relu")
+               for i in ("xavier_normal", "kaiming_normal")]
+    _, metrics, _ = fabricate([c | {"run": run_id(c, keys)} for c in configs])
+    fig = figures.curves(metrics)
+    panels = [ax for ax in fig.axes if ax.get_gid() != "colorbar"]
+    assert [ax.get_title() for ax in panels[:4]] == ["init=kaiming_normal: train", "init=kaiming_normal: test",
+                                                     "init=xavier_normal: train", "init=xavier_normal: test"]
+    for ax in panels:  # 3 depths x 2 activations, each a colour and line style of its own
+        lines = series_lines(ax)
+        assert len(lines) == 6 and len({(str(ln.get_color()), str(ln.get_linestyle())) for ln in lines}) == 6
+    assert "also differ" not in fig.get_suptitle()
+    # four inits: more pairs of columns than fit across; the title names the key instead
+    inits = ("xavier_normal", "kaiming_normal", "orthogonal", "standard")
+    more = [config(d, a, 1, **{"init.name": i}) for d in (5, 10) for a in ("tanh", "relu") for i in inits]
+    _, metrics, _ = fabricate([c | {"run": run_id(c, keys)} for c in more])
+    fig = figures.curves(metrics)
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["train", "test"]
+    assert "lines also differ in init.name" in fig.get_suptitle()
+
+
 # --- ratio ---------------------------------------------------------------------------------------
 def test_ratio_against_depth(sweep):
     _, _, runs = sweep

@@ -57,12 +57,17 @@ def _to_divergence(metrics: pd.DataFrame, drawn: pd.DataFrame) -> pd.DataFrame:
 LEVEL_STYLES = [(0, (1, 1.5)), (0, (5, 2)), (0, (6, 2, 1, 2))]  # reference lines, told apart from runs' styles
 
 
+AUTO_CURVE_PANELS = 3  # pairs of columns (6 panels across) for the keys colour and line style leave out
+
+
 def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = False,
            facet: str | None = None, levels: dict[str, float] | None = None) -> Figure:
     """Loss (top) and accuracy (bottom) against step; columns train | test (or one per results
     folder with by_source=True, train solid / test dotted). One line per run or seed group,
     coloured by a swept key; the loss axis is logarithmic when it spans two decades or more.
-    facet: a swept key with one train | test pair of columns per value (for a third swept key).
+    facet: a swept key with one train | test pair of columns per value (for a third swept key); without
+    one, the swept keys that colour and line style leave out get a pair per combination of their values
+    (up to AUTO_CURVE_PANELS).
     levels: reference losses drawn across the loss panels, by legend label (a reproduction's
     thresholds: {"1/6: predicting the mean": 0.1667}).
     """
@@ -101,15 +106,23 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
     palette = Palette(df, color, style)
     split_styles = {"train": "-", "test": ":", "batch": "-"}
 
-    # columns: (key, value, splits drawn in it)
+    # columns: (title, their rows of df, the splits drawn in them)
+    def rows_of(key: str, v) -> pd.DataFrame:
+        return df[df[key].map(vkey) == vkey(v)]
+
     if split_style:
-        cols = [("source", v, splits) for v in sources]
+        cols = [(f"{key_label('source')}: {v}", rows_of("source", v), splits) for v in sources]
     elif by_source:
-        cols = [("source", v, [sp]) for v in sources for sp in splits]
+        cols = [(f"{v}: {SPLITS.get(sp, sp)}", rows_of("source", v), [sp]) for v in sources for sp in splits]
     elif facet:
-        cols = [(facet, v, [sp]) for v in ordered_values(df[facet]) for sp in splits]
+        cols = [(f"{value_label(facet, v)}: {SPLITS.get(sp, sp)}", rows_of(facet, v), [sp])
+                for v in ordered_values(df[facet]) for sp in splits]
+    # the keys neither the colour nor the line style shows: a pair of columns per combination of their values
+    elif also and (split := panels_by(df, also, most=AUTO_CURVE_PANELS)) is not None:
+        cols = [(f"{title}: {SPLITS.get(sp, sp)}", sub, [sp]) for sub, title in zip(*split) for sp in splits]
+        also = []
     else:
-        cols = [(None, None, [sp]) for sp in splits]
+        cols = [(SPLITS.get(sp, sp), df, [sp]) for sp in splits]
     size = (min(3.2 * len(cols) + 2.4, 16.0), 2.6 * len(rows) + 0.9)
     fig, axes = new_figure(len(rows), len(cols), size, sharex=True, sharey="row")
     everything: list[Series] = []
@@ -117,14 +130,12 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
     for i, metric in enumerate(rows):
         log = metric == "loss" and spans_decades(df.loc[df["metric"] == metric, "value"].to_numpy())
         in_row = len(everything)
-        for j, (key, kv, col_splits) in enumerate(cols):
+        for j, (col_title, col_rows, col_splits) in enumerate(cols):
             ax = axes[i, j]
             ax.grid(True, alpha=0.25, lw=0.5)
             if log:
                 ax.set_yscale("log")
-            panel = df[df["metric"] == metric]
-            if key is not None:
-                panel = panel[panel[key].map(vkey) == vkey(kv)]
+            panel = col_rows[col_rows["metric"] == metric]
             drawn: list[Series] = []
             for split in col_splits:
                 part = panel[panel["split"] == split]
@@ -140,15 +151,7 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
             note_if_empty(ax, drawn)
             everything += drawn
             if i == 0:
-                if split_style:
-                    ax.set_title(f"{key_label('source')}: {kv}", fontsize="small")
-                elif by_source:
-                    ax.set_title(f"{kv}: {SPLITS.get(col_splits[0], col_splits[0])}", fontsize="small")
-                elif key is not None:
-                    ax.set_title(f"{value_label(key, kv)}: {SPLITS.get(col_splits[0], col_splits[0])}",
-                                 fontsize="small")
-                else:
-                    ax.set_title(SPLITS.get(col_splits[0], col_splits[0]), fontsize="small")
+                ax.set_title(col_title, fontsize="small")
             if metric == "loss":
                 for _, y, ls in level_lines:
                     ax.axhline(y, ls=ls, zorder=1.5, gid="level", **level_style)

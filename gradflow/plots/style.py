@@ -83,13 +83,14 @@ def facet_grid(n: int, sharex=True, sharey=True, panel=(4.0, 3.6), max_cols: int
 AUTO_PANELS = 9  # at most this many panels for the swept keys that colour and line style leave out
 
 
-def panels_by(df: pd.DataFrame, keys: list[str]) -> tuple[list[pd.DataFrame], list[str]] | None:
+def panels_by(df: pd.DataFrame, keys: list[str], most: int = AUTO_PANELS
+              ) -> tuple[list[pd.DataFrame], list[str]] | None:
     """A panel per combination of `keys`' values among df's rows, in their natural order: (each panel's
-    rows, its title, e.g. "init=xavier_normal, width=32"); None where there would be more than
-    AUTO_PANELS (the figure's title then names the keys its lines also differ in)."""
+    rows, its title, e.g. "init=xavier_normal, width=32"); None where there would be more than `most`
+    (the figure's title then names the keys its lines also differ in)."""
     combo = pd.Series(list(zip(*(df[k].map(vkey) for k in keys))), index=df.index)  # each row's values
     present = set(combo)
-    if len(present) > AUTO_PANELS:
+    if len(present) > most:
         return None
     natural = [{vkey(v): (i, v) for i, v in enumerate(ordered_values(df[k]))} for k in keys]  # rank, value
     ordered = sorted(present, key=lambda c: tuple(n[v][0] for n, v in zip(natural, c)))
