@@ -207,6 +207,9 @@ def check_model(model: nn.Module, loss_fn, entries: int = 8, eps: float = EPS, s
     else:
         value, grads, jvp_s = _forward(model, loss, named, sample)
         grad_s = jvp_s * n_params
+    if not math.isfinite(value):  # (every error would compare as NaN or as 0: a check that measures nothing)
+        raise GradflowError(f"the loss is {value:g} at these weights: there is no gradient to check (the forward "
+                            "pass overflowed or made a NaN)")
     floor = FLOOR * abs(value)
 
     # central differences on the same entries, timed

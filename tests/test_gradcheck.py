@@ -130,6 +130,16 @@ def test_the_exit_status_is_the_verdict(cli):
         "FAIL: too few tensors resolved for the agreement to mean anything (warning above)"), out.output
 
 
+def test_a_non_finite_loss_is_an_error_not_a_pass(cli):
+    """Weights so large that the forward pass overflows: every error would compare as 0 or NaN, so the
+    check says the loss is not finite (one line, exit 1) instead of printing a table of zeros."""
+    out = cli("gradcheck", *SMALL, "model.activation=relu", "init.gain=1e200", "--entries", "2")
+    err = out.stderr.strip()
+    assert out.exit_code == 1 and err.startswith("error: the loss is ") and len(err.splitlines()) == 1, out.output
+    assert re.match(r"error: the loss is (inf|nan) at these weights: there is no gradient to check", err), err
+    assert "max relative error" not in out.stdout and "Traceback" not in out.output
+
+
 def test_check_model_refuses_a_step_that_measures_nothing():
     from gradflow.errors import GradflowError
 
