@@ -955,7 +955,9 @@ def hydra_error_message(e: Exception, overrides=()) -> str:
             if chosen in GROUP_SCHEMAS[name.partition(".")[0]]:
                 return _not_a_key_of(name, chosen)
             return f"{name} does not apply to this run: it is a key of {', '.join(_choices_with_key(name))}"
+        top = [f.name for f in fields(Config) if f.name not in SECTIONS]
         return (f"unknown key {_show(name)}{did_you_mean(name, known_keys())}; sections: {', '.join(SECTIONS)}; "
+                f"top-level keys: {', '.join(top)}; "
                 "see `gradflow run --help` for every key (add a new key with +key=value only if you mean to)")
     if full_key:
         value = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", text)
@@ -966,6 +968,11 @@ def hydra_error_message(e: Exception, overrides=()) -> str:
             hint = "; write a whole number without a point or an exponent" if kind == "integer" and re.fullmatch(
                 r"[-+]?[\d.]+(e[-+]?\d+)?", shown, re.I) else ""
             return f"{key}={_show(shown)} is not a valid {kind}{hint}"
+        if "is not a ListConfig" in text:  # a single value for a list key
+            key = full_key.group(1)
+            given = [o.split("=", 1)[1] for o in overrides if "=" in o and override_key(o) == key]
+            shown = given[-1] if given else "..."
+            return f"{key}={shown} is not a list: write {key}=[{shown}] (items between brackets, comma-separated)"
         detail = str(e.__cause__ or e).strip().splitlines()[0]
         return f"{full_key.group(1)}: {detail}"
     return " ".join(text.split())
@@ -973,6 +980,14 @@ def hydra_error_message(e: Exception, overrides=()) -> str:
 
 # the config's sections of keys (model, ..., train, gradcheck), as against its top-level values (seed)
 SECTIONS = tuple(f.name for f in fields(Config) if f.name in GROUP_SCHEMAS or f.default_factory is not NO_DEFAULT)
+
+
+@functools.cache
+def list_keys() -> frozenset[str]:
+    """The keys whose values are lists (model.widths, optim.betas, optim.milestones): key=a,b there would be
+    a sweep over a and b, not the list [a,b]."""
+    return frozenset(f"{group}.{f.name}" for group, schemas in GROUP_SCHEMAS.items() for cls in set(schemas.values())
+                     for f in fields(cls) if str(f.type).startswith("list"))
 
 
 @functools.cache

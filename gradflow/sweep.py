@@ -31,7 +31,7 @@ from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_d
 from omegaconf import DictConfig, OmegaConf
 
 from gradflow import config as config_mod
-from gradflow.config import override_key
+from gradflow.config import list_keys, override_key
 from gradflow import store, workers
 from gradflow.errors import GradflowError, did_you_mean
 
@@ -113,6 +113,11 @@ def check_overrides(overrides: list[str], command: str) -> None:
                 f"cannot read the override {store.shorten(o, 60)!r}: write key=value, with bare values made of "
                 "ASCII letters, digits and _ . - / : (sweeps: a,b,c or range(1,5)); quote any other value, "
                 "e.g. 'data.root=\"/my data\"'") from None
+        items = getattr(parsed.value(), "list", None)  # a,b,c (not range(...)): the values swept
+        if key in list_keys() and items is not None and not all(isinstance(v, list) for v in items):
+            plain = ",".join(str(v) for v in items)
+            raise GradflowError(f"{store.shorten(o, 60)} would sweep {key} over single values, but {key} is a list: "
+                                f"write {key}=[{store.shorten(plain, 40)}] (several lists: {key}=[..],[..])")
         if parsed.is_sweep_override() and command == "run":  # (Hydra's own words said "add --multirun")
             raise GradflowError(f"{store.shorten(o, 60)} is several values, and `gradflow run` trains one network: "
                                 f"`gradflow sweep {store.shorten(o, 40)} ...` trains one per value (a text with "

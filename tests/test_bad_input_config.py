@@ -132,6 +132,13 @@ CASES = [
     case("trian.steps=5", "(did you mean train.steps?); sections: model, data, init, norm, optim, probe, train,",
          "misspelled-section"),
     case("seeed=1", "(did you mean seed?)", "misspelled-seed"),
+    case("seeds=3", "top-level keys: seed, device, threads, name, results", "unknown-key-lists-top-level"),
+    # a list key: a,b would sweep its items one by one, a single value is not a list; each says how to write it
+    case("optim=adam optim.betas=0.9,0.99", "but optim.betas is a list: write optim.betas=[0.9,0.99]",
+         "list-key-comma"),
+    case("optim.schedule=step optim.milestones=100",
+         "optim.milestones=100 is not a list: write optim.milestones=[100]", "list-key-scalar"),
+    case("model=resnet20 model.widths=16,32,64", "write model.widths=[16,32,64]", "list-key-widths"),
     case("optim.betas=[0.9,0.99]", "optim.betas", "betas-for-sgd"),
     case("optim=adam optim.momentum=0.5", "optim.momentum", "momentum-for-adam"),
     case(f"model.activation={LONG}", "model.activation", "100kB-activation"),

@@ -318,6 +318,7 @@ def test_force_reruns_and_changed_settings_rerun(cli, results):
     (["model.depth=2,0"], "sweep point"),
     (["hydra/launcher=ray"], "hydra/launcher='ray' is not known; choices: basic, joblib"),
     (["model.depth=2,3", "--name", "../outside"], "name='../outside'"),
+    (["optim=adam", "optim.betas=0.9,0.99"], "optim.betas is a list: write optim.betas=[0.9,0.99]"),
 ])
 def test_sweep_bad_input_fails_before_any_job(cli, results, args, message):
     out = _sweep(cli, results, *args)

@@ -28,18 +28,28 @@ KEY_COLUMN = 28  # where the meaning starts; a longer key=default puts its meani
 
 
 def _field_comments(cls) -> dict[str, str]:
-    out = {}
-    for line in inspect.getsource(cls).splitlines():
-        m = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.*)$", line)
-        if m:
-            out[m.group(1)] = m.group(2)
+    """Each field's meaning: its trailing comment, or else the comment lines just above it, from `cls`
+    and the classes it inherits fields from (a subclass's own comment wins)."""
+    out: dict[str, str] = {}
+    for klass in reversed([k for k in cls.__mro__ if "__dataclass_fields__" in vars(k)]):
+        above: list[str] = []
+        for line in inspect.getsource(klass).splitlines():
+            comment = re.match(r"\s+#\s*(.*)$", line)
+            if comment:
+                above.append(comment.group(1))
+                continue
+            m = re.match(r"\s+(\w+): [^=]+=[^#]*(?:#\s*(.*))?$", line)
+            if m and (m.group(2) or above):
+                out[m.group(1)] = m.group(2) or " ".join(above)
+            above = []
     return out
 
 
 def _shown(v) -> str:
-    """A default as the user would type it: empty lists and strings empty, booleans lowercase."""
+    """A default as the user would type it: a list in brackets (Hydra reads a,b as a sweep), strings as
+    they are (empty ones empty), numbers and booleans as gradflow prints them."""
     if isinstance(v, (list, tuple)) or type(v).__name__ == "ListConfig":
-        return ",".join(map(_shown, v))
+        return "[" + ",".join(map(_shown, v)) + "]"
     return fmt(v) if not isinstance(v, str) else v
 
 
@@ -69,7 +79,7 @@ def _section(title: str, prefix: str, cls, choices: list[str], group: str | None
     sets = {c: _group_yaml(group, c) for c in choices} if group else {}
     lines = [title]
     for f in fields(cls):
-        if f.name == "name" or f.name in config_mod.GROUPS + ("train", "gradcheck"):
+        if (f.name == "name" and prefix) or f.name in config_mod.GROUPS + ("train", "gradcheck"):
             continue
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
         base = sets[choices[0]].get(f.name, default) if len(choices) == 1 else default
