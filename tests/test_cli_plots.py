@@ -259,6 +259,28 @@ def test_compare_of_three_at_80_columns_folds_no_number(plain, batchnorm, diverg
     assert "ratio = ‖∂L/∂W‖ first layer / last layer" in out.stdout
 
 
+def test_compare_matched_on_many_keys_stacks_them_at_80_columns(plain, batchnorm, tmp_path):
+    """Six matched keys as columns would fold every key and value mid-word at 80 columns: the table then
+    has one config column of key=value lines (a group's choice as it is set: activation, data=gaussian),
+    each whole, beside the block's rows, and the difference column still fits."""
+    env = {**os.environ, "COLUMNS": "80", "TERM": "dumb"}
+    by = [a for k in ("model.depth", "model.activation", "model.width", "data.name", "train.steps", "optim.name")
+          for a in ("--by", k)]
+    out = subprocess.run([sys.executable, "-m", "gradflow", "compare", str(plain), str(batchnorm), *by,
+                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert all(len(ln) <= 80 for ln in lines if not ln.startswith(str(tmp_path))), lines
+    header = next(ln for ln in lines if ln.startswith("┃"))
+    assert header.split() == ["┃", "config", "┃", "┃", "plain", "┃", "batchnorm", "┃", "batchnorm", "vs", "plain",
+                              "┃"], header
+    first = [c.strip() for c in lines[lines.index(header) + 2].strip("│").split("│")]
+    assert first[:2] == ["depth=2", "runs"], first
+    stacked = [[c.strip() for c in ln.strip("│").split("│")][0] for ln in lines if ln.startswith("│")]
+    assert stacked[:6] == ["depth=2", "activation=relu", "width=8", "data=gaussian", "train.steps=4", "optim=sgd"]
+    assert sum(c == "depth=4" for c in stacked) == 2 and "not shown" not in out.stdout
+
+
 def test_compare_table_numbers_are_per_source_medians(plain, batchnorm):
     runs = pd.concat([gradflow.load(plain, table="runs").assign(source="plain"),
                       gradflow.load(batchnorm, table="runs").assign(source="batchnorm")], ignore_index=True)

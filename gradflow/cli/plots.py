@@ -141,6 +141,14 @@ def _difference(a: float, b: float, how: str) -> str:
 SHORT_LABEL = 12  # a source label longer than this is a letter in the comparison table
 
 
+def _table_width(heads: list[tuple[str, bool]], blocks: list[list[list[str]]]) -> int:
+    """The columns a table of these headers and blocks of rows (rich markup) takes unfolded: a bar and two
+    spaces per column, one bar at the end."""
+    rows = [row for block in blocks for row in block]
+    return sum(max([cell_len(h)] + [cell_len(Text.from_markup(row[j]).plain) for row in rows]) + 3
+               for j, (h, _) in enumerate(heads)) + 1
+
+
 def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], differ: dict[str, list],
                     pooled: list[str] = (), flagged: list[str] = ()) -> None:
     shown = [(c, label, how) for c, label, how in matching.COMPARED
@@ -153,11 +161,9 @@ def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], diff
         for name, s in zip(names, sources):
             print_note(f"{name} = {s}")
     print_note(f"compare: {' vs '.join(names)}")  # (a rich title is padded to the table's width)
-    # the table's columns as (header, right-justified, cells), the cells rich markup; built first so that
-    # the difference columns can give way at a narrow width, never a number folded across two lines
-    columns = [(k.removeprefix("model."), False, []) for k in by] + [("", False, [])] + \
-        [(s, True, []) for s in names] + [(f"{s} vs {names[0]}", True, []) for s in names[1:]]
-    ends: list[bool] = []  # whether each row ends a config's block
+    # each config's block: its key values and its rows (label, a value per source, a difference per other
+    # source), the cells rich markup
+    blocks = []
     for cell in dict.fromkeys(table["cell"]):
         part = table[table["cell"] == cell].set_index("source")
         keys = [number(v) if v != "\0nan" else "-" for v in cell]
@@ -166,19 +172,35 @@ def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], diff
             st, n = part.loc[s, "status"], part.loc[s, "runs"]
             word = st.split()[-1].rstrip(FLAGGED) if st else ""
             status.append(f"[{store.STATUS_COLOURS.get(word, 'white')}]{escape(st)}[/]" if n else "[dim]no run[/]")
-        rows = [[*keys, "runs", *status, *([""] * (len(sources) - 1))]]
+        rows = [["runs", *status, *([""] * (len(sources) - 1))]]
         for col, label, how in shown:
             vals = [float(part.loc[s, col]) if part.loc[s, "runs"] else math.nan for s in sources]
-            rows.append(["" for _ in by] + [label, *(number(v, 3) for v in vals),
-                                            *(_difference(vals[0], v, how) for v in vals[1:])])
-        for row in rows:
-            for (_, _, cells), text in zip(columns, row):
-                cells.append(text)
-        ends += [False] * (len(rows) - 1) + [True]
+            rows.append([label, *(number(v, 3) for v in vals), *(_difference(vals[0], v, how) for v in vals[1:])])
+        blocks.append((keys, rows))
+    # a group's choice as it is set (model=mlp, not name=mlp); a model key by its own name (depth)
+    short = [k.partition(".")[0] if k.endswith(".name") else k.removeprefix("model.") for k in by]
+    values = [("", False)] + [(s, True) for s in names] + [(f"{s} vs {names[0]}", True) for s in names[1:]]
+    # a column per key where the whole table fits so, else one column that stacks each block's keys as
+    # key=value lines beside its rows (folded into narrow columns, keys and values broke mid-word)
+    heads = [(k, False) for k in short] + values
+    lines = [[keys + row if i == 0 else [""] * len(keys) + row for i, row in enumerate(rows)] for keys, rows in blocks]
+    need = _table_width(heads, lines)
+    if by and need > console.width:
+        blank = [""] * len(values)
+        stacked = []
+        for keys, rows in blocks:
+            named = [f"{k}={v}" for k, v in zip(short, keys)]
+            stacked.append([[named[i] if i < len(named) else ""] + (rows[i] if i < len(rows) else blank)
+                            for i in range(max(len(named), len(rows)))])
+        if _table_width([("config", False)] + values, stacked) < need:
+            heads, lines = [("config", False)] + values, stacked
+            need = _table_width(heads, lines)
+    columns = [(h, right, [row[j] for block in lines for row in block]) for j, (h, right) in enumerate(heads)]
+    ends = [i == len(block) - 1 for block in lines for i in range(len(block))]
     widths = [max([cell_len(h)] + [cell_len(Text.from_markup(c).plain) for c in cells]) for h, _, cells in columns]
-    need = sum(w + 3 for w in widths) + 1  # (a bar and two spaces per column, one bar at the end)
     hidden = []
-    while sum(w + 3 for w in widths) + 1 > console.width and len(columns) > len(by) + 1 + len(names):
+    fixed = len(columns) - (len(names) - 1)  # the columns before the difference columns
+    while sum(w + 3 for w in widths) + 1 > console.width and len(columns) > fixed:
         hidden.insert(0, columns.pop()[0])  # the last difference column first
         widths.pop()
     fits = sum(w + 3 for w in widths) + 1 <= console.width  # (else, with every difference column gone, cells

@@ -57,7 +57,8 @@ def report_page(paths: list, write: bool) -> None:
             print_note(f"report: {report_mod.write(paths)}")  # (a long path on a line of its own, whole)
     else:
         page = report_mod.page_path(paths)
-        made = "from an earlier command (--report updates it)" if page.exists() else "(--report writes it)"
+        made = ("from an earlier command (--report updates it)" if page.exists()
+                else "not written (--report or `gradflow report` writes it)")
         print_note(f"report page {made}: {page}")
 
 
