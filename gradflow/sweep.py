@@ -268,7 +268,22 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
             check_files(*source)
     if root.is_dir():
         result.stale = sum(1 for p in root.iterdir() if p.name not in seen and (p / store.RUN_FILE).exists())
+        present = any((root / j.name / store.RUN_FILE).exists() for j in result.jobs)
+        if result.stale and not present and name is None and not given:
+            _refuse_takeover(root, result.stale)
     return result
+
+
+def _refuse_takeover(root: Path, stale: int) -> None:
+    """An unnamed sweep would take over the default folder from an unrelated one (none of whose runs is a
+    point of it), which then drops out of ls, plot, compare and report as stale: refused, naming both ways on."""
+    spec = store.sweep_spec(root) or {}
+    overrides = [str(o) for o in spec.get("overrides") or []]
+    swept = [o for o in overrides if override_key(o) in (spec.get("swept") or [])]  # what it swept, or all it set
+    before = " ".join(swept or overrides) or "single runs"
+    raise GradflowError(f"{root} holds {stale} run{'s' * (stale != 1)} of another sweep "
+                        f"({store.shorten(before, 60)}), none of them a point of this one: give this sweep a name "
+                        f"(--name NAME), or --name {root.name} to make it the sweep there (those runs kept, as stale)")
 
 
 def _check_keys_apply(point: list[str], taken: set[str], first: dict) -> None:

@@ -303,6 +303,25 @@ def test_the_recorded_command_remakes_the_same_sweep(cli, results, tmp_path):
     assert shlex.split(command)[-4:] == ["--name", "pts", "--points", str(points)]
 
 
+def test_an_unnamed_sweep_does_not_take_over_an_unrelated_one(cli, results):
+    """Two unnamed sweeps of unrelated grids would share results/sweep, the first's runs turned stale (gone
+    from ls, plot, compare and report): the second is refused, naming the first and both ways on; with
+    --name sweep it goes ahead, and an unnamed sweep that keeps some of the points is a change of the grid."""
+    assert _sweep(cli, results, "model.depth=2,3").exit_code == 0
+    out = _sweep(cli, results, "model.width=4,6")
+    assert out.exit_code == 1, out.output
+    err = " ".join(out.stderr.split())
+    assert err.startswith(f"error: {results / 'sweep'} holds 2 runs of another sweep (") and "model.depth=2,3" in err
+    assert err.endswith("give this sweep a name (--name NAME), or --name sweep to make it the sweep there (those "
+                        "runs kept, as stale)"), err
+    assert sorted(p.name for p in (results / "sweep").iterdir() if (p / "run.json").exists()) == [
+        "model.depth=2", "model.depth=3"]
+    out = _sweep(cli, results, "model.width=4,6", "--name", "sweep")
+    assert out.exit_code == 0 and "2 runs in" in out.output and "stale" in out.output, out.output
+    out = _sweep(cli, results, "model.width=4,6,10")  # two of its points are there: a grid grown, not a takeover
+    assert out.exit_code == 0 and "2 already finished, skipped" in out.output, out.output
+
+
 def test_force_reruns_and_changed_settings_rerun(cli, results):
     assert _sweep(cli, results, "model.depth=2,3", "--name", "f").exit_code == 0
     again = _sweep(cli, results, "model.depth=2,3", "--name", "f")
