@@ -194,7 +194,7 @@ def test_table_at_80_columns_piped_keeps_names_whole():
     whole = [n for n in names if any(re.search(rf"(?<![\w.]){re.escape(n)}(?![\w.])", ln) for ln in lines)]
     assert whole == names, "\n".join(lines)
     rows = _rows(lines)
-    # one row per tensor, its whole name first, then entries, resolved/checked, max and median relative error
+    # one row per tensor, its whole name first, then its size, resolved/checked, max and median relative error
     assert [r[0] for r in rows] == names and all(len(r) == 5 for r in rows), lines
     assert all(re.fullmatch(r"[0-2]/2", r[2]) for r in rows), rows
     assert "not shown" not in "\n".join(lines)
@@ -213,7 +213,7 @@ def test_table_at_80_columns_piped_keeps_names_whole():
             assert name.startswith(head) and name.endswith(tail) and head and tail, (cell, name)
     assert any("…" in r[0] for r in rows)
     note = " ".join(" ".join(lines).split())
-    assert "not shown (30 columns): entries, resolved, median rel err;" in note, lines
+    assert "not shown (30 columns): size, resolved, median rel err;" in note, lines
 
 
 def test_a_wrong_backward_below_the_floor_is_flagged():
