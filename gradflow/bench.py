@@ -11,7 +11,7 @@ over its probed and its other steps and weighted by their shares: every 10 steps
 unprobed step + 0.1 x a probed one. Medians, because on a shared machine a fifth of the steps can
 run 20% slow for reasons of their own, which a mean passes on to whichever loop was running. The
 ratio is that time over the bare loop's; each round's own ratios give the spread. The clock is
-wall time (what the issue's table means) or, on a machine shared with other work, the process's
+wall time (what the targets mean) or, on a machine shared with other work, the process's
 CPU time, which other processes' load does not inflate.
 """
 
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from gradflow.config import compose
 from gradflow.probes.core import schedule
 
-# The reference workload of issue 12: a tanh MLP of depth 20 and width 256 on Gaussian inputs
+# The reference workload of the performance targets: a tanh MLP of depth 20 and width 256 on Gaussian inputs
 # (dimension 40, 10 classes), batch 128, SGD with momentum.
 REFERENCE = ["data=gaussian", "data.dim=40", "data.classes=10", "data.n_train=4096", "data.n_test=256",
              "model=mlp", "model.depth=20", "model.width=256", "model.activation=tanh", "train.batch_size=128",
@@ -249,5 +249,5 @@ def run(workloads: list[str], threads: list[int], steps: int = 101, rounds: int 
     return results
 
 
-# --- sweep machinery (issue 12, target 3): `gradflow bench --sweep` times planning, per-job
+# --- sweep machinery (its own targets): `gradflow bench --sweep` times planning, per-job
 # overhead, resume, ls and plot on the 200-point grid; it is added here by the sweep's owner. ---

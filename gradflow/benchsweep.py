@@ -1,4 +1,4 @@
-"""What the sweep machinery costs (`gradflow bench --sweep`), against issue 12's targets.
+"""What the sweep machinery costs (`gradflow bench --sweep`), against its targets.
 
 Two workloads. 200 tiny runs of one step (`model.depth=range(1,51) seed=range(4)`): planning per
 grid point, the per-job cost beyond the runs' own wall time, resuming the finished sweep, and views

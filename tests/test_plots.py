@@ -731,7 +731,7 @@ def test_standard_set_adds_hist_and_spectrum(single, tmp_path):
     assert [p.name for p in written][-2:] == ["hist-step0.png", "spectrum-step0.png"]
 
 
-# --- figures that never mislead (issue 16) -------------------------------------------------------
+# --- figures that never mislead -------------------------------------------------------------
 def test_no_mean_field_line_for_tanh_without_bias_and_relu_keeps_its_signal_line():
     """Xavier on tanh is sigma_w^2 = 1, sigma_b^2 = 0: q* = 0, which the forward length approaches only as
     ~1/l, each layer's own chi1 below the chi1 = 1 at q*: neither the weight gradient nor the signal gets a

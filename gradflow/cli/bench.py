@@ -18,7 +18,7 @@ from gradflow.errors import GradflowError
 @user_errors
 def bench(
     workload: Annotated[Optional[list[str]], typer.Option(
-        help="reference (issue 12's tanh MLP), deep (the same at depth 100) or a family: mlp | cnn | resnet20 | "
+        help="reference (a tanh MLP: depth 20, width 256, batch 128), deep (the same at depth 100) or a family: mlp | cnn | resnet20 | "
              "lstm | transformer (repeatable; default: every family).")] = None,
     threads: Annotated[Optional[list[int]], typer.Option(help="Intra-op CPU threads (repeatable; default 1).")] = None,
     steps: Annotated[int, typer.Option(help="Updates per timed run (the first and last are not timed, nor the "
@@ -91,7 +91,7 @@ def _ratio(r, loop: str, two_lines: bool = False) -> str:
 
 
 def _loop_table(rows, title: str) -> Table:
-    """One row per loop, a ms/step and a ratio column per thread count (issue 12's table)."""
+    """One row per loop, a ms/step and a ratio column per thread count (the reference table)."""
     from gradflow.bench import LOOPS
 
     table = Table(title=title, title_justify="left")
