@@ -200,15 +200,16 @@ def records(df: pd.DataFrame) -> list[dict]:
 @user_errors
 def ls(
     path: Annotated[Path, typer.Argument(help="A run folder, a sweep folder, or a folder of sweeps.")],
-    where: Annotated[Optional[list[str]], typer.Option(help="Keep rows with KEY=VALUE (repeatable).")] = None,
+    where: Annotated[Optional[list[str]], typer.Option(
+        metavar="KEY=VALUE", help="Keep rows with KEY=VALUE (repeatable).")] = None,
     sort: Annotated[Optional[str], typer.Option(
         help="Sort by this column (numbers as numbers), e.g. final.test_acc, depth or a header such as "
              "'train loss'; -KEY sorts descending.")] = None,
     steps_to: Annotated[Optional[list[str]], typer.Option(
-        "--steps-to", help="First evaluation step where a metric reaches a threshold, e.g. 'train_loss<=1.0' "
+        "--steps-to", metavar="CONDITION", help="First evaluation step where a metric reaches a threshold, e.g. 'train_loss<=1.0' "
                            "or 'test_acc>=0.9' (repeatable).")] = None,
     rate: Annotated[Optional[list[str]], typer.Option(
-        help="Per-layer growth factor of a probed quantity at step 0, e.g. grad_norm or signal_norm, "
+        metavar="QUANTITY", help="Per-layer growth factor of a probed quantity at step 0, e.g. grad_norm or signal_norm, "
              "with the fitted layers (repeatable).")] = None,
     wide: Annotated[bool, typer.Option("--wide", help="Show every column, however wide.")] = False,
     csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
