@@ -439,7 +439,8 @@ def _show(value: Any) -> str:
 
 def _choice(key: str, value: Any, choices) -> None:
     if value not in choices:
-        raise GradflowError(f"{key}={_show(value)} is not allowed; choices: {', '.join(map(str, choices))}")
+        near = did_you_mean(value, list(map(str, choices))) if isinstance(value, str) else ""
+        raise GradflowError(f"{key}={_show(value)} is not allowed{near}; choices: {', '.join(map(str, choices))}")
 
 
 def _positive(key: str, value: Any, minimum: int | float = 1) -> None:
@@ -944,7 +945,7 @@ def hydra_error_message(e: Exception, overrides=()) -> str:
         group = group.lstrip("/")
         choices = group_choices(group) or _experiment_choices(group)
         where = f" (the files of {EXPERIMENTS_DIR}/)" if group == "experiment" else ""  # (not the working folder's)
-        return f"{group}={value!r} is not a known choice; choices: {', '.join(choices)}{where}"
+        return f"{group}={value!r} is not a known choice{did_you_mean(value, choices)}; choices: {', '.join(choices)}{where}"
     bad_key = re.search(r"Key '([^']+)' (?:is not in struct|not in '[^']*')", text)
     full_key = re.search(r"full_key: (\S+)", text)
     if "Could not override" in text or "is not in struct" in text or "not in '" in text:

@@ -27,6 +27,7 @@ def nearest(word: str, choices, cutoff: float = 0.75, within: float = 0.05) -> l
 
 
 def did_you_mean(word: str, choices) -> str:
-    """ (did you mean X or Y?) for a misspelled `word`, naming its nearest choices; "" where none is near."""
-    near = nearest(word, choices)
+    """ (did you mean X or Y?) for a misspelled `word`, naming its nearest choices, or else (a word of 4 or
+    more characters) up to 3 that begin with it (init=xavier: xavier_normal or xavier_uniform); "" where none."""
+    near = nearest(word, choices) or ([c for c in choices if c.startswith(word)][:3] if len(word) >= 4 else [])
     return f" (did you mean {' or '.join(near)}?)" if near else ""

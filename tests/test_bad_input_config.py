@@ -86,6 +86,12 @@ CASES = [
     case("model.variant=bogus", "model.variant", "mlp-variant-unknown"),
     case("model.skip=bogus", "model.skip", "skip-unknown"),
     case("model.activation=bogus", "model.activation", "activation-unknown"),
+    # a mistyped choice gets its nearest choices, or those it begins
+    case("model.activation=tahn", "model.activation='tahn' is not allowed (did you mean tanh?); choices:",
+         "activation-misspelled"),
+    case("model=mlpp", "model='mlpp' is not a known choice (did you mean mlp?); choices:", "family-misspelled"),
+    case("init=xavier", "init='xavier' is not a known choice (did you mean xavier_normal or xavier_uniform?)",
+         "init-prefix"),
     case([*RNN, "model.activation=gelu"], "model.activation", "rnn-gelu"),
     case("model=lstm data=adding model.activation=relu", "model.activation", "lstm-relu"),
     case([*RNN, "model.recurrent_init=bogus"], "model.recurrent_init", "recurrent-init-unknown"),

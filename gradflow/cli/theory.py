@@ -16,7 +16,7 @@ from gradflow import theory
 from gradflow.activations import ACTIVATIONS
 from gradflow.cli.app import app
 from gradflow.cli.console import console, print_table, user_errors
-from gradflow.errors import GradflowError
+from gradflow.errors import GradflowError, did_you_mean
 from gradflow.fmt import fmt, json_number
 
 theory_app = typer.Typer(
@@ -33,7 +33,8 @@ def _activation(name: str | None) -> str:
     if name is None:
         raise GradflowError(f"--activation is required; choices: {', '.join(ACTIVATIONS)}")
     if name not in ACTIVATIONS:
-        raise GradflowError(f"--activation={name!r} is not a known activation; choices: {', '.join(ACTIVATIONS)}")
+        raise GradflowError(f"--activation={name!r} is not a known activation{did_you_mean(name, list(ACTIVATIONS))}; "
+                            f"choices: {', '.join(ACTIVATIONS)}")
     return name
 
 

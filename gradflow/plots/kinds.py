@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from gradflow.errors import GradflowError
+from gradflow.errors import GradflowError, did_you_mean
 from gradflow.plots.keys import full_key, n_distinct, ordered_values, swept_keys
 from gradflow.plots.labels import SUMMARIES
 from gradflow.plots.meanfield import GRID_THEORIES
@@ -58,7 +58,7 @@ class Options:
 # --- checks: one red line naming the option and the choices ---------------------------------------
 def choose(option: str, value: str, choices) -> str:
     if value not in choices:
-        raise GradflowError(f"{option} {value!r} is not allowed; choices: {', '.join(choices)}")
+        raise GradflowError(f"{option} {value!r} is not allowed{did_you_mean(value, list(choices))}; choices: {', '.join(choices)}")
     return value
 
 
