@@ -274,6 +274,9 @@ def column_notes(columns: list["Column"]) -> list[str]:
         explained["chi1_layers"] += "".join(f"; {text}" for mark, text in FIT_MARKS.items()
                                             if any(mark in cell for cell in cells))
     notes = list(explained.values())
+    if "chi1_measured" in keys and "-" in columns[keys.index("chi1_measured")].cells:  # (a shallow net, say depth 5)
+        notes.append(f"chi1 meas -: no fit, fewer than 3 layers with a signal between the {FIT_TRIM} left out at "
+                     "each end")
     if any(k.startswith("rate.") for k in keys):
         notes.append(NOTES["rate"])
     return notes

@@ -82,6 +82,10 @@ def test_table_reads_right_at_80_columns_piped(swept, which):
     runs = runs_json(root).sort_values(["model.depth", "init.name"])
     cells = [float(r[3]) for r in rows]  # depth, init, status, train loss
     assert cells == [float(f"{v:.4g}") for v in runs["final.train_loss"]]
+    # depth 5 is too shallow for the chi1 fit: its "-" is explained under the table
+    assert runs["chi1_measured"].isna().tolist() == [True, True, False, False, False, False], runs
+    assert ("chi1 meas -: no fit, fewer than 3 layers with a signal between the 3 left out at each end"
+            in " ".join(text.split())), text
 
 
 def test_wide_shows_every_column_and_narrow_names_what_it_hides(swept):
