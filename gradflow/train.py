@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from gradflow.data import Data
+from gradflow.metrics import REGRESSION_TOLERANCE
 from gradflow.probes.core import Probes, exact_norms, gradients, schedule
 from gradflow.probes.jacobian import jacobian_spectra
 from gradflow.textdata import IGNORE
@@ -86,14 +87,11 @@ def make_schedule(opt: torch.optim.Optimizer, cfg, steps: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-ADDING_TOLERANCE = 0.04  # a regression prediction within this of the target counts as correct
-
-
 def loss_and_accuracy(out: torch.Tensor, y: torch.Tensor, task: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The batch-mean loss and accuracy for a task, on device.
 
     classification: cross-entropy, argmax accuracy; regression: MSE, fraction within
-    ADDING_TOLERANCE; per_step: cross-entropy over every step, accuracy on the non-blank targets;
+    REGRESSION_TOLERANCE; per_step: cross-entropy over every step, accuracy on the non-blank targets;
     next_token: cross-entropy and accuracy over the scored positions (target != IGNORE).
     """
     if out.dtype != torch.float64:  # half precision is upcast; float64 (gradflow gradcheck) is kept
@@ -105,7 +103,7 @@ def loss_and_accuracy(out: torch.Tensor, y: torch.Tensor, task: str) -> tuple[to
     if task == "classification":
         return F.cross_entropy(out, y), (out.argmax(1) == y).float().mean()
     if task == "regression":
-        return F.mse_loss(out, y), ((out - y).abs() < ADDING_TOLERANCE).all(dim=1).float().mean()
+        return F.mse_loss(out, y), ((out - y).abs() < REGRESSION_TOLERANCE).all(dim=1).float().mean()
     loss = F.cross_entropy(out.transpose(1, 2), y)  # (batch, classes, T) against (batch, T)
     targets = y != 0
     hits = ((out.argmax(-1) == y) & targets).sum() / targets.sum().clamp(min=1)

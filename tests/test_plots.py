@@ -440,6 +440,29 @@ def test_curves_give_the_key_colour_and_style_leave_out_a_train_test_pair_per_va
     assert "lines also differ in init.name" in fig.get_suptitle()
 
 
+def test_the_accuracy_axis_says_what_a_regression_run_counts():
+    """For the adding problem (and a Gaussian regression task) "accuracy" is the share of predictions within
+    the loop's tolerance: the axis says so, for every run or for the regression ones among others."""
+    from gradflow.metrics import REGRESSION_TOLERANCE
+    from gradflow.train import loss_and_accuracy
+
+    import torch
+
+    def acc_label(configs):
+        _, metrics, _ = fabricate([c | {"run": run_id(c)} for c in configs])
+        return figures.curves(metrics).axes[2].get_ylabel()  # (loss, loss; then accuracy, train first)
+
+    assert acc_label([config(d) for d in (5, 10)]) == "accuracy"
+    adding = [config(d, **{"data.name": "adding"}) for d in (5, 10)]
+    assert acc_label(adding) == f"accuracy (|error| < {REGRESSION_TOLERANCE:g})"
+    mixed = [config(5), config(10, **{"data.name": "gaussian", "data.task": "regression"})]
+    assert acc_label(mixed) == f"accuracy (regression: |error| < {REGRESSION_TOLERANCE:g})"
+    # the label's tolerance is the one the loop counts by: just inside it is correct, just outside is not
+    y = torch.zeros(2, 1)
+    out = torch.tensor([[REGRESSION_TOLERANCE * 0.99], [REGRESSION_TOLERANCE * 1.01]])
+    assert float(loss_and_accuracy(out, y, "regression")[1]) == 0.5
+
+
 # --- ratio ---------------------------------------------------------------------------------------
 def test_ratio_against_depth(sweep):
     _, _, runs = sweep

@@ -18,6 +18,7 @@ from matplotlib.ticker import NullLocator
 
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
+from gradflow.metrics import accuracy_label, is_regression
 from gradflow.plots.keys import is_grid, is_missing, is_numeric_key, n_distinct, ordered_values, single_value, swept_keys, vkey
 from gradflow.plots.labels import (
     RATIOS, SPLITS, SUMMARIES, Summary, key_label, set_title, short_key, value_label,
@@ -73,6 +74,9 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
     """
     df = require(metrics, "metrics", METRICS_REQUIRED)
     rows = [m for m in ("loss", "acc") if (df["metric"] == m).any()]
+    # what "accuracy" counts: for regression runs (the adding problem), predictions within a tolerance
+    tasks = df.drop_duplicates("run")  # (run is a required column)
+    acc_label = accuracy_label(is_regression(r.get("data.name"), r.get("data.task")) for _, r in tasks.iterrows())
     level_style = {"color": "0.35", "lw": 0.9}
     level_lines = [(label, y, LEVEL_STYLES[k % len(LEVEL_STYLES)])  # (legend label, loss, line style)
                    for k, (label, y) in enumerate((levels or {}).items())]
@@ -156,7 +160,7 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
                 for _, y, ls in level_lines:
                     ax.axhline(y, ls=ls, zorder=1.5, gid="level", **level_style)
             if j == 0:
-                ax.set_ylabel({"loss": "loss", "acc": "accuracy"}[metric] + (" (log)" if log else ""))
+                ax.set_ylabel({"loss": "loss", "acc": acc_label}[metric] + (" (log)" if log else ""))
             if i == len(rows) - 1:
                 step_axis(ax, df["step"].unique())
         if log:
