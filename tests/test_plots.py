@@ -463,6 +463,15 @@ def test_the_accuracy_axis_says_what_a_regression_run_counts():
     assert float(loss_and_accuracy(out, y, "regression")[1]) == 0.5
 
 
+def test_a_clipping_key_says_that_0_is_off():
+    """A sweep of train.grad_clip=0,1 coloured its lines by 0 and 1 with nothing saying 0 is no clipping."""
+    configs = [config(d, **{"train.grad_clip": c}) for d in (5, 10) for c in (0.0, 1.0)]
+    _, metrics, _ = fabricate([c | {"run": run_id(c, ("model.depth", "train.grad_clip"))} for c in configs])
+    fig = figures.curves(metrics, color="train.grad_clip")
+    named = [ax.get_ylabel() for ax in fig.axes if ax.get_gid() == "colorbar"] + legend_texts(fig)
+    assert any("gradient-norm clip (0 = off) [train.grad_clip]" in t for t in named), named
+
+
 # --- ratio ---------------------------------------------------------------------------------------
 def test_ratio_against_depth(sweep):
     _, _, runs = sweep

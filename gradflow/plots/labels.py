@@ -123,6 +123,8 @@ KEY_NAMES: dict[str, str] = {
     "optim.name": "optimizer",
     "optim.lr": "learning rate",
     "data.name": "dataset",
+    "train.grad_clip": "gradient-norm clip (0 = off)",
+    "train.clip_value": "gradient-value clip (0 = off)",
     "seed": "seed",
     "source": "results folder",
 }
