@@ -85,7 +85,10 @@ def test_the_cli_prints_the_reference_table_and_rejects_unknown_workloads(cli):
     for loop in bench.LOOPS:
         assert bench.LOOP_TITLES[loop] in out.output
     assert [line for line in out.output.splitlines() if line != line.rstrip()] == []  # (a table title was padded)
-    assert "medians over 1 round of 12 steps, the loops taking turns of 13" in " ".join(out.output.split())
+    flat = " ".join(out.output.split())
+    assert "medians over 1 round of 12 steps, the loops taking turns of 13" in flat
+    assert flat.endswith("note: 1 round only: its ratios move by 0.1 or more between runs on a busy machine; "
+                         "--rounds 5 or more for numbers to compare"), flat[-300:]
     bad = cli("bench", "--workload", "vit")
     assert bad.exit_code == 1 and "choices: reference, deep, mlp" in bad.output and "Traceback" not in bad.output
     bad = cli("bench", "--clock", "sundial")

@@ -57,8 +57,8 @@ def bench(
             loaded = time.perf_counter()
             load_fused()
             loaded = time.perf_counter() - loaded
-        console.print(f"fused CPU kernels loaded in {loaded:.2f} s (once per process, by a run probing "
-                      f"{FUSED_AFTER}+ steps)", highlight=False)
+        console.print(f"fused CPU kernels loaded in {loaded:.2f} s (once per process: gradflow's loops here "
+                      f"time a long run, which loads them once it probes {FUSED_AFTER}+ steps)", highlight=False)
     results = []
     for name in names:  # a line per workload as it finishes: a run cut short keeps what it measured
         with console.status(f"timing {name} ..."):
@@ -84,6 +84,9 @@ def bench(
     if clock == "wall":
         for line in bench_mod.busy_cores(results):
             print_note(f"warning: {line}")
+    if rounds < 3:  # (on a shared machine one slow spell moves a round's ratio by 0.1 or more)
+        print_note(f"note: {rounds_of} only: its ratios move by 0.1 or more between runs on a busy machine; "
+                   "--rounds 5 or more for numbers to compare")
 
 
 def _ratio(r, loop: str, two_lines: bool = False) -> str:
