@@ -557,6 +557,9 @@ def find_runs(path: Path) -> list[Path]:
     path = Path(path)
     if not path.exists():
         raise GradflowError(f"{path} does not exist")
+    if path.is_file():  # (a run's run.json or table, say)
+        hint = f": give its run's folder, {path.parent}" if (path.parent / RUN_FILE).exists() else ""
+        raise GradflowError(f"{path} is a file, not a run or a folder of runs{hint}")
     if (path / RUN_FILE).exists():
         return [path]
     runs = sorted((p.parent for p in path.rglob(RUN_FILE) if FIGURES_DIR not in p.parts), key=natural_key)

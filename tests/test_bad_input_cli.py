@@ -19,7 +19,7 @@ SMALL = ["data=gaussian", "data.n_train=128", "data.n_test=64", "data.dim=8", "m
 LONG = "x" * 100_000  # a pasted value: never echoed whole
 MAX_LINE = 400  # an error line about a pasted value: the message and the key, never a 100 kB echo
 
-# (command and its arguments, text the error line must contain); {results}, {study}, {file} are filled in
+# (command and its arguments, text the error line must contain); {results}, {study}, {file}, {runjson} are filled in
 CASES = [
     # gradflow run: overrides the lexer rejects, options it does not have, bad keys, values and paths
     (["run", "--name", "x"], "--name is not an option of `gradflow run`"),
@@ -120,6 +120,8 @@ CASES = [
     # reading commands: missing folders, bad options
     (["ls", "{results}/missing"], "missing does not exist"),
     (["ls", "{empty}"], "holds no runs"),
+    (["ls", "{file}"], "a-file is a file, not a run or a folder of runs"),
+    (["ls", "{runjson}"], "run.json is a file, not a run or a folder of runs: give its run's folder, "),
     (["ls", "{study}", "--where", "nonsense"], "--where 'nonsense' must be KEY=VALUE"),
     (["ls", "{study}", "--where", "nokey=1"], "--where key 'nokey' is not a column; choices: status (or any config key"),
     (["ls", "{study}", "--where", "model.depth=9"], "--where model.depth=9 matches no run; model.depth here: 2"),
@@ -196,7 +198,7 @@ def test_bad_input_is_one_line_and_writes_nothing(cli, results, tmp_path, study,
     empty = tmp_path / "empty"
     empty.mkdir()
     fill = {"{results}": str(results), "{study}": str(study), "{file}": str(a_file), "{points}": str(points),
-            "{empty}": str(empty)}
+            "{empty}": str(empty), "{runjson}": str(next(study.rglob("run.json")))}
     argv = []
     for a in args:
         for k, v in fill.items():
