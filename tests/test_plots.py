@@ -472,6 +472,17 @@ def test_a_clipping_key_says_that_0_is_off():
     assert any("gradient-norm clip (0 = off) [train.grad_clip]" in t for t in named), named
 
 
+def test_runs_to_pick_from_are_listed_in_the_order_of_their_values():
+    """heatmap without --run lists the runs to choose from: depth 5 before depth 10, as ls lists them (by
+    name, 10 came first)."""
+    from gradflow.plots.series import pick_run
+
+    df = pd.DataFrame({"run": ["model.depth=10,seed=0", "model.depth=5,seed=0", "model.depth=20,seed=0"]})
+    with pytest.raises(GradflowError, match=r"one of: model.depth=5,seed=0, model.depth=10,seed=0, "
+                                            r"model.depth=20,seed=0$"):
+        pick_run(df, None, "heatmap")
+
+
 # --- ratio ---------------------------------------------------------------------------------------
 def test_ratio_against_depth(sweep):
     _, _, runs = sweep

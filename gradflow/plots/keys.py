@@ -122,6 +122,14 @@ def ordered_values(s: pd.Series) -> list[Any]:
     return rest + ([math.nan] if nan else [])
 
 
+def run_names(s: pd.Series) -> list[str]:
+    """Distinct run ids in the order of their values, numbers as numbers (model.depth=5 before
+    model.depth=10), as `ls` lists the runs."""
+    from gradflow.store import natural_key
+
+    return sorted(dict.fromkeys(map(str, s)), key=natural_key)
+
+
 def single_value(df: pd.DataFrame, key: str) -> Any:
     """The one value of `key` in df, or None if the column is absent or varies."""
     if key not in df.columns or n_distinct(df[key]) != 1:

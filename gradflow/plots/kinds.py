@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from gradflow.errors import GradflowError, did_you_mean
-from gradflow.plots.keys import full_key, n_distinct, ordered_values, swept_keys
+from gradflow.plots.keys import full_key, n_distinct, ordered_values, run_names, swept_keys
 from gradflow.plots.labels import SUMMARIES
 from gradflow.plots.meanfield import GRID_THEORIES
 from gradflow.plots.save import file_part
@@ -108,7 +108,7 @@ def check_options(df: pd.DataFrame, kind: str, o: Options, where: str) -> None:
         raise GradflowError(f"--value {o.value!r} is not a column of {where}; choices: {', '.join(choices)}")
     if o.theory is not None:
         choose("--theory", o.theory, GRID_THEORIES)
-    runs = ordered_values(df["run"].astype(str))
+    runs = run_names(df["run"])
     shown = ", ".join(runs[:8]) + (", ..." if len(runs) > 8 else "")
     if o.run is not None and str(o.run) not in runs:
         raise GradflowError(f"--run {o.run!r} is not a run of {where}; choices: {shown}")

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from gradflow.errors import GradflowError
-from gradflow.plots.keys import hashable, config_columns, ordered_values, vkey
+from gradflow.plots.keys import hashable, config_columns, ordered_values, run_names, vkey
 
 
 @dataclass
@@ -130,7 +130,7 @@ def at_step(df: pd.DataFrame, step: int | str) -> tuple[pd.DataFrame, str]:
 
 def pick_run(df: pd.DataFrame, run: str | None, what: str) -> pd.DataFrame:
     """The rows of one run: `run`, or the only run in df; GradflowError listing runs otherwise."""
-    runs = ordered_values(df["run"])
+    runs = run_names(df["run"])
     shown = ", ".join(map(str, runs[:5])) + (", ..." if len(runs) > 5 else "")
     if run is None:
         if len(runs) != 1:
