@@ -24,8 +24,8 @@ from gradflow.plots.keys import abbreviate
 SUMMARY_KEY = "summary"  # run.json key holding per_run's dict
 FIT_TRIM = 3  # layers dropped at each end of a growth-rate fit (input layer and head have other fan-in/out)
 TRANSIENT_TOL = 0.01  # the length map has settled when it moves the predicted chi_1 fit by less than this
-SUMMARY_COLUMNS = ("grad_ratio.init", "grad_ratio.final", "chi1_measured", "chi1_layers", "chi1_theory",
-                   "start_qstar", "chi1_transient")
+SUMMARY_COLUMNS = ("grad_ratio.init", "signal_ratio.init", "grad_ratio.final", "chi1_measured", "chi1_layers",
+                   "chi1_theory", "start_qstar", "chi1_transient")
 
 
 def grad_ratio(layers: pd.DataFrame, step: int, quantity: str = "grad_norm") -> float:
@@ -114,6 +114,9 @@ def per_run(layers: pd.DataFrame, config: dict) -> dict[str, Any]:
     if layers.empty:
         return out
     out["grad_ratio.init"] = grad_ratio(layers, 0)
+    # the back-propagated signal's ratio: where forward shrinking hides it from the weight gradient (standard
+    # init: ‖∂L/∂W_l‖ = ‖∂L/∂z_l‖ ‖h_(l-1)‖, the two falling in opposite directions), it is what vanished
+    out["signal_ratio.init"] = grad_ratio(layers, 0, "signal_norm")
     out["grad_ratio.final"] = grad_ratio(layers, store.last_step(layers))
     out["chi1_measured"], out["chi1_layers"] = rate(layers, "signal_norm", 0)
     if prediction is not None and out["chi1_layers"]:
@@ -252,12 +255,13 @@ RESULT_COLUMNS = {
     "status": ("status", 1), "steps_done": ("steps done", 6), "wall_time": ("time s", 6),
     "final.train_loss": ("train loss", 2), "final.train_acc": ("train acc", 5),
     "final.test_loss": ("test loss", 5), "final.test_acc": ("test acc", 2),
-    "grad_ratio.init": ("ratio init", 3), "grad_ratio.final": ("ratio end", 4),
+    "grad_ratio.init": ("ratio init", 3), "signal_ratio.init": ("signal ratio", 3), "grad_ratio.final": ("ratio end", 4),
     "chi1_measured": ("chi1 meas", 3), "chi1_layers": ("chi1 fit", 4), "chi1_theory": ("chi1 theory", 3),
 }
 LS_COLUMNS = list(RESULT_COLUMNS)  # what --csv / --json give besides the run and its swept keys
 KEY_PRIORITY, STUDY_PRIORITY = 0, 1  # swept keys always show; asked-for study columns next
 NOTES = {"grad_ratio.init": "ratio = ‖∂L/∂W‖ first layer / last layer",
+         "signal_ratio.init": "signal ratio = ‖∂L/∂z‖ first layer / last layer, at init",
          "chi1_layers": "chi1 fit = layers fitted (first-last)",
          "rate": "rate = per-layer growth factor of the quantity² towards the input (chi1 convention)"}
 # the marks a chi1 fit cell may carry (_fit_cell), each explained under the table where one is shown

@@ -274,7 +274,7 @@ def test_run_summary_golden_at_80_columns(results):
     job = results / "g" / job_name(overrides)
     masked = [re.sub(r"-?\d+(\.\d+)?(e[-+]\d+)?", "#", ln.replace(str(job), "JOB")).rstrip() for ln in lines]
     golden = [
-        "step #/#  # s", "step #/#  # s", "step #/#  # s", "step #/#  # s",
+        "step #/#  # s elapsed", "step #/#  # s elapsed", "step #/#  # s elapsed", "step #/#  # s elapsed",
         "ok after # steps in # s on cpu, # thread",
         "final  train loss #  acc #   test loss #  acc #",
         "per-layer gradients (layer # = input), showing # of # layers",

@@ -88,6 +88,23 @@ def test_table_reads_right_at_80_columns_piped(swept, which):
             in " ".join(text.split())), text
 
 
+def test_the_signal_ratio_shows_what_the_weight_gradient_ratio_hides(tmp_path):
+    """Standard init on a depth-20 tanh MLP: the back-propagated signal reaching layer 0 is ~(1/3)^(19/2)
+    of the head's (chi1 = 1/3), while the weight-gradient ratio stays near 1 (the forward signal shrinks
+    too). ls shows both at 80 columns, the signal ratio named under the table."""
+    results = tmp_path / "results"
+    gradflow("run", "data=gaussian", "data.n_train=256", "data.n_test=64", "data.dim=16", "model.width=64",
+             "model.depth=20", "init=standard", "train.steps=0", f"results={results}", "name=std")
+    runs = runs_json(results / "std")
+    signal, weight = float(runs["signal_ratio.init"].iloc[0]), float(runs["grad_ratio.init"].iloc[0])
+    assert signal < 1e-3 and 0.1 < weight < 10, (signal, weight)
+    text = gradflow("ls", str(results / "std"))
+    assert max(len(line) for line in text.splitlines()[1:]) <= 80, text  # (the title is a path)
+    assert "signal ratio = ‖∂L/∂z‖ first layer / last layer, at init" in text
+    (row,) = [line.split() for line in text.splitlines() if " ok " in line]
+    assert f"{signal:.4g}" in row and f"{weight:.4g}" in row, (row, signal, weight)
+
+
 def test_wide_shows_every_column_and_narrow_names_what_it_hides(swept):
     root, _ = swept
     narrow, wide = gradflow("ls", str(root)), gradflow("ls", str(root), "--wide")
@@ -119,7 +136,8 @@ def test_keys_a_group_choice_sets_are_named_under_the_table_and_status_always_sh
         notes = " ".join(text.split("─")[-1].split())
         assert "not shown, as each init choice sets them: sw2, sb2, gain; --wide shows all" in notes, text
         for line in text.split("─")[-1].splitlines():  # a two-word label in a note is never split at a line's end
-            assert not re.search(r"(\bchi1|\btrain|\btest|\bratio|\bsteps|\btime),?$", line), (line, text)
+            # ("signal ratio" is a whole label: its "ratio" ends it)
+            assert not re.search(r"(\bchi1|\btrain|\btest|(?<!signal\s)\bratio|\bsteps|\btime),?$", line), (line, text)
     # the meanfield runs alone have sw2 and sb2 and no gain: no note about keys their choice would set
     alone = gradflow("ls", str(results / "mixed"), "--where", "init=meanfield")
     assert "not shown, as each" not in alone and "meanfield" in alone, alone

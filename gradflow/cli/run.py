@@ -219,7 +219,7 @@ def progress_lines(steps: int, lines: int = 5):
 
     def on_step(t: int, n: int) -> None:
         if t in marks:
-            console.print(f"step {t}/{n}  {time.perf_counter() - start:.0f} s", highlight=False)
+            console.print(f"step {t}/{n}  {time.perf_counter() - start:.0f} s elapsed", highlight=False)
 
     return on_step
 

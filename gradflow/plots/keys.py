@@ -21,7 +21,7 @@ def config_columns(df: pd.DataFrame) -> list[str]:
     (+tag=baseline, named in the frame's attrs by `gradflow.load`), not the result summaries."""
     user = set(df.attrs.get("user_keys", ()))  # (store.USER_KEYS)
     return [c for c in df.columns if isinstance(c, str) and (
-        ("." in c and not c.startswith(("final.", "grad_ratio."))) or c == "seed" or c in user)]
+        ("." in c and not c.startswith(("final.", "grad_ratio.", "signal_ratio."))) or c == "seed" or c in user)]
 
 
 def abbreviate(keys: list[str]) -> dict[str, str]:
