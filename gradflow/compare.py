@@ -25,8 +25,8 @@ from gradflow.summary import RESULT_COLUMNS
 # the numbers compared per source: column, row label, how two sources differ ("ratio" or "diff")
 # (column, its label: the header ls shows it under, how two sources' values are compared)
 COMPARED = tuple((c, RESULT_COLUMNS[c][0], how) for c, how in (
-    ("grad_ratio.init", "ratio"), ("signal_ratio.init", "ratio"), ("grad_ratio.final", "ratio"), ("chi1_measured", "diff"), ("chi1_theory", "diff"),
-    ("final.train_acc", "diff"), ("final.test_acc", "diff")))
+    ("grad_ratio.init", "ratio"), ("signal_ratio.init", "ratio"), ("grad_ratio.final", "ratio"),
+    ("chi1_measured", "diff"), ("chi1_theory", "diff"), ("final.train_acc", "diff"), ("final.test_acc", "diff")))
 
 
 def source_labels(paths: Sequence[str | Path]) -> list[str]:

@@ -945,7 +945,8 @@ def hydra_error_message(e: Exception, overrides=()) -> str:
         group = group.lstrip("/")
         choices = group_choices(group) or _experiment_choices(group)
         where = f" (the files of {EXPERIMENTS_DIR}/)" if group == "experiment" else ""  # (not the working folder's)
-        return f"{group}={value!r} is not a known choice{did_you_mean(value, choices)}; choices: {', '.join(choices)}{where}"
+        return (f"{group}={value!r} is not a known choice{did_you_mean(value, choices)}; "
+                f"choices: {', '.join(choices)}{where}")
     bad_key = re.search(r"Key '([^']+)' (?:is not in struct|not in '[^']*')", text)
     full_key = re.search(r"full_key: (\S+)", text)
     if "Could not override" in text or "is not in struct" in text or "not in '" in text:

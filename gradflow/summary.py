@@ -114,8 +114,8 @@ def per_run(layers: pd.DataFrame, config: dict) -> dict[str, Any]:
     if layers.empty:
         return out
     out["grad_ratio.init"] = grad_ratio(layers, 0)
-    # the back-propagated signal's ratio: where forward shrinking hides it from the weight gradient (standard
-    # init: ‖∂L/∂W_l‖ = ‖∂L/∂z_l‖ ‖h_(l-1)‖, the two falling in opposite directions), it is what vanished
+    # the back-propagated signal's ratio: the weight gradient ‖∂L/∂W_l‖ = ‖∂L/∂z_l‖ ‖h_(l-1)‖ can hide its
+    # vanishing where the forward signal h shrinks with depth as it grows towards the input (standard init)
     out["signal_ratio.init"] = grad_ratio(layers, 0, "signal_norm")
     out["grad_ratio.final"] = grad_ratio(layers, store.last_step(layers))
     out["chi1_measured"], out["chi1_layers"] = rate(layers, "signal_norm", 0)
@@ -255,7 +255,8 @@ RESULT_COLUMNS = {
     "status": ("status", 1), "steps_done": ("steps done", 6), "wall_time": ("time s", 6),
     "final.train_loss": ("train loss", 2), "final.train_acc": ("train acc", 5),
     "final.test_loss": ("test loss", 5), "final.test_acc": ("test acc", 2),
-    "grad_ratio.init": ("ratio init", 3), "signal_ratio.init": ("signal ratio", 3), "grad_ratio.final": ("ratio end", 4),
+    "grad_ratio.init": ("ratio init", 3), "signal_ratio.init": ("signal ratio", 3),
+    "grad_ratio.final": ("ratio end", 4),
     "chi1_measured": ("chi1 meas", 3), "chi1_layers": ("chi1 fit", 4), "chi1_theory": ("chi1 theory", 3),
 }
 LS_COLUMNS = list(RESULT_COLUMNS)  # what --csv / --json give besides the run and its swept keys

@@ -272,8 +272,8 @@ def test_compare_matched_on_many_keys_stacks_them_at_80_columns(plain, batchnorm
     lines = out.stdout.splitlines()
     assert all(len(ln) <= 80 for ln in lines if not ln.startswith(str(tmp_path))), lines
     header = next(ln for ln in lines if ln.startswith("┃"))
-    assert header.split() == ["┃", "config", "┃", "┃", "plain", "┃", "batchnorm", "┃", "batchnorm", "vs", "plain",
-                              "┃"], header
+    assert header.split() == ["┃", "config", "┃", "┃", "plain", "┃", "batchnorm", "┃", "batchnorm", "vs",
+                              "plain", "┃"], header
     first = [c.strip() for c in lines[lines.index(header) + 2].strip("│").split("│")]
     assert first[:2] == ["depth=2", "runs"], first
     stacked = [[c.strip() for c in ln.strip("│").split("│")][0] for ln in lines if ln.startswith("│")]

@@ -111,7 +111,8 @@ def test_a_sweep_without_report_says_whether_the_page_it_names_is_from_before(st
     assert f"report page from an earlier command (--report updates it): {results / 'grid' / 'report.html'}" in text
     (results / "grid" / "report.html").unlink()
     text = " ".join(cli("sweep", *SWEEP, f"results={results}", "--name", "grid").output.split())
-    assert f"report page not written (--report or `gradflow report` writes it): {results / 'grid' / 'report.html'}" in text
+    page = results / "grid" / "report.html"
+    assert f"report page not written (--report or `gradflow report` writes it): {page}" in text
 
 
 def test_page_has_one_figure_per_standard_kind_and_the_ls_columns(study, tmp_path):

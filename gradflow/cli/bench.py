@@ -18,8 +18,9 @@ from gradflow.errors import GradflowError
 @user_errors
 def bench(
     workload: Annotated[Optional[list[str]], typer.Option(
-        metavar="NAME", help="reference (a tanh MLP: depth 20, width 256, batch 128), deep (the same at depth 100) "
-                             "or a family: mlp | cnn | resnet20 | lstm | transformer (repeatable; default: every family).")] = None,
+        metavar="NAME", help="reference (a tanh MLP: depth 20, width 256, batch 128), deep (the same at depth "
+                             "100) or a family: mlp | cnn | resnet20 | lstm | transformer (repeatable; default: "
+                             "every family).")] = None,
     threads: Annotated[Optional[list[int]], typer.Option(
         metavar="N", help="Intra-op CPU threads (repeatable; default 1).")] = None,
     steps: Annotated[int, typer.Option(help="Updates per timed run (the first and last are not timed, nor the "

@@ -86,7 +86,7 @@ def _columns(params, name_width: int | None = None) -> list[Column]:
         return f"{n[:head]}…{n[len(n) - (name_width - 1 - head):]}"
 
     return [Column("parameter", "parameter", KEY_PRIORITY, [name(p.name) for p in params], False),
-            Column("size", "size", 4, [str(p.size) for p in params], True),  # (entries in the tensor; --entries are checked)
+            Column("size", "size", 4, [str(p.size) for p in params], True),  # (--entries of them are checked)
             Column("resolved", "resolved", 3, [f"{p.resolved}/{p.checked}" for p in params], True),
             Column("max_rel", "max rel err", 1, [fmt(p.max_rel, 3) for p in params], True),
             Column("median_rel", "median rel err", 2, [fmt(p.median_rel, 3) for p in params], True)]

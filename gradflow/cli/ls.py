@@ -206,11 +206,11 @@ def ls(
         help="Sort by this column (numbers as numbers), e.g. final.test_acc, depth or a header such as "
              "'train loss'; -KEY sorts descending.")] = None,
     steps_to: Annotated[Optional[list[str]], typer.Option(
-        "--steps-to", metavar="CONDITION", help="First evaluation step where a metric reaches a threshold, e.g. 'train_loss<=1.0' "
-                           "or 'test_acc>=0.9' (repeatable).")] = None,
+        "--steps-to", metavar="CONDITION", help="First evaluation step where a metric reaches a threshold, e.g. "
+                                                "'train_loss<=1.0' or 'test_acc>=0.9' (repeatable).")] = None,
     rate: Annotated[Optional[list[str]], typer.Option(
-        metavar="QUANTITY", help="Per-layer growth factor of a probed quantity at step 0, e.g. grad_norm or signal_norm, "
-             "with the fitted layers (repeatable).")] = None,
+        metavar="QUANTITY", help="Per-layer growth factor of a probed quantity at step 0, e.g. grad_norm or "
+                                 "signal_norm, with the fitted layers (repeatable).")] = None,
     wide: Annotated[bool, typer.Option("--wide", help="Show every column, however wide.")] = False,
     csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON records (full precision) instead of a table.")]

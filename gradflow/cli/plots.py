@@ -242,8 +242,9 @@ def compare(
     color: Annotated[Optional[str], typer.Option(help="The swept key that colours the lines.",
                                                  show_default="first swept key")] = None,
     by: Annotated[Optional[list[str]], typer.Option(
-        "--by", metavar="KEY", help="Line runs up across sources by their values of this key (repeatable); default: the swept "
-                     "keys whose values the sources share.", show_default=False)] = None,
+        "--by", metavar="KEY", help="Line runs up across sources by their values of this key (repeatable); "
+                                    "default: the swept keys whose values the sources share.",
+        show_default=False)] = None,
     panels: Annotated[bool, typer.Option(
         "--panels", help="profile/curves: one panel per source instead of one line style per source.")] = False,
     fmt: Annotated[Optional[str], typer.Option("--format", help="Figure format: png, pdf or svg.",

@@ -58,7 +58,8 @@ class Options:
 # --- checks: one red line naming the option and the choices ---------------------------------------
 def choose(option: str, value: str, choices) -> str:
     if value not in choices:
-        raise GradflowError(f"{option} {value!r} is not allowed{did_you_mean(value, list(choices))}; choices: {', '.join(choices)}")
+        raise GradflowError(f"{option} {value!r} is not allowed{did_you_mean(value, list(choices))}; "
+                            f"choices: {', '.join(choices)}")
     return value
 
 
