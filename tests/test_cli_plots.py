@@ -239,46 +239,46 @@ def test_compare_two_sweeps_matches_configs(plain, batchnorm, tmp_path):
     assert "test acc" in text
 
 
-def test_compare_of_three_at_80_columns_folds_no_number(plain, batchnorm, diverging, tmp_path):
-    # the labels were "grad ratio first/last, init" and every column could fold: "first/la…", "1.9" over "6"
+def _compare_at_80_columns(*args, out_dir: Path) -> tuple[str, list[str], str]:
+    """`gradflow compare ARGS` piped at 80 columns: its output, its lines (each within 80 columns but the
+    figure's path) and the table's header line."""
     env = {**os.environ, "COLUMNS": "80", "TERM": "dumb"}
-    out = subprocess.run([sys.executable, "-m", "gradflow", "compare", str(plain), str(batchnorm), str(diverging),
-                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
+    out = subprocess.run([sys.executable, "-m", "gradflow", "compare", *map(str, args), "--out", str(out_dir)],
+                         capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert all(len(ln) <= 80 for ln in lines if not ln.startswith(str(tmp_path))), lines
-    header = next(ln for ln in lines if ln.startswith("┃"))
+    assert all(len(ln) <= 80 for ln in lines if not ln.startswith(str(out_dir))), lines
+    return out.stdout, lines, next(ln for ln in lines if ln.startswith("┃"))
+
+
+def test_compare_of_three_at_80_columns_folds_no_number(plain, batchnorm, diverging, tmp_path):
+    # the labels were "grad ratio first/last, init" and every column could fold: "first/la…", "1.9" over "6"
+    text, lines, header = _compare_at_80_columns(plain, batchnorm, diverging, out_dir=tmp_path)
     assert header.split() == ["┃", "depth", "┃", "┃", "plain", "┃", "batchnorm", "┃", "diverging", "┃",
                               "batchnorm", "vs", "plain", "┃"], header  # its headers whole, on one line
     body = [ln for ln in lines if ln.startswith("│")]
-    assert sum("ratio init" in ln for ln in body) == 3 and "…" not in out.stdout  # depth 2, 3 and 4
+    assert sum("ratio init" in ln for ln in body) == 3 and "…" not in text  # depth 2, 3 and 4
     for ln in body:  # a value on every row of a block's numbers: none carried onto a line of its own
         cells = [c.strip() for c in ln.strip("│").split("│")]
         assert cells[1] == "runs" or all(cells[2:]), ln
-    assert "not shown (80 columns): diverging vs plain;" in " ".join(out.stdout.split())
-    assert "ratio = ‖∂L/∂W‖ first layer / last layer" in out.stdout
+    assert "not shown (80 columns): diverging vs plain;" in " ".join(text.split())
+    assert "ratio = ‖∂L/∂W‖ first layer / last layer" in text
 
 
 def test_compare_matched_on_many_keys_stacks_them_at_80_columns(plain, batchnorm, tmp_path):
     """Six matched keys as columns would fold every key and value mid-word at 80 columns: the table then
     has one config column of key=value lines (a group's choice as it is set: activation, data=gaussian),
     each whole, beside the block's rows, and the difference column still fits."""
-    env = {**os.environ, "COLUMNS": "80", "TERM": "dumb"}
     by = [a for k in ("model.depth", "model.activation", "model.width", "data.name", "train.steps", "optim.name")
           for a in ("--by", k)]
-    out = subprocess.run([sys.executable, "-m", "gradflow", "compare", str(plain), str(batchnorm), *by,
-                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
-    assert all(len(ln) <= 80 for ln in lines if not ln.startswith(str(tmp_path))), lines
-    header = next(ln for ln in lines if ln.startswith("┃"))
+    text, lines, header = _compare_at_80_columns(plain, batchnorm, *by, out_dir=tmp_path)
     assert header.split() == ["┃", "config", "┃", "┃", "plain", "┃", "batchnorm", "┃", "batchnorm", "vs",
                               "plain", "┃"], header
     first = [c.strip() for c in lines[lines.index(header) + 2].strip("│").split("│")]
     assert first[:2] == ["depth=2", "runs"], first
     stacked = [[c.strip() for c in ln.strip("│").split("│")][0] for ln in lines if ln.startswith("│")]
     assert stacked[:6] == ["depth=2", "activation=relu", "width=8", "data=gaussian", "train.steps=4", "optim=sgd"]
-    assert sum(c == "depth=4" for c in stacked) == 2 and "not shown" not in out.stdout
+    assert sum(c == "depth=4" for c in stacked) == 2 and "not shown" not in text
 
 
 def test_compare_table_numbers_are_per_source_medians(plain, batchnorm):
