@@ -364,6 +364,12 @@ def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def _written(overrides, key: str) -> str | None:
+    """The value the user wrote for `key` (the last override of it counts), or None."""
+    given = [o.split("=", 1)[1] for o in overrides if "=" in o and override_key(o) == key]
+    return given[-1] if given else None
+
+
 def replaced(overrides: list[str]) -> list[str]:
     """A note for each override that replaces an earlier one of the same key: the last counts, as in Hydra
     (a base command line with a change appended), which the commands say rather than nothing."""
@@ -965,15 +971,13 @@ def hydra_error_message(e: Exception, overrides=()) -> str:
         value = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", text)
         if value:
             key, kind = full_key.group(1), value.group(2).lower()
-            given = [o.split("=", 1)[1] for o in overrides if "=" in o and override_key(o) == key]
-            shown = given[-1] if given else value.group(1)  # what the user wrote (1e10), not OmegaConf's 1e10.0
+            shown = _written(overrides, key) or value.group(1)  # what the user wrote (1e10), not OmegaConf's 1e10.0
             hint = "; write a whole number without a point or an exponent" if kind == "integer" and re.fullmatch(
                 r"[-+]?[\d.]+(e[-+]?\d+)?", shown, re.I) else ""
             return f"{key}={_show(shown)} is not a valid {kind}{hint}"
         if "is not a ListConfig" in text:  # a single value for a list key
             key = full_key.group(1)
-            given = [o.split("=", 1)[1] for o in overrides if "=" in o and override_key(o) == key]
-            shown = given[-1] if given else "..."
+            shown = _written(overrides, key) or "..."
             return f"{key}={shown} is not a list: write {key}=[{shown}] (items between brackets, comma-separated)"
         detail = str(e.__cause__ or e).strip().splitlines()[0]
         return f"{full_key.group(1)}: {detail}"

@@ -141,12 +141,17 @@ def _difference(a: float, b: float, how: str) -> str:
 SHORT_LABEL = 12  # a source label longer than this is a letter in the comparison table
 
 
-def _table_width(heads: list[tuple[str, bool]], blocks: list[list[list[str]]]) -> int:
-    """The columns a table of these headers and blocks of rows (rich markup) takes unfolded: a bar and two
-    spaces per column, one bar at the end."""
+def _widths(heads: list[tuple[str, bool]], blocks: list[list[list[str]]]) -> list[int]:
+    """Each column's width unfolded, in a table of these headers and blocks of rows (rich markup)."""
     rows = [row for block in blocks for row in block]
-    return sum(max([cell_len(h)] + [cell_len(Text.from_markup(row[j]).plain) for row in rows]) + 3
-               for j, (h, _) in enumerate(heads)) + 1
+    return [max([cell_len(h)] + [cell_len(Text.from_markup(row[j]).plain) for row in rows])
+            for j, (h, _) in enumerate(heads)]
+
+
+def _span(widths: list[int]) -> int:
+    """The terminal columns a table of these column widths takes: a bar and two spaces per column, one bar
+    at the end."""
+    return sum(w + 3 for w in widths) + 1
 
 
 def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], differ: dict[str, list],
@@ -184,26 +189,26 @@ def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], diff
     # key=value lines beside its rows (folded into narrow columns, keys and values broke mid-word)
     heads = [(k, False) for k in short] + values
     lines = [[keys + row if i == 0 else [""] * len(keys) + row for i, row in enumerate(rows)] for keys, rows in blocks]
-    need = _table_width(heads, lines)
-    if by and need > console.width:
+    widths = _widths(heads, lines)
+    if by and _span(widths) > console.width:
         blank = [""] * len(values)
         stacked = []
         for keys, rows in blocks:
             named = [f"{k}={v}" for k, v in zip(short, keys)]
             stacked.append([[named[i] if i < len(named) else ""] + (rows[i] if i < len(rows) else blank)
                             for i in range(max(len(named), len(rows)))])
-        if _table_width([("config", False)] + values, stacked) < need:
-            heads, lines = [("config", False)] + values, stacked
-            need = _table_width(heads, lines)
+        narrow = _widths([("config", False)] + values, stacked)
+        if _span(narrow) < _span(widths):
+            heads, lines, widths = [("config", False)] + values, stacked, narrow
+    need = _span(widths)
     columns = [(h, right, [row[j] for block in lines for row in block]) for j, (h, right) in enumerate(heads)]
     ends = [i == len(block) - 1 for block in lines for i in range(len(block))]
-    widths = [max([cell_len(h)] + [cell_len(Text.from_markup(c).plain) for c in cells]) for h, _, cells in columns]
     hidden = []
     fixed = len(columns) - (len(names) - 1)  # the columns before the difference columns
-    while sum(w + 3 for w in widths) + 1 > console.width and len(columns) > fixed:
+    while _span(widths) > console.width and len(columns) > fixed:
         hidden.insert(0, columns.pop()[0])  # the last difference column first
         widths.pop()
-    fits = sum(w + 3 for w in widths) + 1 <= console.width  # (else, with every difference column gone, cells
+    fits = _span(widths) <= console.width  # (else, with every difference column gone, cells
     t = Table()                                                 # fold rather than end in "…")
     for header, right, _ in columns:
         t.add_column(header, justify="right" if right else "left", no_wrap=fits,
