@@ -19,8 +19,9 @@ import torch.nn.functional as F
 
 from gradflow.data import Data
 from gradflow.metrics import REGRESSION_TOLERANCE
-from gradflow.probes.core import Probes, exact_norms, gradients, schedule
+from gradflow.probes.core import Probes, Stepped, exact_norms, gradients, schedule
 from gradflow.probes.jacobian import jacobian_spectra
+from gradflow.sgdstep import SGDStep
 from gradflow.textdata import IGNORE
 
 ProgressFn = Callable[[int, int], None]  # (step, steps)
@@ -52,9 +53,10 @@ class Interrupted(KeyboardInterrupt):
         self.result = result
 
 
-def make_optimizer(params, cfg) -> torch.optim.Optimizer:
+def make_optimizer(params, cfg, fused: bool | None = None) -> torch.optim.Optimizer:
     """SGD or Adam over `params`; with `cfg.scalar_lr_factor` != 1 the scalar (0-d) parameters form
-    their own group at that multiple of the rate, which the schedule then scales like the rest."""
+    their own group at that multiple of the rate, which the schedule then scales like the rest.
+    `fused`: torch's own fused step (`gradflow bench` times a bare loop with it; runs take torch's default)."""
     params = list(params)
     groups: list[dict] = [{"params": params}]
     if cfg.scalar_lr_factor != 1:
@@ -62,8 +64,8 @@ def make_optimizer(params, cfg) -> torch.optim.Optimizer:
         groups = [g for g in ({"params": [p for p in params if p.dim()]},
                               {"params": scalars, "lr": cfg.lr * cfg.scalar_lr_factor}) if g["params"]]
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=fused)
+    return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, fused=fused)
 
 
 def make_schedule(opt: torch.optim.Optimizer, cfg, steps: int):
@@ -210,6 +212,9 @@ def training(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None 
     batches = Batches(len(data.x_train), tc.batch_size, cfg.seed, device)
     probed = set(schedule(steps, cfg.probe.every, cfg.probe.points))
     probes.expect(len(probed))  # a run probing many steps on the CPU loads the fused kernels now
+    # once they are loaded, plain SGD steps by them, taking every norm on the way (not under clipping, which
+    # needs the gradients' norm before the step): stepper is then the SGDStep, or None where they cannot
+    stepper: SGDStep | None | bool = False if grad_clip > 0 or clip_value > 0 else None
     res = TrainResult()
     readings = []  # (step, its primitives) of each probed step, made into tables after the loop
     n_points = len(probes.weights)
@@ -285,14 +290,22 @@ def training(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None 
             row, norms, total = scalars[used], norm_rows[used], scalars[used, 2]
             used += 1
             grads = gradients(ordered)
-            # (by the fused kernels where they are loaded)
-            wide = gradient_norms(grads, norms, total, probes.squared_norms(grads))
+            if stepper is None and probes.kernels is not None:
+                stepper = SGDStep.of(opt, ordered, probes.kernels)
+            # the step itself where the kernels take it, with each parameter's squared norms: its gradient's, its
+            # weight's before the step and the step direction's; else the gradients' by the fused kernels
+            # where they are loaded
+            stepped = stepper.step() if stepper and t < steps else None
+            wide = gradient_norms(grads, norms, total,
+                                  probes.squared_norms(grads) if stepped is None else stepped[:, 0])
             torch.stack([loss.detach(), batch_acc.detach()], out=row[:2])
             if probing:
                 # clipping changes the gradients in place before the read: the probes keep a copy, unless
                 # their norms are float64, which are never recomputed
                 clips = t < steps and (grad_clip > 0 or clip_value > 0)
-                probes.after_backward((norms if wide is None else wide)[: len(probes.params)], opt, keep_grads=clips)
+                taken = None if stepped is None else _stepped(stepped, stepper, len(probes.weights))
+                probes.after_backward((norms if wide is None else wide)[: len(probes.params)], opt, keep_grads=clips,
+                                      stepped=taken)
             if t % eval_every == 0 or t == steps:  # every parameter's gradient norm (note: a host sync point)
                 exact = exact_norms(norms.cpu().numpy(), grads).tolist()
                 res.metrics += [(t, "grad", name, v) for name, v in zip(names, exact)]
@@ -314,7 +327,8 @@ def training(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None 
                         torch._foreach_clamp_max_(present, clip_value)
                         clipped = clipped | (peak > clip_value)
                     row[3].copy_(clipped)
-                opt.step()
+                if stepped is None:
+                    opt.step()
                 if lr_schedule is not None:
                     lr_schedule.step()
                 if probing:
@@ -358,6 +372,12 @@ def training(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None 
         raise Interrupted(res) from None
     _finish(res, probes, readings, start)
     return res
+
+
+def _stepped(squares: np.ndarray, stepper: SGDStep, n: int) -> Stepped:
+    """The norms an SGDStep read for the probes' `n` weights (the first parameters of its list)."""
+    return Stepped(torch.from_numpy(np.sqrt(squares[:n, 1])), torch.from_numpy(np.sqrt(squares[:n, 2])),
+                   stepper.lr()[:n])
 
 
 def _finish(res: TrainResult, probes: Probes, readings: list, start: float) -> None:

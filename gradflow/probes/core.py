@@ -34,7 +34,7 @@ import math
 import weakref
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -71,6 +71,16 @@ _WIDE, _DENSE = torch.float64, torch.strided
 # ahead, 3.0 against 3.2-3.8 and 6.5-7.2 against 10.7 us), so a recurrent net's many small states stay batched.
 # Once loaded they take every tensor they can: one left to the batched pass costs its fixed ~0.2 ms
 FUSED_MIN = 16384
+
+
+class Stepped(NamedTuple):
+    """The optimizer's step, taken before the probes' after_backward, with the norms it read on the way
+    (float64, of the probes' weights in order): the weights' before the step, and the step's directions d,
+    each weight moved by -lr * d."""
+
+    weight_norms: torch.Tensor
+    direction_norms: torch.Tensor
+    lr: np.ndarray | float  # each weight's learning rate (or one for all) in that step
 
 
 @dataclass
@@ -262,6 +272,7 @@ class Probes:
         self._in_backward = [False] * n
         self._fused_batch = [0] * n  # each point's signal batch size where they took its norm
         self._sgd: SGDUpdate | None = None  # where the step's update is read, if not from a copy
+        self._lr: np.ndarray | float | None = None  # Reading.lr
         self._fused = None  # the step's fused values as Reading.fused holds them
         self._updated = False
 
@@ -379,7 +390,8 @@ class Probes:
 
     # --- the probed step: primitives on the device ---
     @_one_thread
-    def after_backward(self, grad_norms: torch.Tensor | None = None, optimizer=None, keep_grads: bool = False) -> None:
+    def after_backward(self, grad_norms: torch.Tensor | None = None, optimizer=None, keep_grads: bool = False,
+                       stepped: Stepped | None = None) -> None:
         """Compute every backward-phase primitive on the device (no host sync).
 
         `grad_norms`: the gradient norms of `self.params`, when the caller has them already.
@@ -388,6 +400,8 @@ class Probes:
         `keep_grads`: the caller changes the gradients in place before read() (clipping, zeroing):
         they are copied now, so that a norm beyond float32's range is recomputed from the gradients
         it is the norm of (one copy of them per probed step).
+        `stepped`: the caller has taken the step already and read the weights' and the update's norms
+        on the way (gradflow's loop, by SGDStep): they are the update-phase primitives too.
         """
         self.armed = False
         with torch.no_grad():
@@ -405,9 +419,13 @@ class Probes:
                         grads = kept
                 self._add(grad_norms, self._dest_grad, exact=(grads, 1.0))
             if self._weight_norms:
-                self._add(self._norms_of(self.weights), self._dest_weight)
-            if self._ratio:
+                self._add(self._norms_of(self.weights) if stepped is None else stepped.weight_norms, self._dest_weight)
+            if self._ratio and stepped is not None:
+                self._add(stepped.direction_norms, self._dest_update)
+                self._lr, self._updated = stepped.lr, True
+            elif self._ratio:
                 self._sgd = SGDUpdate.of(optimizer, self.weights, self._optimizer_groups(optimizer))
+                self._lr = None if self._sgd is None else self._sgd.lr
                 if self._sgd is None:  # the weights before the update, copied into kept buffers
                     self._before = [self.buffer(("before", j), tuple(w.shape), w.dtype, w.device)
                                     for j, w in enumerate(self.weights)]
@@ -439,7 +457,7 @@ class Probes:
     @_one_thread
     def after_update(self) -> None:
         """Compute the update-phase primitives, once the optimizer has stepped."""
-        if not self._ratio:
+        if not self._ratio or self._updated:  # (taken with the step: after_backward's `stepped`)
             return
         with torch.no_grad():
             if self._sgd is None:
@@ -527,6 +545,11 @@ class Probes:
         if self._towards_fusing >= FUSED_AFTER:
             self._use(load_fused(required=False))
             self.fused = self._kernels is not None
+
+    @property
+    def kernels(self):
+        """The fused CPU kernels (the module probes.fused) once loaded, else None."""
+        return self._kernels
 
     def _use(self, kernels) -> None:
         """Take statistics with the fused `kernels` from now on (None: stay batched)."""
@@ -640,7 +663,7 @@ class Probes:
         n = len(self.points)
         hist = flat[size + len(carry):].reshape(n, 2, len(HIST_KINDS)) if self.histograms else None
         reading = Reading(flat[:size], [p[1] for p in self._exact] + [p[1] for p in self._plain], self._counts,
-                          self._signal_at, self._signal_batch, self._sgd.lr if self._sgd is not None else None,
+                          self._signal_at, self._signal_batch, self._lr,
                           self._updated, hist, self._fused)
         carried = flat[size : size + len(carry)].tolist()
         self._reset()

@@ -170,6 +170,77 @@ def squared_norms_at(addresses: np.ndarray, sizes: np.ndarray, wide: bool, out: 
         out[j] = squared_norm_at(addresses[j], sizes[j], wide)
 
 
+# --- torch.optim.SGD's step, taking the norms as it goes. torch's step (one tensor at a time on the CPU) makes
+# three passes over each momentum buffer and one over each weight and gradient; the loop then read every gradient
+# again for its norms and, at a probed step, the weights and the updates too. One pass here reads each gradient,
+# weight and buffer once and writes the buffer and the weight, in torch's arithmetic: each operation rounded as
+# its CPU kernel rounds it (a scalar product b * momentum, then fused multiply-adds, alpha cast to the tensors'
+# dtype), so the weights come out equal to torch's to the bit (tests/test_sgd_step.py; SGDStep checks it on the
+# machine before it is used). ---
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """a * b + c rounded once (torch's Vectorized fmadd, and its scalar tail)."""
+    sig = a(a, b, c)
+
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True)  # no fastmath: every rounding as written
+def _sgd_at(w, b, g, i, lr, decay, momentum, keep, nesterov: bool, maximize: bool):
+    """Step w[i] (and b[i]) as torch.optim.SGD does; returns (w[i] before, the direction d: w[i] -= lr * d).
+    `keep`: 1 - dampening; a momentum of 0 leaves b alone."""
+    grad = -g[i] if maximize else g[i]
+    before = w[i]
+    if decay != 0:
+        grad = _fma(before, decay, grad)
+    d = grad
+    if momentum != 0:
+        d = _fma(grad, keep, b[i] * momentum)
+        b[i] = d
+        if nesterov:
+            d = _fma(d, momentum, grad)
+    w[i] = _fma(d, -lr, before)
+    return before, d
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def _sgd_step(w, b, g, lr, decay, momentum, keep, nesterov: bool, maximize: bool, out: np.ndarray) -> None:
+    """_sgd_at over w (1-d); into `out` (3,) the squared norms of g, of w before the step and of d, in float64."""
+    grads = weights = directions = 0.0
+    for i in range(w.size):
+        v = np.float64(g[i])
+        before, d = _sgd_at(w, b, g, i, lr, decay, momentum, keep, nesterov, maximize)
+        grads += v * v
+        weights += np.float64(before) * before
+        directions += np.float64(d) * d
+    out[0] = grads
+    out[1] = weights
+    out[2] = directions
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def sgd_step_at(weights: np.ndarray, buffers: np.ndarray, grads: np.ndarray, sizes: np.ndarray, group: np.ndarray,
+                lr: np.ndarray, decay: np.ndarray, momentum: float, dampening: float, nesterov: bool, maximize: bool,
+                wide: bool, out: np.ndarray) -> None:
+    """One torch.optim.SGD step of each tensor j (addresses of its weight, momentum buffer (unread without
+    momentum) and gradient, all float32 or, `wide`, float64; sizes[j] values; group[j] the index of its
+    parameter group's `lr` and `decay`); out[j] = squared norms of the gradient, of the weight before the step
+    and of the step's direction d (the weight moved by -lr * d)."""
+    keep = 1.0 - dampening  # (in float64, then cast, as torch casts its alpha)
+    for j in range(weights.size):
+        n, k = sizes[j], group[j]
+        if wide:
+            _sgd_step(carray(_float64_at(weights[j]), n), carray(_float64_at(buffers[j]), n),
+                      carray(_float64_at(grads[j]), n), lr[k], decay[k], momentum, keep, nesterov, maximize, out[j])
+        else:
+            _sgd_step(carray(_float32_at(weights[j]), n), carray(_float32_at(buffers[j]), n),
+                      carray(_float32_at(grads[j]), n), np.float32(lr[k]), np.float32(decay[k]),
+                      np.float32(momentum), np.float32(keep), nesterov, maximize, out[j])
+
+
 def warm() -> None:
     """Compile the kernels the probes call, for float32 and float64 tensors (or load them from numba's cache)
     now, rather than inside a probed step's hooks."""
@@ -180,3 +251,7 @@ def warm() -> None:
         squared_norm_at(address, 2, wide)
         activation_stats_at(address, 2, wide, -1.0, 1.0, OUTSIDE_AND_ZEROS, np.zeros(4))
         squared_norms_at(np.array([address]), np.array([2]), wide, np.zeros(1))
+        for momentum in (0.0, 0.9):  # (numba compiles one version for all flavours: momentum is a float)
+            one = np.array([address])
+            sgd_step_at(one, one, one, np.array([0]), np.array([0], np.int64), np.zeros(1), np.zeros(1), momentum,
+                        0.0, False, False, wide, np.zeros((1, 3)))
