@@ -49,14 +49,21 @@ FAMILIES = [w for w in WORKLOADS if w not in ("reference", "deep")]
 # gradflow's loops as probe overrides; "bare" is the plain PyTorch loop. gradflow's loops run as in a long
 # run, which loads the probes' fused CPU kernels (Probes(fused=...)); "batched" is every step without them,
 # as in a run that probes fewer than FUSED_AFTER steps (and on a GPU, where the probes always batch)
-LOOPS = {"bare": None, "off": ["probe.every=0", "probe.points=2"], "every 10": ["probe.every=10"],
+LOOPS = {"bare": None, "torch fused": None, "off": ["probe.every=0", "probe.points=2"], "every 10": ["probe.every=10"],
          "every step": ["probe.every=1"], "batched": ["probe.every=1"]}
 UNFUSED = {"batched"}
+BARE = {"bare", "torch fused"}  # plain PyTorch loops
 LOOP_TITLES = {"bare": "bare PyTorch (zero_grad, forward, loss, backward, step)",
+               "torch fused": "the bare loop with torch's fused optimizer step (fused=True)",
                "off": "gradflow, probes at init only (the loop's own bookkeeping)",
                "every 10": "gradflow, probes every 10 steps", "every step": "gradflow, every probe every step",
                "batched": "every step, without the fused CPU kernels (a short run)"}
 
+# why gradflow's loops can beat the bare one on the CPU (gradflow.sgdstep)
+STEP_NOTE = ("gradflow's loops step plain SGD in one pass of the fused CPU kernels that also reads the gradients', "
+             "weights' and updates' norms, with torch's roundings (the weights are torch's to the bit): torch's "
+             "own step makes three passes over each momentum buffer. Where gradflow is below 1, that is why; "
+             "'torch fused' is the fastest step torch gives a bare loop.")
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
@@ -113,11 +120,12 @@ def busy_cores(results: list[Timing]) -> list[str]:
     return notes
 
 
-def _bare_loop(model, data, cfg, on_step) -> Iterator[int]:
-    """What a user writes without gradflow: zero_grad, forward, loss, backward, step (yields each step's number)."""
+def _bare_loop(model, data, cfg, on_step, fused: bool = False) -> Iterator[int]:
+    """What a user writes without gradflow: zero_grad, forward, loss, backward, step (yields each step's number).
+    `fused`: with torch's fused optimizer step, the fastest step a user gets from torch."""
     from gradflow.train import Batches, make_optimizer
 
-    opt = make_optimizer(model.parameters(), cfg.optim)
+    opt = make_optimizer(model.parameters(), cfg.optim, fused=fused or None)
     batches = Batches(len(data.x_train), cfg.train.batch_size, cfg.seed, data.x_train.device)
     model.train()
     for t in range(cfg.train.steps + 1):
@@ -166,7 +174,7 @@ class Timed:
     def __init__(self, model, data, cfg, loop: str, clock: str = "wall"):
         self.stamps: list[float] = []
         self.cold: set[int] = set()  # steps not to time (in_turns adds each turn's first)
-        self.probed = set() if loop == "bare" else set(schedule(cfg.train.steps, cfg.probe.every, cfg.probe.points))
+        self.probed = set() if loop in BARE else set(schedule(cfg.train.steps, cfg.probe.every, cfg.probe.points))
         now, cuda = CLOCKS[clock], data.x_train.is_cuda
 
         def on_step(t, steps):
@@ -174,7 +182,7 @@ class Timed:
                 torch.cuda.synchronize()  # note: a host sync point, so the stamp covers the step's kernels
             self.stamps.append(now())
 
-        self.steps = (_bare_loop(model, data, cfg, on_step) if loop == "bare" else
+        self.steps = (_bare_loop(model, data, cfg, on_step, fused=loop == "torch fused") if loop in BARE else
                       _gradflow_loop(model, data, cfg, on_step, fused=loop not in UNFUSED))
 
     def times(self) -> tuple[list[float], list[float]]:

@@ -23,7 +23,7 @@ def test_every_loop_is_timed_against_the_bare_loop_in_every_round():
         assert t.median_ms(loop) > 0 and t.ratio(loop) == pytest.approx(t.median_ms(loop) / t.median_ms("bare"))
         # every timed step kept: steps 2..11 of each round's 12 (step 1 is the first turn's warm-up), probed and not
         assert sum(map(len, t.gaps[loop])) == 2 * 10
-        assert (len(t.gaps[loop][0]) > 0) == (loop not in ("bare", "off"))  # (off probes step 1: a warm-up step)
+        assert (len(t.gaps[loop][0]) > 0) == (loop not in {*bench.BARE, "off"})  # (off probes step 1: a warm-up step)
 
 
 def test_the_loops_take_turns_of_a_few_steps_and_time_none_of_a_turns_first_steps():

@@ -79,9 +79,11 @@ def bench(
     if loop_tables:  # the rows' short names, spelled out once
         for loop, text in bench_mod.LOOP_TITLES.items():
             console.print(f"  {loop}: {text}", highlight=False)
+    if resolve_device(device).type == "cpu":
+        print_note(bench_mod.STEP_NOTE)
     families = [r for r in results if r.workload not in ("reference", "deep")]
-    if families:
-        print_table(_family_table(families, f"model families: {note}"))
+    for n in dict.fromkeys(r.threads for r in families):
+        print_table(_family_table([r for r in families if r.threads == n], f"model families, {n} thr: {note}"))
     if clock == "wall":
         for line in bench_mod.busy_cores(results):
             print_note(f"warning: {line}")
@@ -110,16 +112,18 @@ def _loop_table(rows, title: str) -> Table:
 
 
 def _family_table(rows, title: str) -> Table:
-    """One row per family (and thread count): the bare loop's ms/step and each loop's ratio, its spread
-    below it (one line would not fit 80 columns)."""
+    """A column per family (at one thread count), a row per loop: the bare loop's ms/step, then each loop's
+    ratio with its spread below it (a column per loop would not fit 80 columns)."""
     from gradflow.bench import LOOPS
 
     table = Table(title=title, title_justify="left")
-    for col in ("family", "thr", "bare ms", *[f"{loop}" for loop in LOOPS if loop != "bare"]):
-        table.add_column(col, justify="left" if col == "family" else "right", no_wrap=True)
+    table.add_column("loop", no_wrap=True)
     for r in rows:
-        table.add_row(r.workload, str(r.threads), f"{r.median_ms('bare'):.2f}",
-                      *[_ratio(r, loop, two_lines=True) for loop in LOOPS if loop != "bare"])
+        table.add_column(r.workload, justify="right", no_wrap=True)
+    table.add_row("bare: ms", *[f"{r.median_ms('bare'):.2f}" for r in rows])
+    for loop in LOOPS:
+        if loop != "bare":
+            table.add_row(loop, *[_ratio(r, loop, two_lines=True) for r in rows])
     return table
 
 
