@@ -161,3 +161,26 @@ def test_a_run_with_the_kernels_trains_the_same_net_and_probes_the_same_values(o
         assert torch.equal(a, b)
     for got, want in zip(fused.probe_values, batched.probe_values):
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-9)
+
+
+def test_a_long_enough_sgd_run_steps_by_the_kernels_whatever_its_probes(monkeypatch):
+    """A run of STEP_WORK parameter-steps or more loads the kernels for its step even where its probes stay
+    batched (here: every run qualifies); the same net as torch's step trains."""
+    steps = []
+
+    class Counted(sgdstep.SGDStep):
+        def step(self):
+            out = super().step()
+            steps.append(out is not None)
+            return out
+
+    monkeypatch.setattr("gradflow.train.SGDStep", Counted)
+    monkeypatch.setattr("gradflow.train.STEP_WORK", 10**12)
+    torch_step, torch_model = _run([], fused=False)
+    assert steps == []
+    monkeypatch.setattr("gradflow.train.STEP_WORK", 0)
+    kernel_step, kernel_model = _run([], fused=False)
+    assert sum(steps) == 11  # every step but torch's first (it makes the momentum buffers)
+    assert [m for m in kernel_step.metrics if m[1] == "train"] == [m for m in torch_step.metrics if m[1] == "train"]
+    for a, b in zip(kernel_model.state_dict().values(), torch_model.state_dict().values()):
+        assert torch.equal(a, b)
