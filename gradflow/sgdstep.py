@@ -34,8 +34,6 @@ class SGDStep:
         self.group, self.groups = group, optimizer.param_groups
         self.dtype = params[0].dtype
         self.sizes = np.array([p.numel() for p in params], np.int64)
-        self.weights = np.array([p.data_ptr() for p in params], np.int64)
-        self.buffers: np.ndarray | None = None if self.momentum else self.weights  # (unread without momentum)
         self.steps = 0  # steps taken here rather than by optimizer.step()
 
     @classmethod
@@ -69,25 +67,23 @@ class SGDStep:
         """Take the optimizer's step and return each parameter's squared norms (n, 3): of its gradient, of
         its weight before the step and of the step's direction d (the weight moved by -lr * d), in float64.
         None, with nothing done, where the kernels cannot take this step: a parameter without a gradient
-        or with a sparse or strided one, or momentum buffers not made yet (torch makes them at the first step)."""
-        grads = []
-        for p in self.params:
+        or with a sparse or strided one, or momentum buffers not made yet (torch makes them at the first step).
+        Every address is read from the tensors at each step (the kernels write where they point)."""
+        state, momentum, dtype = self.optimizer.state, self.momentum, self.dtype
+        at = np.empty((3, len(self.params)), np.int64)
+        for j, p in enumerate(self.params):
             g = p.grad
-            if g is None or g.layout is not torch.strided or g.dtype is not self.dtype or not g.is_contiguous():
+            b = p if not momentum else state[p].get("momentum_buffer") if p in state else None  # (p: unread)
+            if (g is None or b is None or g.layout is not torch.strided or g.dtype is not dtype
+                    or not (p.is_contiguous() and g.is_contiguous() and b.is_contiguous())
+                    or not p.numel() == g.numel() == b.numel() == self.sizes[j]):
                 return None
-            grads.append(g)
-        if self.buffers is None:
-            state = self.optimizer.state
-            buffers = [state[p].get("momentum_buffer") if p in state else None for p in self.params]
-            if any(b is None for b in buffers):
-                return None
-            self.buffers = np.array([b.data_ptr() for b in buffers], np.int64)
+            at[0, j], at[1, j], at[2, j] = p.data_ptr(), b.data_ptr(), g.data_ptr()
         lr = np.array([g["lr"] for g in self.groups], np.float64)
         decay = np.array([g["weight_decay"] for g in self.groups], np.float64)
         out = np.empty((len(self.params), 3))
-        self.kernels.sgd_step_at(self.weights, self.buffers, np.array([g.data_ptr() for g in grads], np.int64),
-                                 self.sizes, self.group, lr, decay, self.momentum, self.dampening, self.nesterov,
-                                 self.maximize, self.dtype is torch.float64, out)
+        self.kernels.sgd_step_at(at[0], at[1], at[2], self.sizes, self.group, lr, decay, momentum, self.dampening,
+                                 self.nesterov, self.maximize, dtype is torch.float64, out)
         self.steps += 1
         return out
 

@@ -27,7 +27,8 @@ from gradflow.textdata import IGNORE
 ProgressFn = Callable[[int, int], None]  # (step, steps)
 # A run of at least this many parameter-steps with plain SGD on the CPU loads the fused kernels for its step
 # (gradflow.sgdstep) even where the probes do not: the step saves >= ~1 ns per parameter and step (1.5-2 ms
-# a step for the reference workload's 1.3M parameters) against ~0.6 s to load them once per process
+# for the reference workload's 1.26M parameters: README, What is measured) against 0.5-1 s to load them once
+# per process
 STEP_WORK = 10**9
 
 

@@ -184,3 +184,31 @@ def test_a_long_enough_sgd_run_steps_by_the_kernels_whatever_its_probes(monkeypa
     assert [m for m in kernel_step.metrics if m[1] == "train"] == [m for m in torch_step.metrics if m[1] == "train"]
     for a, b in zip(kernel_model.state_dict().values(), torch_model.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_the_step_follows_momentum_buffers_and_weights_replaced_between_steps(kernels):
+    """A momentum buffer replaced in the optimizer's state, and a weight moved by `p.data = ...`: the step
+    writes where the tensors are now (an address kept from an earlier step would write to freed memory),
+    as torch's step does."""
+    gen = torch.Generator().manual_seed(1)
+    ours = _params(torch.float32, gen)
+    theirs = [p.detach().clone().requires_grad_() for p in ours]
+    opt_ours, opt_theirs = (torch.optim.SGD(ps, lr=0.1, momentum=0.9) for ps in (ours, theirs))
+    stepper = sgdstep.SGDStep.of(opt_ours, ours, kernels)
+    for step in range(4):
+        if step == 2:
+            state = opt_ours.state[ours[1]]
+            old = state["momentum_buffer"].data_ptr()
+            state["momentum_buffer"] = state["momentum_buffer"].clone()
+            ours[0].data = ours[0].data.clone()
+            assert state["momentum_buffer"].data_ptr() != old  # (the premise)
+        for a, b in zip(ours, theirs):
+            a.grad = torch.randn(a.shape, generator=gen)
+            b.grad = a.grad.clone()
+        if stepper.step() is None:
+            opt_ours.step()
+        opt_theirs.step()
+        for a, b in zip(ours, theirs):
+            assert torch.equal(a.detach(), b.detach()), step
+            assert torch.equal(opt_ours.state[a]["momentum_buffer"], opt_theirs.state[b]["momentum_buffer"]), step
+    assert stepper.steps == 3
