@@ -117,11 +117,26 @@ def test_other_optimizers_and_tensors_keep_their_own_step(kernels):
     assert stepper.step() is None
 
 
+@pytest.fixture
+def steps(monkeypatch):
+    """Whether each step gradflow's loop asked of an SGDStep was taken by the kernels, in order."""
+    taken = []
+
+    class Counted(sgdstep.SGDStep):
+        def step(self):
+            out = super().step()
+            taken.append(out is not None)
+            return out
+
+    monkeypatch.setattr("gradflow.train.SGDStep", Counted)
+    return taken
+
+
 SETUP = ["data=gaussian", "data.n_train=64", "data.n_test=32", "data.dim=12", "model.depth=4", "model.width=24",
          "train.steps=12", "train.batch_size=16", "probe.every=1", "model.activation=tanh"]
 
 
-def _run(overrides, fused, count=None):
+def _run(overrides, fused):
     cfg = compose([*SETUP, *overrides])
     torch.manual_seed(cfg.seed)
     data = datasets.build(cfg.data, torch.device("cpu"))
@@ -134,20 +149,11 @@ def _run(overrides, fused, count=None):
 @pytest.mark.parametrize("overrides", [["optim.weight_decay=1e-3", "optim.schedule=cosine"], ["optim.momentum=0"],
                                        ["train.grad_clip=0.5"], ["optim=adam"]],
                          ids=["sgd", "no momentum", "clipping", "adam"])
-def test_a_run_with_the_kernels_trains_the_same_net_and_probes_the_same_values(overrides, monkeypatch):
+def test_a_run_with_the_kernels_trains_the_same_net_and_probes_the_same_values(overrides, steps, monkeypatch):
     """gradflow's loop steps plain SGD by the kernels once they are loaded (not under clipping, which needs
     the gradients' norm first, nor for Adam): the same weights and metrics as torch's step, to the bit, and
     the same probe values as the batched probes take (float32 norms against the kernels' float64)."""
     monkeypatch.setattr(core, "FUSED_MIN", 0)
-    steps = []
-
-    class Counted(sgdstep.SGDStep):
-        def step(self):
-            out = super().step()
-            steps.append(out is not None)
-            return out
-
-    monkeypatch.setattr("gradflow.train.SGDStep", Counted)
     fused, fused_model = _run(overrides, fused=True)
     batched, batched_model = _run(overrides, fused=False)
     expect = 0 if overrides[0] in ("train.grad_clip=0.5", "optim=adam") else 12 - ("optim.momentum=0" not in overrides)
@@ -163,18 +169,9 @@ def test_a_run_with_the_kernels_trains_the_same_net_and_probes_the_same_values(o
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-9)
 
 
-def test_a_long_enough_sgd_run_steps_by_the_kernels_whatever_its_probes(monkeypatch):
+def test_a_long_enough_sgd_run_steps_by_the_kernels_whatever_its_probes(steps, monkeypatch):
     """A run of STEP_WORK parameter-steps or more loads the kernels for its step even where its probes stay
     batched (here: every run qualifies); the same net as torch's step trains."""
-    steps = []
-
-    class Counted(sgdstep.SGDStep):
-        def step(self):
-            out = super().step()
-            steps.append(out is not None)
-            return out
-
-    monkeypatch.setattr("gradflow.train.SGDStep", Counted)
     monkeypatch.setattr("gradflow.train.STEP_WORK", 10**12)
     torch_step, torch_model = _run([], fused=False)
     assert steps == []
