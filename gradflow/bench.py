@@ -1,7 +1,8 @@
 """What probing costs, against a bare PyTorch loop of the same model and data in the same process.
 
-Every round runs each loop once on a fresh copy of the same initialized model (bare, probes off,
-every 10 steps, every step, and every step without the fused CPU kernels: "batched"), the loops
+Every round runs each loop once on a fresh copy of the same initialized model (bare; bare with
+torch's fused optimizer step, "torch fused"; probes off, every 10 steps, every step, and every step
+without the fused CPU kernels: "batched"), the loops
 taking turns of TURN steps each in one thread, so that a drift in the machine's speed falls on
 every loop alike (one loop's whole run, a second or more, could sit in a slow spell of its own);
 the first WARM steps of a turn, whose caches hold the other loops' tensors, are not timed. A
@@ -46,9 +47,11 @@ WORKLOADS = {
                     "optim.lr=1e-3", "train.batch_size=32"],
 }
 FAMILIES = [w for w in WORKLOADS if w not in ("reference", "deep")]
-# gradflow's loops as probe overrides; "bare" is the plain PyTorch loop. gradflow's loops run as in a long
-# run, which loads the probes' fused CPU kernels (Probes(fused=...)); "batched" is every step without them,
-# as in a run that probes fewer than FUSED_AFTER steps (and on a GPU, where the probes always batch)
+# gradflow's loops as probe overrides; "bare" is the plain PyTorch loop ("torch fused": with the optimizer's
+# fused=True, the fastest step torch offers a user's loop). gradflow's loops run as in a long run, which
+# loads the probes' fused CPU kernels (Probes(fused=...)) and steps plain SGD by them (gradflow.sgdstep);
+# "batched" is every step without them, as in a run that probes fewer than FUSED_AFTER steps (and on a GPU,
+# where the probes always batch), stepping by torch
 LOOPS = {"bare": None, "torch fused": None, "off": ["probe.every=0", "probe.points=2"], "every 10": ["probe.every=10"],
          "every step": ["probe.every=1"], "batched": ["probe.every=1"]}
 UNFUSED = {"batched"}
