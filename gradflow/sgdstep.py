@@ -34,6 +34,7 @@ class SGDStep:
         self.group, self.groups = group, optimizer.param_groups
         self.dtype = params[0].dtype
         self.sizes = np.array([p.numel() for p in params], np.int64)
+        self._lr = np.zeros(len(self.groups))  # each group's learning rate in the last step taken
         self.steps = 0  # steps taken here rather than by optimizer.step()
 
     @classmethod
@@ -85,11 +86,12 @@ class SGDStep:
         self.kernels.sgd_step_at(at[0], at[1], at[2], self.sizes, self.group, lr, decay, momentum, self.dampening,
                                  self.nesterov, self.maximize, dtype is torch.float64, out)
         self.steps += 1
+        self._lr = lr
         return out
 
     def lr(self) -> np.ndarray:
-        """Each parameter's learning rate now (as the last step used it, until a schedule moves it)."""
-        return np.array([g["lr"] for g in self.groups], np.float64)[self.group]
+        """Each parameter's learning rate in the last step taken (a schedule may have moved the groups' since)."""
+        return self._lr[self.group]
 
 
 def _check(kernels, dtype: torch.dtype, flavour: tuple, decays: tuple) -> bool:
