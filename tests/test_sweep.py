@@ -425,6 +425,7 @@ def test_job_configs_from_a_copy_equal_hydras_own_compose(tmp_path, fixed):
         assert len(sweep_mod._composed) == 2  # one compose per structure; the others were copies
     finally:
         sweep_mod._composed.clear()
+        sweep_mod._parsed_lines.clear()
 
 
 def test_a_sweep_of_values_composes_the_config_twice_in_all(results, monkeypatch):
