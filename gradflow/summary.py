@@ -296,8 +296,8 @@ def transient_warning(df: pd.DataFrame) -> str:
     if not len(off):
         return ""
     worst = float(bias[off.index].abs().max())
-    runs = "1 run starts" if len(off) == 1 else f"{len(off)} runs start"
-    return (f"warning: the chi1 fit of {runs} in the length map's transient (mean-field theory puts the fit up to "
+    fits = "1 run's chi1 fit starts" if len(off) == 1 else f"{len(off)} runs' chi1 fits start"
+    return (f"warning: {fits} in the length map's transient (mean-field theory puts the fit up to "
             f"{worst:.1%} off chi1 at q*); start at the fixed point with data.scale=qstar or fit deeper layers")
 
 

@@ -59,7 +59,7 @@ def test_ls_warns_when_the_chi1_fit_sits_in_the_length_maps_transient(cli, resul
     assert qstar["chi1_transient"] == 0.0 and qstar["chi1_measured"] == pytest.approx(qstar["chi1_theory"], rel=0.03)
     table = " ".join(cli("ls", str(results / "gelu")).output.split())
     assert "55 (3-57)! " in table and "55 (3-57) q* " in table
-    assert "chi1 fit of 1 run starts in the length map's transient" in table and "data.scale=qstar" in table
+    assert "1 run's chi1 fit starts in the length map's transient" in table and "data.scale=qstar" in table
     assert "q*: inputs at the fixed point" in table and "!: still in the length map's transient (see below)" in table
     # the run at q* alone: neither mark is explained where no cell carries it, nor a warning promised "below"
     alone = " ".join(cli("ls", str(results / "gelu"), "--where", "data.scale=qstar").output.split())
@@ -69,7 +69,7 @@ def test_ls_warns_when_the_chi1_fit_sits_in_the_length_maps_transient(cli, resul
     assert cli("report", str(results / "gelu"), "--out", str(results / "gelu.html")).exit_code == 0
     page = (results / "gelu.html").read_text()
     assert "q*: inputs at the fixed point" in page and "!: still in the length map&#x27;s transient" in page
-    assert "<p class=warn>warning: the chi1 fit of 1 run starts in the length map&#x27;s transient" in page
+    assert "<p class=warn>warning: 1 run&#x27;s chi1 fit starts in the length map&#x27;s transient" in page
 
 
 def test_transient_bias_by_hand():
@@ -94,3 +94,16 @@ def test_transient_bias_by_hand():
     assert summary.transient_bias(config, (3, 57)) == pytest.approx(expected, rel=1e-4)
     assert summary.transient_bias({**config, "data.scale": "qstar"}, (3, 57)) == 0.0
     assert np.isnan(summary.transient_bias({**config, "data.name": "mnist1d"}, (3, 57)))
+
+
+def test_the_transient_warning_counts_the_runs_and_names_the_worst():
+    import pandas as pd
+
+    from gradflow.summary import transient_warning
+
+    runs = pd.DataFrame({"chi1_transient": [0.2, -0.05, 0.004, None]})
+    assert transient_warning(runs).startswith("warning: 2 runs' chi1 fits start in the length map's transient "
+                                              "(mean-field theory puts the fit up to 20.0% off chi1 at q*)")
+    assert transient_warning(runs.iloc[1:]).startswith("warning: 1 run's chi1 fit starts in the length map's "
+                                                       "transient (mean-field theory puts the fit up to 5.0% off")
+    assert transient_warning(runs.iloc[2:]) == "" and transient_warning(pd.DataFrame({"x": [1]})) == ""
