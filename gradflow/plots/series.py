@@ -63,34 +63,46 @@ def collect_series(df: pd.DataFrame, x: str, group_keys: Sequence[str], log: boo
     columns = {c: df[c].to_numpy() for c in [*cfg_cols, "source", "run"]}
     # a comparison's keys its sources differ in, left out of its table: each line's config has its source's
     constants = df.attrs.get("source_keys", {})  # (store.SOURCE_KEYS)
-    # each run's config once, for whether a group's runs differ in more than their seed
-    per_run = df.drop_duplicates("run").set_index("run")[cfg_cols]
-    varied = [c for c in cfg_cols if c != "seed" and len(set(map(vkey, per_run[c]))) > 1]
-    out = []
-    for rows in groups:
-        at = np.unique(position[rows])  # the group's runs, in sorted order
-        logged = present_all[at]
-        cols = logged.any(axis=0)  # the x values some run of the group logged
-        present, y = logged[:, cols], y_all[np.ix_(at, cols)]
+    # each run's config but its seed once, as codes (a row of wide_all's runs, a column per key; NaN
+    # matches NaN), for whether a group's runs differ in more than their seed
+    per_run = df.drop_duplicates("run").set_index("run").reindex(wide_all.index)
+    others = [c for c in cfg_cols if c != "seed"]
+    codes = np.array([pd.factorize(hashable(per_run[c]))[0] for c in others]).T.reshape(len(per_run), len(others))
+    # each group's runs, in sorted order; the statistics over seeds for all groups of one size at once
+    # (a stack of (groups, runs, xs): no bigger than y_all), over every x, each group then taking its own
+    ats = [np.unique(position[rows]) for rows in groups]
+    stats: list[tuple] = [()] * len(groups)
+    for k in sorted({len(at) for at in ats}):
+        of_size = [g for g, at in enumerate(ats) if len(at) == k]
+        at = np.stack([ats[g] for g in of_size])  # (groups, k)
+        y, present = y_all[at], present_all[at]
         finite = np.isfinite(y)
         good = finite & (y > 0) if log else finite
         yg = np.where(good, y, np.nan)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN, as intended
-            med, lo, hi = np.nanmedian(yg, axis=0), np.nanmin(yg, axis=0), np.nanmax(yg, axis=0)
-        nonfinite = (present & ~finite).any(axis=0)
-        offscale = (present & finite & ~good).any(axis=0)
+            med, lo, hi = np.nanmedian(yg, axis=1), np.nanmin(yg, axis=1), np.nanmax(yg, axis=1)
+        nonfinite = (present & ~finite).any(axis=1)
+        offscale = (present & finite & ~good).any(axis=1)
+        count = present.sum(axis=1)
+        for i, g in enumerate(of_size):
+            stats[g] = (med[i], lo[i], hi[i], nonfinite[i], offscale[i], count[i])
+    if mark_diverged_end:  # each run's last logged x, where it logged no non-finite value
+        quiet_end = np.where(present_all.any(axis=1) & ~(present_all & ~np.isfinite(y_all)).any(axis=1),
+                             present_all.shape[1] - 1 - np.argmax(present_all[:, ::-1], axis=1), -1)
+    xs = wide_all.columns.to_numpy()
+    out = []
+    for rows, at, (med, lo, hi, nonfinite, offscale, count) in zip(groups, ats, stats):
+        cols = present_all[at].any(axis=0)  # the x values some run of the group logged
         status = status_all[at].tolist()
         if mark_diverged_end:
-            for i, st in enumerate(status):
-                if st == "diverged" and not (present[i] & ~finite[i]).any() and present[i].any():
-                    nonfinite[np.flatnonzero(present[i])[-1]] = True
+            nonfinite = nonfinite.copy()
+            nonfinite[[quiet_end[r] for r, st in zip(at, status) if st == "diverged" and quiet_end[r] >= 0]] = True
         config = {c: values[rows[0]] for c, values in columns.items()}
-        runs = wide_all.index[at]
-        seeds_only = len(runs) < 2 or all(len(set(map(vkey, per_run[c].loc[runs]))) == 1 for c in varied)
-        out.append(Series({**constants.get(config["source"], {}), **config},
-                          list(runs), status, wide_all.columns.to_numpy()[cols], med, lo, hi,
-                          nonfinite, offscale, present.sum(axis=0), seeds_only))
+        seeds_only = bool((codes[at] == codes[at[0]]).all())
+        out.append(Series({**constants.get(config["source"], {}), **config}, list(wide_all.index[at]), status,
+                          xs[cols], med[cols], lo[cols], hi[cols], nonfinite[cols], offscale[cols], count[cols],
+                          seeds_only))
     return out
 
 
