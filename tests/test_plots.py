@@ -924,3 +924,42 @@ def test_a_line_over_several_runs_says_whether_they_are_seeds(sweep):
     depth_only = collect_series(rows, "layer", ["model.depth"], log=True)
     assert len(depth_only) == 3 and all(s.label.endswith("(+3 runs)") for s in depth_only), \
         [s.label for s in depth_only]
+
+
+def test_seed_statistics_match_pandas_for_groups_of_different_sizes():
+    # groups of 1, 2 and 3 seeds in one table (their statistics are taken a size at a time), with runs that
+    # logged different steps, a NaN, a zero on a log axis, and a diverged run that logged nothing non-finite
+    from gradflow.plots.series import collect_series
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for depth, seeds in ((2, [0]), (4, [0, 1]), (8, [0, 1, 2]), (16, [0, 1])):
+        for seed in seeds:
+            steps = [0, 1, 3, 10] if seed != 1 else [0, 3, 10, 30]
+            status = "diverged" if (depth, seed) == (8, 2) else "ok"
+            for step in steps:
+                value = float(rng.uniform(0.1, 10))
+                value = math.nan if (depth, seed, step) == (4, 1, 3) else 0.0 if (depth, seed, step) == (16, 0, 1) \
+                    else value
+                rows.append({**config(depth, seed=seed), "run": f"d{depth}-s{seed}", "step": step,
+                             "value": value, "status": status, "source": "sweep"})
+    df = pd.DataFrame(rows)
+    series = {s.config["model.depth"]: s for s in collect_series(df, "step", ["model.depth"], log=True,
+                                                                 mark_diverged_end=True)}
+    assert sorted(series) == [2, 4, 8, 16]
+    drawable = df[np.isfinite(df["value"]) & (df["value"] > 0)]
+    for depth, s in series.items():
+        logged = df[df["model.depth"] == depth]
+        stats = drawable[drawable["model.depth"] == depth].groupby("step")["value"]
+        expected = pd.DataFrame({"med": stats.median(), "lo": stats.min(), "hi": stats.max()}) \
+            .reindex(sorted(logged["step"].unique()))
+        assert list(s.x) == list(expected.index), depth
+        for column in ("med", "lo", "hi"):
+            np.testing.assert_allclose(getattr(s, column), expected[column].to_numpy(), err_msg=f"{depth} {column}")
+        assert list(s.count) == list(logged.groupby("step").size()), depth
+        assert s.runs == sorted(logged["run"].unique()) and s.label.endswith(
+            "" if len(s.runs) == 1 else f"(+{len(s.runs) - 1} seeds)")
+    assert list(series[4].nonfinite) == [False, False, True, False, False]  # the NaN at step 3, steps 0 1 3 10 30
+    assert list(series[16].offscale) == [False, True, False, False, False]  # the zero at step 1
+    assert list(series[8].nonfinite) == [False, False, False, True, False]  # the diverged run's last step, 10
+    assert not series[2].nonfinite.any() and not series[2].offscale.any()
