@@ -87,7 +87,7 @@ def collect_series(df: pd.DataFrame, x: str, group_keys: Sequence[str], log: boo
         count = present.sum(axis=1)
         for i, g in enumerate(of_size):
             stats[g] = (med[i], lo[i], hi[i], nonfinite[i], offscale[i], count[i])
-    if mark_diverged_end:  # each run's last logged x, where it logged no non-finite value
+    if mark_diverged_end:  # each run's last logged x; -1 where it logged nothing or something non-finite
         quiet_end = np.where(present_all.any(axis=1) & ~(present_all & ~np.isfinite(y_all)).any(axis=1),
                              present_all.shape[1] - 1 - np.argmax(present_all[:, ::-1], axis=1), -1)
     xs = wide_all.columns.to_numpy()
@@ -96,7 +96,6 @@ def collect_series(df: pd.DataFrame, x: str, group_keys: Sequence[str], log: boo
         cols = present_all[at].any(axis=0)  # the x values some run of the group logged
         status = status_all[at].tolist()
         if mark_diverged_end:
-            nonfinite = nonfinite.copy()
             nonfinite[[quiet_end[r] for r, st in zip(at, status) if st == "diverged" and quiet_end[r] >= 0]] = True
         config = {c: values[rows[0]] for c, values in columns.items()}
         seeds_only = bool((codes[at] == codes[at[0]]).all())
