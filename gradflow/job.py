@@ -49,14 +49,17 @@ def prepare(cfg: DictConfig):
     return device, data, model.to(device)
 
 
-def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, isolate: bool = False) -> dict:
+def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, isolate: bool = False,
+            flat: dict | None = None) -> dict:
     """Run `cfg` into `job_dir` and return its run record (what run.json holds).
 
     A failure inside training is recorded as status "failed" with the error. With `isolate`
     (sweeps), a failure while preparing is recorded the same way instead of raised. Ctrl-C marks
-    the run "interrupted" and is raised again.
+    the run "interrupted" and is raised again. `flat`: cfg's settings, flattened, where the caller has
+    them already (a sweep's job, from its check whether the run is finished).
     """
-    flat = settings(store.flatten(cfg))  # a key of another choice (init.sw2 of a Xavier run) is no setting
+    if flat is None:
+        flat = settings(store.flatten(cfg))  # a key of another choice (init.sw2 of a Xavier run) is no setting
     record = {"job": Path(job_dir).name, "seed": cfg.seed, "steps": cfg.train.steps,
               "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "config_hash": store.config_hash(flat), **store.environment(), "config": flat}

@@ -459,12 +459,13 @@ def task(cfg) -> str:
     if job_dir.absolute().parent != study.absolute():
         raise GradflowError(f"job folder {job_dir} is outside its study {study}; gradflow writes only there")
     workers.leave_with_sweep()
-    if store.is_finished(job_dir, store.config_hash(config_mod.settings(store.flatten(cfg)))):
+    flat = config_mod.settings(store.flatten(cfg))
+    if store.is_finished(job_dir, store.config_hash(flat)):
         return "skipped"
     report = _reporter
     on_step = (lambda t, n: report(job_dir.name, t, n)) if report else None
     with workers.job():
-        record = job.execute(cfg, job_dir, on_step=on_step, isolate=True)
+        record = job.execute(cfg, job_dir, on_step=on_step, isolate=True, flat=flat)
     workers.settle()
     return record[store.STATUS]
 
