@@ -498,6 +498,11 @@ def validate(cfg: DictConfig) -> None:
         detail = re.sub(r"^\w+ raised while resolving interpolation: ", "", detail)
         key = getattr(e, "full_key", "") or "a ${...} value"
         raise GradflowError(f"{key} cannot be resolved: {shorten(detail, 160)}") from None
+    validate_resolved(resolved)
+
+
+def validate_resolved(resolved: dict) -> None:
+    """`validate` of a config already resolved to plain dicts (OmegaConf.to_container(cfg, resolve=True))."""
     _finite(resolved)
     cfg = _Plain.of(resolved)  # (the checks read many values: from plain dicts, not DictConfig's nodes)
     _model(cfg.model, cfg.norm.name)

@@ -301,15 +301,16 @@ def _check_keys_apply(point: list[str], taken: set[str], first: dict) -> None:
 class _Configs:
     """Flat configs of grid points without composing each point: one Hydra compose per distinct set of
     structural overrides (groups, +/~ keys, interpolations), then each distinct key=value applied and
-    validated once, as Hydra itself applies a value override (OmegaConf.update on the composed config)."""
+    validated once, as Hydra itself applies a value override (OmegaConf.update on the composed config).
+    A base with an interpolation (an experiment's `model.width: ${model.depth}`) has each point's values
+    applied together instead, since a value changes the keys that read it."""
 
     def __init__(self, name: str):
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         self.name = name
         self.parser = OverridesParser.create()
-        self.bases: dict[tuple[str, ...], Any] = {}
-        self.flat_bases: dict[tuple[str, ...], dict] = {}
+        self.bases: dict[tuple[str, ...], _Base] = {}
         self.deltas: dict[tuple[tuple[str, ...], str], dict] = {}
 
     def compose(self, overrides: list[str]):
@@ -323,41 +324,82 @@ class _Configs:
         if any("${" in o.replace("\\", "") for o in structural):  # an interpolation reads the point's other
             return config_mod.settings(store.flatten(self.compose(overrides)))  # values (escaped $\{...\}): compose all
         if structural not in self.bases:
-            self.bases[structural] = self.compose(list(structural))
-            self.flat_bases[structural] = store.flatten(self.bases[structural])
-        flat = dict(self.flat_bases[structural])
+            self.bases[structural] = _Base(self.compose(list(structural)))
+        base = self.bases[structural]
+        values = [o for o in overrides if _simple(o)]
         try:
-            for o in overrides:
-                if _simple(o):
+            if base.interpolated:
+                flat = self._applied(base, values)
+            else:
+                flat = dict(base.flat)
+                for o in values:
                     flat.update(self._delta(structural, o))
-        except GradflowError:  # a value valid only with the point's others (model.branch_layers=2 needs
-            flat = store.flatten(self.compose(overrides))  # model.skip=residual): validate the whole point
+        except Exception:  # a value valid only with the point's others (model.branch_layers=2 needs model.skip=
+            flat = store.flatten(self.compose(overrides))  # residual), or refused: the composer says which and why
         return config_mod.settings(flat)  # a value set for another choice (init.sw2 of orthogonal) is no setting
 
     def _delta(self, structural: tuple[str, ...], override: str) -> dict:
-        """The flat keys one value override sets, on top of a structural base (validated once). The base
-        is changed in place and restored, which costs far less than copying it per value."""
+        """The flat keys one value override sets, on top of a base without interpolations (validated
+        once, on the base's resolved dicts with this key's subtree replaced)."""
         if (structural, override) not in self.deltas:
+            base = self.bases[structural]
             key = override_key(override)
-            cfg = self.bases[structural]
-            before = OmegaConf.select(cfg, key, throw_on_missing=False)
-            before = OmegaConf.to_container(before) if OmegaConf.is_config(before) else before
             try:
-                OmegaConf.update(cfg, key, self.parser.parse_override(override).value(), merge=True)
-                config_mod.validate(cfg)
-                node = OmegaConf.select(cfg, key)
-                delta = store.flatten({key: OmegaConf.to_container(node, resolve=True)
-                                       if OmegaConf.is_config(node) else node})
-            except GradflowError as e:
-                raise GradflowError(f"sweep point {store.shorten(override, 80)}: {e}") from None
+                with base.applied(self.parser, [override]):
+                    node = OmegaConf.select(base.cfg, key)
+                    value = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+                config_mod.validate_resolved(_replaced(base.resolved, key.split("."), value))
+                delta = store.flatten({key: value})
+            except GradflowError:  # (perhaps valid with the point's other values: `flat` composes it)
+                raise
             except Exception:  # the composer names the key and the choices (or composes it after all)
                 flat = store.flatten(self.compose([*structural, override]))
                 delta = {k: v for k, v in flat.items() if k == key or k.startswith(key + ".")}
-            finally:
-                if before is not None:
-                    OmegaConf.update(cfg, key, before, merge=False)
             self.deltas[structural, override] = delta
         return self.deltas[structural, override]
+
+    def _applied(self, base: _Base, overrides: list[str]) -> dict:
+        """The flat config of a base with interpolations and all of a point's values, validated whole."""
+        with base.applied(self.parser, overrides):
+            config_mod.validate(base.cfg)
+            return store.flatten(base.cfg)
+
+
+class _Base:
+    """A composed config that value overrides are applied to in place and then restored, which costs far
+    less than copying it per value; with its resolved dicts, flat keys, and whether a value reads another."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.resolved = OmegaConf.to_container(cfg, resolve=True)
+        self.flat = store.flatten(self.resolved)
+        self.interpolated = any(isinstance(v, str) and "${" in v
+                                for v in store.flatten(OmegaConf.to_container(cfg, resolve=False)).values())
+
+    @contextmanager
+    def applied(self, parser, overrides: list[str]):
+        restore = []
+        try:
+            for o in overrides:
+                key = override_key(o)
+                before = OmegaConf.select(self.cfg, key, default=_ABSENT, throw_on_missing=False)
+                if before is not _ABSENT:
+                    restore.append((key, OmegaConf.to_container(before) if OmegaConf.is_config(before) else before))
+                OmegaConf.update(self.cfg, key, parser.parse_override(o).value(), merge=True)
+            yield
+        finally:
+            for key, before in reversed(restore):
+                OmegaConf.update(self.cfg, key, before, merge=False)
+
+
+_ABSENT = object()
+
+
+def _replaced(tree: dict, path: list[str], value) -> dict:
+    """`tree` with the value at `path` replaced: new dicts along the path, everything else shared."""
+    out = dict(tree)
+    out[path[0]] = value if len(path) == 1 else _replaced(tree.get(path[0]) or {}, path[1:], value)
+    return out
 
 
 def _simple(override: str) -> bool:

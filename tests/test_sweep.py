@@ -428,6 +428,38 @@ def test_job_configs_from_a_copy_equal_hydras_own_compose(tmp_path, fixed):
         sweep_mod._parsed_lines.clear()
 
 
+@pytest.fixture
+def reading_experiment():
+    """An experiment whose value reads a key a sweep sets (`model.width: ${model.depth}`), as a user's
+    experiments/*.yaml may; in Hydra's ConfigStore (where gradflow puts experiments/) for one test."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(group="experiment", name="width-is-depth", package="_global_",
+             node={"model": {"width": "${model.depth}"}, "optim": {"lr": "${gf.div:0.5,model.depth}"}})
+    yield "+experiment=width-is-depth"
+    del cs.repo["experiment"]["width-is-depth.yaml"]
+
+
+@pytest.mark.parametrize("fixed", [[], ["init=kaiming_normal", "+experiment=depth-study"], ["reading"]])
+def test_planned_configs_equal_a_compose_of_each_point(results, reading_experiment, fixed):
+    """Planning applies each distinct value to one composed config instead of composing every point: each
+    point's config (and so its hash, which resume compares with the finished run's) must equal a whole
+    compose of that point, also where a value of the config reads a swept key."""
+    from gradflow import config as config_mod
+
+    fixed = [reading_experiment if f == "reading" else f for f in fixed]
+    grid = ["model.depth=2,5", "model.activation=tanh,relu", "seed=0,1", "optim.momentum=0.5"]
+    p = sweep_mod.plan([*fixed, *grid, "data=gaussian", f"results={results}"], "planned")
+    assert len(p.jobs) == 8
+    for job in p.jobs:
+        flat = config_mod.settings(store.flatten(config_mod.compose([*job.overrides, "name=planned"],
+                                                                     sweep_point=True)))
+        assert job.config_hash == store.config_hash(flat), job.name
+        if fixed == [reading_experiment]:
+            assert flat["model.width"] == flat["model.depth"] and flat["optim.lr"] == 0.5 / flat["model.depth"]
+
+
 def test_a_sweep_of_values_composes_the_config_twice_in_all(results, monkeypatch):
     """Hydra composes the whole config for the multirun and, unless gradflow stops it, once more only
     to read `hydra.mode` (~0.2 s each, more than the machinery budget of a short job); the jobs of a
