@@ -504,6 +504,7 @@ def validate(cfg: DictConfig) -> None:
 def validate_resolved(resolved: dict) -> None:
     """`validate` of a config already resolved to plain dicts (OmegaConf.to_container(cfg, resolve=True))."""
     _finite(resolved)
+    _schemas(resolved)
     cfg = _Plain.of(resolved)  # (the checks read many values: from plain dicts, not DictConfig's nodes)
     _model(cfg.model, cfg.norm.name)
     _data(cfg)
@@ -529,6 +530,18 @@ def validate_resolved(resolved: dict) -> None:
         raise GradflowError(f"name={_show(cfg.name)} must be a relative folder name inside {cfg.results}/ "
                             f"(letters, digits, . _ - /; no '..'; at most {MAX_NAME} characters)")
     resolve_device(cfg.device)
+
+
+def _schemas(resolved: dict) -> None:
+    """Each group's name is a choice whose keys the composed group has: model.name=lstm on model=rnn
+    (one schema) is a choice, model.name=cnn on model=mlp would read keys the MLP does not have."""
+    for group, schemas in GROUP_SCHEMAS.items():
+        name = resolved[group]["name"]
+        if name not in schemas:
+            _choice(f"{group}.name", name, list(schemas))
+        if set(resolved[group]) != {f.name for f in fields(schemas[name])}:
+            raise GradflowError(f"{group}.name={_show(name)} names another kind of {group} than the one composed: "
+                                f"choose it with {group}={name}, not {group}.name")
 
 
 class _Plain(dict):

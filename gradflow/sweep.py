@@ -1,4 +1,4 @@
-"""Sweeps: a grid of runs through real Hydra multirun, so every Hydra sweeper and launcher works.
+"""Sweeps: a grid of runs through real Hydra multirun (its basic sweeper, so every Hydra launcher works).
 
 `gradflow sweep` calls `plan`, which expands and validates the whole grid first (each distinct
 value once), then `launch`, which takes the study folder's lock, writes <results>/<name>/sweep.yaml
@@ -14,6 +14,7 @@ is gone.
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.util
 import pickle
 import re
@@ -45,7 +46,7 @@ LAUNCHER_PLUGINS = {
     "slurm": ("hydra_plugins.hydra_submitit_launcher", "cluster"),
 }
 # Hydra settings a user may pass; every other hydra.* would move outputs or change what a job sees
-HYDRA_ALLOWED = ("hydra/launcher", "hydra.launcher.", "hydra/sweeper", "hydra.sweeper.", "hydra.verbose")
+HYDRA_ALLOWED = ("hydra/launcher", "hydra.launcher.", "hydra.verbose")
 
 
 @dataclass
@@ -99,7 +100,11 @@ def check_overrides(overrides: list[str], command: str) -> None:
         key = override_key(o)
         if not key.strip():
             raise GradflowError(f"the override {store.shorten(o, 40)!r} has no key; write key=value, e.g. model.depth=5")
-        if command == "run" and key.startswith(HYDRA_ALLOWED[:4]):
+        if key.startswith(("hydra/sweeper", "hydra.sweeper")):  # plan expands and checks the grid itself
+            raise GradflowError(f"{store.shorten(o, 60)} is refused: gradflow sweeps the grid given as key=a,b,c "
+                                "overrides (or --points FILE) with Hydra's basic sweeper, after checking every "
+                                "point; choose the launcher with hydra/launcher=...")
+        if command == "run" and key.startswith(HYDRA_ALLOWED[:2]):
             raise GradflowError(f"{store.shorten(o, 60)} applies to sweeps; `gradflow run` trains here, in this "
                                 f"process: for one run through a launcher, `gradflow sweep {store.shorten(o, 40)} "
                                 "...` (a sweep of one point)")
@@ -253,7 +258,8 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
         store.check_clearable(job_dir)
         rec = store.read_run(job_dir)
         finished = store.is_finished(job_dir, digest)
-        replaces = not finished and rec is not None and rec.get(store.STATUS) in store.FINISHED
+        replaces = (not finished and rec is not None and rec.get(store.STATUS) in store.FINISHED
+                    and store.run_hash(job_dir, rec) != digest)  # (not one whose files are incomplete)
         result.jobs.append(Job(cfg_overrides, jname, digest, finished=finished, replaces=replaces))
         if not finished and "data.root" in flat:  # a dataset read from files (checked below, each once)
             sources.add((flat["data.name"], flat["data.root"], flat.get("data.download", False)))
@@ -300,10 +306,11 @@ def _check_keys_apply(point: list[str], taken: set[str], first: dict) -> None:
 
 class _Configs:
     """Flat configs of grid points without composing each point: one Hydra compose per distinct set of
-    structural overrides (groups, +/~ keys, interpolations), then each distinct key=value applied and
-    validated once, as Hydra itself applies a value override (OmegaConf.update on the composed config).
-    A base with an interpolation (an experiment's `model.width: ${model.depth}`) has each point's values
-    applied together instead, since a value changes the keys that read it."""
+    structural overrides (groups, +/~ keys, interpolations, dicts, list items), then each distinct
+    key=value applied once, as Hydra itself applies a value override (OmegaConf.update on the composed
+    config), and each point's values validated together on the base's resolved dicts. A base with an
+    interpolation (an experiment's `model.width: ${model.depth}`) has each point's values applied to
+    the config together instead, since a value changes the keys that read it."""
 
     def __init__(self, name: str):
         from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -311,7 +318,7 @@ class _Configs:
         self.name = name
         self.parser = OverridesParser.create()
         self.bases: dict[tuple[str, ...], _Base] = {}
-        self.deltas: dict[tuple[tuple[str, ...], str], dict] = {}
+        self.values: dict[tuple[tuple[str, ...], str], tuple[str, Any]] = {}
 
     def compose(self, overrides: list[str]):
         try:
@@ -331,32 +338,26 @@ class _Configs:
             if base.interpolated:
                 flat = self._applied(base, values)
             else:
-                flat = dict(base.flat)
+                resolved = base.resolved
                 for o in values:
-                    flat.update(self._delta(structural, o))
-        except Exception:  # a value valid only with the point's others (model.branch_layers=2 needs model.skip=
-            flat = store.flatten(self.compose(overrides))  # residual), or refused: the composer says which and why
+                    key, value = self._value(structural, o)
+                    resolved = _replaced(resolved, key.split("."), value)
+                config_mod.validate_resolved(resolved)  # the point's values together (model.skip=residual
+                flat = store.flatten(resolved)  # with model.depth=1 is refused, each alone is not)
+        except Exception:  # a value refused, or valid only with values a structural override brings (model.
+            flat = store.flatten(self.compose(overrides))  # skip=residual): the composer says which and why
         return config_mod.settings(flat)  # a value set for another choice (init.sw2 of orthogonal) is no setting
 
-    def _delta(self, structural: tuple[str, ...], override: str) -> dict:
-        """The flat keys one value override sets, on top of a base without interpolations (validated
-        once, on the base's resolved dicts with this key's subtree replaced)."""
-        if (structural, override) not in self.deltas:
+    def _value(self, structural: tuple[str, ...], override: str) -> tuple[str, Any]:
+        """The key one value override sets and its resolved value (a type Hydra refuses raises), once."""
+        if (structural, override) not in self.values:
             base = self.bases[structural]
             key = override_key(override)
-            try:
-                with base.applied(self.parser, [override]):
-                    node = OmegaConf.select(base.cfg, key)
-                    value = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-                config_mod.validate_resolved(_replaced(base.resolved, key.split("."), value))
-                delta = store.flatten({key: value})
-            except GradflowError:  # (perhaps valid with the point's other values: `flat` composes it)
-                raise
-            except Exception:  # the composer names the key and the choices (or composes it after all)
-                flat = store.flatten(self.compose([*structural, override]))
-                delta = {k: v for k, v in flat.items() if k == key or k.startswith(key + ".")}
-            self.deltas[structural, override] = delta
-        return self.deltas[structural, override]
+            with base.applied(self.parser, [override]):
+                node = OmegaConf.select(base.cfg, key)
+                value = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+            self.values[structural, override] = key, value
+        return self.values[structural, override]
 
     def _applied(self, base: _Base, overrides: list[str]) -> dict:
         """The flat config of a base with interpolations and all of a point's values, validated whole."""
@@ -403,10 +404,13 @@ def _replaced(tree: dict, path: list[str], value) -> dict:
 
 
 def _simple(override: str) -> bool:
-    """A plain key=value on an existing key (no group choice, no +/~, no interpolation)."""
+    """A plain key=value on an existing key (no group choice, no +/~, no interpolation, no dict, which
+    merges into its node, and no list item)."""
     key = override_key(override)
     return (key not in GROUP_KEYS and "/" not in key and override[0] not in "+~"
             and "${" not in override.replace("\\", "")
+            and not override.split("=", 1)[-1].lstrip().startswith("{")  # a dict merges into the node
+            and not any(part.isdigit() for part in key.split("."))  # an item of a list (optim.betas.0)
             and not key.startswith("hydra"))
 
 
@@ -437,9 +441,9 @@ def read_points(path: Path) -> list[dict]:
             raise GradflowError(f"--points {path}: point {i} has keys {sorted(map(str, p))}; every point needs "
                                 f"the same keys ({', '.join(sorted(map(str, keys)))})")
         for k, v in p.items():
-            if not isinstance(k, str) or "." not in k or k.startswith(("hydra", "+", "~")):
-                raise GradflowError(f"--points {path}: point {i} key {store.shorten(k, 40)!r} must be a dotted config "
-                                    "key such as model.activation; give group choices (init=meanfield) on the "
+            if not isinstance(k, str) or ("." not in k and k != "seed") or k.startswith(("hydra", "+", "~")):
+                raise GradflowError(f"--points {path}: point {i} key {store.shorten(k, 40)!r} must be seed or a dotted "
+                                    "config key such as model.activation; give group choices (init=meanfield) on the "
                                     "command line, where they apply to every point")
             if isinstance(v, (dict, list)) or v is None:
                 raise GradflowError(f"--points {path}: point {i} {k}={store.shorten(v, 40)!r}: values must be "
@@ -481,8 +485,22 @@ def _point_args(p: Plan) -> list[str]:
 
 
 def _literal(value) -> str:
+    """A points file's value as an override that Hydra reads back as that value, as the point's own
+    config file gives it to the job: quoted where it has other characters than letters, digits and . - _,
+    or is a string Hydra would read as something else ("0.50" as 0.5, "true" as True; "2.0" stays "2.0"
+    in a string key either way, and keeps its folder name model.alpha=2.0)."""
     text = str(value).lower() if isinstance(value, bool) else str(value)
-    return text if text.replace(".", "").replace("-", "").replace("_", "").isalnum() else f"'{text}'"
+    if text.replace(".", "").replace("-", "").replace("_", "").isalnum() and not (
+            isinstance(value, str) and str(_value_parser().parse_override(f"k={text}").value()) != value):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@functools.cache
+def _value_parser():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create()
 
 
 # --- the job: runs in this process (basic launcher) or in a worker (joblib, submitit) ------------

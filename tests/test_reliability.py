@@ -248,6 +248,7 @@ def test_a_run_with_a_missing_or_broken_file_is_incomplete(cli, results):
     # a rerun redoes exactly the incomplete runs
     again = _sweep(cli, results, "model.depth=2,3,4", "seed=0,1")
     assert "1 already finished, skipped" in again.output
+    assert "other settings" not in again.output  # the same settings, only incomplete: nothing is "replaced"
     assert set(_statuses(root).values()) == {"ok"}
 
 
@@ -527,9 +528,25 @@ def test_points_sweep_runs_exactly_the_given_points_and_resumes(cli, results, tm
     assert sorted(_statuses(results / "pts").values()) == ["ok", "stale", "stale"]
 
 
+def test_points_give_each_run_its_values_as_written_and_may_set_the_seed(cli, results, tmp_path):
+    """A string that Hydra's grammar would read as another value ("0.50" as 0.5) reaches the run as written,
+    as the point's own config file gives it, so the planned config is the run's and a rerun skips it; a
+    point may carry its seed."""
+    points = tmp_path / "p.yaml"
+    points.write_text('- {model.alpha: "0.50", seed: 1}\n- {model.alpha: "2.0", seed: 2}\n')
+    args = ("model.depth=3", "model.skip=residual", "--points", points)
+    assert _sweep(cli, results, *args, name="pts").exit_code == 0
+    configs = {r[store.RUN]: (r["record"]["config"]["model.alpha"], r["record"]["config"]["seed"])
+               for r in store.runs(results / "pts")}
+    assert configs == {"model.alpha=_0.50_,seed=1": ("0.50", 1), "model.alpha=2.0,seed=2": ("2.0", 2)}, configs
+    again = _sweep(cli, results, *args, name="pts")
+    assert again.exit_code == 0 and "2 already finished, skipped" in again.output, again.output
+    assert "other settings" not in again.output
+
+
 @pytest.mark.parametrize("text, message", [
     ("- {model.activation: tanh}\n- {init.sw2: 2}\n", "every point needs the same keys"),
-    ("- {init: meanfield}\n", "must be a dotted config key"),
+    ("- {init: meanfield}\n", "must be seed or a dotted config key"),
     ("- {optim.lr: -1}\n", "optim.lr=-1"),
     # (the sweep's fixed overrides set model.depth=2: which would hold is no guess gradflow makes)
     ("- {model.depth: 3}\n", "model.depth is set both on the command line (model.depth=2) and in the points file"),

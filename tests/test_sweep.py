@@ -335,6 +335,13 @@ def test_force_reruns_and_changed_settings_rerun(cli, results):
 @pytest.mark.parametrize("args, message", [
     (["model.nope=1,2"], "unknown key 'model.nope'"),
     (["model.depth=2,0"], "sweep point"),
+    # each value is valid, one point's pair is not (planning checks each point's values together)
+    (["model.depth=1,3", "model.skip=none,residual"], "model.skip=residual needs model.depth >= 2, not 1"),
+    (["data.n_train=200,4096", "train.batch_size=64,256"], "train.batch_size=256 must be <="),
+    (["model.name=cnn,mlp"], "model.name='cnn' names another kind of model than the one composed: choose it "
+                             "with model=cnn"),
+    (["hydra/sweeper=optuna", "model.depth=2,3"], "hydra/sweeper=optuna is refused"),
+    (["hydra.sweeper.max_batch_size=1", "model.depth=2,3"], "hydra.sweeper.max_batch_size=1 is refused"),
     (["hydra/launcher=ray"], "hydra/launcher='ray' is not known; choices: basic, joblib"),
     (["model.depth=2,3", "--name", "../outside"], "name='../outside'"),
     (["optim=adam", "optim.betas=0.9,0.99"], "optim.betas is a list: write optim.betas=[0.9,0.99]"),
@@ -441,23 +448,31 @@ def reading_experiment():
     del cs.repo["experiment"]["width-is-depth.yaml"]
 
 
-@pytest.mark.parametrize("fixed", [[], ["init=kaiming_normal", "+experiment=depth-study"], ["reading"]])
+GRID_MARK = "GRID"  # where the grid goes among a case's fixed overrides (their order matters to Hydra)
+
+
+@pytest.mark.parametrize("fixed", [
+    [GRID_MARK], ["init=kaiming_normal", "+experiment=depth-study", GRID_MARK], ["reading", GRID_MARK],
+    # a value, then a dict that merges into its node (Hydra keeps train.steps=7), then a list's item
+    ["train.steps=7", "train={batch_size:16}", "optim=adam", "optim.betas.0=0.5", GRID_MARK]])
 def test_planned_configs_equal_a_compose_of_each_point(results, reading_experiment, fixed):
     """Planning applies each distinct value to one composed config instead of composing every point: each
     point's config (and so its hash, which resume compares with the finished run's) must equal a whole
     compose of that point, also where a value of the config reads a swept key."""
     from gradflow import config as config_mod
 
-    fixed = [reading_experiment if f == "reading" else f for f in fixed]
-    grid = ["model.depth=2,5", "model.activation=tanh,relu", "seed=0,1", "optim.momentum=0.5"]
-    p = sweep_mod.plan([*fixed, *grid, "data=gaussian", f"results={results}"], "planned")
+    grid = ["model.depth=2,5", "model.activation=tanh,relu", "seed=0,1", "train.eval_every=2"]
+    overrides = [o for f in fixed for o in (grid if f == GRID_MARK else [reading_experiment if f == "reading" else f])]
+    p = sweep_mod.plan([*overrides, "data=gaussian", f"results={results}"], "planned")
     assert len(p.jobs) == 8
     for job in p.jobs:
         flat = config_mod.settings(store.flatten(config_mod.compose([*job.overrides, "name=planned"],
                                                                      sweep_point=True)))
         assert job.config_hash == store.config_hash(flat), job.name
-        if fixed == [reading_experiment]:
+        if "reading" in fixed:
             assert flat["model.width"] == flat["model.depth"] and flat["optim.lr"] == 0.5 / flat["model.depth"]
+    if "train.steps=7" in fixed:
+        assert (flat["train.steps"], flat["train.batch_size"], flat["optim.betas"]) == (7, 16, "[0.5, 0.999]")
 
 
 def test_a_sweep_of_values_composes_the_config_twice_in_all(results, monkeypatch):
