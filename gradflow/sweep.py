@@ -213,7 +213,8 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
     check_launcher(launcher, [o for o in parsed if o.key_or_group.startswith("hydra.launcher.")])
     if launcher == "joblib":
         workers.start_fork_server()  # its imports overlap the planning
-    swept = sorted({o.key_or_group for o in parsed if o.is_sweep_override() and not o.is_hydra_override()})
+    last = {o.key_or_group: o for o in parsed}  # a key given twice takes its last value (seed=0,1 seed=2)
+    swept = sorted(k for k, o in last.items() if o.is_sweep_override() and not o.is_hydra_override())
     grid = BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
     if points is not None:
         if swept:

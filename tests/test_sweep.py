@@ -475,6 +475,14 @@ def test_planned_configs_equal_a_compose_of_each_point(results, reading_experime
         assert (flat["train.steps"], flat["train.batch_size"], flat["optim.betas"]) == (7, 16, "[0.5, 0.999]")
 
 
+def test_a_key_given_again_with_one_value_is_not_swept(results):
+    """seed=0,1 then seed=2: Hydra takes the last, so seed is a fixed setting, not in the runs' names."""
+    p = sweep_mod.plan(["model.depth=2,3", "seed=0,1", "seed=2", "data=gaussian", f"results={results}"], "again")
+    assert p.swept == ["model.depth"] and [j.name for j in p.jobs] == ["model.depth=2", "model.depth=3"]
+    p = sweep_mod.plan(["seed=2", "seed=0,1", "data=gaussian", f"results={results}"], "again2")
+    assert p.swept == ["seed"] and [j.name for j in p.jobs] == ["seed=0", "seed=1"]
+
+
 def test_a_sweep_of_values_composes_the_config_twice_in_all(results, monkeypatch):
     """Hydra composes the whole config for the multirun and, unless gradflow stops it, once more only
     to read `hydra.mode` (~0.2 s each, more than the machinery budget of a short job); the jobs of a
