@@ -982,7 +982,8 @@ def hydra_error_message(e: Exception, overrides=()) -> str:
                 return _not_a_key_of(name, chosen)
             return f"{name} does not apply to this run: it is a key of {', '.join(_choices_with_key(name))}"
         top = [f.name for f in fields(Config) if f.name not in SECTIONS]
-        return (f"unknown key {_show(name)}{did_you_mean(name, known_keys())}; sections: {', '.join(SECTIONS)}; "
+        near = did_you_mean(name, known_keys() if "." in name else (*SECTIONS, *top))  # (modle=cnn: model)
+        return (f"unknown key {_show(name)}{near}; sections: {', '.join(SECTIONS)}; "
                 f"top-level keys: {', '.join(top)}; "
                 "see `gradflow run --help` for every key (add a new key with +key=value only if you mean to)")
     if full_key:

@@ -138,6 +138,9 @@ CASES = [
     case("trian.steps=5", "(did you mean train.steps?); sections: model, data, init, norm, optim, probe, train,",
          "misspelled-section"),
     case("seeed=1", "(did you mean seed?)", "misspelled-seed"),
+    case("modle=cnn", "unknown key 'modle' (did you mean model?)", "misspelled-group"),
+    case("model.name=cnn", "model.name='cnn' names another kind of model than the one composed: choose it with "
+         "model=cnn", "family-by-name"),
     case("seeds=3", "top-level keys: seed, device, threads, name, results", "unknown-key-lists-top-level"),
     # a list key: a,b would sweep its items one by one, a single value is not a list; each says how to write it
     case("optim=adam optim.betas=0.9,0.99", "but optim.betas is a list: write optim.betas=[0.9,0.99]",
