@@ -265,6 +265,20 @@ def test_compare_of_three_at_80_columns_folds_no_number(plain, batchnorm, diverg
     assert "ratio = ‖∂L/∂W‖ first layer / last layer" in text
 
 
+def test_compare_puts_a_long_difference_header_on_two_lines_rather_than_drop_it(plain, batchnorm, tmp_path):
+    """Two sources of ten letters: "batchnorms vs plain-tanh" on one line makes the table 81 columns wide
+    and the differences, what a comparison is for, were dropped; on two lines they fit."""
+    import shutil
+
+    a, b = shutil.copytree(plain, tmp_path / "plain-tanh"), shutil.copytree(batchnorm, tmp_path / "batchnorms")
+    text, lines, header = _compare_at_80_columns(a, b, out_dir=tmp_path / "figs")
+    heads = [ln for ln in lines if ln.startswith("┃")]
+    assert len(heads) == 2 and heads[0].split()[-2:] == ["batchnorms", "┃"], heads
+    assert heads[1].split()[-3:] == ["vs", "plain-tanh", "┃"], heads
+    assert "not shown" not in text and "ratios as ×(batchnorms / plain-tanh)" in " ".join(text.split())
+    assert any("×" in ln for ln in lines if ln.startswith("│")), text
+
+
 def test_compare_matched_on_many_keys_stacks_them_at_80_columns(plain, batchnorm, tmp_path):
     """Six matched keys as columns would fold every key and value mid-word at 80 columns: the table then
     has one config column of key=value lines (a group's choice as it is set: activation, data=gaussian),

@@ -144,7 +144,7 @@ SHORT_LABEL = 12  # a source label longer than this is a letter in the compariso
 def _widths(heads: list[tuple[str, bool]], blocks: list[list[list[str]]]) -> list[int]:
     """Each column's width unfolded, in a table of these headers and blocks of rows (rich markup)."""
     rows = [row for block in blocks for row in block]
-    return [max([cell_len(h)] + [cell_len(Text.from_markup(row[j]).plain) for row in rows])
+    return [max([cell_len(line) for line in h.split("\n")] + [cell_len(Text.from_markup(row[j]).plain) for row in rows])
             for j, (h, _) in enumerate(heads)]
 
 
@@ -205,6 +205,18 @@ def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], diff
     ends = [i == len(block) - 1 for block in lines for i in range(len(block))]
     hidden = []
     fixed = len(columns) - (len(names) - 1)  # the columns before the difference columns
+
+    def fitting(cols) -> int:  # how many columns fit, the difference columns going last first
+        ws = _widths([(h, right) for h, right, _ in cols], lines)
+        n = len(cols)
+        while _span(ws[:n]) > console.width and n > fixed:
+            n -= 1
+        return n
+
+    two_lines = columns[:fixed] + [(h.replace(" vs ", "\nvs ", 1), right, cells) for h, right, cells in columns[fixed:]]
+    if fitting(two_lines) > fitting(columns):  # the differences' headers on two lines keep more of them
+        columns = two_lines
+        widths = _widths([(h, right) for h, right, _ in columns], lines)
     while _span(widths) > console.width and len(columns) > fixed:
         hidden.insert(0, columns.pop()[0])  # the last difference column first
         widths.pop()
