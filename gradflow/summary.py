@@ -430,15 +430,32 @@ def _fit_cell(row: pd.Series) -> str:
 
 
 def short_ids(runs: list[str], budgets: tuple[int, ...] = (28, 40, 60)) -> list[str]:
-    """Run ids for a table column: each longer than a budget as its start and end around "…", at the
+    """Run ids for a table column: each longer than a budget as its first and last key=value items around
+    "…" (model.depth=10,…,train.steps=100; cut inside an item, depth=1… read as another value), at the
     smallest budget that keeps them distinct (a job name holds every override: 100 characters and more
     would leave no room for a result at 80 columns); whole where none does. --json has them whole."""
     for budget in budgets:
-        keep = (budget - 1) // 2
-        short = [r if len(r) <= budget else f"{r[:keep]}…{r[len(r) - (budget - 1 - keep):]}" for r in runs]
+        short = [_short_id(r, budget) for r in runs]
         if len(set(short)) == len(set(runs)):
             return short
     return runs
+
+
+def _short_id(run: str, budget: int) -> str:
+    if len(run) <= budget:
+        return run
+    items, head, tail = run.split(","), [], []
+    while len(head) + len(tail) < len(items):  # whole items from each end in turn (the first first), while
+        ends = [(head, items[len(head)]), (tail, items[-1 - len(tail)])]  # one fits
+        fits = [(side, item) for side, item in (ends if len(head) <= len(tail) else ends[::-1])
+                if len(",".join([*head, "…", *tail, item])) <= budget]
+        if not fits:
+            break
+        fits[0][0].append(fits[0][1])
+    if head or tail:
+        return ",".join([*head, "…", *reversed(tail)])
+    keep = (budget - 1) // 2  # one item longer than the budget: its start and end
+    return f"{run[:keep]}…{run[len(run) - (budget - 1 - keep):]}"
 
 
 def table_columns(df: pd.DataFrame, swept: list[str]) -> list[Column]:
