@@ -489,6 +489,9 @@ def table_columns(df: pd.DataFrame, swept: list[str]) -> list[Column]:
         else:
             label, numeric, priority = f"steps to {k[9:]}", True, STUDY_PRIORITY
         cols.append(Column(k, label, priority, _cells(df, k), numeric))
+    stopped = "status" in df.columns and not df["status"].astype(str).str.startswith(store.OK).all()
     for k, label, priority in [r for r in results if r[0] != "status"]:
+        if k == "steps_done" and stopped:  # a run that diverged, failed or was stopped: how far it got
+            priority = 2
         cols.append(Column(k, label, priority, _cells(df, k), k != "chi1_layers"))
     return cols

@@ -424,3 +424,17 @@ def test_runs_are_found_in_the_order_of_their_values(tmp_path):
     assert found == ["b/init.sb2=-10", "b/init.sb2=-2", "b/init.sb2=-1", "b/init.sb2=0",
                      "lr/optim.lr=1E-4", "lr/optim.lr=1e-3", "lr/optim.lr=0.01", "lr/optim.lr=0.1", "model.depth=2,seed=0",
                      "model.depth=2,seed=1", "model.depth=3,seed=0", "model.depth=10,seed=0"], found
+
+
+@pytest.mark.parametrize("statuses, shown", [(["ok", "ok"], False), (["ok", "interrupted"], True),
+                                             (["ok", "diverged"], True), (["failed", "ok"], True)])
+def test_steps_done_shows_at_80_columns_where_a_run_stopped_early(statuses, shown):
+    """A run that diverged, failed or was interrupted: how far it got is among the first results shown
+    (finished runs all did their steps, so there it gives way first)."""
+    from gradflow.cli.ls import choose
+    from gradflow.summary import RESULT_COLUMNS, table_columns
+
+    df = pd.DataFrame({"run": ["a", "b"], "model.depth": [2, 3], "status": statuses,
+                       **{k: [1.5, 2.5] for k in RESULT_COLUMNS if k not in ("status", "chi1_layers")}})
+    kept, _ = choose(table_columns(df, ["model.depth"]), 80)
+    assert ("steps done" in [c.label for c in kept]) == shown
