@@ -438,3 +438,12 @@ def test_steps_done_shows_at_80_columns_where_a_run_stopped_early(statuses, show
                        **{k: [1.5, 2.5] for k in RESULT_COLUMNS if k not in ("status", "chi1_layers")}})
     kept, _ = choose(table_columns(df, ["model.depth"]), 80)
     assert ("steps done" in [c.label for c in kept]) == shown
+
+
+def test_ls_without_a_path_lists_the_results_folder(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = cli("ls")
+    assert out.exit_code == 1 and "no results folder here" in out.output and "gradflow ls PATH" in out.output
+    assert cli("run", "data=gaussian", "model.depth=2", "model.width=8", "train.steps=2").exit_code == 0
+    out = cli("ls")
+    assert out.exit_code == 0 and "ok: 1" in " ".join(out.output.split()), out.output

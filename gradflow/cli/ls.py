@@ -199,7 +199,8 @@ def records(df: pd.DataFrame) -> list[dict]:
 @app.command("ls")
 @user_errors
 def ls(
-    path: Annotated[Path, typer.Argument(help="A run folder, a sweep folder, or a folder of sweeps.")],
+    path: Annotated[Path, typer.Argument(help="A run folder, a sweep folder, or a folder of sweeps.")]
+    = Path("results"),
     where: Annotated[Optional[list[str]], typer.Option(
         metavar="KEY=VALUE", help="Keep rows with KEY=VALUE (repeatable).")] = None,
     sort: Annotated[Optional[str], typer.Option(
@@ -219,6 +220,9 @@ def ls(
     """One row per run: swept values, status, final metrics, gradient ratios and chi_1 (measured and theory)."""
     if csv and as_json:
         raise GradflowError("--csv and --json are two formats of the same table; give one")
+    if path == Path("results") and not path.exists():
+        raise GradflowError("no results folder here (the default of `gradflow ls`): `gradflow run` makes one, "
+                            "or give the folder: gradflow ls PATH")
     df, swept = runs_view(path, where, sort, rate, steps_to)
     cols = ["run"] + swept + [c for c in LS_COLUMNS if c in df.columns] + \
         [c for c in ("start_qstar", "chi1_transient", store.FLAGS) if c in df.columns] + study_columns(df)
