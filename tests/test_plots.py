@@ -963,3 +963,22 @@ def test_seed_statistics_match_pandas_for_groups_of_different_sizes():
     assert list(series[16].offscale) == [False, True, False, False, False]  # the zero at step 1
     assert list(series[8].nonfinite) == [False, False, False, True, False]  # the diverged run's last step, 10
     assert not series[2].nonfinite.any() and not series[2].offscale.any()
+
+
+def test_a_figure_whose_legend_leaves_no_room_saves_without_a_matplotlib_warning(tmp_path):
+    """Forty runs' legend beside a small axes: constrained layout gives up; the figure is saved as laid
+    out, and matplotlib's warning (a source path and a line of its code) does not reach the terminal."""
+    import warnings
+
+    import matplotlib.pyplot as plt
+
+    from gradflow.plots.save import save
+
+    fig, ax = plt.subplots(figsize=(2, 1.5), layout="constrained")
+    for i in range(40):
+        ax.plot([0, 1], [i, i + 1], label=f"a long label number {i}")
+    ax.legend(loc="upper left", bbox_to_anchor=(1, 1))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = save(fig, tmp_path / "crowded.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not caught, [str(w.message) for w in caught]

@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -49,7 +50,9 @@ def save(fig: Figure, path: str | os.PathLike, fmt: str | None = None) -> Path:
         why = f"{blocker} is a file, not a folder" if blocker else f"{e.strerror} ({e.filename})"
         raise GradflowError(f"cannot write {path}: {why}; write the figure elsewhere") from None
     try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=DPI))
+        with warnings.catch_warnings():  # a legend of many runs can leave the axes no room: the figure is
+            warnings.filterwarnings("ignore", "constrained_layout not applied")  # saved as laid out, no
+            atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=DPI))  # matplotlib line on stderr
     finally:
         if "matplotlib.pyplot" in sys.modules:  # only a pyplot-made figure is registered anywhere
             sys.modules["matplotlib.pyplot"].close(fig)
