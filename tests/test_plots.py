@@ -847,22 +847,31 @@ def test_few_points_are_marked_and_each_depths_panel_ends_at_its_own_last_layer(
     assert "output head has none" in act and "= output head" not in act
 
 
-def test_a_log_axis_within_a_decade_labels_its_minor_ticks_and_ends_at_the_last_layer():
-    layers, metrics, _ = fabricate([config(4, "tanh", 1)], rate=lambda cfg: 1.1)  # 1.1^4: less than a decade
+def test_a_log_axis_within_a_decade_labels_round_values_across_it_and_ends_at_the_last_layer():
+    """Within a decade a log axis has one or two powers of ten and unlabelled minor ticks (8.5e-6 to 1.8e-5
+    showed 9e-06 and 1e-05, the upper half bare): round values across the axis instead, each label its
+    tick's value (not 1.25 shown as 1.2)."""
+    layers, metrics, _ = fabricate([config(4, "tanh", 1)], rate=lambda cfg: 1.2)  # 1.2^4: less than a decade
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    def minor_labels(fig):
+    def labelled(fig, which="both"):
         FigureCanvasAgg(fig).draw()  # tick labels are decided when drawing
         ax = fig.axes[0]
         lo, hi = ax.get_ylim()
-        return [t.get_text() for t in ax.yaxis.get_minorticklabels() if t.get_text() and lo <= t.get_position()[1] <= hi]
+        ticks = {"minor": ax.yaxis.get_minorticklabels(), "both": [*ax.yaxis.get_majorticklabels(),
+                                                                   *ax.yaxis.get_minorticklabels()]}[which]
+        return [(t.get_position()[1], t.get_text()) for t in ticks if t.get_text() and lo <= t.get_position()[1] <= hi]
 
     fig = figures.profile(layers, "grad_norm", step=0)
     lo, hi = fig.axes[0].get_ylim()
-    assert hi / lo < 10 and len(minor_labels(fig)) >= 2
+    ticks = labelled(fig)
+    assert hi / lo < 10 and len(ticks) >= 3, ticks
+    assert all(abs(float(text.replace("−", "-")) / pos - 1) < 1e-9 for pos, text in ticks), ticks
+    spread = np.log(max(p for p, _ in ticks) / min(p for p, _ in ticks))
+    assert spread >= 0.5 * np.log(hi / lo), (ticks, lo, hi)  # across the axis, not bunched at one end
     assert fig.axes[0].get_xlim() == (0, 4)
     assert figures.curves(metrics).axes[0].get_xlim() == (0, 100)  # the last evaluated step
-    assert not minor_labels(figures.profile(fabricate([config(20, "tanh", 1)])[0], "grad_norm", step=0))
+    assert not labelled(figures.profile(fabricate([config(20, "tanh", 1)])[0], "grad_norm", step=0), "minor")
 
 
 def test_unrelated_runs_get_one_legended_line_each_and_no_panels(tmp_path):

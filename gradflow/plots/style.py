@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.path import Path
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 from matplotlib.transforms import blended_transform_factory
 
 from gradflow.plots.keys import is_missing, is_numeric_key, n_distinct, ordered_values, vkey
@@ -348,13 +348,24 @@ def step_axis(ax, steps: np.ndarray) -> None:
 
 
 def label_short_log_axis(ax, values) -> None:
-    """A log y axis over less than a decade shows at most one power of ten: label the minor ticks."""
+    """A log y axis over less than a decade shows at most one or two powers of ten and their minor
+    ticks (8.5e-6 to 1.8e-5: 9e-6 and 1e-5 alone, the upper half bare): ticks at round values instead,
+    as a linear axis places them (1e-5, 1.2e-5, ...), each labelled."""
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v) & (v > 0)]
     if len(v) and v.max() < 10 * v.min():
-        label = FuncFormatter(lambda x, _: fmt(x, 2))
+        label = FuncFormatter(lambda x, _: fmt(x, 4))  # (1.005 whole)
+        ax.yaxis.set_major_locator(_PositiveTicks(nbins=8, steps=[1, 2, 5, 10], min_n_ticks=4))  # (not 2.5: 1.25, 3.75)
         ax.yaxis.set_major_formatter(label)
-        ax.yaxis.set_minor_formatter(label)
+        ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+class _PositiveTicks(MaxNLocator):
+    """Round ticks as on a linear axis, those a log axis can show (above 0)."""
+
+    def tick_values(self, vmin, vmax):
+        ticks = super().tick_values(vmin, vmax)
+        return ticks[ticks > 0]
 
 
 def spans_decades(values: np.ndarray, decades: float = 2.0) -> bool:
