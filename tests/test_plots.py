@@ -580,6 +580,12 @@ def test_grid_theory_curve_is_six_xi_c():
     for i in (0, 60, 200):
         expected = theory.point("tanh", float(x[i]), 0.05).six_xi_c
         assert y[i] == pytest.approx(expected if np.isfinite(expected) else 1e12)
+    assert not any("off the plot" in t for t in legend_texts(fig))
+    # sw2 1.5-2.5 around the edge of chaos, depths 5 and 10: 6 xi_c >= 70 everywhere, no curve in sight, and
+    # the legend says why
+    near = [r for r in rows if r["init.sw2"] in (1.5, 2.0, 2.5) and r["model.depth"] in (5, 10)]
+    texts = legend_texts(figures.grid(pd.DataFrame(near), "init.sw2", "model.depth", theory="6xi_c"))
+    assert any("(off the plot: above the depths shown)" in t for t in texts), texts
     fig = figures.grid(pd.DataFrame(rows), "init.sw2", "model.depth", theory="chi1=1")
     (vline,) = lines_with(fig, "theory")
     crit = vline.get_xdata()[0]

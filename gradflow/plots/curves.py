@@ -531,4 +531,9 @@ def _grid_theory(ax, sub: pd.DataFrame, xa: _GridAxis, ya: _GridAxis, kind: str)
     xs, ys = (sw2, depth) if vertical else (depth, sw2)
     ax.plot(xs, ys, scalex=False, scaley=False, **style)
     label = r"mean field $6\xi_c$ (trainable depth)" if kind == "6xi_c" else r"mean field $\xi_c$ (depth scale)"
+    da = ya if vertical else xa  # the depth axis: a curve wholly beyond it is drawn where no one sees it
+    d_lo, d_hi = float(da.edges[0]), float(da.edges[-1])
+    if not ((depth >= d_lo) & (depth <= d_hi)).any():
+        label += " (off the plot: " + ("above" if (depth > d_hi).all() else "below" if (depth < d_lo).all()
+                                       else "beyond") + " the depths shown)"
     return Line2D([], [], **(style | {"gid": None}), label=label)
