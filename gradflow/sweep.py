@@ -1,7 +1,7 @@
 """Sweeps: a grid of runs through real Hydra multirun (its basic sweeper, so every Hydra launcher works).
 
-`gradflow sweep` calls `plan`, which expands and validates the whole grid first (each distinct
-value once), then `launch`, which takes the study folder's lock, writes <results>/<name>/sweep.yaml
+`gradflow sweep` calls `plan`, which expands and validates the whole grid first (each point's
+values together), then `launch`, which takes the study folder's lock, writes <results>/<name>/sweep.yaml
 (the study's identity: every planned run and the digest of its config) and hands the overrides to a
 `@hydra.main` entry point (rewriting argv), exactly as `python app.py --multirun ...` would; the
 launcher composes a job's config through `JobConfigLoader`, which asks Hydra once per structure and
@@ -374,7 +374,6 @@ class _Base:
     def __init__(self, cfg):
         self.cfg = cfg
         self.resolved = OmegaConf.to_container(cfg, resolve=True)
-        self.flat = store.flatten(self.resolved)
         self.interpolated = any(isinstance(v, str) and "${" in v
                                 for v in store.flatten(OmegaConf.to_container(cfg, resolve=False)).values())
 
@@ -384,9 +383,11 @@ class _Base:
         try:
             for o in overrides:
                 key = override_key(o)
-                before = OmegaConf.select(self.cfg, key, default=_ABSENT, throw_on_missing=False)
+                path, _, leaf = key.rpartition(".")  # the value as written (${...} kept), from its parent
+                parent = OmegaConf.select(self.cfg, path, default=None) if path else self.cfg
+                before = OmegaConf.to_container(parent).get(leaf, _ABSENT) if OmegaConf.is_dict(parent) else _ABSENT
                 if before is not _ABSENT:
-                    restore.append((key, OmegaConf.to_container(before) if OmegaConf.is_config(before) else before))
+                    restore.append((key, before))
                 OmegaConf.update(self.cfg, key, parser.parse_override(o).value(), merge=True)
             yield
         finally:

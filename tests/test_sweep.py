@@ -475,6 +475,15 @@ def test_planned_configs_equal_a_compose_of_each_point(results, reading_experime
         assert (flat["train.steps"], flat["train.batch_size"], flat["optim.betas"]) == (7, 16, "[0.5, 0.999]")
 
 
+def test_a_value_applied_for_one_point_is_restored_as_written(reading_experiment):
+    """Planning applies a point's values to a shared composed config and restores them: a key written
+    as ${model.depth} goes back to reading model.depth (restored as its resolved value, 20, the next
+    point kept width 20 whatever its depth)."""
+    configs = sweep_mod._Configs("restored")
+    assert configs.flat([reading_experiment, "model.width=5", "model.depth=3"])["model.width"] == 5
+    assert configs.flat([reading_experiment, "model.depth=7"])["model.width"] == 7
+
+
 def test_a_key_given_again_with_one_value_is_not_swept(results):
     """seed=0,1 then seed=2: Hydra takes the last, so seed is a fixed setting, not in the runs' names."""
     p = sweep_mod.plan(["model.depth=2,3", "seed=0,1", "seed=2", "data=gaussian", f"results={results}"], "again")
