@@ -240,7 +240,7 @@ def test_the_installed_entry_point_gives_the_same_one_line(tmp_path, args, needl
 
 
 @pytest.mark.parametrize("args, line", [
-    (["ls"], "error: Missing argument 'path'; see `gradflow ls --help`"),
+    (["plot"], "error: Missing argument 'path'; see `gradflow plot --help`"),
     (["ls", ".", "--sortt", "x"], "error: No such option: --sortt (Possible options: --json, --rate, --sort); see"),
     (["runn"], "error: No such command 'runn'. Did you mean 'run'? See `gradflow --help`"),
     (["gradcheck", "--entries", "abc"], "error: Invalid value for '--entries' ('abc'): "),
