@@ -89,9 +89,6 @@ def check_overrides(overrides: list[str], command: str) -> None:
     """Refuse what would silently go wrong: an option this command does not have, a Hydra setting that
     would move outputs (gradflow owns where runs go), and an override the grammar cannot read (said
     with how to write it)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
     for o in overrides:
         if o.startswith("-"):
             example = "name=x, not --name x" if command == "run" else "results=x, not --results x"
@@ -113,7 +110,7 @@ def check_overrides(overrides: list[str], command: str) -> None:
                                 "(<results>/<name>/<job>/); use name=NAME and results=FOLDER instead "
                                 "(hydra/launcher=... and hydra.launcher.* are allowed)")
         try:
-            parsed = parser.parse_override(o)
+            parsed = _parser().parse_override(o)
         except Exception:
             raise GradflowError(
                 f"cannot read the override {store.shorten(o, 60)!r}: write key=value, with bare values made of "
@@ -314,10 +311,7 @@ class _Configs:
     the config together instead, since a value changes the keys that read it."""
 
     def __init__(self, name: str):
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
         self.name = name
-        self.parser = OverridesParser.create()
         self.bases: dict[tuple[str, ...], _Base] = {}
         self.values: dict[tuple[tuple[str, ...], str], tuple[str, Any]] = {}
 
@@ -354,7 +348,7 @@ class _Configs:
         if (structural, override) not in self.values:
             base = self.bases[structural]
             key = override_key(override)
-            with base.applied(self.parser, [override]):
+            with base.applied([override]):
                 node = OmegaConf.select(base.cfg, key)
                 value = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
             self.values[structural, override] = key, value
@@ -362,14 +356,14 @@ class _Configs:
 
     def _applied(self, base: _Base, overrides: list[str]) -> dict:
         """The flat config of a base with interpolations and all of a point's values, validated whole."""
-        with base.applied(self.parser, overrides):
+        with base.applied(overrides):
             config_mod.validate(base.cfg)
             return store.flatten(base.cfg)
 
 
 class _Base:
     """A composed config that value overrides are applied to in place and then restored, which costs far
-    less than copying it per value; with its resolved dicts, flat keys, and whether a value reads another."""
+    less than copying it per value; with its resolved dicts, and whether a value reads another key."""
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -378,7 +372,7 @@ class _Base:
                                 for v in store.flatten(OmegaConf.to_container(cfg, resolve=False)).values())
 
     @contextmanager
-    def applied(self, parser, overrides: list[str]):
+    def applied(self, overrides: list[str]):
         restore = []
         try:
             for o in overrides:
@@ -388,7 +382,7 @@ class _Base:
                 before = OmegaConf.to_container(parent).get(leaf, _ABSENT) if OmegaConf.is_dict(parent) else _ABSENT
                 if before is not _ABSENT:
                     restore.append((key, before))
-                OmegaConf.update(self.cfg, key, parser.parse_override(o).value(), merge=True)
+                OmegaConf.update(self.cfg, key, _parser().parse_override(o).value(), merge=True)
             yield
         finally:
             for key, before in reversed(restore):
@@ -493,13 +487,14 @@ def _literal(value) -> str:
     in a string key either way, and keeps its folder name model.alpha=2.0)."""
     text = str(value).lower() if isinstance(value, bool) else str(value)
     if text.replace(".", "").replace("-", "").replace("_", "").isalnum() and not (
-            isinstance(value, str) and str(_value_parser().parse_override(f"k={text}").value()) != value):
+            isinstance(value, str) and str(_parser().parse_override(f"k={text}").value()) != value):
         return text
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 @functools.cache
-def _value_parser():
+def _parser():
+    """Hydra's override grammar, made once: for override lines read without a config loader."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     return OverridesParser.create()
@@ -601,11 +596,9 @@ _parsed_lines: dict[str, Any] = {}  # each override line Hydra's grammar parsed,
 
 def _parsed(lines: list[str]) -> list:
     """Hydra's parsed overrides of `lines`: a grid's jobs share most lines, each is parsed once per sweep."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     new = [line for line in dict.fromkeys(lines) if line not in _parsed_lines]
     if new:
-        _parsed_lines.update(zip(new, OverridesParser.create().parse_overrides(new)))
+        _parsed_lines.update(zip(new, _parser().parse_overrides(new)))
     return [_parsed_lines[line] for line in lines]
 
 
