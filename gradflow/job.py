@@ -7,7 +7,6 @@ study folder's lock; this module writes only into its own job folder.
 from __future__ import annotations
 
 import math
-import os
 import signal
 import threading
 import time
@@ -169,7 +168,7 @@ def _exit_on_second_interrupt():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+    previous = signal.signal(signal.SIGINT, lambda *_: workers.exit_now(130))
     try:
         yield
     finally:

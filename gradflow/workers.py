@@ -289,6 +289,19 @@ def _pool():
     return getattr(loky, "_executor", None) if loky else None
 
 
+def exit_now(code: int) -> None:
+    """Leave at once with `code` (os._exit: no exit handlers, after Ctrl-C), deleting multiprocessing's
+    temporary folder first (/tmp/pymp-*, where the fork server's socket lives): its own exit handler,
+    skipped here, is the only one that would, and each Ctrl-C'd sweep or plot left one behind."""
+    import shutil
+    from multiprocessing import process
+
+    folder = process.current_process()._config.get("tempdir")  # noqa: SLF001  (set once one was made)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+    os._exit(code)
+
+
 def stop() -> None:
     """Shut down joblib's reusable worker pool (it otherwise idles for minutes after the sweep)."""
     executor = _pool()

@@ -709,13 +709,16 @@ print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)
 def test_ctrl_c_while_the_fork_server_imports_is_one_line(results, delay):
     """Ctrl-C reaches the whole process group, the fork server too, which may still be importing torch
     (~3 s from the command's start): exit 130, no traceback from the server, no warning about leaked
-    semaphores (the workers' pool was being set up), and no process left behind holding the
-    command's output (a worker forked after the sweep's process left exits too)."""
+    semaphores (the workers' pool was being set up), no process left behind holding the command's
+    output (a worker forked after the sweep's process left exits too), and no temporary folder of
+    multiprocessing's (/tmp/pymp-*, the server's socket) left behind."""
     small = [o for o in SMALL if not o.startswith("model.depth=")]  # (a replaced key's note would come first)
     args = [sys.executable, "-m", "gradflow", "sweep", *small, "model.depth=2,3", "hydra/launcher=joblib",
             "hydra.launcher.n_jobs=2", f"results={results}", "--name", "early"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
-                            start_new_session=True)
+    tmp = results.parent / "tmp"
+    tmp.mkdir()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**ENV, "TMPDIR": str(tmp)}, start_new_session=True)
     first = proc.stdout.readline()  # "sweep <folder>: 2 runs ...", printed once planning is done
     time.sleep(delay)
     os.killpg(proc.pid, signal.SIGINT)
@@ -726,6 +729,7 @@ def test_ctrl_c_while_the_fork_server_imports_is_one_line(results, delay):
     assert "leaked" not in err, err
     time.sleep(1)
     assert group_processes(proc.pid) == []
+    assert list(tmp.glob("pymp-*")) == []
 
 
 @pytest.mark.slow

@@ -92,10 +92,13 @@ def leave_interrupted(message: str) -> None:
     would otherwise find and warn about as "leaked" on the terminal. Those that join a queue's thread
     (negative priorities) are left out; a Pool's or a Manager's would wait, and gradflow makes neither.
     joblib's pool deletes its memory-map folder in an exit handler of its own: that runs here too
-    (`workers.drop_pool_folders`), or the folder stays in /dev/shm and loky's tracker warns of it."""
+    (`workers.drop_pool_folders`), or the folder stays in /dev/shm and loky's tracker warns of it; and
+    multiprocessing's own temporary folder goes too (`workers.exit_now`)."""
     from multiprocessing import util
 
-    signal.signal(signal.SIGINT, lambda *_: os._exit(INTERRUPTED_EXIT))
+    from gradflow.workers import exit_now
+
+    signal.signal(signal.SIGINT, lambda *_: exit_now(INTERRUPTED_EXIT))
     util._run_finalizers(0)  # noqa: SLF001  (the first step of multiprocessing's own exit handler)
     if "joblib" in sys.modules:  # (a joblib sweep's pool: its memory-map folder, as its exit handler would)
         from gradflow.workers import drop_pool_folders
@@ -104,7 +107,7 @@ def leave_interrupted(message: str) -> None:
     err_console.print(message, highlight=False, soft_wrap=True)
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(INTERRUPTED_EXIT)
+    exit_now(INTERRUPTED_EXIT)
 
 
 def note_replaced(overrides: list[str] | None) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 from typing import Annotated, Optional
@@ -102,7 +101,7 @@ def run_plan(p, table: bool = True) -> pd.DataFrame:
                 progress.update(runs, completed=watcher.count())
                 progress.update(current, visible=False)
     except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, lambda *_: os._exit(INTERRUPTED_EXIT))  # a second Ctrl-C: leave now
+        signal.signal(signal.SIGINT, lambda *_: workers.exit_now(INTERRUPTED_EXIT))  # a second Ctrl-C: leave now
         workers.stop()
         done = watcher.count() if watcher is not None else 0
         leave_interrupted(f"interrupted: {done} of {len(p.to_run)} runs finished"
