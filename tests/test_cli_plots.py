@@ -204,6 +204,34 @@ def test_plot_bad_options_are_one_red_line(plain, tmp_path, args, message):
     assert not list(tmp_path.iterdir())  # nothing half-written
 
 
+def test_a_folder_of_sweeps_gets_each_sweeps_own_set(plain, full, diverging, tmp_path):
+    """`gradflow plot results/`: each sweep's standard set, as `gradflow plot SWEEP` draws it, into its
+    own figures folder (or --out/SWEEP). Drawn together, unrelated studies were one legended line per
+    run: a hundred runs' legend left the axes a sliver. A sweep with nothing to draw is passed over,
+    said on stderr (stdout stays the figures' paths)."""
+    import shutil
+
+    folder = tmp_path / "results"
+    for study in (plain, full.parent, diverging):
+        shutil.copytree(study, folder / study.name, ignore=shutil.ignore_patterns("figures"))
+    (folder / "empty" / "run").mkdir(parents=True)
+    (folder / "empty" / "run" / store.RUN_FILE).write_text("{}")  # a run that never wrote anything
+    out = invoke("plot", folder)
+    assert out.exit_code == 0, out.output
+    paths = printed_paths(out)[:-1]  # (CliRunner mixes stderr in: the last line is the passed-over note)
+    assert out.output.splitlines()[-1].startswith("passed over: ")
+    assert {p.parent for p in paths} == {folder / name / "figures" for name in ("plain", "full", "diverging")}
+    alone = printed_paths(invoke("plot", plain, "--out", tmp_path / "alone"))
+    drawn = sorted(p for p in paths if p.parent.parent.name == "plain")
+    assert [p.name for p in drawn] == sorted(p.name for p in alone)
+    assert "curves.png" in {p.name for p in paths if p.parent.parent.name == "diverging"}
+    assert "heatmap-grad_norm.png" in {p.name for p in paths if p.parent.parent.name == "full"}  # one run's set
+
+    out = invoke("plot", folder, "--out", tmp_path / "figs")
+    assert out.exit_code == 0, out.output
+    assert {p.parent for p in printed_paths(out)[:-1]} == {tmp_path / "figs" / n for n in ("plain", "full", "diverging")}
+
+
 def test_plot_a_folder_without_runs(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -900,6 +900,39 @@ def test_unrelated_runs_get_one_legended_line_each_and_no_panels(tmp_path):
     assert [p.name for p in written][:1] == ["profile-grad_norm-step0.png"]
 
 
+def test_unrelated_runs_keep_each_seed_a_line_of_its_own_as_the_legend_names_it():
+    # two seeds of one config among unrelated runs (a folder of studies): the legend names both runs, so each
+    # is a line; merged into a median with a min-max band, one name had no line and "over seeds" a band
+    configs = [config(5, "tanh", 0, **{"init.name": "xavier_normal", "run": "s/seed=0"}),
+               config(5, "tanh", 1, **{"init.name": "xavier_normal", "run": "s/seed=1"}),
+               config(10, "relu", 1, **{"init.name": "kaiming_normal", "run": "b"}),
+               config(20, "tanh", 1, **{"init.name": "standard", "run": "c"})]
+    layers, metrics, _ = fabricate(configs)
+    for fig in (figures.profile(layers, step=0), figures.curves(metrics)):
+        assert sorted(fig.data["lines"]["line"].unique()) == ["b", "c", "s/seed=0", "s/seed=1"]
+        assert fig.data["lines"]["n"].max() == 1
+        assert not any("over seeds" in t for t in legend_texts(fig)), legend_texts(fig)
+
+
+def test_a_hundred_unrelated_runs_name_the_first_in_the_legend_and_count_the_rest():
+    """A legend of a hundred runs left the axes a sliver: at most MAX_NAMED entries for the colours, the
+    last saying how many are not named; runs in their folders' order (depth=2 before depth=10)."""
+    from gradflow.plots.style import MAX_NAMED
+
+    configs = [config(d, ("tanh", "relu")[d % 2], 1, **{"run": f"s/model.depth={d}"}) for d in range(1, 41)]
+    fig = figures.profile(fabricate(configs)[0], step=0)
+    assert fig.data["lines"]["line"].nunique() == 40
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    named = [t for t in texts if t.startswith("s/")]
+    assert named == [f"s/model.depth={d}" for d in range(1, MAX_NAMED)], named
+    assert f"and {40 - MAX_NAMED + 1} more runs\n(not named here)" in texts, texts
+    ax = fig.axes[0]
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()
+    assert ax.get_position().width > 0.35  # the axes keep their room beside the legend
+
+
 def test_subtitles_give_each_inits_effective_sigma_w2_never_the_unused_key():
     configs = [config(10, "relu", 1, **{"init.name": n}) for n in ("xavier_normal", "kaiming_normal")]
     layers, _, _ = fabricate(configs, rate=lambda cfg: 1.0)

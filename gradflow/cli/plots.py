@@ -21,7 +21,7 @@ from rich.text import Text
 from gradflow import compare as matching
 from gradflow import store
 from gradflow.cli.app import app, progress_bar
-from gradflow.cli.console import console, labels, print_note, user_errors
+from gradflow.cli.console import console, err_console, labels, print_note, user_errors
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt as number
 from gradflow.plots.kinds import (
@@ -75,7 +75,8 @@ def plot(
     fmt: Annotated[Optional[str], typer.Option("--format", help="Figure format: png, pdf or svg.",
                                                show_default="png, or --out's suffix")] = None,
     out: Annotated[Optional[Path], typer.Option(
-        help="The folder to write the figures into; or, for one --kind, the file (fig.png, fig.pdf, fig.svg).",
+        help="The folder to write the figures into; or, for one --kind, the file (fig.png, fig.pdf, fig.svg). "
+             "A folder of sweeps without --kind: each sweep's set into SWEEP/figures, or --out/SWEEP.",
         show_default="PATH/figures")] = None,
     include_stale: Annotated[bool, typer.Option(
         "--all", help="Also draw stale runs (not in the folder's current sweep spec) and incomplete ones.")] = False,
@@ -88,20 +89,47 @@ def plot(
     refuse_unused(kind, {k: getattr(o, k) for k in ("quantity", "step", "color", "facet", "x", "y", "value",
                                                       "theory", "run")})
     store.find_runs(path)  # a missing folder or one without runs: say so before anything else
-    store.check_writable(out_dir, option="--out")
     if kind == "standard":
-        from gradflow.plots.standard import standard_figures
+        _standard_sets(path, out, out_dir, fmt, include_stale)
+        return
+    store.check_writable(out_dir, option="--out")
+    df = load_table(path, KINDS[kind][0], include_stale)
+    check_options(df, kind, o, str(path))
+    fig, stem = draw(kind, df, o)
+    _print_paths([save(fig, out_file or out_dir / f"{stem}.{fmt}", fmt)])
 
-        with progress_bar() as bar:  # a big sweep's set takes seconds
-            task = bar.add_task("figures", total=None)
-            written = standard_figures(path, out_dir, fmt, include_stale,
-                                       on_saved=lambda _, n: bar.update(task, total=n, advance=1))
-    else:
-        df = load_table(path, KINDS[kind][0], include_stale)
-        check_options(df, kind, o, str(path))
-        fig, stem = draw(kind, df, o)
-        written = [save(fig, out_file or out_dir / f"{stem}.{fmt}", fmt)]
+
+def _standard_sets(path: Path, out: Path | None, out_dir: Path, fmt: str, include_stale: bool) -> None:
+    """Draws and prints the standard set of PATH; of a folder of several sweeps, each sweep's own
+    (`studies`), into its figures folder as `gradflow plot SWEEP` draws it, or into --out/SWEEP. A sweep
+    with nothing to draw (every run stale, or none probed) is said and passed over, unless none has
+    anything."""
+    from gradflow.plots.standard import standard_figures, studies
+
+    folders = studies(path)
+    targets = [out_dir if folder == path else (out_dir / folder.relative_to(path) if out is not None
+                                                else folder / store.FIGURES_DIR) for folder in folders]
+    for target in targets:
+        store.check_writable(target, option="--out")
+    written: list[Path] = []
+    passed_over: list[str] = []
+    with progress_bar() as bar:  # a big sweep's set takes seconds
+        task = bar.add_task("figures", total=None)
+        for folder, target in zip(folders, targets):
+            name = "figures" if folder == path else f"{folder.relative_to(path)}"[:40]
+            bar.update(task, description=name, completed=0, total=None)
+            try:
+                written += standard_figures(folder, target, fmt, include_stale,
+                                            on_saved=lambda _, n: bar.update(task, total=n, advance=1))
+            except GradflowError as e:
+                if len(folders) == 1:
+                    raise
+                passed_over.append(str(e))
+    if not written:
+        raise GradflowError(f"{path}: nothing to draw in any of its {len(folders)} folders of runs")
     _print_paths(written)
+    for why in passed_over:  # (on stderr, after the paths: stdout is the figures' paths, one a line)
+        err_console.print(f"passed over: {escape(why)}", style="yellow", highlight=False, soft_wrap=True)
 
 
 OTHER_IMAGES = ("jpg", "jpeg", "tif", "tiff", "eps", "ps", "webp", "gif", "bmp")  # image files gradflow does not write

@@ -100,6 +100,7 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
     group_keys = swept + (["source"] if multi_source else [])
     if color is None and facet is None and not multi_source and not is_grid(df, swept):
         color, style, also = "run", None, []  # runs not swept together: one legended line each
+        group_keys = ["run"]  # (each seed its own line too: the legend names every run)
     else:
         color = color or next((k for k in swept if k != facet), None)
         style = style_key(df, swept, (color, facet), multi_source and facet != "source" and not by_source)

@@ -68,6 +68,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     group_keys = swept + (["source"] if multi_source else [])
     if color is None and facet_key is None and not multi_source and not is_grid(df, swept):
         color, style, also = "run", None, []  # runs not swept together: one legended line each
+        group_keys = ["run"]  # (each seed its own line too: the legend names every run)
     else:
         color = color or next((k for k in swept if k != facet_key), None)
         style = style_key(df, swept, (color, facet_key), multi_source and not by_source and facet_key != "source")

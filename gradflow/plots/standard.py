@@ -270,6 +270,20 @@ def _third_key(df: pd.DataFrame | None) -> str | None:
     return next((k for k in reversed(swept[1:]) if n_distinct(df[k]) <= MAX_STYLES), None)
 
 
+def studies(path: str | Path) -> list[Path]:
+    """The folders whose standard sets `gradflow plot PATH` draws: PATH itself, unless it is a folder of
+    several sweeps (and no sweep, run or reproduction itself, e.g. results/), whose runs' own folders
+    are then each drawn alone: one set of unrelated studies together was one line per run (a hundred
+    runs' legend left the axes no room) where each study alone gets its colours, styles and panels."""
+    from gradflow import store
+
+    path = Path(path)
+    if any((path / f).exists() for f in (store.RUN_FILE, store.SWEEP_FILE, store.REPORT_FILE)):
+        return [path]
+    folders = list(dict.fromkeys(run.parent for run in store.find_runs(path)))
+    return folders if len(folders) > 1 else [path]
+
+
 def standard_figures(path: str | Path, out_dir: str | Path, fmt: str = "png", include_stale: bool = False,
                      on_saved: Callable[[Path, int], None] | None = None) -> list[Path]:
     """The standard set for the run or sweep at `path`, from its tables on disk, into out_dir (stale and

@@ -122,6 +122,9 @@ def _categorical(n: int):
     return [colormaps["turbo"](t) for t in np.linspace(0.05, 0.95, n)]
 
 
+MAX_NAMED = 24  # legend entries for a colour key's values at most (a folder of a hundred unrelated runs)
+
+
 class Palette:
     """Colour by one swept key (ordered numbers: viridis + colorbar; anything else: tab10 + legend),
     line style by an optional second key with few values."""
@@ -133,6 +136,12 @@ class Palette:
         self.mappable: ScalarMappable | None = None
         if color is not None:
             self.values = ordered_values(df[color])
+            if color == "run":  # run ids in their folders' order (model.depth=2 before model.depth=10)
+                from pathlib import PurePosixPath
+
+                from gradflow.store import natural_key
+
+                self.values = sorted(self.values, key=lambda v: natural_key(PurePosixPath(str(v))))
             real = [v for v in self.values if not is_missing(v)]
             self.numeric = is_numeric_key(df, color) and len(real) >= 2
             if self.numeric and len(real) <= 12:
@@ -168,7 +177,11 @@ class Palette:
         out, title = [], None
         if self.color is not None and not self.numeric:
             title = key_label(self.color)
-            out += [Line2D([], [], color=self._colors[vkey(v)], lw=2, label=wrap_label(fmt(v))) for v in self.values]
+            named = self.values if len(self.values) <= MAX_NAMED else self.values[:MAX_NAMED - 1]
+            out += [Line2D([], [], color=self._colors[vkey(v)], lw=2, label=wrap_label(fmt(v))) for v in named]
+            if len(named) < len(self.values):  # (more would leave the axes no room, in colours few could tell apart)
+                out.append(Line2D([], [], color="none", label=f"and {len(self.values) - len(named)} more "
+                                                              f"{'runs' if self.color == 'run' else 'values'}\n(not named here)"))
         if self.style is not None:
             out += [Line2D([], [], color="0.2", lw=1.3, ls=self._styles[vkey(v)], label=value_label(self.style, v))
                     for v in self.style_values]
