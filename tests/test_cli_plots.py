@@ -232,6 +232,28 @@ def test_a_folder_of_sweeps_gets_each_sweeps_own_set(plain, full, diverging, tmp
     assert {p.parent for p in printed_paths(out)[:-1]} == {tmp_path / "figs" / n for n in ("plain", "full", "diverging")}
 
 
+def test_only_a_folder_of_separate_sweeps_is_drawn_sweep_by_sweep(tmp_path):
+    # a folder whose runs sit beside a sweep's (its own, or a sweep below a sweep) is drawn whole: each
+    # folder's set would hold the runs below it, the sweep's drawn twice
+    from gradflow.plots.standard import studies
+
+    def runs_at(*where):
+        for w in where:
+            (tmp_path / w).mkdir(parents=True)
+            (tmp_path / w / store.RUN_FILE).write_text("{}")
+
+    runs_at("a/r1", "a/r2", "b/r1")
+    assert studies(tmp_path) == [tmp_path / "a", tmp_path / "b"]
+    assert studies(tmp_path / "a") == [tmp_path / "a"]
+    (tmp_path / "b" / store.SWEEP_FILE).write_text("")
+    assert studies(tmp_path / "b") == [tmp_path / "b"]
+    runs_at("a/deeper/r1")
+    assert studies(tmp_path) == [tmp_path]
+    (tmp_path / "a" / "deeper").rename(tmp_path / "c")
+    runs_at("r0")
+    assert studies(tmp_path) == [tmp_path]
+
+
 def test_plot_a_folder_without_runs(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -281,7 +281,10 @@ def studies(path: str | Path) -> list[Path]:
     if any((path / f).exists() for f in (store.RUN_FILE, store.SWEEP_FILE, store.REPORT_FILE)):
         return [path]
     folders = list(dict.fromkeys(run.parent for run in store.find_runs(path)))
-    return folders if len(folders) > 1 else [path]
+    # (runs in a folder that also holds a sweep, PATH's own say: that folder's set would hold the sweep's
+    # runs too, so all go together)
+    nested = path in folders or any(a in b.parents for a in folders for b in folders)
+    return folders if len(folders) > 1 and not nested else [path]
 
 
 def standard_figures(path: str | Path, out_dir: str | Path, fmt: str = "png", include_stale: bool = False,
