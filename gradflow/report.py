@@ -114,7 +114,20 @@ def figures(paths: list[Path], table: pd.DataFrame) -> list[tuple[str, bytes]]:
     reproduction's own figures as they are."""
     if len(paths) == 1 and kind(paths[0]) == "reproduction":
         return [(p.stem, p.read_bytes()) for p in sorted(store.figures_dir(paths[0]).glob("*.png"))]
-    from gradflow.plots.standard import drawing_processes, standard_set
+    from gradflow.plots.standard import drawing_processes, standard_figures, standard_set, studies
+
+    folders = studies(paths[0]) if len(paths) == 1 else paths
+    if len(paths) == 1 and folders != paths:  # a folder of sweeps: each sweep's set, as `gradflow plot` draws it
+        out = []
+        with tempfile.TemporaryDirectory(prefix="gradflow-report-") as tmp:
+            for folder in folders:
+                name = folder.relative_to(paths[0]).as_posix()
+                try:
+                    drawn = standard_figures(folder, Path(tmp) / name, "png")
+                except GradflowError:  # nothing to draw there (as `gradflow plot` passes it over)
+                    continue
+                out += [(f"{name}/{p.stem}", p.read_bytes()) for p in drawn]
+        return out
 
     with drawing_processes(len(table)) as pool, tempfile.TemporaryDirectory(prefix="gradflow-report-") as out:
         t = _tables(paths)  # while the drawing processes start, if the runs are many
@@ -262,10 +275,15 @@ def _simple_table(rows: list[dict[str, Any]], table_id: str) -> str:
 
 
 def figures_html(figs: list[tuple[str, bytes]]) -> str:
-    parts = []
+    """The figures; those of a folder's sweeps (named SWEEP/figure) under a heading per sweep."""
+    parts, folder = [], ""
     for name, png in figs:
+        at, _, stem = name.rpartition("/")
+        if at != folder:
+            parts.append(f"<h3>{_e(at)}</h3>")
+            folder = at
         data = base64.b64encode(png).decode("ascii")
-        parts.append(f'<figure data-kind="{_e(name.split("-")[0])}" data-name="{_e(name)}">'
+        parts.append(f'<figure data-kind="{_e(stem.split("-")[0])}" data-name="{_e(name)}">'
                      f'<img alt="{_e(name)}" src="data:image/png;base64,{data}">'
                      f"<figcaption>{_e(name)}</figcaption></figure>")
     return "".join(parts)

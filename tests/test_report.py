@@ -187,6 +187,23 @@ def test_comparison_and_single_run(study, tmp_path):
     assert (tmp_path / "pages" / "report.html").read_text().startswith("<!DOCTYPE html>")
 
 
+def test_a_folder_of_sweeps_shows_each_sweeps_own_figures_under_its_name(study, tmp_path):
+    # as `gradflow plot results/` draws them: drawn together, unrelated studies were one line per run
+    folder = tmp_path / "results"
+    shutil.copytree(study, folder / "grid", ignore=shutil.ignore_patterns("report.html", "figures"))
+    run = "model.activation=tanh,model.depth=10"
+    shutil.copytree(study / run, folder / "one" / run)
+    text = report.write([folder], tmp_path / "folder.html").read_text()
+    page = Page(text)
+    names = [f["data-name"] for f in page.figures]
+    grid = sorted(n.split("/", 1)[1] for n in names if n.startswith("grid/"))
+    assert grid == sorted(f["data-name"] for f in Page((study / "report.html").read_text()).figures)
+    assert {"profile", "heatmap", "curves"} <= {f["data-kind"] for f in page.figures
+                                                if f["data-name"].startswith("one/")}
+    assert len(names) == len(grid) + sum(n.startswith("one/") for n in names)
+    assert re.findall(r"<h3>(\w+)</h3>", text) == ["grid", "one"] and len(page.rows) == 5
+
+
 def _write_reproduction(folder, results):
     """What `gradflow reproduce` writes for a spec's claim results: REPORT.md and claims.json."""
     from gradflow import reproduce as rep
