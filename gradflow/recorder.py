@@ -47,6 +47,8 @@ class Recorder:
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
             raise GradflowError(f"every={every!r} must be a positive whole number of steps")
         self.model, self.path, self.every = model, Path(path), every
+        if self.path.exists() and not self.path.is_dir():
+            raise GradflowError(f"{self.path} is a file; give the Recorder a folder for the run")
         if self.path.exists() and any(self.path.iterdir()) and not (self.path / store.RUN_FILE).exists():
             raise GradflowError(f"{self.path} exists and is not a gradflow run; give the Recorder a new folder")
         store.check_writable(self.path)
@@ -57,6 +59,8 @@ class Recorder:
         self._readings: list = []  # each probed step's primitives; their tables are made at close()
         self._logged: list[tuple[int, str, torch.Tensor | float]] = []
         self._last_step = -1
+        self._cut_short = False  # the last step raised inside its block: it was not done
+        self._closed = False
         self._start = time.perf_counter()
         # the study folder (the run's parent) is locked until close(), as `gradflow run` locks it
         self._lock = ExitStack()
@@ -70,13 +74,26 @@ class Recorder:
     # --- the loop's side ---
     @contextmanager
     def step(self, step: int):
-        """Wrap the forward and backward pass of `step`; probes run on every `every`-th step."""
+        """Wrap the forward and backward pass of `step` (all of an update's micro-batches in one block);
+        probes run on every `every`-th step. Step numbers must increase: a number given twice (an
+        `enumerate` restarting every epoch) would record two steps as one."""
+        self._check_open("step")
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise GradflowError(f"rec.step({step!r}): a step is a whole number >= 0 (the update's number)")
+        if step <= self._last_step:
+            raise GradflowError(f"rec.step({step}) after rec.step({self._last_step}): step numbers must increase. "
+                                "Count updates across epochs (not enumerate() within one), and wrap all of an "
+                                "update's micro-batches in one rec.step")
         self._finish_pending()
-        self._last_step = max(self._last_step, step)
+        self._last_step, self._cut_short = int(step), False
         if step % self.every:
             if self.probes is not None:
                 self.probes.remove()  # unprobed steps run without hooks
-            yield
+            try:
+                yield
+            except BaseException:
+                self._cut_short = True
+                raise
             return
         if self.probes is None:
             self._discover_at_next_forward()
@@ -85,6 +102,7 @@ class Recorder:
         try:
             yield
         except BaseException:
+            self._cut_short = True
             if self.probes is not None:
                 self.probes.remove()
             raise
@@ -98,6 +116,7 @@ class Recorder:
 
         A name `split_metric` (e.g. train_loss, test_acc) is stored as split `split`, metric `metric`;
         a name without an underscore goes to split "log"."""
+        self._check_open("log")
         for name, value in scalars.items():
             if isinstance(value, torch.Tensor):
                 if value.numel() != 1:  # (checked here: at close() it would be far from the call that made it)
@@ -114,6 +133,8 @@ class Recorder:
 
     def close(self, status: str = "ok", error: str | None = None) -> None:
         """Write every table and run.json (atomically, through gradflow.store)."""
+        self._check_open("close")
+        self._closed = True
         self._finish_pending()
         names = self.probes.names if self.probes else []
         quantities = self.probes.quantities if self.probes else ()
@@ -125,7 +146,8 @@ class Recorder:
         if status == store.INTERRUPTED:  # no final result: its last values, with the step it got to
             self._record["last_evaluated"] = {store.STEP: self._last_step, **final}
             final = {}
-        self._record.update(status=status, steps=self._last_step, steps_done=self._last_step + 1, final=final,
+        done = self._last_step + 1 - self._cut_short  # (a step that raised in its block was not done)
+        self._record.update(status=status, steps=self._last_step, steps_done=done, final=final,
                             wall_time=round(time.perf_counter() - self._start, 4),
                             device=str(next(self.model.parameters()).device),
                             fused_steps=self.probes.fused_steps if self.probes is not None else 0)
@@ -141,7 +163,9 @@ class Recorder:
 
     def __exit__(self, kind, error, tb) -> None:
         """As a context manager: an exception in the loop closes the run as failed, with the error; Ctrl-C
-        closes it as interrupted. Either way with its tables up to there."""
+        closes it as interrupted. Either way with its tables up to there (unless the loop closed it)."""
+        if self._closed:
+            return
         if kind is None:
             self.close()
         elif issubclass(kind, KeyboardInterrupt):
@@ -151,6 +175,11 @@ class Recorder:
             self.close("failed", f"{kind.__name__}: {error}")
 
     # --- internals ---
+    def _check_open(self, what: str) -> None:
+        if self._closed:
+            raise GradflowError(f"rec.{what}() after rec.close(): the run {self.path} is written; "
+                                "make a new Recorder for another run")
+
     def _discover_at_next_forward(self) -> None:
         """Find the probe points from the first input the model sees, then arm the probes for
         that same forward pass (the points' hooks fire as their modules run after this one)."""

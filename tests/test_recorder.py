@@ -404,3 +404,50 @@ def test_a_recorder_given_no_module_or_a_bad_every_refuses_at_once_and_writes_no
     with pytest.raises(GradflowError, match=re.escape(message)):
         gradflow.Recorder(model, tmp_path / "study" / "run0", every=every)
     assert not (tmp_path / "study").exists()  # no run left behind as interrupted
+
+
+def test_step_numbers_that_do_not_increase_or_a_closed_recorder_are_one_clear_error(tmp_path):
+    """enumerate() inside an epoch loop restarts at 0: the tables held each step several times (`ls` said
+    4 steps done after 12 updates, the init ratio divided one epoch's first layer by another's head)."""
+    model = nn.Linear(2, 2)
+    rec = gradflow.Recorder(model, tmp_path / "study" / "run0", every=2)
+    for epoch in range(2):
+        for step in range(3):
+            if epoch:
+                with pytest.raises(GradflowError, match=r"^rec.step\(0\) after rec.step\(2\): step numbers must "
+                                                        r"increase\. Count updates across epochs"):
+                    with rec.step(step):
+                        pass
+                break
+            with rec.step(step):
+                model(torch.randn(3, 2)).sum().backward()
+    for bad in (3.5, -1, True, "4"):
+        with pytest.raises(GradflowError, match=re.escape(f"rec.step({bad!r}): a step is a whole number >= 0")):
+            with rec.step(bad):
+                pass
+    with rec.step(np.int64(3)):  # numpy's integers are steps too
+        model(torch.randn(3, 2)).sum().backward()
+    rec.close()
+    assert sorted(store.load(tmp_path / "study" / "run0").step.unique()) == [0, 2]
+    assert store.read_run(tmp_path / "study" / "run0")["steps_done"] == 4
+    for call in (lambda: rec.step(4).__enter__(), lambda: rec.log(4, train_loss=1.0), rec.close):
+        with pytest.raises(GradflowError, match=r"after rec.close\(\): the run .* is written; make a new Recorder"):
+            call()
+
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(GradflowError, match="a-file is a file; give the Recorder a folder for the run"):
+        gradflow.Recorder(model, tmp_path / "a-file")
+
+
+def test_a_step_that_raises_in_its_block_is_not_counted_done(tmp_path):
+    model = nn.Linear(2, 2)
+    with pytest.raises(RuntimeError):
+        with gradflow.Recorder(model, tmp_path / "study" / "run0", every=5) as rec:
+            for step in range(20):
+                with rec.step(step):
+                    if step == 12:
+                        raise RuntimeError("boom in step 12")
+                    model(torch.randn(3, 2)).sum().backward()
+    run = store.read_run(tmp_path / "study" / "run0")
+    assert run["status"] == "failed" and run["steps_done"] == 12  # steps 0-11 (it said 13)
+    assert sorted(store.load(tmp_path / "study" / "run0").step.unique()) == [0, 5, 10]
