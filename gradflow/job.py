@@ -27,7 +27,7 @@ from gradflow.models.custom import activation_kind
 from gradflow.models.init import initialize
 from gradflow.probes import quantities as pq
 from gradflow.probes.core import Probes
-from gradflow.train import Interrupted, ProgressFn, train
+from gradflow.train import Failed, Interrupted, ProgressFn, train
 
 EVALUATED = ("train", "test")  # the splits whose last evaluation is a run's final metrics
 TORCH_THREADS = torch.get_num_threads()  # torch's own intra-op thread count here, before a run sets one
@@ -90,11 +90,14 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
         # model.activation=auto (model=custom): each activation module's own kind
         probes = Probes(model, None if cfg.model.activation == "auto" else cfg.model.activation,
                         histograms=cfg.probe.histograms)
+        error = None
         try:
             with _interrupts_kept(interrupts):
                 result = train(model, data, cfg, probes, progress)
         except Interrupted as stopped:  # Ctrl-C: what it measured until then is written, then it is raised on
             result = stopped.result
+        except Failed as failed:  # an error in a step: what it measured until then is written, with the error
+            result, error = failed.result, failed.error
         except Exception as e:
             return _failed(job_dir, record, e, start)
         finally:
@@ -107,17 +110,19 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
                                    pq.HIST_KINDS, pq.HIST_LO, pq.HIST_HI)
         if result.jacobians:
             store.write_jacobians(job_dir, result.jacobians)
+        # reading the table back also proves it loads before run.json says the run is finished
+        layers = store.read_table(Path(job_dir) / store.LAYERS_FILE)
+        record["summary"] = summary.per_run(layers, flat)  # what `ls` shows, without reading any table
+        if error is not None:  # failed at a step: recorded with the tables of the steps before it
+            return _failed(job_dir, record, error, start, result.steps_done)
         record.update(status=result.status, steps_done=result.steps_done, train_time=round(result.train_time, 4),
                       diverged_step=result.diverged_step, diverged_layer=result.diverged_layer,
                       diverged_in=result.diverged_in,
                       fused_steps=probes.fused_steps,  # probed steps whose statistics the fused CPU kernels took
                       **final_metrics(result.metrics, result.status))
-        # reading the table back also proves it loads before run.json says the run is finished
-        layers = store.read_table(Path(job_dir) / store.LAYERS_FILE)
         if result.status == store.OK and result.steps_done:  # a run of 0 steps (init only) had nothing to learn
             record["flags"] = learned_nothing(layers, record["final"],
                                               data.n_classes if data.task == "classification" else 0)
-        record["summary"] = summary.per_run(layers, flat)  # what `ls` shows, without reading any table
         record["wall_time"] = round(time.perf_counter() - start, 4)
         store.finish(job_dir, record)
     except KeyboardInterrupt:  # before training, or a second Ctrl-C while the tables were written
@@ -194,8 +199,11 @@ def learned_nothing(layers: pd.DataFrame, final: dict, n_classes: int) -> list[s
     return flags
 
 
-def _failed(job_dir, record, e: Exception, start: float) -> dict:
-    record.update(status=store.FAILED, error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(),
-                  wall_time=round(time.perf_counter() - start, 4), steps_done=0)
+def _failed(job_dir, record, e: Exception, start: float, steps_done: int = 0) -> dict:
+    """Record the run as failed with error `e`, after `steps_done` updates (the tables of those, where
+    the caller wrote them, stay)."""
+    record.update(status=store.FAILED, error=f"{type(e).__name__}: {e}",
+                  traceback="".join(traceback.format_exception(e)),
+                  wall_time=round(time.perf_counter() - start, 4), steps_done=steps_done)
     store.finish(job_dir, record)
     return record

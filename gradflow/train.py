@@ -34,7 +34,7 @@ STEP_WORK = 10**9
 
 @dataclass
 class TrainResult:
-    status: str = "ok"  # ok | diverged | interrupted (see Interrupted)
+    status: str = "ok"  # ok | diverged | interrupted | failed (see Interrupted, Failed)
     steps_done: int = 0  # updates taken
     probe_steps: list[int] = field(default_factory=list)
     probe_values: list[np.ndarray] = field(default_factory=list)  # one (points, quantities) table per probed step
@@ -56,6 +56,16 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, result: TrainResult):
         super().__init__()
         self.result = result
+
+
+class Failed(Exception):
+    """An error during training, carrying what the run measured until then: `result` (status "failed",
+    its tables up to the last whole step) and the `error` itself (also this exception's cause). Its
+    caller writes the tables and records the error."""
+
+    def __init__(self, result: TrainResult, error: Exception):
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.result, self.error = result, error
 
 
 def make_optimizer(params, cfg, fused: bool | None = None) -> torch.optim.Optimizer:
@@ -381,6 +391,13 @@ def training(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None 
         res.status = "interrupted"
         _finish(res, probes, readings, start)
         raise Interrupted(res) from None
+    except Exception as e:  # an error in a step (a user's model raising at its 50th call): the same
+        res.status = "failed"
+        try:
+            _finish(res, probes, readings, start)
+        except Exception:  # (the probes themselves broken: no table to keep)
+            res.probe_steps, res.probe_values, res.probe_masks, res.histograms = [], [], [], []
+        raise Failed(res, e) from e
     _finish(res, probes, readings, start)
     return res
 

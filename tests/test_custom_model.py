@@ -56,11 +56,28 @@ def not_a_module(width=3):
 '''
 
 
+LATE = '''
+
+class Late(Net):
+    """Raises at its `at`-th training forward pass (an error well into training)."""
+    def __init__(self, at=8):
+        super().__init__()
+        self.calls, self.at = 0, at
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if self.calls == self.at:
+                raise RuntimeError(f"exploded at call {self.calls}")
+        return super().forward(x)
+'''
+
+
 @pytest.fixture
 def user_models(tmp_path, monkeypatch):
     """A models file in a fresh current folder; returns its (unique) module name."""
     name = f"user_models_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(MODELS))
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(MODELS) + textwrap.dedent(LATE))
     monkeypatch.chdir(tmp_path)
     yield name
     sys.modules.pop(name, None)
@@ -151,6 +168,26 @@ def test_custom_model_through_the_real_cli_and_a_sweep(cli, user_models, tmp_pat
     assert set(df["model.kwargs.width"]) == {8, 12} and df["value"].notna().all()
     out = cli("ls", str(results / "grid"))
     assert out.exit_code == 0 and "ok: 2" in out.output
+
+
+def test_a_model_that_raises_well_into_training_keeps_what_the_run_measured(cli, user_models, tmp_path):
+    """The run is failed, with the error, after the steps it did, and their tables: it said "failed after 0
+    steps" and kept config.yaml alone, so `plot` had nothing to draw and `ls` no ratio."""
+    from gradflow import load, store
+
+    results = tmp_path / "results"
+    out = cli("run", "model=custom", f"model.target={user_models}:Late", "train.steps=12", "probe.every=2",
+              "train.eval_every=2", "threads=1", f"results={results}", "name=late")
+    assert out.exit_code == 1, out.output  # (a failed run is a failed command)
+    assert "failed after 7 steps" in out.output and "RuntimeError: exploded at call 8" in out.output
+    (job,) = store.find_runs(results / "late")
+    run = store.read_run(job)
+    assert (run["status"], run["steps_done"]) == ("failed", 7) and "exploded at call 8" in run["traceback"]
+    assert {"layers.parquet", "metrics.parquet"} <= set(run["files"])
+    assert sorted(load(job)["step"].unique()) == [0, 2, 4, 6]  # every probed step it finished, no more
+    assert sorted(load(job, table="metrics").query("split == 'test'")["step"].unique()) == [0, 2, 4, 6]
+    listed = cli("ls", str(results / "late"), "--wide")
+    assert "failed" in listed.output and run["summary"]["grad_ratio.init"] > 0
 
 
 @pytest.mark.parametrize("target, extra, message", [

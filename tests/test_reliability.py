@@ -449,6 +449,9 @@ def test_a_ctrl_c_python_swallows_still_stops_the_run(results):
     finished = layers.assign(run="other", status="ok", seed=1)
     both = figures.profile(pd.concat([layers, finished], ignore_index=True), step="last")
     assert "1 of 2 runs interrupted: partial" in both.get_suptitle()
+    failed = layers.assign(run="third", status="failed", seed=2)  # (a run that failed at a step keeps its tables)
+    three = figures.profile(pd.concat([layers, finished, failed], ignore_index=True), step="last")
+    assert "1 of 3 runs interrupted: partial; 1 of 3 runs failed: partial" in " ".join(three.get_suptitle().split())
 
 
 def test_ctrl_c_during_a_sweep_marks_the_run_interrupted_and_a_rerun_resumes(results):

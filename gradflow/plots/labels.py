@@ -215,14 +215,17 @@ def _visible_len(text: str) -> int:
 
 
 def _interrupted(df: pd.DataFrame) -> str:
-    """Says so where runs drawn were interrupted: their lines end where they stopped, not where they were to."""
+    """Says so where runs drawn were interrupted or failed at a step: their lines end where they stopped,
+    not where they were to."""
     if "status" not in df.columns or "run" not in df.columns:
         return ""
     status = df.groupby("run")["status"].first()
-    n = int((status == "interrupted").sum())
-    if not n:
-        return ""
-    return "interrupted run: partial" if len(status) == 1 else f"{n} of {len(status)} runs interrupted: partial"
+    said = []
+    for what in ("interrupted", "failed"):
+        n = int((status == what).sum())
+        if n:
+            said.append(f"{what} run: partial" if len(status) == 1 else f"{n} of {len(status)} runs {what}: partial")
+    return "; ".join(said)
 
 
 def set_title(fig, what: str, df: pd.DataFrame, extra: Sequence[str] = (), skip: Iterable[str] = ()) -> None:
