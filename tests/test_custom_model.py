@@ -70,6 +70,18 @@ class Late(Net):
             if self.calls == self.at:
                 raise RuntimeError(f"exploded at call {self.calls}")
         return super().forward(x)
+
+
+class Frozen(nn.Module):
+    """A linear probe on a frozen tanh net (requires_grad False), as a fine-tuning study has it."""
+    def __init__(self, width=16):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(40, width), nn.Tanh(), nn.Linear(width, width), nn.Tanh())
+        self.body.requires_grad_(False)
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, x):
+        return self.head(self.body(x))
 '''
 
 
@@ -188,6 +200,26 @@ def test_a_model_that_raises_well_into_training_keeps_what_the_run_measured(cli,
     assert sorted(load(job, table="metrics").query("split == 'test'")["step"].unique()) == [0, 2, 4, 6]
     listed = cli("ls", str(results / "late"), "--wide")
     assert "failed" in listed.output and run["summary"]["grad_ratio.init"] > 0
+
+
+def test_a_frozen_layer_has_no_gradient_cells_rather_than_zeros(cli, user_models, tmp_path):
+    """A frozen body's layers take no gradient: their gradient and update cells are masked (absent), not
+    0, so the run is not flagged "learned nothing: every hidden weight gradient is exactly 0" (it was,
+    while its loss fell) and a profile has no points off the log axis; their activations are measured."""
+    from gradflow import load, store
+
+    results = tmp_path / "results"
+    out = cli("run", "model=custom", f"model.target={user_models}:Frozen", "train.steps=40", "probe.every=20",
+              "threads=1", "optim.lr=0.1", f"results={results}", "name=frozen")
+    assert out.exit_code == 0 and "learned nothing" not in out.output, out.output
+    (job,) = store.find_runs(results / "frozen")
+    assert store.read_run(job)["flags"] == []
+    df = load(job)
+    by = {q: set(df[df["quantity"] == q]["name"]) for q in df["quantity"].unique()}
+    for q in ("grad_norm", "bias_grad_norm", "update_ratio"):
+        assert by[q] == {"head"}, (q, by[q])
+    assert by["weight_norm"] == {"body.0", "body.2", "head"} and by["act_std"] == {"body.0", "body.2"}
+    assert (df[df["quantity"] == "grad_norm"]["value"] > 0).all()
 
 
 @pytest.mark.parametrize("target, extra, message", [

@@ -54,6 +54,7 @@ EARLY_MARGIN = 100.0
 PRIMITIVES = ("grad_norm", "bias_grad_norm", "weight_norm", "signal_norm", "act_count", "act_sum", "act_std",
               "act_saturated", "act_dead", "update_norm")
 _NO_POINTS = np.zeros(0, int)
+FROZEN_MASKED = ("grad_norm", "bias_grad_norm", "update_ratio")  # what a frozen parameter has none of
 # the id of the backward pass running on this thread, -1 outside one (torch's own checkpointing and
 # multi-grad hooks ask the same)
 _graph_task = torch._C._current_graph_task_id
@@ -98,6 +99,9 @@ class Reading:
     # what the fused kernels took: (layout, squared signal norms, activation sums, units, batch sizes): see
     # Probes._fused_primitives; table() makes their values
     fused: tuple | None = None
+    # the weight points and the bias points whose parameter is frozen (requires_grad False: a fine-tuned
+    # net's backbone), or None: they take no gradient, so their gradient and update cells are masked
+    frozen: tuple[list[int], list[int]] | None = None
 
 
 def _param(module, name: str):
@@ -664,10 +668,17 @@ class Probes:
         hist = flat[size + len(carry):].reshape(n, 2, len(HIST_KINDS)) if self.histograms else None
         reading = Reading(flat[:size], [p[1] for p in self._exact] + [p[1] for p in self._plain], self._counts,
                           self._signal_at, self._signal_batch, self._lr,
-                          self._updated, hist, self._fused)
+                          self._updated, hist, self._fused, self._frozen())
         carried = flat[size : size + len(carry)].tolist()
         self._reset()
         return reading, carried
+
+    def _frozen(self) -> tuple[list[int], list[int]] | None:
+        """The weight and bias points whose parameter takes no gradient (requires_grad False), or None."""
+        if all(p.requires_grad for p in self.params):
+            return None
+        return ([i for i, w in zip(self.weight_points, self.weights) if not w.requires_grad],
+                [i for i, b in zip(self.bias_points, self.biases) if not b.requires_grad])
 
     def _settle(self, flat: np.ndarray) -> np.ndarray:
         """`flat` (float64) with every exact value beyond EXACT_RANGE recomputed in float64 from its tensor,
@@ -724,6 +735,9 @@ class Probes:
                     mask[:, j] &= has_signal
                 if quantity.when == UPDATE:
                     mask[:, j] &= stats.weight_norm != 0  # a ratio to a zero weight (e.g. Fixup's) is undefined
+                if reading.frozen is not None and q in FROZEN_MASKED:  # no gradient taken, none to show (not 0)
+                    weights, biases = reading.frozen
+                    mask[biases if quantity.where == BIAS else weights, j] = False
         return values, mask
 
     def fetch(self, *carry: torch.Tensor) -> tuple[np.ndarray, np.ndarray, list[float]]:
