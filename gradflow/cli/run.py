@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import pandas as pd
 import typer
 from typer.core import TyperCommand
+from rich.cells import cell_len
 from rich.table import Table
 
 from gradflow import config as config_mod
@@ -272,16 +273,20 @@ def show_run(job_dir: Path, record: dict, threads: int | None = None) -> None:
         if len(shown) < len(wide.index):
             title += f", showing {len(shown)} of {len(wide.index)} layers"
         print_note(title)  # (a rich title is padded to the table's width)
-        table = Table()
-        table.add_column("layer", justify="right")
-        table.add_column("name")
         cols = [(q, s) for q in quantities for s in dict.fromkeys([0, last])]
-        for q, s in cols:
-            table.add_column(f"{SYMBOLS[q]} @{s}", justify="right")
-        for layer in shown:
-            table.add_row(str(layer), names[layer], *(fmt(wide.loc[layer].get((q, s)),
-                                                          missing="nan" if (layer, q, s) in measured else "-")
-                                                      for q, s in cols))
+        heads = ["layer", "name", *(f"{SYMBOLS[q]} @{s}" for q, s in cols)]
+        cells = [[str(layer), str(names[layer]), *(fmt(wide.loc[layer].get((q, s)),
+                                                       missing="nan" if (layer, q, s) in measured else "-")
+                                                   for q, s in cols)] for layer in shown]
+        # a name too long for the terminal keeps its end, the layer's own part (enc.layers.0.linear1 and
+        # .linear2 cut at their end both read "enc.layers.0.li…")
+        others = sum(max(cell_len(h), *(cell_len(c[i]) for c in cells)) + 3 for i, h in enumerate(heads) if i != 1)
+        room = max(console.width - others - 4, 10)  # (a terminal too narrow for the numbers squeezes all)
+        table = Table()
+        for i, h in enumerate(heads):
+            table.add_column(h, justify="left" if i == 1 else "right")
+        for c in cells:
+            table.add_row(c[0], _front_cut(c[1], room), *c[2:])
         console.print(table)
         for q, what in (("grad_norm", "weight-gradient ratio"), ("signal_norm", "back-prop signal ratio")):
             ratios = grad_ratio(layers, 0, q), grad_ratio(layers, last, q)
@@ -291,6 +296,19 @@ def show_run(job_dir: Path, record: dict, threads: int | None = None) -> None:
 
 
 SYMBOLS = {"grad_norm": "‖∂L/∂W‖", "signal_norm": "‖∂L/∂z‖"}
+
+
+def _front_cut(name: str, width: int) -> str:
+    """`name` in `width` cells: whole, or its last dotted parts after an ellipsis ("…0.linear1"), or
+    the end of its last part."""
+    if cell_len(name) <= width:
+        return name
+    parts = name.split(".")
+    for i in range(1, len(parts)):
+        tail = "…" + ".".join(parts[i:])
+        if cell_len(tail) <= width:
+            return tail
+    return "…" + name[len(name) - width + 1:]
 
 
 def _thin(n: int, keep: int) -> set[int]:
