@@ -108,6 +108,10 @@ class Recorder:
             raise
         if self.probes is None:
             raise GradflowError("rec.step() saw no forward pass of the model it was given")
+        if not self.probes.backward_seen():  # (its gradients would be read as 0: an `ok` run of zeros)
+            self.probes.remove()
+            raise GradflowError(f"rec.step({step}) saw no backward pass: call loss.backward() inside the "
+                                "`with rec.step(...)` block")
         self.probes.after_backward(keep_grads=True)  # the loop may clip or zero them before the read
         self._pending, self._pending_step = True, step
 

@@ -451,3 +451,14 @@ def test_a_step_that_raises_in_its_block_is_not_counted_done(tmp_path):
     run = store.read_run(tmp_path / "study" / "run0")
     assert run["status"] == "failed" and run["steps_done"] == 12  # steps 0-11 (it said 13)
     assert sorted(store.load(tmp_path / "study" / "run0").step.unique()) == [0, 5, 10]
+
+
+def test_a_backward_pass_outside_the_probed_block_is_one_clear_error(tmp_path):
+    # the gradients were read at the block's end, before the backward pass: zeros, recorded as an `ok` run
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    rec = gradflow.Recorder(model, tmp_path / "study" / "run0")
+    with pytest.raises(GradflowError, match=r"^rec.step\(0\) saw no backward pass: call loss.backward\(\) inside"):
+        with rec.step(0):
+            loss = model(torch.randn(5, 3)).sum()
+    loss.backward()
+    rec.close()

@@ -238,6 +238,12 @@ class Probes:
     # --- hooks: they keep references (no kernels), or take a CPU tensor's statistics with the fused kernels
     # once loaded. They stay registered across consecutive probed steps and are removed before an unprobed
     # one, which then carries none. ---
+    def backward_seen(self) -> bool:
+        """Whether some trainable probed parameter has a gradient (False after a loop's forward pass whose
+        backward runs later, with the gradients set to None since the last one: torch's default)."""
+        return any(p.grad is not None for p in self.params if p.requires_grad) or \
+            not any(p.requires_grad for p in self.params)
+
     def arm(self) -> None:
         self._reset()
         if not self._hooks:
