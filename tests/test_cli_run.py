@@ -440,11 +440,12 @@ def test_every_commands_summary_is_one_paragraph_that_the_help_wraps():
     assert not broken, broken
 
 
-def test_a_long_layer_name_keeps_its_own_end_in_the_summary_table():
+def test_a_long_layer_name_keeps_its_end_and_its_numbers_in_the_summary_table():
     # a custom transformer's names cut at their end all read "enc.layers.0.li…" (linear1 and linear2 alike)
-    from gradflow.cli.run import _front_cut
+    from gradflow.cli.run import _middle_cut
 
-    assert _front_cut("enc.layers.0.linear1", 20) == "enc.layers.0.linear1"
-    assert _front_cut("enc.layers.0.linear1", 16) == "…0.linear1"
-    assert _front_cut("enc.layers.0.self_attn.in_proj", 16) == "…in_proj"
-    assert _front_cut("a_very_long_single_name", 10) == "…ngle_name"
+    assert _middle_cut("enc.layers.0.linear1", 20) == "enc.layers.0.linear1"
+    assert _middle_cut("enc.layers.0.linear1", 16) == "enc…0.linear1"  # the index kept, as is the last part
+    assert _middle_cut("enc.layers.0.self_attn.in_proj", 16) == "enc…0…in_proj"
+    assert _middle_cut("b1.attn.resid", 11) == "b1…resid"  # (cut at its start, every block's read "…attn.resid")
+    assert _middle_cut("a_very_long_single_name", 10) == "…ngle_name"

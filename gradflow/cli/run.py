@@ -278,7 +278,7 @@ def show_run(job_dir: Path, record: dict, threads: int | None = None) -> None:
         cells = [[str(layer), str(names[layer]), *(fmt(wide.loc[layer].get((q, s)),
                                                        missing="nan" if (layer, q, s) in measured else "-")
                                                    for q, s in cols)] for layer in shown]
-        # a name too long for the terminal keeps its end, the layer's own part (enc.layers.0.linear1 and
+        # a name too long for the terminal keeps its last part and its numbers (enc.layers.0.linear1 and
         # .linear2 cut at their end both read "enc.layers.0.li…")
         others = sum(max(cell_len(h), *(cell_len(c[i]) for c in cells)) + 3 for i, h in enumerate(heads) if i != 1)
         room = max(console.width - others - 4, 10)  # (a terminal too narrow for the numbers squeezes all)
@@ -286,7 +286,7 @@ def show_run(job_dir: Path, record: dict, threads: int | None = None) -> None:
         for i, h in enumerate(heads):
             table.add_column(h, justify="left" if i == 1 else "right")
         for c in cells:
-            table.add_row(c[0], _front_cut(c[1], room), *c[2:])
+            table.add_row(c[0], _middle_cut(c[1], room), *c[2:])
         console.print(table)
         for q, what in (("grad_norm", "weight-gradient ratio"), ("signal_norm", "back-prop signal ratio")):
             ratios = grad_ratio(layers, 0, q), grad_ratio(layers, last, q)
@@ -298,17 +298,33 @@ def show_run(job_dir: Path, record: dict, threads: int | None = None) -> None:
 SYMBOLS = {"grad_norm": "‖∂L/∂W‖", "signal_norm": "‖∂L/∂z‖"}
 
 
-def _front_cut(name: str, width: int) -> str:
-    """`name` in `width` cells: whole, or its last dotted parts after an ellipsis ("…0.linear1"), or
-    the end of its last part."""
+def _middle_cut(name: str, width: int) -> str:
+    """`name` in `width` cells, dotted parts left out (each gap an ellipsis) from its middle: its last part
+    kept, then the parts with numbers (the block's, the layer's index), then the rest from the right,
+    each where it still fits ("enc.layers.0.linear1" -> "enc…0.linear1", "b1.attn.resid" -> "b1…resid")."""
     if cell_len(name) <= width:
         return name
     parts = name.split(".")
-    for i in range(1, len(parts)):
-        tail = "…" + ".".join(parts[i:])
-        if cell_len(tail) <= width:
-            return tail
-    return "…" + name[len(name) - width + 1:]
+    last = len(parts) - 1
+
+    def shown(kept: set[int]) -> str:
+        out, gap = "", False
+        for i, part in enumerate(parts):
+            if i not in kept:
+                gap = True
+                continue
+            out += ("…" if gap else "." if out else "") + part
+            gap = False
+        return out + ("…" if gap else "")
+
+    kept = {last}
+    order = [i for i in reversed(range(last)) if any(c.isdigit() for c in parts[i])] + \
+            [i for i in reversed(range(last)) if not any(c.isdigit() for c in parts[i])]
+    for i in order:
+        if cell_len(shown(kept | {i})) <= width:
+            kept.add(i)
+    text = shown(kept)
+    return text if cell_len(text) <= width else "…" + name[len(name) - width + 1:]
 
 
 def _thin(n: int, keep: int) -> set[int]:
