@@ -449,3 +449,14 @@ def test_a_long_layer_name_keeps_its_end_and_its_numbers_in_the_summary_table():
     assert _middle_cut("enc.layers.0.self_attn.in_proj", 16) == "enc…0…in_proj"
     assert _middle_cut("b1.attn.resid", 11) == "b1…resid"  # (cut at its start, every block's read "…attn.resid")
     assert _middle_cut("a_very_long_single_name", 10) == "…ngle_name"
+
+
+def test_a_thinned_table_shows_weight_layers_rather_than_points_without_a_weight_gradient():
+    # a 6-block transformer's 39 points, thinned evenly to 13, were 7 residual-stream points reading "-"
+    from gradflow.cli.run import _thin
+
+    weighted = {0, 38} | {1 + 6 * b + k for b in range(6) for k in (0, 1, 3, 4)}  # qkv, out, mlp.in, mlp.out
+    shown = _thin(39, 13, weighted)
+    assert len(shown) == 13 and shown <= weighted and {0, 38} <= shown
+    assert max(b - a for a, b in zip(sorted(shown), sorted(shown)[1:])) <= 5  # still spread over the net
+    assert _thin(39, 13) == _thin(39, 13, set(range(39)))  # nothing to prefer: evenly spaced as before

@@ -268,7 +268,8 @@ def show_run(job_dir: Path, record: dict, threads: int | None = None) -> None:
         # a row whose value is NaN was measured and not finite (a diverged step): "nan"; "-" is no row at all
         measured = set(rows[[store.LAYER, store.QUANTITY, store.STEP]].itertuples(index=False, name=None))
         names = layers.drop_duplicates(store.LAYER).set_index(store.LAYER)[store.NAME]
-        shown = wide.index[sorted(_thin(len(wide.index), SHOWN_LAYERS))]
+        weighted = {i for i, layer in enumerate(wide.index) if (layer, "grad_norm", 0) in measured}
+        shown = wide.index[sorted(_thin(len(wide.index), SHOWN_LAYERS, weighted))]
         title = "per-layer gradients (layer 0 = input)"
         if len(shown) < len(wide.index):
             title += f", showing {len(shown)} of {len(wide.index)} layers"
@@ -327,10 +328,20 @@ def _middle_cut(name: str, width: int) -> str:
     return text if cell_len(text) <= width else "…" + name[len(name) - width + 1:]
 
 
-def _thin(n: int, keep: int) -> set[int]:
+def _thin(n: int, keep: int, prefer: set[int] | None = None) -> set[int]:
     """Evenly spaced row indices, both ends included, when there are over half as many rows again as `keep`
-    (thinning 15 rows to 13 saved two lines and hid two layers)."""
+    (thinning 15 rows to 13 saved two lines and hid two layers); each moved to the nearest row of `prefer`
+    within half a spacing, where it is not one (a transformer's weight layers rather than its residual-
+    stream points, which have no weight gradient: 7 of 13 rows read "-")."""
     if n <= keep + keep // 2:
         return set(range(n))
-    return {round(i * (n - 1) / (keep - 1)) for i in range(keep)}
+    spacing = (n - 1) / (keep - 1)
+    out = set()
+    for i in range(keep):
+        at = round(i * spacing)
+        if prefer and at not in prefer and 0 < i < keep - 1:
+            near = [j for j in prefer if abs(j - at) <= spacing / 2 and j not in out]
+            at = min(near, key=lambda j: (abs(j - at), j)) if near else at
+        out.add(at)
+    return out
 
