@@ -27,7 +27,17 @@ def main() -> None:
             signal.signal(signal.SIGINT, signal.default_int_handler)
     if held:
         raise SystemExit(130)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # (not where it is ignored or already taken)
+        signal.signal(signal.SIGTERM, _terminated)
     cli()
+
+
+def _terminated(signum, frame) -> None:
+    """SIGTERM (`kill PID`, `timeout`, a scheduler's time limit) is taken as Ctrl-C is: the run in flight
+    is marked interrupted with its tables up to there (killed outright, it lost them), one line, exit
+    130. A second SIGTERM ends the command at once."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

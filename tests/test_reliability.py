@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -474,14 +475,26 @@ def test_ctrl_c_during_a_sweep_marks_the_run_interrupted_and_a_rerun_resumes(res
     assert set(_statuses(root).values()) == {"ok"} and len(_statuses(root)) == 2
 
 
-def test_ctrl_c_during_run_marks_it_interrupted(results):
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_during_run_marks_it_interrupted(results, how):
+    """SIGTERM (`kill PID`, `timeout`, a scheduler's time limit) is taken as Ctrl-C is: killed outright, the
+    run lost every table it had measured and read as interrupted only once its pid was gone."""
     args = [sys.executable, "-m", "gradflow", "run", *SMALL, "train.steps=3000", "train.eval_every=1000",
             f"results={results}", "name=r"]
 
     def in_flight():
         return any(r and r.get("status") == "running" for r in map(store.read_run, (results / "r").glob("*")))
 
-    code, out, err = _interrupt_when(args, in_flight)
+    if how == signal.SIGINT:
+        code, out, err = _interrupt_when(args, in_flight)
+    else:  # once the run prints its first progress line ("step 600/3000"): steps done, their tables to keep
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                                start_new_session=True)
+        while not (line := proc.stdout.readline()).startswith("step "):  # (notes come first)
+            assert line, "the run ended before printing its progress"
+        proc.send_signal(signal.SIGTERM)  # to the command alone, as `kill PID` sends it
+        out, err = proc.communicate(timeout=120)
+        code = proc.returncode
     assert code == 130, (code, err)
     lines = [x for x in err.splitlines() if x.strip()]
     assert len(lines) == 1 and "interrupted at step" in lines[0] and "rerun the same command" in lines[0]
@@ -489,6 +502,9 @@ def test_ctrl_c_during_run_marks_it_interrupted(results):
     rec = store.read_run(job)
     assert rec["status"] == "interrupted" and rec["steps_done"] >= 0 and rec["pid"] > 0 and rec["host"]
     assert store.status_of(job, rec)[0] == "interrupted"
+    if how == signal.SIGTERM:
+        assert store.LAYERS_FILE in rec["files"] and "with its tables up to there" in lines[0], (rec, lines)
+        assert rec["steps_done"] > 0 and set(store.load(job)["step"]) >= {0}
 
 
 # --- diverged runs: no pre-divergence value passes for a final result ---------------------------------------
@@ -718,8 +734,7 @@ def test_ctrl_c_while_the_fork_server_imports_is_one_line(results, delay):
     small = [o for o in SMALL if not o.startswith("model.depth=")]  # (a replaced key's note would come first)
     args = [sys.executable, "-m", "gradflow", "sweep", *small, "model.depth=2,3", "hydra/launcher=joblib",
             "hydra.launcher.n_jobs=2", f"results={results}", "--name", "early"]
-    tmp = results.parent / "tmp"
-    tmp.mkdir()
+    tmp = Path(tempfile.mkdtemp(prefix="gf-", dir="/tmp"))  # (short: the server's socket path has ~100 characters)
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**ENV, "TMPDIR": str(tmp)}, start_new_session=True)
     first = proc.stdout.readline()  # "sweep <folder>: 2 runs ...", printed once planning is done
@@ -732,7 +747,22 @@ def test_ctrl_c_while_the_fork_server_imports_is_one_line(results, delay):
     assert "leaked" not in err, err
     time.sleep(1)
     assert group_processes(proc.pid) == []
-    assert list(tmp.glob("pymp-*")) == []
+    left = list(tmp.glob("pymp-*"))
+    shutil.rmtree(tmp)
+    assert left == []
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the fork server is used on Linux only")
+def test_no_fork_server_where_its_socket_path_would_be_too_long(tmp_path):
+    # a TMPDIR of ~100 characters (a cluster's per-job scratch folder) made the server's AF_UNIX socket path
+    # too long: a traceback before the sweep began; now the command goes on without a server
+    long = tmp_path / ("x" * 60) / ("y" * 40)
+    long.mkdir(parents=True)
+    script = ("from gradflow import workers\nworkers.allow_fork_server()\n"
+              "print(workers.start_fork_server(['gradflow.plots.preload']))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**ENV, "TMPDIR": str(long)})
+    assert (done.returncode, done.stdout, done.stderr) == (0, "False\n", "")
 
 
 @pytest.mark.slow
