@@ -89,9 +89,12 @@ def check_overrides(overrides: list[str], command: str) -> None:
     """Refuse what would silently go wrong: an option this command does not have, a Hydra setting that
     would move outputs (gradflow owns where runs go), and an override the grammar cannot read (said
     with how to write it)."""
+    one = command in ("run", "gradcheck")  # one network, in this process: no launcher, no sweep
+    does = "trains" if command == "run" else "checks"
     for o in overrides:
         if o.startswith("-"):
-            example = "name=x, not --name x" if command == "run" else "results=x, not --results x"
+            example = {"run": "name=x, not --name x", "gradcheck": "model=resnet20, not --model resnet20"}.get(
+                command, "results=x, not --results x")
             raise GradflowError(f"{store.shorten(o, 40)} is not an option of `gradflow {command}`; settings are "
                                 f"key=value overrides (e.g. {example}); see `gradflow {command} --help`")
         key = override_key(o)
@@ -101,10 +104,10 @@ def check_overrides(overrides: list[str], command: str) -> None:
             raise GradflowError(f"{store.shorten(o, 60)} is refused: gradflow sweeps the grid given as key=a,b,c "
                                 "overrides (or --points FILE) with Hydra's basic sweeper, after checking every "
                                 "point; choose the launcher with hydra/launcher=...")
-        if command == "run" and key.startswith(HYDRA_ALLOWED[:2]):
-            raise GradflowError(f"{store.shorten(o, 60)} applies to sweeps; `gradflow run` trains here, in this "
-                                f"process: for one run through a launcher, `gradflow sweep {store.shorten(o, 40)} "
-                                "...` (a sweep of one point)")
+        if one and key.startswith(HYDRA_ALLOWED[:2]):
+            raise GradflowError(f"{store.shorten(o, 60)} applies to sweeps; `gradflow {command}` {does} here, in this "
+                                f"process" + (f": for one run through a launcher, `gradflow sweep {store.shorten(o, 40)} "
+                                              "...` (a sweep of one point)" if command == "run" else ""))
         if key.startswith("hydra") and not key.startswith(HYDRA_ALLOWED):
             raise GradflowError(f"{store.shorten(o, 60)} is refused: gradflow decides where runs go "
                                 "(<results>/<name>/<job>/); use name=NAME and results=FOLDER instead "
@@ -121,10 +124,11 @@ def check_overrides(overrides: list[str], command: str) -> None:
             plain = ",".join(str(v) for v in items)
             raise GradflowError(f"{store.shorten(o, 60)} would sweep {key} over single values, but {key} is a list: "
                                 f"write {key}=[{store.shorten(plain, 40)}] (several lists: {key}=[..],[..])")
-        if parsed.is_sweep_override() and command == "run":  # (Hydra's own words said "add --multirun")
-            raise GradflowError(f"{store.shorten(o, 60)} is several values, and `gradflow run` trains one network: "
-                                f"`gradflow sweep {store.shorten(o, 40)} ...` trains one per value (a text with "
-                                "commas is quoted: key='a,b')")
+        if parsed.is_sweep_override() and one:  # (Hydra's own words said "add --multirun")
+            instead = (f"`gradflow sweep {store.shorten(o, 40)} ...` trains one per value" if command == "run"
+                       else "give one value")
+            raise GradflowError(f"{store.shorten(o, 60)} is several values, and `gradflow {command}` {does} one network: "
+                                f"{instead} (a text with commas is quoted: key='a,b')")
 
 
 def check_launcher(launcher: str, settings: Sequence = ()) -> None:

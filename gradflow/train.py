@@ -57,6 +57,11 @@ class Interrupted(KeyboardInterrupt):
         super().__init__()
         self.result = result
 
+    def __reduce__(self):
+        # sent on from a joblib worker (which wrote the tables) to the sweep's process: a plain Ctrl-C there.
+        # Unpickled as itself it lacked `result`, and loky reported a broken pool with a traceback
+        return KeyboardInterrupt, ()
+
 
 class Failed(Exception):
     """An error during training, carrying what the run measured until then: `result` (status "failed",
@@ -66,6 +71,9 @@ class Failed(Exception):
     def __init__(self, result: TrainResult, error: Exception):
         super().__init__(f"{type(error).__name__}: {error}")
         self.result, self.error = result, error
+
+    def __reduce__(self):  # (as Interrupted's: to another process, the message without the tables)
+        return RuntimeError, self.args
 
 
 def make_optimizer(params, cfg, fused: bool | None = None) -> torch.optim.Optimizer:

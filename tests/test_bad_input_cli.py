@@ -158,6 +158,11 @@ CASES = [
     (["bench", "--threads", "0"], "--threads 0 is not allowed: give intra-op thread counts of 1 or more"),
     (["gradcheck", "model.depth=2", "model.width=8", "norm=batchnorm", "--batch", "1"],
      "--batch 1 must be >= 2 with batch normalization"),
+    # gradcheck read a mistyped option as an override ("cannot parse an override (LexerNoViableAltException)")
+    (["gradcheck", "--entry", "3"], "--entry is not an option of `gradflow gradcheck` (did you mean --entries?)"),
+    (["gradcheck", "-h"], "-h is not an option of `gradflow gradcheck`; settings are key=value overrides"),
+    (["gradcheck", "hydra/launcher=joblib"], "applies to sweeps; `gradflow gradcheck` checks here, in this process"),
+    (["gradcheck", "model.depth=2,3"], "several values, and `gradflow gradcheck` checks one network: give one value"),
     (["theory", "phase", "--activation", "tanh", "--out", "{file}/x.png"], "is a file, not a folder"),
     (["plot", "{study}", "--out", "{file}/figures"], "is not a folder; give --out <a writable folder>"),
     (["compare", "{study}", "{study}", "--out", "{file}"], "is not a folder; give --out <a writable folder>"),

@@ -155,3 +155,16 @@ def test_train_hands_a_ctrl_c_between_two_steps_to_the_loop(monkeypatch):
     assert isinstance(stopped, train_mod.Interrupted), f"not the loop's: {stopped!r}"
     res = stopped.result
     assert res.status == "interrupted" and res.steps_done == 3 and res.probe_steps == [0, 1, 2]
+
+
+def test_a_stopped_or_failed_runs_exception_crosses_to_another_process():
+    # a joblib worker's Interrupted is pickled back to the sweep's process: unpickled as itself it lacked its
+    # `result`, and loky reported a BrokenProcessPool with a traceback instead of the sweep's one line
+    import pickle
+
+    from gradflow.train import Failed, Interrupted, TrainResult
+
+    back = pickle.loads(pickle.dumps(Interrupted(TrainResult(status="interrupted"))))
+    assert type(back) is KeyboardInterrupt
+    back = pickle.loads(pickle.dumps(Failed(TrainResult(status="failed"), ValueError("bad step"))))
+    assert isinstance(back, Exception) and str(back) == "ValueError: bad step"

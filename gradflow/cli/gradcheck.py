@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from gradflow.cli.app import app
-from gradflow.cli.console import console, labels, print_note, user_errors
+from gradflow.cli.console import console, labels, near_options, print_note, user_errors
 from gradflow.cli.ls import SEP, choose, one_line_headers, render
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
@@ -22,6 +22,7 @@ MIN_NAME = 12  # a tensor name is never shortened below this many characters
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @user_errors
 def gradcheck(
+    ctx: typer.Context,
     overrides: Annotated[Optional[list[str]], typer.Argument(
         help="Config overrides, as for `gradflow run`: model=resnet20 data=mnist1d ...", show_default=False)] = None,
     entries: Annotated[int, typer.Option(help="Random entries checked per parameter tensor (1 or more).")] = 8,
@@ -36,7 +37,10 @@ def gradcheck(
     from gradflow.config import compose, uses_batchnorm
     from gradflow.gradcheck import FLOOR, check_arguments
     from gradflow.gradcheck import gradcheck as check
+    from gradflow.sweep import check_overrides
 
+    near_options(ctx, overrides)  # a mistyped option (--entry): one line naming --entries
+    check_overrides(list(overrides or []), "gradcheck")
     check_arguments(entries, batch, eps, cli=True, tol=tol)  # before the model is built: one line, not a traceback
     cfg = compose(list(overrides or []))
     if batch < 2 and uses_batchnorm(cfg):
