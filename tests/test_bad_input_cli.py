@@ -158,6 +158,8 @@ CASES = [
     (["bench", "--threads", "0"], "--threads 0 is not allowed: give intra-op thread counts of 1 or more"),
     (["gradcheck", "model.depth=2", "model.width=8", "norm=batchnorm", "--batch", "1"],
      "--batch 1 must be >= 2 with batch normalization"),
+    # an empty path (an unset variable) is the current folder to Typer: clean would clean everything below it
+    (["clean", "", "--stale", "-y"], "the path is empty (an unset variable?); give the sweep folder to clean"),
     # gradcheck read a mistyped option as an override ("cannot parse an override (LexerNoViableAltException)")
     (["gradcheck", "--entry", "3"], "--entry is not an option of `gradflow gradcheck` (did you mean --entries?)"),
     (["gradcheck", "-h"], "-h is not an option of `gradflow gradcheck`; settings are key=value overrides"),

@@ -20,15 +20,19 @@ SHOWN = 20  # runs named before asking; the rest counted
 @app.command()
 @user_errors
 def clean(
-    path: Annotated[Path, typer.Argument(help="A sweep folder, or a folder of them.")],
+    path: Annotated[str, typer.Argument(help="A sweep folder, or a folder of them.", show_default=False)],
     stale: Annotated[bool, typer.Option("--stale", help="Remove stale, incomplete and interrupted runs (and "
                                                           "folders of runs cut off before their run.json).")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask first.")] = False,
 ) -> None:
     """Remove runs that are not part of the current sweep (stale), broken (incomplete) or interrupted."""
+    if not path.strip():  # (Path("") is the current folder: `gradflow clean "$UNSET" --stale -y` cleaned it all)
+        raise GradflowError("the path is empty (an unset variable?); give the sweep folder to clean, "
+                            "e.g. results/my-sweep, or . for this folder")
     if not stale:
         raise GradflowError("say what to remove: --stale (stale, incomplete and interrupted runs); "
                             "finished runs of the current sweep are never removed")
+    path = Path(path)
     doomed, left = store.removable(path)
     if not doomed and not left:
         console.print(f"nothing to remove in {path}: no stale, incomplete or interrupted runs", soft_wrap=True)
@@ -39,7 +43,7 @@ def clean(
     n = len(doomed) + len(left)
     console.print(f"{n} run{'s' * (n != 1)} to remove from {path}: "
                   + ", ".join(f"{k} {s}" for s, k in counts.items()), soft_wrap=True, highlight=False)
-    named = [f"{r[store.RUN]} ({r[store.STATUS]})" for r in doomed] + [f"{p} (left over)" for p in left]
+    named = [f"{r[store.RUN]} ({r[store.STATUS]})" for r in doomed] + [f"{p.relative_to(path) if p.is_relative_to(path) else p} (left over)" for p in left]
     for line in named[:SHOWN] + ([f"... and {len(named) - SHOWN} more"] if len(named) > SHOWN else []):
         console.print(f"  {line}", soft_wrap=True, highlight=False, markup=False)
     if not yes and not typer.confirm(f"remove {'it' if n == 1 else 'them'}?", default=False):
