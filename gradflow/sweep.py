@@ -105,9 +105,10 @@ def check_overrides(overrides: list[str], command: str) -> None:
                                 "overrides (or --points FILE) with Hydra's basic sweeper, after checking every "
                                 "point; choose the launcher with hydra/launcher=...")
         if one and key.startswith(HYDRA_ALLOWED[:2]):
-            raise GradflowError(f"{store.shorten(o, 60)} applies to sweeps; `gradflow {command}` {does} here, in this "
-                                f"process" + (f": for one run through a launcher, `gradflow sweep {store.shorten(o, 40)} "
-                                              "...` (a sweep of one point)" if command == "run" else ""))
+            launch = (f": for one run through a launcher, `gradflow sweep {store.shorten(o, 40)} ...` (a sweep of "
+                      "one point)" if command == "run" else "")
+            raise GradflowError(f"{store.shorten(o, 60)} applies to sweeps; `gradflow {command}` {does} here, in "
+                                f"this process{launch}")
         if key.startswith("hydra") and not key.startswith(HYDRA_ALLOWED):
             raise GradflowError(f"{store.shorten(o, 60)} is refused: gradflow decides where runs go "
                                 "(<results>/<name>/<job>/); use name=NAME and results=FOLDER instead "
@@ -127,8 +128,8 @@ def check_overrides(overrides: list[str], command: str) -> None:
         if parsed.is_sweep_override() and one:  # (Hydra's own words said "add --multirun")
             instead = (f"`gradflow sweep {store.shorten(o, 40)} ...` trains one per value" if command == "run"
                        else "give one value")
-            raise GradflowError(f"{store.shorten(o, 60)} is several values, and `gradflow {command}` {does} one network: "
-                                f"{instead} (a text with commas is quoted: key='a,b')")
+            raise GradflowError(f"{store.shorten(o, 60)} is several values, and `gradflow {command}` {does} one "
+                                f"network: {instead} (a text with commas is quoted: key='a,b')")
 
 
 def check_launcher(launcher: str, settings: Sequence = ()) -> None:

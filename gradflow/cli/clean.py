@@ -43,7 +43,8 @@ def clean(
     n = len(doomed) + len(left)
     console.print(f"{n} run{'s' * (n != 1)} to remove from {path}: "
                   + ", ".join(f"{k} {s}" for s, k in counts.items()), soft_wrap=True, highlight=False)
-    named = [f"{r[store.RUN]} ({r[store.STATUS]})" for r in doomed] + [f"{p.relative_to(path) if p.is_relative_to(path) else p} (left over)" for p in left]
+    named = [f"{r[store.RUN]} ({r[store.STATUS]})" for r in doomed] + \
+        [f"{p.relative_to(path) if p.is_relative_to(path) else p} (left over)" for p in left]
     for line in named[:SHOWN] + ([f"... and {len(named) - SHOWN} more"] if len(named) > SHOWN else []):
         console.print(f"  {line}", soft_wrap=True, highlight=False, markup=False)
     if not yes and not typer.confirm(f"remove {'it' if n == 1 else 'them'}?", default=False):

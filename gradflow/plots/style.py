@@ -180,8 +180,9 @@ class Palette:
             named = self.values if len(self.values) <= MAX_NAMED else self.values[:MAX_NAMED - 1]
             out += [Line2D([], [], color=self._colors[vkey(v)], lw=2, label=wrap_label(fmt(v))) for v in named]
             if len(named) < len(self.values):  # (more would leave the axes no room, in colours few could tell apart)
-                out.append(Line2D([], [], color="none", label=f"and {len(self.values) - len(named)} more "
-                                                              f"{'runs' if self.color == 'run' else 'values'}\n(not named here)"))
+                what = "runs" if self.color == "run" else "values"
+                out.append(Line2D([], [], color="none",
+                                  label=f"and {len(self.values) - len(named)} more {what}\n(not named here)"))
         if self.style is not None:
             out += [Line2D([], [], color="0.2", lw=1.3, ls=self._styles[vkey(v)], label=value_label(self.style, v))
                     for v in self.style_values]
