@@ -114,20 +114,13 @@ def figures(paths: list[Path], table: pd.DataFrame) -> list[tuple[str, bytes]]:
     reproduction's own figures as they are."""
     if len(paths) == 1 and kind(paths[0]) == "reproduction":
         return [(p.stem, p.read_bytes()) for p in sorted(store.figures_dir(paths[0]).glob("*.png"))]
-    from gradflow.plots.standard import drawing_processes, standard_figures, standard_set, studies
+    from gradflow.plots.standard import drawing_processes, standard_set, standard_sets, studies
 
     folders = studies(paths[0]) if len(paths) == 1 else paths
     if len(paths) == 1 and folders != paths:  # a folder of sweeps: each sweep's set, as `gradflow plot` draws it
-        out = []
         with tempfile.TemporaryDirectory(prefix="gradflow-report-") as tmp:
-            for folder in folders:
-                name = folder.relative_to(paths[0]).as_posix()
-                try:
-                    drawn = standard_figures(folder, Path(tmp) / name, "png")
-                except GradflowError:  # nothing to draw there (as `gradflow plot` passes it over)
-                    continue
-                out += [(f"{name}/{p.stem}", p.read_bytes()) for p in drawn]
-        return out
+            drawn, _ = standard_sets(folders, lambda f: Path(tmp) / f.relative_to(paths[0]))  # (passed over: none)
+            return [(f"{f.relative_to(paths[0]).as_posix()}/{p.stem}", p.read_bytes()) for f, figs in drawn for p in figs]
 
     with drawing_processes(len(table)) as pool, tempfile.TemporaryDirectory(prefix="gradflow-report-") as out:
         t = _tables(paths)  # while the drawing processes start, if the runs are many

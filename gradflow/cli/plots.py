@@ -104,27 +104,21 @@ def _standard_sets(path: Path, out: Path | None, out_dir: Path, fmt: str, includ
     (`studies`), into its figures folder as `gradflow plot SWEEP` draws it, or into --out/SWEEP. A sweep
     with nothing to draw (every run stale, or none probed) is said and passed over, unless none has
     anything."""
-    from gradflow.plots.standard import standard_figures, studies
+    from gradflow.plots.standard import standard_sets, studies
 
     folders = studies(path)
-    targets = [out_dir if folder == path else (out_dir / folder.relative_to(path) if out is not None
-                                                else folder / store.FIGURES_DIR) for folder in folders]
-    for target in targets:
+    targets = {folder: out_dir if folder == path else (out_dir / folder.relative_to(path) if out is not None
+                                                       else folder / store.FIGURES_DIR) for folder in folders}
+    for target in targets.values():
         store.check_writable(target, option="--out")
-    written: list[Path] = []
-    passed_over: list[str] = []
     with progress_bar() as bar:  # a big sweep's set takes seconds
         task = bar.add_task("figures", total=None)
-        for folder, target in zip(folders, targets):
-            name = "figures" if folder == path else f"{folder.relative_to(path)}"[:40]
-            bar.update(task, description=name, completed=0, total=None)
-            try:
-                written += standard_figures(folder, target, fmt, include_stale,
-                                            on_saved=lambda _, n: bar.update(task, total=n, advance=1))
-            except GradflowError as e:
-                if len(folders) == 1:
-                    raise
-                passed_over.append(str(e))
+        drawn, passed_over = standard_sets(
+            folders, targets.__getitem__, fmt, include_stale,
+            on_saved=lambda _, n: bar.update(task, total=n, advance=1),
+            on_folder=lambda f: bar.update(task, description="figures" if f == path else str(f.relative_to(path))[:40],
+                                           completed=0, total=None))
+    written = [p for _, figures in drawn for p in figures]
     if not written:
         raise GradflowError(f"{path}: nothing to draw in any of its {len(folders)} folders of runs")
     _print_paths(written)

@@ -214,7 +214,7 @@ def _visible_len(text: str) -> int:
     return len(re.sub(r"\$[^$]*\$", "xxxx", text))  # a mathtext snippet shows as a few characters
 
 
-def _interrupted(df: pd.DataFrame) -> str:
+def _partial(df: pd.DataFrame) -> str:
     """Says so where runs drawn were interrupted or failed at a step: their lines end where they stopped,
     not where they were to."""
     if "status" not in df.columns or "run" not in df.columns:
@@ -232,7 +232,7 @@ def set_title(fig, what: str, df: pd.DataFrame, extra: Sequence[str] = (), skip:
     """What is drawn; then what was held fixed and anything else worth knowing, wrapped to the
     figure's width between items (never inside one: items may hold mathtext)."""
     width = int(fig.get_figwidth() * 13)
-    pieces = [(", ", item) for item in held_fixed(df, skip)] + [("; ", x) for x in [*extra, _interrupted(df)] if x]
+    pieces = [(", ", item) for item in held_fixed(df, skip)] + [("; ", x) for x in [*extra, _partial(df)] if x]
     lines, line = [], ""
     for sep, item in pieces:
         if line and _visible_len(line + sep + item) > width:

@@ -287,6 +287,24 @@ def studies(path: str | Path) -> list[Path]:
     return folders if len(folders) > 1 and not nested else [path]
 
 
+def standard_sets(folders: list[Path], target: Callable[[Path], Path], fmt: str = "png", include_stale: bool = False,
+                  on_saved: Callable[[Path, int], None] | None = None,
+                  on_folder: Callable[[Path], None] | None = None) -> tuple[list[tuple[Path, list[Path]]], list[str]]:
+    """The standard set of each of `folders` (`studies`) into `target(folder)`: [(folder, its figures)],
+    and why each folder with nothing to draw was passed over (with one folder only, that is raised)."""
+    drawn, passed_over = [], []
+    for folder in folders:
+        if on_folder:
+            on_folder(folder)
+        try:
+            drawn.append((folder, standard_figures(folder, target(folder), fmt, include_stale, on_saved)))
+        except GradflowError as e:
+            if len(folders) == 1:
+                raise
+            passed_over.append(str(e))
+    return drawn, passed_over
+
+
 def standard_figures(path: str | Path, out_dir: str | Path, fmt: str = "png", include_stale: bool = False,
                      on_saved: Callable[[Path, int], None] | None = None) -> list[Path]:
     """The standard set for the run or sweep at `path`, from its tables on disk, into out_dir (stale and
