@@ -591,6 +591,19 @@ def test_cli_phase_png(invoke, tmp_path, monkeypatch):
     assert (tmp_path / "results" / "theory" / "phase-relu.png").stat().st_size > 20_000
 
 
+def test_cli_phase_out_folder_or_other_format(invoke, tmp_path):
+    out = invoke("phase", "--activation", "tanh", "--out", tmp_path / "figs")  # a folder, made if missing
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "figs" / "phase-tanh.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "figs.png").exists()
+    out = invoke("phase", "--activation", "tanh", "-o", tmp_path / "tanh.pdf")
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "tanh.pdf").read_bytes()[:5] == b"%PDF-"
+    out = invoke("phase", "--activation", "tanh", "-o", tmp_path / "tanh.jpg")
+    assert out.exit_code == 1 and "tanh.png" in out.output and "Traceback" not in out.output
+    assert not list(tmp_path.glob("tanh.jpg*"))
+
+
 def test_cli_bad_activation(invoke):
     out = invoke("--activation", "tanhh", "--sw2", "1.0")
     assert out.exit_code == 1

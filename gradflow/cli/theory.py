@@ -149,14 +149,16 @@ def _show_critical(name: str, sb2: float, digits: int, as_json: bool) -> None:
 def phase(
     activation: ActivationOpt = None,
     out: Annotated[Optional[Path], typer.Option(
-        "--out", "-o", help="PNG to write (default: results/theory/phase-ACTIVATION.png).",
-        show_default=False)] = None,
+        "--out", "-o", help="Figure file (.png, .pdf, .svg) or folder to write phase-ACTIVATION.png into "
+        "(default: results/theory).", show_default=False)] = None,
 ) -> None:
-    """Draw the phase diagram (log chi_1 over sw2 x sb2, with the edge of chaos) to a PNG."""
-    from gradflow.plots.phase import phase_diagram  # matplotlib only when drawing
+    """Draw the phase diagram (log chi_1 over sw2 x sb2, with the edge of chaos) to a figure."""
+    from gradflow.cli.plots import figure_target  # matplotlib only when drawing
+    from gradflow.plots.phase import phase_diagram
 
     name = _activation(activation)
-    path = phase_diagram(name, out or Path("results") / "theory" / f"phase-{name}.png")
+    folder, file, fmt = figure_target(out, Path("results") / "theory", None)
+    path = phase_diagram(name, file or folder / f"phase-{name}.{fmt}")
     console.print(f"wrote {path}", highlight=False, soft_wrap=True)
 
 

@@ -20,7 +20,7 @@ JUMP = 0.1  # |log chi_1| changing by more than this between neighbouring cells 
 
 def phase_diagram(activation: str, path: Path, sw2: tuple[float, float] = (0.5, 5.0),
                   sb2: tuple[float, float] = (0.0, 0.3), resolution: tuple[int, int] = (240, 120)) -> Path:
-    """Draw log chi_1 over sw2 (x) x sb2 (y) for `activation` to the PNG `path`; return the path.
+    """Draw log chi_1 over sw2 (x) x sb2 (y) for `activation` to `path` (.png, .pdf or .svg); return the path.
 
     resolution: grid points along (sw2, sb2); the default puts no point on sw2 = 2, where for gelu
     chi_1 touches 1 without crossing it (a tangency the contour would draw as a line). Values come
@@ -71,7 +71,7 @@ def phase_diagram(activation: str, path: Path, sw2: tuple[float, float] = (0.5, 
     ax.set_ylabel(r"$\sigma_b^2$  (bias variance)")
     ax.set_title(f"Mean-field phase diagram: {activation}")
     ax.legend(handles=handles, loc="upper right", fontsize="small", framealpha=0.85)
-    return save(fig, path, "png")
+    return save(fig, path)
 
 
 def _jumps(z: np.ndarray) -> np.ndarray:
