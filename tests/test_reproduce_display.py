@@ -86,6 +86,30 @@ def test_list_wide_has_a_column_per_field():
     check_lines(text, 140)
 
 
+def test_list_one_experiment_shows_what_each_scale_runs():
+    spec = rep.Spec.load("he2015")
+    for columns in (80, 140):
+        text = gradflow("reproduce", "--list", "he2015", columns=columns)
+        header, rows = table(text)
+        scales = " ".join(f"--scale {sc}: {t}" for sc, t in spec.scaled.items())
+        assert header == ["name", "experiment"] and rows == [["he2015", words(
+            f"paper: {spec.paper} claim: {spec.summary} runtime (default scale): {spec.runtime} {scales}")]]
+        assert "quick" in spec.scaled and other_names_absent(text, "he2015")
+        check_lines(text, columns)
+
+
+def other_names_absent(text: str, name: str) -> bool:
+    return not [n for n in rep.names() if n != name and re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", text)]
+
+
+def test_mistyped_option_taken_for_the_name_says_which_option():
+    out = subprocess.run([sys.executable, "-m", "gradflow", "reproduce", "--lst"], capture_output=True, text=True,
+                         env={**os.environ, "COLUMNS": "80"}, timeout=120, cwd=Path(__file__).parents[1])
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.strip().splitlines() == [
+        "error: --lst is not an option of `gradflow reproduce` (did you mean --list?); see `gradflow reproduce --help`"]
+
+
 # --- the claims table: pascanu2013 -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def pascanu(tmp_path_factory) -> tuple[Path, str]:

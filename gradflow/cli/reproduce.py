@@ -26,7 +26,7 @@ def reproduce(
     overrides: Annotated[Optional[list[str]], typer.Argument(
         help="Overrides for every arm, e.g. hydra/launcher=joblib hydra.launcher.n_jobs=2 or data.root=/data/cifar10.",
         show_default=False)] = None,
-    list_: Annotated[bool, typer.Option("--list", help="List the experiments.")] = False,
+    list_: Annotated[bool, typer.Option("--list", help="List the experiments (with a NAME: that one).")] = False,
     quick: Annotated[bool, typer.Option("--quick", help="The smallest honest size (same as --scale quick).")] = False,
     scale: Annotated[Optional[str], typer.Option(help="quick | default (CPU-sized) | paper (the paper's scale, "
                                                       "for a GPU).", show_default="default")] = None,
@@ -37,9 +37,11 @@ def reproduce(
     from gradflow import reproduce as rep
     from gradflow.sweep import check_overrides
 
+    near_options(ctx, [name] if name else [])  # `--lst` is taken for the name: say which option it is near
     if list_ or not name:
-        print_note("reproducible experiments")
-        console.print(list_table([rep.Spec.load(n) for n in rep.names()], console.width))
+        specs = [rep.Spec.load(n) for n in (rep.names() if name in (None, "all") else [name])]
+        print_note("reproducible experiments" if len(specs) > 1 else f"experiment {name}")
+        console.print(list_table(specs, console.width, scales=len(specs) == 1))  # --list NAME: what each scale runs
         return
     if quick and scale not in (None, "quick"):
         raise GradflowError(f"--quick and --scale {scale} ask for two scales; give one")
@@ -105,12 +107,16 @@ def _table(cells: dict[str, list[str]], width: int, weights: dict[str, int]) -> 
     return table
 
 
-def list_table(specs, width: int) -> Table:
-    """`--list`: one row per experiment. Narrower than WIDE, the paper, the claim and the runtime are
-    labelled lines of one cell beside the name, so that no column is a word wide at 80 columns."""
+def list_table(specs, width: int, scales: bool = False) -> Table:
+    """`--list`: one row per experiment. Narrower than WIDE (or with `scales`, each scale's size as a line
+    of its own), the paper, the claim and the runtime are labelled lines of one cell beside the name, so
+    that no column is a word wide at 80 columns."""
     rows = [{"name": s.name, "paper": s.paper, "claim": s.summary, "runtime (default scale)": s.runtime}
             for s in specs]
-    if width < WIDE:
+    if scales:
+        for r, s in zip(rows, specs):
+            r["runtime (default scale)"] += "".join(f"\n--scale {sc}: {text}" for sc, text in s.scaled.items())
+    if width < WIDE or scales:
         rows = [{"name": r["name"], "experiment": f"paper: {r['paper']}\nclaim: {r['claim']}\n"
                  f"runtime (default scale): {r['runtime (default scale)']}"} for r in rows]
     columns = list(rows[0]) if rows else ["name"]
