@@ -278,10 +278,16 @@ def is_empty_folder(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
 
 
+def not_ours(path: Path) -> bool:
+    """A folder (or link) gradflow will not delete: it holds something gradflow did not write."""
+    path = Path(path)
+    return (path.exists() or path.is_symlink()) and not is_run_folder(path) and not is_empty_folder(path)
+
+
 def check_clearable(job_dir: Path) -> None:
     """Fail now (before any job runs) if a run folder to be written is something gradflow did not make."""
     job_dir = Path(job_dir)
-    if (job_dir.exists() or job_dir.is_symlink()) and not is_run_folder(job_dir) and not is_empty_folder(job_dir):
+    if not_ours(job_dir):
         clear_run(job_dir)  # raises, naming the folder
 
 
@@ -743,7 +749,7 @@ def clean(path: str | Path) -> tuple[list[Path], list[Path]]:
             for job in jobs:
                 # still so, now that we hold the lock (a leftover has no run.json: it reads as incomplete)
                 if job.exists() and status_of(job, read_run(job), spec)[0] in REMOVABLE:
-                    if not is_run_folder(job) and not is_empty_folder(job):
+                    if not_ours(job):
                         kept.append(job)
                         continue
                     clear_run(job)

@@ -132,11 +132,18 @@ def test_a_run_plotted_or_reported_on_its_own_can_be_rerun_and_cleaned(cli, resu
     assert _sweep(cli, results, "model.depth=2,3").exit_code == 0  # a shrunk grid: depth 4 and 5 are stale
     assert _statuses(root) == {"model.depth=2": "ok", "model.depth=3": "ok", "model.depth=4": "stale",
                                "model.depth=5": "stale"}
+    out = cli("clean", str(root), "--stale", input="n\n")  # asked about depth 4 alone: depth 5 is said kept first
+    assert out.exit_code == 1 and out.output.splitlines()[:3] == [
+        "1 stale run kept: it holds files gradflow did not write (gradflow deletes only its own): model.depth=5",
+        f"1 run to remove from {root}: 1 stale", "  model.depth=4 (stale)"], out.output
     out = cli("clean", str(root), "--stale", "--yes")
     assert out.exit_code == 0 and "removed 1 run\n" in out.output, out.output
-    assert "kept 1 that hold files gradflow did not write" in out.output and "model.depth=5" in out.output
+    assert out.output.count("model.depth=5") == 1 and "did not write" in out.output
     assert not (root / "model.depth=4").exists()
     assert (root / "model.depth=5" / "figures" / "notes.txt").read_text() == "mine"
+    out = cli("clean", str(root), "--stale")  # only the kept one left: nothing to ask
+    assert out.exit_code == 0 and out.output.splitlines()[1:] == [
+        f"nothing else to remove in {root}: no stale, incomplete or interrupted runs"], out.output
 
 
 def test_symlinked_study_and_figures_folders_are_refused(cli, results, tmp_path):

@@ -34,8 +34,16 @@ def clean(
                             "finished runs of the current sweep are never removed")
     path = Path(path)
     doomed, left = store.removable(path)
+    kept = [r for r in doomed if store.not_ours(Path(r[store.PATH]))]  # said before asking, not after
+    doomed = [r for r in doomed if r not in kept]
+    if kept:
+        console.print(f"{len(kept)} {' and '.join(sorted({r[store.STATUS] for r in kept}))} run"
+                      f"{'s' * (len(kept) != 1)} kept: {'they hold' if len(kept) > 1 else 'it holds'} files gradflow "
+                      "did not write (gradflow deletes only its own): " + ", ".join(r[store.RUN] for r in kept),
+                      soft_wrap=True, highlight=False, markup=False)
     if not doomed and not left:
-        console.print(f"nothing to remove in {path}: no stale, incomplete or interrupted runs", soft_wrap=True)
+        console.print(f"nothing {'else ' * bool(kept)}to remove in {path}: no stale, incomplete or interrupted "
+                      "runs", soft_wrap=True)
         return
     counts = Counter(r[store.STATUS] for r in doomed)
     if left:  # (folders of a run cut off before its run.json was written, or while it was cleared)
@@ -50,8 +58,10 @@ def clean(
     if not yes and not typer.confirm(f"remove {'it' if n == 1 else 'them'}?", default=False):
         console.print("nothing removed", highlight=False)
         raise typer.Exit(1)
+    said = {Path(r[store.PATH]) for r in kept}
     removed, kept = store.clean(path)
+    kept = [k for k in kept if k not in said]
     console.print(f"removed {len(removed)} run{'s' * (len(removed) != 1)}", soft_wrap=True)
-    if kept:
+    if kept:  # (gained such files while we asked)
         console.print(f"kept {len(kept)} that hold files gradflow did not write (gradflow deletes only its own): "
                       + ", ".join(str(k) for k in kept), soft_wrap=True)
