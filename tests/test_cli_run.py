@@ -208,8 +208,24 @@ def test_help_lists_groups_choices_and_keys(cli):
         assert needle in text, needle
 
 
-def _help_at_80_columns() -> list[str]:
-    env = {**os.environ, "COLUMNS": "80", "TERM": "dumb"}
+@pytest.mark.parametrize("columns", [60, 80])
+def test_config_reference_is_wrapped_to_the_terminal_not_folded_by_rich(columns):
+    """The reference is wrapped by us at the terminal's width: rich prints each of our lines as it is. At 60
+    columns the old 76-wide lines were each folded in two (a meaning's tail at the left margin)."""
+    from rich.text import Text
+
+    from gradflow.cli.run import config_help
+
+    lines = _help_at_80_columns(columns)
+    ours = [Text.from_markup(ln).plain for ln in config_help(columns - 4).splitlines()]
+    start = next(i for i, ln in enumerate(lines) if ln.strip().startswith("Config:"))
+    shown = [ln.rstrip() for ln in lines[start:start + len(ours)]]
+    assert shown == [f" {ln}".rstrip() for ln in ours]
+    assert max(map(len, lines)) <= columns
+
+
+def _help_at_80_columns(columns: int = 80) -> list[str]:
+    env = {**os.environ, "COLUMNS": str(columns), "TERM": "dumb"}
     out = subprocess.run([sys.executable, "-m", "gradflow", "run", "--help"], capture_output=True, text=True,
                          timeout=120, env=env)
     assert out.returncode == 0, out.stderr
@@ -460,3 +476,21 @@ def test_a_thinned_table_shows_weight_layers_rather_than_points_without_a_weight
     assert len(shown) == 13 and shown <= weighted and {0, 38} <= shown
     assert max(b - a for a, b in zip(sorted(shown), sorted(shown)[1:])) <= 5  # still spread over the net
     assert _thin(39, 13) == _thin(39, 13, set(range(39)))  # nothing to prefer: evenly spaced as before
+
+
+def test_every_help_page_reads_whole_at_60_columns():
+    """No help text is cut with an ellipsis in a 60-column terminal: rich cuts a word longer than its
+    column (`init=xavier_normal,kai…` under `gradflow sweep --help`)."""
+    commands = [[], ["theory"], *([c] for c in ("run", "ls", "sweep", "clean", "reproduce", "report", "bench",
+                                                 "gradcheck", "plot", "compare")), ["theory", "phase"]]
+    env = {**os.environ, "COLUMNS": "60", "TERM": "dumb"}
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom gradflow.cli import app\n"
+            "for args in %r:\n    out = CliRunner().invoke(app, [*args, '--help'], terminal_width=60)\n"
+            "    print('=== ' + ' '.join(args)); print(out.output)") % (commands,)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    pages = out.stdout.split("=== ")[1:]
+    assert len(pages) == len(commands) and all("Usage:" in p for p in pages)
+    for page in pages:
+        assert "…" not in page, page
+        assert max(map(len, page.splitlines())) <= 60, page

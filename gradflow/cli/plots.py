@@ -55,7 +55,7 @@ def plot(
         help="profile/hist/spectrum: a probed step or 'last'; ratio: 0 (init) or last (end).",
         show_default="0")] = None,
     color: Annotated[Optional[str], typer.Option(
-        help="profile/curves/ratio/spectrum: the swept key that colours the lines.",
+        help="profile, curves, ratio, spectrum: the swept key that colours the lines.",
         show_default="first swept key")] = None,
     facet: Annotated[Optional[str], typer.Option(
         help="profile/curves/grid: one panel (curves: a train | test pair) per value of this swept key.",

@@ -24,7 +24,7 @@ def reproduce(
     ctx: typer.Context,
     name: Annotated[Optional[str], typer.Argument(help="An experiment (see --list), or `all`.", show_default=False)] = None,
     overrides: Annotated[Optional[list[str]], typer.Argument(
-        help="Overrides for every arm, e.g. hydra/launcher=joblib hydra.launcher.n_jobs=2 or data.root=/data/cifar10.",
+        help="Overrides for every arm, e.g. hydra/launcher=joblib or data.root=DIR (where CIFAR-10 is).",
         show_default=False)] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the experiments (with a NAME: that one).")] = False,
     quick: Annotated[bool, typer.Option("--quick", help="The smallest honest size (same as --scale quick).")] = False,

@@ -24,8 +24,16 @@ from gradflow.fmt import fmt
 
 
 # --- help text generated from the schema and the group YAMLs, so it cannot drift from the code --------
-HELP_WIDTH = 76  # fits 80 columns inside typer's padding of the epilog
+HELP_WIDTH = 76  # fits 80 columns inside typer's padding of the epilog; narrower terminals get less
 KEY_COLUMN = 28  # where the meaning starts; a longer key=default puts its meaning on the next line
+
+
+def help_width() -> int:
+    """The epilog's line width in this terminal (typer pads it by 4): at most HELP_WIDTH, and rich never
+    has to fold a line we wrapped (at 60 columns it folded each 76-wide line into two ragged ones)."""
+    import shutil
+
+    return max(KEY_COLUMN + 16, min(HELP_WIDTH, shutil.get_terminal_size((80, 24)).columns - 4))
 
 
 def _field_comments(cls) -> dict[str, str]:
@@ -61,17 +69,17 @@ def _group_yaml(group: str, choice: str) -> dict:
     return {k: v for k, v in (raw or {}).items() if k not in ("defaults", "name")}
 
 
-def _key_lines(key: str, default: str, meaning: str) -> list[str]:
+def _key_lines(key: str, default: str, meaning: str, width: int) -> list[str]:
     import textwrap
 
     head = f"  {key}={default}"
-    body = textwrap.wrap(meaning, HELP_WIDTH - KEY_COLUMN) or [""]
+    body = textwrap.wrap(meaning, width - KEY_COLUMN) or [""]
     if len(head) >= KEY_COLUMN - 1:
         return [head] + [" " * KEY_COLUMN + ln for ln in body if ln]
     return [head.ljust(KEY_COLUMN) + body[0]] + [" " * KEY_COLUMN + ln for ln in body[1:]]
 
 
-def _section(title: str, prefix: str, cls, choices: list[str], group: str | None) -> list[str]:
+def _section(title: str, prefix: str, cls, choices: list[str], group: str | None, width: int) -> list[str]:
     """One block: the heading, then every key of `cls` with its default and meaning; a value a
     choice's YAML sets differently is added as (choice: value)."""
     from dataclasses import MISSING, fields
@@ -93,18 +101,19 @@ def _section(title: str, prefix: str, cls, choices: list[str], group: str | None
         if differ:
             meaning = "; ".join(f"{group}={c} sets {_shown(v)}" for c, v in differ.items()) + (
                 f". {meaning}" if meaning else "")
-        lines += _key_lines(f"{prefix}{f.name}", _shown(base), meaning)
+        lines += _key_lines(f"{prefix}{f.name}", _shown(base), meaning, width)
     return lines
 
 
-def config_help() -> str:
-    """The reference under `gradflow run --help`: each config group with its choices and its keys
-    (a model or data family's keys under that family only), then the top-level keys."""
+def config_help(width: int = HELP_WIDTH) -> str:
+    """The reference under `gradflow run --help`, in lines of `width`: each config group with its choices
+    and its keys (a model or data family's keys under that family only), then the top-level keys."""
     import textwrap
 
     from rich.markup import escape
 
-    out = ["[bold]Config[/]: GROUP=CHOICE picks a group, KEY=VALUE sets a key (shown with its default).", ""]
+    out = textwrap.wrap("Config: GROUP=CHOICE picks a group, KEY=VALUE sets a key (shown with its default).", width)
+    out = [f"[bold]Config[/]{out[0].removeprefix('Config')}", *out[1:], ""]
     from omegaconf import OmegaConf
 
     picked = {}  # conf/config.yaml's defaults list: the choice each group starts from
@@ -115,7 +124,7 @@ def config_help() -> str:
         choices = config_mod.group_choices(group)
         chosen = picked.get(group)
         listing = " | ".join(f"{c} (default)" if c == chosen else c for c in choices)
-        out += textwrap.wrap(f"{group}: {listing}", HELP_WIDTH, subsequent_indent="    ")
+        out += textwrap.wrap(f"{group}: {listing}", width, subsequent_indent="    ", break_on_hyphens=False)
         schemas = config_mod.GROUP_SCHEMAS.get(group)
         if schemas is not None:  # one block per family: its keys only, under the choices that use them
             families: dict = {}
@@ -125,16 +134,16 @@ def config_help() -> str:
                 if base is not None:
                     families.setdefault(schemas[base], []).append(c)
             for cls, members in families.items():
-                out += _section("\n".join(textwrap.wrap(f"{group}={', '.join(members)}", HELP_WIDTH,
+                out += _section("\n".join(textwrap.wrap(f"{group}={', '.join(members)}", width,
                                                          initial_indent=" ", subsequent_indent="   ")),
-                                f"{group}.", cls, members, group)
+                                f"{group}.", cls, members, group, width)
         else:
             cls = {"norm": config_mod.NormConfig, "probe": config_mod.ProbeConfig}[group]
-            out += _section("", f"{group}.", cls, choices, group)[1:]
+            out += _section("", f"{group}.", cls, choices, group, width)[1:]
         out.append("")
-    out += _section("train (no group: set the keys)", "train.", config_mod.TrainConfig, [], None)
-    out += [""] + _section("gradcheck (gradflow gradcheck)", "gradcheck.", config_mod.GradcheckConfig, [], None)
-    out += [""] + _section("top level", "", config_mod.Config, [], None)
+    out += _section("train (no group: set the keys)", "train.", config_mod.TrainConfig, [], None, width)
+    out += [""] + _section("gradcheck (gradflow gradcheck)", "gradcheck.", config_mod.GradcheckConfig, [], None, width)
+    out += [""] + _section("top level", "", config_mod.Config, [], None, width)
     return "\n".join(escape(line) if not line.startswith("[bold]") else line for line in out)
 
 
@@ -143,7 +152,7 @@ class _RunCommand(TyperCommand):
     (`gradflow ls` included) a Hydra compose and a torch import."""
 
     def format_help(self, ctx, formatter):
-        self.epilog = self.epilog or config_help()
+        self.epilog = self.epilog or config_help(help_width())
         return super().format_help(ctx, formatter)
 
 

@@ -24,7 +24,7 @@ from gradflow.summary import study_columns
 def sweep(
     ctx: typer.Context,
     overrides: Annotated[Optional[list[str]], typer.Argument(
-        help="Hydra multirun overrides: model.depth=5,10,20 init=xavier_normal,kaiming_normal seed=range(3) "
+        help="Hydra multirun overrides: model.depth=5,10,20 norm=none,batchnorm seed=range(3) "
              "hydra/launcher=joblib ...", show_default=False)] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Results go to results/NAME/.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rerun runs that already finished.")] = False,
