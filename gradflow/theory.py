@@ -79,6 +79,7 @@ _SCAN_Q = 2.0 ** np.arange(-Q_RANGE_LOG2, Q_RANGE_LOG2 + 1)  # (121,) bracketing
 _SCAN_MORE = {sign: [2.0 ** (sign * np.arange(61, 121)), 2.0 ** (sign * np.arange(124, 241, 4)),  # beyond it, in turn
                      2.0 ** (sign * np.append(np.arange(248, 1017, 8), end))]  # (factor-2 steps are no longer needed
               for sign, end in ((1, Q_LIMIT_LOG2[1]), (-1, -Q_LIMIT_LOG2[0]))}  # out there: V/q is smooth on log q)
+_TAIL_MIN = 1e-100  # a squared slope at infinity below this is V/q's 1/q decay at _Q_INF: the limit is 0
 _Q_TAIL = 2.0**100  # sqrt(q) > 1e15: phi is in its tail regime at the scale sqrt(q), see Moments.C
 _BISECTIONS = 64  # halvings of a factor-2 bracket: q* to full double precision
 
@@ -225,8 +226,11 @@ class Moments:
 
     @functools.cached_property
     def tail(self) -> float:
-        """lim V(q) / q as q -> inf: (phi'(inf)^2 + phi'(-inf)^2) / 2, 0 for a bounded phi."""
-        return float(self.V_over_q(_Q_INF))
+        """lim V(q) / q as q -> inf: (phi'(inf)^2 + phi'(-inf)^2) / 2, 0 for a bounded phi. At q = _Q_INF a
+        bounded phi has V/q ~ 1/q = 1e-200, not 0: taken as the limit, tanh at sw2 = 1e200 (q* = 1e200,
+        finite) read sw2 tail = 1 and gave q* = inf. A real slope at infinity is no smaller than _TAIL_MIN."""
+        t = float(self.V_over_q(_Q_INF))
+        return t if t > _TAIL_MIN else 0.0
 
     def D(self, q):
         return expect(lambda u: self.dphi(u) ** 2, q)

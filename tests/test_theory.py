@@ -242,7 +242,10 @@ def test_moments_at_large_q_against_adaptive_quadrature(name, q):
 LARGE = [("tanh", 1e3, 0.0, (5e2, 1e3)), ("tanh", 1e4, 0.0, (5e3, 1e4)), ("tanh", 1e5, 0.0, (5e4, 1e5)),
          ("tanh", 1e6, 0.0, (5e5, 1e6)), ("tanh", 1e6, 1e5, (5e5, 1.1e6)), ("tanh", 1e20, 0.0, (5e19, 1e20)),
          ("softsign", 1e4, 0.0, (5e3, 1e4)), ("softsign", 1e6, 0.0, (5e5, 1e6)), ("sigmoid", 1e5, 0.0, (1e4, 1e5)),
-         ("gelu", 1.0, 1e5, (1e5, 1e6)), ("selu", 1.0, 1e6, (1e6, 1e7)), ("elu", 1.5, 1e4, (1e4, 1e6))]
+         ("gelu", 1.0, 1e5, (1e5, 1e6)), ("selu", 1.0, 1e6, (1e6, 1e7)), ("elu", 1.5, 1e4, (1e4, 1e6)),
+         # beyond the quadrature's stand-in for q = inf (1e200): a bounded phi's q* is still finite there
+         ("tanh", 1e200, 0.0, (5e199, 1e200)), ("softsign", 1e200, 0.0, (5e199, 1e200)),
+         ("sigmoid", 1e200, 1e199, (1e199, 1e200))]
 
 
 @pytest.mark.parametrize("name, sw2, sb2, bracket", LARGE)
@@ -250,7 +253,8 @@ def test_large_variance_points_against_adaptive_quadrature(name, sw2, sb2, brack
     """q*, chi_1 and xi_q where q* is large, each from its defining Gaussian integral by adaptive quadrature.
 
     A fixed quadrature rule misses tanh's phi'(sqrt(q) z)^2, a spike of width ~1/sqrt(q) at z = 0: it
-    reported chi_1 = 0.104 ("ordered") at sw2 = 1e6 instead of 532 (and q* = inf at sw2 = 1e20)."""
+    reported chi_1 = 0.104 ("ordered") at sw2 = 1e6 instead of 532 (and q* = inf at sw2 = 1e20, and again at
+    sw2 >= 1e200, where V/q ~ 1/q was taken for the slope at infinity)."""
     act = ACTIVATIONS[name]
     q = quad_q_star(name, sw2, sb2, bracket)
     mf = theory.point(name, sw2, sb2)
@@ -259,6 +263,16 @@ def test_large_variance_points_against_adaptive_quadrature(name, sw2, sb2, brack
     slope = sw2 * gauss_quad(lambda u: u * act.phi(u) * act.dphi(u), math.sqrt(q)) / q
     assert mf.xi_q == pytest.approx(-1.0 / math.log(slope), rel=1e-9)
     assert theory.chi1(name, sw2, sb2) == mf.chi1 and theory.q_star(name, sw2, sb2) == mf.q_star
+
+
+@pytest.mark.parametrize("name, mean_sq", [("tanh", 1.0), ("softsign", 1.0), ("sigmoid", 0.5)])
+@pytest.mark.parametrize("sw2", [1e250, 1e300])
+def test_bounded_phi_has_a_finite_fixed_point_at_any_sw2(name, mean_sq, sw2):
+    """q* -> sw2 E[phi(inf z)^2] + sb2 (1 for tanh and softsign, 1/2 for sigmoid): finite up to the largest
+    doubles (it read inf from sw2 ~ 1e195 on). Here S ~ q^-3/2 underflows, so only q* and chi_1 are checked."""
+    mf = theory.point(name, sw2, sw2 / 10)
+    assert mf.q_star == pytest.approx(sw2 * mean_sq + sw2 / 10, rel=1e-12)
+    assert math.isfinite(mf.chi1) and mf.phase == "chaotic"
 
 
 @pytest.mark.parametrize("name", ["elu", "softplus"])
