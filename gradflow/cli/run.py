@@ -123,8 +123,9 @@ def config_help(width: int = HELP_WIDTH) -> str:
     for group in config_mod.GROUPS:
         choices = config_mod.group_choices(group)
         chosen = picked.get(group)
-        listing = " | ".join(f"{c} (default)" if c == chosen else c for c in choices)
-        out += textwrap.wrap(f"{group}: {listing}", width, subsequent_indent="    ", break_on_hyphens=False)
+        listing = " | ".join(f"{c}\xa0(default)" if c == chosen else c for c in choices).replace(" | ", "\xa0| ")
+        out += [ln.replace("\xa0", " ") for ln in  # (no line starts with "|" or splits "(default)" from its choice)
+                textwrap.wrap(f"{group}: {listing}", width, subsequent_indent="    ", break_on_hyphens=False)]
         schemas = config_mod.GROUP_SCHEMAS.get(group)
         if schemas is not None:  # one block per family: its keys only, under the choices that use them
             families: dict = {}
