@@ -80,8 +80,8 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
     interrupts: list[bool] = []  # Ctrl-Cs seen while training (see _interrupts_kept)
 
     def progress(t: int, n: int) -> None:
-        if interrupts:  # one raised where Python swallowed it (see _interrupts_kept): raised again, here
-            raise KeyboardInterrupt
+        if interrupts or workers.stopping():  # one raised where Python swallowed it (see _interrupts_kept)
+            raise KeyboardInterrupt  # is raised again, here
         reached[0] = t
         if on_step:
             on_step(t, n)
@@ -169,8 +169,9 @@ def _interrupts_kept(seen: list):
 
 @contextmanager
 def _exit_on_second_interrupt():
-    """While recording an interruption, a second Ctrl-C leaves at once (exit code 130)."""
-    if threading.current_thread() is not threading.main_thread():
+    """While recording an interruption, a second Ctrl-C leaves at once (exit code 130); not in a sweep's
+    worker, which records its run whole (`workers.job`: the sweep's process decides when to leave)."""
+    if threading.current_thread() is not threading.main_thread() or workers.in_worker():
         yield
         return
     previous = signal.signal(signal.SIGINT, lambda *_: workers.exit_now(130))

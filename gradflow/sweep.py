@@ -23,7 +23,7 @@ import shutil
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -563,7 +563,8 @@ def _run_hydra(p: Plan, on_step: StepFn | None) -> None:
     saved_argv, _reporter = sys.argv, on_step
     try:
         sys.argv = argv
-        with workers.serving(), workers.forked(p.launcher), _hydra_composes_less():
+        with workers.serving(), workers.forked(p.launcher), _hydra_composes_less(), \
+                workers.finish_interrupted_jobs() if p.launcher == "joblib" else nullcontext():
             entry()
     finally:
         sys.argv, _reporter = saved_argv, None

@@ -186,23 +186,42 @@ _settled = False
 
 @contextmanager
 def job():
-    """Around each job: once Ctrl-C has reached a worker, its sweep is ending, and the jobs joblib had
-    queued behind the interrupted one start nothing (not even their run.json). A worker forked from
-    the fork server holds Ctrl-C outside its jobs (`hold_interrupt`) and takes it as usual in them."""
+    """Around each job in a worker: once Ctrl-C has reached a worker, its sweep is ending, and the jobs
+    joblib had queued behind the interrupted one start nothing (not even their run.json). In a job the
+    first Ctrl-C raises KeyboardInterrupt and any more are ignored (`take_interrupt_once`): the sweep's
+    process passes its Ctrl-C on to its workers (`finish_interrupted_jobs`), which the terminal may
+    have sent one already, and a second one must not cut short the recording of the run the first
+    stopped. Outside its jobs a worker holds Ctrl-C (`hold_interrupt`) once it has run one (a worker
+    forked from the fork server from the start)."""
     global _interrupted
-    held = signal.getsignal(signal.SIGINT) is hold_interrupt
-    if held:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if not in_worker():
+        yield
+        return
+    signal.signal(signal.SIGINT, take_interrupt_once)
     try:
         if _interrupted:
             raise KeyboardInterrupt
         yield
     except KeyboardInterrupt:
-        _interrupted = in_worker()
+        _interrupted = True
         raise
     finally:
-        if held:
-            signal.signal(signal.SIGINT, hold_interrupt)
+        signal.signal(signal.SIGINT, hold_interrupt)
+
+
+def take_interrupt_once(signum, frame) -> None:
+    """A worker's Ctrl-C handler in a job: the first raises KeyboardInterrupt (noted in `_interrupted`,
+    which the training loop checks at every step should Python swallow the exception); the rest of the
+    job ignores Ctrl-C."""
+    global _interrupted
+    _interrupted = True
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def stopping() -> bool:
+    """In a worker: whether Ctrl-C has reached it (its job is to stop and record what it has)."""
+    return _interrupted and in_worker()
 
 
 def serve_forks() -> None:
@@ -302,6 +321,44 @@ def exit_now(code: int) -> None:
     if folder:
         shutil.rmtree(folder, ignore_errors=True)
     os._exit(code)
+
+
+GRACE = 60.0  # seconds the runs in flight get to record themselves after Ctrl-C (~1 s is usual)
+
+
+@contextmanager
+def finish_interrupted_jobs():
+    """During a joblib sweep: Ctrl-C in this process makes joblib kill the workers at once (its abort),
+    while the runs in flight were writing their tables after the same Ctrl-C, which left them `running`
+    with half their tables. Here that abort first passes Ctrl-C on to the workers (when it came to this
+    process alone: `kill -INT`, SIGTERM), then waits up to GRACE seconds for the jobs to end, each run
+    recorded `interrupted` with what it measured; a second Ctrl-C stops the wait."""
+    from joblib._parallel_backends import LokyBackend
+
+    abort = LokyBackend.abort_everything
+
+    def abort_everything(self, ensure_ready=True):
+        if isinstance(sys.exc_info()[1], KeyboardInterrupt) and self._workers is not None:
+            _interrupt_and_wait(self._workers)
+        return abort(self, ensure_ready=ensure_ready)
+
+    LokyBackend.abort_everything = abort_everything
+    try:
+        yield
+    finally:
+        LokyBackend.abort_everything = abort
+
+
+def _interrupt_and_wait(executor) -> None:
+    from concurrent.futures import wait
+
+    futures = [item.future for item in list(getattr(executor, "_pending_work_items", {}).values())]
+    for pid in list(getattr(executor, "_processes", {})):
+        try:
+            os.kill(pid, signal.SIGINT)
+        except OSError:  # gone already
+            pass
+    wait(futures, timeout=GRACE)
 
 
 def stop() -> None:

@@ -638,16 +638,31 @@ def test_ctrl_c_while_a_config_is_composed_waits_for_the_compose():
         signal.signal(signal.SIGINT, saved)
 
 
-def test_a_forked_worker_holds_ctrl_c_outside_its_jobs_and_then_starts_none(monkeypatch):
-    """A worker forked from the fork server starts with workers.hold_interrupt: Ctrl-C raises nothing
-    while it starts up or waits; in a job it is Python's usual KeyboardInterrupt; after a held one,
-    the next job starts nothing."""
+def test_a_worker_takes_one_ctrl_c_per_job_holds_it_outside_and_then_starts_none(monkeypatch):
+    """In a sweep's worker: in a job the first Ctrl-C is a KeyboardInterrupt and a second is ignored (the
+    sweep's process passes its Ctrl-C on to workers the terminal may have sent one already: the run
+    stopped by the first must be recorded whole); outside its jobs (a worker forked from the fork
+    server starts so) Ctrl-C raises nothing, and the next job starts nothing."""
     monkeypatch.setattr(workers, "_interrupted", False)
+    monkeypatch.setenv(workers.SWEEP_PID, "1")  # a worker of a sweep whose process is not this one
     saved = signal.signal(signal.SIGINT, workers.hold_interrupt)
     try:
-        with workers.job():  # a job: Ctrl-C is a KeyboardInterrupt there
-            assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        recorded = []
+        with pytest.raises(KeyboardInterrupt):
+            with workers.job():
+                try:
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(0.5)
+                except KeyboardInterrupt:  # the first: the run stops and is recorded ...
+                    os.kill(os.getpid(), signal.SIGINT)  # ... while a second arrives, and is ignored
+                    time.sleep(0.05)
+                    recorded.append(True)
+                    raise
+        assert recorded == [True] and workers.stopping()
         assert signal.getsignal(signal.SIGINT) is workers.hold_interrupt
+        monkeypatch.setattr(workers, "_interrupted", False)
+        with workers.job():  # a job untouched by Ctrl-C
+            assert signal.getsignal(signal.SIGINT) is workers.take_interrupt_once
         os.kill(os.getpid(), signal.SIGINT)  # between jobs: held, nothing raised
         time.sleep(0.05)
         started = []
@@ -772,10 +787,23 @@ def test_no_fork_server_where_its_socket_path_would_be_too_long(tmp_path):
     assert (done.returncode, done.stdout, done.stderr) == (0, "False\n", "")
 
 
+def recorded_whole(root: Path) -> None:
+    """Two runs recorded `interrupted` by their own workers (not read so from a dead process), with the
+    steps done and both tables, which load; the third run started nothing. joblib used to kill the
+    workers as soon as the sweep's process took Ctrl-C: runs left `running`, with half their tables."""
+    records = {p.name: store.read_run(p) for p in root.glob("model.depth=*") if (p / store.RUN_FILE).exists()}
+    assert len(records) == 2 and {r["status"] for r in records.values()} == {"interrupted"}, records
+    for name, r in records.items():
+        assert r["steps_done"] > 0, (name, r)
+        assert not store.read_table(root / name / store.LAYERS_FILE).empty
+        assert not store.read_table(root / name / store.METRICS_FILE).empty
+
+
 @pytest.mark.slow
 def test_no_joblib_worker_outlives_its_sweep(results):
-    """Ctrl-C to the process group: the runs in flight are marked, exit 130, no process of the group is
-    left; killing only the parent (SIGKILL): its workers and resource trackers leave within seconds."""
+    """Ctrl-C to the process group, or to the sweep's process alone: the runs in flight are recorded whole,
+    exit 130, no process of the group is left; killing only the parent (SIGKILL): its workers and resource
+    trackers leave within seconds."""
     root = results / "j"
     args = [sys.executable, "-m", "gradflow", "sweep", *SMALL, "train.steps=5000", "train.eval_every=1000",
             "model.depth=2,3,4", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"results={results}",
@@ -789,6 +817,7 @@ def test_no_joblib_worker_outlives_its_sweep(results):
     deadline = time.time() + 240
     while time.time() < deadline and not two_in_flight():
         time.sleep(0.1)
+    time.sleep(2)  # past each run's first probed steps
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "interrupted: 0 of 3 runs finished" in err, err
@@ -800,6 +829,21 @@ def test_no_joblib_worker_outlives_its_sweep(results):
     time.sleep(1)
     assert group_processes(proc.pid) == []
     assert sorted(_statuses(root).values()) == ["interrupted", "interrupted"]
+    recorded_whole(root)
+
+    # Ctrl-C to the sweep's process alone (kill -INT, or SIGTERM): passed on to its workers, same records
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not two_in_flight():
+        time.sleep(0.1)
+    time.sleep(2)  # past each run's first probed steps
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted: 0 of 3 runs finished" in err, err
+    time.sleep(1)
+    assert group_processes(proc.pid) == []
+    recorded_whole(root)
 
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
                             start_new_session=True)
