@@ -4,7 +4,7 @@
 the same functions:
 
     runs = compare.load_runs([a, b])               # one runs table, `source` says which folder
-    by = compare.match_keys(runs, sources)         # swept keys whose values the sources share
+    by = compare.match_keys(runs, sources)         # the swept keys, seed aside
     compare.comparison(runs, sources, by)          # one row per (matched config, source)
 """
 
@@ -62,10 +62,24 @@ def check_by(runs: pd.DataFrame, sources: Sequence[str], by: Sequence[str]) -> N
 
 
 def match_keys(runs: pd.DataFrame, sources: Sequence[str]) -> list[str]:
-    """Keys to line runs up by: swept (seed aside) in some source, with a value every source shares."""
+    """Keys to line runs up by: every key swept (seed aside) in some source. One whose values the
+    sources do not share (depth 3, 8 against 4, 10) is kept too: its runs then have no counterpart
+    (`unmatched`), where leaving it out pooled each source's depths into one median (`--by` pools
+    on purpose)."""
     per = [runs[runs[store.SOURCE] == s] for s in sources]
     keys = list(dict.fromkeys(k for g in per for k in swept_keys(g.dropna(axis=1, how="all"))))
-    return [k for k in keys if k in runs.columns and set.intersection(*({vkey(v) for v in g[k]} for g in per))]
+    return [k for k in keys if k in runs.columns]
+
+
+def unmatched(runs: pd.DataFrame, sources: Sequence[str], by: Sequence[str]) -> dict[str, list[list]]:
+    """Where no cell of `by` holds runs of two sources: each key whose values the sources do not share,
+    with each source's values (what keeps them apart); {} where some cell is shared."""
+    keyed = runs.assign(_cell=cell_keys(runs, by))
+    if not by or (keyed.groupby("_cell", sort=False)[store.SOURCE].nunique() > 1).any():
+        return {}
+    per = [runs[runs[store.SOURCE] == s] for s in sources]
+    return {k: [ordered_values(g[k]) for g in per] for k in by
+            if not set.intersection(*({vkey(v) for v in g[k]} for g in per))}
 
 
 def differing_keys(runs: pd.DataFrame, sources: Sequence[str]) -> dict[str, list]:

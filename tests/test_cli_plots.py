@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 import gradflow
 from gradflow import store
 from gradflow.cli import app
-from gradflow.compare import comparison, match_keys, pooled_keys, source_labels
+from gradflow.compare import comparison, match_keys, pooled_keys, source_labels, unmatched
 
 SMALL = ["data=gaussian", "data.n_train=128", "data.n_test=64", "data.dim=8", "model.width=8", "train.steps=4",
          "train.batch_size=32", "train.eval_every=2"]
@@ -368,6 +368,26 @@ def test_compare_table_numbers_are_per_source_medians(plain, batchnorm):
     table = comparison(betas, ["a", "b"], ["optim.betas"])
     assert sorted(zip(table["source"], table["runs"])) == [("a", 0), ("a", 2), ("b", 0), ("b", 1)]
     assert out.output.count("ratio init") == 2
+
+
+def test_compare_never_pools_a_swept_key_whose_values_the_sources_do_not_share(plain, diverging, tmp_path):
+    """plain sweeps depth 2, 4; the other source is one run at depth 3. Leaving depth out of the match (no
+    shared value) pooled plain's depths into one median set beside the depth-3 run: numbers of no
+    configuration. Depth stays a key: no cell is shared, and the note says why."""
+    runs = pd.concat([gradflow.load(plain, table="runs").assign(source="plain"),
+                      gradflow.load(diverging / "model.depth=3", table="runs").assign(source="one")], ignore_index=True)
+    by = match_keys(runs, ["plain", "one"])
+    assert by == ["model.depth", "model.activation"]
+    table = comparison(runs, ["plain", "one"], by)
+    assert not (table[table["runs"] > 0].groupby("cell")["source"].nunique() > 1).any()
+    assert unmatched(runs, ["plain", "one"], by) == {"model.depth": [[2, 4], [3]]}
+    assert unmatched(runs, ["plain", "one"], ["model.activation"]) == {}  # relu is in both
+    out = invoke("compare", plain, diverging / "model.depth=3", "--out", tmp_path)
+    flat = " ".join(out.output.split())
+    assert out.exit_code == 0 and "no configuration is in more than one source: model.depth 2/4 in A, 3 in B" in flat
+    out = invoke("compare", plain, diverging / "model.depth=3", "--by", "activation", "--out", tmp_path)
+    flat = " ".join(out.output.split())
+    assert out.exit_code == 0 and "no configuration" not in flat and "which differ in depth" in flat, out.output
 
 
 def test_compare_two_runs_with_the_same_job_name(batchnorm, diverging, tmp_path):

@@ -177,7 +177,7 @@ def _span(widths: list[int]) -> int:
 
 
 def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], differ: dict[str, list],
-                    pooled: list[str] = (), flagged: list[str] = ()) -> None:
+                    pooled: list[str] = (), flagged: list[str] = (), apart: dict[str, list] | None = None) -> None:
     shown = [(c, label, how) for c, label, how in matching.COMPARED
              if c in table.columns and np.isfinite(pd.to_numeric(table[c], errors="coerce")).any()]
     # long labels (a run's folder name) as letters in the table, each named above it: folded into a column
@@ -251,6 +251,10 @@ def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], diff
         t.add_row(*(cells[i] for _, _, cells in columns), end_section=end)
     notes = [NOTES["grad_ratio.init"]] if any(c.startswith("grad_ratio.") for c, _, _ in shown) else []
     notes.append(f"matched on {', '.join(by)}" if by else "no swept key in common: every run of a source in one row")
+    if apart:
+        notes.append("no configuration is in more than one source: " + "; ".join(
+            f"{k} " + ", ".join(f"{'/'.join(map(number, v)) or '-'} in {n}" for n, v in zip(names, vals))
+            for k, vals in apart.items()) + "; --by KEY matches on fewer keys, pooling the rest")
     if differ:
         notes.append("sources differ in " + "; ".join(f"{k} ({' | '.join(map(number, v))})"
                                                       for k, v in differ.items()))
@@ -323,7 +327,7 @@ def compare(
 
     marked, flagged = mark_flagged(runs)  # ok*, as ls shows it: a run that learned nothing is no success
     show_comparison(matching.comparison(marked, sources, by), sources, by, differ, matching.pooled_keys(runs, by),
-                    flagged)
+                    flagged, matching.unmatched(runs, sources, by))
     _print_paths([written])
 
 
