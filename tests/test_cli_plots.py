@@ -303,7 +303,8 @@ def _compare_at_80_columns(*args, out_dir: Path) -> tuple[str, list[str], str]:
 
 def test_compare_of_three_at_80_columns_folds_no_number(plain, batchnorm, diverging, tmp_path):
     # the labels were "grad ratio first/last, init" and every column could fold: "first/la…", "1.9" over "6"
-    text, lines, header = _compare_at_80_columns(plain, batchnorm, diverging, out_dir=tmp_path)
+    # (--by depth: activation, fixed at tanh in batchnorm and relu in diverging, would be a key too)
+    text, lines, header = _compare_at_80_columns(plain, batchnorm, diverging, "--by", "depth", out_dir=tmp_path)
     assert header.split() == ["┃", "depth", "┃", "┃", "plain", "┃", "batchnorm", "┃", "diverging", "┃",
                               "batchnorm", "vs", "plain", "┃"], header  # its headers whole, on one line
     body = [ln for ln in lines if ln.startswith("│")]
