@@ -252,7 +252,8 @@ def _probed() -> tuple[str, ...]:
 # --- the runs table as `ls` and the report page show it -------------------------------------------
 # result columns in display order, each with its header and priority (0 shows first when space is short)
 RESULT_COLUMNS = {
-    "status": ("status", 1), "steps_done": ("steps done", 6), "wall_time": ("time s", 6),
+    "status": ("status", 1), "steps_done": ("steps done", 6), "diverged_step": ("diverged at", 5),
+    "wall_time": ("time s", 6),
     "final.train_loss": ("train loss", 2), "final.train_acc": ("train acc", 5),
     "final.test_loss": ("test loss", 5), "final.test_acc": ("test acc", 2),
     "grad_ratio.init": ("ratio init", 3), "signal_ratio.init": ("signal ratio", 3),
@@ -478,7 +479,7 @@ def table_columns(df: pd.DataFrame, swept: list[str]) -> list[Column]:
             cols = [Column("run", "run", KEY_PRIORITY, short_ids(ids), False)]
     cols += keys
     results = [(k, *v) for k, v in RESULT_COLUMNS.items() if k in df.columns
-               and not (k.startswith("chi1") and df[k].replace("", np.nan).isna().all())]
+               and not ((k.startswith("chi1") or k == "diverged_step") and df[k].replace("", np.nan).isna().all())]
     for k, label, _ in [r for r in results if r[0] == "status"]:  # shown whatever the width, as the keys are
         cols.append(Column(k, label, KEY_PRIORITY, _cells(df, k), False))
     for k in study_columns(df):
@@ -491,7 +492,7 @@ def table_columns(df: pd.DataFrame, swept: list[str]) -> list[Column]:
         cols.append(Column(k, label, priority, _cells(df, k), numeric))
     stopped = "status" in df.columns and not df["status"].astype(str).str.startswith(store.OK).all()
     for k, label, priority in [r for r in results if r[0] != "status"]:
-        if k == "steps_done" and stopped:  # a run that diverged, failed or was stopped: how far it got
-            priority = 2
+        if k in ("steps_done", "diverged_step") and stopped:  # a run that diverged, failed or was stopped: how
+            priority = 2  # far it got, and where it diverged
         cols.append(Column(k, label, priority, _cells(df, k), k != "chi1_layers"))
     return cols

@@ -385,6 +385,7 @@ def training(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None 
                 if first >= 0:
                     res.status = "diverged"
                     res.diverged_step = first
+                    res.steps_done = first  # the updates before it: the rest (to this check) applied non-finite values
                     layers = torch.nonzero(bad_layers).flatten().tolist()
                     res.diverged_layer = probes.weight_points[layers[0]] if layers else None
                     # the step itself in the metrics, split "diverged": its batch loss and total gradient norm (one

@@ -91,7 +91,7 @@ def test_diverging_run_is_recorded_and_keeps_earlier_rows(cli, results):
     job = results / "boom" / job_name(ov)
     rec = json.loads((job / "run.json").read_text())
     assert rec["status"] == "diverged"
-    assert 1 <= rec["diverged_step"] < 40 and rec["steps_done"] <= rec["diverged_step"] + 1
+    assert 1 <= rec["diverged_step"] < 40 and rec["steps_done"] == rec["diverged_step"]  # the finite updates
     layers = pd.read_parquet(job / "layers.parquet")
     init = layers[layers["step"] == 0]
     assert len(init) > 0 and np.isfinite(init["value"]).all()  # the rows logged before divergence are intact
@@ -118,6 +118,11 @@ def test_diverging_run_is_recorded_and_keeps_earlier_rows(cli, results):
     fig = figures.curves(gradflow.load(results / "boom", table="metrics"))
     marks = [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_gid() == "nonfinite"]
     assert len(marks) == 4 and all(list(ln.get_xdata()) == [rec["diverged_step"]] for ln in marks)
+    # ls says where it diverged (--json too), beside the steps done
+    listed = cli("ls", results / "boom").output
+    assert "steps done   diverged at" in listed and re.search(rf"diverged +{rec['diverged_step']} +"
+                                                                 rf"{rec['diverged_step']} ", listed), listed
+    assert json.loads(cli("ls", results / "boom", "--json").output)[0]["diverged_step"] == rec["diverged_step"]
 
 
 def test_a_run_replacing_a_finished_run_with_other_settings_says_so(cli, results):
