@@ -445,3 +445,14 @@ def test_compare_bad_options(plain, batchnorm, tmp_path, args, message):
     assert len(out.output.strip().splitlines()) == 1
     out = invoke("compare", plain, "--out", tmp_path)
     assert out.exit_code == 1 and "two or more folders" in out.output
+
+
+def test_seed_is_no_line_key_and_a_grid_needs_two_keys(results, plain):
+    seeds = _sweep(results, "seeds", "model.depth=2", "seed=0,1")
+    for option in ("--color", "--facet"):
+        out = invoke("plot", seeds, "--kind", "profile", option, "seed")
+        # seeds vary here: "does not vary" was false
+        assert out.exit_code == 1 and "does not vary" not in out.output, out.output
+        assert f"{option} seed: seeds are no line key" in " ".join(out.output.split())
+    out = invoke("plot", plain, "--kind", "grid", "--x", "depth", "--y", "model.depth")
+    assert out.exit_code == 1 and "--x and --y are both model.depth" in " ".join(out.output.split()), out.output

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from gradflow.errors import GradflowError, did_you_mean
-from gradflow.plots.keys import full_key, n_distinct, ordered_values, run_names, swept_keys
+from gradflow.plots.keys import SEED_KEYS, full_key, n_distinct, ordered_values, run_names, swept_keys
 from gradflow.plots.labels import SUMMARIES
 from gradflow.plots.meanfield import GRID_THEORIES
 from gradflow.plots.save import file_part
@@ -96,7 +96,14 @@ def check_options(df: pd.DataFrame, kind: str, o: Options, where: str) -> None:
         key = getattr(o, name)
         if key is not None and key not in swept:
             why = "does not vary" if key in df.columns else "is not a column"
+            if key in SEED_KEYS and key in df.columns and n_distinct(df[key]) > 1:  # (it varies: it is no axis)
+                raise GradflowError(f"--{name} {key}: seeds are no line key (each config's seeds are drawn as one "
+                                    f"median line with a min-max band; gradflow plot RUN draws one seed's run); "
+                                    f"choices: {', '.join(swept) or '(nothing varies)'}")
             raise GradflowError(f"--{name} {key!r} {why} in {where}; choices: {', '.join(swept) or '(nothing varies)'}")
+    if o.x is not None and o.x == o.y:
+        raise GradflowError(f"--x and --y are both {o.x}: a grid needs two different keys; choices: "
+                            f"{', '.join(swept) or '(none)'}")
     for name in ("x", "y"):
         key = getattr(o, name)
         if key is not None and key not in df.columns:
