@@ -556,6 +556,19 @@ def test_grid_cells_are_seed_means(grid_runs):
     assert "accuracy" in cbar.get_ylabel()
 
 
+def test_grid_with_one_finite_cell_centres_its_colour_range_on_it(grid_runs):
+    """Every other cell diverged: the range was (v, v + 1e-12), the cell drawn in the bottom colour over an
+    offset label (1e-12+1.35e-1) on the colorbar."""
+    one = grid_runs.assign(**{"final.test_acc": np.where(
+        (grid_runs["init.sw2"] == 1.5) & (grid_runs["model.depth"] == 10), 0.13, np.nan)})
+    fig = figures.grid(one, "init.sw2", "model.depth", "final.test_acc")
+    (mesh,) = [c for c in fig.axes[0].collections if c.get_gid() == "grid"]
+    assert mesh.norm.vmin == pytest.approx(0.065) and mesh.norm.vmax == pytest.approx(0.195)
+    (cbar,) = colorbar_axes(fig)
+    fig.canvas.draw()
+    assert cbar.yaxis.get_offset_text().get_text() == ""
+
+
 def test_grid_log_ratio_is_centred_and_extra_keys_are_refused(grid_runs, sweep):
     fig = figures.grid(grid_runs, "init.sw2", "model.depth", "grad_ratio.init")
     (mesh,) = [c for c in fig.axes[0].collections if c.get_gid() == "grid"]
