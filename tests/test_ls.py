@@ -157,6 +157,11 @@ def test_sort_descending_numeric_and_by_short_name(swept):
     assert list(by_header["run"]) == list(by_loss["run"])
     by_ratio = runs_json(root, "--sort", "-ratio_end")
     assert list(by_ratio["grad_ratio.final"]) == sorted(by_ratio["grad_ratio.final"], reverse=True)
+    # the column sorted by is shown, however narrow the table: rows in an order one cannot see read as random
+    plain, by_time = gradflow("ls", str(root), columns=60), gradflow("ls", str(root), "--sort", "time s", columns=60)
+    assert "time s" in " ".join(plain.split()).split("not shown")[1]
+    assert "time" in by_time.splitlines()[1] + by_time.splitlines()[2] and "time s" not in \
+        " ".join(by_time.split()).partition("not shown")[2], by_time
 
 
 def test_json_keeps_full_precision(swept):

@@ -18,9 +18,9 @@ from gradflow.cli.console import console, labels, print_note, user_errors
 from gradflow.errors import GradflowError, did_you_mean
 from gradflow.fmt import fmt
 from gradflow.plots.keys import abbreviate, config_columns, full_key, implied_keys, n_distinct, ordered_values
-from gradflow.summary import (FLAGGED, KEY_PRIORITY, LS_COLUMNS, RESULT_COLUMNS, Column, column_notes, listing,
-                              mark_flagged, sort_runs, study_columns, swept_columns, table_columns,
-                              transient_warning)
+from gradflow.summary import (FLAGGED, KEY_PRIORITY, LS_COLUMNS, RESULT_COLUMNS, STUDY_PRIORITY, Column,
+                              column_notes, listing, mark_flagged, sort_runs, study_columns, swept_columns,
+                              table_columns, transient_warning)
 
 SEP = 3  # characters between two columns of the SIMPLE_HEAD table
 
@@ -44,6 +44,7 @@ def runs_view(path: Path, where: list[str] | None = None, sort: str | None = Non
         key = column(df, sort.lstrip("-"), "--sort", swept, [*swept, *(c for c in LS_COLUMNS if c in df.columns),
                                                              *study_columns(df)], " (-KEY: descending)")
         df = sort_runs(df, [key], descending)
+        df.attrs["sorted_by"] = key  # shown whatever the width: rows in an order one cannot see read as random
     return df, swept
 
 
@@ -127,7 +128,11 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     implied = {} if wide else implied_keys(df, swept)
     swept = [k for k in swept if k not in implied]
     df, flagged = mark_flagged(df)  # ended ok, yet no success: never read as one
-    shown, hidden = choose(table_columns(df, swept), None if wide else console.width)
+    columns = table_columns(df, swept)
+    for c in columns:
+        if c.key == df.attrs.get("sorted_by") and c.priority > STUDY_PRIORITY:
+            c.priority = STUDY_PRIORITY
+    shown, hidden = choose(columns, None if wide else console.width)
     one_line_headers(shown, None if wide else console.width)
     console.print(render(shown, len(df), title), highlight=False, soft_wrap=True)
     notes = column_notes(shown)
