@@ -438,6 +438,9 @@ def test_compare_draws_the_mean_field_line_only_for_the_plain_mlps(plain, result
     (["--by", "model.nope"], "--by 'model.nope' is not a config key"),
     (["--kind", "spectrum"], "batchnorm has no jacobian rows; run with probe=full"),
     (["--kind", "ratio", "--panels"], "--panels does not apply to --kind ratio"),
+    # only what compare has: plot's --facet and its hist kind were offered
+    (["--kind", "curves", "--step", "3"], "--step does not apply to --kind curves (it applies to: profile, ratio, "
+                                          "spectrum); --kind curves takes: --color"),
 ])
 def test_compare_bad_options(plain, batchnorm, tmp_path, args, message):
     out = invoke("compare", plain, batchnorm, *args, "--out", tmp_path)

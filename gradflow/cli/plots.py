@@ -304,7 +304,7 @@ def compare(
     kind = choose("--kind", kind, COMPARE_KINDS)
     out_dir, out_file, fmt = figure_target(out, COMPARE_DIR, fmt)
     o = Options(quantity=quantity, step=_step(step), color=color, by_source=panels)
-    refuse_unused(kind, {k: getattr(o, k) for k in ("quantity", "step", "color")})
+    refuse_unused(kind, {k: getattr(o, k) for k in ("quantity", "step", "color")}, COMPARE_KINDS)
     if panels and kind not in ("profile", "curves"):
         raise GradflowError(f"--panels does not apply to --kind {kind} (it applies to: profile, curves)")
     sources = matching.source_labels(paths)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -63,11 +63,13 @@ def choose(option: str, value: str, choices) -> str:
     return value
 
 
-def refuse_unused(kind: str, given: dict[str, Any]) -> None:
-    uses = KINDS[kind][1]
+def refuse_unused(kind: str, given: dict[str, Any], kinds: Sequence[str] | None = None) -> None:
+    """An option given that --kind does not use: one line naming the kinds that do and what this kind
+    takes, among `kinds` and the options in `given` (what the command has: compare has no --facet)."""
+    uses = [o for o in KINDS[kind][1] if o in given]
     for name, v in given.items():
         if v is not None and name not in uses:
-            takers = [k for k, (_, opts) in KINDS.items() if name in opts]
+            takers = [k for k, (_, opts) in KINDS.items() if name in opts and (kinds is None or k in kinds)]
             raise GradflowError(f"--{name} does not apply to --kind {kind}"
                                 + (f" (it applies to: {', '.join(takers)})" if takers else "")
                                 + (f"; --kind {kind} takes: {', '.join('--' + o for o in uses)}" if uses else ""))
