@@ -134,6 +134,12 @@ def test_page_has_one_figure_per_standard_kind_and_the_ls_columns(study, tmp_pat
     assert sorted(page.rows) == sorted(df["run"]) and len(page.rows) == 4
     assert page.keys == [c.key for c in summary.table_columns(df, swept)]
     assert "theory" in page.tables  # tanh and relu MLPs: the mean-field point beside the measurement
+    # each point's mean is over the runs with a fit: depth 10's, not depth 2's (too shallow for one)
+    from gradflow.report import theory_rows
+
+    fitted = df.groupby("model.activation")["chi1_measured"].apply(lambda v: v.notna().sum())
+    assert sorted((r["activation"], r["runs fitted"]) for r in theory_rows(df)) == \
+        [(a, f"{fitted[a]} of 2") for a in ("relu", "tanh")] and set(fitted) == {1}
     text = (study / "report.html").read_text()
     assert "gradflow sweep " in text and "model.depth=2,10" in text  # the command that made it
 
