@@ -65,8 +65,9 @@ LOOP_TITLES = {"bare": "bare PyTorch (zero_grad, forward, loss, backward, step)"
 # why gradflow's loops can beat the bare one on the CPU (gradflow.sgdstep)
 STEP_NOTE = ("gradflow's loops step plain SGD in one pass of the fused CPU kernels that also reads the gradients', "
              "weights' and updates' norms, with torch's roundings (the weights are torch's to the bit): torch's "
-             "own step makes three passes over each momentum buffer. Where gradflow is below 1, that is why; "
-             "'torch fused' is the fastest step torch gives a bare loop.")
+             "own step makes three passes over each momentum buffer. Where gradflow is below 1 in every round, "
+             "that is why; 'torch fused' is the fastest step torch gives a bare loop. A row below 1 whose rounds "
+             "reach above it, or 'batched' below 1 (too short a run for the fused step: torch's own), is noise.")
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 

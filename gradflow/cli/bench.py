@@ -23,8 +23,9 @@ def bench(
                              "every family).")] = None,
     threads: Annotated[Optional[list[int]], typer.Option(
         metavar="N", help="Intra-op CPU threads (repeatable; default 1).")] = None,
-    steps: Annotated[int, typer.Option(help="Updates per timed run (the first and last are not timed, nor the "
-                                            "first 2 of each turn).")] = 101,
+    steps: Annotated[int, typer.Option(help="Updates per timed run, at least 12, so that 'every 10' probes a "
+                                            "timed step (the first and last are not timed, nor the first 2 of each "
+                                            "turn).")] = 101,
     rounds: Annotated[int, typer.Option(help="Rounds of every loop, the loops taking turns of a few steps; the "
                                              "median over every round's steps is reported.")] = 5,
     clock: Annotated[str, typer.Option(help="wall | cpu (process CPU time: for a machine shared with other "
@@ -49,7 +50,8 @@ def bench(
     if clock not in bench_mod.CLOCKS:
         raise GradflowError(f"--clock {clock!r} is not known; choices: {', '.join(bench_mod.CLOCKS)}")
     if steps < 12 or rounds < 1:
-        raise GradflowError(f"--steps must be at least 12 and --rounds at least 1 (got {steps}, {rounds})")
+        raise GradflowError(f"--steps must be at least 12 (so that 'every 10' probes a timed step) and --rounds at "
+                            f"least 1 (got {steps}, {rounds})")
     threads = threads or [1]
     if min(threads) < 1:  # (a run's threads=0 means torch's default; here each count is one to time)
         raise GradflowError(f"--threads {min(threads)} is not allowed: give intra-op thread counts of 1 or more")
