@@ -106,3 +106,18 @@ def test_keys_of_another_init_are_not_settings(cli, results):
     runs = load(results / "inits", table="runs").set_index("init.name")
     assert runs.loc["meanfield", "init.sw2"] == 1.21 and runs.loc["orthogonal", "init.gain"] == 1.1
     assert pd.isna(runs.loc["orthogonal", "init.sw2"]) and pd.isna(runs.loc["meanfield", "init.gain"])
+
+
+def test_a_regression_runs_accuracy_says_what_it_counts(cli, results):
+    """Accuracy of a regression run is the share of predictions within 0.04 of the target: `run` and `ls`
+    say so (both printed a bare "acc")."""
+    tiny = ["data=gaussian", "data.dim=8", "data.n_train=128", "data.n_test=64", "model.width=8", "model.depth=2",
+            "train.steps=4", "threads=1", f"results={results}"]
+    out = cli("run", *tiny, "data.task=regression", "name=reg")
+    assert out.exit_code == 0 and "acc(|err|<0.04)" in out.output.replace("\xa0", " "), out.output
+    listed = " ".join(cli("ls", results / "reg").output.split())
+    assert "acc of a regression run (data.task=regression, data=adding): the share of predictions within 0.04" \
+        in listed, listed
+    out = cli("run", *tiny, "name=cls")
+    assert out.exit_code == 0 and "acc(" not in out.output
+    assert "acc of a regression run" not in cli("ls", results / "cls").output

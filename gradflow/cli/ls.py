@@ -18,6 +18,7 @@ from gradflow.cli.console import console, labels, print_note, user_errors
 from gradflow.errors import GradflowError, did_you_mean
 from gradflow.fmt import fmt
 from gradflow.plots.keys import abbreviate, config_columns, full_key, implied_keys, n_distinct, ordered_values
+from gradflow.metrics import REGRESSION_TOLERANCE, is_regression
 from gradflow.summary import (FLAGGED, KEY_PRIORITY, LS_COLUMNS, RESULT_COLUMNS, STUDY_PRIORITY, Column,
                               column_notes, listing, mark_flagged, sort_runs, study_columns, swept_columns,
                               table_columns, transient_warning)
@@ -146,6 +147,10 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
         notes.append(f"not shown ({console.width} columns): {labels(c.label for c in hidden)}; --wide shows all")
     if flagged:
         notes.append(f"{FLAGGED}: finished but flagged: {labels(flagged)}; --json shows why")
+    if any(c.key.endswith("_acc") for c in shown) and any(
+            is_regression(*v) for v in zip(df.get("data.name", [None] * len(df)), df.get("data.task", [None] * len(df)))):
+        notes.append(f"acc of a regression run (data.task=regression, data=adding): the share of predictions "
+                     f"within {REGRESSION_TOLERANCE:g} of the target")
     for n in notes:
         print_note(n)
     warning = transient_warning(df)

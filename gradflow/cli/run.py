@@ -21,6 +21,7 @@ from gradflow.cli.console import (NBSP, console, leave_interrupted, near_options
                                   user_errors)
 from gradflow.cli.app import progress_bar
 from gradflow.fmt import fmt
+from gradflow.metrics import REGRESSION_TOLERANCE, is_regression
 
 
 # --- help text generated from the schema and the group YAMLs, so it cannot drift from the code --------
@@ -246,7 +247,7 @@ def show_run(job_dir: Path, record: dict, threads: int | None = None) -> None:
     colour = store.STATUS_COLOURS.get(status, "white")
     device = record.get("device", "?")
     on = f"{device}, {threads} thread{'s' * (threads != 1)}" if threads and device == "cpu" else device
-    if status == "diverged":  # the step that went non-finite, not the updates taken (that step's too)
+    if status == "diverged":  # the step that went non-finite (its steps done are the updates before it)
         done = f"at step {record['diverged_step']} of {record.get('steps', '?')}"
     else:
         done = f"after {record.get('steps_done', 0)} steps"
@@ -265,8 +266,11 @@ def show_run(job_dir: Path, record: dict, threads: int | None = None) -> None:
     final = record.get("final") or record.get("last_finite") or {}
     label = "final" if record.get("final") else f"last finite evaluation (step {final['step']})" if final else ""
     if label:  # (NBSP: a narrow terminal breaks the line between the train and the test pair, never inside one)
+        config = record.get("config") or {}
+        acc = f"acc(|err|<{REGRESSION_TOLERANCE:g})" if is_regression(config.get("data.name"),
+                                                                      config.get("data.task")) else "acc"
         train, test = (f"{split}{NBSP}loss{NBSP}{fmt(final.get(f'{split}_loss'))}{NBSP * 2}"
-                       f"acc{NBSP}{fmt(final.get(f'{split}_acc'))}" for split in ("train", "test"))
+                       f"{acc}{NBSP}{fmt(final.get(f'{split}_acc'))}" for split in ("train", "test"))
         print_note(f"{label}  {train}   {test}")
     layers = pd.read_parquet(job_dir / store.LAYERS_FILE)
     if not layers.empty:
