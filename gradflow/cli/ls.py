@@ -130,8 +130,9 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     swept = [k for k in swept if k not in implied]
     df, flagged = mark_flagged(df)  # ended ok, yet no success: never read as one
     columns = table_columns(df, swept)
-    for c in columns:
-        if c.key == df.attrs.get("sorted_by") and c.priority > STUDY_PRIORITY:
+    warning = transient_warning(df)
+    for c in columns:  # shown whatever the width: the column sorted by, and the fits the warning is about
+        if (c.key == df.attrs.get("sorted_by") or (warning and c.key in ("chi1_measured", "chi1_layers"))) and c.priority > STUDY_PRIORITY:
             c.priority = STUDY_PRIORITY
     shown, hidden = choose(columns, None if wide else console.width)
     one_line_headers(shown, None if wide else console.width)
@@ -153,7 +154,6 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
                      f"within {REGRESSION_TOLERANCE:g} of the target")
     for n in notes:
         print_note(n)
-    warning = transient_warning(df)
     if warning:
         print_note(warning, style="yellow")
     counts = df["status"].value_counts().to_dict() if "status" in df else {}
