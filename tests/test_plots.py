@@ -200,6 +200,17 @@ def test_profile_without_seeds_draws_one_line_per_run(sweep):
     assert not colorbar_axes(fig)
 
 
+def test_profile_at_a_step_some_runs_never_reached_says_so(sweep):
+    layers, _, _ = sweep
+    last = int(layers["step"].max())
+    cut = layers[~((layers["run"] == layers["run"].iloc[0]) & (layers["step"] == last))]  # one run stopped before it
+    fig = figures.profile(cut, "grad_norm", step=last, color="model.depth")
+    n, reached = layers["run"].nunique(), cut.loc[cut["step"] == last, "run"].nunique()
+    assert reached < n - 1  # the run cut here, and the fixture's diverged one
+    assert f"step {last}; {n - reached} of {n} runs never reached it (not drawn)" in fig.get_suptitle()
+    assert "never reached" not in figures.profile(layers, "grad_norm", step=0, color="model.depth").get_suptitle()
+
+
 def test_profile_facets_share_y(sweep):
     layers, _, _ = sweep
     fig = figures.profile(layers, step=0, facet="model.activation")

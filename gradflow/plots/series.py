@@ -136,7 +136,11 @@ def at_step(df: pd.DataFrame, step: int | str) -> tuple[pd.DataFrame, str]:
         probed = sorted(df["step"].unique())
         shown = ", ".join(map(str, probed[:12])) + (", ..." if len(probed) > 12 else "")
         raise GradflowError(f"step={step} was not probed; probed steps: {shown} (or 'last')")
-    return sub, "step 0 (initialization)" if step == 0 else f"step {step}"
+    text = "step 0 (initialization)" if step == 0 else f"step {step}"
+    missing = df["run"].nunique() - sub["run"].nunique()  # runs that stopped before it (diverged, say)
+    if missing:
+        text += f"; {missing} of {df['run'].nunique()} runs never reached it (not drawn)"
+    return sub, text
 
 
 def pick_run(df: pd.DataFrame, run: str | None, what: str) -> pd.DataFrame:
