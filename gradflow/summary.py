@@ -433,13 +433,18 @@ def _fit_cell(row: pd.Series) -> str:
 def short_ids(runs: list[str], budgets: tuple[int, ...] = (28, 40, 60)) -> list[str]:
     """Run ids for a table column: each longer than a budget as its first and last key=value items around
     "…" (model.depth=10,…,train.steps=100; cut inside an item, depth=1… read as another value), at the
-    smallest budget that keeps them distinct (a job name holds every override: 100 characters and more
-    would leave no room for a result at 80 columns); whole where none does. --json has them whole."""
+    smallest budget that keeps them distinct and gives each its last item too (`data=gaussian,…` named
+    one run by its first item alone), or else the smallest that keeps them distinct (a job name holds
+    every override: 100 characters and more would leave no room for a result at 80 columns); whole
+    where none does. --json has them whole."""
+    distinct = None
     for budget in budgets:
         short = [_short_id(r, budget) for r in runs]
         if len(set(short)) == len(set(runs)):
-            return short
-    return runs
+            if not any(s.endswith("…") for s in short):
+                return short
+            distinct = distinct or short
+    return distinct or runs
 
 
 def _short_id(run: str, budget: int) -> str:

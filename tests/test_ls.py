@@ -400,7 +400,9 @@ def test_runs_the_keys_do_not_tell_apart_are_named_by_their_study_or_run(tmp_pat
     long = ["b/data.dim=8,data.n_test=32,data.n_train=64,model.depth=3,train.steps=2", "c/seed=0"]
     assert short_ids(long) == ["b/data.dim=8,…,train.steps=2", "c/seed=0"]
     # whole key=value items only: cut inside one, model.depth=10 read as model.depth=1…
-    assert short_ids(["model.depth=10,model.width=64,train.steps=100"]) == ["model.depth=10,…"]
+    # and the last item too, where a larger budget gives it (data=gaussian,… named one run by its first alone)
+    assert short_ids(["model.depth=10,model.width=64,train.steps=100"]) == ["model.depth=10,…,train.steps=100"]
+    assert short_ids(["a=1," * 9 + "model.depth=10,model.width=64,train.steps=100"]) == ["a=1,a=1,…,train.steps=100"]
     assert short_ids(["+note=" + "x" * 40]) == ["+note=xxxxxxx…xxxxxxxxxxxxxx"]  # one item: its ends
 
 
