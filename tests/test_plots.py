@@ -1054,3 +1054,20 @@ def test_a_figure_whose_legend_leaves_no_room_saves_without_a_matplotlib_warning
         warnings.simplefilter("always")
         path = save(fig, tmp_path / "crowded.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not caught, [str(w.message) for w in caught]
+
+
+def test_a_long_legend_entry_wraps_at_its_commas():
+    """Three run folders' names as legend entries took half a comparison's width; wrapped at commas
+    (never inside a key=value item), each line within LEGEND_WRAP characters."""
+    from matplotlib.lines import Line2D
+
+    from gradflow.plots.style import LEGEND_WRAP, legend, new_figure, wrap_commas
+
+    name = "source=data=gaussian,model.activation=relu,model.depth=6,model.width=16,optim.lr=1e6,train.steps=20"
+    lines = wrap_commas(name).split("\n")
+    assert "".join(lines) == name and len(lines) == 3 and all(len(ln) <= LEGEND_WRAP for ln in lines)
+    assert all(ln.endswith(",") for ln in lines[:-1])
+    assert wrap_commas("model.depth=6") == "model.depth=6" and wrap_commas("x" * 60) == "x" * 60
+    fig, _ = new_figure()
+    legend(fig, [Line2D([], [], label=name), Line2D([], [], label="short")])
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [wrap_commas(name), "short"]

@@ -326,9 +326,32 @@ def note_if_empty(ax, series: Sequence[Series]) -> None:
                 ha="center", va="center", fontsize="small", color="0.4", gid="note")
 
 
+LEGEND_WRAP = 44  # characters per line of a legend entry; a longer one (a run's folder name) wraps at its commas
+
+
+def wrap_commas(text: str, width: int = LEGEND_WRAP) -> str:
+    """`text` on lines of at most `width` characters, broken after commas only (a run's key=value items
+    stay whole); one line where it fits or has no comma."""
+    if len(text) <= width or "," not in text or "\n" in text:
+        return text
+    lines, line = [], ""
+    for item in text.split(","):
+        piece = item if not line else f",{item}"
+        if line and len(line) + len(piece) > width:
+            lines.append(line + ",")
+            line = item
+        else:
+            line += piece
+    return "\n".join([*lines, line])
+
+
 def legend(fig: Figure, handles: list, title: str | None = None) -> None:
+    """The figure's legend outside its right edge, an entry longer than LEGEND_WRAP wrapped at its commas
+    (three run folders' names took half a comparison's width, the panels squeezed into the rest)."""
     if not handles:
         return
+    for h in handles:
+        h.set_label(wrap_commas(str(h.get_label())))
     ncols = 1 if len(handles) <= 12 else 2 if len(handles) <= 30 else 3
     # centred, not upper: an upper legend would sit beside (and under) a long two-line title
     leg = fig.legend(handles=handles, loc="outside right center", fontsize="x-small", title=title,
