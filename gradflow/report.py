@@ -60,6 +60,9 @@ def write(paths: Iterable[str | Path], out: str | Path | None = None) -> Path:
         target = target / page_path(paths).name
     elif out and str(out).endswith(("/", os.sep)):  # a folder by its slash, mistyped: not a file of that name
         raise GradflowError(f"--out {out}: no such folder; create it first or write the page elsewhere")
+    if out and target.suffix and target.suffix.lower() not in (".html", ".htm"):  # (x.txt held a page)
+        raise GradflowError(f"--out {out} names a {target.suffix} file and the page is HTML: give "
+                            f"{target.with_suffix('.html')}, or a folder")
     if out and not target.parent.is_dir():  # (a mistyped folder is not made: the page would be lost in it)
         raise GradflowError(f"--out {out}: the folder {target.parent} does not exist; create it first "
                             "or write the page elsewhere")

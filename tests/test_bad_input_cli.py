@@ -140,6 +140,8 @@ CASES = [
     (["clean", "{study}"], "--stale"),
     (["report", "{study}", "--out", "{results}/typo/page.html"], "/typo does not exist; create it first"),
     (["report", "{study}", "--out", "{results}/typo/"], "/typo/: no such folder; create it first"),  # not a file "typo"
+    (["report", "{study}", "--out", "{results}/page.txt"], "page.txt names a .txt file and the page is HTML: give "),
+    (["compare", "{study}", "{study}"], "is given twice"),
     # a mistyped option names the one it is nearest to (sweep's advice used to be "name=x, not --name x")
     (["sweep", "--nmae", "x"], "--nmae is not an option of `gradflow sweep` (did you mean --name?)"),
     (["reproduce", "he2015", "--quik"], "--quik is not an option of `gradflow reproduce` (did you mean --quick?)"),
@@ -167,7 +169,7 @@ CASES = [
     (["gradcheck", "model.depth=2,3"], "several values, and `gradflow gradcheck` checks one network: give one value"),
     (["theory", "phase", "--activation", "tanh", "--out", "{file}/x.png"], "is a file, not a folder"),
     (["plot", "{study}", "--out", "{file}/figures"], "is not a folder; give --out <a writable folder>"),
-    (["compare", "{study}", "{study}", "--out", "{file}"], "is not a folder; give --out <a writable folder>"),
+    (["compare", "{study}", "{study}/..", "--out", "{file}"], "is not a folder; give --out <a writable folder>"),
     (["bench", "--workload", "nope"], "--workload 'nope'"),
 ]
 

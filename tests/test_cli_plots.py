@@ -132,6 +132,9 @@ def test_a_sweep_over_inits_with_different_keys_is_still_a_depth_sweep(results):
      "profile-grad_norm-step0-color-model.depth-facet-model.activation.png"),
     (["--kind", "grid", "--x", "activation", "--y", "depth", "--value", "final.train_acc"],
      "grid-final.train_acc-model.activation-model.depth.png"),
+    # a run by its items in another order: the same run, its file named as the folder is
+    (["--kind", "heatmap", "--run", "model.depth=4,model.activation=tanh", "--quantity", "act_std"],
+     "heatmap-act_std-model.activation=tanh,model.depth=4.png"),
 ])
 def test_plot_each_kind(plain, full, tmp_path, args, name):
     out = invoke("plot", full if "hist" in args else plain, *args, "--out", tmp_path)

@@ -143,6 +143,15 @@ def at_step(df: pd.DataFrame, step: int | str) -> tuple[pd.DataFrame, str]:
     return sub, text
 
 
+def named_run(run: object, runs: list[str]) -> str | None:
+    """The run of `runs` that `run` names: itself, or the same key=value items in another order
+    (model.depth=4,model.activation=relu for the folder model.activation=relu,model.depth=4)."""
+    if str(run) in runs:
+        return str(run)
+    same = [r for r in runs if sorted(str(r).split(",")) == sorted(str(run).split(","))]
+    return same[0] if len(same) == 1 else None
+
+
 def pick_run(df: pd.DataFrame, run: str | None, what: str) -> pd.DataFrame:
     """The rows of one run: `run`, or the only run in df; GradflowError listing runs otherwise."""
     runs = run_names(df["run"])
@@ -151,7 +160,7 @@ def pick_run(df: pd.DataFrame, run: str | None, what: str) -> pd.DataFrame:
         if len(runs) != 1:
             raise GradflowError(f"{what} draws one run and this table holds {len(runs)}; pass run=one of: {shown}")
         run = runs[0]
-    sub = df[df["run"] == str(run)]
+    sub = df[df["run"] == (named_run(run, runs) or str(run))]
     if sub.empty:
         raise GradflowError(f"run={run!r} is not in the {what} table; choices: {shown}")
     return sub
