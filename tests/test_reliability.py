@@ -812,15 +812,20 @@ def test_no_joblib_worker_outlives_its_sweep(results):
     def two_in_flight():
         return sum(bool(r and r.get("status") == "running") for r in map(store.read_run, root.glob("*"))) == 2
 
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
-                            start_new_session=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and not two_in_flight():
-        time.sleep(0.1)
-    time.sleep(2)  # past each run's first probed steps
-    os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "interrupted: 0 of 3 runs finished" in err, err
+    def interrupted(send) -> tuple[subprocess.Popen, str]:
+        """The sweep, with two runs in flight past their first probed steps, sent SIGINT by `send(pid)`."""
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                                start_new_session=True)
+        deadline = time.time() + 240
+        while time.time() < deadline and not two_in_flight():
+            time.sleep(0.1)
+        time.sleep(2)
+        send(proc.pid)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130 and "interrupted: 0 of 3 runs finished" in err, err
+        return proc, err
+
+    proc, err = interrupted(lambda pid: os.killpg(pid, signal.SIGINT))
     # loky kills the workers' trees with psutil (the cluster extra has it): its pgrep fallback, killed by the
     # same Ctrl-C, printed a traceback inside a "Failed to kill subprocesses" warning in 2 of 5 tries
     from joblib.externals.loky.backend import utils as loky_utils
@@ -832,15 +837,7 @@ def test_no_joblib_worker_outlives_its_sweep(results):
     recorded_whole(root)
 
     # Ctrl-C to the sweep's process alone (kill -INT, or SIGTERM): passed on to its workers, same records
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
-                            start_new_session=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and not two_in_flight():
-        time.sleep(0.1)
-    time.sleep(2)  # past each run's first probed steps
-    os.kill(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "interrupted: 0 of 3 runs finished" in err, err
+    proc, _ = interrupted(lambda pid: os.kill(pid, signal.SIGINT))
     time.sleep(1)
     assert group_processes(proc.pid) == []
     recorded_whole(root)
