@@ -131,9 +131,10 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     df, flagged = mark_flagged(df)  # ended ok, yet no success: never read as one
     columns = table_columns(df, swept)
     warning = transient_warning(df)
+    wanted = {df.attrs.get("sorted_by"), *(("chi1_measured", "chi1_layers") if warning else ())}
     for c in columns:  # shown whatever the width: the column sorted by, and the fits the warning is about
-        if (c.key == df.attrs.get("sorted_by") or (warning and c.key in ("chi1_measured", "chi1_layers"))) and c.priority > STUDY_PRIORITY:
-            c.priority = STUDY_PRIORITY
+        if c.key in wanted:
+            c.priority = min(c.priority, STUDY_PRIORITY)
     shown, hidden = choose(columns, None if wide else console.width)
     one_line_headers(shown, None if wide else console.width)
     console.print(render(shown, len(df), title), highlight=False, soft_wrap=True)
@@ -148,8 +149,8 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
         notes.append(f"not shown ({console.width} columns): {labels(c.label for c in hidden)}; --wide shows all")
     if flagged:
         notes.append(f"{FLAGGED}: finished but flagged: {labels(flagged)}; --json shows why")
-    if any(c.key.endswith("_acc") for c in shown) and any(
-            is_regression(*v) for v in zip(df.get("data.name", [None] * len(df)), df.get("data.task", [None] * len(df)))):
+    tasks = df.reindex(columns=["data.name", "data.task"]).itertuples(index=False)
+    if any(c.key.endswith("_acc") for c in shown) and any(is_regression(*t) for t in tasks):
         notes.append(f"acc of a regression run (data.task=regression, data=adding): the share of predictions "
                      f"within {REGRESSION_TOLERANCE:g} of the target")
     for n in notes:
