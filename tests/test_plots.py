@@ -1061,7 +1061,10 @@ def test_a_long_legend_entry_wraps_at_its_commas():
     (never inside a key=value item), each line within LEGEND_WRAP characters."""
     from matplotlib.lines import Line2D
 
-    from gradflow.plots.style import LEGEND_WRAP, legend, new_figure, wrap_commas
+    from gradflow.plots.style import LEGEND_WRAP, legend, new_figure, wrap_label
+
+    def wrap_commas(text):
+        return wrap_label(text, LEGEND_WRAP)
 
     name = "source=data=gaussian,model.activation=relu,model.depth=6,model.width=16,optim.lr=1e6,train.steps=20"
     lines = wrap_commas(name).split("\n")

@@ -203,11 +203,11 @@ class Palette:
 LABEL_WIDTH = 36  # characters per legend line: a run id of many overrides must not squash the axes
 
 
-def wrap_label(text: str) -> str:
-    """A long legend entry (a run id: key=value,key=value,...) over several lines, broken after commas."""
+def wrap_label(text: str, width: int = LABEL_WIDTH) -> str:
+    """A long legend entry (a run id: key=value,key=value,...) over lines of `width`, broken after commas."""
     import textwrap
 
-    return "\n".join(textwrap.wrap(text.replace(",", ", "), LABEL_WIDTH, break_long_words=False)).replace(", ", ",")
+    return "\n".join(textwrap.wrap(text.replace(",", ", "), width, break_long_words=False)).replace(", ", ",")
 
 
 def line_weight(n_lines: int) -> tuple[float, float]:
@@ -326,23 +326,7 @@ def note_if_empty(ax, series: Sequence[Series]) -> None:
                 ha="center", va="center", fontsize="small", color="0.4", gid="note")
 
 
-LEGEND_WRAP = 44  # characters per line of a legend entry; a longer one (a run's folder name) wraps at its commas
-
-
-def wrap_commas(text: str, width: int = LEGEND_WRAP) -> str:
-    """`text` on lines of at most `width` characters, broken after commas only (a run's key=value items
-    stay whole); one line where it fits or has no comma."""
-    if len(text) <= width or "," not in text or "\n" in text:
-        return text
-    lines, line = [], ""
-    for item in text.split(","):
-        piece = item if not line else f",{item}"
-        if line and len(line) + len(piece) > width:
-            lines.append(line + ",")
-            line = item
-        else:
-            line += piece
-    return "\n".join([*lines, line])
+LEGEND_WRAP = 44  # characters per line of a figure legend's entry; a longer one (a run's folder name) wraps
 
 
 def legend(fig: Figure, handles: list, title: str | None = None) -> None:
@@ -350,8 +334,10 @@ def legend(fig: Figure, handles: list, title: str | None = None) -> None:
     (three run folders' names took half a comparison's width, the panels squeezed into the rest)."""
     if not handles:
         return
-    for h in handles:
-        h.set_label(wrap_commas(str(h.get_label())))
+    for h in handles:  # (an entry already on lines of its own is left as it is)
+        label = str(h.get_label())
+        if len(label) > LEGEND_WRAP and "\n" not in label:
+            h.set_label(wrap_label(label, LEGEND_WRAP))
     ncols = 1 if len(handles) <= 12 else 2 if len(handles) <= 30 else 3
     # centred, not upper: an upper legend would sit beside (and under) a long two-line title
     leg = fig.legend(handles=handles, loc="outside right center", fontsize="x-small", title=title,
