@@ -709,16 +709,19 @@ def remove_run(job_dir: Path) -> None:
     clear_run(job_dir)
 
 
-def removable(path: str | Path) -> tuple[list[dict], list[Path]]:
+def removable(path: str | Path) -> tuple[list[dict], list[Path], list[dict]]:
     """What `gradflow clean --stale` would remove: the stale, incomplete and interrupted runs, and the
-    leftover folders (`leftovers`). A folder holding leftovers and no run is no error here."""
+    leftover folders (`leftovers`); and the runs of those states it keeps, as they hold files gradflow did
+    not write (`not_ours`). A folder holding leftovers and no run is no error here."""
     left = leftovers(path) if Path(path).is_dir() else []
     try:
-        return [r for r in runs(path) if r[STATUS] in REMOVABLE], left
+        listed = [r for r in runs(path) if r[STATUS] in REMOVABLE]
     except GradflowError:
         if not left:
             raise
-        return [], left
+        listed = []
+    kept = [r for r in listed if not_ours(Path(r[PATH]))]
+    return [r for r in listed if r not in kept], left, kept
 
 
 def leftovers(path: str | Path) -> list[Path]:
@@ -737,10 +740,11 @@ def leftovers(path: str | Path) -> list[Path]:
 def clean(path: str | Path) -> tuple[list[Path], list[Path]]:
     """Remove stale, incomplete and interrupted runs and leftover folders, each study folder locked while
     it is cleaned (so nothing a live sweep is writing goes); only folders gradflow made are ever deleted.
-    Returns (removed, kept): the runs kept hold files gradflow did not write."""
+    Returns (removed, kept): the runs kept gained files gradflow did not write since `removable` listed
+    them (those holding such files then are not tried)."""
     removed, kept = [], []
     by_study: dict[Path, list[Path]] = {}
-    doomed, left = removable(path)
+    doomed, left, _ = removable(path)
     for job in [Path(r[PATH]) for r in doomed] + left:
         by_study.setdefault(job.parent, []).append(job)
     for study, jobs in by_study.items():

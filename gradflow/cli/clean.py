@@ -33,10 +33,8 @@ def clean(
         raise GradflowError("say what to remove: --stale (stale, incomplete and interrupted runs); "
                             "finished runs of the current sweep are never removed")
     path = Path(path)
-    doomed, left = store.removable(path)
-    kept = [r for r in doomed if store.not_ours(Path(r[store.PATH]))]  # said before asking, not after
-    doomed = [r for r in doomed if r not in kept]
-    if kept:
+    doomed, left, kept = store.removable(path)
+    if kept:  # said before asking, not after
         console.print(f"{len(kept)} {' and '.join(sorted({r[store.STATUS] for r in kept}))} run"
                       f"{'s' * (len(kept) != 1)} kept: {'they hold' if len(kept) > 1 else 'it holds'} files gradflow "
                       "did not write (gradflow deletes only its own): " + ", ".join(r[store.RUN] for r in kept),
@@ -58,9 +56,7 @@ def clean(
     if not yes and not typer.confirm(f"remove {'it' if n == 1 else 'them'}?", default=False):
         console.print("nothing removed", highlight=False)
         raise typer.Exit(1)
-    said = {Path(r[store.PATH]) for r in kept}
     removed, kept = store.clean(path)
-    kept = [k for k in kept if k not in said]
     console.print(f"removed {len(removed)} run{'s' * (len(removed) != 1)}", soft_wrap=True)
     if kept:  # (gained such files while we asked)
         console.print(f"kept {len(kept)} that hold files gradflow did not write (gradflow deletes only its own): "
