@@ -371,11 +371,10 @@ def build(paths: list[Path]) -> str:
                  f'<h2>Resolved config: <span id="config-run">{_e(run_name)}</span></h2>',
                  "<p class=note>The first run in the runs table's own order (before any re-sorting).</p>",
                  '<pre id="config">' + _e(config) + "</pre>"]
-    from gradflow.plots.keys import implied_keys
+    from gradflow.plots.keys import axes
 
-    axes = [k for k in swept if k not in implied_keys(df, swept)]  # (init.gain: set by the init choice, not swept)
-    if axes:
-        sections.append("<p class=note>Swept: " + _e(", ".join(axes)) + "; other runs differ only there.</p>")
+    if shown := axes(df, swept):  # (not init.gain, set by the init choice; not a group only some runs have)
+        sections.append("<p class=note>Swept: " + _e(", ".join(shown)) + "; other runs differ only there.</p>")
     return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
             f"<title>gradflow {_e(what)}: {_e(title)}</title><style>{STYLE}</style></head><body>"
             + "\n".join(sections) + f"<script>{SCRIPT}</script></body></html>\n")

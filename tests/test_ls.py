@@ -406,6 +406,35 @@ def test_runs_the_keys_do_not_tell_apart_are_named_by_their_study_or_run(tmp_pat
     assert short_ids(["+note=" + "x" * 40]) == ["+note=xxxxxxx…xxxxxxxxxxxxxx"]  # one item: its ends
 
 
+def test_a_recorders_run_beside_a_sweep_leaves_the_sweeps_constant_keys_out(swept, tmp_path):
+    # a Recorder's run has its own config ({lr, depth}) and none of `gradflow run`'s: each of the sweep's
+    # constant keys (model.name, train.steps, ..., seed) read as swept, mlp against -, so ~30 key columns
+    # took the 80 columns and no result was left on the line
+    import torch
+    from torch import nn
+
+    from gradflow import Recorder, load
+    from gradflow.plots.keys import swept_keys
+
+    results = tmp_path / "results"
+    shutil.copytree(swept[0], results / "grid")
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    with Recorder(model, results / "mine" / "run0", config={"lr": 0.1, "depth": 2}, every=1) as rec:
+        for step in range(3):
+            with rec.step(step):
+                model(torch.randn(8, 4)).square().mean().backward()
+    text = gradflow("ls", str(results))
+    check_readable(text)
+    header = " ".join(text.splitlines()[1:3])
+    assert {"lr", "depth", "init", "status", "loss"} <= set(header.split()), text
+    assert not {"model", "data", "steps", "seed"} & set(header.split()), text
+    assert "only some runs set them, each to one value: seed, and the other keys of model, data" in " ".join(text.split())
+    rows = table_rows(text, r"[\d.-]+")
+    assert len(rows) == 7 and [r[:4] for r in rows].count(["-", "-", "0.1", "2"]) == 1, text
+    assert "model" in gradflow("ls", str(results), "--wide").splitlines()[1].split()  # --wide: every key
+    assert swept_keys(load(results, "runs")) == ["model.depth", "init.name", "lr", "depth"]  # (the figures' axes)
+
+
 def test_where_takes_values_as_ls_shows_them():
     # the error lists values through fmt (0.001761, true); typing one back must match
     from gradflow.cli.ls import matches

@@ -17,7 +17,8 @@ from gradflow.cli.app import app
 from gradflow.cli.console import console, labels, print_note, user_errors
 from gradflow.errors import GradflowError, did_you_mean
 from gradflow.fmt import fmt
-from gradflow.plots.keys import abbreviate, config_columns, full_key, implied_keys, n_distinct, ordered_values
+from gradflow.plots.keys import (abbreviate, config_columns, full_key, implied_keys, n_distinct, ordered_values,
+                                 partial_keys)
 from gradflow.metrics import REGRESSION_TOLERANCE, is_regression
 from gradflow.summary import (FLAGGED, KEY_PRIORITY, LS_COLUMNS, RESULT_COLUMNS, STUDY_PRIORITY, Column,
                               column_notes, listing, mark_flagged, sort_runs, study_columns, swept_columns,
@@ -127,7 +128,10 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     """The runs table: swept values, then status, finals, gradient ratios and chi_1, as many as fit."""
     swept = swept_columns(df, swept)
     implied = {} if wide else implied_keys(df, swept)
-    swept = [k for k in swept if k not in implied]
+    partial = [] if wide else partial_keys(df, swept)  # (with what a partial choice implies: model.width by model)
+    partial += [k for k, c in implied.items() if c in partial and k not in partial]
+    implied = {k: c for k, c in implied.items() if k not in partial}
+    swept = [k for k in swept if k not in implied and k not in partial]
     df, flagged = mark_flagged(df)  # ended ok, yet no success: never read as one
     columns = table_columns(df, swept)
     warning = transient_warning(df)
@@ -145,6 +149,13 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
         by = list(dict.fromkeys(names[c] for c in implied.values()))
         notes.append(f"not shown, as each {'/'.join(by)} choice sets them: "
                      + labels(names[k] for k in implied) + "; --wide shows all")
+    if partial:  # (a Recorder's runs beside gradflow run's: the groups only one kind has, by group)
+        groups = list(dict.fromkeys(k.split(".")[0] for k in partial if "." in k))
+        named = [k for k in partial if "." not in k]  # (seed)
+        if groups:
+            named.append(f"the other keys of {', '.join(groups[:-1])}{' and ' * (len(groups) > 1)}{groups[-1]}")
+        notes.append(f"not shown, as only some runs set them, each to one value: {', and '.join(named)}; "
+                     "--wide shows all")
     if hidden:
         notes.append(f"not shown ({console.width} columns): {labels(c.label for c in hidden)}; --wide shows all")
     if flagged:

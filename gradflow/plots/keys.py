@@ -69,9 +69,17 @@ def swept_keys(df: pd.DataFrame, exclude: Sequence[str] = SEED_KEYS, implied: bo
     """Config columns that take more than one value in `df`, in column order (seed excluded;
     pass exclude=() to count it, as `gradflow ls` does). A key that varies only because a group
     choice among them sets it (`implied_keys`: init.gain, which init=xavier_normal has and
-    init=standard lacks) is no axis of its own and is left out, unless implied=True."""
+    init=standard lacks) is no axis of its own and is left out, as is one that only some runs set
+    (`partial_keys`: model.name beside a Recorder's runs), unless implied=True."""
     keys = [c for c in config_columns(df) if c not in exclude and n_distinct(df[c]) > 1]
-    return keys if implied else [k for k in keys if k not in implied_keys(df, keys)]
+    return keys if implied else axes(df, keys)
+
+
+def axes(df: pd.DataFrame, keys: list[str]) -> list[str]:
+    """Of the varying `keys`, those that are axes of their own: not set by a group choice among them
+    (`implied_keys`) nor set only in the runs that have their group at all (`partial_keys`)."""
+    implied, partial = implied_keys(df, keys), partial_keys(df, keys)
+    return [k for k in keys if k not in implied and k not in partial]
 
 
 def implied_keys(df: pd.DataFrame, keys: list[str]) -> dict[str, str]:
@@ -89,6 +97,27 @@ def implied_keys(df: pd.DataFrame, keys: list[str]) -> dict[str, str]:
                 if (per_choice <= 1).all():
                     out[k] = choice
                 break
+    return out
+
+
+def partial_keys(df: pd.DataFrame, keys: list[str]) -> list[str]:
+    """Of `keys`, the dotted ones that vary only because some runs lack their whole group and that take
+    one value in every run that has it: beside a Recorder's run (config {lr, depth}, no model.* at all)
+    model.name=mlp and train.steps=20 of `gradflow run`'s runs are no axis, while model.depth=2,4 is.
+    A key missing from a run that has other keys of its group (init.sw2 of init=standard) is left to
+    `implied_keys`; seed's group is every dotted key; a user's own top-level key (+tag=baseline beside
+    no tag) always counts."""
+    absent: dict[str, pd.Series] = {}  # group -> the runs with no key of it
+    out = []
+    for k in keys:
+        group = k.split(".")[0] if "." in k else "" if k in SEED_KEYS else None
+        if group is None:
+            continue
+        if group not in absent:
+            cols = [c for c in config_columns(df) if (c.startswith(f"{group}.") if group else "." in c)]
+            absent[group] = df[cols].isna().all(axis=1)
+        if absent[group].any() and df[k].isna().equals(absent[group]) and n_distinct(df.loc[~absent[group], k]) == 1:
+            out.append(k)
     return out
 
 
