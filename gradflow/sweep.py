@@ -526,7 +526,7 @@ def task(cfg) -> str:
         return "skipped"
     report = _reporter
     on_step = (lambda t, n: report(job_dir.name, t, n)) if report else None
-    with workers.job():
+    with workers.job(job_dir):
         record = job.execute(cfg, job_dir, on_step=on_step, isolate=True, flat=flat)
     workers.settle()
     return record[store.STATUS]

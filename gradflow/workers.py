@@ -23,7 +23,8 @@ import signal
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from pathlib import Path
 
 SWEEP_PID = "GRADFLOW_SWEEP_PID"  # set for workers: the process whose sweep they serve
 PRELOAD = ["__main__", "gradflow._preload"]  # what the fork server imports before forking a worker
@@ -185,9 +186,10 @@ _settled = False
 
 
 @contextmanager
-def job():
+def job(folder: Path):
     """Around each job in a worker: once Ctrl-C has reached a worker, its sweep is ending, and the jobs
-    joblib had queued behind the interrupted one start nothing (not even their run.json). In a job the
+    joblib had queued behind the interrupted one start nothing (not even their run.json; the empty
+    `folder` Hydra made for the job goes again). In a job the
     first Ctrl-C raises KeyboardInterrupt and any more are ignored (`take_interrupt_once`): the sweep's
     process passes its Ctrl-C on to its workers (`finish_interrupted_jobs`), which the terminal may
     have sent one already, and a second one must not cut short the recording of the run the first
@@ -200,6 +202,8 @@ def job():
     signal.signal(signal.SIGINT, take_interrupt_once)
     try:
         if _interrupted:
+            with suppress(OSError):  # (not empty: an earlier, interrupted run's files stay for ls to show)
+                folder.rmdir()
             raise KeyboardInterrupt
         yield
     except KeyboardInterrupt:

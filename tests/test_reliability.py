@@ -638,18 +638,23 @@ def test_ctrl_c_while_a_config_is_composed_waits_for_the_compose():
         signal.signal(signal.SIGINT, saved)
 
 
-def test_a_worker_takes_one_ctrl_c_per_job_holds_it_outside_and_then_starts_none(monkeypatch):
+def test_a_worker_takes_one_ctrl_c_per_job_holds_it_outside_and_then_starts_none(monkeypatch, tmp_path):
     """In a sweep's worker: in a job the first Ctrl-C is a KeyboardInterrupt and a second is ignored (the
     sweep's process passes its Ctrl-C on to workers the terminal may have sent one already: the run
     stopped by the first must be recorded whole); outside its jobs (a worker forked from the fork
-    server starts so) Ctrl-C raises nothing, and the next job starts nothing."""
+    server starts so) Ctrl-C raises nothing, and the next job starts nothing, leaving no empty folder
+    where Hydra made one for it (a folder an earlier run wrote into stays)."""
+    folders = [tmp_path / name for name in ("stopped", "untouched", "queued", "earlier")]
+    for f in folders:
+        f.mkdir()
+    (folders[3] / "config.yaml").write_text("seed: 0\n")
     monkeypatch.setattr(workers, "_interrupted", False)
     monkeypatch.setenv(workers.SWEEP_PID, "1")  # a worker of a sweep whose process is not this one
     saved = signal.signal(signal.SIGINT, workers.hold_interrupt)
     try:
         recorded = []
         with pytest.raises(KeyboardInterrupt):
-            with workers.job():
+            with workers.job(folders[0]):
                 try:
                     os.kill(os.getpid(), signal.SIGINT)
                     time.sleep(0.5)
@@ -661,15 +666,17 @@ def test_a_worker_takes_one_ctrl_c_per_job_holds_it_outside_and_then_starts_none
         assert recorded == [True] and workers.stopping()
         assert signal.getsignal(signal.SIGINT) is workers.hold_interrupt
         monkeypatch.setattr(workers, "_interrupted", False)
-        with workers.job():  # a job untouched by Ctrl-C
+        with workers.job(folders[1]):  # a job untouched by Ctrl-C
             assert signal.getsignal(signal.SIGINT) is workers.take_interrupt_once
         os.kill(os.getpid(), signal.SIGINT)  # between jobs: held, nothing raised
         time.sleep(0.05)
         started = []
-        with pytest.raises(KeyboardInterrupt):
-            with workers.job():
-                started.append(True)
+        for queued in folders[2:]:
+            with pytest.raises(KeyboardInterrupt):
+                with workers.job(queued):
+                    started.append(True)
         assert started == [] and signal.getsignal(signal.SIGINT) is workers.hold_interrupt
+        assert [f.exists() for f in folders] == [True, True, False, True]
     finally:
         signal.signal(signal.SIGINT, saved)
 
@@ -790,8 +797,11 @@ def test_no_fork_server_where_its_socket_path_would_be_too_long(tmp_path):
 def recorded_whole(root: Path) -> None:
     """Two runs recorded `interrupted` by their own workers (not read so from a dead process), with the
     steps done and both tables, which load; the third run started nothing. joblib used to kill the
-    workers as soon as the sweep's process took Ctrl-C: runs left `running`, with half their tables."""
-    records = {p.name: store.read_run(p) for p in root.glob("model.depth=*") if (p / store.RUN_FILE).exists()}
+    workers as soon as the sweep's process took Ctrl-C: runs left `running`, with half their tables; and a
+    job queued behind them left the empty folder Hydra had made for it."""
+    folders = list(root.glob("model.depth=*"))
+    assert all((p / store.RUN_FILE).exists() for p in folders), folders  # (no empty folder of a queued job)
+    records = {p.name: store.read_run(p) for p in folders}
     assert len(records) == 2 and {r["status"] for r in records.values()} == {"interrupted"}, records
     for name, r in records.items():
         assert r["steps_done"] > 0, (name, r)
