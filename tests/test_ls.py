@@ -428,10 +428,16 @@ def test_a_recorders_run_beside_a_sweep_leaves_the_sweeps_constant_keys_out(swep
     header = " ".join(text.splitlines()[1:3])
     assert {"lr", "depth", "init", "status", "loss"} <= set(header.split()), text
     assert not {"model", "data", "steps", "seed"} & set(header.split()), text
-    assert "only some runs set them, each to one value: seed, and the other keys of model, data" in " ".join(text.split())
+    assert "only some of the folder's runs set them, each to one value: seed, and the other keys of model, data" in " ".join(text.split())
     rows = table_rows(text, r"[\d.-]+")
     assert len(rows) == 7 and [r[:4] for r in rows].count(["-", "-", "0.1", "2"]) == 1, text
     assert "model" in gradflow("ls", str(results), "--wide").splitlines()[1].split()  # --wide: every key
+    # --where keeps the sweep's runs: their constant keys stay no columns, and the Recorder's keys, which
+    # none of them has, go
+    text = gradflow("ls", str(results), "--where", "model=mlp")
+    header = " ".join(text.splitlines()[1:3]).split()
+    assert "depth" in header and "init" in header and not {"lr", "model", "data", "steps"} & set(header), text
+    assert len(table_rows(text)) == 6 and "loss" in header, text
     assert swept_keys(load(results, "runs")) == ["model.depth", "init.name", "lr", "depth"]  # (the figures' axes)
 
 

@@ -26,10 +26,14 @@ from gradflow.summary import (FLAGGED, KEY_PRIORITY, LS_COLUMNS, RESULT_COLUMNS,
 
 SEP = 3  # characters between two columns of the SIMPLE_HEAD table
 
+PARTIAL = "partial_keys"  # the runs table's attrs: the keys only some runs of the folder set (`partial_keys`)
+
+
 def runs_view(path: Path, where: list[str] | None = None, sort: str | None = None,
               rates: list[str] | None = None, steps: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """The runs table filtered and sorted as `ls` shows it, and the swept keys."""
     df, swept = listing(path, rates or (), steps or ())
+    partial = partial_keys(df, swept_columns(df, swept))  # of the whole folder: --where keeps them no axis
     for i, cond in enumerate(where or []):
         if "=" not in cond:
             raise GradflowError(f"--where {cond!r} must be KEY=VALUE")
@@ -47,6 +51,7 @@ def runs_view(path: Path, where: list[str] | None = None, sort: str | None = Non
                                                              *study_columns(df)], " (-KEY: descending)")
         df = sort_runs(df, [key], descending)
         df.attrs["sorted_by"] = key  # shown whatever the width: rows in an order one cannot see read as random
+    df.attrs[PARTIAL] = partial
     return df, swept
 
 
@@ -127,8 +132,11 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
               wide: bool = False) -> None:
     """The runs table: swept values, then status, finals, gradient ratios and chi_1, as many as fit."""
     swept = swept_columns(df, swept)
+    if not wide:  # (keys of runs --where left out: the Recorder's lr beside `--where model=mlp`)
+        swept = [k for k in swept if df[k].notna().any()]
     implied = {} if wide else implied_keys(df, swept)
-    partial = [] if wide else partial_keys(df, swept)  # (with what a partial choice implies: model.width by model)
+    partial = [] if wide else [k for k in df.attrs.get(PARTIAL, partial_keys(df, swept)) if k in swept]
+    # (with what a partial choice implies: model.width by model)
     partial += [k for k, c in implied.items() if c in partial and k not in partial]
     implied = {k: c for k, c in implied.items() if k not in partial}
     swept = [k for k in swept if k not in implied and k not in partial]
@@ -154,7 +162,7 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
         named = [k for k in partial if "." not in k]  # (seed)
         if groups:
             named.append(f"the other keys of {', '.join(groups[:-1])}{' and ' * (len(groups) > 1)}{groups[-1]}")
-        notes.append(f"not shown, as only some runs set them, each to one value: {', and '.join(named)}; "
+        notes.append(f"not shown, as only some of the folder's runs set them, each to one value: {', and '.join(named)}; "
                      "--wide shows all")
     if hidden:
         notes.append(f"not shown ({console.width} columns): {labels(c.label for c in hidden)}; --wide shows all")
