@@ -28,8 +28,8 @@ def reproduce(
         show_default=False)] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the experiments (with a NAME: that one).")] = False,
     quick: Annotated[bool, typer.Option("--quick", help="The smallest honest size (same as --scale quick).")] = False,
-    scale: Annotated[Optional[str], typer.Option(help="quick | default (CPU-sized) | paper (the paper's scale, "
-                                                      "for a GPU).", show_default="default")] = None,
+    scale: Annotated[Optional[str], typer.Option(help="quick | default (CPU-sized, the default) | paper (the "
+                                                      "paper's scale, for a GPU).", show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Rerun runs that already finished.")] = False,
     report_: Annotated[bool, typer.Option("--report", help="Write the HTML report page (gradflow report).")] = False,
 ) -> None:
