@@ -96,7 +96,8 @@ def test_a_big_sweeps_report_has_every_standard_figure(big, tmp_path):
 @pytest.mark.parametrize("when", ["server", "figure"])
 def test_ctrl_c_while_figures_are_drawn_in_several_processes_leaves_nothing_behind(big, tmp_path, when):
     """Ctrl-C reaches the whole process group: the fork server while it imports, or the drawing processes
-    at work. Exit 130, no traceback from any of them, and no process of the group left a second later."""
+    at work. Exit 130 with the line `interrupted`, no traceback from any of them, and no process of the
+    group left a second later."""
     out = tmp_path / "figures"
     proc = subprocess.Popen([sys.executable, "-m", "gradflow", "plot", str(big), "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
@@ -114,5 +115,6 @@ def test_ctrl_c_while_figures_are_drawn_in_several_processes_leaves_nothing_behi
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1:] == ["interrupted"], err  # one line, not a silent exit
     time.sleep(1)
     assert group_processes(proc.pid) == []

@@ -71,6 +71,18 @@ def test_unknown_experiment_lists_the_choices(cli):
     assert out.exit_code == 1 and "sigmoid-textbook" in out.output and "Traceback" not in out.output
 
 
+def test_ctrl_c_outside_a_sweep_says_what_is_kept(cli, monkeypatch, tmp_path):
+    # a Ctrl-C between arms or while the claims are checked (run_plan takes one inside a sweep): one line
+    # saying the finished runs are kept and how to go on, exit 130; Typer's own exit 130 said nothing
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rep, "run", stopped)
+    out = cli("reproduce", "he2015", "--quick", f"results={tmp_path}")
+    assert out.exit_code == 130, out.output
+    assert "interrupted: he2015's finished runs are kept; rerun the same command" in " ".join(out.output.split())
+
+
 def test_list_names_every_experiment(cli):
     out = cli("reproduce", "--list")
     assert out.exit_code == 0

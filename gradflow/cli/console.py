@@ -21,7 +21,9 @@ F = TypeVar("F", bound=Callable)
 
 
 def user_errors(fn: F) -> F:
-    """Turn a GradflowError raised inside a command into one red line and exit code 1."""
+    """Turn a GradflowError raised inside a command into one red line and exit code 1, and a Ctrl-C that
+    no command took itself (drawing figures, checking claims) into the line `interrupted` and exit 130
+    (Typer's own exit 130 says nothing, which reads like a crash or a hang cut short)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -30,6 +32,9 @@ def user_errors(fn: F) -> F:
         except GradflowError as e:
             err_console.print(f"[bold red]error:[/] {escape(_short_words(str(e)))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted", highlight=False)
+            raise typer.Exit(INTERRUPTED_EXIT) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -13,7 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from gradflow.cli.app import app
-from gradflow.cli.console import console, near_options, note_replaced, print_note, user_errors
+from gradflow.cli.console import (INTERRUPTED_EXIT, console, err_console, near_options, note_replaced, print_note,
+                                  user_errors)
 from gradflow.cli.sweep import report_page, run_plan
 from gradflow.errors import GradflowError
 
@@ -55,7 +56,12 @@ def reproduce(
         spec = rep.Spec.load(n)
         console.rule(f"[bold]{escape(n)}[/]")
         print_note(f"paper: {spec.paper}")  # whole: a rule's title would be cut to one line
-        outcome = rep.run(n, scale, list(overrides or []), force, launch=lambda p: run_plan(p, table=False))
+        try:  # (a Ctrl-C inside a sweep is the sweep's: its line, exit 130)
+            outcome = rep.run(n, scale, list(overrides or []), force, launch=lambda p: run_plan(p, table=False))
+        except KeyboardInterrupt:  # between arms, or while the claims are checked and the figures drawn
+            err_console.print(f"interrupted: {n}'s finished runs are kept; rerun the same command to resume "
+                              "and check its claims", highlight=False, soft_wrap=True)
+            raise typer.Exit(INTERRUPTED_EXIT) from None
         print_note(f"{n}: claims")
         console.print(claims_table(outcome.claims, console.width))
         for texts, note in rep.tolerance_notes(outcome.claims):
