@@ -17,9 +17,15 @@ device, one host copy per probed step.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+import math
 import sys
 import time
 import traceback
+import warnings
+from argparse import Namespace
+from collections.abc import Mapping
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,8 +34,63 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from gradflow import store
+from gradflow import store, summary
 from gradflow.errors import GradflowError, shorten
+
+# top-level config keys gradflow's tables and run.json use themselves: a Recorder's config key of the same
+# name would be overwritten or hidden in `gradflow.load` and `ls` (`seed` is shared on purpose: a seed axis;
+# `device` too: run.json's, the device the model was on, is the one the config means)
+TAKEN = {**dict.fromkeys([k for k in store.TOP_KEYS if k not in ("seed", "device")], "a key of gradflow's own config"),
+         **dict.fromkeys([store.RUN, store.SOURCE, store.STATUS, store.PATH], "a column `load` adds"),
+         **dict.fromkeys([c for cols in store.TABLE_COLUMNS.values() for c in cols], "a column of the tables"),
+         **dict.fromkeys(["job", "started", "every", "config_hash", "python", "torch", "numpy", "gradflow",
+                          "platform", "git_commit", "gradflow_commit", "pid", "host", "steps", "steps_done",
+                          "final", "wall_time", "fused_steps", "error", "traceback", "flags",
+                          "last_evaluated", "last_finite", "diverged_step", "summary", "files", "config",
+                          "grad_ratio", "signal_ratio"], "a field of run.json")}
+
+
+def plain_config(config) -> dict:
+    """A Recorder's config as plain YAML values: a dict, an OmegaConf config, an argparse.Namespace or a
+    dataclass; numpy scalars and arrays, paths, enums, torch.device/dtype and one-element tensors become
+    numbers, strings and lists. One clear error for a key gradflow's tables use (TAKEN) or a value that
+    is none of these (a function's repr would change with its address, and the run's hash with it)."""
+    if config is None:
+        return {}
+    if isinstance(config, Namespace):
+        config = vars(config)
+    elif dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = dataclasses.asdict(config)
+    elif not isinstance(config, Mapping):
+        raise GradflowError(f"Recorder's config must be a dict (or an OmegaConf config, an argparse.Namespace, a "
+                            f"dataclass), not {type(config).__name__}")
+    if not isinstance(config, dict):  # (an OmegaConf DictConfig, or another mapping)
+        config = OmegaConf.to_container(config, resolve=True) if OmegaConf.is_config(config) else dict(config)
+    for key in config:
+        if key in TAKEN:
+            raise GradflowError(f"Recorder config key {key!r} is {TAKEN[key]} already; rename it or nest it "
+                                f"(config={{'run_cfg': {{{key!r}: ...}}}} is the key run_cfg.{key})")
+    return _plain(config, "")
+
+
+def _plain(value, where: str):
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, (np.generic, np.ndarray)):  # (before float: np.float64 is one, and YAML refuses it)
+        return value.tolist()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, (Path, torch.device, torch.dtype)):
+        return str(value)
+    raise GradflowError(f"Recorder config {where}: a {type(value).__name__} is no config value (numbers, strings, "
+                        f"booleans, None, lists and dicts of them; numpy values, paths, enums and torch.device "
+                        f"are converted); give its name or its number")
 
 
 class Recorder:
@@ -52,6 +113,8 @@ class Recorder:
         if self.path.exists() and any(self.path.iterdir()) and not (self.path / store.RUN_FILE).exists():
             raise GradflowError(f"{self.path} exists and is not a gradflow run; give the Recorder a new folder")
         store.check_writable(self.path)
+        config = plain_config(config)  # (before the lock: a refused config leaves nothing held)
+        replaced = store.read_run(self.path) if (self.path / store.RUN_FILE).exists() else None
         self.probes = None  # built at the first probed forward pass, when an input exists
         self._pending = False  # a probed step waits for its update (update_ratio) and its read
         self._pending_step = -1
@@ -66,10 +129,20 @@ class Recorder:
         self._lock = ExitStack()
         self._lock.enter_context(store.lock(self.path.parent, command=" ".join(["python", *sys.argv]),
                                             elsewhere="another path for the Recorder"))
-        flat = store.flatten(config or {})
+        self._flat = store.flatten(config)
+        env = store.environment()  # its git_commit is the user's code's (the script's repository), if any
+        env["gradflow_commit"] = env.pop("git_commit", None)
+        env["git_commit"] = store.git_commit(Path(sys.argv[0]).resolve().parent if sys.argv[0] else Path.cwd())
         self._record = {"job": self.path.name, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                        "every": every, "config_hash": store.config_hash(flat), **store.environment(), "config": flat}
-        store.begin(self.path, OmegaConf.create(config or {}), self._record)
+                        "every": every, "config_hash": store.config_hash(self._flat), **env, "config": self._flat}
+        try:
+            store.begin(self.path, OmegaConf.create(config), self._record)
+        except BaseException:
+            self._lock.close()
+            raise
+        if replaced is not None:  # (as `gradflow run` says so; a Recorder's rerun is a new run)
+            warnings.warn(f"{self.path}: replacing the run recorded there before ({replaced.get(store.STATUS)}, "
+                          f"started {replaced.get('started')})", stacklevel=2)
 
     # --- the loop's side ---
     @contextmanager
@@ -146,11 +219,31 @@ class Recorder:
         store.write_layers(self.path, self._steps, names, quantities, [v for v, _ in tables], [m for _, m in tables])
         rows = self._metric_rows()
         store.write_metrics(self.path, rows)
+        layers = store.read_table(self.path / store.LAYERS_FILE)  # (also proves it loads, as `gradflow run`'s)
+        self._record["summary"] = summary.per_run(layers, self._flat)  # what `ls` shows, reading no table
         final = {f"{split}_{metric}": v for _, split, metric, v in rows}
+        # a non-finite loss or weight gradient: diverged, as `gradflow run` says (not another logged scalar,
+        # nor an update ratio, which a zero-initialized weight makes infinite)
+        losses = [st for st, _, metric, v in rows if metric == "loss" and not math.isfinite(v)]
+        grads = layers[layers[store.QUANTITY].isin(["grad_norm", "bias_grad_norm"])]
+        grads = grads.loc[~np.isfinite(grads[store.VALUE]), store.STEP].tolist()
+        if (losses or grads) and status == store.OK:
+            status, first = store.DIVERGED, min(losses + grads)
+            self._record.update(diverged_step=int(first), diverged_in=" and ".join(
+                what for what, at in (("loss", losses), ("gradient", grads)) if first in at))
         if status == store.INTERRUPTED:  # no final result: its last values, with the step it got to
             self._record["last_evaluated"] = {store.STEP: self._last_step, **final}
             final = {}
+        elif status == store.DIVERGED:  # no final result either: the last step whose values are all finite
+            ok = [st for st, *_ in rows if st < self._record["diverged_step"]]
+            self._record["last_finite"] = {store.STEP: max(ok), **{f"{sp}_{m}": v for st, sp, m, v in rows
+                                                                    if st == max(ok)}} if ok else {}
+            final = {}
         done = self._last_step + 1 - self._cut_short  # (a step that raised in its block was not done)
+        if status == store.OK and done:  # every hidden weight gradient 0 at the end (a dead ReLU net, say)
+            from gradflow.job import learned_nothing
+
+            self._record["flags"] = learned_nothing(layers, final, 0)
         self._record.update(status=status, steps=self._last_step, steps_done=done, final=final,
                             wall_time=round(time.perf_counter() - self._start, 4),
                             device=str(next(self.model.parameters()).device),

@@ -433,14 +433,19 @@ def _environment() -> dict[str, Any]:
 
     info = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
             "gradflow": gradflow.__version__, "platform": platform.platform()}
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(gradflow.__file__).parent,
-                             capture_output=True, text=True, timeout=5)
-        if out.returncode == 0:
-            info["git_commit"] = out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
+    if commit := git_commit(Path(gradflow.__file__).parent):
+        info["git_commit"] = commit
     return info
+
+
+@functools.cache
+def git_commit(folder: Path) -> str | None:
+    """The commit checked out in the git repository `folder` is in; None outside one (or without git)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
 
 
 # --- reading -------------------------------------------------------------------------------------

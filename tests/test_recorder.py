@@ -223,6 +223,83 @@ def test_the_study_folder_is_locked_while_recording(tmp_path):
     gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / "run1").close()  # free again once closed
 
 
+def test_a_config_is_saved_as_plain_yaml_and_a_refused_one_holds_no_lock(tmp_path):
+    # numpy scalars (np.logspace's rates), paths, devices, a Namespace or a dataclass are what scripts pass:
+    # a numpy float stopped the Recorder with OmegaConf's message, and a Path was written as a Python
+    # object that a safe YAML loader refuses. A refused config took the study's lock first and kept it,
+    # so every later Recorder of that study in the process was refused as "being written by" itself
+    import argparse
+    import dataclasses
+
+    import yaml
+
+    @dataclasses.dataclass
+    class Args:
+        lr: float = 0.1
+        depth: int = 3
+
+    configs = {"np": {"lr": np.logspace(-3, -1, 3)[2], "widths": np.array([8, 16]), "data": Path("/data/x"),
+                      "device": torch.device("cpu"), "opt": {"beta": np.float32(0.5)}},
+               "ns": argparse.Namespace(lr=0.1, depth=3), "dc": Args()}
+    for name, config in configs.items():
+        gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / name, config=config).close()
+    saved = {name: yaml.safe_load((tmp_path / "study" / name / "config.yaml").read_text()) for name in configs}
+    assert saved["np"] == {"lr": pytest.approx(0.1), "widths": [8, 16], "data": "/data/x", "device": "cpu",
+                           "opt": {"beta": 0.5}}
+    assert saved["ns"] == saved["dc"] == {"lr": 0.1, "depth": 3}
+    assert type(saved["np"]["lr"]) is float
+
+    for config, message in [({"f": print}, "^Recorder config f: a builtin_function_or_method is no config value"),
+                            ({"run": "r1"}, "^Recorder config key 'run' is a column `load` adds already; rename"),
+                            ({"steps": 100}, "^Recorder config key 'steps' is a field of run.json already"),
+                            ([0.1], "^Recorder's config must be a dict .*, not list$")]:
+        with pytest.raises(GradflowError, match=message):
+            gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / "refused", config=config)
+    gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / "after", config={"run_cfg": {"steps": 100}}).close()
+    assert store.load_records(tmp_path / "study" / "after")["run_cfg.steps"].tolist() == [100]
+    assert not (tmp_path / "study" / "refused").exists()
+
+
+def test_a_recorders_run_diverges_or_is_flagged_as_gradflow_runs_are(tmp_path):
+    # a non-finite loss or weight gradient reads `diverged` at its step, without a final result; a net
+    # whose hidden weight gradients are all exactly 0 at the end is `ok*`: both were plain `ok`, one with
+    # a final loss of NaN
+    def loop(model, path, steps=4, spoil=None):
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        with gradflow.Recorder(model, tmp_path / path, every=1) as rec:
+            for step in range(steps):
+                if step == spoil:
+                    with torch.no_grad():
+                        model[0].weight[0, 0] = float("nan")
+                with rec.step(step):
+                    loss = model(torch.randn(8, 4)).square().mean()
+                    loss.backward()
+                rec.log(step, train_loss=loss, lr=0.01)
+                opt.step()
+                opt.zero_grad()
+        return store.read_run(tmp_path / path)
+
+    torch.manual_seed(0)
+    net = lambda: nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))  # noqa: E731
+    run = loop(net(), "nan", spoil=2)
+    assert run["status"] == "diverged" and run["diverged_step"] == 2 and run["diverged_in"] == "loss and gradient"
+    assert run["final"] == {} and run["last_finite"]["step"] == 1 and "train_loss" in run["last_finite"]
+    healthy = loop(net(), "healthy")
+    assert healthy["status"] == "ok" and healthy["flags"] == [] and healthy["final"]["train_loss"] > 0
+    dead = net()
+    with torch.no_grad():
+        dead[0].bias.fill_(-100.0)  # every first-layer ReLU off: no hidden weight gradient at all
+    run = loop(dead, "dead")
+    assert run["status"] == "ok" and run["flags"] == ["learned nothing: every hidden weight gradient is exactly 0 "
+                                                      "at the end"]
+    rows = store.load_records(tmp_path).set_index("run")
+    assert rows.loc["nan", "status"] == "diverged" and rows.loc["dead", "flags"].startswith("learned nothing")
+    # and a rerun into a run's folder says it replaces it, as `gradflow run` does
+    with pytest.warns(UserWarning, match=f"^{re.escape(str(tmp_path / 'healthy'))}: replacing the run recorded "
+                                         "there before \\(ok, started "):
+        gradflow.Recorder(net(), tmp_path / "healthy").close()
+
+
 def test_logging_a_value_that_is_no_scalar_is_one_clear_error_at_the_call(tmp_path):
     rec = gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / "run0")
     with pytest.raises(GradflowError, match=r"^Recorder.log: train_loss must be a scalar; got a tensor of shape \(3,\)"):
