@@ -527,10 +527,12 @@ def critical_sw2(activation: str, sb2: float, bracket: tuple[float, float] = CRI
     m = moments(activation)
     if isinstance(m, PiecewiseLinear):
         return 1.0 / m.m2
-    if sb2 == 0 and float(m.phi(0.0)) == 0 and float(m.dphi(0.0)) > 0:
-        # q = 0 is a fixed point, where chi_1 = sw2 phi'(0)^2: if the fixed point there is that one, the
-        # edge is exactly 1 / phi'(0)^2 (tanh: 1, with q* = 0), where Brent stops at a flat residue (1 + 1e-7)
-        exact = 1.0 / float(m.dphi(0.0)) ** 2
+    slopes = float(m.dphi(np.float64(1e-300))) ** 2 + float(m.dphi(np.float64(-1e-300))) ** 2
+    if sb2 == 0 and float(m.phi(0.0)) == 0 and slopes > 0:
+        # q = 0 is a fixed point, where chi_1 = sw2 E[phi'(0 z)^2], the mean of the two one-sided slopes
+        # squared (selu's kink: lambda^2 (1 + alpha^2) / 2): if the fixed point there is that one, the edge
+        # is exactly 1 over it (tanh: 1, with q* = 0), where Brent stops at a flat residue (1 + 1e-7)
+        exact = 2.0 / slopes
         at = point(activation, exact, 0.0)
         if at.q_star == 0 and at.chi1 == 1.0:
             return exact
@@ -544,6 +546,11 @@ def critical_sw2(activation: str, sb2: float, bracket: tuple[float, float] = CRI
     from scipy.optimize import brentq
 
     root = brentq(f, lo, hi, xtol=1e-12)
+    while f(below := root * (1 - 1e-3)) > 0 and f_lo < 0:
+        # a root chi_1 reaches from above: not where it first rises through 1. gelu at sb2 = 0.25 crosses
+        # at 1.96 (finite q*), stays above 1, and touches 1 again at 2 as q* runs off to infinity; the
+        # edge is the first crossing, found again below this one
+        root = brentq(f, lo, below, xtol=1e-12)
     if abs(f(root)) > 1e-6:  # Brent closed in on a discontinuity, not a root
         below, above = point(activation, root * (1 - 1e-9), sb2), point(activation, root * (1 + 1e-9), sb2)
         raise GradflowError(

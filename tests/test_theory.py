@@ -51,12 +51,24 @@ def test_tanh_critical_point_schoenholz():
 
 def test_an_edge_at_a_degenerate_fixed_point_is_exact():
     # sigma_b^2 = 0: q* = 0 up to sw2 = 1 / phi'(0)^2, where chi_1 = 1 exactly (Brent stopped at 1.00000013,
-    # q* 6.6e-8); softsign too (phi'(0) = 1); selu's edge lies elsewhere and is still searched
-    for name in ("tanh", "softsign"):
+    # q* 6.6e-8); softsign too (phi'(0) = 1); selu's kink at 0 too, at the mean of its two slopes squared,
+    # lambda^2 (1 + alpha^2) / 2 (Brent stopped at 0.476771117, with q* 3e-14 and xi_q 9.6e6 for infinity)
+    from gradflow.activations import SELU_ALPHA, SELU_SCALE
+
+    for name, edge in (("tanh", 1.0), ("softsign", 1.0), ("selu", 2 / (SELU_SCALE ** 2 * (1 + SELU_ALPHA ** 2)))):
         sw2 = theory.critical_sw2(name, 0.0)
-        assert sw2 == 1.0 and theory.point(name, sw2, 0.0).q_star == 0 and theory.chi1(name, sw2, 0.0) == 1.0
-    assert theory.critical_sw2("selu", 0.0) == pytest.approx(0.4768, abs=1e-3)
-    assert theory.chi1("selu", theory.critical_sw2("selu", 0.0), 0.0) == pytest.approx(1.0, abs=1e-6)
+        at = theory.point(name, sw2, 0.0)
+        assert sw2 == pytest.approx(edge, rel=1e-15) and at.q_star == 0 and at.chi1 == 1.0 and at.xi_q == math.inf
+
+
+def test_the_edge_is_where_chi1_first_rises_through_1():
+    # gelu at sb2 = 0.25: chi_1 crosses 1 at sw2 = 1.96 (q* = 6.4), stays above 1, and comes back to 1 only
+    # at sw2 = 2 as q* runs off to infinity; Brent landed on that second one (q* = inf), against the
+    # command's own table and the phase figure
+    sw2 = theory.critical_sw2("gelu", 0.25)
+    assert sw2 == pytest.approx(1.9596, abs=1e-3) and math.isfinite(theory.q_star("gelu", sw2, 0.25))
+    assert theory.chi1("gelu", sw2 * 0.99, 0.25) < 1 < theory.chi1("gelu", sw2 * 1.01, 0.25)
+    assert theory.chi1("gelu", 1.99, 0.25) > 1  # (above 1 between the two)
 
 
 @pytest.mark.parametrize("sw2, chi1", [(1.0, 0.759), (4.0, 1.342)])
