@@ -791,8 +791,9 @@ def write_report(spec: Spec, root: Path, scale: str, results: list[ClaimResult],
         parts += ["## Figures", ""] + [f"![{p.stem}]({p.relative_to(root).as_posix()})" for p in figures_] + [""]
         parts += [f"- not drawn: {why}" for why in not_drawn or []] + ([""] if not_drawn else [])
     parts += ["## How it was run", ""]
-    for arm, ov in overrides.items():
-        parts.append(f"- `{arm}`: `gradflow sweep {' '.join(ov)}`")
+    for arm, ov in overrides.items():  # each arm's command as its sweep.yaml has it, --name included
+        command = (store.sweep_spec(root / arm) or {}).get("command") or f"gradflow sweep {' '.join(ov)}"
+        parts.append(f"- `{arm}`: `{command}`")
     store.write_json(store.claims_path(root), {"experiment": spec.name, "scale": scale, "overrides": given,
                                                "passed": sum(r.passed for r in results), "claims": [
         {**claim_cells(r), "passed": r.passed, "value": json_number(r.measured.value)} for r in results]})

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -127,6 +133,23 @@ def test_a_claim_without_a_proper_source_is_refused(source, message):
 def sigmoid(tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
     return results, reproduce("sigmoid-textbook", results)
+
+
+def test_report_md_gives_each_arms_command_as_run(sigmoid, tmp_path):
+    # "the exact sweep commands": each arm's line is its sweep's own command, --name included (without
+    # it, pasted, the sweep wrote into results/multirun-...): run again, it finds every run finished
+    results, outcome = sigmoid
+    lines = [ln for ln in outcome.report.read_text().splitlines() if ln.startswith("- `") and "gradflow sweep" in ln]
+    assert len(lines) == len(outcome.spec.arms), lines
+    for line in lines:
+        arm, command = re.fullmatch(r"- `([^`]+)`: `([^`]+)`", line).groups()
+        assert f"--name reproduce/sigmoid-textbook-quick/{arm}" in command, command
+    args = shlex.split(command)[1:]  # the last arm's, pasted
+    out = subprocess.run([sys.executable, "-m", "gradflow", *args], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).parents[1], env={**os.environ, "COLUMNS": "120"})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert re.search(r"sigmoid-textbook-quick/\w+: (\d+) runs over .*; \1 already finished, skipped",
+                     " ".join(out.stdout.split())), out.stdout
 
 
 def test_sigmoid_textbook_quick_passes(sigmoid):
