@@ -55,6 +55,9 @@ def page_path(paths: list[Path]) -> Path:
 def write(paths: Iterable[str | Path], out: str | Path | None = None) -> Path:
     """Build the page for `paths` and write it atomically; returns its path."""
     paths = [Path(p) for p in paths]
+    for p in paths:  # (a file given for a folder: said so, before --out's default beside it is checked)
+        store.find_runs(p)
+    store.check_distinct(paths, "a comparison page")
     target = Path(out) if out else page_path(paths)
     if out and target.is_dir():  # a folder: the page goes in it, under its default name
         target = target / page_path(paths).name

@@ -563,6 +563,14 @@ def natural_key(path: Path) -> tuple:
                  for part in Path(path).parts)
 
 
+def check_distinct(paths: list[Path], command: str) -> None:
+    """Refuse a folder given twice to a command that sets folders side by side (compare, report)."""
+    seen = [Path(p).resolve() for p in paths]
+    twice = next((p for p, r in zip(paths, seen) if seen.count(r) > 1), None)
+    if twice is not None:  # (every row would read ×1 against itself)
+        raise GradflowError(f"{twice} is given twice: {command} needs different folders")
+
+
 def find_runs(path: Path) -> list[Path]:
     """Run folders at or below `path` (a run, a sweep, or a folder of sweeps)."""
     path = Path(path)

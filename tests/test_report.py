@@ -268,6 +268,17 @@ def test_bad_path_is_one_line(cli, tmp_path):
     assert not (tmp_path / "nothing").exists()
 
 
+def test_a_file_for_a_folder_and_a_folder_twice_are_one_line_each(cli, study):
+    # a run's run.json given: the page's default place beside it made the error about --out's folder
+    run = next(study.rglob("run.json"))
+    out = cli("report", str(run))
+    assert out.exit_code == 1 and f"{run} is a file, not a run or a folder of runs: give its run's folder" in \
+        " ".join(out.output.split()), out.output
+    out = cli("report", str(study), str(study) + "/")  # a comparison of a folder with itself
+    assert out.exit_code == 1 and "is given twice: a comparison page needs different folders" in out.output
+    assert not list(study.parent.glob("compare-*"))
+
+
 def open_report(study: Path, tmp_path: Path, browser_exit: int) -> tuple[subprocess.CompletedProcess, list[str]]:
     """`gradflow report --open` in its own process, as a user runs it, with $BROWSER (which Python's
     webbrowser tries first) a script that records the URL it is given and exits with `browser_exit`; PATH

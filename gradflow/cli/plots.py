@@ -301,10 +301,7 @@ def compare(
     """Overlay runs or sweeps from several results folders and tabulate their key numbers side by side."""
     if len(paths) < 2:
         raise GradflowError(f"compare needs two or more folders; got {len(paths)}")
-    seen = [p.resolve() for p in paths]
-    twice = next((p for p, r in zip(paths, seen) if seen.count(r) > 1), None)
-    if twice is not None:  # (every row would read ×1 against itself)
-        raise GradflowError(f"{twice} is given twice: compare needs different folders")
+    store.check_distinct(paths, "compare")
     kind = choose("--kind", kind, COMPARE_KINDS)
     out_dir, out_file, fmt = figure_target(out, COMPARE_DIR, fmt)
     o = Options(quantity=quantity, step=_step(step), color=color, by_source=panels)
