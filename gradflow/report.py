@@ -159,12 +159,21 @@ def theory_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 def claims(path: Path) -> list[dict]:
     """A reproduction's claims as it wrote them (claims.json): one dict per claim with the cells of
-    REPORT.md's table (claim, source, reference, measured, test, result) plus `passed` and `value`."""
+    REPORT.md's table (claim, source, reference, measured, test, result) plus `passed`, `value` and,
+    where it has one, its `tolerance` note."""
+    return reproduction(path).get("claims", [])
+
+
+def reproduction(path: Path) -> dict:
+    """A reproduction's claims.json as it wrote it: its scale, the overrides given, the claims and the
+    figures not drawn (with why); {} where there is none."""
     f = store.claims_path(path)
     if not f.exists():
-        return []
+        return {}
     try:
-        return list(json.loads(f.read_text())["claims"])
+        out = json.loads(f.read_text())
+        out["claims"] = list(out["claims"])
+        return out
     except (json.JSONDecodeError, KeyError, TypeError):
         raise GradflowError(f"{f} is not a claims file gradflow wrote (unreadable JSON); rerun the reproduction") from None
 
@@ -358,9 +367,21 @@ def build(paths: list[Path]) -> str:
                 f'<p class=meta>{len(df)} run{"s" * (len(df) != 1)} from {_e(", ".join(str(p) for p in paths))}; page written '
                 f'{datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}. '
                 f'<span id="figures-status">figures not checked (script off)</span></p>']
-    if what == "reproduction":
-        rows = claims(paths[0])
-        sections += ["<h2>Claims</h2>", _claims_html(rows)]
+    rep = reproduction(paths[0]) if what == "reproduction" else {}
+    if what == "reproduction":  # as the terminal and REPORT.md give it: verdict, scale, overrides, table, notes
+        rows = rep.get("claims", [])
+        given = " ".join(rep.get("overrides") or [])
+        sections += ["<h2>Claims</h2>",
+                     f'<p class="{"PASS" if all(r.get("passed") for r in rows) else "FAIL"}" id="verdict">'
+                     f'{sum(bool(r.get("passed")) for r in rows)} of {len(rows)} '
+                     f'claims pass, at the {_e(str(rep.get("scale", "?")))} scale'
+                     + (f"; overrides given to every arm: <code>{_e(given)}</code>" if given else "") + ".</p>",
+                     _claims_html(rows)]
+        notes: dict[str, list[str]] = {}  # each tolerance note once, with the claims it explains
+        for r in rows:
+            if r.get("tolerance"):
+                notes.setdefault(r["tolerance"], []).append(r.get("claim", ""))
+        sections += [f"<p class=note>Tolerance, {_e('; '.join(texts))}: {_e(note)}</p>" for note, texts in notes.items()]
     sections += ["<h2>Runs</h2>", "<p class=note>Click a column to sort (again to reverse).</p>", runs_html(df, swept)]
     theory = theory_rows(df)
     if theory:
@@ -368,7 +389,8 @@ def build(paths: list[Path]) -> str:
                      "<p class=note>χ₁: per-layer growth of ‖∂L/∂h‖² towards the input; measured by a least-squares "
                      "fit over the bulk layers at initialization (chi1 fit in the table).</p>",
                      _simple_table(theory, "theory")]
-    sections += ["<h2>Figures</h2>", figures_html(figs) or "<p>No figures (no probed layers, no metrics).</p>"]
+    not_drawn = "".join(f"<p class=note>Figure not drawn, {_e(why)}.</p>" for why in rep.get("not_drawn", []))
+    sections += ["<h2>Figures</h2>", (figures_html(figs) + not_drawn) or "<p>No figures (no probed layers, no metrics).</p>"]
     cmds = commands(paths)
     sections += ["<h2>How it was made</h2>", "<pre>" + _e("\n".join(cmds) or "not recorded") + "</pre>",
                  f'<h2>Resolved config: <span id="config-run">{_e(run_name)}</span></h2>',

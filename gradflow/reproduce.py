@@ -796,7 +796,8 @@ def write_report(spec: Spec, root: Path, scale: str, results: list[ClaimResult],
         parts.append(f"- `{arm}`: `{command}`")
     store.write_json(store.claims_path(root), {"experiment": spec.name, "scale": scale, "overrides": given,
                                                "passed": sum(r.passed for r in results), "claims": [
-        {**claim_cells(r), "passed": r.passed, "value": json_number(r.measured.value)} for r in results]})
+        {**claim_cells(r), "passed": r.passed, "value": json_number(r.measured.value),
+         **({"tolerance": r.tolerance} if r.tolerance else {})} for r in results], "not_drawn": list(not_drawn or [])})
     path = store.report_path(root)
     store.write_text(path, "\n".join(parts) + "\n")
     return path

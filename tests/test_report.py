@@ -210,13 +210,13 @@ def test_a_folder_of_sweeps_shows_each_sweeps_own_figures_under_its_name(study, 
     assert re.findall(r"<h3>(\w+)</h3>", text) == ["grid", "one"] and len(page.rows) == 5
 
 
-def _write_reproduction(folder, results):
+def _write_reproduction(folder, results, given=(), not_drawn=()):
     """What `gradflow reproduce` writes for a spec's claim results: REPORT.md and claims.json."""
     from gradflow import reproduce as rep
 
     spec = rep.Spec.load("sigmoid-textbook")
     folder.mkdir(parents=True, exist_ok=True)
-    rep.write_report(spec, folder, "quick", results, [], {}, 1.0)
+    rep.write_report(spec, folder, "quick", results, [], {}, 1.0, list(given), not_drawn=list(not_drawn))
 
 
 def test_reproduction_claims_read_back_from_its_report(tmp_path):
@@ -245,8 +245,11 @@ def test_reproduction_page_has_its_claims_and_own_figures(study, tmp_path):
     folder = tmp_path / "repro"
     shutil.copytree(study, folder / "arm")
     results = [rep.ClaimResult("gradient vanishes", "< 1e-3", "paper", "Fig. 2", rep.Measured(1e-5, [1e-5]), "< 0.01",
-                               True)]
-    _write_reproduction(folder, results)
+                               True),
+               rep.ClaimResult("it trains", "< 0.5", "design", "a reason", rep.Measured(0.7, [0.7]), "< 0.5", False,
+                               tolerance="half the chance loss, our margin")]
+    _write_reproduction(folder, results, given=["init.sw2=1.0"],
+                        not_drawn=["profile (its colour key init.sw2 is not a swept key of this data)"])
     (folder / "figures").mkdir()
     png = next(p for p in Page((study / "report.html").read_text()).images)
     (folder / "figures" / "paper-figure.png").write_bytes(base64.b64decode(png.split(",", 1)[1]))
@@ -259,6 +262,12 @@ def test_reproduction_page_has_its_claims_and_own_figures(study, tmp_path):
     claims_text = page.texts["claims"]
     assert rep.claim_cells(results[0])["measured"] in claims_text and "PASS" in claims_text
     assert "True" not in claims_text  # no raw `passed` cell
+    # what the terminal and REPORT.md say around the table: the verdict with the scale and the overrides
+    # given, the tolerance notes, and why a figure is missing (the page had none of these)
+    assert page.texts["verdict"] == "1 of 2 claims pass, at the quick scale; overrides given to every arm: init.sw2=1.0."
+    html = (folder / "report.html").read_text()
+    assert "Tolerance, it trains: half the chance loss, our margin" in html
+    assert "Figure not drawn, profile (its colour key init.sw2 is not a swept key of this data)." in html
     tables_scroll_in_their_own_box(page)
 
 
