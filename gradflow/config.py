@@ -981,6 +981,12 @@ def hydra_error_message(e: Exception, overrides=()) -> str:
             if chosen in GROUP_SCHEMAS[name.partition(".")[0]]:
                 return _not_a_key_of(name, chosen)
             return f"{name} does not apply to this run: it is a key of {', '.join(_choices_with_key(name))}"
+        if name.startswith("model.kwargs.") and _chosen("model", [o for o in overrides
+                                                                  if override_key(o) != name]) == "custom":
+            # (a custom model's constructor arguments are new keys: did-you-mean offered model.width)
+            given = next((o for o in overrides if override_key(o) == name), f"{name}=VALUE")
+            return (f"{name} is a new key under model.kwargs (the custom model's constructor arguments): "
+                    f"write it +{given.lstrip('~')}, as Hydra adds a key")
         top = [f.name for f in fields(Config) if f.name not in SECTIONS]
         near = did_you_mean(name, known_keys() if "." in name else (*SECTIONS, *top))  # (modle=cnn: model)
         return (f"unknown key {_show(name)}{near}; sections: {', '.join(SECTIONS)}; "

@@ -230,6 +230,9 @@ def test_a_frozen_layer_has_no_gradient_cells_rather_than_zeros(cli, user_models
     (":Net", ["+model.kwargs.d_in=41"], "does not fit data=mnist1d: input (2, 40) -> expected output (2, 10)"),
     (":Net", ["+model.kwargs.n_out=3"], "does not fit data=mnist1d: input (2, 40) -> expected output (2, 10), got (2, 3)"),
     (":Net", ["+model.kwargs.depth=3"], "failed to build: TypeError"),
+    # a constructor argument without its +: the fix, not model.width (which a custom model refuses)
+    (":Net", ["model.kwargs.width=8"], "model.kwargs.width is a new key under model.kwargs (the custom model's "
+                                       "constructor arguments): write it +model.kwargs.width=8, as Hydra adds a key"),
 ])
 def test_bad_custom_models_are_one_line(cli, user_models, tmp_path, target, extra, message):
     results = tmp_path / "results"
