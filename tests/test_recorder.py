@@ -539,3 +539,23 @@ def test_a_backward_pass_outside_the_probed_block_is_one_clear_error(tmp_path):
             loss = model(torch.randn(5, 3)).sum()
     loss.backward()
     rec.close()
+
+
+def test_the_depth_figure_of_recorder_runs_needs_model_depth_and_says_so(cli, tmp_path):
+    # the README's Recorder config names its depth `depth`; the ratio figure, drawn against model.depth,
+    # said only "values: none". It names the key it found and how to name it, and then draws
+    def record(folder: Path, depth: int, config: dict) -> None:
+        torch.manual_seed(depth)
+        model = nn.Sequential(*[nn.Sequential(nn.Linear(6, 6), nn.Tanh()) for _ in range(depth)], nn.Linear(6, 2))
+        with gradflow.Recorder(model, folder / f"d{depth}", config=config, every=1) as rec:
+            with rec.step(0):
+                model(torch.randn(4, 6)).square().mean().backward()
+
+    for depth in (2, 4):
+        record(tmp_path / "flat", depth, {"depth": depth})
+        record(tmp_path / "nested", depth, {"model": {"depth": depth}})
+    out = cli("plot", str(tmp_path / "flat"), "--kind", "ratio")
+    assert out.exit_code == 1 and "the depth here is the config key depth: name it model.depth (a Recorder's " \
+        "config={'model': {'depth': d}}) for this figure" in " ".join(out.output.split()), out.output
+    out = cli("plot", str(tmp_path / "nested"), "--kind", "ratio")
+    assert out.exit_code == 0 and (tmp_path / "nested" / "figures" / "ratio-init.png").is_file(), out.output

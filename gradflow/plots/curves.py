@@ -19,7 +19,8 @@ from matplotlib.ticker import NullLocator
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
 from gradflow.metrics import accuracy_label, is_regression
-from gradflow.plots.keys import is_grid, is_missing, is_numeric_key, n_distinct, ordered_values, single_value, swept_keys, vkey
+from gradflow.plots.keys import (config_columns, is_grid, is_missing, is_numeric_key, n_distinct, ordered_values,
+                                 single_value, swept_keys, vkey)
 from gradflow.plots.labels import (
     RATIOS, SPLITS, SUMMARIES, Summary, key_label, set_title, short_key, value_label,
 )
@@ -229,7 +230,12 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
         df = df.assign(value=pd.to_numeric(df[col], errors="coerce"))
     if "model.depth" not in df.columns or n_distinct(df["model.depth"]) < 2:
         have = ", ".join(map(fmt, ordered_values(df["model.depth"]))) if "model.depth" in df.columns else "none"
-        raise GradflowError(f"ratio plots against model.depth, which does not vary in this data (values: {have})")
+        own = next((k for k in config_columns(df) if k.rpartition(".")[2] == "depth" and k != "model.depth"
+                    and n_distinct(df[k]) > 1), None)  # (a Recorder's config={"depth": d})
+        hint = (f"; the depth here is the config key {own}: name it model.depth (a Recorder's "
+                "config={'model': {'depth': d}}) for this figure") if own else ""
+        raise GradflowError(f"ratio plots against model.depth, which does not vary in this data (values: {have})"
+                            + hint)
     multi_source = n_distinct(df["source"]) > 1
     swept = [k for k in swept_keys(df) if k != "model.depth"]
     check_key(by, "by", swept)
