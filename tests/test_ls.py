@@ -438,6 +438,10 @@ def test_a_recorders_run_beside_a_sweep_leaves_the_sweeps_constant_keys_out(swep
     header = " ".join(text.splitlines()[1:3]).split()
     assert "depth" in header and "init" in header and not {"lr", "model", "data", "steps"} & set(header), text
     assert len(table_rows(text)) == 6 and "loss" in header, text
+    # compare names those keys by group too: each was a `key (- | value)` of its own, 15 lines of them
+    text = " ".join(gradflow("compare", str(results / "mine"), str(results / "grid")).split())
+    assert ("sources differ in lr (0.1 | -); depth (2 | -); seed, and the keys of model, data, init, norm, optim, "
+            "probe, train and gradcheck, which only grid sets") in text, text
     assert swept_keys(load(results, "runs")) == ["model.depth", "init.name", "lr", "depth"]  # (the figures' axes)
 
 

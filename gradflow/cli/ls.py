@@ -18,7 +18,7 @@ from gradflow.cli.console import console, labels, print_note, user_errors
 from gradflow.errors import GradflowError, did_you_mean
 from gradflow.fmt import fmt
 from gradflow.plots.keys import (abbreviate, config_columns, full_key, implied_keys, n_distinct, ordered_values,
-                                 partial_keys)
+                                 partial_keys, partial_phrase)
 from gradflow.metrics import REGRESSION_TOLERANCE, is_regression
 from gradflow.summary import (FLAGGED, KEY_PRIORITY, LS_COLUMNS, RESULT_COLUMNS, STUDY_PRIORITY, Column,
                               column_notes, listing, mark_flagged, sort_runs, study_columns, swept_columns,
@@ -158,12 +158,8 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
         notes.append(f"not shown, as each {'/'.join(by)} choice sets them: "
                      + labels(names[k] for k in implied) + "; --wide shows all")
     if partial:  # (a Recorder's runs beside gradflow run's: the groups only one kind has, by group)
-        groups = list(dict.fromkeys(k.split(".")[0] for k in partial if "." in k))
-        named = [k for k in partial if "." not in k]  # (seed)
-        if groups:
-            named.append(f"the other keys of {', '.join(groups[:-1])}{' and ' * (len(groups) > 1)}{groups[-1]}")
-        notes.append(f"not shown, as only some of the folder's runs set them, each to one value: {', and '.join(named)}; "
-                     "--wide shows all")
+        notes.append(f"not shown, as only some of the folder's runs set them, each to one value: "
+                     f"{partial_phrase(partial)}; --wide shows all")
     if hidden:
         notes.append(f"not shown ({console.width} columns): {labels(c.label for c in hidden)}; --wide shows all")
     if flagged:

@@ -27,7 +27,7 @@ from gradflow.fmt import fmt as number
 from gradflow.plots.kinds import (
     COMPARE_KINDS, KIND_HELP, KINDS, Options, check_options, choose, draw, load_table, overlay_facet, refuse_unused,
 )
-from gradflow.plots.keys import abbreviate, full_key
+from gradflow.plots.keys import abbreviate, full_key, is_missing, partial_keys, partial_phrase
 from gradflow.plots.save import FORMATS, file_part, save
 from gradflow.plots.series import parse_step
 from gradflow.summary import FLAGGED, NOTES, mark_flagged
@@ -177,7 +177,10 @@ def _span(widths: list[int]) -> int:
 
 
 def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], differ: dict[str, list],
-                    pooled: list[str] = (), flagged: list[str] = (), apart: dict[str, list] | None = None) -> None:
+                    pooled: list[str] = (), flagged: list[str] = (), apart: dict[str, list] | None = None,
+                    partial: list[str] = ()) -> None:
+    """The comparison table and its notes. `partial`: the keys of `differ` that only some sources set at
+    all (a Recorder's runs beside `gradflow run`'s), named by group rather than one by one."""
     shown = [(c, label, how) for c, label, how in matching.COMPARED
              if c in table.columns and np.isfinite(pd.to_numeric(table[c], errors="coerce")).any()]
     # long labels (a run's folder name) as letters in the table, each named above it: folded into a column
@@ -256,8 +259,12 @@ def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], diff
             f"{k} " + ", ".join(f"{'/'.join(map(number, v)) or '-'} in {n}" for n, v in zip(names, vals))
             for k, vals in apart.items()) + "; --by KEY matches on fewer keys, pooling the rest")
     if differ:
-        notes.append("sources differ in " + "; ".join(f"{k} ({' | '.join(map(number, v))})"
-                                                      for k, v in differ.items()))
+        named = [f"{k} ({' | '.join(map(number, v))})" for k, v in differ.items() if k not in partial]
+        if partial:  # (every default key of `gradflow run`, `- | 4` each, filled 15 lines at 80 columns)
+            setting = [n for i, n in enumerate(names) if any(not is_missing(differ[k][i]) for k in partial)]
+            named.append(f"{partial_phrase(partial, 'the keys')}, which only {', '.join(setting)} "
+                         f"set{'s' * (len(setting) == 1)}")
+        notes.append("sources differ in " + "; ".join(named))
     if (table["runs"] > 1).any():  # (`pooled`: the keys those runs differ in)
         notes.append("numbers are medians over the runs in a cell" +
                      (f", which differ in {', '.join(abbreviate(list(pooled)).values())}" if pooled else ""))
@@ -328,7 +335,7 @@ def compare(
 
     marked, flagged = mark_flagged(runs)  # ok*, as ls shows it: a run that learned nothing is no success
     show_comparison(matching.comparison(marked, sources, by), sources, by, differ, matching.pooled_keys(runs, by),
-                    flagged, matching.unmatched(runs, sources, by))
+                    flagged, matching.unmatched(runs, sources, by), partial_keys(runs, list(differ)))
     _print_paths([written])
 
 

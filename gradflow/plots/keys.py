@@ -121,6 +121,15 @@ def partial_keys(df: pd.DataFrame, keys: list[str]) -> list[str]:
     return out
 
 
+def partial_phrase(partial: Sequence[str], whose: str = "the other keys") -> str:
+    """`partial_keys` in words, by group: "seed, and the other keys of model, data and train"."""
+    groups = list(dict.fromkeys(k.split(".")[0] for k in partial if "." in k))
+    named = [k for k in partial if "." not in k]  # (seed)
+    if groups:
+        named.append(f"{whose} of {', '.join(groups[:-1])}{' and ' * (len(groups) > 1)}{groups[-1]}")
+    return ", and ".join(named)
+
+
 def is_missing(v: Any) -> bool:
     return v is None or (isinstance(v, (float, np.floating)) and math.isnan(v))
 
