@@ -146,6 +146,33 @@ def test_claims_at_80_columns_show_the_source_whole(pascanu):
     assert "training recurrent neural networks (ICML)" in words(text[:re.search(r"^sweep\s", text, re.M).start()])
 
 
+@pytest.mark.parametrize("columns, header", [(80, ["claim", "measured", "test", "result"]),
+                                             (60, ["claim", "measured", "result"]), (44, ["claim", "result"])])
+def test_narrow_claims_tables_move_columns_under_the_claim_rather_than_fold_numbers(columns, header):
+    # at 60 columns a claim's numbers were folded mid-number ("[2.5e-0" over "7,") and the header read
+    # "resul" over "t": where the columns' words do not fit, the test, then the measured value, go under
+    # the claim as lines of their own
+    import io
+
+    from rich.console import Console
+
+    from gradflow.cli.reproduce import claims_table
+
+    claims = [rep.ClaimResult("σ_w² = 1: ‖∂L/∂z‖ first layer / head", "≈ 5e-7 (0.236¹⁰)", "theory",
+                              "√χ₁¹⁰ (MeanField.grad_ratio(10)), the per-layer factor compounded over the 10 layers",
+                              rep.Measured(4.8e-7, [4.64e-7, 4.8e-7, 5.04e-7]), "in [2.5e-07, 1e-06]", True)]
+    out = io.StringIO()
+    Console(file=out, width=columns, color_system=None).print(claims_table(claims, columns))
+    text = out.getvalue()
+    assert max(map(len, text.splitlines())) <= columns, text
+    header_row, rows = table(text)
+    assert header_row == header, text
+    tokens = {w for line in text.splitlines() for w in line.strip("│ ").split()}
+    assert {"[2.5e-07,", "([4.64e-07,", "(MeanField.grad_ratio(10)),"} <= tokens, text
+    if "test" not in header:
+        assert "test: in [2.5e-07, 1e-06]" in words(text), text
+
+
 def test_claims_wide_give_the_source_its_own_column(pascanu):
     root, _ = pascanu
     text = gradflow("reproduce", "pascanu2013", "--quick", "threads=1", f"results={root.parents[1]}", columns=160)

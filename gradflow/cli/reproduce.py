@@ -140,15 +140,26 @@ def claims_table(claims, width: int) -> Table:
 
     wide = width >= WIDE
     columns = rep.CLAIM_COLUMNS if wide else ("claim", "measured", "test", "result")
-    plain, markup = [], []
-    for r in claims:
-        cells = rep.claim_cells(r)
+    cells_of = [rep.claim_cells(r) for r in claims]
+    for cells in cells_of:
         cells["measured"] = cells["measured"].replace(" (", "\n(", 1)
+    def fits(cols) -> bool:  # every column at least its longest word (the claim's with the lines under it)
+        under = [c for c in rep.CLAIM_COLUMNS if c not in cols]
+        longest = [max((cell_len(w) for cells in cells_of for p in ([c, *under] if c == "claim" else [c])
+                        for w in [c, *cells[p].split()]), default=1) for c in cols]
+        return sum(longest) + 3 * len(cols) + 1 <= width
+
+    if not wide:  # where the words do not fit as columns (60 columns folded "[2.5e-0" over "7,"), the test
+        # and then the measured value go under the claim too
+        columns = next((c for c in (columns, ("claim", "measured", "result")) if fits(c)), ("claim", "result"))
+    under_claim = [c for c in ("reference", "source", "measured", "test") if c not in columns]
+    plain, markup = [], []
+    for r, cells in zip(claims, cells_of):
         # spec text is not markup: "exp(E[log R] / 2)" must print as written
         marked = {c: escape(v) for c, v in cells.items()}
         marked["result"] = f"[{'green' if r.passed else 'red'}]{marked['result']}[/]"
-        if not wide:  # the reference and the source, whole, as dimmed lines under the claim's own text
-            under = f"reference: {cells['reference']}\nsource: {cells['source']}"
+        if under_claim:  # the reference and the source (and the test), whole, as dimmed lines under the claim
+            under = "\n".join(f"{c}: {cells[c]}" for c in under_claim)
             cells["claim"] += f"\n{under}"
             marked["claim"] += f"\n[dim]{escape(under)}[/]"
         plain.append(cells)
