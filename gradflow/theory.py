@@ -484,6 +484,12 @@ class MeanField:
         with np.errstate(over="ignore", under="ignore", divide="ignore"):
             return float(np.power(self.chi1, depth / 2.0))
 
+    def log10_grad_ratio(self, depth: float) -> float:
+        """log10 of `grad_ratio`, finite where the ratio itself under- or overflows a float (tanh at
+        sigma_w^2 = 1.5 over a million layers: 10^-13790, read as 0)."""
+        with np.errstate(divide="ignore"):
+            return float(depth / 2.0 * np.log10(self.chi1))
+
 
 @functools.lru_cache(maxsize=4096)
 def point(activation: str, sw2: float, sb2: float) -> MeanField:

@@ -9,6 +9,7 @@ variances are large (phi's structure much narrower than the Gaussian), by adapti
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 
@@ -598,6 +599,23 @@ def test_cli_json_full_precision_and_digits(invoke):
     out = invoke("--activation", "tanh", "--sw2", "1.5", "--sb2", "0.05", "--digits", "9")
     assert f"{mf.chi1:.9g}" in out.output and f"{mf.chi1:.9g}" not in invoke(
         "--activation", "tanh", "--sw2", "1.5", "--sb2", "0.05").output
+
+
+def test_a_ratio_beyond_a_float_is_written_as_a_power_of_ten(invoke):
+    # tanh at sw2 = 1.5 over a million layers: chi_1^(L/2) = 10^-13751.3, which a float holds as 0 (the table
+    # read "0", as if exact); 10^136301 as inf. The table writes the number out, the JSON adds its log10
+    import json
+
+    mf = theory.point("tanh", 1.5, 0.05)
+    expect = 500_000 * math.log10(mf.chi1)
+    out = invoke("--activation", "tanh", "--sw2", "1.5", "--sb2", "0.05", "--depth", "1000000")
+    mantissa = 10 ** (expect - math.floor(expect))
+    assert f"{mantissa:.4g}e{math.floor(expect)}" in out.output, out.output
+    got = json.loads(invoke("--activation", "tanh", "--sw2", "1.5", "--sb2", "0.05", "--depth", "1000000",
+                            "--json").output)
+    assert got["grad_ratio"] == 0.0 and got["log10_grad_ratio"] == pytest.approx(expect, rel=1e-12)
+    out = invoke("--activation", "tanh", "--sw2", "1e6", "--sb2", "0", "--depth", "100000")
+    assert re.search(r"√χ₁\^100000 │ +\d\.\d+e\+136301 │", out.output), out.output
 
 
 def test_cli_critical(invoke):

@@ -48,6 +48,15 @@ def _fmt(x: float, digits: int = 4) -> str:
     return fmt(x, digits, missing="n/a")  # undefined (nan) reads "n/a" here: a theory value, not a missing cell
 
 
+def _power_of_ten(log10: float, digits: int) -> str:
+    """10^log10 written out where it is beyond a float: 3.98e-13791."""
+    exponent = math.floor(log10)
+    mantissa = _fmt(10.0 ** (log10 - exponent), digits)
+    if mantissa.startswith("10"):  # (rounded up to the next power)
+        mantissa, exponent = "1", exponent + 1
+    return f"{mantissa}e{exponent:+d}"
+
+
 def _print_json(record: dict) -> None:
     out = {k: json_number(v) if isinstance(v, float) else v for k, v in record.items()}
     console.file.write(json.dumps(out, indent=1) + "\n")
@@ -97,7 +106,7 @@ def _show_point(mf: theory.MeanField, depth: int | None, digits: int, as_json: b
     if as_json:
         record = dataclasses.asdict(mf) | {"six_xi_c": mf.six_xi_c}
         if depth is not None:
-            record |= {"depth": depth, "grad_ratio": mf.grad_ratio(depth)}
+            record |= {"depth": depth, "grad_ratio": mf.grad_ratio(depth), "log10_grad_ratio": mf.log10_grad_ratio(depth)}
         _print_json(record)
         return
     table = Table(title=f"mean field: {mf.activation}, σ_w² = {mf.sw2:g}, σ_b² = {mf.sb2:g}", title_justify="left")
@@ -116,7 +125,10 @@ def _show_point(mf: theory.MeanField, depth: int | None, digits: int, as_json: b
     if depth is not None:
         rows.append((f"√χ₁^{depth}", mf.grad_ratio(depth), f"‖grad‖ first / last layer, depth {depth}"))
     for label, value, meaning in rows:
-        table.add_row(label, _fmt(value, digits), meaning)
+        shown = _fmt(value, digits)
+        if label.startswith("√χ₁^") and value in (0.0, math.inf) and math.isfinite(mf.log10_grad_ratio(depth)):
+            shown = _power_of_ten(mf.log10_grad_ratio(depth), digits)  # (beyond a float: 0 or inf read as exact)
+        table.add_row(label, shown, meaning)
     verdict = {"ordered": "gradients vanish towards the input",
                "critical": f"|χ₁ - 1| < {theory.CRITICAL_TOL:g}: edge of chaos",
                "chaotic": "gradients explode towards the input"}[mf.phase]
