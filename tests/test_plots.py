@@ -221,6 +221,31 @@ def test_profile_facets_share_y(sweep):
     assert sum(len(series_lines(ax)) for ax in panels) == 6
 
 
+def test_long_panel_titles_and_axis_labels_stay_within_their_panel():
+    # two unrelated studies side by side differ in many keys at once: each panel's title named them all
+    # on one line, running into the next panel's, and the two x-axis labels ran into each other
+    keys = ("model.depth", "train.grad_clip")
+    sources = []
+    for data, lr, init, width, batch, every in (("gaussian", 0.05, "kaiming_normal", 64, 256, 100),
+                                               ("mnist1d", 0.1, "xavier_normal", 128, 128, 10)):
+        configs = [config(d, "tanh", 1, **{"data.name": data, "optim.lr": lr, "init.name": init, "model.width": width,
+                                            "train.batch_size": batch, "train.eval_every": every,
+                                            "train.grad_clip": clip}) for d in (5, 10) for clip in (0, 1)]
+        sources.append(fabricate([c | {"run": run_id(c, keys)} for c in configs], source=data)[0])
+    fig = figures.profile(pd.concat(sources, ignore_index=True), step=0)
+    panels = [ax for ax in fig.axes if ax.get_gid() != "colorbar"]
+    assert len(panels) == 4 and all("batch_size=" in ax.get_title() for ax in panels), [a.get_title() for a in panels]
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # (the layout as saved)
+    renderer = canvas.get_renderer()
+    for ax in panels:
+        width = ax.get_window_extent(renderer).width
+        assert ax.title.get_window_extent(renderer).width <= width * 1.05, ax.get_title()
+        assert ax.xaxis.label.get_window_extent(renderer).width <= width * 1.05, ax.get_xlabel()
+
+
 def test_profile_gives_the_keys_colour_and_style_leave_out_a_panel_per_combination():
     """Four swept keys: depth colours the lines, width styles them, and each activation x init pair gets
     a panel of its own, titled by both, so that no two lines in a panel look alike; where those pairs

@@ -24,6 +24,7 @@ from gradflow.probes.quantities import QUANTITIES as REGISTRY
 from gradflow.plots.style import (
     THEORY_STYLE, Palette, bottom_and_left, draw_series, extra_handles, facet_grid, is_log_spaced, panels_by,
     label_short_log_axis, legend, line_weight, new_figure, note_if_empty, record, step_axis, style_key,
+    XLABEL_WIDTH, wrap_words,
 )
 
 
@@ -112,8 +113,9 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
         if label.log:
             label_short_log_axis(ax, df["value"])
     bottom, left = bottom_and_left(axes)
-    for ax in bottom:
-        ax.set_xlabel(layer_axis(df, head=quantity not in REGISTRY or REGISTRY[quantity].where in HEAD_HAS))
+    for ax in bottom:  # (side by side, a label as wide as its panel: two ran into each other)
+        text = layer_axis(df, head=quantity not in REGISTRY or REGISTRY[quantity].where in HEAD_HAS)
+        ax.set_xlabel(wrap_words(text, XLABEL_WIDTH) if len(bottom) > 1 else text)
         ax.xaxis.set_tick_params(labelbottom=True)
     for ax in left:
         ax.set_ylabel(label.axis)

@@ -96,7 +96,20 @@ def panels_by(df: pd.DataFrame, keys: list[str], most: int = AUTO_PANELS
     ordered = sorted(present, key=lambda c: tuple(n[v][0] for n, v in zip(natural, c)))
     panel = combo.map({c: j for j, c in enumerate(ordered)})
     titles = [", ".join(value_label(k, n[v][1]) for k, n, v in zip(keys, natural, c)) for c in ordered]
-    return [df[panel == j] for j in range(len(ordered))], titles
+    # over lines a panel holds (two folders of unrelated studies differ in eight keys: one line ran into
+    # the next panel's title)
+    return [df[panel == j] for j in range(len(ordered))], [wrap_words(t, PANEL_TITLE_WIDTH) for t in titles]
+
+
+PANEL_TITLE_WIDTH = 56  # characters of a small-font panel title across a 4-inch panel
+XLABEL_WIDTH = 44  # characters of an axis label under a 4-inch panel
+
+
+def wrap_words(text: str, width: int) -> str:
+    """`text` over lines of at most `width` characters, broken between words only."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False)) or text
 
 
 LINE_STYLES = ["-", "-.", ":", (0, (3, 1, 1, 1, 1, 1))]  # "--" is reserved for theory lines
@@ -205,9 +218,7 @@ LABEL_WIDTH = 36  # characters per legend line: a run id of many overrides must 
 
 def wrap_label(text: str, width: int = LABEL_WIDTH) -> str:
     """A long legend entry (a run id: key=value,key=value,...) over lines of `width`, broken after commas."""
-    import textwrap
-
-    return "\n".join(textwrap.wrap(text.replace(",", ", "), width, break_long_words=False)).replace(", ", ",")
+    return wrap_words(text.replace(",", ", "), width).replace(", ", ",")
 
 
 def line_weight(n_lines: int) -> tuple[float, float]:
