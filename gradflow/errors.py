@@ -21,8 +21,10 @@ def shorten(text, limit: int = 60) -> str:
 
 
 def nearest(word: str, choices, cutoff: float = 0.75, within: float = 0.05) -> list[str]:
-    """The choices closest to a misspelled `word`: the best match and any as close as it (`within`)."""
-    scored = sorted(((difflib.SequenceMatcher(None, word, c).ratio(), c) for c in choices), reverse=True)
+    """The choices closest to a misspelled `word`: the best match and any as close as it (`within`); case
+    counts for nothing (TANH: tanh)."""
+    scored = sorted(((difflib.SequenceMatcher(None, word.lower(), str(c).lower()).ratio(), c) for c in choices),
+                    reverse=True)
     return [c for r, c in scored if r >= cutoff and r >= scored[0][0] - within][:3] if scored else []
 
 
