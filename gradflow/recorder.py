@@ -180,8 +180,10 @@ class Recorder:
                 self.probes.remove()
             raise
         if self.probes is None:
+            self._cut_short = True  # (not done: the step's error is the Recorder's own)
             raise GradflowError("rec.step() saw no forward pass of the model it was given")
         if not self.probes.backward_seen():  # (its gradients would be read as 0: an `ok` run of zeros)
+            self._cut_short = True
             self.probes.remove()
             raise GradflowError(f"rec.step({step}) saw no backward pass: call loss.backward() inside the "
                                 "`with rec.step(...)` block")

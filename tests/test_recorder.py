@@ -539,6 +539,7 @@ def test_a_backward_pass_outside_the_probed_block_is_one_clear_error(tmp_path):
             loss = model(torch.randn(5, 3)).sum()
     loss.backward()
     rec.close()
+    assert store.read_run(tmp_path / "study" / "run0")["steps_done"] == 0  # (that step was not done: it said 1)
 
 
 def test_the_depth_figure_of_recorder_runs_needs_model_depth_and_says_so(cli, tmp_path):
