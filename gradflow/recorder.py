@@ -132,7 +132,8 @@ class Recorder:
         self._flat = store.flatten(config)
         env = store.environment()  # its git_commit is the user's code's (the script's repository), if any
         env["gradflow_commit"] = env.pop("git_commit", None)
-        env["git_commit"] = store.git_commit(Path(sys.argv[0]).resolve().parent if sys.argv[0] else Path.cwd())
+        script = Path(sys.argv[0]).resolve().parent if sys.argv and sys.argv[0] else None
+        env["git_commit"] = (script and store.git_commit(script)) or store.git_commit(Path.cwd())  # (a notebook's)
         self._record = {"job": self.path.name, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         "every": every, "config_hash": store.config_hash(self._flat), **env, "config": self._flat}
         try:
@@ -237,9 +238,9 @@ class Recorder:
             self._record["last_evaluated"] = {store.STEP: self._last_step, **final}
             final = {}
         elif status == store.DIVERGED:  # no final result either: the last step whose values are all finite
-            ok = [st for st, *_ in rows if st < self._record["diverged_step"]]
-            self._record["last_finite"] = {store.STEP: max(ok), **{f"{sp}_{m}": v for st, sp, m, v in rows
-                                                                    if st == max(ok)}} if ok else {}
+            last = max((st for st, *_ in rows if st < self._record["diverged_step"]), default=None)
+            self._record["last_finite"] = {} if last is None else {
+                store.STEP: last, **{f"{sp}_{m}": v for st, sp, m, v in rows if st == last}}
             final = {}
         done = self._last_step + 1 - self._cut_short  # (a step that raised in its block was not done)
         if status == store.OK and done:  # every hidden weight gradient 0 at the end (a dead ReLU net, say)
