@@ -552,11 +552,11 @@ def critical_sw2(activation: str, sb2: float, bracket: tuple[float, float] = CRI
     from scipy.optimize import brentq
 
     root = brentq(f, lo, hi, xtol=1e-12)
-    while f(below := root * (1 - 1e-3)) > 0 and f_lo < 0:
+    while f(under := root * (1 - 1e-3)) > 0 and f_lo < 0:
         # a root chi_1 reaches from above: not where it first rises through 1. gelu at sb2 = 0.25 crosses
         # at 1.96 (finite q*), stays above 1, and touches 1 again at 2 as q* runs off to infinity; the
         # edge is the first crossing, found again below this one
-        root = brentq(f, lo, below, xtol=1e-12)
+        root = brentq(f, lo, under, xtol=1e-12)
     if abs(f(root)) > 1e-6:  # Brent closed in on a discontinuity, not a root
         below, above = point(activation, root * (1 - 1e-9), sb2), point(activation, root * (1 + 1e-9), sb2)
         raise GradflowError(

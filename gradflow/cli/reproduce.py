@@ -143,6 +143,7 @@ def claims_table(claims, width: int) -> Table:
     cells_of = [rep.claim_cells(r) for r in claims]
     for cells in cells_of:
         cells["measured"] = cells["measured"].replace(" (", "\n(", 1)
+
     def fits(cols) -> bool:  # every column at least its longest word (the claim's with the lines under it)
         under = [c for c in rep.CLAIM_COLUMNS if c not in cols]
         longest = [max((cell_len(w) for cells in cells_of for p in ([c, *under] if c == "claim" else [c])
