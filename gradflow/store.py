@@ -745,9 +745,18 @@ def leftovers(path: str | Path) -> list[Path]:
     out = []
     for folder, dirs, files in os.walk(path):
         dirs[:] = sorted(d for d in dirs if d != FIGURES_DIR)
-        if files and RUN_FILE not in files and not dirs and is_run_folder(Path(folder)):
+        if files and RUN_FILE not in files and not dirs and is_run_folder(Path(folder)) and _a_job(Path(folder)):
             out.append(Path(folder))
     return out
+
+
+def _a_job(folder: Path) -> bool:
+    """Whether `folder` is where gradflow puts a job: in a study folder it wrote into (its lock, a sweep.yaml),
+    named as jobs are (`default`, or its overrides, key=value). A user's `myconf/config.yaml`, or a folder
+    of copied tables inside a sweep, holds only gradflow's file names too, and was removed as a leftover."""
+    study = folder.parent
+    return ((study / LOCK_FILE).exists() or (study / SWEEP_FILE).exists()) and (
+        folder.name == "default" or "=" in folder.name)
 
 
 def clean(path: str | Path) -> tuple[list[Path], list[Path]]:

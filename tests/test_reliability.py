@@ -352,19 +352,31 @@ def test_clean_removes_folders_of_runs_cut_off_before_their_run_json(cli, result
     foreign.mkdir()
     shutil.copy(done / store.CONFIG_FILE, foreign / store.CONFIG_FILE)
     (foreign / "todo.txt").write_text("rerun depth 7")
+    # gradflow's file names only, but no job's folder: tables copied into a folder of the user's inside the
+    # sweep, and a config.yaml of the user's in a folder gradflow never wrote into (both were removed)
+    mine = root / "userdir"
+    mine.mkdir()
+    shutil.copy(done / store.LAYERS_FILE, mine / store.LAYERS_FILE)
+    conf = results.parent / "project" / "myconf"
+    conf.mkdir(parents=True)
+    (conf / store.CONFIG_FILE).write_text("lr: 0.1\n")
     assert set(_statuses(root)) == {"model.depth=2", "model.depth=3"}  # the premise: neither is a run
-    assert store.leftovers(results) == [cut]
+    assert store.leftovers(results) == [cut] and store.leftovers(results.parent / "project") == []
+    out = cli("clean", str(results.parent / "project"), "--stale", "--yes")
+    assert out.exit_code == 1 and "holds no runs" in out.output
+    assert (conf / store.CONFIG_FILE).exists()
 
     out = cli("clean", str(root), "--stale", "--yes")
     assert out.exit_code == 0 and "1 left over (no run.json)" in out.output and "removed 1 run\n" in out.output
-    assert not cut.exists() and (foreign / "todo.txt").exists()
+    assert not cut.exists() and (foreign / "todo.txt").exists() and (mine / store.LAYERS_FILE).exists()
     assert _statuses(root) == {"model.depth=2": "ok", "model.depth=3": "ok"}
     assert "nothing to remove" in cli("clean", str(root), "--stale", "--yes").output
 
-    # a study whose only folder is such a leftover: no runs, still cleaned
+    # a study whose only folder is such a leftover: no runs, still cleaned (its lock stays, as gradflow leaves it)
     only = results / "t" / "model.depth=2"
     only.mkdir(parents=True)
     shutil.copy(done / store.CONFIG_FILE, only / store.CONFIG_FILE)
+    (results / "t" / store.LOCK_FILE).touch()
     out = cli("clean", str(results / "t"), "--stale", "--yes")
     assert out.exit_code == 0 and "removed 1 run\n" in out.output and not only.exists()
 
