@@ -390,6 +390,24 @@ def test_mnist1d_is_generated_once_and_cached(run_job):
         assert f["x"].shape == (4000, 40) and f["x_test"].shape == (1000, 40)
 
 
+@pytest.mark.parametrize("damage", [lambda b: b[:100], lambda b: b"not a zip file\n"], ids=["truncated", "text"])
+def test_a_damaged_mnist1d_cache_is_made_again(tmp_path, damage):
+    # every run and sweep point failed on it with numpy's words (BadZipFile, "pickled (object) data"),
+    # naming no file: it is a cache, deterministic from its seed, so it is made again
+    from omegaconf import OmegaConf
+
+    from gradflow.data import _mnist1d, cache_dir
+
+    cfg = OmegaConf.create({"cache": str(tmp_path), "seed": 7})
+    first = _mnist1d(cfg)
+    path = cache_dir(str(tmp_path)) / "mnist1d-seed7.npz"
+    path.write_bytes(damage(path.read_bytes()))
+    again = _mnist1d(cfg)
+    assert torch.equal(first.x_train, again.x_train) and torch.equal(first.y_test, again.y_test)
+    with np.load(path) as f:
+        assert f["x"].shape == (4000, 40)  # the file is whole again
+
+
 @pytest.mark.cuda
 def test_cuda_run_matches_cpu_at_init(run_job):
     cpu = pd.read_parquet(run_job(*TINY, "train.steps=0", "device=cpu", name="cpu") / "layers.parquet")
