@@ -144,6 +144,13 @@ def _find_idx(folder: Path, name: str) -> Path | None:
     return None
 
 
+def _check_root(root: Path, what: str) -> None:
+    """A data.root that exists must be a folder (a file was told to hold the files "in afile/mnist/")."""
+    if root.exists() and not root.is_dir():
+        raise GradflowError(f"data.root={root} is a file, not a folder; give the folder that holds (or is to "
+                            f"hold) the {what} files")
+
+
 def _files_list(names) -> str:
     return ", ".join(f"{n}(.gz)" for n in names)
 
@@ -155,6 +162,7 @@ def locate_mnist(root: str | Path, variant: str = "mnist", download: bool = Fals
     if variant not in MNIST_VARIANTS:
         raise GradflowError(f"MNIST variant {variant!r} is unknown; valid choices: {', '.join(MNIST_VARIANTS)}")
     root = Path(root).expanduser()
+    _check_root(root, MNIST_VARIANTS[variant][0])
     looked = [(folder, {key: _find_idx(folder, name) for key, name in MNIST_FILES.items()})
               for folder in _mnist_dirs(root, variant)]
     paths = next((found for _, found in looked if all(found.values())), None)
@@ -366,6 +374,7 @@ def locate_cifar10(root: str | Path, download: bool = False) -> Path | None:
     where the archive is there to extract, or `download` will fetch it. Else GradflowError names what to
     put where (a sweep asks this before it starts)."""
     root = Path(root).expanduser()
+    _check_root(root, "CIFAR-10")
     folder = next((d for d in (root / CIFAR10_DIR, root) if _cifar_complete(d)), None)
     if folder is not None or download or (root / CIFAR10_ARCHIVE).is_file():
         return folder

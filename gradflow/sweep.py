@@ -137,7 +137,8 @@ def check_launcher(launcher: str, settings: Sequence = ()) -> None:
     something: with the basic launcher there are none; joblib needs workers; SLURM needs a cluster. Each
     failed later as Hydra's multi-line error or a traceback, after the sweep had started writing."""
     if launcher not in LAUNCHER_PLUGINS:
-        raise GradflowError(f"hydra/launcher={launcher!r} is not known; choices: {', '.join(LAUNCHER_PLUGINS)}")
+        raise GradflowError(f"hydra/launcher={launcher!r} is not known{did_you_mean(launcher, LAUNCHER_PLUGINS)}; "
+                            f"choices: {', '.join(LAUNCHER_PLUGINS)}")
     module, extra = LAUNCHER_PLUGINS[launcher]
     try:
         found = module is None or importlib.util.find_spec(module) is not None

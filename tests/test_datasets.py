@@ -195,6 +195,17 @@ def test_missing_mnist_names_root_files_and_keys(tmp_path):
         load_mnist(root, "kmnist")
 
 
+def test_a_data_root_that_is_a_file_is_said_to_be_one(cli, tmp_path):
+    # it was told to hold the files "in afile/mnist/", which no one can do
+    afile = tmp_path / "afile"
+    afile.write_text("x\n")
+    for over, what in ((["data=mnist"], "MNIST"), (["data=cifar10", "model=cnn"], "CIFAR-10")):
+        out = cli("run", *over, f"data.root={afile}", f"results={tmp_path / 'results'}")
+        assert out.exit_code == 1 and (f"data.root={afile} is a file, not a folder; give the folder that holds (or "
+                                       f"is to hold) the {what} files") in " ".join(out.output.split()), out.output
+    assert not (tmp_path / "results").exists()
+
+
 # --- downloads ------------------------------------------------------------------------------------
 
 
