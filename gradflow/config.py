@@ -672,6 +672,9 @@ def _resnet(m, norm: str) -> None:
 def _data(cfg) -> None:
     d = cfg.data
     _choice("data.name", d.name, tuple(DATA_SCHEMAS))
+    if "seed" in d:  # (numpy's generators, mnist1d's among them, take 0 .. 2^32 - 1)
+        _positive("data.seed", d.seed, 0)
+        _at_most("data.seed", d.seed, 2**32 - 1)
     if d.name in ("mnist", "fashion_mnist", "cifar10"):
         _positive("data.subset", d.subset, 0)
     if d.name in ("adding", "copy"):
