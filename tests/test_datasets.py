@@ -173,7 +173,7 @@ def test_a_partial_or_wrong_dataset_names_the_file(tmp_path):
     (tmp_path / "c" / "cifar-10-batches-py" / "data_batch_3").unlink()
     with pytest.raises(GradflowError) as e:
         load_cifar10(tmp_path / "c")
-    assert f"cifar-10-batches-py/ has 5 of the 6 CIFAR-10 batches; put data_batch_3 there too" in one_line(e)
+    assert "cifar-10-batches-py/ has 5 of the 6 CIFAR-10 batches; put data_batch_3 there too" in one_line(e)
     make_cifar(tmp_path / "c" / "cifar-10-batches-py")
     batch = tmp_path / "c" / "cifar-10-batches-py" / "test_batch"
     content = pickle.loads(batch.read_bytes(), encoding="bytes")
