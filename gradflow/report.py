@@ -55,8 +55,8 @@ def page_path(paths: list[Path]) -> Path:
 def write(paths: Iterable[str | Path], out: str | Path | None = None) -> Path:
     """Build the page for `paths` and write it atomically; returns its path."""
     paths = [Path(p) for p in paths]
-    for p in paths:  # (a file given for a folder: said so, before --out's default beside it is checked)
-        store.find_runs(p)
+    for p in paths:  # a clear error for a path without runs, or a file given for a folder, before --out's
+        store.find_runs(p)  # default beside it is checked (`build` reads the runs through the same call)
     store.check_distinct(paths, "a comparison page")
     target = Path(out) if out else page_path(paths)
     if out and target.is_dir():  # a folder: the page goes in it, under its default name
@@ -356,8 +356,6 @@ window.addEventListener('load', () => {
 def build(paths: list[Path]) -> str:
     """The whole page as one HTML string."""
     paths = [Path(p) for p in paths]
-    for p in paths:
-        store.find_runs(p)  # a clear error for a path without runs
     what = "comparison" if len(paths) > 1 else kind(paths[0])
     df, swept = runs(paths)
     figs = figures(paths, df)

@@ -135,10 +135,10 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     if not wide:  # (keys of runs --where left out: the Recorder's lr beside `--where model=mlp`)
         swept = [k for k in swept if df[k].notna().any()]
     implied = {} if wide else implied_keys(df, swept)
-    partial = [] if wide else [k for k in df.attrs.get(PARTIAL, partial_keys(df, swept)) if k in swept]
-    # (with what a partial choice implies: model.width by model)
-    partial += [k for k, c in implied.items() if c in partial and k not in partial]
-    implied = {k: c for k, c in implied.items() if k not in partial}
+    # (the folder's, from runs_view, where --where kept only some runs)
+    partial = [] if wide else [k for k in (df.attrs[PARTIAL] if PARTIAL in df.attrs else partial_keys(df, swept))
+                               if k in swept]
+    implied = {k: c for k, c in implied.items() if k not in partial}  # (model.width: set by model, and partial)
     swept = [k for k in swept if k not in implied and k not in partial]
     df, flagged = mark_flagged(df)  # ended ok, yet no success: never read as one
     columns = table_columns(df, swept)

@@ -123,12 +123,12 @@ def _show_point(mf: theory.MeanField, depth: int | None, digits: int, as_json: b
         ("6 ξ_c", mf.six_xi_c, "trainable depth (Schoenholz et al.)"),
     ]
     if depth is not None:
-        rows.append((f"√χ₁^{depth}", mf.grad_ratio(depth), f"‖grad‖ first / last layer, depth {depth}"))
+        ratio, log10 = mf.grad_ratio(depth), mf.log10_grad_ratio(depth)
+        beyond = ratio in (0.0, math.inf) and math.isfinite(log10)  # (beyond a float: 0 or inf read as exact)
+        rows.append((f"√χ₁^{depth}", _power_of_ten(log10, digits) if beyond else ratio,
+                     f"‖grad‖ first / last layer, depth {depth}"))
     for label, value, meaning in rows:
-        shown = _fmt(value, digits)
-        if label.startswith("√χ₁^") and value in (0.0, math.inf) and math.isfinite(mf.log10_grad_ratio(depth)):
-            shown = _power_of_ten(mf.log10_grad_ratio(depth), digits)  # (beyond a float: 0 or inf read as exact)
-        table.add_row(label, shown, meaning)
+        table.add_row(label, value if isinstance(value, str) else _fmt(value, digits), meaning)
     verdict = {"ordered": "gradients vanish towards the input",
                "critical": f"|χ₁ - 1| < {theory.CRITICAL_TOL:g}: edge of chaos",
                "chaotic": "gradients explode towards the input"}[mf.phase]
