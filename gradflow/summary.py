@@ -46,13 +46,46 @@ def fitted_layers(layer: Iterable[float], trim: int = FIT_TRIM) -> tuple[int, in
     return (int(bulk[0]), int(bulk[-1])) if bulk.size >= 3 else None
 
 
+BLOCK = "#"  # stands for a block's number in a probe point's name pattern (b#.resid)
+
+
+def block_outputs(names: pd.Series) -> str | None:
+    """The name pattern of the points at the blocks' outputs, where a network's probe points are blocks of
+    several kinds (a transformer block's qkv, out, mlp.in, ..., resid); None for a chain of one kind
+    (linear#, t#, s#.b#.conv#), whose points are all fitted.
+
+    A growth rate fitted over every point of a transformer would mix the residual stream with the signals
+    inside its branches, which are another size: the blocks' outputs are the path the signal takes. The
+    pattern is the name with its numbers as #; where several patterns are each repeated most often (once a
+    block), the one whose first point comes last (the first block's output). A chain with a few extra points
+    (a torchvision ResNet's downsample convolutions) has one pattern repeated most, and stays a chain."""
+    patterns = names.str.replace(r"\d+", BLOCK, regex=True)
+    counts = patterns.value_counts()
+    most = counts[counts == counts.max()].index if len(counts) else []
+    if len(most) < 2 or counts.max() < 2:
+        return None
+    first = {p: i for i, p in reversed(list(enumerate(patterns)))}  # each pattern's first position
+    return max(most, key=first.__getitem__)
+
+
 def rate(layers: pd.DataFrame, quantity: str, step: int = 0, trim: int = FIT_TRIM) -> tuple[float, str]:
-    """The per-layer growth factor of quantity^2 towards the input at `step` (the chi_1 convention:
-    > 1 grows towards the input), fitted by theory.fit_chi1, and the fitted layer range "first-last"."""
+    """The growth factor of quantity^2 towards the input at `step` (the chi_1 convention: > 1 grows
+    towards the input), fitted by theory.fit_chi1, and what was fitted: the layer range "first-last".
+
+    For a net of blocks of several kinds of points (block_outputs), the factor is per block, fitted over
+    the blocks' outputs, all of them (the embedding and head, which `trim` drops in a chain, are no block
+    output), and what was fitted reads "PATTERN first-last" (b#.resid 0-3: the outputs of the first to the
+    fourth block, counted from 0)."""
     from gradflow import theory
 
     r = store.rows(layers, quantity, step)
     r = r[np.isfinite(r[store.VALUE]) & (r[store.VALUE] > 0)]
+    pattern = block_outputs(r[store.NAME]) if store.NAME in r else None
+    if pattern is not None:
+        values = r[r[store.NAME].str.replace(r"\d+", BLOCK, regex=True) == pattern][store.VALUE].to_numpy()
+        if len(values) < 3:
+            return math.nan, ""
+        return theory.fit_chi1(np.arange(len(values)), values, 0), f"{pattern} 0-{len(values) - 1}"
     span = fitted_layers(r[store.LAYER], trim)
     if span is None:
         return math.nan, ""
@@ -119,7 +152,7 @@ def per_run(layers: pd.DataFrame, config: dict) -> dict[str, Any]:
     out["signal_ratio.init"] = grad_ratio(layers, 0, "signal_norm")
     out["grad_ratio.final"] = grad_ratio(layers, store.last_step(layers))
     out["chi1_measured"], out["chi1_layers"] = rate(layers, "signal_norm", 0)
-    if prediction is not None and out["chi1_layers"]:
+    if prediction is not None and out["chi1_layers"] and " " not in out["chi1_layers"]:  # a chain's layers
         lo, hi = map(int, out["chi1_layers"].split("-"))
         out["chi1_transient"] = transient_bias(config, (lo, hi))
     return out
@@ -279,10 +312,13 @@ def column_notes(columns: list["Column"]) -> list[str]:
         cells = columns[keys.index("chi1_layers")].cells
         explained["chi1_layers"] += "".join(f"; {text}" for mark, text in FIT_MARKS.items()
                                             if any(mark in cell for cell in cells))
+        if any(BLOCK in cell for cell in cells):  # a net of blocks (block_outputs): its chi1 is per block
+            explained["chi1_layers"] += (f"; a net of blocks fits its blocks' outputs (PATTERN first-last, {BLOCK} "
+                                         "the block's number), and its chi1 is per block")
     notes = list(explained.values())
     if "chi1_measured" in keys and "-" in columns[keys.index("chi1_measured")].cells:  # (a shallow net, say depth 5)
         notes.append(f"chi1 meas -: no fit, fewer than 3 layers with a signal between the {FIT_TRIM} left out at "
-                     "each end")
+                     "each end (for a net of blocks, fewer than 3 blocks)")
     if any(k.startswith("rate.") for k in keys):
         notes.append(NOTES["rate"])
     return notes
@@ -420,7 +456,8 @@ def _fit_cell(row: pd.Series) -> str:
     span = row.get("chi1_layers")
     if not isinstance(span, str) or not span:
         return "-"
-    lo, hi = map(int, span.split("-"))
+    pattern, _, layers = span.rpartition(" ")  # "b#.resid 0-3" for a net of blocks, "3-17" for a chain
+    lo, hi = map(int, layers.split("-"))
     cell = f"{hi - lo + 1} ({span})"
     if row.get("start_qstar") is True:
         cell += " q*"

@@ -276,6 +276,28 @@ def test_cli_run_and_sweep(cli, results):
     assert set(df["model.ln"]) == {"pre", "post"} and df["value"].notna().all()
 
 
+def test_chi1_of_a_transformer_is_per_block_over_the_residual_stream(cli, results):
+    """A fit over every probe point mixed the residual stream with the smaller signals inside the branches
+    (qkv, mlp.in): the growth factor is per block, over the blocks' outputs b#.resid only."""
+    import json
+
+    import numpy as np
+
+    tf = [o for o in TINY_TF if not o.startswith("model.depth=")]
+    out = cli("run", *tf, "model.depth=5", *TINY_CHARS, "threads=1", f"results={results}", "name=blocks")
+    assert out.exit_code == 0, out.output
+    run = next((results / "blocks").glob("*/run.json")).parent
+    layers = pd.read_parquet(run / "layers.parquet")
+    s = layers[(layers["step"] == 0) & (layers["quantity"] == "signal_norm")].set_index("name")["value"]
+    resid = np.array([s[f"b{i}.resid"] for i in range(5)])
+    expected = math.exp(-np.polyfit(np.arange(5), 2 * np.log(resid), 1)[0])
+    summary = json.loads((run / "run.json").read_text())["summary"]
+    assert summary["chi1_layers"] == "b#.resid 0-4"
+    assert summary["chi1_measured"] == pytest.approx(expected, rel=1e-9)
+    listed = cli("ls", str(results / "blocks"), "--wide")
+    assert "5 (b#.resid 0-4)" in listed.output and "its chi1 is per block" in listed.output, listed.output
+
+
 @pytest.mark.parametrize("args, words", [
     (["model.heads=3"], ["model.heads=3 does not divide model.d_model=8; choices: 1, 2, 4, 8"]),
     (["model.ln=middle"], ["model.ln=", "middle", "is not allowed; choices: pre, post, none"]),
