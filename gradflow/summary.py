@@ -49,30 +49,39 @@ def fitted_layers(layer: Iterable[float], trim: int = FIT_TRIM) -> tuple[int, in
 BLOCK = "#"  # stands for a block's number in a probe point's name pattern (b#.resid)
 
 
-def block_outputs(names: pd.Series) -> str | None:
-    """The name pattern of the points at the blocks' outputs, where a network's probe points are blocks of
-    several kinds (a transformer block's qkv, out, mlp.in, ..., resid); None for a chain of one kind
-    (linear#, t#, s#.b#.conv#), whose points are all fitted.
+def pattern(name: str) -> str:
+    """A probe point's name with its numbers as BLOCK: b3.attn.qkv -> b#.attn.qkv."""
+    return re.sub(r"\d+", BLOCK, str(name))
 
-    A growth rate fitted over every point of a transformer would mix the residual stream with the signals
-    inside its branches, which are another size: the blocks' outputs are the path the signal takes. The
-    pattern is the name with its numbers as #; where several patterns are each repeated most often (once a
-    block), the one whose first point comes last (the first block's output). A chain with a few extra points
-    (a torchvision ResNet's downsample convolutions) has one pattern repeated most, and stays a chain."""
-    patterns = names.str.replace(r"\d+", BLOCK, regex=True)
-    counts = patterns.value_counts()
-    most = counts[counts == counts.max()].index if len(counts) else []
-    if len(most) < 2 or counts.max() < 2:
-        return None
-    first = {p: i for i, p in reversed(list(enumerate(patterns)))}  # each pattern's first position
-    return max(most, key=first.__getitem__)
+
+def block_patterns(names: Iterable[str]) -> list[str]:
+    """The name patterns of a block's probe points in forward order, where a network's points are blocks of
+    several kinds (a transformer block's b#.attn.qkv, ..., b#.resid); [] for a chain of one kind (linear#,
+    t#, s#.b#.conv#).
+
+    A pattern is a name with its numbers as #; a block's are the patterns each repeated most often (once a
+    block). A chain with a few extra points (a torchvision ResNet's downsample convolutions) has one pattern
+    repeated most, and stays a chain."""
+    patterns = [pattern(n) for n in names]
+    counts = pd.Series(patterns, dtype=object).value_counts()
+    if len(counts) < 2 or counts.iloc[0] < 2 or (counts == counts.iloc[0]).sum() < 2:
+        return []
+    most = set(counts[counts == counts.iloc[0]].index)
+    return list(dict.fromkeys(p for p in patterns if p in most))  # in order of each one's first point
+
+
+def block_label(name: str) -> str:
+    """What a block is called, from one of its points' names: up to the block's number (b3.attn.qkv -> b3,
+    layers.3.linear1 -> layers.3)."""
+    m = re.match(r"\D*\d+", name)
+    return m.group(0) if m else name
 
 
 def rate(layers: pd.DataFrame, quantity: str, step: int = 0, trim: int = FIT_TRIM) -> tuple[float, str]:
     """The growth factor of quantity^2 towards the input at `step` (the chi_1 convention: > 1 grows
     towards the input), fitted by theory.fit_chi1, and what was fitted: the layer range "first-last".
 
-    For a net of blocks of several kinds of points (block_outputs), the factor is per block, fitted over
+    For a net of blocks of several kinds of points (block_patterns), the factor is per block, fitted over
     the blocks' outputs, all of them (the embedding and head, which `trim` drops in a chain, are no block
     output), and what was fitted reads "PATTERN first-last" (b#.resid 0-3: the outputs of the first to the
     fourth block, counted from 0)."""
@@ -80,12 +89,12 @@ def rate(layers: pd.DataFrame, quantity: str, step: int = 0, trim: int = FIT_TRI
 
     r = store.rows(layers, quantity, step)
     r = r[np.isfinite(r[store.VALUE]) & (r[store.VALUE] > 0)]
-    pattern = block_outputs(r[store.NAME]) if store.NAME in r else None
-    if pattern is not None:
-        values = r[r[store.NAME].str.replace(r"\d+", BLOCK, regex=True) == pattern][store.VALUE].to_numpy()
+    blocks = block_patterns(r[store.NAME]) if store.NAME in r else []
+    if blocks:  # the fit follows the blocks' outputs: the path the signal takes between blocks
+        values = r[r[store.NAME].map(pattern) == blocks[-1]][store.VALUE].to_numpy()
         if len(values) < 3:
             return math.nan, ""
-        return theory.fit_chi1(np.arange(len(values)), values, 0), f"{pattern} 0-{len(values) - 1}"
+        return theory.fit_chi1(np.arange(len(values)), values, 0), f"{blocks[-1]} 0-{len(values) - 1}"
     span = fitted_layers(r[store.LAYER], trim)
     if span is None:
         return math.nan, ""
@@ -312,7 +321,7 @@ def column_notes(columns: list["Column"]) -> list[str]:
         cells = columns[keys.index("chi1_layers")].cells
         explained["chi1_layers"] += "".join(f"; {text}" for mark, text in FIT_MARKS.items()
                                             if any(mark in cell for cell in cells))
-        if any(BLOCK in cell for cell in cells):  # a net of blocks (block_outputs): its chi1 is per block
+        if any(BLOCK in cell for cell in cells):  # a net of blocks (block_patterns): its chi1 is per block
             explained["chi1_layers"] += (f"; a net of blocks fits its blocks' outputs (PATTERN first-last, {BLOCK} "
                                          "the block's number), and its chi1 is per block")
     notes = list(explained.values())
@@ -456,7 +465,7 @@ def _fit_cell(row: pd.Series) -> str:
     span = row.get("chi1_layers")
     if not isinstance(span, str) or not span:
         return "-"
-    pattern, _, layers = span.rpartition(" ")  # "b#.resid 0-3" for a net of blocks, "3-17" for a chain
+    layers = span.rpartition(" ")[2]  # "b#.resid 0-3" for a net of blocks, "3-17" for a chain
     lo, hi = map(int, layers.split("-"))
     cell = f"{hi - lo + 1} ({span})"
     if row.get("start_qstar") is True:

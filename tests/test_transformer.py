@@ -298,6 +298,31 @@ def test_chi1_of_a_transformer_is_per_block_over_the_residual_stream(cli, result
     assert "5 (b#.resid 0-4)" in listed.output and "its chi1 is per block" in listed.output, listed.output
 
 
+@pytest.mark.parametrize("depth, named", [(3, [0, 1, 2]), (14, list(range(0, 14, 2)))])
+def test_profile_and_heatmap_tick_a_transformer_at_its_blocks(run_job, depth, named):
+    """Bare indices 0..6 depth + 2 said nothing of where a block starts: the probe-point axis is ticked at
+    each block's first point (b#.attn.qkv) and named by block, every other one past 12 blocks."""
+    from gradflow import load
+    from gradflow.plots import figures
+
+    tf = [o for o in TINY_TF if not o.startswith(("model.depth=", "train.steps="))]
+    run = run_job(*tf, f"model.depth={depth}", "train.steps=1", *TINY_CHARS, "threads=1", name=f"ticks{depth}")
+    layers = load(run)
+    qkv = sorted(layers[layers["name"].str.endswith("attn.qkv")]["layer"].unique())
+    assert len(qkv) == depth
+    fig = figures.profile(layers, "signal_norm", step=0)
+    ax = fig.axes[0]
+    assert list(ax.get_xticks()) == [qkv[i] for i in named]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [f"b{i}" for i in named]
+    assert sorted([*ax.get_xticks(), *ax.xaxis.get_minorticklocs()]) == qkv  # (a minor tick under a major is dropped)
+    assert "each block's first (b#.attn.qkv)" in ax.get_xlabel().replace("\n", " ")
+    heat = figures.heatmap(layers, quantity="grad_norm").axes[0]
+    assert [t.get_text() for t in heat.get_yticklabels()] == [f"b{i}" for i in named]
+    mlp = load(run_job("model.depth=3", "train.steps=1", "model.width=8", "data=gaussian", "threads=1", name="mlp"))
+    assert [t.get_text() for t in figures.profile(mlp, "signal_norm", step=0).axes[0].get_xticklabels()
+            if t.get_text()][:2] == ["0", "1"]
+
+
 @pytest.mark.parametrize("args, words", [
     (["model.heads=3"], ["model.heads=3 does not divide model.d_model=8; choices: 1, 2, 4, 8"]),
     (["model.ln=middle"], ["model.ln=", "middle", "is not allowed; choices: pre, post, none"]),

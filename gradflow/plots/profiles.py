@@ -16,7 +16,9 @@ from matplotlib.ticker import MaxNLocator
 
 from gradflow.errors import GradflowError
 from gradflow.plots.keys import is_grid, n_distinct, ordered_values, swept_keys, vkey
-from gradflow.plots.labels import QUANTITIES, THEORY_QUANTITIES, Label, layer_axis, point_word, set_title, value_label
+from gradflow.plots.labels import (
+    QUANTITIES, THEORY_QUANTITIES, Label, blocks, layer_axis, point_word, set_title, value_label,
+)
 from gradflow.plots.meanfield import chi1_for
 from gradflow.plots.series import Series, at_step, check_key, collect_series, parse_step, pick_run, require, sort_series
 from gradflow.probes.quantities import BIAS, OUTPUT, WEIGHT
@@ -24,7 +26,7 @@ from gradflow.probes.quantities import QUANTITIES as REGISTRY
 from gradflow.plots.style import (
     THEORY_STYLE, Palette, bottom_and_left, draw_series, extra_handles, facet_grid, is_log_spaced, panels_by,
     label_short_log_axis, legend, line_weight, new_figure, note_if_empty, record, step_axis, style_key,
-    XLABEL_WIDTH, wrap_words,
+    tick_blocks, XLABEL_WIDTH, wrap_words,
 )
 
 
@@ -89,6 +91,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     cache: dict = {}
     everything: list[Series] = []
     theory_drawn = False
+    marked = blocks(df)  # a transformer's axis is ticked at its blocks, not at bare indices
     for ax, title, sub in zip(axes, titles, panels):
         series = sort_series(collect_series(sub, "layer", group_keys, label.log), df,
                              [k for k in (color, style) if k] + also)
@@ -107,14 +110,17 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
         everything += series
         if title:
             ax.set_title(title, fontsize="small")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if marked is not None:
+            tick_blocks(ax.xaxis, marked)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ends = sub if len(spans) > 1 and not sub.empty else df
         ax.set_xlim(ends["layer"].min(), max(ends["layer"].max(), ends["layer"].min() + 1))  # ends at the last point
         if label.log:
             label_short_log_axis(ax, df["value"])
     bottom, left = bottom_and_left(axes)
     for ax in bottom:  # (side by side, a label as wide as its panel: two ran into each other)
-        text = layer_axis(df, head=quantity not in REGISTRY or REGISTRY[quantity].where in HEAD_HAS)
+        text = layer_axis(df, head=quantity not in REGISTRY or REGISTRY[quantity].where in HEAD_HAS, marked=marked)
         ax.set_xlabel(wrap_words(text, XLABEL_WIDTH) if len(bottom) > 1 else text)
         ax.xaxis.set_tick_params(labelbottom=True)
     for ax in left:
@@ -198,8 +204,12 @@ def heatmap(layers: pd.DataFrame, run: str | None = None, quantity: str = "grad_
                    frameon=False).set_gid("legend")
     step_axis(ax, steps)
     ax.set_xlim(x_edges[0], x_edges[-1])
-    ax.set_ylabel(layer_axis(df, int(layer_idx[-1])))
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    marked = blocks(df)
+    ax.set_ylabel(wrap_words(layer_axis(df, int(layer_idx[-1]), marked=marked), XLABEL_WIDTH))
+    if marked is not None:
+        tick_blocks(ax.yaxis, marked)
+    else:
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     status = str(df["status"].iloc[0])
     # the config says which run it is (set_title says it was interrupted)
     extra = [f"status: {status}"] if status not in ("ok", "", "interrupted") else []

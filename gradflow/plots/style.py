@@ -406,3 +406,14 @@ def spans_decades(values: np.ndarray, decades: float = 2.0) -> bool:
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v) & (v > 0)]
     return len(v) > 1 and v.max() / v.min() >= 10 ** decades
+
+
+MOST_BLOCK_LABELS = 12  # more blocks than this: every k-th one named, each still ticked
+
+
+def tick_blocks(axis, marked) -> None:
+    """Tick a probe-point axis (ax.xaxis or ax.yaxis) at each block's first point (labels.Blocks), named
+    b0, b1, ...; where the blocks are many, every k-th is named and the others keep an unnamed tick."""
+    k = math.ceil(len(marked.at) / MOST_BLOCK_LABELS)
+    axis.set_ticks(marked.at[::k], marked.names[::k])
+    axis.set_ticks(marked.at, minor=True)
