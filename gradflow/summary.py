@@ -21,6 +21,7 @@ from gradflow.fmt import fmt
 from gradflow.errors import GradflowError, did_you_mean
 from gradflow.plots.keys import abbreviate
 
+BLOCKS = "blocks"  # a fit over a net's blocks says so: "4 blocks, resid" (rate)
 SUMMARY_KEY = "summary"  # run.json key holding per_run's dict
 FIT_TRIM = 3  # layers dropped at each end of a growth-rate fit (input layer and head have other fan-in/out)
 TRANSIENT_TOL = 0.01  # the length map has settled when it moves the predicted chi_1 fit by less than this
@@ -46,55 +47,62 @@ def fitted_layers(layer: Iterable[float], trim: int = FIT_TRIM) -> tuple[int, in
     return (int(bulk[0]), int(bulk[-1])) if bulk.size >= 3 else None
 
 
-BLOCK = "#"  # stands for a block's number in a probe point's name pattern (b#.resid)
+@dataclass(frozen=True)
+class Blocks:
+    """A net whose probe points come in blocks of several (a transformer's b3.attn.qkv, ..., b3.resid; a
+    ResNet's s1.b2.conv1, s1.b2.conv2; a user's enc.layers.3.linear1, ...): see `blocks_of`."""
+    names: list[str]  # each block's name, in forward order: b0, b1, ...
+    starts: list[int]  # the position (in the names given) of each block's first point
+    first: str  # what a block's first point is called within it: attn.qkv
+    output: str  # what its last point is called (the most common): resid, the block's output
 
 
-def pattern(name: str) -> str:
-    """A probe point's name with its numbers as BLOCK: b3.attn.qkv -> b#.attn.qkv."""
-    return re.sub(r"\d+", BLOCK, str(name))
+def block_of(name: str) -> tuple[str, str] | None:
+    """(block, point within it) from a probe point's module path: the block runs to the last component
+    before the final one that holds a number (b3.attn.qkv -> b3, attn.qkv; s1.b2.conv1 -> s1.b2, conv1;
+    layers.3.self_attn.q -> layers.3, self_attn.q); None for a point of no block (linear3, t5, net.4, head)."""
+    parts = str(name).split(".")
+    for i in range(len(parts) - 2, -1, -1):
+        if any(c.isdigit() for c in parts[i]):
+            return ".".join(parts[: i + 1]), ".".join(parts[i + 1:])
+    return None
 
 
-def block_patterns(names: Iterable[str]) -> list[str]:
-    """The name patterns of a block's probe points in forward order, where a network's points are blocks of
-    several kinds (a transformer block's b#.attn.qkv, ..., b#.resid); [] for a chain of one kind (linear#,
-    t#, s#.b#.conv#).
-
-    A pattern is a name with its numbers as #; a block's are the patterns each repeated most often (once a
-    block). A chain with a few extra points (a torchvision ResNet's downsample convolutions) has one pattern
-    repeated most, and stays a chain."""
-    patterns = [pattern(n) for n in names]
-    counts = pd.Series(patterns, dtype=object).value_counts()
-    if len(counts) < 2 or counts.iloc[0] < 2 or (counts == counts.iloc[0]).sum() < 2:
-        return []
-    most = set(counts[counts == counts.iloc[0]].index)
-    return list(dict.fromkeys(p for p in patterns if p in most))  # in order of each one's first point
-
-
-def block_label(name: str) -> str:
-    """What a block is called, from one of its points' names: up to the block's number (b3.attn.qkv -> b3,
-    layers.3.linear1 -> layers.3)."""
-    m = re.match(r"\D*\d+", name)
-    return m.group(0) if m else name
+def blocks_of(names: Iterable[str]) -> Blocks | None:
+    """The blocks of a net from its probe points' names in forward order, or None for a chain (an MLP's
+    linear#, an RNN's t#, a Sequential's net.#): at least two blocks, each of several points."""
+    names = [str(n) for n in names]
+    found: dict[str, list[tuple[int, str]]] = {}
+    for i, name in enumerate(names):
+        split = block_of(name)
+        if split is not None:
+            found.setdefault(split[0], []).append((i, split[1]))
+    if len(found) < 2 or any(len(points) < 2 for points in found.values()):
+        return None
+    lasts = pd.Series([points[-1][1] for points in found.values()])
+    return Blocks(list(found), [points[0][0] for points in found.values()],
+                  next(iter(found.values()))[0][1], str(lasts.mode().iloc[0]))
 
 
 def rate(layers: pd.DataFrame, quantity: str, step: int = 0, trim: int = FIT_TRIM) -> tuple[float, str]:
     """The growth factor of quantity^2 towards the input at `step` (the chi_1 convention: > 1 grows
     towards the input), fitted by theory.fit_chi1, and what was fitted: the layer range "first-last".
 
-    For a net of blocks of several kinds of points (block_patterns), the factor is per block, fitted over
-    the blocks' outputs, all of them (the embedding and head, which `trim` drops in a chain, are no block
-    output), and what was fitted reads "PATTERN first-last" (b#.resid 0-3: the outputs of the first to the
-    fourth block, counted from 0)."""
+    For a net of blocks (blocks_of: a transformer, a ResNet), the factor is per block, fitted over every
+    block's output point (the path the signal takes between blocks: a fit over every point mixed the
+    residual stream with the smaller signals inside the branches; the embedding and head, which `trim`
+    drops in a chain, are in no block), and what was fitted reads "N blocks, OUTPUT" (4 blocks, resid)."""
     from gradflow import theory
 
     r = store.rows(layers, quantity, step)
     r = r[np.isfinite(r[store.VALUE]) & (r[store.VALUE] > 0)]
-    blocks = block_patterns(r[store.NAME]) if store.NAME in r else []
-    if blocks:  # the fit follows the blocks' outputs: the path the signal takes between blocks
-        values = r[r[store.NAME].map(pattern) == blocks[-1]][store.VALUE].to_numpy()
+    net = blocks_of(r[store.NAME]) if store.NAME in r else None
+    if net is not None:
+        at = [(block_of(n) or ("", ""))[1] == net.output for n in r[store.NAME]]
+        values = r[at][store.VALUE].to_numpy()
         if len(values) < 3:
             return math.nan, ""
-        return theory.fit_chi1(np.arange(len(values)), values, 0), f"{blocks[-1]} 0-{len(values) - 1}"
+        return theory.fit_chi1(np.arange(len(values)), values, 0), f"{len(values)} {BLOCKS}, {net.output}"
     span = fitted_layers(r[store.LAYER], trim)
     if span is None:
         return math.nan, ""
@@ -161,7 +169,7 @@ def per_run(layers: pd.DataFrame, config: dict) -> dict[str, Any]:
     out["signal_ratio.init"] = grad_ratio(layers, 0, "signal_norm")
     out["grad_ratio.final"] = grad_ratio(layers, store.last_step(layers))
     out["chi1_measured"], out["chi1_layers"] = rate(layers, "signal_norm", 0)
-    if prediction is not None and out["chi1_layers"] and " " not in out["chi1_layers"]:  # a chain's layers
+    if prediction is not None and out["chi1_layers"] and BLOCKS not in out["chi1_layers"]:  # a chain's layers
         lo, hi = map(int, out["chi1_layers"].split("-"))
         out["chi1_transient"] = transient_bias(config, (lo, hi))
     return out
@@ -321,9 +329,9 @@ def column_notes(columns: list["Column"]) -> list[str]:
         cells = columns[keys.index("chi1_layers")].cells
         explained["chi1_layers"] += "".join(f"; {text}" for mark, text in FIT_MARKS.items()
                                             if any(mark in cell for cell in cells))
-        if any(BLOCK in cell for cell in cells):  # a net of blocks (block_patterns): its chi1 is per block
-            explained["chi1_layers"] += (f"; a net of blocks fits its blocks' outputs (PATTERN first-last, {BLOCK} "
-                                         "the block's number), and its chi1 is per block")
+        if any(BLOCKS in cell for cell in cells):  # a net of blocks (blocks_of): its chi1 is per block
+            explained["chi1_layers"] += (f"; N {BLOCKS}, POINT: a net of blocks fitted at each block's output "
+                                         "point, its chi1 per block")
     notes = list(explained.values())
     if "chi1_measured" in keys and "-" in columns[keys.index("chi1_measured")].cells:  # (a shallow net, say depth 5)
         notes.append(f"chi1 meas -: no fit, fewer than 3 layers with a signal between the {FIT_TRIM} left out at "
@@ -465,9 +473,11 @@ def _fit_cell(row: pd.Series) -> str:
     span = row.get("chi1_layers")
     if not isinstance(span, str) or not span:
         return "-"
-    layers = span.rpartition(" ")[2]  # "b#.resid 0-3" for a net of blocks, "3-17" for a chain
-    lo, hi = map(int, layers.split("-"))
-    cell = f"{hi - lo + 1} ({span})"
+    if BLOCKS in span:  # "4 blocks, resid": a net of blocks (rate)
+        cell = span
+    else:  # "3-17": a chain's layers
+        lo, hi = map(int, span.split("-"))
+        cell = f"{hi - lo + 1} ({span})"
     if row.get("start_qstar") is True:
         cell += " q*"
     bias = row.get("chi1_transient")

@@ -254,3 +254,37 @@ def test_delta_orthogonal_has_an_orthogonal_centre_tap_and_zeros_elsewhere():
         rest = w.clone()
         rest[(slice(None), slice(None), *centre)] = 0
         assert torch.count_nonzero(rest) == 0, point.name
+
+
+def test_a_resnets_chi1_is_per_block_fitted_at_each_blocks_conv2(run_job):
+    """A ResNet's probe points come in blocks (s1.b2.conv1, s1.b2.conv2): its growth factor is per block,
+    fitted at each block's output point, as a fit over both points of each block mixed the signal inside
+    the residual branch with the one between blocks."""
+    job = run_job("model=resnet20", "data=gaussian", "train.steps=1", "threads=1", name="blocks")
+    summary = json.loads((job / "run.json").read_text())["summary"]
+    layers = layers_of(job)
+    s = layers[(layers["step"] == 0) & (layers["quantity"] == "signal_norm")].sort_values("layer")
+    conv2 = s[s["name"].str.endswith(".conv2")]["value"].to_numpy()
+    assert len(conv2) == 9
+    assert summary["chi1_layers"] == "9 blocks, conv2"
+    assert summary["chi1_measured"] == pytest.approx(math.exp(-np.polyfit(np.arange(9), 2 * np.log(conv2), 1)[0]),
+                                                     rel=1e-9)
+
+
+@pytest.mark.parametrize("names, blocks", [
+    (["tok_emb", "b0.attn.qkv", "b0.resid", "b1.attn.qkv", "b1.resid", "head"], (["b0", "b1"], "attn.qkv", "resid")),
+    (["stem", "s1.b1.conv1", "s1.b1.conv2", "s1.b2.conv1", "s1.b2.conv2", "head"],
+     (["s1.b1", "s1.b2"], "conv1", "conv2")),
+    # a torchvision ResNet: the downsample convolution a few blocks end with does not make it their output
+    (["conv1", "layer1.0.conv1", "layer1.0.conv2", "layer2.0.conv1", "layer2.0.conv2", "layer2.0.downsample.0",
+      "layer2.1.conv1", "layer2.1.conv2", "fc"], (["layer1.0", "layer2.0", "layer2.1"], "conv1", "conv2")),
+    (["linear0", "linear1", "linear2", "head"], None),  # an MLP: a chain
+    (["net.0", "net.2", "net.4"], None),  # a Sequential's layers are numbered, but each is one point
+    (["t0", "t1", "t2", "head"], None),
+    (["enc.layers.0.linear1", "enc.layers.0.linear2", "enc.layers.1.linear1"], None),  # a block of one point
+])
+def test_blocks_are_read_from_the_probe_points_module_paths(names, blocks):
+    from gradflow.summary import blocks_of
+
+    net = blocks_of(names)
+    assert (None if net is None else (net.names, net.first, net.output)) == blocks

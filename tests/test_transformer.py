@@ -292,10 +292,10 @@ def test_chi1_of_a_transformer_is_per_block_over_the_residual_stream(cli, result
     resid = np.array([s[f"b{i}.resid"] for i in range(5)])
     expected = math.exp(-np.polyfit(np.arange(5), 2 * np.log(resid), 1)[0])
     summary = json.loads((run / "run.json").read_text())["summary"]
-    assert summary["chi1_layers"] == "b#.resid 0-4"
+    assert summary["chi1_layers"] == "5 blocks, resid"
     assert summary["chi1_measured"] == pytest.approx(expected, rel=1e-9)
     listed = cli("ls", str(results / "blocks"), "--wide")
-    assert "5 (b#.resid 0-4)" in listed.output and "its chi1 is per block" in listed.output, listed.output
+    assert "5 blocks, resid" in listed.output and "its chi1 per block" in listed.output, listed.output
 
 
 @pytest.mark.parametrize("depth, named", [(3, [0, 1, 2]), (14, list(range(0, 14, 2)))])
@@ -315,7 +315,7 @@ def test_profile_and_heatmap_tick_a_transformer_at_its_blocks(run_job, depth, na
     assert list(ax.get_xticks()) == [qkv[i] for i in named]
     assert [t.get_text() for t in ax.get_xticklabels()] == [f"b{i}" for i in named]
     assert sorted([*ax.get_xticks(), *ax.xaxis.get_minorticklocs()]) == qkv  # (a minor tick under a major is dropped)
-    assert "each block's first (b#.attn.qkv)" in ax.get_xlabel().replace("\n", " ")
+    assert "each block's first (attn.qkv)" in ax.get_xlabel().replace("\n", " ")
     heat = figures.heatmap(layers, quantity="grad_norm").axes[0]
     assert [t.get_text() for t in heat.get_yticklabels()] == [f"b{i}" for i in named]
     mlp = load(run_job("model.depth=3", "train.steps=1", "model.width=8", "data=gaussian", "threads=1", name="mlp"))

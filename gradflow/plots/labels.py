@@ -6,6 +6,7 @@ No matplotlib here: labels are strings (mathtext where a symbol helps); numbers 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
@@ -67,18 +68,10 @@ def point_word(df: pd.DataFrame) -> str:
     return "time step" if is_recurrent(df) else "layer"
 
 
-@dataclass(frozen=True)
-class Blocks:
-    """A net of blocks of several kinds of probe points (summary.block_patterns: a transformer's), whose
-    probe-point axis is ticked at each block's first point rather than at bare indices."""
-    first: str  # the pattern of a block's first point, b#.attn.qkv
-    at: list[int]  # the probe-point index of each block's first point
-    names: list[str]  # each block's name: b0, b1, ...
-
-
-def blocks(df: pd.DataFrame) -> Blocks | None:
-    """The blocks of the nets in a layers table (columns layer, name), or None: a chain (an MLP, a ResNet, an
-    RNN's time steps), or nets whose points differ at one index (a transformer beside an MLP)."""
+def blocks(df: pd.DataFrame):
+    """The blocks of the nets in a layers table (columns layer, name), as summary.Blocks with `starts` the
+    layer index of each block's first point; None for a chain (an MLP, an RNN's time steps), or for nets
+    whose points differ at one index (a transformer beside an MLP)."""
     from gradflow import summary
 
     if "name" not in df.columns or df.empty:
@@ -86,17 +79,17 @@ def blocks(df: pd.DataFrame) -> Blocks | None:
     pairs = df[["layer", "name"]].drop_duplicates().sort_values("layer")
     if pairs["layer"].duplicated().any():
         return None
-    patterns = summary.block_patterns(pairs["name"])
-    if not patterns:
+    net = summary.blocks_of(pairs["name"])
+    if net is None:
         return None
-    first = pairs[[summary.pattern(n) == patterns[0] for n in pairs["name"]]]
-    return Blocks(patterns[0], [int(v) for v in first["layer"]], [summary.block_label(n) for n in first["name"]])
+    layer = pairs["layer"].to_numpy()
+    return dataclasses.replace(net, starts=[int(layer[i]) for i in net.starts])
 
 
-def layer_axis(df: pd.DataFrame, last: int | None = None, head: bool = True, marked: Blocks | None = None) -> str:
+def layer_axis(df: pd.DataFrame, last: int | None = None, head: bool = True, marked=None) -> str:
     """The label of the probe-point axis: layers, or time steps for recurrent nets (model.name). head=False:
     the quantity has no value at the output head (an activation statistic), so no point is called that.
-    marked: the axis is ticked at each block's first point (`blocks`)."""
+    marked: the axis is ticked at each block's first point (`blocks`, a summary.Blocks)."""
     end = f", {'last' if last is None else last} = output head" if head else "; the output head has none"
     if marked is not None:
         end = ", output head last" if head else "; the output head has none"

@@ -412,8 +412,8 @@ MOST_BLOCK_LABELS = 12  # more blocks than this: every k-th one named, each stil
 
 
 def tick_blocks(axis, marked) -> None:
-    """Tick a probe-point axis (ax.xaxis or ax.yaxis) at each block's first point (labels.Blocks), named
+    """Tick a probe-point axis (ax.xaxis or ax.yaxis) at each block's first point (labels.blocks), named
     b0, b1, ...; where the blocks are many, every k-th is named and the others keep an unnamed tick."""
-    k = math.ceil(len(marked.at) / MOST_BLOCK_LABELS)
-    axis.set_ticks(marked.at[::k], marked.names[::k])
-    axis.set_ticks(marked.at, minor=True)
+    k = math.ceil(len(marked.starts) / MOST_BLOCK_LABELS)
+    axis.set_ticks(marked.starts[::k], marked.names[::k])
+    axis.set_ticks(marked.starts, minor=True)
