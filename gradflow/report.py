@@ -264,7 +264,7 @@ def runs_html(df: pd.DataFrame, swept: list[str]) -> str:
                         + (f' title="{_e(why)}"' if c.key == store.STATUS and isinstance(why, str) and why else "")
                         + f">{_e(c.cells[i])}</td>" for c in cols)
         body.append(f'<tr data-run="{_e(row[store.RUN])}">{cells}</tr>')
-    notes = summary.column_notes(cols)  # as under ls's table: the ratio, the chi1 fit and its marks
+    notes = summary.column_notes(cols, df)  # as under ls's table: the ratio, the chi1 fit and its marks
     if flagged:
         notes.append(f"{summary.FLAGGED}: finished but flagged: {', '.join(flagged)}; hover over a status for why")
     warning = summary.transient_warning(df)

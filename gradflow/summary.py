@@ -22,6 +22,7 @@ from gradflow.errors import GradflowError, did_you_mean
 from gradflow.plots.keys import abbreviate
 
 BLOCKS = "blocks"  # a fit over a net's blocks says so: "4 blocks, resid" (rate)
+RESIDUAL_STREAM = "resid"  # the point after each block of gradflow's transformer: its residual stream
 SUMMARY_KEY = "summary"  # run.json key holding per_run's dict
 FIT_TRIM = 3  # layers dropped at each end of a growth-rate fit (input layer and head have other fan-in/out)
 TRANSIENT_TOL = 0.01  # the length map has settled when it moves the predicted chi_1 fit by less than this
@@ -88,16 +89,19 @@ def rate(layers: pd.DataFrame, quantity: str, step: int = 0, trim: int = FIT_TRI
     """The growth factor of quantity^2 towards the input at `step` (the chi_1 convention: > 1 grows
     towards the input), fitted by theory.fit_chi1, and what was fitted: the layer range "first-last".
 
-    For a net of blocks (blocks_of: a transformer, a ResNet), the factor is per block, fitted over every
-    block's output point (the path the signal takes between blocks: a fit over every point mixed the
-    residual stream with the smaller signals inside the branches; the embedding and head, which `trim`
-    drops in a chain, are in no block), and what was fitted reads "N blocks, OUTPUT" (4 blocks, resid)."""
+    For a net of blocks that probes its residual stream after each block (gradflow's transformer: b3.resid
+    after b3.attn.qkv, ..., b3.mlp.out), the factor is per block, fitted at those points: a fit over every
+    point mixed the stream with the smaller signals inside the branches. The embedding and head, which `trim`
+    drops in a chain, are in no block. What was fitted then reads "N blocks, resid". Other nets of blocks (a
+    ResNet, whose conv2 is inside its branch; a user's nested Sequential, a chain) are fitted per layer, so
+    that one column holds one unit wherever it can.
+    """
     from gradflow import theory
 
     r = store.rows(layers, quantity, step)
     r = r[np.isfinite(r[store.VALUE]) & (r[store.VALUE] > 0)]
     net = blocks_of(r[store.NAME]) if store.NAME in r else None
-    if net is not None:
+    if net is not None and net.output == RESIDUAL_STREAM:
         at = [(block_of(n) or ("", ""))[1] == net.output for n in r[store.NAME]]
         values = r[at][store.VALUE].to_numpy()
         if len(values) < 3:
@@ -320,24 +324,28 @@ NOTES = {"grad_ratio.init": "ratio = ‖∂L/∂W‖ first layer / last layer",
 FIT_MARKS = {" q*": "q*: inputs at the fixed point", "!": "!: still in the length map's transient (see below)"}
 
 
-def column_notes(columns: list["Column"]) -> list[str]:
-    """The notes under a table of `columns` (ls, the report page): what the ratio and the chi1 fit mean, each
-    mark the fit's cells carry, and the rate's convention."""
+def column_notes(columns: list["Column"], df: pd.DataFrame | None = None) -> list[str]:
+    """The notes under a table of `columns` (ls, the report page) of the runs `df`: what the ratio and the
+    chi1 fit mean, each mark the fit's cells carry, the rate's convention, and that a transformer's chi1 and
+    rates are per block (said wherever they are shown, the fit column that says so or not)."""
     keys = [c.key for c in columns]
     explained = {k: NOTES[k] for k in NOTES if k in keys}
     if "chi1_layers" in explained:  # the fit marks the shown cells carry, each explained
         cells = columns[keys.index("chi1_layers")].cells
         explained["chi1_layers"] += "".join(f"; {text}" for mark, text in FIT_MARKS.items()
                                             if any(mark in cell for cell in cells))
-        if any(BLOCKS in cell for cell in cells):  # a net of blocks (blocks_of): its chi1 is per block
-            explained["chi1_layers"] += (f"; N {BLOCKS}, POINT: a net of blocks fitted at each block's output "
-                                         "point, its chi1 per block")
     notes = list(explained.values())
     if "chi1_measured" in keys and "-" in columns[keys.index("chi1_measured")].cells:  # (a shallow net, say depth 5)
         notes.append(f"chi1 meas -: no fit, fewer than 3 layers with a signal between the {FIT_TRIM} left out at "
-                     "each end (for a net of blocks, fewer than 3 blocks)")
+                     f"each end (for a transformer, fewer than 3 blocks)")
     if any(k.startswith("rate.") for k in keys):
         notes.append(NOTES["rate"])
+    fits = [k for k in keys if k in ("chi1_measured", "chi1_layers") or k.startswith("rate.")]
+    fitted = [df[k] for k in ("chi1_layers", *(f"{k}.layers" for k in fits if k.startswith("rate.")))
+              if df is not None and k in df]
+    if fits and any(BLOCKS in str(v) for col in fitted for v in col):
+        notes.append(f"a transformer's chi1 meas and rates are per block, not per layer: fitted at each block's "
+                     f"residual stream, b#.{RESIDUAL_STREAM} (its fit reads N {BLOCKS}, {RESIDUAL_STREAM})")
     return notes
 
 

@@ -256,19 +256,28 @@ def test_delta_orthogonal_has_an_orthogonal_centre_tap_and_zeros_elsewhere():
         assert torch.count_nonzero(rest) == 0, point.name
 
 
-def test_a_resnets_chi1_is_per_block_fitted_at_each_blocks_conv2(run_job):
-    """A ResNet's probe points come in blocks (s1.b2.conv1, s1.b2.conv2): its growth factor is per block,
-    fitted at each block's output point, as a fit over both points of each block mixed the signal inside
-    the residual branch with the one between blocks."""
+def test_a_resnets_chi1_stays_per_layer_and_its_figures_are_ticked_by_block(run_job):
+    """Only a measured residual stream (a transformer's b#.resid) makes chi1 per block: a ResNet's conv2 is
+    inside its branch, before the add, so its chi1 stays the per-layer fit that an MLP's is, and ls says
+    nothing of blocks. Its figures' layer axis is still ticked at each block's first point (s1.b1, ...)."""
+    from gradflow import load
+    from gradflow.plots import figures
+    from gradflow.summary import column_notes, table_columns
+
     job = run_job("model=resnet20", "data=gaussian", "train.steps=1", "threads=1", name="blocks")
     summary = json.loads((job / "run.json").read_text())["summary"]
     layers = layers_of(job)
     s = layers[(layers["step"] == 0) & (layers["quantity"] == "signal_norm")].sort_values("layer")
-    conv2 = s[s["name"].str.endswith(".conv2")]["value"].to_numpy()
-    assert len(conv2) == 9
-    assert summary["chi1_layers"] == "9 blocks, conv2"
-    assert summary["chi1_measured"] == pytest.approx(math.exp(-np.polyfit(np.arange(9), 2 * np.log(conv2), 1)[0]),
-                                                     rel=1e-9)
+    bulk = s[(s["layer"] >= 3) & (s["layer"] <= s["layer"].max() - 3)]
+    assert summary["chi1_layers"] == f"{bulk['layer'].min()}-{bulk['layer'].max()}"
+    slope = np.polyfit(bulk["layer"].to_numpy(float), 2 * np.log(bulk["value"].to_numpy()), 1)[0]
+    assert summary["chi1_measured"] == pytest.approx(math.exp(-slope), rel=1e-9)
+    runs = load(job.parent, table="runs")
+    assert not any("per block" in n for n in column_notes(table_columns(runs, []), runs))
+    ax = figures.profile(load(job), "signal_norm", step=0).axes[0]
+    conv1 = s[s["name"].str.endswith(".conv1")]
+    assert list(ax.get_xticks()) == list(conv1["layer"])
+    assert [t.get_text() for t in ax.get_xticklabels()] == [n.rsplit(".", 1)[0] for n in conv1["name"]]
 
 
 @pytest.mark.parametrize("names, blocks", [
@@ -282,6 +291,7 @@ def test_a_resnets_chi1_is_per_block_fitted_at_each_blocks_conv2(run_job):
     (["net.0", "net.2", "net.4"], None),  # a Sequential's layers are numbered, but each is one point
     (["t0", "t1", "t2", "head"], None),
     (["enc.layers.0.linear1", "enc.layers.0.linear2", "enc.layers.1.linear1"], None),  # a block of one point
+    (["body.0.0", "body.0.2", "body.1.0", "body.1.2"], (["body.0", "body.1"], "0", "2")),  # nested Sequentials
 ])
 def test_blocks_are_read_from_the_probe_points_module_paths(names, blocks):
     from gradflow.summary import blocks_of

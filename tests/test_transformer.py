@@ -276,6 +276,27 @@ def test_cli_run_and_sweep(cli, results):
     assert set(df["model.ln"]) == {"pre", "post"} and df["value"].notna().all()
 
 
+def test_a_depth_sweeps_figures_keep_the_block_ticks_and_call_depth_blocks(run_job):
+    """Nets of several depths disagree at one index only where a shallower one has its head: the blocks'
+    ticks stay. A quantity probed at some points only (act_std: after each mlp.in) is ticked where the
+    blocks start all the same, and a transformer's depth is labelled as its blocks."""
+    from gradflow import load
+    from gradflow.plots import figures
+
+    tf = [o for o in TINY_TF if not o.startswith(("model.depth=", "train.steps="))]
+    folder = [run_job(*tf, f"model.depth={d}", "train.steps=1", *TINY_CHARS, "threads=1", name="depths").parent
+              for d in (2, 4)][0]
+    layers = load(folder)
+    qkv = sorted(layers[layers["name"].str.endswith("attn.qkv")]["layer"].unique())
+    for quantity in ("signal_norm", "act_std"):
+        fig = figures.profile(layers, quantity, step=0)
+        ax = fig.axes[0]
+        assert list(ax.get_xticks()) == qkv
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["b0", "b1", "b2", "b3"]
+        assert "depth (blocks) [model.depth]" in [a.get_ylabel() for a in fig.axes]  # the colour bar's
+    assert figures.ratio(layers, quantity="signal_norm").axes[0].get_xlabel() == "depth (blocks) [model.depth]"
+
+
 def test_chi1_of_a_transformer_is_per_block_over_the_residual_stream(cli, results):
     """A fit over every probe point mixed the residual stream with the smaller signals inside the branches
     (qkv, mlp.in): the growth factor is per block, over the blocks' outputs b#.resid only."""
@@ -295,7 +316,10 @@ def test_chi1_of_a_transformer_is_per_block_over_the_residual_stream(cli, result
     assert summary["chi1_layers"] == "5 blocks, resid"
     assert summary["chi1_measured"] == pytest.approx(expected, rel=1e-9)
     listed = cli("ls", str(results / "blocks"), "--wide")
-    assert "5 blocks, resid" in listed.output and "its chi1 per block" in listed.output, listed.output
+    assert "5 blocks, resid" in listed.output and "per block, not per layer" in listed.output, listed.output
+    # at 80 columns, where the fit column is left out, the note still says chi1 is per block
+    narrow = cli("ls", str(results / "blocks"))
+    assert "chi1 fit" in narrow.output.split("not shown")[-1] and "per block, not per layer" in narrow.output
 
 
 @pytest.mark.parametrize("depth, named", [(3, [0, 1, 2]), (14, list(range(0, 14, 2)))])

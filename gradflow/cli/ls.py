@@ -150,7 +150,7 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     shown, hidden = choose(columns, None if wide else console.width)
     one_line_headers(shown, None if wide else console.width)
     console.print(render(shown, len(df), title), highlight=False, soft_wrap=True)
-    notes = column_notes(shown)
+    notes = column_notes(shown, df)
     implied = {k: c for k, c in implied.items() if n_distinct(df[k]) > 1}  # (say so only where shown runs differ)
     if implied:
         names = abbreviate([*swept, *implied])

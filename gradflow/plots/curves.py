@@ -282,7 +282,7 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
             ax.set_title(panel_title, fontsize="small")
     bottom, left = bottom_and_left(axes)
     for ax in bottom:
-        ax.set_xlabel(key_label("model.depth"))
+        ax.set_xlabel(key_label("model.depth", df))
         ax.xaxis.set_tick_params(labelbottom=True)
     for ax in left:
         ax.set_ylabel(f"{symbol}\n(first / last layer, {where})")

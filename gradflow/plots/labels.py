@@ -71,13 +71,16 @@ def point_word(df: pd.DataFrame) -> str:
 def blocks(df: pd.DataFrame):
     """The blocks of the nets in a layers table (columns layer, name), as summary.Blocks with `starts` the
     layer index of each block's first point; None for a chain (an MLP, an RNN's time steps), or for nets
-    whose points differ at one index (a transformer beside an MLP)."""
+    whose blocks' points differ at one index (a transformer beside a ResNet). Nets of several depths agree
+    on their blocks' points (a deeper transformer's b2.attn.qkv where a shallower one has its head), and
+    every quantity's rows count (a block whose first point has no signal starts there all the same)."""
     from gradflow import summary
 
     if "name" not in df.columns or df.empty:
         return None
     pairs = df[["layer", "name"]].drop_duplicates().sort_values("layer")
-    if pairs["layer"].duplicated().any():
+    pairs = pairs[[summary.block_of(n) is not None for n in pairs["name"]]]  # (the heads, embeddings: no block)
+    if pairs.empty or pairs["layer"].duplicated().any():
         return None
     net = summary.blocks_of(pairs["name"])
     if net is None:
@@ -153,9 +156,12 @@ KEY_NAMES: dict[str, str] = {
 }
 
 
-def key_label(key: str) -> str:
-    """'depth (hidden layers) [model.depth]': what it means, and the override that sets it."""
+def key_label(key: str, df: pd.DataFrame | None = None) -> str:
+    """'depth (hidden layers) [model.depth]': what it means, and the override that sets it. df: the runs
+    drawn, where what a key means depends on the model (a transformer's depth is its blocks)."""
     name = KEY_NAMES.get(key)
+    if key == "model.depth" and df is not None and "transformer" in (models := model_names(df)):
+        name = "depth (blocks)" if models == {"transformer"} else "depth (hidden layers; a transformer's blocks)"
     return f"{name} [{key}]" if name and name != key else key
 
 

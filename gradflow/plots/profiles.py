@@ -56,6 +56,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     nonzero, see `_chi1`). by_source: one panel per results folder instead of one line style each.
     """
     df = _quantity(require(layers, "layers", LAYERS_REQUIRED), quantity)
+    marked = blocks(layers[layers["run"].isin(set(df["run"]))])  # ticked at the blocks: every quantity's points
     df, step_text = at_step(df, step)
     theory = theory and parse_step(step) == 0  # mean-field theory describes the random initialization
     label = QUANTITIES.get(quantity, Label(quantity, quantity))
@@ -91,7 +92,6 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     cache: dict = {}
     everything: list[Series] = []
     theory_drawn = False
-    marked = blocks(df)  # a transformer's axis is ticked at its blocks, not at bare indices
     for ax, title, sub in zip(axes, titles, panels):
         series = sort_series(collect_series(sub, "layer", group_keys, label.log), df,
                              [k for k in (color, style) if k] + also)
@@ -204,7 +204,7 @@ def heatmap(layers: pd.DataFrame, run: str | None = None, quantity: str = "grad_
                    frameon=False).set_gid("legend")
     step_axis(ax, steps)
     ax.set_xlim(x_edges[0], x_edges[-1])
-    marked = blocks(df)
+    marked = blocks(layers[layers["run"] == df["run"].iloc[0]])  # every quantity's points count
     ax.set_ylabel(wrap_words(layer_axis(df, int(layer_idx[-1]), marked=marked), XLABEL_WIDTH))
     if marked is not None:
         tick_blocks(ax.yaxis, marked)

@@ -144,6 +144,7 @@ class Palette:
 
     def __init__(self, df: pd.DataFrame, color: str | None, style: str | None = None):
         self.color, self.style = color, style
+        self.title = key_label(color, df) if color is not None else None  # (a transformer's depth is blocks)
         self.numeric = False
         self._colors: dict[Any, Any] = {}
         self.mappable: ScalarMappable | None = None
@@ -189,7 +190,7 @@ class Palette:
         """Legend entries for categorical colours and for line styles, and the legend's title."""
         out, title = [], None
         if self.color is not None and not self.numeric:
-            title = key_label(self.color)
+            title = self.title
             named = self.values if len(self.values) <= MAX_NAMED else self.values[:MAX_NAMED - 1]
             out += [Line2D([], [], color=self._colors[vkey(v)], lw=2, label=wrap_label(fmt(v))) for v in named]
             if len(named) < len(self.values):  # (more would leave the axes no room, in colours few could tell apart)
@@ -204,7 +205,7 @@ class Palette:
     def colorbar(self, fig: Figure, axes: list) -> None:
         if self.mappable is None:
             return
-        cb = fig.colorbar(self.mappable, ax=axes, label=key_label(self.color), shrink=0.9, aspect=30, pad=0.02)
+        cb = fig.colorbar(self.mappable, ax=axes, label=self.title, shrink=0.9, aspect=30, pad=0.02)
         if self.ticks is not None:
             cb.set_ticks(self.ticks, labels=self.tick_labels)
             cb.ax.tick_params(length=0)
