@@ -122,7 +122,8 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
                       **final_metrics(result.metrics, result.status))
         if result.status == store.OK and result.steps_done:  # a run of 0 steps (init only) had nothing to learn
             record["flags"] = learned_nothing(layers, record["final"],
-                                              data.n_classes if data.task == "classification" else 0)
+                                              data.n_classes if data.task == "classification" else 0,
+                                              first_metrics(result.metrics))
         record["wall_time"] = round(time.perf_counter() - start, 4)
         store.finish(job_dir, record)
     except KeyboardInterrupt:  # before training, or a second Ctrl-C while the tables were written
@@ -182,12 +183,18 @@ def _exit_on_second_interrupt():
 
 
 CHANCE_MARGIN = 0.99  # a net stuck at chance hovers around ln(n_classes), a little either side
+# ... and its accuracy around 1/n_classes (the most frequent class's share, where classes are uneven): a net
+# whose train accuracy reaches 1.5/n_classes learned something, whatever its loss (an overconfident net)
+CHANCE_ACC = 1.5
+GREW = 1.5  # a final train loss this many times the first evaluation's: training made the net worse
 
 
-def learned_nothing(layers: pd.DataFrame, final: dict, n_classes: int) -> list[str]:
+def learned_nothing(layers: pd.DataFrame, final: dict, n_classes: int, first: dict | None = None) -> list[str]:
     """Why a run that finished cleanly is still no success (run.json `flags`; `run` and `ls` show them):
-    every hidden layer's weight gradient exactly 0 at the end (e.g. all ReLUs dead), or a final train
-    loss at or above chance, ln(n_classes) for a classifier (n_classes = 0: no chance level)."""
+    every hidden layer's weight gradient exactly 0 at the end (e.g. all ReLUs dead); a final train loss at
+    or above chance, ln(n_classes) for a classifier (n_classes = 0: no chance level), with a train accuracy
+    below CHANCE_ACC / n_classes; or a final train loss GREW times the first evaluation's (`first`, that
+    evaluation's metrics: an exploding regression net, 1.5 at step 0 and 4e20 at the end, was plain ok)."""
     flags = []
     if not layers.empty:
         end = store.profile(layers, "grad_norm", store.last_step(layers))
@@ -195,9 +202,21 @@ def learned_nothing(layers: pd.DataFrame, final: dict, n_classes: int) -> list[s
         if len(hidden) and (hidden == 0).all():
             flags.append("learned nothing: every hidden weight gradient is exactly 0 at the end")
     loss, chance = final.get("train_loss", math.nan), math.log(max(n_classes, 1))
-    if n_classes > 1 and math.isfinite(loss) and loss > CHANCE_MARGIN * chance:
+    acc = final.get("train_acc", math.nan)
+    if (n_classes > 1 and math.isfinite(loss) and loss > CHANCE_MARGIN * chance
+            and not acc >= CHANCE_ACC / n_classes):
         flags.append(f"learned nothing: final train loss {loss:.4g}, chance is ln {n_classes} = {chance:.4g}")
+    start = (first or {}).get("train_loss", math.nan)
+    if math.isfinite(loss) and math.isfinite(start) and start > 0 and loss > GREW * start:
+        flags.append(f"loss grew: final train loss {loss:.4g}, {start:.4g} at the first evaluation")
     return flags
+
+
+def first_metrics(metrics: list[tuple[int, str, str, float]]) -> dict:
+    """The first evaluation's metrics ({"train_loss": ..., ...}), as final_metrics reads the last."""
+    steps = [step for step, split, _, _ in metrics if split in EVALUATED]
+    return {f"{split}_{metric}": value for step, split, metric, value in metrics
+            if split in EVALUATED and step == min(steps)} if steps else {}
 
 
 def _failed(job_dir, record, e: Exception, start: float, steps_done: int = 0) -> dict:

@@ -367,6 +367,35 @@ def test_a_run_that_learned_nothing_is_ok_but_flagged(cli, results):
     assert rec["status"] == "ok" and rec["steps_done"] == 0 and not rec.get("flags")
 
 
+def test_an_exploding_regression_run_is_flagged_as_its_loss_grew(cli, results):
+    """The adding problem through a vanilla RNN of 40 steps explodes (loss ~1e20 from ~1 at the first
+    evaluation): it finished with finite numbers, so it is ok, but flagged, as a classifier at chance is."""
+    over = ["model=rnn", "data=adding", "data.T=40", "train.steps=20", "threads=1"]
+    out = cli("run", *over, f"results={results}", "name=grew")
+    assert out.exit_code == 0, out.output
+    rec = json.loads((results / "grew" / job_name(over) / "run.json").read_text())
+    metrics = pd.read_parquet(results / "grew" / job_name(over) / "metrics.parquet")
+    loss = metrics[(metrics["split"] == "train") & (metrics["metric"] == "loss")].sort_values("step")["value"]
+    assert rec["status"] == "ok" and loss.iloc[-1] > 1.5 * loss.iloc[0]
+    assert rec["flags"] == [f"loss grew: final train loss {loss.iloc[-1]:.4g}, {loss.iloc[0]:.4g} at the first "
+                            "evaluation"]
+    assert "note: loss grew" in out.output
+
+
+@pytest.mark.parametrize("final, first, flags", [
+    # a ResNet without skips, 20 steps: its loss rose above chance while its accuracy tripled: it learned
+    ({"train_loss": 4.025, "train_acc": 0.327}, {"train_loss": 3.008, "train_acc": 0.099}, []),
+    ({"train_loss": 2.30, "train_acc": 0.11}, {"train_loss": 2.31, "train_acc": 0.1}, ["learned nothing"]),
+    ({"train_loss": 6.1, "train_acc": 0.18}, {"train_loss": 2.3, "train_acc": 0.1}, ["loss grew"]),
+    ({"train_loss": 6.1, "train_acc": 0.1}, {"train_loss": 2.3, "train_acc": 0.1}, ["learned nothing", "loss grew"]),
+])
+def test_flags_read_accuracy_beside_the_loss(final, first, flags):
+    from gradflow.job import learned_nothing
+
+    found = learned_nothing(pd.DataFrame(columns=["step", "layer", "name", "quantity", "value"]), final, 10, first)
+    assert [f.split(":")[0] for f in found] == flags
+
+
 def test_python_dash_m_gradflow_works():
     out = subprocess.run([sys.executable, "-m", "gradflow", "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "run" in out.stdout and "ls" in out.stdout
