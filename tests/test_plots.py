@@ -818,6 +818,38 @@ def test_spectrum_density_and_legend_statistics():
         figures.spectrum(table, color="optim.lr")
 
 
+def test_spectrum_counts_numerical_zeros_rather_than_stretch_the_axis():
+    """A dead ReLU unit's singular value comes out of the float64 Gram as 1e-56 or so: it is zero to the
+    Gram's accuracy (below 1e-8 x the run's largest), counted as such, and the axis keeps to the rest."""
+    values = np.r_[np.geomspace(1e-3, 2.0, 30), [1e-56, 3e-9]]
+    fig = figures.spectrum(jacobian_rows(values, config(8, "relu", 1), "a"))
+    assert fig.axes[0].get_xlim()[0] > 1e-6
+    assert any("2 zero (s < 1e-8 max)" in t for t in legend_texts(fig))
+
+
+def test_a_short_log_axis_is_labelled_at_round_values_over_its_whole_range():
+    """0.064 to 0.6 beside a reference line at 1: the default log ticks labelled 0.1 and 1 only, and round
+    linear ticks (0.2 ... 1) left the lowest point under the bare bottom 40% of the axis."""
+    from matplotlib.figure import Figure
+
+    from gradflow.plots.style import label_short_log_axis
+
+    for values, labels in (([0.064, 0.6], ["0.1", "0.2", "0.5", "1"]), ([8.5e-6, 1.8e-5], None)):
+        ax = Figure().add_subplot()
+        ax.set_yscale("log")
+        ax.plot([0, 1], values)
+        ax.axhline(1.0 if labels else 1.8e-5)
+        label_short_log_axis(ax, values)
+        ax.figure.canvas.draw()
+        lo, hi = ax.get_ylim()
+        shown = [(t.get_position()[1], t.get_text()) for t in ax.get_yticklabels() if lo <= t.get_position()[1] <= hi]
+        if labels:
+            assert [text for _, text in shown] == labels
+        else:  # within a decade: linear round steps, each labelled, four or more
+            assert len(shown) >= 4 and all(text for _, text in shown)
+            assert np.allclose(np.diff([y for y, _ in shown]), shown[1][0] - shown[0][0])
+
+
 def test_standard_set_adds_hist_and_spectrum(single, tmp_path):
     layers, metrics, runs = single
     run = layers.run.iloc[0]

@@ -297,6 +297,17 @@ def test_a_depth_sweeps_figures_keep_the_block_ticks_and_call_depth_blocks(run_j
     assert figures.ratio(layers, quantity="signal_norm").axes[0].get_xlabel() == "depth (blocks) [model.depth]"
 
 
+def test_spectrum_of_a_transformer_says_spectra_are_an_mlps(cli, results):
+    """probe=full records no Jacobian for a transformer: the error used to tell the user to run probe=full."""
+    out = cli("run", *TINY_TF, *TINY_CHARS, "probe=full", "threads=1", f"results={results}", "name=full")
+    assert out.exit_code == 0, out.output
+    folder = next((results / "full").glob("*/run.json")).parent
+    out = cli("plot", str(folder), "--kind", "spectrum")
+    assert out.exit_code == 1 and "Traceback" not in out.output
+    assert "Jacobian spectra are recorded for model=mlp only, and its runs are model=transformer" in \
+        " ".join(out.output.split()), out.output
+
+
 def test_chi1_of_a_transformer_is_per_block_over_the_residual_stream(cli, results):
     """A fit over every probe point mixed the residual stream with the smaller signals inside the branches
     (qkv, mlp.in): the growth factor is per block, over the blocks' outputs b#.resid only."""

@@ -184,6 +184,11 @@ def spectrum(jacobian: pd.DataFrame, step: int | str = 0, color: str | None = No
     if scope not in scopes:
         raise GradflowError(f"scope={scope!r} is not in the jacobian table; choices: {', '.join(map(str, scopes))}")
     df, step_text = at_step(df[df["scope"] == scope], step)
+    # a singular value below NUMERICAL_ZERO x its run's largest is zero to the float64 Gram's accuracy (a
+    # dead ReLU unit's): counted as such, not drawn (one of 1e-56 stretched the axis over 44 decades)
+    v = df["value"].astype(float)
+    largest = v.where(np.isfinite(v)).groupby(df["run"]).transform("max")
+    df = df.assign(value=v.mask(v <= NUMERICAL_ZERO * largest, 0.0))
     multi_source = n_distinct(df["source"]) > 1
     swept = swept_keys(df)
     check_key(color, "color", swept + (["source"] if multi_source else []))
@@ -222,7 +227,7 @@ def spectrum(jacobian: pd.DataFrame, step: int | str = 0, color: str | None = No
         if bad:
             bits.append(f"{bad} NaN/inf")
         if zero:
-            bits.append(f"{zero} zero")
+            bits.append(f"{zero} zero (s < {NUMERICAL_ZERO:.0e} max)".replace("e-0", "e-"))
         name = ", ".join(value_label(k, cfg[k]) for k in (color, style) if k) or "this run"
         runs = g["run"].nunique()
         label = f"{name}{f' ({runs} runs)' if runs > 1 else ''}\n  " + ", ".join(bits)
@@ -238,8 +243,9 @@ def spectrum(jacobian: pd.DataFrame, step: int | str = 0, color: str | None = No
                 va="center", fontsize="small", color="0.4", gid="note")
     ax.set_ylim(bottom=0)
     what = "input-output Jacobian" if scope == "input_output" else "layer-to-layer Jacobians"
-    ax.set_xlabel(SPECTRUM.axis.replace("input-output Jacobian", what) + " (log)" if scope == "input_output"
-                  else f"singular value $s$ of the {what} (log)")
+    text = SPECTRUM.axis.replace("input-output Jacobian", what) if scope == "input_output" else \
+        f"singular value $s$ of the {what}"
+    ax.set_xlabel(text.replace(" of the ", " (log) of the\n", 1))  # (two lines: one was wider than the axes)
     ax.set_ylabel("density per decade of s")
     legend(fig, handles, key_label(color) if color else None)
     n_inputs = df.groupby("run")["sample"].nunique().max() if "sample" in df.columns else None
@@ -247,6 +253,9 @@ def spectrum(jacobian: pd.DataFrame, step: int | str = 0, color: str | None = No
     extra.append("dynamical isometry: all s ≈ 1 (Pennington et al. 2017)")
     set_title(fig, f"Singular values of the {what}", df, extra, skip=group_keys)
     return fig
+
+
+NUMERICAL_ZERO = 1e-8  # relative to a run's largest singular value: the Gram eigenvalues' float64 floor
 
 
 def _log_bins(good: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:

@@ -37,6 +37,7 @@ KIND_HELP = "; ".join([
     "hist: one run's per-layer histograms (probe=full)", "spectrum: input-output Jacobian singular values (probe=full)",
 ])
 OPTIONAL_TABLES = {"hist": "probe=full (or probe.histograms=true)", "jacobian": "probe=full (or probe.jacobian=true)"}
+JACOBIAN_MODEL = "mlp"  # the family whose Jacobian spectra probe=full records (gradflow.probes.jacobian)
 
 
 @dataclass
@@ -83,6 +84,12 @@ def load_table(path: Path, table: str, include_stale: bool = False) -> pd.DataFr
 
     df = gradflow.load(path, table=table, include_stale=include_stale)
     if df.empty:
+        if table == "jacobian":  # (probe=full does not make one for a transformer: saying so sent users round)
+            runs = gradflow.load(path, table="runs", include_stale=include_stale)
+            models = set(runs["model.name"].dropna().astype(str)) if "model.name" in runs else set()
+            if models and JACOBIAN_MODEL not in models:
+                raise GradflowError(f"{path} has no jacobian rows: Jacobian spectra are recorded for "
+                                    f"model={JACOBIAN_MODEL} only, and its runs are model={', '.join(sorted(models))}")
         how = f"; run with {OPTIONAL_TABLES[table]}" if table in OPTIONAL_TABLES else ""
         raise GradflowError(f"{path} has no {table} rows{how}")
     return df

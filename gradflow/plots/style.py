@@ -16,7 +16,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.path import Path
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
+from matplotlib.ticker import (
+    Formatter, FuncFormatter, Locator, LogFormatterSciNotation, LogLocator, MaxNLocator, NullFormatter,
+)
 from matplotlib.transforms import blended_transform_factory
 
 from gradflow.plots.keys import is_missing, is_numeric_key, n_distinct, ordered_values, vkey
@@ -382,25 +384,54 @@ def step_axis(ax, steps: np.ndarray) -> None:
     ax.set_xlabel("training step" + (" (symlog)" if log else ""))
 
 
+SHORT_LOG_DECADES = 3  # a log axis over fewer decades than this gets labelled round ticks
+
+
 def label_short_log_axis(ax, values) -> None:
-    """A log y axis over less than a decade shows at most one or two powers of ten and their minor
-    ticks (8.5e-6 to 1.8e-5: 9e-6 and 1e-5 alone, the upper half bare): ticks at round values instead,
-    as a linear axis places them (1e-5, 1.2e-5, ...), each labelled."""
+    """A log y axis over a few decades shows at most one or two powers of ten and their minor ticks
+    (8.5e-6 to 1.8e-5: 9e-6 and 1e-5 alone, the upper half bare; 0.055 to 1: 0.1 and 1): ticks at round
+    values instead, each labelled, placed on the axis's own range when it is drawn (a reference line at 1
+    widens it beyond the values): within a decade as a linear axis places them (1e-5, 1.2e-5, ...), over
+    more at 1, 2 and 5 times each power of ten. `values` over SHORT_LOG_DECADES or more keep the log
+    axis's own ticks."""
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v) & (v > 0)]
-    if len(v) and v.max() < 10 * v.min():
-        label = FuncFormatter(lambda x, _: fmt(x, 4))  # (1.005 whole)
-        ax.yaxis.set_major_locator(_PositiveTicks(nbins=8, steps=[1, 2, 5, 10], min_n_ticks=4))  # (not 2.5: 1.25, 3.75)
-        ax.yaxis.set_major_formatter(label)
+    if len(v) and v.max() < 10 ** SHORT_LOG_DECADES * v.min():
+        ax.yaxis.set_major_locator(_ShortLogTicks())
+        ax.yaxis.set_major_formatter(_ShortLogLabels())
         ax.yaxis.set_minor_formatter(NullFormatter())
 
 
-class _PositiveTicks(MaxNLocator):
-    """Round ticks as on a linear axis, those a log axis can show (above 0)."""
+class _ShortLogTicks(Locator):
+    """Round ticks for a log axis, by the range it shows: linear steps within a decade, 1-2-5 over up to
+    SHORT_LOG_DECADES, powers of ten beyond."""
+
+    def __call__(self):
+        return self.tick_values(*self.axis.get_view_interval())
 
     def tick_values(self, vmin, vmax):
-        ticks = super().tick_values(vmin, vmax)
-        return ticks[ticks > 0]
+        lo, hi = sorted((float(vmin), float(vmax)))
+        if not (hi > 0 and math.isfinite(hi)):
+            return np.array([])
+        lo = lo if lo > 0 else hi / 10 ** SHORT_LOG_DECADES
+        if hi < 10 * lo:  # (not 2.5: 1.25, 3.75)
+            ticks = MaxNLocator(nbins=8, steps=[1, 2, 5, 10], min_n_ticks=4).tick_values(lo, hi)
+            return ticks[ticks > 0]
+        subs = (1.0, 2.0, 5.0) if hi < 10 ** SHORT_LOG_DECADES * lo else (1.0,)
+        return LogLocator(subs=subs, numticks=30).tick_values(lo, hi)
+
+
+class _ShortLogLabels(Formatter):
+    """Each tick as gradflow's numbers read (0.2, 1.005, 2e-05), or as powers of ten where the axis spans
+    SHORT_LOG_DECADES or more (_ShortLogTicks puts them there)."""
+
+    def __call__(self, x, pos=None):
+        lo, hi = sorted(self.axis.get_view_interval())
+        if lo > 0 and hi >= 10 ** SHORT_LOG_DECADES * lo:
+            sci = LogFormatterSciNotation()
+            sci.set_axis(self.axis)
+            return sci(x, pos)
+        return fmt(x, 4)  # (1.005 whole)
 
 
 def spans_decades(values: np.ndarray, decades: float = 2.0) -> bool:
