@@ -135,6 +135,9 @@ def test_a_sweep_over_inits_with_different_keys_is_still_a_depth_sweep(results):
     # a run by its items in another order: the same run, its file named as the folder is
     (["--kind", "heatmap", "--run", "model.depth=4,model.activation=tanh", "--quantity", "act_std"],
      "heatmap-act_std-model.activation=tanh,model.depth=4.png"),
+    # ... by the short names and numbers as ls shows them (depth=4.0 is depth 4)
+    (["--kind", "heatmap", "--run", "depth=4.0,activation=tanh", "--quantity", "act_std"],
+     "heatmap-act_std-model.activation=tanh,model.depth=4.png"),
 ])
 def test_plot_each_kind(plain, full, tmp_path, args, name):
     out = invoke("plot", full if "hist" in args else plain, *args, "--out", tmp_path)
@@ -175,6 +178,15 @@ def test_out_may_name_the_file_of_one_figure(plain, batchnorm, tmp_path):
     out = invoke("plot", plain, "--kind", "ratio", "--out", tmp_path / "fig.jpg")
     assert out.exit_code == 1 and "names a .jpg file; figures are png, pdf, svg" in " ".join(out.output.split())
     assert not (tmp_path / "fig.jpg").exists()
+
+
+def test_a_run_not_found_lists_the_nearest_runs_first(plain):
+    """The choices are cut at 8: the runs sharing most items with the one asked for come first."""
+    out = invoke("plot", plain, "--kind", "heatmap", "--run", "model.depth=4,model.activation=sigmoid")
+    assert out.exit_code == 1
+    choices = out.output.split("choices: ")[1]
+    assert choices.startswith("model.activation=relu,model.depth=4") or \
+        choices.startswith("model.activation=tanh,model.depth=4"), out.output
 
 
 def test_plot_one_run_folder(full):

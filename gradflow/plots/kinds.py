@@ -16,7 +16,7 @@ from gradflow.plots.keys import SEED_KEYS, full_key, n_distinct, ordered_values,
 from gradflow.plots.labels import SUMMARIES
 from gradflow.plots.meanfield import GRID_THEORIES
 from gradflow.plots.save import file_part
-from gradflow.plots.series import named_run
+from gradflow.plots.series import named_run, nearest_runs
 
 # kind -> (the table it reads, the options it uses): any other option is refused, never silently ignored
 KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -131,7 +131,9 @@ def check_options(df: pd.DataFrame, kind: str, o: Options, where: str) -> None:
     if o.run is not None:
         o.run = named_run(o.run, runs) or o.run
     if o.run is not None and str(o.run) not in runs:
-        raise GradflowError(f"--run {o.run!r} is not a run of {where}; choices: {shown}")
+        near = nearest_runs(o.run, runs)  # (the one meant first: a list cut at 8 hid it)
+        raise GradflowError(f"--run {o.run!r} is not a run of {where}; choices: "
+                            + ", ".join(near[:8]) + (", ..." if len(runs) > 8 else ""))
     if o.run is None and "run" in KINDS[kind][1] and len(runs) > 1:
         raise GradflowError(f"--kind {kind} draws one run and {where} holds {len(runs)}; "
                             f"pass --run with one of: {shown}")

@@ -145,11 +145,39 @@ def at_step(df: pd.DataFrame, step: int | str) -> tuple[pd.DataFrame, str]:
 
 def named_run(run: object, runs: list[str]) -> str | None:
     """The run of `runs` that `run` names: itself, or the same key=value items in another order
-    (model.depth=4,model.activation=relu for the folder model.activation=relu,model.depth=4)."""
+    (model.depth=4,model.activation=relu for the folder model.activation=relu,model.depth=4), keys by
+    the short name a table shows (depth=4), numbers as numbers (init.sw2=4 for the folder's 4.0)."""
     if str(run) in runs:
         return str(run)
     same = [r for r in runs if sorted(str(r).split(",")) == sorted(str(run).split(","))]
+    if len(same) == 1:
+        return same[0]
+    same = [r for r in runs if _matched(str(run), str(r)) == len(str(r).split(",")) == len(str(run).split(","))]
     return same[0] if len(same) == 1 else None
+
+
+def nearest_runs(run: object, runs: list[str]) -> list[str]:
+    """`runs`, those sharing the most key=value items with `run` first (for an error's choices)."""
+    return sorted(runs, key=lambda r: -_matched(str(run), str(r)))
+
+
+def _matched(asked: str, run: str) -> int:
+    """How many of `asked`'s key=value items one of `run`'s matches (the key whole or by its last part,
+    the value as written or as the same number)."""
+    have = [item.partition("=") for item in run.split(",")]
+    count = 0
+    for key, _, value in (item.partition("=") for item in asked.split(",")):
+        count += any((k == key or k.endswith("." + key)) and _same_value(v, value) for k, _, v in have)
+    return count
+
+
+def _same_value(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    try:
+        return float(a) == float(b)
+    except ValueError:
+        return False
 
 
 def pick_run(df: pd.DataFrame, run: str | None, what: str) -> pd.DataFrame:
@@ -162,7 +190,9 @@ def pick_run(df: pd.DataFrame, run: str | None, what: str) -> pd.DataFrame:
         run = runs[0]
     sub = df[df["run"] == (named_run(run, runs) or str(run))]
     if sub.empty:
-        raise GradflowError(f"run={run!r} is not in the {what} table; choices: {shown}")
+        near = nearest_runs(run, runs)
+        raise GradflowError(f"run={run!r} is not in the {what} table; choices: "
+                            + ", ".join(map(str, near[:5])) + (", ..." if len(runs) > 5 else ""))
     return sub
 
 
