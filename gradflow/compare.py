@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from gradflow import store
-from gradflow.errors import GradflowError
+from gradflow.errors import GradflowError, did_you_mean
 from gradflow.plots.keys import config_columns, n_distinct, ordered_values, swept_keys, vkey
 from gradflow.summary import RESULT_COLUMNS
 
@@ -57,8 +57,8 @@ def check_by(runs: pd.DataFrame, sources: Sequence[str], by: Sequence[str]) -> N
                    if k not in runs.columns or runs.loc[runs[store.SOURCE] == s, k].isna().all()]
         if k not in config_columns(runs) or lacking:
             choices = list(dict.fromkeys(swept_keys(runs, exclude=(), implied=True)))
-            raise GradflowError(f"--by {k!r} is not a config key of {', '.join(lacking) or 'these results'}; "
-                                f"choices: {', '.join(choices) or '(nothing varies)'}")
+            raise GradflowError(f"--by {k!r} is not a config key of {', '.join(lacking) or 'these results'}"
+                                f"{did_you_mean(k, choices)}; choices: {', '.join(choices) or '(nothing varies)'}")
 
 
 def match_keys(runs: pd.DataFrame, sources: Sequence[str]) -> list[str]:

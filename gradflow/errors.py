@@ -11,6 +11,12 @@ class GradflowError(Exception):
     """
 
 
+class UsageError(GradflowError):
+    """A command line the command cannot take (a mistyped option): exit code 2, as Typer's own refusals."""
+
+    exit_code = 2
+
+
 def shorten(text, limit: int = 60) -> str:
     """A value short enough for a one-line message: its start and end around an ellipsis."""
     text = str(text)
@@ -22,9 +28,14 @@ def shorten(text, limit: int = 60) -> str:
 
 def nearest(word: str, choices, cutoff: float = 0.75, within: float = 0.05) -> list[str]:
     """The choices closest to a misspelled `word`: the best match and any as close as it (`within`); case
-    counts for nothing (TANH: tanh)."""
-    scored = sorted(((difflib.SequenceMatcher(None, word.lower(), str(c).lower()).ratio(), c) for c in choices),
-                    reverse=True)
+    counts for nothing (TANH: tanh), and a dotted key is also matched by its last part, for a word without
+    a dot (dpth: model.depth, as tables show it as depth)."""
+    def score(c) -> float:
+        text = str(c).lower()
+        parts = [text] + ([text.rsplit(".", 1)[1]] if "." in text and "." not in word else [])
+        return max(difflib.SequenceMatcher(None, word.lower(), p).ratio() for p in parts)
+
+    scored = sorted(((score(c), c) for c in choices), reverse=True)
     return [c for r, c in scored if r >= cutoff and r >= scored[0][0] - within][:3] if scored else []
 
 

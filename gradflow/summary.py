@@ -227,7 +227,8 @@ def recorded(metrics: pd.DataFrame) -> set[str]:
 
 
 def _not_recorded(metric: str, have: set[str]) -> GradflowError:
-    return GradflowError(f"metric {metric!r} was not recorded; choices: {', '.join(sorted(have - {'grad'})) or 'none'}"
+    return GradflowError(f"metric {metric!r} was not recorded{did_you_mean(metric, sorted(have - {'grad'}))}; "
+                         f"choices: {', '.join(sorted(have - {'grad'})) or 'none'}"
                          + (", grad_PARAMETER (each parameter's gradient norm)" if "grad" in have else ""))
 
 

@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from gradflow import config as config_mod
 from gradflow.config import list_keys, override_key
 from gradflow import store, workers
-from gradflow.errors import GradflowError, did_you_mean
+from gradflow.errors import GradflowError, UsageError, did_you_mean
 
 # launcher -> (module that provides it, extra to install)
 LAUNCHER_PLUGINS = {
@@ -95,7 +95,7 @@ def check_overrides(overrides: list[str], command: str) -> None:
         if o.startswith("-"):
             example = {"run": "name=x, not --name x", "gradcheck": "model=resnet20, not --model resnet20"}.get(
                 command, "results=x, not --results x")
-            raise GradflowError(f"{store.shorten(o, 40)} is not an option of `gradflow {command}`; settings are "
+            raise UsageError(f"{store.shorten(o, 40)} is not an option of `gradflow {command}`; settings are "
                                 f"key=value overrides (e.g. {example}); see `gradflow {command} --help`")
         key = override_key(o)
         if not key.strip():

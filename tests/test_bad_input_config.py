@@ -169,3 +169,15 @@ def test_bad_config_is_one_line_and_writes_nothing(cli, results, overrides, need
     assert lines[0].startswith("error:") and needle in lines[0], lines[0]
     assert len(lines[0]) < 400, "long values are shortened"
     assert not results.exists()
+
+
+@pytest.mark.parametrize("word, choices, said", [
+    ("dpth", ["model.depth", "model.activation"], " (did you mean model.depth?)"),  # tables show it as depth
+    ("TANH", ["tanh", "relu"], " (did you mean tanh?)"),
+    ("model.dpth", ["model.depth", "model.width"], " (did you mean model.depth?)"),
+    ("zzz", ["model.depth"], ""),
+])
+def test_did_you_mean_reads_a_dotted_key_by_its_last_part_too(word, choices, said):
+    from gradflow.errors import did_you_mean
+
+    assert did_you_mean(word, choices) == said

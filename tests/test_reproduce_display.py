@@ -105,7 +105,7 @@ def other_names_absent(text: str, name: str) -> bool:
 def test_mistyped_option_taken_for_the_name_says_which_option():
     out = subprocess.run([sys.executable, "-m", "gradflow", "reproduce", "--lst"], capture_output=True, text=True,
                          env={**os.environ, "COLUMNS": "80"}, timeout=120, cwd=Path(__file__).parents[1])
-    assert out.returncode == 1 and out.stdout == ""
+    assert out.returncode == 2 and out.stdout == ""  # (exit 2: a command line refused, as Typer's refusals)
     assert out.stderr.strip().splitlines() == [
         "error: --lst is not an option of `gradflow reproduce` (did you mean --list?); see `gradflow reproduce --help`"]
 

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from gradflow.errors import GradflowError, did_you_mean
+from gradflow.errors import GradflowError, UsageError, did_you_mean
 
 console = Console()
 err_console = Console(stderr=True)
@@ -31,7 +31,7 @@ def user_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except GradflowError as e:
             err_console.print(f"[bold red]error:[/] {escape(_short_words(str(e)))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            raise typer.Exit(getattr(e, "exit_code", 1)) from None
         except KeyboardInterrupt:
             err_console.print("interrupted", highlight=False)
             raise typer.Exit(INTERRUPTED_EXIT) from None
@@ -131,5 +131,5 @@ def near_options(ctx: typer.Context, overrides: list[str] | None) -> None:
     for o in overrides or []:
         near = did_you_mean(o.split("=", 1)[0], options) if o.startswith("--") else ""
         if near:
-            raise GradflowError(f"{o.split('=', 1)[0]} is not an option of `gradflow {ctx.command.name}`{near}; "
+            raise UsageError(f"{o.split('=', 1)[0]} is not an option of `gradflow {ctx.command.name}`{near}; "
                                 f"see `gradflow {ctx.command.name} --help`")

@@ -110,7 +110,8 @@ def check_options(df: pd.DataFrame, kind: str, o: Options, where: str) -> None:
                 raise GradflowError(f"--{name} {key}: seeds are no line key (each config's seeds are drawn as one "
                                     f"median line with a min-max band; gradflow plot RUN draws one seed's run); "
                                     f"choices: {', '.join(swept) or '(nothing varies)'}")
-            raise GradflowError(f"--{name} {key!r} {why} in {where}; choices: {', '.join(swept) or '(nothing varies)'}")
+            raise GradflowError(f"--{name} {key!r} {why} in {where}{did_you_mean(key, swept)}; "
+                                f"choices: {', '.join(swept) or '(nothing varies)'}")
     if o.x is not None and o.x == o.y:
         raise GradflowError(f"--x and --y are both {o.x}: a grid needs two different keys; choices: "
                             f"{', '.join(swept) or '(none)'}")
@@ -119,11 +120,13 @@ def check_options(df: pd.DataFrame, kind: str, o: Options, where: str) -> None:
         if key is not None and key not in df.columns:
             raise GradflowError(f"--{name} {key!r} is not a column of {where}; choices: {', '.join(swept) or '(none)'}")
     if o.quantity is not None and "quantity" in df.columns and not (df["quantity"] == o.quantity).any():
-        raise GradflowError(f"--quantity {o.quantity!r} is not in {where}; choices: "
-                            f"{', '.join(map(str, ordered_values(df['quantity'])))}")
+        have = list(map(str, ordered_values(df["quantity"])))
+        raise GradflowError(f"--quantity {o.quantity!r} is not in {where}{did_you_mean(o.quantity, have)}; "
+                            f"choices: {', '.join(have)}")
     if o.value is not None and o.value not in df.columns:
         choices = [c for c in SUMMARIES if c in df.columns]
-        raise GradflowError(f"--value {o.value!r} is not a column of {where}; choices: {', '.join(choices)}")
+        raise GradflowError(f"--value {o.value!r} is not a column of {where}{did_you_mean(o.value, choices)}; "
+                            f"choices: {', '.join(choices)}")
     if o.theory is not None:
         choose("--theory", o.theory, GRID_THEORIES)
     runs = run_names(df["run"])
