@@ -678,6 +678,11 @@ def test_standard_set_writes_the_expected_files(sweep, single, grid_runs, tmp_pa
     at_init = metrics[metrics["step"] == 0]
     written = figures.standard_set(layers[layers["step"] == 0], at_init, runs, tmp_path / "init")
     assert "curves.png" not in [p.name for p in written] and "profile-grad_norm-step0.png" in [p.name for p in written]
+    # ... nor, for one run probed at step 0 alone, a heatmap over time: one column under a step axis of -0.4..0.4
+    one_layers, one_metrics = single[0], single[1]
+    written = figures.standard_set(one_layers[one_layers["step"] == 0], one_metrics[one_metrics["step"] == 0],
+                                   *single[2:], tmp_path / "one-init")
+    assert [p.name for p in written] == ["profile-grad_norm-step0.png", "profile-signal_norm-step0.png"]
 
 
 # --- labels --------------------------------------------------------------------------------------

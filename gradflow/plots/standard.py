@@ -55,7 +55,7 @@ def plan(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.Dat
          hists: pd.DataFrame | None = None, jacobian: pd.DataFrame | None = None) -> list[Planned]:
     """The usual figures for these tables, in drawing order.
 
-    One run: profile at step 0 and at the last step, heatmap, curves.
+    One run: profile at step 0 and at the last step, heatmap (probed at several steps), curves.
     A sweep: profile at step 0 and at the end, curves, the weight-gradient and back-propagated signal
     ratios (when model.depth varies) and a grid of
     the final accuracy when two numeric keys were swept (with the mean-field 6 xi_c curve when they
@@ -92,7 +92,9 @@ def plan(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.Dat
                 emit(f"profile-{q}-last", profile, probed, q, step="last", facet=facet)
         spread = [q for q in DRAWN if q in quantities
                   and probed.loc[probed["quantity"] == q, "layer"].nunique() > 1]
-        if single and spread:  # a recurrent net's weight gradient is one point: its signal over time instead
+        # a recurrent net's weight gradient is one point: its signal over time instead; a run probed at one step
+        # (train.steps=0) has no "over time": one column under a step axis of -0.4 ... 0.4
+        if single and spread and probed["step"].nunique() > 1:
             emit(f"heatmap-{spread[0]}", heatmap, probed, quantity=spread[0])
     curve_rows = metrics[metrics["metric"].isin(["loss", "acc"])] if usable(metrics) else metrics
     if usable(curve_rows) and (curve_rows["step"] > 0).any():  # (train.steps=0: a dot per run is no curve)
