@@ -329,6 +329,8 @@ def test_compare_of_three_at_80_columns_folds_no_number(plain, batchnorm, diverg
         assert cells[1] == "runs" or all(cells[2:]), ln
     assert "not shown (80 columns): diverging vs plain;" in " ".join(text.split())
     assert "ratio = ‖∂L/∂W‖ first layer / last layer" in text
+    # each ratio the table shows is defined under it, as under ls (the signal ratio was left unexplained)
+    assert "signal ratio" in " ".join(body) and "signal ratio = ‖∂L/∂z‖ first layer / last layer, at init" in text
 
 
 def test_compare_puts_a_long_difference_header_on_two_lines_rather_than_drop_it(plain, batchnorm, tmp_path):

@@ -252,7 +252,9 @@ def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], diff
                      overflow="ellipsis" if fits else "fold")
     for i, end in enumerate(ends):
         t.add_row(*(cells[i] for _, _, cells in columns), end_section=end)
-    notes = [NOTES["grad_ratio.init"]] if any(c.startswith("grad_ratio.") for c, _, _ in shown) else []
+    notes = [NOTES[k] for k, shows in (("grad_ratio.init", lambda c: c.startswith("grad_ratio.")),
+                                       ("signal_ratio.init", lambda c: c == "signal_ratio.init"))
+             if any(shows(c) for c, _, _ in shown)]  # (as under ls: each ratio the table shows, defined)
     notes.append(f"matched on {', '.join(by)}" if by else "no swept key in common: every run of a source in one row")
     if apart:
         notes.append("no configuration is in more than one source: " + "; ".join(
