@@ -341,6 +341,9 @@ def column_notes(columns: list["Column"], df: pd.DataFrame | None = None) -> lis
                      f"each end (for a transformer, fewer than 3 blocks)")
     if any(k.startswith("rate.") for k in keys):
         notes.append(NOTES["rate"])
+    if any(k.startswith("rate.") and not k.endswith(".layers") and "-" in c.cells for k, c in zip(keys, columns)):
+        notes.append(f"rate -: no fit, fewer than 3 layers with the quantity between the {FIT_TRIM} left out at "
+                     f"each end")
     fits = [k for k in keys if k in ("chi1_measured", "chi1_layers") or k.startswith("rate.")]
     fitted = [df[k] for k in ("chi1_layers", *(f"{k}.layers" for k in fits if k.startswith("rate.")))
               if df is not None and k in df]

@@ -235,6 +235,9 @@ def test_rate_against_hand_fit(swept):
             assert r[f"rate.{q}"] == pytest.approx(math.exp(-slope), rel=1e-9)
             assert r[f"rate.{q}.layers"] == f"{bulk['layer'].iloc[0]}-{bulk['layer'].iloc[-1]}"
         assert r["rate.signal_norm"] == r["chi1_measured"] or pd.isna(r["chi1_measured"])  # chi_1: the signal's rate
+    # depth 5 has no bulk to fit: its "-" is explained under the table, as chi1 meas's is
+    text = " ".join(gradflow("ls", str(root), "--rate", "grad_norm", columns=200).split())
+    assert "rate -: no fit, fewer than 3 layers with the quantity between the 3 left out at each end" in text
 
 
 def test_bad_options_are_one_line(cli, swept):
