@@ -306,6 +306,13 @@ def test_spectrum_of_a_transformer_says_spectra_are_an_mlps(cli, results):
     assert out.exit_code == 1 and "Traceback" not in out.output
     assert "Jacobian spectra are recorded for model=mlp only, and its runs are model=transformer" in \
         " ".join(out.output.split()), out.output
+    # the histograms: every block's activations drawn (at its mlp.in), though the 15 points are thinned to 9
+    from gradflow import load
+    from gradflow.plots import figures
+
+    fig = figures.hist(load(folder, table="hist"))
+    activations = [ln for ln in fig.axes[0].get_lines() if str(ln.get_gid()).startswith("series:")]
+    assert fig.axes[0].get_title() == "Activation values" and len(activations) == 2
 
 
 def test_chi1_of_a_transformer_is_per_block_over_the_residual_stream(cli, results):

@@ -74,7 +74,11 @@ def hist(hist_df: pd.DataFrame, run: str | None = None, step: int | str = 0, max
     head = sorted(grads - acts) if acts else []
     head = head if len(head) == 1 and head[0] == max(grads) else []
     all_layers = [int(v) for v in ordered_values(df["layer"])]
-    shown = _thin([v for v in all_layers if v not in head], THINNED, max_layers)
+    # thinned per tensor: a transformer's activations are at its 4 mlp.in points of 27, and thinning the 27
+    # together kept one of them
+    shown = sorted({v for t in tensors for v in _thin(
+        [v for v in map(int, ordered_values(df.loc[df["tensor"] == t, "layer"])) if v not in head], THINNED,
+        max_layers)})
     df = df[df["layer"].isin(shown)]
 
     fig, axes = facet_grid(len(tensors), sharex=False, sharey=False, panel=(4.6, 3.8), legend_width=1.6)
