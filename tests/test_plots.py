@@ -1136,3 +1136,17 @@ def test_a_long_legend_entry_wraps_at_its_commas():
     fig, _ = new_figure()
     legend(fig, [Line2D([], [], label=name), Line2D([], [], label="short")])
     assert [t.get_text() for t in fig.legends[0].get_texts()] == [wrap_commas(name), "short"]
+
+
+@pytest.mark.parametrize("config, has, lacks", [
+    ({"model.name": "resnet", "model.skip": "none"}, ["resnet", "no skip"], []),  # plain32 read as a ResNet
+    ({"model.name": "resnet", "model.skip": "residual"}, ["residual skip"], ["no skip"]),
+    ({"model.name": "mlp", "model.skip": "none"}, ["mlp"], ["no skip"]),  # an MLP has none unless set
+    ({"model.name": "custom", "model.target": "my_models:Net", "model.activation": "auto"},
+     ["custom", "my_models:Net"], ["auto"]),  # which of the user's models, not "auto"
+])
+def test_titles_name_the_model_as_the_user_chose_it(config, has, lacks):
+    from gradflow.plots.labels import held_fixed
+
+    items = held_fixed(pd.DataFrame([config]))
+    assert all(h in items for h in has) and not any(x in items for x in lacks), items

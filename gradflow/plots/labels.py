@@ -177,7 +177,8 @@ def value_label(key: str, v: Any) -> str:
     return f"{short_key(key)}={fmt(v)}"
 
 
-TITLE_KEYS = ("model.name", "model.activation", "model.depth", "model.width", "model.hidden", "model.skip",
+SKIPPED_BY_DEFAULT = ("resnet",)  # families whose skip is residual unless set: skip=none is news in a title
+TITLE_KEYS = ("model.name", "model.target", "model.activation", "model.depth", "model.width", "model.hidden", "model.skip",
               "model.alpha", "model.recurrent_init", "model.gain", "norm.name", "init.name", "init.sw2", "init.sb2",
               "data.name", "optim.name", "optim.lr", "seed")
 
@@ -189,7 +190,11 @@ _MEANFIELD_ONLY = ("init.sw2", "init.sb2")  # only meaningful with the mean-fiel
 
 
 def _title_item(df: pd.DataFrame, key: str, v: Any) -> str | None:
+    if key == "model.skip" and str(v) == "none" and single_value(df, "model.name") in SKIPPED_BY_DEFAULT:
+        return "no skip"  # (plain32 read as "resnet, ..." alone, as if residual)
     if is_missing(v) or str(v).lower() in _BORING:
+        return None
+    if key == "model.activation" and v == "auto":  # (a custom model's own activations, whatever they are)
         return None
     if key == "init.sw2" or (key in _MEANFIELD_ONLY and single_value(df, "init.name") != "meanfield"):
         return None  # sw2 is said as each init's effective sigma_w^2 (init_variances); sb2 only for meanfield
