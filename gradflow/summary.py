@@ -284,8 +284,10 @@ def runs_table(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str]
     table.attrs = dict(records.attrs)  # the user's own config keys (a concat keeps no attrs)
     for q in rates:
         if table[f"rate.{q}"].isna().all():
-            raise GradflowError(f"--rate {q}: no run has {q} at two or more layers past the {FIT_TRIM} "
-                                f"trimmed at each end; probed quantities: {', '.join(_probed())}")
+            raise GradflowError(f"--rate {q}: no run has {q} at 3 or more layers between the {FIT_TRIM} left out "
+                                f"at each end (too shallow a net to fit, or {q} at few of its points: a "
+                                f"transformer's act_std is at its mlp.in points alone); other quantities: "
+                                f"{', '.join(p for p in _probed() if p != q)}")
     return table if include_stale else table[table[store.STATUS] != store.STALE].reset_index(drop=True)
 
 
