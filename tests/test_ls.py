@@ -208,7 +208,7 @@ def test_steps_to_a_metric_a_diverged_run_lacks_reads_dash(tmp_path):
     # a metric no run recorded is still an error naming the choices
     out = subprocess.run([sys.executable, "-m", "gradflow", "ls", str(results / "dv"), "--steps-to", "batch_los<=5"],
                          capture_output=True, text=True, timeout=300)
-    assert out.returncode == 1 and "metric 'batch_los' was not recorded; choices: batch_acc, batch_loss" in out.stderr
+    assert out.returncode == 1 and "metric 'batch_los' was not recorded (did you mean batch_loss?); choices: batch_acc, batch_loss" in out.stderr
 
 
 def test_steps_to_function():
