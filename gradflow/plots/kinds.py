@@ -134,9 +134,7 @@ def check_options(df: pd.DataFrame, kind: str, o: Options, where: str) -> None:
     if o.run is not None:
         o.run = named_run(o.run, runs) or o.run
     if o.run is not None and str(o.run) not in runs:
-        near = nearest_runs(o.run, runs)  # (the one meant first: a list cut at 8 hid it)
-        raise GradflowError(f"--run {o.run!r} is not a run of {where}; choices: "
-                            + ", ".join(near[:8]) + (", ..." if len(runs) > 8 else ""))
+        raise GradflowError(f"--run {o.run!r} is not a run of {where}; choices: {nearest_runs(o.run, runs, 8)}")
     if o.run is None and "run" in KINDS[kind][1] and len(runs) > 1:
         raise GradflowError(f"--kind {kind} draws one run and {where} holds {len(runs)}; "
                             f"pass --run with one of: {shown}")

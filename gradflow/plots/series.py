@@ -156,9 +156,11 @@ def named_run(run: object, runs: list[str]) -> str | None:
     return same[0] if len(same) == 1 else None
 
 
-def nearest_runs(run: object, runs: list[str]) -> list[str]:
-    """`runs`, those sharing the most key=value items with `run` first (for an error's choices)."""
-    return sorted(runs, key=lambda r: -_matched(str(run), str(r)))
+def nearest_runs(run: object, runs: list[str], most: int) -> str:
+    """An error's choices for a run not found: up to `most` of `runs`, those sharing the most key=value
+    items with `run` first (a list cut in folder order hid the one meant), "..." where some are left out."""
+    near = sorted(runs, key=lambda r: -_matched(str(run), str(r)))
+    return ", ".join(map(str, near[:most])) + (", ..." if len(runs) > most else "")
 
 
 def _matched(asked: str, run: str) -> int:
@@ -190,9 +192,7 @@ def pick_run(df: pd.DataFrame, run: str | None, what: str) -> pd.DataFrame:
         run = runs[0]
     sub = df[df["run"] == (named_run(run, runs) or str(run))]
     if sub.empty:
-        near = nearest_runs(run, runs)
-        raise GradflowError(f"run={run!r} is not in the {what} table; choices: "
-                            + ", ".join(map(str, near[:5])) + (", ..." if len(runs) > 5 else ""))
+        raise GradflowError(f"run={run!r} is not in the {what} table; choices: {nearest_runs(run, runs, 5)}")
     return sub
 
 

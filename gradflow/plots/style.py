@@ -425,12 +425,14 @@ class _ShortLogLabels(Formatter):
     """Each tick as gradflow's numbers read (0.2, 1.005, 2e-05), or as powers of ten where the axis spans
     SHORT_LOG_DECADES or more (_ShortLogTicks puts them there)."""
 
+    def __init__(self):
+        self.sci = LogFormatterSciNotation()
+
     def __call__(self, x, pos=None):
         lo, hi = sorted(self.axis.get_view_interval())
         if lo > 0 and hi >= 10 ** SHORT_LOG_DECADES * lo:
-            sci = LogFormatterSciNotation()
-            sci.set_axis(self.axis)
-            return sci(x, pos)
+            self.sci.set_axis(self.axis)
+            return self.sci(x, pos)
         return fmt(x, 4)  # (1.005 whole)
 
 
