@@ -51,3 +51,27 @@ def json_number(x: float) -> float | str | None:
     if math.isnan(x):
         return None
     return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")
+
+
+def strict_json(obj):
+    """`obj` with every float made strict-JSON-ready by `json_number` and numpy scalars made Python
+    ones, through dicts, lists and tuples; `number_from_json` reads such a number back."""
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return json_number(obj)
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
+def number_from_json(x):
+    """A number `json_number` wrote, back as a float (null as nan, "inf"/"-inf" as infinities); any
+    other value as it is."""
+    if x is None:
+        return math.nan
+    if x in ("inf", "-inf"):
+        return float(x)
+    return x

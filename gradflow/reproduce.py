@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from gradflow import store, theory, workers
 from gradflow.config import EXPERIMENTS_DIR, override_key
 from gradflow.errors import GradflowError, did_you_mean
-from gradflow.fmt import fmt, json_number
+from gradflow.fmt import fmt
 
 if TYPE_CHECKING:
     from gradflow import sweep as sweep_mod
@@ -796,7 +796,7 @@ def write_report(spec: Spec, root: Path, scale: str, results: list[ClaimResult],
         parts.append(f"- `{arm}`: `{command}`")
     store.write_json(store.claims_path(root), {"experiment": spec.name, "scale": scale, "overrides": given,
                                                "passed": sum(r.passed for r in results), "claims": [
-        {**claim_cells(r), "passed": r.passed, "value": json_number(r.measured.value),
+        {**claim_cells(r), "passed": r.passed, "value": r.measured.value,
          **({"tolerance": r.tolerance} if r.tolerance else {})} for r in results], "not_drawn": list(not_drawn or [])})
     path = store.report_path(root)
     store.write_text(path, "\n".join(parts) + "\n")

@@ -42,6 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gradflow.choices import settings
 from gradflow.files import atomic_write
+from gradflow.fmt import number_from_json, strict_json
 from gradflow.errors import GradflowError, shorten  # noqa: F401  (store.shorten: the one value shortener)
 
 RUN_FILE = "run.json"
@@ -181,7 +182,9 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, obj: dict) -> None:
-    write_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+    """`obj` as strict JSON (other tools' parsers refuse NaN and Infinity): nan as null, infinities as
+    "inf"/"-inf"; `read_run` reads a run's numbers back as floats."""
+    write_text(path, json.dumps(strict_json(obj), indent=2, default=_jsonable, allow_nan=False) + "\n")
 
 
 def _jsonable(x):
@@ -453,6 +456,7 @@ def git_commit(folder: Path) -> str | None:
 # another program's) makes the run.json unreadable, so that one run is incomplete, not every listing broken
 _RUN_TYPES = {"status": str, "config": dict, "final": dict, "last_finite": dict, "summary": dict, "flags": list,
               "files": list}
+_NUMBERS = ("final", "last_finite", "summary")  # run.json's sections of numbers (nan written as null)
 
 
 def read_run(job_dir: Path) -> dict | None:
@@ -469,6 +473,9 @@ def read_run(job_dir: Path) -> dict | None:
         if value is not None and (not isinstance(value, kind)
                                   or (kind is list and not all(isinstance(v, str) for v in value))):
             return None
+    for key in _NUMBERS:
+        if key in rec:
+            rec[key] = {k: number_from_json(v) for k, v in rec[key].items()}
     return rec
 
 

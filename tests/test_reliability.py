@@ -4,6 +4,7 @@ statuses (incomplete, stale, interrupted), resume that never mixes sweeps, diver
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import re
@@ -15,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -544,6 +546,25 @@ def test_a_diverged_run_has_no_final_metrics_only_its_last_finite_evaluation(cli
     assert "last finite evaluation (step" in out.output
     runs = gradflow.load(results / "d", "runs")
     assert "final.test_acc" not in runs.columns or runs["final.test_acc"].isna().all()
+    # run.json is strict JSON for other tools (NaN/Infinity are no JSON); its nan values read back as nan
+    text = (job / store.RUN_FILE).read_text()
+    raw = json.loads(text, parse_constant=lambda c: pytest.fail(f"run.json holds {c}"))
+    undefined = [k for k, v in raw["summary"].items() if v is None]
+    assert undefined and all(math.isnan(rec["summary"][k]) for k in undefined), raw["summary"]
+
+
+def test_run_json_writes_undefined_and_infinite_numbers_strictly_and_reads_them_back(tmp_path):
+    numbers = {"a": math.nan, "b": math.inf, "c": -math.inf, "d": np.float32(0.5), "e": 3, "f": "3-7"}
+    store.write_json(tmp_path / store.RUN_FILE, {"status": "ok", "final": numbers, "summary": numbers,
+                                                 "config": {"x": None}, "diverged_step": None})
+    raw = json.loads((tmp_path / store.RUN_FILE).read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert raw["summary"] == {"a": None, "b": "inf", "c": "-inf", "d": 0.5, "e": 3, "f": "3-7"}
+    rec = store.read_run(tmp_path)
+    for section in ("final", "summary"):
+        got = rec[section]
+        assert math.isnan(got["a"]) and got["b"] == math.inf and got["c"] == -math.inf, got
+        assert (got["d"], got["e"], got["f"]) == (0.5, 3, "3-7")
+    assert rec["config"] == {"x": None} and rec["diverged_step"] is None  # nulls elsewhere stay null
 
 
 # --- points sweeps and launchers ---------------------------------------------------------------------------

@@ -7,7 +7,6 @@ import math
 from pathlib import Path
 from typing import Annotated, Optional
 
-import numpy as np
 import pandas as pd
 import typer
 from rich.markup import escape
@@ -16,7 +15,7 @@ from gradflow import store
 from gradflow.cli.app import app
 from gradflow.cli.console import console, labels, print_note, user_errors
 from gradflow.errors import GradflowError, did_you_mean
-from gradflow.fmt import fmt
+from gradflow.fmt import fmt, strict_json
 from gradflow.plots.keys import (abbreviate, config_columns, full_key, implied_keys, n_distinct, ordered_values,
                                  partial_keys, partial_phrase)
 from gradflow.metrics import REGRESSION_TOLERANCE, is_regression
@@ -208,16 +207,12 @@ def render(columns: list[Column], n_rows: int, title: str = "") -> str:
 
 
 def records(df: pd.DataFrame) -> list[dict]:
-    """JSON-ready rows at full precision: NaN as null, numpy scalars as Python numbers, and a fit's
-    layers (chi1_layers, rate.Q.layers) null where there was no fit, as its value is."""
+    """Strict-JSON rows at full precision (`strict_json`: NaN as null, infinities as "inf"/"-inf"), and
+    a fit's layers (chi1_layers, rate.Q.layers) null where there was no fit, as its value is."""
     def clean(k, v):
-        if isinstance(v, np.generic):
-            v = v.item()
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
         if v == "" and (k == "chi1_layers" or k.endswith(".layers")):
             return None
-        return v
+        return strict_json(v)
 
     return [{k: clean(k, v) for k, v in row.items()} for row in df.to_dict(orient="records")]
 
@@ -255,6 +250,6 @@ def ls(
     if csv:
         console.file.write(df[cols].to_csv(index=False))
     elif as_json:
-        console.file.write(json.dumps(records(df[cols]), indent=1) + "\n")
+        console.file.write(json.dumps(records(df[cols]), indent=1, allow_nan=False) + "\n")
     else:
         show_runs(df, swept, title=str(path), wide=wide)

@@ -17,7 +17,7 @@ from gradflow.activations import ACTIVATIONS
 from gradflow.cli.app import app
 from gradflow.cli.console import console, print_table, user_errors
 from gradflow.errors import GradflowError, did_you_mean
-from gradflow.fmt import fmt, json_number
+from gradflow.fmt import fmt, strict_json
 
 theory_app = typer.Typer(
     help="Mean-field theory (Poole et al. 2016, Schoenholz et al. 2017): q*, chi_1, depth scales, "
@@ -58,8 +58,7 @@ def _power_of_ten(log10: float, digits: int) -> str:
 
 
 def _print_json(record: dict) -> None:
-    out = {k: json_number(v) if isinstance(v, float) else v for k, v in record.items()}
-    console.file.write(json.dumps(out, indent=1) + "\n")
+    console.file.write(json.dumps(strict_json(record), indent=1, allow_nan=False) + "\n")
 
 
 DigitsOpt = Annotated[int, typer.Option("--digits", min=1, max=17, help="Significant digits in the table.")]
