@@ -113,6 +113,18 @@ def test_a_sweep_over_inits_with_different_keys_is_still_a_depth_sweep(results):
     assert "init=standard" in texts and "init=xavier_normal" in texts and not any("gain" in t for t in texts)
     texts = legend(figures.ratio(layers, "init", quantity="signal_norm"))
     assert texts[:2] == ["standard", "xavier_normal"], texts  # one entry per line drawn, then the theory's
+    # compared with a sweep of init=meanfield's sigma_w^2, runs without that key (standard, xavier) are
+    # labelled so, not `σ_w²=-` (panel titles and legends share the label)
+    from gradflow import compare as matching
+    from gradflow.plots.labels import short_key
+
+    roots = [path, _sweep(results, "meanfield", "model.depth=2,4", "init=meanfield", "init.sw2=1,2")]
+    runs = matching.load_runs(roots, ["inits", "meanfield"])
+    both = matching.overlay_table(roots, ["inits", "meanfield"], runs, "layers",
+                                  list(matching.differing_keys(runs, ["inits", "meanfield"])))
+    sw2 = short_key("init.sw2")
+    fig = figures.profile(both, "signal_norm", step=0, facet="init.sw2")
+    assert sorted(ax.get_title() for ax in fig.axes if ax.get_title()) == [f"{sw2} not set", f"{sw2}=1", f"{sw2}=2"]
 
 
 @pytest.mark.parametrize("args, name", [

@@ -174,7 +174,8 @@ def short_key(key: str) -> str:
 
 
 def value_label(key: str, v: Any) -> str:
-    return f"{short_key(key)}={fmt(v)}"
+    """`σ_w²=2`; `σ_w² not set` for runs without the key (an init=xavier_normal run beside meanfield ones)."""
+    return f"{short_key(key)} not set" if is_missing(v) else f"{short_key(key)}={fmt(v)}"
 
 
 SKIPPED_BY_DEFAULT = ("resnet",)  # families whose skip is residual unless set: skip=none is news in a title
