@@ -488,3 +488,27 @@ def test_seed_is_no_line_key_and_a_grid_needs_two_keys(results, plain):
         assert f"{option} seed: seeds are no line key" in " ".join(out.output.split())
     out = invoke("plot", plain, "--kind", "grid", "--x", "depth", "--y", "model.depth")
     assert out.exit_code == 1 and "--x and --y are both model.depth" in " ".join(out.output.split()), out.output
+
+
+def test_where_draws_only_the_runs_it_keeps_under_a_name_of_its_own(plain, tmp_path):
+    # a grid over two of three swept keys advised keeping one value of the third in Python only
+    layers = gradflow.load(plain)
+    out = invoke("plot", plain, "--kind", "profile", "--where", "activation=tanh", "--out", tmp_path)
+    assert out.exit_code == 0, out.output
+    (path,) = printed_paths(out)
+    assert path.name == "profile-grad_norm-step0-where-activation=tanh.png" and path.read_bytes()[:8] == PNG
+    # the key it fixes is no axis any more (filtered before the options are checked)
+    out = invoke("plot", plain, "--kind", "profile", "--facet", "activation", "--where", "activation=tanh",
+                 "--out", tmp_path)
+    assert out.exit_code == 1 and "--facet 'model.activation' does not vary in" in out.output, out.output
+    assert "(the runs of --where activation=tanh); choices: model.depth" in " ".join(out.output.split())
+    for args, message in [(["--where", "activation=sigmoid"],
+                           "--where activation=sigmoid matches no run; model.activation here: relu, tanh"),
+                          (["--where", "activaton=tanh"], "--where key 'activaton' is not a column (did you mean model.activation"),
+                          (["--where", "tanh"], "--where 'tanh' must be KEY=VALUE")]:
+        out = invoke("plot", plain, "--kind", "profile", *args, "--out", tmp_path)
+        assert out.exit_code == 1 and message in " ".join(out.output.split()), out.output
+        assert "a result by its header" not in out.output  # (results are columns of ls's table, not these)
+    out = invoke("plot", plain, "--where", "seed=0")
+    assert out.exit_code == 1 and "--where seed=0 needs --kind" in " ".join(out.output.split()), out.output
+    assert gradflow.load(plain).equals(layers)  # (nothing on disk changed)

@@ -612,7 +612,8 @@ def test_grid_log_ratio_is_centred_and_extra_keys_are_refused(grid_runs, sweep):
     assert mesh.norm.vmin == pytest.approx(-mesh.norm.vmax)
     _, _, runs = sweep
     with pytest.raises(GradflowError, match=r"model.activation also varies \(model.activation: relu, tanh\); facet by "
-                                            r"it \(--facet model.activation; in Python facet='model.activation'\)"):
+                                            r"it \(--facet model.activation; in Python facet='model.activation'\) or keep one value "
+                                            r"\(--where model.activation=relu; in Python"):
         figures.grid(runs.assign(**{"optim.lr": runs.seed * 0.1}), "optim.lr", "model.depth")
     fig = figures.grid(runs, "model.activation", "model.depth")  # categories are fine as an axis
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["relu", "tanh"]
@@ -1097,6 +1098,24 @@ def test_seed_statistics_match_pandas_for_groups_of_different_sizes():
     assert list(series[16].offscale) == [False, True, False, False, False]  # the zero at step 1
     assert list(series[8].nonfinite) == [False, False, False, True, False]  # the diverged run's last step, 10
     assert not series[2].nonfinite.any() and not series[2].offscale.any()
+
+
+def test_a_wide_legend_widens_the_figure_rather_than_squeezing_the_panels(tmp_path):
+    """Sixteen runs of four sweeps in a folder: their names in two legend columns left the panels under
+    half the figure. The figure grows by what the legend takes beyond its room, the panels keep their
+    width, and the legend's title sits at its left edge, not over its second column."""
+    def drawn(names):
+        configs = [config(d, ("tanh", "relu")[d % 2], 1, **{"run": f"{name}/model.depth={d}"})
+                   for d, name in zip(range(1, 17), names)]
+        fig = figures.curves(fabricate(configs)[1])
+        save(fig, tmp_path / "curves.png")  # (lays it out)
+        return fig, fig.axes[0].get_position().width * fig.get_figwidth()
+
+    plain, room = drawn([f"s{d % 4}" for d in range(16)])  # a legend within its room
+    crowded, squeezed = drawn([f"sweep{d % 4}/model.activation=sigmoid,model.init=xavier_normal" for d in range(16)])
+    assert crowded.get_figwidth() > plain.get_figwidth() + 2 and squeezed > 0.9 * room, (squeezed, room)
+    (leg,) = crowded.legends
+    assert leg.get_title().get_window_extent().x0 - leg.get_window_extent().x0 < 20  # (pixels; centred: ~300)
 
 
 def test_a_figure_whose_legend_leaves_no_room_saves_without_a_matplotlib_warning(tmp_path):

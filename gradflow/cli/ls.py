@@ -33,17 +33,7 @@ def runs_view(path: Path, where: list[str] | None = None, sort: str | None = Non
     """The runs table filtered and sorted as `ls` shows it, and the swept keys."""
     df, swept = listing(path, rates or (), steps or ())
     partial = partial_keys(df, swept_columns(df, swept))  # of the whole folder: --where keeps them no axis
-    for i, cond in enumerate(where or []):
-        if "=" not in cond:
-            raise GradflowError(f"--where {cond!r} must be KEY=VALUE")
-        key, value = cond.split("=", 1)
-        key = column(df, key, "--where", swept, [*swept, store.STATUS, *study_columns(df)])
-        kept = df[matches(df[key], value)]
-        if kept.empty:  # say so (and what there is) rather than draw an empty table
-            values = ", ".join(fmt(v) for v in ordered_values(df[key]))
-            raise GradflowError(f"--where {cond} matches no run{' of those left' if i else ''}; "
-                                f"{key} here: {values}")
-        df = kept
+    df = keep_where(df, where, swept, [*swept, store.STATUS, *study_columns(df)])
     if sort:
         descending = sort.startswith("-")
         key = column(df, sort.lstrip("-"), "--sort", swept, [*swept, *(c for c in LS_COLUMNS if c in df.columns),
@@ -52,6 +42,23 @@ def runs_view(path: Path, where: list[str] | None = None, sort: str | None = Non
         df.attrs["sorted_by"] = key  # shown whatever the width: rows in an order one cannot see read as random
     df.attrs[PARTIAL] = partial
     return df, swept
+
+
+def keep_where(df: pd.DataFrame, where: list[str] | None, swept: list[str], choices: list[str]) -> pd.DataFrame:
+    """The rows of `df` whose KEY reads VALUE for every --where KEY=VALUE (`ls`'s and `plot`'s), KEY by
+    any name `column` takes; a one-line error for a condition that is no KEY=VALUE or keeps nothing."""
+    for i, cond in enumerate(where or []):
+        if "=" not in cond:
+            raise GradflowError(f"--where {cond!r} must be KEY=VALUE")
+        key, value = cond.split("=", 1)
+        key = column(df, key, "--where", swept, choices)
+        kept = df[matches(df[key], value)]
+        if kept.empty:  # say so (and what there is) rather than draw an empty table
+            values = ", ".join(fmt(v) for v in ordered_values(df[key]))
+            raise GradflowError(f"--where {cond} matches no run{' of those left' if i else ''}; "
+                                f"{key} here: {values}")
+        df = kept
+    return df
 
 
 def column(df: pd.DataFrame, key: str, option: str, swept: list[str], choices: list[str], more: str = "") -> str:
@@ -66,9 +73,10 @@ def column(df: pd.DataFrame, key: str, option: str, swept: list[str], choices: l
         return found
     keys = config_columns(df)
     hint = did_you_mean(key, list(dict.fromkeys([*keys, *abbreviate(keys).values(), *choices])))
+    results_here = set(headers.values()) - {store.STATUS}  # (ls's table has them; plot's layers do not)
+    results = ", or a result by its header: 'train loss'" if results_here else ""
     raise GradflowError(f"{option} key {key!r} is not a column{hint}; choices: {', '.join(choices)}{more}"
-                        " (or any config key, by its full name or its last part, or a result by its header: "
-                        "'train loss')")
+                        f" (or any config key, by its full name or its last part{results})")
 
 
 def _header(text: str) -> str:

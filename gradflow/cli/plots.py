@@ -22,12 +22,13 @@ from gradflow import compare as matching
 from gradflow import store
 from gradflow.cli.app import app, progress_bar
 from gradflow.cli.console import console, err_console, labels, print_note, user_errors
+from gradflow.cli.ls import keep_where
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt as number
 from gradflow.plots.kinds import (
     COMPARE_KINDS, KIND_HELP, KINDS, Options, check_options, choose, draw, load_table, overlay_facet, refuse_unused,
 )
-from gradflow.plots.keys import abbreviate, full_key, is_missing, partial_keys, partial_phrase
+from gradflow.plots.keys import abbreviate, full_key, is_missing, partial_keys, partial_phrase, swept_keys
 from gradflow.plots.save import FORMATS, file_part, save
 from gradflow.plots.series import parse_step
 from gradflow.summary import FLAGGED, NOTES, mark_flagged
@@ -78,11 +79,17 @@ def plot(
         help="The folder to write the figures into; or, for one --kind, the file (fig.png, fig.pdf, fig.svg). "
              "A folder of sweeps without --kind: each sweep's set into SWEEP/figures, or --out/SWEEP.",
         show_default="PATH/figures")] = None,
+    where: Annotated[Optional[list[str]], typer.Option(
+        metavar="KEY=VALUE", help="With --kind: draw only the runs whose KEY reads VALUE (repeatable), as "
+                                  "ls --where keeps them, e.g. --where seed=0.", show_default=False)] = None,
     include_stale: Annotated[bool, typer.Option(
         "--all", help="Also draw stale runs (not in the folder's current sweep spec) and incomplete ones.")] = False,
 ) -> None:
     """Draw figures from a run or a sweep on disk and print their paths."""
     kind = choose("--kind", kind or "standard", KINDS)
+    if where and kind == "standard":
+        raise GradflowError(f"--where {where[0]} needs --kind: the standard set draws every run of its folder; "
+                            f"choices: {', '.join(k for k in KINDS if k != 'standard')}")
     out_dir, out_file, fmt = figure_target(out, path / store.FIGURES_DIR, fmt, several=kind == "standard")
     o = Options(quantity=quantity, step=_step(step), color=color, facet=facet, x=x, y=y, value=value,
                 theory=theory, run=run)
@@ -94,8 +101,12 @@ def plot(
         return
     store.check_writable(out_dir, option="--out")
     df = load_table(path, KINDS[kind][0], include_stale)
-    check_options(df, kind, o, str(path))
+    if where:  # (before the options' checks: a key it fixes is no axis)
+        swept = swept_keys(df)
+        df = keep_where(df, where, swept, [*swept, store.STATUS]).copy()
+    check_options(df, kind, o, f"{path} (the runs of --where {' '.join(where)})" if where else str(path))
     fig, stem = draw(kind, df, o)
+    stem += f"-where-{file_part(','.join(where))}" if where else ""  # (beside the figure of every run)
     _print_paths([save(fig, out_file or out_dir / f"{stem}.{fmt}", fmt)])
 
 

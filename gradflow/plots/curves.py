@@ -395,7 +395,7 @@ def grid(runs: pd.DataFrame, x: str, y: str, value: str = "final.test_acc", theo
         first = python_value(ordered_values(df[k])[0])
         raise GradflowError(f"grid over {x} x {y}: {', '.join(others)} also var{'y' if len(others) > 1 else 'ies'} "
                             f"({k}: {vals}); facet by it (--facet {k}; in Python facet={k!r}) or keep one value "
-                            f"(runs[runs[{k!r}] == {first!r}])")
+                            f"(--where {k}={fmt(first)}; in Python runs[runs[{k!r}] == {first!r}])")
     spec = SUMMARIES.get(value, Summary(value))
     z = pd.to_numeric(df[value], errors="coerce").to_numpy(dtype=float)
     if spec.log10:

@@ -341,11 +341,15 @@ def note_if_empty(ax, series: Sequence[Series]) -> None:
 
 
 LEGEND_WRAP = 44  # characters per line of a figure legend's entry; a longer one (a run's folder name) wraps
+LEGEND_ROOM = 2.2  # inches a figure keeps for its legend (facet_grid's legend_width); a wider one widens it
+MAX_WIDTH = 24.0  # inches: the widest a legend may make a figure
 
 
 def legend(fig: Figure, handles: list, title: str | None = None) -> None:
     """The figure's legend outside its right edge, an entry longer than LEGEND_WRAP wrapped at its commas
-    (three run folders' names took half a comparison's width, the panels squeezed into the rest)."""
+    (three run folders' names took half a comparison's width, the panels squeezed into the rest), and the
+    figure widened by what the legend takes beyond LEGEND_ROOM, so the panels keep their planned width
+    (16 runs of four sweeps in two legend columns left the panels under half the figure)."""
     if not handles:
         return
     for h in handles:  # (an entry already on lines of its own is left as it is)
@@ -355,8 +359,11 @@ def legend(fig: Figure, handles: list, title: str | None = None) -> None:
     ncols = 1 if len(handles) <= 12 else 2 if len(handles) <= 30 else 3
     # centred, not upper: an upper legend would sit beside (and under) a long two-line title
     leg = fig.legend(handles=handles, loc="outside right center", fontsize="x-small", title=title,
-                     title_fontsize="small", frameon=False, ncols=ncols)
+                     title_fontsize="small", frameon=False, ncols=ncols, alignment="left")
     leg.set_gid("legend")
+    width = leg.get_window_extent().width / fig.dpi  # (text extents only: no drawing)
+    if width > LEGEND_ROOM:
+        fig.set_figwidth(min(fig.get_figwidth() + width - LEGEND_ROOM, MAX_WIDTH))
 
 
 def is_log_spaced(steps: np.ndarray) -> bool:
