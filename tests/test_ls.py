@@ -496,3 +496,22 @@ def test_ls_without_a_path_lists_the_results_folder(cli, tmp_path, monkeypatch):
     assert cli("run", "data=gaussian", "model.depth=2", "model.width=8", "train.steps=2").exit_code == 0
     out = cli("ls")
     assert out.exit_code == 0 and "ok: 1" in " ".join(out.output.split()), out.output
+
+
+def test_a_sweep_cut_short_keeps_its_swept_keys_and_says_what_is_not_run(swept, tmp_path):
+    # its depth-5 runs alone share one depth: listed without it, they read as an init sweep, and
+    # nothing said that four of its six runs were missing
+    root, _ = swept
+    assert "not run" not in gradflow("ls", str(root))
+    cut = tmp_path / "grid"
+    shutil.copytree(root, cut)
+    for job in cut.glob("*model.depth=[12]0*"):
+        shutil.rmtree(job)
+    text = gradflow("ls", str(cut))
+    check_readable(text)
+    assert text.splitlines()[2].split()[:2] == ["depth", "init"], text
+    assert [row[:2] for row in table_rows(text)] == [["5", "orthogonal"], ["5", "xavier_normal"]], text
+    flat = " ".join(text.split())
+    assert "not run yet: 4 of the sweep's 6 runs: `gradflow sweep" in flat and "--name grid` runs them" in flat
+    assert flat.endswith("not run: 4"), text
+    assert set(runs_json(cut)["model.depth"]) == {5}

@@ -26,6 +26,7 @@ from gradflow.summary import (FLAGGED, KEY_PRIORITY, LS_COLUMNS, RESULT_COLUMNS,
 SEP = 3  # characters between two columns of the SIMPLE_HEAD table
 
 PARTIAL = "partial_keys"  # the runs table's attrs: the keys only some runs of the folder set (`partial_keys`)
+NOT_RUN = "not_run"  # the runs table's attrs: (points of the sweep with no run yet, its points, its command)
 
 
 def runs_view(path: Path, where: list[str] | None = None, sort: str | None = None,
@@ -33,6 +34,10 @@ def runs_view(path: Path, where: list[str] | None = None, sort: str | None = Non
     """The runs table filtered and sorted as `ls` shows it, and the swept keys."""
     df, swept = listing(path, rates or (), steps or ())
     partial = partial_keys(df, swept_columns(df, swept))  # of the whole folder: --where keeps them no axis
+    spec = store.sweep_spec(path) or {}
+    if isinstance(spec.get("runs"), dict):  # the sweep's points without a folder yet: cut short, or running
+        there = set(df[store.RUN])
+        df.attrs[NOT_RUN] = (sum(job not in there for job in spec["runs"]), len(spec["runs"]), spec.get("command"))
     df = keep_where(df, where, swept, [*swept, store.STATUS, *study_columns(df)])
     if sort:
         descending = sort.startswith("-")
@@ -175,6 +180,10 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     if any(c.key.endswith("_acc") for c in shown) and any(is_regression(*t) for t in tasks):
         notes.append(f"acc of a regression run (data.task=regression, data=adding): the share of predictions "
                      f"within {REGRESSION_TOLERANCE:g} of the target")
+    not_run, points, command = df.attrs.get(NOT_RUN) or (0, 0, None)
+    if not_run:
+        again = f": `{command}` runs them (and keeps the runs done)" if command else ""
+        notes.append(f"not run yet: {not_run} of the sweep's {points} runs{again}")
     for n in notes:
         print_note(n)
     if warning:
@@ -184,6 +193,7 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     counts[store.OK] = counts.get(store.OK, 0) + n_flagged
     line = "  ".join(f"{k}: {counts.get(k, 0)}" for k in store.STATUSES if k in store.ENDED or counts.get(k))
     line += f"  flagged: {n_flagged}" if n_flagged else ""
+    line += f"  not run: {not_run}" if not_run else ""
     console.print(line + (f"  skipped: {skipped}" if skipped is not None else ""), highlight=False)
 
 
