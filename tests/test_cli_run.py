@@ -343,6 +343,25 @@ def test_run_summary_on_a_narrow_terminal_and_for_a_recurrent_net(results):
         assert not re.search(r"\b(loss|acc)$", line) and not re.match(r"^-?\d", line), (line, text)
     rnn = run("model=rnn", "data=adding", "data.T=8", "train.steps=4", "model.hidden=8")
     assert "weight-gradient ratio" not in rnn and "back-prop signal ratio" in rnn, rnn
+    # its "-" weight gradients are explained, and only the time steps' (the head has one)
+    flat = " ".join(rnn.split())
+    assert "‖∂L/∂W‖ - at t0 and 7 more: a recurrent net's time steps share its weights" in flat, rnn
+    assert "‖∂L/∂z‖ - at" not in flat
+
+
+def test_a_dash_in_the_run_table_says_why():
+    from gradflow.cli.run import _dash_notes
+
+    both, weight, signal = {"grad_norm", "signal_norm"}, {"grad_norm"}, {"signal_norm"}
+    assert _dash_notes(["linear0", "linear1", "head"], [both, both, both]) == []
+    (note,) = _dash_notes(["inp", "enc.layers.0.self_attn.in_proj", "enc.layers.0.self_attn.out_proj", "head"],
+                          [both, weight, weight, both])
+    assert note.startswith("‖∂L/∂z‖ - at enc.layers.0.self_attn.in_proj and 1 more: a weight used inside its "
+                           "module's own forward (nn.MultiheadAttention's in_proj and out_proj)"), note
+    (note,) = _dash_notes(["b0.attn.out", "b0.attn.resid", "b0.resid"], [both, signal, signal])
+    assert note == ("‖∂L/∂W‖ - at b0.attn.resid and 1 more: a point on the residual stream, after a block's branch "
+                    "is added, has no weight of its own")
+    assert _dash_notes(["a", "b"], [both, signal]) == ["‖∂L/∂W‖ - at b: no weight of its own"]
 
 
 def test_a_run_that_learned_nothing_is_ok_but_flagged(cli, results):

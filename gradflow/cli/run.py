@@ -22,6 +22,7 @@ from gradflow.cli.console import (NBSP, console, leave_interrupted, near_options
 from gradflow.cli.app import progress_bar
 from gradflow.fmt import fmt
 from gradflow.metrics import REGRESSION_TOLERANCE, is_regression
+from gradflow.summary import RESIDUAL_STREAM
 
 
 # --- help text generated from the schema and the group YAMLs, so it cannot drift from the code --------
@@ -303,6 +304,9 @@ def show_run(job_dir: Path, record: dict, threads: int | None = None) -> None:
         for c in cells:
             table.add_row(c[0], _middle_cut(c[1], room), *c[2:])
         console.print(table)
+        at_init = [{q for lay, q, s in measured if lay == layer and s == 0} for layer in shown]
+        for note in _dash_notes([names[layer] for layer in shown], at_init):
+            print_note(note)
         for q, what in (("grad_norm", "weight-gradient ratio"), ("signal_norm", "back-prop signal ratio")):
             ratios = grad_ratio(layers, 0, q), grad_ratio(layers, last, q)
             if not all(math.isnan(r) for r in ratios):  # (a recurrent net's time steps have no weights)
@@ -311,6 +315,30 @@ def show_run(job_dir: Path, record: dict, threads: int | None = None) -> None:
 
 
 SYMBOLS = {"grad_norm": "‖∂L/∂W‖", "signal_norm": "‖∂L/∂z‖"}
+
+
+def _dash_notes(names: list[str], measured: list[set[str]]) -> list[str]:
+    """Why a layer's weight gradient or signal is `-` (no row) in the run's table: the points (`names`)
+    with the quantities `measured` at step 0 of each."""
+    def which(points: list[str]) -> str:
+        return points[0] + (f" and {len(points) - 1} more" if len(points) > 1 else "")
+
+    no_signal = [n for n, m in zip(names, measured) if "grad_norm" in m and "signal_norm" not in m]
+    no_weight = [n for n, m in zip(names, measured) if "signal_norm" in m and "grad_norm" not in m]
+    notes = []
+    if no_signal:
+        notes.append(f"{SYMBOLS['signal_norm']} - at {which(no_signal)}: a weight used inside its module's own "
+                     "forward (nn.MultiheadAttention's in_proj and out_proj) has no output to hook, so no "
+                     "back-propagated signal")
+    if no_weight:
+        if all(n[:1] == "t" and n[1:].isdigit() for n in no_weight):
+            why = "a recurrent net's time steps share its weights, so the signal is per step, the gradient per weight"
+        elif all(n.endswith(f".{RESIDUAL_STREAM}") for n in no_weight):
+            why = "a point on the residual stream, after a block's branch is added, has no weight of its own"
+        else:
+            why = "no weight of its own"
+        notes.append(f"{SYMBOLS['grad_norm']} - at {which(no_weight)}: {why}")
+    return notes
 
 
 def _middle_cut(name: str, width: int) -> str:
