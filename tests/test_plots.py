@@ -631,6 +631,10 @@ def test_grid_theory_curve_is_six_xi_c():
         expected = theory.point("tanh", float(x[i]), 0.05).six_xi_c
         assert y[i] == pytest.approx(expected if np.isfinite(expected) else 1e12)
     assert not any("off the plot" in t for t in legend_texts(fig))
+    # the cell labels sit above the curve, each with a halo of its cell's colour, so a label the curve
+    # crosses stays legible
+    cells = [t for t in fig.axes[0].texts if t.get_gid() == "cell"]
+    assert cells and all(t.get_zorder() > curve.get_zorder() and t.get_path_effects() for t in cells)
     # sw2 1.5-2.5 around the edge of chaos, depths 5 and 10: 6 xi_c >= 70 everywhere, no curve in sight, and
     # the legend says why
     near = [r for r in rows if r["init.sw2"] in (1.5, 2.0, 2.5) and r["model.depth"] in (5, 10)]

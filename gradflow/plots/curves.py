@@ -490,7 +490,10 @@ def _annotate_cell(ax, cx: float, cy: float, v: float, logged: bool, cmap, norm)
     r, g, b, _ = cmap(norm(v))
     dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
     text = fmt(round(v)) if abs(v) >= 100 else fmt(v, 2)
-    ax.text(cx, cy, text, ha="center", va="center", fontsize=6.5, color="white" if dark else "black", gid="cell")
+    # a halo of the cell's own colour: where the theory curve crosses the label, the label stays legible
+    halo = [patheffects.withStroke(linewidth=2.2, foreground=(r, g, b))]
+    ax.text(cx, cy, text, ha="center", va="center", fontsize=6.5, color="white" if dark else "black", gid="cell",
+            path_effects=halo, zorder=4)
 
 
 _OUTLINE = [patheffects.Stroke(linewidth=3.4, foreground="black"), patheffects.Normal()]
