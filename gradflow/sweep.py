@@ -631,7 +631,10 @@ class JobConfigLoader(ConfigLoaderImpl):
     loader to their workers (joblib, submitit), which then compose the same way."""
 
     def load_configuration(self, *args, **kwargs) -> DictConfig:
-        with _composing():
+        from hydra.types import RunMode
+
+        multirun = kwargs.get("run_mode", args[2] if len(args) > 2 else None) == RunMode.MULTIRUN
+        with _composing(), _values_of_swept_groups_pass() if multirun else nullcontext():
             return super().load_configuration(*args, **kwargs)
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
@@ -660,6 +663,31 @@ class JobConfigLoader(ConfigLoaderImpl):
             overrides=parsed, kv_sep=dirname.kv_sep, item_sep=dirname.item_sep, exclude_keys=dirname.exclude_keys)
         OmegaConf.copy_cache(from_config=master_config, to_config=cfg)
         return cfg
+
+
+@contextmanager
+def _values_of_swept_groups_pass():
+    """The multirun's own compose (the one the sweeper and launcher read their settings from) applies the
+    value overrides to the default of each swept group: `model=rnn,lstm model.hidden=8` failed there, as
+    the default model=mlp has no hidden. Every job composes its own config afterwards, and `plan` has
+    composed every point already, so here a value override of a key the defaults lack is passed over."""
+    from hydra.errors import ConfigCompositionException
+
+    apply = ConfigLoaderImpl._apply_overrides_to_config
+
+    def leniently(overrides, cfg):
+        for o in overrides:
+            try:
+                apply([o], cfg)
+            except ConfigCompositionException:
+                if o.is_hydra_override():
+                    raise
+
+    ConfigLoaderImpl._apply_overrides_to_config = staticmethod(leniently)
+    try:
+        yield
+    finally:
+        ConfigLoaderImpl._apply_overrides_to_config = staticmethod(apply)
 
 
 def _kept(cfg: DictConfig) -> bytes | DictConfig:

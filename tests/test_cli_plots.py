@@ -512,3 +512,34 @@ def test_where_draws_only_the_runs_it_keeps_under_a_name_of_its_own(plain, tmp_p
     out = invoke("plot", plain, "--where", "seed=0")
     assert out.exit_code == 1 and "--where seed=0 needs --kind" in " ".join(out.output.split()), out.output
     assert gradflow.load(plain).equals(layers)  # (nothing on disk changed)
+
+
+def test_a_recurrent_sweep_over_sequence_length_plots_its_signal_ratio_along_t(results):
+    """An RNN's depth is in time: its ratio figure runs along data.T (no model.depth to vary). The sweep
+    sets model.hidden, a key of the swept models and not of the default model=mlp: Hydra's own compose
+    of the multirun applied it to the default and failed with its multi-line error."""
+    from gradflow.plots import figures
+
+    out = invoke("sweep", "model=rnn,lstm", "data=adding", "data.T=4,8", "model.hidden=8", "train.steps=2",
+                 "data.n_train=64", "data.n_test=32", "train.batch_size=32", f"results={results}", "--name", "recurrent")
+    assert out.exit_code == 0, out.output
+    root = results / "recurrent"
+    assert all(store.read_run(job)["config"]["model.hidden"] == 8 for job in store.find_runs(root))
+    out = invoke("plot", root)
+    assert out.exit_code == 0, out.output
+    names = [p.name for p in printed_paths(out)]
+    # the signal's ratio; no weight-gradient one (a recurrent net's weights are shared by its time steps)
+    assert "ratio-signal_norm-init.png" in names and "ratio-init.png" not in names, names
+    layers = gradflow.load(root)
+    fig = figures.ratio(layers, "init", quantity="signal_norm")
+    lines = fig.data["lines"]
+    assert sorted(lines["x"].unique()) == [4, 8] and lines["line"].nunique() == 2
+    signal = layers[(layers["step"] == 0) & (layers["quantity"] == "signal_norm")].sort_values("layer")
+    by_hand = {T: sorted(v[0] / v[-1] for v in g.groupby("model.name")["value"].agg(list)) for T, g in
+               signal.groupby("data.T")}  # first time step / head
+    drawn = {T: sorted(g) for T, g in lines.groupby("x")["y"]}
+    assert drawn.keys() == by_hand.keys() and all(drawn[T] == pytest.approx(by_hand[T]) for T in drawn)
+    assert fig.axes[0].get_xlabel() == "sequence length T (time steps) [data.T]"
+    assert "vs sequence length" in fig.get_suptitle()
+    out = invoke("plot", root / "data.T=4,model=rnn", "--kind", "ratio", "--quantity", "signal_norm")
+    assert out.exit_code == 1 and "its depth in time, data.T, which does not vary" in " ".join(out.output.split())

@@ -22,7 +22,7 @@ from gradflow.metrics import accuracy_label, is_regression
 from gradflow.plots.keys import (config_columns, is_grid, is_missing, is_numeric_key, n_distinct, ordered_values,
                                  single_value, swept_keys, vkey)
 from gradflow.plots.labels import (
-    RATIOS, SPLITS, SUMMARIES, Summary, key_label, set_title, short_key, value_label,
+    RATIOS, SPLITS, SUMMARIES, Summary, is_recurrent, key_label, set_title, short_key, value_label,
 )
 from gradflow.plots.meanfield import GRID_THEORIES, chi1_for, python_value
 from gradflow.plots.series import Series, check_key, collect_series, first_last, require, sort_series
@@ -208,7 +208,8 @@ def _diverging_cut(series: list[Series]) -> float | None:
 def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory: bool = True,
           quantity: str = "grad_norm") -> Figure:
     """quantity(layer 0) / quantity(last layer) against model.depth, log y, one line per value of
-    `by` (default: the first other swept key), seeds as median + min-max band; dotted line at 1.
+    `by` (default: the first other swept key), seeds as median + min-max band; dotted line at 1. For
+    recurrent nets, whose depth is in time, against the sequence length data.T (first time step / head).
 
     table: the layers table (any per-layer quantity: signal_norm is the one that vanishes), or the
     runs table (grad_norm only, from its grad_ratio.* columns). At init, where the mean-field theory
@@ -228,19 +229,12 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
             raise GradflowError(f"the runs table has the weight-gradient ratio only ({col}); pass the layers "
                                 f"table for {quantity}")
         df = df.assign(value=pd.to_numeric(df[col], errors="coerce"))
-    if "model.depth" not in df.columns or n_distinct(df["model.depth"]) < 2:
-        have = ", ".join(map(fmt, ordered_values(df["model.depth"]))) if "model.depth" in df.columns else "none"
-        own = next((k for k in config_columns(df) if k.rpartition(".")[2] == "depth" and k != "model.depth"
-                    and n_distinct(df[k]) > 1), None)  # (a Recorder's config={"depth": d})
-        hint = (f"; the depth here is the config key {own}: name it model.depth (a Recorder's "
-                "config={'model': {'depth': d}}) for this figure") if own else ""
-        raise GradflowError(f"ratio plots against model.depth, which does not vary in this data (values: {have})"
-                            + hint)
+    length = depth_key(df)
     multi_source = n_distinct(df["source"]) > 1
-    swept = [k for k in swept_keys(df) if k != "model.depth"]
+    swept = [k for k in swept_keys(df) if k != length]
     check_key(by, "by", swept)
     group_keys = swept + (["source"] if multi_source else [])
-    if by is None and not multi_source and not is_grid(df, swept + ["model.depth"]):
+    if by is None and not multi_source and not is_grid(df, swept + [length]):
         by, style, also = "run", None, []  # runs not swept together: one legended point or line each
     else:
         by = by or (swept[0] if swept else None)
@@ -255,12 +249,12 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
     fig, axes = facet_grid(len(panels))
     where = "at initialization" if when == "init" else "at the last probed step"
     symbol, name = RATIOS[quantity]
-    depths = np.asarray(ordered_values(df["model.depth"]), dtype=float)
+    depths = np.asarray(ordered_values(df[length]), dtype=float)
     theory_drawn = False
     cache: dict = {}
     everything: list[Series] = []
     for ax, panel_title, sub in zip(axes, titles, panels):
-        series = sort_series(collect_series(sub, "model.depth", group_keys, log=True), df,
+        series = sort_series(collect_series(sub, length, group_keys, log=True), df,
                              [k for k in (by, style) if k] + also)
         ax.set_yscale("log")
         ax.axhline(1.0, color="0.3", ls=":", lw=1.0, gid="reference")
@@ -268,7 +262,7 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
         for s in series:
             c = palette.color_of(s.config)
             draw_series(ax, s, c, palette.style_of(s.config), lw, alpha)  # a lone depth is drawn as a dot
-            if theory and when == "init":
+            if theory and when == "init" and length == "model.depth":
                 theory_drawn |= _theory_ratio(ax, s, c, lw, cache, quantity == "grad_norm")
         note_if_empty(ax, series)
         everything += series
@@ -282,10 +276,11 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
             ax.set_title(panel_title, fontsize="small")
     bottom, left = bottom_and_left(axes)
     for ax in bottom:
-        ax.set_xlabel(key_label("model.depth", df))
+        ax.set_xlabel(key_label(length, df))
         ax.xaxis.set_tick_params(labelbottom=True)
+    ends = "first / last layer" if length == "model.depth" else "first time step / head"
     for ax in left:
-        ax.set_ylabel(f"{symbol}\n(first / last layer, {where})")
+        ax.set_ylabel(f"{symbol}\n({ends}, {where})")
     palette.colorbar(fig, axes)
     handles, title = palette.handles()
     hs = extra_handles(everything, True)
@@ -295,8 +290,28 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
     hs.append(Line2D([], [], color="0.3", ls=":", lw=1.0, label="ratio = 1 (balanced)"))
     legend(fig, handles + hs, title)
     extra = [f"lines also differ in {', '.join(also)}"] if also else []
-    set_title(fig, f"{name} (input / output) vs depth, {where}", df, extra, skip=swept + ["model.depth"])
+    along = "depth" if length == "model.depth" else "sequence length"
+    set_title(fig, f"{name} (input / output) vs {along}, {where}", df, extra, skip=swept + [length])
     return fig
+
+
+def depth_key(df: pd.DataFrame) -> str:
+    """The key a ratio figure runs along: model.depth, or for recurrent nets (depth in time) the sequence
+    length data.T; a one-line error where neither varies."""
+    if "model.depth" in df.columns and n_distinct(df["model.depth"]) > 1:
+        return "model.depth"
+    if is_recurrent(df) and "data.T" in df.columns and n_distinct(df["data.T"]) > 1:
+        return "data.T"
+    if is_recurrent(df):
+        have = ", ".join(map(fmt, ordered_values(df["data.T"]))) if "data.T" in df.columns else "none"
+        raise GradflowError(f"ratio plots a recurrent net against its depth in time, data.T, which does not vary "
+                            f"in this data (values: {have})")
+    have = ", ".join(map(fmt, ordered_values(df["model.depth"]))) if "model.depth" in df.columns else "none"
+    own = next((k for k in config_columns(df) if k.rpartition(".")[2] == "depth" and k != "model.depth"
+                and n_distinct(df[k]) > 1), None)  # (a Recorder's config={"depth": d})
+    hint = (f"; the depth here is the config key {own}: name it model.depth (a Recorder's "
+            "config={'model': {'depth': d}}) for this figure") if own else ""
+    raise GradflowError(f"ratio plots against model.depth, which does not vary in this data (values: {have})" + hint)
 
 
 def _theory_ratio(ax, s: Series, color: Any, lw: float, cache: dict, weight_gradient: bool) -> bool:

@@ -149,6 +149,7 @@ KEY_NAMES: dict[str, str] = {
     "optim.name": "optimizer",
     "optim.lr": "learning rate",
     "data.name": "dataset",
+    "data.T": "sequence length T (time steps)",
     "train.grad_clip": "gradient-norm clip (0 = off)",
     "train.clip_value": "gradient-value clip (0 = off)",
     "seed": "seed",

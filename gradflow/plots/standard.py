@@ -18,6 +18,7 @@ from gradflow.errors import GradflowError
 from gradflow.plots.curves import curves, grid, ratio
 from gradflow.plots.distributions import hist, spectrum
 from gradflow.plots.keys import is_grid, is_numeric_key, n_distinct, ordered_values, swept_keys
+from gradflow.plots.labels import is_recurrent
 from gradflow.plots.profiles import heatmap, profile
 from gradflow.plots.save import file_part, save
 from gradflow.plots.style import MAX_STYLES
@@ -105,9 +106,13 @@ def plan(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.Dat
         # both ratios: the weight gradient, and the back-propagated signal (the one that vanishes)
         # the layers' runs alone: an incomplete run is in the runs table, never in the layers it draws from
         layer_runs = runs[runs["run"].isin(set(probed["run"]))] if usable(layers) else runs
-        if "model.depth" in swept and swept_together and usable(layers) and n_distinct(layer_runs["model.depth"]) > 1:
+        # along depth; a recurrent net's along its length in time, where its signal alone has a first and a
+        # last point (its weight gradient is the head's and the shared weights')
+        recurrent = is_recurrent(runs)
+        length = "data.T" if recurrent else "model.depth"
+        if length in swept and swept_together and usable(layers) and n_distinct(layer_runs[length]) > 1:
             for q, name in (("grad_norm", "ratio-init"), ("signal_norm", "ratio-signal_norm-init")):
-                if (probed["quantity"] == q).any():
+                if (probed["quantity"] == q).any() and not (recurrent and q == "grad_norm"):
                     emit(name, ratio, probed, "init", quantity=q)
         elif not usable(layers) and "model.depth" in swept and swept_together and "grad_ratio.init" in runs.columns:
             # the runs table alone
