@@ -1005,6 +1005,22 @@ def test_unrelated_runs_keep_each_seed_a_line_of_its_own_as_the_legend_names_it(
         assert not any("over seeds" in t for t in legend_texts(fig)), legend_texts(fig)
 
 
+def test_a_ratio_of_several_sweeps_draws_a_line_per_sweep_and_setting_as_its_legend_names_them():
+    """A folder of sweeps, ratio figure: the legend named each of the runs while the lines pooled runs across
+    sweeps by their shared keys, a line labelled with one run's depth spanning two depths. Now each run's
+    name but its depth item is a line, and the legend names exactly the lines drawn."""
+    configs = [config(d, a, 1, **{"run": f"s1/model.activation={a},model.depth={d}"})
+               for d in (2, 4) for a in ("tanh", "relu")]
+    configs += [config(d, "tanh", 1, **{"init.name": "orthogonal", "run": f"s2/model.depth={d}"}) for d in (2, 4, 8)]
+    fig = figures.ratio(fabricate(configs)[0], "init", quantity="signal_norm")
+    lines = fig.data["lines"]
+    assert sorted(lines["line"].unique()) == ["s1/model.activation=relu", "s1/model.activation=tanh", "s2"]
+    assert lines.groupby("line")["x"].apply(sorted).to_dict() == {
+        "s1/model.activation=relu": [2, 4], "s1/model.activation=tanh": [2, 4], "s2": [2, 4, 8]}
+    assert (lines["n"] == 1).all()  # no run pooled with another
+    assert legend_texts(fig)[:3] == ["s1/model.activation=relu", "s1/model.activation=tanh", "s2"]
+
+
 def test_a_hundred_unrelated_runs_name_the_first_in_the_legend_and_count_the_rest():
     """A legend of a hundred runs left the axes a sliver: at most MAX_NAMED entries for the colours, the
     last saying how many are not named; runs in their folders' order (depth=2 before depth=10)."""

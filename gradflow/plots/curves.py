@@ -235,7 +235,10 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
     check_key(by, "by", swept)
     group_keys = swept + (["source"] if multi_source else [])
     if by is None and not multi_source and not is_grid(df, swept + [length]):
-        by, style, also = "run", None, []  # runs not swept together: one legended point or line each
+        # runs not swept together (a folder of several sweeps): a legended line for each run's name but its
+        # depth item, so a sweep's depths join and runs of different sweeps or settings never pool
+        df = df.assign(run=df["run"].map(lambda run: _without_item(str(run), length)))
+        by, style, also, group_keys = "run", None, [], ["run"]
     else:
         by = by or (swept[0] if swept else None)
         style = style_key(df, swept, (by,), multi_source)
@@ -293,6 +296,14 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
     along = "depth" if length == "model.depth" else "sequence length"
     set_title(fig, f"{name} (input / output) vs {along}, {where}", df, extra, skip=swept + [length])
     return fig
+
+
+def _without_item(run: str, key: str) -> str:
+    """A run's name without its `key=value` item: `s1/model.activation=tanh,model.depth=2` ->
+    `s1/model.activation=tanh`, `xav/model.depth=4` -> `xav`."""
+    folder, _, job = run.rpartition("/")
+    kept = ",".join(item for item in job.split(",") if not item.startswith(f"{key}="))
+    return "/".join(part for part in (folder, kept) if part) or run
 
 
 def depth_key(df: pd.DataFrame) -> str:
