@@ -503,7 +503,7 @@ def test_a_sweep_cut_short_keeps_its_swept_keys_and_says_what_is_not_run(swept, 
     # nothing said that four of its six runs were missing
     root, _ = swept
     assert "not run" not in gradflow("ls", str(root))
-    cut = tmp_path / "grid"
+    cut = tmp_path / "cut"  # (copied under another name: its command names this folder, absolute)
     shutil.copytree(root, cut)
     for job in cut.glob("*model.depth=[12]0*"):
         shutil.rmtree(job)
@@ -512,6 +512,14 @@ def test_a_sweep_cut_short_keeps_its_swept_keys_and_says_what_is_not_run(swept, 
     assert text.splitlines()[2].split()[:2] == ["depth", "init"], text
     assert [row[:2] for row in table_rows(text)] == [["5", "orthogonal"], ["5", "xavier_normal"]], text
     flat = " ".join(text.split())
-    assert "not run yet: 4 of the sweep's 6 runs: `gradflow sweep" in flat and "--name grid` runs them" in flat
+    assert "not run yet: 4 of the sweep's 6 runs: `gradflow sweep" in flat, text
+    assert f"results={tmp_path} --name cut` runs them" in flat and "results=/" not in flat.replace(str(tmp_path), "")
     assert flat.endswith("not run: 4"), text
     assert set(runs_json(cut)["model.depth"]) == {5}
+    # --where counts the runs it would keep; from the folder above, each sweep's count
+    assert gradflow("ls", str(cut), "--where", "init=orthogonal").split()[-2:] == ["run:", "2"]
+    assert "not run" not in gradflow("ls", str(cut), "--where", "depth=5")
+    shutil.copytree(cut, tmp_path / "cut2")
+    flat = " ".join(gradflow("ls", str(tmp_path)).split())
+    assert "not run yet: cut 4 of 6 runs, cut2 4 of 6 runs; `gradflow ls SWEEP` gives the command" in flat
+    assert flat.endswith("not run: 8"), flat

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -26,7 +27,59 @@ from gradflow.summary import (FLAGGED, KEY_PRIORITY, LS_COLUMNS, RESULT_COLUMNS,
 SEP = 3  # characters between two columns of the SIMPLE_HEAD table
 
 PARTIAL = "partial_keys"  # the runs table's attrs: the keys only some runs of the folder set (`partial_keys`)
-NOT_RUN = "not_run"  # the runs table's attrs: (points of the sweep with no run yet, its points, its command)
+NOT_RUN = "not_run"  # the runs table's attrs: the sweeps under the folder with points not run yet (`not_run`)
+
+
+@dataclass
+class NotRun:
+    """A sweep's points with no folder yet (the sweep was cut short, or is running)."""
+
+    sweep: Path
+    name: str  # its folder relative to the folder listed
+    missing: int  # (of those --where keeps)
+    points: int
+    command: str  # the command that runs them, in this folder from anywhere
+
+
+def not_run(path: Path, there: set[str], where: list[tuple[str, str]]) -> list[NotRun]:
+    """The sweeps at or under `path` whose spec plans runs that are not among `there` (run ids relative to
+    `path`), counting those --where's (column, value) pairs keep: a job that sets the column is kept when its
+    value matches, one that does not set it (the sweep's fixed value) is kept."""
+    found = []
+    for spec_file in sorted(path.rglob(store.SWEEP_FILE)) if path.is_dir() else []:
+        sweep = spec_file.parent
+        spec = store.sweep_spec(sweep) or {}
+        if not isinstance(spec.get("runs"), dict):
+            continue
+        prefix = sweep.relative_to(path).as_posix()
+        jobs = [job for job in spec["runs"] if (job if prefix == "." else f"{prefix}/{job}") not in there]
+        jobs = [job for job in jobs if all(_job_matches(str(job), k, v) for k, v in where)]
+        if jobs:
+            found.append(NotRun(sweep, prefix, len(jobs), len(spec["runs"]), _resume_command(sweep, spec)))
+    return found
+
+
+def _job_matches(job: str, column_key: str, value: str) -> bool:
+    items = dict(item.split("=", 1) for item in job.split(",") if "=" in item)
+    for key, v in items.items():
+        if column_key in (key.lstrip("+~"), f"{key.lstrip('+~')}.name"):  # (init=... sets init.name)
+            return bool(matches(pd.Series([v]), value).iloc[0])
+    return True
+
+
+def _resume_command(sweep: Path, spec: dict) -> str:
+    """The sweep's command with its folder absolute (`results=results` ran it from one place; `ls` may run
+    from another, and the folder may have been copied or renamed)."""
+    import shlex
+
+    from gradflow.config import override_key
+
+    if spec.get("points") is not None and spec.get("command"):  # (its --points FILE is as given)
+        return str(spec["command"])
+    kept = [str(o) for o in spec.get("overrides") or [] if override_key(str(o)) not in ("results", "name")]
+    sweep = sweep.resolve()
+    return " ".join(["gradflow sweep", *map(shlex.quote, kept), shlex.quote(f"results={sweep.parent}"),
+                     "--name", shlex.quote(sweep.name)])
 
 
 def runs_view(path: Path, where: list[str] | None = None, sort: str | None = None,
@@ -34,11 +87,11 @@ def runs_view(path: Path, where: list[str] | None = None, sort: str | None = Non
     """The runs table filtered and sorted as `ls` shows it, and the swept keys."""
     df, swept = listing(path, rates or (), steps or ())
     partial = partial_keys(df, swept_columns(df, swept))  # of the whole folder: --where keeps them no axis
-    spec = store.sweep_spec(path) or {}
-    if isinstance(spec.get("runs"), dict):  # the sweep's points without a folder yet: cut short, or running
-        there = set(df[store.RUN])
-        df.attrs[NOT_RUN] = (sum(job not in there for job in spec["runs"]), len(spec["runs"]), spec.get("command"))
-    df = keep_where(df, where, swept, [*swept, store.STATUS, *study_columns(df)])
+    choices = [*swept, store.STATUS, *study_columns(df)]
+    missing = not_run(Path(path), set(df[store.RUN]), [(column(df, k, "--where", swept, choices), v) for k, v in
+                                                       (c.split("=", 1) for c in where or [] if "=" in c)])
+    df = keep_where(df, where, swept, choices)
+    df.attrs[NOT_RUN] = missing
     if sort:
         descending = sort.startswith("-")
         key = column(df, sort.lstrip("-"), "--sort", swept, [*swept, *(c for c in LS_COLUMNS if c in df.columns),
@@ -180,10 +233,14 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     if any(c.key.endswith("_acc") for c in shown) and any(is_regression(*t) for t in tasks):
         notes.append(f"acc of a regression run (data.task=regression, data=adding): the share of predictions "
                      f"within {REGRESSION_TOLERANCE:g} of the target")
-    not_run, points, command = df.attrs.get(NOT_RUN) or (0, 0, None)
-    if not_run:
-        again = f": `{command}` runs them (and keeps the runs done)" if command else ""
-        notes.append(f"not run yet: {not_run} of the sweep's {points} runs{again}")
+    missing = df.attrs.get(NOT_RUN) or []
+    if len(missing) == 1:
+        (m,) = missing
+        notes.append(f"not run yet: {m.missing} of the sweep's {m.points} runs: `{m.command}` runs them (and "
+                     "keeps the runs done)")
+    elif missing:
+        each = ", ".join(f"{m.name} {m.missing} of {m.points} runs" for m in missing)
+        notes.append(f"not run yet: {each}; `gradflow ls SWEEP` gives the command that runs them")
     for n in notes:
         print_note(n)
     if warning:
@@ -193,7 +250,7 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     counts[store.OK] = counts.get(store.OK, 0) + n_flagged
     line = "  ".join(f"{k}: {counts.get(k, 0)}" for k in store.STATUSES if k in store.ENDED or counts.get(k))
     line += f"  flagged: {n_flagged}" if n_flagged else ""
-    line += f"  not run: {not_run}" if not_run else ""
+    line += f"  not run: {sum(m.missing for m in missing)}" if missing else ""
     console.print(line + (f"  skipped: {skipped}" if skipped is not None else ""), highlight=False)
 
 
