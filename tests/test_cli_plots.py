@@ -125,6 +125,9 @@ def test_a_sweep_over_inits_with_different_keys_is_still_a_depth_sweep(results):
     sw2 = short_key("init.sw2")
     fig = figures.profile(both, "signal_norm", step=0, facet="init.sw2")
     assert sorted(ax.get_title() for ax in fig.axes if ax.get_title()) == [f"{sw2} not set", f"{sw2}=1", f"{sw2}=2"]
+    fig = figures.ratio(both, "init", quantity="signal_norm", by="init.sw2")  # its colorbar's grey says so too
+    (bar,) = [ax for ax in fig.axes if ax.get_gid() == "colorbar"]
+    assert bar.get_xlabel() == f"grey:\n{sw2}\nnot set"
 
 
 @pytest.mark.parametrize("args, name", [

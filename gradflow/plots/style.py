@@ -23,7 +23,7 @@ from matplotlib.transforms import blended_transform_factory
 
 from gradflow.plots.keys import is_missing, is_numeric_key, n_distinct, ordered_values, vkey
 from gradflow.fmt import fmt
-from gradflow.plots.labels import key_label, value_label
+from gradflow.plots.labels import key_label, short_key, value_label
 from gradflow.plots.save import DPI
 from gradflow.plots.series import Series
 
@@ -213,7 +213,7 @@ class Palette:
             cb.ax.tick_params(length=0)
         cb.ax.set_gid("colorbar")
         if any(vkey(v) == vkey(math.nan) for v in self.values):
-            cb.ax.set_xlabel("grey: n/a", fontsize="x-small")
+            cb.ax.set_xlabel(f"grey:\n{short_key(self.color)}\nnot set", fontsize="x-small")  # (value_label's words)
 
 
 LABEL_WIDTH = 36  # characters per legend line: a run id of many overrides must not squash the axes
