@@ -523,3 +523,24 @@ def test_a_sweep_cut_short_keeps_its_swept_keys_and_says_what_is_not_run(swept, 
     flat = " ".join(gradflow("ls", str(tmp_path)).split())
     assert "not run yet: cut 4 of 6 runs, cut2 4 of 6 runs; `gradflow ls SWEEP` gives the command" in flat
     assert flat.endswith("not run: 8"), flat
+
+
+def test_json_and_csv_give_steps_as_whole_numbers_beside_a_missing_one(run_job):
+    # a diverged run's diverged_step beside a finished run's none: pandas made the column float, 2.0
+    import io
+
+    from gradflow.cli import app
+
+    small = ["data=gaussian", "data.n_train=64", "data.n_test=32", "data.dim=8", "model.width=8", "model.depth=3",
+             "train.batch_size=32", "train.steps=6", "train.check_every=1"]
+    diverged = run_job(*small, "model.activation=linear", "optim.lr=1e6", name="steps")
+    run_job(*small, name="steps")
+    step = store.read_run(diverged)["diverged_step"]
+    assert isinstance(step, int)
+    out = CliRunner().invoke(app, ["ls", str(diverged.parent), "--json"], catch_exceptions=False).output
+    rows = {r["model.activation"]: r for r in json.loads(out)}
+    assert rows["linear"]["diverged_step"] == step and isinstance(rows["linear"]["diverged_step"], int)
+    assert rows["tanh"]["diverged_step"] is None and rows["tanh"]["steps_done"] == 6
+    out = CliRunner().invoke(app, ["ls", str(diverged.parent), "--csv"], catch_exceptions=False).output
+    csv = pd.read_csv(io.StringIO(out), dtype=str)
+    assert set(csv["diverged_step"].dropna()) == {str(step)} and set(csv["steps_done"]) == {str(step), "6"}

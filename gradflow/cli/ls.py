@@ -281,11 +281,19 @@ def render(columns: list[Column], n_rows: int, title: str = "") -> str:
     return "\n".join(lines)
 
 
+WHOLE = ("steps_done", "diverged_step")  # columns of whole numbers (steps), some of them missing
+
+
+def _whole(values: pd.Series) -> bool:
+    numbers = pd.to_numeric(values, errors="coerce")
+    return bool(numbers.notna().eq(values.notna()).all() and (numbers.dropna() % 1 == 0).all())
+
+
 def records(df: pd.DataFrame) -> list[dict]:
     """Strict-JSON rows at full precision (`strict_json`: NaN as null, infinities as "inf"/"-inf"), and
     a fit's layers (chi1_layers, rate.Q.layers) null where there was no fit, as its value is."""
     def clean(k, v):
-        if v == "" and (k == "chi1_layers" or k.endswith(".layers")):
+        if v is pd.NA or (v == "" and (k == "chi1_layers" or k.endswith(".layers"))):
             return None
         return strict_json(v)
 
@@ -322,6 +330,9 @@ def ls(
     df, swept = runs_view(path, where, sort, rate, steps_to)
     cols = ["run"] + swept + [c for c in LS_COLUMNS if c in df.columns] + \
         [c for c in ("start_qstar", "chi1_transient", store.FLAGS) if c in df.columns] + study_columns(df)
+    if csv or as_json:  # (steps as whole numbers: a column with a missing one is float in pandas, 2.0)
+        df = df.assign(**{c: df[c].astype("Int64") for c in cols if c in WHOLE or c.startswith("steps_to.")
+                          if _whole(df[c])})
     if csv:
         console.file.write(df[cols].to_csv(index=False))
     elif as_json:
