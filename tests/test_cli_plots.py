@@ -546,3 +546,19 @@ def test_a_recurrent_sweep_over_sequence_length_plots_its_signal_ratio_along_t(r
     assert "vs sequence length" in fig.get_suptitle()
     out = invoke("plot", root / "data.T=4,model=rnn", "--kind", "ratio", "--quantity", "signal_norm")
     assert out.exit_code == 1 and "its depth in time, data.T, which does not vary" in " ".join(out.output.split())
+
+
+def test_a_comparisons_sources_keep_the_order_they_were_given_in_its_figure(plain, batchnorm):
+    # as the table letters them (A, B): the legend sorted them by name, so C came first
+    from gradflow import compare as matching
+    from gradflow.plots import figures
+
+    for roots in ([plain, batchnorm], [batchnorm, plain]):
+        sources = [r.name for r in roots]
+        runs = matching.load_runs(roots, sources)
+        layers = matching.overlay_table(roots, sources, runs, "layers", list(matching.differing_keys(runs, sources)))
+        fig = figures.profile(layers, "grad_norm", step=0)  # overlaid: the sources' line styles
+        texts = [t.get_text() for lg in fig.legends for t in lg.get_texts() if t.get_text().startswith("source=")]
+        assert texts == [f"source={s}" for s in sources], texts
+        fig = figures.profile(layers, "grad_norm", step=0, by_source=True)  # --panels: a panel each
+        assert [ax.get_title() for ax in fig.axes if ax.get_title()] == [f"source={s}" for s in sources]

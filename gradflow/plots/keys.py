@@ -149,14 +149,16 @@ def vkey(v: Any) -> Any:
 
 
 def ordered_values(s: pd.Series) -> list[Any]:
-    """Distinct values in their natural order (numbers ascending, strings alphabetically), NaN last."""
+    """Distinct values in their natural order (numbers ascending, strings alphabetically), NaN last; a
+    comparison's sources (the column `source`) in the order they were given, as its table letters them."""
     vals = list(dict.fromkeys(vkey(v) for v in hashable(s).drop_duplicates()))  # each distinct value once
     nan = [v for v in vals if v == "\0nan"]
     rest = [v for v in vals if v != "\0nan"]
-    try:
-        rest.sort()
-    except TypeError:
-        rest.sort(key=str)
+    if s.name != "source":
+        try:
+            rest.sort()
+        except TypeError:
+            rest.sort(key=str)
     return rest + ([math.nan] if nan else [])
 
 
