@@ -293,15 +293,15 @@ def runs_table(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str]
 
 def listing(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str] = ()) -> tuple[pd.DataFrame, list[str]]:
     """The runs table sorted by its swept keys (numbers as numbers), and those keys (seed included)."""
-    from gradflow.plots.keys import swept_keys  # pandas only: listing stays matplotlib-free
-
-    from gradflow.plots.keys import full_key
+    from gradflow.plots.keys import full_key, swept_keys  # pandas only: listing stays matplotlib-free
 
     df = runs_table(path, rates, steps)
     swept = swept_keys(df, exclude=study_columns(df), implied=True)  # ls names the implied ones itself
-    # a key the sweep's spec sweeps stays a key where the runs done so far share one value of it (a sweep
-    # cut short after its depth-2 runs listed them without their depth)
-    declared = [full_key(df, k) for k in (store.sweep_spec(path) or {}).get("swept") or [] if isinstance(k, str)]
+    # a key a sweep's spec sweeps (the folder's, or one's under it) stays a key where the runs done so far
+    # share one value of it (a sweep cut short after its depth-2 runs listed them without their depth)
+    path = Path(path)
+    specs = [store.sweep_spec(f.parent) or {} for f in path.rglob(store.SWEEP_FILE)] if path.is_dir() else []
+    declared = [full_key(df, k) for spec in specs for k in spec.get("swept") or [] if isinstance(k, str)]
     swept += [k for k in dict.fromkeys(declared) if k and k not in swept]
     return sort_runs(df, swept or [store.RUN]), swept
 

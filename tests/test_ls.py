@@ -523,6 +523,11 @@ def test_a_sweep_cut_short_keeps_its_swept_keys_and_says_what_is_not_run(swept, 
     flat = " ".join(gradflow("ls", str(tmp_path)).split())
     assert "not run yet: cut 4 of 6 runs, cut2 4 of 6 runs; `gradflow ls SWEEP` gives the command" in flat
     assert flat.endswith("not run: 8"), flat
+    # --where study=NAME: the runs (and the runs not yet run) of that folder, as its column names it
+    text = gradflow("ls", str(tmp_path), "--where", "study=cut2")
+    assert [row[:2] for row in table_rows(text)] == [["5", "orthogonal"], ["5", "xavier_normal"]], text
+    flat = " ".join(text.split())
+    assert "not run yet: 4 of the sweep's 6 runs" in flat and "--name cut2`" in flat and flat.endswith("not run: 4")
 
 
 def test_json_and_csv_give_steps_as_whole_numbers_beside_a_missing_one(run_job):

@@ -52,6 +52,8 @@ def not_run(path: Path, there: set[str], where: list[tuple[str, str]]) -> list[N
         if not isinstance(spec.get("runs"), dict):
             continue
         prefix = sweep.relative_to(path).as_posix()
+        if any(k == STUDY and not matches(pd.Series([prefix.split("/")[0]]), v).iloc[0] for k, v in where):
+            continue
         jobs = [job for job in spec["runs"] if (job if prefix == "." else f"{prefix}/{job}") not in there]
         jobs = [job for job in jobs if all(_job_matches(str(job), k, v) for k, v in where)]
         if jobs:
@@ -60,6 +62,8 @@ def not_run(path: Path, there: set[str], where: list[tuple[str, str]]) -> list[N
 
 
 def _job_matches(job: str, column_key: str, value: str) -> bool:
+    if column_key == STUDY:  # (the sweep's: see `not_run`)
+        return True
     items = dict(item.split("=", 1) for item in job.split(",") if "=" in item)
     for key, v in items.items():
         if column_key in (key.lstrip("+~"), f"{key.lstrip('+~')}.name"):  # (init=... sets init.name)
@@ -88,7 +92,7 @@ def runs_view(path: Path, where: list[str] | None = None, sort: str | None = Non
     df, swept = listing(path, rates or (), steps or ())
     partial = partial_keys(df, swept_columns(df, swept))  # of the whole folder: --where keeps them no axis
     choices = [*swept, store.STATUS, *study_columns(df)]
-    missing = not_run(Path(path), set(df[store.RUN]), [(column(df, k, "--where", swept, choices), v) for k, v in
+    missing = not_run(Path(path), set(df[store.RUN]), [(where_key(df, k, swept, choices), v) for k, v in
                                                        (c.split("=", 1) for c in where or [] if "=" in c)])
     df = keep_where(df, where, swept, choices)
     df.attrs[NOT_RUN] = missing
@@ -109,14 +113,31 @@ def keep_where(df: pd.DataFrame, where: list[str] | None, swept: list[str], choi
         if "=" not in cond:
             raise GradflowError(f"--where {cond!r} must be KEY=VALUE")
         key, value = cond.split("=", 1)
-        key = column(df, key, "--where", swept, choices)
-        kept = df[matches(df[key], value)]
+        key = where_key(df, key, swept, choices)
+        values = study_of(df) if key == STUDY else df[key]
+        kept = df[matches(values, value)]
         if kept.empty:  # say so (and what there is) rather than draw an empty table
-            values = ", ".join(fmt(v) for v in ordered_values(df[key]))
+            values = ", ".join(fmt(v) for v in ordered_values(values))
             raise GradflowError(f"--where {cond} matches no run{' of those left' if i else ''}; "
                                 f"{key} here: {values}")
         df = kept
     return df
+
+
+STUDY = "study"  # --where's name for the folder a run is in, in a folder of several (the column ls shows)
+
+
+def study_of(df: pd.DataFrame) -> pd.Series:
+    """Each run's study: its id's first part (`s4` of `s4/model.depth=2`)."""
+    return df[store.RUN].astype(str).str.split("/", n=1).str[0]
+
+
+def where_key(df: pd.DataFrame, key: str, swept: list[str], choices: list[str]) -> str:
+    """The column --where KEY names (see `column`), or STUDY where the runs are in several folders."""
+    if key == STUDY and STUDY not in df.columns and df[store.RUN].astype(str).str.contains("/").all() \
+            and study_of(df).nunique() > 1:
+        return STUDY
+    return column(df, key, "--where", swept, choices)
 
 
 def column(df: pd.DataFrame, key: str, option: str, swept: list[str], choices: list[str], more: str = "") -> str:
