@@ -514,6 +514,12 @@ def test_where_draws_only_the_runs_it_keeps_under_a_name_of_its_own(plain, tmp_p
         assert "a result by its header" not in out.output  # (results are columns of ls's table, not these)
     out = invoke("plot", plain, "--where", "seed=0")
     assert out.exit_code == 1 and "--where seed=0 needs --kind" in " ".join(out.output.split()), out.output
+    # --run names a run by the items --where left to tell apart (depth=4 is two runs of the sweep, one of tanh)
+    out = invoke("plot", plain, "--kind", "heatmap", "--run", "depth=4", "--out", tmp_path)
+    assert out.exit_code == 1 and "is not a run of" in out.output, out.output
+    out = invoke("plot", plain, "--kind", "heatmap", "--where", "activation=tanh", "--run", "depth=4", "--out", tmp_path)
+    assert out.exit_code == 0, out.output
+    assert printed_paths(out)[0].name == "heatmap-grad_norm-model.activation=tanh,model.depth=4-where-activation=tanh.png"
     assert gradflow.load(plain).equals(layers)  # (nothing on disk changed)
 
 

@@ -146,13 +146,18 @@ def at_step(df: pd.DataFrame, step: int | str) -> tuple[pd.DataFrame, str]:
 def named_run(run: object, runs: list[str]) -> str | None:
     """The run of `runs` that `run` names: itself, or the same key=value items in another order
     (model.depth=4,model.activation=relu for the folder model.activation=relu,model.depth=4), keys by
-    the short name a table shows (depth=4), numbers as numbers (init.sw2=4 for the folder's 4.0)."""
+    the short name a table shows (depth=4), numbers as numbers (init.sw2=4 for the folder's 4.0), or
+    some of its items where no other run has them all (depth=4 beside --where activation=relu)."""
     if str(run) in runs:
         return str(run)
     same = [r for r in runs if sorted(str(r).split(",")) == sorted(str(run).split(","))]
     if len(same) == 1:
         return same[0]
     same = [r for r in runs if _matched(str(run), str(r)) == len(str(r).split(",")) == len(str(run).split(","))]
+    if len(same) == 1:
+        return same[0]
+    # fewer items than the folder's names, where they name one run alone (--where fixed the others)
+    same = [r for r in runs if _matched(str(run), str(r)) == len(str(run).split(","))]
     return same[0] if len(same) == 1 else None
 
 
