@@ -351,7 +351,7 @@ def test_profile_overlays_or_splits_sources(sweep):
     assert {"source=sweep", "source=other"} <= set(legend_texts(fig)) and "also differ" not in fig.get_suptitle()
     fig = figures.profile(both, step=0, by_source=True)
     panels = [ax for ax in fig.axes if ax.get_gid() != "colorbar"]
-    assert [ax.get_title() for ax in panels] == ["source=other", "source=sweep"]
+    assert [ax.get_title() for ax in panels] == ["source=sweep", "source=other"]  # (in the order given)
     assert [len(series_lines(ax)) for ax in panels] == [6, 6]
 
 
@@ -430,7 +430,7 @@ def test_curves_by_source(sweep):
     one = both[both["model.activation"] == "tanh"]  # depth alone is swept: it colours the lines
     fig = figures.curves(one, by_source=True)
     panels = [ax for ax in fig.axes if ax.get_gid() != "colorbar"]
-    assert len(panels) == 4 and "other" in panels[0].get_title()
+    assert len(panels) == 4 and "sweep" in panels[0].get_title()  # (the sources in the order given)
     assert len(series_lines(panels[0])) == 6  # 3 depths x (train solid, test dotted)
     assert {"train", "test"} <= set(legend_texts(fig))
     # activation swept too: it takes the line style, so each folder gets a train and a test panel (drawn
@@ -438,7 +438,7 @@ def test_curves_by_source(sweep):
     fig = figures.curves(both, by_source=True)
     panels = [ax for ax in fig.axes if ax.get_gid() != "colorbar"]
     assert len(panels) == 8 and [ax.get_title() for ax in panels[:4]] == [
-        "other: train", "other: test", "sweep: train", "sweep: test"]
+        "sweep: train", "sweep: test", "other: train", "other: test"]
     assert len(series_lines(panels[0])) == 6  # 3 depths x 2 activations
     assert {ln.get_linestyle() for ln in series_lines(panels[0])} == {"-", "-."}
     assert any("relu" in t for t in legend_texts(fig)) and "also differ" not in fig.get_suptitle()
