@@ -251,7 +251,7 @@ def _scroll(table: str) -> str:
     return f'<div class=scroll>{table}</div>'
 
 
-def runs_html(df: pd.DataFrame, swept: list[str]) -> str:
+def runs_html(df: pd.DataFrame, swept: list[str], missing: list[summary.NotRun] | None = None) -> str:
     df, flagged = summary.mark_flagged(df)  # ok*, as ls shows it: a run that learned nothing is no success
     cols = summary.table_columns(df, swept)
     head = "".join(f'<th data-key="{_e(c.key)}" data-numeric="{int(c.numeric)}" title="{_e(c.key)}">'
@@ -267,6 +267,8 @@ def runs_html(df: pd.DataFrame, swept: list[str]) -> str:
     notes = summary.column_notes(cols, df)  # as under ls's table: the ratio, the chi1 fit and its marks
     if flagged:
         notes.append(f"{summary.FLAGGED}: finished but flagged: {', '.join(flagged)}; hover over a status for why")
+    if missing:  # (a sweep cut short, or still running)
+        notes.append(summary.not_run_note(missing))
     warning = summary.transient_warning(df)
     wide = " class=wide" if len(cols) > WIDE_COLUMNS else ""
     return (_scroll(f'<table id="runs"{wide}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>')
@@ -380,7 +382,9 @@ def build(paths: list[Path]) -> str:
             if r.get("tolerance"):
                 notes.setdefault(r["tolerance"], []).append(r.get("claim", ""))
         sections += [f"<p class=note>Tolerance, {_e('; '.join(texts))}: {_e(note)}</p>" for note, texts in notes.items()]
-    sections += ["<h2>Runs</h2>", "<p class=note>Click a column to sort (again to reverse).</p>", runs_html(df, swept)]
+    missing = summary.not_run(paths[0], set(df[store.RUN]), []) if len(paths) == 1 else []
+    sections += ["<h2>Runs</h2>", "<p class=note>Click a column to sort (again to reverse).</p>",
+                 runs_html(df, swept, missing)]
     theory = theory_rows(df)
     if theory:
         sections += ["<h2>Mean-field theory beside the measurement</h2>",

@@ -312,6 +312,98 @@ def _probed() -> tuple[str, ...]:
     return tuple(QUANTITIES)
 
 
+# --- runs of a sweep not run yet, and --where's matching ------------------------------------------
+def matches(values: pd.Series, value: str) -> pd.Series:
+    """Which of `values` read `value`: as numbers where both are (depth 5 is 5.0, sw2 4.0 is 4), as ls
+    prints them (0.001761 for 0.0017612, true), "-" or nan for a missing one, else as text."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    text = (values.astype(str) == value) | (values.map(fmt) == value)  # (as the table and the errors show it)
+    if value in ("-", "nan"):  # (as ls prints a missing value; "none" is a value of its own: norm=none)
+        return text | values.isna()
+    numeric = pd.to_numeric(values, errors="coerce")
+    if number is not None and not math.isnan(number):
+        return text | (numeric == number)
+    return text
+
+
+STUDY = "study"  # --where's name for the folder a run is in, in a folder of several (the column ls shows)
+
+
+def study_of(df: pd.DataFrame) -> pd.Series:
+    """Each run's study: its id's first part (`s4` of `s4/model.depth=2`)."""
+    return df[store.RUN].astype(str).str.split("/", n=1).str[0]
+
+
+@dataclass
+class NotRun:
+    """A sweep's points with no folder yet (the sweep was cut short, or is running)."""
+
+    sweep: Path
+    name: str  # its folder relative to the folder listed
+    missing: int  # (of those --where keeps)
+    points: int
+    command: str  # the command that runs them, in this folder from anywhere
+
+
+def not_run(path: Path, there: set[str], where: list[tuple[str, str]]) -> list[NotRun]:
+    """The sweeps at or under `path` whose spec plans runs that are not among `there` (run ids relative to
+    `path`), counting those --where's (column, value) pairs keep: a job that sets the column is kept when its
+    value matches, one that does not set it (the sweep's fixed value) is kept."""
+    found = []
+    for spec_file in sorted(path.rglob(store.SWEEP_FILE)) if path.is_dir() else []:
+        sweep = spec_file.parent
+        spec = store.sweep_spec(sweep) or {}
+        if not isinstance(spec.get("runs"), dict):
+            continue
+        prefix = sweep.relative_to(path).as_posix()
+        if any(k == STUDY and not matches(pd.Series([prefix.split("/")[0]]), v).iloc[0] for k, v in where):
+            continue
+        jobs = [job for job in spec["runs"] if (job if prefix == "." else f"{prefix}/{job}") not in there]
+        jobs = [job for job in jobs if all(_job_matches(str(job), k, v) for k, v in where)]
+        if jobs:
+            found.append(NotRun(sweep, prefix, len(jobs), len(spec["runs"]), _resume_command(sweep, spec)))
+    return found
+
+
+def not_run_note(missing: list[NotRun]) -> str:
+    """The line under `ls`'s table (and the report page's) about `missing`: one sweep's count and the
+    command that runs them; several sweeps' counts."""
+    if len(missing) == 1:
+        (m,) = missing
+        return (f"not run yet: {m.missing} of the sweep's {m.points} runs: `{m.command}` runs them (and keeps the "
+                "runs done)")
+    each = ", ".join(f"{m.name} {m.missing} of {m.points} runs" for m in missing)
+    return f"not run yet: {each}; `gradflow ls SWEEP` gives the command that runs them"
+
+
+def _job_matches(job: str, column_key: str, value: str) -> bool:
+    if column_key == STUDY:  # (the sweep's: see `not_run`)
+        return True
+    items = dict(item.split("=", 1) for item in job.split(",") if "=" in item)
+    for key, v in items.items():
+        if column_key in (key.lstrip("+~"), f"{key.lstrip('+~')}.name"):  # (init=... sets init.name)
+            return bool(matches(pd.Series([v]), value).iloc[0])
+    return True
+
+
+def _resume_command(sweep: Path, spec: dict) -> str:
+    """The sweep's command with its folder absolute (`results=results` ran it from one place; `ls` may run
+    from another, and the folder may have been copied or renamed)."""
+    import shlex
+
+    from gradflow.config import override_key
+
+    if spec.get("points") is not None and spec.get("command"):  # (its --points FILE is as given)
+        return str(spec["command"])
+    kept = [str(o) for o in spec.get("overrides") or [] if override_key(str(o)) not in ("results", "name")]
+    sweep = sweep.resolve()
+    return " ".join(["gradflow sweep", *map(shlex.quote, kept), shlex.quote(f"results={sweep.parent}"),
+                     "--name", shlex.quote(sweep.name)])
+
+
 # --- the runs table as `ls` and the report page show it -------------------------------------------
 # result columns in display order, each with its header and priority (0 shows first when space is short)
 RESULT_COLUMNS = {

@@ -450,7 +450,7 @@ def test_a_recorders_run_beside_a_sweep_leaves_the_sweeps_constant_keys_out(swep
 
 def test_where_takes_values_as_ls_shows_them():
     # the error lists values through fmt (0.001761, true); typing one back must match
-    from gradflow.cli.ls import matches
+    from gradflow.summary import matches
 
     values = pd.Series([0.0017612, 0.001, 4.0, float("nan")])
     assert list(matches(values, "0.001761")) == [True, False, False, False]

@@ -115,6 +115,17 @@ def test_a_sweep_without_report_says_whether_the_page_it_names_is_from_before(st
     assert f"report page not written (--report or `gradflow report` writes it): {page}" in text
 
 
+def test_the_page_of_a_sweep_cut_short_says_what_is_not_run(study, tmp_path):
+    from gradflow import report
+
+    cut = tmp_path / "cut"
+    shutil.copytree(study, cut)
+    shutil.rmtree(cut / "model.activation=relu,model.depth=10")
+    text = " ".join(re.sub(r"<[^>]+>", " ", report.build([cut]).replace("&#x27;", "'")).split())
+    assert f"not run yet: 1 of the sweep's 4 runs: `gradflow sweep" in text and f"--name cut` runs them" in text
+    assert "not run yet" not in report.build([study])
+
+
 def test_page_has_one_figure_per_standard_kind_and_the_ls_columns(study, tmp_path):
     page = Page((study / "report.html").read_text())
     # the standard set drawn independently from the same results

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -20,70 +18,14 @@ from gradflow.fmt import fmt, strict_json
 from gradflow.plots.keys import (abbreviate, config_columns, full_key, implied_keys, n_distinct, ordered_values,
                                  partial_keys, partial_phrase)
 from gradflow.metrics import REGRESSION_TOLERANCE, is_regression
-from gradflow.summary import (FLAGGED, KEY_PRIORITY, LS_COLUMNS, RESULT_COLUMNS, STUDY_PRIORITY, Column,
-                              column_notes, listing, mark_flagged, sort_runs, study_columns, swept_columns,
-                              table_columns, transient_warning)
+from gradflow.summary import (FLAGGED, KEY_PRIORITY, LS_COLUMNS, RESULT_COLUMNS, STUDY, STUDY_PRIORITY, Column,
+                              column_notes, listing, mark_flagged, matches, not_run, not_run_note, sort_runs,
+                              study_columns, study_of, swept_columns, table_columns, transient_warning)
 
 SEP = 3  # characters between two columns of the SIMPLE_HEAD table
 
 PARTIAL = "partial_keys"  # the runs table's attrs: the keys only some runs of the folder set (`partial_keys`)
 NOT_RUN = "not_run"  # the runs table's attrs: the sweeps under the folder with points not run yet (`not_run`)
-
-
-@dataclass
-class NotRun:
-    """A sweep's points with no folder yet (the sweep was cut short, or is running)."""
-
-    sweep: Path
-    name: str  # its folder relative to the folder listed
-    missing: int  # (of those --where keeps)
-    points: int
-    command: str  # the command that runs them, in this folder from anywhere
-
-
-def not_run(path: Path, there: set[str], where: list[tuple[str, str]]) -> list[NotRun]:
-    """The sweeps at or under `path` whose spec plans runs that are not among `there` (run ids relative to
-    `path`), counting those --where's (column, value) pairs keep: a job that sets the column is kept when its
-    value matches, one that does not set it (the sweep's fixed value) is kept."""
-    found = []
-    for spec_file in sorted(path.rglob(store.SWEEP_FILE)) if path.is_dir() else []:
-        sweep = spec_file.parent
-        spec = store.sweep_spec(sweep) or {}
-        if not isinstance(spec.get("runs"), dict):
-            continue
-        prefix = sweep.relative_to(path).as_posix()
-        if any(k == STUDY and not matches(pd.Series([prefix.split("/")[0]]), v).iloc[0] for k, v in where):
-            continue
-        jobs = [job for job in spec["runs"] if (job if prefix == "." else f"{prefix}/{job}") not in there]
-        jobs = [job for job in jobs if all(_job_matches(str(job), k, v) for k, v in where)]
-        if jobs:
-            found.append(NotRun(sweep, prefix, len(jobs), len(spec["runs"]), _resume_command(sweep, spec)))
-    return found
-
-
-def _job_matches(job: str, column_key: str, value: str) -> bool:
-    if column_key == STUDY:  # (the sweep's: see `not_run`)
-        return True
-    items = dict(item.split("=", 1) for item in job.split(",") if "=" in item)
-    for key, v in items.items():
-        if column_key in (key.lstrip("+~"), f"{key.lstrip('+~')}.name"):  # (init=... sets init.name)
-            return bool(matches(pd.Series([v]), value).iloc[0])
-    return True
-
-
-def _resume_command(sweep: Path, spec: dict) -> str:
-    """The sweep's command with its folder absolute (`results=results` ran it from one place; `ls` may run
-    from another, and the folder may have been copied or renamed)."""
-    import shlex
-
-    from gradflow.config import override_key
-
-    if spec.get("points") is not None and spec.get("command"):  # (its --points FILE is as given)
-        return str(spec["command"])
-    kept = [str(o) for o in spec.get("overrides") or [] if override_key(str(o)) not in ("results", "name")]
-    sweep = sweep.resolve()
-    return " ".join(["gradflow sweep", *map(shlex.quote, kept), shlex.quote(f"results={sweep.parent}"),
-                     "--name", shlex.quote(sweep.name)])
 
 
 def runs_view(path: Path, where: list[str] | None = None, sort: str | None = None,
@@ -124,14 +66,6 @@ def keep_where(df: pd.DataFrame, where: list[str] | None, swept: list[str], choi
     return df
 
 
-STUDY = "study"  # --where's name for the folder a run is in, in a folder of several (the column ls shows)
-
-
-def study_of(df: pd.DataFrame) -> pd.Series:
-    """Each run's study: its id's first part (`s4` of `s4/model.depth=2`)."""
-    return df[store.RUN].astype(str).str.split("/", n=1).str[0]
-
-
 def where_key(df: pd.DataFrame, key: str, swept: list[str], choices: list[str]) -> str:
     """The column --where KEY names (see `column`), or STUDY where the runs are in several folders."""
     if key == STUDY and STUDY not in df.columns and df[store.RUN].astype(str).str.contains("/").all() \
@@ -161,22 +95,6 @@ def column(df: pd.DataFrame, key: str, option: str, swept: list[str], choices: l
 def _header(text: str) -> str:
     """A column header as --sort and --where compare it: lower case, _ and - read as spaces."""
     return " ".join(text.lower().replace("_", " ").replace("-", " ").split())
-
-
-def matches(values: pd.Series, value: str) -> pd.Series:
-    """Which of `values` read `value`: as numbers where both are (depth 5 is 5.0, sw2 4.0 is 4), as ls
-    prints them (0.001761 for 0.0017612, true), "-" or nan for a missing one, else as text."""
-    try:
-        number = float(value)
-    except ValueError:
-        number = None
-    text = (values.astype(str) == value) | (values.map(fmt) == value)  # (as the table and the errors show it)
-    if value in ("-", "nan"):  # (as ls prints a missing value; "none" is a value of its own: norm=none)
-        return text | values.isna()
-    numeric = pd.to_numeric(values, errors="coerce")
-    if number is not None and not math.isnan(number):
-        return text | (numeric == number)
-    return text
 
 
 def choose(columns: list[Column], width: int | None) -> tuple[list[Column], list[Column]]:
@@ -255,13 +173,8 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
         notes.append(f"acc of a regression run (data.task=regression, data=adding): the share of predictions "
                      f"within {REGRESSION_TOLERANCE:g} of the target")
     missing = df.attrs.get(NOT_RUN) or []
-    if len(missing) == 1:
-        (m,) = missing
-        notes.append(f"not run yet: {m.missing} of the sweep's {m.points} runs: `{m.command}` runs them (and "
-                     "keeps the runs done)")
-    elif missing:
-        each = ", ".join(f"{m.name} {m.missing} of {m.points} runs" for m in missing)
-        notes.append(f"not run yet: {each}; `gradflow ls SWEEP` gives the command that runs them")
+    if missing:
+        notes.append(not_run_note(missing))
     for n in notes:
         print_note(n)
     if warning:
