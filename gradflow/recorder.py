@@ -247,7 +247,8 @@ class Recorder:
             from gradflow.job import learned_nothing
 
             self._record["flags"] = learned_nothing(layers, final, 0)
-        self._record.update(status=status, steps=self._last_step, steps_done=done, final=final,
+        # steps: the steps the loop took (0 .. last), as `gradflow run`'s is the steps it was to take
+        self._record.update(status=status, steps=self._last_step + 1, steps_done=done, final=final,
                             wall_time=round(time.perf_counter() - self._start, 4),
                             device=str(next(self.model.parameters()).device),
                             fused_steps=self.probes.fused_steps if self.probes is not None else 0)

@@ -506,7 +506,8 @@ def test_step_numbers_that_do_not_increase_or_a_closed_recorder_are_one_clear_er
         model(torch.randn(3, 2)).sum().backward()
     rec.close()
     assert sorted(store.load(tmp_path / "study" / "run0").step.unique()) == [0, 2]
-    assert store.read_run(tmp_path / "study" / "run0")["steps_done"] == 4
+    rec_json = store.read_run(tmp_path / "study" / "run0")
+    assert rec_json["steps_done"] == 4 and rec_json["steps"] == 4  # steps 0-3 (steps read 3, the last one's number)
     for call in (lambda: rec.step(4).__enter__(), lambda: rec.log(4, train_loss=1.0), rec.close):
         with pytest.raises(GradflowError, match=r"after rec.close\(\): the run .* is written; make a new Recorder"):
             call()
