@@ -656,12 +656,18 @@ def equivalent_sw2(init: Mapping[str, Any], activation: str) -> tuple[float, flo
     if name == "standard":
         return (1.0 / 3.0, 0.0)
     if name in _GAIN_SQUARED:
-        return (_number(init, "init.gain", 1.0) ** 2, 0.0)
+        return (_squared(_number(init, "init.gain", 1.0)), 0.0)
     if name in ("kaiming_uniform", "kaiming_normal"):
-        return (get(activation).gain ** 2, 0.0)
+        return (_squared(get(activation).gain), 0.0)
     if name == "lecun_normal":
         return (1.0, 0.0)
     return None
+
+
+def _squared(gain: float) -> float:
+    """gain^2 to 12 significant digits: Kaiming's sqrt(2) squared is 2.0000000000000004, which put ReLU just
+    past the edge of chaos (q* = inf) where `gradflow theory --sw2 2` is at it."""
+    return float(f"{gain * gain:.12g}")
 
 
 def predict(config: Mapping[str, Any]) -> MeanField | None:

@@ -477,6 +477,11 @@ MLP = {"model.name": "mlp", "model.activation": "relu", "model.skip": "none", "n
 def test_predict_kaiming_relu_is_critical():
     mf = theory.predict(MLP)
     assert mf.chi1 == pytest.approx(1.0) and mf.phase == "critical"
+    # the same point as `gradflow theory -a relu --sw2 2`: sqrt(2)^2 = 2.0000000000000004 put it past the
+    # edge (q* inf, xi_q undefined) in the report's table beside the command's q* 1
+    assert theory.equivalent_sw2(MLP, "relu") == (2.0, 0.0)
+    exact = theory.point("relu", 2.0, 0.0)
+    assert (mf.q_star, mf.chi1, mf.xi_q) == (exact.q_star, exact.chi1, exact.xi_q) and math.isfinite(mf.q_star)
     assert theory.predict(MLP | {"init.name": "xavier_normal"}).chi1 == pytest.approx(0.5)
 
 
