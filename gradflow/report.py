@@ -398,10 +398,15 @@ def build(paths: list[Path]) -> str:
                  f'<h2>Resolved config: <span id="config-run">{_e(run_name)}</span></h2>',
                  "<p class=note>The first run in the runs table's own order (before any re-sorting).</p>",
                  '<pre id="config">' + _e(config) + "</pre>"]
-    from gradflow.plots.keys import axes
+    from gradflow.plots.keys import axes, config_columns, n_distinct
 
     if shown := axes(df, swept):  # (not init.gain, set by the init choice; not a group only some runs have)
-        sections.append("<p class=note>Swept: " + _e(", ".join(shown)) + "; other runs differ only there.</p>")
+        # keys the runs also differ in, that are no axis: those a choice sets, those only some sources have
+        also = [k for k in config_columns(df) if k not in shown and k != store.SOURCE and n_distinct(df[k]) > 1]
+        named = ", ".join(also[:10]) + (f" and {len(also) - 10} more" if len(also) > 10 else "")
+        tail = (f"; the runs also differ in keys a choice sets or only some of them have: {named}" if also
+                else "; other runs differ only there")
+        sections.append("<p class=note>Swept: " + _e(", ".join(shown)) + _e(tail) + ".</p>")
     return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
             f"<title>gradflow {_e(what)}: {_e(title)}</title><style>{STYLE}</style></head><body>"
             + "\n".join(sections) + f"<script>{SCRIPT}</script></body></html>\n")

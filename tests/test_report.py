@@ -381,11 +381,14 @@ def test_page_fits_its_window(study, tmp_path, width):
     assert int(m.group(1)) <= 0, f"the page is {m.group(1)} px wider than a {width} px window"
 
 
-def test_the_swept_note_leaves_out_keys_a_group_choice_sets(tmp_path, cli):
+def test_the_swept_note_leaves_out_keys_a_group_choice_sets_and_says_the_runs_differ_there_too(study, tmp_path, cli):
     # xavier_normal has init.gain and standard does not: gain varies, but only with the init choice
     results = tmp_path / "results"
     small = [a for a in SWEEP if not a.startswith(("model.depth=", "model.activation="))]
     out = cli("sweep", *small, "model.depth=2", "init=standard,xavier_normal", f"results={results}", "--name", "inits")
     assert out.exit_code == 0, out.output
-    note = re.search(r"<p class=note>Swept: ([^;]*);", report.build([results / "inits"])).group(1)
-    assert note == "init.name"
+    note = re.search(r"<p class=note>Swept: ([^<]*)</p>", report.build([results / "inits"])).group(1)
+    # ... and says the runs also differ in it (it said they differ only in init.name)
+    assert note == "init.name; the runs also differ in keys a choice sets or only some of them have: init.gain."
+    note = re.search(r"<p class=note>Swept: ([^<]*)</p>", (study / "report.html").read_text()).group(1)
+    assert note.endswith("; other runs differ only there."), note  # (a grid of depth x activation)
