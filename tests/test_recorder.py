@@ -331,6 +331,8 @@ def test_the_example_runs_loads_and_plots(tmp_path, cli):
     drawn = cli("plot", str(run))
     assert drawn.exit_code == 0, drawn.output
     assert any((run / "figures").glob("profile-grad_norm-*.png"))
+    hist = cli("plot", str(run), "--kind", "hist")  # (the remedy, probe=full, is no Recorder's option)
+    assert hist.exit_code == 1 and "a Recorder's runs record none" in " ".join(hist.output.split()), hist.output
 
 
 class SparseBag(nn.Module):

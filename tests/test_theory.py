@@ -618,9 +618,12 @@ def test_a_ratio_beyond_a_float_is_written_as_a_power_of_ten(invoke):
     assert f"{mantissa:.4g}e{math.floor(expect)}" in out.output, out.output
     got = json.loads(invoke("--activation", "tanh", "--sw2", "1.5", "--sb2", "0.05", "--depth", "1000000",
                             "--json").output)
-    assert got["grad_ratio"] == 0.0 and got["log10_grad_ratio"] == pytest.approx(expect, rel=1e-12)
+    # null, not the float's 0 (which reads as exact, as the table's "0" did), its log10 beside it
+    assert got["grad_ratio"] is None and got["log10_grad_ratio"] == pytest.approx(expect, rel=1e-12)
     out = invoke("--activation", "tanh", "--sw2", "1e6", "--sb2", "0", "--depth", "100000")
     assert re.search(r"√χ₁\^100000 │ +\d\.\d+e\+136301 │", out.output), out.output
+    got = json.loads(invoke("--activation", "tanh", "--sw2", "1e6", "--sb2", "0", "--depth", "100000", "--json").output)
+    assert got["grad_ratio"] is None and got["log10_grad_ratio"] > 136300  # (not "inf")
 
 
 def test_cli_critical(invoke):

@@ -105,7 +105,10 @@ def _show_point(mf: theory.MeanField, depth: int | None, digits: int, as_json: b
     if as_json:
         record = dataclasses.asdict(mf) | {"six_xi_c": mf.six_xi_c}
         if depth is not None:
-            record |= {"depth": depth, "grad_ratio": mf.grad_ratio(depth), "log10_grad_ratio": mf.log10_grad_ratio(depth)}
+            ratio, log10 = mf.grad_ratio(depth), mf.log10_grad_ratio(depth)
+            # beyond a float's range the float (0 or inf) would read as exact: null, with log10 holding it
+            exact = ratio != 0 and math.isfinite(ratio) or not math.isfinite(log10)
+            record |= {"depth": depth, "grad_ratio": ratio if exact else None, "log10_grad_ratio": log10}
         _print_json(record)
         return
     table = Table(title=f"mean field: {mf.activation}, σ_w² = {mf.sw2:g}, σ_b² = {mf.sb2:g}", title_justify="left")

@@ -36,7 +36,8 @@ KIND_HELP = "; ".join([
     "ratio: first/last-layer ratio of a quantity vs depth", "grid: a final number over two swept keys",
     "hist: one run's per-layer histograms (probe=full)", "spectrum: input-output Jacobian singular values (probe=full)",
 ])
-OPTIONAL_TABLES = {"hist": "probe=full (or probe.histograms=true)", "jacobian": "probe=full (or probe.jacobian=true)"}
+OPTIONAL_TABLES = {"hist": "probe=full (or probe.histograms=true); a Recorder's runs record none",
+                   "jacobian": "probe=full (or probe.jacobian=true); a Recorder's runs record none"}
 JACOBIAN_MODEL = "mlp"  # the family whose Jacobian spectra probe=full records (gradflow.probes.jacobian)
 
 
