@@ -380,7 +380,7 @@ def test_a_run_that_learned_nothing_is_ok_but_flagged(cli, results):
     assert "every hidden weight gradient is exactly 0" in rec["flags"][0]
     # both reasons in one note (two "learned nothing" notes read as a repetition)
     assert out.output.count("learned nothing") == 1 and "note: learned nothing: every hidden weight" in out.output
-    assert " ".join(out.output.split()).count(f"exactly 0 at the end; final train loss") == 1, out.output
+    assert " ".join(out.output.split()).count("exactly 0 at the end; final train loss") == 1, out.output
     # the same net probed at initialization only (train.steps=0) took no step: nothing to learn, no flag
     out = cli("run", *TINY, "init.gain=0", "train.steps=0", f"results={results}", "name=z0")
     assert out.exit_code == 0 and "learned nothing" not in out.output, out.output

@@ -122,7 +122,7 @@ def test_the_page_of_a_sweep_cut_short_says_what_is_not_run(study, tmp_path):
     shutil.copytree(study, cut)
     shutil.rmtree(cut / "model.activation=relu,model.depth=10")
     text = " ".join(re.sub(r"<[^>]+>", " ", report.build([cut]).replace("&#x27;", "'")).split())
-    assert f"not run yet: 1 of the sweep's 4 runs: `gradflow sweep" in text and f"--name cut` runs them" in text
+    assert "not run yet: 1 of the sweep's 4 runs: `gradflow sweep" in text and "--name cut` runs them" in text
     assert "not run yet" not in report.build([study])
 
 
