@@ -563,3 +563,8 @@ def test_the_depth_figure_of_recorder_runs_needs_model_depth_and_says_so(cli, tm
         "config={'model': {'depth': d}}) for this figure" in " ".join(out.output.split()), out.output
     out = cli("plot", str(tmp_path / "nested"), "--kind", "ratio")
     assert out.exit_code == 0 and (tmp_path / "nested" / "figures" / "ratio-init.png").is_file(), out.output
+    # compared, the two keys are two columns that read apart (both were headed "depth")
+    out = cli("compare", str(tmp_path / "flat"), str(tmp_path / "nested"), "--out", str(tmp_path / "cmp"))
+    assert out.exit_code == 0, out.output
+    header = next(line for line in out.output.splitlines() if "model.depth" in line)
+    assert header.split()[:4] == ["┃", "depth", "┃", "model.depth"], out.output

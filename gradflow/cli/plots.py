@@ -220,6 +220,8 @@ def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], diff
         blocks.append((keys, rows))
     # a group's choice as it is set (model=mlp, not name=mlp); a model key by its own name (depth)
     short = [k.partition(".")[0] if k.endswith(".name") else k.removeprefix("model.") for k in by]
+    # ... unless two would read alike (a Recorder's flat depth beside model.depth): those stay whole
+    short = [k if short.count(s) > 1 else s for k, s in zip(by, short)]
     values = [("", False)] + [(s, True) for s in names] + [(f"{s} vs {names[0]}", True) for s in names[1:]]
     # a column per key where the whole table fits so, else one column that stacks each block's keys as
     # key=value lines beside its rows (folded into narrow columns, keys and values broke mid-word)
