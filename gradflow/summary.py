@@ -85,6 +85,16 @@ def blocks_of(names: Iterable[str]) -> Blocks | None:
                   next(iter(found.values()))[0][1], str(lasts.mode().iloc[0]))
 
 
+def _streamed(layers: pd.DataFrame, step: int) -> bool:
+    """Whether the net probes a residual stream after each block (gradflow's transformer), by every
+    quantity's points at `step`."""
+    if store.NAME not in layers:
+        return False
+    points = layers[layers[store.STEP] == step].drop_duplicates(store.LAYER).sort_values(store.LAYER)[store.NAME]
+    net = blocks_of(points)
+    return net is not None and net.output == RESIDUAL_STREAM
+
+
 def rate(layers: pd.DataFrame, quantity: str, step: int = 0, trim: int = FIT_TRIM) -> tuple[float, str]:
     """The growth factor of quantity^2 towards the input at `step` (the chi_1 convention: > 1 grows
     towards the input), fitted by theory.fit_chi1, and what was fitted: the layer range "first-last".
@@ -92,7 +102,9 @@ def rate(layers: pd.DataFrame, quantity: str, step: int = 0, trim: int = FIT_TRI
     For a net of blocks that probes its residual stream after each block (gradflow's transformer: b3.resid
     after b3.attn.qkv, ..., b3.mlp.out), the factor is per block, fitted at those points: a fit over every
     point mixed the stream with the smaller signals inside the branches. The embedding and head, which `trim`
-    drops in a chain, are in no block. What was fitted then reads "N blocks, resid". Other nets of blocks (a
+    drops in a chain, are in no block. What was fitted then reads "N blocks, resid"; a quantity the stream's
+    points lack (the weight gradient) is fitted per block at each block's last point ("N blocks, mlp.out").
+    Other nets of blocks (a
     ResNet, whose conv2 is inside its branch; a user's nested Sequential, a chain) are fitted per layer, so
     that one column holds one unit wherever it can.
     """
@@ -101,7 +113,8 @@ def rate(layers: pd.DataFrame, quantity: str, step: int = 0, trim: int = FIT_TRI
     r = store.rows(layers, quantity, step)
     r = r[np.isfinite(r[store.VALUE]) & (r[store.VALUE] > 0)]
     net = blocks_of(r[store.NAME]) if store.NAME in r else None
-    if net is not None and net.output == RESIDUAL_STREAM:
+    if net is not None and (net.output == RESIDUAL_STREAM or _streamed(layers, step)):
+        # (a quantity the stream's points lack, the weight gradient, at each block's last point: mlp.out)
         at = [(block_of(n) or ("", ""))[1] == net.output for n in r[store.NAME]]
         values = r[at][store.VALUE].to_numpy()
         if len(values) < 3:

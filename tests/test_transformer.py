@@ -338,6 +338,15 @@ def test_chi1_of_a_transformer_is_per_block_over_the_residual_stream(cli, result
     # at 80 columns, where the fit column is left out, the note still says chi1 is per block
     narrow = cli("ls", str(results / "blocks"))
     assert "chi1 fit" in narrow.output.split("not shown")[-1] and "per block, not per layer" in narrow.output
+    # the weight gradient, which the stream's points lack, per block too: at each block's mlp.out (it was a
+    # per-layer fit over qkv, out, mlp.in and mlp.out mixed)
+    from gradflow.summary import rate
+
+    g = layers[(layers["step"] == 0) & (layers["quantity"] == "grad_norm")].set_index("name")["value"]
+    outs = np.array([g[f"b{i}.mlp.out"] for i in range(5)])
+    value, fitted = rate(layers, "grad_norm")
+    assert fitted == "5 blocks, mlp.out"
+    assert value == pytest.approx(math.exp(-np.polyfit(np.arange(5), 2 * np.log(outs), 1)[0]), rel=1e-9)
 
 
 @pytest.mark.parametrize("depth, named", [(3, [0, 1, 2]), (14, list(range(0, 14, 2)))])
