@@ -456,13 +456,14 @@ def column_notes(columns: list["Column"], df: pd.DataFrame | None = None) -> lis
         notes.append(NOTES["rate"])
     if any(k.startswith("rate.") and not k.endswith(".layers") and "-" in c.cells for k, c in zip(keys, columns)):
         notes.append(f"rate -: no fit, fewer than 3 layers with the quantity between the {FIT_TRIM} left out at "
-                     f"each end")
+                     f"each end (for a transformer, fewer than 3 blocks)")
     fits = [k for k in keys if k in ("chi1_measured", "chi1_layers") or k.startswith("rate.")]
     fitted = [df[k] for k in ("chi1_layers", *(f"{k}.layers" for k in fits if k.startswith("rate.")))
               if df is not None and k in df]
     if fits and any(BLOCKS in str(v) for col in fitted for v in col):
         notes.append(f"a transformer's chi1 meas and rates are per block, not per layer: fitted at each block's "
-                     f"residual stream, b#.{RESIDUAL_STREAM} (its fit reads N {BLOCKS}, {RESIDUAL_STREAM})")
+                     f"residual stream, b#.{RESIDUAL_STREAM} (its fit reads N {BLOCKS}, {RESIDUAL_STREAM}), or, "
+                     f"for a quantity the stream lacks (grad_norm), at each block's last point (N {BLOCKS}, mlp.out)")
     return notes
 
 

@@ -347,6 +347,9 @@ def test_chi1_of_a_transformer_is_per_block_over_the_residual_stream(cli, result
     value, fitted = rate(layers, "grad_norm")
     assert fitted == "5 blocks, mlp.out"
     assert value == pytest.approx(math.exp(-np.polyfit(np.arange(5), 2 * np.log(outs), 1)[0]), rel=1e-9)
+    listed = cli("ls", str(results / "blocks"), "--rate", "grad_norm", "--wide")
+    flat = " ".join(listed.output.split())
+    assert "5 blocks, mlp.out" in flat and "for a quantity the stream lacks (grad_norm), at each block's last" in flat
 
 
 @pytest.mark.parametrize("depth, named", [(3, [0, 1, 2]), (14, list(range(0, 14, 2)))])
