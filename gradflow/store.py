@@ -518,6 +518,13 @@ def sweep_spec(study: Path) -> dict | None:
     return spec if isinstance(spec, dict) else None
 
 
+def sweep_specs(path: Path) -> list[tuple[Path, dict]]:
+    """(folder, sweep.yaml) of each sweep at or under `path`, in folder order."""
+    path = Path(path)
+    found = sorted(path.rglob(SWEEP_FILE)) if path.is_dir() else []
+    return [(f.parent, spec) for f in found if (spec := sweep_spec(f.parent)) is not None]
+
+
 def status_of(job_dir: Path, rec: dict | None, spec: dict | None = None) -> tuple[str, str]:
     """(status, why) as a reader should see the run: run.json's status, corrected for what it cannot
     know itself (a dead process, a missing or broken file, a changed sweep spec)."""

@@ -312,9 +312,8 @@ def listing(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str] = 
     swept = swept_keys(df, exclude=study_columns(df), implied=True)  # ls names the implied ones itself
     # a key a sweep's spec sweeps (the folder's, or one's under it) stays a key where the runs done so far
     # share one value of it (a sweep cut short after its depth-2 runs listed them without their depth)
-    path = Path(path)
-    specs = [store.sweep_spec(f.parent) or {} for f in path.rglob(store.SWEEP_FILE)] if path.is_dir() else []
-    declared = [full_key(df, k) for spec in specs for k in spec.get("swept") or [] if isinstance(k, str)]
+    declared = [full_key(df, k) for _, spec in store.sweep_specs(path) for k in spec.get("swept") or []
+                if isinstance(k, str)]
     swept += [k for k in dict.fromkeys(declared) if k and k not in swept]
     return sort_runs(df, swept or [store.RUN]), swept
 
@@ -366,9 +365,7 @@ def not_run(path: Path, there: set[str], where: list[tuple[str, str]]) -> list[N
     `path`), counting those --where's (column, value) pairs keep: a job that sets the column is kept when its
     value matches, one that does not set it (the sweep's fixed value) is kept."""
     found = []
-    for spec_file in sorted(path.rglob(store.SWEEP_FILE)) if path.is_dir() else []:
-        sweep = spec_file.parent
-        spec = store.sweep_spec(sweep) or {}
+    for sweep, spec in store.sweep_specs(path):
         if not isinstance(spec.get("runs"), dict):
             continue
         prefix = sweep.relative_to(path).as_posix()

@@ -22,6 +22,7 @@ from gradflow.cli.console import (NBSP, console, leave_interrupted, near_options
 from gradflow.cli.app import progress_bar
 from gradflow.fmt import fmt
 from gradflow.metrics import REGRESSION_TOLERANCE, is_regression
+from gradflow.plots.labels import RECURRENT
 from gradflow.summary import RESIDUAL_STREAM
 
 
@@ -305,7 +306,8 @@ def show_run(job_dir: Path, record: dict, threads: int | None = None) -> None:
             table.add_row(c[0], _middle_cut(c[1], room), *c[2:])
         console.print(table)
         at_init = [{q for lay, q, s in measured if lay == layer and s == 0} for layer in shown]
-        for note in _dash_notes([names[layer] for layer in shown], at_init):
+        recurrent = (record.get("config") or {}).get("model.name") in RECURRENT
+        for note in _dash_notes([names[layer] for layer in shown], at_init, recurrent):
             print_note(note)
         for q, what in (("grad_norm", "weight-gradient ratio"), ("signal_norm", "back-prop signal ratio")):
             ratios = grad_ratio(layers, 0, q), grad_ratio(layers, last, q)
@@ -328,9 +330,9 @@ def flag_notes(flags: list[str]) -> list[str]:
     return [f"{kind}: {'; '.join(w for w in whys if w)}" if any(whys) else kind for kind, whys in by_kind.items()]
 
 
-def _dash_notes(names: list[str], measured: list[set[str]]) -> list[str]:
+def _dash_notes(names: list[str], measured: list[set[str]], recurrent: bool = False) -> list[str]:
     """Why a layer's weight gradient or signal is `-` (no row) in the run's table: the points (`names`)
-    with the quantities `measured` at step 0 of each."""
+    with the quantities `measured` at step 0 of each, of a recurrent net (time steps) or not."""
     def which(points: list[str]) -> str:
         return points[0] + (f" and {len(points) - 1} more" if len(points) > 1 else "")
 
@@ -342,7 +344,7 @@ def _dash_notes(names: list[str], measured: list[set[str]]) -> list[str]:
                      "forward (nn.MultiheadAttention's in_proj and out_proj) has no output to hook, so no "
                      "back-propagated signal")
     if no_weight:
-        if all(n[:1] == "t" and n[1:].isdigit() for n in no_weight):
+        if recurrent:
             why = "a recurrent net's time steps share its weights, so the signal is per step, the gradient per weight"
         elif all(n.endswith(f".{RESIDUAL_STREAM}") for n in no_weight):
             why = "a point on the residual stream, after a block's branch is added, has no weight of its own"
