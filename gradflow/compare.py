@@ -146,13 +146,15 @@ def difference(a: float, b: float, how: str) -> float:
 
 def overlay_table(paths: Sequence[str | Path], sources: Sequence[str], runs: pd.DataFrame, table: str,
                   differ: Sequence[str], include_stale: bool = False) -> pd.DataFrame:
-    """The `table` rows of every source in one frame for drawing: run ids made unique across
-    sources, and the keys in `differ` dropped (one value per source: `source` already says them)."""
+    """The `table` rows of every source's runs in `runs` in one frame for drawing: run ids made unique
+    across sources, and the keys in `differ` dropped (one value per source: `source` already says them)."""
     from gradflow.plots.kinds import load_table
 
     frames = []
     for p, s in zip(paths, sources):
-        df = runs[runs[store.SOURCE] == s] if table == "runs" else load_table(Path(p), table, include_stale)
+        kept = runs[runs[store.SOURCE] == s]
+        df = kept if table == "runs" else load_table(Path(p), table, include_stale)
+        df = df[df[store.RUN].isin(set(kept[store.RUN]))]  # (the runs `runs` keeps: compare --where)
         frames.append(store.prefix_runs(df, s).assign(**{store.SOURCE: s}))
     out = store.concat(frames)
     out.attrs[store.SOURCE_KEYS] = {s: {k: runs.loc[runs[store.SOURCE] == s, k].iloc[0] for k in differ

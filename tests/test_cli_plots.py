@@ -319,6 +319,31 @@ def test_compare_two_sweeps_matches_configs(plain, batchnorm, tmp_path):
     assert "test acc" in text
 
 
+def test_compare_where_keeps_the_runs_it_names_in_every_source_table_and_figure(plain, batchnorm, tmp_path):
+    from gradflow import compare as matching
+
+    out = invoke("compare", plain, batchnorm, "--where", "depth=4", "--kind", "profile", "--out", tmp_path)
+    assert out.exit_code == 0, out.output
+    (fig,) = tmp_path.iterdir()
+    assert fig.name == "compare-profile-grad_norm-step0-plain-vs-batchnorm-where-depth=4.png"
+    assert fig.read_bytes()[:8] == PNG
+    flat = " ".join(out.output.split())
+    assert out.output.count("ratio init") == 2 and "matched on model.activation" in flat, out.output  # relu, tanh
+    # the figure's rows are those runs' only (the table `compare` draws from)
+    sources = ["plain", "batchnorm"]
+    runs = matching.load_runs([plain, batchnorm], sources)
+    layers = matching.overlay_table([plain, batchnorm], sources, runs[runs["model.depth"] == 4], "layers", [])
+    assert set(layers["model.depth"]) == {4} and set(layers["source"]) == set(sources)
+    assert layers["run"].nunique() == 3  # plain's tanh and relu, batchnorm's tanh
+    for args, message in [(["--where", "activation=relu"], "--where activation=relu keeps no run of batchnorm; "
+                                                           f"gradflow ls {batchnorm} shows their values"),
+                          (["--where", "depth=9"], "--where depth=9 matches no run; model.depth here: 2, 4"),
+                          (["--where", "deep=2"], "--where key 'deep' is not a column")]:
+        out = invoke("compare", plain, batchnorm, *args, "--out", tmp_path)
+        assert out.exit_code == 1 and message in " ".join(out.output.split()), out.output
+        assert len(out.output.strip().splitlines()) <= 2  # (one line, folded at the terminal's width)
+
+
 def _compare_at_80_columns(*args, out_dir: Path) -> tuple[str, list[str], str]:
     """`gradflow compare ARGS` piped at 80 columns: its output, its lines (each within 80 columns but the
     figure's path) and the table's header line."""

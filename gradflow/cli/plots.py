@@ -317,6 +317,9 @@ def compare(
     out: Annotated[Optional[Path], typer.Option(
         help="The folder to write the figure into, or the file (fig.png, fig.pdf, fig.svg).",
         show_default=str(COMPARE_DIR))] = None,
+    where: Annotated[Optional[list[str]], typer.Option(
+        metavar="KEY=VALUE", help="Compare only the runs whose KEY reads VALUE (repeatable), in every source, "
+                                  "as ls --where keeps them, e.g. --where seed=0.", show_default=False)] = None,
     include_stale: Annotated[bool, typer.Option(
         "--all", help="Also draw stale runs (not in the folder's current sweep spec) and incomplete ones.")] = False,
 ) -> None:
@@ -336,6 +339,13 @@ def compare(
     store.check_writable(out_dir, option="--out")
 
     runs = matching.load_runs(paths, sources, include_stale)
+    if where:  # (before --by and the matching: a key it fixes is matched on no more)
+        swept = swept_keys(runs)
+        runs = keep_where(runs, where, swept, [*swept, store.STATUS])
+        if lacking := [s for s in sources if not (runs[store.SOURCE] == s).any()]:
+            raise GradflowError(f"--where {' '.join(where)} keeps no run of {', '.join(lacking)}; "
+                                f"gradflow ls {' '.join(str(p) for p, s in zip(paths, sources) if s in lacking)} "
+                                "shows their values")
     by = [full_key(runs, k) or k for k in by or []]  # a key by its short name too (depth), as ls and plot take it
     matching.check_by(runs, sources, by)
     by = list(by or matching.match_keys(runs, sources))
@@ -346,6 +356,7 @@ def compare(
     fig, stem = draw(kind, df, o)
     stem = stem.split("-facet-")[0]  # the panels follow from the data; the name says what was asked
     name = file_part("-vs-".join(file_part(s, 40) for s in sources), 160)
+    name += f"-where-{file_part(','.join(where))}" if where else ""  # (beside the figure of every run)
     written = save(fig, out_file or out_dir / f"compare-{stem}-{name}.{fmt}", fmt)
 
     marked, flagged = mark_flagged(runs)  # ok*, as ls shows it: a run that learned nothing is no success
