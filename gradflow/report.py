@@ -400,9 +400,20 @@ def build(paths: list[Path]) -> str:
                  '<pre id="config">' + _e(config) + "</pre>"]
     from gradflow.plots.keys import axes, config_columns, n_distinct
 
+    differ = {}
+    if what == "comparison":  # what each source fixes differently (the comparison is about): each by name
+        from gradflow.compare import differing_keys
+
+        labels = _labels(paths)
+        differ = differing_keys(df, labels)
+        if differ:
+            sections.append("<p class=note id=differ>The sources differ in what each fixes: " + _e("; ".join(
+                f"{s} has " + ", ".join(f"{k}={fmt(values[i])}" for k, values in differ.items())
+                for i, s in enumerate(labels))) + ".</p>")
     if shown := axes(df, swept):  # (not init.gain, set by the init choice; not a group only some runs have)
         # keys the runs also differ in, that are no axis: those a choice sets, those only some sources have
-        also = [k for k in config_columns(df) if k not in shown and k != store.SOURCE and n_distinct(df[k]) > 1]
+        also = [k for k in config_columns(df) if k not in shown and k not in differ and k != store.SOURCE
+                and n_distinct(df[k]) > 1]
         named = ", ".join(also[:10]) + (f" and {len(also) - 10} more" if len(also) > 10 else "")
         tail = (f"; the runs also differ in keys a choice sets or only some of them have: {named}" if also
                 else "; other runs differ only there")

@@ -193,6 +193,10 @@ def test_comparison_and_single_run(study, tmp_path):
                        tmp_path / "cmp.html")
     page = Page(out.read_text())
     assert page.keys[0] == "source" and len(page.rows) == 2
+    # which source has which value of the keys they differ in (it said only that they differ)
+    assert page.texts["differ"] == ("The sources differ in what each fixes: model.activation=relu,model.depth=10 "
+                                    "has model.activation=relu; model.activation=tanh,model.depth=10 has "
+                                    "model.activation=tanh."), page.texts
     assert page.figures and all(src.startswith("data:image/png") for src in page.images)
     text = report.write([study / "model.activation=tanh,model.depth=10"], tmp_path / "one.html").read_text()
     single = Page(text)
