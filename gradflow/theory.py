@@ -604,6 +604,12 @@ def phase_grid(activation: str, sw2, sb2) -> tuple[np.ndarray, np.ndarray]:
     For drawing: V/q and D are tabulated once on a log grid of q (10 points per octave) and
     interpolated in log-log, so values agree with `point` to ~1e-4 relative, at a fraction of the cost.
     """
+    s, b = np.meshgrid(np.asarray(sw2, dtype=float), np.asarray(sb2, dtype=float))
+    return phase_points(activation, s, b)
+
+
+def phase_points(activation: str, sw2: np.ndarray, sb2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(q*, chi_1) at each pair of the equal-shaped arrays sw2, sb2, as `phase_grid` computes them."""
     m = moments(activation)
     log_q = np.log(2.0) * np.linspace(-Q_RANGE_LOG2, Q_RANGE_LOG2, 20 * Q_RANGE_LOG2 + 1)
     grid_q = np.exp(log_q)
@@ -611,7 +617,7 @@ def phase_grid(activation: str, sw2, sb2) -> tuple[np.ndarray, np.ndarray]:
         log_vq, log_d = np.log(m.V_over_q(grid_q)), np.log(m.D(grid_q))
     V_over_q = lambda q: np.exp(np.interp(np.log(q), log_q, log_vq))
     D = lambda q: np.exp(np.interp(np.log(q), log_q, log_d))  # clamped at the ends: the q -> 0 / inf limits
-    s, b = np.meshgrid(np.asarray(sw2, dtype=float), np.asarray(sb2, dtype=float))
+    s, b = np.asarray(sw2, dtype=float), np.asarray(sb2, dtype=float)
     q = _solve_q_star(V_over_q, s, b)  # no search beyond 2^+-60, where the table ends
     return q, s * D(np.clip(q, grid_q[0], grid_q[-1]))
 

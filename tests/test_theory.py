@@ -446,6 +446,30 @@ def test_phase_grid_matches_point():
     np.testing.assert_allclose(chi1, exact, rtol=5e-4)
 
 
+def test_the_phase_diagrams_divergence_line_is_where_q_star_turns_infinite_and_says_whether_chi1_jumps():
+    """The line beyond which q* = inf is found within each grid cell (the grid's contour was a staircase
+    of cells), checked against `point`; chi_1 jumps there for gelu at sb2 = 0 (the fixed point vanishes)
+    and not for relu, whose chi_1 = sw2 / 2 goes on through sw2 = 2: its edge of chaos stays drawn."""
+    from gradflow.plots.phase import REFINE, _divergence_line
+
+    x, y = np.linspace(0.5, 5.0, 120), np.linspace(0.0, 0.3, 7)
+    cell = (x[1] - x[0]) / REFINE
+    for activation in ("gelu", "relu"):
+        q, _ = theory.phase_grid(activation, x, y)
+        xs, ys, jumps = _divergence_line(activation, x, y, np.isinf(q))
+        assert list(ys) == list(y) and np.isfinite(xs).all()
+        for sw2, sb2 in zip(xs, y):  # the last finite and the first infinite q* a fine cell apart
+            assert math.isfinite(theory.point(activation, sw2 - 1.5 * cell, sb2).q_star), (activation, sw2, sb2)
+            assert theory.point(activation, sw2 + 0.5 * cell, sb2).q_star == math.inf, (activation, sw2, sb2)
+        if activation == "relu":
+            np.testing.assert_allclose(xs[1:], 2.0, atol=cell)  # (at sb2 = 0, q* = 0 below sw2 = 2)
+            assert not jumps.any()
+        else:
+            assert xs[0] == pytest.approx(2.35, abs=0.01) and jumps[0]
+    # a row crossing back (q* finite again beyond) gets no line: the caller draws the grid's contour
+    assert _divergence_line("relu", x, y[:2], np.array([[0, 1, 0] + [0] * 117, [0] * 120], bool)) is None
+
+
 def test_theory_does_not_import_torch():
     code = "import sys, gradflow.theory, gradflow.cli.theory; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -45,7 +45,15 @@ def phase_diagram(activation: str, path: Path, sw2: tuple[float, float] = (0.5, 
     cb.set_label(r"$\log\,\chi_1$  (per-layer log-growth of $\|\partial L/\partial h\|^2$)")
 
     handles = []
-    edge = np.ma.masked_array(log_chi1, mask=~np.isfinite(log_chi1) | _jumps(log_chi1))
+    diverges = np.isinf(q_star)
+    line = _divergence_line(activation, x, y, diverges) if diverges.any() and not diverges.all() else None
+    # no edge drawn across a jump of chi_1: chi_1 steps over 1 there, it does not pass through it; that
+    # includes the rows where it steps at q* = inf by less than JUMP (gelu's in places), not relu's,
+    # whose chi_1 = sw2 / 2 runs on through sw2 = 2 as q* turns infinite
+    steps = _jumps(log_chi1)
+    if line is not None:
+        steps |= _jumps(diverges * 1.0) & line[2][:, None]
+    edge = np.ma.masked_array(log_chi1, mask=~np.isfinite(log_chi1) | steps)
     if edge.count() and edge.min() < 0.0 < edge.max():
         ax.contour(x, y, edge, levels=[0.0], colors="black", linewidths=1.6)
         handles.append(Line2D([], [], color="black", lw=1.6, label=r"edge of chaos ($\chi_1 = 1$)"))
@@ -53,10 +61,12 @@ def phase_diagram(activation: str, path: Path, sw2: tuple[float, float] = (0.5, 
         side = "ordered" if finite.size and finite.max() < 0 else "chaotic"
         label = f"no edge of chaos here (all {side}){_elsewhere(activation, y[0])}"
         handles.append(Line2D([], [], color="none", label=label))
-    diverges = np.isinf(q_star)
     if diverges.any() and not diverges.all():
-        ax.contour(x, y, diverges.astype(float), levels=[0.5], colors="0.25", linewidths=1.2, linestyles="--")
-        jumped = (_jumps(log_chi1) & diverges).any()
+        if line is not None:  # (a contour of the 0/1 field is a staircase of the grid's cells)
+            ax.plot(line[0], line[1], color="0.25", lw=1.2, ls="--")
+        else:
+            ax.contour(x, y, diverges.astype(float), levels=[0.5], colors="0.25", linewidths=1.2, linestyles="--")
+        jumped = (_jumps(log_chi1) & diverges).any() or (line is not None and line[2].any())
         handles.append(Line2D([], [], color="0.25", lw=1.2, ls="--", label=(
             r"beyond: $q^* = \infty$ (signal variance diverges)"
             + ("\n" + r"$\chi_1$ jumps at this line" if jumped else ""))))
@@ -86,6 +96,33 @@ def _jumps(z: np.ndarray) -> np.ndarray:
             lead[axis] = slice(1, None)
             out[tuple(lead)] |= step
     return out
+
+
+REFINE = 64  # points across one grid cell where the line q* = inf is found along a row
+STEP = 0.01  # |log chi_1| changing by more than this across 1/REFINE of a cell is a jump (a slope changes ~1e-4)
+
+
+def _divergence_line(activation: str, x: np.ndarray, y: np.ndarray, diverges: np.ndarray,
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The line beyond which q* = inf as (sw2, sb2) points, with whether chi_1 jumps there, row by row,
+    where each row of the grid crosses it at most once, from finite to infinite along sw2: found there to
+    1/REFINE of a cell; None where some row crosses otherwise (the caller draws the grid's contour)."""
+    flips = np.diff(diverges.astype(int), axis=1)
+    if (flips < 0).any() or (np.abs(flips).sum(axis=1) > 1).any():
+        return None
+    rows = np.flatnonzero(flips.any(axis=1))
+    if not len(rows):
+        return None
+    i = flips[rows].argmax(axis=1)  # diverges[row, i] is finite, diverges[row, i + 1] is not
+    fine = x[i, None] + (x[i + 1] - x[i])[:, None] * np.linspace(0.0, 1.0, REFINE + 1)  # (rows, REFINE + 1)
+    q, chi1 = theory.phase_points(activation, fine, np.broadcast_to(y[rows, None], fine.shape))
+    at = np.isinf(q).argmax(axis=1)  # each row's first point beyond (its last point is, as the grid's is)
+    n = np.arange(len(rows))
+    xs, jumps = np.full(len(y), np.nan), np.zeros(len(y), dtype=bool)
+    xs[rows] = fine[n, at]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        jumps[rows] = (at > 0) & (np.abs(np.log(chi1[n, at]) - np.log(chi1[n, np.maximum(at - 1, 0)])) > STEP)
+    return xs, y, jumps
 
 
 def _elsewhere(activation: str, sb2: float) -> str:
