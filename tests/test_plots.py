@@ -1183,6 +1183,11 @@ def test_a_long_legend_entry_wraps_at_its_commas():
     ({"model.name": "mlp", "model.skip": "none"}, ["mlp"], ["no skip"]),  # an MLP has none unless set
     ({"model.name": "custom", "model.target": "my_models:Net", "model.activation": "auto"},
      ["custom", "my_models:Net"], ["auto"]),  # which of the user's models, not "auto"
+    # glorot2010's probe: no step taken, inputs U[0, 1] (it read "gaussian, sgd, lr 0.05")
+    ({"data.name": "gaussian", "data.distribution": "uniform01", "optim.name": "sgd", "optim.lr": 0.05,
+      "train.steps": 0}, ["U[0,1] inputs"], ["gaussian", "sgd", "lr 0.05"]),
+    ({"data.name": "gaussian", "data.distribution": "normal", "optim.name": "sgd", "optim.lr": 0.05,
+      "train.steps": 10}, ["gaussian", "sgd", "lr 0.05"], ["U[0,1] inputs"]),
 ])
 def test_titles_name_the_model_as_the_user_chose_it(config, has, lacks):
     from gradflow.plots.labels import held_fixed

@@ -202,6 +202,10 @@ def _title_item(df: pd.DataFrame, key: str, v: Any) -> str | None:
         return None  # sw2 is said as each init's effective sigma_w^2 (init_variances); sb2 only for meanfield
     if key == "model.alpha" and single_value(df, "model.skip") in (None, "none"):
         return None
+    if key.startswith("optim.") and single_value(df, "train.steps") == 0:
+        return None  # (runs probed at init only take no step: "sgd, lr 0.05" said nothing true of them)
+    if key == "data.name" and v == "gaussian" and single_value(df, "data.distribution") == "uniform01":
+        return "U[0,1] inputs"  # (glorot2010's probe read "gaussian" over inputs that are uniform)
     s = fmt(v)
     # a recurrent net's `init` is its input weights' (the recurrent matrix has model.recurrent_init and gain)
     inputs = "input " if single_value(df, "model.name") in RECURRENT else ""
