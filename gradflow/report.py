@@ -377,11 +377,9 @@ def build(paths: list[Path]) -> str:
                      f'claims pass, at the {_e(str(rep.get("scale", "?")))} scale'
                      + (f"; overrides given to every arm: <code>{_e(given)}</code>" if given else "") + ".</p>",
                      _claims_html(rows)]
-        notes: dict[str, list[str]] = {}  # each tolerance note once, with the claims it explains
-        for r in rows:
-            if r.get("tolerance"):
-                notes.setdefault(r["tolerance"], []).append(r.get("claim", ""))
-        sections += [f"<p class=note>Tolerance, {_e('; '.join(texts))}: {_e(note)}</p>" for note, texts in notes.items()]
+        from gradflow.reproduce import tolerance_notes  # each note once, with the claims it explains
+
+        sections += [f"<p class=note>Tolerance, {_e(texts)}: {_e(note)}</p>" for texts, note in tolerance_notes(rows)]
     missing = summary.not_run(paths[0], set(df[store.RUN]), []) if len(paths) == 1 else []
     sections += ["<h2>Runs</h2>", "<p class=note>Click a column to sort (again to reverse).</p>",
                  runs_html(df, swept, missing)]

@@ -191,6 +191,11 @@ def _per_run(df: pd.DataFrame, fn: Callable[[pd.DataFrame], float]) -> Measured:
     return _mean([fn(g) for _, g in df.groupby(store.RUN, sort=True)])
 
 
+def _profile(g: pd.DataFrame, quantity: str, step: int | str) -> pd.Series:
+    """One run's profile of `quantity` at `step`, or at its last probed step where step is "last"."""
+    return store.profile(g, quantity, store.last_step(g) if step == "last" else step)
+
+
 def _layer(index: int, layers: pd.Index) -> int:
     return int(layers[index]) if index < 0 else index
 
@@ -200,7 +205,7 @@ def layer_factor(arm: Arm, where=None, quantity="signal_norm", step=0, trim=3, s
     """Per-layer factor of a quantity towards the input, fitted by `theory.fit_chi1` over the bulk layers
     (`trim` dropped at each end): the factor of value^2 (chi_1) with squared=True, of value otherwise."""
     def one(g):
-        p = store.profile(g, quantity, step)
+        p = _profile(g, quantity, step)
         chi = theory.fit_chi1(p.index.to_numpy(), p.to_numpy(), trim)
         return chi if squared else math.sqrt(chi)
     return _per_run(arm.table("layers", where), one)
@@ -210,7 +215,7 @@ def layer_factor(arm: Arm, where=None, quantity="signal_norm", step=0, trim=3, s
 def layer_ratio(arm: Arm, where=None, quantity="signal_norm", step=0, num=0, den=-1) -> Measured:
     """value[num] / value[den] at a step; negative indices count from the output (-1 = the head)."""
     def one(g):
-        p = store.profile(g, quantity, step)
+        p = _profile(g, quantity, step)
         return float(p.loc[_layer(num, p.index)] / p.loc[_layer(den, p.index)])
     return _per_run(arm.table("layers", where), one)
 
@@ -332,7 +337,7 @@ def clip_share(arm: Arm, where=None) -> Measured:
 def lag_ratio(arm: Arm, where=None, k=100, quantity="signal_norm", step=0) -> Measured:
     """Recurrent nets: ||dL/dh_(T-k)|| / ||dL/dh_(T-1)||, time steps being layers 0..T-1 (head = T)."""
     def one(g):
-        p = store.profile(g, quantity, step)
+        p = _profile(g, quantity, step)
         T = int(p.index.max())  # the head's index = number of time steps
         return float(p.loc[T - k] / p.loc[T - 1])
     return _per_run(arm.table("layers", where), one)
@@ -343,7 +348,7 @@ def lag_rate(arm: Arm, where=None, kmax=100, quantity="signal_norm", step=0) -> 
     """Recurrent nets: the least-squares slope of log(||dL/dh_(T-k)|| / ||dL/dh_(T-1)||) over k = 1..kmax
     (per time step; below 0 means exponential decay with the lag)."""
     def one(g):
-        p = store.profile(g, quantity, step)
+        p = _profile(g, quantity, step)
         T = int(p.index.max())
         k = np.arange(1, kmax + 1)
         r = np.log(p.loc[T - k].to_numpy() / p.loc[T - 1])
@@ -368,7 +373,23 @@ def jacobian_stat(arm: Arm, where=None, stat="mean_s", scope="input_output", lay
 def chi1_error(arm: Arm, where=None, trim=3) -> Measured:
     """|chi1_measured / chi1_theory - 1| per run: how far the measured per-layer growth is from theory."""
     runs = arm.table("runs", where)
-    return _mean((runs["chi1_measured"] / runs["chi1_theory"] - 1).abs().astype(float).tolist())
+    out = _mean((runs["chi1_measured"] / runs["chi1_theory"] - 1).abs().astype(float).tolist())
+    if len(runs) and runs["chi1_theory"].isna().all():  # (say why, as `ls` leaves chi1 theory blank)
+        out.note = ("no mean-field χ₁ for these runs: the theory covers MLPs without normalization or skip "
+                    "connections")
+    return out
+
+
+@measure
+def crossing(arm: Arm, below: dict, above: dict, level: float = 1.0, quantity="signal_norm", trim=3) -> Measured:
+    """Whether the per-layer factor of quantity² (chi_1, as layer_factor with squared=True) crosses `level`
+    between the runs `below` and the runs `above` select: the smaller of level − factor(below) and
+    factor(above) − level, positive only where the first sits below the level and the second above it."""
+    lo = layer_factor(arm, below, quantity, trim=trim, squared=True)
+    hi = layer_factor(arm, above, quantity, trim=trim, squared=True)
+    sides = [level - lo.value, hi.value - level]
+    i = int(np.nanargmin(sides)) if not all(map(math.isnan, sides)) else 0
+    return Measured(sides[i], [], se=(lo.se, hi.se)[i], note=lo.note or hi.note)
 
 
 @measure
@@ -465,7 +486,7 @@ def fd_cost(arm: Arm, where=None, entries=8, batch=8, eps=1e-6) -> Measured:
 def layer_value(arm: Arm, where=None, quantity="grad_norm", step=0, layer=0) -> Measured:
     """A quantity at one probe point at a step; a negative layer counts from the output (-1 = the head)."""
     def one(g):
-        p = store.profile(g, quantity, step)
+        p = _profile(g, quantity, step)
         return float(p.loc[_layer(layer, p.index)])
     return _per_run(arm.table("layers", where), one)
 
@@ -750,13 +771,36 @@ def claim_cells(r: ClaimResult) -> dict[str, str]:
 CLAIM_COLUMNS = ("claim", "source", "reference", "measured", "test", "result")
 
 
-def tolerance_notes(results: list[ClaimResult]) -> list[tuple[list[str], str]]:
-    """Each distinct tolerance note once, with the claims it explains (a for_each claim's are shared)."""
+def tolerance_notes(results: list[ClaimResult | dict]) -> list[tuple[str, str]]:
+    """Each distinct tolerance note once, with the claims it explains as one phrase (a for_each claim's
+    are shared: named once, with its values). Results as computed, or as claims.json holds them."""
     notes: dict[str, list[str]] = {}
     for r in results:
-        if r.tolerance:
-            notes.setdefault(r.tolerance, []).append(r.text)
-    return [(texts, note) for note, texts in notes.items()]
+        text, tolerance = (r.get("claim", ""), r.get("tolerance")) if isinstance(r, dict) else (r.text, r.tolerance)
+        if tolerance:
+            notes.setdefault(tolerance, []).append(text)
+    return [(merged_texts(texts), note) for note, texts in notes.items()]
+
+
+_TOKEN = re.compile(r"\w+(?:\.\w+)*|\s+|.")  # words and numbers (1.761, init.name), spaces, single marks
+
+
+def merged_texts(texts: list[str]) -> str:
+    """Claim texts that differ in one place only, as a for_each makes them, as one text with the values
+    listed there ("σ_w² = 1.0/1.5/4.0: |measured ...|"); others joined by "; "."""
+    tokens = [_TOKEN.findall(t) for t in texts]
+    if len(texts) < 2:
+        return "; ".join(texts)
+    head = 0
+    while all(len(t) > head and t[head] == tokens[0][head] for t in tokens):
+        head += 1
+    tail = 0
+    while all(len(t) > head + tail and t[-1 - tail] == tokens[0][-1 - tail] for t in tokens):
+        tail += 1
+    middles = ["".join(t[head:len(t) - tail]) for t in tokens]
+    if not (head or tail) or any(not m or " " in m.strip() for m in middles):
+        return "; ".join(texts)  # (not one claim's values: say each in full)
+    return "".join(tokens[0][:head]) + "/".join(middles) + "".join(tokens[0][len(tokens[0]) - tail:])
 
 
 def claims_markdown(results: list[ClaimResult]) -> str:
@@ -765,7 +809,7 @@ def claims_markdown(results: list[ClaimResult]) -> str:
         cells = claim_cells(r)
         cells["result"] = f"**{cells['result']}**"
         lines.append("| " + " | ".join(cells[c].replace("|", "\\|") for c in CLAIM_COLUMNS) + " |")
-    tolerances = [f"- {'; '.join(texts)}: {note}" for texts, note in tolerance_notes(results)]
+    tolerances = [f"- {texts}: {note}" for texts, note in tolerance_notes(results)]
     if tolerances:
         lines += ["", "Tolerances wider than the reference states, and why:", "", *tolerances]
     return "\n".join(lines)

@@ -231,3 +231,17 @@ def test_a_share_of_runs_says_how_many():
     assert rep.Measured(1.0, [1.0, 1.0, 1.0], tally="share").cell() == "1 (3 of 3 runs)"
     assert rep.Measured(2.0, [1.0, 0.0, 1.0], tally="count").cell() == "2 of 3 runs"
     assert rep.Measured(0.7, [0.6, 0.8], se=0.1).cell() == "0.7 ([0.6, 0.8] over 2 runs, s.e. 0.1)"
+
+
+def test_a_tolerance_shared_by_a_for_each_claim_names_it_once_with_its_values():
+    # schoenholz2017's six χ₁ claims share one note: it repeated the whole claim text six times
+    texts = [f"σ_w² = {v}: |measured χ₁ / mean-field χ₁ − 1|" for v in ("1.0", "1.5", "1.761", "4.0")]
+    assert rep.merged_texts(texts) == "σ_w² = 1.0/1.5/1.761/4.0: |measured χ₁ / mean-field χ₁ − 1|"
+    assert rep.merged_texts(["depth 10, xavier_normal: share", "depth 10, kaiming_normal: share"]) == \
+        "depth 10, xavier_normal/kaiming_normal: share"
+    # claims that differ in more than one value's place are each said in full
+    assert rep.merged_texts(["plain-56 minus plain-20: loss", "the deeper net at init: ratio"]) == \
+        "plain-56 minus plain-20: loss; the deeper net at init: ratio"
+    assert rep.merged_texts(["one claim"]) == "one claim"
+    rows = [{"claim": t, "tolerance": "3% is ours"} for t in texts] + [{"claim": "other", "tolerance": "why"}]
+    assert rep.tolerance_notes(rows) == [(rep.merged_texts(texts), "3% is ours"), ("other", "why")]

@@ -65,7 +65,7 @@ def reproduce(
         print_note(f"{n}: claims")
         console.print(claims_table(outcome.claims, console.width))
         for texts, note in rep.tolerance_notes(outcome.claims):
-            print_note(f"tolerance, {'; '.join(texts)}: {note}")
+            print_note(f"tolerance, {texts}: {note}")
         print_note(f"{n}: {outcome.verdict}", style="green" if outcome.passed else "red")
         print_note(f"report: {outcome.report}")
         for f in outcome.figures:
