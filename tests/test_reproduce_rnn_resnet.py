@@ -58,7 +58,7 @@ def test_hochreiter1991_untrained_lstm_fails(shared):
 # --- he2016 ---------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_he2016_quick_passes(he2016):
-    assert len(he2016.claims) == 5 and he2016.passed, verdicts(he2016)
+    assert len(he2016.claims) == 7 and he2016.passed, verdicts(he2016)  # 2 guards, 4 differences, the norms
     figures_drawn(he2016, ["curves-plain-vs-residual", "profile-signal-init"])
 
     # "final training loss" = the last train-mode minibatch mean in metrics.parquet (split batch)
@@ -68,11 +68,25 @@ def test_he2016_quick_passes(he2016):
 
     gap = last_batch_loss("model.depth=55,model.skip=none") - last_batch_loss("model.depth=19,model.skip=none")
     assert he2016.claim("plain-56 minus plain-20").measured.value == pytest.approx(gap, rel=1e-2)
+    assert he2016.claim("depth 20, model.skip=none").measured.value == \
+        pytest.approx(last_batch_loss("model.depth=19,model.skip=none"), rel=1e-6)
+
+    # "healthy norms": the first conv's / the head's signal at the last probed step, not at init, where BN
+    # makes the plain net's gradient explode (thousands: the claim at init would be no test of "healthy")
+    layers = pd.read_parquet(he2016.root / "depth" / "model.depth=55,model.skip=none" / "layers.parquet")
+    signal = layers[layers["quantity"] == "signal_norm"]
+    last = signal[signal["step"] == signal["step"].max()].set_index("layer")["value"]
+    at_init = signal[signal["step"] == 0].set_index("layer")["value"]
+    assert signal["step"].max() == 150 and at_init.iloc[0] / at_init.iloc[-1] > 100
+    assert he2016.claim("plain-56 in training").measured.value == pytest.approx(last.iloc[0] / last.iloc[-1])
 
 
 def test_he2016_untrained_fails(shared):
-    # no training: there is no training loss to compare; the init-gradient claim still holds
+    # no training: no training loss to compare and no net that learned (the guards), and the plain net's
+    # signal keeps the ratio BN gives it at init, thousands: no "healthy norms"
     broken = reproduce("he2016", shared, "train.steps=0")
-    assert not broken.claim("plain-56 minus plain-20").passed
-    assert not broken.claim("plain-56 minus ResNet-56").passed
-    assert broken.claim("plain-56 at init").passed
+    for words in ("plain-56 minus plain-20", "plain-56 minus ResNet-56", "depth 20, model.skip=none",
+                  "depth 20, model.skip=residual"):
+        assert not broken.claim(words).passed, words
+    norms = broken.claim("plain-56 in training")
+    assert not norms.passed and norms.measured.value > 100, verdicts(broken)

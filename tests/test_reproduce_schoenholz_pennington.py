@@ -17,7 +17,7 @@ from tests.reproducing import figures_drawn, reproduce, verdicts
 @pytest.mark.slow
 def test_schoenholz2017_quick_passes(shared):
     outcome = reproduce("schoenholz2017", shared)
-    assert len(outcome.claims) == 9 and outcome.passed, verdicts(outcome)  # 6 chi_1 points, 2 crossings, depth 60
+    assert len(outcome.claims) == 8 and outcome.passed, verdicts(outcome)  # 6 chi_1 points, the crossing, depth 60
     assert outcome.claim("depth 60").qualitative
     assert {r.source for r in outcome.claims} == {"theory", "paper"}
     figures_drawn(outcome, ["profile-signal-init", "grid-train-acc"])
@@ -31,7 +31,18 @@ def test_schoenholz2017_untrained_grid_fails(shared):
     # the chi_1 arm (already at train.steps=0) is reused unchanged and still passes
     broken = reproduce("schoenholz2017", shared, "train.steps=0")
     assert not broken.claim("depth 60").passed
-    assert sum(r.passed for r in broken.claims) == 8
+    assert sum(r.passed for r in broken.claims) == 7
+
+
+@pytest.mark.slow
+def test_schoenholz2017_with_batchnorm_fails_the_crossing_and_says_why_theory_has_no_value(shared):
+    # BN re-normalizes every layer: σ_w² no longer sets χ₁ (both sides measure ~1.2), so χ₁ crosses no 1
+    # between 1.5 and 2.0 (the old "chaotic side: χ₁ > 1" passed here); and theory has no value for it
+    broken = reproduce("schoenholz2017", shared, "norm=batchnorm", "train.steps=0")
+    crossing = broken.claim("crosses 1 between")
+    assert not crossing.passed and crossing.measured.value < 0, verdicts(broken)
+    for r in broken.claims_with("|measured χ₁ / mean-field χ₁ − 1|"):
+        assert not r.passed and "no mean-field χ₁ for these runs" in r.measured.note, verdicts(broken)
 
 
 @pytest.mark.slow
