@@ -370,6 +370,14 @@ def _written(overrides, key: str) -> str | None:
     return given[-1] if given else None
 
 
+def last_overrides(overrides) -> list[str]:
+    """Each key's last override, where the first of them stood, as Hydra's sweeper keeps a sweep's: Hydra's
+    compose applies every override in turn, so train.steps=abc train.steps=5 failed on the replaced abc.
+    A key is told with its prefix (+x=1 x=2 adds the key, then sets it)."""
+    last = {o.split("=", 1)[0]: o for o in overrides}
+    return list(last.values())
+
+
 def replaced(overrides: list[str]) -> list[str]:
     """A note for each override that replaces an earlier one of the same key: the last counts, as in Hydra
     (a base command line with a change appended), which the commands say rather than nothing."""
@@ -880,6 +888,7 @@ def compose(overrides: list[str] | tuple[str, ...] = (), sweep_point: bool = Fal
     An override of a key the run's choice does not take (init.sw2 with init=xavier_normal) is refused,
     except in a sweep point: a sweep may set init.gain and init.sw2 across init=orthogonal,meanfield, and
     each point keeps the keys of its own choice (`settings`)."""
+    overrides = last_overrides(overrides)
     try:
         cfg = _hydra_compose(overrides)
     except GradflowError:

@@ -62,6 +62,18 @@ def test_a_key_given_twice_keeps_the_last_and_says_so(cli, results):
     assert "seed=1" not in record.parent.name and "train.steps=4" not in record.parent.name
 
 
+@pytest.mark.parametrize("first,last", [("train.steps=abc", "train.steps=0"), ("seed=x", "seed=2"),
+                                        ("optim.lr=abc", "optim.lr=0.1"), ("seed=0,1", "seed=2")])
+def test_a_replaced_value_is_not_checked(cli, results, first, last):
+    # Hydra applies every override in turn: the replaced value was refused, and the error named the last
+    out = cli("run", *TINY, first, last, f"results={results}", "name=replaced")
+    assert out.exit_code == 0, out.output
+    assert f"note: {last} replaces {first} given before it" in " ".join(out.output.split())
+    (record,) = (results / "replaced").glob("*/run.json")
+    key, value = last.split("=")
+    assert str(json.loads(record.read_text())["config"][key]) == value
+
+
 def test_load_run_and_folder_has_config_columns(run_job, results):
     a = run_job(*TINY, "seed=0", name="s")
     run_job(*TINY, "seed=1", name="s")

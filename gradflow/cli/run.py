@@ -179,7 +179,7 @@ def run(
 
     near_options(ctx, overrides)
     note_replaced(overrides)
-    overrides = list(overrides or [])
+    overrides = config_mod.last_overrides(overrides or [])  # (the replaced values are neither checked nor used)
     check_overrides(overrides, "run")
     cfg = config_mod.compose(overrides)
     study = store.study_dir(cfg.results, cfg.name)
