@@ -209,7 +209,7 @@ class InitConfig:
 @dataclass
 class NormConfig:
     name: str = "none"  # none | batchnorm | layernorm, placed between the weight layer and the activation
-    eps: float = 1e-5  # added to the variance inside the normalization
+    eps: float = 1e-5  # added to the variance inside the normalization (norm=batchnorm|layernorm, model=resnet's batchnorm, a transformer's norms)
 
 
 @dataclass
@@ -517,9 +517,7 @@ def validate_resolved(resolved: dict) -> None:
     _model(cfg.model, cfg.norm.name)
     _data(cfg)
     _init(cfg)
-    _choice("norm.name", cfg.norm.name, NORM_CHOICES)
-    if not cfg.norm.eps > 0:
-        raise GradflowError(f"norm.eps={cfg.norm.eps} must be > 0")
+    _norm(cfg)
     _optim(cfg.optim)
     _train(cfg)
     _positive("probe.every", cfg.probe.every, 0)
@@ -628,6 +626,26 @@ def _transformer(m, norm: str) -> None:
     if norm != "none":
         raise GradflowError(f"norm={norm} does not apply to model=transformer; choices: norm=none, "
                             "with model.ln=pre|post|none and model.norm_kind=layernorm|rmsnorm")
+
+
+def _norm(cfg) -> None:
+    """norm.name is a choice, and norm.eps is positive and set only where a normalization layer reads it:
+    norm=batchnorm|layernorm of an MLP or CNN, the resnet's batchnorm variant, a transformer's own norms."""
+    _choice("norm.name", cfg.norm.name, NORM_CHOICES)
+    if not cfg.norm.eps > 0:
+        raise GradflowError(f"norm.eps={cfg.norm.eps} must be > 0")
+    m = cfg.model
+    if m.name in ("mlp", "cnn"):
+        unread = cfg.norm.name == "none" and "norm=none has no normalization layer (norm=batchnorm|layernorm read it)"
+    elif m.name == "resnet":
+        unread = m.variant != "batchnorm" and (f"model.variant={m.variant} has no normalization layer "
+                                               "(model.variant=batchnorm reads it)")
+    elif m.name == "transformer":
+        unread = m.ln == "none" and "model.ln=none has no norm layers (model.ln=pre|post read it)"
+    else:  # the recurrent families have no norm; a custom model builds its own layers
+        unread = f"model={m.name} has no normalization layer that reads it"
+    if unread:
+        _unused("norm.eps", cfg.norm.eps, NormConfig.eps, unread)
 
 
 def _alpha(alpha: str) -> None:

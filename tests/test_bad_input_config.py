@@ -71,6 +71,8 @@ CASES = [
     case("model.skip=residual model.depth=1", "model.depth", "mlp-residual-depth-one"),
     case("model=cnn model.skip=residual model.depth=1", "model.depth", "cnn-residual-depth-one"),
     case("model.alpha=0.5", "model.alpha", "alpha-without-skip"),
+    case("norm.eps=1e-3", "norm.eps", "eps-without-norm"),
+    case("model=resnet model.variant=fixup norm.eps=1e-3", "norm.eps", "resnet-fixup-eps"),
     case("model=cnn model.alpha=learnable", "model.alpha", "cnn-alpha-without-skip"),
     case("model.skip=residual model.alpha=abc", "model.alpha", "alpha-word"),
     case("model.skip=residual model.alpha=nan", "model.alpha", "alpha-nan"),

@@ -79,3 +79,37 @@ def test_a_bad_sweep_point_names_only_the_bad_value(cli, results, swept, bad):
     assert len(lines) == 1 and lines[0].startswith("error: sweep point: ") and bad in lines[0], lines
     assert not any(fixed in lines[0] for fixed in (*SMALL, f"results={results}")), lines[0]
     assert not results.exists() or not any(results.rglob("run.json"))
+
+
+G = ["data=gaussian", "data.n_train=64", "data.n_test=32", "data.dim=16", "train.batch_size=16"]
+TF = ["model=transformer", "model.depth=1", "model.d_model=8", "model.heads=2", "data=chars", "data.T=8",
+      "data.n_train=16", "data.n_test=8", "train.batch_size=8"]
+
+
+@pytest.mark.parametrize("overrides, reads", [
+    (G, False), ([*G, "norm=batchnorm"], True), ([*G, "norm=layernorm"], True),
+    ([*G, "model=cnn", "model.depth=2"], False), ([*G, "model=cnn", "model.depth=2", "norm=layernorm"], True),
+    ([*G, "model=resnet"], True), ([*G, "model=resnet", "model.variant=fixup"], False),
+    ([*G, "model=resnet", "model.variant=skipinit"], False),
+    (TF, True), ([*TF, "model.norm_kind=rmsnorm"], True), ([*TF, "model.ln=none"], False),
+    (RNN, False), (["model=lstm", "data=adding", "data.T=5"], False),
+])
+def test_norm_eps_is_taken_where_a_layer_reads_it_and_refused_elsewhere(overrides, reads):
+    """Whether norm.eps is a setting is checked against the built model: some module of it has an `eps`."""
+    import torch
+
+    from gradflow import data as datasets
+    from gradflow import models
+
+    def net(cfg):
+        data = datasets.build(cfg.data, torch.device("cpu"))
+        return models.build(cfg, data.input_shape, data.n_classes, per_step=data.task in ("per_step", "next_token"),
+                            vocab=data.vocab)
+
+    if reads:
+        eps = {m.eps for m in net(compose([*overrides, "norm.eps=1e-3"])).modules() if hasattr(m, "eps")}
+        assert eps == {1e-3}, eps
+    else:
+        assert not [m for m in net(compose(overrides)).modules() if hasattr(m, "eps")]
+        with pytest.raises(GradflowError, match=r"^norm\.eps=0\.001 does not apply to this run: "):
+            compose([*overrides, "norm.eps=1e-3"])
