@@ -261,7 +261,7 @@ def test_help_is_a_reference_grouped_by_config_group():
     blocks, current = {}, None
     for ln in lines:
         head = ln.strip()
-        if head.startswith(("model=", "data=")) and "=" in head.split()[0] and not head.split()[0].count("."):
+        if head.startswith(("model=", "data=", "init=")) and "=" in head.split()[0] and not head.split()[0].count("."):
             current = head.split("=", 1)[0] + "=" + head.split("=", 1)[1].split(",")[0].split()[0]
         elif head.startswith(("init:", "norm:", "optim:", "probe:", "train", "top level")):
             current = head.split(":")[0].split()[0]
@@ -270,7 +270,12 @@ def test_help_is_a_reference_grouped_by_config_group():
     assert blocks["data.augment"] == {"data=cifar10"}
     assert blocks["data.n_symbols"] == {"data=copy"}
     assert blocks["model.width"] == {"model=mlp"} and blocks["model.hidden"] == {"model=gru"}
-    assert blocks["init.sb2"] == {"init"}
+    # a key some choices of a schema take only is under those only (init=standard init.gain=2 is refused)
+    assert blocks["init.sb2"] == {"init=meanfield"} and blocks["init.mode"] == {"init=kaiming_normal"}
+    assert blocks["init.gain"] == {"init=delta_orthogonal"} and blocks["model.forget_bias"] == {"model=lstm"}
+    gain = next(ln.strip() for ln in lines if ln.strip().startswith("init=delta_orthogonal"))
+    assert gain == "init=delta_orthogonal, orthogonal, xavier_normal, xavier_uniform", gain
+    assert any(ln.strip() == "init=gpt2, keep, lecun_normal, standard: no keys" for ln in lines)
     # group defaults as the group's YAML sets them; empty defaults empty; the activation names listed
     sb2 = next(i for i, ln in enumerate(lines) if ln.strip().startswith("init.sb2="))
     assert lines[sb2].strip().startswith("init.sb2=0.05")  # meanfield's own default, in its one schema

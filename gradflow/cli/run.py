@@ -82,9 +82,10 @@ def _key_lines(key: str, default: str, meaning: str, width: int) -> list[str]:
     return [head.ljust(KEY_COLUMN) + body[0]] + [" " * KEY_COLUMN + ln for ln in body[1:]]
 
 
-def _section(title: str, prefix: str, cls, choices: list[str], group: str | None, width: int) -> list[str]:
-    """One block: the heading, then every key of `cls` with its default and meaning; a value a
-    choice's YAML sets differently is added as (choice: value)."""
+def _section(title: str, prefix: str, cls, choices: list[str], group: str | None, width: int,
+             keys: set[str] | None = None) -> list[str]:
+    """One block: the heading, then every key of `cls` (or those of `keys`) with its default and meaning; a
+    value a choice's YAML sets differently is added as (choice: value)."""
     from dataclasses import MISSING, fields
 
     notes = _field_comments(cls)
@@ -92,6 +93,8 @@ def _section(title: str, prefix: str, cls, choices: list[str], group: str | None
     lines = [title]
     for f in fields(cls):
         if (f.name == "name" and prefix) or f.name in config_mod.GROUPS + ("train", "gradcheck"):
+            continue
+        if keys is not None and f"{prefix}{f.name}" not in keys:
             continue
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
         base = sets[choices[0]].get(f.name, default) if len(choices) == 1 else default
@@ -105,6 +108,38 @@ def _section(title: str, prefix: str, cls, choices: list[str], group: str | None
             meaning = "; ".join(f"{group}={c} sets {_shown(v)}" for c, v in differ.items()) + (
                 f". {meaning}" if meaning else "")
         lines += _key_lines(f"{prefix}{f.name}", _shown(base), meaning, width)
+    return lines
+
+
+def _family(group: str, cls, members: dict[str, str], width: int) -> list[str]:
+    """The blocks of one schema's choices: the keys they all take under all of them, then the keys only some
+    take (CHOICE_KEYS: init.gain is xavier's and orthogonal's) under those only, so that no heading lists a
+    choice that refuses a key below it (`init=standard init.gain=2` is refused). `members`: each choice -> the
+    schema's choice it is a preset of (resnet32 -> resnet)."""
+    import textwrap
+
+    def heading(text: str) -> str:
+        return "\n".join(textwrap.wrap(text, width, initial_indent=" ", subsequent_indent="   ",
+                                        break_on_hyphens=False))
+
+    taken = {c: config_mod.choice_keys(group, base) for c, base in members.items()}
+    shared = set.intersection(*map(set, taken.values()))
+    by_keys: dict[tuple, list[str]] = {}  # the keys beyond the shared ones -> the choices that take them
+    for c in members:
+        by_keys.setdefault(tuple(k for k in taken[c] if k not in shared), []).append(c)
+    lines = []
+    if shared or len(by_keys) == 1:
+        lines += _section(heading(f"{group}={', '.join(members)}"), f"{group}.", cls, list(members), group, width,
+                          shared)
+    for extra, some in by_keys.items():
+        if len(by_keys) == 1:
+            break
+        if not extra:  # (after a shared block, these take the shared keys only)
+            lines += [] if shared else [heading(f"{group}={', '.join(some)}: no keys")]
+            continue
+        also = " also takes" if shared else ""
+        lines += _section(heading(f"{group}={', '.join(some)}{also}"), f"{group}.", cls, some, group, width,
+                          set(extra))
     return lines
 
 
@@ -136,11 +171,9 @@ def config_help(width: int = HELP_WIDTH) -> str:
                 base = c if c in schemas else next((n for n in schemas if c.startswith(n.rstrip("0123456789"))
                                                     or (n == "resnet" and c.startswith("plain"))), None)
                 if base is not None:
-                    families.setdefault(schemas[base], []).append(c)
+                    families.setdefault(schemas[base], {})[c] = base
             for cls, members in families.items():
-                out += _section("\n".join(textwrap.wrap(f"{group}={', '.join(members)}", width,
-                                                         initial_indent=" ", subsequent_indent="   ")),
-                                f"{group}.", cls, members, group, width)
+                out += _family(group, cls, members, width)
         else:
             cls = {"norm": config_mod.NormConfig, "probe": config_mod.ProbeConfig}[group]
             out += _section("", f"{group}.", cls, choices, group, width)[1:]
