@@ -557,6 +557,39 @@ def test_a_long_layer_name_keeps_its_end_and_its_numbers_in_the_summary_table():
     assert _middle_cut("a_very_long_single_name", 10) == "…ngle_name"
 
 
+@pytest.mark.parametrize("columns", [40, 44])
+def test_the_names_of_a_narrow_run_table_each_read_as_one_point(results, columns):
+    """At 40 columns b0.mlp.in and b0.mlp.out both read "b0.mlp…" (rich cut our cut again); at 48 "b0…out"
+    was b0.attn.out or b0.mlp.out, "b0…resid" b0.attn.resid or b0.resid (now the headers wrap there and
+    no name is cut). Each name shown, its "…" read as any text, matches its own row's point alone, and the
+    table fits the terminal."""
+    env = {**os.environ, "COLUMNS": str(columns), "TERM": "dumb"}
+    out = subprocess.run([sys.executable, "-m", "gradflow", "run", "model=transformer", "model.depth=2",
+                          "model.d_model=8", "model.heads=2", "data=chars", "data.T=8", "data.n_train=16",
+                          "data.n_test=8", "train.batch_size=8", "train.steps=0", f"results={results}", "name=narrow"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    (record,) = (results / "narrow").glob("*/run.json")
+    layers = pd.read_parquet(record.parent / "layers.parquet").drop_duplicates("layer").set_index("layer")["name"]
+    rows = [ln.split("│")[1:3] for ln in out.stdout.splitlines() if ln.startswith("│")]
+    table = [ln for ln in out.stdout.splitlines() if ln[:1] in "┏┃┡│└"]
+    assert len(rows) == len(layers) and max(map(len, table)) <= columns, out.stdout
+    assert any("…" in name for _, name in rows), out.stdout  # (the test is about cut names)
+    for layer, name in rows:
+        pattern = re.compile(".*".join(map(re.escape, name.strip().split("…"))))
+        assert [n for n in layers if pattern.fullmatch(n)] == [layers[int(layer)]], (name, out.stdout)
+
+
+def test_a_cut_name_that_would_read_as_another_keeps_more_of_its_start():
+    from gradflow.cli.run import _cut_names
+
+    names = ["b0.attn.out", "b0.attn.resid", "b0.mlp.in", "b0.mlp.out", "b0.resid"]
+    assert _cut_names(names, 10) == ["b0.att…out", "b0.a…resid", "b0.mlp.in", "b0.mlp.out", "b0.resid"]
+    assert _cut_names(names, 8) == ["b0.a…out", "b0.a…sid", "b0…in", "b0.m…out", "b0.resid"]
+    # no cut of 8 reads as one name alone: the name is cut less, wider than asked
+    assert _cut_names(["enc.layers.0.linear1", "enc.layers.1.linear1"], 8) == ["…0.linear1", "…1.linear1"]
+
+
 def test_a_thinned_table_shows_weight_layers_rather_than_points_without_a_weight_gradient():
     # a 6-block transformer's 39 points, thinned evenly to 13, were 7 residual-stream points reading "-"
     from gradflow.cli.run import _thin

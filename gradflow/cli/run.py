@@ -329,14 +329,18 @@ def show_run(job_dir: Path, record: dict, threads: int | None = None) -> None:
                                                        missing="nan" if (layer, q, s) in measured else "-")
                                                    for q, s in cols)] for layer in shown]
         # a name too long for the terminal keeps its last part and its numbers (enc.layers.0.linear1 and
-        # .linear2 cut at their end both read "enc.layers.0.li…")
-        others = sum(max(cell_len(h), *(cell_len(c[i]) for c in cells)) + 3 for i, h in enumerate(heads) if i != 1)
-        room = max(console.width - others - 4, 10)  # (a terminal too narrow for the numbers squeezes all)
+        # .linear2 cut at their end both read "enc.layers.0.li…"), and reads as no other name of the table
+        def others(head_width) -> int:  # the cells beside the name column, with their padding and borders
+            return sum(max(head_width(h), *(cell_len(c[i]) for c in cells)) + 3 for i, h in enumerate(heads) if i != 1)
+
+        room = console.width - others(cell_len) - 4
+        if any(cell_len(c[1]) > room for c in cells):  # the headers wrap at their spaces before a name is cut
+            room = max(console.width - others(lambda h: max(map(cell_len, h.split()))) - 4, room, 6)
         table = Table()
         for i, h in enumerate(heads):
-            table.add_column(h, justify="left" if i == 1 else "right")
-        for c in cells:
-            table.add_row(c[0], _middle_cut(c[1], room), *c[2:])
+            table.add_column(h, justify="left" if i == 1 else "right", no_wrap=i == 1)
+        for c, name in zip(cells, _cut_names([c[1] for c in cells], room)):
+            table.add_row(c[0], name, *c[2:])
         console.print(table)
         at_init = [{q for lay, q, s in measured if lay == layer and s == 0} for layer in shown]
         recurrent = (record.get("config") or {}).get("model.name") in RECURRENT
@@ -414,6 +418,33 @@ def _middle_cut(name: str, width: int) -> str:
             kept.add(i)
     text = shown(kept)
     return text if cell_len(text) <= width else "…" + name[len(name) - width + 1:]
+
+
+def _cut_names(names: list[str], width: int) -> list[str]:
+    """The names of one table, each in `width` cells (`_middle_cut`), none readable as another, reading "…"
+    as any text: "b0…out" would be b0.attn.out or b0.mlp.out, "b0…resid" b0.attn.resid or b0.resid. Such
+    a cut keeps more of the name's start instead, its end (the last part whole first) as it fits
+    ("b0.att…out", "b0.a…resid"); only where no cut of `width` reads as one name alone is it wider."""
+    def alone(shown: str, name: str) -> bool:
+        pattern = re.compile(".*".join(map(re.escape, shown.split("…"))))
+        return not any(pattern.fullmatch(other) for other in names if other != name)
+
+    def cuts(name: str, width: int):
+        yield _middle_cut(name, width)
+        last = len(name.rsplit(".", 1)[-1])
+        for end in [*range(last, width - 1), *range(min(last, width - 1) - 1, 0, -1)]:
+            yield name[:width - 1 - end] + "…" + name[len(name) - end:]
+
+    out = []
+    for name in names:
+        for w in range(width, cell_len(name)):
+            shown = next((c for c in cuts(name, w) if alone(c, name)), None)
+            if shown is not None:
+                break
+        else:
+            shown = name
+        out.append(shown)
+    return out
 
 
 def _thin(n: int, keep: int, prefer: set[int] | None = None) -> set[int]:
