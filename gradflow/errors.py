@@ -26,6 +26,34 @@ def shorten(text, limit: int = 60) -> str:
     return f"{text[:keep]}…{text[-keep:]} ({len(text)} characters)"
 
 
+def shorten_command(command, limit: int = 60) -> str:
+    """A command line short enough to be named in parentheses inside a message: its first and last words
+    whole around an ellipsis, without `shorten`'s "(98 characters)", which read as a note nested inside the
+    command ("(gradflow run name=x train… results=r (98 characters))")."""
+    command = str(command)
+    if len(command) <= limit:
+        return command
+    words = command.split()
+    head, tail = [], []
+    i, j = 0, len(words) - 1
+    for side in ("head", "tail") * len(words):  # alternately a word from the start and one from the end
+        if i > j:
+            break
+        word = words[i] if side == "head" else words[j]
+        if len(" ".join([*head, "…", *tail])) + 1 + len(word) > limit:
+            continue
+        if side == "head":
+            head, i = head + [word], i + 1
+        else:
+            tail, j = [word] + tail, j - 1
+    if i > j:  # every word kept (the command's spaces were runs of several)
+        return " ".join(words)
+    if not head:  # a first word longer than the limit (a pasted path): cut within it
+        keep = (limit - 1) // 2
+        return f"{command[:keep]}…{command[-keep:]}"
+    return " ".join([*head, "…", *tail])
+
+
 def nearest(word: str, choices, cutoff: float = 0.75, within: float = 0.05) -> list[str]:
     """The choices closest to a misspelled `word`: the best match and any as close as it (`within`); case
     counts for nothing (TANH: tanh), and a dotted key is also matched by its last part, for a word without

@@ -43,7 +43,7 @@ from omegaconf import DictConfig, OmegaConf
 from gradflow.choices import settings
 from gradflow.files import atomic_write
 from gradflow.fmt import number_from_json, strict_json
-from gradflow.errors import GradflowError, shorten  # noqa: F401  (store.shorten: the one value shortener)
+from gradflow.errors import GradflowError, shorten, shorten_command  # noqa: F401  (store.shorten: the shortener)
 
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
@@ -363,7 +363,7 @@ def _holder(study: Path, wait: float = 2.0) -> str:
     while True:
         try:
             who = json.loads((study / HOLDER_FILE).read_text())
-            return f"pid {who['pid']} on {who['host']} ({shorten(who['command'], 60)})"
+            return f"pid {who['pid']} on {who['host']} ({shorten_command(who['command'], 60)})"
         except (OSError, ValueError, KeyError):
             if time.monotonic() > deadline:
                 return "another process"

@@ -293,7 +293,7 @@ def _refuse_takeover(root: Path, stale: int) -> None:
     swept = [o for o in overrides if override_key(o) in (spec.get("swept") or [])]  # what it swept, or all it set
     before = " ".join(swept or overrides) or "single runs"
     raise GradflowError(f"{root} holds {stale} run{'s' * (stale != 1)} of another sweep "
-                        f"({store.shorten(before, 60)}), none of them a point of this one: give this sweep a name "
+                        f"({store.shorten_command(before, 60)}), none of them a point of this one: give this sweep a name "
                         f"(--name NAME), or --name {root.name} to make it the sweep there (those runs kept, as stale)")
 
 

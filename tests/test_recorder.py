@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 import gradflow
 from gradflow import store
-from gradflow.errors import GradflowError, shorten
+from gradflow.errors import GradflowError, shorten_command
 from gradflow.models.discover import Projection, discover
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,7 +216,7 @@ def test_recorder_refuses_a_foreign_folder_and_records_a_crash(tmp_path):
 def test_the_study_folder_is_locked_while_recording(tmp_path):
     first = gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / "run0")
     # the holder named by its own command line (the script that made the first Recorder), not "gradflow ..."
-    script = re.escape(shorten(" ".join(["python", *sys.argv]), 60))
+    script = re.escape(shorten_command(" ".join(["python", *sys.argv]), 60))
     with pytest.raises(GradflowError, match=f"is being written by pid .* \\({script}\\).* another path for the Recorder$"):
         gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / "run1")
     first.close()

@@ -191,6 +191,19 @@ def test_a_second_writer_fails_at_once_naming_the_holder(cli, results):
     assert _sweep(cli, results, "model.depth=2,3").exit_code == 0  # released: the same sweep now runs
 
 
+def test_a_long_holder_command_is_named_by_its_first_and_last_words(cli, results):
+    # its shortened form once carried its own length note: "(gradflow run name=s train… results=r (98 characters))"
+    study = results / "s"
+    command = "gradflow run name=s model.depth=30 train.steps=3000 probe.points=5 seed=1 results=/tmp/r"
+    with store.lock(study, command):
+        run = cli("run", *SMALL, f"results={results}", "name=s")
+    assert run.exit_code == 1, run.output
+    (held,) = re.findall(r"\((gradflow .*)\); wait for it", run.output)
+    assert "characters" not in run.output and " … " in held and len(held) <= 60, run.output
+    assert held.startswith("gradflow run name=s ") and held.endswith(" results=/tmp/r"), held
+    assert all(word in command.split() for word in held.replace(" … ", " ").split()), held  # whole words only
+
+
 def test_a_writer_that_has_the_lock_but_has_not_yet_said_who_it_is_is_still_named(results):
     # the holder writes its pid just after taking the lock: a second writer arriving in between (two sweeps
     # started together) waits a moment for the name instead of saying "another process"
