@@ -609,18 +609,24 @@ def _fit_cell(row: pd.Series) -> str:
     return cell
 
 
-def short_ids(runs: list[str], budgets: tuple[int, ...] = (28, 40, 60)) -> list[str]:
+def short_ids(runs: list[str], budgets: tuple[int, ...] = (28, 40, 60), rows: list[tuple] | None = None) -> list[str]:
     """Run ids for a table column: each longer than a budget as its first and last key=value items around
     "…" (model.depth=10,…,train.steps=100; cut inside an item, depth=1… read as another value), at the
     smallest budget that keeps them distinct and gives each its last item too (`data=gaussian,…` named
     one run by its first item alone), or else the smallest that keeps them distinct (a job name holds
     every override: 100 characters and more would leave no room for a result at 80 columns); whole
-    where none does. --json has them whole."""
+    where none does. With `rows` (each run's key values, shown beside it), at the smallest budget that
+    keeps the runs of equal rows distinct and cuts none inside its one item. --json has them whole."""
+    # beside the key columns the id only tells apart runs of the same keys (a stale run and its
+    # replacement): 24 stale runs of one grid have no budget that keeps their ids distinct across the grid
+    keyed = rows is not None
+    rows = rows if keyed else [()] * len(runs)
     distinct = None
     for budget in budgets:
         short = [_short_id(r, budget) for r in runs]
-        if len(set(short)) == len(set(runs)):
-            if not any(s.endswith("…") for s in short):
+        if len(set(zip(rows, short))) == len(set(zip(rows, runs))):
+            if keyed and not any("…" in s and "," not in s for s in short) or \
+                    not keyed and not any(s.endswith("…") for s in short):
                 return short
             distinct = distinct or short
     return distinct or runs
@@ -660,7 +666,9 @@ def table_columns(df: pd.DataFrame, swept: list[str]) -> list[Column]:
         if keys and all("/" in r for r in ids) and len(set(zip(studies, rows))) == len(rows):
             cols = [Column("run", "study", KEY_PRIORITY, studies, False)]
         else:
-            cols = [Column("run", "run", KEY_PRIORITY, short_ids(ids), False)]
+            # (the keys are columns: a short id that tells apart the runs of equal keys leaves them room)
+            budgets = tuple(range(8, 61, 2)) if keys else (28, 40, 60)
+            cols = [Column("run", "run", KEY_PRIORITY, short_ids(ids, budgets, rows if keys else None), False)]
     cols += keys
     results = [(k, *v) for k, v in RESULT_COLUMNS.items() if k in df.columns
                and not ((k.startswith("chi1") or k == "diverged_step") and df[k].replace("", np.nan).isna().all())]
@@ -674,7 +682,8 @@ def table_columns(df: pd.DataFrame, swept: list[str]) -> list[Column]:
         else:
             label, numeric, priority = f"steps to {k[9:]}", True, STUDY_PRIORITY
         cols.append(Column(k, label, priority, _cells(df, k), numeric))
-    stopped = "status" in df.columns and not df["status"].astype(str).str.startswith(store.OK).all()
+    # (a stale run is a point the spec dropped, not one that stopped: 24 of them took a result's place)
+    stopped = "status" in df.columns and not df["status"].astype(str).str.startswith((store.OK, store.STALE)).all()
     for k, label, priority in [r for r in results if r[0] != "status"]:
         if k in ("steps_done", "diverged_step") and stopped:  # a run that diverged, failed or was stopped: how
             priority = 2  # far it got, and where it diverged

@@ -549,3 +549,27 @@ def test_json_and_csv_give_steps_as_whole_numbers_beside_a_missing_one(run_job):
     out = CliRunner().invoke(app, ["ls", str(diverged.parent), "--csv"], catch_exceptions=False).output
     csv = pd.read_csv(io.StringIO(out), dtype=str)
     assert set(csv["diverged_step"].dropna()) == {str(step)} and set(csv["steps_done"]) == {str(step), "6"}
+
+
+def test_stale_runs_of_a_shrunk_grid_leave_the_keys_and_a_result_on_80_columns(cli, results, monkeypatch):
+    # a grid rerun shrunk: each remaining point's run beside its stale namesake, so a run column tells
+    # them apart. Its ids (init=xavier_normal,model.activation=tanh,seed=0) had no budget that kept them
+    # distinct across the grid, so they showed whole and left only the status and one result at 80 columns
+    from gradflow.cli.console import console
+
+    monkeypatch.setattr(console, "width", 80)
+    small = ["data=gaussian", "data.n_train=32", "data.n_test=16", "data.dim=4", "model.width=4", "model.depth=3",
+             "train.steps=2", "train.batch_size=16", f"results={results}"]
+    grid = ["model.activation=tanh,relu", "init=xavier_normal,kaiming_normal", "seed=0,1"]
+    assert cli("sweep", *small, *grid, "--name", "s").exit_code == 0
+    assert cli("sweep", *small, "model.activation=tanh,relu", "init=xavier_normal", "seed=0",
+               "--name", "s").exit_code == 0
+    out = cli("ls", results / "s").output.splitlines()
+    at = next(i for i, line in enumerate(out) if line.startswith("─")) - 1
+    assert max(map(len, out[at:at + 11])) <= 80, "\n".join(out)
+    header = out[at].split()
+    assert header[:5] == ["run", "activation", "init", "seed", "status"] and len(header) > 5, "\n".join(out)
+    rows = [line.split() for line in out[at + 2:at + 12]]
+    assert sorted(r[0] for r in rows if r[4] == "ok" or r[4] == "ok*") == ["model.activation=relu",
+                                                                            "model.activation=tanh"]
+    assert len({tuple(r[:4]) for r in rows}) == 10  # each row told apart by its run id beside its keys
