@@ -646,6 +646,37 @@ def test_grid_theory_curve_is_six_xi_c():
     assert theory.point("tanh", crit, 0.05).chi1 == pytest.approx(1.0, abs=1e-2)
 
 
+def test_grid_of_uneven_values_has_one_even_cell_each_and_refuses_a_one_value_axis():
+    # sw2 dense near the edge of chaos (1, 1.5, 1.76, 2, 4): cells sized by their neighbours were slivers
+    # whose labels ran together, and sw2 = 4's spanned 3-5; one depth drew one row and an unreadable curve
+    theory = pytest.importorskip("gradflow.theory")
+    sw2s, depths = (1.0, 1.5, 1.76, 2.0, 4.0), (3, 6, 30)
+    rows = [{"run": f"r{i}", "source": "g", "status": "ok", "final.train_acc": 0.5} |
+            config(d, "tanh", 1, **{"init.name": "meanfield", "init.sw2": s, "init.sb2": 0.05})
+            for i, (s, d) in enumerate((s, d) for s in sw2s for d in depths)]
+    fig = figures.grid(pd.DataFrame(rows), "init.sw2", "model.depth", "final.train_acc", theory="6xi_c")
+    ax = fig.axes[0]
+    (mesh,) = [c for c in ax.collections if c.get_gid() == "grid"]
+    corners = mesh.get_coordinates()  # (rows + 1, columns + 1, 2)
+    np.testing.assert_allclose(corners[0, :, 0], np.arange(len(sw2s) + 1) - 0.5)  # one even cell per sw2
+    np.testing.assert_allclose(corners[:, 0, 1], np.arange(len(depths) + 1) - 0.5)  # and per depth (3, 6, 30)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "1.5", "1.76", "2", "4"]
+    np.testing.assert_allclose(ax.get_xticks(), range(len(sw2s)))
+    # the curve passes each sw2's cell at its own 6 xi_c, placed between the depths' rows as between values
+    (curve,) = lines_with(fig, "theory")
+    x, y = np.asarray(curve.get_xdata()), np.asarray(curve.get_ydata())
+    d = theory.point("tanh", 1.0, 0.05).six_xi_c
+    row = np.interp(d, depths, range(len(depths)))  # (at sw2 = 1, between 6 and 30)
+    assert 1 < row < 2 and np.interp(0, x, y) == pytest.approx(row, abs=0.03)
+    # it leaves the top (6 xi_c > 30 around the edge of chaos): the legend says for which sw2
+    (text,) = [t for t in legend_texts(fig) if "6" in t]
+    assert "above the depths shown for" in text and "1.76" not in text.split("for")[1].split("-")[0], text
+    one = pd.DataFrame([r for r in rows if r["model.depth"] == 6])
+    with pytest.raises(GradflowError, match=r"y=model.depth has one value here \(6\): a grid needs two or more "
+                                            r"on each axis.*keys with several values: init.sw2"):
+        figures.grid(one, "init.sw2", "model.depth", "final.train_acc", theory="6xi_c")
+
+
 # --- every kind survives the diverged run and saves in every format ------------------------------
 @pytest.mark.parametrize("fmt", ["png", "pdf", "svg"])
 def test_every_kind_saves(sweep, grid_runs, tmp_path, fmt):

@@ -352,6 +352,12 @@ def _geometric(v: np.ndarray) -> bool:
     return bool(np.allclose(ratios, ratios.mean(), rtol=0.25) or v.max() / v.min() >= 30)
 
 
+def _uneven(t: np.ndarray) -> bool:
+    """Values whose gaps (on the axis's own scale) differ more than 2-fold, as sw2 1, 1.5, 1.76, 2, 4."""
+    gaps = np.diff(t)
+    return len(gaps) >= 2 and gaps.min() < 0.5 * gaps.max()
+
+
 @dataclass
 class _GridAxis:
     key: str
@@ -360,17 +366,22 @@ class _GridAxis:
     log: bool
     centers: np.ndarray
     edges: np.ndarray
+    spots: np.ndarray | None = None  # an evenly placed numeric axis: its values on their scale, at 0 .. n-1
 
     @classmethod
     def of(cls, df: pd.DataFrame, key: str) -> "_GridAxis":
         values = ordered_values(df[key])
         numeric = is_numeric_key(df, key) and not any(is_missing(v) for v in values)
+        n = len(values)
         if not numeric:
-            n = len(values)
             return cls(key, values, False, False, np.arange(n, dtype=float), np.arange(n + 1) - 0.5)
         v = np.asarray(values, dtype=float)
         log = _geometric(v)
         t = np.log10(v) if log else v
+        # unevenly spaced values (dense near the edge of chaos) get one even cell each: sized by their
+        # neighbours, the close ones were slivers whose labels ran together and the last twice as wide
+        if _uneven(t):
+            return cls(key, values, True, log, np.arange(n, dtype=float), np.arange(n + 1) - 0.5, t)
         if len(t) == 1:
             half = 0.5 if log else max(abs(t[0]) * 0.25, 0.5)
             edges_t = np.array([t[0] - half, t[0] + half])
@@ -382,12 +393,33 @@ class _GridAxis:
     def index(self) -> dict:
         return {vkey(v): i for i, v in enumerate(self.values)}
 
+    def place(self, v) -> np.ndarray:
+        """Where values of the key lie on the axis: themselves, or on an evenly placed axis linearly
+        between the cells of the values either side (beyond the ends, by the end gap)."""
+        v = np.asarray(v, dtype=float)
+        if self.spots is None:
+            return v
+        t = self.spots
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = np.log10(v) if self.log else v
+        at = np.interp(u, t, np.arange(len(t), dtype=float))
+        at = np.where(u < t[0], (u - t[0]) / (t[1] - t[0]), at)
+        return np.where(u > t[-1], len(t) - 1 + (u - t[-1]) / (t[-1] - t[-2]), at)
+
+    def span(self) -> tuple[float, float]:
+        """The key's values at the axis's two ends."""
+        if self.spots is None:
+            return float(self.edges[0]), float(self.edges[-1])
+        t = self.spots
+        lo, hi = t[0] - (t[1] - t[0]) / 2, t[-1] + (t[-1] - t[-2]) / 2
+        return (10 ** lo, 10 ** hi) if self.log else (lo, hi)
+
     def apply(self, ax, which: str) -> None:
         axis = ax.xaxis if which == "x" else ax.yaxis
-        if self.log:
+        if self.log and self.spots is None:
             (ax.set_xscale if which == "x" else ax.set_yscale)("log")
         (ax.set_xlim if which == "x" else ax.set_ylim)(self.edges[0], self.edges[-1])
-        if len(self.values) <= 16 or not self.numeric:
+        if len(self.values) <= 16 or not self.numeric or self.spots is not None:
             axis.set_ticks(self.centers, [fmt(v) for v in self.values])
             axis.set_minor_locator(NullLocator())
         (ax.set_xlabel if which == "x" else ax.set_ylabel)(key_label(self.key))
@@ -422,6 +454,13 @@ def grid(runs: pd.DataFrame, x: str, y: str, value: str = "final.test_acc", theo
         raise GradflowError(f"grid over {x} x {y}: {', '.join(others)} also var{'y' if len(others) > 1 else 'ies'} "
                             f"({k}: {vals}); facet by it (--facet {k}; in Python facet={k!r}) or keep one value "
                             f"(--where {k}={fmt(first)}; in Python runs[runs[{k!r}] == {first!r}])")
+    several = [k for k in swept if n_distinct(df[k]) > 1]
+    for what, key, other in (("x", x, y), ("y", y, x)):
+        if n_distinct(df[key]) < 2:  # one row of cells: no grid, and a depth curve over it has no scale to read
+            raise GradflowError(
+                f"{what}={key} has one value here ({', '.join(map(fmt, ordered_values(df[key]))) or 'none'}): a grid "
+                f"needs two or more on each axis; sweep more ({key}=...), or list {value} over {other} with "
+                f"`gradflow ls PATH --sort {other}`; keys with several values: {', '.join(several) or '(none)'}")
     spec = SUMMARIES.get(value, Summary(value))
     z = pd.to_numeric(df[value], errors="coerce").to_numpy(dtype=float)
     if spec.log10:
@@ -548,7 +587,8 @@ def _grid_theory(ax, sub: pd.DataFrame, xa: _GridAxis, ya: _GridAxis, kind: str)
                                 + ("; facet by it (--facet model.activation)" if key == "model.activation" else ""))
         fixed[key] = python_value(v)
     act, sb2 = fixed["model.activation"], float(fixed["init.sb2"])
-    lo, hi = max(float(sw.edges[0]), 1e-3), float(sw.edges[-1])
+    lo, hi = sw.span()
+    lo = max(lo, 1e-3)
     vertical = sw is xa
     style = dict(color="white", lw=1.8, ls="--", path_effects=_OUTLINE, gid="theory")
     if kind == "chi1=1":
@@ -559,7 +599,7 @@ def _grid_theory(ax, sub: pd.DataFrame, xa: _GridAxis, ya: _GridAxis, kind: str)
             return Line2D([], [], **(style | {"gid": None}), label=label)
         inside = lo <= crit <= hi
         if inside:
-            (ax.axvline if vertical else ax.axhline)(crit, **style)
+            (ax.axvline if vertical else ax.axhline)(float(sw.place(crit)), **style)
         return Line2D([], [], **(style | {"gid": None}),
                       label=rf"$\chi_1 = 1$ at $\sigma_w^2$ = {fmt(crit, 3)}" + ("" if inside else " (off the plot)"))
     sw2 = np.geomspace(lo, hi, 241) if sw.log else np.linspace(lo, hi, 241)
@@ -567,12 +607,24 @@ def _grid_theory(ax, sub: pd.DataFrame, xa: _GridAxis, ya: _GridAxis, kind: str)
     attr = "six_xi_c" if kind == "6xi_c" else "xi_c"
     depth = np.array([getattr(p, attr) for p in points], dtype=float)
     depth = np.where(np.isposinf(depth), 1e12, depth)  # diverges at criticality: run off the top
-    xs, ys = (sw2, depth) if vertical else (depth, sw2)
+    da = ya if vertical else xa  # the depth axis: a curve wholly beyond it is drawn where no one sees it
+    xs, ys = (sw.place(sw2), da.place(depth)) if vertical else (da.place(depth), sw.place(sw2))
     ax.plot(xs, ys, scalex=False, scaley=False, **style)
     label = r"mean field $6\xi_c$ (trainable depth)" if kind == "6xi_c" else r"mean field $\xi_c$ (depth scale)"
-    da = ya if vertical else xa  # the depth axis: a curve wholly beyond it is drawn where no one sees it
-    d_lo, d_hi = float(da.edges[0]), float(da.edges[-1])
+    d_lo, d_hi = da.span()
     if not ((depth >= d_lo) & (depth <= d_hi)).any():
         label += " (off the plot: " + ("above" if (depth > d_hi).all() else "below" if (depth < d_lo).all()
                                        else "beyond") + " the depths shown)"
+    else:  # partly beyond: where, since a curve leaving the top reads as ending there
+        beyond = [f"{side} the depths shown for {_stretches(sw2, out)}"
+                  for side, out in (("above", depth > d_hi), ("below", depth < d_lo)) if out.any()]
+        if beyond:
+            label += "\n(" + "; ".join(beyond) + ")"
     return Line2D([], [], **(style | {"gid": None}), label=label)
+
+
+def _stretches(sw2: np.ndarray, out: np.ndarray) -> str:
+    """The sw2 ranges where `out` holds, as "σ_w² 1.6-2.1, 3.9-4.5"."""
+    edges = np.flatnonzero(np.diff(np.r_[False, out, False].astype(int)))  # starts and ends of the True runs
+    parts = [f"{fmt(sw2[a], 2)}-{fmt(sw2[b - 1], 2)}" for a, b in zip(edges[::2], edges[1::2])]
+    return r"$\sigma_w^2$ " + ", ".join(parts)
