@@ -593,3 +593,28 @@ def test_a_comparisons_sources_keep_the_order_they_were_given_in_its_figure(plai
         assert texts == [f"source={s}" for s in sources], texts
         fig = figures.profile(layers, "grad_norm", step=0, by_source=True)  # --panels: a panel each
         assert [ax.get_title() for ax in fig.axes if ax.get_title()] == [f"source={s}" for s in sources]
+
+
+def test_compare_names_the_keys_only_some_sources_set_by_group_and_an_empty_value_as_quotes(tmp_path):
+    # a Gaussian mean-field sweep beside an MNIST-1D Xavier one: each data and init choice sets keys the
+    # other lacks (data.dim, init.sw2 | data.cache, init.gain), which the note listed one by one, 15 keys
+    # at `(64 | -)` each, and the MNIST-1D cache's "" printed as nothing, `data.cache (- | )`
+    def sweep(name: str, *overrides: str) -> Path:
+        out = invoke("sweep", "model.width=8", "train.steps=2", "model.depth=2,3", *overrides,
+                     f"results={tmp_path}", "--name", name)
+        assert out.exit_code == 0, out.output
+        return tmp_path / name
+
+    ga = sweep("ga", "data=gaussian", "data.n_train=128", "data.n_test=32", "data.dim=8", "init=meanfield")
+    mn = sweep("mn", "data=mnist1d", "init=xavier_normal")
+    out = invoke("compare", ga, mn, "--out", tmp_path / "figs")
+    assert out.exit_code == 0, out.output
+    note = " ".join(out.output.split()).split("sources differ in ")[1]
+    assert note.startswith("data.name (gaussian | mnist1d); data.seed (0 | 42); init.name (meanfield | "
+                           "xavier_normal); the other keys of data and init, which only ga sets; the other keys of "
+                           "data and init, which only mn sets"), note
+    assert "data.dim" not in note and "init.gain" not in note
+    # a key both set, one to "": shown as ''
+    cached = sweep("cached", "data=mnist1d", "init=xavier_normal", f"data.cache={tmp_path / 'c'}")
+    note = " ".join(invoke("compare", mn, cached, "--out", tmp_path / "figs").output.split())
+    assert f"sources differ in data.cache ('' | {tmp_path / 'c'})" in note, note

@@ -187,6 +187,11 @@ def _span(widths: list[int]) -> int:
     return sum(w + 3 for w in widths) + 1
 
 
+def _value(v) -> str:
+    """A key's value in a note: an empty string as '' (bare, `data.cache (- | )` read as nothing)."""
+    return "''" if isinstance(v, str) and not v else number(v)
+
+
 def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], differ: dict[str, list],
                     pooled: list[str] = (), flagged: list[str] = (), apart: dict[str, list] | None = None,
                     partial: list[str] = ()) -> None:
@@ -271,13 +276,20 @@ def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], diff
     notes.append(f"matched on {', '.join(by)}" if by else "no swept key in common: every run of a source in one row")
     if apart:
         notes.append("no configuration is in more than one source: " + "; ".join(
-            f"{k} " + ", ".join(f"{'/'.join(map(number, v)) or '-'} in {n}" for n, v in zip(names, vals))
+            f"{k} " + ", ".join(f"{'/'.join(map(_value, v)) or '-'} in {n}" for n, v in zip(names, vals))
             for k, vals in apart.items()) + "; --by KEY matches on fewer keys, pooling the rest")
     if differ:
-        named = [f"{k} ({' | '.join(map(number, v))})" for k, v in differ.items() if k not in partial]
-        if partial:  # (every default key of `gradflow run`, `- | 4` each, filled 15 lines at 80 columns)
-            setting = [n for i, n in enumerate(names) if any(not is_missing(differ[k][i]) for k in partial)]
-            named.append(f"{partial_phrase(partial, 'the keys')}, which only {', '.join(setting)} "
+        named = [f"{k} ({' | '.join(map(_value, v))})" for k, v in differ.items() if k not in partial]
+        # the keys only some sources set, by group and by who sets them (every default key of `gradflow
+        # run` beside a Recorder's, `- | 4` each, or a Gaussian source's data.* beside MNIST-1D's, filled
+        # 15 lines at 80 columns)
+        setters: dict[tuple, list[str]] = {}
+        for k in partial:
+            setters.setdefault(tuple(n for n, v in zip(names, differ[k]) if not is_missing(v)), []).append(k)
+        shown_groups = {k.split(".")[0] for k in differ if k not in partial and "." in k}
+        for setting, keys in setters.items():
+            whose = "the other keys" if shown_groups & {k.split(".")[0] for k in keys if "." in k} else "the keys"
+            named.append(f"{partial_phrase(keys, whose)}, which only {' and '.join(setting)} "
                          f"set{'s' * (len(setting) == 1)}")
         notes.append("sources differ in " + "; ".join(named))
     if (table["runs"] > 1).any():  # (`pooled`: the keys those runs differ in)
@@ -361,7 +373,7 @@ def compare(
 
     marked, flagged = mark_flagged(runs)  # ok*, as ls shows it: a run that learned nothing is no success
     show_comparison(matching.comparison(marked, sources, by), sources, by, differ, matching.pooled_keys(runs, by),
-                    flagged, matching.unmatched(runs, sources, by), partial_keys(runs, list(differ)))
+                    flagged, matching.unmatched(runs, sources, by), partial_keys(runs, list(differ), store.SOURCE))
     _print_paths([written])
 
 

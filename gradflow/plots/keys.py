@@ -100,16 +100,21 @@ def implied_keys(df: pd.DataFrame, keys: list[str]) -> dict[str, str]:
     return out
 
 
-def partial_keys(df: pd.DataFrame, keys: list[str]) -> list[str]:
+def partial_keys(df: pd.DataFrame, keys: list[str], among: str | None = None) -> list[str]:
     """Of `keys`, the dotted ones that vary only because some runs lack their whole group and that take
     one value in every run that has it: beside a Recorder's run (config {lr, depth}, no model.* at all)
     model.name=mlp and train.steps=20 of `gradflow run`'s runs are no axis, while model.depth=2,4 is.
     A key missing from a run that has other keys of its group (init.sw2 of init=standard) is left to
     `implied_keys`; seed's group is every dotted key; a user's own top-level key (+tag=baseline beside
-    no tag) always counts."""
+    no tag) always counts. With `among` (a column: compare's source), also any key that some of its
+    groups lack altogether and that takes one value wherever set: data.dim of a Gaussian source beside
+    an MNIST-1D one, whose data group has other keys (data.name, data.cache)."""
     absent: dict[str, pd.Series] = {}  # group -> the runs with no key of it
     out = []
     for k in keys:
+        if among is not None and df[k].isna().groupby(df[among]).all().any() and n_distinct(df[k].dropna()) == 1:
+            out.append(k)
+            continue
         group = k.split(".")[0] if "." in k else "" if k in SEED_KEYS else None
         if group is None:
             continue
