@@ -382,6 +382,23 @@ def test_heatmap_is_layer_by_step_on_a_log_colour_scale(single, sweep):
     assert "no value (none at that point, e.g. no weight; or not probed)" in texts and "not logged" not in texts
 
 
+def test_heatmap_of_few_probed_steps_has_a_cell_at_each_and_no_negative_step():
+    # a Recorder's 20 steps probed every 10th: steps 0 and 10 were cells over -5..5 and 5..15 under ticks
+    # -4, 0, 4, 8, 12
+    layers, _, _ = fabricate([config(4, "tanh", 1)], steps=(0, 10))
+    ax = figures.heatmap(layers).axes[0]
+    (mesh,) = [c for c in ax.collections if c.get_gid() == "heatmap"]
+    np.testing.assert_allclose(mesh.get_coordinates()[0, :, 0], [-0.5, 0.5, 1.5])  # one even cell per step
+    np.testing.assert_allclose(ax.get_xticks(), [0, 1])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "10"]
+    # many probed steps keep a step axis, its first cell starting at step 0, not half a gap before it
+    layers, _, _ = fabricate([config(4, "tanh", 1)], steps=tuple(range(0, 101, 10)))
+    ax = figures.heatmap(layers).axes[0]
+    (mesh,) = [c for c in ax.collections if c.get_gid() == "heatmap"]
+    assert mesh.get_coordinates()[0, 0, 0] == 0 and ax.get_xlim()[0] == 0
+    assert min(t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]) >= 0
+
+
 # --- curves --------------------------------------------------------------------------------------
 def test_curves_panels_lines_and_log_loss(sweep):
     _, metrics, _ = sweep

@@ -12,9 +12,10 @@ from matplotlib import colormaps
 from matplotlib.colors import ListedColormap, LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullLocator
 
 from gradflow.errors import GradflowError
+from gradflow.fmt import fmt
 from gradflow.plots.keys import is_grid, n_distinct, ordered_values, swept_keys, vkey
 from gradflow.plots.labels import (
     QUANTITIES, THEORY_QUANTITIES, Label, blocks, layer_axis, point_word, set_title, value_label,
@@ -173,7 +174,10 @@ def heatmap(layers: pd.DataFrame, run: str | None = None, quantity: str = "grad_
     fig, axes = new_figure()
     ax = axes[0, 0]
     ax.set_facecolor("0.82")  # cells without a value
-    x_edges = _step_edges(steps)
+    few = len(steps) <= FEW_STEPS
+    # a few probed steps (0 and 10 of a short run): one even cell each, centred on its tick; cells halfway
+    # between them put step 0's at -5..5 under ticks -4, 0, 4, 8, 12
+    x_edges = np.arange(len(steps) + 1) - 0.5 if few else _step_edges(steps)
     y_edges = np.r_[layer_idx - 0.5, layer_idx[-1] + 0.5]
     vals = z[positive]
     if len(vals) == 0:
@@ -202,7 +206,12 @@ def heatmap(layers: pd.DataFrame, run: str | None = None, quantity: str = "grad_
     if special:
         fig.legend(handles=special, loc="outside lower center", ncols=len(special), fontsize="x-small",
                    frameon=False).set_gid("legend")
-    step_axis(ax, steps)
+    if few:
+        ax.set_xticks(np.arange(len(steps)), [fmt(v) for v in steps])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel("training step (probed)")
+    else:
+        step_axis(ax, steps)
     ax.set_xlim(x_edges[0], x_edges[-1])
     marked = blocks(layers[layers["run"] == df["run"].iloc[0]])  # every quantity's points count
     ax.set_ylabel(wrap_words(layer_axis(df, int(layer_idx[-1]), marked=marked), XLABEL_WIDTH))
@@ -217,8 +226,12 @@ def heatmap(layers: pd.DataFrame, run: str | None = None, quantity: str = "grad_
     return fig
 
 
+FEW_STEPS = 8  # up to this many probed steps, a heatmap gives each one even cell, ticked at its step
+
+
 def _step_edges(steps: np.ndarray) -> np.ndarray:
-    """Cell edges halfway between probed steps, halfway in symlog space when the steps are log-spaced."""
+    """Cell edges halfway between probed steps, halfway in symlog space when the steps are log-spaced;
+    the first at step 0 at the least (no step before the first is negative)."""
     s = np.asarray(steps, dtype=float)
     if len(s) == 1:
         return np.array([s[0] - 0.5, s[0] + 0.5])
@@ -231,4 +244,6 @@ def _step_edges(steps: np.ndarray) -> np.ndarray:
         t, ts = None, s
     mid = (ts[1:] + ts[:-1]) / 2
     edges = np.r_[ts[0] - (mid[0] - ts[0]), mid, ts[-1] + (ts[-1] - mid[-1])]
-    return t.inverted().transform(edges) if t is not None else edges
+    edges = t.inverted().transform(edges) if t is not None else edges
+    edges[0] = max(edges[0], min(s[0], 0.0))
+    return edges
