@@ -7,6 +7,8 @@
 The model is any nn.Module: gradflow finds its weight layers (here the Linear
 layers and the attention projections) in the order they run, and reads
 activation statistics from the nn.Tanh / nn.ReLU modules that follow them.
+The config's model.depth counts the weight layers before the head, as
+`gradflow run` does: 9 for the default 6 body layers.
 """
 
 import argparse
@@ -40,7 +42,12 @@ def main(path: str, steps: int, every: int, depth: int) -> None:
     y = (x.mean(1) @ torch.randn(16, 10)).argmax(1)
     model = Net(depth=depth)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    config = {"model": {"name": "own_loop", "depth": depth}, "optim": {"lr": 0.05, "momentum": 0.9}, "seed": 0}
+    # model.depth as `gradflow run` counts it: the weight layers before the head (embed, the attention's
+    # input and output projections, the body's Linears), so the runs line up with its runs of that depth
+    weight_layers = sum(isinstance(m, nn.Linear) for m in model.modules()) + \
+        sum(isinstance(m, nn.MultiheadAttention) for m in model.modules())  # (its in_proj is no Linear)
+    config = {"model": {"name": "own_loop", "depth": weight_layers - 1}, "optim": {"lr": 0.05, "momentum": 0.9},
+              "seed": 0}
 
     with gradflow.Recorder(model, path, config=config, every=every) as rec:  # a crash closes it as "failed"
         for step in range(steps):  # `steps` updates, as `gradflow ls` then counts them
@@ -59,7 +66,9 @@ if __name__ == "__main__":
     parser.add_argument("path", nargs="?", default="results/own-loop/run0")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--every", type=int, default=10)
-    parser.add_argument("--depth", type=int, default=6)
+    parser.add_argument("--depth", type=int, default=6,
+                        help="tanh layers in the body (default 6); the run's model.depth counts every weight "
+                             "layer before the head, these and 3 more (9)")
     parser.add_argument("--threads", type=int, default=1,
                         help="intra-op CPU threads (default 1, as gradflow run: a model this small gains "
                              "nothing from more, and on a busy machine they wait for each other)")

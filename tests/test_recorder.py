@@ -324,7 +324,10 @@ def test_the_example_runs_loads_and_plots(tmp_path, cli):
     assert sorted(set(layers.step)) == [0, 10, 20]
     assert list(layers[layers.step == 0].drop_duplicates("layer").name) == [
         "embed", "attn.in_proj", "attn.out_proj", "body.0", "body.2", "body.4", "head"]
-    assert (layers["model.depth"] == 3).all()
+    # model.depth counts the weight layers before the head (embed, attention's 2, the body's 3), as
+    # `gradflow run` does; it recorded the body's --depth 3
+    before_head = layers["layer"].nunique() - 1
+    assert before_head == 6 and (layers["model.depth"] == before_head).all()
     shown = cli("ls", str(tmp_path / "own-loop"))
     assert shown.exit_code == 0 and "run0" in shown.output
     assert json.loads((run / "run.json").read_text())["steps_done"] == 21  # --steps 21: 21 updates
