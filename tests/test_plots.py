@@ -606,7 +606,12 @@ def test_grid_cells_are_seed_means(grid_runs):
     assert len([p for p in ax.patches if p.get_gid() == "diverged"]) == 1
     assert "test accuracy" in fig.get_suptitle() and "tanh" in fig.get_suptitle()
     (cbar,) = colorbar_axes(fig)
-    assert "accuracy" in cbar.get_ylabel()
+    assert "accuracy" in cbar.get_ylabel() and "mean over seeds" in cbar.get_ylabel()
+    # one seed per cell: the colorbar says no mean (beside the title's "1 seed per cell")
+    one = figures.grid(grid_runs[grid_runs["seed"] == grid_runs["seed"].min()], "init.sw2", "model.depth",
+                       "final.test_acc")
+    (cbar,) = colorbar_axes(one)
+    assert "accuracy" in cbar.get_ylabel() and "mean" not in cbar.get_ylabel()
 
 
 def test_grid_with_one_finite_cell_centres_its_colour_range_on_it(grid_runs):

@@ -488,6 +488,7 @@ def grid(runs: pd.DataFrame, x: str, y: str, value: str = "final.test_acc", theo
     annotate = len(xa.values) * len(ya.values) <= 80
     hatched = theory_handle = None
     empty_cells = False
+    pooled = False  # some cell holds several runs (seeds): the colorbar then says it shows their mean
     for ax, fv in zip(axes, facet_values):
         ax.grid(False)
         sub = df if facet is None else df[df[facet].map(vkey) == vkey(fv)]
@@ -501,6 +502,7 @@ def grid(runs: pd.DataFrame, x: str, y: str, value: str = "final.test_acc", theo
             cell[i, j] = vals[ok].mean() if ok.any() else np.nan
             flag[i, j] = (g["status"] == "diverged").any() or np.isinf(vals).any()  # NaN = not measured
             logged[i, j] = True
+            pooled |= len(g) > 1
         empty_cells |= bool((logged & ~np.isfinite(cell)).any())
         mesh = ax.pcolormesh(xa.edges, ya.edges, np.ma.masked_invalid(cell), cmap=cmap, norm=norm, gid="grid")
         record(ax, "cells", ({x: xa.values[j], y: ya.values[i], "value": cell[i, j], "flagged": bool(flag[i, j])}
@@ -526,7 +528,8 @@ def grid(runs: pd.DataFrame, x: str, y: str, value: str = "final.test_acc", theo
             ax.set_xlabel("")
         if ax not in left:
             ax.set_ylabel("")
-    cb = fig.colorbar(mesh, ax=axes, label=f"{spec.label}\n(mean over seeds)", pad=0.02, shrink=0.95)
+    cb = fig.colorbar(mesh, ax=axes, label=spec.label + ("\n(mean over seeds)" if pooled else ""), pad=0.02,
+                      shrink=0.95)  # (beside a title's "1 seed per cell", "mean over seeds" read as a contradiction)
     cb.ax.set_gid("colorbar")
     handles = []
     if theory_handle is not None:
