@@ -401,13 +401,22 @@ def build(paths: list[Path]) -> str:
     differ = {}
     if what == "comparison":  # what each source fixes differently (the comparison is about): each by name
         from gradflow.compare import differing_keys
+        from gradflow.plots.keys import is_missing, partial_keys, partial_phrase
 
         labels = _labels(paths)
         differ = differing_keys(df, labels)
+        # keys only some sources set (a Gaussian source's data.dim beside MNIST-1D's) by group, as compare says
+        partial = partial_keys(df, list(differ), store.SOURCE)
+        said = []
+        for i, s in enumerate(labels):
+            items = [f"{k}={fmt(v[i])}" for k, v in differ.items() if k not in partial and not is_missing(v[i])]
+            own = [k for k in partial if not is_missing(differ[k][i])]
+            whose = "the other keys" if items else "the keys"
+            tail = f"{', and ' if items else ''}{partial_phrase(own, whose)}, which only it sets" if own else ""
+            said.append(f"{s} has {', '.join(items)}{tail}" if items or own else f"{s} sets none of them")
         if differ:
-            sections.append("<p class=note id=differ>The sources differ in what each fixes: " + _e("; ".join(
-                f"{s} has " + ", ".join(f"{k}={fmt(values[i])}" for k, values in differ.items())
-                for i, s in enumerate(labels))) + ".</p>")
+            sections.append("<p class=note id=differ>The sources differ in what each fixes: " + _e("; ".join(said))
+                            + ".</p>")
     if shown := axes(df, swept):  # (not init.gain, set by the init choice; not a group only some runs have)
         # keys the runs also differ in, that are no axis: those a choice sets, those only some sources have
         also = [k for k in config_columns(df) if k not in shown and k not in differ and k != store.SOURCE

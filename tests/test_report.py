@@ -208,6 +208,22 @@ def test_comparison_and_single_run(study, tmp_path):
     assert (tmp_path / "pages" / "report.html").read_text().startswith("<!DOCTYPE html>")
 
 
+def test_a_comparison_of_sources_with_different_data_names_the_keys_only_one_sets_by_group(tmp_path, cli):
+    # a Gaussian source's data.dim, data.distribution, ... beside MNIST-1D's own keys: one phrase each, not
+    # every key of both groups listed under each source
+    results = tmp_path / "results"
+    common = ["model.width=8", "model.depth=2", "train.steps=2", "train.batch_size=32", "train.eval_every=2"]
+    for name, data in (("ga", ["data=gaussian", "data.n_train=64", "data.n_test=32", "data.dim=8"]),
+                       ("mn", ["data=mnist1d", "init=orthogonal"])):
+        out = cli("run", *common, *data, f"results={results}", f"name={name}")
+        assert out.exit_code == 0, out.output
+    page = Page(report.build([results / "ga", results / "mn"]))
+    note = page.texts["differ"]
+    assert note.startswith("The sources differ in what each fixes: ga has data.name=gaussian, ") and \
+        "; mn has data.name=mnist1d, " in note and "init.name=orthogonal" in note, note
+    assert note.count("which only it sets") == 2 and "data.dim" not in note, note
+
+
 def test_a_folder_of_sweeps_shows_each_sweeps_own_figures_under_its_name(study, tmp_path):
     # as `gradflow plot results/` draws them: drawn together, unrelated studies were one line per run
     folder = tmp_path / "results"
