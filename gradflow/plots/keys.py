@@ -112,7 +112,9 @@ def partial_keys(df: pd.DataFrame, keys: list[str], among: str | None = None) ->
     absent: dict[str, pd.Series] = {}  # group -> the runs with no key of it
     out = []
     for k in keys:
-        if among is not None and df[k].isna().groupby(df[among]).all().any() and n_distinct(df[k].dropna()) == 1:
+        # (a dotted key only: a Recorder's own lr and depth beside `gradflow run`'s keys keep their values)
+        if among is not None and "." in k and df[k].isna().groupby(df[among]).all().any() \
+                and n_distinct(df[k].dropna()) == 1:
             out.append(k)
             continue
         group = k.split(".")[0] if "." in k else "" if k in SEED_KEYS else None
