@@ -59,7 +59,7 @@ def test_hochreiter1991_untrained_lstm_fails(shared):
 @pytest.mark.slow
 def test_he2016_quick_passes(he2016):
     assert len(he2016.claims) == 7 and he2016.passed, verdicts(he2016)  # 2 guards, 4 differences, the norms
-    figures_drawn(he2016, ["curves-plain-vs-residual", "profile-signal-init"])
+    figures_drawn(he2016, ["curves-plain-vs-residual", "profile-signal-init", "profile-signal-end"])
 
     # "final training loss" = the last train-mode minibatch mean in metrics.parquet (split batch)
     def last_batch_loss(job: str) -> float:
