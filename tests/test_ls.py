@@ -573,3 +573,9 @@ def test_stale_runs_of_a_shrunk_grid_leave_the_keys_and_a_result_on_80_columns(c
     assert sorted(r[0] for r in rows if r[4] == "ok" or r[4] == "ok*") == ["model.activation=relu",
                                                                             "model.activation=tanh"]
     assert len({tuple(r[:4]) for r in rows}) == 10  # each row told apart by its run id beside its keys
+    # ... and a line says what the stale rows are and how to leave them out, which does
+    flat = " ".join(" ".join(out).split())
+    assert ("stale: 8 runs of an earlier spec of the sweep, not in its grid now; --where status=ok leaves them out, "
+            "gradflow clean --stale deletes them") in flat, flat
+    kept = cli("ls", results / "s", "--where", "status=ok").output
+    assert "stale:" not in kept and "ok: 2" in kept, kept  # (the tmp folder name has "stale" in it)

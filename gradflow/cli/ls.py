@@ -175,6 +175,10 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     missing = df.attrs.get(NOT_RUN) or []
     if missing:
         notes.append(not_run_note(missing))
+    n_stale = int((df["status"] == store.STALE).sum()) if "status" in df else 0
+    if n_stale and n_stale < len(df):  # (a shrunk grid lists its old points between its live ones)
+        notes.append(f"stale: {n_stale} run{'s' * (n_stale != 1)} of an earlier spec of the sweep, not in its "
+                     "grid now; --where status=ok leaves them out, gradflow clean --stale deletes them")
     for n in notes:
         print_note(n)
     if warning:
