@@ -423,7 +423,7 @@ def build(paths: list[Path]) -> str:
                 and n_distinct(df[k]) > 1]
         named = ", ".join(also[:10]) + (f" and {len(also) - 10} more" if len(also) > 10 else "")
         tail = (f"; the runs also differ in keys a choice sets or only some of them have: {named}" if also
-                else "; other runs differ only there")
+                else "; other runs differ only there" + (" and in what each source fixes (above)" if differ else ""))
         sections.append("<p class=note>Swept: " + _e(", ".join(shown)) + _e(tail) + ".</p>")
     return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
             f"<title>gradflow {_e(what)}: {_e(title)}</title><style>{STYLE}</style></head><body>"

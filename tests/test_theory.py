@@ -470,6 +470,24 @@ def test_the_phase_diagrams_divergence_line_is_where_q_star_turns_infinite_and_s
     assert _divergence_line("relu", x, y[:2], np.array([[0, 1, 0] + [0] * 117, [0] * 120], bool)) is None
 
 
+@pytest.mark.parametrize("activation, edge, note", [
+    ("tanh", True, None), ("relu", True, None),  # relu's edge is at sw2 = 2, where q* turns infinite too
+    ("gelu", True, "jumps at this line"),
+    # silu's chi_1 crosses 1 only by jumps: the legend named an edge of chaos that was nowhere drawn
+    ("silu", False, "no edge of chaos: $\\chi_1$ crosses 1 only by a jump"),
+])
+def test_the_phase_diagrams_legend_names_an_edge_of_chaos_only_where_one_is_drawn(activation, edge, note):
+    from gradflow.plots.phase import phase_figure
+
+    fig = phase_figure(activation, resolution=(120, 60))
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    drawn = any(len(seg) for c in ax.collections if hasattr(c, "allsegs") and c.get_linestyle()[0][1] is None
+                for seg in c.allsegs[0])
+    assert (r"edge of chaos ($\chi_1 = 1$)" in labels) == edge == drawn, (labels, drawn)
+    assert note is None or any(note in label for label in labels), labels
+
+
 def test_theory_does_not_import_torch():
     code = "import sys, gradflow.theory, gradflow.cli.theory; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.colors import CenteredNorm
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from gradflow import theory
@@ -28,7 +29,12 @@ def phase_diagram(activation: str, path: Path, sw2: tuple[float, float] = (0.5, 
     Where the fixed point q* becomes infinite (unbounded phi) a dashed line marks the boundary;
     where chi_1 jumps over 1 there (gelu, silu) no edge of chaos is drawn through the jump.
     """
-    path = Path(path)
+    return save(phase_figure(activation, sw2, sb2, resolution), Path(path))
+
+
+def phase_figure(activation: str, sw2: tuple[float, float] = (0.5, 5.0), sb2: tuple[float, float] = (0.0, 0.3),
+                 resolution: tuple[int, int] = (240, 120)) -> Figure:
+    """The phase diagram of `phase_diagram`, unsaved."""
     x = np.linspace(*sw2, resolution[0])
     y = np.linspace(*sb2, resolution[1])
     q_star, chi1 = theory.phase_grid(activation, x, y)  # (len(y), len(x)) each
@@ -54,12 +60,16 @@ def phase_diagram(activation: str, path: Path, sw2: tuple[float, float] = (0.5, 
     if line is not None:
         steps |= _jumps(diverges * 1.0) & line[2][:, None]
     edge = np.ma.masked_array(log_chi1, mask=~np.isfinite(log_chi1) | steps)
-    if edge.count() and edge.min() < 0.0 < edge.max():
-        ax.contour(x, y, edge, levels=[0.0], colors="black", linewidths=1.6)
+    drawn = edge.count() and edge.min() < 0.0 < edge.max() and \
+        any(len(seg) for seg in ax.contour(x, y, edge, levels=[0.0], colors="black", linewidths=1.6).allsegs[0])
+    if drawn:  # (silu: signs on both sides, but every crossing is a jump the mask leaves out: no line)
         handles.append(Line2D([], [], color="black", lw=1.6, label=r"edge of chaos ($\chi_1 = 1$)"))
     else:
-        side = "ordered" if finite.size and finite.max() < 0 else "chaotic"
-        label = f"no edge of chaos here (all {side}){_elsewhere(activation, y[0])}"
+        if finite.size and finite.min() < 0.0 < finite.max():  # ordered and chaotic, met only by jumps
+            label = r"no edge of chaos: $\chi_1$ crosses 1 only by a jump"
+        else:
+            side = "ordered" if finite.size and finite.max() < 0 else "chaotic"
+            label = f"no edge of chaos here (all {side}){_elsewhere(activation, y[0])}"
         handles.append(Line2D([], [], color="none", label=label))
     if diverges.any() and not diverges.all():
         if line is not None:  # (a contour of the 0/1 field is a staircase of the grid's cells)
@@ -81,7 +91,7 @@ def phase_diagram(activation: str, path: Path, sw2: tuple[float, float] = (0.5, 
     ax.set_ylabel(r"$\sigma_b^2$  (bias variance)")
     ax.set_title(f"Mean-field phase diagram: {activation}")
     ax.legend(handles=handles, loc="upper right", fontsize="small", framealpha=0.85)
-    return save(fig, path)
+    return fig
 
 
 def _jumps(z: np.ndarray) -> np.ndarray:
