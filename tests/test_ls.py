@@ -579,3 +579,9 @@ def test_stale_runs_of_a_shrunk_grid_leave_the_keys_and_a_result_on_80_columns(c
             "gradflow clean --stale deletes them") in flat, flat
     kept = cli("ls", results / "s", "--where", "status=ok").output
     assert "stale:" not in kept and "ok: 2" in kept, kept  # (the tmp folder name has "stale" in it)
+    # the flagged run by its mark as the table shows it (status=ok* matched nothing, listing "ok, stale")
+    marked = [r for r in rows if r[4] == "ok*"]
+    flagged = cli("ls", results / "s", "--where", "status=ok*").output
+    assert len(marked) == 1 and marked[0][1] in flagged and "ok: 1" in flagged and "flagged: 1" in flagged, flagged
+    none = cli("ls", results / "s", "--where", "status=diverged").output
+    assert "status here: ok, ok*, stale" in " ".join(none.split()), none

@@ -57,7 +57,12 @@ def keep_where(df: pd.DataFrame, where: list[str] | None, swept: list[str], choi
         key, value = cond.split("=", 1)
         key = where_key(df, key, swept, choices)
         values = study_of(df) if key == STUDY else df[key]
-        kept = df[matches(values, value)]
+        if key == store.STATUS:  # as the table shows it: ok* a flagged run (status=ok keeps it too)
+            shown = mark_flagged(df)[0][key]
+            kept = df[matches(shown if value.endswith(FLAGGED) else values, value)]
+            values = shown
+        else:
+            kept = df[matches(values, value)]
         if kept.empty:  # say so (and what there is) rather than draw an empty table
             values = ", ".join(fmt(v) for v in ordered_values(values))
             raise GradflowError(f"--where {cond} matches no run{' of those left' if i else ''}; "
