@@ -102,12 +102,17 @@ def plot(
     store.check_writable(out_dir, option="--out")
     df = load_table(path, KINDS[kind][0], include_stale)
     if where:  # (before the options' checks: a key it fixes is no axis)
-        swept = swept_keys(df)
-        df = keep_where(df, where, swept, [*swept, store.STATUS]).copy()
+        df = _where(df, where).copy()
     check_options(df, kind, o, f"{path} (the runs of --where {' '.join(where)})" if where else str(path))
     fig, stem = draw(kind, df, o)
     stem += f"-where-{file_part(','.join(where))}" if where else ""  # (beside the figure of every run)
     _print_paths([save(fig, out_file or out_dir / f"{stem}.{fmt}", fmt)])
+
+
+def _where(df: pd.DataFrame, where: list[str]) -> pd.DataFrame:
+    """The rows --where keeps (plot's and compare's), KEY a swept key or the status, as ls takes them."""
+    swept = swept_keys(df)
+    return keep_where(df, where, swept, [*swept, store.STATUS])
 
 
 def _standard_sets(path: Path, out: Path | None, out_dir: Path, fmt: str, include_stale: bool) -> None:
@@ -352,8 +357,7 @@ def compare(
 
     runs = matching.load_runs(paths, sources, include_stale)
     if where:  # (before --by and the matching: a key it fixes is matched on no more)
-        swept = swept_keys(runs)
-        runs = keep_where(runs, where, swept, [*swept, store.STATUS])
+        runs = _where(runs, where)
         if lacking := [s for s in sources if not (runs[store.SOURCE] == s).any()]:
             raise GradflowError(f"--where {' '.join(where)} keeps no run of {', '.join(lacking)}; "
                                 f"gradflow ls {' '.join(str(p) for p, s in zip(paths, sources) if s in lacking)} "

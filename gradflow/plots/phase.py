@@ -56,9 +56,8 @@ def phase_figure(activation: str, sw2: tuple[float, float] = (0.5, 5.0), sb2: tu
     # no edge drawn across a jump of chi_1: chi_1 steps over 1 there, it does not pass through it; that
     # includes the rows where it steps at q* = inf by less than JUMP (gelu's in places), not relu's,
     # whose chi_1 = sw2 / 2 runs on through sw2 = 2 as q* turns infinite
-    steps = _jumps(log_chi1)
-    if line is not None:
-        steps |= _jumps(diverges * 1.0) & line[2][:, None]
+    jumps = _jumps(log_chi1)
+    steps = jumps | (_jumps(diverges * 1.0) & line[2][:, None]) if line is not None else jumps
     edge = np.ma.masked_array(log_chi1, mask=~np.isfinite(log_chi1) | steps)
     drawn = edge.count() and edge.min() < 0.0 < edge.max() and \
         any(len(seg) for seg in ax.contour(x, y, edge, levels=[0.0], colors="black", linewidths=1.6).allsegs[0])
@@ -76,7 +75,7 @@ def phase_figure(activation: str, sw2: tuple[float, float] = (0.5, 5.0), sb2: tu
             ax.plot(line[0], line[1], color="0.25", lw=1.2, ls="--")
         else:
             ax.contour(x, y, diverges.astype(float), levels=[0.5], colors="0.25", linewidths=1.2, linestyles="--")
-        jumped = (_jumps(log_chi1) & diverges).any() or (line is not None and line[2].any())
+        jumped = (jumps & diverges).any() or (line is not None and line[2].any())
         handles.append(Line2D([], [], color="0.25", lw=1.2, ls="--", label=(
             r"beyond: $q^* = \infty$ (signal variance diverges)"
             + ("\n" + r"$\chi_1$ jumps at this line" if jumped else ""))))
