@@ -344,6 +344,22 @@ def test_compare_where_keeps_the_runs_it_names_in_every_source_table_and_figure(
         assert len(out.output.strip().splitlines()) <= 2  # (one line, folded at the terminal's width)
 
 
+def test_compare_legend_names_what_sets_each_source_apart(plain, batchnorm, tmp_path):
+    # the line-style legend read "source=plain" / "source=batchnorm": the folders' names, not what differs
+    from gradflow import compare as matching
+    from gradflow.plots import figures
+
+    sources = ["plain", "batchnorm"]
+    runs = matching.load_runs([plain, batchnorm], sources)
+    differ = list(matching.differing_keys(runs, sources))
+    assert "norm.name" in differ
+    layers = matching.overlay_table([plain, batchnorm], sources, runs, "layers", differ)
+    texts = [t.get_text() for lg in figures.profile(layers, step=0).legends for t in lg.get_texts()]
+    assert {"plain (norm=none)", "batchnorm (norm=batchnorm)"} <= set(texts), texts
+    texts = [t.get_text() for lg in figures.profile(layers, step=0, color="source").legends for t in lg.get_texts()]
+    assert {"plain (norm=none)", "batchnorm (norm=batchnorm)"} <= set(texts), texts
+
+
 def _compare_at_80_columns(*args, out_dir: Path) -> tuple[str, list[str], str]:
     """`gradflow compare ARGS` piped at 80 columns: its output, its lines (each within 80 columns but the
     figure's path) and the table's header line."""

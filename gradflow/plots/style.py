@@ -137,6 +137,7 @@ def _categorical(n: int):
     return [colormaps["turbo"](t) for t in np.linspace(0.05, 0.95, n)]
 
 
+SOURCE_ITEMS = 2  # a compared source's differing keys named in its legend entry at most (the table has all)
 MAX_NAMED = 24  # legend entries for a colour key's values at most (a folder of a hundred unrelated runs)
 
 
@@ -146,6 +147,8 @@ class Palette:
 
     def __init__(self, df: pd.DataFrame, color: str | None, style: str | None = None):
         self.color, self.style = color, style
+        # a comparison's sources are named with what sets them apart (the keys its table leaves out)
+        self._source_keys: dict = df.attrs.get("source_keys", {})  # (store.SOURCE_KEYS)
         self.title = key_label(color, df) if color is not None else None  # (a transformer's depth is blocks)
         self.numeric = False
         self._colors: dict[Any, Any] = {}
@@ -194,15 +197,32 @@ class Palette:
         if self.color is not None and not self.numeric:
             title = self.title
             named = self.values if len(self.values) <= MAX_NAMED else self.values[:MAX_NAMED - 1]
-            out += [Line2D([], [], color=self._colors[vkey(v)], lw=2, label=wrap_label(fmt(v))) for v in named]
+            out += [Line2D([], [], color=self._colors[vkey(v)], lw=2, label=wrap_label(self._label(self.color, v)))
+                    for v in named]
             if len(named) < len(self.values):  # (more would leave the axes no room, in colours few could tell apart)
                 what = "runs" if self.color == "run" else "values"
                 out.append(Line2D([], [], color="none",
                                   label=f"and {len(self.values) - len(named)} more {what}\n(not named here)"))
         if self.style is not None:
-            out += [Line2D([], [], color="0.2", lw=1.3, ls=self._styles[vkey(v)], label=value_label(self.style, v))
+            out += [Line2D([], [], color="0.2", lw=1.3, ls=self._styles[vkey(v)],
+                           label=wrap_label(self._label(self.style, v, value_label(self.style, v))))
                     for v in self.style_values]
         return out, title
+
+    def _label(self, key: str, v: Any, plain: str | None = None) -> str:
+        """A legend entry: `plain` (the value itself by default); a compared source as its name and the
+        values that set it apart ("mn (data=mnist1d, data.seed=42)": "source=mn" alone said nothing)."""
+        described = self._source_keys.get(v) if key == "source" else None
+        if not described:
+            return plain if plain is not None else fmt(v)
+        # a choice (data=mnist1d) says it, its own keys follow from it; else the keys set, and how many more
+        keys = [k for k in described if k.endswith(".name")] or [k for k in described if not is_missing(described[k])]
+        if not keys:
+            return plain if plain is not None else fmt(v)
+        items = [f"{k.removesuffix('.name')}={fmt(described[k])}" for k in keys[:SOURCE_ITEMS]]
+        if len(keys) > SOURCE_ITEMS:
+            items.append(f"{len(keys) - SOURCE_ITEMS} more")
+        return f"{fmt(v)} ({', '.join(items)})"
 
     def colorbar(self, fig: Figure, axes: list) -> None:
         if self.mappable is None:
