@@ -364,7 +364,7 @@ def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def _written(overrides, key: str) -> str | None:
+def override_value(overrides, key: str) -> str | None:
     """The value the user wrote for `key` (the last override of it counts), or None."""
     given = [o.split("=", 1)[1] for o in overrides if "=" in o and override_key(o) == key]
     return given[-1] if given else None
@@ -877,9 +877,6 @@ def _equivalent(config: Mapping[str, Any]) -> tuple[float, float] | None:
     return None if activation is None else theory.equivalent_sw2(config, activation)
 
 
-SECOND_MOMENTS = {"normal": 1.0, "uniform01": 1.0 / 3.0}  # E[x_i^2] of one input coordinate
-
-
 def input_scale(cfg: DictConfig) -> float | None:
     """The factor data=gaussian multiplies its inputs by: data.scale, or for data.scale=qstar the one
     that puts the first layer's pre-activations at the fixed point: sw2 E[x^2] s^2 + sb2 = q*.
@@ -896,7 +893,7 @@ def input_scale(cfg: DictConfig) -> float | None:
     if not (math.isfinite(q) and q > sb2):
         raise GradflowError(f"data.scale=qstar: {cfg.model.activation} at sigma_w^2={sw2:g}, sigma_b^2={sb2:g} "
                             f"has no finite fixed point above sigma_b^2 (q* = {q:g}); give a number")
-    return math.sqrt((q - sb2) / (sw2 * SECOND_MOMENTS[cfg.data.distribution]))
+    return math.sqrt((q - sb2) / (sw2 * theory.SECOND_MOMENTS[cfg.data.distribution]))
 
 
 # --- composition ---------------------------------------------------------------------------------
@@ -1026,13 +1023,13 @@ def hydra_error_message(e: Exception, overrides=()) -> str:
         value = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)", text)
         if value:
             key, kind = full_key.group(1), value.group(2).lower()
-            shown = _written(overrides, key) or value.group(1)  # what the user wrote (1e10), not OmegaConf's 1e10.0
+            shown = override_value(overrides, key) or value.group(1)  # what the user wrote (1e10), not OmegaConf's 1e10.0
             hint = "; write a whole number without a point or an exponent" if kind == "integer" and re.fullmatch(
                 r"[-+]?[\d.]+(e[-+]?\d+)?", shown, re.I) else ""
             return f"{key}={_show(shown)} is not a valid {kind}{hint}"
         if "is not a ListConfig" in text:  # a single value for a list key
             key = full_key.group(1)
-            shown = _written(overrides, key) or "..."
+            shown = override_value(overrides, key) or "..."
             return f"{key}={shown} is not a list: write {key}=[{shown}] (items between brackets, comma-separated)"
         detail = str(e.__cause__ or e).strip().splitlines()[0]
         return f"{full_key.group(1)}: {detail}"

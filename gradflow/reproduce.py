@@ -22,7 +22,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from gradflow import store, theory, workers
-from gradflow.config import EXPERIMENTS_DIR, override_key
+from gradflow.config import EXPERIMENTS_DIR, override_key, override_value
 from gradflow.errors import GradflowError, did_you_mean
 from gradflow.fmt import fmt
 
@@ -414,9 +414,11 @@ def jacobian_free_probability(arm: Arm, where=None, moment="var", scope="input_o
                                 "data=gaussian with data.dim equal to model.width")
         act = str(cfg["model.activation"])
         sw2, sb2 = theory.equivalent_sw2(cfg, act)
-        second_moment = 1.0 / 3.0 if cfg.get("data.distribution") == "uniform01" else 1.0
-        scale = 1.0 if cfg.get("data.scale") is None else float(cfg["data.scale"])
-        m1, sigma2 = theory.jacobian_moments(act, sw2, sb2, q1=sw2 * scale**2 * second_moment + sb2,
+        q1 = theory.input_q(cfg, sw2, sb2)
+        if q1 is None:
+            raise GradflowError(f"{arm.root}: the inputs' variance is unknown here (data.scale="
+                                f"{cfg.get('data.scale')}), so the first layer has no prediction")
+        m1, sigma2 = theory.jacobian_moments(act, sw2, sb2, q1=q1,
                                              depth=int(cfg["model.depth"]),
                                              orthogonal=cfg["init.name"] in ("orthogonal", "delta_orthogonal"))
         return m1 if moment == "mean" else sigma2
@@ -689,7 +691,7 @@ def run(name: str, scale: str = "default", user: list[str] | None = None, force:
     if named:  # (it was dropped without a word)
         raise GradflowError(f"{store.shorten(named[0], 40)} does not apply to gradflow reproduce: its runs go to "
                             f"{root_for(name, scale)}/; results=FOLDER writes them under another folder")
-    results_root = next((o.split("=", 1)[1] for o in user if o.startswith("results=")), "results")
+    results_root = override_value(user, "results") or "results"  # (the last, as Hydra composes the runs)
     root = root_for(name, scale, results_root)
     start = time.perf_counter()
     used, jobs, reused = {}, {}, 0

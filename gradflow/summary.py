@@ -126,21 +126,6 @@ def rate(layers: pd.DataFrame, quantity: str, step: int = 0, trim: int = FIT_TRI
     return theory.fit_chi1(r[store.LAYER].to_numpy(), r[store.VALUE].to_numpy(), trim), f"{span[0]}-{span[1]}"
 
 
-def input_q(config: Mapping[str, Any], sw2: float, sb2: float) -> float | None:
-    """The first layer's pre-activation variance q_0 = sw2 E[x_i^2] + sb2, where the inputs' second moment
-    is known from the config (Gaussian data); None elsewhere."""
-    if config.get("data.name") != "gaussian":
-        return None
-    scale = config.get("data.scale", 1.0)
-    if scale == "qstar":
-        return None
-    second = 1.0 / 3.0 if config.get("data.distribution") == "uniform01" else 1.0  # E[U(0,1)^2] = 1/3
-    try:
-        return sw2 * float(scale) ** 2 * second + sb2
-    except (TypeError, ValueError):
-        return None
-
-
 def transient_bias(config: Mapping[str, Any], span: tuple[int, int]) -> float:
     """How far the length map's transient moves a chi_1 fit over layers `span` from the fixed-point chi_1.
 
@@ -154,7 +139,7 @@ def transient_bias(config: Mapping[str, Any], span: tuple[int, int]) -> float:
         return math.nan
     if config.get("data.scale") == "qstar":
         return 0.0
-    q = input_q(config, mf.sw2, mf.sb2)
+    q = theory.input_q(config, mf.sw2, mf.sb2)
     if q is None:
         return math.nan
     m = theory.moments(mf.activation)

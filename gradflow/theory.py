@@ -59,6 +59,7 @@ import numpy as np
 from numpy.polynomial.legendre import leggauss
 
 from gradflow.activations import Activation, get
+from gradflow.choices import GAIN_INITS
 from gradflow.errors import GradflowError
 
 CRITICAL_TOL = 1e-3  # |chi_1 - 1| below this is "critical": over 100 layers sqrt(chi_1)^100 stays within 5% of 1
@@ -641,9 +642,6 @@ def _number(config: Mapping[str, Any], key: str, default: float | None = None) -
         raise GradflowError(f"{key}={v!r} must be a number") from None
 
 
-_GAIN_SQUARED = ("xavier_uniform", "xavier_normal", "orthogonal", "delta_orthogonal")
-
-
 def equivalent_sw2(init: Mapping[str, Any], activation: str) -> tuple[float, float] | None:
     """(sw2, sb2) of the Gaussian init that `init` (flattened keys "init.name", "init.gain", ...) matches
     in the bulk (square, fan_in = fan_out) layers, or None when this module does not know the scheme.
@@ -661,7 +659,7 @@ def equivalent_sw2(init: Mapping[str, Any], activation: str) -> tuple[float, flo
         return None if sw2 is None else (sw2, _number(init, "init.sb2", 0.0))
     if name == "standard":
         return (1.0 / 3.0, 0.0)
-    if name in _GAIN_SQUARED:
+    if name in GAIN_INITS:
         return (_squared(_number(init, "init.gain", 1.0)), 0.0)
     if name in ("kaiming_uniform", "kaiming_normal"):
         return (_squared(get(activation).gain), 0.0)
@@ -692,6 +690,26 @@ def predict(config: Mapping[str, Any]) -> MeanField | None:
         return None
     params = equivalent_sw2(config, activation)
     return None if params is None else point(activation, *params)
+
+
+SECOND_MOMENTS = {"normal": 1.0, "uniform01": 1.0 / 3.0}  # E[x_i^2] of one input coordinate of data=gaussian
+
+
+def input_q(config: Mapping[str, Any], sw2: float, sb2: float) -> float | None:
+    """The first layer's pre-activation variance q_0 = sw2 s^2 E[x_i^2] + sb2 of a run's inputs, from its
+    flattened config: known for data=gaussian only (scale s = data.scale; data.scale=qstar puts q_0 at
+    q*); None elsewhere, or where qstar has no finite fixed point."""
+    if config_value(config, "data.name") != "gaussian":
+        return None
+    scale = config_value(config, "data.scale")
+    if scale == "qstar":
+        q = q_star(str(config_value(config, "model.activation")), sw2, sb2)
+        return q if math.isfinite(q) and q > sb2 else None
+    second = SECOND_MOMENTS.get(config_value(config, "data.distribution") or "normal")
+    try:
+        return None if second is None else sw2 * float(1.0 if scale is None else scale) ** 2 * second + sb2
+    except (TypeError, ValueError):
+        return None
 
 
 # --- measurements ----------------------------------------------------------------------------------

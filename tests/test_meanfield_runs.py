@@ -70,3 +70,23 @@ def test_qstar_scale_puts_the_first_layer_at_the_fixed_point(run_job):
         x = build(cfg.data, torch.device("cpu"), input_scale(cfg)).x_train.double()
         q1 = 2.0 * x.pow(2).mean().item() + 0.05
         assert q1 == pytest.approx(theory.q_star("gelu", 2.0, 0.05), rel=0.02), distribution
+
+
+def test_input_q_is_the_first_layers_variance_the_data_gives():
+    """theory.input_q (the transient's q_0, the Jacobian moments' q_1) against the built inputs: a scale,
+    U[0,1] inputs' second moment of 1/3, and qstar, for every distribution; None where it is not known."""
+    import torch
+
+    from gradflow import theory
+    from gradflow.config import compose, input_scale
+    from gradflow.data import build
+    from gradflow.store import flatten
+
+    for scale in ("1.5", "qstar"):
+        for distribution in ("normal", "uniform01"):
+            cfg = compose([*GELU, f"data.scale={scale}", f"data.distribution={distribution}", "data.n_train=4096"])
+            x = build(cfg.data, torch.device("cpu"), input_scale(cfg)).x_train.double()
+            measured = 2.0 * x.pow(2).mean().item() + 0.05
+            assert theory.input_q(flatten(cfg), 2.0, 0.05) == pytest.approx(measured, rel=0.02), (scale, distribution)
+    assert theory.input_q(flatten(compose(["data=mnist1d"])), 2.0, 0.05) is None
+    assert theory.input_q({"data.name": "gaussian", "data.scale": "qstar", "model.activation": "relu"}, 3.0, 0.0) is None

@@ -187,6 +187,17 @@ def test_cli_shows_the_source_column_and_exits_1_on_a_fail(cli, sigmoid):
     assert "**Overrides:** `model.activation=tanh threads=1`" in report and "0 of 3 claims pass." in report
 
 
+def test_results_given_twice_puts_claims_beside_the_runs_the_last_one_holds(cli, sigmoid, tmp_path):
+    # the runs took the last results= (as Hydra composes), the claims and REPORT.md the first one
+    results, _ = sigmoid
+    first = tmp_path / "first"
+    out = cli("reproduce", "sigmoid-textbook", "--quick", "model.activation=tanh", "threads=1", f"results={first}",
+              f"results={results}")
+    assert out.exit_code == 1 and "0 of 3 claims pass" in out.output
+    assert rep.store.claims_path(rep.root_for("sigmoid-textbook", "quick", str(results))).exists()
+    assert not first.exists()
+
+
 def test_an_override_that_removes_a_figures_key_still_checks_every_claim(sigmoid):
     # init.sw2=1.0 in both rows of the init arm: the profile figure, coloured by init.sw2, has nothing to
     # colour by. It used to stop the reproduction before any claim was checked; now the figure is named as
