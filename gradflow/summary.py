@@ -428,6 +428,10 @@ def column_notes(columns: list["Column"], df: pd.DataFrame | None = None) -> lis
     explained = {k: NOTES[k] for k in NOTES if k in keys}
     if "chi1_layers" in explained:  # the fit marks the shown cells carry, each explained
         cells = columns[keys.index("chi1_layers")].cells
+        blocks, spans = any(BLOCKS in c for c in cells), any(re.match(r"\d+-\d+", c) for c in cells)
+        if blocks:  # (a transformer's reads "4 blocks, resid": not a first-last span)
+            explained["chi1_layers"] = ("chi1 fit = layers fitted (first-last), or a transformer's blocks and the "
+                                        "point fitted" if spans else "chi1 fit = blocks fitted and the point fitted")
         explained["chi1_layers"] += "".join(f"; {text}" for mark, text in FIT_MARKS.items()
                                             if any(mark in cell for cell in cells))
     notes = list(explained.values())
@@ -655,8 +659,10 @@ def table_columns(df: pd.DataFrame, swept: list[str]) -> list[Column]:
             budgets = tuple(range(8, 61, 2)) if keys else (28, 40, 60)
             cols = [Column("run", "run", KEY_PRIORITY, short_ids(ids, budgets, rows if keys else None), False)]
     cols += keys
+    # a result no run has is no column (a recurrent net's weight-gradient ratios: its time steps have no
+    # weights of their own; chi1 where no theory applies); the status and how far the runs got always show
     results = [(k, *v) for k, v in RESULT_COLUMNS.items() if k in df.columns
-               and not ((k.startswith("chi1") or k == "diverged_step") and df[k].replace("", np.nan).isna().all())]
+               and (k in ("status", "steps_done") or df[k].replace("", np.nan).notna().any())]
     for k, label, _ in [r for r in results if r[0] == "status"]:  # shown whatever the width, as the keys are
         cols.append(Column(k, label, KEY_PRIORITY, _cells(df, k), False))
     for k in study_columns(df):

@@ -593,6 +593,10 @@ def test_a_recurrent_sweep_over_sequence_length_plots_its_signal_ratio_along_t(r
     assert "vs sequence length" in fig.get_suptitle()
     out = invoke("plot", root / "data.T=4,model=rnn", "--kind", "ratio", "--quantity", "signal_norm")
     assert out.exit_code == 1 and "its depth in time, data.T, which does not vary" in " ".join(out.output.split())
+    # ls: no weight-gradient ratio columns, every cell '-', pushing out the results these runs have
+    out = invoke("ls", root)
+    assert out.exit_code == 0 and "signal ratio" in out.output, out.output
+    assert "ratio init" not in out.output and "ratio end" not in out.output and "‖∂L/∂W‖" not in out.output
 
 
 def test_a_comparisons_sources_keep_the_order_they_were_given_in_its_figure(plain, batchnorm):

@@ -335,6 +335,8 @@ def test_chi1_of_a_transformer_is_per_block_over_the_residual_stream(cli, result
     assert summary["chi1_measured"] == pytest.approx(expected, rel=1e-9)
     listed = cli("ls", str(results / "blocks"), "--wide")
     assert "5 blocks, resid" in listed.output and "per block, not per layer" in listed.output, listed.output
+    flat = " ".join(listed.output.split())  # (the fit's note said "layers fitted (first-last)" above "5 blocks")
+    assert "chi1 fit = blocks fitted and the point fitted" in flat and "(first-last)" not in flat, listed.output
     # at 80 columns, where the fit column is left out, the note still says chi1 is per block
     narrow = cli("ls", str(results / "blocks"))
     assert "chi1 fit" in narrow.output.split("not shown")[-1] and "per block, not per layer" in narrow.output
