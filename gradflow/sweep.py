@@ -229,7 +229,7 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
             raise GradflowError(f"{override_key(both[0])} is set both on the command line "
                                 f"({store.shorten(both[0], 40)}) and in the points file; set it in one place")
         grid, swept = points_overrides(points, grid[0])
-    point_configs = _Configs(user_name)
+    point_configs = _Configs(user_name, swept)
     first = point_configs.flat(_config_only(grid[0]))  # checks name and results too
     root = store.study_dir(first["results"], first["name"])
     store.check_writable(root, root)
@@ -316,16 +316,18 @@ class _Configs:
     interpolation (an experiment's `model.width: ${model.depth}`) has each point's values applied to
     the config together instead, since a value changes the keys that read it."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, swept: list[str]):
         self.name = name
+        self.swept = set(swept)  # the keys whose values name a point in an error
         self.bases: dict[tuple[str, ...], _Base] = {}
         self.values: dict[tuple[tuple[str, ...], str], tuple[str, Any]] = {}
 
     def compose(self, overrides: list[str]):
         try:
             return config_mod.compose([*overrides, f"name={self.name}"], sweep_point=True)
-        except GradflowError as e:  # e names the bad key and value; the point's other overrides are noise
-            raise GradflowError(f"sweep point: {e}") from None
+        except GradflowError as e:  # e names the bad key and value; the point is its swept values, the rest noise
+            point = " ".join(o for o in overrides if override_key(o) in self.swept)
+            raise GradflowError(f"sweep point{' ' * bool(point)}{point}: {e}") from None
 
     def flat(self, overrides: list[str]) -> dict:
         structural = tuple(o for o in overrides if not _simple(o))

@@ -1,6 +1,6 @@
 """Keys of another choice: a run refuses them in one line naming the key, the run's choice and the keys
-that choice takes; a sweep may still set them across choices; a bad sweep point is named without the
-point's other overrides."""
+that choice takes; a sweep may still set them across choices; a bad sweep point is named by its swept
+values, not its other overrides."""
 
 from __future__ import annotations
 
@@ -67,16 +67,16 @@ def test_a_sweep_across_choices_sets_each_points_own_keys(results):
         compose(orthogonal.overrides)  # the same point as a single run
 
 
-@pytest.mark.parametrize("swept, bad", [
-    ("model.depth=2,0", "model.depth=0"),
-    ("init=orthogonal,bogus", "init='bogus'"),
-    ("model.activation=tanh,bogus", "model.activation='bogus'"),
+@pytest.mark.parametrize("swept, point, bad", [
+    ("model.depth=2,0", "model.depth=0", "model.depth=0"),
+    ("init=orthogonal,bogus", "init=bogus", "init='bogus'"),
+    ("model.activation=tanh,bogus", "model.activation=bogus", "model.activation='bogus'"),
 ])
-def test_a_bad_sweep_point_names_only_the_bad_value(cli, results, swept, bad):
-    out = cli("sweep", *SMALL, swept, f"results={results}", "--name", "bad")
+def test_a_bad_sweep_point_names_only_the_point_and_the_bad_value(cli, results, swept, point, bad):
+    out = cli("sweep", *SMALL, *swept.split(), f"results={results}", "--name", "bad")
     assert out.exit_code == 1, out.output
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: sweep point: ") and bad in lines[0], lines
+    assert len(lines) == 1 and lines[0].startswith(f"error: sweep point {point}: ") and bad in lines[0], lines
     assert not any(fixed in lines[0] for fixed in (*SMALL, f"results={results}")), lines[0]
     assert not results.exists() or not any(results.rglob("run.json"))
 
