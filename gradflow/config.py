@@ -20,7 +20,7 @@ from typing import Any, Mapping
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from gradflow.choices import CHOICE_KEYS, settings  # noqa: F401  (config.settings is the one others import)
+from gradflow.choices import CHOICE_KEYS, NORM_EPS, norm_eps_unread, settings  # noqa: F401  (config.settings is the one others import)
 from gradflow.errors import GradflowError, did_you_mean, shorten
 
 # --- where the configs live: inside the installed package (wheel) or at the checkout's root ---
@@ -209,7 +209,7 @@ class InitConfig:
 @dataclass
 class NormConfig:
     name: str = "none"  # none | batchnorm | layernorm, placed between the weight layer and the activation
-    eps: float = 1e-5  # added to the variance inside the normalization (norm=batchnorm|layernorm, model=resnet's batchnorm, a transformer's norms)
+    eps: float = NORM_EPS  # 1e-5, added to the variance inside the normalization (norm=batchnorm|layernorm, model=resnet's batchnorm, a transformer's norms)
 
 
 @dataclass
@@ -494,8 +494,9 @@ def _finite(node: Any, prefix: str = "") -> None:
         _finite(v, key)
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise GradflowError for the first value that is out of range, not a valid choice, or ignored."""
+def validate(cfg: DictConfig, sweep_point: bool = False) -> None:
+    """Raise GradflowError for the first value that is out of range, not a valid choice, or ignored (except
+    in a sweep point, where a value set for some points may be ignored by others: norm.eps of norm=none)."""
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True)
     except Exception as e:  # an interpolation that does not resolve (unknown key, division by zero, ...)
@@ -506,10 +507,10 @@ def validate(cfg: DictConfig) -> None:
         detail = re.sub(r"^\w+ raised while resolving interpolation: ", "", detail)
         key = getattr(e, "full_key", "") or "a ${...} value"
         raise GradflowError(f"{key} cannot be resolved: {shorten(detail, 160)}") from None
-    validate_resolved(resolved)
+    validate_resolved(resolved, sweep_point)
 
 
-def validate_resolved(resolved: dict) -> None:
+def validate_resolved(resolved: dict, sweep_point: bool = False) -> None:
     """`validate` of a config already resolved to plain dicts (OmegaConf.to_container(cfg, resolve=True))."""
     _finite(resolved)
     _schemas(resolved)
@@ -517,7 +518,7 @@ def validate_resolved(resolved: dict) -> None:
     _model(cfg.model, cfg.norm.name)
     _data(cfg)
     _init(cfg)
-    _norm(cfg)
+    _norm(cfg, sweep_point)
     _optim(cfg.optim)
     _train(cfg)
     _positive("probe.every", cfg.probe.every, 0)
@@ -628,23 +629,16 @@ def _transformer(m, norm: str) -> None:
                             "with model.ln=pre|post|none and model.norm_kind=layernorm|rmsnorm")
 
 
-def _norm(cfg) -> None:
-    """norm.name is a choice, and norm.eps is positive and set only where a normalization layer reads it:
-    norm=batchnorm|layernorm of an MLP or CNN, the resnet's batchnorm variant, a transformer's own norms."""
+def _norm(cfg, sweep_point: bool = False) -> None:
+    """norm.name is a choice, and norm.eps is positive and set only where a normalization layer reads it
+    (choices.norm_eps_unread), except in a sweep point: norm=none,batchnorm norm.eps=1e-3 sets it where read."""
     _choice("norm.name", cfg.norm.name, NORM_CHOICES)
     if not cfg.norm.eps > 0:
         raise GradflowError(f"norm.eps={cfg.norm.eps} must be > 0")
     m = cfg.model
-    if m.name in ("mlp", "cnn"):
-        unread = cfg.norm.name == "none" and "norm=none has no normalization layer (norm=batchnorm|layernorm read it)"
-    elif m.name == "resnet":
-        unread = m.variant != "batchnorm" and (f"model.variant={m.variant} has no normalization layer "
-                                               "(model.variant=batchnorm reads it)")
-    elif m.name == "transformer":
-        unread = m.ln == "none" and "model.ln=none has no norm layers (model.ln=pre|post read it)"
-    else:  # the recurrent families have no norm; a custom model builds its own layers
-        unread = f"model={m.name} has no normalization layer that reads it"
-    if unread:
+    unread = norm_eps_unread({"model.name": m.name, "norm.name": cfg.norm.name, "model.variant": m.get("variant"),
+                              "model.ln": m.get("ln")})
+    if unread and not sweep_point:
         _unused("norm.eps", cfg.norm.eps, NormConfig.eps, unread)
 
 
@@ -901,16 +895,20 @@ def compose(overrides: list[str] | tuple[str, ...] = (), sweep_point: bool = Fal
     """Compose conf/config.yaml with `key=value` overrides, as `gradflow run` does, and validate it.
 
     An override of a key the run's choice does not take (init.sw2 with init=xavier_normal) is refused,
-    except in a sweep point: a sweep may set init.gain and init.sw2 across init=orthogonal,meanfield, and
-    each point keeps the keys of its own choice (`settings`)."""
+    except in a sweep point: a sweep may set init.gain and init.sw2 across init=orthogonal,meanfield (or
+    optim.momentum across optim=sgd,adam), and each point keeps the keys of its own choice (`settings`;
+    a key another schema of the group has is left out of the point: adam's config has no momentum)."""
     overrides = last_overrides(overrides)
     try:
         cfg = _hydra_compose(overrides)
     except GradflowError:
         raise
     except Exception as e:  # Hydra/OmegaConf errors: make them one line that names the key
+        other = sweep_point and _key_of_another_choice(e)
+        if other:
+            return compose([o for o in overrides if override_key(o) != other or o[0] in "+~"], sweep_point=True)
         raise GradflowError(hydra_error_message(e, overrides)) from None
-    validate(cfg)
+    validate(cfg, sweep_point)
     if not sweep_point:
         _keys_apply(cfg, overrides)
     return cfg
@@ -983,9 +981,7 @@ GROUPS = ("model", "data", "init", "norm", "optim", "probe")
 
 def hydra_error_message(e: Exception, overrides=()) -> str:
     """One line from a Hydra/OmegaConf composition error of `overrides`, naming the key and the valid choices."""
-    text = str(e)
-    if e.__cause__ is not None:  # Hydra wraps the OmegaConf error that names the key
-        text += "\n" + str(e.__cause__)
+    text = _error_text(e)
     if "override_grammar" in text or "mismatched input" in text or "token recognition error" in text:
         detail = text.split(" See https")[0].strip().splitlines()[0]
         return (f"cannot parse an override ({detail}); write overrides as key=value and quote values with "
@@ -998,11 +994,9 @@ def hydra_error_message(e: Exception, overrides=()) -> str:
         where = f" (the files of {EXPERIMENTS_DIR}/)" if group == "experiment" else ""  # (not the working folder's)
         return (f"{group}={value!r} is not a known choice{did_you_mean(value, choices)}; "
                 f"choices: {', '.join(choices)}{where}")
-    bad_key = re.search(r"Key '([^']+)' (?:is not in struct|not in '[^']*')", text)
     full_key = re.search(r"full_key: (\S+)", text)
-    if "Could not override" in text or "is not in struct" in text or "not in '" in text:
-        key = (re.search(r"Could not override '([^']+)'", text) or bad_key or full_key)
-        name = key.group(1) if key else "?"
+    if _unknown_key(text) is not None:
+        name = _unknown_key(text) or "?"
         if _choices_with_key(name):  # a key of another choice: name the run's, and the keys it takes
             chosen = _chosen(name.partition(".")[0], [o for o in overrides if override_key(o) != name])
             if chosen in GROUP_SCHEMAS[name.partition(".")[0]]:
@@ -1034,6 +1028,27 @@ def hydra_error_message(e: Exception, overrides=()) -> str:
         detail = str(e.__cause__ or e).strip().splitlines()[0]
         return f"{full_key.group(1)}: {detail}"
     return " ".join(text.split())
+
+
+def _error_text(e: Exception) -> str:
+    return str(e) + (f"\n{e.__cause__}" if e.__cause__ is not None else "")  # (Hydra wraps OmegaConf's, which names the key)
+
+
+def _unknown_key(text: str) -> str | None:
+    """The key a composition error's text says the config lacks ("" where it names none); None for other errors."""
+    if "Could not override" in text or "is not in struct" in text or "not in '" in text:
+        key = (re.search(r"Could not override '([^']+)'", text)
+               or re.search(r"Key '([^']+)' (?:is not in struct|not in '[^']*')", text)
+               or re.search(r"full_key: (\S+)", text))
+        return key.group(1) if key else ""
+    return None
+
+
+def _key_of_another_choice(e: Exception) -> str | None:
+    """The key a composition failed on where it is a key of another choice of its group (optim.momentum
+    with optim=adam), else None."""
+    key = _unknown_key(_error_text(e))
+    return key if key and _choices_with_key(key) else None
 
 
 # the config's sections of keys (model, ..., train, gradcheck), as against its top-level values (seed)

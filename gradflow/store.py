@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from gradflow.choices import settings
+from gradflow.choices import identity, settings
 from gradflow.files import atomic_write
 from gradflow.fmt import number_from_json, strict_json
 from gradflow.errors import GradflowError, shorten, shorten_command  # noqa: F401  (store.shorten: the shortener)
@@ -169,7 +169,7 @@ def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
 
 def config_hash(flat: dict[str, Any]) -> str:
     """What a run computes, as a short digest of its flat config (where and how fast left out)."""
-    ident = {k: v for k, v in flat.items() if k not in NOT_IDENTITY}
+    ident = {k: v for k, v in identity(flat).items() if k not in NOT_IDENTITY}
     return hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -606,7 +606,7 @@ def run_config(job_dir: Path, rec: dict | None = None) -> dict[str, Any]:
     import yaml
 
     if rec and isinstance(rec.get("config"), dict):
-        return rec["config"]
+        return settings(rec["config"])  # (a run recorded before a key it does not read was left out: norm.eps)
     try:
         flat = flatten(yaml.safe_load((Path(job_dir) / CONFIG_FILE).read_text()) or {})
     except (OSError, yaml.YAMLError, AttributeError):

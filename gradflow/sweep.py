@@ -298,14 +298,19 @@ def _refuse_takeover(root: Path, stale: int) -> None:
 
 
 def _check_keys_apply(point: list[str], taken: set[str], first: dict) -> None:
-    """A key the sweep sets that no point takes (init.sw2 without init=meanfield) would run copies of one
-    run under different names: refused, as `gradflow run` refuses it (a sweep may set a key only some of
-    its points take: init.sw2 across init=orthogonal,meanfield)."""
+    """A key the sweep sets that no point takes (init.sw2 without init=meanfield, optim.momentum without
+    optim=sgd, norm.eps without a norm layer) would run copies of one run under different names: refused,
+    as `gradflow run` refuses it (a sweep may set a key only some of its points take: init.sw2 across
+    init=orthogonal,meanfield). Said for the first point, naming the choices that take the key."""
     for o in point:
         key = override_key(o)
-        if key in config_mod.CHOICE_KEYS and key not in taken and not o.startswith("~"):
+        if key in taken or o.startswith("~"):
+            continue
+        if key == "norm.eps":
+            raise GradflowError(f"no point of this sweep takes norm.eps: {config_mod.norm_eps_unread(first)}")
+        if config_mod._choices_with_key(key):
             raise GradflowError(f"no point of this sweep takes {key}: "
-                                + config_mod._not_a_key_of(key, first[config_mod.CHOICE_KEYS[key][0]]))
+                                + config_mod._not_a_key_of(key, first[f"{key.partition('.')[0]}.name"]))
 
 
 class _Configs:
@@ -336,6 +341,8 @@ class _Configs:
         if structural not in self.bases:
             self.bases[structural] = _Base(self.compose(list(structural)))
         base = self.bases[structural]
+        # a key another choice of its group has (optim.momentum of an optim=adam point) is left out of the point
+        overrides = [o for o in overrides if not _simple(o) or base.takes(override_key(o))]
         values = [o for o in overrides if _simple(o)]
         try:
             if base.interpolated:
@@ -378,6 +385,11 @@ class _Base:
         self.resolved = OmegaConf.to_container(cfg, resolve=True)
         self.interpolated = any(isinstance(v, str) and "${" in v
                                 for v in store.flatten(OmegaConf.to_container(cfg, resolve=False)).values())
+
+    def takes(self, key: str) -> bool:
+        """Whether the config has `key`, or may fail on it: not where another choice of its group has it."""
+        return (OmegaConf.select(self.cfg, key, default=_ABSENT) is not _ABSENT
+                or not config_mod._choices_with_key(key))
 
     @contextmanager
     def applied(self, overrides: list[str]):
@@ -636,11 +648,11 @@ class JobConfigLoader(ConfigLoaderImpl):
         from hydra.types import RunMode
 
         multirun = kwargs.get("run_mode", args[2] if len(args) > 2 else None) == RunMode.MULTIRUN
-        with _composing(), _values_of_swept_groups_pass() if multirun else nullcontext():
+        with _composing(), _values_pass_over(every=True) if multirun else nullcontext():
             return super().load_configuration(*args, **kwargs)
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
-        with _composing():
+        with _composing(), _values_pass_over(every=False):
             return self._sweep_config(master_config, sweep_overrides)
 
     def _sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
@@ -668,11 +680,13 @@ class JobConfigLoader(ConfigLoaderImpl):
 
 
 @contextmanager
-def _values_of_swept_groups_pass():
-    """The multirun's own compose (the one the sweeper and launcher read their settings from) applies the
-    value overrides to the default of each swept group: `model=rnn,lstm model.hidden=8` failed there, as
-    the default model=mlp has no hidden. Every job composes its own config afterwards, and `plan` has
-    composed every point already, so here a value override of a key the defaults lack is passed over."""
+def _values_pass_over(every: bool):
+    """Value overrides of keys the composed config lacks are passed over. `every`: the multirun's own
+    compose (the one the sweeper and launcher read their settings from) applies the value overrides to
+    the default of each swept group: `model=rnn,lstm model.hidden=8` failed there, as the default
+    model=mlp has no hidden; every job composes its own config afterwards. Otherwise (a job) only a key
+    that another choice of its group has: `optim=sgd,adam optim.momentum=0.5`'s adam job has no momentum.
+    `plan` has composed every point already, the same way, and refused a key that no point takes."""
     from hydra.errors import ConfigCompositionException
 
     apply = ConfigLoaderImpl._apply_overrides_to_config
@@ -681,8 +695,8 @@ def _values_of_swept_groups_pass():
         for o in overrides:
             try:
                 apply([o], cfg)
-            except ConfigCompositionException:
-                if o.is_hydra_override():
+            except ConfigCompositionException as e:
+                if o.is_hydra_override() or not (every or config_mod._key_of_another_choice(e)):
                     raise
 
     ConfigLoaderImpl._apply_overrides_to_config = staticmethod(leniently)

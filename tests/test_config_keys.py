@@ -1,6 +1,6 @@
 """Keys of another choice: a run refuses them in one line naming the key, the run's choice and the keys
-that choice takes; a sweep may still set them across choices; a bad sweep point is named by its swept
-values, not its other overrides."""
+that choice takes; a sweep may still set them across choices (init, optim, norm, model families) and
+refuses a key no point takes; a bad sweep point is named by its swept values, not its other overrides."""
 
 from __future__ import annotations
 
@@ -71,6 +71,8 @@ def test_a_sweep_across_choices_sets_each_points_own_keys(results):
     ("model.depth=2,0", "model.depth=0", "model.depth=0"),
     ("init=orthogonal,bogus", "init=bogus", "init='bogus'"),
     ("model.activation=tanh,bogus", "model.activation=bogus", "model.activation='bogus'"),
+    # a key only the sgd point takes is still checked there, and the error names that point
+    ("optim=sgd,adam optim.momentum=0.5,2", "optim=sgd optim.momentum=2", "optim.momentum=2.0 must be in [0, 1)"),
 ])
 def test_a_bad_sweep_point_names_only_the_point_and_the_bad_value(cli, results, swept, point, bad):
     out = cli("sweep", *SMALL, *swept.split(), f"results={results}", "--name", "bad")
@@ -78,6 +80,69 @@ def test_a_bad_sweep_point_names_only_the_point_and_the_bad_value(cli, results, 
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: sweep point {point}: ") and bad in lines[0], lines
     assert not any(fixed in lines[0] for fixed in (*SMALL, f"results={results}")), lines[0]
+    assert not results.exists() or not any(results.rglob("run.json"))
+
+
+# a sweep across optimizers, normalizations or model families: each point takes its own choice's keys
+CROSSING = [
+    ("optim=sgd,adam optim.momentum=0.5", "optim=sgd", "optim.momentum", 0.5, "optim=adam",
+     "optim.momentum does not apply to optim=adam, which takes "),
+    ("norm=none,batchnorm norm.eps=1e-3", "norm=batchnorm", "norm.eps", 1e-3, "norm=none",
+     "norm.eps=0.001 does not apply to this run: norm=none has no normalization layer"),
+]
+
+
+@pytest.mark.parametrize("swept, taker, key, value, other, refused", CROSSING)
+def test_a_sweep_across_optimizers_or_norms_runs_each_point_with_its_own_keys(cli, results, swept, taker, key,
+                                                                            value, other, refused):
+    import hashlib
+    import json
+
+    from gradflow import store
+
+    out = cli("sweep", *swept.split(), "train.steps=1", "data=gaussian", "model.depth=2", "threads=1",
+              f"results={results}", "--name", "crossing")
+    assert out.exit_code == 0, out.output
+    runs = {p.parent.name: json.loads(p.read_text()) for p in (results / "crossing").glob("*/run.json")}
+    assert set(runs) == {taker, other} and all(r["status"] == "ok" for r in runs.values()), runs.keys()
+    assert runs[taker]["config"][key] == value
+    assert key not in runs[other]["config"]  # not a setting of the run that ignores it (nor a column of compare)
+    # the run that ignores the key is the run it always was: its identity is the hash of its whole flat config
+    # as Hydra composes it alone, the ignored key at its default (as every run recorded it before)
+    alone = flatten(compose(["data=gaussian", "model.depth=2", "train.steps=1", "threads=1", other]))
+    before = {**settings(alone), "norm.eps": alone["norm.eps"]}  # what its run.json held before
+    ident = {k: v for k, v in before.items() if k not in store.NOT_IDENTITY}
+    assert runs[other]["config_hash"] == hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()
+                                                      ).hexdigest()[:16]
+    # the same point as a single run is refused, with a single run's message
+    out = cli("run", "train.steps=1", "data=gaussian", "model.depth=2", other, f"{key}={value}",
+              f"results={results}", "name=alone")
+    lines = out.stderr.strip().splitlines()
+    assert out.exit_code == 1 and len(lines) == 1 and lines[0].startswith(f"error: {refused}"), out.output
+
+
+def test_a_sweep_across_model_families_sets_each_familys_own_keys(results):
+    plan = sweep_mod.plan([*SMALL, "model=mlp,cnn", "model.width=64", "model.channels=16", "model.depth=2",
+                           f"results={results}"], "families")
+    mlp, cnn = (settings(flatten(compose(next(j for j in plan.jobs if family in j.overrides).overrides,
+                                         sweep_point=True))) for family in ("model=mlp", "model=cnn"))
+    assert mlp["model.width"] == 64 and "model.channels" not in mlp
+    assert cnn["model.channels"] == 16 and "model.width" not in cnn
+
+
+@pytest.mark.parametrize("overrides, line, owners", [
+    ("optim=adam optim.momentum=0.5,0.6", "no point of this sweep takes optim.momentum: optim.momentum does not "
+     "apply to optim=adam, which takes ", "; it is a key of optim=sgd"),
+    ("norm.eps=1e-3,1e-4", "no point of this sweep takes norm.eps: norm=none has no normalization layer "
+     "(norm=batchnorm|layernorm read it)", ""),
+    ("model=mlp,cnn model.hidden=8", "no point of this sweep takes model.hidden: model.hidden does not apply "
+     "to model=mlp, which takes ", "; it is a key of model=rnn, model=lstm, model=gru"),
+])
+def test_a_key_no_point_takes_is_refused_naming_the_choices_that_take_it(cli, results, overrides, line, owners):
+    out = cli("sweep", *SMALL, *overrides.split(), f"results={results}", "--name", "none")
+    assert out.exit_code == 1, out.output
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {line}") and lines[0].endswith(owners), lines
     assert not results.exists() or not any(results.rglob("run.json"))
 
 
