@@ -321,7 +321,7 @@ class _Configs:
     interpolation (an experiment's `model.width: ${model.depth}`) has each point's values applied to
     the config together instead, since a value changes the keys that read it."""
 
-    def __init__(self, name: str, swept: list[str]):
+    def __init__(self, name: str, swept: Sequence[str] = ()):
         self.name = name
         self.swept = set(swept)  # the keys whose values name a point in an error
         self.bases: dict[tuple[str, ...], _Base] = {}
