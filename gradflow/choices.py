@@ -1,6 +1,7 @@
 """Keys that belong to some choices of their group only: init.sw2 is a setting of init=meanfield alone,
-model.forget_bias of model=lstm, norm.eps of a run with a normalization layer. A leaf (no Hydra, no torch): the config validates with it, and the store
-reads runs' settings with it, also where it has only Hydra's config.yaml, which holds every choice's keys."""
+model.forget_bias of model=lstm, norm.eps of a run with a normalization layer. A leaf (no Hydra, no torch):
+the config validates with it, and the store reads runs' settings with it, also where it has only Hydra's
+config.yaml, which holds every choice's keys."""
 
 from __future__ import annotations
 
