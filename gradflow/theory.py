@@ -419,6 +419,14 @@ def q_star(activation: str, sw2: float, sb2: float) -> float:
     return float(_solve_q_star(m.V_over_q, sw2, sb2, scan=m.scan, tail=m.tail))
 
 
+def every_q_fixed(activation: str, sw2: float, sb2: float) -> bool:
+    """Whether every length is a fixed point of the length map: a scale-free activation (relu, leaky relu,
+    linear: V(q) = k q) with sb2 = 0 at sw2 k = 1, its edge of chaos. q* is then the length the net starts
+    from (q_star reports 1, where it starts), and chi_1 = 1 at every q."""
+    m = moments(activation)
+    return isinstance(m, PiecewiseLinear) and sb2 == 0.0 and abs(sw2 * float(m.V_over_q(1.0)) - 1.0) < 1e-9
+
+
 def chi1(activation: str, sw2: float, sb2: float) -> float:
     """sw2 E[phi'(sqrt(q*) z)^2]: the per-layer factor of the squared back-propagated gradient norm."""
     m = moments(activation)

@@ -672,6 +672,21 @@ def test_cli_critical(invoke):
     out = invoke("--activation", "tanh", "--sb2", "0.05", "--critical")
     assert out.exit_code == 0, out.output
     assert "1.76" in out.output and "0.57" in out.output
+    assert "every q is a fixed point" not in out.output
+
+
+def test_a_scale_free_edge_says_every_q_is_a_fixed_point(invoke):
+    # relu at sigma_w^2 = 2, sigma_b^2 = 0: V(q) = q, so q* = 1 is only where the map started
+    assert theory.every_q_fixed("relu", 2.0, 0.0) and theory.every_q_fixed("linear", 1.0, 0.0)
+    assert not theory.every_q_fixed("relu", 2.0, 0.1) and not theory.every_q_fixed("relu", 1.9, 0.0)
+    assert not theory.every_q_fixed("tanh", 1.0, 0.0)  # (q* = 0 there, and its map is not linear)
+    m = theory.moments("relu")
+    assert all(2.0 * float(m.V(q)) == pytest.approx(q) for q in (0.01, 1.0, 37.0))  # each q maps to itself
+    for args in (["--sw2", "2"], ["--critical"]):
+        out = invoke("--activation", "relu", *args)
+        assert out.exit_code == 0 and "every q is a fixed point here" in " ".join(out.output.split()), out.output
+    out = invoke("--activation", "relu", "--sw2", "2", "--sb2", "0.1")
+    assert "every q is a fixed point" not in out.output
 
 
 def test_cli_phase_png(invoke, tmp_path, monkeypatch):

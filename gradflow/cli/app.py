@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -36,6 +37,9 @@ def _usage_error(e) -> None:
     given = _given(getattr(e, "param", None), getattr(e, "ctx", None))
     if given is not None and message.startswith("Invalid value for"):  # Click's message names no value
         message = message.replace(":", f" ({given!r}):", 1)
+    # (Typer's parser says it as a validator does: "Input should be a valid integer, unable to parse ...")
+    message = re.sub(r"Input should be a valid (number|integer)(, unable to parse string as an? \w+)?",
+                     lambda m: "not a whole number" if m.group(1) == "integer" else "not a number", message)
     ctx = getattr(e, "ctx", None)
     if ctx is not None:
         message += f"{' See' if message.endswith('?') else '; see'} `{ctx.command_path} --help`"

@@ -136,6 +136,7 @@ def _show_point(mf: theory.MeanField, depth: int | None, digits: int, as_json: b
                "chaotic": "gradients explode towards the input"}[mf.phase]
     table.add_row("phase", mf.phase, verdict)
     print_table(table)
+    _every_q_note(mf.activation, mf.sw2, mf.sb2)
     if mf.q_star in (0.0, math.inf):
         what = "decays to 0" if mf.q_star == 0.0 else "grows without bound"
         console.print(f"note: q* = {_fmt(mf.q_star)}: the signal variance {what} with depth. χ₁ is the "
@@ -156,6 +157,13 @@ def _show_critical(name: str, sb2: float, digits: int, as_json: bool) -> None:
     table.add_row("critical σ_w²", _fmt(sw2, max(digits, 4)), "weight variance × fan-in where χ₁ = 1")
     table.add_row("q*", _fmt(q, digits), "fixed-point pre-activation variance there")
     print_table(table)
+    _every_q_note(name, sw2, sb2)
+
+
+def _every_q_note(name: str, sw2: float, sb2: float) -> None:
+    if theory.every_q_fixed(name, sw2, sb2):  # (q* = 1 read as if 1 were special)
+        console.print(f"note: every q is a fixed point here ({name} is scale-free and σ_b² = 0): the q* "
+                      "shown is the length the map starts from, and χ₁ = 1 at any input scale.", style="dim")
 
 
 @theory_app.command("phase")
