@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -97,7 +98,9 @@ def runs(paths: list[Path]) -> tuple[pd.DataFrame, list[str]]:
     from gradflow.plots.keys import swept_keys
 
     swept = [store.SOURCE] + swept_keys(df, exclude=summary.study_columns(df), implied=True)  # as ls lists them
-    return summary.sort_runs(df, swept), swept
+    df = summary.sort_runs(df, swept[1:])  # the sources in the order given (as compare letters them), not by name
+    given = {label: i for i, label in enumerate(_labels(paths))}
+    return df.iloc[np.argsort(df[store.SOURCE].map(given).to_numpy(), kind="stable")], swept
 
 
 def _tables(paths: list[Path]) -> dict[str, pd.DataFrame]:
@@ -203,7 +206,11 @@ def first_config(paths: list[Path], table: pd.DataFrame | None = None) -> tuple[
         job = store.find_runs(paths[0])[0]
         name = job.name
     f = job / store.CONFIG_FILE
-    return name, settings_only(f.read_text()) if f.exists() else ""
+    text = settings_only(f.read_text()) if f.exists() else ""
+    used = (store.read_run(job) or {}).get("device")
+    if used and re.search(r"^device: auto$", text, re.M):  # (auto is the setting; say what it picked)
+        text = re.sub(r"^device: auto$", f"device: auto  # ran on {used}", text, count=1, flags=re.M)
+    return name, text
 
 
 def settings_only(text: str) -> str:

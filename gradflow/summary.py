@@ -450,6 +450,12 @@ def column_notes(columns: list["Column"], df: pd.DataFrame | None = None) -> lis
         notes.append(f"a transformer's chi1 meas and rates are per block, not per layer: fitted at each block's "
                      f"residual stream, b#.{RESIDUAL_STREAM} (its fit reads N {BLOCKS}, {RESIDUAL_STREAM}), or, "
                      f"for a quantity the stream lacks (grad_norm), at each block's last point (N {BLOCKS}, mlp.out)")
+    if df is not None and any(k.endswith("_acc") for k in keys):
+        from gradflow.metrics import REGRESSION_TOLERANCE, is_regression
+
+        if any(is_regression(*t) for t in df.reindex(columns=["data.name", "data.task"]).itertuples(index=False)):
+            notes.append(f"acc of a regression run (data.task=regression, data=adding): the share of predictions "
+                         f"within {REGRESSION_TOLERANCE:g} of the target")
     return notes
 
 

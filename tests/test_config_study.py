@@ -118,6 +118,11 @@ def test_a_regression_runs_accuracy_says_what_it_counts(cli, results):
     listed = " ".join(cli("ls", results / "reg").output.split())
     assert "acc of a regression run (data.task=regression, data=adding): the share of predictions within 0.04" \
         in listed, listed
+    from gradflow import report  # and the report page, under its runs table (it left the note out)
+
+    page = " ".join(report.build([results / "reg"]).split())
+    assert "acc of a regression run (data.task=regression, data=adding): the share of predictions within 0.04" \
+        in page
     out = cli("run", *tiny, "name=cls")
     assert out.exit_code == 0 and "acc(" not in out.output
     assert "acc of a regression run" not in cli("ls", results / "cls").output

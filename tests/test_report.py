@@ -198,10 +198,17 @@ def test_comparison_and_single_run(study, tmp_path):
                                     "has model.activation=relu; model.activation=tanh,model.depth=10 has "
                                     "model.activation=tanh."), page.texts
     assert page.figures and all(src.startswith("data:image/png") for src in page.images)
+    # the sources in the order given, as compare letters them (they were sorted by name)
+    given = ["model.activation=tanh,model.depth=10", "model.activation=relu,model.depth=10"]
+    rows = Page(report.build([study / g for g in given])).rows
+    assert [r.split("/", 1)[0] for r in rows] == given, rows
     text = report.write([study / "model.activation=tanh,model.depth=10"], tmp_path / "one.html").read_text()
     single = Page(text)
     assert {"profile", "heatmap", "curves"} <= {f["data-kind"] for f in single.figures}
     assert len(single.rows) == 1 and "<p class=meta>1 run from " in text and "2 runs from " in out.read_text()
+    # the config says which device `device: auto` picked
+    used = store.read_run(study / "model.activation=tanh,model.depth=10")["device"]
+    assert f"device: auto  # ran on {used}" in text
     # --out an existing folder: the page goes in it under its default name (os.replace onto the folder raised)
     (tmp_path / "pages").mkdir()
     assert report.write([study], tmp_path / "pages") == tmp_path / "pages" / "report.html"

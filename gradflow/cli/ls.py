@@ -17,7 +17,6 @@ from gradflow.errors import GradflowError, did_you_mean
 from gradflow.fmt import fmt, strict_json
 from gradflow.plots.keys import (abbreviate, config_columns, full_key, implied_keys, n_distinct, ordered_values,
                                  partial_keys, partial_phrase)
-from gradflow.metrics import REGRESSION_TOLERANCE, is_regression
 from gradflow.summary import (FLAGGED, KEY_PRIORITY, LS_COLUMNS, RESULT_COLUMNS, STUDY, STUDY_PRIORITY, Column,
                               column_notes, listing, mark_flagged, matches, not_run, not_run_note, sort_runs,
                               study_columns, study_of, swept_columns, table_columns, transient_warning)
@@ -173,10 +172,6 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
         notes.append(f"not shown ({console.width} columns): {labels(c.label for c in hidden)}; --wide shows all")
     if flagged:
         notes.append(f"{FLAGGED}: finished but flagged: {labels(flagged)}; --json shows why")
-    tasks = df.reindex(columns=["data.name", "data.task"]).itertuples(index=False)
-    if any(c.key.endswith("_acc") for c in shown) and any(is_regression(*t) for t in tasks):
-        notes.append(f"acc of a regression run (data.task=regression, data=adding): the share of predictions "
-                     f"within {REGRESSION_TOLERANCE:g} of the target")
     missing = df.attrs.get(NOT_RUN) or []
     if missing:
         notes.append(not_run_note(missing))
