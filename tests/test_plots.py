@@ -1247,3 +1247,14 @@ def test_titles_name_the_model_as_the_user_chose_it(config, has, lacks):
 
     items = held_fixed(pd.DataFrame([config]))
     assert all(h in items for h in has) and not any(x in items for x in lacks), items
+
+
+def test_an_unprobed_step_lists_the_probed_steps_near_it_and_the_last():
+    # "probed steps: 0, 1, ... 11, ..." left out the last step, the one a user asking for 999 wants
+    from gradflow.plots.series import steps_phrase
+
+    every = range(201)
+    assert steps_phrase(every, 999) == "0, 1, 2, 3, ..., 197, 198, 199, 200"
+    assert steps_phrase(every, 55) == "0, 1, 2, 3, ..., 53, 54, 55, 56, ..., 200"
+    assert steps_phrase([0, 10, 20], 5) == "0, 10, 20"
+    assert steps_phrase(range(0, 1001, 50), 10**6).endswith("..., 850, 900, 950, 1000")

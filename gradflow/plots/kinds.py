@@ -16,7 +16,7 @@ from gradflow.plots.keys import SEED_KEYS, full_key, n_distinct, ordered_values,
 from gradflow.plots.labels import SUMMARIES
 from gradflow.plots.meanfield import GRID_THEORIES
 from gradflow.plots.save import file_part
-from gradflow.plots.series import named_run, nearest_runs
+from gradflow.plots.series import named_run, nearest_runs, steps_phrase
 
 # kind -> (the table it reads, the options it uses): any other option is refused, never silently ignored
 KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -142,9 +142,8 @@ def check_options(df: pd.DataFrame, kind: str, o: Options, where: str) -> None:
     if kind == "ratio" and o.step not in (None, 0, "last"):
         raise GradflowError(f"--step {o.step} is not allowed for --kind ratio; choices: 0 (init), last (end)")
     if isinstance(o.step, int) and "step" in df.columns and kind != "ratio" and not (df["step"] == o.step).any():
-        probed = sorted(int(s) for s in df["step"].unique())
-        shown = ", ".join(map(str, probed[:12])) + (", ..." if len(probed) > 12 else "")
-        raise GradflowError(f"--step {o.step} was not probed in {where}; probed steps: {shown} (or last)")
+        raise GradflowError(f"--step {o.step} was not probed in {where}; probed steps: "
+                            f"{steps_phrase(df['step'], o.step)} (or last)")
 
 
 # --- drawing one kind ----------------------------------------------------------------------------

@@ -122,6 +122,22 @@ def parse_step(step: int | str, option: str = "step=") -> int | str:
     raise GradflowError(f"{option}{step!r} is not allowed; choices: a probed step number (e.g. 0), or last")
 
 
+def steps_phrase(steps, near: int, most: int = 12) -> str:
+    """The probed `steps` as a short list: all of them, or the first few, those nearest `near` (the step
+    asked for) and the last, with "..." where some are left out ("0, 1, 2, ..., 98, 99, 100, ..., 200")."""
+    probed = sorted({int(s) for s in steps})
+    if len(probed) <= most:
+        return ", ".join(map(str, probed))
+    nearest = sorted(probed, key=lambda s: (abs(s - near), s))[:most // 3]
+    keep = sorted({*probed[:most // 3], *nearest, probed[-1]})
+    parts = []
+    for i, s in enumerate(keep):
+        if i and probed.index(s) != probed.index(keep[i - 1]) + 1:
+            parts.append("...")
+        parts.append(str(s))
+    return ", ".join(parts)
+
+
 def at_step(df: pd.DataFrame, step: int | str) -> tuple[pd.DataFrame, str]:
     """Rows at one probed step (an int) or at each run's last probed step ("last"), and a title part."""
     step = parse_step(step)
@@ -133,9 +149,7 @@ def at_step(df: pd.DataFrame, step: int | str) -> tuple[pd.DataFrame, str]:
         return sub, text
     sub = df[df["step"] == step]
     if sub.empty:
-        probed = sorted(df["step"].unique())
-        shown = ", ".join(map(str, probed[:12])) + (", ..." if len(probed) > 12 else "")
-        raise GradflowError(f"step={step} was not probed; probed steps: {shown} (or 'last')")
+        raise GradflowError(f"step={step} was not probed; probed steps: {steps_phrase(df['step'], step)} (or 'last')")
     text = "step 0 (initialization)" if step == 0 else f"step {step}"
     missing = df["run"].nunique() - sub["run"].nunique()  # runs that stopped before it (diverged, say)
     if missing:
