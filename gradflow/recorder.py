@@ -24,6 +24,7 @@ import sys
 import time
 import traceback
 import warnings
+import weakref
 from argparse import Namespace
 from collections.abc import Mapping
 from contextlib import ExitStack, contextmanager
@@ -93,6 +94,30 @@ def _plain(value, where: str):
                         f"are converted); give its name or its number")
 
 
+_OPEN: weakref.WeakSet = weakref.WeakSet()  # Recorders not closed yet
+
+
+def _close_on_uncaught() -> None:
+    """Chain sys.excepthook once, so that a script whose loop raises outside a `with` block closes its open
+    Recorders as `with` would (failed, with the error; interrupted on Ctrl-C) before Python prints the
+    traceback: the run was left `running` and read as interrupted, the error nowhere."""
+    previous = sys.excepthook
+    if getattr(previous, "_gradflow", False):
+        return
+
+    def hook(kind, error, tb):
+        for rec in list(_OPEN):
+            if not rec._closed:
+                try:
+                    rec._close_after(kind, error, tb)
+                except Exception as e:  # (the script's own error comes first)
+                    print(f"gradflow: could not close the run at {rec.path}: {e}", file=sys.stderr)
+        previous(kind, error, tb)
+
+    hook._gradflow = True
+    sys.excepthook = hook
+
+
 class Recorder:
     """Record gradflow's per-layer probes and your scalars from your own training loop.
 
@@ -141,6 +166,8 @@ class Recorder:
         except BaseException:
             self._lock.close()
             raise
+        _OPEN.add(self)
+        _close_on_uncaught()
         if replaced is not None:  # (as `gradflow run` says so; a Recorder's rerun is a new run)
             warnings.warn(f"{self.path}: replacing the run recorded there before ({replaced.get(store.STATUS)}, "
                           f"started {replaced.get('started')})", stacklevel=2)
@@ -215,6 +242,7 @@ class Recorder:
         """Write every table and run.json (atomically, through gradflow.store)."""
         self._check_open("close")
         self._closed = True
+        _OPEN.discard(self)
         self._finish_pending()
         names = self.probes.names if self.probes else []
         quantities = self.probes.quantities if self.probes else ()
@@ -269,7 +297,11 @@ class Recorder:
             return
         if kind is None:
             self.close()
-        elif issubclass(kind, KeyboardInterrupt):
+        else:
+            self._close_after(kind, error, tb)
+
+    def _close_after(self, kind, error, tb) -> None:
+        if issubclass(kind, KeyboardInterrupt):
             self.close(store.INTERRUPTED)
         else:
             self._record["traceback"] = "".join(traceback.format_exception(kind, error, tb))

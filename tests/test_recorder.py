@@ -213,6 +213,27 @@ def test_recorder_refuses_a_foreign_folder_and_records_a_crash(tmp_path):
     assert set(store.load(tmp_path / "stopped").step) == {0, 1, 2}
 
 
+def test_a_script_that_raises_outside_a_with_block_records_its_run_as_failed(tmp_path):
+    # rec = Recorder(...) without `with`: the uncaught error left the run `running`, then read as interrupted
+    script = tmp_path / "loop.py"
+    script.write_text(
+        "import sys, torch, gradflow\n"
+        "model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))\n"
+        "rec = gradflow.Recorder(model, sys.argv[1], every=1)\n"
+        "for step in range(3):\n"
+        "    with rec.step(step):\n"
+        "        model(torch.randn(8, 4)).sum().backward()\n"
+        "    if step == 1:\n"
+        "        raise ValueError('loss went sideways')\n")
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "run")], capture_output=True, text=True,
+                         timeout=300, cwd=ROOT)
+    assert out.returncode == 1 and "ValueError: loss went sideways" in out.stderr  # Python's traceback, as ever
+    run = store.read_run(tmp_path / "run")
+    assert run["status"] == "failed" and run["error"] == "ValueError: loss went sideways", run
+    assert store.status_of(tmp_path / "run", run)[0] == "failed"
+    assert set(store.load(tmp_path / "run").step) == {0, 1}
+
+
 def test_the_study_folder_is_locked_while_recording(tmp_path):
     first = gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / "run0")
     # the holder named by its own command line (the script that made the first Recorder), not "gradflow ..."
