@@ -935,7 +935,7 @@ def _keys_apply(cfg: DictConfig, overrides) -> None:
         if key in CHOICE_KEYS and not o.startswith("~"):
             chosen = OmegaConf.select(cfg, CHOICE_KEYS[key][0])
             if chosen not in CHOICE_KEYS[key][1]:
-                raise GradflowError(_not_a_key_of(key, chosen))
+                raise GradflowError(not_a_key_of(key, chosen))
 
 
 def choice_keys(group: str, choice: str) -> list[str]:
@@ -947,12 +947,12 @@ def choice_keys(group: str, choice: str) -> list[str]:
     return [k for k in keys if k not in CHOICE_KEYS or choice in CHOICE_KEYS[k][1]]
 
 
-def _not_a_key_of(key: str, chosen: str) -> str:
+def not_a_key_of(key: str, chosen: str) -> str:
     """init.sw2 does not apply to init=xavier_normal, which takes init.gain; it is a key of init=meanfield"""
     group = key.partition(".")[0]
     takes = ", ".join(choice_keys(group, chosen)) or "no keys"
     return (f"{key} does not apply to {group}={chosen}, which takes {takes}; "
-            f"it is a key of {', '.join(_choices_with_key(key))}")
+            f"it is a key of {', '.join(choices_with_key(key))}")
 
 
 def _chosen(group: str, overrides) -> str | None:
@@ -997,11 +997,11 @@ def hydra_error_message(e: Exception, overrides=()) -> str:
     full_key = re.search(r"full_key: (\S+)", text)
     if _unknown_key(text) is not None:
         name = _unknown_key(text) or "?"
-        if _choices_with_key(name):  # a key of another choice: name the run's, and the keys it takes
+        if choices_with_key(name):  # a key of another choice: name the run's, and the keys it takes
             chosen = _chosen(name.partition(".")[0], [o for o in overrides if override_key(o) != name])
             if chosen in GROUP_SCHEMAS[name.partition(".")[0]]:
-                return _not_a_key_of(name, chosen)
-            return f"{name} does not apply to this run: it is a key of {', '.join(_choices_with_key(name))}"
+                return not_a_key_of(name, chosen)
+            return f"{name} does not apply to this run: it is a key of {', '.join(choices_with_key(name))}"
         if name.startswith("model.kwargs.") and _chosen("model", [o for o in overrides
                                                                   if override_key(o) != name]) == "custom":
             # (a custom model's constructor arguments are new keys: did-you-mean offered model.width)
@@ -1048,7 +1048,7 @@ def _key_of_another_choice(e: Exception) -> str | None:
     """The key a composition failed on where it is a key of another choice of its group (optim.momentum
     with optim=adam), else None."""
     key = _unknown_key(_error_text(e))
-    return key if key and _choices_with_key(key) else None
+    return key if key and choices_with_key(key) else None
 
 
 # the config's sections of keys (model, ..., train, gradcheck), as against its top-level values (seed)
@@ -1077,7 +1077,7 @@ def known_keys() -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def _choices_with_key(dotted: str) -> list[str]:
+def choices_with_key(dotted: str) -> list[str]:
     """["optim=sgd"] for "optim.momentum": the choices of the key's group that take it."""
     group = dotted.partition(".")[0]
     return [f"{group}={choice}" for choice in GROUP_SCHEMAS.get(group, {}) if dotted in choice_keys(group, choice)]

@@ -308,9 +308,9 @@ def _check_keys_apply(point: list[str], taken: set[str], first: dict) -> None:
             continue
         if key == "norm.eps":
             raise GradflowError(f"no point of this sweep takes norm.eps: {config_mod.norm_eps_unread(first)}")
-        if config_mod._choices_with_key(key):
+        if config_mod.choices_with_key(key):
             raise GradflowError(f"no point of this sweep takes {key}: "
-                                + config_mod._not_a_key_of(key, first[f"{key.partition('.')[0]}.name"]))
+                                + config_mod.not_a_key_of(key, first[f"{key.partition('.')[0]}.name"]))
 
 
 class _Configs:
@@ -389,7 +389,7 @@ class _Base:
     def takes(self, key: str) -> bool:
         """Whether the config has `key`, or may fail on it: not where another choice of its group has it."""
         return (OmegaConf.select(self.cfg, key, default=_ABSENT) is not _ABSENT
-                or not config_mod._choices_with_key(key))
+                or not config_mod.choices_with_key(key))
 
     @contextmanager
     def applied(self, overrides: list[str]):
