@@ -213,149 +213,155 @@ def train(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = N
             run.throw(KeyboardInterrupt())
 
 
+@dataclass
+class _Setup:
+    """What the loop works out once, before its first step."""
+
+    params: list[torch.Tensor]  # the trainable parameters, in the model's order
+    # the same, the probes' weights and biases first: the per-parameter norms then index layers directly
+    # and serve the probes' gradient norms as they are
+    ordered: list[torch.Tensor]
+    names: list[str]  # each of `ordered`'s name in the model
+    opt: torch.optim.Optimizer
+    lr_schedule: torch.optim.lr_scheduler.LRScheduler | None
+    batches: Batches
+    probed: set[int]  # the probed steps
+    # plain SGD steps by the fused CPU kernels once they are loaded, taking every norm on the way (not under
+    # clipping, which needs the gradients' norm before the step): by the probes (a run probing many steps) or
+    # here (step_kernels), for a run long enough to pay their loading back; stepper: the SGDStep, None until
+    # they load, or False where they do not take this optimizer's step
+    stepper: SGDStep | None | bool
+    step_kernels: object | None
+
+
+def _setup(model, data: Data, cfg, probes: Probes) -> _Setup:
+    """The parameters' order, the optimizer and its schedule, the batches, the probed steps and the fused
+    step's kernels of a run."""
+    steps, device = cfg.train.steps, data.x_train.device
+    params = [p for p in model.parameters() if p.requires_grad]
+    probe_ids = {id(p) for p in probes.params}
+    ordered = probes.params + [p for p in params if id(p) not in probe_ids]
+    param_name = {id(p): n for n, p in model.named_parameters()}
+    opt = make_optimizer(params, cfg.optim)
+    probed = set(schedule(steps, cfg.probe.every, cfg.probe.points))
+    probes.expect(len(probed))  # a run probing many steps on the CPU loads the fused kernels now
+    stepper = False if cfg.train.grad_clip > 0 or cfg.train.clip_value > 0 else None
+    step_kernels = None
+    if stepper is None and device.type == "cpu" and cfg.optim.name == "sgd" and \
+            steps * sum(p.numel() for p in params) >= STEP_WORK:
+        step_kernels = load_fused(required=False)
+    return _Setup(params, ordered, [param_name[id(p)] for p in ordered], opt, make_schedule(opt, cfg.optim, steps),
+                  Batches(len(data.x_train), cfg.train.batch_size, cfg.seed, device), probed, stepper, step_kernels)
+
+
+class _Ledger:
+    """The loop's bookkeeping on device, without a host sync: each step's row of two small buffers (one write
+    each), folded every few steps, all rows at once, into the evaluation window's sums and the divergence
+    state."""
+
+    def __init__(self, rows: int, n_params: int, n_points: int, dtype: torch.dtype, device):
+        self.rows = rows
+        self.scalars = torch.zeros(rows, 4, dtype=dtype, device=device)  # batch loss, batch accuracy, total grad norm, clipped
+        self.norm_rows = torch.zeros(rows, n_params, dtype=dtype, device=device)  # each parameter's gradient norm
+        self.used, self.first_step = 0, 0  # rows filled since the last fold, and the step of the first one
+        self.window = torch.zeros(4, device=device)  # sums of the scalars over the evaluation window
+        self.window_n = 0  # the updates in it
+        self.n_points = n_points
+        self.bad_step = torch.full((), -1, dtype=torch.long, device=device)  # the first step with a non-finite loss/gradient
+        self.bad_layers = torch.zeros(n_points, dtype=torch.bool, device=device)  # its probed layers' non-finite gradients
+        self.bad_values = torch.zeros(2, dtype=dtype, device=device)  # its batch loss and total gradient norm
+
+    def row(self, t: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Step t's row: (its scalars, its gradient norms, its total gradient norm)."""
+        used = self.used
+        if not used:
+            self.first_step = t
+        self.used = used + 1
+        return self.scalars[used], self.norm_rows[used], self.scalars[used, 2]
+
+    def fold(self) -> None:
+        """Fold the filled rows into the window and the divergence state, on device (no sync)."""
+        if not self.used:
+            return
+        s = self.scalars[: self.used]
+        self.window.add_(s.sum(0))
+        bad = ~(torch.isfinite(s[:, 0]) & torch.isfinite(s[:, 2]))
+        at = bad.byte().argmax()  # the first bad row (0 if none)
+        newly = (self.bad_step < 0) & bad.any()
+        self.bad_step = torch.where(newly, at + self.first_step, self.bad_step)
+        layer_norms = torch.index_select(self.norm_rows[:, : self.n_points], 0, at.reshape(1))[0]
+        self.bad_layers = torch.where(newly, ~torch.isfinite(layer_norms), self.bad_layers)
+        self.bad_values = torch.where(newly, torch.index_select(s, 0, at.reshape(1))[0, 0::2], self.bad_values)
+        self.used = 0
+
+    def unfolded_finite(self) -> torch.Tensor:
+        """Whether the rows not yet folded have a finite loss and gradient norm (on device): two kernels
+        instead of the fold's ~14."""
+        return torch.isfinite(self.scalars[: self.used, 0::2]).all()
+
+
 def training(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = None,
              ) -> Generator[int, None, TrainResult]:
     """The training loop, a step at a time: it yields each step's number once that step is done (after
     `on_step`) and returns the TrainResult. `train` runs it to the end; `gradflow bench` runs several in
     turns, a few steps each."""
-    steps, tc = cfg.train.steps, cfg.train
+    tc, device = cfg.train, data.x_train.device
     # plain values for the step loop: reading a DictConfig attribute costs ~8 us, ~70 us per step in all
-    eval_every, check_every, grad_clip, clip_value = tc.eval_every, tc.check_every, tc.grad_clip, tc.clip_value
-    jacobian = cfg.probe.jacobian
-    device = data.x_train.device
-    params = [p for p in model.parameters() if p.requires_grad]
-    # the probes' weights and biases first: the per-parameter norms below then index layers
-    # directly and serve the probes' gradient norms as they are
-    probe_ids = {id(p) for p in probes.params}
-    ordered = probes.params + [p for p in params if id(p) not in probe_ids]
-    param_name = {id(p): n for n, p in model.named_parameters()}
-    names = [param_name[id(p)] for p in ordered]
-    opt = make_optimizer(params, cfg.optim)
-    lr_schedule = make_schedule(opt, cfg.optim, steps)
-    batches = Batches(len(data.x_train), tc.batch_size, cfg.seed, device)
-    probed = set(schedule(steps, cfg.probe.every, cfg.probe.points))
-    probes.expect(len(probed))  # a run probing many steps on the CPU loads the fused kernels now
-    # plain SGD steps by the fused CPU kernels once they are loaded, taking every norm on the way (not under
-    # clipping, which needs the gradients' norm before the step): by the probes (a run probing many steps) or
-    # here, for a run long enough to pay their loading back; stepper: the SGDStep, None until they load, or
-    # False where they do not take this optimizer's step
-    stepper: SGDStep | None | bool = False if grad_clip > 0 or clip_value > 0 else None
-    step_kernels = None
-    if stepper is None and device.type == "cpu" and cfg.optim.name == "sgd" and \
-            steps * sum(p.numel() for p in params) >= STEP_WORK:
-        step_kernels = load_fused(required=False)
+    steps, eval_every, check_every = tc.steps, tc.eval_every, tc.check_every
+    grad_clip, clip_value, jacobian = tc.grad_clip, tc.clip_value, cfg.probe.jacobian
+    clips = grad_clip > 0 or clip_value > 0
+    s = _setup(model, data, cfg, probes)
+    # (and the setup's as locals, Python's cheapest read)
+    params, ordered, opt, lr_schedule, batches, probed = s.params, s.ordered, s.opt, s.lr_schedule, s.batches, s.probed
+    stepper, step_kernels = s.stepper, s.step_kernels
+    dtype = torch.float64 if any(p.dtype == torch.float64 for p in params) else torch.float32
+    rows = max(1, min(check_every, eval_every, steps + 1, 64))  # steps between two folds at most
+    ledger = _Ledger(rows, len(ordered), len(probes.weights), dtype, device)
     res = TrainResult()
     readings = []  # (step, its primitives) of each probed step, made into tables after the loop
-    n_points = len(probes.weights)
-
-    # Each step's bookkeeping lands in a row of two small device buffers (one write each, no sync);
-    # every few steps the rows are folded at once into the window sums and the divergence state.
-    rows = max(1, min(check_every, eval_every, steps + 1, 64))
-    dtype = torch.float64 if any(p.dtype == torch.float64 for p in params) else torch.float32
-    scalars = torch.zeros(rows, 4, dtype=dtype, device=device)  # batch loss, batch accuracy, total grad norm, clipped
-    norm_rows = torch.zeros(rows, len(ordered), dtype=dtype, device=device)  # each parameter's gradient norm
-    used, first_step = 0, 0  # rows filled since the last fold, and the step of the first one
-    window = torch.zeros(4, device=device)  # sums of the scalars over the evaluation window
-    window_n = 0
-    bad_step = torch.full((), -1, dtype=torch.long, device=device)  # the first step with a non-finite loss/gradient
-    bad_layers = torch.zeros(n_points, dtype=torch.bool, device=device)  # its probed layers' non-finite gradients
-    bad_values = torch.zeros(2, dtype=dtype, device=device)  # its batch loss and total gradient norm
-
-    def fold() -> None:
-        """Fold the filled rows into the window and the divergence state, on device (no sync)."""
-        nonlocal used, bad_step, bad_layers, bad_values
-        if not used:
-            return
-        s = scalars[:used]
-        window.add_(s.sum(0))
-        bad = ~(torch.isfinite(s[:, 0]) & torch.isfinite(s[:, 2]))
-        at = bad.byte().argmax()  # the first bad row (0 if none)
-        newly = (bad_step < 0) & bad.any()
-        bad_step = torch.where(newly, at + first_step, bad_step)
-        layer_norms = torch.index_select(norm_rows[:, :n_points], 0, at.reshape(1))[0]
-        bad_layers = torch.where(newly, ~torch.isfinite(layer_norms), bad_layers)
-        bad_values = torch.where(newly, torch.index_select(s, 0, at.reshape(1))[0, 0::2], bad_values)
-        used = 0
 
     model.train()
     start = time.perf_counter()
     try:
         for t in range(steps + 1):
-            # --- evaluation of the weights after t updates ---
-            if t % eval_every == 0 or t == steps:
-                fold()
-                ev = torch.cat([evaluate(model, data.x_train, data.y_train, data.task),
-                                evaluate(model, data.x_test, data.y_test, data.task),
-                                window / max(window_n, 1), window[3:]]).cpu().tolist()  # note: a host sync point
-                res.metrics += [(t, "train", "loss", ev[0]), (t, "train", "acc", ev[1]),
-                                (t, "test", "loss", ev[2]), (t, "test", "acc", ev[3])]
-                if window_n:
-                    res.metrics += [(t, "batch", "loss", ev[4]), (t, "batch", "acc", ev[5]),
-                                    (t, "opt", "grad_norm", ev[6]), (t, "opt", "clipped", ev[8])]
-                window.zero_()
-                window_n = 0
-
-            # --- Jacobian spectra of the weights after t updates (a separate, gradient-free pass) ---
-            if jacobian and t in (0, steps):
-                x_j = data.x_train[: cfg.probe.jacobian_inputs]
-                res.jacobians += [(t, *row) for row in jacobian_spectra(model, x_j, cfg.probe.layer_jacobians)]
+            last = t == steps
+            evaluating = t % eval_every == 0 or last
+            if evaluating:  # the weights after t updates (note: a host sync point)
+                res.metrics += _evaluation(t, model, data, ledger)
+            if jacobian and (t == 0 or last):  # (a separate, gradient-free pass)
+                res.jacobians += _jacobians(t, model, data, cfg.probe)
 
             # --- forward, backward (and probes) ---
             probing = t in probed
             if probing:
                 probes.arm()
-            idx = batches.next()
-            x = data.x_train[idx]
-            if data.augment is not None:
-                x = data.augment(x, batches.gen)
-            opt.zero_grad()  # before the forward pass, as a bare loop does: its allocations can reuse the gradients' memory
-            out = model(x)
-            loss, batch_acc = loss_and_accuracy(out, data.y_train[idx], data.task)
-            loss.backward()
+            loss, batch_acc = _forward_backward(model, data, batches, opt)
 
-            # --- gradient norms and this step's row of bookkeeping, on device: no sync here ---
-            if not used:
-                first_step = t
-            row, norms, total = scalars[used], norm_rows[used], scalars[used, 2]
-            used += 1
+            # --- gradient norms (and the step, where the fused kernels take it) into this step's row: no sync ---
+            row, norms, total = ledger.row(t)
             grads = gradients(ordered)
             if stepper is None and (probes.kernels or step_kernels) is not None:
                 stepper = SGDStep.of(opt, ordered, probes.kernels or step_kernels) or False  # (False: never)
             # the step itself where the kernels take it, with each parameter's squared norms: its gradient's, its
             # weight's before the step and the step direction's; else the gradients' by the fused kernels
             # where they are loaded
-            stepped = stepper.step() if stepper and t < steps else None
+            stepped = stepper.step() if stepper and not last else None
             wide = gradient_norms(grads, norms, total,
                                   probes.squared_norms(grads) if stepped is None else stepped[:, 0])
             torch.stack([loss.detach(), batch_acc.detach()], out=row[:2])
             if probing:
                 # clipping changes the gradients in place before the read: the probes keep a copy, unless
                 # their norms are float64, which are never recomputed
-                clips = t < steps and (grad_clip > 0 or clip_value > 0)
                 taken = None if stepped is None else _stepped(stepped, stepper, len(probes.weights))
-                probes.after_backward((norms if wide is None else wide)[: len(probes.params)], opt, keep_grads=clips,
-                                      stepped=taken)
-            if t % eval_every == 0 or t == steps:  # every parameter's gradient norm (note: a host sync point)
-                exact = exact_norms(norms.cpu().numpy(), grads).tolist()
-                res.metrics += [(t, "grad", name, v) for name, v in zip(names, exact)]
+                probes.after_backward((norms if wide is None else wide)[: len(probes.params)], opt,
+                                      keep_grads=clips and not last, stepped=taken)
+            if evaluating:  # every parameter's gradient norm (note: a host sync point)
+                res.metrics += _gradient_metrics(t, s.names, norms, grads)
 
             # --- clip (events counted on device) and update ---
-            if t < steps:
-                if grad_clip > 0 or clip_value > 0:
-                    clipped = torch.zeros((), dtype=torch.bool, device=device)
-                    if grad_clip > 0:  # clip_grad_norm_ in two halves, reusing the norm computed above
-                        torch.nn.utils.clip_grads_with_norm_(params, grad_clip, total, foreach=True)
-                        clipped = clipped | (total > grad_clip)
-                    if clip_value > 0:  # clip_grad_value_'s clamps, on a sparse gradient's values too (it takes none)
-                        for p in params:  # coalesced first: a row looked up twice is clipped as its sum
-                            if p.grad is not None and p.grad.is_sparse:
-                                p.grad = p.grad.coalesce()
-                        present = gradients(params)
-                        peak = torch.nn.utils.get_total_norm(present, float("inf"), foreach=True)
-                        torch._foreach_clamp_min_(present, -clip_value)
-                        torch._foreach_clamp_max_(present, clip_value)
-                        clipped = clipped | (peak > clip_value)
-                    row[3].copy_(clipped)
+            if not last:
+                if clips:
+                    row[3].copy_(_clip(params, total, grad_clip, clip_value, device))
                 if stepped is None:
                     opt.step()
                 if lr_schedule is not None:
@@ -363,37 +369,21 @@ def training(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None 
                 if probing:
                     probes.after_update()
                 res.steps_done = t + 1
-                window_n += 1
-            if t % check_every == 0 or t == steps or used == rows:
-                fold()
-            if probing:
-                # the rows not yet folded are checked in the same copy, in two kernels instead of the fold's ~14
-                fine = torch.isfinite(scalars[:used, 0::2]).all()
-                reading, (first, ok) = probes.read(bad_step, fine)  # note: the probed step's one host sync point
-                if not ok:  # a non-finite loss or gradient: the fold dates it (note: one more sync, once per run)
-                    fold()
-                    first = bad_step.item()
-                readings.append((t, reading))
+                ledger.window_n += 1
+            if t % check_every == 0 or last or ledger.used == ledger.rows:
+                ledger.fold()
+            if probing:  # note: the probed step's one host sync point
+                first = _read_probes(probes, ledger, t, readings)
                 if t + 1 not in probed:
                     probes.remove()  # the unprobed steps run without hooks
             if on_step:
                 on_step(t, steps)
 
             # --- divergence check (note: a host sync point every check_every steps, unless probed) ---
-            if probing or t % check_every == 0 or t == steps:
-                first = int(first if probing else bad_step.item())
+            if probing or t % check_every == 0 or last:
+                first = first if probing else int(ledger.bad_step.item())
                 if first >= 0:
-                    res.status = "diverged"
-                    res.diverged_step = first
-                    res.steps_done = first  # the updates before it: the rest (to this check) applied non-finite values
-                    layers = torch.nonzero(bad_layers).flatten().tolist()
-                    res.diverged_layer = probes.weight_points[layers[0]] if layers else None
-                    # the step itself in the metrics, split "diverged": its batch loss and total gradient norm (one
-                    # of them non-finite), so that curves end where the run did, not at its last evaluation
-                    loss_at, norm_at = bad_values.tolist()
-                    res.metrics += [(first, "diverged", "loss", loss_at), (first, "diverged", "grad_norm", norm_at)]
-                    res.diverged_in = " and ".join(what for what, v in (("loss", loss_at), ("gradient", norm_at))
-                                                   if not math.isfinite(v)) or None
+                    _diverged(res, first, ledger, probes)
                     break
             yield t
     except KeyboardInterrupt:  # what it measured until now is kept: the tables of every whole probed step
@@ -409,6 +399,93 @@ def training(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None 
         raise Failed(res, e) from e
     _finish(res, probes, readings, start)
     return res
+
+
+def _evaluation(t: int, model, data: Data, ledger: _Ledger) -> list[tuple[int, str, str, float]]:
+    """Step t's metrics of the weights after t updates: loss and accuracy on both splits, and the means
+    over the window since the last evaluation (the window then starts anew). Note: a host sync point."""
+    ledger.fold()
+    window, n = ledger.window, ledger.window_n
+    ev = torch.cat([evaluate(model, data.x_train, data.y_train, data.task),
+                    evaluate(model, data.x_test, data.y_test, data.task),
+                    window / max(n, 1), window[3:]]).cpu().tolist()
+    metrics = [(t, "train", "loss", ev[0]), (t, "train", "acc", ev[1]),
+               (t, "test", "loss", ev[2]), (t, "test", "acc", ev[3])]
+    if n:
+        metrics += [(t, "batch", "loss", ev[4]), (t, "batch", "acc", ev[5]),
+                    (t, "opt", "grad_norm", ev[6]), (t, "opt", "clipped", ev[8])]
+    window.zero_()
+    ledger.window_n = 0
+    return metrics
+
+
+def _jacobians(t: int, model, data: Data, pc) -> list[tuple]:
+    """Step t's Jacobian spectra, of the weights after t updates (`pc`: cfg.probe)."""
+    return [(t, *row) for row in jacobian_spectra(model, data.x_train[: pc.jacobian_inputs], pc.layer_jacobians)]
+
+
+def _forward_backward(model, data: Data, batches: Batches, opt) -> tuple[torch.Tensor, torch.Tensor]:
+    """The next batch's forward and backward passes: its loss and accuracy, on device."""
+    idx = batches.next()
+    x = data.x_train[idx]
+    if data.augment is not None:
+        x = data.augment(x, batches.gen)
+    opt.zero_grad()  # before the forward pass, as a bare loop does: its allocations can reuse the gradients' memory
+    loss, batch_acc = loss_and_accuracy(model(x), data.y_train[idx], data.task)
+    loss.backward()
+    return loss, batch_acc
+
+
+def _gradient_metrics(t: int, names: list[str], norms: torch.Tensor, grads: list[torch.Tensor]) -> list[tuple]:
+    """Every parameter's gradient norm at step t, exact. Note: a host sync point."""
+    exact = exact_norms(norms.cpu().numpy(), grads).tolist()
+    return [(t, "grad", name, v) for name, v in zip(names, exact)]
+
+
+def _clip(params: list[torch.Tensor], total: torch.Tensor, grad_clip: float, clip_value: float,
+          device) -> torch.Tensor:
+    """Clip the gradients in place (by their total norm `total`, then by value): whether any clipping
+    happened, on device."""
+    clipped = torch.zeros((), dtype=torch.bool, device=device)
+    if grad_clip > 0:  # clip_grad_norm_ in two halves, reusing the norm computed already
+        torch.nn.utils.clip_grads_with_norm_(params, grad_clip, total, foreach=True)
+        clipped = clipped | (total > grad_clip)
+    if clip_value > 0:  # clip_grad_value_'s clamps, on a sparse gradient's values too (it takes none)
+        for p in params:  # coalesced first: a row looked up twice is clipped as its sum
+            if p.grad is not None and p.grad.is_sparse:
+                p.grad = p.grad.coalesce()
+        present = gradients(params)
+        peak = torch.nn.utils.get_total_norm(present, float("inf"), foreach=True)
+        torch._foreach_clamp_min_(present, -clip_value)
+        torch._foreach_clamp_max_(present, clip_value)
+        clipped = clipped | (peak > clip_value)
+    return clipped
+
+
+def _read_probes(probes: Probes, ledger: _Ledger, t: int, readings: list) -> int:
+    """The probed step t's primitives to the host (kept in `readings`), with the first step of a non-finite loss
+    or gradient (-1: none yet) in the same copy. Note: the probed step's one host sync point."""
+    reading, (first, ok) = probes.read(ledger.bad_step, ledger.unfolded_finite())
+    if not ok:  # a non-finite loss or gradient: the fold dates it (note: one more sync, once per run)
+        ledger.fold()
+        first = ledger.bad_step.item()
+    readings.append((t, reading))
+    return int(first)
+
+
+def _diverged(res: TrainResult, first: int, ledger: _Ledger, probes: Probes) -> None:
+    """Mark `res` diverged at step `first`, in the layer and quantity that went non-finite."""
+    res.status = "diverged"
+    res.diverged_step = first
+    res.steps_done = first  # the updates before it: the rest (to this check) applied non-finite values
+    layers = torch.nonzero(ledger.bad_layers).flatten().tolist()
+    res.diverged_layer = probes.weight_points[layers[0]] if layers else None
+    # the step itself in the metrics, split "diverged": its batch loss and total gradient norm (one of them
+    # non-finite), so that curves end where the run did, not at its last evaluation
+    loss_at, norm_at = ledger.bad_values.tolist()
+    res.metrics += [(first, "diverged", "loss", loss_at), (first, "diverged", "grad_norm", norm_at)]
+    res.diverged_in = " and ".join(what for what, v in (("loss", loss_at), ("gradient", norm_at))
+                                   if not math.isfinite(v)) or None
 
 
 def _stepped(squares: np.ndarray, stepper: SGDStep, n: int) -> Stepped:
