@@ -416,53 +416,73 @@ class Probes:
         self.armed = False
         with torch.no_grad():
             if self.params:
-                grads = None  # (float64 norms are never recomputed: they need no gradients kept)
-                if grad_norms is None or grad_norms.dtype != torch.float64:
-                    # the gradients as they are now (a loop may set them to None before the read)
-                    grads = gradients(self.params)
-                    if grad_norms is None:
-                        grad_norms = self._norms_of(grads)
-                    if keep_grads and grad_norms.dtype != torch.float64:
-                        kept = [self.buffer(("grad", j), tuple(g.shape), g.dtype, g.device)
-                                for j, g in enumerate(grads)]
-                        torch._foreach_copy_(kept, grads)
-                        grads = kept
-                self._add(grad_norms, self._dest_grad, exact=(grads, 1.0))
-            if self._weight_norms:
-                self._add(self._norms_of(self.weights) if stepped is None else stepped.weight_norms, self._dest_weight)
-            if self._ratio and stepped is not None:
-                self._add(stepped.direction_norms, self._dest_update)
-                self._lr, self._updated = stepped.lr, True
-            elif self._ratio:
-                self._sgd = SGDUpdate.of(optimizer, self.weights, self._optimizer_groups(optimizer))
-                self._lr = None if self._sgd is None else self._sgd.lr
-                if self._sgd is None:  # the weights before the update, copied into kept buffers
-                    self._before = [self.buffer(("before", j), tuple(w.shape), w.dtype, w.device)
-                                    for j, w in enumerate(self.weights)]
-                    torch._foreach_copy_(self._before, self.weights)
+                self._gradient_primitives(grad_norms, keep_grads)
+            if self._weight_norms or self._ratio:
+                self._weight_update_primitives(optimizer, stepped)
             if self._keep_signals:
-                at = tuple(i for i, g in enumerate(self._signals) if g is not None)
-                if at:
-                    signals = [self._signals[i] for i in at]
-                    layout = self._signal_layouts.get(at)
-                    if layout is None:
-                        points = np.array(at)
-                        layout = self._signal_layouts[at] = (points, self._dest("signal_norm", points))
-                    self._signal_at, self._signal_batch = layout[0], [g.shape[0] for g in signals]
-                    if self._rows:  # points whose signals of several calls were joined (_signal_again)
-                        self._signal_batch = [self._rows.get(i, b) for i, b in zip(at, self._signal_batch)]
-                    self._add(self._norms(signals), layout[1], exact=(signals, 1.0))
+                self._signal_primitives()
             if self._keep_acts:
                 self._activation_primitives()
             if self._kernels is not None:
                 self._fused_primitives()
             elif self.fused is None and any(_fusable(t) for t in (*self._acts, *self._signals)):
                 self._count_towards_fusing()
-            if self.histograms:  # (points, 2, kinds): activation and dL/dz counts, NaN where a point has no such tensor
-                device = next((t.device for t in [*self.weights, *self._acts, *self._signals] if t is not None), None)
-                empty = torch.full((len(HIST_KINDS),), float("nan"), device=device)
-                self._histograms = torch.stack([torch.stack([histogram(t) if t is not None else empty for t in pair])
-                                                for pair in zip(self._acts, self._signals)])
+            if self.histograms:
+                self._histograms = self._histogram_counts()
+
+    def _gradient_primitives(self, grad_norms: torch.Tensor | None, keep_grads: bool) -> None:
+        """The gradient norms of `self.params` (after_backward's `grad_norms`, or taken now)."""
+        grads = None  # (float64 norms are never recomputed: they need no gradients kept)
+        if grad_norms is None or grad_norms.dtype != torch.float64:
+            # the gradients as they are now (a loop may set them to None before the read)
+            grads = gradients(self.params)
+            if grad_norms is None:
+                grad_norms = self._norms_of(grads)
+            if keep_grads and grad_norms.dtype != torch.float64:
+                kept = [self.buffer(("grad", j), tuple(g.shape), g.dtype, g.device) for j, g in enumerate(grads)]
+                torch._foreach_copy_(kept, grads)
+                grads = kept
+        self._add(grad_norms, self._dest_grad, exact=(grads, 1.0))
+
+    def _weight_update_primitives(self, optimizer, stepped: Stepped | None) -> None:
+        """The weight norms, and for the update ratio the update's norms where the step was taken already
+        (`stepped`), else how after_update will read it: from plain SGD's state, or from a copy of the weights
+        made now."""
+        if self._weight_norms:
+            self._add(self._norms_of(self.weights) if stepped is None else stepped.weight_norms, self._dest_weight)
+        if self._ratio and stepped is not None:
+            self._add(stepped.direction_norms, self._dest_update)
+            self._lr, self._updated = stepped.lr, True
+        elif self._ratio:
+            self._sgd = SGDUpdate.of(optimizer, self.weights, self._optimizer_groups(optimizer))
+            self._lr = None if self._sgd is None else self._sgd.lr
+            if self._sgd is None:  # the weights before the update, copied into kept buffers
+                self._before = [self.buffer(("before", j), tuple(w.shape), w.dtype, w.device)
+                                for j, w in enumerate(self.weights)]
+                torch._foreach_copy_(self._before, self.weights)
+
+    def _signal_primitives(self) -> None:
+        """The norms of the back-propagated signals dL/dz the hooks kept, and each one's batch size."""
+        at = tuple(i for i, g in enumerate(self._signals) if g is not None)
+        if not at:
+            return
+        signals = [self._signals[i] for i in at]
+        layout = self._signal_layouts.get(at)
+        if layout is None:
+            points = np.array(at)
+            layout = self._signal_layouts[at] = (points, self._dest("signal_norm", points))
+        self._signal_at, self._signal_batch = layout[0], [g.shape[0] for g in signals]
+        if self._rows:  # points whose signals of several calls were joined (_signal_again)
+            self._signal_batch = [self._rows.get(i, b) for i, b in zip(at, self._signal_batch)]
+        self._add(self._norms(signals), layout[1], exact=(signals, 1.0))
+
+    def _histogram_counts(self) -> torch.Tensor:
+        """(points, 2, kinds): the counts of each point's activation output and dL/dz, NaN where a point has no
+        such tensor."""
+        device = next((t.device for t in [*self.weights, *self._acts, *self._signals] if t is not None), None)
+        empty = torch.full((len(HIST_KINDS),), float("nan"), device=device)
+        return torch.stack([torch.stack([histogram(t) if t is not None else empty for t in pair])
+                            for pair in zip(self._acts, self._signals)])
 
     @_one_thread
     def after_update(self) -> None:
