@@ -45,16 +45,15 @@ from gradflow.probes.quantities import (ACTIVATION, BIAS, DYING, HIST_BINS, HIST
                                         QUANTITIES, SATURATING, UPDATE, WEIGHT)
 
 _BY_MODULE = {a.torch_name: a for a in activations.ACTIVATIONS.values()}
-# the per-point values table() hands to the registry's `compute` (NaN where a point has none)
 # norms outside this range may have lost precision in float32 (squares below ~1e-38 or above ~3e38): see Probes._add
 EXACT_RANGE = (1e-14, 1e18)
 # a value this close to the range's ends (or beyond) is taken in float64 in the step at the next probed step
 # too, with the step's other values, so that one drifting past an end between probed steps costs no more copy
 EARLY_MARGIN = 100.0
+# the per-point values table() hands to the registry's `compute` (NaN where a point has none)
 PRIMITIVES = ("grad_norm", "bias_grad_norm", "weight_norm", "signal_norm", "act_count", "act_sum", "act_std",
               "act_saturated", "act_dead", "update_norm")
 _NO_POINTS = np.zeros(0, int)
-FROZEN_MASKED = ("grad_norm", "bias_grad_norm", "update_ratio")  # what a frozen parameter has none of
 # the id of the backward pass running on this thread, -1 outside one (torch's own checkpointing and
 # multi-grad hooks ask the same)
 _graph_task = torch._C._current_graph_task_id
@@ -761,7 +760,7 @@ class Probes:
                     mask[:, j] &= has_signal
                 if quantity.when == UPDATE:
                     mask[:, j] &= stats.weight_norm != 0  # a ratio to a zero weight (e.g. Fixup's) is undefined
-                if reading.frozen is not None and q in FROZEN_MASKED:  # no gradient taken, none to show (not 0)
+                if reading.frozen is not None and quantity.needs_grad:  # no gradient taken, none to show (not 0)
                     weights, biases = reading.frozen
                     mask[biases if quantity.where == BIAS else weights, j] = False
         return values, mask

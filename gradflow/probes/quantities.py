@@ -45,15 +45,18 @@ class Quantity:
     meaning: str  # one line for the README and `--help`
     log: bool = True  # values span decades: draw on a log axis
     when: str = BACKWARD  # BACKWARD or UPDATE
+    # made from the parameter's gradient (or the update it drives): masked where the parameter is frozen
+    # (requires_grad False), which has neither
+    needs_grad: bool = False
 
 
 QUANTITIES: dict[str, Quantity] = {q.name: q for q in [
     Quantity("grad_norm", WEIGHT, lambda s: s.grad_norm,
              r"$\|\partial L/\partial W\|$ (weight gradient norm)", "Weight-gradient norm", "",
-             "||dL/dW_l||, L the batch-mean loss"),
+             "||dL/dW_l||, L the batch-mean loss", needs_grad=True),
     Quantity("bias_grad_norm", BIAS, lambda s: s.bias_grad_norm,
              r"$\|\partial L/\partial b\|$ (bias gradient norm)", "Bias-gradient norm", "",
-             "||dL/db_l||"),
+             "||dL/db_l||", needs_grad=True),
     Quantity("weight_norm", WEIGHT, lambda s: s.weight_norm,
              r"$\|W\|$ (weight norm)", "Weight norm", "", "||W_l|| before the step's update"),
     Quantity("signal_norm", OUTPUT, lambda s: s.signal_norm,
@@ -72,7 +75,8 @@ QUANTITIES: dict[str, Quantity] = {q.name: q for q in [
     Quantity("update_ratio", WEIGHT, lambda s: s.update_norm / s.weight_norm,
              r"$\|\Delta W\| / \|W\|$ (update / weight ratio)", "Update-to-weight ratio", "",
              "||W_l(after) - W_l(before)|| / ||W_l(before)|| of the update taken at that step (plain SGD: "
-             "lr ||d_l|| read from the optimizer, exact below the weights' float32 resolution)", when=UPDATE),
+             "lr ||d_l|| read from the optimizer, exact below the weights' float32 resolution)", when=UPDATE,
+             needs_grad=True),
 ]}
 
 # Histograms: fixed log-spaced magnitude bins, 4 per decade over [1e-12, 1e4), one set per sign,
