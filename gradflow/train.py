@@ -311,7 +311,7 @@ def training(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None 
     grad_clip, clip_value, jacobian = tc.grad_clip, tc.clip_value, cfg.probe.jacobian
     clips = grad_clip > 0 or clip_value > 0
     s = _setup(model, data, cfg, probes)
-    # (and the setup's as locals, Python's cheapest read)
+    # the setup's values as locals too: the loop reads them at every step, and a local is Python's cheapest read
     params, ordered, opt, lr_schedule, batches, probed = s.params, s.ordered, s.opt, s.lr_schedule, s.batches, s.probed
     stepper, step_kernels = s.stepper, s.step_kernels
     dtype = torch.float64 if any(p.dtype == torch.float64 for p in params) else torch.float32
