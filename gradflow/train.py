@@ -261,15 +261,18 @@ class _Ledger:
 
     def __init__(self, rows: int, n_params: int, n_points: int, dtype: torch.dtype, device):
         self.rows = rows
-        self.scalars = torch.zeros(rows, 4, dtype=dtype, device=device)  # batch loss, batch accuracy, total grad norm, clipped
+        # each step's batch loss, batch accuracy, total gradient norm and whether it clipped
+        self.scalars = torch.zeros(rows, 4, dtype=dtype, device=device)
         self.norm_rows = torch.zeros(rows, n_params, dtype=dtype, device=device)  # each parameter's gradient norm
         self.used, self.first_step = 0, 0  # rows filled since the last fold, and the step of the first one
         self.window = torch.zeros(4, device=device)  # sums of the scalars over the evaluation window
         self.window_n = 0  # the updates in it
         self.n_points = n_points
-        self.bad_step = torch.full((), -1, dtype=torch.long, device=device)  # the first step with a non-finite loss/gradient
-        self.bad_layers = torch.zeros(n_points, dtype=torch.bool, device=device)  # its probed layers' non-finite gradients
-        self.bad_values = torch.zeros(2, dtype=dtype, device=device)  # its batch loss and total gradient norm
+        # the divergence state: the first step with a non-finite loss or gradient (-1: none yet), its probed
+        # layers' non-finite gradients, and its batch loss and total gradient norm
+        self.bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        self.bad_layers = torch.zeros(n_points, dtype=torch.bool, device=device)
+        self.bad_values = torch.zeros(2, dtype=dtype, device=device)
 
     def row(self, t: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Step t's row: (its scalars, its gradient norms, its total gradient norm)."""
