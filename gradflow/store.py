@@ -699,6 +699,13 @@ def read_table(path: Path) -> pd.DataFrame:
         raise _unreadable(path, e) from None
 
 
+def run_table(job_dir: Path, table: str) -> pd.DataFrame:
+    """One of a run's tables by name (`layers`, `metrics`, ...): an empty frame with the table's columns
+    where the run has none (one cut off before writing it); a broken file is one line, as `read_table`."""
+    path = Path(job_dir) / TABLE_FILES[table]
+    return read_table(path) if path.exists() else pd.DataFrame(columns=TABLE_COLUMNS[table])
+
+
 def _unreadable(path: Path, e: Exception) -> GradflowError:
     # (damage that keeps the file's size looks whole to ls and clean, which read no table: say what works)
     return GradflowError(f"{path} cannot be read ({shorten(' '.join(str(e).split()), 80)}); remove its run "

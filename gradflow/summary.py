@@ -255,20 +255,15 @@ def runs_table(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str]
         stored = summary_of.get(rec[store.PATH])
         layers = None
 
-        def layer_rows() -> pd.DataFrame:
-            f = job / store.LAYERS_FILE
-            return pd.read_parquet(f) if f.exists() else pd.DataFrame(columns=store.LAYER_COLUMNS)
-
         if not isinstance(stored, dict) or not set(SUMMARY_COLUMNS) <= set(stored):
-            layers = layer_rows()
+            layers = store.run_table(job, "layers")
             stored = per_run(layers, {k: v for k, v in rec.items() if isinstance(k, str) and "." in k})
         row = {k: stored[k] for k in SUMMARY_COLUMNS}
         for q in rates:
-            layers = layer_rows() if layers is None else layers
+            layers = store.run_table(job, "layers") if layers is None else layers
             row[f"rate.{q}"], row[f"rate.{q}.layers"] = rate(layers, q, 0)
         if steps:
-            f = job / store.METRICS_FILE
-            metrics = pd.read_parquet(f) if f.exists() else pd.DataFrame(columns=store.METRIC_COLUMNS)
+            metrics = store.run_table(job, "metrics")
             names = recorded(metrics)
             have |= names
             for text, (split, metric, op, threshold) in zip(steps, conditions):

@@ -240,6 +240,24 @@ def test_rate_against_hand_fit(swept):
     assert "rate -: no fit, fewer than 3 layers with the quantity between the 3 left out at each end" in text
 
 
+def test_a_corrupt_table_that_rate_or_steps_to_reads_is_one_line(cli, run_job):
+    # damaged in place, its Parquet magic marks kept: the run still reads as whole (ok), and only --rate and
+    # --steps-to read the table itself (they read it with pandas, and pyarrow's traceback came through)
+    job = run_job("data=gaussian", "data.n_train=64", "data.n_test=32", "data.dim=8", "model.width=8",
+                  "model.depth=9", "train.steps=2", "train.batch_size=32", "train.eval_every=1", name="bad")
+    for table, option in (("layers", ["--rate", "grad_norm"]), ("metrics", ["--steps-to", "train_loss<=5"])):
+        f = job / store.TABLE_FILES[table]
+        whole = f.read_bytes()
+        f.write_bytes(b"PAR1" + bytes(range(256)) * 8 + b"PAR1")
+        assert cli("ls", str(job.parent)).exit_code == 0  # (the listing alone reads no table)
+        out = cli("ls", str(job.parent), *option)
+        err = out.stderr.strip()
+        assert out.exit_code == 1 and len(err.splitlines()) == 1 and "Traceback" not in out.output, out.output
+        assert err.startswith(f"error: {f} cannot be read (") and f"remove its run folder ({job})" in err, err
+        f.write_bytes(whole)
+        assert cli("ls", str(job.parent), *option).exit_code == 0
+
+
 def test_bad_options_are_one_line(cli, swept):
     root, _ = swept
     for args, words in ((["--sort", "nope"], ["--sort", "depth"]), (["--steps-to", "loss"], ["train_loss<=1.0"]),

@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Optional
 
-import pandas as pd
 import typer
 from typer.core import TyperCommand
 from rich.cells import cell_len
@@ -307,7 +306,7 @@ def show_run(job_dir: Path, record: dict, threads: int | None = None) -> None:
         train, test = (f"{split}{NBSP}loss{NBSP}{fmt(final.get(f'{split}_loss'))}{NBSP * 2}"
                        f"{acc}{NBSP}{fmt(final.get(f'{split}_acc'))}" for split in ("train", "test"))
         print_note(f"{label}  {train}   {test}")
-    layers = pd.read_parquet(job_dir / store.LAYERS_FILE)
+    layers = store.run_table(job_dir, "layers")
     if not layers.empty:
         last = store.last_step(layers)
         quantities = tuple(SYMBOLS)
