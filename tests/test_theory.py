@@ -21,7 +21,6 @@ from scipy.integrate import quad
 from scipy.optimize import brentq
 from typer.testing import CliRunner
 
-from gradflow import reproduce as rep
 from gradflow import theory
 from gradflow.fmt import fmt
 from gradflow.activations import ACTIVATIONS
@@ -564,46 +563,42 @@ def test_fit_chi1_ignores_bad_values_and_needs_three_layers():
     assert theory.fit_chi1(np.arange(9), 2.0 ** -np.arange(9)) == pytest.approx(4.0)  # norm halves per layer
 
 
-def layers_table(chi1_by_run: dict[str, tuple[float, dict]]) -> pd.DataFrame:
-    """A long layers table as gradflow.store.load returns it: one signal_norm row per layer and run."""
-    rows = []
+def write_runs(root, chi1_by_run: dict[str, tuple[float, dict]]) -> None:
+    """A folder of finished runs as gradflow writes them, each with a signal_norm profile of its chi_1 and
+    no stored summary: its chi_1 is measured from the layers table when the runs are listed."""
+    from gradflow import store
+
     for i, (run, (chi1, config)) in enumerate(chi1_by_run.items()):
+        job = root / run
+        job.mkdir(parents=True)
         layer, norm = profile(chi1, seed=i)
-        for lv, v in zip(layer, norm):
-            rows.append({"run": run, "source": "sweep", "status": "ok", "step": 0, "layer": int(lv),
-                         "name": f"layers.{lv}", "quantity": "signal_norm", "value": v, **config})
-            rows.append({"run": run, "source": "sweep", "status": "ok", "step": 0, "layer": int(lv),
-                         "name": f"layers.{lv}", "quantity": "grad_norm", "value": 1.0, **config})
-    return pd.DataFrame(rows)
+        rows = [(0, int(lv), f"linear{lv}", q, float(v)) for lv, v in zip(layer, norm)
+                for q, v in (("signal_norm", v), ("grad_norm", 1.0))]
+        store.write_table(job / store.LAYERS_FILE, pd.DataFrame(rows, columns=store.LAYER_COLUMNS))
+        store.write_metrics(job, [(0, "train", "loss", 1.0)])
+        store.write_text(job / store.CONFIG_FILE, "{}\n")
+        store.write_json(job / store.RUN_FILE, {"status": "ok", "steps_done": 0, "config": config})
 
 
-def test_chi1_table_and_by_config():
+def test_measured_and_predicted_chi1_of_each_run(tmp_path):
+    """chi_1 as `gradflow ls` and gradflow.load(..., table="runs") report it: fitted to each run's signal
+    profile on disk, beside mean-field theory's for its config (none for batchnorm)."""
+    import gradflow
+
     runs = {}
     for seed, wiggle in enumerate((0.98, 1.0, 1.02)):
         runs[f"relu-he-{seed}"] = (1.0 * wiggle, MLP | {"seed": seed})
         runs[f"relu-xavier-{seed}"] = (0.5 * wiggle, MLP | {"init.name": "xavier_normal", "seed": seed})
     runs["bn-0"] = (0.9, MLP | {"norm.name": "batchnorm", "seed": 0})
-    table = rep.chi1_table(layers_table(runs))
+    write_runs(tmp_path / "sweep", runs)
+    table = gradflow.load(tmp_path / "sweep", table="runs")
     assert len(table) == 7 and {"run", "seed", "init.name", "chi1_measured", "chi1_theory"} <= set(table.columns)
-    he = table[table["run"] == "relu-he-1"].iloc[0]
-    assert he["chi1_measured"] == pytest.approx(1.0, rel=0.01) and he["chi1_theory"] == pytest.approx(1.0)
-    assert math.isnan(table[table["run"] == "bn-0"].iloc[0]["chi1_theory"])
-
-    by = rep.chi1_by_config(table)
-    assert len(by) == 3  # he, xavier, and the batchnorm config; seed, run and status are not grouped on
-    assert "seed" not in by.columns and "run" not in by.columns
-    he = by[(by["init.name"] == "kaiming_normal") & (by["norm.name"] == "none")].iloc[0]
-    assert he["n_seeds"] == 3
-    vals = table[table["run"].str.startswith("relu-he")]["chi1_measured"].to_numpy()
-    assert he["chi1_measured"] == pytest.approx(vals.mean())
-    assert he["chi1_ci95"] == pytest.approx(4.3027 * vals.std(ddof=1) / math.sqrt(3), rel=1e-4)
-    assert he["chi1_theory"] == pytest.approx(1.0)
-    assert math.isnan(by[by["norm.name"] == "batchnorm"]["chi1_ci95"].iloc[0])  # one seed: no interval
-
-
-def test_chi1_table_names_a_missing_step():
-    with pytest.raises(GradflowError, match="step=5.*steps with signal_norm: 0"):
-        rep.chi1_table(layers_table({"a": (1.0, MLP | {"seed": 0})}), step=5)
+    by_run = table.set_index("run")
+    for run, (chi1, _) in runs.items():  # the fit recovers each profile's own factor, the seeds' wiggle included
+        assert by_run.loc[run, "chi1_measured"] == pytest.approx(chi1, rel=0.01), run
+    assert by_run.loc["relu-he-1", "chi1_theory"] == pytest.approx(1.0)
+    assert by_run.loc["relu-xavier-1", "chi1_theory"] == pytest.approx(0.5)
+    assert math.isnan(by_run.loc["bn-0", "chi1_theory"])
 
 
 # --- command line --------------------------------------------------------------------------------
