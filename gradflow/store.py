@@ -267,14 +267,19 @@ def clear_run(job_dir: Path) -> None:
         job_dir.rmdir()
         return
     if not is_run_folder(job_dir):
-        raise GradflowError(f"{job_dir} is in the way: it is not a gradflow run folder (a link, or it holds files "
-                            "gradflow did not write), and gradflow deletes only its own runs; move it away or "
-                            "write the run elsewhere")
+        raise _in_the_way(job_dir)
     # run.json first: a folder without it is no run to any reader (`find_runs`), so a process killed
     # halfway leaves nothing that reads as a run. In rmtree's own order run.json could outlast the
     # config or a table, and a kill then left an incomplete run of the old config (not a stale one)
     (job_dir / RUN_FILE).unlink(missing_ok=True)
     shutil.rmtree(job_dir)
+
+
+def _in_the_way(job_dir: Path) -> GradflowError:
+    """A run folder to be written holds something gradflow did not write (`not_ours`)."""
+    return GradflowError(f"{job_dir} is in the way: it is not a gradflow run folder (a link, or it holds files "
+                         "gradflow did not write), and gradflow deletes only its own runs; move it away or "
+                         "write the run elsewhere")
 
 
 def is_empty_folder(path: Path) -> bool:
@@ -291,7 +296,7 @@ def check_clearable(job_dir: Path) -> None:
     """Fail now (before any job runs) if a run folder to be written is something gradflow did not make."""
     job_dir = Path(job_dir)
     if not_ours(job_dir):
-        clear_run(job_dir)  # raises, naming the folder
+        raise _in_the_way(job_dir)
 
 
 def begin(job_dir: Path, cfg: DictConfig, record: dict) -> None:
