@@ -743,11 +743,6 @@ def load_records(path: str | Path, include_stale: bool = True, listed: list[dict
     return out
 
 
-def remove_run(job_dir: Path) -> None:
-    """Forget a run (sweep --force, clean): its folder goes, so it is redone from scratch."""
-    clear_run(job_dir)
-
-
 def removable(path: str | Path) -> tuple[list[dict], list[Path], list[dict]]:
     """What `gradflow clean --stale` would remove: the stale, incomplete and interrupted runs, and the
     leftover folders (`leftovers`); and the runs of those states it keeps, as they hold files gradflow did

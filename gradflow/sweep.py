@@ -557,9 +557,9 @@ def launch(p: Plan, on_step: StepFn | None = None) -> None:
             "command": p.command,
             **({"points": p.points} if p.points is not None else {}),
             "runs": {j.name: j.config_hash for j in p.jobs}})))
-        if p.force:
+        if p.force:  # every run's folder goes, so each is redone from scratch
             for j in p.jobs:
-                store.remove_run(p.root / j.name)
+                store.clear_run(p.root / j.name)
         if not p.to_run:
             return
         _run_hydra(p, on_step)
