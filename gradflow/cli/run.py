@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Optional
 
+import pandas as pd
 import typer
 from typer.core import TyperCommand
 from rich.cells import cell_len
@@ -275,8 +276,20 @@ SHOWN_LAYERS = 13  # rows of the per-layer table; deeper nets are thinned evenly
 
 def show_run(job_dir: Path, record: dict, threads: int | None = None) -> None:
     """The summary of one finished run, read back from its results folder."""
-    from gradflow.summary import grad_ratio
+    show_status(record, threads)
+    if record["status"] == "failed":
+        console.print(f"[red]{record.get('error')}[/]")
+        console.print(f"results: {job_dir}", soft_wrap=True)
+        return
+    show_final(record)
+    layers = store.run_table(job_dir, "layers")
+    if not layers.empty:
+        show_layers(layers, record)
+    console.print(f"results: {job_dir}", soft_wrap=True, highlight=False)
 
+
+def show_status(record: dict, threads: int | None = None) -> None:
+    """How the run ended, where and how fast; its flags; for a diverged run, what went non-finite first."""
     status = record["status"]
     colour = store.STATUS_COLOURS.get(status, "white")
     device = record.get("device", "?")
@@ -288,68 +301,79 @@ def show_run(job_dir: Path, record: dict, threads: int | None = None) -> None:
     console.print(f"[bold {colour}]{status}[/] {done} in {record.get('wall_time', 0):.1f} s on {on}", highlight=False)
     for flag in flag_notes(record.get("flags") or []):
         console.print(f"[bold yellow]note:[/] {flag}", highlight=False)
-    if status == "failed":
-        console.print(f"[red]{record.get('error')}[/]")
-        console.print(f"results: {job_dir}", soft_wrap=True)
-        return
     if status == "diverged":
         layer, what = record.get("diverged_layer"), record.get("diverged_in") or "loss or gradient"
         where = f", first in layer {layer}" if layer is not None else ""
         finite = ", the gradients finite" if what == "loss" else ""  # (e.g. a regression loss overflowing)
         console.print(f"[yellow]non-finite {what}{where}{finite}[/]")
+
+
+def show_final(record: dict) -> None:
+    """The final train and test loss and accuracy, or a diverged run's last finite ones (none: no line)."""
     final = record.get("final") or record.get("last_finite") or {}
     label = "final" if record.get("final") else f"last finite evaluation (step {final['step']})" if final else ""
-    if label:  # (NBSP: a narrow terminal breaks the line between the train and the test pair, never inside one)
-        config = record.get("config") or {}
-        acc = f"acc(|err|<{REGRESSION_TOLERANCE:g})" if is_regression(config.get("data.name"),
-                                                                      config.get("data.task")) else "acc"
-        train, test = (f"{split}{NBSP}loss{NBSP}{fmt(final.get(f'{split}_loss'))}{NBSP * 2}"
-                       f"{acc}{NBSP}{fmt(final.get(f'{split}_acc'))}" for split in ("train", "test"))
-        print_note(f"{label}  {train}   {test}")
-    layers = store.run_table(job_dir, "layers")
-    if not layers.empty:
-        last = store.last_step(layers)
-        quantities = tuple(SYMBOLS)
-        rows = layers[layers[store.STEP].isin([0, last]) & layers[store.QUANTITY].isin(quantities)]
-        wide = rows.pivot_table(index=store.LAYER, columns=[store.QUANTITY, store.STEP], values=store.VALUE,
-                                aggfunc="first", dropna=False)  # (a layer whose every value is NaN stays a row)
-        # a row whose value is NaN was measured and not finite (a diverged step): "nan"; "-" is no row at all
-        measured = set(rows[[store.LAYER, store.QUANTITY, store.STEP]].itertuples(index=False, name=None))
-        names = layers.drop_duplicates(store.LAYER).set_index(store.LAYER)[store.NAME]
-        weighted = {i for i, layer in enumerate(wide.index) if (layer, "grad_norm", 0) in measured}
-        shown = wide.index[sorted(_thin(len(wide.index), SHOWN_LAYERS, weighted))]
-        title = "per-layer gradients (layer 0 = input)"
-        if len(shown) < len(wide.index):
-            title += f", showing {len(shown)} of {len(wide.index)} layers"
-        print_note(title)  # (a rich title is padded to the table's width)
-        cols = [(q, s) for q in quantities for s in dict.fromkeys([0, last])]
-        heads = ["layer", "name", *(f"{SYMBOLS[q]} @{s}" for q, s in cols)]
-        cells = [[str(layer), str(names[layer]), *(fmt(wide.loc[layer].get((q, s)),
-                                                       missing="nan" if (layer, q, s) in measured else "-")
-                                                   for q, s in cols)] for layer in shown]
-        # a name too long for the terminal keeps its last part and its numbers (enc.layers.0.linear1 and
-        # .linear2 cut at their end both read "enc.layers.0.li…"), and reads as no other name of the table
-        def others(head_width) -> int:  # the cells beside the name column, with their padding and borders
-            return sum(max(head_width(h), *(cell_len(c[i]) for c in cells)) + 3 for i, h in enumerate(heads) if i != 1)
+    if not label:
+        return
+    # (NBSP: a narrow terminal breaks the line between the train and the test pair, never inside one)
+    config = record.get("config") or {}
+    acc = f"acc(|err|<{REGRESSION_TOLERANCE:g})" if is_regression(config.get("data.name"),
+                                                                  config.get("data.task")) else "acc"
+    train, test = (f"{split}{NBSP}loss{NBSP}{fmt(final.get(f'{split}_loss'))}{NBSP * 2}"
+                   f"{acc}{NBSP}{fmt(final.get(f'{split}_acc'))}" for split in ("train", "test"))
+    print_note(f"{label}  {train}   {test}")
 
-        room = console.width - others(cell_len) - 4
-        if any(cell_len(c[1]) > room for c in cells):  # the headers wrap at their spaces before a name is cut
-            room = max(console.width - others(lambda h: max(map(cell_len, h.split()))) - 4, room, 6)
-        table = Table()
-        for i, h in enumerate(heads):
-            table.add_column(h, justify="left" if i == 1 else "right", no_wrap=i == 1)
-        for c, name in zip(cells, _cut_names([c[1] for c in cells], room)):
-            table.add_row(c[0], name, *c[2:])
-        console.print(table)
-        at_init = [{q for lay, q, s in measured if lay == layer and s == 0} for layer in shown]
-        recurrent = (record.get("config") or {}).get("model.name") in RECURRENT
-        for note in _dash_notes([names[layer] for layer in shown], at_init, recurrent):
-            print_note(note)
-        for q, what in (("grad_norm", "weight-gradient ratio"), ("signal_norm", "back-prop signal ratio")):
-            ratios = grad_ratio(layers, 0, q), grad_ratio(layers, last, q)
-            if not all(math.isnan(r) for r in ratios):  # (a recurrent net's time steps have no weights)
-                print_note(f"{what} {SYMBOLS[q]} first/last: init{NBSP}{fmt(ratios[0])}, end{NBSP}{fmt(ratios[1])}")
-    console.print(f"results: {job_dir}", soft_wrap=True, highlight=False)
+
+def show_layers(layers: pd.DataFrame, record: dict) -> None:
+    """The per-layer table (SYMBOLS at init and at the last step, deep nets thinned to SHOWN_LAYERS rows),
+    why a cell is "-", and the first/last ratios."""
+    from gradflow.summary import grad_ratio
+
+    last = store.last_step(layers)
+    quantities = tuple(SYMBOLS)
+    rows = layers[layers[store.STEP].isin([0, last]) & layers[store.QUANTITY].isin(quantities)]
+    wide = rows.pivot_table(index=store.LAYER, columns=[store.QUANTITY, store.STEP], values=store.VALUE,
+                            aggfunc="first", dropna=False)  # (a layer whose every value is NaN stays a row)
+    # a row whose value is NaN was measured and not finite (a diverged step): "nan"; "-" is no row at all
+    measured = set(rows[[store.LAYER, store.QUANTITY, store.STEP]].itertuples(index=False, name=None))
+    names = layers.drop_duplicates(store.LAYER).set_index(store.LAYER)[store.NAME]
+    weighted = {i for i, layer in enumerate(wide.index) if (layer, "grad_norm", 0) in measured}
+    shown = wide.index[sorted(_thin(len(wide.index), SHOWN_LAYERS, weighted))]
+    title = "per-layer gradients (layer 0 = input)"
+    if len(shown) < len(wide.index):
+        title += f", showing {len(shown)} of {len(wide.index)} layers"
+    print_note(title)  # (a rich title is padded to the table's width)
+    cols = [(q, s) for q in quantities for s in dict.fromkeys([0, last])]
+    heads = ["layer", "name", *(f"{SYMBOLS[q]} @{s}" for q, s in cols)]
+    cells = [[str(layer), str(names[layer]), *(fmt(wide.loc[layer].get((q, s)),
+                                                   missing="nan" if (layer, q, s) in measured else "-")
+                                               for q, s in cols)] for layer in shown]
+    table = Table()
+    for i, h in enumerate(heads):
+        table.add_column(h, justify="left" if i == 1 else "right", no_wrap=i == 1)
+    for c, name in zip(cells, _cut_names([c[1] for c in cells], _name_room(heads, cells))):
+        table.add_row(c[0], name, *c[2:])
+    console.print(table)
+    at_init = [{q for lay, q, s in measured if lay == layer and s == 0} for layer in shown]
+    recurrent = (record.get("config") or {}).get("model.name") in RECURRENT
+    for note in _dash_notes([names[layer] for layer in shown], at_init, recurrent):
+        print_note(note)
+    for q, what in (("grad_norm", "weight-gradient ratio"), ("signal_norm", "back-prop signal ratio")):
+        ratios = grad_ratio(layers, 0, q), grad_ratio(layers, last, q)
+        if not all(math.isnan(r) for r in ratios):  # (a recurrent net's time steps have no weights)
+            print_note(f"{what} {SYMBOLS[q]} first/last: init{NBSP}{fmt(ratios[0])}, end{NBSP}{fmt(ratios[1])}")
+
+
+def _name_room(heads: list[str], cells: list[list[str]]) -> int:
+    """The terminal columns the layer table leaves its name column (the second): a name too long for them
+    keeps its last part and its numbers (`_cut_names`: enc.layers.0.linear1 and .linear2 cut at their end
+    both read "enc.layers.0.li…"), and reads as no other name of the table."""
+    def others(head_width) -> int:  # the cells beside the name column, with their padding and borders
+        return sum(max(head_width(h), *(cell_len(c[i]) for c in cells)) + 3 for i, h in enumerate(heads) if i != 1)
+
+    room = console.width - others(cell_len) - 4
+    if any(cell_len(c[1]) > room for c in cells):  # the headers wrap at their spaces before a name is cut
+        room = max(console.width - others(lambda h: max(map(cell_len, h.split()))) - 4, room, 6)
+    return room
 
 
 SYMBOLS = {"grad_norm": "‖∂L/∂W‖", "signal_norm": "‖∂L/∂z‖"}
