@@ -212,8 +212,24 @@ def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], diff
         for name, s in zip(names, sources):
             print_note(f"{name} = {s}")
     print_note(f"compare: {' vs '.join(names)}")  # (a rich title is padded to the table's width)
-    # each config's block: its key values and its rows (label, a value per source, a difference per other
-    # source), the cells rich markup
+    heads, lines, widths = _layout(_blocks(table, sources, shown), by, names)
+    need = _span(widths)
+    columns, hidden, fits = _fit_columns(heads, lines, widths, len(names) - 1)
+    t = Table()
+    for header, right, _ in columns:  # (too wide with every difference column gone: cells fold, never end in "…")
+        t.add_column(header, justify="right" if right else "left", no_wrap=fits,
+                     overflow="ellipsis" if fits else "fold")
+    ends = [i == len(block) - 1 for block in lines for i in range(len(block))]
+    for i, end in enumerate(ends):
+        t.add_row(*(cells[i] for _, _, cells in columns), end_section=end)
+    console.print(t)
+    for note in _comparison_notes(table, names, by, differ, shown, pooled, flagged, apart, partial, hidden, need):
+        print_note(note)
+
+
+def _blocks(table: pd.DataFrame, sources: list[str], shown: list[tuple]) -> list[tuple[list[str], list[list[str]]]]:
+    """Each config's block: its key values and its rows (label, a value per source, a difference per other
+    source), the cells rich markup."""
     blocks = []
     for cell in dict.fromkeys(table["cell"]):
         part = table[table["cell"] == cell].set_index("source")
@@ -228,13 +244,19 @@ def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], diff
             vals = [float(part.loc[s, col]) if part.loc[s, "runs"] else math.nan for s in sources]
             rows.append([label, *(number(v, 3) for v in vals), *(_difference(vals[0], v, how) for v in vals[1:])])
         blocks.append((keys, rows))
+    return blocks
+
+
+def _layout(blocks: list[tuple[list[str], list[list[str]]]], by: list[str], names: list[str]
+            ) -> tuple[list[tuple[str, bool]], list[list[list[str]]], list[int]]:
+    """The table's headers (text, right-aligned), its lines block by block and its column widths: a column
+    per key where the whole table fits so, else one column that stacks each block's keys as key=value lines
+    beside its rows (folded into narrow columns, keys and values broke mid-word)."""
     # a group's choice as it is set (model=mlp, not name=mlp); a model key by its own name (depth)
     short = [k.partition(".")[0] if k.endswith(".name") else k.removeprefix("model.") for k in by]
     # ... unless two would read alike (a Recorder's flat depth beside model.depth): those stay whole
     short = [k if short.count(s) > 1 else s for k, s in zip(by, short)]
     values = [("", False)] + [(s, True) for s in names] + [(f"{s} vs {names[0]}", True) for s in names[1:]]
-    # a column per key where the whole table fits so, else one column that stacks each block's keys as
-    # key=value lines beside its rows (folded into narrow columns, keys and values broke mid-word)
     heads = [(k, False) for k in short] + values
     lines = [[keys + row if i == 0 else [""] * len(keys) + row for i, row in enumerate(rows)] for keys, rows in blocks]
     widths = _widths(heads, lines)
@@ -247,12 +269,18 @@ def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], diff
                             for i in range(max(len(named), len(rows)))])
         narrow = _widths([("config", False)] + values, stacked)
         if _span(narrow) < _span(widths):
-            heads, lines, widths = [("config", False)] + values, stacked, narrow
-    need = _span(widths)
+            return [("config", False)] + values, stacked, narrow
+    return heads, lines, widths
+
+
+def _fit_columns(heads: list[tuple[str, bool]], lines: list[list[list[str]]], widths: list[int], n_differences: int
+                 ) -> tuple[list[tuple[str, bool, list[str]]], list[str], bool]:
+    """The columns (header, right-aligned, cells) that fit the terminal, the difference columns (the last
+    `n_differences`) going last first, their headers on two lines where that keeps more of them; the
+    headers of those left out; and whether the rest fits."""
     columns = [(h, right, [row[j] for block in lines for row in block]) for j, (h, right) in enumerate(heads)]
-    ends = [i == len(block) - 1 for block in lines for i in range(len(block))]
     hidden = []
-    fixed = len(columns) - (len(names) - 1)  # the columns before the difference columns
+    fixed = len(columns) - n_differences  # the columns before the difference columns
 
     def fitting(cols) -> int:  # how many columns fit, the difference columns going last first
         ws = _widths([(h, right) for h, right, _ in cols], lines)
@@ -268,13 +296,15 @@ def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], diff
     while _span(widths) > console.width and len(columns) > fixed:
         hidden.insert(0, columns.pop()[0])  # the last difference column first
         widths.pop()
-    fits = _span(widths) <= console.width  # (else, with every difference column gone, cells
-    t = Table()                                                 # fold rather than end in "…")
-    for header, right, _ in columns:
-        t.add_column(header, justify="right" if right else "left", no_wrap=fits,
-                     overflow="ellipsis" if fits else "fold")
-    for i, end in enumerate(ends):
-        t.add_row(*(cells[i] for _, _, cells in columns), end_section=end)
+    return columns, hidden, _span(widths) <= console.width
+
+
+def _comparison_notes(table: pd.DataFrame, names: list[str], by: list[str], differ: dict[str, list],
+                      shown: list[tuple], pooled: list[str], flagged: list[str], apart: dict[str, list] | None,
+                      partial: list[str], hidden: list[str], need: int) -> list[str]:
+    """The notes under the comparison table: what its ratios are, what runs were matched on, where the
+    sources differ, what its numbers are over, which runs are flagged, how differences read and which
+    difference columns (`hidden`) the terminal left out, `need` columns showing all."""
     notes = [NOTES[k] for k, shows in (("grad_ratio.init", lambda c: c.startswith("grad_ratio.")),
                                        ("signal_ratio.init", lambda c: c == "signal_ratio.init"))
              if any(shows(c) for c, _, _ in shown)]  # (as under ls: each ratio the table shows, defined)
@@ -307,9 +337,7 @@ def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], diff
                      "the rest as other − first")
     if hidden:
         notes.append(f"not shown ({console.width} columns): {', '.join(hidden)}; {need} columns show all")
-    console.print(t)
-    for note in notes:
-        print_note(note)
+    return notes
 
 
 @user_errors
