@@ -708,7 +708,12 @@ def run_table(job_dir: Path, table: str) -> pd.DataFrame:
     """One of a run's tables by name (`layers`, `metrics`, ...): an empty frame with the table's columns
     where the run has none (one cut off before writing it); a broken file is one line, as `read_table`."""
     path = Path(job_dir) / TABLE_FILES[table]
-    return read_table(path) if path.exists() else pd.DataFrame(columns=TABLE_COLUMNS[table])
+    if path.exists():
+        return read_table(path)
+    # typed as a written table's are, so that arithmetic on the empty frame works (np.isfinite on an
+    # untyped column raised a TypeError in ls --rate beside an interrupted run that wrote no table)
+    numeric = {STEP, LAYER, VALUE, LO, HI, COUNT, SAMPLE, INDEX}
+    return pd.DataFrame({c: pd.Series(dtype="float64" if c in numeric else "object") for c in TABLE_COLUMNS[table]})
 
 
 def _unreadable(path: Path, e: Exception) -> GradflowError:

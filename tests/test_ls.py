@@ -256,6 +256,17 @@ def test_a_corrupt_table_that_rate_or_steps_to_reads_is_one_line(cli, run_job):
         assert err.startswith(f"error: {f} cannot be read (") and f"remove its run folder ({job})" in err, err
         f.write_bytes(whole)
         assert cli("ls", str(job.parent), *option).exit_code == 0
+    # a run interrupted before it wrote its tables, beside one that did: its rate and steps-to are '-' (an
+    # empty stand-in frame without the tables' types raised a TypeError from np.isfinite)
+    cut = job.parent / "cut"
+    shutil.copytree(job, cut)
+    for table in ("layers", "metrics"):
+        (cut / store.TABLE_FILES[table]).unlink()
+    record = json.loads((cut / store.RUN_FILE).read_text())
+    (cut / store.RUN_FILE).write_text(json.dumps({**record, "status": "interrupted"}))
+    for option in (["--rate", "grad_norm"], ["--steps-to", "train_loss<=5"]):
+        out = cli("ls", str(job.parent), *option)
+        assert out.exit_code == 0 and "cut " in out.output and "Traceback" not in out.output, out.output
 
 
 def test_bad_options_are_one_line(cli, swept):
