@@ -192,9 +192,43 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
     """Expand and validate the whole grid before any job starts (each distinct value once). `points_file`:
     where `points` came from, for the command line the plan records. `keys_used`: refuse a key no point
     takes (a reproduction's arm gets its spec's shared keys, which some arms do not take)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    user, user_name, named = _sweep_name(overrides, name)
+    check_overrides(user, "sweep")
+    launcher, swept, grid = _parse_grid(user)
+    if points is not None:
+        grid, swept = _grid_of_points(points, user, swept, grid)
+    point_configs = _Configs(user_name, swept)
+    first = point_configs.flat(_config_only(grid[0]))  # checks name and results too
+    root = store.study_dir(first["results"], first["name"])
+    store.check_writable(root, root)
+    command = shlex.join(["gradflow", "sweep", *user, "--name", user_name,
+                          *(["--points", points_file] if points_file is not None else [])])
+    result = Plan(root=root, overrides=list(overrides), swept=swept, launcher=launcher, force=force,
+                  points=points, command=command)
+    jobs = _Jobs(root, swept)
+    for point in grid:
+        result.jobs.append(jobs.plan(_config_only(point), point_configs))
+    if keys_used:
+        _check_keys_apply(grid[0], jobs.taken, jobs.first)
+    if jobs.same:
+        raise GradflowError(f"the sweep points {jobs.same[0]} and {jobs.same[1]} are the same run; make the swept "
+                            "values distinct")
+    if jobs.sources:  # files missing under data.root: one line now, not a failed run each (replacing finished ones)
+        from gradflow.data import check_files
 
+        for source in sorted(jobs.sources, key=str):
+            check_files(*source)
+    if root.is_dir():
+        result.stale = sum(1 for p in root.iterdir() if p.name not in jobs.seen and (p / store.RUN_FILE).exists())
+        present = any((root / j.name / store.RUN_FILE).exists() for j in result.jobs)
+        if result.stale and not present and not named:
+            _refuse_takeover(root, result.stale)
+    return result
+
+
+def _sweep_name(overrides: list[str], name: str | None) -> tuple[list[str], str, bool]:
+    """The overrides without name=, the sweep's one name (--name or name=, "sweep" if neither), and
+    whether the user named it."""
     user = [o for o in overrides if override_key(o) != "name"]
     given = [o.split("=", 1)[1] for o in overrides if override_key(o) == "name"]
     if name and given and given[-1] != name:  # (the option won without a word; name= twice: the last, noted)
@@ -203,7 +237,15 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
     user_name = name or (given[-1] if given else "sweep")
     if "," in user_name:  # (Hydra's words were "Ambiguous value ... add --multirun")
         raise GradflowError(f"name={store.shorten(user_name, 40)} is several names; a sweep writes one study: give one")
-    check_overrides(user, "sweep")
+    return user, user_name, bool(name or given)
+
+
+def _parse_grid(user: list[str]) -> tuple[str, list[str], list[list[str]]]:
+    """The launcher, the swept keys and the grid's points (each a list of overrides), as Hydra's basic
+    sweeper expands the overrides; the launcher's settings checked."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     parser = OverridesParser.create(config_loader=config_mod.config_loader())  # glob(*) lists a group's choices
     parsed = parser.parse_overrides(user)
     launcher = "basic"
@@ -218,71 +260,59 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
         workers.start_fork_server()  # its imports overlap the planning
     last = {o.key_or_group: o for o in parsed}  # a key given twice takes its last value (seed=0,1 seed=2)
     swept = sorted(k for k, o in last.items() if o.is_sweep_override() and not o.is_hydra_override())
-    grid = BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
-    if points is not None:
-        if swept:
-            raise GradflowError(f"--points and swept keys ({', '.join(swept)}) do not mix; put every varying "
-                                "key in the points file")
-        pointed = {k for point in points for k in point}
-        both = [o for o in user if override_key(o) in pointed]
-        if both:
-            raise GradflowError(f"{override_key(both[0])} is set both on the command line "
-                                f"({store.shorten(both[0], 40)}) and in the points file; set it in one place")
-        grid, swept = points_overrides(points, grid[0])
-    point_configs = _Configs(user_name, swept)
-    first = point_configs.flat(_config_only(grid[0]))  # checks name and results too
-    root = store.study_dir(first["results"], first["name"])
-    store.check_writable(root, root)
-    command = shlex.join(["gradflow", "sweep", *user, "--name", user_name,
-                          *(["--points", points_file] if points_file is not None else [])])
-    result = Plan(root=root, overrides=list(overrides), swept=swept, launcher=launcher, force=force,
-                  points=points, command=command)
-    seen: set[str] = set()
-    taken: set[str] = set()  # the keys some point has as a setting
-    digests: dict[str, tuple] = {}  # each point's config hash -> its folder and overrides
-    same: tuple[str, str] | None = None  # the first two points that are one run
-    sources: set[tuple] = set()  # (data.name, data.root, data.download) of the points to run
-    first: dict = {}  # the first point's settings
-    for point in grid:
-        cfg_overrides = _config_only(point)
+    return launcher, swept, BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
+
+
+def _grid_of_points(points: list[dict], user: list[str], swept: list[str], grid: list[list[str]]):
+    """--points: the grid is the points file's, each point on top of the command line's fixed overrides."""
+    if swept:
+        raise GradflowError(f"--points and swept keys ({', '.join(swept)}) do not mix; put every varying "
+                            "key in the points file")
+    pointed = {k for point in points for k in point}
+    both = [o for o in user if override_key(o) in pointed]
+    if both:
+        raise GradflowError(f"{override_key(both[0])} is set both on the command line "
+                            f"({store.shorten(both[0], 40)}) and in the points file; set it in one place")
+    return points_overrides(points, grid[0])
+
+
+class _Jobs:
+    """Each grid point planned in turn into a Job (its folder, config hash, whether it is finished or
+    replaces a finished run), with what the whole grid is then checked for: two points in one folder
+    (refused at once), two points that are one run, the keys some point takes, the data files to find."""
+
+    def __init__(self, root: Path, swept: list[str]):
+        self.root, self.swept = root, swept
+        self.seen: set[str] = set()
+        self.taken: set[str] = set()  # the keys some point has as a setting
+        self.digests: dict[str, tuple] = {}  # each point's config hash -> its folder and overrides
+        self.same: tuple[str, str] | None = None  # the first two points that are one run
+        self.sources: set[tuple] = set()  # (data.name, data.root, data.download) of the points to run
+        self.first: dict = {}  # the first point's settings
+
+    def plan(self, cfg_overrides: list[str], point_configs: _Configs) -> Job:
         flat = point_configs.flat(cfg_overrides)
-        taken.update(flat)
-        first = first or flat
+        self.taken.update(flat)
+        self.first = self.first or flat
         digest = store.config_hash(flat)
-        jname = config_mod.job_name([o for o in cfg_overrides if override_key(o) in swept])
-        if jname in seen:
+        jname = config_mod.job_name([o for o in cfg_overrides if override_key(o) in self.swept])
+        if jname in self.seen:
             raise GradflowError(f"two sweep points share the folder {jname!r}; make the swept values distinct")
-        if digest in digests:  # model.depth=2,02: two names, one run (said after the keys are checked)
-            other, before = digests[digest]
+        if digest in self.digests:  # model.depth=2,02: two names, one run (said after the keys are checked)
+            other, before = self.digests[digest]
             if all(_simple(o) for o in set(before) ^ set(cfg_overrides)):  # (two experiments may compose alike)
-                same = same or (other, jname)
-        seen.add(jname)
-        digests[digest] = (jname, cfg_overrides)
-        job_dir = root / jname
+                self.same = self.same or (other, jname)
+        self.seen.add(jname)
+        self.digests[digest] = (jname, cfg_overrides)
+        job_dir = self.root / jname
         store.check_clearable(job_dir)
         rec = store.read_run(job_dir)
         finished = store.is_finished(job_dir, digest)
         replaces = (not finished and rec is not None and rec.get(store.STATUS) in store.FINISHED
                     and store.run_hash(job_dir, rec) != digest)  # (not one whose files are incomplete)
-        result.jobs.append(Job(cfg_overrides, jname, digest, finished=finished, replaces=replaces))
-        if not finished and "data.root" in flat:  # a dataset read from files (checked below, each once)
-            sources.add((flat["data.name"], flat["data.root"], flat.get("data.download", False)))
-    if keys_used:
-        _check_keys_apply(grid[0], taken, first)
-    if same:
-        raise GradflowError(f"the sweep points {same[0]} and {same[1]} are the same run; make the swept values "
-                            "distinct")
-    if sources:  # files missing under data.root: one line now, not a failed run each (replacing finished ones)
-        from gradflow.data import check_files
-
-        for source in sorted(sources, key=str):
-            check_files(*source)
-    if root.is_dir():
-        result.stale = sum(1 for p in root.iterdir() if p.name not in seen and (p / store.RUN_FILE).exists())
-        present = any((root / j.name / store.RUN_FILE).exists() for j in result.jobs)
-        if result.stale and not present and name is None and not given:
-            _refuse_takeover(root, result.stale)
-    return result
+        if not finished and "data.root" in flat:  # a dataset read from files (checked after the grid, each once)
+            self.sources.add((flat["data.name"], flat["data.root"], flat.get("data.download", False)))
+        return Job(cfg_overrides, jname, digest, finished=finished, replaces=replaces)
 
 
 def _refuse_takeover(root: Path, stale: int) -> None:
