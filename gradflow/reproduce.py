@@ -22,7 +22,8 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from gradflow import store, theory, workers
-from gradflow.config import EXPERIMENTS_DIR, override_key, override_value
+from gradflow.config import EXPERIMENTS_DIR
+from gradflow.overrides import override_key, override_value
 from gradflow.errors import GradflowError, did_you_mean
 from gradflow.fmt import fmt
 

@@ -384,7 +384,7 @@ def _resume_command(sweep: Path, spec: dict) -> str:
     from another, and the folder may have been copied or renamed)."""
     import shlex
 
-    from gradflow.config import override_key
+    from gradflow.overrides import override_key
 
     if spec.get("points") is not None and spec.get("command"):  # (its --points FILE is as given)
         return str(spec["command"])

@@ -33,9 +33,10 @@ from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_d
 from omegaconf import DictConfig, OmegaConf
 
 from gradflow import config as config_mod
-from gradflow.config import list_keys, override_key
+from gradflow.config import list_keys
 from gradflow import store, workers
 from gradflow.errors import GradflowError, UsageError, did_you_mean
+from gradflow.overrides import NOT_IN_JOB_NAME, job_name, override_key
 
 # launcher -> (module that provides it, extra to install)
 LAUNCHER_PLUGINS = {
@@ -295,7 +296,7 @@ class _Jobs:
         self.taken.update(flat)
         self.first = self.first or flat
         digest = store.config_hash(flat)
-        jname = config_mod.job_name([o for o in cfg_overrides if override_key(o) in self.swept])
+        jname = job_name([o for o in cfg_overrides if override_key(o) in self.swept])
         if jname in self.seen:
             raise GradflowError(f"two sweep points share the folder {jname!r}; make the swept values distinct")
         if digest in self.digests:  # model.depth=2,02: two names, one run (said after the keys are checked)
@@ -515,7 +516,7 @@ def _point_args(p: Plan) -> list[str]:
     folder = p.root / POINTS_DIR / POINT_GROUP
     folder.mkdir(parents=True, exist_ok=True)
     points = p.points or []
-    by_name = {config_mod.job_name(o): point for o, point in zip(points_overrides(points, [])[0], points)}
+    by_name = {job_name(o): point for o, point in zip(points_overrides(points, [])[0], points)}
     for j in p.to_run:
         nested: dict = {}
         for key, value in by_name[j.name].items():
@@ -600,7 +601,7 @@ def _run_hydra(p: Plan, on_step: StepFn | None) -> None:
 
     global _reporter
     not_swept = sorted({override_key(o) for j in p.jobs for o in j.overrides} - set(p.swept))
-    exclude = ",".join(list(config_mod.NOT_IN_JOB_NAME) + not_swept)
+    exclude = ",".join(list(NOT_IN_JOB_NAME) + not_swept)
     argv = [sys.argv[0], "--multirun", *p.overrides, f"name={p.root.name}", f"results={p.root.parent}",
             f"hydra.job.config.override_dirname.exclude_keys=[{exclude}]",
             *(_point_args(p) if p.points is not None else [])]

@@ -73,7 +73,8 @@ def cli():
 def run_job(results):
     """Compose overrides and execute one job into the temporary results folder; returns its folder."""
     from gradflow import job
-    from gradflow.config import compose, job_name
+    from gradflow.config import compose
+    from gradflow.overrides import job_name
 
     def go(*overrides: str, name: str = "t") -> Path:
         ov = [*overrides, f"results={results}", f"name={name}"]

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 import gradflow
-from gradflow.config import job_name
+from gradflow.overrides import job_name
 from tests.conftest import TINY
 
 

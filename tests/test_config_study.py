@@ -9,7 +9,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from gradflow.config import compose, job_name, settings
+from gradflow.config import compose, settings
+from gradflow.overrides import job_name
 from gradflow.store import flatten
 
 SMALL = ["data=gaussian", "data.n_train=128", "data.n_test=32", "data.dim=8", "model.width=8", "train.steps=3",

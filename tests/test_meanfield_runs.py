@@ -35,7 +35,7 @@ def measured_chi1(job_dir, trim: int = 5) -> float:
 def test_backprop_ratio_matches_mean_field(cli, results, overrides, chi1):
     out = cli("run", *WIDE, *overrides, f"results={results}", "name=mf")
     assert out.exit_code == 0, out.output
-    from gradflow.config import job_name
+    from gradflow.overrides import job_name
 
     job_dir = results / "mf" / job_name(WIDE + overrides)
     assert measured_chi1(job_dir) == pytest.approx(chi1, rel=0.05)

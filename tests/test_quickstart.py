@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from gradflow.config import job_name
+from gradflow.overrides import job_name
 from gradflow.summary import grad_ratio
 
 README = Path(__file__).resolve().parents[1] / "README.md"

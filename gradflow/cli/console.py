@@ -118,7 +118,7 @@ def leave_interrupted(message: str) -> None:
 def note_replaced(overrides: list[str] | None) -> None:
     """A note for each override that replaces an earlier one of its key (`seed=0,1 seed=2`: Hydra keeps the
     last without a word)."""
-    from gradflow.config import replaced
+    from gradflow.overrides import replaced
 
     for note in replaced(list(overrides or [])):
         print_note(f"note: {note}", style="yellow")

@@ -21,6 +21,7 @@ from gradflow.cli.console import (NBSP, console, leave_interrupted, near_options
                                   user_errors)
 from gradflow.cli.app import progress_bar
 from gradflow.fmt import fmt
+from gradflow.overrides import NOT_IN_JOB_NAME, job_name, last_overrides
 from gradflow.metrics import REGRESSION_TOLERANCE, is_regression
 from gradflow.plots.labels import RECURRENT
 from gradflow.summary import RESIDUAL_STREAM
@@ -212,11 +213,11 @@ def run(
 
     near_options(ctx, overrides)
     note_replaced(overrides)
-    overrides = config_mod.last_overrides(overrides or [])  # (the replaced values are neither checked nor used)
+    overrides = last_overrides(overrides or [])  # (the replaced values are neither checked nor used)
     check_overrides(overrides, "run")
     cfg = config_mod.compose(overrides)
     study = store.study_dir(cfg.results, cfg.name)
-    job_dir = study / config_mod.job_name(overrides)
+    job_dir = study / job_name(overrides)
     store.check_writable(job_dir, study)
     store.check_clearable(job_dir)
     if "root" in cfg.data:  # files missing under data.root: one line, no failed run written
@@ -250,7 +251,7 @@ def _warn_replaced(job_dir: Path, flat: dict) -> None:
     if rec.get(store.STATUS) not in store.FINISHED or rec.get("config_hash") == store.config_hash(flat):
         return
     old = rec.get("config") or {}
-    differ = [k for k in dict.fromkeys([*old, *flat]) if k not in config_mod.NOT_IN_JOB_NAME
+    differ = [k for k in dict.fromkeys([*old, *flat]) if k not in NOT_IN_JOB_NAME
               and old.get(k) != flat.get(k)]
     said = ", ".join(f"{k} {fmt(old.get(k))} → {fmt(flat.get(k))}" for k in differ[:4])
     more = f" and {len(differ) - 4} more" if len(differ) > 4 else ""

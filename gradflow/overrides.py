@@ -1,0 +1,89 @@
+"""Override strings (`key=value`, as the command line and Hydra give them): their keys and values, the
+last of a key given twice, and the run folder name a list of them makes. Text only: no Hydra, no torch."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from gradflow.errors import shorten
+
+# --- job names: readable, filesystem-safe, order-independent ------------------------------------
+NOT_IN_JOB_NAME = ("name", "results", "device", "threads")  # where and how fast, not what is computed
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=,+\-]")
+
+
+def job_name(overrides: list[str] | str) -> str:
+    """The run folder name for a list of `key=value` overrides (or Hydra's override_dirname), each key's last."""
+    items = split_top(overrides) if isinstance(overrides, str) else list(overrides)
+    items = list({override_key(o): o for o in items}.values())  # a key given twice: its last value, which counts
+    items = [_readable(o) for o in items]
+    keep = sorted(o for o in items if o and override_key(o) not in NOT_IN_JOB_NAME and not override_key(o).startswith("hydra"))
+    name = _UNSAFE.sub("_", ",".join(keep)) or "default"
+    if len(name) > 160:
+        name = name[:150] + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    return name
+
+
+def split_top(text: str) -> list[str]:
+    """Hydra's override_dirname split at its top-level commas: not those inside ${...}, [...] or {...}
+    (optim.betas=[0.9,0.99] is one override, whose comma made two and a folder named 0.99_,optim.betas=_0.9)."""
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth = max(depth - 1, 0)
+        elif ch == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    return items + [text[start:]]
+
+
+def override_key(override: str) -> str:
+    """The key of a `key=value` override, without Hydra's +, ++ and ~ prefixes."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def override_value(overrides, key: str) -> str | None:
+    """The value the user wrote for `key` (the last override of it counts), or None."""
+    given = [o.split("=", 1)[1] for o in overrides if "=" in o and override_key(o) == key]
+    return given[-1] if given else None
+
+
+def last_overrides(overrides) -> list[str]:
+    """Each key's last override, where the first of them stood, as Hydra's sweeper keeps a sweep's: Hydra's
+    compose applies every override in turn, so train.steps=abc train.steps=5 failed on the replaced abc.
+    A key is told with its prefix (+x=1 x=2 adds the key, then sets it)."""
+    last = {o.split("=", 1)[0]: o for o in overrides}
+    return list(last.values())
+
+
+def replaced(overrides: list[str]) -> list[str]:
+    """A note for each override that replaces an earlier one of the same key: the last counts, as in Hydra
+    (a base command line with a change appended), which the commands say rather than nothing."""
+    last: dict[str, str] = {}
+    notes = []
+    for o in overrides:
+        key = override_key(o)
+        if last.get(key, o) != o:
+            notes.append(f"{shorten(o, 40)} replaces {shorten(last[key], 40)} given before it (the last value of "
+                         "a key counts)")
+        last[key] = o
+    return notes
+
+
+def _readable(override: str) -> str:
+    """optim.lr=${gf.div:0.25,model.depth} -> optim.lr=0.25-over-model.depth, for a folder name."""
+    previous = None
+    while previous != override:
+        previous = override
+        override = re.sub(r"\$\{gf\.(\w+):([^${},]*),([^${},]*)\}",
+                          lambda m: f"{m[2].strip()}{ARITHMETIC_WORDS.get(m[1], m[1])}{m[3].strip()}", override)
+        override = re.sub(r"\$\{([^${}:]+)\}", r"\1", override)
+    return override
+
+
+
+
+ARITHMETIC_WORDS = {"add": "+", "sub": "-minus-", "mul": "-times-", "div": "-over-", "pow": "-pow-"}  # gf.* in names
