@@ -1105,6 +1105,23 @@ def test_subtitles_give_each_inits_effective_sigma_w2_never_the_unused_key():
     assert "sigma_w" not in figures.profile(layers.drop(columns="init.name"), step=0).get_suptitle()
 
 
+def test_a_title_over_inits_names_the_one_without_a_sigma_w2_and_a_recurrent_ones_input_init():
+    # gpt2's fixed std has no mean-field sigma_w^2: "sigma_w^2: xavier_normal 1" alone read as every line's
+    configs = [config(10, "tanh", 1, **{"init.name": n}) for n in ("gpt2", "xavier_normal")]
+    layers, metrics, _ = fabricate(configs, rate=lambda cfg: 1.0)
+    for fig in (figures.profile(layers, step=0), figures.curves(metrics)):
+        title = fig.get_suptitle()
+        assert r"$\sigma_w^2$: xavier_normal 1, gpt2 none" in title, title
+    # a recurrent sweep over its models: its init is the input weights', as a single run's title says
+    rnns = [config(10, "tanh", 1, **{"model.name": m, "init.name": "xavier_normal"}) for m in ("rnn", "lstm")]
+    for cfg, m in zip(rnns, ("rnn", "lstm")):
+        cfg["run"] = f"model={m}"
+    layers, _, _ = fabricate(rnns, rate=lambda cfg: 1.0)
+    for sub in (layers, layers[layers["model.name"] == "lstm"]):
+        title = figures.profile(sub, step=0).get_suptitle()
+        assert "xavier_normal input init" in title and r"input $\sigma_w^2$=1" in title, title
+
+
 def test_line_style_skips_a_key_the_colour_already_determines():
     # each variant at its own rate: a style for the rate would repeat the colour; the seed-independent
     # depth varies within a variant, so it gets the style

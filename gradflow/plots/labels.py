@@ -15,7 +15,7 @@ import pandas as pd
 
 from gradflow.fmt import fmt
 from gradflow.probes.quantities import QUANTITIES as PROBES
-from gradflow.plots.keys import is_missing, n_distinct, single_value
+from gradflow.plots.keys import is_missing, n_distinct, ordered_values, single_value
 
 
 @dataclass(frozen=True)
@@ -208,7 +208,7 @@ def _title_item(df: pd.DataFrame, key: str, v: Any) -> str | None:
         return "U[0,1] inputs"  # (glorot2010's probe read "gaussian" over inputs that are uniform)
     s = fmt(v)
     # a recurrent net's `init` is its input weights' (the recurrent matrix has model.recurrent_init and gain)
-    inputs = "input " if single_value(df, "model.name") in RECURRENT else ""
+    inputs = "input " if is_recurrent(df) else ""
     gain = "gain" if single_value(df, "model.recurrent_init") else "recurrent gain"  # (after "recurrent ... init")
     return {"model.depth": f"depth {s}", "model.width": f"width {s}", "model.hidden": f"hidden {s}",
             "model.skip": f"{s} skip", "model.recurrent_init": f"recurrent {s} init", "model.gain": f"{gain} {s}",
@@ -244,10 +244,14 @@ def init_variances(df: pd.DataFrame) -> list[str]:
             values.setdefault(str(row["init.name"]), set()).add(fmt(v, 3))
     if not values:
         return []
-    inputs = "input " if single_value(df, "model.name") in RECURRENT else ""  # (see _title_item)
+    inputs = "input " if is_recurrent(df) else ""  # (see _title_item)
     if len(inits) == 1:
         return [rf"{inputs}$\sigma_w^2$={next(iter(values.values())).pop()}"]
-    return [rf"{inputs}$\sigma_w^2$: " + ", ".join(f"{name} {'/'.join(sorted(v))}" for name, v in values.items())]
+    # an init the theory knows no sigma_w^2 for is named too ("sigma_w^2: xavier_normal 1" over gpt2 and
+    # xavier_normal lines read as every line's)
+    unknown = [str(v) for v in ordered_values(inits["init.name"]) if not is_missing(v) and str(v) not in values]
+    return [rf"{inputs}$\sigma_w^2$: " + ", ".join([f"{name} {'/'.join(sorted(v))}" for name, v in values.items()]
+                                                 + [f"{name} none" for name in unknown])]
 
 
 def _visible_len(text: str) -> int:
