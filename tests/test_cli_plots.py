@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -564,16 +565,28 @@ def test_where_draws_only_the_runs_it_keeps_under_a_name_of_its_own(plain, tmp_p
     assert gradflow.load(plain).equals(layers)  # (nothing on disk changed)
 
 
-def test_a_recurrent_sweep_over_sequence_length_plots_its_signal_ratio_along_t(results):
-    """An RNN's depth is in time: its ratio figure runs along data.T (no model.depth to vary). The sweep
-    sets model.hidden, a key of the swept models and not of the default model=mlp: Hydra's own compose
-    of the multirun applied it to the default and failed with its multi-line error."""
+RECURRENT = ["data=adding", "model.hidden=8", "train.steps=2", "data.n_train=64", "data.n_test=32",
+             "train.batch_size=32"]
+
+
+@pytest.fixture(scope="module")
+def recurrent(results) -> Path:
+    """rnn and lstm over data.T=4,8. It sets model.hidden, a key of the swept models and not of the default
+    model=mlp: Hydra's own compose of the multirun applied it to the default and failed with its error."""
+    return _sweep_only(results, "recurrent", "model=rnn,lstm", "data.T=4,8", *RECURRENT)
+
+
+def _sweep_only(results: Path, name: str, *overrides: str) -> Path:
+    out = invoke("sweep", *overrides, f"results={results}", "--name", name)
+    assert out.exit_code == 0, out.output
+    return results / name
+
+
+def test_a_recurrent_sweep_over_sequence_length_plots_its_signal_ratio_along_t(recurrent):
+    """An RNN's depth is in time: its ratio figure runs along data.T (no model.depth to vary)."""
     from gradflow.plots import figures
 
-    out = invoke("sweep", "model=rnn,lstm", "data=adding", "data.T=4,8", "model.hidden=8", "train.steps=2",
-                 "data.n_train=64", "data.n_test=32", "train.batch_size=32", f"results={results}", "--name", "recurrent")
-    assert out.exit_code == 0, out.output
-    root = results / "recurrent"
+    root = recurrent
     assert all(store.read_run(job)["config"]["model.hidden"] == 8 for job in store.find_runs(root))
     out = invoke("plot", root)
     assert out.exit_code == 0, out.output
@@ -597,6 +610,101 @@ def test_a_recurrent_sweep_over_sequence_length_plots_its_signal_ratio_along_t(r
     out = invoke("ls", root)
     assert out.exit_code == 0 and "signal ratio" in out.output, out.output
     assert "ratio init" not in out.output and "ratio end" not in out.output and "‖∂L/∂W‖" not in out.output
+
+
+def test_a_recurrent_nets_kinds_draw_its_signal_unless_asked_and_never_a_missing_ratio_as_diverged(
+        recurrent, tmp_path):
+    # a recurrent net's time steps have no weight of their own: its grad_norm is the head's alone, so its
+    # ratio was NaN in every run, drawn as a diverged mark at the top edge over "no finite values to draw"
+    from gradflow.plots.kinds import Options, draw
+
+    layers = gradflow.load(recurrent)
+    signal = layers[(layers["quantity"] == "signal_norm") & (layers["step"] == 0)]
+    for kind in ("ratio", "profile"):
+        out = invoke("plot", recurrent, "--kind", kind, "--out", tmp_path)
+        assert out.exit_code == 0, out.output
+        assert printed_paths(out)[0].name.startswith(f"{kind}-signal_norm"), out.output
+        fig, _ = draw(kind, layers, Options())
+        lines = fig.data["lines"]
+        assert np.isfinite(lines["y"]).all() and len(lines) == {"ratio": 4, "profile": 5 + 9 + 5 + 9}[kind]
+        assert not [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_gid() == "nonfinite"]
+        assert not any("NaN" in t.get_text() for lg in fig.legends for t in lg.get_texts())
+    # the profile: each run over its every time step, head included (it was one dot per run at the head)
+    fig, _ = draw("profile", layers, Options())
+    spans = fig.data["lines"].groupby("line")["x"].agg(["min", "max"])
+    assert sorted(map(tuple, spans.to_numpy())) == [(0, 4), (0, 4), (0, 8), (0, 8)]
+    assert set(signal["layer"]) == set(range(9))
+    # asked for by name: one line naming what has a ratio
+    out = invoke("plot", recurrent, "--kind", "ratio", "--quantity", "grad_norm", "--out", tmp_path)
+    text = " ".join(out.output.split())
+    assert out.exit_code == 1 and "no first and last probe point" in text and text.endswith("choices: signal_norm"), text
+    assert len(out.output.strip().splitlines()) <= 2, out.output  # (one line, wrapped at the terminal's width)
+    from gradflow.errors import GradflowError
+    from gradflow.plots import figures
+
+    with pytest.raises(GradflowError, match="no run has grad_norm at two probe points"):  # (not a NaN per run)
+        figures.ratio(layers, "init", quantity="grad_norm")
+    # the heatmap: a row per time step; grad_norm's one row is ticked at its time step, not 3.5, 3.6, ...
+    out = invoke("plot", recurrent, "--kind", "heatmap", "--run", "model=lstm,data.T=4", "--out", tmp_path)
+    assert out.exit_code == 0 and printed_paths(out)[0].name.startswith("heatmap-signal_norm"), out.output
+    run = "data.T=4,model=lstm"
+    fig, _ = draw("heatmap", layers, Options(run=run))
+    assert sorted(fig.data["cells"]["layer"].unique()) == list(range(5))
+    fig, _ = draw("heatmap", layers, Options(run=run, quantity="grad_norm"))
+    ticks = [t for t in fig.axes[0].get_yticks() if 3.5 <= t <= 4.5]
+    assert ticks == [4], ticks
+
+
+def test_compare_of_recurrent_sweeps_draws_the_signal_and_splits_no_panels_by_a_key_only_the_sources_differ_in(
+        recurrent, results, tmp_path):
+    # an lstm with forget_bias=3 beside the sweep (forget_bias=0 for its lstm, unset for its rnn): the key
+    # split the profile into panels forget_bias=0 / =3 / not set, and its grad_norm was one dot per run
+    fb3 = _sweep_only(results, "fb3", "model=lstm", "data.T=8", "model.forget_bias=3", *RECURRENT)
+    for kind in ("profile", "ratio"):
+        out = invoke("compare", recurrent, fb3, "--kind", kind, "--out", tmp_path / f"{kind}.png")
+        assert out.exit_code == 0, out.output
+    from gradflow import compare as matching
+    from gradflow.plots.kinds import Options, draw, overlay_facet
+
+    roots = [recurrent, fb3]
+    sources = [r.name for r in roots]
+    runs = matching.load_runs(roots, sources)
+    layers = matching.overlay_table(roots, sources, runs, "layers", list(matching.differing_keys(runs, sources)))
+    for kind in ("profile", "ratio"):
+        o = Options()
+        o.facet = overlay_facet(layers, kind, o)
+        assert o.facet != "model.forget_bias"
+        fig, _ = draw(kind, layers, o)
+        titles = [ax.get_title() for ax in fig.axes]
+        assert not any("forget_bias" in t for t in titles), titles
+        assert "the sources also differ in model.forget_bias" in fig.get_suptitle()
+        lines = fig.data["lines"]
+        # every run's line (a ratio's: one per model and source, along T), fb3's lstm among them
+        assert np.isfinite(lines["y"]).all() and lines["line"].nunique() == {"ratio": 3, "profile": 5}[kind]
+    fig, _ = draw("profile", layers, Options(facet=overlay_facet(layers, "profile", Options())))
+    assert fig.data["lines"].groupby("line")["x"].min().eq(0).all()  # every time step, not the head alone
+
+
+def test_a_diverged_runs_last_profile_is_its_last_finite_step_marked_as_diverged_after(diverging):
+    # depth 2 diverged at step 2, probed there all NaN: "last" drew it as NaN marks along the top at step 2
+    from gradflow.plots import figures
+
+    layers = gradflow.load(diverging)
+    runs = gradflow.load(diverging, table="runs")
+    bad = runs.loc[runs["status"] == "diverged", "run"].iloc[0]
+    rows = layers[(layers["run"] == bad) & (layers["quantity"] == "grad_norm")]
+    finite = rows[np.isfinite(rows["value"])]
+    at = int(finite["step"].max())
+    assert at < int(rows["step"].max())  # (the run was probed after it: all NaN there)
+    fig = figures.profile(layers, "grad_norm", step="last")
+    lines = fig.data["lines"]
+    drawn = lines[lines["line"] == bad]
+    by_hand = finite[finite["step"] == at].sort_values("layer")
+    assert drawn["x"].tolist() == by_hand["layer"].tolist()
+    assert drawn["y"].to_numpy() == pytest.approx(by_hand["value"].to_numpy())
+    assert f"{bad} at step {at}, its last finite one (diverged after it" in " ".join(fig.get_suptitle().split())
+    marks = [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_gid() == "nonfinite"]
+    assert len(marks) == 1 and list(marks[0].get_xdata()) == [by_hand["layer"].max()]  # one mark: diverged after
 
 
 def test_a_comparisons_sources_keep_the_order_they_were_given_in_its_figure(plain, batchnorm):

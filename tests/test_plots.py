@@ -300,9 +300,11 @@ def test_profile_last_step_marks_nonfinite_and_zero_values(sweep):
     layers, _, _ = sweep
     fig = figures.profile(layers, "grad_norm", step="last")
     ax = fig.axes[0]
-    # the diverged run is entirely inf/NaN at its last step: its layers are all marked on the top edge
+    # the diverged run is entirely inf/NaN at its last probed step: drawn at its last finite one instead,
+    # one mark on the top edge at its end saying it diverged after (every layer's mark said nothing drawn)
     marks = lines_with(fig, "nonfinite")
-    assert marks and sorted(np.concatenate([m.get_xdata() for m in marks])) == list(range(21))
+    assert marks and sorted(np.concatenate([m.get_xdata() for m in marks])) == [20]
+    assert "its last finite one (diverged after it" in " ".join(fig.get_suptitle().split())
     zero_marks = lines_with(fig, "offscale")
     assert zero_marks and set(np.concatenate([m.get_xdata() for m in zero_marks])) == {0, 1, 2}
     texts = " ".join(legend_texts(fig))

@@ -25,10 +25,13 @@ from gradflow.plots.labels import (
     RATIOS, SPLITS, SUMMARIES, Summary, is_recurrent, key_label, set_title, short_key, value_label,
 )
 from gradflow.plots.meanfield import GRID_THEORIES, chi1_for, python_value
-from gradflow.plots.series import Series, check_key, collect_series, first_last, require, sort_series
+from gradflow.plots.series import (
+    Series, check_key, collect_series, first_last, require, sort_series, spread_quantities,
+)
 from gradflow.plots.style import (
     THEORY_STYLE, Palette, bottom_and_left, draw_series, extra_handles, facet_grid, label_short_log_axis, legend,
     line_weight, new_figure, note_if_empty, panels_by, record, spans_decades, step_axis, style_key,
+    unshown,
 )
 
 
@@ -100,12 +103,12 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
     check_key(facet, "facet", swept + (["source"] if multi_source else []))
     group_keys = swept + (["source"] if multi_source else [])
     if color is None and facet is None and not multi_source and not is_grid(df, swept):
-        color, style, also = "run", None, []  # runs not swept together: one legended line each
+        color, style, also, between = "run", None, [], []  # runs not swept together: one legended line each
         group_keys = ["run"]  # (each seed its own line too: the legend names every run)
     else:
         color = color or next((k for k in swept if k != facet), None)
         style = style_key(df, swept, (color, facet), multi_source and facet != "source" and not by_source)
-        also = [k for k in swept if k not in (color, style, facet)]
+        also, between = unshown(df, swept, (color, style, facet))
     # by_source: a panel per results folder, train solid and test dotted in it; unless a swept key needs the
     # line style, and then a panel per folder and split (both activations drawn alike read as one)
     split_style = by_source and style is None
@@ -184,6 +187,7 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
     legend(fig, handles + extra_handles(everything, True), title)
     what = "Loss and accuracy" if len(rows) == 2 else {"loss": "Loss", "acc": "Accuracy"}[rows[0]]
     extra = [f"lines also differ in {', '.join(also)}"] if also else []
+    extra += [f"the sources also differ in {', '.join(between)}"] if between else []
     set_title(fig, f"{what} during training", df, extra, skip=swept)
     return fig
 
@@ -222,7 +226,11 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
         raise GradflowError(f"quantity {quantity!r} is not allowed for a ratio figure; choices: {', '.join(RATIOS)}")
     df = require(table, "runs", RUNS_REQUIRED)
     if "quantity" in df.columns:
-        df = first_last(df, quantity, when)
+        layers, df = df, first_last(df, quantity, when)
+        if df.empty:
+            spread = [q for q in RATIOS if q in spread_quantities(layers)]
+            raise GradflowError(f"no run has {quantity} at two probe points or more (a first and a last), so no "
+                                f"ratio of it; choices: {', '.join(spread) or '(none)'}")
     else:
         col = f"grad_ratio.{when}"
         if quantity != "grad_norm" or col not in df.columns:
@@ -238,11 +246,11 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
         # runs not swept together (a folder of several sweeps): a legended line for each run's name but its
         # depth item, so a sweep's depths join and runs of different sweeps or settings never pool
         df = df.assign(run=df["run"].map(lambda run: _without_item(str(run), length)))
-        by, style, also, group_keys = "run", None, [], ["run"]
+        by, style, also, between, group_keys = "run", None, [], [], ["run"]
     else:
         by = by or (swept[0] if swept else None)
         style = style_key(df, swept, (by,), multi_source)
-        also = [k for k in swept if k not in (by, style)]
+        also, between = unshown(df, swept, (by, style))
     palette = Palette(df, by, style)
     panels, titles = [df], [None]
     # the keys neither the colour nor the line style shows: a panel per combination of their values
@@ -293,6 +301,7 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
     hs.append(Line2D([], [], color="0.3", ls=":", lw=1.0, label="ratio = 1 (balanced)"))
     legend(fig, handles + hs, title)
     extra = [f"lines also differ in {', '.join(also)}"] if also else []
+    extra += [f"the sources also differ in {', '.join(between)}"] if between else []
     along = "depth" if length == "model.depth" else "sequence length"
     set_title(fig, f"{name} (input / output) vs {along}, {where}", df, extra, skip=swept + [length])
     return fig

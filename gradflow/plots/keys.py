@@ -128,6 +128,18 @@ def partial_keys(df: pd.DataFrame, keys: list[str], among: str | None = None) ->
     return out
 
 
+def between_sources(df: pd.DataFrame, keys: Sequence[str]) -> list[str]:
+    """Of `keys`, those no source varies on its own (each fixed in it, or set by a choice: an lstm's
+    forget_bias, 0 in one folder and 3 in another, unset for their rnn and gru): overlaid, they only tell
+    the sources apart, which the sources' line styles show (they split no panels)."""
+    if "source" not in df.columns or n_distinct(df["source"]) < 2:
+        return []
+    parts = [part for _, part in df.groupby("source", sort=False)]
+    within = {k for part in parts for k in swept_keys(part)}
+    # (a key fixed in every source is one compare's overlay_table drops: its sources' legend entries name it)
+    return [k for k in keys if k not in within and any(n_distinct(part[k]) > 1 for part in parts)]
+
+
 def partial_phrase(partial: Sequence[str], whose: str = "the other keys") -> str:
     """`partial_keys` in words, by group: "seed, and the other keys of model, data and train"."""
     groups = list(dict.fromkeys(k.split(".")[0] for k in partial if "." in k))

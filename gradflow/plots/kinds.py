@@ -12,11 +12,11 @@ from typing import Any, Sequence
 import pandas as pd
 
 from gradflow.errors import GradflowError, did_you_mean
-from gradflow.plots.keys import SEED_KEYS, full_key, n_distinct, ordered_values, run_names, swept_keys
-from gradflow.plots.labels import SUMMARIES
+from gradflow.plots.keys import SEED_KEYS, between_sources, full_key, n_distinct, ordered_values, run_names, swept_keys
+from gradflow.plots.labels import RATIOS, SUMMARIES, is_recurrent
 from gradflow.plots.meanfield import GRID_THEORIES
 from gradflow.plots.save import file_part
-from gradflow.plots.series import named_run, nearest_runs, steps_phrase
+from gradflow.plots.series import named_run, nearest_runs, spread_quantities, steps_phrase
 
 # kind -> (the table it reads, the options it uses): any other option is refused, never silently ignored
 KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -139,11 +139,26 @@ def check_options(df: pd.DataFrame, kind: str, o: Options, where: str) -> None:
     if o.run is None and "run" in KINDS[kind][1] and len(runs) > 1:
         raise GradflowError(f"--kind {kind} draws one run and {where} holds {len(runs)}; "
                             f"pass --run with one of: {shown}")
+    if kind == "ratio" and o.quantity in RATIOS and "quantity" in df.columns and o.quantity not in (
+            have := [q for q in RATIOS if q in spread_quantities(df)]):
+        why = " (a recurrent net's time steps have no weight of their own: its grad_norm is the head's alone)" \
+            if is_recurrent(df) and o.quantity == "grad_norm" else ""
+        raise GradflowError(f"--quantity {o.quantity} has no first and last probe point in any run of {where}, so "
+                            f"no ratio{why}; choices: {', '.join(have) or '(none)'}")
     if kind == "ratio" and o.step not in (None, 0, "last"):
         raise GradflowError(f"--step {o.step} is not allowed for --kind ratio; choices: 0 (init), last (end)")
     if isinstance(o.step, int) and "step" in df.columns and kind != "ratio" and not (df["step"] == o.step).any():
         raise GradflowError(f"--step {o.step} was not probed in {where}; probed steps: "
                             f"{steps_phrase(df['step'], o.step)} (or last)")
+
+
+def default_quantity(df: pd.DataFrame) -> str:
+    """The per-layer quantity a kind draws when --quantity is not given: the weight gradient, or for
+    recurrent nets (depth in time) the back-propagated signal, as the standard set draws them: their time
+    steps have no weight of their own, so grad_norm is the head's alone, one point per run."""
+    if is_recurrent(df) and "quantity" in df.columns and (df["quantity"] == "signal_norm").any():
+        return "signal_norm"
+    return "grad_norm"
 
 
 # --- drawing one kind ----------------------------------------------------------------------------
@@ -160,11 +175,11 @@ def draw(kind: str, df: pd.DataFrame, o: Options):
 
     step = 0 if o.step is None else o.step
     if kind == "profile":
-        q = o.quantity or "grad_norm"
+        q = o.quantity or default_quantity(df)
         fig = figures.profile(df, q, step=step, color=o.color, facet=o.facet, by_source=o.by_source)
         return fig, f"profile-{q}-{_step_name(step)}" + tag("color", o.color) + tag("facet", o.facet)
     if kind == "heatmap":
-        q = o.quantity or "grad_norm"
+        q = o.quantity or default_quantity(df)
         which = f"-{file_part(o.run)}" if o.run and df["run"].nunique() > 1 else ""
         return figures.heatmap(df, run=o.run, quantity=q), f"heatmap-{q}{which}"
     if kind == "curves":
@@ -172,7 +187,7 @@ def draw(kind: str, df: pd.DataFrame, o: Options):
         return fig, "curves" + tag("color", o.color) + tag("facet", o.facet)
     if kind == "ratio":
         when = "final" if step == "last" else "init"
-        q = o.quantity or "grad_norm"
+        q = o.quantity or default_quantity(df)
         stem = f"ratio-{when}" if q == "grad_norm" else f"ratio-{q}-{when}"
         return figures.ratio(df, when, by=o.color, quantity=q), stem + tag("color", o.color)
     if kind == "grid":
@@ -198,6 +213,7 @@ def overlay_facet(df: pd.DataFrame, kind: str, o: Options) -> str | None:
 
     swept = swept_keys(df)
     rest = [k for k in swept if k != (o.color or swept[0])] if swept else []
+    rest = [k for k in rest if k not in between_sources(df, rest)]  # (the sources' line styles show those)
     if kind not in ("profile", "curves") or o.by_source or not rest:
         return None
     return next((k for k in reversed(rest) if n_distinct(df[k]) <= MAX_STYLES), None)

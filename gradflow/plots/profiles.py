@@ -21,13 +21,15 @@ from gradflow.plots.labels import (
     QUANTITIES, THEORY_QUANTITIES, Label, blocks, layer_axis, point_word, set_title, value_label,
 )
 from gradflow.plots.meanfield import chi1_for
-from gradflow.plots.series import Series, at_step, check_key, collect_series, parse_step, pick_run, require, sort_series
+from gradflow.plots.series import (
+    Series, at_step, check_key, collect_series, ended_early, ended_text, parse_step, pick_run, require, sort_series,
+)
 from gradflow.probes.quantities import BIAS, OUTPUT, WEIGHT
 from gradflow.probes.quantities import QUANTITIES as REGISTRY
 from gradflow.plots.style import (
     THEORY_STYLE, Palette, bottom_and_left, draw_series, extra_handles, facet_grid, is_log_spaced, panels_by,
     label_short_log_axis, legend, line_weight, new_figure, note_if_empty, record, step_axis, style_key,
-    tick_blocks, XLABEL_WIDTH, wrap_words,
+    tick_blocks, unshown, XLABEL_WIDTH, wrap_words,
 )
 
 
@@ -58,7 +60,8 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     """
     df = _quantity(require(layers, "layers", LAYERS_REQUIRED), quantity)
     marked = blocks(layers[layers["run"].isin(set(df["run"]))])  # ticked at the blocks: every quantity's points
-    df, step_text = at_step(df, step)
+    whole, (df, step_text) = df, at_step(df, step)
+    ended = ended_early(whole, df) if parse_step(step) == "last" else {}  # diverged after the step drawn
     theory = theory and parse_step(step) == 0  # mean-field theory describes the random initialization
     label = QUANTITIES.get(quantity, Label(quantity, quantity))
     multi_source = n_distinct(df["source"]) > 1
@@ -72,12 +75,12 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     facet_key = "source" if by_source else facet
     group_keys = swept + (["source"] if multi_source else [])
     if color is None and facet_key is None and not multi_source and not is_grid(df, swept):
-        color, style, also = "run", None, []  # runs not swept together: one legended line each
+        color, style, also, between = "run", None, [], []  # runs not swept together: one legended line each
         group_keys = ["run"]  # (each seed its own line too: the legend names every run)
     else:
         color = color or next((k for k in swept if k != facet_key), None)
         style = style_key(df, swept, (color, facet_key), multi_source and not by_source and facet_key != "source")
-        also = [k for k in swept if k not in (color, style, facet_key)]
+        also, between = unshown(df, swept, (color, style, facet_key))
     palette = Palette(df, color, style)
 
     facet_values = ordered_values(df[facet_key]) if facet_key else [None]
@@ -101,6 +104,8 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
             ax.set_yscale("log")
         for s in series:
             c = palette.color_of(s.config)
+            if set(s.runs) & set(ended):  # (a run of it) drawn at its last finite step: the mark says it diverged after
+                s.nonfinite[-1] = True
             # a series that skips probe points (a transformer's residual stream has no weight gradient) is
             # marked at each point it has: its line between them is no measurement
             skips = len(s.x) > 1 and bool((np.diff(s.x) > 1).any())
@@ -113,10 +118,11 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
             ax.set_title(title, fontsize="small")
         if marked is not None:
             tick_blocks(ax.xaxis, marked)
-        else:
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        else:  # (min_n_ticks: a lone point's axis was ticked 40, 41 with the point on its edge)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ends = sub if len(spans) > 1 and not sub.empty else df
-        ax.set_xlim(ends["layer"].min(), max(ends["layer"].max(), ends["layer"].min() + 1))  # ends at the last point
+        lo, hi = ends["layer"].min(), ends["layer"].max()
+        ax.set_xlim(*((lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)))  # ends at the last point; a lone one centred
         if label.log:
             label_short_log_axis(ax, df["value"])
     bottom, left = bottom_and_left(axes)
@@ -130,7 +136,8 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     palette.colorbar(fig, axes)
     handles, title = palette.handles()
     legend(fig, handles + extra_handles(everything, label.log, theory_drawn), title)
-    extra = [step_text] + ([f"lines also differ in {', '.join(also)}"] if also else [])
+    extra = [step_text, ended_text(ended)] + ([f"lines also differ in {', '.join(also)}"] if also else [])
+    extra += [f"the sources also differ in {', '.join(between)}"] if between else []
     set_title(fig, f"{label.title} per {point_word(df)}", df, extra, skip=swept)
     return fig
 
@@ -217,8 +224,8 @@ def heatmap(layers: pd.DataFrame, run: str | None = None, quantity: str = "grad_
     ax.set_ylabel(wrap_words(layer_axis(df, int(layer_idx[-1]), marked=marked), XLABEL_WIDTH))
     if marked is not None:
         tick_blocks(ax.yaxis, marked)
-    else:
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    else:  # (min_n_ticks: one row was ticked 39.5, 39.6, ... 40.5)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     status = str(df["status"].iloc[0])
     # the config says which run it is (set_title says it was interrupted)
     extra = [f"status: {status}"] if status not in ("ok", "", "interrupted") else []

@@ -139,10 +139,17 @@ def steps_phrase(steps, near: int, most: int = 12) -> str:
 
 
 def at_step(df: pd.DataFrame, step: int | str) -> tuple[pd.DataFrame, str]:
-    """Rows at one probed step (an int) or at each run's last probed step ("last"), and a title part."""
+    """Rows at one probed step (an int) or at each run's last probed step ("last"), and a title part.
+    At "last", a run that diverged (its last probes all NaN/inf) is taken at its last probed step with a
+    finite value, and the title part says so (`ended_early`: the runs a figure marks as diverged after)."""
     step = parse_step(step)
     if step == "last":
-        sub = df[df["step"] == df.groupby("run")["step"].transform("max")]
+        last = df.groupby("run")["step"].transform("max")
+        if "value" in df.columns:
+            finite = pd.Series(np.isfinite(pd.to_numeric(df["value"], errors="coerce").to_numpy(dtype=float)),
+                               index=df.index)
+            last = df["step"].where(finite).groupby(df["run"]).transform("max").fillna(last)  # (none finite: its last)
+        sub = df[df["step"] == last]
         steps = sorted(sub["step"].unique())
         text = (f"step {steps[0]} (last probed)" if len(steps) == 1
                 else f"each run's last probed step ({steps[0]}-{steps[-1]})")
@@ -155,6 +162,22 @@ def at_step(df: pd.DataFrame, step: int | str) -> tuple[pd.DataFrame, str]:
     if missing:
         text += f"; {missing} of {df['run'].nunique()} runs never reached it (not drawn)"
     return sub, text
+
+
+def ended_early(df: pd.DataFrame, sub: pd.DataFrame) -> dict[str, int]:
+    """The runs `sub` (rows of df) takes before their last probed step in df, and the step it takes:
+    at "last", the runs whose later probes were NaN/inf only (`at_step`)."""
+    last = df.groupby("run")["step"].max()
+    at = sub.groupby("run")["step"].max()
+    return {str(r): int(s) for r, s in at.items() if s < last[r]}
+
+
+def ended_text(ended: dict[str, int]) -> str:
+    """A title part for `ended_early`'s runs: where each is drawn, and that it diverged after."""
+    if len(ended) == 1:
+        (run, at), = ended.items()
+        return f"{run} at step {at}, its last finite one (diverged after it: x at the top)"
+    return f"{len(ended)} runs at their last step with finite values (diverged after it: x at the top)" if ended else ""
 
 
 def named_run(run: object, runs: list[str]) -> str | None:
@@ -241,9 +264,17 @@ def check_key(key: str | None, what: str, allowed: Sequence[str]) -> None:
                             f"{', '.join(allowed) or '(nothing varies)'}")
 
 
+def spread_quantities(layers: pd.DataFrame) -> list[str]:
+    """The quantities some run has at two probe points or more: a first and a last, so a ratio."""
+    points = layers.groupby(["run", "quantity"], observed=True)["layer"].nunique()
+    return list(map(str, ordered_values(pd.Series(points[points > 1].index.get_level_values("quantity")))))
+
+
 def first_last(layers: pd.DataFrame, quantity: str, when: str) -> pd.DataFrame:
     """One row per run: its config, run, source and status, and `value`, the first / last probe
-    point's ratio of `quantity` at step 0 (when="init") or at the run's last probed step ("final")."""
+    point's ratio of `quantity` at step 0 (when="init") or at the run's last probed step ("final").
+    A run with the quantity at one probe point only (a recurrent net's grad_norm: the head's) has no
+    ratio and no row: a ratio never recorded is missing, not NaN (which reads as diverged)."""
     rows = layers[layers["quantity"] == quantity]
     if rows.empty:
         raise GradflowError(f"quantity={quantity!r} is not in the layers table; "
@@ -254,7 +285,9 @@ def first_last(layers: pd.DataFrame, quantity: str, when: str) -> pd.DataFrame:
     run, value = ends["run"].to_numpy(), ends["value"].to_numpy(dtype=float)
     first = np.flatnonzero(np.r_[True, run[1:] != run[:-1]])  # each run's first row (sorted by layer)
     last = np.r_[first[1:], len(run)] - 1
-    with np.errstate(divide="ignore", invalid="ignore"):  # as summary.grad_ratio: NaN below two probe points
-        ratios = pd.Series(np.where(last > first, value[first] / value[last], np.nan), index=run[first])
-    out = rows.drop_duplicates("run")[keep].reset_index(drop=True)
+    spread = last > first
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = pd.Series(value[first[spread]] / value[last[spread]], index=run[first[spread]])
+    out = rows.drop_duplicates("run")[keep]
+    out = out[out["run"].isin(set(ratios.index))].reset_index(drop=True)
     return out.assign(value=out["run"].map(ratios).astype(float))

@@ -21,7 +21,7 @@ from matplotlib.ticker import (
 )
 from matplotlib.transforms import blended_transform_factory
 
-from gradflow.plots.keys import is_missing, is_numeric_key, n_distinct, ordered_values, vkey
+from gradflow.plots.keys import between_sources, is_missing, is_numeric_key, n_distinct, ordered_values, vkey
 from gradflow.fmt import fmt
 from gradflow.plots.labels import key_label, short_key, value_label
 from gradflow.plots.save import DPI
@@ -267,6 +267,16 @@ def style_key(df: pd.DataFrame, swept: Sequence[str], used: Sequence[str | None]
         return bool(by) and len(pairs) == len(pairs[by].drop_duplicates())
 
     return next((k for k in swept if k not in used and n_distinct(df[k]) <= MAX_STYLES and not repeats(k)), None)
+
+
+def unshown(df: pd.DataFrame, swept: Sequence[str], used: Sequence[str | None]) -> tuple[list[str], list[str]]:
+    """The swept keys that neither colour, line style nor panels (`used`) show: (the keys lines also differ
+    in, the keys only the sources differ in). With the source among `used`, a key that no source varies on
+    its own (`between_sources`) is the second kind: the source's style shows it, and it splits no panels
+    (an lstm's forget_bias set in one compared folder split a comparison in three)."""
+    rest = [k for k in swept if k not in used]
+    between = between_sources(df, rest) if "source" in used else []
+    return [k for k in rest if k not in between], between
 
 
 def bottom_and_left(axes: list) -> tuple[list, list]:
