@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -374,6 +375,18 @@ def test_profile_and_heatmap_tick_a_transformer_at_its_blocks(run_job, depth, na
     assert "each block's first (attn.qkv)" in ax.get_xlabel().replace("\n", " ")
     heat = figures.heatmap(layers, quantity="grad_norm").axes[0]
     assert [t.get_text() for t in heat.get_yticklabels()] == [f"b{i}" for i in named]
+    # the residual stream (b#.attn.resid, b#.resid) bold through the faint sawtooth of the points inside the
+    # blocks, which swing by decades between qkv, mlp.in and the stream: its values as recorded
+    at0 = layers[(layers["step"] == 0) & (layers["quantity"] == "signal_norm")].sort_values("layer")
+    resid = at0[at0["name"].str.endswith(".resid")]
+    assert len(resid) == 2 * depth
+    (stream,) = [ln for ln in ax.get_lines() if str(ln.get_gid()).startswith("stream:")]
+    assert list(stream.get_xdata()) == list(resid["layer"]) and np.allclose(stream.get_ydata(), resid["value"])
+    (every,) = [ln for ln in ax.get_lines() if str(ln.get_gid()).startswith("series:")]
+    assert len(every.get_xdata()) == len(at0) and every.get_alpha() < stream.get_alpha()
+    assert "residual stream (*.resid points)" in [t.get_text() for lg in fig.legends for t in lg.get_texts()]
+    grads = figures.profile(layers, "grad_norm", step=0).axes[0]  # (the stream has no weights: no stream line)
+    assert not [ln for ln in grads.get_lines() if str(ln.get_gid()).startswith("stream:")]
     mlp = load(run_job("model.depth=3", "train.steps=1", "model.width=8", "data=gaussian", "threads=1", name="mlp"))
     assert [t.get_text() for t in figures.profile(mlp, "signal_norm", step=0).axes[0].get_xticklabels()
             if t.get_text()][:2] == ["0", "1"]

@@ -11,6 +11,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.colors import ListedColormap, LogNorm, Normalize
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, NullLocator
 
@@ -96,6 +97,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     cache: dict = {}
     everything: list[Series] = []
     theory_drawn = False
+    stream = _stream_points(df)
     for ax, title, sub in zip(axes, titles, panels):
         series = sort_series(collect_series(sub, "layer", group_keys, label.log), df,
                              [k for k in (color, style) if k] + also)
@@ -109,7 +111,13 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
             # a series that skips probe points (a transformer's residual stream has no weight gradient) is
             # marked at each point it has: its line between them is no measurement
             skips = len(s.x) > 1 and bool((np.diff(s.x) > 1).any())
-            draw_series(ax, s, c, palette.style_of(s.config), lw, alpha, marked=skips)
+            if stream is None:
+                draw_series(ax, s, c, palette.style_of(s.config), lw, alpha, marked=skips)
+            else:  # the points inside the blocks faint, the residual stream through them bold
+                draw_series(ax, s, c, palette.style_of(s.config), lw * 0.6, alpha * STREAM_FAINT, marked=skips)
+                on = np.isin(s.x, stream)
+                ax.plot(s.x[on], s.med[on], color=c, ls=palette.style_of(s.config), lw=lw * 1.4, alpha=alpha,
+                        marker="o", ms=3, gid=f"stream:{s.label}")
             if theory and quantity in THEORY_QUANTITIES:
                 theory_drawn |= _theory_profile(ax, s, quantity, c, lw, cache)
         note_if_empty(ax, series)
@@ -135,11 +143,31 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
 
     palette.colorbar(fig, axes)
     handles, title = palette.handles()
+    if stream is not None:
+        handles += [Line2D([], [], color="0.2", lw=2.2, marker="o", ms=3, label=f"residual stream (*.{STREAM} points)"),
+                    Line2D([], [], color="0.2", lw=1.0, alpha=STREAM_FAINT, label="points inside the blocks")]
     legend(fig, handles + extra_handles(everything, label.log, theory_drawn), title)
     extra = [step_text, ended_text(ended)] + ([f"lines also differ in {', '.join(also)}"] if also else [])
     extra += [f"the sources also differ in {', '.join(between)}"] if between else []
     set_title(fig, f"{label.title} per {point_word(df)}", df, extra, skip=swept)
     return fig
+
+
+STREAM = "resid"  # the point after each block of gradflow's transformer (summary.RESIDUAL_STREAM)
+STREAM_FAINT = 0.35  # the opacity of the points inside the blocks, beside the residual stream
+
+
+def _stream_points(df: pd.DataFrame) -> np.ndarray | None:
+    """The layer indices of a transformer's residual stream (b#.resid) where the quantity drawn has points
+    both on it and inside the blocks, else None. Inside each block the signal swings by decades between
+    the branch's points and the stream (qkv, mlp.in): a line through all of them is a sawtooth that hides
+    the trend across blocks, which the stream's points show (the per-block chi1 ls fits)."""
+    if "name" not in df.columns:
+        return None
+    on = df["name"].astype(str).str.endswith(f".{STREAM}")
+    if not on.any() or on.all():
+        return None
+    return np.unique(df.loc[on, "layer"].to_numpy())
 
 
 def _theory_profile(ax, s: Series, quantity: str, color: Any, lw: float, cache: dict) -> bool:
