@@ -113,6 +113,7 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
         # reading the table back also proves it loads before run.json says the run is finished
         layers = store.read_table(Path(job_dir) / store.LAYERS_FILE)
         record["summary"] = summary.per_run(layers, flat)  # what `ls` shows, without reading any table
+        record["summary"].update(summary.clip_summary(pd.DataFrame(result.metrics, columns=store.METRIC_COLUMNS), flat))
         if error is not None:  # failed at a step: recorded with the tables of the steps before it
             return _failed(job_dir, record, error, start, result.steps_done)
         record.update(status=result.status, steps_done=result.steps_done, train_time=round(result.train_time, 4),

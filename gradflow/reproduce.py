@@ -326,12 +326,10 @@ def grad_spike(arm: Arm, where=None) -> Measured:
 
 @measure
 def clip_share(arm: Arm, where=None) -> Measured:
-    """The share of updates whose gradient was clipped (opt/clipped counts per eval window, over the steps)."""
-    runs = arm.table("runs", where).set_index(store.RUN)["steps_done"]
+    """The share of updates whose gradient was clipped (gradflow.summary.clipped_share, as `ls` shows it)."""
+    from gradflow.summary import clipped_share
 
-    def one(g):
-        return float(_curve(g, "opt", "clipped").sum() / max(int(runs[g[store.RUN].iloc[0]]), 1))
-    return _per_run(arm.table("metrics", where), one)
+    return _per_run(arm.table("metrics", where), clipped_share)
 
 
 @measure
@@ -742,7 +740,8 @@ def spec_figure(arms: dict[str, Arm], i: int, entry: dict):
 
     f = dict(entry)
     kind, arm, title = f.pop("kind"), f.pop("arm"), f.pop("file", None)
-    table = {"profile": "layers", "heatmap": "layers", "curves": "metrics", "ratio": "runs", "grid": "runs",
+    table = {"profile": "layers", "heatmap": "layers", "curves": "metrics", "gradnorm": "metrics", "ratio": "runs",
+             "grid": "runs",
              "hist": "hist", "spectrum": "jacobian"}[kind]
     df = figure_table(arms, arm, table, f.pop("where", None))
     fig = getattr(figures, kind)(df, **f)

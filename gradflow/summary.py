@@ -177,6 +177,28 @@ def per_run(layers: pd.DataFrame, config: dict) -> dict[str, Any]:
     return out
 
 
+# --- clipping ------------------------------------------------------------------------------------
+CLIPPED = "clipped"  # run.json summary key (and ls column): the share of updates whose gradient was clipped
+
+
+def clipped_share(metrics: pd.DataFrame) -> float:
+    """The share of a run's updates whose gradient was clipped, from its metrics rows: opt/clipped counts the
+    clipped updates of each evaluation window and the window logged at step t ends after update t, so the
+    windows cover the first max(t) updates (all of them, unless the run diverged between evaluations);
+    nan without opt/clipped rows (a run of 0 steps, a Recorder's)."""
+    rows = metrics[(metrics[store.SPLIT] == "opt") & (metrics[store.METRIC] == "clipped")]
+    updates = rows[store.STEP].max() if len(rows) else 0
+    return float(rows[store.VALUE].sum() / updates) if updates > 0 else math.nan
+
+
+def clip_summary(metrics: pd.DataFrame, config: Mapping[str, Any]) -> dict[str, Any]:
+    """run.json's summary entry for clipping: {CLIPPED: share} where the run clips (train.grad_clip or
+    train.clip_value > 0), None otherwise (no share to speak of: ls shows '-', and no column where no run clips)."""
+    clips = any(float(config.get(k) or 0) > 0 for k in ("train.grad_clip", "train.clip_value"))
+    share = clipped_share(metrics) if clips else math.nan
+    return {CLIPPED: None if math.isnan(share) else share}
+
+
 # --- steps to a threshold ------------------------------------------------------------------------
 STEPS_TO_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "batch_loss", "batch_acc")  # as evaluated
 _OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
@@ -259,6 +281,7 @@ def runs_table(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str]
             layers = store.run_table(job, "layers")
             stored = per_run(layers, {k: v for k, v in rec.items() if isinstance(k, str) and "." in k})
         row = {k: stored[k] for k in SUMMARY_COLUMNS}
+        row[CLIPPED] = math.nan if stored.get(CLIPPED) is None else stored[CLIPPED]  # (none in runs recorded before)
         for q in rates:
             layers = store.run_table(job, "layers") if layers is None else layers
             row[f"rate.{q}"], row[f"rate.{q}.layers"] = rate(layers, q, 0)
@@ -401,6 +424,7 @@ RESULT_COLUMNS = {
     "wall_time": ("time s", 6),
     "final.train_loss": ("train loss", 2), "final.train_acc": ("train acc", 5),
     "final.test_loss": ("test loss", 5), "final.test_acc": ("test acc", 2),
+    "clipped": ("clipped", 3),
     "grad_ratio.init": ("ratio init", 3), "signal_ratio.init": ("signal ratio", 3),
     "grad_ratio.final": ("ratio end", 4),
     "chi1_measured": ("chi1 meas", 3), "chi1_layers": ("chi1 fit", 4), "chi1_theory": ("chi1 theory", 3),
@@ -410,6 +434,8 @@ KEY_PRIORITY, STUDY_PRIORITY = 0, 1  # swept keys always show; asked-for study c
 NOTES = {"grad_ratio.init": "ratio = ‖∂L/∂W‖ first layer / last layer",
          "signal_ratio.init": "signal ratio = ‖∂L/∂z‖ first layer / last layer, at init",
          "chi1_layers": "chi1 fit = layers fitted (first-last)",
+         "clipped": "clipped = share of updates whose gradient was clipped (train.grad_clip, train.clip_value); "
+                    "- where a run does not clip, or was recorded before the share was kept",
          "rate": "rate = per-layer growth factor of the quantity² towards the input (chi1 convention)"}
 # the marks a chi1 fit cell may carry (_fit_cell), each explained under the table where one is shown
 FIT_MARKS = {" q*": "q*: inputs at the fixed point", "!": "!: still in the length map's transient (see below)"}
