@@ -302,6 +302,8 @@ def show_status(record: dict, threads: int | None = None) -> None:
     console.print(f"[bold {colour}]{status}[/] {done} in {record.get('wall_time', 0):.1f} s on {on}", highlight=False)
     for flag in flag_notes(record.get("flags") or []):
         console.print(f"[bold yellow]note:[/] {flag}", highlight=False)
+    if clipped := clip_note(record):
+        print_note(clipped)
     if status == "diverged":
         layer, what = record.get("diverged_layer"), record.get("diverged_in") or "loss or gradient"
         where = f", first in layer {layer}" if layer is not None else ""
@@ -378,6 +380,19 @@ def _name_room(heads: list[str], cells: list[list[str]]) -> int:
 
 
 SYMBOLS = {"grad_norm": "‖∂L/∂W‖", "signal_norm": "‖∂L/∂z‖"}
+
+
+def clip_note(record: dict) -> str:
+    """"clipped 37% of updates (train.grad_clip=1)" for a run that clips (its run.json summary's share), else ""."""
+    from gradflow.summary import CLIPPED
+
+    share = (record.get("summary") or {}).get(CLIPPED)
+    if share is None:
+        return ""
+    config = record.get("config") or {}
+    how = ", ".join(f"{k}={fmt(config[k])}" for k in ("train.grad_clip", "train.clip_value")
+                    if (config.get(k) or 0) > 0)
+    return f"clipped {share:.0%} of updates" + (f" ({how})" if how else "")
 
 
 def flag_notes(flags: list[str]) -> list[str]:
