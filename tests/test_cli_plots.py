@@ -212,8 +212,8 @@ def test_plot_one_run_folder(full):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--kind", "nope"], "--kind 'nope' is not allowed; choices: standard, profile, heatmap, curves, ratio, grid, "
-                         "hist, spectrum"),
+    (["--kind", "nope"], "--kind 'nope' is not allowed; choices: standard, profile, heatmap, curves, gradnorm, "
+                         "ratio, grid, hist, spectrum"),
     (["--kind", "profile", "--quantity", "nope"], "--quantity 'nope' is not in"),
     (["--kind", "profile", "--color", "model.nope"], "--color 'model.nope' is not a column"),
     (["--kind", "profile", "--facet", "data.dim"], "--facet 'data.dim' does not vary"),
@@ -508,7 +508,7 @@ def test_compare_draws_the_mean_field_line_only_for_the_plain_mlps(plain, result
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--kind", "heatmap"], "--kind 'heatmap' is not allowed; choices: profile, curves, ratio, spectrum"),
+    (["--kind", "heatmap"], "--kind 'heatmap' is not allowed; choices: profile, curves, gradnorm, ratio, spectrum"),
     (["--by", "model.nope"], "--by 'model.nope' is not a config key"),
     (["--kind", "spectrum"], "batchnorm has no jacobian rows; run with probe=full"),
     (["--kind", "ratio", "--panels"], "--panels does not apply to --kind ratio"),

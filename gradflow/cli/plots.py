@@ -56,10 +56,10 @@ def plot(
         help="profile/hist/spectrum: a probed step or 'last'; ratio: 0 (init) or last (end).",
         show_default="0")] = None,
     color: Annotated[Optional[str], typer.Option(
-        help="profile, curves, ratio, spectrum: the swept key that colours the lines.",
+        help="profile, curves, gradnorm, ratio, spectrum: the swept key that colours the lines.",
         show_default="first swept key")] = None,
     facet: Annotated[Optional[str], typer.Option(
-        help="profile/curves/grid: one panel (curves: a train | test pair) per value of this swept key.",
+        help="profile/curves/gradnorm/grid: one panel (curves: a train | test pair) per value of this swept key.",
         show_default=False)] = None,
     x: Annotated[Optional[str], typer.Option("--x", help="grid: the key along x, e.g. init.sw2.",
                                              show_default=False)] = None,
@@ -356,7 +356,8 @@ def compare(
                                     "default: the swept keys whose values the sources share.",
         show_default=False)] = None,
     panels: Annotated[bool, typer.Option(
-        "--panels", help="profile/curves: one panel per source instead of one line style per source.")] = False,
+        "--panels", help="profile/curves/gradnorm: one panel per source instead of one line style per "
+                         "source.")] = False,
     fmt: Annotated[Optional[str], typer.Option("--format", help="Figure format: png, pdf or svg.",
                                                show_default="png, or --out's suffix")] = None,
     out: Annotated[Optional[Path], typer.Option(
@@ -376,8 +377,8 @@ def compare(
     out_dir, out_file, fmt = figure_target(out, COMPARE_DIR, fmt)
     o = Options(quantity=quantity, step=_step(step), color=color, by_source=panels)
     refuse_unused(kind, {k: getattr(o, k) for k in ("quantity", "step", "color")}, COMPARE_KINDS)
-    if panels and kind not in ("profile", "curves"):
-        raise GradflowError(f"--panels does not apply to --kind {kind} (it applies to: profile, curves)")
+    if panels and kind not in ("profile", "curves", "gradnorm"):
+        raise GradflowError(f"--panels does not apply to --kind {kind} (it applies to: profile, curves, gradnorm)")
     sources = matching.source_labels(paths)
     for p in paths:
         store.find_runs(p)

@@ -24,15 +24,17 @@ KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "profile": ("layers", ("quantity", "step", "color", "facet")),
     "heatmap": ("layers", ("quantity", "run")),
     "curves": ("metrics", ("color", "facet")),
+    "gradnorm": ("metrics", ("color", "facet")),
     "ratio": ("layers", ("quantity", "step", "color")),
     "grid": ("runs", ("x", "y", "value", "theory", "facet")),
     "hist": ("hist", ("run", "step")),
     "spectrum": ("jacobian", ("step", "color")),
 }
-COMPARE_KINDS = ("profile", "curves", "ratio", "spectrum")  # the kinds that overlay several runs
+COMPARE_KINDS = ("profile", "curves", "gradnorm", "ratio", "spectrum")  # the kinds that overlay several runs
 KIND_HELP = "; ".join([
     "standard: the usual set (default)", "profile: a quantity per layer at one step",
     "heatmap: one run's quantity over layer x step", "curves: loss and accuracy over training",
+    "gradnorm: the gradient norm before clipping over training, with the clip threshold",
     "ratio: first/last-layer ratio of a quantity vs depth", "grid: a final number over two swept keys",
     "hist: one run's per-layer histograms (probe=full)", "spectrum: input-output Jacobian singular values (probe=full)",
 ])
@@ -185,6 +187,9 @@ def draw(kind: str, df: pd.DataFrame, o: Options):
     if kind == "curves":
         fig = figures.curves(df, color=o.color, by_source=o.by_source, facet=o.facet)
         return fig, "curves" + tag("color", o.color) + tag("facet", o.facet)
+    if kind == "gradnorm":
+        fig = figures.gradnorm(df, color=o.color, by_source=o.by_source, facet=o.facet)
+        return fig, "gradnorm" + tag("color", o.color) + tag("facet", o.facet)
     if kind == "ratio":
         when = "final" if step == "last" else "init"
         q = o.quantity or default_quantity(df)
@@ -214,6 +219,6 @@ def overlay_facet(df: pd.DataFrame, kind: str, o: Options) -> str | None:
     swept = swept_keys(df)
     rest = [k for k in swept if k != (o.color or swept[0])] if swept else []
     rest = [k for k in rest if k not in between_sources(df, rest)]  # (the sources' line styles show those)
-    if kind not in ("profile", "curves") or o.by_source or not rest:
+    if kind not in ("profile", "curves", "gradnorm") or o.by_source or not rest:
         return None
     return next((k for k in reversed(rest) if n_distinct(df[k]) <= MAX_STYLES), None)

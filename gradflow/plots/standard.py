@@ -17,6 +17,7 @@ import pandas as pd
 from gradflow.errors import GradflowError
 from gradflow.plots.curves import curves, grid, ratio
 from gradflow.plots.distributions import hist, spectrum
+from gradflow.plots.gradnorm import clipping, gradnorm
 from gradflow.plots.keys import is_grid, is_numeric_key, n_distinct, ordered_values, swept_keys
 from gradflow.plots.labels import is_recurrent
 from gradflow.plots.profiles import heatmap, profile
@@ -56,8 +57,10 @@ def plan(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.Dat
          hists: pd.DataFrame | None = None, jacobian: pd.DataFrame | None = None) -> list[Planned]:
     """The usual figures for these tables, in drawing order.
 
-    One run: profile at step 0 and at the last step, heatmap (probed at several steps), curves.
-    A sweep: profile at step 0 and at the end, curves, the weight-gradient and back-propagated signal
+    One run: profile at step 0 and at the last step, heatmap (probed at several steps), curves, and the
+    gradient norm over training where the run clips or diverged.
+    A sweep: profile at step 0 and at the end, curves (and the gradient norm where a run clips or
+    diverged), the weight-gradient and back-propagated signal
     ratios (when model.depth varies) and a grid of
     the final accuracy when two numeric keys were swept (with the mean-field 6 xi_c curve when they
     are init.sw2 and model.depth). With `probe=full` tables: per-layer histograms at step 0 for every
@@ -100,6 +103,8 @@ def plan(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.Dat
     curve_rows = metrics[metrics["metric"].isin(["loss", "acc"])] if usable(metrics) else metrics
     if usable(curve_rows) and (curve_rows["step"] > 0).any():  # (train.steps=0: a dot per run is no curve)
         emit("curves", curves, metrics, facet=_third_key(metrics))
+    if usable(metrics) and _shows_gradnorm(metrics):
+        emit("gradnorm", gradnorm, metrics, facet=_third_key(metrics))
     if usable(runs) and not single:
         swept = swept_keys(runs)
         swept_together = is_grid(runs, swept)  # unrelated runs get no figure over their keys
@@ -144,6 +149,17 @@ def plan(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.Dat
         if (io["step"] > 0).any():
             emit("spectrum-last", spectrum, io, step="last")
     return planned
+
+
+def _shows_gradnorm(metrics: pd.DataFrame) -> bool:
+    """Whether the set draws the gradient norm over training: where a run clips or diverged (the figure is
+    about exploding gradients and their clipping; elsewhere it would be one more figure to draw and read)
+    and it logged the norm."""
+    logged = metrics[(metrics["split"] == "opt") & (metrics["metric"] == "grad_norm")]
+    if logged.empty:
+        return False
+    status = logged["status"] if "status" in logged.columns else pd.Series(dtype=object)
+    return bool(clipping(logged).any() or (status == "diverged").any())
 
 
 def _grid_with_theory(runs: pd.DataFrame, x: str, y: str, **kwargs):

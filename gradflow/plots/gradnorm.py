@@ -1,0 +1,167 @@
+"""The total gradient norm over training, before clipping (`opt/grad_norm`), with each run's clip
+threshold and the share of its updates that were clipped (`opt/clipped`): how gradients explode, and
+what clipping did about it (Pascanu et al. 2013)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib import patheffects
+from matplotlib.colors import to_rgb
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from gradflow.errors import GradflowError
+from gradflow.fmt import fmt
+from gradflow.plots.curves import METRICS_REQUIRED, _to_divergence
+from gradflow.plots.keys import is_grid, ordered_values, swept_keys, vkey
+from gradflow.plots.labels import set_title, value_label
+from gradflow.plots.series import Series, check_key, collect_series, require, sort_series
+from gradflow.plots.style import (
+    extra_handles, facet_grid, legend, line_weight, note_if_empty, Palette, panels_by, draw_series, record, step_axis,
+    style_key,
+)
+
+GRAD_CLIP, CLIP_VALUE = "train.grad_clip", "train.clip_value"
+THRESHOLD_STYLE = dict(ls="--", lw=1.0, alpha=0.9)  # dashed: a reference line, as theory lines are (no run draws "--")
+MOST_SHARES = 6  # lines whose clipped share is written beside their end at most (more would pile up)
+
+
+def clipping(df: pd.DataFrame) -> pd.Series:
+    """Each row's run clips its gradients: by norm (train.grad_clip > 0) or by value (train.clip_value > 0)."""
+    on = pd.Series(False, index=df.index)
+    for key in (GRAD_CLIP, CLIP_VALUE):
+        if key in df.columns:
+            on |= pd.to_numeric(df[key], errors="coerce").fillna(0) > 0
+    return on
+
+
+def gradnorm(metrics: pd.DataFrame, color: str | None = None, by_source: bool = False,
+             facet: str | None = None) -> Figure:
+    """The mean total gradient norm of each evaluation window (before clipping: `opt/grad_norm`) against
+    step, on a log axis, one line per run or seed group coloured and styled by the swept keys as the curves
+    are; a dashed line at each clip threshold (train.grad_clip > 0) in its runs' colour, named in the
+    legend; a diverged run's line ends with the curves' non-finite mark at the step it diverged; where few
+    lines clip, each one's share of clipped updates beside its end. facet: a panel per value of a swept
+    key; by_source: a panel per results folder (compare --panels); without either, the swept keys colour
+    and line style leave out get a panel per combination of their values.
+    """
+    df = require(metrics, "metrics", METRICS_REQUIRED)
+    norms = df[(df["split"] == "opt") & (df["metric"] == "grad_norm")]
+    if norms.empty:
+        raise GradflowError("the metrics table has no opt/grad_norm rows: the gradient norm is logged per evaluation "
+                            "window by `gradflow run` and `gradflow sweep` training (train.steps > 0); a Recorder's "
+                            "runs log only what the script logs")
+    drawn = _to_divergence(df, norms)  # a diverged run's line carried to the step it diverged at, non-finite there
+    shares = clipped_shares(df)
+    sources = ordered_values(drawn["source"])
+    multi_source = len(sources) > 1
+    by_source = by_source and multi_source
+    if by_source and facet is not None:
+        raise GradflowError("gradnorm: pass facet=... or by_source=True, not both (by_source facets by results folder)")
+    swept = swept_keys(drawn)
+    check_key(color, "color", swept)
+    check_key(facet, "facet", swept + (["source"] if multi_source else []))
+    group_keys = swept + (["source"] if multi_source else [])
+    if color is None and facet is None and not multi_source and not is_grid(drawn, swept):
+        color, style, also = "run", None, []  # runs not swept together: one legended line each
+        group_keys = ["run"]
+    else:
+        color = color or next((k for k in swept if k != facet), None)
+        style = style_key(drawn, swept, (color, facet), multi_source and facet != "source" and not by_source)
+        also = [k for k in swept if k not in (color, style, facet)]
+    palette = Palette(drawn, color, style)
+
+    def rows_of(key: str, v) -> pd.DataFrame:
+        return drawn[drawn[key].map(vkey) == vkey(v)]
+
+    panels: list[tuple[str | None, pd.DataFrame]] = [(None, drawn)]
+    if by_source:
+        panels = [(f"{value_label('source', v)}", rows_of("source", v)) for v in sources]
+    elif facet:
+        panels = [(value_label(facet, v), rows_of(facet, v)) for v in ordered_values(drawn[facet])]
+    elif also and (split := panels_by(drawn, also)) is not None:
+        panels, also = list(zip(split[1], split[0])), []
+    fig, axes = facet_grid(len(panels))
+    everything: list[Series] = []
+    thresholds: dict[float, set] = {}  # each clip threshold drawn, and the colours of the runs that use it
+    for ax, (title, sub) in zip(axes, panels):
+        ax.set_yscale("log")
+        series = sort_series(collect_series(sub, "step", group_keys, True, mark_diverged_end=True), drawn,
+                             [k for k in (color, style) if k] + also)
+        lw, alpha = line_weight(len(series))
+        clipped_lines = [s for s in series if np.isfinite(_share(s, shares))]
+        for s in series:
+            c = palette.color_of(s.config)
+            draw_series(ax, s, c, palette.style_of(s.config), lw, alpha)
+            if len(clipped_lines) <= MOST_SHARES and s in clipped_lines:
+                _write_share(ax, s, _share(s, shares), c)
+        for clip in sorted(_thresholds(sub)):
+            colours = {palette.color_of(s.config) for s in series if _clip_of(s) == clip}
+            c = next(iter(colours)) if len(colours) == 1 else "0.3"
+            ax.axhline(clip, color=c, zorder=1.5, gid="threshold", **THRESHOLD_STYLE)
+            record(ax, "thresholds", [{"y": clip}])
+            thresholds.setdefault(clip, set()).update(colours)
+        note_if_empty(ax, series)
+        everything += series
+        if title:
+            ax.set_title(title, fontsize="small")
+        ax.set_ylabel("total gradient norm before clipping\n(mean over each evaluation window, log)")
+        # from step 0 (the first window ends at eval_every) over the evaluations, and on to the last step that
+        # diverged: among evenly spaced evaluations a diverged step read as log-spaced steps, a symlog axis
+        step_axis(ax, np.r_[0, norms["step"].unique()])
+        ax.set_xlim(right=max(ax.get_xlim()[1], float(drawn["step"].max())))
+    for ax in axes[1:]:  # (the axes are shared: one label each way)
+        ax.set_ylabel("")
+    palette.colorbar(fig, list(axes))
+    handles, legend_title = palette.handles()
+    for clip, colours in sorted(thresholds.items()):
+        c = next(iter(colours)) if len(colours) == 1 else "0.3"
+        handles.append(Line2D([], [], color=c, **THRESHOLD_STYLE,
+                              label=f"clip threshold {fmt(clip)}\n(train.grad_clip)"))
+    legend(fig, handles + extra_handles(everything, True), legend_title)
+    extra = [f"lines also differ in {', '.join(also)}"] if also else []
+    set_title(fig, "Gradient norm during training", drawn, extra, skip=swept + [GRAD_CLIP] * bool(thresholds))
+    return fig
+
+
+def clipped_shares(metrics: pd.DataFrame) -> pd.Series:
+    """Each clipping run's share of clipped updates (`gradflow.summary.clipped_share`), by run; the runs
+    that do not clip are left out."""
+    from gradflow.summary import clipped_share
+
+    rows = metrics[clipping(metrics)]
+    return pd.Series({run: clipped_share(g) for run, g in rows.groupby("run", sort=False)}, dtype=float)
+
+
+def _share(s: Series, shares: pd.Series) -> float:
+    """A line's share of clipped updates: its runs' mean (nan where none of them clips)."""
+    values = shares.reindex(s.runs).dropna()
+    return float(values.mean()) if len(values) else np.nan
+
+
+def _write_share(ax, s: Series, share: float, c) -> None:
+    """The share beside the line's last finite point, in its colour."""
+    ok = np.isfinite(s.med) & (s.med > 0)
+    if not ok.any():
+        return
+    i = np.flatnonzero(ok)[-1]
+    # dark text on a halo of the line's colour: viridis's light end on white was unreadable as text
+    ax.annotate(f"{share:.0%} clipped", (s.x[i], s.med[i]), xytext=(-2, 4), textcoords="offset points", ha="right",
+                va="bottom", fontsize="x-small", color="0.1", gid="clipped",
+                path_effects=[patheffects.withStroke(linewidth=2.5, foreground=(*to_rgb(c), 0.35))])
+    record(ax, "clipped", [{"line": s.label, "share": share}])
+
+
+def _thresholds(df: pd.DataFrame) -> set[float]:
+    if GRAD_CLIP not in df.columns:
+        return set()
+    clips = pd.to_numeric(df.drop_duplicates("run")[GRAD_CLIP], errors="coerce")
+    return {float(c) for c in clips if np.isfinite(c) and c > 0}
+
+
+def _clip_of(s: Series) -> float:
+    try:
+        return float(s.config.get(GRAD_CLIP))
+    except (TypeError, ValueError):
+        return np.nan
