@@ -1,0 +1,153 @@
+"""The gradient norm over training (`plot --kind gradnorm`) and the clipped share (`ls`'s `clipped`), from real
+tiny runs: Pascanu et al.'s exploding RNN (tanh, recurrent gain 1.5, SGD lr 0.1 with momentum) unclipped, which
+diverges within ~30 steps, beside the same net clipped at norm 1; each number checked against the run's own
+metrics.parquet, read here with pandas alone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import gradflow
+from gradflow import store
+from gradflow.plots import figures
+
+CLIP_SWEEP = ["model=rnn", "data=adding", "data.T=10", "data.n_train=512", "data.n_test=64", "model.hidden=32",
+              "model.recurrent_init=orthogonal", "model.gain=1.5", "optim=sgd", "optim.lr=0.1", "optim.momentum=0.9",
+              "train.steps=60", "train.eval_every=10", "threads=1", "train.grad_clip=0,1"]
+PLAIN_SWEEP = ["data=gaussian", "data.n_train=256", "data.n_test=128", "data.dim=16", "model.width=16",
+               "model.depth=3,4", "train.steps=4", "train.batch_size=32", "train.eval_every=2", "threads=1"]
+
+
+def gradflow_cli(*args: str) -> str:
+    from gradflow.cli import app
+
+    out = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    return out.output
+
+
+@pytest.fixture(scope="module")
+def clip_sweep(tmp_path_factory) -> Path:
+    results = tmp_path_factory.mktemp("gradnorm") / "results"
+    gradflow_cli("sweep", *CLIP_SWEEP, f"results={results}", "--name", "clip")
+    return results / "clip"
+
+
+@pytest.fixture(scope="module")
+def plain_sweep(tmp_path_factory) -> Path:
+    results = tmp_path_factory.mktemp("plain") / "results"
+    gradflow_cli("sweep", *PLAIN_SWEEP, f"results={results}", "--name", "plain")
+    return results / "plain"
+
+
+def recorded(sweep: Path, clip: int) -> tuple[pd.DataFrame, dict]:
+    """One run's metrics.parquet and run.json, read directly."""
+    job = sweep / f"train.grad_clip={clip}"
+    return pd.read_parquet(job / store.METRICS_FILE), json.loads((job / store.RUN_FILE).read_text())
+
+
+def opt_rows(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
+    return metrics[(metrics["split"] == "opt") & (metrics["metric"] == metric)].sort_values("step")
+
+
+def test_the_runs_do_what_the_figure_is_about(clip_sweep):
+    # the premise: unclipped, the norm explodes and the run diverges; clipped, it trains and clips often
+    plain, plain_run = recorded(clip_sweep, 0)
+    clipped, clipped_run = recorded(clip_sweep, 1)
+    assert plain_run["status"] == "diverged" and clipped_run["status"] == "ok"
+    norms = opt_rows(plain, "grad_norm")["value"].to_numpy()
+    assert norms.max() / norms[0] >= 100
+    assert opt_rows(clipped, "clipped")["value"].sum() > 0
+
+
+def test_gradnorm_lines_are_the_recorded_norms_with_the_threshold_and_the_divergence(clip_sweep):
+    fig = figures.gradnorm(gradflow.load(clip_sweep, table="metrics"))
+    (ax,) = [a for a in fig.axes if a.get_gid() != "colorbar"]
+    assert ax.get_yscale() == "log" and "gradient norm" in ax.get_ylabel() and "step" in ax.get_xlabel()
+    assert fig.get_suptitle().startswith("Gradient norm during training")
+    lines = fig.data["lines"]
+    for clip in (0, 1):
+        metrics, run = recorded(clip_sweep, clip)
+        want = opt_rows(metrics, "grad_norm")
+        drawn = lines[lines["line"] == f"train.grad_clip={clip}"]
+        finite = drawn[np.isfinite(drawn["y"])]
+        assert finite["x"].tolist() == want["step"].tolist()
+        np.testing.assert_allclose(finite["y"], want["value"], rtol=1e-12)
+        if run["status"] == "diverged":  # the line ends at the step it diverged, marked as the curves mark it
+            assert drawn["x"].max() == run["diverged_step"] and not np.isfinite(drawn["y"].iloc[-1])
+    marks = [ln for ln in ax.get_lines() if ln.get_gid() == "nonfinite"]
+    _, plain_run = recorded(clip_sweep, 0)
+    assert [list(m.get_xdata()) for m in marks] == [[plain_run["diverged_step"]]]
+    # the clip threshold: one dashed line at train.grad_clip, named in the legend
+    thresholds = [ln for ln in ax.get_lines() if ln.get_gid() == "threshold"]
+    assert [ln.get_ydata()[0] for ln in thresholds] == [1.0] and thresholds[0].get_linestyle() == "--"
+    legend = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    assert any(t.startswith("clip threshold 1") for t in legend), legend
+    # the clipped run's share of clipped updates beside its line: clipped updates / updates
+    metrics, run = recorded(clip_sweep, 1)
+    share = opt_rows(metrics, "clipped")["value"].sum() / run["steps_done"]
+    assert fig.data["clipped"]["share"].tolist() == pytest.approx([share])
+    assert [t.get_text() for t in ax.texts if t.get_gid() == "clipped"] == [f"{share:.0%} clipped"]
+
+
+def test_standard_set_draws_gradnorm_where_runs_clip_and_not_otherwise(clip_sweep, plain_sweep, tmp_path):
+    out = gradflow_cli("plot", clip_sweep, "--out", tmp_path / "clip")
+    assert (tmp_path / "clip" / "gradnorm.png").exists() and "gradnorm.png" in out
+    out = gradflow_cli("plot", plain_sweep, "--out", tmp_path / "plain")
+    assert (tmp_path / "plain" / "curves.png").exists() and not (tmp_path / "plain" / "gradnorm.png").exists()
+    assert "gradnorm" not in out
+    # asked for, a plain sweep's gradient norm is drawn all the same, with no threshold
+    path = gradflow_cli("plot", plain_sweep, "--kind", "gradnorm", "--out", tmp_path / "plain.png").strip()
+    assert Path(path) == tmp_path / "plain.png" and Path(path).exists()
+
+
+def test_compare_overlays_the_gradient_norms(clip_sweep, tmp_path):
+    other = tmp_path / "again"
+    shutil.copytree(clip_sweep, other)
+    out = gradflow_cli("compare", clip_sweep, other, "--kind", "gradnorm", "--out", tmp_path / "cmp.png")
+    assert (tmp_path / "cmp.png").exists(), out
+
+
+def test_ls_shows_the_clipped_share_where_a_run_clips(clip_sweep, plain_sweep):
+    rows = {r["train.grad_clip"]: r for r in json.loads(gradflow_cli("ls", clip_sweep, "--json"))}
+    metrics, run = recorded(clip_sweep, 1)
+    share = opt_rows(metrics, "clipped")["value"].sum() / run["config"]["train.steps"]
+    assert rows[1.0]["clipped"] == pytest.approx(share) and 0 < share <= 1
+    assert rows[0.0]["clipped"] is None  # no clipping: no share
+    table = gradflow_cli("ls", clip_sweep)
+    header = table.splitlines()[1:3]
+    assert any("clipped" in line for line in header), table
+    assert f"{share:.3g}"[:4] in table and "clipped = share of updates" in table
+    assert "clipped" in gradflow_cli("ls", clip_sweep, "--csv").splitlines()[0].split(",")
+    plain = gradflow_cli("ls", plain_sweep, "--wide")
+    assert "clipped" not in plain, plain  # no run clips: no column, however wide
+
+
+def test_ls_shows_no_share_for_runs_recorded_before_it_was_kept(clip_sweep, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(clip_sweep, old)
+    for job in old.glob("train.grad_clip=*"):
+        record = json.loads((job / store.RUN_FILE).read_text())
+        del record["summary"]["clipped"]
+        (job / store.RUN_FILE).write_text(json.dumps(record))
+    rows = json.loads(gradflow_cli("ls", old, "--json"))
+    assert [r["clipped"] for r in rows] == [None, None]
+    assert "clipped" not in gradflow_cli("ls", old, "--wide")
+
+
+def test_run_says_how_many_updates_it_clipped(tmp_path):
+    overrides = [o for o in CLIP_SWEEP if not o.startswith("train.grad_clip")]
+    out = gradflow_cli("run", *overrides, "train.grad_clip=1", f"results={tmp_path}")
+    (job,) = [p.parent for p in tmp_path.rglob(store.RUN_FILE)]
+    metrics = pd.read_parquet(job / store.METRICS_FILE)
+    share = opt_rows(metrics, "clipped")["value"].sum() / 60
+    assert f"clipped {share:.0%} of updates (train.grad_clip=1)" in " ".join(out.split())
+    out = gradflow_cli("run", *overrides, "train.grad_clip=0", "train.steps=5", f"results={tmp_path / 'b'}")
+    assert "clipped" not in out
