@@ -18,12 +18,14 @@ from gradflow.plots.keys import is_grid, ordered_values, swept_keys, vkey
 from gradflow.plots.labels import set_title, value_label
 from gradflow.plots.series import Series, check_key, collect_series, require, sort_series
 from gradflow.plots.style import (
-    extra_handles, facet_grid, legend, line_weight, note_if_empty, Palette, panels_by, draw_series, record, step_axis,
+    bottom_and_left, extra_handles, facet_grid, legend, line_weight, note_if_empty, Palette, panels_by, draw_series, record, step_axis,
     style_key,
 )
 
 GRAD_CLIP, CLIP_VALUE = "train.grad_clip", "train.clip_value"
-THRESHOLD_STYLE = dict(ls="--", lw=1.0, alpha=0.9)  # dashed: a reference line, as theory lines are (no run draws "--")
+THRESHOLD_STYLE = dict(lw=1.0, alpha=0.9)
+# dashed: reference lines, as theory lines are (no run draws "--"); several thresholds each their own dashes
+THRESHOLD_DASHES = ["--", (0, (1.5, 1.5)), (0, (7, 2, 1.5, 2))]
 MOST_SHARES = 6  # lines whose clipped share is written beside their end at most (more would pile up)
 
 
@@ -52,7 +54,7 @@ def gradnorm(metrics: pd.DataFrame, color: str | None = None, by_source: bool = 
         raise GradflowError("the metrics table has no opt/grad_norm rows: the gradient norm is logged per evaluation "
                             "window by `gradflow run` and `gradflow sweep` training (train.steps > 0); a Recorder's "
                             "runs log only what the script logs")
-    drawn = _to_divergence(df, norms)  # a diverged run's line carried to the step it diverged at, non-finite there
+    drawn = _diverged_early(df, _to_divergence(df, norms))  # a diverged run's line ends where it did, non-finite
     shares = clipped_shares(df)
     sources = ordered_values(drawn["source"])
     multi_source = len(sources) > 1
@@ -90,34 +92,37 @@ def gradnorm(metrics: pd.DataFrame, color: str | None = None, by_source: bool = 
         series = sort_series(collect_series(sub, "step", group_keys, True, mark_diverged_end=True), drawn,
                              [k for k in (color, style) if k] + also)
         lw, alpha = line_weight(len(series))
-        clipped_lines = [s for s in series if np.isfinite(_share(s, shares))]
+        line_shares = [_share(s, shares) for s in series]  # nan for a line that does not clip
         for s in series:
-            c = palette.color_of(s.config)
-            draw_series(ax, s, c, palette.style_of(s.config), lw, alpha)
-            if len(clipped_lines) <= MOST_SHARES and s in clipped_lines:
-                _write_share(ax, s, _share(s, shares), c)
+            draw_series(ax, s, palette.color_of(s.config), palette.style_of(s.config), lw, alpha)
+        if np.isfinite(line_shares).sum() <= MOST_SHARES:
+            _write_shares(ax, [(s, share, palette.color_of(s.config)) for s, share in zip(series, line_shares)
+                               if np.isfinite(share)])
         for clip in sorted(_thresholds(sub)):
             colours = {palette.color_of(s.config) for s in series if _clip_of(s) == clip}
             c = next(iter(colours)) if len(colours) == 1 else "0.3"
-            ax.axhline(clip, color=c, zorder=1.5, gid="threshold", **THRESHOLD_STYLE)
+            ls = THRESHOLD_DASHES[sorted(_thresholds(drawn)).index(clip) % len(THRESHOLD_DASHES)]
+            ax.axhline(clip, color=c, zorder=1.5, gid="threshold", ls=ls, **THRESHOLD_STYLE)
             record(ax, "thresholds", [{"y": clip}])
             thresholds.setdefault(clip, set()).update(colours)
         note_if_empty(ax, series)
         everything += series
         if title:
             ax.set_title(title, fontsize="small")
-        ax.set_ylabel("total gradient norm before clipping\n(mean over each evaluation window, log)")
         # from step 0 (the first window ends at eval_every) over the evaluations, and on to the last step that
         # diverged: among evenly spaced evaluations a diverged step read as log-spaced steps, a symlog axis
         step_axis(ax, np.r_[0, norms["step"].unique()])
         ax.set_xlim(right=max(ax.get_xlim()[1], float(drawn["step"].max())))
-    for ax in axes[1:]:  # (the axes are shared: one label each way)
-        ax.set_ylabel("")
+    bottom, left = bottom_and_left(axes)  # (the axes are shared: a label on the outer panels only)
+    for ax in left:
+        ax.set_ylabel("total gradient norm before clipping\n(mean over each evaluation window, log)")
+    for ax in set(axes) - set(bottom):
+        ax.set_xlabel("")
     palette.colorbar(fig, list(axes))
     handles, legend_title = palette.handles()
-    for clip, colours in sorted(thresholds.items()):
+    for k, (clip, colours) in enumerate(sorted(thresholds.items())):
         c = next(iter(colours)) if len(colours) == 1 else "0.3"
-        handles.append(Line2D([], [], color=c, **THRESHOLD_STYLE,
+        handles.append(Line2D([], [], color=c, ls=THRESHOLD_DASHES[k % len(THRESHOLD_DASHES)], **THRESHOLD_STYLE,
                               label=f"clip threshold {fmt(clip)}\n(train.grad_clip)"))
     legend(fig, handles + extra_handles(everything, True), legend_title)
     extra = [f"lines also differ in {', '.join(also)}"] if also else []
@@ -140,17 +145,39 @@ def _share(s: Series, shares: pd.Series) -> float:
     return float(values.mean()) if len(values) else np.nan
 
 
-def _write_share(ax, s: Series, share: float, c) -> None:
-    """The share beside the line's last finite point, in its colour."""
-    ok = np.isfinite(s.med) & (s.med > 0)
-    if not ok.any():
+def _write_shares(ax, lines: list[tuple[Series, float, object]]) -> None:
+    """Each line's share beside its last finite point, in dark text on a halo of its colour (viridis's light
+    end on white was unreadable as text), labels that would overlap pushed apart vertically."""
+    ends = []
+    for s, share, c in lines:
+        ok = np.isfinite(s.med) & (s.med > 0)
+        if ok.any():
+            i = np.flatnonzero(ok)[-1]
+            ends.append((float(np.log10(s.med[i])), s, share, c, s.x[i]))
+            record(ax, "clipped", [{"line": s.label, "share": share}])
+    if not ends:
         return
-    i = np.flatnonzero(ok)[-1]
-    # dark text on a halo of the line's colour: viridis's light end on white was unreadable as text
-    ax.annotate(f"{share:.0%} clipped", (s.x[i], s.med[i]), xytext=(-2, 4), textcoords="offset points", ha="right",
-                va="bottom", fontsize="x-small", color="0.1", gid="clipped",
-                path_effects=[patheffects.withStroke(linewidth=2.5, foreground=(*to_rgb(c), 0.35))])
-    record(ax, "clipped", [{"line": s.label, "share": share}])
+    ends.sort(key=lambda e: e[0])
+    finite = [np.log10(v) for s, _, _ in lines for v in s.med[np.isfinite(s.med) & (s.med > 0)]]
+    gap = 0.07 * max(max(finite) - min(finite), 1.0)  # a label's height, as a share of the decades drawn
+    placed: list[float] = []
+    for y, s, share, c, x in ends:
+        y = max(y, placed[-1] + gap) if placed else y
+        placed.append(y)
+        ax.annotate(f"{share:.0%} clipped", (x, 10 ** y), xytext=(-2, 4), textcoords="offset points", ha="right",
+                    va="bottom", fontsize="x-small", color="0.1", gid="clipped",
+                    path_effects=[patheffects.withStroke(linewidth=2.5, foreground=(*to_rgb(c), 0.35))])
+
+
+def _diverged_early(metrics: pd.DataFrame, drawn: pd.DataFrame) -> pd.DataFrame:
+    """The drawn rows, and for each run that diverged before its first window was logged a non-finite row at
+    the step it diverged (its last step in `metrics`): its mark, where it would otherwise be left out."""
+    status = metrics["status"] if "status" in metrics else pd.Series(dtype=object)
+    early = metrics[(status == "diverged") & ~metrics["run"].isin(set(drawn["run"]))]
+    if early.empty:
+        return drawn
+    last = early.sort_values("step").groupby("run", sort=False).tail(1)
+    return pd.concat([drawn, last.assign(split="opt", metric="grad_norm", value=np.nan)], ignore_index=True)
 
 
 def _thresholds(df: pd.DataFrame) -> set[float]:
