@@ -59,7 +59,7 @@ def plot(
         help="profile, curves, gradnorm, ratio, spectrum: the swept key that colours the lines.",
         show_default="first swept key")] = None,
     facet: Annotated[Optional[str], typer.Option(
-        help="profile/curves/gradnorm/grid: one panel (curves: a train | test pair) per value of this swept key.",
+        help="profile, curves, gradnorm, grid: one panel (curves: a train | test pair) per value of this swept key.",
         show_default=False)] = None,
     x: Annotated[Optional[str], typer.Option("--x", help="grid: the key along x, e.g. init.sw2.",
                                              show_default=False)] = None,
@@ -356,7 +356,7 @@ def compare(
                                     "default: the swept keys whose values the sources share.",
         show_default=False)] = None,
     panels: Annotated[bool, typer.Option(
-        "--panels", help="profile/curves/gradnorm: one panel per source instead of one line style per "
+        "--panels", help="profile, curves, gradnorm: one panel per source instead of one line style per "
                          "source.")] = False,
     fmt: Annotated[Optional[str], typer.Option("--format", help="Figure format: png, pdf or svg.",
                                                show_default="png, or --out's suffix")] = None,
