@@ -206,6 +206,9 @@ def test_pascanu2013_figure_names_the_recurrent_init(pascanu):
     title = " ".join(titles["curves-clip"].split())
     assert "recurrent orthogonal init, gain 1.5" in title and "xavier_normal input init" in title, title
     assert r"input $\sigma_w^2$=1" in title, title
+    # the gradient norm is drawn beside the curves, under the same title, with the clip threshold
+    title = " ".join(titles["gradnorm-clip"].split())
+    assert title.startswith("Gradient norm during training") and "recurrent orthogonal init, gain 1.5" in title, title
 
 
 # --- counts of runs: he2015 ----------------------------------------------------------------------------

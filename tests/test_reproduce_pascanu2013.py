@@ -17,7 +17,7 @@ from tests.reproducing import figures_drawn, reproduce, verdicts
 def test_pascanu2013_quick_passes(shared):
     outcome = reproduce("pascanu2013", shared)
     assert len(outcome.claims) == 6 and outcome.passed, verdicts(outcome)
-    figures_drawn(outcome, ["curves-clip"])
+    figures_drawn(outcome, ["curves-clip", "gradnorm-clip"])
     arm = outcome.root / "clip"
     unclipped, clipped = arm / "train.grad_clip=0", arm / "train.grad_clip=1"
     assert json.loads((unclipped / "run.json").read_text())["status"] == "diverged"
