@@ -1277,3 +1277,14 @@ def test_an_unprobed_step_lists_the_probed_steps_near_it_and_the_last():
     assert steps_phrase(every, 55) == "0, 1, 2, 3, ..., 53, 54, 55, 56, ..., 200"
     assert steps_phrase([0, 10, 20], 5) == "0, 10, 20"
     assert steps_phrase(range(0, 1001, 50), 10**6).endswith("..., 850, 900, 950, 1000")
+
+
+def test_evenly_evaluated_steps_with_a_divergence_step_keep_a_linear_axis():
+    # a run evaluated every 10 steps that diverged at step 31 (30, 31, 40: one gap of 1 among gaps of 10)
+    # drew its curves on a symlog step axis, as if its steps were log-spaced probes
+    from gradflow.plots.style import is_log_spaced
+    from gradflow.probes.core import schedule
+
+    assert not is_log_spaced(np.r_[np.arange(0, 201, 10), 31])
+    assert not is_log_spaced([*range(0, 1001, 100), 1001])
+    assert is_log_spaced(schedule(1000, 0, 12)) and is_log_spaced(schedule(1000, 0, 6))  # probe.points' geomspace
