@@ -678,6 +678,9 @@ def test_compare_of_recurrent_sweeps_draws_the_signal_and_splits_no_panels_by_a_
         titles = [ax.get_title() for ax in fig.axes]
         assert not any("forget_bias" in t for t in titles), titles
         assert "the sources also differ in model.forget_bias" in fig.get_suptitle()
+        # and each source's legend entry says its value (it read source=fb3)
+        texts = {t.get_text() for lg in fig.legends for t in lg.get_texts()}
+        assert {"recurrent (model.forget_bias=0)", "fb3 (model.forget_bias=3)"} <= texts, texts
         lines = fig.data["lines"]
         # every run's line (a ratio's: one per model and source, along T), fb3's lstm among them
         assert np.isfinite(lines["y"]).all() and lines["line"].nunique() == {"ratio": 3, "profile": 5}[kind]

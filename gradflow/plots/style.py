@@ -141,6 +141,21 @@ SOURCE_ITEMS = 2  # a compared source's differing keys named in its legend entry
 MAX_NAMED = 24  # legend entries for a colour key's values at most (a folder of a hundred unrelated runs)
 
 
+def _source_keys(df: pd.DataFrame, fixed: dict) -> dict:
+    """Each source's values of the keys that set it apart: those each fixes (compare's overlay table), and
+    those only the sources differ in where each source sets one value (an lstm's forget_bias, 3 in one
+    folder, 0 in another, unset for their rnn runs: between_sources)."""
+    from gradflow.plots.keys import swept_keys
+
+    out = {s: dict(keys) for s, keys in fixed.items()}
+    for k in between_sources(df, swept_keys(df)):
+        values = {s: ordered_values(part[k].dropna()) for s, part in df.groupby("source", sort=False)}
+        if all(len(v) == 1 for v in values.values()):
+            for s, v in values.items():
+                out.setdefault(s, {})[k] = v[0]
+    return out
+
+
 class Palette:
     """Colour by one swept key (ordered numbers: viridis + colorbar; anything else: tab10 + legend),
     line style by an optional second key with few values."""
@@ -149,6 +164,8 @@ class Palette:
         self.color, self.style = color, style
         # a comparison's sources are named with what sets them apart (the keys its table leaves out)
         self._source_keys: dict = df.attrs.get("source_keys", {})  # (store.SOURCE_KEYS)
+        if "source" in (color, style):
+            self._source_keys = _source_keys(df, self._source_keys)
         self.title = key_label(color, df) if color is not None else None  # (a transformer's depth is blocks)
         self.numeric = False
         self._colors: dict[Any, Any] = {}
