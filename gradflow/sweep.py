@@ -418,9 +418,12 @@ class _Base:
                                 for v in store.flatten(OmegaConf.to_container(cfg, resolve=False)).values())
 
     def takes(self, key: str) -> bool:
-        """Whether the config has `key`, or may fail on it: not where another choice of its group has it."""
-        return (OmegaConf.select(self.cfg, key, default=_ABSENT) is not _ABSENT
-                or not config_mod.choices_with_key(key))
+        """Whether the config has `key` (a required one, ??? until set, too: model.target of model=custom), or
+        may fail on it: not where another choice of its group has it."""
+        path, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(self.cfg, path, default=None) if path else self.cfg
+        has = OmegaConf.is_dict(parent) and leaf in parent.keys()  # (select returns its default for ???)
+        return has or not config_mod.choices_with_key(key)
 
     @contextmanager
     def applied(self, overrides: list[str]):
