@@ -354,15 +354,21 @@ def finish_interrupted_jobs():
 
 
 def _interrupt_and_wait(executor) -> None:
+    """Ctrl-C to each worker, then a wait for the jobs in flight to record themselves. Jobs still queued
+    are cancelled, not waited for: where Ctrl-C came while the workers were still being forked (the fork
+    server importing torch), no worker would ever take them, and the command waited out all of GRACE."""
     from concurrent.futures import wait
 
     futures = [item.future for item in list(getattr(executor, "_pending_work_items", {}).values())]
-    for pid in list(getattr(executor, "_processes", {})):
+    workers = list(getattr(executor, "_processes", {}))
+    for pid in workers:
         try:
             os.kill(pid, signal.SIGINT)
         except OSError:  # gone already
             pass
-    wait(futures, timeout=GRACE)
+    if not workers:  # no job in flight
+        return
+    wait([f for f in futures if not f.cancel()], timeout=GRACE)  # (cancel: False for a job a worker has)
 
 
 def stop() -> None:
