@@ -65,6 +65,43 @@ LEVEL_STYLES = [(0, (1, 1.5)), (0, (5, 2)), (0, (6, 2, 1, 2))]  # reference line
 AUTO_CURVE_PANELS = 3  # pairs of columns (6 panels across) for the keys colour and line style leave out
 
 
+@dataclass
+class OverSteps:
+    """How the lines of a figure over training steps (curves, gradnorm) are told apart."""
+    sources: list  # the results folders, in the order given
+    multi_source: bool
+    by_source: bool  # a panel per results folder (asked for, and there are several)
+    swept: list[str]
+    group_keys: list[str]  # one line per distinct value of these
+    color: str | None
+    style: str | None
+    also: list[str]  # swept keys neither colour nor style shows (a panel per combination, or named in the title)
+    between: list[str]  # keys only the sources differ in (their line styles show them)
+
+
+def over_steps_keys(df: pd.DataFrame, what: str, color: str | None, facet: str | None,
+                    by_source: bool) -> OverSteps:
+    """The colour, the line style and the keys left over for a figure over steps of `df`'s runs: the
+    first swept key colours (runs not swept together: one legended line each), a second with few values
+    styles, the sources their own style where no facet or panel per source takes them."""
+    sources = ordered_values(df["source"])
+    multi_source = len(sources) > 1
+    by_source = by_source and multi_source
+    if by_source and facet is not None:
+        raise GradflowError(f"{what}: pass facet=... or by_source=True, not both (by_source facets by results folder)")
+    swept = swept_keys(df)
+    check_key(color, "color", swept)
+    check_key(facet, "facet", swept + (["source"] if multi_source else []))
+    group_keys = swept + (["source"] if multi_source else [])
+    if color is None and facet is None and not multi_source and not is_grid(df, swept):
+        # runs not swept together: one legended line each (each seed its own line too: the legend names every run)
+        return OverSteps(sources, multi_source, by_source, swept, ["run"], "run", None, [], [])
+    color = color or next((k for k in swept if k != facet), None)
+    style = style_key(df, swept, (color, facet), multi_source and facet != "source" and not by_source)
+    also, between = unshown(df, swept, (color, style, facet))
+    return OverSteps(sources, multi_source, by_source, swept, group_keys, color, style, also, between)
+
+
 def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = False,
            facet: str | None = None, levels: dict[str, float] | None = None) -> Figure:
     """Loss (top) and accuracy (bottom) against step; columns train | test (or one per results
@@ -93,22 +130,9 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
         raise GradflowError("the metrics table has no train, test or batch rows; splits present: "
                             + ", ".join(map(str, ordered_values(df["split"]))))
     df = _to_divergence(df, df[df["metric"].isin(rows) & df["split"].isin(splits)])
-    sources = ordered_values(df["source"])
-    multi_source = len(sources) > 1
-    by_source = by_source and multi_source
-    if by_source and facet is not None:
-        raise GradflowError("curves: pass facet=... or by_source=True, not both (by_source facets by results folder)")
-    swept = swept_keys(df)
-    check_key(color, "color", swept)
-    check_key(facet, "facet", swept + (["source"] if multi_source else []))
-    group_keys = swept + (["source"] if multi_source else [])
-    if color is None and facet is None and not multi_source and not is_grid(df, swept):
-        color, style, also, between = "run", None, [], []  # runs not swept together: one legended line each
-        group_keys = ["run"]  # (each seed its own line too: the legend names every run)
-    else:
-        color = color or next((k for k in swept if k != facet), None)
-        style = style_key(df, swept, (color, facet), multi_source and facet != "source" and not by_source)
-        also, between = unshown(df, swept, (color, style, facet))
+    k = over_steps_keys(df, "curves", color, facet, by_source)
+    sources, by_source, swept, group_keys = k.sources, k.by_source, k.swept, k.group_keys
+    color, style, also, between = k.color, k.style, k.also, k.between
     # by_source: a panel per results folder, train solid and test dotted in it; unless a swept key needs the
     # line style, and then a panel per folder and split (both activations drawn alike read as one)
     split_style = by_source and style is None

@@ -13,13 +13,13 @@ from matplotlib.lines import Line2D
 
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
-from gradflow.plots.curves import METRICS_REQUIRED, _to_divergence
-from gradflow.plots.keys import is_grid, ordered_values, swept_keys, vkey
+from gradflow.plots.curves import METRICS_REQUIRED, _to_divergence, over_steps_keys
+from gradflow.plots.keys import ordered_values, vkey
 from gradflow.plots.labels import set_title, value_label
-from gradflow.plots.series import Series, check_key, collect_series, require, sort_series
+from gradflow.plots.series import Series, collect_series, require, sort_series
 from gradflow.plots.style import (
-    bottom_and_left, extra_handles, facet_grid, legend, line_weight, note_if_empty, Palette, panels_by, draw_series, record, step_axis,
-    style_key,
+    Palette, bottom_and_left, draw_series, extra_handles, facet_grid, legend, line_weight, note_if_empty, panels_by,
+    record, step_axis,
 )
 
 GRAD_CLIP, CLIP_VALUE = "train.grad_clip", "train.clip_value"
@@ -56,22 +56,9 @@ def gradnorm(metrics: pd.DataFrame, color: str | None = None, by_source: bool = 
                             "runs log only what the script logs")
     drawn = _diverged_early(df, _to_divergence(df, norms))  # a diverged run's line ends where it did, non-finite
     shares = clipped_shares(df)
-    sources = ordered_values(drawn["source"])
-    multi_source = len(sources) > 1
-    by_source = by_source and multi_source
-    if by_source and facet is not None:
-        raise GradflowError("gradnorm: pass facet=... or by_source=True, not both (by_source facets by results folder)")
-    swept = swept_keys(drawn)
-    check_key(color, "color", swept)
-    check_key(facet, "facet", swept + (["source"] if multi_source else []))
-    group_keys = swept + (["source"] if multi_source else [])
-    if color is None and facet is None and not multi_source and not is_grid(drawn, swept):
-        color, style, also = "run", None, []  # runs not swept together: one legended line each
-        group_keys = ["run"]
-    else:
-        color = color or next((k for k in swept if k != facet), None)
-        style = style_key(drawn, swept, (color, facet), multi_source and facet != "source" and not by_source)
-        also = [k for k in swept if k not in (color, style, facet)]
+    k = over_steps_keys(drawn, "gradnorm", color, facet, by_source)
+    sources, by_source, swept, group_keys = k.sources, k.by_source, k.swept, k.group_keys
+    color, style, also, between = k.color, k.style, k.also, k.between
     palette = Palette(drawn, color, style)
 
     def rows_of(key: str, v) -> pd.DataFrame:
@@ -126,6 +113,7 @@ def gradnorm(metrics: pd.DataFrame, color: str | None = None, by_source: bool = 
                               label=f"clip threshold {fmt(clip)}\n(train.grad_clip)"))
     legend(fig, handles + extra_handles(everything, True), legend_title)
     extra = [f"lines also differ in {', '.join(also)}"] if also else []
+    extra += [f"the sources also differ in {', '.join(between)}"] if between else []
     set_title(fig, "Gradient norm during training", drawn, extra, skip=swept + [GRAD_CLIP] * bool(thresholds))
     return fig
 
