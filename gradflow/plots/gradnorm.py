@@ -74,6 +74,7 @@ def gradnorm(metrics: pd.DataFrame, color: str | None = None, by_source: bool = 
     fig, axes = facet_grid(len(panels))
     everything: list[Series] = []
     thresholds: dict[float, set] = {}  # each clip threshold drawn, and the colours of the runs that use it
+    dashes = {clip: THRESHOLD_DASHES[i % len(THRESHOLD_DASHES)] for i, clip in enumerate(sorted(_thresholds(drawn)))}
     for ax, (title, sub) in zip(axes, panels):
         ax.set_yscale("log")
         series = sort_series(collect_series(sub, "step", group_keys, True, mark_diverged_end=True), drawn,
@@ -88,8 +89,7 @@ def gradnorm(metrics: pd.DataFrame, color: str | None = None, by_source: bool = 
         for clip in sorted(_thresholds(sub)):
             colours = {palette.color_of(s.config) for s in series if _clip_of(s) == clip}
             c = next(iter(colours)) if len(colours) == 1 else "0.3"
-            ls = THRESHOLD_DASHES[sorted(_thresholds(drawn)).index(clip) % len(THRESHOLD_DASHES)]
-            ax.axhline(clip, color=c, zorder=1.5, gid="threshold", ls=ls, **THRESHOLD_STYLE)
+            ax.axhline(clip, color=c, zorder=1.5, gid="threshold", ls=dashes[clip], **THRESHOLD_STYLE)
             record(ax, "thresholds", [{"y": clip}])
             thresholds.setdefault(clip, set()).update(colours)
         note_if_empty(ax, series)
@@ -107,9 +107,9 @@ def gradnorm(metrics: pd.DataFrame, color: str | None = None, by_source: bool = 
         ax.set_xlabel("")
     palette.colorbar(fig, list(axes))
     handles, legend_title = palette.handles()
-    for k, (clip, colours) in enumerate(sorted(thresholds.items())):
+    for clip, colours in sorted(thresholds.items()):  # (each with the dashes its lines have)
         c = next(iter(colours)) if len(colours) == 1 else "0.3"
-        handles.append(Line2D([], [], color=c, ls=THRESHOLD_DASHES[k % len(THRESHOLD_DASHES)], **THRESHOLD_STYLE,
+        handles.append(Line2D([], [], color=c, ls=dashes[clip], **THRESHOLD_STYLE,
                               label=f"clip threshold {fmt(clip)}\n(train.grad_clip)"))
     legend(fig, handles + extra_handles(everything, True), legend_title)
     extra = [f"lines also differ in {', '.join(also)}"] if also else []
