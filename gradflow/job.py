@@ -27,7 +27,7 @@ from gradflow.models.custom import activation_kind
 from gradflow.models.init import initialize
 from gradflow.probes import quantities as pq
 from gradflow.probes.core import Probes
-from gradflow.train import Failed, Interrupted, ProgressFn, train
+from gradflow.train import Failed, Interrupted, ProgressFn, TrainResult, train
 
 EVALUATED = ("train", "test")  # the splits whose last evaluation is a run's final metrics
 TORCH_THREADS = torch.get_num_threads()  # torch's own intra-op thread count here, before a run sets one
@@ -86,6 +86,7 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
         if on_step:
             on_step(t, n)
 
+    recorded = False
     try:
         # model.activation=auto (model=custom): each activation module's own kind
         probes = Probes(model, None if cfg.model.activation == "auto" else cfg.model.activation,
@@ -102,40 +103,53 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
             return _failed(job_dir, record, e, start)
         finally:
             probes.remove()
-        store.write_layers(job_dir, result.probe_steps, probes.names, probes.quantities, result.probe_values,
-                           result.probe_masks)
-        store.write_metrics(job_dir, result.metrics)
-        if result.histograms:
-            store.write_histograms(job_dir, result.probe_steps, probes.names, result.histograms, pq.HIST_TENSORS,
-                                   pq.HIST_KINDS, pq.HIST_LO, pq.HIST_HI)
-        if result.jacobians:
-            store.write_jacobians(job_dir, result.jacobians)
-        # reading the table back also proves it loads before run.json says the run is finished
-        layers = store.read_table(Path(job_dir) / store.LAYERS_FILE)
-        record["summary"] = summary.per_run(layers, flat)  # what `ls` shows, without reading any table
-        record["summary"].update(summary.clip_summary(pd.DataFrame(result.metrics, columns=store.METRIC_COLUMNS), flat))
-        if error is not None:  # failed at a step: recorded with the tables of the steps before it
-            return _failed(job_dir, record, error, start, result.steps_done)
-        record.update(status=result.status, steps_done=result.steps_done, train_time=round(result.train_time, 4),
-                      diverged_step=result.diverged_step, diverged_layer=result.diverged_layer,
-                      diverged_in=result.diverged_in,
-                      fused_steps=probes.fused_steps,  # probed steps whose statistics the fused CPU kernels took
-                      **final_metrics(result.metrics, result.status))
-        if result.status == store.OK and result.steps_done:  # a run of 0 steps (init only) had nothing to learn
-            record["flags"] = learned_nothing(layers, record["final"],
-                                              data.n_classes if data.task == "classification" else 0,
-                                              first_metrics(result.metrics))
-        record["wall_time"] = round(time.perf_counter() - start, 4)
-        store.finish(job_dir, record)
+        # a Ctrl-C while the tables are written waits for run.json (one as a finished run's tables were
+        # written lost them all, the run recorded interrupted with none); a second leaves at once
+        with workers.ctrl_c_waits(seen=int(result.status == store.INTERRUPTED)):
+            _record(job_dir, record, result, error, probes, data, flat, start)
+            recorded = True
     except KeyboardInterrupt:  # before training, or a second Ctrl-C while the tables were written
-        with _exit_on_second_interrupt():
-            record.update(status=store.INTERRUPTED, steps_done=reached[0],
-                          wall_time=round(time.perf_counter() - start, 4))
-            store.finish(job_dir, record)
+        if not recorded:
+            with _exit_on_second_interrupt():
+                record.update(status=store.INTERRUPTED, steps_done=reached[0],
+                              wall_time=round(time.perf_counter() - start, 4))
+                store.finish(job_dir, record)
         raise
     if result.status == store.INTERRUPTED:  # recorded, with its tables: the Ctrl-C goes on to the caller
         raise Interrupted(result)
     return record
+
+
+def _record(job_dir: Path, record: dict, result: TrainResult, error: Exception | None, probes: Probes,
+            data, flat: dict, start: float) -> None:
+    """Write what training measured, then `record` (run.json) last: as failed with `error` where a step
+    raised one, else with the run's status, summary and final metrics."""
+    store.write_layers(job_dir, result.probe_steps, probes.names, probes.quantities, result.probe_values,
+                       result.probe_masks)
+    store.write_metrics(job_dir, result.metrics)
+    if result.histograms:
+        store.write_histograms(job_dir, result.probe_steps, probes.names, result.histograms, pq.HIST_TENSORS,
+                               pq.HIST_KINDS, pq.HIST_LO, pq.HIST_HI)
+    if result.jacobians:
+        store.write_jacobians(job_dir, result.jacobians)
+    # reading the table back also proves it loads before run.json says the run is finished
+    layers = store.read_table(Path(job_dir) / store.LAYERS_FILE)
+    record["summary"] = summary.per_run(layers, flat)  # what `ls` shows, without reading any table
+    record["summary"].update(summary.clip_summary(pd.DataFrame(result.metrics, columns=store.METRIC_COLUMNS), flat))
+    if error is not None:  # failed at a step: recorded with the tables of the steps before it
+        _failed(job_dir, record, error, start, result.steps_done)
+        return
+    record.update(status=result.status, steps_done=result.steps_done, train_time=round(result.train_time, 4),
+                  diverged_step=result.diverged_step, diverged_layer=result.diverged_layer,
+                  diverged_in=result.diverged_in,
+                  fused_steps=probes.fused_steps,  # probed steps whose statistics the fused CPU kernels took
+                  **final_metrics(result.metrics, result.status))
+    if result.status == store.OK and result.steps_done:  # a run of 0 steps (init only) had nothing to learn
+        record["flags"] = learned_nothing(layers, record["final"],
+                                          data.n_classes if data.task == "classification" else 0,
+                                          first_metrics(result.metrics))
+    record["wall_time"] = round(time.perf_counter() - start, 4)
+    store.finish(job_dir, record)
 
 
 def final_metrics(metrics: list[tuple[int, str, str, float]], status: str) -> dict:

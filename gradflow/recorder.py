@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from gradflow import store, summary
+from gradflow import store, summary, workers
 from gradflow.errors import GradflowError, shorten
 
 # top-level config keys gradflow's tables and run.json use themselves: a Recorder's config key of the same
@@ -239,10 +239,28 @@ class Recorder:
             self._logged.append((step, name, value))
 
     def close(self, status: str = "ok", error: str | None = None) -> None:
-        """Write every table and run.json (atomically, through gradflow.store)."""
+        """Write every table and run.json (atomically, through gradflow.store). A Ctrl-C meanwhile waits
+        for run.json, then is raised; a second (the first, closing after one) leaves at once, the run
+        recorded interrupted with the tables written by then."""
         self._check_open("close")
         self._closed = True
         _OPEN.discard(self)
+        written = False
+        try:
+            with workers.ctrl_c_waits(seen=int(status == store.INTERRUPTED)):
+                self._write(status, error)
+                written = True
+        except KeyboardInterrupt:
+            if not written:
+                store.finish(self.path, {**self._record, store.STATUS: store.INTERRUPTED})
+            raise
+        finally:
+            if self.probes is not None:
+                self.probes.remove()
+            self._lock.close()
+
+    def _write(self, status: str, error: str | None) -> None:
+        """The tables, then run.json with `status` (diverged where a loss or weight gradient is not finite)."""
         self._finish_pending()
         names = self.probes.names if self.probes else []
         quantities = self.probes.quantities if self.probes else ()
@@ -283,9 +301,6 @@ class Recorder:
         if error:
             self._record["error"] = error
         store.finish(self.path, self._record)
-        if self.probes is not None:
-            self.probes.remove()
-        self._lock.close()
 
     def __enter__(self) -> Recorder:
         return self

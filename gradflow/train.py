@@ -389,6 +389,7 @@ def training(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None 
                     _diverged(res, first, ledger, probes)
                     break
             yield t
+        _finish(res, probes, readings, start)  # (a Ctrl-C meanwhile: the tables all the same, below)
     except KeyboardInterrupt:  # what it measured until now is kept: the tables of every whole probed step
         res.status = "interrupted"
         _finish(res, probes, readings, start)
@@ -400,7 +401,6 @@ def training(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None 
         except Exception:  # (the probes themselves broken: no table to keep)
             res.probe_steps, res.probe_values, res.probe_masks, res.histograms = [], [], [], []
         raise Failed(res, e) from e
-    _finish(res, probes, readings, start)
     return res
 
 
@@ -498,7 +498,9 @@ def _stepped(squares: np.ndarray, stepper: SGDStep, n: int) -> Stepped:
 
 
 def _finish(res: TrainResult, probes: Probes, readings: list, start: float) -> None:
-    """The probed steps' tables, made outside the steps (see gradflow.probes.core), and the loop's time."""
+    """The probed steps' tables, made outside the steps (see gradflow.probes.core), and the loop's time;
+    made afresh from `readings` at each call (a second, after one cut short by Ctrl-C, redoes them)."""
+    res.probe_steps, res.probe_values, res.probe_masks, res.histograms = [], [], [], []
     for t, reading in readings:
         values, mask = probes.table(reading)
         res.probe_steps.append(t)

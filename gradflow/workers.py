@@ -115,6 +115,32 @@ def ctrl_c_taken_by(handler):
 
 
 @contextmanager
+def ctrl_c_waits(seen: int = 0):
+    """Ctrl-C during the block waits for its end, then goes to the handler in place before it (Python's
+    raises KeyboardInterrupt; a sweep worker's ignores all but a job's first): what the block writes is
+    not cut short halfway. In the command's own process a second Ctrl-C, counting the `seen` ones that
+    came before the block, raises at once (the user insists); in a worker none does (its sweep's process
+    decides when to leave). Main thread only (elsewhere the block runs as it is)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = []
+
+    def hold(signum, frame):
+        held.append(True)
+        if seen + len(held) >= 2 and not in_worker():
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held and previous is not signal.SIG_IGN:
+        (previous if callable(previous) else signal.default_int_handler)(signal.SIGINT, None)
+
+
+@contextmanager
 def interrupts_outside_imports():
     """Ctrl-C raises KeyboardInterrupt as ever, except while this thread imports a module: Python's
     import machinery is not safe against it (raised in a module lock's weakref callback it is printed

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 # One intra-op thread per test process (and its subprocesses): the test models are small, results
@@ -102,3 +104,23 @@ def group_processes(pgid: int) -> list[str]:
     out = subprocess.run(["ps", "-eo", "pgid=,stat=,pid=,args="], capture_output=True, text=True).stdout
     return [line for line in out.splitlines()
             if line.split() and line.split()[0] == str(pgid) and not line.split()[1].startswith("Z")]
+
+
+@contextmanager
+def ctrl_c_on_entering(*functions):
+    """A real Ctrl-C (SIGINT to this process) as each of `functions` is entered, once each (seen by a
+    profile hook): the moments a Ctrl-C lands in by chance, made certain. Yields the functions reached."""
+    codes, reached = {f.__code__: f for f in functions}, []
+
+    def profile(frame, event, arg):
+        f = codes.get(frame.f_code) if event == "call" else None
+        if f is not None and f not in reached:
+            reached.append(f)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    previous = sys.getprofile()
+    sys.setprofile(profile)
+    try:
+        yield reached
+    finally:
+        sys.setprofile(previous)

@@ -21,6 +21,7 @@ import gradflow
 from gradflow import store
 from gradflow.errors import GradflowError, shorten_command
 from gradflow.models.discover import Projection, discover
+from tests.conftest import ctrl_c_on_entering
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -211,6 +212,25 @@ def test_recorder_refuses_a_foreign_folder_and_records_a_crash(tmp_path):
     assert run["final"] == {} and run["last_evaluated"]["step"] == 2  # no final result
     assert store.status_of(tmp_path / "stopped", run)[0] == "interrupted"
     assert set(store.load(tmp_path / "stopped").step) == {0, 1, 2}
+
+
+@pytest.mark.parametrize("ctrl_cs", [1, 2])
+def test_a_ctrl_c_while_the_recorder_writes_waits_for_run_json(tmp_path, ctrl_cs):
+    """Ctrl-C as close() writes the tables cut them short: the run was left `running` and its study locked
+    (in a notebook, until the kernel restarts). Now close() finishes first, then the Ctrl-C is raised; a
+    second leaves at once, the run recorded interrupted with what was written by then, the lock let go."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 2))
+    rec = gradflow.Recorder(model, tmp_path / "study" / "run", every=1)
+    for step in range(3):
+        with rec.step(step):
+            model(torch.randn(8, 4)).sum().backward()
+    with pytest.raises(KeyboardInterrupt), ctrl_c_on_entering(*[store.write_layers, store.write_metrics][:ctrl_cs]):
+        rec.close()
+    run = store.read_run(tmp_path / "study" / "run")
+    assert run["status"] == ("ok", "interrupted")[ctrl_cs - 1], run
+    assert run["files"] == [store.CONFIG_FILE, store.LAYERS_FILE, store.METRICS_FILE][:4 - ctrl_cs]
+    assert set(store.load(tmp_path / "study" / "run").step) == {0, 1, 2}
+    gradflow.Recorder(model, tmp_path / "study" / "run2").close()  # the study's lock was let go
 
 
 def test_a_script_that_raises_outside_a_with_block_records_its_run_as_failed(tmp_path):

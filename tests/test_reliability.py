@@ -24,7 +24,7 @@ import gradflow
 from gradflow import store, workers
 from gradflow import sweep as sweep_mod
 from gradflow.errors import GradflowError
-from tests.conftest import group_processes
+from tests.conftest import ctrl_c_on_entering, group_processes
 
 SMALL = ["data=gaussian", "data.n_train=128", "data.n_test=64", "data.dim=8", "model.width=8", "model.depth=2",
          "train.steps=3", "train.batch_size=32", "train.eval_every=3", "threads=1"]
@@ -489,6 +489,79 @@ def test_a_ctrl_c_python_swallows_still_stops_the_run(results):
     assert "1 of 3 runs interrupted: partial; 1 of 3 runs failed: partial" in " ".join(three.get_suptitle().split())
 
 
+@pytest.mark.parametrize("at", ["write_layers", "write_metrics", "finish"])
+def test_a_ctrl_c_while_a_finished_run_is_written_waits_for_its_record(results, at):
+    """A Ctrl-C as the last step's tables are written (a CI run saw it, in a joblib worker whose run had just
+    ended): the run recorded itself `interrupted` with no table at all, every step it took lost. It now
+    waits for run.json, the run is recorded as the finished run it is, and the Ctrl-C goes on after."""
+    from gradflow.config import compose
+    from gradflow.job import execute
+
+    cfg = compose([*SMALL, "train.steps=6", f"results={results}", "name=w"])
+    job = results / "w" / "default"
+    with pytest.raises(KeyboardInterrupt), ctrl_c_on_entering(getattr(store, at)) as reached:
+        execute(cfg, job)
+    assert reached == [getattr(store, at)]
+    run = store.read_run(job)
+    assert run["status"] == "ok" and run["steps_done"] == 6 and run["final"]["train_loss"] > 0, run
+    assert run["files"] == [store.CONFIG_FILE, store.LAYERS_FILE, store.METRICS_FILE]
+    assert set(store.load(job).step) == set(range(7)) and set(store.load(job, "metrics").step) == {0, 3, 6}
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_a_second_ctrl_c_while_a_run_is_written_leaves_at_once(results):
+    """The user insists: the first Ctrl-C during the writes waits, the second stops them, and the run
+    is recorded interrupted with the tables written by then."""
+    from gradflow.config import compose
+    from gradflow.job import execute
+
+    cfg = compose([*SMALL, "train.steps=6", f"results={results}", "name=w"])
+    job = results / "w" / "default"
+    with pytest.raises(KeyboardInterrupt), ctrl_c_on_entering(store.write_layers, store.write_metrics):
+        execute(cfg, job)
+    run = store.read_run(job)
+    assert run["status"] == "interrupted" and run["files"] == [store.CONFIG_FILE, store.LAYERS_FILE], run
+    assert set(store.load(job).step) == set(range(7))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_ctrl_c_as_the_loop_makes_its_tables_keeps_them(results):
+    """A Ctrl-C while the loop turns its probed steps into tables, after the last step: it escaped the
+    loop and the run was recorded interrupted with none. Now it is interrupted with every probed step."""
+    from gradflow import train
+    from gradflow.config import compose
+    from gradflow.job import execute
+
+    cfg = compose([*SMALL, "train.steps=6", f"results={results}", "name=f"])
+    job = results / "f" / "default"
+    with pytest.raises(KeyboardInterrupt), ctrl_c_on_entering(train._finish):
+        execute(cfg, job)
+    run = store.read_run(job)
+    assert run["status"] == "interrupted" and run["steps_done"] == 6, run
+    layers = store.load(job)
+    assert set(layers.step) == set(range(7)) and not layers.duplicated(["step", "layer", "quantity"]).any()
+
+
+def test_ctrl_c_waits_in_a_worker_for_the_block_then_is_taken_once(monkeypatch):
+    """In a sweep's worker no Ctrl-C cuts a recording short, however many come (the sweep's process passes
+    one on to workers the terminal reached already): the block ends, then the job's handler takes one."""
+    monkeypatch.setattr(workers, "_interrupted", False)
+    monkeypatch.setenv(workers.SWEEP_PID, "1")  # a worker of a sweep whose process is not this one
+    saved = signal.signal(signal.SIGINT, workers.take_interrupt_once)
+    try:
+        done = []
+        with pytest.raises(KeyboardInterrupt):
+            with workers.ctrl_c_waits():
+                for _ in range(3):
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(0.02)
+                done.append(True)
+        assert done == [True] and workers.stopping()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # (the job's first Ctrl-C: the rest ignored)
+    finally:
+        signal.signal(signal.SIGINT, saved)
+
+
 def test_ctrl_c_during_a_sweep_marks_the_run_interrupted_and_a_rerun_resumes(results):
     root = results / "int"
     args = [sys.executable, "-m", "gradflow", "sweep", *SMALL, "train.steps=3000", "train.eval_every=1000",
@@ -861,7 +934,8 @@ def test_no_joblib_worker_outlives_its_sweep(results):
     exit 130, no process of the group is left; killing only the parent (SIGKILL): its workers and resource
     trackers leave within seconds."""
     root = results / "j"
-    args = [sys.executable, "-m", "gradflow", "sweep", *SMALL, "train.steps=5000", "train.eval_every=1000",
+    # steps no run ends before the Ctrl-C: 5000 (~10 s) let one whose worker started late finish as it came
+    args = [sys.executable, "-m", "gradflow", "sweep", *SMALL, "train.steps=100000", "train.eval_every=1000",
             "model.depth=2,3,4", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"results={results}",
             "--name", "j"]
 
