@@ -32,21 +32,48 @@ def norm_eps_unread(flat: dict[str, Any]) -> str | None:
     return f"model={model} has no normalization layer that reads it"  # recurrent cells; a custom model's own layers
 
 
+def alpha_unread(flat: dict[str, Any]) -> str | None:
+    """Why an MLP or CNN does not read model.alpha (None where it does, or has no such key)."""
+    if flat.get("model.name") in ("mlp", "cnn") and flat.get("model.skip") != "residual":
+        return "it scales residual branches (model.skip=residual)"
+    return None
+
+
+def step_unread(flat: dict[str, Any]) -> str | None:
+    """Why a run does not read optim.gamma and optim.milestones (None where it does)."""
+    return None if flat.get("optim.schedule") == "step" else "optim.schedule=step reads it"
+
+
+# keys a run reads only where others say so: key -> (the keys that say so, its default, why a run, as its
+# flat config, does not read it: None where it does). A value set for a run that does not read the key is
+# refused (`gradflow run`), except in a sweep point: norm=none,batchnorm norm.eps=1e-3 sets it where read
+CONDITIONAL_KEYS = {
+    "norm.eps": (("model.name", "norm.name"), NORM_EPS, norm_eps_unread),
+    "model.alpha": (("model.name", "model.skip"), "1.0", alpha_unread),
+    "optim.gamma": (("optim.schedule",), 0.1, step_unread),
+    "optim.milestones": (("optim.schedule",), "[]", step_unread),  # (a flat config holds a list as its str)
+}
+
+
+def unread(key: str, flat: dict[str, Any]) -> str | None:
+    """Why the run of `flat` does not read the CONDITIONAL_KEYS `key` (None where it does, or where `flat`
+    lacks the keys that say)."""
+    needs, _, why = CONDITIONAL_KEYS[key]
+    return why(flat) if all(k in flat for k in needs) else None
+
+
 def settings(flat: dict[str, Any]) -> dict[str, Any]:
     """A run's flat config without the keys it does not read (init.sw2 of an init=xavier_normal run is not
-    one of its settings: CHOICE_KEYS; nor is norm.eps of a norm=none MLP); the store applies it to every
-    flat config it makes."""
+    one of its settings: CHOICE_KEYS; nor is norm.eps of a norm=none MLP: CONDITIONAL_KEYS); the store
+    applies it to every flat config it makes."""
     drop = {key for key, (selector, choices) in CHOICE_KEYS.items()
             if key in flat and selector in flat and flat[selector] not in choices}
-    if "norm.eps" in flat and "model.name" in flat and norm_eps_unread(flat):
-        drop.add("norm.eps")
+    drop.update(key for key in CONDITIONAL_KEYS if key in flat and unread(key, flat))
     return {k: v for k, v in flat.items() if k not in drop}
 
 
 def identity(flat: dict[str, Any]) -> dict[str, Any]:
-    """What a run's config hash is taken over: its settings, with norm.eps at its default where no layer
-    reads it. Every run recorded norm.eps before `settings` left the unread one out (and refused any other
-    value), so the hash keeps it: without it, every finished run without a norm layer would be redone."""
-    if "model.name" in flat and "norm.name" in flat and norm_eps_unread(flat):
-        return {**flat, "norm.eps": NORM_EPS}
-    return flat
+    """What a run's config hash is taken over: its settings, with each of CONDITIONAL_KEYS it does not read
+    at its default. Every run recorded those keys before `settings` left the unread ones out (and refused
+    any other value), so the hash keeps them: without them, every finished run would be redone."""
+    return {**flat, **{key: default for key, (_, default, _) in CONDITIONAL_KEYS.items() if unread(key, flat)}}

@@ -19,7 +19,8 @@ from typing import Any, Mapping
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from gradflow.choices import CHOICE_KEYS, NORM_EPS, norm_eps_unread, settings  # noqa: F401  (config.settings is the one others import)
+# (config.settings is the one the rest of gradflow imports)
+from gradflow.choices import CHOICE_KEYS, CONDITIONAL_KEYS, NORM_EPS, settings, unread  # noqa: F401
 from gradflow.errors import GradflowError, did_you_mean, shorten
 from gradflow.overrides import job_name, last_overrides, override_key, override_value
 
@@ -441,8 +442,10 @@ def validate_resolved(resolved: dict, sweep_point: bool = False) -> None:
     _model(cfg.model, cfg.norm.name)
     _data(cfg)
     _init(cfg)
-    _norm(cfg, sweep_point)
+    _norm(cfg)
     _optim(cfg.optim)
+    if not sweep_point:
+        _conditional(cfg)
     _train(cfg)
     _positive("probe.every", cfg.probe.every, 0)
     _positive("probe.points", cfg.probe.points, 2)
@@ -509,8 +512,6 @@ def _model(m, norm: str) -> None:
         if m.skip == "residual" and m.depth < 2:
             raise GradflowError(f"model.skip=residual needs model.depth >= 2, not {m.depth}: the first layer "
                                 "changes the width and never has a skip")
-        if m.skip != "residual":
-            _unused("model.alpha", m.alpha, "1.0", "it scales residual branches (model.skip=residual)")
     if m.name == "mlp":
         _positive("model.width", m.width)
         _mlp_blocks(m, norm)
@@ -552,17 +553,25 @@ def _transformer(m, norm: str) -> None:
                             "with model.ln=pre|post|none and model.norm_kind=layernorm|rmsnorm")
 
 
-def _norm(cfg, sweep_point: bool = False) -> None:
-    """norm.name is a choice, and norm.eps is positive and set only where a normalization layer reads it
-    (choices.norm_eps_unread), except in a sweep point: norm=none,batchnorm norm.eps=1e-3 sets it where read."""
+def _norm(cfg) -> None:
     _choice("norm.name", cfg.norm.name, NORM_CHOICES)
     if not cfg.norm.eps > 0:
         raise GradflowError(f"norm.eps={cfg.norm.eps} must be > 0")
-    m = cfg.model
-    unread = norm_eps_unread({"model.name": m.name, "norm.name": cfg.norm.name, "model.variant": m.get("variant"),
-                              "model.ln": m.get("ln")})
-    if unread and not sweep_point:
-        _unused("norm.eps", cfg.norm.eps, NormConfig.eps, unread)
+
+
+def _conditional(cfg) -> None:
+    """A key the run reads only where others say so (choices.CONDITIONAL_KEYS: norm.eps without a norm layer,
+    model.alpha without model.skip=residual, optim.gamma without optim.schedule=step) keeps its default
+    where the run does not read it: a changed value would be a silent no-op. Not checked in a sweep
+    point: norm=none,batchnorm norm.eps=1e-3 sets it where read (the plan refuses a key no point reads)."""
+    values = {f"{group}.{k}": v for group in ("model", "norm", "optim") for k, v in cfg[group].items()}
+    flat = {k: str(list(v)) if isinstance(v, list) else v for k, v in values.items()}  # (as store.flatten has it)
+    for key, (_, default, _) in CONDITIONAL_KEYS.items():
+        why = unread(key, flat)
+        if why and key in flat and flat[key] != default:
+            value = values[key]
+            raise GradflowError(f"{key}={_show(list(value) if isinstance(value, list) else value)} does not "
+                                f"apply to this run: {why}")
 
 
 def _alpha(alpha: str) -> None:
@@ -700,9 +709,6 @@ def _optim(o) -> None:
         if not o.milestones or min(o.milestones) < 1:
             raise GradflowError(f"optim.milestones={_show(list(o.milestones))} must list the updates (>= 1) at "
                                 "which optim.schedule=step drops the lr, e.g. [500,750]")
-    else:
-        _unused("optim.milestones", list(o.milestones), [], "they are optim.schedule=step's")
-        _unused("optim.gamma", o.gamma, OptimConfig.gamma, "it is optim.schedule=step's")
 
 
 def train_size(data) -> int:

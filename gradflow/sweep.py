@@ -330,15 +330,16 @@ def _refuse_takeover(root: Path, stale: int) -> None:
 
 def _check_keys_apply(point: list[str], taken: set[str], first: dict) -> None:
     """A key the sweep sets that no point takes (init.sw2 without init=meanfield, optim.momentum without
-    optim=sgd, norm.eps without a norm layer) would run copies of one run under different names: refused,
-    as `gradflow run` refuses it (a sweep may set a key only some of its points take: init.sw2 across
-    init=orthogonal,meanfield). Said for the first point, naming the choices that take the key."""
+    optim=sgd, norm.eps without a norm layer, model.alpha without model.skip=residual) would run copies of
+    one run under different names: refused, as `gradflow run` refuses it (a sweep may set a key only some
+    of its points take: init.sw2 across init=orthogonal,meanfield). Said for the first point, naming the
+    choices that take the key."""
     for o in point:
         key = override_key(o)
         if key in taken or o.startswith("~"):
             continue
-        if key == "norm.eps":
-            raise GradflowError(f"no point of this sweep takes norm.eps: {config_mod.norm_eps_unread(first)}")
+        if key in config_mod.CONDITIONAL_KEYS:
+            raise GradflowError(f"no point of this sweep takes {key}: {config_mod.unread(key, first)}")
         if config_mod.choices_with_key(key):
             raise GradflowError(f"no point of this sweep takes {key}: "
                                 + config_mod.not_a_key_of(key, first[f"{key.partition('.')[0]}.name"]))
@@ -383,8 +384,9 @@ class _Configs:
                 for o in values:
                     key, value = self._value(structural, o)
                     resolved = _replaced(resolved, key.split("."), value)
-                config_mod.validate_resolved(resolved)  # the point's values together (model.skip=residual
-                flat = store.flatten(resolved)  # with model.depth=1 is refused, each alone is not)
+                # the point's values together (model.skip=residual with model.depth=1 is refused, each alone is not)
+                config_mod.validate_resolved(resolved, sweep_point=True)
+                flat = store.flatten(resolved)
         except Exception:  # a value refused, or valid only with values a structural override brings (model.
             flat = store.flatten(self.compose(overrides))  # skip=residual): the composer says which and why
         return config_mod.settings(flat)  # a value set for another choice (init.sw2 of orthogonal) is no setting
@@ -403,7 +405,7 @@ class _Configs:
     def _applied(self, base: _Base, overrides: list[str]) -> dict:
         """The flat config of a base with interpolations and all of a point's values, validated whole."""
         with base.applied(overrides):
-            config_mod.validate(base.cfg)
+            config_mod.validate(base.cfg, sweep_point=True)
             return store.flatten(base.cfg)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from gradflow import sweep as sweep_mod
-from gradflow.config import compose, settings
+from gradflow.config import CONDITIONAL_KEYS, compose, settings
 from gradflow.errors import GradflowError
 from gradflow.store import flatten
 
@@ -89,6 +89,10 @@ CROSSING = [
      "optim.momentum does not apply to optim=adam, which takes "),
     ("norm=none,batchnorm norm.eps=1e-3", "norm=batchnorm", "norm.eps", 1e-3, "norm=none",
      "norm.eps=0.001 does not apply to this run: norm=none has no normalization layer"),
+    ("model.skip=none,residual model.alpha=0.5", "model.skip=residual", "model.alpha", "0.5", "model.skip=none",
+     "model.alpha='0.5' does not apply to this run: it scales residual branches (model.skip=residual)"),
+    ("optim.schedule=constant,step optim.milestones=[1] optim.gamma=0.5", "optim.schedule=step", "optim.gamma", 0.5,
+     "optim.schedule=constant", "optim.gamma=0.5 does not apply to this run: optim.schedule=step reads it"),
 ]
 
 
@@ -110,13 +114,13 @@ def test_a_sweep_across_optimizers_or_norms_runs_each_point_with_its_own_keys(cl
     # the run that ignores the key is the run it always was: its identity is the hash of its whole flat config
     # as Hydra composes it alone, the ignored key at its default (as every run recorded it before)
     alone = flatten(compose(["data=gaussian", "model.depth=2", "train.steps=1", "threads=1", other]))
-    before = {**settings(alone), "norm.eps": alone["norm.eps"]}  # what its run.json held before
+    before = {**settings(alone), **{k: alone[k] for k in CONDITIONAL_KEYS}}  # what its run.json held before
     ident = {k: v for k, v in before.items() if k not in store.NOT_IDENTITY}
     assert runs[other]["config_hash"] == hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()
                                                       ).hexdigest()[:16]
     # the same point as a single run is refused, with a single run's message
     out = cli("run", "train.steps=1", "data=gaussian", "model.depth=2", other, f"{key}={value}",
-              f"results={results}", "name=alone")
+              *(["optim.milestones=[1]"] if key == "optim.gamma" else []), f"results={results}", "name=alone")
     lines = out.stderr.strip().splitlines()
     assert out.exit_code == 1 and len(lines) == 1 and lines[0].startswith(f"error: {refused}"), out.output
 
@@ -137,6 +141,9 @@ def test_a_sweep_across_model_families_sets_each_familys_own_keys(results):
      "(norm=batchnorm|layernorm read it)", ""),
     ("model=mlp,cnn model.hidden=8", "no point of this sweep takes model.hidden: model.hidden does not apply "
      "to model=mlp, which takes ", "; it is a key of model=rnn, model=lstm, model=gru"),
+    ("model=mlp,cnn model.alpha=0.5", "no point of this sweep takes model.alpha: it scales residual branches "
+     "(model.skip=residual)", ""),
+    ("optim.gamma=0.5,0.2", "no point of this sweep takes optim.gamma: optim.schedule=step reads it", ""),
 ])
 def test_a_key_no_point_takes_is_refused_naming_the_choices_that_take_it(cli, results, overrides, line, owners):
     out = cli("sweep", *SMALL, *overrides.split(), f"results={results}", "--name", "none")
