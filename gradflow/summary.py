@@ -20,6 +20,7 @@ from gradflow import store
 from gradflow.fmt import fmt
 from gradflow.errors import GradflowError, did_you_mean
 from gradflow.plots.keys import abbreviate
+from gradflow.probes.quantities import QUANTITIES
 
 BLOCKS = "blocks"  # a fit over a net's blocks says so: "4 blocks, resid" (rate)
 RESIDUAL_STREAM = "resid"  # the point after each block of gradflow's transformer: its residual stream
@@ -431,8 +432,8 @@ RESULT_COLUMNS = {
 }
 LS_COLUMNS = list(RESULT_COLUMNS)  # what --csv / --json give besides the run and its swept keys
 KEY_PRIORITY, STUDY_PRIORITY = 0, 1  # swept keys always show; asked-for study columns next
-NOTES = {"grad_ratio.init": "ratio = ‖∂L/∂W‖ first layer / last layer",
-         "signal_ratio.init": "signal ratio = ‖∂L/∂z‖ first layer / last layer, at init",
+NOTES = {"grad_ratio.init": f"ratio = {QUANTITIES['grad_norm'].symbol} first layer / last layer",
+         "signal_ratio.init": f"signal ratio = {QUANTITIES['signal_norm'].symbol} first layer / last layer, at init",
          "chi1_layers": "chi1 fit = layers fitted (first-last)",
          "clipped": "clipped = share of updates whose gradient was clipped (train.grad_clip, train.clip_value); "
                     "- where a run does not clip, or was recorded before the share was kept",

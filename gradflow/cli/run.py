@@ -21,6 +21,7 @@ from gradflow.cli.console import (NBSP, console, leave_interrupted, near_options
                                   user_errors)
 from gradflow.cli.app import progress_bar
 from gradflow.fmt import fmt
+from gradflow.probes.quantities import QUANTITIES
 from gradflow.overrides import NOT_IN_JOB_NAME, job_name, last_overrides
 from gradflow.metrics import REGRESSION_TOLERANCE, is_regression
 from gradflow.plots.labels import RECURRENT
@@ -379,7 +380,7 @@ def _name_room(heads: list[str], cells: list[list[str]]) -> int:
     return room
 
 
-SYMBOLS = {"grad_norm": "‖∂L/∂W‖", "signal_norm": "‖∂L/∂z‖"}
+SYMBOLS = {q: QUANTITIES[q].symbol for q in ("grad_norm", "signal_norm")}  # the per-layer table's quantities
 
 
 def clip_note(record: dict) -> str:

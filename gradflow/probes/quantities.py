@@ -48,12 +48,13 @@ class Quantity:
     # made from the parameter's gradient (or the update it drives): masked where the parameter is frozen
     # (requires_grad False), which has neither
     needs_grad: bool = False
+    symbol: str = ""  # its symbol as a terminal writes it, where tables and notes use one
 
 
 QUANTITIES: dict[str, Quantity] = {q.name: q for q in [
     Quantity("grad_norm", WEIGHT, lambda s: s.grad_norm,
              r"$\|\partial L/\partial W\|$ (weight gradient norm)", "Weight-gradient norm", "",
-             "||dL/dW_l||, L the batch-mean loss", needs_grad=True),
+             "||dL/dW_l||, L the batch-mean loss", needs_grad=True, symbol="‖∂L/∂W‖"),
     Quantity("bias_grad_norm", BIAS, lambda s: s.bias_grad_norm,
              r"$\|\partial L/\partial b\|$ (bias gradient norm)", "Bias-gradient norm", "",
              "||dL/db_l||", needs_grad=True),
@@ -61,7 +62,7 @@ QUANTITIES: dict[str, Quantity] = {q.name: q for q in [
              r"$\|W\|$ (weight norm)", "Weight norm", "", "||W_l|| before the step's update"),
     Quantity("signal_norm", OUTPUT, lambda s: s.signal_norm,
              r"$\|\partial L/\partial z\|$ (back-propagated signal norm)", "Back-propagated signal norm", "",
-             "RMS over the batch of each example's ||dL_i/dz_l,i||, as sqrt(B) ||dL/dZ_l||_F"),
+             "RMS over the batch of each example's ||dL_i/dz_l,i||, as sqrt(B) ||dL/dZ_l||_F", symbol="‖∂L/∂z‖"),
     Quantity("act_mean", ACTIVATION, lambda s: s.act_sum / s.act_count,
              "activation mean", "Activation mean", "", "mean of the activation output after the layer", log=False),
     Quantity("act_std", ACTIVATION, lambda s: s.act_std,
