@@ -361,16 +361,28 @@ def test_compare_legend_names_what_sets_each_source_apart(plain, batchnorm, tmp_
     assert {"plain (norm=none)", "batchnorm (norm=batchnorm)"} <= set(texts), texts
 
 
-def _compare_at_80_columns(*args, out_dir: Path) -> tuple[str, list[str], str]:
-    """`gradflow compare ARGS` piped at 80 columns: its output, its lines (each within 80 columns but the
-    figure's path) and the table's header line."""
-    env = {**os.environ, "COLUMNS": "80", "TERM": "dumb"}
+def _compare_at_80_columns(*args, out_dir: Path, width: int = 80) -> tuple[str, list[str], str]:
+    """`gradflow compare ARGS` piped at 80 (or `width`) columns: its output, its lines (each within the width
+    but the figure's path) and the table's header line."""
+    env = {**os.environ, "COLUMNS": str(width), "TERM": "dumb"}
     out = subprocess.run([sys.executable, "-m", "gradflow", "compare", *map(str, args), "--out", str(out_dir)],
                          capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert all(len(ln) <= 80 for ln in lines if not ln.startswith(str(out_dir))), lines
+    assert all(len(ln) <= width for ln in lines if not ln.startswith(str(out_dir))), lines
     return out.stdout, lines, next(ln for ln in lines if ln.startswith("┃"))
+
+
+@pytest.mark.parametrize("width", [62, 70])
+def test_compare_names_the_columns_it_leaves_out_whole(plain, batchnorm, diverging, tmp_path, width):
+    # a difference column's header is two lines ("diverging" over "vs plain"): the note broke inside the
+    # name where the line was full ("... diverging" / "vs plain; ...")
+    text, lines, _ = _compare_at_80_columns(plain, batchnorm, diverging, "--by", "depth", out_dir=tmp_path,
+                                            width=width)
+    note = " ".join(text.split())
+    hidden = note[note.index("not shown"):].split(":", 1)[1].split(";")[0].split(", ")
+    assert hidden and all(name.endswith(" vs plain") for name in hidden), note
+    assert all(any(name in ln for ln in lines) for name in hidden), lines
 
 
 def test_compare_of_three_at_80_columns_folds_no_number(plain, batchnorm, diverging, tmp_path):

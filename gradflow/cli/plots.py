@@ -336,7 +336,9 @@ def _comparison_notes(table: pd.DataFrame, names: list[str], by: list[str], diff
         notes.append(f"differences: ratios as ×({names[-1] if len(names) == 2 else 'other'} / {names[0]}), "
                      "the rest as other − first")
     if hidden:
-        notes.append(f"not shown ({console.width} columns): {', '.join(hidden)}; {need} columns show all")
+        # (a column's header is two lines, "gelu" over "vs relu": one label here, never broken inside)
+        notes.append(f"not shown ({console.width} columns): {labels(' '.join(h.split()) for h in hidden)}; "
+                     f"{need} columns show all")
     return notes
 
 
