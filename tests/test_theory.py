@@ -695,6 +695,17 @@ def test_cli_phase_png(invoke, tmp_path, monkeypatch):
     assert (tmp_path / "results" / "theory" / "phase-relu.png").stat().st_size > 20_000
 
 
+def test_cli_phase_takes_the_activation_given_before_it(invoke, tmp_path):
+    # `gradflow theory -a gelu phase` said "--activation is required"; the point's own options are refused
+    out = invoke("-a", "gelu", "phase", "--out", tmp_path / "gelu.png")
+    assert out.exit_code == 0 and (tmp_path / "gelu.png").read_bytes()[:4] == b"\x89PNG", out.output
+    for option in (["--sw2", "2"], ["--sb2", "0.1"], ["--depth", "5"], ["--critical"]):
+        out = invoke("-a", "relu", *option, "phase", "--out", tmp_path / "relu.png")
+        assert out.exit_code == 1 and out.output.startswith(f"error: {option[0]} does not apply to `gradflow "
+                                                             "theory phase`"), out.output
+    assert not (tmp_path / "relu.png").exists()
+
+
 def test_cli_phase_out_folder_or_other_format(invoke, tmp_path):
     out = invoke("phase", "--activation", "tanh", "--out", tmp_path / "figs")  # a folder, made if missing
     assert out.exit_code == 0, out.output

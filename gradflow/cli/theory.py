@@ -83,7 +83,14 @@ def theory_point(
     as_json: JsonOpt = False,
 ) -> None:
     """Mean-field predictions at one (activation, sw2, sb2), or the critical sw2 with --critical."""
-    if ctx.invoked_subcommand is not None:
+    if ctx.invoked_subcommand is not None:  # `theory -a gelu phase`: the activation is the subcommand's too
+        given = [o for o, v in (("--sw2", sw2), ("--depth", depth), ("--critical", critical or None),
+                                ("--json", as_json or None)) if v is not None]
+        if given or sb2 != 0.0 or digits != 4:
+            option = (given or (["--sb2"] if sb2 != 0.0 else ["--digits"]))[0]
+            raise GradflowError(f"{option} does not apply to `gradflow theory {ctx.invoked_subcommand}`, which "
+                                "draws log chi_1 over every sw2 and sb2; it takes --activation and --out")
+        ctx.obj = {"activation": activation}
         return
     name = _activation(activation)
     _variance("--sb2", sb2)
@@ -169,6 +176,7 @@ def _every_q_note(name: str, sw2: float, sb2: float) -> None:
 @theory_app.command("phase")
 @user_errors
 def phase(
+    ctx: typer.Context,
     activation: ActivationOpt = None,
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="Figure file (.png, .pdf, .svg) or folder to write phase-ACTIVATION.png into "
@@ -178,7 +186,7 @@ def phase(
     from gradflow.cli.plots import figure_target  # matplotlib only when drawing
     from gradflow.plots.phase import phase_diagram
 
-    name = _activation(activation)
+    name = _activation(activation or (ctx.obj or {}).get("activation"))  # (given before `phase`, too)
     folder, file, fmt = figure_target(out, Path("results") / "theory", None)
     path = phase_diagram(name, file or folder / f"phase-{name}.{fmt}")
     console.print(f"wrote {path}", highlight=False, soft_wrap=True)
