@@ -542,24 +542,30 @@ def test_a_ctrl_c_as_the_loop_makes_its_tables_keeps_them(results):
     assert set(layers.step) == set(range(7)) and not layers.duplicated(["step", "layer", "quantity"]).any()
 
 
-def test_ctrl_c_waits_in_a_worker_for_the_block_then_is_taken_once(monkeypatch):
+@pytest.fixture
+def in_a_worker(monkeypatch):
+    """This process as a worker of a sweep whose process is another, Ctrl-C not yet seen; its Ctrl-C
+    handler put back after the test."""
+    monkeypatch.setattr(workers, "_interrupted", False)
+    monkeypatch.setenv(workers.SWEEP_PID, "1")
+    saved = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, saved)
+
+
+def test_ctrl_c_waits_in_a_worker_for_the_block_then_is_taken_once(in_a_worker):
     """In a sweep's worker no Ctrl-C cuts a recording short, however many come (the sweep's process passes
     one on to workers the terminal reached already): the block ends, then the job's handler takes one."""
-    monkeypatch.setattr(workers, "_interrupted", False)
-    monkeypatch.setenv(workers.SWEEP_PID, "1")  # a worker of a sweep whose process is not this one
-    saved = signal.signal(signal.SIGINT, workers.take_interrupt_once)
-    try:
-        done = []
-        with pytest.raises(KeyboardInterrupt):
-            with workers.ctrl_c_waits():
-                for _ in range(3):
-                    os.kill(os.getpid(), signal.SIGINT)
-                    time.sleep(0.02)
-                done.append(True)
-        assert done == [True] and workers.stopping()
-        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # (the job's first Ctrl-C: the rest ignored)
-    finally:
-        signal.signal(signal.SIGINT, saved)
+    signal.signal(signal.SIGINT, workers.take_interrupt_once)
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with workers.ctrl_c_waits():
+            for _ in range(3):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.02)
+            done.append(True)
+    assert done == [True] and workers.stopping()
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # (the job's first Ctrl-C: the rest ignored)
 
 
 def test_ctrl_c_during_a_sweep_marks_the_run_interrupted_and_a_rerun_resumes(results):
@@ -757,7 +763,8 @@ def test_ctrl_c_while_a_config_is_composed_waits_for_the_compose():
         signal.signal(signal.SIGINT, saved)
 
 
-def test_a_worker_takes_one_ctrl_c_per_job_holds_it_outside_and_then_starts_none(monkeypatch, tmp_path):
+def test_a_worker_takes_one_ctrl_c_per_job_holds_it_outside_and_then_starts_none(in_a_worker, monkeypatch,
+                                                                               tmp_path):
     """In a sweep's worker: in a job the first Ctrl-C is a KeyboardInterrupt and a second is ignored (the
     sweep's process passes its Ctrl-C on to workers the terminal may have sent one already: the run
     stopped by the first must be recorded whole); outside its jobs (a worker forked from the fork
@@ -767,37 +774,32 @@ def test_a_worker_takes_one_ctrl_c_per_job_holds_it_outside_and_then_starts_none
     for f in folders:
         f.mkdir()
     (folders[3] / "config.yaml").write_text("seed: 0\n")
+    signal.signal(signal.SIGINT, workers.hold_interrupt)
+    recorded = []
+    with pytest.raises(KeyboardInterrupt):
+        with workers.job(folders[0]):
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.5)
+            except KeyboardInterrupt:  # the first: the run stops and is recorded ...
+                os.kill(os.getpid(), signal.SIGINT)  # ... while a second arrives, and is ignored
+                time.sleep(0.05)
+                recorded.append(True)
+                raise
+    assert recorded == [True] and workers.stopping()
+    assert signal.getsignal(signal.SIGINT) is workers.hold_interrupt
     monkeypatch.setattr(workers, "_interrupted", False)
-    monkeypatch.setenv(workers.SWEEP_PID, "1")  # a worker of a sweep whose process is not this one
-    saved = signal.signal(signal.SIGINT, workers.hold_interrupt)
-    try:
-        recorded = []
+    with workers.job(folders[1]):  # a job untouched by Ctrl-C
+        assert signal.getsignal(signal.SIGINT) is workers.take_interrupt_once
+    os.kill(os.getpid(), signal.SIGINT)  # between jobs: held, nothing raised
+    time.sleep(0.05)
+    started = []
+    for queued in folders[2:]:
         with pytest.raises(KeyboardInterrupt):
-            with workers.job(folders[0]):
-                try:
-                    os.kill(os.getpid(), signal.SIGINT)
-                    time.sleep(0.5)
-                except KeyboardInterrupt:  # the first: the run stops and is recorded ...
-                    os.kill(os.getpid(), signal.SIGINT)  # ... while a second arrives, and is ignored
-                    time.sleep(0.05)
-                    recorded.append(True)
-                    raise
-        assert recorded == [True] and workers.stopping()
-        assert signal.getsignal(signal.SIGINT) is workers.hold_interrupt
-        monkeypatch.setattr(workers, "_interrupted", False)
-        with workers.job(folders[1]):  # a job untouched by Ctrl-C
-            assert signal.getsignal(signal.SIGINT) is workers.take_interrupt_once
-        os.kill(os.getpid(), signal.SIGINT)  # between jobs: held, nothing raised
-        time.sleep(0.05)
-        started = []
-        for queued in folders[2:]:
-            with pytest.raises(KeyboardInterrupt):
-                with workers.job(queued):
-                    started.append(True)
-        assert started == [] and signal.getsignal(signal.SIGINT) is workers.hold_interrupt
-        assert [f.exists() for f in folders] == [True, True, False, True]
-    finally:
-        signal.signal(signal.SIGINT, saved)
+            with workers.job(queued):
+                started.append(True)
+    assert started == [] and signal.getsignal(signal.SIGINT) is workers.hold_interrupt
+    assert [f.exists() for f in folders] == [True, True, False, True]
 
 
 # The fork server started, and a Ctrl-C to the process group while the command's process is still
