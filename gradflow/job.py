@@ -86,7 +86,7 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
         if on_step:
             on_step(t, n)
 
-    recorded = False
+    recorded = stopped = False  # stopped: by Ctrl-C during training
     try:
         # model.activation=auto (model=custom): each activation module's own kind
         probes = Probes(model, None if cfg.model.activation == "auto" else cfg.model.activation,
@@ -95,8 +95,8 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
         try:
             with _interrupts_kept(interrupts):
                 result = train(model, data, cfg, probes, progress)
-        except Interrupted as stopped:  # Ctrl-C: what it measured until then is written, then it is raised on
-            result = stopped.result
+        except Interrupted as interrupted:  # Ctrl-C: what it measured until then is written, then it is raised on
+            result, stopped = interrupted.result, True
         except Failed as failed:  # an error in a step: what it measured until then is written, with the error
             result, error = failed.result, failed.error
         except Exception as e:
@@ -105,7 +105,7 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
             probes.remove()
         # a Ctrl-C while the tables are written waits for run.json (one as a finished run's tables were
         # written lost them all, the run recorded interrupted with none); a second leaves at once
-        with workers.ctrl_c_waits(seen=int(result.status == store.INTERRUPTED)):
+        with workers.ctrl_c_waits(seen=int(stopped)):
             _record(job_dir, record, result, error, probes, data, flat, start)
             recorded = True
     except KeyboardInterrupt:  # before training, or a second Ctrl-C while the tables were written
@@ -115,7 +115,7 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
                               wall_time=round(time.perf_counter() - start, 4))
                 store.finish(job_dir, record)
         raise
-    if result.status == store.INTERRUPTED:  # recorded, with its tables: the Ctrl-C goes on to the caller
+    if stopped:  # recorded, with its tables: the Ctrl-C goes on to the caller
         raise Interrupted(result)
     return record
 

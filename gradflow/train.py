@@ -50,7 +50,8 @@ class TrainResult:
 
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C during training, carrying what the run measured until then: `result` (status
-    "interrupted", its tables up to the last whole step). Its caller writes that and raises on; any
+    "interrupted", its tables up to the last whole step; where Ctrl-C came only as the tables were made
+    after the last step, the status the run ended with). Its caller writes that and raises on; any
     other caller sees the KeyboardInterrupt it always saw."""
 
     def __init__(self, result: TrainResult):
@@ -324,7 +325,7 @@ def training(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None 
     readings = []  # (step, its primitives) of each probed step, made into tables after the loop
 
     model.train()
-    start = time.perf_counter()
+    start, ended = time.perf_counter(), False
     try:
         for t in range(steps + 1):
             last = t == steps
@@ -389,9 +390,11 @@ def training(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None 
                     _diverged(res, first, ledger, probes)
                     break
             yield t
-        _finish(res, probes, readings, start)  # (a Ctrl-C meanwhile: the tables all the same, below)
+        ended = True  # (a Ctrl-C while its tables are made, below: the run is what it is, ok or diverged)
+        _finish(res, probes, readings, start)
     except KeyboardInterrupt:  # what it measured until now is kept: the tables of every whole probed step
-        res.status = "interrupted"
+        if not ended:
+            res.status = "interrupted"
         _finish(res, probes, readings, start)
         raise Interrupted(res) from None
     except Exception as e:  # an error in a step (a user's model raising at its 50th call): the same

@@ -117,18 +117,19 @@ def ctrl_c_taken_by(handler):
 @contextmanager
 def ctrl_c_waits(seen: int = 0):
     """Ctrl-C during the block waits for its end, then goes to the handler in place before it (Python's
-    raises KeyboardInterrupt; a sweep worker's ignores all but a job's first): what the block writes is
-    not cut short halfway. In the command's own process a second Ctrl-C, counting the `seen` ones that
-    came before the block, raises at once (the user insists); in a worker none does (its sweep's process
-    decides when to leave). Main thread only (elsewhere the block runs as it is)."""
+    raises KeyboardInterrupt, over an error the block raised; a sweep worker's ignores all but a job's
+    first): what the block writes is not cut short halfway. In the command's own process a second
+    Ctrl-C, counting the `seen` ones that came before the block, raises at once (the user insists); in a
+    worker none does (its sweep's process decides when to leave). Main thread only (elsewhere the block
+    runs as it is)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = []
+    held = []  # the Ctrl-Cs taken: True where one raised at once
 
     def hold(signum, frame):
-        held.append(True)
-        if seen + len(held) >= 2 and not in_worker():
+        held.append(seen + len(held) >= 1 and not in_worker())
+        if held[-1]:
             raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGINT, hold)
@@ -136,8 +137,8 @@ def ctrl_c_waits(seen: int = 0):
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-    if held and previous is not signal.SIG_IGN:
-        (previous if callable(previous) else signal.default_int_handler)(signal.SIGINT, None)
+        if held and not any(held) and previous is not signal.SIG_IGN:
+            (previous if callable(previous) else signal.default_int_handler)(signal.SIGINT, None)
 
 
 @contextmanager

@@ -525,21 +525,38 @@ def test_a_second_ctrl_c_while_a_run_is_written_leaves_at_once(results):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_a_ctrl_c_as_the_loop_makes_its_tables_keeps_them(results):
+def test_a_ctrl_c_as_the_loop_makes_its_tables_keeps_the_run_as_it_ended(results):
     """A Ctrl-C while the loop turns its probed steps into tables, after the last step: it escaped the
-    loop and the run was recorded interrupted with none. Now it is interrupted with every probed step."""
+    loop and the run was recorded interrupted with none. The run is what it is, ok with every probed
+    step, and the Ctrl-C goes on after its record (to `train`'s caller too, with the tables)."""
     from gradflow import train
     from gradflow.config import compose
-    from gradflow.job import execute
+    from gradflow.job import execute, prepare
+    from gradflow.probes.core import Probes
 
     cfg = compose([*SMALL, "train.steps=6", f"results={results}", "name=f"])
     job = results / "f" / "default"
     with pytest.raises(KeyboardInterrupt), ctrl_c_on_entering(train._finish):
         execute(cfg, job)
     run = store.read_run(job)
-    assert run["status"] == "interrupted" and run["steps_done"] == 6, run
+    assert run["status"] == "ok" and run["steps_done"] == 6 and run["final"]["train_loss"] > 0, run
     layers = store.load(job)
     assert set(layers.step) == set(range(7)) and not layers.duplicated(["step", "layer", "quantity"]).any()
+    _, data, model = prepare(cfg)
+    with pytest.raises(train.Interrupted) as stopped, ctrl_c_on_entering(train._finish):
+        train.train(model, data, cfg, Probes(model, "tanh"))
+    assert stopped.value.result.status == "ok" and stopped.value.result.probe_steps == list(range(7))
+
+
+def test_a_ctrl_c_held_over_an_error_is_raised_after_it():
+    """A held Ctrl-C is not lost when the block raises (a Recorder closed inside a script's `except`)."""
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        with workers.ctrl_c_waits():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.02)
+            raise OSError("disk full")
+    assert isinstance(stopped.value.__context__, OSError)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 @pytest.fixture
