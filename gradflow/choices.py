@@ -29,19 +29,23 @@ def norm_eps_unread(flat: dict[str, Any]) -> str | None:
                 if variant != "batchnorm" else None)
     if model == "transformer":
         return "model.ln=none has no norm layers (model.ln=pre|post read it)" if flat.get("model.ln") == "none" else None
-    return f"model={model} has no normalization layer that reads it"  # recurrent cells; a custom model's own layers
+    if model in ("rnn", "lstm", "gru", "custom"):  # recurrent cells; a custom model's own layers
+        return f"model={model} has no normalization layer that reads it"
+    return None  # (not one of gradflow's models: a Recorder's config, whose keys are the script's own)
 
 
+# Each "why unread" answers None for values that are not gradflow's own choices: a Recorder's config is the
+# script's, and its optim.gamma beside optim.schedule=exponential is a setting like any other.
 def alpha_unread(flat: dict[str, Any]) -> str | None:
     """Why an MLP or CNN does not read model.alpha (None where it does, or has no such key)."""
-    if flat.get("model.name") in ("mlp", "cnn") and flat.get("model.skip") != "residual":
+    if flat.get("model.name") in ("mlp", "cnn") and flat.get("model.skip") == "none":
         return "it scales residual branches (model.skip=residual)"
     return None
 
 
 def step_unread(flat: dict[str, Any]) -> str | None:
     """Why a run does not read optim.gamma and optim.milestones (None where it does)."""
-    return None if flat.get("optim.schedule") == "step" else "optim.schedule=step reads it"
+    return "optim.schedule=step reads it" if flat.get("optim.schedule") in ("constant", "cosine") else None
 
 
 # keys a run reads only where others say so: key -> (the keys that say so, its default, why a run, as its

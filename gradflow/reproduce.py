@@ -9,6 +9,7 @@ value, and the test the measured value must pass. Results go to results/reproduc
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
@@ -702,6 +703,10 @@ def run(name: str, scale: str = "default", user: list[str] | None = None, force:
             used[arm] = spec.overrides(arm, scale, user)
             plans[arm] = sweep_mod.plan(used[arm], f"{root.relative_to(results_root).as_posix()}/{arm}", force,
                                         keys_used=False)
+        # an arm need not take the spec's shared keys, but a key given here that no run of any arm takes
+        # would change nothing, and the report would list it as given
+        keys = functools.reduce(sweep_mod.KeysTaken.merged, (p.keys for p in plans.values()))
+        sweep_mod.check_keys_apply(user, keys, none=f"no run of {name}")
         for arm, p in plans.items():
             reused += p.skipped
             (launch or sweep_mod.launch)(p)

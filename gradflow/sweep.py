@@ -70,6 +70,7 @@ class Plan:
     stale: int = 0  # runs in the folder that are not points of this grid
     points: list[dict] | None = None  # a points sweep: the explicit points (see `points_overrides`)
     command: str = ""  # the command line that makes this sweep (shell-quoted), as sweep.yaml records it
+    keys: KeysTaken | None = None  # the keys its points take (see check_keys_apply)
 
     @property
     def to_run(self) -> list[Job]:
@@ -207,10 +208,14 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
     result = Plan(root=root, overrides=list(overrides), swept=swept, launcher=launcher, force=force,
                   points=points, command=command)
     jobs = _Jobs(root, swept)
-    for point in grid:
+    for i, point in enumerate(grid):
         result.jobs.append(jobs.plan(_config_only(point), point_configs))
+        if points is not None:  # a points file names whole runs: each point's own keys apply to it
+            own = [o for o in point if override_key(o) in points[i]]
+            check_keys_apply(own, KeysTaken.of(jobs.last), point=result.jobs[-1].name)
+    result.keys = jobs.keys
     if keys_used:
-        _check_keys_apply(grid[0], jobs.taken, jobs.first)
+        check_keys_apply(grid[0], jobs.keys)
     if jobs.same:
         raise GradflowError(f"the sweep points {jobs.same[0]} and {jobs.same[1]} are the same run; make the swept "
                             "values distinct")
@@ -285,16 +290,16 @@ class _Jobs:
     def __init__(self, root: Path, swept: list[str]):
         self.root, self.swept = root, swept
         self.seen: set[str] = set()
-        self.taken: set[str] = set()  # the keys some point has as a setting
+        self.keys = KeysTaken()  # the keys some point has as a setting
         self.digests: dict[str, tuple] = {}  # each point's config hash -> its folder and overrides
         self.same: tuple[str, str] | None = None  # the first two points that are one run
         self.sources: set[tuple] = set()  # (data.name, data.root, data.download) of the points to run
-        self.first: dict = {}  # the first point's settings
+        self.last: dict = {}  # the last point's settings
 
     def plan(self, cfg_overrides: list[str], point_configs: _Configs) -> Job:
         flat = point_configs.flat(cfg_overrides)
-        self.taken.update(flat)
-        self.first = self.first or flat
+        self.keys.add(flat)
+        self.last = flat
         digest = store.config_hash(flat)
         jname = job_name([o for o in cfg_overrides if override_key(o) in self.swept])
         if jname in self.seen:
@@ -328,21 +333,51 @@ def _refuse_takeover(root: Path, stale: int) -> None:
                         f"(--name NAME), or --name {root.name} to make it the sweep there (those runs kept, as stale)")
 
 
-def _check_keys_apply(point: list[str], taken: set[str], first: dict) -> None:
-    """A key the sweep sets that no point takes (init.sw2 without init=meanfield, optim.momentum without
+@dataclass
+class KeysTaken:
+    """The keys some point of a sweep (or of a reproduction's arms) has as a setting; for each of the keys
+    read only where others say so (choices.CONDITIONAL_KEYS), why a point does not read it; and the first
+    point's settings, which name the choice a key of another choice would need."""
+
+    taken: set[str] = field(default_factory=set)
+    unread: dict[str, str] = field(default_factory=dict)
+    first: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, *flats: dict) -> KeysTaken:
+        keys = cls()
+        for flat in flats:
+            keys.add(flat)
+        return keys
+
+    def add(self, flat: dict) -> None:
+        self.taken.update(flat)
+        self.first = self.first or flat
+        for key in config_mod.CONDITIONAL_KEYS:
+            why = config_mod.unread(key, flat)
+            if why and key not in self.unread:
+                self.unread[key] = why
+
+    def merged(self, other: KeysTaken) -> KeysTaken:
+        return KeysTaken(self.taken | other.taken, {**other.unread, **self.unread}, self.first or other.first)
+
+
+def check_keys_apply(overrides: list[str], keys: KeysTaken, point: str | None = None,
+                     none: str = "no point of this sweep") -> None:
+    """A key the overrides set that no point takes (init.sw2 without init=meanfield, optim.momentum without
     optim=sgd, norm.eps without a norm layer, model.alpha without model.skip=residual) would run copies of
     one run under different names: refused, as `gradflow run` refuses it (a sweep may set a key only some
-    of its points take: init.sw2 across init=orthogonal,meanfield). Said for the first point, naming the
-    choices that take the key."""
-    for o in point:
+    of its points take: init.sw2 across init=orthogonal,meanfield), naming the choices that take the key.
+    `point`: the overrides are that one point's own (a points file's), `keys` its settings alone."""
+    for o in overrides:
         key = override_key(o)
-        if key in taken or o.startswith("~"):
+        if key in keys.taken or o.startswith("~"):
             continue
-        if key in config_mod.CONDITIONAL_KEYS:
-            raise GradflowError(f"no point of this sweep takes {key}: {config_mod.unread(key, first)}")
+        lead = f"sweep point {point}: " if point else f"{none} takes {key}: "
+        if key in keys.unread:
+            raise GradflowError(f"{lead}{f'{key} does not apply to this run: ' if point else ''}{keys.unread[key]}")
         if config_mod.choices_with_key(key):
-            raise GradflowError(f"no point of this sweep takes {key}: "
-                                + config_mod.not_a_key_of(key, first[f"{key.partition('.')[0]}.name"]))
+            raise GradflowError(lead + config_mod.not_a_key_of(key, keys.first[f"{key.partition('.')[0]}.name"]))
 
 
 class _Configs:

@@ -90,6 +90,15 @@ CASES = [
     (["sweep", "init.sw2=1.0,1.76"], "no point of this sweep takes init.sw2: init.sw2 does not apply to "
                                      "init=xavier_normal, which takes init.gain; it is a key of init=meanfield"),
     (["sweep", "init=kaiming_normal,standard", "init.gain=1,2"], "no point of this sweep takes init.gain"),
+    (["sweep", "model=rnn,mlp", "model.alpha=0.5"], "no point of this sweep takes model.alpha: it scales residual "
+                                                    "branches (model.skip=residual)"),  # (it said ": None")
+    (["sweep", "--points", "{alphapoints}"], "sweep point model.alpha=0.25,model.skip=none: model.alpha does not "
+                                             "apply to this run: it scales residual branches"),
+    # a reproduction's arms need not take the spec's shared keys, but a key given that no run takes changed nothing
+    (["reproduce", "he2015", "--quick", "optim.gamma=0.5", "results={results}"],
+     "no run of he2015 takes optim.gamma: optim.schedule=step reads it"),
+    (["reproduce", "he2015", "--quick", "init.sw2=2", "results={results}"],
+     "no run of he2015 takes init.sw2: init.sw2 does not apply to init="),
     (["sweep", "model.activation=tanh,nope"], "model.activation=nope"),
     (["sweep", "model.nope=1,2"], "model.nope"),
     (["sweep", "init=xavier_normal,nope"], "init='nope'"),
@@ -215,9 +224,11 @@ def test_bad_input_is_one_line_and_writes_nothing(cli, results, tmp_path, study,
     a_file.write_text("not a folder\n")
     points = tmp_path / "points.yaml"
     points.write_text("- {model.depth: 2}\n")
+    alpha_points = tmp_path / "alpha.yaml"  # (each point of a points file is a whole run: its keys apply to it)
+    alpha_points.write_text("- {model.skip: residual, model.alpha: 0.5}\n- {model.skip: none, model.alpha: 0.25}\n")
     empty = tmp_path / "empty"
     empty.mkdir()
-    fill = {"{results}": str(results), "{study}": str(study), "{file}": str(a_file), "{points}": str(points),
+    fill = {"{results}": str(results), "{study}": str(study), "{file}": str(a_file), "{points}": str(points), "{alphapoints}": str(alpha_points),
             "{empty}": str(empty), "{runjson}": str(next(study.rglob("run.json")))}
     argv = []
     for a in args:

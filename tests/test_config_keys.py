@@ -185,3 +185,16 @@ def test_norm_eps_is_taken_where_a_layer_reads_it_and_refused_elsewhere(override
         assert not [m for m in net(compose(overrides)).modules() if hasattr(m, "eps")]
         with pytest.raises(GradflowError, match=r"^norm\.eps=0\.001 does not apply to this run: "):
             compose([*overrides, "norm.eps=1e-3"])
+
+
+def test_a_scripts_own_config_keeps_keys_gradflow_would_read_only_where_others_say():
+    """A Recorder's config is the script's: its optim.gamma beside optim.schedule=exponential is a setting
+    (it was left out of ls, --where and the hash), and so is alpha beside a model gradflow does not have."""
+    from gradflow.store import config_hash
+
+    mine = {"optim.schedule": "exponential", "optim.gamma": 0.5, "model.name": "resnet50", "model.skip": "x",
+            "model.alpha": 0.2, "norm.name": "group", "norm.eps": 1e-6}
+    assert settings(mine) == mine
+    assert config_hash(mine) != config_hash({**mine, "optim.gamma": 0.9})
+    ours = flatten(compose(["optim.schedule=cosine"]))  # gradflow's own: read where its choices say
+    assert "optim.gamma" not in settings(ours) and "model.alpha" not in settings(ours)
