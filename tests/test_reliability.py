@@ -509,6 +509,22 @@ def test_a_ctrl_c_while_a_finished_run_is_written_waits_for_its_record(results, 
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
 
+def test_gradflow_run_says_a_run_ctrl_c_reached_as_it_was_written_is_recorded_whole(results):
+    """`gradflow run` said "is marked interrupted" of a run a Ctrl-C reached only as its tables were written,
+    which it records as the finished run it is."""
+    script = ("import sys\nfrom gradflow import store\nfrom gradflow.__main__ import main\n"
+              "from tests.conftest import ctrl_c_on_entering\n"
+              "sys.argv = ['gradflow', *sys.argv[1:]]\n"
+              "with ctrl_c_on_entering(store.write_metrics):\n    main()\n")
+    out = subprocess.run([sys.executable, "-c", script, "run", *SMALL, f"results={results}", "name=w"],
+                         capture_output=True, text=True, timeout=300, env=ENV, cwd=Path(gradflow.__file__).parents[1])
+    job = next((results / "w").glob("*/run.json")).parent
+    line = " ".join(out.stderr.split())
+    assert out.returncode == 130 and line == (f"interrupted after the run ended: {job} is recorded ok, with its "
+                                              f"tables (gradflow plot {job})"), out.stderr
+    assert store.read_run(job)["status"] == "ok"
+
+
 def test_a_second_ctrl_c_while_a_run_is_written_leaves_at_once(results):
     """The user insists: the first Ctrl-C during the writes waits, the second stops them, and the run
     is recorded interrupted with the tables written by then."""

@@ -236,6 +236,9 @@ def run(
                 record = job.execute(cfg, job_dir, on_step=progress_lines(cfg.train.steps))
         except KeyboardInterrupt:
             rec = store.read_run(job_dir) or {}
+            if rec.get(store.STATUS) in store.FINISHED:  # Ctrl-C as its last tables were written: it waited
+                leave_interrupted(f"interrupted after the run ended: {job_dir} is recorded {rec[store.STATUS]}, "
+                                  f"with its tables (gradflow plot {job_dir})")
             kept = (f", with its tables up to there (gradflow plot {job_dir})"
                     if store.LAYERS_FILE in rec.get("files", ()) else "")
             leave_interrupted(f"interrupted at step {rec.get('steps_done', 0)}: {job_dir} is marked interrupted"
