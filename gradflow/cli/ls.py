@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -178,7 +179,8 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     n_stale = int((df["status"] == store.STALE).sum()) if "status" in df else 0
     if n_stale and n_stale < len(df):  # (a shrunk grid lists its old points between its live ones)
         notes.append(f"stale: {n_stale} run{'s' * (n_stale != 1)} of an earlier spec of the sweep, not in its "
-                     "grid now; --where status=ok leaves them out, gradflow clean --stale deletes them")
+                     f"grid now; --where status=ok leaves them out, gradflow clean {shlex.quote(title or 'PATH')} "
+                     "--stale deletes them")
     for n in notes:
         print_note(n)
     if warning:
