@@ -378,6 +378,9 @@ def build(paths: list[Path]) -> str:
     if what == "reproduction":  # as the terminal and REPORT.md give it: verdict, scale, overrides, table, notes
         rows = rep.get("claims", [])
         given = " ".join(rep.get("overrides") or [])
+        sections += [f'<p id="{key}"><b>{label}:</b> {_e(rep[key])}</p>' for key, label in
+                     (("paper", "Paper"), ("summary", "Claim"), ("scale_text", f"Scale {rep.get('scale', '?')}"))
+                     if rep.get(key)]  # (a claims.json written before it held them: the page goes without)
         sections += ["<h2>Claims</h2>",
                      f'<p class="{"PASS" if all(r.get("passed") for r in rows) else "FAIL"}" id="verdict">'
                      f'{sum(bool(r.get("passed")) for r in rows)} of {len(rows)} '
@@ -387,6 +390,10 @@ def build(paths: list[Path]) -> str:
         from gradflow.reproduce import tolerance_notes  # each note once, with the claims it explains
 
         sections += [f"<p class=note>Tolerance, {_e(texts)}: {_e(note)}</p>" for texts, note in tolerance_notes(rows)]
+        if rep.get("notes"):  # REPORT.md's notes: what the claims' sources point to ("see the notes")
+            sections += ["<h2>Notes" + (" (written of the default scale's runs)" if rep.get("scale") != "default"
+                                        else "") + "</h2>"]
+            sections += [f"<p>{_e(' '.join(para.split()))}</p>" for para in rep["notes"].split("\n\n") if para.strip()]
     missing = summary.not_run(paths[0], set(df[store.RUN]), []) if len(paths) == 1 else []
     sections += ["<h2>Runs</h2>", "<p class=note>Click a column to sort (again to reverse).</p>",
                  runs_html(df, swept, missing)]

@@ -836,8 +836,9 @@ def write_report(spec: Spec, root: Path, scale: str, results: list[ClaimResult],
     again = f"; {reused} finished run{'s' * (reused != 1)} reused" if reused else ""
     parts += [f"Run on {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} in {wall_time:.0f} s{again}.",
               "", "## Claims", "", f"{tally(results)}.", "", claims_markdown(results), ""]
-    if spec.notes:
-        parts += ["## Notes", "", spec.notes.strip(), ""]
+    if spec.notes:  # (a spec's notes tell of its default-scale runs, figures and numbers)
+        parts += ["## Notes" + (" (written of the default scale's runs)" if scale != "default" else ""), "",
+                  spec.notes.strip(), ""]
     if figures_ or not_drawn:
         parts += ["## Figures", ""] + [f"![{p.stem}]({p.relative_to(root).as_posix()})" for p in figures_] + [""]
         parts += [f"- not drawn: {why}" for why in not_drawn or []] + ([""] if not_drawn else [])
@@ -846,6 +847,9 @@ def write_report(spec: Spec, root: Path, scale: str, results: list[ClaimResult],
         command = (store.sweep_spec(root / arm) or {}).get("command") or f"gradflow sweep {' '.join(ov)}"
         parts.append(f"- `{arm}`: `{command}`")
     store.write_json(store.claims_path(root), {"experiment": spec.name, "scale": scale, "overrides": given,
+                                               # what REPORT.md says around the claims, for the report page
+                                               "paper": spec.paper, "summary": spec.summary,
+                                               "scale_text": spec.scaled.get(scale, ""), "notes": spec.notes.strip(),
                                                "passed": sum(r.passed for r in results), "claims": [
         {**claim_cells(r), "passed": r.passed, "value": r.measured.value,
          **({"tolerance": r.tolerance} if r.tolerance else {})} for r in results], "not_drawn": list(not_drawn or [])})

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from html import escape as html_escape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -309,6 +310,13 @@ def test_reproduction_page_has_its_claims_and_own_figures(study, tmp_path):
     html = (folder / "report.html").read_text()
     assert "Tolerance, it trains: half the chance loss, our margin" in html
     assert "Figure not drawn, profile (its colour key init.sw2 is not a swept key of this data)." in html
+    # the paper, the claim, what the scale changed and the notes, as REPORT.md has them (the page had none,
+    # while its claims' sources said "see the notes")
+    spec = rep.Spec.load("sigmoid-textbook")
+    assert page.texts["paper"] == f"Paper: {spec.paper}" and page.texts["summary"] == f"Claim: {spec.summary}"
+    assert page.texts["scale_text"] == f"Scale quick: {' '.join(spec.scaled['quick'].split())}"
+    assert spec.notes and "<h2>Notes (written of the default scale's runs)</h2>" in html
+    assert html_escape(" ".join(spec.notes.split("\n\n")[0].split())) in html
     tables_scroll_in_their_own_box(page)
 
 
