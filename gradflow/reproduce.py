@@ -151,6 +151,7 @@ class Measured:
     note: str = ""  # why there is no value
     se: float = math.nan  # standard error of a mean over runs (seeds); nan for counts and single runs
     tally: str = ""  # "count" or "share": per_run are 0/1 (a run did or did not), value their sum or mean
+    of: str = ""  # what the value is made of, where it is a difference or a ratio: "χ₁ 0.749 measured, 0.759 theory"
 
     def spread(self) -> str:
         """How the runs spread: their range and standard error, or for a tally how many of them did."""
@@ -171,7 +172,8 @@ class Measured:
         spread = self.spread()
         if self.tally == "count" and not self.note:
             return spread
-        return fmt(self.value, 3) + (f" ({spread})" if spread else "")
+        said = "; ".join(part for part in (self.of if not self.note else "", spread) if part)
+        return fmt(self.value, 3) + (f" ({said})" if said else "")
 
 
 def _mean(values: list[float]) -> Measured:
@@ -377,6 +379,9 @@ def chi1_error(arm: Arm, where=None, trim=3) -> Measured:
     if len(runs) and runs["chi1_theory"].isna().all():  # (say why, as `ls` leaves chi1 theory blank)
         out.note = ("no mean-field χ₁ for these runs: the theory covers MLPs without normalization or skip "
                     "connections")
+    measured, theory = (float(np.nanmean(runs[c].astype(float))) if len(runs) else math.nan
+                        for c in ("chi1_measured", "chi1_theory"))
+    out.of = f"χ₁ {fmt(measured, 4)} measured, {fmt(theory, 4)} theory"
     return out
 
 
@@ -389,7 +394,9 @@ def crossing(arm: Arm, below: dict, above: dict, level: float = 1.0, quantity="s
     hi = layer_factor(arm, above, quantity, trim=trim, squared=True)
     sides = [level - lo.value, hi.value - level]
     i = int(np.nanargmin(sides)) if not all(map(math.isnan, sides)) else 0
-    return Measured(sides[i], [], se=(lo.se, hi.se)[i], note=lo.note or hi.note)
+    at = [" and ".join(f"{k}={fmt(v)}" for k, v in side.items()) for side in (below, above)]
+    return Measured(sides[i], [], se=(lo.se, hi.se)[i], note=lo.note or hi.note,
+                    of=f"{fmt(lo.value, 3)} at {at[0]}, {fmt(hi.value, 3)} at {at[1]}")
 
 
 @measure

@@ -23,6 +23,14 @@ def test_schoenholz2017_quick_passes(shared):
     figures_drawn(outcome, ["profile-signal-init", "grid-train-acc"])
     # the crossing claims' references are gradflow.theory's values
     assert theory.point("tanh", 1.5, 0.05).chi1 < 1 < theory.point("tanh", 2.0, 0.05).chi1
+    # each χ₁ claim's measured cell says the two χ₁ it compares (it gave their relative error alone), and
+    # the theory it names is gradflow.theory's; the crossing's names the factor on each side
+    cell = outcome.claim("σ_w² = 4.0:").measured.cell()
+    assert f"measured, {theory.point('tanh', 4.0, 0.05).chi1:.4g} theory" in cell and cell.startswith("0."), cell
+    measured = float(cell.split("(χ₁ ")[1].split(" measured")[0])
+    assert abs(measured / theory.point("tanh", 4.0, 0.05).chi1 - 1) == pytest.approx(outcome.claim("σ_w² = 4.0:")
+                                                                                    .measured.value, abs=1e-3)
+    assert "at init.sw2=1.5, " in outcome.claim("crosses 1 between").measured.cell()
 
 
 @pytest.mark.slow
