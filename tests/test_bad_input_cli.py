@@ -83,6 +83,12 @@ CASES = [
                                             "trains one network: `gradflow sweep model.activation=tanh,relu ...`"),
     (["reproduce", "he2015", "--name", "x"], "--name is not an option of `gradflow reproduce`; settings are "
                                              "key=value overrides (e.g. results=x, not --results x)"),
+    # every command's unknown option in one form, with the nearest option or all of them (Click's said
+    # "No such option: --dry-run", with its "Possible options" only where one was close)
+    (["ls", "--dry-run"], "--dry-run is not an option of `gradflow ls`; its options: --where, --sort, --steps-to"),
+    (["clean", "{study}", "--stal"], "--stal is not an option of `gradflow clean` (did you mean --stale?); see "
+                                     "`gradflow clean --help`"),
+    (["reproduce", "--dry-run"], "--dry-run is not an option of `gradflow reproduce`; its options: --list, --quick"),
     (["reproduce", "he2015", "--quick", "name=x"], "name=x does not apply to gradflow reproduce: its runs go to "
                                                    "results/reproduce/he2015-quick/"),
     (["sweep", "model.depth=2,0"], "sweep point"),
@@ -273,7 +279,8 @@ def test_the_installed_entry_point_gives_the_same_one_line(tmp_path, args, needl
 
 @pytest.mark.parametrize("args, line", [
     (["plot"], "error: Missing argument 'path'; see `gradflow plot --help`"),
-    (["ls", ".", "--sortt", "x"], "error: No such option: --sortt (Possible options: --json, --rate, --sort); see"),
+    (["ls", ".", "--sortt", "x"], "error: --sortt is not an option of `gradflow ls` (did you mean --sort?); see "
+                                  "`gradflow ls --help`"),
     (["runn"], "error: No such command 'runn'. Did you mean 'run'? See `gradflow --help`"),
     (["gradcheck", "--entries", "abc"], "error: Invalid value for '--entries' ('abc'): not a whole number; see"),
     (["theory", "-a", "tanh", "--sw2=abc"], "error: Invalid value for '--sw2' ('abc'): not a number; see"),

@@ -41,9 +41,22 @@ def _usage_error(e) -> None:
     message = re.sub(r"Input should be a valid (number|integer)(, unable to parse string as an? \w+)?",
                      lambda m: "not a whole number" if m.group(1) == "integer" else "not a number", message)
     ctx = getattr(e, "ctx", None)
-    if ctx is not None:
+    if type(e).__name__ == "NoSuchOption" and ctx is not None:  # as run's and sweep's say it: Click's said
+        message = unknown_option(e.option_name, ctx)  # "No such option", its suggestions only sometimes
+    elif ctx is not None:
         message += f"{' See' if message.endswith('?') else '; see'} `{ctx.command_path} --help`"
     typer.echo(f"error: {message}", err=True)
+
+
+def unknown_option(option: str, ctx) -> str:
+    """One line for an option the command does not have: the nearest it has, else all of them."""
+    from gradflow.errors import did_you_mean
+
+    options = [o for p in ctx.command.params for o in p.opts if o.startswith("--")]
+    near = did_you_mean(option, options)
+    said = near or (f"; its options: {', '.join(options)}" if options else "; it takes none")
+    command = " ".join(["gradflow", *ctx.command_path.split()[1:]])  # (in-process, Click calls the program "root")
+    return f"{option} is not an option of `{command}`{said}; see `{command} --help`"
 
 
 def _given(param, ctx) -> str | None:

@@ -12,11 +12,11 @@ from rich.cells import cell_len
 from rich.markup import escape
 from rich.table import Table
 
-from gradflow.cli.app import app
+from gradflow.cli.app import app, unknown_option
 from gradflow.cli.console import (INTERRUPTED_EXIT, console, err_console, near_options, note_replaced, print_note,
                                   user_errors)
 from gradflow.cli.sweep import report_page, run_plan
-from gradflow.errors import GradflowError
+from gradflow.errors import GradflowError, UsageError
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -39,6 +39,8 @@ def reproduce(
     from gradflow.sweep import check_overrides
 
     near_options(ctx, [name] if name else [])  # `--lst` is taken for the name: say which option it is near
+    if name and name.startswith("--"):  # (--dry-run was "not a known experiment")
+        raise UsageError(unknown_option(name.split("=", 1)[0], ctx))
     if list_ or not name:
         specs = [rep.Spec.load(n) for n in (rep.names() if name in (None, "all") else [name])]
         print_note("reproducible experiments" if len(specs) > 1 else f"experiment {name}")
