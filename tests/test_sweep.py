@@ -288,6 +288,10 @@ def test_the_recorded_command_remakes_the_same_sweep(cli, results, tmp_path):
     assert args[:2] == ["gradflow", "sweep"] and lr in args
     again = cli(*args[1:])
     assert "2 already finished, skipped" in again.output, again.output
+    # the counts under the table say that the runs they count were reused (it read "ok: 2 ... skipped: 2")
+    counts = next(line for line in again.output.splitlines() if line.startswith("ok: "))
+    assert counts.startswith("ok: 2  diverged: 0  failed: 0") and counts.endswith("(2 of these finished before, "
+                                                                                   "skipped)"), counts
 
     points = tmp_path / "points.yaml"
     points.write_text("- {model.depth: 2, model.width: 4}\n- {model.depth: 3, model.width: 6}\n")

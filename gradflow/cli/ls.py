@@ -191,7 +191,13 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     line = "  ".join(f"{k}: {counts.get(k, 0)}" for k in store.STATUSES if k in store.ENDED or counts.get(k))
     line += f"  flagged: {n_flagged}" if n_flagged else ""
     line += f"  not run: {sum(m.missing for m in missing)}" if missing else ""
-    console.print(line + (f"  skipped: {skipped}" if skipped is not None else ""), highlight=False)
+    console.print(line + reused_phrase(skipped), highlight=False)
+
+
+def reused_phrase(skipped: int | None) -> str:
+    """After a sweep's counts by status: how many of them it reused (it said "ok: 12 ... skipped: 12", as if
+    12 more)."""
+    return f"  ({skipped} of these finished before, skipped)" if skipped else ""
 
 
 def render(columns: list[Column], n_rows: int, title: str = "") -> str:
