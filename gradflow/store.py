@@ -43,7 +43,7 @@ from omegaconf import DictConfig, OmegaConf
 from gradflow.choices import identity, settings
 from gradflow.files import atomic_write
 from gradflow.fmt import number_from_json, strict_json
-from gradflow.errors import GradflowError, shorten, shorten_command  # noqa: F401  (store.shorten: the shortener)
+from gradflow.errors import GradflowError, nearest, shorten, shorten_command  # noqa: F401  (store.shorten: the shortener)
 
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
@@ -593,8 +593,14 @@ def check_distinct(paths: list[Path], command: str) -> None:
 def find_runs(path: Path) -> list[Path]:
     """Run folders at or below `path` (a run, a sweep, or a folder of sweeps)."""
     path = Path(path)
-    if not path.exists():
-        raise GradflowError(f"{path} does not exist")
+    if not path.exists():  # the folders beside it nearest its name (results/reproduce/he2015-quick for he2015)
+        try:
+            names = [p.name for p in path.parent.iterdir() if p.is_dir()]
+        except OSError:  # (no such parent either, or not readable)
+            names = []
+        near = nearest(path.name, names) or [n for n in names if n.startswith(path.name)][:3]
+        hint = f" (did you mean {' or '.join(str(path.parent / n) for n in near)}?)" if near else ""
+        raise GradflowError(f"{path} does not exist{hint}")
     if path.is_file():  # (a run's run.json or table, say)
         hint = f": give its run's folder, {path.parent}" if (path.parent / RUN_FILE).exists() else ""
         raise GradflowError(f"{path} is a file, not a run or a folder of runs{hint}")

@@ -134,6 +134,8 @@ CASES = [
     (["sweep", "model.depth=2,3", "--points", "{points}"], "--points and swept keys"),
     # reading commands: missing folders, bad options
     (["ls", "{results}/missing"], "missing does not exist"),
+    # a folder beside it with a name near: a reproduction at --quick is in he2015-quick, not he2015
+    (["report", "{study}-", "--out", "{results}/x.html"], "study- does not exist (did you mean "),
     (["ls", "{empty}"], "holds no runs"),
     (["ls", "{file}"], "a-file is a file, not a run or a folder of runs"),
     (["ls", "{runjson}"], "run.json is a file, not a run or a folder of runs: give its run's folder, "),
