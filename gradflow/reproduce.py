@@ -379,7 +379,7 @@ def chi1_error(arm: Arm, where=None, trim=3) -> Measured:
     if len(runs) and runs["chi1_theory"].isna().all():  # (say why, as `ls` leaves chi1 theory blank)
         out.note = ("no mean-field χ₁ for these runs: the theory covers MLPs without normalization or skip "
                     "connections")
-    measured, theory = (float(np.nanmean(runs[c].astype(float))) if len(runs) else math.nan
+    measured, theory = (float(runs[c].astype(float).mean()) if len(runs) else math.nan  # (NaN where none has it)
                         for c in ("chi1_measured", "chi1_theory"))
     out.of = f"χ₁ {fmt(measured, 4)} measured, {fmt(theory, 4)} theory"
     return out

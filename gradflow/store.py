@@ -43,7 +43,8 @@ from omegaconf import DictConfig, OmegaConf
 from gradflow.choices import identity, settings
 from gradflow.files import atomic_write
 from gradflow.fmt import number_from_json, strict_json
-from gradflow.errors import GradflowError, nearest, shorten, shorten_command  # noqa: F401  (store.shorten: the shortener)
+# (store.shorten: the shortener the rest of gradflow imports)
+from gradflow.errors import GradflowError, nearest, shorten, shorten_command  # noqa: F401
 
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
