@@ -1,6 +1,7 @@
 """The one exception type for mistakes a user can fix (bad key, bad value, missing file)."""
 
 import difflib
+from typing import Callable
 
 
 class GradflowError(Exception):
@@ -67,8 +68,9 @@ def nearest(word: str, choices, cutoff: float = 0.75, within: float = 0.05) -> l
     return [c for r, c in scored if r >= cutoff and r >= scored[0][0] - within][:3] if scored else []
 
 
-def did_you_mean(word: str, choices) -> str:
+def did_you_mean(word: str, choices, show: Callable[[str], str] = str) -> str:
     """ (did you mean X or Y?) for a misspelled `word`, naming its nearest choices, or else (a word of 4 or
-    more characters) up to 3 that begin with it (init=xavier: xavier_normal or xavier_uniform); "" where none."""
+    more characters) up to 3 that begin with it (init=xavier: xavier_normal or xavier_uniform); "" where none.
+    `show`: how a choice is named (a folder's name as its path)."""
     near = nearest(word, choices) or ([c for c in choices if c.startswith(word)][:3] if len(word) >= 4 else [])
-    return f" (did you mean {' or '.join(near)}?)" if near else ""
+    return f" (did you mean {' or '.join(map(show, near))}?)" if near else ""

@@ -44,7 +44,7 @@ from gradflow.choices import identity, settings
 from gradflow.files import atomic_write
 from gradflow.fmt import number_from_json, strict_json
 # (store.shorten: the shortener the rest of gradflow imports)
-from gradflow.errors import GradflowError, nearest, shorten, shorten_command  # noqa: F401
+from gradflow.errors import GradflowError, did_you_mean, shorten, shorten_command  # noqa: F401
 
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
@@ -599,9 +599,7 @@ def find_runs(path: Path) -> list[Path]:
             names = [p.name for p in path.parent.iterdir() if p.is_dir()]
         except OSError:  # (no such parent either, or not readable)
             names = []
-        near = nearest(path.name, names) or [n for n in names if n.startswith(path.name)][:3]
-        hint = f" (did you mean {' or '.join(str(path.parent / n) for n in near)}?)" if near else ""
-        raise GradflowError(f"{path} does not exist{hint}")
+        raise GradflowError(f"{path} does not exist{did_you_mean(path.name, names, lambda n: str(path.parent / n))}")
     if path.is_file():  # (a run's run.json or table, say)
         hint = f": give its run's folder, {path.parent}" if (path.parent / RUN_FILE).exists() else ""
         raise GradflowError(f"{path} is a file, not a run or a folder of runs{hint}")

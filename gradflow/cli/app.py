@@ -10,7 +10,7 @@ import typer
 from typer.core import TyperOption
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from gradflow.cli.console import console
+from gradflow.cli.console import console, unknown_option
 
 app = typer.Typer(
     help="gradflow: run, measure, plot and reproduce gradient-flow experiments (vanishing and exploding gradients).",
@@ -46,17 +46,6 @@ def _usage_error(e) -> None:
     elif ctx is not None:
         message += f"{' See' if message.endswith('?') else '; see'} `{ctx.command_path} --help`"
     typer.echo(f"error: {message}", err=True)
-
-
-def unknown_option(option: str, ctx) -> str:
-    """One line for an option the command does not have: the nearest it has, else all of them."""
-    from gradflow.errors import did_you_mean
-
-    options = [o for p in ctx.command.params for o in p.opts if o.startswith("--")]
-    near = did_you_mean(option, options)
-    said = near or (f"; its options: {', '.join(options)}" if options else "; it takes none")
-    command = " ".join(["gradflow", *ctx.command_path.split()[1:]])  # (in-process, Click calls the program "root")
-    return f"{option} is not an option of `{command}`{said}; see `{command} --help`"
 
 
 def _given(param, ctx) -> str | None:

@@ -124,12 +124,21 @@ def note_replaced(overrides: list[str] | None) -> None:
         print_note(f"note: {note}", style="yellow")
 
 
+def _options(ctx) -> list[str]:
+    return [opt for p in ctx.command.params for opt in p.opts if opt.startswith("--")]
+
+
 def near_options(ctx: typer.Context, overrides: list[str] | None) -> None:
     """A mistyped option (Typer hands it on with the overrides, `--nmae x`): one line naming the option it
     is nearest to. Anything else that starts with "-" is left to the overrides' own check."""
-    options = [opt for p in ctx.command.params for opt in p.opts if opt.startswith("--")]
     for o in overrides or []:
-        near = did_you_mean(o.split("=", 1)[0], options) if o.startswith("--") else ""
-        if near:
-            raise UsageError(f"{o.split('=', 1)[0]} is not an option of `gradflow {ctx.command.name}`{near}; "
-                                f"see `gradflow {ctx.command.name} --help`")
+        if o.startswith("--") and did_you_mean(o.split("=", 1)[0], _options(ctx)):
+            raise UsageError(unknown_option(o.split("=", 1)[0], ctx))
+
+
+def unknown_option(option: str, ctx) -> str:
+    """One line for an option the command does not have: the nearest it has, else all of them."""
+    options = _options(ctx)
+    said = did_you_mean(option, options) or (f"; its options: {', '.join(options)}" if options else "; it takes none")
+    command = " ".join(["gradflow", *ctx.command_path.split()[1:]])  # (in-process, Click calls the program "root")
+    return f"{option} is not an option of `{command}`{said}; see `{command} --help`"

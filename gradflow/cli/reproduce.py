@@ -12,9 +12,9 @@ from rich.cells import cell_len
 from rich.markup import escape
 from rich.table import Table
 
-from gradflow.cli.app import app, unknown_option
+from gradflow.cli.app import app
 from gradflow.cli.console import (INTERRUPTED_EXIT, console, err_console, near_options, note_replaced, print_note,
-                                  user_errors)
+                                  unknown_option, user_errors)
 from gradflow.cli.sweep import report_page, run_plan
 from gradflow.errors import GradflowError, UsageError
 
