@@ -362,6 +362,12 @@ window.addEventListener('load', () => {
 """
 
 
+def _inline_markdown(text: str) -> str:
+    """A spec's notes (markdown in REPORT.md), escaped, with their **bold** and `code` as the page's own."""
+    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
 def build(paths: list[Path]) -> str:
     """The whole page as one HTML string."""
     paths = [Path(p) for p in paths]
@@ -393,7 +399,8 @@ def build(paths: list[Path]) -> str:
         if rep.get("notes"):  # REPORT.md's notes: what the claims' sources point to ("see the notes")
             sections += ["<h2>Notes" + (" (written of the default scale's runs)" if rep.get("scale") != "default"
                                         else "") + "</h2>"]
-            sections += [f"<p>{_e(' '.join(para.split()))}</p>" for para in rep["notes"].split("\n\n") if para.strip()]
+            sections += [f"<p>{_inline_markdown(_e(' '.join(para.split())))}</p>"
+                         for para in rep["notes"].split("\n\n") if para.strip()]
     missing = summary.not_run(paths[0], set(df[store.RUN]), []) if len(paths) == 1 else []
     sections += ["<h2>Runs</h2>", "<p class=note>Click a column to sort (again to reverse).</p>",
                  runs_html(df, swept, missing)]

@@ -317,6 +317,9 @@ def test_reproduction_page_has_its_claims_and_own_figures(study, tmp_path):
     assert page.texts["scale_text"] == f"Scale quick: {' '.join(spec.scaled['quick'].split())}"
     assert spec.notes and "<h2>Notes (written of the default scale's runs)</h2>" in html
     assert html_escape(" ".join(spec.notes.split("\n\n")[0].split())) in html
+    # notes are REPORT.md's markdown: their bold and code marks become the page's (schoenholz2017's "**χ₁ (a).**")
+    assert report._inline_markdown(html_escape("**χ₁ (a).** see `init=xavier_normal` & <b>")) == \
+        "<b>χ₁ (a).</b> see <code>init=xavier_normal</code> &amp; &lt;b&gt;"
     tables_scroll_in_their_own_box(page)
 
 
