@@ -140,5 +140,9 @@ def unknown_option(option: str, ctx) -> str:
     """One line for an option the command does not have: the nearest it has, else all of them."""
     options = _options(ctx)
     said = did_you_mean(option, options) or (f"; its options: {', '.join(options)}" if options else "; it takes none")
-    command = " ".join(["gradflow", *ctx.command_path.split()[1:]])  # (in-process, Click calls the program "root")
+    names = []  # the command's own names, not the program's ("python -m gradflow", or "root" in-process)
+    while ctx.parent is not None:
+        names.append(ctx.info_name)
+        ctx = ctx.parent
+    command = " ".join(["gradflow", *reversed(names)])
     return f"{option} is not an option of `{command}`{said}; see `{command} --help`"
