@@ -19,7 +19,7 @@ import pandas as pd
 from gradflow import store
 from gradflow.fmt import fmt
 from gradflow.errors import GradflowError, did_you_mean
-from gradflow.plots.keys import abbreviate
+from gradflow.plots.keys import abbreviate, n_distinct
 from gradflow.probes.quantities import QUANTITIES
 
 BLOCKS = "blocks"  # a fit over a net's blocks says so: "4 blocks, resid" (rate)
@@ -319,7 +319,14 @@ def listing(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str] = 
     declared = [full_key(df, k) for _, spec in store.sweep_specs(path) for k in spec.get("swept") or []
                 if isinstance(k, str)]
     swept += [k for k in dict.fromkeys(declared) if k and k not in swept]
-    return sort_runs(df, swept or [store.RUN]), swept
+    df = sort_runs(df, swept or [store.RUN])
+    folders = df[store.RUN].astype(str).map(lambda r: r.rpartition("/")[0]).to_numpy()
+    df = df.iloc[np.argsort(folders, kind="stable")]  # each study's runs together
+    df.attrs[DECLARED] = [k for k in declared if k]
+    return df, swept
+
+
+DECLARED = "declared"  # the runs table's attrs: the keys a sweep's spec at or under the folder sweeps
 
 
 def _probed() -> tuple[str, ...]:
@@ -349,8 +356,23 @@ STUDY = "study"  # --where's name for the folder a run is in, in a folder of sev
 
 
 def study_of(df: pd.DataFrame) -> pd.Series:
-    """Each run's study: its id's first part (`s4` of `s4/model.depth=2`)."""
-    return df[store.RUN].astype(str).str.split("/", n=1).str[0]
+    """Each run's study: the folder it is in, relative to the folder listed, less the folders every run
+    is in (`s4` of `s4/model.depth=2`; `he2015-quick/train` of `reproduce/he2015-quick/train/init=...`
+    beside glorot2010-quick's runs: `reproduce`, their first part, named them all alike)."""
+    folders = df[store.RUN].astype(str).map(lambda r: r.rpartition("/")[0])
+    parts = [f.split("/") for f in folders]
+    common = 0
+    while parts and all(len(p) > common + 1 and p[common] == parts[0][common] for p in parts):
+        common += 1
+    return folders.map(lambda f: "/".join(f.split("/")[common:]))
+
+
+def in_study(folders: pd.Series, value: str) -> pd.Series:
+    """Which of the runs' `folders` (relative to the folder listed) --where study=VALUE keeps: those whose
+    folder holds VALUE as whole parts (he2015-quick keeps its init and train runs; reproduce all the
+    reproductions; train every reproduction's train runs)."""
+    value = value.strip("/")
+    return folders.astype(str).map(lambda f: f"/{value}/" in f"/{f}/")
 
 
 @dataclass
@@ -373,7 +395,7 @@ def not_run(path: Path, there: set[str], where: list[tuple[str, str]]) -> list[N
         if not isinstance(spec.get("runs"), dict):
             continue
         prefix = sweep.relative_to(path).as_posix()
-        if any(k == STUDY and not matches(pd.Series([prefix.split("/")[0]]), v).iloc[0] for k, v in where):
+        if any(k == STUDY and not in_study(pd.Series([prefix]), v).iloc[0] for k, v in where):
             continue
         jobs = [job for job in spec["runs"] if (job if prefix == "." else f"{prefix}/{job}") not in there]
         jobs = [job for job in jobs if all(_job_matches(str(job), k, v) for k, v in where)]
@@ -671,21 +693,29 @@ def table_columns(df: pd.DataFrame, swept: list[str]) -> list[Column]:
     names = abbreviate(swept)
     taken = {label for label, _ in RESULT_COLUMNS.values()}
     names = {k: k if label in taken else label for k, label in names.items()}  # train.steps next to steps done
+    # in a folder of several studies, each run's study first (two reproductions' runs read alike, the
+    # keys that tell them apart left out at 80 columns), and the keys that differ within a study before
+    # those the study's name already tells (a reproduction's width, data); then the run's id where the
+    # keys (and the study) do not tell the rows apart: nothing swept, runs of a Recorder with different
+    # config keys, a stale run beside its replacement
+    ids = list(df["run"].astype(str))
+    several = bool(ids) and all("/" in r for r in ids) and len({r.rpartition("/")[0] for r in ids}) > 1 \
+        and store.SOURCE not in swept  # (a comparison's sources are its first column)
+    studies = list(study_of(df)) if several else [""] * len(ids)
+    if several:
+        groups = [np.array(studies) == s for s in set(studies)]
+        swept = sorted(swept, key=lambda k: not any(n_distinct(df[k][g]) > 1 for g in groups))
     keys = [Column(k, names[k], KEY_PRIORITY, _cells(df, k), _numeric(df[k]) is not None) for k in swept]
     rows = list(zip(*(c.cells for c in keys)))
-    # the run's id first where the keys do not tell the rows apart: nothing swept, runs of a Recorder
-    # with different config keys, a stale run beside its replacement; in a folder of studies whose
-    # runs the keys tell apart within each study, the study's name (the id's first part) will do
-    cols = []
-    if not keys or len(set(rows)) < len(rows):
-        ids = list(df["run"].astype(str))
-        studies = [r.split("/", 1)[0] for r in ids]
-        if keys and all("/" in r for r in ids) and len(set(zip(studies, rows))) == len(rows):
-            cols = [Column("run", "study", KEY_PRIORITY, studies, False)]
-        else:
-            # (the keys are columns: a short id that tells apart the runs of equal keys leaves them room)
-            budgets = tuple(range(8, 61, 2)) if keys else (28, 40, 60)
-            cols = [Column("run", "run", KEY_PRIORITY, short_ids(ids, budgets, rows if keys else None), False)]
+    cols = [Column(STUDY, STUDY, KEY_PRIORITY, studies, False)] if several else []
+    told = list(zip(studies, rows))
+    if not keys and not several or len(set(told)) < len(told):
+        if several:  # (the study is a column: the id within it)
+            ids = [r.rpartition("/")[2] for r in ids]
+        # (the keys are columns: a short id that tells apart the runs of equal keys leaves them room)
+        budgets = tuple(range(8, 61, 2)) if keys or several else (28, 40, 60)
+        cols.append(Column("run", "run", KEY_PRIORITY,
+                           short_ids(ids, budgets, told if keys or several else None), False))
     cols += keys
     # a result no run has is no column (a recurrent net's weight-gradient ratios: its time steps have no
     # weights of their own; chi1 where no theory applies); the status and how far the runs got always show

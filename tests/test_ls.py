@@ -363,7 +363,7 @@ def test_a_users_own_top_level_key_is_a_config_key_across_studies(tmp_path):
     rows = json.loads(CliRunner().invoke(app, ["ls", str(results), "--json"], catch_exceptions=False).output)
     assert sorted(str(r.get("tag")) for r in rows) == ["None", "baseline", "wider"]
     wide = CliRunner().invoke(app, ["ls", str(results), "--wide"], catch_exceptions=False).output
-    assert wide.splitlines()[1].split()[:2] == ["tag", "status"] and "baseline" in wide and "wider" in wide
+    assert wide.splitlines()[1].split()[:3] == ["study", "tag", "status"] and "baseline" in wide and "wider" in wide
     assert gradflow.load(results / "tags").attrs["user_keys"] == ["tag"]  # (not run, source, status)
     assert "tag" in swept_keys(gradflow.load(results / "tags")) and "tag" in swept_keys(gradflow.load(results, "runs"))
     assert not {"pid", "host", "job", "fused_steps"} & set(swept_keys(gradflow.load(results, "runs"), exclude=()))
@@ -438,6 +438,44 @@ def test_runs_the_keys_do_not_tell_apart_are_named_by_their_study_or_run(tmp_pat
     assert short_ids(["+note=" + "x" * 40]) == ["+note=xxxxxxx…xxxxxxxxxxxxxx"]  # one item: its ends
 
 
+def test_runs_of_nested_studies_are_named_by_their_own_folder_and_keys_within_a_study_come_first(tmp_path,
+                                                                                                 monkeypatch):
+    # `ls results` after two reproductions: every run's study read `reproduce` (its id's first part), the
+    # keys that told a reproduction's runs apart (init, seed) were left out at 80 columns for those that
+    # only told the reproductions apart (width, data), and the rows read as the same run listed thrice
+    from gradflow.cli import app
+    from gradflow.cli.console import console
+
+    monkeypatch.setattr(console, "width", 80)
+    results = tmp_path / "results"
+    small = ["data=gaussian", "data.n_train=64", "data.n_test=32", "data.dim=8", "model.depth=2", "train.steps=2",
+             "train.batch_size=32", "init=xavier_normal,orthogonal", "seed=0,1"]
+    for name, more in (("a-quick/init", ["model.width=8", "optim.lr=0.1"]),
+                       ("b-quick/train", ["model.width=16", "optim.lr=0.2"]),
+                       ("b-quick/init", ["model.width=16", "optim.lr=0.2"])):
+        folder = results / "reproduce" / name
+        args = ["sweep", *small, *more, f"results={folder.parent}", "--name", folder.name]
+        assert CliRunner().invoke(app, args, catch_exceptions=False).exit_code == 0
+    text = gradflow("ls", str(results))
+    check_readable(text)
+    header = text.splitlines()[2].split()
+    assert header[:3] == ["study", "init", "seed"], text  # (width and lr after: the study tells them)
+    rows = table_rows(text, r"[ab]-quick\S*")
+    assert [r[:3] for r in rows[:4]] == [["a-quick/init", "orthogonal", "0"], ["a-quick/init", "orthogonal", "1"],
+                                         ["a-quick/init", "xavier_normal", "0"], ["a-quick/init", "xavier_normal", "1"]]
+    assert [r[0] for r in rows] == ["a-quick/init"] * 4 + ["b-quick/init"] * 4 + ["b-quick/train"] * 4, text
+    # --where study=NAME keeps the folders that hold NAME as whole parts: a reproduction, an arm, all
+    for name, kept in (("b-quick", 8), ("init", 8), ("reproduce", 12), ("a-quick/init", 4)):
+        assert len(runs_json(results, "--where", f"study={name}")) == kept, name
+    # the keys --where leaves at one value (those the study told) are one line, not columns that push the
+    # seed off the line; the keys its sweeps sweep stay
+    text = gradflow("ls", str(results), "--where", "study=b-quick/train", "--where", "seed=1")
+    assert text.splitlines()[2].split()[:2] == ["init", "seed"], text
+    assert "the same in every run --where keeps: width 16, lr 0.2" in " ".join(text.split()), text
+    out = CliRunner().invoke(app, ["ls", str(results), "--where", "study=quick"])
+    assert out.exit_code == 1 and "study here: a-quick/init, b-quick/init, b-quick/train" in out.output
+
+
 def test_a_recorders_run_beside_a_sweep_leaves_the_sweeps_constant_keys_out(swept, tmp_path):
     # a Recorder's run has its own config ({lr, depth}) and none of `gradflow run`'s: each of the sweep's
     # constant keys (model.name, train.steps, ..., seed) read as swept, mlp against -, so ~30 key columns
@@ -458,11 +496,12 @@ def test_a_recorders_run_beside_a_sweep_leaves_the_sweeps_constant_keys_out(swep
     text = gradflow("ls", str(results))
     check_readable(text)
     header = " ".join(text.splitlines()[1:3])
-    assert {"lr", "depth", "init", "status", "loss"} <= set(header.split()), text
+    assert {"study", "lr", "depth", "init", "status"} <= set(header.split()), text
+    assert {"loss", "meas"} & set(header.split()), text  # a result (the chi1 fit the warning is about)
     assert not {"model", "data", "steps", "seed"} & set(header.split()), text
     assert "only some of the folder's runs set them, each to one value: seed, and the other keys of model, data" in " ".join(text.split())
-    rows = table_rows(text, r"[\d.-]+")
-    assert len(rows) == 7 and [r[:4] for r in rows].count(["-", "-", "0.1", "2"]) == 1, text
+    rows = table_rows(text, r"grid|mine")
+    assert len(rows) == 7 and [r[:5] for r in rows].count(["mine", "-", "-", "0.1", "2"]) == 1, text
     assert "model" in gradflow("ls", str(results), "--wide").splitlines()[1].split()  # --wide: every key
     # --where keeps the sweep's runs: their constant keys stay no columns, and the Recorder's keys, which
     # none of them has, go

@@ -18,14 +18,15 @@ from gradflow.errors import GradflowError, did_you_mean
 from gradflow.fmt import fmt, strict_json
 from gradflow.plots.keys import (abbreviate, config_columns, full_key, implied_keys, n_distinct, ordered_values,
                                  partial_keys, partial_phrase)
-from gradflow.summary import (FLAGGED, KEY_PRIORITY, LS_COLUMNS, RESULT_COLUMNS, STUDY, STUDY_PRIORITY, Column,
-                              column_notes, listing, mark_flagged, matches, not_run, not_run_note, sort_runs,
+from gradflow.summary import (DECLARED, FLAGGED, KEY_PRIORITY, LS_COLUMNS, RESULT_COLUMNS, STUDY, STUDY_PRIORITY, Column,
+                              column_notes, in_study, listing, mark_flagged, matches, not_run, not_run_note, sort_runs,
                               study_columns, study_of, swept_columns, table_columns, transient_warning)
 
 SEP = 3  # characters between two columns of the SIMPLE_HEAD table
 
 PARTIAL = "partial_keys"  # the runs table's attrs: the keys only some runs of the folder set (`partial_keys`)
 NOT_RUN = "not_run"  # the runs table's attrs: the sweeps under the folder with points not run yet (`not_run`)
+WHERE = "where"  # the runs table's attrs: the --where conditions that kept its rows
 
 
 def runs_view(path: Path, where: list[str] | None = None, sort: str | None = None,
@@ -38,6 +39,7 @@ def runs_view(path: Path, where: list[str] | None = None, sort: str | None = Non
                                                        (c.split("=", 1) for c in where or [] if "=" in c)])
     df = keep_where(df, where, swept, choices)
     df.attrs[NOT_RUN] = missing
+    df.attrs[WHERE] = list(where or [])
     if sort:
         descending = sort.startswith("-")
         key = column(df, sort.lstrip("-"), "--sort", swept, [*swept, *(c for c in LS_COLUMNS if c in df.columns),
@@ -57,7 +59,9 @@ def keep_where(df: pd.DataFrame, where: list[str] | None, swept: list[str], choi
         key, value = cond.split("=", 1)
         key = where_key(df, key, swept, choices)
         values = study_of(df) if key == STUDY else df[key]
-        if key == store.STATUS:  # as the table shows it: ok* a flagged run (status=ok keeps it too)
+        if key == STUDY:  # (by the folders' whole parts: --where study=he2015-quick keeps its init and train)
+            kept = df[in_study(df[store.RUN].astype(str).map(lambda r: r.rpartition("/")[0]), value)]
+        elif key == store.STATUS:  # as the table shows it: ok* a flagged run (status=ok keeps it too)
             shown = mark_flagged(df)[0][key]
             kept = df[matches(shown if value.endswith(FLAGGED) else values, value)]
             values = shown
@@ -143,6 +147,13 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     swept = swept_columns(df, swept)
     if not wide:  # (keys of runs --where left out: the Recorder's lr beside `--where model=mlp`)
         swept = [k for k in swept if df[k].notna().any()]
+    # keys --where left at one value are no columns (they took the room of the seed that tells the rows
+    # apart) but one line: the runs --where keeps are a folder of their own; a key a sweep's spec sweeps
+    # stays, as it does in a sweep cut short
+    same = [k for k in swept if n_distinct(df[k]) == 1 and k not in df.attrs.get(DECLARED, ())] \
+        if df.attrs.get(WHERE) and not wide else []
+    names = abbreviate(swept)  # (of all: data.seed beside seed)
+    swept = [k for k in swept if k not in same]
     implied = {} if wide else implied_keys(df, swept)
     # (the folder's, from runs_view, where --where kept only some runs)
     partial = [] if wide else [k for k in (df.attrs[PARTIAL] if PARTIAL in df.attrs else partial_keys(df, swept))
@@ -160,6 +171,10 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     one_line_headers(shown, None if wide else console.width)
     console.print(render(shown, len(df), title), highlight=False, soft_wrap=True)
     notes = column_notes(shown, df)
+    if same:
+        values = [f"{names[k]} {fmt(df[k].iloc[0]) or '-'}" for k in same]
+        more = f" and {len(values) - 6} more; --wide shows them" if len(values) > 7 else ""
+        notes.insert(0, f"the same in every run --where keeps: {', '.join(values[:6] if more else values)}{more}")
     implied = {k: c for k, c in implied.items() if n_distinct(df[k]) > 1}  # (say so only where shown runs differ)
     if implied:
         names = abbreviate([*swept, *implied])
