@@ -401,6 +401,8 @@ def build(paths: list[Path]) -> str:
                                         else "") + "</h2>"]
             sections += [f"<p>{_inline_markdown(_e(' '.join(para.split())))}</p>"
                          for para in rep["notes"].split("\n\n") if para.strip()]
+    if what == "folder":  # the reproductions under it, each's verdict and a link to its own page
+        sections += reproductions_html(paths[0])
     missing = summary.not_run(paths[0], set(df[store.RUN]), []) if len(paths) == 1 else []
     sections += ["<h2>Runs</h2>", "<p class=note>Click a column to sort (again to reverse).</p>",
                  runs_html(df, swept, missing)]
@@ -449,6 +451,34 @@ def build(paths: list[Path]) -> str:
     return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
             f"<title>gradflow {_e(what)}: {_e(title)}</title><style>{STYLE}</style></head><body>"
             + "\n".join(sections) + f"<script>{SCRIPT}</script></body></html>\n")
+
+
+def reproductions_html(folder: Path) -> list[str]:
+    """A folder's reproductions (each a folder with claims.json, at any depth): one row each with its
+    paper, scale, how many claims pass and which fail, linked to its own page (or REPORT.md)."""
+    found = sorted(f.parent for f in Path(folder).rglob(store.CLAIMS_FILE))
+    if not found:
+        return []
+    body = []
+    for study in found:
+        rep = reproduction(study)
+        rows = rep.get("claims", [])
+        passed = sum(bool(r.get("passed")) for r in rows)
+        verdict = "PASS" if rows and passed == len(rows) else "FAIL"
+        page = next((p for p in (study / store.REPORT_HTML, store.report_path(study)) if p.exists()), None)
+        name = study.relative_to(folder).as_posix()
+        link = f'<a href="{_e(page.relative_to(folder).as_posix())}">{_e(name)}</a>' if page else _e(name)
+        failed = "; ".join(str(r.get("claim", "?")) for r in rows if not r.get("passed"))
+        body.append(f"<tr><td>{link}</td><td>{_e(rep.get('paper', ''))}</td><td>{_e(rep.get('scale', '?'))}</td>"
+                    f"<td class={verdict}>{passed} of {len(rows)} pass</td><td>{_e(failed or '-')}</td></tr>")
+    head = "".join(f"<th>{h}</th>" for h in ("reproduction", "paper", "scale", "claims", "failed"))
+    n_pass = sum("class=PASS" in row for row in body)
+    return ["<h2>Reproductions</h2>",
+            f"<p id=verdict>{n_pass} of {len(found)} reproductions pass every claim; each name opens its own "
+            "page (<code>gradflow report</code> of its folder writes it where there is none, REPORT.md "
+            "is linked instead).</p>",
+            _scroll(f'<table id="reproductions"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody>'
+                    "</table>")]
 
 
 def _claims_html(rows: list[dict[str, str]]) -> str:

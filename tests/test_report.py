@@ -323,6 +323,31 @@ def test_reproduction_page_has_its_claims_and_own_figures(study, tmp_path):
     tables_scroll_in_their_own_box(page)
 
 
+def test_a_folder_of_reproductions_shows_each_ones_verdict_linked_to_its_page(study, tmp_path):
+    # the page of a folder of reproductions showed their runs and figures but no claim, pass or fail
+    from gradflow import reproduce as rep
+
+    folder = tmp_path / "results"
+    good = [rep.ClaimResult("gradient vanishes", "< 1e-3", "paper", "Fig. 2", rep.Measured(1e-5, [1e-5]), "< 0.01",
+                            True)]
+    bad = [*good, rep.ClaimResult("it trains", "< 0.5", "design", "a reason", rep.Measured(0.7, [0.7]), "< 0.5",
+                                  False)]
+    for name, results in (("a-quick", good), ("b-quick", bad)):
+        shutil.copytree(study, folder / "reproduce" / name / "arm", ignore=shutil.ignore_patterns("report.html"))
+        _write_reproduction(folder / "reproduce" / name, results)
+    report.write([folder / "reproduce" / "a-quick"])  # a's own page; b has only REPORT.md
+    page = Page(report.write([folder]).read_text())
+    assert report.kind(folder) == "folder" and "reproductions" in page.tables
+    assert page.texts["verdict"].startswith("1 of 2 reproductions pass every claim")
+    rows = page.texts["reproductions"]
+    assert "reproduce/a-quick" in rows and "1 of 1 pass" in rows and "2 of 2" not in rows
+    assert "reproduce/b-quick" in rows and "1 of 2 pass" in rows and "it trains" in rows
+    assert "gradient vanishes" not in rows  # (only the failed claims are named)
+    assert {"reproduce/a-quick/report.html", "reproduce/b-quick/REPORT.md"} <= set(page.urls)
+    assert all((folder / url).exists() for url in page.urls if url.startswith("reproduce/"))
+    assert "reproductions" not in Page((study / "report.html").read_text()).tables  # (a sweep has none)
+
+
 def test_bad_path_is_one_line(cli, tmp_path):
     out = cli("report", str(tmp_path / "nothing"))
     assert out.exit_code == 1 and "does not exist" in out.output and "Traceback" not in out.output
