@@ -525,6 +525,27 @@ def test_gradflow_run_says_a_run_ctrl_c_reached_as_it_was_written_is_recorded_wh
     assert store.read_run(job)["status"] == "ok"
 
 
+@pytest.mark.parametrize("bad", [False, True], ids=["finished", "refused"])
+def test_a_ctrl_c_as_the_interpreter_shuts_down_leaves_with_the_commands_own_status(results, bad):
+    """After the command has ended, a Ctrl-C during the interpreter's shutdown (threads joined, a joblib
+    pool's exit) printed a KeyboardInterrupt traceback as "Exception ignored", or ended the process by
+    SIGINT (status -2, no line) after every run had finished: it leaves with the command's own status."""
+    script = ("import sys, threading\nfrom gradflow.__main__ import main\n"
+              "from tests.conftest import ctrl_c_on_entering\n"
+              "sys.argv = ['gradflow', *sys.argv[1:]]\n"
+              "held = ctrl_c_on_entering(threading._shutdown)\nheld.__enter__()\nmain()\n")  # (to the end)
+    args = [*SMALL, f"results={results}", "name=w", *(["model.depth=abc"] if bad else [])]
+    out = subprocess.run([sys.executable, "-c", script, "run", *args], capture_output=True, text=True,
+                         timeout=300, env=ENV, cwd=Path(gradflow.__file__).parents[1])
+    assert "KeyboardInterrupt" not in out.stderr and "Exception ignored" not in out.stderr, out.stderr
+    if bad:
+        assert out.returncode == 1 and out.stderr.strip() == "error: model.depth='abc' is not a valid integer"
+    else:
+        assert out.returncode == 0 and not out.stderr, out.stderr
+        assert store.read_run(next((results / "w").glob("*/run.json")).parent)["status"] == "ok"
+        assert out.stdout.rstrip().splitlines()[-1].startswith("results: ")  # (its last line, flushed)
+
+
 def test_a_second_ctrl_c_while_a_run_is_written_leaves_at_once(results):
     """The user insists: the first Ctrl-C during the writes waits, the second stops them, and the run
     is recorded interrupted with the tables written by then."""
