@@ -381,26 +381,8 @@ def build(paths: list[Path]) -> str:
                 f'{datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}. '
                 f'<span id="figures-status">figures not checked (script off)</span></p>']
     rep = reproduction(paths[0]) if what == "reproduction" else {}
-    if what == "reproduction":  # as the terminal and REPORT.md give it: verdict, scale, overrides, table, notes
-        rows = rep.get("claims", [])
-        given = " ".join(rep.get("overrides") or [])
-        sections += [f'<p id="{key}"><b>{label}:</b> {_e(rep[key])}</p>' for key, label in
-                     (("paper", "Paper"), ("summary", "Claim"), ("scale_text", f"Scale {rep.get('scale', '?')}"))
-                     if rep.get(key)]  # (a claims.json written before it held them: the page goes without)
-        sections += ["<h2>Claims</h2>",
-                     f'<p class="{"PASS" if all(r.get("passed") for r in rows) else "FAIL"}" id="verdict">'
-                     f'{sum(bool(r.get("passed")) for r in rows)} of {len(rows)} '
-                     f'claims pass, at the {_e(str(rep.get("scale", "?")))} scale'
-                     + (f"; overrides given to every arm: <code>{_e(given)}</code>" if given else "") + ".</p>",
-                     _claims_html(rows)]
-        from gradflow.reproduce import tolerance_notes  # each note once, with the claims it explains
-
-        sections += [f"<p class=note>Tolerance, {_e(texts)}: {_e(note)}</p>" for texts, note in tolerance_notes(rows)]
-        if rep.get("notes"):  # REPORT.md's notes: what the claims' sources point to ("see the notes")
-            sections += ["<h2>Notes" + (" (written of the default scale's runs)" if rep.get("scale") != "default"
-                                        else "") + "</h2>"]
-            sections += [f"<p>{_inline_markdown(_e(' '.join(para.split())))}</p>"
-                         for para in rep["notes"].split("\n\n") if para.strip()]
+    if what == "reproduction":
+        sections += reproduction_html(rep)
     if what == "folder":  # the reproductions under it, each's verdict and a link to its own page
         sections += reproductions_html(paths[0])
     missing = summary.not_run(paths[0], set(df[store.RUN]), []) if len(paths) == 1 else []
@@ -419,38 +401,75 @@ def build(paths: list[Path]) -> str:
                  f'<h2>Resolved config: <span id="config-run">{_e(run_name)}</span></h2>',
                  "<p class=note>The first run in the runs table's own order (before any re-sorting).</p>",
                  '<pre id="config">' + _e(config) + "</pre>"]
-    from gradflow.plots.keys import axes, config_columns, n_distinct
-
     differ = {}
     if what == "comparison":  # what each source fixes differently (the comparison is about): each by name
         from gradflow.compare import differing_keys
-        from gradflow.plots.keys import is_missing, partial_keys, partial_phrase
 
-        labels = _labels(paths)
-        differ = differing_keys(df, labels)
-        # keys only some sources set (a Gaussian source's data.dim beside MNIST-1D's) by group, as compare says
-        partial = partial_keys(df, list(differ), store.SOURCE)
-        said = []
-        for i, s in enumerate(labels):
-            items = [f"{k}={fmt(v[i])}" for k, v in differ.items() if k not in partial and not is_missing(v[i])]
-            own = [k for k in partial if not is_missing(differ[k][i])]
-            whose = "the other keys" if items else "the keys"
-            tail = f"{', and ' if items else ''}{partial_phrase(own, whose)}, which only it sets" if own else ""
-            said.append(f"{s} has {', '.join(items)}{tail}" if items or own else f"{s} sets none of them")
-        if differ:
-            sections.append("<p class=note id=differ>The sources differ in what each fixes: " + _e("; ".join(said))
-                            + ".</p>")
-    if shown := axes(df, swept):  # (not init.gain, set by the init choice; not a group only some runs have)
-        # keys the runs also differ in, that are no axis: those a choice sets, those only some sources have
-        also = [k for k in config_columns(df) if k not in shown and k not in differ and k != store.SOURCE
-                and n_distinct(df[k]) > 1]
-        named = ", ".join(also[:10]) + (f" and {len(also) - 10} more" if len(also) > 10 else "")
-        tail = (f"; the runs also differ in keys a choice sets or only some of them have: {named}" if also
-                else "; other runs differ only there" + (" and in what each source fixes (above)" if differ else ""))
-        sections.append("<p class=note>Swept: " + _e(", ".join(shown)) + _e(tail) + ".</p>")
+        differ = differing_keys(df, _labels(paths))
+        sections += differ_html(df, _labels(paths), differ)
+    sections += swept_html(df, swept, differ)
     return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
             f"<title>gradflow {_e(what)}: {_e(title)}</title><style>{STYLE}</style></head><body>"
             + "\n".join(sections) + f"<script>{SCRIPT}</script></body></html>\n")
+
+
+def reproduction_html(rep: dict) -> list[str]:
+    """A reproduction's head, as the terminal and REPORT.md give it: paper, claim, scale, the verdict with
+    the overrides given, the claims table, the tolerance notes and the notes."""
+    from gradflow.reproduce import tolerance_notes  # each note once, with the claims it explains
+
+    rows = rep.get("claims", [])
+    given = " ".join(rep.get("overrides") or [])
+    sections = [f'<p id="{key}"><b>{label}:</b> {_e(rep[key])}</p>' for key, label in
+                (("paper", "Paper"), ("summary", "Claim"), ("scale_text", f"Scale {rep.get('scale', '?')}"))
+                if rep.get(key)]  # (a claims.json written before it held them: the page goes without)
+    sections += ["<h2>Claims</h2>",
+                 f'<p class="{"PASS" if all(r.get("passed") for r in rows) else "FAIL"}" id="verdict">'
+                 f'{sum(bool(r.get("passed")) for r in rows)} of {len(rows)} '
+                 f'claims pass, at the {_e(str(rep.get("scale", "?")))} scale'
+                 + (f"; overrides given to every arm: <code>{_e(given)}</code>" if given else "") + ".</p>",
+                 _claims_html(rows)]
+    sections += [f"<p class=note>Tolerance, {_e(texts)}: {_e(note)}</p>" for texts, note in tolerance_notes(rows)]
+    if rep.get("notes"):  # REPORT.md's notes: what the claims' sources point to ("see the notes")
+        sections += ["<h2>Notes" + (" (written of the default scale's runs)" if rep.get("scale") != "default"
+                                    else "") + "</h2>"]
+        sections += [f"<p>{_inline_markdown(_e(' '.join(para.split())))}</p>"
+                     for para in rep["notes"].split("\n\n") if para.strip()]
+    return sections
+
+
+def differ_html(df: pd.DataFrame, labels: list[str], differ: dict[str, list]) -> list[str]:
+    """A comparison's note on what each source fixes differently, each by name; the keys only some sources
+    set (a Gaussian source's data.dim beside MNIST-1D's) by group, as `gradflow compare` says it."""
+    from gradflow.plots.keys import is_missing, partial_keys, partial_phrase
+
+    if not differ:
+        return []
+    partial = partial_keys(df, list(differ), store.SOURCE)
+    said = []
+    for i, s in enumerate(labels):
+        items = [f"{k}={fmt(v[i])}" for k, v in differ.items() if k not in partial and not is_missing(v[i])]
+        own = [k for k in partial if not is_missing(differ[k][i])]
+        whose = "the other keys" if items else "the keys"
+        tail = f"{', and ' if items else ''}{partial_phrase(own, whose)}, which only it sets" if own else ""
+        said.append(f"{s} has {', '.join(items)}{tail}" if items or own else f"{s} sets none of them")
+    return ["<p class=note id=differ>The sources differ in what each fixes: " + _e("; ".join(said)) + ".</p>"]
+
+
+def swept_html(df: pd.DataFrame, swept: list[str], differ: dict[str, list]) -> list[str]:
+    """The note naming the swept axes, and the keys the runs also differ in that are no axis: those a choice
+    sets (not init.gain, set by the init choice), those only some sources have."""
+    from gradflow.plots.keys import axes, config_columns, n_distinct
+
+    shown = axes(df, swept)
+    if not shown:
+        return []
+    also = [k for k in config_columns(df) if k not in shown and k not in differ and k != store.SOURCE
+            and n_distinct(df[k]) > 1]
+    named = ", ".join(also[:10]) + (f" and {len(also) - 10} more" if len(also) > 10 else "")
+    tail = (f"; the runs also differ in keys a choice sets or only some of them have: {named}" if also
+            else "; other runs differ only there" + (" and in what each source fixes (above)" if differ else ""))
+    return ["<p class=note>Swept: " + _e(", ".join(shown)) + _e(tail) + ".</p>"]
 
 
 def reproductions_html(folder: Path) -> list[str]:
