@@ -1,7 +1,9 @@
 """The command line's entry point: the `gradflow` command and `python -m gradflow`."""
 
+import os
 import signal
 import sys
+import threading
 
 
 def main() -> None:
@@ -29,7 +31,32 @@ def main() -> None:
         raise SystemExit(130)
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # (not where it is ignored or already taken)
         signal.signal(signal.SIGTERM, _terminated)
-    cli()
+    code: int | str | None = 1  # (an error Typer did not turn into an exit status)
+    try:
+        cli()
+    except SystemExit as e:
+        code = e.code
+        raise
+    finally:
+        _leave_on_ctrl_c(0 if code is None else code if isinstance(code, int) else 1)
+
+
+def _leave_on_ctrl_c(status: int) -> None:
+    """From here on a Ctrl-C leaves at once with the command's own exit `status`: the command has ended
+    (its results written, its last line printed) and the interpreter is shutting down (a joblib pool's
+    exit, torch's), where a Ctrl-C printed a KeyboardInterrupt traceback as "Exception ignored", or
+    ended the process by SIGINT (status -2, no line) after every run had finished. (Here, not in
+    gradflow.cli.main, which a test may call: the process is the command line's own.)"""
+    def leave(signum, frame) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # (a closed pipe)
+                pass
+        os._exit(status)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, leave)
 
 
 def _terminated(signum, frame) -> None:

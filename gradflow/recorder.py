@@ -17,6 +17,7 @@ device, one host copy per probed step.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import enum
 import math
@@ -34,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import OmegaConf
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from gradflow import store, summary, workers
 from gradflow.errors import GradflowError, shorten
@@ -95,15 +97,52 @@ def _plain(value, where: str):
 
 
 _OPEN: weakref.WeakSet = weakref.WeakSet()  # Recorders not closed yet
+# study folder -> [the lock's ExitStack, how many open Recorders of this process write into it]: two Recorders
+# of one script, side by side in one loop, share their study's lock (the second was refused, naming the
+# script's own process as the writer to wait for)
+_STUDIES: dict[Path, list] = {}
+
+
+def _hold_study(study: Path) -> None:
+    held = _STUDIES.get(study)
+    if held is None:
+        stack = ExitStack()
+        stack.enter_context(store.lock(study, command=" ".join(["python", *sys.argv]),
+                                       elsewhere="another path for the Recorder"))
+        _STUDIES[study] = held = [stack, 0]
+    held[1] += 1
+
+
+def _release_study(study: Path) -> None:
+    held = _STUDIES.get(study)
+    if held is not None:
+        held[1] -= 1
+        if held[1] <= 0:
+            del _STUDIES[study]
+            held[0].close()
+
+
+def _close_at_exit() -> None:
+    """A script that ends without rec.close() (and no `with`): its open Recorders are closed as it exits,
+    saying so; they were left `running`, read as interrupted, with none of their tables written."""
+    for rec in list(_OPEN):
+        if not rec._closed:
+            print(f"gradflow: {rec.path} closed as the script ended (rec.close() was not called)", file=sys.stderr)
+            try:
+                rec.close()
+            except Exception as e:
+                print(f"gradflow: could not close the run at {rec.path}: {e}", file=sys.stderr)
 
 
 def _close_on_uncaught() -> None:
     """Chain sys.excepthook once, so that a script whose loop raises outside a `with` block closes its open
     Recorders as `with` would (failed, with the error; interrupted on Ctrl-C) before Python prints the
-    traceback: the run was left `running` and read as interrupted, the error nowhere."""
+    traceback: the run was left `running` and read as interrupted, the error nowhere. And once, at exit,
+    close those a script that ended without rec.close() left open."""
     previous = sys.excepthook
     if getattr(previous, "_gradflow", False):
         return
+    atexit.register(_close_at_exit)
 
     def hook(kind, error, tb):
         for rec in list(_OPEN):
@@ -116,6 +155,26 @@ def _close_on_uncaught() -> None:
 
     hook._gradflow = True
     sys.excepthook = hook
+
+
+class _StepBlock:
+    """What rec.step(n) returns: the step's block, for `with`. One never entered says so when it is dropped:
+    `rec.step(0)` alone (no `with`) recorded nothing, without a word."""
+
+    def __init__(self, block, step):
+        self._block, self._number, self._entered = block, step, False
+
+    def __enter__(self):
+        self._entered = True
+        return self._block.__enter__()
+
+    def __exit__(self, kind, error, tb):
+        return self._block.__exit__(kind, error, tb)
+
+    def __del__(self):
+        if not self._entered:
+            warnings.warn(f"rec.step({self._number}) records nothing without `with`: wrap the step's forward and "
+                          f"backward pass in `with rec.step({self._number}):`", stacklevel=2)
 
 
 class Recorder:
@@ -150,10 +209,13 @@ class Recorder:
         self._cut_short = False  # the last step raised inside its block: it was not done
         self._closed = False
         self._start = time.perf_counter()
-        # the study folder (the run's parent) is locked until close(), as `gradflow run` locks it
-        self._lock = ExitStack()
-        self._lock.enter_context(store.lock(self.path.parent, command=" ".join(["python", *sys.argv]),
-                                            elsewhere="another path for the Recorder"))
+        if any(rec.path.resolve() == self.path.resolve() for rec in list(_OPEN) if not rec._closed):
+            raise GradflowError(f"{self.path} is being written by another Recorder of this script; give each "
+                                "Recorder its own run folder (results/my-study/a, results/my-study/b)")
+        # the study folder (the run's parent) is locked until close(), as `gradflow run` locks it; this
+        # script's Recorders share it
+        self._study = self.path.parent.resolve()
+        _hold_study(self._study)
         self._flat = store.flatten(config)
         env = store.environment()  # its git_commit is the user's code's (the script's repository), if any
         env["gradflow_commit"] = env.pop("git_commit", None)
@@ -164,7 +226,7 @@ class Recorder:
         try:
             store.begin(self.path, OmegaConf.create(config), self._record)
         except BaseException:
-            self._lock.close()
+            _release_study(self._study)
             raise
         _OPEN.add(self)
         _close_on_uncaught()
@@ -173,11 +235,14 @@ class Recorder:
                           f"started {replaced.get('started')})", stacklevel=2)
 
     # --- the loop's side ---
+    def step(self, step: int) -> _StepBlock:
+        """Wrap the forward and backward pass of `step` (all of an update's micro-batches in one block):
+        `with rec.step(step): ...`; probes run on every `every`-th step. Step numbers must increase: a
+        number given twice (an `enumerate` restarting every epoch) would record two steps as one."""
+        return _StepBlock(self._step(step), step)
+
     @contextmanager
-    def step(self, step: int):
-        """Wrap the forward and backward pass of `step` (all of an update's micro-batches in one block);
-        probes run on every `every`-th step. Step numbers must increase: a number given twice (an
-        `enumerate` restarting every epoch) would record two steps as one."""
+    def _step(self, step: int):
         self._check_open("step")
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
             raise GradflowError(f"rec.step({step!r}): a step is a whole number >= 0 (the update's number)")
@@ -200,6 +265,11 @@ class Recorder:
             self._discover_at_next_forward()
         else:
             self.probes.arm()
+        stepped = []  # an optimizer step inside the block: the update ratio would read 0 (weights copied after it)
+        params = {id(p) for p in self.model.parameters()}
+        handle = register_optimizer_step_post_hook(
+            lambda opt, args, kwargs: stepped.append(1) if any(id(p) in params for g in opt.param_groups
+                                                               for p in g["params"]) else None)
         try:
             yield
         except BaseException:
@@ -207,14 +277,24 @@ class Recorder:
             if self.probes is not None:
                 self.probes.remove()
             raise
+        finally:
+            handle.remove()
+        if stepped:
+            self._cut_short = True
+            if self.probes is not None:
+                self.probes.remove()
+            raise GradflowError(f"rec.step({step}): the optimizer stepped inside the block; call opt.step() after it "
+                                "(the block holds the forward and backward pass: the update ratio is the change "
+                                "from the block's end to the next step)")
         if self.probes is None:
             self._cut_short = True  # (not done: the step's error is the Recorder's own)
             raise GradflowError("rec.step() saw no forward pass of the model it was given")
         if not self.probes.backward_seen():  # (its gradients would be read as 0: an `ok` run of zeros)
             self._cut_short = True
             self.probes.remove()
-            raise GradflowError(f"rec.step({step}) saw no backward pass: call loss.backward() inside the "
-                                "`with rec.step(...)` block")
+            raise GradflowError(f"rec.step({step}) saw no gradients at the end of its block: call loss.backward() "
+                                "inside the `with rec.step(...)` block, and opt.step() and opt.zero_grad() after "
+                                "it (zero_grad inside the block cleared them)")
         self.probes.after_backward(keep_grads=True)  # the loop may clip or zero them before the read
         self._pending, self._pending_step = True, step
 
@@ -257,7 +337,7 @@ class Recorder:
         finally:
             if self.probes is not None:
                 self.probes.remove()
-            self._lock.close()
+            _release_study(self._study)
 
     def _write(self, status: str, error: str | None) -> None:
         """The tables, then run.json with `status` (diverged where a loss or weight gradient is not finite)."""
@@ -269,6 +349,8 @@ class Recorder:
         rows = self._metric_rows()
         store.write_metrics(self.path, rows)
         layers = store.read_table(self.path / store.LAYERS_FILE)  # (also proves it loads, as `gradflow run`'s)
+        for text in self._misplaced(layers):
+            warnings.warn(f"{self.path}: {text}", stacklevel=3)
         self._record["summary"] = summary.per_run(layers, self._flat)  # what `ls` shows, reading no table
         final = {f"{split}_{metric}": v for _, split, metric, v in rows}
         # a non-finite loss or weight gradient: diverged, as `gradflow run` says (not another logged scalar,
@@ -351,6 +433,20 @@ class Recorder:
         self._steps.append(self._pending_step)
         self._readings.append(reading)
         self._pending = False
+
+    def _misplaced(self, layers) -> list[str]:
+        """What the tables say about a loop whose calls sit in the wrong place: a run of zeros reads as a
+        run, so each is said at close() (no step at all; gradients zeroed inside the step's block)."""
+        if self._last_step < 0:
+            return ["no step was recorded: wrap each step's forward and backward pass in `with rec.step(step):`"]
+        values = layers.groupby(store.QUANTITY)[store.VALUE]
+        of = {q: v.to_numpy() for q, v in values}
+        grads, signals = (of.get(q, np.zeros(0)) for q in ("grad_norm", "signal_norm"))
+        if grads.size and (grads == 0).all() and (signals > 0).any():
+            return ["every weight gradient read 0 while the back-propagated signals did not: the gradients were "
+                    "zeroed inside the `with rec.step(...)` block; call opt.zero_grad() after it (or before the "
+                    "forward pass)"]
+        return []
 
     def _metric_rows(self) -> list[tuple[int, str, str, float]]:
         tensors = [v for _, _, v in self._logged if isinstance(v, torch.Tensor)]

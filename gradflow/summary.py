@@ -703,8 +703,10 @@ def table_columns(df: pd.DataFrame, swept: list[str]) -> list[Column]:
         and store.SOURCE not in swept  # (a comparison's sources are its first column)
     studies = list(study_of(df)) if several else [""] * len(ids)
     if several:
+        # (by how many runs are in a study where the key varies: in a folder of many studies nearly every
+        # key varies in one of them, and a study's own axis, norm, went after another's, width)
         groups = [np.array(studies) == s for s in set(studies)]
-        swept = sorted(swept, key=lambda k: not any(n_distinct(df[k][g]) > 1 for g in groups))
+        swept = sorted(swept, key=lambda k: -sum(int(g.sum()) for g in groups if n_distinct(df[k][g]) > 1))
     keys = [Column(k, names[k], KEY_PRIORITY, _cells(df, k), _numeric(df[k]) is not None) for k in swept]
     rows = list(zip(*(c.cells for c in keys)))
     cols = [Column(STUDY, STUDY, KEY_PRIORITY, studies, False)] if several else []

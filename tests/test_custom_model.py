@@ -226,7 +226,7 @@ def test_a_frozen_layer_has_no_gradient_cells_rather_than_zeros(cli, user_models
     (":Nett", [], "has no attribute 'Nett'"),
     ("_missing:Net", [], "cannot import"),
     (":not_a_module", [], "built a dict, not a torch.nn.Module"),
-    (":NoWeights", [], "has no weight layers"),
+    (":NoWeights", [], "has no layer gradflow probes"),
     (":Net", ["+model.kwargs.d_in=41"], "does not fit data=mnist1d: input (2, 40) -> expected output (2, 10)"),
     (":Net", ["+model.kwargs.n_out=3"], "does not fit data=mnist1d: input (2, 40) -> expected output (2, 10), got (2, 3)"),
     (":Net", ["+model.kwargs.depth=3"], "failed to build: TypeError"),

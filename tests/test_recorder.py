@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import os
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +59,7 @@ def test_probe_points_come_in_forward_order_named_by_path_with_their_activation_
     assert [p.name for p in pts] == ["multiheadattention.in_proj", "out_proj"]
     assert isinstance(pts[0].layer, Projection) and pts[0].layer.weight is mha.in_proj_weight
 
-    with pytest.raises(GradflowError, match="has no weight layers"):
+    with pytest.raises(GradflowError, match="has no layer gradflow probes"):
         discover(nn.Sequential(nn.Tanh()), torch.randn(2, 3))
 
 
@@ -254,14 +256,30 @@ def test_a_script_that_raises_outside_a_with_block_records_its_run_as_failed(tmp
     assert set(store.load(tmp_path / "run").step) == {0, 1}
 
 
-def test_the_study_folder_is_locked_while_recording(tmp_path):
+def test_the_study_folder_is_locked_while_recording_and_shared_by_one_scripts_recorders(tmp_path):
     first = gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / "run0")
-    # the holder named by its own command line (the script that made the first Recorder), not "gradflow ..."
-    script = re.escape(shorten_command(" ".join(["python", *sys.argv]), 60))
-    with pytest.raises(GradflowError, match=f"is being written by pid .* \\({script}\\).* another path for the Recorder$"):
-        gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / "run1")
+    # another process is refused, naming the holder by its own command line (the script that made the first
+    # Recorder), not "gradflow ..."
+    script = ("import sys, torch, gradflow\n"
+              "from gradflow.errors import GradflowError\n"
+              "try:\n    gradflow.Recorder(torch.nn.Linear(2, 2), sys.argv[1]).close()\n"
+              "except GradflowError as e:\n    print(e)\n")
+    other = [sys.executable, "-c", script, str(tmp_path / "study" / "run1")]
+    out = subprocess.run(other, capture_output=True, text=True, timeout=300, cwd=ROOT).stdout.strip()
+    holder = shorten_command(" ".join(["python", *sys.argv]), 60)
+    assert re.fullmatch(f".* is being written by pid {os.getpid()} .*\\({re.escape(holder)}\\).* another path for the "
+                        "Recorder", out), out
+    # a second Recorder of the same script, side by side in one loop, shares the lock (it was refused,
+    # naming the script's own process as the one to wait for); the same run folder twice is refused
+    second = gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / "run1")
+    with pytest.raises(GradflowError, match="is being written by another Recorder of this script"):
+        gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / "run0")
     first.close()
-    gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / "run1").close()  # free again once closed
+    assert "being written" in subprocess.run(other, capture_output=True, text=True, timeout=300, cwd=ROOT).stdout
+    second.close()  # the last of them lets it go
+    out = subprocess.run(other, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0 and not out.stdout, out.stdout
+    assert store.read_run(tmp_path / "study" / "run1")["status"] == "ok"
 
 
 def test_a_config_is_saved_as_plain_yaml_and_a_refused_one_holds_no_lock(tmp_path):
@@ -581,7 +599,7 @@ def test_a_backward_pass_outside_the_probed_block_is_one_clear_error(tmp_path):
     # the gradients were read at the block's end, before the backward pass: zeros, recorded as an `ok` run
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
     rec = gradflow.Recorder(model, tmp_path / "study" / "run0")
-    with pytest.raises(GradflowError, match=r"^rec.step\(0\) saw no backward pass: call loss.backward\(\) inside"):
+    with pytest.raises(GradflowError, match=r"^rec.step\(0\) saw no gradients at the end of its block: call loss.backward\(\) inside"):
         with rec.step(0):
             loss = model(torch.randn(5, 3)).sum()
     loss.backward()
@@ -612,3 +630,91 @@ def test_the_depth_figure_of_recorder_runs_needs_model_depth_and_says_so(cli, tm
     assert out.exit_code == 0, out.output
     header = next(line for line in out.output.splitlines() if "model.depth" in line)
     assert header.split()[:4] == ["┃", "depth", "┃", "model.depth"], out.output
+
+
+def test_a_script_that_ends_without_close_has_its_run_closed_with_its_tables(tmp_path):
+    # no rec.close() and no `with`: the run stayed `running` (read as interrupted), no table written
+    script = tmp_path / "loop.py"
+    script.write_text(
+        "import sys, torch, gradflow\n"
+        "model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))\n"
+        "rec = gradflow.Recorder(model, sys.argv[1], every=1)\n"
+        "for step in range(3):\n"
+        "    with rec.step(step):\n"
+        "        loss = model(torch.randn(8, 4)).square().mean()\n"
+        "        loss.backward()\n"
+        "    rec.log(step, train_loss=loss)\n")
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "run")], capture_output=True, text=True,
+                         timeout=300, cwd=ROOT)
+    assert out.returncode == 0 and out.stderr.strip() == (f"gradflow: {tmp_path / 'run'} closed as the script ended "
+                                                          "(rec.close() was not called)"), out.stderr
+    run = store.read_run(tmp_path / "run")
+    assert run["status"] == "ok" and run["steps_done"] == 3
+    assert set(store.load(tmp_path / "run").step) == {0, 1, 2} and len(gradflow.load(tmp_path / "run", "metrics")) == 3
+
+
+def _loop(tmp_path, misplaced: str) -> list[str]:
+    """Three probed steps of a loop with `misplaced` (a call in the wrong place); the warnings it gave."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rec = gradflow.Recorder(model, tmp_path / misplaced / "run0", every=1)
+        for step in range(3):
+            if misplaced == "no with":
+                rec.step(step)
+                model(torch.randn(8, 4)).square().mean().backward()
+            else:
+                with rec.step(step):
+                    model(torch.randn(8, 4)).square().mean().backward()
+                    if misplaced == "zero_grad inside":
+                        opt.zero_grad(set_to_none=False)
+                    if misplaced == "step inside":
+                        opt.step()
+            if misplaced != "step inside":
+                opt.step()
+            opt.zero_grad()
+        rec.close()
+        gc.collect()  # (a step block dropped in a reference cycle: its warning too)
+    return [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+
+
+def test_a_loop_with_its_calls_in_the_wrong_place_is_told_so(tmp_path):
+    # each recorded a run of zeros as a run, without a word: rec.step(n) without `with` (nothing recorded),
+    # zero_grad(set_to_none=False) inside the block (every gradient 0), opt.step() inside it (every update 0)
+    said = _loop(tmp_path, "no with")
+    assert said[:3] == [f"rec.step({n}) records nothing without `with`: wrap the step's forward and backward pass "
+                        f"in `with rec.step({n}):`" for n in range(3)], said
+    assert said[3].endswith("no step was recorded: wrap each step's forward and backward pass in "
+                            "`with rec.step(step):`"), said
+    (said,) = _loop(tmp_path, "zero_grad inside")
+    assert "every weight gradient read 0 while the back-propagated signals did not" in said
+    with pytest.raises(GradflowError, match=r"^rec.step\(0\): the optimizer stepped inside the block; call "
+                                            r"opt.step\(\) after it"):
+        _loop(tmp_path, "step inside")
+    assert _loop(tmp_path, "right") == []  # (the README's loop: nothing to say)
+    layers = gradflow.load(tmp_path / "right" / "run0")
+    assert (layers.loc[layers.quantity == "update_ratio", "value"] > 0).all()
+
+
+class Recurrent(nn.Module):
+    def __init__(self, kind):
+        super().__init__()
+        self.embed, self.rnn, self.head = nn.Linear(3, 8), getattr(nn, kind)(8, 8, batch_first=True), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(self.rnn(self.embed(x))[0][:, -1])
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_torchs_recurrent_modules_are_said_to_be_unprobed(kind):
+    # an nn.LSTM between two Linear layers was skipped without a word: the first/last ratio of embed and head
+    # read as the LSTM's; an LSTM alone was said to have "no module with a 2-D or larger weight"
+    with pytest.warns(UserWarning, match=rf"^not probed: rnn \({kind}: weight_ih_l0, weight_hh_l0\); .*"
+                                         r"gradflow run model=lstm, gru or rnn probes through time"):
+        points = discover(Recurrent(kind), torch.randn(2, 5, 3))
+    assert [p.name for p in points] == ["embed", "head"]
+    with pytest.raises(GradflowError, match=rf"^{kind} has no layer gradflow probes .*; not probed: "
+                                            rf"{kind.lower()} \({kind}: weight_ih_l0, weight_hh_l0\)"):
+        discover(getattr(nn, kind)(3, 4), torch.randn(2, 5, 3))

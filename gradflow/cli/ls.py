@@ -186,6 +186,9 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
                      f"{partial_phrase(partial)}; --wide shows all")
     if hidden:
         notes.append(f"not shown ({console.width} columns): {labels(c.label for c in hidden)}; --wide shows all")
+        alike = alike_note(df, shown, hidden, title)
+        if alike:
+            notes.append(alike)
     if flagged:
         notes.append(f"{FLAGGED}: finished but flagged: {labels(flagged)}; --json shows why")
     missing = df.attrs.get(NOT_RUN) or []
@@ -207,6 +210,30 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     line += f"  flagged: {n_flagged}" if n_flagged else ""
     line += f"  not run: {sum(m.missing for m in missing)}" if missing else ""
     console.print(line + reused_phrase(skipped), highlight=False)
+
+
+def alike_note(df: pd.DataFrame, shown: list[Column], hidden: list[Column], title: str) -> str | None:
+    """Where rows read alike because the keys that tell them apart were left out (a folder of a dozen
+    studies has more keys than 80 columns hold: three runs of its norm study read `norm 5 relu ok`), a
+    line saying so and, in a folder of studies, the command that lists one of them with its own keys."""
+    keys = [c for c in shown if c.priority == KEY_PRIORITY and c.key != store.STATUS]
+    if not any(c.priority == KEY_PRIORITY for c in hidden):
+        return None
+    rows = list(zip(*(c.cells for c in keys))) if keys else [()] * len(df)
+    seen: dict[tuple, int] = {}
+    alike = None
+    for i, row in enumerate(rows):
+        if row in seen:
+            alike = i
+            break
+        seen[row] = i
+    if alike is None:
+        return None
+    text = f"rows that read alike differ in keys left out at {console.width} columns"
+    if any(c.key == STUDY for c in keys):
+        folder = Path(title or ".") / str(df[store.RUN].iloc[alike]).rpartition("/")[0]
+        text += f"; `gradflow ls {shlex.quote(str(folder))}` lists one study with its own keys"
+    return text + "; --wide shows all"
 
 
 def reused_phrase(skipped: int | None) -> str:

@@ -85,9 +85,23 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
                                                                                    None)))
         elif _weight_of(m) is not None:
             found.append((position(m), ProbePoint(name, m, _activation_after(m, calls, first))))
+    # modules with weight matrices of their own that are no probe point (torch's recurrent modules, a
+    # parameter named other than `weight`): said, not skipped without a word (an LSTM between two Linear
+    # layers left a first/last ratio of those two that read as the LSTM's)
+    unprobed = [f"{path[m] or type(m).__name__.lower()} ({type(m).__name__}: "
+                f"{', '.join(n for n, w in m.named_parameters(recurse=False) if w.dim() >= 2)})"
+                for m in model.modules() if not isinstance(m, nn.MultiheadAttention) and _weight_of(m) is None
+                and any(w.dim() >= 2 for w in m.parameters(recurse=False))]
+    recurrent = any(isinstance(m, nn.RNNBase) for m in model.modules())
+    why = (" (torch's nn.LSTM, nn.GRU and nn.RNN run every time step inside one call, so gradflow cannot see "
+           "the signal at each; gradflow run model=lstm, gru or rnn probes through time)" if recurrent else "")
     if not found:
-        raise GradflowError(f"{type(model).__name__} has no weight layers (no module with a 2-D or larger weight); "
-                            "gradflow probes weight layers such as nn.Linear, nn.Conv2d and nn.Embedding")
+        raise GradflowError(f"{type(model).__name__} has no layer gradflow probes (a module whose `weight` is 2-D or "
+                            f"larger: nn.Linear, nn.Conv2d, nn.Embedding, ...; or nn.MultiheadAttention)"
+                            + (f"; not probed: {'; '.join(unprobed)}{why}" if unprobed else ""))
+    if unprobed:
+        warnings.warn(f"not probed: {'; '.join(unprobed)}; gradflow probes modules whose `weight` is 2-D or larger "
+                      f"and nn.MultiheadAttention{why}", stacklevel=2)
     points = [p for _, p in sorted(found, key=lambda f: f[0])]
     # an activation module shared by several layers cannot say whose output it saw
     owners: dict[nn.Module, int] = {}
