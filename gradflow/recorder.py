@@ -351,7 +351,6 @@ class Recorder:
         layers = store.read_table(self.path / store.LAYERS_FILE)  # (also proves it loads, as `gradflow run`'s)
         for text in self._misplaced(layers):
             warnings.warn(f"{self.path}: {text}", stacklevel=3)
-        self._record["summary"] = summary.per_run(layers, self._flat)  # what `ls` shows, reading no table
         final = {f"{split}_{metric}": v for _, split, metric, v in rows}
         # a non-finite loss or weight gradient: diverged, as `gradflow run` says (not another logged scalar,
         # nor an update ratio, which a zero-initialized weight makes infinite)
@@ -362,6 +361,7 @@ class Recorder:
             status, first = store.DIVERGED, min(losses + grads)
             self._record.update(diverged_step=int(first), diverged_in=" and ".join(
                 what for what, at in (("loss", losses), ("gradient", grads)) if first in at))
+        self._record["summary"] = summary.per_run(layers, self._flat, self._record.get("diverged_step"))  # (ls's)
         if status == store.INTERRUPTED:  # no final result: its last values, with the step it got to
             self._record["last_evaluated"] = {store.STEP: self._last_step, **final}
             final = {}

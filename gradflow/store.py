@@ -69,6 +69,8 @@ SPLIT, METRIC = "split", "metric"
 TENSOR, KIND, LO, HI, COUNT = "tensor", "kind", "lo", "hi", "count"
 SAMPLE, SCOPE, INDEX = "sample", "scope", "index"
 RUN, SOURCE, STATUS, PATH = "run", "source", "status", "path"  # added by `load` / `load_records`
+DIVERGED_AT = "diverged_step"  # added by `load`: a diverged run's first non-finite step (its last probes may be
+# from that step: finite gradients of an infinite loss, 1e32, drawn as its last step)
 LAYER_COLUMNS = [STEP, LAYER, NAME, QUANTITY, VALUE]
 METRIC_COLUMNS = [STEP, SPLIT, METRIC, VALUE]
 HIST_COLUMNS = [STEP, LAYER, NAME, TENSOR, KIND, LO, HI, COUNT]
@@ -654,7 +656,8 @@ def runs(path: str | Path) -> list[dict]:
 def load(path: str | Path, table: str = "layers", include_stale: bool = False,
          listed: list[dict] | None = None) -> pd.DataFrame:
     """One tidy DataFrame for a run or a folder of runs: the `layers` or `metrics` rows of every
-    run, with `run`, `source`, `status` and every config key (dotted, e.g. `model.depth`) as columns.
+    run, with `run`, `source`, `status`, `diverged_step` (a diverged run's first non-finite step, else NaN)
+    and every config key (dotted, e.g. `model.depth`) as columns.
     Stale runs (not part of their folder's current sweep) are left out unless `include_stale`;
     incomplete runs always are (their tables are not whole). `listed`: `runs(path)`, when the caller
     reads several tables of the same folder (each would otherwise read every run.json again)."""
@@ -668,9 +671,11 @@ def load(path: str | Path, table: str = "layers", include_stale: bool = False,
             continue
         tables.append(_read_arrow(f))
         configs.append(run_config(Path(r[PATH]), r["record"]))
-        metas.append({RUN: r[RUN], SOURCE: r[SOURCE], STATUS: r[STATUS], **configs[-1]})
+        diverged = r["record"].get(DIVERGED_AT) if r[STATUS] == DIVERGED else None
+        metas.append({RUN: r[RUN], SOURCE: r[SOURCE], STATUS: r[STATUS],
+                      DIVERGED_AT: diverged if isinstance(diverged, int) else np.nan, **configs[-1]})
     if not tables:
-        return pd.DataFrame(columns=[RUN, SOURCE, STATUS] + TABLE_COLUMNS[table])
+        return pd.DataFrame(columns=[RUN, SOURCE, STATUS, DIVERGED_AT] + TABLE_COLUMNS[table])
     rows = _concat(tables)
     meta = pd.DataFrame(metas)  # one row per run, repeated over its table's rows (a column per key per run is slow)
     meta = meta.drop(columns=[c for c in meta.columns if c in rows.columns])  # the table's own columns win

@@ -154,8 +154,10 @@ def transient_bias(config: Mapping[str, Any], span: tuple[int, int]) -> float:
     return float(theory.fit_chi1(layers, np.exp(log_sq / 2), trim=0) / mf.chi1 - 1.0)
 
 
-def per_run(layers: pd.DataFrame, config: dict) -> dict[str, Any]:
-    """The summary numbers of one run from its layer rows and its flattened config (JSON-ready values)."""
+def per_run(layers: pd.DataFrame, config: dict, diverged_step: int | None = None) -> dict[str, Any]:
+    """The summary numbers of one run from its layer rows and its flattened config (JSON-ready values);
+    a diverged run's end ratio at its last probed step before `diverged_step` (the step whose loss or
+    gradient went non-finite: its gradients, 1e32 from an infinite loss, gave `ratio end` 10.37)."""
     from gradflow import theory
 
     out: dict[str, Any] = dict.fromkeys(SUMMARY_COLUMNS, math.nan)
@@ -170,7 +172,8 @@ def per_run(layers: pd.DataFrame, config: dict) -> dict[str, Any]:
     # the back-propagated signal's ratio: the weight gradient ‖∂L/∂W_l‖ = ‖∂L/∂z_l‖ ‖h_(l-1)‖ can hide its
     # vanishing where the forward signal h shrinks with depth as it grows towards the input (standard init)
     out["signal_ratio.init"] = grad_ratio(layers, 0, "signal_norm")
-    out["grad_ratio.final"] = grad_ratio(layers, store.last_step(layers))
+    before = layers if diverged_step is None else layers[layers[store.STEP] < diverged_step]
+    out["grad_ratio.final"] = grad_ratio(layers, store.last_step(before)) if len(before) else math.nan
     out["chi1_measured"], out["chi1_layers"] = rate(layers, "signal_norm", 0)
     if prediction is not None and out["chi1_layers"] and BLOCKS not in out["chi1_layers"]:  # a chain's layers
         lo, hi = map(int, out["chi1_layers"].split("-"))
@@ -280,7 +283,9 @@ def runs_table(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str]
 
         if not isinstance(stored, dict) or not set(SUMMARY_COLUMNS) <= set(stored):
             layers = store.run_table(job, "layers")
-            stored = per_run(layers, {k: v for k, v in rec.items() if isinstance(k, str) and "." in k})
+            diverged = rec.get("diverged_step")
+            stored = per_run(layers, {k: v for k, v in rec.items() if isinstance(k, str) and "." in k},
+                             int(diverged) if isinstance(diverged, (int, float)) and math.isfinite(diverged) else None)
         row = {k: stored[k] for k in SUMMARY_COLUMNS}
         row[CLIPPED] = math.nan if stored.get(CLIPPED) is None else stored[CLIPPED]  # (none in runs recorded before)
         for q in rates:

@@ -434,6 +434,30 @@ def chi1(activation: str, sw2: float, sb2: float) -> float:
 
 
 # --- the full mean-field point ---------------------------------------------------------------------
+Q_STAR_ZERO = 1e-8  # pre-activation variance this small is a forward signal that has died out
+# activations whose derivative does not depend on the pre-activation's scale: chi1 is the same at every q
+SCALE_FREE = ("linear", "relu", "leaky_relu")
+# at q* = 0 the length map's own factor is chi1 (q_(l+1) ~ chi1 q_l for an odd activation with phi'(0) = 1):
+# at or below this the length has halved per layer and sits at q* within a few layers (our threshold)
+FAST_TO_ZERO = 0.5
+
+
+def signal_law_applies(activation: str, q_star: float, chi1: float) -> bool:
+    """Whether the back-propagated signal scales as sqrt(chi1)^(L - l), so that sqrt(chi1)^L is its first/last
+    ratio. chi1 is the per-layer factor of the signal's square where the forward length sits at its fixed
+    point q*. With q* = 0 or inf (relu or tanh without bias, relu with sw2 > 2) the length never gets
+    there: it decays or grows layer by layer. For a scale-free activation (relu, leaky relu, linear) chi1
+    is the same at every length, so the law still holds; for any other it does only where the length
+    reaches q* = 0 within a few layers, its factor per layer (chi1 itself there) at most FAST_TO_ZERO: tanh
+    under Glorot's standard init (sw2 = 1/3) does; at Xavier's sw2 = 1, sb2 = 0 (chi1 = 1 at q* = 0) the
+    length falls only as ~1/l and each layer's own chi1 stays below 1, so the measured signal falls where
+    the law would keep it level. A q* below Q_STAR_ZERO counts as 0: an integrator's residue (7.6e-16 for
+    tanh at sw2 = 1, sb2 = 0) is no fixed point the forward signal could sit at."""
+    if Q_STAR_ZERO < q_star < math.inf:
+        return True
+    return activation in SCALE_FREE or (q_star <= Q_STAR_ZERO and chi1 <= FAST_TO_ZERO)
+
+
 def _depth_scale(slope: float) -> float:
     """-1 / log(slope): layers over which a deviation from a fixed point shrinks by e (inf if slope >= 1)."""
     if slope >= 1.0:

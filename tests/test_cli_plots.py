@@ -722,6 +722,34 @@ def test_a_diverged_runs_last_profile_is_its_last_finite_step_marked_as_diverged
     assert len(marks) == 1 and list(marks[0].get_xdata()) == [by_hand["layer"].max()]  # one mark: diverged after
 
 
+def test_a_run_that_diverged_in_its_loss_is_drawn_and_summarised_before_that_step(tmp_path):
+    # a residual ReLU net at lr 0.05 whose loss went infinite at step 3 while that step's gradients stayed
+    # finite (1e32-1e37): "last" drew those as its last step, unmarked, and ls's ratio end (10.37) came from them
+    from gradflow.plots import figures
+    from gradflow.summary import grad_ratio
+
+    out = CliRunner().invoke(app, ["run", "data=gaussian", "model.width=64", "train.steps=30", "model.activation=relu",
+                                   "model.depth=10", "model.skip=residual", "init=kaiming_normal",
+                                   "train.eval_every=10", "train.check_every=1", f"results={tmp_path}", "name=d"],
+                             catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    (job,) = [p for p in (tmp_path / "d").iterdir() if p.is_dir()]
+    rec = store.read_run(job)
+    layers = gradflow.load(job)
+    at = rec["diverged_step"]
+    grads = layers[layers["quantity"] == "grad_norm"]
+    assert rec["status"] == "diverged" and rec["diverged_in"] == "loss" and at == grads["step"].max()
+    assert np.isfinite(grads.loc[grads["step"] == at, "value"]).all()  # (the case: finite probes at that step)
+    assert set(layers[store.DIVERGED_AT]) == {at}
+    assert rec["summary"]["grad_ratio.final"] == pytest.approx(grad_ratio(layers, at - 1))
+    assert rec["summary"]["grad_ratio.final"] != pytest.approx(grad_ratio(layers, at))
+    fig = figures.profile(layers, "grad_norm", step="last")
+    assert set(fig.data["lines"]["x"]) == set(grads["layer"]) and len(fig.data["lines"]) == grads["layer"].nunique()
+    drawn = grads[grads["step"] == at - 1].sort_values("layer")
+    assert fig.data["lines"].sort_values("x")["y"].to_numpy() == pytest.approx(drawn["value"].to_numpy())
+    assert f"at step {at - 1}, its last finite one (diverged after it" in " ".join(fig.get_suptitle().split())
+
+
 def test_a_comparisons_sources_keep_the_order_they_were_given_in_its_figure(plain, batchnorm):
     # as the table letters them (A, B): the legend sorted them by name, so C came first
     from gradflow import compare as matching

@@ -375,6 +375,8 @@ def test_a_dash_in_the_run_table_says_why():
                           [both, weight, weight, both])
     assert note.startswith("‖∂L/∂z‖ - at enc.layers.0.self_attn.in_proj and 1 more: a weight used inside its "
                            "module's own forward (nn.MultiheadAttention's in_proj and out_proj)"), note
+    (note,) = _dash_notes(["tok", "pos", "head"], [both, weight, both])  # (discover's ProbePoint.batched)
+    assert note.startswith("‖∂L/∂z‖ - at pos: its output has no batch dimension"), note
     (note,) = _dash_notes(["b0.attn.out", "b0.attn.resid", "b0.resid"], [both, signal, signal])
     assert note == ("‖∂L/∂W‖ - at b0.attn.resid and 1 more: a point on the residual stream, after a block's branch "
                     "is added, has no weight of its own")

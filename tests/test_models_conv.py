@@ -298,3 +298,28 @@ def test_blocks_are_read_from_the_probe_points_module_paths(names, blocks):
 
     net = blocks_of(names)
     assert (None if net is None else (net.names, net.first, net.output)) == blocks
+
+
+def test_block_ticks_drop_the_path_every_block_shares_and_name_as_many_as_the_axis_holds():
+    # a user's GPT's blocks transformer.h.0 ... h.11 were ticked by their whole path, run together into
+    # "transformertransformer..." under the axis
+    import matplotlib.pyplot as plt
+
+    from gradflow.plots.style import block_labels, tick_blocks
+    from gradflow.summary import Blocks
+
+    gpt = [f"transformer.h.{i}" for i in range(12)]
+    assert block_labels(gpt) == [f"h.{i}" for i in range(12)]
+    assert block_labels(["enc.layers.0", "enc.layers.1"]) == ["layers.0", "layers.1"]
+    for own in (["b0", "b1"], ["s1.b1", "s1.b2", "s2.b1"], ["layer1.0", "layer2.0"]):  # nothing every one shares
+        assert block_labels(own) == own
+    fig, ax = plt.subplots()
+    try:
+        tick_blocks(ax.xaxis, Blocks(gpt, list(range(1, 37, 3)), "attn.c_attn", "mlp.c_proj"))
+        assert [t.get_text() for t in ax.get_xticklabels()] == [f"h.{i}" for i in range(12)]
+        long = [f"model.encoder.block_number.{i}" for i in range(12)]  # (block_number.10: 15 characters)
+        tick_blocks(ax.xaxis, Blocks(long, list(range(1, 37, 3)), "attn", "mlp"))
+        shown = [t.get_text() for t in ax.get_xticklabels()]
+        assert shown == [f"block_number.{i}" for i in range(0, 12, 3)] and len(ax.xaxis.get_minorticklocs()) == 12 - 4
+    finally:
+        plt.close(fig)

@@ -718,3 +718,33 @@ def test_torchs_recurrent_modules_are_said_to_be_unprobed(kind):
     with pytest.raises(GradflowError, match=rf"^{kind} has no layer gradflow probes .*; not probed: "
                                             rf"{kind.lower()} \({kind}: weight_ih_l0, weight_hh_l0\)"):
         discover(getattr(nn, kind)(3, 4), torch.randn(2, 5, 3))
+
+
+class PositionEmbedded(nn.Module):
+    """nanoGPT's embeddings: the positions' embedding of arange(T) has no batch dimension."""
+
+    def __init__(self, vocab=20, length=8, width=16):
+        super().__init__()
+        self.tok, self.pos, self.head = nn.Embedding(vocab, width), nn.Embedding(length, width), nn.Linear(width, vocab)
+
+    def forward(self, idx):
+        return self.head(self.tok(idx) + self.pos(torch.arange(idx.shape[1])))
+
+
+def test_a_layer_whose_output_has_no_batch_dimension_has_no_signal_and_says_so(tmp_path):
+    # its dL/dz is the batch's sum: its "signal" changed with the batch size (halved from batch 4 to 64)
+    # where the tokens' embedding, whose per-position signal it is, stayed put
+    torch.manual_seed(0)
+    model = PositionEmbedded()
+    for batch in (4, 64):
+        idx = torch.randint(0, 20, (batch, 8))
+        with pytest.warns(UserWarning, match=rf"^no back-propagated signal at pos: its output has no batch "
+                                             rf"dimension \(the input's batch is {batch};"):
+            with gradflow.Recorder(model, tmp_path / "pos" / f"b{batch}", every=1) as rec:
+                with rec.step(0):
+                    F.cross_entropy(model(idx).flatten(0, 1), idx.flatten()).backward()
+    layers = gradflow.load(tmp_path / "pos")
+    signal = layers[layers.quantity == "signal_norm"]
+    assert set(signal["name"]) == {"tok", "head"}  # (none at pos)
+    assert set(layers.loc[layers.quantity == "grad_norm", "name"]) == {"tok", "pos", "head"}
+    assert [p.batched for p in discover(model, torch.randint(0, 20, (4, 8)))] == [True, False, True]

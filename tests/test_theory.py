@@ -8,6 +8,7 @@ variances are large (phi's structure much narrower than the Gaussian), by adapti
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import subprocess
@@ -744,3 +745,27 @@ def test_cli_large_sw2_is_chaotic(invoke):
     out = invoke("--activation", "tanh", "--sw2", "1e6", "--sb2", "0")
     assert out.exit_code == 0, out.output
     assert "532.1" in out.output and "chaotic" in out.output and "ordered" not in out.output
+
+
+def test_a_depth_ratio_the_law_does_not_give_is_no_number_and_a_note_says_why(invoke):
+    # tanh at sw2 = 1, sb2 = 0: chi1 = 1 at q* = 0, reached only as ~1/l; `√χ₁^20 = 1` read as a prediction
+    # that depth-20 nets keep their gradient level (they measure a signal ratio of about 0.3). The rule is
+    # the profile figure's (no theory line there either)
+    from gradflow import theory
+    from gradflow.plots.meanfield import chi1_for
+
+    text = " ".join(invoke("--activation", "tanh", "--sw2", "1", "--sb2", "0", "--depth", "20").output.split())
+    assert "│ √χ₁^20 │ - │ ‖grad‖ first / last layer, depth 20: does not apply (note) │" in text, text
+    assert "note: √χ₁^20 does not apply: at q* = 0 the length falls to 0 only slowly" in text
+    got = json.loads(invoke("--activation", "tanh", "--sw2", "1", "--sb2", "0", "--depth", "20", "--json").output)
+    assert got["grad_ratio"] is None and got["log10_grad_ratio"] is None and got["chi1"] == 1.0
+    assert any(n.startswith("√χ₁^20 does not apply") for n in got["notes"]) and len(got["notes"]) == 2
+    config = {"model.activation": "tanh", "init.name": "meanfield", "init.sw2": 1.0, "init.sb2": 0.0}
+    assert not theory.signal_law_applies("tanh", 0.0, 1.0) and chi1_for(config, False, {}) is None
+    # where it holds, the number stands: Glorot's standard init (q* = 0 reached fast), relu, a finite q*
+    for activation, sw2, sb2 in (("tanh", 1 / 3, 0), ("relu", 2, 0), ("tanh", 1.5, 0.05)):
+        got = json.loads(invoke("--activation", activation, "--sw2", str(sw2), "--sb2", str(sb2), "--depth", "20",
+                                "--json").output)
+        mf = theory.point(activation, sw2, sb2)
+        assert got["grad_ratio"] == pytest.approx(mf.grad_ratio(20)) and not any("does not apply" in n
+                                                                                  for n in got["notes"])

@@ -418,11 +418,17 @@ def _dash_notes(names: list[str], measured: list[set[str]], recurrent: bool = Fa
 
     no_signal = [n for n, m in zip(names, measured) if "grad_norm" in m and "signal_norm" not in m]
     no_weight = [n for n, m in zip(names, measured) if "signal_norm" in m and "grad_norm" not in m]
+    inside = [n for n in no_signal if n.endswith(("in_proj", "q_proj", "k_proj", "v_proj", "out_proj"))]
+    unbatched = [n for n in no_signal if n not in inside]
     notes = []
-    if no_signal:
-        notes.append(f"{SYMBOLS['signal_norm']} - at {which(no_signal)}: a weight used inside its module's own "
+    if inside:
+        notes.append(f"{SYMBOLS['signal_norm']} - at {which(inside)}: a weight used inside its module's own "
                      "forward (nn.MultiheadAttention's in_proj and out_proj) has no output to hook, so no "
                      "back-propagated signal")
+    if unbatched:
+        notes.append(f"{SYMBOLS['signal_norm']} - at {which(unbatched)}: its output has no batch dimension (a "
+                     "position embedding of arange(T), added to every sample), so its dL/dz is the batch's sum, "
+                     "no per-example signal")
     if no_weight:
         if recurrent:
             why = "a recurrent net's time steps share its weights, so the signal is per step, the gradient per weight"

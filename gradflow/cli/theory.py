@@ -109,14 +109,31 @@ def theory_point(
 
 
 def _show_point(mf: theory.MeanField, depth: int | None, digits: int, as_json: bool) -> None:
+    notes = _every_q_notes(mf.activation, mf.sw2, mf.sb2)
+    if mf.q_star in (0.0, math.inf):
+        what = "decays to 0" if mf.q_star == 0.0 else "grows without bound"
+        notes.append(f"q* = {_fmt(mf.q_star)}: the signal variance {what} with depth. χ₁ is the per-layer "
+                     "gradient factor in that limit; the correlation map becomes scale-free, so ξ_c = ∞ says "
+                     "nothing about trainability here.")
+    # sqrt(chi1)^depth is the signal's first/last ratio only where the law holds (tanh at sigma_w^2 = 1,
+    # sigma_b^2 = 0 printed 1 for a ratio measured at 0.15-0.30 at depth 20)
+    law = depth is None or theory.signal_law_applies(mf.activation, mf.q_star, mf.chi1)
+    if not law:
+        why = (f"at q* = 0 the length falls to 0 only slowly (as ~1/l for tanh), so each layer's own χ₁ stays "
+               f"short of the limit's {_fmt(mf.chi1, digits)}" if mf.q_star < math.inf else
+               "at q* = ∞ the length grows layer by layer and χ₁ changes with it (only a scale-free activation, "
+               "relu or linear, keeps it)")
+        notes.append(f"√χ₁^{depth} does not apply: {why}; measure the ratio (gradflow run with these settings, "
+                     "then gradflow ls: signal ratio).")
     if as_json:
         record = dataclasses.asdict(mf) | {"six_xi_c": mf.six_xi_c}
         if depth is not None:
             ratio, log10 = mf.grad_ratio(depth), mf.log10_grad_ratio(depth)
             # beyond a float's range the float (0 or inf) would read as exact: null, with log10 holding it
             exact = ratio != 0 and math.isfinite(ratio) or not math.isfinite(log10)
-            record |= {"depth": depth, "grad_ratio": ratio if exact else None, "log10_grad_ratio": log10}
-        _print_json(record)
+            record |= {"depth": depth, "grad_ratio": ratio if exact and law else None,
+                       "log10_grad_ratio": log10 if law else None}
+        _print_json(record | {"notes": notes})
         return
     table = Table(title=f"mean field: {mf.activation}, σ_w² = {mf.sw2:g}, σ_b² = {mf.sb2:g}", title_justify="left")
     table.add_column("quantity")
@@ -134,8 +151,8 @@ def _show_point(mf: theory.MeanField, depth: int | None, digits: int, as_json: b
     if depth is not None:
         ratio, log10 = mf.grad_ratio(depth), mf.log10_grad_ratio(depth)
         beyond = ratio in (0.0, math.inf) and math.isfinite(log10)  # (beyond a float: 0 or inf read as exact)
-        rows.append((f"√χ₁^{depth}", _power_of_ten(log10, digits) if beyond else ratio,
-                     f"‖grad‖ first / last layer, depth {depth}"))
+        rows.append((f"√χ₁^{depth}", (_power_of_ten(log10, digits) if beyond else ratio) if law else "-",
+                     f"‖grad‖ first / last layer, depth {depth}" + ("" if law else ": does not apply (note)")))
     for label, value, meaning in rows:
         table.add_row(label, value if isinstance(value, str) else _fmt(value, digits), meaning)
     verdict = {"ordered": "gradients vanish towards the input",
@@ -143,12 +160,8 @@ def _show_point(mf: theory.MeanField, depth: int | None, digits: int, as_json: b
                "chaotic": "gradients explode towards the input"}[mf.phase]
     table.add_row("phase", mf.phase, verdict)
     print_table(table)
-    _every_q_note(mf.activation, mf.sw2, mf.sb2)
-    if mf.q_star in (0.0, math.inf):
-        what = "decays to 0" if mf.q_star == 0.0 else "grows without bound"
-        console.print(f"note: q* = {_fmt(mf.q_star)}: the signal variance {what} with depth. χ₁ is the "
-                      "per-layer gradient factor in that limit; the correlation map becomes scale-free, so "
-                      "ξ_c = ∞ says nothing about trainability here.", style="dim")
+    for note in notes:
+        console.print(f"note: {note}", style="dim")
 
 
 def _show_critical(name: str, sb2: float, digits: int, as_json: bool) -> None:
@@ -164,13 +177,15 @@ def _show_critical(name: str, sb2: float, digits: int, as_json: bool) -> None:
     table.add_row("critical σ_w²", _fmt(sw2, max(digits, 4)), "weight variance × fan-in where χ₁ = 1")
     table.add_row("q*", _fmt(q, digits), "fixed-point pre-activation variance there")
     print_table(table)
-    _every_q_note(name, sw2, sb2)
+    for note in _every_q_notes(name, sw2, sb2):
+        console.print(f"note: {note}", style="dim")
 
 
-def _every_q_note(name: str, sw2: float, sb2: float) -> None:
+def _every_q_notes(name: str, sw2: float, sb2: float) -> list[str]:
     if theory.every_q_fixed(name, sw2, sb2):  # (q* = 1 read as if 1 were special)
-        console.print(f"note: every q is a fixed point here ({name} is scale-free and σ_b² = 0): the q* "
-                      "shown is the length the map starts from, and χ₁ = 1 at any input scale.", style="dim")
+        return [f"every q is a fixed point here ({name} is scale-free and σ_b² = 0): the q* shown is the length "
+                "the map starts from, and χ₁ = 1 at any input scale."]
+    return []
 
 
 @theory_app.command("phase")

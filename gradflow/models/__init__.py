@@ -21,6 +21,9 @@ class ProbePoint:
     # a module that hands this point's weight-layer output and output to its `tap` attribute when one is set
     # (mlp.Layer): the probes then make one plain call per layer instead of two forward hooks
     tap: nn.Module | None = None
+    # False where the layer's output has no batch dimension (a position embedding of arange(T), added to
+    # every sample): its dL/dz is the batch's sum, whose norm is no per-example signal, so none is taken
+    batched: bool = True
 
 
 def build(cfg, input_shape: tuple[int, ...], n_classes: int, per_step: bool = False, vocab: int = 0) -> nn.Module:

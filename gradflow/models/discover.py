@@ -49,6 +49,15 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
     """
     calls: list[nn.Module] = []  # every module call, in the order the calls begin
     hooks = [m.register_forward_pre_hook(lambda m, _: calls.append(m)) for m in model.modules()]
+    leading: dict[nn.Module, int] = {}  # each weight layer's output's first dimension, at its first call
+
+    def first_dim(m: nn.Module, _, out) -> None:  # (a forward hook's return value would replace the output)
+        if isinstance(out, torch.Tensor) and out.dim():
+            leading.setdefault(m, out.shape[0])
+
+    hooks += [m.register_forward_hook(first_dim) for m in model.modules() if _weight_of(m) is not None]
+    inputs = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor) and a.dim()]
+    batch = inputs[0].shape[0] if inputs else None
     was_training = model.training
     try:
         model.eval()
@@ -84,7 +93,8 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
                 found.append(((position(m)[0], -len(projections) + j), ProbePoint(f"{name}.{role}", Projection(w, b),
                                                                                    None)))
         elif _weight_of(m) is not None:
-            found.append((position(m), ProbePoint(name, m, _activation_after(m, calls, first))))
+            found.append((position(m), ProbePoint(name, m, _activation_after(m, calls, first),
+                                                  batched=batch is None or leading.get(m, batch) == batch)))
     # modules with weight matrices of their own that are no probe point (torch's recurrent modules, a
     # parameter named other than `weight`): said, not skipped without a word (an LSTM between two Linear
     # layers left a first/last ratio of those two that read as the LSTM's)
@@ -103,6 +113,12 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
         warnings.warn(f"not probed: {'; '.join(unprobed)}; gradflow probes modules whose `weight` is 2-D or larger "
                       f"and nn.MultiheadAttention{why}", stacklevel=2)
     points = [p for _, p in sorted(found, key=lambda f: f[0])]
+    unbatched = [p.name for p in points if not p.batched]
+    if unbatched:
+        warnings.warn(f"no back-propagated signal at {', '.join(unbatched)}: its output has no batch dimension (the "
+                      f"input's batch is {batch}; a position embedding of arange(T), added to every sample), so "
+                      "its dL/dz is the batch's sum, no per-example signal; its weight gradient is recorded",
+                      stacklevel=2)
     # an activation module shared by several layers cannot say whose output it saw
     owners: dict[nn.Module, int] = {}
     for p in points:

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from gradflow import store
 from gradflow.errors import GradflowError
 from gradflow.plots.keys import hashable, config_columns, ordered_values, run_names, vkey
 
@@ -140,14 +141,17 @@ def steps_phrase(steps, near: int, most: int = 12) -> str:
 
 def at_step(df: pd.DataFrame, step: int | str) -> tuple[pd.DataFrame, str]:
     """Rows at one probed step (an int) or at each run's last probed step ("last"), and a title part.
-    At "last", a run that diverged (its last probes all NaN/inf) is taken at its last probed step with a
-    finite value, and the title part says so (`ended_early`: the runs a figure marks as diverged after)."""
+    At "last", a run that diverged is taken at its last probed step with a finite value before the step
+    it diverged at (`store.DIVERGED_AT`: that step's probes may be finite, 1e32 from an infinite loss),
+    and the title part says so (`ended_early`: the runs a figure marks as diverged after)."""
     step = parse_step(step)
     if step == "last":
         last = df.groupby("run")["step"].transform("max")
         if "value" in df.columns:
             finite = pd.Series(np.isfinite(pd.to_numeric(df["value"], errors="coerce").to_numpy(dtype=float)),
                                index=df.index)
+            if store.DIVERGED_AT in df.columns:
+                finite &= ~(df["step"] >= pd.to_numeric(df[store.DIVERGED_AT], errors="coerce"))
             last = df["step"].where(finite).groupby(df["run"]).transform("max").fillna(last)  # (none finite: its last)
         sub = df[df["step"] == last]
         steps = sorted(sub["step"].unique())

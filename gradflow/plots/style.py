@@ -500,11 +500,26 @@ def spans_decades(values: np.ndarray, decades: float = 2.0) -> bool:
 
 
 MOST_BLOCK_LABELS = 12  # more blocks than this: every k-th one named, each still ticked
+BLOCK_LABEL_CHARS = 72  # characters of block names an axis holds side by side (at the default figure width)
+
+
+def block_labels(names: list[str]) -> list[str]:
+    """Block names as an axis shows them: without the leading parts every name shares but the last
+    (a user's GPT's transformer.h.0, transformer.h.1, ... ran together as "transformertransformer...";
+    they read h.0, h.1, ...); gradflow's own b0, s1.b2 as they are."""
+    parts = [n.split(".") for n in names]
+    common = 0
+    while all(len(p) > common + 1 and p[common] == parts[0][common] for p in parts):
+        common += 1
+    return [".".join(p[max(common - 1, 0):]) for p in parts]
 
 
 def tick_blocks(axis, marked) -> None:
     """Tick a probe-point axis (ax.xaxis or ax.yaxis) at each block's first point (labels.blocks), named
-    b0, b1, ...; where the blocks are many, every k-th is named and the others keep an unnamed tick."""
-    k = math.ceil(len(marked.starts) / MOST_BLOCK_LABELS)
-    axis.set_ticks(marked.starts[::k], marked.names[::k])
+    b0, b1, ... (`block_labels`); where the blocks are many, or their names long, every k-th is named and
+    the others keep an unnamed tick."""
+    names = block_labels(marked.names)
+    most = min(MOST_BLOCK_LABELS, max(1, BLOCK_LABEL_CHARS // (max(map(len, names), default=1) + 2)))
+    k = math.ceil(len(marked.starts) / most)
+    axis.set_ticks(marked.starts[::k], names[::k])
     axis.set_ticks(marked.starts, minor=True)

@@ -247,7 +247,8 @@ class Probes:
         self._reset()
         if not self._hooks:
             for i, p in enumerate(self.points):
-                signal = self._keep_signals and isinstance(p.layer, torch.nn.Module)  # not a projection in a module
+                # not a projection in a module, nor a layer whose output has no batch dimension (ProbePoint.batched)
+                signal = self._keep_signals and isinstance(p.layer, torch.nn.Module) and p.batched
                 act = self._keep_acts and p.activation is not None
                 # one plain call for both (see ProbePoint.tap), unless another Probes holds the layer's tap
                 if p.tap is not None and p.tap.tap is None and (signal or act):
