@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import OmegaConf
+from torch.amp.grad_scaler import OptState
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from gradflow import store, summary, workers
@@ -182,10 +183,16 @@ class Recorder:
 
     model: any torch.nn.Module; path: the run's folder (new, or an earlier gradflow run, which is
     replaced); config: what to save as config.yaml (nested dicts become dotted keys in
-    `gradflow.load`); every: probe every k-th step (step 0 included).
+    `gradflow.load`); every: probe every k-th step (step 0 included); scaler: the loop's
+    torch.amp.GradScaler, if it scales the loss (float16 mixed precision): the gradients and signals are
+    recorded unscaled, and a non-finite gradient (a step the scaler skips) is no divergence.
     """
 
-    def __init__(self, model: torch.nn.Module, path, config: dict | None = None, every: int = 10):
+    def __init__(self, model: torch.nn.Module, path, config: dict | None = None, every: int = 10,
+                 scaler: torch.amp.GradScaler | None = None):
+        if scaler is not None and not isinstance(scaler, torch.amp.GradScaler):
+            raise GradflowError(f"scaler must be the loop's torch.amp.GradScaler, not {type(scaler).__name__}")
+        self.scaler = scaler
         if not isinstance(model, torch.nn.Module):
             raise GradflowError(f"Recorder's model must be a torch.nn.Module, not {type(model).__name__} "
                                 f"({shorten(repr(model), 40)})")
@@ -204,6 +211,8 @@ class Recorder:
         self._pending_step = -1
         self._steps: list[int] = []
         self._readings: list = []  # each probed step's primitives; their tables are made at close()
+        self._scales: list[tuple[float, float]] = []  # each probed step's (gradient, signal) factors: 1 / loss scale
+        self._pending_scale: tuple[torch.Tensor, bool] | None = None  # (the scale its backward ran at, grads unscaled)
         self._logged: list[tuple[int, str, torch.Tensor | float]] = []
         self._last_step = -1
         self._cut_short = False  # the last step raised inside its block: it was not done
@@ -297,6 +306,16 @@ class Recorder:
                                 "it (zero_grad inside the block cleared them)")
         self.probes.after_backward(keep_grads=True)  # the loop may clip or zero them before the read
         self._pending, self._pending_step = True, step
+        self._pending_scale = None
+        if self.scaler is not None and self.scaler.is_enabled():
+            # the loss scale its backward ran at (a tensor on the device, fetched with the step's one copy), and
+            # whether the loop unscaled the gradients in the block (scaler.unscale_, to clip): the signals,
+            # taken in the backward pass, are scaled either way
+            scale = self.scaler._get_scale_async()
+            if scale is not None:
+                unscaled = any(state.get("stage") is OptState.UNSCALED
+                               for state in self.scaler._per_optimizer_states.values())
+                self._pending_scale = (scale.detach().clone().float(), unscaled)
 
     def log(self, step: int, **scalars) -> None:
         """Scalar metrics of `step` (tensors stay on the device until close()).
@@ -344,7 +363,7 @@ class Recorder:
         self._finish_pending()
         names = self.probes.names if self.probes else []
         quantities = self.probes.quantities if self.probes else ()
-        tables = [self.probes.table(r) for r in self._readings]
+        tables = [self.probes.table(r, *scales) for r, scales in zip(self._readings, self._scales)]
         store.write_layers(self.path, self._steps, names, quantities, [v for v, _ in tables], [m for _, m in tables])
         rows = self._metric_rows()
         store.write_metrics(self.path, rows)
@@ -357,6 +376,8 @@ class Recorder:
         losses = [st for st, _, metric, v in rows if metric == "loss" and not math.isfinite(v)]
         grads = layers[layers[store.QUANTITY].isin(["grad_norm", "bias_grad_norm"])]
         grads = grads.loc[~np.isfinite(grads[store.VALUE]), store.STEP].tolist()
+        if self.scaler is not None and self.scaler.is_enabled():  # (a non-finite gradient is a step the scaler
+            grads = []  # skipped, lowering its scale: not a divergence)
         if (losses or grads) and status == store.OK:
             status, first = store.DIVERGED, min(losses + grads)
             self._record.update(diverged_step=int(first), diverged_in=" and ".join(
@@ -429,9 +450,15 @@ class Recorder:
         if not self._pending:
             return
         self.probes.after_update()
-        reading, _ = self.probes.read()  # note: a host sync point, once per probed step
+        carry = () if self._pending_scale is None else (self._pending_scale[0],)
+        reading, carried = self.probes.read(*carry)  # note: a host sync point, once per probed step
         self._steps.append(self._pending_step)
         self._readings.append(reading)
+        if carried:
+            undo = 1.0 / float(carried[0])
+            self._scales.append((1.0 if self._pending_scale[1] else undo, undo))
+        else:
+            self._scales.append((1.0, 1.0))
         self._pending = False
 
     def _misplaced(self, layers) -> list[str]:

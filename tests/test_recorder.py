@@ -748,3 +748,85 @@ def test_a_layer_whose_output_has_no_batch_dimension_has_no_signal_and_says_so(t
     assert set(signal["name"]) == {"tok", "head"}  # (none at pos)
     assert set(layers.loc[layers.quantity == "grad_norm", "name"]) == {"tok", "pos", "head"}
     assert [p.batched for p in discover(model, torch.randint(0, 20, (4, 8)))] == [True, False, True]
+
+
+class TiedHead(nn.Module):
+    """GPT-2's head shares its token embedding's weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.wte, self.h, self.lm_head = nn.Embedding(20, 16), nn.Linear(16, 16), nn.Linear(16, 20, bias=False)
+        self.lm_head.weight = self.wte.weight
+
+    def forward(self, idx):
+        return self.lm_head(torch.tanh(self.h(self.wte(idx))))
+
+
+def test_a_tied_weight_is_recorded_once_at_its_first_point(tmp_path):
+    # wte and lm_head each got the shared gradient (the sum of both uses): ls's ratio read exactly 1
+    torch.manual_seed(0)
+    model = TiedHead()
+    idx = torch.randint(0, 20, (4, 8))
+    with pytest.warns(UserWarning, match=r"^tied weights: lm_head uses wte's weight; each is recorded once, at its "
+                                         r"first point"):
+        with gradflow.Recorder(model, tmp_path / "tied" / "run0", every=1) as rec:
+            with rec.step(0):
+                F.cross_entropy(model(idx).flatten(0, 1), idx.flatten()).backward()
+    layers = gradflow.load(tmp_path / "tied")
+    grads = layers[layers.quantity == "grad_norm"].set_index("name")["value"]
+    assert list(grads.index) == ["wte", "h"]  # (lm_head's is wte's)
+    assert grads["wte"] == pytest.approx(float(model.wte.weight.grad.norm()), rel=1e-5)
+    assert set(layers.loc[layers.quantity == "signal_norm", "name"]) == {"wte", "h", "lm_head"}
+    ratio = gradflow.load(tmp_path / "tied", "runs")["grad_ratio.init"].item()
+    assert ratio == pytest.approx(grads["wte"] / grads["h"]) and ratio != pytest.approx(1.0)
+
+
+def _mixed_precision_run(tmp_path, name: str, scaler, unscale_in_block: bool = False) -> pd.DataFrame:
+    torch.manual_seed(0)
+    x = torch.randn(256, 16)
+    y = (x[:, 0] > 0).long()
+    model = nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with gradflow.Recorder(model, tmp_path / "amp" / name, every=2, scaler=scaler) as rec:
+        for step in range(5):
+            opt.zero_grad()
+            with rec.step(step):
+                with torch.autocast("cpu", dtype=torch.float16, enabled=scaler is not None):
+                    loss = F.cross_entropy(model(x), y)
+                (loss if scaler is None else scaler.scale(loss)).backward()
+                if unscale_in_block:  # (to clip: torch's recipe)
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1e3)
+            if scaler is None:
+                opt.step()
+            else:
+                scaler.step(opt)
+                scaler.update()
+    layers = gradflow.load(tmp_path / "amp" / name)
+    return layers[layers.quantity.isin(["grad_norm", "signal_norm", "update_ratio"])].set_index(
+        ["step", "quantity", "layer"])["value"].sort_index()
+
+
+@pytest.mark.parametrize("unscale_in_block", [False, True], ids=["scaled", "unscaled-in-the-block"])
+def test_a_float16_loop_with_a_grad_scaler_records_unscaled_gradients(tmp_path, unscale_in_block):
+    # with the loss scaled by 65536 every gradient and signal was recorded 65536 times too large (5010 for 0.0764),
+    # and moved whenever the scaler changed its scale; the ratios hid it
+    exact = _mixed_precision_run(tmp_path, "fp32", None)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+    mixed = _mixed_precision_run(tmp_path, "fp16", scaler, unscale_in_block)
+    assert list(mixed.index) == list(exact.index)
+    assert mixed.to_numpy() == pytest.approx(exact.to_numpy(), rel=2e-2)  # (float16's rounding)
+    assert store.read_run(tmp_path / "amp" / "fp16")["status"] == "ok"
+    with pytest.raises(GradflowError, match="scaler must be the loop's torch.amp.GradScaler, not float"):
+        gradflow.Recorder(nn.Linear(2, 2), tmp_path / "amp" / "bad", scaler=65536.0)
+
+
+def test_a_step_the_grad_scaler_skips_is_no_divergence(tmp_path):
+    # a scale too large for float16 makes the gradients inf: the scaler skips the step and halves its scale,
+    # as it does in the first steps of most float16 runs; the run is not `diverged`
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 40)
+    _mixed_precision_run(tmp_path, "overflow", scaler)
+    run = store.read_run(tmp_path / "amp" / "overflow")
+    layers = gradflow.load(tmp_path / "amp" / "overflow")
+    assert not np.isfinite(layers.loc[layers.quantity == "grad_norm", "value"]).all()  # (the case: skipped steps)
+    assert run["status"] == "ok" and scaler.get_scale() < 2.0 ** 40

@@ -95,7 +95,8 @@ def column(df: pd.DataFrame, key: str, option: str, swept: list[str], choices: l
         return found
     keys = config_columns(df)
     hint = did_you_mean(key, list(dict.fromkeys([*keys, *abbreviate(keys).values(), *choices])))
-    results_here = set(headers.values()) - {store.STATUS}  # (ls's table has them; plot's layers do not)
+    # (ls's table has them; plot's layers do not: its status and diverged_step are `load`'s, of every table)
+    results_here = set(headers.values()) - {store.STATUS, store.DIVERGED_AT}
     results = ", or a result by its header: 'train loss'" if results_here else ""
     raise GradflowError(f"{option} key {key!r} is not a column{hint}; choices: {', '.join(choices)}{more}"
                         f" (or any config key, by its full name or its last part{results})")

@@ -113,6 +113,12 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
         warnings.warn(f"not probed: {'; '.join(unprobed)}; gradflow probes modules whose `weight` is 2-D or larger "
                       f"and nn.MultiheadAttention{why}", stacklevel=2)
     points = [p for _, p in sorted(found, key=lambda f: f[0])]
+    owner: dict[int, str] = {}
+    tied = [f"{p.name} uses {owner[id(w)]}'s" for p in points if (w := _weight_of(p.layer) if isinstance(
+        p.layer, nn.Module) else p.layer.weight) is not None and owner.setdefault(id(w), p.name) != p.name]
+    if tied:
+        warnings.warn(f"tied weights: {'; '.join(tied)} weight; each is recorded once, at its first point (its "
+                      "gradient is the sum of every use; at both, their ratio read 1 by construction)", stacklevel=2)
     unbatched = [p.name for p in points if not p.batched]
     if unbatched:
         warnings.warn(f"no back-propagated signal at {', '.join(unbatched)}: its output has no batch dimension (the "

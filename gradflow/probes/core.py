@@ -108,6 +108,17 @@ def _param(module, name: str):
     return p if isinstance(p, torch.Tensor) else None
 
 
+def _first_uses(params: list[torch.Tensor | None]) -> list[int]:
+    """The positions of the parameters given, each tensor at its first position only (None: no parameter)."""
+    seen: set[int] = set()
+    out = []
+    for i, p in enumerate(params):
+        if p is not None and id(p) not in seen:
+            seen.add(id(p))
+            out.append(i)
+    return out
+
+
 class _Tapped:
     """A probe's tap set on a layer (ProbePoint.tap); remove() clears it, as a hook's handle removes the hook."""
 
@@ -183,8 +194,10 @@ class Probes:
                 raise GradflowError(f"probe quantity {q!r} is not known; choices: {', '.join(QUANTITIES)}")
         self.histograms = histograms
         # points with a weight (layers); the others mark a state, e.g. h_t of a recurrent net
-        self.weight_points = [i for i, p in enumerate(self.points) if _param(p.layer, "weight") is not None]
-        self.bias_points = [i for i, p in enumerate(self.points) if _param(p.layer, "bias") is not None]
+        # a weight tied to an earlier point's (a GPT's head sharing its token embedding) is that point's: its
+        # gradient, the sum of both uses, once (each point's ratio to the other read 1 by construction)
+        self.weight_points = _first_uses([_param(p.layer, "weight") for p in self.points])
+        self.bias_points = _first_uses([_param(p.layer, "bias") for p in self.points])
         self.weights = [self.points[i].layer.weight for i in self.weight_points]
         self.biases = [self.points[i].layer.bias for i in self.bias_points]
         self.params = self.weights + self.biases  # the order of after_backward's `grad_norms`
@@ -729,13 +742,17 @@ class Probes:
             start += len(dests)
         return flat
 
-    def table(self, reading: Reading) -> tuple[np.ndarray, np.ndarray]:
+    def table(self, reading: Reading, grad_scale: float = 1.0, signal_scale: float = 1.0) -> tuple[np.ndarray,
+                                                                                                   np.ndarray]:
         """A reading's (points, quantities) values, in the order of `self.quantities`, and their mask
-        (False where a quantity does not apply to a point or was not taken at that step)."""
+        (False where a quantity does not apply to a point or was not taken at that step). `grad_scale`,
+        `signal_scale`: factors of the weight and bias gradients' norms and of the signals' (a mixed-precision
+        loop's loss scale undone: the Recorder's `scaler`)."""
         n = len(self.points)
         got = np.full((len(PRIMITIVES), n), np.nan)
         if reading.dests:
             got.flat[np.concatenate(reading.dests)] = reading.values
+        got[[_ROW["grad_norm"], _ROW["bias_grad_norm"]]] *= grad_scale
         if reading.lr is not None:  # plain SGD: the update norm was read as ||d||
             got[_ROW["update_norm"], self._weight_at] *= reading.lr
         for points, units in reading.counts:
@@ -745,7 +762,7 @@ class Probes:
         scale[reading.signal_at] = np.sqrt(reading.signal_batch)
         if reading.fused is not None:
             self._spread_fused(got, scale, reading.fused)
-        got[_ROW["signal_norm"]] *= scale
+        got[_ROW["signal_norm"]] *= scale * signal_scale
         has_signal = ~np.isnan(scale)
         stats = SimpleNamespace(**dict(zip(PRIMITIVES, got)))
         values = np.full((n, len(self.quantities)), np.nan)
