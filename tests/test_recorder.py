@@ -235,8 +235,9 @@ def test_a_ctrl_c_while_the_recorder_writes_waits_for_run_json(tmp_path, ctrl_cs
     gradflow.Recorder(model, tmp_path / "study" / "run2").close()  # the study's lock was let go
 
 
-def test_a_script_that_raises_outside_a_with_block_records_its_run_as_failed(tmp_path):
-    # rec = Recorder(...) without `with`: the uncaught error left the run `running`, then read as interrupted
+def _loop_script(tmp_path, ending: str) -> subprocess.CompletedProcess:
+    """A script whose Recorder, made without `with`, takes three probed steps, logging its loss, then `ending`
+    (the script's last lines, inside the loop), run in its own process on the folder tmp_path/run."""
     script = tmp_path / "loop.py"
     script.write_text(
         "import sys, torch, gradflow\n"
@@ -244,11 +245,16 @@ def test_a_script_that_raises_outside_a_with_block_records_its_run_as_failed(tmp
         "rec = gradflow.Recorder(model, sys.argv[1], every=1)\n"
         "for step in range(3):\n"
         "    with rec.step(step):\n"
-        "        model(torch.randn(8, 4)).sum().backward()\n"
-        "    if step == 1:\n"
-        "        raise ValueError('loss went sideways')\n")
-    out = subprocess.run([sys.executable, str(script), str(tmp_path / "run")], capture_output=True, text=True,
-                         timeout=300, cwd=ROOT)
+        "        loss = model(torch.randn(8, 4)).square().mean()\n"
+        "        loss.backward()\n"
+        "    rec.log(step, train_loss=loss)\n" + ending)
+    return subprocess.run([sys.executable, str(script), str(tmp_path / "run")], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+
+
+def test_a_script_that_raises_outside_a_with_block_records_its_run_as_failed(tmp_path):
+    # rec = Recorder(...) without `with`: the uncaught error left the run `running`, then read as interrupted
+    out = _loop_script(tmp_path, "    if step == 1:\n        raise ValueError('loss went sideways')\n")
     assert out.returncode == 1 and "ValueError: loss went sideways" in out.stderr  # Python's traceback, as ever
     run = store.read_run(tmp_path / "run")
     assert run["status"] == "failed" and run["error"] == "ValueError: loss went sideways", run
@@ -634,18 +640,7 @@ def test_the_depth_figure_of_recorder_runs_needs_model_depth_and_says_so(cli, tm
 
 def test_a_script_that_ends_without_close_has_its_run_closed_with_its_tables(tmp_path):
     # no rec.close() and no `with`: the run stayed `running` (read as interrupted), no table written
-    script = tmp_path / "loop.py"
-    script.write_text(
-        "import sys, torch, gradflow\n"
-        "model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))\n"
-        "rec = gradflow.Recorder(model, sys.argv[1], every=1)\n"
-        "for step in range(3):\n"
-        "    with rec.step(step):\n"
-        "        loss = model(torch.randn(8, 4)).square().mean()\n"
-        "        loss.backward()\n"
-        "    rec.log(step, train_loss=loss)\n")
-    out = subprocess.run([sys.executable, str(script), str(tmp_path / "run")], capture_output=True, text=True,
-                         timeout=300, cwd=ROOT)
+    out = _loop_script(tmp_path, "")
     assert out.returncode == 0 and out.stderr.strip() == (f"gradflow: {tmp_path / 'run'} closed as the script ended "
                                                           "(rec.close() was not called)"), out.stderr
     run = store.read_run(tmp_path / "run")
