@@ -26,7 +26,8 @@ from gradflow.summary import RESULT_COLUMNS
 # (column, its label: the header ls shows it under, how two sources' values are compared)
 COMPARED = tuple((c, RESULT_COLUMNS[c][0], how) for c, how in (
     ("grad_ratio.init", "ratio"), ("signal_ratio.init", "ratio"), ("grad_ratio.final", "ratio"),
-    ("chi1_measured", "diff"), ("chi1_theory", "diff"), ("final.train_acc", "diff"), ("final.test_acc", "diff")))
+    ("chi1_measured", "diff"), ("chi1_theory", "diff"), ("final.train_loss", "diff"), ("final.train_acc", "diff"),
+    ("final.test_acc", "diff")))  # (the training loss: a Recorder's loop may log nothing else)
 
 
 def source_labels(paths: Sequence[str | Path]) -> list[str]:
