@@ -1288,3 +1288,19 @@ def test_evenly_evaluated_steps_with_a_divergence_step_keep_a_linear_axis():
     assert not is_log_spaced(np.r_[np.arange(0, 201, 10), 31])
     assert not is_log_spaced([*range(0, 1001, 100), 1001])
     assert is_log_spaced(schedule(1000, 0, 12)) and is_log_spaced(schedule(1000, 0, 6))  # probe.points' geomspace
+
+
+def test_a_named_value_keeps_its_colour_from_one_figure_to_the_next():
+    # colours went by the values each figure showed: sigmoid orange beside relu, tanh orange beside relu
+    from gradflow.plots.style import Palette
+
+    def colour(values: list[str], of: str, key: str = "model.activation"):
+        return Palette(pd.DataFrame({key: values}), key).color_of({key: of})
+
+    assert colour(["relu", "sigmoid", "tanh"], "tanh") == colour(["relu", "tanh"], "tanh") == colour(["tanh"], "tanh")
+    assert colour(["relu", "sigmoid", "tanh"], "sigmoid") != colour(["relu", "sigmoid", "tanh"], "tanh")
+    assert colour(["none", "batchnorm"], "batchnorm", "norm.name") == colour(["layernorm", "batchnorm"], "batchnorm",
+                                                                              "norm.name")
+    # a value outside the fixed names: the figure's own order, each value still its own colour
+    mixed = ["relu", "softsign", "tanh"]
+    assert len({str(colour(mixed, v)) for v in mixed}) == 3

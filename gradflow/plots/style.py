@@ -137,6 +137,15 @@ def _categorical(n: int):
     return [colormaps["turbo"](t) for t in np.linspace(0.05, 0.95, n)]
 
 
+# each name's own colour (tab10's, in this order) wherever a figure colours by these keys and shows no other
+# name of theirs: sigmoid was orange in one figure and tanh in the next, by the values each happened to show
+FIXED_COLOURS = {
+    "model.activation": ("relu", "tanh", "sigmoid", "linear", "gelu", "leaky_relu", "elu", "selu", "silu", "softplus"),
+    "init.name": ("xavier_normal", "kaiming_normal", "orthogonal", "standard", "xavier_uniform", "kaiming_uniform",
+                  "meanfield", "lecun_normal", "delta_orthogonal", "gpt2"),
+    "norm.name": ("none", "batchnorm", "layernorm"),
+    "model.skip": ("none", "residual"),
+}
 SOURCE_ITEMS = 2  # a compared source's differing keys named in its legend entry at most (the table has all)
 MAX_NAMED = 24  # legend entries for a colour key's values at most (a folder of a hundred unrelated runs)
 
@@ -195,6 +204,8 @@ class Palette:
                 self.mappable = ScalarMappable(norm, cmap)
                 self.ticks = None
                 self._colors = {vkey(v): cmap(norm(float(v))) for v in real}
+            elif set(map(str, real)) <= set(FIXED_COLOURS.get(color, ())):
+                self._colors = {vkey(v): _categorical(10)[FIXED_COLOURS[color].index(str(v))] for v in real}
             else:
                 self._colors = {vkey(v): c for v, c in zip(self.values, _categorical(len(self.values)))}
             self._colors.setdefault(vkey(math.nan), NAN_COLOR)
