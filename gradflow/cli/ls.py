@@ -164,7 +164,8 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     df, flagged = mark_flagged(df)  # ended ok, yet no success: never read as one
     columns = table_columns(df, swept)
     warning = transient_warning(df)
-    wanted = {df.attrs.get("sorted_by"), *(("chi1_measured", "chi1_layers") if warning else ())}
+    # (the fits the warning is about, with the theory they are off from)
+    wanted = {df.attrs.get("sorted_by"), *(("chi1_measured", "chi1_layers", "chi1_theory") if warning else ())}
     for c in columns:  # shown whatever the width: the column sorted by, and the fits the warning is about
         if c.key in wanted:
             c.priority = min(c.priority, STUDY_PRIORITY)

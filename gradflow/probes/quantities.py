@@ -69,10 +69,12 @@ QUANTITIES: dict[str, Quantity] = {q.name: q for q in [
              "activation standard deviation", "Activation std", "",
              "standard deviation (Bessel-corrected) of the activation output after the layer"),
     Quantity("act_saturated", SATURATING, lambda s: s.act_saturated / s.act_count,
-             "fraction of saturated units", "Saturated units", "fraction",
+             "fraction of saturated outputs", "Saturated outputs", "fraction",
              "tanh/softsign: |phi| > 0.99; sigmoid: outside [0.01, 0.99]", log=False),
     Quantity("act_dead", DYING, lambda s: s.act_dead / s.act_count,
-             "fraction of dead units", "Dead units", "fraction", "ReLU: fraction exactly zero", log=False),
+             "fraction of outputs exactly 0", "Zero (dead) outputs", "fraction",
+             "ReLU: fraction of outputs exactly zero over the batch (0.5 is a healthy ReLU layer's; a unit dead on "
+             "every input is 1 for its column)", log=False),
     Quantity("update_ratio", WEIGHT, lambda s: s.update_norm / s.weight_norm,
              r"$\|\Delta W\| / \|W\|$ (update / weight ratio)", "Update-to-weight ratio", "",
              "||W_l(after) - W_l(before)|| / ||W_l(before)|| of the update taken at that step (plain SGD: "
