@@ -170,6 +170,8 @@ CASES = [
     (["plot", "{study}", "--kind", "profile", "--quantity", "grad_nrm"], "(did you mean grad_norm?)"),
     (["plot", "{study}", "--kind", "grid", "--x", "model.depth", "--y", "seed", "--value", "final.train_ac"],
      "(did you mean final.train_acc?)"),
+    (["plot", "{study}", "--kind", "grid", "--x", "model.depth", "--y", "seed", "--value", "chi1 mea"],
+     "(did you mean chi1 meas?)"),
     # a mistyped option names the one it is nearest to (sweep's advice used to be "name=x, not --name x")
     (["sweep", "--nmae", "x"], "--nmae is not an option of `gradflow sweep` (did you mean --name?)"),
     (["reproduce", "he2015", "--quik"], "--quik is not an option of `gradflow reproduce` (did you mean --quick?)"),

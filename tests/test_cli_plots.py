@@ -148,6 +148,11 @@ def test_a_sweep_over_inits_with_different_keys_is_still_a_depth_sweep(results):
      "profile-grad_norm-step0-color-model.depth-facet-model.activation.png"),
     (["--kind", "grid", "--x", "activation", "--y", "depth", "--value", "final.train_acc"],
      "grid-final.train_acc-model.activation-model.depth.png"),
+    # --value by the header ls shows (the signal ratio, which vanishes where the weight gradient's may not)
+    (["--kind", "grid", "--x", "activation", "--y", "depth", "--value", "signal ratio"],
+     "grid-signal_ratio.init-model.activation-model.depth.png"),
+    (["--kind", "grid", "--x", "activation", "--y", "depth", "--value", "chi1 meas"],
+     "grid-chi1_measured-model.activation-model.depth.png"),
     # a run by its items in another order: the same run, its file named as the folder is
     (["--kind", "heatmap", "--run", "model.depth=4,model.activation=tanh", "--quantity", "act_std"],
      "heatmap-act_std-model.activation=tanh,model.depth=4.png"),

@@ -458,6 +458,21 @@ class _GridAxis:
         (ax.set_xlabel if which == "x" else ax.set_ylabel)(key_label(self.key))
 
 
+def summary_column(df: pd.DataFrame, value: str) -> str:
+    """The runs table's column `value` names: itself, or the header ls shows it under ('chi1 meas', 'signal
+    ratio', train_loss; _ and - read as spaces); else one error naming the choices by both names."""
+    from gradflow.summary import RESULT_COLUMNS
+
+    if value in df.columns:
+        return value
+    spoken = lambda text: " ".join(str(text).lower().replace("_", " ").replace("-", " ").split())
+    headers = {spoken(label): c for c, (label, _) in RESULT_COLUMNS.items() if c in df.columns}
+    if spoken(value) in headers:
+        return headers[spoken(value)]
+    choices = [f"{c} ({RESULT_COLUMNS[c][0]})" if c in RESULT_COLUMNS else c for c in SUMMARIES if c in df.columns]
+    raise GradflowError(f"value={value!r} is not a column of the runs table; choices: {', '.join(choices)}")
+
+
 def grid(runs: pd.DataFrame, x: str, y: str, value: str = "final.test_acc", theory: str | None = None,
          facet: str | None = None) -> Figure:
     """A per-run summary (`value`, averaged over seeds) over two swept keys, as coloured cells.
@@ -474,9 +489,7 @@ def grid(runs: pd.DataFrame, x: str, y: str, value: str = "final.test_acc", theo
         if key is not None and key not in df.columns:
             raise GradflowError(f"{what}={key!r} is not a column of the runs table; "
                                 f"swept keys: {', '.join(swept) or '(none)'}")
-    if value not in df.columns:
-        choices = [c for c in SUMMARIES if c in df.columns]
-        raise GradflowError(f"value={value!r} is not a column of the runs table; choices: {', '.join(choices)}")
+    value = summary_column(df, value)
     if theory not in (None, *GRID_THEORIES):
         raise GradflowError(f"theory={theory!r} is not allowed; choices: {', '.join(GRID_THEORIES)}")
     others = [k for k in swept if k not in (x, y, facet)]

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from gradflow.summary import RESULT_COLUMNS
 from gradflow.errors import GradflowError, did_you_mean
 from gradflow.plots.keys import SEED_KEYS, between_sources, full_key, n_distinct, ordered_values, run_names, swept_keys
 from gradflow.plots.labels import RATIOS, SUMMARIES, is_recurrent
@@ -127,9 +128,16 @@ def check_options(df: pd.DataFrame, kind: str, o: Options, where: str) -> None:
         raise GradflowError(f"--quantity {o.quantity!r} is not in {where}{did_you_mean(o.quantity, have)}; "
                             f"choices: {', '.join(have)}")
     if o.value is not None and o.value not in df.columns:
-        choices = [c for c in SUMMARIES if c in df.columns]
-        raise GradflowError(f"--value {o.value!r} is not a column of {where}{did_you_mean(o.value, choices)}; "
-                            f"choices: {', '.join(choices)}")
+        from gradflow.plots.curves import summary_column
+
+        try:  # (ls's header for it: 'chi1 meas', 'signal ratio')
+            o.value = summary_column(df, o.value)
+        except GradflowError:
+            choices = [c for c in SUMMARIES if c in df.columns]
+            headers = [RESULT_COLUMNS[c][0] for c in choices if c in RESULT_COLUMNS]
+            raise GradflowError(f"--value {o.value!r} is not a column of {where}"
+                                f"{did_you_mean(o.value, choices + headers)}; choices: {', '.join(choices)} (or ls's "
+                                f"header of one: {', '.join(repr(h) for h in headers[:3])}, ...)") from None
     if o.theory is not None:
         choose("--theory", o.theory, GRID_THEORIES)
     runs = run_names(df["run"])

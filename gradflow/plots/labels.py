@@ -129,6 +129,8 @@ SUMMARIES: dict[str, Summary] = {
                                log10=True, cmap="RdBu_r", center=0.0),
     "grad_ratio.final": Summary(r"$\log_{10}$ gradient ratio at the end, " + RATIO_SYMBOL,
                                 log10=True, cmap="RdBu_r", center=0.0),
+    "signal_ratio.init": Summary(r"$\log_{10}$ back-propagated signal ratio at init, "
+                                 r"$\|\partial L/\partial z\|$ first / last", log10=True, cmap="RdBu_r", center=0.0),
     "chi1_measured": Summary(r"measured $\chi_1$ (per-layer growth of $\|\partial L/\partial z\|^2$)",
                              cmap="RdBu_r", center=1.0),
     "chi1_theory": Summary(r"mean-field $\chi_1$", cmap="RdBu_r", center=1.0),
