@@ -151,3 +151,14 @@ def test_run_says_how_many_updates_it_clipped(tmp_path):
     assert f"clipped {share:.0%} of updates (train.grad_clip=1)" in " ".join(out.split())
     out = gradflow_cli("run", *overrides, "train.grad_clip=0", "train.steps=5", f"results={tmp_path / 'b'}")
     assert "clipped" not in out
+
+
+def test_runs_of_one_evaluation_window_say_why_they_are_dots(clip_sweep, tmp_path):
+    # train.steps below train.eval_every: one window each, a dot per run and no word why the figure was empty
+    more = ["data=gaussian", "data.n_train=64", "data.n_test=32", "data.dim=8", "model.width=8", "model.depth=2",
+            "train.batch_size=32", "train.steps=6", "train.eval_every=100", "train.grad_clip=0,1"]
+    gradflow_cli("sweep", *more, f"results={tmp_path}", "--name", "short")
+    fig = figures.gradnorm(gradflow.load(tmp_path / "short", table="metrics"))
+    said = "one evaluation window per run, no curve: lower train.eval_every (below train.steps)"
+    assert said in " ".join(fig.get_suptitle().split())
+    assert said not in " ".join(figures.gradnorm(gradflow.load(clip_sweep, table="metrics")).get_suptitle().split())

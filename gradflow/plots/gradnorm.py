@@ -114,6 +114,8 @@ def gradnorm(metrics: pd.DataFrame, color: str | None = None, by_source: bool = 
     legend(fig, handles + extra_handles(everything, True), legend_title)
     extra = [f"lines also differ in {', '.join(also)}"] if also else []
     extra += [f"the sources also differ in {', '.join(between)}"] if between else []
+    if everything and all(np.isfinite(s.med).sum() <= 1 for s in everything):  # (a dot each, and no word why)
+        extra.append("one evaluation window per run, no curve: lower train.eval_every (below train.steps)")
     set_title(fig, "Gradient norm during training", drawn, extra, skip=swept + [GRAD_CLIP] * bool(thresholds))
     return fig
 
