@@ -546,7 +546,13 @@ def test_ratio_against_depth(sweep):
     lines = series_lines(ax)
     assert len(lines) == 2  # tanh, relu; depths on x, seeds aggregated
     assert ax.get_yscale() == "log" and "model.depth" in ax.get_xlabel()
-    assert any(ln.get_gid() == "reference" and ln.get_linestyle() == ":" for ln in ax.get_lines())
+    # the ratio = 1 reference: a faint band, in no line style a series takes (a dotted one read as it)
+    from gradflow.plots.style import LINE_STYLES
+
+    (ref,) = [ln for ln in ax.get_lines() if ln.get_gid() == "reference"]
+    assert ref.get_linewidth() > 3 * max(ln.get_linewidth() for ln in lines) and ref.get_alpha() < 0.5
+    assert all(ln.get_linestyle() != ":" or ln.get_gid() != "reference" for ln in ax.get_lines())
+    assert ":" in LINE_STYLES  # (a series may be dotted: the reference is told apart by width and shade)
     # geometric profiles: ratio = r**depth, independent of the seed
     tanh = next(ln for ln in lines if np.allclose(ln.get_ydata(), [0.8 ** d for d in (5, 10, 20)]))
     assert list(tanh.get_xdata()) == [5, 10, 20]

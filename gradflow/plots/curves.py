@@ -34,6 +34,10 @@ from gradflow.plots.style import (
     unshown,
 )
 
+# the ratio = 1 line: a faint grey band, not a line style a series may have (dotted, a norm=none series's, read
+# as the reference beside it)
+REFERENCE_STYLE = dict(color="0.5", ls="-", lw=5.0, alpha=0.25, zorder=0.5)
+
 
 METRICS_REQUIRED = ("run", "step", "split", "metric", "value")
 
@@ -292,7 +296,7 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
         series = sort_series(collect_series(sub, length, group_keys, log=True), df,
                              [k for k in (by, style) if k] + also)
         ax.set_yscale("log")
-        ax.axhline(1.0, color="0.3", ls=":", lw=1.0, gid="reference")
+        ax.axhline(1.0, **REFERENCE_STYLE, gid="reference")
         lw, alpha = line_weight(len(series))
         for s in series:
             c = palette.color_of(s.config)
@@ -322,7 +326,7 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
     if theory_drawn:
         hs.append(Line2D([], [], color="0.3", **THEORY_STYLE,
                          label="mean field: rate $\\chi_1^{depth/2}$\n(anchored at shallowest)"))  # (a curve on a log depth axis)
-    hs.append(Line2D([], [], color="0.3", ls=":", lw=1.0, label="ratio = 1 (balanced)"))
+    hs.append(Line2D([], [], **REFERENCE_STYLE, label="ratio = 1 (balanced)"))
     legend(fig, handles + hs, title)
     extra = [f"lines also differ in {', '.join(also)}"] if also else []
     extra += [f"the sources also differ in {', '.join(between)}"] if between else []
