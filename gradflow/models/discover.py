@@ -95,36 +95,14 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
         elif _weight_of(m) is not None:
             found.append((position(m), ProbePoint(name, m, _activation_after(m, calls, first),
                                                   batched=batch is None or leading.get(m, batch) == batch)))
-    # modules with weight matrices of their own that are no probe point (torch's recurrent modules, a
-    # parameter named other than `weight`): said, not skipped without a word (an LSTM between two Linear
-    # layers left a first/last ratio of those two that read as the LSTM's)
-    unprobed = [f"{path[m] or type(m).__name__.lower()} ({type(m).__name__}: "
-                f"{', '.join(n for n, w in m.named_parameters(recurse=False) if w.dim() >= 2)})"
-                for m in model.modules() if not isinstance(m, nn.MultiheadAttention) and _weight_of(m) is None
-                and any(w.dim() >= 2 for w in m.parameters(recurse=False))]
-    recurrent = any(isinstance(m, nn.RNNBase) for m in model.modules())
-    why = (" (torch's nn.LSTM, nn.GRU and nn.RNN run every time step inside one call, so gradflow cannot see "
-           "the signal at each; gradflow run model=lstm, gru or rnn probes through time)" if recurrent else "")
+    unprobed, why = _unprobed(model, path)
     if not found:
         raise GradflowError(f"{type(model).__name__} has no layer gradflow probes (a module whose `weight` is 2-D or "
                             f"larger: nn.Linear, nn.Conv2d, nn.Embedding, ...; or nn.MultiheadAttention)"
-                            + (f"; not probed: {'; '.join(unprobed)}{why}" if unprobed else ""))
-    if unprobed:
-        warnings.warn(f"not probed: {'; '.join(unprobed)}; gradflow probes modules whose `weight` is 2-D or larger "
-                      f"and nn.MultiheadAttention{why}", stacklevel=2)
+                            + (f"; not probed: {unprobed}{why}" if unprobed else ""))
     points = [p for _, p in sorted(found, key=lambda f: f[0])]
-    owner: dict[int, str] = {}
-    tied = [f"{p.name} uses {owner[id(w)]}'s" for p in points if (w := _weight_of(p.layer) if isinstance(
-        p.layer, nn.Module) else p.layer.weight) is not None and owner.setdefault(id(w), p.name) != p.name]
-    if tied:
-        warnings.warn(f"tied weights: {'; '.join(tied)} weight; each is recorded once, at its first point (its "
-                      "gradient is the sum of every use; at both, their ratio read 1 by construction)", stacklevel=2)
-    unbatched = [p.name for p in points if not p.batched]
-    if unbatched:
-        warnings.warn(f"no back-propagated signal at {', '.join(unbatched)}: its output has no batch dimension (the "
-                      f"input's batch is {batch}; a position embedding of arange(T), added to every sample), so "
-                      "its dL/dz is the batch's sum, no per-example signal; its weight gradient is recorded",
-                      stacklevel=2)
+    for text in _caveats(points, unprobed, why, batch):
+        warnings.warn(text, stacklevel=2)
     # an activation module shared by several layers cannot say whose output it saw
     owners: dict[nn.Module, int] = {}
     for p in points:
@@ -134,6 +112,47 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
         if p.activation is not None and owners[p.activation] > 1:
             p.activation = None
     return points
+
+
+def _unprobed(model: nn.Module, path: dict[nn.Module, str]) -> tuple[str, str]:
+    """The modules with weight matrices of their own that are no probe point (torch's recurrent modules, a
+    parameter named other than `weight`), each with those parameters ("" for none), and why for a
+    recurrent one. Said, not skipped without a word: an LSTM between two Linear layers left a first/last
+    ratio of those two that read as the LSTM's."""
+    named = [f"{path[m] or type(m).__name__.lower()} ({type(m).__name__}: "
+             f"{', '.join(n for n, w in m.named_parameters(recurse=False) if w.dim() >= 2)})"
+             for m in model.modules() if not isinstance(m, nn.MultiheadAttention) and _weight_of(m) is None
+             and any(w.dim() >= 2 for w in m.parameters(recurse=False))]
+    recurrent = any(isinstance(m, nn.RNNBase) for m in model.modules())
+    return "; ".join(named), (" (torch's nn.LSTM, nn.GRU and nn.RNN run every time step inside one call, so "
+                              "gradflow cannot see the signal at each; gradflow run model=lstm, gru or rnn probes "
+                              "through time)" if recurrent else "")
+
+
+def _caveats(points: list[ProbePoint], unprobed: str, why: str, batch: int | None) -> list[str]:
+    """What the probes of `points` leave out or take once, each a warning: the modules not probed; a weight
+    tied to an earlier point's (GPT-2's head and token embedding: its gradient at both, their ratio 1 by
+    construction), recorded at its first point; a layer whose output has no batch dimension (nanoGPT's
+    position embedding of arange(T)), whose dL/dz is the batch's sum, no per-example signal."""
+    out = []
+    if unprobed:
+        out.append(f"not probed: {unprobed}; gradflow probes modules whose `weight` is 2-D or larger and "
+                   f"nn.MultiheadAttention{why}")
+    owner: dict[int, str] = {}
+    tied = []
+    for p in points:
+        w = _weight_of(p.layer) if isinstance(p.layer, nn.Module) else p.layer.weight
+        if w is not None and owner.setdefault(id(w), p.name) != p.name:
+            tied.append(f"{p.name} uses {owner[id(w)]}'s")
+    if tied:
+        out.append(f"tied weights: {'; '.join(tied)} weight; each is recorded once, at its first point (its "
+                   "gradient is the sum of every use; at both, their ratio read 1 by construction)")
+    unbatched = [p.name for p in points if not p.batched]
+    if unbatched:
+        out.append(f"no back-propagated signal at {', '.join(unbatched)}: its output has no batch dimension (the "
+                   f"input's batch is {batch}; a position embedding of arange(T), added to every sample), so its "
+                   "dL/dz is the batch's sum, no per-example signal; its weight gradient is recorded")
+    return out
 
 
 def _activation_after(m: nn.Module, calls: list[nn.Module], first: dict) -> nn.Module | None:
