@@ -21,6 +21,7 @@ import atexit
 import dataclasses
 import enum
 import math
+import shlex
 import sys
 import time
 import traceback
@@ -51,7 +52,7 @@ TAKEN = {**dict.fromkeys([k for k in store.TOP_KEYS if k not in ("seed", "device
                           "platform", "git_commit", "gradflow_commit", "pid", "host", "steps", "steps_done",
                           "final", "wall_time", "fused_steps", "error", "traceback", "flags",
                           "last_evaluated", "last_finite", "diverged_step", "summary", "files", "config",
-                          "grad_ratio", "signal_ratio"], "a field of run.json")}
+                          "grad_ratio", "signal_ratio", "command"], "a field of run.json")}
 
 
 def plain_config(config) -> dict:
@@ -230,7 +231,8 @@ class Recorder:
         env["gradflow_commit"] = env.pop("git_commit", None)
         script = Path(sys.argv[0]).resolve().parent if sys.argv and sys.argv[0] else None
         env["git_commit"] = (script and store.git_commit(script)) or store.git_commit(Path.cwd())  # (a notebook's)
-        self._record = {"job": self.path.name, "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        self._record = {"job": self.path.name, "command": shlex.join(["python", *sys.argv]),  # (the report shows it)
+                        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         "every": every, "config_hash": store.config_hash(self._flat), **env, "config": self._flat}
         try:
             store.begin(self.path, OmegaConf.create(config), self._record)

@@ -190,9 +190,18 @@ def commands(paths: list[Path]) -> list[str]:
             cmd = (yaml.safe_load(spec.read_text()) or {}).get("command")
             if cmd:
                 out.append(cmd)
-        if not specs and (p / store.RUN_FILE).exists():
+        if specs:
+            continue
+        if (p / store.RUN_FILE).exists() and not store.read_run(p).get("command"):  # (`gradflow run`'s)
             ov = "" if p.name == "default" else " " + p.name.replace(",", " ")
             out.append(f"gradflow run{ov} results={p.parent.parent} name={p.parent.name}")
+            continue
+        # a Recorder's runs: the script's command line each recorded (it read "not recorded", or for one run
+        # a `gradflow run` command that never made it)
+        for run in [p] if (p / store.RUN_FILE).exists() else sorted(f.parent for f in p.rglob(store.RUN_FILE)):
+            cmd = store.read_run(run).get("command")
+            if cmd and cmd not in out:
+                out.append(cmd)
     return out
 
 

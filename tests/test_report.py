@@ -458,3 +458,22 @@ def test_the_swept_note_leaves_out_keys_a_group_choice_sets_and_says_the_runs_di
     assert note == "init.name; the runs also differ in keys a choice sets or only some of them have: init.gain."
     note = re.search(r"<p class=note>Swept: ([^<]*)</p>", (study / "report.html").read_text()).group(1)
     assert note.endswith("; other runs differ only there."), note  # (a grid of depth x activation)
+
+
+def test_a_recorders_runs_page_names_the_script_that_made_them(tmp_path):
+    # "How it was made" read "not recorded" for a folder of a Recorder's runs, and for one run a `gradflow run`
+    # command that never made it
+    import shlex
+
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    for name in ("a", "b"):
+        with gradflow.Recorder(model, tmp_path / "mine" / name, every=1) as rec:
+            with rec.step(0):
+                model(torch.randn(8, 4)).sum().backward()
+    script = shlex.join(["python", *sys.argv])
+    assert store.read_run(tmp_path / "mine" / "a")["command"] == script
+    assert report.commands([tmp_path / "mine"]) == [script] == report.commands([tmp_path / "mine" / "a"])
+    page = (report.write([tmp_path / "mine"])).read_text()
+    assert html_escape(script) in page and "not recorded" not in page
