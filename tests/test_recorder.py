@@ -825,3 +825,28 @@ def test_a_step_the_grad_scaler_skips_is_no_divergence(tmp_path):
     layers = gradflow.load(tmp_path / "amp" / "overflow")
     assert not np.isfinite(layers.loc[layers.quantity == "grad_norm", "value"]).all()  # (the case: skipped steps)
     assert run["status"] == "ok" and scaler.get_scale() < 2.0 ** 40
+
+
+class ResidualBlock(nn.Module):
+    """A ResNet block as users write it: the second conv's batch norm is added to the skip before the ReLU."""
+
+    def __init__(self, c=4):
+        super().__init__()
+        self.conv1, self.bn1, self.act1 = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU()
+        self.conv2, self.bn2, self.act2 = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU()
+        self.view = nn.Linear(c, c)
+        self.tail = nn.Tanh()
+
+    def forward(self, x):
+        h = self.act2(x + self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x))))))
+        return self.tail(self.view(h.mean((2, 3))).reshape(-1, 2, 2))  # (a reshape between: another tensor)
+
+
+def test_an_activation_after_an_add_is_not_taken_for_the_layers_own():
+    # conv2 -> bn2 -> (+ skip) -> relu gave conv2 the statistics of the sum, not of its own output: an
+    # activation counts only where it takes the layer's output through norm or dropout alone
+    model = ResidualBlock()
+    points = {p.name: p.activation for p in discover(model, torch.randn(2, 4, 5, 5))}
+    assert points == {"conv1": model.act1, "conv2": None, "view": None}
+    inplace = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.1), nn.LayerNorm(4), nn.ReLU(inplace=True), nn.Linear(4, 2))
+    assert [p.activation for p in discover(inplace, torch.randn(2, 3))] == [inplace[3], None]

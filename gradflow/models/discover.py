@@ -47,15 +47,9 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
     The pass runs without gradients and in eval mode (batch-norm statistics and dropout are left
     untouched); the model's mode is restored afterwards.
     """
-    calls: list[nn.Module] = []  # every module call, in the order the calls begin
-    hooks = [m.register_forward_pre_hook(lambda m, _: calls.append(m)) for m in model.modules()]
-    leading: dict[nn.Module, int] = {}  # each weight layer's output's first dimension, at its first call
-
-    def first_dim(m: nn.Module, _, out) -> None:  # (a forward hook's return value would replace the output)
-        if isinstance(out, torch.Tensor) and out.dim():
-            leading.setdefault(m, out.shape[0])
-
-    hooks += [m.register_forward_hook(first_dim) for m in model.modules() if _weight_of(m) is not None]
+    trace = _Calls()
+    hooks = [h for m in model.modules() for h in (m.register_forward_pre_hook(trace.begin),
+                                                   m.register_forward_hook(trace.end))]
     inputs = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor) and a.dim()]
     batch = inputs[0].shape[0] if inputs else None
     was_training = model.training
@@ -69,9 +63,12 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
         for h in hooks:
             h.remove()
         model.train(was_training)
+    calls = trace.modules
     first = {}
     for k, m in enumerate(calls):
         first.setdefault(m, k)
+    # each weight layer's output's first dimension, at its first call
+    leading = {m: out.shape[0] for m, k in first.items() if (out := trace.outputs[k]) is not None and out.dim()}
     path = {m: name for name, m in model.named_modules()}
     parent = {child: m for m in model.modules() for child in m.children()}
 
@@ -93,7 +90,7 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
                 found.append(((position(m)[0], -len(projections) + j), ProbePoint(f"{name}.{role}", Projection(w, b),
                                                                                    None)))
         elif _weight_of(m) is not None:
-            found.append((position(m), ProbePoint(name, m, _activation_after(m, calls, first),
+            found.append((position(m), ProbePoint(name, m, _activation_after(m, trace, first),
                                                   batched=batch is None or leading.get(m, batch) == batch)))
     unprobed, why = _unprobed(model, path)
     if not found:
@@ -155,13 +152,42 @@ def _caveats(points: list[ProbePoint], unprobed: str, why: str, batch: int | Non
     return out
 
 
-def _activation_after(m: nn.Module, calls: list[nn.Module], first: dict) -> nn.Module | None:
-    """The known activation module that runs next after `m` (norm and dropout may come between)."""
+class _Calls:
+    """Every module call of one forward pass, in the order the calls begin, with its first argument and its
+    output where they are tensors (the tensors kept, compared by identity: an id could be a freed one's)."""
+
+    def __init__(self):
+        self.modules: list[nn.Module] = []
+        self.inputs: list[torch.Tensor | None] = []
+        self.outputs: list[torch.Tensor | None] = []
+        self._open: list[int] = []
+
+    def begin(self, module: nn.Module, args: tuple) -> None:
+        self.modules.append(module)
+        self.inputs.append(args[0] if args and isinstance(args[0], torch.Tensor) else None)
+        self.outputs.append(None)
+        self._open.append(len(self.modules) - 1)
+
+    def end(self, module: nn.Module, args: tuple, out) -> None:  # (a return value would replace the output)
+        k = self._open.pop()
+        self.outputs[k] = out if isinstance(out, torch.Tensor) else None
+
+
+def _activation_after(m: nn.Module, trace: _Calls, first: dict) -> nn.Module | None:
+    """The known activation module that runs next after `m` (norm and dropout may come between), on `m`'s
+    output itself: each call in between takes the one before's output. An add between (a residual branch's
+    conv2 -> bn2 -> + skip -> relu) gave the layer the statistics of the sum, a reshape those of another
+    tensor; there is none then."""
     if m not in first:
         return None
-    for nxt in calls[first[m] + 1:]:
+    out = trace.outputs[first[m]]
+    for k in range(first[m] + 1, len(trace.modules)):
+        if out is None or trace.inputs[k] is not out:
+            return None
+        nxt = trace.modules[k]
         if type(nxt).__name__ in _ACTIVATIONS:
             return nxt
         if not isinstance(nxt, _PASS_THROUGH) or list(nxt.children()):
             return None
+        out = trace.outputs[k]
     return None
