@@ -329,7 +329,8 @@ th{vertical-align:bottom} td.num{text-align:right}
 #runs th:first-child,#runs td:first-child{position:sticky;left:0;background:#fff;box-shadow:inset -1px 0 #ddd}
 #runs th:first-child{background:#f4f4f4}
 #runs th[data-dir=asc]::after{content:" ▲"} #runs th[data-dir=desc]::after{content:" ▼"}
-#claims td{white-space:normal;min-width:4em;vertical-align:top} #claims td:first-child{min-width:10em}
+#claims td,#reproductions td{white-space:normal;min-width:4em;vertical-align:top} #claims td:first-child{min-width:10em}
+#reproductions td:nth-child(-n+3){white-space:nowrap}
 figure{display:inline-block;margin:.5em;vertical-align:top} figure img{max-width:560px;height:auto}
 @media (max-width:640px){figure{display:block;margin:.5em 0} figure img{max-width:100%}}
 figcaption{font-size:12px;color:#555} pre{background:#f6f6f6;padding:.6em;overflow:auto;max-height:30em;white-space:pre-wrap}
@@ -497,9 +498,10 @@ def reproductions_html(folder: Path) -> list[str]:
         name = study.relative_to(folder).as_posix()
         link = f'<a href="{_e(page.relative_to(folder).as_posix())}">{_e(name)}</a>' if page else _e(name)
         failed = "; ".join(str(r.get("claim", "?")) for r in rows if not r.get("passed"))
-        body.append(f"<tr><td>{link}</td><td>{_e(rep.get('paper', ''))}</td><td>{_e(rep.get('scale', '?'))}</td>"
-                    f"<td class={verdict}>{passed} of {len(rows)} pass</td><td>{_e(failed or '-')}</td></tr>")
-    head = "".join(f"<th>{h}</th>" for h in ("reproduction", "paper", "scale", "claims", "failed"))
+        # (the verdict first: a paper's long title, unwrapped, pushed it out of the window)
+        body.append(f"<tr><td>{link}</td><td>{_e(rep.get('scale', '?'))}</td><td class={verdict}>{passed} of "
+                    f"{len(rows)} pass</td><td>{_e(failed or '-')}</td><td>{_e(rep.get('paper', ''))}</td></tr>")
+    head = "".join(f"<th>{h}</th>" for h in ("reproduction", "scale", "claims", "failed", "paper"))
     n_pass = sum("class=PASS" in row for row in body)
     return ["<h2>Reproductions</h2>",
             f"<p id=verdict>{n_pass} of {len(found)} reproductions pass every claim; each name opens its own "
