@@ -75,3 +75,15 @@ def number_from_json(x):
     if x in ("inf", "-inf"):
         return float(x)
     return x
+
+
+def drop_shared_parts(names: list[str], sep: str, keep: int = 0) -> list[str]:
+    """`sep`-separated names without the leading parts every one of them shares, each keeping at least
+    its last part, and `keep` of the shared ones (studies `reproduce/he2015-quick/train` beside
+    `reproduce/glorot2010-quick/init`: `he2015-quick/train`; a GPT's blocks `transformer.h.3`, keep=1:
+    `h.3`)."""
+    parts = [n.split(sep) for n in names]
+    common = 0
+    while parts and all(len(p) > common + 1 and p[common] == parts[0][common] for p in parts):
+        common += 1
+    return [sep.join(p[max(common - keep, 0):]) for p in parts]

@@ -192,14 +192,13 @@ def commands(paths: list[Path]) -> list[str]:
                 out.append(cmd)
         if specs:
             continue
-        if (p / store.RUN_FILE).exists() and not store.read_run(p).get("command"):  # (`gradflow run`'s)
-            ov = "" if p.name == "default" else " " + p.name.replace(",", " ")
-            out.append(f"gradflow run{ov} results={p.parent.parent} name={p.parent.name}")
-            continue
         # a Recorder's runs: the script's command line each recorded (it read "not recorded", or for one run
-        # a `gradflow run` command that never made it)
+        # a `gradflow run` command that never made it); `gradflow run`'s run records none: its own command
         for run in [p] if (p / store.RUN_FILE).exists() else sorted(f.parent for f in p.rglob(store.RUN_FILE)):
             cmd = store.read_run(run).get("command")
+            if not cmd and run == p:
+                ov = "" if p.name == "default" else " " + p.name.replace(",", " ")
+                cmd = f"gradflow run{ov} results={p.parent.parent} name={p.parent.name}"
             if cmd and cmd not in out:
                 out.append(cmd)
     return out

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from gradflow import store
-from gradflow.fmt import fmt
+from gradflow.fmt import drop_shared_parts, fmt
 from gradflow.errors import GradflowError, did_you_mean
 from gradflow.plots.keys import abbreviate, n_distinct
 from gradflow.probes.quantities import QUANTITIES
@@ -325,8 +325,7 @@ def listing(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str] = 
                 if isinstance(k, str)]
     swept += [k for k in dict.fromkeys(declared) if k and k not in swept]
     df = sort_runs(df, swept or [store.RUN])
-    folders = df[store.RUN].astype(str).map(lambda r: r.rpartition("/")[0]).to_numpy()
-    df = df.iloc[np.argsort(folders, kind="stable")]  # each study's runs together
+    df = df.iloc[np.argsort(run_folders(df).to_numpy(), kind="stable")]  # each study's runs together
     df.attrs[DECLARED] = [k for k in declared if k]
     return df, swept
 
@@ -360,16 +359,18 @@ def matches(values: pd.Series, value: str) -> pd.Series:
 STUDY = "study"  # --where's name for the folder a run is in, in a folder of several (the column ls shows)
 
 
+def run_folders(df: pd.DataFrame) -> pd.Series:
+    """Each run's folder relative to the folder listed: its id less its last part ("" for a run listed
+    from its sweep's own folder)."""
+    return df[store.RUN].astype(str).map(lambda r: r.rpartition("/")[0])
+
+
 def study_of(df: pd.DataFrame) -> pd.Series:
     """Each run's study: the folder it is in, relative to the folder listed, less the folders every run
     is in (`s4` of `s4/model.depth=2`; `he2015-quick/train` of `reproduce/he2015-quick/train/init=...`
     beside glorot2010-quick's runs: `reproduce`, their first part, named them all alike)."""
-    folders = df[store.RUN].astype(str).map(lambda r: r.rpartition("/")[0])
-    parts = [f.split("/") for f in folders]
-    common = 0
-    while parts and all(len(p) > common + 1 and p[common] == parts[0][common] for p in parts):
-        common += 1
-    return folders.map(lambda f: "/".join(f.split("/")[common:]))
+    folders = run_folders(df)
+    return pd.Series(drop_shared_parts(list(folders), "/"), index=folders.index, dtype=object)
 
 
 def in_study(folders: pd.Series, value: str) -> pd.Series:
@@ -597,6 +598,16 @@ def _rank(col: pd.Series, descending: bool) -> np.ndarray:
 
 
 
+def result_by_header(df: pd.DataFrame, text: str) -> str | None:
+    """The result column of `df` whose ls header `text` is ("chi1 meas", "ratio end"; lower case, _ and -
+    read as spaces: train_loss, ratio-end), or None."""
+    def spoken(t: str) -> str:
+        return " ".join(str(t).lower().replace("_", " ").replace("-", " ").split())
+
+    return next((c for c, (label, _) in RESULT_COLUMNS.items() if c in df.columns and spoken(label) == spoken(text)),
+                None)
+
+
 def study_columns(df: pd.DataFrame) -> list[str]:
     """The columns --rate and --steps-to added, in the order asked."""
     return [c for c in df.columns if isinstance(c, str) and c.startswith(("rate.", "steps_to."))]
@@ -704,7 +715,7 @@ def table_columns(df: pd.DataFrame, swept: list[str]) -> list[Column]:
     # keys (and the study) do not tell the rows apart: nothing swept, runs of a Recorder with different
     # config keys, a stale run beside its replacement
     ids = list(df["run"].astype(str))
-    several = bool(ids) and all("/" in r for r in ids) and len({r.rpartition("/")[0] for r in ids}) > 1 \
+    several = bool(ids) and all("/" in r for r in ids) and run_folders(df).nunique() > 1 \
         and store.SOURCE not in swept  # (a comparison's sources are its first column)
     studies = list(study_of(df)) if several else [""] * len(ids)
     if several:

@@ -18,9 +18,10 @@ from gradflow.errors import GradflowError, did_you_mean
 from gradflow.fmt import fmt, strict_json
 from gradflow.plots.keys import (abbreviate, config_columns, full_key, implied_keys, n_distinct, ordered_values,
                                  partial_keys, partial_phrase)
-from gradflow.summary import (DECLARED, FLAGGED, KEY_PRIORITY, LS_COLUMNS, RESULT_COLUMNS, STUDY, STUDY_PRIORITY, Column,
-                              column_notes, in_study, listing, mark_flagged, matches, not_run, not_run_note, sort_runs,
-                              study_columns, study_of, swept_columns, table_columns, transient_warning)
+from gradflow.summary import (DECLARED, FLAGGED, KEY_PRIORITY, LS_COLUMNS, RESULT_COLUMNS, STUDY, STUDY_PRIORITY,
+                              Column, column_notes, in_study, listing, mark_flagged, matches, not_run, not_run_note,
+                              result_by_header, run_folders, sort_runs, study_columns, study_of, swept_columns,
+                              table_columns, transient_warning)
 
 SEP = 3  # characters between two columns of the SIMPLE_HEAD table
 
@@ -60,7 +61,7 @@ def keep_where(df: pd.DataFrame, where: list[str] | None, swept: list[str], choi
         key = where_key(df, key, swept, choices)
         values = study_of(df) if key == STUDY else df[key]
         if key == STUDY:  # (by the folders' whole parts: --where study=he2015-quick keeps its init and train)
-            kept = df[in_study(df[store.RUN].astype(str).map(lambda r: r.rpartition("/")[0]), value)]
+            kept = df[in_study(run_folders(df), value)]
         elif key == store.STATUS:  # as the table shows it: ok* a flagged run (status=ok keeps it too)
             shown = mark_flagged(df)[0][key]
             kept = df[matches(shown if value.endswith(FLAGGED) else values, value)]
@@ -89,22 +90,16 @@ def column(df: pd.DataFrame, key: str, option: str, swept: list[str], choices: l
     one-line error naming the nearest keys and `choices`."""
     finals = {c.removeprefix("final."): c for c in LS_COLUMNS if c.startswith("final.") and c in df.columns}
     # a result by the header ls shows it under ("train loss", "ratio end"; train_loss and ratio-end too)
-    headers = {_header(label): c for c, (label, _) in RESULT_COLUMNS.items() if c in df.columns}
-    found = full_key(df, key, swept) or finals.get(key) or headers.get(_header(key))
+    found = full_key(df, key, swept) or finals.get(key) or result_by_header(df, key)
     if found:
         return found
     keys = config_columns(df)
     hint = did_you_mean(key, list(dict.fromkeys([*keys, *abbreviate(keys).values(), *choices])))
     # (ls's table has them; plot's layers do not: its status and diverged_step are `load`'s, of every table)
-    results_here = set(headers.values()) - {store.STATUS, store.DIVERGED_AT}
+    results_here = {c for c in RESULT_COLUMNS if c in df.columns} - {store.STATUS, store.DIVERGED_AT}
     results = ", or a result by its header: 'train loss'" if results_here else ""
     raise GradflowError(f"{option} key {key!r} is not a column{hint}; choices: {', '.join(choices)}{more}"
                         f" (or any config key, by its full name or its last part{results})")
-
-
-def _header(text: str) -> str:
-    """A column header as --sort and --where compare it: lower case, _ and - read as spaces."""
-    return " ".join(text.lower().replace("_", " ").replace("-", " ").split())
 
 
 def choose(columns: list[Column], width: int | None) -> tuple[list[Column], list[Column]]:
@@ -233,7 +228,7 @@ def alike_note(df: pd.DataFrame, shown: list[Column], hidden: list[Column], titl
         return None
     text = f"rows that read alike differ in keys left out at {console.width} columns"
     if any(c.key == STUDY for c in keys):
-        folder = Path(title or ".") / str(df[store.RUN].iloc[alike]).rpartition("/")[0]
+        folder = Path(title or ".") / run_folders(df).iloc[alike]
         text += f"; `gradflow ls {shlex.quote(str(folder))}` lists one study with its own keys"
     return text + "; --wide shows all"
 

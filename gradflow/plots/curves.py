@@ -465,14 +465,12 @@ class _GridAxis:
 def summary_column(df: pd.DataFrame, value: str) -> str:
     """The runs table's column `value` names: itself, or the header ls shows it under ('chi1 meas', 'signal
     ratio', train_loss; _ and - read as spaces); else one error naming the choices by both names."""
-    from gradflow.summary import RESULT_COLUMNS
+    from gradflow.summary import RESULT_COLUMNS, result_by_header
 
     if value in df.columns:
         return value
-    spoken = lambda text: " ".join(str(text).lower().replace("_", " ").replace("-", " ").split())
-    headers = {spoken(label): c for c, (label, _) in RESULT_COLUMNS.items() if c in df.columns}
-    if spoken(value) in headers:
-        return headers[spoken(value)]
+    if found := result_by_header(df, value):
+        return found
     choices = [f"{c} ({RESULT_COLUMNS[c][0]})" if c in RESULT_COLUMNS else c for c in SUMMARIES if c in df.columns]
     raise GradflowError(f"value={value!r} is not a column of the runs table; choices: {', '.join(choices)}")
 

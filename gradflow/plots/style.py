@@ -22,7 +22,7 @@ from matplotlib.ticker import (
 from matplotlib.transforms import blended_transform_factory
 
 from gradflow.plots.keys import between_sources, is_missing, is_numeric_key, n_distinct, ordered_values, vkey
-from gradflow.fmt import fmt
+from gradflow.fmt import drop_shared_parts, fmt
 from gradflow.plots.labels import key_label, short_key, value_label
 from gradflow.plots.save import DPI
 from gradflow.plots.series import Series
@@ -518,11 +518,7 @@ def block_labels(names: list[str]) -> list[str]:
     """Block names as an axis shows them: without the leading parts every name shares but the last
     (a user's GPT's transformer.h.0, transformer.h.1, ... ran together as "transformertransformer...";
     they read h.0, h.1, ...); gradflow's own b0, s1.b2 as they are."""
-    parts = [n.split(".") for n in names]
-    common = 0
-    while all(len(p) > common + 1 and p[common] == parts[0][common] for p in parts):
-        common += 1
-    return [".".join(p[max(common - 1, 0):]) for p in parts]
+    return drop_shared_parts(names, ".", keep=1)
 
 
 def tick_blocks(axis, marked) -> None:
