@@ -68,7 +68,7 @@ class Late(Net):
         if self.training:
             self.calls += 1
             if self.calls == self.at:
-                raise RuntimeError(f"exploded at call {self.calls}")
+                raise RuntimeError(f"exploded at call {self.calls} [in forward] (from [/data])")
         return super().forward(x)
 
 
@@ -184,14 +184,15 @@ def test_custom_model_through_the_real_cli_and_a_sweep(cli, user_models, tmp_pat
 
 def test_a_model_that_raises_well_into_training_keeps_what_the_run_measured(cli, user_models, tmp_path):
     """The run is failed, with the error, after the steps it did, and their tables: it said "failed after 0
-    steps" and kept config.yaml alone, so `plot` had nothing to draw and `ls` no ratio."""
+    steps" and kept config.yaml alone, so `plot` had nothing to draw and `ls` no ratio. The error prints
+    as written: square brackets in it are text, not rich markup."""
     from gradflow import load, store
 
     results = tmp_path / "results"
     out = cli("run", "model=custom", f"model.target={user_models}:Late", "train.steps=12", "probe.every=2",
               "train.eval_every=2", "threads=1", f"results={results}", "name=late")
     assert out.exit_code == 1, out.output  # (a failed run is a failed command)
-    assert "failed after 7 steps" in out.output and "RuntimeError: exploded at call 8" in out.output
+    assert "failed after 7 steps" in out.output and "RuntimeError: exploded at call 8 [in forward] (from [/data])" in out.output
     (job,) = store.find_runs(results / "late")
     run = store.read_run(job)
     assert (run["status"], run["steps_done"]) == ("failed", 7) and "exploded at call 8" in run["traceback"]

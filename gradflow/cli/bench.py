@@ -6,6 +6,7 @@ import time
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from gradflow import store
@@ -145,7 +146,7 @@ def sweep_machinery() -> None:
     try:
         sweep_mod.check_launcher("joblib")
     except GradflowError as e:
-        console.print(f"[yellow]{e}; the joblib row is left out[/]", soft_wrap=True)
+        console.print(escape(f"{e}; the joblib row is left out"), style="yellow", soft_wrap=True)
         parallel = None
     with tempfile.TemporaryDirectory(prefix="gradflow-bench-") as tmp:
         with console.status("200 tiny runs ..."):

@@ -12,6 +12,7 @@ import pandas as pd
 import typer
 from typer.core import TyperCommand
 from rich.cells import cell_len
+from rich.markup import escape
 from rich.table import Table
 
 from gradflow import config as config_mod
@@ -283,7 +284,7 @@ def show_run(job_dir: Path, record: dict, threads: int | None = None) -> None:
     """The summary of one finished run, read back from its results folder."""
     show_status(record, threads)
     if record["status"] == "failed":
-        console.print(f"[red]{record.get('error')}[/]")
+        console.print(escape(str(record.get("error"))), style="red", highlight=False, soft_wrap=True)
         console.print(f"results: {job_dir}", soft_wrap=True)
         return
     show_final(record)
@@ -305,14 +306,14 @@ def show_status(record: dict, threads: int | None = None) -> None:
         done = f"after {record.get('steps_done', 0)} steps"
     console.print(f"[bold {colour}]{status}[/] {done} in {record.get('wall_time', 0):.1f} s on {on}", highlight=False)
     for flag in flag_notes(record.get("flags") or []):
-        console.print(f"[bold yellow]note:[/] {flag}", highlight=False)
+        console.print(f"[bold yellow]note:[/] {escape(flag)}", highlight=False)
     if clipped := clip_note(record):
         print_note(clipped)
     if status == "diverged":
         layer, what = record.get("diverged_layer"), record.get("diverged_in") or "loss or gradient"
         where = f", first in layer {layer}" if layer is not None else ""
         finite = ", the gradients finite" if what == "loss" else ""  # (e.g. a regression loss overflowing)
-        console.print(f"[yellow]non-finite {what}{where}{finite}[/]")
+        console.print(escape(f"non-finite {what}{where}{finite}"), style="yellow", highlight=False)
 
 
 def show_final(record: dict) -> None:
