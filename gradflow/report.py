@@ -28,6 +28,7 @@ import pandas as pd
 import yaml
 
 from gradflow import store, summary
+from gradflow.compare import differing_keys, source_labels
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
 
@@ -81,25 +82,20 @@ def write(paths: Iterable[str | Path], out: str | Path | None = None) -> Path:
 
 
 # --- gathering ---------------------------------------------------------------------------------------
-def _labels(paths: list[Path]) -> list[str]:
-    names = [p.name for p in paths]
-    return [f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 else p.name for p in paths]
-
-
 def runs(paths: list[Path]) -> tuple[pd.DataFrame, list[str]]:
     """The runs table as `ls` lists it; for several paths, one table with a `source` column first."""
     if len(paths) == 1:
         return summary.listing(paths[0])
     frames = []
-    for p, label in zip(paths, _labels(paths)):
+    for p, label in zip(paths, source_labels(paths)):
         df, _ = summary.listing(p)
-        frames.append(df.assign(**{store.SOURCE: label, store.RUN: label + "/" + df[store.RUN].astype(str)}))
+        frames.append(store.prefix_runs(df, label).assign(**{store.SOURCE: label}))
     df = store.concat(frames)
     from gradflow.plots.keys import swept_keys
 
     swept = [store.SOURCE] + swept_keys(df, exclude=summary.study_columns(df), implied=True)  # as ls lists them
     df = summary.sort_runs(df, swept[1:])  # the sources in the order given (as compare letters them), not by name
-    given = {label: i for i, label in enumerate(_labels(paths))}
+    given = {label: i for i, label in enumerate(source_labels(paths))}
     return df.iloc[np.argsort(df[store.SOURCE].map(given).to_numpy(), kind="stable")], swept
 
 
@@ -109,10 +105,10 @@ def _tables(paths: list[Path]) -> dict[str, pd.DataFrame]:
     out = {}
     for t in TABLES:
         frames = []
-        for p, label in zip(paths, _labels(paths)):
+        for p, label in zip(paths, source_labels(paths)):
             df = gradflow.load(p, table=t)
             if len(paths) > 1 and len(df):
-                df = df.assign(**{store.SOURCE: label, store.RUN: label + "/" + df[store.RUN].astype(str)})
+                df = store.prefix_runs(df, label).assign(**{store.SOURCE: label})
             frames.append(df)
         out[t] = store.concat(frames) if frames else pd.DataFrame()
     return out
@@ -383,7 +379,7 @@ def build(paths: list[Path]) -> str:
     what = "comparison" if len(paths) > 1 else kind(paths[0])
     df, swept = runs(paths)
     figs = figures(paths, df)
-    title = " vs ".join(_labels(paths)) if len(paths) > 1 else paths[0].name
+    title = " vs ".join(source_labels(paths)) if len(paths) > 1 else paths[0].name
     run_name, config = first_config(paths, df)
     sections = [f"<h1>gradflow {_e(what)}: {_e(title)}</h1>",
                 f'<p class=meta>{len(df)} run{"s" * (len(df) != 1)} from {_e(", ".join(str(p) for p in paths))}; page written '
@@ -412,10 +408,8 @@ def build(paths: list[Path]) -> str:
                  '<pre id="config">' + _e(config) + "</pre>"]
     differ = {}
     if what == "comparison":  # what each source fixes differently (the comparison is about): each by name
-        from gradflow.compare import differing_keys
-
-        differ = differing_keys(df, _labels(paths))
-        sections += differ_html(df, _labels(paths), differ)
+        differ = differing_keys(df, source_labels(paths))
+        sections += differ_html(df, source_labels(paths), differ)
     sections += swept_html(df, swept, differ)
     return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
             f"<title>gradflow {_e(what)}: {_e(title)}</title><style>{STYLE}</style></head><body>"

@@ -216,6 +216,23 @@ def test_comparison_and_single_run(study, tmp_path):
     assert (tmp_path / "pages" / "report.html").read_text().startswith("<!DOCTYPE html>")
 
 
+def test_sources_whose_folder_and_parent_names_match_stay_two_sources(study, tmp_path):
+    """x/a/run and y/a/run are labelled as `gradflow compare` labels them (a counter after the parent), and
+    "." by its own name: both were `a/run`, the two runs one source, and "." an empty label."""
+    run = study / "model.activation=tanh,model.depth=10"
+    for parent in ("x", "y"):
+        shutil.copytree(run, tmp_path / parent / "a" / "run")
+    page = Page(report.build([tmp_path / "x" / "a" / "run", tmp_path / "y" / "a" / "run"]))
+    assert [r.rsplit("/", 1)[0] for r in page.rows] == ["a/run#1", "a/run#2"], page.rows
+    here = os.getcwd()
+    try:
+        os.chdir(tmp_path / "x" / "a" / "run")
+        page = Page(report.build([Path("."), run]))
+    finally:
+        os.chdir(here)
+    assert [r.split("/", 1)[0] for r in page.rows] == ["run", run.name], page.rows
+
+
 def test_a_comparison_of_sources_with_different_data_names_the_keys_only_one_sets_by_group(tmp_path, cli):
     # a Gaussian source's data.dim, data.distribution, ... beside MNIST-1D's own keys: one phrase each, not
     # every key of both groups listed under each source
