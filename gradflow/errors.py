@@ -27,6 +27,13 @@ def shorten(text, limit: int = 60) -> str:
     return f"{text[:keep]}…{text[-keep:]} ({len(text)} characters)"
 
 
+def one_line(e: BaseException, limit: int = 200) -> str:
+    """An exception as `Type: message` on one line: the message's first line (torch's go on with a C++
+    trace), shortened to `limit` characters."""
+    first = (str(e).strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: {shorten(first, limit)}"
+
+
 def shorten_command(command, limit: int = 60) -> str:
     """A command line short enough to be named in parentheses inside a message: its first and last words
     whole around an ellipsis, without `shorten`'s "(98 characters)", which read as a note nested inside the

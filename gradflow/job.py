@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from gradflow import data as datasets
 from gradflow import models, store, summary, workers
 from gradflow.config import input_scale, resolve_device, settings
-from gradflow.errors import GradflowError
+from gradflow.errors import GradflowError, one_line
 from gradflow.models.custom import activation_kind
 from gradflow.models.init import initialize
 from gradflow.probes import quantities as pq
@@ -69,9 +69,7 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
         if not isolate:  # `gradflow run`: one line, nothing written (as for any bad input)
             if isinstance(e, GradflowError):
                 raise
-            first = (str(e).strip().splitlines() or [""])[0]  # (torch's messages go on with a C++ trace)
-            raise GradflowError(f"building the data or the model failed: {type(e).__name__}: "
-                                f"{store.shorten(first, 200)}") from None
+            raise GradflowError(f"building the data or the model failed: {one_line(e)}") from e
         store.begin(job_dir, cfg, record)
         return _failed(job_dir, record, e, start)
     record.update(device=str(device), threads=torch.get_num_threads())  # intra-op threads it trains with

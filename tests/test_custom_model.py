@@ -241,6 +241,20 @@ def test_bad_custom_models_are_one_line(cli, user_models, tmp_path, target, extr
     assert_one_line(out, results, message)
 
 
+def test_a_sweep_keeps_the_users_own_traceback_of_a_model_that_does_not_fit(cli, user_models, tmp_path):
+    """The point whose model fails its first forward pass is recorded failed with the user's own frames in
+    its traceback (the user's line was dropped: gradflow's frames only), the other point runs."""
+    from gradflow import store
+
+    results = tmp_path / "results"
+    out = cli("sweep", "model=custom", f"model.target={user_models}:Net", "+model.kwargs.d_in=40,41", *TINY,
+              f"results={results}", "--name", "fit")
+    runs = {r["record"]["config"]["model.kwargs.d_in"]: r["record"] for r in store.runs(results / "fit")}
+    assert runs[40]["status"] == "ok" and runs[41]["status"] == "failed", out.output
+    assert "does not fit data=mnist1d" in runs[41]["error"] and "\n" not in runs[41]["error"]
+    assert f"{user_models}.py" in runs[41]["traceback"] and "in forward" in runs[41]["traceback"]
+
+
 def test_missing_target_is_one_line(cli, tmp_path):
     assert_one_line(cli("run", "model=custom", f"results={tmp_path / 'r'}"), tmp_path / "r",
                     "model=custom needs model.target")

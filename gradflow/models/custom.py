@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from gradflow.activations import ACTIVATIONS
-from gradflow.errors import GradflowError
+from gradflow.errors import GradflowError, one_line
 from gradflow.models.discover import discover
 
 _KIND = {a.torch_name: a.name for a in ACTIVATIONS.values()}  # activation module class -> registry name
@@ -64,9 +64,8 @@ class Custom:
         try:
             model = instantiate({"_target_": path, **kwargs})
         except Exception as e:
-            cause = e.__cause__ or e
             raise GradflowError(f"model.target={m.target} with model.kwargs={kwargs} failed to build: "
-                                f"{type(cause).__name__}: {' '.join(str(cause).split())}") from None
+                                f"{one_line(e.__cause__ or e)}") from e
         if not isinstance(model, nn.Module):
             raise GradflowError(f"model.target={m.target} built a {type(model).__name__}, not a torch.nn.Module")
         # an example batch of two, shaped and typed like the data
@@ -78,7 +77,7 @@ class Custom:
                 out = model.eval()(x)
         except Exception as e:
             raise GradflowError(f"model.target={m.target} does not fit data={cfg.data.name}: {shapes}, but the "
-                                f"forward pass failed: {type(e).__name__}: {' '.join(str(e).split())}") from None
+                                f"forward pass failed: {one_line(e)}") from e
         finally:
             model.train()
         try:
