@@ -42,17 +42,16 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from gradflow import store, summary, workers
 from gradflow.errors import GradflowError, shorten
 
-# top-level config keys gradflow's tables and run.json use themselves: a Recorder's config key of the same
-# name would be overwritten or hidden in `gradflow.load` and `ls` (`seed` is shared on purpose: a seed axis;
-# `device` too: run.json's, the device the model was on, is the one the config means)
-TAKEN = {**dict.fromkeys([k for k in store.TOP_KEYS if k not in ("seed", "device")], "a key of gradflow's own config"),
+# names gradflow's tables and run.json use themselves: a Recorder's config key of the same name would be
+# overwritten or hidden in `gradflow.load` and `ls` (`seed` is shared on purpose: a seed axis; `device` too:
+# run.json's, the device the model was on, is the one the config means)
+SHARED = ("seed", "device")
+TAKEN = {**dict.fromkeys([k for k in store.TOP_KEYS if k not in SHARED], "a key of gradflow's own config"),
          **dict.fromkeys([store.RUN, store.SOURCE, store.STATUS, store.PATH], "a column `load` adds"),
          **dict.fromkeys([c for cols in store.TABLE_COLUMNS.values() for c in cols], "a column of the tables"),
-         **dict.fromkeys(["job", "started", "every", "config_hash", "python", "torch", "numpy", "gradflow",
-                          "platform", "git_commit", "gradflow_commit", "pid", "host", "steps", "steps_done",
-                          "final", "wall_time", "fused_steps", "error", "traceback", "flags",
-                          "last_evaluated", "last_finite", "diverged_step", "summary", "files", "config",
-                          "grad_ratio", "signal_ratio", "command"], "a field of run.json")}
+         **dict.fromkeys([*summary.SUMMARY_COLUMNS, summary.CLIPPED], "a column `ls` shows"),
+         **dict.fromkeys(["grad_ratio", "signal_ratio"], "the start of columns `ls` shows"),
+         **dict.fromkeys([f for f in store.RUN_FIELDS if f not in SHARED], "a field of run.json")}
 
 
 def plain_config(config) -> dict:

@@ -91,6 +91,13 @@ FINISHED = (OK, DIVERGED)  # a sweep rerun skips these
 ENDED = (OK, DIVERGED, FAILED)  # run.json's final word
 REMOVABLE = (STALE, INCOMPLETE, INTERRUPTED)  # what `gradflow clean --stale` removes
 FLAGS = "flags"  # run.json: notes on a run that ended ok but is no success (e.g. it learned nothing)
+# every field a run.json holds (`job` and `Recorder` write them); `load_records` puts a scalar one beside the
+# config keys, so a Recorder's config key of the same name would be hidden (recorder.TAKEN refuses it)
+RUN_FIELDS = ("job", "started", "config_hash", "config", "python", "torch", "numpy", "gradflow", "platform",
+              "git_commit", "gradflow_commit", "pid", "host", "device", "seed", "threads", "every", "command",
+              STATUS, "steps", "steps_done", "train_time", "wall_time", "fused_steps", "files", "summary",
+              "final", "last_evaluated", "last_finite", FLAGS, "error", "traceback", DIVERGED_AT,
+              "diverged_layer", "diverged_in")
 STATUS_COLOURS = {OK: "green", DIVERGED: "yellow", FAILED: "red", RUNNING: "cyan", INTERRUPTED: "magenta",
                   INCOMPLETE: "red", STALE: "bright_black"}
 # config keys that say where and how fast, not what is computed: they do not change a run's identity

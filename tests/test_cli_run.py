@@ -16,6 +16,7 @@ import torch
 import yaml
 
 import gradflow
+from gradflow import store
 from gradflow.overrides import job_name
 from tests.conftest import TINY
 
@@ -103,6 +104,8 @@ def test_diverging_run_is_recorded_and_keeps_earlier_rows(cli, results):
     job = results / "boom" / job_name(ov)
     rec = json.loads((job / "run.json").read_text())
     assert rec["status"] == "diverged"
+    # every field is one a Recorder's config key may not take (it would hide the key in ls and load)
+    assert set(rec) <= set(store.RUN_FIELDS), set(rec) - set(store.RUN_FIELDS)
     assert 1 <= rec["diverged_step"] < 40 and rec["steps_done"] == rec["diverged_step"]  # the finite updates
     layers = pd.read_parquet(job / "layers.parquet")
     init = layers[layers["step"] == 0]

@@ -127,6 +127,7 @@ def test_recorder_values_equal_plain_autograd(tmp_path, fuse_after, monkeypatch)
     assert set(metrics[metrics.metric == "lr"].split) == {"log"}
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["status"] == "ok" and run["final"]["train_loss"] == pytest.approx(metrics.value.iloc[-2])
+    assert set(run) <= set(store.RUN_FIELDS), set(run) - set(store.RUN_FIELDS)  # each one a key TAKEN refuses
     assert run["fused_steps"] == (1 if fuse_after else 0)  # step 2's
 
 
@@ -200,6 +201,7 @@ def test_recorder_refuses_a_foreign_folder_and_records_a_crash(tmp_path):
             raise RuntimeError("boom")
     run = json.loads((tmp_path / "crash" / "run.json").read_text())
     assert run["status"] == "failed" and "boom" in run["error"]
+    assert set(run) <= set(store.RUN_FIELDS), set(run) - set(store.RUN_FIELDS)
     assert set(pd.read_parquet(tmp_path / "crash" / "layers.parquet").step) == {0}
 
     # Ctrl-C in the loop is no failure: the run is interrupted, its tables kept (it was "failed: KeyboardInterrupt")
@@ -317,6 +319,8 @@ def test_a_config_is_saved_as_plain_yaml_and_a_refused_one_holds_no_lock(tmp_pat
     for config, message in [({"f": print}, "^Recorder config f: a builtin_function_or_method is no config value"),
                             ({"run": "r1"}, "^Recorder config key 'run' is a column `load` adds already; rename"),
                             ({"steps": 100}, "^Recorder config key 'steps' is a field of run.json already"),
+                            ({"train_time": 3}, "^Recorder config key 'train_time' is a field of run.json already"),
+                            ({"chi1_measured": 1}, "^Recorder config key 'chi1_measured' is a column `ls` shows"),
                             ([0.1], "^Recorder's config must be a dict .*, not list$")]:
         with pytest.raises(GradflowError, match=message):
             gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / "refused", config=config)
