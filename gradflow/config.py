@@ -14,13 +14,12 @@ import os
 import re
 from dataclasses import MISSING as NO_DEFAULT, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-# (config.settings is the one the rest of gradflow imports)
-from gradflow.choices import CHOICE_KEYS, CONDITIONAL_KEYS, NORM_EPS, settings, unread  # noqa: F401
+from gradflow.choices import CHOICE_KEYS, CONDITIONAL_KEYS, NORM_EPS, unread
 from gradflow.errors import GradflowError, did_you_mean, shorten
 from gradflow.overrides import job_name, last_overrides, override_key, override_value
 
@@ -663,10 +662,12 @@ def _scale(cfg) -> None:
     """data.scale: a positive number, or qstar where the mean-field theory knows the run's init."""
     scale = cfg.data.scale
     if scale == "qstar":
-        if effective_sw2(_theory_keys(cfg)) is None:
+        from gradflow import theory
+
+        if theory.effective_sw2(theory.run_keys(cfg)) is None:
             raise GradflowError(f"data.scale=qstar needs an init with a mean-field sigma_w^2; init={cfg.init.name} "
                                 "has none: use init=meanfield or a number")
-        input_scale(cfg)  # raises where there is no usable fixed point
+        theory.input_scale(cfg)  # raises where there is no usable fixed point
         return
     try:
         value = float(scale)
@@ -774,49 +775,6 @@ def resolve_device(spec: str):
             raise GradflowError("device='mps' but MPS is not available on this machine; use device=auto or device=cpu")
         return torch.device("mps")
     raise GradflowError(f"device={spec!r} is not allowed; choices: auto, cpu, cuda, cuda:N, mps")
-
-
-# --- what a run's settings mean to the mean-field theory -----------------------------------------
-def effective_sw2(config: Mapping[str, Any]) -> float | None:
-    """sigma_w^2 of a run's init as the mean-field theory sees it, from its flattened config
-    ({"init.name": ..., "model.activation": ...}): init.sw2 for meanfield, gain^2 for xavier and
-    orthogonal, the activation's gain^2 for kaiming, 1/3 for standard; None where theory knows no value."""
-    pair = _equivalent(config)
-    return None if pair is None else pair[0]
-
-
-THEORY_KEYS = {"model": ("activation",), "init": ("name", "gain", "sw2", "sb2")}
-
-
-def _theory_keys(cfg) -> dict[str, Any]:
-    """The flat keys the theory reads from a run, taken from a composed config (or validate's plain one)."""
-    return settings({f"{group}.{k}": cfg[group].get(k) for group, keys in THEORY_KEYS.items() for k in keys})
-
-
-def _equivalent(config: Mapping[str, Any]) -> tuple[float, float] | None:
-    from gradflow import theory
-
-    activation = config.get("model.activation")
-    return None if activation is None else theory.equivalent_sw2(config, activation)
-
-
-def input_scale(cfg: DictConfig) -> float | None:
-    """The factor data=gaussian multiplies its inputs by: data.scale, or for data.scale=qstar the one
-    that puts the first layer's pre-activations at the fixed point: sw2 E[x^2] s^2 + sb2 = q*.
-    None for datasets without a scale."""
-    scale = cfg.data.get("scale")
-    if scale is None:
-        return None
-    if scale != "qstar":
-        return float(scale)
-    from gradflow import theory
-
-    sw2, sb2 = _equivalent(_theory_keys(cfg))
-    q = theory.q_star(cfg.model.activation, sw2, sb2)
-    if not (math.isfinite(q) and q > sb2):
-        raise GradflowError(f"data.scale=qstar: {cfg.model.activation} at sigma_w^2={sw2:g}, sigma_b^2={sb2:g} "
-                            f"has no finite fixed point above sigma_b^2 (q* = {q:g}); give a number")
-    return math.sqrt((q - sb2) / (sw2 * theory.SECOND_MOMENTS[cfg.data.distribution]))
 
 
 # --- composition ---------------------------------------------------------------------------------

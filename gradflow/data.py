@@ -37,7 +37,7 @@ class Data:
 
 def build(cfg, device: torch.device, scale: float | None = None) -> Data:
     """The dataset of data config `cfg` on `device`; `scale`: data=gaussian's input factor when
-    data.scale=qstar (config.input_scale computes it from the whole run config)."""
+    data.scale=qstar (theory.input_scale computes it from the whole run config)."""
     builders = {"gaussian": _gaussian, "mnist1d": _mnist1d, "mnist": _images, "fashion_mnist": _images,
                 "cifar10": _images, "adding": _sequences, "copy": _sequences, "chars": _chars, "recall": _recall}
     if cfg.name not in builders:
@@ -53,7 +53,7 @@ def _gaussian(cfg, scale: float | None = None) -> Data:
     tanh teacher; regression: y = w . x / sqrt(dim) (unit variance), a linear teacher MSE can reach exactly."""
     if scale is None:
         if cfg.scale == "qstar":
-            raise GradflowError("data.scale=qstar depends on the run's init: pass scale=config.input_scale(cfg)")
+            raise GradflowError("data.scale=qstar depends on the run's init: pass scale=theory.input_scale(cfg)")
         scale = float(cfg.scale)
     g = torch.Generator().manual_seed(cfg.seed)
     n = cfg.n_train + cfg.n_test

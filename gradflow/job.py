@@ -20,8 +20,9 @@ import torch
 from omegaconf import DictConfig
 
 from gradflow import data as datasets
-from gradflow import models, store, summary, workers
-from gradflow.config import input_scale, resolve_device, settings
+from gradflow import models, store, summary, theory, workers
+from gradflow.choices import settings
+from gradflow.config import resolve_device
 from gradflow.errors import GradflowError, one_line
 from gradflow.models.custom import activation_kind
 from gradflow.models.init import initialize
@@ -39,7 +40,7 @@ def prepare(cfg: DictConfig):
     # threads=0: torch's own count, also after an earlier run in this process (a sweep) set another
     torch.set_num_threads(cfg.threads or workers.default_threads(TORCH_THREADS))
     torch.manual_seed(cfg.seed)
-    data = datasets.build(cfg.data, device, input_scale(cfg))
+    data = datasets.build(cfg.data, device, theory.input_scale(cfg))
     model = models.build(cfg, data.input_shape, data.n_classes, per_step=data.task in ("per_step", "next_token"),
                          vocab=data.vocab)
     initialize(model, cfg.init, activation_kind(model) if cfg.model.activation == "auto" else cfg.model.activation)

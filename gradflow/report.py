@@ -220,7 +220,7 @@ def first_config(paths: list[Path], table: pd.DataFrame | None = None) -> tuple[
 def settings_only(text: str) -> str:
     """A config.yaml's text without the keys of another choice, which Hydra's resolved config carries and
     the run does not use (init.sb2 of an init=standard run, whose biases start at 0): run.json's settings."""
-    from gradflow.config import settings
+    from gradflow.choices import settings
 
     try:
         tree = yaml.safe_load(text)

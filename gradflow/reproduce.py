@@ -25,8 +25,9 @@ from omegaconf import OmegaConf
 from gradflow import store, theory, workers
 from gradflow.config import EXPERIMENTS_DIR
 from gradflow.overrides import override_key, override_value
-from gradflow.errors import GradflowError, did_you_mean
+from gradflow.errors import GradflowError, did_you_mean, shorten
 from gradflow.fmt import fmt
+from gradflow.theory import FIT_TRIM
 
 if TYPE_CHECKING:
     from gradflow import sweep as sweep_mod
@@ -146,11 +147,11 @@ def _numeric_col(col: pd.Series) -> bool:
 # --- measures: results -> one number per run (then aggregated over runs, i.e. seeds) -------------
 @dataclass
 class Measured:
-    value: float  # the aggregate (mean over runs, or a count)
+    value: float  # the aggregate (mean over runs, or a share of them)
     per_run: list[float]
     note: str = ""  # why there is no value
     se: float = math.nan  # standard error of a mean over runs (seeds); nan for counts and single runs
-    tally: str = ""  # "count" or "share": per_run are 0/1 (a run did or did not), value their sum or mean
+    tally: str = ""  # "share": per_run are 0/1 (a run did or did not), value their mean
     of: str = ""  # what the value is made of, where it is a difference or a ratio: "χ₁ 0.749 measured, 0.759 theory"
 
     def spread(self) -> str:
@@ -167,11 +168,9 @@ class Measured:
         return ", ".join(parts)
 
     def cell(self) -> str:
-        """The measured value with its spread: "0.701 ([0.69, 0.716] over 3 runs, s.e. 0.0079)"; a count of
-        runs is its spread alone, "3 of 3 runs" (a range of 0/1 values would say nothing)."""
+        """The measured value with its spread: "0.701 ([0.69, 0.716] over 3 runs, s.e. 0.0079)"; a share of
+        runs with how many did, "1 (3 of 3 runs)" (a range of 0/1 values would say nothing)."""
         spread = self.spread()
-        if self.tally == "count" and not self.note:
-            return spread
         said = "; ".join(part for part in (self.of if not self.note else "", spread) if part)
         return fmt(self.value, 3) + (f" ({said})" if said else "")
 
@@ -205,7 +204,7 @@ def _layer(index: int, layers: pd.Index) -> int:
 
 
 @measure
-def layer_factor(arm: Arm, where=None, quantity="signal_norm", step=0, trim=3, squared=False) -> Measured:
+def layer_factor(arm: Arm, where=None, quantity="signal_norm", step=0, trim=FIT_TRIM, squared=False) -> Measured:
     """Per-layer factor of a quantity towards the input, fitted by `theory.fit_chi1` over the bulk layers
     (`trim` dropped at each end): the factor of value^2 (chi_1) with squared=True, of value otherwise."""
     def one(g):
@@ -243,17 +242,6 @@ def final(arm: Arm, where=None, metric="train_loss") -> Measured:
 
 
 @measure
-def fraction_of_initial(arm: Arm, where=None, metric="loss", split="train") -> Measured:
-    """Final value of a metric divided by its value at step 0 (non-finite counts as no progress: inf)."""
-    def one(g):
-        m = _curve(g, split, metric)
-        if len(m) < 2 or not np.isfinite(m[0]):
-            return math.inf
-        return float(m[-1] / m[0]) if np.isfinite(m[-1]) else math.inf
-    return _per_run(arm.table("metrics", where), one)
-
-
-@measure
 def reach(arm: Arm, where=None, metric="loss", split="train", below=1.0) -> Measured:
     """The share of runs that bring a metric below `below` at some evaluation: 1.0 = every run (a share, not
     a count, so that a claim reads the same with fewer seeds)."""
@@ -276,22 +264,10 @@ def steps_to(arm: Arm, where=None, metric="train_loss", op="<=", threshold=1.0) 
     return _per_run(arm.table("metrics", where), one)
 
 
-def _status_hits(arm: Arm, where, status: str) -> list[float]:
-    """1.0 for each run that ended with `status`, else 0.0."""
-    return (arm.table("runs", where)[store.STATUS] == status).astype(float).tolist()
-
-
-@measure
-def status_count(arm: Arm, where=None, status="diverged") -> Measured:
-    """How many runs ended with `status` (ok | diverged | failed)."""
-    hits = _status_hits(arm, where, status)
-    return Measured(float(np.sum(hits)), hits, tally="count")
-
-
 @measure
 def status_share(arm: Arm, where=None, status="diverged") -> Measured:
     """The share of runs that ended with `status` (ok | diverged | failed): 1.0 = every run."""
-    hits = _status_hits(arm, where, status)
+    hits = (arm.table("runs", where)[store.STATUS] == status).astype(float).tolist()
     return Measured(float(np.mean(hits)), hits, tally="share")
 
 
@@ -372,7 +348,7 @@ def jacobian_stat(arm: Arm, where=None, stat="mean_s", scope="input_output", lay
 
 
 @measure
-def chi1_error(arm: Arm, where=None, trim=3) -> Measured:
+def chi1_error(arm: Arm, where=None, trim=FIT_TRIM) -> Measured:
     """|chi1_measured / chi1_theory - 1| per run: how far the measured per-layer growth is from theory."""
     runs = arm.table("runs", where)
     out = _mean((runs["chi1_measured"] / runs["chi1_theory"] - 1).abs().astype(float).tolist())
@@ -386,7 +362,7 @@ def chi1_error(arm: Arm, where=None, trim=3) -> Measured:
 
 
 @measure
-def crossing(arm: Arm, below: dict, above: dict, level: float = 1.0, quantity="signal_norm", trim=3) -> Measured:
+def crossing(arm: Arm, below: dict, above: dict, level: float = 1.0, quantity="signal_norm", trim=FIT_TRIM) -> Measured:
     """Whether the per-layer factor of quantity² (chi_1, as layer_factor with squared=True) crosses `level`
     between the runs `below` and the runs `above` select: the smaller of level − factor(below) and
     factor(above) − level, positive only where the first sits below the level and the second above it."""
@@ -439,7 +415,7 @@ def jacobian_free_probability(arm: Arm, where=None, moment="var", scope="input_o
 
 
 @measure
-def growth_factor(arm: Arm, where=None, quantity="act_std", step=0, trim=3, squared=False, per=1) -> Measured:
+def growth_factor(arm: Arm, where=None, quantity="act_std", step=0, trim=FIT_TRIM, squared=False, per=1) -> Measured:
     """Per-layer factor of a quantity towards the output: exp(slope) of log(value) against layer over the
     bulk layers (`trim` dropped at each end), the inverse of layer_factor's; for a forward signal such as
     act_std, whose growth runs from the input to the output. squared=True gives the factor of value^2;
@@ -696,7 +672,7 @@ def run(name: str, scale: str = "default", user: list[str] | None = None, force:
     sweep_mod.check_overrides(user, "reproduce")  # (--name x was called an option of `gradflow sweep`)
     named = [o for o in user if override_key(o) == "name"]
     if named:  # (it was dropped without a word)
-        raise GradflowError(f"{store.shorten(named[0], 40)} does not apply to gradflow reproduce: its runs go to "
+        raise GradflowError(f"{shorten(named[0], 40)} does not apply to gradflow reproduce: its runs go to "
                             f"{root_for(name, scale)}/; results=FOLDER writes them under another folder")
     results_root = override_value(user, "results") or "results"  # (the last, as Hydra composes the runs)
     root = root_for(name, scale, results_root)

@@ -43,8 +43,7 @@ from omegaconf import DictConfig, OmegaConf
 from gradflow.choices import identity, settings
 from gradflow.files import atomic_write
 from gradflow.fmt import number_from_json, strict_json
-# (store.shorten: the shortener the rest of gradflow imports)
-from gradflow.errors import GradflowError, did_you_mean, shorten, shorten_command  # noqa: F401
+from gradflow.errors import GradflowError, did_you_mean, shorten, shorten_command
 
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"

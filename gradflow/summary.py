@@ -19,13 +19,13 @@ import pandas as pd
 from gradflow import store
 from gradflow.fmt import drop_shared_parts, fmt
 from gradflow.errors import GradflowError, did_you_mean
-from gradflow.plots.keys import abbreviate, n_distinct
+from gradflow.plots.keys import abbreviate, full_key, n_distinct, swept_keys
 from gradflow.probes.quantities import QUANTITIES
+from gradflow.theory import FIT_TRIM
 
 BLOCKS = "blocks"  # a fit over a net's blocks says so: "4 blocks, resid" (rate)
 RESIDUAL_STREAM = "resid"  # the point after each block of gradflow's transformer: its residual stream
 SUMMARY_KEY = "summary"  # run.json key holding per_run's dict
-FIT_TRIM = 3  # layers dropped at each end of a growth-rate fit (input layer and head have other fan-in/out)
 TRANSIENT_TOL = 0.01  # the length map has settled when it moves the predicted chi_1 fit by less than this
 SUMMARY_COLUMNS = ("grad_ratio.init", "signal_ratio.init", "grad_ratio.final", "chi1_measured", "chi1_layers",
                    "chi1_theory", "start_qstar", "chi1_transient")
@@ -270,9 +270,9 @@ def runs_table(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str]
     summary_of = {r[store.PATH]: r["record"].get(SUMMARY_KEY) for r in listed}
     rates, steps = list(rates), [c.replace(" ", "") for c in steps]
     for q in rates:
-        if q not in _probed():
-            raise GradflowError(f"--rate {q!r} is not a probed quantity{did_you_mean(q, _probed())}; "
-                                f"choices: {', '.join(_probed())}")
+        if q not in PROBED:
+            raise GradflowError(f"--rate {q!r} is not a probed quantity{did_you_mean(q, PROBED)}; "
+                                f"choices: {', '.join(PROBED)}")
     conditions = [parse_condition(c) for c in steps]
     have: set[str] = set()  # the metrics some run recorded (a diverged run may lack one the others have)
     summaries = []
@@ -309,14 +309,12 @@ def runs_table(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str]
             raise GradflowError(f"--rate {q}: no run has {q} at 3 or more layers between the {FIT_TRIM} left out "
                                 f"at each end (too shallow a net to fit, or {q} at few of its points: a "
                                 f"transformer's act_std is at its mlp.in points alone); other quantities: "
-                                f"{', '.join(p for p in _probed() if p != q)}")
+                                f"{', '.join(p for p in PROBED if p != q)}")
     return table if include_stale else table[table[store.STATUS] != store.STALE].reset_index(drop=True)
 
 
 def listing(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str] = ()) -> tuple[pd.DataFrame, list[str]]:
     """The runs table sorted by its swept keys (numbers as numbers), and those keys (seed included)."""
-    from gradflow.plots.keys import full_key, swept_keys  # pandas only: listing stays matplotlib-free
-
     df = runs_table(path, rates, steps)
     swept = swept_keys(df, exclude=study_columns(df), implied=True)  # ls names the implied ones itself
     # a key a sweep's spec sweeps (the folder's, or one's under it) stays a key where the runs done so far
@@ -333,10 +331,7 @@ def listing(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str] = 
 DECLARED = "declared"  # the runs table's attrs: the keys a sweep's spec at or under the folder sweeps
 
 
-def _probed() -> tuple[str, ...]:
-    from gradflow.probes import QUANTITIES  # (the registry; no torch)
-
-    return tuple(QUANTITIES)
+PROBED = tuple(QUANTITIES)  # the quantities the probes record (--rate's choices)
 
 
 # --- runs of a sweep not run yet, and --where's matching ------------------------------------------

@@ -33,9 +33,10 @@ from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_d
 from omegaconf import DictConfig, OmegaConf
 
 from gradflow import config as config_mod
+from gradflow.choices import settings
 from gradflow.config import list_keys
 from gradflow import store, workers
-from gradflow.errors import GradflowError, UsageError, did_you_mean
+from gradflow.errors import GradflowError, UsageError, did_you_mean, shorten, shorten_command
 from gradflow.overrides import NOT_IN_JOB_NAME, job_name, override_key
 
 # launcher -> (module that provides it, extra to install)
@@ -97,40 +98,40 @@ def check_overrides(overrides: list[str], command: str) -> None:
         if o.startswith("-"):
             example = {"run": "name=x, not --name x", "gradcheck": "model=resnet20, not --model resnet20"}.get(
                 command, "results=x, not --results x")
-            raise UsageError(f"{store.shorten(o, 40)} is not an option of `gradflow {command}`; settings are "
+            raise UsageError(f"{shorten(o, 40)} is not an option of `gradflow {command}`; settings are "
                                 f"key=value overrides (e.g. {example}); see `gradflow {command} --help`")
         key = override_key(o)
         if not key.strip():
-            raise GradflowError(f"the override {store.shorten(o, 40)!r} has no key; write key=value, e.g. model.depth=5")
+            raise GradflowError(f"the override {shorten(o, 40)!r} has no key; write key=value, e.g. model.depth=5")
         if key.startswith(("hydra/sweeper", "hydra.sweeper")):  # plan expands and checks the grid itself
-            raise GradflowError(f"{store.shorten(o, 60)} is refused: gradflow sweeps the grid given as key=a,b,c "
+            raise GradflowError(f"{shorten(o, 60)} is refused: gradflow sweeps the grid given as key=a,b,c "
                                 "overrides (or --points FILE) with Hydra's basic sweeper, after checking every "
                                 "point; choose the launcher with hydra/launcher=...")
         if one and key.startswith(HYDRA_ALLOWED[:2]):
-            launch = (f": for one run through a launcher, `gradflow sweep {store.shorten(o, 40)} ...` (a sweep of "
+            launch = (f": for one run through a launcher, `gradflow sweep {shorten(o, 40)} ...` (a sweep of "
                       "one point)" if command == "run" else "")
-            raise GradflowError(f"{store.shorten(o, 60)} applies to sweeps; `gradflow {command}` {does} here, in "
+            raise GradflowError(f"{shorten(o, 60)} applies to sweeps; `gradflow {command}` {does} here, in "
                                 f"this process{launch}")
         if key.startswith("hydra") and not key.startswith(HYDRA_ALLOWED):
-            raise GradflowError(f"{store.shorten(o, 60)} is refused: gradflow decides where runs go "
+            raise GradflowError(f"{shorten(o, 60)} is refused: gradflow decides where runs go "
                                 "(<results>/<name>/<job>/); use name=NAME and results=FOLDER instead "
                                 "(hydra/launcher=... and hydra.launcher.* are allowed)")
         try:
             parsed = _parser().parse_override(o)
         except Exception:
             raise GradflowError(
-                f"cannot read the override {store.shorten(o, 60)!r}: write key=value, with bare values made of "
+                f"cannot read the override {shorten(o, 60)!r}: write key=value, with bare values made of "
                 "ASCII letters, digits and _ . - / : (sweeps: a,b,c or range(1,5)); quote any other value, "
                 "e.g. 'data.root=\"/my data\"'") from None
         items = getattr(parsed.value(), "list", None)  # a,b,c (not range(...)): the values swept
         if key in list_keys() and items is not None and not all(isinstance(v, list) for v in items):
             plain = ",".join(str(v) for v in items)
-            raise GradflowError(f"{store.shorten(o, 60)} would sweep {key} over single values, but {key} is a list: "
-                                f"write {key}=[{store.shorten(plain, 40)}] (several lists: {key}=[..],[..])")
+            raise GradflowError(f"{shorten(o, 60)} would sweep {key} over single values, but {key} is a list: "
+                                f"write {key}=[{shorten(plain, 40)}] (several lists: {key}=[..],[..])")
         if parsed.is_sweep_override() and one:  # (Hydra's own words said "add --multirun")
-            instead = (f"`gradflow sweep {store.shorten(o, 40)} ...` trains one per value" if command == "run"
+            instead = (f"`gradflow sweep {shorten(o, 40)} ...` trains one per value" if command == "run"
                        else "give one value")
-            raise GradflowError(f"{store.shorten(o, 60)} is several values, and `gradflow {command}` {does} one "
+            raise GradflowError(f"{shorten(o, 60)} is several values, and `gradflow {command}` {does} one "
                                 f"network: {instead} (a text with commas is quoted: key='a,b')")
 
 
@@ -238,11 +239,11 @@ def _sweep_name(overrides: list[str], name: str | None) -> tuple[list[str], str,
     user = [o for o in overrides if override_key(o) != "name"]
     given = [o.split("=", 1)[1] for o in overrides if override_key(o) == "name"]
     if name and given and given[-1] != name:  # (the option won without a word; name= twice: the last, noted)
-        raise GradflowError(f"the sweep is named twice, --name {store.shorten(name, 40)} and "
-                            f"name={store.shorten(given[-1], 40)}; give one name")
+        raise GradflowError(f"the sweep is named twice, --name {shorten(name, 40)} and "
+                            f"name={shorten(given[-1], 40)}; give one name")
     user_name = name or (given[-1] if given else "sweep")
     if "," in user_name:  # (Hydra's words were "Ambiguous value ... add --multirun")
-        raise GradflowError(f"name={store.shorten(user_name, 40)} is several names; a sweep writes one study: give one")
+        raise GradflowError(f"name={shorten(user_name, 40)} is several names; a sweep writes one study: give one")
     return user, user_name, bool(name or given)
 
 
@@ -259,7 +260,7 @@ def _parse_grid(user: list[str]) -> tuple[str, list[str], list[list[str]]]:
         if o.key_or_group == "hydra/launcher":
             launcher = o.value()
         if o.is_sweep_override() and not list(o.sweep_string_iterator()):
-            raise GradflowError(f"{store.shorten(o.input_line, 60)} sweeps over no value; give at least one, "
+            raise GradflowError(f"{shorten(o.input_line, 60)} sweeps over no value; give at least one, "
                                 "e.g. range(1,5) (the end is excluded) or 1,2,3")
     check_launcher(launcher, [o for o in parsed if o.key_or_group.startswith("hydra.launcher.")])
     if launcher == "joblib":
@@ -278,7 +279,7 @@ def _grid_of_points(points: list[dict], user: list[str], swept: list[str], grid:
     both = [o for o in user if override_key(o) in pointed]
     if both:
         raise GradflowError(f"{override_key(both[0])} is set both on the command line "
-                            f"({store.shorten(both[0], 40)}) and in the points file; set it in one place")
+                            f"({shorten(both[0], 40)}) and in the points file; set it in one place")
     return points_overrides(points, grid[0])
 
 
@@ -329,7 +330,7 @@ def _refuse_takeover(root: Path, stale: int) -> None:
     swept = [o for o in overrides if override_key(o) in (spec.get("swept") or [])]  # what it swept, or all it set
     before = " ".join(swept or overrides) or "single runs"
     raise GradflowError(f"{root} holds {stale} run{'s' * (stale != 1)} of another sweep "
-                        f"({store.shorten_command(before, 60)}), none of them a point of this one: give this sweep a name "
+                        f"({shorten_command(before, 60)}), none of them a point of this one: give this sweep a name "
                         f"(--name NAME), or --name {root.name} to make it the sweep there (those runs kept, as stale)")
 
 
@@ -404,7 +405,7 @@ class _Configs:
     def flat(self, overrides: list[str]) -> dict:
         structural = tuple(o for o in overrides if not _simple(o))
         if any("${" in o.replace("\\", "") for o in structural):  # an interpolation reads the point's other
-            return config_mod.settings(store.flatten(self.compose(overrides)))  # values (escaped $\{...\}): compose all
+            return settings(store.flatten(self.compose(overrides)))  # values (escaped $\{...\}): compose all
         if structural not in self.bases:
             self.bases[structural] = _Base(self.compose(list(structural)))
         base = self.bases[structural]
@@ -424,7 +425,7 @@ class _Configs:
                 flat = store.flatten(resolved)
         except Exception:  # a value refused, or valid only with values a structural override brings (model.
             flat = store.flatten(self.compose(overrides))  # skip=residual): the composer says which and why
-        return config_mod.settings(flat)  # a value set for another choice (init.sw2 of orthogonal) is no setting
+        return settings(flat)  # a value set for another choice (init.sw2 of orthogonal) is no setting
 
     def _value(self, structural: tuple[str, ...], override: str) -> tuple[str, Any]:
         """The key one value override sets and its resolved value (a type Hydra refuses raises), once."""
@@ -529,11 +530,11 @@ def read_points(path: Path) -> list[dict]:
                                 f"the same keys ({', '.join(sorted(map(str, keys)))})")
         for k, v in p.items():
             if not isinstance(k, str) or ("." not in k and k != "seed") or k.startswith(("hydra", "+", "~")):
-                raise GradflowError(f"--points {path}: point {i} key {store.shorten(k, 40)!r} must be seed or a dotted "
+                raise GradflowError(f"--points {path}: point {i} key {shorten(k, 40)!r} must be seed or a dotted "
                                     "config key such as model.activation; give group choices (init=meanfield) on the "
                                     "command line, where they apply to every point")
             if isinstance(v, (dict, list)) or v is None:
-                raise GradflowError(f"--points {path}: point {i} {k}={store.shorten(v, 40)!r}: values must be "
+                raise GradflowError(f"--points {path}: point {i} {k}={shorten(v, 40)!r}: values must be "
                                     "numbers or strings")
     return points
 
@@ -607,7 +608,7 @@ def task(cfg) -> str:
     if job_dir.absolute().parent != study.absolute():
         raise GradflowError(f"job folder {job_dir} is outside its study {study}; gradflow writes only there")
     workers.leave_with_sweep()
-    flat = config_mod.settings(store.flatten(cfg))
+    flat = settings(store.flatten(cfg))
     if store.is_finished(job_dir, store.config_hash(flat)):
         return "skipped"
     report = _reporter

@@ -59,7 +59,7 @@ import numpy as np
 from numpy.polynomial.legendre import leggauss
 
 from gradflow.activations import Activation, get
-from gradflow.choices import GAIN_INITS
+from gradflow.choices import GAIN_INITS, settings
 from gradflow.errors import GradflowError
 
 CRITICAL_TOL = 1e-3  # |chi_1 - 1| below this is "critical": over 100 layers sqrt(chi_1)^100 stays within 5% of 1
@@ -727,6 +727,47 @@ def predict(config: Mapping[str, Any]) -> MeanField | None:
 SECOND_MOMENTS = {"normal": 1.0, "uniform01": 1.0 / 3.0}  # E[x_i^2] of one input coordinate of data=gaussian
 
 
+def effective_sw2(config: Mapping[str, Any]) -> float | None:
+    """The sigma_w^2 of the Gaussian init a run's init matches (equivalent_sw2), from its flattened config;
+    None where the theory does not know the scheme, or the run has no activation."""
+    activation = config_value(config, "model.activation")
+    params = None if activation is None else equivalent_sw2(config, str(activation))
+    return None if params is None else params[0]
+
+
+def qstar_input(activation: str, sw2: float, sb2: float) -> float | None:
+    """q*, where data.scale=qstar can put the first layer's pre-activations there: a finite fixed point
+    above sigma_b^2 (the bias's share of q; the inputs give the rest). None where there is none."""
+    q = q_star(activation, sw2, sb2)
+    return q if math.isfinite(q) and q > sb2 else None
+
+
+THEORY_KEYS = {"model": ("activation",), "init": ("name", "gain", "sw2", "sb2")}  # what the theory reads of a run
+
+
+def run_keys(cfg) -> dict[str, Any]:
+    """The flat keys the theory reads from a composed run config (or validate's plain one)."""
+    return settings({f"{group}.{k}": cfg[group].get(k) for group, keys in THEORY_KEYS.items() for k in keys})
+
+
+def input_scale(cfg) -> float | None:
+    """The factor data=gaussian multiplies its inputs by, from a composed run config: data.scale, or for
+    data.scale=qstar the one that puts the first layer's pre-activations at the fixed point,
+    sw2 E[x^2] s^2 + sb2 = q*. None for datasets without a scale."""
+    scale = cfg.data.get("scale")
+    if scale is None:
+        return None
+    if scale != "qstar":
+        return float(scale)
+    sw2, sb2 = equivalent_sw2(run_keys(cfg), cfg.model.activation)
+    q = qstar_input(cfg.model.activation, sw2, sb2)
+    if q is None:
+        raise GradflowError(f"data.scale=qstar: {cfg.model.activation} at sigma_w^2={sw2:g}, sigma_b^2={sb2:g} "
+                            f"has no finite fixed point above sigma_b^2 (q* = {q_star(cfg.model.activation, sw2, sb2):g}); "
+                            "give a number")
+    return math.sqrt((q - sb2) / (sw2 * SECOND_MOMENTS[cfg.data.distribution]))
+
+
 def input_q(config: Mapping[str, Any], sw2: float, sb2: float) -> float | None:
     """The first layer's pre-activation variance q_0 = sw2 s^2 E[x_i^2] + sb2 of a run's inputs, from its
     flattened config: known for data=gaussian only (scale s = data.scale; data.scale=qstar puts q_0 at
@@ -735,8 +776,7 @@ def input_q(config: Mapping[str, Any], sw2: float, sb2: float) -> float | None:
         return None
     scale = config_value(config, "data.scale")
     if scale == "qstar":
-        q = q_star(str(config_value(config, "model.activation")), sw2, sb2)
-        return q if math.isfinite(q) and q > sb2 else None
+        return qstar_input(str(config_value(config, "model.activation")), sw2, sb2)
     second = SECOND_MOMENTS.get(config_value(config, "data.distribution") or "normal")
     try:
         return None if second is None else sw2 * float(1.0 if scale is None else scale) ** 2 * second + sb2
@@ -745,7 +785,10 @@ def input_q(config: Mapping[str, Any], sw2: float, sb2: float) -> float | None:
 
 
 # --- measurements ----------------------------------------------------------------------------------
-def fit_chi1(layer, signal_norm, trim: int = 3) -> float:
+FIT_TRIM = 3  # layers dropped at each end of a growth-rate fit (input layer and head have other fan-in/out)
+
+
+def fit_chi1(layer, signal_norm, trim: int = FIT_TRIM) -> float:
     """The measured per-layer growth factor of the squared back-propagated signal norm towards the input.
 
     Least-squares slope of log(signal_norm^2) against layer index over the bulk layers (the `trim`

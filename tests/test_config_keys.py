@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from gradflow import sweep as sweep_mod
-from gradflow.config import CONDITIONAL_KEYS, compose, settings
+from gradflow.choices import CONDITIONAL_KEYS, settings
+from gradflow.config import compose
 from gradflow.errors import GradflowError
 from gradflow.store import flatten
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from gradflow.config import compose, settings
+from gradflow.choices import settings
+from gradflow.config import compose
 from gradflow.overrides import job_name
 from gradflow.store import flatten
 
@@ -80,7 +81,7 @@ def test_job_names_spell_arithmetic_readably():
 ])
 def test_effective_sw2_is_the_weight_variance_times_fan_in(overrides, sw2):
     """Against the weights themselves: var(W) * fan_in of a square layer."""
-    from gradflow.config import effective_sw2
+    from gradflow.theory import effective_sw2
     from gradflow.models import build
     from gradflow.models.init import initialize
 

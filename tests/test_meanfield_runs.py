@@ -62,7 +62,8 @@ def test_qstar_scale_puts_the_first_layer_at_the_fixed_point(run_job):
     import torch
 
     from gradflow import theory
-    from gradflow.config import compose, input_scale
+    from gradflow.config import compose
+    from gradflow.theory import input_scale
     from gradflow.data import build
 
     for distribution in ("normal", "uniform01"):
@@ -78,7 +79,8 @@ def test_input_q_is_the_first_layers_variance_the_data_gives():
     import torch
 
     from gradflow import theory
-    from gradflow.config import compose, input_scale
+    from gradflow.config import compose
+    from gradflow.theory import input_scale
     from gradflow.data import build
     from gradflow.store import flatten
 

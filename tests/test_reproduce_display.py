@@ -232,7 +232,7 @@ def test_a_share_of_runs_reads_as_one(tmp_path):
 
 def test_a_share_of_runs_says_how_many():
     assert rep.Measured(1.0, [1.0, 1.0, 1.0], tally="share").cell() == "1 (3 of 3 runs)"
-    assert rep.Measured(2.0, [1.0, 0.0, 1.0], tally="count").cell() == "2 of 3 runs"
+    assert rep.Measured(2 / 3, [1.0, 0.0, 1.0], tally="share").cell() == "0.667 (2 of 3 runs)"
     assert rep.Measured(0.7, [0.6, 0.8], se=0.1).cell() == "0.7 ([0.6, 0.8] over 2 runs, s.e. 0.1)"
 
 

@@ -465,13 +465,14 @@ def test_planned_configs_equal_a_compose_of_each_point(results, reading_experime
     point's config (and so its hash, which resume compares with the finished run's) must equal a whole
     compose of that point, also where a value of the config reads a swept key."""
     from gradflow import config as config_mod
+    from gradflow.choices import settings
 
     grid = ["model.depth=2,5", "model.activation=tanh,relu", "seed=0,1", "train.eval_every=2"]
     overrides = [o for f in fixed for o in (grid if f == GRID_MARK else [reading_experiment if f == "reading" else f])]
     p = sweep_mod.plan([*overrides, "data=gaussian", f"results={results}"], "planned")
     assert len(p.jobs) == 8
     for job in p.jobs:
-        flat = config_mod.settings(store.flatten(config_mod.compose([*job.overrides, "name=planned"],
+        flat = settings(store.flatten(config_mod.compose([*job.overrides, "name=planned"],
                                                                      sweep_point=True)))
         assert job.config_hash == store.config_hash(flat), job.name
         if "reading" in fixed:

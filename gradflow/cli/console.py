@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from gradflow.errors import GradflowError, UsageError, did_you_mean
+from gradflow.errors import GradflowError, UsageError, did_you_mean, shorten
 
 console = Console()
 err_console = Console(stderr=True)
@@ -42,8 +42,6 @@ def user_errors(fn: F) -> F:
 def _short_words(message: str, limit: int = 100) -> str:
     """The message on one line, each over-long word (a pasted value) shortened around an ellipsis; the
     path of an existing file stays whole, it is what the user must find."""
-    from gradflow.store import shorten
-
     def existing(word: str) -> bool:
         try:
             return os.path.exists(word.strip("`'\",;:()"))

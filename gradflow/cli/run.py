@@ -17,6 +17,7 @@ from rich.table import Table
 
 from gradflow import config as config_mod
 from gradflow import store
+from gradflow.choices import settings
 from gradflow.cli.app import app
 from gradflow.cli.console import (NBSP, console, leave_interrupted, near_options, note_replaced, print_note,
                                   user_errors)
@@ -227,7 +228,7 @@ def run(
 
         check_files(cfg.data.name, cfg.data.root, cfg.data.download)
     with store.lock(study):
-        _warn_replaced(job_dir, config_mod.settings(store.flatten(cfg)))
+        _warn_replaced(job_dir, settings(store.flatten(cfg)))
         try:
             if console.is_terminal:
                 with progress_bar() as progress:

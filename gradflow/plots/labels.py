@@ -233,7 +233,7 @@ def init_variances(df: pd.DataFrame) -> list[str]:
     """Each init's effective sigma_w^2 (theory.equivalent_sw2: what the init means for signal
     propagation), never the init.sw2 key, which only the meanfield init reads. One activation only:
     the kaiming gain depends on it."""
-    from gradflow.plots.meanfield import effective_sw2
+    from gradflow.theory import effective_sw2
 
     if "init.name" not in df.columns or n_distinct(df.get("model.activation", pd.Series(dtype=object))) != 1:
         return []

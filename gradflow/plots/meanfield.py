@@ -47,15 +47,3 @@ def chi1_for(config: Mapping[str, Any], weight_gradient: bool, cache: dict) -> f
     if weight_gradient:
         return None
     return chi1 if theory.signal_law_applies(str(config.get("model.activation")), q_star, chi1) else None
-
-
-def effective_sw2(config: Mapping[str, Any]) -> float | None:
-    """The sigma_w^2 of the Gaussian init a run's init matches (xavier: gain^2, kaiming on ReLU: 2,
-    standard: 1/3, meanfield: init.sw2), or None where theory does not know the scheme."""
-    from gradflow import theory
-
-    activation = config.get("model.activation")
-    if activation is None:
-        return None
-    params = theory.equivalent_sw2({k: python_value(v) for k, v in config.items()}, str(activation))
-    return None if params is None else params[0]
