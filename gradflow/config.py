@@ -828,8 +828,6 @@ def _keys_apply(cfg: DictConfig, overrides) -> None:
 def choice_keys(group: str, choice: str) -> list[str]:
     """The keys one choice of a group takes: its schema's fields, less those CHOICE_KEYS gives to other
     choices of the same schema (init.sw2 belongs to init=meanfield only)."""
-    from dataclasses import fields
-
     keys = [f"{group}.{f.name}" for f in fields(GROUP_SCHEMAS[group][choice]) if f.name != "name"]
     return [k for k in keys if k not in CHOICE_KEYS or choice in CHOICE_KEYS[k][1]]
 
@@ -882,8 +880,8 @@ def hydra_error_message(e: Exception, overrides=()) -> str:
         return (f"{group}={value!r} is not a known choice{did_you_mean(value, choices)}; "
                 f"choices: {', '.join(choices)}{where}")
     full_key = re.search(r"full_key: (\S+)", text)
-    if _unknown_key(text) is not None:
-        name = _unknown_key(text) or "?"
+    if (unknown := _unknown_key(text)) is not None:
+        name = unknown or "?"
         if choices_with_key(name):  # a key of another choice: name the run's, and the keys it takes
             chosen = _chosen(name.partition(".")[0], [o for o in overrides if override_key(o) != name])
             if chosen in GROUP_SCHEMAS[name.partition(".")[0]]:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from gradflow import config as config_mod
@@ -118,7 +119,7 @@ def check_overrides(overrides: list[str], command: str) -> None:
                                 "(hydra/launcher=... and hydra.launcher.* are allowed)")
         try:
             parsed = _parser().parse_override(o)
-        except Exception:
+        except HydraException:  # (Hydra's parser raises this base class itself)
             raise GradflowError(
                 f"cannot read the override {shorten(o, 60)!r}: write key=value, with bare values made of "
                 "ASCII letters, digits and _ . - / : (sweeps: a,b,c or range(1,5)); quote any other value, "
