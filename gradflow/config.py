@@ -364,7 +364,6 @@ MAX_NAME = 100  # characters in a study name: it becomes a folder name
 MAX_DEPTH = 10**5  # layers: deeper is a typo (depth=1000000000 built modules until it ran out of memory)
 MAX_SEED = 2**63 - 1  # torch.manual_seed's range (a larger seed failed inside torch with a traceback)
 # training examples of the fixed-size datasets (MNIST-1D's published split; the full image sets)
-CHARS_CHARACTERS = 450_000  # about the length of pydoc_data.topics' text (465k in CPython 3.11): data=chars' size
 TRAIN_SIZES = {"mnist1d": 4000, "mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000}
 ALPHA_WORDS = ("inv_sqrt_depth", "learnable")
 
@@ -712,12 +711,21 @@ def _optim(o) -> None:
                                 "which optim.schedule=step drops the lr, e.g. [500,750]")
 
 
+@functools.lru_cache(maxsize=1)
+def _chars_length() -> int:
+    """data=chars' text's length in characters (this Python's help topics)."""
+    from gradflow.textdata import pydoc_text
+
+    return len(pydoc_text())
+
+
 def train_size(data) -> int:
     """Training examples a data config gives (before a batch is drawn)."""
     if data.name in ("mnist", "fashion_mnist", "cifar10") and data.subset:
         return min(data.subset, TRAIN_SIZES[data.name])
-    if data.name == "chars" and not data.n_train:  # every non-overlapping window, about this many (textdata counts)
-        return int(CHARS_CHARACTERS * (1.0 - data.test_fraction)) // (data.T + 1)
+    if data.name == "chars" and not data.n_train:  # a window every T characters of the training text
+        cut = int(_chars_length() * (1.0 - data.test_fraction))  # (textdata.char_windows)
+        return max(0, (cut - (data.T + 1)) // data.T + 1)
     return TRAIN_SIZES.get(data.name) or data.n_train
 
 

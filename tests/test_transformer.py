@@ -14,7 +14,7 @@ import torch
 from gradflow import activations
 from gradflow import data as datasets
 from gradflow import models
-from gradflow.config import compose
+from gradflow.config import compose, train_size
 from gradflow.models.init import initialize
 from gradflow.models.custom import activation_kind
 from gradflow.probes.core import Probes
@@ -234,6 +234,9 @@ def test_chars_split_by_position_and_targets_shift_by_one():
     assert decode(x[1]) == text[16:32]  # non-overlapping windows
     assert decode(xt[0]) == text[cut : cut + 16]
     assert len(x) == (cut - 17) // 16 + 1
+    # the count the config checks train.batch_size against is this one
+    assert train_size(compose(["model=transformer", "data=chars", "data.T=16", "data.test_fraction=0.1",
+                               "data.n_train=0"]).data) == len(x)
     x5, *_ = char_windows(text, 16, 0.1, 5, 3)
     assert len(x5) == 5 and decode(x5[-1]) == text[cut - 17 : cut - 1]  # evenly spaced, the last ending at the cut
 
