@@ -362,6 +362,9 @@ for _op, _fn in ARITHMETIC.items():
 MAX_STEPS = 10**9  # more updates than any study here runs; larger is a typo (1e23) that would never finish
 MAX_NAME = 100  # characters in a study name: it becomes a folder name
 MAX_DEPTH = 10**5  # layers: deeper is a typo (depth=1000000000 built modules until it ran out of memory)
+# units per layer (width, channels, hidden, d_model): one 1e5 x 1e5 float32 layer is 40 GB, a wider one no
+# device holds, so a wider value is a typo (an extra zero or three); refused before a rerun replaces anything
+MAX_WIDTH = 10**5
 MAX_SEED = 2**63 - 1  # torch.manual_seed's range (a larger seed failed inside torch with a traceback)
 # training examples of the fixed-size datasets (MNIST-1D's published split; the full image sets)
 TRAIN_SIZES = {"mnist1d": 4000, "mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000}
@@ -389,9 +392,16 @@ def uses_batchnorm(cfg) -> bool:
     return cfg.norm.name == "batchnorm" or (cfg.model.name == "resnet" and cfg.model.variant == "batchnorm")
 
 
-def _at_most(key: str, value: Any, maximum: int) -> None:
+def _at_most(key: str, value: Any, maximum: int, why: str = "") -> None:
     if value > maximum:
-        raise GradflowError(f"{key}={_show(value)} must be <= {maximum}")
+        raise GradflowError(f"{key}={_show(value)} must be <= {maximum}{why}")
+
+
+def _units(key: str, value: Any) -> None:
+    """A positive layer width of at most MAX_WIDTH."""
+    _positive(key, value)
+    _at_most(key, value, MAX_WIDTH, f" (a {MAX_WIDTH} x {MAX_WIDTH} layer is {4 * MAX_WIDTH**2 / 1e9:g} GB of "
+             "float32 weights)")
 
 
 def _between(key: str, value: float, lo: float, hi: float) -> None:
@@ -511,10 +521,10 @@ def _model(m, norm: str) -> None:
             raise GradflowError(f"model.skip=residual needs model.depth >= 2, not {m.depth}: the first layer "
                                 "changes the width and never has a skip")
     if m.name == "mlp":
-        _positive("model.width", m.width)
+        _units("model.width", m.width)
         _mlp_blocks(m, norm)
     if m.name == "cnn":
-        _positive("model.channels", m.channels)
+        _units("model.channels", m.channels)
         _positive("model.kernel", m.kernel)
         if m.kernel % 2 == 0:
             raise GradflowError(f"model.kernel={m.kernel} must be odd (same padding keeps a centred kernel)")
@@ -525,7 +535,7 @@ def _model(m, norm: str) -> None:
         _resnet(m, norm)
         _choice("model.dims", m.dims, (0, 1, 2))
     if m.name in ("rnn", "lstm", "gru"):
-        _positive("model.hidden", m.hidden)
+        _units("model.hidden", m.hidden)
         _choice("model.recurrent_init", m.recurrent_init, RECURRENT_INITS)
         _positive("model.gain", m.gain, 0)
         _choice("model.activation", m.activation, ("tanh", "relu") if m.name == "rnn" else ("tanh",))
@@ -535,8 +545,13 @@ def _model(m, norm: str) -> None:
 
 
 def _transformer(m, norm: str) -> None:
-    for k in ("depth", "d_model", "heads", "mlp_ratio"):
+    for k in ("depth", "heads", "mlp_ratio"):
         _positive(f"model.{k}", m[k])
+    _at_most("model.depth", m.depth, MAX_DEPTH)
+    _units("model.d_model", m.d_model)
+    if m.mlp_ratio * m.d_model > MAX_WIDTH:
+        raise GradflowError(f"model.mlp_ratio={m.mlp_ratio} with model.d_model={m.d_model} makes each MLP "
+                            f"{m.mlp_ratio * m.d_model} wide; at most {MAX_WIDTH}")
     if m.d_model % m.heads:
         divisors = [h for h in range(1, m.d_model + 1) if m.d_model % h == 0]
         raise GradflowError(f"model.heads={m.heads} does not divide model.d_model={m.d_model}; "
@@ -608,9 +623,9 @@ def _resnet(m, norm: str) -> None:
     if (m.depth - 1) % 6 or m.depth < 7:
         raise GradflowError(f"model.depth={m.depth} must be 6n+1 for a resnet (19, 31, 43, 55, 109: "
                             "resnet20/32/44/56/110 count the head too)")
-    if len(m.widths) != 3 or min(m.widths) < 1:
+    if len(m.widths) != 3 or min(m.widths) < 1 or max(m.widths) > MAX_WIDTH:
         raise GradflowError(f"model.widths={_show(list(m.widths))} must list three stages' filters, "
-                            "e.g. [16, 32, 64]")
+                            f"each 1 to {MAX_WIDTH}, e.g. [16, 32, 64]")
     if norm not in ("none", m.variant):
         raise GradflowError(f"norm={norm} does not apply to model=resnet: its normalization is "
                             "model.variant (batchnorm | fixup | skipinit); leave norm=none")

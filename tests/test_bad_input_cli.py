@@ -65,8 +65,10 @@ CASES = [
     (["run", "results="], "results= is empty: give the folder runs go under"),
     (["run", "seed=99999999999999999999"], "seed=99999999999999999999 must be <= 9223372036854775807"),
     (["run", "model.depth=1000000000"], "model.depth=1000000000 must be <= 100000"),  # (it built modules for ever)
+    # a width no device holds (an extra zero or three) is refused before a rerun replaces any finished run
+    (["run", "model.width=100000000000"], "model.width=100000000000 must be <= 100000 (a 100000 x 100000 layer is "
+                                          "40 GB of float32 weights)"),
     # what fails while the data or the model is built: one line, nothing written (a traceback before)
-    (["run", "model.width=10000000"], "building the data or the model failed: RuntimeError:"),
     (["run", "data.dim=99999999999999999999"], "building the data or the model failed: TypeError:"),
     (["run", "device=tpu"], "device='tpu'"),
     (["run", "name=../outside"], "name=../outside"),

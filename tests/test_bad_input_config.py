@@ -36,6 +36,15 @@ CASES = [
     case("train.clip_value=inf", "train.clip_value", "clip-value-inf"),
     case("model=rnn data=adding model.gain=nan", "model.gain", "rnn-gain-nan"),
     case("model=lstm data=adding model.forget_bias=inf", "model.forget_bias", "forget-bias-inf"),
+    # a layer wider than any device holds (a typo's extra zeros), in every family
+    case("model=lstm data=adding model.hidden=1000000", "model.hidden=1000000 must be <= 100000", "lstm-too-wide"),
+    case("model=cnn model.channels=1000000", "model.channels=1000000 must be <= 100000", "cnn-too-wide"),
+    case("model=transformer data=chars model.d_model=40000",
+         "model.mlp_ratio=4 with model.d_model=40000 makes each MLP 160000 wide; at most 100000", "transformer-too-wide"),
+    case("model=resnet model.widths=[16,32,1000000]",
+         "model.widths=[16, 32, 1000000] must list three stages' filters, each 1 to 100000", "resnet-too-wide"),
+    case("model=transformer data=chars model.depth=1000000", "model.depth=1000000 must be <= 100000",
+         "transformer-too-deep"),
     # ranges where a value means something
     case("optim.momentum=nan", "optim.momentum", "momentum-nan"),
     case("optim.momentum=-1", "optim.momentum", "momentum-negative"),
