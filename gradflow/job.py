@@ -34,8 +34,21 @@ EVALUATED = ("train", "test")  # the splits whose last evaluation is a run's fin
 TORCH_THREADS = torch.get_num_threads()  # torch's own intra-op thread count here, before a run sets one
 
 
-def prepare(cfg: DictConfig):
-    """Everything before the first write: a user error here leaves no results folder behind."""
+def prepare(cfg: DictConfig, isolate: bool = False):
+    """Everything before the first write: a user error here leaves no results folder behind. An error of
+    torch's (an allocation, a type) is one line, as a bad input is; with `isolate` (a sweep, which records
+    the failure) it is raised as it is."""
+    try:
+        return _prepare(cfg)
+    except GradflowError:
+        raise
+    except Exception as e:
+        if isolate:
+            raise
+        raise GradflowError(f"building the data or the model failed: {one_line(e)}") from e
+
+
+def _prepare(cfg: DictConfig):
     device = resolve_device(cfg.device)
     # threads=0: torch's own count, also after an earlier run in this process (a sweep) set another
     torch.set_num_threads(cfg.threads or workers.default_threads(TORCH_THREADS))
@@ -65,12 +78,10 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
               "config_hash": store.config_hash(flat), **store.environment(), "config": flat}
     start = time.perf_counter()
     try:
-        device, data, model = prepare(cfg)
+        device, data, model = prepare(cfg, isolate)
     except Exception as e:
         if not isolate:  # `gradflow run`: one line, nothing written (as for any bad input)
-            if isinstance(e, GradflowError):
-                raise
-            raise GradflowError(f"building the data or the model failed: {one_line(e)}") from e
+            raise
         store.begin(job_dir, cfg, record)
         return _failed(job_dir, record, e, start)
     record.update(device=str(device), threads=torch.get_num_threads())  # intra-op threads it trains with

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+from hydra.core.override_parser.types import IntervalSweep, RangeSweep
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
@@ -124,6 +125,12 @@ def check_overrides(overrides: list[str], command: str) -> None:
                 f"cannot read the override {shorten(o, 60)!r}: write key=value, with bare values made of "
                 "ASCII letters, digits and _ . - / : (sweeps: a,b,c or range(1,5)); quote any other value, "
                 "e.g. 'data.root=\"/my data\"'") from None
+        if isinstance(parsed.value(), IntervalSweep):  # (Hydra's sweepers cannot list one: a traceback)
+            raise GradflowError(f"{shorten(o, 60)} is a continuous interval, which a grid cannot list; give the "
+                                "values (a,b,c) or range(start,stop[,step])")
+        if isinstance(parsed.value(), RangeSweep) and parsed.value().step == 0:
+            raise GradflowError(f"{shorten(o, 60)} has a step of 0: range(start,stop[,step]) needs a step other "
+                                "than 0, e.g. range(1,9,2)")
         items = getattr(parsed.value(), "list", None)  # a,b,c (not range(...)): the values swept
         if key in list_keys() and items is not None and not all(isinstance(v, list) for v in items):
             plain = ",".join(str(v) for v in items)

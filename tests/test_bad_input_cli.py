@@ -54,6 +54,13 @@ CASES = [
     (["run", "train.steps=1e10"], "train.steps='1e10' is not a valid integer; write a whole number without a"),
     (["run", "=5"], "the override '=5' has no key; write key=value"),
     (["sweep", "=5,6"], "the override '=5,6' has no key"),
+    # sweeps a grid cannot list: one line for sweep, run and reproduce alike (Hydra's traceback in sweep)
+    (["sweep", "model.depth=range(1,5,0)"], "model.depth=range(1,5,0) has a step of 0: range(start,stop[,step]) needs "
+                                            "a step other than 0"),
+    (["run", "model.depth=range(1,5,0)"], "model.depth=range(1,5,0) has a step of 0"),
+    (["sweep", "model.depth=interval(1,3)"], "model.depth=interval(1,3) is a continuous interval, which a grid cannot "
+                                             "list; give the values (a,b,c) or range(start,stop[,step])"),
+    (["reproduce", "he2015", "--quick", "model.width=interval(1,3)"], "model.width=interval(1,3) is a continuous interval"),
     # a gf resolver's own message, whole (it was cut mid-word around an ellipsis)
     (["sweep", "optim.lr=${gf.div:0.5,model.nope}", "model.depth=2,3"],
      "optim.lr cannot be resolved: gf arithmetic: 'model.nope' is neither a number nor a numeric key of the config"),
@@ -70,6 +77,7 @@ CASES = [
                                           "40 GB of float32 weights)"),
     # what fails while the data or the model is built: one line, nothing written (a traceback before)
     (["run", "data.dim=99999999999999999999"], "building the data or the model failed: TypeError:"),
+    (["gradcheck", "data=gaussian", "data.dim=99999999999999999999"], "building the data or the model failed: TypeError:"),
     (["run", "device=tpu"], "device='tpu'"),
     (["run", "name=../outside"], "name=../outside"),
     (["run", "name=/abs"], "name=/abs"),

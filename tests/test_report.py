@@ -233,6 +233,18 @@ def test_sources_whose_folder_and_parent_names_match_stay_two_sources(study, tmp
     assert [r.split("/", 1)[0] for r in page.rows] == ["run", run.name], page.rows
 
 
+def test_a_run_whose_run_json_is_cut_short_is_listed_incomplete(study, tmp_path):
+    """The page is written, the damaged run a row `incomplete` (its run.json read as None: an AttributeError)."""
+    copy = tmp_path / "grid"
+    shutil.copytree(study, copy)
+    damaged = copy / "model.activation=tanh,model.depth=10" / store.RUN_FILE
+    damaged.write_text(damaged.read_text()[:50])
+    for path in (copy, damaged.parent):
+        text = report.build([path])
+        row = re.search(r'<tr data-run="[^"]*model.activation=tanh,model.depth=10[^"]*">(.*?)</tr>', text)
+        assert row and '<td data-value="incomplete">incomplete</td>' in row.group(1), path
+
+
 def test_a_comparison_of_sources_with_different_data_names_the_keys_only_one_sets_by_group(tmp_path, cli):
     # a Gaussian source's data.dim, data.distribution, ... beside MNIST-1D's own keys: one phrase each, not
     # every key of both groups listed under each source
