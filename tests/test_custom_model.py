@@ -3,6 +3,8 @@ order, probe values against plain autograd, the real CLI and a sweep, init=keep,
 
 from __future__ import annotations
 
+import json
+
 import sys
 import textwrap
 import uuid
@@ -254,6 +256,11 @@ def test_a_sweep_keeps_the_users_own_traceback_of_a_model_that_does_not_fit(cli,
     assert "does not fit data=mnist1d" in runs[41]["error"] and "\n" not in runs[41]["error"]
     assert set(runs[40]) | set(runs[41]) <= set(store.RUN_FIELDS)  # (each a key a Recorder config may not take)
     assert f"{user_models}.py" in runs[41]["traceback"] and "in forward" in runs[41]["traceback"]
+    # the sweep's table says why the point failed (it said only `failed`), and ls --json carries the error
+    said = " ".join(out.output.split())
+    assert "failed (+model.kwargs.d_in=41): model.target=" in said and "mat1 and mat2 shapes" in said, said
+    listed = json.loads(cli("ls", str(results / "fit"), "--json").output)
+    assert [r["error"] is not None for r in listed] == [False, True] and "does not fit" in listed[1]["error"]
 
 
 def test_missing_target_is_one_line(cli, tmp_path):

@@ -14,7 +14,7 @@ from rich.markup import escape
 from gradflow import store
 from gradflow.cli.app import app
 from gradflow.cli.console import console, labels, print_note, user_errors
-from gradflow.errors import GradflowError, did_you_mean
+from gradflow.errors import GradflowError, did_you_mean, shorten
 from gradflow.fmt import fmt, strict_json
 from gradflow.plots.keys import (abbreviate, config_columns, full_key, implied_keys, n_distinct, ordered_values,
                                  partial_keys, partial_phrase)
@@ -188,6 +188,7 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
             notes.append(alike)
     if flagged:
         notes.append(f"{FLAGGED}: finished but flagged: {labels(flagged)}; --json shows why")
+    notes += failure_notes(df)
     missing = df.attrs.get(NOT_RUN) or []
     if missing:
         notes.append(not_run_note(missing))
@@ -207,6 +208,26 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     line += f"  flagged: {n_flagged}" if n_flagged else ""
     line += f"  not run: {sum(m.missing for m in missing)}" if missing else ""
     console.print(line + reused_phrase(skipped), highlight=False)
+
+
+FAILURES_SHOWN = 3  # distinct errors named under the table; --json gives every run's
+
+
+def failure_notes(df: pd.DataFrame) -> list[str]:
+    """Why runs failed or read incomplete: one line per distinct error (a sweep whose every point failed
+    the same way is one line), the first FAILURES_SHOWN of them, each with its runs."""
+    if "error" not in df or store.STATUS not in df:
+        return []
+    bad = df[df[store.STATUS].isin([store.FAILED, store.INCOMPLETE]) & df["error"].notna() & (df["error"] != "")]
+    groups = list(bad.groupby(["status", "error"], sort=False)[store.RUN])
+    notes = []
+    for (status, error), runs in groups[:FAILURES_SHOWN]:
+        which = runs.iloc[0] if len(runs) == 1 else f"{len(runs)} runs, {runs.iloc[0]} ..."
+        text = " ".join(str(error).split()).removeprefix(f"{GradflowError.__name__}: ")  # (a user error: no type)
+        notes.append(f"{status} ({which}): {shorten(text, 400)}")
+    if len(groups) > FAILURES_SHOWN:
+        notes.append(f"and {len(groups) - FAILURES_SHOWN} more errors; --json gives each run's")
+    return notes
 
 
 def alike_note(df: pd.DataFrame, shown: list[Column], hidden: list[Column], title: str) -> str | None:
@@ -314,7 +335,7 @@ def ls(
                             "or give the folder: gradflow ls PATH")
     df, swept = runs_view(path, where, sort, rate, steps_to)
     cols = ["run"] + swept + [c for c in LS_COLUMNS if c in df.columns] + \
-        [c for c in ("start_qstar", "chi1_transient", store.FLAGS) if c in df.columns] + study_columns(df)
+        [c for c in ("start_qstar", "chi1_transient", store.FLAGS, "error") if c in df.columns] + study_columns(df)
     if csv or as_json:  # (steps as whole numbers: a column with a missing one is float in pandas, 2.0)
         df = df.assign(**{c: df[c].astype("Int64") for c in cols if c in WHOLE or c.startswith("steps_to.")
                           if _whole(df[c])})
