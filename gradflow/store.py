@@ -659,6 +659,20 @@ def runs(path: str | Path) -> list[dict]:
     return out
 
 
+def drew_nothing(run: dict) -> bool:
+    """A run (as `runs` lists it) with no tables to draw: incomplete (a damaged or missing file), or
+    failed before its first step (a model that did not build)."""
+    return run[STATUS] == INCOMPLETE or (run[STATUS] == FAILED and not run["record"].get("steps_done"))
+
+
+def nothing_drawn_reason(path: str | Path, listed: list[dict]) -> str | None:
+    """Why `path` has nothing to draw, where every run it lists has nothing (`drew_nothing`); else None."""
+    if listed and all(drew_nothing(r) for r in listed):
+        return (f"every run of {path} failed before its first step or is incomplete, so there is nothing to "
+                f"draw; gradflow ls {path} says why")
+    return None
+
+
 def load(path: str | Path, table: str = "layers", include_stale: bool = False,
          listed: list[dict] | None = None) -> pd.DataFrame:
     """One tidy DataFrame for a run or a folder of runs: the `layers` or `metrics` rows of every

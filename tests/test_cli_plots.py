@@ -7,6 +7,8 @@ twin of half the sweep, and a sweep at lr = 1e6 in which one run diverges.
 
 from __future__ import annotations
 
+import shutil
+
 import os
 import subprocess
 import sys
@@ -74,7 +76,8 @@ def diverging(results) -> Path:
 
 
 def printed_paths(out) -> list[Path]:
-    return [Path(line) for line in out.output.splitlines() if line.strip()]
+    """The figures' paths (CliRunner mixes stderr in: its `not drawn:` note left out)."""
+    return [Path(line) for line in out.output.splitlines() if line.strip() and not line.startswith("not drawn:")]
 
 
 # --- plot ----------------------------------------------------------------------------------------
@@ -255,7 +258,7 @@ def test_a_folder_of_sweeps_gets_each_sweeps_own_set(plain, full, diverging, tmp
     out = invoke("plot", folder)
     assert out.exit_code == 0, out.output
     paths = printed_paths(out)[:-1]  # (CliRunner mixes stderr in: the last line is the passed-over note)
-    assert out.output.splitlines()[-1].startswith("passed over: ")
+    assert [line for line in out.output.splitlines() if not line.startswith("not drawn:")][-1].startswith("passed over: ")
     assert {p.parent for p in paths} == {folder / name / "figures" for name in ("plain", "full", "diverging")}
     alone = printed_paths(invoke("plot", plain, "--out", tmp_path / "alone"))
     drawn = sorted(p for p in paths if p.parent.parent.name == "plain")
@@ -295,6 +298,26 @@ def test_plot_a_folder_without_runs(tmp_path):
     empty.mkdir()
     out = invoke("plot", empty)
     assert out.exit_code == 1 and "holds no runs" in out.output and len(out.output.strip().splitlines()) == 1
+
+
+def test_runs_with_nothing_to_draw_are_named_and_a_folder_of_only_those_is_one_line(plain, tmp_path):
+    """An incomplete run (run.json cut short) is left out of the figures with a line saying so (it was left out
+    without a word); a folder whose every run has nothing to draw says that, for the standard set and one kind
+    (the set drew a ratio figure of NaN crosses, --kind said "has no layers rows")."""
+    copy = tmp_path / "plain"
+    shutil.copytree(plain, copy, ignore=shutil.ignore_patterns("figures"))
+    jobs = sorted(p.parent for p in copy.glob("*/run.json"))
+    damaged = jobs[0] / "run.json"
+    damaged.write_text(damaged.read_text()[:40])
+    out = invoke("plot", copy)
+    said = " ".join(out.output.split())
+    assert out.exit_code == 0 and f"not drawn: 1 incomplete run (a damaged or missing file); gradflow ls {copy} says why" in said
+    for job in jobs[1:]:
+        (job / "run.json").write_text("{")
+    for args in ([], ["--kind", "ratio"], ["--kind", "profile"]):
+        out = invoke("plot", copy, *args)
+        said = " ".join(out.output.split())
+        assert out.exit_code == 1 and f"every run of {copy} failed before its first step or is incomplete" in said, said
 
 
 def test_a_diverged_run_crashes_no_kind(diverging, tmp_path):

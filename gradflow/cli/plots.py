@@ -41,6 +41,20 @@ def _print_paths(paths: list[Path]) -> None:
         console.print(str(p), markup=False, highlight=False, soft_wrap=True)
 
 
+def _left_out(path: Path) -> None:
+    """A line for the runs no figure can draw: incomplete ones (a damaged or missing file) and failed ones
+    that finished no step (they were left out without a word)."""
+    runs = [r for r in store.runs(path) if store.drew_nothing(r)]
+    incomplete = sum(r[store.STATUS] == store.INCOMPLETE for r in runs)
+    failed = len(runs) - incomplete
+    parts = ([f"{failed} run{'s' * (failed != 1)} that failed before {'their' if failed != 1 else 'its'} first step"]
+             if failed else []) + ([f"{incomplete} incomplete run{'s' * (incomplete != 1)} (a damaged or missing "
+                                    "file)"] if incomplete else [])
+    if parts:  # (on stderr: stdout is the figures' paths, one a line)
+        err_console.print(escape(f"not drawn: {' and '.join(parts)}; gradflow ls {path} says why"), style="yellow",
+                          highlight=False, soft_wrap=True)
+
+
 # --- gradflow plot ---------------------------------------------------------------------------------
 @user_errors
 def plot(
@@ -83,7 +97,8 @@ def plot(
         metavar="KEY=VALUE", help="With --kind: draw only the runs whose KEY reads VALUE (repeatable), as "
                                   "ls --where keeps them, e.g. --where seed=0.", show_default=False)] = None,
     include_stale: Annotated[bool, typer.Option(
-        "--all", help="Also draw stale runs (not in the folder's current sweep spec) and incomplete ones.")] = False,
+        "--all", help="Also draw stale runs (not in the folder's current sweep spec); incomplete ones "
+                 "(a damaged or missing file) never are.")] = False,
 ) -> None:
     """Draw figures from a run or a sweep on disk and print their paths."""
     kind = choose("--kind", kind or "standard", KINDS)
@@ -107,6 +122,7 @@ def plot(
     fig, stem = draw(kind, df, o)
     stem += f"-where-{file_part(','.join(where))}" if where else ""  # (beside the figure of every run)
     _print_paths([save(fig, out_file or out_dir / f"{stem}.{fmt}", fmt)])
+    _left_out(path)
 
 
 def _where(df: pd.DataFrame, where: list[str]) -> pd.DataFrame:
@@ -140,6 +156,7 @@ def _standard_sets(path: Path, out: Path | None, out_dir: Path, fmt: str, includ
     _print_paths(written)
     for why in passed_over:  # (on stderr, after the paths: stdout is the figures' paths, one a line)
         err_console.print(f"passed over: {escape(why)}", style="yellow", highlight=False, soft_wrap=True)
+    _left_out(path)
 
 
 OTHER_IMAGES = ("jpg", "jpeg", "tif", "tiff", "eps", "ps", "webp", "gif", "bmp")  # image files gradflow does not write
@@ -369,7 +386,8 @@ def compare(
         metavar="KEY=VALUE", help="Compare only the runs whose KEY reads VALUE (repeatable), in every source, "
                                   "as ls --where keeps them, e.g. --where seed=0.", show_default=False)] = None,
     include_stale: Annotated[bool, typer.Option(
-        "--all", help="Also draw stale runs (not in the folder's current sweep spec) and incomplete ones.")] = False,
+        "--all", help="Also draw stale runs (not in the folder's current sweep spec); incomplete ones "
+                 "(a damaged or missing file) never are.")] = False,
 ) -> None:
     """Overlay runs or sweeps from several results folders and tabulate their key numbers side by side."""
     if len(paths) < 2:

@@ -86,6 +86,11 @@ def load_table(path: Path, table: str, include_stale: bool = False) -> pd.DataFr
     how to get it when it is empty."""
     import gradflow
 
+    from gradflow import store
+
+    listed = store.runs(path)
+    if (why := store.nothing_drawn_reason(path, [r for r in listed if include_stale or r[store.STATUS] != store.STALE])):
+        raise GradflowError(why)
     df = gradflow.load(path, table=table, include_stale=include_stale)
     if df.empty:
         if table == "jacobian":  # (probe=full does not make one for a transformer: saying so sent users round)
