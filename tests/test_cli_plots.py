@@ -202,6 +202,14 @@ def test_out_may_name_the_file_of_one_figure(plain, batchnorm, tmp_path):
     out = invoke("plot", plain, "--kind", "ratio", "--out", tmp_path / "fig.jpg")
     assert out.exit_code == 1 and "names a .jpg file; figures are png, pdf, svg" in " ".join(out.output.split())
     assert not (tmp_path / "fig.jpg").exists()
+    # nor a file no figure goes in (plot, compare and theory each made a folder named notes.txt or run.json)
+    for command in (["plot", plain, "--kind", "profile"], ["compare", plain, plain.parent / "full"],
+                    ["theory", "-a", "tanh", "phase"]):
+        for name in ("notes.txt", "run.json"):
+            out = invoke(*command, "--out" if command[0] != "theory" else "-o", tmp_path / name)
+            assert out.exit_code == 1 and f"names a .{name.split('.')[1]} file; figures are png, pdf, svg" in \
+                " ".join(out.output.split()), (command, out.output)
+            assert not (tmp_path / name).exists()
 
 
 def test_a_run_not_found_lists_the_nearest_runs_first(plain):

@@ -160,6 +160,8 @@ def _standard_sets(path: Path, out: Path | None, out_dir: Path, fmt: str, includ
 
 
 OTHER_IMAGES = ("jpg", "jpeg", "tif", "tiff", "eps", "ps", "webp", "gif", "bmp")  # image files gradflow does not write
+# files no figure goes in: `--out notes.txt` made a folder of that name (and one named run.json in a sweep)
+NOT_FIGURES = ("txt", "md", "json", "csv", "yaml", "yml", "html", "htm", "parquet", "py", "log", "ipynb")
 
 
 def figure_target(out: Path | None, folder: Path, fmt: str | None, several: bool = False
@@ -168,7 +170,7 @@ def figure_target(out: Path | None, folder: Path, fmt: str | None, several: bool
     figure, into the file `out` names by a figure suffix (`--out fig.pdf` made a folder named fig.pdf),
     unless a folder of that name is there already."""
     suffix = out.suffix.lower().lstrip(".") if out is not None and not out.is_dir() else ""
-    if suffix in OTHER_IMAGES:  # (a folder named fig.jpg was the surprise this option now spares)
+    if suffix in OTHER_IMAGES or suffix in NOT_FIGURES:  # (each made a folder of that name)
         raise GradflowError(f"--out {out} names a .{suffix} file; figures are {', '.join(FORMATS)}: give "
                             f"{out.with_suffix('.png')}, or a folder")
     if suffix not in FORMATS:
