@@ -848,6 +848,21 @@ def _keys_apply(cfg: DictConfig, overrides) -> None:
                 raise GradflowError(not_a_key_of(key, chosen))
 
 
+# what a key is often called elsewhere -> its name here (learning_rate=0.1: optim.lr)
+KEY_SYNONYMS = {"learning_rate": "lr", "epochs": "steps", "iterations": "steps", "iters": "steps",
+                "batchsize": "batch_size", "bs": "batch_size", "n_layers": "depth", "num_layers": "depth",
+                "layers": "depth", "wd": "weight_decay"}
+
+
+def _elsewhere(name: str) -> str:
+    """ (did you mean optim.lr?) for a key whose last part (or its usual other name) is a key of another
+    section (train.lr, lr, optim.learning_rate); "" where none is."""
+    leaf = name.rsplit(".", 1)[-1].lower()
+    leaf = KEY_SYNONYMS.get(leaf, leaf)
+    same = [k for k in known_keys() if k.rsplit(".", 1)[-1] == leaf and k != name]
+    return f" (did you mean {' or '.join(same[:3])}?)" if same else ""
+
+
 def choice_keys(group: str, choice: str) -> list[str]:
     """The keys one choice of a group takes: its schema's fields, less those CHOICE_KEYS gives to other
     choices of the same schema (init.sw2 belongs to init=meanfield only)."""
@@ -917,7 +932,7 @@ def hydra_error_message(e: Exception, overrides=()) -> str:
             return (f"{name} is a new key under model.kwargs (the custom model's constructor arguments): "
                     f"write it +{given.lstrip('~')}, as Hydra adds a key")
         top = [f.name for f in fields(Config) if f.name not in SECTIONS]
-        near = did_you_mean(name, known_keys() if "." in name else (*SECTIONS, *top))  # (modle=cnn: model)
+        near = _elsewhere(name) or did_you_mean(name, known_keys() if "." in name else (*SECTIONS, *top))  # (modle=cnn: model)
         return (f"unknown key {_show(name)}{near}; sections: {', '.join(SECTIONS)}; "
                 f"top-level keys: {', '.join(top)}; "
                 "see `gradflow run --help` for every key (add a new key with +key=value only if you mean to)")

@@ -53,6 +53,12 @@ CASES = [
     # what was written, not OmegaConf's float of it ('10000000000.0'), and how to write it
     (["run", "train.steps=1e10"], "train.steps='1e10' is not a valid integer; write a whole number without a"),
     (["run", "=5"], "the override '=5' has no key; write key=value"),
+    # a key of another section, or by its usual other name, is named where it is (model.lr offered model.ln)
+    (["run", "train.lr=0.1"], "unknown key 'train.lr' (did you mean optim.lr?)"),
+    (["run", "model.lr=0.1"], "unknown key 'model.lr' (did you mean optim.lr?)"),
+    (["run", "lr=0.1"], "unknown key 'lr' (did you mean optim.lr?)"),
+    (["run", "optim.learning_rate=0.1"], "unknown key 'optim.learning_rate' (did you mean optim.lr?)"),
+    (["run", "train.epochs=3"], "unknown key 'train.epochs' (did you mean train.steps?)"),
     (["sweep", "=5,6"], "the override '=5,6' has no key"),
     # sweeps a grid cannot list: one line for sweep, run and reproduce alike (Hydra's traceback in sweep)
     (["sweep", "model.depth=range(1,5,0)"], "model.depth=range(1,5,0) has a step of 0: range(start,stop[,step]) needs "
