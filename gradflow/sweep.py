@@ -408,7 +408,18 @@ class _Configs:
             return config_mod.compose([*overrides, f"name={self.name}"], sweep_point=True)
         except GradflowError as e:  # e names the bad key and value; the point is its swept values, the rest noise
             point = " ".join(o for o in overrides if override_key(o) in self.swept)
-            raise GradflowError(f"sweep point{' ' * bool(point)}{point}: {e}") from None
+            if not point or self._not_the_points(overrides, e):  # (a fixed key's typo blamed the first point)
+                raise GradflowError(str(e)) from None
+            raise GradflowError(f"sweep point {point}: {e}") from None
+
+    def _not_the_points(self, overrides: list[str], error: GradflowError) -> bool:
+        """Whether the config without the point's swept values fails with the same error."""
+        fixed = [o for o in overrides if override_key(o) not in self.swept]
+        try:
+            config_mod.compose([*fixed, f"name={self.name}"], sweep_point=True)
+        except GradflowError as e:
+            return str(e) == str(error)
+        return False
 
     def flat(self, overrides: list[str]) -> dict:
         structural = tuple(o for o in overrides if not _simple(o))

@@ -402,7 +402,7 @@ def test_a_failing_command_line_sweep_says_what_failed(tmp_path):
     from gradflow import benchsweep
 
     with pytest.raises(GradflowError, match=r"gradflow sweep model.depth=0 .* failed \(exit 1\): "
-                       r"error: sweep point: model.depth=0 must be >= 1"):
+                       r"error: model.depth=0 must be >= 1"):
         benchsweep._command_line(["model.depth=0", f"results={tmp_path}"])
 
 
