@@ -766,10 +766,14 @@ def _train(cfg) -> None:
 DEVICE_ENV = "GRADFLOW_DEVICE"  # what device=auto means on this machine, when set (cpu on a shared GPU box)
 
 
-def resolve_device(spec: str):
+def resolve_device(spec: str, option: str = ""):
     """auto -> $GRADFLOW_DEVICE if set, else cuda, then mps, then cpu; an explicit device must exist
-    on this machine."""
+    on this machine. `option`: the command-line option that gave `spec` (bench's --device), as errors
+    name it; else the config key device=."""
     import torch
+
+    def given(value: str) -> str:  # as the user wrote it
+        return f"{option} {value}" if option else f"device={value}"
 
     preset = os.environ.get(DEVICE_ENV, "auto").strip() or "auto"
     if spec == "auto" and preset != "auto":
@@ -788,16 +792,18 @@ def resolve_device(spec: str):
         return torch.device("cpu")
     if re.fullmatch(r"cuda(:\d+)?", spec):
         if not torch.cuda.is_available():
-            raise GradflowError(f"device={spec!r} but CUDA is not available on this machine; use device=auto or device=cpu")
+            raise GradflowError(f"{given(repr(spec))} but CUDA is not available on this machine; use "
+                                f"{given('auto')} or {given('cpu')}")
         index = int(spec.split(":")[1]) if ":" in spec else 0
         if index >= torch.cuda.device_count():
-            raise GradflowError(f"device={spec!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise GradflowError(f"{given(repr(spec))} but this machine has {torch.cuda.device_count()} CUDA device(s)")
         return torch.device(spec)
     if spec == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise GradflowError("device='mps' but MPS is not available on this machine; use device=auto or device=cpu")
+            raise GradflowError(f"{given(repr(spec))} but MPS is not available on this machine; use {given('auto')} "
+                                f"or {given('cpu')}")
         return torch.device("mps")
-    raise GradflowError(f"device={spec!r} is not allowed; choices: auto, cpu, cuda, cuda:N, mps")
+    raise GradflowError(f"{given(repr(spec))} is not allowed; choices: auto, cpu, cuda, cuda:N, mps")
 
 
 # --- composition ---------------------------------------------------------------------------------

@@ -50,13 +50,14 @@ def bench(
             raise GradflowError(f"--workload {n!r} is not known; choices: {', '.join(bench_mod.WORKLOADS)}")
     if clock not in bench_mod.CLOCKS:
         raise GradflowError(f"--clock {clock!r} is not known; choices: {', '.join(bench_mod.CLOCKS)}")
-    if steps < 12 or rounds < 1:
-        raise GradflowError(f"--steps must be at least 12 (so that 'every 10' probes a timed step) and --rounds at "
-                            f"least 1 (got {steps}, {rounds})")
+    if steps < 12:
+        raise GradflowError(f"--steps {steps} is too few: at least 12, so that 'every 10' probes a timed step")
+    if rounds < 1:
+        raise GradflowError(f"--rounds {rounds} is too few: at least 1")
     threads = threads or [1]
     if min(threads) < 1:  # (a run's threads=0 means torch's default; here each count is one to time)
         raise GradflowError(f"--threads {min(threads)} is not allowed: give intra-op thread counts of 1 or more")
-    if resolve_device(device).type == "cpu":  # (elsewhere the probes always batch)
+    if resolve_device(device, "--device").type == "cpu":  # (elsewhere the probes always batch)
         with console.status("loading the probes' fused CPU kernels ..."):
             loaded = time.perf_counter()
             load_fused()
@@ -82,7 +83,7 @@ def bench(
     if loop_tables:  # the rows' short names, spelled out once
         for loop, text in bench_mod.LOOP_TITLES.items():
             console.print(f"  {loop}: {text}", highlight=False)
-    if resolve_device(device).type == "cpu":
+    if resolve_device(device, "--device").type == "cpu":
         print_note(bench_mod.STEP_NOTE)
     families = [r for r in results if r.workload not in ("reference", "deep")]
     for n in dict.fromkeys(r.threads for r in families):
