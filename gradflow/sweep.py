@@ -544,9 +544,12 @@ def read_points(path: Path) -> list[dict]:
                             "- {model.activation: tanh, init.sw2: 1.5}")
     keys = set(points[0])
     for i, p in enumerate(points):
-        if set(p) != keys:
-            raise GradflowError(f"--points {path}: point {i} has keys {sorted(map(str, p))}; every point needs "
-                                f"the same keys ({', '.join(sorted(map(str, keys)))})")
+        if set(p) != keys:  # (which keys differ, a misspelled one with its nearest: a whole list before)
+            missing, extra = sorted(map(str, keys - set(p))), sorted(map(str, set(p) - keys))
+            said = [f"lacks {', '.join(missing)}"] if missing else []
+            said += [f"has {', '.join(extra)}{did_you_mean(extra[0], missing)}"] if extra else []
+            raise GradflowError(f"--points {path}: point {i} {' and '.join(said)}; every point needs the keys of "
+                                f"point 0 ({', '.join(sorted(map(str, keys)))})")
         for k, v in p.items():
             if not isinstance(k, str) or ("." not in k and k != "seed") or k.startswith(("hydra", "+", "~")):
                 raise GradflowError(f"--points {path}: point {i} key {shorten(k, 40)!r} must be seed or a dotted "

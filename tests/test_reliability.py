@@ -750,7 +750,10 @@ def test_points_give_each_run_its_values_as_written_and_may_set_the_seed(cli, re
 
 
 @pytest.mark.parametrize("text, message", [
-    ("- {model.activation: tanh}\n- {init.sw2: 2}\n", "every point needs the same keys"),
+    ("- {model.activation: tanh}\n- {init.sw2: 2}\n", "point 1 lacks model.activation and has init.sw2; every point "
+                                                       "needs the keys of point 0 (model.activation)"),
+    ("- {model.activation: tanh, seed: 0}\n- {model.activaton: relu, seed: 1}\n",
+     "point 1 lacks model.activation and has model.activaton (did you mean model.activation?)"),
     ("- {init: meanfield}\n", "must be seed or a dotted config key"),
     ("- {optim.lr: -1}\n", "optim.lr=-1"),
     # (the sweep's fixed overrides set model.depth=2: which would hold is no guess gradflow makes)
