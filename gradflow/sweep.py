@@ -249,6 +249,8 @@ def _sweep_name(overrides: list[str], name: str | None) -> tuple[list[str], str,
     if name and given and given[-1] != name:  # (the option won without a word; name= twice: the last, noted)
         raise GradflowError(f"the sweep is named twice, --name {shorten(name, 40)} and "
                             f"name={shorten(given[-1], 40)}; give one name")
+    if name == "" or (given and not given[-1].strip() and name is None):  # (it ran into results/sweep)
+        raise GradflowError("the sweep's name is empty: give --name NAME, the folder its runs go in under results/")
     user_name = name or (given[-1] if given else "sweep")
     if "," in user_name:  # (Hydra's words were "Ambiguous value ... add --multirun")
         raise GradflowError(f"name={shorten(user_name, 40)} is several names; a sweep writes one study: give one")

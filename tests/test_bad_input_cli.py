@@ -60,6 +60,8 @@ CASES = [
     (["run", "optim.learning_rate=0.1"], "unknown key 'optim.learning_rate' (did you mean optim.lr?)"),
     (["run", "train.epochs=3"], "unknown key 'train.epochs' (did you mean train.steps?)"),
     (["sweep", "=5,6"], "the override '=5,6' has no key"),
+    (["sweep", "model.depth=2,3", "--name", ""], "the sweep's name is empty: give --name NAME"),  # (results/sweep)
+    (["sweep", "model.depth=2,3", "name="], "the sweep's name is empty"),
     # sweeps a grid cannot list: one line for sweep, run and reproduce alike (Hydra's traceback in sweep)
     (["sweep", "model.depth=range(1,5,0)"], "model.depth=range(1,5,0) has a step of 0: range(start,stop[,step]) needs "
                                             "a step other than 0"),
