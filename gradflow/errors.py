@@ -69,10 +69,21 @@ def nearest(word: str, choices, cutoff: float = 0.75, within: float = 0.05) -> l
     def score(c) -> float:
         text = str(c).lower()
         parts = [text] + ([text.rsplit(".", 1)[1]] if "." in text and "." not in word else [])
-        return max(difflib.SequenceMatcher(None, word.lower(), p).ratio() for p in parts)
+        return max(TRANSPOSED if _transposed(word.lower(), p) else difflib.SequenceMatcher(None, word.lower(), p).ratio()
+                   for p in parts)
 
     scored = sorted(((score(c), c) for c in choices), reverse=True)
     return [c for r, c in scored if r >= cutoff and r >= scored[0][0] - within][:3] if scored else []
+
+
+TRANSPOSED = 0.9  # how near two neighbouring letters swapped reads (mpl: mlp, --hlep: --help scored 0.67)
+
+
+def _transposed(a: str, b: str) -> bool:
+    """b is a with two neighbouring characters swapped."""
+    diff = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+    return len(a) == len(b) and len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] \
+        and a[diff[1]] == b[diff[0]]
 
 
 def did_you_mean(word: str, choices, show: Callable[[str], str] = str) -> str:

@@ -299,9 +299,9 @@ def runs_table(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str]
                 row[f"steps_to.{text}"] = steps_to(metrics, f"{split}_{metric}", op, threshold) \
                     if _recorded_as(split, metric) in names else math.nan
         summaries.append(row)
-    for split, metric, _, _ in conditions:  # recorded by no run: a misspelling, named with the choices
-        if _recorded_as(split, metric) not in have:
-            raise _not_recorded(f"{split}_{metric}", have)
+    for text, (split, metric, _, _) in zip(steps, conditions):  # recorded by no run: a misspelling, named
+        if _recorded_as(split, metric) not in have:  # with the choices
+            raise GradflowError(f"--steps-to {text!r}: {_not_recorded(f'{split}_{metric}', have)}")
     table = pd.concat([records, pd.DataFrame(summaries, index=records.index)], axis=1)
     table.attrs = dict(records.attrs)  # the user's own config keys (a concat keeps no attrs)
     for q in rates:

@@ -61,6 +61,14 @@ CASES = [
     (["run", "train.epochs=3"], "unknown key 'train.epochs' (did you mean train.steps?)"),
     (["sweep", "=5,6"], "the override '=5,6' has no key"),
     (["sweep", "model.depth=2,3", "--name", ""], "the sweep's name is empty: give --name NAME"),  # (results/sweep)
+    # two neighbouring letters swapped are a near miss (they scored 0.67, under the cut-off: no suggestion)
+    (["run", "model=mpl"], "model='mpl' is not a known choice (did you mean mlp?)"),
+    (["run", "--hlep"], "--hlep is not an option of `gradflow run` (did you mean --help?)"),
+    (["bench", "--workload", "resnet"], "--workload 'resnet' is not known (did you mean resnet20?)"),
+    # a choice's case counts for nothing: --scale Quick is quick (so the override is what is refused)
+    (["reproduce", "he2015", "--scale", "Quick", "model.dept=3"], "unknown key 'model.dept' (did you mean model.depth?)"),
+    (["ls", "{study}", "--steps-to", "train_los<=1"], "--steps-to 'train_los<=1': metric 'train_los' was not recorded "
+                                                      "(did you mean train_loss?)"),
     (["sweep", "model.depth=2,3", "name="], "the sweep's name is empty"),
     # sweeps a grid cannot list: one line for sweep, run and reproduce alike (Hydra's traceback in sweep)
     (["sweep", "model.depth=range(1,5,0)"], "model.depth=range(1,5,0) has a step of 0: range(start,stop[,step]) needs "

@@ -12,7 +12,7 @@ from rich.table import Table
 from gradflow import store
 from gradflow.cli.app import app
 from gradflow.cli.console import console, print_note, print_table, user_errors
-from gradflow.errors import GradflowError
+from gradflow.errors import GradflowError, did_you_mean
 
 
 @app.command()
@@ -47,7 +47,8 @@ def bench(
     names = workload or bench_mod.FAMILIES
     for n in names:
         if n not in bench_mod.WORKLOADS:
-            raise GradflowError(f"--workload {n!r} is not known; choices: {', '.join(bench_mod.WORKLOADS)}")
+            raise GradflowError(f"--workload {n!r} is not known{did_you_mean(n, list(bench_mod.WORKLOADS))}; "
+                                f"choices: {', '.join(bench_mod.WORKLOADS)}")
     if clock not in bench_mod.CLOCKS:
         raise GradflowError(f"--clock {clock!r} is not known; choices: {', '.join(bench_mod.CLOCKS)}")
     if steps < 12:

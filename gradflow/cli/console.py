@@ -123,7 +123,8 @@ def note_replaced(overrides: list[str] | None) -> None:
 
 
 def _options(ctx) -> list[str]:
-    return [opt for p in ctx.command.params for opt in p.opts if opt.startswith("--")]
+    """The command's long options, --help among them (a mistyped --hlep is named too)."""
+    return [*(opt for p in ctx.command.params for opt in p.opts if opt.startswith("--")), "--help"]
 
 
 def near_options(ctx: typer.Context, overrides: list[str] | None) -> None:

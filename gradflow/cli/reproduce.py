@@ -46,6 +46,7 @@ def reproduce(
         print_note("reproducible experiments" if len(specs) > 1 else f"experiment {name}")
         console.print(list_table(specs, console.width, scales=len(specs) == 1))  # --list NAME: what each scale runs
         return
+    scale = scale.lower() if scale else scale  # (case counts for nothing in a choice: Quick)
     if quick and scale not in (None, "quick"):
         raise GradflowError(f"--quick and --scale {scale} ask for two scales; give one")
     scale = "quick" if quick else scale or "default"
