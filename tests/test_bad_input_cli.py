@@ -192,7 +192,6 @@ CASES = [
     # a rate with nothing to fit says why, and offers the other quantities (it listed itself among them)
     (["ls", "{study}", "--rate", "act_std"], "--rate act_std: no run has act_std at 3 or more layers between the 3 left"),
     # a misspelled name among the choices: the nearest one named
-    (["ls", "{study}", "--steps-to", "train_los<=1"], "metric 'train_los' was not recorded (did you mean train_loss?)"),
     (["plot", "{study}", "--kind", "profile", "--quantity", "grad_nrm"], "(did you mean grad_norm?)"),
     (["plot", "{study}", "--kind", "grid", "--x", "model.depth", "--y", "seed", "--value", "final.train_ac"],
      "(did you mean final.train_acc?)"),
