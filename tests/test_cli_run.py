@@ -95,6 +95,17 @@ def test_same_seed_same_numbers(run_job):
     assert not np.allclose(a["value"], c["value"])
 
 
+def test_a_run_into_a_sweeps_folder_is_refused(cli, tmp_path):
+    """It would be none of the sweep's points, listed `stale` at once (as a run of an earlier spec is)."""
+    out = cli("sweep", *TINY, "model.depth=2,3", f"results={tmp_path}", "--name", "s")
+    assert out.exit_code == 0, out.output
+    out = cli("run", *TINY, "model.depth=4", f"results={tmp_path}", "name=s")
+    said = " ".join(out.output.split())
+    assert out.exit_code == 1 and f"name=s is the folder of a sweep ({tmp_path / 's' / 'sweep.yaml'}), and this run is " \
+        "none of its points" in said, said
+    assert sorted(p.name for p in (tmp_path / "s").iterdir() if p.is_dir()) == ["model.depth=2", "model.depth=3"]
+
+
 def test_diverging_run_is_recorded_and_keeps_earlier_rows(cli, results):
     # (evaluations every 5 steps: it diverges between two)
     ov = [*TINY, "train.steps=40", "optim.lr=1e6", "optim.momentum=0", "train.check_every=1", "model.activation=relu",

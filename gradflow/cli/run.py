@@ -22,6 +22,7 @@ from gradflow.cli.app import app
 from gradflow.cli.console import (NBSP, console, leave_interrupted, near_options, note_replaced, print_note,
                                   user_errors)
 from gradflow.cli.app import progress_bar
+from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
 from gradflow.probes.quantities import QUANTITIES
 from gradflow.overrides import NOT_IN_JOB_NAME, job_name, last_overrides
@@ -221,6 +222,7 @@ def run(
     cfg = config_mod.compose(overrides)
     study = store.study_dir(cfg.results, cfg.name)
     job_dir = study / job_name(overrides)
+    _check_not_a_stray_point(study, job_dir, cfg)
     store.check_writable(job_dir, study)
     store.check_clearable(job_dir)
     if "root" in cfg.data:  # files missing under data.root: one line, no failed run written
@@ -248,6 +250,16 @@ def run(
     show_run(job_dir, record, torch.get_num_threads())
     if record["status"] == "failed":
         raise typer.Exit(1)
+
+
+def _check_not_a_stray_point(study: Path, job_dir: Path, cfg) -> None:
+    """A run into a sweep's folder must be one of its points (a rerun of it): any other run would be listed
+    `stale` at once, as a run of an earlier spec is."""
+    planned = (store.sweep_spec(study) or {}).get("runs")
+    if isinstance(planned, dict) and planned.get(job_dir.name) != store.config_hash(settings(store.flatten(cfg))):
+        raise GradflowError(f"name={cfg.name} is the folder of a sweep ({study / store.SWEEP_FILE}), and this run "
+                            "is none of its points: ls would list it as stale; give the run a name of its own, or "
+                            f"add the point to the sweep (gradflow sweep ... --name {cfg.name})")
 
 
 def _warn_replaced(job_dir: Path, flat: dict) -> None:
