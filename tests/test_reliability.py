@@ -172,7 +172,7 @@ def test_a_folder_outside_results_survives_every_command(cli, results, tmp_path)
     assert _sweep(cli, results, "model.depth=2,3", "seed=0,1").exit_code == 0
     assert _sweep(cli, results, "model.depth=2").exit_code == 0  # shrinks the grid: 3 runs stale
     for args in (["ls", results / "s"], ["plot", results / "s"], ["clean", results / "s", "--stale", "--yes"],
-                 ["run", *SMALL, f"results={results}", "name=s"]):
+                 ["run", *SMALL, f"results={results}", "name=t"]):
         assert cli(*args).exit_code == 0
     assert [p.name for p in outside.iterdir()] == ["data.txt"] and (outside / "data.txt").read_text() == "precious"
 

@@ -158,13 +158,17 @@ def test_a_run_with_the_kernels_trains_the_same_net_and_probes_the_same_values(o
     batched, batched_model = _run(overrides, fused=False)
     expect = 0 if overrides[0] in ("train.grad_clip=0.5", "optim=adam") else 12 - ("optim.momentum=0" not in overrides)
     assert sum(steps) == expect
-    # the same losses and accuracies to the bit; the gradients' norms the kernels take in float64, torch's in float32
+    # the same losses and accuracies to the bit; the gradients' norms the kernels take in float64, torch's in float32.
+    # Clipping scales the step by grad_clip / total norm, and that norm is the kernels' float64 one where they are
+    # loaded: the same net to float32's rounding of that factor, not to the bit
+    exact = overrides[0] != "train.grad_clip=0.5"
     norms = [m for m in fused.metrics if m[1] in ("grad", "opt")]
-    assert [m for m in fused.metrics if m[1] not in ("grad", "opt")] == \
+    scores = [m for m in fused.metrics if m[1] not in ("grad", "opt")]
+    assert [m if exact else m[:3] + (pytest.approx(m[3], rel=1e-5),) for m in scores] == \
         [m for m in batched.metrics if m[1] not in ("grad", "opt")]
     assert [m[3] for m in norms] == pytest.approx([m[3] for m in batched.metrics if m[1] in ("grad", "opt")], rel=1e-6)
     for a, b in zip(fused_model.state_dict().values(), batched_model.state_dict().values()):
-        assert torch.equal(a, b)
+        assert torch.equal(a, b) if exact else torch.allclose(a, b, rtol=1e-5, atol=1e-7)
     for got, want in zip(fused.probe_values, batched.probe_values):
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-9)
 

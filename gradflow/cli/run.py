@@ -253,10 +253,11 @@ def run(
 
 
 def _check_not_a_stray_point(study: Path, job_dir: Path, cfg) -> None:
-    """A run into a sweep's folder must be one of its points (a rerun of it): any other run would be listed
-    `stale` at once, as a run of an earlier spec is."""
+    """A run into a sweep's folder must take the folder of one of its points (it reruns that point, and says
+    so where its settings differ: `_warn_replaced`): a run of a folder of its own would be listed `stale` at
+    once, as a run of an earlier spec is."""
     planned = (store.sweep_spec(study) or {}).get("runs")
-    if isinstance(planned, dict) and planned.get(job_dir.name) != store.config_hash(settings(store.flatten(cfg))):
+    if isinstance(planned, dict) and job_dir.name not in planned:
         raise GradflowError(f"name={cfg.name} is the folder of a sweep ({study / store.SWEEP_FILE}), and this run "
                             "is none of its points: ls would list it as stale; give the run a name of its own, or "
                             f"add the point to the sweep (gradflow sweep ... --name {cfg.name})")
