@@ -15,6 +15,9 @@ from gradflow.cli.console import console, print_note, print_table, user_errors
 from gradflow.errors import GradflowError, did_you_mean
 
 
+STEPS, ROUNDS = 101, 5  # the defaults of --steps and --rounds
+
+
 @app.command()
 @user_errors
 def bench(
@@ -26,9 +29,9 @@ def bench(
         metavar="N", help="Intra-op CPU threads (repeatable; default 1).")] = None,
     steps: Annotated[int, typer.Option(help="Updates per timed run, at least 12, so that 'every 10' probes a "
                                             "timed step (the first and last are not timed, nor the first 2 of each "
-                                            "turn).")] = 101,
+                                            "turn).")] = STEPS,
     rounds: Annotated[int, typer.Option(help="Rounds of every loop, the loops taking turns of a few steps; the "
-                                             "median over every round's steps is reported.")] = 5,
+                                             "median over every round's steps is reported.")] = ROUNDS,
     clock: Annotated[str, typer.Option(help="wall | cpu (process CPU time: for a machine shared with other "
                                                 "work)")] = "wall",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
@@ -41,7 +44,13 @@ def bench(
     from gradflow.config import resolve_device
     from gradflow.probes.core import FUSED_AFTER, load_fused
 
-    if sweep:
+    if sweep:  # (its workloads are fixed: a --workload was ignored without a word)
+        given = [o for o, v in (("--workload", workload), ("--threads", threads), ("--steps", steps != STEPS),
+                                ("--rounds", rounds != ROUNDS), ("--clock", clock != "wall"), ("--device", device != "auto"))
+                 if v]
+        if given:
+            raise GradflowError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to --sweep, "
+                                "which times a fixed sweep of tiny runs against its targets; give one or the other")
         return sweep_machinery()
 
     names = workload or bench_mod.FAMILIES
