@@ -114,6 +114,13 @@ def test_wide_shows_every_column_and_narrow_names_what_it_hides(swept):
     assert "not shown" not in wide
 
 
+def test_the_counts_line_keeps_each_count_beside_its_status_on_a_narrow_terminal(swept):
+    # at 17 columns it read "ok: 6  diverged:" / "0  failed: 0"
+    lines = gradflow("ls", str(swept[0]), columns=17).splitlines()
+    counts = lines[max(i for i, line in enumerate(lines) if line.startswith("ok: ")):]
+    assert " ".join(counts) == "ok: 6 diverged: 0 failed: 0", counts
+
+
 def test_keys_a_group_choice_sets_are_named_under_the_table_and_status_always_shows(tmp_path):
     """init.gain (xavier) and init.sw2, init.sb2 (meanfield) vary only with the init choice: shown as
     columns they pushed status and every result off an 80-column table (and a folder of studies with a

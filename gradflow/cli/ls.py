@@ -13,7 +13,7 @@ from rich.markup import escape
 
 from gradflow import store
 from gradflow.cli.app import app
-from gradflow.cli.console import console, labels, print_note, user_errors
+from gradflow.cli.console import NBSP, console, labels, print_note, user_errors
 from gradflow.errors import GradflowError, did_you_mean, shorten
 from gradflow.fmt import fmt, strict_json
 from gradflow.plots.keys import (abbreviate, config_columns, full_key, implied_keys, n_distinct, ordered_values,
@@ -204,10 +204,15 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     counts = df["status"].value_counts().to_dict() if "status" in df else {}
     n_flagged = counts.get(store.OK + FLAGGED, 0)
     counts[store.OK] = counts.get(store.OK, 0) + n_flagged
-    line = "  ".join(f"{k}: {counts.get(k, 0)}" for k in store.STATUSES if k in store.ENDED or counts.get(k))
-    line += f"  flagged: {n_flagged}" if n_flagged else ""
-    line += f"  not run: {sum(m.missing for m in missing)}" if missing else ""
-    console.print(line + reused_phrase(skipped), highlight=False)
+    parts = [(k, counts.get(k, 0)) for k in store.STATUSES if k in store.ENDED or counts.get(k)]
+    parts += [("flagged", n_flagged)] if n_flagged else []
+    parts += [("not run", sum(m.missing for m in missing))] if missing else []
+    print_note(counts_line(parts) + reused_phrase(skipped))
+
+
+def counts_line(parts: list[tuple[str, int]]) -> str:
+    """`ok: 3  failed: 1`, each count kept on the line of its name where a narrow terminal breaks it."""
+    return "  ".join(f"{name}: {n}".replace(" ", NBSP) for name, n in parts)
 
 
 FAILURES_SHOWN = 3  # distinct errors named under the table; --json gives every run's

@@ -13,7 +13,7 @@ from gradflow import store, workers
 from gradflow.cli.app import app, progress_bar
 from gradflow.cli.console import (INTERRUPTED_EXIT, console, leave_interrupted, near_options,
                                     note_replaced, print_note, user_errors)
-from gradflow.cli.ls import reused_phrase, runs_view, show_runs
+from gradflow.cli.ls import counts_line, reused_phrase, runs_view, show_runs
 from gradflow.plots.keys import swept_keys
 from gradflow.summary import study_columns
 
@@ -114,5 +114,5 @@ def run_plan(p, table: bool = True) -> pd.DataFrame:
         show_runs(df, list(dict.fromkeys([*p.swept, *varying])), title=str(p.root), skipped=skipped)
     else:
         counts = df[store.STATUS].value_counts().to_dict()
-        console.print("  ".join(f"{k}: {counts.get(k, 0)}" for k in store.ENDED) + reused_phrase(skipped))
+        print_note(counts_line([(k, counts.get(k, 0)) for k in store.ENDED]) + reused_phrase(skipped))
     return df
