@@ -213,6 +213,7 @@ CASES = [
     (["bench", "--steps", "0"], "--steps 0 is too few: at least 12"),
     (["bench", "--device", "gpu"], "--device 'gpu' is not allowed; choices: auto, cpu, cuda, cuda:N, mps"),
     (["bench", "--sweep", "--workload", "mlp"], "--workload does not apply to --sweep"),  # (it was ignored)
+    (["reproduce", "--quick"], "--quick applies to a run of an experiment: give its name (gradflow reproduce NAME --quick)"),
     (["bench", "--clock", "sundial"], "--clock 'sundial'"),
     (["bench", "--threads", "0"], "--threads 0 is not allowed: give intra-op thread counts of 1 or more"),
     (["gradcheck", "model.depth=2", "model.width=8", "norm=batchnorm", "--batch", "1"],

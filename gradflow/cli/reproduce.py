@@ -41,6 +41,11 @@ def reproduce(
     near_options(ctx, [name] if name else [])  # `--lst` is taken for the name: say which option it is near
     if name and name.startswith("--"):  # (--dry-run was "not a known experiment")
         raise UsageError(unknown_option(name.split("=", 1)[0], ctx))
+    if not name and (given := [o for o, v in (("--quick", quick), ("--scale", scale), ("--force", force),
+                                               ("--report", report_)) if v]):  # (they printed the list, silently)
+        raise GradflowError(f"{' and '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to a run of an experiment: "
+                            "give its name "
+                            f"(gradflow reproduce NAME {given[0]}); gradflow reproduce --list lists them")
     if list_ or not name:
         specs = [rep.Spec.load(n) for n in (rep.names() if name in (None, "all") else [name])]
         print_note("reproducible experiments" if len(specs) > 1 else f"experiment {name}")
