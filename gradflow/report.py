@@ -65,6 +65,9 @@ def write(paths: Iterable[str | Path], out: str | Path | None = None) -> Path:
         target = target / page_path(paths).name
     elif out and str(out).endswith(("/", os.sep)):  # a folder by its slash, mistyped: not a file of that name
         raise GradflowError(f"--out {out}: no such folder; create it first or write the page elsewhere")
+    if out and not target.suffix:  # a folder mistyped, or a page named without .html: it wrote a file "pages"
+        raise GradflowError(f"--out {out} is no folder here and no .html file: give {target.with_suffix('.html')}, "
+                            "or create the folder first")
     if out and target.suffix and target.suffix.lower() not in (".html", ".htm"):  # (x.txt held a page)
         raise GradflowError(f"--out {out} names a {target.suffix} file and the page is HTML: give "
                             f"{target.with_suffix('.html')}, or a folder")

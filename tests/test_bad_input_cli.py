@@ -188,6 +188,7 @@ CASES = [
     (["report", "{study}", "--out", "{results}/typo/page.html"], "/typo does not exist; create it first"),
     (["report", "{study}", "--out", "{results}/typo/"], "/typo/: no such folder; create it first"),  # not a file "typo"
     (["report", "{study}", "--out", "{results}/page.txt"], "page.txt names a .txt file and the page is HTML: give "),
+    (["report", "{study}", "--out", "{results}/pages"], "/pages is no folder here and no .html file: give "),
     (["compare", "{study}", "{study}"], "is given twice"),
     # a rate with nothing to fit says why, and offers the other quantities (it listed itself among them)
     (["ls", "{study}", "--rate", "act_std"], "--rate act_std: no run has act_std at 3 or more layers between the 3 left"),
