@@ -244,10 +244,13 @@ def is_run_folder(path: Path) -> bool:
     if path.is_symlink() or not path.is_dir():
         return False
     names = [p.name for p in path.iterdir()]
-    own = set(RUN_FILES)
-    return any(n in own or _run_temporary(n) for n in names) and all(
-        n in own or n == REPORT_HTML or _temporary(n) or (n == FIGURES_DIR and _figures_only(path / n))
-        for n in names)
+    return any(n in RUN_FILES or _run_temporary(n) for n in names) and not _foreign(path, names)
+
+
+def _foreign(path: Path, names: list[str]) -> list[str]:
+    """The entries of a run folder gradflow did not write."""
+    return [n for n in names if not (n in RUN_FILES or n == REPORT_HTML or _temporary(n)
+                                     or (n == FIGURES_DIR and _figures_only(path / n)))]
 
 
 def _temporary(name: str) -> bool:
@@ -286,9 +289,12 @@ def clear_run(job_dir: Path) -> None:
 
 def _in_the_way(job_dir: Path) -> GradflowError:
     """A run folder to be written holds something gradflow did not write (`not_ours`)."""
-    return GradflowError(f"{job_dir} is in the way: it is not a gradflow run folder (a link, or it holds files "
-                         "gradflow did not write), and gradflow deletes only its own runs; move it away or "
-                         "write the run elsewhere")
+    job_dir = Path(job_dir)
+    foreign = [] if job_dir.is_symlink() or not job_dir.is_dir() else _foreign(job_dir, [p.name for p in job_dir.iterdir()])
+    what = (f"it holds {', '.join(sorted(foreign)[:3])}{' and more' if len(foreign) > 3 else ''}, which gradflow "
+            "did not write" if foreign else "a link, a file, or a folder of no run")
+    return GradflowError(f"{job_dir} is in the way: it is not a gradflow run folder ({what}), and gradflow deletes "
+                         "only its own runs; move it away or write the run elsewhere")
 
 
 def is_empty_folder(path: Path) -> bool:

@@ -73,7 +73,7 @@ def test_a_folder_gradflow_did_not_make_is_never_deleted(cli, results, tmp_path)
     job.mkdir(parents=True)
     (job / "notes.txt").write_text("mine")
     out = _sweep(cli, results, "model.depth=2,3")
-    _one_line_error(out, str(job), "not a gradflow run folder")
+    _one_line_error(out, str(job), "not a gradflow run folder (it holds notes.txt, which gradflow did not write)")
     assert (job / "notes.txt").read_text() == "mine"
     assert not (results / "s" / "model.depth=2").exists()  # refused before any job ran
     with pytest.raises(GradflowError, match="not a gradflow run folder"):
