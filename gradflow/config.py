@@ -361,11 +361,11 @@ for _op, _fn in ARITHMETIC.items():
 # --- validation: what types alone cannot say -----------------------------------------------------
 MAX_STEPS = 10**9  # more updates than any study here runs; larger is a typo (1e23) that would never finish
 MAX_NAME = 100  # characters in a study name: it becomes a folder name
-MAX_DEPTH = 10**5  # layers: deeper is a typo (depth=1000000000 built modules until it ran out of memory)
+MAX_DEPTH = 10**5  # layers: deeper is a typo, which would build modules until memory runs out
 # units per layer (width, channels, hidden, d_model): one 1e5 x 1e5 float32 layer is 40 GB, a wider one no
 # device holds, so a wider value is a typo (an extra zero or three); refused before a rerun replaces anything
 MAX_WIDTH = 10**5
-MAX_SEED = 2**63 - 1  # torch.manual_seed's range (a larger seed failed inside torch with a traceback)
+MAX_SEED = 2**63 - 1  # torch.manual_seed's range (torch raises beyond it)
 # training examples of the fixed-size datasets (MNIST-1D's published split; the full image sets)
 TRAIN_SIZES = {"mnist1d": 4000, "mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000}
 ALPHA_WORDS = ("inv_sqrt_depth", "learnable")

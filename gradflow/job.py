@@ -219,7 +219,7 @@ def learned_nothing(layers: pd.DataFrame, final: dict, n_classes: int, first: di
     every hidden layer's weight gradient exactly 0 at the end (e.g. all ReLUs dead); a final train loss at
     or above chance, ln(n_classes) for a classifier (n_classes = 0: no chance level), with a train accuracy
     below CHANCE_ACC / n_classes; or a final train loss GREW times the first evaluation's (`first`, that
-    evaluation's metrics: an exploding regression net, 1.5 at step 0 and 4e20 at the end, was plain ok)."""
+    evaluation's metrics: an exploding regression net, 1.5 at step 0 and 4e20 at the end, stays finite)."""
     flags = []
     if not layers.empty:
         end = store.profile(layers, "grad_norm", store.last_step(layers))

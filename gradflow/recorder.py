@@ -99,8 +99,8 @@ def _plain(value, where: str):
 
 _OPEN: weakref.WeakSet = weakref.WeakSet()  # Recorders not closed yet
 # study folder -> [the lock's ExitStack, how many open Recorders of this process write into it]: two Recorders
-# of one script, side by side in one loop, share their study's lock (the second was refused, naming the
-# script's own process as the writer to wait for)
+# of one script, side by side in one loop, share their study's lock (the lock is per process: a second one
+# would wait for its own script)
 _STUDIES: dict[Path, list] = {}
 
 
@@ -338,7 +338,7 @@ class Recorder:
                                         f"got {shorten(repr(value), 40)}") from None
             self._logged.append((step, name, value))
 
-    def close(self, status: str = "ok", error: str | None = None) -> None:
+    def close(self, status: str = store.OK, error: str | None = None) -> None:
         """Write every table and run.json (atomically, through gradflow.store). A Ctrl-C meanwhile waits
         for run.json, then is raised; a second (the first, closing after one) leaves at once, the run
         recorded interrupted with the tables written by then."""
@@ -424,7 +424,7 @@ class Recorder:
             self.close(store.INTERRUPTED)
         else:
             self._record["traceback"] = "".join(traceback.format_exception(kind, error, tb))
-            self.close("failed", f"{kind.__name__}: {error}")
+            self.close(store.FAILED, f"{kind.__name__}: {error}")
 
     # --- internals ---
     def _check_open(self, what: str) -> None:

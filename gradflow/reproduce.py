@@ -121,7 +121,7 @@ class Arm:
         df = self.load(name)
         if store.RUN not in df.columns or df.empty:
             runs = self.load("runs")
-            failed = runs[runs[store.STATUS] == "failed"] if store.STATUS in runs else runs
+            failed = runs[runs[store.STATUS] == store.FAILED] if store.STATUS in runs else runs
             why = f": {failed['error'].iloc[0]}" if len(failed) and "error" in failed else ""
             raise GradflowError(f"no {name} rows in arm {self.root.name} ({len(failed)} failed runs{why})")
         for key, value in (where or {}).items():
@@ -285,7 +285,7 @@ def final_or_diverged(arm: Arm, where=None, metric="train_loss") -> Measured:
     """A final metric from run.json, inf for a run that diverged (or whose value is not finite): for claims
     that a net does not train, where diverging is one way of not training."""
     runs = arm.table("runs", where)
-    values = [math.inf if status == "diverged" or not np.isfinite(v) else float(v)
+    values = [math.inf if status == store.DIVERGED or not np.isfinite(v) else float(v)
               for status, v in zip(runs[store.STATUS], _finals(runs, metric))]
     return _mean(values)
 

@@ -746,8 +746,8 @@ def run_table(job_dir: Path, table: str) -> pd.DataFrame:
     path = Path(job_dir) / TABLE_FILES[table]
     if path.exists():
         return read_table(path)
-    # typed as a written table's are, so that arithmetic on the empty frame works (np.isfinite on an
-    # untyped column raised a TypeError in ls --rate beside an interrupted run that wrote no table)
+    # typed as a written table's are, so that arithmetic on the empty frame works (np.isfinite takes no
+    # untyped column: ls --rate reads an interrupted run that wrote no table)
     numeric = {STEP, LAYER, VALUE, LO, HI, COUNT, SAMPLE, INDEX}
     return pd.DataFrame({c: pd.Series(dtype="float64" if c in numeric else "object") for c in TABLE_COLUMNS[table]})
 

@@ -287,7 +287,7 @@ def runs_table(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str]
             stored = per_run(layers, {k: v for k, v in rec.items() if isinstance(k, str) and "." in k},
                              int(diverged) if isinstance(diverged, (int, float)) and math.isfinite(diverged) else None)
         row = {k: stored[k] for k in SUMMARY_COLUMNS}
-        row[CLIPPED] = math.nan if stored.get(CLIPPED) is None else stored[CLIPPED]  # (none in runs recorded before)
+        row[CLIPPED] = math.nan if stored.get(CLIPPED) is None else stored[CLIPPED]  # (older run.json files lack it)
         for q in rates:
             layers = store.run_table(job, "layers") if layers is None else layers
             row[f"rate.{q}"], row[f"rate.{q}.layers"] = rate(layers, q, 0)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gradflow import store
 from gradflow.data import Data
 from gradflow.metrics import REGRESSION_TOLERANCE
 from gradflow.probes.core import Probes, Stepped, exact_norms, gradients, load_fused, schedule
@@ -34,7 +35,7 @@ STEP_WORK = 10**9
 
 @dataclass
 class TrainResult:
-    status: str = "ok"  # ok | diverged | interrupted | failed (see Interrupted, Failed)
+    status: str = store.OK  # ok | diverged | interrupted | failed (see Interrupted, Failed)
     steps_done: int = 0  # updates taken
     probe_steps: list[int] = field(default_factory=list)
     probe_values: list[np.ndarray] = field(default_factory=list)  # one (points, quantities) table per probed step
@@ -394,11 +395,11 @@ def training(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None 
         _finish(res, probes, readings, start)
     except KeyboardInterrupt:  # what it measured until now is kept: the tables of every whole probed step
         if not ended:
-            res.status = "interrupted"
+            res.status = store.INTERRUPTED
         _finish(res, probes, readings, start)
         raise Interrupted(res) from None
     except Exception as e:  # an error in a step (a user's model raising at its 50th call): the same
-        res.status = "failed"
+        res.status = store.FAILED
         try:
             _finish(res, probes, readings, start)
         except Exception:  # (the probes themselves broken: no table to keep)
@@ -481,7 +482,7 @@ def _read_probes(probes: Probes, ledger: _Ledger, t: int, readings: list) -> int
 
 def _diverged(res: TrainResult, first: int, ledger: _Ledger, probes: Probes) -> None:
     """Mark `res` diverged at step `first`, in the layer and quantity that went non-finite."""
-    res.status = "diverged"
+    res.status = store.DIVERGED
     res.diverged_step = first
     res.steps_done = first  # the updates before it: the rest (to this check) applied non-finite values
     layers = torch.nonzero(ledger.bad_layers).flatten().tolist()

@@ -91,7 +91,7 @@ def start_fork_server(preload: list[str] = PRELOAD) -> bool:
         with serving():  # the server's environment is its workers'
             forkserver.ensure_running()
     except OSError:  # no server where its socket cannot be made (a TMPDIR too long for an AF_UNIX path,
-        return False  # ~100 characters, was a traceback): loky's own workers, or drawing in this process
+        return False  # ~100 characters): loky's own workers, or drawing in this process
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, saved)
     _server = True

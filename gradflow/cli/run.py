@@ -248,7 +248,7 @@ def run(
             leave_interrupted(f"interrupted at step {rec.get('steps_done', 0)}: {job_dir} is marked interrupted"
                               f"{kept}; rerun the same command to start it again")
     show_run(job_dir, record, torch.get_num_threads())
-    if record["status"] == "failed":
+    if record["status"] == store.FAILED:
         raise typer.Exit(1)
 
 
@@ -297,7 +297,7 @@ SHOWN_LAYERS = 13  # rows of the per-layer table; deeper nets are thinned evenly
 def show_run(job_dir: Path, record: dict, threads: int | None = None) -> None:
     """The summary of one finished run, read back from its results folder."""
     show_status(record, threads)
-    if record["status"] == "failed":
+    if record["status"] == store.FAILED:
         console.print(escape(str(record.get("error"))), style="red", highlight=False, soft_wrap=True)
         console.print(f"results: {job_dir}", soft_wrap=True)
         return
@@ -314,7 +314,7 @@ def show_status(record: dict, threads: int | None = None) -> None:
     colour = store.STATUS_COLOURS.get(status, "white")
     device = record.get("device", "?")
     on = f"{device}, {threads} thread{'s' * (threads != 1)}" if threads and device == "cpu" else device
-    if status == "diverged":  # the step that went non-finite (its steps done are the updates before it)
+    if status == store.DIVERGED:  # the step that went non-finite (its steps done are the updates before it)
         done = f"at step {record['diverged_step']} of {record.get('steps', '?')}"
     else:
         done = f"after {record.get('steps_done', 0)} steps"
@@ -323,7 +323,7 @@ def show_status(record: dict, threads: int | None = None) -> None:
         console.print(f"[bold yellow]note:[/] {escape(flag)}", highlight=False)
     if clipped := clip_note(record):
         print_note(clipped)
-    if status == "diverged":
+    if status == store.DIVERGED:
         layer, what = record.get("diverged_layer"), record.get("diverged_in") or "loss or gradient"
         where = f", first in layer {layer}" if layer is not None else ""
         finite = ", the gradients finite" if what == "loss" else ""  # (e.g. a regression loss overflowing)

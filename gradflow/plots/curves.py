@@ -527,8 +527,8 @@ def grid(runs: pd.DataFrame, x: str, y: str, value: str = "final.test_acc", theo
     elif finite.max() > finite.min():
         norm = Normalize(finite.min(), finite.max())
     else:  # one value (the only cell that did not diverge): centred in a readable range, not at its bottom
-        d = 0.5 if spec.log10 else max(abs(float(finite[0])) / 2, 1e-3)  # (a width of 1e-12 drew an offset
-        norm = Normalize(finite[0] - d, finite[0] + d)  # label, 1e-12+1.35e-1, under ticks -1 .. 0)
+        d = 0.5 if spec.log10 else max(abs(float(finite[0])) / 2, 1e-3)  # (a range far narrower than the value
+        norm = Normalize(finite[0] - d, finite[0] + d)  # makes matplotlib label the colour bar by an offset)
     cmap = colormaps[spec.cmap].with_extremes(bad="0.85")
 
     facet_values = ordered_values(df[facet]) if facet else [None]
