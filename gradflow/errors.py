@@ -34,6 +34,23 @@ def one_line(e: BaseException, limit: int = 200) -> str:
     return f"{type(e).__name__}: {shorten(first, limit)}"
 
 
+def ellipsize(items: list[str], sep: str, limit: int) -> list[str] | None:
+    """As many whole items as fit in `limit` characters joined by `sep`, taken from both ends in turn (the
+    first first) around an "…" item; every item where all fit; None where not even one does."""
+    head: list[str] = []
+    tail: list[str] = []  # from the end inwards
+    while len(head) + len(tail) < len(items):
+        ends = [(head, items[len(head)]), (tail, items[-1 - len(tail)])]
+        fits = [(side, item) for side, item in (ends if len(head) <= len(tail) else ends[::-1])
+                if len(sep.join([*head, "…", *tail, item])) <= limit]
+        if not fits:
+            break
+        fits[0][0].append(fits[0][1])
+    if len(head) + len(tail) == len(items):
+        return list(items)
+    return [*head, "…", *reversed(tail)] if head or tail else None
+
+
 def shorten_command(command, limit: int = 60) -> str:
     """A command line short enough to be named in parentheses inside a message: its first and last words
     whole around an ellipsis, without `shorten`'s "(98 characters)", which read as a note nested inside the
@@ -41,25 +58,11 @@ def shorten_command(command, limit: int = 60) -> str:
     command = str(command)
     if len(command) <= limit:
         return command
-    words = command.split()
-    head, tail = [], []
-    i, j = 0, len(words) - 1
-    for side in ("head", "tail") * len(words):  # alternately a word from the start and one from the end
-        if i > j:
-            break
-        word = words[i] if side == "head" else words[j]
-        if len(" ".join([*head, "…", *tail])) + 1 + len(word) > limit:
-            continue
-        if side == "head":
-            head, i = head + [word], i + 1
-        else:
-            tail, j = [word] + tail, j - 1
-    if i > j:  # every word kept (the command's spaces were runs of several)
-        return " ".join(words)
-    if not head:  # a first word longer than the limit (a pasted path): cut within it
+    kept = ellipsize(command.split(), " ", limit)
+    if kept is None or kept[0] == "…":  # a first word longer than the limit (a pasted path): cut within it
         keep = (limit - 1) // 2
         return f"{command[:keep]}…{command[-keep:]}"
-    return " ".join([*head, "…", *tail])
+    return " ".join(kept)
 
 
 def nearest(word: str, choices, cutoff: float = 0.75, within: float = 0.05) -> list[str]:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from gradflow import store
 from gradflow.fmt import drop_shared_parts, fmt
-from gradflow.errors import GradflowError, did_you_mean
+from gradflow.errors import GradflowError, did_you_mean, ellipsize
 from gradflow.plots.keys import abbreviate, full_key, n_distinct, swept_keys
 from gradflow.probes.quantities import QUANTITIES
 from gradflow.theory import FIT_TRIM
@@ -685,16 +685,9 @@ def short_ids(runs: list[str], budgets: tuple[int, ...] = (28, 40, 60), rows: li
 def _short_id(run: str, budget: int) -> str:
     if len(run) <= budget:
         return run
-    items, head, tail = run.split(","), [], []
-    while len(head) + len(tail) < len(items):  # whole items from each end in turn (the first first), while
-        ends = [(head, items[len(head)]), (tail, items[-1 - len(tail)])]  # one fits
-        fits = [(side, item) for side, item in (ends if len(head) <= len(tail) else ends[::-1])
-                if len(",".join([*head, "…", *tail, item])) <= budget]
-        if not fits:
-            break
-        fits[0][0].append(fits[0][1])
-    if head or tail:
-        return ",".join([*head, "…", *reversed(tail)])
+    kept = ellipsize(run.split(","), ",", budget)  # whole items from each end
+    if kept is not None:
+        return ",".join(kept)
     keep = (budget - 1) // 2  # one item longer than the budget: its start and end
     return f"{run[:keep]}…{run[len(run) - (budget - 1 - keep):]}"
 

@@ -28,3 +28,13 @@ def test_fmt_digits_and_missing():
     # round trip within the requested precision, whatever the magnitude
     for v in (3.3e-12, 0.0123456, 98.7654, 7.7e11):
         assert math.isclose(float(fmt(v)), v, rel_tol=5e-4)
+
+
+def test_ellipsize_keeps_whole_items_from_both_ends_first_one_first():
+    from gradflow.errors import ellipsize
+
+    items = "model.activation=relu,model.depth=10,init=xavier_normal,seed=3".split(",")
+    assert ellipsize(items, ",", 30) == ["model.activation=relu", "…", "seed=3"]
+    assert ellipsize(items, ",", 100) == items  # every item fits: no ellipsis
+    assert ellipsize(["a" * 40, "b" * 40], " ", 10) is None  # not one fits
+    assert ellipsize(["a", "b" * 40, "c", "d"], " ", 9) == ["a", "…", "c", "d"]  # from the end once the head is full
