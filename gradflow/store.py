@@ -538,6 +538,14 @@ def sweep_spec(study: Path) -> dict | None:
     return spec if isinstance(spec, dict) else None
 
 
+def unreadable_specs(path: Path) -> list[Path]:
+    """The sweep.yaml files at or under `path` that do not read as a spec (damaged by hand): their
+    folders' runs cannot be told stale from live."""
+    path = Path(path)
+    found = sorted(path.rglob(SWEEP_FILE)) if path.is_dir() else []
+    return [f for f in found if sweep_spec(f.parent) is None]
+
+
 def sweep_specs(path: Path) -> list[tuple[Path, dict]]:
     """(folder, sweep.yaml) of each sweep at or under `path`, in folder order."""
     path = Path(path)

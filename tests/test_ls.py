@@ -114,6 +114,15 @@ def test_wide_shows_every_column_and_narrow_names_what_it_hides(swept):
     assert "not shown" not in wide
 
 
+def test_a_damaged_sweep_spec_is_said_under_the_table(swept, tmp_path):
+    # read as no spec without a word: a stale run there would read as live
+    copy = tmp_path / "grid"
+    shutil.copytree(swept[0], copy)
+    (copy / "sweep.yaml").write_text("{{{ not yaml")
+    text = " ".join(gradflow("ls", str(copy)).split())
+    assert f"{copy / 'sweep.yaml'}: not a readable sweep spec, so stale runs there read as live" in text, text
+
+
 def test_the_counts_line_keeps_each_count_beside_its_status_on_a_narrow_terminal(swept):
     # at 17 columns it read "ok: 6  diverged:" / "0  failed: 0"
     lines = gradflow("ls", str(swept[0]), columns=17).splitlines()

@@ -189,6 +189,9 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     if flagged:
         notes.append(f"{FLAGGED}: finished but flagged: {labels(flagged)}; --json shows why")
     notes += failure_notes(df)
+    if title and (bad := store.unreadable_specs(Path(title))):  # (read as no spec, without a word)
+        notes.append(f"{', '.join(map(str, bad[:3]))}{' and more' if len(bad) > 3 else ''}: not a readable sweep "
+                     "spec, so stale runs there read as live; rerun the sweep's command to write it again")
     missing = df.attrs.get(NOT_RUN) or []
     if missing:
         notes.append(not_run_note(missing))
