@@ -61,6 +61,10 @@ CASES = [
     (["run", "train.epochs=3"], "unknown key 'train.epochs' (did you mean train.steps?)"),
     (["sweep", "=5,6"], "the override '=5,6' has no key"),
     (["sweep", "model.depth=2,3", "--name", ""], "the sweep's name is empty: give --name NAME"),  # (results/sweep)
+    # an error is put on a point only where the point causes it: a fixed key's typo is every point's
+    (["reproduce", "he2015", "--quick", "model.dept=3"], "error: unknown key 'model.dept' (did you mean model.depth?)"),
+    (["sweep", "model.depth=2,3", "model.dept=3"], "error: unknown key 'model.dept' (did you mean model.depth?)"),
+    (["sweep", "optim=sgd,adam", "optim.momentum=2"], "sweep point optim=sgd: optim.momentum=2.0 must be in [0, 1)"),
     # two neighbouring letters swapped are a near miss (they scored 0.67, under the cut-off: no suggestion)
     (["run", "model=mpl"], "model='mpl' is not a known choice (did you mean mlp?)"),
     (["run", "--hlep"], "--hlep is not an option of `gradflow run` (did you mean --help?)"),
