@@ -651,6 +651,7 @@ def launch(p: Plan, on_step: StepFn | None = None) -> None:
     """Run the planned sweep through Hydra's multirun with the planned job names, holding the study's
     lock (a second writer fails at once); workers are shut down when it ends, however it ends."""
     with store.lock(p.root, p.command):
+        check_replacement_builds(p)
         store.write_text(p.root / store.SWEEP_FILE, OmegaConf.to_yaml(OmegaConf.create({
             "overrides": p.overrides, "swept": p.swept, "launcher": p.launcher, "jobs": len(p.jobs),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -663,6 +664,23 @@ def launch(p: Plan, on_step: StepFn | None = None) -> None:
         if not p.to_run:
             return
         _run_hydra(p, on_step)
+
+
+def check_replacement_builds(p: Plan) -> None:
+    """Before a finished run of other settings is replaced (its folder is cleared as its point starts),
+    build the first such point's data and model, on the CPU: a replacement that cannot build (a custom
+    model's new arguments, a size no memory holds) is one line, and no finished run is lost to it (each
+    became a `failed` run, its tables gone). Only the first is built: a few seconds at most."""
+    first = next((j for j in p.to_run if j.replaces), None)
+    if first is None:
+        return
+    from gradflow import job
+
+    try:
+        job.prepare(config_mod.compose([*first.overrides, f"name={p.root.name}", "device=cpu"], sweep_point=True))
+    except GradflowError as e:
+        raise GradflowError(f"{p.root / first.name} holds a finished run of other settings, and its replacement "
+                            f"does not build: {e}; no run was replaced") from e
 
 
 def _run_hydra(p: Plan, on_step: StepFn | None) -> None:

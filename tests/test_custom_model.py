@@ -8,6 +8,7 @@ import json
 import sys
 import textwrap
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -261,6 +262,25 @@ def test_a_sweep_keeps_the_users_own_traceback_of_a_model_that_does_not_fit(cli,
     assert "failed (+model.kwargs.d_in=41): model.target=" in said and "mat1 and mat2 shapes" in said, said
     listed = json.loads(cli("ls", str(results / "fit"), "--json").output)
     assert [r["error"] is not None for r in listed] == [False, True] and "does not fit" in listed[1]["error"]
+
+
+def test_a_rerun_whose_replacements_do_not_build_replaces_no_finished_run(cli, user_models, tmp_path):
+    """The finished runs of d_in=40 stay whole when the rerun with d_in=41 cannot build its model: each was
+    replaced by a `failed` run and its tables were gone."""
+    from gradflow import store
+
+    results = tmp_path / "results"
+    sweep = ["sweep", "model=custom", f"model.target={user_models}:Net", "seed=0,1", *TINY, f"results={results}",
+             "--name", "s"]
+    assert cli(*sweep, "+model.kwargs.d_in=40").exit_code == 0
+    before = {r["run"]: r["record"]["config_hash"] for r in store.runs(results / "s")}
+    out = cli(*sweep, "+model.kwargs.d_in=41")
+    said = " ".join(out.output.split())
+    assert out.exit_code == 1 and "holds a finished run of other settings, and its replacement does not build" in said
+    assert "does not fit data=mnist1d" in said and "no run was replaced" in said, said
+    runs = store.runs(results / "s")
+    assert {r["run"]: r["record"]["config_hash"] for r in runs} == before and {r["status"] for r in runs} == {"ok"}
+    assert all(store.is_finished(Path(r["path"])) for r in runs)
 
 
 def test_missing_target_is_one_line(cli, tmp_path):
