@@ -74,6 +74,7 @@ class Plan:
     points: list[dict] | None = None  # a points sweep: the explicit points (see `points_overrides`)
     command: str = ""  # the command line that makes this sweep (shell-quoted), as sweep.yaml records it
     keys: KeysTaken | None = None  # the keys its points take (see check_keys_apply)
+    replacement_built: bool = False  # check_replacement_builds has built the first replacement
 
     @property
     def to_run(self) -> list[Job]:
@@ -672,7 +673,7 @@ def check_replacement_builds(p: Plan) -> None:
     model's new arguments, a size no memory holds) is one line, and no finished run is lost to it (each
     became a `failed` run, its tables gone). Only the first is built: a few seconds at most."""
     first = next((j for j in p.to_run if j.replaces), None)
-    if first is None:
+    if first is None or p.replacement_built:
         return
     from gradflow import job
 
@@ -681,6 +682,7 @@ def check_replacement_builds(p: Plan) -> None:
     except GradflowError as e:
         raise GradflowError(f"{p.root / first.name} holds a finished run of other settings, and its replacement "
                             f"does not build: {e}; no run was replaced") from e
+    p.replacement_built = True
 
 
 def _run_hydra(p: Plan, on_step: StepFn | None) -> None:

@@ -278,6 +278,7 @@ def test_a_rerun_whose_replacements_do_not_build_replaces_no_finished_run(cli, u
     said = " ".join(out.output.split())
     assert out.exit_code == 1 and "holds a finished run of other settings, and its replacement does not build" in said
     assert "does not fit data=mnist1d" in said and "no run was replaced" in said, said
+    assert "will be replaced" not in said  # (the header is not printed before the refusal)
     runs = store.runs(results / "s")
     assert {r["run"]: r["record"]["config_hash"] for r in runs} == before and {r["status"] for r in runs} == {"ok"}
     assert all(store.is_finished(Path(r["path"])) for r in runs)

@@ -84,6 +84,7 @@ def run_plan(p, table: bool = True) -> pd.DataFrame:
     skipped = p.skipped
     watcher = None  # counts the finished runs; Ctrl-C before it exists has finished none
     try:  # Ctrl-C is one line and exit 130, however early it comes
+        sweep_mod.check_replacement_builds(p)  # (before the header says they will be replaced)
         _header(p, skipped)
         with progress_bar(transient=False) as progress:
             runs = progress.add_task("runs", total=len(p.to_run), visible=bool(p.to_run))
