@@ -938,7 +938,8 @@ def hydra_error_message(e: Exception, overrides=()) -> str:
             return (f"{name} is a new key under model.kwargs (the custom model's constructor arguments): "
                     f"write it +{given.lstrip('~')}, as Hydra adds a key")
         top = [f.name for f in fields(Config) if f.name not in SECTIONS]
-        near = _elsewhere(name) or did_you_mean(name, known_keys() if "." in name else (*SECTIONS, *top))  # (modle=cnn: model)
+        # (a key of another section by its last part: train.lr; else the nearest: modle=cnn, model)
+        near = _elsewhere(name) or did_you_mean(name, known_keys() if "." in name else (*SECTIONS, *top))
         return (f"unknown key {_show(name)}{near}; sections: {', '.join(SECTIONS)}; "
                 f"top-level keys: {', '.join(top)}; "
                 "see `gradflow run --help` for every key (add a new key with +key=value only if you mean to)")

@@ -72,8 +72,8 @@ def nearest(word: str, choices, cutoff: float = 0.75, within: float = 0.05) -> l
     def score(c) -> float:
         text = str(c).lower()
         parts = [text] + ([text.rsplit(".", 1)[1]] if "." in text and "." not in word else [])
-        return max(TRANSPOSED if _transposed(word.lower(), p) else difflib.SequenceMatcher(None, word.lower(), p).ratio()
-                   for p in parts)
+        w = word.lower()
+        return max(TRANSPOSED if _transposed(w, p) else difflib.SequenceMatcher(None, w, p).ratio() for p in parts)
 
     scored = sorted(((score(c), c) for c in choices), reverse=True)
     return [c for r, c in scored if r >= cutoff and r >= scored[0][0] - within][:3] if scored else []

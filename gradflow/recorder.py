@@ -283,16 +283,12 @@ class Recorder:
         try:
             yield
         except BaseException:
-            self._cut_short = True
-            if self.probes is not None:
-                self.probes.remove()
+            self._abandon_step()
             raise
         finally:
             handle.remove()
         if stepped:
-            self._cut_short = True
-            if self.probes is not None:
-                self.probes.remove()
+            self._abandon_step()
             raise GradflowError(f"rec.step({step}): the optimizer stepped inside the block; call opt.step() after it "
                                 "(the block holds the forward and backward pass: the update ratio is the change "
                                 "from the block's end to the next step)")
@@ -300,8 +296,7 @@ class Recorder:
             self._cut_short = True  # (not done: the step's error is the Recorder's own)
             raise GradflowError("rec.step() saw no forward pass of the model it was given")
         if not self.probes.backward_seen():  # (its gradients would be read as 0: an `ok` run of zeros)
-            self._cut_short = True
-            self.probes.remove()
+            self._abandon_step()
             raise GradflowError(f"rec.step({step}) saw no gradients at the end of its block: call loss.backward() "
                                 "inside the `with rec.step(...)` block, and opt.step() and opt.zero_grad() after "
                                 "it (zero_grad inside the block cleared them)")
@@ -461,6 +456,13 @@ class Recorder:
         else:
             self._scales.append((1.0, 1.0))
         self._pending = False
+
+    def _abandon_step(self) -> None:
+        """The step's block ended without a step to record (an error in it, or the loop's mistake): it was
+        not done, and its hooks come off."""
+        self._cut_short = True
+        if self.probes is not None:
+            self.probes.remove()
 
     def _misplaced(self, layers) -> list[str]:
         """What the tables say about a loop whose calls sit in the wrong place: a run of zeros reads as a

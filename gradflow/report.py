@@ -89,8 +89,8 @@ def runs(paths: list[Path]) -> tuple[pd.DataFrame, list[str]]:
     """The runs table as `ls` lists it; for several paths, one table with a `source` column first."""
     if len(paths) == 1:
         return summary.listing(paths[0])
-    frames = []
-    for p, label in zip(paths, source_labels(paths)):
+    frames, labels = [], source_labels(paths)
+    for p, label in zip(paths, labels):
         df, _ = summary.listing(p)
         frames.append(store.prefix_runs(df, label).assign(**{store.SOURCE: label}))
     df = store.concat(frames)
@@ -98,7 +98,7 @@ def runs(paths: list[Path]) -> tuple[pd.DataFrame, list[str]]:
 
     swept = [store.SOURCE] + swept_keys(df, exclude=summary.study_columns(df), implied=True)  # as ls lists them
     df = summary.sort_runs(df, swept[1:])  # the sources in the order given (as compare letters them), not by name
-    given = {label: i for i, label in enumerate(source_labels(paths))}
+    given = {label: i for i, label in enumerate(labels)}
     return df.iloc[np.argsort(df[store.SOURCE].map(given).to_numpy(), kind="stable")], swept
 
 
@@ -382,7 +382,8 @@ def build(paths: list[Path]) -> str:
     what = "comparison" if len(paths) > 1 else kind(paths[0])
     df, swept = runs(paths)
     figs = figures(paths, df)
-    title = " vs ".join(source_labels(paths)) if len(paths) > 1 else paths[0].name
+    labels = source_labels(paths)
+    title = " vs ".join(labels) if len(paths) > 1 else paths[0].name
     run_name, config = first_config(paths, df)
     sections = [f"<h1>gradflow {_e(what)}: {_e(title)}</h1>",
                 f'<p class=meta>{len(df)} run{"s" * (len(df) != 1)} from {_e(", ".join(str(p) for p in paths))}; page written '
@@ -411,8 +412,8 @@ def build(paths: list[Path]) -> str:
                  '<pre id="config">' + _e(config) + "</pre>"]
     differ = {}
     if what == "comparison":  # what each source fixes differently (the comparison is about): each by name
-        differ = differing_keys(df, source_labels(paths))
-        sections += differ_html(df, source_labels(paths), differ)
+        differ = differing_keys(df, labels)
+        sections += differ_html(df, labels, differ)
     sections += swept_html(df, swept, differ)
     return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
             f"<title>gradflow {_e(what)}: {_e(title)}</title><style>{STYLE}</style></head><body>"

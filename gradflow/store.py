@@ -290,7 +290,8 @@ def clear_run(job_dir: Path) -> None:
 def _in_the_way(job_dir: Path) -> GradflowError:
     """A run folder to be written holds something gradflow did not write (`not_ours`)."""
     job_dir = Path(job_dir)
-    foreign = [] if job_dir.is_symlink() or not job_dir.is_dir() else _foreign(job_dir, [p.name for p in job_dir.iterdir()])
+    real = job_dir.is_dir() and not job_dir.is_symlink()
+    foreign = _foreign(job_dir, [p.name for p in job_dir.iterdir()]) if real else []
     what = (f"it holds {', '.join(sorted(foreign)[:3])}{' and more' if len(foreign) > 3 else ''}, which gradflow "
             "did not write" if foreign else "a link, a file, or a folder of no run")
     return GradflowError(f"{job_dir} is in the way: it is not a gradflow run folder ({what}), and gradflow deletes "
@@ -538,19 +539,17 @@ def sweep_spec(study: Path) -> dict | None:
     return spec if isinstance(spec, dict) else None
 
 
-def unreadable_specs(path: Path) -> list[Path]:
-    """The sweep.yaml files at or under `path` that do not read as a spec (damaged by hand): their
-    folders' runs cannot be told stale from live."""
+def spec_files(path: Path) -> list[tuple[Path, dict | None]]:
+    """(folder, sweep.yaml, or None where it does not read as a spec: damaged by hand) of each sweep at or
+    under `path`, in folder order."""
     path = Path(path)
     found = sorted(path.rglob(SWEEP_FILE)) if path.is_dir() else []
-    return [f for f in found if sweep_spec(f.parent) is None]
+    return [(f.parent, sweep_spec(f.parent)) for f in found]
 
 
 def sweep_specs(path: Path) -> list[tuple[Path, dict]]:
-    """(folder, sweep.yaml) of each sweep at or under `path`, in folder order."""
-    path = Path(path)
-    found = sorted(path.rglob(SWEEP_FILE)) if path.is_dir() else []
-    return [(f.parent, spec) for f in found if (spec := sweep_spec(f.parent)) is not None]
+    """(folder, sweep.yaml) of each sweep at or under `path` whose spec reads, in folder order."""
+    return [(folder, spec) for folder, spec in spec_files(path) if spec is not None]
 
 
 def status_of(job_dir: Path, rec: dict | None, spec: dict | None = None) -> tuple[str, str]:
@@ -679,8 +678,10 @@ def drew_nothing(run: dict) -> bool:
     return run[STATUS] == INCOMPLETE or (run[STATUS] == FAILED and not run["record"].get("steps_done"))
 
 
-def nothing_drawn_reason(path: str | Path, listed: list[dict]) -> str | None:
-    """Why `path` has nothing to draw, where every run it lists has nothing (`drew_nothing`); else None."""
+def nothing_drawn_reason(path: str | Path, listed: list[dict], include_stale: bool = False) -> str | None:
+    """Why `path` has nothing to draw, where every run it lists (stale ones only with `include_stale`) has
+    nothing (`drew_nothing`); else None."""
+    listed = [r for r in listed if include_stale or r[STATUS] != STALE]
     if listed and all(drew_nothing(r) for r in listed):
         return (f"every run of {path} failed before its first step or is incomplete, so there is nothing to "
                 f"draw; gradflow ls {path} says why")

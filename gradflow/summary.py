@@ -157,7 +157,7 @@ def transient_bias(config: Mapping[str, Any], span: tuple[int, int]) -> float:
 def per_run(layers: pd.DataFrame, config: dict, diverged_step: int | None = None) -> dict[str, Any]:
     """The summary numbers of one run from its layer rows and its flattened config (JSON-ready values);
     a diverged run's end ratio at its last probed step before `diverged_step` (the step whose loss or
-    gradient went non-finite: its gradients, 1e32 from an infinite loss, gave `ratio end` 10.37)."""
+    gradient went non-finite: its gradients, finite as the loss overflows, are no trained net's)."""
     from gradflow import theory
 
     out: dict[str, Any] = dict.fromkeys(SUMMARY_COLUMNS, math.nan)
@@ -283,7 +283,7 @@ def runs_table(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str]
 
         if not isinstance(stored, dict) or not set(SUMMARY_COLUMNS) <= set(stored):
             layers = store.run_table(job, "layers")
-            diverged = rec.get("diverged_step")
+            diverged = rec.get(store.DIVERGED_AT)
             stored = per_run(layers, {k: v for k, v in rec.items() if isinstance(k, str) and "." in k},
                              int(diverged) if isinstance(diverged, (int, float)) and math.isfinite(diverged) else None)
         row = {k: stored[k] for k in SUMMARY_COLUMNS}
@@ -319,16 +319,19 @@ def listing(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str] = 
     swept = swept_keys(df, exclude=study_columns(df), implied=True)  # ls names the implied ones itself
     # a key a sweep's spec sweeps (the folder's, or one's under it) stays a key where the runs done so far
     # share one value of it (a sweep cut short after its depth-2 runs listed them without their depth)
-    declared = [full_key(df, k) for _, spec in store.sweep_specs(path) for k in spec.get("swept") or []
+    specs = store.spec_files(path)
+    declared = [full_key(df, k) for _, spec in specs if spec is not None for k in spec.get("swept") or []
                 if isinstance(k, str)]
     swept += [k for k in dict.fromkeys(declared) if k and k not in swept]
     df = sort_runs(df, swept or [store.RUN])
     df = df.iloc[np.argsort(run_folders(df).to_numpy(), kind="stable")]  # each study's runs together
     df.attrs[DECLARED] = [k for k in declared if k]
+    df.attrs[UNREADABLE] = [folder / store.SWEEP_FILE for folder, spec in specs if spec is None]
     return df, swept
 
 
 DECLARED = "declared"  # the runs table's attrs: the keys a sweep's spec at or under the folder sweeps
+UNREADABLE = "unreadable_specs"  # the runs table's attrs: the sweep.yaml files there that do not read
 
 
 PROBED = tuple(QUANTITIES)  # the quantities the probes record (--rate's choices)

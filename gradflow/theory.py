@@ -763,8 +763,8 @@ def input_scale(cfg) -> float | None:
     q = qstar_input(cfg.model.activation, sw2, sb2)
     if q is None:
         raise GradflowError(f"data.scale=qstar: {cfg.model.activation} at sigma_w^2={sw2:g}, sigma_b^2={sb2:g} "
-                            f"has no finite fixed point above sigma_b^2 (q* = {q_star(cfg.model.activation, sw2, sb2):g}); "
-                            "give a number")
+                            f"has no finite fixed point above sigma_b^2 (q* = "
+                            f"{q_star(cfg.model.activation, sw2, sb2):g}); give a number")
     return math.sqrt((q - sb2) / (sw2 * SECOND_MOMENTS[cfg.data.distribution]))
 
 

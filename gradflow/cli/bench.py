@@ -46,8 +46,8 @@ def bench(
 
     if sweep:  # (its workloads are fixed: a --workload was ignored without a word)
         given = [o for o, v in (("--workload", workload), ("--threads", threads), ("--steps", steps != STEPS),
-                                ("--rounds", rounds != ROUNDS), ("--clock", clock != "wall"), ("--device", device != "auto"))
-                 if v]
+                                ("--rounds", rounds != ROUNDS), ("--clock", clock != "wall"),
+                                ("--device", device != "auto")) if v]
         if given:
             raise GradflowError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to --sweep, "
                                 "which times a fixed sweep of tiny runs against its targets; give one or the other")

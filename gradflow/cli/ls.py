@@ -19,9 +19,9 @@ from gradflow.fmt import fmt, strict_json
 from gradflow.plots.keys import (abbreviate, config_columns, full_key, implied_keys, n_distinct, ordered_values,
                                  partial_keys, partial_phrase)
 from gradflow.summary import (DECLARED, FLAGGED, KEY_PRIORITY, LS_COLUMNS, RESULT_COLUMNS, STUDY, STUDY_PRIORITY,
-                              Column, column_notes, in_study, listing, mark_flagged, matches, not_run, not_run_note,
-                              result_by_header, run_folders, sort_runs, study_columns, study_of, swept_columns,
-                              table_columns, transient_warning)
+                              UNREADABLE, Column, column_notes, in_study, listing, mark_flagged, matches, not_run,
+                              not_run_note, result_by_header, run_folders, sort_runs, study_columns, study_of,
+                              swept_columns, table_columns, transient_warning)
 
 SEP = 3  # characters between two columns of the SIMPLE_HEAD table
 
@@ -189,7 +189,7 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     if flagged:
         notes.append(f"{FLAGGED}: finished but flagged: {labels(flagged)}; --json shows why")
     notes += failure_notes(df)
-    if title and (bad := store.unreadable_specs(Path(title))):  # (read as no spec, without a word)
+    if bad := df.attrs.get(UNREADABLE):  # (read as no spec, without a word)
         notes.append(f"{', '.join(map(str, bad[:3]))}{' and more' if len(bad) > 3 else ''}: not a readable sweep "
                      "spec, so stale runs there read as live; rerun the sweep's command to write it again")
     missing = df.attrs.get(NOT_RUN) or []
@@ -227,7 +227,7 @@ def failure_notes(df: pd.DataFrame) -> list[str]:
     if "error" not in df or store.STATUS not in df:
         return []
     bad = df[df[store.STATUS].isin([store.FAILED, store.INCOMPLETE]) & df["error"].notna() & (df["error"] != "")]
-    groups = list(bad.groupby(["status", "error"], sort=False)[store.RUN])
+    groups = list(bad.groupby([store.STATUS, "error"], sort=False)[store.RUN])
     notes = []
     for (status, error), runs in groups[:FAILURES_SHOWN]:
         which = runs.iloc[0] if len(runs) == 1 else f"{len(runs)} runs, {runs.iloc[0]} ..."

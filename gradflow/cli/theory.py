@@ -115,8 +115,8 @@ def _show_point(mf: theory.MeanField, depth: int | None, digits: int, as_json: b
         notes.append(f"q* = {_fmt(mf.q_star)}: the signal variance {what} with depth. χ₁ is the per-layer "
                      "gradient factor in that limit; the correlation map becomes scale-free, so ξ_c = ∞ says "
                      "nothing about trainability here.")
-    # sqrt(chi1)^depth is the signal's first/last ratio only where the law holds (tanh at sigma_w^2 = 1,
-    # sigma_b^2 = 0 printed 1 for a signal ratio measured at 0.29-0.37 at depth 20)
+    # sqrt(chi1)^depth is the signal's first/last ratio only where the law holds (theory.signal_law_applies:
+    # tanh at sigma_w^2 = 1, sigma_b^2 = 0 is not such a point)
     law = depth is None or theory.signal_law_applies(mf.activation, mf.q_star, mf.chi1)
     if not law:
         why = (f"at q* = 0 the length falls to 0 only slowly (as ~1/l for tanh), so each layer's own χ₁ stays "

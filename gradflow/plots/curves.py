@@ -16,7 +16,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import NullLocator
 
-from gradflow.errors import GradflowError
+from gradflow.errors import GradflowError, did_you_mean
 from gradflow.fmt import fmt
 from gradflow.metrics import accuracy_label, is_regression
 from gradflow.plots.keys import (config_columns, is_grid, is_missing, is_numeric_key, n_distinct, ordered_values,
@@ -462,17 +462,21 @@ class _GridAxis:
         (ax.set_xlabel if which == "x" else ax.set_ylabel)(key_label(self.key))
 
 
-def summary_column(df: pd.DataFrame, value: str) -> str:
+def summary_column(df: pd.DataFrame, value: str, option: str = "value=", where: str = "the runs table") -> str:
     """The runs table's column `value` names: itself, or the header ls shows it under ('chi1 meas', 'signal
-    ratio', train_loss; _ and - read as spaces); else one error naming the choices by both names."""
+    ratio', train_loss; _ and - read as spaces); else one error, `option` and `where` as the caller names
+    them, with the nearest column or header and the choices."""
     from gradflow.summary import RESULT_COLUMNS, result_by_header
 
     if value in df.columns:
         return value
     if found := result_by_header(df, value):
         return found
-    choices = [f"{c} ({RESULT_COLUMNS[c][0]})" if c in RESULT_COLUMNS else c for c in SUMMARIES if c in df.columns]
-    raise GradflowError(f"value={value!r} is not a column of the runs table; choices: {', '.join(choices)}")
+    choices = [c for c in SUMMARIES if c in df.columns]
+    headers = [RESULT_COLUMNS[c][0] for c in choices if c in RESULT_COLUMNS]
+    raise GradflowError(f"{option}{value!r} is not a column of {where}{did_you_mean(value, choices + headers)}; "
+                        f"choices: {', '.join(choices)} (or ls's header of one: "
+                        f"{', '.join(repr(h) for h in headers[:3])}, ...)")
 
 
 def grid(runs: pd.DataFrame, x: str, y: str, value: str = "final.test_acc", theory: str | None = None,

@@ -11,10 +11,10 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from gradflow.summary import RESULT_COLUMNS
+from gradflow.summary import runs_table
 from gradflow.errors import GradflowError, did_you_mean
 from gradflow.plots.keys import SEED_KEYS, between_sources, full_key, n_distinct, ordered_values, run_names, swept_keys
-from gradflow.plots.labels import RATIOS, SUMMARIES, is_recurrent
+from gradflow.plots.labels import RATIOS, is_recurrent
 from gradflow.plots.meanfield import GRID_THEORIES
 from gradflow.plots.save import file_part
 from gradflow.plots.series import named_run, nearest_runs, spread_quantities, steps_phrase
@@ -84,17 +84,16 @@ def refuse_unused(kind: str, given: dict[str, Any], kinds: Sequence[str] | None 
 def load_table(path: Path, table: str, include_stale: bool = False) -> pd.DataFrame:
     """One table of PATH (stale and incomplete runs left out unless include_stale); GradflowError saying
     how to get it when it is empty."""
-    import gradflow
-
     from gradflow import store
 
-    listed = store.runs(path)
-    if (why := store.nothing_drawn_reason(path, [r for r in listed if include_stale or r[store.STATUS] != store.STALE])):
+    listed = store.runs(path)  # every run.json read once
+    if (why := store.nothing_drawn_reason(path, listed, include_stale)):
         raise GradflowError(why)
-    df = gradflow.load(path, table=table, include_stale=include_stale)
+    df = runs_table(path, include_stale=include_stale, listed=listed) if table == "runs" else \
+        store.load(path, table, include_stale, listed)
     if df.empty:
         if table == "jacobian":  # (probe=full does not make one for a transformer: saying so sent users round)
-            runs = gradflow.load(path, table="runs", include_stale=include_stale)
+            runs = runs_table(path, include_stale=include_stale, listed=listed)
             models = set(runs["model.name"].dropna().astype(str)) if "model.name" in runs else set()
             if models and JACOBIAN_MODEL not in models:
                 raise GradflowError(f"{path} has no jacobian rows: Jacobian spectra are recorded for "
@@ -135,14 +134,7 @@ def check_options(df: pd.DataFrame, kind: str, o: Options, where: str) -> None:
     if o.value is not None and o.value not in df.columns:
         from gradflow.plots.curves import summary_column
 
-        try:  # (ls's header for it: 'chi1 meas', 'signal ratio')
-            o.value = summary_column(df, o.value)
-        except GradflowError:
-            choices = [c for c in SUMMARIES if c in df.columns]
-            headers = [RESULT_COLUMNS[c][0] for c in choices if c in RESULT_COLUMNS]
-            raise GradflowError(f"--value {o.value!r} is not a column of {where}"
-                                f"{did_you_mean(o.value, choices + headers)}; choices: {', '.join(choices)} (or ls's "
-                                f"header of one: {', '.join(repr(h) for h in headers[:3])}, ...)") from None
+        o.value = summary_column(df, o.value, "--value ", where)  # (or ls's header of it: 'chi1 meas')
     if o.theory is not None:
         choose("--theory", o.theory, GRID_THEORIES)
     runs = run_names(df["run"])

@@ -337,7 +337,7 @@ def standard_figures(path: str | Path, out_dir: str | Path, fmt: str = "png", in
     from gradflow.summary import runs_table
 
     listed = store.runs(path)  # every run.json read once for all five tables
-    if (why := store.nothing_drawn_reason(path, [r for r in listed if r[store.STATUS] != store.STALE])):
+    if (why := store.nothing_drawn_reason(path, listed, include_stale)):
         raise GradflowError(why)  # (a runs table of failed runs drew each as a NaN cross)
     with drawing_processes(len(listed)) as pool:
         tables = {t: store.load(path, t, include_stale, listed) for t in ("layers", "metrics", "hist", "jacobian")}
