@@ -76,8 +76,8 @@ def diverging(results) -> Path:
 
 
 def printed_paths(out) -> list[Path]:
-    """The figures' paths (CliRunner mixes stderr in: its `not drawn:` note left out)."""
-    return [Path(line) for line in out.output.splitlines() if line.strip() and not line.startswith("not drawn:")]
+    """The figures' paths (CliRunner mixes stderr in: its notes, wrapped at 80 columns, left out)."""
+    return [Path(line) for line in out.output.splitlines() if line.endswith((".png", ".pdf", ".svg"))]
 
 
 # --- plot ----------------------------------------------------------------------------------------
@@ -265,8 +265,9 @@ def test_a_folder_of_sweeps_gets_each_sweeps_own_set(plain, full, diverging, tmp
     (folder / "empty" / "run" / store.RUN_FILE).write_text("{}")  # a run that never wrote anything
     out = invoke("plot", folder)
     assert out.exit_code == 0, out.output
-    paths = printed_paths(out)[:-1]  # (CliRunner mixes stderr in: the last line is the passed-over note)
-    assert [line for line in out.output.splitlines() if not line.startswith("not drawn:")][-1].startswith("passed over: ")
+    paths = printed_paths(out)
+    lines = out.output.splitlines()  # (CliRunner mixes stderr in: the passed-over note comes after the paths)
+    assert max(i for i, line in enumerate(lines) if line.startswith("passed over: ")) > lines.index(str(paths[-1]))
     assert {p.parent for p in paths} == {folder / name / "figures" for name in ("plain", "full", "diverging")}
     alone = printed_paths(invoke("plot", plain, "--out", tmp_path / "alone"))
     drawn = sorted(p for p in paths if p.parent.parent.name == "plain")
@@ -276,7 +277,7 @@ def test_a_folder_of_sweeps_gets_each_sweeps_own_set(plain, full, diverging, tmp
 
     out = invoke("plot", folder, "--out", tmp_path / "figs")
     assert out.exit_code == 0, out.output
-    assert {p.parent for p in printed_paths(out)[:-1]} == {tmp_path / "figs" / n for n in ("plain", "full", "diverging")}
+    assert {p.parent for p in printed_paths(out)} == {tmp_path / "figs" / n for n in ("plain", "full", "diverging")}
 
 
 def test_only_a_folder_of_separate_sweeps_is_drawn_sweep_by_sweep(tmp_path):

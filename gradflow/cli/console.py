@@ -59,11 +59,12 @@ def labels(items) -> str:
     return ", ".join(str(item).replace(" ", NBSP) for item in items)
 
 
-def print_note(text: str, width: int | None = None, style: str | None = None) -> None:
+def print_note(text: str, width: int | None = None, style: str | None = None, to: Console | None = None) -> None:
     """A note under a table, its lines broken at spaces only (not at NBSP, which keeps a label such as
     "chi1 fit" whole) to the console's width, with no trailing spaces; a word longer than a line keeps
-    a line of its own."""
-    width = width or console.width
+    a line of its own. `to`: the console it goes to (err_console for a note beside stdout's results)."""
+    to = to or console
+    width = width or to.width
     lines: list[str] = []
     for word in text.split(" "):
         if lines and len(lines[-1]) + 1 + len(word) <= width:
@@ -71,7 +72,7 @@ def print_note(text: str, width: int | None = None, style: str | None = None) ->
         else:
             lines.append(word)
     for line in lines:  # (a double space that fell at a break leaves no space at either end)
-        console.print(escape(line.strip(" ").replace(NBSP, " ")), highlight=False, soft_wrap=True, style=style)
+        to.print(escape(line.strip(" ").replace(NBSP, " ")), highlight=False, soft_wrap=True, style=style)
 
 
 def print_table(table) -> None:

@@ -51,8 +51,7 @@ def _left_out(path: Path) -> None:
              if failed else []) + ([f"{incomplete} incomplete run{'s' * (incomplete != 1)} (a damaged or missing "
                                     "file)"] if incomplete else [])
     if parts:  # (on stderr: stdout is the figures' paths, one a line)
-        err_console.print(escape(f"not drawn: {' and '.join(parts)}; gradflow ls {path} says why"), style="yellow",
-                          highlight=False, soft_wrap=True)
+        print_note(f"not drawn: {' and '.join(parts)}; gradflow ls {path} says why", style="yellow", to=err_console)
 
 
 # --- gradflow plot ---------------------------------------------------------------------------------
@@ -155,7 +154,7 @@ def _standard_sets(path: Path, out: Path | None, out_dir: Path, fmt: str, includ
         raise GradflowError(f"{path}: nothing to draw in any of its {len(folders)} folders of runs")
     _print_paths(written)
     for why in passed_over:  # (on stderr, after the paths: stdout is the figures' paths, one a line)
-        err_console.print(f"passed over: {escape(why)}", style="yellow", highlight=False, soft_wrap=True)
+        print_note(f"passed over: {why}", style="yellow", to=err_console)
     _left_out(path)
 
 
