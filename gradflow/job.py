@@ -70,10 +70,37 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
     (sweeps), a failure while preparing is recorded the same way instead of raised. Ctrl-C marks
     the run "interrupted" and is raised again. `flat`: cfg's settings, flattened, where the caller has
     them already (a sweep's job, from its check whether the run is finished).
+
+    Where `job_dir` holds a finished run of other settings, the new run is made beside it and takes its
+    place only once it has ended ok or diverged: one that fails leaves the old run (its run.json notes the
+    failure: `store.keep_replaced`), one interrupted is dropped. The record returned is the new run's.
     """
     if flat is None:
         flat = settings(store.flatten(cfg))  # a key of another choice (init.sw2 of a Xavier run) is no setting
-    record = {"job": Path(job_dir).name, "seed": cfg.seed, "steps": cfg.train.steps,
+    job_dir = Path(job_dir)
+    if not store.replaces(job_dir, store.config_hash(flat)):
+        return _execute(cfg, job_dir, job_dir.name, on_step, isolate, flat)
+    # a finished run of other settings stays until its replacement has ended ok or diverged (store.STAGING)
+    staging = store.staging_dir(job_dir)
+    try:
+        record = _execute(cfg, staging, job_dir.name, on_step, isolate, flat)
+    except KeyboardInterrupt:  # dropped, the old run kept; unless it had ended (Ctrl-C as run.json was written)
+        if store.is_finished(staging):
+            store.swap_in(staging, job_dir)
+        else:
+            store.clear_run(staging)
+        raise
+    if record[store.STATUS] in store.FINISHED:
+        store.swap_in(staging, job_dir)
+    else:
+        store.keep_replaced(job_dir, staging, record)
+    return record
+
+
+def _execute(cfg: DictConfig, job_dir: Path, name: str, on_step: ProgressFn | None, isolate: bool,
+             flat: dict) -> dict:
+    """`execute` into `job_dir` (a replacement's: its staging folder), the run's record naming job `name`."""
+    record = {"job": name, "seed": cfg.seed, "steps": cfg.train.steps,
               "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "config_hash": store.config_hash(flat), **store.environment(), "config": flat}
     start = time.perf_counter()

@@ -193,7 +193,7 @@ def commands(paths: list[Path]) -> list[str]:
             continue
         # a Recorder's runs: the script's command line each recorded (it read "not recorded", or for one run
         # a `gradflow run` command that never made it); `gradflow run`'s run records none: its own command
-        for run in [p] if (p / store.RUN_FILE).exists() else sorted(f.parent for f in p.rglob(store.RUN_FILE)):
+        for run in store.find_runs(p):
             cmd = (store.read_run(run) or {}).get("command")  # (none: an incomplete run)
             if not cmd and run == p:
                 ov = "" if p.name == "default" else " " + p.name.replace(",", " ")

@@ -96,7 +96,7 @@ RUN_FIELDS = ("job", "started", "config_hash", "config", "python", "torch", "num
               "git_commit", "gradflow_commit", "pid", "host", "device", "seed", "threads", "every", "command",
               STATUS, "steps", "steps_done", "train_time", "wall_time", "fused_steps", "files", "summary",
               "final", "last_evaluated", "last_finite", FLAGS, "error", "traceback", DIVERGED_AT,
-              "diverged_layer", "diverged_in")
+              "diverged_layer", "diverged_in", "replacement")
 STATUS_COLOURS = {OK: "green", DIVERGED: "yellow", FAILED: "red", RUNNING: "cyan", INTERRUPTED: "magenta",
                   INCOMPLETE: "red", STALE: "bright_black"}
 # config keys that say where and how fast, not what is computed: they do not change a run's identity
@@ -285,6 +285,58 @@ def clear_run(job_dir: Path) -> None:
     # config or a table, and a kill then left an incomplete run of the old config (not a stale one)
     (job_dir / RUN_FILE).unlink(missing_ok=True)
     shutil.rmtree(job_dir)
+
+
+# A finished run of other settings stays in its folder until its replacement has finished: the replacement
+# runs in a hidden folder beside it (STAGING) and takes the run's place only once it has ended ok or
+# diverged; the old run is moved aside (ASIDE) for that moment. A replacement that fails leaves the old run
+# where it was, its failure noted in the old run.json (REPLACEMENT). No reader lists a run in these folders.
+STAGING, ASIDE = ".replacing", ".replaced"
+REPLACEMENT = "replacement"  # run.json: a failed replacement of this run (its config hash, error, traceback)
+REPLACEMENT_FAILED = "its replacement failed, so the finished run of the earlier settings was kept (rerun to retry): "
+
+
+def staging_dir(job_dir: Path, suffix: str = STAGING) -> Path:
+    job_dir = Path(job_dir)
+    return job_dir.parent / f".{job_dir.name}{suffix}"
+
+
+def is_staging(name: str) -> bool:
+    """A hidden folder a replacement runs in, or its old run's for the moment of the swap (`staging_dir`)."""
+    return name.startswith(".") and name.endswith((STAGING, ASIDE))
+
+
+def replaces(job_dir: Path, want_hash: str, rec: dict | None = None) -> bool:
+    """Whether a run of `want_hash` into `job_dir` replaces a finished run (every file whole) of other
+    settings there. `rec`: its run.json, where the caller read it."""
+    rec = read_run(job_dir) if rec is None else rec
+    return (rec is not None and status_of(job_dir, rec)[0] in FINISHED and run_hash(job_dir, rec) != want_hash)
+
+
+def swap_in(staging: Path, job_dir: Path) -> None:
+    """Put a replacement that has ended (in `staging`) in its run's place. The old run is moved aside
+    first and removed after: at no moment does `job_dir` hold a mix of the two."""
+    aside = staging_dir(job_dir, ASIDE)
+    clear_run(aside)  # (one left by a process killed at this moment before)
+    Path(job_dir).rename(aside)
+    Path(staging).rename(job_dir)
+    clear_run(aside)
+
+
+def keep_replaced(job_dir: Path, staging: Path, record: dict) -> None:
+    """A replacement that failed (`record`, in `staging`): the finished run in `job_dir` stays, its
+    run.json noting the failure (`status_of` says it where the run is stale), and `staging` goes."""
+    rec = read_run(job_dir)
+    if rec is not None:
+        rec[REPLACEMENT] = {k: record.get(k) for k in ("started", "config_hash", STATUS, "error", "traceback")}
+        write_json(Path(job_dir) / RUN_FILE, rec)
+    clear_run(staging)
+
+
+def kept_over(job_dir: Path, record: dict) -> bool:
+    """Whether `record`, a run into `job_dir` that did not finish, left a finished run of other
+    settings in its place (`keep_replaced`, or an interrupted replacement dropped)."""
+    return replaces(job_dir, record.get("config_hash") or "")
 
 
 def _in_the_way(job_dir: Path) -> GradflowError:
@@ -476,7 +528,7 @@ def git_commit(folder: Path) -> str | None:
 # run.json's fields that readers index into, with their types: a field of another type (an edited file,
 # another program's) makes the run.json unreadable, so that one run is incomplete, not every listing broken
 _RUN_TYPES = {"status": str, "config": dict, "final": dict, "last_finite": dict, "summary": dict, "flags": list,
-              "files": list}
+              "files": list, "replacement": dict}
 _NUMBERS = ("final", "last_finite", "summary")  # run.json's sections of numbers (nan written as null)
 
 
@@ -577,6 +629,9 @@ def status_of(job_dir: Path, rec: dict | None, spec: dict | None = None) -> tupl
         if want is None:
             return STALE, "not a point of the current sweep spec"
         if run_hash(job_dir, rec) != want:
+            failed = rec.get(REPLACEMENT) or {}
+            if failed.get("config_hash") == want:  # (`keep_replaced`)
+                return STALE, REPLACEMENT_FAILED + str(failed.get("error", ""))
             return STALE, "made with settings the current sweep spec no longer has"
     return status, str(rec.get("error", ""))
 
@@ -626,7 +681,9 @@ def find_runs(path: Path) -> list[Path]:
         raise GradflowError(f"{path} is a file, not a run or a folder of runs{hint}")
     if (path / RUN_FILE).exists():
         return [path]
-    runs = sorted((p.parent for p in path.rglob(RUN_FILE) if FIGURES_DIR not in p.parts), key=natural_key)
+    runs = sorted((p.parent for p in path.rglob(RUN_FILE)
+                   if not any(part == FIGURES_DIR or is_staging(part) for part in p.relative_to(path).parts)),
+                  key=natural_key)
     if not runs:
         raise GradflowError(f"{path} holds no runs (no {RUN_FILE} below it)")
     return runs
@@ -815,7 +872,11 @@ def leftovers(path: str | Path) -> list[Path]:
     whose point left the sweep would otherwise stay on disk for good)."""
     out = []
     for folder, dirs, files in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if d != FIGURES_DIR)
+        # a replacement's hidden folder left by a killed process (`staging_dir`): whatever it holds, its run
+        # never took its place (its point reruns it), and a rerun of its point clears it too
+        out += [Path(folder) / d for d in sorted(dirs) if is_staging(d) and _a_study(Path(folder))
+                and (is_run_folder(Path(folder) / d) or is_empty_folder(Path(folder) / d))]
+        dirs[:] = sorted(d for d in dirs if d != FIGURES_DIR and not is_staging(d))
         if files and RUN_FILE not in files and not dirs and is_run_folder(Path(folder)) and _a_job(Path(folder)):
             out.append(Path(folder))
     return out
@@ -825,9 +886,12 @@ def _a_job(folder: Path) -> bool:
     """Whether `folder` is where gradflow puts a job: in a study folder it wrote into (its lock, a sweep.yaml),
     named as jobs are (`default`, or its overrides, key=value). A user's `myconf/config.yaml`, or a folder
     of copied tables inside a sweep, holds only gradflow's file names too, and was removed as a leftover."""
-    study = folder.parent
-    return ((study / LOCK_FILE).exists() or (study / SWEEP_FILE).exists()) and (
-        folder.name == "default" or "=" in folder.name)
+    return _a_study(folder.parent) and (folder.name == "default" or "=" in folder.name)
+
+
+def _a_study(folder: Path) -> bool:
+    """A folder gradflow wrote runs into: it holds its lock or a sweep.yaml."""
+    return (folder / LOCK_FILE).exists() or (folder / SWEEP_FILE).exists()
 
 
 def clean(path: str | Path) -> tuple[list[Path], list[Path]]:
@@ -845,7 +909,7 @@ def clean(path: str | Path) -> tuple[list[Path], list[Path]]:
             spec = sweep_spec(study)
             for job in jobs:
                 # still so, now that we hold the lock (a leftover has no run.json: it reads as incomplete)
-                if job.exists() and status_of(job, read_run(job), spec)[0] in REMOVABLE:
+                if job.exists() and (is_staging(job.name) or status_of(job, read_run(job), spec)[0] in REMOVABLE):
                     if not_ours(job):
                         kept.append(job)
                         continue

@@ -235,7 +235,8 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
         for source in sorted(jobs.sources, key=str):
             check_files(*source)
     if root.is_dir():
-        result.stale = sum(1 for p in root.iterdir() if p.name not in jobs.seen and (p / store.RUN_FILE).exists())
+        result.stale = sum(1 for p in root.iterdir() if p.name not in jobs.seen and not store.is_staging(p.name)
+                           and (p / store.RUN_FILE).exists())
         present = any((root / j.name / store.RUN_FILE).exists() for j in result.jobs)
         if result.stale and not present and not named:
             _refuse_takeover(root, result.stale)
@@ -325,9 +326,9 @@ class _Jobs:
         job_dir = self.root / jname
         store.check_clearable(job_dir)
         rec = store.read_run(job_dir)
-        finished = store.is_finished(job_dir, digest)
-        replaces = (not finished and rec is not None and rec.get(store.STATUS) in store.FINISHED
-                    and store.run_hash(job_dir, rec) != digest)  # (not one whose files are incomplete)
+        whole = rec is not None and store.status_of(job_dir, rec)[0] in store.FINISHED  # (files read once)
+        finished = whole and store.run_hash(job_dir, rec) == digest
+        replaces = whole and not finished  # (not one whose files are incomplete: nothing of it to keep)
         if not finished and "data.root" in flat:  # a dataset read from files (checked after the grid, each once)
             self.sources.add((flat["data.name"], flat["data.root"], flat.get("data.download", False)))
         return Job(cfg_overrides, jname, digest, finished=finished, replaces=replaces)
@@ -668,10 +669,10 @@ def launch(p: Plan, on_step: StepFn | None = None) -> None:
 
 
 def check_replacement_builds(p: Plan) -> None:
-    """Before a finished run of other settings is replaced (its folder is cleared as its point starts),
-    build the first such point's data and model, on the CPU: a replacement that cannot build (a custom
-    model's new arguments, a size no memory holds) is one line, and no finished run is lost to it (each
-    became a `failed` run, its tables gone). Only the first is built: a few seconds at most."""
+    """Before a finished run of other settings is replaced, build the first such point's data and model, on
+    the CPU: a replacement that cannot build (a custom model's new arguments, a size no memory holds) is one
+    line before anything runs, where each point would fail in turn (its finished run kept: `job.execute`).
+    Only the first is built: a few seconds at most."""
     first = next((j for j in p.to_run if j.replaces), None)
     if first is None or p.replacement_built:
         return

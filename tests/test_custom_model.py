@@ -75,6 +75,27 @@ class Late(Net):
         return super().forward(x)
 
 
+class Stopped(Net):
+    """Raises KeyboardInterrupt (a Ctrl-C, as the loop sees it) at its `at`-th training forward pass."""
+    def __init__(self, at=2):
+        super().__init__()
+        self.calls, self.at = 0, at
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if self.calls == self.at:
+                raise KeyboardInterrupt
+        return super().forward(x)
+
+
+class EnvLate(Late):
+    """Late, at the pass $LATE_AT says (100 unset): a run whose folder name and settings do not say it fails."""
+    def __init__(self):
+        import os
+        super().__init__(int(os.environ.get("LATE_AT", 100)))
+
+
 class Frozen(nn.Module):
     """A linear probe on a frozen tanh net (requires_grad False), as a fine-tuning study has it."""
     def __init__(self, width=16):
@@ -282,6 +303,112 @@ def test_a_rerun_whose_replacements_do_not_build_replaces_no_finished_run(cli, u
     runs = store.runs(results / "s")
     assert {r["run"]: r["record"]["config_hash"] for r in runs} == before and {r["status"] for r in runs} == {"ok"}
     assert all(store.is_finished(Path(r["path"])) for r in runs)
+
+
+def _hidden(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and p.is_dir())
+
+
+def test_a_replacement_that_fails_in_training_keeps_the_finished_run(cli, user_models, tmp_path):
+    """A rerun with settings whose runs fail in training (they build, so the build check passes): each
+    finished run stays whole, listed stale with why, the failure in its run.json, the sweep's exit code 1
+    (each was replaced by a `failed` run, its tables gone). A later replacement that ends ok takes its place."""
+    from gradflow import store
+
+    results = tmp_path / "results"
+    sweep = ["sweep", "model=custom", f"model.target={user_models}:Late", "seed=0,1", *TINY, f"results={results}",
+             "--name", "s"]
+    assert cli(*sweep, "+model.kwargs.at=100").exit_code == 0
+    before = {r["run"]: r["record"]["config_hash"] for r in store.runs(results / "s")}
+    layers = store.load(results / "s")
+
+    out = cli(*sweep, "+model.kwargs.at=2")  # fails at its second training pass
+    said = " ".join(out.output.split())
+    assert out.exit_code == 1, said
+    assert "will be replaced, each kept until its replacement has finished" in said, said
+    assert ("stale (2 runs, seed=0 ...): its replacement failed, so the finished run of the earlier settings was "
+            "kept (rerun to retry): RuntimeError: exploded at call 2") in said, said
+    runs = store.runs(results / "s")
+    assert {r["run"]: r["record"]["config_hash"] for r in runs} == before
+    assert {r["status"] for r in runs} == {"stale"} and {r["record"]["status"] for r in runs} == {"ok"}
+    for r in runs:
+        failed = r["record"]["replacement"]
+        assert failed["status"] == "failed" and "exploded at call 2" in failed["error"]
+        assert "in forward" in failed["traceback"] and failed["config_hash"] != r["record"]["config_hash"]
+        assert store.is_finished(Path(r["path"]))
+    pd.testing.assert_frame_equal(store.load(results / "s", include_stale=True).drop(columns="status"),
+                                  layers.drop(columns="status"))  # (the tables as they were)
+    assert _hidden(results / "s") == []  # (the replacements' folders went)
+    listed = json.loads(cli("ls", str(results / "s"), "--json").output)
+    assert all("its replacement failed" in r["error"] for r in listed)
+
+    out = cli(*sweep, "+model.kwargs.at=50")  # ends ok: takes the old runs' places
+    assert out.exit_code == 0, out.output
+    runs = store.runs(results / "s")
+    assert {r["status"] for r in runs} == {"ok"} and not any("replacement" in r["record"] for r in runs)
+    assert {r["record"]["config"]["model.kwargs.at"] for r in runs} == {50}
+    assert _hidden(results / "s") == []
+
+
+def test_an_interrupted_replacement_is_dropped_and_the_finished_run_kept(user_models, tmp_path):
+    """Ctrl-C during a replacement: the run it was to replace stays as it was, the replacement's folder goes."""
+    from gradflow import config as config_mod
+    from gradflow import job, store
+
+    job_dir = tmp_path / "r" / "s" / "default"
+    base = ["model=custom", *TINY, f"results={tmp_path / 'r'}", "name=s"]
+    assert job.execute(config_mod.compose([*base, f"model.target={user_models}:Net"]), job_dir)["status"] == "ok"
+    before = store.read_run(job_dir)
+    with pytest.raises(KeyboardInterrupt):
+        job.execute(config_mod.compose([*base, f"model.target={user_models}:Stopped"]), job_dir)
+    assert store.read_run(job_dir) == before and store.is_finished(job_dir)
+    assert _hidden(job_dir.parent) == []
+
+
+def test_run_says_it_kept_the_finished_run_its_failed_replacement_was_to_replace(cli, user_models, tmp_path,
+                                                                                monkeypatch):
+    """`gradflow run` into a folder holding a finished run of other settings (here device=cpu, which the folder
+    name leaves out), failing in training: exit 1, the error, and where the kept run is."""
+    from gradflow import store
+
+    results = tmp_path / "results"
+    command = ["run", "model=custom", f"model.target={user_models}:EnvLate", *TINY, f"results={results}", "name=one"]
+    assert cli(*command).exit_code == 0
+    [job_dir] = store.find_runs(results / "one")
+    before = store.read_run(job_dir)
+    monkeypatch.setenv("LATE_AT", "2")
+    out = cli(*command, "device=cpu")
+    said = " ".join(out.output.split())
+    assert out.exit_code == 1 and "RuntimeError: exploded at call 2" in said, said
+    assert f"the finished run of other settings in {job_dir} was kept" in said, said
+    rec = store.read_run(job_dir)
+    assert rec["config_hash"] == before["config_hash"] and rec["status"] == "ok"
+    assert "exploded" in rec["replacement"]["error"] and store.runs(results / "one")[0]["status"] == "ok"
+
+
+def test_a_replacement_cut_off_is_no_run_and_clean_removes_it(cli, tmp_path):
+    """A replacement's hidden folder left by a killed process (here a copy of a finished run): no reader lists
+    it, a rerun of the sweep does not count it stale, and `clean --stale` removes it."""
+    import shutil
+
+    from gradflow import store
+
+    results = tmp_path / "results"
+    sweep = ["sweep", "model.depth=2,3", "train.steps=2", "model.width=8", "data=gaussian", "threads=1",
+             f"results={results}", "--name", "s"]
+    assert cli(*sweep).exit_code == 0
+    root = results / "s"
+    cut = store.staging_dir(root / "model.depth=2")
+    aside = store.staging_dir(root / "model.depth=3", store.ASIDE)
+    shutil.copytree(root / "model.depth=2", cut)
+    aside.mkdir()
+    assert [p.name for p in store.find_runs(root)] == ["model.depth=2", "model.depth=3"]
+    assert store.leftovers(results) == [cut, aside]
+    out = cli(*sweep)
+    assert out.exit_code == 0 and "stale" not in out.output, out.output
+    out = cli("clean", str(root), "--stale", "--yes")
+    assert out.exit_code == 0 and "2 left over (a replacement cut off)" in out.output, out.output
+    assert _hidden(root) == [] and {r["status"] for r in store.runs(root)} == {"ok"}
 
 
 def test_missing_target_is_one_line(cli, tmp_path):

@@ -45,7 +45,11 @@ def clean(
         return
     counts = Counter(r[store.STATUS] for r in doomed)
     if left:  # (folders of a run cut off before its run.json was written, or while it was cleared)
-        counts["left over (no run.json)"] = len(left)
+        staged = sum(store.is_staging(p.name) for p in left)
+        if len(left) > staged:
+            counts["left over (no run.json)"] = len(left) - staged
+        if staged:  # (a replacement's hidden folder, its process killed: see store.staging_dir)
+            counts["left over (a replacement cut off)"] = staged
     n = len(doomed) + len(left)
     console.print(f"{n} run{'s' * (n != 1)} to remove from {path}: "
                   + ", ".join(f"{k} {s}" for s, k in counts.items()), soft_wrap=True, highlight=False)

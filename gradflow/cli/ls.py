@@ -221,12 +221,22 @@ def counts_line(parts: list[tuple[str, int]]) -> str:
 FAILURES_SHOWN = 3  # distinct errors named under the table; --json gives every run's
 
 
+def replacement_failed(df: pd.DataFrame) -> pd.Series:
+    """The stale runs kept because their replacement failed (`job.execute`): a failure of the sweep's too."""
+    if "error" not in df or store.STATUS not in df:
+        return pd.Series(False, index=df.index)
+    return (df[store.STATUS] == store.STALE) & df["error"].fillna("").astype(str).str.startswith(
+        store.REPLACEMENT_FAILED)
+
+
 def failure_notes(df: pd.DataFrame) -> list[str]:
-    """Why runs failed or read incomplete: one line per distinct error (a sweep whose every point failed
-    the same way is one line), the first FAILURES_SHOWN of them, each with its runs."""
+    """Why runs failed or read incomplete, or a stale run's replacement failed (it was kept): one line per
+    distinct error (a sweep whose every point failed the same way is one line), the first FAILURES_SHOWN of
+    them, each with its runs."""
     if "error" not in df or store.STATUS not in df:
         return []
-    bad = df[df[store.STATUS].isin([store.FAILED, store.INCOMPLETE]) & df["error"].notna() & (df["error"] != "")]
+    errors = df["error"].fillna("").astype(str)
+    bad = df[(df[store.STATUS].isin([store.FAILED, store.INCOMPLETE]) | replacement_failed(df)) & (errors != "")]
     groups = list(bad.groupby([store.STATUS, "error"], sort=False)[store.RUN])
     notes = []
     for (status, error), runs in groups[:FAILURES_SHOWN]:

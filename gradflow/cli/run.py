@@ -229,16 +229,21 @@ def run(
         from gradflow.data import check_files
 
         check_files(cfg.data.name, cfg.data.root, cfg.data.download)
+    flat = settings(store.flatten(cfg))
     with store.lock(study):
-        _warn_replaced(job_dir, settings(store.flatten(cfg)))
+        _warn_replaced(job_dir, flat)
         try:
             if console.is_terminal:
                 with progress_bar() as progress:
                     task = progress.add_task("training", total=cfg.train.steps)
-                    record = job.execute(cfg, job_dir, on_step=lambda t, n: progress.update(task, completed=t))
+                    record = job.execute(cfg, job_dir, on_step=lambda t, n: progress.update(task, completed=t),
+                                         flat=flat)
             else:
-                record = job.execute(cfg, job_dir, on_step=progress_lines(cfg.train.steps))
+                record = job.execute(cfg, job_dir, on_step=progress_lines(cfg.train.steps), flat=flat)
         except KeyboardInterrupt:
+            if store.replaces(job_dir, store.config_hash(flat)):  # (job.execute dropped the replacement)
+                leave_interrupted(f"interrupted: the run was dropped, and the finished run of other settings in "
+                                  f"{job_dir} stays as it was; rerun the same command to replace it")
             rec = store.read_run(job_dir) or {}
             if rec.get(store.STATUS) in store.FINISHED:  # Ctrl-C as its last tables were written: it waited
                 leave_interrupted(f"interrupted after the run ended: {job_dir} is recorded {rec[store.STATUS]}, "
@@ -247,7 +252,7 @@ def run(
                     if store.LAYERS_FILE in rec.get("files", ()) else "")
             leave_interrupted(f"interrupted at step {rec.get('steps_done', 0)}: {job_dir} is marked interrupted"
                               f"{kept}; rerun the same command to start it again")
-    show_run(job_dir, record, torch.get_num_threads())
+    show_run(job_dir, record, torch.get_num_threads(), kept=store.kept_over(job_dir, record))
     if record["status"] == store.FAILED:
         raise typer.Exit(1)
 
@@ -294,12 +299,17 @@ def progress_lines(steps: int, lines: int = 5):
 SHOWN_LAYERS = 13  # rows of the per-layer table; deeper nets are thinned evenly, both ends kept
 
 
-def show_run(job_dir: Path, record: dict, threads: int | None = None) -> None:
-    """The summary of one finished run, read back from its results folder."""
+def show_run(job_dir: Path, record: dict, threads: int | None = None, kept: bool = False) -> None:
+    """The summary of one finished run, read back from its results folder. `kept`: it failed, and the
+    finished run of other settings it was to replace stays in the folder (`job.execute`)."""
     show_status(record, threads)
     if record["status"] == store.FAILED:
         console.print(escape(str(record.get("error"))), style="red", highlight=False, soft_wrap=True)
-        console.print(f"results: {job_dir}", soft_wrap=True)
+        if kept:
+            print_note(f"the finished run of other settings in {job_dir} was kept (its run.json notes this "
+                       f"failure under {store.REPLACEMENT!r}, with the traceback)", style="yellow")
+        else:
+            console.print(f"results: {job_dir}", soft_wrap=True)
         return
     show_final(record)
     layers = store.run_table(job_dir, "layers")

@@ -13,7 +13,7 @@ from gradflow import store, workers
 from gradflow.cli.app import app, progress_bar
 from gradflow.cli.console import (INTERRUPTED_EXIT, console, leave_interrupted, near_options,
                                     note_replaced, print_note, user_errors)
-from gradflow.cli.ls import counts_line, reused_phrase, runs_view, show_runs
+from gradflow.cli.ls import counts_line, replacement_failed, reused_phrase, runs_view, show_runs
 from gradflow.plots.keys import swept_keys
 from gradflow.summary import study_columns
 
@@ -43,7 +43,7 @@ def sweep(
                        points_file=str(points) if points is not None else None)
     df = run_plan(p)
     report_page([p.root], report)
-    if (df[store.STATUS] == store.FAILED).any():
+    if (df[store.STATUS] == store.FAILED).any() or replacement_failed(df).any():
         raise typer.Exit(1)
 
 
@@ -68,7 +68,8 @@ def _header(p, skipped: int) -> None:
     if p.replaced and not p.force:
         one = p.replaced == 1
         print_note(f"{p.replaced} finished run{'' if one else 's'} in {p.root} "
-                   f"{'was' if one else 'were'} made with other settings and will be replaced", style="yellow")
+                   f"{'was' if one else 'were'} made with other settings and will be replaced, each kept until its "
+                   "replacement has finished", style="yellow")
     if p.stale:
         one = p.stale == 1
         are = "is not a point" if one else "are not points"
