@@ -270,9 +270,10 @@ def runs_html(df: pd.DataFrame, swept: list[str], missing: list[summary.NotRun] 
     cols = summary.table_columns(df, swept)
     head = "".join(f'<th data-key="{_e(c.key)}" data-numeric="{int(c.numeric)}" title="{_e(c.key)}">'
                    f'{_e(c.label)}</th>' for c in cols)
+    failed = summary.failed_runs(df).to_numpy()  # (a failed or incomplete run: why, over its status)
     body = []
     for i, (_, row) in enumerate(df.iterrows()):
-        why = row.get(store.FLAGS) if flagged else None
+        why = summary.error_text(row["error"]) if failed[i] else row.get(store.FLAGS) if flagged else None
         cells = "".join(f'<td data-value="{_e(_sort_value(row.get(c.key)) if c.numeric else c.cells[i])}"'
                         + (" class=num" if c.numeric else "")
                         + (f' title="{_e(why)}"' if c.key == store.STATUS and isinstance(why, str) and why else "")
@@ -281,6 +282,7 @@ def runs_html(df: pd.DataFrame, swept: list[str], missing: list[summary.NotRun] 
     notes = summary.column_notes(cols, df)  # as under ls's table: the ratio, the chi1 fit and its marks
     if flagged:
         notes.append(f"{summary.FLAGGED}: finished but flagged: {', '.join(flagged)}; hover over a status for why")
+    notes += summary.failure_notes(df)  # every distinct error, as ls names the first few under its table
     if missing:  # (a sweep cut short, or still running)
         notes.append(summary.not_run_note(missing))
     warning = summary.transient_warning(df)

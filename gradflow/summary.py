@@ -18,7 +18,7 @@ import pandas as pd
 
 from gradflow import store
 from gradflow.fmt import drop_shared_parts, fmt
-from gradflow.errors import GradflowError, did_you_mean, ellipsize
+from gradflow.errors import GradflowError, did_you_mean, ellipsize, shorten
 from gradflow.plots.keys import abbreviate, full_key, n_distinct, swept_keys
 from gradflow.probes.quantities import QUANTITIES
 from gradflow.theory import FIT_TRIM
@@ -747,3 +747,41 @@ def table_columns(df: pd.DataFrame, swept: list[str]) -> list[Column]:
             priority = 2  # far it got, and where it diverged
         cols.append(Column(k, label, priority, _cells(df, k), k != "chi1_layers"))
     return cols
+
+
+def replacement_failed(df: pd.DataFrame) -> pd.Series:
+    """The stale runs kept because their replacement failed (`job.execute`): a failure of the sweep's too."""
+    if "error" not in df or store.STATUS not in df:
+        return pd.Series(False, index=df.index)
+    return (df[store.STATUS] == store.STALE) & df["error"].fillna("").astype(str).str.startswith(
+        store.REPLACEMENT_FAILED)
+
+
+def failed_runs(df: pd.DataFrame) -> pd.Series:
+    """The runs whose `error` says why they failed, read incomplete, or were kept over a failed replacement."""
+    if "error" not in df or store.STATUS not in df:
+        return pd.Series(False, index=df.index)
+    said = df["error"].fillna("").astype(str) != ""
+    return (df[store.STATUS].isin([store.FAILED, store.INCOMPLETE]) | replacement_failed(df)) & said
+
+
+def failure_notes(df: pd.DataFrame, shown: int | None = None, more: str = "") -> list[str]:
+    """Why runs failed or read incomplete, or a stale run's replacement failed (it was kept): one line per
+    distinct error (a sweep whose every point failed the same way is one line), each with its runs; the
+    first `shown` of them (all: None), then a line saying how many more, ending `more` (where to see them)."""
+    bad = df[failed_runs(df)]
+    if bad.empty:
+        return []
+    groups = list(bad.groupby([store.STATUS, "error"], sort=False)[store.RUN])
+    notes = []
+    for (status, error), runs in groups[:shown]:
+        which = runs.iloc[0] if len(runs) == 1 else f"{len(runs)} runs, {runs.iloc[0]} ..."
+        notes.append(f"{status} ({which}): {shorten(error_text(error), 400)}")
+    if shown is not None and len(groups) > shown:
+        notes.append(f"and {len(groups) - shown} more errors" + (f"; {more}" if more else ""))
+    return notes
+
+
+def error_text(error) -> str:
+    """A run's error on one line, a user error's without its type."""
+    return " ".join(str(error).split()).removeprefix(f"{GradflowError.__name__}: ")

@@ -4,6 +4,7 @@ reproduction's claims read back, and the page rendered in a real headless Chromi
 from __future__ import annotations
 
 import base64
+import html
 import json
 import os
 import re
@@ -234,15 +235,19 @@ def test_sources_whose_folder_and_parent_names_match_stay_two_sources(study, tmp
 
 
 def test_a_run_whose_run_json_is_cut_short_is_listed_incomplete(study, tmp_path):
-    """The page is written, the damaged run a row `incomplete` (its run.json read as None: an AttributeError)."""
+    """The page is written, the damaged run a row `incomplete` (its run.json read as None: an AttributeError),
+    and it says why, as ls does: over the status and in a note under the table (the page said nothing)."""
     copy = tmp_path / "grid"
     shutil.copytree(study, copy)
     damaged = copy / "model.activation=tanh,model.depth=10" / store.RUN_FILE
     damaged.write_text(damaged.read_text()[:50])
+    why = f"{damaged} is missing or unreadable"
     for path in (copy, damaged.parent):
         text = report.build([path])
         row = re.search(r'<tr data-run="[^"]*model.activation=tanh,model.depth=10[^"]*">(.*?)</tr>', text)
-        assert row and '<td data-value="incomplete">incomplete</td>' in row.group(1), path
+        assert row and f'<td data-value="incomplete" title="{html.escape(why)}">incomplete</td>' in row.group(1), \
+            (path, row and row.group(1))
+        assert f"<p class=note>incomplete (" in text and f"): {html.escape(why)}</p>" in text, path
 
 
 def test_a_comparison_of_sources_with_different_data_names_the_keys_only_one_sets_by_group(tmp_path, cli):

@@ -14,14 +14,14 @@ from rich.markup import escape
 from gradflow import store
 from gradflow.cli.app import app
 from gradflow.cli.console import NBSP, console, labels, print_note, user_errors
-from gradflow.errors import GradflowError, did_you_mean, shorten
+from gradflow.errors import GradflowError, did_you_mean
 from gradflow.fmt import fmt, strict_json
 from gradflow.plots.keys import (abbreviate, config_columns, full_key, implied_keys, n_distinct, ordered_values,
                                  partial_keys, partial_phrase)
 from gradflow.summary import (DECLARED, FLAGGED, KEY_PRIORITY, LS_COLUMNS, RESULT_COLUMNS, STUDY, STUDY_PRIORITY,
-                              UNREADABLE, Column, column_notes, in_study, listing, mark_flagged, matches, not_run,
-                              not_run_note, result_by_header, run_folders, sort_runs, study_columns, study_of,
-                              swept_columns, table_columns, transient_warning)
+                              UNREADABLE, Column, column_notes, failure_notes, in_study, listing, mark_flagged,
+                              matches, not_run, not_run_note, result_by_header, run_folders, sort_runs, study_columns,
+                              study_of, swept_columns, table_columns, transient_warning)
 
 SEP = 3  # characters between two columns of the SIMPLE_HEAD table
 
@@ -188,7 +188,7 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
             notes.append(alike)
     if flagged:
         notes.append(f"{FLAGGED}: finished but flagged: {labels(flagged)}; --json shows why")
-    notes += failure_notes(df)
+    notes += failure_notes(df, FAILURES_SHOWN, "--json gives each run's")
     if bad := df.attrs.get(UNREADABLE):  # (read as no spec, without a word)
         notes.append(f"{', '.join(map(str, bad[:3]))}{' and more' if len(bad) > 3 else ''}: not a readable sweep "
                      "spec, so stale runs there read as live; rerun the sweep's command to write it again")
@@ -213,39 +213,14 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     print_note(counts_line(parts) + reused_phrase(skipped))
 
 
+FAILURES_SHOWN = 3  # distinct errors named under the table; --json gives every run's
+
+
 def counts_line(parts: list[tuple[str, int]]) -> str:
     """`ok: 3  failed: 1`, each count kept on the line of its name where a narrow terminal breaks it."""
     return "  ".join(f"{name}: {n}".replace(" ", NBSP) for name, n in parts)
 
 
-FAILURES_SHOWN = 3  # distinct errors named under the table; --json gives every run's
-
-
-def replacement_failed(df: pd.DataFrame) -> pd.Series:
-    """The stale runs kept because their replacement failed (`job.execute`): a failure of the sweep's too."""
-    if "error" not in df or store.STATUS not in df:
-        return pd.Series(False, index=df.index)
-    return (df[store.STATUS] == store.STALE) & df["error"].fillna("").astype(str).str.startswith(
-        store.REPLACEMENT_FAILED)
-
-
-def failure_notes(df: pd.DataFrame) -> list[str]:
-    """Why runs failed or read incomplete, or a stale run's replacement failed (it was kept): one line per
-    distinct error (a sweep whose every point failed the same way is one line), the first FAILURES_SHOWN of
-    them, each with its runs."""
-    if "error" not in df or store.STATUS not in df:
-        return []
-    errors = df["error"].fillna("").astype(str)
-    bad = df[(df[store.STATUS].isin([store.FAILED, store.INCOMPLETE]) | replacement_failed(df)) & (errors != "")]
-    groups = list(bad.groupby([store.STATUS, "error"], sort=False)[store.RUN])
-    notes = []
-    for (status, error), runs in groups[:FAILURES_SHOWN]:
-        which = runs.iloc[0] if len(runs) == 1 else f"{len(runs)} runs, {runs.iloc[0]} ..."
-        text = " ".join(str(error).split()).removeprefix(f"{GradflowError.__name__}: ")  # (a user error: no type)
-        notes.append(f"{status} ({which}): {shorten(text, 400)}")
-    if len(groups) > FAILURES_SHOWN:
-        notes.append(f"and {len(groups) - FAILURES_SHOWN} more errors; --json gives each run's")
-    return notes
 
 
 def alike_note(df: pd.DataFrame, shown: list[Column], hidden: list[Column], title: str) -> str | None:
