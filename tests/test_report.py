@@ -247,7 +247,7 @@ def test_a_run_whose_run_json_is_cut_short_is_listed_incomplete(study, tmp_path)
         row = re.search(r'<tr data-run="[^"]*model.activation=tanh,model.depth=10[^"]*">(.*?)</tr>', text)
         assert row and f'<td data-value="incomplete" title="{html.escape(why)}">incomplete</td>' in row.group(1), \
             (path, row and row.group(1))
-        assert f"<p class=note>incomplete (" in text and f"): {html.escape(why)}</p>" in text, path
+        assert "<p class=note>incomplete (" in text and f"): {html.escape(why)}</p>" in text, path
 
 
 def test_a_comparison_of_sources_with_different_data_names_the_keys_only_one_sets_by_group(tmp_path, cli):
