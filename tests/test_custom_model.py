@@ -71,22 +71,20 @@ class Late(Net):
         if self.training:
             self.calls += 1
             if self.calls == self.at:
-                raise RuntimeError(f"exploded at call {self.calls} [in forward] (from [/data])")
+                self.fail()
         return super().forward(x)
 
+    def fail(self):
+        raise RuntimeError(f"exploded at call {self.calls} [in forward] (from [/data])")
 
-class Stopped(Net):
+
+class Stopped(Late):
     """Raises KeyboardInterrupt (a Ctrl-C, as the loop sees it) at its `at`-th training forward pass."""
     def __init__(self, at=2):
-        super().__init__()
-        self.calls, self.at = 0, at
+        super().__init__(at)
 
-    def forward(self, x):
-        if self.training:
-            self.calls += 1
-            if self.calls == self.at:
-                raise KeyboardInterrupt
-        return super().forward(x)
+    def fail(self):
+        raise KeyboardInterrupt
 
 
 class EnvLate(Late):
