@@ -624,15 +624,17 @@ def status_of(job_dir: Path, rec: dict | None, spec: dict | None = None) -> tupl
     else:
         return INCOMPLETE, f"{job_dir / RUN_FILE} has no known status ({shorten(status, 20)!r})"
     planned = (spec or {}).get("runs")
+    failed = rec.get(REPLACEMENT) or {}  # (`keep_replaced`)
     if isinstance(planned, dict):
         want = planned.get(job_dir.name)
         if want is None:
             return STALE, "not a point of the current sweep spec"
         if run_hash(job_dir, rec) != want:
-            failed = rec.get(REPLACEMENT) or {}
-            if failed.get("config_hash") == want:  # (`keep_replaced`)
+            if failed.get("config_hash") == want:
                 return STALE, REPLACEMENT_FAILED + str(failed.get("error", ""))
             return STALE, "made with settings the current sweep spec no longer has"
+    elif failed.get("config_hash") not in (None, run_hash(job_dir, rec)):  # (a run of its own: `gradflow run`)
+        return status, REPLACEMENT_FAILED + str(failed.get("error", ""))
     return status, str(rec.get("error", ""))
 
 
@@ -842,7 +844,7 @@ def load_records(path: str | Path, include_stale: bool = True, listed: list[dict
             elif not isinstance(v, (dict, list)):
                 row[k] = v
         row[STATUS] = r[STATUS]
-        if r["why"] and r[STATUS] != rec.get(STATUS):
+        if r["why"] and (r[STATUS] != rec.get(STATUS) or r["why"].startswith(REPLACEMENT_FAILED)):
             row["error"] = r["why"]
         rows.append(row)
     out = pd.DataFrame(rows)

@@ -750,11 +750,11 @@ def table_columns(df: pd.DataFrame, swept: list[str]) -> list[Column]:
 
 
 def replacement_failed(df: pd.DataFrame) -> pd.Series:
-    """The stale runs kept because their replacement failed (`job.execute`): a failure of the sweep's too."""
-    if "error" not in df or store.STATUS not in df:
+    """The runs kept because their replacement failed (`job.execute`): a sweep's are stale (its spec has the
+    replacement's settings), and a failure of the sweep's too."""
+    if "error" not in df:
         return pd.Series(False, index=df.index)
-    return (df[store.STATUS] == store.STALE) & df["error"].fillna("").astype(str).str.startswith(
-        store.REPLACEMENT_FAILED)
+    return df["error"].fillna("").astype(str).str.startswith(store.REPLACEMENT_FAILED)
 
 
 def failed_runs(df: pd.DataFrame) -> pd.Series:

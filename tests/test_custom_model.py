@@ -382,6 +382,14 @@ def test_run_says_it_kept_the_finished_run_its_failed_replacement_was_to_replace
     rec = store.read_run(job_dir)
     assert rec["config_hash"] == before["config_hash"] and rec["status"] == "ok"
     assert "exploded" in rec["replacement"]["error"] and store.runs(results / "one")[0]["status"] == "ok"
+    # ls lists the kept run ok, and says under the table that the last run into its folder failed
+    said = " ".join(cli("ls", str(results / "one")).output.split())
+    assert ("its replacement failed, so the finished run of the earlier settings was kept (rerun to retry): "
+            "RuntimeError: exploded at call 2") in said, said
+    monkeypatch.delenv("LATE_AT")
+    assert cli(*command, "device=cpu").exit_code == 0  # a replacement that ends ok takes its place: no note
+    assert store.read_run(job_dir)["config"]["device"] == "cpu" and "replacement" not in store.read_run(job_dir)
+    assert "replacement" not in cli("ls", str(results / "one")).output
 
 
 def test_a_replacement_cut_off_is_no_run_and_clean_removes_it(cli, tmp_path):
