@@ -77,23 +77,27 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
     """
     if flat is None:
         flat = settings(store.flatten(cfg))  # a key of another choice (init.sw2 of a Xavier run) is no setting
-    job_dir = Path(job_dir)
-    if not store.replaces(job_dir, store.config_hash(flat)):
+    job_dir, digest = Path(job_dir), store.config_hash(flat)
+    store.recover(job_dir)  # (a swap a killed process cut off: the caller holds the study's lock)
+    if not store.replaces(job_dir, digest):
         return _execute(cfg, job_dir, job_dir.name, on_step, isolate, flat)
     # a finished run of other settings stays until its replacement has ended ok or diverged (store.STAGING)
     staging = store.staging_dir(job_dir)
+    store.clear_run(staging)  # (one a killed process left)
     try:
         record = _execute(cfg, staging, job_dir.name, on_step, isolate, flat)
     except KeyboardInterrupt:  # dropped, the old run kept; unless it had ended (Ctrl-C as run.json was written)
-        if store.is_finished(staging):
+        with workers.ctrl_c_waits():
+            if store.is_finished(staging, digest):
+                store.swap_in(staging, job_dir)
+            else:
+                store.clear_run(staging)
+        raise
+    with workers.ctrl_c_waits():  # (a Ctrl-C between the swap's two renames would leave the folder empty)
+        if record[store.STATUS] in store.FINISHED:
             store.swap_in(staging, job_dir)
         else:
-            store.clear_run(staging)
-        raise
-    if record[store.STATUS] in store.FINISHED:
-        store.swap_in(staging, job_dir)
-    else:
-        store.keep_replaced(job_dir, staging, record)
+            store.keep_replaced(job_dir, staging, record)
     return record
 
 

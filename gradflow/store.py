@@ -298,7 +298,28 @@ REPLACEMENT_FAILED = "its replacement failed, so the finished run of the earlier
 
 def staging_dir(job_dir: Path, suffix: str = STAGING) -> Path:
     job_dir = Path(job_dir)
-    return job_dir.parent / f".{job_dir.name}{suffix}"
+    name = f".{job_dir.name}{suffix}"
+    if len(name.encode()) > 255:  # (a folder name holds 255 bytes: a point's name that long goes by its digest)
+        name = f".{hashlib.sha1(job_dir.name.encode()).hexdigest()[:16]}{suffix}"
+    return job_dir.parent / name
+
+
+def recover(job_dir: Path) -> None:
+    """Finish a swap that a killed process cut off between its two renames (`swap_in`: `job_dir` missing,
+    its old run aside): the replacement takes its place where it had ended, else the old run goes back.
+    Only with the study's lock held (a live swap looks the same for a moment)."""
+    job_dir = Path(job_dir)
+    aside = staging_dir(job_dir, ASIDE)
+    if not aside.is_dir() or ((job_dir.exists() or job_dir.is_symlink()) and not is_empty_folder(job_dir)):
+        return
+    if job_dir.exists():  # (the empty folder Hydra makes for a sweep's job before it starts)
+        job_dir.rmdir()
+    staging = staging_dir(job_dir)
+    if staging.is_dir() and is_finished(staging):
+        staging.rename(job_dir)
+        clear_run(aside)
+    else:
+        aside.rename(job_dir)
 
 
 def is_staging(name: str) -> bool:
@@ -877,11 +898,19 @@ def leftovers(path: str | Path) -> list[Path]:
         # a replacement's hidden folder left by a killed process (`staging_dir`): whatever it holds, its run
         # never took its place (its point reruns it), and a rerun of its point clears it too
         out += [Path(folder) / d for d in sorted(dirs) if is_staging(d) and _a_study(Path(folder))
-                and (is_run_folder(Path(folder) / d) or is_empty_folder(Path(folder) / d))]
+                and (is_run_folder(Path(folder) / d) or is_empty_folder(Path(folder) / d))
+                and not _cut_off_swap(Path(folder), d)]
         dirs[:] = sorted(d for d in dirs if d != FIGURES_DIR and not is_staging(d))
         if files and RUN_FILE not in files and not dirs and is_run_folder(Path(folder)) and _a_job(Path(folder)):
             out.append(Path(folder))
     return out
+
+
+def _cut_off_swap(study: Path, name: str) -> bool:
+    """Whether hidden folder `name` belongs to a swap cut off between its renames: no leftover, it holds the
+    point's only run, which the next run of the point puts back (`recover`)."""
+    point = study / name[1:].removesuffix(STAGING).removesuffix(ASIDE)
+    return (not point.exists() or is_empty_folder(point)) and staging_dir(point, ASIDE).is_dir()
 
 
 def _a_job(folder: Path) -> bool:

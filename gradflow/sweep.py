@@ -639,6 +639,7 @@ def task(cfg) -> str:
         raise GradflowError(f"job folder {job_dir} is outside its study {study}; gradflow writes only there")
     workers.leave_with_sweep()
     flat = settings(store.flatten(cfg))
+    store.recover(job_dir)  # (a swap a killed process cut off: see store.swap_in; the sweep holds the lock)
     if store.is_finished(job_dir, store.config_hash(flat)):
         return "skipped"
     report = _reporter

@@ -326,6 +326,7 @@ def test_a_replacement_that_fails_in_training_keeps_the_finished_run(cli, user_m
     assert "will be replaced, each kept until its replacement has finished" in said, said
     assert ("stale (2 runs, seed=0 ...): its replacement failed, so the finished run of the earlier settings was "
             "kept (rerun to retry): RuntimeError: exploded at call 2") in said, said
+    assert "stale: 2 replacement failed: 2" in said.replace("\xa0", " "), said
     runs = store.runs(results / "s")
     assert {r["run"]: r["record"]["config_hash"] for r in runs} == before
     assert {r["status"] for r in runs} == {"stale"} and {r["record"]["status"] for r in runs} == {"ok"}
@@ -353,9 +354,16 @@ def test_an_interrupted_replacement_is_dropped_and_the_finished_run_kept(user_mo
     from gradflow import config as config_mod
     from gradflow import job, store
 
+    import shutil
+
     job_dir = tmp_path / "r" / "s" / "default"
     base = ["model=custom", *TINY, f"results={tmp_path / 'r'}", "name=s"]
+    assert job.execute(config_mod.compose([*base, f"model.target={user_models}:Late"]), job_dir)["status"] == "ok"
+    # a finished run of a third config in the replacement's folder, left by a killed process: not the one
+    # the Ctrl-C keeps (it was swapped in, as if the interrupted replacement had ended)
     assert job.execute(config_mod.compose([*base, f"model.target={user_models}:Net"]), job_dir)["status"] == "ok"
+    shutil.copytree(job_dir, store.staging_dir(job_dir))
+    assert job.execute(config_mod.compose([*base, f"model.target={user_models}:Late"]), job_dir)["status"] == "ok"
     before = store.read_run(job_dir)
     with pytest.raises(KeyboardInterrupt):
         job.execute(config_mod.compose([*base, f"model.target={user_models}:Stopped"]), job_dir)
@@ -379,6 +387,7 @@ def test_run_says_it_kept_the_finished_run_its_failed_replacement_was_to_replace
     said = " ".join(out.output.split())
     assert out.exit_code == 1 and "RuntimeError: exploded at call 2" in said, said
     assert f"the finished run of other settings in {job_dir} was kept" in said, said
+    assert "made with other settings (device auto → cpu)" in said, said  # (it said `()`: device is no folder name)
     rec = store.read_run(job_dir)
     assert rec["config_hash"] == before["config_hash"] and rec["status"] == "ok"
     assert "exploded" in rec["replacement"]["error"] and store.runs(results / "one")[0]["status"] == "ok"
@@ -415,6 +424,33 @@ def test_a_replacement_cut_off_is_no_run_and_clean_removes_it(cli, tmp_path):
     out = cli("clean", str(root), "--stale", "--yes")
     assert out.exit_code == 0 and "2 left over (a replacement cut off)" in out.output, out.output
     assert _hidden(root) == [] and {r["status"] for r in store.runs(root)} == {"ok"}
+    long = root / ("model.depth=" + "9" * 240)  # (a hidden name 11 characters longer would not fit in 255 bytes)
+    assert len(store.staging_dir(long).name) < 255 and store.is_staging(store.staging_dir(long).name)
+
+
+def test_a_swap_cut_off_between_its_renames_is_put_right_by_the_next_run_of_its_point(cli, tmp_path):
+    """Killed between the swap's two renames, the point's folder is gone, its old run aside and the ended
+    replacement in staging: neither is a leftover (clean --stale deleted both, the point's only runs), and
+    the next sweep puts back the replacement where it had ended, else the old run."""
+    import shutil
+
+    from gradflow import store
+
+    results = tmp_path / "results"
+    sweep = ["sweep", "model.depth=2,3,4", "train.steps=2", "model.width=8", "data=gaussian", "threads=1",
+             f"results={results}", "--name", "s"]
+    assert cli(*sweep).exit_code == 0
+    root = results / "s"
+    before = {r["run"]: r["record"] for r in store.runs(root)}  # (pid, wall time: a rerun's differ)
+    two, three = root / "model.depth=2", root / "model.depth=3"
+    two.rename(store.staging_dir(two, store.ASIDE))  # the old run aside, no replacement ended: it goes back
+    shutil.copytree(three, store.staging_dir(three))  # an ended replacement (here the same run): it comes in
+    three.rename(store.staging_dir(three, store.ASIDE))
+    assert store.leftovers(root) == [] and "nothing to remove" in cli("clean", str(root), "--stale", "--yes").output
+    out = cli(*sweep)
+    assert out.exit_code == 0, out.output
+    assert {r["run"]: r["record"] for r in store.runs(root)} == before
+    assert {r["status"] for r in store.runs(root)} == {"ok"} and _hidden(root) == []
 
 
 def test_missing_target_is_one_line(cli, tmp_path):

@@ -20,8 +20,8 @@ from gradflow.plots.keys import (abbreviate, config_columns, full_key, implied_k
                                  partial_keys, partial_phrase)
 from gradflow.summary import (DECLARED, FLAGGED, KEY_PRIORITY, LS_COLUMNS, RESULT_COLUMNS, STUDY, STUDY_PRIORITY,
                               UNREADABLE, Column, column_notes, failure_notes, in_study, listing, mark_flagged,
-                              matches, not_run, not_run_note, result_by_header, run_folders, sort_runs, study_columns,
-                              study_of, swept_columns, table_columns, transient_warning)
+                              matches, not_run, not_run_note, replacement_failed, result_by_header, run_folders,
+                              sort_runs, study_columns, study_of, swept_columns, table_columns, transient_warning)
 
 SEP = 3  # characters between two columns of the SIMPLE_HEAD table
 
@@ -209,6 +209,8 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     counts[store.OK] = counts.get(store.OK, 0) + n_flagged
     parts = [(k, counts.get(k, 0)) for k in store.STATUSES if k in store.ENDED or counts.get(k)]
     parts += [("flagged", n_flagged)] if n_flagged else []
+    n_kept = int(replacement_failed(df).sum())  # (the runs their failed replacements left: stale in a sweep)
+    parts += [("replacement failed", n_kept)] if n_kept else []
     parts += [("not run", sum(m.missing for m in missing))] if missing else []
     print_note(counts_line(parts) + reused_phrase(skipped))
 

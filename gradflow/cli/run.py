@@ -25,7 +25,7 @@ from gradflow.cli.app import progress_bar
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
 from gradflow.probes.quantities import QUANTITIES
-from gradflow.overrides import NOT_IN_JOB_NAME, job_name, last_overrides
+from gradflow.overrides import job_name, last_overrides
 from gradflow.metrics import REGRESSION_TOLERANCE, is_regression
 from gradflow.plots.labels import RECURRENT
 from gradflow.summary import RESIDUAL_STREAM
@@ -275,8 +275,8 @@ def _warn_replaced(job_dir: Path, flat: dict) -> None:
     if rec.get(store.STATUS) not in store.FINISHED or rec.get("config_hash") == store.config_hash(flat):
         return
     old = rec.get("config") or {}
-    differ = [k for k in dict.fromkeys([*old, *flat]) if k not in NOT_IN_JOB_NAME
-              and old.get(k) != flat.get(k)]
+    differ = [k for k in dict.fromkeys([*old, *flat]) if k not in store.NOT_IDENTITY
+              and old.get(k) != flat.get(k)]  # (device too, which the folder's name leaves out)
     said = ", ".join(f"{k} {fmt(old.get(k))} → {fmt(flat.get(k))}" for k in differ[:4])
     more = f" and {len(differ) - 4} more" if len(differ) > 4 else ""
     print_note(f"replacing the finished run in {job_dir}, made with other settings ({said}{more})", style="yellow")
