@@ -338,6 +338,8 @@ def swap_in(staging: Path, job_dir: Path) -> None:
     """Put a replacement that has ended (in `staging`) in its run's place. The old run is moved aside
     first and removed after: at no moment does `job_dir` hold a mix of the two."""
     aside = staging_dir(job_dir, ASIDE)
+    if not_ours(job_dir):  # (a file of the user's put there while the replacement ran: it stays in sight)
+        raise _in_the_way(job_dir)
     clear_run(aside)  # (one left by a process killed at this moment before)
     Path(job_dir).rename(aside)
     Path(staging).rename(job_dir)
