@@ -279,7 +279,7 @@ def clear_run(job_dir: Path) -> None:
         job_dir.rmdir()
         return
     if not is_run_folder(job_dir):
-        raise _in_the_way(job_dir)
+        raise in_the_way(job_dir)
     # run.json first: a folder without it is no run to any reader (`find_runs`), so a process killed
     # halfway leaves nothing that reads as a run. In rmtree's own order run.json could outlast the
     # config or a table, and a kill then left an incomplete run of the old config (not a stale one)
@@ -298,10 +298,10 @@ REPLACEMENT_FAILED = "its replacement failed, so the finished run of the earlier
 
 def staging_dir(job_dir: Path, suffix: str = STAGING) -> Path:
     job_dir = Path(job_dir)
-    name = f".{job_dir.name}{suffix}"
-    if len(name.encode()) > 255:  # (a folder name holds 255 bytes: a point's name that long goes by its digest)
-        name = f".{hashlib.sha1(job_dir.name.encode()).hexdigest()[:16]}{suffix}"
-    return job_dir.parent / name
+    name = job_dir.name
+    if len(f".{name}{STAGING}".encode()) > 255:  # (a folder name holds 255 bytes: a point's name that long goes
+        name = hashlib.sha1(name.encode()).hexdigest()[:16]  # by its digest, in both hidden folders alike)
+    return job_dir.parent / f".{name}{suffix}"
 
 
 def recover(job_dir: Path) -> None:
@@ -338,8 +338,6 @@ def swap_in(staging: Path, job_dir: Path) -> None:
     """Put a replacement that has ended (in `staging`) in its run's place. The old run is moved aside
     first and removed after: at no moment does `job_dir` hold a mix of the two."""
     aside = staging_dir(job_dir, ASIDE)
-    if not_ours(job_dir):  # (a file of the user's put there while the replacement ran: it stays in sight)
-        raise _in_the_way(job_dir)
     clear_run(aside)  # (one left by a process killed at this moment before)
     Path(job_dir).rename(aside)
     Path(staging).rename(job_dir)
@@ -362,7 +360,7 @@ def kept_over(job_dir: Path, record: dict) -> bool:
     return replaces(job_dir, record.get("config_hash") or "")
 
 
-def _in_the_way(job_dir: Path) -> GradflowError:
+def in_the_way(job_dir: Path) -> GradflowError:
     """A run folder to be written holds something gradflow did not write (`not_ours`)."""
     job_dir = Path(job_dir)
     real = job_dir.is_dir() and not job_dir.is_symlink()
@@ -387,7 +385,7 @@ def check_clearable(job_dir: Path) -> None:
     """Fail now (before any job runs) if a run folder to be written is something gradflow did not make."""
     job_dir = Path(job_dir)
     if not_ours(job_dir):
-        raise _in_the_way(job_dir)
+        raise in_the_way(job_dir)
 
 
 def begin(job_dir: Path, cfg: DictConfig, record: dict) -> None:
@@ -901,18 +899,24 @@ def leftovers(path: str | Path) -> list[Path]:
         # never took its place (its point reruns it), and a rerun of its point clears it too
         out += [Path(folder) / d for d in sorted(dirs) if is_staging(d) and _a_study(Path(folder))
                 and (is_run_folder(Path(folder) / d) or is_empty_folder(Path(folder) / d))
-                and not _cut_off_swap(Path(folder), d)]
+                and not _cut_off_swap(Path(folder) / d)]
         dirs[:] = sorted(d for d in dirs if d != FIGURES_DIR and not is_staging(d))
         if files and RUN_FILE not in files and not dirs and is_run_folder(Path(folder)) and _a_job(Path(folder)):
             out.append(Path(folder))
     return out
 
 
-def _cut_off_swap(study: Path, name: str) -> bool:
-    """Whether hidden folder `name` belongs to a swap cut off between its renames: no leftover, it holds the
-    point's only run, which the next run of the point puts back (`recover`)."""
-    point = study / name[1:].removesuffix(STAGING).removesuffix(ASIDE)
-    return (not point.exists() or is_empty_folder(point)) and staging_dir(point, ASIDE).is_dir()
+def _cut_off_swap(hidden: Path) -> bool:
+    """Whether a replacement's `hidden` folder belongs to a swap cut off between its renames: no leftover, it
+    holds the point's only run, which the next run of the point puts back (`recover`). Its point is the
+    `job` its run.json names (a cut-off swap's two folders each hold a whole run; the name of a long point's
+    hidden folder is a digest)."""
+    job = (read_run(hidden) or {}).get("job")
+    if not isinstance(job, str) or not job or "/" in job or job in (".", ".."):
+        return False
+    point = hidden.parent / job
+    aside = staging_dir(point, ASIDE)
+    return (not point.exists() or is_empty_folder(point)) and aside.is_dir() and read_run(aside) is not None
 
 
 def _a_job(folder: Path) -> bool:
@@ -942,7 +946,8 @@ def clean(path: str | Path) -> tuple[list[Path], list[Path]]:
             spec = sweep_spec(study)
             for job in jobs:
                 # still so, now that we hold the lock (a leftover has no run.json: it reads as incomplete)
-                if job.exists() and (is_staging(job.name) or status_of(job, read_run(job), spec)[0] in REMOVABLE):
+                if job.exists() and (is_staging(job.name) and not _cut_off_swap(job)
+                                     or status_of(job, read_run(job), spec)[0] in REMOVABLE):
                     if not_ours(job):
                         kept.append(job)
                         continue

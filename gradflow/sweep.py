@@ -661,9 +661,11 @@ def launch(p: Plan, on_step: StepFn | None = None) -> None:
             "command": p.command,
             **({"points": p.points} if p.points is not None else {}),
             "runs": {j.name: j.config_hash for j in p.jobs}})))
-        if p.force:  # every run's folder goes, so each is redone from scratch
+        if p.force:  # every run's folder goes (with a replacement's, of a swap cut off too): each is redone
             for j in p.jobs:
-                store.clear_run(p.root / j.name)
+                for folder in (p.root / j.name, store.staging_dir(p.root / j.name),
+                               store.staging_dir(p.root / j.name, store.ASIDE)):
+                    store.clear_run(folder)
         if not p.to_run:
             return
         _run_hydra(p, on_step)

@@ -87,6 +87,18 @@ class Stopped(Late):
         raise KeyboardInterrupt
 
 
+class Litter(Net):
+    """Drops a file of the user's at $LITTER at its first training forward pass (into the run it replaces)."""
+    def __init__(self, width=16):
+        super().__init__(width)
+
+    def forward(self, x):
+        import os
+        if self.training and os.environ.get("LITTER"):
+            open(os.environ.pop("LITTER"), "w").write("mine")
+        return super().forward(x)
+
+
 class EnvLate(Late):
     """Late, at the pass $LATE_AT says (100 unset): a run whose folder name and settings do not say it fails."""
     def __init__(self):
@@ -371,6 +383,29 @@ def test_an_interrupted_replacement_is_dropped_and_the_finished_run_kept(user_mo
     assert _hidden(job_dir.parent) == []
 
 
+def test_a_file_put_into_a_run_while_its_replacement_runs_keeps_the_run_and_the_sweep_goes_on(
+        cli, user_models, tmp_path, monkeypatch):
+    """A file of the user's that appears in a finished run's folder while its replacement runs: the run and
+    the file stay where they are, the replacement is a failure of the sweep's (one line, exit 1), the other
+    point is replaced. It took the sweep down with Hydra's traceback, the replacement left hidden."""
+    from gradflow import store
+
+    results = tmp_path / "results"
+    sweep = ["sweep", "model=custom", "seed=0,1", *TINY, f"results={results}", "--name", "s"]
+    assert cli(*sweep, f"model.target={user_models}:Net").exit_code == 0
+    root = results / "s"
+    monkeypatch.setenv("LITTER", str(root / "seed=0" / "notes.txt"))
+    out = cli(*sweep, f"model.target={user_models}:Litter")
+    said = " ".join(out.output.split())
+    assert out.exit_code == 1 and "Traceback" not in out.output, out.output
+    assert "its replacement failed, so the finished run of the earlier settings was kept" in said, said
+    assert "is in the way" in said and "it holds notes.txt, which gradflow did not write" in said, said
+    runs = {r["run"]: r for r in store.runs(root)}
+    assert runs["seed=0"]["status"] == "stale" and runs["seed=0"]["record"]["config"]["model.target"].endswith(":Net")
+    assert runs["seed=1"]["status"] == "ok" and runs["seed=1"]["record"]["config"]["model.target"].endswith(":Litter")
+    assert (root / "seed=0" / "notes.txt").read_text() == "mine" and _hidden(root) == []
+
+
 def test_run_says_it_kept_the_finished_run_its_failed_replacement_was_to_replace(cli, user_models, tmp_path,
                                                                                 monkeypatch):
     """`gradflow run` into a folder holding a finished run of other settings (here device=cpu, which the folder
@@ -451,6 +486,25 @@ def test_a_swap_cut_off_between_its_renames_is_put_right_by_the_next_run_of_its_
     assert out.exit_code == 0, out.output
     assert {r["run"]: r["record"] for r in store.runs(root)} == before
     assert {r["status"] for r in store.runs(root)} == {"ok"} and _hidden(root) == []
+
+    # a point's name too long for the hidden names (245 bytes: the aside's would fit, the staging's not) goes
+    # by its digest in both, and its cut-off swap is no leftover either (its run.json names its point)
+    long = root / ("model.depth=" + "9" * 233)
+    assert store.staging_dir(long).name[:17] == store.staging_dir(long, store.ASIDE).name[:17]
+    for hidden in (store.staging_dir(long, store.ASIDE), store.staging_dir(long)):
+        shutil.copytree(root / "model.depth=4", hidden)
+        store.write_json(hidden / store.RUN_FILE, {**store.read_run(hidden), "job": long.name})
+    assert store.leftovers(root) == []
+    shutil.rmtree(store.staging_dir(long, store.ASIDE))
+    shutil.rmtree(store.staging_dir(long))
+
+    # --force with a cut-off swap: the old run put back first, then redone with the rest (it was put back
+    # after --force had cleared the folder, and skipped as finished)
+    store.write_json(two / store.RUN_FILE, {**store.read_run(two), "job": two.name, "tag": "old"})
+    two.rename(store.staging_dir(two, store.ASIDE))
+    out = cli(*sweep, "--force")
+    assert out.exit_code == 0 and "ok: 3" in out.output.replace("\xa0", " "), out.output
+    assert "tag" not in store.read_run(two) and _hidden(root) == []
 
 
 def test_missing_target_is_one_line(cli, tmp_path):

@@ -231,6 +231,7 @@ def run(
         check_files(cfg.data.name, cfg.data.root, cfg.data.download)
     flat = settings(store.flatten(cfg))
     with store.lock(study):
+        store.recover(job_dir)  # (a swap a killed process cut off: see store.swap_in)
         _warn_replaced(job_dir, flat)
         try:
             if console.is_terminal:
