@@ -331,7 +331,8 @@ def replaces(job_dir: Path, want_hash: str, rec: dict | None = None) -> bool:
     """Whether a run of `want_hash` into `job_dir` replaces a finished run (every file whole) of other
     settings there. `rec`: its run.json, where the caller read it."""
     rec = read_run(job_dir) if rec is None else rec
-    return (rec is not None and status_of(job_dir, rec)[0] in FINISHED and run_hash(job_dir, rec) != want_hash)
+    # (the hash first: status_of reads every table, which a rerun of the same settings need not)
+    return rec is not None and run_hash(job_dir, rec) != want_hash and status_of(job_dir, rec)[0] in FINISHED
 
 
 def swap_in(staging: Path, job_dir: Path) -> None:
