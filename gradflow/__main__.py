@@ -62,9 +62,16 @@ def _leave_on_ctrl_c(status: int) -> None:
 def _terminated(signum, frame) -> None:
     """SIGTERM (`kill PID`, `timeout`, a scheduler's time limit) is taken as Ctrl-C is: the run in flight
     is marked interrupted with its tables up to there (killed outright, it lost them), one line, exit
-    130. A second SIGTERM ends the command at once."""
+    130. A second SIGTERM ends the command at once. It goes on as a SIGINT to this process, so that whatever
+    Ctrl-C does at this moment it does (waits for run.json, or for a replacement's swap: workers.ctrl_c_waits),
+    unless SIGINT is ignored here (a background job's) or this is a sweep's worker: raised at once there."""
+    from gradflow import workers
+
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    raise KeyboardInterrupt
+    # (a sweep's worker, which may have inherited this handler, holds Ctrl-C between its jobs: raised there)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN or workers.in_worker():
+        raise KeyboardInterrupt
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 if __name__ == "__main__":

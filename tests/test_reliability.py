@@ -674,6 +674,29 @@ def test_ctrl_c_or_sigterm_during_run_marks_it_interrupted(results, how):
         assert rec["steps_done"] > 0 and set(store.load(job)["step"]) >= {0}
 
 
+def test_sigterm_waits_where_ctrl_c_waits():
+    """SIGTERM goes on as a Ctrl-C: inside `workers.ctrl_c_waits` (run.json being written, a replacement's
+    swap) the block runs to its end, then KeyboardInterrupt. It was raised at once, mid-block."""
+    from gradflow.__main__ import _terminated
+
+    previous = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
+    signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    done = []
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with workers.ctrl_c_waits():
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):  # (the handlers run between bytecodes: give them some)
+                    time.sleep(0.001)
+                done.append(True)
+        assert done == [True]
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # (a second SIGTERM ends the command)
+    finally:
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
+
+
 # --- diverged runs: no pre-divergence value passes for a final result ---------------------------------------
 def test_a_diverged_run_has_no_final_metrics_only_its_last_finite_evaluation(cli, results):
     out = cli("run", *SMALL, "model.activation=relu", "optim.lr=1e6", "train.steps=20", "train.eval_every=10", "train.check_every=1",
