@@ -223,8 +223,6 @@ def counts_line(parts: list[tuple[str, int]]) -> str:
     return "  ".join(f"{name}: {n}".replace(" ", NBSP) for name, n in parts)
 
 
-
-
 def alike_note(df: pd.DataFrame, shown: list[Column], hidden: list[Column], title: str) -> str | None:
     """Where rows read alike because the keys that tell them apart were left out (a folder of a dozen
     studies has more keys than 80 columns hold: three runs of its norm study read `norm 5 relu ok`), a
