@@ -406,7 +406,9 @@ def build(paths: list[Path]) -> str:
                      "fit over the bulk layers at initialization (chi1 fit in the table).</p>",
                      _simple_table(theory, "theory")]
     not_drawn = "".join(f"<p class=note>Figure not drawn, {_e(why)}.</p>" for why in rep.get("not_drawn", []))
-    sections += ["<h2>Figures</h2>", (figures_html(figs) + not_drawn) or "<p>No figures (no probed layers, no metrics).</p>"]
+    why = store.nothing_drawn_reason(paths[0], store.runs(paths[0])) if not figs and len(paths) == 1 else None
+    sections += ["<h2>Figures</h2>", (figures_html(figs) + not_drawn)
+                 or f"<p>No figures ({_e(why or 'no probed layers, no metrics')}).</p>"]
     cmds = commands(paths)
     sections += ["<h2>How it was made</h2>", "<pre>" + _e("\n".join(cmds) or "not recorded") + "</pre>",
                  f'<h2>Resolved config: <span id="config-run">{_e(run_name)}</span></h2>',

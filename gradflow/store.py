@@ -761,7 +761,10 @@ def drew_nothing(run: dict) -> bool:
 
 def nothing_drawn_reason(path: str | Path, listed: list[dict], include_stale: bool = False) -> str | None:
     """Why `path` has nothing to draw, where every run it lists (stale ones only with `include_stale`) has
-    nothing (`drew_nothing`); else None."""
+    nothing (`drew_nothing`), or every run is stale (left out); else None."""
+    if listed and not include_stale and all(r[STATUS] == STALE for r in listed):  # (it said "no probed layers")
+        return (f"every run of {path} is stale (not of its sweep's current spec), and stale runs are left out; "
+                f"gradflow ls {path} says why, and gradflow plot --all draws them")
     listed = [r for r in listed if include_stale or r[STATUS] != STALE]
     if listed and all(drew_nothing(r) for r in listed):
         return (f"every run of {path} failed before its first step or is incomplete, so there is nothing to "

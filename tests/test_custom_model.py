@@ -352,6 +352,13 @@ def test_a_replacement_that_fails_in_training_keeps_the_finished_run(cli, user_m
     assert _hidden(results / "s") == []  # (the replacements' folders went)
     listed = json.loads(cli("ls", str(results / "s"), "--json").output)
     assert all("its replacement failed" in r["error"] for r in listed)
+    # nothing to draw, as every run is stale: plot and the report page say that (they said "no probed layers")
+    out = cli("plot", str(results / "s"))
+    said = " ".join(out.output.split())
+    assert out.exit_code == 1 and f"every run of {results / 's'} is stale" in said and "plot --all" in said, said
+    from gradflow import report
+
+    assert f"No figures (every run of {results / 's'} is stale" in report.build([results / "s"])
 
     out = cli(*sweep, "+model.kwargs.at=50")  # ends ok: takes the old runs' places
     assert out.exit_code == 0, out.output
