@@ -73,13 +73,13 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
 
     Where `job_dir` holds a finished run of other settings, the new run is made beside it and takes its
     place only once it has ended ok or diverged: one that fails leaves the old run (its run.json notes the
-    failure: `store.keep_replaced`), one interrupted is dropped. The record returned is the new run's.
+    failure: `store.keep_replaced`), one interrupted is dropped. The record returned is the new run's. The
+    caller holds the study's lock and has put right a swap a killed process cut off (`store.recover`).
     """
     if flat is None:
         flat = settings(store.flatten(cfg))  # a key of another choice (init.sw2 of a Xavier run) is no setting
     job_dir, digest = Path(job_dir), store.config_hash(flat)
-    store.recover(job_dir)  # (a swap a killed process cut off: the caller holds the study's lock)
-    if not store.replaces(job_dir, digest):
+    if not store.replaces(job_dir, digest):  # (a swap a killed process cut off: the caller put it right)
         return _execute(cfg, job_dir, job_dir.name, on_step, isolate, flat)
     # a finished run of other settings stays until its replacement has ended ok or diverged (store.STAGING)
     staging = store.staging_dir(job_dir)

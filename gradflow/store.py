@@ -327,12 +327,23 @@ def is_staging(name: str) -> bool:
     return name.startswith(".") and name.endswith((STAGING, ASIDE))
 
 
-def replaces(job_dir: Path, want_hash: str, rec: dict | None = None) -> bool:
-    """Whether a run of `want_hash` into `job_dir` replaces a finished run (every file whole) of other
-    settings there. `rec`: its run.json, where the caller read it."""
+SAME, OTHER = "same", "other"  # what `standing` finds
+
+
+def standing(job_dir: Path, want_hash: str | None, rec: dict | None = None) -> str | None:
+    """What a run of `want_hash` finds in `job_dir`: SAME, itself finished (ok or diverged, every file
+    whole; any finished run where `want_hash` is None), OTHER, a finished run of other settings, which it
+    replaces, or None, nothing finished to keep. `rec`: its run.json, where the caller read it."""
     rec = read_run(job_dir) if rec is None else rec
-    # (the hash first: status_of reads every table, which a rerun of the same settings need not)
-    return rec is not None and run_hash(job_dir, rec) != want_hash and status_of(job_dir, rec)[0] in FINISHED
+    if rec is None or status_of(job_dir, rec)[0] not in FINISHED:
+        return None
+    return SAME if want_hash is None or run_hash(job_dir, rec) == want_hash else OTHER
+
+
+def replaces(job_dir: Path, want_hash: str) -> bool:
+    """Whether a run of `want_hash` into `job_dir` replaces a finished run of other settings there (after a
+    failed replacement, or one interrupted, that run is still there)."""
+    return standing(job_dir, want_hash) == OTHER
 
 
 def swap_in(staging: Path, job_dir: Path) -> None:
@@ -353,12 +364,6 @@ def keep_replaced(job_dir: Path, staging: Path, record: dict) -> None:
         rec[REPLACEMENT] = {k: record.get(k) for k in ("started", "config_hash", STATUS, "error", "traceback")}
         write_json(Path(job_dir) / RUN_FILE, rec)
     clear_run(staging)
-
-
-def kept_over(job_dir: Path, record: dict) -> bool:
-    """Whether `record`, a run into `job_dir` that did not finish, left a finished run of other
-    settings in its place (`keep_replaced`, or an interrupted replacement dropped)."""
-    return replaces(job_dir, record.get("config_hash") or "")
 
 
 def in_the_way(job_dir: Path) -> GradflowError:
@@ -667,10 +672,7 @@ def run_hash(job_dir: Path, rec: dict | None = None) -> str:
 
 def is_finished(job_dir: Path, want_hash: str | None = None) -> bool:
     """Finished (ok or diverged) with every file whole, and, given `want_hash`, with that config."""
-    rec = read_run(job_dir)
-    if rec is None or status_of(job_dir, rec)[0] not in FINISHED:
-        return False
-    return want_hash is None or run_hash(job_dir, rec) == want_hash
+    return standing(job_dir, want_hash) == SAME
 
 
 _NUMBER = re.compile(r"((?:(?<=[=,])-)?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)")  # (a sign only right after = or ,)

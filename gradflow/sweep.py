@@ -325,10 +325,8 @@ class _Jobs:
         self.digests[digest] = (jname, cfg_overrides)
         job_dir = self.root / jname
         store.check_clearable(job_dir)
-        rec = store.read_run(job_dir)
-        whole = rec is not None and store.status_of(job_dir, rec)[0] in store.FINISHED  # (files read once)
-        finished = whole and store.run_hash(job_dir, rec) == digest
-        replaces = whole and not finished  # (not one whose files are incomplete: nothing of it to keep)
+        found = store.standing(job_dir, digest)  # (one whose files are incomplete: nothing of it to keep)
+        finished, replaces = found == store.SAME, found == store.OTHER
         if not finished and "data.root" in flat:  # a dataset read from files (checked after the grid, each once)
             self.sources.add((flat["data.name"], flat["data.root"], flat.get("data.download", False)))
         return Job(cfg_overrides, jname, digest, finished=finished, replaces=replaces)

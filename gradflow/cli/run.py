@@ -230,6 +230,7 @@ def run(
 
         check_files(cfg.data.name, cfg.data.root, cfg.data.download)
     flat = settings(store.flatten(cfg))
+    digest = store.config_hash(flat)
     with store.lock(study):
         store.recover(job_dir)  # (a swap a killed process cut off: see store.swap_in)
         _warn_replaced(job_dir, flat)
@@ -242,7 +243,7 @@ def run(
             else:
                 record = job.execute(cfg, job_dir, on_step=progress_lines(cfg.train.steps), flat=flat)
         except KeyboardInterrupt:
-            if store.replaces(job_dir, store.config_hash(flat)):  # (job.execute dropped the replacement)
+            if store.replaces(job_dir, digest):  # (job.execute dropped the replacement)
                 leave_interrupted(f"interrupted: the run was dropped, and the finished run of other settings in "
                                   f"{job_dir} stays as it was; rerun the same command to replace it")
             rec = store.read_run(job_dir) or {}
@@ -253,7 +254,7 @@ def run(
                     if store.LAYERS_FILE in rec.get("files", ()) else "")
             leave_interrupted(f"interrupted at step {rec.get('steps_done', 0)}: {job_dir} is marked interrupted"
                               f"{kept}; rerun the same command to start it again")
-    show_run(job_dir, record, torch.get_num_threads(), kept=store.kept_over(job_dir, record))
+    show_run(job_dir, record, torch.get_num_threads(), kept=store.replaces(job_dir, digest))
     if record["status"] == store.FAILED:
         raise typer.Exit(1)
 
@@ -272,10 +273,9 @@ def _check_not_a_stray_point(study: Path, job_dir: Path, cfg) -> None:
 def _warn_replaced(job_dir: Path, flat: dict) -> None:
     """Say so when the run replaces a finished one made with other settings (a sweep's point holding a seed
     or another value its folder name leaves out), naming what differs, as `gradflow sweep` says it."""
-    rec = store.read_run(job_dir) or {}
-    if rec.get(store.STATUS) not in store.FINISHED or rec.get("config_hash") == store.config_hash(flat):
+    if not store.replaces(job_dir, store.config_hash(flat)):
         return
-    old = rec.get("config") or {}
+    old = (store.read_run(job_dir) or {}).get("config") or {}
     differ = [k for k in dict.fromkeys([*old, *flat]) if k not in store.NOT_IDENTITY
               and old.get(k) != flat.get(k)]  # (device too, which the folder's name leaves out)
     said = ", ".join(f"{k} {fmt(old.get(k))} → {fmt(flat.get(k))}" for k in differ[:4])
