@@ -34,6 +34,9 @@ from gradflow.plots.series import parse_step
 from gradflow.summary import FLAGGED, NOTES, mark_flagged
 
 COMPARE_DIR = Path("results") / "compare"
+AllOpt = Annotated[bool, typer.Option(
+    "--all", help="Also draw stale runs (not in the folder's current sweep spec); incomplete ones "
+             "(a damaged or missing file) never are.")]
 
 
 def _print_paths(paths: list[Path]) -> None:
@@ -95,9 +98,7 @@ def plot(
     where: Annotated[Optional[list[str]], typer.Option(
         metavar="KEY=VALUE", help="With --kind: draw only the runs whose KEY reads VALUE (repeatable), as "
                                   "ls --where keeps them, e.g. --where seed=0.", show_default=False)] = None,
-    include_stale: Annotated[bool, typer.Option(
-        "--all", help="Also draw stale runs (not in the folder's current sweep spec); incomplete ones "
-                 "(a damaged or missing file) never are.")] = False,
+    include_stale: AllOpt = False,
 ) -> None:
     """Draw figures from a run or a sweep on disk and print their paths."""
     kind = choose("--kind", kind or "standard", KINDS)
@@ -386,9 +387,7 @@ def compare(
     where: Annotated[Optional[list[str]], typer.Option(
         metavar="KEY=VALUE", help="Compare only the runs whose KEY reads VALUE (repeatable), in every source, "
                                   "as ls --where keeps them, e.g. --where seed=0.", show_default=False)] = None,
-    include_stale: Annotated[bool, typer.Option(
-        "--all", help="Also draw stale runs (not in the folder's current sweep spec); incomplete ones "
-                 "(a damaged or missing file) never are.")] = False,
+    include_stale: AllOpt = False,
 ) -> None:
     """Overlay runs or sweeps from several results folders and tabulate their key numbers side by side."""
     if len(paths) < 2:
