@@ -106,6 +106,45 @@ def test_a_run_into_a_sweeps_folder_is_refused(cli, tmp_path):
     assert sorted(p.name for p in (tmp_path / "s").iterdir() if p.is_dir()) == ["model.depth=2", "model.depth=3"]
 
 
+def test_a_run_into_a_sweeps_folder_takes_its_point_only_with_the_points_settings(cli, tmp_path):
+    """A point's settings, named in full (the sweep's fixed seed and steps too), rerun the point in its folder;
+    the point's swept values with other fixed ones are refused, naming what differs, instead of replacing
+    the point's finished run with one listed `stale` at once."""
+    root = tmp_path / "s"
+    assert cli("sweep", *TINY, "model.depth=2,3", "seed=1", "train.steps=4", f"results={tmp_path}",
+               "--name", "s").exit_code == 0
+    before = store.read_run(root / "model.depth=3")
+    written = (root / "model.depth=3" / "run.json").stat().st_mtime_ns
+    out = cli("run", *TINY, "model.depth=3", "seed=1", "train.steps=4", f"results={tmp_path}", "name=s")
+    assert out.exit_code == 0 and f"results: {root / 'model.depth=3'}" in " ".join(out.output.split()), out.output
+    assert "replacing" not in out.output  # (the same settings: nothing to say)
+    after = store.read_run(root / "model.depth=3")
+    assert after["config_hash"] == before["config_hash"] and after["started"] >= before["started"]
+    assert (root / "model.depth=3" / "run.json").stat().st_mtime_ns > written  # rerun
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["model.depth=2", "model.depth=3"]
+    assert [r["status"] for r in store.runs(root)] == ["ok", "ok"]
+
+    out = cli("run", *TINY, "model.depth=3", "train.steps=4", f"results={tmp_path}", "name=s")  # seed 0
+    said = " ".join(out.output.split())
+    assert out.exit_code == 1 and "Traceback" not in out.output, out.output
+    assert (f"name=s is the folder of a sweep ({root / 'sweep.yaml'}), and this run has other settings than its point "
+            "model.depth=3 (the point → this run: seed 1 → 0): ls would list it as stale") in said, said
+    assert store.read_run(root / "model.depth=3") == after  # untouched
+
+
+def test_a_run_replacing_a_finished_run_with_other_settings_says_so(cli, results):
+    # a run, then one of the same folder name on another device (which no folder name has): the run is
+    # replaced, and it says so, naming what differs
+    again = ["model.width=8", "train.steps=2", f"results={results}", "name=B"]
+    assert cli("run", *again).exit_code == 0
+    out = cli("run", *again, "device=cpu")
+    text = " ".join(out.output.split())
+    assert out.exit_code == 0 and "replacing the finished run in" in text and "made with other settings (device auto → cpu)" in text
+    assert json.loads((results / "B" / "model.width=8,train.steps=2" / "run.json").read_text())["config"]["device"] == "cpu"
+    out = cli("run", *again, "device=cpu")  # the same settings again: nothing to say
+    assert out.exit_code == 0 and "replacing the finished run" not in out.output
+
+
 def test_diverging_run_is_recorded_and_keeps_earlier_rows(cli, results):
     # (evaluations every 5 steps: it diverges between two)
     ov = [*TINY, "train.steps=40", "optim.lr=1e6", "optim.momentum=0", "train.check_every=1", "model.activation=relu",
@@ -149,20 +188,6 @@ def test_diverging_run_is_recorded_and_keeps_earlier_rows(cli, results):
     assert "steps done   diverged at" in listed and re.search(rf"diverged +{rec['diverged_step']} +"
                                                                  rf"{rec['diverged_step']} ", listed), listed
     assert json.loads(cli("ls", results / "boom", "--json").output)[0]["diverged_step"] == rec["diverged_step"]
-
-
-def test_a_run_replacing_a_finished_run_with_other_settings_says_so(cli, results):
-    # a sweep's point with seed=1 (a fixed value its folder name leaves out), then `gradflow run` of the same
-    # point with the default seed into that study: the run is replaced, as a sweep would, and now it says so
-    out = cli("sweep", "model.width=8,16", "train.steps=2,3", "seed=1", f"results={results}", "--name", "B")
-    assert out.exit_code == 0, out.output
-    again = ["model.width=8", "train.steps=2", f"results={results}", "name=B"]  # the same folder's name
-    out = cli("run", *again)
-    text = " ".join(out.output.split())
-    assert out.exit_code == 0 and "replacing the finished run in" in text and "made with other settings (seed 1 → 0)" in text
-    assert json.loads((results / "B" / "model.width=8,train.steps=2" / "run.json").read_text())["seed"] == 0
-    out = cli("run", *again)  # the same settings again: nothing to say
-    assert out.exit_code == 0 and "replacing the finished run" not in out.output
 
 
 def test_a_run_that_diverges_at_its_first_step_still_lists_its_layers(cli, results):

@@ -25,7 +25,7 @@ from gradflow.cli.app import progress_bar
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
 from gradflow.probes.quantities import QUANTITIES
-from gradflow.overrides import job_name, last_overrides
+from gradflow.overrides import job_name, last_overrides, override_key
 from gradflow.metrics import REGRESSION_TOLERANCE, is_regression
 from gradflow.plots.labels import RECURRENT
 from gradflow.summary import RESIDUAL_STREAM
@@ -221,16 +221,15 @@ def run(
     check_overrides(overrides, "run")
     cfg = config_mod.compose(overrides)
     study = store.study_dir(cfg.results, cfg.name)
-    job_dir = study / job_name(overrides)
-    _check_not_a_stray_point(study, job_dir, cfg)
+    flat = settings(store.flatten(cfg))
+    digest = store.config_hash(flat)
+    job_dir = _sweep_point(study, overrides, cfg.name, flat)
     store.check_writable(job_dir, study)
     store.check_clearable(job_dir)
     if "root" in cfg.data:  # files missing under data.root: one line, no failed run written
         from gradflow.data import check_files
 
         check_files(cfg.data.name, cfg.data.root, cfg.data.download)
-    flat = settings(store.flatten(cfg))
-    digest = store.config_hash(flat)
     with store.lock(study):
         store.recover(job_dir)  # (a swap a killed process cut off: see store.swap_in)
         _warn_replaced(job_dir, flat)
@@ -259,28 +258,49 @@ def run(
         raise typer.Exit(1)
 
 
-def _check_not_a_stray_point(study: Path, job_dir: Path, cfg) -> None:
-    """A run into a sweep's folder must take the folder of one of its points (it reruns that point, and says
-    so where its settings differ: `_warn_replaced`): a run of a folder of its own would be listed `stale` at
-    once, as a run of an earlier spec is."""
-    planned = (store.sweep_spec(study) or {}).get("runs")
-    if isinstance(planned, dict) and job_dir.name not in planned:
-        raise GradflowError(f"name={cfg.name} is the folder of a sweep ({study / store.SWEEP_FILE}), and this run "
-                            "is none of its points: ls would list it as stale; give the run a name of its own, or "
-                            f"add the point to the sweep (gradflow sweep ... --name {cfg.name})")
+def _sweep_point(study: Path, overrides: list[str], name: str, flat: dict) -> Path:
+    """The run's folder: its overrides' name in the study. In a sweep's folder (name= the sweep's) a run
+    must be one of the sweep's points, with the point's settings: any other run there would be listed
+    `stale` at once, as a run of an earlier spec is, and left out of the sweep's plots. A run with a
+    point's settings takes that point's folder (it reruns the point), whichever of its values it names."""
+    own = job_name(overrides)
+    spec = store.sweep_spec(study) or {}
+    planned = spec.get("runs")
+    if not isinstance(planned, dict):
+        return study / own
+    digest = store.config_hash(flat)
+    points = [point for point, want in planned.items() if want == digest]
+    if points:
+        return study / (own if own in points else points[0])
+    where = f"name={name} is the folder of a sweep ({study / store.SWEEP_FILE}), and this run"
+    fix = f"ls would list it as stale; give the run a name of its own, or change the sweep (gradflow sweep ... " \
+          f"--name {name})"
+    swept = spec.get("swept") or []
+    point = next((p for p in (own, job_name([o for o in overrides if override_key(o) in swept])) if p in planned),
+                 None)
+    if point is None:
+        raise GradflowError(f"{where} is none of its points: {fix}")
+    rec = store.read_run(study / point) or {}  # the point's run, if it has the point's settings: what differs
+    said = (f" (the point → this run: {_differences(rec.get('config') or {}, flat)})"
+            if rec.get("config_hash") == planned[point] else "")
+    raise GradflowError(f"{where} has other settings than its point {point}{said}: {fix}")
 
 
 def _warn_replaced(job_dir: Path, flat: dict) -> None:
-    """Say so when the run replaces a finished one made with other settings (a sweep's point holding a seed
-    or another value its folder name leaves out), naming what differs, as `gradflow sweep` says it."""
+    """Say so when the run replaces a finished one made with other settings (a run of a folder name that
+    leaves out a seed or a device), naming what differs, as `gradflow sweep` says it."""
     if not store.replaces(job_dir, store.config_hash(flat)):
         return
     old = (store.read_run(job_dir) or {}).get("config") or {}
-    differ = [k for k in dict.fromkeys([*old, *flat]) if k not in store.NOT_IDENTITY
-              and old.get(k) != flat.get(k)]  # (device too, which the folder's name leaves out)
-    said = ", ".join(f"{k} {fmt(old.get(k))} → {fmt(flat.get(k))}" for k in differ[:4])
-    more = f" and {len(differ) - 4} more" if len(differ) > 4 else ""
-    print_note(f"replacing the finished run in {job_dir}, made with other settings ({said}{more})", style="yellow")
+    print_note(f"replacing the finished run in {job_dir}, made with other settings ({_differences(old, flat)})",
+               style="yellow")
+
+
+def _differences(old: dict, new: dict, most: int = 4) -> str:
+    """`key old → new` for the first `most` identity keys that differ (device too, which no folder name has)."""
+    differ = [k for k in dict.fromkeys([*old, *new]) if k not in store.NOT_IDENTITY and old.get(k) != new.get(k)]
+    said = ", ".join(f"{k} {fmt(old.get(k))} → {fmt(new.get(k))}" for k in differ[:most])
+    return said + (f" and {len(differ) - most} more" if len(differ) > most else "")
 
 
 def progress_lines(steps: int, lines: int = 5):
