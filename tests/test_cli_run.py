@@ -640,6 +640,14 @@ def test_a_thinned_table_shows_weight_layers_rather_than_points_without_a_weight
     assert len(shown) == 13 and shown <= weighted and {0, 38} <= shown
     assert max(b - a for a, b in zip(sorted(shown), sorted(shown)[1:])) <= 5  # still spread over the net
     assert _thin(39, 13) == _thin(39, 13, set(range(39)))  # nothing to prefer: evenly spaced as before
+    # a 3-block one's 21 points, 18 with a weight: a point without one was kept where no weight layer was
+    # within half a spacing (3 of 13 rows read "-")
+    weighted = set(range(21)) - {6, 13, 20 - 1}
+    shown = _thin(21, 13, weighted)
+    assert len(shown) == 13 and shown <= weighted and {0, 20} <= shown
+    # fewer weight layers than rows: the points without one fill in, each row moved to a weight layer nearby
+    shown = _thin(39, 13, {0, 38, 10, 20, 31})  # rows at 9.5 -> 10, 19 -> 20 and 31.7 -> 31
+    assert len(shown) == 13 and {0, 38, 10, 20, 31} <= shown and 19 not in shown
 
 
 def test_every_help_page_reads_whole_at_60_columns():

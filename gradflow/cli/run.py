@@ -544,11 +544,16 @@ def _cut_names(names: list[str], width: int) -> list[str]:
 
 def _thin(n: int, keep: int, prefer: set[int] | None = None) -> set[int]:
     """Evenly spaced row indices, both ends included, when there are over half as many rows again as `keep`
-    (thinning 15 rows to 13 saved two lines and hid two layers); each moved to the nearest row of `prefer`
-    within half a spacing, where it is not one (a transformer's weight layers rather than its residual-
-    stream points, which have no weight gradient: 7 of 13 rows read "-")."""
+    (thinning 15 rows to 13 saved two lines and hid two layers). Rows of `prefer` (a transformer's weight
+    layers rather than its residual-stream points, which have no weight gradient: 7 of 13 rows read "-")
+    are taken alone where there are `keep` of them; where there are fewer, each row moves to the nearest
+    of them within half a spacing."""
     if n <= keep + keep // 2:
         return set(range(n))
+    ends = {0, n - 1}
+    if prefer and len(prefer | ends) >= keep:  # evenly spaced among the preferred rows
+        pool = sorted(prefer | ends)
+        return {pool[round(i * (len(pool) - 1) / (keep - 1))] for i in range(keep)}
     spacing = (n - 1) / (keep - 1)
     out = set()
     for i in range(keep):
@@ -558,4 +563,3 @@ def _thin(n: int, keep: int, prefer: set[int] | None = None) -> set[int]:
             at = min(near, key=lambda j: (abs(j - at), j)) if near else at
         out.add(at)
     return out
-
