@@ -388,6 +388,8 @@ class Recorder:
                 store.STEP: last, **{f"{sp}_{m}": v for st, sp, m, v in rows if st == last}}
             final = {}
         done = self._last_step + 1 - self._cut_short  # (a step that raised in its block was not done)
+        if status == store.DIVERGED and "diverged_step" in self._record:  # the updates before it, as
+            done = min(done, self._record["diverged_step"])  # `gradflow run` counts them
         if status == store.OK and done:  # every hidden weight gradient 0 at the end (a dead ReLU net, say)
             from gradflow.job import learned_nothing
 

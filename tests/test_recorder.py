@@ -353,6 +353,7 @@ def test_a_recorders_run_diverges_or_is_flagged_as_gradflow_runs_are(tmp_path):
     run = loop(net(), "nan", spoil=2)
     assert run["status"] == "diverged" and run["diverged_step"] == 2 and run["diverged_in"] == "loss and gradient"
     assert run["final"] == {} and run["last_finite"]["step"] == 1 and "train_loss" in run["last_finite"]
+    assert run["steps"] == 4 and run["steps_done"] == 2  # the updates before it (the loop went on to step 3)
     healthy = loop(net(), "healthy")
     assert healthy["status"] == "ok" and healthy["flags"] == [] and healthy["final"]["train_loss"] > 0
     dead = net()
