@@ -437,6 +437,11 @@ def validate(cfg: DictConfig, sweep_point: bool = False) -> None:
             ours = ours.__cause__ or ours.__context__
         detail = str(ours) if ours is not None else str(e.__cause__ or e).splitlines()[0]
         detail = re.sub(r"^\w+ raised while resolving interpolation: ", "", detail)
+        unknown = re.match(r"Unsupported interpolation type (\S+)", detail)
+        if unknown:  # a misspelled resolver: name gradflow's (gf.dvi: gf.div)
+            ours = [f"gf.{op}" for op in ARITHMETIC]
+            detail = (f"{unknown.group(1)} is no resolver{did_you_mean(unknown.group(1), ours)}; gradflow's: "
+                      f"{', '.join(ours)}")
         key = getattr(e, "full_key", "") or "a ${...} value"
         raise GradflowError(f"{key} cannot be resolved: {shorten(detail, 160)}") from None
     validate_resolved(resolved, sweep_point)

@@ -654,7 +654,8 @@ LaunchFn = Callable[["sweep_mod.Plan"], None]
 
 def check_scale(scale: str) -> None:
     if scale not in SCALES:
-        raise GradflowError(f"--scale {scale!r} is not allowed; choices: {', '.join(SCALES)}")
+        raise GradflowError(f"--scale {scale!r} is not allowed{did_you_mean(str(scale), list(SCALES))}; "
+                            f"choices: {', '.join(SCALES)}")
 
 
 def run(name: str, scale: str = "default", user: list[str] | None = None, force: bool = False,

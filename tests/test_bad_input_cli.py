@@ -82,6 +82,8 @@ CASES = [
                                              "list; give the values (a,b,c) or range(start,stop[,step])"),
     (["reproduce", "he2015", "--quick", "model.width=interval(1,3)"], "model.width=interval(1,3) is a continuous interval"),
     # a gf resolver's own message, whole (it was cut mid-word around an ellipsis)
+    (["run", "optim.lr=${gf.dvi:0.5,model.depth}"], "optim.lr cannot be resolved: gf.dvi is no resolver (did you "
+                                                    "mean gf.div?); gradflow's: gf.add, gf.sub, gf.mul, gf.div, gf.pow"),
     (["sweep", "optim.lr=${gf.div:0.5,model.nope}", "model.depth=2,3"],
      "optim.lr cannot be resolved: gf arithmetic: 'model.nope' is neither a number nor a numeric key of the config"),
     (["run", "train.batch_size=0"], "train.batch_size=0"),
@@ -211,7 +213,8 @@ CASES = [
     (["theory", "--activation", "relu", "--critical", "--depth", "10"], "--depth 10 does not apply to --critical"),
     (["reproduce", "nope"], "nope"),
     (["sweep", "model.depth=2,3", "--name", "a", "name=b"], "the sweep is named twice, --name a and name=b; give one"),
-    (["reproduce", "he2015", "--scale", "huge"], "--scale 'huge'"),
+    (["reproduce", "he2015", "--scale", "huge"], "--scale 'huge' is not allowed; choices: quick, default, paper"),
+    (["reproduce", "he2015", "--scale", "quik"], "--scale 'quik' is not allowed (did you mean quick?); choices: "),
     (["reproduce", "sigmoid-textbok"], "'sigmoid-textbok' is not a known experiment (did you mean sigmoid-textbook?)"),
     (["reproduce", "he2015", "--quick", "--scale", "paper"], "--quick and --scale paper ask for two scales; give one"),
     (["bench", "--rounds", "0"], "--rounds 0 is too few: at least 1"),
