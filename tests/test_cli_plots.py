@@ -380,6 +380,11 @@ def test_compare_where_keeps_the_runs_it_names_in_every_source_table_and_figure(
         out = invoke("compare", plain, batchnorm, *args, "--out", tmp_path)
         assert out.exit_code == 1 and message in " ".join(out.output.split()), out.output
         assert len(out.output.strip().splitlines()) <= 2  # (one line, folded at the terminal's width)
+    # --where fixing every swept key the sources share: the one row is its doing, not a lack of common keys
+    out = invoke("compare", plain, batchnorm, "--where", "depth=4", "--where", "activation=tanh", "--out", tmp_path)
+    flat = " ".join(out.output.split())
+    assert out.exit_code == 0 and "only the runs with depth=4 activation=tanh (--where): every run of a source in " \
+        "one row" in flat and "no swept key in common" not in flat, out.output
 
 
 def test_compare_legend_names_what_sets_each_source_apart(plain, batchnorm, tmp_path):

@@ -218,9 +218,10 @@ def _value(v) -> str:
 
 def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], differ: dict[str, list],
                     pooled: list[str] = (), flagged: list[str] = (), apart: dict[str, list] | None = None,
-                    partial: list[str] = ()) -> None:
+                    partial: list[str] = (), where: list[str] = ()) -> None:
     """The comparison table and its notes. `partial`: the keys of `differ` that only some sources set at
-    all (a Recorder's runs beside `gradflow run`'s), named by group rather than one by one."""
+    all (a Recorder's runs beside `gradflow run`'s), named by group rather than one by one; `where`: the
+    --where filters the runs were kept by."""
     shown = [(c, label, how) for c, label, how in matching.COMPARED
              if c in table.columns and np.isfinite(pd.to_numeric(table[c], errors="coerce")).any()]
     # long labels (a run's folder name) as letters in the table, each named above it: folded into a column
@@ -242,7 +243,8 @@ def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], diff
     for i, end in enumerate(ends):
         t.add_row(*(cells[i] for _, _, cells in columns), end_section=end)
     console.print(t)
-    for note in _comparison_notes(table, names, by, differ, shown, pooled, flagged, apart, partial, hidden, need):
+    for note in _comparison_notes(table, names, by, differ, shown, pooled, flagged, apart, partial, hidden, need,
+                                  where):
         print_note(note)
 
 
@@ -320,14 +322,16 @@ def _fit_columns(heads: list[tuple[str, bool]], lines: list[list[list[str]]], wi
 
 def _comparison_notes(table: pd.DataFrame, names: list[str], by: list[str], differ: dict[str, list],
                       shown: list[tuple], pooled: list[str], flagged: list[str], apart: dict[str, list] | None,
-                      partial: list[str], hidden: list[str], need: int) -> list[str]:
+                      partial: list[str], hidden: list[str], need: int, where: list[str] = ()) -> list[str]:
     """The notes under the comparison table: what its ratios are, what runs were matched on, where the
     sources differ, what its numbers are over, which runs are flagged, how differences read and which
     difference columns (`hidden`) the terminal left out, `need` columns showing all."""
     notes = [NOTES[k] for k, shows in (("grad_ratio.init", lambda c: c.startswith("grad_ratio.")),
                                        ("signal_ratio.init", lambda c: c == "signal_ratio.init"))
              if any(shows(c) for c, _, _ in shown)]  # (as under ls: each ratio the table shows, defined)
-    notes.append(f"matched on {', '.join(by)}" if by else "no swept key in common: every run of a source in one row")
+    notes.append(f"matched on {', '.join(by)}" if by else
+                 f"only the runs with {' '.join(where)} (--where): every run of a source in one row" if where else
+                 "no swept key in common: every run of a source in one row")
     if apart:
         notes.append("no configuration is in more than one source: " + "; ".join(
             f"{k} " + ", ".join(f"{'/'.join(map(_value, v)) or '-'} in {n}" for n, v in zip(names, vals))
@@ -426,7 +430,8 @@ def compare(
 
     marked, flagged = mark_flagged(runs)  # ok*, as ls shows it: a run that learned nothing is no success
     show_comparison(matching.comparison(marked, sources, by), sources, by, differ, matching.pooled_keys(runs, by),
-                    flagged, matching.unmatched(runs, sources, by), partial_keys(runs, list(differ), store.SOURCE))
+                    flagged, matching.unmatched(runs, sources, by), partial_keys(runs, list(differ), store.SOURCE),
+                    where or [])
     _print_paths([written])
 
 
