@@ -347,6 +347,11 @@ def test_changed_fixed_setting_replaces_and_shrunk_grid_leaves_stale_runs(cli, r
     # it names what it would remove before asking, and says that it removed nothing
     assert asked.output.splitlines()[:2] == [f"1 run to remove from {root}: 1 stale", "  model.depth=4 (stale)"]
     assert asked.output.rstrip().endswith("nothing removed")
+    # no answer at all (a script's empty stdin): one line saying --yes does it (typer's prompt said `Aborted.`)
+    unasked = CliRunner().invoke(app, ["clean", str(root), "--stale"], input="")
+    assert unasked.exit_code == 1 and (root / "model.depth=4").exists()
+    assert "error: nothing removed: no answer came (standard input is empty or closed); --yes removes them " \
+           "without asking" in " ".join(unasked.output.split()) and "Aborted" not in unasked.output, unasked.output
     done = cli("clean", str(root), "--stale", "--yes")
     assert done.exit_code == 0 and "removed 1 run\n" in done.output
     assert not (root / "model.depth=4").exists() and _statuses(root) == {"model.depth=2": "ok", "model.depth=3": "ok"}

@@ -57,7 +57,7 @@ def clean(
         [f"{p.relative_to(path) if p.is_relative_to(path) else p} (left over)" for p in left]
     for line in named[:SHOWN] + ([f"... and {len(named) - SHOWN} more"] if len(named) > SHOWN else []):
         console.print(f"  {line}", soft_wrap=True, highlight=False, markup=False)
-    if not yes and not typer.confirm(f"remove {'it' if n == 1 else 'them'}?", default=False):
+    if not yes and not _agreed(f"remove {'it' if n == 1 else 'them'}?"):
         console.print("nothing removed", highlight=False)
         raise typer.Exit(1)
     removed, kept = store.clean(path)
@@ -65,3 +65,16 @@ def clean(
     if kept:  # (gained such files while we asked)
         console.print(f"kept {len(kept)} that hold files gradflow did not write (gradflow deletes only its own): "
                       + ", ".join(str(k) for k in kept), soft_wrap=True)
+
+
+def _agreed(question: str) -> bool:
+    """y (or yes) to `question` from standard input; no input at all (a script's, < /dev/null) is one line
+    saying --yes does it without asking (typer's prompt said `Aborted.` on the prompt's line)."""
+    console.print(f"{question} [y/N]: ", end="", highlight=False, markup=False)
+    try:
+        answer = input()
+    except EOFError:
+        console.print()
+        raise GradflowError("nothing removed: no answer came (standard input is empty or closed); --yes removes "
+                            "them without asking") from None
+    return answer.strip().lower() in ("y", "yes")
