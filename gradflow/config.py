@@ -761,6 +761,9 @@ def _train(cfg) -> None:
     if uses_batchnorm(cfg) and t.batch_size < 2:
         raise GradflowError(f"train.batch_size={t.batch_size} must be >= 2 with batch normalization "
                             "(the batch variance of one example is 0)")
+    if 0 < t.steps < cfg.optim.warmup:  # (a typo, or steps cut for a quick try: say it, not a silent half-run)
+        raise GradflowError(f"optim.warmup={cfg.optim.warmup} must be at most train.steps={t.steps}: the learning rate "
+                            f"would never reach optim.lr")
     _positive("train.eval_every", t.eval_every)
     _positive("train.check_every", t.check_every)
     _positive("train.grad_clip", t.grad_clip, 0)
