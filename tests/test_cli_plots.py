@@ -385,6 +385,13 @@ def test_compare_where_keeps_the_runs_it_names_in_every_source_table_and_figure(
     flat = " ".join(out.output.split())
     assert out.exit_code == 0 and "only the runs with depth=4 activation=tanh (--where): every run of a source in " \
         "one row" in flat and "no swept key in common" not in flat, out.output
+    # sweeps of seeds alone have no key to match on (seeds are pooled): a --where that fixes no swept key
+    # leaves the note as it was
+    a = _sweep(tmp_path, "seeds-a", "seed=0,1", "train.steps=1", "model.depth=2")
+    b = _sweep(tmp_path, "seeds-b", "seed=0,1", "train.steps=1", "model.depth=2", "model.activation=relu")
+    out = invoke("compare", a, b, "--where", "depth=2", "--out", tmp_path / "figs")
+    flat = " ".join(out.output.split())
+    assert out.exit_code == 0 and "no swept key in common" in flat and "(--where)" not in flat, out.output
 
 
 def test_compare_legend_names_what_sets_each_source_apart(plain, batchnorm, tmp_path):

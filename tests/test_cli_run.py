@@ -648,6 +648,10 @@ def test_a_thinned_table_shows_weight_layers_rather_than_points_without_a_weight
     # fewer weight layers than rows: the points without one fill in, each row moved to a weight layer nearby
     shown = _thin(39, 13, {0, 38, 10, 20, 31})  # rows at 9.5 -> 10, 19 -> 20 and 31.7 -> 31
     assert len(shown) == 13 and {0, 38, 10, 20, 31} <= shown and 19 not in shown
+    # weight layers bunched at one end: evenly among them would hide rows 12-38; the rows stay spread
+    shown = sorted(_thin(40, 13, set(range(12))))
+    assert len(shown) == 13 and shown[-1] == 39 and max(b - a for a, b in zip(shown, shown[1:])) <= 4
+    assert _thin(21, 13, set(range(-5, 40))) == _thin(21, 13)  # rows that are not there are no rows to prefer
 
 
 def test_every_help_page_reads_whole_at_60_columns():

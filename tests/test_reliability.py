@@ -350,8 +350,13 @@ def test_changed_fixed_setting_replaces_and_shrunk_grid_leaves_stale_runs(cli, r
     # no answer at all (a script's empty stdin): one line saying --yes does it (typer's prompt said `Aborted.`)
     unasked = CliRunner().invoke(app, ["clean", str(root), "--stale"], input="")
     assert unasked.exit_code == 1 and (root / "model.depth=4").exists()
-    assert "error: nothing removed: no answer came (standard input is empty or closed); --yes removes them " \
-           "without asking" in " ".join(unasked.output.split()) and "Aborted" not in unasked.output, unasked.output
+    said = "error: nothing removed: no answer came (standard input is empty or closed); --yes removes it without asking"
+    assert said in " ".join(unasked.output.split()) and "Aborted" not in unasked.output, unasked.output
+    # standard input closed (`<&-`): input() raised RuntimeError, a traceback
+    closed = subprocess.run([sys.executable, "-m", "gradflow", "clean", str(root), "--stale"], capture_output=True,
+                            text=True, preexec_fn=lambda: os.close(0))
+    assert closed.returncode == 1 and said in " ".join(closed.stderr.split()), closed.stderr
+    assert "Traceback" not in closed.stderr and (root / "model.depth=4").exists()
     done = cli("clean", str(root), "--stale", "--yes")
     assert done.exit_code == 0 and "removed 1 run\n" in done.output
     assert not (root / "model.depth=4").exists() and _statuses(root) == {"model.depth=2": "ok", "model.depth=3": "ok"}

@@ -57,7 +57,8 @@ def clean(
         [f"{p.relative_to(path) if p.is_relative_to(path) else p} (left over)" for p in left]
     for line in named[:SHOWN] + ([f"... and {len(named) - SHOWN} more"] if len(named) > SHOWN else []):
         console.print(f"  {line}", soft_wrap=True, highlight=False, markup=False)
-    if not yes and not _agreed(f"remove {'it' if n == 1 else 'them'}?"):
+    it = "it" if n == 1 else "them"
+    if not yes and not _agreed(f"remove {it}?", it):
         console.print("nothing removed", highlight=False)
         raise typer.Exit(1)
     removed, kept = store.clean(path)
@@ -67,14 +68,18 @@ def clean(
                       + ", ".join(str(k) for k in kept), soft_wrap=True)
 
 
-def _agreed(question: str) -> bool:
-    """y (or yes) to `question` from standard input; no input at all (a script's, < /dev/null) is one line
-    saying --yes does it without asking (typer's prompt said `Aborted.` on the prompt's line)."""
+def _agreed(question: str, it: str) -> bool:
+    """y (or yes) to `question` from standard input. No input at all (a script's, < /dev/null, or standard
+    input closed) is one line saying --yes removes `it` without asking (typer's prompt said `Aborted.` on
+    the prompt's line); a Ctrl-C is said on a line of its own."""
     console.print(f"{question} [y/N]: ", end="", highlight=False, markup=False)
     try:
         answer = input()
-    except EOFError:
+    except KeyboardInterrupt:
         console.print()
-        raise GradflowError("nothing removed: no answer came (standard input is empty or closed); --yes removes "
-                            "them without asking") from None
+        raise
+    except (EOFError, RuntimeError):  # (RuntimeError: input(): lost sys.stdin, where it was closed)
+        console.print()
+        raise GradflowError(f"nothing removed: no answer came (standard input is empty or closed); --yes removes "
+                            f"{it} without asking") from None
     return answer.strip().lower() in ("y", "yes")

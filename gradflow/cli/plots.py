@@ -221,7 +221,7 @@ def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], diff
                     partial: list[str] = (), where: list[str] = ()) -> None:
     """The comparison table and its notes. `partial`: the keys of `differ` that only some sources set at
     all (a Recorder's runs beside `gradflow run`'s), named by group rather than one by one; `where`: the
-    --where filters the runs were kept by."""
+    --where filters that left no swept key to match on."""
     shown = [(c, label, how) for c, label, how in matching.COMPARED
              if c in table.columns and np.isfinite(pd.to_numeric(table[c], errors="coerce")).any()]
     # long labels (a run's folder name) as letters in the table, each named above it: folded into a column
@@ -409,6 +409,7 @@ def compare(
     store.check_writable(out_dir, option="--out")
 
     runs = matching.load_runs(paths, sources, include_stale)
+    matched_before = [] if by or not where else matching.match_keys(runs, sources)
     if where:  # (before --by and the matching: a key it fixes is matched on no more)
         runs = _where(runs, where)
         if lacking := [s for s in sources if not (runs[store.SOURCE] == s).any()]:
@@ -431,7 +432,7 @@ def compare(
     marked, flagged = mark_flagged(runs)  # ok*, as ls shows it: a run that learned nothing is no success
     show_comparison(matching.comparison(marked, sources, by), sources, by, differ, matching.pooled_keys(runs, by),
                     flagged, matching.unmatched(runs, sources, by), partial_keys(runs, list(differ), store.SOURCE),
-                    where or [])
+                    where if matched_before and not by else [])  # (one row per source: --where's doing)
     _print_paths([written])
 
 

@@ -546,15 +546,17 @@ def _thin(n: int, keep: int, prefer: set[int] | None = None) -> set[int]:
     """Evenly spaced row indices, both ends included, when there are over half as many rows again as `keep`
     (thinning 15 rows to 13 saved two lines and hid two layers). Rows of `prefer` (a transformer's weight
     layers rather than its residual-stream points, which have no weight gradient: 7 of 13 rows read "-")
-    are taken alone where there are `keep` of them; where there are fewer, each row moves to the nearest
-    of them within half a spacing."""
+    are taken alone where there are `keep` of them spread over the net (no gap over two spacings); else
+    each row moves to the nearest of them within half a spacing."""
     if n <= keep + keep // 2:
         return set(range(n))
-    ends = {0, n - 1}
-    if prefer and len(prefer | ends) >= keep:  # evenly spaced among the preferred rows
-        pool = sorted(prefer | ends)
-        return {pool[round(i * (len(pool) - 1) / (keep - 1))] for i in range(keep)}
+    prefer = {j for j in prefer or () if 0 <= j < n}
     spacing = (n - 1) / (keep - 1)
+    if len(prefer | {0, n - 1}) >= keep:  # evenly spaced among the preferred rows, if still spread over the net
+        pool = sorted(prefer | {0, n - 1})
+        rows = sorted({pool[round(i * (len(pool) - 1) / (keep - 1))] for i in range(keep)})
+        if max(b - a for a, b in zip(rows, rows[1:])) <= 2 * spacing:
+            return set(rows)
     out = set()
     for i in range(keep):
         at = round(i * spacing)
