@@ -397,10 +397,12 @@ def test_a_users_own_key_stays_a_key_when_compare_and_report_join_folders(tmp_pa
     for args in (["sweep", *small, "+tag=baseline,wider", "--name", "a"],
                  ["sweep", *small, "+tag=baseline", "+note=rerun", "--name", "b"]):
         assert CliRunner().invoke(app, args, catch_exceptions=False).exit_code == 0
-    out = CliRunner().invoke(app, ["compare", str(results / "a"), str(results / "b"), "--by", "tag"])
+    out = CliRunner().invoke(app, ["compare", str(results / "a"), str(results / "b"), "--by", "tag",
+                                      "--out", str(results / "figures")])  # (not the working folder's results/)
     assert out.exit_code == 0, out.output
     assert "matched on tag" in " ".join(out.output.split())
-    pooled = CliRunner().invoke(app, ["compare", str(results / "a"), str(results / "b"), "--by", "model.depth"])
+    pooled = CliRunner().invoke(app, ["compare", str(results / "a"), str(results / "b"), "--by", "model.depth",
+                                         "--out", str(results / "figures")])
     assert "numbers are medians over the runs in a cell, which differ in tag" in " ".join(pooled.output.split())
     runs = compare.load_runs([results / "a", results / "b"], ["a", "b"])
     assert runs.attrs[store.USER_KEYS] == ["tag", "note"]
@@ -532,7 +534,8 @@ def test_a_recorders_run_beside_a_sweep_leaves_the_sweeps_constant_keys_out(swep
     assert "depth" in header and "init" in header and not {"lr", "model", "data", "steps"} & set(header), text
     assert len(table_rows(text)) == 6 and "loss" in header, text
     # compare names those keys by group too: each was a `key (- | value)` of its own, 15 lines of them
-    text = " ".join(gradflow("compare", str(results / "mine"), str(results / "grid")).split())
+    text = " ".join(gradflow("compare", str(results / "mine"), str(results / "grid"), "--out",
+                             str(results / "figures")).split())
     assert ("sources differ in lr (0.1 | -); depth (2 | -); seed, and the keys of model, data, init, norm, optim, "
             "probe, train and gradcheck, which only grid sets") in text, text
     assert swept_keys(load(results, "runs")) == ["model.depth", "init.name", "lr", "depth"]  # (the figures' axes)
