@@ -104,6 +104,14 @@ def test_a_run_into_a_sweeps_folder_is_refused(cli, tmp_path):
     assert out.exit_code == 1 and f"name=s is the folder of a sweep ({tmp_path / 's' / 'sweep.yaml'}), and this run is " \
         "none of its points" in said, said
     assert sorted(p.name for p in (tmp_path / "s").iterdir() if p.is_dir()) == ["model.depth=2", "model.depth=3"]
+    assert "or change the sweep (gradflow sweep ... --name s)" in said, said
+    # an arm of a reproduction (its folder's parent holds the claims.json `gradflow reproduce` writes) is
+    # changed by rerunning the reproduction, not by a sweep of its own
+    assert cli("sweep", *TINY, "model.depth=2,3", f"results={tmp_path}", "--name", "exp/arm").exit_code == 0
+    (tmp_path / "exp" / "claims.json").write_text(json.dumps({"experiment": "he2015", "scale": "quick"}))
+    said = " ".join(cli("run", *TINY, "model.depth=4", f"results={tmp_path}", "name=exp/arm").output.split())
+    assert "give the run a name of its own, or rerun the reproduction (gradflow reproduce he2015 --scale quick)" \
+        in said, said
 
 
 def test_a_run_into_a_sweeps_folder_takes_its_point_only_with_the_points_settings(cli, tmp_path):

@@ -273,8 +273,7 @@ def _sweep_point(study: Path, overrides: list[str], name: str, flat: dict) -> Pa
     if points:
         return study / (own if own in points else points[0])
     where = f"name={name} is the folder of a sweep ({study / store.SWEEP_FILE}), and this run"
-    fix = f"ls would list it as stale; give the run a name of its own, or change the sweep (gradflow sweep ... " \
-          f"--name {name})"
+    fix = f"ls would list it as stale; give the run a name of its own, or {_rerun_advice(study, name)}"
     swept = spec.get("swept") or []
     point = next((p for p in (own, job_name([o for o in overrides if override_key(o) in swept])) if p in planned),
                  None)
@@ -284,6 +283,17 @@ def _sweep_point(study: Path, overrides: list[str], name: str, flat: dict) -> Pa
     said = (f" (the point → this run: {_differences(rec.get('config') or {}, flat)})"
             if rec.get("config_hash") == planned[point] else "")
     raise GradflowError(f"{where} has other settings than its point {point}{said}: {fix}")
+
+
+def _rerun_advice(study: Path, name: str) -> str:
+    """How the sweep of `study` is changed or run again: by its reproduction, for an arm of one."""
+    import json
+
+    try:
+        made = json.loads(store.claims_path(study.parent).read_text())
+        return f"rerun the reproduction (gradflow reproduce {made['experiment']} --scale {made['scale']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"change the sweep (gradflow sweep ... --name {name})"
 
 
 def _warn_replaced(job_dir: Path, flat: dict) -> None:
