@@ -751,6 +751,27 @@ def test_standard_set_writes_the_expected_files(sweep, single, grid_runs, tmp_pa
     assert [p.name for p in written] == ["profile-grad_norm-step0.png", "profile-signal_norm-step0.png"]
 
 
+def test_keys_that_change_together_are_one_axis_of_a_grid(tmp_path):
+    # each activation with its own init, over depths (a depth study as it is usually set up): the standard
+    # set drew no depth-ratio figure, taking the runs for unrelated ones (6 of 12 combinations)
+    from gradflow.plots.keys import is_grid
+
+    paired = [config(d, a, 1, **{"init.name": "xavier_normal" if a == "tanh" else "kaiming_normal"})
+              for d in (5, 10, 20) for a in ("tanh", "relu")]
+    layers, metrics, runs = fabricate(paired)
+    assert is_grid(runs, ["model.depth", "model.activation", "init.name"])
+    written = [p.name for p in figures.standard_set(layers, metrics, runs, tmp_path / "paired")]
+    assert "ratio-init.png" in written and "ratio-signal_norm-init.png" in written, written
+    # runs whose keys do not change together are still no grid: no figure over their keys
+    odd = [config(5, "tanh", 1), config(10, "relu", 1, **{"init.name": "xavier_normal"}),
+           config(20, "relu", 1), config(10, "tanh", 1, **{"init.name": "xavier_normal"})]
+    assert not is_grid(fabricate(odd)[2], ["model.depth", "model.activation", "init.name"])
+    # two configurations differ in two keys, each with two seeds: the keys are not one axis (each value is one
+    # configuration's), so the runs are no grid, as before
+    two = [config(d, "tanh", s, **{"optim.lr": lr}) for d, lr in ((5, 0.1), (10, 0.01)) for s in (1, 2)]
+    assert not is_grid(fabricate(two)[2], ["model.depth", "optim.lr"])
+
+
 # --- labels --------------------------------------------------------------------------------------
 def test_every_stored_quantity_has_a_label_and_recurrent_nets_say_time_step(single):
     from gradflow.probes import HIST_TENSORS, QUANTITIES as STORED

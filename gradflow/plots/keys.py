@@ -198,8 +198,25 @@ def single_value(df: pd.DataFrame, key: str) -> Any:
 
 def is_grid(df: pd.DataFrame, keys: Sequence[str]) -> bool:
     """Whether the runs hold every combination of the values of `keys`, as a sweep does; a folder of
-    unrelated runs (say three runs of different depth, init and length) does not."""
+    unrelated runs (say three runs of different depth, init and length) does not. Keys that change
+    together (each activation with its own init, over depths) count as one."""
+    keys = distinct_keys(df, keys)
     if len(keys) < 2:
         return True
     combos = df[list(keys)].apply(hashable).drop_duplicates()
     return len(combos) == int(np.prod([n_distinct(df[k]) for k in keys]))
+
+
+def distinct_keys(df: pd.DataFrame, keys: Sequence[str]) -> list[str]:
+    """`keys` without those that change only together with an earlier one, value for value both ways, over
+    several combinations (init.name with model.activation where each activation has its own init, over
+    depths). Two configurations that differ in two keys do not make them one (each value is in one)."""
+    # each combination of the keys' values once (a layers table's rows per run, a run's seeds)
+    columns = df[list(keys)].apply(hashable).astype(str).drop_duplicates() if len(keys) else df[[]]
+    kept: list[str] = []
+    for k in keys:
+        n = n_distinct(columns[k])
+        if not (len(columns) > n and any(columns[[j, k]].drop_duplicates().shape[0] == n_distinct(columns[j]) == n
+                                         for j in kept)):
+            kept.append(k)
+    return kept
