@@ -393,6 +393,11 @@ def test_profile_and_heatmap_tick_a_transformer_at_its_blocks(run_job, depth, na
     mlp = load(run_job("model.depth=3", "train.steps=1", "model.width=8", "data=gaussian", "threads=1", name="mlp"))
     assert [t.get_text() for t in figures.profile(mlp, "signal_norm", step=0).axes[0].get_xticklabels()
             if t.get_text()][:2] == ["0", "1"]
+    # a transformer drawn beside an MLP: the MLP's points sat under the transformer's block ticks (b0, b1, ...)
+    both = figures.profile(pd.concat([layers, mlp], ignore_index=True), "signal_norm", step=0).axes[0]
+    ticks = [t.get_text() for t in both.get_xticklabels() if t.get_text()]
+    assert ticks and all(t.lstrip("−-").isdigit() for t in ticks), ticks  # layer indices, no block names
+    assert "block" not in both.get_xlabel()
 
 
 @pytest.mark.parametrize("args, words", [

@@ -71,13 +71,19 @@ def point_word(df: pd.DataFrame) -> str:
 def blocks(df: pd.DataFrame):
     """The blocks of the nets in a layers table (columns layer, name), as summary.Blocks with `starts` the
     layer index of each block's first point; None for a chain (an MLP, an RNN's time steps), or for nets
-    whose blocks' points differ at one index (a transformer beside a ResNet). Nets of several depths agree
+    whose blocks' points differ at one index (a transformer beside a ResNet), or where some run has no
+    block (a transformer beside an MLP or a CNN). Nets of several depths agree
     on their blocks' points (a deeper transformer's b2.attn.qkv where a shallower one has its head), and
     every quantity's rows count (a block whose first point has no signal starts there all the same)."""
     from gradflow import summary
 
     if "name" not in df.columns or df.empty:
         return None
+    ids = [c for c in ("source", "run") if c in df.columns]
+    if ids:  # every run a net of blocks: a CNN beside a transformer sat under the transformer's block ticks
+        in_block = df["name"].map(lambda n: summary.block_of(n) is not None)
+        if df.loc[in_block, ids].drop_duplicates().shape[0] < df[ids].drop_duplicates().shape[0]:
+            return None
     pairs = df[["layer", "name"]].drop_duplicates().sort_values("layer")
     pairs = pairs[[summary.block_of(n) is not None for n in pairs["name"]]]  # (the heads, embeddings: no block)
     if pairs.empty or pairs["layer"].duplicated().any():
