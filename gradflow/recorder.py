@@ -370,10 +370,13 @@ class Recorder:
         # a non-finite loss or weight gradient: diverged, as `gradflow run` says (not another logged scalar,
         # nor an update ratio, which a zero-initialized weight makes infinite)
         losses = [st for st, _, metric, v in rows if metric == "loss" and not math.isfinite(v)]
-        grads = layers[layers[store.QUANTITY].isin(["grad_norm", "bias_grad_norm"])]
-        grads = grads.loc[~np.isfinite(grads[store.VALUE]), store.STEP].tolist()
+        weights = layers[layers[store.QUANTITY].isin(["grad_norm", "bias_grad_norm"])]
+        grads = weights.loc[~np.isfinite(weights[store.VALUE]), store.STEP].tolist()
+        skipped_all = False  # every probed step's gradients non-finite, under a scaler: none of them updated
         if self.scaler is not None and self.scaler.is_enabled():  # (a non-finite gradient is a step the scaler
-            grads = []  # skipped, lowering its scale: not a divergence)
+            probed = set(weights[store.STEP])  # skipped, lowering its scale: not a divergence; its first steps
+            skipped_all = len(probed) > 1 and set(grads) == probed  # are, while it finds its scale)
+            grads = []
         if (losses or grads) and status == store.OK:
             status, first = store.DIVERGED, min(losses + grads)
             self._record.update(diverged_step=int(first), diverged_in=" and ".join(
@@ -393,7 +396,9 @@ class Recorder:
         if status == store.OK and done:  # every hidden weight gradient 0 at the end (a dead ReLU net, say)
             from gradflow.job import learned_nothing
 
-            self._record["flags"] = learned_nothing(layers, final, 0)
+            self._record["flags"] = learned_nothing(layers, final, 0) + (
+                [f"no update: the scaler skipped every probed step, all {len(probed)} (their gradients were not "
+                 f"finite at its loss scale, {self.scaler.get_scale():g} at the end)"] if skipped_all else [])
         # steps: the steps the loop took (0 .. last), as `gradflow run`'s is the steps it was to take
         self._record.update(status=status, steps=self._last_step + 1, steps_done=done, final=final,
                             wall_time=round(time.perf_counter() - self._start, 4),

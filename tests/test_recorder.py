@@ -816,7 +816,8 @@ def test_a_float16_loop_with_a_grad_scaler_records_unscaled_gradients(tmp_path, 
     mixed = _mixed_precision_run(tmp_path, "fp16", scaler, unscale_in_block)
     assert list(mixed.index) == list(exact.index)
     assert mixed.to_numpy() == pytest.approx(exact.to_numpy(), rel=2e-2)  # (float16's rounding)
-    assert store.read_run(tmp_path / "amp" / "fp16")["status"] == "ok"
+    fp16 = store.read_run(tmp_path / "amp" / "fp16")
+    assert fp16["status"] == "ok" and fp16["flags"] == []  # (a step skipped at first is no flag)
     with pytest.raises(GradflowError, match="scaler must be the loop's torch.amp.GradScaler, not float"):
         gradflow.Recorder(nn.Linear(2, 2), tmp_path / "amp" / "bad", scaler=65536.0)
 
@@ -830,6 +831,9 @@ def test_a_step_the_grad_scaler_skips_is_no_divergence(tmp_path):
     layers = gradflow.load(tmp_path / "amp" / "overflow")
     assert not np.isfinite(layers.loc[layers.quantity == "grad_norm", "value"]).all()  # (the case: skipped steps)
     assert run["status"] == "ok" and scaler.get_scale() < 2.0 ** 40
+    # every probed step skipped: no update was seen, which the run says (ls: ok*), where it read plain ok
+    assert run["flags"] == [f"no update: the scaler skipped every probed step, all 3 (their gradients were not finite "
+                            f"at its loss scale, {scaler.get_scale():g} at the end)"]
 
 
 class ResidualBlock(nn.Module):
