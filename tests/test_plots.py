@@ -940,6 +940,19 @@ def test_a_short_log_axis_is_labelled_at_round_values_over_its_whole_range():
         else:  # within a decade: linear round steps, each labelled, four or more
             assert len(shown) >= 4 and all(text for _, text in shown)
             assert np.allclose(np.diff([y for y, _ in shown]), shown[1][0] - shown[0][0])
+    # within a decade, round linear steps left the lowest quarter of the log axis or more unlabelled (0.055 to
+    # 0.25: nothing below 0.1; 0.22 to 1: nothing below 0.4): finer round ticks fill it
+    for values, lowest in (([0.055, 0.25], ["0.06", "0.08"]), ([0.22, 0.95], ["0.3"])):
+        ax = Figure().add_subplot()
+        ax.set_yscale("log")
+        ax.plot([0, 1], values)
+        ax.axhline(1.0 if values[1] > 0.5 else values[1])
+        label_short_log_axis(ax, values)
+        ax.figure.canvas.draw()
+        lo, hi = ax.get_ylim()
+        shown = [(t.get_position()[1], t.get_text()) for t in ax.get_yticklabels() if lo <= t.get_position()[1] <= hi]
+        assert [text for _, text in shown][:len(lowest)] == lowest, shown
+        assert math.log(shown[0][0] / lo) <= 0.25 * math.log(hi / lo)
 
 
 def test_standard_set_adds_hist_and_spectrum(single, tmp_path):

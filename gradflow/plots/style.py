@@ -484,7 +484,11 @@ class _ShortLogTicks(Locator):
         lo = lo if lo > 0 else hi / 10 ** SHORT_LOG_DECADES
         if hi < 10 * lo:  # (not 2.5: 1.25, 3.75)
             ticks = MaxNLocator(nbins=8, steps=[1, 2, 5, 10], min_n_ticks=4).tick_values(lo, hi)
-            return ticks[ticks > 0]
+            ticks = ticks[(ticks > 0) & (ticks >= lo)]
+            if len(ticks) and math.log(ticks[0] / lo) > 0.25 * math.log(hi / lo):  # the log axis's lower
+                finer = MaxNLocator(nbins=3, steps=[1, 2, 5, 10]).tick_values(lo, ticks[0])  # part, wide on it,
+                ticks = np.union1d(finer[(finer >= lo) & (finer < ticks[0])], ticks)  # read no value (0.22-0.4)
+            return ticks
         subs = (1.0, 2.0, 5.0) if hi < 10 ** SHORT_LOG_DECADES * lo else (1.0,)
         return LogLocator(subs=subs, numticks=30).tick_values(lo, hi)
 
