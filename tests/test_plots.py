@@ -770,6 +770,14 @@ def test_keys_that_change_together_are_one_axis_of_a_grid(tmp_path):
     # configuration's), so the runs are no grid, as before
     two = [config(d, "tanh", s, **{"optim.lr": lr}) for d, lr in ((5, 0.1), (10, 0.01)) for s in (1, 2)]
     assert not is_grid(fabricate(two)[2], ["model.depth", "optim.lr"])
+    # a learning rate tied to the depth (optim.lr=${gf.div:0.5,model.depth}) over two activations: a line per
+    # activation along depth, not a dot per learning rate, and no grid of depth by lr (its diagonal)
+    tied = [config(d, a, 1, **{"optim.lr": 0.5 / d}) for d in (5, 10, 20) for a in ("tanh", "relu")]
+    layers, metrics, runs = fabricate(tied)
+    written = [p.name for p in figures.standard_set(layers, metrics, runs, tmp_path / "tied")]
+    assert "ratio-init.png" in written and not [n for n in written if n.startswith("grid")], written
+    lines = series_lines(figures.ratio(layers, "init").axes[0])
+    assert len(lines) == 2 and all(len(ln.get_xdata()) == 3 for ln in lines)
 
 
 # --- labels --------------------------------------------------------------------------------------

@@ -211,6 +211,7 @@ def distinct_keys(df: pd.DataFrame, keys: Sequence[str]) -> list[str]:
     """`keys` without those that change only together with an earlier one, value for value both ways, over
     several combinations (init.name with model.activation where each activation has its own init, over
     depths). Two configurations that differ in two keys do not make them one (each value is in one)."""
+    keys = list(dict.fromkeys(keys))
     # each combination of the keys' values once (a layers table's rows per run, a run's seeds)
     columns = df[list(keys)].apply(hashable).astype(str).drop_duplicates() if len(keys) else df[[]]
     kept: list[str] = []

@@ -18,7 +18,7 @@ from gradflow.errors import GradflowError
 from gradflow.plots.curves import curves, grid, ratio
 from gradflow.plots.distributions import hist, spectrum
 from gradflow.plots.gradnorm import clipping, gradnorm
-from gradflow.plots.keys import is_grid, is_numeric_key, n_distinct, ordered_values, swept_keys
+from gradflow.plots.keys import distinct_keys, is_grid, is_numeric_key, n_distinct, ordered_values, swept_keys
 from gradflow.plots.labels import is_recurrent
 from gradflow.plots.profiles import heatmap, profile
 from gradflow.plots.save import file_part, save
@@ -122,7 +122,8 @@ def plan(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.Dat
         elif not usable(layers) and "model.depth" in swept and swept_together and "grad_ratio.init" in runs.columns:
             # the runs table alone
             emit("ratio-init", ratio, runs, "init")
-        numeric = [k for k in swept if is_numeric_key(runs, k)]
+        numeric = [k for k in distinct_keys(runs, swept) if is_numeric_key(runs, k)]  # (a grid of two keys
+        # that change together would be its diagonal)
         value = next((v for v in ("final.test_acc", "final.train_acc")
                       if v in runs.columns and pd.to_numeric(runs[v], errors="coerce").notna().any()), None)
         if len(numeric) >= 2 and value and swept_together:
