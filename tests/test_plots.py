@@ -778,6 +778,12 @@ def test_keys_that_change_together_are_one_axis_of_a_grid(tmp_path):
     assert "ratio-init.png" in written and not [n for n in written if n.startswith("grid")], written
     lines = series_lines(figures.ratio(layers, "init").axes[0])
     assert len(lines) == 2 and all(len(ln.get_xdata()) == 3 for ln in lines)
+    # ... and with the depth alone swept (the README's lr-by-depth sweep): three configurations, each value of
+    # the two keys one configuration's, a depth study all the same: it got no ratio figure
+    alone = fabricate([config(d, "tanh", 1, **{"optim.lr": 0.5 / d}) for d in (5, 10, 20)])
+    written = [p.name for p in figures.standard_set(*alone, tmp_path / "alone")]
+    assert "ratio-init.png" in written and not [n for n in written if n.startswith("grid")], written
+    assert [len(ln.get_xdata()) for ln in series_lines(figures.ratio(alone[0], "init").axes[0])] == [3]
 
 
 # --- labels --------------------------------------------------------------------------------------

@@ -19,8 +19,8 @@ from matplotlib.ticker import NullLocator
 from gradflow.errors import GradflowError, did_you_mean
 from gradflow.fmt import fmt
 from gradflow.metrics import accuracy_label, is_regression
-from gradflow.plots.keys import (config_columns, distinct_keys, is_grid, is_missing, is_numeric_key, n_distinct, ordered_values,
-                                 single_value, swept_keys, vkey)
+from gradflow.plots.keys import (config_columns, distinct_keys, is_grid, is_missing, is_numeric_key, n_distinct,
+                                 ordered_values, single_value, swept_keys, vkey)
 from gradflow.plots.labels import (
     RATIOS, SPLITS, SUMMARIES, Summary, is_recurrent, key_label, set_title, short_key, value_label,
 )
@@ -268,7 +268,7 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
     length = depth_key(df)
     multi_source = n_distinct(df["source"]) > 1
     # (a key that changes with the depth alone, a learning rate tied to it, splits no line along it)
-    swept = [k for k in distinct_keys(df, [length, *swept_keys(df)]) if k != length]
+    swept = [k for k in distinct_keys(df, swept_keys(df), along=length) if k != length]
     check_key(by, "by", swept)
     group_keys = swept + (["source"] if multi_source else [])
     if by is None and not multi_source and not is_grid(df, swept + [length]):

@@ -196,28 +196,33 @@ def single_value(df: pd.DataFrame, key: str) -> Any:
     return df[key].iloc[0]
 
 
-def is_grid(df: pd.DataFrame, keys: Sequence[str]) -> bool:
+def is_grid(df: pd.DataFrame, keys: Sequence[str], along: str | None = None) -> bool:
     """Whether the runs hold every combination of the values of `keys`, as a sweep does; a folder of
     unrelated runs (say three runs of different depth, init and length) does not. Keys that change
-    together (each activation with its own init, over depths) count as one."""
-    keys = distinct_keys(df, keys)
+    together count as one (`distinct_keys`)."""
+    keys = distinct_keys(df, keys, along)
     if len(keys) < 2:
         return True
     combos = df[list(keys)].apply(hashable).drop_duplicates()
     return len(combos) == int(np.prod([n_distinct(df[k]) for k in keys]))
 
 
-def distinct_keys(df: pd.DataFrame, keys: Sequence[str]) -> list[str]:
+def distinct_keys(df: pd.DataFrame, keys: Sequence[str], along: str | None = None) -> list[str]:
     """`keys` without those that change only together with an earlier one, value for value both ways, over
     several combinations (init.name with model.activation where each activation has its own init, over
-    depths). Two configurations that differ in two keys do not make them one (each value is in one)."""
-    keys = list(dict.fromkeys(keys))
+    depths): two configurations that differ in two keys do not make them one (each value is in one). With
+    `along` (the depth a figure's x axis runs along), a key tied to it is dropped however few the
+    combinations: a learning rate set by the depth (`optim.lr=${gf.div:0.5,model.depth}`)."""
+    keys = list(dict.fromkeys([*([along] if along in keys else []), *keys]))
     # each combination of the keys' values once (a layers table's rows per run, a run's seeds)
     columns = df[list(keys)].apply(hashable).astype(str).drop_duplicates() if len(keys) else df[[]]
+
+    def tied(j: str, k: str) -> bool:
+        return columns[[j, k]].drop_duplicates().shape[0] == n_distinct(columns[j]) == n_distinct(columns[k])
+
     kept: list[str] = []
     for k in keys:
-        n = n_distinct(columns[k])
-        if not (len(columns) > n and any(columns[[j, k]].drop_duplicates().shape[0] == n_distinct(columns[j]) == n
-                                         for j in kept)):
+        several = len(columns) > n_distinct(columns[k])
+        if not any(tied(j, k) and (several or j == along) for j in kept):
             kept.append(k)
     return kept

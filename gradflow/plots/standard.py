@@ -107,14 +107,15 @@ def plan(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.Dat
         emit("gradnorm", gradnorm, metrics, facet=_third_key(metrics))
     if usable(runs) and not single:
         swept = swept_keys(runs)
-        swept_together = is_grid(runs, swept)  # unrelated runs get no figure over their keys
+        recurrent = is_recurrent(runs)
+        length = "data.T" if recurrent else "model.depth"
+        # unrelated runs get no figure over their keys (a key tied to the length, its learning rate, is none)
+        swept_together = is_grid(runs, swept, along=length)
         # both ratios: the weight gradient, and the back-propagated signal (the one that vanishes)
         # the layers' runs alone: an incomplete run is in the runs table, never in the layers it draws from
         layer_runs = runs[runs["run"].isin(set(probed["run"]))] if usable(layers) else runs
         # along depth; a recurrent net's along its length in time, where its signal alone has a first and a
         # last point (its weight gradient is the head's and the shared weights')
-        recurrent = is_recurrent(runs)
-        length = "data.T" if recurrent else "model.depth"
         if length in swept and swept_together and usable(layers) and n_distinct(layer_runs[length]) > 1:
             for q, name in (("grad_norm", "ratio-init"), ("signal_norm", "ratio-signal_norm-init")):
                 if (probed["quantity"] == q).any() and not (recurrent and q == "grad_norm"):
@@ -122,13 +123,13 @@ def plan(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.Dat
         elif not usable(layers) and "model.depth" in swept and swept_together and "grad_ratio.init" in runs.columns:
             # the runs table alone
             emit("ratio-init", ratio, runs, "init")
-        numeric = [k for k in distinct_keys(runs, swept) if is_numeric_key(runs, k)]  # (a grid of two keys
-        # that change together would be its diagonal)
+        independent = distinct_keys(runs, swept, along=length)  # (a grid of two keys that change together
+        numeric = [k for k in independent if is_numeric_key(runs, k)]  # would be its diagonal)
         value = next((v for v in ("final.test_acc", "final.train_acc")
                       if v in runs.columns and pd.to_numeric(runs[v], errors="coerce").notna().any()), None)
         if len(numeric) >= 2 and value and swept_together:
             pair = ("init.sw2", "model.depth") if {"init.sw2", "model.depth"} <= set(numeric) else tuple(numeric[:2])
-            rest = [k for k in swept if k not in pair]
+            rest = [k for k in independent if k not in pair]
             if len(rest) <= 1:
                 facet = rest[0] if rest else None
                 name = f"grid-{value}-{pair[0]}-{pair[1]}"
