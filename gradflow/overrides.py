@@ -25,6 +25,11 @@ def job_name(overrides: list[str] | str) -> str:
     return name
 
 
+def point_name(overrides: list[str], swept) -> str:
+    """A sweep point's folder name: its overrides of the swept keys alone (the fixed ones are the sweep's)."""
+    return job_name([o for o in overrides if override_key(o) in swept])
+
+
 def split_top(text: str) -> list[str]:
     """Hydra's override_dirname split at its top-level commas: not those inside ${...}, [...] or {...}
     (optim.betas=[0.9,0.99] is one override, whose comma made two and a folder named 0.99_,optim.betas=_0.9)."""

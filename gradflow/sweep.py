@@ -39,7 +39,7 @@ from gradflow.choices import settings
 from gradflow.config import list_keys
 from gradflow import store, workers
 from gradflow.errors import GradflowError, UsageError, did_you_mean, shorten, shorten_command
-from gradflow.overrides import NOT_IN_JOB_NAME, job_name, override_key
+from gradflow.overrides import NOT_IN_JOB_NAME, job_name, override_key, point_name
 
 # launcher -> (module that provides it, extra to install)
 LAUNCHER_PLUGINS = {
@@ -314,7 +314,7 @@ class _Jobs:
         self.keys.add(flat)
         self.last = flat
         digest = store.config_hash(flat)
-        jname = job_name([o for o in cfg_overrides if override_key(o) in self.swept])
+        jname = point_name(cfg_overrides, self.swept)
         if jname in self.seen:
             raise GradflowError(f"two sweep points share the folder {jname!r}; make the swept values distinct")
         if digest in self.digests:  # model.depth=2,02: two names, one run (said after the keys are checked)

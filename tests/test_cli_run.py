@@ -108,7 +108,7 @@ def test_a_run_into_a_sweeps_folder_is_refused(cli, tmp_path):
     # an arm of a reproduction (its folder's parent holds the claims.json `gradflow reproduce` writes) is
     # changed by rerunning the reproduction, not by a sweep of its own
     assert cli("sweep", *TINY, "model.depth=2,3", f"results={tmp_path}", "--name", "exp/arm").exit_code == 0
-    (tmp_path / "exp" / "claims.json").write_text(json.dumps({"experiment": "he2015", "scale": "quick"}))
+    (tmp_path / "exp" / "claims.json").write_text(json.dumps({"experiment": "he2015", "scale": "quick", "claims": []}))
     said = " ".join(cli("run", *TINY, "model.depth=4", f"results={tmp_path}", "name=exp/arm").output.split())
     assert "give the run a name of its own, or rerun the reproduction (gradflow reproduce he2015 --scale quick)" \
         in said, said

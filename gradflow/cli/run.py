@@ -25,7 +25,7 @@ from gradflow.cli.app import progress_bar
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
 from gradflow.probes.quantities import QUANTITIES
-from gradflow.overrides import job_name, last_overrides, override_key
+from gradflow.overrides import job_name, last_overrides, point_name
 from gradflow.metrics import REGRESSION_TOLERANCE, is_regression
 from gradflow.plots.labels import RECURRENT
 from gradflow.summary import RESIDUAL_STREAM
@@ -223,7 +223,7 @@ def run(
     study = store.study_dir(cfg.results, cfg.name)
     flat = settings(store.flatten(cfg))
     digest = store.config_hash(flat)
-    job_dir = _sweep_point(study, overrides, cfg.name, flat)
+    job_dir = _sweep_point(study, overrides, cfg.name, flat, digest)
     store.check_writable(job_dir, study)
     store.check_clearable(job_dir)
     if "root" in cfg.data:  # files missing under data.root: one line, no failed run written
@@ -258,7 +258,7 @@ def run(
         raise typer.Exit(1)
 
 
-def _sweep_point(study: Path, overrides: list[str], name: str, flat: dict) -> Path:
+def _sweep_point(study: Path, overrides: list[str], name: str, flat: dict, digest: str) -> Path:
     """The run's folder: its overrides' name in the study. In a sweep's folder (name= the sweep's) a run
     must be one of the sweep's points, with the point's settings: any other run there would be listed
     `stale` at once, as a run of an earlier spec is, and left out of the sweep's plots. A run with a
@@ -268,15 +268,12 @@ def _sweep_point(study: Path, overrides: list[str], name: str, flat: dict) -> Pa
     planned = spec.get("runs")
     if not isinstance(planned, dict):
         return study / own
-    digest = store.config_hash(flat)
     points = [point for point, want in planned.items() if want == digest]
     if points:
         return study / (own if own in points else points[0])
     where = f"name={name} is the folder of a sweep ({study / store.SWEEP_FILE}), and this run"
     fix = f"ls would list it as stale; give the run a name of its own, or {_rerun_advice(study, name)}"
-    swept = spec.get("swept") or []
-    point = next((p for p in (own, job_name([o for o in overrides if override_key(o) in swept])) if p in planned),
-                 None)
+    point = next((p for p in (own, point_name(overrides, spec.get("swept") or [])) if p in planned), None)
     if point is None:
         raise GradflowError(f"{where} is none of its points: {fix}")
     rec = store.read_run(study / point) or {}  # the point's run, if it has the point's settings: what differs
@@ -287,13 +284,15 @@ def _sweep_point(study: Path, overrides: list[str], name: str, flat: dict) -> Pa
 
 def _rerun_advice(study: Path, name: str) -> str:
     """How the sweep of `study` is changed or run again: by its reproduction, for an arm of one."""
-    import json
+    from gradflow.report import reproduction
 
     try:
-        made = json.loads(store.claims_path(study.parent).read_text())
+        made = reproduction(study.parent)
+    except GradflowError:  # (a claims.json gradflow did not write: no reproduction's)
+        made = {}
+    if "experiment" in made and "scale" in made:
         return f"rerun the reproduction (gradflow reproduce {made['experiment']} --scale {made['scale']})"
-    except (OSError, ValueError, KeyError, TypeError):
-        return f"change the sweep (gradflow sweep ... --name {name})"
+    return f"change the sweep (gradflow sweep ... --name {name})"
 
 
 def _warn_replaced(job_dir: Path, flat: dict) -> None:

@@ -81,8 +81,9 @@ def blocks(df: pd.DataFrame):
         return None
     ids = [c for c in ("source", "run") if c in df.columns]
     if ids:  # every run a net of blocks: a CNN beside a transformer sat under the transformer's block ticks
-        in_block = df["name"].map(lambda n: summary.block_of(n) is not None)
-        if df.loc[in_block, ids].drop_duplicates().shape[0] < df[ids].drop_duplicates().shape[0]:
+        points = df[[*ids, "name"]].drop_duplicates()  # (each run's points once, not every step's rows)
+        in_block = points["name"].map(lambda n: summary.block_of(n) is not None)
+        if points.loc[in_block, ids].drop_duplicates().shape[0] < points[ids].drop_duplicates().shape[0]:
             return None
     pairs = df[["layer", "name"]].drop_duplicates().sort_values("layer")
     pairs = pairs[[summary.block_of(n) is not None for n in pairs["name"]]]  # (the heads, embeddings: no block)
