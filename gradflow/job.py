@@ -80,12 +80,12 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
         flat = settings(store.flatten(cfg))  # a key of another choice (init.sw2 of a Xavier run) is no setting
     job_dir, digest = Path(job_dir), store.config_hash(flat)
     if not store.replaces(job_dir, digest):  # (a swap a killed process cut off: the caller put it right)
-        return _execute(cfg, job_dir, job_dir.name, on_step, isolate, flat)
+        return _execute(cfg, job_dir, job_dir.name, on_step, isolate, flat, digest)
     # a finished run of other settings stays until its replacement has ended ok or diverged (store.STAGING)
     staging = store.staging_dir(job_dir)
     store.clear_run(staging)  # (one a killed process left)
     try:
-        record = _execute(cfg, staging, job_dir.name, on_step, isolate, flat)
+        record = _execute(cfg, staging, job_dir.name, on_step, isolate, flat, digest)
         with workers.ctrl_c_waits():  # (a Ctrl-C between the swap's two renames would leave the folder empty)
             return _take_place(job_dir, staging, record)
     except KeyboardInterrupt:  # dropped, the old run kept; unless it had ended (Ctrl-C as run.json was written)
@@ -113,11 +113,12 @@ def _take_place(job_dir: Path, staging: Path, record: dict) -> dict:
 
 
 def _execute(cfg: DictConfig, job_dir: Path, name: str, on_step: ProgressFn | None, isolate: bool,
-             flat: dict) -> dict:
-    """`execute` into `job_dir` (a replacement's: its staging folder), the run's record naming job `name`."""
+             flat: dict, digest: str) -> dict:
+    """`execute` into `job_dir` (a replacement's: its staging folder), the run's record naming job `name`
+    and its config hash `digest`."""
     record = {"job": name, "seed": cfg.seed, "steps": cfg.train.steps,
               "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "config_hash": store.config_hash(flat), **store.environment(), "config": flat}
+              "config_hash": digest, **store.environment(), "config": flat}
     start = time.perf_counter()
     try:
         device, data, model = prepare(cfg, isolate)
