@@ -1005,6 +1005,25 @@ def test_no_fork_server_where_its_socket_path_would_be_too_long(tmp_path):
     assert (done.returncode, done.stdout, done.stderr) == (0, "False\n", "")
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="the fork server is used on Linux only")
+def test_the_fork_server_ends_with_its_command(tmp_path):
+    # a command that started a fork server and ended before the server's imports did (nothing left to
+    # run; a bad point's error) left it importing on a core, and holding the command's output, so that
+    # `gradflow sweep ... | tee log` waited for it; once done it tore its interpreter down (~0.2 s more)
+    (tmp_path / "slow_preload.py").write_text("import time\ntime.sleep(60)\n")
+    script = ("from gradflow import workers\nworkers.allow_fork_server()\n"
+              "print(workers.start_fork_server(['slow_preload']))")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            env={**ENV, "PYTHONPATH": str(tmp_path)}, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=30)  # (to the output's end: the server held it too, while it lived)
+        assert (proc.returncode, out) == (0, "True\n")
+        assert group_processes(proc.pid) == []
+    finally:
+        for line in group_processes(proc.pid):
+            os.kill(int(line.split()[2]), signal.SIGKILL)
+
+
 def recorded_whole(root: Path) -> None:
     """Two runs recorded `interrupted` by their own workers (not read so from a dead process), with the
     steps done and both tables, which load; the third run started nothing. joblib used to kill the
