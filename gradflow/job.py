@@ -87,29 +87,14 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
     try:
         record = _execute(cfg, staging, job_dir.name, on_step, isolate, flat, digest)
         with workers.ctrl_c_waits():  # (a Ctrl-C between the swap's two renames would leave the folder empty)
-            return _take_place(job_dir, staging, record)
+            return store.take_place(job_dir, staging, record)
     except KeyboardInterrupt:  # dropped, the old run kept; unless it had ended (Ctrl-C as run.json was written)
         with workers.ctrl_c_waits():
             if store.is_finished(staging, digest):
-                _take_place(job_dir, staging, store.read_run(staging))
+                store.take_place(job_dir, staging, store.read_run(staging))
             else:
                 store.clear_run(staging)
         raise
-
-
-def _take_place(job_dir: Path, staging: Path, record: dict) -> dict:
-    """A replacement that has ended (`record`, in `staging`) takes its run's place where it finished, else
-    the run stays and notes it. A file of the user's that appeared in the run's folder meanwhile keeps the
-    run where it is (that file in sight), as a failure of the replacement's: the sweep goes on."""
-    if record[store.STATUS] in store.FINISHED and store.not_ours(job_dir):
-        e = store.in_the_way(job_dir)
-        record = {**record, store.STATUS: store.FAILED, "error": f"{type(e).__name__}: {e}",
-                  "traceback": "".join(traceback.format_exception(e))}
-    if record[store.STATUS] in store.FINISHED:
-        store.swap_in(staging, job_dir)
-    else:
-        store.keep_replaced(job_dir, staging, record)
-    return record
 
 
 def _execute(cfg: DictConfig, job_dir: Path, name: str, on_step: ProgressFn | None, isolate: bool,

@@ -32,6 +32,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -356,6 +357,22 @@ def swap_in(staging: Path, job_dir: Path) -> None:
     clear_run(aside)
 
 
+def take_place(job_dir: Path, staging: Path, record: dict) -> dict:
+    """A replacement that has ended (`record`, in `staging`) takes its run's place where it finished, else
+    the run stays and notes it. A file of the user's that appeared in the run's folder meanwhile keeps the
+    run where it is (that file in sight), as a failure of the replacement's: the sweep goes on. The
+    replacement's record, as it stands."""
+    if record[STATUS] in FINISHED and not_ours(job_dir):
+        e = in_the_way(job_dir)
+        record = {**record, STATUS: FAILED, "error": f"{type(e).__name__}: {e}",
+                  "traceback": "".join(traceback.format_exception(e))}
+    if record[STATUS] in FINISHED:
+        swap_in(staging, job_dir)
+    else:
+        keep_replaced(job_dir, staging, record)
+    return record
+
+
 def keep_replaced(job_dir: Path, staging: Path, record: dict) -> None:
     """A replacement that failed (`record`, in `staging`): the finished run in `job_dir` stays, its
     run.json noting the failure (`status_of` says it where the run is stale), and `staging` goes."""
@@ -660,7 +677,7 @@ def status_of(job_dir: Path, rec: dict | None, spec: dict | None = None) -> tupl
             if failed.get("config_hash") == want:
                 return STALE, REPLACEMENT_FAILED + str(failed.get("error", ""))
             return STALE, "made with settings the current sweep spec no longer has"
-    elif failed.get("config_hash") not in (None, run_hash(job_dir, rec)):  # (a run of its own: `gradflow run`)
+    elif failed:  # (a run of its own: `gradflow run`'s, a Recorder's, which may rerun the same settings)
         return status, REPLACEMENT_FAILED + str(failed.get("error", ""))
     return status, str(rec.get("error", ""))
 
