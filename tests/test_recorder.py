@@ -54,6 +54,21 @@ def test_probe_points_come_in_forward_order_named_by_path_with_their_activation_
     shared.insert(3, shared[1])  # one Tanh module after both layers: whose output it saw is unknowable
     assert [p.activation for p in discover(shared, torch.randn(2, 3))] == [None, None]
 
+    class Residual(nn.Module):  # one Tanh after the input layer and after each residual add
+        def __init__(self):
+            super().__init__()
+            self.inp, self.act, self.block, self.head = nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 6), nn.Linear(6, 2)
+
+        def forward(self, x):
+            h = self.act(self.inp(x))
+            return self.head(self.act(h + self.block(h)))
+
+    # `inp` alone feeds it, but its hook takes every call: the sum's statistics were read as inp's
+    assert [p.activation for p in discover(Residual(), torch.randn(2, 4))] == [None, None, None]
+    twice = nn.Sequential(nn.Linear(4, 4), nn.Tanh())
+    looped = nn.Sequential(twice, twice)  # the layer and its own activation, called twice: still its own
+    assert [p.activation for p in discover(looped, torch.randn(2, 4))] == [twice[1]]
+
     mha = nn.MultiheadAttention(8, 2, batch_first=True)
     pts = discover(mha, *(torch.randn(2, 5, 8),) * 3)
     assert [p.name for p in pts] == ["multiheadattention.in_proj", "out_proj"]

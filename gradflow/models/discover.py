@@ -5,8 +5,8 @@ Conv1d/2d/3d, Embedding, ...) and MultiheadAttention's input projection, ordered
 they run in one forward pass (not the order they were registered), named by module path. The
 activation statistics of a point come from the module that runs right after it (norm and
 dropout layers may sit between) when that is a known activation module such as nn.Tanh or
-nn.ReLU; otherwise (a functional activation, an activation module shared by several layers)
-there is none and those cells are masked, never made up.
+nn.ReLU; otherwise (a functional activation, an activation module shared by several layers or
+also called on other tensors) there is none and those cells are masked, never made up.
 """
 
 from __future__ import annotations
@@ -177,16 +177,27 @@ def _activation_after(m: nn.Module, trace: _Calls, first: dict) -> nn.Module | N
     """The known activation module that runs next after `m` (norm and dropout may come between), on `m`'s
     output itself: each call in between takes the one before's output. An add between (a residual branch's
     conv2 -> bn2 -> + skip -> relu) gave the layer the statistics of the sum, a reshape those of another
-    tensor; there is none then."""
+    tensor; there is none then. None too where that module also runs on anything else (one nn.Tanh after
+    the input layer and after every residual add): its hook would take every call as the layer's."""
     if m not in first:
         return None
-    out = trace.outputs[first[m]]
-    for k in range(first[m] + 1, len(trace.modules)):
+    k = _activation_call(trace, first[m])
+    if k is None:
+        return None
+    act = trace.modules[k]
+    fed = {_activation_call(trace, j) for j, module in enumerate(trace.modules) if module is m}
+    return act if all(j in fed for j, module in enumerate(trace.modules) if module is act) else None
+
+
+def _activation_call(trace: _Calls, j: int) -> int | None:
+    """The call of a known activation module that takes call `j`'s output (through norm and dropout)."""
+    out = trace.outputs[j]
+    for k in range(j + 1, len(trace.modules)):
         if out is None or trace.inputs[k] is not out:
             return None
         nxt = trace.modules[k]
         if type(nxt).__name__ in _ACTIVATIONS:
-            return nxt
+            return k
         if not isinstance(nxt, _PASS_THROUGH) or list(nxt.children()):
             return None
         out = trace.outputs[k]
