@@ -554,6 +554,9 @@ UPDATES = {
     "sgd-momentum-weight-decay-dampening": dict(momentum=0.9, weight_decay=0.01, dampening=0.3),
     "sgd-maximize": dict(momentum=0.0, maximize=True),
     "sgd-nesterov-maximize": dict(momentum=0.9, nesterov=True, maximize=True),
+    "sgd-nesterov": dict(momentum=0.9, nesterov=True),
+    # torch's foreach step (CUDA's default) adds momentum * buffer into .grad itself: read as 1.47x the update
+    "sgd-nesterov-foreach (copied)": dict(momentum=0.9, nesterov=True, foreach=True),
     "sgd-weight-decay (copied)": dict(momentum=0.0, weight_decay=0.01),
     "adam (copied)": None,
 }

@@ -839,6 +839,10 @@ class SGDUpdate:
         ((momentum, nesterov, maximize),) = flavours
         if (nesterov or not momentum) and any(g["weight_decay"] for g in distinct):
             return None  # d would hold weight_decay * W(before), overwritten by the step
+        if nesterov and not maximize and not all(
+                not g.get("fused") and (g.get("foreach") is False or g.get("foreach") is None and w.device.type == "cpu")
+                for g, w in zip(groups, weights)):
+            return None  # torch's foreach and fused steps add momentum * buffer into .grad itself (CUDA's default)
         kind = "gradient" if not momentum else "nesterov" if nesterov else "buffer"
         lr = np.array([g["lr"] for g in groups], dtype=np.float64) if len(distinct) > 1 else distinct[0]["lr"]
         # Nesterov: d = g + momentum * buffer; maximizing, -g + momentum * buffer, as long as g - momentum * buffer
