@@ -16,7 +16,8 @@ import torch
 from gradflow.config import compose
 from gradflow.models import build
 from gradflow.models.init import initialize
-from gradflow.probes.core import histogram
+from gradflow.models.discover import discover
+from gradflow.probes.core import Probes, histogram
 from gradflow.probes.jacobian import jacobian_spectra
 from gradflow.probes.quantities import HIST_EDGES, HIST_KINDS
 from tests.conftest import layers_of
@@ -40,6 +41,26 @@ def test_histogram_matches_numpy_and_counts_every_element():
     neg, _ = np.histogram(a[finite & (xs < 0)], bins=HIST_EDGES)
     np.testing.assert_array_equal(counts[:nb], pos)
     np.testing.assert_array_equal(counts[nb: 2 * nb], neg)
+
+
+def test_histogram_counts_stay_whole_beyond_float32s_integers():
+    # counts were summed in float32, which stops at 2^24: a bin of a 256x64x35x35 activation (20M values,
+    # or a GPT MLP's) stopped counting at 16,777,216; and the step's float32 copy to the host rounded them
+    n = 2**24 + 7
+    layer = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.constant_(layer.weight, 0.5)
+    model = torch.nn.Sequential(layer, torch.nn.Tanh(), torch.nn.Linear(1, 1))
+    x = torch.ones(n, 1)  # every activation tanh(0.5): one bin
+    counts = histogram(torch.tanh(layer(x)).detach())
+    assert counts.dtype == torch.int64 and int(counts.max()) == n and int(counts.sum()) == n
+    probes = Probes(discover(model, x[:2]), histograms=True)
+    probes.arm()
+    model(x).sum().backward()
+    probes.after_backward()
+    probes.after_update()
+    reading, _ = probes.read()
+    act = reading.hist[0, 0]  # the first layer's activation output
+    assert act.max() == n and act.sum() == n
 
 
 def test_histograms_are_stored_per_layer_and_sum_to_the_elements(run_job):

@@ -490,11 +490,12 @@ class Probes:
         self._add(self._norms(signals), layout[1], exact=(signals, 1.0))
 
     def _histogram_counts(self) -> torch.Tensor:
-        """(points, 2, kinds): the counts of each point's activation output and dL/dz, NaN where a point has no
-        such tensor."""
+        """(points, 2, 2, kinds): the counts of each point's activation output and dL/dz, NaN where a point has
+        no such tensor, each as two parts exact in the step's float32 copy (`COUNT_SPLIT`; counts above 2^24
+        were not: a bin stopped counting at 16,777,216)."""
         device = next((t.device for t in [*self.weights, *self._acts, *self._signals] if t is not None), None)
-        empty = torch.full((len(HIST_KINDS),), float("nan"), device=device)
-        return torch.stack([torch.stack([histogram(t) if t is not None else empty for t in pair])
+        empty = torch.full((2, len(HIST_KINDS)), float("nan"), device=device)
+        return torch.stack([torch.stack([_split_count(histogram(t)) if t is not None else empty for t in pair])
                             for pair in zip(self._acts, self._signals)])
 
     @_one_thread
@@ -704,7 +705,11 @@ class Probes:
             flat = self._settle(flat.astype(np.float64, copy=False))
         size = self._exact_size + self._plain_size
         n = len(self.points)
-        hist = flat[size + len(carry):].reshape(n, 2, len(HIST_KINDS)) if self.histograms else None
+        if self.histograms:
+            parts = flat[size + len(carry):].astype(np.float64).reshape(n, 2, 2, len(HIST_KINDS))
+            hist = parts[:, :, 0] * COUNT_SPLIT + parts[:, :, 1]
+        else:
+            hist = None
         reading = Reading(flat[:size], [p[1] for p in self._exact] + [p[1] for p in self._plain], self._counts,
                           self._signal_at, self._signal_batch, self._lr,
                           self._updated, hist, self._fused, self._frozen())
@@ -968,8 +973,16 @@ def schedule(steps: int, every: int, points: int) -> list[int]:
     return sorted(s for s in chosen if 0 <= s <= steps)
 
 
+COUNT_SPLIT = 2**24  # a count n travels to the host as n // COUNT_SPLIT and n % COUNT_SPLIT: each exact in float32
+
+
+def _split_count(counts: torch.Tensor) -> torch.Tensor:
+    """(2, k) float32: whole counts (int64) as two parts a float32 holds exactly."""
+    return torch.stack([torch.div(counts, COUNT_SPLIT, rounding_mode="floor"), counts % COUNT_SPLIT]).float()
+
+
 def histogram(x: torch.Tensor) -> torch.Tensor:
-    """Counts of `x` in HIST_KINDS order, on x's device without a host sync (no boolean indexing)."""
+    """Counts (int64) of `x` in HIST_KINDS order, on x's device without a host sync (no boolean indexing)."""
     x = x.detach().flatten().float()
     edges = torch.as_tensor(HIST_EDGES, dtype=torch.float32, device=x.device)
     a = x.abs()
@@ -977,7 +990,8 @@ def histogram(x: torch.Tensor) -> torch.Tensor:
     in_range = finite & (a >= edges[0]) & (a < edges[-1])
     bins = (torch.bucketize(a, edges, right=True) - 1).clamp(0, HIST_BINS - 1) + HIST_BINS * (x < 0)
     bins = torch.where(in_range, bins, torch.full_like(bins, 2 * HIST_BINS))  # out of range -> a dump slot
-    counts = torch.zeros(2 * HIST_BINS + 1, device=x.device).index_add_(0, bins, torch.ones_like(a))[: 2 * HIST_BINS]
+    counts = torch.zeros(2 * HIST_BINS + 1, dtype=torch.int64, device=x.device).index_add_(
+        0, bins, torch.ones_like(bins))[: 2 * HIST_BINS]
     special = torch.stack([(x == 0).sum(), (finite & (a > 0) & (a < edges[0])).sum(),
-                           (finite & (a >= edges[-1])).sum(), (~finite).sum()]).float()
+                           (finite & (a >= edges[-1])).sum(), (~finite).sum()])
     return torch.cat([counts, special])
