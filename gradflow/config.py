@@ -539,6 +539,10 @@ def _model(m, norm: str) -> None:
         _choice("model.variant", m.variant, RESNET_VARIANTS)
         _resnet(m, norm)
         _choice("model.dims", m.dims, (0, 1, 2))
+    if m.name == "custom" and norm != "none":  # (it ran as the model it is, in a folder named norm=...)
+        raise GradflowError(f"norm={norm} does not apply to model=custom: gradflow adds no layer to your module; "
+                            "put the normalization in the module (or pass it a flag: +model.kwargs.norm=...), "
+                            "and leave norm=none")
     if m.name in ("rnn", "lstm", "gru"):
         _units("model.hidden", m.hidden)
         _choice("model.recurrent_init", m.recurrent_init, RECURRENT_INITS)

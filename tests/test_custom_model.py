@@ -268,6 +268,9 @@ def test_a_frozen_layer_has_no_gradient_cells_rather_than_zeros(cli, user_models
     # a constructor argument without its +: the fix, not model.width (which a custom model refuses)
     (":Net", ["model.kwargs.width=8"], "model.kwargs.width is a new key under model.kwargs (the custom model's "
                                        "constructor arguments): write it +model.kwargs.width=8, as Hydra adds a key"),
+    # gradflow adds no layer to a user's module: it ran as it was, in a folder named norm=batchnorm
+    (":Net", ["norm=batchnorm"], "norm=batchnorm does not apply to model=custom: gradflow adds no layer to your "
+                                 "module; put the normalization in the module"),
 ])
 def test_bad_custom_models_are_one_line(cli, user_models, tmp_path, target, extra, message):
     results = tmp_path / "results"
