@@ -389,6 +389,10 @@ def training(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None 
                 first = first if probing else int(ledger.bad_step.item())
                 if first >= 0:
                     _diverged(res, first, ledger, probes)
+                    # what the steps after it measured (the check comes up to check_every steps later) is of a
+                    # net that had taken non-finite updates: dropped, so the tables end where the run did
+                    readings[:] = [(step, r) for step, r in readings if step <= first]
+                    res.metrics = [m for m in res.metrics if m[0] <= first]
                     break
             yield t
         ended = True  # (a Ctrl-C while its tables are made, below: the run is what it is, ok or diverged)

@@ -18,6 +18,7 @@ import yaml
 import gradflow
 from gradflow import store
 from gradflow.overrides import job_name
+from gradflow.probes.core import schedule
 from tests.conftest import TINY
 
 
@@ -153,6 +154,23 @@ def test_a_run_replacing_a_finished_run_with_other_settings_says_so(cli, results
     assert out.exit_code == 0 and "replacing the finished run" not in out.output
 
 
+def test_nothing_measured_after_the_divergence_is_kept(cli, results):
+    # the loop learns of a divergence up to train.check_every steps after it: a probed step between (a vanilla
+    # RNN on the adding task diverges at step 33 and step 35 is probed) was kept, a column of nan that the
+    # run's table showed as its end, while steps_done said 33
+    ov = ["model=rnn", "data=adding", "data.T=20", "train.steps=40", "threads=1"]
+    out = cli("run", *ov, f"results={results}", "name=late")
+    rec = json.loads((results / "late" / job_name(ov) / "run.json").read_text())
+    assert rec["status"] == "diverged", out.output
+    first = rec["diverged_step"]
+    probed = schedule(40, 0, 30)  # (probe.points, the default)
+    assert any(first < step <= first + 20 for step in probed), (first, probed)  # (the case: a probe before the check)
+    layers = pd.read_parquet(results / "late" / job_name(ov) / "layers.parquet")
+    metrics = pd.read_parquet(results / "late" / job_name(ov) / "metrics.parquet")
+    assert layers["step"].max() <= first and metrics["step"].max() == first
+    assert f"the last probed step before the divergence (at step {first})" in " ".join(out.output.split())
+
+
 def test_diverging_run_is_recorded_and_keeps_earlier_rows(cli, results):
     # (evaluations every 5 steps: it diverges between two)
     ov = [*TINY, "train.steps=40", "optim.lr=1e6", "optim.momentum=0", "train.check_every=1", "model.activation=relu",
@@ -170,11 +188,16 @@ def test_diverging_run_is_recorded_and_keeps_earlier_rows(cli, results):
     assert len(init) > 0 and np.isfinite(init["value"]).all()  # the rows logged before divergence are intact
     # the step that went non-finite (not the updates taken, which count that step's own)
     assert f"diverged at step {rec['diverged_step']} of 40 in" in out.output
-    # the per-layer table shows the diverged step's non-finite values as nan ("-" is a value never measured)
+    # the diverged step's non-finite values are kept; nothing measured after it (the check may come steps later)
     last = layers[layers["step"] == layers["step"].max()]
-    assert last["step"].iloc[0] > 0 and last[last["quantity"] == "grad_norm"]["value"].isna().all()
+    assert last["step"].iloc[0] == rec["diverged_step"] and last[last["quantity"] == "grad_norm"]["value"].isna().all()
+    # the per-layer table ends at the last probed step before it, as ls's "ratio end" and the plots do (it
+    # ended at the diverged step, every cell nan)
+    before = layers[layers["step"] < rec["diverged_step"]]["step"].max()
+    assert f"@{before}: the last probed step before the divergence (at step {rec['diverged_step']})" in \
+        " ".join(out.output.split()), out.output
     rows = [line.split("│")[1:-1] for line in out.output.splitlines() if line.startswith("│")]
-    assert rows and all([cell.strip() for cell in row[3::2]] == ["nan", "nan"] for row in rows), out.output
+    assert rows and all(np.isfinite([float(cell) for cell in row[2:]]).all() for row in rows), out.output
     # the last finite evaluation's train and test pairs each stay whole on a line
     line = next(line for line in out.output.splitlines() if line.startswith("last finite evaluation"))
     assert "train loss" in line and "acc" in line.split("train loss")[1]

@@ -390,7 +390,11 @@ def show_layers(layers: pd.DataFrame, record: dict) -> None:
     why a cell is "-", and the first/last ratios."""
     from gradflow.summary import grad_ratio
 
-    last = store.last_step(layers)
+    # a diverged run's last column is its last probed step before the divergence, as ls's "ratio end" (its
+    # diverged step's cells read nan, a column of nothing)
+    diverged = record.get("diverged_step")
+    before = layers if diverged is None else layers[layers[store.STEP] < diverged]
+    last = store.last_step(before if len(before) else layers)
     quantities = tuple(SYMBOLS)
     rows = layers[layers[store.STEP].isin([0, last]) & layers[store.QUANTITY].isin(quantities)]
     wide = rows.pivot_table(index=store.LAYER, columns=[store.QUANTITY, store.STEP], values=store.VALUE,
@@ -419,6 +423,8 @@ def show_layers(layers: pd.DataFrame, record: dict) -> None:
     recurrent = (record.get("config") or {}).get("model.name") in RECURRENT
     for note in _dash_notes([names[layer] for layer in shown], at_init, recurrent):
         print_note(note)
+    if diverged is not None and last < diverged:
+        print_note(f"@{last}: the last probed step before the divergence (at step {diverged})")
     for q, what in (("grad_norm", "weight-gradient ratio"), ("signal_norm", "back-prop signal ratio")):
         ratios = grad_ratio(layers, 0, q), grad_ratio(layers, last, q)
         if not all(math.isnan(r) for r in ratios):  # (a recurrent net's time steps have no weights)
