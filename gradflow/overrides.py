@@ -11,13 +11,14 @@ from gradflow.errors import shorten
 # --- job names: readable, filesystem-safe, order-independent ------------------------------------
 NOT_IN_JOB_NAME = ("name", "results", "device", "threads")  # where and how fast, not what is computed
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+\-]")
+_HYDRA_ESCAPE = re.compile(r"\\([\\()\[\]{}:=, \t])")  # what Hydra's escape_special_characters escapes
 
 
 def job_name(overrides: list[str] | str) -> str:
     """The run folder name for a list of `key=value` overrides (or Hydra's override_dirname), each key's last."""
     items = split_top(overrides) if isinstance(overrides, str) else list(overrides)
     items = list({override_key(o): o for o in items}.values())  # a key given twice: its last value, which counts
-    items = [_readable(o) for o in items]
+    items = [_readable(_HYDRA_ESCAPE.sub(r"\1", o)) for o in items]  # (Hydra's override_dirname escapes my:Net as my\:Net)
     keep = sorted(o for o in items if o and override_key(o) not in NOT_IN_JOB_NAME and not override_key(o).startswith("hydra"))
     name = _UNSAFE.sub("_", ",".join(keep)) or "default"
     if len(name) > 160:

@@ -278,6 +278,20 @@ def test_bad_custom_models_are_one_line(cli, user_models, tmp_path, target, extr
     assert_one_line(out, results, message)
 
 
+def test_a_custom_models_run_folder_has_one_name_in_a_sweep_and_in_gradflow_run(cli, user_models, tmp_path):
+    # Hydra's override_dirname escapes the target's colon (my_models\\:Net), which the sweep's folder read as
+    # two characters: model.target=my_models__Net there, model.target=my_models_Net from gradflow run
+    results = tmp_path / "results"
+    cli("sweep", "model=custom", f"model.target={user_models}:Net,{user_models}:Frozen", *TINY,
+        f"results={results}", "--name", "both")
+    assert sorted(p.name for p in (results / "both").glob("model.target=*")) == \
+        [f"model.target={user_models}_Frozen", f"model.target={user_models}_Net"]
+    out = cli("run", "model=custom", f"model.target={user_models}:Net", *TINY, f"results={results}", "name=both")
+    assert out.exit_code == 0 and "replacing" not in out.output, out.output  # (the sweep's own point)
+    assert sorted(p.name for p in (results / "both").glob("model.target=*")) == \
+        [f"model.target={user_models}_Frozen", f"model.target={user_models}_Net"]
+
+
 def test_a_sweep_keeps_the_users_own_traceback_of_a_model_that_does_not_fit(cli, user_models, tmp_path):
     """The point whose model fails its first forward pass is recorded failed with the user's own frames in
     its traceback (the user's line was dropped: gradflow's frames only), the other point runs."""
