@@ -311,10 +311,19 @@ def figures_html(figs: list[tuple[str, bytes]]) -> str:
             parts.append(f"<h3>{_e(at)}</h3>")
             folder = at
         data = base64.b64encode(png).decode("ascii")
-        parts.append(f'<figure data-kind="{_e(stem.split("-")[0])}" data-name="{_e(name)}">'
+        wide = ' class="wide"' if _png_width(png) > WIDE_PNG else ""  # (several panels: the page's width)
+        parts.append(f'<figure{wide} data-kind="{_e(stem.split("-")[0])}" data-name="{_e(name)}">'
                      f'<img alt="{_e(name)}" src="data:image/png;base64,{data}">'
                      f"<figcaption>{_e(name)}</figcaption></figure>")
     return "".join(parts)
+
+
+WIDE_PNG = 1400  # pixels: a figure wider (several panels side by side; one panel is ~1050) takes the page's width
+
+
+def _png_width(png: bytes) -> int:
+    """A PNG's width in pixels, from its header (0 for anything else)."""
+    return int.from_bytes(png[16:20], "big") if png[:8] == b"\x89PNG\r\n\x1a\n" else 0
 
 
 STYLE = """
@@ -331,7 +340,9 @@ th{vertical-align:bottom} td.num{text-align:right}
 #runs th[data-dir=asc]::after{content:" ▲"} #runs th[data-dir=desc]::after{content:" ▼"}
 #claims td,#reproductions td{white-space:normal;min-width:4em;vertical-align:top} #claims td:first-child{min-width:10em}
 #reproductions td:nth-child(-n+3){white-space:nowrap}
-figure{display:inline-block;margin:.5em;vertical-align:top} figure img{max-width:560px;height:auto}
+figure{display:inline-block;margin:.5em;vertical-align:top} figure img{max-width:560px;height:auto;cursor:zoom-in}
+figure.wide,figure.big{display:block} figure.wide img,figure.big img{max-width:100%}
+figure.big img{cursor:zoom-out} figure.wide.big img{max-width:none}
 @media (max-width:640px){figure{display:block;margin:.5em 0} figure img{max-width:100%}}
 figcaption{font-size:12px;color:#555} pre{background:#f6f6f6;padding:.6em;overflow:auto;max-height:30em;white-space:pre-wrap}
 .note,.meta{color:#555;font-size:12px} .PASS{color:#070;font-weight:bold} .FAIL{color:#b00;font-weight:bold}
@@ -355,6 +366,8 @@ function sortRuns(key, desc) {
   ths.forEach(th => delete th.dataset.dir); ths[i].dataset.dir = desc ? 'desc' : 'asc';
   return true;
 }
+document.querySelectorAll('figure img').forEach(im => im.addEventListener('click',
+  () => im.parentElement.classList.toggle('big')));  // a click shows a figure at the page's width (or its own)
 document.querySelectorAll('#runs th').forEach(th => th.addEventListener('click',
   () => sortRuns(th.dataset.key, th.dataset.dir === 'asc')));
 function applyHash() {

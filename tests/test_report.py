@@ -190,6 +190,32 @@ def test_tables_scroll_in_their_own_box_and_wide_runs_tables_are_set_smaller(stu
     assert re.search(r"#runs\.wide\s*\{[^}]*font-size", page.style)
 
 
+def test_a_figure_of_several_panels_takes_the_pages_width_and_a_click_enlarges_any(tmp_path):
+    # every figure was shown at most 560 px wide, and none could be opened larger: a comparison's three
+    # panels (2130 px) at a quarter of their size, their labels unreadable
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def png(panels):
+        fig, _ = plt.subplots(1, panels, figsize=(5.25 * panels, 3.4), dpi=200)
+        out = io.BytesIO()
+        fig.savefig(out, format="png")
+        plt.close(fig)
+        return out.getvalue()
+
+    one, three = png(1), png(3)
+    assert report._png_width(one) == 1050 and report._png_width(three) == 3150
+    html_text = report.figures_html([("profile-grad_norm-step0", one), ("curves", three)])
+    classes = re.findall(r'<figure( class="wide")? data-kind="(\w+)"', html_text)
+    assert classes == [("", "profile"), (' class="wide"', "curves")]
+    assert re.search(r"figure\.wide[^{]*\{display:block\}", report.STYLE) and "max-width:100%" in report.STYLE
+    assert "classList.toggle('big')" in report.SCRIPT
+
+
 def test_comparison_and_single_run(study, tmp_path):
     out = report.write([study / "model.activation=relu,model.depth=10", study / "model.activation=tanh,model.depth=10"],
                        tmp_path / "cmp.html")
