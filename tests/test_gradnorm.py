@@ -162,3 +162,26 @@ def test_runs_of_one_evaluation_window_say_why_they_are_dots(clip_sweep, tmp_pat
     said = "one evaluation window per run, no curve: lower train.eval_every (below train.steps)"
     assert said in " ".join(fig.get_suptitle().split())
     assert said not in " ".join(figures.gradnorm(gradflow.load(clip_sweep, table="metrics")).get_suptitle().split())
+
+
+def test_a_gradnorm_axis_of_a_decade_or_two_reads_round_values_and_dots_keep_their_style(clip_sweep, plain_sweep):
+    # the clipped run's norms span about a decade: its axis was labelled at powers of ten alone (1 and 10)
+    df = gradflow.load(clip_sweep, table="metrics")
+    fig = figures.gradnorm(df[df["train.grad_clip"] == 1])
+    (ax,) = [a for a in fig.axes if a.get_gid() != "colorbar"]
+    fig.canvas.draw()
+    lo, hi = ax.get_ylim()
+    assert hi / lo < 10**3
+    shown = [t.get_text() for t in ax.get_yticklabels() if lo <= t.get_position()[1] <= hi and t.get_text()]
+    assert len(shown) >= 3 and any(text[0] in "25" for text in shown), shown
+    # one evaluation window per run: each line is a dot, which shows no dashes: the style key's values get
+    # a marker each, in the figure and in its legend (tanh's dots and relu's were alike)
+    one = gradflow.load(plain_sweep, table="metrics")
+    one = one[one["step"] <= 2]  # (the first window)
+    other = one.assign(**{"model.activation": "relu", "run": one["run"] + "-relu", "value": one["value"] * 3})
+    fig = figures.gradnorm(pd.concat([one, other], ignore_index=True))
+    (ax,) = [a for a in fig.axes if a.get_gid() != "colorbar"]
+    drawn = {ln.get_gid(): ln.get_marker() for ln in ax.get_lines() if str(ln.get_gid()).startswith("series:")}
+    assert len(set(drawn.values())) == 2, drawn
+    legend = {t.get_text(): h.get_marker() for leg in fig.legends for t, h in zip(leg.get_texts(), leg.legend_handles)}
+    assert {legend[k] for k in ("activation=relu", "activation=tanh")} == set(drawn.values()), legend

@@ -29,9 +29,8 @@ from gradflow.plots.series import (
     Series, check_key, collect_series, first_last, require, sort_series, spread_quantities,
 )
 from gradflow.plots.style import (
-    THEORY_STYLE, Palette, bottom_and_left, draw_series, extra_handles, facet_grid, label_short_log_axis, legend,
-    line_weight, new_figure, note_if_empty, panels_by, record, spans_decades, step_axis, style_key,
-    unshown,
+    THEORY_STYLE, Palette, bottom_and_left, draw_series, extra_handles, facet_grid, has_marks, label_short_log_axis,
+    legend, line_weight, new_figure, note_if_empty, panels_by, record, spans_decades, step_axis, style_key, unshown,
 )
 
 # the ratio = 1 line: a faint grey band, not a line style a series may have (dotted, a norm=none series's, read
@@ -172,6 +171,7 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
             ax.grid(True, alpha=0.25, lw=0.5)
             if log:
                 ax.set_yscale("log")
+                label_short_log_axis(ax, df.loc[df["metric"] == metric, "value"])
             panel = col_rows[col_rows["metric"] == metric]
             drawn: list[Series] = []
             for split in col_splits:
@@ -204,7 +204,7 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
                     for line in ax.get_lines():
                         line.set_clip_on(True)
     palette.colorbar(fig, list(axes.flat))
-    handles, title = palette.handles()
+    handles, title = palette.handles(has_marks(everything))
     if split_style:
         handles += [Line2D([], [], color="0.2", ls=split_styles[s], label=SPLITS.get(s, s)) for s in splits]
     if "loss" in rows:
@@ -322,7 +322,7 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
     for ax in left:
         ax.set_ylabel(f"{symbol}\n({ends}, {where})")
     palette.colorbar(fig, axes)
-    handles, title = palette.handles()
+    handles, title = palette.handles(has_marks(everything))
     hs = extra_handles(everything, True)
     if theory_drawn:
         hs.append(Line2D([], [], color="0.3", **THEORY_STYLE,

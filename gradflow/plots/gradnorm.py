@@ -18,8 +18,8 @@ from gradflow.plots.keys import ordered_values, vkey
 from gradflow.plots.labels import set_title, value_label
 from gradflow.plots.series import Series, collect_series, require, sort_series
 from gradflow.plots.style import (
-    Palette, bottom_and_left, draw_series, extra_handles, facet_grid, legend, line_weight, note_if_empty, panels_by,
-    record, step_axis,
+    Palette, bottom_and_left, draw_series, extra_handles, facet_grid, has_marks, label_short_log_axis, legend,
+    line_weight, note_if_empty, panels_by, record, step_axis,
 )
 
 GRAD_CLIP, CLIP_VALUE = "train.grad_clip", "train.clip_value"
@@ -94,6 +94,8 @@ def gradnorm(metrics: pd.DataFrame, color: str | None = None, by_source: bool = 
             thresholds.setdefault(clip, set()).update(colours)
         note_if_empty(ax, series)
         everything += series
+        label_short_log_axis(ax, np.concatenate([[np.nan], *(np.r_[s.lo, s.hi] for s in series),
+                                                 list(_thresholds(sub))]))
         if title:
             ax.set_title(title, fontsize="small")
         # from step 0 (the first window ends at eval_every) over the evaluations, and on to the last step that
@@ -106,7 +108,7 @@ def gradnorm(metrics: pd.DataFrame, color: str | None = None, by_source: bool = 
     for ax in set(axes) - set(bottom):
         ax.set_xlabel("")
     palette.colorbar(fig, list(axes))
-    handles, legend_title = palette.handles()
+    handles, legend_title = palette.handles(has_marks(everything))
     for clip, colours in sorted(thresholds.items()):  # (each with the dashes its lines have)
         c = next(iter(colours)) if len(colours) == 1 else "0.3"
         handles.append(Line2D([], [], color=c, ls=dashes[clip], **THRESHOLD_STYLE,

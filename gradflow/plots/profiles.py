@@ -28,7 +28,7 @@ from gradflow.plots.series import (
 from gradflow.probes.quantities import BIAS, OUTPUT, WEIGHT
 from gradflow.probes.quantities import QUANTITIES as REGISTRY
 from gradflow.plots.style import (
-    THEORY_STYLE, Palette, bottom_and_left, draw_series, extra_handles, facet_grid, is_log_spaced, panels_by,
+    THEORY_STYLE, Palette, bottom_and_left, draw_series, extra_handles, facet_grid, has_marks, is_log_spaced, panels_by,
     label_short_log_axis, legend, line_weight, new_figure, note_if_empty, record, step_axis, style_key,
     tick_blocks, unshown, XLABEL_WIDTH, wrap_words,
 )
@@ -142,7 +142,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
         ax.set_ylabel(label.axis)
 
     palette.colorbar(fig, axes)
-    handles, title = palette.handles()
+    handles, title = palette.handles(has_marks(everything))
     if stream is not None:
         handles += [Line2D([], [], color="0.2", lw=2.2, marker="o", ms=3, label=f"residual stream (*.{STREAM} points)"),
                     Line2D([], [], color="0.2", lw=1.0, alpha=STREAM_FAINT, label="points inside the blocks")]

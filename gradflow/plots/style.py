@@ -115,6 +115,12 @@ def wrap_words(text: str, width: int) -> str:
 
 
 LINE_STYLES = ["-", "-.", ":", (0, (3, 1, 1, 1, 1, 1))]  # "--" is reserved for theory lines
+STYLE_MARKERS = ["o", "s", "^", "D"]  # each line style's marker: a line of one point (a dot) keeps its style
+
+
+def marker_of(ls: Any) -> str:
+    """The marker that stands for line style `ls` where a line is drawn as points."""
+    return STYLE_MARKERS[LINE_STYLES.index(ls)] if ls in LINE_STYLES else "o"
 
 
 THEORY_STYLE = dict(ls="--", lw=1.0, alpha=0.8)
@@ -219,8 +225,9 @@ class Palette:
     def style_of(self, config: dict) -> Any:
         return self._styles.get(vkey(config.get(self.style)), "-") if self.style else "-"
 
-    def handles(self) -> tuple[list, str | None]:
-        """Legend entries for categorical colours and for line styles, and the legend's title."""
+    def handles(self, markers: bool = False) -> tuple[list, str | None]:
+        """Legend entries for categorical colours and for line styles (each with its marker where `markers`:
+        some line is drawn as points, `has_marks`), and the legend's title."""
         out, title = [], None
         if self.color is not None and not self.numeric:
             title = self.title
@@ -233,6 +240,7 @@ class Palette:
                                   label=f"and {len(self.values) - len(named)} more {what}\n(not named here)"))
         if self.style is not None:
             out += [Line2D([], [], color="0.2", lw=1.3, ls=self._styles[vkey(v)],
+                           **({"marker": marker_of(self._styles[vkey(v)]), "ms": 4} if markers else {}),
                            label=wrap_label(self._label(self.style, v, value_label(self.style, v))))
                     for v in self.style_values]
         return out, title
@@ -326,21 +334,31 @@ def draw_series(ax, s: Series, color: Any, ls: Any, lw: float, alpha: float, mar
     # a line through a few points (a short run evaluated at its first and last step) reads as a trend
     # between them: the points are marked
     few = len(s.x) <= FEW_POINTS
-    marks = {"marker": "o", "ms": 4 if few else 2.5, "clip_on": False} if few or marked else {}  # (whole at the ends)
+    marks = {"marker": marker_of(ls), "ms": 4 if few else 2.5, "clip_on": False} if few or marked else {}  # (whole at the ends)
     ax.plot(s.x, s.med, color=color, ls=ls, lw=lw, alpha=alpha, gid=f"series:{s.label}", **marks)
     record(ax, "lines", ({"line": s.label, "x": x, "y": y, "lo": lo, "hi": hi, "n": int(n)}
                          for x, y, lo, hi, n in zip(s.x, s.med, s.lo, s.hi, s.count)))
     if s.count.max() > 1:
         add_band(ax, s.x, s.lo, s.hi, color)
     # a finite value between non-finite neighbours draws no line segment: show it as a dot
-    ok = np.isfinite(s.med)
-    left = np.r_[False, ok[:-1]]
-    right = np.r_[ok[1:], False]
-    lone = ok & ~left & ~right
+    lone = _lone(s)
     if lone.any():
-        ax.plot(s.x[lone], s.med[lone], ls="none", marker="o", ms=3, color=color, alpha=alpha, gid="lone")
+        ax.plot(s.x[lone], s.med[lone], ls="none", marker=marker_of(ls), ms=3, color=color, alpha=alpha,
+                gid="lone", clip_on=False)
     mark_edge(ax, s.x[s.nonfinite], "top", color)
     mark_edge(ax, s.x[s.offscale], "bottom", color)
+
+
+def _lone(s: Series) -> np.ndarray:
+    """The points of `s` with a finite value between non-finite neighbours (no segment reaches them)."""
+    ok = np.isfinite(s.med)
+    return ok & ~np.r_[False, ok[:-1]] & ~np.r_[ok[1:], False]
+
+
+def has_marks(series: Iterable[Series]) -> bool:
+    """Whether `draw_series` draws some of `series` as points (few points, or lone ones): the legend's
+    line styles then show their markers too (a dot shows no dashes)."""
+    return any(len(s.x) <= FEW_POINTS or _lone(s).any() for s in series)
 
 
 def add_band(ax, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, color: Any) -> None:
