@@ -127,8 +127,10 @@ def test_a_sweep_over_inits_with_different_keys_is_still_a_depth_sweep(results):
     both = matching.overlay_table(roots, ["inits", "meanfield"], runs, "layers",
                                   list(matching.differing_keys(runs, ["inits", "meanfield"])))
     sw2 = short_key("init.sw2")
-    fig = figures.profile(both, "signal_norm", step=0, facet="init.sw2")
-    assert sorted(ax.get_title() for ax in fig.axes if ax.get_title()) == [f"{sw2} not set", f"{sw2}=1", f"{sw2}=2"]
+    fig = figures.profile(both, "signal_norm", step=0, facet="init.sw2")  # (with the init, which no line shows)
+    assert sorted(ax.get_title() for ax in fig.axes if ax.get_title()) == [
+        f"{sw2} not set, init=standard", f"{sw2} not set, init=xavier_normal", f"{sw2}=1, init=meanfield",
+        f"{sw2}=2, init=meanfield"]
     fig = figures.ratio(both, "init", quantity="signal_norm", by="init.sw2")  # its colorbar's grey says so too
     (bar,) = [ax for ax in fig.axes if ax.get_gid() == "colorbar"]
     assert bar.get_xlabel() == f"grey:\n{sw2}\nnot set"

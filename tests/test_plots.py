@@ -1358,3 +1358,28 @@ def test_a_named_value_keeps_its_colour_from_one_figure_to_the_next():
     # a value outside the fixed names: the figure's own order, each value still its own colour
     mixed = ["relu", "softsign", "tanh"]
     assert len({str(colour(mixed, v)) for v in mixed}) == 3
+
+
+def test_a_facet_and_the_keys_no_line_shows_share_the_panels():
+    # a facet (compare's, by init) left the keys neither colour nor style shows in one panel: two activations'
+    # lines alike, the title's "lines also differ in model.activation" the only word of it
+    cfgs = [config(depth, act, 1, **{"init.name": init, "model.width": width})
+            for depth in (4, 8) for act in ("tanh", "relu") for init in ("kaiming_normal", "orthogonal")
+            for width in (32, 64)]
+    for c in cfgs:
+        c["run"] = f"d{c['model.depth']}-{c['model.activation']}-{c['init.name']}-{c['model.width']}"
+    layers, metrics, _ = fabricate(cfgs)
+    fig = figures.profile(layers, "grad_norm", step=0, color="model.depth", facet="init.name")
+    titles = sorted(ax.get_title() for ax in fig.axes if ax.get_title())
+    assert len(titles) == 4 and all(t.startswith("init=") and ", " in t for t in titles), titles
+    assert "also differ" not in fig.get_suptitle()
+    other = titles[0].split(", ")[1].split("=")[0]  # (the key the line style leaves: a panel per value, with init)
+    # the curves' pairs of columns: up to AUTO_CURVE_PANELS (3) combinations
+    key = next(k for k in ("model.activation", "model.width") if k.endswith(other))
+    three = metrics[~((metrics["init.name"] == "orthogonal") & (metrics[key] == metrics[key].max()))]
+    for figure, n in ((figures.curves(three, color="model.depth", facet="init.name"), 3),
+                      (figures.gradnorm(metrics.assign(split="opt", metric="grad_norm"), color="model.depth",
+                                        facet="init.name"), 4)):
+        titles = {ax.get_title().split(":")[0] for ax in figure.axes if ax.get_title()}
+        assert len(titles) == n and all(t.startswith("init=") and f", {other}=" in t for t in titles), titles
+        assert "also differ" not in figure.get_suptitle()

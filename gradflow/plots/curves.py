@@ -150,11 +150,12 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
         cols = [(f"{key_label('source')}: {v}", rows_of("source", v), splits) for v in sources]
     elif by_source:
         cols = [(f"{v}: {SPLITS.get(sp, sp)}", rows_of("source", v), [sp]) for v in sources for sp in splits]
-    elif facet:
+    elif facet and not (also and panels_by(df, [facet, *also], most=AUTO_CURVE_PANELS)):
         cols = [(f"{value_label(facet, v)}: {SPLITS.get(sp, sp)}", rows_of(facet, v), [sp])
                 for v in ordered_values(df[facet]) for sp in splits]
     # the keys neither the colour nor the line style shows: a pair of columns per combination of their values
-    elif also and (split := panels_by(df, also, most=AUTO_CURVE_PANELS)) is not None:
+    # (with the facet's, where one is given)
+    elif also and (split := panels_by(df, [*([facet] if facet else []), *also], most=AUTO_CURVE_PANELS)) is not None:
         cols = [(f"{title}: {SPLITS.get(sp, sp)}", sub, [sp]) for sub, title in zip(*split) for sp in splits]
         also = []
     else:

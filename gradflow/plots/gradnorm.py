@@ -67,9 +67,9 @@ def gradnorm(metrics: pd.DataFrame, color: str | None = None, by_source: bool = 
     panels: list[tuple[str | None, pd.DataFrame]] = [(None, drawn)]
     if by_source:
         panels = [(f"{value_label('source', v)}", rows_of("source", v)) for v in sources]
-    elif facet:
+    elif facet and not (also and panels_by(drawn, [facet, *also])):
         panels = [(value_label(facet, v), rows_of(facet, v)) for v in ordered_values(drawn[facet])]
-    elif also and (split := panels_by(drawn, also)) is not None:
+    elif also and (split := panels_by(drawn, [*([facet] if facet else []), *also])) is not None:
         panels, also = list(zip(split[1], split[0])), []
     fig, axes = facet_grid(len(panels))
     everything: list[Series] = []

@@ -87,8 +87,9 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     facet_values = ordered_values(df[facet_key]) if facet_key else [None]
     panels = [df if facet_key is None else df[df[facet_key].map(vkey) == vkey(fv)] for fv in facet_values]
     titles = [value_label(facet_key, fv) for fv in facet_values] if facet_key else [None]
-    # the keys neither the colour nor the line style shows: a panel per combination of their values
-    if facet_key is None and also and (split := panels_by(df, also)) is not None:
+    # the keys neither the colour nor the line style shows: a panel per combination of their values (with
+    # the facet's: a facet by init left the lines of two activations in one panel, alike)
+    if also and (split := panels_by(df, [k for k in (facet_key,) if k] + also)) is not None:
         (panels, titles), also = split, []
     spans = {(p["layer"].min(), p["layer"].max()) for p in panels if not p.empty}
     # panels of nets of different depths each end at their own last point (a shared axis left a shallow
