@@ -183,9 +183,7 @@ def _record(job_dir: Path, record: dict, result: TrainResult, error: Exception |
                   fused_steps=probes.fused_steps,  # probed steps whose statistics the fused CPU kernels took
                   **final_metrics(result.metrics, result.status))
     if result.status == store.OK and result.steps_done:  # a run of 0 steps (init only) had nothing to learn
-        record["flags"] = learned_nothing(layers, record["final"],
-                                          data.n_classes if data.task == "classification" else 0,
-                                          first_metrics(result.metrics))
+        record["flags"] = learned_nothing(layers, record["final"], chance(data, flat), first_metrics(result.metrics))
     record["wall_time"] = round(time.perf_counter() - start, 4)
     store.finish(job_dir, record)
 
@@ -242,23 +240,42 @@ CHANCE_ACC = 1.5
 GREW = 1.5  # a final train loss this many times the first evaluation's: training made the net worse
 
 
-def learned_nothing(layers: pd.DataFrame, final: dict, n_classes: int, first: dict | None = None) -> list[str]:
+def chance(data, flat: dict) -> tuple[float, int, str] | None:
+    """What a net that learned nothing scores on `data` (a run's flat config `flat`): its loss, the classes
+    its accuracy guesses among, and the words for that loss; None where there is no such level (regression,
+    next-token prediction). A classifier's is ln(n_classes); the copy task's the memoryless strategy's
+    (blanks, then a uniform guess among the symbols; its accuracy counts the symbols alone), where the
+    classifier's ln(classes) was never reached by a loss averaged over mostly blank steps."""
+    if data.task == "classification" and data.n_classes > 1:
+        n = data.n_classes
+        return math.log(n), n, f"chance is ln {n} = {math.log(n):.4g}"
+    if flat.get("data.name") == "copy":
+        from gradflow.datasets import copy_task_baseline
+
+        symbols = int(flat["data.n_symbols"])
+        level = copy_task_baseline(int(flat["data.T"]), symbols, int(flat["data.copy_len"]))
+        return level, symbols, f"the memoryless baseline (blanks, then a guess among {symbols} symbols) is {level:.4g}"
+    return None
+
+
+def learned_nothing(layers: pd.DataFrame, final: dict, chance: tuple[float, int, str] | None,
+                    first: dict | None = None) -> list[str]:
     """Why a run that finished cleanly is still no success (run.json `flags`; `run` and `ls` show them):
     every hidden layer's weight gradient exactly 0 at the end (e.g. all ReLUs dead); a final train loss at
-    or above chance, ln(n_classes) for a classifier (n_classes = 0: no chance level), with a train accuracy
-    below CHANCE_ACC / n_classes; or a final train loss GREW times the first evaluation's (`first`, that
-    evaluation's metrics: an exploding regression net, 1.5 at step 0 and 4e20 at the end, stays finite)."""
+    or above `chance` (`job.chance`: its loss level, the classes its accuracy guesses among, its words; None:
+    no chance level), with a train accuracy below CHANCE_ACC / those classes; or a final train loss GREW
+    times the first evaluation's (`first`, that evaluation's metrics: an exploding regression net, 1.5 at
+    step 0 and 4e20 at the end, stays finite)."""
     flags = []
     if not layers.empty:
         end = store.profile(layers, "grad_norm", store.last_step(layers))
         hidden = end.drop(end.index.max())  # the head's gradient is the loss's, not the network's
         if len(hidden) and (hidden == 0).all():
             flags.append("learned nothing: every hidden weight gradient is exactly 0 at the end")
-    loss, chance = final.get("train_loss", math.nan), math.log(max(n_classes, 1))
-    acc = final.get("train_acc", math.nan)
-    if (n_classes > 1 and math.isfinite(loss) and loss > CHANCE_MARGIN * chance
-            and not acc >= CHANCE_ACC / n_classes):
-        flags.append(f"learned nothing: final train loss {loss:.4g}, chance is ln {n_classes} = {chance:.4g}")
+    loss, acc = final.get("train_loss", math.nan), final.get("train_acc", math.nan)
+    if chance is not None and math.isfinite(loss) and loss > CHANCE_MARGIN * chance[0] \
+            and not acc >= CHANCE_ACC / chance[1]:
+        flags.append(f"learned nothing: final train loss {loss:.4g}, {chance[2]}")
     start = (first or {}).get("train_loss", math.nan)
     if math.isfinite(loss) and math.isfinite(start) and start > 0 and loss > GREW * start:
         flags.append(f"loss grew: final train loss {loss:.4g}, {start:.4g} at the first evaluation")

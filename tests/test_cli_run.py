@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -502,8 +503,24 @@ def test_an_exploding_regression_run_is_flagged_as_its_loss_grew(cli, results):
 def test_flags_read_accuracy_beside_the_loss(final, first, flags):
     from gradflow.job import learned_nothing
 
-    found = learned_nothing(pd.DataFrame(columns=["step", "layer", "name", "quantity", "value"]), final, 10, first)
+    chance = (math.log(10), 10, "chance is ln 10")
+    found = learned_nothing(pd.DataFrame(columns=["step", "layer", "name", "quantity", "value"]), final, chance, first)
     assert [f.split(":")[0] for f in found] == flags
+
+
+def test_a_copy_task_run_that_learned_nothing_is_flagged(cli, results):
+    # its loss averages over mostly blank steps and never reaches a classifier's ln(classes): a run at
+    # accuracy 0, its loss far above the memoryless strategy's, read plain `ok`
+    from gradflow.datasets import copy_task_baseline
+
+    ov = ["model=lstm", "data=copy", "data.T=10", "train.steps=5", "threads=1"]
+    out = cli("run", *ov, f"results={results}", "name=copy")
+    rec = json.loads((results / "copy" / job_name(ov) / "run.json").read_text())
+    baseline = copy_task_baseline(10, 8, 10)
+    assert rec["final"]["train_loss"] > baseline and rec["final"]["train_acc"] < 1.5 / 8, rec["final"]
+    assert rec["flags"] == [f"learned nothing: final train loss {rec['final']['train_loss']:.4g}, the memoryless "
+                            f"baseline (blanks, then a guess among 8 symbols) is {baseline:.4g}"], rec["flags"]
+    assert "ok*" in cli("ls", results / "copy").output
 
 
 def test_python_dash_m_gradflow_works():
