@@ -615,7 +615,7 @@ def study_columns(df: pd.DataFrame) -> list[str]:
 class Column:
     key: str
     label: str
-    priority: int
+    priority: float
     cells: list[str]
     numeric: bool
 
@@ -744,7 +744,7 @@ def table_columns(df: pd.DataFrame, swept: list[str]) -> list[Column]:
     stopped = "status" in df.columns and not df["status"].astype(str).str.startswith((store.OK, store.STALE)).all()
     for k, label, priority in [r for r in results if r[0] != "status"]:
         if k in ("steps_done", "diverged_step") and stopped:  # a run that diverged, failed or was stopped: how
-            priority = 2  # far it got, and where it diverged
+            priority = 2.5  # far it got, and where it diverged; after the loss and accuracy, before the ratios
         cols.append(Column(k, label, priority, _cells(df, k), k != "chi1_layers"))
     return cols
 

@@ -102,17 +102,24 @@ def column(df: pd.DataFrame, key: str, option: str, swept: list[str], choices: l
                         f" (or any config key, by its full name or its last part{results})")
 
 
+HEADLINE = 2  # result columns the keys of a folder of studies leave room for (a study's own keys leave room for one)
+
+
 def choose(columns: list[Column], width: int | None) -> tuple[list[Column], list[Column]]:
     """The columns that fit in `width` characters (all when None), taken by priority, then in display
     order; and those left out. The status and the first column always show, then the keys in order
-    while they leave room for the first result column: unrelated runs that differ in a dozen keys
-    still give a table within `width` with a result in it, and its note names the keys left out."""
+    while they leave room for the first result (two in a folder of studies): unrelated runs that differ in a
+    dozen keys still give a table within `width` with its results in it, and its note names the keys left
+    out."""
     if width is None:
         return columns, []
     first = {i for i, c in enumerate(columns) if c.key == store.STATUS} | {0}
     order = sorted(range(len(columns)), key=lambda i: (columns[i].priority, i not in first, i))
     results = [i for i in order if columns[i].priority != KEY_PRIORITY]
-    reserve = columns[results[0]].width + SEP if results else 0
+    # room for the headline result (train loss and test accuracy in a folder of studies, whose rows the study
+    # names and whose keys `ls` of each study shows: one alone left keys of a dozen kinds and steps done)
+    headline = HEADLINE if any(c.key == STUDY for c in columns) else 1
+    reserve = sum(columns[i].width + SEP for i in results[:headline])
     keep: set[int] = set()
     used, keys_full = -SEP, False
     for i in order:
@@ -226,23 +233,22 @@ def counts_line(parts: list[tuple[str, int]]) -> str:
 def alike_note(df: pd.DataFrame, shown: list[Column], hidden: list[Column], title: str) -> str | None:
     """Where rows read alike because the keys that tell them apart were left out (a folder of a dozen
     studies has more keys than 80 columns hold: three runs of its norm study read `norm 5 relu ok`), a
-    line saying so and, in a folder of studies, the command that lists one of them with its own keys."""
-    keys = [c for c in shown if c.priority == KEY_PRIORITY and c.key != store.STATUS]
+    line saying so and, in a folder of studies whose keys were left out, the command that lists one of
+    them with its own keys (one whose rows read alike; else the first of several runs)."""
     if not any(c.priority == KEY_PRIORITY for c in hidden):
         return None
-    rows = list(zip(*(c.cells for c in keys))) if keys else [()] * len(df)
-    seen: dict[tuple, int] = {}
-    alike = None
-    for i, row in enumerate(rows):
-        if row in seen:
-            alike = i
-            break
-        seen[row] = i
-    if alike is None:
+    rows = list(zip(*(c.cells for c in shown)))  # (every cell: rows that differ in their status or results do not
+    seen: set[tuple] = set()                   # read alike; a study's failed run and its ok one did)
+    alike = next((i for i, row in enumerate(rows) if row in seen or seen.add(row)), None)
+    folders = run_folders(df) if any(c.key == STUDY for c in shown) else None
+    if alike is None and folders is None:
         return None
-    text = f"rows that read alike differ in keys left out at {console.width} columns"
-    if any(c.key == STUDY for c in keys):
-        folder = Path(title or ".") / run_folders(df).iloc[alike]
+    text = f"rows that read alike differ in keys left out at {console.width} columns" if alike is not None else \
+        f"keys left out at {console.width} columns"
+    if folders is not None:
+        several = folders.duplicated(keep=False).to_numpy()
+        at = alike if alike is not None else int(several.argmax()) if several.any() else 0
+        folder = Path(title or ".") / folders.iloc[at]
         text += f"; `gradflow ls {shlex.quote(str(folder))}` lists one study with its own keys"
     return text + "; --wide shows all"
 
