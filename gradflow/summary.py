@@ -325,12 +325,16 @@ def listing(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str] = 
     swept += [k for k in dict.fromkeys(declared) if k and k not in swept]
     df = sort_runs(df, swept or [store.RUN])
     df = df.iloc[np.argsort(run_folders(df).to_numpy(), kind="stable")]  # each study's runs together
-    df.attrs[DECLARED] = [k for k in declared if k]
+    base = Path(path)
+    df.attrs[DECLARED] = {folder.relative_to(base).as_posix() if folder != base else "":
+                          [k for k in (full_key(df, k) for k in spec.get("swept") or [] if isinstance(k, str)) if k]
+                          for folder, spec in specs if spec is not None and base.is_dir()}
     df.attrs[UNREADABLE] = [folder / store.SWEEP_FILE for folder, spec in specs if spec is None]
     return df, swept
 
 
-DECLARED = "declared"  # the runs table's attrs: the keys a sweep's spec at or under the folder sweeps
+DECLARED = "declared"  # the runs table's attrs: the keys each sweep's spec at or under the folder sweeps, by its
+# folder relative to the folder listed (as `run_folders` names a run's)
 UNREADABLE = "unreadable_specs"  # the runs table's attrs: the sweep.yaml files there that do not read
 
 

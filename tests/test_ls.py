@@ -456,6 +456,25 @@ def test_runs_the_keys_do_not_tell_apart_are_named_by_their_study_or_run(tmp_pat
     assert short_ids(["+note=" + "x" * 40]) == ["+note=xxxxxxx…xxxxxxxxxxxxxx"]  # one item: its ends
 
 
+def test_where_keeps_as_columns_only_the_keys_the_kept_runs_own_sweeps_sweep(tmp_path, monkeypatch):
+    # `ls results --where study=A` kept B's swept width as a column, one value on every row (every sweep's
+    # spec under the folder counted), pushing A's results off the line
+    from gradflow.cli import app
+    from gradflow.cli.console import console
+
+    monkeypatch.setattr(console, "width", 80)
+    results = tmp_path / "results"
+    small = ["data=gaussian", "data.n_train=64", "data.n_test=32", "data.dim=8", "train.steps=2", "train.batch_size=32"]
+    for name, swept in (("A", ["model.depth=2,3", "model.width=8"]), ("B", ["model.width=8,16", "model.depth=2"])):
+        args = ["sweep", *small, *swept, f"results={results}", "--name", name]
+        assert CliRunner().invoke(app, args, catch_exceptions=False).exit_code == 0
+    text = gradflow("ls", str(results), "--where", "study=A")
+    header = " ".join(text.splitlines()[1:3]).split()
+    assert "depth" in header and "width" not in header and "study" not in header, text
+    assert "the same in every run --where keeps: width 8" in " ".join(text.split()), text
+    assert "width" in " ".join(gradflow("ls", str(results / "B")).splitlines()[1:3]).split()
+
+
 def test_runs_of_nested_studies_are_named_by_their_own_folder_and_keys_within_a_study_come_first(tmp_path,
                                                                                                  monkeypatch):
     # `ls results` after two reproductions: every run's study read `reproduce` (its id's first part), the

@@ -153,7 +153,8 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     # keys --where left at one value are no columns (they took the room of the seed that tells the rows
     # apart) but one line: the runs --where keeps are a folder of their own; a key a sweep's spec sweeps
     # stays, as it does in a sweep cut short
-    same = [k for k in swept if n_distinct(df[k]) == 1 and k not in df.attrs.get(DECLARED, ())] \
+    declared = {k for folder in set(run_folders(df)) for k in df.attrs.get(DECLARED, {}).get(folder, ())}
+    same = [k for k in swept if n_distinct(df[k]) == 1 and k not in declared] \
         if df.attrs.get(WHERE) and not wide else []
     names = abbreviate(swept)  # (of all: data.seed beside seed)
     swept = [k for k in swept if k not in same]
