@@ -324,14 +324,15 @@ def lag_ratio(arm: Arm, where=None, k=100, quantity="signal_norm", step=0) -> Me
 @measure
 def lag_rate(arm: Arm, where=None, kmax=100, quantity="signal_norm", step=0) -> Measured:
     """Recurrent nets: the least-squares slope of log(||dL/dh_(T-k)|| / ||dL/dh_(T-1)||) over k = 1..kmax
-    (per time step; below 0 means exponential decay with the lag)."""
+    (per time step; below 0 means exponential decay with the lag); NaN where a signal there is 0 or not
+    finite: a fit over the rest (a backward pass cut short at k = 50) would read as a rate over all."""
     def one(g):
         p = _profile(g, quantity, step)
         T = int(p.index.max())
         k = np.arange(1, kmax + 1)
-        r = np.log(p.loc[T - k].to_numpy() / p.loc[T - 1])
-        ok = np.isfinite(r)
-        return float(np.polyfit(k[ok], r[ok], 1)[0]) if ok.sum() > 2 else math.nan
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.log(p.loc[T - k].to_numpy() / p.loc[T - 1])
+        return float(np.polyfit(k, r, 1)[0]) if np.isfinite(r).all() else math.nan
     return _per_run(arm.table("layers", where), one)
 
 

@@ -45,6 +45,31 @@ def test_hochreiter1991_quick_passes(hochreiter):
     assert hochreiter.claim("tanh RNN (lecun_normal").measured.value == pytest.approx(np.mean(ratios), rel=1e-2)
 
 
+@pytest.mark.slow
+def test_hochreiter1991_a_backward_pass_cut_short_fails(hochreiter, tmp_path):
+    # the RNN's signal recorded as 0 beyond a lag of 50 (truncated backpropagation through time, or a hidden
+    # state detached on the way): its lag-100 ratio read 0 and passed "< 1e-8", and its rate was fitted over
+    # the lags it had, passing "< -0.1"; both claims now FAIL, the LSTM's and the drives' stand
+    import shutil
+
+    from gradflow import reproduce as rep
+
+    root = tmp_path / "cut"
+    shutil.copytree(hochreiter.root, root)
+    for job in (root / "models").glob("model.name=rnn,*"):
+        layers = pd.read_parquet(job / "layers.parquet")
+        T = int(layers["layer"].max())
+        cut = (layers["quantity"] == "signal_norm") & (layers["layer"] < T - 50)
+        layers.loc[cut, "value"] = 0.0
+        layers.to_parquet(job / "layers.parquet")
+    results = {r.text: r for r in rep.check(hochreiter.spec, root)}
+    claims = {words: next(r for text, r in results.items() if words in text)
+              for words in ("tanh RNN (lecun_normal", "fitted decay", "LSTM, forget-gate bias 3")}
+    assert not claims["tanh RNN (lecun_normal"].passed and claims["tanh RNN (lecun_normal"].measured.value == 0
+    assert not claims["fitted decay"].passed
+    assert claims["LSTM, forget-gate bias 3"].passed
+
+
 def test_hochreiter1991_untrained_lstm_fails(shared):
     # no training: the LSTM cannot have learned the adding problem; the signal-through-time arms (already at
     # train.steps=0) are reused unchanged and still pass
