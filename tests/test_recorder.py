@@ -931,3 +931,37 @@ def test_an_activation_after_an_add_is_not_taken_for_the_layers_own():
     assert points == {"conv1": model.act1, "conv2": None, "view": None}
     inplace = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.1), nn.LayerNorm(4), nn.ReLU(inplace=True), nn.Linear(4, 2))
     assert [p.activation for p in discover(inplace, torch.randn(2, 3))] == [inplace[3], None]
+
+
+def test_a_layer_that_did_not_run_in_a_step_has_no_activation_cells(tmp_path):
+    # a block skipped at one step (stochastic depth, a branch taken on some steps) wrote act_mean, act_std
+    # and act_saturated rows of NaN for it, where a quantity not taken has no row at all
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.ta, self.b, self.tb, self.head = nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), \
+                nn.Linear(8, 2)
+            self.skip = False
+
+        def forward(self, x):
+            h = self.ta(self.a(x))
+            if not self.skip:
+                h = h + self.tb(self.b(h))
+            return self.head(h)
+
+    torch.manual_seed(0)
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    with gradflow.Recorder(model, tmp_path / "run", every=1) as rec:
+        for step in range(3):
+            model.skip = step == 1
+            with rec.step(step):
+                loss = F.cross_entropy(model(x), y)
+                loss.backward()
+            opt.step()
+            opt.zero_grad()
+    layers = pd.read_parquet(tmp_path / "run" / "layers.parquet")
+    acts = layers[(layers["name"] == "b") & layers["quantity"].str.startswith("act_")]
+    assert sorted(set(acts["step"])) == [0, 2] and np.isfinite(acts["value"]).all(), acts
+    assert set(acts["quantity"]) == {"act_mean", "act_std", "act_saturated"}

@@ -781,6 +781,8 @@ class Probes:
                 values[:, j] = quantity.compute(stats)
                 if quantity.where == OUTPUT:
                     mask[:, j] &= has_signal
+                elif quantity.where in (ACTIVATION, SATURATING, DYING):  # no activation output this step (a
+                    mask[:, j] &= ~np.isnan(stats.act_count)  # block skipped, stochastic depth): no cell, not NaN
                 if quantity.when == UPDATE:
                     mask[:, j] &= stats.weight_norm != 0  # a ratio to a zero weight (e.g. Fixup's) is undefined
                 if reading.frozen is not None and quantity.needs_grad:  # no gradient taken, none to show (not 0)
