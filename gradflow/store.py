@@ -449,27 +449,49 @@ def lock(study: Path, command: str | None = None, elsewhere: str = "name=<anothe
     except OSError as e:
         raise GradflowError(f"results folder {study} cannot be created ({e.strerror}); "
                             "set results=<a writable folder>") from None
-    held = FileLock(str(study / LOCK_FILE), timeout=0)
-    try:
-        held.acquire()
-    except Timeout:
-        holder = _holder(study)
-        raise GradflowError(f"{study} is being written by {holder}; wait for it to finish, "
-                            f"or write elsewhere with {elsewhere}") from None
+    for _ in range(3):
+        held = FileLock(str(study / LOCK_FILE), timeout=0)
+        try:
+            held.acquire()
+        except Timeout:
+            holder = _holder(study)
+            raise GradflowError(f"{study} is being written by {holder}; wait for it to finish, "
+                                f"or write elsewhere with {elsewhere}") from None
+        if _locks_the_file(held, study / LOCK_FILE):
+            break
+        held.release()  # (a lock file its last holder removed as this one took it: that lock holds nothing)
+    else:
+        raise GradflowError(f"{study} is being written by another process; wait for it to finish, "
+                            f"or write elsewhere with {elsewhere}")
+    empty = False
     try:
         write_json(study / HOLDER_FILE, {"pid": os.getpid(), "host": socket.gethostname(),
                                          "command": command or " ".join(["gradflow", *sys.argv[1:]])})
         yield
     finally:
         (study / HOLDER_FILE).unlink(missing_ok=True)
+        empty = bool(created) and [p.name for p in study.iterdir()] == [LOCK_FILE]
+        if empty:  # nothing was written: leave no trace, the lock file removed while still held (a writer
+            (study / LOCK_FILE).unlink(missing_ok=True)  # that takes it meanwhile sees it gone, and takes a new one)
         held.release()
-        if created and [p.name for p in study.iterdir()] == [LOCK_FILE]:  # nothing was written: leave no trace,
-            (study / LOCK_FILE).unlink(missing_ok=True)  # nor the folders made to hold it (results/reproduce/)
+        if empty:  # nor the folders made to hold it (results/reproduce/)
             for folder in created:
                 try:
                     folder.rmdir()
                 except OSError:  # another writer's since
                     break
+
+
+def _locks_the_file(held, path: Path) -> bool:
+    """Whether the lock `held` (taken) is on the file at `path` now, not on one removed from there (filelock
+    keeps the locked descriptor privately: where it has none to give, the lock is taken as it is)."""
+    fd = getattr(getattr(held, "_context", None), "lock_file_fd", None)
+    if not isinstance(fd, int):
+        return True
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except OSError:
+        return False
 
 
 def _holder(study: Path, wait: float = 2.0) -> str:

@@ -225,6 +225,32 @@ def test_a_writer_that_has_the_lock_but_has_not_yet_said_who_it_is_is_still_name
         held.release()
 
 
+def test_a_lock_on_a_file_its_last_holder_removed_is_no_lock(results):
+    # the last holder of a new study's lock, having written nothing, removed the lock file as it left: a writer
+    # that opened the file just before took a lock on the removed file, and a third, making a new file,
+    # took another: two writers. The lock is now removed while still held, and a lock taken is checked to
+    # be on the file at the path
+    from filelock import FileLock
+
+    study = results / "s"
+    study.mkdir(parents=True)
+    path = study / store.LOCK_FILE
+    held = FileLock(str(path), timeout=0)
+    held.acquire()
+    try:
+        assert store._locks_the_file(held, path)
+        path.unlink()  # (its last holder's clean-up, as this one took it)
+        assert not store._locks_the_file(held, path)
+        path.touch()  # (a third writer's new file)
+        assert not store._locks_the_file(held, path)
+    finally:
+        held.release()
+    path.unlink()
+    with store.lock(results / "new" / "study"):  # nothing written: no trace left, the lock file included
+        assert (results / "new" / "study" / store.LOCK_FILE).exists()
+    assert not (results / "new").exists()
+
+
 def test_two_sweeps_into_one_name_one_fails_fast_the_other_completes(results):
     args = [sys.executable, "-m", "gradflow", "sweep", *SMALL, "train.steps=40", "model.depth=2,3,4,5",
             f"results={results}", "--name", "twice"]
