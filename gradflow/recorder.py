@@ -205,6 +205,7 @@ class Recorder:
             raise GradflowError(f"{self.path} exists and is not a gradflow run; give the Recorder a new folder")
         store.check_writable(self.path)
         config = plain_config(config)  # (before the lock: a refused config leaves nothing held)
+        replaced = store.read_run(self.path) if (self.path / store.RUN_FILE).exists() else None
         self.probes = None  # built at the first probed forward pass, when an input exists
         self._pending = False  # a probed step waits for its update (update_ratio) and its read
         self._pending_step = -1
@@ -233,22 +234,15 @@ class Recorder:
                         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         "every": every, "config_hash": store.config_hash(self._flat), **env, "config": self._flat}
         try:
-            store.recover(self.path)  # (a swap a killed process cut off: see close)
-            replaced = store.read_run(self.path) if (self.path / store.RUN_FILE).exists() else None
-            # a finished run stays until this one has ended ok or diverged, as under `gradflow run`: this
-            # one is written beside it, and takes its place at close()
-            kept = replaced is not None and store.status_of(self.path, replaced)[0] in store.FINISHED
-            self._dir = store.staging_dir(self.path) if kept else self.path  # where this run is written
-            store.begin(self._dir, OmegaConf.create(config), self._record)
+            store.begin(self.path, OmegaConf.create(config), self._record)
         except BaseException:
             _release_study(self._study)
             raise
         _OPEN.add(self)
         _close_on_uncaught()
         if replaced is not None:  # (as `gradflow run` says so; a Recorder's rerun is a new run)
-            was = f"the run recorded there before ({replaced.get(store.STATUS)}, started {replaced.get('started')})"
-            warnings.warn(f"{self.path}: this run replaces {was} once it has ended ok or diverged; a failed or "
-                          "interrupted one leaves it" if kept else f"{self.path}: replacing {was}", stacklevel=2)
+            warnings.warn(f"{self.path}: replacing the run recorded there before ({replaced.get(store.STATUS)}, "
+                          f"started {replaced.get('started')})", stacklevel=2)
 
     # --- the loop's side ---
     def step(self, step: int) -> _StepBlock:
@@ -353,26 +347,12 @@ class Recorder:
                 written = True
         except KeyboardInterrupt:
             if not written:
-                store.finish(self._dir, {**self._record, store.STATUS: store.INTERRUPTED})
+                store.finish(self.path, {**self._record, store.STATUS: store.INTERRUPTED})
             raise
         finally:
             if self.probes is not None:
                 self.probes.remove()
-            try:
-                if self._dir != self.path:
-                    with workers.ctrl_c_waits():  # (a Ctrl-C between the swap's two renames would empty the folder)
-                        self._take_place()
-            finally:
-                _release_study(self._study)
-
-    def _take_place(self) -> None:
-        """This run, written beside a finished one, takes its place where it ended ok or diverged; one that
-        failed leaves it, noting the failure (`store.keep_replaced`); one interrupted is dropped."""
-        record = store.read_run(self._dir) or {store.STATUS: store.INTERRUPTED}
-        if record[store.STATUS] == store.INTERRUPTED:
-            store.clear_run(self._dir)
-        else:
-            store.take_place(self.path, self._dir, record)
+            _release_study(self._study)
 
     def _write(self, status: str, error: str | None) -> None:
         """The tables, then run.json with `status` (diverged where a loss or weight gradient is not finite)."""
@@ -380,10 +360,10 @@ class Recorder:
         names = self.probes.names if self.probes else []
         quantities = self.probes.quantities if self.probes else ()
         tables = [self.probes.table(r, *scales) for r, scales in zip(self._readings, self._scales)]
-        store.write_layers(self._dir, self._steps, names, quantities, [v for v, _ in tables], [m for _, m in tables])
+        store.write_layers(self.path, self._steps, names, quantities, [v for v, _ in tables], [m for _, m in tables])
         rows = self._metric_rows()
-        store.write_metrics(self._dir, rows)
-        layers = store.read_table(self._dir / store.LAYERS_FILE)  # (also proves it loads, as `gradflow run`'s)
+        store.write_metrics(self.path, rows)
+        layers = store.read_table(self.path / store.LAYERS_FILE)  # (also proves it loads, as `gradflow run`'s)
         for text in self._misplaced(layers):
             warnings.warn(f"{self.path}: {text}", stacklevel=3)
         final = {f"{split}_{metric}": v for _, split, metric, v in rows}
@@ -426,7 +406,7 @@ class Recorder:
                             fused_steps=self.probes.fused_steps if self.probes is not None else 0)
         if error:
             self._record["error"] = error
-        store.finish(self._dir, self._record)
+        store.finish(self.path, self._record)
 
     def __enter__(self) -> Recorder:
         return self

@@ -699,7 +699,7 @@ def status_of(job_dir: Path, rec: dict | None, spec: dict | None = None) -> tupl
             if failed.get("config_hash") == want:
                 return STALE, REPLACEMENT_FAILED + str(failed.get("error", ""))
             return STALE, "made with settings the current sweep spec no longer has"
-    elif failed:  # (a run of its own: `gradflow run`'s, a Recorder's, which may rerun the same settings)
+    elif failed.get("config_hash") not in (None, run_hash(job_dir, rec)):  # (a run of its own: `gradflow run`)
         return status, REPLACEMENT_FAILED + str(failed.get("error", ""))
     return status, str(rec.get("error", ""))
 
