@@ -333,8 +333,8 @@ def training(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None 
             evaluating = t % eval_every == 0 or last
             if evaluating:  # the weights after t updates (note: a host sync point)
                 res.metrics += _evaluation(t, model, data, ledger)
-            if jacobian and (t == 0 or last):  # (a separate, gradient-free pass)
-                res.jacobians += _jacobians(t, model, data, cfg.probe)
+            if jacobian and (t == 0 or last and not _went_bad(ledger)):  # (a separate, gradient-free pass; not
+                res.jacobians += _jacobians(t, model, data, cfg.probe)  # of a net with non-finite weights)
 
             # --- forward, backward (and probes) ---
             probing = t in probed
@@ -393,6 +393,7 @@ def training(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None 
                     # net that had taken non-finite updates: dropped, so the tables end where the run did
                     readings[:] = [(step, r) for step, r in readings if step <= first]
                     res.metrics = [m for m in res.metrics if m[0] <= first]
+                    res.jacobians = [j for j in res.jacobians if j[0] <= first]
                     break
             yield t
         ended = True  # (a Ctrl-C while its tables are made, below: the run is what it is, ok or diverged)
@@ -428,6 +429,12 @@ def _evaluation(t: int, model, data: Data, ledger: _Ledger) -> list[tuple[int, s
     window.zero_()
     ledger.window_n = 0
     return metrics
+
+
+def _went_bad(ledger: _Ledger) -> bool:
+    """Whether a loss or gradient has gone non-finite by now (the rows so far folded in; a host sync)."""
+    ledger.fold()
+    return int(ledger.bad_step.item()) >= 0
 
 
 def _jacobians(t: int, model, data: Data, pc) -> list[tuple]:

@@ -172,6 +172,19 @@ def test_nothing_measured_after_the_divergence_is_kept(cli, results):
     assert f"the last probed step before the divergence (at step {first})" in " ".join(out.output.split())
 
 
+def test_a_diverged_run_takes_no_jacobian_of_its_non_finite_net(cli, results):
+    # the Jacobian at the last step was taken before the check that found the divergence (check_every steps
+    # apart), of a net with non-finite weights: its eigh failed to converge, and the diverged run was
+    # recorded `failed` (LinAlgError)
+    ov = [*TINY, "train.steps=10", "optim.lr=1e6", "optim.momentum=0", "model.activation=relu",
+          "train.check_every=100", "train.eval_every=100", "probe.every=100", "probe.jacobian=true"]
+    out = cli("run", *ov, f"results={results}", "name=jac")
+    rec = json.loads((results / "jac" / job_name(ov) / "run.json").read_text())
+    assert rec["status"] == "diverged" and 0 < rec["diverged_step"] < 10, out.output
+    spectra = pd.read_parquet(results / "jac" / job_name(ov) / "jacobian.parquet")
+    assert sorted(set(spectra["step"])) == [0] and np.isfinite(spectra["value"]).all()
+
+
 def test_diverging_run_is_recorded_and_keeps_earlier_rows(cli, results):
     # (evaluations every 5 steps: it diverges between two)
     ov = [*TINY, "train.steps=40", "optim.lr=1e6", "optim.momentum=0", "train.check_every=1", "model.activation=relu",
