@@ -14,6 +14,7 @@ import traceback
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 import torch
@@ -183,7 +184,8 @@ def _record(job_dir: Path, record: dict, result: TrainResult, error: Exception |
                   fused_steps=probes.fused_steps,  # probed steps whose statistics the fused CPU kernels took
                   **final_metrics(result.metrics, result.status))
     if result.status == store.OK and result.steps_done:  # a run of 0 steps (init only) had nothing to learn
-        record["flags"] = learned_nothing(layers, record["final"], chance(data, flat), first_metrics(result.metrics))
+        record["flags"] = learned_nothing(layers, record["final"], chance_level(data, flat),
+                                          first_metrics(result.metrics))
     record["wall_time"] = round(time.perf_counter() - start, 4)
     store.finish(job_dir, record)
 
@@ -240,7 +242,15 @@ CHANCE_ACC = 1.5
 GREW = 1.5  # a final train loss this many times the first evaluation's: training made the net worse
 
 
-def chance(data, flat: dict) -> tuple[float, int, str] | None:
+class Chance(NamedTuple):
+    """What a net that learned nothing scores (`chance_level`)."""
+
+    loss: float  # its train loss
+    classes: int  # the classes its accuracy guesses among
+    words: str  # the loss level, as a flag says it
+
+
+def chance_level(data, flat: dict) -> Chance | None:
     """What a net that learned nothing scores on `data` (a run's flat config `flat`): its loss, the classes
     its accuracy guesses among, and the words for that loss; None where there is no such level (regression,
     next-token prediction). A classifier's is ln(n_classes); the copy task's the memoryless strategy's
@@ -248,22 +258,21 @@ def chance(data, flat: dict) -> tuple[float, int, str] | None:
     classifier's ln(classes) was never reached by a loss averaged over mostly blank steps."""
     if data.task == "classification" and data.n_classes > 1:
         n = data.n_classes
-        return math.log(n), n, f"chance is ln {n} = {math.log(n):.4g}"
+        return Chance(math.log(n), n, f"chance is ln {n} = {math.log(n):.4g}")
     if flat.get("data.name") == "copy":
         from gradflow.datasets import copy_task_baseline
 
         symbols = int(flat["data.n_symbols"])
         level = copy_task_baseline(int(flat["data.T"]), symbols, int(flat["data.copy_len"]))
-        return level, symbols, f"the memoryless baseline (blanks, then a guess among {symbols} symbols) is {level:.4g}"
+        return Chance(level, symbols, f"the memoryless baseline (blanks, then a guess among {symbols} symbols) is "
+                                      f"{level:.4g}")
     return None
 
 
-def learned_nothing(layers: pd.DataFrame, final: dict, chance: tuple[float, int, str] | None,
-                    first: dict | None = None) -> list[str]:
+def learned_nothing(layers: pd.DataFrame, final: dict, chance: Chance | None, first: dict | None = None) -> list[str]:
     """Why a run that finished cleanly is still no success (run.json `flags`; `run` and `ls` show them):
     every hidden layer's weight gradient exactly 0 at the end (e.g. all ReLUs dead); a final train loss at
-    or above `chance` (`job.chance`: its loss level, the classes its accuracy guesses among, its words; None:
-    no chance level), with a train accuracy below CHANCE_ACC / those classes; or a final train loss GREW
+    or above `chance` (`chance_level`'s; None: no chance level), with a train accuracy below CHANCE_ACC / those classes; or a final train loss GREW
     times the first evaluation's (`first`, that evaluation's metrics: an exploding regression net, 1.5 at
     step 0 and 4e20 at the end, stays finite)."""
     flags = []
@@ -273,9 +282,9 @@ def learned_nothing(layers: pd.DataFrame, final: dict, chance: tuple[float, int,
         if len(hidden) and (hidden == 0).all():
             flags.append("learned nothing: every hidden weight gradient is exactly 0 at the end")
     loss, acc = final.get("train_loss", math.nan), final.get("train_acc", math.nan)
-    if chance is not None and math.isfinite(loss) and loss > CHANCE_MARGIN * chance[0] \
-            and not acc >= CHANCE_ACC / chance[1]:
-        flags.append(f"learned nothing: final train loss {loss:.4g}, {chance[2]}")
+    if chance is not None and math.isfinite(loss) and loss > CHANCE_MARGIN * chance.loss \
+            and not acc >= CHANCE_ACC / chance.classes:
+        flags.append(f"learned nothing: final train loss {loss:.4g}, {chance.words}")
     start = (first or {}).get("train_loss", math.nan)
     if math.isfinite(loss) and math.isfinite(start) and start > 0 and loss > GREW * start:
         flags.append(f"loss grew: final train loss {loss:.4g}, {start:.4g} at the first evaluation")

@@ -319,16 +319,14 @@ def listing(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str] = 
     swept = swept_keys(df, exclude=study_columns(df), implied=True)  # ls names the implied ones itself
     # a key a sweep's spec sweeps (the folder's, or one's under it) stays a key where the runs done so far
     # share one value of it (a sweep cut short after its depth-2 runs listed them without their depth)
-    specs = store.spec_files(path)
-    declared = [full_key(df, k) for _, spec in specs if spec is not None for k in spec.get("swept") or []
-                if isinstance(k, str)]
-    swept += [k for k in dict.fromkeys(declared) if k and k not in swept]
+    specs, base = store.spec_files(path), Path(path)
+    declared = {folder.relative_to(base).as_posix() if folder != base else "":  # (as run_folders names them)
+                [k for k in (full_key(df, k) for k in spec.get("swept") or [] if isinstance(k, str)) if k]
+                for folder, spec in specs if spec is not None}
+    swept += [k for k in dict.fromkeys(k for keys in declared.values() for k in keys) if k not in swept]
     df = sort_runs(df, swept or [store.RUN])
     df = df.iloc[np.argsort(run_folders(df).to_numpy(), kind="stable")]  # each study's runs together
-    base = Path(path)
-    df.attrs[DECLARED] = {folder.relative_to(base).as_posix() if folder != base else "":
-                          [k for k in (full_key(df, k) for k in spec.get("swept") or [] if isinstance(k, str)) if k]
-                          for folder, spec in specs if spec is not None and base.is_dir()}
+    df.attrs[DECLARED] = declared
     df.attrs[UNREADABLE] = [folder / store.SWEEP_FILE for folder, spec in specs if spec is None]
     return df, swept
 

@@ -514,9 +514,9 @@ def test_an_exploding_regression_run_is_flagged_as_its_loss_grew(cli, results):
     ({"train_loss": 6.1, "train_acc": 0.1}, {"train_loss": 2.3, "train_acc": 0.1}, ["learned nothing", "loss grew"]),
 ])
 def test_flags_read_accuracy_beside_the_loss(final, first, flags):
-    from gradflow.job import learned_nothing
+    from gradflow.job import Chance, learned_nothing
 
-    chance = (math.log(10), 10, "chance is ln 10")
+    chance = Chance(math.log(10), 10, "chance is ln 10")
     found = learned_nothing(pd.DataFrame(columns=["step", "layer", "name", "quantity", "value"]), final, chance, first)
     assert [f.split(":")[0] for f in found] == flags
 
@@ -530,7 +530,7 @@ def test_a_copy_task_run_that_learned_nothing_is_flagged(cli, results):
     out = cli("run", *ov, f"results={results}", "name=copy")
     rec = json.loads((results / "copy" / job_name(ov) / "run.json").read_text())
     baseline = copy_task_baseline(10, 8, 10)
-    assert rec["final"]["train_loss"] > baseline and rec["final"]["train_acc"] < 1.5 / 8, rec["final"]
+    assert rec["final"]["train_loss"] > baseline and rec["final"]["train_acc"] < 1.5 / 8, out.output
     assert rec["flags"] == [f"learned nothing: final train loss {rec['final']['train_loss']:.4g}, the memoryless "
                             f"baseline (blanks, then a guess among 8 symbols) is {baseline:.4g}"], rec["flags"]
     assert "ok*" in cli("ls", results / "copy").output

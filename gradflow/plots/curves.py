@@ -31,6 +31,7 @@ from gradflow.plots.series import (
 from gradflow.plots.style import (
     THEORY_STYLE, Palette, bottom_and_left, draw_series, extra_handles, facet_grid, has_marks, label_short_log_axis,
     legend, line_weight, new_figure, note_if_empty, panels_by, record, spans_decades, step_axis, style_key, unshown,
+    unshown_panels,
 )
 
 # the ratio = 1 line: a faint grey band, not a line style a series may have (dotted, a norm=none series's, read
@@ -146,18 +147,19 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
     def rows_of(key: str, v) -> pd.DataFrame:
         return df[df[key].map(vkey) == vkey(v)]
 
+    # the keys neither the colour nor the line style shows: a pair of columns per combination of their values
+    # (with the facet's, where one is given)
+    split = None if by_source else unshown_panels(df, facet, also, AUTO_CURVE_PANELS)
     if split_style:
         cols = [(f"{key_label('source')}: {v}", rows_of("source", v), splits) for v in sources]
     elif by_source:
         cols = [(f"{v}: {SPLITS.get(sp, sp)}", rows_of("source", v), [sp]) for v in sources for sp in splits]
-    elif facet and not (also and panels_by(df, [facet, *also], most=AUTO_CURVE_PANELS)):
-        cols = [(f"{value_label(facet, v)}: {SPLITS.get(sp, sp)}", rows_of(facet, v), [sp])
-                for v in ordered_values(df[facet]) for sp in splits]
-    # the keys neither the colour nor the line style shows: a pair of columns per combination of their values
-    # (with the facet's, where one is given)
-    elif also and (split := panels_by(df, [*([facet] if facet else []), *also], most=AUTO_CURVE_PANELS)) is not None:
+    elif split is not None:
         cols = [(f"{title}: {SPLITS.get(sp, sp)}", sub, [sp]) for sub, title in zip(*split) for sp in splits]
         also = []
+    elif facet:
+        cols = [(f"{value_label(facet, v)}: {SPLITS.get(sp, sp)}", rows_of(facet, v), [sp])
+                for v in ordered_values(df[facet]) for sp in splits]
     else:
         cols = [(SPLITS.get(sp, sp), df, [sp]) for sp in splits]
     size = (min(3.2 * len(cols) + 2.4, 16.0), 2.6 * len(rows) + 0.9)

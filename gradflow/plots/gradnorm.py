@@ -19,7 +19,7 @@ from gradflow.plots.labels import set_title, value_label
 from gradflow.plots.series import Series, collect_series, require, sort_series
 from gradflow.plots.style import (
     Palette, bottom_and_left, draw_series, extra_handles, facet_grid, has_marks, label_short_log_axis, legend,
-    line_weight, note_if_empty, panels_by, record, step_axis,
+    line_weight, note_if_empty, record, step_axis, unshown_panels,
 )
 
 GRAD_CLIP, CLIP_VALUE = "train.grad_clip", "train.clip_value"
@@ -65,12 +65,13 @@ def gradnorm(metrics: pd.DataFrame, color: str | None = None, by_source: bool = 
         return drawn[drawn[key].map(vkey) == vkey(v)]
 
     panels: list[tuple[str | None, pd.DataFrame]] = [(None, drawn)]
+    split = None if by_source else unshown_panels(drawn, facet, also)  # (with the facet's values, if any)
     if by_source:
         panels = [(f"{value_label('source', v)}", rows_of("source", v)) for v in sources]
-    elif facet and not (also and panels_by(drawn, [facet, *also])):
-        panels = [(value_label(facet, v), rows_of(facet, v)) for v in ordered_values(drawn[facet])]
-    elif also and (split := panels_by(drawn, [*([facet] if facet else []), *also])) is not None:
+    elif split is not None:
         panels, also = list(zip(split[1], split[0])), []
+    elif facet:
+        panels = [(value_label(facet, v), rows_of(facet, v)) for v in ordered_values(drawn[facet])]
     fig, axes = facet_grid(len(panels))
     everything: list[Series] = []
     thresholds: dict[float, set] = {}  # each clip threshold drawn, and the colours of the runs that use it
@@ -94,14 +95,15 @@ def gradnorm(metrics: pd.DataFrame, color: str | None = None, by_source: bool = 
             thresholds.setdefault(clip, set()).update(colours)
         note_if_empty(ax, series)
         everything += series
-        label_short_log_axis(ax, np.concatenate([[np.nan], *(np.r_[s.lo, s.hi] for s in series),
-                                                 list(_thresholds(sub))]))
         if title:
             ax.set_title(title, fontsize="small")
         # from step 0 (the first window ends at eval_every) over the evaluations, and on to the last step that
         # diverged: among evenly spaced evaluations a diverged step read as log-spaced steps, a symlog axis
         step_axis(ax, np.r_[0, norms["step"].unique()])
         ax.set_xlim(right=max(ax.get_xlim()[1], float(drawn["step"].max())))
+    # (judged on every panel's values: the panels share the y axis and its ticker)
+    label_short_log_axis(axes[0], np.concatenate([[np.nan], *(np.r_[s.lo, s.hi] for s in everything),
+                                                  list(_thresholds(drawn))]))
     bottom, left = bottom_and_left(axes)  # (the axes are shared: a label on the outer panels only)
     for ax in left:
         ax.set_ylabel("total gradient norm before clipping\n(mean over each evaluation window, log)")

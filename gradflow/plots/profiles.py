@@ -28,9 +28,9 @@ from gradflow.plots.series import (
 from gradflow.probes.quantities import BIAS, OUTPUT, WEIGHT
 from gradflow.probes.quantities import QUANTITIES as REGISTRY
 from gradflow.plots.style import (
-    THEORY_STYLE, Palette, bottom_and_left, draw_series, extra_handles, facet_grid, has_marks, is_log_spaced, panels_by,
+    THEORY_STYLE, Palette, bottom_and_left, draw_series, extra_handles, facet_grid, has_marks, is_log_spaced,
     label_short_log_axis, legend, line_weight, new_figure, note_if_empty, record, step_axis, style_key,
-    tick_blocks, unshown, XLABEL_WIDTH, wrap_words,
+    tick_blocks, unshown, unshown_panels, XLABEL_WIDTH, wrap_words,
 )
 
 
@@ -89,7 +89,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     titles = [value_label(facet_key, fv) for fv in facet_values] if facet_key else [None]
     # the keys neither the colour nor the line style shows: a panel per combination of their values (with
     # the facet's: a facet by init left the lines of two activations in one panel, alike)
-    if also and (split := panels_by(df, [k for k in (facet_key,) if k] + also)) is not None:
+    if not by_source and (split := unshown_panels(df, facet_key, also)) is not None:
         (panels, titles), also = split, []
     spans = {(p["layer"].min(), p["layer"].max()) for p in panels if not p.empty}
     # panels of nets of different depths each end at their own last point (a shared axis left a shallow
@@ -97,6 +97,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     fig, axes = facet_grid(len(panels), sharex=len(spans) <= 1)
     cache: dict = {}
     everything: list[Series] = []
+    skipping = False  # some series drawn with a mark at each point (it skips probe points)
     theory_drawn = False
     stream = _stream_points(df)
     for ax, title, sub in zip(axes, titles, panels):
@@ -112,6 +113,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
             # a series that skips probe points (a transformer's residual stream has no weight gradient) is
             # marked at each point it has: its line between them is no measurement
             skips = len(s.x) > 1 and bool((np.diff(s.x) > 1).any())
+            skipping |= skips
             if stream is None:
                 draw_series(ax, s, c, palette.style_of(s.config), lw, alpha, marked=skips)
             else:  # the points inside the blocks faint, the residual stream through them bold
@@ -143,7 +145,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
         ax.set_ylabel(label.axis)
 
     palette.colorbar(fig, axes)
-    handles, title = palette.handles(has_marks(everything))
+    handles, title = palette.handles(skipping or has_marks(everything))
     if stream is not None:
         handles += [Line2D([], [], color="0.2", lw=2.2, marker="o", ms=3, label=f"residual stream (*.{STREAM} points)"),
                     Line2D([], [], color="0.2", lw=1.0, alpha=STREAM_FAINT, label="points inside the blocks")]

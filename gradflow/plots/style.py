@@ -103,6 +103,14 @@ def panels_by(df: pd.DataFrame, keys: list[str], most: int = AUTO_PANELS
     return [df[panel == j] for j in range(len(ordered))], [wrap_words(t, PANEL_TITLE_WIDTH) for t in titles]
 
 
+def unshown_panels(df: pd.DataFrame, facet: str | None, also: list[str], most: int = AUTO_PANELS
+                   ) -> tuple[list[pd.DataFrame], list[str]] | None:
+    """A panel per combination of the values of `also`, the swept keys neither colour nor line style shows,
+    with the `facet`'s where one is given (a facet by init alone left two activations' lines alike in one
+    panel): `panels_by`'s; None where `also` is empty or there would be more than `most` panels."""
+    return panels_by(df, [*([facet] if facet else []), *also], most) if also else None
+
+
 PANEL_TITLE_WIDTH = 56  # characters of a small-font panel title across a 4-inch panel
 XLABEL_WIDTH = 44  # characters of an axis label under a 4-inch panel
 
