@@ -1380,6 +1380,10 @@ def test_a_facet_and_the_keys_no_line_shows_share_the_panels():
     for figure, n in ((figures.curves(three, color="model.depth", facet="init.name"), 3),
                       (figures.gradnorm(metrics.assign(split="opt", metric="grad_norm"), color="model.depth",
                                         facet="init.name"), 4)):
-        titles = {ax.get_title().split(":")[0] for ax in figure.axes if ax.get_title()}
+        titles = {ax.get_title().replace("\n", " ").split(":")[0] for ax in figure.axes if ax.get_title()}
         assert len(titles) == n and all(t.startswith("init=") and f", {other}=" in t for t in titles), titles
         assert "also differ" not in figure.get_suptitle()
+    # six columns of curves: each title wrapped to its column's width (they ran into each other)
+    lines = [line for ax in figures.curves(three, color="model.depth", facet="init.name").axes
+             for line in ax.get_title().split("\n") if line]
+    assert lines and max(map(len, lines)) <= 32, lines

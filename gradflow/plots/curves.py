@@ -29,9 +29,9 @@ from gradflow.plots.series import (
     Series, check_key, collect_series, first_last, require, sort_series, spread_quantities,
 )
 from gradflow.plots.style import (
-    THEORY_STYLE, Palette, bottom_and_left, draw_series, extra_handles, facet_grid, has_marks, label_short_log_axis,
+    PANEL_TITLE_WIDTH, THEORY_STYLE, Palette, bottom_and_left, draw_series, extra_handles, facet_grid, has_marks, label_short_log_axis,
     legend, line_weight, new_figure, note_if_empty, panels_by, record, spans_decades, step_axis, style_key, unshown,
-    unshown_panels,
+    unshown_panels, wrap_words,
 )
 
 # the ratio = 1 line: a faint grey band, not a line style a series may have (dotted, a norm=none series's, read
@@ -164,6 +164,8 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
         cols = [(SPLITS.get(sp, sp), df, [sp]) for sp in splits]
     size = (min(3.2 * len(cols) + 2.4, 16.0), 2.6 * len(rows) + 0.9)
     fig, axes = new_figure(len(rows), len(cols), size, sharex=True, sharey="row")
+    # each column's title over as many lines as its width needs (six columns ran into each other)
+    title_width = int(PANEL_TITLE_WIDTH / 4.0 * (size[0] - 2.4) / len(cols))
     everything: list[Series] = []
     cut_at = None  # the loss axis's top where diverging runs would squash the others (see _diverging_cut)
     for i, metric in enumerate(rows):
@@ -191,7 +193,7 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
             note_if_empty(ax, drawn)
             everything += drawn
             if i == 0:
-                ax.set_title(col_title, fontsize="small")
+                ax.set_title(wrap_words(col_title.replace("\n", " "), title_width), fontsize="small")
             if metric == "loss":
                 for _, y, ls in level_lines:
                     ax.axhline(y, ls=ls, zorder=1.5, gid="level", **level_style)
