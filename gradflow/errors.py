@@ -1,6 +1,8 @@
 """The one exception type for mistakes a user can fix (bad key, bad value, missing file)."""
 
 import difflib
+import os
+import sys
 from typing import Callable
 
 
@@ -95,3 +97,15 @@ def did_you_mean(word: str, choices, show: Callable[[str], str] = str) -> str:
     `show`: how a choice is named (a folder's name as its path)."""
     near = nearest(word, choices) or ([c for c in choices if c.startswith(word)][:3] if len(word) >= 4 else [])
     return f" (did you mean {' or '.join(map(show, near))}?)" if near else ""
+
+
+def user_stacklevel() -> int:
+    """The `warnings.warn` stacklevel, for the function that calls this, of the first frame outside gradflow and
+    torch: the user's own line (a Recorder's warnings at discovery, made in a hook inside the model's first
+    forward pass, pointed at gradflow's recorder.py)."""
+    roots = tuple(os.path.dirname(m.__file__) + os.sep for m in (sys.modules.get("gradflow"), sys.modules.get("torch"))
+                  if m is not None and getattr(m, "__file__", None))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(roots):
+        frame, level = frame.f_back, level + 1
+    return level

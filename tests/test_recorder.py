@@ -783,10 +783,12 @@ def test_a_tied_weight_is_recorded_once_at_its_first_point(tmp_path):
     model = TiedHead()
     idx = torch.randint(0, 20, (4, 8))
     with pytest.warns(UserWarning, match=r"^tied weights: lm_head uses wte's weight; each is recorded once, at its "
-                                         r"first point"):
+                                         r"first point") as said:
         with gradflow.Recorder(model, tmp_path / "tied" / "run0", every=1) as rec:
             with rec.step(0):
                 F.cross_entropy(model(idx).flatten(0, 1), idx.flatten()).backward()
+    # at the user's line (the forward pass that found the points), not gradflow's recorder.py
+    assert [w.filename for w in said if str(w.message).startswith("tied")] == [__file__]
     layers = gradflow.load(tmp_path / "tied")
     grads = layers[layers.quantity == "grad_norm"].set_index("name")["value"]
     assert list(grads.index) == ["wte", "h"]  # (lm_head's is wte's)

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from gradflow.activations import ACTIVATIONS
-from gradflow.errors import GradflowError
+from gradflow.errors import GradflowError, user_stacklevel
 from gradflow.models import ProbePoint
 
 _ACTIVATIONS = {a.torch_name for a in ACTIVATIONS.values()} - {"Identity"}
@@ -99,7 +99,7 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
                             + (f"; not probed: {unprobed}{why}" if unprobed else ""))
     points = [p for _, p in sorted(found, key=lambda f: f[0])]
     for text in _caveats(points, unprobed, why, batch):
-        warnings.warn(text, stacklevel=2)
+        warnings.warn(text, stacklevel=user_stacklevel())  # (the user's line, not gradflow's or torch's)
     # an activation module shared by several layers cannot say whose output it saw
     owners: dict[nn.Module, int] = {}
     for p in points:
