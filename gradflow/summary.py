@@ -485,7 +485,11 @@ def column_notes(columns: list["Column"], df: pd.DataFrame | None = None) -> lis
         explained["chi1_layers"] += "".join(f"; {text}" for mark, text in FIT_MARKS.items()
                                             if any(mark in cell for cell in cells))
     notes = list(explained.values())
-    if "chi1_measured" in keys and "-" in columns[keys.index("chi1_measured")].cells:  # (a shallow net, say depth 5)
+    # (a shallow net, say depth 5; not a run that failed before its first probe, whose every result reads -)
+    cells = columns[keys.index("chi1_measured")].cells if "chi1_measured" in keys else []
+    probed = df["signal_ratio.init"].notna().to_numpy() if df is not None and "signal_ratio.init" in df else \
+        [True] * len(cells)
+    if any(c == "-" and p for c, p in zip(cells, probed)):
         notes.append(f"chi1 meas -: no fit, fewer than 3 layers with a signal between the {FIT_TRIM} left out at "
                      f"each end (for a transformer, fewer than 3 blocks)")
     if any(k.startswith("rate.") for k in keys):

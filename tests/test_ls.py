@@ -700,3 +700,18 @@ def test_stale_runs_of_a_shrunk_grid_leave_the_keys_and_a_result_on_80_columns(c
     assert len(marked) == 1 and marked[0][1] in flagged and "ok: 1" in flagged and "flagged: 1" in flagged, flagged
     none = cli("ls", results / "s", "--where", "status=diverged").output
     assert "status here: ok, ok*, stale" in " ".join(none.split()), none
+
+
+def test_a_failed_runs_dash_is_not_explained_as_a_net_too_shallow_to_fit():
+    # a run that failed before its first probe reads - in every result: the note under the table said its chi1
+    # meas - was a net with fewer than 3 layers to fit (the net was of depth 8)
+    from gradflow.summary import RESULT_COLUMNS, column_notes, table_columns
+
+    def notes(statuses, signal, chi1):
+        df = pd.DataFrame({"run": ["a", "b"], "model.depth": [8, 9], "status": statuses,
+                           **{k: [1.5, 2.5] for k in RESULT_COLUMNS if k not in ("status", "chi1_layers")},
+                           "signal_ratio.init": signal, "chi1_measured": chi1})
+        return " ".join(column_notes(table_columns(df, ["model.depth"]), df))
+
+    assert "chi1 meas -" not in notes(["failed", "ok"], [np.nan, 0.5], [np.nan, 0.9])
+    assert "chi1 meas -: no fit" in notes(["ok", "ok"], [0.4, 0.5], [np.nan, 0.9])  # (a shallow net: probed)
