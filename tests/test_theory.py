@@ -626,6 +626,16 @@ def test_cli_point(invoke):
     assert out.output.splitlines()[0] == "mean field: tanh, σ_w² = 1, σ_b² = 0.05"
 
 
+def test_cli_critical_says_what_an_infinite_fixed_point_means(invoke):
+    # --critical printed q* = inf with no word: softplus's edge is a limit no finite variance reaches (chi_1 < 1
+    # at every finite q), relu's a point of a scale-free map
+    soft = " ".join(invoke("--activation", "softplus", "--critical").output.split())
+    assert "q* = ∞" in soft and "χ₁ reaches 1 only in that limit, below it at every finite variance" in soft, soft
+    relu = " ".join(invoke("--activation", "relu", "--sb2", "0.1", "--critical").output.split())
+    assert "χ₁ = 1 at every variance (a piecewise-linear activation is scale-free)" in relu, relu
+    assert "q* = ∞" not in invoke("--activation", "tanh", "--sb2", "0.05", "--critical").output
+
+
 def test_cli_json_full_precision_and_digits(invoke):
     import json
 
