@@ -47,7 +47,7 @@ def test_xiong2020_pre_ln_everywhere_fails_the_post_ln_claims(shared):
     assert broken.claim("the same ratio, L = 12").measured.value == pytest.approx(1.0, rel=1e-6)
 
 
-def test_xiong2020_a_post_ln_net_that_learns_nothing_fails_its_stall_claim():
+def test_xiong2020_a_net_that_learns_nothing_or_whose_gradient_vanishes_fails_its_claims():
     # "post-LN without warm-up stalls" was "final train loss > 3": a net that learned nothing at all (at chance,
     # ln 103 = 4.63) passed it too; the stall is at the characters' unigram entropy, 3.25
     import math
@@ -57,3 +57,6 @@ def test_xiong2020_a_post_ln_net_that_learns_nothing_fails_its_stall_claim():
     (claim,) = [c for c in rep.Spec.load("xiong2020").claims if c["text"].startswith("post-LN, no warm-up")]
     assert rep.passes(3.26, claim["expect"])[0]  # the pilot's stall, and every seed's at default scale
     assert not rep.passes(math.log(103), claim["expect"])[0]
+    # likewise "pre-LN does not grow towards the output" was "< 1": a gradient vanishing towards the output passed
+    (claim,) = [c for c in rep.Spec.load("xiong2020").claims if c["text"].startswith("pre-LN, L = 12")]
+    assert rep.passes(0.249, claim["expect"])[0] and not rep.passes(1e-3, claim["expect"])[0]
