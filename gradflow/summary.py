@@ -470,6 +470,14 @@ NOTES = {"grad_ratio.init": f"ratio = {QUANTITIES['grad_norm'].symbol} first lay
 FIT_MARKS = {" q*": "q*: inputs at the fixed point", "!": "!: still in the length map's transient (see below)"}
 
 
+def _no_fit_at_all(df: pd.DataFrame | None, keys: list[str]) -> bool:
+    """Whether `df`'s runs are MLPs or CNNs, probed, none deep enough for a chi1 fit (so no column)."""
+    if df is None or "chi1_measured" in keys or not {"chi1_measured", "signal_ratio.init", "model.name"} <= set(df):
+        return False
+    return bool(df["model.name"].isin(["mlp", "cnn"]).all() and df["chi1_measured"].isna().all()
+                and df["signal_ratio.init"].notna().any())
+
+
 def column_notes(columns: list["Column"], df: pd.DataFrame | None = None) -> list[str]:
     """The notes under a table of `columns` (ls, the report page) of the runs `df`: what the ratio and the
     chi1 fit mean, each mark the fit's cells carry, the rate's convention, and that a transformer's chi1 and
@@ -492,6 +500,9 @@ def column_notes(columns: list["Column"], df: pd.DataFrame | None = None) -> lis
     if any(c == "-" and p for c, p in zip(cells, probed)):
         notes.append(f"chi1 meas -: no fit, fewer than 3 layers with a signal between the {FIT_TRIM} left out at "
                      f"each end (for a transformer, fewer than 3 blocks)")
+    elif _no_fit_at_all(df, keys):  # (a result no run has is no column: it went without a word)
+        notes.append(f"no chi1 meas: no run has 3 layers with a signal between the {FIT_TRIM} left out at each end "
+                     f"(an MLP of depth {2 * FIT_TRIM + 2} or more has)")
     if any(k.startswith("rate.") for k in keys):
         notes.append(NOTES["rate"])
     if any(k.startswith("rate.") and not k.endswith(".layers") and "-" in c.cells for k, c in zip(keys, columns)):

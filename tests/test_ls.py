@@ -715,3 +715,19 @@ def test_a_failed_runs_dash_is_not_explained_as_a_net_too_shallow_to_fit():
 
     assert "chi1 meas -" not in notes(["failed", "ok"], [np.nan, 0.5], [np.nan, 0.9])
     assert "chi1 meas -: no fit" in notes(["ok", "ok"], [0.4, 0.5], [np.nan, 0.9])  # (a shallow net: probed)
+
+
+def test_no_run_deep_enough_for_a_chi1_fit_is_said_not_left_out_silently():
+    # a sweep of depths 3 and 4 had no chi1 meas column (a result no run has) and no word why, where the README
+    # says a shallow net reads -
+    from gradflow.summary import RESULT_COLUMNS, column_notes, table_columns
+
+    df = pd.DataFrame({"run": ["a", "b"], "model.name": ["mlp", "mlp"], "model.depth": [3, 4], "status": ["ok", "ok"],
+                       **{k: [1.5, 2.5] for k in RESULT_COLUMNS if k not in ("status", "chi1_layers")},
+                       "chi1_measured": [np.nan, np.nan]})
+    columns = table_columns(df, ["model.depth"])
+    assert "chi1_measured" not in [c.key for c in columns]
+    assert any(n.startswith("no chi1 meas: no run has 3 layers") and "depth 8 or more" in n
+               for n in column_notes(columns, df))
+    rnn = df.assign(**{"model.name": "rnn"})  # (a recurrent net's time steps: no such fit to expect)
+    assert not any(n.startswith("no chi1 meas") for n in column_notes(table_columns(rnn, ["model.depth"]), rnn))
