@@ -272,9 +272,9 @@ def chance_level(data, flat: dict) -> Chance | None:
 def learned_nothing(layers: pd.DataFrame, final: dict, chance: Chance | None, first: dict | None = None) -> list[str]:
     """Why a run that finished cleanly is still no success (run.json `flags`; `run` and `ls` show them):
     every hidden layer's weight gradient exactly 0 at the end (e.g. all ReLUs dead); a final train loss at
-    or above `chance` (`chance_level`'s; None: no chance level), with a train accuracy below CHANCE_ACC / those classes; or a final train loss GREW
-    times the first evaluation's (`first`, that evaluation's metrics: an exploding regression net, 1.5 at
-    step 0 and 4e20 at the end, stays finite)."""
+    or above `chance` (`chance_level`'s; None: no chance level), with a train accuracy below CHANCE_ACC /
+    its classes; or a final train loss GREW times the first evaluation's (`first`, that evaluation's
+    metrics: an exploding regression net, 1.5 at step 0 and 4e20 at the end, stays finite)."""
     flags = []
     if not layers.empty:
         end = store.profile(layers, "grad_norm", store.last_step(layers))

@@ -18,7 +18,8 @@ def job_name(overrides: list[str] | str) -> str:
     """The run folder name for a list of `key=value` overrides (or Hydra's override_dirname), each key's last."""
     items = split_top(overrides) if isinstance(overrides, str) else list(overrides)
     items = list({override_key(o): o for o in items}.values())  # a key given twice: its last value, which counts
-    items = [_readable(_HYDRA_ESCAPE.sub(r"\1", o)) for o in items]  # (Hydra's override_dirname escapes my:Net as my\:Net)
+    # (Hydra's override_dirname escapes my:Net as my\:Net: the character escaped, as a command line gives it)
+    items = [_readable(_HYDRA_ESCAPE.sub(r"\1", o)) for o in items]
     keep = sorted(o for o in items if o and override_key(o) not in NOT_IN_JOB_NAME and not override_key(o).startswith("hydra"))
     name = _UNSAFE.sub("_", ",".join(keep)) or "default"
     if len(name) > 160:

@@ -463,7 +463,6 @@ def lock(study: Path, command: str | None = None, elsewhere: str = "name=<anothe
     else:
         raise GradflowError(f"{study} is being written by another process; wait for it to finish, "
                             f"or write elsewhere with {elsewhere}")
-    empty = False
     try:
         write_json(study / HOLDER_FILE, {"pid": os.getpid(), "host": socket.gethostname(),
                                          "command": command or " ".join(["gradflow", *sys.argv[1:]])})

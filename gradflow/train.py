@@ -393,7 +393,6 @@ def training(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None 
                     # net that had taken non-finite updates: dropped, so the tables end where the run did
                     readings[:] = [(step, r) for step, r in readings if step <= first]
                     res.metrics = [m for m in res.metrics if m[0] <= first]
-                    res.jacobians = [j for j in res.jacobians if j[0] <= first]
                     break
             yield t
         ended = True  # (a Ctrl-C while its tables are made, below: the run is what it is, ok or diverged)

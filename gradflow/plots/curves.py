@@ -29,9 +29,9 @@ from gradflow.plots.series import (
     Series, check_key, collect_series, first_last, require, sort_series, spread_quantities,
 )
 from gradflow.plots.style import (
-    PANEL_TITLE_WIDTH, THEORY_STYLE, Palette, bottom_and_left, draw_series, extra_handles, facet_grid, has_marks, label_short_log_axis,
-    legend, line_weight, new_figure, note_if_empty, panels_by, record, spans_decades, step_axis, style_key, unshown,
-    unshown_panels, wrap_words,
+    PANEL_TITLE_WIDTH, THEORY_STYLE, Palette, bottom_and_left, draw_series, extra_handles, facet_grid, has_marks,
+    label_short_log_axis, legend, line_weight, new_figure, note_if_empty, panels_by, record, spans_decades, step_axis,
+    style_key, unshown, unshown_panels, wrap_words,
 )
 
 # the ratio = 1 line: a faint grey band, not a line style a series may have (dotted, a norm=none series's, read

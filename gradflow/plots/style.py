@@ -342,7 +342,8 @@ def draw_series(ax, s: Series, color: Any, ls: Any, lw: float, alpha: float, mar
     # a line through a few points (a short run evaluated at its first and last step) reads as a trend
     # between them: the points are marked
     few = len(s.x) <= FEW_POINTS
-    marks = {"marker": marker_of(ls), "ms": 4 if few else 2.5, "clip_on": False} if few or marked else {}  # (whole at the ends)
+    # (unclipped: whole at the axes' ends)
+    marks = {"marker": marker_of(ls), "ms": 4 if few else 2.5, "clip_on": False} if few or marked else {}
     ax.plot(s.x, s.med, color=color, ls=ls, lw=lw, alpha=alpha, gid=f"series:{s.label}", **marks)
     record(ax, "lines", ({"line": s.label, "x": x, "y": y, "lo": lo, "hi": hi, "n": int(n)}
                          for x, y, lo, hi, n in zip(s.x, s.med, s.lo, s.hi, s.count)))

@@ -846,9 +846,7 @@ class SGDUpdate:
         ((momentum, nesterov, maximize),) = flavours
         if (nesterov or not momentum) and any(g["weight_decay"] for g in distinct):
             return None  # d would hold weight_decay * W(before), overwritten by the step
-        if nesterov and not maximize and not all(
-                not g.get("fused") and (g.get("foreach") is False or g.get("foreach") is None and w.device.type == "cpu")
-                for g, w in zip(groups, weights)):
+        if nesterov and not maximize and not all(_one_tensor_at_a_time(g, w) for g, w in zip(groups, weights)):
             return None  # torch's foreach and fused steps add momentum * buffer into .grad itself (CUDA's default)
         kind = "gradient" if not momentum else "nesterov" if nesterov else "buffer"
         lr = np.array([g["lr"] for g in groups], dtype=np.float64) if len(distinct) > 1 else distinct[0]["lr"]
@@ -864,6 +862,13 @@ class SGDUpdate:
         if self.kind == "buffer":
             return buffers
         return torch._foreach_add(grads, buffers, alpha=self.momentum)
+
+
+def _one_tensor_at_a_time(group: dict, weight: torch.Tensor) -> bool:
+    """Whether torch's SGD steps `weight` of parameter `group` one tensor at a time (its default on the CPU),
+    not with its foreach or fused kernels."""
+    foreach = group.get("foreach")
+    return not group.get("fused") and (foreach is False or foreach is None and weight.device.type == "cpu")
 
 
 def _reduction(specs: list, bounds: torch.Tensor, scratch: torch.Tensor, **more) -> SimpleNamespace:
