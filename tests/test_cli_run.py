@@ -715,6 +715,43 @@ def test_a_thinned_table_shows_weight_layers_rather_than_points_without_a_weight
     assert _thin(21, 13, set(range(-5, 40))) == _thin(21, 13)  # rows that are not there are no rows to prefer
 
 
+def test_a_thinned_table_of_blocks_shows_the_same_layers_of_each_block():
+    """Thinned evenly, a 4-block transformer's table showed qkv, out and mlp.in of one block, qkv, mlp.in and
+    mlp.out of the next: no column compared one layer from block to block. Now the same layers of each
+    block, all the layers outside the blocks, and the title says which."""
+    from gradflow.cli.run import _thin, _thin_rows
+
+    roles = ["attn.qkv", "attn.out", "attn.resid", "mlp.in", "mlp.out", "resid"]
+    names = ["tok_emb", "pos_emb", *(f"b{b}.{r}" for b in range(4) for r in roles), "head"]
+    weighted = {i for i, n in enumerate(names) if not n.endswith("resid")}
+    rows, which = _thin_rows(names, 13, weighted)
+    assert sorted(names[i] for i in rows) == sorted(["tok_emb", "pos_emb", "head",
+                                                     *(f"b{b}.{r}" for b in range(4) for r in ("attn.qkv", "mlp.out"))])
+    assert which == "attn.qkv and mlp.out of each block"
+    # more blocks than rows: the first layer of evenly spaced blocks, the first and the last among them
+    names = ["tok_emb", "pos_emb", *(f"b{b}.{r}" for b in range(12) for r in roles), "head"]
+    weighted = {i for i, n in enumerate(names) if not n.endswith("resid")}
+    rows, which = _thin_rows(names, 13, weighted)
+    blocks = sorted(int(names[i].split(".")[0][1:]) for i in rows if names[i].startswith("b"))
+    assert len(rows) == 13 and len(blocks) == 10 and blocks[0] == 0 and blocks[-1] == 11
+    assert {names[i].split(".", 1)[1] for i in rows if names[i].startswith("b")} == {"attn.qkv"}
+    assert which == "attn.qkv of 10 of 12 blocks"
+    # a ResNet's stages of blocks: the block is "s2.b1", its layers conv1 and conv2; a downsampling
+    # block's extra shortcut is in no other block, so not a layer of every block
+    names = ["stem", *(f"s{s}.b{b}.{c}" for s in (1, 2, 3) for b in (1, 2, 3)
+                       for c in ("conv1", "conv2", *(("shortcut",) if s > 1 and b == 1 else ()))), "head"]
+    rows, which = _thin_rows(names, 13, set(range(len(names))))
+    assert sorted(names[i] for i in rows) == sorted(["stem", "head", *(f"s{s}.b{b}.conv1" for s in (1, 2, 3)
+                                                                          for b in (1, 2, 3))])
+    assert which == "conv1 of each block"
+    # an MLP's layers are blocks of one layer each: evenly spaced over the whole net, as before
+    names = [f"linear{i}" for i in range(30)] + ["head"]
+    assert _thin_rows(names, 13, set(range(31))) == (_thin(31, 13, set(range(31))), "")
+    # a net whose names show no blocks: as before
+    names = [f"layer_{chr(97 + i % 26)}" for i in range(30)]
+    assert _thin_rows(names, 13, set(range(30))) == (_thin(30, 13, set(range(30))), "")
+
+
 def test_every_help_page_reads_whole_at_60_columns():
     """No help text is cut with an ellipsis in a 60-column terminal: rich cuts a word longer than its
     column (`init=xavier_normal,kai…` under `gradflow sweep --help`)."""

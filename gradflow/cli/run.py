@@ -403,10 +403,11 @@ def show_layers(layers: pd.DataFrame, record: dict) -> None:
     measured = set(rows[[store.LAYER, store.QUANTITY, store.STEP]].itertuples(index=False, name=None))
     names = layers.drop_duplicates(store.LAYER).set_index(store.LAYER)[store.NAME]
     weighted = {i for i, layer in enumerate(wide.index) if (layer, "grad_norm", 0) in measured}
-    shown = wide.index[sorted(_thin(len(wide.index), SHOWN_LAYERS, weighted))]
+    rows, which = _thin_rows([str(names[layer]) for layer in wide.index], SHOWN_LAYERS, weighted)
+    shown = wide.index[sorted(rows)]
     title = "per-layer gradients (layer 0 = input)"
     if len(shown) < len(wide.index):
-        title += f", showing {len(shown)} of {len(wide.index)} layers"
+        title += f", showing {len(shown)} of {len(wide.index)} layers{f' ({which})' * bool(which)}"
     print_note(title)  # (a rich title is padded to the table's width)
     cols = [(q, s) for q in quantities for s in dict.fromkeys([0, last])]
     heads = ["layer", "name", *(f"{SYMBOLS[q]} @{s}" for q, s in cols)]
@@ -555,6 +556,56 @@ def _cut_names(names: list[str], width: int) -> list[str]:
             shown = name
         out.append(shown)
     return out
+
+
+def _thin_rows(names: list[str], keep: int, prefer: set[int]) -> tuple[set[int], str]:
+    """The rows of a table of layers `names` to show: a net of repeated blocks (a transformer's "b3.attn.qkv", a
+    ResNet's "s2.b1.conv2") shows the same layers of each block, so that down the column one layer of the
+    block is compared from block to block, and, where its blocks outnumber the rows, the first layer of
+    evenly spaced blocks; the layers outside the blocks (embeddings, head) are all shown. Other nets: `_thin`.
+    `prefer`: as in `_thin` (the weight layers), the only ones taken where there are any. Also which layers of
+    the blocks are shown, for the table's title ("" for `_thin`'s rows)."""
+    n = len(names)
+    if n <= keep + keep // 2:
+        return set(range(n)), ""
+    pool = sorted(j for j in prefer if 0 <= j < n) or list(range(n))
+    blocks: dict[str, dict[str, int]] = {}  # block -> its layers' roles -> row
+    outside = []
+    for j in pool:
+        block, role = _block_and_role(names[j])
+        if block is None:
+            outside.append(j)
+        else:
+            blocks.setdefault(block, {}).setdefault(role, j)
+    first = next(iter(blocks.values()), {})
+    roles = [r for r in first if all(r in b for b in blocks.values())]  # (in the first block's order)
+    budget = keep - len(outside)
+    if len(blocks) < 3 or not roles or budget < 3 or all(len(b) == 1 for b in blocks.values()):
+        return _thin(n, keep, prefer), ""  # (blocks of one layer each, an MLP's: evenly spaced over the net)
+    rows = list(blocks.values())
+    if len(rows) <= budget:
+        per = min(len(roles), budget // len(rows))
+        taken = [roles[round(i * (len(roles) - 1) / (per - 1))] for i in range(per)] if per > 1 else roles[:1]
+    else:
+        rows = [rows[round(i * (len(rows) - 1) / (budget - 1))] for i in range(budget)]
+        taken = roles[:1]
+    layers = " and ".join([", ".join(taken[:-1]), taken[-1]] if len(taken) > 1 else taken)
+    which = f"{layers} of {'each' if len(rows) == len(blocks) else f'{len(rows)} of {len(blocks)}'} block"
+    return {*outside, *(b[r] for b in rows for r in taken)}, which + "s" * (len(rows) < len(blocks))
+
+
+def _block_and_role(name: str) -> tuple[str | None, str]:
+    """A layer's block and its role in it, from its name: the block is the name up to its last numbered part
+    before the last ("b3" of "b3.attn.qkv", "s2.b1" of "s2.b1.conv2", "layers.3" of "layers.3.mlp.0"), the role
+    the rest; a name of one numbered part is a block of its own ("linear5": a role "linear#"); a name without
+    a number is in no block (None: "tok_emb", "head")."""
+    parts = name.split(".")
+    cut = max((i for i, part in enumerate(parts[:-1]) if re.search(r"\d", part)), default=None)
+    if cut is not None:
+        return ".".join(parts[:cut + 1]), ".".join(parts[cut + 1:])
+    if re.search(r"\d", name):
+        return name, re.sub(r"\d+", "#", name)
+    return None, name
 
 
 def _thin(n: int, keep: int, prefer: set[int] | None = None) -> set[int]:
