@@ -162,7 +162,7 @@ def test_narrow_claims_tables_move_columns_under_the_claim_rather_than_fold_numb
                               "√χ₁¹⁰ (MeanField.grad_ratio(10)), the per-layer factor compounded over the 10 layers",
                               rep.Measured(4.8e-7, [4.64e-7, 4.8e-7, 5.04e-7]), "in [2.5e-07, 1e-06]", True)]
     out = io.StringIO()
-    Console(file=out, width=columns, color_system=None).print(claims_table(claims, columns))
+    Console(file=out, width=columns, color_system=None).print(claims_table(claims, columns)[0])
     text = out.getvalue()
     assert max(map(len, text.splitlines())) <= columns, text
     header_row, rows = table(text)
@@ -248,3 +248,33 @@ def test_a_tolerance_shared_by_a_for_each_claim_names_it_once_with_its_values():
     assert rep.merged_texts(["one claim"]) == "one claim"
     rows = [{"claim": t, "tolerance": "3% is ours"} for t in texts] + [{"claim": "other", "tolerance": "why"}]
     assert rep.tolerance_notes(rows) == [(rep.merged_texts(texts), "3% is ours"), ("other", "why")]
+
+
+@pytest.mark.parametrize("columns", [80, 160])
+def test_a_reference_shared_by_a_for_each_claim_is_said_once_under_a_narrow_table(columns):
+    # at 80 columns schoenholz2017's six χ₁ claims each carried the same reference and source, 7 lines a
+    # claim of the 95-line table: they are said once, under it; a wide table keeps them in its columns
+    import io
+
+    from rich.console import Console
+
+    from gradflow.cli.reproduce import claims_table
+
+    source = "gradflow's mean-field theory (theory.point) against the fit over the bulk layers at init"
+    texts = [f"σ_w² = {v}: |measured χ₁ / mean-field χ₁ − 1|" for v in ("1.0", "1.5", "4.0")]
+    claims = [rep.ClaimResult(t, "χ₁ = σ_w² E[φ'(√q* z)²] per layer", "theory", source, rep.Measured(0.01, [0.01]),
+                              "< 0.03", True) for t in texts]
+    claims.append(rep.ClaimResult("measured χ₁ crosses 1", "> 0: ordered below", "paper", "Fig. 5",
+                                  rep.Measured(0.04, [0.04]), "> 0", True))
+    table, shared = claims_table(claims, columns)
+    out = io.StringIO()
+    Console(file=out, width=columns, color_system=None).print(table)
+    text = words(out.getvalue())
+    if columns == 160:
+        assert shared == [] and text.count("E[φ'(√q* z)²]") == 3 and text.count("(theory.point)") == 3, text
+        return
+    assert shared == [("σ_w² = 1.0/1.5/4.0: |measured χ₁ / mean-field χ₁ − 1|",
+                       f"χ₁ = σ_w² E[φ'(√q* z)²] per layer; theory: {source}")]
+    assert "E[φ'(√q* z)²]" not in text and "(theory.point)" not in text, text
+    assert text.count("reference and source: below the table") == 3, text
+    assert "reference: > 0: ordered below" in text and "source: paper: Fig. 5" in text, text  # not shared

@@ -71,7 +71,10 @@ def reproduce(
                               "and check its claims", highlight=False, soft_wrap=True)
             raise typer.Exit(INTERRUPTED_EXIT) from None
         print_note(f"{n}: claims")
-        console.print(claims_table(outcome.claims, console.width))
+        table, shared = claims_table(outcome.claims, console.width)
+        console.print(table)
+        for texts, under in shared:
+            print_note(f"reference and source, {texts}: {under}")
         for texts, note in rep.tolerance_notes(outcome.claims):
             print_note(f"tolerance, {texts}: {note}")
         print_note(f"{n}: {outcome.verdict}", style="green" if outcome.passed else "red")
@@ -141,9 +144,11 @@ def list_table(specs, width: int, scales: bool = False) -> Table:
     return table
 
 
-def claims_table(claims, width: int) -> Table:
+def claims_table(claims, width: int) -> tuple[Table, list[tuple[str, str]]]:
     """The claims, one row each, every cell whole. Narrower than WIDE, the reference and the source are
-    lines under the claim's text, so that six columns are not each cut to a word per line at 80 columns."""
+    lines under the claim's text, so that six columns are not each cut to a word per line at 80 columns;
+    where claims share them (a for_each claim's), they are said once, under the table: the lines to print
+    there, (the claims as one phrase, their reference and source), are returned with the table."""
     from gradflow import reproduce as rep
 
     wide = width >= WIDE
@@ -162,6 +167,11 @@ def claims_table(claims, width: int) -> Table:
         # and then the measured value go under the claim too
         columns = next((c for c in (columns, ("claim", "measured", "result")) if fits(c)), ("claim", "result"))
     under_claim = [c for c in ("reference", "source", "measured", "test") if c not in columns]
+    sharing: dict[tuple[str, str], list[str]] = {}  # (reference, source) -> the claims they are under
+    for cells in cells_of:
+        if "reference" in under_claim:
+            sharing.setdefault((cells["reference"], cells["source"]), []).append(cells["claim"])
+    shared = {lines: texts for lines, texts in sharing.items() if len(texts) > 1}
     plain, markup = [], []
     for r, cells in zip(claims, cells_of):
         # spec text is not markup: "exp(E[log R] / 2)" must print as written
@@ -169,6 +179,9 @@ def claims_table(claims, width: int) -> Table:
         marked["result"] = f"[{'green' if r.passed else 'red'}]{marked['result']}[/]"
         if under_claim:  # the reference and the source (and the test), whole, as dimmed lines under the claim
             under = "\n".join(f"{c}: {cells[c]}" for c in under_claim)
+            if (cells["reference"], cells["source"]) in shared:
+                under = under.replace(f"reference: {cells['reference']}\nsource: {cells['source']}",
+                                      "reference and source: below the table", 1)
             cells["claim"] += f"\n{under}"
             marked["claim"] += f"\n[dim]{escape(under)}[/]"
         plain.append(cells)
@@ -177,4 +190,4 @@ def claims_table(claims, width: int) -> Table:
                    {"claim": 3, "source": 3, "reference": 2, "measured": 2, "test": 1, "result": 1})
     for marked in markup:
         table.add_row(*(marked[c] for c in columns))
-    return table
+    return table, [(rep.merged_texts(texts), f"{ref}; {source}") for (ref, source), texts in shared.items()]
