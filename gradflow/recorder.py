@@ -240,6 +240,9 @@ class Recorder:
             raise
         _OPEN.add(self)
         _close_on_uncaught()
+        self._optimizer_seen = False  # an optimizer stepped the model's parameters (once is enough to know)
+        self._ours = {id(p) for p in model.parameters()}
+        self._seeing = register_optimizer_step_post_hook(self._saw_optimizer)
         if replaced is not None:  # (as `gradflow run` says so; a Recorder's rerun is a new run)
             warnings.warn(f"{self.path}: replacing the run recorded there before ({replaced.get(store.STATUS)}, "
                           f"started {replaced.get('started')})", stacklevel=2)
@@ -308,9 +311,9 @@ class Recorder:
             # whether the loop unscaled the gradients in the block (scaler.unscale_, to clip): the signals,
             # taken in the backward pass, are scaled either way
             scale = self.scaler._get_scale_async()
-            if scale is not None:
-                unscaled = any(state.get("stage") is OptState.UNSCALED
-                               for state in self.scaler._per_optimizer_states.values())
+            if scale is not None:  # (gradients copied at the backward pass's end were still scaled)
+                unscaled = not self.probes.grads_from_pass_end and any(
+                    state.get("stage") is OptState.UNSCALED for state in self.scaler._per_optimizer_states.values())
                 self._pending_scale = (scale.detach().clone().float(), unscaled)
 
     def log(self, step: int, **scalars) -> None:
@@ -333,12 +336,18 @@ class Recorder:
                                         f"got {shorten(repr(value), 40)}") from None
             self._logged.append((step, name, value))
 
+    def _saw_optimizer(self, opt, args, kwargs) -> None:
+        """After every optimizer step until close() (torch's hooks cannot be removed while they run)."""
+        if not self._optimizer_seen:
+            self._optimizer_seen = any(id(p) in self._ours for group in opt.param_groups for p in group["params"])
+
     def close(self, status: str = store.OK, error: str | None = None) -> None:
         """Write every table and run.json (atomically, through gradflow.store). A Ctrl-C meanwhile waits
         for run.json, then is raised; a second (the first, closing after one) leaves at once, the run
         recorded interrupted with the tables written by then."""
         self._check_open("close")
         self._closed = True
+        self._seeing.remove()
         _OPEN.discard(self)
         written = False
         try:
@@ -443,6 +452,7 @@ class Recorder:
         def first_forward(module, args, kwargs):
             handle.remove()
             self.probes = Probes(discover(module, *args, **kwargs))
+            self.probes.grads_at_pass_end = True  # the loop may clip or unscale them later in the block
             self.probes.arm()
 
         handle = self.model.register_forward_pre_hook(first_forward, with_kwargs=True)
@@ -473,16 +483,18 @@ class Recorder:
 
     def _misplaced(self, layers) -> list[str]:
         """What the tables say about a loop whose calls sit in the wrong place: a run of zeros reads as a
-        run, so each is said at close() (no step at all; gradients zeroed inside the step's block)."""
+        run, so each is said at close() (no step at all; the optimizer stepping on gradients zeroed inside the
+        step's block)."""
         if self._last_step < 0:
             return ["no step was recorded: wrap each step's forward and backward pass in `with rec.step(step):`"]
         values = layers.groupby(store.QUANTITY)[store.VALUE]
         of = {q: v.to_numpy() for q, v in values}
-        grads, signals = (of.get(q, np.zeros(0)) for q in ("grad_norm", "signal_norm"))
-        if grads.size and (grads == 0).all() and (signals > 0).any():
-            return ["every weight gradient read 0 while the back-propagated signals did not: the gradients were "
-                    "zeroed inside the `with rec.step(...)` block; call opt.zero_grad() after it (or before the "
-                    "forward pass)"]
+        grads, updates = (of.get(q, np.zeros(0)) for q in ("grad_norm", "update_ratio"))
+        # (the gradients are read at the end of the backward pass, before the loop could zero them in the block)
+        if self._optimizer_seen and updates.size and (updates == 0).all() and (grads > 0).any():
+            return ["every update read 0 while the weight gradients did not: the optimizer stepped on zeroed "
+                    "gradients; call opt.zero_grad() after opt.step(), after the `with rec.step(...)` block (or "
+                    "before the forward pass), not inside the block"]
         return []
 
     def _metric_rows(self) -> list[tuple[int, str, str, float]]:

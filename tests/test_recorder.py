@@ -697,14 +697,17 @@ def _loop(tmp_path, misplaced: str) -> list[str]:
 
 def test_a_loop_with_its_calls_in_the_wrong_place_is_told_so(tmp_path):
     # each recorded a run of zeros as a run, without a word: rec.step(n) without `with` (nothing recorded),
-    # zero_grad(set_to_none=False) inside the block (every gradient 0), opt.step() inside it (every update 0)
+    # zero_grad(set_to_none=False) inside the block (every update 0: SGD stepped on zeros), opt.step() inside
+    # it (every update 0)
     said = _loop(tmp_path, "no with")
     assert said[:3] == [f"rec.step({n}) records nothing without `with`: wrap the step's forward and backward pass "
                         f"in `with rec.step({n}):`" for n in range(3)], said
     assert said[3].endswith("no step was recorded: wrap each step's forward and backward pass in "
                             "`with rec.step(step):`"), said
     (said,) = _loop(tmp_path, "zero_grad inside")
-    assert "every weight gradient read 0 while the back-propagated signals did not" in said
+    assert "every update read 0 while the weight gradients did not: the optimizer stepped on zeroed gradients" in said
+    layers = gradflow.load(tmp_path / "zero_grad inside" / "run0")  # (read before the zeroing: the true ones)
+    assert (layers.loc[layers.quantity == "grad_norm", "value"] > 0).all()
     with pytest.raises(GradflowError, match=r"^rec.step\(0\): the optimizer stepped inside the block; call "
                                             r"opt.step\(\) after it"):
         _loop(tmp_path, "step inside")
@@ -910,3 +913,131 @@ def test_a_layer_that_did_not_run_in_a_step_has_no_activation_cells(tmp_path):
     acts = layers[(layers["name"] == "b") & layers["quantity"].str.startswith("act_")]
     assert sorted(set(acts["step"])) == [0, 2] and np.isfinite(acts["value"]).all(), acts
     assert set(acts["quantity"]) == {"act_mean", "act_std", "act_saturated"}
+
+
+# --- a loop's backward passes: several through one forward, one that accumulates no gradient, clipping in the block
+def _mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(10, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 3))
+
+
+def _reference(model, batches, losses):
+    """By autograd, on a copy: each Linear's sqrt(batch) ||dL/dZ|| over every call (micro-batches `batches`,
+    each back-propagating the sum of `losses` of its output) and its weight-gradient norm."""
+    model = copy.deepcopy(model)
+    outs: dict[int, list] = {}
+
+    def keep(k, z) -> None:
+        z.retain_grad()
+        outs.setdefault(k, []).append(z)
+
+    for k, m in enumerate(model):
+        if isinstance(m, nn.Linear):
+            m.register_forward_hook(lambda mod, i, z, k=k: keep(k, z))
+    for x in batches:
+        out = model(x)
+        sum(f(out) for f in losses).backward()
+    signal = {k: float(torch.cat([z.grad.reshape(-1) for z in zs]).double().norm()) * sum(len(x) for x in batches) ** 0.5
+              for k, zs in outs.items()}
+    return signal, {k: float(model[k].weight.grad.double().norm()) for k in outs}
+
+
+def _recorded(path):
+    d = gradflow.load(path).query("step == 0")
+    return {q: {int(n): v for n, v in zip(d[d.quantity == q].name, d[d.quantity == q].value)}
+            for q in ("signal_norm", "grad_norm")}
+
+
+def test_losses_back_propagated_one_by_one_read_the_signal_of_their_sum(tmp_path):
+    # two losses of one forward pass, back-propagated one after the other (retain_graph=True): the gradients
+    # hold their sum, and so must dL/dz; each pass was taken as another call of the layer, sqrt(2B(|g1|^2 +
+    # |g2|^2)) for sqrt(B) |g1 + g2| (0.620 for 0.449). With two micro-batches of two losses each too.
+    model = _mlp()
+    y = torch.randint(0, 3, (16,))
+    losses = [lambda out: F.cross_entropy(out, y[:len(out)]), lambda out: 0.5 * out.pow(2).mean()]
+    for name, batches in (("one", [torch.randn(16, 10)]), ("micro", [torch.randn(16, 10), torch.randn(16, 10)])):
+        signal, grad = _reference(model, batches, losses)
+        m = copy.deepcopy(model)
+        with gradflow.Recorder(m, tmp_path / name, every=1) as rec:
+            with rec.step(0):
+                for x in batches:
+                    out = m(x)
+                    losses[0](out).backward(retain_graph=True)
+                    losses[1](out).backward()
+        got = _recorded(tmp_path / name)
+        assert got["signal_norm"] == pytest.approx(signal, rel=1e-5), name
+        assert got["grad_norm"] == pytest.approx(grad, rel=1e-5), name
+
+
+def test_a_backward_pass_that_accumulates_no_gradient_is_no_signal(tmp_path):
+    # torch.autograd.grad in the block (an input saliency, a gradient penalty) went through the probes' hooks:
+    # the input layer's signal read 11.7 for the loss's 0.427, taken as a second call of every layer
+    model = _mlp()
+    x, y = torch.randn(16, 10), torch.randint(0, 3, (16,))
+    signal, grad = _reference(model, [x], [lambda out: F.cross_entropy(out, y)])
+    with gradflow.Recorder(model, tmp_path / "run", every=1) as rec:
+        with rec.step(0):
+            xr = x.clone().requires_grad_(True)
+            out = model(xr)
+            (saliency,) = torch.autograd.grad(out.max(1).values.sum(), xr, retain_graph=True)
+            F.cross_entropy(out, y).backward()
+    got = _recorded(tmp_path / "run")
+    assert got["signal_norm"] == pytest.approx(signal, rel=1e-5) and got["grad_norm"] == pytest.approx(grad, rel=1e-5)
+    assert saliency.abs().sum() > 0  # (the premise: that pass did go through the layers)
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_gradients_clipped_inside_the_block_are_read_before_the_clipping(tmp_path, scaled):
+    # read at the block's end, a loop that clipped inside it (the README's pattern with a GradScaler:
+    # unscale_, then clip) recorded the clipped gradients, 0.0043 for 0.34, beside signals that were not
+    model = _mlp()
+    x, y = torch.randn(16, 10), torch.randint(0, 3, (16,))
+    signal, grad = _reference(model, [x], [lambda out: F.cross_entropy(out, y)])
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0) if scaled else None
+    with gradflow.Recorder(model, tmp_path / "run", every=1, scaler=scaler) as rec:
+        with rec.step(0):
+            loss = F.cross_entropy(model(x), y)
+            if scaled:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+            else:
+                loss.backward()
+            total = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 0.01))
+        scaler.step(opt) if scaled else opt.step()
+        if scaled:
+            scaler.update()
+    assert total > 0.1  # (the premise: the clipping cut them 10x and more)
+    got = _recorded(tmp_path / "run")
+    assert got["grad_norm"] == pytest.approx(grad, rel=1e-5) and got["signal_norm"] == pytest.approx(signal, rel=1e-5)
+
+
+def test_losses_back_propagated_one_by_one_where_the_fused_kernels_keep_only_norms():
+    # the fused CPU kernels keep a signal's squared norm, not the tensor a second pass's dL/dz adds to: that
+    # step's signals of such layers are left out, said once, and later steps keep the tensors, exact again
+    from gradflow.probes.core import Probes
+
+    model = _mlp()
+    x, y = torch.randn(16, 10), torch.randint(0, 3, (16,))
+    losses = [lambda out: F.cross_entropy(out, y), lambda out: 0.5 * out.pow(2).mean()]
+    signal, _ = _reference(model, [x], losses)
+    probes = Probes(discover(model, x), fused=True)
+    signal_at = probes.quantities.index("signal_norm")
+    rows = {k: j for j, k in enumerate(k for k, m in enumerate(model) if isinstance(m, nn.Linear))}
+    for step in range(2):
+        model.zero_grad()
+        probes.arm()
+        out = model(x)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            losses[0](out).backward(retain_graph=True)
+            losses[1](out).backward()
+        probes.after_backward()
+        values, mask, _ = probes.fetch()
+        if step == 0:
+            assert len(caught) == 1 and "a second backward pass went through one forward call" in str(caught[0].message)
+            assert caught[0].filename == __file__  # (the user's line)
+            assert np.isnan(values[:, signal_at]).all() or not mask[:, signal_at].any(), values[:, signal_at]
+        else:
+            assert not caught and {k: values[j, signal_at] for k, j in rows.items()} == pytest.approx(signal, rel=1e-5)
+    probes.remove()

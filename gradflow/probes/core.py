@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 import weakref
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -40,7 +41,7 @@ import numpy as np
 import torch
 
 from gradflow import activations
-from gradflow.errors import GradflowError
+from gradflow.errors import GradflowError, user_stacklevel
 from gradflow.probes.quantities import (ACTIVATION, BIAS, DYING, HIST_BINS, HIST_EDGES, HIST_KINDS, OUTPUT,
                                         QUANTITIES, SATURATING, UPDATE, WEIGHT)
 
@@ -57,6 +58,8 @@ _NO_POINTS = np.zeros(0, int)
 # the id of the backward pass running on this thread, -1 outside one (torch's own checkpointing and
 # multi-grad hooks ask the same)
 _graph_task = torch._C._current_graph_task_id
+_will_run = torch._C._will_engine_execute_node  # (as torch.autograd.graph.register_multi_grad_hook asks it)
+_DROPPED = object()  # a point's signal left out of a probed step (Probes._drop_signal)
 _HALF = {torch.float16, torch.bfloat16}
 _ROW = {name: j for j, name in enumerate(PRIMITIVES)}  # a primitive's row in table's (primitives, points) array
 # probed steps with CPU tensors after which the probes load the fused kernels (Probes(fused=None)): loading
@@ -237,6 +240,12 @@ class Probes:
         # undecided, then whether they are loaded; `_towards_fusing` counts probed steps towards FUSED_AFTER
         self.fused, self._kernels, self._towards_fusing = False if histograms else fused, None, 0
         self.fused_steps = 0  # probed steps at which the fused kernels took statistics
+        # a Recorder's: the gradients are taken at the end of each backward pass that the signal hooks see, not at
+        # the end of the step's block, where the loop may have clipped or unscaled them (see _pass_ended)
+        self.grads_at_pass_end = False
+        self._adding = False  # signals of one call from several backward passes seen: the fused kernels keep none
+        self._grad_nodes_of: tuple = ((), [])  # (which params are trainable, their AccumulateGrad nodes)
+        self._generation = 0  # probed steps armed so far: a signal hook's call knows its step by it
         self._fused_acts, self._fused_squares = np.zeros((n, 4)), np.zeros(n)
         # each point's saturation bounds, float32-rounded: the batched path's constants and the fused kernels'
         self._bounds = [tuple(float(np.float32(b)) for b in s.saturation) if s is not None and s.saturation
@@ -294,6 +303,11 @@ class Probes:
         # activation checkpointing whose forward ran under no_grad (reentrant; see _activation_again)
         self._in_backward = [False] * n
         self._fused_batch = [0] * n  # each point's signal batch size where they took its norm
+        self._parts: dict[int, list] = {}  # the dL/dz of each call of a point that ran more than once
+        self._task, self._task_accumulates = None, True  # the backward pass the hooks saw last, and whether it
+        # accumulates gradients (not torch.autograd.grad's): see _new_pass
+        self._pass_grads: list[torch.Tensor] | None = None  # the gradients copied at a backward pass's end
+        self._generation += 1
         self._sgd: SGDUpdate | None = None  # where the step's update is read, if not from a copy
         self._lr: np.ndarray | float | None = None  # Reading.lr
         self._fused = None  # the step's fused values as Reading.fused holds them
@@ -327,23 +341,32 @@ class Probes:
                 z = z[0]
             if self.armed and z.grad_fn is not None:
                 nr = z.output_nr
+                call = []  # (the probed step, this call's place among the point's calls) once a pass brought dL/dz
 
                 # a pre-hook on the node that receives dL/dz: registered in C++, cheaper than a tensor hook
                 def keep(grad_outputs):
                     g = grad_outputs[nr]
                     if g is None:  # an output of a node with several that got no gradient
                         return
+                    if _graph_task() != self._task:
+                        self._new_pass()
+                    if not self._task_accumulates:  # torch.autograd.grad's pass (a saliency map, a gradient
+                        return  # penalty): its dL/dz is not the loss's, and no gradient is the loss's for it
+                    if call:  # another backward pass through this call: the two passes' dL/dz add up
+                        return self._signal_added(i, call, g)
                     if self._fused_batch[i] or self._signals[i] is not None:
-                        return self._signal_again(i, g)  # the layer ran again in this step
+                        return self._signal_again(i, call, g)  # the layer ran again in this step
                     kernels = self._kernels
                     # (inline checks: a helper's call costs microseconds in a hook, where its code is cold)
-                    if kernels is not None and g.is_cpu and g.dtype in _FUSABLE and g.numel():
+                    if kernels is not None and g.is_cpu and g.dtype in _FUSABLE and g.numel() and not self._adding:
                         if not g.is_contiguous():  # (the kernels read the values at its address; a sign bit
                             g = g.contiguous()  # set on a view, Tensor.is_neg, leaves the squares as they are)
                         self._fused_squares[i] = kernels.squared_norm_at(g.data_ptr(), g.numel(), g.dtype is _WIDE)
                         self._fused_batch[i] = g.shape[0]
+                        call.extend((self._generation, -1))
                     else:
                         self._signals[i] = g
+                        call.extend((self._generation, 0))
 
                 z.grad_fn.register_prehook(keep)
 
@@ -373,17 +396,82 @@ class Probes:
     # --- a point whose layer runs more than once in a probed step (gradient accumulation over micro-batches,
     # a layer reused in a loop): its signal and activation statistics are those of all its calls as one batch,
     # as the gradients, which accumulate, are. Rare, so plain code off the hooks' fast path. ---
-    def _signal_again(self, i: int, g: torch.Tensor) -> None:
-        """Another dL/dz at point i: the squared norms add, and so do the batch sizes (sqrt(batch) ||dL/dZ||
-        is then the RMS per example over every call, the value one batch of them all gives)."""
+    def _signal_again(self, i: int, call: list, g: torch.Tensor) -> None:
+        """Another call's dL/dz at point i: the squared norms add, and so do the batch sizes (sqrt(batch)
+        ||dL/dZ|| is then the RMS per example over every call, the value one batch of them all gives)."""
+        if self._signals[i] is _DROPPED:
+            return
         g = g.detach()
         if self._fused_batch[i]:  # the first was taken by the fused kernels (a CPU tensor): float64 squares
             self._fused_squares[i] += float(torch.linalg.vector_norm(g, dtype=torch.float64)) ** 2
             self._fused_batch[i] += g.shape[0]
+            call.extend((self._generation, -1))
             return
-        before = self._signals[i]
-        self._rows[i] = self._rows.get(i, before.shape[0]) + g.shape[0]
-        self._signals[i] = torch.cat([before.reshape(-1), g.reshape(-1)])
+        parts = self._parts.setdefault(i, [self._signals[i]])  # (joined in _signal_primitives)
+        call.extend((self._generation, len(parts)))
+        parts.append(g)
+
+    def _signal_added(self, i: int, call: list, g: torch.Tensor) -> None:
+        """A second backward pass through a call whose dL/dz an earlier pass of the step brought (two losses
+        back-propagated one after the other, the first with retain_graph=True): the gradients accumulate
+        their sum, so the signal is the sum's, dL1/dz + dL2/dz (as squares of each call it read ~1.4x)."""
+        step, k = call
+        if step != self._generation or self._signals[i] is _DROPPED:
+            return  # (a pass through an earlier step's graph, or a point this step leaves out)
+        if k < 0:  # the earlier pass's went to the fused kernels, which keep only its squared norm
+            return self._drop_signal(i)
+        g = g.detach()
+        if i in self._parts:
+            self._parts[i][k] = self._parts[i][k] + g
+        else:
+            self._signals[i] = self._signals[i] + g
+
+    def _drop_signal(self, i: int) -> None:
+        """Leave point i's signal out of this probed step (a sum of passes the fused kernels cannot form), and
+        keep the tensors from now on, which add."""
+        self._signals[i], self._fused_batch[i], self._fused_squares[i] = _DROPPED, 0, 0.0
+        self._parts.pop(i, None)
+        if not self._adding:
+            self._adding = True
+            warnings.warn(f"{self.names[i]}: a second backward pass went through one forward call in a probed step "
+                          "(losses back-propagated one by one, retain_graph=True), where the fused CPU kernels had "
+                          "kept only the first pass's norm of dL/dz, not dL/dz to add the second's to: that step's "
+                          "back-propagated signal of such layers is left out, and later steps keep the tensors",
+                          stacklevel=user_stacklevel())
+
+    def _new_pass(self) -> None:
+        """The first signal of a backward pass: whether the pass accumulates gradients into the probed
+        parameters (loss.backward()) or only returns some (torch.autograd.grad: a saliency map, a gradient
+        penalty, whose dL/dz is no loss's signal; its signal read ~27x the loss's in one loop); and, where
+        `grads_at_pass_end`, the gradients are taken at its end."""
+        self._task = _graph_task()
+        trainable = tuple(p.requires_grad for p in self.params)
+        if trainable != self._grad_nodes_of[0]:  # their AccumulateGrad nodes, kept: the same in every graph
+            with torch.enable_grad():
+                nodes = [p.view_as(p).grad_fn.next_functions[0][0] for p in self.params if p.requires_grad]
+            self._grad_nodes_of = (trainable, nodes)
+        nodes = self._grad_nodes_of[1]
+        self._task_accumulates = not nodes or any(map(_will_run, nodes))
+        if self._task_accumulates and self.grads_at_pass_end:
+            torch.autograd.Variable._execution_engine.queue_callback(self._pass_ended)
+
+    @property
+    def grads_from_pass_end(self) -> bool:
+        """Whether the probed step's gradients were copied at its last backward pass's end (_pass_ended)."""
+        return self._pass_grads is not None
+
+    @_one_thread
+    def _pass_ended(self) -> None:
+        """The end of a backward pass that accumulated gradients: the gradients as they stand now (after the
+        last of several micro-batches' passes, their sum) are the step's, copied, whatever the loop does to
+        them later in the block: clipping them (the norms read the clipped ones: 0.0043 for 0.34) or unscaling
+        them (scaler.unscale_: they are read as scaled, and divided by the scale as the signals are)."""
+        with torch.no_grad():
+            grads = gradients(self.params)
+            kept = [self.buffer(("grad", j), tuple(g.shape), g.dtype, g.device) for j, g in enumerate(grads)]
+            if kept:
+                torch._foreach_copy_(kept, grads)
+        self._pass_grads = kept
 
     def _activation_again(self, i: int, y: torch.Tensor) -> None:
         """Another activation output at point i: statistics over the union of its outputs. Unless it is
@@ -446,7 +534,10 @@ class Probes:
     def _gradient_primitives(self, grad_norms: torch.Tensor | None, keep_grads: bool) -> None:
         """The gradient norms of `self.params` (after_backward's `grad_norms`, or taken now)."""
         grads = None  # (float64 norms are never recomputed: they need no gradients kept)
-        if grad_norms is None or grad_norms.dtype != torch.float64:
+        if self._pass_grads is not None:  # copied at the end of the step's last backward pass
+            grads = self._pass_grads
+            grad_norms = self._norms_of(grads)
+        elif grad_norms is None or grad_norms.dtype != torch.float64:
             # the gradients as they are now (a loop may set them to None before the read)
             grads = gradients(self.params)
             if grad_norms is None:
@@ -476,7 +567,10 @@ class Probes:
 
     def _signal_primitives(self) -> None:
         """The norms of the back-propagated signals dL/dz the hooks kept, and each one's batch size."""
-        at = tuple(i for i, g in enumerate(self._signals) if g is not None)
+        for i, parts in self._parts.items():  # a point's calls, joined (_signal_again)
+            self._rows[i] = sum(g.shape[0] for g in parts)
+            self._signals[i] = torch.cat([g.reshape(-1) for g in parts])
+        at = tuple(i for i, g in enumerate(self._signals) if g is not None and g is not _DROPPED)
         if not at:
             return
         signals = [self._signals[i] for i in at]
