@@ -20,6 +20,7 @@ def job_name(overrides: list[str] | str) -> str:
     items = list({override_key(o): o for o in items}.values())  # a key given twice: its last value, which counts
     # (Hydra's override_dirname escapes my:Net as my\:Net: the character escaped, as a command line gives it)
     items = [_readable(_HYDRA_ESCAPE.sub(r"\1", o)) for o in items]
+    items = [o[2:] if o.startswith("++") else o for o in items]  # (++k=v sets k as k=v does: one folder for both)
     keep = sorted(o for o in items if o and override_key(o) not in NOT_IN_JOB_NAME and not override_key(o).startswith("hydra"))
     name = _UNSAFE.sub("_", ",".join(keep)) or "default"
     if len(name) > 160:
@@ -73,7 +74,7 @@ def replaced(overrides: list[str]) -> list[str]:
     notes = []
     for o in overrides:
         key = override_key(o)
-        if last.get(key, o) != o:
+        if last.get(key, o) != o and o.startswith("++") == last[key].startswith("++"):  # (else refused)
             notes.append(f"{shorten(o, 40)} replaces {shorten(last[key], 40)} given before it (the last value of "
                          "a key counts)")
         last[key] = o

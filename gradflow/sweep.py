@@ -97,7 +97,14 @@ def check_overrides(overrides: list[str], command: str) -> None:
     with how to write it)."""
     one = command in ("run", "gradcheck")  # one network, in this process: no launcher, no sweep
     does = "trains" if command == "run" else "checks"
+    forced = {override_key(o): o for o in overrides if o.startswith("++")}
     for o in overrides:
+        if o.startswith("~"):  # (Hydra's deletion: OmegaConf refused it naming its own class, MLPConfig)
+            raise GradflowError(f"{shorten(o, 40)} deletes a setting, which gradflow's configs do not allow: every "
+                                f"key has a default; set it to a value instead ({override_key(o)}=...)")
+        if override_key(o) in forced and not o.startswith("++"):  # (the sweep ran some points with each value,
+            raise GradflowError(f"{shorten(o, 40)} and {shorten(forced[override_key(o)], 40)} set one key two "  # in
+                                "ways; give it once, as key=value (++ adds a key that is not there)")  # misnamed folders)
         if o.startswith("-"):
             example = {"run": "name=x, not --name x", "gradcheck": "model=resnet20, not --model resnet20"}.get(
                 command, "results=x, not --results x")

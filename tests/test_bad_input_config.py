@@ -166,6 +166,10 @@ CASES = [
     case("optim=adam optim.momentum=0.5", "optim.momentum", "momentum-for-adam"),
     case(f"model.activation={LONG}", "model.activation", "100kB-activation"),
     case(f"{G} data.scale={LONG}", "data.scale", "100kB-scale"),
+    # ++k=v after k=v: a sweep ran some points with each value, in folders named by the other
+    case("model.width=16 ++model.width=4", "model.width=16 and ++model.width=4 set one key two ways",
+         "plus-plus-after-plain"),
+    case("~model.depth", "~model.depth deletes a setting, which gradflow's configs do not allow", "tilde-delete"),
 ]
 
 
@@ -195,3 +199,17 @@ def test_did_you_mean_reads_a_dotted_key_by_its_last_part_too(word, choices, sai
     from gradflow.errors import did_you_mean
 
     assert did_you_mean(word, choices) == said
+
+
+def test_a_key_forced_with_plus_plus_is_the_same_run_and_folder_as_plain(cli, results):
+    # ++model.width=4 sets the key as model.width=4 does: it named its folder "++model.width=4,..."
+    from gradflow.overrides import job_name
+
+    assert job_name(["++model.width=4", "model.depth=2"]) == job_name(["model.depth=2", "model.width=4"])
+    out = cli("sweep", "threads=1", G, "train.steps=2", "model.depth=2,3", "++model.width=4,8", "--name", "pp",
+              f"results={results}")
+    assert out.exit_code == 0, out.output
+    for depth in (2, 3):
+        for width in (4, 8):
+            job = results / "pp" / f"model.depth={depth},model.width={width}"
+            assert f"width: {width}" in (job / "config.yaml").read_text(), job
