@@ -607,6 +607,8 @@ def read_run(job_dir: Path) -> dict | None:
     if not isinstance(rec, dict):
         return None
     for key, kind in _RUN_TYPES.items():
+        if key in rec and rec[key] is None:  # (null, as absent: every reader then takes its default; the
+            del rec[key]  # summary's .items() failed, so did every command on the study, clean's included)
         value = rec.get(key)
         if value is not None and (not isinstance(value, kind)
                                   or (kind is list and not all(isinstance(v, str) for v in value))):

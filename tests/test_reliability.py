@@ -301,6 +301,23 @@ def test_a_run_with_a_missing_or_broken_file_is_incomplete(cli, results):
     assert set(_statuses(root).values()) == {"ok"}
 
 
+def test_a_run_json_field_that_is_null_reads_as_absent(cli, results):
+    # "summary": null in one run.json made every command on the study a traceback (`ls`, `plot`, `report`,
+    # the sweep's resume and `clean`, the tools to mend it): null reads as the field left out
+    assert _sweep(cli, results, "model.depth=2,3,4").exit_code == 0
+    root = results / "s"
+    for job, field in (("model.depth=2", "summary"), ("model.depth=3", "files"), ("model.depth=4", "status")):
+        record = json.loads((root / job / "run.json").read_text())
+        (root / job / "run.json").write_text(json.dumps({**record, field: None}))
+    assert _statuses(root) == {"model.depth=2": "ok", "model.depth=3": "ok", "model.depth=4": "incomplete"}
+    for args in (("ls", str(root)), ("plot", str(root)), ("report", str(root))):
+        out = cli(*args)
+        assert out.exit_code == 0 and "Traceback" not in out.output, (args, out.output)
+    again = _sweep(cli, results, "model.depth=2,3,4")
+    assert again.exit_code == 0 and "2 already finished, skipped" in again.output, again.output
+    assert set(_statuses(root).values()) == {"ok"}
+
+
 def test_a_corrupt_table_inside_a_whole_looking_file_is_one_line(cli, results):
     assert cli("run", *SMALL, f"results={results}", "name=c").exit_code == 0
     job = next(p for p in (results / "c").iterdir() if p.is_dir())
