@@ -184,10 +184,10 @@ def commands(paths: list[Path]) -> list[str]:
     """The commands that made the results: every sweep.yaml's command, or the run's own overrides."""
     out = []
     for p in paths:
-        specs = sorted(p.rglob(store.SWEEP_FILE))
-        for spec in specs:
-            cmd = (yaml.safe_load(spec.read_text()) or {}).get("command")
-            if cmd:
+        specs = store.spec_files(p)
+        for _, spec in specs:
+            cmd = (spec or {}).get("command")  # (none from a sweep.yaml damaged by hand: it was a traceback)
+            if isinstance(cmd, str) and cmd:
                 out.append(cmd)
         if specs:
             continue

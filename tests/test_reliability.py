@@ -318,6 +318,17 @@ def test_a_run_json_field_that_is_null_reads_as_absent(cli, results):
     assert set(_statuses(root).values()) == {"ok"}
 
 
+def test_a_report_of_a_sweep_whose_spec_was_damaged_by_hand(cli, results):
+    # ls and plot read such a spec as none; report's list of commands was a traceback (yaml.ParserError, or
+    # AttributeError for a spec that is a plain string)
+    assert _sweep(cli, results, "model.depth=2,3").exit_code == 0
+    for text in ("garbage: [", "just a string"):
+        (results / "s" / "sweep.yaml").write_text(text)
+        out = cli("report", str(results / "s"))
+        assert out.exit_code == 0 and "Traceback" not in out.output, out.output
+        assert (results / "s" / "report.html").stat().st_size > 0
+
+
 def test_a_corrupt_table_inside_a_whole_looking_file_is_one_line(cli, results):
     assert cli("run", *SMALL, f"results={results}", "name=c").exit_code == 0
     job = next(p for p in (results / "c").iterdir() if p.is_dir())
