@@ -862,17 +862,31 @@ def _read_arrow(path: Path):
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(path)
+        table = pq.read_table(path)
     except Exception as e:  # pyarrow raises several types for a corrupt file
         raise _unreadable(path, e) from None
+    return _whole(path, table, table.column_names)
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """One Parquet table; a broken file is one line naming it, never a traceback."""
+    """One Parquet table; a broken file is one line naming it, never a traceback (`_whole`)."""
     try:
-        return pd.read_parquet(path)
+        table = pd.read_parquet(path)
     except Exception as e:  # pyarrow raises several types for a corrupt file
         raise _unreadable(path, e) from None
+    return _whole(path, table, table.columns)
+
+
+_COLUMNS_OF_FILE = {file: TABLE_COLUMNS[table] for table, file in TABLE_FILES.items()}
+
+
+def _whole(path: Path, table, columns):
+    """`table`, read from `path`, unless it lacks one of its kind's columns (`value`: a healthy run was drawn as
+    diverged, a NaN at every layer): then one line naming the file."""
+    missing = [c for c in _COLUMNS_OF_FILE.get(Path(path).name, ()) if c not in columns]
+    if missing:
+        raise _unreadable(path, ValueError(f"it has no column {', '.join(missing)}"))
+    return table
 
 
 def run_table(job_dir: Path, table: str) -> pd.DataFrame:

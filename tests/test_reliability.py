@@ -345,6 +345,22 @@ def test_a_corrupt_table_inside_a_whole_looking_file_is_one_line(cli, results):
     assert cli("plot", str(results / "c")).exit_code == 0
 
 
+def test_a_table_without_one_of_its_columns_is_one_line(cli, results):
+    # a layers table that lost its `value` column loaded as it was: plot drew the healthy run as diverged
+    # (a NaN at every layer), gradflow.load gave NaNs
+    assert cli("run", *SMALL, f"results={results}", "name=c").exit_code == 0
+    job = next(p for p in (results / "c").iterdir() if p.is_dir())
+    for table, column in (("layers.parquet", "value"), ("metrics.parquet", "split")):
+        f = job / table
+        whole = f.read_bytes()
+        pd.read_parquet(f).drop(columns=[column]).to_parquet(f)
+        _one_line_error(cli("plot", str(results / "c")), f"{f} cannot be read (it has no column {column})")
+        with pytest.raises(GradflowError, match="it has no column"):
+            gradflow.load(results / "c", table.split(".")[0])
+        f.write_bytes(whole)
+    assert cli("plot", str(results / "c")).exit_code == 0
+
+
 def test_tables_with_other_columns_still_load_together(cli, results):
     """Tables are joined as Arrow; one with other columns (a run another version wrote) is joined by
     name instead, its missing cells empty, rather than failing the whole load."""
