@@ -679,8 +679,14 @@ def status_of(job_dir: Path, rec: dict | None, spec: dict | None = None) -> tupl
         return INCOMPLETE, f"{job_dir / RUN_FILE} is missing or unreadable"
     status = rec.get(STATUS)
     if status == RUNNING:
-        if rec.get("host") == socket.gethostname() and isinstance(rec.get("pid"), int) and not _alive(rec["pid"]):
-            return INTERRUPTED, f"its process {rec['pid']} ended before the run did"
+        pid = rec.get("pid")
+        if rec.get("host") == socket.gethostname() and isinstance(pid, int):
+            if not _alive(pid):
+                return INTERRUPTED, f"its process {pid} ended before the run did"
+            # every writer holds its study's lock, whose holder file goes with it: none, and the pid is
+            # another process's now (a container restarted: pids start small again)
+            if not (job_dir.parent / HOLDER_FILE).exists():
+                return INTERRUPTED, f"no process holds its study's lock: its process ended (pid {pid} is another's)"
         return RUNNING, ""
     if status in ENDED or status == INTERRUPTED:
         # an interrupted run lists the tables of what it measured until then, if it got to write them

@@ -509,7 +509,12 @@ def test_a_running_record_of_a_dead_process_reads_as_interrupted(results):
     store.write_json(job / "run.json", {"status": "running", "pid": dead.pid, "host": socket.gethostname()})
     assert store.status_of(job, store.read_run(job))[0] == "interrupted"
     store.write_json(job / "run.json", {"status": "running", "pid": os.getpid(), "host": socket.gethostname()})
-    assert store.status_of(job, store.read_run(job))[0] == "running"
+    with store.lock(results / "s"):  # its writer holds the study's lock
+        assert store.status_of(job, store.read_run(job))[0] == "running"
+    # a live process of that pid, and no writer holds the lock: the pid is another's now (a restarted
+    # container's pids start small again), the run is interrupted (it read `running`)
+    assert store.status_of(job, store.read_run(job)) == (
+        "interrupted", f"no process holds its study's lock: its process ended (pid {os.getpid()} is another's)")
 
 
 # --- interruption: Ctrl-C to the process group ------------------------------------------------------------
