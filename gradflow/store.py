@@ -231,7 +231,8 @@ def check_writable(folder: Path, study: Path | None = None, option: str = "resul
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         what, advice = ("results folder", "set results=") if option == "results=" else ("folder", f"give {option} ")
-        raise GradflowError(f"{what} {folder} cannot be created: {probe} is "
+        verb = "written" if probe == folder else "created"  # (it said "cannot be created" of one that exists)
+        raise GradflowError(f"{what} {folder} cannot be {verb}: {probe if probe != folder else 'it'} is "
                             f"{'not a folder' if not probe.is_dir() else 'read-only'}; {advice}<a writable folder>")
 
 

@@ -271,6 +271,7 @@ def _parse_grid(user: list[str]) -> tuple[str, list[str], list[list[str]]]:
     sweeper expands the overrides; the launcher's settings checked."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Glob
 
     parser = OverridesParser.create(config_loader=config_mod.config_loader())  # glob(*) lists a group's choices
     parsed = parser.parse_overrides(user)
@@ -279,6 +280,14 @@ def _parse_grid(user: list[str]) -> tuple[str, list[str], list[list[str]]]:
         if o.key_or_group == "hydra/launcher":
             launcher = o.value()
         if o.is_sweep_override() and not list(o.sweep_string_iterator()):
+            # glob() of a plain key read as a sweep of nothing, though model.activation=glob(re*) matched relu
+            if isinstance(o.value(), Glob) and "." in o.key_or_group:
+                raise GradflowError(f"{shorten(o.input_line, 60)} selects no value: glob() picks among a config "
+                                    "group's choices (model=glob(*), data=glob(mnist*)); list a key's values: "
+                                    "a,b,c")
+            if isinstance(o.value(), Glob):
+                raise GradflowError(f"{shorten(o.input_line, 60)} matches none of {o.key_or_group}'s choices; "
+                                    f"see `gradflow run --help` for them, or {o.key_or_group}=glob(*) for all")
             raise GradflowError(f"{shorten(o.input_line, 60)} sweeps over no value; give at least one, "
                                 "e.g. range(1,5) (the end is excluded) or 1,2,3")
     check_launcher(launcher, [o for o in parsed if o.key_or_group.startswith("hydra.launcher.")])
@@ -623,6 +632,7 @@ def _literal(value) -> str:
 def _parser():
     """Hydra's override grammar, made once: for override lines read without a config loader."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import Glob
 
     return OverridesParser.create()
 

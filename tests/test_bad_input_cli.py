@@ -109,6 +109,10 @@ CASES = [
     (["run", "hydra.output_subdir=.h"], "hydra.output_subdir=.h"),
     # gradflow sweep: everything checked before any job starts
     (["sweep", "model.depth=range(1,0)"], "model.depth=range(1,0) sweeps over no value"),
+    # glob() of a plain key said it swept no value (give one, e.g. range(1,5)), though re* matched relu
+    (["sweep", "model.activation=glob(re*)"], "model.activation=glob(re*) selects no value: glob() picks among a "
+                                              "config group's choices"),
+    (["sweep", "model=glob(zz*)"], "model=glob(zz*) matches none of model's choices"),
     (["sweep", "model.depth=2,02"], "the sweep points model.depth=2 and model.depth=02 are the same run"),
     (["sweep", "model.depth=2,3", "name=a,b"], "name=a,b is several names; a sweep writes one study: give one"),
     (["run", "model.activation=tanh,relu"], "model.activation=tanh,relu is several values, and `gradflow run` "
