@@ -176,6 +176,9 @@ CASES = [
     (["ls", "{file}"], "a-file is a file, not a run or a folder of runs"),
     (["ls", "{runjson}"], "run.json is a file, not a run or a folder of runs: give its run's folder, "),
     (["ls", "{study}", "--where", "nonsense"], "--where 'nonsense' must be KEY=VALUE"),
+    # accepted without a word: every steps-to cell read "-", the rows kept their order
+    (["ls", "{study}", "--steps-to", "train_loss<=nan"], "--steps-to 'train_loss<=nan': nan is no threshold"),
+    (["ls", "{study}", "--sort", ""], "--sort '' names no column"),
     (["ls", "{study}", "--where", "nokey=1"], "--where key 'nokey' is not a column; choices: status (or any config key"),
     (["ls", "{study}", "--where", "model.depth=9"], "--where model.depth=9 matches no run; model.depth here: 2"),
     (["ls", "{study}", "--where", "model.depth=2", "--where", "seed=1"],

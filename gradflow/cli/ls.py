@@ -330,6 +330,8 @@ def ls(
     """One row per run: swept values, status, final metrics, gradient ratios and chi_1 (measured and theory)."""
     if csv and as_json:
         raise GradflowError("--csv and --json are two formats of the same table; give one")
+    if sort is not None and not sort.strip("- "):  # (--sort '' kept the order without a word; --sort - was refused)
+        raise GradflowError(f"--sort {sort!r} names no column; give one, e.g. --sort final.test_acc (-KEY: descending)")
     if path == Path("results") and not path.exists():
         raise GradflowError("no results folder here (the default of `gradflow ls`): `gradflow run` makes one, "
                             "or give the folder: gradflow ls PATH")
