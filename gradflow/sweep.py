@@ -632,7 +632,6 @@ def _literal(value) -> str:
 def _parser():
     """Hydra's override grammar, made once: for override lines read without a config loader."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import Glob
 
     return OverridesParser.create()
 
