@@ -278,7 +278,8 @@ def learned_nothing(layers: pd.DataFrame, final: dict, chance: Chance | None, fi
     flags = []
     if not layers.empty:
         end = store.profile(layers, "grad_norm", store.last_step(layers))
-        hidden = end.drop(end.index.max())  # the head's gradient is the loss's, not the network's
+        hidden = end[end.index != end.index.max()]  # the head's gradient is the loss's, not the network's
+        # (none at all where every probed weight is frozen: a Recorder's adapter fine-tune)
         if len(hidden) and (hidden == 0).all():
             flags.append("learned nothing: every hidden weight gradient is exactly 0 at the end")
     loss, acc = final.get("train_loss", math.nan), final.get("train_acc", math.nan)

@@ -242,7 +242,8 @@ class Recorder:
         _close_on_uncaught()
         self._optimizer_seen = False  # an optimizer stepped the model's parameters (once is enough to know)
         self._ours = {id(p) for p in model.parameters()}
-        self._seeing = register_optimizer_step_post_hook(self._saw_optimizer)
+        saw = weakref.WeakMethod(self._saw_optimizer)  # (torch's registry must not keep the Recorder, and its model)
+        self._seeing = register_optimizer_step_post_hook(lambda *args: saw() is not None and saw()(*args))
         if replaced is not None:  # (as `gradflow run` says so; a Recorder's rerun is a new run)
             warnings.warn(f"{self.path}: replacing the run recorded there before ({replaced.get(store.STATUS)}, "
                           f"started {replaced.get('started')})", stacklevel=2)

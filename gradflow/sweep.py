@@ -102,9 +102,10 @@ def check_overrides(overrides: list[str], command: str) -> None:
         if o.startswith("~"):  # (Hydra's deletion: OmegaConf refused it naming its own class, MLPConfig)
             raise GradflowError(f"{shorten(o, 40)} deletes a setting, which gradflow's configs do not allow: every "
                                 f"key has a default; set it to a value instead ({override_key(o)}=...)")
-        if override_key(o) in forced and not o.startswith("++"):  # (the sweep ran some points with each value,
-            raise GradflowError(f"{shorten(o, 40)} and {shorten(forced[override_key(o)], 40)} set one key two "  # in
-                                "ways; give it once, as key=value (++ adds a key that is not there)")  # misnamed folders)
+        # key=a ++key=b: the sweep ran some points with each value, in folders named by the other
+        if override_key(o) in forced and not o.startswith("++"):
+            raise GradflowError(f"{shorten(o, 40)} and {shorten(forced[override_key(o)], 40)} set one key two "
+                                "ways; give it once, as key=value (++ adds a key that is not there)")
         if o.startswith("-"):
             example = {"run": "name=x, not --name x", "gradcheck": "model=resnet20, not --model resnet20"}.get(
                 command, "results=x, not --results x")
@@ -281,13 +282,14 @@ def _parse_grid(user: list[str]) -> tuple[str, list[str], list[list[str]]]:
             launcher = o.value()
         if o.is_sweep_override() and not list(o.sweep_string_iterator()):
             # glob() of a plain key read as a sweep of nothing, though model.activation=glob(re*) matched relu
-            if isinstance(o.value(), Glob) and "." in o.key_or_group:
+            if isinstance(o.value(), Glob) and o.key_or_group not in (*config_mod.GROUPS, "experiment"):
                 raise GradflowError(f"{shorten(o.input_line, 60)} selects no value: glob() picks among a config "
                                     "group's choices (model=glob(*), data=glob(mnist*)); list a key's values: "
                                     "a,b,c")
             if isinstance(o.value(), Glob):
+                given = o.input_line.split("=", 1)[0]  # (+experiment, with its +)
                 raise GradflowError(f"{shorten(o.input_line, 60)} matches none of {o.key_or_group}'s choices; "
-                                    f"see `gradflow run --help` for them, or {o.key_or_group}=glob(*) for all")
+                                    f"see `gradflow run --help` for them, or {given}=glob(*) for all")
             raise GradflowError(f"{shorten(o.input_line, 60)} sweeps over no value; give at least one, "
                                 "e.g. range(1,5) (the end is excluded) or 1,2,3")
     check_launcher(launcher, [o for o in parsed if o.key_or_group.startswith("hydra.launcher.")])

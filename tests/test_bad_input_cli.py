@@ -113,6 +113,7 @@ CASES = [
     (["sweep", "model.activation=glob(re*)"], "model.activation=glob(re*) selects no value: glob() picks among a "
                                               "config group's choices"),
     (["sweep", "model=glob(zz*)"], "model=glob(zz*) matches none of model's choices"),
+    (["sweep", "seed=glob(*)"], "seed=glob(*) selects no value: glob() picks among a config group's choices"),
     (["sweep", "model.depth=2,02"], "the sweep points model.depth=2 and model.depth=02 are the same run"),
     (["sweep", "model.depth=2,3", "name=a,b"], "name=a,b is several names; a sweep writes one study: give one"),
     (["run", "model.activation=tanh,relu"], "model.activation=tanh,relu is several values, and `gradflow run` "

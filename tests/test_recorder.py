@@ -944,7 +944,8 @@ def _reference(model, batches, losses):
 
 def _recorded(path):
     d = gradflow.load(path).query("step == 0")
-    return {q: {int(n): v for n, v in zip(d[d.quantity == q].name, d[d.quantity == q].value)}
+    return {q: {int(n) if n.isdigit() else n: v
+                for n, v in zip(d[d.quantity == q].name, d[d.quantity == q].value)}
             for q in ("signal_norm", "grad_norm")}
 
 
@@ -1041,3 +1042,114 @@ def test_losses_back_propagated_one_by_one_where_the_fused_kernels_keep_only_nor
         else:
             assert not caught and {k: values[j, signal_at] for k, j in rows.items()} == pytest.approx(signal, rel=1e-5)
     probes.remove()
+
+
+def test_a_gradient_penalty_of_the_parameters_in_the_block(tmp_path):
+    # torch.autograd.grad of the loss by the parameters themselves (a gradient-norm penalty, MAML, a
+    # Hessian-vector product): torch refuses to say whether such a pass accumulates, and the refusal came out of
+    # the user's own call as a RuntimeError
+    model = _mlp()
+    x, y = torch.randn(16, 10), torch.randint(0, 3, (16,))
+
+    def penalised(m):
+        loss = F.cross_entropy(m(x), y)
+        grads = torch.autograd.grad(loss, list(m.parameters()), create_graph=True)
+        return loss + 0.1 * sum(g.pow(2).sum() for g in grads)
+
+    ref = copy.deepcopy(model)
+    penalised(ref).backward()
+    with gradflow.Recorder(model, tmp_path / "run", every=1) as rec:
+        with rec.step(0):
+            penalised(model).backward()
+    got = _recorded(tmp_path / "run")
+    assert got["grad_norm"] == pytest.approx({k: float(ref[k].weight.grad.double().norm()) for k in (0, 2, 4)},
+                                             rel=1e-5)
+    assert len(got["signal_norm"]) == 3 and all(v > 0 for v in got["signal_norm"].values())
+
+
+def test_gradients_changed_by_a_callback_of_the_pass_are_read_as_changed(tmp_path):
+    # DDP averages the gradients in a callback it queues at the end of the backward pass; the probes' copy,
+    # queued at the pass's first signal, ran before it and took each rank's own gradients. Here a callback
+    # queued the same way halves them: what the loop steps with is what is recorded
+    model = _mlp()
+    x, y = torch.randn(16, 10), torch.randint(0, 3, (16,))
+    _, grad = _reference(model, [x], [lambda out: F.cross_entropy(out, y)])
+    halve = lambda: [p.grad.mul_(0.5) for p in model.parameters()]  # noqa: E731
+    model[0].weight.register_post_accumulate_grad_hook(
+        lambda p: torch.autograd.Variable._execution_engine.queue_callback(halve))
+    with gradflow.Recorder(model, tmp_path / "run", every=1) as rec:
+        with rec.step(0):
+            F.cross_entropy(model(x), y).backward()
+    assert _recorded(tmp_path / "run")["grad_norm"] == pytest.approx({k: v / 2 for k, v in grad.items()}, rel=1e-5)
+
+
+def test_a_model_made_double_between_probed_steps_keeps_its_signals(tmp_path):
+    # model.double() makes every parameter a new leaf: the probes' kept AccumulateGrad nodes were the old ones,
+    # and from then on every pass read as one that accumulates nothing: no signals, clipped gradients read
+    model = _mlp()
+    x, y = torch.randn(16, 10), torch.randint(0, 3, (16,))
+    with gradflow.Recorder(model, tmp_path / "run", every=1) as rec:
+        for step in range(2):
+            if step == 1:
+                model.double()
+                x = x.double()
+            with rec.step(step):
+                F.cross_entropy(model(x), y).backward()
+                grad = float(model[0].weight.grad.double().norm())
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1e-3)
+            model.zero_grad()
+    layers = gradflow.load(tmp_path / "run").query("step == 1 and name == '0'").set_index("quantity")["value"]
+    assert layers["grad_norm"] == pytest.approx(grad, rel=1e-6) and layers["signal_norm"] > 0
+
+
+def test_frozen_layers_in_a_reentrant_checkpoint_keep_their_signals(tmp_path):
+    # the nested backward pass of reentrant checkpointing holds no trainable weight there: read as a pass
+    # that accumulates nothing, the frozen layers' signals were dropped
+    import torch.utils.checkpoint as cp
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.seq = _mlp()
+            for m in self.seq[2:4]:
+                m.requires_grad_(False)
+
+        def forward(self, x, reentrant):
+            h = self.seq[1](self.seq[0](x))
+            h = cp.checkpoint(self.seq[2:4], h, use_reentrant=True) if reentrant else self.seq[2:4](h)
+            return self.seq[4](h)
+
+    x, y = torch.randn(16, 10), torch.randint(0, 3, (16,))
+    signals = []
+    for reentrant in (False, True):
+        net = Net()
+        with gradflow.Recorder(net, tmp_path / f"r{reentrant}", every=1) as rec:
+            with rec.step(0):
+                F.cross_entropy(net(x, reentrant), y).backward()
+        signals.append(_recorded(tmp_path / f"r{reentrant}")["signal_norm"])
+    assert set(signals[0]) == {"seq.0", "seq.2", "seq.4"} and signals[1] == pytest.approx(signals[0], rel=1e-6)
+
+
+def test_a_model_whose_every_probed_weight_is_frozen_closes(tmp_path):
+    # an adapter of raw parameters beside frozen Linear layers (LoRA-like): its run's end found no hidden weight
+    # gradient to flag and close() raised KeyError, leaving the run `running`
+    class Adapted(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.base = nn.Linear(8, 8).requires_grad_(False)
+            self.a = nn.Parameter(torch.randn(8, 2) * 0.1)
+
+        def forward(self, x):
+            return self.base(x) + x @ self.a @ self.a.t()
+
+    torch.manual_seed(0)
+    model = nn.Sequential(Adapted(), nn.Tanh(), Adapted())
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    with gradflow.Recorder(model, tmp_path / "run", every=1) as rec:
+        for step in range(2):
+            with rec.step(step):
+                model(torch.randn(4, 8)).square().mean().backward()
+            opt.step()
+            opt.zero_grad()
+    assert store.read_run(tmp_path / "run")["status"] == "ok"
+    assert (gradflow.load(tmp_path / "run").query("quantity == 'signal_norm'")["value"] > 0).all()

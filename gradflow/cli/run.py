@@ -407,7 +407,9 @@ def show_layers(layers: pd.DataFrame, record: dict) -> None:
     shown = wide.index[sorted(rows)]
     title = "per-layer gradients (layer 0 = input)"
     if len(shown) < len(wide.index):
-        title += f", showing {len(shown)} of {len(wide.index)} layers{f' ({which})' * bool(which)}"
+        title += f", showing {len(shown)} of {len(wide.index)} layers"
+        if which:
+            title += f" ({which})"
     print_note(title)  # (a rich title is padded to the table's width)
     cols = [(q, s) for q in quantities for s in dict.fromkeys([0, last])]
     heads = ["layer", "name", *(f"{SYMBOLS[q]} @{s}" for q, s in cols)]
@@ -581,7 +583,7 @@ def _thin_rows(names: list[str], keep: int, prefer: set[int]) -> tuple[set[int],
     roles = [r for r in first if all(r in b for b in blocks.values())]  # (in the first block's order)
     budget = keep - len(outside)
     if len(blocks) < 3 or not roles or budget < 3 or all(len(b) == 1 for b in blocks.values()):
-        return _thin(n, keep, prefer), ""  # (blocks of one layer each, an MLP's: evenly spaced over the net)
+        return _thin(n, keep, prefer), ""  # (blocks of one layer each: evenly spaced over the net)
     rows = list(blocks.values())
     if len(rows) <= budget:
         per = min(len(roles), budget // len(rows))
@@ -597,15 +599,13 @@ def _thin_rows(names: list[str], keep: int, prefer: set[int]) -> tuple[set[int],
 def _block_and_role(name: str) -> tuple[str | None, str]:
     """A layer's block and its role in it, from its name: the block is the name up to its last numbered part
     before the last ("b3" of "b3.attn.qkv", "s2.b1" of "s2.b1.conv2", "layers.3" of "layers.3.mlp.0"), the role
-    the rest; a name of one numbered part is a block of its own ("linear5": a role "linear#"); a name without
-    a number is in no block (None: "tok_emb", "head")."""
+    the rest. A name with no such part is in no block (None: "tok_emb", "head", an MLP's "linear5",
+    torchvision's stem "conv1")."""
     parts = name.split(".")
     cut = max((i for i, part in enumerate(parts[:-1]) if re.search(r"\d", part)), default=None)
-    if cut is not None:
-        return ".".join(parts[:cut + 1]), ".".join(parts[cut + 1:])
-    if re.search(r"\d", name):
-        return name, re.sub(r"\d+", "#", name)
-    return None, name
+    if cut is None:
+        return None, name
+    return ".".join(parts[:cut + 1]), ".".join(parts[cut + 1:])
 
 
 def _thin(n: int, keep: int, prefer: set[int] | None = None) -> set[int]:

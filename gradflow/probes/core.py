@@ -59,6 +59,7 @@ _NO_POINTS = np.zeros(0, int)
 # multi-grad hooks ask the same)
 _graph_task = torch._C._current_graph_task_id
 _will_run = torch._C._will_engine_execute_node  # (as torch.autograd.graph.register_multi_grad_hook asks it)
+_queue = torch.autograd.Variable._execution_engine.queue_callback  # at the end of the running backward pass
 _DROPPED = object()  # a point's signal left out of a probed step (Probes._drop_signal)
 _HALF = {torch.float16, torch.bfloat16}
 _ROW = {name: j for j, name in enumerate(PRIMITIVES)}  # a primitive's row in table's (primitives, points) array
@@ -244,7 +245,7 @@ class Probes:
         # the end of the step's block, where the loop may have clipped or unscaled them (see _pass_ended)
         self.grads_at_pass_end = False
         self._adding = False  # signals of one call from several backward passes seen: the fused kernels keep none
-        self._grad_nodes_of: tuple = ((), [])  # (which params are trainable, their AccumulateGrad nodes)
+        self._own_weights = [_param(p.layer, "weight") for p in self.points]  # each point's, or None
         self._generation = 0  # probed steps armed so far: a signal hook's call knows its step by it
         self._fused_acts, self._fused_squares = np.zeros((n, 4)), np.zeros(n)
         # each point's saturation bounds, float32-rounded: the batched path's constants and the fused kernels'
@@ -304,8 +305,10 @@ class Probes:
         self._in_backward = [False] * n
         self._fused_batch = [0] * n  # each point's signal batch size where they took its norm
         self._parts: dict[int, list] = {}  # the dL/dz of each call of a point that ran more than once
-        self._task, self._task_accumulates = None, True  # the backward pass the hooks saw last, and whether it
-        # accumulates gradients (not torch.autograd.grad's): see _new_pass
+        # the backward pass the hooks saw last, and whether it accumulates gradients (None: not known yet): _new_pass
+        self._task, self._task_accumulates = None, None
+        self._passes: dict[int, bool | None] = {}  # the same of each pass of the step
+        self._open: set[int] = set()  # the passes whose end will copy the gradients, before it came
         self._pass_grads: list[torch.Tensor] | None = None  # the gradients copied at a backward pass's end
         self._generation += 1
         self._sgd: SGDUpdate | None = None  # where the step's update is read, if not from a copy
@@ -349,8 +352,10 @@ class Probes:
                     if g is None:  # an output of a node with several that got no gradient
                         return
                     if _graph_task() != self._task:
-                        self._new_pass()
-                    if not self._task_accumulates:  # torch.autograd.grad's pass (a saliency map, a gradient
+                        self._new_pass(_graph_task())
+                    if self._task_accumulates is None:
+                        self._ask_pass(i)
+                    if self._task_accumulates is False:  # torch.autograd.grad's pass (a saliency map, a gradient
                         return  # penalty): its dL/dz is not the loss's, and no gradient is the loss's for it
                     if call:  # another backward pass through this call: the two passes' dL/dz add up
                         return self._signal_added(i, call, g)
@@ -439,21 +444,34 @@ class Probes:
                           "back-propagated signal of such layers is left out, and later steps keep the tensors",
                           stacklevel=user_stacklevel())
 
-    def _new_pass(self) -> None:
-        """The first signal of a backward pass: whether the pass accumulates gradients into the probed
-        parameters (loss.backward()) or only returns some (torch.autograd.grad: a saliency map, a gradient
-        penalty, whose dL/dz is no loss's signal; its signal read ~27x the loss's in one loop); and, where
-        `grads_at_pass_end`, the gradients are taken at its end."""
-        self._task = _graph_task()
-        trainable = tuple(p.requires_grad for p in self.params)
-        if trainable != self._grad_nodes_of[0]:  # their AccumulateGrad nodes, kept: the same in every graph
-            with torch.enable_grad():
-                nodes = [p.view_as(p).grad_fn.next_functions[0][0] for p in self.params if p.requires_grad]
-            self._grad_nodes_of = (trainable, nodes)
-        nodes = self._grad_nodes_of[1]
-        self._task_accumulates = not nodes or any(map(_will_run, nodes))
-        if self._task_accumulates and self.grads_at_pass_end:
-            torch.autograd.Variable._execution_engine.queue_callback(self._pass_ended)
+    def _new_pass(self, task: int) -> None:
+        """A signal of another backward pass than the last one's. At the first of a pass, where
+        `grads_at_pass_end`, the gradients are taken at its end: queued from a callback, so after every callback
+        queued in the pass (DDP's, which averages them: from the pass's first hook, the copy took each rank's own
+        gradients, or half-reduced buckets). Not for a pass inside one whose end is still to come (reentrant
+        checkpointing's, one a block): the outer pass's end takes them, once."""
+        self._task, self._task_accumulates = task, self._passes.get(task)
+        if task in self._passes:  # (back in a pass after a nested one)
+            return
+        self._passes[task] = None
+        if self.grads_at_pass_end and not self._open:
+            self._open.add(task)
+            _queue(lambda: _queue(lambda: self._pass_ended(task)))
+
+    def _ask_pass(self, i: int) -> None:
+        """Whether the running backward pass accumulates gradients (loss.backward()) or only returns some
+        (torch.autograd.grad: a saliency map, a gradient penalty, whose dL/dz is no loss's signal: it read the
+        input layer's ~27x the loss's in one loop), asked of point i's trainable weight, which is in its own
+        call's graph. A point without one (frozen, or none) cannot tell, and its signal is kept: a reentrant
+        checkpoint's backward of frozen layers accumulates only into the checkpoint's inputs, and is the loss's."""
+        w = self._own_weights[i]
+        if w is None or not w.requires_grad:
+            return
+        try:  # (the node asked afresh: model.double() or .to() makes every parameter a new one)
+            accumulates = _will_run(torch.autograd.graph.get_gradient_edge(w).node)
+        except RuntimeError:  # torch refuses to say of an input of torch.autograd.grad: the parameters' own
+            accumulates = False
+        self._task_accumulates = self._passes[self._task] = accumulates
 
     @property
     def grads_from_pass_end(self) -> bool:
@@ -461,11 +479,14 @@ class Probes:
         return self._pass_grads is not None
 
     @_one_thread
-    def _pass_ended(self) -> None:
+    def _pass_ended(self, task: int) -> None:
         """The end of a backward pass that accumulated gradients: the gradients as they stand now (after the
         last of several micro-batches' passes, their sum) are the step's, copied, whatever the loop does to
         them later in the block: clipping them (the norms read the clipped ones: 0.0043 for 0.34) or unscaling
         them (scaler.unscale_: they are read as scaled, and divided by the scale as the signals are)."""
+        self._open.discard(task)
+        if self._passes.get(task) is False:  # (a pass of torch.autograd.grad's changed no gradient)
+            return
         with torch.no_grad():
             grads = gradients(self.params)
             kept = [self.buffer(("grad", j), tuple(g.shape), g.dtype, g.device) for j, g in enumerate(grads)]
