@@ -198,6 +198,9 @@ class Recorder:
                                 f"({shorten(repr(model), 40)})")
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
             raise GradflowError(f"every={every!r} must be a positive whole number of steps")
+        if type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
+            model = model._orig_mod  # torch.compile's wrapper: the probes go on the module it compiled (given the
+            # wrapper, the discovery's forward pass ran inside dynamo's tracing and failed with dynamo's error)
         self.model, self.path, self.every = model, Path(path), every
         if self.path.exists() and not self.path.is_dir():
             raise GradflowError(f"{self.path} is a file; give the Recorder a folder for the run")
@@ -234,7 +237,7 @@ class Recorder:
                         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         "every": every, "config_hash": store.config_hash(self._flat), **env, "config": self._flat}
         try:
-            store.begin(self.path, OmegaConf.create(config), self._record)
+            store.begin(self.path, OmegaConf.create(config), self._record, shared=True)
         except BaseException:
             _release_study(self._study)
             raise
@@ -450,9 +453,13 @@ class Recorder:
         from gradflow.models.discover import discover
         from gradflow.probes.core import Probes
 
-        def first_forward(module, args, kwargs):
+        def first_forward(module, args, kwargs=None):
+            # (kwargs=None: another Recorder's discovery, whose forward pass runs inside this one, removed this
+            # hook meanwhile, and torch then calls it as a hook without kwargs; it has found the points already)
+            if self.probes is not None:
+                return
             handle.remove()
-            self.probes = Probes(discover(module, *args, **kwargs))
+            self.probes = Probes(discover(module, *args, **(kwargs or {})))
             self.probes.grads_at_pass_end = True  # the loop may clip or unscale them later in the block
             self.probes.arm()
 

@@ -412,13 +412,18 @@ def check_clearable(job_dir: Path) -> None:
         raise in_the_way(job_dir)
 
 
-def begin(job_dir: Path, cfg: DictConfig, record: dict) -> None:
+def begin(job_dir: Path, cfg: DictConfig, record: dict, shared: bool = False) -> None:
     """Start a run folder afresh: files from an earlier attempt are removed first (only gradflow's own).
-    Adds the writing process (pid, host) to `record`, which `finish` writes again at the end."""
+    Adds the writing process (pid, host) to `record`, which `finish` writes again at the end. `shared`: the
+    folder is a user's loop's too (a Recorder's: the checkpoints it saves there), whose other files stay."""
     job_dir = Path(job_dir)
     try:
-        clear_run(job_dir)
-        job_dir.mkdir(parents=True)
+        if shared and job_dir.is_dir() and not job_dir.is_symlink():
+            for f in RUN_FILES:  # (run.json first: a folder without it is no run to any reader)
+                (job_dir / f).unlink(missing_ok=True)
+        else:
+            clear_run(job_dir)
+        job_dir.mkdir(parents=True, exist_ok=shared)
     except PermissionError as e:
         raise GradflowError(f"results folder {job_dir} is not writable ({e.strerror}); "
                             "set results=<a writable folder>") from None

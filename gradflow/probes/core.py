@@ -145,6 +145,15 @@ def gradients(params) -> list[torch.Tensor]:
     return out
 
 
+def _accumulates_into(w: torch.Tensor) -> bool:
+    """Whether the running backward pass accumulates a gradient into parameter `w` (its AccumulateGrad node asked
+    afresh: model.double() or .to() makes every parameter a new one)."""
+    try:
+        return _will_run(torch.autograd.graph.get_gradient_edge(w).node)
+    except RuntimeError:  # torch refuses to say of an input of torch.autograd.grad: the parameters' own
+        return False
+
+
 def _skip(module, inputs, output) -> None:
     """A hook with nothing to take (in a tap that takes only one of a point's two tensors)."""
 
@@ -308,7 +317,6 @@ class Probes:
         # the backward pass the hooks saw last, and whether it accumulates gradients (None: not known yet): _new_pass
         self._task, self._task_accumulates = None, None
         self._passes: dict[int, bool | None] = {}  # the same of each pass of the step
-        self._open: set[int] = set()  # the passes whose end will copy the gradients, before it came
         self._pass_grads: list[torch.Tensor] | None = None  # the gradients copied at a backward pass's end
         self._generation += 1
         self._sgd: SGDUpdate | None = None  # where the step's update is read, if not from a copy
@@ -448,14 +456,12 @@ class Probes:
         """A signal of another backward pass than the last one's. At the first of a pass, where
         `grads_at_pass_end`, the gradients are taken at its end: queued from a callback, so after every callback
         queued in the pass (DDP's, which averages them: from the pass's first hook, the copy took each rank's own
-        gradients, or half-reduced buckets). Not for a pass inside one whose end is still to come (reentrant
-        checkpointing's, one a block): the outer pass's end takes them, once."""
+        gradients, or half-reduced buckets)."""
         self._task, self._task_accumulates = task, self._passes.get(task)
         if task in self._passes:  # (back in a pass after a nested one)
             return
         self._passes[task] = None
-        if self.grads_at_pass_end and not self._open:
-            self._open.add(task)
+        if self.grads_at_pass_end:
             _queue(lambda: _queue(lambda: self._pass_ended(task)))
 
     def _ask_pass(self, i: int) -> None:
@@ -467,10 +473,8 @@ class Probes:
         w = self._own_weights[i]
         if w is None or not w.requires_grad:
             return
-        try:  # (the node asked afresh: model.double() or .to() makes every parameter a new one)
-            accumulates = _will_run(torch.autograd.graph.get_gradient_edge(w).node)
-        except RuntimeError:  # torch refuses to say of an input of torch.autograd.grad: the parameters' own
-            accumulates = False
+        # (a pass with backward(inputs=[...]) may leave this weight out and accumulate into others': asked too)
+        accumulates = _accumulates_into(w) or any(_accumulates_into(p) for p in self.weights if p.requires_grad)
         self._task_accumulates = self._passes[self._task] = accumulates
 
     @property
@@ -484,9 +488,10 @@ class Probes:
         last of several micro-batches' passes, their sum) are the step's, copied, whatever the loop does to
         them later in the block: clipping them (the norms read the clipped ones: 0.0043 for 0.34) or unscaling
         them (scaler.unscale_: they are read as scaled, and divided by the scale as the signals are)."""
-        self._open.discard(task)
         if self._passes.get(task) is False:  # (a pass of torch.autograd.grad's changed no gradient)
             return
+        if torch._C._current_autograd_node() is not None:  # a pass inside another (reentrant checkpointing's,
+            return  # one a block): the outer pass's end takes them, once
         with torch.no_grad():
             grads = gradients(self.params)
             kept = [self.buffer(("grad", j), tuple(g.shape), g.dtype, g.device) for j, g in enumerate(grads)]
