@@ -394,7 +394,10 @@ class Recorder:
             status, first = store.DIVERGED, min(losses + grads)
             self._record.update(diverged_step=int(first), diverged_in=" and ".join(
                 what for what, at in (("loss", losses), ("gradient", grads)) if first in at))
-        self._record["summary"] = summary.per_run(layers, self._flat, self._record.get("diverged_step"))  # (ls's)
+        if self.probes is not None and self.probes.tied:
+            self._record["tied"] = self.probes.tied
+        self._record["summary"] = summary.per_run(layers, self._flat, self._record.get("diverged_step"),
+                                                  self._record.get("tied"))  # (ls's)
         if status == store.INTERRUPTED:  # no final result: its last values, with the step it got to
             self._record["last_evaluated"] = {store.STEP: self._last_step, **final}
             final = {}

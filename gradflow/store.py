@@ -97,7 +97,7 @@ RUN_FIELDS = ("job", "started", "config_hash", "config", "python", "torch", "num
               "git_commit", "gradflow_commit", "pid", "host", "device", "seed", "threads", "every", "command",
               STATUS, "steps", "steps_done", "train_time", "wall_time", "fused_steps", "files", "summary",
               "final", "last_evaluated", "last_finite", FLAGS, "error", "traceback", DIVERGED_AT,
-              "diverged_layer", "diverged_in", "replacement")
+              "diverged_layer", "diverged_in", "replacement", "tied")
 STATUS_COLOURS = {OK: "green", DIVERGED: "yellow", FAILED: "red", RUNNING: "cyan", INTERRUPTED: "magenta",
                   INCOMPLETE: "red", STALE: "bright_black"}
 # config keys that say where and how fast, not what is computed: they do not change a run's identity
@@ -599,7 +599,7 @@ def git_commit(folder: Path) -> str | None:
 # run.json's fields that readers index into, with their types: a field of another type (an edited file,
 # another program's) makes the run.json unreadable, so that one run is incomplete, not every listing broken
 _RUN_TYPES = {"status": str, "config": dict, "final": dict, "last_finite": dict, "summary": dict, "flags": list,
-              "files": list, "replacement": dict}
+              "files": list, "replacement": dict, "tied": list}
 _NUMBERS = ("final", "last_finite", "summary")  # run.json's sections of numbers (nan written as null)
 
 

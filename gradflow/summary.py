@@ -154,10 +154,12 @@ def transient_bias(config: Mapping[str, Any], span: tuple[int, int]) -> float:
     return float(theory.fit_chi1(layers, np.exp(log_sq / 2), trim=0) / mf.chi1 - 1.0)
 
 
-def per_run(layers: pd.DataFrame, config: dict, diverged_step: int | None = None) -> dict[str, Any]:
+def per_run(layers: pd.DataFrame, config: dict, diverged_step: int | None = None,
+            tied: list[str] | None = None) -> dict[str, Any]:
     """The summary numbers of one run from its layer rows and its flattened config (JSON-ready values);
     a diverged run's end ratio at its last probed step before `diverged_step` (the step whose loss or
-    gradient went non-finite: its gradients, finite as the loss overflows, are no trained net's)."""
+    gradient went non-finite: its gradients, finite as the loss overflows, are no trained net's). `tied`:
+    the points whose weight gradient is the sum of several uses (run.json's), left out of its ratios."""
     from gradflow import theory
 
     out: dict[str, Any] = dict.fromkeys(SUMMARY_COLUMNS, math.nan)
@@ -168,12 +170,13 @@ def per_run(layers: pd.DataFrame, config: dict, diverged_step: int | None = None
         out["chi1_theory"] = prediction.chi1
     if layers.empty:
         return out
-    out["grad_ratio.init"] = grad_ratio(layers, 0)
+    own = layers[~layers[store.NAME].isin(tied)] if tied else layers  # (each weight gradient a layer's own)
+    out["grad_ratio.init"] = grad_ratio(own, 0)
     # the back-propagated signal's ratio: the weight gradient ‖∂L/∂W_l‖ = ‖∂L/∂z_l‖ ‖h_(l-1)‖ can hide its
     # vanishing where the forward signal h shrinks with depth as it grows towards the input (standard init)
     out["signal_ratio.init"] = grad_ratio(layers, 0, "signal_norm")
     before = layers if diverged_step is None else layers[layers[store.STEP] < diverged_step]
-    out["grad_ratio.final"] = grad_ratio(layers, store.last_step(before)) if len(before) else math.nan
+    out["grad_ratio.final"] = grad_ratio(own, store.last_step(before)) if len(before) else math.nan
     out["chi1_measured"], out["chi1_layers"] = rate(layers, "signal_norm", 0)
     if prediction is not None and out["chi1_layers"] and BLOCKS not in out["chi1_layers"]:  # a chain's layers
         lo, hi = map(int, out["chi1_layers"].split("-"))

@@ -143,7 +143,8 @@ def _caveats(points: list[ProbePoint], unprobed: str, why: str, batch: int | Non
             tied.append(f"{p.name} uses {owner[id(w)]}'s")
     if tied:
         out.append(f"tied weights: {'; '.join(tied)} weight; each is recorded once, at its first point (its "
-                   "gradient is the sum of every use; at both, their ratio read 1 by construction)")
+                   "gradient is the sum of every use; at both, their ratio read 1 by construction), and left out "
+                   "of the first/last gradient ratios, being no one layer's")
     unbatched = [p.name for p in points if not p.batched]
     if unbatched:
         out.append(f"no back-propagated signal at {', '.join(unbatched)}: its output has no batch dimension (the "

@@ -212,6 +212,10 @@ class Probes:
         self.weight_points = _first_uses([_param(p.layer, "weight") for p in self.points])
         self.bias_points = _first_uses([_param(p.layer, "bias") for p in self.points])
         self.weights = [self.points[i].layer.weight for i in self.weight_points]
+        # the points whose weight a later point uses too (a GPT's token embedding, its head's): their gradient is
+        # the sum of every use, no layer's own (a first/last ratio from it read the head's: 23 for a 1e-6 vanishing)
+        uses = [id(w) for w in (_param(p.layer, "weight") for p in self.points) if w is not None]
+        self.tied = [self.names[i] for i in self.weight_points if uses.count(id(self.points[i].layer.weight)) > 1]
         self.biases = [self.points[i].layer.bias for i in self.bias_points]
         self.params = self.weights + self.biases  # the order of after_backward's `grad_norms`
         self.specs = [None if p.activation is None else
