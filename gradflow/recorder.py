@@ -158,6 +158,21 @@ def _close_on_uncaught() -> None:
     sys.excepthook = hook
 
 
+READ_SPLITS = ("train", "test", "opt", "log")  # what ls, curves, compare and the report show of a Recorder's logs
+
+
+def _unread_splits(rows) -> list[str]:
+    """A note on logged scalars that no view shows: `val_loss` is stored as split val, and only train_* and
+    test_* (loss, acc), opt_grad_norm and names without an underscore are read (a logged val_loss was shown
+    nowhere, without a word)."""
+    unread = sorted({f"{split}_{metric}" for _, split, metric, _ in rows if split not in READ_SPLITS})
+    if not unread:
+        return []
+    return [f"logged {', '.join(unread[:4])}{' and more' if len(unread) > 4 else ''}: stored (gradflow.load(path, "
+            "'metrics')), but ls, curves, compare and the report read train_* and test_* (loss, acc) and "
+            "opt_grad_norm; log a validation loss as test_loss to see it there"]
+
+
 class _StepBlock:
     """What rec.step(n) returns: the step's block, for `with`. One never entered says so when it is dropped:
     `rec.step(0)` alone (no `with`) recorded nothing, without a word."""
@@ -377,7 +392,7 @@ class Recorder:
         rows = self._metric_rows()
         store.write_metrics(self.path, rows)
         layers = store.read_table(self.path / store.LAYERS_FILE)  # (also proves it loads, as `gradflow run`'s)
-        for text in self._misplaced(layers):
+        for text in [*self._misplaced(layers), *_unread_splits(rows)]:
             warnings.warn(f"{self.path}: {text}", stacklevel=3)
         final = {f"{split}_{metric}": v for _, split, metric, v in rows}
         # a non-finite loss or weight gradient: diverged, as `gradflow run` says (not another logged scalar,

@@ -1256,3 +1256,19 @@ def test_a_tied_head_is_left_out_of_the_first_last_gradient_ratio(tmp_path):
     grads = {n: float(m.weight.grad.norm()) for n, m in (("body.0", model.body[0]), ("body.2", model.body[2]))}
     assert run["summary"]["grad_ratio.init"] == pytest.approx(grads["body.0"] / grads["body.2"], rel=1e-5)
     assert "emb" in set(gradflow.load(tmp_path / "run").query("quantity == 'grad_norm'").name)  # still recorded
+
+
+def test_a_logged_scalar_no_view_reads_is_told(tmp_path):
+    # rec.log(step, val_loss=...) is stored as split val, which ls, curves and compare never show: it was
+    # dropped from every view without a word
+    model = _mlp()
+    x, y = torch.randn(16, 10), torch.randint(0, 3, (16,))
+    with pytest.warns(UserWarning, match=r"logged val_loss: stored \(gradflow.load\(path, 'metrics'\)\), but ls, "
+                                         r"curves, compare and the report read train_\* and test_\*") as said:
+        with gradflow.Recorder(model, tmp_path / "run", every=1) as rec:
+            with rec.step(0):
+                loss = F.cross_entropy(model(x), y)
+                loss.backward()
+            rec.log(0, train_loss=loss, val_loss=loss, lr=0.1, opt_grad_norm=1.0)
+    assert len([w for w in said if "logged" in str(w.message)]) == 1  # (train_, lr and opt_grad_norm are read)
+    assert set(gradflow.load(tmp_path / "run", "metrics").split) == {"train", "val", "log", "opt"}
