@@ -58,9 +58,9 @@ _NO_POINTS = np.zeros(0, int)
 # the id of the backward pass running on this thread, -1 outside one (torch's own checkpointing and
 # multi-grad hooks ask the same)
 _graph_task = torch._C._current_graph_task_id
+FUSED = -1  # a signal hook's call whose dL/dz the fused kernels took (its norm alone is kept)
 _will_run = torch._C._will_engine_execute_node  # (as torch.autograd.graph.register_multi_grad_hook asks it)
 _queue = torch.autograd.Variable._execution_engine.queue_callback  # at the end of the running backward pass
-_DROPPED = object()  # a point's signal left out of a probed step (Probes._drop_signal)
 _HALF = {torch.float16, torch.bfloat16}
 _ROW = {name: j for j, name in enumerate(PRIMITIVES)}  # a primitive's row in table's (primitives, points) array
 # probed steps with CPU tensors after which the probes load the fused kernels (Probes(fused=None)): loading
@@ -257,7 +257,9 @@ class Probes:
         # a Recorder's: the gradients are taken at the end of each backward pass that the signal hooks see, not at
         # the end of the step's block, where the loop may have clipped or unscaled them (see _pass_ended)
         self.grads_at_pass_end = False
-        self._adding = False  # signals of one call from several backward passes seen: the fused kernels keep none
+        # two backward passes through one call seen, whose dL/dz add up: the fused kernels, which keep only a norm,
+        # take no signal from then on (_drop_signal)
+        self._fused_signals_off = False
         self._own_weights = [_param(p.layer, "weight") for p in self.points]  # each point's, or None
         self._generation = 0  # probed steps armed so far: a signal hook's call knows its step by it
         self._fused_acts, self._fused_squares = np.zeros((n, 4)), np.zeros(n)
@@ -318,6 +320,7 @@ class Probes:
         self._in_backward = [False] * n
         self._fused_batch = [0] * n  # each point's signal batch size where they took its norm
         self._parts: dict[int, list] = {}  # the dL/dz of each call of a point that ran more than once
+        self._dropped: set[int] = set()  # the points whose signal this step leaves out (_drop_signal)
         # the backward pass the hooks saw last, and whether it accumulates gradients (None: not known yet): _new_pass
         self._task, self._task_accumulates = None, None
         self._passes: dict[int, bool | None] = {}  # the same of each pass of the step
@@ -356,10 +359,11 @@ class Probes:
                 z = z[0]
             if self.armed and z.grad_fn is not None:
                 nr = z.output_nr
-                call = []  # (the probed step, this call's place among the point's calls) once a pass brought dL/dz
+                call = None  # (the probed step, this call's place among the point's calls) once a pass brought dL/dz
 
                 # a pre-hook on the node that receives dL/dz: registered in C++, cheaper than a tensor hook
                 def keep(grad_outputs):
+                    nonlocal call
                     g = grad_outputs[nr]
                     if g is None:  # an output of a node with several that got no gradient
                         return
@@ -369,21 +373,23 @@ class Probes:
                         self._ask_pass(i)
                     if self._task_accumulates is False:  # torch.autograd.grad's pass (a saliency map, a gradient
                         return  # penalty): its dL/dz is not the loss's, and no gradient is the loss's for it
-                    if call:  # another backward pass through this call: the two passes' dL/dz add up
+                    if call is not None:  # another backward pass through this call: the passes' dL/dz add up
                         return self._signal_added(i, call, g)
-                    if self._fused_batch[i] or self._signals[i] is not None:
-                        return self._signal_again(i, call, g)  # the layer ran again in this step
+                    if self._fused_batch[i] or self._signals[i] is not None or i in self._dropped:
+                        call = self._signal_again(i, g)  # the layer ran again in this step
+                        return
                     kernels = self._kernels
                     # (inline checks: a helper's call costs microseconds in a hook, where its code is cold)
-                    if kernels is not None and g.is_cpu and g.dtype in _FUSABLE and g.numel() and not self._adding:
+                    if (kernels is not None and g.is_cpu and g.dtype in _FUSABLE and g.numel()
+                            and not self._fused_signals_off):
                         if not g.is_contiguous():  # (the kernels read the values at its address; a sign bit
                             g = g.contiguous()  # set on a view, Tensor.is_neg, leaves the squares as they are)
                         self._fused_squares[i] = kernels.squared_norm_at(g.data_ptr(), g.numel(), g.dtype is _WIDE)
                         self._fused_batch[i] = g.shape[0]
-                        call.extend((self._generation, -1))
+                        call = (self._generation, FUSED)
                     else:
                         self._signals[i] = g
-                        call.extend((self._generation, 0))
+                        call = (self._generation, 0)
 
                 z.grad_fn.register_prehook(keep)
 
@@ -413,29 +419,29 @@ class Probes:
     # --- a point whose layer runs more than once in a probed step (gradient accumulation over micro-batches,
     # a layer reused in a loop): its signal and activation statistics are those of all its calls as one batch,
     # as the gradients, which accumulate, are. Rare, so plain code off the hooks' fast path. ---
-    def _signal_again(self, i: int, call: list, g: torch.Tensor) -> None:
+    def _signal_again(self, i: int, g: torch.Tensor) -> tuple[int, int] | None:
         """Another call's dL/dz at point i: the squared norms add, and so do the batch sizes (sqrt(batch)
-        ||dL/dZ|| is then the RMS per example over every call, the value one batch of them all gives)."""
-        if self._signals[i] is _DROPPED:
-            return
+        ||dL/dZ|| is then the RMS per example over every call, the value one batch of them all gives). The
+        call's (probed step, place among the point's calls: FUSED where the kernels took it), as `keep` holds it."""
+        if i in self._dropped:
+            return None
         g = g.detach()
         if self._fused_batch[i]:  # the first was taken by the fused kernels (a CPU tensor): float64 squares
             self._fused_squares[i] += float(torch.linalg.vector_norm(g, dtype=torch.float64)) ** 2
             self._fused_batch[i] += g.shape[0]
-            call.extend((self._generation, -1))
-            return
+            return self._generation, FUSED
         parts = self._parts.setdefault(i, [self._signals[i]])  # (joined in _signal_primitives)
-        call.extend((self._generation, len(parts)))
         parts.append(g)
+        return self._generation, len(parts) - 1
 
-    def _signal_added(self, i: int, call: list, g: torch.Tensor) -> None:
+    def _signal_added(self, i: int, call: tuple[int, int], g: torch.Tensor) -> None:
         """A second backward pass through a call whose dL/dz an earlier pass of the step brought (two losses
         back-propagated one after the other, the first with retain_graph=True): the gradients accumulate
         their sum, so the signal is the sum's, dL1/dz + dL2/dz (as squares of each call it read ~1.4x)."""
         step, k = call
-        if step != self._generation or self._signals[i] is _DROPPED:
+        if step != self._generation or i in self._dropped:
             return  # (a pass through an earlier step's graph, or a point this step leaves out)
-        if k < 0:  # the earlier pass's went to the fused kernels, which keep only its squared norm
+        if k == FUSED:  # the earlier pass's went to the fused kernels, which keep only its squared norm
             return self._drop_signal(i)
         g = g.detach()
         if i in self._parts:
@@ -446,10 +452,11 @@ class Probes:
     def _drop_signal(self, i: int) -> None:
         """Leave point i's signal out of this probed step (a sum of passes the fused kernels cannot form), and
         keep the tensors from now on, which add."""
-        self._signals[i], self._fused_batch[i], self._fused_squares[i] = _DROPPED, 0, 0.0
+        self._dropped.add(i)
+        self._signals[i], self._fused_batch[i], self._fused_squares[i] = None, 0, 0.0
         self._parts.pop(i, None)
-        if not self._adding:
-            self._adding = True
+        if not self._fused_signals_off:
+            self._fused_signals_off = True
             warnings.warn(f"{self.names[i]}: a second backward pass went through one forward call in a probed step "
                           "(losses back-propagated one by one, retain_graph=True), where the fused CPU kernels had "
                           "kept only the first pass's norm of dL/dz, not dL/dz to add the second's to: that step's "
@@ -600,7 +607,7 @@ class Probes:
         for i, parts in self._parts.items():  # a point's calls, joined (_signal_again)
             self._rows[i] = sum(g.shape[0] for g in parts)
             self._signals[i] = torch.cat([g.reshape(-1) for g in parts])
-        at = tuple(i for i, g in enumerate(self._signals) if g is not None and g is not _DROPPED)
+        at = tuple(i for i, g in enumerate(self._signals) if g is not None)
         if not at:
             return
         signals = [self._signals[i] for i in at]
