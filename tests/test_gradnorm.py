@@ -185,3 +185,21 @@ def test_a_gradnorm_axis_of_a_decade_or_two_reads_round_values_and_dots_keep_the
     assert len(set(drawn.values())) == 2, drawn
     legend = {t.get_text(): h.get_marker() for leg in fig.legends for t, h in zip(leg.get_texts(), leg.legend_handles)}
     assert {legend[k] for k in ("activation=relu", "activation=tanh")} == set(drawn.values()), legend
+
+
+def test_a_recorders_gradient_norm_is_labelled_as_its_loop_logged_it(tmp_path):
+    # a Recorder's loop logs opt_grad_norm at every step it likes: its axis read "mean over each evaluation window",
+    # gradflow's loop's, and a run of one value was told to lower train.eval_every, a key it does not have
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    with gradflow.Recorder(model, tmp_path / "rec" / "run", every=1) as rec:
+        for step in range(3):
+            with rec.step(step):
+                model(torch.randn(8, 4)).square().mean().backward()
+            if step == 0:  # (one value: a dot, which gradflow's loop explains by its evaluation window)
+                rec.log(step, opt_grad_norm=float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1e9)))
+            model.zero_grad()
+    fig = figures.gradnorm(gradflow.load(tmp_path / "rec", "metrics"))
+    assert fig.axes[0].get_ylabel() == "total gradient norm\n(opt_grad_norm as the loop logged it, log)"
+    assert "train.eval_every" not in fig.get_suptitle()

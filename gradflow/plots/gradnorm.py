@@ -105,8 +105,11 @@ def gradnorm(metrics: pd.DataFrame, color: str | None = None, by_source: bool = 
     label_short_log_axis(axes[0], np.concatenate([[np.nan], *(np.r_[s.lo, s.hi] for s in everything),
                                                   list(_thresholds(drawn))]))
     bottom, left = bottom_and_left(axes)  # (the axes are shared: a label on the outer panels only)
+    # gradflow's loop logs the mean over each evaluation window; a Recorder's loop, what it logged as opt_grad_norm
+    windows = "train.eval_every" in drawn and drawn["train.eval_every"].notna().all()
     for ax in left:
-        ax.set_ylabel("total gradient norm before clipping\n(mean over each evaluation window, log)")
+        ax.set_ylabel("total gradient norm before clipping\n(mean over each evaluation window, log)" if windows
+                      else "total gradient norm\n(opt_grad_norm as the loop logged it, log)")
     for ax in set(axes) - set(bottom):
         ax.set_xlabel("")
     palette.colorbar(fig, list(axes))
@@ -118,7 +121,7 @@ def gradnorm(metrics: pd.DataFrame, color: str | None = None, by_source: bool = 
     legend(fig, handles + extra_handles(everything, True), legend_title)
     extra = [f"lines also differ in {', '.join(also)}"] if also else []
     extra += [f"the sources also differ in {', '.join(between)}"] if between else []
-    if everything and all(np.isfinite(s.med).sum() <= 1 for s in everything):  # (a dot each, and no word why)
+    if windows and everything and all(np.isfinite(s.med).sum() <= 1 for s in everything):  # (a dot each, no word why)
         extra.append("one evaluation window per run, no curve: lower train.eval_every (below train.steps)")
     set_title(fig, "Gradient norm during training", drawn, extra, skip=swept + [GRAD_CLIP] * bool(thresholds))
     return fig
