@@ -298,10 +298,8 @@ class Recorder:
         else:
             self.probes.arm()
         stepped = []  # an optimizer step inside the block: the update ratio would read 0 (weights copied after it)
-        params = {id(p) for p in self.model.parameters()}
         handle = register_optimizer_step_post_hook(
-            lambda opt, args, kwargs: stepped.append(1) if any(id(p) in params for g in opt.param_groups
-                                                               for p in g["params"]) else None)
+            lambda opt, args, kwargs: stepped.append(1) if self._steps_ours(opt) else None)
         try:
             yield
         except BaseException:
@@ -355,10 +353,14 @@ class Recorder:
                                         f"got {shorten(repr(value), 40)}") from None
             self._logged.append((step, name, value))
 
+    def _steps_ours(self, opt) -> bool:
+        """Whether optimizer `opt` steps parameters of the model."""
+        return any(id(p) in self._ours for group in opt.param_groups for p in group["params"])
+
     def _saw_optimizer(self, opt, args, kwargs) -> None:
         """After every optimizer step until close() (torch's hooks cannot be removed while they run)."""
         if not self._optimizer_seen:
-            self._optimizer_seen = any(id(p) in self._ours for group in opt.param_groups for p in group["params"])
+            self._optimizer_seen = self._steps_ours(opt)
 
     def close(self, status: str = store.OK, error: str | None = None) -> None:
         """Write every table and run.json (atomically, through gradflow.store). A Ctrl-C meanwhile waits

@@ -209,13 +209,14 @@ class Probes:
         # points with a weight (layers); the others mark a state, e.g. h_t of a recurrent net
         # a weight tied to an earlier point's (a GPT's head sharing its token embedding) is that point's: its
         # gradient, the sum of both uses, once (each point's ratio to the other read 1 by construction)
-        self.weight_points = _first_uses([_param(p.layer, "weight") for p in self.points])
+        self._own_weights = [_param(p.layer, "weight") for p in self.points]  # each point's, or None
+        self.weight_points = _first_uses(self._own_weights)
         self.bias_points = _first_uses([_param(p.layer, "bias") for p in self.points])
-        self.weights = [self.points[i].layer.weight for i in self.weight_points]
+        self.weights = [self._own_weights[i] for i in self.weight_points]
         # the points whose weight a later point uses too (a GPT's token embedding, its head's): their gradient is
         # the sum of every use, no layer's own (a first/last ratio from it read the head's: 23 for a 1e-6 vanishing)
-        uses = [id(w) for w in (_param(p.layer, "weight") for p in self.points) if w is not None]
-        self.tied = [self.names[i] for i in self.weight_points if uses.count(id(self.points[i].layer.weight)) > 1]
+        uses = [id(w) for w in self._own_weights if w is not None]
+        self.tied = [self.names[i] for i in self.weight_points if uses.count(id(self._own_weights[i])) > 1]
         self.biases = [self.points[i].layer.bias for i in self.bias_points]
         self.params = self.weights + self.biases  # the order of after_backward's `grad_norms`
         self.specs = [None if p.activation is None else
@@ -260,7 +261,6 @@ class Probes:
         # two backward passes through one call seen, whose dL/dz add up: the fused kernels, which keep only a norm,
         # take no signal from then on (_drop_signal)
         self._fused_signals_off = False
-        self._own_weights = [_param(p.layer, "weight") for p in self.points]  # each point's, or None
         self._generation = 0  # probed steps armed so far: a signal hook's call knows its step by it
         self._fused_acts, self._fused_squares = np.zeros((n, 4)), np.zeros(n)
         # each point's saturation bounds, float32-rounded: the batched path's constants and the fused kernels'
