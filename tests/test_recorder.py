@@ -950,6 +950,18 @@ def _recorded(path):
             for q in ("signal_norm", "grad_norm")}
 
 
+def _one_step(tmp_path, block):
+    """A fresh _mlp's one probed step, its block `block(model, x, y)`: what the Recorder wrote, by autograd the
+    signal and weight-gradient norms of one backward pass of the batch's cross-entropy, and what `block` returned."""
+    model = _mlp()
+    x, y = torch.randn(16, 10), torch.randint(0, 3, (16,))
+    signal, grad = _reference(model, [x], [lambda out: F.cross_entropy(out, y)])
+    with gradflow.Recorder(model, tmp_path / "run", every=1) as rec:
+        with rec.step(0):
+            returned = block(model, x, y)
+    return _recorded(tmp_path / "run"), signal, grad, returned
+
+
 def test_losses_back_propagated_one_by_one_read_the_signal_of_their_sum(tmp_path):
     # two losses of one forward pass, back-propagated one after the other (retain_graph=True): the gradients
     # hold their sum, and so must dL/dz; each pass was taken as another call of the layer, sqrt(2B(|g1|^2 +
@@ -974,16 +986,14 @@ def test_losses_back_propagated_one_by_one_read_the_signal_of_their_sum(tmp_path
 def test_a_backward_pass_that_accumulates_no_gradient_is_no_signal(tmp_path):
     # torch.autograd.grad in the block (an input saliency, a gradient penalty) went through the probes' hooks:
     # the input layer's signal read 11.7 for the loss's 0.427, taken as a second call of every layer
-    model = _mlp()
-    x, y = torch.randn(16, 10), torch.randint(0, 3, (16,))
-    signal, grad = _reference(model, [x], [lambda out: F.cross_entropy(out, y)])
-    with gradflow.Recorder(model, tmp_path / "run", every=1) as rec:
-        with rec.step(0):
-            xr = x.clone().requires_grad_(True)
-            out = model(xr)
-            (saliency,) = torch.autograd.grad(out.max(1).values.sum(), xr, retain_graph=True)
-            F.cross_entropy(out, y).backward()
-    got = _recorded(tmp_path / "run")
+    def block(model, x, y):
+        xr = x.clone().requires_grad_(True)
+        out = model(xr)
+        (saliency,) = torch.autograd.grad(out.max(1).values.sum(), xr, retain_graph=True)
+        F.cross_entropy(out, y).backward()
+        return saliency
+
+    got, signal, grad, saliency = _one_step(tmp_path, block)
     assert got["signal_norm"] == pytest.approx(signal, rel=1e-5) and got["grad_norm"] == pytest.approx(grad, rel=1e-5)
     assert saliency.abs().sum() > 0  # (the premise: that pass did go through the layers)
 
@@ -1072,16 +1082,14 @@ def test_gradients_changed_by_a_callback_of_the_pass_are_read_as_changed(tmp_pat
     # DDP averages the gradients in a callback it queues at the end of the backward pass; the probes' copy,
     # queued at the pass's first signal, ran before it and took each rank's own gradients. Here a callback
     # queued the same way halves them: what the loop steps with is what is recorded
-    model = _mlp()
-    x, y = torch.randn(16, 10), torch.randint(0, 3, (16,))
-    _, grad = _reference(model, [x], [lambda out: F.cross_entropy(out, y)])
-    halve = lambda: [p.grad.mul_(0.5) for p in model.parameters()]  # noqa: E731
-    model[0].weight.register_post_accumulate_grad_hook(
-        lambda p: torch.autograd.Variable._execution_engine.queue_callback(halve))
-    with gradflow.Recorder(model, tmp_path / "run", every=1) as rec:
-        with rec.step(0):
-            F.cross_entropy(model(x), y).backward()
-    assert _recorded(tmp_path / "run")["grad_norm"] == pytest.approx({k: v / 2 for k, v in grad.items()}, rel=1e-5)
+    def block(model, x, y):
+        halve = lambda: [p.grad.mul_(0.5) for p in model.parameters()]  # noqa: E731
+        model[0].weight.register_post_accumulate_grad_hook(
+            lambda p: torch.autograd.Variable._execution_engine.queue_callback(halve))
+        F.cross_entropy(model(x), y).backward()
+
+    got, _, grad, _ = _one_step(tmp_path, block)
+    assert got["grad_norm"] == pytest.approx({k: v / 2 for k, v in grad.items()}, rel=1e-5)
 
 
 def test_a_model_made_double_between_probed_steps_keeps_its_signals(tmp_path):
@@ -1159,14 +1167,11 @@ def test_a_model_whose_every_probed_weight_is_frozen_closes(tmp_path):
 def test_a_backward_pass_given_inputs_keeps_its_signals(tmp_path):
     # loss.backward(inputs=[the first layer's weight]): the pass was asked of the head's weight, which it
     # leaves out, read as one that accumulates nothing: no signal at all, and the clipped gradient recorded
-    model = _mlp()
-    x, y = torch.randn(16, 10), torch.randint(0, 3, (16,))
-    signal, grad = _reference(model, [x], [lambda out: F.cross_entropy(out, y)])
-    with gradflow.Recorder(model, tmp_path / "run", every=1) as rec:
-        with rec.step(0):
-            F.cross_entropy(model(x), y).backward(inputs=[model[0].weight])
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1e-3)
-    got = _recorded(tmp_path / "run")
+    def block(model, x, y):
+        F.cross_entropy(model(x), y).backward(inputs=[model[0].weight])
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1e-3)
+
+    got, signal, grad, _ = _one_step(tmp_path, block)
     assert got["signal_norm"] == pytest.approx(signal, rel=1e-5) and got["grad_norm"][0] == pytest.approx(grad[0])
 
 
