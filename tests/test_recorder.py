@@ -401,7 +401,7 @@ def test_logging_a_value_that_is_no_scalar_is_one_clear_error_at_the_call(tmp_pa
 
 def test_the_example_runs_loads_and_plots(tmp_path, cli):
     run = tmp_path / "own-loop" / "run0"
-    out = subprocess.run([sys.executable, str(ROOT / "examples" / "own_loop.py"), str(run), "--steps", "21",
+    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "own_loop.py"), str(run), "--steps", "21",
                           "--every", "10", "--depth", "3"], capture_output=True, text=True, timeout=300,
                          env={"PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
                               "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})

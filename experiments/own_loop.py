@@ -1,6 +1,6 @@
 """gradflow's probes in your own training loop: a PyTorch script with a Recorder.
 
-    python examples/own_loop.py results/own-loop/run0 --steps 200
+    python experiments/own_loop.py results/own-loop/run0 --steps 200
     gradflow ls results/own-loop
     gradflow plot results/own-loop/run0
 
