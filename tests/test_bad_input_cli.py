@@ -235,7 +235,12 @@ CASES = [
     (["gradcheck", "model.depth=2", "model.width=8", "norm=batchnorm", "--batch", "1"],
      "--batch 1 must be >= 2 with batch normalization"),
     # an empty path (an unset variable) is the current folder to Typer: clean would clean everything below it
-    (["clean", "", "--stale", "-y"], "the path is empty (an unset variable?); give the sweep folder to clean"),
+    (["clean", "", "--stale", "-y"], "the path is empty (an unset variable?); give the folder, e.g. gradflow clean "),
+    # ... and ls, plot, compare and report worked on the current folder (plot drew into it)
+    (["ls", ""], "the path is empty (an unset variable?); give the folder, e.g. gradflow ls "),
+    (["plot", " "], "the path is empty (an unset variable?); give the folder, e.g. gradflow plot "),
+    (["compare", "{study}", ""], "the path is empty (an unset variable?); give the folder, e.g. gradflow compare "),
+    (["report", ""], "the path is empty (an unset variable?); give the folder, e.g. gradflow report "),
     # gradcheck read a mistyped option as an override ("cannot parse an override (LexerNoViableAltException)")
     (["gradcheck", "--entry", "3"], "--entry is not an option of `gradflow gradcheck` (did you mean --entries?)"),
     (["gradcheck", "-h"], "-h is not an option of `gradflow gradcheck`; settings are key=value overrides"),

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from gradflow import store
 from gradflow.cli.app import app
-from gradflow.cli.console import console, user_errors
+from gradflow.cli.console import console, folder, user_errors
 from gradflow.errors import GradflowError
 
 
@@ -26,13 +25,10 @@ def clean(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask first.")] = False,
 ) -> None:
     """Remove runs that are not part of the current sweep (stale), broken (incomplete) or interrupted."""
-    if not path.strip():  # (Path("") is the current folder: `gradflow clean "$UNSET" --stale -y` cleaned it all)
-        raise GradflowError("the path is empty (an unset variable?); give the sweep folder to clean, "
-                            "e.g. results/my-sweep, or . for this folder")
+    path = folder(path, "clean")  # (`gradflow clean "$UNSET" --stale -y` cleaned the current folder)
     if not stale:
         raise GradflowError("say what to remove: --stale (stale, incomplete and interrupted runs); "
                             "finished runs of the current sweep are never removed")
-    path = Path(path)
     doomed, left, kept = store.removable(path)
     if kept:  # said before asking, not after
         console.print(f"{len(kept)} {' and '.join(sorted({r[store.STATUS] for r in kept}))} run"

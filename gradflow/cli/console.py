@@ -6,6 +6,7 @@ import functools
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Callable, TypeVar
 
 import typer
@@ -18,6 +19,15 @@ console = Console()
 err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable)
+
+
+def folder(text: str, command: str) -> Path:
+    """A folder argument as given: an empty one is refused (Path("") is the current folder, so
+    `gradflow COMMAND "$UNSET"` worked on whatever folder the shell was in)."""
+    if not text.strip():
+        raise GradflowError(f"the path is empty (an unset variable?); give the folder, e.g. gradflow {command} "
+                            "results/my-sweep, or . for this folder")
+    return Path(text)
 
 
 def user_errors(fn: F) -> F:

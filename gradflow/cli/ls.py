@@ -13,7 +13,7 @@ from rich.markup import escape
 
 from gradflow import store
 from gradflow.cli.app import app
-from gradflow.cli.console import NBSP, console, labels, print_note, user_errors
+from gradflow.cli.console import NBSP, console, folder, labels, print_note, user_errors
 from gradflow.errors import GradflowError, did_you_mean
 from gradflow.fmt import fmt, strict_json
 from gradflow.plots.keys import (abbreviate, config_columns, full_key, implied_keys, n_distinct, ordered_values,
@@ -309,8 +309,8 @@ def records(df: pd.DataFrame) -> list[dict]:
 @app.command("ls")
 @user_errors
 def ls(
-    path: Annotated[Path, typer.Argument(help="A run folder, a sweep folder, or a folder of sweeps.")]
-    = Path("results"),
+    path: Annotated[str, typer.Argument(help="A run folder, a sweep folder, or a folder of sweeps.")]
+    = "results",
     where: Annotated[Optional[list[str]], typer.Option(
         metavar="KEY=VALUE", help="Keep rows with KEY=VALUE (repeatable).")] = None,
     sort: Annotated[Optional[str], typer.Option(
@@ -332,6 +332,7 @@ def ls(
         raise GradflowError("--csv and --json are two formats of the same table; give one")
     if sort is not None and not sort.strip("- "):  # (--sort '' kept the order without a word; --sort - was refused)
         raise GradflowError(f"--sort {sort!r} names no column; give one, e.g. --sort final.test_acc (-KEY: descending)")
+    path = folder(path, "ls")
     if path == Path("results") and not path.exists():
         raise GradflowError("no results folder here (the default of `gradflow ls`): `gradflow run` makes one, "
                             "or give the folder: gradflow ls PATH")

@@ -21,7 +21,7 @@ from rich.text import Text
 from gradflow import compare as matching
 from gradflow import store
 from gradflow.cli.app import app, progress_bar
-from gradflow.cli.console import console, err_console, labels, print_note, user_errors
+from gradflow.cli.console import console, err_console, folder, labels, print_note, user_errors
 from gradflow.cli.ls import keep_where
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt as number
@@ -60,7 +60,7 @@ def _left_out(path: Path) -> None:
 # --- gradflow plot ---------------------------------------------------------------------------------
 @user_errors
 def plot(
-    path: Annotated[Path, typer.Argument(help="A run folder, a sweep folder, or a folder of sweeps.",
+    path: Annotated[str, typer.Argument(help="A run folder, a sweep folder, or a folder of sweeps.",
                                          show_default=False)],
     kind: Annotated[Optional[str], typer.Option("--kind", "-k", help=f"What to draw. {KIND_HELP}.",
                                                 show_default=False)] = None,
@@ -101,6 +101,7 @@ def plot(
     include_stale: AllOpt = False,
 ) -> None:
     """Draw figures from a run or a sweep on disk and print their paths."""
+    path = folder(path, "plot")
     kind = choose("--kind", kind or "standard", KINDS)
     if where and kind == "standard":
         raise GradflowError(f"--where {where[0]} needs --kind: the standard set draws every run of its folder; "
@@ -367,7 +368,7 @@ def _comparison_notes(table: pd.DataFrame, names: list[str], by: list[str], diff
 
 @user_errors
 def compare(
-    paths: Annotated[list[Path], typer.Argument(help="Two or more run or sweep folders (or folders of sweeps).",
+    paths: Annotated[list[str], typer.Argument(help="Two or more run or sweep folders (or folders of sweeps).",
                                                 show_default=False)],
     kind: Annotated[str, typer.Option("--kind", "-k", help=f"The figure: {', '.join(COMPARE_KINDS)}.")] = "profile",
     quantity: Annotated[Optional[str], typer.Option(help="profile: the per-layer quantity.",
@@ -394,6 +395,7 @@ def compare(
     include_stale: AllOpt = False,
 ) -> None:
     """Overlay runs or sweeps from several results folders and tabulate their key numbers side by side."""
+    paths = [folder(p, "compare") for p in paths]
     if len(paths) < 2:
         raise GradflowError(f"compare needs two or more folders; got {len(paths)}")
     store.check_distinct(paths, "compare")

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from gradflow.cli.app import app
-from gradflow.cli.console import console, user_errors
+from gradflow.cli.console import console, folder, user_errors
 
 
 @app.command()
 @user_errors
 def report(
-    paths: Annotated[list[Path], typer.Argument(
+    paths: Annotated[list[str], typer.Argument(
         help="A run, a sweep or a reproduction folder; several paths make a comparison.", show_default=False)],
     out: Annotated[Optional[str], typer.Option(  # (a str: a trailing slash says "a folder", which Path drops)
         "--out", metavar="PATH",
@@ -24,6 +23,7 @@ def report(
     """Write one HTML page (opens offline, one file to send): the runs table, every figure, theory, claims, config."""
     from gradflow import report as report_mod
 
+    paths = [folder(p, "report") for p in paths]
     with console.status("drawing figures"):
         page = report_mod.write(paths, out)
     console.print(f"report: {page}", highlight=False)
