@@ -173,7 +173,9 @@ def _record(job_dir: Path, record: dict, result: TrainResult, error: Exception |
         store.write_jacobians(job_dir, result.jacobians)
     # reading the table back also proves it loads before run.json says the run is finished
     layers = store.read_table(Path(job_dir) / store.LAYERS_FILE)
-    record["summary"] = summary.per_run(layers, flat, result.diverged_step)  # what `ls` shows, reading no table
+    if probes.tied:  # (points whose weight gradient is the sum of several uses: left out of the ratios)
+        record["tied"] = probes.tied
+    record["summary"] = summary.per_run(layers, flat, result.diverged_step, probes.tied)  # `ls`'s, reading no table
     record["summary"].update(summary.clip_summary(pd.DataFrame(result.metrics, columns=store.METRIC_COLUMNS), flat))
     if error is not None:  # failed at a step: recorded with the tables of the steps before it
         _failed(job_dir, record, error, start, result.steps_done)

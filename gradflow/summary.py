@@ -273,6 +273,7 @@ def runs_table(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str]
     listed = store.runs(path) if listed is None else listed
     records = store.load_records(path, listed=listed)
     summary_of = {r[store.PATH]: r["record"].get(SUMMARY_KEY) for r in listed}
+    tied_of = {r[store.PATH]: r["record"].get("tied") for r in listed}  # (a list: no column of the records)
     rates, steps = list(rates), [c.replace(" ", "") for c in steps]
     for q in rates:
         if q not in PROBED:
@@ -290,7 +291,8 @@ def runs_table(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str]
             layers = store.run_table(job, "layers")
             diverged = rec.get(store.DIVERGED_AT)
             stored = per_run(layers, {k: v for k, v in rec.items() if isinstance(k, str) and "." in k},
-                             int(diverged) if isinstance(diverged, (int, float)) and math.isfinite(diverged) else None)
+                             int(diverged) if isinstance(diverged, (int, float)) and math.isfinite(diverged) else None,
+                             tied_of.get(rec[store.PATH]))
         row = {k: stored[k] for k in SUMMARY_COLUMNS}
         row[CLIPPED] = math.nan if stored.get(CLIPPED) is None else stored[CLIPPED]  # (older run.json files lack it)
         for q in rates:

@@ -106,6 +106,19 @@ class EnvLate(Late):
         super().__init__(int(os.environ.get("LATE_AT", 100)))
 
 
+class Tied(nn.Module):
+    """Its output layer uses its input layer's weight (as a GPT's head uses its token embedding's)."""
+    def __init__(self, width=40):
+        super().__init__()
+        self.inp = nn.Linear(40, width)
+        self.body = nn.Sequential(nn.Tanh(), nn.Linear(width, width), nn.Tanh(), nn.Linear(width, width), nn.Tanh())
+        self.out = nn.Linear(width, 40, bias=False)
+        self.out.weight = self.inp.weight
+
+    def forward(self, x):
+        return self.out(self.body(self.inp(x)))[:, :10]
+
+
 class Frozen(nn.Module):
     """A linear probe on a frozen tanh net (requires_grad False), as a fine-tuning study has it."""
     def __init__(self, width=16):
@@ -255,6 +268,29 @@ def test_a_frozen_layer_has_no_gradient_cells_rather_than_zeros(cli, user_models
         assert by[q] == {"head"}, (q, by[q])
     assert by["weight_norm"] == {"body.0", "body.2", "head"} and by["act_std"] == {"body.0", "body.2"}
     assert (df[df["quantity"] == "grad_norm"]["value"] > 0).all()
+
+
+def test_a_tied_weight_is_left_out_of_the_runs_ratios_as_its_warning_says(cli, user_models, tmp_path):
+    """gradflow run of a model whose output layer uses its input layer's weight: the warning said the tied
+    point is left out of the first/last gradient ratios, but only the Recorder left it out; run.json's
+    ratio (1.4 where the layers' own read 0.016), ls and the printed ratio were the tied gradient's."""
+    from gradflow import load, store
+
+    results = tmp_path / "results"
+    out = cli("run", "model=custom", f"model.target={user_models}:Tied", *TINY, f"results={results}", "name=tied")
+    assert out.exit_code == 0, out.output
+    (job,) = store.find_runs(results / "tied")
+    run = store.read_run(job)
+    assert run["tied"] == ["inp"]
+    g = load(job).query("quantity == 'grad_norm' and step == 0").set_index("name")["value"]
+    assert list(g.index) == ["inp", "body.1", "body.3"]  # (the output layer: recorded once, at its first point)
+    own = g["body.1"] / g["body.3"]
+    assert run["summary"]["grad_ratio.init"] == pytest.approx(own, rel=1e-9)
+    assert abs(np.log(g["inp"] / g["body.3"]) - np.log(own)) > 0.1  # (the tied ratio would tell them apart)
+    printed = " ".join(out.output.split())
+    assert f"weight-gradient ratio ‖∂L/∂W‖ first/last: init {own:.4g}" in printed, out.output
+    listed = cli("ls", str(results / "tied"), "--json")
+    assert json.loads(listed.output)[0]["grad_ratio.init"] == pytest.approx(own, rel=1e-9)
 
 
 @pytest.mark.parametrize("target, extra, message", [
