@@ -10,6 +10,7 @@ value, and the test the measured value must pass. Results go to results/reproduc
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import re
 import time
@@ -68,6 +69,8 @@ class Spec:
         for claim in raw.get("claims", []):
             try:
                 claim_source(claim)
+                for one in expand([claim]):
+                    check_measure(one.get("measure"), list(raw.get("arms", {})))
             except GradflowError as e:
                 raise GradflowError(f"{path}: {e}") from None
         for key in ("base", "figures", "notes", "scaled", "scales"):
@@ -109,7 +112,7 @@ class Arm:
             if name == "runs":
                 from gradflow.summary import runs_table
 
-                df = runs_table(self.root)
+                df = runs_table(self.root, include_stale=False)  # (as store.load reads the other tables)
             else:
                 df = store.load(self.root, name)
             if self.only is not None and store.RUN in df.columns:
@@ -349,8 +352,9 @@ def jacobian_stat(arm: Arm, where=None, stat="mean_s", scope="input_output", lay
 
 
 @measure
-def chi1_error(arm: Arm, where=None, trim=FIT_TRIM) -> Measured:
-    """|chi1_measured / chi1_theory - 1| per run: how far the measured per-layer growth is from theory."""
+def chi1_error(arm: Arm, where=None) -> Measured:
+    """|chi1_measured / chi1_theory - 1| per run: how far the measured per-layer growth is from theory
+    (chi1_measured: `ls`'s fit, FIT_TRIM layers left out at each end)."""
     runs = arm.table("runs", where)
     out = _mean((runs["chi1_measured"] / runs["chi1_theory"] - 1).abs().astype(float).tolist())
     if len(runs) and runs["chi1_theory"].isna().all():  # (say why, as `ls` leaves chi1 theory blank)
@@ -480,6 +484,33 @@ def layer_value(arm: Arm, where=None, quantity="grad_norm", step=0, layer=0) -> 
 # --- more measures: add new ones above this line, each with @measure and a docstring ---------------
 
 
+def check_measure(spec_measure, arms: list[str]) -> None:
+    """A claim's measure names a known fn, one of the arms and only arguments the fn takes: a misspelled
+    one was a TypeError after the whole sweep had run."""
+    if not isinstance(spec_measure, dict) or "fn" not in spec_measure:
+        raise GradflowError(f"claim measure {spec_measure!r} is no {{fn: NAME, arm: ARM, ...}}")
+    m = dict(spec_measure)
+    fn = m.pop("fn")
+    if fn in _COMBINATIONS:
+        if set(m) != {"a", "b"}:
+            raise GradflowError(f"claim measure fn={fn} takes a and b; got {', '.join(sorted(m)) or 'neither'}")
+        if isinstance(m["b"], list) and fn != "min_difference":  # (the others used the list's first alone)
+            raise GradflowError(f"claim measure fn={fn} takes one b; min_difference takes a list")
+        for one in [m["a"], *(m["b"] if isinstance(m["b"], list) else [m["b"]])]:
+            check_measure(one, arms)
+        return
+    if fn not in MEASURES:
+        raise GradflowError(f"claim measure fn={fn!r} is not known{did_you_mean(fn, list(MEASURES))}; choices: "
+                            f"{', '.join(MEASURES)}, {', '.join(_COMBINATIONS)}")
+    if m.get("arm") not in arms:
+        raise GradflowError(f"claim measure {fn}: arm={m.get('arm')!r} is not an arm; choices: {', '.join(arms)}")
+    takes = [k for k in inspect.signature(MEASURES[fn]).parameters if k != "arm"]
+    for k in m:
+        if k != "arm" and k not in takes:
+            raise GradflowError(f"claim measure {fn}: {k!r} is not an argument of it{did_you_mean(k, takes)}; "
+                                f"choices: {', '.join(takes)}")
+
+
 def compute(spec_measure: dict, arms: dict[str, Arm]) -> Measured:
     """Evaluate {fn: NAME, arm: ARM, ...args} or a combination {fn: difference|min_difference, a:, b:}."""
     m = dict(spec_measure)
@@ -501,10 +532,11 @@ def compute(spec_measure: dict, arms: dict[str, Arm]) -> Measured:
         raise GradflowError(f"claim measure arm={arm!r} is not an arm; choices: {', '.join(arms)}")
     measured = MEASURES[fn](arms[arm], **m)
     if math.isnan(measured.value) and not measured.note:  # a FAIL says why there is no value
-        n = len(measured.per_run)
+        n, missing = len(measured.per_run), sum(not np.isfinite(v) for v in measured.per_run)
         where = ", ".join(f"{k}={fmt(v)}" for k, v in (m.get("where") or {}).items())
-        measured.note = (f"no value in the {n} run{'s' * (n != 1)} of arm {arm}" if n else
-                         f"no run of arm {arm}{f' has {where}' if where else ''}")
+        measured.note = (f"no run of arm {arm}{f' has {where}' if where else ''}" if not n else
+                         f"no value in the {n} run{'s' * (n != 1)} of arm {arm}" if missing == n else
+                         f"{missing} of the {n} runs of arm {arm} have no value (a mean over runs needs each)")
     return measured
 
 

@@ -40,6 +40,27 @@ def test_every_experiment_composes_at_every_scale(name, scale):
         assert claim["measure"].get("arm", "") in spec.arms or "a" in claim["measure"]
 
 
+@pytest.mark.parametrize("measure, message", [
+    # a misspelled argument was a TypeError from the measure after the whole sweep had run
+    ({"fn": "final", "arm": "grid", "metirc": "train_acc"},
+     "claim measure final: 'metirc' is not an argument of it (did you mean metric?); choices: where, metric"),
+    ({"fn": "chi1_error", "arm": "chi1", "trim": 1}, "claim measure chi1_error: 'trim' is not an argument of it"),
+    ({"fn": "chi1_eror", "arm": "chi1"}, "claim measure fn='chi1_eror' is not known (did you mean chi1_error?)"),
+    ({"fn": "final", "arm": "chi"}, "claim measure final: arm='chi' is not an arm; choices: chi1, grid"),
+    # difference and ratio of a list of b read its first alone
+    ({"fn": "difference", "a": {"fn": "final", "arm": "grid"}, "b": [{"fn": "final", "arm": "chi1"}] * 2},
+     "claim measure fn=difference takes one b; min_difference takes a list"),
+    ({"fn": "ratio", "a": {"fn": "final", "arm": "grid"}, "b": {"fn": "final", "arm": "chi1", "step": 0}},
+     "claim measure final: 'step' is not an argument of it"),
+])
+def test_a_claims_measure_is_checked_when_its_spec_loads(measure, message):
+    with pytest.raises(GradflowError) as e:
+        rep.check_measure(measure, ["chi1", "grid"])
+    assert str(e.value).startswith(message), str(e.value)
+    rep.check_measure({"fn": "min_difference", "a": {"fn": "final", "arm": "grid", "metric": "train_acc"},
+                       "b": [{"fn": "final", "arm": "chi1"}, {"fn": "chi1_error", "arm": "chi1"}]}, ["chi1", "grid"])
+
+
 def test_user_overrides_replace_the_arms_values_for_the_same_key():
     spec = rep.Spec.load("sigmoid-textbook")
     merged = spec.overrides("init", "quick", ["init.sw2=2.0", "hydra/launcher=joblib"])
@@ -214,6 +235,26 @@ def test_an_override_that_removes_a_figures_key_still_checks_every_claim(sigmoid
               ["claims"]]
     assert values[2] is None and all(isinstance(v, float) for v in values[:2])
     assert "- not drawn: profile-signal-init: color='init.sw2'" in outcome.report.read_text()
+
+
+def test_an_arm_reads_no_stale_run_of_a_planned_name(cli, tmp_path):
+    # a point whose settings changed keeps its old run, stale, under the planned name until its replacement
+    # finishes (and when the replacement fails): the claims' runs table took it in beside the current runs,
+    # while their layer and metric tables left it out
+    results = tmp_path / "results"
+    out = cli("sweep", "data=gaussian", "data.n_train=64", "data.n_test=16", "data.dim=8", "model.width=8",
+              "model.depth=2", "train.steps=2", "train.batch_size=16", "seed=0,1", f"results={results}",
+              "--name", "arm")
+    assert out.exit_code == 0, out.output
+    spec = results / "arm" / "sweep.yaml"
+    text = spec.read_text()
+    old = re.search(r"seed=1: (\w+)", text).group(1)
+    spec.write_text(text.replace(old, "0" * len(old)))  # (the plan's settings of seed=1 are no longer the run's)
+    arm = rep.Arm(results / "arm", ["seed=0", "seed=1"])
+    assert list(arm.load("runs")["run"]) == ["seed=0"]
+    assert set(arm.load("layers")["run"]) == {"seed=0"}
+    assert rep.MEASURES["final"](arm, metric="train_loss").per_run == \
+        [pytest.approx(rep.store.read_run(results / "arm" / "seed=0")["final"]["train_loss"])]
 
 
 def test_steps_to_measure_is_the_first_evaluation_reaching_the_threshold(cli, tmp_path):
