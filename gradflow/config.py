@@ -475,7 +475,10 @@ def validate_resolved(resolved: dict, sweep_point: bool = False) -> None:
             or len(cfg.name) > MAX_NAME):
         raise GradflowError(f"name={_show(cfg.name)} must be a relative folder name inside {cfg.results}/ "
                             f"(letters, digits, . _ - /; no '..'; at most {MAX_NAME} characters)")
-    resolve_device(cfg.device)
+    if sweep_point:  # a sweep checks its points' devices where they run (sweep.plan): on a login node, a
+        check_device_name(cfg.device)  # SLURM sweep's device=cuda is the compute nodes'
+    else:
+        resolve_device(cfg.device)
 
 
 def _schemas(resolved: dict) -> None:
@@ -778,10 +781,20 @@ def _train(cfg) -> None:
 DEVICE_ENV = "GRADFLOW_DEVICE"  # what device=auto means on this machine, when set (cpu on a shared GPU box)
 
 
+DEVICE_NAMES = "auto, cpu, cuda, cuda:N, mps"
+
+
+def check_device_name(spec: str, option: str = "") -> None:
+    """`spec` names a kind of device (auto, cpu, cuda, cuda:N, mps), whichever machine it is for."""
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(spec)):
+        raise GradflowError(f"{option + ' ' if option else 'device='}{spec!r} is not allowed; choices: {DEVICE_NAMES}")
+
+
 def resolve_device(spec: str, option: str = ""):
     """auto -> $GRADFLOW_DEVICE if set, else cuda, then mps, then cpu; an explicit device must exist
     on this machine. `option`: the command-line option that gave `spec` (bench's --device), as errors
     name it; else the config key device=."""
+    check_device_name(spec, option)
     import torch
 
     def given(value: str) -> str:  # as the user wrote it
@@ -793,7 +806,7 @@ def resolve_device(spec: str, option: str = ""):
             return resolve_device(preset)
         except GradflowError:
             raise GradflowError(f"{DEVICE_ENV}={preset!r} (what device=auto means here) names no device of this "
-                                "machine; choices: auto, cpu, cuda, cuda:N, mps (where present)") from None
+                                f"machine; choices: {DEVICE_NAMES} (where present)") from None
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -815,7 +828,7 @@ def resolve_device(spec: str, option: str = ""):
             raise GradflowError(f"{given(repr(spec))} but MPS is not available on this machine; use {given('auto')} "
                                 f"or {given('cpu')}")
         return torch.device("mps")
-    raise GradflowError(f"{given(repr(spec))} is not allowed; choices: auto, cpu, cuda, cuda:N, mps")
+    raise AssertionError(spec)  # (check_device_name let no other through)
 
 
 # --- composition ---------------------------------------------------------------------------------

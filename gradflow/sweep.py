@@ -50,6 +50,7 @@ LAUNCHER_PLUGINS = {
     "slurm": ("hydra_plugins.hydra_submitit_launcher", "cluster"),
 }
 # Hydra settings a user may pass; every other hydra.* would move outputs or change what a job sees
+REMOTE_LAUNCHERS = ("submitit_slurm", "slurm")  # their jobs run on other machines
 HYDRA_ALLOWED = ("hydra/launcher", "hydra.launcher.", "hydra.verbose")
 
 
@@ -185,7 +186,7 @@ def check_launcher(launcher: str, settings: Sequence = ()) -> None:
             if any(not re.fullmatch(r"-?\d+", v) or int(v) == 0 for v in values):
                 raise GradflowError(f"{o.input_line} is not allowed: n_jobs is the number of workers (1 or more; "
                                     "-1 for one per CPU core)")
-    if launcher in ("slurm", "submitit_slurm") and shutil.which("sbatch") is None:
+    if launcher in REMOTE_LAUNCHERS and shutil.which("sbatch") is None:
         raise GradflowError(f"hydra/launcher={launcher} submits to SLURM, and this machine has no sbatch; run it "
                             "on the cluster's login node, or use hydra/launcher=joblib here")
 
@@ -237,6 +238,9 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
     if jobs.same:
         raise GradflowError(f"the sweep points {jobs.same[0]} and {jobs.same[1]} are the same run; make the swept "
                             "values distinct")
+    if launcher not in REMOTE_LAUNCHERS:  # (a SLURM job's device is the compute node's, not this login node's)
+        for device in sorted(jobs.devices):
+            config_mod.resolve_device(device)
     if jobs.sources:  # files missing under data.root: one line now, not a failed run each (replacing finished ones)
         from gradflow.data import check_files
 
@@ -325,6 +329,7 @@ class _Jobs:
         self.digests: dict[str, tuple] = {}  # each point's config hash -> its folder and overrides
         self.same: tuple[str, str] | None = None  # the first two points that are one run
         self.sources: set[tuple] = set()  # (data.name, data.root, data.download) of the points to run
+        self.devices: set[str] = set()  # the points' device values (each checked once, where they run here)
         self.last: dict = {}  # the last point's settings
 
     def plan(self, cfg_overrides: list[str], point_configs: _Configs) -> Job:
@@ -345,6 +350,7 @@ class _Jobs:
         store.check_clearable(job_dir)
         found = store.standing(job_dir, digest)  # (one whose files are incomplete: nothing of it to keep)
         finished, replaces = found == store.SAME, found == store.OTHER
+        self.devices.add(flat["device"])
         if not finished and "data.root" in flat:  # a dataset read from files (checked after the grid, each once)
             self.sources.add((flat["data.name"], flat["data.root"], flat.get("data.download", False)))
         return Job(cfg_overrides, jname, digest, finished=finished, replaces=replaces)

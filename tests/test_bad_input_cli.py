@@ -13,6 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from gradflow.errors import GradflowError
 
 SMALL = ["data=gaussian", "data.n_train=128", "data.n_test=64", "data.dim=8", "model.width=8",
          "train.steps=2", "train.eval_every=2", "threads=1"]
@@ -362,6 +365,30 @@ def test_a_bad_reproduction_prints_nothing_before_its_error(cli, args):
     out = cli(*args)
     assert out.exit_code == (2 if args[-1] == "--nmae" else 1), out.output  # (a mistyped option: 2, as Typer's)
     assert out.stderr.startswith("error:") and out.stdout == "", out.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_a_sweeps_device_is_checked_where_its_jobs_run(cli, results, tmp_path, monkeypatch):
+    # a sweep on CUDA planned here, with no GPU: refused in one line where the jobs run here; a SLURM sweep's
+    # device=cuda is the compute nodes' (planning it on a GPU-less login node was refused)
+    from gradflow import sweep as sweep_mod
+
+    out = cli("sweep", *SMALL, "model.depth=2,3", "device=cuda", f"results={results}")
+    assert out.exit_code == 1 and out.stderr.strip() == ("error: device='cuda' but CUDA is not available on this "
+                                                         "machine; use device=auto or device=cpu"), out.output
+    assert not results.exists()
+    out = cli("sweep", *SMALL, "model.depth=2,3", "device=gpu", f"results={results}")
+    assert "device='gpu' is not allowed; choices: auto, cpu, cuda, cuda:N, mps" in out.stderr
+    bin_dir = tmp_path / "bin"  # a login node's sbatch (planning never calls it)
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    plan = sweep_mod.plan([*SMALL, "model.depth=2,3", "device=cuda", "hydra/launcher=slurm", f"results={results}"],
+                          "on-the-cluster")
+    assert [j.name for j in plan.jobs] == ["model.depth=2", "model.depth=3"] and plan.launcher == "slurm"
+    with pytest.raises(GradflowError, match="device='gpu' is not allowed"):
+        sweep_mod.plan([*SMALL, "device=gpu", "hydra/launcher=slurm", f"results={results}"], "typo")
 
 
 @pytest.mark.skipif(shutil.which("sbatch") is not None, reason="a SLURM cluster is here")
