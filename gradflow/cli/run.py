@@ -28,7 +28,7 @@ from gradflow.probes.quantities import QUANTITIES
 from gradflow.overrides import job_name, last_overrides, point_name
 from gradflow.metrics import REGRESSION_TOLERANCE, is_regression
 from gradflow.plots.labels import RECURRENT
-from gradflow.summary import RESIDUAL_STREAM
+from gradflow.summary import RESIDUAL_STREAM, block_of
 
 
 # --- help text generated from the schema and the group YAMLs, so it cannot drift from the code --------
@@ -576,7 +576,7 @@ def _thin_rows(names: list[str], keep: int, prefer: set[int]) -> tuple[set[int],
     blocks: dict[str, dict[str, int]] = {}  # block -> its layers' roles -> row
     outside = []
     for j in pool:
-        block, role = _block_and_role(names[j])
+        block, role = block_of(names[j]) or (None, names[j])  # (a head, an embedding: no block)
         if block is None:
             outside.append(j)
         else:
@@ -596,18 +596,6 @@ def _thin_rows(names: list[str], keep: int, prefer: set[int]) -> tuple[set[int],
     layers = " and ".join([", ".join(taken[:-1]), taken[-1]] if len(taken) > 1 else taken)
     which = f"{layers} of {'each' if len(rows) == len(blocks) else f'{len(rows)} of {len(blocks)}'} block"
     return {*outside, *(b[r] for b in rows for r in taken)}, which + "s" * (len(rows) < len(blocks))
-
-
-def _block_and_role(name: str) -> tuple[str | None, str]:
-    """A layer's block and its role in it, from its name: the block is the name up to its last numbered part
-    before the last ("b3" of "b3.attn.qkv", "s2.b1" of "s2.b1.conv2", "layers.3" of "layers.3.mlp.0"), the role
-    the rest. A name with no such part is in no block (None: "tok_emb", "head", an MLP's "linear5",
-    torchvision's stem "conv1")."""
-    parts = name.split(".")
-    cut = max((i for i, part in enumerate(parts[:-1]) if re.search(r"\d", part)), default=None)
-    if cut is None:
-        return None, name
-    return ".".join(parts[:cut + 1]), ".".join(parts[cut + 1:])
 
 
 def _thin(n: int, keep: int, prefer: set[int] | None = None) -> set[int]:
