@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from gradflow import store
+from gradflow import store, theory
 from gradflow.fmt import drop_shared_parts, fmt
 from gradflow.errors import GradflowError, did_you_mean, ellipsize, shorten
 from gradflow.plots.keys import abbreviate, full_key, n_distinct, swept_keys
@@ -43,9 +43,7 @@ def grad_ratio(layers: pd.DataFrame, step: int, quantity: str = "grad_norm") -> 
 
 def fitted_layers(layer: Iterable[float], trim: int = FIT_TRIM) -> tuple[int, int] | None:
     """(first, last) layer index that a growth-rate fit with `trim` uses, or None when fewer than 3 remain."""
-    levels = np.unique(np.asarray(list(layer), dtype=float))
-    levels = levels[np.isfinite(levels)]
-    bulk = levels[trim: len(levels) - trim] if trim > 0 else levels
+    bulk = theory.bulk_layers(list(layer), trim)  # (the fit's own choice of layers)
     return (int(bulk[0]), int(bulk[-1])) if bulk.size >= 3 else None
 
 
@@ -109,7 +107,6 @@ def rate(layers: pd.DataFrame, quantity: str, step: int = 0, trim: int = FIT_TRI
     ResNet, whose conv2 is inside its branch; a user's nested Sequential, a chain) are fitted per layer, so
     that one column holds one unit wherever it can.
     """
-    from gradflow import theory
 
     r = store.rows(layers, quantity, step)
     r = r[np.isfinite(r[store.VALUE]) & (r[store.VALUE] > 0)]
@@ -133,7 +130,6 @@ def transient_bias(config: Mapping[str, Any], span: tuple[int, int]) -> float:
     Mean field with q_l iterated from the inputs' q_0: ||dL/dh_l||^2 = sw2 E[phi'(h_l)^2] ||dL/dh_{l+1}||^2,
     so the predicted profile is log s_l^2 = sum_{k >= l} log(sw2 D(q_k)); the same fit over it, divided by
     the chi_1 at q*, minus 1. 0 for a run started at q*; nan where q_0 or the theory is unknown."""
-    from gradflow import theory
 
     mf = theory.predict(config)
     if mf is None or not math.isfinite(mf.chi1):
@@ -160,7 +156,6 @@ def per_run(layers: pd.DataFrame, config: dict, diverged_step: int | None = None
     a diverged run's end ratio at its last probed step before `diverged_step` (the step whose loss or
     gradient went non-finite: its gradients, finite as the loss overflows, are no trained net's). `tied`:
     the points whose weight gradient is the sum of several uses (run.json's), left out of its ratios."""
-    from gradflow import theory
 
     out: dict[str, Any] = dict.fromkeys(SUMMARY_COLUMNS, math.nan)
     out["chi1_layers"] = ""

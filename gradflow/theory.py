@@ -788,6 +788,13 @@ def input_q(config: Mapping[str, Any], sw2: float, sb2: float) -> float | None:
 FIT_TRIM = 3  # layers dropped at each end of a growth-rate fit (input layer and head have other fan-in/out)
 
 
+def bulk_layers(layer, trim: int = FIT_TRIM) -> np.ndarray:
+    """The distinct finite layer indices a growth-rate fit uses: the `trim` lowest and highest dropped."""
+    levels = np.unique(np.asarray(layer, dtype=float).ravel())
+    levels = levels[np.isfinite(levels)]
+    return levels[trim: len(levels) - trim] if trim > 0 else levels
+
+
 def fit_chi1(layer, signal_norm, trim: int = FIT_TRIM) -> float:
     """The measured per-layer growth factor of the squared back-propagated signal norm towards the input.
 
@@ -800,8 +807,7 @@ def fit_chi1(layer, signal_norm, trim: int = FIT_TRIM) -> float:
     norm = np.asarray(signal_norm, dtype=float).ravel()
     if layer.shape != norm.shape:
         raise GradflowError(f"fit_chi1: layer has {layer.size} values but signal_norm has {norm.size}")
-    levels = np.unique(layer[np.isfinite(layer)])
-    bulk = levels[trim: len(levels) - trim] if trim > 0 else levels
+    bulk = bulk_layers(layer, trim)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_sq = 2.0 * np.log(norm)
     keep = np.isin(layer, bulk) & np.isfinite(log_sq)
