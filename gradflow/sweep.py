@@ -33,6 +33,7 @@ from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_d
 from hydra.core.override_parser.types import IntervalSweep, RangeSweep
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from gradflow import config as config_mod
 from gradflow.choices import settings
@@ -472,8 +473,10 @@ class _Configs:
                 # the point's values together (model.skip=residual with model.depth=1 is refused, each alone is not)
                 config_mod.validate_resolved(resolved, sweep_point=True)
                 flat = store.flatten(resolved)
-        except Exception:  # a value refused, or valid only with values a structural override brings (model.
-            flat = store.flatten(self.compose(overrides))  # skip=residual): the composer says which and why
+        except (GradflowError, OmegaConfBaseException, HydraException):  # a value refused, or valid only with values
+            # a structural override brings (model.skip=residual): the composer says which and why (a bug of the
+            # fast path itself raises, rather than pass unseen to the slow one)
+            flat = store.flatten(self.compose(overrides))
         return settings(flat)  # a value set for another choice (init.sw2 of orthogonal) is no setting
 
     def _value(self, structural: tuple[str, ...], override: str) -> tuple[str, Any]:
