@@ -341,13 +341,16 @@ def lag_rate(arm: Arm, where=None, kmax=100, quantity="signal_norm", step=0) -> 
 
 @measure
 def jacobian_stat(arm: Arm, where=None, stat="mean_s", scope="input_output", layer=None, step=0) -> Measured:
-    """Jacobian singular values s pooled over the probed examples: mean_s, var_s2 (variance of s^2)."""
+    """Jacobian singular values s pooled over the probed examples: mean_s, mean_s2 (the mean of s^2) or var_s2
+    (the variance of s^2)."""
+    if stat not in ("mean_s", "mean_s2", "var_s2"):
+        raise GradflowError(f"jacobian_stat: stat={stat!r} is not one; choices: mean_s, mean_s2, var_s2")
     def one(g):
         rows = g[(g["scope"] == scope) & (g[store.STEP] == step)]
         if layer is not None:
             rows = rows[rows[store.LAYER] == layer]
         s = rows[store.VALUE].to_numpy()
-        return float(s.mean() if stat == "mean_s" else np.var(s**2))
+        return float(s.mean() if stat == "mean_s" else np.mean(s**2) if stat == "mean_s2" else np.var(s**2))
     return _per_run(arm.table("jacobian", where), one)
 
 

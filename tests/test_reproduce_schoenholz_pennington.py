@@ -56,7 +56,7 @@ def test_schoenholz2017_with_batchnorm_fails_the_crossing_and_says_why_theory_ha
 @pytest.mark.slow
 def test_pennington2017_quick_passes(shared):
     outcome = reproduce("pennington2017", shared)
-    assert len(outcome.claims) == 5 and outcome.passed, verdicts(outcome)
+    assert len(outcome.claims) == 6 and outcome.passed, verdicts(outcome)
     figures_drawn(outcome, ["spectrum-tanh", "spectrum-relu"])
 
 
@@ -66,6 +66,16 @@ def test_pennington2017_off_criticality_fails(shared):
     # for any seed and width.
     broken = reproduce("pennington2017", shared, "init.gain=1.2", "seed=0", "model.width=100", "data.dim=100")
     assert not broken.claim("tanh, orthogonal: var(s²) of the input-output Jacobian").passed
+
+
+def test_pennington2017_ordered_vanishing_net_fails(shared):
+    # sigma_w^2 = 0.8^2 = 0.64: the orthogonal tanh net is ordered, and its Jacobian vanishes over 32 layers
+    # (mean s^2 ~ 5e-7 at the quick width): its spectrum is concentrated, at 0, so var(s^2) < 1 passed it and
+    # the ratios to the prediction (of the same ordered config) did too. mean(s^2) ~ 1 tells it apart.
+    broken = reproduce("pennington2017", shared, "init.gain=0.8", "seed=0", "model.width=100", "data.dim=100")
+    mean = broken.claim("tanh, orthogonal: mean(s²) of the input-output Jacobian")
+    assert not mean.passed and mean.measured.value < 1e-4, verdicts(broken)
+    assert broken.claim("tanh, orthogonal: var(s²) of the input-output Jacobian").passed  # (why it was needed)
 
 
 def test_free_probability_prediction_matches_an_independent_quadrature(run_job):
