@@ -476,6 +476,16 @@ def fd_cost(arm: Arm, where=None, entries=8, batch=8, eps=1e-6) -> Measured:
 
 
 @measure
+def hidden_median(arm: Arm, where=None, quantity="grad_norm", step="last") -> Measured:
+    """The median of a quantity over the hidden layers (the input layer and the head left out) at a step:
+    whether the body as a whole takes gradients, whatever its depth."""
+    def one(g):
+        p = _profile(g, quantity, step)
+        return float(np.median(p.to_numpy()[1:-1])) if len(p) > 2 else math.nan
+    return _per_run(arm.table("layers", where), one)
+
+
+@measure
 def layer_value(arm: Arm, where=None, quantity="grad_norm", step=0, layer=0) -> Measured:
     """A quantity at one probe point at a step; a negative layer counts from the output (-1 = the head)."""
     def one(g):

@@ -25,7 +25,7 @@ def skipinit(shared):
 
 @pytest.mark.slow
 def test_skipinit2020_quick(skipinit):
-    assert len(skipinit.claims) == 17 and skipinit.passed, verdicts(skipinit)
+    assert len(skipinit.claims) == 19 and skipinit.passed, verdicts(skipinit)
     figures_drawn(skipinit, ["profile-act-std-unscaled", "curves-mlp-fixup", "curves-resnet"])
     # the ResNet figure draws three arms' runs, each named "default" in its arm: they stay three runs
     resnets = rep.figure_table(rep.arms_of(skipinit.spec, skipinit.root),
@@ -84,3 +84,16 @@ def test_skipinit2020_untrained_fails(shared):
     for arm in ("resnet_batchnorm", "resnet_fixup", "resnet_skipinit"):
         assert not broken.claim(f"{arm}: final training loss").passed
     assert broken.claim("per-block growth").passed and broken.claim("mlp_fixup: share of runs").passed
+    for arm in ("mlp_fixup", "mlp_skipinit"):  # (their branches start at exactly 0, and stay there untrained)
+        assert broken.claim(f"{arm}: the branches train").measured.value == 0, verdicts(broken)
+
+
+def test_skipinit2020_with_its_branch_scale_held_at_zero_fails(shared):
+    # SkipInit's alpha held at 0 (the 0-d parameters' rate 0): its branches never switch on, every hidden
+    # weight gradient stays exactly 0, and the net trains as a one-layer net: below 1.5 and, at the quick
+    # scale, within 0.2 of the batch-normalized MLP, which passed every MLP claim it had
+    broken = reproduce("skipinit2020", shared, "optim.scalar_lr_factor=0")
+    assert not broken.claim("mlp_skipinit: the branches train").passed, verdicts(broken)
+    assert broken.claim("mlp_skipinit: the branches train").measured.value == 0
+    assert broken.claim("mlp_skipinit: final training loss").passed  # (why the claim was needed)
+    assert broken.claim("mlp_fixup: the branches train").passed  # (Fixup's zero layers are weights: they train)
