@@ -74,10 +74,19 @@ def test_hochreiter1991_untrained_lstm_fails(shared):
     # no training: the LSTM cannot have learned the adding problem; the signal-through-time arms (already at
     # train.steps=0) are reused unchanged and still pass
     broken = reproduce("hochreiter1991", shared, "train.steps=0")
-    assert not broken.claim("LSTM (forget bias 3) final test MSE").passed
+    assert not broken.claim("adding problem, T = 50, 300 Adam steps: LSTM final test MSE").passed
     for words in ("tanh RNN (lecun_normal", "fitted decay", "LSTM, forget-gate bias 3", "default forget-gate bias 0",
                   "weaker input drive", "stronger input drive"):
         assert broken.claim(words).passed, words
+
+
+def test_hochreiter1991_a_growing_lstm_error_is_no_constant_error_flow(shared):
+    # the recurrent weights 3x (model.gain=3): the LSTM's error grows ~94x over the 100 steps, which "> 1e-2"
+    # alone passed as constant error flow; the RNN explodes too, and its vanishing claims fail
+    broken = reproduce("hochreiter1991", shared, "model.gain=3.0", "train.steps=0")
+    lstm = broken.claim("LSTM, forget-gate bias 3")
+    assert not lstm.passed and lstm.measured.value > 10, verdicts(broken)
+    assert not broken.claim("tanh RNN (lecun_normal").passed
 
 
 # --- he2016 ---------------------------------------------------------------------------------------------
