@@ -398,6 +398,15 @@ def test_profile_and_heatmap_tick_a_transformer_at_its_blocks(run_job, depth, na
     ticks = [t.get_text() for t in both.get_xticklabels() if t.get_text()]
     assert ticks and all(t.lstrip("−-").isdigit() for t in ticks), ticks  # layer indices, no block names
     assert "block" not in both.get_xlabel()
+    # ... and the MLP's line is a plain one: it was drawn faint, bold only at the transformer's stream indices
+    mixed = figures.profile(pd.concat([layers.assign(run="tf"), mlp.assign(run="mlp")], ignore_index=True),
+                            "signal_norm", step=0)  # (two runs of one folder: their own names)
+    drawn = [ln for ax in mixed.axes for ln in ax.get_lines()]
+    streams = [ln for ln in drawn if str(ln.get_gid()).startswith("stream:")]
+    assert len(streams) == 1 and list(streams[0].get_xdata()) == list(resid["layer"])
+    (plain,) = [ln for ln in drawn if len(ln.get_xdata()) == 4]  # (the MLP's 4 points)
+    (faint,) = [ln for ln in drawn if len(ln.get_xdata()) == len(at0)]
+    assert plain.get_alpha() > faint.get_alpha() and plain.get_linewidth() > faint.get_linewidth()
 
 
 @pytest.mark.parametrize("args, words", [

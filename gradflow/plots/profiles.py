@@ -114,11 +114,12 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
             # marked at each point it has: its line between them is no measurement
             skips = len(s.x) > 1 and bool((np.diff(s.x) > 1).any())
             skipping |= skips
-            if stream is None:
+            own = [stream[r] for r in s.runs if r in stream]  # (a transformer's, beside an MLP's plain line)
+            if not own:
                 draw_series(ax, s, c, palette.style_of(s.config), lw, alpha, marked=skips)
             else:  # the points inside the blocks faint, the residual stream through them bold
                 draw_series(ax, s, c, palette.style_of(s.config), lw * 0.6, alpha * STREAM_FAINT, marked=skips)
-                on = np.isin(s.x, stream)
+                on = np.isin(s.x, np.concatenate(own))
                 ax.plot(s.x[on], s.med[on], color=c, ls=palette.style_of(s.config), lw=lw * 1.4, alpha=alpha,
                         marker="o", ms=3, gid=f"stream:{s.label}")
             if theory and quantity in THEORY_QUANTITIES:
@@ -146,7 +147,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
 
     palette.colorbar(fig, axes)
     handles, title = palette.handles(skipping or has_marks(everything))
-    if stream is not None:
+    if stream:
         handles += [Line2D([], [], color="0.2", lw=2.2, marker="o", ms=3, label=f"residual stream (*.{STREAM} points)"),
                     Line2D([], [], color="0.2", lw=1.0, alpha=STREAM_FAINT, label="points inside the blocks")]
     legend(fig, handles + extra_handles(everything, label.log, theory_drawn), title)
@@ -160,17 +161,22 @@ STREAM = "resid"  # the point after each block of gradflow's transformer (summar
 STREAM_FAINT = 0.35  # the opacity of the points inside the blocks, beside the residual stream
 
 
-def _stream_points(df: pd.DataFrame) -> np.ndarray | None:
-    """The layer indices of a transformer's residual stream (b#.resid) where the quantity drawn has points
-    both on it and inside the blocks, else None. Inside each block the signal swings by decades between
-    the branch's points and the stream (qkv, mlp.in): a line through all of them is a sawtooth that hides
-    the trend across blocks, which the stream's points show (the per-block chi1 ls fits)."""
+def _stream_points(df: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each run's layer indices of a transformer's residual stream (b#.resid), for the runs where the quantity
+    drawn has points both on it and inside the blocks ({} for none). Inside each block the signal swings by
+    decades between the branch's points and the stream (qkv, mlp.in): a line through all of them is a
+    sawtooth that hides the trend across blocks, which the stream's points show (the per-block chi1 ls
+    fits). Per run: an MLP's runs beside a transformer's in one folder were drawn bold at its stream's
+    indices and faint between them."""
     if "name" not in df.columns:
-        return None
+        return {}
     on = df["name"].astype(str).str.endswith(f".{STREAM}")
-    if not on.any() or on.all():
-        return None
-    return np.unique(df.loc[on, "layer"].to_numpy())
+    out = {}
+    for run in df.loc[on, "run"].unique():
+        mine = df["run"] == run
+        if (mine & ~on).any():
+            out[run] = np.unique(df.loc[mine & on, "layer"].to_numpy())
+    return out
 
 
 def _theory_profile(ax, s: Series, quantity: str, color: Any, lw: float, cache: dict) -> bool:
