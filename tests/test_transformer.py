@@ -388,6 +388,9 @@ def test_profile_and_heatmap_tick_a_transformer_at_its_blocks(run_job, depth, na
     (every,) = [ln for ln in ax.get_lines() if str(ln.get_gid()).startswith("series:")]
     assert len(every.get_xdata()) == len(at0) and every.get_alpha() < stream.get_alpha()
     assert "residual stream (*.resid points)" in [t.get_text() for lg in fig.legends for t in lg.get_texts()]
+    # the title names the norm placement (xiong2020's post-LN and pre-LN figures had one title)
+    assert "pre-LN" in fig.get_suptitle() and "post-LN" in figures.profile(
+        layers.assign(**{"model.ln": "post"}), "signal_norm", step=0).get_suptitle()
     grads = figures.profile(layers, "grad_norm", step=0).axes[0]  # (the stream has no weights: no stream line)
     assert not [ln for ln in grads.get_lines() if str(ln.get_gid()).startswith("stream:")]
     mlp = load(run_job("model.depth=3", "train.steps=1", "model.width=8", "data=gaussian", "threads=1", name="mlp"))

@@ -151,6 +151,8 @@ KEY_NAMES: dict[str, str] = {
     "model.activation": "activation",
     "model.skip": "skip connection",
     "model.alpha": "residual scale",
+    "model.ln": "layer-norm placement",
+    "optim.warmup": "warm-up steps",
     "init.name": "initialization",
     "init.sw2": r"$\sigma_w^2$",
     "init.sb2": r"$\sigma_b^2$",
@@ -190,8 +192,9 @@ def value_label(key: str, v: Any) -> str:
 
 SKIPPED_BY_DEFAULT = ("resnet",)  # families whose skip is residual unless set: skip=none is news in a title
 TITLE_KEYS = ("model.name", "model.target", "model.activation", "model.depth", "model.width", "model.hidden", "model.skip",
-              "model.alpha", "model.recurrent_init", "model.gain", "norm.name", "init.name", "init.sw2", "init.sb2",
-              "data.name", "optim.name", "optim.lr", "seed")
+              "model.ln", "model.alpha", "model.recurrent_init", "model.gain", "norm.name", "init.name", "init.sw2",
+              "init.sb2", "data.name", "optim.name", "optim.lr", "optim.warmup", "seed")
+LN_WORDS = {"pre": "pre-LN", "post": "post-LN", "none": "no LN"}  # a transformer's model.ln, as papers say it
 
 
 _BORING = {"none", "null", "", "false"}
@@ -201,6 +204,10 @@ _MEANFIELD_ONLY = ("init.sw2", "init.sb2")  # only meaningful with the mean-fiel
 
 
 def _title_item(df: pd.DataFrame, key: str, v: Any) -> str | None:
+    if key == "model.ln":  # (xiong2020's post-LN and pre-LN figures had the same title)
+        return LN_WORDS.get(str(v)) if "transformer" in model_names(df) else None
+    if key == "optim.warmup" and not v:
+        return None
     if key == "model.skip" and str(v) == "none" and single_value(df, "model.name") in SKIPPED_BY_DEFAULT:
         return "no skip"  # (plain32 read as "resnet, ..." alone, as if residual)
     if is_missing(v) or str(v).lower() in _BORING:
@@ -223,6 +230,7 @@ def _title_item(df: pd.DataFrame, key: str, v: Any) -> str | None:
             "model.skip": f"{s} skip", "model.recurrent_init": f"recurrent {s} init", "model.gain": f"{gain} {s}",
             "model.alpha": f"residual scale {s}", "norm.name": s, "init.name": f"{s} {inputs}init",
             "init.sw2": rf"$\sigma_w^2$={s}", "init.sb2": rf"$\sigma_b^2$={s}", "optim.lr": f"lr {s}",
+            "optim.warmup": f"warm-up {s} steps",
             "seed": f"seed {s}"}.get(key, s)
 
 
