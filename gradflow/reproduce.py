@@ -793,6 +793,16 @@ def figure_table(arms: dict[str, Arm], arm: str | list[str], table: str, where: 
     return store.concat(frames).assign(**{store.SOURCE: "+".join(arm)})
 
 
+def overall(outcomes: list["Outcome"]) -> str:
+    """Several experiments in one line: how many passed every claim, how many claims passed in all, and
+    which experiments failed."""
+    passed = [o for o in outcomes if o.passed]
+    claims = [c for o in outcomes for c in o.claims]
+    failing = [f"{o.spec.name} ({sum(not c.passed for c in o.claims)})" for o in outcomes if not o.passed]
+    return (f"{len(passed)} of {len(outcomes)} experiments pass every claim; {sum(c.passed for c in claims)} of "
+            f"{len(claims)} claims pass" + (f"; FAIL: {', '.join(failing)}" if failing else ""))
+
+
 def tally(results: list[ClaimResult]) -> str:
     """How many claims pass: "5 of 6 claims pass" (the terminal's verdict and REPORT.md say it alike)."""
     return f"{sum(r.passed for r in results)} of {len(results)} claims pass"

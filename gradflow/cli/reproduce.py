@@ -60,6 +60,7 @@ def reproduce(
     rep.check_scale(scale)  # before anything is printed, as a bad name is (Spec.load)
     check_overrides(list(overrides or []), "reproduce")  # (rep.run checks them again, after the header)
     failed = False
+    outcomes = []
     for n in rep.names() if name == "all" else [name]:
         spec = rep.Spec.load(n)
         console.rule(f"[bold]{escape(n)}[/]")
@@ -85,6 +86,10 @@ def reproduce(
             print_note(f"figure not drawn, {why}", style="yellow")
         report_page([outcome.report.parent], report_)
         failed |= not outcome.passed
+        outcomes.append(outcome)
+    if len(outcomes) > 1:  # (after 1200 lines, the whole in one: the last line was the last experiment's figure)
+        console.rule("[bold]all[/]")
+        print_note(rep.overall(outcomes), style="red" if failed else "green")
     if failed:
         raise typer.Exit(1)
 
