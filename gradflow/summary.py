@@ -473,10 +473,12 @@ FIT_MARKS = {" q*": "q*: inputs at the fixed point", "!": "!: still in the lengt
 
 
 def _no_fit_at_all(df: pd.DataFrame | None, keys: list[str]) -> bool:
-    """Whether `df`'s runs are MLPs or CNNs, probed, none deep enough for a chi1 fit (so no column)."""
-    if df is None or "chi1_measured" in keys or not {"chi1_measured", "signal_ratio.init", "model.name"} <= set(df):
+    """Whether `df`'s runs were probed and none has enough layers with a signal for a chi1 fit (so no column):
+    MLPs too shallow, or a user's model (a Recorder's) whose points mostly have no signal of their own."""
+    if df is None or "chi1_measured" in keys or not {"chi1_measured", "signal_ratio.init"} <= set(df):
         return False
-    return bool(df["model.name"].isin(["mlp", "cnn"]).all() and df["chi1_measured"].isna().all()
+    recurrent = "model.name" in df and df["model.name"].isin(("rnn", "lstm", "gru")).any()  # (time steps: no
+    return bool(not recurrent and df["chi1_measured"].isna().all()  # per-layer fit to expect)
                 and df["signal_ratio.init"].notna().any())
 
 
@@ -503,8 +505,10 @@ def column_notes(columns: list["Column"], df: pd.DataFrame | None = None) -> lis
         notes.append(f"chi1 meas -: no fit, fewer than 3 layers with a signal between the {FIT_TRIM} left out at "
                      f"each end (for a transformer, fewer than 3 blocks)")
     elif _no_fit_at_all(df, keys):  # (a result no run has is no column: it went without a word)
+        mlps = "model.name" in df and df["model.name"].isin(["mlp", "cnn"]).all()
         notes.append(f"no chi1 meas: no run has 3 layers with a signal between the {FIT_TRIM} left out at each end "
-                     f"(an MLP of depth {2 * FIT_TRIM + 2} or more has)")
+                     + (f"(an MLP of depth {2 * FIT_TRIM + 2} or more has)" if mlps else
+                        "(too few of its probe points have a back-propagated signal of their own)"))
     if any(k.startswith("rate.") for k in keys):
         notes.append(NOTES["rate"])
     if any(k.startswith("rate.") and not k.endswith(".layers") and "-" in c.cells for k, c in zip(keys, columns)):

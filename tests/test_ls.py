@@ -729,5 +729,10 @@ def test_no_run_deep_enough_for_a_chi1_fit_is_said_not_left_out_silently():
     assert "chi1_measured" not in [c.key for c in columns]
     assert any(n.startswith("no chi1 meas: no run has 3 layers") and "depth 8 or more" in n
                for n in column_notes(columns, df))
+    # a Recorder's own model (an MLP with an attention layer whose projections have no signal) was left
+    # without a word: the README's own_loop example
+    own = df.assign(**{"model.name": "own_loop"})
+    assert any(n.startswith("no chi1 meas: no run has 3 layers") and "signal of their own" in n
+               for n in column_notes(table_columns(own, ["model.depth"]), own))
     rnn = df.assign(**{"model.name": "rnn"})  # (a recurrent net's time steps: no such fit to expect)
     assert not any(n.startswith("no chi1 meas") for n in column_notes(table_columns(rnn, ["model.depth"]), rnn))
