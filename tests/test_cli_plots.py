@@ -221,6 +221,10 @@ def test_a_run_not_found_lists_the_nearest_runs_first(plain):
     choices = out.output.split("choices: ")[1]
     assert choices.startswith("model.activation=relu,model.depth=4") or \
         choices.startswith("model.activation=tanh,model.depth=4"), out.output
+    # a number that no run has: the runs with the nearest value first (depth=5 listed depth=2 first)
+    out = invoke("plot", plain, "--kind", "heatmap", "--run", "depth=5")
+    assert out.output.split("choices: ")[1].startswith("model.activation=relu,model.depth=4, "
+                                                       "model.activation=tanh,model.depth=4"), out.output
 
 
 def test_plot_one_run_folder(full):

@@ -205,7 +205,7 @@ def named_run(run: object, runs: list[str]) -> str | None:
 def nearest_runs(run: object, runs: list[str], most: int) -> str:
     """An error's choices for a run not found: up to `most` of `runs`, those sharing the most key=value
     items with `run` first (a list cut in folder order hid the one meant), "..." where some are left out."""
-    near = sorted(runs, key=lambda r: -_matched(str(run), str(r)))
+    near = sorted(runs, key=lambda r: (-_matched(str(run), str(r)), _distance(str(run), str(r))))
     return ", ".join(map(str, near[:most])) + (", ..." if len(runs) > most else "")
 
 
@@ -217,6 +217,21 @@ def _matched(asked: str, run: str) -> int:
     for key, _, value in (item.partition("=") for item in asked.split(",")):
         count += any((k == key or k.endswith("." + key)) and _same_value(v, value) for k, _, v in have)
     return count
+
+
+def _distance(asked: str, run: str) -> float:
+    """How far `run`'s numbers are from `asked`'s, key by key (depth=21: depth=20 before depth=5); keys
+    without a number on both sides add nothing."""
+    have = {k: v for k, _, v in (item.partition("=") for item in run.split(","))}
+    total = 0.0
+    for key, _, value in (item.partition("=") for item in asked.split(",")):
+        for k, v in have.items():
+            if k == key or k.endswith("." + key):
+                try:
+                    total += abs(float(v) - float(value))
+                except ValueError:
+                    pass
+    return total
 
 
 def _same_value(a: str, b: str) -> bool:
