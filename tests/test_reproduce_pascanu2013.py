@@ -1,6 +1,7 @@
-"""pascanu2013 at --quick: the unclipped RNN explodes and diverges, the clipped one trains; with a recurrent
-learning rate ten times smaller (the updates never reach the exploding region) the explosion claim FAILS. The measures are recomputed from
-metrics.parquet with pandas."""
+"""pascanu2013 at --quick: at init the signal through time vanishes at spectral radius 0.5 (at least as fast as
+the bound 0.5 per step) and grows at 3; the unclipped RNN explodes and diverges, the clipped one trains; with a
+learning rate ten times smaller the explosion claim FAILS. The measures are recomputed from the tables with
+pandas."""
 
 from __future__ import annotations
 
@@ -16,8 +17,18 @@ from tests.reproducing import figures_drawn, reproduce, verdicts
 @pytest.mark.slow
 def test_pascanu2013_quick_passes(shared):
     outcome = reproduce("pascanu2013", shared)
-    assert len(outcome.claims) == 6 and outcome.passed, verdicts(outcome)
-    figures_drawn(outcome, ["curves-clip", "gradnorm-clip"])
+    assert len(outcome.claims) == 8 and outcome.passed, verdicts(outcome)
+    figures_drawn(outcome, ["curves-clip", "gradnorm-clip", "profile-signal-time"])
+    # the rates through time at init, refitted from layers.parquet: log ||dL/dh_(T-k)|| / ||dL/dh_(T-1)||
+    # against k = 1..40 (time steps are layers 0..T-1, the head T)
+    for gain, words in ((0.5, "spectral radius 0.5"), (3.0, "spectral radius 3")):
+        layers = pd.read_parquet(outcome.root / "through_time" / f"model.gain={gain}" / "layers.parquet")
+        s = layers[(layers["quantity"] == "signal_norm") & (layers["step"] == 0)].set_index("layer")["value"]
+        T = int(s.index.max())
+        k = np.arange(1, 41)
+        rate = np.polyfit(k, np.log(s.loc[T - k].to_numpy() / s.loc[T - 1]), 1)[0]
+        assert outcome.claim(words).measured.value == pytest.approx(rate, rel=1e-9)
+    assert outcome.claim("spectral radius 0.5").measured.value < np.log(0.5)  # (the bound of Sec. 2.1)
     arm = outcome.root / "clip"
     unclipped, clipped = arm / "train.grad_clip=0", arm / "train.grad_clip=1"
     assert json.loads((unclipped / "run.json").read_text())["status"] == "diverged"

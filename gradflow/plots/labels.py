@@ -152,6 +152,7 @@ KEY_NAMES: dict[str, str] = {
     "model.skip": "skip connection",
     "model.alpha": "residual scale",
     "model.ln": "layer-norm placement",
+    "model.gain": "recurrent gain (spectral radius)",
     "optim.warmup": "warm-up steps",
     "init.name": "initialization",
     "init.sw2": r"$\sigma_w^2$",
