@@ -3,8 +3,9 @@
 Central differences need two forward passes per parameter, (L(w + eps e_i) - L(w - eps e_i)) / 2 eps,
 while one backward pass gives all of them for about the cost of one forward and one backward. In
 float64 with eps = 1e-6 the central difference is accurate to ~eps^2 (truncation) plus
-~1e-16 |L| / eps (rounding), so a correct backward agrees to ~1e-9 relative on entries that are
-not tiny, and a wrong one (a scaled, a missing or a transposed term) is off by O(1).
+~1e-16 |L| / eps (rounding), so a correct backward agrees to ~1e-9 relative on entries near |L| and
+~1e-7 on those near the floor below, and a wrong one (a scaled, a missing or a transposed term) is off
+by O(1).
 
 Every parameter tensor of the model is checked (the probe points' weights, their biases, and the
 weights of recurrent cells and norms) on a random sample of its entries. The relative error of an

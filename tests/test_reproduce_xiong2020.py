@@ -30,7 +30,7 @@ def grad_at_init(arm_dir: Path, depth: int, name: str) -> float:
 
 @pytest.mark.slow
 def test_xiong2020_quick_passes(xiong):
-    assert len(xiong.claims) == 9 and xiong.passed, verdicts(xiong)
+    assert len(xiong.claims) == 10 and xiong.passed, verdicts(xiong)
     figures_drawn(xiong, ["profile-grad-init-post-ln", "profile-grad-init-pre-ln", "curves-post-ln"])
     expect = (grad_at_init(xiong.root / "post_init", 24, "b23.mlp.out")
               / grad_at_init(xiong.root / "pre_init", 24, "b23.mlp.out"))
@@ -40,7 +40,10 @@ def test_xiong2020_quick_passes(xiong):
 def test_xiong2020_pre_ln_everywhere_fails_the_post_ln_claims(shared):
     broken = reproduce("xiong2020", shared, "model.ln=pre")
     failing = [r.text for r in broken.claims if not r.passed]
-    assert len(failing) == 8, verdicts(broken)
+    assert len(failing) == 9, verdicts(broken)
+    # post-LN's own profile must rise: the pre-LN net in its place falls (the tilt against pre-LN alone passed
+    # a post-LN profile that fell less than pre-LN's)
+    assert not broken.claim("post-LN, L = 24: MLP-out").passed
     # the one claim about pre-LN alone still holds
     assert broken.claim("pre-LN, L = 12: MLP-out").passed
     # both "arms" are now the same pre-LN nets
