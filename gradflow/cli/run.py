@@ -173,8 +173,7 @@ def config_help(width: int = HELP_WIDTH) -> str:
         if schemas is not None:  # one block per family: its keys only, under the choices that use them
             families: dict = {}
             for c in choices:
-                base = c if c in schemas else next((n for n in schemas if c.startswith(n.rstrip("0123456789"))
-                                                    or (n == "resnet" and c.startswith("plain"))), None)
+                base = _schema_of(group, c, schemas)
                 if base is not None:
                     families.setdefault(schemas[base], {})[c] = base
             for cls, members in families.items():
@@ -187,6 +186,23 @@ def config_help(width: int = HELP_WIDTH) -> str:
     out += [""] + _section("gradcheck (gradflow gradcheck)", "gradcheck.", config_mod.GradcheckConfig, [], None, width)
     out += [""] + _section("top level", "", config_mod.Config, [], None, width)
     return "\n".join(escape(line) if not line.startswith("[bold]") else line for line in out)
+
+
+def _schema_of(group: str, choice: str, schemas: dict) -> str | None:
+    """The schema a preset of `group` composes: itself, or the one its file's defaults list extends, followed
+    (plain20 -> resnet20 -> resnet). By name it was a guess: a preset named otherwise lost its keys' block."""
+    from omegaconf import OmegaConf
+
+    seen = set()
+    while choice not in schemas and choice not in seen:
+        seen.add(choice)
+        path = config_mod.CONF_DIR / group / f"{choice}.yaml"
+        defaults = OmegaConf.to_container(OmegaConf.load(path)).get("defaults", []) if path.exists() else []
+        parent = next((d for d in defaults if isinstance(d, str) and d != "_self_" and not d.startswith("/")), None)
+        if parent is None:
+            return None
+        choice = parent
+    return choice if choice in schemas else None
 
 
 class _RunCommand(TyperCommand):

@@ -627,10 +627,8 @@ _OUTLINE = [patheffects.Stroke(linewidth=3.4, foreground="black"), patheffects.N
 
 def _grid_theory(ax, sub: pd.DataFrame, xa: _GridAxis, ya: _GridAxis, kind: str) -> Line2D:
     """The mean-field curve over a grid panel: 6 xi_c / xi_c against sw2, or the critical sw2."""
-    try:
-        from gradflow import theory as mean_field
-    except ImportError as e:
-        raise GradflowError(f"theory={kind!r} needs gradflow.theory, which cannot be imported ({e})") from None
+    from gradflow import theory as mean_field
+
     by_key = {xa.key: xa, ya.key: ya}
     sw = by_key.get("init.sw2")
     if sw is None or not sw.numeric:
