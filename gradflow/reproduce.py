@@ -346,7 +346,7 @@ def jacobian_stat(arm: Arm, where=None, stat="mean_s", scope="input_output", lay
     if stat not in ("mean_s", "mean_s2", "var_s2"):
         raise GradflowError(f"jacobian_stat: stat={stat!r} is not one; choices: mean_s, mean_s2, var_s2")
     def one(g):
-        rows = g[(g["scope"] == scope) & (g[store.STEP] == step)]
+        rows = g[(g[store.SCOPE] == scope) & (g[store.STEP] == step)]
         if layer is not None:
             rows = rows[rows[store.LAYER] == layer]
         s = rows[store.VALUE].to_numpy()
@@ -415,7 +415,7 @@ def jacobian_free_probability(arm: Arm, where=None, moment="var", scope="input_o
         return m1 if moment == "mean" else sigma2
 
     def one(g):
-        s2 = g[(g["scope"] == scope) & (g[store.STEP] == step)][store.VALUE].to_numpy() ** 2
+        s2 = g[(g[store.SCOPE] == scope) & (g[store.STEP] == step)][store.VALUE].to_numpy() ** 2
         cfg = {k: theory.config_value(g.iloc[0], k) for k in keys}
         return float((s2.mean() if moment == "mean" else np.var(s2)) / predicted(cfg))
 

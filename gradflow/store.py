@@ -63,7 +63,9 @@ CLAIMS_FILE = "claims.json"  # a reproduction's claim results, one record per cl
 TABLE_FILES = {"layers": LAYERS_FILE, "metrics": METRICS_FILE, "hist": HIST_FILE, "jacobian": JACOBIAN_FILE}
 RUN_FILES = (RUN_FILE, CONFIG_FILE, *TABLE_FILES.values())  # everything a run folder may hold
 
-# column names: every other module uses these names (or the selectors below), never the strings
+# column names: the tables' columns on disk, the results contract that users' notebooks read too. The
+# writers and the table code use these names; the figures spell the tidy columns ("run", "step", "value")
+# as strings, as a notebook would: renaming a column is a new results layout, not a change here alone
 STEP, LAYER, NAME, QUANTITY, VALUE = "step", "layer", "name", "quantity", "value"
 SPLIT, METRIC = "split", "metric"
 TENSOR, KIND, LO, HI, COUNT = "tensor", "kind", "lo", "hi", "count"
