@@ -370,6 +370,12 @@ def test_heatmap_is_layer_by_step_on_a_log_colour_scale(single, sweep):
     assert "layer index" in ax.get_ylabel() and "step" in ax.get_xlabel()
     (cbar,) = colorbar_axes(fig)
     assert cbar.get_ylabel() == QUANTITIES["grad_norm"].axis
+    # a colour scale of a few decades reads round values, as the profiles' log axes do (2×10⁻¹ read as 0.2)
+    short = layers.assign(value=np.where(layers.quantity == "grad_norm", 0.15 + layers.layer / 20, layers.value))
+    fig = figures.heatmap(short)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in colorbar_axes(fig)[0].get_yticklabels() if t.get_text()]
+    assert labels and all("10" not in t and "×" not in t for t in labels) and "0.2" in labels, labels
     sweep_layers = sweep[0]
     with pytest.raises(GradflowError, match="pass run="):
         figures.heatmap(sweep_layers)

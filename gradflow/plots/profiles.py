@@ -247,6 +247,8 @@ def heatmap(layers: pd.DataFrame, run: str | None = None, quantity: str = "grad_
         special.append(Patch(color="0.82", label="no value (none at that point, e.g. no weight; or not probed)"))
     cb = fig.colorbar(mesh, ax=ax, label=label.axis, pad=0.02)
     cb.ax.set_gid("colorbar")
+    if label.log and len(vals):  # round values on a short log scale, as the profiles' axes (2×10⁻¹ read as 0.2)
+        label_short_log_axis(cb.ax, vals)
     if special:
         fig.legend(handles=special, loc="outside lower center", ncols=len(special), fontsize="x-small",
                    frameon=False).set_gid("legend")
