@@ -19,7 +19,7 @@ import pandas as pd
 
 from gradflow import store
 from gradflow.errors import GradflowError, did_you_mean
-from gradflow.plots.keys import config_columns, n_distinct, ordered_values, swept_keys, vkey
+from gradflow.keys import config_columns, n_distinct, ordered_values, swept_keys, vkey
 from gradflow.summary import RESULT_COLUMNS
 
 # the numbers compared per source: column, row label, how two sources differ ("ratio" or "diff")

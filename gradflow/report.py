@@ -94,7 +94,7 @@ def runs(paths: list[Path]) -> tuple[pd.DataFrame, list[str]]:
         df, _ = summary.listing(p)
         frames.append(store.prefix_runs(df, label).assign(**{store.SOURCE: label}))
     df = store.concat(frames)
-    from gradflow.plots.keys import swept_keys
+    from gradflow.keys import swept_keys
 
     swept = [store.SOURCE] + swept_keys(df, exclude=summary.study_columns(df), implied=True)  # as ls lists them
     df = summary.sort_runs(df, swept[1:])  # the sources in the order given (as compare letters them), not by name
@@ -465,7 +465,7 @@ def reproduction_html(rep: dict) -> list[str]:
 def differ_html(df: pd.DataFrame, labels: list[str], differ: dict[str, list]) -> list[str]:
     """A comparison's note on what each source fixes differently, each by name; the keys only some sources
     set (a Gaussian source's data.dim beside MNIST-1D's) by group, as `gradflow compare` says it."""
-    from gradflow.plots.keys import is_missing, partial_keys, partial_phrase
+    from gradflow.keys import is_missing, partial_keys, partial_phrase
 
     if not differ:
         return []
@@ -483,7 +483,7 @@ def differ_html(df: pd.DataFrame, labels: list[str], differ: dict[str, list]) ->
 def swept_html(df: pd.DataFrame, swept: list[str], differ: dict[str, list]) -> list[str]:
     """The note naming the swept axes, and the keys the runs also differ in that are no axis: those a choice
     sets (not init.gain, set by the init choice), those only some sources have."""
-    from gradflow.plots.keys import axes, config_columns, n_distinct
+    from gradflow.keys import axes, config_columns, n_distinct
 
     shown = axes(df, swept)
     if not shown:

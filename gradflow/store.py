@@ -106,7 +106,7 @@ STATUS_COLOURS = {OK: "green", DIVERGED: "yellow", FAILED: "red", RUNNING: "cyan
 NOT_IDENTITY = ("name", "results", "threads")
 # gradflow's own top-level config keys; any other key without a dot is the user's own (+tag=baseline).
 # A table's columns hold both beside run.json's fields, so `load` and `load_records` name the user's
-# in the frame's attrs (USER_KEYS), where `plots.keys.config_columns` finds them.
+# in the frame's attrs (USER_KEYS), where `keys.config_columns` finds them.
 TOP_KEYS = ("seed", "device", "threads", "name", "results")
 USER_KEYS = "user_keys"
 # a comparison's table leaves out the keys its folders differ in (`source` names them); its attrs keep each

@@ -19,7 +19,7 @@ import pandas as pd
 from gradflow import store, theory
 from gradflow.fmt import drop_shared_parts, fmt
 from gradflow.errors import GradflowError, did_you_mean, ellipsize, shorten
-from gradflow.plots.keys import abbreviate, full_key, n_distinct, swept_keys
+from gradflow.keys import abbreviate, full_key, n_distinct, swept_keys
 from gradflow.probes.quantities import QUANTITIES
 from gradflow.theory import FIT_TRIM
 

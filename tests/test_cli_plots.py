@@ -100,7 +100,7 @@ def test_a_sweep_over_inits_with_different_keys_is_still_a_depth_sweep(results):
     # is no third axis (which made the runs look like an incomplete grid: no ratio figures, one legend
     # entry per run, and ratio legends naming depths that no line had)
     from gradflow.plots import figures
-    from gradflow.plots.keys import swept_keys
+    from gradflow.keys import swept_keys
 
     path = _sweep(results, "inits", "model.depth=2,4", "init=standard,xavier_normal")
     out = invoke("plot", path)

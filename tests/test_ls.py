@@ -368,7 +368,7 @@ def test_a_users_own_top_level_key_is_a_config_key_across_studies(tmp_path):
     from gradflow import store
     from gradflow.cli import app
     from gradflow.config import SECTIONS, Config
-    from gradflow.plots.keys import swept_keys
+    from gradflow.keys import swept_keys
 
     assert set(store.TOP_KEYS) == {f.name for f in fields(Config)} - set(SECTIONS)
     results = tmp_path / "results"
@@ -530,7 +530,7 @@ def test_a_recorders_run_beside_a_sweep_leaves_the_sweeps_constant_keys_out(swep
     from torch import nn
 
     from gradflow import Recorder, load
-    from gradflow.plots.keys import swept_keys
+    from gradflow.keys import swept_keys
 
     results = tmp_path / "results"
     shutil.copytree(swept[0], results / "grid")

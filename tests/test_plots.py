@@ -17,7 +17,7 @@ from matplotlib.colors import LogNorm
 from gradflow.errors import GradflowError
 from gradflow.plots import figures
 from gradflow.plots.figures import save
-from gradflow.plots.keys import swept_keys
+from gradflow.keys import swept_keys
 from gradflow.plots.labels import QUANTITIES
 
 STEPS = (0, 1, 3, 10, 30, 100)  # log-spaced probes, like probe.points
@@ -760,7 +760,7 @@ def test_standard_set_writes_the_expected_files(sweep, single, grid_runs, tmp_pa
 def test_keys_that_change_together_are_one_axis_of_a_grid(tmp_path):
     # each activation with its own init, over depths (a depth study as it is usually set up): the standard
     # set drew no depth-ratio figure, taking the runs for unrelated ones (6 of 12 combinations)
-    from gradflow.plots.keys import is_grid
+    from gradflow.keys import is_grid
 
     paired = [config(d, a, 1, **{"init.name": "xavier_normal" if a == "tanh" else "kaiming_normal"})
               for d in (5, 10, 20) for a in ("tanh", "relu")]

@@ -16,7 +16,7 @@ from gradflow.cli.app import app
 from gradflow.cli.console import NBSP, console, folder, labels, print_note, user_errors
 from gradflow.errors import GradflowError, did_you_mean
 from gradflow.fmt import fmt, strict_json
-from gradflow.plots.keys import (abbreviate, config_columns, full_key, implied_keys, n_distinct, ordered_values,
+from gradflow.keys import (abbreviate, config_columns, full_key, implied_keys, n_distinct, ordered_values,
                                  partial_keys, partial_phrase)
 from gradflow.summary import (DECLARED, FLAGGED, KEY_PRIORITY, LS_COLUMNS, RESULT_COLUMNS, STUDY, STUDY_PRIORITY,
                               UNREADABLE, Column, column_notes, failure_notes, in_study, listing, mark_flagged,

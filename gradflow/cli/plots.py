@@ -28,7 +28,7 @@ from gradflow.fmt import fmt as number
 from gradflow.plots.kinds import (
     COMPARE_KINDS, KIND_HELP, KINDS, Options, check_options, choose, draw, load_table, overlay_facet, refuse_unused,
 )
-from gradflow.plots.keys import abbreviate, full_key, is_missing, partial_keys, partial_phrase, swept_keys
+from gradflow.keys import abbreviate, full_key, is_missing, partial_keys, partial_phrase, swept_keys
 from gradflow.plots.save import FORMATS, file_part, save
 from gradflow.plots.series import parse_step
 from gradflow.summary import FLAGGED, NOTES, mark_flagged

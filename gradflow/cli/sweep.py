@@ -14,7 +14,7 @@ from gradflow.cli.app import app, progress_bar
 from gradflow.cli.console import (INTERRUPTED_EXIT, console, leave_interrupted, near_options,
                                     note_replaced, print_note, user_errors)
 from gradflow.cli.ls import counts_line, reused_phrase, runs_view, show_runs
-from gradflow.plots.keys import swept_keys
+from gradflow.keys import swept_keys
 from gradflow.summary import replacement_failed, study_columns
 
 

@@ -26,7 +26,7 @@ from matplotlib.transforms import blended_transform_factory
 
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
-from gradflow.plots.keys import n_distinct, ordered_values, swept_keys
+from gradflow.keys import n_distinct, ordered_values, swept_keys
 from gradflow.plots.labels import SPECTRUM, TENSORS, key_label, layer_axis, set_title, value_label
 from gradflow.plots.series import at_step, check_key, pick_run, require, sort_series
 from gradflow.plots.style import MAX_STYLES, Palette, facet_grid, legend, line_weight, new_figure

@@ -14,7 +14,7 @@ from matplotlib.lines import Line2D
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
 from gradflow.plots.curves import METRICS_REQUIRED, _to_divergence, over_steps_keys
-from gradflow.plots.keys import ordered_values, vkey
+from gradflow.keys import ordered_values, vkey
 from gradflow.plots.labels import set_title, value_label
 from gradflow.plots.series import Series, collect_series, require, sort_series
 from gradflow.plots.style import (

@@ -13,7 +13,7 @@ import pandas as pd
 
 from gradflow.summary import runs_table
 from gradflow.errors import GradflowError, did_you_mean
-from gradflow.plots.keys import SEED_KEYS, between_sources, full_key, n_distinct, ordered_values, run_names, swept_keys
+from gradflow.keys import SEED_KEYS, between_sources, full_key, n_distinct, ordered_values, run_names, swept_keys
 from gradflow.plots.labels import RATIOS, is_recurrent
 from gradflow.plots.meanfield import GRID_THEORIES
 from gradflow.plots.save import file_part

@@ -15,7 +15,7 @@ import pandas as pd
 
 from gradflow.fmt import fmt
 from gradflow.probes.quantities import QUANTITIES as PROBES
-from gradflow.plots.keys import is_missing, n_distinct, ordered_values, single_value
+from gradflow.keys import is_missing, n_distinct, ordered_values, single_value
 
 
 @dataclass(frozen=True)

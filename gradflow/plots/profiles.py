@@ -17,7 +17,7 @@ from matplotlib.ticker import MaxNLocator, NullLocator
 
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
-from gradflow.plots.keys import is_grid, n_distinct, ordered_values, swept_keys, vkey
+from gradflow.keys import is_grid, n_distinct, ordered_values, swept_keys, vkey
 from gradflow.plots.labels import (
     QUANTITIES, THEORY_QUANTITIES, Label, blocks, layer_axis, point_word, set_title, value_label,
 )

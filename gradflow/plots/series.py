@@ -16,7 +16,7 @@ import pandas as pd
 
 from gradflow import store
 from gradflow.errors import GradflowError
-from gradflow.plots.keys import hashable, config_columns, ordered_values, run_names, vkey
+from gradflow.keys import hashable, config_columns, ordered_values, run_names, vkey
 
 
 @dataclass

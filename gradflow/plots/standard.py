@@ -18,7 +18,7 @@ from gradflow.errors import GradflowError
 from gradflow.plots.curves import curves, grid, ratio
 from gradflow.plots.distributions import hist, spectrum
 from gradflow.plots.gradnorm import clipping, gradnorm
-from gradflow.plots.keys import distinct_keys, is_grid, is_numeric_key, n_distinct, ordered_values, swept_keys
+from gradflow.keys import distinct_keys, is_grid, is_numeric_key, n_distinct, ordered_values, swept_keys
 from gradflow.plots.labels import is_recurrent
 from gradflow.plots.profiles import heatmap, profile
 from gradflow.plots.save import file_part, save

@@ -21,7 +21,7 @@ from matplotlib.ticker import (
 )
 from matplotlib.transforms import blended_transform_factory
 
-from gradflow.plots.keys import between_sources, is_missing, is_numeric_key, n_distinct, ordered_values, vkey
+from gradflow.keys import between_sources, is_missing, is_numeric_key, n_distinct, ordered_values, vkey
 from gradflow.fmt import drop_shared_parts, fmt
 from gradflow.plots.labels import key_label, short_key, value_label
 from gradflow.plots.save import DPI
@@ -168,7 +168,7 @@ def _source_keys(df: pd.DataFrame, fixed: dict) -> dict:
     """Each source's values of the keys that set it apart: those each fixes (compare's overlay table), and
     those only the sources differ in where each source sets one value (an lstm's forget_bias, 3 in one
     folder, 0 in another, unset for their rnn runs: between_sources)."""
-    from gradflow.plots.keys import swept_keys
+    from gradflow.keys import swept_keys
 
     out = {s: dict(keys) for s, keys in fixed.items()}
     for k in between_sources(df, swept_keys(df)):
