@@ -20,7 +20,7 @@ import pandas as pd
 from gradflow import store
 from gradflow.errors import GradflowError, did_you_mean
 from gradflow.keys import config_columns, n_distinct, ordered_values, swept_keys, vkey
-from gradflow.summary import RESULT_COLUMNS
+from gradflow.columns import RESULT_COLUMNS
 
 # the numbers compared per source: column, row label, how two sources differ ("ratio" or "diff")
 # (column, its label: the header ls shows it under, how two sources' values are compared)

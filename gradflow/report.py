@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from gradflow import store, summary
+from gradflow import columns, store, summary
 from gradflow.compare import differing_keys, source_labels
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
@@ -88,16 +88,16 @@ def write(paths: Iterable[str | Path], out: str | Path | None = None) -> Path:
 def runs(paths: list[Path]) -> tuple[pd.DataFrame, list[str]]:
     """The runs table as `ls` lists it; for several paths, one table with a `source` column first."""
     if len(paths) == 1:
-        return summary.listing(paths[0])
+        return columns.listing(paths[0])
     frames, labels = [], source_labels(paths)
     for p, label in zip(paths, labels):
-        df, _ = summary.listing(p)
+        df, _ = columns.listing(p)
         frames.append(store.prefix_runs(df, label).assign(**{store.SOURCE: label}))
     df = store.concat(frames)
     from gradflow.keys import swept_keys
 
-    swept = [store.SOURCE] + swept_keys(df, exclude=summary.study_columns(df), implied=True)  # as ls lists them
-    df = summary.sort_runs(df, swept[1:])  # the sources in the order given (as compare letters them), not by name
+    swept = [store.SOURCE] + swept_keys(df, exclude=columns.study_columns(df), implied=True)  # as ls lists them
+    df = columns.sort_runs(df, swept[1:])  # the sources in the order given (as compare letters them), not by name
     given = {label: i for i, label in enumerate(labels)}
     return df.iloc[np.argsort(df[store.SOURCE].map(given).to_numpy(), kind="stable")], swept
 
@@ -266,26 +266,26 @@ def _scroll(table: str) -> str:
 
 
 def runs_html(df: pd.DataFrame, swept: list[str], missing: list[summary.NotRun] | None = None) -> str:
-    df, flagged = summary.mark_flagged(df)  # ok*, as ls shows it: a run that learned nothing is no success
-    cols = summary.table_columns(df, swept)
+    df, flagged = columns.mark_flagged(df)  # ok*, as ls shows it: a run that learned nothing is no success
+    cols = columns.table_columns(df, swept)
     head = "".join(f'<th data-key="{_e(c.key)}" data-numeric="{int(c.numeric)}" title="{_e(c.key)}">'
                    f'{_e(c.label)}</th>' for c in cols)
-    failed = summary.failed_runs(df).to_numpy()  # (a failed or incomplete run: why, over its status)
+    failed = columns.failed_runs(df).to_numpy()  # (a failed or incomplete run: why, over its status)
     body = []
     for i, (_, row) in enumerate(df.iterrows()):
-        why = summary.error_text(row["error"]) if failed[i] else row.get(store.FLAGS) if flagged else None
+        why = columns.error_text(row["error"]) if failed[i] else row.get(store.FLAGS) if flagged else None
         cells = "".join(f'<td data-value="{_e(_sort_value(row.get(c.key)) if c.numeric else c.cells[i])}"'
                         + (" class=num" if c.numeric else "")
                         + (f' title="{_e(why)}"' if c.key == store.STATUS and isinstance(why, str) and why else "")
                         + f">{_e(c.cells[i])}</td>" for c in cols)
         body.append(f'<tr data-run="{_e(row[store.RUN])}">{cells}</tr>')
-    notes = summary.column_notes(cols, df)  # as under ls's table: the ratio, the chi1 fit and its marks
+    notes = columns.column_notes(cols, df)  # as under ls's table: the ratio, the chi1 fit and its marks
     if flagged:
-        notes.append(f"{summary.FLAGGED}: finished but flagged: {', '.join(flagged)}; hover over a status for why")
-    notes += summary.failure_notes(df)  # every distinct error, as ls names the first few under its table
+        notes.append(f"{columns.FLAGGED}: finished but flagged: {', '.join(flagged)}; hover over a status for why")
+    notes += columns.failure_notes(df)  # every distinct error, as ls names the first few under its table
     if missing:  # (a sweep cut short, or still running)
         notes.append(summary.not_run_note(missing))
-    warning = summary.transient_warning(df)
+    warning = columns.transient_warning(df)
     wide = " class=wide" if len(cols) > WIDE_COLUMNS else ""
     return (_scroll(f'<table id="runs"{wide}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>')
             + "".join(f"<p class=note>{_e(n)}</p>" for n in notes)

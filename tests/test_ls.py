@@ -325,7 +325,7 @@ def test_unrelated_runs_differing_in_many_keys_still_fit_and_show_a_result():
     # seven keys of 11 characters, the status, then the results: the keys alone are wider than 80
     # columns; the table keeps the status, the keys that leave room for the first result, and that result
     from gradflow.cli.ls import SEP, choose
-    from gradflow.summary import KEY_PRIORITY, Column
+    from gradflow.columns import KEY_PRIORITY, Column
 
     keys = [Column(f"k.{i}", f"key{i}", KEY_PRIORITY, ["x" * 11], False) for i in range(7)]
     status = Column("status", "status", KEY_PRIORITY, ["ok"], False)
@@ -446,7 +446,7 @@ def test_runs_the_keys_do_not_tell_apart_are_named_by_their_study_or_run(tmp_pat
                                                                     ["c-again", "1"]]
 
     # where even the study and the keys do not tell runs apart, the run's id does, shortened around "…"
-    from gradflow.summary import short_ids
+    from gradflow.columns import short_ids
     long = ["b/data.dim=8,data.n_test=32,data.n_train=64,model.depth=3,train.steps=2", "c/seed=0"]
     assert short_ids(long) == ["b/data.dim=8,…,train.steps=2", "c/seed=0"]
     # whole key=value items only: cut inside one, model.depth=10 read as model.depth=1…
@@ -596,7 +596,7 @@ def test_steps_done_shows_at_80_columns_where_a_run_stopped_early(statuses, show
     """A run that diverged, failed or was interrupted: how far it got is among the first results shown
     (finished runs all did their steps, so there it gives way first)."""
     from gradflow.cli.ls import choose
-    from gradflow.summary import RESULT_COLUMNS, table_columns
+    from gradflow.columns import RESULT_COLUMNS, table_columns
 
     df = pd.DataFrame({"run": ["a", "b"], "model.depth": [2, 3], "status": statuses,
                        **{k: [1.5, 2.5] for k in RESULT_COLUMNS if k not in ("status", "chi1_layers")}})
@@ -705,7 +705,7 @@ def test_stale_runs_of_a_shrunk_grid_leave_the_keys_and_a_result_on_80_columns(c
 def test_a_failed_runs_dash_is_not_explained_as_a_net_too_shallow_to_fit():
     # a run that failed before its first probe reads - in every result: the note under the table said its chi1
     # meas - was a net with fewer than 3 layers to fit (the net was of depth 8)
-    from gradflow.summary import RESULT_COLUMNS, column_notes, table_columns
+    from gradflow.columns import RESULT_COLUMNS, column_notes, table_columns
 
     def notes(statuses, signal, chi1):
         df = pd.DataFrame({"run": ["a", "b"], "model.depth": [8, 9], "status": statuses,
@@ -720,7 +720,7 @@ def test_a_failed_runs_dash_is_not_explained_as_a_net_too_shallow_to_fit():
 def test_no_run_deep_enough_for_a_chi1_fit_is_said_not_left_out_silently():
     # a sweep of depths 3 and 4 had no chi1 meas column (a result no run has) and no word why, where the README
     # says a shallow net reads -
-    from gradflow.summary import RESULT_COLUMNS, column_notes, table_columns
+    from gradflow.columns import RESULT_COLUMNS, column_notes, table_columns
 
     df = pd.DataFrame({"run": ["a", "b"], "model.name": ["mlp", "mlp"], "model.depth": [3, 4], "status": ["ok", "ok"],
                        **{k: [1.5, 2.5] for k in RESULT_COLUMNS if k not in ("status", "chi1_layers")},

@@ -262,7 +262,7 @@ def test_a_resnets_chi1_stays_per_layer_and_its_figures_are_ticked_by_block(run_
     nothing of blocks. Its figures' layer axis is still ticked at each block's first point (s1.b1, ...)."""
     from gradflow import load
     from gradflow.plots import figures
-    from gradflow.summary import column_notes, table_columns
+    from gradflow.columns import column_notes, table_columns
 
     job = run_job("model=resnet20", "data=gaussian", "train.steps=1", "threads=1", name="blocks")
     summary = json.loads((job / "run.json").read_text())["summary"]

@@ -21,7 +21,7 @@ import yaml
 
 import gradflow
 from gradflow import report, store
-from gradflow import summary
+from gradflow import columns
 from gradflow.errors import GradflowError
 
 SWEEP = ["data=gaussian", "data.n_train=128", "data.n_test=64", "data.dim=8", "model.width=8", "train.steps=6",
@@ -143,9 +143,9 @@ def test_page_has_one_figure_per_standard_kind_and_the_ls_columns(study, tmp_pat
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     assert all(u.startswith("data:") for u in page.urls)  # opens offline: nothing fetched from anywhere
     # the runs table: one row per run, the same columns as `gradflow ls --wide`
-    df, swept = summary.listing(study)
+    df, swept = columns.listing(study)
     assert sorted(page.rows) == sorted(df["run"]) and len(page.rows) == 4
-    assert page.keys == [c.key for c in summary.table_columns(df, swept)]
+    assert page.keys == [c.key for c in columns.table_columns(df, swept)]
     assert "theory" in page.tables  # tanh and relu MLPs: the mean-field point beside the measurement
     # each point's mean is over the runs with a fit: depth 10's, not depth 2's (too shallow for one)
     from gradflow.report import theory_rows
@@ -167,7 +167,7 @@ def tables_scroll_in_their_own_box(page: Page) -> None:
 def test_resolved_config_is_the_first_run_in_the_table(study):
     page = Page((study / "report.html").read_text())
     first = page.rows[0]
-    df = summary.listing(study)[0]
+    df = columns.listing(study)[0]
     assert first == df["run"].iloc[0] and int(df["model.depth"].iloc[0]) == 2  # numbers as numbers: 2 before 10
     assert sorted(p.name for p in study.iterdir() if p.is_dir())[0] != first  # the folder order differs ("depth=10")
     assert page.texts.get("config-run") == first
@@ -184,8 +184,8 @@ def test_tables_scroll_in_their_own_box_and_wide_runs_tables_are_set_smaller(stu
     page = Page((study / "report.html").read_text())
     assert {"runs", "theory"} <= set(page.tables)
     tables_scroll_in_their_own_box(page)
-    df, swept = summary.listing(study)
-    wide = len(summary.table_columns(df, swept)) > report.WIDE_COLUMNS
+    df, swept = columns.listing(study)
+    wide = len(columns.table_columns(df, swept)) > report.WIDE_COLUMNS
     assert ('<table id="runs" class=wide>' in (study / "report.html").read_text()) == wide
     assert re.search(r"#runs\.wide\s*\{[^}]*font-size", page.style)
 
@@ -480,7 +480,7 @@ def test_page_in_headless_chromium(study, tmp_path):
     parsed = Page(dom)
     n = len(parsed.images)
     assert n > 0 and f"figures loaded: {n} of {n}" in dom  # every figure decoded (naturalWidth > 0)
-    runs = summary.listing(study)[0].set_index("run")
+    runs = columns.listing(study)[0].set_index("run")
     depths = [int(runs.loc[r, "model.depth"]) for r in parsed.rows]
     assert depths == sorted(depths, reverse=True) and depths != sorted(depths)  # the column sort reordered rows
     losses = [runs.loc[r, "final.train_loss"] for r in Page(browse(page, "#sort=final.train_loss", "--dump-dom")).rows]

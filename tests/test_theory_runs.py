@@ -107,7 +107,7 @@ def test_transient_bias_by_hand():
 def test_the_transient_warning_counts_the_runs_and_names_the_worst():
     import pandas as pd
 
-    from gradflow.summary import transient_warning
+    from gradflow.columns import transient_warning
 
     runs = pd.DataFrame({"chi1_transient": [0.2, -0.05, 0.004, None]})
     assert transient_warning(runs).startswith("warning: 2 runs' chi1 fits start in the length map's transient "

@@ -14,7 +14,7 @@ from gradflow.cli.console import console, labels, near_options, print_note, user
 from gradflow.cli.ls import SEP, choose, one_line_headers, render
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
-from gradflow.summary import KEY_PRIORITY, Column
+from gradflow.columns import KEY_PRIORITY, Column
 
 MIN_NAME = 12  # a tensor name is never shortened below this many characters
 

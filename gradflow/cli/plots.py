@@ -31,7 +31,7 @@ from gradflow.plots.kinds import (
 from gradflow.keys import abbreviate, full_key, is_missing, partial_keys, partial_phrase, swept_keys
 from gradflow.plots.save import FORMATS, file_part, save
 from gradflow.plots.series import parse_step
-from gradflow.summary import FLAGGED, NOTES, mark_flagged
+from gradflow.columns import FLAGGED, NOTES, mark_flagged
 
 COMPARE_DIR = Path("results") / "compare"
 AllOpt = Annotated[bool, typer.Option(

@@ -15,7 +15,7 @@ from gradflow.cli.console import (INTERRUPTED_EXIT, console, leave_interrupted, 
                                     note_replaced, print_note, user_errors)
 from gradflow.cli.ls import counts_line, reused_phrase, runs_view, show_runs
 from gradflow.keys import swept_keys
-from gradflow.summary import replacement_failed, study_columns
+from gradflow.columns import replacement_failed, study_columns
 
 
 

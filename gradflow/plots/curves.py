@@ -472,7 +472,7 @@ def summary_column(df: pd.DataFrame, value: str, option: str = "value=", where: 
     """The runs table's column `value` names: itself, or the header ls shows it under ('chi1 meas', 'signal
     ratio', train_loss; _ and - read as spaces); else one error, `option` and `where` as the caller names
     them, with the nearest column or header and the choices."""
-    from gradflow.summary import RESULT_COLUMNS, result_by_header
+    from gradflow.columns import RESULT_COLUMNS, result_by_header
 
     if value in df.columns:
         return value

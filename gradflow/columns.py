@@ -1,0 +1,403 @@
+"""The runs table as `gradflow ls` and the report page show it: which columns, in what order and at what
+priority when the terminal is narrow, their cells and headers, how runs sort, and the notes under the
+table. The numbers themselves come from `gradflow.summary` (one row per run); this module only shows them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from gradflow import store
+from gradflow.errors import GradflowError, ellipsize, shorten
+from gradflow.fmt import fmt
+from gradflow.keys import abbreviate, full_key, n_distinct, swept_keys
+from gradflow.probes.quantities import QUANTITIES
+from gradflow.summary import (BLOCKS, DECLARED, RESIDUAL_STREAM, STUDY, TRANSIENT_TOL, UNREADABLE, run_folders,
+                              runs_table, study_of)
+from gradflow.theory import FIT_TRIM
+
+
+def listing(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str] = ()) -> tuple[pd.DataFrame, list[str]]:
+    """The runs table sorted by its swept keys (numbers as numbers), and those keys (seed included)."""
+    df = runs_table(path, rates, steps)
+    swept = swept_keys(df, exclude=study_columns(df), implied=True)  # ls names the implied ones itself
+    # a key a sweep's spec sweeps (the folder's, or one's under it) stays a key where the runs done so far
+    # share one value of it (a sweep cut short after its depth-2 runs listed them without their depth)
+    specs, base = store.spec_files(path), Path(path)
+    declared = {folder.relative_to(base).as_posix() if folder != base else "":  # (as run_folders names them)
+                [k for k in (full_key(df, k) for k in spec.get("swept") or [] if isinstance(k, str)) if k]
+                for folder, spec in specs if spec is not None}
+    swept += [k for k in dict.fromkeys(k for keys in declared.values() for k in keys) if k not in swept]
+    df = sort_runs(df, swept or [store.RUN])
+    df = df.iloc[np.argsort(run_folders(df).to_numpy(), kind="stable")]  # each study's runs together
+    df.attrs[DECLARED] = declared
+    df.attrs[UNREADABLE] = [folder / store.SWEEP_FILE for folder, spec in specs if spec is None]
+    return df, swept
+
+
+# --- the runs table as `ls` and the report page show it -------------------------------------------
+# result columns in display order, each with its header and priority (0 shows first when space is short)
+RESULT_COLUMNS = {
+    "status": ("status", 1), "steps_done": ("steps done", 6), "diverged_step": ("diverged at", 5),
+    "wall_time": ("time s", 6),
+    "final.train_loss": ("train loss", 2), "final.train_acc": ("train acc", 5),
+    "final.test_loss": ("test loss", 5), "final.test_acc": ("test acc", 2),
+    "clipped": ("clipped", 3),
+    "grad_ratio.init": ("ratio init", 3), "signal_ratio.init": ("signal ratio", 3),
+    "grad_ratio.final": ("ratio end", 4),
+    "chi1_measured": ("chi1 meas", 3), "chi1_layers": ("chi1 fit", 4), "chi1_theory": ("chi1 theory", 3),
+}
+LS_COLUMNS = list(RESULT_COLUMNS)  # what --csv / --json give besides the run and its swept keys
+KEY_PRIORITY, STUDY_PRIORITY = 0, 1  # swept keys always show; asked-for study columns next
+NOTES = {"grad_ratio.init": f"ratio = {QUANTITIES['grad_norm'].symbol} first layer / last layer",
+         "signal_ratio.init": f"signal ratio = {QUANTITIES['signal_norm'].symbol} first layer / last layer, at init",
+         "chi1_layers": "chi1 fit = layers fitted (first-last)",
+         "clipped": "clipped = share of updates whose gradient was clipped (train.grad_clip, train.clip_value); "
+                    "- where a run does not clip, or was recorded before the share was kept",
+         "rate": "rate = per-layer growth factor of the quantity² towards the input (chi1 convention)"}
+# the marks a chi1 fit cell may carry (_fit_cell), each explained under the table where one is shown
+FIT_MARKS = {" q*": "q*: inputs at the fixed point", "!": "!: still in the length map's transient (see below)"}
+
+
+def _no_fit_at_all(df: pd.DataFrame | None, keys: list[str]) -> bool:
+    """Whether `df`'s runs were probed and none has enough layers with a signal for a chi1 fit (so no column):
+    MLPs too shallow, or a user's model (a Recorder's) whose points mostly have no signal of their own."""
+    if df is None or "chi1_measured" in keys or not {"chi1_measured", "signal_ratio.init"} <= set(df):
+        return False
+    recurrent = "model.name" in df and df["model.name"].isin(("rnn", "lstm", "gru")).any()  # (time steps: no
+    return bool(not recurrent and df["chi1_measured"].isna().all()  # per-layer fit to expect)
+                and df["signal_ratio.init"].notna().any())
+
+
+def column_notes(columns: list["Column"], df: pd.DataFrame | None = None) -> list[str]:
+    """The notes under a table of `columns` (ls, the report page) of the runs `df`: what the ratio and the
+    chi1 fit mean, each mark the fit's cells carry, the rate's convention, and that a transformer's chi1 and
+    rates are per block (said wherever they are shown, the fit column that says so or not)."""
+    keys = [c.key for c in columns]
+    explained = {k: NOTES[k] for k in NOTES if k in keys}
+    if "chi1_layers" in explained:  # the fit marks the shown cells carry, each explained
+        cells = columns[keys.index("chi1_layers")].cells
+        blocks, spans = any(BLOCKS in c for c in cells), any(re.match(r"\d+-\d+", c) for c in cells)
+        if blocks:  # (a transformer's reads "4 blocks, resid": not a first-last span)
+            explained["chi1_layers"] = ("chi1 fit = layers fitted (first-last), or a transformer's blocks and the "
+                                        "point fitted" if spans else "chi1 fit = blocks fitted and the point fitted")
+        explained["chi1_layers"] += "".join(f"; {text}" for mark, text in FIT_MARKS.items()
+                                            if any(mark in cell for cell in cells))
+    notes = list(explained.values())
+    # (a shallow net, say depth 5; not a run that failed before its first probe, whose every result reads -)
+    cells = columns[keys.index("chi1_measured")].cells if "chi1_measured" in keys else []
+    probed = df["signal_ratio.init"].notna().to_numpy() if df is not None and "signal_ratio.init" in df else \
+        [True] * len(cells)
+    if any(c == "-" and p for c, p in zip(cells, probed)):
+        notes.append(f"chi1 meas -: no fit, fewer than 3 layers with a signal between the {FIT_TRIM} left out at "
+                     f"each end (for a transformer, fewer than 3 blocks)")
+    elif _no_fit_at_all(df, keys):  # (a result no run has is no column: it went without a word)
+        mlps = "model.name" in df and df["model.name"].isin(["mlp", "cnn"]).all()
+        notes.append(f"no chi1 meas: no run has 3 layers with a signal between the {FIT_TRIM} left out at each end "
+                     + (f"(an MLP of depth {2 * FIT_TRIM + 2} or more has)" if mlps else
+                        "(too few of its probe points have a back-propagated signal of their own)"))
+    if any(k.startswith("rate.") for k in keys):
+        notes.append(NOTES["rate"])
+    if any(k.startswith("rate.") and not k.endswith(".layers") and "-" in c.cells for k, c in zip(keys, columns)):
+        notes.append(f"rate -: no fit, fewer than 3 layers with the quantity between the {FIT_TRIM} left out at "
+                     f"each end (for a transformer, fewer than 3 blocks)")
+    fits = [k for k in keys if k in ("chi1_measured", "chi1_layers") or k.startswith("rate.")]
+    fitted = [df[k] for k in ("chi1_layers", *(f"{k}.layers" for k in fits if k.startswith("rate.")))
+              if df is not None and k in df]
+    if fits and any(BLOCKS in str(v) for col in fitted for v in col):
+        notes.append(f"a transformer's chi1 meas and rates are per block, not per layer: fitted at each block's "
+                     f"residual stream, b#.{RESIDUAL_STREAM} (its fit reads N {BLOCKS}, {RESIDUAL_STREAM}), or, "
+                     f"for a quantity the stream lacks (grad_norm), at each block's last point (N {BLOCKS}, mlp.out)")
+    if df is not None and any(k.endswith("_acc") for k in keys):
+        from gradflow.metrics import REGRESSION_TOLERANCE, is_regression
+
+        if any(is_regression(*t) for t in df.reindex(columns=["data.name", "data.task"]).itertuples(index=False)):
+            notes.append(f"acc of a regression run (data.task=regression, data=adding): the share of predictions "
+                         f"within {REGRESSION_TOLERANCE:g} of the target")
+    return notes
+
+
+def transient_warning(df: pd.DataFrame) -> str:
+    """Why some runs' chi1 fits are off, or "": they start in the length map's transient (chi1_transient)."""
+    if "chi1_transient" not in df:
+        return ""
+    bias = pd.to_numeric(df["chi1_transient"], errors="coerce")
+    off = df[bias.abs() > TRANSIENT_TOL]
+    if not len(off):
+        return ""
+    worst = float(bias[off.index].abs().max())
+    fits = "1 run's chi1 fit starts" if len(off) == 1 else f"{len(off)} runs' chi1 fits start"
+    return (f"warning: {fits} in the length map's transient (mean-field theory puts the fit up to "
+            f"{worst:.1%} off chi1 at q*); start at the fixed point with data.scale=qstar or fit deeper layers")
+
+
+FLAGGED = "*"  # marks the status of a run that ended ok but is flagged (store.FLAGS): "ok*"
+
+
+def mark_flagged(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The runs with each flagged run's status as "ok*", never read as a success (ls, report, compare),
+    and what the mark stands for, a reason each with its count ("learned nothing (2 runs)"): the note
+    under a table reads "*: finished but flagged: " and these."""
+    flags = df[store.FLAGS].fillna("").astype(str) if store.FLAGS in df else pd.Series("", df.index)
+    flagged = (flags != "") & (df[store.STATUS] == store.OK)  # a stale or incomplete run says that first
+    if not flagged.any():
+        return df, []
+    # each reason once per run (a run may give one reason twice, e.g. for two metrics)
+    reasons = flags[flagged].str.split("; ").explode().str.split(":").str[0]
+    why = reasons.reset_index().drop_duplicates().iloc[:, 1].value_counts()
+    return (df.assign(**{store.STATUS: df[store.STATUS].where(~flagged, df[store.STATUS] + FLAGGED)}),
+            [f"{w} ({n} run{'s' * (n > 1)})" for w, n in why.items()])
+
+
+def swept_columns(df: pd.DataFrame, keys: list[str]) -> list[str]:
+    """Override keys as table columns: a swept config group (init=a,b) is its `name` key (init.name)."""
+    out = []
+    for k in keys:
+        col = k if k in df.columns else f"{k}.name" if f"{k}.name" in df.columns else None
+        if col and col not in out:
+            out.append(col)
+    return sorted(out, key=list(df.columns).index)  # the order ls sorts by
+
+
+def _numeric(s: pd.Series) -> pd.Series | None:
+    """The column as numbers when every present value is one (so 5 < 10 < 20), else None."""
+    num = pd.to_numeric(s, errors="coerce")
+    present = s.notna() & (s.astype(str) != "")
+    return num if num[present].notna().all() and not s.map(lambda v: isinstance(v, bool)).any() else None
+
+
+def sort_runs(df: pd.DataFrame, keys: list[str], descending: bool = False) -> pd.DataFrame:
+    """Sort by `keys` in turn, numbers as numbers, lists of numbers element by element (optim.betas:
+    [0.9, 0.99] before [0.9, 0.999]), missing values last."""
+    order = df
+    for k in reversed(keys):
+        num = _numeric(order[k])
+        col = num if num is not None else _number_lists(order[k])
+        col = col if col is not None else order[k].astype(str)
+        order = order.iloc[np.argsort(_rank(col, descending), kind="stable")]
+    return order
+
+
+def _number_lists(s: pd.Series) -> pd.Series | None:
+    """A column of lists of numbers (flat configs hold them as text, "[0.9, 0.99]") as the rank of each
+    value among them, compared element by element; None unless every present value is such a list."""
+    def parse(v) -> tuple[float, ...]:
+        if isinstance(v, (list, tuple)):
+            return tuple(float(x) for x in v)
+        text = str(v).strip()
+        if not (text.startswith("[") and text.endswith("]")):
+            raise ValueError(v)
+        return tuple(float(x) for x in text[1:-1].split(","))
+
+    present = s.notna() & (s.astype(str) != "")
+    if not present.any():
+        return None
+    try:
+        values = {i: parse(v) for i, v in s[present].items()}
+    except (ValueError, TypeError):
+        return None
+    rank = {v: r for r, v in enumerate(sorted(set(values.values())))}
+    return pd.Series({i: rank[values[i]] if i in values else np.nan for i in s.index}, dtype=float)
+
+
+def _rank(col: pd.Series, descending: bool) -> np.ndarray:
+    ranks = col.rank(method="dense", ascending=not descending, na_option="bottom")
+    return ranks.to_numpy()
+
+
+
+def result_by_header(df: pd.DataFrame, text: str) -> str | None:
+    """The result column of `df` whose ls header `text` is ("chi1 meas", "ratio end"; lower case, _ and -
+    read as spaces: train_loss, ratio-end), or None."""
+    def spoken(t: str) -> str:
+        return " ".join(str(t).lower().replace("_", " ").replace("-", " ").split())
+
+    return next((c for c, (label, _) in RESULT_COLUMNS.items() if c in df.columns and spoken(label) == spoken(text)),
+                None)
+
+
+def study_columns(df: pd.DataFrame) -> list[str]:
+    """The columns --rate and --steps-to added, in the order asked."""
+    return [c for c in df.columns if isinstance(c, str) and c.startswith(("rate.", "steps_to."))]
+
+
+@dataclass
+class Column:
+    key: str
+    label: str
+    priority: float
+    cells: list[str]
+    numeric: bool
+
+    one_line: bool = False  # headers on one line when the table fits that way
+
+    @property
+    def width(self) -> int:
+        label = [len(self.label)] if self.one_line else [len(w) for w in self.label.split()]
+        return max(label + [len(c) for c in self.cells])
+
+    def header(self) -> str:
+        """The label on as many lines as its width needs, broken only between words."""
+        if self.one_line:
+            return self.label
+        lines: list[str] = []
+        for word in self.label.split():
+            if lines and len(lines[-1]) + 1 + len(word) <= self.width:
+                lines[-1] += " " + word
+            else:
+                lines.append(word)
+        return "\n".join(lines)
+
+
+def _cells(df: pd.DataFrame, key: str) -> list[str]:
+    if key == "chi1_layers":
+        return [_fit_cell(r) for _, r in df.iterrows()]
+    return [fmt(v) for v in df[key]]
+
+
+def _fit_cell(row: pd.Series) -> str:
+    span = row.get("chi1_layers")
+    if not isinstance(span, str) or not span:
+        return "-"
+    if BLOCKS in span:  # "4 blocks, resid": a net of blocks (rate)
+        cell = span
+    else:  # "3-17": a chain's layers
+        lo, hi = map(int, span.split("-"))
+        cell = f"{hi - lo + 1} ({span})"
+    if row.get("start_qstar") is True:
+        cell += " q*"
+    bias = row.get("chi1_transient")
+    if isinstance(bias, float) and abs(bias) > TRANSIENT_TOL:
+        cell += "!"
+    return cell
+
+
+def short_ids(runs: list[str], budgets: tuple[int, ...] = (28, 40, 60), rows: list[tuple] | None = None) -> list[str]:
+    """Run ids for a table column: each longer than a budget as its first and last key=value items around
+    "…" (model.depth=10,…,train.steps=100; cut inside an item, depth=1… read as another value), at the
+    smallest budget that keeps them distinct and gives each its last item too (`data=gaussian,…` named
+    one run by its first item alone), or else the smallest that keeps them distinct (a job name holds
+    every override: 100 characters and more would leave no room for a result at 80 columns); whole
+    where none does. With `rows` (each run's key values, shown beside it), at the smallest budget that
+    keeps the runs of equal rows distinct and cuts none inside its one item. --json has them whole."""
+    # beside the key columns the id only tells apart runs of the same keys (a stale run and its
+    # replacement): 24 stale runs of one grid have no budget that keeps their ids distinct across the grid
+    keyed = rows is not None
+    rows = rows if keyed else [()] * len(runs)
+    distinct = None
+    for budget in budgets:
+        short = [_short_id(r, budget) for r in runs]
+        if len(set(zip(rows, short))) == len(set(zip(rows, runs))):
+            if keyed and not any("…" in s and "," not in s for s in short) or \
+                    not keyed and not any(s.endswith("…") for s in short):
+                return short
+            distinct = distinct or short
+    return distinct or runs
+
+
+def _short_id(run: str, budget: int) -> str:
+    if len(run) <= budget:
+        return run
+    kept = ellipsize(run.split(","), ",", budget)  # whole items from each end
+    if kept is not None:
+        return ",".join(kept)
+    keep = (budget - 1) // 2  # one item longer than the budget: its start and end
+    return f"{run[:keep]}…{run[len(run) - (budget - 1 - keep):]}"
+
+
+def table_columns(df: pd.DataFrame, swept: list[str]) -> list[Column]:
+    """Every column ls can show for `df`, in display order."""
+    names = abbreviate(swept)
+    taken = {label for label, _ in RESULT_COLUMNS.values()}
+    names = {k: k if label in taken else label for k, label in names.items()}  # train.steps next to steps done
+    # in a folder of several studies, each run's study first (two reproductions' runs read alike, the
+    # keys that tell them apart left out at 80 columns), and the keys that differ within a study before
+    # those the study's name already tells (a reproduction's width, data); then the run's id where the
+    # keys (and the study) do not tell the rows apart: nothing swept, runs of a Recorder with different
+    # config keys, a stale run beside its replacement
+    ids = list(df["run"].astype(str))
+    several = bool(ids) and all("/" in r for r in ids) and run_folders(df).nunique() > 1 \
+        and store.SOURCE not in swept  # (a comparison's sources are its first column)
+    studies = list(study_of(df)) if several else [""] * len(ids)
+    if several:
+        # (by how many runs are in a study where the key varies: in a folder of many studies nearly every
+        # key varies in one of them, and a study's own axis, norm, went after another's, width)
+        groups = [np.array(studies) == s for s in set(studies)]
+        swept = sorted(swept, key=lambda k: -sum(int(g.sum()) for g in groups if n_distinct(df[k][g]) > 1))
+    keys = [Column(k, names[k], KEY_PRIORITY, _cells(df, k), _numeric(df[k]) is not None) for k in swept]
+    rows = list(zip(*(c.cells for c in keys)))
+    cols = [Column(STUDY, STUDY, KEY_PRIORITY, studies, False)] if several else []
+    told = list(zip(studies, rows))
+    if not keys and not several or len(set(told)) < len(told):
+        if several:  # (the study is a column: the id within it)
+            ids = [r.rpartition("/")[2] for r in ids]
+        # (the keys are columns: a short id that tells apart the runs of equal keys leaves them room)
+        budgets = tuple(range(8, 61, 2)) if keys or several else (28, 40, 60)
+        cols.append(Column("run", "run", KEY_PRIORITY,
+                           short_ids(ids, budgets, told if keys or several else None), False))
+    cols += keys
+    # a result no run has is no column (a recurrent net's weight-gradient ratios: its time steps have no
+    # weights of their own; chi1 where no theory applies); the status and how far the runs got always show
+    results = [(k, *v) for k, v in RESULT_COLUMNS.items() if k in df.columns
+               and (k in ("status", "steps_done") or df[k].replace("", np.nan).notna().any())]
+    for k, label, _ in [r for r in results if r[0] == "status"]:  # shown whatever the width, as the keys are
+        cols.append(Column(k, label, KEY_PRIORITY, _cells(df, k), False))
+    for k in study_columns(df):
+        if k.startswith("rate.") and k.endswith(".layers"):
+            label, numeric, priority = f"{k[5:-7]} fit", False, STUDY_PRIORITY + 1
+        elif k.startswith("rate."):
+            label, numeric, priority = f"{k[5:]} rate", True, STUDY_PRIORITY
+        else:
+            label, numeric, priority = f"steps to {k[9:]}", True, STUDY_PRIORITY
+        cols.append(Column(k, label, priority, _cells(df, k), numeric))
+    # (a stale run is a point the spec dropped, not one that stopped: 24 of them took a result's place)
+    stopped = "status" in df.columns and not df["status"].astype(str).str.startswith((store.OK, store.STALE)).all()
+    for k, label, priority in [r for r in results if r[0] != "status"]:
+        if k in ("steps_done", "diverged_step") and stopped:  # a run that diverged, failed or was stopped: how
+            priority = 2.5  # far it got, and where it diverged; after the loss and accuracy, before the ratios
+        cols.append(Column(k, label, priority, _cells(df, k), k != "chi1_layers"))
+    return cols
+
+
+def replacement_failed(df: pd.DataFrame) -> pd.Series:
+    """The runs kept because their replacement failed (`job.execute`): a sweep's are stale (its spec has the
+    replacement's settings), and a failure of the sweep's too."""
+    if "error" not in df:
+        return pd.Series(False, index=df.index)
+    return df["error"].fillna("").astype(str).str.startswith(store.REPLACEMENT_FAILED)
+
+
+def failed_runs(df: pd.DataFrame) -> pd.Series:
+    """The runs whose `error` says why they failed, read incomplete, or were kept over a failed replacement."""
+    if "error" not in df or store.STATUS not in df:
+        return pd.Series(False, index=df.index)
+    said = df["error"].fillna("").astype(str) != ""
+    return (df[store.STATUS].isin([store.FAILED, store.INCOMPLETE]) | replacement_failed(df)) & said
+
+
+def failure_notes(df: pd.DataFrame, shown: int | None = None, more: str = "") -> list[str]:
+    """Why runs failed or read incomplete, or a stale run's replacement failed (it was kept): one line per
+    distinct error (a sweep whose every point failed the same way is one line), each with its runs; the
+    first `shown` of them (all: None), then a line saying how many more, ending `more` (where to see them)."""
+    bad = df[failed_runs(df)]
+    if bad.empty:
+        return []
+    groups = list(bad.groupby([store.STATUS, "error"], sort=False)[store.RUN])
+    notes = []
+    for (status, error), runs in groups[:shown]:
+        which = runs.iloc[0] if len(runs) == 1 else f"{len(runs)} runs, {runs.iloc[0]} ..."
+        notes.append(f"{status} ({which}): {shorten(error_text(error), 400)}")
+    if shown is not None and len(groups) > shown:
+        notes.append(f"and {len(groups) - shown} more errors" + (f"; {more}" if more else ""))
+    return notes
+
+
+def error_text(error) -> str:
+    """A run's error on one line, a user error's without its type."""
+    return " ".join(str(error).split()).removeprefix(f"{GradflowError.__name__}: ")
