@@ -227,6 +227,21 @@ def test_a_run_not_found_lists_the_nearest_runs_first(plain):
                                                        "model.activation=tanh,model.depth=4"), out.output
 
 
+def test_runs_of_a_folder_of_sweeps_are_named_and_ranked_past_their_study():
+    # run ids there carry their study's folder (mlps/model.depth=20,seed=0): a full key matched none of them,
+    # so `--run model.depth=20,seed=0` was "not a run" and the choices came in folder order; a run that lacks
+    # the key asked for (a custom model's) came first, at distance 0
+    from gradflow.plots.series import named_run, nearest_runs
+
+    runs = ["tied/model.target=m_Tied", "mlps/model.depth=2,seed=0", "mlps/model.depth=5,seed=0",
+            "mlps/model.depth=20,seed=0", "mlps/model.depth=20,seed=1"]
+    assert named_run("model.depth=20,seed=0", runs) == "mlps/model.depth=20,seed=0"
+    assert named_run("depth=20,seed=1", runs) == "mlps/model.depth=20,seed=1"
+    assert nearest_runs("model.depth=21", runs, 3) == ("mlps/model.depth=20,seed=0, mlps/model.depth=20,seed=1, "
+                                                       "mlps/model.depth=5,seed=0, ...")
+    assert nearest_runs("depth=4", runs, 5).endswith("tied/model.target=m_Tied")
+
+
 def test_plot_one_run_folder(full):
     out = invoke("plot", full, "--kind", "heatmap")  # one run: no --run needed; into the run's own folder
     assert out.exit_code == 0, out.output

@@ -7,6 +7,7 @@ and values <= 0 are flagged per point so the figure can mark them.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -209,28 +210,38 @@ def nearest_runs(run: object, runs: list[str], most: int) -> str:
     return ", ".join(map(str, near[:most])) + (", ..." if len(runs) > most else "")
 
 
+def _items(run: str) -> list[tuple[str, str]]:
+    """A run id's (key, value) items, past its study's folder in a folder of sweeps (mlps/model.depth=20,seed=0:
+    the prefix hid model.depth from a full key)."""
+    return [(k, v) for k, _, v in (item.partition("=") for item in run.rsplit("/", 1)[-1].split(","))]
+
+
+def _same_key(k: str, key: str) -> bool:
+    return k == key or k.endswith("." + key)  # the key whole or by its last part
+
+
 def _matched(asked: str, run: str) -> int:
     """How many of `asked`'s key=value items one of `run`'s matches (the key whole or by its last part,
     the value as written or as the same number)."""
-    have = [item.partition("=") for item in run.split(",")]
-    count = 0
-    for key, _, value in (item.partition("=") for item in asked.split(",")):
-        count += any((k == key or k.endswith("." + key)) and _same_value(v, value) for k, _, v in have)
-    return count
+    have = _items(run)
+    return sum(any(_same_key(k, key) and _same_value(v, value) for k, v in have) for key, value in _items(asked))
 
 
 def _distance(asked: str, run: str) -> float:
-    """How far `run`'s numbers are from `asked`'s, key by key (depth=21: depth=20 before depth=5); keys
-    without a number on both sides add nothing."""
-    have = {k: v for k, _, v in (item.partition("=") for item in run.split(","))}
+    """How far `run`'s numbers are from `asked`'s, key by key (depth=21: depth=20 before depth=5); a key the
+    run lacks puts it last (a custom model's runs beside the depth sweep came first), and values that are
+    no numbers add nothing."""
+    have = _items(run)
     total = 0.0
-    for key, _, value in (item.partition("=") for item in asked.split(",")):
-        for k, v in have.items():
-            if k == key or k.endswith("." + key):
-                try:
-                    total += abs(float(v) - float(value))
-                except ValueError:
-                    pass
+    for key, value in _items(asked):
+        found = [v for k, v in have if _same_key(k, key)]
+        if not found:
+            return math.inf
+        for v in found:
+            try:
+                total += abs(float(v) - float(value))
+            except ValueError:
+                pass
     return total
 
 
