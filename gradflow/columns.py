@@ -98,10 +98,13 @@ def column_notes(columns: list["Column"], df: pd.DataFrame | None = None) -> lis
         notes.append(f"chi1 meas -: no fit, fewer than 3 layers with a signal between the {FIT_TRIM} left out at "
                      f"each end (for a transformer, fewer than 3 blocks)")
     elif _no_fit_at_all(df, keys):  # (a result no run has is no column: it went without a word)
-        mlps = "model.name" in df and df["model.name"].isin(["mlp", "cnn"]).all()
-        notes.append(f"no chi1 meas: no run has 3 layers with a signal between the {FIT_TRIM} left out at each end "
-                     + (f"(an MLP of depth {2 * FIT_TRIM + 2} or more has)" if mlps else
-                        "(too few of its probe points have a back-propagated signal of their own)"))
+        names = set(df["model.name"]) if "model.name" in df else set()
+        if names and names <= {"transformer"}:  # (its fit is per block, with nothing left out)
+            notes.append("no chi1 meas: no run has 3 blocks to fit its growth per block over")
+        else:
+            notes.append(f"no chi1 meas: no run has 3 layers with a signal between the {FIT_TRIM} left out at each "
+                         f"end" + (f" (an MLP of depth {2 * FIT_TRIM + 2} or more has)" if names <= {"mlp", "cnn"} else
+                                   f": {2 * FIT_TRIM + 3} probe points or more with a back-propagated signal"))
     if any(k.startswith("rate.") for k in keys):
         notes.append(NOTES["rate"])
     if any(k.startswith("rate.") and not k.endswith(".layers") and "-" in c.cells for k, c in zip(keys, columns)):

@@ -732,7 +732,11 @@ def test_no_run_deep_enough_for_a_chi1_fit_is_said_not_left_out_silently():
     # a Recorder's own model (an MLP with an attention layer whose projections have no signal) was left
     # without a word: the README's own_loop example
     own = df.assign(**{"model.name": "own_loop"})
-    assert any(n.startswith("no chi1 meas: no run has 3 layers") and "signal of their own" in n
-               for n in column_notes(table_columns(own, ["model.depth"]), own))
+    assert any(n.startswith("no chi1 meas: no run has 3 layers") and "9 probe points or more with a back-propagated "
+               "signal" in n for n in column_notes(table_columns(own, ["model.depth"]), own))
+    # ... and a shallow transformer's fit is per block, with nothing left out: the reason is its blocks
+    tf = df.assign(**{"model.name": "transformer"})
+    assert "no chi1 meas: no run has 3 blocks to fit its growth per block over" in \
+        column_notes(table_columns(tf, ["model.depth"]), tf)
     rnn = df.assign(**{"model.name": "rnn"})  # (a recurrent net's time steps: no such fit to expect)
     assert not any(n.startswith("no chi1 meas") for n in column_notes(table_columns(rnn, ["model.depth"]), rnn))
