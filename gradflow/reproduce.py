@@ -69,6 +69,7 @@ class Spec:
         for claim in raw.get("claims", []):
             try:
                 claim_source(claim)
+                _check_for_each(claim)
                 for one in expand([claim]):
                     check_measure(one.get("measure"), list(raw.get("arms", {})))
             except GradflowError as e:
@@ -495,6 +496,21 @@ def layer_value(arm: Arm, where=None, quantity="grad_norm", step=0, layer=0) -> 
 
 
 # --- more measures: add new ones above this line, each with @measure and a docstring ---------------
+
+
+def _check_for_each(claim: dict) -> None:
+    """A claim's `for_each` is one key with a list of values, over a measure `expand` can fill in (a
+    combination's `a` a measure, a `where` a mapping): else expand raised KeyError or TypeError."""
+    if "for_each" not in claim:
+        return
+    each, measure = claim["for_each"], claim.get("measure")
+    if not (isinstance(each, dict) and len(each) == 1 and isinstance(next(iter(each.values())), list)):
+        raise GradflowError(f"claim {claim.get('text')!r}: for_each must be one key with a list of values, "
+                            f"e.g. {{arm: [a, b]}}; got {each!r}")
+    inner = measure.get("a") if isinstance(measure, dict) and measure.get("fn") in _COMBINATIONS else measure
+    if not isinstance(inner, dict) or not isinstance(inner.get("where", {}), dict):
+        raise GradflowError(f"claim {claim.get('text')!r}: for_each fills in a measure {{fn: NAME, ...}}"
+                            + (" (a combination's a)" if inner is not measure else "") + f"; got {inner!r}")
 
 
 def check_measure(spec_measure, arms: list[str]) -> None:

@@ -61,6 +61,25 @@ def test_a_claims_measure_is_checked_when_its_spec_loads(measure, message):
                        "b": [{"fn": "final", "arm": "chi1"}, {"fn": "chi1_error", "arm": "chi1"}]}, ["chi1", "grid"])
 
 
+@pytest.mark.parametrize("old, new, message", [
+    ("{fn: chi1_error, arm: chi1}", "{fn: chi1_error, arm: chi1, trim: 1}",
+     "claim measure chi1_error: 'trim' is not an argument of it"),
+    ("for_each: {init.sw2: [1.0, 1.5, 1.761, 2.0, 2.5, 4.0]}", "for_each: {init.sw2: 1.0}",
+     "for_each must be one key with a list of values"),
+    ("measure: {fn: chi1_error, arm: chi1}", "measure: {fn: difference, A: {fn: chi1_error, arm: chi1}, b: {fn: chi1_error, arm: chi1}}",
+     "for_each fills in a measure {fn: NAME, ...} (a combination's a); got None"),
+])
+def test_a_spec_with_a_bad_claim_measure_is_one_line_when_it_loads(tmp_path, monkeypatch, old, new, message):
+    # (a misspelled argument was a TypeError after the sweep; a for_each over a bad measure a KeyError)
+    text = (rep.SPEC_DIR / "schoenholz2017.yaml").read_text()
+    assert old in text
+    (tmp_path / "typo.yaml").write_text(text.replace(old, new, 1))
+    monkeypatch.setattr(rep, "SPEC_DIR", tmp_path)
+    with pytest.raises(GradflowError) as e:
+        rep.Spec.load("typo")
+    assert str(e.value).startswith(f"{tmp_path / 'typo.yaml'}: ") and message in str(e.value), str(e.value)
+
+
 def test_user_overrides_replace_the_arms_values_for_the_same_key():
     spec = rep.Spec.load("sigmoid-textbook")
     merged = spec.overrides("init", "quick", ["init.sw2=2.0", "hydra/launcher=joblib"])
