@@ -56,7 +56,7 @@ def test_schoenholz2017_with_batchnorm_fails_the_crossing_and_says_why_theory_ha
 @pytest.mark.slow
 def test_pennington2017_quick_passes(shared):
     outcome = reproduce("pennington2017", shared)
-    assert len(outcome.claims) == 6 and outcome.passed, verdicts(outcome)
+    assert len(outcome.claims) == 7 and outcome.passed, verdicts(outcome)
     figures_drawn(outcome, ["spectrum-tanh", "spectrum-relu"])
 
 
@@ -76,6 +76,11 @@ def test_pennington2017_ordered_vanishing_net_fails(shared):
     mean = broken.claim("tanh, orthogonal: mean(s²) of the input-output Jacobian")
     assert not mean.passed and mean.measured.value < 1e-4, verdicts(broken)
     assert broken.claim("tanh, orthogonal: var(s²) of the input-output Jacobian").passed  # (why it was needed)
+    # the ReLU net at gain 0.8 (sigma_w^2 0.64, not its critical 2): its variance claim is normalized by m_1^2
+    # and passed unchanged; its mean(s^2) is ~1e-16
+    relu = broken.claim("ReLU, orthogonal: mean(s²)")
+    assert not relu.passed and relu.measured.value < 1e-4
+    assert broken.claim("ReLU, orthogonal: var(s²) / L").passed
 
 
 def test_free_probability_prediction_matches_an_independent_quadrature(run_job):
