@@ -244,6 +244,10 @@ CASES = [
     (["plot", " "], "the path is empty (an unset variable?); give the folder, e.g. gradflow plot "),
     (["compare", "{study}", ""], "the path is empty (an unset variable?); give the folder, e.g. gradflow compare "),
     (["report", ""], "the path is empty (an unset variable?); give the folder, e.g. gradflow report "),
+    # an empty --out wrote the figures into the current folder
+    (["plot", "{study}", "--out", ""], "--out is empty (an unset variable?); give a folder or a figure file"),
+    (["compare", "{study}", "{study}/..", "--out", " "], "--out is empty (an unset variable?)"),
+    (["theory", "phase", "-a", "tanh", "-o", ""], "--out is empty (an unset variable?)"),
     # gradcheck read a mistyped option as an override ("cannot parse an override (LexerNoViableAltException)")
     (["gradcheck", "--entry", "3"], "--entry is not an option of `gradflow gradcheck` (did you mean --entries?)"),
     (["gradcheck", "-h"], "-h is not an option of `gradflow gradcheck`; settings are key=value overrides"),

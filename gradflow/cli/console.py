@@ -30,6 +30,16 @@ def folder(text: str, command: str) -> Path:
     return Path(text)
 
 
+def out_path(text: str | None, option: str = "--out") -> Path | None:
+    """An --out option as given: absent is None, empty is refused (it wrote the figures into the current folder)."""
+    if text is None:
+        return None
+    if not text.strip():
+        raise GradflowError(f"{option} is empty (an unset variable?); give a folder or a figure file, e.g. "
+                            f"{option} figures/, or drop it for the default")
+    return Path(text)
+
+
 def user_errors(fn: F) -> F:
     """Turn a GradflowError raised inside a command into one red line and exit code 1, and a Ctrl-C that
     no command took itself (drawing figures, checking claims) into the line `interrupted` and exit 130

@@ -21,7 +21,7 @@ from rich.text import Text
 from gradflow import compare as matching
 from gradflow import store
 from gradflow.cli.app import app, progress_bar
-from gradflow.cli.console import console, err_console, folder, labels, print_note, user_errors
+from gradflow.cli.console import console, err_console, folder, labels, out_path, print_note, user_errors
 from gradflow.cli.ls import keep_where
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt as number
@@ -91,7 +91,7 @@ def plot(
                                                     "name relative to PATH).", show_default=False)] = None,
     fmt: Annotated[Optional[str], typer.Option("--format", help="Figure format: png, pdf or svg.",
                                                show_default="png, or --out's suffix")] = None,
-    out: Annotated[Optional[Path], typer.Option(
+    out: Annotated[Optional[str], typer.Option(
         help="The folder to write the figures into; or, for one --kind, the file (fig.png, fig.pdf, fig.svg). "
              "A folder of sweeps without --kind: each sweep's set into SWEEP/figures, or --out/SWEEP.",
         show_default="PATH/figures")] = None,
@@ -101,7 +101,7 @@ def plot(
     include_stale: AllOpt = False,
 ) -> None:
     """Draw figures from a run or a sweep on disk and print their paths."""
-    path = folder(path, "plot")
+    path, out = folder(path, "plot"), out_path(out)
     kind = choose("--kind", kind or "standard", KINDS)
     if where and kind == "standard":
         raise GradflowError(f"--where {where[0]} needs --kind: the standard set draws every run of its folder; "
@@ -386,7 +386,7 @@ def compare(
                          "source.")] = False,
     fmt: Annotated[Optional[str], typer.Option("--format", help="Figure format: png, pdf or svg.",
                                                show_default="png, or --out's suffix")] = None,
-    out: Annotated[Optional[Path], typer.Option(
+    out: Annotated[Optional[str], typer.Option(
         help="The folder to write the figure into, or the file (fig.png, fig.pdf, fig.svg).",
         show_default=str(COMPARE_DIR))] = None,
     where: Annotated[Optional[list[str]], typer.Option(
@@ -395,7 +395,7 @@ def compare(
     include_stale: AllOpt = False,
 ) -> None:
     """Overlay runs or sweeps from several results folders and tabulate their key numbers side by side."""
-    paths = [folder(p, "compare") for p in paths]
+    paths, out = [folder(p, "compare") for p in paths], out_path(out)
     if len(paths) < 2:
         raise GradflowError(f"compare needs two or more folders; got {len(paths)}")
     store.check_distinct(paths, "compare")

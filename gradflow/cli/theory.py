@@ -15,7 +15,7 @@ from rich.table import Table
 from gradflow import theory
 from gradflow.activations import ACTIVATIONS
 from gradflow.cli.app import app
-from gradflow.cli.console import console, print_table, user_errors
+from gradflow.cli.console import console, out_path, print_table, user_errors
 from gradflow.errors import GradflowError, did_you_mean
 from gradflow.fmt import fmt, strict_json
 
@@ -200,7 +200,7 @@ def _every_q_notes(name: str, sw2: float, sb2: float) -> list[str]:
 def phase(
     ctx: typer.Context,
     activation: ActivationOpt = None,
-    out: Annotated[Optional[Path], typer.Option(
+    out: Annotated[Optional[str], typer.Option(
         "--out", "-o", help="Figure file (.png, .pdf, .svg) or folder to write phase-ACTIVATION.png into "
         "(default: results/theory).", show_default=False)] = None,
 ) -> None:
@@ -209,7 +209,7 @@ def phase(
     from gradflow.plots.phase import phase_diagram
 
     name = _activation(activation or (ctx.obj or {}).get("activation"))  # (given before `phase`, too)
-    folder, file, fmt = figure_target(out, Path("results") / "theory", None)
+    folder, file, fmt = figure_target(out_path(out), Path("results") / "theory", None)
     path = phase_diagram(name, file or folder / f"phase-{name}.{fmt}")
     console.print(f"wrote {path}", highlight=False, soft_wrap=True)
 
