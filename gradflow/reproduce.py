@@ -542,6 +542,7 @@ def check_measure(spec_measure, arms: list[str]) -> None:
 
 def compute(spec_measure: dict, arms: dict[str, Arm]) -> Measured:
     """Evaluate {fn: NAME, arm: ARM, ...args} or a combination {fn: difference|min_difference, a:, b:}."""
+    check_measure(spec_measure, list(arms))  # (a spec's are checked as it loads; a measure given here too)
     m = dict(spec_measure)
     fn = m.pop("fn")
     if fn in _COMBINATIONS:
@@ -553,12 +554,7 @@ def compute(spec_measure: dict, arms: dict[str, Arm]) -> Measured:
         diffs = [a.value - b.value for b in bs]
         i = int(np.argmin(diffs))
         return Measured(diffs[i], [], se=math.hypot(a.se, bs[i].se), note=why)  # a difference of means, not runs
-    if fn not in MEASURES:
-        raise GradflowError(f"claim measure fn={fn!r} is not known; choices: {', '.join(MEASURES)}, difference, "
-                            "min_difference, ratio")
     arm = m.pop("arm")
-    if arm not in arms:
-        raise GradflowError(f"claim measure arm={arm!r} is not an arm; choices: {', '.join(arms)}")
     measured = MEASURES[fn](arms[arm], **m)
     if math.isnan(measured.value) and not measured.note:  # a FAIL says why there is no value
         n, missing = len(measured.per_run), sum(not np.isfinite(v) for v in measured.per_run)

@@ -17,9 +17,12 @@ from gradflow.cli.console import NBSP, console, folder, labels, print_note, user
 from gradflow.errors import GradflowError, did_you_mean
 from gradflow.fmt import fmt, strict_json
 from gradflow.keys import (abbreviate, config_columns, full_key, implied_keys, n_distinct, ordered_values,
-                                 partial_keys, partial_phrase)
-from gradflow.columns import FLAGGED, KEY_PRIORITY, LS_COLUMNS, RESULT_COLUMNS, STUDY_PRIORITY, Column, column_notes, failure_notes, listing, mark_flagged, replacement_failed, result_by_header, sort_runs, study_columns, swept_columns, table_columns, transient_warning
-from gradflow.summary import DECLARED, STUDY, UNREADABLE, in_study, matches, not_run, not_run_note, run_folders, study_of
+                           partial_keys, partial_phrase)
+from gradflow.columns import (FLAGGED, KEY_PRIORITY, LS_COLUMNS, RESULT_COLUMNS, STUDY_PRIORITY, Column, column_notes,
+                              failure_notes, listing, mark_flagged, replacement_failed, result_by_header, sort_runs,
+                              study_columns, swept_columns, table_columns, transient_warning)
+from gradflow.summary import (DECLARED, STUDY, UNREADABLE, in_study, matches, not_run, not_run_note, run_folders,
+                              study_of)
 
 SEP = 3  # characters between two columns of the SIMPLE_HEAD table
 

@@ -447,7 +447,8 @@ def show_layers(layers: pd.DataFrame, record: dict) -> None:
     # (a tied point's weight gradient is the sum of every use, no layer's own: left out, as ls leaves it)
     own = layers[~layers[store.NAME].isin(record.get("tied") or [])]
     for q, what in (("grad_norm", "weight-gradient ratio"), ("signal_norm", "back-prop signal ratio")):
-        ratios = grad_ratio(own if q == "grad_norm" else layers, 0, q), grad_ratio(own if q == "grad_norm" else layers, last, q)
+        rows = own if q == "grad_norm" else layers
+        ratios = grad_ratio(rows, 0, q), grad_ratio(rows, last, q)
         if not all(math.isnan(r) for r in ratios):  # (a recurrent net's time steps have no weights)
             print_note(f"{what} {SYMBOLS[q]} first/last: init{NBSP}{fmt(ratios[0])}, end{NBSP}{fmt(ratios[1])}")
 

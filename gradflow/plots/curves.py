@@ -20,7 +20,7 @@ from gradflow.errors import GradflowError, did_you_mean
 from gradflow.fmt import fmt
 from gradflow.metrics import accuracy_label, is_regression
 from gradflow.keys import (config_columns, distinct_keys, is_grid, is_missing, is_numeric_key, n_distinct,
-                                 ordered_values, single_value, swept_keys, vkey)
+                           ordered_values, single_value, swept_keys, vkey)
 from gradflow.plots.labels import (
     RATIOS, SPLITS, SUMMARIES, Summary, is_recurrent, key_label, set_title, short_key, value_label,
 )

@@ -171,12 +171,8 @@ def _stream_points(df: pd.DataFrame) -> dict[str, np.ndarray]:
     if "name" not in df.columns:
         return {}
     on = df["name"].astype(str).str.endswith(f".{STREAM}")
-    out = {}
-    for run in df.loc[on, "run"].unique():
-        mine = df["run"] == run
-        if (mine & ~on).any():
-            out[run] = np.unique(df.loc[mine & on, "layer"].to_numpy())
-    return out
+    both = on.groupby(df["run"]).agg(lambda o: o.any() and not o.all())  # (points on the stream and off it)
+    return {run: np.unique(g.to_numpy()) for run, g in df.loc[on & df["run"].map(both), "layer"].groupby(df["run"])}
 
 
 def _theory_profile(ax, s: Series, quantity: str, color: Any, lw: float, cache: dict) -> bool:
