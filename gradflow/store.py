@@ -334,6 +334,17 @@ def is_staging(name: str) -> bool:
 SAME, OTHER = "same", "other"  # what `standing` finds
 
 
+def move_run(source: Path, job_dir: Path) -> None:
+    """A finished run moved to another folder of its study, a point of a sweep that names its points
+    otherwise (narrowed to one value, a point's folder is `default`; widened, it is `model.depth=5`): what
+    stood there (nothing finished: a failed or interrupted run) goes first, then one rename, and its run.json
+    names its new folder (the raw file, each field as written)."""
+    clear_run(job_dir)
+    Path(source).rename(job_dir)
+    rec = json.loads((Path(job_dir) / RUN_FILE).read_text())
+    write_text(Path(job_dir) / RUN_FILE, json.dumps({**rec, "job": Path(job_dir).name}, indent=2) + "\n")
+
+
 def standing(job_dir: Path, want_hash: str | None, rec: dict | None = None) -> str | None:
     """What a run of `want_hash` finds in `job_dir`: SAME, itself finished (ok or diverged, every file
     whole; any finished run where `want_hash` is None), OTHER, a finished run of other settings, which it

@@ -62,6 +62,7 @@ class Job:
     config_hash: str = ""  # what it computes (store.config_hash of its flat config)
     finished: bool = False  # already done with the same config: will be skipped
     replaces: bool = False  # a finished run of another config sits in its folder and will be redone
+    moved_from: str | None = None  # finished under this folder name of the study: moved, not redone
 
 
 @dataclass
@@ -234,6 +235,8 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
             own = [o for o in point if override_key(o) in points[i]]
             check_keys_apply(own, KeysTaken.of(jobs.last), point=result.jobs[-1].name)
     result.keys = jobs.keys
+    if not force:
+        jobs.find_moved(result.jobs)
     if keys_used:
         check_keys_apply(grid[0], jobs.keys)
     if jobs.same:
@@ -248,9 +251,10 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
         for source in sorted(jobs.sources, key=str):
             check_files(*source)
     if root.is_dir():
+        moved = {j.moved_from for j in result.jobs}
         result.stale = sum(1 for p in root.iterdir() if p.name not in jobs.seen and not store.is_staging(p.name)
-                           and (p / store.RUN_FILE).exists())
-        present = any((root / j.name / store.RUN_FILE).exists() for j in result.jobs)
+                           and p.name not in moved and (p / store.RUN_FILE).exists())
+        present = any(j.moved_from or (root / j.name / store.RUN_FILE).exists() for j in result.jobs)
         if result.stale and not present and not named:
             _refuse_takeover(root, result.stale)
     return result
@@ -355,6 +359,23 @@ class _Jobs:
         if not finished and "data.root" in flat:  # a dataset read from files (checked after the grid, each once)
             self.sources.add((flat["data.name"], flat["data.root"], flat.get("data.download", False)))
         return Job(cfg_overrides, jname, digest, finished=finished, replaces=replaces)
+
+    def find_moved(self, planned: list[Job]) -> None:
+        """A point with nothing finished in its folder whose run finished under another name of the study,
+        one no point of this grid takes (the sweep before named its points otherwise: narrowed to one
+        value, its point is `default`; widened, `default` is `model.depth=5`), is that run: moved to its
+        folder at launch, not redone. Read only when some point is to run: resuming costs nothing."""
+        wanted = {j.config_hash: j for j in planned if not j.finished and not j.replaces}
+        if not wanted or not self.root.is_dir():
+            return
+        for folder in sorted(self.root.iterdir(), key=store.natural_key):
+            if folder.name in self.seen or store.is_staging(folder.name) or not folder.is_dir():
+                continue
+            rec = store.read_run(folder)
+            j = wanted.get(store.run_hash(folder, rec)) if rec is not None else None
+            if j is not None and store.standing(folder, j.config_hash, rec) == store.SAME:
+                j.moved_from, j.finished = folder.name, True
+                del wanted[j.config_hash]
 
 
 def _refuse_takeover(root: Path, stale: int) -> None:
@@ -686,6 +707,12 @@ def launch(p: Plan, on_step: StepFn | None = None) -> None:
             "command": p.command,
             **({"points": p.points} if p.points is not None else {}),
             "runs": {j.name: j.config_hash for j in p.jobs}})))
+        for j in p.jobs:  # (planned without --force; one changed since, by another command: run again)
+            if j.moved_from is not None:
+                if store.is_finished(p.root / j.moved_from, j.config_hash):
+                    store.move_run(p.root / j.moved_from, p.root / j.name)
+                else:
+                    j.moved_from, j.finished = None, False
         if p.force:  # every run's folder goes (with a replacement's, of a swap cut off too): each is redone
             for j in p.jobs:
                 for folder in (p.root / j.name, store.staging_dir(p.root / j.name),

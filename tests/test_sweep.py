@@ -336,6 +336,37 @@ def test_force_reruns_and_changed_settings_rerun(cli, results):
     assert "skipped" not in changed.output.split("\n")[0]  # a different config is not the same run
 
 
+def test_a_narrowed_or_widened_sweep_moves_its_finished_runs_to_their_new_names(cli, results):
+    """Narrowed to one value, a point's folder is `default` (no key is swept); widened again it is
+    model.depth=3: the finished run moves each time (its files the same, not trained again), its record
+    naming its folder; with --force each point is redone in its own folder."""
+    assert _sweep(cli, results, "model.depth=2,3", "--name", "n").exit_code == 0
+    study = results / "n"
+    before = json.loads((study / "model.depth=3" / "run.json").read_text())
+    inode = (study / "model.depth=3" / "layers.parquet").stat().st_ino
+    out = _sweep(cli, results, "model.depth=3", "--name", "n")
+    text = " ".join(out.output.split())
+    assert out.exit_code == 0 and "1 already finished, skipped" in text, out.output
+    assert "1 of the finished run was under another name" in text and "model.depth=3 -> default" in text, text
+    assert "1 run in" in text and "(stale)" in text, text  # depth 2 alone
+    assert not (study / "model.depth=3").exists()
+    assert json.loads((study / "default" / "run.json").read_text()) == {**before, "job": "default"}
+    assert (study / "default" / "layers.parquet").stat().st_ino == inode
+    assert {r["run"]: r["status"] for r in store.runs(study)} == {"default": "ok", "model.depth=2": "stale"}
+
+    out = _sweep(cli, results, "model.depth=2,3,4", "--name", "n")
+    text = " ".join(out.output.split())
+    assert "2 already finished, skipped" in text and "default -> model.depth=3" in text, text
+    assert "stale" not in text and not (study / "default").exists()
+    assert json.loads((study / "model.depth=3" / "run.json").read_text()) == before
+    assert (study / "model.depth=3" / "layers.parquet").stat().st_ino == inode
+
+    out = _sweep(cli, results, "model.depth=3", "--name", "n", "--force")
+    assert "->" not in out.output and "(stale)" in " ".join(out.output.split())
+    assert (study / "model.depth=3" / "layers.parquet").stat().st_ino == inode  # left, as stale
+    assert json.loads((study / "default" / "run.json").read_text())["started"] >= before["started"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["model.nope=1,2"], "unknown key 'model.nope'"),
     (["model.depth=2,0"], "sweep point"),

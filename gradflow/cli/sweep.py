@@ -65,6 +65,13 @@ def _header(p, skipped: int) -> None:
     n = len(p.jobs)
     print_note(f"sweep {p.root}: {n} run{'s' * (n != 1)} over {', '.join(p.swept) or 'no swept key'} with the "
                f"{p.launcher} launcher" + (f"; {skipped} already finished, skipped" if skipped else ""))
+    moved = [j for j in p.jobs if j.moved_from is not None]
+    if moved:
+        one = len(moved) == 1
+        print_note(f"{len(moved)} of the finished run{'' if one else 's'} {'was' if one else 'were'} under another "
+                   "name (the sweep before named its points otherwise) and "
+                   f"{'moves' if one else 'move'} to this sweep's: {moved[0].moved_from} -> {moved[0].name}"
+                   + ("" if one else ", ..."))
     if p.replaced and not p.force:
         one = p.replaced == 1
         print_note(f"{p.replaced} finished run{'' if one else 's'} in {p.root} "
