@@ -422,7 +422,8 @@ def _finite(node: Any, prefix: str = "") -> None:
     for k, v in items:
         key = f"{prefix}.{k}" if prefix and isinstance(k, str) else f"{prefix}[{k}]" if prefix else str(k)
         if isinstance(v, float) and not math.isfinite(v):
-            raise GradflowError(f"{key}={v} must be a finite number")
+            overflow = " (a number past 1.8e308, as 1e400, reads as inf)" if math.isinf(v) else ""
+            raise GradflowError(f"{key}={v} must be a finite number{overflow}")
         _finite(v, key)
 
 

@@ -18,7 +18,8 @@ CASES = [
     # every float key rejects nan and inf (and 1e400, which parses as inf)
     case("optim.lr=nan", "optim.lr", "lr-nan"),
     case("optim.lr=inf", "optim.lr", "lr-inf"),
-    case("optim.lr=1e400", "optim.lr", "lr-1e400"),
+    case("optim.lr=1e400", "optim.lr=inf must be a finite number (a number past 1.8e308, as 1e400, reads as inf)",
+         "lr-1e400"),
     case("optim.lr=-1", "optim.lr", "lr-negative"),
     case("optim.weight_decay=inf", "optim.weight_decay", "weight-decay-inf"),
     case("optim.weight_decay=-0.1", "optim.weight_decay", "weight-decay-negative"),
