@@ -667,8 +667,8 @@ def test_json_and_csv_give_steps_as_whole_numbers_beside_a_missing_one(run_job):
 
 
 def test_stale_runs_of_a_shrunk_grid_leave_the_keys_and_a_result_on_80_columns(cli, results, monkeypatch):
-    # a grid rerun shrunk: each remaining point's run beside its stale namesake, so a run column tells
-    # them apart. Its ids (init=xavier_normal,model.activation=tanh,seed=0) had no budget that kept them
+    # a grid rerun shrunk with --force (without it, each remaining point's run would move to its new name):
+    # each remaining point's run beside its stale namesake, so a run column tells them apart. Its ids (init=xavier_normal,model.activation=tanh,seed=0) had no budget that kept them
     # distinct across the grid, so they showed whole and left only the status and one result at 80 columns
     from gradflow.cli.console import console
 
@@ -678,7 +678,7 @@ def test_stale_runs_of_a_shrunk_grid_leave_the_keys_and_a_result_on_80_columns(c
     grid = ["model.activation=tanh,relu", "init=xavier_normal,kaiming_normal", "seed=0,1"]
     assert cli("sweep", *small, *grid, "--name", "s").exit_code == 0
     assert cli("sweep", *small, "model.activation=tanh,relu", "init=xavier_normal", "seed=0",
-               "--name", "s").exit_code == 0
+               "--name", "s", "--force").exit_code == 0
     out = cli("ls", results / "s").output.splitlines()
     at = next(i for i, line in enumerate(out) if line.startswith("─")) - 1
     assert max(map(len, out[at:at + 11])) <= 80, "\n".join(out)
