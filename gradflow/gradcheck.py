@@ -14,6 +14,13 @@ its rounding level ~1e-16 |L| / eps ~ 1e-10 |L|, so an entry far smaller than th
 exact 0, a weight the loss barely depends on) is judged against 1e-3 |L|, where that rounding stays
 below 1e-6 relative. A wrong backward still shows: a gradient of 1e-5 |L| off by a factor 2 gives 1e-2.
 eps is small because ReLU kinks are not differentiable: a step across one is off by O(1) for that unit.
+A kink can also sit exactly at the weights (a dead channel's bias, its input all zeros: the unit's input
+is exactly 0 at every eps), where the central difference averages the left and right derivatives and
+backprop gives one of them (PyTorch's relu'(0) = 0). An entry whose central error is above TOL is
+therefore also compared with the two one-sided differences, each second order in eps
+((-3 L(w) + 4 L(w +- eps) - L(w +- 2 eps)) / (+-2 eps)), and keeps the smallest error: `kinks` counts the
+entries so judged. Where the loss is smooth all three agree to O(eps^2), so a wrong backward still
+disagrees with each.
 The floor also means that a net whose gradients all lie far below 1e-3 |L| (weights initialized at
 1e-6) would agree whatever its backward computed: such a check says so (GradCheck.unresolved) where
 fewer than RESOLVED of its parameter tensors have a checked entry at or above the floor.
@@ -60,6 +67,7 @@ class ParamCheck:
     max_rel: float
     median_rel: float
     resolved: int = 0  # entries whose gradient (backprop's or the difference quotient's) reaches the floor
+    kinks: int = 0  # entries that agree with a one-sided difference only: a kink at the weights
 
 
 @dataclass
@@ -76,6 +84,11 @@ class GradCheck:
     @property
     def max_rel(self) -> float:
         return max((p.max_rel for p in self.params), default=math.nan)
+
+    @property
+    def kinks(self) -> int:
+        """Checked entries judged by a one-sided difference: a kink of the activation at the weights."""
+        return sum(p.kinks for p in self.params)
 
     @property
     def resolved(self) -> int:
@@ -214,26 +227,38 @@ def check_model(model: nn.Module, loss_fn, entries: int = 8, eps: float = EPS, s
     floor = FLOOR * abs(value)
 
     # central differences on the same entries, timed
+    def at(flat: torch.Tensor, i: int, value: float) -> float:
+        flat[i] = value
+        return loss().item()
+
+    def error(fd: float, g: float) -> float:
+        scale = max(abs(fd), abs(g), floor)
+        return abs(fd - g) / scale if scale > 0 else 0.0
+
     checks, fd_time, fd_count = [], 0.0, 0
     with torch.no_grad():
         for name, p in named:
-            flat, errors, resolved = p.view(-1), [], 0
+            flat, errors, resolved, kinks = p.view(-1), [], 0, 0
             for i, g in zip(sample[name], grads[name]):
                 start = time.perf_counter()
                 orig = flat[i].item()
-                flat[i] = orig + eps
-                up = loss().item()
-                flat[i] = orig - eps
-                down = loss().item()
+                up, down = at(flat, i, orig + eps), at(flat, i, orig - eps)
                 flat[i] = orig
                 fd_time += time.perf_counter() - start
                 fd_count += 1
                 fd = (up - down) / (2.0 * eps)
-                scale = max(abs(fd), abs(g), floor)
                 resolved += max(abs(fd), abs(g)) >= floor
-                errors.append(abs(fd - g) / scale if scale > 0 else 0.0)
+                err = error(fd, g)
+                if err > TOL:  # (untimed: the cost projected is the central difference's)
+                    here, up2, down2 = at(flat, i, orig), at(flat, i, orig + 2 * eps), at(flat, i, orig - 2 * eps)
+                    flat[i] = orig
+                    one_sided = min(error((-3 * here + 4 * up - up2) / (2 * eps), g),
+                                    error((3 * here - 4 * down + down2) / (2 * eps), g))
+                    if one_sided < err:
+                        err, kinks = one_sided, kinks + 1
+                errors.append(err)
             checks.append(ParamCheck(name, flat.numel(), len(errors), float(np.max(errors)), float(np.median(errors)),
-                                     resolved))
+                                     resolved, kinks))
     return GradCheck(checks, n_params, mode, grad_s, fd_time / max(fd_count, 1), loss=abs(value))
 
 

@@ -69,6 +69,54 @@ def test_a_wrong_backward_is_caught():
     assert r.max_rel > 0.3
 
 
+class DeadUnit(nn.Module):
+    """A ReLU net whose second layer's first unit has weights and bias 0, as a dead channel's: its input is
+    exactly 0 for every example, on ReLU's kink, and stays on one side of it for a step of its bias or of
+    a weight (the units below are ReLUs too, >= 0)."""
+
+    def __init__(self, scale: float = 1.0):
+        super().__init__()
+        self.first, self.second, self.third = nn.Linear(5, 4), nn.Linear(4, 4), nn.Linear(4, 3)
+        self.scale = scale
+        with torch.no_grad():
+            self.second.weight[0] = 0.0
+            self.second.bias[0] = 0.0
+
+    def forward(self, x):
+        h = self.first(x)
+        h = torch.relu(ScaledGrad.apply(h) if self.scale != 1.0 else h)
+        return self.third(torch.relu(self.second(h)))
+
+
+@pytest.mark.parametrize("mode", ["reverse", "forward"])
+def test_a_kink_at_the_weights_is_judged_by_the_one_sided_difference(mode):
+    """The dead unit's bias: the central difference averages ReLU's two slopes (half the right one), while
+    backprop, as forward mode, takes relu'(0) = 0, the left one: an error of 1 that failed a correct
+    backward. Judged against the one-sided difference it agrees, counted as a kink (its weights too); a
+    wrong backward below the ReLU is still off by 1/3."""
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 5, dtype=torch.float64), torch.randint(0, 3, (16,))
+    r = check_model(DeadUnit().double(), lambda m: nn.functional.cross_entropy(m(x), y), entries=16, mode=mode)
+    p = {p.name: p for p in r.params}
+    assert r.max_rel < BOUND and p["second.bias"].kinks == 1 and p["second.weight"].kinks >= 1, \
+        [(q.name, q.max_rel, q.kinks) for q in r.params]
+    assert r.kinks == p["second.bias"].kinks + p["second.weight"].kinks  # (nowhere else: the loss is smooth)
+    if mode == "reverse":
+        wrong = check_model(DeadUnit(1.5).double(), lambda m: nn.functional.cross_entropy(m(x), y), entries=16)
+        assert {p.name: p for p in wrong.params}["first.bias"].max_rel == pytest.approx(1 / 3, rel=1e-4)
+
+
+def test_the_cli_passes_a_cnn_with_dead_channels_and_names_where_the_kinks_are(cli):
+    """A small ReLU CNN whose third block has dead channels (their biases' inputs exactly 0) failed with a
+    max relative error of ~1 on a correct backward; it passes, and says which tensor sits on a kink."""
+    out = cli("gradcheck", "model=cnn", "model.depth=3", "model.channels=3", "seed=1", "threads=1")
+    text = " ".join(out.output.split())
+    assert out.exit_code == 0, out.output
+    kinks = re.search(r"(\d+) entr(?:y sits|ies sit) at a kink of the activation .*?: (hidden\.\d\.\S+bias) \1\)", text)
+    assert kinks and int(kinks.group(1)) >= 1, text
+    assert text.endswith("at a kink, with a one-sided difference)") and "ok: backprop agrees" in text, text
+
+
 def test_forward_mode_without_a_forward_formula_is_one_line():
     """An op with no forward-mode formula (here a custom Function without jvp; on CUDA, the fused LSTM
     cell) is named in a GradflowError, not a traceback."""

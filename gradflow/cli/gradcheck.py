@@ -12,7 +12,7 @@ import typer
 from gradflow.cli.app import app
 from gradflow.cli.console import console, labels, near_options, print_note, user_errors
 from gradflow.cli.ls import SEP, choose, one_line_headers, render
-from gradflow.errors import GradflowError
+from gradflow.errors import GradflowError, shorten
 from gradflow.fmt import fmt
 from gradflow.columns import KEY_PRIORITY, Column
 
@@ -61,6 +61,12 @@ def gradcheck(
     print_note(f"max relative error {fmt(r.max_rel, 3)} over {sum(p.checked for p in r.params)} entries of "
                f"{r.n_params} parameters; errors are relative to at least the floor, {fmt(FLOOR, 3)} |L| = "
                f"{fmt(FLOOR * r.loss, 3)} (resolved: of the checked entries, those whose gradient reaches it)")
+    if r.kinks:
+        where = ", ".join(f"{p.name} {p.kinks}" for p in r.params if p.kinks)
+        print_note(f"{r.kinks} entr{'y sits' if r.kinks == 1 else 'ies sit'} at a kink of the activation (its input "
+                   f"exactly 0 at these weights, as a dead channel's bias: {shorten(where, 120)}): judged against "
+                   "the one-sided difference backprop takes there (PyTorch's relu'(0) = 0), not the central one, "
+                   "which straddles the kink")
     vague = r.unresolved()
     if vague:
         print_note(f"warning: {vague}", style="bold yellow")
@@ -76,7 +82,8 @@ def gradcheck(
         print_note("FAIL: too few tensors resolved for the agreement to mean anything (warning above)",
                    style="bold red")
         raise typer.Exit(1)
-    print_note(f"ok: {method} agrees with central differences (max relative error below {tol:g})")
+    at_kinks = f"; {r.kinks} at a kink, with a one-sided difference" if r.kinks else ""
+    print_note(f"ok: {method} agrees with central differences (max relative error below {tol:g}{at_kinks})")
 
 
 def _columns(params, name_width: int | None = None) -> list[Column]:
