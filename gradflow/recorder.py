@@ -411,6 +411,9 @@ class Recorder:
             status, first = store.DIVERGED, min(losses + grads)
             self._record.update(diverged_step=int(first), diverged_in=" and ".join(
                 what for what, at in (("loss", losses), ("gradient", grads)) if first in at))
+            bad = weights.loc[~np.isfinite(weights[store.VALUE]) & (weights[store.STEP] == first), store.LAYER]
+            if len(bad):  # the lowest-index layer whose weight gradient was non-finite, as `gradflow run`'s
+                self._record["diverged_layer"] = int(bad.min())
         if self.probes is not None and self.probes.tied:
             self._record["tied"] = self.probes.tied
         self._record["summary"] = summary.per_run(layers, self._flat, self._record.get("diverged_step"),

@@ -153,6 +153,29 @@ def test_load_mnist_rejects_mismatched_files(tmp_path):
     assert str(labels) in one_line(e)
 
 
+def test_a_subset_keeps_each_image_with_its_own_label(tmp_path):
+    """data.subset=k: the first k training images and their labels, paired as in the files (each image
+    here is one grey level that encodes its label), the test set whole."""
+    from gradflow.config import compose
+    from gradflow.data import build
+
+    rng = np.random.default_rng(0)
+    labels = {"y_train": rng.permutation(np.arange(12) % 10).astype(np.uint8),
+              "y_test": np.arange(4, dtype=np.uint8)}
+    for split in ("train", "test"):
+        images = np.repeat(10 + 20 * labels[f"y_{split}"], 28 * 28).reshape(-1, 28, 28).astype(np.uint8)
+        write(tmp_path / "mnist" / datasets.MNIST_FILES[f"x_{split}"], idx_bytes(images, 0x08))
+        write(tmp_path / "mnist" / datasets.MNIST_FILES[f"y_{split}"], idx_bytes(labels[f"y_{split}"], 0x08))
+    data = build(compose(["data=mnist", f"data.root={tmp_path}", "data.subset=7", "train.batch_size=4"]).data,
+                 torch.device("cpu"))
+    assert len(data.x_train) == len(data.y_train) == 7 and len(data.x_test) == len(data.y_test) == 4
+    assert data.y_train.tolist() == labels["y_train"][:7].tolist()
+    grey = data.x_train.mean(dim=(1, 2, 3))  # standardized: an increasing function of the label
+    by_label = {int(y): float(g) for y, g in zip(data.y_train, grey)}
+    assert all(math.isclose(by_label[int(y)], float(g), abs_tol=1e-5) for y, g in zip(data.y_train, grey))
+    assert [by_label[k] for k in sorted(by_label)] == sorted(by_label.values())
+
+
 def test_a_partial_or_wrong_dataset_names_the_file(tmp_path):
     # three of MNIST's four files: the one missing is named (it said the folder had no MNIST files)
     make_mnist(tmp_path / "d" / "mnist", gz=True)

@@ -180,6 +180,21 @@ def test_sort_descending_numeric_and_by_short_name(swept):
         " ".join(by_time.split()).partition("not shown")[2], by_time
 
 
+@pytest.mark.parametrize("descending", [False, True])
+def test_sorting_puts_missing_values_last_either_way(descending):
+    """A diverged or failed run has no final loss: its row goes last whichever way the column sorts (first
+    would put the runs with no result above every one that has one); numbers sort as numbers, lists of
+    numbers element by element, text as text."""
+    from gradflow.columns import sort_runs
+
+    df = pd.DataFrame({"loss": [2.0, math.nan, 10.0, 1.0], "betas": ["[0.9, 0.999]", None, "[0.9, 0.99]", "[0.8, 1]"],
+                       "act": ["tanh", "relu", None, "elu"]})
+    order = lambda key: list(sort_runs(df, [key], descending=descending).index)
+    assert order("loss") == ([2, 0, 3, 1] if descending else [3, 0, 2, 1])
+    assert order("betas") == ([0, 2, 3, 1] if descending else [3, 2, 0, 1])
+    assert order("act") == ([0, 1, 3, 2] if descending else [3, 1, 0, 2])
+
+
 def test_json_keeps_full_precision(swept):
     root, _ = swept
     listed = runs_json(root)

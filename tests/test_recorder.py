@@ -843,6 +843,35 @@ def test_a_float16_loop_with_a_grad_scaler_records_unscaled_gradients(tmp_path, 
         gradflow.Recorder(nn.Linear(2, 2), tmp_path / "amp" / "bad", scaler=65536.0)
 
 
+def test_a_gradient_that_overflows_on_its_way_back_names_the_lowest_layer_it_reached(tmp_path):
+    """The loss finite, the gradient made infinite at the second layer's output: the two layers below it
+    have non-finite weight gradients, the one above it not. The run is diverged in its gradient alone, at
+    the lowest-index layer whose weight gradient is non-finite (as the README says): layer 0, not 1."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2))
+    spoil = {"at": 1, "step": 0}
+
+    def overflow(module, inputs, out):
+        if spoil["step"] == spoil["at"]:
+            out.register_hook(lambda g: g * float("inf"))
+
+    model[2].register_forward_hook(overflow)
+    with gradflow.Recorder(model, tmp_path / "overflow", every=1) as rec:
+        for step in range(3):
+            spoil["step"] = step
+            with rec.step(step):
+                loss = model(torch.randn(8, 4)).square().mean()
+                loss.backward()
+            rec.log(step, train_loss=loss)
+            model.zero_grad()
+    run = store.read_run(tmp_path / "overflow")
+    assert run["status"] == "diverged" and run["diverged_step"] == 1 and run["diverged_in"] == "gradient", run
+    assert run["diverged_layer"] == 0
+    layers = store.run_table(tmp_path / "overflow", "layers")
+    at = layers[(layers["step"] == 1) & (layers["quantity"] == "grad_norm")].set_index("layer")["value"]
+    assert not np.isfinite(at[0]) and not np.isfinite(at[1]) and np.isfinite(at[2]), at
+
+
 def test_a_step_the_grad_scaler_skips_is_no_divergence(tmp_path):
     # a scale too large for float16 makes the gradients inf: the scaler skips the step and halves its scale,
     # as it does in the first steps of most float16 runs; the run is not `diverged`

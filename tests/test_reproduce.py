@@ -98,6 +98,15 @@ def test_claim_tests(value, expect, ok):
     assert rep.passes(value, expect)[0] is ok
 
 
+def test_a_mean_over_runs_one_of_which_has_no_value_has_none_and_fails_its_claim():
+    """A diverged seed's missing value must not drop out of the mean (the others alone could pass the
+    claim); the spread and standard error still read the finite values."""
+    m = rep._mean([1.0, math.nan, 3.0])
+    assert math.isnan(m.value) and not rep.passes(m.value, {"lt": 10})[0]
+    assert m.se == pytest.approx(1.0) and "[1, 3] over 3 runs" in m.cell()
+    assert rep._mean([1.0, 3.0]).value == 2.0 and math.isnan(rep._mean([]).value)
+
+
 def test_unknown_expect_and_measure_are_user_errors():
     with pytest.raises(GradflowError, match="expect"):
         rep.passes(1.0, {"roughly": 1})
