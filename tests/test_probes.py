@@ -126,7 +126,10 @@ def test_schedule_always_has_init_and_end():
     assert schedule(0, 0, 30) == [0]
     assert schedule(10, 3, 30) == [0, 3, 6, 9, 10]
     log = schedule(1000, 0, 30)
-    assert log[0] == 0 and log[-1] == 1000 and 20 <= len(log) <= 31
+    assert log[0] == 0 and log[-1] == 1000 and 20 <= len(log) <= 30  # at most probe.points steps
+    # where the log-spaced steps round to distinct integers there are exactly probe.points of them
+    assert len(schedule(10**6, 0, 20)) == 20 and schedule(10**6, 0, 20)[1] == 1
+    assert len(schedule(10**6, 0, 2)) == 2 and schedule(10**6, 0, 1) == [0, 10**6]
     assert np.all(np.diff(log) > 0)
     gaps = np.diff(log)
     assert gaps[-1] > gaps[1]  # denser early, where things change fastest

@@ -809,6 +809,38 @@ def test_a_diverged_run_has_no_final_metrics_only_its_last_finite_evaluation(cli
     assert undefined and all(math.isnan(rec["summary"][k]) for k in undefined), raw["summary"]
 
 
+@pytest.mark.parametrize("kind", ["table", "json"])
+def test_a_reader_never_sees_a_results_file_half_written(tmp_path, kind):
+    """Every results file is written beside itself and renamed into place: a reader (ls, plot, a resumed
+    sweep) reading while a run rewrites it sees the old file or the new one, whole, never a truncated one
+    (written in place, a reader here read a partial file within a few rewrites)."""
+    target = tmp_path / f"file.{kind}"
+    rows = 100_000
+    frames = [pd.DataFrame({"step": np.arange(rows), "value": np.full(rows, float(k))}) for k in range(2)]
+    write = {"table": lambda k: store.write_table(target, frames[k]),
+             "json": lambda k: store.write_json(target, {"k": k, "values": [float(k)] * rows})}[kind]
+    read = {"table": lambda: pd.read_parquet(target)["value"].iloc[-1],
+            "json": lambda: json.loads(target.read_text())["values"][-1]}[kind]
+    write(0)
+    done, seen, broken = threading.Event(), [], []
+
+    def writer():
+        for k in range(20):
+            write(k % 2)
+        done.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    while not done.is_set():
+        try:
+            seen.append(read())
+        except Exception as e:  # (a partial file: pyarrow's or json's error)
+            broken.append(repr(e))
+    thread.join()
+    assert not broken, broken[:3]
+    assert seen and set(seen) <= {0.0, 1.0} and sorted(p.name for p in tmp_path.iterdir()) == [target.name]
+
+
 def test_run_json_writes_undefined_and_infinite_numbers_strictly_and_reads_them_back(tmp_path):
     numbers = {"a": math.nan, "b": math.inf, "c": -math.inf, "d": np.float32(0.5), "e": 3, "f": "3-7"}
     store.write_json(tmp_path / store.RUN_FILE, {"status": "ok", "final": numbers, "summary": numbers,

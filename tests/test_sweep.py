@@ -331,9 +331,11 @@ def test_force_reruns_and_changed_settings_rerun(cli, results):
     again = _sweep(cli, results, "model.depth=2,3", "--name", "f")
     assert "2 already finished, skipped" in again.output
     forced = _sweep(cli, results, "model.depth=2,3", "--name", "f", "--force")
-    assert "skipped" not in forced.output.split("\n")[0]
+    assert "skipped" not in forced.output and "ok: 2" in forced.output, forced.output
     changed = cli("sweep", *SMALL, "train.steps=7", "model.depth=2,3", f"results={results}", "--name", "f")
-    assert "skipped" not in changed.output.split("\n")[0]  # a different config is not the same run
+    text = " ".join(changed.output.split())  # a different config is not the same run: both replaced
+    assert "skipped" not in text and "2 finished runs in" in text and "will be replaced" in text, text
+    assert [store.read_run(results / "f" / f"model.depth={d}")["steps"] for d in (2, 3)] == [7, 7]
 
 
 def test_a_narrowed_or_widened_sweep_moves_its_finished_runs_to_their_new_names(cli, results):

@@ -81,6 +81,9 @@ def test_tanh_chi1_schoenholz_setting(sw2, chi1):
 def test_relu_critical_point_is_he_init():
     assert theory.critical_sw2("relu", 0.0) == 2.0
     assert theory.point("relu", 2.0, 0.0).phase == "critical"
+    # the critical band is |chi_1 - 1| < 1e-3 (relu's chi_1 = sw2 / 2): 1.0005 is critical, 1.002 and 0.998 not
+    assert [theory.point("relu", sw2, 0.0).phase for sw2 in (2.001, 2.004, 1.996)] == ["critical", "chaotic",
+                                                                                        "ordered"]
 
 
 def test_sigmoid_gradient_factor():

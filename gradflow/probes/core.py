@@ -1102,11 +1102,14 @@ def _norm_parts(t: torch.Tensor) -> torch.Tensor:
 
 
 def schedule(steps: int, every: int, points: int) -> list[int]:
-    """Probed steps: step 0 (initialization), the last step, and every k-th or log-spaced steps."""
+    """Probed steps: step 0 (initialization), the last step, and every k-th or log-spaced steps: at most
+    `points` of them, step 0 and points - 1 from step 1 to the last (fewer where early ones round alike)."""
     if every > 0:
         chosen = set(range(0, steps + 1, every))
+    elif points <= 2:  # (geomspace of one point is its start, step 1: a third step)
+        chosen = set()
     else:
-        chosen = set(np.unique(np.round(np.geomspace(1, max(steps, 1), max(points - 1, 1)))).astype(int).tolist())
+        chosen = set(np.unique(np.round(np.geomspace(1, max(steps, 1), points - 1))).astype(int).tolist())
     chosen |= {0, steps}
     return sorted(s for s in chosen if 0 <= s <= steps)
 
