@@ -425,10 +425,31 @@ def test_compare_legend_names_what_sets_each_source_apart(plain, batchnorm, tmp_
     differ = list(matching.differing_keys(runs, sources))
     assert "norm.name" in differ
     layers = matching.overlay_table([plain, batchnorm], sources, runs, "layers", differ)
-    texts = [t.get_text() for lg in figures.profile(layers, step=0).legends for t in lg.get_texts()]
-    assert {"plain (norm=none)", "batchnorm (norm=batchnorm)"} <= set(texts), texts
-    texts = [t.get_text() for lg in figures.profile(layers, step=0, color="source").legends for t in lg.get_texts()]
-    assert {"plain (norm=none)", "batchnorm (norm=batchnorm)"} <= set(texts), texts
+    # (the choice first, what else differs after it: plain's fixture probes the Jacobian too)
+    for color in (None, "source"):
+        texts = [" ".join(t.get_text().split()) for lg in figures.profile(layers, step=0, color=color).legends
+                 for t in lg.get_texts()]
+        assert {"plain (norm=none, probe.jacobian=true)", "batchnorm (norm=batchnorm, probe.jacobian=false)"} \
+            <= set(texts), texts
+
+
+def test_a_sources_legend_entry_names_first_the_keys_that_tell_it_from_each_other_source():
+    """plain (tanh, xavier, no skip) beside relu (relu, kaiming) and resid (tanh, xavier, residual): the
+    first two keys by the table's order were init and activation, the same for plain and resid, so their
+    entries read alike; an init choice's own keys (init.gain) follow from it and are not named."""
+    from gradflow.plots.style import Palette
+
+    df = pd.DataFrame({"source": ["plain", "relu", "resid"], "model.depth": [3, 3, 3]})
+    df.attrs["source_keys"] = {
+        "plain": {"init.name": "xavier_normal", "init.gain": 1.0, "model.activation": "tanh", "model.skip": "none"},
+        "relu": {"init.name": "kaiming_normal", "init.mode": "fan_in", "model.activation": "relu",
+                 "model.skip": "none"},
+        "resid": {"init.name": "xavier_normal", "init.gain": 1.0, "model.activation": "tanh",
+                  "model.skip": "residual"}}
+    palette = Palette(df, "source")
+    assert [palette._label("source", s) for s in ("plain", "relu", "resid")] == [
+        "plain (init=xavier_normal, model.skip=none, 1 more)", "relu (init=kaiming_normal, model.activation=relu, "
+        "1 more)", "resid (model.skip=residual, init=xavier_normal, 1 more)"]
 
 
 def _compare_at_80_columns(*args, out_dir: Path, width: int = 80) -> tuple[str, list[str], str]:

@@ -259,14 +259,35 @@ class Palette:
         described = self._source_keys.get(v) if key == "source" else None
         if not described:
             return plain if plain is not None else fmt(v)
-        # a choice (data=mnist1d) says it, its own keys follow from it; else the keys set, and how many more
-        keys = [k for k in described if k.endswith(".name")] or [k for k in described if not is_missing(described[k])]
+        # a choice (data=mnist1d) says it and its group's keys follow from it (init=xavier_normal sets init.gain):
+        # the choices, then the keys of other groups set (model.activation beside it), and how many more
+        chosen = [k for k in described if k.endswith(".name")]
+        groups = tuple(k.removesuffix("name") for k in chosen)
+        keys = self._apart(v, chosen + [k for k in described if k not in chosen and not k.startswith(groups)
+                                        and not is_missing(described[k])])
         if not keys:
             return plain if plain is not None else fmt(v)
         items = [f"{k.removesuffix('.name')}={fmt(described[k])}" for k in keys[:SOURCE_ITEMS]]
         if len(keys) > SOURCE_ITEMS:
             items.append(f"{len(keys) - SOURCE_ITEMS} more")
         return f"{fmt(v)} ({', '.join(items)})"
+
+    def _apart(self, v: Any, keys: list[str]) -> list[str]:
+        """`keys` with first those that tell source `v` from each other source (greedily, the key that tells
+        it from most of those left): "plain" beside "relu" and "resid" is its activation and its skip, where
+        the first two keys alone (init, activation) were resid's too."""
+        mine = self._source_keys[v]
+        differs = lambda other, k: fmt(other.get(k)) != fmt(mine.get(k))  # noqa: E731 (missing reads "-")
+        left = [d for s, d in self._source_keys.items() if vkey(s) != vkey(v)]
+        first: list[str] = []
+        while left and len(first) < len(keys):
+            best = max((k for k in keys if k not in first), key=lambda k: sum(differs(o, k) for o in left))
+            told = [o for o in left if differs(o, best)]
+            if not told:
+                break
+            first.append(best)
+            left = [o for o in left if not differs(o, best)]
+        return first + [k for k in keys if k not in first]
 
     def colorbar(self, fig: Figure, axes: list) -> None:
         if self.mappable is None:
