@@ -117,6 +117,24 @@ def _tables(paths: list[Path]) -> dict[str, pd.DataFrame]:
     return out
 
 
+def _overlays(paths: list[Path]) -> dict[str, pd.DataFrame]:
+    """A comparison's tables as `gradflow compare` draws them: the sources in the order given, the keys
+    fixed within each source but different between them dropped (the line style, `source`, says them:
+    they split no panels), each source named by them in the legend."""
+    from gradflow import compare
+
+    sources = source_labels(paths)
+    runs = compare.load_runs(paths, sources)
+    differ = list(compare.differing_keys(runs, sources))
+    out = {}
+    for t in ("runs", *TABLES):
+        try:
+            out[t] = compare.overlay_table(paths, sources, runs, t, differ)
+        except GradflowError:  # a table some source lacks (hist without probe=full): no figure of it
+            out[t] = pd.DataFrame()
+    return out
+
+
 def figures(paths: list[Path], table: pd.DataFrame) -> list[tuple[str, bytes]]:
     """(name, PNG bytes) of the standard set, drawn into a temporary folder that is then removed; a
     reproduction's own figures as they are."""
@@ -131,9 +149,9 @@ def figures(paths: list[Path], table: pd.DataFrame) -> list[tuple[str, bytes]]:
             return [(f"{f.relative_to(paths[0]).as_posix()}/{p.stem}", p.read_bytes()) for f, figs in drawn for p in figs]
 
     with drawing_processes(len(table)) as pool, tempfile.TemporaryDirectory(prefix="gradflow-report-") as out:
-        t = _tables(paths)  # while the drawing processes start, if the runs are many
-        drawn = standard_set(t["layers"], t["metrics"], table, out, "png", hists=t["hist"], jacobian=t["jacobian"],
-                             pool=pool)
+        t = _tables(paths) if len(paths) == 1 else _overlays(paths)  # (while the drawing processes start)
+        drawn = standard_set(t["layers"], t["metrics"], t.get("runs", table), out, "png", hists=t["hist"],
+                             jacobian=t["jacobian"], pool=pool)
         return [(p.stem, p.read_bytes()) for p in drawn]
 
 

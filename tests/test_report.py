@@ -243,6 +243,28 @@ def test_comparison_and_single_run(study, tmp_path):
     assert (tmp_path / "pages" / "report.html").read_text().startswith("<!DOCTYPE html>")
 
 
+def test_a_comparisons_figures_are_drawn_as_compare_draws_them(study, tmp_path, cli):
+    """Two sweeps of depth x activation, the second with residual connections: the page's figures split
+    their panels by a key each source sweeps (activation), and model.skip, which only tells the sources
+    apart, is their line style and legend (the concatenated tables split panels by it, the residual one
+    first), the sources in the order given."""
+    from gradflow.plots import standard
+
+    out = cli("sweep", *SWEEP, "model.skip=residual", f"results={tmp_path}", "--name", "resid")
+    assert out.exit_code == 0, out.output
+    tables = report._overlays([study, tmp_path / "resid"])
+    assert list(tables["layers"]["source"].unique()) == ["grid", "resid"]
+    assert "model.skip" not in tables["layers"].columns and "model.skip" not in tables["runs"].columns
+    profiles = [p for p in standard.plan(tables["layers"], tables["metrics"], tables["runs"])
+                if p.name.startswith("profile-")]
+    fig = profiles[0].draw(*profiles[0].args, **profiles[0].kwargs)
+    assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["activation=relu", "activation=tanh"]
+    legend = [" ".join(t.get_text().split()) for lg in fig.legends for t in lg.get_texts()]
+    assert legend[:2] == ["grid (model.skip=none)", "resid (model.skip=residual, model.alpha=1.0)"], legend
+    page = Page(report.build([study, tmp_path / "resid"]))
+    assert {"profile", "curves", "ratio"} <= {f["data-kind"] for f in page.figures}
+
+
 def test_sources_whose_folder_and_parent_names_match_stay_two_sources(study, tmp_path):
     """x/a/run and y/a/run are labelled as `gradflow compare` labels them (a counter after the parent), and
     "." by its own name: both were `a/run`, the two runs one source, and "." an empty label."""
