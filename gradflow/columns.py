@@ -397,7 +397,8 @@ def failure_notes(df: pd.DataFrame, shown: int | None = None, more: str = "") ->
         which = runs.iloc[0] if len(runs) == 1 else f"{len(runs)} runs, {runs.iloc[0]} ..."
         notes.append(f"{status} ({which}): {shorten(error_text(error), 400)}")
     if shown is not None and len(groups) > shown:
-        notes.append(f"and {len(groups) - shown} more errors" + (f"; {more}" if more else ""))
+        left = len(groups) - shown
+        notes.append(f"and {left} more error{'s' * (left != 1)}" + (f"; {more}" if more else ""))
     return notes
 
 

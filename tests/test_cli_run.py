@@ -499,6 +499,9 @@ def test_a_run_that_learned_nothing_is_ok_but_flagged(cli, results):
     # both reasons in one note (two "learned nothing" notes read as a repetition)
     assert out.output.count("learned nothing") == 1 and "note: learned nothing: every hidden weight" in out.output
     assert " ".join(out.output.split()).count("exactly 0 at the end; final train loss") == 1, out.output
+    listed = json.loads(cli("ls", results / "z", "--json").output)  # (and ls's, the report's: one prefix)
+    assert listed[0]["flags"].startswith("learned nothing: every hidden weight gradient is exactly 0 at the end; "
+                                         "final train loss") and listed[0]["flags"].count("learned nothing") == 1
     # the same net probed at initialization only (train.steps=0) took no step: nothing to learn, no flag
     out = cli("run", *TINY, "init.gain=0", "train.steps=0", f"results={results}", "name=z0")
     assert out.exit_code == 0 and "learned nothing" not in out.output, out.output

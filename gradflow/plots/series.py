@@ -203,6 +203,17 @@ def named_run(run: object, runs: list[str]) -> str | None:
     return same[0] if len(same) == 1 else None
 
 
+def not_a_run(run: object, runs: list[str], where: str, most: int, named: str = "--run") -> str:
+    """Why `run` names no one run of `runs`: it matches several (each has its items: a key to add tells
+    them apart), or none (the nearest, as choices)."""
+    n = len(str(run).split(","))
+    several = [r for r in runs if _matched(str(run), str(r)) == n]
+    if len(several) > 1:
+        return (f"{named} {str(run)!r} matches {len(several)} runs of {where}; add a key=value that tells them "
+                f"apart: {', '.join(map(str, several[:most]))}{', ...' if len(several) > most else ''}")
+    return f"{named} {str(run)!r} is not a run of {where}; choices: {nearest_runs(run, runs, most)}"
+
+
 def nearest_runs(run: object, runs: list[str], most: int) -> str:
     """An error's choices for a run not found: up to `most` of `runs`, those sharing the most key=value
     items with `run` first (a list cut in folder order hid the one meant), "..." where some are left out."""
