@@ -522,6 +522,20 @@ def _locks_the_file(held, path: Path) -> bool:
         return False
 
 
+def writer(study: Path) -> str | None:
+    """Who is writing into `study` now (a sweep running), as `lock` names them, or None: read from the
+    file its holder writes, without taking the lock (a reader makes no file); a holder on this host whose
+    process has gone (killed, its file left) is none. One on another host is taken at its word."""
+    try:
+        who = json.loads((Path(study) / HOLDER_FILE).read_text())
+        pid, host = int(who["pid"]), str(who["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if host == socket.gethostname() and not _alive(pid):
+        return None
+    return f"pid {pid} on {host} ({shorten_command(str(who.get('command', '')), 60)})"
+
+
 def _holder(study: Path, wait: float = 2.0) -> str:
     """Who holds `study`'s lock, from the file its holder writes right after taking the lock: waited for up
     to `wait` seconds, since a writer that started a moment earlier may hold the lock and not yet have

@@ -373,6 +373,7 @@ class NotRun:
     missing: int  # (of those --where keeps)
     points: int
     command: str  # the command that runs them, in this folder from anywhere
+    running: str | None = None  # who is running the sweep now (store.writer), if anyone
 
 
 def not_run(path: Path, there: set[str], where: list[tuple[str, str]]) -> list[NotRun]:
@@ -389,7 +390,8 @@ def not_run(path: Path, there: set[str], where: list[tuple[str, str]]) -> list[N
         jobs = [job for job in spec["runs"] if (job if prefix == "." else f"{prefix}/{job}") not in there]
         jobs = [job for job in jobs if all(_job_matches(str(job), k, v) for k, v in where)]
         if jobs:
-            found.append(NotRun(sweep, prefix, len(jobs), len(spec["runs"]), _resume_command(sweep, spec)))
+            found.append(NotRun(sweep, prefix, len(jobs), len(spec["runs"]), _resume_command(sweep, spec),
+                                store.writer(sweep)))
     return found
 
 
@@ -398,9 +400,12 @@ def not_run_note(missing: list[NotRun]) -> str:
     command that runs them; several sweeps' counts."""
     if len(missing) == 1:
         (m,) = missing
+        if m.running:  # (its command again would be refused: the sweep holds the folder's lock)
+            return f"not run yet: {m.missing} of the sweep's {m.points} runs; the sweep is running ({m.running})"
         return (f"not run yet: {m.missing} of the sweep's {m.points} runs: `{m.command}` runs them (and keeps the "
                 "runs done)")
-    each = ", ".join(f"{m.name} {m.missing} of {m.points} runs" for m in missing)
+    each = ", ".join(f"{m.name} {m.missing} of {m.points} runs" + (" (running)" if m.running else "")
+                     for m in missing)
     return f"not run yet: {each}; `gradflow ls SWEEP` gives the command that runs them"
 
 

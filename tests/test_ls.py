@@ -8,6 +8,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -646,6 +647,16 @@ def test_a_sweep_cut_short_keeps_its_swept_keys_and_says_what_is_not_run(swept, 
     assert f"results={tmp_path} --name cut` runs them" in flat and "results=/" not in flat.replace(str(tmp_path), "")
     assert flat.endswith("not run: 4"), text
     assert set(runs_json(cut)["model.depth"]) == {5}
+    # while the sweep is running (it holds the folder's lock) its command would be refused: ls says it runs
+    with store.lock(cut, "gradflow sweep ... --name cut"):
+        flat = " ".join(gradflow("ls", str(cut)).split())
+    assert f"not run yet: 4 of the sweep's 6 runs; the sweep is running (pid {os.getpid()} on " in flat, flat
+    assert "runs them" not in flat
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (cut / store.HOLDER_FILE).write_text(json.dumps({"pid": int(gone.stdout), "host": socket.gethostname(),
+                                                     "command": "gradflow sweep"}))  # (a holder killed: its file)
+    assert "--name cut` runs them" in " ".join(gradflow("ls", str(cut)).split())
+    (cut / store.HOLDER_FILE).unlink()
     # --where counts the runs it would keep; from the folder above, each sweep's count
     assert gradflow("ls", str(cut), "--where", "init=orthogonal").split()[-2:] == ["run:", "2"]
     assert "not run" not in gradflow("ls", str(cut), "--where", "depth=5")
