@@ -71,6 +71,11 @@ def write(paths: Iterable[str | Path], out: str | Path | None = None) -> Path:
     if out and target.suffix and target.suffix.lower() not in (".html", ".htm"):  # (x.txt held a page)
         raise GradflowError(f"--out {out} names a {target.suffix} file and the page is HTML: give "
                             f"{target.with_suffix('.html')}, or a folder")
+    if out and target.name == store.REPORT_HTML and target.resolve() != page_path(paths).resolve() and (
+            store.is_study(target.parent) or store.is_run_folder(target.parent)):
+        # (`sweep --report` and `ls` would take it for that study's own page, "from an earlier command")
+        raise GradflowError(f"--out {out}: {target} is the report page of {target.parent}, another study's; give "
+                            f"the page another name ({target.with_name(page_path(paths).name if len(paths) > 1 else paths[0].resolve().name + '.html')}) or folder")
     if out and not target.parent.is_dir():  # (a mistyped folder is not made: the page would be lost in it)
         raise GradflowError(f"--out {out}: the folder {target.parent} does not exist; create it first "
                             "or write the page elsewhere")

@@ -1006,7 +1006,7 @@ def leftovers(path: str | Path) -> list[Path]:
     for folder, dirs, files in os.walk(path):
         # a replacement's hidden folder left by a killed process (`staging_dir`): whatever it holds, its run
         # never took its place (its point reruns it), and a rerun of its point clears it too
-        out += [Path(folder) / d for d in sorted(dirs) if is_staging(d) and _a_study(Path(folder))
+        out += [Path(folder) / d for d in sorted(dirs) if is_staging(d) and is_study(Path(folder))
                 and (is_run_folder(Path(folder) / d) or is_empty_folder(Path(folder) / d))
                 and not _cut_off_swap(Path(folder) / d)]
         dirs[:] = sorted(d for d in dirs if d != FIGURES_DIR and not is_staging(d))
@@ -1032,10 +1032,10 @@ def _a_job(folder: Path) -> bool:
     """Whether `folder` is where gradflow puts a job: in a study folder it wrote into (its lock, a sweep.yaml),
     named as jobs are (`default`, or its overrides, key=value). A user's `myconf/config.yaml`, or a folder
     of copied tables inside a sweep, holds only gradflow's file names too, and was removed as a leftover."""
-    return _a_study(folder.parent) and (folder.name == "default" or "=" in folder.name)
+    return is_study(folder.parent) and (folder.name == "default" or "=" in folder.name)
 
 
-def _a_study(folder: Path) -> bool:
+def is_study(folder: Path) -> bool:
     """A folder gradflow wrote runs into: it holds its lock or a sweep.yaml."""
     return (folder / LOCK_FILE).exists() or (folder / SWEEP_FILE).exists()
 

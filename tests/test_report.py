@@ -436,6 +436,22 @@ def test_bad_path_is_one_line(cli, tmp_path):
     assert not (tmp_path / "nothing").exists()
 
 
+def test_out_onto_another_studys_own_page_is_refused(cli, study, tmp_path):
+    """--out into another study's folder wrote this page as that study's report.html, which its sweep then
+    called its own page "from an earlier command"; another name there, or this study's own page, is fine."""
+    other = tmp_path / "other"
+    shutil.copytree(study, other)
+    before = (other / "report.html").read_bytes() if (other / "report.html").exists() else None
+    for out in (other, other / "report.html"):
+        said = cli("report", study, "--out", out)
+        assert said.exit_code == 1 and " ".join(said.output.split()) == (
+            f"error: --out {out}: {other / 'report.html'} is the report page of {other}, another study's; give "
+            f"the page another name ({other / 'grid.html'}) or folder"), said.output
+    assert ((other / "report.html").read_bytes() if (other / "report.html").exists() else None) == before
+    assert cli("report", study, "--out", other / "grid.html").exit_code == 0 and (other / "grid.html").exists()
+    assert cli("report", study, "--out", study).exit_code == 0
+
+
 def test_a_file_for_a_folder_and_a_folder_twice_are_one_line_each(cli, study):
     # a run's run.json given: the page's default place beside it made the error about --out's folder
     run = next(study.rglob("run.json"))
