@@ -491,6 +491,25 @@ def test_where_keeps_as_columns_only_the_keys_the_kept_runs_own_sweeps_sweep(tmp
     assert "width" in " ".join(gradflow("ls", str(results / "B")).splitlines()[1:3]).split()
 
 
+def test_a_folder_of_studies_keeps_its_loss_and_accuracy_beside_fits_in_the_transient(tmp_path):
+    """Deep enough for chi1 fits, from Gaussian inputs away from q* (the transient warning): the fits'
+    columns took the two result columns a folder of studies keeps for the loss and accuracy; they come
+    after those now (a study of its own still shows them)."""
+    from gradflow.cli import app
+
+    small = ["data=gaussian", "data.n_train=64", "data.n_test=32", "data.dim=8", "model.depth=10", "train.steps=2",
+             "train.batch_size=32", "model.width=8", "seed=0,1"]
+    for name, act in (("one", "tanh"), ("two", "relu")):
+        args = ["sweep", *small, f"model.activation={act}", f"results={tmp_path}", "--name", name]
+        assert CliRunner().invoke(app, args, catch_exceptions=False).exit_code == 0
+    text = gradflow("ls", str(tmp_path))
+    assert "chi1 fits start in the length map's transient" in " ".join(text.split()), text
+    header = text.splitlines()[2].split()
+    assert header[:6] == ["study", "seed", "activation", "status", "loss", "acc"] and "meas" in header, text
+    one = gradflow("ls", str(tmp_path / "one")).splitlines()[2].split()
+    assert one[:4] == ["seed", "status", "loss", "acc"] and {"meas", "fit", "theory"} <= set(one), one
+
+
 def test_runs_of_nested_studies_are_named_by_their_own_folder_and_keys_within_a_study_come_first(tmp_path,
                                                                                                  monkeypatch):
     # `ls results` after two reproductions: every run's study read `reproduce` (its id's first part), the

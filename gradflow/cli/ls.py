@@ -169,10 +169,13 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     columns = table_columns(df, swept)
     warning = transient_warning(df)
     # (the fits the warning is about, with the theory they are off from)
-    wanted = {df.attrs.get("sorted_by"), *(("chi1_measured", "chi1_layers", "chi1_theory") if warning else ())}
-    for c in columns:  # shown whatever the width: the column sorted by, and the fits the warning is about
-        if c.key in wanted:
-            c.priority = min(c.priority, STUDY_PRIORITY)
+    fits = ("chi1_measured", "chi1_layers", "chi1_theory") if warning else ()
+    headline = RESULT_COLUMNS["final.train_loss"][1]  # (the loss and accuracy's)
+    for c in columns:  # shown whatever the width: the column sorted by; the fits the warning is about next
+        if c.key == df.attrs.get("sorted_by"):  # to the loss and accuracy (in a folder of studies, three chi1
+            c.priority = min(c.priority, STUDY_PRIORITY)  # columns took the room its rows had for those)
+        elif c.key in fits:
+            c.priority = min(c.priority, headline)
     shown, hidden = choose(columns, None if wide else console.width)
     one_line_headers(shown, None if wide else console.width)
     console.print(render(shown, len(df), title), highlight=False, soft_wrap=True)
