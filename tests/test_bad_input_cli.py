@@ -188,6 +188,7 @@ CASES = [
     (["ls", "{study}", "--where", "model.depth=2", "--where", "seed=1"],
      "seed=1 matches no run of those left; seed here: 0"),
     (["ls", "{study}", "--sort", "nokey"], "--sort"),
+    (["ls", "{study}", "--sort", "-ratio ned"], "--sort key 'ratio ned' is not a column (did you mean ratio end?)"),
     (["ls", "{study}", "--rate", "grad_nrm"], "--rate 'grad_nrm' is not a probed quantity (did you mean grad_norm?); "
                                              "choices: grad_norm, bias_grad_norm"),
     (["plot", "{results}/missing"], "missing does not exist"),

@@ -95,9 +95,10 @@ def column(df: pd.DataFrame, key: str, option: str, swept: list[str], choices: l
     if found:
         return found
     keys = config_columns(df)
-    hint = did_you_mean(key, list(dict.fromkeys([*keys, *abbreviate(keys).values(), *choices])))
     # (ls's table has them; plot's layers do not: its status and diverged_step are `load`'s, of every table)
     results_here = {c for c in RESULT_COLUMNS if c in df.columns} - {store.STATUS, store.DIVERGED_AT}
+    headers = [RESULT_COLUMNS[c][0] for c in RESULT_COLUMNS if c in results_here]  # ('ratio ned': 'ratio end')
+    hint = did_you_mean(key, list(dict.fromkeys([*keys, *abbreviate(keys).values(), *choices, *headers])))
     results = ", or a result by its header: 'train loss'" if results_here else ""
     raise GradflowError(f"{option} key {key!r} is not a column{hint}; choices: {', '.join(choices)}{more}"
                         f" (or any config key, by its full name or its last part{results})")
