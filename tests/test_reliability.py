@@ -911,6 +911,15 @@ def test_points_file_errors_are_one_line(cli, results, tmp_path, text, message):
     assert not results.exists()
 
 
+def test_points_given_twice_is_one_line(cli, results, tmp_path):
+    """Two --points files: the last was swept and the first dropped without a word."""
+    for name in ("a.yaml", "b.yaml"):
+        (tmp_path / name).write_text("- {model.activation: tanh}\n")
+    out = _sweep(cli, results, "--points", tmp_path / "a.yaml", "--points", tmp_path / "b.yaml", name="pts")
+    _one_line_error(out, f"--points is given 2 times ({tmp_path / 'a.yaml'}, {tmp_path / 'b.yaml'}); give one file")
+    assert not results.exists()
+
+
 def test_a_missing_launcher_plugin_names_the_extra_even_when_find_spec_raises(monkeypatch):
     # without the `cluster` extra there is no hydra_plugins package at all, and find_spec raises
     monkeypatch.setitem(sweep_mod.LAUNCHER_PLUGINS, "joblib", ("gradflow_absent_pkg.hydra_joblib_launcher", "cluster"))

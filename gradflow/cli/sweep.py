@@ -14,6 +14,7 @@ from gradflow.cli.app import app, progress_bar
 from gradflow.cli.console import (INTERRUPTED_EXIT, console, leave_interrupted, near_options,
                                     note_replaced, print_note, user_errors)
 from gradflow.cli.ls import counts_line, reused_phrase, runs_view, show_runs
+from gradflow.errors import GradflowError
 from gradflow.keys import swept_keys
 from gradflow.columns import replacement_failed, study_columns
 
@@ -29,15 +30,20 @@ def sweep(
     name: Annotated[Optional[str], typer.Option("--name", help="Results go to results/NAME/.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rerun runs that already finished.")] = False,
     report: Annotated[bool, typer.Option("--report", help="Write the HTML report page (gradflow report).")] = False,
-    points: Annotated[Optional[Path], typer.Option(
+    points_files: Annotated[Optional[list[Path]], typer.Option(
         "--points", help="A YAML list of points swept together, each a mapping of keys to values, e.g. "
-                         "- {model.activation: tanh, init.sw2: 1.76, init.sb2: 0.05}", show_default=False)] = None,
+                         "- {model.activation: tanh, init.sw2: 1.76, init.sb2: 0.05}", show_default=False,
+        metavar="<path>")] = None,
 ) -> None:
     """Run a grid of runs with Hydra multirun (any launcher); rerunning resumes where it stopped."""
     from gradflow import sweep as sweep_mod
 
     near_options(ctx, overrides)
     note_replaced(overrides)
+    if points_files and len(points_files) > 1:  # (the last was taken, the others dropped without a word)
+        raise GradflowError(f"--points is given {len(points_files)} times ({', '.join(map(str, points_files))}); "
+                            "give one file, with every point in it")
+    points = points_files[0] if points_files else None
     explicit = sweep_mod.read_points(points) if points is not None else None
     p = sweep_mod.plan(list(overrides or []), name, force, points=explicit,
                        points_file=str(points) if points is not None else None)
