@@ -18,8 +18,9 @@ A kink can also sit exactly at the weights (a dead channel's bias, its input all
 is exactly 0 at every eps), where the central difference averages the left and right derivatives and
 backprop gives one of them (PyTorch's relu'(0) = 0). An entry whose central error is above TOL is
 therefore also compared with the two one-sided differences, each second order in eps
-((-3 L(w) + 4 L(w +- eps) - L(w +- 2 eps)) / (+-2 eps)), and keeps the smallest error: `kinks` counts the
-entries so judged. Where the loss is smooth all three agree to O(eps^2), so a wrong backward still
+((-3 L(w) + 4 L(w +- eps) - L(w +- 2 eps)) / (+-2 eps)), and where one agrees (to TOL) keeps it: `kinks` counts the
+entries so judged. An entry whose one-sided differences do not agree with it either keeps its central
+error and is no kink. Where the loss is smooth all three agree to O(eps^2), so a wrong backward still
 disagrees with each.
 The floor also means that a net whose gradients all lie far below 1e-3 |L| (weights initialized at
 1e-6) would agree whatever its backward computed: such a check says so (GradCheck.unresolved) where
@@ -254,7 +255,7 @@ def check_model(model: nn.Module, loss_fn, entries: int = 8, eps: float = EPS, s
                     flat[i] = orig
                     one_sided = min(error((-3 * here + 4 * up - up2) / (2 * eps), g),
                                     error((3 * here - 4 * down + down2) / (2 * eps), g))
-                    if one_sided < err:
+                    if one_sided <= TOL:  # (agrees: a kink; a wrong backward, off by 1/3, stays the central's)
                         err, kinks = one_sided, kinks + 1
                 errors.append(err)
             checks.append(ParamCheck(name, flat.numel(), len(errors), float(np.max(errors)), float(np.median(errors)),

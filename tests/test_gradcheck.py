@@ -67,6 +67,7 @@ def test_a_wrong_backward_is_caught():
     # above it backprop is right
     assert err["second.weight"].max_rel < BOUND and err["second.bias"].max_rel < BOUND
     assert r.max_rel > 0.3
+    assert r.kinks == 0  # (a tanh net has none: a wrong entry is no kink because a one-sided error is smaller)
 
 
 class DeadUnit(nn.Module):

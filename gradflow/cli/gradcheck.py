@@ -65,7 +65,7 @@ def gradcheck(
         where = ", ".join(f"{p.name} {p.kinks}" for p in r.params if p.kinks)
         print_note(f"{r.kinks} entr{'y sits' if r.kinks == 1 else 'ies sit'} at a kink of the activation (its input "
                    f"exactly 0 at these weights, as a dead channel's bias: {shorten(where, 120)}): judged against "
-                   "the one-sided difference backprop takes there (PyTorch's relu'(0) = 0), not the central one, "
+                   "the one-sided difference backprop takes there (PyTorch's relu'(0) = 0, for one), not the central one, "
                    "which straddles the kink")
     vague = r.unresolved()
     if vague:
