@@ -146,18 +146,25 @@ def difference(a: float, b: float, how: str) -> float:
 
 
 def overlay_table(paths: Sequence[str | Path], sources: Sequence[str], runs: pd.DataFrame, table: str,
-                  differ: Sequence[str], include_stale: bool = False) -> pd.DataFrame:
+                  differ: Sequence[str], include_stale: bool = False, missing_ok: bool = False) -> pd.DataFrame:
     """The `table` rows of every source's runs in `runs` in one frame for drawing: run ids made unique
-    across sources, and the keys in `differ` dropped (one value per source: `source` already says them)."""
+    across sources, and the keys in `differ` dropped (one value per source: `source` already says them).
+    `missing_ok`: a source without the table (no probe=full, every run stale) is left out of it, not an
+    error (empty where none has it)."""
     from gradflow.plots.kinds import load_table
 
     frames = []
     for p, s in zip(paths, sources):
         kept = runs[runs[store.SOURCE] == s]
-        df = kept if table == "runs" else load_table(Path(p), table, include_stale)
+        try:
+            df = kept if table == "runs" else load_table(Path(p), table, include_stale)
+        except GradflowError:
+            if not missing_ok:
+                raise
+            continue
         df = df[df[store.RUN].isin(set(kept[store.RUN]))]  # (the runs `runs` keeps: compare --where)
         frames.append(store.prefix_runs(df, s).assign(**{store.SOURCE: s}))
-    out = store.concat(frames)
+    out = store.concat(frames) if frames else pd.DataFrame()
     out.attrs[store.SOURCE_KEYS] = {s: {k: runs.loc[runs[store.SOURCE] == s, k].iloc[0] for k in differ
-                                        if k in runs.columns} for s in sources}
+                                        if k in runs.columns} for s in sources if (runs[store.SOURCE] == s).any()}
     return out.drop(columns=list(differ), errors="ignore")

@@ -131,13 +131,8 @@ def _overlays(paths: list[Path]) -> dict[str, pd.DataFrame]:
     sources = source_labels(paths)
     runs = compare.load_runs(paths, sources)
     differ = list(compare.differing_keys(runs, sources))
-    out = {}
-    for t in ("runs", *TABLES):
-        try:
-            out[t] = compare.overlay_table(paths, sources, runs, t, differ)
-        except GradflowError:  # a table some source lacks (hist without probe=full): no figure of it
-            out[t] = pd.DataFrame()
-    return out
+    # (a source without a table, hist without probe=full, is left out of that table's figures alone)
+    return {t: compare.overlay_table(paths, sources, runs, t, differ, missing_ok=True) for t in ("runs", *TABLES)}
 
 
 def figures(paths: list[Path], table: pd.DataFrame) -> list[tuple[str, bytes]]:
