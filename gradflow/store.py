@@ -348,11 +348,16 @@ def move_run(source: Path, job_dir: Path) -> None:
     """A finished run moved to another folder of its study, a point of a sweep that names its points
     otherwise (narrowed to one value, a point's folder is `default`; widened, it is `model.depth=5`): what
     stood there (nothing finished: a failed or interrupted run) goes first, then one rename, and its run.json
-    names its new folder (the raw file, each field as written)."""
-    clear_run(job_dir)
-    Path(source).rename(job_dir)
-    rec = json.loads((Path(job_dir) / RUN_FILE).read_text())
-    write_text(Path(job_dir) / RUN_FILE, json.dumps({**rec, "job": Path(job_dir).name}, indent=2) + "\n")
+    names its new folder (the raw file, each field as written). A finished run of other settings there
+    goes too: the point was to replace it."""
+    try:
+        clear_run(job_dir)
+        Path(source).rename(job_dir)
+        rec = json.loads((Path(job_dir) / RUN_FILE).read_text())
+        write_text(Path(job_dir) / RUN_FILE, json.dumps({**rec, "job": Path(job_dir).name}, indent=2) + "\n")
+    except (OSError, ValueError) as e:  # (a folder of someone else's in a shared study, a run.json gone bad)
+        raise GradflowError(f"the finished run {source} could not be moved to {job_dir} ({e}); rerun with "
+                            "--force to redo it there") from None
 
 
 def standing(job_dir: Path, want_hash: str | None, rec: dict | None = None) -> str | None:

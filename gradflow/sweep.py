@@ -63,6 +63,7 @@ class Job:
     finished: bool = False  # already done with the same config: will be skipped
     replaces: bool = False  # a finished run of another config sits in its folder and will be redone
     moved_from: str | None = None  # finished under this folder name of the study: moved, not redone
+    moved_over: bool = False  # ... onto a finished run of other settings in its folder (which it replaces)
 
 
 @dataclass
@@ -361,11 +362,12 @@ class _Jobs:
         return Job(cfg_overrides, jname, digest, finished=finished, replaces=replaces)
 
     def find_moved(self, planned: list[Job]) -> None:
-        """A point with nothing finished in its folder whose run finished under another name of the study,
-        one no point of this grid takes (the sweep before named its points otherwise: narrowed to one
-        value, its point is `default`; widened, `default` is `model.depth=5`), is that run: moved to its
-        folder at launch, not redone. Read only when some point is to run: resuming costs nothing."""
-        wanted = {j.config_hash: j for j in planned if not j.finished and not j.replaces}
+        """A point not finished in its folder whose run finished under another name of the study, one no
+        point of this grid takes (the sweep before named its points otherwise: narrowed to one value, its
+        point is `default`; widened, `default` is `model.depth=5`), is that run: moved to its folder at
+        launch, not redone (over a run of other settings there, which it was to replace anyway). Read
+        only when some point is to run: resuming costs nothing."""
+        wanted = {j.config_hash: j for j in planned if not j.finished}
         if not wanted or not self.root.is_dir():
             return
         for folder in sorted(self.root.iterdir(), key=store.natural_key):
@@ -374,7 +376,7 @@ class _Jobs:
             rec = store.read_run(folder)
             j = wanted.get(store.run_hash(folder, rec)) if rec is not None else None
             if j is not None and store.standing(folder, j.config_hash, rec) == store.SAME:
-                j.moved_from, j.finished = folder.name, True
+                j.moved_from, j.finished, j.moved_over, j.replaces = folder.name, True, j.replaces, False
                 del wanted[j.config_hash]
 
 
@@ -712,7 +714,7 @@ def launch(p: Plan, on_step: StepFn | None = None) -> None:
                 if store.is_finished(p.root / j.moved_from, j.config_hash):
                     store.move_run(p.root / j.moved_from, p.root / j.name)
                 else:
-                    j.moved_from, j.finished = None, False
+                    j.moved_from, j.finished, j.replaces = None, False, j.moved_over
         if p.force:  # every run's folder goes (with a replacement's, of a swap cut off too): each is redone
             for j in p.jobs:
                 for folder in (p.root / j.name, store.staging_dir(p.root / j.name),

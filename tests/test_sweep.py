@@ -349,7 +349,8 @@ def test_a_narrowed_or_widened_sweep_moves_its_finished_runs_to_their_new_names(
     out = _sweep(cli, results, "model.depth=3", "--name", "n")
     text = " ".join(out.output.split())
     assert out.exit_code == 0 and "1 already finished, skipped" in text, out.output
-    assert "1 of the finished run was under another name" in text and "model.depth=3 -> default" in text, text
+    assert ("1 finished run was under another name (the sweep before named its points otherwise): "
+            "model.depth=3 -> default, moved, not trained again") in text, text
     assert "1 run in" in text and "(stale)" in text, text  # depth 2 alone
     assert not (study / "model.depth=3").exists()
     assert json.loads((study / "default" / "run.json").read_text()) == {**before, "job": "default"}
@@ -363,10 +364,18 @@ def test_a_narrowed_or_widened_sweep_moves_its_finished_runs_to_their_new_names(
     assert json.loads((study / "model.depth=3" / "run.json").read_text()) == before
     assert (study / "model.depth=3" / "layers.parquet").stat().st_ino == inode
 
+    # narrowed to another value (`default` now holds depth 4), then back: the run of depth 3 moves over
+    # it (depth 4's point was to be replaced anyway), not trained again
+    assert _sweep(cli, results, "model.depth=4", "--name", "n").exit_code == 0
+    out = _sweep(cli, results, "model.depth=3", "--name", "n")
+    text = " ".join(out.output.split())
+    assert "model.depth=3 -> default, moved, not trained again, over 1 run of other settings there" in text, text
+    assert "will be replaced" not in text and (study / "default" / "layers.parquet").stat().st_ino == inode
+    assert json.loads((study / "default" / "run.json").read_text()) == {**before, "job": "default"}
+
     out = _sweep(cli, results, "model.depth=3", "--name", "n", "--force")
-    assert "->" not in out.output and "(stale)" in " ".join(out.output.split())
-    assert (study / "model.depth=3" / "layers.parquet").stat().st_ino == inode  # left, as stale
-    assert json.loads((study / "default" / "run.json").read_text())["started"] >= before["started"]
+    assert "->" not in out.output and "moved" not in out.output
+    assert (study / "default" / "layers.parquet").stat().st_ino != inode  # redone in its own folder
 
 
 @pytest.mark.parametrize("args, message", [

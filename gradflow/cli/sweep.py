@@ -73,11 +73,11 @@ def _header(p, skipped: int) -> None:
                f"{p.launcher} launcher" + (f"; {skipped} already finished, skipped" if skipped else ""))
     moved = [j for j in p.jobs if j.moved_from is not None]
     if moved:
-        one = len(moved) == 1
-        print_note(f"{len(moved)} of the finished run{'' if one else 's'} {'was' if one else 'were'} under another "
-                   "name (the sweep before named its points otherwise) and "
-                   f"{'moves' if one else 'move'} to this sweep's: {moved[0].moved_from} -> {moved[0].name}"
-                   + ("" if one else ", ..."))
+        one, over = len(moved) == 1, sum(j.moved_over for j in moved)
+        print_note(f"{len(moved)} finished run{'' if one else 's'} {'was' if one else 'were'} under another name (the "
+                   f"sweep before named its points otherwise): {moved[0].moved_from} -> {moved[0].name}"
+                   f"{'' if one else ', ...'}, moved, not trained again"
+                   + (f", over {over} run{'s' * (over != 1)} of other settings there" if over else ""))
     if p.replaced and not p.force:
         one = p.replaced == 1
         print_note(f"{p.replaced} finished run{'' if one else 's'} in {p.root} "
