@@ -449,7 +449,14 @@ def test_a_sources_legend_entry_names_first_the_keys_that_tell_it_from_each_othe
     palette = Palette(df, "source")
     assert [palette._label("source", s) for s in ("plain", "relu", "resid")] == [
         "plain (init=xavier_normal, model.skip=none, 1 more)", "relu (init=kaiming_normal, model.activation=relu, "
-        "1 more)", "resid (model.skip=residual, init=xavier_normal, 1 more)"]
+        "1 more)", "resid (init=xavier_normal, model.skip=residual, 1 more)"]
+    # a choice's own key where nothing else tells two sources apart (both read init=xavier_normal)
+    df.attrs["source_keys"] = {"plain": {"init.name": "xavier_normal", "init.gain": 1.0},
+                               "relu": {"init.name": "xavier_normal", "init.gain": 2.0},
+                               "resid": {"init.name": "kaiming_normal"}}
+    palette = Palette(df, "source")
+    assert [palette._label("source", s) for s in ("plain", "relu", "resid")] == [
+        "plain (init=xavier_normal, init.gain=1)", "relu (init=xavier_normal, init.gain=2)", "resid (init=kaiming_normal)"]
 
 
 def _compare_at_80_columns(*args, out_dir: Path, width: int = 80) -> tuple[str, list[str], str]:

@@ -263,19 +263,24 @@ class Palette:
         # the choices, then the keys of other groups set (model.activation beside it), and how many more
         chosen = [k for k in described if k.endswith(".name")]
         groups = tuple(k.removesuffix("name") for k in chosen)
-        keys = self._apart(v, chosen + [k for k in described if k not in chosen and not k.startswith(groups)
-                                        and not is_missing(described[k])])
+        own = [k for k in described if k not in chosen and not is_missing(described[k])]
+        keys = chosen + [k for k in own if not k.startswith(groups)]
+        # (a group's own key, init.gain, only where nothing else tells the source from another)
+        natural = keys + [k for k in own if k.startswith(groups)]
+        apart = self._apart(v, natural)
+        keys = apart + [k for k in keys if k not in apart]
         if not keys:
             return plain if plain is not None else fmt(v)
-        items = [f"{k.removesuffix('.name')}={fmt(described[k])}" for k in keys[:SOURCE_ITEMS]]
+        shown = sorted(keys[:SOURCE_ITEMS], key=natural.index)  # (in their order: init=xavier_normal, init.gain=1)
+        items = [f"{k.removesuffix('.name')}={fmt(described[k])}" for k in shown]
         if len(keys) > SOURCE_ITEMS:
             items.append(f"{len(keys) - SOURCE_ITEMS} more")
         return f"{fmt(v)} ({', '.join(items)})"
 
     def _apart(self, v: Any, keys: list[str]) -> list[str]:
-        """`keys` with first those that tell source `v` from each other source (greedily, the key that tells
-        it from most of those left): "plain" beside "relu" and "resid" is its activation and its skip, where
-        the first two keys alone (init, activation) were resid's too."""
+        """The `keys` that tell source `v` from each other source, chosen greedily (the key that tells it
+        from most of those left, the first in `keys` of equals): "plain" beside "relu" and "resid" is its init
+        and its skip, where the first two keys alone (init, activation) were resid's too."""
         mine = self._source_keys[v]
         differs = lambda other, k: fmt(other.get(k)) != fmt(mine.get(k))  # noqa: E731 (missing reads "-")
         left = [d for s, d in self._source_keys.items() if vkey(s) != vkey(v)]
@@ -287,7 +292,7 @@ class Palette:
                 break
             first.append(best)
             left = [o for o in left if not differs(o, best)]
-        return first + [k for k in keys if k not in first]
+        return first
 
     def colorbar(self, fig: Figure, axes: list) -> None:
         if self.mappable is None:
