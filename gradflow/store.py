@@ -527,18 +527,33 @@ def _locks_the_file(held, path: Path) -> bool:
         return False
 
 
-def writer(study: Path) -> str | None:
-    """Who is writing into `study` now (a sweep running), as `lock` names them, or None: read from the
-    file its holder writes, without taking the lock (a reader makes no file); a holder on this host whose
-    process has gone (killed, its file left) is none. One on another host is taken at its word."""
+def writer(study: Path) -> tuple[str, bool] | None:
+    """Who is writing into `study` now (a sweep running), as `lock` names them, and whether that is sure;
+    None where no one is. Read without taking the lock (a reader makes no file, and must not make a writer
+    fail): the file its holder writes, checked against the kernel's list of held locks (/proc/locks) where
+    the holder is on this host (a holder killed leaves its file, and its pid may be another process's
+    since); a holder on another host, or where that list is not to be read, is taken at its word."""
     try:
         who = json.loads((Path(study) / HOLDER_FILE).read_text())
         pid, host = int(who["pid"]), str(who["host"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if host == socket.gethostname() and not _alive(pid):
+    here = host == socket.gethostname()
+    held = _held(Path(study) / LOCK_FILE) if here else None
+    if held is False or (held is None and here and not _alive(pid)):
         return None
-    return f"pid {pid} on {host} ({shorten_command(str(who.get('command', '')), 60)})"
+    return f"pid {pid} on {host} ({shorten_command(str(who.get('command', '')), 60)})", held is True
+
+
+def _held(path: Path) -> bool | None:
+    """Whether some process holds a lock on the file at `path` (Linux's /proc/locks), None where that
+    cannot be read (another OS, no such file)."""
+    try:
+        st = os.stat(path)
+        text = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    return re.search(rf"\b{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}\b", text) is not None
 
 
 def _holder(study: Path, wait: float = 2.0) -> str:

@@ -373,7 +373,7 @@ class NotRun:
     missing: int  # (of those --where keeps)
     points: int
     command: str  # the command that runs them, in this folder from anywhere
-    running: str | None = None  # who is running the sweep now (store.writer), if anyone
+    running: tuple[str, bool] | None = None  # who is running the sweep now, and whether surely (store.writer)
 
 
 def not_run(path: Path, there: set[str], where: list[tuple[str, str]]) -> list[NotRun]:
@@ -400,8 +400,11 @@ def not_run_note(missing: list[NotRun]) -> str:
     command that runs them; several sweeps' counts."""
     if len(missing) == 1:
         (m,) = missing
-        if m.running:  # (its command again would be refused: the sweep holds the folder's lock)
-            return f"not run yet: {m.missing} of the sweep's {m.points} runs; the sweep is running ({m.running})"
+        if m.running and m.running[1]:  # (its command again would be refused: the sweep holds the folder's lock)
+            return f"not run yet: {m.missing} of the sweep's {m.points} runs; the sweep is running ({m.running[0]})"
+        if m.running:  # (a holder on another host: its lock is not to be seen from here)
+            return (f"not run yet: {m.missing} of the sweep's {m.points} runs; the sweep may be running "
+                    f"({m.running[0]}); if it is not, `{m.command}` runs them")
         return (f"not run yet: {m.missing} of the sweep's {m.points} runs: `{m.command}` runs them (and keeps the "
                 "runs done)")
     each = ", ".join(f"{m.name} {m.missing} of {m.points} runs" + (" (running)" if m.running else "")

@@ -672,9 +672,15 @@ def test_a_sweep_cut_short_keeps_its_swept_keys_and_says_what_is_not_run(swept, 
     assert f"not run yet: 4 of the sweep's 6 runs; the sweep is running (pid {os.getpid()} on " in flat, flat
     assert "runs them" not in flat
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (cut / store.HOLDER_FILE).write_text(json.dumps({"pid": int(gone.stdout), "host": socket.gethostname(),
-                                                     "command": "gradflow sweep"}))  # (a holder killed: its file)
-    assert "--name cut` runs them" in " ".join(gradflow("ls", str(cut)).split())
+    # a holder killed (its file left, the lock gone with it), also where its pid is a live process's since
+    for pid in (int(gone.stdout), 1):
+        (cut / store.HOLDER_FILE).write_text(json.dumps({"pid": pid, "host": socket.gethostname(),
+                                                         "command": "gradflow sweep"}))
+        assert "--name cut` runs them" in " ".join(gradflow("ls", str(cut)).split()), pid
+    # one on another host: its lock cannot be seen from here
+    (cut / store.HOLDER_FILE).write_text(json.dumps({"pid": 7, "host": "elsewhere", "command": "gradflow sweep"}))
+    flat = " ".join(gradflow("ls", str(cut)).split())
+    assert "the sweep may be running (pid 7 on elsewhere (gradflow sweep)); if it is not, `gradflow sweep" in flat
     (cut / store.HOLDER_FILE).unlink()
     # --where counts the runs it would keep; from the folder above, each sweep's count
     assert gradflow("ls", str(cut), "--where", "init=orthogonal").split()[-2:] == ["run:", "2"]
