@@ -412,7 +412,8 @@ class Recorder:
             self._record.update(diverged_step=int(first), diverged_in=" and ".join(
                 what for what, at in (("loss", losses), ("gradient", grads)) if first in at))
             bad = weights.loc[~np.isfinite(weights[store.VALUE]) & (weights[store.STEP] == first), store.LAYER]
-            if len(bad):  # the lowest-index layer whose weight gradient was non-finite, as `gradflow run`'s
+            if first in grads and len(bad):  # the lowest-index layer whose weight gradient was non-finite, as
+                # `gradflow run`'s (not under a scaler, whose non-finite gradients are skipped steps)
                 self._record["diverged_layer"] = int(bad.min())
         if self.probes is not None and self.probes.tied:
             self._record["tied"] = self.probes.tied

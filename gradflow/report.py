@@ -72,10 +72,11 @@ def write(paths: Iterable[str | Path], out: str | Path | None = None) -> Path:
         raise GradflowError(f"--out {out} names a {target.suffix} file and the page is HTML: give "
                             f"{target.with_suffix('.html')}, or a folder")
     if out and target.name == store.REPORT_HTML and target.resolve() != page_path(paths).resolve() and (
-            store.is_study(target.parent) or store.is_run_folder(target.parent)):
-        # (`sweep --report` and `ls` would take it for that study's own page, "from an earlier command")
-        raise GradflowError(f"--out {out}: {target} is the report page of {target.parent}, another study's; give "
-                            f"the page another name ({target.with_name(page_path(paths).name if len(paths) > 1 else paths[0].resolve().name + '.html')}) or folder")
+            store.is_study(target.parent) or next(target.parent.rglob(store.RUN_FILE), None) is not None):
+        # (`sweep --report` would take it for that folder's own page, "from an earlier command")
+        free = target.with_name(page_path(paths).name if len(paths) > 1 else f"{paths[0].resolve().name}.html")
+        raise GradflowError(f"--out {out}: {target} is the page of {target.parent} (`gradflow report "
+                            f"{target.parent}` writes it there); give this page another name ({free}) or folder")
     if out and not target.parent.is_dir():  # (a mistyped folder is not made: the page would be lost in it)
         raise GradflowError(f"--out {out}: the folder {target.parent} does not exist; create it first "
                             "or write the page elsewhere")

@@ -671,7 +671,7 @@ def test_where_draws_only_the_runs_it_keeps_under_a_name_of_its_own(plain, tmp_p
     out = invoke("plot", plain, "--kind", "heatmap", "--run", "depth=4", "--out", tmp_path)
     said = " ".join(out.output.split())
     assert out.exit_code == 1 and f"--run 'depth=4' matches 2 runs of {plain}; add a key=value that tells them " \
-        "apart: model.activation=relu,model.depth=4, model.activation=tanh,model.depth=4" in said, said
+        "apart: model.activation=relu,model.depth=4; model.activation=tanh,model.depth=4" in said, said
     out = invoke("plot", plain, "--kind", "heatmap", "--run", "depth=5", "--out", tmp_path)
     assert out.exit_code == 1 and f"--run 'depth=5' is not a run of {plain}; choices: " in " ".join(out.output.split())
     out = invoke("plot", plain, "--kind", "heatmap", "--where", "activation=tanh", "--run", "depth=4", "--out", tmp_path)

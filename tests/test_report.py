@@ -446,10 +446,13 @@ def test_out_onto_another_studys_own_page_is_refused(cli, study, tmp_path):
     for out in (other, other / "report.html"):
         said = cli("report", study, "--out", out)
         assert said.exit_code == 1 and " ".join(said.output.split()) == (
-            f"error: --out {out}: {other / 'report.html'} is the report page of {other}, another study's; give "
-            f"the page another name ({other / 'grid.html'}) or folder"), said.output
+            f"error: --out {out}: {other / 'report.html'} is the page of {other} (`gradflow report {other}` writes "
+            f"it there); give this page another name ({other / 'grid.html'}) or folder"), said.output
     assert ((other / "report.html").read_bytes() if (other / "report.html").exists() else None) == before
     assert cli("report", study, "--out", other / "grid.html").exit_code == 0 and (other / "grid.html").exists()
+    # a folder of studies' own page too (`gradflow report` of it writes there)
+    said = cli("report", study, "--out", tmp_path)
+    assert said.exit_code == 1 and f"is the page of {tmp_path} (`gradflow report {tmp_path}`" in said.output
     assert cli("report", study, "--out", study).exit_code == 0
 
 

@@ -210,7 +210,7 @@ def not_a_run(run: object, runs: list[str], where: str, most: int, named: str = 
     several = [r for r in runs if _matched(str(run), str(r)) == n]
     if len(several) > 1:
         return (f"{named} {str(run)!r} matches {len(several)} runs of {where}; add a key=value that tells them "
-                f"apart: {', '.join(map(str, several[:most]))}{', ...' if len(several) > most else ''}")
+                f"apart: {'; '.join(map(str, several[:most]))}{'; ...' if len(several) > most else ''}")
     return f"{named} {str(run)!r} is not a run of {where}; choices: {nearest_runs(run, runs, most)}"
 
 
