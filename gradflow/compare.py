@@ -31,10 +31,13 @@ COMPARED = tuple((c, RESULT_COLUMNS[c][0], how) for c, how in (
 
 
 def source_labels(paths: Sequence[str | Path]) -> list[str]:
-    """The folder names, made unique with the parent folder (a/run vs b/run), then a counter."""
+    """The folder names, made unique with the parent folder (a/run vs b/run), then a counter; where two
+    need their parent, every source has its own (plain/model.depth=3 beside relu/model.depth=3,seed=0,
+    whose own name alone hid which study it is of)."""
     resolved = [Path(p).resolve() for p in paths]
     labels = [p.name for p in resolved]
-    labels = [f"{p.parent.name}/{p.name}" if labels.count(lab) > 1 else lab for p, lab in zip(resolved, labels)]
+    if len(set(labels)) < len(labels):
+        labels = [f"{p.parent.name}/{p.name}" for p in resolved]
     seen: dict[str, int] = {}
     out = []
     for lab in labels:

@@ -579,6 +579,10 @@ def test_compare_never_pools_a_swept_key_whose_values_the_sources_do_not_share(p
 def test_compare_two_runs_with_the_same_job_name(batchnorm, diverging, tmp_path):
     job = "model.depth=2"  # in both sweeps; the one at lr = 1e6 diverged
     assert source_labels([batchnorm / job, diverging / job]) == [f"batchnorm/{job}", f"diverging/{job}"]
+    # a third run of another name has its study too (the two that needed theirs beside one that had none)
+    assert source_labels([batchnorm / job, diverging / "model.depth=3", diverging / job]) == [
+        f"batchnorm/{job}", "diverging/model.depth=3", f"diverging/{job}"]
+    assert source_labels([batchnorm, diverging]) == ["batchnorm", "diverging"]
     out = invoke("compare", batchnorm / job, diverging / job, "--kind", "curves", "--out", tmp_path)
     assert out.exit_code == 0, out.output
     flat = " ".join(out.output.split())
