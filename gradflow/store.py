@@ -990,7 +990,7 @@ def load_records(path: str | Path, include_stale: bool = True, listed: list[dict
             if k == "final":
                 row.update({f"final.{m}": x for m, x in (v or {}).items()})
             elif k == FLAGS:  # why a run that finished is still no success ("learned nothing: ...")
-                row[FLAGS] = "; ".join(merged_flags(v)) if v else ""
+                row[FLAGS] = "; ".join(v) if v else ""  # (each `kind: why`, as `columns.mark_flagged` reads them)
             elif not isinstance(v, (dict, list)):
                 row[k] = v
         row[STATUS] = r[STATUS]

@@ -96,6 +96,33 @@ def test_kaiming_fan_out_mode_uses_the_output_fan():
     assert not math.isclose(first.var().item(), 2 / 1000, rel_tol=0.3)
 
 
+def test_a_conv_weights_fans_count_its_kernel_and_fan_out_mode_uses_them():
+    """fan_in = in_channels x kernel, fan_out = out_channels x kernel (PyTorch's convention), so a CNN
+    under kaiming fan_out has Var(W) = 2 / (out_channels x kernel)."""
+    from gradflow.models.init import fans
+
+    assert fans(torch.empty(16, 8, 3, 3)) == (72, 144) and fans(torch.empty(16, 8, 5)) == (40, 80)
+    assert fans(torch.empty(300, 1000)) == (1000, 300)
+    cfg = compose(["data=mnist1d", "model=cnn", "model.channels=32", "model.depth=3", "init=kaiming_normal",
+                   "init.mode=fan_out", "model.activation=relu"])
+    torch.manual_seed(0)
+    model = build(cfg, (1, 40), 10)
+    initialize(model, cfg.init, "relu")
+    w = model.probe_points[1].layer.weight  # (32, 32, kernel)
+    assert w.dim() == 3 and w.var().item() == pytest.approx(2 / (w.shape[0] * w.shape[2]), rel=0.1)  # (3072 draws)
+
+
+def test_inv_sqrt_depth_scales_every_residual_branch_by_one_over_root_depth():
+    from gradflow.models.mlp import branch_scale
+
+    assert branch_scale("inv_sqrt_depth", 5) == 5 ** -0.5 and branch_scale("0.3", 5) == 0.3
+    cfg = compose(["data=gaussian", "model.width=8", "model.depth=5", "model.skip=residual",
+                   "model.alpha=inv_sqrt_depth"])
+    model = build(cfg, (cfg.data.dim,), 10)
+    alphas = [m.alpha for m in model.modules() if getattr(m, "residual", False)]
+    assert alphas and all(a == pytest.approx(5 ** -0.5) for a in alphas), alphas
+
+
 SEQ = ["train.steps=4", "train.batch_size=16", "train.eval_every=2", "model.hidden=8"]
 ADDING = ["data=adding", "data.T=12", "data.n_train=64", "data.n_test=32"]
 

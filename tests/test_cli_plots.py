@@ -7,9 +7,9 @@ twin of half the sweep, and a sweep at lr = 1e6 in which one run diverges.
 
 from __future__ import annotations
 
-import shutil
-
+import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -574,6 +574,17 @@ def test_compare_never_pools_a_swept_key_whose_values_the_sources_do_not_share(p
     out = invoke("compare", plain, diverging / "model.depth=3", "--by", "activation", "--out", tmp_path)
     flat = " ".join(out.output.split())
     assert out.exit_code == 0 and "no configuration" not in flat and "which differ in depth" in flat, out.output
+
+
+def test_a_cell_of_several_runs_is_their_median_over_the_finite_values():
+    """Three seeds in a cell read their median (a mean of 1, 2 and 10 reads 4.33), an infinite one left
+    out; a cell with no finite value shows what was logged."""
+    runs = pd.DataFrame({"source": ["a"] * 4 + ["b"] * 2, "model.depth": [3] * 6, "seed": [0, 1, 2, 3, 0, 1],
+                         "status": ["ok", "ok", "ok", "diverged", "ok", "ok"],
+                         "grad_ratio.init": [1.0, 2.0, 10.0, math.inf, math.inf, math.nan]})
+    table = comparison(runs, ["a", "b"], ["model.depth"]).set_index("source")
+    assert table.loc["a", "grad_ratio.init"] == 2.0 and table.loc["a", "runs"] == 4
+    assert table.loc["b", "grad_ratio.init"] == math.inf
 
 
 def test_compare_two_runs_with_the_same_job_name(batchnorm, diverging, tmp_path):

@@ -64,6 +64,15 @@ def test_resolver_sweep_couples_lr_to_depth_and_resumes(cli, results):
     assert again.exit_code == 0 and "3 already finished" in again.output
 
 
+def test_a_long_job_name_is_cut_with_a_digest_of_the_whole():
+    """Names past 160 characters keep their first 150 and a digest of all of it: two long names that
+    differ only past the cut are two folders, not one run."""
+    long = "data.cache=" + "x" * 200
+    a, b = job_name([long + "a"]), job_name([long + "b"])
+    assert a != b and len(a) <= 160 and a.startswith(long[:150]) and b.startswith(long[:150])
+    assert job_name([long + "a"]) == a  # (the same name each time)
+
+
 def test_job_names_spell_arithmetic_readably():
     assert job_name(["optim.lr=${gf.div:0.25,model.depth}"]) == "optim.lr=0.25-over-model.depth"
     assert job_name("model.depth=3,optim.lr=${gf.mul:2,model.depth}") == "model.depth=3,optim.lr=2-times-model.depth"

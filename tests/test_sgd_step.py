@@ -110,6 +110,9 @@ def test_other_optimizers_and_tensors_keep_their_own_step(kernels):
     assert sgdstep.SGDStep.of(torch.optim.SGD([t], lr=0.1), [t], kernels) is None  # not contiguous
     stepper = sgdstep.SGDStep.of(torch.optim.SGD([p, torch.randn(3).requires_grad_()], lr=0.1), [p], kernels)
     assert stepper is None  # the optimizer steps a parameter the list leaves out
+    r = torch.randn(10).requires_grad_()  # groups of two momentum flavours: one kernel steps one flavour
+    mixed = torch.optim.SGD([{"params": [p], "momentum": 0.9}, {"params": [r], "momentum": 0.0}], lr=0.1)
+    assert sgdstep.SGDStep.of(mixed, [p, r], kernels) is None
     stepper = sgdstep.SGDStep.of(torch.optim.SGD([p], lr=0.1), [p], kernels)
     p.grad = None
     assert stepper.step() is None  # no gradient: nothing done
