@@ -118,6 +118,19 @@ def test_the_cli_passes_a_cnn_with_dead_channels_and_names_where_the_kinks_are(c
     assert text.endswith("at a kink, with a one-sided difference)") and "ok: backprop agrees" in text, text
 
 
+def test_the_floor_is_relative_to_the_loss():
+    """Errors are taken against at least 1e-3 |L|: the same net with its loss scaled by 1e-6 resolves the
+    same entries and agrees as closely (an absolute floor of 1e-3 left every entry of the scaled loss below
+    it, so that any backward would agree)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)).double()
+    x, y = torch.randn(8, 5, dtype=torch.float64), torch.randint(0, 3, (8,))
+    plain = check_model(model, lambda m: nn.functional.cross_entropy(m(x), y), entries=10)
+    scaled = check_model(model, lambda m: 1e-6 * nn.functional.cross_entropy(m(x), y), entries=10)
+    assert [p.resolved for p in scaled.params] == [p.resolved for p in plain.params] and plain.resolved == 4
+    assert scaled.loss == pytest.approx(1e-6 * plain.loss) and scaled.max_rel < BOUND
+
+
 def test_forward_mode_without_a_forward_formula_is_one_line():
     """An op with no forward-mode formula (here a custom Function without jvp; on CUDA, the fused LSTM
     cell) is named in a GradflowError, not a traceback."""

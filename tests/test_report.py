@@ -153,6 +153,9 @@ def test_page_has_one_figure_per_standard_kind_and_the_ls_columns(study, tmp_pat
     fitted = df.groupby("model.activation")["chi1_measured"].apply(lambda v: v.notna().sum())
     assert sorted((r["activation"], r["runs fitted"]) for r in theory_rows(df)) == \
         [(a, f"{fitted[a]} of 2") for a in ("relu", "tanh")] and set(fitted) == {1}
+    for r in theory_rows(df):  # the mean of the fitted runs alone (over both, it read half of it)
+        fits = df.loc[df["model.activation"] == r["activation"], "chi1_measured"].dropna()
+        assert r["χ₁ measured (mean)"] == pytest.approx(fits.mean()) and len(fits) == 1
     text = (study / "report.html").read_text()
     assert "gradflow sweep " in text and "model.depth=2,10" in text  # the command that made it
 
