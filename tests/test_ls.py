@@ -491,6 +491,16 @@ def test_where_keeps_as_columns_only_the_keys_the_kept_runs_own_sweeps_sweep(tmp
     assert "width" in " ".join(gradflow("ls", str(results / "B")).splitlines()[1:3]).split()
 
 
+def test_rows_whose_shown_keys_are_alike_are_said_to_be_so_whatever_their_results(swept):
+    """Depth x init at a width that leaves init out: two rows of each depth differ in their loss, yet which
+    is orthogonal's cannot be told; a line says so (it compared the results too, and said nothing)."""
+    root, _ = swept
+    text = gradflow("ls", str(root), columns=34)
+    assert text.splitlines()[2].split()[:2] == ["depth", "status"], text
+    assert "rows that read alike differ in keys left out at 34 columns; --wide shows all" in " ".join(text.split())
+    assert "read alike" not in gradflow("ls", str(root))
+
+
 def test_a_folder_of_studies_keeps_its_loss_and_accuracy_beside_fits_in_the_transient(tmp_path):
     """Deep enough for chi1 fits, from Gaussian inputs away from q* (the transient warning): the fits'
     columns took the two result columns a folder of studies keeps for the loss and accuracy; they come
@@ -545,7 +555,7 @@ def test_runs_of_nested_studies_are_named_by_their_own_folder_and_keys_within_a_
     narrow = gradflow("ls", str(results), columns=44)
     assert " ".join(narrow.splitlines()[1:3]).split() == ["train", "test", "study", "status", "loss", "acc"], narrow
     text = " ".join(narrow.split())
-    assert "rows that read alike" not in text and "keys left out at 44 columns; `gradflow ls " \
+    assert "rows that read alike differ in keys left out at 44 columns; `gradflow ls " \
            f"{results / 'reproduce' / 'a-quick' / 'init'}` lists one study with its own keys" in text, text
     assert "read alike" not in gradflow("ls", str(results))
     # the keys --where leaves at one value (those the study told) are one line, not columns that push the

@@ -243,8 +243,10 @@ def alike_note(df: pd.DataFrame, shown: list[Column], hidden: list[Column], titl
     them with its own keys (one whose rows read alike; else the first of several runs)."""
     if not any(c.priority == KEY_PRIORITY for c in hidden):
         return None
-    rows = list(zip(*(c.cells for c in shown)))  # (every cell: rows that differ in their status or results do not
-    seen: set[tuple] = set()                   # read alike; a study's failed run and its ok one did)
+    # (by their keys: two rows of one depth and activation, xavier's and orthogonal's with init left out,
+    # differ in their loss but cannot be told apart, which is which)
+    rows = list(zip(*(c.cells for c in shown if c.priority == KEY_PRIORITY and c.key != store.STATUS)))
+    seen: set[tuple] = set()
     alike = next((i for i, row in enumerate(rows) if row in seen or seen.add(row)), None)
     folders = run_folders(df) if any(c.key == STUDY for c in shown) else None
     if alike is None and folders is None:
