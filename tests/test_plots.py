@@ -707,6 +707,13 @@ def test_grid_of_uneven_values_has_one_even_cell_each_and_refuses_a_one_value_ax
     # it leaves the top (6 xi_c > 30 around the edge of chaos): the legend says for which sw2
     (text,) = [t for t in legend_texts(fig) if "6" in t]
     assert "above the depths shown for" in text and "1.76" not in text.split("for")[1].split("-")[0], text
+    # said within the values swept: depths to 12 and sw2 1, 1.76, 4, whose axis runs on to its cells' edges
+    # (0.9 and 6), where the curve is above the depths too: "for σ_w² 0.9-6" named values never swept
+    low = pd.DataFrame([r | {"model.depth": {30: 12}.get(r["model.depth"], r["model.depth"])} for r in rows
+                        if r["init.sw2"] in (1.0, 1.76, 4.0)])
+    (said,) = [t for t in legend_texts(figures.grid(low, "init.sw2", "model.depth", "final.train_acc",
+                                                     theory="6xi_c")) if "6" in t]
+    assert said.endswith(r"(above the depths shown for $\sigma_w^2$ 1-4)"), said
     one = pd.DataFrame([r for r in rows if r["model.depth"] == 6])
     with pytest.raises(GradflowError, match=r"y=model.depth has one value here \(6\): a grid needs two or more "
                                             r"on each axis.*keys with several values: init.sw2"):

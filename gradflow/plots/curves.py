@@ -674,9 +674,11 @@ def _grid_theory(ax, sub: pd.DataFrame, xa: _GridAxis, ya: _GridAxis, kind: str)
     if not ((depth >= d_lo) & (depth <= d_hi)).any():
         label += " (off the plot: " + ("above" if (depth > d_hi).all() else "below" if (depth < d_lo).all()
                                        else "beyond") + " the depths shown)"
-    else:  # partly beyond: where, since a curve leaving the top reads as ending there
-        beyond = [f"{side} the depths shown for {_stretches(sw2, out)}"
-                  for side, out in (("above", depth > d_hi), ("below", depth < d_lo)) if out.any()]
+    else:  # partly beyond: where, since a curve leaving the top reads as ending there (between the values
+        # swept: the axis runs on to its cells' edges, σ_w² 6 beside a sweep that ends at 4)
+        swept = (sw2 >= min(sw.values) * (1 - 1e-9)) & (sw2 <= max(sw.values) * (1 + 1e-9))
+        beyond = [f"{side} the depths shown for {_stretches(sw2, out & swept)}"
+                  for side, out in (("above", depth > d_hi), ("below", depth < d_lo)) if (out & swept).any()]
         if beyond:
             label += "\n(" + "; ".join(beyond) + ")"
     return Line2D([], [], **(style | {"gid": None}), label=label)
