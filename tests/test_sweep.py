@@ -380,6 +380,18 @@ def test_a_narrowed_or_widened_sweep_moves_its_finished_runs_to_their_new_names(
     assert stamp("default")[1] > inode[1]  # redone in its own folder (a file written since: the inode may be reused)
 
 
+def test_several_runs_moved_are_named_one_and_counted(cli, results):
+    assert _sweep(cli, results, "model.depth=2,3", "model.activation=tanh,relu", "--name", "m").exit_code == 0
+    out = _sweep(cli, results, "model.depth=3", "model.activation=tanh,relu", "--name", "m")
+    text = " ".join(out.output.split())
+    assert ("2 finished runs were under another name (the sweep before named its points otherwise): "
+            "model.activation=tanh,model.depth=3 -> model.activation=tanh and 1 more, moved, not trained again") \
+        in text, text
+    assert "2 already finished, skipped" in text and sorted(p.name for p in (results / "m").glob("model.activation=*")) \
+        == ["model.activation=relu", "model.activation=relu,model.depth=2", "model.activation=tanh",
+            "model.activation=tanh,model.depth=2"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["model.nope=1,2"], "unknown key 'model.nope'"),
     (["model.depth=2,0"], "sweep point"),

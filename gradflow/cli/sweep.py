@@ -74,9 +74,10 @@ def _header(p, skipped: int) -> None:
     moved = [j for j in p.jobs if j.moved_from is not None]
     if moved:
         one, over = len(moved) == 1, sum(j.moved_over for j in moved)
+        more = "" if one else f" and {len(moved) - 1} more"
         print_note(f"{len(moved)} finished run{'' if one else 's'} {'was' if one else 'were'} under another name (the "
-                   f"sweep before named its points otherwise): {moved[0].moved_from} -> {moved[0].name}"
-                   f"{'' if one else ', ...'}, moved, not trained again"
+                   f"sweep before named its points otherwise): {moved[0].moved_from} -> {moved[0].name}{more}, "
+                   f"moved, not trained again"
                    + (f", over {over} run{'s' * (over != 1)} of other settings there" if over else ""))
     if p.replaced and not p.force:
         one = p.replaced == 1
