@@ -104,7 +104,7 @@ def test_a_run_into_a_sweeps_folder_is_refused(cli, tmp_path):
     out = cli("run", *TINY, "model.depth=4", f"results={tmp_path}", "name=s")
     said = " ".join(out.output.split())
     assert out.exit_code == 1 and f"name=s is the folder of a sweep ({tmp_path / 's' / 'sweep.yaml'}), and this run is " \
-        "none of its points" in said, said
+        "none of its points (nearest: model.depth=3; model.depth=2): ls would list it" in said, said
     assert sorted(p.name for p in (tmp_path / "s").iterdir() if p.is_dir()) == ["model.depth=2", "model.depth=3"]
     assert "or change the sweep (gradflow sweep ... --name s)" in said, said
     # an arm of a reproduction (its folder's parent holds the claims.json `gradflow reproduce` writes) is

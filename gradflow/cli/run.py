@@ -290,8 +290,11 @@ def _sweep_point(study: Path, overrides: list[str], name: str, flat: dict, diges
     where = f"name={name} is the folder of a sweep ({study / store.SWEEP_FILE}), and this run"
     fix = f"ls would list it as stale; give the run a name of its own, or {_rerun_advice(study, name)}"
     point = next((p for p in (own, point_name(overrides, spec.get("swept") or [])) if p in planned), None)
-    if point is None:
-        raise GradflowError(f"{where} is none of its points: {fix}")
+    if point is None:  # (the nearest points by their swept values: which of them was meant, and what differs)
+        from gradflow.plots.series import nearest_runs
+
+        near = nearest_runs(point_name(overrides, spec.get("swept") or []), list(planned), 3).replace(", ", "; ")
+        raise GradflowError(f"{where} is none of its points (nearest: {near}): {fix}")
     rec = store.read_run(study / point) or {}  # the point's run, if it has the point's settings: what differs
     said = (f" (the point → this run: {_differences(rec.get('config') or {}, flat)})"
             if rec.get("config_hash") == planned[point] else "")
