@@ -197,6 +197,15 @@ def _forward(model: nn.Module, loss, named, sample) -> tuple[float, dict, float]
     return value, entries, elapsed / max(sum(map(len, sample.values())), 1)
 
 
+def shown_names(model: nn.Module) -> list[str]:
+    """The names of the model's trainable parameter tensors, in order, as the table shows them: a probe
+    point's as `run`, `ls` and the plots name the point (`linear0.weight`, `b0.attn.qkv.bias`), others by
+    their module path (`blocks.0.norm1.weight`)."""
+    points = {id(p): f"{point.name}.{attr}" for point in getattr(model, "probe_points", [])
+              for attr, p in point.layer.named_parameters(recurse=False)}
+    return [points.get(id(p), n) for n, p in model.named_parameters() if p.requires_grad]
+
+
 def check_model(model: nn.Module, loss_fn, entries: int = 8, eps: float = EPS, seed: int = 0,
                 repeats: int = 3, mode: str = "reverse") -> GradCheck:
     """Compare `model`'s gradient of `loss_fn(model)` (a scalar), by backprop (mode="reverse") or by
@@ -204,6 +213,7 @@ def check_model(model: nn.Module, loss_fn, entries: int = 8, eps: float = EPS, s
 
     The model should be in float64. The RNG is reseeded before every evaluation, so a model with
     dropout sees the same mask in each. `entries` random entries per parameter tensor (all if fewer).
+    A tensor of a probe point is named as the point is elsewhere (`linear0.weight`), others by their path.
     """
     if mode not in GRADCHECK_MODES:
         raise GradflowError(f"gradcheck.mode={mode!r} is not allowed; choices: {', '.join(GRADCHECK_MODES)}")
@@ -215,6 +225,7 @@ def check_model(model: nn.Module, loss_fn, entries: int = 8, eps: float = EPS, s
         torch.manual_seed(seed)
         return loss_fn(model)
 
+    shown = dict(zip((id(p) for _, p in named), shown_names(model)))
     rng = np.random.default_rng(seed)
     sample = {n: rng.choice(p.numel(), size=min(entries, p.numel()), replace=False).tolist() for n, p in named}
     if mode == "reverse":
@@ -258,8 +269,8 @@ def check_model(model: nn.Module, loss_fn, entries: int = 8, eps: float = EPS, s
                     if one_sided <= TOL:  # (agrees: a kink; a wrong backward, off by 1/3, stays the central's)
                         err, kinks = one_sided, kinks + 1
                 errors.append(err)
-            checks.append(ParamCheck(name, flat.numel(), len(errors), float(np.max(errors)), float(np.median(errors)),
-                                     resolved, kinks))
+            checks.append(ParamCheck(shown.get(id(p), name), flat.numel(), len(errors), float(np.max(errors)),
+                                     float(np.median(errors)), resolved, kinks))
     return GradCheck(checks, n_params, mode, grad_s, fd_time / max(fd_count, 1), loss=abs(value))
 
 

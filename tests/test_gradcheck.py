@@ -113,7 +113,7 @@ def test_the_cli_passes_a_cnn_with_dead_channels_and_names_where_the_kinks_are(c
     out = cli("gradcheck", "model=cnn", "model.depth=3", "model.channels=3", "seed=1", "threads=1")
     text = " ".join(out.output.split())
     assert out.exit_code == 0, out.output
-    kinks = re.search(r"(\d+) entr(?:y sits|ies sit) at a kink of the activation .*?: (hidden\.\d\.\S+bias) \1\)", text)
+    kinks = re.search(r"(\d+) entr(?:y sits|ies sit) at a kink of the activation .*?: (conv\d\.bias) \1\)", text)
     assert kinks and int(kinks.group(1)) >= 1, text
     assert text.endswith("at a kink, with a one-sided difference)") and "ok: backprop agrees" in text, text
 
@@ -146,7 +146,7 @@ def test_cli_table_and_bad_override(cli):
     out = cli("gradcheck", "data=mnist1d", "model.depth=2", "model.width=8", "threads=1",
               "--entries", "3")
     assert out.exit_code == 0, out.output
-    assert "layer.weight" in out.output and "head.bias" in out.output and "x the cost" in out.output
+    assert "linear0.weight" in out.output and "head.bias" in out.output and "x the cost" in out.output
     out = cli("gradcheck", "model.depth=abc")
     assert out.exit_code == 1 and "model.depth" in out.output and "Traceback" not in out.output
 
@@ -245,11 +245,14 @@ def _rows(lines: list[str]) -> list[list[str]]:
 
 
 def test_table_at_80_columns_piped_keeps_names_whole():
+    from gradflow.gradcheck import shown_names
     from gradflow.job import prepare
 
-    overrides = ["data=mnist1d", "model.depth=2", "model.width=4", "threads=1"]
-    names = [n for n, _ in prepare(compose(overrides))[2].named_parameters()]
-    assert max(map(len, names)) == len("hidden.0.layers.0.layer.weight")  # the name the old table broke
+    overrides = ["data=chars", "model=transformer", "model.depth=1", "model.d_model=16", "model.heads=2",
+                 "data.n_train=64", "train.batch_size=8", "threads=1"]
+    names = shown_names(prepare(compose(overrides))[2])
+    # the probe points' tensors by the points' names (`run`'s, `ls`'s), the others' by their module path
+    assert {"tok_emb.weight", "b0.attn.qkv.weight", "blocks.0.norm1.weight", "head.weight"} <= set(names), names
     lines = _gradcheck_piped(80, *overrides, "--entries", "2")
     assert all(len(ln) <= 80 for ln in lines), [ln for ln in lines if len(ln) > 80]  # characters, not bytes
     # every name whole on one line (the old table folded hidden.0.layers.0.layer.w / eight)
