@@ -71,8 +71,8 @@ def write(paths: Iterable[str | Path], out: str | Path | None = None) -> Path:
     if out and target.suffix and target.suffix.lower() not in (".html", ".htm"):  # (x.txt held a page)
         raise GradflowError(f"--out {out} names a {target.suffix} file and the page is HTML: give "
                             f"{target.with_suffix('.html')}, or a folder")
-    if out and target.name == store.REPORT_HTML and target.resolve() != page_path(paths).resolve() and (
-            store.is_study(target.parent) or next(target.parent.rglob(store.RUN_FILE), None) is not None):
+    if out and target.name == store.REPORT_HTML and target.resolve() != page_path(paths).resolve() \
+            and _holds_runs(target.parent):
         # (`sweep --report` would take it for that folder's own page, "from an earlier command")
         free = target.with_name(page_path(paths).name if len(paths) > 1 else f"{paths[0].resolve().name}.html")
         raise GradflowError(f"--out {out}: {target} is the page of {target.parent} (`gradflow report "
@@ -88,6 +88,18 @@ def write(paths: Iterable[str | Path], out: str | Path | None = None) -> Path:
         raise GradflowError(f"--out {out or target}: the page cannot be written there ({e.strerror}); "
                             "write it elsewhere") from None
     return target
+
+
+def _holds_runs(folder: Path, depth: int = 3) -> bool:
+    """Whether `folder` is a run, a study or a folder of studies (`results`, `results/reproduce`), looking
+    `depth` folders down at most (`--out ~/report.html` must not walk a home folder)."""
+    if (folder / store.RUN_FILE).exists() or store.is_study(folder):
+        return True
+    try:
+        return depth > 0 and any(_holds_runs(f, depth - 1) for f in folder.iterdir()
+                                 if f.is_dir() and not f.name.startswith("."))
+    except OSError:
+        return False
 
 
 # --- gathering ---------------------------------------------------------------------------------------

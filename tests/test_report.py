@@ -456,6 +456,9 @@ def test_out_onto_another_studys_own_page_is_refused(cli, study, tmp_path):
     # a folder of studies' own page too (`gradflow report` of it writes there)
     said = cli("report", study, "--out", tmp_path)
     assert said.exit_code == 1 and f"is the page of {tmp_path} (`gradflow report {tmp_path}`" in said.output
+    # a folder of no runs (looked into a few folders down, not walked whole) takes a page named report.html
+    (tmp_path / "pages" / "a" / "b").mkdir(parents=True)
+    assert cli("report", study, "--out", tmp_path / "pages" / "report.html").exit_code == 0
     assert cli("report", study, "--out", study).exit_code == 0
 
 
