@@ -108,13 +108,14 @@ def run_plan(p, table: bool = True) -> pd.DataFrame:
             def on_step(job: str, t: int, n: int) -> None:
                 progress.update(current, description=job[:48], completed=t + 1, total=n + 1)
 
-            watcher = sweep_mod.Watcher(p, lambda done: progress.update(runs, completed=done))
+            # (the total read again: a planned move that found its run changed under the lock trains it)
+            watcher = sweep_mod.Watcher(p, lambda done: progress.update(runs, completed=done, total=len(p.to_run)))
             watcher.start()
             try:
                 sweep_mod.launch(p, on_step)
             finally:
                 watcher.stop.set()
-                progress.update(runs, completed=watcher.count())
+                progress.update(runs, completed=watcher.count(), total=len(p.to_run))
                 progress.update(current, visible=False)
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, lambda *_: workers.exit_now(INTERRUPTED_EXIT))  # a second Ctrl-C: leave now
