@@ -491,6 +491,23 @@ def test_the_phase_diagrams_legend_names_an_edge_of_chaos_only_where_one_is_draw
     assert note is None or any(note in label for label in labels), labels
 
 
+def test_gelus_drawn_edge_of_chaos_is_where_theory_finds_one():
+    """gelu's chi_1 steps over 1 by a small jump (0.96 to 1.01) at sigma_b^2 0.155-0.175, less than two
+    cells' JUMP: the contour drew an edge there, apart from the real one, where `critical_sw2` finds
+    none. Each drawn piece now lies on the critical sigma_w^2 of its sigma_b^2."""
+    from gradflow.plots.phase import phase_figure
+
+    ax = phase_figure("gelu").axes[0]
+    points = np.concatenate([seg for c in ax.collections if hasattr(c, "allsegs") and c.get_linestyle()[0][1] is None
+                             for seg in c.allsegs[0] if len(seg)])
+    lowest = points[points[:, 1].argmin()]
+    assert lowest[1] > 0.17, lowest  # (critical_sw2 finds the edge from 0.175 up; below it, a jump)
+    for sw2, sb2 in (lowest, points[points[:, 1].argmax()]):
+        assert theory.critical_sw2("gelu", float(sb2)) == pytest.approx(sw2, abs=0.02), (sw2, sb2)
+    with pytest.raises(GradflowError, match="jumps over 1"):
+        theory.critical_sw2("gelu", 0.16)
+
+
 def test_theory_does_not_import_torch():
     code = "import sys, gradflow.theory, gradflow.cli.theory; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -56,7 +56,7 @@ def phase_figure(activation: str, sw2: tuple[float, float] = (0.5, 5.0), sb2: tu
     # no edge drawn across a jump of chi_1: chi_1 steps over 1 there, it does not pass through it; that
     # includes the rows where it steps at q* = inf by less than JUMP (gelu's in places), not relu's,
     # whose chi_1 = sw2 / 2 runs on through sw2 = 2 as q* turns infinite
-    jumps = _jumps(log_chi1)
+    jumps = _jumps(log_chi1) | _crossing_jumps(activation, x, y, log_chi1)
     steps = jumps | (_jumps(diverges * 1.0) & line[2][:, None]) if line is not None else jumps
     edge = np.ma.masked_array(log_chi1, mask=~np.isfinite(log_chi1) | steps)
     drawn = edge.count() and edge.min() < 0.0 < edge.max() and \
@@ -104,6 +104,27 @@ def _jumps(z: np.ndarray) -> np.ndarray:
             out[tuple(lead)] |= step
             lead[axis] = slice(1, None)
             out[tuple(lead)] |= step
+    return out
+
+
+def _crossing_jumps(activation: str, x: np.ndarray, y: np.ndarray, log_chi1: np.ndarray) -> np.ndarray:
+    """The two cells beside each place a row's log chi_1 changes sign where, looked at across the cell at
+    1/REFINE of it, it jumps (by more than STEP) rather than passing through 0: gelu's at sigma_b^2
+    0.155-0.175 steps from 0.96 to 1.01 at sigma_w^2 = 1.995, less than JUMP between two cells, and the
+    contour drew an edge of chaos through it."""
+    out = np.zeros(log_chi1.shape, dtype=bool)
+    with np.errstate(invalid="ignore"):
+        change = np.isfinite(log_chi1[:, :-1]) & np.isfinite(log_chi1[:, 1:]) & \
+            (np.sign(log_chi1[:, :-1]) != np.sign(log_chi1[:, 1:]))
+    rows, cols = np.nonzero(change)
+    if not len(rows):
+        return out
+    fine = x[cols, None] + (x[cols + 1] - x[cols])[:, None] * np.linspace(0.0, 1.0, REFINE + 1)
+    _, chi1 = theory.phase_points(activation, fine, np.broadcast_to(y[rows, None], fine.shape))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        steps = np.abs(np.diff(np.log(chi1), axis=1))
+    jumped = ~(np.nanmax(np.where(np.isfinite(steps), steps, np.inf), axis=1) <= STEP)
+    out[rows[jumped], cols[jumped]] = out[rows[jumped], cols[jumped] + 1] = True
     return out
 
 
