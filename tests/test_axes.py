@@ -123,6 +123,17 @@ def test_inv_sqrt_depth_scales_every_residual_branch_by_one_over_root_depth():
     assert alphas and all(a == pytest.approx(5 ** -0.5) for a in alphas), alphas
 
 
+def test_gaussian_test_inputs_are_not_training_inputs():
+    """The test split is drawn apart from the training split (a slice of the training rows would make the
+    test accuracy a training one)."""
+    from gradflow.data import build as build_data
+
+    cfg = compose(["data=gaussian", "data.n_train=64", "data.n_test=32", "train.batch_size=16"])
+    d = build_data(cfg.data, torch.device("cpu"))
+    assert len(d.x_train) == 64 and len(d.x_test) == 32
+    assert torch.cdist(d.x_test.flatten(1), d.x_train.flatten(1)).min() > 1e-3
+
+
 SEQ = ["train.steps=4", "train.batch_size=16", "train.eval_every=2", "model.hidden=8"]
 ADDING = ["data=adding", "data.T=12", "data.n_train=64", "data.n_test=32"]
 
@@ -168,6 +179,8 @@ def test_lstm_forget_bias_and_recurrent_init():
     (["optim.schedule=step", "optim.milestones=[2,4]", "optim.gamma=0.1"], [1.0, 1.0, 0.1, 0.1, 0.01, 0.01]),
     # warm-up: linear over the first 4 updates, then the (constant) schedule
     (["optim.warmup=4"], [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]),
+    # cosine: half a period over the run's 10 steps, 0.5 at its middle (a quarter period read 0.707)
+    (["optim.schedule=cosine"], [0.5 * (1 + math.cos(math.pi * t / 10)) for t in range(6)]),
 ])
 def test_learning_rate_schedules(overrides, expect):
     from gradflow.train import make_optimizer, make_schedule

@@ -1289,7 +1289,25 @@ def test_a_tied_head_is_left_out_of_the_first_last_gradient_ratio(tmp_path):
     assert run["tied"] == ["emb"]
     grads = {n: float(m.weight.grad.norm()) for n, m in (("body.0", model.body[0]), ("body.2", model.body[2]))}
     assert run["summary"]["grad_ratio.init"] == pytest.approx(grads["body.0"] / grads["body.2"], rel=1e-5)
+    assert run["summary"]["grad_ratio.final"] == pytest.approx(grads["body.0"] / grads["body.2"], rel=1e-5)
     assert "emb" in set(gradflow.load(tmp_path / "run").query("quantity == 'grad_norm'").name)  # still recorded
+
+
+def test_a_logged_loss_that_is_not_finite_is_a_divergence_with_finite_gradients(tmp_path):
+    """The loop's logged loss non-finite (a regression loss overflowing, a metric of the user's) while the
+    weight gradients stay finite: the run is diverged at that step, in its loss alone, with no layer."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    with gradflow.Recorder(model, tmp_path / "lossnan", every=1) as rec:
+        for step in range(4):
+            with rec.step(step):
+                loss = model(torch.randn(8, 4)).square().mean()
+                loss.backward()
+            rec.log(step, train_loss=float("nan") if step == 2 else loss)
+            model.zero_grad()
+    run = store.read_run(tmp_path / "lossnan")
+    assert run["status"] == "diverged" and run["diverged_step"] == 2 and run["diverged_in"] == "loss", run
+    assert "diverged_layer" not in run and run["last_finite"]["step"] == 1
 
 
 def test_a_logged_scalar_no_view_reads_is_told(tmp_path):

@@ -171,3 +171,37 @@ def test_a_stopped_or_failed_runs_exception_crosses_to_another_process():
     assert type(back) is KeyboardInterrupt
     back = pickle.loads(pickle.dumps(Failed(TrainResult(status="failed"), ValueError("bad step"))))
     assert isinstance(back, Exception) and str(back) == "ValueError: bad step"
+
+
+def test_clipping_by_value_clamps_both_signs_and_says_it_clipped():
+    from gradflow.train import _clip
+
+    p = torch.nn.Parameter(torch.zeros(3))
+    p.grad = torch.tensor([-5.0, 5.0, 0.1])
+    clipped = _clip([p], torch.linalg.vector_norm(p.grad), 0.0, 1.0, "cpu")
+    assert p.grad.tolist() == pytest.approx([-1.0, 1.0, 0.1]) and bool(clipped)
+    p.grad = torch.tensor([-0.5, 0.5, 0.1])
+    assert not bool(_clip([p], torch.linalg.vector_norm(p.grad), 0.0, 1.0, "cpu"))
+    assert p.grad.tolist() == pytest.approx([-0.5, 0.5, 0.1])
+
+
+def test_batches_are_whole_and_each_epoch_a_permutation():
+    """10 examples in batches of 4: two batches an epoch (the partial last one dropped), none repeated
+    within an epoch."""
+    batches = Batches(10, 4, seed=0, device="cpu")
+    drawn = [batches.next() for _ in range(4)]
+    assert [len(b) for b in drawn] == [4, 4, 4, 4]
+    for epoch in (drawn[:2], drawn[2:]):
+        seen = torch.cat(epoch).tolist()
+        assert len(set(seen)) == 8 and set(seen) <= set(range(10))
+
+
+def test_evaluation_in_chunks_weighs_each_by_its_size():
+    """A split of 7 in chunks of 3 (3, 3, 1) reads as the whole split at once."""
+    from gradflow.train import evaluate, loss_and_accuracy
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(5, 3)
+    x, y = torch.randn(7, 5), torch.randint(0, 3, (7,))
+    whole = torch.stack(loss_and_accuracy(model(x), y, "classification"))
+    assert evaluate(model, x, y, "classification", chunk=3).tolist() == pytest.approx(whole.tolist(), rel=1e-6)
