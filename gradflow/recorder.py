@@ -411,10 +411,10 @@ class Recorder:
             status, first = store.DIVERGED, min(losses + grads)
             self._record.update(diverged_step=int(first), diverged_in=" and ".join(
                 what for what, at in (("loss", losses), ("gradient", grads)) if first in at))
-            bad = weights.loc[~np.isfinite(weights[store.VALUE]) & (weights[store.STEP] == first), store.LAYER]
-            if first in grads and len(bad):  # the lowest-index layer whose weight gradient was non-finite, as
-                # `gradflow run`'s (not under a scaler, whose non-finite gradients are skipped steps)
-                self._record["diverged_layer"] = int(bad.min())
+            if first in grads:  # the lowest-index layer whose weight gradient was non-finite, as `gradflow run`'s
+                # names it (not under a scaler, whose non-finite gradients are skipped steps: `grads` is empty)
+                bad = weights[~np.isfinite(weights[store.VALUE]) & (weights[store.STEP] == first)]
+                self._record["diverged_layer"] = int(bad[store.LAYER].min())
         if self.probes is not None and self.probes.tied:
             self._record["tied"] = self.probes.tied
         self._record["summary"] = summary.per_run(layers, self._flat, self._record.get("diverged_step"),

@@ -334,16 +334,6 @@ def is_staging(name: str) -> bool:
 SAME, OTHER = "same", "other"  # what `standing` finds
 
 
-def merged_flags(flags: list[str]) -> list[str]:
-    """A run's flags with those of one kind as one: `learned nothing: every hidden weight gradient is exactly
-    0 at the end; final train loss 2.3, chance ...` (two of "learned nothing" read as a repetition)."""
-    by_kind: dict[str, list[str]] = {}
-    for flag in flags:
-        kind, _, why = flag.partition(": ")
-        by_kind.setdefault(kind, []).append(why)
-    return [f"{kind}: {'; '.join(w for w in whys if w)}" if any(whys) else kind for kind, whys in by_kind.items()]
-
-
 def move_run(source: Path, job_dir: Path) -> None:
     """A finished run moved to another folder of its study, a point of a sweep that names its points
     otherwise (narrowed to one value, a point's folder is `default`; widened, it is `model.depth=5`): what
@@ -990,7 +980,7 @@ def load_records(path: str | Path, include_stale: bool = True, listed: list[dict
             if k == "final":
                 row.update({f"final.{m}": x for m, x in (v or {}).items()})
             elif k == FLAGS:  # why a run that finished is still no success ("learned nothing: ...")
-                row[FLAGS] = "; ".join(v) if v else ""  # (each `kind: why`, as `columns.mark_flagged` reads them)
+                row[FLAGS] = "; ".join(v) if v else ""
             elif not isinstance(v, (dict, list)):
                 row[k] = v
         row[STATUS] = r[STATUS]

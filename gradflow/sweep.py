@@ -62,8 +62,8 @@ class Job:
     config_hash: str = ""  # what it computes (store.config_hash of its flat config)
     finished: bool = False  # already done with the same config: will be skipped
     replaces: bool = False  # a finished run of another config sits in its folder and will be redone
-    moved_from: str | None = None  # finished under this folder name of the study: moved, not redone
-    moved_over: bool = False  # ... onto a finished run of other settings in its folder (which it replaces)
+    moved_from: str | None = None  # finished under this folder name of the study: moved, not redone (over a
+    #                                run of another config in its folder, where it `replaces` one)
 
 
 @dataclass
@@ -91,7 +91,7 @@ class Plan:
 
     @property
     def replaced(self) -> int:
-        return sum(j.replaces for j in self.jobs)
+        return sum(j.replaces for j in self.jobs if j.moved_from is None)  # (a moved run takes its place at once)
 
 
 # --- checking overrides before anything is composed ---------------------------------------------------
@@ -376,7 +376,7 @@ class _Jobs:
             rec = store.read_run(folder)
             j = wanted.get(store.run_hash(folder, rec)) if rec is not None else None
             if j is not None and store.standing(folder, j.config_hash, rec) == store.SAME:
-                j.moved_from, j.finished, j.moved_over, j.replaces = folder.name, True, j.replaces, False
+                j.moved_from, j.finished = folder.name, True
                 del wanted[j.config_hash]
 
 
@@ -714,7 +714,7 @@ def launch(p: Plan, on_step: StepFn | None = None) -> None:
                 if store.is_finished(p.root / j.moved_from, j.config_hash):
                     store.move_run(p.root / j.moved_from, p.root / j.name)
                 else:
-                    j.moved_from, j.finished, j.replaces = None, False, j.moved_over
+                    j.moved_from, j.finished = None, False
         if p.force:  # every run's folder goes (with a replacement's, of a swap cut off too): each is redone
             for j in p.jobs:
                 for folder in (p.root / j.name, store.staging_dir(p.root / j.name),

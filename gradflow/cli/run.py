@@ -378,7 +378,7 @@ def show_status(record: dict, threads: int | None = None) -> None:
     else:
         done = f"after {record.get('steps_done', 0)} steps"
     console.print(f"[bold {colour}]{status}[/] {done} in {record.get('wall_time', 0):.1f} s on {on}", highlight=False)
-    for flag in store.merged_flags(record.get("flags") or []):
+    for flag in flag_notes(record.get("flags") or []):
         console.print(f"[bold yellow]note:[/] {escape(flag)}", highlight=False)
     if clipped := clip_note(record):
         print_note(clipped)
@@ -483,6 +483,17 @@ def clip_note(record: dict) -> str:
     how = ", ".join(f"{k}={fmt(config[k])}" for k in ("train.grad_clip", "train.clip_value")
                     if (config.get(k) or 0) > 0)
     return f"clipped {share:.0%} of updates" + (f" ({how})" if how else "")
+
+
+def flag_notes(flags: list[str]) -> list[str]:
+    """A run's flags as notes, those of one kind in one note: `learned nothing: every hidden weight gradient
+    is exactly 0 at the end; final train loss 2.3, chance ...` (two notes of "learned nothing" read as a
+    repetition)."""
+    by_kind: dict[str, list[str]] = {}
+    for flag in flags:
+        kind, _, why = flag.partition(": ")
+        by_kind.setdefault(kind, []).append(why)
+    return [f"{kind}: {'; '.join(w for w in whys if w)}" if any(whys) else kind for kind, whys in by_kind.items()]
 
 
 def _dash_notes(names: list[str], measured: list[set[str]], recurrent: bool = False) -> list[str]:

@@ -73,7 +73,7 @@ def _header(p, skipped: int) -> None:
                f"{p.launcher} launcher" + (f"; {skipped} already finished, skipped" if skipped else ""))
     moved = [j for j in p.jobs if j.moved_from is not None]
     if moved:
-        one, over = len(moved) == 1, sum(j.moved_over for j in moved)
+        one, over = len(moved) == 1, sum(j.replaces for j in moved)
         more = "" if one else f" and {len(moved) - 1} more"
         print_note(f"{len(moved)} finished run{'' if one else 's'} {'was' if one else 'were'} under another name (the "
                    f"sweep before named its points otherwise): {moved[0].moved_from} -> {moved[0].name}{more}, "
