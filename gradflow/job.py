@@ -213,11 +213,13 @@ def _interrupts_kept(seen: list):
     """Ctrl-C raises KeyboardInterrupt as ever, and is also noted in `seen`. Python raises it in whatever
     code runs when the signal arrives; inside a weakref callback or __del__ (an import's module-lock
     callback, say) it is printed as "Exception ignored" and lost, and a sweep then ran on to the end
-    with exit code 0. The training loop's progress checks `seen` at every step. Only where Ctrl-C has
-    Python's own handler (`workers.ctrl_c_taken_by`; a joblib worker holds it in its own way)."""
+    with exit code 0. The training loop's progress checks `seen` at every step; inside an import it is
+    raised once the import is done (`workers.raise_outside_imports`: the "Exception ignored" lines were a
+    run's stderr). Only where Ctrl-C has Python's own handler (`workers.ctrl_c_taken_by`; a joblib worker
+    holds it in its own way)."""
     def interrupted(signum, frame):
         seen.append(True)
-        raise KeyboardInterrupt
+        workers.raise_outside_imports(frame)
 
     with workers.ctrl_c_taken_by(interrupted):
         yield

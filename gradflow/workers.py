@@ -164,14 +164,17 @@ def interrupts_outside_imports():
     as "Exception ignored" and lost, and the command ran on to exit 0; raised elsewhere there it can
     leave the import lock held, and the drawing pool's thread, importing next, waited forever). There
     it is sent again 20 ms later, until the import is done."""
-    def take(signum, frame):
-        if _importing(frame):
-            threading.Timer(0.02, os.kill, (os.getpid(), signal.SIGINT)).start()
-            return
-        raise KeyboardInterrupt
-
-    with ctrl_c_taken_by(take):
+    with ctrl_c_taken_by(lambda signum, frame: raise_outside_imports(frame)):
         yield
+
+
+def raise_outside_imports(frame) -> None:
+    """A Ctrl-C handler's end: KeyboardInterrupt, unless `frame` is inside the import machinery, where the
+    signal is sent again 20 ms later, until the import is done (see `interrupts_outside_imports`)."""
+    if _importing(frame):
+        threading.Timer(0.02, os.kill, (os.getpid(), signal.SIGINT)).start()
+        return
+    raise KeyboardInterrupt
 
 
 def _importing(frame) -> bool:
