@@ -496,6 +496,43 @@ def test_job_configs_from_a_copy_equal_hydras_own_compose(tmp_path, fixed):
         sweep_mod._parsed_lines.clear()
 
 
+def test_the_loader_composes_shared_structures_once_and_takes_them_to_its_workers(tmp_path):
+    """Before launching, the sweep's process composes the first job of each structure that several jobs
+    share (not one a single job has: each point of a --points sweep); the loader pickled to a worker
+    takes those along, and a job composed there from them equals Hydra's own compose."""
+    import pickle
+
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from gradflow.config import CONF_DIR
+
+    search_path = create_config_search_path(str(CONF_DIR))
+    master = ConfigLoaderImpl(search_path).load_configuration(
+        "config", ["hydra.job.config.override_dirname.exclude_keys=[name,results]", f"results={tmp_path}"],
+        RunMode.MULTIRUN)
+    batch = [[f"init={init}", f"seed={s}", f"results={tmp_path}"] for init in ("xavier_normal", "orthogonal")
+             for s in (0, 1, 2)] + [["init=kaiming_normal", "seed=0", f"results={tmp_path}"]]
+    ours = sweep_mod.JobConfigLoader(search_path)
+    try:
+        ours.warm(master, batch)
+        assert sorted(key[3] for key in sweep_mod._composed) == [("init=orthogonal",), ("init=xavier_normal",)]
+        shipped = pickle.dumps(ours)
+        composed = dict(sweep_mod._composed)
+        sweep_mod._composed.clear()  # a worker's: empty until a loader arrives
+        worker = pickle.loads(shipped)
+        assert sweep_mod._composed == composed
+        for job in (batch[4], batch[6]):  # a copy of a shipped structure, and one of its own
+            expected = ConfigLoaderImpl(search_path).load_sweep_config(master, job)
+            assert OmegaConf.to_container(worker.load_sweep_config(master, job)) == OmegaConf.to_container(expected)
+        assert len(sweep_mod._composed) == 3
+    finally:
+        sweep_mod._composed.clear()
+        sweep_mod._parsed_lines.clear()
+
+
 @pytest.fixture
 def reading_experiment():
     """An experiment whose value reads a key a sweep sets (`model.width: ${model.depth}`), as a user's
