@@ -655,6 +655,21 @@ def test_grid_log_ratio_is_centred_and_extra_keys_are_refused(grid_runs, sweep):
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["relu", "tanh"]
 
 
+def test_a_key_tied_to_a_grid_axis_is_that_axis(tmp_path):
+    """A user's own key that changes with the depth, value for value (a Recorder's model.blocks = depth / 2),
+    over depth x lr: the standard set plans the grid of depth by lr, and the grid drew it, not an error that
+    blocks also varies (which took `gradflow plot` and the report page down)."""
+    runs = fabricate([config(d, "tanh", 1, **{"model.blocks": d // 2, "optim.lr": lr})
+                      for d in (4, 8) for lr in (0.001, 0.01)])
+    fig = figures.grid(runs[2], "model.depth", "optim.lr")
+    (mesh,) = [c for c in fig.axes[0].collections if c.get_gid() == "grid"]
+    assert mesh.get_array().shape == (2, 2)
+    written = [p.name for p in figures.standard_set(*runs, tmp_path / "tied")]
+    assert "grid-final.test_acc-model.depth-optim.lr.png" in written, written
+    with pytest.raises(GradflowError, match=r"model.blocks also varies"):  # a key of its own still needs a facet
+        figures.grid(runs[2].assign(**{"model.blocks": [1, 1, 2, 1]}), "model.depth", "optim.lr")
+
+
 def test_grid_theory_curve_is_six_xi_c():
     theory = pytest.importorskip("gradflow.theory")
     rows = [{"run": f"r{i}", "source": "g", "status": "ok", "final.test_acc": 0.5} |

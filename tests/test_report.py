@@ -336,6 +336,11 @@ def test_a_folder_of_sweeps_shows_each_sweeps_own_figures_under_its_name(study, 
                                                 if f["data-name"].startswith("one/")}
     assert len(names) == len(grid) + sum(n.startswith("one/") for n in names)
     assert re.findall(r"<h3>(\w+)</h3>", text) == ["grid", "one"] and len(page.rows) == 5
+    # a study with nothing to draw is said on the page, by name, as `gradflow plot` says it; it was left out unsaid
+    (folder / "empty" / "run").mkdir(parents=True)
+    (folder / "empty" / "run" / store.RUN_FILE).write_text("{}")  # a run that never wrote anything
+    text = report.write([folder], tmp_path / "folder.html").read_text()
+    assert f"<p class=note>Passed over: every run of {folder / 'empty'} failed before its first step" in text
 
 
 def _write_reproduction(folder, results, given=(), not_drawn=()):

@@ -504,7 +504,8 @@ def grid(runs: pd.DataFrame, x: str, y: str, value: str = "final.test_acc", theo
     value = summary_column(df, value)
     if theory not in (None, *GRID_THEORIES):
         raise GradflowError(f"theory={theory!r} is not allowed; choices: {', '.join(GRID_THEORIES)}")
-    others = [k for k in swept if k not in (x, y, facet)]
+    given = [k for k in (x, y, facet) if k is not None]
+    others = [k for k in distinct_keys(df, [*given, *swept]) if k not in given]  # (one tied to an axis is its own)
     if others:
         k = others[0]
         vals = ", ".join(map(fmt, ordered_values(df[k])))
