@@ -299,6 +299,11 @@ def test_a_depth_sweeps_figures_keep_the_block_ticks_and_call_depth_blocks(run_j
         assert [t.get_text() for t in ax.get_xticklabels()] == ["b0", "b1", "b2", "b3"]
         assert "depth (blocks) [model.depth]" in [a.get_ylabel() for a in fig.axes]  # the colour bar's
     assert figures.ratio(layers, quantity="signal_norm").axes[0].get_xlabel() == "depth (blocks) [model.depth]"
+    # a panel per depth: each ticked at its own net's blocks (the deeper net's ticks named the 2-block net's head
+    # b2, at the index where the deeper one's third block starts)
+    fig = figures.profile(layers, "signal_norm", step=0, facet="model.depth")
+    ticked = [[t.get_text() for t in ax.get_xticklabels()] for ax in fig.axes if ax.get_title()]
+    assert ticked == [["b0", "b1"], ["b0", "b1", "b2", "b3"]], ticked
 
 
 def test_spectrum_of_a_transformer_says_spectra_are_an_mlps(cli, results):

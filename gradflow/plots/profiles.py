@@ -128,8 +128,11 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
         everything += series
         if title:
             ax.set_title(title, fontsize="small")
-        if marked is not None:
-            tick_blocks(ax.xaxis, marked)
+        # panels of nets of different depths: each ticked at its own nets' blocks (the deepest net's ticks
+        # named a shallower one's head as the next block)
+        own_blocks = marked if len(spans) <= 1 or marked is None else blocks(layers[layers["run"].isin(set(sub["run"]))])
+        if own_blocks is not None:
+            tick_blocks(ax.xaxis, own_blocks)
         else:  # (min_n_ticks: a lone point's axis was ticked 40, 41 with the point on its edge)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ends = sub if len(spans) > 1 and not sub.empty else df
