@@ -298,6 +298,9 @@ def test_a_depth_sweeps_figures_keep_the_block_ticks_and_call_depth_blocks(run_j
         assert list(ax.get_xticks()) == qkv
         assert [t.get_text() for t in ax.get_xticklabels()] == ["b0", "b1", "b2", "b3"]
         assert "depth (blocks) [model.depth]" in [a.get_ylabel() for a in fig.axes]  # the colour bar's
+        fig.canvas.draw()  # the axis label, as long as its one panel is wide, ran off the figure at both sides
+        box = ax.xaxis.label.get_window_extent()
+        assert 0 <= box.x0 and box.x1 <= fig.bbox.width and box.width <= ax.bbox.width, (box, ax.bbox)
     assert figures.ratio(layers, quantity="signal_norm").axes[0].get_xlabel() == "depth (blocks) [model.depth]"
     # a panel per depth: each ticked at its own net's blocks (the deeper net's ticks named the 2-block net's head
     # b2, at the index where the deeper one's third block starts)
