@@ -659,6 +659,25 @@ def test_the_depth_figure_of_recorder_runs_needs_model_depth_and_says_so(cli, tm
     assert header.split()[:4] == ["┃", "depth", "┃", "model.depth"], out.output
 
 
+def test_a_metric_the_loop_never_logs_is_said_not_logged_in_its_panel(tmp_path):
+    # a loop logging train_loss, test_loss and test_acc, no train_acc: the train accuracy panel said "no finite
+    # values to draw (all NaN/inf: see the marks)", with no NaN logged and no mark drawn
+    from gradflow.plots import figures
+
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    with gradflow.Recorder(model, tmp_path / "run", every=1) as rec:
+        for step in range(3):
+            with rec.step(step):
+                loss = model(torch.randn(8, 4)).square().mean()
+                loss.backward()
+            rec.log(step, train_loss=loss, test_loss=loss, test_acc=0.5)
+    fig = figures.curves(gradflow.load(tmp_path / "run", "metrics"))
+    notes = {ax.get_title(): [t.get_text() for t in ax.texts if t.get_gid() == "note"] for ax in fig.axes}
+    accuracy = [ax for ax in fig.axes if "accuracy" in ax.get_ylabel()]
+    assert [t.get_text() for t in accuracy[0].texts if t.get_gid() == "note"] == ["not logged by these runs"], notes
+    assert not [t for ax in fig.axes if ax not in accuracy[:1] for t in ax.texts if t.get_gid() == "note"], notes
+
+
 def test_a_script_that_ends_without_close_has_its_run_closed_with_its_tables(tmp_path):
     # no rec.close() and no `with`: the run stayed `running` (read as interrupted), no table written
     out = _loop_script(tmp_path, "")

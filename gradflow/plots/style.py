@@ -445,10 +445,12 @@ def extra_handles(series: Iterable[Series], log: bool, theory: bool = False) -> 
 
 
 def note_if_empty(ax, series: Sequence[Series]) -> None:
-    """Say so in the panel when nothing finite could be drawn (only edge marks)."""
+    """Say so in the panel when nothing finite could be drawn (only edge marks), or nothing was there to
+    draw (a Recorder's loop that logs no train_acc: its panel said "all NaN/inf", with no mark)."""
     if not any(np.isfinite(s.med).any() for s in series):
-        ax.text(0.5, 0.5, "no finite values to draw\n(all NaN/inf: see the marks)", transform=ax.transAxes,
-                ha="center", va="center", fontsize="small", color="0.4", gid="note")
+        text = "no finite values to draw\n(all NaN/inf: see the marks)" if series else "not logged by these runs"
+        ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize="small", color="0.4",
+                gid="note")
 
 
 LEGEND_WRAP = 44  # characters per line of a figure legend's entry; a longer one (a run's folder name) wraps
