@@ -678,6 +678,24 @@ def test_a_metric_the_loop_never_logs_is_said_not_logged_in_its_panel(tmp_path):
     assert not [t for ax in fig.axes if ax not in accuracy[:1] for t in ax.texts if t.get_gid() == "note"], notes
 
 
+def test_runs_in_folders_of_their_own_names_are_picked_by_their_config(cli, tmp_path):
+    # a Recorder's runs in folders named by the script (b2-lr1e-2): --run blocks=2,lr=0.01, as the README has
+    # `--run` take key=value items by ls's short names, said "not a run" and listed the folder names
+    for blocks in (2, 4):
+        for lr in (1e-3, 1e-2):
+            model = nn.Sequential(*[nn.Sequential(nn.Linear(4, 4), nn.Tanh()) for _ in range(blocks)])
+            with gradflow.Recorder(model, tmp_path / f"b{blocks}-lr{lr:.0e}", every=1,
+                                   config={"model": {"blocks": blocks}, "optim": {"lr": lr}}) as rec:
+                for step in range(2):
+                    with rec.step(step):
+                        model(torch.randn(8, 4)).square().mean().backward()
+    out = cli("plot", str(tmp_path), "--kind", "heatmap", "--run", "lr=0.01,blocks=2", "--out", str(tmp_path / "f"))
+    assert out.exit_code == 0 and (tmp_path / "f" / "heatmap-grad_norm-b2-lr1e-02.png").is_file(), out.output
+    out = cli("plot", str(tmp_path), "--kind", "heatmap", "--run", "blocks=2", "--out", str(tmp_path / "f"))
+    assert out.exit_code == 1 and "--run 'blocks=2' matches 2 runs of" in out.output and \
+        "b2-lr1e-03; b2-lr1e-02" in " ".join(out.output.split()), out.output
+
+
 def test_a_script_that_ends_without_close_has_its_run_closed_with_its_tables(tmp_path):
     # no rec.close() and no `with`: the run stayed `running` (read as interrupted), no table written
     out = _loop_script(tmp_path, "")

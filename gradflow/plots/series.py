@@ -203,11 +203,35 @@ def named_run(run: object, runs: list[str]) -> str | None:
     return same[0] if len(same) == 1 else None
 
 
-def not_a_run(run: object, runs: list[str], where: str, most: int, named: str = "--run") -> str:
-    """Why `run` names no one run of `runs`: it matches several (each has its items: a key to add tells
-    them apart), or none (the nearest, as choices)."""
+def run_by_config(run: object, df: pd.DataFrame) -> str | None:
+    """The one run of df whose config has every key=value item of `run` (keys whole or by their last part,
+    as `named_run` reads them): runs whose folders are not named by their settings, a Recorder's
+    (b2-lr1e-3), named by them all the same (blocks=2,lr=0.01). None where no one run has them all."""
+    found = runs_by_config(run, df)
+    return found[0] if len(found) == 1 else None
+
+
+def runs_by_config(run: object, df: pd.DataFrame) -> list[str]:
+    """The runs of df whose config has every key=value item of `run` ([] where `run` is no such items)."""
+    items = _items(str(run))
+    if not all(k and v for k, v in items) or "run" not in df.columns:
+        return []
+    rows = df.drop_duplicates("run")
+    keep = np.ones(len(rows), dtype=bool)
+    for key, value in items:
+        columns = [c for c in rows.columns if isinstance(c, str) and "." in c and _same_key(c, key)]
+        if not columns:
+            return []
+        keep &= np.array([any(_same_value(str(v), value) for v in row) for row in rows[columns].itertuples(index=False)])
+    return [str(r) for r in run_names(rows.loc[keep, "run"])]
+
+
+def not_a_run(run: object, runs: list[str], where: str, most: int, named: str = "--run",
+              df: pd.DataFrame | None = None) -> str:
+    """Why `run` names no one run of `runs`: it matches several (each has its items, or in df its config:
+    a key to add tells them apart), or none (the nearest, as choices)."""
     n = len(str(run).split(","))
-    several = [r for r in runs if _matched(str(run), str(r)) == n]
+    several = [r for r in runs if _matched(str(run), str(r)) == n] or ([] if df is None else runs_by_config(run, df))
     if len(several) > 1:
         return (f"{named} {str(run)!r} matches {len(several)} runs of {where}; add a key=value that tells them "
                 f"apart: {'; '.join(map(str, several[:most]))}{'; ...' if len(several) > most else ''}")
@@ -273,7 +297,7 @@ def pick_run(df: pd.DataFrame, run: str | None, what: str) -> pd.DataFrame:
         if len(runs) != 1:
             raise GradflowError(f"{what} draws one run and this table holds {len(runs)}; pass run=one of: {shown}")
         run = runs[0]
-    sub = df[df["run"] == (named_run(run, runs) or str(run))]
+    sub = df[df["run"] == (named_run(run, runs) or run_by_config(run, df) or str(run))]
     if sub.empty:
         raise GradflowError(f"run={run!r} is not in the {what} table; choices: {nearest_runs(run, runs, 5)}")
     return sub
