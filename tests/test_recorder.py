@@ -676,6 +676,9 @@ def test_a_metric_the_loop_never_logs_is_said_not_logged_in_its_panel(tmp_path):
     accuracy = [ax for ax in fig.axes if "accuracy" in ax.get_ylabel()]
     assert [t.get_text() for t in accuracy[0].texts if t.get_gid() == "note"] == ["not logged by these runs"], notes
     assert not [t for ax in fig.axes if ax not in accuracy[:1] for t in ax.texts if t.get_gid() == "note"], notes
+    # nor the gradient norm: the error says how a loop logs it
+    with pytest.raises(GradflowError, match=r"rec\.log\(step, opt_grad_norm=norm\)"):
+        figures.gradnorm(gradflow.load(tmp_path / "run", "metrics"))
 
 
 def test_runs_in_folders_of_their_own_names_are_picked_by_their_config(cli, tmp_path):

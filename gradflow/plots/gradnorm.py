@@ -53,7 +53,8 @@ def gradnorm(metrics: pd.DataFrame, color: str | None = None, by_source: bool = 
     if norms.empty:
         raise GradflowError("the metrics table has no opt/grad_norm rows: the gradient norm is logged per evaluation "
                             "window by `gradflow run` and `gradflow sweep` training (train.steps > 0); a Recorder's "
-                            "runs log only what the script logs")
+                            "runs have it where the loop logs it: rec.log(step, opt_grad_norm=norm), norm the total "
+                            "norm clip_grad_norm_ returns")
     drawn = _diverged_early(df, _to_divergence(df, norms))  # a diverged run's line ends where it did, non-finite
     shares = clipped_shares(df)
     k = over_steps_keys(drawn, "gradnorm", color, facet, by_source)
