@@ -280,6 +280,21 @@ def test_a_script_that_raises_outside_a_with_block_records_its_run_as_failed(tmp
     assert set(store.load(tmp_path / "run").step) == {0, 1}
 
 
+def test_ls_names_three_errors_and_counts_the_rest(cli, tmp_path):
+    # four runs failing four ways: three named under the table, then "and 1 more error; --json gives each
+    # run's error" (it ended "each run's")
+    for i in range(4):
+        model = nn.Linear(2, 2)
+        with pytest.raises(ValueError), gradflow.Recorder(model, tmp_path / f"run{i}", every=1) as rec:
+            with rec.step(0):
+                model(torch.randn(3, 2)).sum().backward()
+            raise ValueError(f"loss went sideways {i}")
+    out = cli("ls", str(tmp_path))
+    lines = out.output.splitlines()
+    assert out.exit_code == 0 and sum(line.startswith("failed (run") for line in lines) == 3, out.output
+    assert "and 1 more error; --json gives each run's error" in lines, out.output
+
+
 def test_the_study_folder_is_locked_while_recording_and_shared_by_one_scripts_recorders(tmp_path):
     first = gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / "run0")
     # another process is refused, naming the holder by its own command line (the script that made the first

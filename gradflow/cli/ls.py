@@ -201,7 +201,7 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
             notes.append(alike)
     if flagged:
         notes.append(f"{FLAGGED}: finished but flagged: {labels(flagged)}; --json shows why")
-    notes += failure_notes(df, FAILURES_SHOWN, "--json gives each run's")
+    notes += failure_notes(df, FAILURES_SHOWN, "--json gives each run's error")
     if bad := df.attrs.get(UNREADABLE):  # (read as no spec, without a word)
         notes.append(f"{', '.join(map(str, bad[:3]))}{' and more' if len(bad) > 3 else ''}: not a readable sweep "
                      "spec, so stale runs there read as live; rerun the sweep's command to write it again")
