@@ -70,6 +70,19 @@ def test_a_wrong_backward_is_caught():
     assert r.kinks == 0  # (a tanh net has none: a wrong entry is no kink because a one-sided error is smaller)
 
 
+def test_one_wrong_entry_of_a_tensor_is_its_largest_error():
+    """A backward wrong in one entry of a bias (twice its gradient), right in the other seven: the tensor's
+    max_rel is that entry's (1/2), its median right, and the check fails (a median passed it)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    model[0].bias.register_hook(lambda g: torch.cat([g[:3], 2 * g[3:4], g[4:]]))
+    x, y = torch.randn(16, 5, dtype=torch.float64), torch.randint(0, 3, (16,))
+    r = check_model(model, lambda m: nn.functional.cross_entropy(m(x), y), entries=8)
+    bias = next(p for p in r.params if p.name.endswith("bias") and p.size == 8)
+    assert bias.checked == 8 and bias.max_rel == pytest.approx(1 / 2, rel=1e-4) and bias.median_rel < BOUND
+    assert r.max_rel == pytest.approx(1 / 2, rel=1e-4)
+
+
 class DeadUnit(nn.Module):
     """A ReLU net whose second layer's first unit has weights and bias 0, as a dead channel's: its input is
     exactly 0 for every example, on ReLU's kink, and stays on one side of it for a step of its bias or of

@@ -90,12 +90,56 @@ def test_user_overrides_replace_the_arms_values_for_the_same_key():
 
 @pytest.mark.parametrize("value, expect, ok", [
     (0.1, {"lt": 0.2}, True), (0.3, {"lt": 0.2}, False), (0.2, {"le": 0.2}, True), (3, {"ge": 3}, True),
-    (0.5, {"between": [0.4, 0.6]}, True), (0.61, {"between": [0.4, 0.6]}, False),
+    (0.5, {"between": [0.4, 0.6]}, True), (0.61, {"between": [0.4, 0.6]}, False), (0.3, {"between": [0.4, 0.6]}, False),
     (0.72, {"approx": 0.707, "tol": 0.03}, True), (0.75, {"approx": 0.707, "tol": 0.03}, False),
     (float("nan"), {"approx": 1.0, "tol": 0.1}, False), (float("nan"), {"gt": 0}, False),
 ])
 def test_claim_tests(value, expect, ok):
     assert rep.passes(value, expect)[0] is ok
+
+
+def _arm(**tables) -> rep.Arm:
+    """An arm whose tables are given (each a list of row dicts), as if loaded from its folder."""
+    import pandas as pd
+
+    arm = rep.Arm(Path("arm"))
+    arm._tables.update({name: pd.DataFrame(rows) for name, rows in tables.items()})
+    return arm
+
+
+def test_min_difference_is_against_the_nearest_reference():
+    """A measure minus the closest of several (a depth scale against each of two references): 0.5 beside 0.1
+    and 0.4 is 0.1 from the second; the difference to the first, 0.4, would pass a claim it should not."""
+    arms = {name: _arm(runs=[{"run": "r", "status": "ok", "final.train_loss": loss}])
+            for name, loss in (("a", 0.5), ("b1", 0.1), ("b2", 0.4))}
+    measured = rep.compute({"fn": "min_difference", "a": {"fn": "final", "arm": "a"},
+                            "b": [{"fn": "final", "arm": "b1"}, {"fn": "final", "arm": "b2"}]}, arms)
+    assert measured.value == pytest.approx(0.1)
+
+
+def test_reach_is_the_share_of_runs_that_get_below_the_level():
+    """One of three seeds gets its train loss below 1.5: a share of 1/3, each run's own 1 or 0 in run order (a
+    claim that every seed trains, ge 1.0, must fail; the largest per run, 1.0, would pass it)."""
+    rows = [{"run": run, "split": "train", "metric": "loss", "step": step, "value": value}
+            for run, curve in (("s0", (2.3, 1.2)), ("s1", (2.3, 2.0)), ("s2", (2.3, 1.9))) for step, value in enumerate(curve)]
+    measured = rep.compute({"fn": "reach", "arm": "x", "below": 1.5}, {"x": _arm(metrics=rows)})
+    assert measured.value == pytest.approx(1 / 3) and measured.per_run == [1.0, 0.0, 0.0]
+    assert not rep.passes(measured.value, {"ge": 1.0})[0]
+
+
+def test_tolerances_that_tell_a_broken_mechanism_apart():
+    """he2015: Kaiming's init keeps the signal level within its claim's band, and a gain 25% off in
+    sigma_w^2 (sqrt(0.75), sqrt(1.25) per layer) falls outside it; backprop-vs-fd holds every agreement
+    claim to gradcheck's own bound, TOL (a looser bound passed a wrong backward off by 1e-4)."""
+    from gradflow import gradcheck
+
+    (kaiming,) = [c["expect"] for c in rep.Spec.load("he2015").claims if c["measure"]["fn"] == "layer_factor"
+                  and c["measure"]["where"]["init.name"] == "kaiming_normal"]
+    for per_layer in (math.sqrt(0.75), math.sqrt(1.25)):
+        assert not rep.passes(per_layer, kaiming)[0], (per_layer, kaiming)
+    assert rep.passes(1.0, kaiming)[0]
+    bounds = [c["expect"] for c in rep.Spec.load("backprop-vs-fd").claims if "relative error" in c["text"]]
+    assert bounds and all(b == {"lt": gradcheck.TOL} for b in bounds), bounds
 
 
 def test_a_mean_over_runs_one_of_which_has_no_value_has_none_and_fails_its_claim():
@@ -224,6 +268,16 @@ def test_sigmoid_textbook_with_tanh_fails(sigmoid):
     fails = sum(not c.passed for c in broken.claims)
     assert rep.overall([sigmoid[1], broken]) == (f"1 of 2 experiments pass every claim; {6 - fails} of 6 claims "
                                                  f"pass; FAIL: sigmoid-textbook ({fails})")
+
+
+def test_sigmoid_textbook_one_layer_short_fails_its_ratio(sigmoid):
+    # 9 layers instead of 10: the per-layer factors still hold, and the first/head ratio, ~2e-6, is out of its
+    # band (a band up to 1e-3 passed it)
+    results, _ = sigmoid
+    short = reproduce("sigmoid-textbook", results, "model.depth=9")
+    assert short.claim("σ_w² = 1: per-layer").passed, verdicts(short)
+    ratio = short.claim("first layer / head")
+    assert not ratio.passed and 1.5e-6 < ratio.measured.value < 4e-6, verdicts(short)
 
 
 def test_cli_shows_the_source_column_and_exits_1_on_a_fail(cli, sigmoid):
