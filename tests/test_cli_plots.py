@@ -530,6 +530,16 @@ def test_compare_matched_on_many_keys_stacks_them_at_80_columns(plain, batchnorm
     assert sum(c == "depth=4" for c in stacked) == 2 and "not shown" not in text
 
 
+def test_compares_difference_is_the_second_source_against_the_first():
+    # B / A and B - A, none where either is not finite (a diverged source's inf ratio read as x0 or -inf)
+    from gradflow.compare import difference
+
+    assert difference(2.0, 6.0, "ratio") == 3.0 and difference(2.0, 6.0, "diff") == 4.0
+    for a, b in ((math.inf, 2.0), (2.0, math.inf), (math.nan, 2.0), (0.0, 2.0)):
+        assert math.isnan(difference(a, b, "ratio")), (a, b)
+    assert math.isnan(difference(math.inf, 2.0, "diff")) and math.isnan(difference(2.0, -math.inf, "diff"))
+
+
 def test_compare_table_numbers_are_per_source_medians(plain, batchnorm):
     runs = pd.concat([gradflow.load(plain, table="runs").assign(source="plain"),
                       gradflow.load(batchnorm, table="runs").assign(source="batchnorm")], ignore_index=True)

@@ -272,6 +272,19 @@ def test_rate_against_hand_fit(swept):
     assert "rate -: no fit, fewer than 3 layers with the quantity between the 3 left out at each end" in text
 
 
+def test_a_rate_fit_leaves_out_points_without_a_positive_value():
+    """A signal norm that halves per layer over 15 points, but 0 at the head (a head with no signal): the
+    fit is over the positive points' bulk, layers 3-10 (with the 0 counted among them it read 3-11)."""
+    from gradflow.summary import rate
+
+    values = [2 ** (-layer / 2) for layer in range(15)]
+    values[14] = 0.0
+    layers = pd.DataFrame({"run": "r", "step": 0, "quantity": "signal_norm", "layer": range(15),
+                           "name": [f"linear{i}" for i in range(15)], "value": values})
+    factor, span = rate(layers, "signal_norm", 0)
+    assert factor == pytest.approx(2.0) and span == "3-10"
+
+
 def test_a_corrupt_table_that_rate_or_steps_to_reads_is_one_line(cli, run_job):
     # damaged in place, its Parquet magic marks kept: the run still reads as whole (ok), and only --rate and
     # --steps-to read the table itself (they read it with pandas, and pyarrow's traceback came through)
@@ -364,6 +377,13 @@ def test_json_gives_null_where_there_was_no_fit(run_job):
     out = CliRunner().invoke(app, ["ls", str(job.parent), "--json"], catch_exceptions=False)
     (row,) = json.loads(out.output)
     assert row["chi1_measured"] is None and row["chi1_layers"] is None  # (was "")
+    # so is --rate's own fit, beside a run deep enough for one
+    run_job("data=gaussian", "data.n_train=64", "data.n_test=32", "data.dim=8", "model.width=8",
+            "model.depth=10", "train.steps=2", "train.batch_size=32", name="nofit")
+    out = CliRunner().invoke(app, ["ls", str(job.parent), "--json", "--rate", "grad_norm"], catch_exceptions=False)
+    rows = {r["model.depth"]: r for r in json.loads(out.output)}
+    assert rows[2]["rate.grad_norm"] is None and rows[2]["rate.grad_norm.layers"] is None, rows[2]
+    assert rows[10]["rate.grad_norm"] > 0 and rows[10]["rate.grad_norm.layers"] == "3-7", rows[10]
 
 
 def test_notes_break_at_spaces_and_leave_none_at_a_line_end():
@@ -725,6 +745,14 @@ def test_json_and_csv_give_steps_as_whole_numbers_beside_a_missing_one(run_job):
     out = CliRunner().invoke(app, ["ls", str(diverged.parent), "--csv"], catch_exceptions=False).output
     csv = pd.read_csv(io.StringIO(out), dtype=str)
     assert set(csv["diverged_step"].dropna()) == {str(step)} and set(csv["steps_done"]) == {str(step), "6"}
+    # so is the step a metric first reached a threshold at, beside a run that never did (tanh's train loss
+    # starts at 2.39, the linear net's at 3.28 and then diverges)
+    reach, column = ["--steps-to", "train_loss<=3"], "steps_to.train_loss<=3"
+    out = CliRunner().invoke(app, ["ls", str(diverged.parent), "--json", *reach], catch_exceptions=False).output
+    rows = {r["model.activation"]: r for r in json.loads(out)}
+    assert rows["tanh"][column] == 0 and isinstance(rows["tanh"][column], int) and rows["linear"][column] is None
+    out = CliRunner().invoke(app, ["ls", str(diverged.parent), "--csv", *reach], catch_exceptions=False).output
+    assert set(pd.read_csv(io.StringIO(out), dtype=str)[column].dropna()) == {"0"}, out
 
 
 def test_stale_runs_of_a_shrunk_grid_leave_the_keys_and_a_result_on_80_columns(cli, results, monkeypatch):

@@ -1033,6 +1033,9 @@ def test_no_mean_field_line_for_tanh_without_bias_and_relu_keeps_its_signal_line
     chi1 = theory.point("relu", 1.5, 0.0).chi1
     assert chi1 == pytest.approx(0.75) and line["chi1"].eq(chi1).all()
     np.testing.assert_allclose(np.diff(np.log(line["y"])) / np.diff(line["x"]), -0.5 * math.log(chi1), atol=1e-12)
+    # the theory is of the random initialization: after training (the last step, or any but 0) no line
+    for step in ("last", int(relu["step"].max())):
+        assert "theory" not in figures.profile(relu, "signal_norm", step=step).data, step
 
 
 def test_ratio_of_the_back_propagated_signal(sweep):

@@ -49,6 +49,17 @@ GELU = ["data=gaussian", "data.dim=64", "data.n_train=256", "model.depth=60", "m
         "train.batch_size=256", "model.activation=gelu", "init=meanfield", "init.sw2=2", "init.sb2=0.05"]
 
 
+def test_a_fit_in_the_transient_is_marked_whichever_side_of_q_star_it_starts():
+    # inputs whose variance starts below q* bias the fit the other way: the bias is negative, and its cell lost
+    # the "!" that the warning under the table (which counts it) points to
+    import pandas as pd
+
+    from gradflow.columns import TRANSIENT_TOL, _fit_cell
+
+    for bias, mark in ((-0.05, "!"), (0.05, "!"), (-TRANSIENT_TOL / 2, ""), (TRANSIENT_TOL / 2, "")):
+        assert _fit_cell(pd.Series({"chi1_layers": "3-17", "chi1_transient": bias})) == "15 (3-17)" + mark, bias
+
+
 def test_ls_warns_when_the_chi1_fit_sits_in_the_length_maps_transient(cli, results):
     """gelu at sw2 = 2, sb2 = 0.05 from unit-variance inputs: q_0 = 2.05 against q* = 0.124, and the length map
     takes ~30 layers to get there, so a fit over layers 3-57 does not read the fixed-point chi_1. Mean field
