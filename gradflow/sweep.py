@@ -830,11 +830,15 @@ class JobConfigLoader(ConfigLoaderImpl):
     Hydra applies value overrides after composing: ~3 ms instead of ~100 ms. Launchers pickle the
     loader to their workers (joblib, submitit), which then compose the same way; it takes along the
     jobs composed here (`warm`), so a worker copies those too instead of composing each structure
-    again (~14 KB each: a worker's first compose of a structure took 0.1-0.4 s, twice per worker on a
-    grid of two inits, at the start of every worker)."""
+    again (a worker's first compose of a structure took 0.1-0.4 s, twice per worker on a grid of two
+    inits, at the start of every worker). The first SHIPPED structures of a sweep at most (~18 KB each,
+    with every job: a submitit job's pickle file), those its first jobs need."""
+
+    SHIPPED = 16
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "composed": {k: v for k, v in _composed.items() if isinstance(v, bytes)}}
+        shipped = [(k, v) for k, v in _composed.items() if isinstance(v, bytes)][:self.SHIPPED]
+        return {**self.__dict__, "composed": dict(shipped)}
 
     def __setstate__(self, state: dict) -> None:
         for key, kept in state.pop("composed").items():
@@ -843,12 +847,15 @@ class JobConfigLoader(ConfigLoaderImpl):
 
     def warm(self, master_config: DictConfig, batch: Sequence[Sequence[str]]) -> None:
         """Compose here the first job of each structure that two or more jobs of `batch` share (a
-        structure: what `_structure` keys), for this process's jobs and the workers' to copy. (A
-        structure of one job, each point of a --points sweep, is left to its worker: composed here, a
-        sweep of many would wait for them all before its first job.)"""
+        structure: what `_structure` keys), up to SHIPPED of them, for this process's jobs and the
+        workers' to copy. (A structure of one job, each point of a --points sweep, is left to its
+        worker: composed here, a sweep of many would wait for them all before its first job; so are
+        the structures past SHIPPED, which the workers compose in parallel.)"""
         structures = [self._structure(master_config, _parsed(list(job))) for job in batch]
         jobs_of = Counter(structures)
         for key, job in zip(structures, batch):
+            if len(_composed) >= self.SHIPPED:
+                return
             if key is not None and jobs_of[key] > 1 and key not in _composed:
                 self.load_sweep_config(master_config, list(job))
 

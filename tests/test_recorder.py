@@ -698,20 +698,31 @@ def test_a_metric_the_loop_never_logs_is_said_not_logged_in_its_panel(tmp_path):
 
 def test_runs_in_folders_of_their_own_names_are_picked_by_their_config(cli, tmp_path):
     # a Recorder's runs in folders named by the script (b2-lr1e-2): --run blocks=2,lr=0.01, as the README has
-    # `--run` take key=value items by ls's short names, said "not a run" and listed the folder names
-    for blocks in (2, 4):
-        for lr in (1e-3, 1e-2):
-            model = nn.Sequential(*[nn.Sequential(nn.Linear(4, 4), nn.Tanh()) for _ in range(blocks)])
-            with gradflow.Recorder(model, tmp_path / f"b{blocks}-lr{lr:.0e}", every=1,
-                                   config={"model": {"blocks": blocks}, "optim": {"lr": lr}}) as rec:
-                for step in range(2):
-                    with rec.step(step):
-                        model(torch.randn(8, 4)).square().mean().backward()
-    out = cli("plot", str(tmp_path), "--kind", "heatmap", "--run", "lr=0.01,blocks=2", "--out", str(tmp_path / "f"))
-    assert out.exit_code == 0 and (tmp_path / "f" / "heatmap-grad_norm-b2-lr1e-02.png").is_file(), out.output
-    out = cli("plot", str(tmp_path), "--kind", "heatmap", "--run", "blocks=2", "--out", str(tmp_path / "f"))
+    # `--run` take key=value items by ls's short names, said "not a run" and listed the folder names. Keys of
+    # the config's top level (blocks) or nested (optim.lr), values as ls shows them (true), a study's prefix
+    for study in ("one", "two"):
+        for blocks in (2, 4):
+            for lr in (1e-3, 1e-2):
+                model = nn.Sequential(*[nn.Sequential(nn.Linear(4, 4), nn.Tanh()) for _ in range(blocks)])
+                config = {"blocks": blocks, "optim": {"lr": lr}, "model": {"skip": blocks == 2}}
+                with gradflow.Recorder(model, tmp_path / study / f"b{blocks}-lr{lr:.0e}", every=1, config=config) as rec:
+                    for step in range(2):
+                        with rec.step(step):
+                            model(torch.randn(8, 4)).square().mean().backward()
+
+    def plot(folder: Path, run: str):
+        return cli("plot", str(folder), "--kind", "heatmap", "--run", run, "--out", str(tmp_path / "f"))
+
+    for run in ("lr=0.01,blocks=2", "skip=true,lr=1e-2"):
+        out = plot(tmp_path / "one", run)
+        assert out.exit_code == 0 and (tmp_path / "f" / "heatmap-grad_norm-b2-lr1e-02.png").is_file(), out.output
+    out = plot(tmp_path / "one", "blocks=2")
     assert out.exit_code == 1 and "--run 'blocks=2' matches 2 runs of" in out.output and \
         "b2-lr1e-03; b2-lr1e-02" in " ".join(out.output.split()), out.output
+    out = plot(tmp_path, "two/blocks=2,lr=0.01")  # a folder of studies: the study first
+    assert out.exit_code == 0 and (tmp_path / "f" / "heatmap-grad_norm-two_b2-lr1e-02.png").is_file(), out.output
+    out = plot(tmp_path, "blocks=2,lr=0.01")
+    assert out.exit_code == 1 and "or its study first (one/blocks=2,lr=0.01)" in " ".join(out.output.split()), out.output
 
 
 def test_a_script_that_ends_without_close_has_its_run_closed_with_its_tables(tmp_path):

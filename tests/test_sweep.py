@@ -496,7 +496,7 @@ def test_job_configs_from_a_copy_equal_hydras_own_compose(tmp_path, fixed):
         sweep_mod._parsed_lines.clear()
 
 
-def test_the_loader_composes_shared_structures_once_and_takes_them_to_its_workers(tmp_path):
+def test_the_loader_composes_shared_structures_once_and_takes_them_to_its_workers(tmp_path, monkeypatch):
     """Before launching, the sweep's process composes the first job of each structure that several jobs
     share (not one a single job has: each point of a --points sweep); the loader pickled to a worker
     takes those along, and a job composed there from them equals Hydra's own compose."""
@@ -528,6 +528,16 @@ def test_the_loader_composes_shared_structures_once_and_takes_them_to_its_worker
             expected = ConfigLoaderImpl(search_path).load_sweep_config(master, job)
             assert OmegaConf.to_container(worker.load_sweep_config(master, job)) == OmegaConf.to_container(expected)
         assert len(sweep_mod._composed) == 3
+        # at most SHIPPED structures, the sweep's first: composed here, and taken along with every job
+        monkeypatch.setattr(sweep_mod.JobConfigLoader, "SHIPPED", 1)
+        sweep_mod._composed.clear()
+        ours.warm(master, batch)
+        assert [key[3] for key in sweep_mod._composed] == [("init=xavier_normal",)]
+        ours.load_sweep_config(master, batch[3])  # (a later job's, composed as it runs)
+        shipped = pickle.dumps(ours)
+        sweep_mod._composed.clear()
+        pickle.loads(shipped)
+        assert [key[3] for key in sweep_mod._composed] == [("init=xavier_normal",)]
     finally:
         sweep_mod._composed.clear()
         sweep_mod._parsed_lines.clear()

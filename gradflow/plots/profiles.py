@@ -130,7 +130,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
             ax.set_title(title, fontsize="small")
         # panels of nets of different depths: each ticked at its own nets' blocks (the deepest net's ticks
         # named a shallower one's head as the next block)
-        own_blocks = marked if len(spans) <= 1 or marked is None else blocks(layers[layers["run"].isin(set(sub["run"]))])
+        own_blocks = marked if len(spans) <= 1 or marked is None else blocks(_of_runs(layers, sub))
         if own_blocks is not None:
             tick_blocks(ax.xaxis, own_blocks)
         else:  # (min_n_ticks: a lone point's axis was ticked 40, 41 with the point on its edge)
@@ -159,6 +159,13 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     extra += [f"the sources also differ in {', '.join(between)}"] if between else []
     set_title(fig, f"{label.title} per {point_word(df)}", df, extra, skip=swept)
     return fig
+
+
+def _of_runs(layers: pd.DataFrame, sub: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `layers` of the runs in `sub`, each run by its source and name (two sources compared
+    may each have a run of the same name)."""
+    ids = [c for c in ("source", "run") if c in layers.columns and c in sub.columns]
+    return layers[pd.MultiIndex.from_frame(layers[ids]).isin(pd.MultiIndex.from_frame(sub[ids].drop_duplicates()))]
 
 
 STREAM = "resid"  # the point after each block of gradflow's transformer (summary.RESIDUAL_STREAM)

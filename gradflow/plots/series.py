@@ -212,18 +212,35 @@ def run_by_config(run: object, df: pd.DataFrame) -> str | None:
 
 
 def runs_by_config(run: object, df: pd.DataFrame) -> list[str]:
-    """The runs of df whose config has every key=value item of `run` ([] where `run` is no such items)."""
-    items = _items(str(run))
-    if not all(k and v for k, v in items) or "run" not in df.columns:
+    """The runs of df whose config has every key=value item of `run` ([] where `run` is no such items),
+    values read as `ls` shows them (true, false; null for none); a study's prefix (mlps/depth=4, in a
+    folder of studies) keeps that study's runs."""
+    study, _, asked = str(run).rpartition("/")
+    items = _items(asked)
+    if not all(k and v for k, v in items) or "run" not in df.columns or df.empty:
         return []
+    columns = config_columns(df)
     rows = df.drop_duplicates("run")
+    if study:
+        rows = rows[rows["run"].astype(str).str.startswith(study + "/")]
     keep = np.ones(len(rows), dtype=bool)
     for key, value in items:
-        columns = [c for c in rows.columns if isinstance(c, str) and "." in c and _same_key(c, key)]
-        if not columns:
+        matching = [c for c in columns if _same_key(c, key)]
+        if not matching:
             return []
-        keep &= np.array([any(_same_value(str(v), value) for v in row) for row in rows[columns].itertuples(index=False)])
+        keep &= np.array([any(_config_value_is(v, value) for v in row)
+                          for row in rows[matching].itertuples(index=False)], dtype=bool)
     return [str(r) for r in run_names(rows.loc[keep, "run"])]
+
+
+def _config_value_is(v: object, value: str) -> bool:
+    """Whether a config cell holds `value` as a user writes it: as shown (true, false), as a number, or
+    null/none where it has none."""
+    from gradflow.fmt import fmt
+
+    if np.ndim(v) == 0 and pd.isna(v):
+        return value.lower() in ("null", "none")
+    return any(_same_value(text, value) for text in {str(v), fmt(v)}) or fmt(v) == value.lower()
 
 
 def not_a_run(run: object, runs: list[str], where: str, most: int, named: str = "--run",
@@ -233,8 +250,11 @@ def not_a_run(run: object, runs: list[str], where: str, most: int, named: str = 
     n = len(str(run).split(","))
     several = [r for r in runs if _matched(str(run), str(r)) == n] or ([] if df is None else runs_by_config(run, df))
     if len(several) > 1:
+        studies = sorted({str(r).rpartition("/")[0] for r in several})  # (in a folder of studies)
+        study = (f", or its study first ({studies[0]}/{str(run).rpartition('/')[2]})"
+                 if len(studies) > 1 and "" not in studies else "")
         return (f"{named} {str(run)!r} matches {len(several)} runs of {where}; add a key=value that tells them "
-                f"apart: {'; '.join(map(str, several[:most]))}{'; ...' if len(several) > most else ''}")
+                f"apart{study}: {'; '.join(map(str, several[:most]))}{'; ...' if len(several) > most else ''}")
     return f"{named} {str(run)!r} is not a run of {where}; choices: {nearest_runs(run, runs, most)}"
 
 

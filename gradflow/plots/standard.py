@@ -316,8 +316,8 @@ def standard_sets(folders: list[Path], target: Callable[[Path], Path], fmt: str 
                   on_saved: Callable[[Path, int], None] | None = None,
                   on_folder: Callable[[Path], None] | None = None) -> tuple[list[tuple[Path, list[Path]]], list[str]]:
     """The standard set of each of `folders` (`studies`) into `target(folder)`: [(folder, its figures)],
-    and why each folder with nothing to draw, or a figure that could not be drawn, was passed over, naming
-    it (with one folder only, that is raised)."""
+    and why each folder was passed over, naming it: nothing to draw, or the error of one of its figures,
+    which stops that folder's set (with one folder only, that is raised)."""
     drawn, passed_over = [], []
     for folder in folders:
         if on_folder:
