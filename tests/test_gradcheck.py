@@ -235,6 +235,23 @@ def test_a_batch_beyond_the_training_set_is_reported_as_used(cli):
     assert r.batch == 256 and gradcheck(compose(SMALL), entries=2, batch=5).batch == 5
 
 
+def test_batchnorm_is_checked_in_train_mode_on_the_batchs_statistics():
+    # the loss checked is the training loss, batchnorm normalizing with the batch's own statistics (in eval
+    # mode, with its running ones, the check passes just as well, of another function than training's)
+    from gradflow.job import prepare
+    from gradflow.train import loss_and_accuracy
+
+    cfg = compose([*SMALL, "norm=batchnorm", "threads=1"])
+    r = gradcheck(cfg, entries=2, batch=16)
+    _, data, model = prepare(cfg)
+    model = model.double().train()
+    torch.manual_seed(cfg.seed)
+    loss = loss_and_accuracy(model(data.x_train[:16].double()), data.y_train[:16], data.task)[0].item()
+    model.eval()
+    running = loss_and_accuracy(model(data.x_train[:16].double()), data.y_train[:16], data.task)[0].item()
+    assert r.loss == pytest.approx(abs(loss), rel=1e-12) and abs(loss - running) > 1e-3, (r.loss, loss, running)
+
+
 def _gradcheck_piped(columns: int, *args: str) -> list[str]:
     """The real command, piped (stdout is not a terminal), at `columns` columns: its lines."""
     import os

@@ -127,6 +127,51 @@ def test_reach_is_the_share_of_runs_that_get_below_the_level():
     assert not rep.passes(measured.value, {"ge": 1.0})[0]
 
 
+def _layers(values_by_step: dict, quantity: str) -> list[dict]:
+    """A layers table's rows of one run: `quantity`'s values per layer at each step."""
+    return [{"run": "r", "step": step, "layer": layer, "name": f"l{layer}", "quantity": quantity, "value": v}
+            for step, values in values_by_step.items() for layer, v in enumerate(values)]
+
+
+def test_growth_factor_fits_the_bulk_per_layer_or_per_block():
+    # act_std doubling over layers 4-6 only: trim=4 fits a factor 2 exactly (the trim's 1.0s taken in: 1.15)
+    arm = _arm(layers=_layers({0: [2.0 ** n if 4 <= n <= 6 else 1.0 for n in range(11)]}, "act_std"))
+    assert rep.growth_factor(arm, trim=4).value == pytest.approx(2.0, rel=1e-12)
+    assert rep.growth_factor(arm, trim=4, per=2).value == pytest.approx(4.0, rel=1e-12)
+    assert rep.growth_factor(arm, trim=4, squared=True).value == pytest.approx(4.0, rel=1e-12)
+
+
+def test_hidden_median_is_over_the_hidden_layers_at_the_last_step():
+    # 1, 2, 10 between the input layer's 100 and the head's 1000: 2 (with the head, 6; the mean, 4.33; step 0, 7)
+    arm = _arm(layers=_layers({0: [7.0] * 5, 5: [100.0, 1.0, 2.0, 10.0, 1000.0]}, "grad_norm"))
+    assert rep.hidden_median(arm).value == 2.0
+
+
+def test_lags_through_time_are_against_the_last_time_step_not_the_head():
+    """Ten time steps whose signal halves per step back from the last (t = 9), then the head (123): the
+    signal k steps back over the last step's is 0.5^(k-1), its log-rate fitted over k = 1..kmax."""
+    steps = 10
+    values = [0.5 ** (steps - 1 - t) for t in range(steps)] + [123.0]
+    assert rep.lag_ratio(_arm(layers=_layers({0: values}, "signal_norm")), k=3).value == pytest.approx(0.25)
+    values[steps - 5] *= 10.0  # lag 5 off the exponential: over k = 1..5 the slope is ln 0.5 + 0.2 ln 10
+    rate = rep.lag_rate(_arm(layers=_layers({0: values}, "signal_norm")), kmax=5).value
+    assert rate == pytest.approx(math.log(0.5) + 0.2 * math.log(10.0), rel=1e-9)
+    values[steps - 3] = 0.0  # a backward pass cut short at lag 3: no rate
+    assert math.isnan(rep.lag_rate(_arm(layers=_layers({0: values}, "signal_norm")), kmax=5).value)
+
+
+def test_ratio_is_a_over_b_and_says_why_it_has_none():
+    arms = {name: _arm(runs=[{"run": "r", "status": "ok", "final.train_loss": loss}])
+            for name, loss in (("a", 0.5), ("b", 2.0), ("none", math.nan))}
+
+    def ratio(a: str, b: str) -> rep.Measured:
+        return rep.compute({"fn": "ratio", "a": {"fn": "final", "arm": a}, "b": {"fn": "final", "arm": b}}, arms)
+
+    assert ratio("a", "b").value == pytest.approx(0.25)
+    none = ratio("none", "b")
+    assert math.isnan(none.value) and none.note == "no value in the 1 run of arm none", none.note
+
+
 def test_tolerances_that_tell_a_broken_mechanism_apart():
     """he2015: Kaiming's init keeps the signal level within its claim's band, and a gain 25% off in
     sigma_w^2 (sqrt(0.75), sqrt(1.25) per layer) falls outside it; backprop-vs-fd holds every agreement

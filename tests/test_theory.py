@@ -150,6 +150,17 @@ def test_chaotic_fixed_point_c_star(z):
     assert mf.chi_c < 1.0 and mf.xi_c == pytest.approx(-1.0 / math.log(mf.chi_c))
 
 
+def test_c_star_just_past_the_edge_of_chaos_is_found_below_one():
+    """Just past the critical sigma_w^2 (1.7615 beside tanh's 1.76 at sb2 = 0.05) c* = 0.99928 is within 1e-3 of
+    1: it is still the correlation map's fixed point (from quadrature, M(c*) = c*), below 1, stable, with a
+    finite xi_c (searched only down to 1 - 1e-3, c* read 1 and xi_c inf)."""
+    mf = theory.point("tanh", 1.7615, 0.05)
+    assert mf.chi1 > 1 and 1 - 1e-3 < mf.c_star < 1 - 1e-4
+    m = theory.moments("tanh")
+    assert (mf.sw2 * m.C(mf.q_star, mf.c_star) + mf.sb2) / mf.q_star == pytest.approx(mf.c_star, abs=1e-10)
+    assert mf.chi_c < 1 and math.isfinite(mf.xi_c) and mf.xi_c > 1000
+
+
 @pytest.mark.parametrize("sw2", [0.5, 1.0, 1.5])
 def test_ordered_phase_has_c_star_one(sw2):
     mf = theory.point("tanh", sw2, 0.05)
