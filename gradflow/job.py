@@ -187,7 +187,7 @@ def _record(job_dir: Path, record: dict, result: TrainResult, error: Exception |
                   **final_metrics(result.metrics, result.status))
     if result.status == store.OK and result.steps_done:  # a run of 0 steps (init only) had nothing to learn
         record["flags"] = learned_nothing(layers, record["final"], chance_level(data, flat),
-                                          first_metrics(result.metrics))
+                                          first_metrics(result.metrics), steps=result.steps_done)
     record["wall_time"] = round(time.perf_counter() - start, 4)
     store.finish(job_dir, record)
 
@@ -273,12 +273,14 @@ def chance_level(data, flat: dict) -> Chance | None:
     return None
 
 
-def learned_nothing(layers: pd.DataFrame, final: dict, chance: Chance | None, first: dict | None = None) -> list[str]:
+def learned_nothing(layers: pd.DataFrame, final: dict, chance: Chance | None, first: dict | None = None,
+                    steps: int | None = None) -> list[str]:
     """Why a run that finished cleanly is still no success (run.json `flags`; `run` and `ls` show them):
     every hidden layer's weight gradient exactly 0 at the end (e.g. all ReLUs dead); a final train loss at
     or above `chance` (`chance_level`'s; None: no chance level), with a train accuracy below CHANCE_ACC /
     its classes; or a final train loss GREW times the first evaluation's (`first`, that evaluation's
-    metrics: an exploding regression net, 1.5 at step 0 and 4e20 at the end, stays finite)."""
+    metrics: an exploding regression net, 1.5 at step 0 and 4e20 at the end, stays finite). `steps`:
+    how many it trained, said beside the loss (a 5-step try-out reads "learned nothing" too)."""
     flags = []
     if not layers.empty:
         end = store.profile(layers, "grad_norm", store.last_step(layers))
@@ -289,7 +291,8 @@ def learned_nothing(layers: pd.DataFrame, final: dict, chance: Chance | None, fi
     loss, acc = final.get("train_loss", math.nan), final.get("train_acc", math.nan)
     if chance is not None and math.isfinite(loss) and loss > CHANCE_MARGIN * chance.loss \
             and not acc >= CHANCE_ACC / chance.classes:
-        flags.append(f"learned nothing: final train loss {loss:.4g}, {chance.words}")
+        after = f" after {steps} step{'s' * (steps != 1)}" if steps else ""
+        flags.append(f"learned nothing: final train loss {loss:.4g}{after}, {chance.words}")
     start = (first or {}).get("train_loss", math.nan)
     if math.isfinite(loss) and math.isfinite(start) and start > 0 and loss > GREW * start:
         flags.append(f"loss grew: final train loss {loss:.4g}, {start:.4g} at the first evaluation")

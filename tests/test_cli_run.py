@@ -551,7 +551,7 @@ def test_a_copy_task_run_that_learned_nothing_is_flagged(cli, results):
     rec = json.loads((results / "copy" / job_name(ov) / "run.json").read_text())
     baseline = copy_task_baseline(10, 8, 10)
     assert rec["final"]["train_loss"] > baseline and rec["final"]["train_acc"] < 1.5 / 8, out.output
-    assert rec["flags"] == [f"learned nothing: final train loss {rec['final']['train_loss']:.4g}, the memoryless "
+    assert rec["flags"] == [f"learned nothing: final train loss {rec['final']['train_loss']:.4g} after 5 steps, the memoryless "
                             f"baseline (blanks, then a guess among 8 symbols) is {baseline:.4g}"], rec["flags"]
     assert "ok*" in cli("ls", results / "copy").output
 
