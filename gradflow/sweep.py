@@ -945,16 +945,17 @@ def _copy(kept: bytes | DictConfig) -> DictConfig:
 
 
 class Watcher(threading.Thread):
-    """Counts jobs that finished, from their run.json on disk (works with every launcher)."""
+    """Finds the jobs that ended, from their run.json on disk (works with every launcher), and calls
+    `on_ended` with them ({job: its record}) every `every` seconds."""
 
-    def __init__(self, p: Plan, on_count: Callable[[int], None], every: float = 0.5):
+    def __init__(self, p: Plan, on_ended: Callable[[dict[str, dict]], None], every: float = 0.5):
         super().__init__(daemon=True)
-        self.plan, self.on_count, self.every = p, on_count, every
+        self.plan, self.on_ended, self.every = p, on_ended, every
         self.since = time.time()
         self.stop = threading.Event()
 
-    def count(self) -> int:
-        done = 0
+    def ended(self) -> dict[str, dict]:
+        found = {}
         for j in self.plan.to_run:
             path = self.plan.root / j.name / store.RUN_FILE
             try:
@@ -964,9 +965,12 @@ class Watcher(threading.Thread):
                 continue
             rec = store.read_run(path.parent)
             if rec and rec.get(store.STATUS) in store.ENDED:
-                done += 1
-        return done
+                found[j.name] = rec
+        return found
+
+    def count(self) -> int:
+        return len(self.ended())
 
     def run(self) -> None:
         while not self.stop.wait(self.every):
-            self.on_count(self.count())
+            self.on_ended(self.ended())

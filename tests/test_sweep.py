@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -44,6 +45,10 @@ def test_basic_sweep_layout_ls_and_load(cli, results):
     for name in NAMES:
         assert json.loads((root / name / "run.json").read_text())["status"] == "ok"
     assert "ok: 4" in out.output and "failed: 0" in out.output
+    # piped (a log file): a line per run as it ended, each run once, not the bar's last frame
+    ended = [line for line in out.output.splitlines() if re.match(r"[1-4]/4 ok \([\d.e-]+ s\) ", line)]
+    assert [line.split()[0] for line in ended] == ["1/4", "2/4", "3/4", "4/4"], out.output
+    assert {line.rsplit(" ", 1)[-1] for line in ended} == NAMES and "━" not in out.output
 
     layers = gradflow.load(root)
     assert {"model.depth", "model.activation", "run", "step", "layer", "quantity", "value"} <= set(layers.columns)

@@ -73,10 +73,12 @@ except ImportError:  # a Typer without it shows Click's three plain lines instea
     pass
 
 
-def progress_bar(transient: bool = True) -> Progress:
-    """A bar on the console; a transient one shows on a terminal only (piped, it would leave a blank line)."""
+def progress_bar(transient: bool = True, piped: bool | None = None) -> Progress:
+    """A bar on the console; piped (not a terminal), its last frame is printed where `piped` (default: where
+    it is not transient: piped, a transient one would leave a blank line)."""
+    shown_piped = not transient if piped is None else piped
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=transient,
-                    disable=transient and not console.is_terminal)
+                    disable=not (console.is_terminal or shown_piped))
 
 

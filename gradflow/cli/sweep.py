@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,7 +15,7 @@ from gradflow.cli.app import app, progress_bar
 from gradflow.cli.console import (INTERRUPTED_EXIT, console, leave_interrupted, near_options,
                                     note_replaced, print_note, user_errors)
 from gradflow.cli.ls import counts_line, reused_phrase, runs_view, show_runs
-from gradflow.errors import GradflowError
+from gradflow.errors import GradflowError, shorten
 from gradflow.keys import swept_keys
 from gradflow.columns import replacement_failed, study_columns
 
@@ -91,6 +92,23 @@ def _header(p, skipped: int) -> None:
                    f"`gradflow clean {p.root} --stale` removes {'it' if one else 'them'}", style="yellow")
 
 
+class _EndedLines:
+    """A sweep's progress as plain lines, for a log: one per run as it ends, `3/12 ok (1.2 s) JOB`."""
+
+    def __init__(self):
+        self.shown: set[str] = set()
+        self.lock = threading.Lock()  # (the watcher's thread, and the sweep's own once it is done)
+
+    def show(self, ended: dict[str, dict], total: int) -> None:
+        with self.lock:
+            for job, rec in ended.items():
+                if job not in self.shown:
+                    self.shown.add(job)
+                    took = rec.get("wall_time")
+                    head = f"{len(self.shown)}/{total} {rec.get(store.STATUS)}" + (f" ({took:.3g} s)" if took else "")
+                    print_note(f"{head} {shorten(job, max(20, 79 - len(head)))}")
+
+
 def run_plan(p, table: bool = True) -> pd.DataFrame:
     """Launch a planned sweep with a progress display, then show (or count) and return its runs table.
     Ctrl-C: one line (runs finished, rerun resumes), the run in flight marked interrupted, exit 130."""
@@ -101,21 +119,30 @@ def run_plan(p, table: bool = True) -> pd.DataFrame:
     try:  # Ctrl-C is one line and exit 130, however early it comes
         sweep_mod.check_replacement_builds(p)  # (before the header says they will be replaced)
         _header(p, skipped)
-        with progress_bar(transient=False) as progress:
+        # piped (a log file), a line per run as it ends instead of the bar's last frame (a sweep's own;
+        # a reproduction's arms keep their bars' frames)
+        lines = _EndedLines() if table and not console.is_terminal else None
+        with progress_bar(transient=False, piped=lines is None) as progress:
             runs = progress.add_task("runs", total=len(p.to_run), visible=bool(p.to_run))
             current = progress.add_task("current run", total=None, visible=p.launcher == "basic" and bool(p.to_run))
 
             def on_step(job: str, t: int, n: int) -> None:
                 progress.update(current, description=job[:48], completed=t + 1, total=n + 1)
 
-            # (the total read again: a planned move that found its run changed under the lock trains it)
-            watcher = sweep_mod.Watcher(p, lambda done: progress.update(runs, completed=done, total=len(p.to_run)))
+            def on_ended(ended: dict[str, dict]) -> None:
+                # (the total read again: a planned move that found its run changed under the lock trains it)
+                progress.update(runs, completed=len(ended), total=len(p.to_run))
+                if lines is not None:
+                    lines.show(ended, len(p.to_run))
+
+            watcher = sweep_mod.Watcher(p, on_ended)
             watcher.start()
             try:
                 sweep_mod.launch(p, on_step)
             finally:
                 watcher.stop.set()
-                progress.update(runs, completed=watcher.count(), total=len(p.to_run))
+                watcher.join()  # (its last lines before these)
+                on_ended(watcher.ended())
                 progress.update(current, visible=False)
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, lambda *_: workers.exit_now(INTERRUPTED_EXIT))  # a second Ctrl-C: leave now
