@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from gradflow.config import compose, train_size
+from gradflow.errors import GradflowError
+
 G = "data=gaussian"  # a dataset whose sizes are keys, for the size rules
 RNN = ["model=rnn", "data=adding", "data.T=5"]
 LONG = "x" * 100_000  # a 100 kB value must not be echoed whole
@@ -214,3 +217,40 @@ def test_a_key_forced_with_plus_plus_is_the_same_run_and_folder_as_plain(cli, re
         for width in (4, 8):
             job = results / "pp" / f"model.depth={depth},model.width={width}"
             assert f"width: {width}" in (job / "config.yaml").read_text(), job
+
+
+# --- bounds at their edges (a mutation audit: each test fails where the bound moves by one) ---------------
+
+def test_data_seed_above_numpy_range_is_refused():
+    compose(["data.seed=4294967295"])  # the largest numpy seed is fine
+    with pytest.raises(GradflowError, match=r"data\.seed=4294967296 must be <= 4294967295"):
+        compose(["data.seed=4294967296"])
+
+
+def test_a_subset_larger_than_the_dataset_counts_the_dataset():
+    assert train_size(compose(["data=mnist", "data.subset=100000", "train.batch_size=64"]).data) == 60000
+    with pytest.raises(GradflowError, match=r"train\.batch_size=65000 must be <= the 60000 training examples"):
+        compose(["data=mnist", "data.subset=100000", "train.batch_size=65000"])
+
+
+def test_a_warmup_as_long_as_the_run_is_allowed():
+    compose(["optim.schedule=cosine", "optim.warmup=10", "train.steps=10"])  # reaches optim.lr at the last step
+    with pytest.raises(GradflowError, match=r"optim\.warmup=11 must be at most train\.steps=10"):
+        compose(["optim.schedule=cosine", "optim.warmup=11", "train.steps=10"])
+
+
+RECALL = ["model=transformer", "data=recall", "data.queries=2", "data.n_values=5", "data.n_train=32",
+          "data.n_test=16", "train.batch_size=16"]
+
+
+def test_recall_needs_as_many_keys_as_pairs():
+    compose([*RECALL, "data.pairs=3", "data.n_keys=3"])
+    with pytest.raises(GradflowError, match=r"data\.n_keys=2 must be >= data\.pairs=3"):
+        compose([*RECALL, "data.pairs=3", "data.n_keys=2"])
+
+
+def test_chars_needs_a_test_fraction_strictly_inside_0_1():
+    compose(["model=transformer", "data=chars", "data.test_fraction=0.1", "train.batch_size=8"])
+    for bad in ("0", "0.0", "1"):
+        with pytest.raises(GradflowError, match=r"data\.test_fraction=.* must be between 0 and 1"):
+            compose(["model=transformer", "data=chars", f"data.test_fraction={bad}", "train.batch_size=8"])

@@ -1241,3 +1241,28 @@ def test_a_command_leaving_after_ctrl_c_deletes_its_joblib_pools_folder(tmp_path
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the pool's workers and its tracker, not told here to leave
     assert proc.stderr.read().strip() == "interrupted"
+
+
+# --- a failed run is no finished one: a rerun redoes it ------------------------------------------------
+
+def _recorded_run(tmp_path, status):
+    """A run folder whose run.json says `status`, with config hash abc."""
+    job = tmp_path / "study" / "default"
+    job.mkdir(parents=True)
+    store.write_text(job / store.CONFIG_FILE, "seed: 0\n")
+    store.write_json(job / store.RUN_FILE, {"status": status, "config_hash": "abc", "error": "boom",
+                                            "files": [store.CONFIG_FILE]})
+    return job
+
+
+def test_a_failed_run_is_not_finished_so_a_rerun_redoes_it(tmp_path):
+    job = _recorded_run(tmp_path, store.FAILED)
+    assert store.status_of(job, store.read_run(job))[0] == store.FAILED
+    assert store.standing(job, "abc") is None
+    assert not store.is_finished(job, "abc")
+    assert not store.is_finished(job)
+
+
+def test_an_ok_run_of_the_same_hash_is_finished(tmp_path):
+    job = _recorded_run(tmp_path, store.OK)
+    assert store.is_finished(job, "abc") and store.standing(job, "other") == store.OTHER
