@@ -441,3 +441,59 @@ def test_copy_task_layout_and_memoryless_baseline():
     ce = F.nll_loss(log_p.transpose(1, 2), y).item()
     assert ce == pytest.approx(copy_task_baseline(T, S, K), rel=1e-6)
     assert copy_task_baseline(T, S, K) == pytest.approx(K * math.log(S) / (T + 2 * K))
+
+
+# --- a mutation audit's survivors: each test fails where its comment says the code broke -------------------
+def test_mnist1d_is_generated_from_data_seed(tmp_path):
+    # without `args.seed = cfg.seed` every data.seed gave mnist1d's own default (42), the default data.seed too
+    from omegaconf import OmegaConf
+
+    from gradflow import data as gdata
+
+    a, b = (gdata._mnist1d(OmegaConf.create({"cache": str(tmp_path), "seed": seed})) for seed in (3, 4))
+    assert a.x_train.shape == b.x_train.shape and not torch.equal(a.x_train, b.x_train)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mnist1d-seed3.npz", "mnist1d-seed4.npz"]
+
+
+def test_the_dataset_cache_is_replaced_whole_not_written_in_place(tmp_path):
+    # written in place (truncated, then filled), a failed or killed write left a partial cache, or none of the
+    # good one it replaced; written beside it and renamed over it, the file is a new one (a new inode) and no
+    # temporary stays
+    from gradflow import data as gdata
+
+    arrays = {"x": np.arange(6.0).reshape(2, 3), "y": np.arange(2), "x_test": np.zeros((1, 3)), "y_test": np.ones(1)}
+    path = tmp_path / "cache" / "c.npz"
+    gdata.atomic_save_npz(path, arrays)
+    before = path.stat().st_ino
+    gdata.atomic_save_npz(path, {**arrays, "x": arrays["x"] + 1})
+    assert path.stat().st_ino != before and [p.name for p in path.parent.iterdir()] == ["c.npz"]
+    with np.load(path) as f:
+        np.testing.assert_array_equal(f["x"], arrays["x"] + 1)
+
+
+def _cifar_batches_of(folder, names, seed, n=2):
+    """CIFAR-10 python batches as the originals hold them (dict with bytes keys, b'data' uint8 (N, 3072))."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": rng.integers(0, 10, n).tolist()}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+
+
+def test_extracting_the_cifar_archive_keeps_the_batches_already_there(tmp_path):
+    # a partial cifar-10-batches-py/ the user made is completed from the archive beside it, not overwritten
+    all_batches = (*datasets.CIFAR10_TRAIN_BATCHES, datasets.CIFAR10_TEST_BATCH)
+    _cifar_batches_of(tmp_path / "src" / datasets.CIFAR10_DIR, all_batches, seed=0)
+    root = tmp_path / "root"
+    root.mkdir()
+    with tarfile.open(root / datasets.CIFAR10_ARCHIVE, "w:gz") as tar:
+        tar.add(tmp_path / "src" / datasets.CIFAR10_DIR, arcname=datasets.CIFAR10_DIR)
+    mine = root / datasets.CIFAR10_DIR
+    _cifar_batches_of(mine, ("data_batch_1", "test_batch"), seed=1)  # the user's own two batches
+    before = {n: (mine / n).read_bytes() for n in ("data_batch_1", "test_batch")}
+    got = datasets.load_cifar10(root)
+    assert {n: (mine / n).read_bytes() for n in before} == before
+    assert sorted(p.name for p in mine.iterdir()) == sorted(all_batches)  # the missing four were added
+    x1, _ = datasets._read_cifar_batch(mine / "data_batch_1")
+    np.testing.assert_array_equal(got["x_train"][:2], x1)
+    np.testing.assert_array_equal(got["x_test"], datasets._read_cifar_batch(mine / "test_batch")[0])

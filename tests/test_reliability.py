@@ -1266,3 +1266,48 @@ def test_a_failed_run_is_not_finished_so_a_rerun_redoes_it(tmp_path):
 def test_an_ok_run_of_the_same_hash_is_finished(tmp_path):
     job = _recorded_run(tmp_path, store.OK)
     assert store.is_finished(job, "abc") and store.standing(job, "other") == store.OTHER
+
+
+def _written_run(job_dir, status, config_hash):
+    """A run folder as gradflow writes one: config.yaml, two tables, run.json (status, hash, files)."""
+    job_dir.mkdir(parents=True)
+    store.write_text(job_dir / store.CONFIG_FILE, f"hash: {config_hash}\n")
+    for name in (store.METRICS_FILE, store.LAYERS_FILE):
+        store.write_table(job_dir / name, pd.DataFrame({"step": [0], "value": [1.0]}))
+    store.write_json(job_dir / store.RUN_FILE, {store.STATUS: status, "config_hash": config_hash,
+                                               "files": [store.CONFIG_FILE, store.METRICS_FILE, store.LAYERS_FILE]})
+
+
+# `recover` without `and is_finished(staging)`: a swap cut off with a replacement that never ended
+# (failed) in staging put that replacement in the point's place and deleted the finished old run
+def test_recover_puts_the_old_run_back_when_the_replacement_did_not_finish(tmp_path):
+    from gradflow import store
+
+    job = tmp_path / "s" / "p"
+    _written_run(store.staging_dir(job, store.ASIDE), store.OK, "old")
+    _written_run(store.staging_dir(job), store.FAILED, "new")
+    assert store.is_finished(store.staging_dir(job, store.ASIDE)) and not store.is_finished(store.staging_dir(job))
+    store.recover(job)
+    assert store.read_run(job)["config_hash"] == "old" and store.is_finished(job)
+    assert not store.staging_dir(job, store.ASIDE).exists()
+
+    # and a replacement that did finish takes the place (the aside run goes)
+    job2 = tmp_path / "s" / "q"
+    _written_run(store.staging_dir(job2, store.ASIDE), store.OK, "old")
+    _written_run(store.staging_dir(job2), store.OK, "new")
+    store.recover(job2)
+    assert store.read_run(job2)["config_hash"] == "new"
+    assert not store.staging_dir(job2, store.ASIDE).exists() and not store.staging_dir(job2).exists()
+
+
+def test_a_run_removal_cut_off_leaves_no_run_json(tmp_path):
+    # run.json goes first: a Ctrl-C (or a kill) as the rest of the folder is removed leaves nothing that reads as a
+    # run (removed in rmtree's own order, a run.json outlasted a table: an incomplete run of the old settings)
+    job = tmp_path / "s" / "p"
+    _written_run(job, store.OK, "old")
+    assert store.find_runs(tmp_path / "s") == [job]
+    with pytest.raises(KeyboardInterrupt), ctrl_c_on_entering(shutil.rmtree):
+        store.clear_run(job)
+    assert not (job / store.RUN_FILE).exists()
+    with pytest.raises(GradflowError, match="holds no runs"):
+        store.find_runs(tmp_path / "s")
