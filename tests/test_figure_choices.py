@@ -1,0 +1,336 @@
+"""What a study's figures and report page choose, on hand-made tables: the grid's cells, title and colour
+scale, the curves' axes, the gradient-norm figure's shares and marks, which figures the standard set plans,
+and the report page's notes and verdicts. Each comment says what went wrong where the choice was off."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+def cfg(depth=10, activation="tanh", seed=1, **over):
+    """One run's flattened config, as tests/test_plots.py's `config` builds it."""
+    c = {"model.name": "mlp", "model.depth": depth, "model.width": 64, "model.activation": activation,
+         "model.skip": "none", "init.name": "meanfield", "init.sw2": 1.0, "init.sb2": 0.05,
+         "norm.name": "none", "data.name": "gaussian", "optim.name": "sgd", "optim.lr": 0.05, "seed": seed}
+    return c | over
+
+
+def grid_table(sw2s=(1.0, 1.5, 2.0), depths=(5, 10, 20), seeds=(1, 2), value=lambda sw2, d, s: 0.5 + 0.01 * s,
+               skip=()):
+    """A runs table over init.sw2 x model.depth x seed; `skip` holds (sw2, depth, seed) left out."""
+    rows = []
+    for sw2 in sw2s:
+        for d in depths:
+            for s in seeds:
+                if (sw2, d, s) in skip:
+                    continue
+                c = cfg(d, "tanh", s, **{"init.sw2": sw2})
+                rows.append({"run": f"init.sw2={sw2},model.depth={d},seed={s}", "source": "grid", "status": "ok",
+                             "final.test_acc": value(sw2, d, s)} | c)
+    return pd.DataFrame(rows)
+
+
+def grid_mesh(fig):
+    (mesh,) = [c for c in fig.axes[0].collections if c.get_gid() == "grid"]
+    return mesh
+
+
+# --- curves.py ---------------------------------------------------------------------------------------
+# the grid's title counted the seeds of the thinnest cell (.min()) instead of the fullest (.max())
+def test_grid_title_counts_the_seeds_of_the_fullest_cell():
+    from gradflow.plots.curves import grid
+
+    fig = grid(grid_table(skip={(1.0, 5, 2)}), "init.sw2", "model.depth")
+    assert "2 seeds per cell" in fig.get_suptitle()
+
+
+def metrics_table(runs, steps=(0, 10, 20, 30), loss=lambda c, step: 2.0 * math.exp(-step / 20),
+                  acc=lambda c, step: 0.1 + 0.02 * step, extra=None):
+    """A metrics table (train and test loss/acc) for `runs`: [(run, config, status)]; extra(c, step) gives
+    further rows' {split, metric, value} dicts (opt/grad_norm, opt/clipped)."""
+    rows = []
+    for run, c, status in runs:
+        meta = {"run": run, "source": "sweep", "status": status} | c
+        for step in steps:
+            for split in ("train", "test"):
+                rows.append(meta | {"step": step, "split": split, "metric": "loss", "value": loss(c, step)})
+                rows.append(meta | {"step": step, "split": split, "metric": "acc", "value": acc(c, step)})
+            for r in (extra(c, step) if extra else []):
+                rows.append(meta | {"step": step} | r)
+    return pd.DataFrame(rows)
+
+
+# the log axis was chosen for any metric spanning two decades, not for the loss alone (accuracy went log)
+def test_accuracy_axis_stays_linear_when_it_spans_decades():
+    from gradflow.plots.curves import curves
+
+    runs = [(f"model.depth={d}", cfg(d), "ok") for d in (5, 10)]
+    fig = curves(metrics_table(runs, acc=lambda c, step: 0.001 * 10 ** (step / 10)))  # 0.001 .. 1
+    acc_ax = fig.axes[2]  # rows loss | acc, columns train | test
+    assert "accuracy" in acc_ax.get_ylabel()
+    assert acc_ax.get_yscale() == "linear"
+
+
+# a grid cell took the median of its seeds, not their mean
+def test_grid_cell_is_the_mean_of_three_seeds_not_their_median():
+    from gradflow.plots.curves import grid
+
+    spread = {1: 0.1, 2: 0.2, 3: 0.9}
+    fig = grid(grid_table(seeds=(1, 2, 3), value=lambda sw2, d, s: spread[s]), "init.sw2", "model.depth")
+    np.testing.assert_allclose(grid_mesh(fig).get_array(), 0.4)
+
+
+# cells were labelled only below 80 cells (< 80), where the limit is 80 inclusive
+def test_a_grid_of_exactly_80_cells_is_still_labelled():
+    from gradflow.plots.curves import grid
+
+    sw2s = tuple(np.round(np.linspace(1.0, 2.4, 8), 2))
+    depths = tuple(range(2, 22, 2))  # 10 evenly spaced depths
+    fig = grid(grid_table(sw2s, depths, seeds=(1,)), "init.sw2", "model.depth")
+    assert len([t for t in fig.axes[0].texts if t.get_gid() == "cell"]) == 80
+
+
+# a centred colour scale took its half-width from the largest value only, clipping values far below centre
+def test_a_centred_colour_scale_reaches_the_value_furthest_below_its_centre():
+    from gradflow.plots.curves import grid
+
+    # grad_ratio.init, shown as log10: from -6 (1e-6) to +1 (10)
+    table = grid_table(value=lambda sw2, d, s: 0.0)
+    table["grad_ratio.init"] = np.where(table["init.sw2"] == 1.0, 1e-6, 10.0)
+    mesh = grid_mesh(grid(table, "init.sw2", "model.depth", "grad_ratio.init"))
+    assert mesh.norm.vmin == pytest.approx(-6) and mesh.norm.vmax == pytest.approx(6)
+
+
+# --- gradnorm.py -------------------------------------------------------------------------------------
+def clip_metrics(clips, seeds=(1,), clipped=lambda run, step: 3, status=lambda clip, seed: "ok",
+                 eval_every=10.0, steps=(10, 20, 30)):
+    """opt/grad_norm and opt/clipped rows (and train loss) of runs swept over train.grad_clip x seed."""
+    rows = []
+    for clip in clips:
+        for seed in seeds:
+            run = f"train.grad_clip={clip},seed={seed}"
+            meta = {"run": run, "source": "clip", "status": status(clip, seed)} | cfg(
+                3, seed=seed, **{"train.grad_clip": clip, "train.eval_every": eval_every})
+            for step in steps:
+                rows += [meta | {"step": step, "split": "opt", "metric": "grad_norm", "value": 2.0 + step / 10},
+                         meta | {"step": step, "split": "opt", "metric": "clipped", "value": clipped(run, step)},
+                         meta | {"step": step, "split": "train", "metric": "loss", "value": 1.0}]
+    return pd.DataFrame(rows)
+
+
+def shares_written(fig) -> pd.DataFrame:
+    return fig.data.get("clipped", pd.DataFrame(columns=["line", "share"]))
+
+
+# shares were written beside at most 5 clipping lines (< MOST_SHARES), where 6 is still few enough
+def test_six_clipping_lines_each_get_their_share_written():
+    from gradflow.plots.gradnorm import MOST_SHARES, gradnorm
+
+    clips = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)[:MOST_SHARES]
+    fig = gradnorm(clip_metrics(clips))
+    assert len(shares_written(fig)) == MOST_SHARES == 6
+
+
+# a line over several seeds gave its seeds' largest clipped share, not their mean
+def test_a_lines_clipped_share_is_the_mean_over_its_seeds():
+    from gradflow.plots.gradnorm import gradnorm
+
+    # 30 updates each: seed 1 clipped 2 + 2 + 2 = 6 (20%), seed 2 clipped 6 + 6 + 6 = 18 (60%)
+    fig = gradnorm(clip_metrics((1.0, 2.0), seeds=(1, 2), clipped=lambda run, step: 2 if "seed=1" in run else 6))
+    written = shares_written(fig)
+    assert len(written) == 2
+    np.testing.assert_allclose(written["share"].to_numpy(), 0.4)
+
+
+# a run that diverged before its first window was logged lost its mark (the `~` of the filter dropped)
+def test_a_run_that_diverged_before_its_first_window_still_gets_a_line():
+    from gradflow.plots.gradnorm import gradnorm
+
+    table = clip_metrics((1.0, 0.0), status=lambda clip, seed: "diverged" if clip == 0.0 else "ok")
+    early = "train.grad_clip=0.0,seed=1"
+    # the early run diverged at step 5, before the first window (step 10): a train row at 5, no norms
+    table = table[(table["run"] != early) | ((table["split"] == "train") & (table["step"] == 10))]
+    table.loc[table["run"] == early, "step"] = 5
+    lines = gradnorm(table).data["lines"]
+    assert any(str(line).startswith(early) for line in lines["line"].unique())
+
+
+# the y label said "mean over each evaluation window" where some runs (a Recorder's) have no windows
+def test_the_gradnorm_label_says_windows_only_where_every_run_has_them():
+    from gradflow.plots.gradnorm import gradnorm
+
+    table = clip_metrics((1.0, 2.0))
+    table.loc[table["train.grad_clip"] == 2.0, "train.eval_every"] = np.nan
+    label = gradnorm(table).axes[0].get_ylabel()
+    assert "as the loop logged it" in label and "window" not in label
+
+
+# runs that do not clip got a clipped share too (the clipping filter dropped)
+def test_clipped_shares_leave_out_runs_that_do_not_clip():
+    from gradflow.plots.gradnorm import clipped_shares
+
+    shares = clipped_shares(clip_metrics((0.0, 1.0), clipped=lambda run, step: 1))
+    assert list(shares.index) == ["train.grad_clip=1.0,seed=1"]
+    assert shares.iloc[0] == pytest.approx(0.1)
+
+
+# a clip threshold of 0 (off) read as clipping (> 0 became >= 0)
+def test_a_threshold_of_zero_is_no_clipping():
+    from gradflow.plots.gradnorm import clipping
+
+    df = pd.DataFrame({"train.grad_clip": [0.0, 1.0, np.nan], "train.clip_value": [0.0, 0.0, np.nan]})
+    assert clipping(df).tolist() == [False, True, False]
+
+
+# --- standard.py -------------------------------------------------------------------------------------
+def planned_names(**tables):
+    from gradflow.plots.standard import plan
+
+    return [p.name for p in plan(tables.get("layers"), tables.get("metrics"), tables.get("runs"),
+                                 tables.get("hists"), tables.get("jacobian"))]
+
+
+def layer_table(runs, steps=(0, 10), quantities=("grad_norm", "signal_norm")):
+    """A layers table for [(run, config)]: value 0.1 * 0.8 ** (depth - layer) at every probed layer."""
+    rows = []
+    for run, c in runs:
+        d = c["model.depth"]
+        for step in steps:
+            for q in quantities:
+                for layer in range(d + 1):
+                    rows.append({"run": run, "source": "sweep", "status": "ok", "step": step, "layer": layer,
+                                 "name": f"linear{layer}", "quantity": q, "value": 0.1 * 0.8 ** (d - layer)} | c)
+    return pd.DataFrame(rows)
+
+
+# every run's histograms got a last-step figure, where only a single run's do (hist-last-RUN for a sweep)
+def test_hist_at_the_last_step_is_planned_for_one_run_only():
+    hists = pd.DataFrame({"run": ["a", "a", "b", "b"], "step": [0, 10, 0, 10]})
+    names = planned_names(hists=hists)
+    assert names == ["hist-step0-a", "hist-step0-b"]
+    assert planned_names(hists=hists[hists["run"] == "a"]) == ["hist-step0", "hist-last"]
+
+
+# the gradient-norm figure was planned only where a run clips, not where one diverged unclipped
+def test_gradnorm_is_planned_where_a_run_diverged_without_clipping():
+    table = clip_metrics((0.0,), seeds=(1, 2), status=lambda clip, seed: "diverged" if seed == 2 else "ok")
+    assert "gradnorm" in planned_names(metrics=table)
+    assert "gradnorm" not in planned_names(metrics=table.assign(status="ok"))
+
+
+# a grid with one further (non-numeric) swept key was dropped instead of getting a panel per its value
+def test_a_grid_with_a_third_swept_key_is_planned_with_it_as_facet():
+    from gradflow.plots.standard import plan
+
+    table = pd.concat([grid_table(seeds=(1,)).assign(**{"model.activation": a, "run": lambda t, a=a: t["run"] + a})
+                       for a in ("tanh", "relu")], ignore_index=True)
+    grids = [p for p in plan(None, None, table) if p.name.startswith("grid")]
+    assert [p.name for p in grids] == ["grid-final.test_acc-init.sw2-model.depth"]
+    assert grids[0].kwargs["facet"] == "model.activation"
+
+
+# the depth ratio was planned from the runs table's depths, where an incomplete run (not in the layers)
+# gave a second depth that the layers do not have
+def test_no_depth_ratio_where_only_an_incomplete_run_has_another_depth():
+    probed = [("model.depth=5,seed=1", cfg(5, seed=1)), ("model.depth=5,seed=2", cfg(5, seed=2))]
+    runs = pd.DataFrame([{"run": r, "source": "sweep", "status": "ok"} | c for r, c in probed]
+                        + [{"run": "model.depth=10,seed=1", "source": "sweep", "status": "incomplete"} | cfg(10)])
+    names = planned_names(layers=layer_table(probed), runs=runs)
+    assert not [n for n in names if n.startswith("ratio")], names
+    # (with the depth-10 run probed too, both ratios are planned)
+    probed.append(("model.depth=10,seed=1", cfg(10)))
+    names = planned_names(layers=layer_table(probed), runs=runs.assign(status="ok"))
+    assert [n for n in names if n.startswith("ratio")] == ["ratio-init", "ratio-signal_norm-init"]
+
+
+# the facet of the standard set was the first swept key with few values after the colour, not the last
+def test_third_key_is_the_last_swept_key_with_few_values():
+    from gradflow.keys import swept_keys
+    from gradflow.plots.standard import _third_key
+
+    runs = [(f"r{d}{a}{lr}", cfg(d, a, **{"optim.lr": lr}), "ok")
+            for d in (5, 10, 20) for a in ("tanh", "relu") for lr in (0.1, 0.01)]
+    table = metrics_table(runs)
+    assert swept_keys(table) == ["model.depth", "model.activation", "optim.lr"]
+    assert _third_key(table) == "optim.lr"
+
+
+# the grid's value was final.test_acc whenever the column existed, even all NaN (final.train_acc has numbers)
+def test_grid_falls_back_to_train_accuracy_where_test_accuracy_is_all_missing():
+    table = grid_table(seeds=(1,))
+    table = table.assign(**{"final.train_acc": table["final.test_acc"], "final.test_acc": np.nan})
+    assert "grid-final.train_acc-init.sw2-model.depth" in planned_names(runs=table)
+
+
+# --- report.py ---------------------------------------------------------------------------------------
+def runs_listing(depths=(5, 10), **extra):
+    """A runs table as `columns.listing` gives it, by hand: one run per depth, 12 columns shown."""
+    return pd.DataFrame([{"run": f"model.depth={d}", "status": "ok", "model.name": "mlp", "model.depth": d,
+                          "model.activation": "tanh", "seed": 1, "steps_done": 100, "wall_time": 1.0,
+                          "final.train_loss": 0.9, "final.train_acc": 0.6, "final.test_loss": 1.0,
+                          "final.test_acc": 0.5, "grad_ratio.init": 0.5, "signal_ratio.init": 0.4,
+                          "grad_ratio.final": 0.3, "chi1_measured": 0.9} | extra for d in depths])
+
+
+# a runs table of exactly WIDE_COLUMNS columns was set small (> became >=)
+def test_a_runs_table_of_exactly_wide_columns_is_not_set_smaller():
+    from gradflow import columns, report
+    from gradflow.keys import swept_keys
+
+    df = runs_listing()
+    assert len(columns.table_columns(df, swept_keys(df))) == report.WIDE_COLUMNS == 12
+    assert 'id="runs">' in report.runs_html(df, swept_keys(df))
+    wider = df.assign(**{"chi1_theory": 1.0})
+    assert len(columns.table_columns(wider, swept_keys(wider))) == 13
+    assert 'id="runs" class=wide>' in report.runs_html(wider, swept_keys(wider))
+
+
+# the note explaining a flagged run's "ok*" was dropped from the page
+def test_the_runs_table_explains_a_flagged_runs_mark():
+    from gradflow import report
+    from gradflow.keys import swept_keys
+
+    df = runs_listing()
+    df["flags"] = ["learned nothing: test acc at chance", None]
+    html = report.runs_html(df, swept_keys(df))
+    assert ">ok*<" in html
+    assert "finished but flagged: learned nothing (1 run)" in html
+
+
+# the notes of a non-default scale lost their "(written of the default scale's runs)" (condition flipped)
+def test_reproduction_notes_say_they_were_written_of_the_default_scale():
+    from gradflow.report import reproduction_html
+
+    smoke = "".join(reproduction_html({"claims": [], "scale": "smoke", "notes": "the ratio falls"}))
+    assert "<h2>Notes (written of the default scale's runs)</h2>" in smoke
+    default = "".join(reproduction_html({"claims": [], "scale": "default", "notes": "the ratio falls"}))
+    assert "<h2>Notes</h2>" in default
+
+
+# a reproduction with no claims read PASS ("0 of 0 pass") in a folder's list of reproductions
+def test_a_reproduction_without_claims_is_no_pass(tmp_path):
+    import json
+
+    from gradflow.report import reproductions_html
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "claims.json").write_text(json.dumps({"claims": [], "scale": "smoke"}))
+    (tmp_path / "good").mkdir()
+    (tmp_path / "good" / "claims.json").write_text(json.dumps({"claims": [{"claim": "c", "passed": True}]}))
+    html = "".join(reproductions_html(tmp_path))
+    assert "1 of 2 reproductions pass" in html
+    assert "<td class=FAIL>0 of 0 pass</td>" in html
+
+
+# the swept note listed keys that take one value (the n_distinct > 1 filter dropped)
+def test_the_swept_note_names_only_keys_that_vary():
+    from gradflow.report import swept_html
+
+    df = runs_listing().assign(seed=[1, 2])
+    (note,) = swept_html(df, ["model.depth"], {})
+    assert note == ("<p class=note>Swept: model.depth; the runs also differ in keys a choice sets or only some "
+                    "of them have: seed.</p>")
