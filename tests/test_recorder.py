@@ -674,18 +674,24 @@ def test_the_depth_figure_of_recorder_runs_needs_model_depth_and_says_so(cli, tm
     assert header.split()[:4] == ["┃", "depth", "┃", "model.depth"], out.output
 
 
+def _square_loss_loop(path: Path, steps: int, logged) -> None:
+    """A small tanh net's loop on a square loss, every step probed, each step logging `logged(step, loss)`."""
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    with gradflow.Recorder(model, path, every=1) as rec:
+        for step in range(steps):
+            with rec.step(step):
+                loss = model(torch.randn(8, 4)).square().mean()
+                loss.backward()
+            rec.log(step, **logged(step, loss))
+            model.zero_grad()
+
+
 def test_a_metric_the_loop_never_logs_is_said_not_logged_in_its_panel(tmp_path):
     # a loop logging train_loss, test_loss and test_acc, no train_acc: the train accuracy panel said "no finite
     # values to draw (all NaN/inf: see the marks)", with no NaN logged and no mark drawn
     from gradflow.plots import figures
 
-    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
-    with gradflow.Recorder(model, tmp_path / "run", every=1) as rec:
-        for step in range(3):
-            with rec.step(step):
-                loss = model(torch.randn(8, 4)).square().mean()
-                loss.backward()
-            rec.log(step, train_loss=loss, test_loss=loss, test_acc=0.5)
+    _square_loss_loop(tmp_path / "run", 3, lambda step, loss: {"train_loss": loss, "test_loss": loss, "test_acc": 0.5})
     fig = figures.curves(gradflow.load(tmp_path / "run", "metrics"))
     notes = {ax.get_title(): [t.get_text() for t in ax.texts if t.get_gid() == "note"] for ax in fig.axes}
     accuracy = [ax for ax in fig.axes if "accuracy" in ax.get_ylabel()]
@@ -1363,14 +1369,7 @@ def test_a_logged_loss_that_is_not_finite_is_a_divergence_with_finite_gradients(
     """The loop's logged loss non-finite (a regression loss overflowing, a metric of the user's) while the
     weight gradients stay finite: the run is diverged at that step, in its loss alone, with no layer."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
-    with gradflow.Recorder(model, tmp_path / "lossnan", every=1) as rec:
-        for step in range(4):
-            with rec.step(step):
-                loss = model(torch.randn(8, 4)).square().mean()
-                loss.backward()
-            rec.log(step, train_loss=float("nan") if step == 2 else loss)
-            model.zero_grad()
+    _square_loss_loop(tmp_path / "lossnan", 4, lambda step, loss: {"train_loss": float("nan") if step == 2 else loss})
     run = store.read_run(tmp_path / "lossnan")
     assert run["status"] == "diverged" and run["diverged_step"] == 2 and run["diverged_in"] == "loss", run
     assert "diverged_layer" not in run and run["last_finite"]["step"] == 1

@@ -60,7 +60,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     nonzero, see `_chi1`). by_source: one panel per results folder instead of one line style each.
     """
     df = _quantity(require(layers, "layers", LAYERS_REQUIRED), quantity)
-    marked = blocks(layers[layers["run"].isin(set(df["run"]))])  # ticked at the blocks: every quantity's points
+    marked = blocks(_of_runs(layers, df))  # ticked at the blocks: every quantity's points
     whole, (df, step_text) = df, at_step(df, step)
     ended = ended_early(whole, df) if parse_step(step) == "last" else {}  # diverged after the step drawn
     theory = theory and parse_step(step) == 0  # mean-field theory describes the random initialization
