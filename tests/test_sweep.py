@@ -88,6 +88,18 @@ def _needs_plugin(name: str):
     return pytest.mark.skipif(missing, reason=f"needs the {name} launcher: pip install 'gradflow[cluster]'")
 
 
+def test_a_piped_sweeps_line_for_a_long_run_name_fits_80_columns():
+    # whole key=value items around an "…" (shortened mid-item with "(68 characters)" it wrapped onto two lines)
+    from gradflow.cli.console import console
+    from gradflow.cli.sweep import _EndedLines
+
+    job = "init=kaiming_normal,model.activation=tanh,model.depth=2,optim.lr=0.01"
+    with console.capture() as cap:
+        _EndedLines().show({job: {"status": "ok", "wall_time": 0.0249}}, 16)
+    (line,) = cap.get().splitlines()
+    assert line == "1/16 ok (0.0249 s) init=kaiming_normal,model.activation=tanh,…,optim.lr=0.01", line
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", [
     pytest.param(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], marks=_needs_plugin("joblib")),

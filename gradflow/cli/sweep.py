@@ -15,7 +15,7 @@ from gradflow.cli.app import app, progress_bar
 from gradflow.cli.console import (INTERRUPTED_EXIT, console, leave_interrupted, near_options,
                                     note_replaced, print_note, user_errors)
 from gradflow.cli.ls import counts_line, reused_phrase, runs_view, show_runs
-from gradflow.errors import GradflowError, shorten
+from gradflow.errors import GradflowError, ellipsize, shorten
 from gradflow.keys import swept_keys
 from gradflow.columns import replacement_failed, study_columns
 
@@ -106,7 +106,8 @@ class _EndedLines:
                     self.shown.add(job)
                     took = rec.get("wall_time")
                     head = f"{len(self.shown)}/{total} {rec.get(store.STATUS)}" + (f" ({took:.3g} s)" if took else "")
-                    print_note(f"{head} {shorten(job, max(20, 79 - len(head)))}")
+                    room = max(20, 79 - len(head))  # (at 80 columns: whole key=value items around an "…")
+                    print_note(f"{head} {','.join(ellipsize(job.split(','), ',', room) or [shorten(job, room)])}")
 
 
 def run_plan(p, table: bool = True) -> pd.DataFrame:
