@@ -150,24 +150,27 @@ def _overlays(paths: list[Path]) -> dict[str, pd.DataFrame]:
 
 def figures(paths: list[Path], table: pd.DataFrame) -> tuple[list[tuple[str, bytes]], list[str]]:
     """(name, PNG bytes) of the standard set, drawn into a temporary folder that is then removed; a
-    reproduction's own figures as they are. And, in a folder of studies, why a study's figures were
-    passed over, as `gradflow plot` says it."""
+    reproduction's own figures as they are. And notes as `gradflow plot` says them: in a folder of
+    studies, why a study's figures were passed over; a figure that failed (the rest are drawn)."""
     if len(paths) == 1 and kind(paths[0]) == "reproduction":
         return [(p.stem, p.read_bytes()) for p in sorted(store.figures_dir(paths[0]).glob("*.png"))], []
-    from gradflow.plots.standard import drawing_processes, standard_set, standard_sets, studies
+    from gradflow.plots.standard import FiguresFailed, drawing_processes, standard_set, standard_sets, studies
 
     folders = studies(paths[0]) if len(paths) == 1 else paths
     if len(paths) == 1 and folders != paths:  # a folder of sweeps: each sweep's set, as `gradflow plot` draws it
         with tempfile.TemporaryDirectory(prefix="gradflow-report-") as tmp:
-            drawn, passed_over = standard_sets(folders, lambda f: Path(tmp) / f.relative_to(paths[0]))
+            drawn, passed_over, failed = standard_sets(folders, lambda f: Path(tmp) / f.relative_to(paths[0]))
             return ([(f"{f.relative_to(paths[0]).as_posix()}/{p.stem}", p.read_bytes()) for f, figs in drawn
-                     for p in figs], passed_over)
+                     for p in figs], [f"Passed over: {why}" for why in passed_over] + failed)
 
     with drawing_processes(len(table)) as pool, tempfile.TemporaryDirectory(prefix="gradflow-report-") as out:
         t = _tables(paths) if len(paths) == 1 else _overlays(paths)  # (while the drawing processes start)
-        drawn = standard_set(t["layers"], t["metrics"], t.get("runs", table), out, "png", hists=t["hist"],
-                             jacobian=t["jacobian"], pool=pool)
-        return [(p.stem, p.read_bytes()) for p in drawn], []
+        try:
+            drawn, failed = standard_set(t["layers"], t["metrics"], t.get("runs", table), out, "png",
+                                         hists=t["hist"], jacobian=t["jacobian"], pool=pool), []
+        except FiguresFailed as e:
+            drawn, failed = e.written, e.lines()
+        return [(p.stem, p.read_bytes()) for p in drawn], failed
 
 
 def theory_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
@@ -429,7 +432,7 @@ def build(paths: list[Path]) -> str:
     paths = [Path(p) for p in paths]
     what = "comparison" if len(paths) > 1 else kind(paths[0])
     df, swept = runs(paths)
-    figs, passed_over = figures(paths, df)
+    figs, notes = figures(paths, df)
     labels = source_labels(paths)
     title = " vs ".join(labels) if len(paths) > 1 else paths[0].name
     run_name, config = first_config(paths, df)
@@ -452,7 +455,7 @@ def build(paths: list[Path]) -> str:
                      "fit over the bulk layers at initialization (chi1 fit in the table).</p>",
                      _simple_table(theory, "theory")]
     not_drawn = "".join([*(f"<p class=note>Figure not drawn, {_e(why)}.</p>" for why in rep.get("not_drawn", [])),
-                         *(f"<p class=note>Passed over: {_e(why)}</p>" for why in passed_over)])
+                         *(f"<p class=note>{_e(note)}</p>" for note in notes)])
     why = store.nothing_drawn_reason(paths[0], store.runs(paths[0])) if not figs and len(paths) == 1 else None
     sections += ["<h2>Figures</h2>", (figures_html(figs) + not_drawn)
                  or f"<p>No figures ({_e(why or 'no probed layers, no metrics')}).</p>"]

@@ -323,6 +323,31 @@ def test_only_a_folder_of_separate_sweeps_is_drawn_sweep_by_sweep(tmp_path):
     assert studies(tmp_path) == [tmp_path]
 
 
+def test_a_figure_that_cannot_be_written_leaves_the_rest_of_the_set_drawn(plain, tmp_path):
+    """A folder where one figure's file goes (a user's `mkdir`): that figure is one line on stderr naming
+    it and why, exit 1; every other figure of the set is drawn and printed, in a folder of studies too
+    (it stopped the whole set, with a traceback, before)."""
+    import shutil
+
+    sweep = tmp_path / "results" / "plain"
+    shutil.copytree(plain, sweep, ignore=shutil.ignore_patterns("figures"))
+    alone = [p.name for p in printed_paths(invoke("plot", plain, "--out", tmp_path / "alone"))]
+    (sweep / "figures" / "curves.png" / "kept").mkdir(parents=True)
+    out = invoke("plot", sweep)
+    assert out.exit_code == 1 and "Traceback" not in out.output, out.output
+    assert [p.name for p in printed_paths(out)] == [n for n in alone if n != "curves.png"]
+    (line,) = [line for line in out.output.splitlines() if line.startswith("error:")]
+    assert line == (f"error: curves not drawn: cannot write {sweep / 'figures' / 'curves.png'}: a folder is in "
+                    "its place; write the figure elsewhere")
+    assert (sweep / "figures" / "curves.png" / "kept").is_dir()  # (nothing of the user's removed)
+
+    shutil.copytree(plain, tmp_path / "results" / "twin", ignore=shutil.ignore_patterns("figures"))
+    out = invoke("plot", tmp_path / "results")  # the twin's set whole, plain's less its curves
+    assert out.exit_code == 1, out.output
+    assert sorted(p.name for p in printed_paths(out)) == sorted([n for n in alone if n != "curves.png"] + alone)
+    assert f"error: curves not drawn: cannot write {sweep / 'figures' / 'curves.png'}" in out.output
+
+
 def test_plot_a_folder_without_runs(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -68,7 +68,7 @@ def test_a_big_sweeps_figures_drawn_by_several_processes_are_those_one_process_d
             try:  # the pool is up: it takes the last figure at once, this process the first
                 standard.render([figures[0], bad], Path(sys.argv[2]) / "bad", "png", pool)
             except Exception as e:
-                print(type(e).__name__, pool.drawn, e)
+                print(type(e).__name__, pool.drawn, [p.name for p in e.written], e)
     """
     done = subprocess.run([sys.executable, "-c", script, str(big), str(tmp_path / "counted")], capture_output=True,
                           text=True, env=ENV, timeout=300)
@@ -77,8 +77,9 @@ def test_a_big_sweeps_figures_drawn_by_several_processes_are_those_one_process_d
     processes, drawn, n = map(int, counts.split())
     assert processes == min(len(os.sched_getaffinity(0)) - 1, standard.MAX_DRAWING_PROCESSES)
     assert 1 <= drawn < n == len(alone)
-    # a figure that fails in a drawing process fails here, with its own message
-    assert failed.startswith(f"GradflowError {drawn} ") and "no_such_quantity" in failed, failed
+    # a figure that fails in a drawing process fails here, with its own message, the other one drawn
+    assert failed.startswith(f"FiguresFailed {drawn} ['{alone[0].name}'] bad not drawn: "), failed
+    assert "no_such_quantity" in failed, failed
 
 
 def test_a_big_sweeps_report_has_every_standard_figure(big, tmp_path):

@@ -53,6 +53,9 @@ def save(fig: Figure, path: str | os.PathLike, fmt: str | None = None) -> Path:
         with warnings.catch_warnings():  # a legend of many runs can leave the axes no room: the figure is
             warnings.filterwarnings("ignore", "constrained_layout not applied")  # saved as laid out, no
             atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=DPI))  # matplotlib line on stderr
+    except OSError as e:  # a folder in the file's place, a full disk
+        why = "a folder is in its place" if path.is_dir() else e.strerror or str(e)
+        raise GradflowError(f"cannot write {path}: {why}; write the figure elsewhere") from None
     finally:
         if "matplotlib.pyplot" in sys.modules:  # only a pyplot-made figure is registered anywhere
             sys.modules["matplotlib.pyplot"].close(fig)

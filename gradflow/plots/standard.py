@@ -9,6 +9,7 @@ import threading
 from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -29,6 +30,17 @@ DRAWN = ("grad_norm", "signal_norm")  # the per-layer quantities of the standard
 PARALLEL_RUNS = 32  # from this many runs a set takes seconds (200 runs: 0.5-0.9 s a figure): worth a process per CPU
 DRAWING_PRELOAD = ["__main__", "gradflow.plots.preload"]  # what the drawing processes' fork server imports
 MAX_DRAWING_PROCESSES = 8  # a standard set is ~10 figures: more processes would wait
+
+
+class FiguresFailed(GradflowError):
+    """Some figures of a set failed, each with its one-line error; the rest were drawn (`written`)."""
+
+    def __init__(self, failed: list[tuple[str, str]], written: list[Path]):
+        self.failed, self.written = failed, written
+        super().__init__("; ".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        return [f"{name} not drawn: {why}" for name, why in self.failed]
 
 
 @dataclass(frozen=True)
@@ -178,9 +190,11 @@ def render(figures: list[Planned], out: Path, fmt: str, pool: DrawingPool | None
     """Draw and save the figures, returning their paths in the order given. With a pool, once its
     processes are up, each takes the next figure from the end of the list as soon as it is done with
     one, while this process draws from the front; neither waits for the other before the last figure.
-    A figure that fails raises here, as it would drawn in this process; if a drawing process dies,
-    this one draws what it had."""
+    A figure that fails with a GradflowError, in either process, leaves the others drawn: FiguresFailed
+    then names each with its error, holding the paths of those drawn; if a drawing process dies, this one
+    draws what it had."""
     paths: list[Path | None] = [None] * len(figures)
+    failed: dict[int, str] = {}
     elsewhere: dict[int, Future] = {}  # figures handed to the pool
     lock = threading.Lock()
     span = [0, len(figures)]  # [front, back): the figures nobody has taken yet
@@ -202,16 +216,23 @@ def render(figures: list[Planned], out: Path, fmt: str, pool: DrawingPool | None
         if on_saved is not None:
             on_saved(path, len(figures))
 
+    def draw(i: int, result: Callable[[], Path]) -> bool:
+        try:
+            report(i, result())
+            return True
+        except GradflowError as e:
+            failed[i] = str(e)
+            return False
+
     def collect(wait: bool) -> None:  # never under the lock: the pool's thread takes it to feed
         with lock:
             handed = list(elsewhere.items())
         for i, f in handed:
-            if paths[i] is None and (wait or f.done()):
+            if paths[i] is None and i not in failed and (wait or f.done()):
                 try:
-                    report(i, f.result())
-                    pool.drawn += 1
+                    pool.drawn += draw(i, f.result)
                 except BrokenExecutor:
-                    report(i, figures[i].save(out, fmt))
+                    draw(i, partial(figures[i].save, out, fmt))
 
     if pool is not None:
         pool.ready.add_done_callback(lambda up: up.exception() or [feed() for _ in range(pool.processes)])
@@ -220,10 +241,14 @@ def render(figures: list[Planned], out: Path, fmt: str, pool: DrawingPool | None
             if span[0] >= span[1]:
                 break
             span[0] += 1
-        report(span[0] - 1, figures[span[0] - 1].save(out, fmt))
+            i = span[0] - 1
+        draw(i, partial(figures[i].save, out, fmt))
         collect(wait=False)
     collect(wait=True)  # nothing is handed over any more: wait for what was
-    return [p for p in paths if p is not None]
+    written = [p for p in paths if p is not None]
+    if failed:
+        raise FiguresFailed([(figures[i].name, why) for i, why in sorted(failed.items())], written)
+    return written
 
 
 @dataclass
@@ -314,21 +339,29 @@ def studies(path: str | Path) -> list[Path]:
 
 def standard_sets(folders: list[Path], target: Callable[[Path], Path], fmt: str = "png", include_stale: bool = False,
                   on_saved: Callable[[Path, int], None] | None = None,
-                  on_folder: Callable[[Path], None] | None = None) -> tuple[list[tuple[Path, list[Path]]], list[str]]:
-    """The standard set of each of `folders` (`studies`) into `target(folder)`: [(folder, its figures)],
-    and why each folder was passed over, naming it: nothing to draw, or the error of one of its figures,
-    which stops that folder's set (with one folder only, that is raised)."""
-    drawn, passed_over = [], []
+                  on_folder: Callable[[Path], None] | None = None
+                  ) -> tuple[list[tuple[Path, list[Path]]], list[str], list[str]]:
+    """The standard set of each of `folders` (`studies`) into `target(folder)`: [(folder, its figures)];
+    why each folder with nothing to draw was passed over (with one folder only, that is raised); and each
+    figure that failed, with its error, the rest of its set drawn. Each line names its folder."""
+    drawn, passed_over, failed = [], [], []
+
+    def naming(folder: Path, why: str) -> str:
+        return why if str(folder) in why else f"{folder}: {why}"  # (which study it was)
+
     for folder in folders:
         if on_folder:
             on_folder(folder)
         try:
             drawn.append((folder, standard_figures(folder, target(folder), fmt, include_stale, on_saved)))
+        except FiguresFailed as e:
+            drawn.append((folder, e.written))
+            failed += [naming(folder, line) for line in e.lines()]
         except GradflowError as e:
             if len(folders) == 1:
                 raise
-            passed_over.append(str(e) if str(folder) in str(e) else f"{folder}: {e}")  # (which study it was)
-    return drawn, passed_over
+            passed_over.append(naming(folder, str(e)))
+    return drawn, passed_over, failed
 
 
 def standard_figures(path: str | Path, out_dir: str | Path, fmt: str = "png", include_stale: bool = False,
