@@ -16,10 +16,12 @@ from __future__ import annotations
 import copy
 import functools
 import importlib.util
+import os
 import pickle
 import re
 import shlex
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -173,10 +175,11 @@ def check_launcher(launcher: str, settings: Sequence = ()) -> None:
         raise GradflowError(f"hydra/launcher={launcher} needs its Hydra plugin: pip install 'gradflow[{extra}]'")
     keys = launcher_keys(launcher)
     for o in settings:
-        if launcher == "basic":
-            raise GradflowError(f"{o.input_line} is a launcher setting, and the basic launcher has none; choose a "
-                                f"launcher first: hydra/launcher=joblib {o.input_line}")
         key = o.key_or_group.split(".")[2] if o.key_or_group.count(".") >= 2 else ""
+        if launcher == "basic":  # (the launcher that has the setting: joblib's n_jobs, SLURM's partition)
+            has = next((name for name in ("joblib", "slurm", "submitit_local") if key in launcher_keys(name)), "joblib")
+            raise GradflowError(f"{o.input_line} is a launcher setting, and the basic launcher has none; choose a "
+                                f"launcher first: hydra/launcher={has} {o.input_line}")
         if keys and key not in keys and not o.is_add():  # (Hydra's words came after the sweep had started)
             raise GradflowError(f"{o.input_line}: the {launcher} launcher has no setting {key!r}"
                                 f"{did_you_mean(key, keys)}; its settings: {', '.join(keys)}")
@@ -190,9 +193,10 @@ def check_launcher(launcher: str, settings: Sequence = ()) -> None:
             if any(not re.fullmatch(r"-?\d+", v) or int(v) == 0 for v in values):
                 raise GradflowError(f"{o.input_line} is not allowed: n_jobs is the number of workers (1 or more; "
                                     "-1 for one per CPU core)")
-    if launcher in REMOTE_LAUNCHERS and shutil.which("sbatch") is None:
-        raise GradflowError(f"hydra/launcher={launcher} submits to SLURM, and this machine has no sbatch; run it "
-                            "on the cluster's login node, or use hydra/launcher=joblib here")
+    missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None] if launcher in REMOTE_LAUNCHERS else []
+    if missing:  # (submitit's own words, for srun: a traceback "are you indeed on a slurm cluster?")
+        raise GradflowError(f"hydra/launcher={launcher} submits to SLURM, and this machine has no {missing[0]}; "
+                            "run it on the cluster's login node, or use hydra/launcher=joblib here")
 
 
 def launcher_keys(launcher: str) -> list[str]:
@@ -761,15 +765,54 @@ def _run_hydra(p: Plan, on_step: StepFn | None) -> None:
             *(_point_args(p) if p.points is not None else [])]
     entry = hydra.main(config_path=str(config_mod.CONF_DIR), config_name="config", version_base=None)(task)
     saved_argv, _reporter = sys.argv, on_step
+    full_error = os.environ.get(FULL_ERROR)
     try:
         sys.argv = argv
+        os.environ[FULL_ERROR] = "1"  # Hydra raises what a launcher raised, rather than print its traceback
         with workers.serving(), workers.forked(p.launcher), _hydra_composes_less(), \
                 workers.finish_interrupted_jobs() if p.launcher == "joblib" else nullcontext():
             entry()
+    except Exception as e:
+        if (said := launcher_error(p, e)) is None:
+            raise
+        raise said from e
     finally:
         sys.argv, _reporter = saved_argv, None
+        if full_error is None:
+            os.environ.pop(FULL_ERROR, None)
+        else:
+            os.environ[FULL_ERROR] = full_error
         if not workers.keep_running():
             workers.stop()
+
+
+FULL_ERROR = "HYDRA_FULL_ERROR"
+
+
+def launcher_error(p: Plan, e: Exception) -> GradflowError | None:
+    """What a submitit launcher's error means, in a line: SLURM refused the jobs (sbatch's own words: a
+    partition that does not exist, an account over its limit), or a job ended without its result (killed
+    at its time limit or for memory; a run records its own failures). None for any other error."""
+    try:
+        from submitit.core.utils import FailedSubmissionError, UncompletedJobError
+    except ImportError:
+        return None
+    said = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+    if isinstance(e, FailedSubmissionError) or isinstance(e.__cause__, subprocess.CalledProcessError):
+        settings = "conf/hydra/launcher/slurm.yaml" if p.launcher == "slurm" else "`hydra.launcher.*`"
+        return GradflowError(f"hydra/launcher={p.launcher}: SLURM took no job of the sweep: {shorten(said, 200)}; "
+                             f"check hydra.launcher.partition and the other settings ({settings})")
+    if isinstance(e, UncompletedJobError):
+        job = re.search(r"Job (\S+) .*?has not produced any output \(state: ([^)]*)\)", str(e), re.DOTALL)
+        if job:
+            ended, state = job.groups()
+            why = {"TIMEOUT": ": past its time limit, hydra.launcher.timeout_min",
+                   "OUT_OF_MEMORY": ": past its memory, hydra.launcher.mem_gb"}.get(state.split()[0] if state else "", "")
+            said = f"job {ended}, state {state}{why}; its logs: {p.root / '.submitit' / ended}"
+        return GradflowError(f"hydra/launcher={p.launcher}: a job ended without its result ({shorten(said, 200)}); "
+                             f"`gradflow ls {p.root}` shows which runs finished, and the same command again runs "
+                             "the rest")
+    return None
 
 
 @contextmanager

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from gradflow import store
 from gradflow.errors import GradflowError
 
 SMALL = ["data=gaussian", "data.n_train=128", "data.n_test=64", "data.dim=8", "model.width=8",
@@ -151,7 +152,11 @@ CASES = [
     (["sweep", "hydra/launcher=ray"], "hydra/launcher='ray' is not known; choices: basic"),
     # launcher settings that meant nothing or failed later (Hydra's multi-line error, a traceback)
     (["sweep", "model.depth=2,3", "hydra.launcher.n_jobs=2"],
-     "hydra.launcher.n_jobs=2 is a launcher setting, and the basic launcher has none; choose a launcher first"),
+     "hydra.launcher.n_jobs=2 is a launcher setting, and the basic launcher has none; choose a launcher first: "
+     "hydra/launcher=joblib hydra.launcher.n_jobs=2"),
+    # (the launcher that has the setting: it said joblib, which then refused the partition)
+    (["sweep", "model.depth=2,3", "hydra.launcher.partition=gpu"],
+     "choose a launcher first: hydra/launcher=slurm hydra.launcher.partition=gpu"),
     (["sweep", "model.depth=2,3", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"],
      "hydra.launcher.n_jobs=0 is not allowed: n_jobs is the number of workers"),
     # a misspelled setting, or another launcher's, was Hydra's multi-line error after sweep.yaml was written
@@ -384,10 +389,8 @@ def test_a_sweeps_device_is_checked_where_its_jobs_run(cli, results, tmp_path, m
     assert not results.exists()
     out = cli("sweep", *SMALL, "model.depth=2,3", "device=gpu", f"results={results}")
     assert "device='gpu' is not allowed; choices: auto, cpu, cuda, cuda:N, mps" in out.stderr
-    bin_dir = tmp_path / "bin"  # a login node's sbatch (planning never calls it)
-    bin_dir.mkdir()
-    (bin_dir / "sbatch").write_text("#!/bin/sh\nexit 1\n")
-    (bin_dir / "sbatch").chmod(0o755)
+    bin_dir = tmp_path / "bin"  # a login node's sbatch and srun (planning never calls them)
+    _commands(bin_dir, sbatch="exit 1", srun="exit 1")
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     plan = sweep_mod.plan([*SMALL, "model.depth=2,3", "device=cuda", "hydra/launcher=slurm", f"results={results}"],
                           "on-the-cluster")
@@ -404,3 +407,56 @@ def test_slurm_off_a_cluster_is_one_line_before_anything_runs(cli, results):
     assert out.stderr.strip() == ("error: hydra/launcher=slurm submits to SLURM, and this machine has no sbatch; run "
                                   "it on the cluster's login node, or use hydra/launcher=joblib here")
     assert not results.exists()
+
+
+def _commands(folder: Path, **scripts: str) -> None:
+    """Programs on PATH that stand in for a cluster's (a shell script each)."""
+    folder.mkdir(exist_ok=True)
+    for name, script in scripts.items():
+        (folder / name).write_text(f"#!/bin/sh\n{script}\n")
+        (folder / name).chmod(0o755)
+
+
+@pytest.mark.skipif(shutil.which("sbatch") is not None, reason="a SLURM cluster is here")
+def test_slurm_refusing_the_jobs_is_one_line_in_sbatchs_words(cli, results, tmp_path, monkeypatch):
+    """A partition that does not exist: sbatch's own error in one line, not submitit's 37-line traceback
+    through Hydra's; and a login node with sbatch but no srun is refused before anything is written."""
+    bin_dir = tmp_path / "bin"
+    _commands(bin_dir, sbatch="echo 'sbatch: error: Batch job submission failed: Invalid partition name specified' >&2"
+                              "\nexit 1")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    out = cli("sweep", *SMALL, "model.depth=2,3", "hydra/launcher=slurm", f"results={results}")
+    assert out.exit_code == 1 and "Traceback" not in out.output
+    assert out.stderr.strip().splitlines()[-1] == (
+        "error: hydra/launcher=slurm submits to SLURM, and this machine has no srun; run it on the cluster's login "
+        "node, or use hydra/launcher=joblib here")
+    assert not results.exists()
+
+    _commands(bin_dir, srun="exit 0")
+    out = cli("sweep", *SMALL, "model.depth=2,3", "hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+              f"results={results}", "--name", "on-slurm")
+    assert out.exit_code == 1 and "Traceback" not in out.output, out.output
+    assert out.stderr.strip().splitlines()[-1] == (
+        "error: hydra/launcher=slurm: SLURM took no job of the sweep: sbatch: error: Batch job submission failed: "
+        "Invalid partition name specified; check hydra.launcher.partition and the other settings "
+        "(conf/hydra/launcher/slurm.yaml)")
+    assert not list((results / "on-slurm").rglob(store.RUN_FILE))  # (nothing ran: the spec says what is to run)
+    assert (results / "on-slurm" / store.SWEEP_FILE).is_file()
+
+
+@pytest.mark.skipif(shutil.which("sbatch") is not None, reason="a SLURM cluster is here")
+def test_a_slurm_job_killed_at_its_time_limit_is_one_line_naming_the_limit_and_the_logs(cli, results, tmp_path,
+                                                                                        monkeypatch):
+    """SLURM took the jobs, and one ended without its result (killed at its time limit: submitit waits ~15 s
+    for the result, then raised in a traceback): which job, its state, the setting that limits it, its logs."""
+    bin_dir = tmp_path / "bin"
+    _commands(bin_dir, sbatch="echo 'Submitted batch job 4242'", srun="exit 0",
+              sacct="echo 'JobID|State|NodeList'; echo '4242_0|TIMEOUT|node1'; echo '4242_1|TIMEOUT|node1'")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    out = cli("sweep", *SMALL, "model.depth=2,3", "hydra/launcher=slurm", f"results={results}", "--name", "cut")
+    assert out.exit_code == 1 and "Traceback" not in out.output, out.output
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"error: hydra/launcher=slurm: a job ended without its result (job 4242_0, state TIMEOUT: past its time "
+        f"limit, hydra.launcher.timeout_min; its logs: {results / 'cut' / '.submitit' / '4242_0'}); `gradflow ls "
+        f"{results / 'cut'}` shows which runs finished, and the same command again runs the rest")
+    assert (results / "cut" / ".submitit" / "4242_0").is_dir()
