@@ -7,6 +7,7 @@ needs only pandas, so a command that tabulates results does not pay for importin
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Sequence
 
 import numpy as np
@@ -86,7 +87,9 @@ def implied_keys(df: pd.DataFrame, keys: list[str]) -> dict[str, str]:
     """Of `keys`, those that follow from a config group's choice among them: key -> that choice's key.
     data.dim varies only because data=gaussian has it and data=mnist1d does not, so within each data
     choice it takes one value; showing `data` identifies the run. A key that varies within one choice
-    (two gaussian runs of different data.dim) is not implied."""
+    (two gaussian runs of different data.dim) is not implied. So is a key that only some runs read and
+    that takes one value in those, where another key's value says which runs read it: model.alpha, read
+    where model.skip=residual and unset (no setting of the run's) where model.skip=none."""
     out = {}
     for k in keys:
         parts = k.split(".")
@@ -97,7 +100,22 @@ def implied_keys(df: pd.DataFrame, keys: list[str]) -> dict[str, str]:
                 if (per_choice <= 1).all():
                     out[k] = choice
                 break
+        if k not in out and (reader := _read_where(df, k, keys)):
+            out[k] = reader
     return out
+
+
+def _read_where(df: pd.DataFrame, key: str, keys: Sequence[str]) -> str | None:
+    """The key among `keys`, set in every run, whose value says whether `key` is read, if `key` is unset in
+    some runs and takes one value in the others (see `implied_keys`); of several, the nearest in the config
+    (model.skip for model.alpha)."""
+    unset = df[key].isna()
+    if not unset.any() or unset.all() or n_distinct(df.loc[~unset, key]) != 1:
+        return None
+    # (a key every run sets: two keys a Recorder's runs both lack say nothing of each other)
+    near = sorted((k for k in keys if k != key and df[k].notna().all()),
+                  key=lambda k: -len(os.path.commonprefix([k.split("."), key.split(".")])))
+    return next((k for k in near if (unset.groupby(hashable(df[k])).nunique() <= 1).all()), None)
 
 
 def partial_keys(df: pd.DataFrame, keys: list[str], among: str | None = None) -> list[str]:

@@ -259,6 +259,30 @@ def test_third_key_is_the_last_swept_key_with_few_values():
     assert _third_key(table) == "optim.lr"
 
 
+# model.alpha, read only where model.skip=residual (unset beside model.skip=none), was a third swept key:
+# a skip x norm sweep's figures got panels `alpha=1.0` and `alpha not set`, each holding one skip value
+def test_a_key_only_some_runs_read_is_no_axis_where_another_key_says_which():
+    from gradflow.keys import implied_keys, swept_keys
+    from gradflow.plots.standard import _third_key
+
+    def table(alphas, runs=None):
+        rows = [(f"r{skip}{norm}{i}", cfg(5, **{"model.skip": skip, "norm.name": norm, "model.alpha": alpha}), "ok")
+                for skip in ("none", "residual") for norm in ("none", "batchnorm")
+                for i, alpha in enumerate(alphas if skip == "residual" else [math.nan])]
+        return metrics_table(rows)
+
+    read = table([1.0])
+    assert swept_keys(read) == ["model.skip", "norm.name"] and _third_key(read) is None
+    assert implied_keys(read, swept_keys(read, implied=True)) == {"model.alpha": "model.skip"}
+    # two values where it is read: an axis of its own (the facet)
+    swept = table([0.5, 1.0])
+    assert set(swept_keys(swept)) == {"model.skip", "model.alpha", "norm.name"}
+    # unset in runs that no other key tells apart: no key says which runs read it
+    odd = read.copy()
+    odd.loc[odd["run"] == "rresidualnone0", "model.alpha"] = math.nan
+    assert "model.alpha" in swept_keys(odd)
+
+
 # the grid's value was final.test_acc whenever the column existed, even all NaN (final.train_acc has numbers)
 def test_grid_falls_back_to_train_accuracy_where_test_accuracy_is_all_missing():
     table = grid_table(seeds=(1,))
