@@ -105,6 +105,21 @@ class Timing:
         return min(r), max(r)
 
 
+def outside_rounds(results: list[Timing]) -> list[str]:
+    """A line per loop whose ratio over every round's steps falls outside its rounds' own ratios, as
+    printed (1.14 beside 1.10-1.11): the rounds were too few or too short to agree with their pooled
+    steps, so that ratio is noise more than the probes."""
+    notes = []
+    for r in results:
+        for loop in [loop for loop in r.ms if loop != "bare" and len(r.ms[loop]) > 1]:
+            ratio, lo, hi = (round(v, 2) for v in (r.ratio(loop), *r.spread(loop)))  # (as printed)
+            if not lo <= ratio <= hi:
+                notes.append(f"{r.workload}, {r.threads} thr, {loop}: {ratio:.2f} over every round's steps, outside "
+                             f"its rounds' own ratios ({lo:.2f}-{hi:.2f}): the rounds disagree, too few or too "
+                             "short; more --rounds or --steps")
+    return notes
+
+
 BUSY_SPEEDUP = 1.1  # more threads than this much faster on the bare loop, or the cores were not free
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import math
 
+import statistics
+
 import numpy as np
 import pytest
 
@@ -102,6 +104,30 @@ def test_time_per_step_weighs_the_medians_of_probed_and_other_steps():
     stamps = list(np.cumsum([step_ms[t] for t in range(11)]))
     assert bench.weighted_median(bench.split_steps(stamps, {0, 3, 6, 10})) == pytest.approx((7 * 10 + 2 * 30) / 9)
     assert bench.weighted_median(bench.split_steps(stamps, set())) == pytest.approx(10.0)  # one kind of step
+
+
+def test_a_ratio_outside_its_rounds_own_ratios_is_flagged():
+    """Two rounds whose speeds differ (a slow spell in the second round's probed steps): the ratio over
+    every round's steps, 1.3, is outside the rounds' own 1.0-1.05 as printed; a warning names the loop and
+    both. A ratio inside its rounds' (or one round, no spread) says nothing."""
+    def timing(bare, probed):  # ms per step of each round's steps: (probed steps, others) pooled over rounds
+        t = bench.Timing("reference", 1, {"bare": [statistics.median(b) for b in bare],
+                                          "off": [statistics.median(p) for p in probed]})
+        t.gaps = {"bare": ([], [x for b in bare for x in b]), "off": ([], [x for p in probed for x in p])}
+        return t
+
+    apart = timing([[10, 10, 10], [20, 20, 20]], [[10, 10, 10], [20, 21, 21]])
+    assert apart.spread("off") == (1.0, 1.05) and apart.ratio("off") == 1.0  # (inside: the medians pool alike)
+    assert bench.outside_rounds([apart]) == []
+    skewed = timing([[10, 10, 10], [20, 20, 20]], [[10, 13, 13], [20, 20, 20]])  # pooled: 16.5 / 15
+    assert skewed.ratio("off") == pytest.approx(1.1) and skewed.spread("off") == (1.0, 1.3)
+    assert bench.outside_rounds([skewed]) == []
+    outside = timing([[10, 10, 10], [10, 20, 20]], [[13, 13, 13], [21, 21, 21]])  # pooled: 17 / 10
+    assert outside.spread("off") == pytest.approx((1.05, 1.3)) and outside.ratio("off") == pytest.approx(1.7)
+    (line,) = bench.outside_rounds([outside])
+    assert line.startswith("reference, 1 thr, off: 1.70 over every round's steps, outside its rounds' own "
+                           "ratios (1.05-1.30)"), line
+    assert bench.outside_rounds([timing([[10, 10, 10]], [[30, 30, 30]])]) == []  # one round: no spread
 
 
 def test_a_thread_count_that_sped_the_bare_loop_up_too_little_is_flagged():

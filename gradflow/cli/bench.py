@@ -85,8 +85,8 @@ def bench(
         results += done
     rounds_of = f"{rounds} rounds" if rounds > 1 else "1 round"
     note = (f"{clock} ms/step, medians over {rounds_of} of {steps} steps, the loops taking turns of "
-            f"{bench_mod.TURN} (each turn's first {bench_mod.WARM} untimed); ratio to bare (the rounds' own "
-            "ratios: min-max)")
+            f"{bench_mod.TURN} (each turn's first {bench_mod.WARM} untimed); ratio to bare"
+            + (" (the rounds' own ratios: min-max)" if rounds > 1 else ""))
     loop_tables = [name for name in ("reference", "deep") if any(r.workload == name for r in results)]
     for name in loop_tables:
         print_table(_loop_table([r for r in results if r.workload == name], f"{name} workload: {note}"))
@@ -101,12 +101,17 @@ def bench(
     if clock == "wall":
         for line in bench_mod.busy_cores(results):
             print_note(f"warning: {line}")
+    for line in bench_mod.outside_rounds(results):
+        print_note(f"warning: {line}")
     if rounds < 3:  # (on a shared machine one slow spell moves a round's ratio by 0.1 or more)
         print_note(f"note: {rounds_of} only: its ratios move by 0.1 or more between runs on a busy machine; "
                    "--rounds 5 or more for numbers to compare")
 
 
 def _ratio(r, loop: str, two_lines: bool = False) -> str:
+    """The ratio, and the min-max of the rounds' own ratios where there are several rounds."""
+    if len(r.ms[loop]) < 2:
+        return f"{r.ratio(loop):.2f}"
     lo, hi = r.spread(loop)
     return f"{r.ratio(loop):.2f}\n{lo:.2f}-{hi:.2f}" if two_lines else f"{r.ratio(loop):.2f} ({lo:.2f}-{hi:.2f})"
 
