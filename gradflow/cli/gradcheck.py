@@ -79,8 +79,9 @@ def gradcheck(
         print_note(f"FAIL: max relative error {fmt(r.max_rel, 3)} is not below --tol {tol:g}", style="bold red")
         raise typer.Exit(1)
     if vague:
-        print_note("FAIL: too few tensors resolved for the agreement to mean anything (warning above)",
-                   style="bold red")
+        print_note("FAIL: too few tensors resolved for the agreement to mean anything (warning above); a net "
+                   "whose gradients are mostly tiny (small, or with dead units) resolves more with more width or "
+                   "channels, or another seed", style="bold red")
         raise typer.Exit(1)
     at_kinks = f"; {r.kinks} at a kink, with a one-sided difference" if r.kinks else ""
     print_note(f"ok: {method} agrees with central differences (max relative error below {tol:g}{at_kinks})")
