@@ -657,6 +657,18 @@ def test_cli_point(invoke):
     assert out.output.splitlines()[0] == "mean field: tanh, σ_w² = 1, σ_b² = 0.05"
 
 
+def test_cli_notes_keep_each_formula_on_one_line_and_end_no_line_in_a_space(invoke, monkeypatch):
+    # at 80 columns the scale-free note broke `ξ_c = ∞` after its `=`, and its lines ended in a space
+    from gradflow.cli.console import console
+
+    monkeypatch.setattr(console, "width", 80)
+    out = invoke("--activation", "tanh", "--sw2", "1", "--sb2", "0", "--depth", "20")
+    notes = out.output[out.output.index("note: "):].splitlines()
+    assert len(notes) >= 4 and all(len(line) <= 80 and line == line.rstrip() for line in notes), notes
+    assert any("ξ_c = ∞" in line for line in notes), notes
+    assert not any(line.endswith("=") or line.startswith("= ") for line in notes), notes
+
+
 def test_cli_critical_says_what_an_infinite_fixed_point_means(invoke):
     # --critical printed q* = inf with no word: softplus's edge is a limit no finite variance reaches (chi_1 < 1
     # at every finite q), relu's a point of a scale-free map
@@ -796,7 +808,7 @@ def test_a_depth_ratio_the_law_does_not_give_is_no_number_and_a_note_says_why(in
     from gradflow.plots.meanfield import chi1_for
 
     text = " ".join(invoke("--activation", "tanh", "--sw2", "1", "--sb2", "0", "--depth", "20").output.split())
-    assert "│ √χ₁^20 │ - │ ‖grad‖ first / last layer, depth 20: does not apply (note) │" in text, text
+    assert "│ √χ₁^20 │ - │ ‖∂L/∂z‖ first / last layer, depth 20: no law (note) │" in text, text
     assert "note: √χ₁^20 does not apply: at q* = 0 the length falls to 0 only slowly" in text
     got = json.loads(invoke("--activation", "tanh", "--sw2", "1", "--sb2", "0", "--depth", "20", "--json").output)
     assert got["grad_ratio"] is None and got["log10_grad_ratio"] is None and got["chi1"] == 1.0

@@ -15,7 +15,7 @@ from rich.table import Table
 from gradflow import theory
 from gradflow.activations import ACTIVATIONS
 from gradflow.cli.app import app
-from gradflow.cli.console import console, out_path, print_table, user_errors
+from gradflow.cli.console import NBSP, console, out_path, print_note, print_table, user_errors
 from gradflow.errors import GradflowError, did_you_mean
 from gradflow.fmt import fmt, strict_json
 
@@ -141,8 +141,8 @@ def _show_point(mf: theory.MeanField, depth: int | None, digits: int, as_json: b
     table.add_column("meaning", style="dim")
     rows = [
         ("q*", mf.q_star, "fixed-point pre-activation variance"),
-        ("χ₁", mf.chi1, "per-layer factor of ‖grad‖²"),
-        ("√χ₁", math.sqrt(mf.chi1), "per-layer factor of ‖grad‖"),
+        ("χ₁", mf.chi1, "per-layer factor of ‖∂L/∂z‖² (the signal)"),
+        ("√χ₁", math.sqrt(mf.chi1), "per-layer factor of ‖∂L/∂z‖"),
         ("c*", mf.c_star, "fixed-point correlation of two inputs"),
         ("ξ_q", mf.xi_q, "depth scale of the length map"),
         ("ξ_c", mf.xi_c, "depth scale of the correlation map"),
@@ -152,7 +152,7 @@ def _show_point(mf: theory.MeanField, depth: int | None, digits: int, as_json: b
         ratio, log10 = mf.grad_ratio(depth), mf.log10_grad_ratio(depth)
         beyond = ratio in (0.0, math.inf) and math.isfinite(log10)  # (beyond a float: 0 or inf read as exact)
         rows.append((f"√χ₁^{depth}", (_power_of_ten(log10, digits) if beyond else ratio) if law else "-",
-                     f"‖grad‖ first / last layer, depth {depth}" + ("" if law else ": does not apply (note)")))
+                     f"‖∂L/∂z‖ first / last layer, depth {depth}" + ("" if law else ": no law (note)")))
     for label, value, meaning in rows:
         table.add_row(label, value if isinstance(value, str) else _fmt(value, digits), meaning)
     verdict = {"ordered": "gradients vanish towards the input",
@@ -161,7 +161,7 @@ def _show_point(mf: theory.MeanField, depth: int | None, digits: int, as_json: b
     table.add_row("phase", mf.phase, verdict)
     print_table(table)
     for note in notes:
-        console.print(f"note: {note}", style="dim")
+        _note(note)
 
 
 def _show_critical(name: str, sb2: float, digits: int, as_json: bool) -> None:
@@ -185,7 +185,7 @@ def _show_critical(name: str, sb2: float, digits: int, as_json: bool) -> None:
                         "χ₁ reaches 1 only in that limit, below it at every finite variance: the edge is a "
                         "limit, not a point a net sits at"))
     for note in notes:
-        console.print(f"note: {note}", style="dim")
+        _note(note)
 
 
 def _every_q_notes(name: str, sw2: float, sb2: float) -> list[str]:
@@ -215,3 +215,9 @@ def phase(
 
 
 app.add_typer(theory_app, name="theory")
+
+
+def _note(text: str) -> None:
+    """A note under the table, broken at spaces but never inside a formula's ` = ` (`ξ_c = ∞` ran onto
+    two lines), with no trailing spaces."""
+    print_note(f"note: {text}".replace(" = ", f"{NBSP}={NBSP}"), style="dim")
