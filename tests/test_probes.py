@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from gradflow import data as datasets
@@ -19,6 +20,7 @@ from gradflow.models.init import initialize
 from gradflow import activations
 from gradflow.errors import GradflowError
 from gradflow.models import ProbePoint
+from gradflow.models.discover import discover
 from gradflow.probes import core
 from gradflow.probes.core import Probes, _activation_stats, _reduction, schedule
 from gradflow.probes.quantities import BACKWARD, QUANTITIES, UPDATE, WHERE
@@ -741,3 +743,132 @@ def test_a_float64_model_with_a_saturating_activation_counts_its_saturated_units
     lo, hi = probes._bounds[0]
     assert mask[0, probes.quantities.index("act_saturated")]
     assert got == pytest.approx(float(((y < lo) | (y > hi)).double().mean())) and 0 < got < 1
+
+
+# --- frozen parameters, per-group learning rates, loss scales, zero weights, kept gradients ---------------
+def _mlp(seed=0, d_in=6, width=5, classes=3):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(d_in, width), nn.Tanh(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, classes))
+
+
+def _probe_one_step(model, probes, x, y, opt=None):
+    probes.arm()
+    if opt is not None:
+        opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    probes.after_backward(optimizer=opt)
+    if opt is not None:
+        opt.step()
+    probes.after_update()
+    values, mask, _ = probes.fetch()
+    return dict(zip(probes.quantities, values.T)), dict(zip(probes.quantities, mask.T))
+
+
+def test_a_frozen_bias_beside_a_trained_weight_has_no_bias_gradient_cell():
+    """A bias with requires_grad False (a weight still trained) takes no gradient: its
+    bias_grad_norm cell is masked, not a made-up 0, while the weight's gradient cells stay."""
+    model = _mlp()
+    model[2].bias.requires_grad_(False)
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    probes = Probes(discover(model, x[:2]))
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    values, mask = _probe_one_step(model, probes, x, y, opt)
+    assert mask["bias_grad_norm"].tolist() == [True, False, True]
+    assert mask["grad_norm"].all() and mask["update_ratio"].all()
+    assert values["bias_grad_norm"][0] == pytest.approx(float(model[0].bias.grad.norm()), rel=1e-5)
+
+
+def _applied_ratios(model, probes, x, y, opt):
+    before = [w.detach().double().clone() for w in probes.weights]
+    values, mask = _probe_one_step(model, probes, x, y, opt)
+    applied = [float((w.detach().double() - b).norm() / b.norm()) for w, b in zip(probes.weights, before)]
+    return values["update_ratio"][probes.weight_points], applied
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_the_update_ratio_of_sgd_with_a_learning_rate_per_parameter_group(momentum):
+    """Plain SGD with parameter groups of different learning rates (read from its state, not
+    from a copy of the weights): each weight's update ratio is its own group's lr times ||d||."""
+    model = _mlp()
+    x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+    probes = Probes(discover(model, x[:2]))
+    opt = torch.optim.SGD([{"params": model[0].parameters(), "lr": 0.3},
+                           {"params": [*model[2].parameters(), *model[4].parameters()], "lr": 0.01}],
+                          lr=0.05, momentum=momentum)
+    for _ in range(2):
+        got, applied = _applied_ratios(model, probes, x, y, opt)
+        assert got == pytest.approx(applied, rel=1e-4)
+
+
+def test_a_loss_scale_is_undone_in_the_bias_gradients_as_in_the_weight_gradients():
+    """table(grad_scale=s) scales every
+    gradient norm, the biases' included (a mixed-precision loop's 1/scale), and nothing else."""
+    model = _mlp()
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    probes = Probes(discover(model, x[:2]))
+    probes.arm()
+    F.cross_entropy(model(x), y).backward()
+    probes.after_backward()
+    probes.after_update()
+    reading, _ = probes.read()
+    plain, mask = probes.table(reading)
+    scaled, _ = probes.table(reading, grad_scale=0.25)
+    q = {name: j for j, name in enumerate(probes.quantities)}
+    for name in ("grad_norm", "bias_grad_norm"):
+        j = q[name]
+        assert mask[:, j].all()
+        np.testing.assert_allclose(scaled[:, j], 0.25 * plain[:, j], rtol=1e-12)
+    j = q["weight_norm"]
+    np.testing.assert_array_equal(scaled[:, j], plain[:, j])
+
+
+def test_a_zero_weight_has_no_update_ratio_cell():
+    """A layer whose weight is all zeros before the step (Fixup's, SkipInit's last layer): its
+    update-to-weight ratio is undefined and masked, not inf; the other layers' stay."""
+    model = _mlp()
+    with torch.no_grad():
+        model[2].weight.zero_()
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    probes = Probes(discover(model, x[:2]))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    values, mask = _probe_one_step(model, probes, x, y, opt)
+    assert mask["update_ratio"].tolist() == [True, False, True]
+    assert values["weight_norm"][1] == 0 and mask["weight_norm"][1]
+    assert np.isfinite(values["update_ratio"][[0, 2]]).all()
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_frozen_weight_has_no_gradient_or_update_cells_but_keeps_its_norm(optimizer):
+    """A weight with requires_grad False (a fine-tuned net's frozen layer) takes neither a
+    gradient nor an update: its grad_norm and update_ratio cells are masked (not 0), its weight_norm stays."""
+    model = _mlp()
+    model[2].weight.requires_grad_(False)
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    probes = Probes(discover(model, x[:2]))
+    trained = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(trained, lr=0.1, momentum=0.9) if optimizer == "sgd" else torch.optim.Adam(trained, lr=1e-2)
+    values, mask = _probe_one_step(model, probes, x, y, opt)
+    assert mask["grad_norm"].tolist() == [True, False, True]
+    assert mask["update_ratio"].tolist() == [True, False, True]
+    assert mask["weight_norm"].all() and values["weight_norm"][1] == pytest.approx(float(model[2].weight.norm()))
+    assert mask["bias_grad_norm"].all()  # its bias is trained
+
+
+@pytest.mark.parametrize("scale", [1e25, 1e-25])
+def test_kept_gradients_give_the_exact_norm_when_the_loop_zeroes_them_before_the_read(scale):
+    """after_backward(keep_grads=True): the loop zeroes the gradients in place before read();
+    a norm beyond float32's squares (inf or 0 in float32) is recomputed from the gradients as they were."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 2))
+    x = torch.randn(8, 4)
+    probes = Probes(discover(model, x[:2]), quantities=["grad_norm", "bias_grad_norm"])
+    probes.arm()
+    (model(x).sum() * scale).backward()
+    expect = [float(p.grad.double().norm()) for p in probes.params]
+    probes.after_backward(keep_grads=True)
+    for p in model.parameters():
+        p.grad.zero_()  # (zero_grad(set_to_none=False), or clipping in place)
+    values, mask, _ = probes.fetch()
+    got = [*values[probes.weight_points, 0], *values[probes.bias_points, 1]]
+    assert mask[:, 0].all() and mask[:, 1].all()
+    assert got == pytest.approx(expect, rel=1e-5, abs=0)  # (abs=0: the tiny norms too)

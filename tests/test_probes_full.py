@@ -19,7 +19,7 @@ from gradflow.models.init import initialize
 from gradflow.models.discover import discover
 from gradflow.probes.core import Probes, histogram
 from gradflow.probes.jacobian import jacobian_spectra
-from gradflow.probes.quantities import HIST_EDGES, HIST_KINDS
+from gradflow.probes.quantities import HIST_EDGES, HIST_HI, HIST_KINDS, HIST_LO
 from tests.conftest import layers_of
 
 
@@ -163,3 +163,53 @@ def test_the_wheel_ships_the_configs_and_finds_them(tmp_path):
     assert out.returncode == 0, out.stderr
     conf_dir, depth = out.stdout.split()
     assert conf_dir.startswith(str(target)) and depth == "3"
+
+
+def test_histogram_bins_are_quarter_decades_with_their_edges_at_the_powers_of_ten():
+    """The bins are 4 per decade over [1e-12, 1e4): each power of ten is a bin's lower
+    edge, and a value just below it falls in the bin before (the stored lo/hi of each kind say so)."""
+    nb = (len(HIST_KINDS) - 4) // 2
+    assert nb == 16 * 4 and len(HIST_EDGES) == nb + 1
+    def kind_of(v):  # the one kind a single value is counted in
+        [at] = np.flatnonzero(histogram(torch.tensor([v], dtype=torch.float64)).numpy())
+        return at
+
+    for k in range(-12, 4):
+        up, neg = kind_of(10.0**k), kind_of(-(10.0**k))
+        assert HIST_KINDS[up] == "pos" and HIST_LO[up] == pytest.approx(10.0**k, rel=1e-6), k
+        assert HIST_HI[up] == pytest.approx(10.0 ** (k + 0.25), rel=1e-6), k
+        assert HIST_KINDS[neg] == "neg" and HIST_LO[neg] == pytest.approx(10.0**k, rel=1e-6), k
+        below = kind_of(10.0**k * 0.999)
+        if k > -12:
+            assert HIST_KINDS[below] == "pos" and HIST_HI[below] == pytest.approx(10.0**k, rel=1e-6), k
+        else:
+            assert HIST_KINDS[below] == "underflow"
+
+
+def _small_mlp_model(norm="batchnorm"):
+    cfg = compose(["data=gaussian", "model.depth=3", "model.width=6", "model.activation=tanh", f"norm={norm}"])
+    torch.manual_seed(0)
+    model = build(cfg, (4,), 3)
+    initialize(model, cfg.init, "tanh")
+    return model
+
+
+def test_the_input_output_jacobian_is_filed_under_the_last_hidden_layer():
+    """The input-output rows carry the last hidden layer's index, the index of the last
+    layer-to-layer row (as the docstring and jacobian.parquet's `layer` say)."""
+    model = _small_mlp_model("layernorm")
+    rows = jacobian_spectra(model, torch.randn(2, 4), per_layer=True)
+    layers = sorted({layer for _, scope, layer, _ in rows if scope == "layer"})
+    assert layers == list(range(len(model.hidden)))
+    assert {layer for _, scope, layer, _ in rows if scope == "input_output"} == {len(model.hidden) - 1}
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_jacobian_spectra_leave_the_model_in_the_mode_it_was_in(training):
+    """The spectra are taken in eval mode (batchnorm's running statistics), and the model
+    goes back to its mode: a training run's batchnorm keeps normalizing by the batch after a probe at step 0."""
+    model = _small_mlp_model("batchnorm")
+    model.train(training)
+    rows = jacobian_spectra(model, torch.randn(3, 4), per_layer=False)
+    assert rows and all(scope == "input_output" for _, scope, _, _ in rows)
+    assert all(m.training is training for m in model.modules())
