@@ -765,7 +765,8 @@ def _train(cfg) -> None:
     _positive("train.batch_size", t.batch_size)
     n = train_size(cfg.data)
     if t.batch_size > n:
-        raise GradflowError(f"train.batch_size={t.batch_size} must be <= the {n} training examples of data={cfg.data.name}")
+        raise GradflowError(f"train.batch_size={t.batch_size} must be <= the {n} training examples of data={cfg.data.name}"
+                            + (f"; give train.batch_size={n} (the whole set a step) or fewer" if n > 0 else ""))
     if uses_batchnorm(cfg) and t.batch_size < 2:
         raise GradflowError(f"train.batch_size={t.batch_size} must be >= 2 with batch normalization "
                             "(the batch variance of one example is 0)")

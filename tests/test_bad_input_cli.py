@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from gradflow import store
+from gradflow import sweep
 from gradflow.errors import GradflowError
 
 SMALL = ["data=gaussian", "data.n_train=128", "data.n_test=64", "data.dim=8", "model.width=8",
@@ -460,3 +461,34 @@ def test_a_slurm_job_killed_at_its_time_limit_is_one_line_naming_the_limit_and_t
         f"limit, hydra.launcher.timeout_min; its logs: {results / 'cut' / '.submitit' / '4242_0'}); `gradflow ls "
         f"{results / 'cut'}` shows which runs finished, and the same command again runs the rest")
     assert (results / "cut" / ".submitit" / "4242_0").is_dir()
+
+
+def _parsed(*lines: str):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_overrides(list(lines))
+
+
+def test_an_unknown_launcher_lists_every_launcher():
+    """(A bug this catches: the choices in the message leave a launcher out; the CLI test checks only "choices: basic".)"""
+    with pytest.raises(GradflowError) as e:
+        sweep.check_launcher("ray")
+    listed = str(e.value).rsplit("choices: ", 1)[1].split(", ")
+    assert listed == list(sweep.LAUNCHER_PLUGINS)
+
+
+@pytest.mark.parametrize("launcher, setting, ok", [
+    ("submitit_local", "hydra.launcher.timeout_min=0", False),  # (the CLI test has -1 only)
+    ("submitit_local", "hydra.launcher.timeout_min=1", True),
+    ("joblib", "hydra.launcher.n_jobs=-1", True),  # one worker per CPU core, as the message says
+    ("joblib", "hydra.launcher.n_jobs=-2", True),
+    ("joblib", "hydra.launcher.n_jobs=0", False),
+])
+def test_launcher_settings_at_their_limits(launcher, setting, ok):
+    """timeout_min is 1 or more; n_jobs=-1 (one per core) is joblib's own and allowed. (A bug this catches: timeout_min
+    checked as >= 0; n_jobs's negative values refused.)"""
+    if ok:
+        sweep.check_launcher(launcher, _parsed(setting))
+    else:
+        with pytest.raises(GradflowError, match="is not allowed"):
+            sweep.check_launcher(launcher, _parsed(setting))

@@ -198,6 +198,10 @@ def test_bad_config_is_one_line_and_writes_nothing(cli, results, overrides, need
     ("TANH", ["tanh", "relu"], " (did you mean tanh?)"),
     ("model.dpth", ["model.depth", "model.width"], " (did you mean model.depth?)"),
     ("zzz", ["model.depth"], ""),
+    # a short start of few choices (`reproduce he`); of many, or one character, none
+    ("he", ["glorot2010", "he2015", "he2016"], " (did you mean he2015 or he2016?)"),
+    ("s", ["sigmoid-textbook", "skipinit2020"], ""),
+    ("re", ["relu", "relu6", "rrelu", "resnet20", "resnet56"], ""),
 ])
 def test_did_you_mean_reads_a_dotted_key_by_its_last_part_too(word, choices, said):
     from gradflow.errors import did_you_mean
@@ -231,6 +235,10 @@ def test_a_subset_larger_than_the_dataset_counts_the_dataset():
     assert train_size(compose(["data=mnist", "data.subset=100000", "train.batch_size=64"]).data) == 60000
     with pytest.raises(GradflowError, match=r"train\.batch_size=65000 must be <= the 60000 training examples"):
         compose(["data=mnist", "data.subset=100000", "train.batch_size=65000"])
+    # (a subset smaller than the default batch: the line says what to give)
+    with pytest.raises(GradflowError, match=r"^train\.batch_size=128 must be <= the 50 training examples of "
+                                            r"data=mnist; give train\.batch_size=50 \(the whole set a step\) or fewer$"):
+        compose(["data=mnist", "data.subset=50"])
 
 
 def test_a_warmup_as_long_as_the_run_is_allowed():
@@ -254,3 +262,13 @@ def test_chars_needs_a_test_fraction_strictly_inside_0_1():
     for bad in ("0", "0.0", "1"):
         with pytest.raises(GradflowError, match=r"data\.test_fraction=.* must be between 0 and 1"):
             compose(["model=transformer", "data=chars", f"data.test_fraction={bad}", "train.batch_size=8"])
+
+
+def test_a_bad_value_given_after_a_good_one_is_named_as_written():
+    """The error names the value that counts (the last), not an earlier one of the same key.
+    (A bug this catches: override_value returns the first value given.)"""
+    from gradflow.overrides import override_value
+
+    assert override_value(["results=a", "model.depth=2", "results=b"], "results") == "b"
+    with pytest.raises(GradflowError, match=r"^model\.depth='1\.5' is not a valid integer"):
+        compose(["model.depth=2", "model.depth=1.5"])

@@ -793,3 +793,19 @@ def test_every_help_page_reads_whole_at_60_columns():
     for page in pages:
         assert "…" not in page, page
         assert max(map(len, page.splitlines())) <= 60, page
+
+
+def test_the_final_line_shows_each_splits_own_loss_and_accuracy(capsys):
+    """The summary's evaluation line: train loss and acc, then test loss and acc, each its own value (the
+    golden summary masks every number, so a test pair showing the train values passed it)."""
+    from gradflow.cli.console import NBSP
+    from gradflow.cli.run import show_final
+
+    final = {"train_loss": 0.125, "train_acc": 0.875, "test_loss": 0.25, "test_acc": 0.75}
+    show_final({"final": final, "config": {"data.name": "gaussian"}})
+    out = capsys.readouterr().out.replace(NBSP, " ")
+    assert " ".join(out.split()) == "final train loss 0.125 acc 0.875 test loss 0.25 acc 0.75", out
+    show_final({"final": {}, "last_finite": {"step": 7, **final}, "config": {"data.name": "gaussian"}})
+    out = capsys.readouterr().out.replace(NBSP, " ")
+    assert " ".join(out.split()) == \
+        "last finite evaluation (step 7) train loss 0.125 acc 0.875 test loss 0.25 acc 0.75", out

@@ -137,3 +137,30 @@ def test_a_regression_runs_accuracy_says_what_it_counts(cli, results):
     out = cli("run", *tiny, "name=cls")
     assert out.exit_code == 0 and "acc(" not in out.output
     assert "acc of a regression run" not in cli("ls", results / "cls").output
+
+
+def _parsed(*lines: str):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_overrides(list(lines))
+
+
+def test_a_key_given_twice_names_its_folder_by_its_last_value():
+    """`gradflow run model.depth=2 model.depth=3` runs depth 3 (the last value counts, as in Hydra), so its
+    folder is model.depth=3, not the name of a run it is not. (A bug this catches: job_name keeps each key's first value.)"""
+    assert job_name(["model.depth=2", "model.width=4", "model.depth=3"]) == "model.depth=3,model.width=4"
+    assert job_name("model.depth=2,model.depth=3") == "model.depth=3"
+    # `gradflow run +tag=a tag=b` (last_overrides keeps both: one adds the key, the other sets it) runs tag=b
+    assert job_name(["+tag=a", "model.depth=2", "tag=b"]) == "model.depth=2,tag=b"
+
+
+def test_hydras_job_folder_is_the_planned_one_for_values_with_brackets_and_commas():
+    """A sweep job's folder is job_name of Hydra's override_dirname (conf/config.yaml's hydra.sweep.subdir);
+    `plan` names it from the override list: the two must agree, also for a quoted value holding a comma
+    inside parentheses, brackets or an interpolation, else a finished run is never found where it was
+    planned. (A bug this catches: split_top no longer nests "(".)"""
+    from hydra._internal.config_loader_impl import get_overrides_dirname
+
+    lines = ["model.depth=2", "+tag='f(a,z)'", "optim.betas=[0.9,0.99]", "optim.lr=${gf.div:0.5,model.depth}"]
+    dirname = get_overrides_dirname(overrides=_parsed(*lines), kv_sep="=", item_sep=",", exclude_keys=[])
+    assert job_name(dirname) == job_name(lines)

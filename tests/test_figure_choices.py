@@ -358,3 +358,20 @@ def test_the_swept_note_names_only_keys_that_vary():
     (note,) = swept_html(df, ["model.depth"], {})
     assert note == ("<p class=note>Swept: model.depth; the runs also differ in keys a choice sets or only some "
                     "of them have: seed.</p>")
+
+
+# an rnn-vs-lstm figure's title never said the LSTM's forget-gate bias (3 keeps its memory, PyTorch's 0 does
+# not), which explains its line; its legend was titled by the bare key model.name
+def test_an_lstms_forget_gate_bias_is_in_the_title_beside_the_rnns_that_lack_it():
+    from gradflow.plots.labels import held_fixed, key_label
+
+    def runs(bias):
+        return pd.DataFrame([{"run": f"{m}", "model.name": m, "model.hidden": 32, "model.activation": "tanh",
+                              "model.forget_bias": bias if m == "lstm" else math.nan} for m in ("rnn", "lstm")])
+
+    assert "lstm forget-gate bias 3" in held_fixed(runs(3.0), skip={"model.name"})
+    assert not [i for i in held_fixed(runs(0.0), skip={"model.name"}) if "forget" in i]  # (PyTorch's own)
+    both = pd.concat([runs(1.0), runs(3.0)], ignore_index=True)  # swept: its lines say it, not the title
+    assert not [i for i in held_fixed(both, skip={"model.name", "model.forget_bias"}) if "forget" in i]
+    assert not [i for i in held_fixed(both, skip={"model.name"}) if "forget" in i]  # (two values: no one bias)
+    assert key_label("model.name") == "model [model.name]"

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib import colormaps
 from matplotlib.colors import LogNorm
 
 from gradflow.errors import GradflowError
@@ -19,6 +20,7 @@ from gradflow.plots import figures
 from gradflow.plots.figures import save
 from gradflow.keys import swept_keys
 from gradflow.plots.labels import QUANTITIES
+from gradflow.probes import HIST_EDGES
 
 STEPS = (0, 1, 3, 10, 30, 100)  # log-spaced probes, like probe.points
 EVAL_STEPS = tuple(range(0, 101, 10))
@@ -1418,3 +1420,100 @@ def test_a_facet_and_the_keys_no_line_shows_share_the_panels():
     lines = [line for ax in figures.curves(three, color="model.depth", facet="init.name").axes
              for line in ax.get_title().split("\n") if line]
     assert lines and max(map(len, lines)) <= 32, lines
+
+
+def test_ordered_values_put_a_missing_value_last():
+    """A key some runs lack (init.sw2, NaN beside init=standard's runs) orders its values ascending with the
+    missing one last, as the legends and ls list them; sources keep their given order. (A bug this catches: NaN first.)"""
+    from gradflow.keys import ordered_values
+
+    got = ordered_values(pd.Series([2.0, math.nan, 1.0, 2.0], name="init.sw2"))
+    assert got[:2] == [1.0, 2.0] and len(got) == 3 and math.isnan(got[2])
+    assert ordered_values(pd.Series(["b", "a", "b"], name="source")) == ["b", "a"]
+
+
+# --- distribution figures: what the histogram and spectrum draw, on hand-made tables -----------------------
+def _relu_hist_figure():
+    """Three relu layers (about half their activations exactly 0), shrinking towards the output."""
+    rng = np.random.default_rng(3)
+    samples = {}
+    for layer in range(3):
+        samples[("activation", layer)] = np.maximum(rng.normal(0, 0.5 ** layer, 2000), 0.0)
+        samples[("gradient", layer)] = rng.normal(0, 1e-3 * 2.0 ** layer, 2000)
+    return samples, figures.hist(hist_rows(samples), step=0)
+
+
+def test_hist_fractions_and_zero_marks_count_a_layers_exact_zeros_in_its_units():
+    """A relu layer's line is the fraction of ALL its units per bin (the exact zeros included, stated apart):
+    normalising by the nonzero units only doubled every bar; the left-edge mark is the zeros' fraction, and the
+    panel's note gives the zeros' share of all units drawn."""
+    samples, fig = _relu_hist_figure()
+    act_ax = [ax for ax in fig.axes if ax.get_gid() != "colorbar"][0]
+    for layer in range(3):
+        x = samples[("activation", layer)]
+        (line,) = [ln for ln in series_lines(act_ax) if ln.get_gid() == f"series:layer {layer}"]
+        np.testing.assert_allclose(line.get_ydata(), np.histogram(x[x > 0], HIST_EDGES)[0] / len(x))
+    marks = sorted(float(ln.get_ydata()[0]) for ln in act_ax.get_lines() if ln.get_gid() == "zeros")
+    expected = sorted((samples[("activation", l)] == 0).mean() for l in range(3))
+    np.testing.assert_allclose(marks, expected)
+    assert max(marks) <= act_ax.get_ylim()[1]
+    zeros = sum(int((samples[("activation", l)] == 0).sum()) for l in range(3))
+    (note,) = [t for t in act_ax.texts if t.get_gid() == "special"]
+    assert f"exactly 0: {zeros:,} units ({zeros / 6000:.1%})" in note.get_text(), note.get_text()
+
+
+def test_hist_x_range_holds_every_visible_bin_and_layers_go_dark_to_bright():
+    samples, fig = _relu_hist_figure()
+    for ax in [ax for ax in fig.axes if ax.get_gid() != "colorbar"]:
+        lo, hi = ax.get_xlim()
+        for line in series_lines(ax):
+            x, y = np.asarray(line.get_xdata()), np.asarray(line.get_ydata())
+            shown = x[y >= 1e-3]
+            # each bin's whole width (a quarter decade) and a bin of margin on both sides
+            assert lo <= shown.min() / 10 ** 0.25 and shown.max() * 10 ** 0.25 <= hi, (ax.get_title(), lo, hi)
+        # input (layer 0) dark, output bright, as the docstring and colour bar say: viridis from 0
+        colours = {ln.get_gid(): ln.get_color() for ln in series_lines(ax)}
+        np.testing.assert_allclose(colours["series:layer 0"], colormaps["viridis"](0.0))
+        np.testing.assert_allclose(colours["series:layer 2"], colormaps["viridis"](0.88))
+
+
+def test_hist_leaves_out_only_an_output_head_not_a_first_point_without_activations():
+    """A gradient-only point is the output head's dL/d(logits) only when it is the last one: a first point
+    with no activation histogram (an input projection) stays drawn."""
+    rng = np.random.default_rng(4)
+    samples = {("gradient", l): rng.normal(0, 1, 500) for l in range(4)}
+    samples |= {("activation", l): rng.normal(0, 1, 500) for l in range(1, 4)}
+    fig = figures.hist(hist_rows(samples), step=0)
+    grad_ax = [ax for ax in fig.axes if ax.get_title() == "Back-propagated gradients"][0]
+    assert {ln.get_gid() for ln in series_lines(grad_ax)} == {f"series:layer {l}" for l in range(4)}
+    assert "left out" not in fig.get_suptitle()
+
+
+def test_spectrum_density_integrates_to_the_share_of_finite_positive_values_and_returns_to_zero():
+    """The density of a run with NaN/inf and exact zeros integrates to its share of finite positive values
+    (29 of 32), not to 1 (they are counted in the legend, not spread over the curve); the curve starts and
+    ends on an empty bin, and the isometry reference is the vertical line s = 1."""
+    rng = np.random.default_rng(2)
+    spread = np.exp(rng.normal(-3, 2, 32))
+    broken = np.r_[spread[:29], [np.inf, np.nan, 0.0]]
+    fig = figures.spectrum(jacobian_rows(broken, config(40, "tanh", 1), "c"))
+    ax = fig.axes[0]
+    (line,) = series_lines(ax)
+    x, y = np.asarray(line.get_xdata()), np.asarray(line.get_ydata())
+    width = np.log10(x[1] / x[0])
+    assert (y * width).sum() == pytest.approx(29 / 32)
+    assert y[0] == 0 and y[-1] == 0 and (y > 0).any()
+    (ref,) = [ln for ln in ax.get_lines() if ln.get_gid() == "reference"]
+    assert list(ref.get_xdata()) == [1.0, 1.0] and list(ref.get_ydata()) == [0, 1]  # (axvline: axes-fraction y)
+
+
+def test_spectrum_numerical_zeros_are_relative_to_each_runs_own_largest_value():
+    """A run whose whole spectrum is small (a vanishing net: 1e-12 to 1e-10) has no numerical zeros of its own;
+    compared with another run's largest value every one of them read zero and its line vanished."""
+    small = np.geomspace(1e-12, 1e-10, 32)
+    table = pd.concat([jacobian_rows(small, config(40, "tanh", 1), "deep"),
+                       jacobian_rows(np.geomspace(0.5, 2.0, 32), config(5, "tanh", 1), "shallow")], ignore_index=True)
+    fig = figures.spectrum(table)
+    assert len(series_lines(fig.axes[0])) == 2
+    assert not any("zero" in t for t in legend_texts(fig)), legend_texts(fig)
+    assert fig.axes[0].get_xlim()[0] < 1e-12

@@ -1389,3 +1389,50 @@ def test_a_logged_scalar_no_view_reads_is_told(tmp_path):
             rec.log(0, train_loss=loss, val_loss=loss, lr=0.1, opt_grad_norm=1.0)
     assert len([w for w in said if "logged" in str(w.message)]) == 1  # (train_, lr and opt_grad_norm are read)
     assert set(gradflow.load(tmp_path / "run", "metrics").split) == {"train", "val", "log", "opt"}
+
+
+# --- a loss that overflows to inf, scalars under their own step, a step number given twice ---------------
+def test_a_logged_loss_that_overflows_to_inf_is_a_divergence_too(tmp_path):
+    """A regression loss overflowing reads inf, not NaN: diverged at that step, in its loss, as a NaN loss is."""
+    torch.manual_seed(0)
+    _square_loss_loop(tmp_path / "lossinf", 4,
+                      lambda step, loss: {"train_loss": loss * float("inf") if step == 2 else loss})
+    run = store.read_run(tmp_path / "lossinf")
+    assert run["status"] == "diverged" and run["diverged_step"] == 2 and run["diverged_in"] == "loss", run
+    assert run["final"] == {} and run["last_finite"]["step"] == 1
+
+
+def test_scalars_are_stored_under_the_step_the_loop_logs_them_at(tmp_path):
+    """rec.log(step, ...) stores its values under `step`, whichever block ran last: the evaluation of the
+    initial model logged before the first block (step 0), each step's train loss after its block, and a test
+    loss of step 1 logged late, after step 2's block."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    x = torch.randn(8, 4)
+    with gradflow.Recorder(model, tmp_path / "run", every=1) as rec:
+        rec.log(0, test_loss=1.5)  # (before any rec.step)
+        for step in range(3):
+            with rec.step(step):
+                loss = model(x).square().mean()
+                loss.backward()
+            rec.log(step, train_loss=loss)
+            if step == 2:
+                rec.log(1, test_loss=0.5)
+            model.zero_grad()
+    metrics = gradflow.load(tmp_path / "run", "metrics")
+    test = metrics[metrics.split == "test"].set_index("step")["value"]
+    assert test.to_dict() == {0: 1.5, 1: 0.5}
+    assert sorted(metrics[metrics.split == "train"].step) == [0, 1, 2]
+
+
+def test_a_step_number_given_twice_in_a_row_is_refused(tmp_path):
+    """The same number twice (a loop that forgot to count a micro-batch loop's updates) would record two
+    updates as one step: refused as any number that does not increase is."""
+    model = nn.Linear(2, 2)
+    with gradflow.Recorder(model, tmp_path / "run", every=1) as rec:
+        with rec.step(3):
+            model(torch.randn(3, 2)).sum().backward()
+        with pytest.raises(GradflowError, match=r"^rec.step\(3\) after rec.step\(3\): step numbers must increase"):
+            with rec.step(3):
+                model(torch.randn(3, 2)).sum().backward()
+    assert sorted(store.load(tmp_path / "run").step.unique()) == [3]

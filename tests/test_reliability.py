@@ -1311,3 +1311,41 @@ def test_a_run_removal_cut_off_leaves_no_run_json(tmp_path):
     assert not (job / store.RUN_FILE).exists()
     with pytest.raises(GradflowError, match="holds no runs"):
         store.find_runs(tmp_path / "s")
+
+
+def test_the_sweeps_own_process_is_no_worker_and_a_second_ctrl_c_there_raises_at_once(monkeypatch):
+    """While this process runs a sweep (`workers.serving`) it is the sweep's process, not a worker of it: a
+    second Ctrl-C while a run is recorded raises at once (the user insists), where a worker's would wait.
+    (A bug this catches: in_worker() true wherever GRADFLOW_SWEEP_PID is set, the sweep's own process included.)"""
+    monkeypatch.delenv(workers.SWEEP_PID, raising=False)
+    saved = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with workers.serving():
+            assert not workers.in_worker()
+            done = []
+            with pytest.raises(KeyboardInterrupt):
+                with workers.ctrl_c_waits():
+                    for i in range(3):
+                        os.kill(os.getpid(), signal.SIGINT)
+                        time.sleep(0.05)
+                        done.append(i)
+            assert done == [0]  # the first Ctrl-C waited, the second raised at once
+        monkeypatch.setenv(workers.SWEEP_PID, str(os.getppid()))  # a sweep served by another process
+        assert workers.in_worker()
+    finally:
+        signal.signal(signal.SIGINT, saved)
+
+
+def test_serving_puts_the_environment_back_as_it_was(monkeypatch):
+    """After a sweep, GRADFLOW_SWEEP_PID is as before: absent, or the sweep this process serves (a kept
+    worker running a reproduction's next arm). Left set, every process started later by this one (a plot's
+    fork server, a subprocess) took itself for a worker of this sweep. (A bug this catches: serving() not restoring it.)"""
+    monkeypatch.delenv(workers.SWEEP_PID, raising=False)
+    with workers.serving():
+        assert os.environ[workers.SWEEP_PID] == str(os.getpid())
+    assert workers.SWEEP_PID not in os.environ
+    monkeypatch.setenv(workers.SWEEP_PID, "12345")
+    with workers.serving():
+        assert workers.owner() == os.getpid()
+    assert os.environ[workers.SWEEP_PID] == "12345"

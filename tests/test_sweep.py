@@ -651,3 +651,40 @@ def test_a_sweep_over_list_values_names_each_run_by_its_whole_list(cli, results)
     # ls sorts the lists element by element (as text, [0.9, 0.999] came first)
     listed = json.loads(cli("ls", str(results / "betas"), "--json").output)
     assert [r["optim.betas"] for r in listed] == ["[0.9, 0.99]", "[0.9, 0.999]"]
+
+
+def test_two_points_whose_names_make_one_folder_are_refused_before_any_job(tmp_path):
+    """a/b and a:b both make the folder name tag=a_b (characters a path cannot hold become _): the second
+    point would overwrite the first's run, or be skipped as it. (A bug this catches: plan no longer refuses two points
+    that share a folder.)"""
+    with pytest.raises(GradflowError, match="two sweep points share the folder '\\+tag=a_b'"):
+        sweep_mod.plan(["+tag=a/b,a:b", "data=gaussian", f"results={tmp_path / 'results'}"], "clash")
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").rglob("run.json"))
+
+
+def test_the_watcher_counts_a_run_as_ended_only_once_this_sweep_wrote_it(tmp_path):
+    """A point redone after an earlier attempt (failed, or interrupted) has that attempt's run.json in its
+    folder until the new run writes its own: the progress line must not count it as ended before it ran.
+    (A bug this catches: Watcher.ended taking any ended run.json, however old.)"""
+    root = tmp_path / "results" / "s"
+    folder = root / "model.depth=2"
+    folder.mkdir(parents=True)
+    (folder / store.RUN_FILE).write_text(json.dumps({"status": "failed", "error": "an earlier attempt"}))
+    an_hour_ago = time.time() - 3600
+    os.utime(folder / store.RUN_FILE, (an_hour_ago, an_hour_ago))
+    plan = sweep_mod.Plan(root=root, overrides=[], swept=["model.depth"], launcher="basic",
+                          jobs=[sweep_mod.Job(["model.depth=2"], "model.depth=2")])
+    watcher = sweep_mod.Watcher(plan, lambda ended: None)
+    assert watcher.ended() == {} and watcher.count() == 0
+    store.write_text(folder / store.RUN_FILE, json.dumps({"status": "ok"}))  # this sweep's run ends
+    assert list(watcher.ended()) == ["model.depth=2"]
+
+
+def test_a_sweep_named_by_option_and_by_a_later_name_override_is_refused(tmp_path):
+    """`--name a name=a name=b`: the last name= counts, and it is not --name's: refused as named twice, not
+    written to a. The same name given both ways is one name. (A bug this catches: the check reading the first name=.)"""
+    results = f"results={tmp_path / 'results'}"
+    with pytest.raises(GradflowError, match="the sweep is named twice, --name a and name=b"):
+        sweep_mod.plan(["model.depth=2,3", "name=a", "name=b", "data=gaussian", results], "a")
+    p = sweep_mod.plan(["model.depth=2,3", "name=b", "name=a", "data=gaussian", results], "a")
+    assert p.root.name == "a"

@@ -822,3 +822,45 @@ def test_a_depth_ratio_the_law_does_not_give_is_no_number_and_a_note_says_why(in
         mf = theory.point(activation, sw2, sb2)
         assert got["grad_ratio"] == pytest.approx(mf.grad_ratio(20)) and not any("does not apply" in n
                                                                                   for n in got["notes"])
+
+
+# --- the phase diagram: axes, colours and labels where theory puts them --------------------------------------
+def _phase_texts(ax):
+    return {t.get_text().split("\n")[0]: t.get_position() for t in ax.texts}
+
+
+def test_the_phase_diagram_axes_colours_and_region_labels_are_where_theory_puts_them():
+    """sigma_w^2 along x, sigma_b^2 along y; white (the colour map's centre) at log chi_1 = 0 with blue for the
+    ordered phase; each region's label at a point of its own phase; relu's dashed line q* = inf at sigma_w^2 = 2."""
+    from gradflow import theory
+    from gradflow.plots.phase import phase_figure
+
+    for activation in ("tanh", "relu"):
+        fig = phase_figure(activation, resolution=(120, 60))
+        ax = fig.axes[0]
+        assert ax.get_xlabel().startswith(r"$\sigma_w^2$") and ax.get_ylabel().startswith(r"$\sigma_b^2$")
+        assert ax.get_xlim()[1] > 4.5 and ax.get_ylim()[1] < 0.35  # (sw2 up to 5, sb2 up to 0.3)
+        (mesh,) = [c for c in ax.collections if hasattr(c, "get_array") and c.get_array() is not None
+                   and c.get_array().ndim == 2]
+        assert mesh.norm.vcenter == 0.0 and mesh.get_cmap().name == "RdBu_r"
+        assert mesh.get_cmap()(mesh.norm(-1.0))[2] > mesh.get_cmap()(mesh.norm(-1.0))[0]  # ordered is blue
+        spots = _phase_texts(ax)
+        assert {"ordered", "chaotic"} <= set(spots), spots
+        for name, below in (("ordered", True), ("chaotic", False)):
+            sw2, sb2 = spots[name]
+            chi1 = theory.chi1(activation, float(sw2), float(sb2))
+            assert (chi1 < 1) == below, (activation, name, sw2, sb2, chi1)
+        if activation == "relu":
+            (dashed,) = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+            x, y = np.asarray(dashed.get_xdata()), np.asarray(dashed.get_ydata())
+            assert np.nanmax(y) <= 0.3 and np.nanmin(x) > 1.9
+            np.testing.assert_allclose(x[1:], 2.0, atol=0.05)
+
+
+def test_a_phase_diagram_without_an_edge_says_which_phase_it_shows():
+    from gradflow.plots.phase import phase_figure
+
+    for sw2, side in (((0.5, 0.9), "ordered"), ((3.0, 5.0), "chaotic")):
+        ax = phase_figure("tanh", sw2=sw2, resolution=(40, 20)).axes[0]
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert any(f"no edge of chaos here (all {side})" in lab for lab in labels), labels

@@ -149,6 +149,7 @@ KEY_NAMES: dict[str, str] = {
     "model.depth": "depth (hidden layers)",
     "model.width": "width",
     "model.activation": "activation",
+    "model.name": "model",
     "model.skip": "skip connection",
     "model.alpha": "residual scale",
     "model.ln": "layer-norm placement",
@@ -242,7 +243,17 @@ def held_fixed(df: pd.DataFrame, skip: Iterable[str] = ()) -> list[str]:
     items = [_title_item(df, k, single_value(df, k)) for k in TITLE_KEYS
              if k in df.columns and k not in skip and n_distinct(df[k]) == 1]
     swept_sw2 = "init.sw2" in skip and single_value(df, "init.name") == "meanfield"  # the lines say it
-    return [i for i in items if i] + ([] if swept_sw2 else init_variances(df))
+    return [i for i in items if i] + ([] if swept_sw2 else init_variances(df)) + _forget_bias(df, skip)
+
+
+def _forget_bias(df: pd.DataFrame, skip: set[str]) -> list[str]:
+    """An LSTM's forget-gate bias where it is not PyTorch's 0, also beside the vanilla RNNs that lack it (an
+    rnn-vs-lstm figure's LSTM remembers because of it, and no line or title said so)."""
+    key = "model.forget_bias"
+    given = df[key].dropna() if key in df.columns and key not in skip else pd.Series(dtype=float)
+    if given.empty or n_distinct(given) != 1 or float(given.iloc[0]) == 0:
+        return []
+    return [f"lstm forget-gate bias {fmt(given.iloc[0])}"]
 
 
 def init_variances(df: pd.DataFrame) -> list[str]:
