@@ -29,7 +29,7 @@ def he2016(shared):
 # --- hochreiter1991 ---------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_hochreiter1991_quick_passes(hochreiter):
-    assert len(hochreiter.claims) == 8 and hochreiter.passed, verdicts(hochreiter)
+    assert len(hochreiter.claims) == 9 and hochreiter.passed, verdicts(hochreiter)
     figures_drawn(hochreiter, ["profile-signal-time-rnn-vs-lstm", "profile-signal-time-lstm-forget-bias",
                                "profile-signal-time-rnn-drive", "curves-adding-T50"])
 
@@ -70,6 +70,31 @@ def test_hochreiter1991_a_backward_pass_cut_short_fails(hochreiter, tmp_path):
     assert claims["LSTM, forget-gate bias 3"].passed
 
 
+@pytest.mark.slow
+def test_hochreiter1991_a_trained_lstm_whose_error_stops_short_fails(hochreiter, tmp_path):
+    # the trained LSTM's error carried only ~10 steps back (as through its hidden state alone, its cell cut
+    # from the error flow: that LSTM still got below 1/12 and beat the RNN by 0.10): the lag-49 claim FAILs,
+    # the MSE claims, blind to it, pass
+    import shutil
+
+    from gradflow import reproduce as rep
+
+    root = tmp_path / "short"
+    shutil.copytree(hochreiter.root, root)
+    job = root / "adding" / "model.name=lstm"  # (one seed at the quick scale)
+    layers = pd.read_parquet(job / "layers.parquet")
+    T = int(layers["layer"].max())
+    last = layers["step"] == layers["step"].max()
+    short = last & (layers["quantity"] == "signal_norm") & (layers["layer"] < T - 10)
+    layers.loc[short, "value"] *= 1e-20
+    layers.to_parquet(job / "layers.parquet")
+    results = {r.text: r for r in rep.check(hochreiter.spec, root)}
+    claim = next(r for text, r in results.items() if "after training: LSTM" in text)
+    assert not claim.passed and claim.measured.value < 1e-18
+    assert hochreiter.claim("after training: LSTM").measured.value > 0.01
+    assert all(r.passed for text, r in results.items() if "MSE" in text)
+
+
 def test_hochreiter1991_untrained_lstm_fails(shared):
     # no training: the LSTM cannot have learned the adding problem; the signal-through-time arms (already at
     # train.steps=0) are reused unchanged and still pass
@@ -92,7 +117,7 @@ def test_hochreiter1991_a_growing_lstm_error_is_no_constant_error_flow(shared):
 # --- he2016 ---------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_he2016_quick_passes(he2016):
-    assert len(he2016.claims) == 7 and he2016.passed, verdicts(he2016)  # 2 guards, 4 differences, the norms
+    assert len(he2016.claims) == 8 and he2016.passed, verdicts(he2016)  # 2 guards, 4 differences, 2 of the norms
     figures_drawn(he2016, ["curves-plain-vs-residual", "profile-signal-init", "profile-signal-end"])
 
     # "final training loss" = the last train-mode minibatch mean in metrics.parquet (split batch)
@@ -113,6 +138,9 @@ def test_he2016_quick_passes(he2016):
     at_init = signal[signal["step"] == 0].set_index("layer")["value"]
     assert signal["step"].max() == 150 and at_init.iloc[0] / at_init.iloc[-1] > 100
     assert he2016.claim("plain-56 in training").measured.value == pytest.approx(last.iloc[0] / last.iloc[-1])
+    # BN's explosion at init gone in training: the init ratio over the trained one
+    assert he2016.claim("plain-56: ‖∂L/∂z‖ first conv / head at init").measured.value == \
+        pytest.approx((at_init.iloc[0] / at_init.iloc[-1]) / (last.iloc[0] / last.iloc[-1]))
 
 
 def test_he2016_untrained_fails(shared):
@@ -124,3 +152,6 @@ def test_he2016_untrained_fails(shared):
         assert not broken.claim(words).passed, words
     norms = broken.claim("plain-56 in training")
     assert not norms.passed and norms.measured.value > 100, verdicts(broken)
+    # (at init and "in training" are the same step: a ratio of 1, no explosion tamed)
+    tamed = broken.claim("plain-56: ‖∂L/∂z‖ first conv / head at init")
+    assert not tamed.passed and tamed.measured.value == pytest.approx(1.0), verdicts(broken)

@@ -76,11 +76,23 @@ def test_pennington2017_ordered_vanishing_net_fails(shared):
     mean = broken.claim("tanh, orthogonal: mean(s²) of the input-output Jacobian")
     assert not mean.passed and mean.measured.value < 1e-4, verdicts(broken)
     assert broken.claim("tanh, orthogonal: var(s²) of the input-output Jacobian").passed  # (why it was needed)
-    # the ReLU net at gain 0.8 (sigma_w^2 0.64, not its critical 2): its variance claim is normalized by m_1^2
-    # and passed unchanged; its mean(s^2) is ~1e-16
+    # the ReLU net at gain 0.8 (sigma_w^2 0.64, not its critical 2): its mean(s^2) is ~1e-16; its variance claim,
+    # normalized by m_1^2, passed it while it was a bound from below alone
     relu = broken.claim("ReLU, orthogonal: mean(s²)")
     assert not relu.passed and relu.measured.value < 1e-4
-    assert broken.claim("ReLU, orthogonal: var(s²) / L").passed
+    variance = broken.claim("ReLU, orthogonal: var(s²) / L")
+    assert not variance.passed and variance.measured.value > 1.5, verdicts(broken)
+
+
+def test_pennington2017_relu_variance_tells_orthogonal_from_gaussian_weights():
+    # "var(s²) / L ≥ 0.5" passed Gaussian weights in the orthogonal arm's place (their prediction is 2 L: 2.495
+    # measured at the quick scale); the band stops at 1.5, midway between the two predictions
+    from gradflow import reproduce as rep
+
+    (claim,) = [c for c in rep.Spec.load("pennington2017").claims if c["text"].startswith("ReLU, orthogonal: var")]
+    assert rep.passes(1.0, claim["expect"])[0] and rep.passes(1.24, claim["expect"])[0]  # (the prediction; quick)
+    assert not rep.passes(2.495, claim["expect"])[0] and not rep.passes(2.0, claim["expect"])[0]
+    assert not rep.passes(0.3, claim["expect"])[0]  # (an isometry-like spread: no growth with depth)
 
 
 def test_free_probability_prediction_matches_an_independent_quadrature(run_job):

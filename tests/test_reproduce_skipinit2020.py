@@ -25,7 +25,7 @@ def skipinit(shared):
 
 @pytest.mark.slow
 def test_skipinit2020_quick(skipinit):
-    assert len(skipinit.claims) == 19 and skipinit.passed, verdicts(skipinit)
+    assert len(skipinit.claims) == 23 and skipinit.passed, verdicts(skipinit)
     figures_drawn(skipinit, ["profile-act-std-unscaled", "curves-mlp-fixup", "curves-resnet"])
     # the ResNet figure draws three arms' runs, each named "default" in its arm: they stay three runs
     resnets = rep.figure_table(rep.arms_of(skipinit.spec, skipinit.root),
@@ -97,3 +97,14 @@ def test_skipinit2020_with_its_branch_scale_held_at_zero_fails(shared):
     assert broken.claim("mlp_skipinit: the branches train").measured.value == 0
     assert broken.claim("mlp_skipinit: final training loss").passed  # (why the claim was needed)
     assert broken.claim("mlp_fixup: the branches train").passed  # (Fixup's zero layers are weights: they train)
+
+
+def test_skipinit2020_with_its_branch_scale_starting_at_one_fails(shared):
+    # SkipInit's alpha fixed at 1 from the start (model.alpha=1: its mechanism switched off): the MLP's
+    # branches have gradients at init, so "every block the identity at init" FAILs, besides its divergence;
+    # Fixup's blocks (alpha 1 is its own) still start as the identity
+    broken = reproduce("skipinit2020", shared, "model.alpha=1.0")
+    claim = broken.claim("mlp_skipinit: every block the identity at init")
+    assert not claim.passed and claim.measured.value > 1, verdicts(broken)
+    assert broken.claim("mlp_fixup: every block the identity at init").passed
+    assert broken.claim("resnet_skipinit: every block the identity at init").passed  # (the ResNet has no alpha key)

@@ -30,7 +30,7 @@ def grad_at_init(arm_dir: Path, depth: int, name: str) -> float:
 
 @pytest.mark.slow
 def test_xiong2020_quick_passes(xiong):
-    assert len(xiong.claims) == 10 and xiong.passed, verdicts(xiong)
+    assert len(xiong.claims) == 11 and xiong.passed, verdicts(xiong)
     figures_drawn(xiong, ["profile-grad-init-post-ln", "profile-grad-init-pre-ln", "curves-post-ln"])
     expect = (grad_at_init(xiong.root / "post_init", 24, "b23.mlp.out")
               / grad_at_init(xiong.root / "pre_init", 24, "b23.mlp.out"))
@@ -41,6 +41,7 @@ def test_xiong2020_pre_ln_everywhere_fails_the_post_ln_claims(shared):
     broken = reproduce("xiong2020", shared, "model.ln=pre")
     failing = [r.text for r in broken.claims if not r.passed]
     assert len(failing) == 9, verdicts(broken)
+    assert broken.claim("pre-LN: last block's MLP-out").passed  # (about pre-LN alone)
     # post-LN's own profile must rise: the pre-LN net in its place falls (the tilt against pre-LN alone passed
     # a post-LN profile that fell less than pre-LN's)
     assert not broken.claim("post-LN, L = 24: MLP-out").passed
@@ -48,6 +49,15 @@ def test_xiong2020_pre_ln_everywhere_fails_the_post_ln_claims(shared):
     assert broken.claim("pre-LN, L = 12: MLP-out").passed
     # both "arms" are now the same pre-LN nets
     assert broken.claim("the same ratio, L = 12").measured.value == pytest.approx(1.0, rel=1e-6)
+
+
+def test_xiong2020_without_layer_norm_fails_the_pre_ln_depth_scaling(shared):
+    # no layer normalization at all (model.ln=none: x + f(x)): the residual stream grows with depth and so does
+    # the last block's gradient, where pre-LN's falls like 1/√L; the pre-LN profile claim, [0.1, 1] over the
+    # blocks, passed such a net
+    broken = reproduce("xiong2020", shared, "model.ln=none")
+    scaling = broken.claim("pre-LN: last block's MLP-out")
+    assert not scaling.passed and scaling.measured.value > 1, verdicts(broken)
 
 
 def test_xiong2020_a_net_that_learns_nothing_or_whose_gradient_vanishes_fails_its_claims():
