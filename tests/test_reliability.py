@@ -694,18 +694,25 @@ def in_a_worker(monkeypatch):
     signal.signal(signal.SIGINT, saved)
 
 
+def _three_ctrl_cs_in_a_block() -> list[int]:
+    """Three real Ctrl-Cs sent to this process inside `workers.ctrl_c_waits`, one after each step of the
+    block: the steps the block finished before the KeyboardInterrupt it ends in (all three where the
+    Ctrl-Cs wait for the block's end)."""
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with workers.ctrl_c_waits():
+            for i in range(3):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+                done.append(i)
+    return done
+
+
 def test_ctrl_c_waits_in_a_worker_for_the_block_then_is_taken_once(in_a_worker):
     """In a sweep's worker no Ctrl-C cuts a recording short, however many come (the sweep's process passes
     one on to workers the terminal reached already): the block ends, then the job's handler takes one."""
     signal.signal(signal.SIGINT, workers.take_interrupt_once)
-    done = []
-    with pytest.raises(KeyboardInterrupt):
-        with workers.ctrl_c_waits():
-            for _ in range(3):
-                os.kill(os.getpid(), signal.SIGINT)
-                time.sleep(0.02)
-            done.append(True)
-    assert done == [True] and workers.stopping()
+    assert _three_ctrl_cs_in_a_block() == [0, 1, 2] and workers.stopping()
     assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # (the job's first Ctrl-C: the rest ignored)
 
 
@@ -1323,14 +1330,7 @@ def test_the_sweeps_own_process_is_no_worker_and_a_second_ctrl_c_there_raises_at
     try:
         with workers.serving():
             assert not workers.in_worker()
-            done = []
-            with pytest.raises(KeyboardInterrupt):
-                with workers.ctrl_c_waits():
-                    for i in range(3):
-                        os.kill(os.getpid(), signal.SIGINT)
-                        time.sleep(0.05)
-                        done.append(i)
-            assert done == [0]  # the first Ctrl-C waited, the second raised at once
+            assert _three_ctrl_cs_in_a_block() == [0]  # the first Ctrl-C waited, the second raised at once
         monkeypatch.setenv(workers.SWEEP_PID, str(os.getppid()))  # a sweep served by another process
         assert workers.in_worker()
     finally:
