@@ -14,6 +14,7 @@ network is reachable.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import http.client
@@ -270,6 +271,9 @@ def _fetch(url: str, dest: Path, md5: str | None) -> None:
 
 
 def _download(urls: tuple[str, ...] | list[str], dest: Path, md5: str | None) -> None:
+    """Fetch `dest` from the first of `urls` that serves it; where none does, the folders made for it go too
+    (a failed download left an empty data/fashion_mnist/ behind)."""
+    made = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]  # (deepest first)
     reasons = []
     for url in urls:
         try:
@@ -282,6 +286,9 @@ def _download(urls: tuple[str, ...] | list[str], dest: Path, md5: str | None) ->
             if isinstance(reason, OSError) and reason.strerror:
                 reason = reason.strerror
             reasons.append(f"{url}: {reason}")
+    for folder in made:
+        with contextlib.suppress(OSError):  # (only where still empty)
+            folder.rmdir()
     raise _DownloadError("; ".join(r.replace("\n", " ") for r in reasons) or "no mirror configured")
 
 

@@ -247,6 +247,11 @@ def test_download_fails_fast_without_network(tmp_path, monkeypatch):
     assert "downloading CIFAR-10 failed" in msg and f"{tmp_path}/" in msg and "cifar-10-python.tar.gz" in msg
     assert time.monotonic() - t0 < 15
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # no partial file left behind
+    assert not (tmp_path / "mnist").exists()  # nor the folder made for the files (an empty data/mnist/)
+    with pytest.raises(GradflowError, match="downloading Fashion-MNIST failed"):
+        monkeypatch.setitem(datasets.MNIST_MIRRORS, "fashion_mnist", (CLOSED_PORT,))
+        load_mnist(tmp_path / "new" / "data", "fashion_mnist", download=True)
+    assert not (tmp_path / "new").exists()  # (every folder the download made)
 
 
 @pytest.fixture
