@@ -1517,3 +1517,103 @@ def test_spectrum_numerical_zeros_are_relative_to_each_runs_own_largest_value():
     assert len(series_lines(fig.axes[0])) == 2
     assert not any("zero" in t for t in legend_texts(fig)), legend_texts(fig)
     assert fig.axes[0].get_xlim()[0] < 1e-12
+
+
+# --- labels and the palette: symbols, colour maps, title items, log colour scales, markers ----------------
+def _cfg(**over):
+    cfg = {"model.name": "mlp", "model.depth": 10, "model.width": 64, "model.activation": "tanh",
+           "model.skip": "none", "init.name": "kaiming_normal", "init.sw2": 1.0, "init.sb2": 0.0,
+           "norm.name": "none", "data.name": "gaussian", "optim.name": "sgd", "optim.lr": 0.05, "seed": 1}
+    return cfg | over
+
+
+def test_sigma_keys_are_labelled_with_their_own_symbol():
+    from gradflow.plots.labels import key_label, value_label
+
+    assert r"\sigma_w" in key_label("init.sw2") and r"\sigma_b" not in key_label("init.sw2")
+    assert r"\sigma_b" in key_label("init.sb2") and r"\sigma_w" not in key_label("init.sb2")
+    assert value_label("init.sw2", 2.0).startswith(r"$\sigma_w^2$")
+
+
+def test_loss_summaries_that_say_bright_is_low_use_a_colour_map_bright_at_low():
+    from matplotlib import colormaps
+
+    from gradflow.plots.labels import SUMMARIES
+
+    def brightness(rgba):
+        return 0.2126 * rgba[0] + 0.7152 * rgba[1] + 0.0722 * rgba[2]
+
+    said = [k for k, s in SUMMARIES.items() if "bright = low" in s.label]
+    assert said
+    for k in said:
+        cmap = colormaps[SUMMARIES[k].cmap]
+        assert brightness(cmap(0.0)) > brightness(cmap(1.0)), k
+
+
+def test_title_names_each_fixed_key_once():
+    from gradflow.plots.labels import held_fixed
+
+    items = held_fixed(pd.DataFrame([_cfg()]))
+    assert items.count("depth 10") == 1 and items.count("width 64") == 1, items
+
+
+def test_sigma_b_is_in_the_title_for_the_meanfield_init_only():
+    from gradflow.plots.labels import held_fixed
+
+    mf = held_fixed(pd.DataFrame([_cfg(**{"init.name": "meanfield", "init.sw2": 1.5, "init.sb2": 0.05})]))
+    kaiming = held_fixed(pd.DataFrame([_cfg(**{"init.sb2": 0.05})]))
+    assert any(r"\sigma_b^2" in i and "0.05" in i for i in mf), mf
+    assert not any(r"\sigma_b^2" in i for i in kaiming), kaiming
+
+
+def test_no_warm_up_is_not_said_in_the_title():
+    from gradflow.plots.labels import held_fixed
+
+    assert not any("warm-up" in i for i in held_fixed(pd.DataFrame([_cfg(**{"optim.warmup": 0})])))
+    assert "warm-up 100 steps" in held_fixed(pd.DataFrame([_cfg(**{"optim.warmup": 100})]))
+
+
+def test_depth_of_transformers_beside_mlps_is_called_both():
+    from gradflow.plots.labels import key_label
+
+    both = pd.DataFrame([{"model.name": "transformer", "model.depth": 2}, {"model.name": "mlp", "model.depth": 4}])
+    only = pd.DataFrame([{"model.name": "transformer", "model.depth": 2}])
+    assert "hidden layers" in key_label("model.depth", both) and "blocks" in key_label("model.depth", both)
+    assert "hidden layers" not in key_label("model.depth", only)
+
+
+def test_a_choice_key_is_named_by_its_group():
+    from gradflow.plots.labels import short_key, value_label
+
+    assert short_key("init.name") == "init" and short_key("norm.name") == "norm"
+    assert value_label("norm.name", "batchnorm") == "norm=batchnorm"
+
+
+def test_many_numeric_values_over_decades_get_a_log_colour_scale():
+    from matplotlib.colors import LogNorm
+
+    from gradflow.plots.style import Palette
+
+    lrs = np.geomspace(1e-4, 1e-2, 13)  # more than 12 values (a continuous scale), two decades
+    pal = Palette(pd.DataFrame({"optim.lr": lrs}), "optim.lr")
+    assert isinstance(pal.mappable.norm, LogNorm)
+    # evenly spread over the scale: the middle value sits mid-way
+    assert abs(pal.mappable.norm(float(lrs[6])) - 0.5) < 1e-9
+
+
+def test_colorbar_ticks_are_labelled_with_the_value_of_their_colour():
+    from gradflow.plots.style import Palette
+
+    df = pd.DataFrame({"model.depth": [2, 5, 10, 20]})
+    pal = Palette(df, "model.depth")
+    assert pal.ticks is not None
+    for tick, text in zip(pal.ticks, pal.tick_labels):
+        [value] = [d for d in df["model.depth"] if str(d) == text]
+        assert np.allclose(pal.mappable.to_rgba(tick), pal.color_of({"model.depth": value})), text
+
+
+def test_each_line_style_has_its_own_marker():
+    from gradflow.plots.style import LINE_STYLES, marker_of
+
+    markers = [marker_of(ls) for ls in LINE_STYLES]
+    assert len(set(markers)) == len(LINE_STYLES), markers

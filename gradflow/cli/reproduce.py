@@ -59,7 +59,6 @@ def reproduce(
     note_replaced(overrides)
     rep.check_scale(scale)  # before anything is printed, as a bad name is (Spec.load)
     check_overrides(list(overrides or []), "reproduce")  # (rep.run checks them again, after the header)
-    failed = False
     outcomes = []
     for n in rep.names() if name == "all" else [name]:
         spec = rep.Spec.load(n)
@@ -85,8 +84,8 @@ def reproduce(
         for why in outcome.not_drawn:
             print_note(f"figure not drawn, {why}", style="yellow")
         report_page([outcome.report.parent], report_)
-        failed |= not outcome.passed
         outcomes.append(outcome)
+    failed = not all(o.passed for o in outcomes)
     if len(outcomes) > 1:  # (after 1200 lines, the whole in one: the last line was the last experiment's figure)
         console.rule("[bold]all[/]")
         print_note(rep.overall(outcomes), style="red" if failed else "green")

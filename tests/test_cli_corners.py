@@ -1,0 +1,114 @@
+"""The clean, sweep and reproduce commands at their corners: what clean counts, names and takes as a yes; a
+sweep's --points given twice, its stale runs left out of its table and said, its piped lines numbered one by
+one; reproduce --report without a name, and a claim's result in its colour."""
+from __future__ import annotations
+
+import io
+import shutil
+
+from gradflow import store
+
+SMALL = ["data=gaussian", "data.n_train=128", "data.n_test=64", "data.dim=8", "model.width=8", "model.depth=2",
+         "train.steps=3", "train.batch_size=32", "train.eval_every=3", "threads=1"]
+
+
+def _sweep(cli, results, *args, name="s"):
+    return cli("sweep", *SMALL, *args, f"results={results}", "--name", name)
+
+
+# --- clean -----------------------------------------------------------------------------------------------
+
+def test_clean_counts_and_names_leftovers_of_both_kinds_and_at_most_SHOWN(cli, results):
+    """The count line counts every folder it would remove (leftovers too), each kind once; the list names
+    SHOWN of them and counts the rest, so named + counted = the count line's number."""
+    from gradflow.cli.clean import SHOWN
+
+    assert _sweep(cli, results, "model.depth=2,3").exit_code == 0
+    root = results / "s"
+    plain = SHOWN + 1  # runs cut off before their run.json (a config.yaml alone, in a job's folder)
+    for i in range(plain):
+        (root / f"model.depth={100 + i}").mkdir()
+        shutil.copy(root / "model.depth=2" / store.CONFIG_FILE, root / f"model.depth={100 + i}" / store.CONFIG_FILE)
+    shutil.copytree(root / "model.depth=2", store.staging_dir(root / "model.depth=2"))  # a replacement cut off
+    total = plain + 1
+    out = cli("clean", str(root), "--stale", input="n\n")
+    assert out.exit_code == 1, out.output
+    lines = out.output.splitlines()
+    assert lines[0] == (f"{total} runs to remove from {root}: {plain} left over (no run.json), "
+                        "1 left over (a replacement cut off)"), out.output
+    named = [ln for ln in lines[1:] if ln.startswith("  ") and "(left over)" in ln]
+    assert len(named) == SHOWN, out.output
+    assert f"  ... and {total - SHOWN} more" in lines, out.output
+    assert all((root / f"model.depth={100 + i}").exists() for i in range(plain))  # said no: nothing removed
+
+
+def test_clean_takes_yes_spelled_out_as_a_yes(cli, results):
+    assert _sweep(cli, results, "model.depth=2,3,4").exit_code == 0
+    assert _sweep(cli, results, "model.depth=2,3").exit_code == 0  # depth 4 now stale
+    root = results / "s"
+    out = cli("clean", str(root), "--stale", input="Yes\n")
+    assert out.exit_code == 0 and "removed 1 run\n" in out.output, out.output
+    assert not (root / "model.depth=4").exists() and (root / "model.depth=3").exists()
+
+
+# --- the sweep CLI ---------------------------------------------------------------------------------------
+
+def test_points_given_twice_is_refused_before_anything_runs(cli, results, tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("- {seed: 1}\n")
+    b.write_text("- {seed: 2}\n")
+    out = cli("sweep", *SMALL, f"results={results}", "--name", "p", "--points", str(a), "--points", str(b))
+    assert out.exit_code == 1 and "--points is given 2 times" in out.output, out.output
+    assert not (results / "p").exists()
+
+
+def test_a_narrowed_sweep_counts_its_stale_runs_and_leaves_them_out_of_its_table(cli, results):
+    assert _sweep(cli, results, "model.depth=2,3,4,5").exit_code == 0
+    out = _sweep(cli, results, "model.depth=2,3")
+    root = results / "s"
+    assert out.exit_code == 0, out.output
+    flat = " ".join(out.output.split())
+    assert (f"2 runs in {root} are not points of this sweep (stale); `gradflow clean {root} --stale` removes them"
+            in flat), out.output
+    lines = out.output.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("─")) + 1  # the runs table's rows
+    rows = lines[start:next(i for i, ln in enumerate(lines) if i >= start and not ln.startswith(" "))]
+    assert [r.split()[0] for r in rows] == ["2", "3"], out.output  # the points of this sweep only
+
+
+def test_piped_progress_counts_runs_that_ended_together_one_by_one(capsys):
+    from gradflow.cli.sweep import _EndedLines
+
+    lines = _EndedLines()
+    lines.show({"model.depth=2": {store.STATUS: "ok", "wall_time": 1.0}}, 3)
+    lines.show({"model.depth=2": {store.STATUS: "ok", "wall_time": 1.0},  # (the watcher's whole dict each time)
+                "model.depth=3": {store.STATUS: "ok", "wall_time": 1.0},
+                "model.depth=4": {store.STATUS: "failed", "wall_time": 1.0}}, 3)
+    heads = [ln.split()[0] for ln in capsys.readouterr().out.splitlines() if ln.strip()]
+    assert heads == ["1/3", "2/3", "3/3"], heads
+
+
+# --- reproduce's CLI -------------------------------------------------------------------------------------
+
+def test_reproduce_report_without_a_name_is_refused(cli):
+    out = cli("reproduce", "--report")
+    assert out.exit_code == 1 and "--report applies to a run of an experiment" in " ".join(out.output.split()), \
+        out.output
+
+
+def test_a_failed_claims_result_is_red_and_a_passed_ones_green():
+    from rich.console import Console
+
+    from gradflow import reproduce as rep
+    from gradflow.cli.reproduce import claims_table
+
+    def claim(passed):
+        return rep.ClaimResult("claim text", "ref", "theory", "src", rep.Measured(1.0, [1.0]), "in [0.5, 2]", passed)
+
+    for passed, colour in ((True, "\x1b[32m"), (False, "\x1b[31m")):
+        out = io.StringIO()
+        Console(file=out, width=120, force_terminal=True, color_system="standard").print(
+            claims_table([claim(passed)], 120)[0])
+        text = out.getvalue()
+        result = rep.claim_cells(claim(passed))["result"]
+        assert f"{colour}{result}" in text, repr(text)
