@@ -7,7 +7,6 @@ needs only pandas, so a command that tabulates results does not pay for importin
 from __future__ import annotations
 
 import math
-import os
 from typing import Any, Sequence
 
 import numpy as np
@@ -107,15 +106,26 @@ def implied_keys(df: pd.DataFrame, keys: list[str]) -> dict[str, str]:
 
 def _read_where(df: pd.DataFrame, key: str, keys: Sequence[str]) -> str | None:
     """The key among `keys`, set in every run, whose value says whether `key` is read, if `key` is unset in
-    some runs and takes one value in the others (see `implied_keys`); of several, the nearest in the config
-    (model.skip for model.alpha)."""
+    some runs and takes one value in the others (see `implied_keys`): the keys gradflow knows to decide it
+    first (model.skip for model.alpha: `choices.CONDITIONAL_KEYS`); else one whose values group the runs, a
+    value shared by two or more (a key with a new value in every run, a depth, splits them all trivially),
+    the fewest values first."""
+    from gradflow.choices import CONDITIONAL_KEYS
+
     unset = df[key].isna()
     if not unset.any() or unset.all() or n_distinct(df.loc[~unset, key]) != 1:
         return None
     # (a key every run sets: two keys a Recorder's runs both lack say nothing of each other)
-    near = sorted((k for k in keys if k != key and df[k].notna().all()),
-                  key=lambda k: -len(os.path.commonprefix([k.split("."), key.split(".")])))
-    return next((k for k in near if (unset.groupby(hashable(df[k])).nunique() <= 1).all()), None)
+    candidates = [k for k in keys if k != key and df[k].notna().all()]
+
+    def says(k: str) -> bool:
+        return bool((unset.groupby(hashable(df[k])).nunique() <= 1).all())
+
+    known = [k for k in CONDITIONAL_KEYS.get(key, ((),))[0] if k in candidates and says(k)]
+    if known:
+        return known[0]
+    grouping = [k for k in candidates if hashable(df[k]).value_counts().max() >= 2 and says(k)]
+    return min(grouping, key=lambda k: n_distinct(df[k]), default=None)
 
 
 def partial_keys(df: pd.DataFrame, keys: list[str], among: str | None = None) -> list[str]:

@@ -793,13 +793,18 @@ def launcher_error(p: Plan, e: Exception) -> GradflowError | None:
     """What a submitit launcher's error means, in a line: SLURM refused the jobs (sbatch's own words: a
     partition that does not exist, an account over its limit), or a job ended without its result (killed
     at its time limit or for memory; a run records its own failures). None for any other error."""
+    if not p.launcher.startswith(("submitit", "slurm")):
+        return None
     try:
-        from submitit.core.utils import FailedSubmissionError, UncompletedJobError
+        from submitit.core.utils import FailedJobError, FailedSubmissionError, UncompletedJobError
     except ImportError:
         return None
     said = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
-    if isinstance(e, FailedSubmissionError) or isinstance(e.__cause__, subprocess.CalledProcessError):
-        settings = "conf/hydra/launcher/slurm.yaml" if p.launcher == "slurm" else "`hydra.launcher.*`"
+    refused = isinstance(e, FailedSubmissionError) or (  # (sbatch's own error: submitit's FailedJobError from it)
+        isinstance(e, FailedJobError) and isinstance(e.__cause__, subprocess.CalledProcessError))
+    if p.launcher in REMOTE_LAUNCHERS and refused:
+        settings = (config_mod.CONF_DIR / "hydra" / "launcher" / "slurm.yaml" if p.launcher == "slurm"
+                    else "`hydra.launcher.*`")
         return GradflowError(f"hydra/launcher={p.launcher}: SLURM took no job of the sweep: {shorten(said, 200)}; "
                              f"check hydra.launcher.partition and the other settings ({settings})")
     if isinstance(e, UncompletedJobError):

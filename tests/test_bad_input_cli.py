@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from gradflow import store
+from gradflow.config import CONF_DIR
 from gradflow import sweep
 from gradflow.errors import GradflowError
 
@@ -440,9 +441,32 @@ def test_slurm_refusing_the_jobs_is_one_line_in_sbatchs_words(cli, results, tmp_
     assert out.stderr.strip().splitlines()[-1] == (
         "error: hydra/launcher=slurm: SLURM took no job of the sweep: sbatch: error: Batch job submission failed: "
         "Invalid partition name specified; check hydra.launcher.partition and the other settings "
-        "(conf/hydra/launcher/slurm.yaml)")
+        f"({CONF_DIR / 'hydra' / 'launcher' / 'slurm.yaml'})")
     assert not list((results / "on-slurm").rglob(store.RUN_FILE))  # (nothing ran: the spec says what is to run)
     assert (results / "on-slurm" / store.SWEEP_FILE).is_file()
+
+
+def test_only_a_submitit_launchers_error_is_read_as_slurms():
+    # any error raised from a CalledProcessError (a task's own subprocess) was "SLURM took no job of the sweep",
+    # under the basic and joblib launchers too
+    from submitit.core.utils import FailedJobError
+
+    def raised(e, cause):
+        try:
+            raise e from cause
+        except Exception as caught:
+            return caught
+
+    cause = subprocess.CalledProcessError(1, ["sbatch", "x.sh"])
+    for launcher in ("basic", "joblib", "submitit_local"):
+        plan = sweep.Plan(root=Path("results/s"), overrides=[], swept=[], launcher=launcher, jobs=[])
+        assert sweep.launcher_error(plan, raised(RuntimeError("a task's error"), cause)) is None
+        if launcher != "submitit_local":  # (whose own jobs fail as submitit's: "a job ended without its result")
+            assert sweep.launcher_error(plan, raised(FailedJobError("sbatch: error: no"), cause)) is None
+    slurm = sweep.Plan(root=Path("results/s"), overrides=[], swept=[], launcher="slurm", jobs=[])
+    assert "SLURM took no job of the sweep: sbatch: error: no;" in str(
+        sweep.launcher_error(slurm, raised(FailedJobError("sbatch: error: no"), cause)))
+    assert sweep.launcher_error(slurm, raised(RuntimeError("a task's error"), cause)) is None
 
 
 @pytest.mark.skipif(shutil.which("sbatch") is not None, reason="a SLURM cluster is here")

@@ -347,6 +347,15 @@ def test_a_figure_that_cannot_be_written_leaves_the_rest_of_the_set_drawn(plain,
     assert sorted(p.name for p in printed_paths(out)) == sorted([n for n in alone if n != "curves.png"] + alone)
     assert f"error: curves not drawn: cannot write {sweep / 'figures' / 'curves.png'}" in out.output
 
+    (sweep / "figures" / "ratio-init.png").unlink()  # (drawn above) a second folder in a figure's place: a line
+    (sweep / "figures" / "ratio-init.png").mkdir()  # each, then a summary (a full disk fails every figure)
+    out = invoke("plot", sweep)
+    lines = out.output.splitlines()
+    assert out.exit_code == 1 and lines[-1] == "error: 2 figures not drawn (each said above); the others are drawn"
+    flat = " ".join(out.output.split())
+    assert flat.count("not drawn: cannot write") == 2 and "ratio-init not drawn: cannot write" in flat, out.output
+    assert [p.name for p in printed_paths(out)] == [n for n in alone if n not in ("curves.png", "ratio-init.png")]
+
 
 def test_plot_a_folder_without_runs(tmp_path):
     empty = tmp_path / "empty"

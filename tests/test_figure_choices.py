@@ -281,6 +281,14 @@ def test_a_key_only_some_runs_read_is_no_axis_where_another_key_says_which():
     odd = read.copy()
     odd.loc[odd["run"] == "rresidualnone0", "model.alpha"] = math.nan
     assert "model.alpha" in swept_keys(odd)
+    # two runs of a folder, each its own depth: the depth splits them as trivially as the skip does; the key
+    # that decides it is named (ls said "as each depth choice sets them: alpha"), and of keys gradflow does not
+    # know, one with a new value in every run says nothing
+    two = pd.DataFrame([cfg(2, **{"model.skip": "residual", "model.alpha": 1.0, "train.clip": 1.0}),
+                        cfg(3, **{"model.skip": "none", "model.alpha": math.nan, "train.clip": math.nan})])
+    keys = ["model.depth", "model.skip", "model.alpha", "train.clip"]
+    assert implied_keys(two, keys) == {"model.alpha": "model.skip"}
+    assert implied_keys(two, ["model.depth", "train.clip"]) == {}
 
 
 # the grid's value was final.test_acc whenever the column existed, even all NaN (final.train_acc has numbers)

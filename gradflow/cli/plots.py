@@ -158,8 +158,12 @@ def _standard_sets(path: Path, out: Path | None, out_dir: Path, fmt: str, includ
     for why in passed_over:  # (on stderr, after the paths: stdout is the figures' paths, one a line)
         print_note(f"passed over: {why}", style="yellow", to=err_console)
     _left_out(path)
-    if failed:  # the rest of the set is drawn: an error all the same
-        raise GradflowError("; ".join(failed))
+    if len(failed) == 1:  # the rest of the set is drawn: an error all the same
+        raise GradflowError(failed[0])
+    if failed:  # (a full disk fails every figure: a line each, not one line of them all)
+        for why in failed:
+            print_note(why, style="red", to=err_console)
+        raise GradflowError(f"{len(failed)} figures not drawn (each said above); the others are drawn")
 
 
 OTHER_IMAGES = ("jpg", "jpeg", "tif", "tiff", "eps", "ps", "webp", "gif", "bmp")  # image files gradflow does not write

@@ -21,7 +21,13 @@ from gradflow.columns import replacement_failed, study_columns
 
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+LAUNCHERS_HELP = ("Launchers: basic (the default: one run at a time, here); joblib (several at once here: "
+                  "hydra/launcher=joblib hydra.launcher.n_jobs=2); slurm (a job a run on a SLURM cluster: "
+                  "hydra/launcher=slurm hydra.launcher.partition=gpu, and gpus_per_node, cpus_per_task, mem_gb, "
+                  "timeout_min as in gradflow's conf/hydra/launcher/slurm.yaml); submitit_local.")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, epilog=LAUNCHERS_HELP)
 @user_errors
 def sweep(
     ctx: typer.Context,
@@ -36,13 +42,7 @@ def sweep(
                          "- {model.activation: tanh, init.sw2: 1.76, init.sb2: 0.05}", show_default=False,
         metavar="<path>")] = None,
 ) -> None:
-    """Run a grid of runs with Hydra multirun (any launcher); rerunning resumes where it stopped.
-
-    Launchers: basic (the default: one run at a time, here); joblib (several at once here: \
-hydra/launcher=joblib hydra.launcher.n_jobs=2); slurm (a job a run on a SLURM cluster: hydra/launcher=slurm \
-hydra.launcher.partition=gpu, and gpus_per_node, cpus_per_task, mem_gb, timeout_min as in \
-conf/hydra/launcher/slurm.yaml); submitit_local.
-    """
+    """Run a grid of runs with Hydra multirun (any launcher); rerunning resumes where it stopped."""
     from gradflow import sweep as sweep_mod
 
     near_options(ctx, overrides)
