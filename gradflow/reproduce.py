@@ -549,8 +549,9 @@ def compute(spec_measure: dict, arms: dict[str, Arm]) -> Measured:
         a = compute(m["a"], arms)
         bs = [compute(b, arms) for b in (m["b"] if isinstance(m["b"], list) else [m["b"]])]
         why = next((x.note for x in (a, *bs) if math.isnan(x.value)), "")  # an operand without a value says why
-        if fn == "ratio":
-            return Measured(a.value / bs[0].value, [], note=why)
+        if fn == "ratio":  # (over a 0, no value: an LSTM that keeps no error, 0 over 0, once crashed the check)
+            b = bs[0].value
+            return Measured(a.value / b if b != 0 else math.nan, [], note=why or ("" if b != 0 else "its divisor is 0"))
         diffs = [a.value - b.value for b in bs]
         i = int(np.argmin(diffs))
         return Measured(diffs[i], [], se=math.hypot(a.se, bs[i].se), note=why)  # a difference of means, not runs

@@ -162,7 +162,7 @@ def test_lags_through_time_are_against_the_last_time_step_not_the_head():
 
 def test_ratio_is_a_over_b_and_says_why_it_has_none():
     arms = {name: _arm(runs=[{"run": "r", "status": "ok", "final.train_loss": loss}])
-            for name, loss in (("a", 0.5), ("b", 2.0), ("none", math.nan))}
+            for name, loss in (("a", 0.5), ("b", 2.0), ("none", math.nan), ("zero", 0.0))}
 
     def ratio(a: str, b: str) -> rep.Measured:
         return rep.compute({"fn": "ratio", "a": {"fn": "final", "arm": a}, "b": {"fn": "final", "arm": b}}, arms)
@@ -170,6 +170,11 @@ def test_ratio_is_a_over_b_and_says_why_it_has_none():
     assert ratio("a", "b").value == pytest.approx(0.25)
     none = ratio("none", "b")
     assert math.isnan(none.value) and none.note == "no value in the 1 run of arm none", none.note
+    # over 0 (an LSTM that keeps no error at all, 0 over 0): no value, which FAILs any bound (it raised)
+    for a in ("zero", "a"):
+        over = ratio(a, "zero")
+        assert math.isnan(over.value) and over.note == "its divisor is 0", over.note
+        assert not rep.passes(over.value, {"lt": 0.01})[0]
 
 
 def test_tolerances_that_tell_a_broken_mechanism_apart():

@@ -9,6 +9,7 @@ breaking run redoes only the runs its override changes (resume), as a user's sec
 
 from __future__ import annotations
 
+import math
 import numpy as np
 import pandas as pd
 import pytest
@@ -93,6 +94,29 @@ def test_hochreiter1991_a_trained_lstm_whose_error_stops_short_fails(hochreiter,
     assert not claim.passed and claim.measured.value < 1e-18
     assert hochreiter.claim("after training: LSTM").measured.value > 0.01
     assert all(r.passed for text, r in results.items() if "MSE" in text)
+
+
+@pytest.mark.slow
+def test_hochreiter1991_an_lstm_that_keeps_no_error_fails_the_forget_gate_claim(hochreiter, tmp_path):
+    # every LSTM's signal 0 beyond lag 1 (its cell cut from the error flow): "bias 0 keeps less than 1e-2",
+    # stated alone, read 0 and passed; over bias 3's ratio (0 too) it has no value and FAILs
+    import shutil
+
+    from gradflow import reproduce as rep
+
+    root = tmp_path / "kept-none"
+    shutil.copytree(hochreiter.root, root)
+    for job in [*(root / "models").glob("model.name=lstm,*"), *(root / "forget_bias").iterdir()]:
+        if not (job / "layers.parquet").exists():
+            continue
+        layers = pd.read_parquet(job / "layers.parquet")
+        T = int(layers["layer"].max())
+        layers.loc[(layers["quantity"] == "signal_norm") & (layers["layer"] < T - 1), "value"] = 0.0
+        layers.to_parquet(job / "layers.parquet")
+    results = {r.text: r for r in rep.check(hochreiter.spec, root)}
+    claim = next(r for text, r in results.items() if "default forget-gate bias 0" in text)
+    assert not claim.passed and math.isnan(claim.measured.value), claim
+    assert hochreiter.claim("default forget-gate bias 0").passed
 
 
 def test_hochreiter1991_untrained_lstm_fails(shared):
