@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import functools
 import importlib.util
-import os
 import pickle
 import re
 import shlex
@@ -765,12 +764,11 @@ def _run_hydra(p: Plan, on_step: StepFn | None) -> None:
             *(_point_args(p) if p.points is not None else [])]
     entry = hydra.main(config_path=str(config_mod.CONF_DIR), config_name="config", version_base=None)(task)
     saved_argv, _reporter = sys.argv, on_step
-    full_error = os.environ.get(FULL_ERROR)
     try:
         sys.argv = argv
-        os.environ[FULL_ERROR] = "1"  # Hydra raises what a launcher raised, rather than print its traceback
-        with workers.serving(), workers.forked(p.launcher), _hydra_composes_less(), \
-                workers.finish_interrupted_jobs() if p.launcher == "joblib" else nullcontext():
+        # (HYDRA_FULL_ERROR: Hydra raises what a launcher raised, rather than print its traceback)
+        with workers.environment("HYDRA_FULL_ERROR", "1"), workers.serving(), workers.forked(p.launcher), \
+                _hydra_composes_less(), workers.finish_interrupted_jobs() if p.launcher == "joblib" else nullcontext():
             entry()
     except Exception as e:
         if (said := launcher_error(p, e)) is None:
@@ -778,15 +776,8 @@ def _run_hydra(p: Plan, on_step: StepFn | None) -> None:
         raise said from e
     finally:
         sys.argv, _reporter = saved_argv, None
-        if full_error is None:
-            os.environ.pop(FULL_ERROR, None)
-        else:
-            os.environ[FULL_ERROR] = full_error
         if not workers.keep_running():
             workers.stop()
-
-
-FULL_ERROR = "HYDRA_FULL_ERROR"
 
 
 def launcher_error(p: Plan, e: Exception) -> GradflowError | None:

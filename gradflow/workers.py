@@ -43,17 +43,24 @@ def in_worker() -> bool:
 
 
 @contextmanager
-def serving():
-    """While this process runs a sweep: workers started now find it in their environment."""
-    saved = os.environ.get(SWEEP_PID)
-    os.environ[SWEEP_PID] = str(os.getpid())
+def environment(name: str, value: str):
+    """os.environ[name] = value for a with block, then as it was before (absent, or its old value)."""
+    saved = os.environ.get(name)
+    os.environ[name] = value
     try:
         yield
     finally:
         if saved is None:
-            os.environ.pop(SWEEP_PID, None)
+            os.environ.pop(name, None)
         else:
-            os.environ[SWEEP_PID] = saved
+            os.environ[name] = saved
+
+
+@contextmanager
+def serving():
+    """While this process runs a sweep: workers started now find it in their environment."""
+    with environment(SWEEP_PID, str(os.getpid())):
+        yield
 
 
 _server = False  # whether this process has started the fork server

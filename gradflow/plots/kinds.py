@@ -17,7 +17,7 @@ from gradflow.keys import SEED_KEYS, between_sources, full_key, n_distinct, orde
 from gradflow.plots.labels import RATIOS, is_recurrent
 from gradflow.plots.meanfield import GRID_THEORIES
 from gradflow.plots.save import file_part
-from gradflow.plots.series import named_run, not_a_run, run_by_config, spread_quantities, steps_phrase
+from gradflow.plots.series import not_a_run, spread_quantities, steps_phrase, the_run
 
 # kind -> (the table it reads, the options it uses): any other option is refused, never silently ignored
 KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -140,7 +140,7 @@ def check_options(df: pd.DataFrame, kind: str, o: Options, where: str) -> None:
     runs = run_names(df["run"])
     shown = ", ".join(runs[:8]) + (", ..." if len(runs) > 8 else "")
     if o.run is not None:
-        o.run = named_run(o.run, runs) or run_by_config(o.run, df) or o.run
+        o.run = the_run(o.run, runs, df) or o.run
     if o.run is not None and str(o.run) not in runs:
         raise GradflowError(not_a_run(o.run, runs, where, 8, df=df))
     if o.run is None and "run" in KINDS[kind][1] and len(runs) > 1:

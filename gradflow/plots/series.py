@@ -203,10 +203,14 @@ def named_run(run: object, runs: list[str]) -> str | None:
     return same[0] if len(same) == 1 else None
 
 
-def run_by_config(run: object, df: pd.DataFrame) -> str | None:
-    """The one run of df whose config has every key=value item of `run` (keys whole or by their last part,
-    as `named_run` reads them): runs whose folders are not named by their settings, a Recorder's
-    (b2-lr1e-3), named by them all the same (blocks=2,lr=0.01). None where no one run has them all."""
+def the_run(run: object, runs: list[str], df: pd.DataFrame) -> str | None:
+    """The one run of `runs` that `run` names: by its folder's name (`named_run`), else as the one run of df
+    whose config has every key=value item of `run` (keys whole or by their last part, as `named_run` reads
+    them): runs whose folders are not named by their settings, a Recorder's (b2-lr1e-3), named by them all
+    the same (blocks=2,lr=0.01). None where no one run has them all."""
+    named = named_run(run, runs)
+    if named is not None:
+        return named
     found = runs_by_config(run, df)
     return found[0] if len(found) == 1 else None
 
@@ -317,7 +321,7 @@ def pick_run(df: pd.DataFrame, run: str | None, what: str) -> pd.DataFrame:
         if len(runs) != 1:
             raise GradflowError(f"{what} draws one run and this table holds {len(runs)}; pass run=one of: {shown}")
         run = runs[0]
-    sub = df[df["run"] == (named_run(run, runs) or run_by_config(run, df) or str(run))]
+    sub = df[df["run"] == (the_run(run, runs, df) or str(run))]
     if sub.empty:
         raise GradflowError(f"run={run!r} is not in the {what} table; choices: {nearest_runs(run, runs, 5)}")
     return sub
