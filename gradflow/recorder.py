@@ -123,6 +123,14 @@ def _release_study(study: Path) -> None:
             held[0].close()
 
 
+def _device_of(model: torch.nn.Module) -> str:
+    """The device of the model's first parameter or buffer; cpu for a model with neither (one with no layer to
+    probe, whose run is closed as failed: next() of its empty parameters raised StopIteration in close)."""
+    t = next(model.parameters(), None)
+    t = t if t is not None else next(model.buffers(), None)
+    return str(t.device) if t is not None else "cpu"
+
+
 def _close_at_exit() -> None:
     """A script that ends without rec.close() (and no `with`): its open Recorders are closed as it exits,
     saying so; they were left `running`, read as interrupted, with none of their tables written."""
@@ -132,7 +140,7 @@ def _close_at_exit() -> None:
             try:
                 rec.close()
             except Exception as e:
-                print(f"gradflow: could not close the run at {rec.path}: {e}", file=sys.stderr)
+                print(f"gradflow: could not close the run at {rec.path}: {type(e).__name__}: {e}", file=sys.stderr)
 
 
 def _close_on_uncaught() -> None:
@@ -151,7 +159,7 @@ def _close_on_uncaught() -> None:
                 try:
                     rec._close_after(kind, error, tb)
                 except Exception as e:  # (the script's own error comes first)
-                    print(f"gradflow: could not close the run at {rec.path}: {e}", file=sys.stderr)
+                    print(f"gradflow: could not close the run at {rec.path}: {type(e).__name__}: {e}", file=sys.stderr)
         previous(kind, error, tb)
 
     hook._gradflow = True
@@ -439,7 +447,7 @@ class Recorder:
         # steps: the steps the loop took (0 .. last), as `gradflow run`'s is the steps it was to take
         self._record.update(status=status, steps=self._last_step + 1, steps_done=done, final=final,
                             wall_time=round(time.perf_counter() - self._start, 4),
-                            device=str(next(self.model.parameters()).device),
+                            device=_device_of(self.model),
                             fused_steps=self.probes.fused_steps if self.probes is not None else 0)
         if error:
             self._record["error"] = error

@@ -1436,3 +1436,16 @@ def test_a_step_number_given_twice_in_a_row_is_refused(tmp_path):
             with rec.step(3):
                 model(torch.randn(3, 2)).sum().backward()
     assert sorted(store.load(tmp_path / "run").step.unique()) == [3]
+
+
+def test_a_model_with_no_parameters_closes_as_failed_with_discoverys_error(tmp_path):
+    # close() took the device from next(model.parameters()): StopIteration, the run left `running` (read as
+    # interrupted) and "could not close the run at ...: " with an empty reason
+    model = nn.Flatten()
+    with pytest.raises(GradflowError, match="has no layer gradflow probes"):
+        with gradflow.Recorder(model, tmp_path / "s" / "r", config={}) as rec:
+            with rec.step(0):
+                model(torch.randn(4, 3, 2))
+    record = json.loads((tmp_path / "s" / "r" / "run.json").read_text())
+    assert record["status"] == "failed" and "has no layer gradflow probes" in record["error"]
+    assert record["device"] == "cpu"
