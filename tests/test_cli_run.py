@@ -480,6 +480,11 @@ def test_a_dash_in_the_run_table_says_why():
     assert note == ("‖∂L/∂W‖ - at b0.attn.resid and 1 more: a point on the residual stream, after a block's branch "
                     "is added, has no weight of its own")
     assert _dash_notes(["a", "b"], [both, signal]) == ["‖∂L/∂W‖ - at b: no weight of its own"]
+    # a frozen layer (requires_grad=False) has a weight: its "-" is no "no weight of its own" (it read so)
+    assert _dash_notes(["a", "b", "c"], [set(), signal, both], weights={"a", "b", "c"}) == [
+        "‖∂L/∂W‖ - at b: frozen (requires_grad=False), no gradient",
+        "‖∂L/∂W‖ and ‖∂L/∂z‖ - at a: frozen (requires_grad=False), no gradient, and no signal where no trainable "
+        "layer comes before it"]
 
 
 def test_a_run_that_learned_nothing_is_ok_but_flagged(cli, results):

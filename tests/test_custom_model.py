@@ -268,6 +268,10 @@ def test_a_frozen_layer_has_no_gradient_cells_rather_than_zeros(cli, user_models
         assert by[q] == {"head"}, (q, by[q])
     assert by["weight_norm"] == {"body.0", "body.2", "head"} and by["act_std"] == {"body.0", "body.2"}
     assert (df[df["quantity"] == "grad_norm"]["value"] > 0).all()
+    # the printed table keeps the frozen layers as rows of "-" and says why (they were left out without a word)
+    rows = [ln.split("│")[2].strip() for ln in out.output.splitlines() if ln.startswith("│")]
+    assert rows == ["body.0", "body.2", "head"], out.output
+    assert "- at body.0 and 1 more: frozen (requires_grad=False)" in " ".join(out.output.split()), out.output
 
 
 def test_a_tied_weight_is_left_out_of_the_runs_ratios_as_its_warning_says(cli, user_models, tmp_path):

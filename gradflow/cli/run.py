@@ -418,6 +418,9 @@ def show_layers(layers: pd.DataFrame, record: dict) -> None:
     rows = layers[layers[store.STEP].isin([0, last]) & layers[store.QUANTITY].isin(quantities)]
     wide = rows.pivot_table(index=store.LAYER, columns=[store.QUANTITY, store.STEP], values=store.VALUE,
                             aggfunc="first", dropna=False)  # (a layer whose every value is NaN stays a row)
+    # a frozen layer (requires_grad=False: a fine-tuned net's backbone) has no gradient row and, where no trainable
+    # layer comes before it, no signal row either: a row of "-" said why, not a layer left out without a word
+    wide = wide.reindex(sorted(layers[store.LAYER].unique()))
     # a row whose value is NaN was measured and not finite (a diverged step): "nan"; "-" is no row at all
     measured = set(rows[[store.LAYER, store.QUANTITY, store.STEP]].itertuples(index=False, name=None))
     names = layers.drop_duplicates(store.LAYER).set_index(store.LAYER)[store.NAME]
@@ -443,7 +446,8 @@ def show_layers(layers: pd.DataFrame, record: dict) -> None:
     console.print(table)
     at_init = [{q for lay, q, s in measured if lay == layer and s == 0} for layer in shown]
     recurrent = (record.get("config") or {}).get("model.name") in RECURRENT
-    for note in _dash_notes([names[layer] for layer in shown], at_init, recurrent):
+    weights = set(layers.loc[layers[store.QUANTITY] == "weight_norm", store.NAME])  # (a frozen layer's too)
+    for note in _dash_notes([names[layer] for layer in shown], at_init, recurrent, weights):
         print_note(note)
     if diverged is not None and last < diverged:
         print_note(f"@{last}: the last probed step before the divergence (at step {diverged})")
@@ -496,14 +500,19 @@ def flag_notes(flags: list[str]) -> list[str]:
     return [f"{kind}: {'; '.join(w for w in whys if w)}" if any(whys) else kind for kind, whys in by_kind.items()]
 
 
-def _dash_notes(names: list[str], measured: list[set[str]], recurrent: bool = False) -> list[str]:
+def _dash_notes(names: list[str], measured: list[set[str]], recurrent: bool = False,
+                weights: set[str] = frozenset()) -> list[str]:
     """Why a layer's weight gradient or signal is `-` (no row) in the run's table: the points (`names`)
-    with the quantities `measured` at step 0 of each, of a recurrent net (time steps) or not."""
+    with the quantities `measured` at step 0 of each, of a recurrent net (time steps) or not; `weights`: the
+    points with a weight (its norm recorded), so that a frozen one's missing gradient is not read as none."""
     def which(points: list[str]) -> str:
         return points[0] + (f" and {len(points) - 1} more" if len(points) > 1 else "")
 
     no_signal = [n for n, m in zip(names, measured) if "grad_norm" in m and "signal_norm" not in m]
+    frozen = [n for n, m in zip(names, measured) if not m & {"grad_norm", "signal_norm"}]
     no_weight = [n for n, m in zip(names, measured) if "signal_norm" in m and "grad_norm" not in m]
+    frozen_signal = [n for n in no_weight if n in weights]  # (frozen, with a trainable layer before it)
+    no_weight = [n for n in no_weight if n not in weights]
     inside = [n for n in no_signal if n.endswith(("in_proj", "q_proj", "k_proj", "v_proj", "out_proj"))]
     unbatched = [n for n in no_signal if n not in inside]
     notes = []
@@ -523,6 +532,11 @@ def _dash_notes(names: list[str], measured: list[set[str]], recurrent: bool = Fa
         else:
             why = "no weight of its own"
         notes.append(f"{SYMBOLS['grad_norm']} - at {which(no_weight)}: {why}")
+    if frozen_signal:
+        notes.append(f"{SYMBOLS['grad_norm']} - at {which(frozen_signal)}: frozen (requires_grad=False), no gradient")
+    if frozen:
+        notes.append(f"{SYMBOLS['grad_norm']} and {SYMBOLS['signal_norm']} - at {which(frozen)}: frozen "
+                     "(requires_grad=False), no gradient, and no signal where no trainable layer comes before it")
     return notes
 
 
