@@ -825,12 +825,18 @@ def test_every_stored_quantity_has_a_label_and_recurrent_nets_say_time_step(sing
 
     assert set(HIST_TENSORS) <= set(TENSORS)
     layers = single[0]
-    rnn = layers.assign(**{"model.name": "lstm"})
+    rnn = layers.assign(**{"model.name": "lstm", "model.recurrent_init": "orthogonal"})  # (every gradflow rnn's)
     fig = figures.profile(rnn, "grad_norm", step=0)
     assert fig.axes[0].get_xlabel().startswith("time step t (0 = first")
     assert "per time step" in fig.get_suptitle()
     fig = figures.heatmap(rnn)
     assert fig.axes[0].get_ylabel().startswith("time step t (0 = first, 10 = output head")
+    # a Recorder's run whose config names the user's own model "gru" (an nn.GRU classifier: its points are its
+    # layers) has no time steps: its axis read "time step t" and the ratio figure asked for data.T
+    own = layers.assign(**{"model.name": "gru"})
+    fig = figures.profile(own, "grad_norm", step=0)
+    assert fig.axes[0].get_xlabel().startswith("layer index (0 = input"), fig.axes[0].get_xlabel()
+    assert "per layer" in fig.get_suptitle()
 
 
 # --- hist ----------------------------------------------------------------------------------------
@@ -1202,7 +1208,8 @@ def test_a_title_over_inits_names_the_one_without_a_sigma_w2_and_a_recurrent_one
         title = fig.get_suptitle()
         assert r"$\sigma_w^2$: xavier_normal 1, gpt2 none" in title, title
     # a recurrent sweep over its models: its init is the input weights', as a single run's title says
-    rnns = [config(10, "tanh", 1, **{"model.name": m, "init.name": "xavier_normal"}) for m in ("rnn", "lstm")]
+    rnns = [config(10, "tanh", 1, **{"model.name": m, "init.name": "xavier_normal", "model.recurrent_init": "orthogonal"})
+            for m in ("rnn", "lstm")]
     for cfg, m in zip(rnns, ("rnn", "lstm")):
         cfg["run"] = f"model={m}"
     layers, _, _ = fabricate(rnns, rate=lambda cfg: 1.0)

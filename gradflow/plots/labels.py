@@ -55,7 +55,15 @@ RECURRENT = ("rnn", "lstm", "gru")  # probe point t is time step t, the head com
 
 
 def model_names(df: pd.DataFrame) -> set[str]:
-    return {str(v) for v in df["model.name"].dropna().unique()} if "model.name" in df.columns else set()
+    """The model.name values of the runs; a Recorder's run whose config names its own model rnn, lstm or gru
+    (a user's nn.GRU classifier) counts as `custom`: gradflow's recurrent families always have
+    model.recurrent_init, and only theirs probe time steps (the user's model's points are its layers, which
+    the figures called time steps, and the ratio figure asked for data.T)."""
+    if "model.name" not in df.columns:
+        return set()
+    names = df["model.name"].dropna().astype(str)
+    ours = df.loc[names.index, "model.recurrent_init"].notna() if "model.recurrent_init" in df.columns else False
+    return set(names.where(~names.isin(RECURRENT) | ours, "custom").unique())
 
 
 def is_recurrent(df: pd.DataFrame) -> bool:
