@@ -39,7 +39,6 @@ from omegaconf.errors import OmegaConfBaseException
 
 from gradflow import config as config_mod
 from gradflow.choices import settings
-from gradflow.config import list_keys
 from gradflow import store, workers
 from gradflow.errors import GradflowError, UsageError, did_you_mean, shorten, shorten_command
 from gradflow.overrides import NOT_IN_JOB_NAME, job_name, override_key, point_name
@@ -52,9 +51,10 @@ LAUNCHER_PLUGINS = {
     "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "cluster"),
     "slurm": ("hydra_plugins.hydra_submitit_launcher", "cluster"),
 }
-# Hydra settings a user may pass; every other hydra.* would move outputs or change what a job sees
 REMOTE_LAUNCHERS = ("submitit_slurm", "slurm")  # their jobs run on other machines
+# Hydra settings a user may pass; every other hydra.* would move outputs or change what a job sees
 HYDRA_ALLOWED = ("hydra/launcher", "hydra.launcher.", "hydra.verbose")
+GROUP_KEYS = (*config_mod.GROUPS, "experiment")  # choosing one of these composes different files
 
 
 @dataclass
@@ -147,7 +147,7 @@ def check_overrides(overrides: list[str], command: str) -> None:
             raise GradflowError(f"{shorten(o, 60)} has a step of 0: range(start,stop[,step]) needs a step other "
                                 "than 0, e.g. range(1,9,2)")
         items = getattr(parsed.value(), "list", None)  # a,b,c (not range(...)): the values swept
-        if key in list_keys() and items is not None and not all(isinstance(v, list) for v in items):
+        if key in config_mod.list_keys() and items is not None and not all(isinstance(v, list) for v in items):
             plain = ",".join(str(v) for v in items)
             raise GradflowError(f"{shorten(o, 60)} would sweep {key} over single values, but {key} is a list: "
                                 f"write {key}=[{shorten(plain, 40)}] (several lists: {key}=[..],[..])")
@@ -158,7 +158,7 @@ def check_overrides(overrides: list[str], command: str) -> None:
                                 f"network: {instead} (a text with commas is quoted: key='a,b')")
 
 
-def check_launcher(launcher: str, settings: Sequence = ()) -> None:
+def check_launcher(launcher: str, options: Sequence = ()) -> None:
     """The launcher is known, its plugin installed, and its settings (`hydra.launcher.*` overrides) mean
     something: with the basic launcher there are none; joblib needs workers; SLURM needs a cluster. Each
     failed later as Hydra's multi-line error or a traceback, after the sweep had started writing."""
@@ -173,7 +173,7 @@ def check_launcher(launcher: str, settings: Sequence = ()) -> None:
     if not found:
         raise GradflowError(f"hydra/launcher={launcher} needs its Hydra plugin: pip install 'gradflow[{extra}]'")
     keys = launcher_keys(launcher)
-    for o in settings:
+    for o in options:
         key = o.key_or_group.split(".")[2] if o.key_or_group.count(".") >= 2 else ""
         if launcher == "basic":  # (the launcher that has the setting: joblib's n_jobs, SLURM's partition)
             has = next((name for name in ("joblib", "slurm", "submitit_local") if key in launcher_keys(name)), "joblib")
@@ -182,13 +182,12 @@ def check_launcher(launcher: str, settings: Sequence = ()) -> None:
         if keys and key not in keys and not o.is_add():  # (Hydra's words came after the sweep had started)
             raise GradflowError(f"{o.input_line}: the {launcher} launcher has no setting {key!r}"
                                 f"{did_you_mean(key, keys)}; its settings: {', '.join(keys)}")
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [str(o.value())]
         if launcher.startswith(("submitit", "slurm")) and key == "timeout_min":
-            values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [str(o.value())]
             if any(not re.fullmatch(r"\d+", v) or int(v) < 1 for v in values):
                 raise GradflowError(f"{o.input_line} is not allowed: timeout_min is each job's time limit in "
                                     "minutes (1 or more)")
         if launcher == "joblib" and o.key_or_group == "hydra.launcher.n_jobs":
-            values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [str(o.value())]
             if any(not re.fullmatch(r"-?\d+", v) or int(v) == 0 for v in values):
                 raise GradflowError(f"{o.input_line} is not allowed: n_jobs is the number of workers (1 or more; "
                                     "-1 for one per CPU core)")
@@ -296,7 +295,7 @@ def _parse_grid(user: list[str]) -> tuple[str, list[str], list[list[str]]]:
             launcher = o.value()
         if o.is_sweep_override() and not list(o.sweep_string_iterator()):
             # glob() of a plain key read as a sweep of nothing, though model.activation=glob(re*) matched relu
-            if isinstance(o.value(), Glob) and o.key_or_group not in (*config_mod.GROUPS, "experiment"):
+            if isinstance(o.value(), Glob) and o.key_or_group not in GROUP_KEYS:
                 raise GradflowError(f"{shorten(o.input_line, 60)} selects no value: glob() picks among a config "
                                     "group's choices (model=glob(*), data=glob(mnist*)); list a key's values: "
                                     "a,b,c")
@@ -534,11 +533,15 @@ class _Base:
         self.interpolated = any(isinstance(v, str) and "${" in v
                                 for v in store.flatten(OmegaConf.to_container(cfg, resolve=False)).values())
 
+    def _parent(self, key: str) -> tuple[Any, str]:
+        """The node holding `key` (None where there is none) and the key's last part."""
+        path, _, leaf = key.rpartition(".")
+        return (OmegaConf.select(self.cfg, path, default=None) if path else self.cfg), leaf
+
     def takes(self, key: str) -> bool:
         """Whether the config has `key` (a required one, ??? until set, too: model.target of model=custom), or
         may fail on it: not where another choice of its group has it."""
-        path, _, leaf = key.rpartition(".")
-        parent = OmegaConf.select(self.cfg, path, default=None) if path else self.cfg
+        parent, leaf = self._parent(key)
         has = OmegaConf.is_dict(parent) and leaf in parent.keys()  # (select returns its default for ???)
         return has or not config_mod.choices_with_key(key)
 
@@ -548,8 +551,7 @@ class _Base:
         try:
             for o in overrides:
                 key = override_key(o)
-                path, _, leaf = key.rpartition(".")  # the value as written (${...} kept), from its parent
-                parent = OmegaConf.select(self.cfg, path, default=None) if path else self.cfg
+                parent, leaf = self._parent(key)  # the value as written (${...} kept), from its parent
                 before = OmegaConf.to_container(parent).get(leaf, _ABSENT) if OmegaConf.is_dict(parent) else _ABSENT
                 if before is not _ABSENT:
                     restore.append((key, before))
@@ -570,7 +572,7 @@ def _replaced(tree: dict, path: list[str], value) -> dict:
     return out
 
 
-def _value(o) -> bool:
+def _sets_plain_value(o) -> bool:
     """A parsed override that sets a plain value, which `JobConfigLoader` applies to a copy of a config
     composed already."""
     return _simple(o.input_line) and o.package is None and not isinstance(o.value(), dict)
@@ -585,9 +587,6 @@ def _simple(override: str) -> bool:
             and not override.split("=", 1)[-1].lstrip().startswith("{")  # a dict merges into the node
             and not any(part.isdigit() for part in key.split("."))  # an item of a list (optim.betas.0)
             and not key.startswith("hydra"))
-
-
-GROUP_KEYS = (*config_mod.GROUPS, "experiment")  # choosing one of these composes different files
 
 
 def _config_only(overrides: list[str]) -> list[str]:
@@ -794,10 +793,10 @@ def launcher_error(p: Plan, e: Exception) -> GradflowError | None:
     refused = isinstance(e, FailedSubmissionError) or (  # (sbatch's own error: submitit's FailedJobError from it)
         isinstance(e, FailedJobError) and isinstance(e.__cause__, subprocess.CalledProcessError))
     if p.launcher in REMOTE_LAUNCHERS and refused:
-        settings = (config_mod.CONF_DIR / "hydra" / "launcher" / "slurm.yaml" if p.launcher == "slurm"
-                    else "`hydra.launcher.*`")
+        where = (config_mod.CONF_DIR / "hydra" / "launcher" / "slurm.yaml" if p.launcher == "slurm"
+                 else "`hydra.launcher.*`")
         return GradflowError(f"hydra/launcher={p.launcher}: SLURM took no job of the sweep: {shorten(said, 200)}; "
-                             f"check hydra.launcher.partition and the other settings ({settings})")
+                             f"check hydra.launcher.partition and the other settings ({where})")
     if isinstance(e, UncompletedJobError):
         job = re.search(r"Job (\S+) .*?has not produced any output \(state: ([^)]*)\)", str(e), re.DOTALL)
         if job:
@@ -918,14 +917,15 @@ class JobConfigLoader(ConfigLoaderImpl):
         hydra_overrides = OmegaConf.to_container(master_config.hydra.overrides.hydra)  # unresolved, as Hydra reads them
         return (master_config.hydra.job.config_name, tuple(hydra_overrides),
                 tuple(OmegaConf.to_container(master_config.hydra.overrides.task)),  # a kept worker's next sweep
-                tuple(o.input_line for o in parsed if not _value(o)), tuple(o.key_or_group for o in parsed if _value(o)))
+                tuple(o.input_line for o in parsed if not _sets_plain_value(o)),
+                tuple(o.key_or_group for o in parsed if _sets_plain_value(o)))
 
     def _sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
         parsed = _parsed(sweep_overrides)
         key = self._structure(master_config, parsed)
         if key is None:
             return super().load_sweep_config(master_config, sweep_overrides)
-        values = [o for o in parsed if _value(o)]
+        values = [o for o in parsed if _sets_plain_value(o)]
         if key not in _composed:
             cfg = super().load_sweep_config(master_config, sweep_overrides)
             _composed[key] = _kept(cfg)  # before the launcher sets the job's id and number
