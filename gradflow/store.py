@@ -523,16 +523,26 @@ def writer(study: Path) -> tuple[str, bool] | None:
     fail): the file its holder writes, checked against the kernel's list of held locks (/proc/locks) where
     the holder is on this host (a holder killed leaves its file, and its pid may be another process's
     since); a holder on another host, or where that list is not to be read, is taken at its word."""
-    try:
-        who = json.loads((Path(study) / HOLDER_FILE).read_text())
-        pid, host = int(who["pid"]), str(who["host"])
-    except (OSError, ValueError, KeyError, TypeError):
+    who = _holder_file(Path(study))
+    if who is None:
         return None
+    pid, host, named = who
     here = host == socket.gethostname()
     held = _held(Path(study) / LOCK_FILE) if here else None
     if held is False or (held is None and here and not _alive(pid)):
         return None
-    return f"pid {pid} on {host} ({shorten_command(str(who.get('command', '')), 60)})", held is True
+    return named, held is True
+
+
+def _holder_file(study: Path) -> tuple[int, str, str] | None:
+    """(pid, host, "pid P on HOST (its command)") from the file a lock's holder writes (`lock`), or None where it
+    is missing or unreadable."""
+    try:
+        who = json.loads((study / HOLDER_FILE).read_text())
+        pid, host = int(who["pid"]), str(who["host"])
+        return pid, host, f"pid {pid} on {host} ({shorten_command(str(who.get('command', '')), 60)})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _held(path: Path) -> bool | None:
@@ -551,14 +561,11 @@ def _holder(study: Path, wait: float = 2.0) -> str:
     to `wait` seconds, since a writer that started a moment earlier may hold the lock and not yet have
     written it (two sweeps started together)."""
     deadline = time.monotonic() + wait
-    while True:
-        try:
-            who = json.loads((study / HOLDER_FILE).read_text())
-            return f"pid {who['pid']} on {who['host']} ({shorten_command(who['command'], 60)})"
-        except (OSError, ValueError, KeyError):
-            if time.monotonic() > deadline:
-                return "another process"
-            time.sleep(0.02)
+    while (who := _holder_file(study)) is None:
+        if time.monotonic() > deadline:
+            return "another process"
+        time.sleep(0.02)
+    return who[2]
 
 
 def write_layers(job_dir: Path, steps: list[int], names: list[str], quantities: tuple[str, ...],
@@ -610,8 +617,6 @@ def write_metrics(job_dir: Path, rows: list[tuple[int, str, str, float]]) -> Non
 
 def write_table(path: Path, df: pd.DataFrame) -> None:
     atomic_write(Path(path), lambda tmp: df.to_parquet(tmp, index=False))
-
-
 
 
 def environment() -> dict[str, Any]:
@@ -896,11 +901,11 @@ def load(path: str | Path, table: str = "layers", include_stale: bool = False,
                       DIVERGED_AT: diverged if isinstance(diverged, int) else np.nan, **configs[-1]})
     if not tables:
         return pd.DataFrame(columns=[RUN, SOURCE, STATUS, DIVERGED_AT] + TABLE_COLUMNS[table])
-    rows = _concat(tables)
+    joined = _concat(tables)
     meta = pd.DataFrame(metas)  # one row per run, repeated over its table's rows (a column per key per run is slow)
-    meta = meta.drop(columns=[c for c in meta.columns if c in rows.columns])  # the table's own columns win
+    meta = meta.drop(columns=[c for c in meta.columns if c in joined.columns])  # the table's own columns win
     meta = meta.iloc[np.repeat(np.arange(len(tables)), [t.num_rows for t in tables])].reset_index(drop=True)
-    out = pd.concat([rows, meta], axis=1)
+    out = pd.concat([joined, meta], axis=1)
     out.attrs[USER_KEYS] = [k for k in _user_keys(configs) if k in meta.columns]  # (a table's own column wins)
     return out
 
@@ -969,7 +974,7 @@ def _unreadable(path: Path, e: Exception) -> GradflowError:
 def load_records(path: str | Path, include_stale: bool = True, listed: list[dict] | None = None) -> pd.DataFrame:
     """One row per run: its status as a reader sees it, run.json (final metrics as final.*) and every
     config key. Stale runs are listed (as `stale`) unless told otherwise. `listed`: as in `load`."""
-    rows, configs = [], []
+    records, configs = [], []
     for r in runs(path) if listed is None else listed:
         if r[STATUS] == STALE and not include_stale:
             continue
@@ -986,8 +991,8 @@ def load_records(path: str | Path, include_stale: bool = True, listed: list[dict
         row[STATUS] = r[STATUS]
         if r["why"] and (r[STATUS] != rec.get(STATUS) or r["why"].startswith(REPLACEMENT_FAILED)):
             row["error"] = r["why"]
-        rows.append(row)
-    out = pd.DataFrame(rows)
+        records.append(row)
+    out = pd.DataFrame(records)
     out.attrs[USER_KEYS] = _user_keys(configs)
     return out
 
