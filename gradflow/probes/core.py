@@ -328,7 +328,7 @@ class Probes:
         self._generation += 1
         self._sgd: SGDUpdate | None = None  # where the step's update is read, if not from a copy
         self._lr: np.ndarray | float | None = None  # Reading.lr
-        self._fused = None  # the step's fused values as Reading.fused holds them
+        self._fused_values = None  # the step's fused values as Reading.fused holds them (not self.fused: see __init__)
         self._updated = False
 
     def _dest(self, primitive: str, at: np.ndarray) -> np.ndarray:
@@ -505,10 +505,7 @@ class Probes:
             return  # one a block): the outer pass's end takes them, once
         with torch.no_grad():
             grads = gradients(self.params)
-            kept = [self.buffer(("grad", j), tuple(g.shape), g.dtype, g.device) for j, g in enumerate(grads)]
-            if kept:
-                torch._foreach_copy_(kept, grads)
-        self._pass_grads = kept
+            self._pass_grads = self._copied("grad", grads) if grads else []
 
     def _activation_again(self, i: int, y: torch.Tensor) -> None:
         """Another activation output at point i: statistics over the union of its outputs. Unless it is
@@ -580,9 +577,7 @@ class Probes:
             if grad_norms is None:
                 grad_norms = self._norms_of(grads)
             if keep_grads and grad_norms.dtype != torch.float64:
-                kept = [self.buffer(("grad", j), tuple(g.shape), g.dtype, g.device) for j, g in enumerate(grads)]
-                torch._foreach_copy_(kept, grads)
-                grads = kept
+                grads = self._copied("grad", grads)
         self._add(grad_norms, self._dest_grad, exact=(grads, 1.0))
 
     def _weight_update_primitives(self, optimizer, stepped: Stepped | None) -> None:
@@ -598,9 +593,7 @@ class Probes:
             self._sgd = SGDUpdate.of(optimizer, self.weights, self._optimizer_groups(optimizer))
             self._lr = None if self._sgd is None else self._sgd.lr
             if self._sgd is None:  # the weights before the update, copied into kept buffers
-                self._before = [self.buffer(("before", j), tuple(w.shape), w.dtype, w.device)
-                                for j, w in enumerate(self.weights)]
-                torch._foreach_copy_(self._before, self.weights)
+                self._before = self._copied("before", self.weights)
 
     def _signal_primitives(self) -> None:
         """The norms of the back-propagated signals dL/dz the hooks kept, and each one's batch size."""
@@ -692,8 +685,8 @@ class Probes:
             layout = self._fused_layouts[signals, acts] = (signal_at, act_at, saturating, dying, dests)
         self.fused_steps += 1
         # (the two lists are the step's own: _reset makes new ones)
-        self._fused = (layout, self._fused_squares.copy(), self._fused_acts.copy(), self._fused_units,
-                       self._fused_batch)
+        self._fused_values = (layout, self._fused_squares.copy(), self._fused_acts.copy(), self._fused_units,
+                              self._fused_batch)
 
     @staticmethod
     def _spread_fused(got: np.ndarray, scale: np.ndarray, fused: tuple) -> None:
@@ -843,7 +836,7 @@ class Probes:
             hist = None
         reading = Reading(flat[:size], [p[1] for p in self._exact] + [p[1] for p in self._plain], self._counts,
                           self._signal_at, self._signal_batch, self._lr,
-                          self._updated, hist, self._fused, self._frozen())
+                          self._updated, hist, self._fused_values, self._frozen())
         carried = flat[size : size + len(carry)].tolist()
         self._reset()
         return reading, carried
@@ -925,6 +918,12 @@ class Probes:
         """read() and table() at once: the probed step's values and mask, and the `carry` values."""
         reading, carried = self.read(*carry)
         return (*self.table(reading), carried)
+
+    def _copied(self, tag: str, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Copies of `tensors` (one or more) in the scratch buffers kept for `tag`."""
+        kept = [self.buffer((tag, j), tuple(t.shape), t.dtype, t.device) for j, t in enumerate(tensors)]
+        torch._foreach_copy_(kept, tensors)
+        return kept
 
     def buffer(self, key, shape: tuple, dtype, device) -> torch.Tensor:
         """A scratch tensor kept between probed steps."""
