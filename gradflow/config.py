@@ -382,7 +382,8 @@ def _choice(key: str, value: Any, choices) -> None:
         raise GradflowError(f"{key}={_show(value)} is not allowed{near}; choices: {', '.join(map(str, choices))}")
 
 
-def _positive(key: str, value: Any, minimum: int | float = 1) -> None:
+def _at_least(key: str, value: Any, minimum: int | float = 1) -> None:
+    """minimum <= value (1 unless said: a count of layers, units, examples)."""
     if value < minimum:
         raise GradflowError(f"{key}={_show(value)} must be >= {minimum}")
 
@@ -399,7 +400,7 @@ def _at_most(key: str, value: Any, maximum: int, why: str = "") -> None:
 
 def _units(key: str, value: Any) -> None:
     """A positive layer width of at most MAX_WIDTH."""
-    _positive(key, value)
+    _at_least(key, value)
     _at_most(key, value, MAX_WIDTH, f" (a {MAX_WIDTH} x {MAX_WIDTH} layer is {4 * MAX_WIDTH**2 / 1e9:g} GB of "
              "float32 weights)")
 
@@ -461,14 +462,14 @@ def validate_resolved(resolved: dict, sweep_point: bool = False) -> None:
     if not sweep_point:
         _conditional(cfg)
     _train(cfg)
-    _positive("probe.every", cfg.probe.every, 0)
-    _positive("probe.points", cfg.probe.points, 2)
-    _positive("probe.jacobian_inputs", cfg.probe.jacobian_inputs)
+    _at_least("probe.every", cfg.probe.every, 0)
+    _at_least("probe.points", cfg.probe.points, 2)
+    _at_least("probe.jacobian_inputs", cfg.probe.jacobian_inputs)
     if cfg.probe.layer_jacobians and not cfg.probe.jacobian:
         raise GradflowError("probe.layer_jacobians=true needs probe.jacobian=true")
     _choice("gradcheck.mode", cfg.gradcheck.mode, GRADCHECK_MODES)
-    _positive("threads", cfg.threads, 0)
-    _positive("seed", cfg.seed, 0)
+    _at_least("threads", cfg.threads, 0)
+    _at_least("seed", cfg.seed, 0)
     _at_most("seed", cfg.seed, MAX_SEED)
     if not str(cfg.results).strip():  # (it wrote into the working folder itself)
         raise GradflowError("results= is empty: give the folder runs go under, e.g. results=results (the default)")
@@ -521,7 +522,7 @@ def _model(m, norm: str) -> None:
     if m.name == "transformer":
         _transformer(m, norm)
     if m.name in ("mlp", "cnn", "resnet"):
-        _positive("model.depth", m.depth)
+        _at_least("model.depth", m.depth)
         _at_most("model.depth", m.depth, MAX_DEPTH)
         _choice("model.skip", m.skip, SKIP_CHOICES)
     if m.name in ("mlp", "cnn"):
@@ -534,14 +535,14 @@ def _model(m, norm: str) -> None:
         _mlp_blocks(m, norm)
     if m.name == "cnn":
         _units("model.channels", m.channels)
-        _positive("model.kernel", m.kernel)
+        _at_least("model.kernel", m.kernel)
         if m.kernel % 2 == 0:
             raise GradflowError(f"model.kernel={m.kernel} must be odd (same padding keeps a centred kernel)")
-        _positive("model.stride", m.stride)
-        _choice("model.dims", m.dims, (0, 1, 2))
+        _at_least("model.stride", m.stride)
     if m.name == "resnet":
         _choice("model.variant", m.variant, RESNET_VARIANTS)
         _resnet(m, norm)
+    if m.name in ("cnn", "resnet"):
         _choice("model.dims", m.dims, (0, 1, 2))
     if m.name == "custom" and norm != "none":  # (it ran as the model it is, in a folder named norm=...)
         raise GradflowError(f"norm={norm} does not apply to model=custom: gradflow adds no layer to your module; "
@@ -550,7 +551,7 @@ def _model(m, norm: str) -> None:
     if m.name in ("rnn", "lstm", "gru"):
         _units("model.hidden", m.hidden)
         _choice("model.recurrent_init", m.recurrent_init, RECURRENT_INITS)
-        _positive("model.gain", m.gain, 0)
+        _at_least("model.gain", m.gain, 0)
         _choice("model.activation", m.activation, ("tanh", "relu") if m.name == "rnn" else ("tanh",))
         if norm != "none":
             raise GradflowError(f"norm={norm} does not apply to model={m.name}: recurrent families have no "
@@ -559,7 +560,7 @@ def _model(m, norm: str) -> None:
 
 def _transformer(m, norm: str) -> None:
     for k in ("depth", "heads", "mlp_ratio"):
-        _positive(f"model.{k}", m[k])
+        _at_least(f"model.{k}", m[k])
     _at_most("model.depth", m.depth, MAX_DEPTH)
     _units("model.d_model", m.d_model)
     if m.mlp_ratio * m.d_model > MAX_WIDTH:
@@ -600,21 +601,25 @@ def _conditional(cfg) -> None:
                                 f"apply to this run: {why}")
 
 
+def _number(text: str) -> float:
+    """A number written as a string key's value (model.alpha, data.scale); NaN where it is none."""
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
 def _alpha(alpha: str) -> None:
     if alpha in ALPHA_WORDS:
         return
-    try:
-        value = float(alpha)
-    except ValueError:
-        value = float("nan")
-    if not math.isfinite(value):
+    if not math.isfinite(_number(alpha)):
         raise GradflowError(f"model.alpha={_show(alpha)} is not allowed; choices: a finite number, "
                             "inv_sqrt_depth (= 1/sqrt(depth)), learnable")
 
 
 def _mlp_blocks(m, norm: str) -> None:
     """The MLP's residual blocks: branch_layers divides the residual layers; Fixup's own needs."""
-    _positive("model.branch_layers", m.branch_layers)
+    _at_least("model.branch_layers", m.branch_layers)
     _choice("model.variant", m.variant, MLP_VARIANTS)
     if m.branch_layers > 1 and m.skip != "residual":
         raise GradflowError(f"model.branch_layers={m.branch_layers} groups residual branches: "
@@ -651,33 +656,33 @@ def _data(cfg) -> None:
     d = cfg.data
     _choice("data.name", d.name, tuple(DATA_SCHEMAS))
     if "seed" in d:  # (numpy's generators, mnist1d's among them, take 0 .. 2^32 - 1)
-        _positive("data.seed", d.seed, 0)
+        _at_least("data.seed", d.seed, 0)
         _at_most("data.seed", d.seed, 2**32 - 1)
     if d.name in ("mnist", "fashion_mnist", "cifar10"):
-        _positive("data.subset", d.subset, 0)
+        _at_least("data.subset", d.subset, 0)
     if d.name in ("adding", "copy"):
-        _positive("data.T", d.T, 2)
-        _positive("data.n_train", d.n_train)
-        _positive("data.n_test", d.n_test)
+        _at_least("data.T", d.T, 2)
+        _at_least("data.n_train", d.n_train)
+        _at_least("data.n_test", d.n_test)
     if d.name == "copy":
-        _positive("data.n_symbols", d.n_symbols)
-        _positive("data.copy_len", d.copy_len)
+        _at_least("data.n_symbols", d.n_symbols)
+        _at_least("data.copy_len", d.copy_len)
     if d.name == "chars":
-        _positive("data.T", d.T)
-        _positive("data.n_train", d.n_train, 0)
-        _positive("data.n_test", d.n_test, 0)
+        _at_least("data.T", d.T)
+        _at_least("data.n_train", d.n_train, 0)
+        _at_least("data.n_test", d.n_test, 0)
         if not 0 < d.test_fraction < 1:
             raise GradflowError(f"data.test_fraction={d.test_fraction} must be between 0 and 1")
     if d.name == "recall":
         for k in ("pairs", "queries", "n_keys", "n_values", "n_train", "n_test"):
-            _positive(f"data.{k}", d[k])
+            _at_least(f"data.{k}", d[k])
         if d.n_keys < d.pairs:
             raise GradflowError(f"data.n_keys={d.n_keys} must be >= data.pairs={d.pairs} (keys are distinct)")
     if d.name == "gaussian":
         _choice("data.distribution", d.distribution, ("normal", "uniform01"))
         _choice("data.task", d.task, ("classification", "regression"))
         for k in ("dim", "classes", "n_train", "n_test", "teacher_width"):
-            _positive(f"data.{k}", d[k], 2 if k == "classes" else 1)
+            _at_least(f"data.{k}", d[k], 2 if k == "classes" else 1)
         if d.task == "regression":
             for k in ("classes", "teacher_width"):
                 _unused(f"data.{k}", d[k], getattr(GaussianDataConfig, k), "a regression target has one output "
@@ -696,10 +701,7 @@ def _scale(cfg) -> None:
                                 "has none: use init=meanfield or a number")
         theory.input_scale(cfg)  # raises where there is no usable fixed point
         return
-    try:
-        value = float(scale)
-    except ValueError:
-        value = float("nan")
+    value = _number(scale)
     if not (math.isfinite(value) and value > 0):
         raise GradflowError(f"data.scale={_show(scale)} is not allowed; choices: a positive number, qstar "
                             "(the first layer starts at the mean-field fixed point q*)")
@@ -710,17 +712,17 @@ def _init(cfg) -> None:
     and init.sw2 across init=orthogonal,meanfield, but a value that is wrong for any scheme is a typo."""
     i = cfg.init
     _choice("init.name", i.name, INIT_CHOICES)
-    _positive("init.gain", i.gain, 0)  # 0: all-zero weights, a net that learns nothing, on purpose
+    _at_least("init.gain", i.gain, 0)  # 0: all-zero weights, a net that learns nothing, on purpose
     _choice("init.mode", i.mode, MODE_CHOICES)
     if not i.sw2 > 0:
         raise GradflowError(f"init.sw2={i.sw2} must be > 0 (the weight variance times fan-in)")
-    _positive("init.sb2", i.sb2, 0)
+    _at_least("init.sb2", i.sb2, 0)
 
 
 def _optim(o) -> None:
     _choice("optim.name", o.name, tuple(OPTIM_SCHEMAS))
-    _positive("optim.lr", o.lr, 0)
-    _positive("optim.weight_decay", o.weight_decay, 0)
+    _at_least("optim.lr", o.lr, 0)
+    _at_least("optim.weight_decay", o.weight_decay, 0)
     if o.name == "sgd":
         _between("optim.momentum", o.momentum, 0, 1)
     if o.name == "adam":
@@ -729,8 +731,8 @@ def _optim(o) -> None:
         for k, beta in enumerate(o.betas):
             _between(f"optim.betas[{k}]", beta, 0, 1)
     _choice("optim.schedule", o.schedule, ("constant", "step", "cosine"))
-    _positive("optim.warmup", o.warmup, 0)
-    _positive("optim.scalar_lr_factor", o.scalar_lr_factor, 0)
+    _at_least("optim.warmup", o.warmup, 0)
+    _at_least("optim.scalar_lr_factor", o.scalar_lr_factor, 0)
     if o.schedule == "step":
         if not o.gamma > 0:
             raise GradflowError(f"optim.gamma={o.gamma} must be > 0 (the lr factor at each milestone)")
@@ -759,10 +761,10 @@ def train_size(data) -> int:
 
 def _train(cfg) -> None:
     t = cfg.train
-    _positive("train.steps", t.steps, 0)
+    _at_least("train.steps", t.steps, 0)
     if t.steps > MAX_STEPS:
         raise GradflowError(f"train.steps={t.steps} must be <= {MAX_STEPS:.0e}")
-    _positive("train.batch_size", t.batch_size)
+    _at_least("train.batch_size", t.batch_size)
     n = train_size(cfg.data)
     if t.batch_size > n:
         raise GradflowError(f"train.batch_size={t.batch_size} must be <= the {n} training examples of data={cfg.data.name}"
@@ -773,16 +775,13 @@ def _train(cfg) -> None:
     if 0 < t.steps < cfg.optim.warmup:  # (a typo, or steps cut for a quick try: say it, not a silent half-run)
         raise GradflowError(f"optim.warmup={cfg.optim.warmup} must be at most train.steps={t.steps}: the learning rate "
                             f"would never reach optim.lr")
-    _positive("train.eval_every", t.eval_every)
-    _positive("train.check_every", t.check_every)
-    _positive("train.grad_clip", t.grad_clip, 0)
-    _positive("train.clip_value", t.clip_value, 0)
-
+    _at_least("train.eval_every", t.eval_every)
+    _at_least("train.check_every", t.check_every)
+    _at_least("train.grad_clip", t.grad_clip, 0)
+    _at_least("train.clip_value", t.clip_value, 0)
 
 
 DEVICE_ENV = "GRADFLOW_DEVICE"  # what device=auto means on this machine, when set (cpu on a shared GPU box)
-
-
 DEVICE_NAMES = "auto, cpu, cuda, cuda:N, mps"
 
 
