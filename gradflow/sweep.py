@@ -38,7 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gradflow import config as config_mod
-from gradflow.choices import settings
+from gradflow.choices import CONDITIONAL_KEYS, settings, unread
 from gradflow import store, workers
 from gradflow.errors import GradflowError, UsageError, did_you_mean, shorten, shorten_command
 from gradflow.overrides import NOT_IN_JOB_NAME, job_name, override_key, point_name
@@ -415,8 +415,8 @@ class KeysTaken:
     def add(self, flat: dict) -> None:
         self.taken.update(flat)
         self.first = self.first or flat
-        for key in config_mod.CONDITIONAL_KEYS:
-            why = config_mod.unread(key, flat)
+        for key in CONDITIONAL_KEYS:
+            why = unread(key, flat)
             if why and key not in self.unread:
                 self.unread[key] = why
 
