@@ -266,7 +266,10 @@ class Recorder:
             raise
         _OPEN.add(self)
         _close_on_uncaught()
-        self._optimizer_seen = False  # an optimizer stepped the model's parameters (once is enough to know)
+        self._optimizer_seen = False  # an optimizer stepped the model's parameters
+        self._updates = self._updates_then = 0  # its steps so far, and by the last block's start
+        self._optimizers: dict[tuple[int, int], bool] = {}  # whether each optimizer steps the model's parameters
+        self._idle: list[tuple[int, int]] = []  # consecutive blocks with no optimizer step from one's start to the next's
         self._ours = {id(p) for p in model.parameters()}
         saw = weakref.WeakMethod(self._saw_optimizer)  # (torch's registry must not keep the Recorder, and its model)
         self._seeing = register_optimizer_step_post_hook(lambda *args: saw() is not None and saw()(*args))
@@ -291,6 +294,9 @@ class Recorder:
                                 "Count updates across epochs (not enumerate() within one), and wrap all of an "
                                 "update's micro-batches in one rec.step")
         self._finish_pending()
+        if self._last_step >= 0 and self._updates == self._updates_then:  # (a block per micro-batch: _misplaced)
+            self._idle.append((self._last_step, int(step)))
+        self._updates_then = self._updates
         self._last_step, self._cut_short = int(step), False
         if step % self.every:
             if self.probes is not None:
@@ -323,11 +329,19 @@ class Recorder:
         if self.probes is None:
             self._cut_short = True  # (not done: the step's error is the Recorder's own)
             raise GradflowError("rec.step() saw no forward pass of the model it was given")
+        if not self.probes.forward_seen():  # (an empty block: it read the last step's gradients again)
+            self._abandon_step()
+            raise GradflowError(f"rec.step({step}) saw no forward pass of the model in its block: run the model and "
+                                "loss.backward() inside the `with rec.step(...)` block, a block per update")
         if not self.probes.backward_seen():  # (its gradients would be read as 0: an `ok` run of zeros)
             self._abandon_step()
             raise GradflowError(f"rec.step({step}) saw no gradients at the end of its block: call loss.backward() "
                                 "inside the `with rec.step(...)` block, and opt.step() and opt.zero_grad() after "
                                 "it (zero_grad inside the block cleared them)")
+        if not self.probes.pass_seen():  # (its gradients are an earlier step's, kept by zero_grad(set_to_none=False))
+            self._abandon_step()
+            raise GradflowError(f"rec.step({step}) saw no backward pass through the model in its block: call "
+                                "loss.backward() inside the `with rec.step(...)` block, and opt.step() after it")
         self.probes.after_backward(keep_grads=True)  # the loop may clip or zero them before the read
         self._pending, self._pending_step = True, step
         self._pending_scale = None
@@ -367,8 +381,12 @@ class Recorder:
 
     def _saw_optimizer(self, opt, args, kwargs) -> None:
         """After every optimizer step until close() (torch's hooks cannot be removed while they run)."""
-        if not self._optimizer_seen:
-            self._optimizer_seen = self._steps_ours(opt)
+        key = (id(opt), len(opt.param_groups))  # (asked once of each optimizer, and again after add_param_group)
+        if (ours := self._optimizers.get(key)) is None:
+            ours = self._optimizers[key] = self._steps_ours(opt)
+        if ours:
+            self._optimizer_seen = True
+            self._updates += 1
 
     def close(self, status: str = store.OK, error: str | None = None) -> None:
         """Write every table and run.json (atomically, through gradflow.store). A Ctrl-C meanwhile waits
@@ -535,6 +553,13 @@ class Recorder:
             return ["every update read 0 while the weight gradients did not: the optimizer stepped on zeroed "
                     "gradients; call opt.zero_grad() after opt.step(), after the `with rec.step(...)` block (or "
                     "before the forward pass), not inside the block"]
+        if self._optimizer_seen and self._idle and not (self.scaler is not None and self.scaler.is_enabled()):
+            # (a scaler skips the optimizer's step where the gradients are not finite: no telling then)
+            (a, b), n = self._idle[0], len(self._idle)
+            return [f"the optimizer did not step between rec.step({a}) and rec.step({b})"
+                    + (f", nor between {n - 1} other pair{'s' * (n > 2)} of consecutive steps" if n > 1 else "")
+                    + ": each block is read as one update (its gradients, its update ratio); wrap all of an "
+                      "update's micro-batches in one `with rec.step(...)` block"]
         return []
 
     def _metric_rows(self) -> list[tuple[int, str, str, float]]:

@@ -789,6 +789,65 @@ def test_a_loop_with_its_calls_in_the_wrong_place_is_told_so(tmp_path):
     assert (layers.loc[layers.quantity == "update_ratio", "value"] > 0).all()
 
 
+def _micro_batches(tmp_path, name: str, per_block: int, blocks: int = 6) -> list[str]:
+    """A loop of `blocks` probed blocks of `per_block` micro-batches each, the optimizer stepping every 4
+    micro-batches (after the block that ends there); the warnings it gave."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with gradflow.Recorder(model, tmp_path / name / "run0", every=1) as rec:
+            seen = 0
+            for step in range(blocks):
+                with rec.step(step):
+                    for _ in range(per_block):
+                        (model(torch.randn(8, 4)).square().mean() / 4).backward()
+                seen += per_block
+                if seen % 4 == 0:
+                    opt.step()
+                    opt.zero_grad()
+    return [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+
+
+def test_a_block_per_micro_batch_is_told_to_wrap_the_updates_micro_batches_in_one(tmp_path):
+    # each block was read as an update: the gradients of the micro-batches so far, an update ratio of 0 on three
+    # blocks of four, and nothing said
+    assert _micro_batches(tmp_path, "whole updates", per_block=4) == []  # (the README's accumulation)
+    (said,) = _micro_batches(tmp_path, "micro-batches", per_block=1, blocks=8)
+    assert said == (f"{tmp_path / 'micro-batches' / 'run0'}: the optimizer did not step between rec.step(0) and "
+                    "rec.step(1), nor between 5 other pairs of consecutive steps: each block is read as one update "
+                    "(its gradients, its update ratio); wrap all of an update's micro-batches in one "
+                    "`with rec.step(...)` block"), said
+    (said,) = _micro_batches(tmp_path, "halves", per_block=2, blocks=4)  # (steps 0-1, 2-3: two pairs idle)
+    assert "did not step between rec.step(0) and rec.step(1), nor between 1 other pair of consecutive steps" in said, said
+
+
+@pytest.mark.parametrize("mistake", ["empty block", "backward after the block"])
+def test_a_block_that_saw_no_pass_of_its_own_is_one_clear_error_not_the_last_steps_gradients(tmp_path, mistake):
+    # with the gradients kept (zero_grad(set_to_none=False), or none at all), such a block read the gradients
+    # left from before it: the last step's again, recorded as this one's
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    rec = gradflow.Recorder(model, tmp_path / "study" / "run0", every=1)
+    with rec.step(0):
+        model(torch.randn(5, 3)).sum().backward()
+    opt.step()
+    opt.zero_grad(set_to_none=False)
+    said = (r"saw no forward pass of the model in its block: run the model and loss.backward\(\) inside"
+            if mistake == "empty block" else
+            r"saw no backward pass through the model in its block: call loss.backward\(\) inside")
+    with pytest.raises(GradflowError, match=r"^rec.step\(1\) " + said):
+        with rec.step(1):
+            if mistake == "backward after the block":
+                loss = model(torch.randn(5, 3)).sum()
+    if mistake == "backward after the block":
+        loss.backward()
+    rec.close()
+    assert store.read_run(tmp_path / "study" / "run0")["steps_done"] == 1  # (step 1 was not done)
+    assert sorted(store.load(tmp_path / "study" / "run0").step.unique()) == [0]
+
+
 class Recurrent(nn.Module):
     def __init__(self, kind):
         super().__init__()

@@ -281,6 +281,15 @@ class Probes:
         return any(p.grad is not None for p in self.params if p.requires_grad) or \
             not any(p.requires_grad for p in self.params)
 
+    def forward_seen(self) -> bool:
+        """Whether a probed layer ran since arm() (True where no hook is there to see one)."""
+        return self._ran or not self._hooks
+
+    def pass_seen(self) -> bool:
+        """Whether a backward pass since arm() went through a layer output the hooks took since then (True
+        where none was taken to tell by: every probed output of the step made under no_grad, or frozen)."""
+        return bool(self._passes) or not self._awaiting
+
     def arm(self) -> None:
         self._reset()
         if not self._hooks:
@@ -326,6 +335,8 @@ class Probes:
         self._passes: dict[int, bool | None] = {}  # the same of each pass of the step
         self._pass_grads: list[torch.Tensor] | None = None  # the gradients copied at a backward pass's end
         self._generation += 1
+        # a probed layer ran, and one's output awaits its dL/dz (forward_seen, pass_seen: a loop's mistakes)
+        self._ran = self._awaiting = False
         self._sgd: SGDUpdate | None = None  # where the step's update is read, if not from a copy
         self._lr: np.ndarray | float | None = None  # Reading.lr
         self._fused_values = None  # the step's fused values as Reading.fused holds them (not self.fused: see __init__)
@@ -355,9 +366,13 @@ class Probes:
 
     def _on_output(self, i):
         def hook(module, inputs, z):
+            if not self.armed:
+                return
+            self._ran = True
             if isinstance(z, tuple):  # e.g. a cell returning (h, c): the first is the state
                 z = z[0]
-            if self.armed and z.grad_fn is not None:
+            if z.grad_fn is not None:
+                self._awaiting = True
                 nr = z.output_nr
                 call = None  # (the probed step, this call's place among the point's calls) once a pass brought dL/dz
 
@@ -400,6 +415,7 @@ class Probes:
         out = self._fused_acts[i]  # (a view of its row, made once)
 
         def hook(module, inputs, y):
+            self._ran = self._ran or self.armed
             if self.armed and torch.is_grad_enabled():  # (a forward pass under no_grad is not the one trained)
                 if self._fused_units[i] or self._acts[i] is not None:
                     return self._activation_again(i, y)  # the layer ran again in this step
