@@ -848,6 +848,29 @@ def test_a_reader_never_sees_a_results_file_half_written(tmp_path, kind):
     assert seen and set(seen) <= {0.0, 1.0} and sorted(p.name for p in tmp_path.iterdir()) == [target.name]
 
 
+def test_a_results_file_has_the_mode_of_any_file_the_user_writes(tmp_path):
+    """Written through a temporary file (mkstemp makes it 0600), a results file still gets the mode an
+    ordinary file gets under the user's umask: a group that reads the results folder reads its run.json too."""
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    store.write_json(tmp_path / store.RUN_FILE, {"status": "ok"})
+    store.write_table(tmp_path / "table.parquet", pd.DataFrame({"step": [0, 1]}))
+    want = plain.stat().st_mode & 0o777
+    for name in (store.RUN_FILE, "table.parquet"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == want, (name, oct(want))
+
+
+def test_a_write_that_fails_leaves_the_old_file_and_no_temporary_one(tmp_path):
+    """A table whose rewrite fails (here: a column parquet cannot hold, numbers mixed with words) keeps its
+    old content, whole, and no temporary file is left beside it for `clean` or a reader to find."""
+    target = tmp_path / "table.parquet"
+    store.write_table(target, pd.DataFrame({"step": [0, 1], "value": [0.5, 0.25]}))
+    with pytest.raises(Exception, match="(?i)conver|type"):
+        store.write_table(target, pd.DataFrame({"step": [0, 1], "value": [0.5, "a word"]}))
+    assert pd.read_parquet(target)["value"].tolist() == [0.5, 0.25]
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
 def test_run_json_writes_undefined_and_infinite_numbers_strictly_and_reads_them_back(tmp_path):
     numbers = {"a": math.nan, "b": math.inf, "c": -math.inf, "d": np.float32(0.5), "e": 3, "f": "3-7"}
     store.write_json(tmp_path / store.RUN_FILE, {"status": "ok", "final": numbers, "summary": numbers,
