@@ -38,3 +38,32 @@ def test_ellipsize_keeps_whole_items_from_both_ends_first_one_first():
     assert ellipsize(items, ",", 100) == items  # every item fits: no ellipsis
     assert ellipsize(["a" * 40, "b" * 40], " ", 10) is None  # not one fits
     assert ellipsize(["a", "b" * 40, "c", "d"], " ", 9) == ["a", "…", "c", "d"]  # from the end once the head is full
+
+
+def test_strict_json_reaches_numbers_inside_tuples_and_reads_them_back():
+    """Every float, however nested (a spread as a tuple in a dict in a list), comes out strict JSON, which
+    a strict parser takes; number_from_json gives the values back."""
+    import json
+
+    from gradflow.fmt import number_from_json, strict_json
+
+    obj = {"runs": [{"spread": (math.nan, math.inf), "ratio": np.float32(0.5)}], "range": (-math.inf, 2.0)}
+    text = json.dumps(strict_json(obj), allow_nan=False)  # raises on any NaN or Infinity left
+    back = json.loads(text, parse_constant=lambda c: pytest.fail(f"not strict JSON: {c}"))
+    spread = [number_from_json(v) for v in back["runs"][0]["spread"]]
+    assert math.isnan(spread[0]) and spread[1] == math.inf
+    assert [number_from_json(v) for v in back["range"]] == [-math.inf, 2.0] and back["runs"][0]["ratio"] == 0.5
+
+
+def test_drop_shared_parts_keeps_each_names_last_part_and_the_shared_parts_asked_for():
+    from gradflow.fmt import drop_shared_parts
+
+    # runs all in one study's folder: the study keeps its own name, never an empty one
+    assert drop_shared_parts(["s4", "s4"], "/") == ["s4", "s4"]
+    assert drop_shared_parts(["reproduce/he2015-quick/train"] * 2, "/") == ["train", "train"]
+    assert drop_shared_parts(["reproduce/he2015-quick/train", "reproduce/glorot2010-quick/init"], "/") == \
+        ["he2015-quick/train", "glorot2010-quick/init"]
+    # a GPT's blocks: transformer.h.0 ... read h.0 (keep=1), not a bare 0, 1 beside the axis
+    blocks = [f"transformer.h.{i}" for i in range(3)]
+    assert drop_shared_parts(blocks, ".", keep=1) == ["h.0", "h.1", "h.2"]
+    assert drop_shared_parts(blocks, ".") == ["0", "1", "2"]
