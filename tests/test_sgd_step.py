@@ -94,6 +94,25 @@ def test_a_kernel_that_rounds_otherwise_is_not_used(kernels):
     assert sgdstep.SGDStep.of(opt, [p], kernels) is not None  # (the premise: the real kernel is used)
 
 
+def test_a_kernel_that_rounds_otherwise_at_one_of_the_groups_weight_decays_is_not_used(kernels):
+    """Groups of two weight decays: the kernel is checked at each of them, not the first alone. Here it
+    steps as torch without decay but one ulp off with it: SGD keeps its own step for the two groups."""
+    def off_with_decay(weights, buffers, grads, sizes, group, lr, decay, *rest):
+        kernels.sgd_step_at(weights, buffers, grads, sizes, group, lr, decay, *rest)
+        for j in range(len(weights)):
+            if decay[group[j]]:
+                w = np.ctypeslib.as_array(_float32_at(weights[j]), (int(sizes[j]),))
+                w[0] = np.nextafter(w[0], np.float32(np.inf))
+
+    fake = SimpleNamespace(sgd_step_at=off_with_decay)
+    a, b = torch.randn(10).requires_grad_(), torch.randn(10).requires_grad_()
+    alone = torch.optim.SGD([a], lr=0.1, momentum=0.9)
+    assert sgdstep.SGDStep.of(alone, [a], fake) is not None  # (the premise: without decay it steps as torch)
+    both = torch.optim.SGD([{"params": [a]}, {"params": [b], "weight_decay": 1e-2}], lr=0.1, momentum=0.9)
+    assert sgdstep.SGDStep.of(both, [a, b], fake) is None
+    assert sgdstep.SGDStep.of(both, [a, b], kernels) is not None
+
+
 def _float32_at(address):
     import ctypes
     return ctypes.cast(int(address), ctypes.POINTER(ctypes.c_float))
