@@ -235,3 +235,23 @@ def test_the_step_follows_momentum_buffers_and_weights_replaced_between_steps(ke
             assert torch.equal(a.detach(), b.detach()), step
             assert torch.equal(opt_ours.state[a]["momentum_buffer"], opt_theirs.state[b]["momentum_buffer"]), step
     assert stepper.steps == 3
+
+
+def test_a_weight_resized_between_steps_is_stepped_by_torch_not_the_kernel(kernels):
+    """A weight given another size by `p.data = ...` (a layer grown or pruned in place): the kernel would step
+    as many entries as the weight had when it was set up (past the end of a smaller tensor), so the step is
+    left to torch (here with a momentum buffer of the new size too), and nothing is written."""
+    gen = torch.Generator().manual_seed(2)
+    p = torch.randn(10, generator=gen).requires_grad_()
+    opt = torch.optim.SGD([p], lr=0.1, momentum=0.9)
+    stepper = sgdstep.SGDStep.of(opt, [p], kernels)
+    p.grad = torch.randn(10, generator=gen)
+    opt.step()  # torch makes the momentum buffer
+    p.grad = torch.randn(10, generator=gen)
+    assert stepper.step() is not None  # (the premise: the kernel takes a step of the size it was set up for)
+    p.data = torch.randn(20, generator=gen)
+    p.grad = torch.randn(20, generator=gen)
+    opt.state[p]["momentum_buffer"] = torch.zeros(20)
+    before = p.detach().clone()
+    assert stepper.step() is None and torch.equal(p.detach(), before)
+    assert stepper.steps == 1
