@@ -368,6 +368,30 @@ def test_unrelated_runs_differing_in_many_keys_still_fit_and_show_a_result():
     assert choose([*keys[:3], status, *results], 80)[1] == [] and choose([*keys, status, *results], None)[1] == []
 
 
+def test_a_folder_of_studies_keeps_room_for_the_loss_and_the_accuracy_beside_many_keys():
+    # a folder of studies names its rows by study, and its keys (a dozen kinds across studies) leave room
+    # for two results, the loss and the accuracy: one alone read "study ... status loss" with no accuracy
+    from gradflow.cli.ls import SEP, choose
+    from gradflow.columns import KEY_PRIORITY, Column
+    from gradflow.summary import STUDY
+
+    study = Column(STUDY, STUDY, KEY_PRIORITY, ["he2015-quick/train"], False)
+    keys = [Column(f"k.{i}", f"key{i}", KEY_PRIORITY, ["x" * 11], False) for i in range(7)]
+    status = Column("status", "status", KEY_PRIORITY, ["ok"], False)
+    results = [Column("final.train_loss", "loss", 2, ["1.25"], True),
+               Column("final.test_acc", "acc", 2, ["0.5"], True),
+               Column("grad_ratio.init", "ratio", 3, ["0.75"], True)]
+    shown, hidden = choose([study, *keys, status, *results], 80)
+    assert sum(c.width + SEP for c in shown) - SEP <= 80
+    keys_shown = [c.key for c in shown if c.key.startswith("k.")]
+    assert [c.key for c in shown][:len(keys_shown) + 4] == [STUDY, *keys_shown, "status", "final.train_loss",
+                                                            "final.test_acc"], shown
+    assert keys_shown and [c.key for c in hidden][0] == f"k.{len(keys_shown)}"
+    # without the study column (one study's own keys), the first result alone is kept room for
+    alone = [c.key for c in choose([*keys, status, *results], 80)[0]]
+    assert "final.train_loss" in alone and len([k for k in alone if k.startswith("k.")]) > len(keys_shown)
+
+
 def test_json_gives_null_where_there_was_no_fit(run_job):
     # two hidden layers leave no layers to fit chi1 over: its value and its layers are both null
     job = run_job("data=gaussian", "data.n_train=64", "data.n_test=32", "data.dim=8", "model.width=8",
