@@ -145,3 +145,20 @@ def test_a_thread_count_that_sped_the_bare_loop_up_too_little_is_flagged():
     assert bench.busy_cores([one, timing("reference", 4, [21.3, 21.2, 21.1])]) != []  # 1.096x
     assert bench.busy_cores([one, timing("reference", 4, [21.1, 21.0, 20.9])]) == []  # 1.107x
     assert bench.busy_cores([one, timing("mlp", 2, [30.0])]) == []
+
+
+def test_the_sweep_tables_timings_read_in_their_units():
+    """`bench --sweep`'s cells: a job's seconds in ms, a share of training in percent, a speed-up as a factor;
+    each row's verdict by its unit's direction (a speed-up is met at or above its target, a time at or below)."""
+    from gradflow import benchsweep
+    from gradflow.cli.bench import _measured
+
+    assert _measured(0.0012, "per job") == "1.2 ms per job"
+    assert _measured(0.0012, "per job", named=False) == "1.2 ms"
+    assert _measured(4.5, "total") == "4.5 s total"
+    assert _measured(0.061, "of training") == "6.1% of training"
+    assert _measured(1.714, benchsweep.SPEEDUP) == "1.71x faster"
+    assert benchsweep.Timing("joblib", 1.7, benchsweep.SPEEDUP, 1.6).met
+    assert not benchsweep.Timing("joblib", 1.5, benchsweep.SPEEDUP, 1.6).met
+    assert benchsweep.Timing("per job", 0.04, "per job", 0.05).met
+    assert not benchsweep.Timing("per job", 0.06, "per job", 0.05).met
