@@ -162,3 +162,13 @@ def test_the_sweep_tables_timings_read_in_their_units():
     assert not benchsweep.Timing("joblib", 1.5, benchsweep.SPEEDUP, 1.6).met
     assert benchsweep.Timing("per job", 0.04, "per job", 0.05).met
     assert not benchsweep.Timing("per job", 0.06, "per job", 0.05).met
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--steps", "50"], "--steps"), (["--rounds", "2"], "--rounds"), (["--threads", "2"], "--threads"),
+    (["--clock", "cpu"], "--clock"), (["--device", "cpu"], "--device"),
+    (["--steps", "50", "--rounds", "2"], "--steps, --rounds do not apply")])
+def test_options_bench_sweep_would_ignore_are_refused_before_it_runs(cli, args, named):
+    out = cli("bench", "--sweep", *args)
+    assert out.exit_code == 1 and "apply to --sweep" in out.output and named in out.output, out.output
+    assert "200 tiny runs" not in out.output and "sweep machinery" not in out.output
