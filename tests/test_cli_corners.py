@@ -112,3 +112,19 @@ def test_a_failed_claims_result_is_red_and_a_passed_ones_green():
         text = out.getvalue()
         result = rep.claim_cells(claim(passed))["result"]
         assert f"{colour}{result}" in text, repr(text)
+
+
+def test_a_piped_bar_that_stays_prints_its_last_frame_and_a_transient_one_prints_nothing():
+    # piped (a log, CI), `sweep`'s bar (not transient) leaves its count; run's and plot's (transient) would
+    # leave a blank line, so they print nothing there
+    from gradflow.cli.app import progress_bar
+    from gradflow.cli.console import console
+
+    assert not console.is_terminal  # (the premise: pytest captures stdout)
+    for transient, piped in ((False, None), (True, None), (False, False)):
+        with console.capture() as captured:
+            with progress_bar(transient=transient, piped=piped) as bar:
+                task = bar.add_task("runs", total=3)
+                bar.advance(task, 3)
+        shown = piped if piped is not None else not transient
+        assert ("3/3" in captured.get()) == shown, (transient, piped, captured.get())
