@@ -283,6 +283,9 @@ def test_a_tied_weight_is_left_out_of_the_runs_ratios_as_its_warning_says(cli, u
     results = tmp_path / "results"
     out = cli("run", "model=custom", f"model.target={user_models}:Tied", *TINY, f"results={results}", "name=tied")
     assert out.exit_code == 0, out.output
+    # its warning is one line, as errors are (Python's form named typer's file and line, then its code)
+    (said,) = [line for line in out.stderr.splitlines() if "tied weights" in line]
+    assert said.startswith("warning: tied weights: ") and "UserWarning" not in out.stderr, out.stderr
     (job,) = store.find_runs(results / "tied")
     run = store.read_run(job)
     assert run["tied"] == ["inp"]

@@ -6,6 +6,7 @@ import functools
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -48,7 +49,9 @@ def user_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _warning_line
+                return fn(*args, **kwargs)
         except GradflowError as e:
             err_console.print(f"[bold red]error:[/] {escape(_short_words(str(e)))}", highlight=False, soft_wrap=True)
             raise typer.Exit(getattr(e, "exit_code", 1)) from None
@@ -57,6 +60,16 @@ def user_errors(fn: F) -> F:
             raise typer.Exit(INTERRUPTED_EXIT) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A UserWarning raised inside a command (gradflow's: a layer not probed, tied weights) as one yellow
+    line, `warning: ...`, as errors are one red line: Python's own form named the file and line of the
+    code that called the command (typer's) and printed that line of code after it. Others keep that form."""
+    if category is UserWarning:
+        err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def _short_words(message: str, limit: int = 100) -> str:
