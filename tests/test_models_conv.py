@@ -1,4 +1,4 @@
-"""CNN and ResNet families: the paper's sizes, shapes, probe points, gradient flow at init, every init scheme."""
+"""CNN, ResNet, MLP and recurrent families: the paper's sizes, shapes, probe points, gradient flow at init, every init scheme."""
 
 from __future__ import annotations
 
@@ -323,3 +323,160 @@ def test_block_ticks_drop_the_path_every_block_shares_and_name_as_many_as_the_ax
         assert shown == [f"block_number.{i}" for i in range(0, 12, 3)] and len(ax.xaxis.get_minorticklocs()) == 12 - 4
     finally:
         plt.close(fig)
+
+
+# each scheme's weight variance as its formula gives it: (fan_in, fan_out, cfg.init, activation gain) -> Var(w)
+INIT_VARIANCE = {
+    "standard": lambda fi, fo, c, g: 1 / (3 * fi),
+    "xavier_uniform": lambda fi, fo, c, g: c.gain**2 * 2 / (fi + fo),
+    "xavier_normal": lambda fi, fo, c, g: c.gain**2 * 2 / (fi + fo),
+    "kaiming_uniform": lambda fi, fo, c, g: g**2 / (fi if c.mode == "fan_in" else fo),
+    "kaiming_normal": lambda fi, fo, c, g: g**2 / (fi if c.mode == "fan_in" else fo),
+    "lecun_normal": lambda fi, fo, c, g: 1 / fi,
+    "gpt2": lambda fi, fo, c, g: 0.02**2,
+    "meanfield": lambda fi, fo, c, g: c.sw2 / fi,
+}
+
+
+@pytest.mark.parametrize("init, extra", [(name, []) for name in INIT_VARIANCE]
+                         + [("kaiming_normal", ["init.mode=fan_out"]), ("kaiming_uniform", ["init.mode=fan_out"]),
+                            ("xavier_normal", ["init.gain=1.7"]), ("meanfield", ["init.sw2=1.8", "init.sb2=0.3"])])
+def test_each_init_schemes_measured_weight_variance_matches_its_formula_on_non_square_layers(init, extra):
+    """Fan-in and fan-out differ (a Linear 150 -> 400, a Conv1d 12 -> 40 of kernel 5: fans 60 and 200), so a
+    scheme that read the wrong fan, a conv's fans without its kernel, or a uniform's bound for its std
+    is off by a factor of 3 or more; the bias is 0, or N(0, sb2) for meanfield."""
+    from gradflow.activations import get
+    from gradflow.models.init import init_layer
+
+    cfg = compose(["data=gaussian", "model.activation=relu", f"init={init}", *extra])
+    torch.manual_seed(0)
+    biases = []
+    for layer, (fi, fo) in [(torch.nn.Linear(150, 400), (150, 400)), (torch.nn.Conv1d(12, 40, 5), (60, 200))]:
+        layer.bias.data.fill_(1.0)
+        init_layer(layer.weight.data, layer.bias.data, cfg.init, "relu")
+        expected = INIT_VARIANCE[init](fi, fo, cfg.init, get("relu").gain)
+        assert layer.weight.pow(2).mean().item() == pytest.approx(expected, rel=0.05), layer
+        biases.append(layer.bias.detach())
+    bias = torch.cat(biases)  # 440 values
+    if init == "meanfield":
+        assert bias.pow(2).mean().item() == pytest.approx(cfg.init.sb2, rel=0.25)
+    else:
+        assert torch.count_nonzero(bias) == 0
+
+
+# --- the MLP's structure: depth, residual adds, branch shape, norm placement ---------------------------
+MLP_TINY = ["model=mlp", "model.width=16", "model.activation=relu"]
+
+
+@pytest.mark.parametrize("depth, extra", [(5, []), (5, ["model.skip=residual", "model.branch_layers=2"]),
+                                          (7, ["model.skip=residual", "model.branch_layers=3"])])
+def test_mlp_depth_counts_its_hidden_weight_layers(depth, extra):
+    net = _model(*MLP_TINY, f"model.depth={depth}", *extra, input_shape=(12,), n_classes=3)
+    linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == depth + 1 and len(net.probe_points) == depth + 1  # the head too
+    assert _n_params(net) == (12 * 16 + 16) + (depth - 1) * (16 * 16 + 16) + (16 * 3 + 3)
+
+
+@pytest.mark.parametrize("alpha, scale", [("0.3", 0.3), ("inv_sqrt_depth", 5 ** -0.5), ("1.0", 1.0)])
+@pytest.mark.parametrize("m", [1, 2])
+def test_mlp_residual_block_adds_alpha_times_its_branch_to_its_input(alpha, scale, m):
+    """block(h) - h is the branch (its layers run one after the other) times alpha; a one-layer relu branch
+    ends in its relu (>= 0), a longer one at its last linear layer (either sign)."""
+    net = _model(*MLP_TINY, "model.depth=5", "model.skip=residual", f"model.branch_layers={m}",
+                 f"model.alpha={alpha}", input_shape=(12,), n_classes=3)
+    h = torch.randn(64, 16)
+    with torch.no_grad():
+        for block in net.hidden[1:]:
+            branch = h
+            for layer in block.layers:
+                branch = layer(branch)
+            added = block(h) - h
+            assert torch.allclose(added, scale * branch, atol=1e-6)
+            assert (added.min() >= 0) == (m == 1)
+    assert not net.hidden[0].residual  # the first layer changes the width: no skip
+
+
+def test_mlp_norm_comes_between_the_linear_layer_and_its_activation():
+    """norm=layernorm, relu: every hidden output is relu(layernorm(Wx + b)): >= 0, half zeros, never a
+    normalized (mean 0) vector."""
+    net = _model(*MLP_TINY, "model.depth=3", "norm=layernorm", input_shape=(12,), n_classes=3)
+    h = torch.randn(256, 12)
+    with torch.no_grad():
+        for block in net.hidden:
+            z = block.layers[0].layer(h)
+            h = block(h)
+            assert torch.allclose(h, torch.relu(torch.nn.functional.layer_norm(z, (16,), eps=1e-5)), atol=1e-5)
+            assert h.min() >= 0
+
+
+def test_mlp_fixup_starts_as_its_input_layer_and_scales_all_but_each_branchs_last_layer():
+    """Fixup, L = 3 blocks of m = 3 layers: the first two layers of each branch x L^(-1/4) of their init
+    (He: Var 2 / 16), the last zero, the head zero: the output is 0 and the features the input layer's."""
+    net = _model(*MLP_TINY, "model.depth=10", "model.skip=residual", "model.branch_layers=3", "model.variant=fixup",
+                 "init=kaiming_normal", input_shape=(12,), n_classes=3)
+    blocks = net.hidden[1:]
+    assert len(blocks) == 3
+    scaled = torch.cat([layer.layer.weight.flatten() for b in blocks for layer in b.layers[:-1]])
+    assert scaled.pow(2).mean().item() == pytest.approx(2 / 16 * 3 ** -0.5, rel=0.15)
+    for b in blocks:
+        assert torch.count_nonzero(b.layers[-1].layer.weight) == 0
+    x = torch.randn(8, 12)
+    with torch.no_grad():
+        assert torch.equal(net.features(x), net.hidden[0](x)) and torch.count_nonzero(net(x)) == 0
+
+
+# --- where the convs stride ---------------------------------------------------------------------------
+def _output_shapes(net, x):
+    shapes = []
+    hooks = [p.layer.register_forward_hook(lambda m, a, out: shapes.append(tuple(out.shape[2:])))
+             for p in net.probe_points[:-1]]
+    with torch.no_grad():
+        net(x)
+    for h in hooks:
+        h.remove()
+    return shapes
+
+
+def test_a_strided_cnn_strides_its_first_layer_only():
+    net = _model("model=cnn", "model.depth=4", "model.channels=4", "model.stride=2", "model.kernel=3",
+                 input_shape=(40,))
+    assert _output_shapes(net, torch.randn(2, 40)) == [(20,)] * 4
+
+
+def test_a_resnet_halves_the_resolution_at_the_first_block_of_stages_2_and_3():
+    net = _model("model=resnet", "model.depth=19", "model.widths=[4,8,8]", input_shape=(3, 16, 16))
+    shapes = dict(zip([p.name for p in net.probe_points[:-1]], _output_shapes(net, torch.randn(2, 3, 16, 16))))
+    for s, size in ((1, 16), (2, 8), (3, 4)):
+        for b in (1, 2, 3):
+            assert shapes[f"s{s}.b{b}.conv1"] == (size, size), (s, b)
+
+
+# --- the recurrent family's init: per gate, the recurrent gain, the forget gate -----------------------
+def _rnn(*overrides):
+    return _model(*overrides, "model.hidden=32", input_shape=(6, 20), n_classes=3)
+
+
+@pytest.mark.parametrize("forget_bias", [1.0, 3.0])
+def test_lstm_forget_bias_sets_the_fraction_of_the_cell_state_kept_at_init(forget_bias):
+    """From x = 0, h = 0 the cell state c becomes sigmoid(forget bias) * c (+ i * g, with g = tanh(0) = 0)."""
+    net = _rnn("model=lstm", f"model.forget_bias={forget_bias}")
+    c = torch.randn(4, 32)
+    with torch.no_grad():
+        _, c1 = net.cell(torch.zeros(4, 20), (torch.zeros(4, 32), c))
+    assert torch.allclose(c1, torch.sigmoid(torch.tensor(forget_bias)) * c, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("recurrent, gain", [("orthogonal", 0.7), ("identity", 1.3), ("gaussian", 1.5)])
+def test_recurrent_weights_take_model_gain_and_input_weights_the_init_scheme(kind, recurrent, gain):
+    net = _rnn(f"model={kind}", f"model.recurrent_init={recurrent}", f"model.gain={gain}", "init=lecun_normal")
+    w_hh = net.cell.weight_hh.detach()  # (gates * 32, 32): one square block per gate
+    if recurrent == "gaussian":
+        assert w_hh.pow(2).mean().item() == pytest.approx(gain**2 / 32, rel=0.1)
+    else:  # orthogonal (identity too): every singular value of every gate's block is the gain
+        for block in w_hh.split(32, dim=0):
+            assert torch.allclose(torch.linalg.svdvals(block), torch.full((32,), gain), atol=1e-4)
+            assert recurrent != "identity" or torch.allclose(block, gain * torch.eye(32))
+    w_ih = net.cell.weight_ih.detach()  # every gate's block: LeCun, Var 1 / d_in
+    assert w_ih.pow(2).mean().item() == pytest.approx(1 / 20, rel=0.1)
+    assert torch.count_nonzero(net.cell.bias_hh) == 0

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gradflow.config import compose
 from gradflow.probes.core import Probes
 from gradflow.train import Batches, make_optimizer, train
 from tests.test_probes import _setup as _probed_setup
@@ -205,3 +206,56 @@ def test_evaluation_in_chunks_weighs_each_by_its_size():
     x, y = torch.randn(7, 5), torch.randint(0, 3, (7,))
     whole = torch.stack(loss_and_accuracy(model(x), y, "classification"))
     assert evaluate(model, x, y, "classification", chunk=3).tolist() == pytest.approx(whole.tolist(), rel=1e-6)
+
+
+def test_the_loops_batches_follow_the_runs_seed():
+    """Each step's batch loss is the replay's with the same seed (another seed draws other batches)."""
+    cfg, data, model = _setup(["seed=5", "train.steps=3", "train.eval_every=1"])
+    reference, other = copy.deepcopy(model), copy.deepcopy(model)
+    res = train(model, data, cfg, Probes(model, cfg.model.activation))
+    got = [v for t, split, metric, v in sorted(res.metrics) if (split, metric) == ("batch", "loss")]
+    rows = _replay(cfg, data, reference)
+    assert got == pytest.approx([r[0] for r in rows[:3]], rel=1e-5)
+    cfg.seed = 6
+    assert got != pytest.approx([r[0] for r in _replay(cfg, data, other)[:3]], rel=1e-5)
+
+
+def test_evaluation_runs_in_eval_mode_and_gives_the_mode_back():
+    """Batch norm and dropout in eval mode (running statistics, no dropping), whatever mode the model was in."""
+    from gradflow.train import evaluate, loss_and_accuracy
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.BatchNorm1d(8), torch.nn.Dropout(0.5),
+                                torch.nn.Linear(8, 3))
+    model[1].running_mean.fill_(2.0)  # far from the batch's own statistics
+    x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
+    model.eval()
+    with torch.no_grad():
+        expected = torch.stack(loss_and_accuracy(model(x), y, "classification")).tolist()
+    for training in (True, False):
+        model.train(training)
+        assert evaluate(model, x, y, "classification").tolist() == pytest.approx(expected, rel=1e-6)
+        assert model.training == training
+
+
+@pytest.mark.parametrize("kind, extra", [("constant", ["optim.warmup=4"]), ("cosine", []),
+                                         ("cosine", ["optim.warmup=3"]),
+                                         ("step", ["optim.milestones=[3,6]", "optim.gamma=0.1"])])
+def test_the_learning_rate_after_each_update_is_the_schedules_formula(kind, extra):
+    """Update t (0-based) runs at lr x min(1, (t + 1) / warmup) x the schedule's factor (cosine: to 0 at the
+    last step; step: gamma per milestone passed)."""
+    from gradflow.train import make_schedule
+
+    cfg = compose(["data=gaussian", "optim=sgd", "optim.lr=0.4", f"optim.schedule={kind}", *extra])
+    oc, steps = cfg.optim, 8
+    opt = make_optimizer([torch.nn.Parameter(torch.zeros(2))], oc)
+    schedule = make_schedule(opt, oc, steps)
+    for t in range(steps + 1):
+        factor = min(1.0, (t + 1) / oc.warmup) if oc.warmup else 1.0
+        if kind == "cosine":
+            factor *= 0.5 * (1 + math.cos(math.pi * t / steps))
+        elif kind == "step":
+            factor *= 0.1 ** sum(t >= m for m in (3, 6))
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.4 * factor, abs=1e-12), t
+        opt.step()
+        schedule.step()

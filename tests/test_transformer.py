@@ -194,6 +194,35 @@ def test_causal_outputs_do_not_see_the_future():
     assert torch.allclose(a[:, :7], b[:, :7]) and not torch.allclose(a[:, 7:], b[:, 7:])
 
 
+def test_the_same_token_at_every_position_gives_each_position_its_own_output():
+    """Causal attention over identical tokens is the same at every position but for the position embedding:
+    without it every position's output would be equal."""
+    cfg, data, model = setup([*TINY_TF, *TINY_CHARS])
+    x = torch.full((2, 12), 3, dtype=torch.int64)
+    with torch.no_grad():
+        out = model(x)  # (2, 12, vocab)
+        assert not torch.allclose(out[:, 0], out[:, 1], atol=1e-4)
+        model.pos_emb.weight.zero_()
+        out = model(x)
+    assert torch.allclose(out[:, :1].expand_as(out), out, atol=1e-5)  # the control: no position, no difference
+
+
+def test_a_sequence_classifier_reads_the_last_position_which_sees_every_token():
+    """One output per sequence is the per-position model's output at the last position: it changes with the
+    last token (the first position's could not)."""
+    cfg = compose(["model=transformer", "model.depth=2", "model.d_model=8", "model.heads=2", "data=gaussian"])
+    torch.manual_seed(0)
+    one = models.build(cfg, (10, 3), 4)
+    every = models.build(cfg, (10, 3), 4, per_step=True)
+    every.load_state_dict(one.state_dict())
+    x = torch.randn(5, 10, 3)
+    with torch.no_grad():
+        assert torch.allclose(one(x), every(x)[:, -1], atol=1e-6)
+        changed = x.clone()
+        changed[:, -1] += 1.0
+        assert not torch.allclose(one(x), one(changed), atol=1e-4)
+
+
 def test_gpt2_init_and_keep():
     cfg, data, model = setup([*TINY_TF, *TINY_CHARS, "model.depth=8", "model.d_model=64", "model.heads=4",
                               "init=gpt2"])
