@@ -90,3 +90,14 @@ def test_joblib_workers_forked_from_the_fork_server_train_on_cuda(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     records = [json.loads(p.read_text()) for p in (tmp_path / "gpu").glob("*/run.json")]
     assert len(records) == 2 and {(r["status"], r["device"].split(":")[0]) for r in records} == {("ok", "cuda")}
+
+
+@pytest.mark.cuda
+def test_device_auto_picks_cuda_where_no_preset_says_otherwise(monkeypatch):
+    """device=auto means CUDA first (the test suite presets cpu through GRADFLOW_DEVICE: unset here)."""
+    from gradflow.config import resolve_device
+
+    monkeypatch.delenv("GRADFLOW_DEVICE", raising=False)
+    assert resolve_device("auto").type == "cuda"
+    monkeypatch.setenv("GRADFLOW_DEVICE", "cpu")
+    assert resolve_device("auto").type == "cpu"
