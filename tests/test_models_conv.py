@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -410,16 +411,23 @@ def test_mlp_norm_comes_between_the_linear_layer_and_its_activation():
 
 
 def test_mlp_fixup_starts_as_its_input_layer_and_scales_all_but_each_branchs_last_layer():
-    """Fixup, L = 3 blocks of m = 3 layers: the first two layers of each branch x L^(-1/4) of their init
-    (He: Var 2 / 16), the last zero, the head zero: the output is 0 and the features the input layer's."""
-    net = _model(*MLP_TINY, "model.depth=10", "model.skip=residual", "model.branch_layers=3", "model.variant=fixup",
-                 "init=kaiming_normal", input_shape=(12,), n_classes=3)
-    blocks = net.hidden[1:]
+    """Fixup, L = 3 blocks of m = 3 layers: post_init multiplies the first two layers of each branch by
+    L^(-1/(2m-2)) = 3^(-1/4) and zeroes the last and the head: the output is 0 and the features the input
+    layer's."""
+    overrides = [*MLP_TINY, "model.depth=10", "model.skip=residual", "model.branch_layers=3", "model.variant=fixup",
+                 "init=kaiming_normal"]
+    net = _model(*overrides, input_shape=(12,), n_classes=3, init=False)
+    cfg = compose(["data=gaussian", *overrides])
+    initialize(net, cfg.init, "relu")
+    before = copy.deepcopy(net)
+    net.post_init(cfg)
+    blocks, was = net.hidden[1:], before.hidden[1:]
     assert len(blocks) == 3
-    scaled = torch.cat([layer.layer.weight.flatten() for b in blocks for layer in b.layers[:-1]])
-    assert scaled.pow(2).mean().item() == pytest.approx(2 / 16 * 3 ** -0.5, rel=0.15)
-    for b in blocks:
+    for b, b0 in zip(blocks, was):
+        for layer, layer0 in zip(b.layers[:-1], b0.layers[:-1]):
+            assert torch.allclose(layer.layer.weight, 3 ** -0.25 * layer0.layer.weight)
         assert torch.count_nonzero(b.layers[-1].layer.weight) == 0
+    assert torch.equal(net.hidden[0].layers[0].layer.weight, before.hidden[0].layers[0].layer.weight)
     x = torch.randn(8, 12)
     with torch.no_grad():
         assert torch.equal(net.features(x), net.hidden[0](x)) and torch.count_nonzero(net(x)) == 0
