@@ -259,3 +259,24 @@ def test_the_learning_rate_after_each_update_is_the_schedules_formula(kind, extr
         assert opt.param_groups[0]["lr"] == pytest.approx(0.4 * factor, abs=1e-12), t
         opt.step()
         schedule.step()
+
+
+def test_a_non_finite_gradient_under_a_finite_loss_is_divergence_in_the_gradient():
+    """From step 2 the first block's output passes through 0 * sqrt(0): the loss stays finite, its gradient
+    is NaN. The run is diverged at step 2, in the gradient alone, and keeps no later metric."""
+    cfg, data, model = _setup(["train.steps=6", "train.check_every=1", "train.eval_every=1"])
+    calls = []
+
+    def poison(module, args, out):
+        if module.training:
+            calls.append(1)
+            if len(calls) > 2:
+                return out + 0 * torch.sqrt(out - out)
+        return out
+
+    model.hidden[0].register_forward_hook(poison)
+    res = train(model, data, cfg, Probes(model, cfg.model.activation))
+    assert res.status == "diverged" and res.diverged_step == 2 and res.diverged_in == "gradient"
+    assert res.steps_done == 2 and max(t for t, *_ in res.metrics) == 2
+    losses = [v for t, split, metric, v in res.metrics if metric == "loss"]
+    assert all(math.isfinite(v) for v in losses)
