@@ -263,8 +263,9 @@ def test_the_learning_rate_after_each_update_is_the_schedules_formula(kind, extr
 
 def test_a_non_finite_gradient_under_a_finite_loss_is_divergence_in_the_gradient():
     """From step 2 the first block's output passes through 0 * sqrt(0): the loss stays finite, its gradient
-    is NaN. The run is diverged at step 2, in the gradient alone, and keeps no later metric."""
-    cfg, data, model = _setup(["train.steps=6", "train.check_every=1", "train.eval_every=1"])
+    is NaN. The run is diverged at step 2, in the gradient alone, and keeps no metric of steps 3 and 4 (evaluated
+    before the check at step 4 found it)."""
+    cfg, data, model = _setup(["train.steps=6", "train.check_every=4", "train.eval_every=1"])
     calls = []
 
     def poison(module, args, out):
