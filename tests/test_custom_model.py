@@ -157,6 +157,12 @@ def test_discovered_points_follow_the_forward_pass(user_models):
     assert cfg.model.activation == "auto" and cfg.init.name == "keep"
 
 
+def test_a_built_custom_model_is_handed_back_in_training_mode(user_models):
+    """The build's example pass runs in eval mode; the model then trains in train mode (batch norm's batch
+    statistics, dropout on)."""
+    cfg, data, model = setup(["model=custom", f"model.target={user_models}:Net", *TINY])
+    assert model.training and all(m.training for m in model.modules())
+
 @pytest.mark.parametrize("overrides", [
     [":Net", "+model.kwargs.width=6", "init=kaiming_normal"],
     [":Tagger", "+model.kwargs.vocab=9", "data=recall", "data.pairs=2", "data.queries=2", "data.n_keys=4",
@@ -577,3 +583,37 @@ def test_a_swap_cut_off_between_its_renames_is_put_right_by_the_next_run_of_its_
 def test_missing_target_is_one_line(cli, tmp_path):
     assert_one_line(cli("run", "model=custom", f"results={tmp_path / 'r'}"), tmp_path / "r",
                     "model=custom needs model.target")
+
+
+def test_discovery_gives_no_activation_it_cannot_vouch_for_and_no_signal_to_an_unbatched_output():
+    """A ReLU shared by two layers, and a Tanh fed by a residual sum, are no layer's activation; a position
+    embedding of arange(T) has no per-example signal; a net of mixed activations reads as "linear" for the
+    kaiming gain."""
+    import torch.nn as nn
+
+    from gradflow.models.custom import activation_kind
+    from gradflow.models.discover import discover
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pos = nn.Embedding(4, 6)
+            self.a, self.b, self.c, self.d = nn.Linear(6, 6), nn.Linear(6, 6), nn.Linear(6, 6), nn.Linear(6, 6)
+            self.shared, self.tanh, self.sig = nn.ReLU(), nn.Tanh(), nn.Sigmoid()
+
+        def forward(self, x):  # (B, 4, 6)
+            h = x + self.pos(torch.arange(4))
+            h = self.shared(self.b(self.shared(self.a(h))))
+            h = self.tanh(self.c(h) + h)  # an add between c and its tanh
+            return self.sig(self.d(h))
+
+    net = Net()
+    with pytest.warns(UserWarning):
+        points = {p.name: p for p in discover(net, torch.randn(3, 4, 6))}
+    assert points["a"].activation is None and points["b"].activation is None and points["c"].activation is None
+    assert points["d"].activation is net.sig
+    assert not points["pos"].batched and points["a"].batched
+    net.probe_points = list(points.values())
+    assert activation_kind(net) == "sigmoid"
+    points["a"].activation = net.tanh
+    assert activation_kind(net) == "linear"
