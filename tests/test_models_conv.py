@@ -488,3 +488,16 @@ def test_recurrent_weights_take_model_gain_and_input_weights_the_init_scheme(kin
     w_ih = net.cell.weight_ih.detach()  # every gate's block: LeCun, Var 1 / d_in
     assert w_ih.pow(2).mean().item() == pytest.approx(1 / 20, rel=0.1)
     assert torch.count_nonzero(net.cell.bias_hh) == 0
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_init_keep_leaves_the_input_weights_as_torch_draws_them(kind):
+    """init=keep is "the model's own init": torch's cells draw U(-1/sqrt(hidden), 1/sqrt(hidden)), whose
+    variance is 1 / (3 hidden) (it said `init='keep' is not a known scheme` for every recurrent family);
+    the recurrent weights still take model.recurrent_init, the family's own key."""
+    torch.manual_seed(0)
+    net = _rnn(f"model={kind}", "init=keep", "model.recurrent_init=orthogonal", "model.gain=0.7")
+    w_ih = net.cell.weight_ih.detach()
+    assert w_ih.abs().max().item() <= 32**-0.5
+    assert w_ih.pow(2).mean().item() == pytest.approx(1 / (3 * 32), rel=0.1)  # (not LeCun's 1 / 20)
+    assert torch.allclose(torch.linalg.svdvals(net.cell.weight_hh.detach()[:32]), torch.full((32,), 0.7), atol=1e-4)

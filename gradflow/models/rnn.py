@@ -45,13 +45,13 @@ class Recurrent(nn.Module):
 
     @torch.no_grad()
     def post_init(self, cfg) -> None:
-        """Input weights by the `init` scheme (per gate), recurrent weights by `model.recurrent_init` x
-        `model.gain`; biases 0 except the LSTM forget gate (`model.forget_bias`)."""
+        """Input weights by the `init` scheme (per gate; init=keep leaves torch's), recurrent weights by
+        `model.recurrent_init` x `model.gain`; biases 0 except the LSTM forget gate (`model.forget_bias`)."""
         from gradflow.models.init import init_layer
 
         m = cfg.model
-        for block in self.cell.weight_ih.split(self.hidden, dim=0):  # (hidden, d_in) per gate
-            init_layer(block, None, cfg.init, m.activation if self.kind == "rnn" else "tanh")
+        for block in self.cell.weight_ih.split(self.hidden, dim=0) if cfg.init.name != "keep" else ():
+            init_layer(block, None, cfg.init, m.activation if self.kind == "rnn" else "tanh")  # (hidden, d_in) per gate
         w_hh = self.cell.weight_hh  # (gates * hidden, hidden): one square block per gate
         for block in w_hh.split(self.hidden, dim=0):
             if m.recurrent_init == "orthogonal":
