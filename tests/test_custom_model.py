@@ -129,6 +129,16 @@ class Frozen(nn.Module):
 
     def forward(self, x):
         return self.head(self.body(x))
+
+
+class Recurrent(nn.Module):
+    """A GRU gradflow cannot probe (one call runs every time step) between two layers it does."""
+    def __init__(self, width=8):
+        super().__init__()
+        self.embed, self.gru, self.head = nn.Linear(1, width), nn.GRU(width, width, batch_first=True), nn.Linear(width, 10)
+
+    def forward(self, x):
+        return self.head(self.gru(self.embed(x.unsqueeze(-1)))[0][:, -1])
 '''
 
 
@@ -617,3 +627,17 @@ def test_discovery_gives_no_activation_it_cannot_vouch_for_and_no_signal_to_an_u
     assert activation_kind(net) == "sigmoid"
     points["a"].activation = net.tanh
     assert activation_kind(net) == "linear"
+
+
+@pytest.mark.parametrize("init", ["orthogonal", "keep"])
+def test_an_init_scheme_that_leaves_unprobed_modules_as_they_were_says_so(cli, user_models, tmp_path, init):
+    """init= re-initializes the probed layers only: a sweep over init left the GRU at torch's own draw in
+    every run, unsaid; the warning names it (init=keep, which changes nothing, has nothing to say)."""
+    torch.manual_seed(0)
+    out = cli("run", "model=custom", f"model.target={user_models}:Recurrent", f"init={init}", *TINY,
+              f"results={tmp_path / 'results'}", "name=gru")
+    assert out.exit_code == 0, out.output
+    said = [line for line in out.stderr.splitlines() if line.startswith(f"warning: init={init}")]
+    assert said == ([] if init == "keep" else [
+        "warning: init=orthogonal re-initializes the probed layers only; not probed, so as model.target made them: "
+        "gru (GRU: weight_ih_l0, weight_hh_l0)"]), out.stderr

@@ -1508,3 +1508,30 @@ def test_a_model_with_no_parameters_closes_as_failed_with_discoverys_error(tmp_p
     record = json.loads((tmp_path / "s" / "r" / "run.json").read_text())
     assert record["status"] == "failed" and "has no layer gradflow probes" in record["error"]
     assert record["device"] == "cpu"
+
+
+class _Sampling(nn.Module):
+    """A forward pass that draws (a VAE's reparameterization), in eval mode too."""
+    def __init__(self):
+        super().__init__()
+        self.enc, self.dec = nn.Linear(4, 8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        h = self.enc(x)
+        return self.dec(h + torch.randn_like(h))
+
+
+def test_the_recorders_discovery_leaves_the_loops_random_draws_as_they_were(tmp_path):
+    # its forward pass on the first batch drew from the generator, so every later draw of the loop (its
+    # batches, its dropout, its samples) differed from the same loop's without the Recorder
+    def loop(path) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = _Sampling()
+        with gradflow.Recorder(model, path, every=1) if path else contextlib.nullcontext() as rec:
+            for step in range(3):
+                with rec.step(step) if rec else contextlib.nullcontext():
+                    model(torch.randn(5, 4)).square().mean().backward()
+                model.zero_grad()
+        return torch.rand(3)
+
+    assert torch.equal(loop(tmp_path / "study" / "run0"), loop(None))

@@ -7,13 +7,14 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 
 import torch
 import torch.nn as nn
 
 from gradflow.activations import ACTIVATIONS
 from gradflow.errors import GradflowError, one_line
-from gradflow.models.discover import discover
+from gradflow.models.discover import discover, unprobed
 
 _KIND = {a.torch_name: a.name for a in ACTIVATIONS.values()}  # activation module class -> registry name
 
@@ -87,4 +88,7 @@ class Custom:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         if got != expected:
             raise GradflowError(f"model.target={m.target} does not fit data={cfg.data.name}: {shapes}, got {got}")
+        if cfg.init.name != "keep" and (left := unprobed(model)):  # (a sweep over init mixed them, unsaid)
+            warnings.warn(f"init={cfg.init.name} re-initializes the probed layers only; not probed, so as "
+                          f"model.target made them: {left}", stacklevel=2)
         return model

@@ -45,7 +45,8 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
     """The ordered probe points of `model`, from one forward pass on the example input `args`.
 
     The pass runs without gradients and in eval mode (batch-norm statistics and dropout are left
-    untouched); the model's mode is restored afterwards.
+    untouched); the model's mode is restored afterwards, and so are the random generators' states (a
+    forward pass that draws, a VAE's sampling, would shift every later draw of the loop it probes).
     """
     trace = _Calls()
     hooks = [h for m in model.modules() for h in (m.register_forward_pre_hook(trace.begin),
@@ -53,9 +54,10 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
     inputs = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor) and a.dim()]
     batch = inputs[0].shape[0] if inputs else None
     was_training = model.training
+    devices = sorted({t.device.index or 0 for t in (*inputs, *model.parameters()) if t.is_cuda})
     try:
         model.eval()
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), torch.random.fork_rng(devices):
             # reentrant activation checkpointing warns that no input requires grad: true here, and meant so
             warnings.filterwarnings("ignore", "None of the inputs have requires_grad", UserWarning)
             model(*args, **kwargs)
@@ -109,6 +111,12 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
         if p.activation is not None and owners[p.activation] > 1:
             p.activation = None
     return points
+
+
+def unprobed(model: nn.Module) -> str:
+    """The modules of `model` with weight matrices of their own that gradflow does not probe, each with those
+    parameters ("" for none)."""
+    return _unprobed(model, {m: name for name, m in model.named_modules()})[0]
 
 
 def _unprobed(model: nn.Module, path: dict[nn.Module, str]) -> tuple[str, str]:
