@@ -480,6 +480,10 @@ def test_a_dash_in_the_run_table_says_why():
     assert note == ("‖∂L/∂W‖ - at b0.attn.resid and 1 more: a point on the residual stream, after a block's branch "
                     "is added, has no weight of its own")
     assert _dash_notes(["a", "b"], [both, signal]) == ["‖∂L/∂W‖ - at b: no weight of its own"]
+    # a later use of a tied weight (run.json's tied: the first use, where it is recorded); beside residual points
+    assert _dash_notes(["wte", "b0.resid", "lm_head"], [both, signal, signal], tied=["wte"]) == [
+        "‖∂L/∂W‖ - at b0.resid: a point on the residual stream, after a block's branch is added, has no weight of its own",
+        "‖∂L/∂W‖ - at lm_head: uses wte's weight (tied), recorded there"]
     # a frozen layer (requires_grad=False) has a weight: its "-" is no "no weight of its own" (it read so)
     assert _dash_notes(["a", "b", "c"], [set(), signal, both], weights={"a", "b", "c"}) == [
         "‖∂L/∂W‖ - at b: frozen (requires_grad=False), no gradient",

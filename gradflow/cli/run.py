@@ -447,7 +447,7 @@ def show_layers(layers: pd.DataFrame, record: dict) -> None:
     at_init = [{q for lay, q, s in measured if lay == layer and s == 0} for layer in shown]
     recurrent = (record.get("config") or {}).get("model.name") in RECURRENT
     weights = set(layers.loc[layers[store.QUANTITY] == "weight_norm", store.NAME])  # (a frozen layer's too)
-    for note in _dash_notes([names[layer] for layer in shown], at_init, recurrent, weights):
+    for note in _dash_notes([names[layer] for layer in shown], at_init, recurrent, weights, record.get("tied") or []):
         print_note(note)
     if diverged is not None and last < diverged:
         print_note(f"@{last}: the last probed step before the divergence (at step {diverged})")
@@ -501,10 +501,11 @@ def flag_notes(flags: list[str]) -> list[str]:
 
 
 def _dash_notes(names: list[str], measured: list[set[str]], recurrent: bool = False,
-                weights: set[str] = frozenset()) -> list[str]:
+                weights: set[str] = frozenset(), tied: list[str] = ()) -> list[str]:
     """Why a layer's weight gradient or signal is `-` (no row) in the run's table: the points (`names`)
     with the quantities `measured` at step 0 of each, of a recurrent net (time steps) or not; `weights`: the
-    points with a weight (its norm recorded), so that a frozen one's missing gradient is not read as none."""
+    points with a weight (its norm recorded), so that a frozen one's missing gradient is not read as none;
+    `tied`: the points whose weight a later one uses too (run.json's), where that one's is recorded."""
     def which(points: list[str]) -> str:
         return points[0] + (f" and {len(points) - 1} more" if len(points) > 1 else "")
 
@@ -524,14 +525,20 @@ def _dash_notes(names: list[str], measured: list[set[str]], recurrent: bool = Fa
         notes.append(f"{SYMBOLS['signal_norm']} - at {which(unbatched)}: its output has no batch dimension (a "
                      "position embedding of arange(T), added to every sample), so its dL/dz is the batch's sum, "
                      "no per-example signal")
-    if no_weight:
+    stream = [n for n in no_weight if n.endswith(f".{RESIDUAL_STREAM}") and not recurrent]
+    other = [n for n in no_weight if n not in stream]
+    if stream:
+        notes.append(f"{SYMBOLS['grad_norm']} - at {which(stream)}: a point on the residual stream, after a block's "
+                     "branch is added, has no weight of its own")
+    if other:
         if recurrent:
             why = "a recurrent net's time steps share its weights, so the signal is per step, the gradient per weight"
-        elif all(n.endswith(f".{RESIDUAL_STREAM}") for n in no_weight):
-            why = "a point on the residual stream, after a block's branch is added, has no weight of its own"
+        elif tied:  # (a later use of an earlier point's weight: a GPT's head, its token embedding's)
+            why = (f"uses {tied[0]}'s weight (tied), recorded there" if len(tied) == 1 else
+                   f"uses an earlier layer's weight (tied: {', '.join(tied)}), recorded there")
         else:
             why = "no weight of its own"
-        notes.append(f"{SYMBOLS['grad_norm']} - at {which(no_weight)}: {why}")
+        notes.append(f"{SYMBOLS['grad_norm']} - at {which(other)}: {why}")
     if frozen_signal:
         notes.append(f"{SYMBOLS['grad_norm']} - at {which(frozen_signal)}: frozen (requires_grad=False), no gradient")
     if frozen:
