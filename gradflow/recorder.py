@@ -333,6 +333,10 @@ class Recorder:
             self._abandon_step()
             raise GradflowError(f"rec.step({step}) saw no forward pass of the model in its block: run the model and "
                                 "loss.backward() inside the `with rec.step(...)` block, a block per update")
+        if not self.probes.forward_seen(with_grad=True):  # (it read the gradients left from before the block)
+            self._abandon_step()
+            raise GradflowError(f"rec.step({step})'s forward pass ran under torch.no_grad() (or inference_mode), so "
+                                "no backward pass: run the step's forward pass with gradients enabled")
         if not self.probes.backward_seen():  # (its gradients would be read as 0: an `ok` run of zeros)
             self._abandon_step()
             raise GradflowError(f"rec.step({step}) saw no gradients at the end of its block: call loss.backward() "

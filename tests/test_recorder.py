@@ -647,6 +647,13 @@ def test_a_backward_pass_outside_the_probed_block_is_one_clear_error(tmp_path):
     loss.backward()
     rec.close()
     assert store.read_run(tmp_path / "study" / "run0")["steps_done"] == 0  # (that step was not done: it said 1)
+    # a forward pass under no_grad, the gradients left from before it (read as this step's): named
+    rec = gradflow.Recorder(model, tmp_path / "study" / "run1")
+    with pytest.raises(GradflowError, match=r"^rec.step\(0\)'s forward pass ran under torch.no_grad\(\) \(or "
+                                            r"inference_mode\), so no backward pass"):
+        with rec.step(0), torch.no_grad():
+            model(torch.randn(5, 3)).sum()
+    rec.close()
 
 
 def test_the_depth_figure_of_recorder_runs_needs_model_depth_and_says_so(cli, tmp_path):
