@@ -326,3 +326,52 @@ def test_a_wrong_backward_below_the_floor_is_flagged():
     resolved = {p.name: p.resolved for p in r.params}
     assert resolved["first.weight"] == resolved["first.bias"] == 0 and resolved["second.bias"] == 3, resolved
     assert r.resolved == 2 and r.unresolved().startswith("2 of 4 parameter tensors"), r.unresolved()
+
+
+def test_forward_mode_names_itself_in_the_table_the_timing_and_the_verdict(cli):
+    # the title, the cost line and the verdict each said "backprop" whatever gradcheck.mode computed
+    out = cli("gradcheck", *SMALL, "gradcheck.mode=forward", "--entries", "2")
+    text = " ".join(out.stdout.split())
+    assert out.exit_code == 0, out.output
+    assert text.startswith("forward mode vs central differences (float64"), text
+    assert re.search(r"forward mode: \S+ s for the full gradient \(one JVP per entry, projected\)", text), text
+    assert re.search(r"ok: forward mode agrees with central differences \(max relative error below 1e-06\)$",
+                     text), text
+    assert "backprop" not in text.replace("the one-sided difference backprop takes", ""), text
+
+
+NAN_GRADIENT = '''
+import torch
+import torch.nn as nn
+
+
+class NanGradient(nn.Module):
+    """A finite loss whose backprop gradient is NaN in one tensor (d sqrt(z^2)/dz at z = 0: 0 / 0), though
+    its central difference is finite (0: the loss does not change)."""
+    def __init__(self, d_in=8, n_out=10):
+        super().__init__()
+        self.first = nn.Linear(d_in, 8)
+        self.second = nn.Linear(8, n_out)
+        self.z = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return self.second(torch.tanh(self.first(x))) + 0 * torch.sqrt(self.z ** 2)
+'''
+
+
+def test_a_nan_error_fails_the_check(cli, tmp_path, monkeypatch):
+    """A gradient that is NaN: its relative error is NaN, which compares as below any --tol (`nan >= tol` is
+    false), so the verdict must be read as "not below" for it to fail."""
+    import sys
+
+    name = f"nan_gradient_{tmp_path.name}".replace("-", "_")
+    (tmp_path / f"{name}.py").write_text(NAN_GRADIENT)
+    monkeypatch.chdir(tmp_path)
+    try:
+        data = [o for o in SMALL if not o.startswith("model.")]
+        out = cli("gradcheck", *data, "model=custom", f"model.target={name}:NanGradient", "--entries", "4")
+    finally:
+        sys.modules.pop(name, None)
+    text = " ".join(out.output.split())
+    assert "max relative error - over" in text, text  # (fmt writes NaN as "-"): the NaN reached the verdict
+    assert out.exit_code == 1 and text.endswith("FAIL: max relative error - is not below --tol 1e-06"), text
