@@ -259,6 +259,9 @@ CASES = [
     # gradcheck read a mistyped option as an override ("cannot parse an override (LexerNoViableAltException)")
     (["gradcheck", "--entry", "3"], "--entry is not an option of `gradflow gradcheck` (did you mean --entries?)"),
     (["gradcheck", "-h"], "-h is not an option of `gradflow gradcheck`; settings are key=value overrides"),
+    # a subcommand's is named by its whole command, the group's name first ("gradflow theory phase")
+    (["theory", "phase", "--bogus"], "--bogus is not an option of `gradflow theory phase`; its options: --activation, "
+                                     "--out, --help; see `gradflow theory phase --help`"),
     (["gradcheck", "hydra/launcher=joblib"], "applies to sweeps; `gradflow gradcheck` checks here, in this process"),
     (["gradcheck", "model.depth=2,3"], "several values, and `gradflow gradcheck` checks one network: give one value"),
     (["theory", "phase", "--activation", "tanh", "--out", "{file}/x.png"], "is a file, not a folder"),
@@ -516,3 +519,27 @@ def test_launcher_settings_at_their_limits(launcher, setting, ok):
     else:
         with pytest.raises(GradflowError, match="is not allowed"):
             sweep.check_launcher(launcher, _parsed(setting))
+
+
+def test_an_over_long_word_in_an_error_is_shortened_and_an_existing_path_kept_whole(cli, tmp_path):
+    """A word of the error line over 100 characters (a pasted path that does not exist) is shortened around
+    an ellipsis, with its length; one of 100 stays whole; the path of an existing folder, however long, stays
+    whole: it is what the user must find."""
+    def path(n: int) -> str:
+        p = str(tmp_path / ("p" * (n - len(str(tmp_path)) - 1)))
+        assert len(p) == n, (len(p), n)
+        return p
+
+    for n in (100, 101):
+        out = cli("ls", path(n))
+        err = out.stderr.strip()
+        assert out.exit_code == 1 and err.endswith("does not exist") and len(err.splitlines()) == 1, err
+        if n <= 100:
+            assert f"error: {path(n)} does not exist" == err, err
+        else:
+            assert path(n) not in err and f"error: {path(n)[:49]}…{path(n)[-49:]} ({n} characters) does not exist" \
+                == err, err
+    existing = tmp_path / ("e" * 150)
+    existing.mkdir()
+    out = cli("ls", existing)
+    assert out.exit_code == 1 and out.stderr.startswith(f"error: {existing} holds no runs"), out.stderr
