@@ -417,6 +417,10 @@ def test_notes_break_at_spaces_and_leave_none_at_a_line_end():
     with console.capture() as cap:
         print_note(f"test{NBSP}loss{NBSP}2.716  acc{NBSP}0.085  and more", width=16)
     assert cap.get().splitlines() == ["test loss 2.716", "acc 0.085  and", "more"]
+    # a line exactly as wide as the width is full, not over: it breaks after the word that fills it
+    with console.capture() as cap:
+        print_note("abcd efg hi jklmnop q", width=11)
+    assert cap.get().splitlines() == ["abcd efg hi", "jklmnop q"]
 
 
 def test_a_users_own_top_level_key_is_a_config_key_across_studies(tmp_path):
