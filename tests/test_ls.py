@@ -857,3 +857,44 @@ def test_no_run_deep_enough_for_a_chi1_fit_is_said_not_left_out_silently():
         column_notes(table_columns(tf, ["model.depth"]), tf)
     rnn = df.assign(**{"model.name": "rnn"})  # (a recurrent net's time steps: no such fit to expect)
     assert not any(n.startswith("no chi1 meas") for n in column_notes(table_columns(rnn, ["model.depth"]), rnn))
+
+
+def test_piped_table_lines_end_without_spaces_whatever_the_last_column():
+    """A text column last is left-aligned, padded to its width: the status (its colour markup around the
+    padding, out of the line's rstrip's reach), or a key with an empty value; piped, no line ends in spaces."""
+    from gradflow.cli.console import console
+    from gradflow.cli.ls import render
+    from gradflow.columns import KEY_PRIORITY, Column
+
+    depth = Column("model.depth", "depth", KEY_PRIORITY, ["2", "3", "4"], True)
+    status = Column(store.STATUS, "status", KEY_PRIORITY, [store.OK, store.FAILED, store.DIVERGED], False)
+    tag = Column("tag", "tag", KEY_PRIORITY, ["baseline", "", "wider"], False)
+    for columns in ([depth, status], [depth, tag], [status, depth, tag]):
+        with console.capture() as cap:
+            console.print(render(columns, 3), highlight=False, soft_wrap=True)
+        lines = cap.get().splitlines()
+        assert len(lines) == 5 and all(line == line.rstrip() for line in lines), lines
+        assert [line.split() for line in lines[2:]] == [[c for c in row if c] for row in zip(*(c.cells for c in columns))]
+
+
+def test_a_key_none_of_the_runs_where_keeps_has_is_left_out_but_wide_shows_it(tmp_path):
+    """Recorder runs of their own configs: `--where model=mlp` keeps the two that have no lr. lr is no column
+    and is not named among the keys the same in every run kept ("lr -"); --wide shows every column, lr too."""
+    import torch
+    from torch import nn
+
+    from gradflow import Recorder
+    from gradflow.cli import app
+
+    for name, config in (("a", {"lr": 0.1, "depth": 2}), ("b", {"model": "mlp", "depth": 3}),
+                         ("c", {"model": "mlp", "depth": 4})):
+        model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+        with Recorder(model, tmp_path / name, config=config, every=1) as rec:
+            with rec.step(0):
+                model(torch.randn(8, 4)).square().mean().backward()
+    out = CliRunner().invoke(app, ["ls", str(tmp_path), "--where", "model=mlp"], catch_exceptions=False)
+    text = " ".join(out.output.split())
+    assert out.exit_code == 0 and "the same in every run --where keeps: model mlp " in text, out.output
+    assert "lr" not in out.output.splitlines()[1].split(), out.output
+    wide = CliRunner().invoke(app, ["ls", str(tmp_path), "--where", "model=mlp", "--wide"], catch_exceptions=False)
+    assert wide.output.splitlines()[1].split()[:3] == ["lr", "depth", "model"], wide.output
