@@ -67,7 +67,7 @@ def time_machinery(results: Path, depths: int = 50, seeds: int = 4,
     resumed = time.perf_counter() - start
     n = len(p.jobs)
     out = [Timing("planning", planned / n, "per point", TARGETS["planning"]),
-           Timing("per job", (ran - walls) / n, "per job", TARGETS["per job"]),
+           Timing("per job", per_job(ran, walls, n), "per job", TARGETS["per job"]),
            Timing("resume", resumed, "total", TARGETS["resume"])]
     for step, view in (views or {}).items():
         start = time.perf_counter()
@@ -97,9 +97,21 @@ def time_launchers(results: Path, grid: list[str] = MNIST1D_GRID, parallel: list
     for i in range(rounds):
         basic, other = (_command_line([*grid, *extra, f"results={results}", f"name=bench-{name}-{i}"])
                         for name, extra in (("basic", []), ("parallel", parallel)))
-        ratios.append(basic / other)
+        ratios.append(speedup(basic_s=basic, parallel_s=other))
     return [machinery, Timing("joblib", statistics.median(ratios), SPEEDUP, TARGETS["joblib"],
                               spread=(min(ratios), max(ratios)))]
+
+
+def per_job(launch_s: float, runs_s: float, n: int) -> float:
+    """The machinery's seconds per job: the launch's wall time less the runs' own (`runs_s`, their summed
+    wall_time), over the `n` jobs."""
+    return (launch_s - runs_s) / n
+
+
+def speedup(basic_s: float, parallel_s: float) -> float:
+    """How many times faster the parallel launcher ran the sweep: the basic launcher's seconds over its own
+    (above 1: faster)."""
+    return basic_s / parallel_s
 
 
 def _command_line(overrides: list[str]) -> float:

@@ -460,6 +460,11 @@ def test_time_launchers_times_the_machinery_here_and_the_launchers_from_the_comm
     assert all(r["status"] == "ok" for study in runs.values() for r in study.values())
     assert runs["bench-basic-0"]["model.depth=2"]["pid"] != os.getpid()  # a fresh process
     assert machinery.unit == "of training" and machinery.value > 0  # a sweep costs more than its training
+    # a share of the training time (not of the launch's wall time): training plus the share of it is the
+    # launch's wall time, which holds each run's own wall time (3x the training of these runs)
+    basic = [r["record"] for r in store.runs(tmp_path / "bench-basic")]
+    train = sum(r["train_time"] for r in basic)
+    assert (1 + machinery.value) * train >= sum(r["wall_time"] for r in basic) - 1e-3, (machinery.value, basic)
     assert not machinery.met or machinery.value <= 0.10
     # the same launcher both ways, each a fresh process: a ratio of two timings (its size is the machine's
     # business: a busy one gave 0.45), one round, so its spread is itself
@@ -469,6 +474,14 @@ def test_time_launchers_times_the_machinery_here_and_the_launchers_from_the_comm
     (alone,) = benchsweep.time_launchers(tmp_path / "basic-only", grid, parallel=None)
     assert alone.step == "machinery" and alone.value > 0
     assert not (tmp_path / "basic-only" / "bench-parallel-0").exists()
+
+
+def test_the_per_job_cost_is_the_launch_less_the_runs_own_time_and_a_speedup_is_above_1_when_faster():
+    from gradflow import benchsweep
+
+    assert benchsweep.per_job(launch_s=5.0, runs_s=3.0, n=4) == 0.5  # (not 5 s / 4: the runs' own 3 s left out)
+    assert benchsweep.speedup(basic_s=6.0, parallel_s=2.0) == 3.0  # the parallel launcher took a third of the time
+    assert benchsweep.speedup(basic_s=2.0, parallel_s=4.0) == 0.5  # ... or twice as long: no speed-up
 
 
 def test_a_failing_command_line_sweep_says_what_failed(tmp_path):
