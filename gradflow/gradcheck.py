@@ -244,6 +244,8 @@ def check_model(model: nn.Module, loss_fn, entries: int = 8, eps: float = EPS, s
         return loss().item()
 
     def error(fd: float, g: float) -> float:
+        if math.isnan(fd) or math.isnan(g):  # no agreement (max() below took a NaN difference quotient as the
+            return math.nan  # scale, and the entry as an error of 0: a NaN gradient passed)
         scale = max(abs(fd), abs(g), floor)
         return abs(fd - g) / scale if scale > 0 else 0.0
 

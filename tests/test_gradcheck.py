@@ -375,3 +375,27 @@ def test_a_nan_error_fails_the_check(cli, tmp_path, monkeypatch):
     text = " ".join(out.output.split())
     assert "max relative error - over" in text, text  # (fmt writes NaN as "-"): the NaN reached the verdict
     assert out.exit_code == 1 and text.endswith("FAIL: max relative error - is not below --tol 1e-06"), text
+
+
+def test_a_nan_gradient_with_a_nan_difference_quotient_is_no_agreement():
+    """d sqrt(z)/dz at z = 0: backprop's gradient is NaN (0 * inf) and so is the central difference (the loss
+    at z - eps is NaN). Their error was 0 (max() took the NaN quotient as the scale, and "scale > 0" was false),
+    so `gradflow gradcheck` said ok for a NaN gradient."""
+    import math
+
+    class SqrtAtZero(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first = nn.Linear(5, 3)
+            self.z = nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return self.first(x) + 0 * torch.sqrt(self.z)
+
+    torch.manual_seed(0)
+    model = SqrtAtZero().double()
+    x, y = torch.randn(8, 5, dtype=torch.float64), torch.randint(0, 3, (8,))
+    r = check_model(model, lambda m: nn.functional.cross_entropy(m(x), y), entries=4)
+    errors = {p.name: p.max_rel for p in r.params}
+    assert math.isnan(errors["z"]) and errors["first.weight"] < BOUND, errors
+    assert not r.max_rel < BOUND, r.max_rel  # the CLI's verdict: FAIL
