@@ -5,6 +5,7 @@ terminal's width and when piped, tensor names never broken across lines."""
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Optional
 
 import typer
@@ -58,7 +59,7 @@ def gradcheck(
         print_note(f"not shown ({console.width} columns): {labels(c.label for c in hidden)}; {need} columns show all")
     if r.batch < batch:
         print_note(f"--batch {batch} is more than the {r.batch} training examples: the loss is on all {r.batch}")
-    print_note(f"max relative error {fmt(r.max_rel, 3)} over {sum(p.checked for p in r.params)} entries of "
+    print_note(f"max relative error {fmt(r.max_rel, 3, missing='nan')} over {sum(p.checked for p in r.params)} entries of "
                f"{r.n_params} parameters; errors are relative to at least the floor, {fmt(FLOOR, 3)} |L| = "
                f"{fmt(FLOOR * r.loss, 3)} (resolved: of the checked entries, those whose gradient reaches it)")
     if r.kinks:
@@ -76,7 +77,9 @@ def gradcheck(
                f"{r.n_params}: {fmt(r.cost_ratio, 3)}x the cost")
     # the verdict last, where a script's log ends (NaN errors fail: a NaN compares as no error)
     if not r.max_rel < tol:
-        print_note(f"FAIL: max relative error {fmt(r.max_rel, 3)} is not below --tol {tol:g}", style="bold red")
+        print_note(f"FAIL: max relative error {fmt(r.max_rel, 3, missing='nan')} is not below --tol {tol:g}"
+                   + (" (a gradient or a difference quotient is not finite)" if math.isnan(r.max_rel) else ""),
+                   style="bold red")
         raise typer.Exit(1)
     if vague:
         print_note("FAIL: too few tensors resolved for the agreement to mean anything (warning above); a net "
