@@ -409,6 +409,30 @@ def test_heatmap_of_few_probed_steps_has_a_cell_at_each_and_no_negative_step():
     assert min(t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]) >= 0
 
 
+# the last cell ran half a gap past the last probed step: a default 200-step run's (probe.points=30, a linear axis)
+# to step 217, every=10's to 205, log-spaced steps to 1024's to 1448, where the run's curves end at its last step
+@pytest.mark.parametrize("steps, scale", [
+    (tuple(range(0, 201, 10)), "linear"),  # probe.every=10, train.steps=200
+    (tuple(range(0, 91, 10)) + (95,), "linear"),  # probe.every=10, train.steps=95: a short last gap
+    ((0, 1, 2, 3, 4, 5, 7, 8, 10, 12, 14, 17, 21, 25, 30, 36, 44, 53, 64, 78, 94, 113, 137, 166, 200), "linear"),
+    ((0, 1, 2, 3, 4, 5) + tuple(range(10, 101, 10)), "symlog"),  # a Recorder's loop probing each step, then fewer
+    ((0,) + tuple(2 ** k for k in range(11)), "symlog"),  # log-spaced
+    (tuple(range(10, 101, 10)), "linear"),  # a loop that counts from 1: no step 0
+])
+def test_heatmap_cells_span_the_first_to_the_last_probed_step(steps, scale):
+    layers, _, _ = fabricate([config(4, "tanh", 1)], steps=tuple(sorted({0, *steps})))
+    ax = figures.heatmap(layers[layers.step.isin(steps)]).axes[0]
+    (mesh,) = [c for c in ax.collections if c.get_gid() == "heatmap"]
+    edges = mesh.get_coordinates()[0, :, 0]
+    assert ax.get_xscale() == scale
+    assert ax.get_xlim() == (steps[0], steps[-1]) and (edges[0], edges[-1]) == (steps[0], steps[-1])
+    # each step inside its own cell, the edges between two steps between them (halfway on the axis drawn)
+    assert len(edges) == len(steps) + 1 and all(edges[j] <= s <= edges[j + 1] for j, s in enumerate(steps))
+    inner = ax.xaxis.get_transform().transform(edges[1:-1])
+    points = ax.xaxis.get_transform().transform(np.asarray(steps, dtype=float))
+    np.testing.assert_allclose(inner, (points[1:] + points[:-1]) / 2)
+
+
 # --- curves --------------------------------------------------------------------------------------
 def test_curves_panels_lines_and_log_loss(sweep):
     _, metrics, _ = sweep

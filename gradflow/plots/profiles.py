@@ -283,8 +283,10 @@ FEW_STEPS = 8  # up to this many probed steps, a heatmap gives each one even cel
 
 
 def _step_edges(steps: np.ndarray) -> np.ndarray:
-    """Cell edges halfway between probed steps, halfway in symlog space when the steps are log-spaced;
-    the first at step 0 at the least (no step before the first is negative)."""
+    """Cell edges halfway between probed steps, halfway in symlog space when the steps are log-spaced; the
+    outer edges at the first and the last probed step: each cell holds the steps nearer its probe than any
+    other's, and no step before the first or after the last was taken (the last cell ran half a gap past
+    the last step: a default 200-step run's, on its widest gap, to step 217, where its curves end at 200)."""
     s = np.asarray(steps, dtype=float)
     if len(s) == 1:
         return np.array([s[0] - 0.5, s[0] + 0.5])
@@ -296,7 +298,5 @@ def _step_edges(steps: np.ndarray) -> np.ndarray:
     else:
         t, ts = None, s
     mid = (ts[1:] + ts[:-1]) / 2
-    edges = np.r_[ts[0] - (mid[0] - ts[0]), mid, ts[-1] + (ts[-1] - mid[-1])]
-    edges = t.inverted().transform(edges) if t is not None else edges
-    edges[0] = max(edges[0], min(s[0], 0.0))
-    return edges
+    edges = t.inverted().transform(mid) if t is not None else mid
+    return np.r_[s[0], edges, s[-1]]
