@@ -242,6 +242,73 @@ def test_runs_of_a_folder_of_sweeps_are_named_and_ranked_past_their_study():
     assert nearest_runs("depth=4", runs, 5).endswith("tied/model.target=m_Tied")
 
 
+def _recorded(folder: Path, frozen: bool = False, steps: int = 20, model=None) -> Path:
+    """A Recorder's run of a small tanh MLP, every step probed; frozen: all but its head (requires_grad=False)."""
+    import torch
+
+    torch.manual_seed(0)
+    model = model or torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16),
+                                         torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    if frozen:
+        for p in model[:-1].parameters():
+            p.requires_grad_(False)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
+    with gradflow.Recorder(model, folder, every=1) as rec:
+        for step in range(steps):
+            with rec.step(step):
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+            rec.log(step, train_loss=loss)
+            opt.step()
+            opt.zero_grad()
+    return folder
+
+
+def _plot_piped(path: Path, width: int = 80) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": str(width), "TERM": "dumb"}
+    return subprocess.run([sys.executable, "-m", "gradflow", "plot", str(path)], capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+# a Recorder's run of a frozen backbone drew its curves alone: the profiles and the heatmap were left out without a
+# word (its gradients are the head's alone); what the set leaves out is said, a line for each reason, stdout the paths
+def test_plot_says_which_figures_of_the_set_it_left_out_and_why(tmp_path):
+    import torch
+
+    frozen = _recorded(tmp_path / "frozen" / "run", frozen=True)
+    out = invoke("plot", frozen)  # (CliRunner: 80 columns)
+    assert out.exit_code == 0, out.output
+    assert [p.name for p in printed_paths(out)] == ["curves.png"]
+    line = "profile-*, heatmap not drawn: a gradient at layer 2 alone (0-1 frozen)"
+    assert out.output.splitlines()[1:] == [line], out.output
+    piped = _plot_piped(frozen)
+    assert piped.returncode == 0 and piped.stdout == f"{frozen / 'figures' / 'curves.png'}\n", piped
+    assert piped.stderr.splitlines() == [line], piped.stderr
+    # one probed layer (a linear model); one step (step 0 alone)
+    linear = _recorded(tmp_path / "linear" / "run", model=torch.nn.Sequential(torch.nn.Linear(8, 3)))
+    out = invoke("plot", linear)
+    assert out.output.splitlines()[1:] == ["profile-*, heatmap not drawn: one probed layer (0); a profile needs two"]
+    once = _recorded(tmp_path / "once" / "run", steps=1)
+    out = invoke("plot", once)
+    assert [p.name for p in printed_paths(out)] == ["profile-grad_norm-step0.png", "profile-signal_norm-step0.png"]
+    assert out.output.splitlines()[2:] == ["profile-*-last, heatmap, curves not drawn: step 0 alone recorded"]
+    # nothing left to draw says why, not "no probed layers and no metrics"
+    lone = _recorded(tmp_path / "lone" / "run", model=torch.nn.Sequential(torch.nn.Linear(8, 3)), steps=1)
+    out = invoke("plot", lone)
+    assert out.exit_code == 1 and " ".join(out.output.split()) == (
+        f"error: {lone}: nothing to draw: profile-*, heatmap not drawn: one probed layer (0); a profile needs two; "
+        "curves not drawn: step 0 alone recorded"), out.output
+    shutil.rmtree(lone.parent)
+    # the whole set drawn: no line
+    whole = _recorded(tmp_path / "whole" / "run")
+    out = invoke("plot", whole)
+    assert out.exit_code == 0 and len(printed_paths(out)) == 6 and "not drawn" not in out.output, out.output
+    # a folder of several studies: each line names its study
+    out = invoke("plot", tmp_path)
+    assert f"{tmp_path / 'frozen'}: {line}" in " ".join(out.output.split()), out.output
+
+
 def test_plot_one_run_folder(full):
     out = invoke("plot", full, "--kind", "heatmap")  # one run: no --run needed; into the run's own folder
     assert out.exit_code == 0, out.output

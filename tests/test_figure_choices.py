@@ -233,6 +233,56 @@ def test_a_grid_with_a_third_swept_key_is_planned_with_it_as_facet():
     assert grids[0].kwargs["facet"] == "model.activation"
 
 
+def left_out(layers, metrics=None) -> tuple[list[str], list[str]]:
+    """The standard set planned for these tables, and its lines for the figures it leaves out."""
+    from gradflow.plots.standard import left_out_lines, plan
+
+    skipped = []
+    names = [p.name for p in plan(layers, metrics, None, left_out=skipped)]
+    return names, left_out_lines(skipped)
+
+
+def one_run_metrics(steps):
+    return pd.DataFrame([{"run": "r", "source": "rec", "status": "ok", "step": s, "split": "train", "metric": "loss",
+                          "value": 1.0} for s in steps])
+
+
+# a Recorder's run of a frozen backbone (requires_grad=False but the head) drew its curves alone, the profiles and
+# the heatmap left out without a word: its gradients are at the head alone, its frozen layers' masked
+def test_the_figures_a_run_cannot_make_are_each_said_with_why():
+    full = layer_table([("r", cfg(2))], steps=(0, 10, 20), quantities=("grad_norm", "signal_norm", "weight_norm"))
+    metrics = one_run_metrics((0, 10, 20))
+    names, lines = left_out(full, metrics)
+    assert names == ["profile-grad_norm-step0", "profile-grad_norm-last", "profile-signal_norm-step0",
+                     "profile-signal_norm-last", "heatmap-grad_norm", "curves"] and lines == []
+    frozen = full[(full.quantity == "weight_norm") | (full.layer == 2)]  # the head alone has gradients
+    names, lines = left_out(frozen, metrics)
+    assert names == ["curves"] and lines == ["profile-*, heatmap not drawn: a gradient at layer 2 alone (0-1 frozen)"]
+    # a layer without a weight (no weight norm either) is no frozen one
+    names, lines = left_out(frozen[frozen.layer != 1], metrics)
+    assert lines == ["profile-*, heatmap not drawn: a gradient at layer 2 alone (0 frozen)"]
+    # one probed layer: a linear model
+    names, lines = left_out(full[full.layer == 0], metrics)
+    assert names == ["curves"] and lines == ["profile-*, heatmap not drawn: one probed layer (0); a profile needs two"]
+    # step 0 alone: train.steps=0, or a Recorder's one step
+    names, lines = left_out(full[full.step == 0], metrics[metrics.step == 0])
+    assert names == ["profile-grad_norm-step0", "profile-signal_norm-step0"]
+    assert lines == ["profile-*-last, heatmap, curves not drawn: step 0 alone recorded"]
+    # a loop that counts from 1 has no step 0; one that logs nothing has no curves
+    names, lines = left_out(full[full.step > 0], None)
+    assert names == ["profile-grad_norm-last", "profile-signal_norm-last", "heatmap-grad_norm"]
+    assert lines == ["profile-*-step0 not drawn: step 0 not probed (the first is 10)",
+                     "curves not drawn: no loss or accuracy logged"]
+    # the weight gradient at one point, the signal at every one: the signal's figures drawn; a recurrent net's time
+    # steps share its weights (no weight norm of their own: none is called frozen)
+    one = full[(full.quantity != "grad_norm") | (full.layer == 2)]
+    names, lines = left_out(one, metrics)
+    assert "profile-signal_norm-last" in names and "heatmap-signal_norm" in names
+    assert lines == ["profile-grad_norm not drawn: a gradient at layer 2 alone (0-1 frozen)"]
+    lstm = one[(one.quantity != "weight_norm") | (one.layer == 2)].assign(**{"model.name": "lstm", "model.recurrent_init": "orthogonal"})
+    assert left_out(lstm, metrics)[1] == ["profile-grad_norm not drawn: a gradient at layer 2 alone (a recurrent net)"]
+
+
 # the depth ratio was planned from the runs table's depths, where an incomplete run (not in the layers)
 # gave a second depth that the layers do not have
 def test_no_depth_ratio_where_only_an_incomplete_run_has_another_depth():

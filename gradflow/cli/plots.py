@@ -144,17 +144,20 @@ def _standard_sets(path: Path, out: Path | None, out_dir: Path, fmt: str, includ
                                                        else folder / store.FIGURES_DIR) for folder in folders}
     for target in targets.values():
         store.check_writable(target, option="--out")
+    left_out: list[str] = []
     with progress_bar() as bar:  # a big sweep's set takes seconds
         task = bar.add_task("figures", total=None)
         drawn, passed_over, failed = standard_sets(
             folders, targets.__getitem__, fmt, include_stale,
             on_saved=lambda _, n: bar.update(task, total=n, advance=1),
             on_folder=lambda f: bar.update(task, description="figures" if f == path else str(f.relative_to(path))[:40],
-                                           completed=0, total=None))
+                                           completed=0, total=None), left_out=left_out)
     written = [p for _, figures in drawn for p in figures]
     if not written and not failed:
         raise GradflowError(f"{path}: nothing to draw in any of its {len(folders)} folders of runs")
     _print_paths(written)
+    for line in left_out:  # the usual figures the runs cannot make (a frozen backbone's profiles were left out
+        print_note(line, style="yellow", to=err_console)  # without a word)
     for why in passed_over:  # (on stderr, after the paths: stdout is the figures' paths, one a line)
         print_note(f"passed over: {why}", style="yellow", to=err_console)
     _left_out(path)

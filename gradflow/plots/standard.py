@@ -59,14 +59,17 @@ class Planned:
 def standard_set(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.DataFrame | None,
                  out_dir: str | Path, fmt: str = "png", hists: pd.DataFrame | None = None,
                  jacobian: pd.DataFrame | None = None, pool: DrawingPool | None = None,
-                 on_saved: Callable[[Path, int], None] | None = None) -> list[Path]:
+                 on_saved: Callable[[Path, int], None] | None = None,
+                 left_out: list[tuple[str, str]] | None = None) -> list[Path]:
     """Draw the usual figures into out_dir and return their paths (see `plan`); with a pool, its
-    processes draw some of them while this one draws the others. on_saved(path, n_figures) after each."""
-    return render(plan(layers, metrics, runs, hists, jacobian), Path(out_dir), fmt, pool, on_saved)
+    processes draw some of them while this one draws the others. on_saved(path, n_figures) after each;
+    left_out gets (name, why) for each figure of the usual set the tables cannot make (`plan`)."""
+    return render(plan(layers, metrics, runs, hists, jacobian, left_out), Path(out_dir), fmt, pool, on_saved)
 
 
 def plan(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.DataFrame | None,
-         hists: pd.DataFrame | None = None, jacobian: pd.DataFrame | None = None) -> list[Planned]:
+         hists: pd.DataFrame | None = None, jacobian: pd.DataFrame | None = None,
+         left_out: list[tuple[str, str]] | None = None) -> list[Planned]:
     """The usual figures for these tables, in drawing order.
 
     One run: profile at step 0 and at the last step, heatmap (probed at several steps), curves, and the
@@ -78,12 +81,17 @@ def plan(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.Dat
     are init.sw2 and model.depth). With `probe=full` tables: per-layer histograms at step 0 for every
     run that has them (and at the last step for a single run), and the Jacobian spectrum at step 0
     and at the last step. Figures whose data is absent are skipped, as are training curves where no
-    run trained (train.steps=0).
+    run trained (train.steps=0); left_out, where given, gets (name, why) for each profile, heatmap (of one
+    run) and the curves skipped so (a frozen backbone's run drew its curves alone without a word).
     """
     planned: list[Planned] = []
+    skipped = left_out if left_out is not None else []
 
     def emit(name: str, draw: Callable[..., Any], *args, **kwargs) -> None:
         planned.append(Planned(name, draw, args, kwargs))
+
+    def skip(name: str, why: str) -> None:
+        skipped.append((name, why))
 
     def usable(df) -> bool:
         return isinstance(df, pd.DataFrame) and not df.empty
@@ -98,23 +106,40 @@ def plan(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.Dat
     if usable(layers):
         facet = _third_key(layers)
         quantities = set(probed["quantity"].unique())
-        for q in [q for q in DRAWN if q in quantities]:
+        for q in DRAWN:
             rows = probed[probed["quantity"] == q]
-            if rows.groupby("run")["layer"].nunique().max() < 2:
-                continue  # e.g. a recurrent net's weight gradient: one point, not a profile
+            if rows.empty or rows.groupby("run")["layer"].nunique().max() < 2:
+                # e.g. a recurrent net's weight gradient: one point, not a profile; a frozen backbone's: its head's
+                skip(f"profile-{q}", _one_point(layers, rows))
+                continue
             if (rows["step"] == 0).any():
                 emit(f"profile-{q}-step0", profile, probed, q, step=0, facet=facet)
+            else:  # (a Recorder's loop that counts from 1)
+                skip(f"profile-{q}-step0", f"step 0 not probed (the first is {int(rows['step'].min())})")
             if (rows["step"] > 0).any():
                 emit(f"profile-{q}-last", profile, probed, q, step="last", facet=facet)
+            else:
+                skip(f"profile-{q}-last", f"step {int(rows['step'].max())} alone recorded")
         spread = [q for q in DRAWN if q in quantities
                   and probed.loc[probed["quantity"] == q, "layer"].nunique() > 1]
         # a recurrent net's weight gradient is one point: its signal over time instead; a run probed at one step
         # (train.steps=0) has no "over time": one column under a step axis of -0.4 ... 0.4
         if single and spread and probed["step"].nunique() > 1:
             emit(f"heatmap-{spread[0]}", heatmap, probed, quantity=spread[0])
+        elif single and not spread:
+            skip("heatmap", _one_point(layers, probed[probed["quantity"] == DRAWN[0]]))
+        elif single:
+            skip("heatmap", f"step {int(probed['step'].min())} alone recorded")
+    elif single and any(usable(df) for df in (metrics, hists, jacobian)):
+        skip("profile-*", "no layer probed (no layers.parquet)")
+        skip("heatmap", "no layer probed (no layers.parquet)")
     curve_rows = metrics[metrics["metric"].isin(["loss", "acc"])] if usable(metrics) else metrics
     if usable(curve_rows) and (curve_rows["step"] > 0).any():  # (train.steps=0: a dot per run is no curve)
         emit("curves", curves, metrics, facet=_third_key(metrics))
+    elif usable(curve_rows):
+        skip("curves", f"step {int(curve_rows['step'].max())} alone recorded")
+    elif usable(layers):
+        skip("curves", "no loss or accuracy logged")
     if usable(metrics) and _shows_gradnorm(metrics):
         emit("gradnorm", gradnorm, metrics, facet=_third_key(metrics))
     if usable(runs) and not single:
@@ -163,6 +188,57 @@ def plan(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.Dat
         if (io["step"] > 0).any():
             emit("spectrum-last", spectrum, io, step="last")
     return planned
+
+
+def _one_point(layers: pd.DataFrame, rows: pd.DataFrame) -> str:
+    """Why a quantity (its `rows`) has no profile: no layer with a value, or one only per run; a layer probed
+    without one but with a weight norm is frozen (requires_grad=False: a fine-tuning study's backbone, whose
+    gradient cells are masked, as `gradflow run`'s table notes say); one without a weight has none of its own."""
+    probed = sorted(layers["layer"].unique())
+    if len(probed) == 1:
+        return f"one probed layer ({probed[0]}); a profile needs two"
+    have = sorted(rows["layer"].unique())
+    weights = set(layers.loc[layers["quantity"] == "weight_norm", "layer"])
+    frozen = [layer for layer in probed if layer not in have and layer in weights]
+    why = f"a gradient at layer {_layer_list(have)} alone" if have else "a gradient at no layer"
+    if is_recurrent(layers):  # (its time steps share the weights: the head's gradient is the one per layer)
+        return why + " (a recurrent net)"
+    return why + (f" ({_layer_list(frozen)} frozen)" if frozen else "")
+
+
+def _layer_list(layers: list) -> str:
+    """Layer indices as ranges: 0-3, 5, 7-9."""
+    parts, start = [], None
+    for i, layer in enumerate(layers):
+        if start is None:
+            start = layer
+        if i + 1 == len(layers) or layers[i + 1] != layer + 1:
+            parts.append(f"{start}" if start == layer else f"{start}-{layer}")
+            start = None
+    return ", ".join(parts)
+
+
+def left_out_lines(left_out: list[tuple[str, str]]) -> list[str]:
+    """One line per reason: "profile-*-last, heatmap not drawn: step 0 alone probed", the figures it left out
+    named as their files are (profile-* for both quantities' step-0 and last-step profiles)."""
+    by_why: dict[str, list[str]] = {}
+    for name, why in left_out:
+        by_why.setdefault(why, []).append(name)
+    lines = []
+    for why, names in by_why.items():
+        names = list(dict.fromkeys(names))
+        for when in ("-step0", "-last", ""):  # both quantities' profiles of one step: profile-*-STEP
+            both = [f"profile-{q}{when}" for q in DRAWN]
+            if all(n in names for n in both):
+                i = names.index(both[0])
+                names = [n for n in names if n not in both]
+                names.insert(i, f"profile-*{when}")
+        if "profile-*-step0" in names and "profile-*-last" in names:
+            i = names.index("profile-*-step0")
+            names = [n for n in names if n not in ("profile-*-step0", "profile-*-last")]
+            names.insert(i, "profile-*")
+        lines.append(f"{', '.join(names)} not drawn: {why}")
+    return lines
 
 
 def _shows_gradnorm(metrics: pd.DataFrame) -> bool:
@@ -339,11 +415,12 @@ def studies(path: str | Path) -> list[Path]:
 
 def standard_sets(folders: list[Path], target: Callable[[Path], Path], fmt: str = "png", include_stale: bool = False,
                   on_saved: Callable[[Path, int], None] | None = None,
-                  on_folder: Callable[[Path], None] | None = None
+                  on_folder: Callable[[Path], None] | None = None, left_out: list[str] | None = None
                   ) -> tuple[list[tuple[Path, list[Path]]], list[str], list[str]]:
     """The standard set of each of `folders` (`studies`) into `target(folder)`: [(folder, its figures)];
     why each folder with nothing to draw was passed over (with one folder only, that is raised); and each
-    figure that failed, with its error, the rest of its set drawn. Each line names its folder."""
+    figure that failed, with its error, the rest of its set drawn. Each line names its folder (where there
+    are several). left_out gets a line for each reason figures of a set were not drawn (`left_out_lines`)."""
     drawn, passed_over, failed = [], [], []
 
     def naming(folder: Path, why: str) -> str:
@@ -352,8 +429,9 @@ def standard_sets(folders: list[Path], target: Callable[[Path], Path], fmt: str 
     for folder in folders:
         if on_folder:
             on_folder(folder)
+        skipped: list[tuple[str, str]] = []
         try:
-            drawn.append((folder, standard_figures(folder, target(folder), fmt, include_stale, on_saved)))
+            drawn.append((folder, standard_figures(folder, target(folder), fmt, include_stale, on_saved, skipped)))
         except FiguresFailed as e:
             drawn.append((folder, e.written))
             failed += [naming(folder, line) for line in e.lines()]
@@ -361,17 +439,22 @@ def standard_sets(folders: list[Path], target: Callable[[Path], Path], fmt: str 
             if len(folders) == 1:
                 raise
             passed_over.append(naming(folder, str(e)))
+            continue
+        if left_out is not None:
+            left_out += [line if len(folders) == 1 else naming(folder, line) for line in left_out_lines(skipped)]
     return drawn, passed_over, failed
 
 
 def standard_figures(path: str | Path, out_dir: str | Path, fmt: str = "png", include_stale: bool = False,
-                     on_saved: Callable[[Path, int], None] | None = None) -> list[Path]:
+                     on_saved: Callable[[Path, int], None] | None = None,
+                     left_out: list[tuple[str, str]] | None = None) -> list[Path]:
     """The standard set for the run or sweep at `path`, from its tables on disk, into out_dir (stale and
     incomplete runs left out unless include_stale); a big sweep's figures are drawn by one process per
     CPU (`drawing_processes`), started before the tables are read so that both happen at once."""
     from gradflow import store
     from gradflow.summary import runs_table
 
+    left_out = [] if left_out is None else left_out
     listed = store.runs(path)  # every run.json read once for all five tables
     if (why := store.nothing_drawn_reason(path, listed, include_stale)):
         raise GradflowError(why)  # (a runs table of failed runs drew each as a NaN cross)
@@ -379,7 +462,10 @@ def standard_figures(path: str | Path, out_dir: str | Path, fmt: str = "png", in
         tables = {t: store.load(path, t, include_stale, listed) for t in ("layers", "metrics", "hist", "jacobian")}
         tables["runs"] = runs_table(path, include_stale=include_stale, listed=listed)
         written = standard_set(tables["layers"], tables["metrics"], tables["runs"], out_dir, fmt,
-                               hists=tables["hist"], jacobian=tables["jacobian"], pool=pool, on_saved=on_saved)
+                               hists=tables["hist"], jacobian=tables["jacobian"], pool=pool, on_saved=on_saved,
+                               left_out=left_out)
+    if not written and left_out:  # (a linear model's one step: it has probed layers and metrics, none to draw)
+        raise GradflowError(f"{path}: nothing to draw: {'; '.join(left_out_lines(left_out))}")
     if not written:
         raise GradflowError(f"{path}: nothing to draw (no probed layers and no metrics in its runs)")
     return written
