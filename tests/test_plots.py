@@ -409,12 +409,12 @@ def test_heatmap_of_few_probed_steps_has_a_cell_at_each_and_no_negative_step():
     assert min(t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]) >= 0
 
 
-# the last cell ran half a gap past the last probed step: a default 200-step run's (probe.points=30, a linear axis)
+# the last cell ran half a gap past the last probed step: a default 200-step run's (probe.points=30)
 # to step 217, every=10's to 205, log-spaced steps to 1024's to 1448, where the run's curves end at its last step
 @pytest.mark.parametrize("steps, scale", [
     (tuple(range(0, 201, 10)), "linear"),  # probe.every=10, train.steps=200
     (tuple(range(0, 91, 10)) + (95,), "linear"),  # probe.every=10, train.steps=95: a short last gap
-    ((0, 1, 2, 3, 4, 5, 7, 8, 10, 12, 14, 17, 21, 25, 30, 36, 44, 53, 64, 78, 94, 113, 137, 166, 200), "linear"),
+    ((0, 1, 2, 3, 4, 5, 7, 8, 10, 12, 14, 17, 21, 25, 30, 36, 44, 53, 64, 78, 94, 113, 137, 166, 200), "symlog"),
     ((0, 1, 2, 3, 4, 5) + tuple(range(10, 101, 10)), "symlog"),  # a Recorder's loop probing each step, then fewer
     ((0,) + tuple(2 ** k for k in range(11)), "symlog"),  # log-spaced
     (tuple(range(10, 101, 10)), "linear"),  # a loop that counts from 1: no step 0
@@ -1406,6 +1406,10 @@ def test_evenly_evaluated_steps_with_a_divergence_step_keep_a_linear_axis():
     assert not is_log_spaced(np.r_[np.arange(0, 201, 10), 31])
     assert not is_log_spaced([*range(0, 1001, 100), 1001])
     assert is_log_spaced(schedule(1000, 0, 12)) and is_log_spaced(schedule(1000, 0, 6))  # probe.points' geomspace
+    # the default probe.points=30 over a 200-step run (its later gaps 8x its early ones: drawn linear, the first
+    # twenty steps slivers) and over 80; over 50 its gaps grow 3x, and a linear axis shows them well
+    assert is_log_spaced(schedule(200, 0, 30)) and is_log_spaced(schedule(80, 0, 30))
+    assert not is_log_spaced(schedule(50, 0, 30))
 
 
 def test_a_named_value_keeps_its_colour_from_one_figure_to_the_next():
