@@ -84,7 +84,9 @@ class GradCheck:
 
     @property
     def max_rel(self) -> float:
-        return max((p.max_rel for p in self.params), default=math.nan)
+        """The largest error over the parameters; NaN where any is NaN (Python's max() kept whichever came first,
+        so a NaN error of a tensor after a finite one was dropped, and the check passed)."""
+        return float(np.max([p.max_rel for p in self.params])) if self.params else math.nan
 
     @property
     def kinks(self) -> int:

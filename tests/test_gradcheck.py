@@ -400,3 +400,27 @@ def test_a_nan_gradient_with_a_nan_difference_quotient_is_no_agreement():
     errors = {p.name: p.max_rel for p in r.params}
     assert math.isnan(errors["z"]) and errors["first.weight"] < BOUND, errors
     assert not r.max_rel < BOUND, r.max_rel  # the CLI's verdict: FAIL
+
+
+def test_a_nan_error_in_a_later_tensor_than_a_finite_one_fails_the_check():
+    """The check's max over the tensors took Python's max(), which keeps a finite error seen before a NaN:
+    a NaN gradient in a submodule's tensor, after the model's own finite ones, passed (the verdict said ok)."""
+    import math
+
+    class NanInSecond(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(1))  # (the model's own tensor comes first, and is finite)
+            self.inner = nn.Linear(5, 3)
+
+        def forward(self, x):
+            w = self.inner.weight
+            return self.scale * self.inner(x) + 0 * torch.sqrt(w - w).sum()  # (d sqrt(0): NaN for the weight)
+
+    torch.manual_seed(0)
+    model = NanInSecond().double()
+    x, y = torch.randn(8, 5, dtype=torch.float64), torch.randint(0, 3, (8,))
+    r = check_model(model, lambda m: nn.functional.cross_entropy(m(x), y), entries=4)
+    errors = {p.name: p.max_rel for p in r.params}
+    assert list(errors)[0] == "scale" and errors["scale"] < BOUND and math.isnan(errors["inner.weight"]), errors
+    assert math.isnan(r.max_rel), r.max_rel  # (not the scale's finite error: the CLI's verdict is FAIL)
