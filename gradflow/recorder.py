@@ -201,6 +201,20 @@ class _StepBlock:
                           f"backward pass in `with rec.step({self._number}):`", stacklevel=2)
 
 
+class _Calls:
+    """A forward pre-hook on the Recorder's model: whether the model ran since the probed block began, and whether
+    it ran with gradients enabled. The block's witness where no probe hook fires: MultiheadAttention's out_proj,
+    hooked, never runs itself (its weight is used inside the attention's forward), and the input projection has
+    no hook, so a model of attention alone ran with no probe hook seeing it."""
+
+    def __init__(self):
+        self.ran = self.graded = False
+
+    def __call__(self, module, args) -> None:
+        self.ran = True
+        self.graded = self.graded or torch.is_grad_enabled()
+
+
 class Recorder:
     """Record gradflow's per-layer probes and your scalars from your own training loop.
 
@@ -273,6 +287,8 @@ class Recorder:
         self._ours = {id(p) for p in model.parameters()}
         saw = weakref.WeakMethod(self._saw_optimizer)  # (torch's registry must not keep the Recorder, and its model)
         self._seeing = register_optimizer_step_post_hook(lambda *args: saw() is not None and saw()(*args))
+        self._calls = _Calls()  # (registered for the Recorder's life: a hook added and removed at every block
+        self._calling = model.register_forward_pre_hook(self._calls)  # made a compiled model recompile)
         if replaced is not None:  # (as `gradflow run` says so; a Recorder's rerun is a new run)
             warnings.warn(f"{self.path}: replacing the run recorded there before ({replaced.get(store.STATUS)}, "
                           f"started {replaced.get('started')})", stacklevel=2)
@@ -311,6 +327,7 @@ class Recorder:
             self._discover_at_next_forward()
         else:
             self.probes.arm()
+        self._calls.ran = self._calls.graded = False
         stepped = []  # an optimizer step inside the block: the update ratio would read 0 (weights copied after it)
         handle = register_optimizer_step_post_hook(
             lambda opt, args, kwargs: stepped.append(1) if self._steps_ours(opt) else None)
@@ -329,11 +346,11 @@ class Recorder:
         if self.probes is None:
             self._cut_short = True  # (not done: the step's error is the Recorder's own)
             raise GradflowError("rec.step() saw no forward pass of the model it was given")
-        if not self.probes.forward_seen():  # (an empty block: it read the last step's gradients again)
+        if not (self.probes.forward_seen() or self._calls.ran):  # (an empty block: it read the last step's gradients again)
             self._abandon_step()
             raise GradflowError(f"rec.step({step}) saw no forward pass of the model in its block: run the model and "
                                 "loss.backward() inside the `with rec.step(...)` block, a block per update")
-        if not self.probes.forward_seen(with_grad=True):  # (it read the gradients left from before the block)
+        if not (self.probes.forward_seen(with_grad=True) or self._calls.graded):  # (it read the gradients left from before the block)
             self._abandon_step()
             raise GradflowError(f"rec.step({step})'s forward pass ran under torch.no_grad() (or inference_mode), so "
                                 "no backward pass: run the step's forward pass with gradients enabled")
@@ -399,6 +416,7 @@ class Recorder:
         self._check_open("close")
         self._closed = True
         self._seeing.remove()
+        self._calling.remove()
         _OPEN.discard(self)
         written = False
         try:

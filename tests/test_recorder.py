@@ -1542,3 +1542,36 @@ def test_the_recorders_discovery_leaves_the_loops_random_draws_as_they_were(tmp_
         return torch.rand(3)
 
     assert torch.equal(loop(tmp_path / "study" / "run0"), loop(None))
+
+
+class _AttentionAlone(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.att = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x):
+        return self.att(x, x, x)[0]
+
+
+def test_a_model_of_attention_alone_is_recorded_its_empty_block_still_an_error(tmp_path):
+    # its probe points are MultiheadAttention's projections: the input one has no hook, and out_proj's never fires
+    # (the attention uses its weight, the module never runs), so every block read as one with no forward pass
+    torch.manual_seed(0)
+    model = _AttentionAlone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with gradflow.Recorder(model, tmp_path / "study" / "run0", every=1) as rec:
+        for step in range(3):
+            with rec.step(step):
+                model(torch.randn(3, 5, 8)).square().mean().backward()
+            opt.step()
+            opt.zero_grad(set_to_none=False)
+        with pytest.raises(GradflowError, match=r"^rec.step\(3\) saw no forward pass of the model in its block"):
+            with rec.step(3):
+                pass
+        opt.step()  # (the loop goes on, as one that skips a failed step does)
+        with pytest.raises(GradflowError, match=r"^rec.step\(4\)'s forward pass ran under torch.no_grad\(\)"):
+            with rec.step(4), torch.no_grad():
+                model(torch.randn(3, 5, 8))
+    layers = store.load(tmp_path / "study" / "run0")
+    grads = layers[layers.quantity == "grad_norm"]
+    assert sorted(grads.step.unique()) == [0, 1, 2] and (grads.value > 0).all(), grads
