@@ -310,7 +310,8 @@ class Recorder:
                                 "Count updates across epochs (not enumerate() within one), and wrap all of an "
                                 "update's micro-batches in one rec.step")
         self._finish_pending()
-        if self._last_step >= 0 and self._updates == self._updates_then:  # (a block per micro-batch: _misplaced)
+        # (a block per micro-batch: _misplaced; not one that raised, a failed step the loop skipped)
+        if self._last_step >= 0 and not self._cut_short and self._updates == self._updates_then:
             self._idle.append((self._last_step, int(step)))
         self._updates_then = self._updates
         self._last_step, self._cut_short = int(step), False

@@ -1575,3 +1575,31 @@ def test_a_model_of_attention_alone_is_recorded_its_empty_block_still_an_error(t
     layers = store.load(tmp_path / "study" / "run0")
     grads = layers[layers.quantity == "grad_norm"]
     assert sorted(grads.step.unique()) == [0, 1, 2] and (grads.value > 0).all(), grads
+
+
+def test_a_loop_that_skips_a_failed_step_is_not_told_of_micro_batches(tmp_path):
+    # a loop that catches a step's error (an out-of-memory batch skipped, fairseq's way) does not step the optimizer
+    # after it: that block raised and was not done, no micro-batch of an update, yet close() warned "the optimizer did
+    # not step between rec.step(1) and rec.step(2) ...; wrap all of an update's micro-batches in one block"
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with gradflow.Recorder(model, tmp_path / "study" / "run0", every=1) as rec:
+            for step in range(4):
+                try:
+                    with rec.step(step):
+                        model(torch.randn(8, 4)).square().mean().backward()
+                        if step == 1:
+                            raise MemoryError("the batch did not fit")
+                except MemoryError:
+                    opt.zero_grad()
+                    continue
+                opt.step()
+                opt.zero_grad()
+    assert [str(w.message) for w in caught if "did not step" in str(w.message)] == []
+    assert sorted(store.load(tmp_path / "study" / "run0").step.unique()) == [0, 2, 3]
+    # a block that ran to its end with no step after it is still told
+    (said,) = _micro_batches(tmp_path, "micro-batches", per_block=2, blocks=2)
+    assert "did not step between rec.step(0) and rec.step(1):" in said, said
