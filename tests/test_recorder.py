@@ -1603,3 +1603,36 @@ def test_a_loop_that_skips_a_failed_step_is_not_told_of_micro_batches(tmp_path):
     # a block that ran to its end with no step after it is still told
     (said,) = _micro_batches(tmp_path, "micro-batches", per_block=2, blocks=2)
     assert "did not step between rec.step(0) and rec.step(1):" in said, said
+
+
+class _FrozenFeaturesBareReadout(nn.Module):
+    """A linear probe: a frozen backbone run under no_grad, its trainable readout a bare parameter (no probe point)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU())
+        self.readout = nn.Parameter(torch.randn(8, 2) * 0.1)
+        self.body.requires_grad_(False)
+
+    def forward(self, x):
+        with torch.no_grad():
+            h = self.body(x)
+        return h @ self.readout
+
+
+def test_a_model_whose_probed_layers_run_under_no_grad_inside_it_is_no_no_grad_error(tmp_path):
+    # every probe hook fired under no_grad, so the block was "a forward pass under torch.no_grad()", though the model
+    # was called with gradients enabled and its readout trained
+    torch.manual_seed(0)
+    model = _FrozenFeaturesBareReadout()
+    opt = torch.optim.SGD([model.readout], lr=0.1)
+    with gradflow.Recorder(model, tmp_path / "study" / "run0", every=1) as rec:
+        for step in range(2):
+            with rec.step(step):
+                model(torch.randn(8, 4)).square().mean().backward()
+            opt.step()
+            opt.zero_grad()
+        with pytest.raises(GradflowError, match=r"^rec.step\(2\)'s forward pass ran under torch.no_grad\(\)"):
+            with rec.step(2), torch.no_grad():
+                model(torch.randn(8, 4))
+    assert sorted(store.load(tmp_path / "study" / "run0").step.unique()) == [0, 1]
