@@ -282,8 +282,10 @@ class Recorder:
         _close_on_uncaught()
         self._optimizer_seen = False  # an optimizer stepped the model's parameters
         self._updates = self._updates_then = 0  # its steps so far, and by the last block's start
-        self._optimizers: dict[tuple[int, int], bool] = {}  # whether each optimizer steps the model's parameters
+        # whether each optimizer steps the model's parameters, with its number of parameter groups then
+        self._optimizers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._idle: list[tuple[int, int]] = []  # consecutive blocks with no optimizer step from one's start to the next's
+        self._skipped: list[int] = []  # probed steps whose block ran no forward pass with gradients: not recorded
         self._ours = {id(p) for p in model.parameters()}
         saw = weakref.WeakMethod(self._saw_optimizer)  # (torch's registry must not keep the Recorder, and its model)
         self._seeing = register_optimizer_step_post_hook(lambda *args: saw() is not None and saw()(*args))
@@ -347,14 +349,13 @@ class Recorder:
         if self.probes is None:
             self._cut_short = True  # (not done: the step's error is the Recorder's own)
             raise GradflowError("rec.step() saw no forward pass of the model it was given")
-        if not (self.probes.forward_seen() or self._calls.ran):  # (an empty block: it read the last step's gradients again)
+        if not (self.probes.forward_seen(with_grad=True) or self._calls.graded):
+            # an empty block (a batch the loop skips with `continue`, an extra rec.step) or one whose forward pass ran
+            # under no_grad (an evaluation): it read the gradients left from before it, the last step's, as its own.
+            # Nothing recorded, said at close(): the loop's training goes on
             self._abandon_step()
-            raise GradflowError(f"rec.step({step}) saw no forward pass of the model in its block: run the model and "
-                                "loss.backward() inside the `with rec.step(...)` block, a block per update")
-        if not (self.probes.forward_seen(with_grad=True) or self._calls.graded):  # (it read the gradients left from before the block)
-            self._abandon_step()
-            raise GradflowError(f"rec.step({step})'s forward pass ran under torch.no_grad() (or inference_mode), so "
-                                "no backward pass: run the step's forward pass with gradients enabled")
+            self._skipped.append(int(step))
+            return
         if not self.probes.backward_seen():  # (its gradients would be read as 0: an `ok` run of zeros)
             self._abandon_step()
             raise GradflowError(f"rec.step({step}) saw no gradients at the end of its block: call loss.backward() "
@@ -403,9 +404,10 @@ class Recorder:
 
     def _saw_optimizer(self, opt, args, kwargs) -> None:
         """After every optimizer step until close() (torch's hooks cannot be removed while they run)."""
-        key = (id(opt), len(opt.param_groups))  # (asked once of each optimizer, and again after add_param_group)
-        if (ours := self._optimizers.get(key)) is None:
-            ours = self._optimizers[key] = self._steps_ours(opt)
+        groups, ours = self._optimizers.get(opt, (None, False))  # (asked once of each optimizer, and again after
+        if groups != len(opt.param_groups):  # add_param_group)
+            ours = self._steps_ours(opt)
+            self._optimizers[opt] = (len(opt.param_groups), ours)
         if ours:
             self._optimizer_seen = True
             self._updates += 1
@@ -565,7 +567,8 @@ class Recorder:
     def _misplaced(self, layers) -> list[str]:
         """What the tables say about a loop whose calls sit in the wrong place: a run of zeros reads as a
         run, so each is said at close() (no step at all; the optimizer stepping on gradients zeroed inside the
-        step's block)."""
+        step's block; no optimizer step between blocks, each a micro-batch; probed blocks with no pass to
+        record, left out)."""
         if self._last_step < 0:
             return ["no step was recorded: wrap each step's forward and backward pass in `with rec.step(step):`"]
         values = layers.groupby(store.QUANTITY)[store.VALUE]
@@ -576,14 +579,23 @@ class Recorder:
             return ["every update read 0 while the weight gradients did not: the optimizer stepped on zeroed "
                     "gradients; call opt.zero_grad() after opt.step(), after the `with rec.step(...)` block (or "
                     "before the forward pass), not inside the block"]
+        said = []
         if self._optimizer_seen and self._idle and not (self.scaler is not None and self.scaler.is_enabled()):
             # (a scaler skips the optimizer's step where the gradients are not finite: no telling then)
             (a, b), n = self._idle[0], len(self._idle)
-            return [f"the optimizer did not step between rec.step({a}) and rec.step({b})"
-                    + (f", nor between {n - 1} other pair{'s' * (n > 2)} of consecutive steps" if n > 1 else "")
-                    + ": each block is read as one update (its gradients, its update ratio); wrap all of an "
-                      "update's micro-batches in one `with rec.step(...)` block"]
-        return []
+            said.append(f"the optimizer did not step between rec.step({a}) and rec.step({b})"
+                        + (f", nor between {n - 1} other pair{'s' * (n > 2)} of consecutive steps" if n > 1 else "")
+                        + ": each block is read as one update (its gradients, its update ratio); wrap all of an "
+                          "update's micro-batches in one `with rec.step(...)` block (a loop that skipped those "
+                          "updates on purpose can ignore this)")
+        if self._skipped:
+            n = len(self._skipped)
+            said.append(f"rec.step({self._skipped[0]})" + (f" and {n - 1} other probed step{'s' * (n > 2)}" if n > 1
+                                                            else "")
+                        + " ran no forward pass of the model with gradients enabled in the block (an empty block, or "
+                          "one under torch.no_grad()), so nothing was recorded for "
+                        + ("them" if n > 1 else "it") + ": a block holds a step's forward and backward pass")
+        return said
 
     def _metric_rows(self) -> list[tuple[int, str, str, float]]:
         tensors = [v for _, _, v in self._logged if isinstance(v, torch.Tensor)]
