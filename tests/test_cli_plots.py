@@ -280,7 +280,7 @@ def test_plot_says_which_figures_of_the_set_it_left_out_and_why(tmp_path):
     out = invoke("plot", frozen)  # (CliRunner: 80 columns)
     assert out.exit_code == 0, out.output
     assert [p.name for p in printed_paths(out)] == ["curves.png"]
-    line = "profile-*, heatmap not drawn: a gradient at layer 2 alone (0-1 frozen)"
+    line = "profile-*, heatmap not drawn: only layer 2 has a value (0-1 frozen)"
     assert out.output.splitlines()[1:] == [line], out.output
     piped = _plot_piped(frozen)
     assert piped.returncode == 0 and piped.stdout == f"{frozen / 'figures' / 'curves.png'}\n", piped

@@ -257,10 +257,10 @@ def test_the_figures_a_run_cannot_make_are_each_said_with_why():
                      "profile-signal_norm-last", "heatmap-grad_norm", "curves"] and lines == []
     frozen = full[(full.quantity == "weight_norm") | (full.layer == 2)]  # the head alone has gradients
     names, lines = left_out(frozen, metrics)
-    assert names == ["curves"] and lines == ["profile-*, heatmap not drawn: a gradient at layer 2 alone (0-1 frozen)"]
+    assert names == ["curves"] and lines == ["profile-*, heatmap not drawn: only layer 2 has a value (0-1 frozen)"]
     # a layer without a weight (no weight norm either) is no frozen one
     names, lines = left_out(frozen[frozen.layer != 1], metrics)
-    assert lines == ["profile-*, heatmap not drawn: a gradient at layer 2 alone (0 frozen)"]
+    assert lines == ["profile-*, heatmap not drawn: only layer 2 has a value (0 frozen)"]
     # one probed layer: a linear model
     names, lines = left_out(full[full.layer == 0], metrics)
     assert names == ["curves"] and lines == ["profile-*, heatmap not drawn: one probed layer (0); a profile needs two"]
@@ -278,9 +278,12 @@ def test_the_figures_a_run_cannot_make_are_each_said_with_why():
     one = full[(full.quantity != "grad_norm") | (full.layer == 2)]
     names, lines = left_out(one, metrics)
     assert "profile-signal_norm-last" in names and "heatmap-signal_norm" in names
-    assert lines == ["profile-grad_norm not drawn: a gradient at layer 2 alone (0-1 frozen)"]
+    assert lines == ["profile-grad_norm not drawn: only layer 2 has a value (0-1 frozen)"]
     lstm = one[(one.quantity != "weight_norm") | (one.layer == 2)].assign(**{"model.name": "lstm", "model.recurrent_init": "orthogonal"})
-    assert left_out(lstm, metrics)[1] == ["profile-grad_norm not drawn: a gradient at layer 2 alone (a recurrent net)"]
+    assert left_out(lstm, metrics)[1] == []  # (one point by design: said on every plot of every recurrent run)
+    # the signal at one point: said as the signal's
+    names, lines = left_out(full[(full.quantity != "signal_norm") | (full.layer == 2)], metrics)
+    assert lines == ["profile-signal_norm not drawn: only layer 2 has a value"], lines
 
 
 # the depth ratio was planned from the runs table's depths, where an incomplete run (not in the layers)

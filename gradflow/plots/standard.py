@@ -109,8 +109,10 @@ def plan(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.Dat
         for q in DRAWN:
             rows = probed[probed["quantity"] == q]
             if rows.empty or rows.groupby("run")["layer"].nunique().max() < 2:
-                # e.g. a recurrent net's weight gradient: one point, not a profile; a frozen backbone's: its head's
-                skip(f"profile-{q}", _one_point(layers, rows))
+                # e.g. a frozen backbone's weight gradient: its head's alone. A recurrent net's is one point by
+                # design (its time steps share the weights), never drawn, so not said each time either
+                if not (q == "grad_norm" and is_recurrent(layers)):
+                    skip(f"profile-{q}", _one_point(layers, rows))
                 continue
             if (rows["step"] == 0).any():
                 emit(f"profile-{q}-step0", profile, probed, q, step=0, facet=facet)
@@ -199,10 +201,9 @@ def _one_point(layers: pd.DataFrame, rows: pd.DataFrame) -> str:
         return f"one probed layer ({probed[0]}); a profile needs two"
     have = sorted(rows["layer"].unique())
     weights = set(layers.loc[layers["quantity"] == "weight_norm", "layer"])
-    frozen = [layer for layer in probed if layer not in have and layer in weights]
-    why = f"a gradient at layer {_layer_list(have)} alone" if have else "a gradient at no layer"
-    if is_recurrent(layers):  # (its time steps share the weights: the head's gradient is the one per layer)
-        return why + " (a recurrent net)"
+    graded = set(layers.loc[layers["quantity"] == "grad_norm", "layer"])
+    frozen = [layer for layer in probed if layer not in have and layer in weights and layer not in graded]
+    why = f"only layer {_layer_list(have)} has a value" if have else "no layer has a value"
     return why + (f" ({_layer_list(frozen)} frozen)" if frozen else "")
 
 
