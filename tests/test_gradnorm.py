@@ -203,3 +203,26 @@ def test_a_recorders_gradient_norm_is_labelled_as_its_loop_logged_it(tmp_path):
     fig = figures.gradnorm(gradflow.load(tmp_path / "rec", "metrics"))
     assert fig.axes[0].get_ylabel() == "total gradient norm\n(opt_grad_norm as the loop logged it, log)"
     assert "train.eval_every" not in fig.get_suptitle()
+
+
+def test_a_run_that_diverged_before_its_first_window_is_said_a_mark_alone(tmp_path):
+    # the unclipped run of an exploding net diverged at step 2, before its first 100-step window ended: its mark
+    # sat on the top edge beside the clipped runs' norms, read as one of them, and the title said nothing
+    from gradflow.plots.labels import _visible_len
+
+    more = ["data=gaussian", "data.n_train=64", "data.n_test=32", "data.dim=8", "model.width=8", "model.depth=2",
+            "train.batch_size=32", "train.steps=20", "train.eval_every=10", "optim.momentum=0", "model.activation=relu",
+            "optim.lr=0.05,1e6"]
+    gradflow_cli("sweep", *more, f"results={tmp_path}", "--name", "early")
+    metrics = gradflow.load(tmp_path / "early", table="metrics")
+    assert set(metrics.loc[metrics["optim.lr"] > 1, "status"]) == {"diverged"}  # (before step 10: no window of its own)
+    assert opt_rows(metrics[metrics["optim.lr"] > 1], "grad_norm").empty
+    fig = figures.gradnorm(metrics)
+    title = fig.get_suptitle()
+    said = ("1 run diverged before its first evaluation window ended: a mark alone, no line; lower "
+            "train.eval_every to see the rise")
+    assert said in " ".join(title.split()), title
+    # (a note longer than the figure is wide is broken between its words: it ran past both edges)
+    assert max(_visible_len(line) for line in title.splitlines()) <= int(fig.get_figwidth() * 13)
+    fine = figures.gradnorm(metrics[metrics["optim.lr"] < 1])
+    assert "diverged before" not in fine.get_suptitle()

@@ -898,3 +898,25 @@ def test_a_key_none_of_the_runs_where_keeps_has_is_left_out_but_wide_shows_it(tm
     assert "lr" not in out.output.splitlines()[1].split(), out.output
     wide = CliRunner().invoke(app, ["ls", str(tmp_path), "--where", "model=mlp", "--wide"], catch_exceptions=False)
     assert wide.output.splitlines()[1].split()[:3] == ["lr", "depth", "model"], wide.output
+
+
+def test_the_chi1_columns_of_a_transient_warning_show_together_and_the_signal_ratio_first(tmp_path):
+    """With the warning that fits start in the length map's transient, chi1 meas, fit and theory show all three
+    or none (at 80 columns the fit, with its `!`, showed without the theory it is off from); and where one ratio
+    fits, it is the signal's (an exploding net read `ratio init 0.16`, its signal ratio of 905 left out)."""
+    results = tmp_path / "results"
+    gradflow("sweep", "data=gaussian", "data.n_train=64", "data.n_test=32", "train.batch_size=64", "model.width=32",
+             "model.depth=20",
+             "model.activation=tanh,relu", "init=xavier_normal,kaiming_normal,orthogonal,standard", "train.steps=0",
+             f"results={results}", "--name", "inits")
+    labels = ("chi1 meas", "chi1 fit", "chi1 theory")
+    for columns in (80, 90, 100):
+        text = gradflow("ls", str(results / "inits"), columns=columns)
+        assert "warning: " in text and "transient" in text, text  # (tanh under Xavier: its length still moving)
+        header = " ".join(" ".join(text.splitlines()[1:3]).split())
+        shown = [label for label in labels if label.split()[1] in header.split()]
+        assert shown in ([], ["chi1 meas", "chi1 fit", "chi1 theory"]), (columns, header)
+        assert (shown != []) == (columns > 80), (columns, header)  # (at 80 the fit and meas showed, no theory)
+        if columns == 100:  # room for one ratio beside the three: the signal's
+            words = header.split()  # (the two header lines: "signal" over "ratio"; "init" is the key's column)
+            assert "signal" in words and words.count("ratio") == 1 and words.count("init") == 1, header

@@ -178,6 +178,10 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
         elif c.key in fits:
             c.priority = min(c.priority, headline)
     shown, hidden = choose(columns, None if wide else console.width)
+    if fits and {c.key for c in hidden} & set(fits):  # the three together or none: a fit's `!` beside no theory
+        apart = [c for c in columns if c.key in fits]  # (or a theory without the fit it is about) reads as
+        shown, hidden = choose([c for c in columns if c.key not in fits], console.width)  # nothing to see
+        hidden += apart
     one_line_headers(shown, None if wide else console.width)
     console.print(render(shown, len(df), title), highlight=False, soft_wrap=True)
     notes = column_notes(shown, df)

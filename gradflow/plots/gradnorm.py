@@ -55,7 +55,9 @@ def gradnorm(metrics: pd.DataFrame, color: str | None = None, by_source: bool = 
                             "window by `gradflow run` and `gradflow sweep` training (train.steps > 0); a Recorder's "
                             "runs have it where the loop logs it: rec.log(step, opt_grad_norm=norm), norm the total "
                             "norm clip_grad_norm_ returns")
-    drawn = _diverged_early(df, _to_divergence(df, norms))  # a diverged run's line ends where it did, non-finite
+    logged = _to_divergence(df, norms)
+    drawn = _diverged_early(df, logged)  # a diverged run's line ends where it did, non-finite
+    early = drawn["run"].nunique() - logged["run"].nunique()  # (diverged before their first window: a mark alone)
     shares = clipped_shares(df)
     k = over_steps_keys(drawn, "gradnorm", color, facet, by_source)
     sources, by_source, swept, group_keys = k.sources, k.by_source, k.swept, k.group_keys
@@ -124,6 +126,9 @@ def gradnorm(metrics: pd.DataFrame, color: str | None = None, by_source: bool = 
     extra += [f"the sources also differ in {', '.join(between)}"] if between else []
     if windows and everything and all(np.isfinite(s.med).sum() <= 1 for s in everything):  # (a dot each, no word why)
         extra.append("one evaluation window per run, no curve: lower train.eval_every (below train.steps)")
+    if windows and early:  # (its mark alone, on the top edge beside the other lines' values, read as one of them)
+        extra.append(f"{early} run{'s' * (early > 1)} diverged before {'its' if early == 1 else 'their'} first "
+                     "evaluation window ended: a mark alone, no line; lower train.eval_every to see the rise")
     set_title(fig, "Gradient norm during training", drawn, extra, skip=swept + [GRAD_CLIP] * bool(thresholds))
     return fig
 

@@ -311,9 +311,16 @@ def _partial(df: pd.DataFrame) -> str:
 
 def set_title(fig, what: str, df: pd.DataFrame, extra: Sequence[str] = (), skip: Iterable[str] = ()) -> None:
     """What is drawn; then what was held fixed and anything else worth knowing, wrapped to the
-    figure's width between items (never inside one: items may hold mathtext)."""
+    figure's width between items (never inside one that holds mathtext; a longer note of plain words
+    between its words: one ran past both edges of the figure)."""
     width = int(fig.get_figwidth() * 13)
-    pieces = [(", ", item) for item in held_fixed(df, skip)] + [("; ", x) for x in [*extra, _partial(df)] if x]
+    pieces = [(", ", item) for item in held_fixed(df, skip)]
+    for x in [*extra, _partial(df)]:
+        if x and "$" not in x and _visible_len(x) > width:
+            first, *rest = x.split(" ")
+            pieces += [("; ", first), *((" ", word) for word in rest)]
+        elif x:
+            pieces.append(("; ", x))
     lines, line = [], ""
     for sep, item in pieces:
         if line and _visible_len(line + sep + item) > width:
