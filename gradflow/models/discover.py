@@ -54,7 +54,9 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
     inputs = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor) and a.dim()]
     batch = inputs[0].shape[0] if inputs else None
     was_training = model.training
-    devices = sorted({t.device.index or 0 for t in (*inputs, *model.parameters()) if t.is_cuda})
+    # (fork_rng restores the CPU's generator and these CUDA devices'; an unindexed cuda tensor is on the current one)
+    devices = sorted({t.device.index if t.device.index is not None else torch.cuda.current_device()
+                      for t in (*inputs, *model.parameters()) if t.is_cuda})
     try:
         model.eval()
         with torch.no_grad(), warnings.catch_warnings(), torch.random.fork_rng(devices):
