@@ -77,6 +77,13 @@ def _no_fit_at_all(df: pd.DataFrame | None, keys: list[str]) -> bool:
                 and df["signal_ratio.init"].notna().any())
 
 
+def _recurrent(df: pd.DataFrame) -> bool:
+    """Whether every run is of gradflow's recurrent families (which always have model.recurrent_init: a Recorder's
+    run of a user's model named gru is not)."""
+    return {"model.name", "model.recurrent_init"} <= set(df.columns) and len(df) > 0 and bool(
+        (df["model.name"].isin(("rnn", "lstm", "gru")) & df["model.recurrent_init"].notna()).all())
+
+
 def column_notes(columns: list["Column"], df: pd.DataFrame | None = None) -> list[str]:
     """The notes under a table of `columns` (ls, the report page) of the runs `df`: what the ratio and the
     chi1 fit mean, each mark the fit's cells carry, the rate's convention, and that a transformer's chi1 and
@@ -91,6 +98,11 @@ def column_notes(columns: list["Column"], df: pd.DataFrame | None = None) -> lis
                                         "point fitted" if spans else "chi1 fit = blocks fitted and the point fitted")
         explained["chi1_layers"] += "".join(f"; {text}" for mark, text in FIT_MARKS.items()
                                             if any(mark in cell for cell in cells))
+    if df is not None and _recurrent(df):  # (its points are time steps and the head, as its figures say)
+        for key, (word, what) in {"signal_ratio.init": ("first layer / last layer", "first time step / head"),
+                                  "chi1_layers": ("layers fitted", "time steps fitted")}.items():
+            if key in explained:
+                explained[key] = explained[key].replace(word, what)
     notes = list(explained.values())
     # (a shallow net, say depth 5; not a run that failed before its first probe, whose every result reads -)
     cells = columns[keys.index("chi1_measured")].cells if "chi1_measured" in keys else []

@@ -920,3 +920,20 @@ def test_the_chi1_columns_of_a_transient_warning_show_together_and_the_signal_ra
         if columns == 100:  # room for one ratio beside the three: the signal's
             words = header.split()  # (the two header lines: "signal" over "ratio"; "init" is the key's column)
             assert "signal" in words and words.count("ratio") == 1 and words.count("init") == 1, header
+
+
+def test_a_recurrent_nets_notes_speak_of_time_steps_and_the_head():
+    # the note under an RNN sweep read "first layer / last layer", where its points are time steps and the head
+    from gradflow.columns import RESULT_COLUMNS, column_notes, table_columns
+
+    df = pd.DataFrame({"run": ["a", "b"], "model.name": ["rnn", "lstm"], "model.recurrent_init": ["orthogonal"] * 2,
+                       "data.T": [10, 40], "status": ["ok", "ok"],
+                       **{k: [0.5, 0.01] for k in RESULT_COLUMNS if k not in ("status", "chi1_layers")},
+                       "chi1_layers": ["3-7", "3-37"]})
+    notes = column_notes(table_columns(df, ["model.name", "data.T"]), df)
+    assert "signal ratio = ‖∂L/∂z‖ first time step / head, at init" in notes, notes
+    assert "chi1 fit = time steps fitted (first-last)" in notes, notes
+    # a Recorder's run of a user's model named gru (no model.recurrent_init) has layers, as an MLP beside it does
+    user = df.assign(**{"model.recurrent_init": [None, None]})
+    assert "signal ratio = ‖∂L/∂z‖ first layer / last layer, at init" in column_notes(
+        table_columns(user, ["model.name", "data.T"]), user)
