@@ -627,7 +627,7 @@ def test_compare_matched_on_many_keys_stacks_them_at_80_columns(plain, batchnorm
     first = [c.strip() for c in lines[lines.index(header) + 2].strip("│").split("│")]
     assert first[:2] == ["depth=2", "runs"], first
     stacked = [[c.strip() for c in ln.strip("│").split("│")][0] for ln in lines if ln.startswith("│")]
-    assert stacked[:6] == ["depth=2", "activation=relu", "width=8", "data=gaussian", "train.steps=4", "optim=sgd"]
+    assert stacked[:6] == ["depth=2", "activation=relu", "width=8", "data=gaussian", "steps=4", "optim=sgd"]
     assert sum(c == "depth=4" for c in stacked) == 2 and "not shown" not in text
 
 

@@ -283,10 +283,10 @@ def _layout(blocks: list[tuple[list[str], list[list[str]]]], by: list[str], name
     """The table's headers (text, right-aligned), its lines block by block and its column widths: a column
     per key where the whole table fits so, else one column that stacks each block's keys as key=value lines
     beside its rows (folded into narrow columns, keys and values broke mid-word)."""
-    # a group's choice as it is set (model=mlp, not name=mlp); a model key by its own name (depth)
-    short = [k.partition(".")[0] if k.endswith(".name") else k.removeprefix("model.") for k in by]
-    # ... unless two would read alike (a Recorder's flat depth beside model.depth): those stay whole
-    short = [k if short.count(s) > 1 else s for k, s in zip(by, short)]
+    # the short names ls shows: a group's choice as it is set (model=mlp, not name=mlp), a key by its last part
+    # (depth, grad_clip), unless two would read alike (a Recorder's flat depth beside model.depth: both whole)
+    named = abbreviate(by)
+    short = [named[k] for k in by]
     values = [("", False)] + [(s, True) for s in names] + [(f"{s} vs {names[0]}", True) for s in names[1:]]
     heads = [(k, False) for k in short] + values
     lines = [[keys + row if i == 0 else [""] * len(keys) + row for i, row in enumerate(rows)] for keys, rows in blocks]
