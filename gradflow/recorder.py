@@ -289,6 +289,7 @@ class Recorder:
         self._ours = {id(p) for p in model.parameters()}
         saw = weakref.WeakMethod(self._saw_optimizer)  # (torch's registry must not keep the Recorder, and its model)
         self._seeing = register_optimizer_step_post_hook(lambda *args: saw() is not None and saw()(*args))
+        self._discovery = None  # the first probed block's forward pre-hook, until it fires or the block ends
         self._calls = _Calls()  # (registered for the Recorder's life: a hook added and removed at every block
         self._calling = model.register_forward_pre_hook(self._calls)  # made a compiled model recompile)
         if replaced is not None:  # (as `gradflow run` says so; a Recorder's rerun is a new run)
@@ -326,8 +327,10 @@ class Recorder:
                 self._cut_short = True
                 raise
             return
+        marks = None
         if self.probes is None:
             self._discover_at_next_forward()
+            marks = self._grad_marks()
         else:
             self.probes.arm()
         self._calls.ran = self._calls.graded = False
@@ -341,14 +344,21 @@ class Recorder:
             raise
         finally:
             handle.remove()
+            if self._discovery is not None:  # (a block with no forward pass of the model: its hook would discover
+                self._discovery.remove()  # at an unprobed step's pass, and stay on beside the next block's)
+                self._discovery = None
         if stepped:
             self._abandon_step()
             raise GradflowError(f"rec.step({step}): the optimizer stepped inside the block; call opt.step() after it "
                                 "(the block holds the forward and backward pass: the update ratio is the change "
                                 "from the block's end to the next step)")
-        if self.probes is None:
-            self._cut_short = True  # (not done: the step's error is the Recorder's own)
+        if self.probes is None and self._grad_marks() != marks:  # (its parameters' gradients came from a pass
+            self._cut_short = True  # that never called the model: not done, the step's error is the Recorder's own)
             raise GradflowError("rec.step() saw no forward pass of the model it was given")
+        if self.probes is None:  # the first probed block empty (a batch skipped with `continue`): as any other's
+            self._abandon_step()
+            self._skipped.append(int(step))
+            return
         if not (self.probes.forward_seen(with_grad=True) or self._calls.graded):
             # an empty block (a batch the loop skips with `continue`, an extra rec.step) or one whose forward pass ran
             # under no_grad (an evaluation): it read the gradients left from before it, the last step's, as its own.
@@ -538,7 +548,12 @@ class Recorder:
             self.probes.grads_at_pass_end = True  # the loop may clip or unscale them later in the block
             self.probes.arm()
 
-        handle = self.model.register_forward_pre_hook(first_forward, with_kwargs=True)
+        handle = self._discovery = self.model.register_forward_pre_hook(first_forward, with_kwargs=True)
+
+    def _grad_marks(self) -> list:
+        """Each parameter's gradient as a mark that changes when a backward pass reaches it (its version counts
+        accumulations in place), while no probe point exists yet."""
+        return [None if p.grad is None else (id(p.grad), p.grad._version) for p in self.model.parameters()]
 
     def _finish_pending(self) -> None:
         """The update ratio of the last probed step (the weights have been updated since), then its

@@ -1647,3 +1647,34 @@ def test_a_model_whose_probed_layers_run_under_no_grad_inside_it_is_no_no_grad_e
         with pytest.warns(UserWarning, match=r"rec.step\(2\) ran no forward pass of the model with gradients"):
             rec.close()
     assert sorted(store.load(tmp_path / "study" / "run0").step.unique()) == [0, 1]
+
+
+def test_an_empty_first_probed_block_is_left_out_as_any_other(tmp_path):
+    # a loop that skips its first batch with `continue` (step 0, the discovery's block) raised "rec.step() saw no
+    # forward pass of the model it was given", ending its training, where step 3's skip was left out and said at close;
+    # its discovery hook then stayed on, and found the probe points in the next unprobed step's pass
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with gradflow.Recorder(model, tmp_path / "study" / "run0", every=2) as rec:
+        for step in range(5):
+            with rec.step(step):
+                if step == 0:
+                    continue
+                model(torch.randn(5, 4)).square().mean().backward()
+            if step == 1:  # (an unprobed step's pass: no probe point found there)
+                assert rec.probes is None
+            opt.step()
+            opt.zero_grad()
+        with pytest.warns(UserWarning, match=r"rec.step\(0\) ran no forward pass of the model with gradients"):
+            rec.close()
+    layers = store.load(tmp_path / "study" / "run0")
+    assert sorted(layers.step.unique()) == [2, 4]
+    # a model whose parameters got gradients from a pass that never called it (the Recorder given another module
+    # than the loop runs) is still the clear error
+    outer = nn.Sequential(model)
+    rec = gradflow.Recorder(outer, tmp_path / "study" / "run1", every=1)
+    with pytest.raises(GradflowError, match=r"^rec.step\(\) saw no forward pass of the model it was given"):
+        with rec.step(0):
+            model(torch.randn(5, 4)).sum().backward()
+    rec.close()
