@@ -414,10 +414,16 @@ class Recorder:
 
     def _saw_optimizer(self, opt, args, kwargs) -> None:
         """After every optimizer step until close() (torch's hooks cannot be removed while they run)."""
-        groups, ours = self._optimizers.get(opt, (None, False))  # (asked once of each optimizer, and again after
-        if groups != len(opt.param_groups):  # add_param_group)
+        try:  # (asked once of each optimizer, and again after add_param_group)
+            groups, ours = self._optimizers.get(opt, (None, False))
+        except TypeError:  # (an optimizer with __eq__ and no __hash__, or no weak reference: asked at every step;
+            groups, ours = None, False  # the error raised out of the loop's opt.step(), any optimizer's)
+        if groups != len(opt.param_groups):
             ours = self._steps_ours(opt)
-            self._optimizers[opt] = (len(opt.param_groups), ours)
+            try:
+                self._optimizers[opt] = (len(opt.param_groups), ours)
+            except TypeError:
+                pass
         if ours:
             self._optimizer_seen = True
             self._updates += 1

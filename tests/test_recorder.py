@@ -1678,3 +1678,27 @@ def test_an_empty_first_probed_block_is_left_out_as_any_other(tmp_path):
         with rec.step(0):
             model(torch.randn(5, 4)).sum().backward()
     rec.close()
+
+
+def test_an_unhashable_optimizer_steps_beside_a_recorder(tmp_path):
+    # optimizers were remembered in a WeakKeyDictionary: one whose class defines __eq__ (so no __hash__: a dataclass's
+    # way) raised TypeError out of its own opt.step(), from the Recorder's hook on every optimizer's step
+    class Compared(torch.optim.SGD):
+        def __eq__(self, other):
+            return self is other
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    opt = Compared(model.parameters(), lr=0.1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with gradflow.Recorder(model, tmp_path / "study" / "run0", every=1) as rec:
+            for step in range(3):
+                with rec.step(step):
+                    model(torch.randn(5, 4)).square().mean().backward()
+                opt.step()
+                opt.zero_grad()
+    assert not [w for w in caught if "did not step" in str(w.message)], [str(w.message) for w in caught]
+    layers = store.load(tmp_path / "study" / "run0")
+    ratios = layers[layers.quantity == "update_ratio"]
+    assert sorted(ratios.step.unique()) == [0, 1, 2] and (ratios.value > 0).all(), ratios
