@@ -937,3 +937,19 @@ def test_a_recurrent_nets_notes_speak_of_time_steps_and_the_head():
     user = df.assign(**{"model.recurrent_init": [None, None]})
     assert "signal ratio = ‖∂L/∂z‖ first layer / last layer, at init" in column_notes(
         table_columns(user, ["model.name", "data.T"]), user)
+
+
+def test_a_chi1_column_sorted_by_shows_though_its_group_does_not_fit(tmp_path):
+    """The chi1 columns of a transient warning show all three or none; the one `--sort` names shows whatever the
+    width (at 80 columns --sort chi1_theory left all three out: rows in an order one cannot see)."""
+    results = tmp_path / "results"
+    gradflow("sweep", "data=gaussian", "data.n_train=64", "data.n_test=32", "train.batch_size=64", "model.width=32",
+             "model.depth=20", "model.activation=tanh,relu", "init=xavier_normal,kaiming_normal,orthogonal,standard",
+             "train.steps=0", f"results={results}", "--name", "inits")
+    for key, word in (("chi1_theory", "theory"), ("-chi1_measured", "meas")):
+        text = gradflow("ls", str(results / "inits"), "--sort", key, columns=80)
+        assert "warning: " in text and "transient" in text, text
+        header = " ".join(text.splitlines()[1:3]).split()
+        assert word in header, (key, text)
+        values = [float(line.split()[-1]) for line in text.splitlines()[4:12]]  # (the rows in the column's order)
+        assert values == sorted(values, reverse=key.startswith("-")), (key, text)

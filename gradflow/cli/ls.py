@@ -179,8 +179,9 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
             c.priority = min(c.priority, headline)
     shown, hidden = choose(columns, None if wide else console.width)
     if fits and {c.key for c in hidden} & set(fits):  # the three together or none: a fit's `!` beside no theory
-        apart = [c for c in columns if c.key in fits]  # (or a theory without the fit it is about) reads as
-        shown, hidden = choose([c for c in columns if c.key not in fits], console.width)  # nothing to see
+        # (or a theory without the fit it is about) reads as nothing to see; the column sorted by stays, whatever
+        apart = [c for c in columns if c.key in fits and c.key != df.attrs.get("sorted_by")]
+        shown, hidden = choose([c for c in columns if c not in apart], console.width)
         hidden += apart
     one_line_headers(shown, None if wide else console.width)
     console.print(render(shown, len(df), title), highlight=False, soft_wrap=True)
