@@ -1652,3 +1652,27 @@ def test_each_line_style_has_its_own_marker():
 
     markers = [marker_of(ls) for ls in LINE_STYLES]
     assert len(set(markers)) == len(LINE_STYLES), markers
+
+
+def test_curves_of_an_lr_sweep_whose_runs_diverged_early_keep_a_linear_step_axis(tmp_path):
+    # runs evaluated every 10 steps, six of them diverging at steps 4, 5, 6, 7, 9 and 16: the steps of all runs
+    # together (0, 4, 5, 6, 7, 9, 10, 16, 20, ...) read as log-spaced once is_log_spaced took 4x growth of the gaps,
+    # and the curves went on a symlog step axis
+    from typer.testing import CliRunner
+
+    import gradflow
+    from gradflow.cli import app
+    from gradflow.plots.style import is_log_spaced
+
+    out = CliRunner().invoke(app, ["sweep", "data=gaussian", "data.n_train=64", "data.n_test=32", "data.dim=8",
+                                   "model.width=8", "model.depth=2", "train.batch_size=32", "train.steps=100",
+                                   "train.eval_every=10", "optim.momentum=0", "model.activation=linear",
+                                   "optim.lr=0.05,1.5,2.2,3,4,8,30", f"results={tmp_path}", "--name", "lrs"],
+                             catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    metrics = gradflow.load(tmp_path / "lrs", "metrics")
+    assert is_log_spaced(metrics["step"].unique()), sorted(metrics["step"].unique())  # (what the axis was judged on)
+    fig = figures.curves(metrics)
+    bottom = [ax for ax in fig.axes if ax.get_xlabel()]
+    assert bottom and all(ax.get_xscale() == "linear" and ax.get_xlabel() == "training step" for ax in bottom)
+    assert all(ax.get_xlim() == (0.0, 100.0) for ax in bottom), [ax.get_xlim() for ax in bottom]

@@ -199,8 +199,13 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
                     ax.axhline(y, ls=ls, zorder=1.5, gid="level", **level_style)
             if j == 0:
                 ax.set_ylabel({"loss": "loss", "acc": acc_label}[metric] + (" (log)" if log else ""))
-            if i == len(rows) - 1:
-                step_axis(ax, df["step"].unique())
+            if i == len(rows) - 1:  # (judged on the evaluations: diverged runs' steps among evenly spaced ones, 4, 5,
+                steps = df["step"].unique()  # 6, 7, 9 before 10, 20, ..., read as log-spaced steps, a symlog axis)
+                on_grid = df["step"] != df["diverged_step"] if "diverged_step" in df else df["step"].notna()
+                evaluated = df.loc[on_grid, "step"].unique()
+                step_axis(ax, evaluated if len(evaluated) > 1 else steps)
+                if len(evaluated) > 1:  # (on to the last step that diverged)
+                    ax.set_xlim(float(steps.min()), float(steps.max()))
         if log:
             cut_at = _diverging_cut(everything[in_row:])
             if cut_at is not None:
