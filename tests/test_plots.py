@@ -1676,3 +1676,23 @@ def test_curves_of_an_lr_sweep_whose_runs_diverged_early_keep_a_linear_step_axis
     bottom = [ax for ax in fig.axes if ax.get_xlabel()]
     assert bottom and all(ax.get_xscale() == "linear" and ax.get_xlabel() == "training step" for ax in bottom)
     assert all(ax.get_xlim() == (0.0, 100.0) for ax in bottom), [ax.get_xlim() for ax in bottom]
+
+
+def test_a_long_title_note_with_mathtext_breaks_between_words_not_inside_the_snippet():
+    # a note longer than the figure is wide was broken between its words only where it held no `$`: one that
+    # held a mathtext snippet ran past both edges; a double space left a line ending in a space
+    import matplotlib.pyplot as plt
+
+    from gradflow.plots.labels import _visible_len, set_title
+
+    fig = plt.figure(figsize=(6, 4))
+    width = int(fig.get_figwidth() * 13)
+    df = pd.DataFrame({"run": ["a"], "status": ["ok"]})
+    note = r"$\chi_1 = 1$ at $\sigma_w^2$ = 2 for the runs " + "that ran far past the edge of the figure " * 4
+    set_title(fig, "What", df, [note])
+    lines = fig.get_suptitle().splitlines()[1:]
+    assert len(lines) > 1 and max(_visible_len(line) for line in lines) <= width, lines
+    assert r"$\chi_1 = 1$" in lines[0] and " ".join(" ".join(lines).split()) == " ".join(note.split())
+    set_title(fig, "What", df, ["words  apart " * 12])
+    assert not [line for line in fig.get_suptitle().splitlines() if line != line.strip()], fig.get_suptitle()
+    plt.close(fig)

@@ -311,13 +311,13 @@ def _partial(df: pd.DataFrame) -> str:
 
 def set_title(fig, what: str, df: pd.DataFrame, extra: Sequence[str] = (), skip: Iterable[str] = ()) -> None:
     """What is drawn; then what was held fixed and anything else worth knowing, wrapped to the
-    figure's width between items (never inside one that holds mathtext; a longer note of plain words
-    between its words: one ran past both edges of the figure)."""
+    figure's width between items (a note longer than that between its words, never inside a mathtext
+    snippet: one ran past both edges of the figure)."""
     width = int(fig.get_figwidth() * 13)
     pieces = [(", ", item) for item in held_fixed(df, skip)]
     for x in [*extra, _partial(df)]:
-        if x and "$" not in x and _visible_len(x) > width:
-            first, *rest = x.split(" ")
+        if x and _visible_len(x) > width:  # (a mathtext snippet is one word, its spaces its own)
+            first, *rest = re.findall(r"(?:\$[^$]*\$|\S)+", x)
             pieces += [("; ", first), *((" ", word) for word in rest)]
         elif x:
             pieces.append(("; ", x))
