@@ -286,6 +286,9 @@ class Recorder:
         self._optimizers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._idle: list[tuple[int, int]] = []  # consecutive blocks with no optimizer step from one's start to the next's
         self._skipped: list[int] = []  # probed steps whose block ran no forward pass with gradients: not recorded
+        self._unpassed: int | None = None  # the last probed block with a forward pass and no backward pass in it
+        self._no_backward: list[int] = []  # such blocks with no backward pass after them either: not recorded
+        self._late: list[int] = []  # such blocks whose backward pass ran after them (said at close, if not raised)
         self._ours = {id(p) for p in model.parameters()}
         saw = weakref.WeakMethod(self._saw_optimizer)  # (torch's registry must not keep the Recorder, and its model)
         self._seeing = register_optimizer_step_post_hook(lambda *args: saw() is not None and saw()(*args))
@@ -312,6 +315,7 @@ class Recorder:
             raise GradflowError(f"rec.step({step}) after rec.step({self._last_step}): step numbers must increase. "
                                 "Count updates across epochs (not enumerate() within one), and wrap all of an "
                                 "update's micro-batches in one rec.step")
+        self._after_unpassed(closing=False)
         self._finish_pending()
         # (a block per micro-batch: _misplaced; not one that raised, a failed step the loop skipped)
         if self._last_step >= 0 and not self._cut_short and self._updates == self._updates_then:
@@ -366,15 +370,18 @@ class Recorder:
             self._abandon_step()
             self._skipped.append(int(step))
             return
+        if not self.probes.pass_seen():
+            # no backward pass in the block (its gradients, if any, an earlier step's): whether one runs after it
+            # (the loop's mistake, at every step) or none at all (a loss the loop skips) is told at the next
+            # rec.step() or close(), _after_unpassed; nothing recorded either way
+            self._abandon_step()
+            self._unpassed = int(step)
+            return
         if not self.probes.backward_seen():  # (its gradients would be read as 0: an `ok` run of zeros)
             self._abandon_step()
             raise GradflowError(f"rec.step({step}) saw no gradients at the end of its block: call loss.backward() "
                                 "inside the `with rec.step(...)` block, and opt.step() and opt.zero_grad() after "
                                 "it (zero_grad inside the block cleared them)")
-        if not self.probes.pass_seen():  # (its gradients are an earlier step's, kept by zero_grad(set_to_none=False))
-            self._abandon_step()
-            raise GradflowError(f"rec.step({step}) saw no backward pass through the model in its block: call "
-                                "loss.backward() inside the `with rec.step(...)` block, and opt.step() after it")
         self.probes.after_backward(keep_grads=True)  # the loop may clip or zero them before the read
         self._pending, self._pending_step = True, step
         self._pending_scale = None
@@ -451,8 +458,24 @@ class Recorder:
                 self.probes.remove()
             _release_study(self._study)
 
+    def _after_unpassed(self, closing: bool) -> None:
+        """The last probed block that ran no backward pass, now that the loop has gone on: a backward pass through
+        its graph since (its hooks saw it) is the loop's mistake, one clear error at the next rec.step() (at
+        close(), said); none is a step the loop skipped (a non-finite loss), left out and said at close()."""
+        step, self._unpassed = self._unpassed, None
+        if step is None:
+            return
+        if not self.probes.passes():
+            self._no_backward.append(step)
+        elif closing:
+            self._late.append(step)
+        else:
+            raise GradflowError(f"rec.step({step}) saw no backward pass in its block, and one ran after it: call "
+                                "loss.backward() inside the `with rec.step(...)` block, and opt.step() after it")
+
     def _write(self, status: str, error: str | None) -> None:
         """The tables, then run.json with `status` (diverged where a loss or weight gradient is not finite)."""
+        self._after_unpassed(closing=True)
         self._finish_pending()
         names = self.probes.names if self.probes else []
         quantities = self.probes.quantities if self.probes else ()
@@ -616,6 +639,13 @@ class Recorder:
                         + " ran no forward pass of the model with gradients enabled in the block (an empty block, or "
                           "one under torch.no_grad()), so nothing was recorded for "
                         + ("them" if n > 1 else "it") + ": a block holds a step's forward and backward pass")
+        for steps, what in ((self._no_backward, "ran no backward pass (a loss the loop skipped, say)"),
+                            (self._late, "ran its backward pass after the block, not inside it")):
+            if steps:
+                n = len(steps)
+                said.append(f"rec.step({steps[0]})" + (f" and {n - 1} other probed step{'s' * (n > 2)}" if n > 1
+                                                        else "") + f" {what}, so nothing was recorded for "
+                            + ("them" if n > 1 else "it"))
         return said
 
     def _metric_rows(self) -> list[tuple[int, str, str, float]]:

@@ -638,15 +638,31 @@ def test_a_step_that_raises_in_its_block_is_not_counted_done(tmp_path):
 
 
 def test_a_backward_pass_outside_the_probed_block_is_one_clear_error(tmp_path):
-    # the gradients were read at the block's end, before the backward pass: zeros, recorded as an `ok` run
+    # the gradients were read at the block's end, before the backward pass: zeros, recorded as an `ok` run. Told
+    # at the next rec.step(), when the pass through the block's graph has run (a loss the loop skips, with no
+    # backward pass at all, is no mistake: see the next test); at close() for the last step
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
-    rec = gradflow.Recorder(model, tmp_path / "study" / "run0")
-    with pytest.raises(GradflowError, match=r"^rec.step\(0\) saw no gradients at the end of its block: call loss.backward\(\) inside"):
-        with rec.step(0):
-            loss = model(torch.randn(5, 3)).sum()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    rec = gradflow.Recorder(model, tmp_path / "study" / "run0", every=2)
+    with rec.step(0):
+        loss = model(torch.randn(5, 3)).sum()
     loss.backward()
+    opt.step()
+    opt.zero_grad()
+    with pytest.raises(GradflowError, match=r"^rec.step\(0\) saw no backward pass in its block, and one ran after "
+                                            r"it: call loss.backward\(\) inside"):
+        with rec.step(1):
+            pass
     rec.close()
     assert store.read_run(tmp_path / "study" / "run0")["steps_done"] == 0  # (that step was not done: it said 1)
+    rec = gradflow.Recorder(model, tmp_path / "study" / "last")
+    with rec.step(0):
+        loss = model(torch.randn(5, 3)).sum()
+    loss.backward()
+    with pytest.warns(UserWarning, match=r"rec.step\(0\) ran its backward pass after the block, not inside it, so "
+                                         r"nothing was recorded for it"):
+        rec.close()
+    assert store.load(tmp_path / "study" / "last").empty
     # a forward pass under no_grad, the gradients left from before it (they read as this step's): not recorded,
     # and said at close
     rec = gradflow.Recorder(model, tmp_path / "study" / "run1")
@@ -847,11 +863,13 @@ def test_a_block_that_saw_no_pass_of_its_own_records_nothing_not_the_last_steps_
             with rec.step(step):
                 continue
         if mistake == "backward after the block" and step == 1:
-            with pytest.raises(GradflowError, match=r"^rec.step\(1\) saw no backward pass through the model in its "
-                                                    r"block: call loss.backward\(\) inside"):
-                with rec.step(1):
-                    loss = model(torch.randn(5, 3)).sum()
+            with rec.step(1):
+                loss = model(torch.randn(5, 3)).sum()
             loss.backward()
+            with pytest.raises(GradflowError, match=r"^rec.step\(1\) saw no backward pass in its block, and one ran "
+                                                    r"after it: call loss.backward\(\) inside"):
+                with rec.step(2):
+                    pass
             rec.close()
             assert store.read_run(tmp_path / "study" / "run0")["steps_done"] == 1  # (step 1 was not done)
             assert sorted(store.load(tmp_path / "study" / "run0").step.unique()) == [0]
@@ -1702,3 +1720,27 @@ def test_an_unhashable_optimizer_steps_beside_a_recorder(tmp_path):
     layers = store.load(tmp_path / "study" / "run0")
     ratios = layers[layers.quantity == "update_ratio"]
     assert sorted(ratios.step.unique()) == [0, 1, 2] and (ratios.value > 0).all(), ratios
+
+
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_a_loss_the_loop_skips_before_its_backward_pass_is_left_out_not_an_error(tmp_path, set_to_none):
+    # `if not torch.isfinite(loss): continue` after the forward pass, before backward(): such a block has no
+    # backward pass, as one whose backward runs after it has; it ended the loop's training with an error
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with gradflow.Recorder(model, tmp_path / "study" / "run0", every=1) as rec:
+        for step in range(4):
+            with rec.step(step):
+                loss = model(torch.randn(5, 3)).square().mean()
+                if step == 2:  # (a non-finite loss, say)
+                    continue
+                loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=set_to_none)
+        with pytest.warns(UserWarning, match=r"rec.step\(2\) ran no backward pass \(a loss the loop skipped, say\), "
+                                             r"so nothing was recorded for it"):
+            rec.close()
+    layers = store.load(tmp_path / "study" / "run0")
+    assert sorted(layers.step.unique()) == [0, 1, 3]
+    assert (layers.loc[layers.quantity == "grad_norm", "value"] > 0).all()

@@ -286,6 +286,11 @@ class Probes:
         (True where no hook is there to see one)."""
         return (self._graded if with_grad else self._ran) or not self._hooks
 
+    def passes(self) -> int:
+        """The backward passes that reached a layer output the hooks took since arm() (after the step's block too,
+        until the next arm(): a pass through its graph after it)."""
+        return len(self._passes)
+
     def pass_seen(self) -> bool:
         """Whether a backward pass since arm() went through a layer output the hooks took since then (True
         where none was taken to tell by: every probed output of the step made under no_grad, or frozen)."""
