@@ -255,3 +255,16 @@ def test_a_weight_resized_between_steps_is_stepped_by_torch_not_the_kernel(kerne
     before = p.detach().clone()
     assert stepper.step() is None and torch.equal(p.detach(), before)
     assert stepper.steps == 1
+
+
+def test_a_stand_in_at_a_freed_ones_address_gets_its_own_answer(kernels):
+    # the check's answers were kept by the kernels' id alone: a stand-in freed, then another made at its address
+    # (CPython reuses it at once), read the first one's answer (test_a_kernel_that_rounds... failed in one CI run)
+    flavour, decays = (0.9, 0.0, False, False), (0.0,)
+    for _ in range(20):
+        bad = SimpleNamespace(sgd_step_at=lambda *args: None)  # (steps nothing: not torch's step)
+        assert not sgdstep._check(bad, torch.float32, flavour, decays)
+        address = id(bad)
+        del bad
+        good = SimpleNamespace(sgd_step_at=kernels.sgd_step_at)
+        assert sgdstep._check(good, torch.float32, flavour, decays), (id(good) == address)
