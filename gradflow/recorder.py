@@ -359,14 +359,11 @@ class Recorder:
         if self.probes is None and self._grad_marks() != marks:  # (its parameters' gradients came from a pass
             self._cut_short = True  # that never called the model: not done, the step's error is the Recorder's own)
             raise GradflowError("rec.step() saw no forward pass of the model it was given")
-        if self.probes is None:  # the first probed block empty (a batch skipped with `continue`): as any other's
-            self._abandon_step()
-            self._skipped.append(int(step))
-            return
-        if not (self.probes.forward_seen(with_grad=True) or self._calls.graded):
-            # an empty block (a batch the loop skips with `continue`, an extra rec.step) or one whose forward pass ran
-            # under no_grad (an evaluation): it read the gradients left from before it, the last step's, as its own.
-            # Nothing recorded, said at close(): the loop's training goes on
+        if self.probes is None or not (self.probes.forward_seen() or self._calls.graded):
+            # an empty block (a batch the loop skips with `continue`, an extra rec.step; the first probed one too,
+            # whose points are still to find) or one whose forward pass ran under no_grad (an evaluation): it read
+            # the gradients left from before it, the last step's, as its own. Nothing recorded, said at close():
+            # the loop's training goes on
             self._abandon_step()
             self._skipped.append(int(step))
             return
@@ -632,20 +629,17 @@ class Recorder:
                         + ": each block is read as one update (its gradients, its update ratio); wrap all of an "
                           "update's micro-batches in one `with rec.step(...)` block (a loop that skipped those "
                           "updates on purpose can ignore this)")
-        if self._skipped:
-            n = len(self._skipped)
-            said.append(f"rec.step({self._skipped[0]})" + (f" and {n - 1} other probed step{'s' * (n > 2)}" if n > 1
-                                                            else "")
-                        + " ran no forward pass of the model with gradients enabled in the block (an empty block, or "
-                          "one under torch.no_grad()), so nothing was recorded for "
-                        + ("them" if n > 1 else "it") + ": a block holds a step's forward and backward pass")
-        for steps, what in ((self._no_backward, "ran no backward pass (a loss the loop skipped, say)"),
-                            (self._late, "ran its backward pass after the block, not inside it")):
+        left_out = ((self._skipped, "ran no forward pass of the model with gradients enabled in the block (an empty "
+                                    "block, or one under torch.no_grad())", ": a block holds a step's forward and "
+                                    "backward pass"),
+                    (self._no_backward, "ran no backward pass (a loss the loop skipped, say)", ""),
+                    (self._late, "ran its backward pass after the block, not inside it", ""))
+        for steps, what, hint in left_out:
             if steps:
                 n = len(steps)
                 said.append(f"rec.step({steps[0]})" + (f" and {n - 1} other probed step{'s' * (n > 2)}" if n > 1
                                                         else "") + f" {what}, so nothing was recorded for "
-                            + ("them" if n > 1 else "it"))
+                            + ("them" if n > 1 else "it") + hint)
         return said
 
     def _metric_rows(self) -> list[tuple[int, str, str, float]]:

@@ -637,6 +637,30 @@ def test_a_step_that_raises_in_its_block_is_not_counted_done(tmp_path):
     assert sorted(store.load(tmp_path / "study" / "run0").step.unique()) == [0, 5, 10]
 
 
+def _train(rec, model, opt, steps, batch: tuple) -> None:
+    """The README's loop: each step's forward and backward pass in its block, then the optimizer's step."""
+    for step in steps:
+        with rec.step(step):
+            model(torch.randn(*batch)).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+
+
+def _backward_after_its_block(rec, model, step: int, opt=None) -> None:
+    """rec.step(step) with the forward pass in its block and the backward pass after it (then the optimizer's
+    step, if given), and the one clear error the next rec.step() gives."""
+    with rec.step(step):
+        loss = model(torch.randn(5, 3)).sum()
+    loss.backward()
+    if opt is not None:
+        opt.step()
+        opt.zero_grad()
+    with pytest.raises(GradflowError, match=rf"^rec.step\({step}\) saw no backward pass in its block, and one ran "
+                                            r"after it: call loss.backward\(\) inside"):
+        with rec.step(step + 1):
+            pass
+
+
 def test_a_backward_pass_outside_the_probed_block_is_one_clear_error(tmp_path):
     # the gradients were read at the block's end, before the backward pass: zeros, recorded as an `ok` run. Told
     # at the next rec.step(), when the pass through the block's graph has run (a loss the loop skips, with no
@@ -644,15 +668,7 @@ def test_a_backward_pass_outside_the_probed_block_is_one_clear_error(tmp_path):
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     rec = gradflow.Recorder(model, tmp_path / "study" / "run0", every=2)
-    with rec.step(0):
-        loss = model(torch.randn(5, 3)).sum()
-    loss.backward()
-    opt.step()
-    opt.zero_grad()
-    with pytest.raises(GradflowError, match=r"^rec.step\(0\) saw no backward pass in its block, and one ran after "
-                                            r"it: call loss.backward\(\) inside"):
-        with rec.step(1):
-            pass
+    _backward_after_its_block(rec, model, 0, opt)
     rec.close()
     assert store.read_run(tmp_path / "study" / "run0")["steps_done"] == 0  # (that step was not done: it said 1)
     rec = gradflow.Recorder(model, tmp_path / "study" / "last")
@@ -863,13 +879,7 @@ def test_a_block_that_saw_no_pass_of_its_own_records_nothing_not_the_last_steps_
             with rec.step(step):
                 continue
         if mistake == "backward after the block" and step == 1:
-            with rec.step(1):
-                loss = model(torch.randn(5, 3)).sum()
-            loss.backward()
-            with pytest.raises(GradflowError, match=r"^rec.step\(1\) saw no backward pass in its block, and one ran "
-                                                    r"after it: call loss.backward\(\) inside"):
-                with rec.step(2):
-                    pass
+            _backward_after_its_block(rec, model, 1)
             rec.close()
             assert store.read_run(tmp_path / "study" / "run0")["steps_done"] == 1  # (step 1 was not done)
             assert sorted(store.load(tmp_path / "study" / "run0").step.unique()) == [0]
@@ -1655,11 +1665,7 @@ def test_a_model_whose_probed_layers_run_under_no_grad_inside_it_is_no_no_grad_e
     model = _FrozenFeaturesBareReadout()
     opt = torch.optim.SGD([model.readout], lr=0.1)
     with gradflow.Recorder(model, tmp_path / "study" / "run0", every=1) as rec:
-        for step in range(2):
-            with rec.step(step):
-                model(torch.randn(8, 4)).square().mean().backward()
-            opt.step()
-            opt.zero_grad()
+        _train(rec, model, opt, range(2), (8, 4))
         with rec.step(2), torch.no_grad():
             model(torch.randn(8, 4))
         with pytest.warns(UserWarning, match=r"rec.step\(2\) ran no forward pass of the model with gradients"):
@@ -1711,11 +1717,7 @@ def test_an_unhashable_optimizer_steps_beside_a_recorder(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with gradflow.Recorder(model, tmp_path / "study" / "run0", every=1) as rec:
-            for step in range(3):
-                with rec.step(step):
-                    model(torch.randn(5, 4)).square().mean().backward()
-                opt.step()
-                opt.zero_grad()
+            _train(rec, model, opt, range(3), (5, 4))
     assert not [w for w in caught if "did not step" in str(w.message)], [str(w.message) for w in caught]
     layers = store.load(tmp_path / "study" / "run0")
     ratios = layers[layers.quantity == "update_ratio"]

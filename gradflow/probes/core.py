@@ -281,10 +281,10 @@ class Probes:
         return any(p.grad is not None for p in self.params if p.requires_grad) or \
             not any(p.requires_grad for p in self.params)
 
-    def forward_seen(self, with_grad: bool = False) -> bool:
-        """Whether a probed layer ran since arm(), `with_grad`: with gradients enabled, not under torch.no_grad()
-        (True where no hook is there to see one)."""
-        return (self._graded if with_grad else self._ran) or not self._hooks
+    def forward_seen(self) -> bool:
+        """Whether a probed layer ran since arm() with gradients enabled, not under torch.no_grad() (True where no
+        hook is there to see one)."""
+        return self._graded or not self._hooks
 
     def passes(self) -> int:
         """The backward passes that reached a layer output the hooks took since arm() (after the step's block too,
@@ -341,9 +341,9 @@ class Probes:
         self._passes: dict[int, bool | None] = {}  # the same of each pass of the step
         self._pass_grads: list[torch.Tensor] | None = None  # the gradients copied at a backward pass's end
         self._generation += 1
-        # a probed layer ran, one ran with gradients enabled, and one's output awaits its dL/dz (forward_seen,
-        # pass_seen: a loop's mistakes)
-        self._ran = self._graded = self._awaiting = False
+        # a probed layer ran with gradients enabled, and one's output awaits its dL/dz (forward_seen, pass_seen:
+        # a loop's mistakes)
+        self._graded = self._awaiting = False
         self._sgd: SGDUpdate | None = None  # where the step's update is read, if not from a copy
         self._lr: np.ndarray | float | None = None  # Reading.lr
         self._fused_values = None  # the step's fused values as Reading.fused holds them (not self.fused: see __init__)
@@ -375,7 +375,6 @@ class Probes:
         def hook(module, inputs, z):
             if not self.armed:
                 return
-            self._ran = True
             self._graded = self._graded or torch.is_grad_enabled()
             if isinstance(z, tuple):  # e.g. a cell returning (h, c): the first is the state
                 z = z[0]
@@ -423,7 +422,6 @@ class Probes:
         out = self._fused_acts[i]  # (a view of its row, made once)
 
         def hook(module, inputs, y):
-            self._ran = self._ran or self.armed
             if self.armed and torch.is_grad_enabled():  # (a forward pass under no_grad is not the one trained)
                 self._graded = True
                 if self._fused_units[i] or self._acts[i] is not None:
