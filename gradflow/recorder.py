@@ -628,7 +628,8 @@ class Recorder:
                         + (f", nor between {n - 1} other pair{'s' * (n > 2)} of consecutive steps" if n > 1 else "")
                         + ": each block is read as one update (its gradients, its update ratio); wrap all of an "
                           "update's micro-batches in one `with rec.step(...)` block (a loop that skipped those "
-                          "updates on purpose can ignore this)")
+                          "updates on purpose can ignore this; so does a torch.amp.GradScaler where the gradients are "
+                          "not finite: pass it as Recorder(..., scaler=scaler))")
         left_out = ((self._skipped, "ran no forward pass of the model with gradients enabled in the block (an empty "
                                     "block, or one under torch.no_grad())", ": a block holds a step's forward and "
                                     "backward pass"),

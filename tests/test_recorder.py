@@ -860,7 +860,9 @@ def test_a_block_per_micro_batch_is_told_to_wrap_the_updates_micro_batches_in_on
     assert said == (f"{tmp_path / 'micro-batches' / 'run0'}: the optimizer did not step between rec.step(0) and "
                     "rec.step(1), nor between 5 other pairs of consecutive steps: each block is read as one update "
                     "(its gradients, its update ratio); wrap all of an update's micro-batches in one "
-                    "`with rec.step(...)` block (a loop that skipped those updates on purpose can ignore this)"), said
+                    "`with rec.step(...)` block (a loop that skipped those updates on purpose can ignore this; so "
+                    "does a torch.amp.GradScaler where the gradients are not finite: pass it as "
+                    "Recorder(..., scaler=scaler))"), said
     (said,) = _micro_batches(tmp_path, "halves", per_block=2, blocks=4)  # (steps 0-1, 2-3: two pairs idle)
     assert "did not step between rec.step(0) and rec.step(1), nor between 1 other pair of consecutive steps" in said, said
 
