@@ -113,8 +113,8 @@ def test_a_sweep_over_inits_with_different_keys_is_still_a_depth_sweep(results):
     def legend(fig):
         return [t.get_text() for lg in fig.legends for t in lg.get_texts()]
 
-    texts = legend(figures.profile(layers, "signal_norm", step=0))
-    assert "init=standard" in texts and "init=xavier_normal" in texts and not any("gain" in t for t in texts)
+    texts = legend(figures.profile(layers, "signal_norm", step=0))  # init, what the study varies, is the colour
+    assert "standard" in texts and "xavier_normal" in texts and not any("gain" in t for t in texts)
     texts = legend(figures.ratio(layers, "init", quantity="signal_norm"))
     assert texts[:2] == ["standard", "xavier_normal"], texts  # one entry per line drawn, then the theory's
     # compared with a sweep of init=meanfield's sigma_w^2, runs without that key (standard, xavier) are

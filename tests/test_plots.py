@@ -156,12 +156,11 @@ def test_profile_draws_one_median_line_per_seed_group(sweep):
     lo, hi = g.groupby("layer").value.min().to_numpy(), g.groupby("layer").value.max().to_numpy()
     edges = np.r_[np.c_[np.arange(6), lo], np.c_[np.arange(6), hi][::-1]]
     assert any(len(v) >= 12 and np.allclose(v[:12], edges) for v in polygons)
-    # depth is numeric and first: a colorbar names it; activation (2 values) is the line style
-    (cbar,) = colorbar_axes(fig)
-    assert "model.depth" in cbar.get_ylabel()
-    assert {t.get_text() for t in cbar.get_yticklabels()} == {"5", "10", "20"}
+    # the activation, the key the study varies beside depth, is the colour (each line's end says its depth);
+    # depth is a marker on each solid line
+    assert not colorbar_axes(fig)
     texts = legend_texts(fig)
-    assert "activation=tanh" in texts and "activation=relu" in texts
+    assert {"relu", "tanh", "depth=5", "depth=10", "depth=20"} <= set(texts), texts
     assert any("min-max over seeds" in t for t in texts)
     title = fig.get_suptitle()
     assert "step 0" in title and "width 64" in title and "kaiming_normal" in title
@@ -249,9 +248,10 @@ def test_long_panel_titles_and_axis_labels_stay_within_their_panel():
 
 
 def test_profile_gives_the_keys_colour_and_style_leave_out_a_panel_per_combination():
-    """Four swept keys: depth colours the lines, width styles them, and each activation x init pair gets
-    a panel of its own, titled by both, so that no two lines in a panel look alike; where those pairs
-    would be more than 9 panels, the title names the keys instead."""
+    """Four swept keys: the activation (the first of the keys with fewest values but depth) colours the lines,
+    depth marks them, and each width x init pair gets a panel of its own, titled by both, so that no two
+    lines in a panel look alike; where those pairs would be more than 9 panels, the title names the keys
+    instead."""
     keys = ("model.depth", "model.activation", "init.name", "model.width", "seed")
     configs = [config(d, a, 1, **{"init.name": i, "model.width": w}) for d in (5, 10, 20) for a in ("tanh", "relu")
                for i in ("xavier_normal", "kaiming_normal") for w in (16, 32)]
@@ -259,11 +259,12 @@ def test_profile_gives_the_keys_colour_and_style_leave_out_a_panel_per_combinati
     fig = figures.profile(layers, step=0)
     panels = [ax for ax in fig.axes if ax.get_gid() != "colorbar"]
     assert [ax.get_title() for ax in panels] == [
-        "activation=relu, init=kaiming_normal", "activation=relu, init=xavier_normal",
-        "activation=tanh, init=kaiming_normal", "activation=tanh, init=xavier_normal"]
-    for ax in panels:  # 3 depths x 2 widths, each a colour and line style of its own
+        "width=16, init=kaiming_normal", "width=16, init=xavier_normal",
+        "width=32, init=kaiming_normal", "width=32, init=xavier_normal"]
+    for ax in panels:  # 2 activations x 3 depths, each a colour and marker of its own, every line solid
         lines = series_lines(ax)
-        assert len(lines) == 6 and len({(str(ln.get_color()), str(ln.get_linestyle())) for ln in lines}) == 6
+        assert len(lines) == 6 and len({(str(ln.get_color()), ln.get_marker()) for ln in lines}) == 6
+        assert {ln.get_linestyle() for ln in lines} == {"-"}
     assert "also differ" not in fig.get_suptitle()
     assert panels[0].get_ylim() == panels[3].get_ylim()  # one y axis for all, as facets share it
     # four panels in two rows of two (not 3 + 1), the axes labelled on the bottom row and left column
@@ -341,6 +342,41 @@ def test_profile_theory_line_has_slope_sqrt_chi1_per_layer():
     last = layers[(layers.quantity == "signal_norm") & (layers.step == 0) & (layers.layer == 12)].value.iloc[0]
     assert x[-1] == 12 and y[-1] == pytest.approx(last)
     assert any("chi_1" in t for t in legend_texts(fig))
+
+
+def test_a_profile_colours_what_the_study_varies_and_only_its_theory_lines_are_dashed():
+    """A depth x init study: init, what it is about (each line's end already says its depth), takes the colour,
+    depth a marker on solid lines, and the dashed mean-field lines are the only dashed ones. Depth, the first
+    column, took the colour, and init was told only by dash patterns beside the theory's dashes."""
+    pytest.importorskip("gradflow.theory")
+    keys = ("model.depth", "init.name", "seed")
+    configs = [config(d, "relu", 1, **{"init.name": i, "init.sw2": sw2}) for d in (4, 8, 12)
+               for i, sw2 in (("kaiming_normal", 2.0), ("meanfield", 1.5))]
+    layers, _, _ = fabricate([c | {"run": run_id(c, keys)} for c in configs])
+    fig = figures.profile(layers, "signal_norm", step=0)
+    assert not colorbar_axes(fig)
+    leg = fig.legends[0]
+    assert "init.name" in leg.get_title().get_text()
+    entries = {t.get_text(): h for t, h in zip(leg.get_texts(), leg.legend_handles)}
+    assert {"kaiming_normal", "meanfield", "depth=4", "depth=8", "depth=12"} <= set(entries), list(entries)
+    runs, theory = lines_with(fig, "series:"), lines_with(fig, "theory")
+    assert len(runs) == 6 and len(theory) == 6
+    # each run's colour is its init's, its marker its depth's, its line solid; the theory's dashed
+    colour = {i: entries[i].get_color() for i in ("kaiming_normal", "meanfield")}
+    marker = {d: entries[f"depth={d}"].get_marker() for d in (4, 8, 12)}
+    assert len(set(map(str, colour.values()))) == 2 and len(set(marker.values())) == 3
+    for ln in runs:
+        label = ln.get_gid().removeprefix("series:")
+        init = "meanfield" if "meanfield" in label else "kaiming_normal"
+        depth = int(max(ln.get_xdata()))
+        assert (ln.get_color(), ln.get_marker(), ln.get_linestyle()) == (colour[init], marker[depth], "-"), label
+    assert all(entries[f"depth={d}"].get_linestyle() == "-" for d in (4, 8, 12))
+    assert {ln.get_linestyle() for ln in theory} == {"--"}
+    # a length of more values than markers: it keeps the colour (a panel each would split the study)
+    many = [config(d, "relu", 1, **{"init.name": i}) for d in (2, 4, 6, 8, 10) for i in ("xavier_normal", "orthogonal")]
+    fig = figures.profile(fabricate([c | {"run": run_id(c, keys)} for c in many])[0], "signal_norm", step=0)
+    (cbar,) = colorbar_axes(fig)
+    assert "model.depth" in cbar.get_ylabel()
 
 
 def test_profile_overlays_or_splits_sources(sweep):

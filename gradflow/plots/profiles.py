@@ -17,7 +17,7 @@ from matplotlib.ticker import MaxNLocator, NullLocator
 
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
-from gradflow.keys import is_grid, n_distinct, ordered_values, swept_keys, vkey
+from gradflow.keys import is_grid, is_numeric_key, n_distinct, ordered_values, swept_keys, vkey
 from gradflow.plots.labels import (
     QUANTITIES, THEORY_QUANTITIES, Label, blocks, layer_axis, point_word, set_title, value_label,
 )
@@ -28,8 +28,8 @@ from gradflow.plots.series import (
 from gradflow.probes.quantities import BIAS, OUTPUT, WEIGHT
 from gradflow.probes.quantities import QUANTITIES as REGISTRY
 from gradflow.plots.style import (
-    THEORY_STYLE, Palette, bottom_and_left, draw_series, extra_handles, facet_grid, has_marks, is_log_spaced,
-    label_short_log_axis, legend, line_weight, new_figure, note_if_empty, record, step_axis, style_key,
+    MAX_STYLES, THEORY_STYLE, Palette, bottom_and_left, draw_series, extra_handles, facet_grid, has_marks,
+    is_log_spaced, label_short_log_axis, legend, line_weight, new_figure, note_if_empty, record, step_axis, style_key,
     tick_blocks, unshown, unshown_panels, XLABEL_WIDTH, wrap_words,
 )
 
@@ -53,11 +53,12 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     """`quantity` against layer index (0 = input) at one step: one line per run or seed group.
 
     step: a probed step, or "last" (each run's last probed step). color: the swept key that colours
-    the lines (default: the first swept key); facet: a swept key with one panel per value (shared y).
-    A second swept key with few values becomes the line style. Where the mean-field theory has a
-    prediction (grad_norm, signal_norm), a dashed line of slope sqrt(chi1) per layer is drawn through
-    the last layer's value at step 0 (theory=False leaves it out; for grad_norm only where q* is finite and
-    nonzero, see `_chi1`). by_source: one panel per results folder instead of one line style each.
+    the lines (default: `profile_colour`'s, the key the study varies beside depth); facet: a swept key with
+    one panel per value (shared y). A second swept key with few values is shown by a marker at each point on
+    solid lines (dashes are the theory's). Where the mean-field theory has a prediction (grad_norm,
+    signal_norm), a dashed line of slope sqrt(chi1) per layer is drawn through the last layer's value at
+    step 0 (theory=False leaves it out; for grad_norm only where q* is finite and nonzero, see `_chi1`).
+    by_source: one panel per results folder instead of one marker each.
     """
     df = _quantity(require(layers, "layers", LAYERS_REQUIRED), quantity)
     marked = blocks(_of_runs(layers, df))  # ticked at the blocks: every quantity's points
@@ -79,10 +80,11 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
         color, style, also, between = "run", None, [], []  # runs not swept together: one legended line each
         group_keys = ["run"]  # (each seed its own line too: the legend names every run)
     else:
-        color = color or next((k for k in swept if k != facet_key), None)
-        style = style_key(df, swept, (color, facet_key), multi_source and not by_source and facet_key != "source")
+        by_style = multi_source and not by_source and facet_key != "source"  # the sources take the markers
+        color = color or profile_colour(df, swept, facet_key, markers_free=not by_style)
+        style = style_key(df, swept, (color, facet_key), by_style)
         also, between = unshown(df, swept, (color, style, facet_key))
-    palette = Palette(df, color, style)
+    palette = Palette(df, color, style, marks=True)  # runs solid, told apart by marker: dashes are theory
 
     facet_values = ordered_values(df[facet_key]) if facet_key else [None]
     panels = [df if facet_key is None else df[df[facet_key].map(vkey) == vkey(fv)] for fv in facet_values]
@@ -115,13 +117,14 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
             skips = len(s.x) > 1 and bool((np.diff(s.x) > 1).any())
             skipping |= skips
             own = [stream[r] for r in s.runs if r in stream]  # (a transformer's, beside an MLP's plain line)
+            mark = palette.marker_for(s.config)
             if not own:
-                draw_series(ax, s, c, palette.style_of(s.config), lw, alpha, marked=skips)
+                draw_series(ax, s, c, "-", lw, alpha, marked=skips, marker=mark)
             else:  # the points inside the blocks faint, the residual stream through them bold
-                draw_series(ax, s, c, palette.style_of(s.config), lw * 0.6, alpha * STREAM_FAINT, marked=skips)
+                draw_series(ax, s, c, "-", lw * 0.6, alpha * STREAM_FAINT, marked=skips, marker=mark)
                 on = np.isin(s.x, np.concatenate(own))
-                ax.plot(s.x[on], s.med[on], color=c, ls=palette.style_of(s.config), lw=lw * 1.4, alpha=alpha,
-                        marker="o", ms=3, gid=f"stream:{s.label}")
+                ax.plot(s.x[on], s.med[on], color=c, ls="-", lw=lw * 1.4, alpha=alpha,
+                        marker=mark or "o", ms=3, gid=f"stream:{s.label}")
             if theory and quantity in THEORY_QUANTITIES:
                 theory_drawn |= _theory_profile(ax, s, quantity, c, lw, cache)
         note_if_empty(ax, series)
@@ -159,6 +162,25 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     extra += [f"the sources also differ in {', '.join(between)}"] if between else []
     set_title(fig, f"{label.title} per {point_word(df)}", df, extra, skip=swept)
     return fig
+
+
+LENGTH_KEYS = ("model.depth", "data.T")  # a profile's x extent: each line ends at its net's length
+
+
+def profile_colour(df: pd.DataFrame, swept: list[str], facet: str | None, markers_free: bool = True) -> str | None:
+    """The key a profile colours by, where none is given: the swept key with the fewest values that is not
+    the net's length (a depth x init study's init: its lines' ends already say their depth) nor the facet,
+    of equals a name rather than a number, where the length can take the markers (`markers_free`: no compared
+    sources take them, and it has at most MAX_STYLES values) or is not swept; else the first swept key but
+    the facet. (Depth, the first column,
+    took the colour, and init only dashes beside the dashed theory lines.)"""
+    rest = [k for k in swept if k != facet]
+    lengths = [k for k in rest if k in LENGTH_KEYS]
+    others = [k for k in rest if k not in LENGTH_KEYS]
+    if others and (not lengths or markers_free and all(n_distinct(df[k]) <= MAX_STYLES for k in lengths)):
+        # (of equals a named choice, its colours fixed in every figure, then the first)
+        return min(others, key=lambda k: (n_distinct(df[k]), is_numeric_key(df, k)))
+    return rest[0] if rest else None
 
 
 def _of_runs(layers: pd.DataFrame, sub: pd.DataFrame) -> pd.DataFrame:

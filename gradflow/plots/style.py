@@ -181,10 +181,11 @@ def _source_keys(df: pd.DataFrame, fixed: dict) -> dict:
 
 class Palette:
     """Colour by one swept key (ordered numbers: viridis + colorbar; anything else: tab10 + legend),
-    line style by an optional second key with few values."""
+    line style by an optional second key with few values; with `marks`, that key is a marker on solid
+    lines instead (a profile's: its dashed theory lines read as runs of a dashed style)."""
 
-    def __init__(self, df: pd.DataFrame, color: str | None, style: str | None = None):
-        self.color, self.style = color, style
+    def __init__(self, df: pd.DataFrame, color: str | None, style: str | None = None, marks: bool = False):
+        self.color, self.style, self.marks = color, style, marks
         # a comparison's sources are named with what sets them apart (the keys its table leaves out)
         self._source_keys: dict = df.attrs.get("source_keys", {})  # (store.SOURCE_KEYS)
         if "source" in (color, style):
@@ -231,7 +232,15 @@ class Palette:
         return self._colors.get(vkey(config.get(self.color)), NAN_COLOR) if self.color else default
 
     def style_of(self, config: dict) -> Any:
+        if self.marks:
+            return "-"
         return self._styles.get(vkey(config.get(self.style)), "-") if self.style else "-"
+
+    def marker_for(self, config: dict) -> str | None:
+        """The marker of `config`'s value of the style key where it is shown by markers (`marks`), else None."""
+        if not (self.marks and self.style):
+            return None
+        return marker_of(self._styles.get(vkey(config.get(self.style)), "-"))
 
     def handles(self, markers: bool = False) -> tuple[list, str | None]:
         """Legend entries for categorical colours and for line styles (each with its marker where `markers`:
@@ -247,8 +256,8 @@ class Palette:
                 out.append(Line2D([], [], color="none",
                                   label=f"and {len(self.values) - len(named)} more {what}\n(not named here)"))
         if self.style is not None:
-            out += [Line2D([], [], color="0.2", lw=1.3, ls=self._styles[vkey(v)],
-                           **({"marker": marker_of(self._styles[vkey(v)]), "ms": 4} if markers else {}),
+            out += [Line2D([], [], color="0.2", lw=1.3, ls="-" if self.marks else self._styles[vkey(v)],
+                           **({"marker": marker_of(self._styles[vkey(v)]), "ms": 4} if markers or self.marks else {}),
                            label=wrap_label(self._label(self.style, v, value_label(self.style, v))))
                     for v in self.style_values]
         return out, title
@@ -362,14 +371,22 @@ def bottom_and_left(axes: list) -> tuple[list, list]:
 FEW_POINTS = 6  # a series of this many points or fewer is drawn with a marker at each
 
 
-def draw_series(ax, s: Series, color: Any, ls: Any, lw: float, alpha: float, marked: bool = False) -> None:
+MOST_MARKERS = 20  # markers along a line drawn with its style's marker (`draw_series`'s marker) at most
+
+
+def draw_series(ax, s: Series, color: Any, ls: Any, lw: float, alpha: float, marked: bool = False,
+                marker: str | None = None) -> None:
     """The median line, the min-max band (several seeds), and marks for what the axis cannot show.
-    `marked`: a marker at every point (the caller's reason: a profile that skips probe points)."""
+    `marked`: a marker at every point (the caller's reason: a profile that skips probe points).
+    `marker`: the line's own marker (a key shown by markers, Palette's `marks`), along it every k-th point
+    (up to MOST_MARKERS of them), at every point where few or `marked`."""
     # a line through a few points (a short run evaluated at its first and last step) reads as a trend
     # between them: the points are marked
     few = len(s.x) <= FEW_POINTS
     # (unclipped: whole at the axes' ends)
-    marks = {"marker": marker_of(ls), "ms": 4 if few else 2.5, "clip_on": False} if few or marked else {}
+    marks = {"marker": marker or marker_of(ls), "ms": 4 if few else 2.5, "clip_on": False} if few or marked else {}
+    if marker is not None and not marks:
+        marks = {"marker": marker, "ms": 3.5, "markevery": max(1, math.ceil(len(s.x) / MOST_MARKERS))}
     ax.plot(s.x, s.med, color=color, ls=ls, lw=lw, alpha=alpha, gid=f"series:{s.label}", **marks)
     record(ax, "lines", ({"line": s.label, "x": x, "y": y, "lo": lo, "hi": hi, "n": int(n)}
                          for x, y, lo, hi, n in zip(s.x, s.med, s.lo, s.hi, s.count)))
@@ -378,7 +395,7 @@ def draw_series(ax, s: Series, color: Any, ls: Any, lw: float, alpha: float, mar
     # a finite value between non-finite neighbours draws no line segment: show it as a dot
     lone = _lone(s)
     if lone.any():
-        ax.plot(s.x[lone], s.med[lone], ls="none", marker=marker_of(ls), ms=3, color=color, alpha=alpha,
+        ax.plot(s.x[lone], s.med[lone], ls="none", marker=marker or marker_of(ls), ms=3, color=color, alpha=alpha,
                 gid="lone", clip_on=False)
     mark_edge(ax, s.x[s.nonfinite], "top", color)
     mark_edge(ax, s.x[s.offscale], "bottom", color)
