@@ -511,6 +511,35 @@ def test_a_diverging_runs_loss_does_not_squash_the_others(sweep):
     assert all(line.get_clip_on() for line in loss.get_lines())  # the exploding line leaves at the top
 
 
+def test_a_cut_loss_axis_labels_values_between_its_powers_of_ten_where_the_finite_runs_lie():
+    """The finite runs' loss from 0.3 to 2.3 under an axis cut at 2300 (a run exploding beside them) was
+    labelled at 10^0 alone there: round values on and next to them are labelled, and where the finite runs
+    span two decades or more, the powers of ten alone, as before."""
+    configs = [config(d, a, s) for d in (5, 10, 20) for a in ("tanh", "relu") for s in (1, 2)]
+    _, metrics, _ = fabricate(configs, diverged=(DIVERGED,))
+    loss = metrics.metric == "loss"
+    mine, rest = loss & (metrics.run == DIVERGED), loss & (metrics.run != DIVERGED)
+    boom = metrics.copy()
+    v = boom.loc[rest, "value"]
+    boom.loc[rest, "value"] = 0.3 + (v - v.min()) * 2.0 / (v.max() - v.min())  # 0.3 to 2.3
+    boom.loc[mine, "value"] *= 10.0 ** (boom.loc[mine, "step"] + 1.0)
+
+    def labelled(m):
+        fig = figures.curves(m)
+        ax = [a for a in fig.axes if a.get_gid() != "colorbar"][0]
+        fig.canvas.draw()
+        lo, hi = ax.get_ylim()
+        assert ax.get_yscale() == "log" and hi / lo > 1e3  # (cut 3 decades above the finite runs)
+        return sorted(t.get_position()[1] for t in ax.get_yticklabels() + ax.get_yticklabels(minor=True)
+                      if t.get_text() and lo <= t.get_position()[1] <= hi)
+
+    near = [y for y in labelled(boom) if 0.3 / 1.5 <= y <= 2.3 * 1.5]
+    assert len(near) >= 3, near  # e.g. 0.3, 1, 3
+    wide = metrics.copy()  # the finite runs over 0.016 to 2.6: more than two decades, labelled at 0.1, 1 alone
+    wide.loc[mine, "value"] *= 10.0 ** (wide.loc[mine, "step"] + 1.0)
+    assert all(math.log10(y) == round(math.log10(y)) for y in labelled(wide))
+
+
 def test_curves_by_source(sweep):
     _, metrics, _ = sweep
     both = pd.concat([metrics, metrics.assign(source="other")], ignore_index=True)

@@ -30,8 +30,8 @@ from gradflow.plots.series import (
 )
 from gradflow.plots.style import (
     PANEL_TITLE_WIDTH, THEORY_STYLE, Palette, bottom_and_left, draw_series, extra_handles, facet_grid, has_marks,
-    label_short_log_axis, legend, line_weight, new_figure, note_if_empty, panels_by, record, spans_decades, step_axis,
-    style_key, unshown, unshown_panels, wrap_words,
+    label_minor_within, label_short_log_axis, legend, line_weight, new_figure, note_if_empty, panels_by, record,
+    spans_decades, step_axis, style_key, unshown, unshown_panels, wrap_words,
 )
 
 # the ratio = 1 line: a faint grey band, not a line style a series may have (dotted, a norm=none series's, read
@@ -206,7 +206,9 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
                 step_axis(ax, evaluated if len(evaluated) > 1 else steps)
                 if len(evaluated) > 1:  # (on to the last step that diverged)
                     ax.set_xlim(float(steps.min()), float(steps.max()))
-        if log:
+        if log:  # (the row shares its y axis and its tickers)
+            label_minor_within(axes[i, 0], np.concatenate(
+                [[np.nan], *(np.r_[s.lo, s.hi] for s in everything[in_row:] if not s.nonfinite.any())]))
             cut_at = _diverging_cut(everything[in_row:])
             if cut_at is not None:
                 axes[i, 0].set_ylim(top=cut_at)  # (the row shares its y axis)

@@ -18,8 +18,8 @@ from gradflow.keys import ordered_values, vkey
 from gradflow.plots.labels import set_title, value_label
 from gradflow.plots.series import Series, collect_series, require, sort_series
 from gradflow.plots.style import (
-    Palette, bottom_and_left, draw_series, extra_handles, facet_grid, has_marks, label_short_log_axis, legend,
-    line_weight, note_if_empty, record, step_axis, unshown_panels,
+    Palette, bottom_and_left, draw_series, extra_handles, facet_grid, has_marks, label_minor_within,
+    label_short_log_axis, legend, line_weight, note_if_empty, record, step_axis, unshown_panels,
 )
 
 GRAD_CLIP, CLIP_VALUE = "train.grad_clip", "train.clip_value"
@@ -107,6 +107,9 @@ def gradnorm(metrics: pd.DataFrame, color: str | None = None, by_source: bool = 
     # (judged on every panel's values: the panels share the y axis and its ticker)
     label_short_log_axis(axes[0], np.concatenate([[np.nan], *(np.r_[s.lo, s.hi] for s in everything),
                                                   list(_thresholds(drawn))]))
+    # the clipped lines beside one that explodes: labels between the powers of ten where they lie
+    label_minor_within(axes[0], np.concatenate([[np.nan], *(np.r_[s.lo, s.hi] for s in everything
+                                                            if not s.nonfinite.any())]))
     bottom, left = bottom_and_left(axes)  # (the axes are shared: a label on the outer panels only)
     # gradflow's loop logs the mean over each evaluation window; a Recorder's loop, what it logged as opt_grad_norm
     windows = "train.eval_every" in drawn and drawn["train.eval_every"].notna().all()

@@ -585,6 +585,84 @@ class _ShortLogLabels(Formatter):
         return fmt(x, 4)  # (1.005 whole)
 
 
+MINOR_LABEL_DECADES = 2  # lines within fewer decades than this on a log axis of more get labels between its powers
+WITHIN_MARGIN = 1.5  # how far beyond the lines' values `label_minor_within` labels (3 above lines up to 2.3)
+
+
+def label_minor_within(ax, values) -> None:
+    """Where the lines a figure is about (`values`: the runs that stay finite, beside one that explodes) lie
+    within fewer than MINOR_LABEL_DECADES decades of a log y axis that spans more (SHORT_LOG_DECADES or
+    over: labelled at its powers of ten alone), label its ticks at 2 and 5 times a power of ten on and next
+    to them (up to WITHIN_MARGIN beyond), or at 3 times one where the panel's height, when drawn, leaves 2
+    and 5 no room: a loss from 0.3 to 2.3 under an axis cut at 2300 read "10^0" alone. An axis that
+    `label_short_log_axis` labels at round values already is left as it is."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    if not len(v) or v.max() >= 10 ** MINOR_LABEL_DECADES * v.min() or \
+            isinstance(ax.yaxis.get_major_locator(), _ShortLogTicks):
+        return
+    lo, hi = float(v.min()) / WITHIN_MARGIN, float(v.max()) * WITHIN_MARGIN
+    ticks = _WithinTicks(ax.yaxis.get_minor_locator(), lo, hi)
+    ax.yaxis.set_minor_locator(ticks)
+    ax.yaxis.set_minor_formatter(_WithinLabels(ticks))
+
+
+def _within(lo: float, hi: float, subs: tuple) -> np.ndarray:
+    """The values m * 10^k (m in `subs`) from lo to hi."""
+    k = np.arange(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    out = (np.asarray(subs, dtype=float)[:, None] * 10.0 ** k[None, :]).ravel()
+    return np.sort(out[(out >= lo * (1 - 1e-9)) & (out <= hi * (1 + 1e-9))])
+
+
+class _WithinTicks(Locator):
+    """The axis's own minor ticks, and from lo to hi (the lines' values and WITHIN_MARGIN beyond) ticks at 2
+    and 5 times a power of ten, or at 3 times one where those leave no room between labels, judged on the
+    axis's height when drawn; none where neither has room (`chosen`, which `_WithinLabels` labels). A log
+    axis over many decades has no minor ticks of its own."""
+
+    def __init__(self, base: Locator, lo: float, hi: float):
+        self.base, self.lo, self.hi = base, lo, hi
+        self.chosen: np.ndarray = np.array([])
+
+    def set_axis(self, axis):
+        super().set_axis(axis)
+        self.base.set_axis(axis)
+
+    def __call__(self):
+        self.chosen = self._choose()
+        return np.union1d(np.asarray(self.base(), dtype=float), self.chosen)
+
+    def tick_values(self, vmin, vmax):
+        return self.base.tick_values(vmin, vmax)
+
+    def _choose(self) -> np.ndarray:
+        from matplotlib import rcParams
+        from matplotlib.font_manager import FontProperties
+
+        vmin, vmax = sorted(self.axis.get_view_interval())
+        if not (vmin > 0 and vmax > vmin and math.isfinite(vmax)):
+            return np.array([])
+        per_decade = self.axis.axes.bbox.height / math.log10(vmax / vmin)  # pixels
+        size = FontProperties(size=rcParams[f"{self.axis.axis_name}tick.labelsize"]).get_size_in_points()
+        room = 1.1 * size * self.axis.get_figure(root=True).dpi / 72.0  # a label's height, in pixels
+        powers = _within(self.lo / 10, self.hi * 10, (1,))  # (labelled by the axis itself)
+        for subs in ((2, 5), (3,)):
+            mine = _within(self.lo, self.hi, subs)
+            if len(mine) and per_decade * np.diff(np.log10(np.union1d(mine, powers))).min() >= room:
+                return mine
+        return np.array([])
+
+
+class _WithinLabels(Formatter):
+    """`_WithinTicks`' chosen ticks labelled as gradflow's numbers read (0.3, 2); its other ticks bare."""
+
+    def __init__(self, ticks: _WithinTicks):
+        self.ticks = ticks
+
+    def __call__(self, x, pos=None):
+        return fmt(x, 4) if np.isclose(self.ticks.chosen, x, rtol=1e-9).any() else ""
+
+
 def spans_decades(values: np.ndarray, decades: float = 2.0) -> bool:
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v) & (v > 0)]
