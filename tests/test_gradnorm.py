@@ -97,6 +97,28 @@ def test_gradnorm_lines_are_the_recorded_norms_with_the_threshold_and_the_diverg
     assert [t.get_text() for t in ax.texts if t.get_gid() == "clipped"] == [f"{share:.0%} clipped"]
 
 
+def test_clipped_shares_of_close_lines_do_not_overlap_beside_an_exploding_one(clip_sweep):
+    """Four clipping runs whose norms end close together beside the unclipped one exploding to 1e17: the
+    labels were spaced by a share of the clipping lines' decades, a sliver of that axis, and "77% clipped"
+    was written over "92% clipped". Drawn, no two labels overlap, and each stays inside the axes."""
+    df = gradflow.load(clip_sweep, table="metrics")
+    one = df[df["train.grad_clip"] == 1]
+    more = [one.assign(**{"train.grad_clip": c, "run": f"train.grad_clip={c}", "value": np.where(
+        one["metric"] == "grad_norm", one["value"] * (1 + 0.03 * c), one["value"])}) for c in (2, 3, 4)]
+    fig = figures.gradnorm(pd.concat([df, *more], ignore_index=True))
+    (ax,) = [a for a in fig.axes if a.get_gid() != "colorbar"]
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # (as saving draws it: the labels move apart then)
+    boxes = [t.get_window_extent(canvas.get_renderer()) for t in ax.texts if t.get_gid() == "clipped"]
+    assert len(boxes) == 4
+    for i, a in enumerate(boxes):
+        assert ax.bbox.y0 <= a.y0 and a.y1 <= ax.bbox.y1
+        for b in boxes[i + 1:]:
+            assert not (a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1), (a, b)
+
+
 def test_standard_set_draws_gradnorm_where_runs_clip_and_not_otherwise(clip_sweep, plain_sweep, tmp_path):
     out = gradflow_cli("plot", clip_sweep, "--out", tmp_path / "clip")
     assert (tmp_path / "clip" / "gradnorm.png").exists() and "gradnorm.png" in out

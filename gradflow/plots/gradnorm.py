@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib import patheffects
+from matplotlib.artist import Artist
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -153,26 +154,67 @@ def _share(s: Series, shares: pd.Series) -> float:
 
 def _write_shares(ax, lines: list[tuple[Series, float, object]]) -> None:
     """Each line's share beside its last finite point, in dark text on a halo of its colour (viridis's light
-    end on white was unreadable as text), labels that would overlap pushed apart vertically."""
-    ends = []
+    end on white was unreadable as text), labels that would overlap moved apart when the figure is drawn
+    (`_Unpiled`)."""
+    texts = []
     for s, share, c in lines:
         ok = np.isfinite(s.med) & (s.med > 0)
         if ok.any():
             i = np.flatnonzero(ok)[-1]
-            ends.append((float(np.log10(s.med[i])), s, share, c, s.x[i]))
             record(ax, "clipped", [{"line": s.label, "share": share}])
-    if not ends:
-        return
-    ends.sort(key=lambda e: e[0])
-    finite = [np.log10(v) for s, _, _ in lines for v in s.med[np.isfinite(s.med) & (s.med > 0)]]
-    gap = 0.07 * max(max(finite) - min(finite), 1.0)  # a label's height, as a share of the decades drawn
-    placed: list[float] = []
-    for y, s, share, c, x in ends:
-        y = max(y, placed[-1] + gap) if placed else y
-        placed.append(y)
-        ax.annotate(f"{share:.0%} clipped", (x, 10 ** y), xytext=(-2, 4), textcoords="offset points", ha="right",
-                    va="bottom", fontsize="x-small", color="0.1", gid="clipped",
-                    path_effects=[patheffects.withStroke(linewidth=2.5, foreground=(*to_rgb(c), 0.35))])
+            texts.append(ax.annotate(
+                f"{share:.0%} clipped", (s.x[i], s.med[i]), xytext=SHARE_OFFSET, textcoords="offset points",
+                ha="right", va="bottom", fontsize="x-small", color="0.1", gid="clipped",
+                path_effects=[patheffects.withStroke(linewidth=2.5, foreground=(*to_rgb(c), 0.35))]))
+    if len(texts) > 1:
+        ax.add_artist(_Unpiled(texts))
+
+
+SHARE_OFFSET = (-2.0, 4.0)  # points from a line's last point to its share's label (right-aligned, above it)
+SHARE_PAD = 1.0  # points between two shares' labels moved apart
+
+
+class _Unpiled(Artist):
+    """Draws nothing: before the shares' labels are drawn (zorder below theirs), moves each clear of those it
+    would overlap, in the pixels they take when drawn. Spaced in data units when written, as a share of the
+    decades the clipping lines span, they overlapped where another line (an unclipped run exploding to 1e17)
+    widened the axis: 77% and 92% clipped, one over the other. Upwards from the lowest; where the stack would
+    leave the top of the axes, downwards from the highest."""
+
+    def __init__(self, texts: list):
+        super().__init__()
+        self.texts = texts
+        self.set_zorder(min(t.get_zorder() for t in texts) - 0.5)
+        self.set_in_layout(False)
+
+    def draw(self, renderer) -> None:
+        for t in self.texts:
+            t.xyann = SHARE_OFFSET
+        anchor = {id(t): t.get_window_extent(renderer).y0 for t in self.texts}
+        top = self.axes.bbox.y1
+        if not self._stack(renderer, sorted(self.texts, key=lambda t: anchor[id(t)]), up=True, limit=top):
+            for t in self.texts:
+                t.xyann = SHARE_OFFSET
+            self._stack(renderer, sorted(self.texts, key=lambda t: -anchor[id(t)]), up=False, limit=None)
+        self.stale = False
+
+    @staticmethod
+    def _stack(renderer, texts: list, up: bool, limit: float | None) -> bool:
+        """Move each of `texts` (in order) up (or down) past the boxes of those placed before it that it
+        overlaps; False where a label ends above `limit`."""
+        pad = renderer.points_to_pixels(SHARE_PAD)
+        to_points = 72.0 / renderer.points_to_pixels(72.0)
+        placed = []
+        for t in texts:
+            for _ in range(len(placed) + 1):  # (each pass clears at least one box: at most one per box)
+                box = t.get_window_extent(renderer)
+                hit = [b for b in placed if b.x0 < box.x1 and box.x0 < b.x1 and b.y0 < box.y1 and box.y0 < b.y1]
+                if not hit:
+                    break
+                shift = (max(b.y1 for b in hit) + pad - box.y0) if up else (min(b.y0 for b in hit) - pad - box.y1)
+                t.xyann = (t.xyann[0], t.xyann[1] + shift * to_points)
+            placed.append(t.get_window_extent(renderer))
+        return limit is None or max(b.y1 for b in placed) <= limit
 
 
 def _diverged_early(metrics: pd.DataFrame, drawn: pd.DataFrame) -> pd.DataFrame:
