@@ -222,6 +222,25 @@ def test_gradnorm_is_planned_where_a_run_diverged_without_clipping():
     assert "gradnorm" not in planned_names(metrics=table.assign(status="ok"))
 
 
+# a run that diverged before its first evaluation window ended logs no opt/grad_norm (its mark alone is drawn), so a
+# sweep whose only diverged run was such a one, none clipping, left the figure out (a relu sweep, eval_every=20)
+def test_gradnorm_is_planned_where_a_run_diverged_before_its_first_window():
+    from gradflow.plots.gradnorm import gradnorm
+
+    fine = clip_metrics((0.0,), seeds=(1,))
+    meta = {"run": "train.grad_clip=0.0,seed=2", "source": "clip", "status": "diverged"} | cfg(
+        3, seed=2, **{"train.grad_clip": 0.0, "train.eval_every": 10.0})
+    early = pd.DataFrame([meta | {"step": 0, "split": "train", "metric": "loss", "value": 400.0},
+                          meta | {"step": 3, "split": "diverged", "metric": "loss", "value": float("nan")},
+                          meta | {"step": 3, "split": "diverged", "metric": "grad_norm", "value": float("nan")}])
+    table = pd.concat([fine, early], ignore_index=True)
+    assert "gradnorm" not in planned_names(metrics=fine)
+    assert "gradnorm" in planned_names(metrics=table)
+    assert "diverged before its first evaluation window ended" in " ".join(gradnorm(table).get_suptitle().split())
+    # no run logged the norm at all: nothing to draw a line of, so still no figure
+    assert "gradnorm" not in planned_names(metrics=early)
+
+
 # a grid with one further (non-numeric) swept key was dropped instead of getting a panel per its value
 def test_a_grid_with_a_third_swept_key_is_planned_with_it_as_facet():
     from gradflow.plots.standard import plan

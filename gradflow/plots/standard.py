@@ -245,11 +245,12 @@ def left_out_lines(left_out: list[tuple[str, str]]) -> list[str]:
 def _shows_gradnorm(metrics: pd.DataFrame) -> bool:
     """Whether the set draws the gradient norm over training: where a run clips or diverged (the figure is
     about exploding gradients and their clipping; elsewhere it would be one more figure to draw and read)
-    and it logged the norm."""
+    and some run logged the norm. The diverged run need not have logged it itself: one that diverged before its
+    first evaluation window ended is a mark alone, beside the others' lines (it was left out of the set)."""
     logged = metrics[(metrics["split"] == "opt") & (metrics["metric"] == "grad_norm")]
     if logged.empty:
         return False
-    status = logged["status"] if "status" in logged.columns else pd.Series(dtype=object)
+    status = metrics["status"] if "status" in metrics.columns else pd.Series(dtype=object)
     return bool(clipping(logged).any() or (status == "diverged").any())
 
 
