@@ -97,6 +97,31 @@ class Plan:
 
 
 # --- checking overrides before anything is composed ---------------------------------------------------
+def _split_by_spaces(overrides: list[str], i: int) -> tuple[list[str], str] | None:
+    """The words around overrides[i] that a shell split out of one override at its spaces (`model.depth=4, 12`,
+    `norm=none ,batchnorm`, `seed= 1`: a word ending in = or , or one starting with ,), and the override they
+    make together, where that one reads; None where the words are no such split."""
+    def joins(a: str, b: str) -> bool:
+        return a.endswith((",", "=")) or b.startswith(",")
+
+    start, end = i, i
+    while start > 0 and joins(overrides[start - 1], overrides[start]):
+        start -= 1
+    while end + 1 < len(overrides) and joins(overrides[end], overrides[end + 1]):
+        end += 1
+    words = overrides[start:end + 1]
+    joined = "".join(words)
+    return (words, joined) if len(words) > 1 and "=" in words[0] and _reads(joined) else None
+
+
+def _reads(override: str) -> bool:
+    try:
+        _parser().parse_override(override)
+    except HydraException:
+        return False
+    return True
+
+
 def check_overrides(overrides: list[str], command: str) -> None:
     """Refuse what would silently go wrong: an option this command does not have, a Hydra setting that
     would move outputs (gradflow owns where runs go), and an override the grammar cannot read (said
@@ -136,6 +161,17 @@ def check_overrides(overrides: list[str], command: str) -> None:
         try:
             parsed = _parser().parse_override(o)
         except HydraException:  # (Hydra's parser raises this base class itself)
+            split = _split_by_spaces(overrides, overrides.index(o))
+            if split:
+                words, joined = split
+                shown = [repr(shorten(w, 40)) for w in words]
+                raise GradflowError(
+                    f"{', '.join(shown[:-1])} and {shown[-1]} look like one override split at spaces: write "
+                    f"{shorten(joined, 60)} (no space around = or after a comma)") from None
+            following = overrides[overrides.index(o) + 1:][:1]  # (a word after it: a list split at a space)
+            if o.endswith(",") and _reads(o.rstrip(",")) and all("=" in w for w in following):
+                raise GradflowError(f"the override {shorten(o, 60)!r} ends with a comma: write "
+                                    f"{shorten(o.rstrip(','), 60)}") from None
             raise GradflowError(
                 f"cannot read the override {shorten(o, 60)!r}: write key=value, with bare values made of "
                 "ASCII letters, digits and _ . - / : (sweeps: a,b,c or range(1,5)); quote any other value, "

@@ -65,6 +65,16 @@ CASES = [
     (["run", "lr=0.1"], "unknown key 'lr' (did you mean optim.lr?)"),
     (["run", "optim.learning_rate=0.1"], "unknown key 'optim.learning_rate' (did you mean optim.lr?)"),
     (["run", "train.epochs=3"], "unknown key 'train.epochs' (did you mean train.steps?)"),
+    # a list typed with spaces reaches gradflow as several words (the shell splits it): each was "cannot read the
+    # override 'model.depth=2,'", with no word of the space or of the word after it
+    (["sweep", "model.depth=2,", "3"], "'model.depth=2,' and '3' look like one override split at spaces: write "
+                                       "model.depth=2,3 (no space around = or after a comma)"),
+    (["sweep", "norm=none,", "batchnorm,", "layernorm"], "'norm=none,', 'batchnorm,' and 'layernorm' look like one "
+                                                         "override split at spaces: write norm=none,batchnorm,layernorm"),
+    (["sweep", "model.depth=2", ",3"], "'model.depth=2' and ',3' look like one override split at spaces: write "
+                                       "model.depth=2,3"),
+    (["run", "seed=", "1"], "'seed=' and '1' look like one override split at spaces: write seed=1"),
+    (["sweep", "model.depth=2,3,"], "the override 'model.depth=2,3,' ends with a comma: write model.depth=2,3"),
     (["sweep", "=5,6"], "the override '=5,6' has no key"),
     (["sweep", "model.depth=2,3", "--name", ""], "the sweep's name is empty: give --name NAME"),  # (results/sweep)
     # an error is put on a point only where the point causes it: a fixed key's typo is every point's
