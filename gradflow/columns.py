@@ -345,8 +345,11 @@ def table_columns(df: pd.DataFrame, swept: list[str]) -> list[Column]:
     if several:
         # (by how many runs are in a study where the key varies: in a folder of many studies nearly every
         # key varies in one of them, and a study's own axis, norm, went after another's, width)
+        # a study's axis as its own ls has it: model.alpha, set where model.skip=residual and unset elsewhere,
+        # varies with the skip choice alone, and went before a study's own axis, norm, which then gave way
         groups = [np.array(studies) == s for s in set(studies)]
-        swept = sorted(swept, key=lambda k: -sum(int(g.sum()) for g in groups if n_distinct(df[k][g]) > 1))
+        axes_of = [(int(g.sum()), set(swept_keys(df[g], exclude=()))) for g in groups]
+        swept = sorted(swept, key=lambda k: -sum(n for n, own in axes_of if k in own))
     keys = [Column(k, names[k], KEY_PRIORITY, _cells(df, k), _numeric(df[k]) is not None) for k in swept]
     rows = list(zip(*(c.cells for c in keys)))
     cols = [Column(STUDY, STUDY, KEY_PRIORITY, studies, False)] if several else []

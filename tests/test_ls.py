@@ -953,3 +953,28 @@ def test_a_chi1_column_sorted_by_shows_though_its_group_does_not_fit(tmp_path):
         assert word in header, (key, text)
         values = [float(line.split()[-1]) for line in text.splitlines()[4:12]]  # (the rows in the column's order)
         assert values == sorted(values, reverse=key.startswith("-")), (key, text)
+
+
+def test_a_key_one_choice_sets_gives_way_to_a_studys_own_axis_in_a_folder_of_studies(tmp_path):
+    # a skip x norm sweep beside a skip sweep with model.alpha=0.5: alpha, set where skip=residual and unset
+    # elsewhere, counted as varying within both studies, went before norm, which one of them sweeps, and on a
+    # full line norm gave way: that study's rows read alike (its own ls shows skip and norm, and no alpha)
+    from gradflow.cli import app
+
+    results = tmp_path / "results"
+    small = ["data=gaussian", "data.n_train=64", "data.n_test=32", "data.dim=8", "model.width=8", "train.steps=2",
+             "train.batch_size=32", "model.skip=none,residual", "model.depth=2,3"]
+    for name, more in (("normskip", ["norm=none,batchnorm"]), ("halfskip", ["model.alpha=0.5"])):
+        args = ["sweep", *small, *more, f"results={results}", "--name", name]
+        assert CliRunner().invoke(app, args, catch_exceptions=False).exit_code == 0
+    def header(text: str) -> list[str]:
+        lines = text.splitlines()
+        rule = next(i for i, line in enumerate(lines) if line.startswith("─"))
+        return " ".join(lines[1:rule]).split()
+
+    wide = header(gradflow("ls", str(results), "--wide"))
+    assert wide.index("norm") < wide.index("alpha"), wide
+    # one key too many for the line: alpha gives way, the axis both studies sweep stays
+    text = gradflow("ls", str(results), columns=72)
+    assert {"study", "skip", "norm", "depth", "status"} <= set(header(text)) and "alpha" not in header(text), text
+    assert "read alike" not in text, text
