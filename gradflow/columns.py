@@ -275,6 +275,8 @@ class Column:
 def _cells(df: pd.DataFrame, key: str) -> list[str]:
     if key == "chi1_layers":
         return [_fit_cell(r) for _, r in df.iterrows()]
+    if key.startswith("rate.") and key.endswith(".layers"):  # no fit: "-" as in chi1 fit (it was a blank cell)
+        return [v if isinstance(v, str) and v else "-" for v in df[key]]
     return [fmt(v) for v in df[key]]
 
 

@@ -408,6 +408,13 @@ def test_json_gives_null_where_there_was_no_fit(run_job):
     rows = {r["model.depth"]: r for r in json.loads(out.output)}
     assert rows[2]["rate.grad_norm"] is None and rows[2]["rate.grad_norm.layers"] is None, rows[2]
     assert rows[10]["rate.grad_norm"] > 0 and rows[10]["rate.grad_norm.layers"] == "3-7", rows[10]
+    # the table says "-" in both of the shallow run's cells, as chi1 meas and chi1 fit do (its fit cell was blank)
+    text = gradflow("ls", str(job.parent), "--rate", "grad_norm", "--wide")
+    header = text.splitlines()[1]
+    rate_end, fit_start = header.index("grad_norm rate") + len("grad_norm rate"), header.index("grad_norm fit")
+    cells = {int(line.split()[0]): (line[:rate_end].split()[-1], line[fit_start:].split()[0])
+             for line in text.splitlines()[3:] if re.match(r"\s+\d+\s", line)}
+    assert cells[2] == ("-", "-") and cells[10][1] == "3-7", text
 
 
 def test_notes_break_at_spaces_and_leave_none_at_a_line_end():
