@@ -761,6 +761,31 @@ def test_compare_bad_options(plain, batchnorm, tmp_path, args, message):
     assert out.exit_code == 1 and "two or more folders" in out.output
 
 
+def test_a_where_figure_says_in_its_title_which_runs_it_kept(results, batchnorm, tmp_path, monkeypatch):
+    # --where skip=none of a skip sweep: titles leave a default (skip=none, norm=none) unsaid, so the figure read
+    # as one of plain nets, with no word that the study swept skips or which of its runs were drawn
+    import gradflow.cli.plots as plots
+
+    titles = []
+    real_save = plots.save
+
+    def save(fig, *args, **kwargs):  # the real save, with the title the figure went out with
+        titles.append(" ".join(fig.get_suptitle().split()))
+        return real_save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(plots, "save", save)
+    skips = _sweep(results, "skips", "model.depth=2,3", "model.skip=none,residual")
+    out = invoke("plot", skips, "--kind", "ratio", "--where", "skip=none", "--out", tmp_path)
+    assert out.exit_code == 0, out.output
+    assert titles[-1].endswith("only the runs with skip=none (--where)") and "skip" not in titles[-1][:-40], titles
+    out = invoke("compare", skips, batchnorm, "--kind", "profile", "--where", "depth=2", "--out", tmp_path)
+    assert out.exit_code == 0, out.output
+    assert titles[-1].endswith("only the runs with depth=2 (--where)"), titles
+    # without --where the title is as it was
+    out = invoke("plot", skips, "--kind", "ratio", "--out", tmp_path)
+    assert out.exit_code == 0 and "--where" not in titles[-1], titles
+
+
 def test_seed_is_no_line_key_and_a_grid_needs_two_keys(results, plain):
     seeds = _sweep(results, "seeds", "model.depth=2", "seed=0,1")
     for option in ("--color", "--facet"):

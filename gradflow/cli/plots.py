@@ -121,9 +121,17 @@ def plot(
         df = _where(df, where).copy()
     check_options(df, kind, o, f"{path} (the runs of --where {' '.join(where)})" if where else str(path))
     fig, stem = draw(kind, df, o)
+    _say_where(fig, where)
     stem += f"-where-{file_part(','.join(where))}" if where else ""  # (beside the figure of every run)
     _print_paths([save(fig, out_file or out_dir / f"{stem}.{fmt}", fmt)])
     _left_out(path)
+
+
+def _say_where(fig, where: list[str] | None) -> None:
+    """The title's last line names the runs --where kept: a value titles leave out as the default (skip=none,
+    norm=none) read as a figure of plain nets, with no word that the study swept skips."""
+    if where:
+        fig.suptitle(f"{fig.get_suptitle()}\nonly the runs with {' '.join(where)} (--where)", fontsize=10)
 
 
 def _where(df: pd.DataFrame, where: list[str]) -> pd.DataFrame:
@@ -435,6 +443,7 @@ def compare(
     check_options(df, kind, o, " and ".join(map(str, paths)))
     o.facet = overlay_facet(df, kind, o)
     fig, stem = draw(kind, df, o)
+    _say_where(fig, where)
     stem = stem.split("-facet-")[0]  # the panels follow from the data; the name says what was asked
     name = file_part("-vs-".join(file_part(s, 40) for s in sources), 160)
     name += f"-where-{file_part(','.join(where))}" if where else ""  # (beside the figure of every run)
