@@ -363,6 +363,9 @@ def test_the_installed_entry_point_gives_the_same_one_line(tmp_path, args, needl
     (["ls", ".", "--sortt", "x"], "error: --sortt is not an option of `gradflow ls` (did you mean --sort?); see "
                                   "`gradflow ls --help`"),
     (["runn"], "error: No such command 'runn'. Did you mean 'run'? See `gradflow --help`"),
+    # an option given no value: Click's "Option '--sort' requires an argument", with no word of the help
+    (["ls", ".", "--sort"], "error: --sort needs a value; see `gradflow ls --help`"),
+    (["theory", "phase", "--out"], "error: --out needs a value; see `gradflow theory phase --help`"),
     (["gradcheck", "--entries", "abc"], "error: Invalid value for '--entries' ('abc'): not a whole number; see"),
     (["theory", "-a", "tanh", "--sw2=abc"], "error: Invalid value for '--sw2' ('abc'): not a number; see"),
     (["theory", "-a", "tanh", "--sw2", "1", "--sw2", "abc"], "error: Invalid value for '--sw2' ('abc'): not a number"),

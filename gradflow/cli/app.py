@@ -43,9 +43,29 @@ def _usage_error(e) -> None:
     ctx = getattr(e, "ctx", None)
     if type(e).__name__ == "NoSuchOption" and ctx is not None:  # as run's and sweep's say it: Click's said
         message = unknown_option(e.option_name, ctx)  # "No such option", its suggestions only sometimes
+    elif type(e).__name__ == "BadOptionUsage" and ctx is None and "requires" in message:
+        # (the parser raises it with no context: "Option '--sort' requires an argument", and no word of the help)
+        message = f"{e.option_name} needs a value; see `{_command_path()} --help`"
     elif ctx is not None:
         message += f"{' See' if message.endswith('?') else '; see'} `{ctx.command_path} --help`"
     typer.echo(f"error: {message}", err=True)
+
+
+def _command_path() -> str:
+    """`gradflow ls` (`gradflow theory phase`) for the command on the command line, read from sys.argv as _given
+    reads it, where Click gave no context to take it from; `gradflow` where none is there to read (in-process)."""
+    if Path(sys.argv[0]).name not in ("gradflow", "__main__.py"):
+        return "gradflow"
+    from typer.main import get_command
+
+    path, command = ["gradflow" if Path(sys.argv[0]).name == "gradflow" else "python -m gradflow"], get_command(app)
+    for word in (a for a in sys.argv[1:] if not a.startswith("-")):
+        sub = getattr(command, "commands", {}).get(word)
+        if sub is None:
+            break
+        path.append(word)
+        command = sub
+    return " ".join(path)
 
 
 def _given(param, ctx) -> str | None:
