@@ -150,27 +150,32 @@ def _overlays(paths: list[Path]) -> dict[str, pd.DataFrame]:
 
 def figures(paths: list[Path], table: pd.DataFrame) -> tuple[list[tuple[str, bytes]], list[str]]:
     """(name, PNG bytes) of the standard set, drawn into a temporary folder that is then removed; a
-    reproduction's own figures as they are. And notes as `gradflow plot` says them: in a folder of
-    studies, why a study's figures were passed over; a figure that failed (the rest are drawn)."""
+    reproduction's own figures as they are. And notes as `gradflow plot` says them: the figures of the set
+    the runs cannot make, and why (a frozen backbone's profiles); in a folder of studies, why a study's
+    figures were passed over; a figure that failed (the rest are drawn)."""
     if len(paths) == 1 and kind(paths[0]) == "reproduction":
         return [(p.stem, p.read_bytes()) for p in sorted(store.figures_dir(paths[0]).glob("*.png"))], []
-    from gradflow.plots.standard import FiguresFailed, drawing_processes, standard_set, standard_sets, studies
+    from gradflow.plots.standard import (FiguresFailed, drawing_processes, left_out_lines, standard_set,
+                                         standard_sets, studies)
 
     folders = studies(paths[0]) if len(paths) == 1 else paths
+    left_out: list = []  # (the lines `gradflow plot` prints under its paths)
     if len(paths) == 1 and folders != paths:  # a folder of sweeps: each sweep's set, as `gradflow plot` draws it
         with tempfile.TemporaryDirectory(prefix="gradflow-report-") as tmp:
-            drawn, passed_over, failed = standard_sets(folders, lambda f: Path(tmp) / f.relative_to(paths[0]))
+            drawn, passed_over, failed = standard_sets(folders, lambda f: Path(tmp) / f.relative_to(paths[0]),
+                                                       left_out=left_out)
             return ([(f"{f.relative_to(paths[0]).as_posix()}/{p.stem}", p.read_bytes()) for f, figs in drawn
-                     for p in figs], [f"Passed over: {why}" for why in passed_over] + failed)
+                     for p in figs], left_out + [f"Passed over: {why}" for why in passed_over] + failed)
 
     with drawing_processes(len(table)) as pool, tempfile.TemporaryDirectory(prefix="gradflow-report-") as out:
         t = _tables(paths) if len(paths) == 1 else _overlays(paths)  # (while the drawing processes start)
         try:
             drawn, failed = standard_set(t["layers"], t["metrics"], t.get("runs", table), out, "png",
-                                         hists=t["hist"], jacobian=t["jacobian"], pool=pool), []
+                                         hists=t["hist"], jacobian=t["jacobian"], pool=pool,
+                                         left_out=left_out), []
         except FiguresFailed as e:
             drawn, failed = e.written, e.lines()
-        return [(p.stem, p.read_bytes()) for p in drawn], failed
+        return [(p.stem, p.read_bytes()) for p in drawn], left_out_lines(left_out) + failed
 
 
 def theory_rows(df: pd.DataFrame) -> list[dict[str, Any]]:

@@ -307,6 +307,14 @@ def test_plot_says_which_figures_of_the_set_it_left_out_and_why(tmp_path):
     # a folder of several studies: each line names its study
     out = invoke("plot", tmp_path)
     assert f"{tmp_path / 'frozen'}: {line}" in " ".join(out.output.split()), out.output
+    # the report page says them too, under its figures (it drew the curves alone without a word)
+    from html import escape
+
+    from gradflow import report
+
+    assert f"<p class=note>{escape(line)}</p>" in report.build([frozen])
+    assert "not drawn" not in report.build([whole])
+    assert f"<p class=note>{escape(f'{frozen.parent}: {line}')}</p>" in report.build([tmp_path])
 
 
 def test_plot_one_run_folder(full):
