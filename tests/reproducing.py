@@ -29,3 +29,18 @@ def figures_drawn(outcome: rep.Outcome, names) -> None:
     drawn = {p.stem: p for p in outcome.figures}
     for name in names:
         assert name in drawn and drawn[name].is_file(), (name, sorted(drawn))
+
+
+def reproduce_edited(name: str, results: Path, specs: Path, monkeypatch, arms: dict[str, list[str]]) -> rep.Outcome:
+    """reproduce() of a copy of the spec (written into `specs`) in which the named arms take more overrides,
+    as a user breaking the mechanism in those arms alone would edit it: the other arms keep their finished
+    runs in `results`, which are reused (an override given to every arm would rerun them all)."""
+    from omegaconf import OmegaConf
+
+    raw = OmegaConf.to_container(OmegaConf.load(rep.SPEC_DIR / f"{name}.yaml"))
+    for arm, more in arms.items():
+        raw["arms"][arm] = [*raw["arms"][arm], *more]
+    specs.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(raw), specs / f"{name}.yaml")
+    monkeypatch.setattr(rep, "SPEC_DIR", specs)
+    return reproduce(name, results)

@@ -4,17 +4,26 @@ the breaking run redoes only the runs its override changes."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.reproducing import figures_drawn, reproduce, verdicts
+from tests.reproducing import figures_drawn, reproduce, reproduce_edited, verdicts
 
 
 @pytest.fixture(scope="module")
 def xiong(shared):
     return reproduce("xiong2020", shared)
+
+
+@pytest.fixture(scope="module")
+def pristine(xiong, shared, tmp_path_factory) -> Path:
+    """A copy of the passing runs, taken before a breaking test replaces them in `shared`."""
+    root = tmp_path_factory.mktemp("xiong-pristine")
+    shutil.copytree(shared / "reproduce" / "xiong2020-quick", root / "reproduce" / "xiong2020-quick")
+    return root
 
 
 def grad_at_init(arm_dir: Path, depth: int, name: str) -> float:
@@ -29,7 +38,7 @@ def grad_at_init(arm_dir: Path, depth: int, name: str) -> float:
 
 
 @pytest.mark.slow
-def test_xiong2020_quick_passes(xiong):
+def test_xiong2020_quick_passes(xiong, pristine):
     assert len(xiong.claims) == 11 and xiong.passed, verdicts(xiong)
     figures_drawn(xiong, ["profile-grad-init-post-ln", "profile-grad-init-pre-ln", "curves-post-ln"])
     expect = (grad_at_init(xiong.root / "post_init", 24, "b23.mlp.out")
@@ -51,11 +60,14 @@ def test_xiong2020_pre_ln_everywhere_fails_the_post_ln_claims(shared):
     assert broken.claim("the same ratio, L = 12").measured.value == pytest.approx(1.0, rel=1e-6)
 
 
-def test_xiong2020_without_layer_norm_fails_the_pre_ln_depth_scaling(shared):
-    # no layer normalization at all (model.ln=none: x + f(x)): the residual stream grows with depth and so does
-    # the last block's gradient, where pre-LN's falls like 1/√L; the pre-LN profile claim, [0.1, 1] over the
-    # blocks, passed such a net
-    broken = reproduce("xiong2020", shared, "model.ln=none")
+def test_xiong2020_without_layer_norm_fails_the_pre_ln_depth_scaling(pristine, tmp_path, monkeypatch):
+    # no layer normalization at all (model.ln=none: x + f(x)) in the pre-LN arm at init: the residual stream
+    # grows with depth and so does the last block's gradient, where pre-LN's falls like 1/√L; the pre-LN
+    # profile claim, [0.1, 1] over the blocks, passed such a net. (The arm edited, from a copy of the passing
+    # runs: the others are reused)
+    shutil.copytree(pristine, tmp_path / "results")
+    broken = reproduce_edited("xiong2020", tmp_path / "results", tmp_path / "specs", monkeypatch,
+                              {"pre_init": ["model.ln=none"]})
     scaling = broken.claim("pre-LN: last block's MLP-out")
     assert not scaling.passed and scaling.measured.value > 1, verdicts(broken)
 
