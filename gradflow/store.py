@@ -179,6 +179,13 @@ def flatten(cfg: DictConfig | dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def differing(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, old value, new value) for each key of a run's identity whose value differs between two flat
+    configs, in their keys' order (device too, which no folder name has; None where one lacks the key)."""
+    return [(k, old.get(k), new.get(k)) for k in dict.fromkeys([*old, *new])
+            if k not in NOT_IDENTITY and old.get(k) != new.get(k)]
+
+
 def config_hash(flat: dict[str, Any]) -> str:
     """What a run computes, as a short digest of its flat config (where and how fast left out)."""
     ident = {k: v for k, v in identity(flat).items() if k not in NOT_IDENTITY}

@@ -66,6 +66,8 @@ class Job:
     replaces: bool = False  # a finished run of another config sits in its folder and will be redone
     moved_from: str | None = None  # finished under this folder name of the study: moved, not redone (over a
     #                                run of another config in its folder, where it `replaces` one)
+    changes: list[tuple] = field(default_factory=list)  # where it `replaces` one: (key, old, new) for each
+    #                                                     setting that differs (store.differing)
 
 
 @dataclass
@@ -398,7 +400,8 @@ class _Jobs:
         self.devices.add(flat["device"])
         if not finished and "data.root" in flat:  # a dataset read from files (checked after the grid, each once)
             self.sources.add((flat["data.name"], flat["data.root"], flat.get("data.download", False)))
-        return Job(cfg_overrides, jname, digest, finished=finished, replaces=replaces)
+        changes = store.differing(store.run_config(job_dir), flat) if replaces else []
+        return Job(cfg_overrides, jname, digest, finished=finished, replaces=replaces, changes=changes)
 
     def find_moved(self, planned: list[Job]) -> None:
         """A point not finished in its folder whose run finished under another name of the study, one no

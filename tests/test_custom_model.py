@@ -411,7 +411,7 @@ def test_a_replacement_that_fails_in_training_keeps_the_finished_run(cli, user_m
     out = cli(*sweep, "+model.kwargs.at=2")  # fails at its second training pass
     said = " ".join(out.output.split())
     assert out.exit_code == 1, said
-    assert "will be replaced, each kept until its replacement has finished" in said, said
+    assert "will be replaced (model.kwargs.at 100 → 2), each kept until its replacement has finished" in said, said
     assert ("stale (2 runs, seed=0 ...): its replacement failed, so the finished run of the earlier settings was "
             "kept (rerun to retry): RuntimeError: exploded at call 2") in said, said
     assert "stale: 2 replacement failed: 2" in said.replace("\xa0", " "), said

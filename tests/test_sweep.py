@@ -355,6 +355,39 @@ def test_force_reruns_and_changed_settings_rerun(cli, results):
     assert [store.read_run(results / "f" / f"model.depth={d}")["steps"] for d in (2, 3)] == [7, 7]
 
 
+def test_the_replacement_notice_names_what_changed(cli, results, monkeypatch):
+    """A rerun of a finished sweep with other settings names the keys that differ, old → new (it said only
+    how many runs would be replaced), each change whole on a line of at most 80 columns, and the first
+    three of more changes with how many others."""
+    from gradflow.cli.console import console
+
+    monkeypatch.setattr(console, "width", 80)
+    assert _sweep(cli, results, "model.depth=2,3", "--name", "c").exit_code == 0
+    out = cli("sweep", *SMALL, "train.steps=5", "model.depth=2,3", f"results={results}", "--name", "c")
+    text = " ".join(out.output.split())
+    assert out.exit_code == 0 and ("2 finished runs in" in text and "were made with other settings and will be "
+                                   "replaced (train.steps 6 → 5), each kept until") in text, out.output
+    assert max(map(len, out.output.splitlines()[:3])) <= 80, out.output
+    out = cli("sweep", *SMALL, "train.steps=4", "train.batch_size=16", "data.dim=6", "seed=2", "model.depth=2,3",
+              f"results={results}", "--name", "c")
+    text = " ".join(out.output.split())
+    lines = out.output.splitlines()
+    assert out.exit_code == 0 and "will be replaced (" in text and " and 1 more), each kept" in text, out.output
+    said = text.split("will be replaced (")[1].split(" and 1 more)")[0].split(", ")
+    assert len(said) == 3 and set(said) <= {"data.dim 8 → 6", "train.steps 5 → 4", "train.batch_size 32 → 16",
+                                            "seed 0 → 2"}, said
+    assert all(len(line) <= 80 for line in lines[:4]) and not any(line.endswith("→") for line in lines), out.output
+
+
+def test_the_replacement_notice_says_a_key_changed_otherwise_in_some_runs():
+    from gradflow.cli.sweep import _changes
+
+    jobs = [sweep_mod.Job([], name, replaces=True, changes=changes) for name, changes in (
+        ("a", [("train.steps", 6, 5), ("seed", 0, 1)]), ("b", [("train.steps", 7, 5), ("seed", 0, 1)]),
+        ("c", [("train.steps", 8, 5)]))]
+    assert _changes(jobs) == [("train.steps", 6, "5 (other values in 2 runs)"), ("seed", 0, 1)]
+
+
 def test_a_narrowed_or_widened_sweep_moves_its_finished_runs_to_their_new_names(cli, results):
     """Narrowed to one value, a point's folder is `default` (no key is swept); widened again it is
     model.depth=3: the finished run moves each time (its files the same, not trained again), its record

@@ -92,6 +92,16 @@ def labels(items) -> str:
     return ", ".join(str(item).replace(" ", NBSP) for item in items)
 
 
+def said_changes(changes: list[tuple], most: int = 4, whole: bool = False) -> str:
+    """`key old → new, ...` for the first `most` of `changes` ((key, old, new) each), `and N more` beyond;
+    `whole`: each change kept on one line by print_note (NBSP for its spaces)."""
+    from gradflow.fmt import fmt
+
+    said = [f"{k} {fmt(a)} → {fmt(b)}" for k, a, b in changes[:most]]
+    said = [s.replace(" ", NBSP) for s in said] if whole else said
+    return ", ".join(said) + (f" and {len(changes) - most} more" if len(changes) > most else "")
+
+
 def print_note(text: str, width: int | None = None, style: str | None = None, to: Console | None = None) -> None:
     """A note under a table, its lines broken at spaces only (not at NBSP, which keeps a label such as
     "chi1 fit" whole) to the console's width, with no trailing spaces; a word longer than a line keeps

@@ -20,7 +20,7 @@ from gradflow import store
 from gradflow.choices import settings
 from gradflow.cli.app import app
 from gradflow.cli.console import (NBSP, console, leave_interrupted, near_options, note_replaced, print_note,
-                                  user_errors)
+                                  said_changes, user_errors)
 from gradflow.cli.app import progress_bar
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
@@ -326,9 +326,7 @@ def _warn_replaced(job_dir: Path, flat: dict) -> None:
 
 def _differences(old: dict, new: dict, most: int = 4) -> str:
     """`key old → new` for the first `most` identity keys that differ (device too, which no folder name has)."""
-    differ = [k for k in dict.fromkeys([*old, *new]) if k not in store.NOT_IDENTITY and old.get(k) != new.get(k)]
-    said = ", ".join(f"{k} {fmt(old.get(k))} → {fmt(new.get(k))}" for k in differ[:most])
-    return said + (f" and {len(differ) - most} more" if len(differ) > most else "")
+    return said_changes(store.differing(old, new), most)
 
 
 def progress_lines(steps: int, lines: int = 5):

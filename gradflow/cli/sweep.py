@@ -13,9 +13,10 @@ import typer
 from gradflow import store, workers
 from gradflow.cli.app import app, progress_bar
 from gradflow.cli.console import (INTERRUPTED_EXIT, console, leave_interrupted, near_options,
-                                    note_replaced, print_note, user_errors)
+                                    note_replaced, print_note, said_changes, user_errors)
 from gradflow.cli.ls import counts_line, reused_phrase, runs_view, show_runs
 from gradflow.errors import GradflowError, ellipsize, shorten
+from gradflow.fmt import fmt
 from gradflow.keys import swept_keys
 from gradflow.columns import replacement_failed, study_columns
 
@@ -88,14 +89,31 @@ def _header(p, skipped: int) -> None:
                    + (f", over {over} run{'s' * (over != 1)} of other settings there" if over else ""))
     if p.replaced and not p.force:
         one = p.replaced == 1
+        changes = _changes([j for j in p.jobs if j.replaces and j.moved_from is None])
         print_note(f"{p.replaced} finished run{'' if one else 's'} in {p.root} "
-                   f"{'was' if one else 'were'} made with other settings and will be replaced, each kept until its "
-                   "replacement has finished", style="yellow")
+                   f"{'was' if one else 'were'} made with other settings and will be replaced"
+                   + (f" ({said_changes(changes, 3, whole=True)})" if changes else "")
+                   + ", each kept until its replacement has finished", style="yellow")
     if p.stale:
         one = p.stale == 1
         are = "is not a point" if one else "are not points"
         print_note(f"{p.stale} run{'' if one else 's'} in {p.root} {are} of this sweep (stale); "
                    f"`gradflow clean {p.root} --stale` removes {'it' if one else 'them'}", style="yellow")
+
+
+def _changes(jobs: list) -> list[tuple]:
+    """What differs between the replaced runs and their replacements, a key at a time in the order the runs
+    name them: (key, old, new) where every run that changes it changes it alike, else the first run's change
+    and how many runs change it otherwise (`train.steps 6 → 5 (other values in 2 runs)`)."""
+    seen: dict[str, list[tuple]] = {}
+    for job in jobs:
+        for key, old, new in job.changes:
+            seen.setdefault(key, []).append((old, new))
+    out = []
+    for key, pairs in seen.items():
+        (old, new), others = pairs[0], sum(pair != pairs[0] for pair in pairs)
+        out.append((key, old, f"{fmt(new)} (other values in {others} run{'s' * (others > 1)})" if others else new))
+    return out
 
 
 class _EndedLines:
