@@ -833,13 +833,16 @@ def resolve_device(spec: str, option: str = ""):
 
 
 # --- composition ---------------------------------------------------------------------------------
-def compose(overrides: list[str] | tuple[str, ...] = (), sweep_point: bool = False) -> DictConfig:
+def compose(overrides: list[str] | tuple[str, ...] = (), sweep_point: bool = False,
+            typed: list[str] | None = None) -> DictConfig:
     """Compose conf/config.yaml with `key=value` overrides, as `gradflow run` does, and validate it.
 
     An override of a key the run's choice does not take (init.sw2 with init=xavier_normal) is refused,
     except in a sweep point: a sweep may set init.gain and init.sw2 across init=orthogonal,meanfield (or
     optim.momentum across optim=sgd,adam), and each point keeps the keys of its own choice (`settings`;
-    a key another schema of the group has is left out of the point: adam's config has no momentum)."""
+    a key another schema of the group has is left out of the point: adam's config has no momentum).
+    `typed`: the overrides as the user typed them, which an error quotes (a sweep point's train.steps=100.0
+    was train.steps=1e2 on the command line)."""
     overrides = last_overrides(overrides)
     try:
         cfg = _hydra_compose(overrides)
@@ -848,8 +851,9 @@ def compose(overrides: list[str] | tuple[str, ...] = (), sweep_point: bool = Fal
     except Exception as e:  # Hydra/OmegaConf errors: make them one line that names the key
         other = sweep_point and _key_of_another_choice(e)
         if other:
-            return compose([o for o in overrides if override_key(o) != other or o[0] in "+~"], sweep_point=True)
-        raise GradflowError(hydra_error_message(e, overrides)) from None
+            return compose([o for o in overrides if override_key(o) != other or o[0] in "+~"], sweep_point=True,
+                           typed=typed)
+        raise GradflowError(hydra_error_message(e, overrides if typed is None else last_overrides(typed))) from None
     validate(cfg, sweep_point)
     if not sweep_point:
         _keys_apply(cfg, overrides)

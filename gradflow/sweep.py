@@ -259,10 +259,10 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
     takes (a reproduction's arm gets its spec's shared keys, which some arms do not take)."""
     user, user_name, named = _sweep_name(overrides, name)
     check_overrides(user, "sweep")
-    launcher, swept, grid = _parse_grid(user)
+    launcher, swept, grid, typed = _parse_grid(user)
     if points is not None:
         grid, swept = _grid_of_points(points, user, swept, grid)
-    point_configs = _Configs(user_name, swept)
+    point_configs = _Configs(user_name, swept, typed)
     first = point_configs.flat(_config_only(grid[0]))  # checks name and results too
     root = store.study_dir(first["results"], first["name"])
     store.check_writable(root, root)
@@ -318,9 +318,10 @@ def _sweep_name(overrides: list[str], name: str | None) -> tuple[list[str], str,
     return user, user_name, bool(name or given)
 
 
-def _parse_grid(user: list[str]) -> tuple[str, list[str], list[list[str]]]:
+def _parse_grid(user: list[str]) -> tuple[str, list[str], list[list[str]], dict[str, str]]:
     """The launcher, the swept keys and the grid's points (each a list of overrides), as Hydra's basic
-    sweeper expands the overrides; the launcher's settings checked."""
+    sweeper expands the overrides, and each point override as the user typed it (`_typed`); the
+    launcher's settings checked."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import Glob
@@ -348,7 +349,52 @@ def _parse_grid(user: list[str]) -> tuple[str, list[str], list[list[str]]]:
         workers.start_fork_server()  # its imports overlap the planning
     last = {o.key_or_group: o for o in parsed}  # a key given twice takes its last value (seed=0,1 seed=2)
     swept = sorted(k for k, o in last.items() if o.is_sweep_override() and not o.is_hydra_override())
-    return launcher, swept, BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
+    return launcher, swept, BasicSweeper.split_arguments(parsed, max_batch_size=None)[0], _typed(parser, parsed)
+
+
+def _typed(parser, parsed) -> dict[str, str]:
+    """Each override of a grid point as Hydra's sweeper writes it (train.steps=100.0) -> as the user typed
+    it (train.steps=1e2), where the two differ: an error names the value the user wrote. A swept value is
+    found by its item of a plain comma list (a value in range() or choice() stays as Hydra writes it)."""
+    typed: dict[str, str] = {}
+    for o in parsed:
+        key, text = o.get_key_element(), o.input_line.split("=", 1)[1] if "=" in o.input_line else ""
+        if not o.is_sweep_override():
+            typed[f"{key}={o.get_value_element_as_str()}"] = f"{key}={text}"
+            continue
+        items = _comma_items(text)
+        written = list(o.sweep_string_iterator())
+        if items is None or len(items) != len(written):
+            continue
+        for item, shown in zip(items, written):
+            try:
+                alone = parser.parse_overrides([f"{o.input_line.split('=', 1)[0]}={item}"])[0]
+            except Exception:  # (an item that does not read alone)
+                continue
+            if not alone.is_sweep_override() and alone.get_value_element_as_str() == shown:
+                typed[f"{key}={shown}"] = f"{key}={item}"
+    return {k: v for k, v in typed.items() if k != v}
+
+
+def _comma_items(text: str) -> list[str] | None:
+    """The items of a plain comma list (1e2,2e2, "a,b",[1,2]): split at the commas outside brackets and
+    quotes; None for a sweep written as a function (range(1,5), choice(...), glob(*))."""
+    if re.match(r"\s*\w+\s*\(", text):
+        return None
+    items, depth, quote, start = [], 0, "", 0
+    for i, c in enumerate(text):
+        if quote:
+            quote = "" if c == quote and text[i - 1] != "\\" else quote
+        elif c in "'\"":
+            quote = c
+        elif c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        elif c == "," and depth == 0:
+            items.append(text[start:i].strip())
+            start = i + 1
+    return [*items, text[start:].strip()]
 
 
 def _grid_of_points(points: list[dict], user: list[str], swept: list[str], grid: list[list[str]]):
@@ -489,17 +535,19 @@ class _Configs:
     interpolation (an experiment's `model.width: ${model.depth}`) has each point's values applied to
     the config together instead, since a value changes the keys that read it."""
 
-    def __init__(self, name: str, swept: Sequence[str] = ()):
+    def __init__(self, name: str, swept: Sequence[str] = (), typed: dict[str, str] | None = None):
         self.name = name
         self.swept = set(swept)  # the keys whose values name a point in an error
+        self.typed = typed or {}  # a point's override -> as the user typed it, for errors (`_typed`)
         self.bases: dict[tuple[str, ...], _Base] = {}
         self.values: dict[tuple[tuple[str, ...], str], tuple[str, Any]] = {}
 
     def compose(self, overrides: list[str]):
         try:
-            return config_mod.compose([*overrides, f"name={self.name}"], sweep_point=True)
+            return config_mod.compose([*overrides, f"name={self.name}"], sweep_point=True,
+                                      typed=[self.typed.get(o, o) for o in overrides])
         except GradflowError as e:  # e names the bad key and value; the point is its swept values, the rest noise
-            point = " ".join(o for o in overrides if override_key(o) in self.swept)
+            point = " ".join(self.typed.get(o, o) for o in overrides if override_key(o) in self.swept)
             if not point or self._not_the_points(overrides, e):  # (a fixed key's typo blamed the first point)
                 raise GradflowError(str(e)) from None
             raise GradflowError(f"sweep point {point}: {e}") from None
@@ -512,7 +560,7 @@ class _Configs:
             return False
         fixed = [o for o in overrides if override_key(o) not in self.swept]
         try:
-            config_mod.compose([*fixed, f"name={self.name}"], sweep_point=True)
+            config_mod.compose([*fixed, f"name={self.name}"], sweep_point=True, typed=[self.typed.get(o, o) for o in fixed])
         except GradflowError as e:
             return str(e) == str(error)
         return False

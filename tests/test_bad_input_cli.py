@@ -58,6 +58,10 @@ CASES = [
     (["run", "train.steps=abc"], "train.steps"),
     # what was written, not OmegaConf's float of it ('10000000000.0'), and how to write it
     (["run", "train.steps=1e10"], "train.steps='1e10' is not a valid integer; write a whole number without a"),
+    # a sweep's too, not Hydra's sweeper's rewriting of it ('100.0'), fixed or swept, the point named as typed
+    (["sweep", "train.steps=1e2", "--name", "x"], "error: train.steps='1e2' is not a valid integer; write a whole"),
+    (["sweep", "model.depth=2,3", "train.steps=1e2"], "error: train.steps='1e2' is not a valid integer; write a"),
+    (["sweep", "train.steps=5,1e2"], "error: sweep point train.steps=1e2: train.steps='1e2' is not a valid integer"),
     (["run", "=5"], "the override '=5' has no key; write key=value"),
     # a key of another section, or by its usual other name, is named where it is (model.lr offered model.ln)
     (["run", "train.lr=0.1"], "unknown key 'train.lr' (did you mean optim.lr?)"),
