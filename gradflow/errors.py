@@ -101,6 +101,30 @@ def did_you_mean(word: str, choices, show: Callable[[str], str] = str) -> str:
     return f" (did you mean {' or '.join(map(show, near))}?)" if near else ""
 
 
+def by_words(word: str, choices, aliases: dict | None = None, most: int = 3) -> list[str]:
+    """The choices that share the most words with `word` (accuracy: final.train_acc and final.test_acc;
+    test_accuracy: final.test_acc), where no spelling is near (`nearest`). A name's words are its parts
+    between `.`, `_`, `-` and spaces, and those of its `aliases` (a column's header); two words match where
+    one begins with the other of 3 letters or more (acc, accuracy), or they are the same."""
+    import re
+
+    def words(text) -> set[str]:
+        return {w for w in re.split(r"[._\-\s]+", str(text).lower()) if w}
+
+    def same(a: str, b: str) -> bool:
+        return a == b or (len(b) >= 3 and a.startswith(b)) or (len(a) >= 3 and b.startswith(a))
+
+    asked = words(word)
+    scored = []
+    for c in dict.fromkeys(choices):
+        own = words(c) | set().union(*(words(a) for a in (aliases or {}).get(c, ())))
+        score = sum(any(same(w, o) for o in own) for w in asked)
+        if score:
+            scored.append((score, c))
+    best = max((score for score, _ in scored), default=0)
+    return [c for score, c in scored if score == best][:most]
+
+
 def user_stacklevel() -> int:
     """The `warnings.warn` stacklevel, for the function that calls this, of the first frame outside gradflow and
     torch: the user's own line (a Recorder's warnings at discovery, made in a hook inside the model's first

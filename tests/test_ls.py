@@ -181,6 +181,26 @@ def test_sort_descending_numeric_and_by_short_name(swept):
         " ".join(by_time.split()).partition("not shown")[2], by_time
 
 
+@pytest.mark.parametrize("args, meant", [
+    (["--sort", "accuracy"], "--sort key 'accuracy' is not a column (did you mean final.train_acc or final.test_acc?)"),
+    (["--sort", "-test_accuracy"], "--sort key 'test_accuracy' is not a column (did you mean final.test_acc?)"),
+    (["--where", "accuracy=0.5"], "--where key 'accuracy' is not a column (did you mean final.train_acc or "
+                                  "final.test_acc?)"),
+    (["--where", "learning_rate=0.1"], "--where key 'learning_rate' is not a column (did you mean optim.lr?)"),
+    (["--sort", "epochs"], "--sort key 'epochs' is not a column (did you mean train.steps?)"),
+])
+def test_an_unknown_sort_or_where_key_offers_the_columns_it_may_mean(swept, args, meant):
+    """A key no spelling is near (accuracy: its columns say acc) is offered the columns that share a word with it,
+    or that its usual other name is (learning_rate: optim.lr), as a mistyped override is; it listed the
+    column names alone."""
+    root, _ = swept
+    path = os.pathsep.join([str(Path(__file__).parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])])
+    out = subprocess.run([sys.executable, "-m", "gradflow", "ls", str(root), *args], capture_output=True, text=True,
+                         env={**os.environ, "COLUMNS": "80", "PYTHONPATH": path}, timeout=300)
+    assert out.returncode == 1 and out.stdout == "", out
+    assert out.stderr.startswith(f"error: {meant}; choices: ") and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
 @pytest.mark.parametrize("descending", [False, True])
 def test_sorting_puts_missing_values_last_either_way(descending):
     """A diverged or failed run has no final loss: its row goes last whichever way the column sorts (first

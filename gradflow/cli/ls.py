@@ -14,7 +14,7 @@ from rich.markup import escape
 from gradflow import store
 from gradflow.cli.app import app
 from gradflow.cli.console import NBSP, console, folder, labels, print_note, user_errors
-from gradflow.errors import GradflowError, did_you_mean
+from gradflow.errors import GradflowError, by_words, did_you_mean
 from gradflow.fmt import fmt, strict_json
 from gradflow.keys import (abbreviate, config_columns, full_key, implied_keys, n_distinct, ordered_values,
                            partial_keys, partial_phrase)
@@ -99,6 +99,14 @@ def column(df: pd.DataFrame, key: str, option: str, swept: list[str], choices: l
     results_here = {c for c in RESULT_COLUMNS if c in df.columns} - {store.STATUS, store.DIVERGED_AT}
     headers = [RESULT_COLUMNS[c][0] for c in RESULT_COLUMNS if c in results_here]  # ('ratio ned': 'ratio end')
     hint = did_you_mean(key, list(dict.fromkeys([*keys, *abbreviate(keys).values(), *choices, *headers])))
+    if not hint:  # a key's usual other name (learning_rate: optim.lr), or a word of a column's name or header
+        from gradflow.config import KEY_SYNONYMS  # (accuracy: final.test_acc), each by the column's name
+
+        leaf = KEY_SYNONYMS.get(key.rsplit(".", 1)[-1].lower())
+        columns = [*choices, *(c for c in RESULT_COLUMNS if c in results_here), *keys]
+        near = ([k for k in keys if k.rsplit(".", 1)[-1] == leaf][:3]
+                or by_words(key, columns, {c: [RESULT_COLUMNS[c][0]] for c in RESULT_COLUMNS}))
+        hint = f" (did you mean {' or '.join(near)}?)" if near else ""
     results = ", or a result by its header: 'train loss'" if results_here else ""
     raise GradflowError(f"{option} key {key!r} is not a column{hint}; choices: {', '.join(choices)}{more}"
                         f" (or any config key, by its full name or its last part{results})")
