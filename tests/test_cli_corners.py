@@ -51,6 +51,43 @@ def test_clean_takes_yes_spelled_out_as_a_yes(cli, results):
     assert not (root / "model.depth=4").exists() and (root / "model.depth=3").exists()
 
 
+def test_clean_says_which_figures_and_page_predate_it_and_keeps_them(cli, results):
+    """After a grid shrinks, the figures and report page drawn from the old grid stay, whole, with the user's
+    own file beside them; clean names them and the commands that redraw them from the runs left (nothing
+    said they were out of date). Figures drawn before the removed run had ended cannot show it: no word."""
+    import os
+
+    assert _sweep(cli, results, "model.depth=2,3,4", "--report").exit_code == 0
+    root = results / "s"
+    assert cli("plot", str(root)).exit_code == 0
+    figures = store.figures_dir(root)
+    (figures / "notes.txt").write_text("mine\n")
+    drawn = sorted(p.name for p in figures.iterdir())
+    assert len(drawn) > 1 and (root / store.REPORT_HTML).is_file()
+    assert _sweep(cli, results, "model.depth=2,3").exit_code == 0  # depth 4 now stale
+    out = cli("clean", str(root), "--stale", "-y")
+    said = " ".join(out.output.split())
+    assert out.exit_code == 0 and "removed 1 run" in said, out.output
+    assert (f"figures/ and report.html in {root} predate this cleaning and may show the runs it removed; redraw "
+            f"them from the runs left: `gradflow plot {root}`, `gradflow report {root}`") in said, out.output
+    assert sorted(p.name for p in figures.iterdir()) == drawn and (root / store.REPORT_HTML).is_file()
+
+    assert _sweep(cli, results, "model.depth=2,3,4").exit_code == 0  # depth 4 again, ended after the figures
+    for p in [*figures.iterdir(), root / store.REPORT_HTML]:
+        os.utime(p, (p.stat().st_atime, (root / "model.depth=4").stat().st_mtime - 3600))
+    assert _sweep(cli, results, "model.depth=2,3").exit_code == 0
+    out = cli("clean", str(root), "--stale", "-y")
+    assert out.exit_code == 0 and "removed 1 run" in out.output and "predate" not in out.output, out.output
+
+    # a file of the user's in figures/, written after the run ended, is no figure drawn from it
+    assert _sweep(cli, results, "model.depth=2,3,4").exit_code == 0
+    assert _sweep(cli, results, "model.depth=2,3").exit_code == 0
+    (figures / "notes.txt").write_text("mine, again\n")
+    out = cli("clean", str(root), "--stale", "-y")
+    assert out.exit_code == 0 and "removed 1 run" in out.output and "predate" not in out.output, out.output
+    assert (figures / "notes.txt").read_text() == "mine, again\n"
+
+
 # --- the sweep CLI ---------------------------------------------------------------------------------------
 
 def test_points_given_twice_is_refused_before_anything_runs(cli, results, tmp_path):

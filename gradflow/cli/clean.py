@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from gradflow import store
 from gradflow.cli.app import app
-from gradflow.cli.console import console, folder, user_errors
+from gradflow.cli.console import NBSP, console, folder, print_note, user_errors
 from gradflow.errors import GradflowError
 
 
@@ -57,11 +58,49 @@ def clean(
     if not yes and not _agreed(f"remove {it}?", it):
         console.print("nothing removed", highlight=False)
         raise typer.Exit(1)
+    ended = {Path(r[store.PATH]): _ended(Path(r[store.PATH])) for r in doomed} | {p: _ended(p) for p in left}
     removed, kept = store.clean(path)
     console.print(f"removed {len(removed)} run{'s' * (len(removed) != 1)}", soft_wrap=True)
     if kept:  # (gained such files while we asked)
         console.print(f"kept {len(kept)} that hold files gradflow did not write (gradflow deletes only its own): "
                       + ", ".join(str(k) for k in kept), soft_wrap=True)
+    _say_drawn_before(path, {job: ended.get(job) for job in removed})
+
+
+def _ended(job: Path) -> float | None:
+    """When a run's folder last changed (its run.json written, or the folder itself for a left-over one)."""
+    try:
+        return max(p.stat().st_mtime for p in (job, *job.iterdir()))
+    except OSError:
+        return None
+
+
+def _say_drawn_before(path: Path, removed: dict[Path, float | None]) -> None:
+    """The figures and report pages that `plot` and `report` drew, in `path` or a folder between it and a run
+    removed, after that run had ended: they may show it. clean leaves them as they are (a figures folder
+    may hold files of the user's, and which runs a figure shows is not recorded), and says how to redraw."""
+    folders: dict[Path, float] = {}
+    for job, ended in removed.items():
+        for up in [job.parent, *job.parent.parents]:
+            if ended is not None:
+                folders[up] = min(folders.get(up, ended), ended)
+            if up == path or not up.is_relative_to(path):
+                break
+    for where, since in folders.items():
+        figures = store.figures_dir(where)
+        drawn = [p for p in (*(sorted(f for f in figures.iterdir() if f.suffix.lstrip(".") in store.FIGURE_FORMATS)
+                               if figures.is_dir() else []), where / store.REPORT_HTML)
+                 if p.is_file() and p.stat().st_mtime >= since]  # (a file of the user's there is no figure)
+        if not drawn:
+            continue
+        page = drawn[-1].name == store.REPORT_HTML
+        what = " and ".join([*([f"{store.FIGURES_DIR}/"] if len(drawn) > page else []),
+                             *([store.REPORT_HTML] if page else [])])
+        redraw = [*([f"gradflow plot {where}"] if len(drawn) > page else []),
+                  *([f"gradflow report {where}"] if page else [])]
+        print_note(f"{what} in {where} predate{'s' * (what == store.REPORT_HTML)} this cleaning and may show the "
+                   f"runs it removed; redraw {'it' if what == store.REPORT_HTML else 'them'} from the runs left: "
+                   + ", ".join(f"`{c}`".replace(" ", NBSP) for c in redraw), style="yellow")
 
 
 def _agreed(question: str, it: str) -> bool:
