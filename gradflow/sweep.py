@@ -560,7 +560,8 @@ class _Configs:
             return False
         fixed = [o for o in overrides if override_key(o) not in self.swept]
         try:
-            config_mod.compose([*fixed, f"name={self.name}"], sweep_point=True, typed=[self.typed.get(o, o) for o in fixed])
+            config_mod.compose([*fixed, f"name={self.name}"], sweep_point=True,
+                               typed=[self.typed.get(o, o) for o in fixed])
         except GradflowError as e:
             return str(e) == str(error)
         return False
