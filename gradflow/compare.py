@@ -87,13 +87,39 @@ def unmatched(runs: pd.DataFrame, sources: Sequence[str], by: Sequence[str]) -> 
 
 
 def differing_keys(runs: pd.DataFrame, sources: Sequence[str]) -> dict[str, list]:
-    """Config keys fixed within each source but different between them: what the comparison is about."""
+    """Config keys fixed within each source but different between them: what the comparison is about.
+    A key that only some runs of a source read (model.alpha, unset where model.skip=none: a key a group
+    choice sets, as `gradflow ls` says of it) is compared on the runs that read it: a source's value is
+    the one its runs that set it hold, and a source none of whose runs set it makes no difference where
+    another source reads it in only some runs (skip=none beside skip=none,residual). Where no source is
+    so split, unset is a value of its own (init.gain of init=xavier_normal beside init=kaiming_normal,
+    which has init.mode instead). A key some source sweeps (it is matched on) or sets to several values
+    is none of them."""
+    per = [runs[runs[store.SOURCE] == s] for s in sources]
+    axes = {k for g in per for k in swept_keys(g.dropna(axis=1, how="all"))}
     out = {}
     for k in config_columns(runs):
-        per = [runs.loc[runs[store.SOURCE] == s, k] for s in sources]
-        if all(n_distinct(p) == 1 for p in per) and n_distinct(runs[k]) > 1:
-            out[k] = [ordered_values(p)[0] for p in per]
+        if k in axes:
+            continue
+        set_in = [g[k].dropna() for g in per]
+        if any(n_distinct(v) > 1 for v in set_in):
+            continue
+        values = [ordered_values(v)[0] if len(v) else math.nan for v in set_in]
+        # a source whose runs read the key only in part: the sources that never read it are no difference
+        compared = [v for v, s in zip(values, set_in) if len(s) or not read_in_part(runs, sources, k)]
+        if len({vkey(v) for v in compared}) > 1:
+            out[k] = values
     return out
+
+
+def read_in_part(runs: pd.DataFrame, sources: Sequence[str], key: str) -> bool:
+    """Whether some source has `key` set in some of its runs and unset in others (model.alpha beside
+    model.skip=none,residual)."""
+    for s in sources:
+        set_in = runs.loc[runs[store.SOURCE] == s, key].notna()
+        if set_in.any() and not set_in.all():
+            return True
+    return False
 
 
 def pooled_keys(runs: pd.DataFrame, by: Sequence[str]) -> list[str]:
@@ -153,8 +179,12 @@ def overlay_table(paths: Sequence[str | Path], sources: Sequence[str], runs: pd.
     """The `table` rows of every source's runs in `runs` in one frame for drawing: run ids made unique
     across sources, and the keys in `differ` dropped (one value per source: `source` already says them).
     `missing_ok`: a source without the table (no probe=full, every run stale) is left out of it, not an
-    error (empty where none has it)."""
+    error (empty where none has it). A key of `differ` that some source reads in only some runs stays:
+    a run that does not read it (model.alpha of skip=none) has no value of it to be given, and the
+    figure names it as a key only the sources differ in (`the sources also differ in model.alpha`)."""
     from gradflow.plots.kinds import load_table
+
+    differ = [k for k in differ if k in runs.columns and not read_in_part(runs, sources, k)]
 
     frames = []
     for p, s in zip(paths, sources):
@@ -168,6 +198,6 @@ def overlay_table(paths: Sequence[str | Path], sources: Sequence[str], runs: pd.
         df = df[df[store.RUN].isin(set(kept[store.RUN]))]  # (the runs `runs` keeps: compare --where)
         frames.append(store.prefix_runs(df, s).assign(**{store.SOURCE: s}))
     out = store.concat(frames) if frames else pd.DataFrame()
-    out.attrs[store.SOURCE_KEYS] = {s: {k: runs.loc[runs[store.SOURCE] == s, k].iloc[0] for k in differ
-                                        if k in runs.columns} for s in sources if (runs[store.SOURCE] == s).any()}
+    out.attrs[store.SOURCE_KEYS] = {s: {k: runs.loc[runs[store.SOURCE] == s, k].iloc[0] for k in differ}
+                                    for s in sources if (runs[store.SOURCE] == s).any()}
     return out.drop(columns=list(differ), errors="ignore")

@@ -1051,3 +1051,22 @@ def test_compare_names_the_keys_only_some_sources_set_by_group_and_an_empty_valu
     cached = sweep("cached", "data=mnist1d", "init=xavier_normal", f"data.cache={tmp_path / 'c'}")
     note = " ".join(invoke("compare", mn, cached, "--out", tmp_path / "figs").output.split())
     assert f"sources differ in data.cache ('' | {tmp_path / 'c'})" in note, note
+
+
+def test_compare_names_a_key_only_some_runs_read_by_its_value_where_they_read_it(tmp_path):
+    # model.alpha is read where model.skip=residual and unset where skip=none: a skip=none,residual sweep
+    # at alpha 1 beside a residual one at alpha 0.5 counted the unset alpha as a second value, and the
+    # note never said that the residual runs it matched differ in alpha
+    a = _sweep(tmp_path, "a", "model.skip=none,residual", "model.depth=2,3")
+    b = _sweep(tmp_path, "b", "model.skip=residual", "model.alpha=0.5", "model.depth=2,3")
+    alpha = {store.read_run(job)["config"].get("model.alpha") for job in store.find_runs(a)} - {None}
+    assert len(alpha) == 1, alpha  # (its default, read by the residual runs alone)
+    text, _, _ = _compare_at_80_columns(a, b, "--kind", "ratio", out_dir=tmp_path / "figs")
+    note = " ".join(text.split())
+    assert "matched on model.depth, model.skip" in note, note
+    assert f"sources differ in model.alpha ({alpha.pop()} | 0.5)" in note, note
+    # a source whose runs never read it (skip=none alone) is no difference: its runs match a's skip=none
+    c = _sweep(tmp_path, "c", "model.depth=2,3")
+    note = " ".join(_compare_at_80_columns(a, c, "--kind", "ratio", out_dir=tmp_path / "figs")[0].split())
+    assert "alpha" not in note and "sources differ" not in note, note
+

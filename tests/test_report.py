@@ -321,6 +321,20 @@ def test_a_comparison_of_sources_with_different_data_names_the_keys_only_one_set
     assert swept.endswith("other runs differ only there and in what each source fixes (above)."), swept
 
 
+def test_a_comparison_names_a_key_only_some_runs_read_by_the_value_they_read(tmp_path, cli):
+    # model.alpha, read where model.skip=residual: a skip=none,residual sweep (alpha unset where skip=none)
+    # beside a residual one at alpha 0.5 was no difference of what each source fixes
+    results = tmp_path / "results"
+    common = ["model.width=8", "model.depth=2", "train.steps=2", "train.batch_size=32", "data=gaussian",
+              "data.n_train=64", "data.n_test=32", "data.dim=8", f"results={results}"]
+    for name, skip in (("a", ["model.skip=none,residual"]), ("b", ["model.skip=residual", "model.alpha=0.5"])):
+        out = cli("sweep", *common, *skip, "--name", name)
+        assert out.exit_code == 0, out.output
+    (alpha,) = {store.read_run(job)["config"].get("model.alpha") for job in store.find_runs(results / "a")} - {None}
+    note = Page(report.build([results / "a", results / "b"])).texts["differ"]
+    assert note == f"The sources differ in what each fixes: a has model.alpha={alpha}; b has model.alpha=0.5.", note
+
+
 def test_a_folder_of_sweeps_shows_each_sweeps_own_figures_under_its_name(study, tmp_path):
     # as `gradflow plot results/` draws them: drawn together, unrelated studies were one line per run
     folder = tmp_path / "results"
