@@ -29,6 +29,10 @@ COMPARED = tuple((c, RESULT_COLUMNS[c][0], how) for c, how in (
     ("chi1_measured", "diff"), ("chi1_theory", "diff"), ("final.train_loss", "diff"), ("final.train_acc", "diff"),
     ("final.test_acc", "diff")))  # (the training loss: a Recorder's loop may log nothing else)
 
+# keys only some sources set (init.gain beside another init's init.mode), named one by one up to this many
+# per source; more (every key of `gradflow run` beside a Recorder's, a Gaussian source's data.*) go by group
+NAMED_PARTIAL = 3
+
 
 def source_labels(paths: Sequence[str | Path]) -> list[str]:
     """The folder names, made unique with the parent folder (a/run vs b/run), then a counter; where two

@@ -23,6 +23,7 @@ import gradflow
 from gradflow import store
 from gradflow.cli import app
 from gradflow.compare import comparison, match_keys, pooled_keys, source_labels, unmatched
+from gradflow.fmt import fmt as number
 
 SMALL = ["data=gaussian", "data.n_train=128", "data.n_test=64", "data.dim=8", "model.width=8", "train.steps=4",
          "train.batch_size=32", "train.eval_every=2"]
@@ -1043,10 +1044,11 @@ def test_compare_names_the_keys_only_some_sources_set_by_group_and_an_empty_valu
     out = invoke("compare", ga, mn, "--out", tmp_path / "figs")
     assert out.exit_code == 0, out.output
     note = " ".join(out.output.split()).split("sources differ in ")[1]
+    # (ga's ten by group; mn's two, few enough, by name and value)
     assert note.startswith("data.name (gaussian | mnist1d); data.seed (0 | 42); init.name (meanfield | "
-                           "xavier_normal); the other keys of data and init, which only ga sets; the other keys of "
-                           "data and init, which only mn sets"), note
-    assert "data.dim" not in note and "init.gain" not in note
+                           "xavier_normal); the other keys of data and init, which only ga sets; data.cache='' and "
+                           "init.gain=1, which only mn sets"), note
+    assert "data.dim" not in note and "init.sw2" not in note
     # a key both set, one to "": shown as ''
     cached = sweep("cached", "data=mnist1d", "init=xavier_normal", f"data.cache={tmp_path / 'c'}")
     note = " ".join(invoke("compare", mn, cached, "--out", tmp_path / "figs").output.split())
@@ -1070,3 +1072,28 @@ def test_compare_names_a_key_only_some_runs_read_by_its_value_where_they_read_it
     note = " ".join(_compare_at_80_columns(a, c, "--kind", "ratio", out_dir=tmp_path / "figs")[0].split())
     assert "alpha" not in note and "sources differ" not in note, note
 
+
+def test_compare_names_the_few_keys_only_one_init_sets_and_says_differences_by_the_sources_letters(tmp_path):
+    # init.gain (xavier_normal's) beside init.mode (kaiming_normal's) read `the other keys of init, which only
+    # A sets; the other keys of init, which only B sets`, naming neither; and `differences: ratios as
+    # ×(B / A), the rest as other − first` mixed the table's letters with words
+    xa = _sweep(tmp_path, "xavier-normal-study", "init=xavier_normal", "model.depth=2,3")
+    ka = _sweep(tmp_path, "kaiming-normal-study", "init=kaiming_normal", "model.depth=2,3")
+    orth = _sweep(tmp_path, "orthogonal-study", "init=orthogonal", "model.depth=2,3")
+
+    def config(root: Path, key: str):
+        (value,) = {store.read_run(job)["config"][key] for job in store.find_runs(root)}
+        return value
+
+    gain, mode = config(xa, "init.gain"), config(ka, "init.mode")
+    text, lines, _ = _compare_at_80_columns(xa, ka, out_dir=tmp_path / "figs")
+    assert lines[:3] == ["A = xavier-normal-study", "B = kaiming-normal-study", "compare: A vs B"], lines
+    note = " ".join(text.split())
+    assert (f"sources differ in init.name (xavier_normal | kaiming_normal); init.gain={number(gain)}, which only "
+            f"A sets; init.mode={mode}, which only B sets") in note, note
+    assert "differences: ratios as ×(B / A), the rest as B − A" in note and "other" not in note, note
+    # three sources: a key two of them set, and each difference column named
+    assert config(orth, "init.gain") == gain
+    note = " ".join(_compare_at_80_columns(xa, ka, orth, "--by", "depth", out_dir=tmp_path / "figs")[0].split())
+    assert (f"init.gain={number(gain)}, which only A and C set; init.mode={mode}, which only B sets") in note, note
+    assert "differences: ratios as ×(B / A) and ×(C / A), the rest as B − A and C − A" in note, note

@@ -234,6 +234,11 @@ def _value(v) -> str:
     return "''" if isinstance(v, str) and not v else number(v)
 
 
+def _and(items: list[str]) -> str:
+    """`a`, `a and b`, `a, b and c`."""
+    return ", ".join(items[:-1]) + " and " * (len(items) > 1) + items[-1] if items else ""
+
+
 def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], differ: dict[str, list],
                     pooled: list[str] = (), flagged: list[str] = (), apart: dict[str, list] | None = None,
                     partial: list[str] = (), where: list[str] = ()) -> None:
@@ -364,18 +369,24 @@ def _comparison_notes(table: pd.DataFrame, names: list[str], by: list[str], diff
             setters.setdefault(tuple(n for n, v in zip(names, differ[k]) if not is_missing(v)), []).append(k)
         shown_groups = {k.split(".")[0] for k in differ if k not in partial and "." in k}
         for setting, keys in setters.items():
-            whose = "the other keys" if shown_groups & {k.split(".")[0] for k in keys if "." in k} else "the keys"
-            named.append(f"{partial_phrase(keys, whose)}, which only {' and '.join(setting)} "
-                         f"set{'s' * (len(setting) == 1)}")
+            # a few by name and value (init.gain=1 of init=xavier_normal beside kaiming_normal's init.mode:
+            # `the other keys of init` twice named neither), more by group
+            if len(keys) <= matching.NAMED_PARTIAL:
+                said = _and([f"{k}={_value(next(v for v in differ[k] if not is_missing(v)))}" for k in keys])
+            else:
+                whose = "the other keys" if shown_groups & {k.split(".")[0] for k in keys if "." in k} else "the keys"
+                said = partial_phrase(keys, whose)
+            named.append(f"{said}, which only {_and(list(setting))} set{'s' * (len(setting) == 1)}")
         notes.append("sources differ in " + "; ".join(named))
     if (table["runs"] > 1).any():  # (`pooled`: the keys those runs differ in)
         notes.append("numbers are medians over the runs in a cell" +
                      (f", which differ in {', '.join(abbreviate(list(pooled)).values())}" if pooled else ""))
     if flagged:
         notes.append(f"{FLAGGED}: finished but flagged: {labels(flagged)}; gradflow ls --json shows why")
-    if len(hidden) < len(names) - 1:  # (some difference column is shown)
-        notes.append(f"differences: ratios as ×({names[-1] if len(names) == 2 else 'other'} / {names[0]}), "
-                     "the rest as other − first")
+    others = names[1:len(names) - len(hidden)]  # the sources whose difference columns are shown
+    if others:  # (in the sources' own names, as the columns' headers: `B vs A`)
+        notes.append(f"differences: ratios as {_and([f'×({n} / {names[0]})' for n in others])}, the rest as "
+                     f"{_and([f'{n} − {names[0]}' for n in others])}")
     if hidden:
         # (a column's header is two lines, "gelu" over "vs relu": one label here, never broken inside)
         notes.append(f"not shown ({console.width} columns): {labels(' '.join(h.split()) for h in hidden)}; "
