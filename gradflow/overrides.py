@@ -33,12 +33,17 @@ def point_name(overrides: list[str], swept) -> str:
     return job_name([o for o in overrides if override_key(o) in swept])
 
 
-def split_top(text: str) -> list[str]:
+def split_top(text: str, quotes: bool = False) -> list[str]:
     """Hydra's override_dirname split at its top-level commas: not those inside ${...}, [...] or {...}
-    (optim.betas=[0.9,0.99] is one override, whose comma made two and a folder named 0.99_,optim.betas=_0.9)."""
-    items, depth, start = [], 0, 0
+    (optim.betas=[0.9,0.99] is one override, whose comma made two and a folder named 0.99_,optim.betas=_0.9);
+    with `quotes`, nor inside quotes (a command line's comma list: "a,b",c is two items)."""
+    items, depth, quote, start = [], 0, "", 0
     for i, ch in enumerate(text):
-        if ch in "[{(":
+        if quote:  # (only with `quotes`)
+            quote = "" if ch == quote and text[i - 1] != "\\" else quote
+        elif quotes and ch in "'\"":
+            quote = ch
+        elif ch in "[{(":
             depth += 1
         elif ch in "]})":
             depth = max(depth - 1, 0)

@@ -41,7 +41,7 @@ from gradflow import config as config_mod
 from gradflow.choices import CONDITIONAL_KEYS, settings, unread
 from gradflow import store, workers
 from gradflow.errors import GradflowError, UsageError, did_you_mean, shorten, shorten_command
-from gradflow.overrides import NOT_IN_JOB_NAME, job_name, override_key, point_name
+from gradflow.overrides import NOT_IN_JOB_NAME, job_name, override_key, point_name, split_top
 
 # launcher -> (module that provides it, extra to install)
 LAUNCHER_PLUGINS = {
@@ -377,24 +377,9 @@ def _typed(parser, parsed) -> dict[str, str]:
 
 
 def _comma_items(text: str) -> list[str] | None:
-    """The items of a plain comma list (1e2,2e2, "a,b",[1,2]): split at the commas outside brackets and
-    quotes; None for a sweep written as a function (range(1,5), choice(...), glob(*))."""
-    if re.match(r"\s*\w+\s*\(", text):
-        return None
-    items, depth, quote, start = [], 0, "", 0
-    for i, c in enumerate(text):
-        if quote:
-            quote = "" if c == quote and text[i - 1] != "\\" else quote
-        elif c in "'\"":
-            quote = c
-        elif c in "([{":
-            depth += 1
-        elif c in ")]}":
-            depth -= 1
-        elif c == "," and depth == 0:
-            items.append(text[start:i].strip())
-            start = i + 1
-    return [*items, text[start:].strip()]
+    """The items of a plain comma list (1e2,2e2, "a,b",[1,2]); None for a sweep written as a function
+    (range(1,5), choice(...), glob(*))."""
+    return None if re.match(r"\s*\w+\s*\(", text) else [item.strip() for item in split_top(text, quotes=True)]
 
 
 def _grid_of_points(points: list[dict], user: list[str], swept: list[str], grid: list[list[str]]):
