@@ -57,3 +57,17 @@ def test_glorot2010_slightly_under_scaled_normalized_init_is_not_about_level(tmp
     normalized = broken.claim("normalized: back-propagated gradient")
     assert not normalized.passed and 0.3 < normalized.measured.value < 0.5, verdicts(broken)
     assert broken.claim("standard: back-propagated gradient").passed
+
+
+def test_glorot2010_a_linear_net_fails(tmp_path):
+    # no tanh at all (model.activation=linear): the normalized init's layer Jacobians read the quarter-circle
+    # value 0.849 of the bare weights, which the old band [0.65, 0.9] passed, and the normalized net is ahead
+    # in training by only ~0.02 (no saturation to avoid), which the old "> 0" passed: every claim did. Width
+    # 256 keeps it cheap (the linear Jacobian's 0.849 holds at any width; the training arm is 256 wide anyway)
+    broken = reproduce("glorot2010", tmp_path, "model.activation=linear", "model.width=256")
+    jacobians = broken.claims_with("normalized: mean singular value")
+    assert len(jacobians) == 4 and not any(r.passed for r in jacobians), verdicts(broken)
+    assert all(0.83 < r.measured.value < 0.87 for r in jacobians), verdicts(broken)
+    training = broken.claim("final train loss, standard − normalized")
+    assert not training.passed and training.measured.value < 0.1, verdicts(broken)
+    assert broken.claim("standard: back-propagated gradient").passed  # (blind to it: ~0.11 either way)

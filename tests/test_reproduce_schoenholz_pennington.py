@@ -53,6 +53,17 @@ def test_schoenholz2017_with_batchnorm_fails_the_crossing_and_says_why_theory_ha
         assert not r.passed and "no mean-field χ₁ for these runs" in r.measured.note, verdicts(broken)
 
 
+def test_schoenholz2017_relu_at_its_edge_of_chaos_fails_the_crossing(shared):
+    # ReLU instead of tanh: chi_1 = sigma_w^2 / 2 is exactly 1 at sigma_w^2 = 2.0, so the measured chi_1 sits on 1
+    # there (0.0016 above it at width 500), which the old "> 0" passed, along with every chi_1 claim (theory for
+    # ReLU's own config); the crossing now needs half the tanh theory's margin. Width 200, no training: cheap
+    broken = reproduce("schoenholz2017", shared, "model.activation=relu", "train.steps=0", "model.width=200",
+                       "data.dim=200")
+    crossing = broken.claim("crosses 1 between")
+    assert not crossing.passed and abs(crossing.measured.value) < 0.02, verdicts(broken)
+    assert all(r.passed for r in broken.claims_with("|measured χ₁ / mean-field χ₁ − 1|")), verdicts(broken)
+
+
 @pytest.mark.slow
 def test_pennington2017_quick_passes(shared):
     outcome = reproduce("pennington2017", shared)
