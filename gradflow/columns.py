@@ -16,7 +16,7 @@ import pandas as pd
 from gradflow import store
 from gradflow.errors import GradflowError, ellipsize, shorten
 from gradflow.fmt import fmt
-from gradflow.keys import abbreviate, full_key, n_distinct, swept_keys
+from gradflow.keys import abbreviate, full_key, swept_keys
 from gradflow.probes.quantities import QUANTITIES
 from gradflow.summary import (BLOCKS, DECLARED, RESIDUAL_STREAM, STUDY, TRANSIENT_TOL, UNREADABLE, run_folders,
                               runs_table, study_of)
