@@ -318,6 +318,31 @@ def test_plot_says_which_figures_of_the_set_it_left_out_and_why(tmp_path):
     assert f"<p class=note>{escape(f'{frozen.parent}: {line}')}</p>" in report.build([tmp_path])
 
 
+def test_plot_names_the_figures_an_earlier_drawing_left_beside_the_set_and_removes_none(tmp_path):
+    # a figure the set leaves out now (the gradient norm where no run clips any more, a run's profiles where
+    # its layers were frozen since) stayed in the figures folder from an earlier drawing, and read as current
+    frozen = _recorded(tmp_path / "frozen" / "run", frozen=True)
+    figures = frozen / "figures"
+    assert [p.name for p in printed_paths(invoke("plot", frozen))] == ["curves.png"]
+    stale = figures / "profile-grad_norm-step0.png"
+    shutil.copy(figures / "curves.png", stale)
+    (figures / "notes.txt").write_text("mine")  # (no figure: not named)
+    out = invoke("plot", frozen)
+    assert out.exit_code == 0 and [p.name for p in printed_paths(out)] == ["curves.png"], out.output
+    said = [line for line in " ".join(out.output.split()).split("also in ")[1:]]
+    assert said == [f"{figures}, not drawn by this command: profile-grad_norm-step0.png (from an earlier drawing; "
+                    "one the set leaves out now may no longer apply)"], out.output
+    assert stale.is_file() and (figures / "notes.txt").is_file()
+    for name in "abcde":  # many: the first four, then how many more
+        shutil.copy(stale, figures / f"{name}.png")
+    flat = " ".join(invoke("plot", frozen).output.split())
+    assert f"not drawn by this command: a.png, b.png, c.png, d.png and 2 more (from" in flat, flat
+    stale.unlink()
+    for name in "abcde":
+        (figures / f"{name}.png").unlink()
+    assert "also in" not in invoke("plot", frozen).output  # (the set's own figures, redrawn: nothing said)
+
+
 def test_plot_one_run_folder(full):
     out = invoke("plot", full, "--kind", "heatmap")  # one run: no --run needed; into the run's own folder
     assert out.exit_code == 0, out.output

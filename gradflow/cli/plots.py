@@ -168,6 +168,8 @@ def _standard_sets(path: Path, out: Path | None, out_dir: Path, fmt: str, includ
         print_note(line, style="yellow", to=err_console)  # without a word)
     for why in passed_over:  # (on stderr, after the paths: stdout is the figures' paths, one a line)
         print_note(f"passed over: {why}", style="yellow", to=err_console)
+    for target in dict.fromkeys(targets.values()):
+        _earlier_figures(target, set(written), fmt)
     _left_out(path)
     if len(failed) == 1:  # the rest of the set is drawn: an error all the same
         raise GradflowError(failed[0])
@@ -175,6 +177,17 @@ def _standard_sets(path: Path, out: Path | None, out_dir: Path, fmt: str, includ
         for why in failed:
             print_note(why, style="red", to=err_console)
         raise GradflowError(f"{len(failed)} figures not drawn (each said above); the others are drawn")
+
+
+def _earlier_figures(target: Path, written: set[Path], fmt: str) -> None:
+    """A line naming the figures of this format in `target` that this command did not draw: a figure the set
+    leaves out now (no run clips any more, a run removed) stayed there from an earlier drawing, and read as
+    current beside the new set. They are named, not removed: the folder may hold a user's own figures."""
+    earlier = sorted(p.name for p in target.glob(f"*.{fmt}") if p.is_file() and p not in written)
+    if earlier:
+        names = ", ".join(earlier[:4]) + (f" and {len(earlier) - 4} more" if len(earlier) > 4 else "")
+        print_note(f"also in {target}, not drawn by this command: {names} (from an earlier drawing; one the set "
+                   "leaves out now may no longer apply)", style="yellow", to=err_console)
 
 
 OTHER_IMAGES = ("jpg", "jpeg", "tif", "tiff", "eps", "ps", "webp", "gif", "bmp")  # image files gradflow does not write
