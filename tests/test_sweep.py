@@ -379,6 +379,25 @@ def test_the_replacement_notice_names_what_changed(cli, results, monkeypatch):
     assert all(len(line) <= 80 for line in lines[:4]) and not any(line.endswith("→") for line in lines), out.output
 
 
+def test_the_replacement_notice_breaks_a_change_too_long_for_a_line_at_its_spaces(cli, results, monkeypatch):
+    # a change is kept whole on a line where it fits one; one of long values, kept whole, ran to 108 columns
+    from gradflow.cli.console import console
+
+    monkeypatch.setattr(console, "width", 80)
+    old, new = (f"baseline_with_a_rather_long_descriptive_label_v{i}" for i in (1, 2))
+    assert _sweep(cli, results, "model.depth=2,3", f"+tag={old}", "--name", "t").exit_code == 0
+    out = cli("sweep", *SMALL, "model.depth=2,3", f"+tag={new}", "train.steps=5", f"results={results}",
+              "--name", "t")
+    text = " ".join(out.output.split())
+    assert out.exit_code == 0 and f"will be replaced (train.steps 6 → 5, tag {old} → {new}), each" in text, out.output
+    lines = out.output.splitlines()
+    start = next(i for i, line in enumerate(lines) if "made with other settings" in line)
+    end = next(i for i, line in enumerate(lines) if "replacement has finished" in line)
+    notice = lines[start:end + 1]
+    assert len(notice) > 2 and max(map(len, notice)) <= 80, out.output
+    assert any("train.steps 6 → 5," in line for line in notice), out.output  # (the short change still whole)
+
+
 def test_the_replacement_notice_says_a_key_changed_otherwise_in_some_runs():
     from gradflow.cli.sweep import _changes
 

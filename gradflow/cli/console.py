@@ -94,11 +94,12 @@ def labels(items) -> str:
 
 def said_changes(changes: list[tuple], most: int = 4, whole: bool = False) -> str:
     """`key old → new, ...` for the first `most` of `changes` ((key, old, new) each), `and N more` beyond;
-    `whole`: each change kept on one line by print_note (NBSP for its spaces)."""
+    `whole`: each change kept on one line by print_note (NBSP for its spaces), where it fits one with the
+    punctuation around it (a long value's change breaks at its spaces: kept whole, it ran past the width)."""
     from gradflow.fmt import fmt
 
     said = [f"{k} {fmt(a)} → {fmt(b)}" for k, a, b in changes[:most]]
-    said = [s.replace(" ", NBSP) for s in said] if whole else said
+    said = [s.replace(" ", NBSP) if whole and len(s) + 2 <= console.width else s for s in said]
     return ", ".join(said) + (f" and {len(changes) - most} more" if len(changes) > most else "")
 
 
