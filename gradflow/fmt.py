@@ -44,6 +44,12 @@ def fmt(x: Any, digits: int = 4, missing: str = "-") -> str:
     return str(x)
 
 
+def key_value(v: Any) -> str:
+    """A config key's value in a note (`gradflow compare`'s, the report's): as `fmt`, an empty string as ''
+    (bare, `data.cache (- | )` read as nothing)."""
+    return "''" if isinstance(v, str) and not v else fmt(v)
+
+
 def json_number(x: float) -> float | str | None:
     """A float for strict JSON (`json.dumps` writes NaN and Infinity, which JSON parsers refuse), at full
     precision: inf as "inf"/"-inf", undefined (nan) as null."""

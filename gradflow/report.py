@@ -30,7 +30,7 @@ import yaml
 from gradflow import columns, store, summary
 from gradflow.compare import NAMED_PARTIAL, differing_keys, source_labels
 from gradflow.errors import GradflowError
-from gradflow.fmt import fmt
+from gradflow.fmt import fmt, key_value
 
 TABLES = ("layers", "metrics", "hist", "jacobian")
 
@@ -504,11 +504,6 @@ def reproduction_html(rep: dict) -> list[str]:
     return sections
 
 
-def _said(v) -> str:
-    """A key's value in a note: an empty string as '' (as `gradflow compare` says it; bare, it read as nothing)."""
-    return "''" if isinstance(v, str) and not v else fmt(v)
-
-
 def differ_html(df: pd.DataFrame, labels: list[str], differ: dict[str, list]) -> list[str]:
     """A comparison's note on what each source fixes differently, each by name; the keys only some sources
     set (a Gaussian source's data.dim beside MNIST-1D's) by group, as `gradflow compare` says it."""
@@ -522,7 +517,7 @@ def differ_html(df: pd.DataFrame, labels: list[str], differ: dict[str, list]) ->
         own = [k for k in partial if not is_missing(differ[k][i])]
         named = own if len(own) <= NAMED_PARTIAL else []  # (a few by name, as compare names them; more by group)
         own = [k for k in own if k not in named]
-        items = [f"{k}={_said(v[i])}" for k, v in differ.items()
+        items = [f"{k}={key_value(v[i])}" for k, v in differ.items()
                  if (k not in partial or k in named) and not is_missing(v[i])]
         whose = "the other keys" if items else "the keys"
         tail = f"{', and ' if items else ''}{partial_phrase(own, whose)}, which only it sets" if own else ""

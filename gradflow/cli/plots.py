@@ -24,7 +24,7 @@ from gradflow.cli.app import app, progress_bar
 from gradflow.cli.console import console, err_console, folder, labels, out_path, print_note, user_errors
 from gradflow.cli.ls import keep_where
 from gradflow.errors import GradflowError
-from gradflow.fmt import fmt as number
+from gradflow.fmt import fmt as number, key_value
 from gradflow.plots.kinds import (
     COMPARE_KINDS, KIND_HELP, KINDS, Options, check_options, choose, draw, load_table, overlay_facet, refuse_unused,
 )
@@ -242,11 +242,6 @@ def _span(widths: list[int]) -> int:
     return sum(w + 3 for w in widths) + 1
 
 
-def _value(v) -> str:
-    """A key's value in a note: an empty string as '' (bare, `data.cache (- | )` read as nothing)."""
-    return "''" if isinstance(v, str) and not v else number(v)
-
-
 def _and(items: list[str]) -> str:
     """`a`, `a and b`, `a, b and c`."""
     return ", ".join(items[:-1]) + " and " * (len(items) > 1) + items[-1] if items else ""
@@ -370,10 +365,10 @@ def _comparison_notes(table: pd.DataFrame, names: list[str], by: list[str], diff
                  "no swept key in common: every run of a source in one row")
     if apart:
         notes.append("no configuration is in more than one source: " + "; ".join(
-            f"{k} " + ", ".join(f"{'/'.join(map(_value, v)) or '-'} in {n}" for n, v in zip(names, vals))
+            f"{k} " + ", ".join(f"{'/'.join(map(key_value, v)) or '-'} in {n}" for n, v in zip(names, vals))
             for k, vals in apart.items()) + "; --by KEY matches on fewer keys, pooling the rest")
     if differ:
-        named = [f"{k} ({' | '.join(map(_value, v))})" for k, v in differ.items() if k not in partial]
+        named = [f"{k} ({' | '.join(map(key_value, v))})" for k, v in differ.items() if k not in partial]
         # the keys only some sources set, by group and by who sets them (every default key of `gradflow
         # run` beside a Recorder's, `- | 4` each, or a Gaussian source's data.* beside MNIST-1D's, filled
         # 15 lines at 80 columns)
@@ -385,7 +380,7 @@ def _comparison_notes(table: pd.DataFrame, names: list[str], by: list[str], diff
             # a few by name and value (init.gain=1 of init=xavier_normal beside kaiming_normal's init.mode:
             # `the other keys of init` twice named neither), more by group
             if len(keys) <= matching.NAMED_PARTIAL:
-                said = _and([f"{k}={_value(next(v for v in differ[k] if not is_missing(v)))}" for k in keys])
+                said = _and([f"{k}={key_value(next(v for v in differ[k] if not is_missing(v)))}" for k in keys])
             else:
                 whose = "the other keys" if shown_groups & {k.split(".")[0] for k in keys if "." in k} else "the keys"
                 said = partial_phrase(keys, whose)
