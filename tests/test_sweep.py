@@ -404,7 +404,10 @@ def test_the_replacement_notice_says_a_key_changed_otherwise_in_some_runs():
     jobs = [sweep_mod.Job([], name, replaces=True, changes=changes) for name, changes in (
         ("a", [("train.steps", 6, 5), ("seed", 0, 1)]), ("b", [("train.steps", 7, 5), ("seed", 0, 1)]),
         ("c", [("train.steps", 8, 5)]))]
-    assert _changes(jobs) == [("train.steps", 6, "5 (other values in 2 runs)"), ("seed", 0, 1)]
+    # (seed: two of the three runs change it, and it was said as though all did)
+    assert _changes(jobs) == [("train.steps", 6, "5 in 1 of 3 runs, other values in 2"),
+                              ("seed", 0, "1 in 2 of 3 runs")]
+    assert _changes(jobs[:2]) == [("train.steps", 6, "5 in 1 of 2 runs, other values in 1"), ("seed", 0, 1)]
 
 
 def test_a_narrowed_or_widened_sweep_moves_its_finished_runs_to_their_new_names(cli, results):

@@ -58,7 +58,7 @@ def _command_path() -> str:
         return "gradflow"
     from typer.main import get_command
 
-    path, command = ["gradflow" if Path(sys.argv[0]).name == "gradflow" else "python -m gradflow"], get_command(app)
+    path, command = ["gradflow"], get_command(app)  # (as Click's own paths name it, under python -m too)
     for word in (a for a in sys.argv[1:] if not a.startswith("-")):
         sub = getattr(command, "commands", {}).get(word)
         if sub is None:

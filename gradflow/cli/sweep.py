@@ -103,16 +103,20 @@ def _header(p, skipped: int) -> None:
 
 def _changes(jobs: list) -> list[tuple]:
     """What differs between the replaced runs and their replacements, a key at a time in the order the runs
-    name them: (key, old, new) where every run that changes it changes it alike, else the first run's change
-    and how many runs change it otherwise (`train.steps 6 → 5 (other values in 2 runs)`)."""
+    name them: (key, old, new), where every run changes it alike; else the first run's change and in how many
+    of the runs (`seed 0 → 1 in 1 of 2 runs`), and how many change it otherwise (`train.steps 6 → 5 in 1 of
+    3 runs, other values in 2`): a key some runs do not change was said as though each did."""
     seen: dict[str, list[tuple]] = {}
     for job in jobs:
         for key, old, new in job.changes:
             seen.setdefault(key, []).append((old, new))
     out = []
     for key, pairs in seen.items():
-        (old, new), others = pairs[0], sum(pair != pairs[0] for pair in pairs)
-        out.append((key, old, f"{fmt(new)} (other values in {others} run{'s' * (others > 1)})" if others else new))
+        (old, new), alike = pairs[0], sum(pair == pairs[0] for pair in pairs)
+        others = len(pairs) - alike
+        if alike < len(jobs):
+            new = f"{fmt(new)} in {alike} of {len(jobs)} runs" + (f", other values in {others}" if others else "")
+        out.append((key, old, new))
     return out
 
 
