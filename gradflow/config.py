@@ -490,7 +490,12 @@ def _schemas(resolved: dict) -> None:
         name = resolved[group]["name"]
         if name not in schemas:
             _choice(f"{group}.name", name, list(schemas))
-        if set(resolved[group]) != {f.name for f in fields(schemas[name])}:
+        keys = {f.name for f in fields(schemas[name])}
+        extra = sorted(set(resolved[group]) - keys)
+        if extra and keys <= set(resolved[group]):  # (+model.foo=1: a key added by hand that no model reads)
+            raise GradflowError(f"{group}.{extra[0]} is not a key of {group}={name} (its keys: "
+                                f"{', '.join(sorted(keys - {'name'}))}): a key added with + is read by nothing")
+        if set(resolved[group]) != keys:
             raise GradflowError(f"{group}.name={_show(name)} names another kind of {group} than the one composed: "
                                 f"choose it with {group}={name}, not {group}.name")
 

@@ -159,6 +159,10 @@ CASES = [
     case("modle=cnn", "unknown key 'modle' (did you mean model?)", "misspelled-group"),
     case("model.name=cnn", "model.name='cnn' names another kind of model than the one composed: choose it with "
          "model=cnn", "family-by-name"),
+    # a key added by hand that no model reads: it was told as another kind of model named by model.name
+    case("+model.foo=1", "model.foo is not a key of model=mlp (its keys: activation, alpha, branch_layers, depth, "
+         "skip, variant, width): a key added with + is read by nothing", "added-key-no-model-reads"),
+    case("optim=adam +optim.bar=1", "optim.bar is not a key of optim=adam (its keys:", "added-key-no-optimizer-reads"),
     case("seeds=3", "top-level keys: seed, device, threads, name, results", "unknown-key-lists-top-level"),
     # a list key: a,b would sweep its items one by one, a single value is not a list; each says how to write it
     case("optim=adam optim.betas=0.9,0.99", "but optim.betas is a list: write optim.betas=[0.9,0.99]",
