@@ -533,7 +533,9 @@ class _Configs:
                                       typed=[self.typed.get(o, o) for o in overrides])
         except GradflowError as e:  # e names the bad key and value; the point is its swept values, the rest noise
             point = " ".join(self.typed.get(o, o) for o in overrides if override_key(o) in self.swept)
-            if not point or self._not_the_points(overrides, e):  # (a fixed key's typo blamed the first point)
+            unknown = re.match(r"unknown key '([^']+)'", str(e))  # a swept key no choice has: unknown at every
+            if (not point or unknown and unknown.group(1) in self.swept  # point (train.lr=1e-2,abc blamed 1e-2)
+                    or self._not_the_points(overrides, e)):  # (a fixed key's typo blamed the first point)
                 raise GradflowError(str(e)) from None
             raise GradflowError(f"sweep point {point}: {e}") from None
 

@@ -164,6 +164,8 @@ CASES = [
      "no run of he2015 takes init.sw2: init.sw2 does not apply to init="),
     (["sweep", "model.activation=tanh,nope"], "model.activation=nope"),
     (["sweep", "model.nope=1,2"], "model.nope"),
+    # a swept key that no choice has is unknown at every point: it blamed the first ("sweep point train.lr=1e-2:")
+    (["sweep", "train.lr=1e-2,abc"], "error: unknown key 'train.lr' (did you mean optim.lr?)"),
     (["sweep", "init=xavier_normal,nope"], "init='nope'"),
     (["sweep", "hydra/launcher=ray"], "hydra/launcher='ray' is not known; choices: basic"),
     # launcher settings that meant nothing or failed later (Hydra's multi-line error, a traceback)
