@@ -103,8 +103,8 @@ def _split_by_spaces(overrides: list[str], i: int) -> tuple[list[str], str] | No
     """The words around overrides[i] that a shell split out of one override at its spaces (`model.depth=4, 12`,
     `norm=none ,batchnorm`, `seed= 1`: a word ending in = or , or one starting with ,), and the override they
     make together, where that one reads; None where the words are no such split."""
-    def joins(a: str, b: str) -> bool:
-        return a.endswith((",", "=")) or b.startswith(",")
+    def joins(a: str, b: str) -> bool:  # (an empty value, data.cache=, before an override of its own: no split)
+        return a.endswith(",") or a.endswith("=") and "=" not in b or b.startswith(",")
 
     start, end = i, i
     while start > 0 and joins(overrides[start - 1], overrides[start]):

@@ -78,6 +78,10 @@ CASES = [
     (["sweep", "model.depth=2", ",3"], "'model.depth=2' and ',3' look like one override split at spaces: write "
                                        "model.depth=2,3"),
     (["run", "seed=", "1"], "'seed=' and '1' look like one override split at spaces: write seed=1"),
+    # an empty value before the split list is an override of its own (it joined the split, which then read as
+    # nothing, and the error was the generic one)
+    (["sweep", "data.cache=", "model.depth=2,", "3"], "'model.depth=2,' and '3' look like one override split at "
+                                                      "spaces: write model.depth=2,3"),
     (["sweep", "model.depth=2,3,"], "the override 'model.depth=2,3,' ends with a comma: write model.depth=2,3"),
     (["sweep", "=5,6"], "the override '=5,6' has no key"),
     (["sweep", "model.depth=2,3", "--name", ""], "the sweep's name is empty: give --name NAME"),  # (results/sweep)
