@@ -637,6 +637,13 @@ def test_a_step_that_raises_in_its_block_is_not_counted_done(tmp_path):
     assert sorted(store.load(tmp_path / "study" / "run0").step.unique()) == [0, 5, 10]
 
 
+def _small_net(optimizer=torch.optim.SGD) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """A seeded 4-8-2 tanh net and its optimizer at lr 0.1, as the loop checks below train it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    return model, optimizer(model.parameters(), lr=0.1)
+
+
 def _train(rec, model, opt, steps, batch: tuple) -> None:
     """The README's loop: each step's forward and backward pass in its block, then the optimizer's step."""
     for step in steps:
@@ -785,9 +792,7 @@ def test_a_script_that_ends_without_close_has_its_run_closed_with_its_tables(tmp
 
 def _loop(tmp_path, misplaced: str) -> list[str]:
     """Three probed steps of a loop with `misplaced` (a call in the wrong place); the warnings it gave."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model, opt = _small_net()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         rec = gradflow.Recorder(model, tmp_path / misplaced / "run0", every=1)
@@ -834,9 +839,7 @@ def test_a_loop_with_its_calls_in_the_wrong_place_is_told_so(tmp_path):
 def _micro_batches(tmp_path, name: str, per_block: int, blocks: int = 6) -> list[str]:
     """A loop of `blocks` probed blocks of `per_block` micro-batches each, the optimizer stepping every 4
     micro-batches (after the block that ends there); the warnings it gave."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model, opt = _small_net()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with gradflow.Recorder(model, tmp_path / name / "run0", every=1) as rec:
@@ -1621,9 +1624,7 @@ def test_a_loop_that_skips_a_failed_step_is_not_told_of_micro_batches(tmp_path):
     # a loop that catches a step's error (an out-of-memory batch skipped, fairseq's way) does not step the optimizer
     # after it: that block raised and was not done, no micro-batch of an update, yet close() warned "the optimizer did
     # not step between rec.step(1) and rec.step(2) ...; wrap all of an update's micro-batches in one block"
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model, opt = _small_net()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with gradflow.Recorder(model, tmp_path / "study" / "run0", every=1) as rec:
@@ -1679,9 +1680,7 @@ def test_an_empty_first_probed_block_is_left_out_as_any_other(tmp_path):
     # a loop that skips its first batch with `continue` (step 0, the discovery's block) raised "rec.step() saw no
     # forward pass of the model it was given", ending its training, where step 3's skip was left out and said at close;
     # its discovery hook then stayed on, and found the probe points in the next unprobed step's pass
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model, opt = _small_net()
     with gradflow.Recorder(model, tmp_path / "study" / "run0", every=2) as rec:
         for step in range(5):
             with rec.step(step):
@@ -1713,9 +1712,7 @@ def test_an_unhashable_optimizer_steps_beside_a_recorder(tmp_path):
         def __eq__(self, other):
             return self is other
 
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
-    opt = Compared(model.parameters(), lr=0.1)
+    model, opt = _small_net(Compared)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with gradflow.Recorder(model, tmp_path / "study" / "run0", every=1) as rec:
