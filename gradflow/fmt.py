@@ -44,6 +44,12 @@ def fmt(x: Any, digits: int = 4, missing: str = "-") -> str:
     return str(x)
 
 
+def and_list(items) -> str:
+    """`a`, `a and b`, `a, b and c` ('' for none)."""
+    items = list(items)
+    return ", ".join(items[:-1]) + " and " * (len(items) > 1) + items[-1] if items else ""
+
+
 def key_value(v: Any) -> str:
     """A config key's value in a note (`gradflow compare`'s, the report's): as `fmt`, an empty string as ''
     (bare, `data.cache (- | )` read as nothing)."""

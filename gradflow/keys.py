@@ -12,6 +12,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from gradflow.fmt import and_list
+
 
 SEED_KEYS = ("seed",)  # config keys aggregated over (median line + min-max band), never swept axes
 
@@ -173,7 +175,7 @@ def partial_phrase(partial: Sequence[str], whose: str = "the other keys") -> str
     groups = list(dict.fromkeys(k.split(".")[0] for k in partial if "." in k))
     named = [k for k in partial if "." not in k]  # (seed)
     if groups:
-        named.append(f"{whose} of {', '.join(groups[:-1])}{' and ' * (len(groups) > 1)}{groups[-1]}")
+        named.append(f"{whose} of {and_list(groups)}")
     return ", and ".join(named)
 
 

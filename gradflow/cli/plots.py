@@ -24,7 +24,7 @@ from gradflow.cli.app import app, progress_bar
 from gradflow.cli.console import console, err_console, folder, labels, out_path, print_note, user_errors
 from gradflow.cli.ls import keep_where
 from gradflow.errors import GradflowError
-from gradflow.fmt import fmt as number, key_value
+from gradflow.fmt import and_list, fmt as number, key_value
 from gradflow.plots.kinds import (
     COMPARE_KINDS, KIND_HELP, KINDS, Options, check_options, choose, draw, load_table, overlay_facet, refuse_unused,
 )
@@ -242,11 +242,6 @@ def _span(widths: list[int]) -> int:
     return sum(w + 3 for w in widths) + 1
 
 
-def _and(items: list[str]) -> str:
-    """`a`, `a and b`, `a, b and c`."""
-    return ", ".join(items[:-1]) + " and " * (len(items) > 1) + items[-1] if items else ""
-
-
 def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], differ: dict[str, list],
                     pooled: list[str] = (), flagged: list[str] = (), apart: dict[str, list] | None = None,
                     partial: list[str] = (), where: list[str] = ()) -> None:
@@ -380,11 +375,11 @@ def _comparison_notes(table: pd.DataFrame, names: list[str], by: list[str], diff
             # a few by name and value (init.gain=1 of init=xavier_normal beside kaiming_normal's init.mode:
             # `the other keys of init` twice named neither), more by group
             if len(keys) <= matching.NAMED_PARTIAL:
-                said = _and([f"{k}={key_value(next(v for v in differ[k] if not is_missing(v)))}" for k in keys])
+                said = and_list([f"{k}={key_value(next(v for v in differ[k] if not is_missing(v)))}" for k in keys])
             else:
                 whose = "the other keys" if shown_groups & {k.split(".")[0] for k in keys if "." in k} else "the keys"
                 said = partial_phrase(keys, whose)
-            named.append(f"{said}, which only {_and(list(setting))} set{'s' * (len(setting) == 1)}")
+            named.append(f"{said}, which only {and_list(list(setting))} set{'s' * (len(setting) == 1)}")
         notes.append("sources differ in " + "; ".join(named))
     if (table["runs"] > 1).any():  # (`pooled`: the keys those runs differ in)
         notes.append("numbers are medians over the runs in a cell" +
@@ -393,8 +388,8 @@ def _comparison_notes(table: pd.DataFrame, names: list[str], by: list[str], diff
         notes.append(f"{FLAGGED}: finished but flagged: {labels(flagged)}; gradflow ls --json shows why")
     others = names[1:len(names) - len(hidden)]  # the sources whose difference columns are shown
     if others:  # (in the sources' own names, as the columns' headers: `B vs A`)
-        notes.append(f"differences: ratios as {_and([f'×({n} / {names[0]})' for n in others])}, the rest as "
-                     f"{_and([f'{n} − {names[0]}' for n in others])}")
+        notes.append(f"differences: ratios as {and_list([f'×({n} / {names[0]})' for n in others])}, the rest as "
+                     f"{and_list([f'{n} − {names[0]}' for n in others])}")
     if hidden:
         # (a column's header is two lines, "gelu" over "vs relu": one label here, never broken inside)
         notes.append(f"not shown ({console.width} columns): {labels(' '.join(h.split()) for h in hidden)}; "

@@ -23,7 +23,7 @@ from gradflow.cli.console import (NBSP, console, leave_interrupted, near_options
                                   said_changes, user_errors)
 from gradflow.cli.app import progress_bar
 from gradflow.errors import GradflowError
-from gradflow.fmt import fmt
+from gradflow.fmt import and_list, fmt
 from gradflow.probes.quantities import QUANTITIES
 from gradflow.overrides import job_name, last_overrides, point_name
 from gradflow.metrics import REGRESSION_TOLERANCE, is_regression
@@ -632,7 +632,7 @@ def _thin_rows(names: list[str], keep: int, prefer: set[int]) -> tuple[set[int],
     else:
         rows = [rows[round(i * (len(rows) - 1) / (budget - 1))] for i in range(budget)]
         taken = roles[:1]
-    layers = " and ".join([", ".join(taken[:-1]), taken[-1]] if len(taken) > 1 else taken)
+    layers = and_list(taken)
     which = f"{layers} of {'each' if len(rows) == len(blocks) else f'{len(rows)} of {len(blocks)}'} block"
     return {*outside, *(b[r] for b in rows for r in taken)}, which + "s" * (len(rows) < len(blocks))
 
