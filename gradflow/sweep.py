@@ -41,6 +41,7 @@ from gradflow import config as config_mod
 from gradflow.choices import CONDITIONAL_KEYS, settings, unread
 from gradflow import store, workers
 from gradflow.errors import GradflowError, UsageError, did_you_mean, shorten, shorten_command
+from gradflow.fmt import and_list
 from gradflow.overrides import NOT_IN_JOB_NAME, job_name, override_key, point_name, split_top
 
 # launcher -> (module that provides it, extra to install)
@@ -168,7 +169,7 @@ def check_overrides(overrides: list[str], command: str) -> None:
                 words, joined = split
                 shown = [repr(shorten(w, 40)) for w in words]
                 raise GradflowError(
-                    f"{', '.join(shown[:-1])} and {shown[-1]} look like one override split at spaces: write "
+                    f"{and_list(shown)} look like one override split at spaces: write "
                     f"{shorten(joined, 60)} (no space around = or after a comma)") from None
             following = overrides[overrides.index(o) + 1:][:1]  # (a word after it: a list split at a space)
             if o.endswith(",") and _reads(o.rstrip(",")) and all("=" in w for w in following):
@@ -527,10 +528,14 @@ class _Configs:
         self.bases: dict[tuple[str, ...], _Base] = {}
         self.values: dict[tuple[tuple[str, ...], str], tuple[str, Any]] = {}
 
+    def _composed(self, overrides: list[str]):
+        """config.compose of a point's overrides under the sweep's name, its errors quoting what was typed."""
+        args = [*overrides, f"name={self.name}"]
+        return config_mod.compose(args, sweep_point=True, typed=[self.typed.get(o, o) for o in args])
+
     def compose(self, overrides: list[str]):
         try:
-            return config_mod.compose([*overrides, f"name={self.name}"], sweep_point=True,
-                                      typed=[self.typed.get(o, o) for o in overrides])
+            return self._composed(overrides)
         except GradflowError as e:  # e names the bad key and value; the point is its swept values, the rest noise
             point = " ".join(self.typed.get(o, o) for o in overrides if override_key(o) in self.swept)
             unknown = re.match(r"unknown key '([^']+)'", str(e))  # a swept key no choice has: unknown at every
@@ -547,8 +552,7 @@ class _Configs:
             return False
         fixed = [o for o in overrides if override_key(o) not in self.swept]
         try:
-            config_mod.compose([*fixed, f"name={self.name}"], sweep_point=True,
-                               typed=[self.typed.get(o, o) for o in fixed])
+            self._composed(fixed)
         except GradflowError as e:
             return str(e) == str(error)
         return False
