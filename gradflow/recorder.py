@@ -202,16 +202,15 @@ class _StepBlock:
 
 
 class _Calls:
-    """A forward pre-hook on the Recorder's model: whether the model ran since the probed block began, and whether
-    it ran with gradients enabled. The block's witness where no probe hook fires: MultiheadAttention's out_proj,
-    hooked, never runs itself (its weight is used inside the attention's forward), and the input projection has
-    no hook, so a model of attention alone ran with no probe hook seeing it."""
+    """A forward pre-hook on the Recorder's model: whether the model ran with gradients enabled since the probed
+    block began. The block's witness where no probe hook fires: MultiheadAttention's out_proj, hooked, never runs
+    itself (its weight is used inside the attention's forward), and the input projection has no hook, so a model
+    of attention alone ran with no probe hook seeing it."""
 
     def __init__(self):
-        self.ran = self.graded = False
+        self.graded = False
 
     def __call__(self, module, args) -> None:
-        self.ran = True
         self.graded = self.graded or torch.is_grad_enabled()
 
 
@@ -337,7 +336,7 @@ class Recorder:
             marks = self._grad_marks()
         else:
             self.probes.arm()
-        self._calls.ran = self._calls.graded = False
+        self._calls.graded = False
         stepped = []  # an optimizer step inside the block: the update ratio would read 0 (weights copied after it)
         handle = register_optimizer_step_post_hook(
             lambda opt, args, kwargs: stepped.append(1) if self._steps_ours(opt) else None)
