@@ -117,13 +117,13 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
             skips = len(s.x) > 1 and bool((np.diff(s.x) > 1).any())
             skipping |= skips
             own = [stream[r] for r in s.runs if r in stream]  # (a transformer's, beside an MLP's plain line)
-            mark = palette.marker_for(s.config)
+            ls, mark = palette.style_of(s.config), palette.marker_for(s.config)  # (solid, and a marker)
             if not own:
-                draw_series(ax, s, c, "-", lw, alpha, marked=skips, marker=mark)
+                draw_series(ax, s, c, ls, lw, alpha, marked=skips, marker=mark)
             else:  # the points inside the blocks faint, the residual stream through them bold
-                draw_series(ax, s, c, "-", lw * 0.6, alpha * STREAM_FAINT, marked=skips, marker=mark)
+                draw_series(ax, s, c, ls, lw * 0.6, alpha * STREAM_FAINT, marked=skips, marker=mark)
                 on = np.isin(s.x, np.concatenate(own))
-                ax.plot(s.x[on], s.med[on], color=c, ls="-", lw=lw * 1.4, alpha=alpha,
+                ax.plot(s.x[on], s.med[on], color=c, ls=ls, lw=lw * 1.4, alpha=alpha,
                         marker=mark or "o", ms=3, gid=f"stream:{s.label}")
             if theory and quantity in THEORY_QUANTITIES:
                 theory_drawn |= _theory_profile(ax, s, quantity, c, lw, cache)
@@ -172,8 +172,7 @@ def profile_colour(df: pd.DataFrame, swept: list[str], facet: str | None, marker
     the net's length (a depth x init study's init: its lines' ends already say their depth) nor the facet,
     of equals a name rather than a number, where the length can take the markers (`markers_free`: no compared
     sources take them, and it has at most MAX_STYLES values) or is not swept; else the first swept key but
-    the facet. (Depth, the first column,
-    took the colour, and init only dashes beside the dashed theory lines.)"""
+    the facet. (Depth, the first column, took the colour, and init only dashes beside the dashed theory lines.)"""
     rest = [k for k in swept if k != facet]
     lengths = [k for k in rest if k in LENGTH_KEYS]
     others = [k for k in rest if k not in LENGTH_KEYS]
