@@ -197,7 +197,8 @@ def test_a_gradnorm_axis_of_a_decade_or_two_reads_round_values_and_dots_keep_the
     shown = [t.get_text() for t in ax.get_yticklabels() if lo <= t.get_position()[1] <= hi and t.get_text()]
     assert len(shown) >= 3 and any(text[0] in "25" for text in shown), shown
     # one evaluation window per run: each line is a dot, which shows no dashes: the style key's values get
-    # a marker each, in the figure and in its legend (tanh's dots and relu's were alike)
+    # a marker each, in the figure and in its legend (tanh's dots and relu's were alike; the activation now
+    # colours, as in the set's profiles, and depth takes the style)
     one = gradflow.load(plain_sweep, table="metrics")
     one = one[one["step"] <= 2]  # (the first window)
     other = one.assign(**{"model.activation": "relu", "run": one["run"] + "-relu", "value": one["value"] * 3})
@@ -206,7 +207,7 @@ def test_a_gradnorm_axis_of_a_decade_or_two_reads_round_values_and_dots_keep_the
     drawn = {ln.get_gid(): ln.get_marker() for ln in ax.get_lines() if str(ln.get_gid()).startswith("series:")}
     assert len(set(drawn.values())) == 2, drawn
     legend = {t.get_text(): h.get_marker() for leg in fig.legends for t, h in zip(leg.get_texts(), leg.legend_handles)}
-    assert {legend[k] for k in ("activation=relu", "activation=tanh")} == set(drawn.values()), legend
+    assert {legend[k] for k in ("depth=3", "depth=4")} == set(drawn.values()), legend
 
 
 def test_a_recorders_gradient_norm_is_labelled_as_its_loop_logged_it(tmp_path):

@@ -549,14 +549,15 @@ def test_curves_by_source(sweep):
     assert len(panels) == 4 and "sweep" in panels[0].get_title()  # (the sources in the order given)
     assert len(series_lines(panels[0])) == 6  # 3 depths x (train solid, test dotted)
     assert {"train", "test"} <= set(legend_texts(fig))
-    # activation swept too: it takes the line style, so each folder gets a train and a test panel (drawn
-    # alike, tanh and relu read as one line)
+    # activation swept too: it takes the colour, as in the set's profiles, and depth the line style, so each
+    # folder gets a train and a test panel (drawn alike, train and test would read as one line)
     fig = figures.curves(both, by_source=True)
     panels = [ax for ax in fig.axes if ax.get_gid() != "colorbar"]
     assert len(panels) == 8 and [ax.get_title() for ax in panels[:4]] == [
         "sweep: train", "sweep: test", "other: train", "other: test"]
     assert len(series_lines(panels[0])) == 6  # 3 depths x 2 activations
-    assert {ln.get_linestyle() for ln in series_lines(panels[0])} == {"-", "-."}
+    assert len({ln.get_linestyle() for ln in series_lines(panels[0])}) == 3  # a style per depth
+    assert len({ln.get_color() for ln in series_lines(panels[0])}) == 2  # a colour per activation
     assert any("relu" in t for t in legend_texts(fig)) and "also differ" not in fig.get_suptitle()
 
 

@@ -29,7 +29,7 @@ from gradflow.plots.series import (
     Series, check_key, collect_series, first_last, require, sort_series, spread_quantities,
 )
 from gradflow.plots.style import (
-    PANEL_TITLE_WIDTH, THEORY_STYLE, Palette, bottom_and_left, draw_series, extra_handles, facet_grid, has_marks,
+    PANEL_TITLE_WIDTH, THEORY_STYLE, Palette, bottom_and_left, colour_key, draw_series, extra_handles, facet_grid, has_marks,
     label_minor_within, label_short_log_axis, legend, line_weight, new_figure, note_if_empty, panels_by, record,
     spans_decades, step_axis, style_key, unshown, unshown_panels, wrap_words,
 )
@@ -85,9 +85,9 @@ class OverSteps:
 
 def over_steps_keys(df: pd.DataFrame, what: str, color: str | None, facet: str | None,
                     by_source: bool) -> OverSteps:
-    """The colour, the line style and the keys left over for a figure over steps of `df`'s runs: the
-    first swept key colours (runs not swept together: one legended line each), a second with few values
-    styles, the sources their own style where no facet or panel per source takes them."""
+    """The colour, the line style and the keys left over for a figure over steps of `df`'s runs: `colour_key`'s
+    key colours, as in the set's profiles (runs not swept together: one legended line each), a second with
+    few values styles, the sources their own style where no facet or panel per source takes them."""
     sources = ordered_values(df["source"])
     multi_source = len(sources) > 1
     by_source = by_source and multi_source
@@ -100,8 +100,9 @@ def over_steps_keys(df: pd.DataFrame, what: str, color: str | None, facet: str |
     if color is None and facet is None and not multi_source and not is_grid(df, swept):
         # runs not swept together: one legended line each (each seed its own line too: the legend names every run)
         return OverSteps(sources, multi_source, by_source, swept, ["run"], "run", None, [], [])
-    color = color or next((k for k in swept if k != facet), None)
-    style = style_key(df, swept, (color, facet), multi_source and facet != "source" and not by_source)
+    by_style = multi_source and facet != "source" and not by_source  # the sources take the line styles
+    color = color or colour_key(df, swept, facet, styles_free=not by_style)
+    style = style_key(df, swept, (color, facet), by_style)
     also, between = unshown(df, swept, (color, style, facet))
     return OverSteps(sources, multi_source, by_source, swept, group_keys, color, style, also, between)
 

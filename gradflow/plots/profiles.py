@@ -17,7 +17,7 @@ from matplotlib.ticker import MaxNLocator, NullLocator
 
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
-from gradflow.keys import is_grid, is_numeric_key, n_distinct, ordered_values, swept_keys, vkey
+from gradflow.keys import is_grid, n_distinct, ordered_values, swept_keys, vkey
 from gradflow.plots.labels import (
     QUANTITIES, THEORY_QUANTITIES, Label, blocks, layer_axis, point_word, set_title, value_label,
 )
@@ -28,7 +28,7 @@ from gradflow.plots.series import (
 from gradflow.probes.quantities import BIAS, OUTPUT, WEIGHT
 from gradflow.probes.quantities import QUANTITIES as REGISTRY
 from gradflow.plots.style import (
-    MAX_STYLES, THEORY_STYLE, Palette, bottom_and_left, draw_series, extra_handles, facet_grid, has_marks,
+    THEORY_STYLE, Palette, bottom_and_left, colour_key, draw_series, extra_handles, facet_grid, has_marks,
     is_log_spaced, label_short_log_axis, legend, line_weight, new_figure, note_if_empty, record, step_axis, style_key,
     tick_blocks, unshown, unshown_panels, XLABEL_WIDTH, wrap_words,
 )
@@ -53,7 +53,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     """`quantity` against layer index (0 = input) at one step: one line per run or seed group.
 
     step: a probed step, or "last" (each run's last probed step). color: the swept key that colours
-    the lines (default: `profile_colour`'s, the key the study varies beside depth); facet: a swept key with
+    the lines (default: `colour_key`'s, the key the study varies beside depth); facet: a swept key with
     one panel per value (shared y). A second swept key with few values is shown by a marker at each point on
     solid lines (dashes are the theory's). Where the mean-field theory has a prediction (grad_norm,
     signal_norm), a dashed line of slope sqrt(chi1) per layer is drawn through the last layer's value at
@@ -81,7 +81,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
         group_keys = ["run"]  # (each seed its own line too: the legend names every run)
     else:
         by_style = multi_source and not by_source and facet_key != "source"  # the sources take the markers
-        color = color or profile_colour(df, swept, facet_key, markers_free=not by_style)
+        color = color or colour_key(df, swept, facet_key, styles_free=not by_style)
         style = style_key(df, swept, (color, facet_key), by_style)
         also, between = unshown(df, swept, (color, style, facet_key))
     palette = Palette(df, color, style, marks=True)  # runs solid, told apart by marker: dashes are theory
@@ -162,24 +162,6 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     extra += [f"the sources also differ in {', '.join(between)}"] if between else []
     set_title(fig, f"{label.title} per {point_word(df)}", df, extra, skip=swept)
     return fig
-
-
-LENGTH_KEYS = ("model.depth", "data.T")  # a profile's x extent: each line ends at its net's length
-
-
-def profile_colour(df: pd.DataFrame, swept: list[str], facet: str | None, markers_free: bool = True) -> str | None:
-    """The key a profile colours by, where none is given: the swept key with the fewest values that is not
-    the net's length (a depth x init study's init: its lines' ends already say their depth) nor the facet,
-    of equals a name rather than a number, where the length can take the markers (`markers_free`: no compared
-    sources take them, and it has at most MAX_STYLES values) or is not swept; else the first swept key but
-    the facet. (Depth, the first column, took the colour, and init only dashes beside the dashed theory lines.)"""
-    rest = [k for k in swept if k != facet]
-    lengths = [k for k in rest if k in LENGTH_KEYS]
-    others = [k for k in rest if k not in LENGTH_KEYS]
-    if others and (not lengths or markers_free and all(n_distinct(df[k]) <= MAX_STYLES for k in lengths)):
-        # (of equals a named choice, its colours fixed in every figure, then the first)
-        return min(others, key=lambda k: (n_distinct(df[k]), is_numeric_key(df, k)))
-    return rest[0] if rest else None
 
 
 def _of_runs(layers: pd.DataFrame, sub: pd.DataFrame) -> pd.DataFrame:

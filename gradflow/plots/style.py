@@ -332,6 +332,26 @@ def line_weight(n_lines: int) -> tuple[float, float]:
     return 0.8, 0.7
 
 
+LENGTH_KEYS = ("model.depth", "data.T")  # the net's length: a profile's x extent, each line ending at its net's
+
+
+def colour_key(df: pd.DataFrame, swept: Sequence[str], facet: str | None, styles_free: bool = True) -> str | None:
+    """The swept key a figure of the standard set colours by, where none is given, the same in every figure
+    of a study: the swept key with the fewest values that is not the net's length (a depth x init study's
+    init, in its fixed colours; depth then takes the markers of a profile, whose lines' ends say it too, and
+    the line styles of a figure over steps) nor the facet, of equals a name rather than a number, where the
+    length can take the markers or styles (`styles_free`: no compared sources take them, and it has at most
+    MAX_STYLES values) or is not swept; else the first swept key but the facet. (Depth, the first column,
+    took the colour, and init only dashes, which a profile's dashed theory lines read as.)"""
+    rest = [k for k in swept if k != facet]
+    lengths = [k for k in rest if k in LENGTH_KEYS]
+    others = [k for k in rest if k not in LENGTH_KEYS]
+    if others and (not lengths or styles_free and all(n_distinct(df[k]) <= MAX_STYLES for k in lengths)):
+        # (of equals a named choice, its colours fixed in every figure, then the first)
+        return min(others, key=lambda k: (n_distinct(df[k]), is_numeric_key(df, k)))
+    return rest[0] if rest else None
+
+
 def style_key(df: pd.DataFrame, swept: Sequence[str], used: Sequence[str | None], source: bool) -> str | None:
     """Line style: the results folder when overlaying sources, else the next swept key with few values
     that the keys already `used` (colour, facet) do not determine: a key that changes only together with
