@@ -527,10 +527,12 @@ def differ_html(df: pd.DataFrame, labels: list[str], differ: dict[str, list]) ->
 
 def swept_html(df: pd.DataFrame, swept: list[str], differ: dict[str, list]) -> list[str]:
     """The note naming the swept axes, and the keys the runs also differ in that are no axis: those a choice
-    sets (not init.gain, set by the init choice), those only some sources have."""
+    sets (not init.gain, set by the init choice), those only some sources have. A key the sources each fix
+    to a value of their own (`differ`: model.alpha of a skip=none,residual sweep beside a residual one at
+    alpha 0.5) is named by the note above it, not again as swept."""
     from gradflow.keys import axes, config_columns, n_distinct
 
-    shown = axes(df, swept)
+    shown = [k for k in axes(df, swept) if k not in differ]
     if not shown:
         return []
     also = [k for k in config_columns(df) if k not in shown and k not in differ and k != store.SOURCE

@@ -335,6 +335,9 @@ def test_a_comparison_names_a_key_only_some_runs_read_by_the_value_they_read(tmp
     (alpha,) = {store.read_run(job)["config"].get("model.alpha") for job in store.find_runs(results / "a")} - {None}
     note = Page(report.build([results / "a", results / "b"])).texts["differ"]
     assert note == f"The sources differ in what each fixes: a has model.alpha={alpha}; b has model.alpha=0.5.", note
+    # ... and named once: the swept note below it listed model.alpha again, as if a source swept it
+    swept = re.search(r"<p class=note>Swept: ([^<]*)</p>", report.build([results / "a", results / "b"])).group(1)
+    assert swept == "source, model.skip; other runs differ only there and in what each source fixes (above).", swept
 
 
 def test_a_folder_of_sweeps_shows_each_sweeps_own_figures_under_its_name(study, tmp_path):
