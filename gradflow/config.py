@@ -21,7 +21,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from gradflow.choices import CHOICE_KEYS, CONDITIONAL_KEYS, NORM_EPS, unread
 from gradflow.errors import GradflowError, did_you_mean, shorten
-from gradflow.overrides import job_name, last_overrides, override_key, override_value
+from gradflow.overrides import as_typed, job_name, last_overrides, override_key, override_value
 
 # --- where the configs live: inside the installed package (wheel) or at the checkout's root ---
 _PKG = Path(__file__).resolve().parent
@@ -847,7 +847,7 @@ def compose(overrides: list[str] | tuple[str, ...] = (), sweep_point: bool = Fal
     optim.momentum across optim=sgd,adam), and each point keeps the keys of its own choice (`settings`;
     a key another schema of the group has is left out of the point: adam's config has no momentum).
     `typed`: the overrides as the user typed them, which an error quotes (a sweep point's train.steps=100.0
-    was train.steps=1e2 on the command line)."""
+    was train.steps=1e2 on the command line; the config's optim.momentum=2.0 was optim.momentum=2)."""
     overrides = last_overrides(overrides)
     try:
         cfg = _hydra_compose(overrides)
@@ -859,7 +859,10 @@ def compose(overrides: list[str] | tuple[str, ...] = (), sweep_point: bool = Fal
             return compose([o for o in overrides if override_key(o) != other or o[0] in "+~"], sweep_point=True,
                            typed=typed)
         raise GradflowError(hydra_error_message(e, overrides if typed is None else last_overrides(typed))) from None
-    validate(cfg, sweep_point)
+    try:
+        validate(cfg, sweep_point)
+    except GradflowError as e:  # (it quotes the config's values: optim.momentum=2 reads 2.0 there)
+        raise GradflowError(as_typed(str(e), overrides if typed is None else last_overrides(typed))) from None
     if not sweep_point:
         _keys_apply(cfg, overrides)
     return cfg

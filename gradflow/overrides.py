@@ -64,6 +64,27 @@ def override_value(overrides, key: str) -> str | None:
     return given[-1] if given else None
 
 
+def as_typed(message: str, overrides) -> str:
+    """`message` with each `key=value` it quotes from the config as the override of that key wrote the value,
+    where the two are one number: optim.momentum=2 was quoted from the config as optim.momentum=2.0, a value
+    of range(0,3) as 1.0 where Hydra lists it as 1. Another value (a string, a list, inf) is left as quoted."""
+    for o in overrides:
+        if "=" not in o or o.startswith("~"):
+            continue
+        key, text = override_key(o), o.split("=", 1)[1].strip()
+
+        def typed(m: re.Match) -> str:
+            try:
+                # (not inf: optim.lr=1e400 is named as the inf it reads as, with why)
+                same = m.group(1) != text and float(m.group(1)) == float(text) and abs(float(text)) < float("inf")
+            except ValueError:
+                same = False
+            return f"{key}={text}" if same else m.group(0)
+
+        message = re.sub(rf"(?<![\w.]){re.escape(key)}=([^\s,;:()\[\]]+)", typed, message)
+    return message
+
+
 def last_overrides(overrides) -> list[str]:
     """Each key's last override, where the first of them stood, as Hydra's sweeper keeps a sweep's: Hydra's
     compose applies every override in turn, so train.steps=abc train.steps=5 failed on the replaced abc.

@@ -62,6 +62,11 @@ CASES = [
     (["sweep", "train.steps=1e2", "--name", "x"], "error: train.steps='1e2' is not a valid integer; write a whole"),
     (["sweep", "model.depth=2,3", "train.steps=1e2"], "error: train.steps='1e2' is not a valid integer; write a"),
     (["sweep", "train.steps=5,1e2"], "error: sweep point train.steps=1e2: train.steps='1e2' is not a valid integer"),
+    # a float key's value as typed, not the config's float of it (optim.momentum=2.0), nor a range()'s value
+    # as the config holds it (1.0, where Hydra lists the point as 1)
+    (["run", "optim.momentum=2"], "error: optim.momentum=2 must be in [0, 1)"),
+    (["sweep", "optim.momentum=0,2e0"], "error: sweep point optim.momentum=2e0: optim.momentum=2e0 must be in [0, 1)"),
+    (["sweep", "optim.momentum=range(0,3)"], "error: sweep point optim.momentum=1: optim.momentum=1 must be in [0, 1)"),
     (["run", "=5"], "the override '=5' has no key; write key=value"),
     # a key of another section, or by its usual other name, is named where it is (model.lr offered model.ln)
     (["run", "train.lr=0.1"], "unknown key 'train.lr' (did you mean optim.lr?)"),
@@ -88,7 +93,7 @@ CASES = [
     # an error is put on a point only where the point causes it: a fixed key's typo is every point's
     (["reproduce", "he2015", "--quick", "model.dept=3"], "error: unknown key 'model.dept' (did you mean model.depth?)"),
     (["sweep", "model.depth=2,3", "model.dept=3"], "error: unknown key 'model.dept' (did you mean model.depth?)"),
-    (["sweep", "optim=sgd,adam", "optim.momentum=2"], "sweep point optim=sgd: optim.momentum=2.0 must be in [0, 1)"),
+    (["sweep", "optim=sgd,adam", "optim.momentum=2"], "sweep point optim=sgd: optim.momentum=2 must be in [0, 1)"),
     # two neighbouring letters swapped are a near miss (they scored 0.67, under the cut-off: no suggestion)
     (["run", "model=mpl"], "model='mpl' is not a known choice (did you mean mlp?)"),
     (["run", "--hlep"], "--hlep is not an option of `gradflow run` (did you mean --help?)"),
