@@ -786,9 +786,11 @@ def task(cfg) -> str:
     return record[store.STATUS]
 
 
-def launch(p: Plan, on_step: StepFn | None = None) -> None:
+def launch(p: Plan, on_step: StepFn | None = None, on_moved: Callable[[list[Job]], None] | None = None) -> None:
     """Run the planned sweep through Hydra's multirun with the planned job names, holding the study's
-    lock (a second writer fails at once); workers are shut down when it ends, however it ends."""
+    lock (a second writer fails at once); workers are shut down when it ends, however it ends. `on_moved`
+    is told the finished runs moved to their new names once they are (before a move that fails raises:
+    the ones moved before it)."""
     with store.lock(p.root, p.command):
         check_replacement_builds(p)
         store.write_text(p.root / store.SWEEP_FILE, OmegaConf.to_yaml(OmegaConf.create({
@@ -797,12 +799,18 @@ def launch(p: Plan, on_step: StepFn | None = None) -> None:
             "command": p.command,
             **({"points": p.points} if p.points is not None else {}),
             "runs": {j.name: j.config_hash for j in p.jobs}})))
-        for j in p.jobs:  # (planned without --force; one changed since, by another command: run again)
-            if j.moved_from is not None:
-                if store.is_finished(p.root / j.moved_from, j.config_hash):
-                    store.move_run(p.root / j.moved_from, p.root / j.name)
-                else:
-                    j.moved_from, j.finished = None, False
+        moved: list[Job] = []
+        try:
+            for j in p.jobs:  # (planned without --force; one changed since, by another command: run again)
+                if j.moved_from is not None:
+                    if store.is_finished(p.root / j.moved_from, j.config_hash):
+                        store.move_run(p.root / j.moved_from, p.root / j.name)
+                        moved.append(j)
+                    else:
+                        j.moved_from, j.finished = None, False
+        finally:
+            if moved and on_moved is not None:
+                on_moved(moved)
         if p.force:  # every run's folder goes (with a replacement's, of a swap cut off too): each is redone
             for j in p.jobs:
                 for folder in (p.root / j.name, store.staging_dir(p.root / j.name),

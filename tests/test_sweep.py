@@ -452,6 +452,33 @@ def test_a_narrowed_or_widened_sweep_moves_its_finished_runs_to_their_new_names(
     assert stamp("default")[1] > inode[1]  # redone in its own folder (a file written since: the inode may be reused)
 
 
+def test_a_move_is_said_once_done_and_a_move_not_done_is_not_said(cli, results):
+    """The moved line was printed at planning, before the move: a study another command held, or a move that
+    failed, still read `moved, not trained again` above the error, the run left under its old name."""
+    assert _sweep(cli, results, "model.depth=2,3", "--name", "h").exit_code == 0
+    study = results / "h"
+    with store.lock(study, "another sweep"):
+        out = _sweep(cli, results, "model.depth=3", "--name", "h")
+    text = " ".join(out.output.split())
+    assert out.exit_code == 1 and "is being written by" in text and "moved" not in text, text
+    assert (study / "model.depth=3" / "run.json").exists() and not (study / "default").exists()
+    # a move that fails (a folder of the user's put where the run goes, after planning): none is said moved
+    p = sweep_mod.plan([*SMALL, "model.depth=3", f"results={results}"], "h")
+    assert [j.moved_from for j in p.jobs] == ["model.depth=3"]
+    (study / "default").mkdir()
+    (study / "default" / "notes.txt").write_text("mine\n")
+    said = []
+    with pytest.raises(GradflowError, match="is in the way"):
+        sweep_mod.launch(p, on_moved=said.extend)
+    assert said == [] and (study / "model.depth=3" / "run.json").exists()
+    # moved: said after the move, with the run in its new folder
+    (study / "default" / "notes.txt").unlink()
+    p = sweep_mod.plan([*SMALL, "model.depth=3", f"results={results}"], "h")
+    sweep_mod.launch(p, on_moved=lambda jobs: said.append([(j.moved_from, (study / j.name / "run.json").exists())
+                                                           for j in jobs]))
+    assert said == [[("model.depth=3", True)]] and not (study / "model.depth=3").exists()
+
+
 def test_several_runs_moved_are_named_one_and_counted(cli, results):
     assert _sweep(cli, results, "model.depth=2,3", "model.activation=tanh,relu", "--name", "m").exit_code == 0
     out = _sweep(cli, results, "model.depth=3", "model.activation=tanh,relu", "--name", "m")

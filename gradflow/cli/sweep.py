@@ -75,18 +75,21 @@ def report_page(paths: list, write: bool) -> None:
         print_note(f"report page {made}: {page}")
 
 
+def _say_moved(moved: list) -> None:
+    """The finished runs moved to their new names, said once they are (launch's on_moved): said before the move,
+    a move that then failed, or a study another command held, read as done."""
+    one, over = len(moved) == 1, sum(j.replaces for j in moved)
+    more = "" if one else f" and {len(moved) - 1} more"
+    print_note(f"{len(moved)} finished run{'' if one else 's'} {'was' if one else 'were'} under another name (the "
+               f"sweep before named its points otherwise): {moved[0].moved_from} -> {moved[0].name}{more}, "
+               f"moved, not trained again"
+               + (f", over {over} run{'s' * (over != 1)} of other settings there" if over else ""))
+
+
 def _header(p, skipped: int) -> None:
     n = len(p.jobs)
     print_note(f"sweep {p.root}: {n} run{'s' * (n != 1)} over {', '.join(p.swept) or 'no swept key'} with the "
                f"{p.launcher} launcher" + (f"; {skipped} already finished, skipped" if skipped else ""))
-    moved = [j for j in p.jobs if j.moved_from is not None]
-    if moved:
-        one, over = len(moved) == 1, sum(j.replaces for j in moved)
-        more = "" if one else f" and {len(moved) - 1} more"
-        print_note(f"{len(moved)} finished run{'' if one else 's'} {'was' if one else 'were'} under another name (the "
-                   f"sweep before named its points otherwise): {moved[0].moved_from} -> {moved[0].name}{more}, "
-                   f"moved, not trained again"
-                   + (f", over {over} run{'s' * (over != 1)} of other settings there" if over else ""))
     if p.replaced and not p.force:
         one = p.replaced == 1
         changes = _changes([j for j in p.jobs if j.replaces and j.moved_from is None])
@@ -167,7 +170,7 @@ def run_plan(p, table: bool = True) -> pd.DataFrame:
             watcher = sweep_mod.Watcher(p, on_ended)
             watcher.start()
             try:
-                sweep_mod.launch(p, on_step)
+                sweep_mod.launch(p, on_step, on_moved=_say_moved)
             finally:
                 watcher.stop.set()
                 watcher.join()  # (its last lines before these)
