@@ -88,6 +88,27 @@ def test_clean_says_which_figures_and_page_predate_it_and_keeps_them(cli, result
     assert (figures / "notes.txt").read_text() == "mine, again\n"
 
 
+def test_clean_says_nothing_of_figures_drawn_without_what_it_removes(cli, results):
+    """Figures drawn after the grid shrank leave its stale runs out, and no figure shows a folder left over
+    with no run.json: clean said they `may show the runs it removed` all the same. The report page, whose runs
+    table lists the stale run, still does."""
+    assert _sweep(cli, results, "model.depth=2,3,4", "--report").exit_code == 0
+    assert _sweep(cli, results, "model.depth=2,3").exit_code == 0  # depth 4 now stale
+    root = results / "s"
+    assert cli("plot", str(root)).exit_code == 0  # (without depth 4)
+    out = cli("clean", str(root), "--stale", "-y")
+    said = " ".join(out.output.split())
+    assert out.exit_code == 0 and "removed 1 run" in said, out.output
+    assert f"report.html in {root} predates this cleaning" in said and "figures/" not in said, said
+
+    (root / "model.depth=9").mkdir()  # a run cut off before its run.json
+    shutil.copy(root / "model.depth=2" / store.CONFIG_FILE, root / "model.depth=9" / store.CONFIG_FILE)
+    assert cli("plot", str(root)).exit_code == 0 and cli("report", str(root)).exit_code == 0
+    out = cli("clean", str(root), "--stale", "-y")
+    assert out.exit_code == 0 and "removed 1 run" in out.output and "predate" not in out.output, out.output
+    assert not (root / "model.depth=9").exists()
+
+
 # --- the sweep CLI ---------------------------------------------------------------------------------------
 
 def test_points_given_twice_is_refused_before_anything_runs(cli, results, tmp_path):

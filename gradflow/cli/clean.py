@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Annotated
@@ -58,39 +59,55 @@ def clean(
     if not yes and not _agreed(f"remove {it}?", it):
         console.print("nothing removed", highlight=False)
         raise typer.Exit(1)
-    ended = {Path(r[store.PATH]): _ended(Path(r[store.PATH])) for r in doomed} | {p: _ended(p) for p in left}
+    # (a folder left over, with no run.json, is a run no figure or page ever showed)
+    shown = {Path(r[store.PATH]): _shown(Path(r[store.PATH]), r[store.STATUS]) for r in doomed}
     removed, kept = store.clean(path)
     console.print(f"removed {len(removed)} run{'s' * (len(removed) != 1)}", soft_wrap=True)
     if kept:  # (gained such files while we asked)
         console.print(f"kept {len(kept)} that hold files gradflow did not write (gradflow deletes only its own): "
                       + ", ".join(str(k) for k in kept), soft_wrap=True)
-    _say_drawn_before(path, {job: ended.get(job) for job in removed})
+    _say_drawn_before(path, [shown[job] for job in removed if job in shown])
 
 
 def _ended(job: Path) -> float | None:
-    """When a run's folder last changed (its run.json written, or the folder itself for a left-over one)."""
+    """When a run's folder last changed (its run.json written)."""
     try:
         return max(p.stat().st_mtime for p in (job, *job.iterdir()))
     except OSError:
         return None
 
 
-def _say_drawn_before(path: Path, removed: dict[Path, float | None]) -> None:
+def _shown(job: Path, status: str) -> tuple[Path, float | None, float]:
+    """A run to be removed, and when a drawing could show it: a report page drawn once it had ended (its runs
+    table lists every run, stale ones too), figures drawn in that time too, but for a stale run only until its
+    study's current sweep.yaml was written (it was a point before, and `plot` leaves stale runs out)."""
+    spec = job.parent / store.SWEEP_FILE
+    try:
+        until = spec.stat().st_mtime if status == store.STALE else math.inf
+    except OSError:
+        until = math.inf
+    return job, _ended(job), until
+
+
+def _say_drawn_before(path: Path, removed: list[tuple[Path, float | None, float]]) -> None:
     """The figures and report pages that `plot` and `report` drew, in `path` or a folder between it and a run
-    removed, after that run had ended: they may show it. clean leaves them as they are (a figures folder
-    may hold files of the user's, and which runs a figure shows is not recorded), and says how to redraw."""
-    folders: dict[Path, float] = {}
-    for job, ended in removed.items():
+    removed, when they could show that run (`_shown`): they may show it. clean leaves them as they are (a
+    figures folder may hold files of the user's, and which runs a figure shows is not recorded), and says how
+    to redraw. Figures drawn since a stale run became stale do not show it (unless drawn with --all)."""
+    folders: dict[Path, list[tuple[float, float]]] = {}
+    for job, ended, until in removed:
         for up in [job.parent, *job.parent.parents]:
             if ended is not None:
-                folders[up] = min(folders.get(up, ended), ended)
+                folders.setdefault(up, []).append((ended, until))
             if up == path or not up.is_relative_to(path):
                 break
-    for where, since in folders.items():
+    for where, spans in folders.items():
         figures = store.figures_dir(where)
+        page = where / store.REPORT_HTML
         drawn = [p for p in (*(sorted(f for f in figures.iterdir() if f.suffix.lstrip(".") in store.FIGURE_FORMATS)
-                               if figures.is_dir() else []), where / store.REPORT_HTML)
-                 if p.is_file() and p.stat().st_mtime >= since]  # (a file of the user's there is no figure)
+                               if figures.is_dir() else []), page)  # (a file of the user's there is no figure)
+                 if p.is_file() and any(ended <= p.stat().st_mtime < (math.inf if p == page else until)
+                                        for ended, until in spans)]
         if not drawn:
             continue
         page = drawn[-1].name == store.REPORT_HTML
