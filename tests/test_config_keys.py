@@ -184,7 +184,7 @@ def test_norm_eps_is_taken_where_a_layer_reads_it_and_refused_elsewhere(override
         assert eps == {1e-3}, eps
     else:
         assert not [m for m in net(compose(overrides)).modules() if hasattr(m, "eps")]
-        with pytest.raises(GradflowError, match=r"^norm\.eps=0\.001 does not apply to this run: "):
+        with pytest.raises(GradflowError, match=r"^norm\.eps=1e-3 does not apply to this run: "):
             compose([*overrides, "norm.eps=1e-3"])
 
 
