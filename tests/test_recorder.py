@@ -951,6 +951,61 @@ def test_a_layer_whose_output_has_no_batch_dimension_has_no_signal_and_says_so(t
     assert [p.batched for p in discover(model, torch.randint(0, 20, (4, 8)))] == [True, False, True]
 
 
+class SequenceFirstInside(nn.Module):
+    """Token ids come batch first, (B, T); the layers after the embedding run sequence first, (T, B, D), torch's
+    default layout for nn.MultiheadAttention and nn.TransformerEncoderLayer (batch_first=False)."""
+
+    def __init__(self, sequence_first=True, vocab=20, width=16):
+        super().__init__()
+        self.sequence_first = sequence_first
+        self.emb, self.fc, self.act, self.head = (nn.Embedding(vocab, width), nn.Linear(width, width), nn.Tanh(),
+                                                  nn.Linear(width, 3))
+
+    def forward(self, idx):
+        h = self.emb(idx)
+        if self.sequence_first:
+            h = h.transpose(0, 1)
+        return self.head(self.act(self.fc(h)).mean(0 if self.sequence_first else 1))
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_layers_that_run_sequence_first_inside_a_batch_first_model_have_their_signal(fused):
+    # fc's (T, B, D) output was taken for one with no batch dimension ("a position embedding of arange(T)"):
+    # its signal was dropped, with that warning; its batch is its second dimension, so sqrt(B) ||dL/dZ|| is
+    # the RMS per example there as at emb, whose output is batch first
+    from gradflow.probes.core import Probes
+
+    torch.manual_seed(0)
+    model = SequenceFirstInside()
+    idx, y = torch.randint(0, 20, (4, 12)), torch.randint(0, 3, (4,))
+    ref = SequenceFirstInside(sequence_first=False)
+    ref.load_state_dict(model.state_dict())
+    signals = []
+    for m in (model, ref):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # (no warning of a layer without a batch dimension)
+            points = discover(m, idx)
+        assert [p.batched for p in points] == [True, True, True]
+        probes = Probes(points, fused=fused)
+        probes.arm()
+        F.cross_entropy(m(idx), y).backward()
+        probes.after_backward()
+        values, mask, _ = probes.fetch()
+        probes.remove()
+        at = probes.quantities.index("signal_norm")
+        assert mask[:, at].all()
+        signals.append(values[:, at])
+    assert signals[0] == pytest.approx(signals[1], rel=1e-5)
+    # and the value is the RMS over the examples of each one's dL_i/dz (the loss is the batch mean)
+    z = {}
+    h = model.emb(idx).transpose(0, 1)
+    z["fc"] = model.fc(h)
+    z["fc"].retain_grad()
+    F.cross_entropy(model.head(model.act(z["fc"]).mean(0)), y, reduction="sum").backward()
+    per_example = z["fc"].grad.transpose(0, 1).flatten(1).norm(dim=1)
+    assert signals[0][1] == pytest.approx(float(per_example.pow(2).mean().sqrt()), rel=1e-5)
+
+
 class TiedHead(nn.Module):
     """GPT-2's head shares its token embedding's weight."""
 

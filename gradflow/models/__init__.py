@@ -24,6 +24,9 @@ class ProbePoint:
     # False where the layer's output has no batch dimension (a position embedding of arange(T), added to
     # every sample): its dL/dz is the batch's sum, whose norm is no per-example signal, so none is taken
     batched: bool = True
+    # the dimension of that output that holds the batch: 0, or 1 for a layer that runs sequence first, (T, B, ...),
+    # inside a model whose input is batch first (torch's batch_first=False layout after a batch-first embedding)
+    batch_dim: int = 0
 
 
 def build(cfg, input_shape: tuple[int, ...], n_classes: int, per_step: bool = False, vocab: int = 0) -> nn.Module:

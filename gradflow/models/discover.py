@@ -73,6 +73,10 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
         first.setdefault(m, k)
     # each weight layer's output's first dimension, at its first call
     leading = {m: out.shape[0] for m, k in first.items() if (out := trace.outputs[k]) is not None and out.dim()}
+    # a layer that runs sequence first, (T, B, ...), in a model whose input is batch first: its batch is its
+    # second dimension (a (1, T, D) position embedding, broadcast over the batch, is none)
+    second = {m for m, k in first.items() if batch is not None and (out := trace.outputs[k]) is not None
+              and out.dim() >= 3 and out.shape[0] not in (1, batch) and out.shape[1] == batch}
     path = {m: name for name, m in model.named_modules()}
     parent = {child: m for m in model.modules() for child in m.children()}
 
@@ -95,7 +99,8 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
                                                                                    None)))
         elif _weight_of(m) is not None:
             found.append((position(m), ProbePoint(name, m, _activation_after(m, trace, first),
-                                                  batched=batch is None or leading.get(m, batch) == batch)))
+                                                  batched=batch is None or leading.get(m, batch) == batch
+                                                  or m in second, batch_dim=int(m in second))))
     unprobed, why = _unprobed(model, path)
     if not found:
         raise GradflowError(f"{type(model).__name__} has no layer gradflow probes (a module whose `weight` is 2-D or "

@@ -200,6 +200,8 @@ class Probes:
     def __init__(self, model, activation: str | None = None, histograms: bool = False,
                  quantities: Sequence[str] | None = None, fused: bool | None = None):
         self.points = list(getattr(model, "probe_points", model))
+        # the dimension of each point's output that holds the batch (ProbePoint.batch_dim)
+        self._batch_dim = [getattr(p, "batch_dim", 0) for p in self.points]
         self.names = [p.name for p in self.points]
         self.quantities = tuple(quantities) if quantities is not None else tuple(QUANTITIES)
         for q in self.quantities:
@@ -407,7 +409,7 @@ class Probes:
                         if not g.is_contiguous():  # (the kernels read the values at its address; a sign bit
                             g = g.contiguous()  # set on a view, Tensor.is_neg, leaves the squares as they are)
                         self._fused_squares[i] = kernels.squared_norm_at(g.data_ptr(), g.numel(), g.dtype is _WIDE)
-                        self._fused_batch[i] = g.shape[0]
+                        self._fused_batch[i] = g.shape[self._batch_dim[i]]
                         call = (self._generation, FUSED)
                     else:
                         self._signals[i] = g
@@ -451,7 +453,7 @@ class Probes:
         g = g.detach()
         if self._fused_batch[i]:  # the first was taken by the fused kernels (a CPU tensor): float64 squares
             self._fused_squares[i] += float(torch.linalg.vector_norm(g, dtype=torch.float64)) ** 2
-            self._fused_batch[i] += g.shape[0]
+            self._fused_batch[i] += g.shape[self._batch_dim[i]]
             return self._generation, FUSED
         parts = self._parts.setdefault(i, [self._signals[i]])  # (joined in _signal_primitives)
         parts.append(g)
@@ -621,7 +623,7 @@ class Probes:
     def _signal_primitives(self) -> None:
         """The norms of the back-propagated signals dL/dz the hooks kept, and each one's batch size."""
         for i, parts in self._parts.items():  # a point's calls, joined (_signal_again)
-            self._rows[i] = sum(g.shape[0] for g in parts)
+            self._rows[i] = sum(g.shape[self._batch_dim[i]] for g in parts)
             self._signals[i] = torch.cat([g.reshape(-1) for g in parts])
         at = tuple(i for i, g in enumerate(self._signals) if g is not None)
         if not at:
@@ -631,7 +633,7 @@ class Probes:
         if layout is None:
             points = np.array(at)
             layout = self._signal_layouts[at] = (points, self._dest("signal_norm", points))
-        self._signal_at, self._signal_batch = layout[0], [g.shape[0] for g in signals]
+        self._signal_at, self._signal_batch = layout[0], [g.shape[self._batch_dim[i]] for i, g in zip(at, signals)]
         if self._rows:  # points whose signals of several calls were joined (_signal_again)
             self._signal_batch = [self._rows.get(i, b) for i, b in zip(at, self._signal_batch)]
         self._add(self._norms(signals), layout[1], exact=(signals, 1.0))
