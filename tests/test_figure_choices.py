@@ -455,3 +455,20 @@ def test_an_lstms_forget_gate_bias_is_in_the_title_beside_the_rnns_that_lack_it(
     assert not [i for i in held_fixed(both, skip={"model.name", "model.forget_bias"}) if "forget" in i]
     assert not [i for i in held_fixed(both, skip={"model.name"}) if "forget" in i]  # (two values: no one bias)
     assert key_label("model.name") == "model [model.name]"
+
+
+# a transformer sweep's figures never said RMSNorm (model.norm_kind=rmsnorm): "pre-LN" alone read as the default
+# LayerNorm; nor the stream width, model.d_model, where an MLP's figures say its width
+def test_a_transformers_norm_kind_and_stream_width_are_in_the_title():
+    from gradflow.plots.labels import held_fixed, key_label
+
+    def runs(kind, ln=("pre", "post")):
+        return pd.DataFrame([{"run": f"{v}", "model.name": "transformer", "model.depth": 4, "model.d_model": 32,
+                              "model.ln": v, "model.norm_kind": kind, "model.activation": "gelu"} for v in ln])
+
+    assert {"RMSNorm", "d_model 32"} <= set(held_fixed(runs("rmsnorm"), skip={"model.ln"}))
+    assert not [i for i in held_fixed(runs("layernorm"), skip={"model.ln"}) if "Norm" in i]  # (the default)
+    assert not [i for i in held_fixed(runs("rmsnorm", ln=("none",))) if "Norm" in i]  # (no norm to be one)
+    kinds = pd.concat([runs("layernorm"), runs("rmsnorm")], ignore_index=True)  # swept: its lines say it
+    assert not [i for i in held_fixed(kinds, skip={"model.ln", "model.norm_kind"}) if "Norm" in i]
+    assert key_label("model.norm_kind") == "normalization (layernorm or rmsnorm) [model.norm_kind]"
