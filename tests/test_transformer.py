@@ -475,3 +475,30 @@ def assert_one_line(out, results, *words: str) -> None:
 def test_token_data_on_a_family_without_embeddings_is_one_line(cli, results):
     out = cli("run", "model=mlp", *TINY_CHARS, "train.batch_size=8", f"results={results}")
     assert out.exit_code == 1 and "data=chars gives token ids: use model=transformer or model=custom" in out.output
+
+
+def test_a_depth_sweeps_profile_marks_each_nets_head_where_a_deeper_net_has_a_block(run_job):
+    """Overlaid, nets of several depths share the deepest one's block ticks: the 2-block net's head sits at the
+    4-block net's b2 tick, and its last point, a spike there, read as its third block. Each net's head is
+    marked, and the legend says what the mark is."""
+    from gradflow import load
+    from gradflow.plots import figures
+
+    tf = [o for o in TINY_TF if not o.startswith(("model.depth=", "train.steps="))]
+    folder = [run_job(*tf, f"model.depth={d}", "train.steps=1", *TINY_CHARS, "threads=1", name="heads").parent
+              for d in (2, 4)][0]
+    layers = load(folder)
+    heads = layers[layers["name"] == "head"].groupby("model.depth")["layer"].first()
+    for quantity in ("grad_norm", "signal_norm"):
+        fig = figures.profile(layers, quantity, step=0)
+        ax = fig.axes[0]
+        marks = [ln for ln in ax.get_lines() if (ln.get_gid() or "").startswith("head:")]
+        assert sorted(x for ln in marks for x in ln.get_xdata()) == sorted(heads), [ln.get_xdata() for ln in marks]
+        at = layers[(layers["step"] == 0) & (layers["quantity"] == quantity) & (layers["name"] == "head")]
+        assert sorted(y for ln in marks for y in ln.get_ydata()) == pytest.approx(sorted(at["value"]))
+        texts = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+        assert "output head (each net's last point)" in texts, texts
+    # one depth, or a panel per depth: the head is the axis' last point, said by its label, and no mark is added
+    for fig in (figures.profile(layers[layers["model.depth"] == 4], "grad_norm", step=0),
+                figures.profile(layers, "grad_norm", step=0, facet="model.depth")):
+        assert not [ln for ax in fig.axes for ln in ax.get_lines() if (ln.get_gid() or "").startswith("head:")]

@@ -102,6 +102,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     skipping = False  # some series drawn with a mark at each point (it skips probe points)
     theory_drawn = False
     stream = _stream_points(df)
+    headed = False  # some panel's heads marked (_mark_heads)
     for ax, title, sub in zip(axes, titles, panels):
         series = sort_series(collect_series(sub, "layer", group_keys, label.log), df,
                              [k for k in (color, style) if k] + also)
@@ -127,6 +128,8 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
                         marker=mark or "o", ms=3, gid=f"stream:{s.label}")
             if theory and quantity in THEORY_QUANTITIES:
                 theory_drawn |= _theory_profile(ax, s, quantity, c, lw, cache)
+        if marked is not None:
+            headed |= _mark_heads(ax, series, _of_runs(layers, sub), palette)
         note_if_empty(ax, series)
         everything += series
         if title:
@@ -157,11 +160,36 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     if stream:
         handles += [Line2D([], [], color="0.2", lw=2.2, marker="o", ms=3, label=f"residual stream (*.{STREAM} points)"),
                     Line2D([], [], color="0.2", lw=1.0, alpha=STREAM_FAINT, label="points inside the blocks")]
+    if headed:
+        handles += [Line2D([], [], color="0.2", ls="none", marker=HEAD_MARK, ms=9, label=HEAD_LABEL)]
     legend(fig, handles + extra_handles(everything, label.log, theory_drawn), title)
     extra = [step_text, ended_text(ended)] + ([f"lines also differ in {', '.join(also)}"] if also else [])
     extra += [f"the sources also differ in {', '.join(between)}"] if between else []
     set_title(fig, f"{label.title} per {point_word(df)}", df, extra, skip=swept)
     return fig
+
+
+HEAD_MARK, HEAD_LABEL = "*", "output head (each net's last point)"
+
+
+def _mark_heads(ax, series: list[Series], rows: pd.DataFrame, palette: Palette) -> bool:
+    """Mark each line's output head where nets of several depths share one block-ticked axis (the deepest
+    net's ticks: a 2-block transformer's head sits at the 4-block net's b2 tick, and its last point read as a
+    third block). Whether any was marked."""
+    if "run" not in rows.columns:
+        return False
+    last = rows.groupby("run")["layer"].max()
+    heads = [int(last[list(s.runs)].max()) if set(s.runs) <= set(last.index) else None for s in series]
+    if len({h for h in heads if h is not None}) <= 1:
+        return False  # (one depth: the axis' last point is the head, as its label says)
+    marked = False
+    for s, head in zip(series, heads):
+        at = np.flatnonzero(s.x == head) if head is not None else []
+        if len(at):
+            ax.plot(s.x[at], s.med[at], ls="none", marker=HEAD_MARK, ms=9, color=palette.color_of(s.config),
+                    markeredgecolor="0.2", markeredgewidth=0.5, zorder=4, clip_on=False, gid=f"head:{s.label}")
+            marked = True
+    return marked
 
 
 def _of_runs(layers: pd.DataFrame, sub: pd.DataFrame) -> pd.DataFrame:
