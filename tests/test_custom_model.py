@@ -641,3 +641,53 @@ def test_an_init_scheme_that_leaves_unprobed_modules_as_they_were_says_so(cli, u
     assert said == ([] if init == "keep" else [
         "warning: init=orthogonal re-initializes the probed layers only; not probed, so as model.target made them: "
         "gru (GRU: weight_ih_l0, weight_hh_l0)"]), out.stderr
+
+
+DEEP = '''
+import torch.nn as nn
+
+
+class Deep(nn.Module):
+    """A tanh MLP of `layers` hidden layers: the depth a study of one's own module sweeps."""
+    def __init__(self, layers=2, width=16, d_in=40, n_out=10):
+        super().__init__()
+        sizes = [d_in] + [width] * layers
+        self.body = nn.Sequential(*[m for a, b in zip(sizes, sizes[1:]) for m in (nn.Linear(a, b), nn.Tanh())])
+        self.head = nn.Linear(width, n_out)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+'''
+
+
+def test_a_depth_sweep_of_ones_own_module_gets_the_ratio_figures(cli, tmp_path, monkeypatch):
+    # a custom module's depth is its constructor's to set (model.depth is refused for it): a sweep over
+    # +model.kwargs.layers drew no ratio figure, and `plot --kind ratio` said model.depth "does not vary in this
+    # data (values: none)". Its runs' depth is their probe points' by the depth convention: the weight layers
+    # before the head, here the body's `layers`.
+    name = f"deep_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(DEEP))
+    monkeypatch.chdir(tmp_path)
+    results = tmp_path / "results"
+    try:
+        out = cli("sweep", "model=custom", f"model.target={name}:Deep", "+model.kwargs.layers=2,4,8", "train.steps=2",
+                  "threads=1", f"results={results}", "--name", "deep")
+        assert out.exit_code == 0, out.output
+        out = cli("plot", str(results / "deep"))
+        assert out.exit_code == 0, out.output
+        assert {"ratio-init.png", "ratio-signal_norm-init.png"} <= {p.name for p in (results / "deep" / "figures").iterdir()}
+        from gradflow import load
+        from gradflow.plots import figures
+
+        layers = load(results / "deep")
+        fig = figures.ratio(layers, "init")
+        ax = fig.axes[0]
+        (line,) = [ln for ln in ax.get_lines() if len(ln.get_xdata()) == 3]
+        assert list(line.get_xdata()) == [2, 4, 8]
+        init = layers[(layers["step"] == 0) & (layers["quantity"] == "grad_norm")]
+        want = [float(g.sort_values("layer")["value"].iloc[0] / g.sort_values("layer")["value"].iloc[-1])
+                for _, g in sorted(init.groupby("model.kwargs.layers"))]
+        assert list(line.get_ydata()) == pytest.approx(want)
+        assert "weight layers before the head" in ax.get_xlabel()
+    finally:
+        sys.modules.pop(name, None)

@@ -26,7 +26,7 @@ from gradflow.plots.labels import (
 )
 from gradflow.plots.meanfield import GRID_THEORIES, chi1_for, python_value
 from gradflow.plots.series import (
-    Series, check_key, collect_series, first_last, require, sort_series, spread_quantities,
+    Series, check_key, collect_series, first_last, require, sort_series, spread_quantities, with_module_depth,
 )
 from gradflow.plots.style import (
     PANEL_TITLE_WIDTH, THEORY_STYLE, Palette, bottom_and_left, colour_key, draw_series, extra_handles, facet_grid, has_marks,
@@ -267,7 +267,7 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
         raise GradflowError(f"quantity {quantity!r} is not allowed for a ratio figure; choices: {', '.join(RATIOS)}")
     df = require(table, "runs", RUNS_REQUIRED)
     if "quantity" in df.columns:
-        layers, df = df, first_last(df, quantity, when)
+        layers, df = df, with_module_depth(first_last(df, quantity, when), df)
         if df.empty:
             spread = [q for q in RATIOS if q in spread_quantities(layers)]
             raise GradflowError(f"no run has {quantity} at two probe points or more (a first and a last), so no "

@@ -17,6 +17,7 @@ import pandas as pd
 
 from gradflow.errors import GradflowError
 from gradflow.plots.curves import curves, grid, ratio
+from gradflow.plots.series import with_module_depth
 from gradflow.plots.distributions import hist, spectrum
 from gradflow.plots.gradnorm import clipping, gradnorm
 from gradflow.keys import distinct_keys, is_grid, is_numeric_key, n_distinct, ordered_values, swept_keys
@@ -145,6 +146,7 @@ def plan(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.Dat
     if usable(metrics) and _shows_gradnorm(metrics):
         emit("gradnorm", gradnorm, metrics, facet=_third_key(metrics))
     if usable(runs) and not single:
+        runs = with_module_depth(runs, probed)  # (a custom module's depth: its probe points')
         swept = swept_keys(runs)
         recurrent = is_recurrent(runs)
         length = "data.T" if recurrent else "model.depth"
