@@ -94,7 +94,7 @@ def column_notes(columns: list["Column"], df: pd.DataFrame | None = None) -> lis
         cells = columns[keys.index("chi1_layers")].cells
         blocks, spans = any(BLOCKS in c for c in cells), any(re.match(r"\d+-\d+", c) for c in cells)
         if blocks:  # (a transformer's reads "4 blocks, resid": not a first-last span)
-            explained["chi1_layers"] = ("chi1 fit = layers fitted (first-last), or a transformer's blocks and the "
+            explained["chi1_layers"] = ("chi1 fit = layers fitted (first-last), or a net of blocks' blocks and the "
                                         "point fitted" if spans else "chi1 fit = blocks fitted and the point fitted")
         explained["chi1_layers"] += "".join(f"; {text}" for mark, text in FIT_MARKS.items()
                                             if any(mark in cell for cell in cells))
@@ -110,7 +110,7 @@ def column_notes(columns: list["Column"], df: pd.DataFrame | None = None) -> lis
         [True] * len(cells)
     if any(c == "-" and p for c, p in zip(cells, probed)):
         notes.append(f"chi1 meas -: no fit, fewer than 3 layers with a signal between the {FIT_TRIM} left out at "
-                     f"each end (for a transformer, fewer than 3 blocks)")
+                     f"each end (for a net of blocks, fewer than 3 blocks)")
     elif _no_fit_at_all(df, keys):  # (a result no run has is no column: it went without a word)
         names = set(df["model.name"]) if "model.name" in df else set()
         if names and names <= {"transformer"}:  # (its fit is per block, with nothing left out)
@@ -118,19 +118,28 @@ def column_notes(columns: list["Column"], df: pd.DataFrame | None = None) -> lis
         else:
             notes.append(f"no chi1 meas: no run has 3 layers with a signal between the {FIT_TRIM} left out at each "
                          f"end" + (f" (an MLP of depth {2 * FIT_TRIM + 2} or more has)" if names <= {"mlp", "cnn"} else
-                                   f": {2 * FIT_TRIM + 3} probe points or more with a back-propagated signal"))
+                                   f": {2 * FIT_TRIM + 3} probe points or more with a back-propagated signal, "
+                                   f"or 3 blocks in a net of blocks"))
     if any(k.startswith("rate.") for k in keys):
         notes.append(NOTES["rate"])
     if any(k.startswith("rate.") and not k.endswith(".layers") and "-" in c.cells for k, c in zip(keys, columns)):
         notes.append(f"rate -: no fit, fewer than 3 layers with the quantity between the {FIT_TRIM} left out at "
-                     f"each end (for a transformer, fewer than 3 blocks)")
+                     f"each end (for a net of blocks, fewer than 3 blocks)")
     fits = [k for k in keys if k in ("chi1_measured", "chi1_layers") or k.startswith("rate.")]
     fitted = [df[k] for k in ("chi1_layers", *(f"{k}.layers" for k in fits if k.startswith("rate.")))
               if df is not None and k in df]
-    if fits and any(BLOCKS in str(v) for col in fitted for v in col):
+    ours = df["model.name"].eq("transformer").to_numpy() if df is not None and "model.name" in df else None
+    by_block = [(str(v), bool(ours is not None and ours[i])) for col in (fitted if fits else [])
+                for i, v in enumerate(col) if BLOCKS in str(v)]
+    if any(tf for _, tf in by_block):
         notes.append(f"a transformer's chi1 meas and rates are per block, not per layer: fitted at each block's "
                      f"residual stream, b#.{RESIDUAL_STREAM} (its fit reads N {BLOCKS}, {RESIDUAL_STREAM}), or, "
                      f"for a quantity the stream lacks (grad_norm), at each block's last point (N {BLOCKS}, mlp.out)")
+    points = list(dict.fromkeys(v.split(", ", 1)[-1] for v, tf in by_block if not tf))
+    if points:  # (a user's model: model=custom, a Recorder's)
+        notes.append(f"a net of blocks of your own: its chi1 meas and rates are per block, not per layer: fitted at "
+                     f"the same point of each block, its last (here {', '.join(points)}; its fit reads N {BLOCKS}, "
+                     f"POINT)")
     if df is not None and any(k.endswith("_acc") for k in keys):
         from gradflow.metrics import REGRESSION_TOLERANCE, is_regression
 

@@ -25,6 +25,9 @@ from gradflow.theory import FIT_TRIM
 BLOCKS = "blocks"  # a fit over a net's blocks says so: "4 blocks, resid" (rate)
 RESIDUAL_STREAM = "resid"  # the point after each block of gradflow's transformer: its residual stream
 SUMMARY_KEY = "summary"  # run.json key holding per_run's dict
+# run.json summary key: the rule its chi1 was fitted by; a summary without it predates fitting a user's net of
+# blocks (model=custom, a Recorder's) per block, and such a run is fitted again from its layers when listed
+FIT_RULE_KEY, FIT_RULE = "fit_rule", 2
 TRANSIENT_TOL = 0.01  # the length map has settled when it moves the predicted chi_1 fit by less than this
 SUMMARY_COLUMNS = ("grad_ratio.init", "signal_ratio.init", "grad_ratio.final", "chi1_measured", "chi1_layers",
                    "chi1_theory", "start_qstar", "chi1_transient")
@@ -93,7 +96,21 @@ def _streamed(layers: pd.DataFrame, step: int) -> bool:
     return net is not None and net.output == RESIDUAL_STREAM
 
 
-def rate(layers: pd.DataFrame, quantity: str, step: int = 0, trim: int = FIT_TRIM) -> tuple[float, str]:
+def fits_blocks(config: Mapping[str, Any]) -> bool:
+    """Whether a run's net of blocks has its growth fitted per block (`rate`'s per_block), by its flat config:
+    every net but gradflow's own ResNet (model.name resnet with its model.variant), whose blocks end in conv2,
+    inside the branch before the add, and stay per layer as its chain of convolutions."""
+    return not (config.get("model.name") == "resnet" and isinstance(config.get("model.variant"), str))
+
+
+def _users_model(record: Mapping[str, Any]) -> bool:
+    """Whether a listed run is of a user's own model: model=custom, or a Recorder's (run.json's `every`)."""
+    every = record.get("every")
+    return record.get("model.name") == "custom" or (every is not None and every == every)
+
+
+def rate(layers: pd.DataFrame, quantity: str, step: int = 0, trim: int = FIT_TRIM,
+         per_block: bool = True) -> tuple[float, str]:
     """The growth factor of quantity^2 towards the input at `step` (the chi_1 convention: > 1 grows
     towards the input), fitted by theory.fit_chi1, and what was fitted: the layer range "first-last".
 
@@ -102,15 +119,16 @@ def rate(layers: pd.DataFrame, quantity: str, step: int = 0, trim: int = FIT_TRI
     point mixed the stream with the smaller signals inside the branches. The embedding and head, which `trim`
     drops in a chain, are in no block. What was fitted then reads "N blocks, resid"; a quantity the stream's
     points lack (the weight gradient) is fitted per block at each block's last point ("N blocks, mlp.out").
-    Other nets of blocks (a
-    ResNet, whose conv2 is inside its branch; a user's nested Sequential, a chain) are fitted per layer, so
-    that one column holds one unit wherever it can.
+    A user's net of blocks (model=custom, a Recorder's: blocks.3.attn, layers.3.mlp.0, ...) is fitted per block
+    the same way, at the same point of each block, its last (the most common: "4 blocks, ff.2"), as the points
+    inside its blocks swing as a transformer's do. per_block=False (gradflow's ResNet, `fits_blocks`, whose
+    conv2 is inside its branch) fits every net but the transformer per layer.
     """
 
     r = store.rows(layers, quantity, step)
     r = r[np.isfinite(r[store.VALUE]) & (r[store.VALUE] > 0)]
     net = blocks_of(r[store.NAME]) if store.NAME in r else None
-    if net is not None and (net.output == RESIDUAL_STREAM or _streamed(layers, step)):
+    if net is not None and (per_block or net.output == RESIDUAL_STREAM or _streamed(layers, step)):
         # (a quantity the stream's points lack, the weight gradient, at each block's last point: mlp.out)
         at = [(block_of(n) or ("", ""))[1] == net.output for n in r[store.NAME]]
         values = r[at][store.VALUE].to_numpy()
@@ -171,7 +189,8 @@ def per_run(layers: pd.DataFrame, config: dict, diverged_step: int | None = None
     out["signal_ratio.init"] = grad_ratio(layers, 0, "signal_norm")
     before = layers if diverged_step is None else layers[layers[store.STEP] < diverged_step]
     out["grad_ratio.final"] = grad_ratio(own, store.last_step(before)) if len(before) else math.nan
-    out["chi1_measured"], out["chi1_layers"] = rate(layers, "signal_norm", 0)
+    out["chi1_measured"], out["chi1_layers"] = rate(layers, "signal_norm", per_block=fits_blocks(config))
+    out[FIT_RULE_KEY] = FIT_RULE
     if prediction is not None and out["chi1_layers"] and BLOCKS not in out["chi1_layers"]:  # a chain's layers
         lo, hi = map(int, out["chi1_layers"].split("-"))
         out["chi1_transient"] = transient_bias(config, (lo, hi))
@@ -281,17 +300,20 @@ def runs_table(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str]
         stored = summary_of.get(rec[store.PATH])
         layers = None
 
-        if not isinstance(stored, dict) or not set(SUMMARY_COLUMNS) <= set(stored):
+        if not isinstance(stored, dict) or not set(SUMMARY_COLUMNS) <= set(stored) or (
+                FIT_RULE_KEY not in stored and _users_model(rec) and BLOCKS not in str(stored["chi1_layers"])):
+            # (none stored, or a user's net fitted before its blocks were: a chain's fit comes out as it was)
             layers = store.run_table(job, "layers")
             diverged = rec.get(store.DIVERGED_AT)
-            stored = per_run(layers, {k: v for k, v in rec.items() if isinstance(k, str) and "." in k},
-                             int(diverged) if isinstance(diverged, (int, float)) and math.isfinite(diverged) else None,
-                             tied_of.get(rec[store.PATH]))
+            stored = {**(stored if isinstance(stored, dict) else {}),  # (its clipped share, which per_run has not)
+                      **per_run(layers, {k: v for k, v in rec.items() if isinstance(k, str) and "." in k},
+                                int(diverged) if isinstance(diverged, (int, float)) and math.isfinite(diverged)
+                                else None, tied_of.get(rec[store.PATH]))}
         row = {k: stored[k] for k in SUMMARY_COLUMNS}
         row[CLIPPED] = math.nan if stored.get(CLIPPED) is None else stored[CLIPPED]  # (older run.json files lack it)
         for q in rates:
             layers = store.run_table(job, "layers") if layers is None else layers
-            row[f"rate.{q}"], row[f"rate.{q}.layers"] = rate(layers, q, 0)
+            row[f"rate.{q}"], row[f"rate.{q}.layers"] = rate(layers, q, 0, per_block=fits_blocks(rec))
         if steps:
             metrics = store.run_table(job, "metrics")
             names = recorded(metrics)

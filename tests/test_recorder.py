@@ -6,6 +6,7 @@ import contextlib
 import copy
 import gc
 import json
+import math
 import os
 import re
 import subprocess
@@ -1800,3 +1801,56 @@ def test_a_loss_the_loop_skips_before_its_backward_pass_is_left_out_not_an_error
     layers = store.load(tmp_path / "study" / "run0")
     assert sorted(layers.step.unique()) == [0, 1, 3]
     assert (layers.loc[layers.quantity == "grad_norm", "value"] > 0).all()
+
+
+class Blocks(nn.Module):
+    """A user's pre-LN residual net of `n` blocks (layers.i.fc, layers.i.proj), as a Recorder sees one."""
+
+    def __init__(self, n: int = 5, d: int = 16):
+        super().__init__()
+        torch.manual_seed(0)
+        self.inp = nn.Linear(8, d)
+        self.layers = nn.ModuleList(nn.ModuleDict(dict(norm=nn.LayerNorm(d), fc=nn.Linear(d, 4 * d),
+                                                       proj=nn.Linear(4 * d, d))) for _ in range(n))
+        self.head = nn.Linear(d, 3)
+
+    def forward(self, x):
+        h = self.inp(x)
+        for b in self.layers:
+            h = h + b["proj"](torch.tanh(b["fc"](b["norm"](h))))
+        return self.head(h)
+
+
+def test_a_users_net_of_blocks_has_its_chi1_fitted_per_block_and_ls_says_so(tmp_path, cli):
+    # the signal inside a block (fc, proj) is a sawtooth: ls fitted a per-layer chi1 through it ("6 (3-8)", the
+    # fc and proj points of blocks 1-3 mixed); it is per block now, at the same point of each (proj), as a
+    # transformer's is
+    model, x = Blocks(), torch.randn(32, 8)
+    with gradflow.Recorder(model, tmp_path / "own" / "run", every=1) as rec:
+        with rec.step(0):
+            F.cross_entropy(model(x), torch.randint(0, 3, (32,))).backward()
+    layers = gradflow.load(tmp_path / "own" / "run")
+    s = layers[(layers["step"] == 0) & (layers["quantity"] == "signal_norm")].set_index("name")["value"]
+    proj = np.array([s[f"layers.{i}.proj"] for i in range(5)])
+    per_block = math.exp(-np.polyfit(np.arange(5), 2 * np.log(proj), 1)[0])
+    ratios = (proj[:-1] / proj[1:]) ** 2  # (each block's own factor towards the input, which the fit averages)
+    assert min(ratios) <= per_block <= max(ratios)
+    run = store.read_run(tmp_path / "own" / "run")
+    assert run["summary"]["chi1_layers"] == "5 blocks, proj"
+    assert run["summary"]["chi1_measured"] == pytest.approx(per_block, rel=1e-9)
+    listed = cli("ls", str(tmp_path / "own"), "--wide")
+    flat = " ".join(listed.output.split())
+    assert listed.exit_code == 0 and "5 blocks, proj" in flat, listed.output
+    assert "chi1 meas and rates are per block, not per layer" in flat and "(first-last)" not in flat, listed.output
+    assert "at the same point of each block, its last (here proj;" in flat, listed.output
+    # a run.json written before (a per-layer fit stored in its summary) is fitted again as ls lists it
+    raw = json.loads((tmp_path / "own" / "run" / "run.json").read_text())
+    raw["summary"] = {k: v for k, v in raw["summary"].items() if k != "fit_rule"} | {"chi1_layers": "3-8",
+                                                                                      "chi1_measured": 0.5,
+                                                                                      "clipped": 0.25}
+    (tmp_path / "own" / "run" / "run.json").write_text(json.dumps(raw))
+    narrow = cli("ls", str(tmp_path / "own"))
+    assert f"{per_block:.4g}" in narrow.output and "per block, not per layer" in narrow.output, narrow.output
+    from gradflow.summary import runs_table
+
+    assert runs_table(tmp_path / "own")["clipped"].tolist() == [0.25]  # (what the fit does not redo is kept)
