@@ -18,8 +18,8 @@ from gradflow.errors import GradflowError, ellipsize, shorten
 from gradflow.fmt import fmt
 from gradflow.keys import abbreviate, full_key, swept_keys
 from gradflow.probes.quantities import QUANTITIES
-from gradflow.summary import (BLOCKS, DECLARED, RESIDUAL_STREAM, STUDY, TRANSIENT_TOL, UNREADABLE, run_folders,
-                              runs_table, study_of)
+from gradflow.summary import (BLOCKS, DECLARED, DEPTH_KEY, MODULE_DEPTH_NOTE, RESIDUAL_STREAM, STUDY, TRANSIENT_TOL,
+                              UNREADABLE, module_depth_rows, run_folders, runs_table, study_of)
 from gradflow.theory import FIT_TRIM
 
 
@@ -104,6 +104,8 @@ def column_notes(columns: list["Column"], df: pd.DataFrame | None = None) -> lis
             if key in explained:
                 explained[key] = explained[key].replace(word, what)
     notes = list(explained.values())
+    if df is not None and DEPTH_KEY in keys and module_depth_rows(df).any():  # (not set by the run: read)
+        notes.append(MODULE_DEPTH_NOTE)
     # (a shallow net, say depth 5; not a run that failed before its first probe, whose every result reads -)
     cells = columns[keys.index("chi1_measured")].cells if "chi1_measured" in keys else []
     probed = df["signal_ratio.init"].notna().to_numpy() if df is not None and "signal_ratio.init" in df else \

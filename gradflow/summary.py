@@ -274,6 +274,78 @@ def _not_recorded(metric: str, have: set[str]) -> GradflowError:
                          + (", grad_PARAMETER (each parameter's gradient norm)" if "grad" in have else ""))
 
 
+# --- a custom module's depth ------------------------------------------------------------------------
+DEPTH_KEY = "model.depth"
+# what a model=custom run's depth is, wherever one is shown (ls, its --json, compare, the report, the figures)
+MODULE_DEPTH = "weight layers before the head"
+MODULE_DEPTH_NOTE = (f"depth of a model=custom run = its {MODULE_DEPTH}, read from its probe points "
+                     f"(model.depth is refused for it)")
+
+
+def module_depth_rows(table: pd.DataFrame) -> pd.Series:
+    """The rows of `table` whose model.depth is a custom module's, read from its probe points (`with_module_depth`):
+    model=custom refuses model.depth, so a custom run with one has it from there."""
+    if "model.name" not in table.columns:
+        return pd.Series(False, index=table.index)
+    custom = table["model.name"].astype(str).eq("custom")
+    return custom & table[DEPTH_KEY].notna() if DEPTH_KEY in table.columns else custom & False
+
+
+def with_module_depth(table: pd.DataFrame, layers: pd.DataFrame | None) -> pd.DataFrame:
+    """`table` (one row per run, or the layers table itself), its model=custom runs' model.depth filled in from
+    `layers` (with `run`, `layer` and, where both have it, `source`): a custom module's depth is its
+    constructor's to set (model.depth is refused for it), and by the depth convention it is the index of its
+    last probe point, the head (the weight layers before it). The one reading of it: the runs table (`ls`,
+    `compare`, the report) and the figures both take it from here. Other runs as they are."""
+    if (layers is None or layers.empty or "model.name" not in table.columns or "layer" not in layers.columns
+            or store.RUN not in layers.columns or store.RUN not in table.columns):
+        return table
+    missing = table["model.name"].astype(str).eq("custom")
+    if DEPTH_KEY in table.columns:
+        missing &= table[DEPTH_KEY].isna()
+    if not missing.any():
+        return table
+    ids = [c for c in (store.SOURCE, store.RUN) if c in layers.columns and c in table.columns]
+    last = layers.groupby(ids)["layer"].max()
+    keys = pd.MultiIndex.from_frame(table.loc[missing, ids])
+    depth = pd.Series(last.reindex(keys).to_numpy(dtype=float), index=table.index[missing])
+    out = table.copy()
+    if DEPTH_KEY not in out.columns:
+        out[DEPTH_KEY] = np.nan
+    numeric = pd.to_numeric(out[DEPTH_KEY], errors="coerce")
+    if numeric.notna().sum() < out[DEPTH_KEY].notna().sum():  # a Recorder's own depth that is no number: kept
+        out[DEPTH_KEY] = out[DEPTH_KEY].astype(object)
+        out.loc[missing, DEPTH_KEY] = depth.map(lambda v: v if math.isnan(v) else int(v))
+        return out
+    out[DEPTH_KEY] = numeric.astype(float)
+    out.loc[missing, DEPTH_KEY] = depth
+    if out[DEPTH_KEY].notna().all():
+        out[DEPTH_KEY] = out[DEPTH_KEY].astype(int)
+    return out
+
+
+def _probe_indices(records: pd.DataFrame) -> pd.DataFrame:
+    """The probe points' indices (`run`, `source`, `layer`) of the model=custom runs of `records` that have no
+    model.depth, for `with_module_depth`: their layers tables' `layer` column alone."""
+    if "model.name" not in records.columns:
+        return pd.DataFrame()
+    lacking = records["model.name"].astype(str).eq("custom")
+    if DEPTH_KEY in records.columns:
+        lacking &= records[DEPTH_KEY].isna()
+    frames = []
+    for _, rec in records[lacking].iterrows():
+        path = Path(rec[store.PATH]) / store.TABLE_FILES["layers"]
+        if path.exists():
+            try:  # (the one column: a long run's table holds every step's every quantity)
+                import pyarrow.parquet as pq
+
+                layer = pq.read_table(path, columns=["layer"]).to_pandas()
+            except Exception:  # a broken file: one line naming it (`store.read_table`'s)
+                layer = store.read_table(path)[["layer"]]
+            frames.append(layer.drop_duplicates().assign(**{store.RUN: rec[store.RUN], store.SOURCE: rec[store.SOURCE]}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 # --- the runs table ------------------------------------------------------------------------------
 def runs_table(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str] = (), include_stale: bool = True,
                listed: list[dict] | None = None) -> pd.DataFrame:
@@ -326,6 +398,7 @@ def runs_table(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str]
         if _recorded_as(split, metric) not in have:  # with the choices
             raise GradflowError(f"--steps-to {text!r}: {_not_recorded(f'{split}_{metric}', have)}")
     table = pd.concat([records, pd.DataFrame(summaries, index=records.index)], axis=1)
+    table = with_module_depth(table, _probe_indices(records))  # (a custom module's: its probe points', as the figures)
     table.attrs = dict(records.attrs)  # the user's own config keys (a concat keeps no attrs)
     for q in rates:
         if table[f"rate.{q}"].isna().all():

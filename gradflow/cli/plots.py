@@ -32,6 +32,7 @@ from gradflow.keys import abbreviate, full_key, is_missing, partial_keys, partia
 from gradflow.plots.save import FORMATS, file_part, save
 from gradflow.plots.series import parse_step
 from gradflow.columns import FLAGGED, NOTES, mark_flagged
+from gradflow.summary import DEPTH_KEY, MODULE_DEPTH_NOTE, module_depth_rows
 
 COMPARE_DIR = Path("results") / "compare"
 AllOpt = Annotated[bool, typer.Option(
@@ -244,10 +245,11 @@ def _span(widths: list[int]) -> int:
 
 def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], differ: dict[str, list],
                     pooled: list[str] = (), flagged: list[str] = (), apart: dict[str, list] | None = None,
-                    partial: list[str] = (), where: list[str] = ()) -> None:
+                    partial: list[str] = (), where: list[str] = (), module_depth: bool = False) -> None:
     """The comparison table and its notes. `partial`: the keys of `differ` that only some sources set at
     all (a Recorder's runs beside `gradflow run`'s), named by group rather than one by one; `where`: the
-    --where filters that left no swept key to match on."""
+    --where filters that left no swept key to match on; `module_depth`: some runs' model.depth is a custom
+    module's, read from its probe points (said under the table, as under ls's)."""
     shown = [(c, label, how) for c, label, how in matching.COMPARED
              if c in table.columns and np.isfinite(pd.to_numeric(table[c], errors="coerce")).any()]
     # long labels (a run's folder name) as letters in the table, each named above it: folded into a column
@@ -270,7 +272,7 @@ def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], diff
         t.add_row(*(cells[i] for _, _, cells in columns), end_section=end)
     console.print(t)
     for note in _comparison_notes(table, names, by, differ, shown, pooled, flagged, apart, partial, hidden, need,
-                                  where):
+                                  where, module_depth):
         print_note(note)
 
 
@@ -348,7 +350,8 @@ def _fit_columns(heads: list[tuple[str, bool]], lines: list[list[list[str]]], wi
 
 def _comparison_notes(table: pd.DataFrame, names: list[str], by: list[str], differ: dict[str, list],
                       shown: list[tuple], pooled: list[str], flagged: list[str], apart: dict[str, list] | None,
-                      partial: list[str], hidden: list[str], need: int, where: list[str] = ()) -> list[str]:
+                      partial: list[str], hidden: list[str], need: int, where: list[str] = (),
+                      module_depth: bool = False) -> list[str]:
     """The notes under the comparison table: what its ratios are, what runs were matched on, where the
     sources differ, what its numbers are over, which runs are flagged, how differences read and which
     difference columns (`hidden`) the terminal left out, `need` columns showing all."""
@@ -358,6 +361,8 @@ def _comparison_notes(table: pd.DataFrame, names: list[str], by: list[str], diff
     notes.append(f"matched on {', '.join(by)}" if by else
                  f"only the runs with {' '.join(where)} (--where): every run of a source in one row" if where else
                  "no swept key in common: every run of a source in one row")
+    if module_depth and (DEPTH_KEY in by or DEPTH_KEY in differ):
+        notes.append(MODULE_DEPTH_NOTE)
     if apart:
         notes.append("no configuration is in more than one source: " + "; ".join(
             f"{k} " + ", ".join(f"{'/'.join(map(key_value, v)) or '-'} in {n}" for n, v in zip(names, vals))
@@ -466,7 +471,8 @@ def compare(
     marked, flagged = mark_flagged(runs)  # ok*, as ls shows it: a run that learned nothing is no success
     show_comparison(matching.comparison(marked, sources, by), sources, by, differ, matching.pooled_keys(runs, by),
                     flagged, matching.unmatched(runs, sources, by), partial_keys(runs, list(differ), store.SOURCE),
-                    where if matched_before and not by else [])  # (one row per source: --where's doing)
+                    where if matched_before and not by else [],  # (one row per source: --where's doing)
+                    bool(module_depth_rows(runs).any()))
     _print_paths([written])
 
 

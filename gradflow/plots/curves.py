@@ -26,8 +26,9 @@ from gradflow.plots.labels import (
 )
 from gradflow.plots.meanfield import GRID_THEORIES, chi1_for, python_value
 from gradflow.plots.series import (
-    Series, check_key, collect_series, first_last, require, sort_series, spread_quantities, with_module_depth,
+    Series, check_key, collect_series, first_last, require, sort_series, spread_quantities,
 )
+from gradflow.summary import with_module_depth
 from gradflow.plots.style import (
     PANEL_TITLE_WIDTH, THEORY_STYLE, Palette, bottom_and_left, colour_key, draw_series, extra_handles, facet_grid, has_marks,
     label_minor_within, label_short_log_axis, legend, line_weight, new_figure, note_if_empty, panels_by, record,

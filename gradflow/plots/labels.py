@@ -16,6 +16,7 @@ import pandas as pd
 from gradflow.fmt import fmt
 from gradflow.probes.quantities import QUANTITIES as PROBES
 from gradflow.keys import is_missing, n_distinct, ordered_values, single_value
+from gradflow.summary import MODULE_DEPTH
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ def key_label(key: str, df: pd.DataFrame | None = None) -> str:
     drawn, where what a key means depends on the model (a transformer's depth is its blocks)."""
     name = KEY_NAMES.get(key)
     if key == "model.depth" and df is not None and model_names(df) == {"custom"}:  # (with_module_depth's)
-        return "depth (weight layers before the head)"
+        return f"depth ({MODULE_DEPTH})"
     if key == "model.depth" and df is not None and "transformer" in (models := model_names(df)):
         name = "depth (blocks)" if models == {"transformer"} else "depth (hidden layers; a transformer's blocks)"
     return f"{name} [{key}]" if name and name != key else key

@@ -18,6 +18,7 @@ import pandas as pd
 from gradflow import store
 from gradflow.errors import GradflowError
 from gradflow.keys import hashable, config_columns, ordered_values, run_names, vkey
+from gradflow.summary import with_module_depth  # noqa: F401  (the figures' reading of a custom module's depth)
 
 
 @dataclass
@@ -381,29 +382,3 @@ def first_last(layers: pd.DataFrame, quantity: str, when: str) -> pd.DataFrame:
     out = out[out["run"].isin(set(ratios.index))].reset_index(drop=True)
     return out.assign(value=out["run"].map(ratios).astype(float))
 
-
-def with_module_depth(table: pd.DataFrame, layers: pd.DataFrame | None) -> pd.DataFrame:
-    """`table` (one row per run, or the layers table itself), its model=custom runs' model.depth filled in from
-    `layers`: a custom module's depth is its constructor's to set (model.depth is refused for it), and by the
-    depth convention it is the index of its last probe point, the head (the weight layers before it). A
-    depth sweep of one's own module (+model.kwargs.layers=2,4,8) had no ratio figure. Other runs as they are."""
-    if (layers is None or layers.empty or "model.name" not in table.columns or "layer" not in layers.columns
-            or "run" not in layers.columns or "run" not in table.columns):
-        return table
-    missing = table["model.name"].astype(str).eq("custom")
-    if "model.depth" in table.columns:
-        missing &= table["model.depth"].isna()
-    if not missing.any():
-        return table
-    ids = [c for c in ("source", "run") if c in layers.columns and c in table.columns]
-    last = layers.groupby(ids)["layer"].max()
-    keys = pd.MultiIndex.from_frame(table.loc[missing, ids])
-    depth = pd.Series(last.reindex(keys).to_numpy(dtype=float), index=table.index[missing])
-    out = table.copy()
-    if "model.depth" not in out.columns:
-        out["model.depth"] = np.nan
-    out["model.depth"] = out["model.depth"].astype(float)
-    out.loc[missing, "model.depth"] = depth
-    if out["model.depth"].notna().all():
-        out["model.depth"] = out["model.depth"].astype(int)
-    return out

@@ -17,7 +17,7 @@ import pandas as pd
 
 from gradflow.errors import GradflowError
 from gradflow.plots.curves import curves, grid, ratio
-from gradflow.plots.series import with_module_depth
+from gradflow.summary import with_module_depth
 from gradflow.plots.distributions import hist, spectrum
 from gradflow.plots.gradnorm import clipping, gradnorm
 from gradflow.keys import distinct_keys, is_grid, is_numeric_key, n_distinct, ordered_values, swept_keys
