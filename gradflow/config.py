@@ -606,6 +606,11 @@ def _conditional(cfg) -> None:
                                 f"apply to this run: {why}")
 
 
+# the string keys that hold a number or a word (model.alpha=inv_sqrt_depth, data.scale=qstar): typed str in the
+# schema for the word, so a config.yaml holds their numbers as strings ('1.0'), which a page showing it unquotes
+NUMBER_OR_WORD_KEYS = ("model.alpha", "data.scale")
+
+
 def _number(text: str) -> float:
     """A number written as a string key's value (model.alpha, data.scale); NaN where it is none."""
     try:

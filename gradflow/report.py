@@ -261,10 +261,26 @@ def first_config(paths: list[Path], table: pd.DataFrame | None = None) -> tuple[
     return name, text
 
 
+class _AsTyped(str):
+    """A number-or-word key's number (model.alpha's '1.0'), written as typed: plain, never quoted."""
+
+
+class _ConfigDumper(yaml.SafeDumper):
+    pass
+
+
+# (tagged as the text reads, so the emitter has no reason to quote it: 1.0, 0.5 and 1e-3 alike)
+_ConfigDumper.add_representer(_AsTyped, lambda d, v: d.represent_scalar(
+    d.resolve(yaml.ScalarNode, str(v), (True, False)), str(v)))
+
+
 def settings_only(text: str) -> str:
     """A config.yaml's text without the keys of another choice, which Hydra's resolved config carries and
-    the run does not use (init.sb2 of an init=standard run, whose biases start at 0): run.json's settings."""
+    the run does not use (init.sb2 of an init=standard run, whose biases start at 0): run.json's settings.
+    A key that takes a number or a word (model.alpha: 0.5 or inv_sqrt_depth) is a string in the schema, so
+    config.yaml quotes its number ('1.0'): shown as the user typed it, 1.0 (its words read as they were)."""
     from gradflow.choices import settings
+    from gradflow.config import NUMBER_OR_WORD_KEYS, _number
 
     try:
         tree = yaml.safe_load(text)
@@ -274,13 +290,20 @@ def settings_only(text: str) -> str:
         return text
     flat = store.flatten(tree)
     drop = set(flat) - set(settings(flat))
-    for key in drop:
+    typed = [k for k in NUMBER_OR_WORD_KEYS if k not in drop and isinstance(flat.get(k), str)
+             and math.isfinite(_number(flat[k]))]
+    for key in [*drop, *typed]:
         *parents, leaf = key.split(".")
         node = tree
         for part in parents:
             node = node[part]
-        del node[leaf]
-    return yaml.safe_dump(tree, sort_keys=False, allow_unicode=True) if drop else text
+        if key in drop:
+            del node[leaf]
+        else:
+            node[leaf] = _AsTyped(node[leaf])
+    if not (drop or typed):
+        return text
+    return yaml.dump(tree, Dumper=_ConfigDumper, sort_keys=False, allow_unicode=True)
 
 
 # --- the page ----------------------------------------------------------------------------------------

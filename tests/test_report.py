@@ -22,6 +22,7 @@ import yaml
 import gradflow
 from gradflow import report, store
 from gradflow import columns
+from gradflow.config import NUMBER_OR_WORD_KEYS
 from gradflow.errors import GradflowError
 
 SWEEP = ["data=gaussian", "data.n_train=128", "data.n_test=64", "data.dim=8", "model.width=8", "train.steps=6",
@@ -179,8 +180,47 @@ def test_resolved_config_is_the_first_run_in_the_table(study):
     shown = store.flatten(yaml.safe_load(page.texts["config"]))
     resolved = store.flatten(yaml.safe_load((study / first / "config.yaml").read_text()))
     settings = json.loads((study / first / "run.json").read_text())["config"]
-    assert set(shown) == set(settings) and all(resolved[k] == v for k, v in shown.items())
+    # (a number-or-word key's number, a string in config.yaml ('1.0'), as typed: 1.0)
+    assert set(shown) == set(settings) and all(resolved[k] == (str(v) if k in NUMBER_OR_WORD_KEYS else v)
+                                               for k, v in shown.items())
+    assert "data.scale" in shown and not isinstance(shown["data.scale"], str)
     assert set(resolved) - set(shown) and "init.sb2" not in shown  # (this sweep's init has no bias variance)
+
+
+@pytest.mark.parametrize("alpha, shown", [("0.5", "alpha: 0.5"), ("1e-3", "alpha: 0.001"),
+                                          ("inv_sqrt_depth", "alpha: inv_sqrt_depth"),
+                                          ("learnable", "alpha: learnable")])
+def test_the_resolved_config_shows_a_number_or_word_keys_number_as_typed(tmp_path, cli, alpha, shown):
+    # model.alpha is a str key (it also takes inv_sqrt_depth and learnable), so config.yaml holds its number
+    # as the string '0.5', and the page showed `alpha: '0.5'`, a value no one typed
+    results = tmp_path / "results"
+    out = cli("run", "model.width=8", "model.depth=3", "model.skip=residual", f"model.alpha={alpha}",
+              "train.steps=1", "train.batch_size=32", "data=gaussian", "data.n_train=64", "data.n_test=32",
+              "data.dim=8", "data.scale=0.5", f"results={results}", "name=r")
+    assert out.exit_code == 0, out.output
+    (job,) = store.find_runs(results / "r")
+    assert isinstance(yaml.safe_load((job / "config.yaml").read_text())["model"]["alpha"], str)  # ('0.5' there)
+    config = html.unescape(Page(report.build([results / "r"])).texts["config"])
+    lines = config.splitlines()
+    assert shown in [ln.strip() for ln in lines] and "scale: 0.5" in [ln.strip() for ln in lines], config
+    assert yaml.safe_load(config)["model"]["alpha"] == yaml.safe_load(shown)["alpha"]  # read back as typed
+
+
+def test_every_string_key_whose_default_is_a_number_is_shown_as_typed():
+    import dataclasses
+
+    from gradflow import config
+
+    groups = {config.ModelConfig: "model", config.DataConfig: "data"}
+    found = set()
+    for cls in vars(config).values():
+        if isinstance(cls, type) and dataclasses.is_dataclass(cls):
+            group = next((g for base, g in groups.items() if issubclass(cls, base)), None)
+            for f in dataclasses.fields(cls):
+                if group and f.type in (str, "str") and isinstance(f.default, str) \
+                        and re.fullmatch(r"[-+]?[0-9.]+(e[-+]?[0-9]+)?", f.default):
+                    found.add(f"{group}.{f.name}")
+    assert found == set(NUMBER_OR_WORD_KEYS)
 
 
 def test_tables_scroll_in_their_own_box_and_wide_runs_tables_are_set_smaller(study, tmp_path):
