@@ -166,19 +166,33 @@ def _close_on_uncaught() -> None:
     sys.excepthook = hook
 
 
-READ_SPLITS = ("train", "test", "opt", "log")  # what ls, curves, compare and the report show of a Recorder's logs
+# the logged names a view reads: ls's columns, the curves, compare and the report (train/test loss and acc), the
+# gradient-norm figure (opt_grad_norm) and ls's clipped share (opt_clipped); batch_loss and batch_acc are drawn
+# where a run logs no train_* or test_* loss or acc (the curves' steps of a loop without an evaluation)
+READ_NAMES = ("train_loss", "train_acc", "test_loss", "test_acc", "opt_grad_norm", "opt_clipped")
+BATCH_NAMES = ("batch_loss", "batch_acc")
 
 
-def _unread_splits(rows) -> list[str]:
-    """A note on logged scalars that no view shows: `val_loss` is stored as split val, and only train_* and
-    test_* (loss, acc), opt_grad_norm and names without an underscore are read (a logged val_loss was shown
-    nowhere, without a word)."""
-    unread = sorted({f"{split}_{metric}" for _, split, metric, _ in rows if split not in READ_SPLITS})
+def _unread_names(rows) -> list[str]:
+    """A note on logged scalars that no view shows, each by the name logged: `val_loss` (split val), `lr` (a name
+    without an underscore: split log), `train_ppl` and `opt_lr` (a split read, a metric not). A logged val_loss
+    and lr were shown nowhere, lr without a word (its split `log` counted as read)."""
+    logged = dict.fromkeys((split, metric) for _, split, metric, _ in rows)
+    names = {(s, m): m if s == "log" else f"{s}_{m}" for s, m in logged}
+    read = set(READ_NAMES)
+    if not any(f"{s}_{m}" in READ_NAMES[:4] for s, m in logged):  # (no train/test loss or acc: the batch's drawn)
+        read |= set(BATCH_NAMES)
+    unread = [names[k] for k in logged if f"{k[0]}_{k[1]}" not in read]
     if not unread:
         return []
-    return [f"logged {', '.join(unread[:4])}{' and more' if len(unread) > 4 else ''}: stored (gradflow.load(path, "
-            "'metrics')), but ls, curves, compare and the report read train_* and test_* (loss, acc) and "
-            "opt_grad_norm; log a validation loss as test_loss to see it there"]
+    unread = sorted(unread)
+    logs = [n for n in unread if "_" not in n]
+    where = "gradflow.load(path, 'metrics')" + (f", split 'log' for {', '.join(logs[:3])}" if logs else "")
+    loss = any(n.endswith("_loss") for n in unread)
+    return [f"logged {', '.join(unread[:4])}{' and more' if len(unread) > 4 else ''}: stored ({where}), but no "
+            f"view shows {'them' if len(unread) > 1 else 'it'}: ls, curves, compare and the report read train_loss, "
+            "train_acc, test_loss, test_acc and opt_grad_norm"
+            + ("; log a validation loss as test_loss to see it there" if loss else "")]
 
 
 class _StepBlock:
@@ -480,7 +494,7 @@ class Recorder:
         rows = self._metric_rows()
         store.write_metrics(self.path, rows)
         layers = store.read_table(self.path / store.LAYERS_FILE)  # (also proves it loads, as `gradflow run`'s)
-        for text in [*self._misplaced(layers), *_unread_splits(rows)]:
+        for text in [*self._misplaced(layers), *_unread_names(rows)]:
             warnings.warn(f"{self.path}: {text}", stacklevel=3)
         final = {f"{split}_{metric}": v for _, split, metric, v in rows}
         # a non-finite loss or weight gradient: diverged, as `gradflow run` says (not another logged scalar,

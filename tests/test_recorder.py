@@ -1546,15 +1546,63 @@ def test_a_logged_scalar_no_view_reads_is_told(tmp_path):
     # dropped from every view without a word
     model = _mlp()
     x, y = torch.randn(16, 10), torch.randint(0, 3, (16,))
-    with pytest.warns(UserWarning, match=r"logged val_loss: stored \(gradflow.load\(path, 'metrics'\)\), but ls, "
-                                         r"curves, compare and the report read train_\* and test_\*") as said:
+    with pytest.warns(UserWarning, match=r"logged val_loss: stored \(gradflow.load\(path, 'metrics'\)\), but no "
+                                         r"view shows it: ls, curves, compare and the report read train_loss") as said:
         with gradflow.Recorder(model, tmp_path / "run", every=1) as rec:
             with rec.step(0):
                 loss = F.cross_entropy(model(x), y)
                 loss.backward()
-            rec.log(0, train_loss=loss, val_loss=loss, lr=0.1, opt_grad_norm=1.0)
-    assert len([w for w in said if "logged" in str(w.message)]) == 1  # (train_, lr and opt_grad_norm are read)
-    assert set(gradflow.load(tmp_path / "run", "metrics").split) == {"train", "val", "log", "opt"}
+            rec.log(0, train_loss=loss, val_loss=loss, opt_grad_norm=1.0)
+    assert len([w for w in said if "logged" in str(w.message)]) == 1  # (train_loss and opt_grad_norm are read)
+    assert set(gradflow.load(tmp_path / "run", "metrics").split) == {"train", "val", "opt"}
+
+
+def test_a_logged_name_without_an_underscore_or_of_a_metric_no_view_reads_is_told(tmp_path):
+    # rec.log(step, lr=...) is stored as split `log`, which no view reads (the curves draw train/test loss and
+    # acc, ls and compare their final values), yet close() counted split log as read and said nothing; nor of
+    # train_ppl or opt_lr, of a split a view reads but a metric it does not
+    model = _mlp()
+    x, y = torch.randn(16, 10), torch.randint(0, 3, (16,))
+    with pytest.warns(UserWarning) as said:
+        with gradflow.Recorder(model, tmp_path / "run", every=1) as rec:
+            for step in range(2):
+                with rec.step(step):
+                    loss = F.cross_entropy(model(x), y)
+                    loss.backward()
+                rec.log(step, train_loss=loss, test_acc=0.5, lr=0.1 * (step + 1), train_ppl=loss.exp(), opt_lr=0.1,
+                        opt_grad_norm=1.0)
+    (told,) = [str(w.message) for w in said if "logged" in str(w.message)]
+    assert told.split(": ", 1)[1].startswith("logged lr, opt_lr, train_ppl: stored (gradflow.load(path, 'metrics'), "
+                                             "split 'log' for lr), but no view shows them"), told
+    assert "test_loss to see it there" not in told  # (no loss among them)
+    # where the note says: split log, metric lr, each step's value
+    metrics = gradflow.load(tmp_path / "run", "metrics")
+    lr = metrics[(metrics.split == "log") & (metrics.metric == "lr")].sort_values("step")
+    assert list(lr.value) == pytest.approx([0.1, 0.2])
+    # and no view shows them indeed: the curves draw the loss and acc rows alone
+    from gradflow.plots import figures
+
+    fig = figures.curves(metrics)
+    labels = " ".join(t.get_text() for ax in fig.axes for t in [ax.yaxis.label, ax.title])
+    assert "loss" in labels and "lr" not in labels and "ppl" not in labels, labels
+
+
+def test_a_loop_that_logs_batch_losses_alone_is_not_told_they_are_unread(tmp_path):
+    # the curves draw batch_loss where no train_* or test_* loss or acc is logged
+    model = _mlp()
+    x, y = torch.randn(16, 10), torch.randint(0, 3, (16,))
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        with gradflow.Recorder(model, tmp_path / "run", every=1) as rec:
+            with rec.step(0):
+                loss = F.cross_entropy(model(x), y)
+                loss.backward()
+            rec.log(0, batch_loss=loss)
+    assert not [w for w in said if "logged" in str(w.message)]
+    from gradflow.plots import figures
+
+    fig = figures.curves(gradflow.load(tmp_path / "run", "metrics"))  # (drawn: shown by a view)
+    assert any(len(ln.get_xdata()) for ax in fig.axes for ln in ax.get_lines())
 
 
 # --- a loss that overflows to inf, scalars under their own step, a step number given twice ---------------
