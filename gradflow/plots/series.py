@@ -18,7 +18,6 @@ import pandas as pd
 from gradflow import store
 from gradflow.errors import GradflowError
 from gradflow.keys import hashable, config_columns, ordered_values, run_names, vkey
-from gradflow.summary import with_module_depth  # noqa: F401  (the figures' reading of a custom module's depth)
 
 
 @dataclass
