@@ -1007,6 +1007,32 @@ def test_layers_that_run_sequence_first_inside_a_batch_first_model_have_their_si
     assert signals[0][1] == pytest.approx(float(per_example.pow(2).mean().sqrt()), rel=1e-5)
 
 
+
+@pytest.mark.parametrize("sequence_first", [True, False])
+def test_a_layer_whose_sequence_is_as_long_as_the_example_batch_has_its_batch_dimension_told(sequence_first):
+    # discovered on an example whose T equals its B, fc's (T, B, D) output read as batch first: at a batch of
+    # 8 its signal was divided by sqrt(T) = 2, not sqrt(8) (the count of its first dimension)
+    from gradflow.probes.core import Probes
+
+    torch.manual_seed(0)
+    model = SequenceFirstInside(sequence_first=sequence_first)
+    points = discover(model, torch.randint(0, 20, (4, 4)))
+    assert [p.batch_dim for p in points] == [0, int(sequence_first), 0]
+    idx, y = torch.randint(0, 20, (8, 4)), torch.randint(0, 3, (8,))
+    probes = Probes(points, fused=False)
+    probes.arm()
+    F.cross_entropy(model(idx), y).backward()
+    probes.after_backward()
+    values, _, _ = probes.fetch()
+    probes.remove()
+    z = model.emb(idx)
+    z = model.fc(z.transpose(0, 1) if sequence_first else z)
+    z.retain_grad()
+    F.cross_entropy(model.head(model.act(z).mean(0 if sequence_first else 1)), y, reduction="sum").backward()
+    per_example = (z.grad.transpose(0, 1) if sequence_first else z.grad).flatten(1).norm(dim=1)
+    at = probes.quantities.index("signal_norm")
+    assert values[1, at] == pytest.approx(float(per_example.pow(2).mean().sqrt()), rel=1e-5)
+
 class TiedHead(nn.Module):
     """GPT-2's head shares its token embedding's weight."""
 

@@ -48,25 +48,9 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
     untouched); the model's mode is restored afterwards, and so are the random generators' states (a
     forward pass that draws, a VAE's sampling, would shift every later draw of the loop it probes).
     """
-    trace = _Calls()
-    hooks = [h for m in model.modules() for h in (m.register_forward_pre_hook(trace.begin),
-                                                   m.register_forward_hook(trace.end))]
     inputs = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor) and a.dim()]
     batch = inputs[0].shape[0] if inputs else None
-    was_training = model.training
-    # (fork_rng restores the CPU's generator and these CUDA devices'; an unindexed cuda tensor is on the current one)
-    devices = sorted({t.device.index if t.device.index is not None else torch.cuda.current_device()
-                      for t in (*inputs, *model.parameters()) if t.is_cuda})
-    try:
-        model.eval()
-        with torch.no_grad(), warnings.catch_warnings(), torch.random.fork_rng(devices):
-            # reentrant activation checkpointing warns that no input requires grad: true here, and meant so
-            warnings.filterwarnings("ignore", "None of the inputs have requires_grad", UserWarning)
-            model(*args, **kwargs)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    trace = _trace(model, inputs, args, kwargs)
     calls = trace.modules
     first = {}
     for k, m in enumerate(calls):
@@ -77,6 +61,7 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
     # second dimension (a (1, T, D) position embedding, broadcast over the batch, is none)
     second = {m for m, k in first.items() if batch is not None and (out := trace.outputs[k]) is not None
               and out.dim() >= 3 and out.shape[0] not in (1, batch) and out.shape[1] == batch}
+    second |= _sequence_first_of_batch_length(model, trace, first, batch, args, kwargs)
     path = {m: name for name, m in model.named_modules()}
     parent = {child: m for m in model.modules() for child in m.children()}
 
@@ -139,6 +124,58 @@ def _unprobed(model: nn.Module, path: dict[nn.Module, str]) -> tuple[str, str]:
     return "; ".join(named), (" (torch's nn.LSTM, nn.GRU and nn.RNN run every time step inside one call, so "
                               "gradflow cannot see the signal at each; gradflow run model=lstm, gru or rnn probes "
                               "through time)" if recurrent else "")
+
+
+def _trace(model: nn.Module, inputs: list, args: tuple, kwargs: dict) -> "_Calls":
+    """One forward pass of `model` on `args`, every module call traced (`_Calls`): without gradients, in eval
+    mode (batch-norm statistics and dropout left untouched), the model's mode and the random generators'
+    states restored afterwards."""
+    trace = _Calls()
+    hooks = [h for m in model.modules() for h in (m.register_forward_pre_hook(trace.begin),
+                                                   m.register_forward_hook(trace.end))]
+    was_training = model.training
+    # (fork_rng restores the CPU's generator and these CUDA devices'; an unindexed cuda tensor is on the current one)
+    devices = sorted({t.device.index if t.device.index is not None else torch.cuda.current_device()
+                      for t in (*inputs, *model.parameters()) if t.is_cuda})
+    try:
+        model.eval()
+        with torch.no_grad(), warnings.catch_warnings(), torch.random.fork_rng(devices):
+            # reentrant activation checkpointing warns that no input requires grad: true here, and meant so
+            warnings.filterwarnings("ignore", "None of the inputs have requires_grad", UserWarning)
+            model(*args, **kwargs)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return trace
+
+
+def _sequence_first_of_batch_length(model: nn.Module, trace: "_Calls", first: dict, batch: int | None,
+                                    args: tuple, kwargs: dict) -> set:
+    """The layers whose output is (T, B, ...) with T equal to the example's batch B, which one pass cannot tell
+    from (B, T, ...): a second pass on the example less its last item tells them, the one dimension of the
+    output that shrinks with it being the batch. None where there is no such layer or that pass fails."""
+    if batch is None or batch < 2:
+        return set()
+    both = {m: k for m, k in first.items() if (out := trace.outputs[k]) is not None and out.dim() >= 3
+            and out.shape[0] == out.shape[1] == batch}
+    if not both:
+        return set()
+
+    def less(a):
+        return a[:-1] if isinstance(a, torch.Tensor) and a.dim() and a.shape[0] == batch else a
+
+    args, kwargs = tuple(less(a) for a in args), {k: less(a) for k, a in kwargs.items()}
+    inputs = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor) and a.dim()]
+    try:
+        again = _trace(model, inputs, args, kwargs)
+    except Exception:  # (a model made for one batch size: as one pass reads them, batch first)
+        return set()
+    seen = {}
+    for k, m in enumerate(again.modules):
+        seen.setdefault(m, k)
+    return {m for m in both if m in seen and (out := again.outputs[seen[m]]) is not None and out.dim() >= 3
+            and out.shape[0] == batch and out.shape[1] == batch - 1}
 
 
 def _caveats(points: list[ProbePoint], unprobed: str, why: str, batch: int | None) -> list[str]:
