@@ -134,7 +134,10 @@ def rate(layers: pd.DataFrame, quantity: str, step: int = 0, trim: int = FIT_TRI
         values = r[at][store.VALUE].to_numpy()
         if len(values) < 3:
             return math.nan, ""
-        return theory.fit_chi1(np.arange(len(values)), values, 0), f"{len(values)} {BLOCKS}, {net.output}"
+        # (against each block's index: a block that ends elsewhere, without the point, is a block between)
+        index = {name: i for i, name in enumerate(net.names)}
+        x = np.array([index[block_of(n)[0]] for n in r[at][store.NAME]])
+        return theory.fit_chi1(x, values, 0), f"{len(values)} {BLOCKS}, {net.output}"
     span = fitted_layers(r[store.LAYER], trim)
     if span is None:
         return math.nan, ""

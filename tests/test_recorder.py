@@ -1928,3 +1928,21 @@ def test_a_users_net_of_blocks_has_its_chi1_fitted_per_block_and_ls_says_so(tmp_
     from gradflow.summary import runs_table
 
     assert runs_table(tmp_path / "own")["clipped"].tolist() == [0.25]  # (what the fit does not redo is kept)
+
+
+def test_a_per_block_fit_counts_the_blocks_that_end_elsewhere_between_those_fitted():
+    # blocks 2 and 5 end in moe.fc2, the others in mlp.fc2 (the most common): the fit at mlp.fc2 took blocks
+    # 0, 1, 3, 4 as four adjacent blocks, and read the stream's growth over blocks 1-3 as one block's
+    from gradflow.summary import rate
+
+    growth, rows, layer = 1.5, [(0, 0, "inp", "signal_norm", 1.0)], 1
+    for b in range(6):
+        kind, stream = "moe" if b in (2, 5) else "mlp", growth ** (6 - b)
+        for point, v in (("attn", 0.3 * stream), (f"{kind}.fc1", 0.1 * stream), (f"{kind}.fc2", stream)):
+            rows.append((0, layer, f"blocks.{b}.{point}", "signal_norm", v))
+            layer += 1
+    rows.append((0, layer, "head", "signal_norm", 1.0))
+    layers = pd.DataFrame(rows, columns=[store.STEP, store.LAYER, store.NAME, store.QUANTITY, store.VALUE])
+    chi1, fitted = rate(layers, "signal_norm")
+    assert fitted == "4 blocks, mlp.fc2"
+    assert chi1 == pytest.approx(growth ** 2, rel=1e-9)
