@@ -786,6 +786,15 @@ def task(cfg) -> str:
     return record[store.STATUS]
 
 
+def _but_created(spec: str | Path) -> list[str] | None:
+    """A sweep.yaml's lines (its text, or the file) but the time it was written (`created`); None for none."""
+    try:
+        text = spec.read_text() if isinstance(spec, Path) else spec
+    except (OSError, UnicodeDecodeError):
+        return None
+    return [line for line in text.splitlines() if not line.startswith("created:")]
+
+
 def launch(p: Plan, on_step: StepFn | None = None, on_moved: Callable[[list[Job]], None] | None = None) -> None:
     """Run the planned sweep through Hydra's multirun with the planned job names, holding the study's
     lock (a second writer fails at once); workers are shut down when it ends, however it ends. `on_moved`
@@ -793,12 +802,16 @@ def launch(p: Plan, on_step: StepFn | None = None, on_moved: Callable[[list[Job]
     the ones moved before it)."""
     with store.lock(p.root, p.command):
         check_replacement_builds(p)
-        store.write_text(p.root / store.SWEEP_FILE, OmegaConf.to_yaml(OmegaConf.create({
+        spec = OmegaConf.to_yaml(OmegaConf.create({
             "overrides": p.overrides, "swept": p.swept, "launcher": p.launcher, "jobs": len(p.jobs),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": p.command,
             **({"points": p.points} if p.points is not None else {}),
-            "runs": {j.name: j.config_hash for j in p.jobs}})))
+            "runs": {j.name: j.config_hash for j in p.jobs}}))
+        # (kept as it is where only its time would change: a sweep resumed or rerun as it was; its time is when
+        # its points last changed, which `clean` reads as when a run of its study became stale)
+        if _but_created(spec) != _but_created(p.root / store.SWEEP_FILE):
+            store.write_text(p.root / store.SWEEP_FILE, spec)
         moved: list[Job] = []
         try:
             for j in p.jobs:  # (planned without --force; one changed since, by another command: run again)

@@ -109,6 +109,22 @@ def test_clean_says_nothing_of_figures_drawn_without_what_it_removes(cli, result
     assert not (root / "model.depth=9").exists()
 
 
+def test_clean_says_nothing_of_figures_drawn_after_a_run_became_stale_and_the_sweep_resumed(cli, results):
+    """Resuming the sweep rewrote sweep.yaml, whose time clean reads as when its stale runs became stale:
+    figures drawn between (without the stale run) were said to `may show the runs it removed`."""
+    assert _sweep(cli, results, "model.depth=2,3,4").exit_code == 0
+    assert _sweep(cli, results, "model.depth=2,3").exit_code == 0  # depth 4 now stale
+    root = results / "s"
+    spec = (root / store.SWEEP_FILE).read_text()
+    assert cli("plot", str(root)).exit_code == 0  # (without depth 4)
+    assert _sweep(cli, results, "model.depth=2,3").exit_code == 0  # resumed, all finished
+    assert (root / store.SWEEP_FILE).read_text() == spec  # (as it was, its time too)
+    out = cli("clean", str(root), "--stale", "-y")
+    said = " ".join(out.output.split())
+    assert out.exit_code == 0 and "removed 1 run" in said and "predate" not in said, said
+    assert _sweep(cli, results, "model.depth=2").exit_code == 0  # its points changed: written anew
+    assert (root / store.SWEEP_FILE).read_text() != spec
+
 # --- the sweep CLI ---------------------------------------------------------------------------------------
 
 def test_points_given_twice_is_refused_before_anything_runs(cli, results, tmp_path):
