@@ -952,6 +952,16 @@ def test_a_layer_whose_output_has_no_batch_dimension_has_no_signal_and_says_so(t
     assert [p.batched for p in discover(model, torch.randint(0, 20, (4, 8)))] == [True, False, True]
 
 
+
+def test_a_position_embedding_as_long_as_the_example_batch_is_still_told_unbatched():
+    # discovered on 8 sequences of 8 tokens, pos's (T, D) output led with the batch's length: it was taken for a
+    # batch's, its signal (the batch's sum) recorded as per-example; a batch of 4 told it apart
+    model = PositionEmbedded()
+    for idx in (torch.randint(0, 20, (8, 8)), torch.randint(0, 20, (4, 8))):
+        with pytest.warns(UserWarning, match="^no back-propagated signal at pos"):
+            points = discover(model, idx)
+        assert [(p.batched, p.batch_dim) for p in points] == [(True, 0), (False, 0), (True, 0)]
+
 class SequenceFirstInside(nn.Module):
     """Token ids come batch first, (B, T); the layers after the embedding run sequence first, (T, B, D), torch's
     default layout for nn.MultiheadAttention and nn.TransformerEncoderLayer (batch_first=False)."""

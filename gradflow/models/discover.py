@@ -61,7 +61,10 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
     # second dimension (a (1, T, D) position embedding, broadcast over the batch, is none)
     second = {m for m, k in first.items() if batch is not None and (out := trace.outputs[k]) is not None
               and out.dim() >= 3 and out.shape[0] not in (1, batch) and out.shape[1] == batch}
-    second |= _sequence_first_of_batch_length(model, trace, first, batch, args, kwargs)
+    # (where another length is the batch's too, a second pass tells them apart)
+    told = _batch_dims_told_apart(model, trace, first, batch, inputs, args, kwargs)
+    second = {m for m in second if m not in told} | {m for m, dim in told.items() if dim == 1}
+    unbatched = {m for m, dim in told.items() if dim is None}
     path = {m: name for name, m in model.named_modules()}
     parent = {child: m for m in model.modules() for child in m.children()}
 
@@ -84,8 +87,9 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
                                                                                    None)))
         elif _weight_of(m) is not None:
             found.append((position(m), ProbePoint(name, m, _activation_after(m, trace, first),
-                                                  batched=batch is None or leading.get(m, batch) == batch
-                                                  or m in second, batch_dim=int(m in second))))
+                                                  batched=m not in unbatched and (batch is None or m in second
+                                                                                  or leading.get(m, batch) == batch),
+                                                  batch_dim=int(m in second))))
     unprobed, why = _unprobed(model, path)
     if not found:
         raise GradflowError(f"{type(model).__name__} has no layer gradflow probes (a module whose `weight` is 2-D or "
@@ -150,33 +154,40 @@ def _trace(model: nn.Module, inputs: list, args: tuple, kwargs: dict) -> "_Calls
     return trace
 
 
-def _sequence_first_of_batch_length(model: nn.Module, trace: "_Calls", first: dict, batch: int | None,
-                                    args: tuple, kwargs: dict) -> set:
-    """The layers whose output is (T, B, ...) with T equal to the example's batch B, which one pass cannot tell
-    from (B, T, ...): a second pass on the example less its last item tells them, the one dimension of the
-    output that shrinks with it being the batch. None where there is no such layer or that pass fails."""
+def _batch_dims_told_apart(model: nn.Module, trace: "_Calls", first: dict, batch: int | None, inputs: list,
+                           args: tuple, kwargs: dict) -> dict:
+    """Each weight layer whose output's first dimension is as long as the example's batch B while another length
+    is B too, which one pass cannot tell apart: a (T, B, ...) output of T = B from a (B, T, ...) one, or a
+    position embedding's (T, D) of T = B from a batch's. A second pass on the example less its last item tells
+    them: the dimension that shrinks with it is the batch (0 or 1), none where none does. Empty where there is
+    no such layer or that pass fails."""
     if batch is None or batch < 2:
-        return set()
-    both = {m: k for m, k in first.items() if (out := trace.outputs[k]) is not None and out.dim() >= 3
-            and out.shape[0] == out.shape[1] == batch}
+        return {}
+    both = {m: k for m, k in first.items() if _weight_of(m) is not None and (out := trace.outputs[k]) is not None
+            and out.dim() and out.shape[0] == batch
+            and (out.dim() >= 2 and out.shape[1] == batch or batch in inputs[0].shape[1:])}
     if not both:
-        return set()
+        return {}
 
     def less(a):
         return a[:-1] if isinstance(a, torch.Tensor) and a.dim() and a.shape[0] == batch else a
 
     args, kwargs = tuple(less(a) for a in args), {k: less(a) for k, a in kwargs.items()}
-    inputs = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor) and a.dim()]
     try:
-        again = _trace(model, inputs, args, kwargs)
-    except Exception:  # (a model made for one batch size: as one pass reads them, batch first)
-        return set()
+        again = _trace(model, [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor) and a.dim()],
+                       args, kwargs)
+    except Exception:  # (a model made for one batch size: as one pass reads them)
+        return {}
     seen = {}
     for k, m in enumerate(again.modules):
         seen.setdefault(m, k)
-    return {m for m in both if m in seen and (out := again.outputs[seen[m]]) is not None and out.dim() >= 3
-            and out.shape[0] == batch and out.shape[1] == batch - 1}
-
+    told = {}
+    for m in both:
+        out = again.outputs[seen[m]] if m in seen else None
+        if out is None or not out.dim():
+            continue
+        told[m] = 0 if out.shape[0] == batch - 1 else 1 if out.dim() >= 2 and out.shape[1] == batch - 1 else None
+    return told
 
 def _caveats(points: list[ProbePoint], unprobed: str, why: str, batch: int | None) -> list[str]:
     """What the probes of `points` leave out or take once, each a warning: the modules not probed; a weight
