@@ -979,12 +979,26 @@ class SequenceFirstInside(nn.Module):
         return self.head(self.act(self.fc(h)).mean(0 if self.sequence_first else 1))
 
 
+
+def _one_step_signals(model, points, idx, y, fused):
+    """The signal norm at each of `points` after one cross-entropy backward pass of `model` on (idx, y), and
+    where it was taken."""
+    from gradflow.probes.core import Probes
+
+    probes = Probes(points, fused=fused)
+    probes.arm()
+    F.cross_entropy(model(idx), y).backward()
+    probes.after_backward()
+    values, mask, _ = probes.fetch()
+    probes.remove()
+    at = probes.quantities.index("signal_norm")
+    return values[:, at], mask[:, at]
+
 @pytest.mark.parametrize("fused", [False, True])
 def test_layers_that_run_sequence_first_inside_a_batch_first_model_have_their_signal(fused):
     # fc's (T, B, D) output was taken for one with no batch dimension ("a position embedding of arange(T)"):
     # its signal was dropped, with that warning; its batch is its second dimension, so sqrt(B) ||dL/dZ|| is
     # the RMS per example there as at emb, whose output is batch first
-    from gradflow.probes.core import Probes
 
     torch.manual_seed(0)
     model = SequenceFirstInside()
@@ -997,15 +1011,9 @@ def test_layers_that_run_sequence_first_inside_a_batch_first_model_have_their_si
             warnings.simplefilter("error")  # (no warning of a layer without a batch dimension)
             points = discover(m, idx)
         assert [p.batched for p in points] == [True, True, True]
-        probes = Probes(points, fused=fused)
-        probes.arm()
-        F.cross_entropy(m(idx), y).backward()
-        probes.after_backward()
-        values, mask, _ = probes.fetch()
-        probes.remove()
-        at = probes.quantities.index("signal_norm")
-        assert mask[:, at].all()
-        signals.append(values[:, at])
+        values, mask = _one_step_signals(m, points, idx, y, fused)
+        assert mask.all()
+        signals.append(values)
     assert signals[0] == pytest.approx(signals[1], rel=1e-5)
     # and the value is the RMS over the examples of each one's dL_i/dz (the loss is the batch mean)
     z = {}
@@ -1022,26 +1030,19 @@ def test_layers_that_run_sequence_first_inside_a_batch_first_model_have_their_si
 def test_a_layer_whose_sequence_is_as_long_as_the_example_batch_has_its_batch_dimension_told(sequence_first):
     # discovered on an example whose T equals its B, fc's (T, B, D) output read as batch first: at a batch of
     # 8 its signal was divided by sqrt(T) = 2, not sqrt(8) (the count of its first dimension)
-    from gradflow.probes.core import Probes
 
     torch.manual_seed(0)
     model = SequenceFirstInside(sequence_first=sequence_first)
     points = discover(model, torch.randint(0, 20, (4, 4)))
     assert [p.batch_dim for p in points] == [0, int(sequence_first), 0]
     idx, y = torch.randint(0, 20, (8, 4)), torch.randint(0, 3, (8,))
-    probes = Probes(points, fused=False)
-    probes.arm()
-    F.cross_entropy(model(idx), y).backward()
-    probes.after_backward()
-    values, _, _ = probes.fetch()
-    probes.remove()
+    values, _ = _one_step_signals(model, points, idx, y, fused=False)
     z = model.emb(idx)
     z = model.fc(z.transpose(0, 1) if sequence_first else z)
     z.retain_grad()
     F.cross_entropy(model.head(model.act(z).mean(0 if sequence_first else 1)), y, reduction="sum").backward()
     per_example = (z.grad.transpose(0, 1) if sequence_first else z.grad).flatten(1).norm(dim=1)
-    at = probes.quantities.index("signal_norm")
-    assert values[1, at] == pytest.approx(float(per_example.pow(2).mean().sqrt()), rel=1e-5)
+    assert values[1] == pytest.approx(float(per_example.pow(2).mean().sqrt()), rel=1e-5)
 
 class TiedHead(nn.Module):
     """GPT-2's head shares its token embedding's weight."""
