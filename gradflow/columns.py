@@ -123,7 +123,10 @@ def column_notes(columns: list["Column"], df: pd.DataFrame | None = None) -> lis
                                    f": {2 * FIT_TRIM + 3} probe points or more with a back-propagated signal, "
                                    f"or 3 blocks in a net of blocks"))
     if any(k.startswith("rate.") for k in keys):
-        notes.append(NOTES["rate"])
+        per_block = df is not None and any(BLOCKS in str(v) for k in df.columns if k.startswith("rate.")
+                                           and k.endswith(".layers") for v in df[k])
+        notes.append(NOTES["rate"].replace("per-layer growth factor", "growth factor per layer (per block where "
+                                           "its fit reads N blocks)") if per_block else NOTES["rate"])
     if any(k.startswith("rate.") and not k.endswith(".layers") and "-" in c.cells for k, c in zip(keys, columns)):
         notes.append(f"rate -: no fit, fewer than 3 layers with the quantity between the {FIT_TRIM} left out at "
                      f"each end (for a net of blocks, fewer than 3 blocks)")

@@ -1928,6 +1928,10 @@ def test_a_users_net_of_blocks_has_its_chi1_fitted_per_block_and_ls_says_so(tmp_
     assert listed.exit_code == 0 and "5 blocks, proj" in flat, listed.output
     assert "chi1 meas and rates are per block, not per layer" in flat and "(first-last)" not in flat, listed.output
     assert "at the same point of each block, its last (here proj;" in flat, listed.output
+    # a rate fitted per block is not called per-layer above the note that says it is per block
+    rated = " ".join(cli("ls", str(tmp_path / "own"), "--wide", "--rate", "grad_norm").output.split())
+    assert "rate = growth factor per layer (per block where its fit reads N blocks)" in rated, rated
+    assert "per-layer growth factor" not in rated, rated
     # a run.json written before (a per-layer fit stored in its summary) is fitted again as ls lists it
     raw = json.loads((tmp_path / "own" / "run" / "run.json").read_text())
     raw["summary"] = {k: v for k, v in raw["summary"].items() if k != "fit_rule"} | {"chi1_layers": "3-8",
