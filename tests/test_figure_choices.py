@@ -469,6 +469,8 @@ def test_a_transformers_norm_kind_and_stream_width_are_in_the_title():
     assert {"RMSNorm", "d_model 32"} <= set(held_fixed(runs("rmsnorm"), skip={"model.ln"}))
     assert not [i for i in held_fixed(runs("layernorm"), skip={"model.ln"}) if "Norm" in i]  # (the default)
     assert not [i for i in held_fixed(runs("rmsnorm", ln=("none",))) if "Norm" in i]  # (no norm to be one)
+    # ln swept over pre and none: the no-norm runs have no RMSNorm, so the title (what every line shares) says none
+    assert not [i for i in held_fixed(runs("rmsnorm", ln=("pre", "none")), skip={"model.ln"}) if "Norm" in i]
     kinds = pd.concat([runs("layernorm"), runs("rmsnorm")], ignore_index=True)  # swept: its lines say it
     assert not [i for i in held_fixed(kinds, skip={"model.ln", "model.norm_kind"}) if "Norm" in i]
     assert key_label("model.norm_kind") == "normalization (layernorm or rmsnorm) [model.norm_kind]"

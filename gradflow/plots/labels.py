@@ -207,8 +207,9 @@ def value_label(key: str, v: Any) -> str:
 
 SKIPPED_BY_DEFAULT = ("resnet",)  # families whose skip is residual unless set: skip=none is news in a title
 TITLE_KEYS = ("model.name", "model.target", "model.activation", "model.depth", "model.width", "model.hidden",
-              "model.d_model", "model.skip", "model.ln", "model.norm_kind", "model.alpha", "model.recurrent_init", "model.gain", "norm.name", "init.name", "init.sw2",
-              "init.sb2", "data.name", "optim.name", "optim.lr", "optim.warmup", "seed")
+              "model.d_model", "model.skip", "model.ln", "model.norm_kind", "model.alpha", "model.recurrent_init",
+              "model.gain", "norm.name", "init.name", "init.sw2", "init.sb2", "data.name", "optim.name", "optim.lr",
+              "optim.warmup", "seed")
 LN_WORDS = {"pre": "pre-LN", "post": "post-LN", "none": "no LN"}  # a transformer's model.ln, as papers say it
 
 
@@ -222,7 +223,9 @@ def _title_item(df: pd.DataFrame, key: str, v: Any) -> str | None:
     if key == "model.ln":  # (xiong2020's post-LN and pre-LN figures had the same title)
         return LN_WORDS.get(str(v)) if "transformer" in model_names(df) else None
     if key == "model.norm_kind":  # a transformer's RMSNorm (LayerNorm, the default, goes without saying)
-        return "RMSNorm" if v == "rmsnorm" and single_value(df, "model.ln") != "none" else None
+        # (not where a run has no norm at all: ln=none among swept placements)
+        no_norm = "model.ln" in df.columns and (df["model.ln"].astype(str) == "none").any()
+        return "RMSNorm" if v == "rmsnorm" and not no_norm else None
     if key == "optim.warmup" and not v:
         return None
     if key == "model.skip" and str(v) == "none" and single_value(df, "model.name") in SKIPPED_BY_DEFAULT:
@@ -243,7 +246,8 @@ def _title_item(df: pd.DataFrame, key: str, v: Any) -> str | None:
     # a recurrent net's `init` is its input weights' (the recurrent matrix has model.recurrent_init and gain)
     inputs = "input " if is_recurrent(df) else ""
     gain = "gain" if single_value(df, "model.recurrent_init") else "recurrent gain"  # (after "recurrent ... init")
-    return {"model.depth": f"depth {s}", "model.width": f"width {s}", "model.hidden": f"hidden {s}", "model.d_model": f"d_model {s}",
+    return {"model.depth": f"depth {s}", "model.width": f"width {s}", "model.hidden": f"hidden {s}",
+            "model.d_model": f"d_model {s}",
             "model.skip": f"{s} skip", "model.recurrent_init": f"recurrent {s} init", "model.gain": f"{gain} {s}",
             "model.alpha": f"residual scale {s}", "norm.name": s, "init.name": f"{s} {inputs}init",
             "init.sw2": rf"$\sigma_w^2$={s}", "init.sb2": rf"$\sigma_b^2$={s}", "optim.lr": f"lr {s}",
