@@ -1,6 +1,6 @@
 """gradflow's probes and results folder for a training loop you write yourself.
 
-    rec = gradflow.Recorder(model, "results/my-study/run0", config={"lr": 1e-3}, every=10)
+    rec = gradflow.Recorder(model, "results/my-study/run0", config={"lr": 1e-3}, every=10, steps=len(loader))
     for step, (x, y) in enumerate(loader):
         with rec.step(step):            # arms the probes on probed steps; a no-op otherwise
             loss = loss_fn(model(x), y)
@@ -233,13 +233,15 @@ class Recorder:
 
     model: any torch.nn.Module; path: the run's folder (new, or an earlier gradflow run, which is
     replaced); config: what to save as config.yaml (nested dicts become dotted keys in
-    `gradflow.load`); every: probe every k-th step (step 0 included); scaler: the loop's
+    `gradflow.load`); every: probe every k-th step (step 0 included); steps: the loop's number of steps,
+    if it knows it: its last step, steps - 1, is probed too (as `gradflow run` probes its last), so the
+    views' end values are the trained net's (without it, close() says which step they come from); scaler: the loop's
     torch.amp.GradScaler, if it scales the loss (float16 mixed precision): the gradients and signals are
     recorded unscaled, and a non-finite gradient (a step the scaler skips) is no divergence.
     """
 
     def __init__(self, model: torch.nn.Module, path, config: dict | None = None, every: int = 10,
-                 scaler: torch.amp.GradScaler | None = None):
+                 scaler: torch.amp.GradScaler | None = None, steps: int | None = None):
         if scaler is not None and not isinstance(scaler, torch.amp.GradScaler):
             raise GradflowError(f"scaler must be the loop's torch.amp.GradScaler, not {type(scaler).__name__}")
         self.scaler = scaler
@@ -248,6 +250,11 @@ class Recorder:
                                 f"({shorten(repr(model), 40)})")
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
             raise GradflowError(f"every={every!r} must be a positive whole number of steps")
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
+            raise GradflowError(f"steps={steps!r} must be a positive whole number of steps (the loop's number of "
+                                f"steps, its last one steps - 1), or None")
+        self.steps = None if steps is None else int(steps)
+        self._final = -1 if steps is None else int(steps) - 1  # the loop's last step, probed on top of every k-th
         if type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
             model = model._orig_mod  # torch.compile's wrapper: the probes go on the module it compiled (given the
             # wrapper, the discovery's forward pass ran inside dynamo's tracing and failed with dynamo's error)
@@ -328,6 +335,9 @@ class Recorder:
             raise GradflowError(f"rec.step({step}) after rec.step({self._last_step}): step numbers must increase. "
                                 "Count updates across epochs (not enumerate() within one), and wrap all of an "
                                 "update's micro-batches in one rec.step")
+        if self.steps is not None and step > self._final:
+            raise GradflowError(f"rec.step({step}) after the last step, {self._final}, of Recorder(..., "
+                                f"steps={self.steps}): give steps as the loop's number of steps (its last step + 1)")
         self._after_unpassed(closing=False)
         self._finish_pending()
         # (a block per micro-batch: _misplaced; not one that raised, a failed step the loop skipped)
@@ -335,7 +345,7 @@ class Recorder:
             self._idle.append((self._last_step, int(step)))
         self._updates_then = self._updates
         self._last_step, self._cut_short = int(step), False
-        if step % self.every:
+        if step % self.every and step != self._final:
             if self.probes is not None:
                 self.probes.remove()  # unprobed steps run without hooks
             try:
@@ -515,6 +525,9 @@ class Recorder:
                 # names it (not under a scaler, whose non-finite gradients are skipped steps: `grads` is empty)
                 bad = weights[~np.isfinite(weights[store.VALUE]) & (weights[store.STEP] == first)]
                 self._record["diverged_layer"] = int(bad[store.LAYER].min())
+        if status == store.OK:
+            for text in self._unprobed_end(layers):
+                warnings.warn(f"{self.path}: {text}", stacklevel=3)
         if self.probes is not None and self.probes.tied:
             self._record["tied"] = self.probes.tied
         self._record["summary"] = summary.per_run(layers, self._flat, self._record.get("diverged_step"),
@@ -655,6 +668,22 @@ class Recorder:
                                                         else "") + f" {what}, so nothing was recorded for "
                             + ("them" if n > 1 else "it") + hint)
         return said
+
+    def _unprobed_end(self, layers) -> list[str]:
+        """The step the views' end values come from, where the loop's last step was not probed (every k-th
+        step only, and no `steps=`; or a loop that stopped before the last of its `steps`): `ratio end` and the
+        last step's profiles are an earlier step's, which went without a word."""
+        last = self._last_step - self._cut_short  # (a step that raised in its block was not done)
+        if last < 0 or layers.empty or last % self.every == 0 or last == self._final:
+            return []
+        end = store.last_step(layers)
+        views = (f"the views' end values (ls's `ratio end`, the profiles at `last`) are step {end}'s, "
+                 f"{last - end} step{'s' * (last - end > 1)} before the end")
+        if self.steps is None:
+            return [f"the loop's last step, {last}, was not probed (every={self.every}): {views}; pass "
+                    f"Recorder(..., steps={last + 1}) (the loop's number of steps) to probe its last step too"]
+        return [f"the loop stopped at step {last}, before its last, {self._final} (steps={self.steps}), and step "
+                f"{last} was not probed (every={self.every}): {views}"]
 
     def _metric_rows(self) -> list[tuple[int, str, str, float]]:
         tensors = [v for _, _, v in self._logged if isinstance(v, torch.Tensor)]

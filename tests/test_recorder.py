@@ -1961,3 +1961,95 @@ def test_a_per_block_fit_counts_the_blocks_that_end_elsewhere_between_those_fitt
     chi1, fitted = rate(layers, "signal_norm")
     assert fitted == "4 blocks, mlp.fc2"
     assert chi1 == pytest.approx(growth ** 2, rel=1e-9)
+
+
+def _sixty_steps(rec, model, opt, batches, stop: int = 60) -> None:
+    """The README's loop over the first `stop` of 60 steps, logging each step's loss."""
+    for step, (x, y) in enumerate(batches[:stop]):
+        with rec.step(step):
+            loss = F.mse_loss(model(x), y)
+            loss.backward()
+        rec.log(step, train_loss=loss)
+        opt.step()
+        opt.zero_grad()
+
+
+def test_a_loop_that_gives_its_steps_has_its_last_step_probed_and_one_that_does_not_is_told(tmp_path):
+    """every=10 over 60 steps (0-59) probed 0, 10, ..., 50: `ratio end` and the profiles at `last` were step 50's,
+    without a word. steps=60 probes step 59 too, the trained net; without it close() names step 50."""
+    torch.manual_seed(0)
+    batches = [(torch.randn(16, 4), torch.randn(16, 2)) for _ in range(60)]
+    model, opt = _small_net()
+    reference = copy.deepcopy(model)
+    rec = gradflow.Recorder(model, tmp_path / "study" / "given", every=10, steps=60)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _sixty_steps(rec, model, opt, batches)
+        rec.close()
+    assert not [str(w.message) for w in caught]
+    given = store.load(tmp_path / "study" / "given")
+    assert sorted(set(given.step)) == [0, 10, 20, 30, 40, 50, 59]
+    # step 59's gradients are those of plain autograd after 59 updates
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1)
+    for x, y in batches[:59]:
+        F.mse_loss(reference(x), y).backward()
+        ref_opt.step()
+        ref_opt.zero_grad()
+    F.mse_loss(reference(batches[59][0]), batches[59][1]).backward()
+    plain = [float(reference[i].weight.grad.norm()) for i in (0, 2)]
+    at_end = store.rows(given, "grad_norm", 59)["value"].to_numpy()
+    np.testing.assert_allclose(at_end, plain, rtol=1e-5)
+    run = store.read_run(tmp_path / "study" / "given")
+    assert run["summary"]["grad_ratio.final"] == pytest.approx(plain[0] / plain[1], rel=1e-5)
+    assert (store.rows(given, "update_ratio", 59)["value"] > 0).all()  # the optimizer's step after it, read at close()
+
+    torch.manual_seed(0)  # the same loop without steps=: the same probed steps but the last, and told so
+    model, opt = _small_net()
+    rec = gradflow.Recorder(model, tmp_path / "study" / "untold", every=10)
+    _sixty_steps(rec, model, opt, batches)
+    with pytest.warns(UserWarning) as caught:
+        rec.close()
+    notes = [str(w.message) for w in caught if "was not probed" in str(w.message)]
+    assert notes == [f"{tmp_path / 'study' / 'untold'}: the loop's last step, 59, was not probed (every=10): the "
+                     "views' end values (ls's `ratio end`, the profiles at `last`) are step 50's, 9 steps before the "
+                     "end; pass Recorder(..., steps=60) (the loop's number of steps) to probe its last step too"]
+    untold = store.load(tmp_path / "study" / "untold")
+    assert sorted(set(untold.step)) == [0, 10, 20, 30, 40, 50]
+    common = given[given.step < 59].reset_index(drop=True)
+    np.testing.assert_allclose(untold["value"], common["value"], rtol=1e-6)  # the other steps as they were
+    at_50 = store.rows(common, "grad_norm", 50)["value"].to_numpy()
+    end_ratio = store.read_run(tmp_path / "study" / "untold")["summary"]["grad_ratio.final"]
+    assert end_ratio == pytest.approx(at_50[0] / at_50[-1])  # ls's `ratio end`: step 50's, not the trained net's
+    assert end_ratio != pytest.approx(plain[0] / plain[1], rel=1e-3)
+
+
+@pytest.mark.parametrize("steps", [0, -3, 2.5, True, "60"])
+def test_a_bad_steps_is_one_clear_error_and_writes_nothing(tmp_path, steps):
+    with pytest.raises(GradflowError, match="^" + re.escape(f"steps={steps!r} must be a positive whole number of "
+                                                            "steps (the loop's number of steps, its last one "
+                                                            "steps - 1), or None") + "$"):
+        gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / "run0", steps=steps)
+    assert not (tmp_path / "study").exists()
+
+
+def test_a_loop_past_its_steps_is_one_clear_error_and_one_that_stops_early_is_told(tmp_path):
+    torch.manual_seed(0)
+    batches = [(torch.randn(16, 4), torch.randn(16, 2)) for _ in range(60)]
+    model, opt = _small_net()
+    with gradflow.Recorder(model, tmp_path / "study" / "past", every=10, steps=np.int64(30)) as rec:
+        with pytest.raises(GradflowError, match="^" + re.escape("rec.step(30) after the last step, 29, of Recorder("
+                                                                "..., steps=30): give steps as the loop's number of "
+                                                                "steps (its last step + 1)") + "$"):
+            _sixty_steps(rec, model, opt, batches)
+    past = store.read_run(tmp_path / "study" / "past")
+    assert past["status"] == "ok" and past["steps_done"] == 30
+    assert sorted(set(store.load(tmp_path / "study" / "past").step)) == [0, 10, 20, 29]
+
+    model, opt = _small_net()  # an early stop at step 44 of 60: its last probed step is 40, said
+    rec = gradflow.Recorder(model, tmp_path / "study" / "early", every=10, steps=60)
+    _sixty_steps(rec, model, opt, batches, stop=45)
+    with pytest.warns(UserWarning, match="^" + re.escape(
+            f"{tmp_path / 'study' / 'early'}: the loop stopped at step 44, before its last, 59 (steps=60), and step "
+            "44 was not probed (every=10): the views' end values (ls's `ratio end`, the profiles at `last`) are step "
+            "40's, 4 steps before the end") + "$"):
+        rec.close()
