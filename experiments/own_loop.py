@@ -49,11 +49,12 @@ def main(path: str, steps: int, every: int, depth: int) -> None:
     config = {"model": {"name": "own_loop", "depth": weight_layers - 1}, "optim": {"lr": 0.05, "momentum": 0.9},
               "seed": 0}
 
-    with gradflow.Recorder(model, path, config=config, every=every) as rec:  # a crash closes it as "failed"
+    # steps=: the last step (steps - 1) is probed too, so `ls`'s `ratio end` is the trained net's
+    with gradflow.Recorder(model, path, config=config, every=every, steps=steps) as rec:  # a crash: "failed"
         for step in range(steps):  # `steps` updates, as `gradflow ls` then counts them
             idx = torch.randint(0, len(x), (128,))
             opt.zero_grad()
-            with rec.step(step):  # probes armed on every `every`-th step
+            with rec.step(step):  # probes armed on every `every`-th step and the last
                 loss = F.cross_entropy(model(x[idx]), y[idx])
                 loss.backward()
             rec.log(step, train_loss=loss)  # kept on the device until the run is closed

@@ -417,13 +417,13 @@ def test_logging_a_value_that_is_no_scalar_is_one_clear_error_at_the_call(tmp_pa
 
 def test_the_example_runs_loads_and_plots(tmp_path, cli):
     run = tmp_path / "own-loop" / "run0"
-    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "own_loop.py"), str(run), "--steps", "21",
+    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "own_loop.py"), str(run), "--steps", "22",
                           "--every", "10", "--depth", "3"], capture_output=True, text=True, timeout=300,
                          env={"PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
                               "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr
     layers = gradflow.load(run)
-    assert sorted(set(layers.step)) == [0, 10, 20]
+    assert sorted(set(layers.step)) == [0, 10, 20, 21]  # every 10th step and the last (steps=22)
     assert list(layers[layers.step == 0].drop_duplicates("layer").name) == [
         "embed", "attn.in_proj", "attn.out_proj", "body.0", "body.2", "body.4", "head"]
     # model.depth counts the weight layers before the head (embed, attention's 2, the body's 3), as
@@ -432,7 +432,7 @@ def test_the_example_runs_loads_and_plots(tmp_path, cli):
     assert before_head == 6 and (layers["model.depth"] == before_head).all()
     shown = cli("ls", str(tmp_path / "own-loop"))
     assert shown.exit_code == 0 and "run0" in shown.output
-    assert json.loads((run / "run.json").read_text())["steps_done"] == 21  # --steps 21: 21 updates
+    assert json.loads((run / "run.json").read_text())["steps_done"] == 22  # --steps 22: 22 updates
     drawn = cli("plot", str(run))
     assert drawn.exit_code == 0, drawn.output
     assert any((run / "figures").glob("profile-grad_norm-*.png"))
