@@ -335,9 +335,11 @@ class Recorder:
             raise GradflowError(f"rec.step({step}) after rec.step({self._last_step}): step numbers must increase. "
                                 "Count updates across epochs (not enumerate() within one), and wrap all of an "
                                 "update's micro-batches in one rec.step")
-        if self.steps is not None and step > self._final:
-            raise GradflowError(f"rec.step({step}) after the last step, {self._final}, of Recorder(..., "
-                                f"steps={self.steps}): give steps as the loop's number of steps (its last step + 1)")
+        if self.steps is not None and step > self._final:  # (a warning: a long run goes on, probed every k-th step)
+            warnings.warn(f"rec.step({step}) is past the last step, {self._final}, of Recorder(..., steps={self.steps}): "
+                          f"steps is the loop's number of steps (its last step + 1); recording goes on, every "
+                          f"{self.every}th step probed", stacklevel=2)
+            self.steps, self._final = None, -1
         self._after_unpassed(closing=False)
         self._finish_pending()
         # (a block per micro-batch: _misplaced; not one that raised, a failed step the loop skipped)

@@ -2032,18 +2032,23 @@ def test_a_bad_steps_is_one_clear_error_and_writes_nothing(tmp_path, steps):
     assert not (tmp_path / "study").exists()
 
 
-def test_a_loop_past_its_steps_is_one_clear_error_and_one_that_stops_early_is_told(tmp_path):
+def test_a_loop_past_its_steps_is_told_once_and_goes_on_and_one_that_stops_early_is_told(tmp_path):
     torch.manual_seed(0)
     batches = [(torch.randn(16, 4), torch.randn(16, 2)) for _ in range(60)]
     model, opt = _small_net()
-    with gradflow.Recorder(model, tmp_path / "study" / "past", every=10, steps=np.int64(30)) as rec:
-        with pytest.raises(GradflowError, match="^" + re.escape("rec.step(30) after the last step, 29, of Recorder("
-                                                                "..., steps=30): give steps as the loop's number of "
-                                                                "steps (its last step + 1)") + "$"):
-            _sixty_steps(rec, model, opt, batches)
+    # steps=30 for a 60-step loop: one warning at step 30, and the run goes on (a long run is not stopped for it),
+    # probed every 10th step; close() then says its last step, 59, was not probed and what steps= to pass
+    rec = gradflow.Recorder(model, tmp_path / "study" / "past", every=10, steps=np.int64(30))
+    with pytest.warns(UserWarning, match="^" + re.escape("rec.step(30) is past the last step, 29, of Recorder(..., "
+                                                         "steps=30): steps is the loop's number of steps (its last "
+                                                         "step + 1); recording goes on, every 10th step probed") + "$"):
+        _sixty_steps(rec, model, opt, batches)
+    with pytest.warns(UserWarning, match=re.escape("the loop's last step, 59, was not probed (every=10)") + ".*"
+                      + re.escape("pass Recorder(..., steps=60)")):
+        rec.close()
     past = store.read_run(tmp_path / "study" / "past")
-    assert past["status"] == "ok" and past["steps_done"] == 30
-    assert sorted(set(store.load(tmp_path / "study" / "past").step)) == [0, 10, 20, 29]
+    assert past["status"] == "ok" and past["steps_done"] == 60
+    assert sorted(set(store.load(tmp_path / "study" / "past").step)) == [0, 10, 20, 29, 30, 40, 50]
 
     model, opt = _small_net()  # an early stop at step 44 of 60: its last probed step is 40, said
     rec = gradflow.Recorder(model, tmp_path / "study" / "early", every=10, steps=60)
