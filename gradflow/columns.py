@@ -23,19 +23,28 @@ from gradflow.summary import (BLOCKS, DECLARED, DEPTH_KEY, MODULE_DEPTH_NOTE, RE
 from gradflow.theory import FIT_TRIM
 
 
-def listing(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str] = ()) -> tuple[pd.DataFrame, list[str]]:
-    """The runs table sorted by its swept keys (numbers as numbers), and those keys (seed included)."""
-    df = runs_table(path, rates, steps)
+def listing(path: str | Path | list[Path], rates: Iterable[str] = (), steps: Iterable[str] = ()
+            ) -> tuple[pd.DataFrame, list[str]]:
+    """The runs table sorted by its swept keys (numbers as numbers), and those keys (seed included). `path`:
+    a folder, or several (`ls A B`), listed as the folder they are all under would be with only their runs
+    in it (`store.runs_of`), each path's runs together in the order given."""
+    paths = [Path(p) for p in path] if isinstance(path, (list, tuple)) else [Path(path)]
+    base, listed = store.runs_of(paths)
+    df = runs_table(base, rates, steps, listed=listed)
     swept = swept_keys(df, exclude=study_columns(df), implied=True)  # ls names the implied ones itself
     # a key a sweep's spec sweeps (the folder's, or one's under it) stays a key where the runs done so far
     # share one value of it (a sweep cut short after its depth-2 runs listed them without their depth)
-    specs, base = store.spec_files(path), Path(path)
-    declared = {folder.relative_to(base).as_posix() if folder != base else "":  # (as run_folders names them)
+    specs = store.specs_of(paths)
+    declared = {store.relative_folder(folder, base):  # (as run_folders names them)
                 [k for k in (full_key(df, k) for k in spec.get("swept") or [] if isinstance(k, str)) if k]
                 for folder, spec in specs if spec is not None}
     swept += [k for k in dict.fromkeys(k for keys in declared.values() for k in keys) if k not in swept]
     df = sort_runs(df, swept or [store.RUN])
     df = df.iloc[np.argsort(run_folders(df).to_numpy(), kind="stable")]  # each study's runs together
+    if len(paths) > 1:  # (then each path's, in the order given)
+        order = df[store.PATH].astype(str).map(lambda q: min(i for i, p in enumerate(paths)
+                                                               if Path(q).is_relative_to(p)))
+        df = df.iloc[np.argsort(order.to_numpy(), kind="stable")]
     df.attrs[DECLARED] = declared
     df.attrs[UNREADABLE] = [folder / store.SWEEP_FILE for folder, spec in specs if spec is None]
     return df, swept

@@ -736,6 +736,24 @@ def sweep_specs(path: Path) -> list[tuple[Path, dict]]:
     return [(folder, spec) for folder, spec in spec_files(path) if spec is not None]
 
 
+def specs_of(paths: list[Path]) -> list[tuple[Path, dict | None]]:
+    """`spec_files` of every one of `paths`, each sweep once where the paths nest."""
+    seen: set[Path] = set()
+    out = []
+    for p in paths:
+        for folder, spec in spec_files(p):
+            if folder.resolve() not in seen:
+                seen.add(folder.resolve())
+                out.append((folder, spec))
+    return out
+
+
+def relative_folder(folder: Path, root: Path) -> str:
+    """`folder` relative to `root`, as `runs` of `root` names the runs in it ("" for `root` itself)."""
+    rel = Path(os.path.relpath(os.path.abspath(folder), os.path.abspath(root))).as_posix()
+    return "" if rel == "." else rel
+
+
 def status_of(job_dir: Path, rec: dict | None, spec: dict | None = None) -> tuple[str, str]:
     """(status, why) as a reader should see the run: run.json's status, corrected for what it cannot
     know itself (a dead process, a missing or broken file, a changed sweep spec)."""
@@ -864,6 +882,47 @@ def runs(path: str | Path) -> list[dict]:
         out.append({RUN: _run_id(job, root), SOURCE: root.name, PATH: str(job), STATUS: status, "why": why,
                     "record": rec or {}})
     return out
+
+
+def distinct_paths(paths: list[str | Path]) -> list[Path]:
+    """`paths` in the order given, each once (by the folder it names: results/a beside ./results/a/)."""
+    seen: set[Path] = set()
+    out = []
+    for p in map(Path, paths):
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            out.append(p)
+    return out
+
+
+def common_root(paths: list[Path]) -> Path:
+    """The folder every one of `paths` is at or under: relative where they all are (results for results/a
+    and results/b), else absolute."""
+    root = os.path.commonpath([os.path.abspath(p) for p in paths])
+    return Path(os.path.relpath(root) if not any(Path(p).is_absolute() for p in paths) else root)
+
+
+def runs_of(paths: list[Path]) -> tuple[Path, list[dict]]:
+    """The runs at or below every one of `paths` (as `runs` lists them), each once where the paths nest, with
+    their ids relative to the folder they are all under (`common_root`), as `runs` of that folder names them
+    (a/model.depth=3 and b/seed=0 for results/a and results/b); and that folder. A path that does not exist
+    or holds no run is refused (`find_runs`)."""
+    if len(paths) == 1:
+        return paths[0], runs(paths[0])
+    root = common_root(paths)
+    top = os.path.abspath(root)
+    seen: set[Path] = set()
+    out = []
+    for p in paths:
+        for r in runs(p):
+            where = Path(r[PATH]).resolve()
+            if where in seen:
+                continue
+            seen.add(where)
+            run_id = os.path.relpath(os.path.abspath(r[PATH]), top)
+            out.append({**r, RUN: Path(run_id).as_posix() if run_id != "." else Path(r[PATH]).name,
+                        SOURCE: Path(top).name})
+    return root, out
 
 
 def drew_nothing(run: dict) -> bool:

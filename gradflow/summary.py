@@ -474,15 +474,17 @@ class NotRun:
     running: tuple[str, bool] | None = None  # who is running the sweep now, and whether surely (store.writer)
 
 
-def not_run(path: Path, there: set[str], where: list[tuple[str, str]]) -> list[NotRun]:
+def not_run(path: Path, there: set[str], where: list[tuple[str, str]],
+            paths: list[Path] | None = None) -> list[NotRun]:
     """The sweeps at or under `path` whose spec plans runs that are not among `there` (run ids relative to
     `path`), counting those --where's (column, value) pairs keep: a job that sets the column is kept when its
-    value matches, one that does not set it (the sweep's fixed value) is kept."""
+    value matches, one that does not set it (the sweep's fixed value) is kept. `paths`: the folders under
+    `path` listed (`ls A B`, `path` the folder both are under), whose sweeps alone count."""
     found = []
-    for sweep, spec in store.sweep_specs(path):
-        if not isinstance(spec.get("runs"), dict):
+    for sweep, spec in store.specs_of(paths or [path]):
+        if spec is None or not isinstance(spec.get("runs"), dict):
             continue
-        prefix = sweep.relative_to(path).as_posix()
+        prefix = store.relative_folder(sweep, path) or "."
         if any(k == STUDY and not in_study(pd.Series([prefix]), v).iloc[0] for k, v in where):
             continue
         jobs = [job for job in spec["runs"] if (job if prefix == "." else f"{prefix}/{job}") not in there]

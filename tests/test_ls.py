@@ -1005,3 +1005,78 @@ def test_a_key_one_choice_sets_gives_way_to_a_studys_own_axis_in_a_folder_of_stu
     text = gradflow("ls", str(results), columns=72)
     assert {"study", "skip", "norm", "depth", "status"} <= set(header(text)) and "alpha" not in header(text), text
     assert "read alike" not in text, text
+
+
+def test_ls_of_several_paths_lists_them_together_as_a_folder_of_studies(tmp_path, monkeypatch):
+    # `gradflow ls A B` (results in two places) was refused: "Got unexpected extra argument(s)"
+    from gradflow.cli import app
+
+    small = ["data=gaussian", "data.n_train=64", "data.n_test=32", "data.dim=8", "train.steps=2",
+             "train.batch_size=32", "threads=1"]
+    a, b = tmp_path / "lab" / "results", tmp_path / "laptop" / "results"
+    for results, name, swept in ((a, "depth", ["model.depth=2,8", "model.width=8"]),
+                                 (b, "width", ["model.width=8,16", "model.depth=8"])):
+        args = ["sweep", *small, *swept, f"results={results}", "--name", name]
+        assert CliRunner().invoke(app, args, catch_exceptions=False).exit_code == 0
+    text = gradflow("ls", str(b / "width"), str(a / "depth"))
+    check_readable(text[text.index("\n") + 1:])  # (the first line names the paths, whole)
+    header = text.splitlines()[2].split()
+    assert header[:3] == ["study", "depth", "width"] and "loss" in header, text
+    rows = table_rows(text, r"lab\S*|laptop\S*")
+    # each row named by its folder, the paths' runs in the order given, each study's runs in its keys' order
+    assert [r[:3] for r in rows] == [["laptop/results/width", "8", "8"], ["laptop/results/width", "8", "16"],
+                                     ["lab/results/depth", "2", "8"], ["lab/results/depth", "8", "8"]], text
+    assert text.splitlines()[-1].split()[:6] == ["ok:", "4", "diverged:", "0", "failed:", "0"], text  # (all four)
+
+    def listed(*paths: Path | str, args: tuple[str, ...] = ()) -> pd.DataFrame:
+        out = CliRunner().invoke(app, ["ls", *map(str, paths), "--json", *args], catch_exceptions=False)
+        assert out.exit_code == 0, out.output
+        return pd.DataFrame(json.loads(out.output))
+
+    both = listed(a / "depth", b / "width", args=("--rate", "signal_norm", "--steps-to", "train_loss<=100"))
+    assert list(both["run"]) == ["lab/results/depth/model.depth=2", "lab/results/depth/model.depth=8",
+                                 "laptop/results/width/model.width=8", "laptop/results/width/model.width=16"]
+    # each run's numbers as ls of its own folder gives them
+    for folder in (a / "depth", b / "width"):
+        alone = listed(folder, args=("--rate", "signal_norm", "--steps-to", "train_loss<=100"))
+        mine = both[both["run"].str.startswith(folder.relative_to(tmp_path).as_posix())]
+        for column in ("final.train_loss", "rate.signal_norm", "steps_to.train_loss<=100", "final.test_acc"):
+            pd.testing.assert_series_equal(mine[column].reset_index(drop=True), alone[column], obj=column)
+    assert both["rate.signal_norm"].notna().sum() == 3  # (the depth-8 runs: a fit)
+    # --where study=, --sort across them, --csv
+    kept = listed(a / "depth", b / "width", args=("--where", "study=laptop", "--sort", "-width"))
+    assert list(kept["model.width"]) == [16, 8]
+    assert list(listed(a / "depth", b / "width", args=("--sort", "train loss"))["final.train_loss"]) == \
+        sorted(both["final.train_loss"])
+    csv = CliRunner().invoke(app, ["ls", str(a / "depth"), str(b / "width"), "--csv"], catch_exceptions=False)
+    assert len(pd.read_csv(__import__("io").StringIO(csv.output))) == 4
+    # a path given twice (or as ./PATH/, or inside another given) is listed once
+    monkeypatch.chdir(tmp_path)
+    assert len(listed("lab/results/depth", "./lab/results/depth/", a / "depth" / "model.depth=2", b)) == 4
+    assert len(listed(a / "depth", a / "depth")) == 2  # (one path: as ls of it)
+    # a path that does not exist, or holds no run: one line naming it
+    (tmp_path / "empty").mkdir()
+    for bad, says in (("lab/results/dpeth", "lab/results/dpeth does not exist (did you mean lab/results/depth?)"),
+                      ("empty", "empty holds no runs")):
+        out = CliRunner().invoke(app, ["ls", "lab/results/depth", bad])
+        assert out.exit_code == 1 and says in out.output and "Traceback" not in out.output, out.output
+        assert len(out.output.strip().splitlines()) == 1, out.output
+
+
+def test_ls_of_several_paths_says_what_is_not_run_and_which_folder_to_clean(tmp_path):
+    # the notes under the table of `ls A B`: a sweep of A cut short (its command), B's stale runs (the path
+    # of B to clean, not the folder both are under, whose clean would reach beyond them)
+    from gradflow.cli import app
+
+    small = ["data=gaussian", "data.n_train=32", "data.n_test=16", "data.dim=4", "model.width=4", "train.steps=2",
+             "train.batch_size=16", "threads=1"]
+    for name, swept in (("cut", ["model.depth=2,3"]), ("shrunk", ["seed=0,1"]), ("shrunk", ["seed=0", "--force"])):
+        args = ["sweep", *small, *swept, f"results={tmp_path / name}", "--name", "s"]
+        assert CliRunner().invoke(app, args, catch_exceptions=False).exit_code == 0
+    shutil.rmtree(tmp_path / "cut" / "s" / "model.depth=3")
+    text = gradflow("ls", str(tmp_path / "cut" / "s"), str(tmp_path / "shrunk" / "s"))
+    flat = " ".join(text.split())
+    assert "not run yet: 1 of the sweep's 2 runs: `gradflow sweep" in flat, text
+    assert f"results={tmp_path / 'cut'} --name s` runs them" in flat, text
+    assert f"gradflow clean {tmp_path / 'shrunk' / 's'} --stale deletes them" in flat, text
+    assert re.search(r"ok: 2 .*stale: 2 not run: 1$", flat), text

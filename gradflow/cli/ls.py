@@ -31,14 +31,18 @@ NOT_RUN = "not_run"  # the runs table's attrs: the sweeps under the folder with 
 WHERE = "where"  # the runs table's attrs: the --where conditions that kept its rows
 
 
-def runs_view(path: Path, where: list[str] | None = None, sort: str | None = None,
+def runs_view(path: Path | list[Path], where: list[str] | None = None, sort: str | None = None,
               rates: list[str] | None = None, steps: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """The runs table filtered and sorted as `ls` shows it, and the swept keys."""
-    df, swept = listing(path, rates or (), steps or ())
+    """The runs table filtered and sorted as `ls` shows it, and the swept keys. `path`: a folder, or several
+    (listed as the folder they are all under, `store.common_root`, holding only their runs)."""
+    paths = [Path(p) for p in path] if isinstance(path, (list, tuple)) else [Path(path)]
+    df, swept = listing(paths, rates or (), steps or ())
     partial = partial_keys(df, swept_columns(df, swept))  # of the whole folder: --where keeps them no axis
     choices = [*swept, store.STATUS, *study_columns(df)]
-    missing = not_run(Path(path), set(df[store.RUN]), [(where_key(df, k, swept, choices), v) for k, v in
-                                                       (c.split("=", 1) for c in where or [] if "=" in c)])
+    root = store.common_root(paths) if len(paths) > 1 else paths[0]
+    missing = not_run(root, set(df[store.RUN]), [(where_key(df, k, swept, choices), v) for k, v in
+                                                 (c.split("=", 1) for c in where or [] if "=" in c)],
+                      paths if len(paths) > 1 else None)
     df = keep_where(df, where, swept, choices)
     df.attrs[NOT_RUN] = missing
     df.attrs[WHERE] = list(where or [])
@@ -155,8 +159,11 @@ def one_line_headers(columns: list[Column], width: int | None) -> None:
 
 
 def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int | None = None,
-              wide: bool = False) -> None:
-    """The runs table: swept values, then status, finals, gradient ratios and chi_1, as many as fit."""
+              wide: bool = False, paths: list[Path] | None = None) -> None:
+    """The runs table: swept values, then status, finals, gradient ratios and chi_1, as many as fit. `paths`:
+    the folders listed where they are several (`ls A B`: `title` names them all), their runs' ids relative to
+    the folder they are all under (`store.common_root`)."""
+    root = str(store.common_root(paths)) if paths and len(paths) > 1 else title
     swept = swept_columns(df, swept)
     if not wide:  # (keys of runs --where left out: the Recorder's lr beside `--where model=mlp`)
         swept = [k for k in swept if df[k].notna().any()]
@@ -209,7 +216,7 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
                      f"{partial_phrase(partial)}; --wide shows all")
     if hidden:
         notes.append(f"not shown ({console.width} columns): {labels(c.label for c in hidden)}; --wide shows all")
-        alike = alike_note(df, shown, hidden, title)
+        alike = alike_note(df, shown, hidden, root)
         if alike:
             notes.append(alike)
     if flagged:
@@ -224,7 +231,7 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     n_stale = int((df["status"] == store.STALE).sum()) if "status" in df else 0
     if n_stale and n_stale < len(df):  # (a shrunk grid lists its old points between its live ones)
         notes.append(f"stale: {n_stale} run{'s' * (n_stale != 1)} of an earlier spec of the sweep, not in its "
-                     f"grid now; --where status=ok leaves them out, gradflow clean {shlex.quote(title or 'PATH')} "
+                     f"grid now; --where status=ok leaves them out, gradflow clean {stale_folder(df, title, paths)} "
                      "--stale deletes them")
     for n in notes:
         print_note(n)
@@ -239,6 +246,16 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     parts += [("replacement failed", n_kept)] if n_kept else []
     parts += [("not run", sum(m.missing for m in missing))] if missing else []
     print_note(counts_line(parts) + reused_phrase(skipped))
+
+
+def stale_folder(df: pd.DataFrame, title: str, paths: list[Path] | None) -> str:
+    """The folder `gradflow clean --stale` is to be given for the stale runs of `df`: the one listed; of several
+    listed (`ls A B`), the one that holds them all, else PATH (no one folder holds them and nothing else)."""
+    if not paths or len(paths) < 2:
+        return shlex.quote(title or "PATH")
+    stale = [Path(p) for p in df.loc[df[store.STATUS] == store.STALE, store.PATH]]
+    holders = [p for p in paths if all(q.is_relative_to(p) for q in stale)]
+    return shlex.quote(str(holders[0])) if holders else "PATH"
 
 
 FAILURES_SHOWN = 3  # distinct errors named under the table; --json gives every run's
@@ -329,8 +346,9 @@ def records(df: pd.DataFrame) -> list[dict]:
 @app.command("ls")
 @user_errors
 def ls(
-    path: Annotated[str, typer.Argument(help="A run folder, a sweep folder, or a folder of sweeps.")]
-    = "results",
+    paths: Annotated[Optional[list[str]], typer.Argument(
+        metavar="PATH", help="A run folder, a sweep folder, or a folder of sweeps (default: results); several "
+                             "are listed together, in the order given.", show_default=False)] = None,
     where: Annotated[Optional[list[str]], typer.Option(
         metavar="KEY=VALUE", help="Keep rows with KEY=VALUE (repeatable).")] = None,
     sort: Annotated[Optional[str], typer.Option(
@@ -352,11 +370,12 @@ def ls(
         raise GradflowError("--csv and --json are two formats of the same table; give one")
     if sort is not None and not sort.strip("- "):  # (--sort '' kept the order without a word; --sort - was refused)
         raise GradflowError(f"--sort {sort!r} names no column; give one, e.g. --sort final.test_acc (-KEY: descending)")
-    path = folder(path, "ls")
-    if path == Path("results") and not path.exists():
+    # (a path given twice, or as ./results/a beside results/a, listed once)
+    given = store.distinct_paths([folder(p, "ls") for p in paths or ["results"]])
+    if given == [Path("results")] and not given[0].exists():
         raise GradflowError("no results folder here (the default of `gradflow ls`): `gradflow run` makes one, "
                             "or give the folder: gradflow ls PATH")
-    df, swept = runs_view(path, where, sort, rate, steps_to)
+    df, swept = runs_view(given, where, sort, rate, steps_to)
     cols = ["run"] + swept + [c for c in LS_COLUMNS if c in df.columns] + \
         [c for c in ("start_qstar", "chi1_transient", store.FLAGS, "error") if c in df.columns] + study_columns(df)
     if csv or as_json:  # (steps as whole numbers: a column with a missing one is float in pandas, 2.0)
@@ -367,4 +386,5 @@ def ls(
     elif as_json:
         console.file.write(json.dumps(records(df[cols]), indent=1, allow_nan=False) + "\n")
     else:
-        show_runs(df, swept, title=str(path), wide=wide)
+        show_runs(df, swept, title=" ".join(shlex.quote(str(p)) if len(given) > 1 else str(p) for p in given),
+                  wide=wide, paths=given)
