@@ -353,8 +353,31 @@ def _short_id(run: str, budget: int) -> str:
     return f"{run[:keep]}…{run[len(run) - (budget - 1 - keep):]}"
 
 
-def table_columns(df: pd.DataFrame, swept: list[str]) -> list[Column]:
-    """Every column ls can show for `df`, in display order."""
+def short_studies(studies: list[str], budgets: tuple[int, ...] = (20, 28, 36)) -> list[str]:
+    """Studies for a table column: each longer than a budget as its first and last folders around "…"
+    (home/u/…/results/depth-study), at the smallest budget that keeps them distinct; whole where none does.
+    Several paths far apart (`ls results/a /scratch/u/results/b`) named each study by its folders from the
+    one both are under, and a study three folders deep took 90 columns, leaving no result at 80."""
+    for budget in budgets:
+        short = [_short_study(s, budget) for s in studies]
+        if len(set(short)) == len(set(studies)):
+            return short
+    return studies
+
+
+def _short_study(study: str, budget: int) -> str:
+    if len(study) <= budget:
+        return study
+    kept = ellipsize(study.split("/"), "/", budget)  # whole folders from each end
+    if kept is not None and kept[-1] != "…":
+        return "/".join(kept)
+    last = study.rsplit("/", 1)[-1]  # (its own name, cut at its start where even that is too long)
+    return f"…/{last}" if len(last) + 2 <= budget else f"…{last[len(last) - budget + 1:]}"
+
+
+def table_columns(df: pd.DataFrame, swept: list[str], short: bool = False) -> list[Column]:
+    """Every column ls can show for `df`, in display order; `short`: long studies shortened (`short_studies`:
+    a terminal's table; the report page's has the room)."""
     names = abbreviate(swept)
     taken = {label for label, _ in RESULT_COLUMNS.values()}
     names = {k: k if label in taken else label for k, label in names.items()}  # train.steps next to steps done
@@ -366,7 +389,7 @@ def table_columns(df: pd.DataFrame, swept: list[str]) -> list[Column]:
     ids = list(df["run"].astype(str))
     several = bool(ids) and all("/" in r for r in ids) and run_folders(df).nunique() > 1 \
         and store.SOURCE not in swept  # (a comparison's sources are its first column)
-    studies = list(study_of(df)) if several else [""] * len(ids)
+    studies = (short_studies if short else list)(list(study_of(df))) if several else [""] * len(ids)
     if several:
         # (by how many runs are in a study where the key varies: in a folder of many studies nearly every
         # key varies in one of them, and a study's own axis, norm, went after another's, width)

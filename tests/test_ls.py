@@ -1054,6 +1054,17 @@ def test_ls_of_several_paths_lists_them_together_as_a_folder_of_studies(tmp_path
     monkeypatch.chdir(tmp_path)
     assert len(listed("lab/results/depth", "./lab/results/depth/", a / "depth" / "model.depth=2", b)) == 4
     assert len(listed(a / "depth", a / "depth")) == 2  # (one path: as ls of it)
+    # paths far apart: each study named by its folders from the one both are under, a long one shortened
+    # around "…" (three folders deep it took 90 columns and left no result at 80), whole folders kept
+    deep = tmp_path / "scratch" / "a-rather-long-folder-name" / "with-another-level-below-it" / "results"
+    shutil.copytree(b / "width", deep / "width")
+    text = gradflow("ls", str(a / "depth"), str(deep / "width"))
+    body = text.splitlines()[1:]
+    assert max(map(len, body)) <= 80 and body[1].split()[0] == "study" and "loss" in body[1].split(), text
+    studies = [r[0] for r in table_rows(text, r"\S+/\S+")]
+    assert studies == ["lab/results/depth"] * 2 + ["scratch/…/width"] * 2, text
+    whole = "scratch/a-rather-long-folder-name/with-another-level-below-it/results/width"
+    assert whole in gradflow("ls", str(a / "depth"), str(deep / "width"), "--wide")  # (--wide: whole)
     # a path that does not exist, or holds no run: one line naming it
     (tmp_path / "empty").mkdir()
     for bad, says in (("lab/results/dpeth", "lab/results/dpeth does not exist (did you mean lab/results/depth?)"),
