@@ -661,89 +661,89 @@ class Deep(nn.Module):
 '''
 
 
-def test_a_depth_sweep_of_ones_own_module_gets_the_ratio_figures(cli, tmp_path, monkeypatch):
+@pytest.fixture
+def deep_module(tmp_path, monkeypatch):
+    """DEEP as an importable module of a fresh name in the current folder (tmp_path): the name, for model.target."""
+    name = f"deep_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(DEEP))
+    monkeypatch.chdir(tmp_path)
+    yield name
+    sys.modules.pop(name, None)
+
+
+def test_a_depth_sweep_of_ones_own_module_gets_the_ratio_figures(cli, tmp_path, deep_module):
     # a custom module's depth is its constructor's to set (model.depth is refused for it): a sweep over
     # +model.kwargs.layers drew no ratio figure, and `plot --kind ratio` said model.depth "does not vary in this
     # data (values: none)". Its runs' depth is their probe points' by the depth convention: the weight layers
     # before the head, here the body's `layers`.
-    name = f"deep_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(DEEP))
-    monkeypatch.chdir(tmp_path)
+    name = deep_module
     results = tmp_path / "results"
-    try:
-        out = cli("sweep", "model=custom", f"model.target={name}:Deep", "+model.kwargs.layers=2,4,8", "train.steps=2",
-                  "threads=1", f"results={results}", "--name", "deep")
-        assert out.exit_code == 0, out.output
-        out = cli("plot", str(results / "deep"))
-        assert out.exit_code == 0, out.output
-        assert {"ratio-init.png", "ratio-signal_norm-init.png"} <= {p.name for p in (results / "deep" / "figures").iterdir()}
-        from gradflow import load
-        from gradflow.plots import figures
+    out = cli("sweep", "model=custom", f"model.target={name}:Deep", "+model.kwargs.layers=2,4,8", "train.steps=2",
+              "threads=1", f"results={results}", "--name", "deep")
+    assert out.exit_code == 0, out.output
+    out = cli("plot", str(results / "deep"))
+    assert out.exit_code == 0, out.output
+    assert {"ratio-init.png", "ratio-signal_norm-init.png"} <= {p.name for p in (results / "deep" / "figures").iterdir()}
+    from gradflow import load
+    from gradflow.plots import figures
 
-        layers = load(results / "deep")
-        fig = figures.ratio(layers, "init")
-        ax = fig.axes[0]
-        (line,) = [ln for ln in ax.get_lines() if len(ln.get_xdata()) == 3]
-        assert list(line.get_xdata()) == [2, 4, 8]
-        init = layers[(layers["step"] == 0) & (layers["quantity"] == "grad_norm")]
-        want = [float(g.sort_values("layer")["value"].iloc[0] / g.sort_values("layer")["value"].iloc[-1])
-                for _, g in sorted(init.groupby("model.kwargs.layers"))]
-        assert list(line.get_ydata()) == pytest.approx(want)
-        assert "weight layers before the head" in ax.get_xlabel()
-    finally:
-        sys.modules.pop(name, None)
+    layers = load(results / "deep")
+    fig = figures.ratio(layers, "init")
+    ax = fig.axes[0]
+    (line,) = [ln for ln in ax.get_lines() if len(ln.get_xdata()) == 3]
+    assert list(line.get_xdata()) == [2, 4, 8]
+    init = layers[(layers["step"] == 0) & (layers["quantity"] == "grad_norm")]
+    want = [float(g.sort_values("layer")["value"].iloc[0] / g.sort_values("layer")["value"].iloc[-1])
+            for _, g in sorted(init.groupby("model.kwargs.layers"))]
+    assert list(line.get_ydata()) == pytest.approx(want)
+    assert "weight layers before the head" in ax.get_xlabel()
 
 
-def test_a_custom_modules_depth_reads_alike_in_ls_compare_the_report_and_the_figures(cli, tmp_path, monkeypatch):
+def test_a_custom_modules_depth_reads_alike_in_ls_compare_the_report_and_the_figures(cli, tmp_path, deep_module):
     # the figures read a custom module's depth from its probe points (the head's index), while ls, its --json,
     # compare and the report showed `-` (or no depth at all) for the same runs: one reading for all of them
-    name = f"deep_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(DEEP))
-    monkeypatch.chdir(tmp_path)
+    name = deep_module
     results = tmp_path / "results"
-    try:
-        for study, layers in (("deep", "1,3"), ("deep2", "3")):
-            out = cli("sweep", "model=custom", f"model.target={name}:Deep", f"+model.kwargs.layers={layers}",
-                      "train.steps=2", "threads=1", f"results={results}", "--name", study)
-            assert out.exit_code == 0, out.output
-        from gradflow import load
-        from gradflow.plots import figures
-
-        layers = load(results / "deep")
-        heads = {int(k): int(g.loc[g["name"] == "head", "layer"].iloc[0]) for k, g in layers.groupby("model.kwargs.layers")}
-        assert heads == {1: 1, 3: 3}  # (the body's Linear layers, then the head)
-        drawn = [sorted(int(x) for x in ln.get_xdata()) for ln in figures.ratio(layers, "init").axes[0].get_lines()
-                 if len(ln.get_xdata()) == 2 and np.isfinite(ln.get_ydata()).all() and min(ln.get_xdata()) > 0]
-        assert drawn == [sorted(heads.values())]  # (the runs' line, along the depth)
-        drawn = drawn[0]
-
-        out = cli("ls", "--json", str(results / "deep"))
+    for study, layers in (("deep", "1,3"), ("deep2", "3")):
+        out = cli("sweep", "model=custom", f"model.target={name}:Deep", f"+model.kwargs.layers={layers}",
+                  "train.steps=2", "threads=1", f"results={results}", "--name", study)
         assert out.exit_code == 0, out.output
-        listed = {r["model.kwargs.layers"]: r["model.depth"] for r in json.loads(out.stdout)}
-        assert listed == heads and sorted(listed.values()) == drawn
+    from gradflow import load
+    from gradflow.plots import figures
 
-        out = cli("ls", str(results / "deep"))
-        assert out.exit_code == 0, out.output
-        lines = out.stdout.splitlines()
-        header = next(i for i, ln in enumerate(lines) if "depth" in ln.split())
-        cols = lines[header].split()
-        rows = [ln.split() for ln in lines[header + 2:header + 4]]
-        assert {int(r[cols.index("layers")]): int(r[cols.index("depth")]) for r in rows} == heads
-        assert "read from its probe points" in " ".join(lines)
+    layers = load(results / "deep")
+    heads = {int(k): int(g.loc[g["name"] == "head", "layer"].iloc[0]) for k, g in layers.groupby("model.kwargs.layers")}
+    assert heads == {1: 1, 3: 3}  # (the body's Linear layers, then the head)
+    drawn = [sorted(int(x) for x in ln.get_xdata()) for ln in figures.ratio(layers, "init").axes[0].get_lines()
+             if len(ln.get_xdata()) == 2 and np.isfinite(ln.get_ydata()).all() and min(ln.get_xdata()) > 0]
+    assert drawn == [sorted(heads.values())]  # (the runs' line, along the depth)
+    drawn = drawn[0]
 
-        out = cli("compare", str(results / "deep"), str(results / "deep2"), "--out", str(tmp_path / "cmp"))
-        assert out.exit_code == 0, out.output
-        assert "matched on model.kwargs.layers, model.depth" in out.stdout
-        assert "read from its probe points" in " ".join(out.stdout.split())
+    out = cli("ls", "--json", str(results / "deep"))
+    assert out.exit_code == 0, out.output
+    listed = {r["model.kwargs.layers"]: r["model.depth"] for r in json.loads(out.stdout)}
+    assert listed == heads and sorted(listed.values()) == drawn
 
-        out = cli("report", str(results / "deep"), "--out", str(tmp_path / "r.html"))
-        assert out.exit_code == 0, out.output
-        page = (tmp_path / "r.html").read_text()
-        assert "read from its probe points" in page
-        runs = page[page.index('id="runs"'):]
-        runs = runs[:runs.index("</table>")]
-        assert re.findall(r'<th data-key="([^"]+)"', runs)[:2] == ["model.kwargs.layers", "model.depth"]
-        cells = [re.findall(r"<td[^>]*>([^<]*)", row)[:2] for row in runs.split("<tr")[2:]]
-        assert {int(a): int(b) for a, b in cells} == heads
-    finally:
-        sys.modules.pop(name, None)
+    out = cli("ls", str(results / "deep"))
+    assert out.exit_code == 0, out.output
+    lines = out.stdout.splitlines()
+    header = next(i for i, ln in enumerate(lines) if "depth" in ln.split())
+    cols = lines[header].split()
+    rows = [ln.split() for ln in lines[header + 2:header + 4]]
+    assert {int(r[cols.index("layers")]): int(r[cols.index("depth")]) for r in rows} == heads
+    assert "read from its probe points" in " ".join(lines)
+
+    out = cli("compare", str(results / "deep"), str(results / "deep2"), "--out", str(tmp_path / "cmp"))
+    assert out.exit_code == 0, out.output
+    assert "matched on model.kwargs.layers, model.depth" in out.stdout
+    assert "read from its probe points" in " ".join(out.stdout.split())
+
+    out = cli("report", str(results / "deep"), "--out", str(tmp_path / "r.html"))
+    assert out.exit_code == 0, out.output
+    page = (tmp_path / "r.html").read_text()
+    assert "read from its probe points" in page
+    runs = page[page.index('id="runs"'):]
+    runs = runs[:runs.index("</table>")]
+    assert re.findall(r'<th data-key="([^"]+)"', runs)[:2] == ["model.kwargs.layers", "model.depth"]
+    cells = [re.findall(r"<td[^>]*>([^<]*)", row)[:2] for row in runs.split("<tr")[2:]]
+    assert {int(a): int(b) for a, b in cells} == heads
