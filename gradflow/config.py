@@ -854,6 +854,7 @@ def compose(overrides: list[str] | tuple[str, ...] = (), sweep_point: bool = Fal
     `typed`: the overrides as the user typed them, which an error quotes (a sweep point's train.steps=100.0
     was train.steps=1e2 on the command line; the config's optim.momentum=2.0 was optim.momentum=2)."""
     overrides = last_overrides(overrides)
+    quoted = overrides if typed is None else last_overrides(typed)  # (what an error quotes)
     try:
         cfg = _hydra_compose(overrides)
     except GradflowError:
@@ -863,11 +864,11 @@ def compose(overrides: list[str] | tuple[str, ...] = (), sweep_point: bool = Fal
         if other:
             return compose([o for o in overrides if override_key(o) != other or o[0] in "+~"], sweep_point=True,
                            typed=typed)
-        raise GradflowError(hydra_error_message(e, overrides if typed is None else last_overrides(typed))) from None
+        raise GradflowError(hydra_error_message(e, quoted)) from None
     try:
         validate(cfg, sweep_point)
     except GradflowError as e:  # (it quotes the config's values: optim.momentum=2 reads 2.0 there)
-        raise GradflowError(as_typed(str(e), overrides if typed is None else last_overrides(typed))) from None
+        raise GradflowError(as_typed(str(e), quoted)) from None
     if not sweep_point:
         _keys_apply(cfg, overrides)
     return cfg

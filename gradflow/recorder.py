@@ -169,7 +169,8 @@ def _close_on_uncaught() -> None:
 # the logged names a view reads: ls's columns, the curves, compare and the report (train/test loss and acc), the
 # gradient-norm figure (opt_grad_norm) and ls's clipped share (opt_clipped); batch_loss and batch_acc are drawn
 # where a run logs no train_* or test_* loss or acc (the curves' steps of a loop without an evaluation)
-READ_NAMES = ("train_loss", "train_acc", "test_loss", "test_acc", "opt_grad_norm", "opt_clipped")
+CURVE_NAMES = ("train_loss", "train_acc", "test_loss", "test_acc")
+READ_NAMES = (*CURVE_NAMES, "opt_grad_norm", "opt_clipped")
 BATCH_NAMES = ("batch_loss", "batch_acc")
 
 
@@ -180,7 +181,7 @@ def _unread_names(rows) -> list[str]:
     logged = dict.fromkeys((split, metric) for _, split, metric, _ in rows)
     names = {(s, m): m if s == "log" else f"{s}_{m}" for s, m in logged}
     read = set(READ_NAMES)
-    if not any(f"{s}_{m}" in READ_NAMES[:4] for s, m in logged):  # (no train/test loss or acc: the batch's drawn)
+    if not any(f"{s}_{m}" in CURVE_NAMES for s, m in logged):  # (no train/test loss or acc: the batch's drawn)
         read |= set(BATCH_NAMES)
     unread = [names[k] for k in logged if f"{k[0]}_{k[1]}" not in read]
     if not unread:
@@ -254,7 +255,6 @@ class Recorder:
             raise GradflowError(f"steps={steps!r} must be a positive whole number of steps (the loop's number of "
                                 f"steps, its last one steps - 1), or None")
         self.steps = None if steps is None else int(steps)
-        self._final = -1 if steps is None else int(steps) - 1  # the loop's last step, probed on top of every k-th
         if type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
             model = model._orig_mod  # torch.compile's wrapper: the probes go on the module it compiled (given the
             # wrapper, the discovery's forward pass ran inside dynamo's tracing and failed with dynamo's error)
@@ -336,10 +336,10 @@ class Recorder:
                                 "Count updates across epochs (not enumerate() within one), and wrap all of an "
                                 "update's micro-batches in one rec.step")
         if self.steps is not None and step > self._final:  # (a warning: a long run goes on, probed every k-th step)
-            warnings.warn(f"rec.step({step}) is past the last step, {self._final}, of Recorder(..., steps={self.steps}): "
-                          f"steps is the loop's number of steps (its last step + 1); recording goes on, every "
-                          f"{self.every}th step probed", stacklevel=2)
-            self.steps, self._final = None, -1
+            warnings.warn(f"rec.step({step}) is past the last step, {self._final}, of Recorder(..., "
+                          f"steps={self.steps}): steps is the loop's number of steps (its last step + 1); recording "
+                          f"goes on, every {self.every}th step probed", stacklevel=2)
+            self.steps = None
         self._after_unpassed(closing=False)
         self._finish_pending()
         # (a block per micro-batch: _misplaced; not one that raised, a failed step the loop skipped)
@@ -670,6 +670,11 @@ class Recorder:
                                                         else "") + f" {what}, so nothing was recorded for "
                             + ("them" if n > 1 else "it") + hint)
         return said
+
+    @property
+    def _final(self) -> int:
+        """The loop's last step, probed on top of every k-th (-1 where `steps` is not known)."""
+        return -1 if self.steps is None else self.steps - 1
 
     def _unprobed_end(self, layers) -> list[str]:
         """The step the views' end values come from, where the loop's last step was not probed (every k-th

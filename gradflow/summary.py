@@ -285,13 +285,23 @@ MODULE_DEPTH_NOTE = (f"depth of a model=custom run = its {MODULE_DEPTH}, read fr
                      f"(model.depth is refused for it)")
 
 
+def _custom(table: pd.DataFrame) -> pd.Series:
+    """Which rows of `table` are model=custom runs."""
+    if "model.name" not in table.columns:
+        return pd.Series(False, index=table.index)
+    return table["model.name"].astype(str).eq("custom")
+
+
+def _lacking_depth(table: pd.DataFrame) -> pd.Series:
+    """The model=custom rows of `table` with no model.depth: those `with_module_depth` fills in."""
+    custom = _custom(table)
+    return custom & table[DEPTH_KEY].isna() if DEPTH_KEY in table.columns else custom
+
+
 def module_depth_rows(table: pd.DataFrame) -> pd.Series:
     """The rows of `table` whose model.depth is a custom module's, read from its probe points (`with_module_depth`):
     model=custom refuses model.depth, so a custom run with one has it from there."""
-    if "model.name" not in table.columns:
-        return pd.Series(False, index=table.index)
-    custom = table["model.name"].astype(str).eq("custom")
-    return custom & table[DEPTH_KEY].notna() if DEPTH_KEY in table.columns else custom & False
+    return _custom(table) & ~_lacking_depth(table)
 
 
 def with_module_depth(table: pd.DataFrame, layers: pd.DataFrame | None) -> pd.DataFrame:
@@ -303,9 +313,7 @@ def with_module_depth(table: pd.DataFrame, layers: pd.DataFrame | None) -> pd.Da
     if (layers is None or layers.empty or "model.name" not in table.columns or "layer" not in layers.columns
             or store.RUN not in layers.columns or store.RUN not in table.columns):
         return table
-    missing = table["model.name"].astype(str).eq("custom")
-    if DEPTH_KEY in table.columns:
-        missing &= table[DEPTH_KEY].isna()
+    missing = _lacking_depth(table)
     if not missing.any():
         return table
     ids = [c for c in (store.SOURCE, store.RUN) if c in layers.columns and c in table.columns]
@@ -330,13 +338,8 @@ def with_module_depth(table: pd.DataFrame, layers: pd.DataFrame | None) -> pd.Da
 def _probe_indices(records: pd.DataFrame) -> pd.DataFrame:
     """The probe points' indices (`run`, `source`, `layer`) of the model=custom runs of `records` that have no
     model.depth, for `with_module_depth`: their layers tables' `layer` column alone."""
-    if "model.name" not in records.columns:
-        return pd.DataFrame()
-    lacking = records["model.name"].astype(str).eq("custom")
-    if DEPTH_KEY in records.columns:
-        lacking &= records[DEPTH_KEY].isna()
     frames = []
-    for _, rec in records[lacking].iterrows():
+    for _, rec in records[_lacking_depth(records)].iterrows():
         path = Path(rec[store.PATH]) / store.TABLE_FILES["layers"]
         if path.exists():
             try:  # (the one column: a long run's table holds every step's every quantity)

@@ -48,7 +48,7 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
     untouched); the model's mode is restored afterwards, and so are the random generators' states (a
     forward pass that draws, a VAE's sampling, would shift every later draw of the loop it probes).
     """
-    inputs = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor) and a.dim()]
+    inputs = _tensor_inputs(args, kwargs)
     batch = inputs[0].shape[0] if inputs else None
     trace = _trace(model, inputs, args, kwargs)
     calls = trace.modules
@@ -174,8 +174,7 @@ def _batch_dims_told_apart(model: nn.Module, trace: "_Calls", first: dict, batch
 
     args, kwargs = tuple(less(a) for a in args), {k: less(a) for k, a in kwargs.items()}
     try:
-        again = _trace(model, [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor) and a.dim()],
-                       args, kwargs)
+        again = _trace(model, _tensor_inputs(args, kwargs), args, kwargs)
     except Exception:  # (a model made for one batch size: as one pass reads them)
         return {}
     seen = {}
@@ -188,6 +187,12 @@ def _batch_dims_told_apart(model: nn.Module, trace: "_Calls", first: dict, batch
             continue
         told[m] = 0 if out.shape[0] == batch - 1 else 1 if out.dim() >= 2 and out.shape[1] == batch - 1 else None
     return told
+
+
+def _tensor_inputs(args: tuple, kwargs: dict) -> list[torch.Tensor]:
+    """The example's tensor arguments that have dimensions (the first is the batch's)."""
+    return [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor) and a.dim()]
+
 
 def _caveats(points: list[ProbePoint], unprobed: str, why: str, batch: int | None) -> list[str]:
     """What the probes of `points` leave out or take once, each a warning: the modules not probed; a weight
