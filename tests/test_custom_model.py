@@ -732,6 +732,11 @@ def test_a_custom_modules_depth_reads_alike_in_ls_compare_the_report_and_the_fig
     rows = [ln.split() for ln in lines[header + 2:header + 4]]
     assert {int(r[cols.index("layers")]): int(r[cols.index("depth")]) for r in rows} == heads
     assert "read from its probe points" in " ".join(lines)
+    # --where leaving one depth makes it no column but a line of what the kept runs share: the note stays
+    out = cli("ls", str(results / "deep"), "--where", "layers=3")
+    assert out.exit_code == 0, out.output
+    assert "the same in every run --where keeps: depth 3" in out.stdout
+    assert "read from its probe points" in " ".join(out.stdout.split())
 
     out = cli("compare", str(results / "deep"), str(results / "deep2"), "--out", str(tmp_path / "cmp"))
     assert out.exit_code == 0, out.output

@@ -21,8 +21,8 @@ from gradflow.keys import (abbreviate, config_columns, full_key, implied_keys, n
 from gradflow.columns import (FLAGGED, KEY_PRIORITY, LS_COLUMNS, RESULT_COLUMNS, STUDY_PRIORITY, Column, column_notes,
                               failure_notes, listing, mark_flagged, replacement_failed, result_by_header, sort_runs,
                               study_columns, swept_columns, table_columns, transient_warning)
-from gradflow.summary import (DECLARED, STUDY, UNREADABLE, in_study, matches, not_run, not_run_note, run_folders,
-                              study_of)
+from gradflow.summary import (DECLARED, DEPTH_KEY, MODULE_DEPTH_NOTE, STUDY, UNREADABLE, in_study, matches,
+                              module_depth_rows, not_run, not_run_note, run_folders, study_of)
 
 SEP = 3  # characters between two columns of the SIMPLE_HEAD table
 
@@ -205,6 +205,8 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
         values = [f"{names[k]} {fmt(df[k].iloc[0]) or '-'}" for k in same]
         more = f" and {len(values) - 6} more; --wide shows them" if len(values) > 7 else ""
         notes.insert(0, f"the same in every run --where keeps: {', '.join(values[:6] if more else values)}{more}")
+        if DEPTH_KEY in same and MODULE_DEPTH_NOTE not in notes and module_depth_rows(df).any():
+            notes.insert(1, MODULE_DEPTH_NOTE)  # (the depth that line shows is read, as the column's is)
     implied = {k: c for k, c in implied.items() if n_distinct(df[k]) > 1}  # (say so only where shown runs differ)
     if implied:
         names = abbreviate([*swept, *implied])
