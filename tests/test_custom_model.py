@@ -723,6 +723,8 @@ def test_a_custom_modules_depth_reads_alike_in_ls_compare_the_report_and_the_fig
     assert out.exit_code == 0, out.output
     listed = {r["model.kwargs.layers"]: r["model.depth"] for r in json.loads(out.stdout)}
     assert listed == heads and sorted(listed.values()) == drawn
+    # (the table's line under it, that the depth was read, is a field of each row there)
+    assert [r["depth_from_probes"] for r in json.loads(out.stdout)] == [True, True]
 
     out = cli("ls", str(results / "deep"))
     assert out.exit_code == 0, out.output

@@ -29,6 +29,7 @@ SEP = 3  # characters between two columns of the SIMPLE_HEAD table
 PARTIAL = "partial_keys"  # the runs table's attrs: the keys only some runs of the folder set (`partial_keys`)
 NOT_RUN = "not_run"  # the runs table's attrs: the sweeps under the folder with points not run yet (`not_run`)
 WHERE = "where"  # the runs table's attrs: the --where conditions that kept its rows
+DEPTH_READ = "depth_from_probes"  # --json / --csv: whether a row's model.depth was read from its probe points
 
 
 def runs_view(path: Path | list[Path], where: list[str] | None = None, sort: str | None = None,
@@ -378,8 +379,11 @@ def ls(
         raise GradflowError("no results folder here (the default of `gradflow ls`): `gradflow run` makes one, "
                             "or give the folder: gradflow ls PATH")
     df, swept = runs_view(given, where, sort, rate, steps_to)
+    if (csv or as_json) and module_depth_rows(df).any():  # (the table's line under it: which depths were read)
+        df = df.assign(**{DEPTH_READ: module_depth_rows(df)})
     cols = ["run"] + swept + [c for c in LS_COLUMNS if c in df.columns] + \
-        [c for c in ("start_qstar", "chi1_transient", store.FLAGS, "error") if c in df.columns] + study_columns(df)
+        [c for c in ("start_qstar", "chi1_transient", DEPTH_READ, store.FLAGS, "error") if c in df.columns] + \
+        study_columns(df)
     if csv or as_json:  # (steps as whole numbers: a column with a missing one is float in pandas, 2.0)
         df = df.assign(**{c: df[c].astype("Int64") for c in cols if c in WHOLE or c.startswith("steps_to.")
                           if _whole(df[c])})
