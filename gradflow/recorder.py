@@ -292,7 +292,7 @@ class Recorder:
         env["git_commit"] = (script and store.git_commit(script)) or store.git_commit(Path.cwd())  # (a notebook's)
         self._record = {"job": self.path.name, "command": shlex.join(["python", *sys.argv]),  # (the report shows it)
                         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                        "every": every, "config_hash": store.config_hash(self._flat), **env, "config": self._flat}
+                        "every": every, "steps_planned": self.steps, "config_hash": store.config_hash(self._flat), **env, "config": self._flat}
         try:
             store.begin(self.path, OmegaConf.create(config), self._record, shared=True)
         except BaseException:

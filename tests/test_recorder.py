@@ -2058,3 +2058,24 @@ def test_a_loop_past_its_steps_is_told_once_and_goes_on_and_one_that_stops_early
             "44 was not probed (every=10): the views' end values (ls's `ratio end`, the profiles at `last`) are step "
             "40's, 4 steps before the end") + "$"):
         rec.close()
+
+
+def test_run_json_keeps_the_steps_the_loop_was_given_beside_the_steps_it_took(tmp_path):
+    # run.json's `steps` is the steps the loop took; `steps=` was not kept, so a reader could not tell a loop
+    # that stopped early (or ran past its steps) from one that ran as planned, nor whether its last step was probed
+    torch.manual_seed(0)
+    batches = [(torch.randn(16, 4), torch.randn(16, 2)) for _ in range(60)]
+    for name, given, stop in (("early", 60, 45), ("past", 30, 60), ("none", None, 60)):
+        model, opt = _small_net()
+        rec = gradflow.Recorder(model, tmp_path / "study" / name, every=10,
+                                steps=None if given is None else np.int64(given))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (each told of its unprobed end, as the tests above check)
+            _sixty_steps(rec, model, opt, batches, stop=stop)
+            rec.close()
+        record = json.loads((tmp_path / "study" / name / store.RUN_FILE).read_text())
+        assert (record["steps_planned"], record["steps"]) == (given, stop)
+        assert type(record["steps_planned"]) is (type(None) if given is None else int)
+    runs = gradflow.load(tmp_path / "study", table="runs").set_index("run")
+    assert runs.loc["early", "steps_planned"] == 60 and runs.loc["early", "steps"] == 45
+    assert runs.loc["past", "steps_planned"] == 30 and pd.isna(runs.loc["none", "steps_planned"])
