@@ -88,8 +88,13 @@ def _say_moved(moved: list) -> None:
 
 def _header(p, skipped: int) -> None:
     n = len(p.jobs)
+    # (a run still under its old name is moved at launch, and `_say_moved` says so once it is: counted here as
+    # finished in its folder, it read as done before the move, which may yet find it changed and train it)
+    moving = 0 if p.force else min(skipped, sum(j.moved_from is not None for j in p.jobs))
+    done = skipped - moving
     print_note(f"sweep {p.root}: {n} run{'s' * (n != 1)} over {', '.join(p.swept) or 'no swept key'} with the "
-               f"{p.launcher} launcher" + (f"; {skipped} already finished, skipped" if skipped else ""))
+               f"{p.launcher} launcher" + (f"; {done} already finished, skipped" if done else "")
+               + (f"; {moving} finished under another name, to be moved (not trained again)" if moving else ""))
     if p.replaced and not p.force:
         one = p.replaced == 1
         changes = _changes([j for j in p.jobs if j.replaces and j.moved_from is None])
