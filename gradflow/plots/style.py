@@ -709,3 +709,51 @@ def tick_blocks(axis, marked) -> None:
     k = math.ceil(len(marked.starts) / most)
     axis.set_ticks(marked.starts[::k], names[::k])
     axis.set_ticks(marked.starts, minor=True)
+
+
+def spread_apart(wanted: Sequence[float], gap: float, lo: float = -math.inf, hi: float = math.inf) -> np.ndarray:
+    """Positions for labels that want to sit at `wanted` (sorted ascending: in display pixels, say) at least
+    `gap` apart, in the same order, each as close to its own as the others let it (least squares: pool adjacent
+    violators), within [lo, hi] where they fit: a label alone stays where it wants; two that collide move apart
+    evenly about their middle, a crowded block of n spread at most (n - 1) / 2 gaps either side of it.
+    Stacked upwards from the lowest instead, the top label of three lines ending a few pixels apart stood a
+    decade above its own line (gradnorm's shares)."""
+    y = np.asarray(wanted, dtype=float)
+    if len(y) == 0:
+        return y
+    # with z_i = c_i - i * gap the gaps are z non-decreasing: the isotonic fit of y_i - i * gap
+    z = y - gap * np.arange(len(y))
+    blocks: list[list[float]] = []  # [mean, size] of each pooled run of z
+    for v in z:
+        blocks.append([v, 1.0])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (m1, n1), (m2, n2) = blocks.pop(-2), blocks.pop()
+            blocks.append([(m1 * n1 + m2 * n2) / (n1 + n2), n1 + n2])
+    fit = np.concatenate([np.full(int(n), m) for m, n in blocks])
+    # (the bounds on c are bounds on z common to all, [lo, hi - (n - 1) gap]: the clipped fit is the best within)
+    top = hi - gap * (len(y) - 1)
+    fit = np.clip(fit, lo, max(lo, top)) if top >= lo else np.full_like(fit, lo)
+    return fit + gap * np.arange(len(y))
+
+
+READABLE_CONTRAST = 4.5  # a text colour's contrast against white at least (WCAG's for small text)
+
+
+def readable(color: Any) -> tuple[float, float, float]:
+    """`color` as text on white: itself where it reads, else darkened towards black until it does (viridis's
+    pale yellow-green end, tab10's orange), so a label keeps its line's hue."""
+    rgb = to_rgba_array([color])[0, :3]
+
+    def luminance(c: np.ndarray) -> float:
+        lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+        return float(lin @ [0.2126, 0.7152, 0.0722])
+
+    most = 1.05 / READABLE_CONTRAST - 0.05  # the highest luminance that reads
+    scale, step = 1.0, 0.5
+    if luminance(rgb) > most:
+        scale = 0.0
+        for _ in range(20):  # (the largest scale that reads, by bisection)
+            if luminance(rgb * (scale + step)) <= most:
+                scale += step
+            step /= 2
+    return tuple(float(v) for v in rgb * scale)
