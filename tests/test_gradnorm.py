@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.colors import to_rgb
 from typer.testing import CliRunner
 
 import gradflow
@@ -97,26 +98,88 @@ def test_gradnorm_lines_are_the_recorded_norms_with_the_threshold_and_the_diverg
     assert [t.get_text() for t in ax.texts if t.get_gid() == "clipped"] == [f"{share:.0%} clipped"]
 
 
+def drawn_shares(df: pd.DataFrame) -> tuple:
+    """The gradnorm figure of `df` drawn (as saving draws it: the shares' labels are placed then), its axes, and
+    for each share's label: its text box and its line's last point, in display pixels, its leader (None where
+    hidden) and its line."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    fig = figures.gradnorm(df)
+    (ax,) = [a for a in fig.axes if a.get_gid() != "colorbar"]
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    texts = [t for t in ax.texts if t.get_gid() == "clipped"]
+    lines = fig.data["lines"]
+    shares = []
+    for t, row in zip(texts, fig.data["clipped"].itertuples()):
+        mine = lines[(lines["line"] == row.line) & np.isfinite(lines["y"])]
+        assert t.xy == (mine["x"].iloc[-1], mine["y"].iloc[-1])  # (the label's point: its own line's last)
+        leader = t.arrow_patch.get_path().transformed(t.arrow_patch.get_transform()) \
+            if t.arrow_patch is not None and t.arrow_patch.get_visible() else None
+        (line,) = [ln for ln in ax.get_lines() if ln.get_gid() == f"series:{row.line}"]
+        shares.append((Text.get_window_extent(t, canvas.get_renderer()), ax.transData.transform(t.xy), leader,
+                       line, t))
+    return fig, ax, shares
+
+
+def crowded(df: pd.DataFrame, factors: dict) -> pd.DataFrame:
+    """`df` and copies of its train.grad_clip=1 run as runs clipping at each key of `factors`, their norms
+    that run's times the key's factor."""
+    one = df[df["train.grad_clip"] == 1]
+    more = [one.assign(**{"train.grad_clip": c, "run": f"train.grad_clip={c}", "value": np.where(
+        one["metric"] == "grad_norm", one["value"] * f, one["value"])}) for c, f in factors.items()]
+    return pd.concat([df, *more], ignore_index=True)
+
+
 def test_clipped_shares_of_close_lines_do_not_overlap_beside_an_exploding_one(clip_sweep):
     """Four clipping runs whose norms end close together beside the unclipped one exploding to 1e17: the
     labels were spaced by a share of the clipping lines' decades, a sliver of that axis, and "77% clipped"
-    was written over "92% clipped". Drawn, no two labels overlap, and each stays inside the axes."""
-    df = gradflow.load(clip_sweep, table="metrics")
-    one = df[df["train.grad_clip"] == 1]
-    more = [one.assign(**{"train.grad_clip": c, "run": f"train.grad_clip={c}", "value": np.where(
-        one["metric"] == "grad_norm", one["value"] * (1 + 0.03 * c), one["value"])}) for c in (2, 3, 4)]
-    fig = figures.gradnorm(pd.concat([df, *more], ignore_index=True))
-    (ax,) = [a for a in fig.axes if a.get_gid() != "colorbar"]
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    was written over "92% clipped"; then stacked upwards from the lowest, the top one stood a decade above
+    its line (on a train.grad_clip=0,1,2,5 sweep "78% clipped" sat 4x above its line's end, "77%" 6.6x).
+    Drawn, no two labels overlap, each stays inside the axes, and the stack is spread evenly about the lines'
+    ends: each label's middle at most (n - 1) / 2 label heights (and their gaps) from its own line's end, the
+    moves summing to nothing, and one that moved joined to its end by a leader in its line's colour."""
+    from gradflow.plots.gradnorm import LEADER_FROM, LEADER_SHRINK, SHARE_PAD
 
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()  # (as saving draws it: the labels move apart then)
-    boxes = [t.get_window_extent(canvas.get_renderer()) for t in ax.texts if t.get_gid() == "clipped"]
+    fig, ax, shares = drawn_shares(crowded(gradflow.load(clip_sweep, table="metrics"),
+                                           {c: 1 + 0.03 * c for c in (2, 3, 4)}))
+    boxes = [box for box, *_ in shares]
     assert len(boxes) == 4
     for i, a in enumerate(boxes):
         assert ax.bbox.y0 <= a.y0 and a.y1 <= ax.bbox.y1
         for b in boxes[i + 1:]:
             assert not (a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1), (a, b)
+    px = fig.dpi / 72
+    gap = max(b.height for b in boxes) + SHARE_PAD * px
+    ends = [xy[1] for _, xy, *_ in shares]
+    assert max(ends) - min(ends) < gap  # (the premise: the four ends lie within one label's height)
+    moves = [(box.y0 + box.y1) / 2 - xy[1] for box, xy, *_ in shares]
+    assert max(abs(m) for m in moves) <= (len(shares) - 1) / 2 * gap + 0.5, moves
+    assert abs(sum(moves)) <= 1.0, moves  # (evenly about the ends: not all of them upwards)
+    for (box, (x, y), leader, line, t), move in zip(shares, moves):
+        assert box.x1 < x  # (beside its end, to its left: the end's mark shows)
+        if abs(move) <= LEADER_FROM * px:
+            continue
+        assert leader is not None, move
+        start, stop = leader.vertices[0], leader.vertices[-1]
+        assert abs(start[0] - box.x1) <= 2 * px and box.y0 <= start[1] <= box.y1  # (from the label's side)
+        assert np.hypot(*(stop - (x, y))) <= (LEADER_SHRINK + 0.5) * px  # (to its own line's end)
+        assert t.arrow_patch.get_edgecolor()[:3] == pytest.approx(to_rgb(line.get_color()))
+    # each label in its line's hue (darkened where pale: the same colour, scaled towards black)
+    for *_, line, t in shares:
+        want, got = np.array(to_rgb(line.get_color())), np.array(to_rgb(t.get_color()))
+        assert got == pytest.approx(want * (got @ want) / (want @ want), abs=1e-6)
+
+
+def test_a_clipped_share_that_collides_with_none_sits_level_with_its_lines_end(clip_sweep):
+    # lines ending decades apart: each label level with its own line's end (it stood 4 points and half its
+    # height above it), and no leader
+    fig, ax, shares = drawn_shares(crowded(gradflow.load(clip_sweep, table="metrics"), {2: 100.0, 5: 1e4}))
+    assert len(shares) == 3
+    for box, (x, y), leader, *_ in shares:
+        assert (box.y0 + box.y1) / 2 == pytest.approx(y, abs=0.5) and box.x1 < x
+        assert leader is None
 
 
 def test_standard_set_draws_gradnorm_where_runs_clip_and_not_otherwise(clip_sweep, plain_sweep, tmp_path):

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 from matplotlib import patheffects
 from matplotlib.artist import Artist
-from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.text import Text
 
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
@@ -20,7 +20,8 @@ from gradflow.plots.labels import set_title, value_label
 from gradflow.plots.series import Series, collect_series, require, sort_series
 from gradflow.plots.style import (
     Palette, bottom_and_left, draw_series, extra_handles, facet_grid, has_marks, label_minor_within,
-    label_short_log_axis, legend, line_weight, note_if_empty, record, step_axis, unshown_panels,
+    label_short_log_axis, legend, line_weight, note_if_empty, readable, record, spread_apart, step_axis,
+    unshown_panels,
 )
 
 GRAD_CLIP, CLIP_VALUE = "train.grad_clip", "train.clip_value"
@@ -153,33 +154,43 @@ def _share(s: Series, shares: pd.Series) -> float:
 
 
 def _write_shares(ax, lines: list[tuple[Series, float, object]]) -> None:
-    """Each line's share beside its last finite point, in dark text on a halo of its colour (viridis's light
-    end on white was unreadable as text), labels that would overlap moved apart when the figure is drawn
-    (`_Unpiled`)."""
+    """Each line's share to the left of its last finite point and level with it, in the line's colour
+    (darkened where it is pale: `readable`) on a white halo; labels that would overlap are spread apart about
+    their points when the figure is drawn (`_Unpiled`), and one that had to move gets a short leader in its
+    line's colour to its point."""
     texts = []
     for s, share, c in lines:
         ok = np.isfinite(s.med) & (s.med > 0)
         if ok.any():
             i = np.flatnonzero(ok)[-1]
             record(ax, "clipped", [{"line": s.label, "share": share}])
-            texts.append(ax.annotate(
+            text = ax.annotate(
                 f"{share:.0%} clipped", (s.x[i], s.med[i]), xytext=SHARE_OFFSET, textcoords="offset points",
-                ha="right", va="bottom", fontsize="x-small", color="0.1", gid="clipped",
-                path_effects=[patheffects.withStroke(linewidth=2.5, foreground=(*to_rgb(c), 0.35))]))
-    if len(texts) > 1:
+                ha="right", va="center", fontsize="x-small", color=readable(c), gid="clipped",
+                path_effects=[patheffects.withStroke(linewidth=2.5, foreground=(1, 1, 1, 0.85))],
+                arrowprops=dict(arrowstyle="-", color=c, lw=1.2, patchA=None, shrinkA=1.0, shrinkB=LEADER_SHRINK,
+                                relpos=(1, 0.5)))
+            text.arrow_patch.set_visible(False)  # (until `_Unpiled` moves it off its point)
+            text.set_in_layout(False)  # (kept inside the axes by `_Unpiled`)
+            texts.append(text)
+    if texts:
         ax.add_artist(_Unpiled(texts))
 
 
-SHARE_OFFSET = (-2.0, 4.0)  # points from a line's last point to its share's label (right-aligned, above it)
+SHARE_OFFSET = (-9.0, 0.0)  # points from a line's last point to its share's label (right-aligned, level with it)
 SHARE_PAD = 1.0  # points between two shares' labels moved apart
+LEADER_FROM = 2.0  # points a label moves off its point before a leader joins them
+LEADER_SHRINK = 2.5  # points a leader stops short of its point (its line's end marker)
 
 
 class _Unpiled(Artist):
-    """Draws nothing: before the shares' labels are drawn (zorder below theirs), moves each clear of those it
-    would overlap, in the pixels they take when drawn. Spaced in data units when written, as a share of the
-    decades the clipping lines span, they overlapped where another line (an unclipped run exploding to 1e17)
-    widened the axis: 77% and 92% clipped, one over the other. Upwards from the lowest; where the stack would
-    leave the top of the axes, downwards from the highest."""
+    """Draws nothing: before the shares' labels are drawn (zorder below theirs), places them in the pixels
+    they take when drawn. Spaced in data units when written, as a share of the decades the clipping lines span,
+    they overlapped where another line (an unclipped run exploding to 1e17) widened the axis: 77% and 92%
+    clipped, one over the other. Then stacked upwards from the lowest, the top one of lines ending a few pixels
+    apart stood a decade above its own line. Now each label of a block that overlaps side by side is as near
+    its point as the others let it (`spread_apart`: a crowded block spreads evenly about its points), inside
+    the axes, with a leader to its point where it moved."""
 
     def __init__(self, texts: list):
         super().__init__()
@@ -188,33 +199,39 @@ class _Unpiled(Artist):
         self.set_in_layout(False)
 
     def draw(self, renderer) -> None:
+        px = renderer.points_to_pixels
         for t in self.texts:
             t.xyann = SHARE_OFFSET
-        anchor = {id(t): t.get_window_extent(renderer).y0 for t in self.texts}
-        top = self.axes.bbox.y1
-        if not self._stack(renderer, sorted(self.texts, key=lambda t: anchor[id(t)]), up=True, limit=top):
-            for t in self.texts:
-                t.xyann = SHARE_OFFSET
-            self._stack(renderer, sorted(self.texts, key=lambda t: -anchor[id(t)]), up=False, limit=None)
+            t.update_positions(renderer)  # (its offset's transform, from its point as now drawn)
+        points = {id(t): self.axes.transData.transform(t.xy) for t in self.texts}
+        shown = [t for t in self.texts if t.get_visible() and self.axes.contains_point(points[id(t)])]  # (drawn)
+        boxes = {id(t): Text.get_window_extent(t, renderer) for t in shown}
+        points = {k: xy[1] for k, xy in points.items()}
+        for block in _side_by_side(shown, boxes):
+            block.sort(key=lambda t: points[id(t)])
+            half = max(boxes[id(t)].height for t in block) / 2
+            want = [points[id(t)] for t in block]
+            at = spread_apart(want, 2 * half + px(SHARE_PAD), self.axes.bbox.y0 + half, self.axes.bbox.y1 - half)
+            for t, y, point in zip(block, at, want):
+                b = boxes[id(t)]
+                t.xyann = (SHARE_OFFSET[0], SHARE_OFFSET[1] + (y - (b.y0 + b.y1) / 2) * 72.0 / px(72.0))
+                t.arrow_patch.set_visible(abs(y - point) > px(LEADER_FROM))
+        for t in self.texts:
+            if id(t) not in boxes:
+                t.arrow_patch.set_visible(False)
         self.stale = False
 
-    @staticmethod
-    def _stack(renderer, texts: list, up: bool, limit: float | None) -> bool:
-        """Move each of `texts` (in order) up (or down) past the boxes of those placed before it that it
-        overlaps; False where a label ends above `limit`."""
-        pad = renderer.points_to_pixels(SHARE_PAD)
-        to_points = 72.0 / renderer.points_to_pixels(72.0)
-        placed = []
-        for t in texts:
-            for _ in range(len(placed) + 1):  # (each pass clears at least one box: at most one per box)
-                box = t.get_window_extent(renderer)
-                hit = [b for b in placed if b.x0 < box.x1 and box.x0 < b.x1 and b.y0 < box.y1 and box.y0 < b.y1]
-                if not hit:
-                    break
-                shift = (max(b.y1 for b in hit) + pad - box.y0) if up else (min(b.y0 for b in hit) - pad - box.y1)
-                t.xyann = (t.xyann[0], t.xyann[1] + shift * to_points)
-            placed.append(t.get_window_extent(renderer))
-        return limit is None or max(b.y1 for b in placed) <= limit
+
+def _side_by_side(texts: list, boxes: dict) -> list[list]:
+    """`texts` in blocks whose boxes overlap side by side, one with the next (those that can collide)."""
+    blocks: list[list] = []
+    right = -np.inf
+    for t in sorted(texts, key=lambda t: boxes[id(t)].x0):
+        if boxes[id(t)].x0 >= right:
+            blocks.append([])
+        blocks[-1].append(t)
+        right = max(right, boxes[id(t)].x1)
+    return blocks
 
 
 def _diverged_early(metrics: pd.DataFrame, drawn: pd.DataFrame) -> pd.DataFrame:
