@@ -125,6 +125,21 @@ def _reads(override: str) -> bool:
     return True
 
 
+def _not_added(override: str) -> None:
+    """`+key=value` adds a key the config lacks: for one of gradflow's keys or groups (+model.depth=3,
+    +model=cnn) Hydra's error spoke of appending and of a defaults list (`override model: cnn`), and a
+    sweep or reproduction put it on its first point, though every point has the key."""
+    key, value = override_key(override), override.split("=", 1)[1]
+    if key in config_mod.GROUPS:
+        what = f"{key} is a config group, whose choice is set"
+    elif key in config_mod.known_keys():
+        what = f"{key} is a key of gradflow's config, set"
+    else:
+        return
+    raise GradflowError(f"{shorten(override, 40)}: {what} without the +: write {shorten(f'{key}={value}', 40)} "
+                        "(+ adds a key of your own, which gradflow reads nowhere)")
+
+
 def check_overrides(overrides: list[str], command: str) -> None:
     """Refuse what would silently go wrong: an option this command does not have, a Hydra setting that
     would move outputs (gradflow owns where runs go), and an override the grammar cannot read (said
@@ -136,6 +151,8 @@ def check_overrides(overrides: list[str], command: str) -> None:
         if o.startswith("~"):  # (Hydra's deletion: OmegaConf refused it naming its own class, MLPConfig)
             raise GradflowError(f"{shorten(o, 40)} deletes a setting, which gradflow's configs do not allow: every "
                                 f"key has a default; set it to a value instead ({override_key(o)}=...)")
+        if o.startswith("+") and not o.startswith("++") and "=" in o:
+            _not_added(o)
         # key=a ++key=b: the sweep ran some points with each value, in folders named by the other
         if override_key(o) in forced and not o.startswith("++"):
             raise GradflowError(f"{shorten(o, 40)} and {shorten(forced[override_key(o)], 40)} set one key two "

@@ -68,6 +68,14 @@ CASES = [
     (["sweep", "optim.momentum=0,2e0"], "error: sweep point optim.momentum=2e0: optim.momentum=2e0 must be in [0, 1)"),
     (["sweep", "optim.momentum=range(0,3)"], "error: sweep point optim.momentum=1: optim.momentum=1 must be in [0, 1)"),
     (["run", "=5"], "the override '=5' has no key; write key=value"),
+    # + on one of gradflow's keys or groups: Hydra's "Could not append to config" / "override model: cnn",
+    # put by a sweep or a reproduction on its first point (every point has the key)
+    (["run", "+model.depth=3"], "+model.depth=3: model.depth is a key of gradflow's config, set without the +: "
+                                "write model.depth=3"),
+    (["run", "+model=cnn"], "+model=cnn: model is a config group, whose choice is set without the +: write model=cnn"),
+    (["sweep", "+model.depth=3,4"], "error: +model.depth=3,4: model.depth is a key of gradflow's config, set without "
+                                    "the +: write model.depth=3,4"),
+    (["reproduce", "he2015", "--quick", "+model.depth=3"], "error: +model.depth=3: model.depth is a key of gradflow's"),
     # a key of another section, or by its usual other name, is named where it is (model.lr offered model.ln)
     (["run", "train.lr=0.1"], "unknown key 'train.lr' (did you mean optim.lr?)"),
     (["run", "model.lr=0.1"], "unknown key 'model.lr' (did you mean optim.lr?)"),
@@ -403,7 +411,7 @@ def test_an_invalid_value_in_process_names_no_value_from_another_command_line(cl
 
 
 @pytest.mark.parametrize("args", [["reproduce", "he2015", "--scale", "huge"], ["reproduce", "nosuchpaper"],
-                                  ["reproduce", "he2015", "--nmae"]])
+                                  ["reproduce", "he2015", "--nmae"], ["reproduce", "he2015", "+model.depth=3"]])
 def test_a_bad_reproduction_prints_nothing_before_its_error(cli, args):
     out = cli(*args)
     assert out.exit_code == (2 if args[-1] == "--nmae" else 1), out.output  # (a mistyped option: 2, as Typer's)
