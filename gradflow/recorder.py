@@ -229,6 +229,12 @@ class _Calls:
         self.graded = self.graded or torch.is_grad_enabled()
 
 
+def _whole_step(step: object, call: str) -> None:
+    """A step number is a whole number >= 0, in rec.step and rec.log alike."""
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        raise GradflowError(f"{call}({shorten(repr(step), 40)}): a step is a whole number >= 0 (the update's number)")
+
+
 class Recorder:
     """Record gradflow's per-layer probes and your scalars from your own training loop.
 
@@ -329,8 +335,7 @@ class Recorder:
     @contextmanager
     def _step(self, step: int):
         self._check_open("step")
-        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-            raise GradflowError(f"rec.step({step!r}): a step is a whole number >= 0 (the update's number)")
+        _whole_step(step, "rec.step")
         if step <= self._last_step:
             raise GradflowError(f"rec.step({step}) after rec.step({self._last_step}): step numbers must increase. "
                                 "Count updates across epochs (not enumerate() within one), and wrap all of an "
@@ -423,7 +428,8 @@ class Recorder:
         A name `split_metric` (e.g. train_loss, test_acc) is stored as split `split`, metric `metric`;
         a name without an underscore goes to split "log"."""
         self._check_open("log")
-        for name, value in scalars.items():
+        _whole_step(step, "rec.log")  # (checked here: "two" failed at close() in pyarrow's words, the run left
+        for name, value in scalars.items():  # running and its metrics unwritten; 1.5 was stored as step 1)
             if isinstance(value, torch.Tensor):
                 if value.numel() != 1:  # (checked here: at close() it would be far from the call that made it)
                     raise GradflowError(f"Recorder.log: {name} must be a scalar; got a tensor of shape "

@@ -1676,6 +1676,24 @@ def test_scalars_are_stored_under_the_step_the_loop_logs_them_at(tmp_path):
     assert sorted(metrics[metrics.split == "train"].step) == [0, 1, 2]
 
 
+def test_a_logged_step_that_is_no_whole_number_is_refused_at_the_call(tmp_path):
+    """rec.log checks its step as rec.step does: "two" failed only at close(), in pyarrow's words, leaving the
+    run `running` (read as interrupted) with no metrics.parquet; 1.5 was stored as step 1 and -5 as -5."""
+    model = nn.Linear(2, 2)
+    with gradflow.Recorder(model, tmp_path / "run", every=1, steps=1) as rec:
+        with rec.step(0):
+            loss = model(torch.randn(3, 2)).sum()
+            loss.backward()
+        rec.log(0, train_loss=loss)
+        for bad in ("two", 1.5, -5, True, None):
+            with pytest.raises(GradflowError, match=re.escape(f"rec.log({bad!r}): a step is a whole number >= 0")):
+                rec.log(bad, train_loss=1.0)
+        rec.log(np.int64(0), test_loss=2.0)  # numpy's integers are steps too
+    assert store.read_run(tmp_path / "run")["status"] == store.OK
+    metrics = gradflow.load(tmp_path / "run", "metrics")
+    assert sorted(metrics.step) == [0, 0] and set(metrics.split) == {"train", "test"}
+
+
 def test_a_step_number_given_twice_in_a_row_is_refused(tmp_path):
     """The same number twice (a loop that forgot to count a micro-batch loop's updates) would record two
     updates as one step: refused as any number that does not increase is."""
