@@ -14,7 +14,9 @@ def load(path, table: str = "layers", include_stale: bool = False):
     `include_stale`; unfinished or broken runs have no table rows.
     """
     from gradflow import store
+    from gradflow.errors import given_path
 
+    given_path(path, 'gradflow.load("results/my-sweep"), or "." for this folder')  # (not "": every run below here)
     if table == "runs":
         from gradflow.summary import runs_table
 

@@ -20,6 +20,17 @@ class UsageError(GradflowError):
     exit_code = 2
 
 
+def given_path(path, example: str) -> "Path":
+    """A path as the user gave it, refused where it is empty (an unset variable): Path("") is the current
+    folder, so `gradflow ls "$UNSET"`, `gradflow.load(os.environ.get(...,""))` or a Recorder given "" worked on
+    whatever folder the process was in. `example`: how to give one."""
+    from pathlib import Path
+
+    if isinstance(path, str) and not path.strip():
+        raise GradflowError(f"the path is empty (an unset variable?); give the folder, e.g. {example}")
+    return Path(path)
+
+
 def shorten(text, limit: int = 60) -> str:
     """A value short enough for a one-line message: its start and end around an ellipsis."""
     text = str(text)

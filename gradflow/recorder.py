@@ -40,7 +40,7 @@ from torch.amp.grad_scaler import OptState
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from gradflow import store, summary, workers
-from gradflow.errors import GradflowError, shorten
+from gradflow.errors import GradflowError, given_path, shorten
 
 # names gradflow's tables and run.json use themselves: a Recorder's config key of the same name would be
 # overwritten or hidden in `gradflow.load` and `ls` (`seed` is shared on purpose: a seed axis; `device` too:
@@ -264,7 +264,7 @@ class Recorder:
         if type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
             model = model._orig_mod  # torch.compile's wrapper: the probes go on the module it compiled (given the
             # wrapper, the discovery's forward pass ran inside dynamo's tracing and failed with dynamo's error)
-        self.model, self.path, self.every = model, Path(path), every
+        self.model, self.path, self.every = model, given_path(path, 'Recorder(model, "results/my-study/run0")'), every
         if self.path.exists() and not self.path.is_dir():
             raise GradflowError(f"{self.path} is a file; give the Recorder a folder for the run")
         if self.path.exists() and any(self.path.iterdir()) and not (self.path / store.RUN_FILE).exists():

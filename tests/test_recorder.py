@@ -1694,6 +1694,22 @@ def test_a_logged_step_that_is_no_whole_number_is_refused_at_the_call(tmp_path):
     assert sorted(metrics.step) == [0, 0] and set(metrics.split) == {"train", "test"}
 
 
+def test_an_empty_path_is_refused_by_the_recorder_and_by_load(tmp_path, monkeypatch):
+    """Path("") is the current folder: a Recorder given "" (an unset variable) wrote its run into whatever
+    folder the script ran in, among the user's files, and gradflow.load("") read every run below it."""
+    gradflow.Recorder(nn.Linear(2, 2), tmp_path / "here" / "run0").close()  # (a warning: no step recorded)
+    monkeypatch.chdir(tmp_path / "here")
+    for empty in ("", "  "):
+        with pytest.raises(GradflowError, match=r"^the path is empty \(an unset variable\?\); give the folder, e\.g\. "
+                                                r"Recorder\(model, "):
+            gradflow.Recorder(nn.Linear(2, 2), empty)
+        for table in ("layers", "runs"):
+            with pytest.raises(GradflowError, match=r"^the path is empty .*gradflow\.load\("):
+                gradflow.load(empty, table)
+    assert sorted(p.name for p in (tmp_path / "here").iterdir() if not p.name.startswith(".")) == ["run0"]
+    assert len(gradflow.load(".", "runs")) == 1  # "." still means this folder
+
+
 def test_a_step_number_given_twice_in_a_row_is_refused(tmp_path):
     """The same number twice (a loop that forgot to count a micro-batch loop's updates) would record two
     updates as one step: refused as any number that does not increase is."""

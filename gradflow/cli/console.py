@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from gradflow.errors import GradflowError, UsageError, did_you_mean, shorten
+from gradflow.errors import GradflowError, UsageError, did_you_mean, given_path, shorten
 
 console = Console()
 err_console = Console(stderr=True)
@@ -25,10 +25,7 @@ F = TypeVar("F", bound=Callable)
 def folder(text: str, command: str) -> Path:
     """A folder argument as given: an empty one is refused (Path("") is the current folder, so
     `gradflow COMMAND "$UNSET"` worked on whatever folder the shell was in)."""
-    if not text.strip():
-        raise GradflowError(f"the path is empty (an unset variable?); give the folder, e.g. gradflow {command} "
-                            "results/my-sweep, or . for this folder")
-    return Path(text)
+    return given_path(text, f"gradflow {command} results/my-sweep, or . for this folder")
 
 
 def out_path(text: str | None, option: str = "--out") -> Path | None:
