@@ -274,6 +274,11 @@ CASES = [
     (["bench", "--device", "gpu"], "--device 'gpu' is not allowed; choices: auto, cpu, cuda, cuda:N, mps"),
     (["bench", "--sweep", "--workload", "mlp"], "--workload does not apply to --sweep"),  # (it was ignored)
     (["reproduce", "--quick"], "--quick applies to a run of an experiment: give its name (gradflow reproduce NAME --quick)"),
+    # --list NAME printed its table, the run's options and overrides (a misspelled key) passed over without a word
+    (["reproduce", "he2015", "--list", "model.dpth=3"], "error: model.dpth=3 applies to a run of he2015, and --list "
+                                                        "runs nothing; drop --list to run it"),
+    (["reproduce", "he2015", "--list", "--force", "--quick"], "error: --quick and --force apply to a run of he2015, "
+                                                              "and --list runs nothing"),
     (["bench", "--clock", "sundial"], "--clock 'sundial'"),
     (["bench", "--threads", "0"], "--threads 0 is not allowed: give intra-op thread counts of 1 or more"),
     (["gradcheck", "model.depth=2", "model.width=8", "norm=batchnorm", "--batch", "1"],

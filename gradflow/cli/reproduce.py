@@ -16,7 +16,8 @@ from gradflow.cli.app import app
 from gradflow.cli.console import (INTERRUPTED_EXIT, console, err_console, near_options, note_replaced, print_note,
                                   unknown_option, user_errors)
 from gradflow.cli.sweep import report_page, run_plan
-from gradflow.errors import GradflowError, UsageError
+from gradflow.errors import GradflowError, UsageError, shorten
+from gradflow.fmt import and_list
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -41,11 +42,15 @@ def reproduce(
     near_options(ctx, [name] if name else [])  # `--lst` is taken for the name: say which option it is near
     if name and name.startswith("--"):  # (--dry-run was "not a known experiment")
         raise UsageError(unknown_option(name.split("=", 1)[0], ctx))
-    if not name and (given := [o for o, v in (("--quick", quick), ("--scale", scale), ("--force", force),
-                                               ("--report", report_)) if v]):  # (they printed the list, silently)
+    given = [o for o, v in (("--quick", quick), ("--scale", scale), ("--force", force), ("--report", report_)) if v]
+    if not name and given:  # (they printed the list, silently)
         raise GradflowError(f"{' and '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to a run of an experiment: "
                             "give its name "
                             f"(gradflow reproduce NAME {given[0]}); gradflow reproduce --list lists them")
+    if list_ and (given := given + [shorten(o, 40) for o in overrides or []]):  # (--list NAME printed its table,
+        raise GradflowError(  # the options and overrides, a misspelled key among them, passed over without a word)
+            f"{and_list(given)} appl{'y' if len(given) > 1 else 'ies'} to a run of {name}, and --list runs nothing; "
+            f"drop --list to run it (gradflow reproduce {name} {given[0]}), or the rest to list it")
     if list_ or not name:
         specs = [rep.Spec.load(n) for n in (rep.names() if name in (None, "all") else [name])]
         print_note("reproducible experiments" if len(specs) > 1 else f"experiment {name}")
