@@ -785,6 +785,11 @@ def _train(cfg) -> None:
     if 0 < t.steps < cfg.optim.warmup:  # (a typo, or steps cut for a quick try: say it, not a silent half-run)
         raise GradflowError(f"optim.warmup={cfg.optim.warmup} must be at most train.steps={t.steps}: the learning rate "
                             f"would never reach optim.lr")
+    late = [m for m in cfg.optim.milestones if m >= t.steps] if cfg.optim.schedule == "step" and t.steps else []
+    if late:  # (likewise: a paper's [32000,48000] under train.steps=1000 ran at a constant lr without a word)
+        raise GradflowError(f"optim.milestones={_show(list(cfg.optim.milestones))} must be below train.steps={t.steps}: "
+                            f"the lr never drops at {', '.join(map(str, late))}, after the last update "
+                            f"({t.steps - 1})")
     _at_least("train.eval_every", t.eval_every)
     _at_least("train.check_every", t.check_every)
     _at_least("train.grad_clip", t.grad_clip, 0)

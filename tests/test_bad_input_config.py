@@ -66,6 +66,12 @@ CASES = [
     case("optim.schedule=cosine optim.warmup=20 train.steps=10",
          "optim.warmup=20 must be at most train.steps=10: the learning rate would never reach optim.lr",
          "warmup-longer-than-run"),
+    # a milestone at or past the last update never drops the lr: a paper's schedule under a short run was constant
+    case("optim.schedule=step optim.milestones=[32000,48000] train.steps=1000",
+         "optim.milestones=[32000, 48000] must be below train.steps=1000: the lr never drops at 32000, 48000, after "
+         "the last update (999)", "milestones-past-the-run"),
+    case("optim.schedule=step optim.milestones=[5,10] train.steps=10", "the lr never drops at 10,",
+         "milestone-at-the-run's-end"),
     case("train.steps=-1", "train.steps", "steps-negative"),
     case("train.steps=1e23", "train.steps", "steps-1e23"),
     case("train.steps=2000000000", "train.steps", "steps-too-many"),
@@ -249,6 +255,11 @@ def test_a_warmup_as_long_as_the_run_is_allowed():
     compose(["optim.schedule=cosine", "optim.warmup=10", "train.steps=10"])  # reaches optim.lr at the last step
     with pytest.raises(GradflowError, match=r"optim\.warmup=11 must be at most train\.steps=10"):
         compose(["optim.schedule=cosine", "optim.warmup=11", "train.steps=10"])
+
+
+def test_a_milestone_below_the_runs_steps_is_allowed():
+    compose(["optim.schedule=step", "optim.milestones=[9]", "train.steps=10"])  # drops the lr for the last update
+    compose(["optim.schedule=step", "optim.milestones=[500]", "train.steps=0"])  # probes the init only: no update
 
 
 RECALL = ["model=transformer", "data=recall", "data.queries=2", "data.n_values=5", "data.n_train=32",

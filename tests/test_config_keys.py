@@ -105,7 +105,7 @@ def test_a_sweep_across_optimizers_or_norms_runs_each_point_with_its_own_keys(cl
 
     from gradflow import store
 
-    out = cli("sweep", *swept.split(), "train.steps=1", "data=gaussian", "model.depth=2", "threads=1",
+    out = cli("sweep", *swept.split(), "train.steps=2", "data=gaussian", "model.depth=2", "threads=1",
               f"results={results}", "--name", "crossing")
     assert out.exit_code == 0, out.output
     runs = {p.parent.name: json.loads(p.read_text()) for p in (results / "crossing").glob("*/run.json")}
@@ -114,7 +114,7 @@ def test_a_sweep_across_optimizers_or_norms_runs_each_point_with_its_own_keys(cl
     assert key not in runs[other]["config"]  # not a setting of the run that ignores it (nor a column of compare)
     # the run that ignores the key is the run it always was: its identity is the hash of its whole flat config
     # as Hydra composes it alone, the ignored key at its default (as every run recorded it before)
-    alone = flatten(compose(["data=gaussian", "model.depth=2", "train.steps=1", "threads=1", other]))
+    alone = flatten(compose(["data=gaussian", "model.depth=2", "train.steps=2", "threads=1", other]))
     before = {**settings(alone), **{k: alone[k] for k in CONDITIONAL_KEYS}}  # what its run.json held before
     ident = {k: v for k, v in before.items() if k not in store.NOT_IDENTITY}
     assert runs[other]["config_hash"] == hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()
