@@ -201,6 +201,19 @@ def test_an_unknown_sort_or_where_key_offers_the_columns_it_may_mean(swept, args
     assert out.stderr.startswith(f"error: {meant}; choices: ") and len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 
+def test_where_with_a_comma_list_keeps_the_runs_of_any_of_its_values(swept):
+    # as a sweep lists them: model.depth=5,20 matched no run, and the error named the values given ("here: 5, 10, 20")
+    root, _ = swept
+    kept = runs_json(root, "--where", "model.depth=5,20")
+    assert sorted(kept["model.depth"]) == [5, 5, 20, 20]
+    assert sorted(runs_json(root, "--where", "depth=20,99", "--where", "init=orthogonal")["model.depth"]) == [20]
+    from gradflow.cli import app
+
+    out = CliRunner().invoke(app, ["ls", str(root), "--where", "model.depth=7,9"])
+    assert out.exit_code == 1 and out.stderr.strip() == "error: --where model.depth=7,9 matches no run; model.depth " \
+                                                        "here: 5, 10, 20", out.output
+
+
 @pytest.mark.parametrize("descending", [False, True])
 def test_sorting_puts_missing_values_last_either_way(descending):
     """A diverged or failed run has no final loss: its row goes last whichever way the column sorts (first

@@ -16,6 +16,7 @@ from gradflow.cli.app import app
 from gradflow.cli.console import NBSP, console, folder, labels, print_note, user_errors
 from gradflow.errors import GradflowError, by_words, did_you_mean
 from gradflow.fmt import fmt, strict_json
+from gradflow.overrides import split_top
 from gradflow.keys import (abbreviate, config_columns, full_key, implied_keys, n_distinct, ordered_values,
                            partial_keys, partial_phrase)
 from gradflow.columns import (FLAGGED, KEY_PRIORITY, LS_COLUMNS, RESULT_COLUMNS, STUDY_PRIORITY, Column, column_notes,
@@ -74,7 +75,9 @@ def keep_where(df: pd.DataFrame, where: list[str] | None, swept: list[str], choi
             values = shown
         else:
             kept = df[matches(values, value)]
-        if kept.empty:  # say so (and what there is) rather than draw an empty table
+            if kept.empty and len(items := split_top(value)) > 1:  # a sweep's list, model.depth=2,3: any of its
+                kept = df[pd.concat([matches(values, v) for v in items], axis=1).any(axis=1)]  # values (it matched
+        if kept.empty:  # say so (and what there is) rather than draw an empty table  # none, "here: 2, 3")
             values = ", ".join(fmt(v) for v in ordered_values(values))
             raise GradflowError(f"--where {cond} matches no run{' of those left' if i else ''}; "
                                 f"{key} here: {values}")
