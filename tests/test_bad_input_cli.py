@@ -261,6 +261,10 @@ CASES = [
     (["reproduce", "he2015", "--quik"], "--quik is not an option of `gradflow reproduce` (did you mean --quick?)"),
     (["clean", "{results}/missing", "--stale"], "missing does not exist"),
     (["theory", "--activation", "nope"], "nope"),
+    # a number as typed, not Typer's float of it (--sw2=-1.0), and 1e400 said to read as inf
+    (["theory", "-a", "tanh", "--sw2", "-1"], "error: --sw2=-1 must be a finite number >= 0 (a variance)"),
+    (["theory", "-a", "tanh", "--sb2", "1e400"], "error: --sb2=inf must be a finite number >= 0 (a variance) (a number "
+                                                 "past 1.8e308, as 1e400, reads as inf)"),
     (["theory", "-a", "tahn"], "--activation='tahn' is not a known activation (did you mean tanh?); choices: "),
     (["theory", "--activation", "relu", "--critical", "--depth", "10"], "--depth 10 does not apply to --critical"),
     (["reproduce", "nope"], "nope"),

@@ -40,7 +40,9 @@ def _activation(name: str | None) -> str:
 
 def _variance(flag: str, value: float) -> float:
     if not (math.isfinite(value) and value >= 0):
-        raise GradflowError(f"{flag}={value} must be a finite number >= 0 (a variance)")
+        past = " (a number past 1.8e308, as 1e400, reads as inf)" if math.isinf(value) else ""
+        shown = repr(value).removesuffix(".0")  # (-1 as typed, not Typer's float -1.0; -1.234567 whole)
+        raise GradflowError(f"{flag}={shown} must be a finite number >= 0 (a variance){past}")
     return value
 
 
