@@ -718,11 +718,13 @@ def check_scale(scale: str) -> None:
 
 
 def run(name: str, scale: str = "default", user: list[str] | None = None, force: bool = False,
-        launch: LaunchFn | None = None) -> Outcome:
+        launch: LaunchFn | None = None, on_planned: Callable[[], None] | None = None) -> Outcome:
     """Run (or resume) a reproduction's arms, check its claims, draw its figures and write REPORT.md.
 
     `user` overrides apply to every arm (`results=DIR` chooses the results folder); `launch` runs one
-    planned sweep (the CLI passes one with a progress display; default: launch it silently).
+    planned sweep (the CLI passes one with a progress display; default: launch it silently);
+    `on_planned` is called once every arm is planned, before any runs (the CLI prints its header
+    then, so that a bad override is the only line printed).
     """
     from gradflow import sweep as sweep_mod
 
@@ -750,6 +752,8 @@ def run(name: str, scale: str = "default", user: list[str] | None = None, force:
         # would change nothing, and the report would list it as given
         keys = functools.reduce(sweep_mod.KeysTaken.merged, (p.keys for p in plans.values()))
         sweep_mod.check_keys_apply(user, keys, none=f"no run of {name}")
+        if on_planned:
+            on_planned()
         for arm, p in plans.items():
             reused += p.skipped
             (launch or sweep_mod.launch)(p)

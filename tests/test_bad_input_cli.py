@@ -427,6 +427,19 @@ def test_a_bad_reproduction_prints_nothing_before_its_error(cli, args):
     assert out.stderr.startswith("error:") and out.stdout == "", out.output
 
 
+@pytest.mark.parametrize("override, said", [
+    ("model.activaton=relu", "unknown key 'model.activaton' (did you mean model.activation?)"),
+    ("optim.gamma=0.5", "no run of he2015 takes optim.gamma"),
+])
+def test_a_reproductions_override_refused_at_planning_is_its_only_line(cli, results, override, said):
+    # the header (the rule and the paper) came first, as if the reproduction had started
+    out = cli("reproduce", "he2015", "--quick", override, f"results={results}")
+    assert out.exit_code == 1 and out.stdout == "", out.output
+    assert out.stderr.startswith("error:") and said in out.stderr and len(out.stderr.strip().splitlines()) == 1, \
+        out.stderr
+    assert not list(results.glob("**/run.json"))
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_a_sweeps_device_is_checked_where_its_jobs_run(cli, results, tmp_path, monkeypatch):
     # a sweep on CUDA planned here, with no GPU: refused in one line where the jobs run here; a SLURM sweep's

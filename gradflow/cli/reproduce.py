@@ -63,14 +63,18 @@ def reproduce(
     near_options(ctx, overrides)
     note_replaced(overrides)
     rep.check_scale(scale)  # before anything is printed, as a bad name is (Spec.load)
-    check_overrides(list(overrides or []), "reproduce")  # (rep.run checks them again, after the header)
+    check_overrides(list(overrides or []), "reproduce")  # (rep.run checks them again, with every arm's keys)
     outcomes = []
     for n in rep.names() if name == "all" else [name]:
         spec = rep.Spec.load(n)
-        console.rule(f"[bold]{escape(n)}[/]")
-        print_note(f"paper: {spec.paper}")  # whole: a rule's title would be cut to one line
+
+        def header(n=n, spec=spec):  # once every arm is planned: a misspelled key is the only line printed
+            console.rule(f"[bold]{escape(n)}[/]")
+            print_note(f"paper: {spec.paper}")  # whole: a rule's title would be cut to one line
+
         try:  # (a Ctrl-C inside a sweep is the sweep's: its line, exit 130)
-            outcome = rep.run(n, scale, list(overrides or []), force, launch=lambda p: run_plan(p, table=False))
+            outcome = rep.run(n, scale, list(overrides or []), force, launch=lambda p: run_plan(p, table=False),
+                              on_planned=header)
         except KeyboardInterrupt:  # between arms, or while the claims are checked and the figures drawn
             err_console.print(f"interrupted: {n}'s finished runs are kept; rerun the same command to resume "
                               "and check its claims", highlight=False, soft_wrap=True)
