@@ -698,9 +698,15 @@ def read_points(path: Path) -> list[dict]:
         points = yaml.safe_load(Path(path).read_text())
     except OSError as e:
         raise GradflowError(f"--points {path}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise GradflowError(f"--points {path} is not valid YAML ({' '.join(str(e).split())[:80]})") from None
-    if not isinstance(points, list) or not points or not all(isinstance(p, dict) and p for p in points):
+    except yaml.YAMLError as e:  # (its whole text quotes the parser's context: "while parsing a flow ...")
+        mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        said = problem or " ".join(str(e).split())
+        raise GradflowError(f"--points {path} is not valid YAML ({where}{shorten(said, 80)})") from None
+    if points == [] or points is None:
+        raise GradflowError(f"--points {path} has no points; give a YAML list of key: value mappings, e.g. "
+                            "- {model.activation: tanh, init.sw2: 1.5}")
+    if not isinstance(points, list) or not all(isinstance(p, dict) and p for p in points):
         raise GradflowError(f"--points {path} must be a YAML list of key: value mappings, e.g. "
                             "- {model.activation: tanh, init.sw2: 1.5}")
     keys = set(points[0])

@@ -933,6 +933,11 @@ def test_points_give_each_run_its_values_as_written_and_may_set_the_seed(cli, re
     ("- {model.activation: nope}\n", "model.activation=nope is not allowed"),
     ("{a: 1}\n", "must be a YAML list"),
     ("- [unclosed\n", "is not valid YAML"),
+    # where and what, not the parser's context ("while parsing a flow sequence ... - {model)")
+    ("- {model.depth: 2\n- {model.depth: 3}\n", "is not valid YAML (line 2, column 3: expected ',' or '}', but "
+                                                "got '{')"),
+    ("[]\n", "has no points; give a YAML list"),  # (it was "not a YAML list")
+    ("", "has no points"),
 ])
 def test_points_file_errors_are_one_line(cli, results, tmp_path, text, message):
     points = tmp_path / "p.yaml"
