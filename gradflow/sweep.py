@@ -125,11 +125,17 @@ def _reads(override: str) -> bool:
     return True
 
 
-def _not_added(override: str) -> None:
+def _not_added(override: str, overrides: list[str]) -> None:
     """`+key=value` adds a key the config lacks: for one of gradflow's keys or groups (+model.depth=3,
     +model=cnn) Hydra's error spoke of appending and of a defaults list (`override model: cnn`), and a
-    sweep or reproduction put it on its first point, though every point has the key."""
+    sweep or reproduction put it on its first point, though every point has the key. A key of another
+    choice than the one `overrides` name (+model.depth=3 with model=custom) is said not to apply."""
     key, value = override_key(override), override.split("=", 1)[1]
+    group = key.partition(".")[0]
+    chosen = [o.split("=", 1)[1] for o in overrides if override_key(o) == group and not o.startswith(("+", "~"))]
+    if chosen and chosen[-1] in config_mod.GROUP_SCHEMAS.get(group, {}) and \
+            key not in config_mod.choice_keys(group, chosen[-1]) and key in config_mod.known_keys():
+        raise GradflowError(config_mod.not_a_key_of(key, chosen[-1]))
     if key in config_mod.GROUPS:
         what = f"{key} is a config group, whose choice is set"
     elif key in config_mod.known_keys():
@@ -152,7 +158,7 @@ def check_overrides(overrides: list[str], command: str) -> None:
             raise GradflowError(f"{shorten(o, 40)} deletes a setting, which gradflow's configs do not allow: every "
                                 f"key has a default; set it to a value instead ({override_key(o)}=...)")
         if o.startswith("+") and not o.startswith("++") and "=" in o:
-            _not_added(o)
+            _not_added(o, overrides)
         # key=a ++key=b: the sweep ran some points with each value, in folders named by the other
         if override_key(o) in forced and not o.startswith("++"):
             raise GradflowError(f"{shorten(o, 40)} and {shorten(forced[override_key(o)], 40)} set one key two "

@@ -72,6 +72,9 @@ CASES = [
     # put by a sweep or a reproduction on its first point (every point has the key)
     (["run", "+model.depth=3"], "+model.depth=3: model.depth is a key of gradflow's config, set without the +: "
                                 "write model.depth=3"),
+    # a key of another choice than the one given: it does not apply (dropping the + was the next error)
+    (["run", "model=custom", "+model.depth=3"], "error: model.depth does not apply to model=custom, which takes "
+                                                "model.target"),
     (["run", "+model=cnn"], "+model=cnn: model is a config group, whose choice is set without the +: write model=cnn"),
     (["sweep", "+model.depth=3,4"], "error: +model.depth=3,4: model.depth is a key of gradflow's config, set without "
                                     "the +: write model.depth=3,4"),
