@@ -395,6 +395,36 @@ def test_profile_overlays_or_splits_sources(sweep):
     assert [len(series_lines(ax)) for ax in panels] == [6, 6]
 
 
+
+def _norm_and_skip_studies():
+    """Two folders: one sweeps depth x norm, the other depth x skip (compare's BatchNorm-vs-residual study)."""
+    keys = ("model.depth", "norm.name", "model.skip")
+    bn = [config(d, **{"norm.name": n}) for d in (4, 8) for n in ("none", "batchnorm")]
+    skip = [config(d, **{"model.skip": k}) for d in (4, 8) for k in ("none", "residual")]
+    return [pd.concat([fabricate([c | {"run": run_id(c, keys)} for c in cs], source=src)[i] for src, cs in
+                       (("bn", bn), ("skip", skip))], ignore_index=True) for i in (0, 1)]
+
+
+def test_panels_per_source_split_by_the_key_neither_colour_nor_marker_shows():
+    """--panels: a folder's runs that differ in a key its colour and marker leave out (its norm, where the
+    colour is the other folder's skip) get a panel each, not lines drawn alike in the folder's panel."""
+    layers, metrics = _norm_and_skip_studies()
+    want = ["source=bn, norm=batchnorm", "source=bn, norm=none", "source=skip, norm=none"]
+    fig = figures.profile(layers, "signal_norm", step=0, by_source=True)
+    panels = [ax for ax in fig.axes if ax.get_gid() != "colorbar"]
+    assert [ax.get_title() for ax in panels] == want
+    assert [len(series_lines(ax)) for ax in panels] == [2, 2, 4]  # 2 depths (x 2 skips in the skip folder)
+    assert "also differ" not in fig.get_suptitle()
+    fig = figures.curves(metrics, by_source=True)
+    titles = [ax.get_title().replace("\n", " ") for ax in fig.axes if ax.get_gid() != "colorbar"]
+    assert [t for t in titles if t.endswith("train")] == [f"{w}: train" for w in want]  # (over the loss row)
+    assert "also differ" not in fig.get_suptitle()
+    loss = metrics[(metrics.split == "train") & (metrics.metric == "loss")]
+    fig = figures.gradnorm(pd.concat([metrics, loss.assign(split="opt", metric="grad_norm")]), by_source=True)
+    assert [ax.get_title() for ax in fig.axes if ax.get_gid() != "colorbar"] == want
+    assert "also differ" not in fig.get_suptitle()
+
+
 # --- heatmap -------------------------------------------------------------------------------------
 def test_heatmap_is_layer_by_step_on_a_log_colour_scale(single, sweep):
     layers, _, _ = single

@@ -151,14 +151,17 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
 
     # the keys neither the colour nor the line style shows: a pair of columns per combination of their values
     # (with the facet's, where one is given)
-    split = None if by_source else unshown_panels(df, facet, also, AUTO_CURVE_PANELS)
-    if split_style:
+    # (by_source, with each folder's: a folder's runs of two norms were drawn alike in its columns)
+    split = unshown_panels(df, "source" if by_source else facet, also, AUTO_CURVE_PANELS)
+    if split_style and split is not None:
+        cols, also = [(title, sub, splits) for sub, title in zip(*split)], []
+    elif split_style:
         cols = [(f"{key_label('source')}: {v}", rows_of("source", v), splits) for v in sources]
-    elif by_source:
-        cols = [(f"{v}: {SPLITS.get(sp, sp)}", rows_of("source", v), [sp]) for v in sources for sp in splits]
     elif split is not None:
         cols = [(f"{title}: {SPLITS.get(sp, sp)}", sub, [sp]) for sub, title in zip(*split) for sp in splits]
         also = []
+    elif by_source:
+        cols = [(f"{v}: {SPLITS.get(sp, sp)}", rows_of("source", v), [sp]) for v in sources for sp in splits]
     elif facet:
         cols = [(f"{value_label(facet, v)}: {SPLITS.get(sp, sp)}", rows_of(facet, v), [sp])
                 for v in ordered_values(df[facet]) for sp in splits]

@@ -70,11 +70,12 @@ def gradnorm(metrics: pd.DataFrame, color: str | None = None, by_source: bool = 
         return drawn[drawn[key].map(vkey) == vkey(v)]
 
     panels: list[tuple[str | None, pd.DataFrame]] = [(None, drawn)]
-    split = None if by_source else unshown_panels(drawn, facet, also)  # (with the facet's values, if any)
-    if by_source:
-        panels = [(f"{value_label('source', v)}", rows_of("source", v)) for v in sources]
-    elif split is not None:
+    # (with the facet's values, if any; by_source, with each folder's: its runs of two norms were drawn alike)
+    split = unshown_panels(drawn, "source" if by_source else facet, also)
+    if split is not None:
         panels, also = list(zip(split[1], split[0])), []
+    elif by_source:
+        panels = [(f"{value_label('source', v)}", rows_of("source", v)) for v in sources]
     elif facet:
         panels = [(value_label(facet, v), rows_of(facet, v)) for v in ordered_values(drawn[facet])]
     fig, axes = facet_grid(len(panels))

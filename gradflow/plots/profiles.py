@@ -90,8 +90,9 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     panels = [df if facet_key is None else df[df[facet_key].map(vkey) == vkey(fv)] for fv in facet_values]
     titles = [value_label(facet_key, fv) for fv in facet_values] if facet_key else [None]
     # the keys neither the colour nor the line style shows: a panel per combination of their values (with
-    # the facet's: a facet by init left the lines of two activations in one panel, alike)
-    if not by_source and (split := unshown_panels(df, facet_key, also)) is not None:
+    # the facet's: a facet by init left the lines of two activations in one panel, alike; with the source's
+    # under by_source: a folder's batchnorm and plain runs were drawn alike in its panel)
+    if (split := unshown_panels(df, facet_key, also)) is not None:
         (panels, titles), also = split, []
     spans = {(p["layer"].min(), p["layer"].max()) for p in panels if not p.empty}
     # panels of nets of different depths each end at their own last point (a shared axis left a shallow
