@@ -316,6 +316,20 @@ def test_profile_last_step_marks_nonfinite_and_zero_values(sweep):
     assert len(series_lines(ax)) == 6
 
 
+def test_profile_last_step_marks_a_run_that_diverged_after_its_last_probe(sweep):
+    """A run whose last probe (finite, 1e34 in an RNN) came before the step it diverged at, with no probe
+    after: it is named in the title and marked at the top, not drawn as a run that ended well."""
+    layers, _, _ = sweep
+    # the diverged run as gradflow records an RNN that blew up between probes: no NaN row, diverged_step set
+    cut = layers[~((layers.run == DIVERGED) & (layers.step == 30))]
+    cut = cut.assign(diverged_step=np.where(cut.run == DIVERGED, 17.0, np.nan))
+    fig = figures.profile(cut, "grad_norm", step="last")
+    title = " ".join(fig.get_suptitle().split())
+    assert f"{DIVERGED} at step 10, its last finite one (diverged after it" in title
+    marks = lines_with(fig, "nonfinite")
+    assert marks and sorted(np.concatenate([m.get_xdata() for m in marks])) == [20]  # its end, depth 20
+
+
 def test_profile_linear_quantities_and_errors(sweep):
     layers, _, _ = sweep
     fig = figures.profile(layers, "act_mean", step=0)

@@ -171,10 +171,14 @@ def at_step(df: pd.DataFrame, step: int | str) -> tuple[pd.DataFrame, str]:
 
 def ended_early(df: pd.DataFrame, sub: pd.DataFrame) -> dict[str, int]:
     """The runs `sub` (rows of df) takes before their last probed step in df, and the step it takes:
-    at "last", the runs whose later probes were NaN/inf only (`at_step`)."""
+    at "last", the runs whose later probes were NaN/inf only (`at_step`), and the runs that diverged after
+    the step taken though no probe came after it (an RNN's last probe at step 16, finite, 1e34, and the
+    loss infinite at step 17: it was drawn as a run that ended well)."""
     last = df.groupby("run")["step"].max()
     at = sub.groupby("run")["step"].max()
-    return {str(r): int(s) for r, s in at.items() if s < last[r]}
+    diverged = (pd.to_numeric(sub[store.DIVERGED_AT], errors="coerce").groupby(sub["run"]).first()
+                if store.DIVERGED_AT in sub.columns else pd.Series(dtype=float))
+    return {str(r): int(s) for r, s in at.items() if s < last[r] or s < diverged.get(r, np.nan)}
 
 
 def ended_text(ended: dict[str, int]) -> str:
