@@ -93,6 +93,18 @@ def _recurrent(df: pd.DataFrame) -> bool:
         (df["model.name"].isin(("rnn", "lstm", "gru")) & df["model.recurrent_init"].notna()).all())
 
 
+RECURRENT_WORDS = {"signal_ratio.init": ("first layer / last layer", "first time step / head"),
+                   "chi1_layers": ("layers fitted", "time steps fitted")}
+
+
+def in_time(key: str, text: str, df: pd.DataFrame | None) -> str:
+    """The note `text` on column `key`, said in time steps where every run of `df` is a recurrent net's (its
+    points are time steps and the head, as its figures say)."""
+    if df is not None and key in RECURRENT_WORDS and _recurrent(df):
+        return text.replace(*RECURRENT_WORDS[key])
+    return text
+
+
 def column_notes(columns: list["Column"], df: pd.DataFrame | None = None) -> list[str]:
     """The notes under a table of `columns` (ls, the report page) of the runs `df`: what the ratio and the
     chi1 fit mean, each mark the fit's cells carry, the rate's convention, and that a transformer's chi1 and
@@ -107,11 +119,7 @@ def column_notes(columns: list["Column"], df: pd.DataFrame | None = None) -> lis
                                         "point fitted" if spans else "chi1 fit = blocks fitted and the point fitted")
         explained["chi1_layers"] += "".join(f"; {text}" for mark, text in FIT_MARKS.items()
                                             if any(mark in cell for cell in cells))
-    if df is not None and _recurrent(df):  # (its points are time steps and the head, as its figures say)
-        for key, (word, what) in {"signal_ratio.init": ("first layer / last layer", "first time step / head"),
-                                  "chi1_layers": ("layers fitted", "time steps fitted")}.items():
-            if key in explained:
-                explained[key] = explained[key].replace(word, what)
+    explained = {k: in_time(k, text, df) for k, text in explained.items()}
     notes = list(explained.values())
     if df is not None and DEPTH_KEY in keys and module_depth_rows(df).any():  # (not set by the run: read)
         notes.append(MODULE_DEPTH_NOTE)

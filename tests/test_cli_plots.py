@@ -963,6 +963,8 @@ def test_compare_of_recurrent_sweeps_draws_the_signal_and_splits_no_panels_by_a_
     for kind in ("profile", "ratio"):
         out = invoke("compare", recurrent, fb3, "--kind", kind, "--out", tmp_path / f"{kind}.png")
         assert out.exit_code == 0, out.output
+        # the ratio's points in time, as ls says them (it read "first layer / last layer")
+        assert "signal ratio = ‖∂L/∂z‖ first time step / head, at init" in " ".join(out.output.split())
     from gradflow import compare as matching
     from gradflow.plots.kinds import Options, draw, overlay_facet
 

@@ -31,7 +31,7 @@ from gradflow.plots.kinds import (
 from gradflow.keys import abbreviate, full_key, is_missing, partial_keys, partial_phrase, swept_keys
 from gradflow.plots.save import FORMATS, file_part, save
 from gradflow.plots.series import parse_step
-from gradflow.columns import FLAGGED, NOTES, mark_flagged
+from gradflow.columns import FLAGGED, NOTES, in_time, mark_flagged
 from gradflow.summary import DEPTH_KEY, MODULE_DEPTH_NOTE, module_depth_rows
 
 COMPARE_DIR = Path("results") / "compare"
@@ -245,8 +245,10 @@ def _span(widths: list[int]) -> int:
 
 def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], differ: dict[str, list],
                     pooled: list[str] = (), flagged: list[str] = (), apart: dict[str, list] | None = None,
-                    partial: list[str] = (), where: list[str] = (), module_depth: bool = False) -> None:
-    """The comparison table and its notes. `partial`: the keys of `differ` that only some sources set at
+                    partial: list[str] = (), where: list[str] = (), module_depth: bool = False,
+                    runs: pd.DataFrame | None = None) -> None:
+    """The comparison table and its notes (`runs`: the runs compared, whose ratios a recurrent net's notes say
+    in time steps). `partial`: the keys of `differ` that only some sources set at
     all (a Recorder's runs beside `gradflow run`'s), named by group rather than one by one; `where`: the
     --where filters that left no swept key to match on; `module_depth`: some runs' model.depth is a custom
     module's, read from its probe points (said under the table, as under ls's)."""
@@ -272,7 +274,7 @@ def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], diff
         t.add_row(*(cells[i] for _, _, cells in columns), end_section=end)
     console.print(t)
     for note in _comparison_notes(table, names, by, differ, shown, pooled, flagged, apart, partial, hidden, need,
-                                  where, module_depth):
+                                  where, module_depth, runs):
         print_note(note)
 
 
@@ -351,11 +353,11 @@ def _fit_columns(heads: list[tuple[str, bool]], lines: list[list[list[str]]], wi
 def _comparison_notes(table: pd.DataFrame, names: list[str], by: list[str], differ: dict[str, list],
                       shown: list[tuple], pooled: list[str], flagged: list[str], apart: dict[str, list] | None,
                       partial: list[str], hidden: list[str], need: int, where: list[str] = (),
-                      module_depth: bool = False) -> list[str]:
+                      module_depth: bool = False, runs: pd.DataFrame | None = None) -> list[str]:
     """The notes under the comparison table: what its ratios are, what runs were matched on, where the
     sources differ, what its numbers are over, which runs are flagged, how differences read and which
     difference columns (`hidden`) the terminal left out, `need` columns showing all."""
-    notes = [NOTES[k] for k, shows in (("grad_ratio.init", lambda c: c.startswith("grad_ratio.")),
+    notes = [in_time(k, NOTES[k], runs) for k, shows in (("grad_ratio.init", lambda c: c.startswith("grad_ratio.")),
                                        ("signal_ratio.init", lambda c: c == "signal_ratio.init"))
              if any(shows(c) for c, _, _ in shown)]  # (as under ls: each ratio the table shows, defined)
     notes.append(f"matched on {', '.join(by)}" if by else
@@ -472,7 +474,7 @@ def compare(
     show_comparison(matching.comparison(marked, sources, by), sources, by, differ, matching.pooled_keys(runs, by),
                     flagged, matching.unmatched(runs, sources, by), partial_keys(runs, list(differ), store.SOURCE),
                     where if matched_before and not by else [],  # (one row per source: --where's doing)
-                    bool(module_depth_rows(runs).any()))
+                    bool(module_depth_rows(runs).any()), runs)
     _print_paths([written])
 
 
