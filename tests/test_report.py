@@ -380,6 +380,28 @@ def test_a_comparison_names_a_key_only_some_runs_read_by_the_value_they_read(tmp
     assert swept == "source, model.skip; other runs differ only there and in what each source fixes (above).", swept
 
 
+def test_a_comparison_of_sweeps_of_depth_by_different_keys_has_the_depth_ratio_figures(tmp_path, cli):
+    # depth x norm beside depth x skip ("does BatchNorm or a residual rescue a deep net?"): each source a sweep
+    # along depth, together no grid (no batchnorm run with a residual), and the ratio against depth, the
+    # figure that answers it, was left out of the page without a word (compare --kind ratio draws it)
+    from gradflow.plots import standard
+
+    results = tmp_path / "results"
+    common = ["model.width=8", "model.depth=2,4", "train.steps=2", "train.batch_size=32", "data=gaussian",
+              "data.n_train=64", "data.n_test=32", "data.dim=8", f"results={results}"]
+    for name, swept in (("bn", "norm=none,batchnorm"), ("skip", "model.skip=none,residual")):
+        out = cli("sweep", *common, swept, "--name", name)
+        assert out.exit_code == 0, out.output
+    tables = report._overlays([results / "bn", results / "skip"])
+    names = [p.name for p in standard.plan(tables["layers"], tables["metrics"], tables["runs"])]
+    assert {"ratio-init", "ratio-signal_norm-init"} <= set(names), names
+    # a source that is no grid along depth itself (its batchnorm run at depth 2 gone) still gets none
+    runs = tables["runs"]
+    kept = runs[~((runs["source"] == "bn") & (runs["model.depth"] == 2) & (runs["norm.name"] == "batchnorm"))]
+    rows = tables["layers"][tables["layers"]["run"].isin(kept["run"])]
+    assert not any(p.name.startswith("ratio") for p in standard.plan(rows, None, kept))
+
+
 def test_a_folder_of_sweeps_shows_each_sweeps_own_figures_under_its_name(study, tmp_path):
     # as `gradflow plot results/` draws them: drawn together, unrelated studies were one line per run
     folder = tmp_path / "results"

@@ -57,6 +57,15 @@ class Planned:
         return save(self.draw(*self.args, **self.kwargs), out / f"{self.name}.{fmt}", fmt)
 
 
+def _each_source_a_grid(runs: pd.DataFrame, length: str) -> bool:
+    """Whether runs of several sources (a comparison's) are each a grid of its own swept keys with the length
+    (`length`, model.depth or data.T) among them."""
+    if "source" not in runs.columns or n_distinct(runs["source"]) < 2:
+        return False
+    parts = [part for _, part in runs.groupby("source", sort=False)]
+    return all(length in (keys := swept_keys(part)) and is_grid(part, keys, along=length) for part in parts)
+
+
 def standard_set(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.DataFrame | None,
                  out_dir: str | Path, fmt: str = "png", hists: pd.DataFrame | None = None,
                  jacobian: pd.DataFrame | None = None, pool: DrawingPool | None = None,
@@ -157,11 +166,14 @@ def plan(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.Dat
         layer_runs = runs[runs["run"].isin(set(probed["run"]))] if usable(layers) else runs
         # along depth; a recurrent net's along its length in time, where its signal alone has a first and a
         # last point (its weight gradient is the head's and the shared weights')
-        if length in swept and swept_together and usable(layers) and n_distinct(layer_runs[length]) > 1:
+        # a comparison's (the report's): each source a sweep along the length, though together they are no grid
+        # (depth x norm beside depth x skip: its key figure, the ratio against depth, was left out)
+        along = swept_together or _each_source_a_grid(runs, length)
+        if length in swept and along and usable(layers) and n_distinct(layer_runs[length]) > 1:
             for q, name in (("grad_norm", "ratio-init"), ("signal_norm", "ratio-signal_norm-init")):
                 if (probed["quantity"] == q).any() and not (recurrent and q == "grad_norm"):
                     emit(name, ratio, probed, "init", quantity=q)
-        elif not usable(layers) and "model.depth" in swept and swept_together and "grad_ratio.init" in runs.columns:
+        elif not usable(layers) and "model.depth" in swept and along and "grad_ratio.init" in runs.columns:
             # the runs table alone
             emit("ratio-init", ratio, runs, "init")
         independent = distinct_keys(runs, swept, along=length)  # (a grid of two keys that change together
