@@ -200,6 +200,28 @@ def test_compare_overlays_the_gradient_norms(clip_sweep, tmp_path):
     assert (tmp_path / "cmp.png").exists(), out
 
 
+def test_a_comparison_of_a_clipping_source_beside_one_that_does_not_keeps_the_threshold_and_share(clip_sweep):
+    # the sources differ in train.grad_clip (1 | 0), a key the overlay drops (the line style says it): its
+    # threshold line, its share of clipped updates, and the report's gradnorm figure went with it
+    from gradflow import compare as matching
+    from gradflow.plots import standard
+
+    roots = [clip_sweep / "train.grad_clip=1", clip_sweep / "train.grad_clip=0"]
+    sources = matching.source_labels(roots)
+    runs = matching.load_runs(roots, sources)
+    assert "train.grad_clip" in matching.differing_keys(runs, sources)
+    metrics = matching.overlay_table(roots, sources, runs, "metrics", list(matching.differing_keys(runs, sources)))
+    assert "train.grad_clip" not in metrics.columns
+    fig = figures.gradnorm(metrics)
+    (ax,) = [a for a in fig.axes if a.get_gid() != "colorbar"]
+    assert [ln.get_ydata()[0] for ln in ax.get_lines() if ln.get_gid() == "threshold"] == [1.0]
+    assert any("clip threshold 1" in " ".join(t.get_text().split()) for lg in fig.legends for t in lg.get_texts())
+    (share,) = [t.get_text() for t in ax.texts if t.get_gid() == "clipped"]
+    assert share.endswith("% clipped")
+    names = [p.name for p in standard.plan(None, metrics, None)]
+    assert "gradnorm" in names, names
+
+
 def test_ls_shows_the_clipped_share_where_a_run_clips(clip_sweep, plain_sweep):
     rows = {r["train.grad_clip"]: r for r in json.loads(gradflow_cli("ls", clip_sweep, "--json"))}
     metrics, run = recorded(clip_sweep, 1)

@@ -31,12 +31,24 @@ THRESHOLD_DASHES = ["--", (0, (1.5, 1.5)), (0, (7, 2, 1.5, 2))]
 MOST_SHARES = 6  # lines whose clipped share is written beside their end at most (more would pile up)
 
 
+def setting(df: pd.DataFrame, key: str) -> pd.Series | None:
+    """Each row's value of `key`: its column, or, in a comparison whose sources each fix it at another value
+    (`compare.overlay_table` drops such a key, kept in attrs: the line style says it), its source's (a
+    clipping source beside one that does not clip lost its threshold and its share); None where neither."""
+    if key in df.columns:
+        return df[key]
+    fixed = df.attrs.get("source_keys", {})  # (store.SOURCE_KEYS)
+    if "source" not in df.columns or not any(key in keys for keys in fixed.values()):
+        return None
+    return df["source"].map({s: keys.get(key) for s, keys in fixed.items()})
+
+
 def clipping(df: pd.DataFrame) -> pd.Series:
     """Each row's run clips its gradients: by norm (train.grad_clip > 0) or by value (train.clip_value > 0)."""
     on = pd.Series(False, index=df.index)
     for key in (GRAD_CLIP, CLIP_VALUE):
-        if key in df.columns:
-            on |= pd.to_numeric(df[key], errors="coerce").fillna(0) > 0
+        if (values := setting(df, key)) is not None:
+            on |= pd.to_numeric(values, errors="coerce").fillna(0) > 0
     return on
 
 
@@ -247,9 +259,9 @@ def _diverged_early(metrics: pd.DataFrame, drawn: pd.DataFrame) -> pd.DataFrame:
 
 
 def _thresholds(df: pd.DataFrame) -> set[float]:
-    if GRAD_CLIP not in df.columns:
+    if (values := setting(df, GRAD_CLIP)) is None:
         return set()
-    clips = pd.to_numeric(df.drop_duplicates("run")[GRAD_CLIP], errors="coerce")
+    clips = pd.to_numeric(values[~df["run"].duplicated()], errors="coerce")
     return {float(c) for c in clips if np.isfinite(c) and c > 0}
 
 
