@@ -237,11 +237,28 @@ def commands(paths: list[Path]) -> list[str]:
         for run in store.find_runs(p):
             cmd = (store.read_run(run) or {}).get("command")  # (none: an incomplete run)
             if not cmd and run == p:
-                ov = "" if p.name == "default" else " " + p.name.replace(",", " ")
-                cmd = f"gradflow run{ov} results={p.parent.parent} name={p.parent.name}"
+                cmd = _run_command(p)
             if cmd and cmd not in out:
                 out.append(cmd)
     return out
+
+
+def _run_command(run: Path) -> str:
+    """The `gradflow run` command of one run folder given alone: its folder name's overrides, and where it
+    is a point of a sweep, the sweep's fixed settings before them (a sweep's `model=rnn ... train.grad_clip=1`
+    read `gradflow run train.grad_clip=1`, a command that trains another net, an MLP, or is refused); the
+    sweep's own command for a point of a --points sweep, whose points the folder name alone does not give."""
+    from gradflow.overrides import override_key
+
+    items = [] if run.name == "default" else run.name.split(",")
+    spec = store.sweep_spec(run.parent) if (run.parent / store.SWEEP_FILE).is_file() else None
+    if spec and spec.get("points") is not None and isinstance(spec.get("command"), str):
+        return spec["command"]
+    if spec:  # (a launcher and its settings are the sweep's: `gradflow run` refuses them)
+        swept = set(spec.get("swept") or [])
+        items = [o for o in map(str, spec.get("overrides") or []) if override_key(o) not in swept
+                 and override_key(o) != "results" and not override_key(o).startswith("hydra")] + items
+    return " ".join(["gradflow run", *items, f"results={run.parent.parent}", f"name={run.parent.name}"])
 
 
 def first_config(paths: list[Path], table: pd.DataFrame | None = None) -> tuple[str, str]:

@@ -286,6 +286,26 @@ def test_comparison_and_single_run(study, tmp_path):
     assert (tmp_path / "pages" / "report.html").read_text().startswith("<!DOCTYPE html>")
 
 
+def test_a_sweeps_point_given_alone_is_said_made_by_a_run_command_with_the_sweeps_fixed_settings(
+        study, tmp_path, cli):
+    # a point of a sweep given alone (a comparison of two jobs) read `gradflow run model.activation=relu
+    # model.depth=10 results=... name=grid`: without the sweep's data=gaussian, width, steps, a command that
+    # `gradflow run` refuses (data.dim is no key of data=mnist1d) or that trains another net
+    import shlex
+
+    copy = tmp_path / "results" / "grid"
+    shutil.copytree(study, copy)
+    job = copy / "model.activation=relu,model.depth=10"
+    (cmd,) = report.commands([job])
+    fixed = [o for o in SWEEP if not o.startswith(("model.depth=", "model.activation="))]
+    assert cmd == " ".join(["gradflow run", *fixed, "model.activation=relu", "model.depth=10",
+                            f"results={copy.parent}", "name=grid"]), cmd
+    before = store.read_run(job)["config_hash"]
+    out = cli(*shlex.split(cmd)[1:])  # (the command as the page gives it: it reruns that very point)
+    assert out.exit_code == 0, out.output
+    assert store.read_run(job)["config_hash"] == before
+
+
 def test_a_comparisons_figures_are_drawn_as_compare_draws_them(study, tmp_path, cli):
     """Two sweeps of depth x activation, the second with residual connections: the page's figures split
     their panels by a key each source sweeps (activation), and model.skip, which only tells the sources
