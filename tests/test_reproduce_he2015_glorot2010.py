@@ -52,8 +52,11 @@ def test_glorot2010_normalized_init_at_standard_scale_fails(tmp_path):
 def test_glorot2010_slightly_under_scaled_normalized_init_is_not_about_level(tmp_path):
     # Xavier at gain 0.9 (σ_w² = 0.81): the back-propagated gradient shrinks 2.3x over 4 layers, which the
     # old "about level: > 0.4" passed (0.43); "within a factor 2 of level" does not. At the paper's width
-    # (1000; at 256 even gain 1 reads 0.51, too close to tell), no training: the init arm only matters.
-    broken = reproduce("glorot2010", tmp_path, "init.gain=0.9", "train.steps=0")
+    # (1000; at 256 even gain 1 reads 0.51, too close to tell), no training: the init arm only matters. Its
+    # Jacobians and histograms are not probed (half of this test's time): the claims read here are the
+    # back-propagated gradients, and at gain 0.9 the Jacobians pass anyway (0.67-0.73 in [0.65, 0.83])
+    broken = reproduce("glorot2010", tmp_path, "init.gain=0.9", "train.steps=0", "probe.jacobian=false",
+                       "probe.layer_jacobians=false", "probe.histograms=false")
     normalized = broken.claim("normalized: back-propagated gradient")
     assert not normalized.passed and 0.3 < normalized.measured.value < 0.5, verdicts(broken)
     assert broken.claim("standard: back-propagated gradient").passed
