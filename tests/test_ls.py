@@ -940,18 +940,28 @@ def test_a_key_none_of_the_runs_where_keeps_has_is_left_out_but_wide_shows_it(tm
     assert wide.output.splitlines()[1].split()[:3] == ["lr", "depth", "model"], wide.output
 
 
-def test_the_chi1_columns_of_a_transient_warning_show_together_and_the_signal_ratio_first(tmp_path):
+@pytest.fixture(scope="module")
+def inits(tmp_path_factory) -> Path:
+    """Eight 20-layer nets at init (tanh and relu under four inits), whose chi1 fits start in the transient:
+    swept once for the two tests that list them."""
+    from gradflow.cli import app
+
+    results = tmp_path_factory.mktemp("inits") / "results"
+    args = ["sweep", "data=gaussian", "data.n_train=64", "data.n_test=32", "train.batch_size=64", "model.width=32",
+            "model.depth=20", "model.activation=tanh,relu", "init=xavier_normal,kaiming_normal,orthogonal,standard",
+            "train.steps=0", f"results={results}", "--name", "inits"]
+    out = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    return results / "inits"
+
+
+def test_the_chi1_columns_of_a_transient_warning_show_together_and_the_signal_ratio_first(inits):
     """With the warning that fits start in the length map's transient, chi1 meas, fit and theory show all three
     or none (at 80 columns the fit, with its `!`, showed without the theory it is off from); and where one ratio
     fits, it is the signal's (an exploding net read `ratio init 0.16`, its signal ratio of 905 left out)."""
-    results = tmp_path / "results"
-    gradflow("sweep", "data=gaussian", "data.n_train=64", "data.n_test=32", "train.batch_size=64", "model.width=32",
-             "model.depth=20",
-             "model.activation=tanh,relu", "init=xavier_normal,kaiming_normal,orthogonal,standard", "train.steps=0",
-             f"results={results}", "--name", "inits")
     labels = ("chi1 meas", "chi1 fit", "chi1 theory")
     for columns in (80, 90, 100):
-        text = gradflow("ls", str(results / "inits"), columns=columns)
+        text = gradflow("ls", str(inits), columns=columns)
         assert "warning: " in text and "transient" in text, text  # (tanh under Xavier: its length still moving)
         header = " ".join(" ".join(text.splitlines()[1:3]).split())
         shown = [label for label in labels if label.split()[1] in header.split()]
@@ -979,15 +989,11 @@ def test_a_recurrent_nets_notes_speak_of_time_steps_and_the_head():
         table_columns(user, ["model.name", "data.T"]), user)
 
 
-def test_a_chi1_column_sorted_by_shows_though_its_group_does_not_fit(tmp_path):
+def test_a_chi1_column_sorted_by_shows_though_its_group_does_not_fit(inits):
     """The chi1 columns of a transient warning show all three or none; the one `--sort` names shows whatever the
     width (at 80 columns --sort chi1_theory left all three out: rows in an order one cannot see)."""
-    results = tmp_path / "results"
-    gradflow("sweep", "data=gaussian", "data.n_train=64", "data.n_test=32", "train.batch_size=64", "model.width=32",
-             "model.depth=20", "model.activation=tanh,relu", "init=xavier_normal,kaiming_normal,orthogonal,standard",
-             "train.steps=0", f"results={results}", "--name", "inits")
     for key, word in (("chi1_theory", "theory"), ("-chi1_measured", "meas")):
-        text = gradflow("ls", str(results / "inits"), "--sort", key, columns=80)
+        text = gradflow("ls", str(inits), "--sort", key, columns=80)
         assert "warning: " in text and "transient" in text, text
         header = " ".join(text.splitlines()[1:3]).split()
         assert word in header, (key, text)
