@@ -35,6 +35,15 @@ def gradflow(*args: str, columns: int = 80) -> str:
     return out.stdout
 
 
+def made(*args: str) -> None:
+    """Runs made in this process (`gradflow sweep|run` under CliRunner): for tests whose subject is what ls
+    shows of them, not the command that made them (a process of its own costs a Python and torch import)."""
+    from gradflow.cli import app
+
+    out = CliRunner().invoke(app, list(args), catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+
+
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory) -> tuple[Path, str]:
     results = tmp_path_factory.mktemp("ls") / "results"
@@ -94,8 +103,8 @@ def test_the_signal_ratio_shows_what_the_weight_gradient_ratio_hides(tmp_path):
     of the head's (chi1 = 1/3), while the weight-gradient ratio stays near 1 (the forward signal shrinks
     too). ls shows both at 80 columns, the signal ratio named under the table."""
     results = tmp_path / "results"
-    gradflow("run", "data=gaussian", "data.n_train=256", "data.n_test=64", "data.dim=16", "model.width=64",
-             "model.depth=20", "init=standard", "train.steps=0", f"results={results}", "name=std")
+    made("run", "data=gaussian", "data.n_train=256", "data.n_test=64", "data.dim=16", "model.width=64",
+         "model.depth=20", "init=standard", "train.steps=0", f"results={results}", "name=std")
     runs = runs_json(results / "std")
     signal, weight = float(runs["signal_ratio.init"].iloc[0]), float(runs["grad_ratio.init"].iloc[0])
     assert signal < 1e-3 and 0.1 < weight < 10, (signal, weight)
@@ -265,8 +274,8 @@ def test_steps_to_a_metric_a_diverged_run_lacks_reads_dash(tmp_path):
     # that run gets "-" (the whole listing failed with "metric 'batch_loss' was not recorded")
     results = tmp_path / "results"
     base = [o for o in SWEEP if not o.startswith(("model.depth=", "init="))]
-    gradflow("sweep", *base, "model.depth=3", "optim.lr=0.05,1e6", "optim.momentum=0", "train.check_every=1",
-             "model.activation=relu", f"results={results}", "--name", "dv")
+    made("sweep", *base, "model.depth=3", "optim.lr=0.05,1e6", "optim.momentum=0", "train.check_every=1",
+         "model.activation=relu", f"results={results}", "--name", "dv")
     listed = runs_json(results / "dv", "--steps-to", "batch_loss<=5").set_index("optim.lr")
     assert listed.loc[1e6, "status"] == "diverged" and pd.isna(listed.loc[1e6, "steps_to.batch_loss<=5"])
     assert listed.loc[0.05, "steps_to.batch_loss<=5"] == 3  # the first window, logged at the step-3 evaluation
@@ -362,7 +371,7 @@ def test_bad_options_are_one_line(cli, swept):
 def test_a_run_that_learned_nothing_is_flagged_not_read_as_a_success(tmp_path):
     # lr 0: the loss stays at chance (ln 10), so the run ends ok but flagged; lr 0.05 learns
     results = tmp_path / "results"
-    gradflow("sweep", *SWEEP[:8], "model.depth=3", "optim.lr=0,0.05", f"results={results}", "--name", "fl")
+    made("sweep", *SWEEP[:8], "model.depth=3", "optim.lr=0,0.05", f"results={results}", "--name", "fl")
     runs = json.loads(gradflow("ls", str(results / "fl"), "--json"))
     flags = {r["optim.lr"]: r["flags"] for r in runs}
     assert flags[0.05] == "" and flags[0].startswith("learned nothing: final train loss")
