@@ -76,6 +76,15 @@ def diverging(results) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def plain_set(plain, tmp_path_factory) -> list[str]:
+    """The names of the figures `gradflow plot SWEEP` draws of plain alone (into a folder of their own), in
+    the order printed: what its set drawn within a folder of studies is compared with."""
+    out = invoke("plot", plain, "--out", tmp_path_factory.mktemp("alone"))
+    assert out.exit_code == 0, out.output
+    return [p.name for p in printed_paths(out)]
+
+
 def printed_paths(out) -> list[Path]:
     """The figures' paths (CliRunner mixes stderr in: its notes, wrapped at 80 columns, left out)."""
     return [Path(line) for line in out.output.splitlines() if line.endswith((".png", ".pdf", ".svg"))]
@@ -373,7 +382,7 @@ def test_plot_bad_options_are_one_red_line(plain, tmp_path, args, message):
     assert not list(tmp_path.iterdir())  # nothing half-written
 
 
-def test_a_folder_of_sweeps_gets_each_sweeps_own_set(plain, full, diverging, tmp_path):
+def test_a_folder_of_sweeps_gets_each_sweeps_own_set(plain, full, diverging, plain_set, tmp_path):
     """`gradflow plot results/`: each sweep's standard set, as `gradflow plot SWEEP` draws it, into its
     own figures folder (or --out/SWEEP). Drawn together, unrelated studies were one legended line per
     run: a hundred runs' legend left the axes a sliver. A sweep with nothing to draw is passed over,
@@ -391,9 +400,8 @@ def test_a_folder_of_sweeps_gets_each_sweeps_own_set(plain, full, diverging, tmp
     lines = out.output.splitlines()  # (CliRunner mixes stderr in: the passed-over note comes after the paths)
     assert max(i for i, line in enumerate(lines) if line.startswith("passed over: ")) > lines.index(str(paths[-1]))
     assert {p.parent for p in paths} == {folder / name / "figures" for name in ("plain", "full", "diverging")}
-    alone = printed_paths(invoke("plot", plain, "--out", tmp_path / "alone"))
     drawn = sorted(p for p in paths if p.parent.parent.name == "plain")
-    assert [p.name for p in drawn] == sorted(p.name for p in alone)
+    assert [p.name for p in drawn] == sorted(plain_set)
     assert "curves.png" in {p.name for p in paths if p.parent.parent.name == "diverging"}
     assert "heatmap-grad_norm.png" in {p.name for p in paths if p.parent.parent.name == "full"}  # one run's set
 
@@ -424,7 +432,7 @@ def test_only_a_folder_of_separate_sweeps_is_drawn_sweep_by_sweep(tmp_path):
     assert studies(tmp_path) == [tmp_path]
 
 
-def test_a_figure_that_cannot_be_written_leaves_the_rest_of_the_set_drawn(plain, tmp_path):
+def test_a_figure_that_cannot_be_written_leaves_the_rest_of_the_set_drawn(plain, plain_set, tmp_path):
     """A folder where one figure's file goes (a user's `mkdir`): that figure is one line on stderr naming
     it and why, exit 1; every other figure of the set is drawn and printed, in a folder of studies too
     (it stopped the whole set, with a traceback, before)."""
@@ -432,7 +440,7 @@ def test_a_figure_that_cannot_be_written_leaves_the_rest_of_the_set_drawn(plain,
 
     sweep = tmp_path / "results" / "plain"
     shutil.copytree(plain, sweep, ignore=shutil.ignore_patterns("figures"))
-    alone = [p.name for p in printed_paths(invoke("plot", plain, "--out", tmp_path / "alone"))]
+    alone = plain_set
     (sweep / "figures" / "curves.png" / "kept").mkdir(parents=True)
     out = invoke("plot", sweep)
     assert out.exit_code == 1 and "Traceback" not in out.output, out.output
