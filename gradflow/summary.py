@@ -28,6 +28,9 @@ SUMMARY_KEY = "summary"  # run.json key holding per_run's dict
 # run.json summary key: the rule its chi1 was fitted by; a summary without it predates fitting a user's net of
 # blocks (model=custom, a Recorder's) per block, and such a run is fitted again from its layers when listed
 FIT_RULE_KEY, FIT_RULE = "fit_rule", 2
+# run.json summary key: its chi1_transient took q_0 from the input layer's own sigma_w^2 (theory.input_sw2); one
+# without it took the bulk's (xavier, orthogonal: wrong where data.dim != model.width) and is recomputed when listed
+TRANSIENT_RULE_KEY, TRANSIENT_RULE = "transient_rule", 2
 TRANSIENT_TOL = 0.01  # the length map has settled when it moves the predicted chi_1 fit by less than this
 SUMMARY_COLUMNS = ("grad_ratio.init", "signal_ratio.init", "grad_ratio.final", "chi1_measured", "chi1_layers",
                    "chi1_theory", "start_qstar", "chi1_transient")
@@ -197,6 +200,7 @@ def per_run(layers: pd.DataFrame, config: dict, diverged_step: int | None = None
     if prediction is not None and out["chi1_layers"] and BLOCKS not in out["chi1_layers"]:  # a chain's layers
         lo, hi = map(int, out["chi1_layers"].split("-"))
         out["chi1_transient"] = transient_bias(config, (lo, hi))
+    out[TRANSIENT_RULE_KEY] = TRANSIENT_RULE
     return out
 
 
@@ -388,6 +392,11 @@ def runs_table(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str]
                                 int(diverged) if isinstance(diverged, (int, float)) and math.isfinite(diverged)
                                 else None, tied_of.get(rec[store.PATH]))}
         row = {k: stored[k] for k in SUMMARY_COLUMNS}
+        span = str(row["chi1_layers"] or "")
+        if TRANSIENT_RULE_KEY not in stored and re.fullmatch(r"\d+-\d+", span):  # (a chain's fit, stored before
+            config = {k: v for k, v in rec.items() if isinstance(k, str) and "." in k}  # the input layer's own q_0)
+            if theory.predict(config) is not None:
+                row["chi1_transient"] = transient_bias(config, tuple(map(int, span.split("-"))))
         row[CLIPPED] = math.nan if stored.get(CLIPPED) is None else stored[CLIPPED]  # (older run.json files lack it)
         for q in rates:
             layers = store.run_table(job, "layers") if layers is None else layers

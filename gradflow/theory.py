@@ -735,6 +735,26 @@ def effective_sw2(config: Mapping[str, Any]) -> float | None:
     return None if params is None else params[0]
 
 
+def input_sw2(config: Mapping[str, Any], sw2: float) -> float:
+    """fan_in Var(W_0) of an MLP's input layer (data.dim -> model.width), whose q_0 it sets, from its flattened
+    config and the bulk's sigma_w^2 (`equivalent_sw2`). The same as the bulk's where the scheme scales by
+    fan_in alone (meanfield, standard, lecun_normal, kaiming's fan_in mode), or where data.dim == model.width.
+    Otherwise: xavier_* 2 fan_in / (fan_in + fan_out) times it, kaiming's fan_out mode fan_in / fan_out,
+    orthogonal (semi-orthogonal rows or columns) min(1, fan_in / fan_out): gaussian inputs of dim 64 into width
+    256 under xavier_normal give q_0 = 0.4, not 1, and selu's fit, read as at q*, was 1.2% above chi_1."""
+    d, n = _number(config, "data.dim"), _number(config, "model.width")
+    if config_value(config, "model.name") not in ("mlp", None) or d is None or n is None or d <= 0 or n <= 0:
+        return sw2
+    name = config_value(config, "init.name")
+    if name in ("xavier_normal", "xavier_uniform"):
+        return sw2 * 2.0 * d / (d + n)
+    if name in ("kaiming_normal", "kaiming_uniform") and config_value(config, "init.mode") == "fan_out":
+        return sw2 * d / n
+    if name in ("orthogonal", "delta_orthogonal"):
+        return sw2 * min(1.0, d / n)
+    return sw2
+
+
 def qstar_input(activation: str, sw2: float, sb2: float) -> float | None:
     """q*, where data.scale=qstar can put the first layer's pre-activations there: a finite fixed point
     above sigma_b^2 (the bias's share of q; the inputs give the rest). None where there is none."""
@@ -742,7 +762,8 @@ def qstar_input(activation: str, sw2: float, sb2: float) -> float | None:
     return q if math.isfinite(q) and q > sb2 else None
 
 
-THEORY_KEYS = {"model": ("activation",), "init": ("name", "gain", "sw2", "sb2")}  # what the theory reads of a run
+THEORY_KEYS = {"model": ("activation", "name", "width"), "init": ("name", "gain", "mode", "sw2", "sb2"),
+               "data": ("dim",)}  # what the theory reads of a run (the last three: the input layer's shape)
 
 
 def run_keys(cfg) -> dict[str, Any]:
@@ -765,13 +786,14 @@ def input_scale(cfg) -> float | None:
         raise GradflowError(f"data.scale=qstar: {cfg.model.activation} at sigma_w^2={sw2:g}, sigma_b^2={sb2:g} "
                             f"has no finite fixed point above sigma_b^2 (q* = "
                             f"{q_star(cfg.model.activation, sw2, sb2):g}); give a number")
-    return math.sqrt((q - sb2) / (sw2 * SECOND_MOMENTS[cfg.data.distribution]))
+    return math.sqrt((q - sb2) / (input_sw2(run_keys(cfg), sw2) * SECOND_MOMENTS[cfg.data.distribution]))
 
 
 def input_q(config: Mapping[str, Any], sw2: float, sb2: float) -> float | None:
-    """The first layer's pre-activation variance q_0 = sw2 s^2 E[x_i^2] + sb2 of a run's inputs, from its
-    flattened config: known for data=gaussian only (scale s = data.scale; data.scale=qstar puts q_0 at
-    q*); None elsewhere, or where qstar has no finite fixed point."""
+    """The first layer's pre-activation variance q_0 = sw2_0 s^2 E[x_i^2] + sb2 of a run's inputs, from its
+    flattened config (sw2_0 = `input_sw2`, the input layer's own, from the bulk's sw2): known for
+    data=gaussian only (scale s = data.scale; data.scale=qstar puts q_0 at q*); None elsewhere, or where
+    qstar has no finite fixed point."""
     if config_value(config, "data.name") != "gaussian":
         return None
     scale = config_value(config, "data.scale")
@@ -779,7 +801,8 @@ def input_q(config: Mapping[str, Any], sw2: float, sb2: float) -> float | None:
         return qstar_input(str(config_value(config, "model.activation")), sw2, sb2)
     second = SECOND_MOMENTS.get(config_value(config, "data.distribution") or "normal")
     try:
-        return None if second is None else sw2 * float(1.0 if scale is None else scale) ** 2 * second + sb2
+        s = float(1.0 if scale is None else scale)
+        return None if second is None else input_sw2(config, sw2) * s**2 * second + sb2
     except (TypeError, ValueError):
         return None
 

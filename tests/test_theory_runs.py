@@ -126,3 +126,79 @@ def test_the_transient_warning_counts_the_runs_and_names_the_worst():
     assert transient_warning(runs.iloc[1:]).startswith("warning: 1 run's chi1 fit starts in the length map's "
                                                        "transient (mean-field theory puts the fit up to 5.0% off")
     assert transient_warning(runs.iloc[2:]) == "" and transient_warning(pd.DataFrame({"x": [1]})) == ""
+
+
+NARROW_IN = ["data=gaussian", "data.dim=16", "data.n_train=256", "model.depth=30", "model.width=256", "train.steps=0",
+             "train.batch_size=256", "model.activation=selu", "init=orthogonal"]
+
+
+def test_a_narrower_input_layer_starts_the_transient_the_theory_predicts(cli, results):
+    """orthogonal (and xavier) give the input layer (data.dim -> model.width) its own sigma_w^2: dim 16 into width
+    256 starts selu at q_0 = 1/16, not at its q* = 1. The measured fit is then off chi_1 by the transient
+    predicted from that q_0, within the seeds' spread and the 1/width finite-width error; taken from the
+    bulk's sigma_w^2, q_0 read 1 = q*, predicted no transient, and no `!` was shown."""
+    out = cli("sweep", *NARROW_IN, "seed=0,1,2", f"results={results}", "--name", "narrow")
+    assert out.exit_code == 0, out.output
+    runs = gradflow.load(results / "narrow", table="runs")
+    chi1 = theory.point("selu", 1.0, 0.0).chi1
+    assert (runs["chi1_theory"] == chi1).all()
+    assert (runs["chi1_transient"] > 0.01).all()  # the `!`: a transient beyond TRANSIENT_TOL
+    predicted = chi1 * (1.0 + runs["chi1_transient"].iloc[0])
+    measured = runs["chi1_measured"].to_numpy()
+    tolerance = 3.0 * measured.std(ddof=1) / np.sqrt(len(measured)) + chi1 / 256
+    assert abs(measured.mean() - predicted) < tolerance, (measured, predicted, tolerance)
+    assert abs(measured.mean() - chi1) > tolerance  # the transient is there to be seen
+    assert re.search(r"\(3-27\)!", cli("ls", str(results / "narrow")).output)
+
+
+@pytest.mark.parametrize("init", ["init=xavier_normal", "init=orthogonal", "init=kaiming_normal init.mode=fan_out",
+                                  "init=meanfield"])
+def test_input_q_is_the_built_input_layers_variance(init):
+    """theory.input_q against the first layer of the built net (data.dim 16 -> model.width 256): mean over
+    units of z_0^2, within 4 standard errors of the estimate (units x examples samples)."""
+    import torch
+
+    from gradflow.config import compose
+    from gradflow.data import build
+    from gradflow.models import build as build_model
+    from gradflow.models.init import initialize
+    from gradflow.store import flatten
+
+    cfg = compose(["data=gaussian", "data.dim=16", "data.n_train=512", "model.width=256", "model.depth=3",
+                   "model.activation=tanh", *init.split(), "seed=0"])
+    x = build(cfg.data, torch.device("cpu"), 1.0).x_train.float()
+    torch.manual_seed(0)
+    model = build_model(cfg, tuple(x.shape[1:]), 10)
+    initialize(model, cfg.init, "tanh")
+    first = model.probe_points[0].layer
+    with torch.no_grad():
+        z = first(x).double()
+    measured = float(z.pow(2).mean())
+    sw2, sb2 = theory.equivalent_sw2(flatten(cfg), "tanh")
+    d = x.shape[1]  # a unit's squared row norm and an example's ||x||^2 each vary by 2/d relative (Gaussian)
+    se = measured * (np.sqrt(2.0 / (d * z.shape[1])) + np.sqrt(2.0 / (d * z.shape[0])))
+    assert theory.input_q(flatten(cfg), sw2, sb2) == pytest.approx(measured, abs=4 * se), init
+
+
+def test_qstar_scale_puts_a_narrower_input_layer_at_the_fixed_point():
+    """data.scale=qstar scales the inputs by the input layer's own sigma_w^2: orthogonal dim 16 -> width 256 has
+    a sixteenth of the bulk's, and the first layer started at q*/16."""
+    import torch
+
+    from gradflow.config import compose
+    from gradflow.data import build
+    from gradflow.models import build as build_model
+    from gradflow.models.init import initialize
+    from gradflow.theory import input_scale
+
+    cfg = compose(["data=gaussian", "data.dim=16", "data.n_train=512", "model.width=256", "model.depth=3",
+                   "model.activation=tanh", "init=orthogonal", "init.gain=1.2", "data.scale=qstar"])
+    x = build(cfg.data, torch.device("cpu"), input_scale(cfg)).x_train.float()
+    torch.manual_seed(0)
+    model = build_model(cfg, tuple(x.shape[1:]), 10)
+    initialize(model, cfg.init, "tanh")
+    with torch.no_grad():
+        measured = float(model.probe_points[0].layer(x).double().pow(2).mean())
+    d = x.shape[1]
+    se = measured * (np.sqrt(2.0 / (d * 256)) + np.sqrt(2.0 / (d * x.shape[0])))
+    assert measured == pytest.approx(theory.q_star("tanh", 1.44, 0.0), abs=4 * se)
