@@ -314,6 +314,16 @@ def test_rate_against_hand_fit(swept):
     assert "rate -: no fit, fewer than 3 layers with the quantity between the 3 left out at each end" in text
 
 
+def test_a_rate_at_80_columns_shows_the_chi1_theory_it_is_read_against(swept):
+    # the prediction gave way to the other results, so a measured rate stood with nothing to compare it with
+    root, _ = swept
+    text = gradflow("ls", str(root), "--rate", "signal_norm")
+    body, _, hidden = text.partition("not shown")
+    assert "signal_norm" in body and "rate" in body and "theory" in body, text
+    assert "chi1 theory" not in " ".join(hidden.split()), text
+    check_readable(text)
+
+
 def test_a_rate_fit_leaves_out_points_without_a_positive_value():
     """A signal norm that halves per layer over 15 points, but 0 at the head (a head with no signal): the
     fit is over the positive points' bulk, layers 3-10 (with the 0 counted among them it read 3-11)."""

@@ -191,15 +191,20 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     # (the fits the warning is about, with the theory they are off from)
     fits = ("chi1_measured", "chi1_layers", "chi1_theory") if warning else ()
     headline = RESULT_COLUMNS["final.train_loss"][1]  # (the loss and accuracy's)
+    # --rate: the prediction its rates are read against shows beside them (it gave way to the other results)
+    rated = "chi1_theory" if any(c.key.startswith("rate.") for c in columns) else None
     for c in columns:  # shown whatever the width: the column sorted by; the fits the warning is about next
         if c.key == df.attrs.get("sorted_by"):  # to the loss and accuracy (in a folder of studies, three chi1
             c.priority = min(c.priority, STUDY_PRIORITY)  # columns took the room its rows had for those)
+        elif c.key == rated:  # (before the rates' fitted layers)
+            c.priority = min(c.priority, STUDY_PRIORITY + 0.5)
         elif c.key in fits:
             c.priority = min(c.priority, headline)
     shown, hidden = choose(columns, None if wide else console.width)
     if fits and {c.key for c in hidden} & set(fits):  # the three together or none: a fit's `!` beside no theory
-        # (or a theory without the fit it is about) reads as nothing to see; the column sorted by stays, whatever
-        apart = [c for c in columns if c.key in fits and c.key != df.attrs.get("sorted_by")]
+        # (or a theory without the fit it is about) reads as nothing to see; the column sorted by stays, whatever,
+        # and so does the theory --rate's rates are read against (the warning is about their fits too)
+        apart = [c for c in columns if c.key in fits and c.key not in (df.attrs.get("sorted_by"), rated)]
         shown, hidden = choose([c for c in columns if c not in apart], console.width)
         hidden += apart
     one_line_headers(shown, None if wide else console.width)
