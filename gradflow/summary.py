@@ -449,6 +449,17 @@ def matches(values: pd.Series, value: str) -> pd.Series:
     return text
 
 
+def matches_any(values: pd.Series, value: str) -> pd.Series:
+    """`matches`, or where no value reads `value` whole and it is a comma list as a sweep writes it
+    (model.depth=2,3; a list value's own commas, [8,16], are not its items), those that read any of its items."""
+    from gradflow.overrides import split_top
+
+    kept = matches(values, value)
+    if not kept.any() and len(items := split_top(value)) > 1:
+        kept = pd.concat([matches(values, v) for v in items], axis=1).any(axis=1)
+    return kept
+
+
 STUDY = "study"  # --where's name for the folder a run is in, in a folder of several (the column ls shows)
 
 
@@ -530,7 +541,7 @@ def _job_matches(job: str, column_key: str, value: str) -> bool:
     items = dict(item.split("=", 1) for item in job.split(",") if "=" in item)
     for key, v in items.items():
         if column_key in (key.lstrip("+~"), f"{key.lstrip('+~')}.name"):  # (init=... sets init.name)
-            return bool(matches(pd.Series([v]), value).iloc[0])
+            return bool(matches_any(pd.Series([v]), value).iloc[0])  # (--where depth=2,3: its runs not run too)
     return True
 
 

@@ -802,6 +802,8 @@ def test_a_sweep_cut_short_keeps_its_swept_keys_and_says_what_is_not_run(swept, 
     # --where counts the runs it would keep; from the folder above, each sweep's count
     assert gradflow("ls", str(cut), "--where", "init=orthogonal").split()[-2:] == ["run:", "2"]
     assert "not run" not in gradflow("ls", str(cut), "--where", "depth=5")
+    # a comma list counts the runs not run of any of its values, as it keeps the runs of any (it counted none)
+    assert gradflow("ls", str(cut), "--where", "depth=5,10").split()[-2:] == ["run:", "2"]
     shutil.copytree(cut, tmp_path / "cut2")
     flat = " ".join(gradflow("ls", str(tmp_path)).split())
     assert "not run yet: cut 4 of 6 runs, cut2 4 of 6 runs; `gradflow ls SWEEP` gives the command" in flat

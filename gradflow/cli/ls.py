@@ -16,14 +16,13 @@ from gradflow.cli.app import app
 from gradflow.cli.console import NBSP, console, folder, labels, print_note, user_errors
 from gradflow.errors import GradflowError, by_words, did_you_mean
 from gradflow.fmt import fmt, strict_json
-from gradflow.overrides import split_top
 from gradflow.keys import (abbreviate, config_columns, full_key, implied_keys, n_distinct, ordered_values,
                            partial_keys, partial_phrase)
 from gradflow.columns import (FLAGGED, KEY_PRIORITY, LS_COLUMNS, RESULT_COLUMNS, STUDY_PRIORITY, Column, column_notes,
                               failure_notes, listing, mark_flagged, replacement_failed, result_by_header, sort_runs,
                               study_columns, swept_columns, table_columns, transient_warning)
 from gradflow.summary import (DECLARED, DEPTH_KEY, MODULE_DEPTH_NOTE, STUDY, UNREADABLE, in_study, matches,
-                              module_depth_rows, not_run, not_run_note, run_folders, study_of)
+                              matches_any, module_depth_rows, not_run, not_run_note, run_folders, study_of)
 
 SEP = 3  # characters between two columns of the SIMPLE_HEAD table
 
@@ -74,10 +73,8 @@ def keep_where(df: pd.DataFrame, where: list[str] | None, swept: list[str], choi
             kept = df[matches(shown if value.endswith(FLAGGED) else values, value)]
             values = shown
         else:
-            kept = df[matches(values, value)]
-            if kept.empty and len(items := split_top(value)) > 1:  # a sweep's list, model.depth=2,3: any of its
-                kept = df[pd.concat([matches(values, v) for v in items], axis=1).any(axis=1)]  # values (it matched
-        if kept.empty:  # say so (and what there is) rather than draw an empty table  # none, "here: 2, 3")
+            kept = df[matches_any(values, value)]  # (a sweep's list, model.depth=2,3: any of its values; it
+        if kept.empty:  # say so (and what there is) rather than draw an empty table  # matched none, "here: 2, 3")
             values = ", ".join(fmt(v) for v in ordered_values(values))
             raise GradflowError(f"--where {cond} matches no run{' of those left' if i else ''}; "
                                 f"{key} here: {values}")
