@@ -229,10 +229,17 @@ class _Calls:
         self.graded = self.graded or torch.is_grad_enabled()
 
 
-def _whole_step(step: object, call: str) -> None:
-    """A step number is a whole number >= 0, in rec.step and rec.log alike."""
+def _whole_step(step: object, call: str) -> int:
+    """A step number is a whole number >= 0, in rec.step and rec.log alike: an int, a numpy integer or a
+    one-element integer tensor (a loop's counter kept as one: rec.log stored it, and refused it once it checked
+    its step), returned as an int."""
+    given = step
+    if isinstance(step, torch.Tensor) and step.numel() == 1 and not (
+            step.dtype == torch.bool or step.is_floating_point() or step.is_complex()):
+        step = int(step.item())
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-        raise GradflowError(f"{call}({shorten(repr(step), 40)}): a step is a whole number >= 0 (the update's number)")
+        raise GradflowError(f"{call}({shorten(repr(given), 40)}): a step is a whole number >= 0 (the update's number)")
+    return int(step)
 
 
 class Recorder:
@@ -335,7 +342,7 @@ class Recorder:
     @contextmanager
     def _step(self, step: int):
         self._check_open("step")
-        _whole_step(step, "rec.step")
+        step = _whole_step(step, "rec.step")
         if step <= self._last_step:
             raise GradflowError(f"rec.step({step}) after rec.step({self._last_step}): step numbers must increase. "
                                 "Count updates across epochs (not enumerate() within one), and wrap all of an "
@@ -428,7 +435,7 @@ class Recorder:
         A name `split_metric` (e.g. train_loss, test_acc) is stored as split `split`, metric `metric`;
         a name without an underscore goes to split "log"."""
         self._check_open("log")
-        _whole_step(step, "rec.log")  # (checked here: "two" failed at close() in pyarrow's words, the run left
+        step = _whole_step(step, "rec.log")  # (checked here: "two" failed at close() in pyarrow's words, the run left
         for name, value in scalars.items():  # running and its metrics unwritten; 1.5 was stored as step 1)
             if isinstance(value, torch.Tensor):
                 if value.numel() != 1:  # (checked here: at close() it would be far from the call that made it)

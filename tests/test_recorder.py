@@ -1680,18 +1680,28 @@ def test_a_logged_step_that_is_no_whole_number_is_refused_at_the_call(tmp_path):
     """rec.log checks its step as rec.step does: "two" failed only at close(), in pyarrow's words, leaving the
     run `running` (read as interrupted) with no metrics.parquet; 1.5 was stored as step 1 and -5 as -5."""
     model = nn.Linear(2, 2)
-    with gradflow.Recorder(model, tmp_path / "run", every=1, steps=1) as rec:
+    with gradflow.Recorder(model, tmp_path / "run", every=1, steps=2) as rec:
         with rec.step(0):
             loss = model(torch.randn(3, 2)).sum()
             loss.backward()
         rec.log(0, train_loss=loss)
+        with rec.step(torch.tensor(1)):  # a one-element integer tensor is a step, in rec.step as in rec.log
+            model(torch.randn(3, 2)).sum().backward()
         for bad in ("two", 1.5, -5, True, None):
             with pytest.raises(GradflowError, match=re.escape(f"rec.log({bad!r}): a step is a whole number >= 0")):
                 rec.log(bad, train_loss=1.0)
         rec.log(np.int64(0), test_loss=2.0)  # numpy's integers are steps too
+        # and a loop's counter kept as a one-element integer tensor (stored before the step was checked;
+        # refused after); a float, bool or longer tensor is no step
+        rec.log(torch.tensor(1), train_loss=3.0)
+        for bad in (torch.tensor(1.0), torch.tensor(True), torch.tensor([1, 2]), torch.tensor(-1)):
+            with pytest.raises(GradflowError, match=re.escape(f"rec.log({bad!r}): a step is a whole number >= 0")):
+                rec.log(bad, train_loss=1.0)
     assert store.read_run(tmp_path / "run")["status"] == store.OK
     metrics = gradflow.load(tmp_path / "run", "metrics")
-    assert sorted(metrics.step) == [0, 0] and set(metrics.split) == {"train", "test"}
+    assert sorted(metrics.step) == [0, 0, 1] and set(metrics.split) == {"train", "test"}
+    assert metrics.loc[metrics.step == 1, "value"].tolist() == [3.0]
+    assert sorted(gradflow.load(tmp_path / "run").step.unique()) == [0, 1]
 
 
 def test_an_empty_path_is_refused_by_the_recorder_and_by_load(tmp_path, monkeypatch):
