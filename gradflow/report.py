@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+import shlex
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -257,8 +258,9 @@ def _run_command(run: Path) -> str:
     if spec:  # (a launcher and its settings are the sweep's: `gradflow run` refuses them)
         swept = set(spec.get("swept") or [])
         items = [o for o in map(str, spec.get("overrides") or []) if override_key(o) not in swept
-                 and override_key(o) != "results" and not override_key(o).startswith("hydra")] + items
-    return " ".join(["gradflow run", *items, f"results={run.parent.parent}", f"name={run.parent.name}"])
+                 and override_key(o) not in ("results", "name") and not override_key(o).startswith("hydra")] + items
+    # (quoted as a shell reads them: a sweep's '+tag="x,y"' read +tag=x,y, two values, which `gradflow run` refuses)
+    return shlex.join(["gradflow", "run", *items, f"results={run.parent.parent}", f"name={run.parent.name}"])
 
 
 def first_config(paths: list[Path], table: pd.DataFrame | None = None) -> tuple[str, str]:

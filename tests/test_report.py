@@ -304,6 +304,14 @@ def test_a_sweeps_point_given_alone_is_said_made_by_a_run_command_with_the_sweep
     out = cli(*shlex.split(cmd)[1:])  # (the command as the page gives it: it reruns that very point)
     assert out.exit_code == 0, out.output
     assert store.read_run(job)["config_hash"] == before
+    # a sweep's override quoted on its command line stays one override (+tag=x,y read as two values, which
+    # `gradflow run` refuses), and the sweep's name= is given once
+    spec = yaml.safe_load((copy / store.SWEEP_FILE).read_text())
+    spec["overrides"] = [*spec["overrides"], '+tag="x,y"', "name=grid"]
+    (copy / store.SWEEP_FILE).write_text(yaml.safe_dump(spec))
+    (cmd,) = report.commands([job])
+    args = shlex.split(cmd)
+    assert '+tag="x,y"' in args and sum(a.startswith("name=") for a in args) == 1, cmd
 
 
 def test_a_comparisons_figures_are_drawn_as_compare_draws_them(study, tmp_path, cli):
