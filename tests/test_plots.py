@@ -439,6 +439,92 @@ def test_panels_per_source_split_by_the_key_neither_colour_nor_marker_shows():
     assert "also differ" not in fig.get_suptitle()
 
 
+def _alike_in_a_panel(fig, table) -> list[set]:
+    """The groups of lines one panel draws alike (the same colour, line style and marker) whose runs differ in
+    some swept key or source: each group's distinct (source, swept values), where it has more than one."""
+    from matplotlib.colors import to_hex
+
+    keys = ["source", *swept_keys(table)]
+    values = {r: tuple(map(str, v)) for r, *v in table.drop_duplicates("run")[["run", *keys]].itertuples(index=False)}
+    alike = []
+    for ax in fig.axes:
+        looks: dict[tuple, set] = {}
+        for ln in series_lines(ax):
+            run = ln.get_gid().removeprefix("series:").split(" (+")[0]
+            looks.setdefault((to_hex(ln.get_color()), ln.get_linestyle(), ln.get_marker()), set()).add(values[run])
+        alike += [v for v in looks.values() if len(v) > 1]
+    return alike
+
+
+def _init_studies(lr_b=0.01):
+    """compare's two init studies: A sweeps depth 4, 12 x relu, tanh x three inits; B the same with two inits
+    (orthogonal, kaiming_normal) at another lr; run ids prefixed by their source, as compare's are."""
+    keys = ("init.name", "model.activation", "model.depth")
+    a = [config(d, act, 0, **{"init.name": i}) for d in (4, 12) for act in ("relu", "tanh")
+         for i in ("xavier_normal", "kaiming_normal", "orthogonal")]
+    b = [c | {"optim.lr": lr_b} for c in a if c["init.name"] != "xavier_normal"]
+    rate = lambda c: {"relu": 1.15, "tanh": 0.8}[c["model.activation"]]  # noqa: E731
+    parts = [fabricate([c | {"run": f"{src}/{run_id(c, keys)}"} for c in cs], source=src, rate=rate)
+             for src, cs in (("inits", a), ("inits-lr01", b))]
+    return [pd.concat([p[i] for p in parts], ignore_index=True).drop(columns="optim.lr") for i in (0, 1)]
+
+
+def test_curves_of_a_comparison_leave_no_swept_key_without_a_channel():
+    """compare --kind curves of two depth x activation x init studies: colour (depth), the sources' line
+    styles and a pair of panels per init left the activation nowhere, relu and tanh drawn alike (the title
+    only said `lines also differ in model.activation`); the activation takes a marker, so no two lines of a
+    panel whose runs differ in any swept key or source look alike, and the legend names each marker."""
+    from gradflow.plots.kinds import Options, draw, overlay_facet
+
+    _, metrics = _init_studies()
+    # overlaid: depth's colours, the sources' styles, init's panels, the activation's markers; compare
+    # --panels: the activation's colours, depth's styles, a panel per source, init's markers
+    for by_source, key, shown in ((False, "activation", ("relu", "tanh")),
+                                  (True, "init", ("xavier_normal", "kaiming_normal", "orthogonal"))):
+        o = Options(by_source=by_source)
+        o.facet = overlay_facet(metrics, "curves", o)
+        fig, _ = draw("curves", metrics, o)
+        assert _alike_in_a_panel(fig, metrics) == [], by_source
+        assert "also differ" not in fig.get_suptitle()
+        markers = {t.get_text(): h.get_marker() for lg in fig.legends
+                   for h, t in zip(lg.legend_handles, lg.get_texts())}
+        drawn = {markers.get(f"{key}={v}") for v in shown}
+        assert len(drawn) == len(shown) and not drawn & {None, "None"}, markers
+    grads = pd.concat([metrics, metrics[(metrics.split == "train") & (metrics.metric == "loss")]
+                       .assign(split="opt", metric="grad_norm")], ignore_index=True)
+    o = Options()
+    o.facet = overlay_facet(grads, "gradnorm", o)
+    fig, _ = draw("gradnorm", grads, o)
+    assert _alike_in_a_panel(fig, grads) == [] and "also differ" not in fig.get_suptitle()
+
+
+def test_curves_of_five_swept_keys_put_the_pairs_past_three_on_rows_below():
+    """depth x activation x init x width x lr: colour and line style take two keys, a marker the width, and
+    the six init x lr pairs of columns go on two rows of three (the title named three keys the lines were
+    drawn alike in); every panel's lines told apart."""
+    keys = ("model.depth", "model.activation", "init.name", "model.width", "optim.lr")
+    cs = [config(d, a, 1, **{"init.name": i, "model.width": w, "optim.lr": lr})
+          for d in (4, 8) for a in ("relu", "tanh") for i in ("xavier_normal", "kaiming_normal", "orthogonal")
+          for w in (16, 32) for lr in (0.01, 0.1)]
+    _, metrics, _ = fabricate([c | {"run": run_id(c, keys)} for c in cs])
+    fig = figures.curves(metrics)
+    assert _alike_in_a_panel(fig, metrics) == [] and "also differ" not in fig.get_suptitle()
+    panels = [ax for ax in fig.axes if ax.get_gid() != "colorbar"]
+    assert len(panels) == 2 * 12  # loss and accuracy under each of 6 x train | test
+    rows = sorted({ax.get_subplotspec().rowspan.start for ax in panels})
+    assert rows == [0, 1, 2, 3]  # two blocks of loss over accuracy
+    assert {ax.get_subplotspec().colspan.start for ax in panels} == set(range(6))
+    titles = [ax.get_title() for ax in panels if ax.get_subplotspec().rowspan.start == 2]
+    assert titles[0] == "init=orthogonal, lr=0.1: train", titles
+    # a study whose keys each have a channel keeps its figure: 2 pairs, no marker
+    two = [c for c in cs if c["model.width"] == 16 and c["optim.lr"] == 0.01 and c["init.name"] != "orthogonal"]
+    _, metrics, _ = fabricate([c | {"run": run_id(c, keys)} for c in two])
+    fig = figures.curves(metrics)
+    assert [ax.get_title() for ax in fig.axes[:4]] == ["init=kaiming_normal: train", "init=kaiming_normal: test",
+                                                       "init=xavier_normal: train", "init=xavier_normal: test"]
+    assert _alike_in_a_panel(fig, metrics) == [] and {ln.get_marker() for ln in lines_with(fig, "series:")} == {"None"}
+
+
 # --- heatmap -------------------------------------------------------------------------------------
 def test_heatmap_is_layer_by_step_on_a_log_colour_scale(single, sweep):
     layers, _, _ = single
@@ -628,13 +714,19 @@ def test_curves_give_the_key_colour_and_style_leave_out_a_train_test_pair_per_va
         lines = series_lines(ax)
         assert len(lines) == 6 and len({(str(ln.get_color()), str(ln.get_linestyle())) for ln in lines}) == 6
     assert "also differ" not in fig.get_suptitle()
-    # four inits: more pairs of columns than fit across; the title names the key instead
+    # four inits: more pairs of columns than fit across; init takes a marker each instead (the title only
+    # named it, the four inits' lines drawn alike)
     inits = ("xavier_normal", "kaiming_normal", "orthogonal", "standard")
     more = [config(d, a, 1, **{"init.name": i}) for d in (5, 10) for a in ("tanh", "relu") for i in inits]
     _, metrics, _ = fabricate([c | {"run": run_id(c, keys)} for c in more])
     fig = figures.curves(metrics)
     assert [ax.get_title() for ax in fig.axes[:2]] == ["train", "test"]
-    assert "lines also differ in init.name" in fig.get_suptitle()
+    assert "also differ" not in fig.get_suptitle()
+    for ax in fig.axes[:2]:  # 2 depths x 2 activations x 4 inits, each a colour, line style and marker of its own
+        lines = series_lines(ax)
+        assert len(lines) == 16 and len({(str(ln.get_color()), ln.get_linestyle(), ln.get_marker())
+                                         for ln in lines}) == 16
+    assert {f"init={i}" for i in inits} <= set(legend_texts(fig))
 
 
 def test_the_accuracy_axis_says_what_a_regression_run_counts():

@@ -3,6 +3,7 @@ against depth, and a per-run summary over two swept keys (grid)."""
 
 from __future__ import annotations
 
+import math
 import textwrap
 from dataclasses import dataclass
 from typing import Any
@@ -30,8 +31,9 @@ from gradflow.plots.series import (
 )
 from gradflow.summary import with_module_depth
 from gradflow.plots.style import (
-    PANEL_TITLE_WIDTH, THEORY_STYLE, Palette, bottom_and_left, colour_key, draw_series, extra_handles, facet_grid, has_marks,
-    label_minor_within, label_short_log_axis, legend, line_weight, new_figure, note_if_empty, panels_by, record,
+    AUTO_PANELS, PANEL_TITLE_WIDTH, THEORY_STYLE, Palette, bottom_and_left, colour_key, draw_series, extra_handles,
+    facet_grid, has_marks, label_minor_within, label_short_log_axis, legend, line_weight, marker_key, new_figure,
+    note_if_empty, panels_by, record,
     spans_decades, step_axis, style_key, unshown, unshown_panels, wrap_words,
 )
 
@@ -80,15 +82,18 @@ class OverSteps:
     group_keys: list[str]  # one line per distinct value of these
     color: str | None
     style: str | None
-    also: list[str]  # swept keys neither colour nor style shows (a panel per combination, or named in the title)
+    also: list[str]  # swept keys neither colour, style nor marker shows (a panel per combination, or in the title)
     between: list[str]  # keys only the sources differ in (their line styles show them)
+    marker: str | None = None  # a key shown by a marker on each line, where `also` would need too many panels
 
 
 def over_steps_keys(df: pd.DataFrame, what: str, color: str | None, facet: str | None,
-                    by_source: bool) -> OverSteps:
-    """The colour, the line style and the keys left over for a figure over steps of `df`'s runs: `colour_key`'s
-    key colours, as in the set's profiles (runs not swept together: one legended line each), a second with
-    few values styles, the sources their own style where no facet or panel per source takes them."""
+                    by_source: bool, panels: int = AUTO_PANELS) -> OverSteps:
+    """The colour, the line style, the marker and the keys left over for a figure over steps of `df`'s runs:
+    `colour_key`'s key colours, as in the set's profiles (runs not swept together: one legended line each), a
+    second with few values styles, the sources their own style where no facet or panel per source takes them;
+    where the keys left would need more than `panels` panels, one with few values takes a marker
+    (`marker_key`)."""
     sources = ordered_values(df["source"])
     multi_source = len(sources) > 1
     by_source = by_source and multi_source
@@ -105,7 +110,9 @@ def over_steps_keys(df: pd.DataFrame, what: str, color: str | None, facet: str |
     color = color or colour_key(df, swept, facet, styles_free=not by_style)
     style = style_key(df, swept, (color, facet), by_style)
     also, between = unshown(df, swept, (color, style, facet))
-    return OverSteps(sources, multi_source, by_source, swept, group_keys, color, style, also, between)
+    marker = marker_key(df, "source" if by_source else facet, also, panels)
+    also = [k for k in also if k != marker]
+    return OverSteps(sources, multi_source, by_source, swept, group_keys, color, style, also, between, marker)
 
 
 def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = False,
@@ -115,7 +122,8 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
     coloured by a swept key; the loss axis is logarithmic when it spans two decades or more.
     facet: a swept key with one train | test pair of columns per value (for a third swept key); without
     one, the swept keys that colour and line style leave out get a pair per combination of their values
-    (up to AUTO_CURVE_PANELS).
+    (up to AUTO_CURVE_PANELS side by side); where those would be more, one of them with few values takes a
+    marker on each line, and the pairs of the rest go on rows of AUTO_CURVE_PANELS (up to AUTO_PANELS).
     levels: reference losses drawn across the loss panels, by legend label (a reproduction's
     thresholds: {"1/6: predicting the mean": 0.1667}).
     """
@@ -136,13 +144,13 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
         raise GradflowError("the metrics table has no train, test or batch rows; splits present: "
                             + ", ".join(map(str, ordered_values(df["split"]))))
     df = _to_divergence(df, df[df["metric"].isin(rows) & df["split"].isin(splits)])
-    k = over_steps_keys(df, "curves", color, facet, by_source)
+    k = over_steps_keys(df, "curves", color, facet, by_source, AUTO_CURVE_PANELS)
     sources, by_source, swept, group_keys = k.sources, k.by_source, k.swept, k.group_keys
-    color, style, also, between = k.color, k.style, k.also, k.between
+    color, style, also, between, marker = k.color, k.style, k.also, k.between, k.marker
     # by_source: a panel per results folder, train solid and test dotted in it; unless a swept key needs the
     # line style, and then a panel per folder and split (both activations drawn alike read as one)
     split_style = by_source and style is None
-    palette = Palette(df, color, style)
+    palette = Palette(df, color, style, marker=marker)
     split_styles = {"train": "-", "test": ":", "batch": "-"}
 
     # columns: (title, their rows of df, the splits drawn in them)
@@ -151,8 +159,10 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
 
     # the keys neither the colour nor the line style shows: a pair of columns per combination of their values
     # (with the facet's, where one is given)
-    # (by_source, with each folder's: a folder's runs of two norms were drawn alike in its columns)
-    split = unshown_panels(df, "source" if by_source else facet, also, AUTO_CURVE_PANELS)
+    # (by_source, with each folder's: a folder's runs of two norms were drawn alike in its columns); more
+    # than AUTO_CURVE_PANELS go on rows of that many (a pair of rows, loss over accuracy, each)
+    split = unshown_panels(df, "source" if by_source else facet, also, AUTO_PANELS)
+    blocks = 1 if split is None else math.ceil(len(split[0]) / AUTO_CURVE_PANELS)
     if split_style and split is not None:
         cols, also = [(title, sub, splits) for sub, title in zip(*split)], []
     elif split_style:
@@ -167,10 +177,25 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
                 for v in ordered_values(df[facet]) for sp in splits]
     else:
         cols = [(SPLITS.get(sp, sp), df, [sp]) for sp in splits]
-    size = (min(3.2 * len(cols) + 2.4, 16.0), 2.6 * len(rows) + 0.9)
-    fig, axes = new_figure(len(rows), len(cols), size, sharex=True, sharey="row")
+    across = math.ceil(len(cols) / blocks)  # columns in each block of rows
+    size = (min(3.2 * across + 2.4, 16.0), (2.6 * len(rows) + 0.4) * blocks + 0.5)
+    fig, grid_axes = new_figure(len(rows) * blocks, across, size, sharex=True, sharey=False)
+    # axes[i, j]: metric i of column j, the columns past the first block's on the rows below it
+    axes = np.array([[grid_axes[b * len(rows) + i, c] for b in range(blocks) for c in range(across)]
+                     for i in range(len(rows))])[:, :len(cols)]
+    for i in range(len(rows)):  # each metric's row(s) share its y axis, inner panels unlabelled
+        for j, ax in enumerate(axes[i]):
+            if j:
+                ax.sharey(axes[i, 0])
+            if j % across:
+                ax.tick_params(labelleft=False)
+    for c in range(len(cols) - (blocks - 1) * across, across):  # a last block of fewer pairs: no spare panels
+        for i in range(len(rows)):
+            grid_axes[(blocks - 1) * len(rows) + i, c].remove()
+    for ax in axes[-1]:  # each block's steps under its own panels
+        ax.tick_params(labelbottom=True)
     # each column's title over as many lines as its width needs (six columns ran into each other)
-    title_width = int(PANEL_TITLE_WIDTH / 4.0 * (size[0] - 2.4) / len(cols))
+    title_width = int(PANEL_TITLE_WIDTH / 4.0 * (size[0] - 2.4) / across)
     everything: list[Series] = []
     cut_at = None  # the loss axis's top where diverging runs would squash the others (see _diverging_cut)
     for i, metric in enumerate(rows):
@@ -189,11 +214,11 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
                 if part.empty:
                     continue
                 series = sort_series(collect_series(part, "step", group_keys, log, mark_diverged_end=True), df,
-                                     [k for k in (color, style) if k] + also)
+                                     [k for k in (color, style, marker) if k] + also)
                 lw, alpha = line_weight(len(series))
                 for s in series:
                     ls = split_styles.get(split, "-") if split_style else palette.style_of(s.config)
-                    draw_series(ax, s, palette.color_of(s.config), ls, lw, alpha)
+                    draw_series(ax, s, palette.color_of(s.config), ls, lw, alpha, marker=palette.marker_for(s.config))
                 drawn += series
             note_if_empty(ax, drawn)
             everything += drawn
@@ -202,7 +227,7 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
             if metric == "loss":
                 for _, y, ls in level_lines:
                     ax.axhline(y, ls=ls, zorder=1.5, gid="level", **level_style)
-            if j == 0:
+            if j % across == 0:
                 ax.set_ylabel({"loss": "loss", "acc": acc_label}[metric] + (" (log)" if log else ""))
             if i == len(rows) - 1:  # (judged on the evaluations: diverged runs' steps among evenly spaced ones, 4, 5,
                 steps = df["step"].unique()  # 6, 7, 9 before 10, 20, ..., read as log-spaced steps, a symlog axis)

@@ -75,8 +75,8 @@ def gradnorm(metrics: pd.DataFrame, color: str | None = None, by_source: bool = 
     shares = clipped_shares(df)
     k = over_steps_keys(drawn, "gradnorm", color, facet, by_source)
     sources, by_source, swept, group_keys = k.sources, k.by_source, k.swept, k.group_keys
-    color, style, also, between = k.color, k.style, k.also, k.between
-    palette = Palette(drawn, color, style)
+    color, style, also, between, marker = k.color, k.style, k.also, k.between, k.marker
+    palette = Palette(drawn, color, style, marker=marker)
 
     def rows_of(key: str, v) -> pd.DataFrame:
         return drawn[drawn[key].map(vkey) == vkey(v)]
@@ -97,11 +97,12 @@ def gradnorm(metrics: pd.DataFrame, color: str | None = None, by_source: bool = 
     for ax, (title, sub) in zip(axes, panels):
         ax.set_yscale("log")
         series = sort_series(collect_series(sub, "step", group_keys, True, mark_diverged_end=True), drawn,
-                             [k for k in (color, style) if k] + also)
+                             [k for k in (color, style, marker) if k] + also)
         lw, alpha = line_weight(len(series))
         line_shares = [_share(s, shares) for s in series]  # nan for a line that does not clip
         for s in series:
-            draw_series(ax, s, palette.color_of(s.config), palette.style_of(s.config), lw, alpha)
+            draw_series(ax, s, palette.color_of(s.config), palette.style_of(s.config), lw, alpha,
+                        marker=palette.marker_for(s.config))
         if np.isfinite(line_shares).sum() <= MOST_SHARES:
             _write_shares(ax, [(s, share, palette.color_of(s.config)) for s, share in zip(series, line_shares)
                                if np.isfinite(share)])

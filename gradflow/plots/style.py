@@ -103,6 +103,24 @@ def panels_by(df: pd.DataFrame, keys: list[str], most: int = AUTO_PANELS
     return [df[panel == j] for j in range(len(ordered))], [wrap_words(t, PANEL_TITLE_WIDTH) for t in titles]
 
 
+def marker_key(df: pd.DataFrame, panel: str | None, also: list[str], most: int) -> str | None:
+    """Where the swept keys colour and line style leave out (`also`) would need more than `most` panels
+    (with `panel`'s values: a facet, or the source under compare --panels), the one of them a marker shows
+    (o, s, ^, D on each line): of those with at most len(STYLE_MARKERS) values, one after which the rest fit
+    the panels, then the fewest values, then the first; None where the panels fit or no key is so few. (A
+    depth x activation x init sweep beside another, by colour, source and init's panels: relu and tanh were
+    drawn alike, the title saying only `lines also differ in model.activation`.)"""
+    if not also or unshown_panels(df, panel, also, most) is not None:
+        return None
+    few = [k for k in also if n_distinct(df[k]) <= len(STYLE_MARKERS)]
+
+    def left(k: str) -> int:  # panels the other keys need once `k` takes the markers
+        rest = [*([panel] if panel else []), *(a for a in also if a != k)]
+        return len(set(zip(*(df[r].map(vkey) for r in rest)))) if rest else 1
+
+    return min(few, key=lambda k: (left(k) > most, n_distinct(df[k]), also.index(k)), default=None)
+
+
 def unshown_panels(df: pd.DataFrame, facet: str | None, also: list[str], most: int = AUTO_PANELS
                    ) -> tuple[list[pd.DataFrame], list[str]] | None:
     """A panel per combination of the values of `also`, the swept keys neither colour nor line style shows,
@@ -182,10 +200,12 @@ def _source_keys(df: pd.DataFrame, fixed: dict) -> dict:
 class Palette:
     """Colour by one swept key (ordered numbers: viridis + colorbar; anything else: tab10 + legend),
     line style by an optional second key with few values; with `marks`, that key is a marker on solid
-    lines instead (a profile's: its dashed theory lines read as runs of a dashed style)."""
+    lines instead (a profile's: its dashed theory lines read as runs of a dashed style); `marker`, a third
+    key with few values shown by a marker on each line beside the line style (`marker_key`'s)."""
 
-    def __init__(self, df: pd.DataFrame, color: str | None, style: str | None = None, marks: bool = False):
-        self.color, self.style, self.marks = color, style, marks
+    def __init__(self, df: pd.DataFrame, color: str | None, style: str | None = None, marks: bool = False,
+                 marker: str | None = None):
+        self.color, self.style, self.marks, self.marker = color, style, marks, marker
         # a comparison's sources are named with what sets them apart (the keys its table leaves out)
         self._source_keys: dict = df.attrs.get("source_keys", {})  # (store.SOURCE_KEYS)
         if "source" in (color, style):
@@ -227,6 +247,9 @@ class Palette:
         if style is not None:
             self.style_values = ordered_values(df[style])
             self._styles = {vkey(v): LINE_STYLES[i % len(LINE_STYLES)] for i, v in enumerate(self.style_values)}
+        if marker is not None:
+            self.marker_values = ordered_values(df[marker])
+            self._markers = {vkey(v): STYLE_MARKERS[i % len(STYLE_MARKERS)] for i, v in enumerate(self.marker_values)}
 
     def color_of(self, config: dict, default: Any = "C0") -> Any:
         return self._colors.get(vkey(config.get(self.color)), NAN_COLOR) if self.color else default
@@ -237,7 +260,10 @@ class Palette:
         return self._styles.get(vkey(config.get(self.style)), "-") if self.style else "-"
 
     def marker_for(self, config: dict) -> str | None:
-        """The marker of `config`'s value of the style key where it is shown by markers (`marks`), else None."""
+        """The marker of `config`'s value of the marker key, or of the style key where it is shown by markers
+        (`marks`), else None."""
+        if self.marker is not None:
+            return self._markers.get(vkey(config.get(self.marker)), "o")
         if not (self.marks and self.style):
             return None
         return marker_of(self._styles.get(vkey(config.get(self.style)), "-"))
@@ -255,11 +281,16 @@ class Palette:
                 what = "runs" if self.color == "run" else "values"
                 out.append(Line2D([], [], color="none",
                                   label=f"and {len(self.values) - len(named)} more {what}\n(not named here)"))
-        if self.style is not None:
+        if self.style is not None:  # (its markers are the marker key's where there is one: dashes alone)
+            styled = (markers or self.marks) and self.marker is None
             out += [Line2D([], [], color="0.2", lw=1.3, ls="-" if self.marks else self._styles[vkey(v)],
-                           **({"marker": marker_of(self._styles[vkey(v)]), "ms": 4} if markers or self.marks else {}),
+                           **({"marker": marker_of(self._styles[vkey(v)]), "ms": 4} if styled else {}),
                            label=wrap_label(self._label(self.style, v, value_label(self.style, v))))
                     for v in self.style_values]
+        if self.marker is not None:
+            out += [Line2D([], [], color="0.2", ls="none", marker=self._markers[vkey(v)], ms=5,
+                           label=wrap_label(value_label(self.marker, v)))
+                    for v in self.marker_values]
         return out, title
 
     def _label(self, key: str, v: Any, plain: str | None = None) -> str:
