@@ -525,6 +525,41 @@ def test_curves_of_five_swept_keys_put_the_pairs_past_three_on_rows_below():
     assert _alike_in_a_panel(fig, metrics) == [] and {ln.get_marker() for ln in lines_with(fig, "series:")} == {"None"}
 
 
+def test_curves_with_more_keys_than_any_channel_shows_are_a_figure_per_value():
+    """activation x lr x width, five lrs and five widths: colour takes the activation, and neither lr nor width
+    has few enough values for a line style or marker, nor 25 combinations room in the panels: one figure per
+    width (`figure_parts`, in plot, compare and the standard set alike; of equals the first swept), each a pair
+    of panels per lr, its title naming its width, and no two lines of a panel alike (one figure drew the 25
+    alike in a panel)."""
+    from gradflow.plots.kinds import Options, draw, figure_parts, split_note
+    from gradflow.plots.standard import plan
+
+    keys = ("model.activation", "optim.lr", "model.width")
+    lrs, widths = (0.001, 0.003, 0.01, 0.03, 0.1), (8, 16, 32, 64, 128)
+    cs = [config(4, a, 1, **{"optim.lr": lr, "model.width": w}) for a in ("relu", "tanh") for lr in lrs for w in widths]
+    _, metrics, _ = fabricate([c | {"run": run_id(c, keys)} for c in cs], steps=(0, 20))
+    assert _alike_in_a_panel(figures.curves(metrics), metrics) != []  # (one figure of them all)
+    parts = figure_parts("curves", metrics, Options())
+    assert [items for items, _ in parts] == [[f"model.width={w}"] for w in widths]
+    assert "one figure per value of model.width (5 figures)" in split_note("curves", parts)
+    items, part = parts[2]
+    fig, _ = draw("curves", part, Options())
+    assert _alike_in_a_panel(fig, part) == [] and "also differ" not in fig.get_suptitle()
+    assert len([ax for ax in fig.axes if ax.get_gid() != "colorbar"]) == 2 * 2 * len(lrs)
+    at = {ax.get_title(): (ax.get_subplotspec().rowspan.start, ax.get_subplotspec().colspan.start)
+          for ax in fig.axes if ax.get_title()}  # five pairs on rows of three: no pair broken across rows
+    assert [at[f"lr={lr}: test"] for lr in lrs] == [(r, c + 1) for r, c in (at[f"lr={lr}: train"] for lr in lrs)]
+    assert sorted({r for r, _ in at.values()}) == [0, 2]
+    # the standard set, which facets by the activation (its third key), colours by width: a figure per lr
+    planned = [p for p in plan(None, metrics, None) if p.name.startswith("curves")]
+    assert [p.name for p in planned] == [f"curves-optim.lr={lr}" for lr in lrs]
+    fig = planned[2].draw(*planned[2].args, **planned[2].kwargs)
+    assert "only the runs with optim.lr=0.01" in fig.get_suptitle() and "also differ" not in fig.get_suptitle()
+    assert _alike_in_a_panel(fig, planned[2].args[0]) == []
+    # a study whose keys each have a channel is one figure, as it was
+    assert [items for items, _ in figure_parts("curves", part, Options())] == [[]]
+
+
 # --- heatmap -------------------------------------------------------------------------------------
 def test_heatmap_is_layer_by_step_on_a_log_colour_scale(single, sweep):
     layers, _, _ = single

@@ -26,7 +26,8 @@ from gradflow.cli.ls import keep_where
 from gradflow.errors import GradflowError
 from gradflow.fmt import and_list, fmt as number, key_value
 from gradflow.plots.kinds import (
-    COMPARE_KINDS, KIND_HELP, KINDS, Options, check_options, choose, draw, load_table, overlay_facet, refuse_unused,
+    COMPARE_KINDS, KIND_HELP, KINDS, Options, check_options, choose, draw, figure_parts, load_table, overlay_facet,
+    refuse_unused, say_part, split_note,
 )
 from gradflow.keys import abbreviate, full_key, is_missing, partial_keys, partial_phrase, swept_keys
 from gradflow.plots.save import FORMATS, file_part, save
@@ -121,11 +122,28 @@ def plot(
     if where:  # (before the options' checks: a key it fixes is no axis)
         df = _where(df, where).copy()
     check_options(df, kind, o, f"{path} (the runs of --where {' '.join(where)})" if where else str(path))
-    fig, stem = draw(kind, df, o)
-    _say_where(fig, where)
-    stem += f"-where-{file_part(','.join(where))}" if where else ""  # (beside the figure of every run)
-    _print_paths([save(fig, out_file or out_dir / f"{stem}.{fmt}", fmt)])
+    parts = figure_parts(kind, df, o)  # (one; of curves and gradnorm, one per value of a key left no channel)
+    written = []
+    for items, part in parts:
+        fig, stem = draw(kind, part, o)
+        _say_where(fig, where)
+        say_part(fig, items)
+        stem += f"-where-{file_part(','.join(where))}" if where else ""  # (beside the figure of every run)
+        written.append(save(fig, _part_file(out_file, items) or out_dir / f"{stem}{_part_suffix(items)}.{fmt}", fmt))
+    _print_paths(written)
+    if note := split_note(kind, parts):
+        print_note(note, style="yellow", to=err_console)
     _left_out(path)
+
+
+def _part_suffix(items: list[str]) -> str:
+    """A figure of `figure_parts`' file name ending: `-optim.lr=0.1` (nothing for the one figure of all runs)."""
+    return f"-{file_part(','.join(items))}" if items else ""
+
+
+def _part_file(out_file: Path | None, items: list[str]) -> Path | None:
+    """--out FILE for one of several figures: FILE's name with the part's ending (curves-optim.lr=0.1.png)."""
+    return out_file.with_name(f"{out_file.stem}{_part_suffix(items)}{out_file.suffix}") if out_file else None
 
 
 def _say_where(fig, where: list[str] | None) -> None:
@@ -463,19 +481,26 @@ def compare(
     df = matching.overlay_table(paths, sources, runs, KINDS[kind][0], list(differ), include_stale)
     check_options(df, kind, o, " and ".join(map(str, paths)))
     o.facet = overlay_facet(df, kind, o)
-    fig, stem = draw(kind, df, o)
-    _say_where(fig, where)
-    stem = stem.split("-facet-")[0]  # the panels follow from the data; the name says what was asked
-    name = file_part("-vs-".join(file_part(s, 40) for s in sources), 160)
-    name += f"-where-{file_part(','.join(where))}" if where else ""  # (beside the figure of every run)
-    written = save(fig, out_file or out_dir / f"compare-{stem}-{name}.{fmt}", fmt)
+    parts = figure_parts(kind, df, o)  # (one; of curves and gradnorm, one per value of a key left no channel)
+    written = []
+    for items, part in parts:
+        fig, stem = draw(kind, part, o)
+        _say_where(fig, where)
+        say_part(fig, items)
+        stem = stem.split("-facet-")[0]  # the panels follow from the data; the name says what was asked
+        name = file_part("-vs-".join(file_part(s, 40) for s in sources), 160)
+        name += f"-where-{file_part(','.join(where))}" if where else ""  # (beside the figure of every run)
+        written.append(save(fig, _part_file(out_file, items)
+                            or out_dir / f"compare-{stem}-{name}{_part_suffix(items)}.{fmt}", fmt))
 
     marked, flagged = mark_flagged(runs)  # ok*, as ls shows it: a run that learned nothing is no success
     show_comparison(matching.comparison(marked, sources, by), sources, by, differ, matching.pooled_keys(runs, by),
                     flagged, matching.unmatched(runs, sources, by), partial_keys(runs, list(differ), store.SOURCE),
                     where if matched_before and not by else [],  # (one row per source: --where's doing)
                     bool(module_depth_rows(runs).any()), runs)
-    _print_paths([written])
+    _print_paths(written)
+    if note := split_note(kind, parts):
+        print_note(note, style="yellow", to=err_console)
 
 
 app.command("plot")(plot)

@@ -115,6 +115,17 @@ def over_steps_keys(df: pd.DataFrame, what: str, color: str | None, facet: str |
     return OverSteps(sources, multi_source, by_source, swept, group_keys, color, style, also, between, marker)
 
 
+def unshown_keys(df: pd.DataFrame, what: str, color: str | None = None, facet: str | None = None,
+                 by_source: bool = False) -> list[str]:
+    """The swept keys a figure over steps of `df` (`what`: curves or gradnorm) leaves without colour, line
+    style, marker or panel (more combinations than AUTO_PANELS panels): those its title would name, `lines
+    also differ in ...`, its lines drawn alike in them; [] where every key has a channel."""
+    k = over_steps_keys(df, what, color, facet, by_source, AUTO_CURVE_PANELS if what == "curves" else AUTO_PANELS)
+    if not k.also or unshown_panels(df, "source" if k.by_source else facet, k.also, AUTO_PANELS) is not None:
+        return []
+    return k.also
+
+
 def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = False,
            facet: str | None = None, levels: dict[str, float] | None = None) -> Figure:
     """Loss (top) and accuracy (bottom) against step; columns train | test (or one per results
@@ -177,7 +188,8 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
                 for v in ordered_values(df[facet]) for sp in splits]
     else:
         cols = [(SPLITS.get(sp, sp), df, [sp]) for sp in splits]
-    across = math.ceil(len(cols) / blocks)  # columns in each block of rows
+    per = len(cols) // len(split[0]) if split is not None else 1  # columns per panel's runs (train | test)
+    across = math.ceil(len(cols) / per / blocks) * per  # columns in each block of rows, no pair broken
     size = (min(3.2 * across + 2.4, 16.0), (2.6 * len(rows) + 0.4) * blocks + 0.5)
     fig, grid_axes = new_figure(len(rows) * blocks, across, size, sharex=True, sharey=False)
     # axes[i, j]: metric i of column j, the columns past the first block's on the rows below it

@@ -216,6 +216,49 @@ def draw(kind: str, df: pd.DataFrame, o: Options):
 
 
 
+def figure_parts(kind: str, df: pd.DataFrame, o: Options) -> list[tuple[list[str], pd.DataFrame]]:
+    """The figures `kind` draws of `df`, each as (the key=value items that pick its runs, its rows): one, with
+    no items; or, for curves and gradnorm whose swept keys are more than colour, line style, marker and the
+    panels show (`unshown_keys`), one per value of the key left over (of several, the one with the fewest
+    values; again within each where keys are still left), so no two runs are drawn alike."""
+    if kind not in ("curves", "gradnorm"):
+        return [([], df)]
+    from gradflow.fmt import fmt
+    from gradflow.keys import vkey
+    from gradflow.plots.curves import unshown_keys
+
+    left = unshown_keys(df, kind, o.color, o.facet, o.by_source)
+    if not left:
+        return [([], df)]
+    key = min(left, key=lambda k: n_distinct(df[k]))
+    return [([f"{key}={fmt(v)}", *items], part)
+            for v in ordered_values(df[key])
+            for items, part in figure_parts(kind, df[df[key].map(vkey) == vkey(v)], o)]
+
+
+def split_note(kind: str, parts: list[tuple[list[str], pd.DataFrame]]) -> str | None:
+    """The terminal's line where `figure_parts` drew a figure per value, naming the keys and the figures."""
+    keys = list(dict.fromkeys(item.split("=")[0] for items, _ in parts for item in items))
+    if not keys:
+        return None
+    return (f"{kind}: more swept keys than colour, line style, marker and panels show; one figure per value of "
+            f"{' x '.join(keys)} ({len(parts)} figures)")
+
+
+def say_part(fig, items: list[str]) -> None:
+    """The title's last line names the runs of one of several figures (`figure_parts`)."""
+    if items:
+        fig.suptitle(f"{fig.get_suptitle()}\nonly the runs with {', '.join(items)} (a figure per value: more keys "
+                     "than colour, line style, marker and panels show)", fontsize=10)
+
+
+def draw_part(draw: Any, items: list[str], *args, **kwargs):
+    """`draw(*args, **kwargs)`, the figure of one of `figure_parts`' parts, its title naming the part."""
+    fig = draw(*args, **kwargs)
+    say_part(fig, items)
+    return fig
+
+
 def overlay_facet(df: pd.DataFrame, kind: str, o: Options) -> str | None:
     """The panels of an overlay of sources: colour and line style (the source) carry two keys, so a
     further swept key with few values splits panels and no two lines look alike."""

@@ -147,13 +147,13 @@ def plan(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.Dat
         skip("heatmap", "no layer probed (no layers.parquet)")
     curve_rows = metrics[metrics["metric"].isin(["loss", "acc"])] if usable(metrics) else metrics
     if usable(curve_rows) and (curve_rows["step"] > 0).any():  # (train.steps=0: a dot per run is no curve)
-        emit("curves", curves, metrics, facet=_third_key(metrics))
+        _emit_parts(emit, "curves", curves, metrics)
     elif usable(curve_rows):
         skip("curves", f"step {int(curve_rows['step'].max())} alone recorded")
     elif usable(layers):
         skip("curves", "no loss or accuracy logged")
     if usable(metrics) and _shows_gradnorm(metrics):
-        emit("gradnorm", gradnorm, metrics, facet=_third_key(metrics))
+        _emit_parts(emit, "gradnorm", gradnorm, metrics)
     if usable(runs) and not single:
         runs = with_module_depth(runs, probed)  # (a custom module's depth: its probe points')
         swept = swept_keys(runs)
@@ -400,6 +400,20 @@ def _drawing_pool(n_runs: int) -> DrawingPool | None:
         return None
     pool.start()
     return pool
+
+
+def _emit_parts(emit: Callable[..., None], name: str, draw: Callable[..., Any], metrics: pd.DataFrame) -> None:
+    """Plan `name` (curves, gradnorm) of `metrics`: one figure, or where its swept keys are more than colour,
+    line style, marker and panels show, one per value of the key left over (`figure_parts`), each with the
+    panels of its own runs, `curves-optim.lr=0.1`."""
+    from gradflow.plots.kinds import Options, draw_part, figure_parts
+
+    parts = figure_parts(name, metrics, Options(facet=_third_key(metrics)))
+    for items, part in parts:
+        if not items:
+            emit(name, draw, part, facet=_third_key(part))
+        else:
+            emit(f"{name}-{file_part(','.join(items))}", partial(draw_part, draw, items), part, facet=_third_key(part))
 
 
 def _third_key(df: pd.DataFrame | None) -> str | None:
