@@ -281,6 +281,60 @@ def test_profile_gives_the_keys_colour_and_style_leave_out_a_panel_per_combinati
     assert len([ax for ax in fig.axes if ax.get_gid() != "colorbar"]) == 1
     assert "lines also differ in" in fig.get_suptitle()
 
+def test_profiles_with_more_keys_than_colour_marker_and_panels_show_are_a_figure_per_value():
+    """activation x lr x width, five lrs and five widths: colour takes the activation, and neither lr nor width
+    has few enough values for a marker (a profile has no line style: its dashes are the theory's), nor 25
+    combinations room in the panels. One figure drew the lines of a panel alike in both (its title said `lines
+    also differ in ...`); now one figure per value of one of them (`figure_parts`, as the curves'), in plot,
+    compare and the standard set, each a panel per value of the other, and no two lines of a panel alike."""
+    from gradflow.plots.kinds import Options, draw, figure_parts, overlay_facet, split_note
+    from gradflow.plots.standard import plan
+
+    keys = ("model.activation", "optim.lr", "model.width")
+    lrs, widths = (0.001, 0.003, 0.01, 0.03, 0.1), (8, 16, 32, 64, 128)
+    cs = [config(4, a, 1, **{"optim.lr": lr, "model.width": w}) for a in ("relu", "tanh") for lr in lrs for w in widths]
+    layers, _, _ = fabricate([c | {"run": run_id(c, keys)} for c in cs], steps=(0, 20))
+    for step in (0, "last"):
+        assert _alike_in_a_panel(figures.profile(layers, step=step), layers) != []  # (one figure of them all)
+        o = Options(step=step)
+        parts = figure_parts("profile", layers, o)
+        assert [items for items, _ in parts] == [[f"model.width={w}"] for w in widths]
+        assert "colour, marker and panels show; one figure per value of model.width (5 figures)" \
+            in split_note("profile", parts).replace("\n", " ")
+        items, part = parts[2]
+        fig, stem = draw("profile", part, o)
+        assert _alike_in_a_panel(fig, part) == [] and "also differ" not in fig.get_suptitle()
+        panels = [ax for ax in fig.axes if ax.get_gid() != "colorbar"]
+        assert [ax.get_title() for ax in panels] == [f"lr={lr}" for lr in lrs]
+        assert [len(series_lines(ax)) for ax in panels] == [2] * len(lrs)  # relu and tanh, each its colour
+        assert {"relu", "tanh"} <= set(legend_texts(fig))
+    # the standard set, which facets by the activation (its third key), colours by width: a figure per lr, each
+    # named as the curves' are
+    planned = [p for p in plan(layers, None, None) if p.name.startswith("profile-grad_norm")]
+    assert [p.name for p in planned] == [f"profile-grad_norm-{when}-optim.lr={lr}" for when in ("step0", "last")
+                                         for lr in lrs]
+    fig = planned[2].draw(*planned[2].args, **planned[2].kwargs)
+    assert "only the runs with optim.lr=0.01" in fig.get_suptitle() and "also differ" not in fig.get_suptitle()
+    assert "colour, marker and panels" in fig.get_suptitle()
+    assert _alike_in_a_panel(fig, planned[2].args[0]) == []
+    # compare of two folders of it: the sources take the markers, the activation the panels, the width the
+    # colour: a figure per lr
+    both = pd.concat([layers, layers.assign(source="other", value=layers.value * 2)], ignore_index=True)
+    o = Options()
+    o.facet = overlay_facet(both, "profile", o)
+    parts = figure_parts("profile", both, o)
+    assert [items for items, _ in parts] == [[f"optim.lr={lr}"] for lr in lrs]
+    for items, part in parts:
+        fig, _ = draw("profile", part, o)
+        assert _alike_in_a_panel(fig, part) == [] and "also differ" not in fig.get_suptitle(), items
+        assert [ax.get_title() for ax in fig.axes if ax.get_gid() != "colorbar"] == ["activation=relu",
+                                                                                     "activation=tanh"]
+    # a study whose keys each have a channel is one figure, as it was
+    assert [items for items, _ in figure_parts("profile", parts[0][1], o)] == [[]]
+    four = layers[layers["model.width"] == 16]
+    assert [p.name for p in plan(four, None, None) if p.name.startswith("profile-grad_norm")] == [
+        "profile-grad_norm-step0", "profile-grad_norm-last"]
+
 
 def test_ratio_gives_the_keys_colour_and_style_leave_out_a_panel_per_value():
     """Depth on the x axis, activation the colour, width the line style: the init gets a panel per value."""

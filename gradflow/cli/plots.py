@@ -122,12 +122,12 @@ def plot(
     if where:  # (before the options' checks: a key it fixes is no axis)
         df = _where(df, where).copy()
     check_options(df, kind, o, f"{path} (the runs of --where {' '.join(where)})" if where else str(path))
-    parts = figure_parts(kind, df, o)  # (one; of curves and gradnorm, one per value of a key left no channel)
+    parts = figure_parts(kind, df, o)  # (one; of curves, gradnorm and profile, one per value of a key left no channel)
     written = []
     for items, part in parts:
         fig, stem = draw(kind, part, o)
         _say_where(fig, where)
-        say_part(fig, items)
+        say_part(fig, items, kind)
         stem += f"-where-{file_part(','.join(where))}" if where else ""  # (beside the figure of every run)
         written.append(save(fig, _part_file(out_file, items) or out_dir / f"{stem}{_part_suffix(items)}.{fmt}", fmt))
     _print_paths(written)
@@ -481,12 +481,12 @@ def compare(
     df = matching.overlay_table(paths, sources, runs, KINDS[kind][0], list(differ), include_stale)
     check_options(df, kind, o, " and ".join(map(str, paths)))
     o.facet = overlay_facet(df, kind, o)
-    parts = figure_parts(kind, df, o)  # (one; of curves and gradnorm, one per value of a key left no channel)
+    parts = figure_parts(kind, df, o)  # (one; of curves, gradnorm and profile, one per value of a key left no channel)
     written = []
     for items, part in parts:
         fig, stem = draw(kind, part, o)
         _say_where(fig, where)
-        say_part(fig, items)
+        say_part(fig, items, kind)
         stem = stem.split("-facet-")[0]  # the panels follow from the data; the name says what was asked
         name = file_part("-vs-".join(file_part(s, 40) for s in sources), 160)
         name += f"-where-{file_part(','.join(where))}" if where else ""  # (beside the figure of every run)

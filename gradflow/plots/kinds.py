@@ -219,15 +219,20 @@ def draw(kind: str, df: pd.DataFrame, o: Options):
 def figure_parts(kind: str, df: pd.DataFrame, o: Options) -> list[tuple[list[str], pd.DataFrame]]:
     """The figures `kind` draws of `df`, each as (the key=value items that pick its runs, its rows): one, with
     no items; or, for curves and gradnorm whose swept keys are more than colour, line style, marker and the
-    panels show (`unshown_keys`), one per value of the key left over (of several, the one with the fewest
+    panels show (`unshown_keys`), and profiles whose keys are more than colour, marker and the panels show
+    (`profiles.unshown_keys`), one per value of the key left over (of several, the one with the fewest
     values; again within each where keys are still left), so no two runs are drawn alike."""
-    if kind not in ("curves", "gradnorm"):
+    if kind not in ("curves", "gradnorm", "profile"):
         return [([], df)]
     from gradflow.fmt import fmt
     from gradflow.keys import vkey
-    from gradflow.plots.curves import unshown_keys
+    from gradflow.plots import curves, profiles
 
-    left = unshown_keys(df, kind, o.color, o.facet, o.by_source)
+    if kind == "profile":
+        left = profiles.unshown_keys(df, o.quantity or default_quantity(df), 0 if o.step is None else o.step,
+                                     o.color, o.facet, o.by_source)
+    else:
+        left = curves.unshown_keys(df, kind, o.color, o.facet, o.by_source)
     if not left:
         return [([], df)]
     key = min(left, key=lambda k: n_distinct(df[k]))
@@ -241,21 +246,26 @@ def split_note(kind: str, parts: list[tuple[list[str], pd.DataFrame]]) -> str | 
     keys = list(dict.fromkeys(item.split("=")[0] for items, _ in parts for item in items))
     if not keys:
         return None
-    return (f"{kind}: more swept keys than colour, line style, marker and panels show; one figure per value of "
+    return (f"{kind}: more swept keys than {channels(kind)} show; one figure per value of "
             f"{' x '.join(keys)} ({len(parts)} figures)")
 
 
-def say_part(fig, items: list[str]) -> None:
+def channels(kind: str | None) -> str:
+    """What tells `kind`'s lines apart: a profile has no line style (its dashes are the theory's)."""
+    return "colour, marker and panels" if kind == "profile" else "colour, line style, marker and panels"
+
+
+def say_part(fig, items: list[str], kind: str | None = None) -> None:
     """The title's last line names the runs of one of several figures (`figure_parts`)."""
     if items:
         fig.suptitle(f"{fig.get_suptitle()}\nonly the runs with {', '.join(items)} (a figure per value: more keys "
-                     "than colour, line style, marker and panels show)", fontsize=10)
+                     f"than {channels(kind)} show)", fontsize=10)
 
 
-def draw_part(draw: Any, items: list[str], *args, **kwargs):
+def draw_part(draw: Any, items: list[str], *args, kind: str | None = None, **kwargs):
     """`draw(*args, **kwargs)`, the figure of one of `figure_parts`' parts, its title naming the part."""
     fig = draw(*args, **kwargs)
-    say_part(fig, items)
+    say_part(fig, items, kind)
     return fig
 
 

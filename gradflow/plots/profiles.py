@@ -4,7 +4,7 @@ over layer x step (heatmap)."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -58,7 +58,9 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     solid lines (dashes are the theory's). Where the mean-field theory has a prediction (grad_norm,
     signal_norm), a dashed line of slope sqrt(chi1) per layer is drawn through the last layer's value at
     step 0 (theory=False leaves it out; for grad_norm only where q* is finite and nonzero, see `_chi1`).
-    by_source: one panel per results folder instead of one marker each.
+    by_source: one panel per results folder instead of one marker each. The swept keys colour and marker leave
+    out get a panel per combination of their values, up to AUTO_PANELS; beyond that the title names them
+    (`unshown_keys`: `kinds.figure_parts` draws a figure per value of one of them instead).
     """
     df = _quantity(require(layers, "layers", LAYERS_REQUIRED), quantity)
     marked = blocks(_of_runs(layers, df))  # ticked at the blocks: every quantity's points
@@ -66,24 +68,9 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     ended = ended_early(whole, df) if parse_step(step) == "last" else {}  # diverged after the step drawn
     theory = theory and parse_step(step) == 0  # mean-field theory describes the random initialization
     label = QUANTITIES.get(quantity, Label(quantity, quantity))
-    multi_source = n_distinct(df["source"]) > 1
-    by_source = by_source and multi_source
-    if by_source and facet is not None:
-        raise GradflowError("profile: pass facet=... or by_source=True, not both (by_source facets by results folder)")
-    swept = swept_keys(df)
-    choices = swept + (["source"] if multi_source else [])
-    check_key(color, "color", choices)
-    check_key(facet, "facet", choices)
-    facet_key = "source" if by_source else facet
-    group_keys = swept + (["source"] if multi_source else [])
-    if color is None and facet_key is None and not multi_source and not is_grid(df, swept):
-        color, style, also, between = "run", None, [], []  # runs not swept together: one legended line each
-        group_keys = ["run"]  # (each seed its own line too: the legend names every run)
-    else:
-        by_style = multi_source and not by_source and facet_key != "source"  # the sources take the markers
-        color = color or colour_key(df, swept, facet_key, styles_free=not by_style)
-        style = style_key(df, swept, (color, facet_key), by_style)
-        also, between = unshown(df, swept, (color, style, facet_key))
+    k = _keys(df, color, facet, by_source)
+    swept, facet_key, group_keys = k.swept, k.facet_key, k.group_keys
+    color, style, also, between = k.color, k.style, k.also, k.between
     palette = Palette(df, color, style, marks=True)  # runs solid, told apart by marker: dashes are theory
 
     facet_values = ordered_values(df[facet_key]) if facet_key else [None]
@@ -168,6 +155,54 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     extra += [f"the sources also differ in {', '.join(between)}"] if between else []
     set_title(fig, f"{label.title} per {point_word(df)}", df, extra, skip=swept)
     return fig
+
+
+class ProfileKeys(NamedTuple):
+    swept: list[str]
+    facet_key: str | None  # the panels' key: the facet, or the source under by_source
+    group_keys: list[str]  # a line per combination of their values
+    color: str | None
+    style: str | None  # shown by a marker on each solid line (dashes are the theory's)
+    also: list[str]  # the swept keys neither colour, marker nor facet shows
+    between: list[str]  # the keys only the compared sources differ in
+
+
+def _keys(df: pd.DataFrame, color: str | None, facet: str | None, by_source: bool) -> ProfileKeys:
+    """The colour, the marker's key (`style`) and the keys left over for a profile of `df` (one quantity at
+    one step): `colour_key`'s key colours (runs not swept together: one legended line each), a second with
+    few values takes the markers, the sources where they are overlaid."""
+    multi_source = n_distinct(df["source"]) > 1
+    by_source = by_source and multi_source
+    if by_source and facet is not None:
+        raise GradflowError("profile: pass facet=... or by_source=True, not both (by_source facets by results folder)")
+    swept = swept_keys(df)
+    choices = swept + (["source"] if multi_source else [])
+    check_key(color, "color", choices)
+    check_key(facet, "facet", choices)
+    facet_key = "source" if by_source else facet
+    group_keys = swept + (["source"] if multi_source else [])
+    if color is None and facet_key is None and not multi_source and not is_grid(df, swept):
+        # runs not swept together: one legended line each (each seed its own line too: the legend names every run)
+        return ProfileKeys(swept, facet_key, ["run"], "run", None, [], [])
+    by_style = multi_source and not by_source and facet_key != "source"  # the sources take the markers
+    color = color or colour_key(df, swept, facet_key, styles_free=not by_style)
+    style = style_key(df, swept, (color, facet_key), by_style)
+    also, between = unshown(df, swept, (color, style, facet_key))
+    return ProfileKeys(swept, facet_key, group_keys, color, style, also, between)
+
+
+def unshown_keys(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str = 0, color: str | None = None,
+                 facet: str | None = None, by_source: bool = False) -> list[str]:
+    """The swept keys `profile` of these arguments leaves without colour, marker or panel (more combinations
+    than AUTO_PANELS panels): those its title would name, `lines also differ in ...`, its lines drawn alike
+    in them; [] where every key has a channel. A profile has no line style to give (its dashes are the
+    theory's) nor a second marker, so `kinds.figure_parts` draws a figure per value of one of them."""
+    df = _quantity(require(layers, "layers", LAYERS_REQUIRED), quantity)
+    if parse_step(step) != "last" and not (df["step"] == parse_step(step)).any():
+        return []  # (no figure: `profile` says the step was not probed)
+    df = at_step(df, step)[0]
+    k = _keys(df, color, facet, by_source)
+    return k.also if k.also and unshown_panels(df, k.facet_key, k.also) is None else []
 
 
 HEAD_MARK, HEAD_LABEL = "*", "output head (each net's last point)"

@@ -125,11 +125,11 @@ def plan(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.Dat
                     skip(f"profile-{q}", _one_point(layers, rows))
                 continue
             if (rows["step"] == 0).any():
-                emit(f"profile-{q}-step0", profile, probed, q, step=0, facet=facet)
+                _emit_profiles(emit, probed, q, 0, facet)
             else:  # (a Recorder's loop that counts from 1)
                 skip(f"profile-{q}-step0", f"step 0 not probed (the first is {int(rows['step'].min())})")
             if (rows["step"] > 0).any():
-                emit(f"profile-{q}-last", profile, probed, q, step="last", facet=facet)
+                _emit_profiles(emit, probed, q, "last", facet)
             else:
                 skip(f"profile-{q}-last", f"step {int(rows['step'].max())} alone recorded")
         spread = [q for q in DRAWN if q in quantities
@@ -414,6 +414,21 @@ def _emit_parts(emit: Callable[..., None], name: str, draw: Callable[..., Any], 
             emit(name, draw, part, facet=_third_key(part))
         else:
             emit(f"{name}-{file_part(','.join(items))}", partial(draw_part, draw, items), part, facet=_third_key(part))
+
+
+def _emit_profiles(emit: Callable[..., None], probed: pd.DataFrame, q: str, step: int | str, facet: str | None
+                   ) -> None:
+    """Plan the profile of `q` at `step`: one figure, or where its swept keys are more than colour, marker and
+    panels show, one per value of the key left over (`figure_parts`), `profile-grad_norm-step0-model.width=16`."""
+    from gradflow.plots.kinds import Options, draw_part, figure_parts
+
+    name = f"profile-{q}-" + ("last" if step == "last" else f"step{step}")
+    for items, part in figure_parts("profile", probed, Options(quantity=q, step=step, facet=facet)):
+        if not items:
+            emit(name, profile, part, q, step=step, facet=facet)
+        elif step == "last" or ((part["quantity"] == q) & (part["step"] == step)).any():
+            emit(f"{name}-{file_part(','.join(items))}", partial(draw_part, profile, items, kind="profile"),
+                 part, q, step=step, facet=facet)
 
 
 def _third_key(df: pd.DataFrame | None) -> str | None:
