@@ -147,19 +147,20 @@ def rate(layers: pd.DataFrame, quantity: str, step: int = 0, trim: int = FIT_TRI
     return theory.fit_chi1(r[store.LAYER].to_numpy(), r[store.VALUE].to_numpy(), trim), f"{span[0]}-{span[1]}"
 
 
-def transient_bias(config: Mapping[str, Any], span: tuple[int, int]) -> float:
+def transient_bias(config: Mapping[str, Any], span: tuple[int, int], q0: float | None = None) -> float:
     """How far the length map's transient moves a chi_1 fit over layers `span` from the fixed-point chi_1.
 
     Mean field with q_l iterated from the inputs' q_0: ||dL/dh_l||^2 = sw2 E[phi'(h_l)^2] ||dL/dh_{l+1}||^2,
     so the predicted profile is log s_l^2 = sum_{k >= l} log(sw2 D(q_k)); the same fit over it, divided by
-    the chi_1 at q*, minus 1. 0 for a run started at q*; nan where q_0 or the theory is unknown."""
+    the chi_1 at q*, minus 1. 0 for a run started at q*; nan where q_0 or the theory is unknown. `q0`: the
+    inputs' q_0 where the caller knows it otherwise than from the config (`transient_before_rule`)."""
 
     mf = theory.predict(config)
     if mf is None or not math.isfinite(mf.chi1):
         return math.nan
-    if config.get("data.scale") == "qstar":
+    if q0 is None and config.get("data.scale") == "qstar":
         return 0.0
-    q = theory.input_q(config, mf.sw2, mf.sb2)
+    q = theory.input_q(config, mf.sw2, mf.sb2) if q0 is None else q0
     if q is None:
         return math.nan
     m = theory.moments(mf.activation)
@@ -171,6 +172,24 @@ def transient_bias(config: Mapping[str, Any], span: tuple[int, int]) -> float:
     layers = np.arange(span[0], span[1] + 1)
     log_sq = np.cumsum(local[::-1])[::-1][span[0]:]  # sum over k >= l, up to the span's end
     return float(theory.fit_chi1(layers, np.exp(log_sq / 2), trim=0) / mf.chi1 - 1.0)
+
+
+def transient_before_rule(config: Mapping[str, Any], span: tuple[int, int]) -> tuple[float, bool] | None:
+    """(chi1_transient, start_qstar) of a chain's fit over `span` stored before TRANSIENT_RULE, when its q_0
+    was taken from the bulk's sigma_w^2; None where the input layer's own is the bulk's (its stored values
+    stand: they come out the same, and are not computed again on every `ls`). Such a run's data.scale=qstar
+    scaled its inputs by the bulk's sigma_w^2 too, so its first layer started at q* sw2_0 / sw2, not at q*:
+    it did not start at the fixed point, and has the transient from there."""
+    mf = theory.predict(config)
+    if mf is None or not math.isfinite(mf.chi1):
+        return None
+    own = theory.input_sw2(config, mf.sw2)
+    if own == mf.sw2:
+        return None
+    if config.get("data.scale") != "qstar":
+        return transient_bias(config, span), False
+    q = theory.qstar_input(mf.activation, mf.sw2, mf.sb2)
+    return None if q is None else (transient_bias(config, span, (q - mf.sb2) * own / mf.sw2 + mf.sb2), False)
 
 
 def per_run(layers: pd.DataFrame, config: dict, diverged_step: int | None = None,
@@ -395,8 +414,8 @@ def runs_table(path: str | Path, rates: Iterable[str] = (), steps: Iterable[str]
         span = str(row["chi1_layers"] or "")
         if TRANSIENT_RULE_KEY not in stored and re.fullmatch(r"\d+-\d+", span):  # (a chain's fit, stored before
             config = {k: v for k, v in rec.items() if isinstance(k, str) and "." in k}  # the input layer's own q_0)
-            if theory.predict(config) is not None:
-                row["chi1_transient"] = transient_bias(config, tuple(map(int, span.split("-"))))
+            if (again := transient_before_rule(config, tuple(map(int, span.split("-"))))) is not None:
+                row["chi1_transient"], row["start_qstar"] = again
         row[CLIPPED] = math.nan if stored.get(CLIPPED) is None else stored[CLIPPED]  # (older run.json files lack it)
         for q in rates:
             layers = store.run_table(job, "layers") if layers is None else layers

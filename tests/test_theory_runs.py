@@ -202,3 +202,24 @@ def test_qstar_scale_puts_a_narrower_input_layer_at_the_fixed_point():
     d = x.shape[1]
     se = measured * (np.sqrt(2.0 / (d * 256)) + np.sqrt(2.0 / (d * x.shape[0])))
     assert measured == pytest.approx(theory.q_star("tanh", 1.44, 0.0), abs=4 * se)
+
+
+def test_a_qstar_run_listed_from_before_the_input_layers_own_sigma_w2_did_not_start_at_qstar(cli, results):
+    """A run made before `transient_rule` scaled data.scale=qstar's inputs by the bulk's sigma_w^2: orthogonal
+    dim 16 -> width 64 put selu's first layer at q*/4, not at q* = 1, so it had the transient of a run at
+    data.scale=1.0 (the same inputs: q* = 1 = the bulk's sigma_w^2). Listed, it read ` q*` with no transient
+    and no `!`, its fit off chi_1 unexplained; it reads as the data.scale=1.0 run does."""
+    out = cli("sweep", "data=gaussian", "data.dim=16", "data.n_train=64", "train.batch_size=64", "model.depth=30",
+              "model.width=64", "train.steps=0", "model.activation=selu", "init=orthogonal", "data.scale=qstar,1.0",
+              f"results={results}", "--name", "before")
+    assert out.exit_code == 0, out.output
+    for path in (results / "before").glob("*/run.json"):  # as the runs made before the rule were stored
+        record = json.loads(path.read_text())
+        del record["summary"]["transient_rule"]
+        path.write_text(json.dumps(record))
+    runs = gradflow.load(results / "before", table="runs").set_index("data.scale")
+    assert runs.loc["1.0", "chi1_transient"] > 0.01  # dim 16 into width 64: q_0 = 1/4
+    assert runs.loc["qstar", "chi1_transient"] == pytest.approx(runs.loc["1.0", "chi1_transient"], rel=1e-9)
+    assert not runs.loc["qstar", "start_qstar"]
+    text = cli("ls", str(results / "before")).output
+    assert "q*" not in text.split("ratio =")[0] and len(re.findall(r"\(3-27\)!", text)) == 2, text
