@@ -614,6 +614,28 @@ def test_curves_with_more_keys_than_any_channel_shows_are_a_figure_per_value():
     assert [items for items, _ in figure_parts("curves", part, Options())] == [[]]
 
 
+def test_a_marker_key_of_the_curves_takes_no_shape_depth_has_in_the_profiles():
+    """depth x activation x init x width x lr: the profiles mark depth o, s; the curves' marker key (width) took
+    the same o, s, so a marker read as depth 4 in one figure of the study and width 16 in the next (and a dot,
+    a line of one point, shows its line style by those shapes)."""
+    keys = ("model.depth", "model.activation", "init.name", "model.width", "optim.lr")
+    cs = [config(d, a, 1, **{"init.name": i, "model.width": w, "optim.lr": lr})
+          for d in (4, 8) for a in ("relu", "tanh") for i in ("xavier_normal", "kaiming_normal", "orthogonal")
+          for w in (16, 32) for lr in (0.01, 0.1)]
+    layers, metrics, _ = fabricate([c | {"run": run_id(c, keys)} for c in cs])
+    depth_marks = {ln.get_marker() for ln in lines_with(figures.profile(layers, step=0), "series:")}
+    assert len(depth_marks) == 2 and "None" not in depth_marks  # depth 4, 8 by their markers
+    fig = figures.curves(metrics)
+    width_marks: dict[str, set] = {}
+    for ln in lines_with(fig, "series:"):
+        width_marks.setdefault(ln.get_gid().split("model.width=")[1].split(",")[0], set()).add(ln.get_marker())
+    assert sorted(width_marks) == ["16", "32"] and all(len(m) == 1 for m in width_marks.values()), width_marks
+    shapes = set.union(*width_marks.values())
+    assert len(shapes) == 2 and not shapes & depth_marks, (shapes, depth_marks)
+    legend = {t.get_text(): h.get_marker() for lg in fig.legends for h, t in zip(lg.legend_handles, lg.get_texts())}
+    assert {legend["width=16"], legend["width=32"]} == shapes, legend
+
+
 # --- heatmap -------------------------------------------------------------------------------------
 def test_heatmap_is_layer_by_step_on_a_log_colour_scale(single, sweep):
     layers, _, _ = single

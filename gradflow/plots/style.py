@@ -106,13 +106,13 @@ def panels_by(df: pd.DataFrame, keys: list[str], most: int = AUTO_PANELS
 def marker_key(df: pd.DataFrame, panel: str | None, also: list[str], most: int) -> str | None:
     """Where the swept keys colour and line style leave out (`also`) would need more than `most` panels
     (with `panel`'s values: a facet, or the source under compare --panels), the one of them a marker shows
-    (o, s, ^, D on each line): of those with at most len(STYLE_MARKERS) values, one after which the rest fit
+    (P, *, X, < on each line): of those with at most len(KEY_MARKERS) values, one after which the rest fit
     the panels, then the fewest values, then the first; None where the panels fit or no key is so few. (A
     depth x activation x init sweep beside another, by colour, source and init's panels: relu and tanh were
     drawn alike, the title saying only `lines also differ in model.activation`.)"""
     if not also or unshown_panels(df, panel, also, most) is not None:
         return None
-    few = [k for k in also if n_distinct(df[k]) <= len(STYLE_MARKERS)]
+    few = [k for k in also if n_distinct(df[k]) <= len(KEY_MARKERS)]
 
     def left(k: str) -> int:  # panels the other keys need once `k` takes the markers
         rest = [*([panel] if panel else []), *(a for a in also if a != k)]
@@ -142,6 +142,9 @@ def wrap_words(text: str, width: int) -> str:
 
 LINE_STYLES = ["-", "-.", ":", (0, (3, 1, 1, 1, 1, 1))]  # "--" is reserved for theory lines
 STYLE_MARKERS = ["o", "s", "^", "D"]  # each line style's marker: a line of one point (a dot) keeps its style
+# a key of its own shown by markers (`marker_key`'s), none of them a line style's: a profile's depth, a dot's style
+# (o, s, ^, D) read the same shapes as another key's values in the curves beside it (o: depth 4 there, width 16 here)
+KEY_MARKERS = ["P", "*", "X", "<"]
 
 
 def marker_of(ls: Any) -> str:
@@ -249,7 +252,7 @@ class Palette:
             self._styles = {vkey(v): LINE_STYLES[i % len(LINE_STYLES)] for i, v in enumerate(self.style_values)}
         if marker is not None:
             self.marker_values = ordered_values(df[marker])
-            self._markers = {vkey(v): STYLE_MARKERS[i % len(STYLE_MARKERS)] for i, v in enumerate(self.marker_values)}
+            self._markers = {vkey(v): KEY_MARKERS[i % len(KEY_MARKERS)] for i, v in enumerate(self.marker_values)}
 
     def color_of(self, config: dict, default: Any = "C0") -> Any:
         return self._colors.get(vkey(config.get(self.color)), NAN_COLOR) if self.color else default
@@ -263,7 +266,7 @@ class Palette:
         """The marker of `config`'s value of the marker key, or of the style key where it is shown by markers
         (`marks`), else None."""
         if self.marker is not None:
-            return self._markers.get(vkey(config.get(self.marker)), "o")
+            return self._markers.get(vkey(config.get(self.marker)), KEY_MARKERS[0])
         if not (self.marks and self.style):
             return None
         return marker_of(self._styles.get(vkey(config.get(self.style)), "-"))
