@@ -352,6 +352,26 @@ def test_plot_names_the_figures_an_earlier_drawing_left_beside_the_set_and_remov
     assert "also in" not in invoke("plot", frozen).output  # (the set's own figures, redrawn: nothing said)
 
 
+def test_plot_kind_names_the_figures_per_value_an_earlier_drawing_of_it_left(tmp_path):
+    # curves drawn a figure per value of a key (curves-optim.lr=0.1.png), then of runs that split otherwise: the
+    # earlier figures stayed beside the new ones without a word, read as current; named, and none removed
+    run = _recorded(tmp_path / "study" / "run")
+    figures = run / "figures"
+    assert [p.name for p in printed_paths(invoke("plot", run, "--kind", "curves"))] == ["curves.png"]
+    for name in ("curves-optim.lr=0.1.png", "curves-mine.png", "curves-where-seed=0.png", "gradnorm-seed=0.png"):
+        shutil.copy(figures / "curves.png", figures / name)
+    out = invoke("plot", run, "--kind", "curves")
+    assert out.exit_code == 0 and [p.name for p in printed_paths(out)] == ["curves.png"], out.output
+    said = " ".join(out.output.split()).split("also in ")[1:]
+    assert said == [f"{figures}, not drawn by this command: curves-optim.lr=0.1.png (from an earlier drawing, "
+                    "whose runs were split into figures otherwise; they may no longer apply)"], out.output
+    assert (figures / "curves-optim.lr=0.1.png").is_file()
+    # with --out FILE, its name's own
+    (tmp_path / "fig-seed=1.png").write_bytes(b"")
+    out = invoke("plot", run, "--kind", "curves", "--out", tmp_path / "fig.png")
+    assert "not drawn by this command: fig-seed=1.png (" in " ".join(out.output.split()), out.output
+
+
 def test_plot_one_run_folder(full):
     out = invoke("plot", full, "--kind", "heatmap")  # one run: no --run needed; into the run's own folder
     assert out.exit_code == 0, out.output

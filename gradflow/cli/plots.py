@@ -7,6 +7,8 @@ set in gradflow.plots.standard, the matching of runs across folders in gradflow.
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -122,18 +124,49 @@ def plot(
     if where:  # (before the options' checks: a key it fixes is no axis)
         df = _where(df, where).copy()
     check_options(df, kind, o, f"{path} (the runs of --where {' '.join(where)})" if where else str(path))
-    parts = figure_parts(kind, df, o)  # (one; of curves, gradnorm and profile, one per value of a key left no channel)
+    beside = f"-where-{file_part(','.join(where))}" if where else ""  # (beside the figure of every run)
+    _draw_parts(kind, df, o, where, fmt, lambda stem, items: _part_file(out_file, items)
+                or out_dir / f"{stem}{beside}{_part_suffix(items)}.{fmt}")()
+    _left_out(path)
+
+
+def _draw_parts(kind: str, df: pd.DataFrame, o: Options, where: list[str] | None, fmt: str,
+                file_of: Callable[[str, list[str]], Path]) -> Callable[[], None]:
+    """Draws `kind` of `df` as `figure_parts` splits it (one figure; of curves, gradnorm and profile, one per value of a
+    key left no channel), each into `file_of(its stem, its part's items)`; returns what prints their paths,
+    the line saying it split them, and the figures of the same name there from an earlier drawing
+    (`_earlier_parts`)."""
+    parts = figure_parts(kind, df, o)
     written = []
     for items, part in parts:
         fig, stem = draw(kind, part, o)
         _say_where(fig, where)
         say_part(fig, items, kind)
-        stem += f"-where-{file_part(','.join(where))}" if where else ""  # (beside the figure of every run)
-        written.append(save(fig, _part_file(out_file, items) or out_dir / f"{stem}{_part_suffix(items)}.{fmt}", fmt))
-    _print_paths(written)
-    if note := split_note(kind, parts):
-        print_note(note, style="yellow", to=err_console)
-    _left_out(path)
+        written.append(save(fig, file_of(stem, items), fmt))
+
+    def tell() -> None:
+        _print_paths(written)
+        if note := split_note(kind, parts):
+            print_note(note, style="yellow", to=err_console)
+        _earlier_parts(Path(file_of(stem, [])).with_suffix(written[0].suffix), written)
+    return tell
+
+
+def _earlier_parts(whole: Path, written: list[Path]) -> None:
+    """A line naming the figures beside `whole` (the file of one figure of every run) that are it or one of its
+    per-value figures (`whole`'s stem, `-KEY=VALUE`) and that this command did not draw: drawn before the runs
+    split otherwise (a key more swept, or one less), they read as current beside the new ones. Named, not
+    removed, as the standard set's (`_earlier_figures`): the folder may hold a user's own figures."""
+    import glob as globbing
+
+    family = re.compile(rf"{re.escape(whole.stem)}(-[\w.+]+=.*)?{re.escape(whole.suffix)}")
+    earlier = sorted(p.name for p in whole.parent.glob(f"{globbing.escape(whole.stem)}*{whole.suffix}")
+                     if p.is_file() and p not in written and family.fullmatch(p.name))
+    if earlier:
+        names = ", ".join(earlier[:4]) + (f" and {len(earlier) - 4} more" if len(earlier) > 4 else "")
+        print_note(f"also in {whole.parent}, not drawn by this command: {names} (from an earlier drawing, whose "
+                   "runs were split into figures otherwise; they may no longer apply)", style="yellow",
+                   to=err_console)
 
 
 def _part_suffix(items: list[str]) -> str:
@@ -481,26 +514,18 @@ def compare(
     df = matching.overlay_table(paths, sources, runs, KINDS[kind][0], list(differ), include_stale)
     check_options(df, kind, o, " and ".join(map(str, paths)))
     o.facet = overlay_facet(df, kind, o)
-    parts = figure_parts(kind, df, o)  # (one; of curves, gradnorm and profile, one per value of a key left no channel)
-    written = []
-    for items, part in parts:
-        fig, stem = draw(kind, part, o)
-        _say_where(fig, where)
-        say_part(fig, items, kind)
-        stem = stem.split("-facet-")[0]  # the panels follow from the data; the name says what was asked
-        name = file_part("-vs-".join(file_part(s, 40) for s in sources), 160)
-        name += f"-where-{file_part(','.join(where))}" if where else ""  # (beside the figure of every run)
-        written.append(save(fig, _part_file(out_file, items)
-                            or out_dir / f"compare-{stem}-{name}{_part_suffix(items)}.{fmt}", fmt))
+    name = file_part("-vs-".join(file_part(s, 40) for s in sources), 160)
+    name += f"-where-{file_part(','.join(where))}" if where else ""  # (beside the figure of every run)
+    # (the stem's facet dropped: the panels follow from the data; the name says what was asked)
+    tell = _draw_parts(kind, df, o, where, fmt, lambda stem, items: _part_file(out_file, items) or out_dir
+                       / f"compare-{stem.split('-facet-')[0]}-{name}{_part_suffix(items)}.{fmt}")
 
     marked, flagged = mark_flagged(runs)  # ok*, as ls shows it: a run that learned nothing is no success
     show_comparison(matching.comparison(marked, sources, by), sources, by, differ, matching.pooled_keys(runs, by),
                     flagged, matching.unmatched(runs, sources, by), partial_keys(runs, list(differ), store.SOURCE),
                     where if matched_before and not by else [],  # (one row per source: --where's doing)
                     bool(module_depth_rows(runs).any()), runs)
-    _print_paths(written)
-    if note := split_note(kind, parts):
-        print_note(note, style="yellow", to=err_console)
+    tell()
 
 
 app.command("plot")(plot)
