@@ -636,6 +636,26 @@ def test_a_marker_key_of_the_curves_takes_no_shape_depth_has_in_the_profiles():
     assert {legend["width=16"], legend["width=32"]} == shapes, legend
 
 
+def test_figures_per_value_of_values_a_file_name_reads_alike_get_names_of_their_own():
+    """A figure per tag, two tags of which a file name reads alike (a/b and a b: tag=a_b): the second figure
+    overwrote the first, in plot, compare and the standard set; each gets a name of its own."""
+    from gradflow.plots.kinds import Options, figure_parts, part_names
+    from gradflow.plots.standard import plan
+
+    keys = ("model.activation", "optim.lr", "model.variant")
+    tags, lrs = ("a/b", "a b", "c", "d", "e"), (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
+    cs = [config(4, a, 1, **{"optim.lr": lr, "model.variant": t}) for a in ("relu", "tanh") for lr in lrs for t in tags]
+    _, metrics, _ = fabricate([c | {"run": run_id(c, keys)} for c in cs], steps=(0, 20))
+    parts = figure_parts("curves", metrics, Options())
+    assert sorted(items for items, _ in parts) == sorted([f"model.variant={t}"] for t in tags)
+    names = dict(zip((items[0] for items, _ in parts), part_names(parts)))
+    assert len(set(names.values())) == 5, names
+    assert [names[f"model.variant={t}"] for t in "cde"] == [f"model.variant={t}" for t in "cde"], names
+    assert names["model.variant=a/b"].startswith("model.variant=a_b-"), names
+    planned = [p.name for p in plan(None, metrics, None) if p.name.startswith("curves")]
+    assert len(planned) == len(set(planned)) == 5, planned
+
+
 # --- heatmap -------------------------------------------------------------------------------------
 def test_heatmap_is_layer_by_step_on_a_log_colour_scale(single, sweep):
     layers, _, _ = single

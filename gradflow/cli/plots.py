@@ -29,7 +29,7 @@ from gradflow.errors import GradflowError
 from gradflow.fmt import and_list, fmt as number, key_value
 from gradflow.plots.kinds import (
     COMPARE_KINDS, KIND_HELP, KINDS, Options, check_options, choose, draw, figure_parts, load_table, overlay_facet,
-    refuse_unused, say_part, split_note,
+    part_names, refuse_unused, say_part, split_note,
 )
 from gradflow.keys import abbreviate, full_key, is_missing, partial_keys, partial_phrase, swept_keys
 from gradflow.plots.save import FORMATS, file_part, save
@@ -125,30 +125,30 @@ def plot(
         df = _where(df, where).copy()
     check_options(df, kind, o, f"{path} (the runs of --where {' '.join(where)})" if where else str(path))
     beside = f"-where-{file_part(','.join(where))}" if where else ""  # (beside the figure of every run)
-    _draw_parts(kind, df, o, where, fmt, lambda stem, items: _part_file(out_file, items)
-                or out_dir / f"{stem}{beside}{_part_suffix(items)}.{fmt}")()
+    _draw_parts(kind, df, o, where, fmt, lambda stem, tail: _part_file(out_file, tail)
+                or out_dir / f"{stem}{beside}{_part_suffix(tail)}.{fmt}")()
     _left_out(path)
 
 
 def _draw_parts(kind: str, df: pd.DataFrame, o: Options, where: list[str] | None, fmt: str,
-                file_of: Callable[[str, list[str]], Path]) -> Callable[[], None]:
-    """Draws `kind` of `df` as `figure_parts` splits it (one figure; of curves, gradnorm and profile, one per value of a
-    key left no channel), each into `file_of(its stem, its part's items)`; returns what prints their paths,
-    the line saying it split them, and the figures of the same name there from an earlier drawing
+                file_of: Callable[[str, str], Path]) -> Callable[[], None]:
+    """Draws `kind` of `df` as `figure_parts` splits it (one figure; of curves, gradnorm and profile, one per value
+    of a key left no channel), each into `file_of(its stem, its part's name)` (`part_names`'); returns what prints
+    their paths, the line saying it split them, and the figures of the same name there from an earlier drawing
     (`_earlier_parts`)."""
     parts = figure_parts(kind, df, o)
     written = []
-    for items, part in parts:
+    for (items, part), tail in zip(parts, part_names(parts)):
         fig, stem = draw(kind, part, o)
         _say_where(fig, where)
         say_part(fig, items, kind)
-        written.append(save(fig, file_of(stem, items), fmt))
+        written.append(save(fig, file_of(stem, tail), fmt))
 
     def tell() -> None:
         _print_paths(written)
         if note := split_note(kind, parts):
             print_note(note, style="yellow", to=err_console)
-        _earlier_parts(Path(file_of(stem, [])).with_suffix(written[0].suffix), written)
+        _earlier_parts(Path(file_of(stem, "")).with_suffix(written[0].suffix), written)
     return tell
 
 
@@ -169,14 +169,15 @@ def _earlier_parts(whole: Path, written: list[Path]) -> None:
                    to=err_console)
 
 
-def _part_suffix(items: list[str]) -> str:
-    """A figure of `figure_parts`' file name ending: `-optim.lr=0.1` (nothing for the one figure of all runs)."""
-    return f"-{file_part(','.join(items))}" if items else ""
+def _part_suffix(tail: str) -> str:
+    """A figure of `figure_parts`' file name ending from its `part_names` name: `-optim.lr=0.1` (nothing for
+    the one figure of all runs)."""
+    return f"-{tail}" if tail else ""
 
 
-def _part_file(out_file: Path | None, items: list[str]) -> Path | None:
+def _part_file(out_file: Path | None, tail: str) -> Path | None:
     """--out FILE for one of several figures: FILE's name with the part's ending (curves-optim.lr=0.1.png)."""
-    return out_file.with_name(f"{out_file.stem}{_part_suffix(items)}{out_file.suffix}") if out_file else None
+    return out_file.with_name(f"{out_file.stem}{_part_suffix(tail)}{out_file.suffix}") if out_file else None
 
 
 def _say_where(fig, where: list[str] | None) -> None:
@@ -517,8 +518,8 @@ def compare(
     name = file_part("-vs-".join(file_part(s, 40) for s in sources), 160)
     name += f"-where-{file_part(','.join(where))}" if where else ""  # (beside the figure of every run)
     # (the stem's facet dropped: the panels follow from the data; the name says what was asked)
-    tell = _draw_parts(kind, df, o, where, fmt, lambda stem, items: _part_file(out_file, items) or out_dir
-                       / f"compare-{stem.split('-facet-')[0]}-{name}{_part_suffix(items)}.{fmt}")
+    tell = _draw_parts(kind, df, o, where, fmt, lambda stem, tail: _part_file(out_file, tail) or out_dir
+                       / f"compare-{stem.split('-facet-')[0]}-{name}{_part_suffix(tail)}.{fmt}")
 
     marked, flagged = mark_flagged(runs)  # ok*, as ls shows it: a run that learned nothing is no success
     show_comparison(matching.comparison(marked, sources, by), sources, by, differ, matching.pooled_keys(runs, by),

@@ -241,6 +241,21 @@ def figure_parts(kind: str, df: pd.DataFrame, o: Options) -> list[tuple[list[str
             for items, part in figure_parts(kind, df[df[key].map(vkey) == vkey(v)], o)]
 
 
+def part_names(parts: list[tuple[list[str], pd.DataFrame]]) -> list[str]:
+    """Each of `figure_parts`' figures' file name ending, `optim.lr=0.1` ("" for the one figure of all runs): its
+    items as a file name has them, and where two read alike there (tag=a/b and tag=a b, both tag=a_b), a hash
+    of its items after it, so that neither figure overwrites the other."""
+    import hashlib
+    from collections import Counter
+
+    from gradflow.plots.save import file_part
+
+    names = [file_part(",".join(items)) if items else "" for items, _ in parts]
+    count = Counter(names)
+    return [n if count[n] == 1 else f"{n}-{hashlib.sha1(','.join(items).encode()).hexdigest()[:6]}"
+            for n, (items, _) in zip(names, parts)]
+
+
 def split_note(kind: str, parts: list[tuple[list[str], pd.DataFrame]]) -> str | None:
     """The terminal's line where `figure_parts` drew a figure per value, naming the keys and the figures."""
     keys = list(dict.fromkeys(item.split("=")[0] for items, _ in parts for item in items))

@@ -406,28 +406,29 @@ def _emit_parts(emit: Callable[..., None], name: str, draw: Callable[..., Any], 
     """Plan `name` (curves, gradnorm) of `metrics`: one figure, or where its swept keys are more than colour,
     line style, marker and panels show, one per value of the key left over (`figure_parts`), each with the
     panels of its own runs, `curves-optim.lr=0.1`."""
-    from gradflow.plots.kinds import Options, draw_part, figure_parts
+    from gradflow.plots.kinds import Options, draw_part, figure_parts, part_names
 
     parts = figure_parts(name, metrics, Options(facet=_third_key(metrics)))
-    for items, part in parts:
+    for (items, part), tail in zip(parts, part_names(parts)):
         if not items:
             emit(name, draw, part, facet=_third_key(part))
         else:
-            emit(f"{name}-{file_part(','.join(items))}", partial(draw_part, draw, items), part, facet=_third_key(part))
+            emit(f"{name}-{tail}", partial(draw_part, draw, items), part, facet=_third_key(part))
 
 
 def _emit_profiles(emit: Callable[..., None], probed: pd.DataFrame, q: str, step: int | str, facet: str | None
                    ) -> None:
     """Plan the profile of `q` at `step`: one figure, or where its swept keys are more than colour, marker and
     panels show, one per value of the key left over (`figure_parts`), `profile-grad_norm-step0-model.width=16`."""
-    from gradflow.plots.kinds import Options, draw_part, figure_parts
+    from gradflow.plots.kinds import Options, draw_part, figure_parts, part_names
 
     name = f"profile-{q}-" + ("last" if step == "last" else f"step{step}")
-    for items, part in figure_parts("profile", probed, Options(quantity=q, step=step, facet=facet)):
+    parts = figure_parts("profile", probed, Options(quantity=q, step=step, facet=facet))
+    for (items, part), tail in zip(parts, part_names(parts)):
         if not items:
             emit(name, profile, part, q, step=step, facet=facet)
         elif step == "last" or ((part["quantity"] == q) & (part["step"] == step)).any():
-            emit(f"{name}-{file_part(','.join(items))}", partial(draw_part, profile, items, kind="profile"),
+            emit(f"{name}-{tail}", partial(draw_part, profile, items, kind="profile"),
                  part, q, step=step, facet=facet)
 
 
