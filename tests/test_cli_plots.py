@@ -1152,3 +1152,151 @@ def test_compare_names_the_few_keys_only_one_init_sets_and_says_differences_by_t
     note = " ".join(_compare_at_80_columns(xa, ka, orth, "--by", "depth", out_dir=tmp_path / "figs")[0].split())
     assert (f"init.gain={number(gain)}, which only A and C set; init.mode={mode}, which only B sets") in note, note
     assert "differences: ratios as ×(B / A) and ×(C / A), the rest as B − A and C − A" in note, note
+
+
+# --- step 0: keys that act on the updates alone -----------------------------------------------------
+STEP0_RUN = [*SMALL, "model.depth=3", "model.activation=tanh"]
+# each key that acts on the updates alone (`style.update_only`) set away from its default, one run each
+UPDATE_ONLY_RUNS = {
+    "optim.lr": ["optim.lr=0.7"], "optim.momentum": ["optim.momentum=0"],
+    "optim.weight_decay": ["optim.weight_decay=0.1"], "optim.warmup": ["optim.warmup=3"],
+    "optim.schedule": ["optim.schedule=cosine"], "optim.scalar_lr_factor": ["optim.scalar_lr_factor=0.1"],
+    "optim.milestones": ["optim.schedule=step", "optim.milestones=[2]"],
+    "optim.gamma": ["optim.schedule=step", "optim.milestones=[1]", "optim.gamma=0.5"],
+    "optim.name": ["optim=adam"], "optim.betas": ["optim=adam", "optim.betas=[0.5,0.6]"],
+    "train.steps": ["train.steps=7"], "train.eval_every": ["train.eval_every=1"],
+    "train.check_every": ["train.check_every=1"], "train.grad_clip": ["train.grad_clip=1e-3"],
+    "train.clip_value": ["train.clip_value=1e-4"], "probe.every": ["probe.every=1"], "probe.points": ["probe.points=2"],
+}
+
+
+def series_lines(ax) -> list:
+    return [ln for ln in ax.get_lines() if (ln.get_gid() or "").startswith("series:")]
+
+
+def legend_texts(fig) -> list[str]:
+    return [t.get_text() for leg in fig.legends for t in [*leg.get_texts(), leg.get_title()]]
+
+
+def _step0(job: Path) -> pd.DataFrame:
+    """A run's step-0 values, quantity x probe point."""
+    rows = gradflow.load(job)
+    return rows[rows["step"] == 0].pivot_table(index="quantity", columns="layer", values="value", aggfunc="first",
+                                               dropna=False)
+
+
+def test_the_keys_a_step0_figure_draws_as_one_change_nothing_measured_at_step_0(run_job):
+    """The keys a figure of step 0 draws as not varying (`style.update_only`): each set away from its default
+    measures at step 0 exactly what the default run does, every quantity but the update's (the same seed: the
+    same weights and first batch; the loop clips after the probes read the gradients). The update itself
+    (update_ratio) is what the learning rate, clipping and the optimizer change there, so its profile keeps
+    them; the batch size and the seed change step 0, and are keys of it."""
+    from gradflow.keys import config_columns
+    from gradflow.plots.style import update_only
+    from gradflow.probes.quantities import QUANTITIES, UPDATE
+
+    base = run_job(*STEP0_RUN, name="base")
+    before = _step0(base)
+    of_update = [q for q in before.index if q in QUANTITIES and QUANTITIES[q].when == UPDATE]
+    measured = [q for q in before.index if q not in of_update]
+    assert of_update == ["update_ratio"] and {"grad_norm", "signal_norm", "act_std"} <= set(measured)
+    keys = set()
+    for key, overrides in UPDATE_ONLY_RUNS.items():
+        assert all(update_only(o.split("=")[0]) or o.startswith("optim=") for o in overrides)
+        job = run_job(*STEP0_RUN, *overrides, name=key)
+        after = _step0(job)
+        np.testing.assert_array_equal(after.loc[measured].to_numpy(), before.loc[measured].to_numpy(), err_msg=key)
+        keys |= {k for k in config_columns(gradflow.load(job)) if update_only(k)}
+        if key in ("optim.lr", "optim.name", "train.grad_clip", "train.clip_value", "optim.weight_decay"):
+            # (each did act at step 0: on the update, after the probes read the gradient)
+            assert not np.allclose(after.loc[of_update].to_numpy(), before.loc[of_update].to_numpy()), key
+    assert keys <= set(UPDATE_ONLY_RUNS), keys - set(UPDATE_ONLY_RUNS)  # every such key a run has was tried
+    for control in ("train.batch_size=16", "seed=3"):  # (keys that do change step 0)
+        after = _step0(run_job(*STEP0_RUN, control, name=control.split("=")[0]))
+        assert not np.allclose(after.loc["grad_norm"].to_numpy(), before.loc["grad_norm"].to_numpy()), control
+        assert not update_only(control.split("=")[0])
+
+
+@pytest.fixture(scope="module")
+def lr_width(results) -> Path:
+    """activation x lr x width, five lrs and five widths: more keys than colour, marker and panels show."""
+    return _sweep(results, "lr-width", "model.depth=2", "train.steps=2", "model.activation=relu,tanh",
+                  "optim.lr=0.001,0.01,0.1,0.3,1", "model.width=4,5,6,7,8")
+
+
+def test_a_profile_at_step_0_draws_the_runs_that_differ_in_lr_alone_as_one_line(lr_width, tmp_path):
+    """optim.lr changes nothing measured at step 0: an activation x lr x width sweep's step-0 profile was one
+    figure per width, each a panel per lr, all five panels alike. Now one figure, a line per activation in
+    a panel per width, each line the runs' step-0 values, its title saying why; the last step's profile
+    still tells the lrs apart, and so does the profile of the update itself (update_ratio)."""
+    from gradflow.plots.kinds import Options, draw, figure_parts
+    from gradflow.plots.standard import plan
+
+    layers = gradflow.load(lr_width)
+    lrs, widths = [0.001, 0.01, 0.1, 0.3, 1.0], [4, 5, 6, 7, 8]
+    at0 = layers[(layers["step"] == 0) & (layers["quantity"] == "grad_norm")]
+    for (act, width), runs in at0.groupby(["model.activation", "model.width"]):
+        per_lr = runs.pivot_table(index="optim.lr", columns="layer", values="value")
+        assert list(per_lr.index) == lrs and (per_lr.nunique() == 1).all(), (act, width)  # the same measurement
+
+    out = invoke("plot", lr_width, "--kind", "profile", "--step", "0", "--out", tmp_path / "p0.png")
+    assert out.exit_code == 0, out.output
+    assert printed_paths(out) == [tmp_path / "p0.png"] and "one figure per value" not in out.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p0.png"]
+    ((items, part),) = figure_parts("profile", layers, Options(step=0))
+    fig, stem = draw("profile", part, Options(step=0))
+    assert "optim.lr: no effect at step 0 (one line per value of the other keys)" in " ".join(
+        fig.get_suptitle().split())
+    panels = [ax for ax in fig.axes if ax.get_gid() != "colorbar"]
+    assert [ax.get_title() for ax in panels] == [f"width={w}" for w in widths]
+    assert [len(series_lines(ax)) for ax in panels] == [2] * len(widths)  # relu and tanh
+    texts = legend_texts(fig)
+    assert {"relu", "tanh"} <= set(texts) and not any("lr" in t for t in texts), texts
+    drawn = fig.data["lines"]
+    assert drawn["line"].nunique() == 2 * len(widths)
+    for line, points in drawn.groupby("line"):
+        first = at0[at0["run"] == line.split(" (+")[0]].iloc[0]
+        runs = at0[(at0["model.activation"] == first["model.activation"])
+                   & (at0["model.width"] == first["model.width"])]
+        assert runs["optim.lr"].nunique() == len(lrs)
+        for _, run in runs.groupby("run"):  # each of its runs: the line's points
+            assert np.array_equal(points.sort_values("x")["y"].to_numpy(), run.sort_values("layer")["value"].to_numpy())
+    # the standard set: one figure of step 0, the last step's a figure per lr
+    names = [p.name for p in plan(layers, None, None) if p.name.startswith("profile-grad_norm")]
+    assert names == ["profile-grad_norm-step0"] + [f"profile-grad_norm-last-optim.lr={number(lr)}" for lr in lrs]
+
+    # the last step: the lrs told apart, a figure per width with a panel per lr, as before
+    out = invoke("plot", lr_width, "--kind", "profile", "--step", "last", "--out", tmp_path / "last.png")
+    assert out.exit_code == 0, out.output
+    assert [p.name for p in printed_paths(out)] == [f"last-model.width={w}.png" for w in widths]
+    parts = figure_parts("profile", layers, Options(step="last"))
+    fig, _ = draw("profile", parts[0][1], Options(step="last"))
+    assert [ax.get_title() for ax in fig.axes if ax.get_gid() != "colorbar"] == [f"lr={number(lr)}" for lr in lrs]
+    assert "no effect" not in fig.get_suptitle()
+    # the update at step 0 is the lr's own: update_ratio's profile keeps it
+    parts = figure_parts("profile", layers, Options(step=0, quantity="update_ratio"))
+    assert [items for items, _ in parts] == [[f"model.width={w}"] for w in widths]
+    assert "no effect" not in draw("profile", parts[0][1], Options(step=0, quantity="update_ratio"))[0].get_suptitle()
+
+
+def test_the_ratio_at_init_draws_the_runs_that_differ_in_lr_alone_as_one_line(results):
+    """depth x activation x lr: the ratio at init drew a line per lr, all alike (their markers the only
+    difference); now a line per activation, the title saying why. At the end the lrs differ, and are lines."""
+    from gradflow.plots import figures
+
+    root = _sweep(results, "depth-lr", "model.depth=2,3", "model.activation=relu,tanh", "optim.lr=0.01,1")
+    layers = gradflow.load(root)
+    fig = figures.ratio(layers, "init")
+    assert "optim.lr: no effect at step 0" in " ".join(fig.get_suptitle().split())
+    assert len(series_lines(fig.axes[0])) == 2 and not any("lr" in t for t in legend_texts(fig))
+    ratios = fig.data["lines"]
+    for line, points in ratios.groupby("line"):  # each line: both lrs' ratios, equal
+        run = line.split(" (+")[0]
+        act = layers.loc[layers["run"] == run, "model.activation"].iloc[0]
+        at0 = layers[(layers["step"] == 0) & (layers["quantity"] == "grad_norm") & (layers["model.activation"] == act)]
+        per_run = at0.sort_values("layer").groupby("run")["value"].agg(lambda v: v.iloc[0] / v.iloc[-1])
+        depth = at0.groupby("run")["model.depth"].first()
+        for d, y in zip(points["x"], points["y"]):
+            assert np.allclose(per_run[depth == d].to_numpy(), y, rtol=1e-12), (line, d)
+    fig = figures.ratio(layers, "final")
+    assert len(series_lines(fig.axes[0])) == 4 and "no effect" not in fig.get_suptitle()

@@ -233,7 +233,8 @@ def test_long_panel_titles_and_axis_labels_stay_within_their_panel():
                                             "train.batch_size": batch, "train.eval_every": every,
                                             "train.grad_clip": clip}) for d in (5, 10) for clip in (0, 1)]
         sources.append(fabricate([c | {"run": run_id(c, keys)} for c in configs], source=data)[0])
-    fig = figures.profile(pd.concat(sources, ignore_index=True), step=0)
+    # (at the last step: at step 0 the learning rate, grad_clip and eval_every change nothing, and are no keys)
+    fig = figures.profile(pd.concat(sources, ignore_index=True), step="last")
     panels = [ax for ax in fig.axes if ax.get_gid() != "colorbar"]
     assert len(panels) == 4 and all("batch_size=" in ax.get_title() for ax in panels), [a.get_title() for a in panels]
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -282,17 +283,20 @@ def test_profile_gives_the_keys_colour_and_style_leave_out_a_panel_per_combinati
     assert "lines also differ in" in fig.get_suptitle()
 
 def test_profiles_with_more_keys_than_colour_marker_and_panels_show_are_a_figure_per_value():
-    """activation x lr x width, five lrs and five widths: colour takes the activation, and neither lr nor width
-    has few enough values for a marker (a profile has no line style: its dashes are the theory's), nor 25
-    combinations room in the panels. One figure drew the lines of a panel alike in both (its title said `lines
-    also differ in ...`); now one figure per value of one of them (`figure_parts`, as the curves'), in plot,
-    compare and the standard set, each a panel per value of the other, and no two lines of a panel alike."""
+    """activation x batch size x width, five batch sizes and five widths: colour takes the activation, and
+    neither batch size nor width has few enough values for a marker (a profile has no line style: its dashes
+    are the theory's), nor 25 combinations room in the panels. One figure drew the lines of a panel alike in
+    both (its title said `lines also differ in ...`); now one figure per value of one of them (`figure_parts`,
+    as the curves'), in plot, compare and the standard set, each a panel per value of the other, and no two
+    lines of a panel alike."""
     from gradflow.plots.kinds import Options, draw, figure_parts, overlay_facet, split_note
     from gradflow.plots.standard import plan
 
-    keys = ("model.activation", "optim.lr", "model.width")
-    lrs, widths = (0.001, 0.003, 0.01, 0.03, 0.1), (8, 16, 32, 64, 128)
-    cs = [config(4, a, 1, **{"optim.lr": lr, "model.width": w}) for a in ("relu", "tanh") for lr in lrs for w in widths]
+    keys = ("model.activation", "train.batch_size", "model.width")
+    # (a key that changes step 0: optim.lr does not, and a profile of step 0 draws its runs as one line)
+    sizes, widths = (16, 32, 64, 128, 256), (8, 16, 32, 64, 128)
+    cs = [config(4, a, 1, **{"model.width": w, "train.batch_size": b})
+          for a in ("relu", "tanh") for b in sizes for w in widths]
     layers, _, _ = fabricate([c | {"run": run_id(c, keys)} for c in cs], steps=(0, 20))
     for step in (0, "last"):
         assert _alike_in_a_panel(figures.profile(layers, step=step), layers) != []  # (one figure of them all)
@@ -305,25 +309,25 @@ def test_profiles_with_more_keys_than_colour_marker_and_panels_show_are_a_figure
         fig, stem = draw("profile", part, o)
         assert _alike_in_a_panel(fig, part) == [] and "also differ" not in fig.get_suptitle()
         panels = [ax for ax in fig.axes if ax.get_gid() != "colorbar"]
-        assert [ax.get_title() for ax in panels] == [f"lr={lr}" for lr in lrs]
-        assert [len(series_lines(ax)) for ax in panels] == [2] * len(lrs)  # relu and tanh, each its colour
+        assert [ax.get_title() for ax in panels] == [f"batch_size={b}" for b in sizes]
+        assert [len(series_lines(ax)) for ax in panels] == [2] * len(sizes)  # relu and tanh, each its colour
         assert {"relu", "tanh"} <= set(legend_texts(fig))
-    # the standard set, which facets by the activation (its third key), colours by width: a figure per lr, each
-    # named as the curves' are
+    # the standard set, which facets by the activation (its third key), colours by width: a figure per batch
+    # size, each named as the curves' are
     planned = [p for p in plan(layers, None, None) if p.name.startswith("profile-grad_norm")]
-    assert [p.name for p in planned] == [f"profile-grad_norm-{when}-optim.lr={lr}" for when in ("step0", "last")
-                                         for lr in lrs]
+    assert [p.name for p in planned] == [f"profile-grad_norm-{when}-train.batch_size={b}"
+                                         for when in ("step0", "last") for b in sizes]
     fig = planned[2].draw(*planned[2].args, **planned[2].kwargs)
-    assert "only the runs with optim.lr=0.01" in fig.get_suptitle() and "also differ" not in fig.get_suptitle()
+    assert "only the runs with train.batch_size=64" in fig.get_suptitle() and "also differ" not in fig.get_suptitle()
     assert "colour, marker and panels" in fig.get_suptitle()
     assert _alike_in_a_panel(fig, planned[2].args[0]) == []
     # compare of two folders of it: the sources take the markers, the activation the panels, the width the
-    # colour: a figure per lr
+    # colour: a figure per batch size
     both = pd.concat([layers, layers.assign(source="other", value=layers.value * 2)], ignore_index=True)
     o = Options()
     o.facet = overlay_facet(both, "profile", o)
     parts = figure_parts("profile", both, o)
-    assert [items for items, _ in parts] == [[f"optim.lr={lr}"] for lr in lrs]
+    assert [items for items, _ in parts] == [[f"train.batch_size={b}"] for b in sizes]
     for items, part in parts:
         fig, _ = draw("profile", part, o)
         assert _alike_in_a_panel(fig, part) == [] and "also differ" not in fig.get_suptitle(), items
@@ -334,6 +338,54 @@ def test_profiles_with_more_keys_than_colour_marker_and_panels_show_are_a_figure
     four = layers[layers["model.width"] == 16]
     assert [p.name for p in plan(four, None, None) if p.name.startswith("profile-grad_norm")] == [
         "profile-grad_norm-step0", "profile-grad_norm-last"]
+
+
+def test_a_profile_at_step_0_draws_runs_alike_in_update_only_keys_as_one_line_where_they_measured_the_same():
+    """depth x activation x lr, two seeds: at step 0 the lr is no key (its runs measured the same: the fabricated
+    profiles depend on the step and seed alone), one line per activation and depth whose band spans the two
+    seeds, not eight runs; the standard set and compare give it no panels there. Where the lr's runs did
+    measure differently at step 0 (a user's loop), or a colour is asked for it, it stays a key."""
+    from gradflow.plots.kinds import Options, overlay_facet
+    from gradflow.plots.standard import plan
+
+    lrs = (0.01, 0.1, 1.0)
+    cs = [config(d, a, seed, **{"optim.lr": lr}) for d in (2, 4) for a in ("relu", "tanh") for seed in (1, 2)
+          for lr in lrs]
+    layers, _, _ = fabricate([c | {"run": run_id(c, ("model.depth", "model.activation", "optim.lr", "seed"))}
+                              for c in cs], steps=(0, 20))
+    fig = figures.profile(layers, step=0)
+    assert "optim.lr: no effect at step 0 (one line per value of the other keys)" in " ".join(
+        fig.get_suptitle().split())
+    (ax,) = [ax for ax in fig.axes if ax.get_gid() != "colorbar"]
+    lines = series_lines(ax)
+    assert len(lines) == 4 and all(ln.get_gid().endswith("(+5 runs)") for ln in lines)  # 3 lrs x 2 seeds each
+    assert "min-max over seeds\n(line: median of 2)" in legend_texts(fig)
+    drawn = fig.data["lines"]
+    at0 = layers[(layers["step"] == 0) & (layers["quantity"] == "grad_norm")]
+    for line, points in drawn.groupby("line"):
+        first = at0[at0["run"] == line.split(" (+")[0]].iloc[0]
+        runs = at0[(at0["model.depth"] == first["model.depth"])
+                   & (at0["model.activation"] == first["model.activation"])]
+        per_layer = runs.groupby("layer")["value"]
+        assert np.allclose(points.sort_values("x")["lo"], per_layer.min()) and \
+            np.allclose(points.sort_values("x")["hi"], per_layer.max())  # (the band: the seeds' spread)
+    # at the last step the lr is a key, and so it is in panels of the standard set and compare's
+    assert len(series_lines(figures.profile(layers, step="last", facet="optim.lr").axes[0])) == 4
+    facets = {p.name: p.kwargs.get("facet") for p in plan(layers, None, None) if p.name.startswith("profile-grad")}
+    assert facets == {"profile-grad_norm-step0": None, "profile-grad_norm-last": "optim.lr"}, facets
+    both = pd.concat([layers, layers.assign(source="other", value=layers.value * 2)], ignore_index=True)
+    assert overlay_facet(both, "profile", Options(step=0)) == "model.activation"
+    assert overlay_facet(both, "profile", Options(step="last")) == "optim.lr"
+    # a colour asked for it keeps it
+    fig = figures.profile(layers, step=0, color="optim.lr")
+    (bar,) = colorbar_axes(fig)
+    assert "no effect" not in fig.get_suptitle() and "optim.lr" in bar.get_ylabel() + bar.get_xlabel()
+    # runs of one lr that measured differently at step 0: the lr stays a key
+    other = layers.assign(value=layers["value"].where(~((layers["step"] == 0) & (layers["optim.lr"] == 1.0)),
+                                                      layers["value"] * 1.001))
+    fig = figures.profile(other, step=0)
+    assert "no effect" not in fig.get_suptitle()
+    assert sum(len(series_lines(ax)) for ax in fig.axes) == 12
 
 
 def test_ratio_gives_the_keys_colour_and_style_leave_out_a_panel_per_value():

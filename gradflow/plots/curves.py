@@ -32,8 +32,8 @@ from gradflow.plots.series import (
 from gradflow.summary import with_module_depth
 from gradflow.plots.style import (
     AUTO_PANELS, PANEL_TITLE_WIDTH, THEORY_STYLE, Palette, bottom_and_left, colour_key, draw_series, extra_handles,
-    facet_grid, has_marks, label_minor_within, label_short_log_axis, legend, line_weight, marker_key, new_figure,
-    note_if_empty, panels_by, record,
+    facet_grid, has_marks, init_note, label_minor_within, label_short_log_axis, legend, line_weight, marker_key,
+    new_figure, no_effect_at_init, note_if_empty, panels_by, record,
     spans_decades, step_axis, style_key, unshown, unshown_panels, wrap_words,
 )
 
@@ -300,7 +300,9 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
     table: the layers table (any per-layer quantity: signal_norm is the one that vanishes), or the
     runs table (grad_norm only, from its grad_ratio.* columns). At init, where the mean-field theory
     applies (see `chi1_for`), a dashed line chi1^(depth/2) per group, anchored at its shallowest
-    point, shows the predicted rate (the slope, not the offset).
+    point, shows the predicted rate (the slope, not the offset). At init the keys that act on the updates
+    alone (optim.lr, train.steps, ...: `no_effect_at_init`) are no keys: the runs that differ only in them
+    are one line, and the title says so.
     """
     if when not in ("init", "final"):
         raise GradflowError(f"when={when!r} is not allowed; choices: init, final")
@@ -324,12 +326,14 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
     # (a key that changes with the depth alone, a learning rate tied to it, splits no line along it)
     swept = [k for k in distinct_keys(df, swept_keys(df), along=length) if k != length]
     check_key(by, "by", swept)
+    inert = no_effect_at_init(df, swept, quantity, (by,)) if when == "init" else []
+    swept = [k for k in swept if k not in inert]
     group_keys = swept + (["source"] if multi_source else [])
     if by is None and not multi_source and not is_grid(df, swept + [length]):
         # runs not swept together (a folder of several sweeps): a legended line for each run's name but its
         # depth item, so a sweep's depths join and runs of different sweeps or settings never pool
         df = df.assign(run=df["run"].map(lambda run: _without_item(str(run), length)))
-        by, style, also, between, group_keys = "run", None, [], [], ["run"]
+        by, style, also, between, group_keys, inert = "run", None, [], [], ["run"], []
     else:
         by = by or (swept[0] if swept else None)
         style = style_key(df, swept, (by,), multi_source)
@@ -348,7 +352,7 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
     cache: dict = {}
     everything: list[Series] = []
     for ax, panel_title, sub in zip(axes, titles, panels):
-        series = sort_series(collect_series(sub, length, group_keys, log=True), df,
+        series = sort_series(collect_series(sub, length, group_keys, log=True, alike=inert), df,
                              [k for k in (by, style) if k] + also)
         ax.set_yscale("log")
         ax.axhline(1.0, **REFERENCE_STYLE, gid="reference")
@@ -383,7 +387,7 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
                          label="mean field: rate $\\chi_1^{depth/2}$\n(anchored at shallowest)"))  # (a curve on a log depth axis)
     hs.append(Line2D([], [], **REFERENCE_STYLE, label="ratio = 1 (balanced)"))
     legend(fig, handles + hs, title)
-    extra = [f"lines also differ in {', '.join(also)}"] if also else []
+    extra = [init_note(inert)] + ([f"lines also differ in {', '.join(also)}"] if also else [])
     extra += [f"the sources also differ in {', '.join(between)}"] if between else []
     along = "depth" if length == "model.depth" else "sequence length"
     set_title(fig, f"{name} (input / output) vs {along}, {where}", df, extra, skip=swept + [length])

@@ -173,6 +173,14 @@ def _step_name(step: int | str) -> str:
     return "last" if step == "last" else f"step{step}"
 
 
+def profile_init_keys(df: pd.DataFrame, o: Options) -> list[str]:
+    """The swept keys the profile `o` asks for draws as not varying: at step 0, those without effect there
+    (`profiles.init_keys`: optim.lr, train.steps, ...) but a --color or --facet asked for."""
+    from gradflow.plots.profiles import init_keys
+
+    return init_keys(df, o.quantity or default_quantity(df), 0 if o.step is None else o.step, (o.color, o.facet))
+
+
 def draw(kind: str, df: pd.DataFrame, o: Options):
     """(Figure, file stem) for one kind from its table."""
     from gradflow.plots import figures  # matplotlib only when drawing: `gradflow --help` stays fast
@@ -286,10 +294,14 @@ def draw_part(draw: Any, items: list[str], *args, kind: str | None = None, **kwa
 
 def overlay_facet(df: pd.DataFrame, kind: str, o: Options) -> str | None:
     """The panels of an overlay of sources: colour and line style (the source) carry two keys, so a
-    further swept key with few values splits panels and no two lines look alike."""
+    further swept key with few values splits panels and no two lines look alike. Of a profile at step 0,
+    never a key without effect there (`profiles.init_keys`: optim.lr), whose runs are one line."""
     from gradflow.plots.style import MAX_STYLES
 
     swept = swept_keys(df)
+    if kind == "profile" and "quantity" in df.columns:
+        inert = profile_init_keys(df, o)
+        swept = [k for k in swept if k not in inert]
     rest = [k for k in swept if k != (o.color or swept[0])] if swept else []
     rest = [k for k in rest if k not in between_sources(df, rest)]  # (the sources' line styles show those)
     if kind not in ("profile", "curves", "gradnorm") or o.by_source or not rest:

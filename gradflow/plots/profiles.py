@@ -30,7 +30,7 @@ from gradflow.probes.quantities import QUANTITIES as REGISTRY
 from gradflow.plots.style import (
     THEORY_STYLE, Palette, bottom_and_left, colour_key, draw_series, extra_handles, facet_grid, has_marks,
     is_log_spaced, label_short_log_axis, legend, line_weight, new_figure, note_if_empty, record, step_axis, style_key,
-    tick_blocks, unshown, unshown_panels, XLABEL_WIDTH, wrap_words,
+    init_note, no_effect_at_init, tick_blocks, unshown, unshown_panels, XLABEL_WIDTH, wrap_words,
 )
 
 
@@ -60,7 +60,9 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     step 0 (theory=False leaves it out; for grad_norm only where q* is finite and nonzero, see `_chi1`).
     by_source: one panel per results folder instead of one marker each. The swept keys colour and marker leave
     out get a panel per combination of their values, up to AUTO_PANELS; beyond that the title names them
-    (`unshown_keys`: `kinds.figure_parts` draws a figure per value of one of them instead).
+    (`unshown_keys`: `kinds.figure_parts` draws a figure per value of one of them instead). At step 0 the keys
+    that act on the updates alone (optim.lr, train.steps, ...: `no_effect_at_init`) are no keys: the runs
+    that differ only in them are one line, and the title says so.
     """
     df = _quantity(require(layers, "layers", LAYERS_REQUIRED), quantity)
     marked = blocks(_of_runs(layers, df))  # ticked at the blocks: every quantity's points
@@ -68,7 +70,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     ended = ended_early(whole, df) if parse_step(step) == "last" else {}  # diverged after the step drawn
     theory = theory and parse_step(step) == 0  # mean-field theory describes the random initialization
     label = QUANTITIES.get(quantity, Label(quantity, quantity))
-    k = _keys(df, color, facet, by_source)
+    k = _keys(df, color, facet, by_source, _inert(df, step, quantity, (color, facet)))
     swept, facet_key, group_keys = k.swept, k.facet_key, k.group_keys
     color, style, also, between = k.color, k.style, k.also, k.between
     palette = Palette(df, color, style, marks=True)  # runs solid, told apart by marker: dashes are theory
@@ -92,7 +94,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     stream = _stream_points(df)
     headed = False  # some panel's heads marked (_mark_heads)
     for ax, title, sub in zip(axes, titles, panels):
-        series = sort_series(collect_series(sub, "layer", group_keys, label.log), df,
+        series = sort_series(collect_series(sub, "layer", group_keys, label.log, alike=k.inert), df,
                              [k for k in (color, style) if k] + also)
         lw, alpha = line_weight(len(series))
         if label.log:
@@ -151,7 +153,8 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     if headed:
         handles += [Line2D([], [], color="0.2", ls="none", marker=HEAD_MARK, ms=9, label=HEAD_LABEL)]
     legend(fig, handles + extra_handles(everything, label.log, theory_drawn), title)
-    extra = [step_text, ended_text(ended)] + ([f"lines also differ in {', '.join(also)}"] if also else [])
+    extra = [step_text, ended_text(ended), init_note(k.inert)]
+    extra += [f"lines also differ in {', '.join(also)}"] if also else []
     extra += [f"the sources also differ in {', '.join(between)}"] if between else []
     set_title(fig, f"{label.title} per {point_word(df)}", df, extra, skip=swept)
     return fig
@@ -165,30 +168,49 @@ class ProfileKeys(NamedTuple):
     style: str | None  # shown by a marker on each solid line (dashes are the theory's)
     also: list[str]  # the swept keys neither colour, marker nor facet shows
     between: list[str]  # the keys only the compared sources differ in
+    inert: list[str] = []  # the swept keys drawn as not varying: no effect at step 0 (`no_effect_at_init`)
 
 
-def _keys(df: pd.DataFrame, color: str | None, facet: str | None, by_source: bool) -> ProfileKeys:
+def _inert(df: pd.DataFrame, step: int | str, quantity: str, keep: tuple) -> list[str]:
+    """The swept keys a profile of `df` (one quantity at one step) draws as not varying: at step 0 those that
+    act on the updates alone (`no_effect_at_init`), but a colour or facet asked for; none at other steps."""
+    return no_effect_at_init(df, swept_keys(df), quantity, keep) if parse_step(step) == 0 else []
+
+
+def init_keys(layers: pd.DataFrame, quantity: str, step: int | str = 0, keep: tuple = ()) -> list[str]:
+    """The swept keys a profile of `quantity` at `step` draws as not varying (`_inert`): what the standard
+    set and compare leave out where they choose a profile's facet."""
+    if parse_step(step) != 0 or not (layers["quantity"] == quantity).any():
+        return []
+    df = layers[(layers["quantity"] == quantity) & (layers["step"] == 0)]
+    return _inert(df, 0, quantity, keep) if not df.empty else []
+
+
+def _keys(df: pd.DataFrame, color: str | None, facet: str | None, by_source: bool,
+          inert: list[str] | None = None) -> ProfileKeys:
     """The colour, the marker's key (`style`) and the keys left over for a profile of `df` (one quantity at
     one step): `colour_key`'s key colours (runs not swept together: one legended line each), a second with
-    few values takes the markers, the sources where they are overlaid."""
+    few values takes the markers, the sources where they are overlaid. `inert`: swept keys drawn as not
+    varying (`_inert`): no channel of their own, their runs one line."""
     multi_source = n_distinct(df["source"]) > 1
     by_source = by_source and multi_source
     if by_source and facet is not None:
         raise GradflowError("profile: pass facet=... or by_source=True, not both (by_source facets by results folder)")
-    swept = swept_keys(df)
-    choices = swept + (["source"] if multi_source else [])
+    inert = inert or []
+    swept = [k for k in swept_keys(df) if k not in inert]
+    choices = swept + inert + (["source"] if multi_source else [])
     check_key(color, "color", choices)
     check_key(facet, "facet", choices)
     facet_key = "source" if by_source else facet
     group_keys = swept + (["source"] if multi_source else [])
     if color is None and facet_key is None and not multi_source and not is_grid(df, swept):
         # runs not swept together: one legended line each (each seed its own line too: the legend names every run)
-        return ProfileKeys(swept, facet_key, ["run"], "run", None, [], [])
+        return ProfileKeys(swept, facet_key, ["run"], "run", None, [], [])  # (and no key drawn as one)
     by_style = multi_source and not by_source and facet_key != "source"  # the sources take the markers
     color = color or colour_key(df, swept, facet_key, styles_free=not by_style)
     style = style_key(df, swept, (color, facet_key), by_style)
     also, between = unshown(df, swept, (color, style, facet_key))
-    return ProfileKeys(swept, facet_key, group_keys, color, style, also, between)
+    return ProfileKeys(swept, facet_key, group_keys, color, style, also, between, inert)
 
 
 def unshown_keys(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str = 0, color: str | None = None,
@@ -201,7 +223,7 @@ def unshown_keys(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | 
     if parse_step(step) != "last" and not (df["step"] == parse_step(step)).any():
         return []  # (no figure: `profile` says the step was not probed)
     df = at_step(df, step)[0]
-    k = _keys(df, color, facet, by_source)
+    k = _keys(df, color, facet, by_source, _inert(df, step, quantity, (color, facet)))
     return k.also if k.also and unshown_panels(df, k.facet_key, k.also) is None else []
 
 

@@ -34,19 +34,31 @@ class Series:
     offscale: np.ndarray  # (n_x,) bool: some run logged a value <= 0 (log axes only)
     count: np.ndarray  # (n_x,) runs with a logged value here (seeds behind the median)
     seeds_only: bool = True  # the runs differ in their seed alone (not so where a swept key is not drawn)
+    # where runs alike in what they measured are one line (collect_series' `alike`: optim.lr at step 0), the
+    # seeds among its runs, which its band spans; 0 where each run is a seed of its own
+    seeds: int = 0
 
     @property
     def label(self) -> str:
         more = len(self.runs) - 1
-        return self.runs[0] if not more else f"{self.runs[0]} (+{more} {'seeds' if self.seeds_only else 'runs'})"
+        word = "seeds" if self.seeds_only and not 0 < self.seeds < len(self.runs) else "runs"
+        return self.runs[0] if not more else f"{self.runs[0]} (+{more} {word})"
+
+    @property
+    def n_seeds(self) -> int:
+        """The seeds behind its median: its distinct seeds where runs alike in a key share it (`seeds`), else
+        its runs where most of them have a value."""
+        return self.seeds or int(self.count.max())
 
 
 def collect_series(df: pd.DataFrame, x: str, group_keys: Sequence[str], log: bool,
-                   mark_diverged_end: bool = False) -> list[Series]:
+                   mark_diverged_end: bool = False, alike: Sequence[str] = ()) -> list[Series]:
     """One Series per group of runs (grouped by group_keys), values pivoted to run x `x`.
 
     A missing cell (not logged) is not a non-finite cell (logged NaN/inf): only the latter is marked.
     mark_diverged_end: a diverged run that logged no non-finite value gets its mark at its last x.
+    alike: swept keys left out of group_keys whose runs measured the same (`style.no_effect_at_init`): a
+    group that differs in them and its seed is still a group of seeds, as many as it has distinct seeds.
     """
     cfg_cols = config_columns(df)
     keys = list(group_keys)
@@ -68,8 +80,10 @@ def collect_series(df: pd.DataFrame, x: str, group_keys: Sequence[str], log: boo
     # each run's config but its seed once, as codes (a row of wide_all's runs, a column per key; NaN
     # matches NaN), for whether a group's runs differ in more than their seed
     per_run = df.drop_duplicates("run").set_index("run").reindex(wide_all.index)
-    others = [c for c in cfg_cols if c != "seed"]
+    others = [c for c in cfg_cols if c != "seed" and c not in alike]
     codes = np.array([pd.factorize(hashable(per_run[c]))[0] for c in others]).T.reshape(len(per_run), len(others))
+    seed_codes = pd.factorize(hashable(per_run["seed"]) if "seed" in per_run.columns
+                              else pd.Series(np.arange(len(per_run))))[0]
     # each group's runs, in sorted order; the statistics over seeds for all groups of one size at once
     # (a stack of (groups, runs, xs): no bigger than y_all), over every x, each group then taking its own
     ats = [np.unique(position[rows]) for rows in groups]
@@ -101,9 +115,10 @@ def collect_series(df: pd.DataFrame, x: str, group_keys: Sequence[str], log: boo
             nonfinite[[quiet_end[r] for r, st in zip(at, status) if st == "diverged" and quiet_end[r] >= 0]] = True
         config = {c: values[rows[0]] for c, values in columns.items()}
         seeds_only = bool((codes[at] == codes[at[0]]).all())
+        seeds = len(np.unique(seed_codes[at])) if alike else 0
         out.append(Series({**constants.get(config["source"], {}), **config}, list(wide_all.index[at]), status,
                           xs[cols], med[cols], lo[cols], hi[cols], nonfinite[cols], offscale[cols], count[cols],
-                          seeds_only))
+                          seeds_only, seeds))
     return out
 
 

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import pandas as pd
 
@@ -421,8 +421,11 @@ def _emit_profiles(emit: Callable[..., None], probed: pd.DataFrame, q: str, step
     """Plan the profile of `q` at `step`: one figure, or where its swept keys are more than colour, marker and
     panels show, one per value of the key left over (`figure_parts`), `profile-grad_norm-step0-model.width=16`."""
     from gradflow.plots.kinds import Options, draw_part, figure_parts, part_names
+    from gradflow.plots.profiles import init_keys
 
     name = f"profile-{q}-" + ("last" if step == "last" else f"step{step}")
+    if step == 0 and (inert := init_keys(probed, q, 0)):  # (panels of optim.lr at step 0 were alike)
+        facet = _third_key(probed, drop=inert)
     parts = figure_parts("profile", probed, Options(quantity=q, step=step, facet=facet))
     for (items, part), tail in zip(parts, part_names(parts)):
         if not items:
@@ -432,11 +435,12 @@ def _emit_profiles(emit: Callable[..., None], probed: pd.DataFrame, q: str, step
                  part, q, step=step, facet=facet)
 
 
-def _third_key(df: pd.DataFrame | None) -> str | None:
-    """With three or more swept keys: the last one with few values (the panels of the standard set)."""
+def _third_key(df: pd.DataFrame | None, drop: Sequence[str] = ()) -> str | None:
+    """With three or more swept keys: the last one with few values (the panels of the standard set); `drop`:
+    keys a figure draws as not varying (a profile at step 0's optim.lr: `profiles.init_keys`)."""
     if not isinstance(df, pd.DataFrame) or df.empty:
         return None
-    swept = swept_keys(df)
+    swept = [k for k in swept_keys(df) if k not in drop]
     if len(swept) < 3 or not is_grid(df, swept):  # unrelated runs get one line each, never panels
         return None
     return next((k for k in reversed(swept[1:]) if n_distinct(df[k]) <= MAX_STYLES), None)

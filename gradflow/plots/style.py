@@ -412,6 +412,68 @@ def unshown(df: pd.DataFrame, swept: Sequence[str], used: Sequence[str | None]) 
     return [k for k in rest if k not in between], between
 
 
+# Keys that act on the updates alone: the optimizer's (every optim.* key: lr, momentum, schedule, warm-up, weight
+# decay, the optimizer itself), the training's length and the steps it evaluates, checks and probes at, and
+# clipping, which the loop applies to the gradients after the probes have read them (gradflow.train). Runs of one
+# seed that differ only in them start from the same weights on the same first batch: what they measure at step 0,
+# before any update, is one measurement. Not so for a quantity of the update itself (update_ratio: the step
+# taken at step 0, which the learning rate scales), nor for train.batch_size, the seed, the data, the model
+# or its init.
+UPDATE_ONLY_GROUPS = ("optim.",)
+UPDATE_ONLY_KEYS = ("train.steps", "train.eval_every", "train.check_every", "train.grad_clip", "train.clip_value",
+                    "probe.every", "probe.points")
+SAME_AT_INIT = 1e-5  # the relative spread within which such runs' step-0 values count as one measurement
+
+
+def update_only(key: str) -> bool:
+    """Whether `key` acts on the updates alone, never on what a run measures before the first one."""
+    return key.startswith(UPDATE_ONLY_GROUPS) or key in UPDATE_ONLY_KEYS
+
+
+def no_effect_at_init(df: pd.DataFrame, swept: Sequence[str], quantity: str | None = None,
+                      keep: Sequence[str | None] = ()) -> list[str]:
+    """Of the `swept` keys, those a figure of step 0 (`df`: its rows of one quantity, a `value` each, per
+    `layer` where it has one; or a ratio per run) treats as not varying: keys that act on the updates alone
+    (`update_only`: optim.lr, train.steps, train.grad_clip, ...), where the runs that differ only in them
+    measured the same values, to a relative SAME_AT_INIT (a key whose runs did not, as a user's own loop
+    might, stays a key: nothing is hidden). None for a quantity of the update (update_ratio) or a key the
+    caller names (`keep`: a colour or facet asked for). Each figure of step 0 chooses its colour, marker
+    and panels among the other keys, one line per combination of their values, and says so (`init_note`)."""
+    from gradflow.keys import config_columns, hashable
+    from gradflow.probes.quantities import QUANTITIES, UPDATE
+
+    if quantity in QUANTITIES and QUANTITIES[quantity].when == UPDATE:
+        return []
+    candidates = [k for k in swept if update_only(k) and k not in keep]
+    if not candidates or "value" not in df.columns:
+        return []
+    values = pd.to_numeric(df["value"], errors="coerce").to_numpy(dtype=float)
+    finite = np.isfinite(values)
+    value = pd.Series(np.where(finite, values, np.nan))
+    kind = pd.Series(np.where(finite, "finite", values.astype(str)))  # (nan, inf, -inf: each its own)
+    ids = [c for c in ("source", "layer") if c in df.columns]
+    codes = {c: pd.factorize(hashable(df[c]).astype(object), use_na_sentinel=False)[0]
+             for c in [*config_columns(df), *ids]}
+    dropped: list[str] = []
+    for k in candidates:  # (one at a time: a key whose runs differ is left a key, the others still dropped)
+        trial = [*dropped, k]
+        # the runs one line would hold: alike in every key but the trial's and those only they imply (an
+        # optimizer's own keys, optim.momentum beside adam's optim.betas), at one point of one source
+        by = [c for c in codes if not update_only(c) or (c in swept and c not in trial)]
+        group = pd.DataFrame({c: codes[c] for c in by}).groupby(by, sort=False).ngroup().to_numpy() if by else \
+            np.zeros(len(df), dtype=np.int64)
+        hi, lo = value.groupby(group).max(), value.groupby(group).min()
+        alike = ((hi - lo).abs() <= SAME_AT_INIT * np.maximum(hi.abs(), lo.abs())) | hi.isna()
+        if bool(alike.all()) and bool((kind.groupby(group).nunique() == 1).all()):
+            dropped = trial
+    return dropped
+
+
+def init_note(keys: Sequence[str]) -> str | None:
+    """A figure of step 0's line that says which keys it drew as one (`no_effect_at_init`)."""
+    return f"{', '.join(keys)}: no effect at step 0 (one line per value of the other keys)" if keys else None
+
+
 def bottom_and_left(axes: list) -> tuple[list, list]:
     """The panels of facet_grid's `axes` that show the x axis's label (the lowest of each column) and the
     y axis's (the first of each row)."""
@@ -444,7 +506,7 @@ def draw_series(ax, s: Series, color: Any, ls: Any, lw: float, alpha: float, mar
     ax.plot(s.x, s.med, color=color, ls=ls, lw=lw, alpha=alpha, gid=f"series:{s.label}", **marks)
     record(ax, "lines", ({"line": s.label, "x": x, "y": y, "lo": lo, "hi": hi, "n": int(n)}
                          for x, y, lo, hi, n in zip(s.x, s.med, s.lo, s.hi, s.count)))
-    if s.count.max() > 1:
+    if s.n_seeds > 1:
         add_band(ax, s.x, s.lo, s.hi, color)
     # a finite value between non-finite neighbours draws no line segment: show it as a dot
     lone = _lone(s)
@@ -499,7 +561,7 @@ def extra_handles(series: Iterable[Series], log: bool, theory: bool = False) -> 
     """Legend entries for the band, the theory line and the edge marks actually drawn."""
     series = list(series)
     out = []
-    n_seeds = max((int(s.count.max()) for s in series), default=1)
+    n_seeds = max((s.n_seeds for s in series), default=1)  # (runs alike at step 0 but the seed: its seeds)
     if n_seeds > 1:
         out.append(Patch(color="0.5", alpha=0.3, label=f"min-max over seeds\n(line: median of {n_seeds})"))
     if theory:
