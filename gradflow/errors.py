@@ -3,6 +3,7 @@
 import difflib
 import os
 import sys
+from pathlib import Path
 from typing import Callable
 
 
@@ -20,12 +21,10 @@ class UsageError(GradflowError):
     exit_code = 2
 
 
-def given_path(path, example: str) -> "Path":
+def given_path(path, example: str) -> Path:
     """A path as the user gave it, refused where it is empty (an unset variable): Path("") is the current
     folder, so `gradflow ls "$UNSET"`, `gradflow.load(os.environ.get(...,""))` or a Recorder given "" worked on
     whatever folder the process was in. `example`: how to give one."""
-    from pathlib import Path
-
     if isinstance(path, str) and not path.strip():
         raise GradflowError(f"the path is empty (an unset variable?); give the folder, e.g. {example}")
     return Path(path)

@@ -345,7 +345,7 @@ def test_plot_names_the_figures_an_earlier_drawing_left_beside_the_set_and_remov
     for name in "abcde":  # many: the first four, then how many more
         shutil.copy(stale, figures / f"{name}.png")
     flat = " ".join(invoke("plot", frozen).output.split())
-    assert f"not drawn by this command: a.png, b.png, c.png, d.png and 2 more (from" in flat, flat
+    assert "not drawn by this command: a.png, b.png, c.png, d.png and 2 more (from" in flat, flat
     stale.unlink()
     for name in "abcde":
         (figures / f"{name}.png").unlink()
