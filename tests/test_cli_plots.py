@@ -1300,3 +1300,77 @@ def test_the_ratio_at_init_draws_the_runs_that_differ_in_lr_alone_as_one_line(re
             assert np.allclose(per_run[depth == d].to_numpy(), y, rtol=1e-12), (line, d)
     fig = figures.ratio(layers, "final")
     assert len(series_lines(fig.axes[0])) == 4 and "no effect" not in fig.get_suptitle()
+
+
+@pytest.fixture(scope="module")
+def full_lr(results) -> Path:
+    """activation x lr x seed with every probe: histograms and Jacobian spectra of runs alike but for lr."""
+    return _sweep(results, "full-lr", "model.depth=3", "model.activation=relu,tanh", "optim.lr=0.01,1", "seed=0,1",
+                  "probe=full")
+
+
+def _per_lr(table: pd.DataFrame, step: int, points: list[str], value: str) -> pd.DataFrame:
+    """Each run's values at `step`, a row per (activation, seed, lr), a column per point in the run."""
+    rows = table[(table["step"] == step)]
+    return rows.pivot_table(index=["model.activation", "seed", "optim.lr"], columns=points, values=value)
+
+
+def test_the_spectrum_and_histograms_at_step_0_draw_the_runs_that_differ_in_lr_alone_as_one(full_lr, tmp_path):
+    """optim.lr changes nothing measured at step 0: the spectrum of step 0 drew a line per lr, each legend entry
+    the same mean s and var s^2, and the standard set a histogram figure per run, those of each lr alike. Now a
+    line, and a figure, per distinct step-0 measurement, the title saying why; the last step keeps the lrs."""
+    from gradflow.errors import GradflowError
+    from gradflow.plots import figures
+    from gradflow.plots.standard import plan
+
+    jac = gradflow.load(full_lr, table="jacobian")
+    jac = jac[jac["scope"] == "input_output"]
+    hists = gradflow.load(full_lr, table="hist")
+    lrs = [0.01, 1.0]
+    for table, points, value in ((jac, ["sample", "index"], "value"),
+                                 (hists, ["layer", "tensor", "kind", "lo"], "count")):
+        at0, last = _per_lr(table, 0, points, value), _per_lr(table, int(table["step"].max()), points, value)
+        for (act, seed), runs in at0.groupby(level=[0, 1]):  # the same measurement at step 0, each lr
+            assert list(runs.index.get_level_values("optim.lr")) == lrs
+            np.testing.assert_array_equal(runs.iloc[0].to_numpy(), runs.iloc[1].to_numpy(), err_msg=f"{act} {seed}")
+        assert any(not np.array_equal(runs.iloc[0].to_numpy(), runs.iloc[1].to_numpy())  # (and not at the end)
+                   for _, runs in last.groupby(level=[0, 1]))
+
+    # the spectrum of step 0: a line per activation (its two seeds), each that of its runs of one lr
+    fig = figures.spectrum(jac, step=0)
+    title = " ".join(fig.get_suptitle().split())
+    assert "optim.lr: no effect at step 0 (one line per value of the other keys)" in title and "lr 0.01" not in title
+    one_lr = figures.spectrum(jac[jac["optim.lr"] == lrs[0]], step=0)
+    drawn, alone = series_lines(fig.axes[0]), series_lines(one_lr.axes[0])
+    assert [ln.get_gid() for ln in drawn] == ["series:activation=relu", "series:activation=tanh"]
+    for ln, ref in zip(drawn, alone):
+        np.testing.assert_array_equal(ln.get_ydata(), ref.get_ydata())
+    texts = [t for t in legend_texts(fig) if t.startswith("activation=")]
+    assert len(texts) == 2 and all("(2 runs)" in t and "lr" not in t for t in texts), texts
+    assert texts == [t for t in legend_texts(one_lr) if t.startswith("activation=")]
+    # the last step's spectrum, and one with the lr's colour asked for: a line per lr, no note
+    for fig in (figures.spectrum(jac, step="last"), figures.spectrum(jac, step=0, color="optim.lr")):
+        assert len(series_lines(fig.axes[0])) == 4 and "no effect" not in fig.get_suptitle()
+
+    # the histograms of step 0: a figure per activation and seed, named without the lr
+    runs = hists.drop_duplicates("run").set_index("run")
+    names = [p.name for p in plan(None, None, None, hists=hists) if p.name.startswith("hist")]
+    first = runs[runs["optim.lr"] == lrs[0]]
+    assert names == [f"hist-step0-{run.replace(',optim.lr=0.01', '')}" for run in first.index], names
+    fig = figures.hist(hists[hists["run"].isin(runs.index[runs["model.activation"].eq("relu") & runs["seed"].eq(0)])],
+                       step=0)
+    title = " ".join(fig.get_suptitle().split())
+    assert "optim.lr: no effect at step 0 (one figure per value of the other keys)" in title and "lr 0.01" not in title
+    ref = figures.hist(hists, run=first.index[0], step=0)
+    for ax, ref_ax in zip(fig.axes, ref.axes):
+        assert [ln.get_ydata().tolist() for ln in ax.get_lines()] == \
+            [ln.get_ydata().tolist() for ln in ref_ax.get_lines()]
+    # runs that differ in their seed measured differently: hist still asks for one of them
+    with pytest.raises(GradflowError, match="hist draws one run"):
+        figures.hist(hists[hists["model.activation"] == "relu"], step=0)
+    # --kind hist of step 0: runs alike but in lr need no --run; at the last step they do, as runs that differ
+    where = ["--where", "model.activation=relu", "--where", "seed=0"]
+    out = invoke("plot", full_lr, "--kind", "hist", *where, "--out", tmp_path / "h.png")
+    assert out.exit_code == 0 and printed_paths(out) == [tmp_path / "h.png"], out.output
+    out = invoke("plot", full_lr, "--kind", "hist", "--step", "last", *where, "--out", tmp_path / "last.png")
+    assert out.exit_code == 1 and "draws one run" in out.output and "optim.lr=1" in out.output, out.output

@@ -28,11 +28,16 @@ from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
 from gradflow.keys import n_distinct, ordered_values, swept_keys
 from gradflow.plots.labels import SPECTRUM, TENSORS, key_label, layer_axis, set_title, value_label
-from gradflow.plots.series import at_step, check_key, pick_run, require, sort_series
-from gradflow.plots.style import MAX_STYLES, Palette, facet_grid, legend, line_weight, new_figure
+from gradflow.plots.series import at_step, check_key, parse_step, pick_run, require, sort_series
+from gradflow.plots.style import (
+    MAX_STYLES, Palette, facet_grid, init_note, legend, line_weight, new_figure, no_effect_at_init, one_run_each,
+)
 
 HIST_REQUIRED = ("run", "step", "layer", "tensor", "kind", "lo", "hi", "count")
 JACOBIAN_REQUIRED = ("run", "step", "scope", "layer", "value")
+# the columns that name one value within a run: what runs alike at step 0 must agree on, value by value
+HIST_POINTS = ("layer", "tensor", "kind", "lo", "hi")
+JACOBIAN_POINTS = ("layer", "sample", "index")
 BINS = ("pos", "neg")  # magnitude bins, one set per sign
 SPECIAL = {"zero": "exactly 0", "underflow": "|x| < {lo:g} (underflow)", "overflow": "|x| >= {lo:g} (overflow)",
            "nonfinite": "NaN/inf"}
@@ -61,9 +66,13 @@ def hist(hist_df: pd.DataFrame, run: str | None = None, step: int | str = 0, max
     x: |value| on a log axis (bin centres; 4 bins per decade); y: the fraction of that layer's units
     in each bin. Exact zeros, under/overflow and NaN/inf cannot sit on a log axis: each panel states
     their share, and exact zeros are also drawn per layer on the left edge (e.g. dead ReLUs).
-    run: which run, when the table holds several; step: a probed step or "last".
+    run: which run, when the table holds several; step: a probed step or "last". At step 0, runs that differ
+    only in keys acting on the updates (optim.lr, ...: `hist_init_keys`) and measured the same histograms are
+    one run: their first is drawn, and the title says so.
     """
-    df = pick_run(require(hist_df, "hist", HIST_REQUIRED), run, "hist")
+    df = require(hist_df, "hist", HIST_REQUIRED)
+    df, inert = one_at_init(df) if run is None and parse_step(step) == 0 else (df, [])
+    df = pick_run(df, run, "hist")  # (runs that are not one: it names them)
     df, step_text = at_step(df, step)
     tensors = [t for t in TENSORS if (df["tensor"] == t).any()] + \
               [t for t in ordered_values(df["tensor"]) if t not in TENSORS]
@@ -135,10 +144,30 @@ def hist(hist_df: pd.DataFrame, run: str | None = None, step: int | str = 0, max
     n_points = len(all_layers) - len(head)
     extra = [step_text] + ([f"{len(shown)} of {n_points} layers shown"] if len(shown) < n_points else []) \
         + ([f"output head ({head[0]}) left out"] if head else []) \
-        + ([f"status: {status}"] if status not in ("ok", "") else [])
+        + ([f"status: {status}"] if status not in ("ok", "") else []) + [init_note(inert, per="figure")]
     set_title(fig, "Per-layer distributions of activations and back-propagated gradients "
-                   "(cf. Glorot & Bengio 2010)", df, extra)
+                   "(cf. Glorot & Bengio 2010)", df, extra, skip=inert)
     return fig
+
+
+def one_at_init(hist_df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """(the rows of its first run, `hist_init_keys`) where the runs of `hist_df` are one measurement at step 0,
+    alike but in those keys; else (hist_df, [])."""
+    if hist_df["run"].nunique() < 2 or not (inert := hist_init_keys(hist_df)):
+        return hist_df, []
+    one = one_run_each(hist_df, swept_keys(hist_df), inert)
+    return (one, inert) if one["run"].nunique() == 1 else (hist_df, [])
+
+
+def hist_init_keys(hist_df: pd.DataFrame) -> list[str]:
+    """The swept keys whose runs' step-0 histograms are one measurement (`no_effect_at_init` on the counts of
+    each bin): keys acting on the updates alone (optim.lr, ...) where the runs that differ only in them
+    counted the same units in every bin. Each distinct step-0 histogram is one figure (`hist`, the standard
+    set), not one per run."""
+    if not {"step", "count"} <= set(hist_df.columns):
+        return []
+    at0 = hist_df[hist_df["step"] == 0]
+    return no_effect_at_init(at0.assign(value=at0["count"]), swept_keys(at0), points=HIST_POINTS) if len(at0) else []
 
 
 def _special_counts(ax, sub: pd.DataFrame, totals: pd.Series, shown: list, colour: dict) -> bool:
@@ -180,7 +209,9 @@ def spectrum(jacobian: pd.DataFrame, step: int | str = 0, color: str | None = No
     inputs and over the seeds of a group: one line per run or seed group, coloured by a swept key.
 
     Dynamical isometry (Pennington et al. 2017) is every s close to 1: a narrow peak at s = 1. The
-    legend gives each line's mean(s) and var(s^2) (the spread of the spectrum of J J^T).
+    legend gives each line's mean(s) and var(s^2) (the spread of the spectrum of J J^T). At step 0 the
+    keys that act on the updates alone (optim.lr, train.steps, ...: `no_effect_at_init`) are no keys where
+    their runs' spectra are the same: those runs are one line, and the title says so.
     scope: "input_output" (input -> last hidden layer) or "layer" (every layer-to-layer Jacobian pooled).
     """
     df = require(jacobian, "jacobian", JACOBIAN_REQUIRED)
@@ -196,6 +227,11 @@ def spectrum(jacobian: pd.DataFrame, step: int | str = 0, color: str | None = No
     multi_source = n_distinct(df["source"]) > 1
     swept = swept_keys(df)
     check_key(color, "color", swept + (["source"] if multi_source else []))
+    # at step 0 the runs that differ only in keys acting on the updates (optim.lr, ...) and measured the same
+    # spectrum are one line: their first run's (a line per lr, all alike, was drawn)
+    inert = no_effect_at_init(df, swept, keep=(color,), points=JACOBIAN_POINTS) if parse_step(step) == 0 else []
+    df = one_run_each(df, swept, inert)
+    swept = [k for k in swept if k not in inert]
     color = color or (swept[0] if swept else None)
     style = "source" if multi_source and color != "source" else \
         next((k for k in swept if k != color and n_distinct(df[k]) <= MAX_STYLES), None)
@@ -253,9 +289,9 @@ def spectrum(jacobian: pd.DataFrame, step: int | str = 0, color: str | None = No
     ax.set_ylabel("density per decade of s")
     legend(fig, handles, key_label(color) if color else None)
     n_inputs = df.groupby("run")["sample"].nunique().max() if "sample" in df.columns else None
-    extra = [step_text] + ([f"{n_inputs} inputs per run"] if n_inputs else [])
+    extra = [step_text] + ([f"{n_inputs} inputs per run"] if n_inputs else []) + [init_note(inert)]
     extra.append("dynamical isometry: all s ≈ 1 (Pennington et al. 2017)")
-    set_title(fig, f"Singular values of the {what}", df, extra, skip=group_keys)
+    set_title(fig, f"Singular values of the {what}", df, extra, skip=group_keys + inert)
     return fig
 
 

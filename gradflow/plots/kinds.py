@@ -143,7 +143,7 @@ def check_options(df: pd.DataFrame, kind: str, o: Options, where: str) -> None:
         o.run = the_run(o.run, runs, df) or o.run
     if o.run is not None and str(o.run) not in runs:
         raise GradflowError(not_a_run(o.run, runs, where, 8, df=df))
-    if o.run is None and "run" in KINDS[kind][1] and len(runs) > 1:
+    if o.run is None and "run" in KINDS[kind][1] and len(runs) > 1 and not _one_at_init(kind, df, o):
         raise GradflowError(f"--kind {kind} draws one run and {where} holds {len(runs)}; "
                             f"pass --run with one of: {shown}")
     if kind == "ratio" and o.quantity in RATIOS and "quantity" in df.columns and o.quantity not in (
@@ -179,6 +179,16 @@ def profile_init_keys(df: pd.DataFrame, o: Options) -> list[str]:
     from gradflow.plots.profiles import init_keys
 
     return init_keys(df, o.quantity or default_quantity(df), 0 if o.step is None else o.step, (o.color, o.facet))
+
+
+def _one_at_init(kind: str, df: pd.DataFrame, o: Options) -> bool:
+    """Whether the runs of `df` are one histogram at step 0 (`distributions.one_at_init`: alike but in keys
+    acting on the updates, optim.lr, and counted the same), which --kind hist draws without --run."""
+    if kind != "hist" or o.step not in (None, 0, "0"):
+        return False
+    from gradflow.plots.distributions import one_at_init
+
+    return bool(one_at_init(df)[1])
 
 
 def draw(kind: str, df: pd.DataFrame, o: Options):

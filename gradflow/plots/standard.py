@@ -190,13 +190,14 @@ def plan(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.Dat
                 emit(name, _grid_with_theory if theory else grid, runs, *pair, value=value, facet=facet)
     if usable(hists):
         hist_runs = ordered_values(hists["run"])
-        for run in hist_runs:
+        for alike, name in _hist_step0_runs(hists):
+            rows = hists[hists["run"].isin(set(alike))]
+            suffix = "" if len(hist_runs) == len(alike) else "-" + file_part(name)
+            emit(f"hist-step0{suffix}", hist, rows, step=0)
+        for run in hist_runs if len(hist_runs) == 1 else []:
             rows = hists[hists["run"] == str(run)]
-            suffix = "" if len(hist_runs) == 1 else "-" + file_part(str(run))
-            if (rows["step"] == 0).any():
-                emit(f"hist-step0{suffix}", hist, rows, step=0)
-            if len(hist_runs) == 1 and (rows["step"] > 0).any():
-                emit(f"hist-last{suffix}", hist, rows, step="last")
+            if (rows["step"] > 0).any():
+                emit("hist-last", hist, rows, step="last")
     if usable(jacobian) and (jacobian["scope"] == "input_output").any():
         io = jacobian[jacobian["scope"] == "input_output"]
         if (io["step"] == 0).any():
@@ -204,6 +205,29 @@ def plan(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.Dat
         if (io["step"] > 0).any():
             emit("spectrum-last", spectrum, io, step="last")
     return planned
+
+
+def _hist_step0_runs(hists: pd.DataFrame) -> list[tuple[list, str]]:
+    """(the runs, its name) per distinct step-0 measurement: a run each, but runs that differ only in keys
+    acting on the updates (optim.lr, ...) and counted the same at step 0 (`distributions.hist_init_keys`) are
+    one, named after the first without those keys' items (model.activation=relu)."""
+    from gradflow.plots.curves import _without_item
+    from gradflow.plots.distributions import hist_init_keys
+    from gradflow.plots.style import alike_runs
+
+    at0 = hists[hists["step"] == 0]
+    inert = hist_init_keys(hists)
+    order = {run: i for i, run in enumerate(ordered_values(hists["run"]))}
+    groups = sorted(alike_runs(at0, swept_keys(at0), inert), key=lambda runs: order[runs[0]])
+    names = []
+    for runs in groups:
+        name = str(runs[0])
+        for key in inert:
+            name = _without_item(name, key)
+        names.append(name)
+    if len(set(names)) < len(names):  # (names alike but for those items: each its first run's)
+        names = [str(runs[0]) for runs in groups]
+    return list(zip(groups, names))
 
 
 def _one_point(layers: pd.DataFrame, rows: pd.DataFrame) -> str:

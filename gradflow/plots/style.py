@@ -431,9 +431,10 @@ def update_only(key: str) -> bool:
 
 
 def no_effect_at_init(df: pd.DataFrame, swept: Sequence[str], quantity: str | None = None,
-                      keep: Sequence[str | None] = ()) -> list[str]:
+                      keep: Sequence[str | None] = (), points: Sequence[str] = ("layer",)) -> list[str]:
     """Of the `swept` keys, those a figure of step 0 (`df`: its rows of one quantity, a `value` each, per
-    `layer` where it has one; or a ratio per run) treats as not varying: keys that act on the updates alone
+    `layer` where it has one; or a ratio per run; `points`: the columns that name one value within a run, a
+    Jacobian's singular value by layer, sample and index) treats as not varying: keys that act on the updates alone
     (`update_only`: optim.lr, train.steps, train.grad_clip, ...), where the runs that differ only in them
     measured the same values, to a relative SAME_AT_INIT (a key whose runs did not, as a user's own loop
     might, stays a key: nothing is hidden). None for a quantity of the update (update_ratio) or a key the
@@ -451,7 +452,7 @@ def no_effect_at_init(df: pd.DataFrame, swept: Sequence[str], quantity: str | No
     finite = np.isfinite(values)
     value = pd.Series(np.where(finite, values, np.nan))
     kind = pd.Series(np.where(finite, "finite", values.astype(str)))  # (nan, inf, -inf: each its own)
-    ids = [c for c in ("source", "layer") if c in df.columns]
+    ids = [c for c in ("source", *points) if c in df.columns]
     codes = {c: pd.factorize(hashable(df[c]).astype(object), use_na_sentinel=False)[0]
              for c in [*config_columns(df), *ids]}
     dropped: list[str] = []
@@ -469,9 +470,32 @@ def no_effect_at_init(df: pd.DataFrame, swept: Sequence[str], quantity: str | No
     return dropped
 
 
-def init_note(keys: Sequence[str]) -> str | None:
-    """A figure of step 0's line that says which keys it drew as one (`no_effect_at_init`)."""
-    return f"{', '.join(keys)}: no effect at step 0 (one line per value of the other keys)" if keys else None
+def init_note(keys: Sequence[str], per: str = "line") -> str | None:
+    """A figure of step 0's line that says which keys it drew as one (`no_effect_at_init`); `per`: what each
+    value of the other keys gets (a line; a histogram's figure)."""
+    return f"{', '.join(keys)}: no effect at step 0 (one {per} per value of the other keys)" if keys else None
+
+
+def one_run_each(df: pd.DataFrame, swept: Sequence[str], alike: Sequence[str]) -> pd.DataFrame:
+    """The rows of the first run of each group of `alike_runs`: one per distinct measurement at step 0."""
+    return df[df["run"].isin({runs[0] for runs in alike_runs(df, swept, alike)})] if alike else df
+
+
+def alike_runs(df: pd.DataFrame, swept: Sequence[str], alike: Sequence[str]) -> list[list]:
+    """The runs of `df` in groups, in their order, that `no_effect_at_init` found one measurement at step 0:
+    alike in every key but `alike` (of the `swept` keys) and those only they imply (adam's optim.betas beside
+    sgd's optim.momentum); each run a group of its own where `alike` is empty."""
+    from gradflow.keys import config_columns, hashable
+
+    per_run = df.drop_duplicates("run")
+    by = [c for c in [*config_columns(df), "source"]
+          if c in df.columns and (not update_only(c) or (c in swept and c not in alike))]
+    if not alike:
+        return [[run] for run in per_run["run"]]
+    ids = pd.DataFrame({c: pd.factorize(hashable(per_run[c]).astype(object), use_na_sentinel=False)[0] for c in by},
+                       index=per_run.index)
+    group = ids.groupby(by, sort=False).ngroup().to_numpy() if by else np.zeros(len(per_run), dtype=np.int64)
+    return [list(runs) for _, runs in per_run["run"].groupby(group, sort=False)]
 
 
 def bottom_and_left(axes: list) -> tuple[list, list]:
