@@ -732,11 +732,6 @@ def spec_files(path: Path) -> list[tuple[Path, dict | None]]:
     return [(f.parent, sweep_spec(f.parent)) for f in found]
 
 
-def sweep_specs(path: Path) -> list[tuple[Path, dict]]:
-    """(folder, sweep.yaml) of each sweep at or under `path` whose spec reads, in folder order."""
-    return [(folder, spec) for folder, spec in spec_files(path) if spec is not None]
-
-
 def specs_of(paths: list[Path]) -> list[tuple[Path, dict | None]]:
     """`spec_files` of every one of `paths`, each sweep once where the paths nest."""
     seen: set[Path] = set()
