@@ -384,8 +384,9 @@ def ls(
         raise GradflowError("no results folder here (the default of `gradflow ls`): `gradflow run` makes one, "
                             "or give the folder: gradflow ls PATH")
     df, swept = runs_view(given, where, sort, rate, steps_to)
-    if (csv or as_json) and module_depth_rows(df).any():  # (the table's line under it: which depths were read)
-        df = df.assign(**{DEPTH_READ: module_depth_rows(df)})
+    # (the table's line under it: which depths were read)
+    if (csv or as_json) and (read := module_depth_rows(df)).any():
+        df = df.assign(**{DEPTH_READ: read})
     cols = ["run"] + swept + [c for c in LS_COLUMNS if c in df.columns] + \
         [c for c in ("start_qstar", "chi1_transient", DEPTH_READ, store.FLAGS, "error") if c in df.columns] + \
         study_columns(df)
