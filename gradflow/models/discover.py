@@ -52,9 +52,7 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
     batch = inputs[0].shape[0] if inputs else None
     trace = _trace(model, inputs, args, kwargs)
     calls = trace.modules
-    first = {}
-    for k, m in enumerate(calls):
-        first.setdefault(m, k)
+    first = trace.first()
     # each weight layer's output's first dimension, at its first call
     leading = {m: out.shape[0] for m, k in first.items() if (out := trace.outputs[k]) is not None and out.dim()}
     # a layer that runs sequence first, (T, B, ...), in a model whose input is batch first: its batch is its
@@ -177,9 +175,7 @@ def _batch_dims_told_apart(model: nn.Module, trace: "_Calls", first: dict, batch
         again = _trace(model, _tensor_inputs(args, kwargs), args, kwargs)
     except Exception:  # (a model made for one batch size: as one pass reads them)
         return {}
-    seen = {}
-    for k, m in enumerate(again.modules):
-        seen.setdefault(m, k)
+    seen = again.first()
     told = {}
     for m in both:
         out = again.outputs[seen[m]] if m in seen else None
@@ -240,6 +236,13 @@ class _Calls:
     def end(self, module: nn.Module, args: tuple, out) -> None:  # (a return value would replace the output)
         k = self._open.pop()
         self.outputs[k] = out if isinstance(out, torch.Tensor) else None
+
+    def first(self) -> dict[nn.Module, int]:
+        """Each module called, and the index of its first call."""
+        first: dict[nn.Module, int] = {}
+        for k, m in enumerate(self.modules):
+            first.setdefault(m, k)
+        return first
 
 
 def _activation_after(m: nn.Module, trace: _Calls, first: dict) -> nn.Module | None:
