@@ -440,7 +440,7 @@ def no_effect_at_init(df: pd.DataFrame, swept: Sequence[str], quantity: str | No
     might, stays a key: nothing is hidden). None for a quantity of the update (update_ratio) or a key the
     caller names (`keep`: a colour or facet asked for). Each figure of step 0 chooses its colour, marker
     and panels among the other keys, one line per combination of their values, and says so (`init_note`)."""
-    from gradflow.keys import config_columns, hashable
+    from gradflow.keys import config_columns
     from gradflow.probes.quantities import QUANTITIES, UPDATE
 
     if quantity in QUANTITIES and QUANTITIES[quantity].when == UPDATE:
@@ -452,22 +452,34 @@ def no_effect_at_init(df: pd.DataFrame, swept: Sequence[str], quantity: str | No
     finite = np.isfinite(values)
     value = pd.Series(np.where(finite, values, np.nan))
     kind = pd.Series(np.where(finite, "finite", values.astype(str)))  # (nan, inf, -inf: each its own)
-    ids = [c for c in ("source", *points) if c in df.columns]
-    codes = {c: pd.factorize(hashable(df[c]).astype(object), use_na_sentinel=False)[0]
-             for c in [*config_columns(df), *ids]}
+    codes = _codes(df, [*config_columns(df), *(c for c in ("source", *points) if c in df.columns)])
     dropped: list[str] = []
     for k in candidates:  # (one at a time: a key whose runs differ is left a key, the others still dropped)
         trial = [*dropped, k]
         # the runs one line would hold: alike in every key but the trial's and those only they imply (an
         # optimizer's own keys, optim.momentum beside adam's optim.betas), at one point of one source
-        by = [c for c in codes if not update_only(c) or (c in swept and c not in trial)]
-        group = pd.DataFrame({c: codes[c] for c in by}).groupby(by, sort=False).ngroup().to_numpy() if by else \
-            np.zeros(len(df), dtype=np.int64)
+        group = _alike_groups(codes, len(df), swept, trial)
         hi, lo = value.groupby(group).max(), value.groupby(group).min()
         alike = ((hi - lo).abs() <= SAME_AT_INIT * np.maximum(hi.abs(), lo.abs())) | hi.isna()
         if bool(alike.all()) and bool((kind.groupby(group).nunique() == 1).all()):
             dropped = trial
     return dropped
+
+
+def _codes(df: pd.DataFrame, columns: Sequence[str]) -> dict[str, np.ndarray]:
+    """Each of `columns` of `df` as codes (NaN matching NaN, lists by value)."""
+    from gradflow.keys import hashable
+
+    return {c: pd.factorize(hashable(df[c]).astype(object), use_na_sentinel=False)[0] for c in columns}
+
+
+def _alike_groups(codes: dict[str, np.ndarray], n: int, swept: Sequence[str], alike: Sequence[str]) -> np.ndarray:
+    """Each of `n` rows' group (numbered in order of appearance): the rows alike in every column of `codes` but
+    the `alike` keys (of the `swept` ones) and the keys acting on the updates that only they imply."""
+    by = [c for c in codes if not update_only(c) or (c in swept and c not in alike)]
+    if not by:
+        return np.zeros(n, dtype=np.int64)
+    return pd.DataFrame({c: codes[c] for c in by}).groupby(by, sort=False).ngroup().to_numpy()
 
 
 def init_note(keys: Sequence[str], per: str = "line") -> str | None:
@@ -485,16 +497,13 @@ def alike_runs(df: pd.DataFrame, swept: Sequence[str], alike: Sequence[str]) -> 
     """The runs of `df` in groups, in their order, that `no_effect_at_init` found one measurement at step 0:
     alike in every key but `alike` (of the `swept` keys) and those only they imply (adam's optim.betas beside
     sgd's optim.momentum); each run a group of its own where `alike` is empty."""
-    from gradflow.keys import config_columns, hashable
+    from gradflow.keys import config_columns
 
     per_run = df.drop_duplicates("run")
-    by = [c for c in [*config_columns(df), "source"]
-          if c in df.columns and (not update_only(c) or (c in swept and c not in alike))]
     if not alike:
         return [[run] for run in per_run["run"]]
-    ids = pd.DataFrame({c: pd.factorize(hashable(per_run[c]).astype(object), use_na_sentinel=False)[0] for c in by},
-                       index=per_run.index)
-    group = ids.groupby(by, sort=False).ngroup().to_numpy() if by else np.zeros(len(per_run), dtype=np.int64)
+    codes = _codes(per_run, [*config_columns(df), *(["source"] if "source" in df.columns else [])])
+    group = _alike_groups(codes, len(per_run), swept, alike)
     return [list(runs) for _, runs in per_run["run"].groupby(group, sort=False)]
 
 
