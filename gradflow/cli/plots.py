@@ -162,11 +162,8 @@ def _earlier_parts(whole: Path, written: list[Path]) -> None:
     family = re.compile(rf"{re.escape(whole.stem)}(-[\w.+]+=.*)?{re.escape(whole.suffix)}")
     earlier = sorted(p.name for p in whole.parent.glob(f"{globbing.escape(whole.stem)}*{whole.suffix}")
                      if p.is_file() and p not in written and family.fullmatch(p.name))
-    if earlier:
-        names = ", ".join(earlier[:4]) + (f" and {len(earlier) - 4} more" if len(earlier) > 4 else "")
-        print_note(f"also in {whole.parent}, not drawn by this command: {names} (from an earlier drawing, whose "
-                   "runs were split into figures otherwise; they may no longer apply)", style="yellow",
-                   to=err_console)
+    _say_earlier(whole.parent, earlier, "from an earlier drawing, whose runs were split into figures otherwise; "
+                 "they may no longer apply")
 
 
 def _part_suffix(tail: str) -> str:
@@ -237,10 +234,15 @@ def _earlier_figures(target: Path, written: set[Path], fmt: str) -> None:
     leaves out now (no run clips any more, a run removed) stayed there from an earlier drawing, and read as
     current beside the new set. They are named, not removed: the folder may hold a user's own figures."""
     earlier = sorted(p.name for p in target.glob(f"*.{fmt}") if p.is_file() and p not in written)
+    _say_earlier(target, earlier, "from an earlier drawing; one the set leaves out now may no longer apply")
+
+
+def _say_earlier(folder: Path, earlier: list[str], why: str) -> None:
+    """The line naming the figures `earlier` in `folder` that this command did not draw (the first four), and
+    `why` they may not apply; none where there are none."""
     if earlier:
         names = ", ".join(earlier[:4]) + (f" and {len(earlier) - 4} more" if len(earlier) > 4 else "")
-        print_note(f"also in {target}, not drawn by this command: {names} (from an earlier drawing; one the set "
-                   "leaves out now may no longer apply)", style="yellow", to=err_console)
+        print_note(f"also in {folder}, not drawn by this command: {names} ({why})", style="yellow", to=err_console)
 
 
 OTHER_IMAGES = ("jpg", "jpeg", "tif", "tiff", "eps", "ps", "webp", "gif", "bmp")  # image files gradflow does not write
