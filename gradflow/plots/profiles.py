@@ -180,7 +180,7 @@ def _inert(df: pd.DataFrame, step: int | str, quantity: str, keep: tuple) -> lis
 def init_keys(layers: pd.DataFrame, quantity: str, step: int | str = 0, keep: tuple = ()) -> list[str]:
     """The swept keys a profile of `quantity` at `step` draws as not varying (`_inert`): what the standard
     set and compare leave out where they choose a profile's facet."""
-    if parse_step(step) != 0 or not (layers["quantity"] == quantity).any():
+    if parse_step(step) != 0:
         return []
     df = layers[(layers["quantity"] == quantity) & (layers["step"] == 0)]
     return _inert(df, 0, quantity, keep) if not df.empty else []
