@@ -252,7 +252,7 @@ def _run_command(run: Path) -> str:
     from gradflow.overrides import override_key
 
     items = [] if run.name == "default" else run.name.split(",")
-    spec = store.sweep_spec(run.parent) if (run.parent / store.SWEEP_FILE).is_file() else None
+    spec = store.sweep_spec(run.parent)  # (None: a folder of single runs)
     if spec and spec.get("points") is not None and isinstance(spec.get("command"), str):
         return spec["command"]
     if spec:  # (a launcher and its settings are the sweep's: `gradflow run` refuses them)
