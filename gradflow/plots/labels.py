@@ -185,9 +185,10 @@ def key_label(key: str, df: pd.DataFrame | None = None) -> str:
     """'depth (hidden layers) [model.depth]': what it means, and the override that sets it. df: the runs
     drawn, where what a key means depends on the model (a transformer's depth is its blocks)."""
     name = KEY_NAMES.get(key)
-    if key == "model.depth" and df is not None and model_names(df) == {"custom"}:  # (with_module_depth's)
+    models = model_names(df) if key == "model.depth" and df is not None else set()
+    if models == {"custom"}:  # (with_module_depth's)
         return f"depth ({MODULE_DEPTH})"
-    if key == "model.depth" and df is not None and "transformer" in (models := model_names(df)):
+    if "transformer" in models:
         name = "depth (blocks)" if models == {"transformer"} else "depth (hidden layers; a transformer's blocks)"
     return f"{name} [{key}]" if name and name != key else key
 
