@@ -1,0 +1,34 @@
+"""gradflow's commands run in this process as a pipe sees them: the real Typer app under CliRunner (stdout is
+not a terminal, so no colour), its consoles at `columns` columns. For tests whose subject is what a command
+prints, not its process: a process of its own costs a Python, torch and Hydra import (~0.7 s). The tests
+of the installed entry point and of signals keep real processes."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from typer.testing import CliRunner
+
+
+@contextmanager
+def terminal_width(columns: int):
+    """The CLI's consoles at `columns` columns for the block (they read COLUMNS once, at import)."""
+    from gradflow.cli.console import console, err_console
+
+    before = console._width, err_console._width
+    console.width = err_console.width = columns
+    try:
+        yield
+    finally:
+        console._width, err_console._width = before
+
+
+def piped(*args, columns: int = 80, code: int | None = 0):
+    """`gradflow ARGS | cat` at `columns` columns: the click Result (.stdout, .stderr, .exit_code). `code`:
+    the exit code it must end with (None: any), the stderr in the assertion message otherwise."""
+    from gradflow.cli import app
+
+    with terminal_width(columns):
+        out = CliRunner(env={"COLUMNS": str(columns)}).invoke(app, [str(a) for a in args], catch_exceptions=False)
+    assert code is None or out.exit_code == code, out.stderr
+    return out
