@@ -286,7 +286,8 @@ class Recorder:
         self._readings: list = []  # each probed step's primitives; their tables are made at close()
         self._scales: list[tuple[float, float]] = []  # each probed step's (gradient, signal) factors: 1 / loss scale
         self._pending_scale: tuple[torch.Tensor, bool] | None = None  # (the scale its backward ran at, grads unscaled)
-        self._logged: list[tuple[int, str, torch.Tensor | float]] = []
+        self._logged: dict[tuple[int, str], torch.Tensor | float] = {}  # (step, name) -> value: the last logged
+        self._said_twice = False
         self._last_step = -1
         self._cut_short = False  # the last step raised inside its block: it was not done
         self._closed = False
@@ -448,7 +449,12 @@ class Recorder:
                 except (TypeError, ValueError):
                     raise GradflowError(f"Recorder.log: {name} must be a number or a one-element tensor; "
                                         f"got {shorten(repr(value), 40)}") from None
-            self._logged.append((step, name, value))
+            if (step, name) in self._logged and not self._said_twice:
+                self._said_twice = True  # (once a run: a loop that does it does it at every step)
+                warnings.warn(f"rec.log: {name} logged twice at step {step}; the last value is kept (one value per "
+                              f"name and step: log the mean of an update's micro-batches once, after them)",
+                              stacklevel=2)
+            self._logged[step, name] = value
 
     def _steps_ours(self, opt) -> bool:
         """Whether optimizer `opt` steps parameters of the model."""
@@ -706,10 +712,10 @@ class Recorder:
                 f"{last} was not probed (every={self.every}): {views}"]
 
     def _metric_rows(self) -> list[tuple[int, str, str, float]]:
-        tensors = [v for _, _, v in self._logged if isinstance(v, torch.Tensor)]
+        tensors = [v for v in self._logged.values() if isinstance(v, torch.Tensor)]
         fetched = iter(torch.stack([t.float().reshape(()) for t in tensors]).cpu().tolist() if tensors else [])
         rows = []
-        for step, name, v in self._logged:
+        for (step, name), v in self._logged.items():
             split, _, metric = name.partition("_") if "_" in name else ("log", "", name)
             rows.append((step, split, metric, next(fetched) if isinstance(v, torch.Tensor) else v))
         return rows

@@ -1676,6 +1676,34 @@ def test_scalars_are_stored_under_the_step_the_loop_logs_them_at(tmp_path):
     assert sorted(metrics[metrics.split == "train"].step) == [0, 1, 2]
 
 
+def test_a_name_logged_twice_at_one_step_keeps_the_last_value_and_says_so_once(tmp_path):
+    """A loop that logs each micro-batch's loss under the update's step stored a row per call: two values of
+    train/loss at one step, the curves drawn as a zig-zag between them, ls's final loss whichever came last
+    in the file. One value per name and step is kept, the last (a tensor's as a float's), told once."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    last = {}
+    with warnings.catch_warnings(record=True) as told:
+        warnings.simplefilter("always")
+        with gradflow.Recorder(model, tmp_path / "run", every=1, steps=3) as rec:
+            for step in range(3):
+                with rec.step(step):
+                    for micro in range(2):
+                        loss = model(torch.randn(8, 4)).square().mean()
+                        loss.backward()
+                        rec.log(step, train_loss=loss, train_acc=0.5 + micro / 4)
+                        last[step] = loss.item()
+                model.zero_grad()
+    twice = [str(w.message) for w in told if "twice" in str(w.message)]
+    assert twice == ["rec.log: train_loss logged twice at step 0; the last value is kept (one value per name and "
+                     "step: log the mean of an update's micro-batches once, after them)"]
+    metrics = gradflow.load(tmp_path / "run", "metrics")
+    assert not metrics.duplicated(["step", "split", "metric"]).any()
+    loss = metrics[metrics.metric == "loss"].set_index("step")["value"]
+    assert loss.to_dict() == pytest.approx(last, rel=1e-6)
+    assert set(metrics[metrics.metric == "acc"]["value"]) == {0.75}
+
+
 def test_a_logged_step_that_is_no_whole_number_is_refused_at_the_call(tmp_path):
     """rec.log checks its step as rec.step does: "two" failed only at close(), in pyarrow's words, leaving the
     run `running` (read as interrupted) with no metrics.parquet; 1.5 was stored as step 1 and -5 as -5."""
