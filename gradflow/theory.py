@@ -736,23 +736,45 @@ def effective_sw2(config: Mapping[str, Any]) -> float | None:
 
 
 def input_sw2(config: Mapping[str, Any], sw2: float) -> float:
-    """fan_in Var(W_0) of an MLP's input layer (data.dim -> model.width), whose q_0 it sets, from its flattened
-    config and the bulk's sigma_w^2 (`equivalent_sw2`). The same as the bulk's where the scheme scales by
-    fan_in alone (meanfield, standard, lecun_normal, kaiming's fan_in mode), or where data.dim == model.width.
+    """fan_in Var(W_0) of the input layer, whose q_0 it sets, from a run's flattened config and the bulk's
+    sigma_w^2 (`equivalent_sw2`): an MLP's data.dim -> model.width, a CNN's first conv (data=gaussian's one
+    channel -> model.channels, over model.kernel taps). The same as the bulk's where the scheme scales by
+    fan_in alone (meanfield, standard, lecun_normal, kaiming's fan_in mode), or where the layer is square.
     Otherwise: xavier_* 2 fan_in / (fan_in + fan_out) times it, kaiming's fan_out mode fan_in / fan_out,
-    orthogonal (semi-orthogonal rows or columns) min(1, fan_in / fan_out): gaussian inputs of dim 64 into width
-    256 under xavier_normal give q_0 = 0.4, not 1, and selu's fit, read as at q*, was 1.2% above chi_1."""
-    d, n = _number(config, "data.dim"), _number(config, "model.width")
-    if config_value(config, "model.name") not in ("mlp", None) or d is None or n is None or d <= 0 or n <= 0:
+    orthogonal (semi-orthogonal rows or columns of the (out, fan_in) matrix) min(1, fan_in / out), delta-
+    orthogonal (its centre tap's) min(1, in / out): gaussian inputs of dim 64 into width 256 under
+    xavier_normal give q_0 = 0.4, not 1, and selu's fit, read as at q*, was 1.2% above chi_1; a CNN's first
+    conv (1 -> 32 channels, 3 taps) under xavier_normal has 0.06 of the bulk's, and data.scale=qstar started
+    it at 0.07 q*."""
+    shape = _input_layer(config)
+    if shape is None:
         return sw2
+    c_in, c_out, taps = shape
+    fan_in, fan_out = c_in * taps, c_out * taps
     name = config_value(config, "init.name")
     if name in ("xavier_normal", "xavier_uniform"):
-        return sw2 * 2.0 * d / (d + n)
+        return sw2 * 2.0 * fan_in / (fan_in + fan_out)
     if name in ("kaiming_normal", "kaiming_uniform") and config_value(config, "init.mode") == "fan_out":
-        return sw2 * d / n
-    if name in ("orthogonal", "delta_orthogonal"):
-        return sw2 * min(1.0, d / n)
+        return sw2 * fan_in / fan_out
+    if name == "orthogonal":
+        return sw2 * min(1.0, fan_in / c_out)
+    if name == "delta_orthogonal":
+        return sw2 * min(1.0, c_in / c_out)
     return sw2
+
+
+def _input_layer(config: Mapping[str, Any]) -> tuple[int, int, int] | None:
+    """(inputs, outputs, taps) of the input layer: an MLP's (data.dim, model.width, 1); a CNN's first conv
+    on data=gaussian's inputs, one channel of length data.dim, (1, model.channels, model.kernel). None where
+    unknown (another model, or another dataset's channels)."""
+    model = config_value(config, "model.name")
+    if model in ("mlp", None):
+        d, n = _number(config, "data.dim"), _number(config, "model.width")
+        return None if d is None or n is None or d <= 0 or n <= 0 else (int(d), int(n), 1)
+    if model == "cnn" and config_value(config, "data.name") == "gaussian":
+        c, k = _number(config, "model.channels"), _number(config, "model.kernel")
+        return None if c is None or k is None or c <= 0 or k <= 0 else (1, int(c), int(k))
+    return None
 
 
 def qstar_input(activation: str, sw2: float, sb2: float) -> float | None:
@@ -762,8 +784,9 @@ def qstar_input(activation: str, sw2: float, sb2: float) -> float | None:
     return q if math.isfinite(q) and q > sb2 else None
 
 
-THEORY_KEYS = {"model": ("activation", "name", "width"), "init": ("name", "gain", "mode", "sw2", "sb2"),
-               "data": ("dim",)}  # what the theory reads of a run (the last three: the input layer's shape)
+THEORY_KEYS = {"model": ("activation", "name", "width", "channels", "kernel"),
+               "init": ("name", "gain", "mode", "sw2", "sb2"),
+               "data": ("name", "dim")}  # what the theory reads of a run (width on: the input layer's shape)
 
 
 def run_keys(cfg) -> dict[str, Any]:

@@ -92,3 +92,36 @@ def test_input_q_is_the_first_layers_variance_the_data_gives():
             assert theory.input_q(flatten(cfg), 2.0, 0.05) == pytest.approx(measured, rel=0.02), (scale, distribution)
     assert theory.input_q(flatten(compose(["data=mnist1d"])), 2.0, 0.05) is None
     assert theory.input_q({"data.name": "gaussian", "data.scale": "qstar", "model.activation": "relu"}, 3.0, 0.0) is None
+
+
+@pytest.mark.parametrize("init", ["init=xavier_normal init.gain=1.2", "init=orthogonal init.gain=1.2",
+                                  "init=delta_orthogonal init.gain=1.2",
+                                  "init=kaiming_normal init.mode=fan_out", "init=meanfield init.sw2=1.5 init.sb2=0.05"])
+def test_qstar_scale_puts_a_cnns_first_conv_at_the_fixed_point(init):
+    """data.scale=qstar on a CNN: its first conv (1 -> 256 channels, 5 taps) has its own sigma_w^2 under a
+    scheme that scales by fan_out (xavier: 2 * 5 / (5 + 1280) of the bulk's; orthogonal: 5 / 256), and the
+    inputs were scaled by the bulk's, starting it at 1-3% of q*. Measured: mean z^2 over the positions the
+    padding leaves whole, over 4 inits, within 4 standard errors (a unit's 5 squared taps vary by sqrt(2/5))."""
+    import torch
+
+    from gradflow import theory
+    from gradflow.config import compose
+    from gradflow.data import build
+    from gradflow.models import build as build_model
+    from gradflow.models.init import initialize
+    from gradflow.theory import input_scale
+
+    cfg = compose(["model=cnn", "model.channels=256", "model.kernel=5", "model.depth=2", "model.activation=tanh",
+                   "data=gaussian", "data.dim=32", "data.n_train=256", "data.scale=qstar", *init.split()])
+    x = build(cfg.data, torch.device("cpu"), input_scale(cfg)).x_train.float()
+    measured = []
+    for seed in range(4):
+        torch.manual_seed(seed)
+        model = build_model(cfg, tuple(x.shape[1:]), 10)
+        initialize(model, cfg.init, "tanh")
+        with torch.no_grad():
+            z = model.probe_points[0].layer(x.unsqueeze(1))[..., 2:-2].double()
+        measured.append(float(z.pow(2).mean()))
+    sw2, sb2 = theory.equivalent_sw2(theory.run_keys(cfg), "tanh")
+    se = np.sqrt(2.0 / 5) / np.sqrt(256 * len(measured))
+    assert np.mean(measured) / theory.q_star("tanh", sw2, sb2) == pytest.approx(1.0, abs=4 * se), init
