@@ -20,19 +20,32 @@ from typer.testing import CliRunner
 
 from gradflow import store
 from gradflow.summary import steps_to
+from tests.commands import piped
 
 SWEEP = ["data=gaussian", "data.n_train=256", "data.n_test=128", "data.dim=16", "model.width=16", "train.steps=12",
          "train.batch_size=32", "train.eval_every=3", "threads=1", "model.depth=5,10,20",
          "init=orthogonal,xavier_normal"]
 
 
-def gradflow(*args: str, columns: int = 80) -> str:
-    """The real command, piped (stdout is not a terminal), at `columns` columns."""
+def process(*args: str, columns: int = 80) -> subprocess.CompletedProcess:
+    """The real command in a process of its own, piped (stdout is not a terminal), at `columns` columns."""
     path = os.pathsep.join([str(Path(__file__).parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])])
     env = {**os.environ, "COLUMNS": str(columns), "PYTHONPATH": path}
-    out = subprocess.run([sys.executable, "-m", "gradflow", *args], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run([sys.executable, "-m", "gradflow", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def real_gradflow(*args: str, columns: int = 80) -> str:
+    """What the real command prints, piped, at `columns` columns: for the properties of a process of its own."""
+    out = process(*args, columns=columns)
     assert out.returncode == 0, out.stderr
     return out.stdout
+
+
+def gradflow(*args: str, columns: int = 80) -> str:
+    """What the command prints, piped, at `columns` columns, run in this process (byte for byte what the
+    real pipe gets: tests.commands.piped; a process of its own costs a Python, torch and Hydra import)."""
+    return piped(*args, columns=columns).stdout
 
 
 def made(*args: str) -> None:
@@ -47,7 +60,7 @@ def made(*args: str) -> None:
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory) -> tuple[Path, str]:
     results = tmp_path_factory.mktemp("ls") / "results"
-    summary = gradflow("sweep", *SWEEP, f"results={results}", "--name", "grid")
+    summary = real_gradflow("sweep", *SWEEP, f"results={results}", "--name", "grid")
     return results / "grid", summary
 
 
@@ -77,7 +90,7 @@ def runs_json(path: Path, *args: str) -> pd.DataFrame:
 @pytest.mark.parametrize("which", ["ls", "sweep summary"])
 def test_table_reads_right_at_80_columns_piped(swept, which):
     root, summary = swept
-    text = gradflow("ls", str(root)) if which == "ls" else summary
+    text = real_gradflow("ls", str(root)) if which == "ls" else summary
     # the table from its title on (the sweep's header line is soft-wrapped: it holds a path)
     text = text[re.search(rf"^{re.escape(str(root))} *$", text, re.M).start():]
     check_readable(text)
@@ -203,10 +216,8 @@ def test_an_unknown_sort_or_where_key_offers_the_columns_it_may_mean(swept, args
     or that its usual other name is (learning_rate: optim.lr), as a mistyped override is; it listed the
     column names alone."""
     root, _ = swept
-    path = os.pathsep.join([str(Path(__file__).parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])])
-    out = subprocess.run([sys.executable, "-m", "gradflow", "ls", str(root), *args], capture_output=True, text=True,
-                         env={**os.environ, "COLUMNS": "80", "PYTHONPATH": path}, timeout=300)
-    assert out.returncode == 1 and out.stdout == "", out
+    out = piped("ls", root, *args, code=1)
+    assert out.exit_code == 1 and out.stdout == "", out
     assert out.stderr.startswith(f"error: {meant}; choices: ") and len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 
@@ -784,8 +795,8 @@ def test_a_sweep_cut_short_keeps_its_swept_keys_and_says_what_is_not_run(swept, 
     assert flat.endswith("not run: 4"), text
     assert set(runs_json(cut)["model.depth"]) == {5}
     # while the sweep is running (it holds the folder's lock) its command would be refused: ls says it runs
-    with store.lock(cut, "gradflow sweep ... --name cut"):
-        flat = " ".join(gradflow("ls", str(cut)).split())
+    with store.lock(cut, "gradflow sweep ... --name cut"):  # (held by this process: ls in one of its own)
+        flat = " ".join(real_gradflow("ls", str(cut)).split())
     assert f"not run yet: 4 of the sweep's 6 runs; the sweep is running (pid {os.getpid()} on " in flat, flat
     assert "runs them" not in flat
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
