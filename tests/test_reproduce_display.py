@@ -2,7 +2,8 @@
 between words only, every cell is whole (the claim's source is never cut short), a count of runs reads as one,
 pascanu2013's claims are complete phrases and its figure names the recurrent init.
 
-The claims come from one pascanu2013 --quick run (about 10 s) and he2015 at step 0 (two seeds, about 12 s)."""
+The claims come from one pascanu2013 --quick run (about 10 s), a real process through a real pipe, and he2015
+at step 0 (two seeds, about 12 s); the other commands run in this process, as a pipe sees them."""
 
 from __future__ import annotations
 
@@ -17,15 +18,29 @@ import pytest
 
 from gradflow import reproduce as rep
 from gradflow import store
+from tests.commands import piped
+
+
+def process(*args: str, columns: int = 80) -> subprocess.CompletedProcess:
+    """The real command in a process of its own, piped (stdout is not a terminal), at `columns` columns."""
+    path = os.pathsep.join([str(Path(__file__).parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env = {**os.environ, "COLUMNS": str(columns), "PYTHONPATH": path, "MPLBACKEND": "Agg"}
+    return subprocess.run([sys.executable, "-m", "gradflow", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def real_gradflow(*args: str, columns: int = 80, ok: bool = True) -> str:
+    """What the real command prints, piped, at `columns` columns: for the properties of a process of its own."""
+    out = process(*args, columns=columns)
+    assert (out.returncode == 0) == ok, out.stdout + out.stderr
+    return out.stdout
 
 
 def gradflow(*args: str, columns: int = 80, ok: bool = True) -> str:
-    """The real command, piped (stdout is not a terminal), at `columns` columns."""
-    path = os.pathsep.join([str(Path(__file__).parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])])
-    env = {**os.environ, "COLUMNS": str(columns), "PYTHONPATH": path, "MPLBACKEND": "Agg"}
-    out = subprocess.run([sys.executable, "-m", "gradflow", *args], capture_output=True, text=True, env=env,
-                         timeout=300)
-    assert (out.returncode == 0) == ok, out.stdout + out.stderr
+    """What the command prints, piped, at `columns` columns, run in this process (byte for byte what the
+    real pipe gets: tests.commands.piped; a process of its own costs a Python, torch and Hydra import)."""
+    out = piped(*args, columns=columns, code=None)
+    assert (out.exit_code == 0) == ok, out.stdout + out.stderr
     return out.stdout
 
 
@@ -114,7 +129,7 @@ def test_mistyped_option_taken_for_the_name_says_which_option():
 @pytest.fixture(scope="module")
 def pascanu(tmp_path_factory) -> tuple[Path, str]:
     results = tmp_path_factory.mktemp("results")
-    text = gradflow("reproduce", "pascanu2013", "--quick", "threads=1", f"results={results}")
+    text = real_gradflow("reproduce", "pascanu2013", "--quick", "threads=1", f"results={results}")
     return rep.root_for("pascanu2013", "quick", str(results)), text
 
 
