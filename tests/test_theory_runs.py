@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import gradflow
 from gradflow import theory
+from tests.commands import piped
 
 WIDE = ["data=gaussian", "data.dim=64", "data.n_train=256", "model.depth=60", "model.width=500", "train.steps=0",
         "train.batch_size=256", "model.activation=tanh", "init=meanfield", "init.sb2=0.05"]
@@ -77,8 +75,7 @@ def test_ls_warns_when_the_chi1_fit_sits_in_the_length_maps_transient(cli, resul
     assert "1 run's chi1 fit starts in the length map's transient" in table and "data.scale=qstar" in table
     assert "q*: inputs at the fixed point" in table and "!: still in the length map's transient (see below)" in table
     # at 80 columns too the fits the warning is about show, with their marks and values
-    narrow = subprocess.run([sys.executable, "-m", "gradflow", "ls", str(results / "gelu")], capture_output=True,
-                            text=True, timeout=120, env={**os.environ, "COLUMNS": "80"}).stdout
+    narrow = piped("ls", results / "gelu", columns=80).stdout
     assert "warning: 1 run's" in narrow and re.search(r"\d\.\d+ +55 \(3-57\)!", narrow), narrow
     # the run at q* alone: neither mark is explained where no cell carries it, nor a warning promised "below"
     alone = " ".join(cli("ls", str(results / "gelu"), "--where", "data.scale=qstar").output.split())
