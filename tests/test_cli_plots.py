@@ -24,6 +24,7 @@ from gradflow import store
 from gradflow.cli import app
 from gradflow.compare import comparison, match_keys, pooled_keys, source_labels, unmatched
 from gradflow.fmt import fmt as number
+from tests.commands import piped
 
 SMALL = ["data=gaussian", "data.n_train=128", "data.n_test=64", "data.dim=8", "model.width=8", "train.steps=4",
          "train.batch_size=32", "train.eval_every=2"]
@@ -292,9 +293,9 @@ def test_plot_says_which_figures_of_the_set_it_left_out_and_why(tmp_path):
     assert [p.name for p in printed_paths(out)] == ["curves.png"]
     line = "profile-*, heatmap not drawn: only layer 2 has a value (0-1 frozen)"
     assert out.output.splitlines()[1:] == [line], out.output
-    piped = _plot_piped(frozen)
-    assert piped.returncode == 0 and piped.stdout == f"{frozen / 'figures' / 'curves.png'}\n", piped
-    assert piped.stderr.splitlines() == [line], piped.stderr
+    real = _plot_piped(frozen)
+    assert real.returncode == 0 and real.stdout == f"{frozen / 'figures' / 'curves.png'}\n", real
+    assert real.stderr.splitlines() == [line], real.stderr
     # one probed layer (a linear model); one step (step 0 alone)
     linear = _recorded(tmp_path / "linear" / "run", model=torch.nn.Sequential(torch.nn.Linear(8, 3)))
     out = invoke("plot", linear)
@@ -622,13 +623,17 @@ def test_a_sources_legend_entry_names_first_the_keys_that_tell_it_from_each_othe
         "plain (init=xavier_normal, init.gain=1)", "relu (init=xavier_normal, init.gain=2)", "resid (init=kaiming_normal)"]
 
 
-def _compare_at_80_columns(*args, out_dir: Path, width: int = 80) -> tuple[str, list[str], str]:
+def _compare_at_80_columns(*args, out_dir: Path, width: int = 80, real: bool = False) -> tuple[str, list[str], str]:
     """`gradflow compare ARGS` piped at 80 (or `width`) columns: its output, its lines (each within the width
-    but the figure's path) and the table's header line."""
-    env = {**os.environ, "COLUMNS": str(width), "TERM": "dumb"}
-    out = subprocess.run([sys.executable, "-m", "gradflow", "compare", *map(str, args), "--out", str(out_dir)],
-                         capture_output=True, text=True, timeout=300, env=env)
-    assert out.returncode == 0, out.stderr
+    but the figure's path) and the table's header line. In this process (`piped`, the same bytes as a pipe
+    gets); real: through a real pipe from a process of its own."""
+    if real:
+        env = {**os.environ, "COLUMNS": str(width), "TERM": "dumb"}
+        out = subprocess.run([sys.executable, "-m", "gradflow", "compare", *map(str, args), "--out", str(out_dir)],
+                             capture_output=True, text=True, timeout=300, env=env)
+        assert out.returncode == 0, out.stderr
+    else:
+        out = piped("compare", *args, "--out", out_dir, columns=width)
     lines = out.stdout.splitlines()
     assert all(len(ln) <= width for ln in lines if not ln.startswith(str(out_dir))), lines
     return out.stdout, lines, next(ln for ln in lines if ln.startswith("┃"))
@@ -649,7 +654,8 @@ def test_compare_names_the_columns_it_leaves_out_whole(plain, batchnorm, divergi
 def test_compare_of_three_at_80_columns_folds_no_number(plain, batchnorm, diverging, tmp_path):
     # the labels were "grad ratio first/last, init" and every column could fold: "first/la…", "1.9" over "6"
     # (--by depth: activation, fixed at tanh in batchnorm and relu in diverging, would be a key too)
-    text, lines, header = _compare_at_80_columns(plain, batchnorm, diverging, "--by", "depth", out_dir=tmp_path)
+    text, lines, header = _compare_at_80_columns(plain, batchnorm, diverging, "--by", "depth", out_dir=tmp_path,
+                                                 real=True)  # (the one through a real pipe)
     assert header.split() == ["┃", "depth", "┃", "┃", "plain", "┃", "batchnorm", "┃", "diverging", "┃",
                               "batchnorm", "vs", "plain", "┃"], header  # its headers whole, on one line
     body = [ln for ln in lines if ln.startswith("│")]
