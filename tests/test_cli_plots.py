@@ -78,12 +78,19 @@ def diverging(results) -> Path:
 
 
 @pytest.fixture(scope="module")
-def plain_set(plain, tmp_path_factory) -> list[str]:
-    """The names of the figures `gradflow plot SWEEP` draws of plain alone (into a folder of their own), in
-    the order printed: what its set drawn within a folder of studies is compared with."""
-    out = invoke("plot", plain, "--out", tmp_path_factory.mktemp("alone"))
+def plain_drawn(plain):
+    """`gradflow plot SWEEP` of plain alone, into its figures folder: the standard set, drawn once for the
+    tests that read it."""
+    out = invoke("plot", plain)
     assert out.exit_code == 0, out.output
-    return [p.name for p in printed_paths(out)]
+    return out
+
+
+@pytest.fixture(scope="module")
+def plain_set(plain_drawn) -> list[str]:
+    """The names of the figures `gradflow plot SWEEP` draws of plain alone, in the order printed: what its
+    set drawn within a folder of studies is compared with."""
+    return [p.name for p in printed_paths(plain_drawn)]
 
 
 def printed_paths(out) -> list[Path]:
@@ -92,9 +99,8 @@ def printed_paths(out) -> list[Path]:
 
 
 # --- plot ----------------------------------------------------------------------------------------
-def test_plot_default_writes_the_standard_set(plain):
-    out = invoke("plot", plain)
-    assert out.exit_code == 0, out.output
+def test_plot_default_writes_the_standard_set(plain, plain_drawn):
+    out = plain_drawn
     paths = printed_paths(out)
     names = [p.name for p in paths]
     assert names[:7] == ["profile-grad_norm-step0.png", "profile-grad_norm-last.png", "profile-signal_norm-step0.png",
@@ -829,7 +835,13 @@ def test_compare_bad_options(plain, batchnorm, tmp_path, args, message):
     assert out.exit_code == 1 and "two or more folders" in out.output
 
 
-def test_a_where_figure_says_in_its_title_which_runs_it_kept(results, batchnorm, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def skips(results) -> Path:
+    """depth x skip (none, residual): model.alpha is read by the residual runs alone."""
+    return _sweep(results, "skips", "model.depth=2,3", "model.skip=none,residual")
+
+
+def test_a_where_figure_says_in_its_title_which_runs_it_kept(skips, batchnorm, tmp_path, monkeypatch):
     # --where skip=none of a skip sweep: titles leave a default (skip=none, norm=none) unsaid, so the figure read
     # as one of plain nets, with no word that the study swept skips or which of its runs were drawn
     import gradflow.cli.plots as plots
@@ -842,7 +854,6 @@ def test_a_where_figure_says_in_its_title_which_runs_it_kept(results, batchnorm,
         return real_save(fig, *args, **kwargs)
 
     monkeypatch.setattr(plots, "save", save)
-    skips = _sweep(results, "skips", "model.depth=2,3", "model.skip=none,residual")
     out = invoke("plot", skips, "--kind", "ratio", "--where", "skip=none", "--out", tmp_path)
     assert out.exit_code == 0, out.output
     assert titles[-1].endswith("only the runs with skip=none (--where)") and "skip" not in titles[-1][:-40], titles
@@ -1116,11 +1127,11 @@ def test_compare_names_the_keys_only_some_sources_set_by_group_and_an_empty_valu
     assert f"sources differ in data.cache ('' | {tmp_path / 'c'})" in note, note
 
 
-def test_compare_names_a_key_only_some_runs_read_by_its_value_where_they_read_it(tmp_path):
+def test_compare_names_a_key_only_some_runs_read_by_its_value_where_they_read_it(skips, tmp_path):
     # model.alpha is read where model.skip=residual and unset where skip=none: a skip=none,residual sweep
     # at alpha 1 beside a residual one at alpha 0.5 counted the unset alpha as a second value, and the
     # note never said that the residual runs it matched differ in alpha
-    a = _sweep(tmp_path, "a", "model.skip=none,residual", "model.depth=2,3")
+    a = shutil.copytree(skips, tmp_path / "a", ignore=shutil.ignore_patterns("figures"))
     b = _sweep(tmp_path, "b", "model.skip=residual", "model.alpha=0.5", "model.depth=2,3")
     alpha = {store.read_run(job)["config"].get("model.alpha") for job in store.find_runs(a)} - {None}
     assert len(alpha) == 1, alpha  # (its default, read by the residual runs alone)
