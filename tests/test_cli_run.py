@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -20,6 +21,7 @@ import gradflow
 from gradflow import store
 from gradflow.overrides import job_name
 from gradflow.probes.core import schedule
+from tests.commands import piped
 from tests.conftest import TINY
 
 
@@ -325,12 +327,13 @@ def test_config_reference_is_wrapped_to_the_terminal_not_folded_by_rich(columns)
     assert max(map(len, lines)) <= columns
 
 
-def _help_at_80_columns(columns: int = 80) -> list[str]:
+@functools.cache  # (the same help, read by the tests at 80 columns: one process for them all)
+def _help_at_80_columns(columns: int = 80) -> tuple[str, ...]:
     env = {**os.environ, "COLUMNS": str(columns), "TERM": "dumb"}
     out = subprocess.run([sys.executable, "-m", "gradflow", "run", "--help"], capture_output=True, text=True,
                          timeout=120, env=env)
     assert out.returncode == 0, out.stderr
-    return out.stdout.splitlines()
+    return tuple(out.stdout.splitlines())  # (shared: read-only)
 
 
 def test_every_preset_of_a_group_is_under_the_schema_its_file_extends():
@@ -352,7 +355,7 @@ def test_help_is_a_reference_grouped_by_config_group():
     from gradflow.activations import ACTIVATIONS
     from gradflow.cli.run import KEY_COLUMN
 
-    lines = _help_at_80_columns()
+    lines = _help_at_80_columns(80)
     assert max(map(len, lines)) <= 80
     assert not any("<bool>" in ln for ln in lines)  # flags (--help) take no value
     text = "\n".join(lines)
@@ -445,13 +448,8 @@ def test_run_summary_on_a_narrow_terminal_and_for_a_recurrent_net(results):
     """15 layers are all shown (thinned to 13, two lines saved hid two layers); at 50 columns the evaluation
     line breaks between its "loss 0.83" pairs, never inside one; a recurrent net, whose time-step points
     have no weights, prints no weight-gradient ratio of "-"s."""
-    env = {**os.environ, "COLUMNS": "50", "TERM": "dumb"}
-
     def run(*overrides):
-        out = subprocess.run([sys.executable, "-m", "gradflow", "run", *overrides, f"results={results}", "name=n"],
-                             capture_output=True, text=True, timeout=300, env=env)
-        assert out.returncode == 0, out.stderr
-        return out.stdout
+        return piped("run", *overrides, f"results={results}", "name=n", columns=50).stdout  # (exit code 0)
 
     text = run(*[o for o in TINY if not o.startswith("model.depth=")], "model.depth=14", "train.steps=4")
     assert "showing" not in text and sum(ln.startswith("│") for ln in text.splitlines()) == 15
@@ -588,8 +586,20 @@ def test_mnist1d_is_generated_once_and_cached(run_job):
         assert f["x"].shape == (4000, 40) and f["x_test"].shape == (1000, 40)
 
 
+@pytest.fixture(scope="module")
+def mnist1d_seed7(tmp_path_factory):
+    """MNIST-1D of seed 7 as a fresh cache makes it (about 2 s): the data, and the bytes of its cache file."""
+    from omegaconf import OmegaConf
+
+    from gradflow.data import _mnist1d, cache_dir
+
+    cache = tmp_path_factory.mktemp("mnist1d-cache")
+    first = _mnist1d(OmegaConf.create({"cache": str(cache), "seed": 7}))
+    return first, (cache_dir(str(cache)) / "mnist1d-seed7.npz").read_bytes()
+
+
 @pytest.mark.parametrize("damage", [lambda b: b[:100], lambda b: b"not a zip file\n"], ids=["truncated", "text"])
-def test_a_damaged_mnist1d_cache_is_made_again(tmp_path, damage):
+def test_a_damaged_mnist1d_cache_is_made_again(tmp_path, damage, mnist1d_seed7):
     # every run and sweep point failed on it with numpy's words (BadZipFile, "pickled (object) data"),
     # naming no file: it is a cache, deterministic from its seed, so it is made again
     from omegaconf import OmegaConf
@@ -597,9 +607,10 @@ def test_a_damaged_mnist1d_cache_is_made_again(tmp_path, damage):
     from gradflow.data import _mnist1d, cache_dir
 
     cfg = OmegaConf.create({"cache": str(tmp_path), "seed": 7})
-    first = _mnist1d(cfg)
+    first, made = mnist1d_seed7  # (the cache as _mnist1d wrote it, then damaged here)
     path = cache_dir(str(tmp_path)) / "mnist1d-seed7.npz"
-    path.write_bytes(damage(path.read_bytes()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(damage(made))
     again = _mnist1d(cfg)
     assert torch.equal(first.x_train, again.x_train) and torch.equal(first.y_test, again.y_test)
     with np.load(path) as f:
@@ -694,12 +705,9 @@ def test_the_names_of_a_narrow_run_table_each_read_as_one_point(results, columns
     was b0.attn.out or b0.mlp.out, "b0…resid" b0.attn.resid or b0.resid (now the headers wrap there and
     no name is cut). Each name shown, its "…" read as any text, matches its own row's point alone, and the
     table fits the terminal."""
-    env = {**os.environ, "COLUMNS": str(columns), "TERM": "dumb"}
-    out = subprocess.run([sys.executable, "-m", "gradflow", "run", "model=transformer", "model.depth=2",
-                          "model.d_model=8", "model.heads=2", "data=chars", "data.T=8", "data.n_train=16",
-                          "data.n_test=8", "train.batch_size=8", "train.steps=0", f"results={results}", "name=narrow"],
-                         capture_output=True, text=True, timeout=300, env=env)
-    assert out.returncode == 0, out.stderr
+    out = piped("run", "model=transformer", "model.depth=2", "model.d_model=8", "model.heads=2", "data=chars",
+                "data.T=8", "data.n_train=16", "data.n_test=8", "train.batch_size=8", "train.steps=0",
+                f"results={results}", "name=narrow", columns=columns)  # (exit code 0, or its stderr)
     (record,) = (results / "narrow").glob("*/run.json")
     layers = pd.read_parquet(record.parent / "layers.parquet").drop_duplicates("layer").set_index("layer")["name"]
     rows = [ln.split("│")[1:3] for ln in out.stdout.splitlines() if ln.startswith("│")]
