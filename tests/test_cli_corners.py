@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import shutil
 
+import pytest
+
 from gradflow import store
 
 SMALL = ["data=gaussian", "data.n_train=128", "data.n_test=64", "data.dim=8", "model.width=8", "model.depth=2",
@@ -14,6 +16,28 @@ SMALL = ["data=gaussian", "data.n_train=128", "data.n_test=64", "data.dim=8", "m
 
 def _sweep(cli, results, *args, name="s"):
     return cli("sweep", *SMALL, *args, f"results={results}", "--name", name)
+
+
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory):
+    """`gradflow sweep model.depth=2,3,4 --report` once for the module (its page the costly part): a test
+    copies the study into its own results folder (copytree keeps every file's and folder's time, which is
+    all clean reads of it)."""
+    from typer.testing import CliRunner
+
+    from gradflow.cli import app
+
+    results = tmp_path_factory.mktemp("reported") / "results"
+    out = CliRunner().invoke(app, ["sweep", *SMALL, "model.depth=2,3,4", f"results={results}", "--name", "s",
+                                   "--report"], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    return results / "s"
+
+
+def _reported(study, results):
+    """The module's reported study, as this test's `s` (as `_sweep(..., "model.depth=2,3,4", "--report")`)."""
+    shutil.copytree(study, results / "s")
+    assert (results / "s" / store.REPORT_HTML).is_file()
 
 
 # --- clean -----------------------------------------------------------------------------------------------
@@ -51,13 +75,13 @@ def test_clean_takes_yes_spelled_out_as_a_yes(cli, results):
     assert not (root / "model.depth=4").exists() and (root / "model.depth=3").exists()
 
 
-def test_clean_says_which_figures_and_page_predate_it_and_keeps_them(cli, results):
+def test_clean_says_which_figures_and_page_predate_it_and_keeps_them(cli, results, reported):
     """After a grid shrinks, the figures and report page drawn from the old grid stay, whole, with the user's
     own file beside them; clean names them and the commands that redraw them from the runs left (nothing
     said they were out of date). Figures drawn before the removed run had ended cannot show it: no word."""
     import os
 
-    assert _sweep(cli, results, "model.depth=2,3,4", "--report").exit_code == 0
+    _reported(reported, results)  # depth 2, 3, 4 with its report page
     root = results / "s"
     assert cli("plot", str(root)).exit_code == 0
     figures = store.figures_dir(root)
@@ -88,11 +112,11 @@ def test_clean_says_which_figures_and_page_predate_it_and_keeps_them(cli, result
     assert (figures / "notes.txt").read_text() == "mine, again\n"
 
 
-def test_clean_says_nothing_of_figures_drawn_without_what_it_removes(cli, results):
+def test_clean_says_nothing_of_figures_drawn_without_what_it_removes(cli, results, reported):
     """Figures drawn after the grid shrank leave its stale runs out, and no figure shows a folder left over
     with no run.json: clean said they `may show the runs it removed` all the same. The report page, whose runs
     table lists the stale run, still does."""
-    assert _sweep(cli, results, "model.depth=2,3,4", "--report").exit_code == 0
+    _reported(reported, results)  # depth 2, 3, 4 with its report page
     assert _sweep(cli, results, "model.depth=2,3").exit_code == 0  # depth 4 now stale
     root = results / "s"
     assert cli("plot", str(root)).exit_code == 0  # (without depth 4)
