@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -296,29 +297,64 @@ def test_ls_names_three_errors_and_counts_the_rest(cli, tmp_path):
     assert "and 1 more error; --json gives each run's error" in lines, out.output
 
 
+class _OtherScript:
+    """Another script, in a process of its own (one Python and torch import for all its attempts): each
+    attempt() makes a Recorder of `run` and closes it; what it printed (the GradflowError's message, or
+    nothing where it was let in)."""
+
+    SCRIPT = ("import sys, torch, gradflow\n"
+              "from gradflow.errors import GradflowError\n"
+              "while sys.stdin.readline():\n"
+              "    try:\n        gradflow.Recorder(torch.nn.Linear(2, 2), sys.argv[1]).close()\n"
+              "    except GradflowError as e:\n        print(e)\n"
+              "    print('.', flush=True)\n")
+
+    def __init__(self, run: Path, stderr: Path):
+        self.stderr = stderr  # (a file: a pipe no one reads until the end could fill)
+        with stderr.open("w") as err:
+            self.proc = subprocess.Popen([sys.executable, "-c", self.SCRIPT, str(run)], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT)
+        self.watchdog = threading.Timer(300, self.proc.kill)  # (as a subprocess.run's timeout)
+        self.watchdog.start()
+
+    def attempt(self) -> str:
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        lines = []
+        while (line := self.proc.stdout.readline()) not in (".\n", ""):
+            lines.append(line)
+        assert line, self.stderr.read_text()  # (it ended)
+        return "".join(lines).strip()
+
+    def end(self) -> int:
+        self.proc.stdin.close()
+        code = self.proc.wait()
+        self.watchdog.cancel()
+        return code
+
+
 def test_the_study_folder_is_locked_while_recording_and_shared_by_one_scripts_recorders(tmp_path):
     first = gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / "run0")
     # another process is refused, naming the holder by its own command line (the script that made the first
     # Recorder), not "gradflow ..."
-    script = ("import sys, torch, gradflow\n"
-              "from gradflow.errors import GradflowError\n"
-              "try:\n    gradflow.Recorder(torch.nn.Linear(2, 2), sys.argv[1]).close()\n"
-              "except GradflowError as e:\n    print(e)\n")
-    other = [sys.executable, "-c", script, str(tmp_path / "study" / "run1")]
-    out = subprocess.run(other, capture_output=True, text=True, timeout=300, cwd=ROOT).stdout.strip()
-    holder = shorten_command(" ".join(["python", *sys.argv]), 60)
-    assert re.fullmatch(f".* is being written by pid {os.getpid()} .*\\({re.escape(holder)}\\).* another path for the "
-                        "Recorder", out), out
-    # a second Recorder of the same script, side by side in one loop, shares the lock (it was refused,
-    # naming the script's own process as the one to wait for); the same run folder twice is refused
-    second = gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / "run1")
-    with pytest.raises(GradflowError, match="is being written by another Recorder of this script"):
-        gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / "run0")
-    first.close()
-    assert "being written" in subprocess.run(other, capture_output=True, text=True, timeout=300, cwd=ROOT).stdout
-    second.close()  # the last of them lets it go
-    out = subprocess.run(other, capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert out.returncode == 0 and not out.stdout, out.stdout
+    other = _OtherScript(tmp_path / "study" / "run1", tmp_path / "other.err")
+    try:
+        out = other.attempt()
+        holder = shorten_command(" ".join(["python", *sys.argv]), 60)
+        assert re.fullmatch(f".* is being written by pid {os.getpid()} .*\\({re.escape(holder)}\\).* another path "
+                            "for the Recorder", out), out
+        # a second Recorder of the same script, side by side in one loop, shares the lock (it was refused,
+        # naming the script's own process as the one to wait for); the same run folder twice is refused
+        second = gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / "run1")
+        with pytest.raises(GradflowError, match="is being written by another Recorder of this script"):
+            gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / "run0")
+        first.close()
+        assert "being written" in other.attempt()
+        second.close()  # the last of them lets it go
+        out = other.attempt()
+    finally:
+        code = other.end()
+    assert code == 0 and not out, out
     assert store.read_run(tmp_path / "study" / "run1")["status"] == "ok"
 
 
