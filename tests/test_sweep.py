@@ -34,21 +34,34 @@ def _sweep(cli, results, *args):
     return cli("sweep", *SMALL, *args, f"results={results}")
 
 
-def test_basic_sweep_layout_ls_and_load(cli, results):
-    out = _sweep(cli, results, *GRID, "--name", "grid")
+@pytest.fixture(scope="module")
+def basic_grid(tmp_path_factory):
+    """SMALL's GRID swept with the basic launcher, as the `cli` fixture runs it: (the study's folder, what the
+    sweep printed). Made once per module for the tests that only read it."""
+    from typer.testing import CliRunner
+
+    from gradflow.cli import app
+
+    results = tmp_path_factory.mktemp("basic-grid") / "results"
+    out = CliRunner().invoke(app, ["sweep", *SMALL, *GRID, f"results={results}", "--name", "grid"],
+                             catch_exceptions=False)
     assert out.exit_code == 0, out.output
-    root = results / "grid"
+    return results / "grid", out.output
+
+
+def test_basic_sweep_layout_ls_and_load(cli, basic_grid):
+    root, output = basic_grid
     runs = {p.name for p in root.iterdir() if p.is_dir()}
     assert runs == NAMES
     spec = (root / "sweep.yaml").read_text()
     assert "model.depth=2,3" in spec and "swept" in spec
     for name in NAMES:
         assert json.loads((root / name / "run.json").read_text())["status"] == "ok"
-    assert "ok: 4" in out.output and "failed: 0" in out.output
+    assert "ok: 4" in output and "failed: 0" in output
     # piped (a log file): a line per run as it ended, each run once, not the bar's last frame
-    ended = [line for line in out.output.splitlines() if re.match(r"[1-4]/4 ok \([\d.e-]+ s\) ", line)]
-    assert [line.split()[0] for line in ended] == ["1/4", "2/4", "3/4", "4/4"], out.output
-    assert {line.rsplit(" ", 1)[-1] for line in ended} == NAMES and "━" not in out.output
+    ended = [line for line in output.splitlines() if re.match(r"[1-4]/4 ok \([\d.e-]+ s\) ", line)]
+    assert [line.split()[0] for line in ended] == ["1/4", "2/4", "3/4", "4/4"], output
+    assert {line.rsplit(" ", 1)[-1] for line in ended} == NAMES and "━" not in output
 
     layers = gradflow.load(root)
     assert {"model.depth", "model.activation", "run", "step", "layer", "quantity", "value"} <= set(layers.columns)
@@ -107,11 +120,15 @@ def test_a_piped_sweeps_line_for_a_long_run_name_fits_80_columns():
     # same as four at twice the cost (a 2x2 grid: 20 CPU-s, this: 13)
     pytest.param(["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5"], ["model.depth=2,3"],
                  {"model.depth=2", "model.depth=3"}, marks=_needs_plugin("submitit"))])
-def test_parallel_launchers_give_the_same_runs_and_numbers(cli, results, launcher, grid, names):
-    assert _sweep(cli, results, *grid, "--name", "basic").exit_code == 0
+def test_parallel_launchers_give_the_same_runs_and_numbers(cli, results, launcher, grid, names, request):
+    if grid == GRID:  # (the basic launcher's sweep of it: the module's, made once)
+        basic = request.getfixturevalue("basic_grid")[0]
+    else:
+        assert _sweep(cli, results, *grid, "--name", "basic").exit_code == 0
+        basic = results / "basic"
     out = _sweep(cli, results, *grid, *launcher, "--name", "other")
     assert out.exit_code == 0, out.output
-    a = gradflow.load(results / "basic").sort_values(["run", "step", "layer", "quantity"]).reset_index(drop=True)
+    a = gradflow.load(basic).sort_values(["run", "step", "layer", "quantity"]).reset_index(drop=True)
     b = gradflow.load(results / "other").sort_values(["run", "step", "layer", "quantity"]).reset_index(drop=True)
     assert set(a["run"]) == set(b["run"]) == names
     np.testing.assert_allclose(a["value"], b["value"], rtol=1e-4, atol=1e-7)
