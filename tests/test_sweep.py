@@ -282,8 +282,9 @@ claims: []
 
 @pytest.mark.slow
 def test_interrupted_sweep_resumes_without_duplicates(results):
-    args = [sys.executable, "-m", "gradflow", "sweep", *SMALL, "train.steps=300", "model.depth=2,3,4,5",
-            "seed=0,1", f"results={results}", "--name", "resume"]
+    # (two keys, four points: killed once the first has finished, the other three run on resume)
+    args = [sys.executable, "-m", "gradflow", "sweep", *SMALL, "train.steps=300", "model.depth=2,3", "seed=0,1",
+            f"results={results}", "--name", "resume"]
     root = results / "resume"
     env = {**os.environ, "COLUMNS": "200"}
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
@@ -296,7 +297,7 @@ def test_interrupted_sweep_resumes_without_duplicates(results):
     proc.wait()
     assert finished, "no run finished before the deadline"
     before = {p: (p / "layers.parquet").stat().st_mtime_ns for p in finished}
-    assert len(list(root.glob("*/run.json"))) < 8  # it really was interrupted
+    assert len(list(root.glob("*/run.json"))) < 4  # it really was interrupted
 
     again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 0, again.stderr
@@ -304,7 +305,7 @@ def test_interrupted_sweep_resumes_without_duplicates(results):
     for p, mtime in before.items():
         assert (p / "layers.parquet").stat().st_mtime_ns == mtime  # finished runs were not touched
     layers = gradflow.load(root)
-    assert layers["run"].nunique() == 8
+    assert layers["run"].nunique() == 4
     assert not layers.duplicated(["run", "step", "layer", "quantity"]).any()
     statuses = {json.loads(p.read_text())["status"] for p in root.glob("*/run.json")}
     assert statuses == {"ok"}
