@@ -285,7 +285,8 @@ claims: []
 
 @pytest.mark.slow
 def test_interrupted_sweep_resumes_without_duplicates(results):
-    # (two keys, four points: killed once the first has finished, the other three run on resume)
+    # (two keys, four points: killed once the first has finished and the next is training, which is redone
+    # with the two not started on resume)
     args = [sys.executable, "-m", "gradflow", "sweep", *SMALL, "train.steps=300", "model.depth=2,3", "seed=0,1",
             f"results={results}", "--name", "resume"]
     root = results / "resume"
@@ -293,12 +294,15 @@ def test_interrupted_sweep_resumes_without_duplicates(results):
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     deadline = time.time() + 120
     finished: list[Path] = []
-    while time.time() < deadline and not finished:
+    running: list[Path] = []
+    while time.time() < deadline and not (finished and running):
         time.sleep(0.05)
-        finished = [p.parent for p in root.glob("*/run.json") if '"ok"' in p.read_text()]
+        records = {p.parent: store.read_run(p.parent) or {} for p in root.glob("*/run.json")}
+        finished = [p for p, r in records.items() if r.get("status") == "ok"]
+        running = [p for p, r in records.items() if r.get("status") == "running"]
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert finished, "no run finished before the deadline"
+    assert finished and running, "no run finished and another started before the deadline"
     before = {p: (p / "layers.parquet").stat().st_mtime_ns for p in finished}
     assert len(list(root.glob("*/run.json"))) < 4  # it really was interrupted
 
@@ -312,6 +316,7 @@ def test_interrupted_sweep_resumes_without_duplicates(results):
     assert not layers.duplicated(["run", "step", "layer", "quantity"]).any()
     statuses = {json.loads(p.read_text())["status"] for p in root.glob("*/run.json")}
     assert statuses == {"ok"}
+    assert all(store.read_run(p)["steps_done"] == 300 for p in running)  # the killed run, redone whole
 
 
 def test_the_recorded_command_remakes_the_same_sweep(cli, results, tmp_path):
