@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from gradflow import theory
-from tests.reproducing import figures_drawn, reproduce, verdicts
+from tests.reproducing import figures_drawn, reproduce, reproduce_edited, verdicts
 
 
 @pytest.mark.slow
@@ -43,22 +43,28 @@ def test_schoenholz2017_untrained_grid_fails(shared):
 
 
 @pytest.mark.slow
-def test_schoenholz2017_with_batchnorm_fails_the_crossing_and_says_why_theory_has_no_value(shared):
+def test_schoenholz2017_with_batchnorm_fails_the_crossing_and_says_why_theory_has_no_value(shared, tmp_path,
+                                                                                            monkeypatch):
     # BN re-normalizes every layer: σ_w² no longer sets χ₁ (both sides measure ~1.2), so χ₁ crosses no 1
-    # between 1.5 and 2.0 (the old "chaotic side: χ₁ > 1" passed here); and theory has no value for it
-    broken = reproduce("schoenholz2017", shared, "norm=batchnorm", "train.steps=0")
+    # between 1.5 and 2.0 (the old "chaotic side: χ₁ > 1" passed here); and theory has no value for it.
+    # (The claims read here are the chi1 arm's, which alone takes BN: the grid arm untrained, the runs the
+    # untrained control left in `shared`, reused)
+    broken = reproduce_edited("schoenholz2017", shared, tmp_path / "specs", monkeypatch,
+                              {"chi1": ["norm=batchnorm"], "grid": ["train.steps=0"]})
     crossing = broken.claim("crosses 1 between")
     assert not crossing.passed and crossing.measured.value < 0, verdicts(broken)
     for r in broken.claims_with("|measured χ₁ / mean-field χ₁ − 1|"):
         assert not r.passed and "no mean-field χ₁ for these runs" in r.measured.note, verdicts(broken)
 
 
-def test_schoenholz2017_relu_at_its_edge_of_chaos_fails_the_crossing(shared):
+def test_schoenholz2017_relu_at_its_edge_of_chaos_fails_the_crossing(shared, tmp_path, monkeypatch):
     # ReLU instead of tanh: chi_1 = sigma_w^2 / 2 is exactly 1 at sigma_w^2 = 2.0, so the measured chi_1 sits on 1
     # there (0.0016 above it at width 500), which the old "> 0" passed, along with every chi_1 claim (theory for
-    # ReLU's own config); the crossing now needs half the tanh theory's margin. Width 200, no training: cheap
-    broken = reproduce("schoenholz2017", shared, "model.activation=relu", "train.steps=0", "model.width=200",
-                       "data.dim=200")
+    # ReLU's own config); the crossing now needs half the tanh theory's margin. Width 200, no training: cheap.
+    # (The claims read here are the chi1 arm's, which alone is edited: the grid arm untrained, reused)
+    broken = reproduce_edited("schoenholz2017", shared, tmp_path / "specs", monkeypatch,
+                              {"chi1": ["model.activation=relu", "model.width=200", "data.dim=200"],
+                               "grid": ["train.steps=0"]})
     crossing = broken.claim("crosses 1 between")
     assert not crossing.passed and abs(crossing.measured.value) < 0.02, verdicts(broken)
     assert all(r.passed for r in broken.claims_with("|measured χ₁ / mean-field χ₁ − 1|")), verdicts(broken)
