@@ -49,6 +49,18 @@ def _statuses(path) -> dict[str, str]:
     return {r[store.RUN]: r[store.STATUS] for r in store.runs(path)}
 
 
+def _group_left(pgid: int, within: float = 1.0) -> list[str]:
+    """The live processes of group `pgid` `within` seconds from now, or as soon as there are none (an empty
+    group stays empty: no process is left in it to start another)."""
+    deadline = time.monotonic() + within
+    while True:
+        late = time.monotonic() >= deadline  # (read before `ps`: the last look starts `within` seconds on)
+        left = group_processes(pgid)
+        if not left or late:
+            return left
+        time.sleep(0.05)
+
+
 # --- safety: writes and deletes stay inside <results>/<name>/ ----------------------------------------
 HYDRA_OUTPUT_OVERRIDES = ["hydra.sweep.subdir=../../../victim", "hydra.sweep.dir=/tmp/elsewhere",
                           "hydra.run.dir=/tmp/x", "hydra.job.chdir=true", "hydra.output_subdir=.hydra",
@@ -716,7 +728,7 @@ def test_ctrl_c_waits_in_a_worker_for_the_block_then_is_taken_once(in_a_worker):
     assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # (the job's first Ctrl-C: the rest ignored)
 
 
-def test_ctrl_c_during_a_sweep_marks_the_run_interrupted_and_a_rerun_resumes(results):
+def test_ctrl_c_during_a_sweep_marks_the_run_interrupted_and_a_rerun_resumes(cli, results):
     root = results / "int"
     args = [sys.executable, "-m", "gradflow", "sweep", *SMALL, "train.steps=3000", "train.eval_every=1000",
             "model.depth=2,3", f"results={results}", "--name", "int"]
@@ -730,9 +742,9 @@ def test_ctrl_c_during_a_sweep_marks_the_run_interrupted_and_a_rerun_resumes(res
     assert len(line) == 1 and "interrupted: 0 of 2 runs finished" in line[0] and "rerun the same command" in line[0]
     assert "Traceback" not in err
     assert list(_statuses(root).values()) == ["interrupted"]
-    again = subprocess.run([*args[:-4], "train.steps=3", "train.eval_every=3", *args[-4:]], capture_output=True,
-                           text=True, env=ENV, timeout=300)
-    assert again.returncode == 0, again.stderr
+    # (the resume reads what the interrupted process left: in this process, as a rerun needs no fresh one)
+    again = cli(*args[3:-4], "train.steps=3", "train.eval_every=3", *args[-4:])
+    assert again.exit_code == 0, again.output
     assert set(_statuses(root).values()) == {"ok"} and len(_statuses(root)) == 2
 
 
@@ -1084,8 +1096,7 @@ def test_a_ctrl_c_while_the_fork_server_is_spawned_is_neither_lost_nor_a_traceba
                             stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True)
     out, err = proc.communicate(timeout=120)  # until the server, which holds the pipes too, has left
     assert (proc.returncode, out) == (130, "interrupted\n") and "Traceback" not in err, out + err
-    time.sleep(1)
-    assert group_processes(proc.pid) == []
+    assert _group_left(proc.pid) == []
 
     done = subprocess.run([sys.executable, "-c", SERVER_START, "plain"], capture_output=True, text=True,
                           env=ENV, timeout=120)
@@ -1138,8 +1149,7 @@ def test_ctrl_c_while_the_fork_server_imports_is_one_line(results, delay):
     assert "Traceback" not in err, err
     assert "runs finished; rerun the same command to resume" in err, err  # its line, however early the Ctrl-C
     assert "leaked" not in err, err
-    time.sleep(1)
-    assert group_processes(proc.pid) == []
+    assert _group_left(proc.pid) == []
     left = list(tmp.glob("pymp-*"))
     shutil.rmtree(tmp)
     assert left == []
@@ -1228,15 +1238,13 @@ def test_no_joblib_worker_outlives_its_sweep(results):
     from joblib.externals.loky.backend import utils as loky_utils
 
     assert loky_utils.psutil is not None and "Traceback" not in err and "Failed to kill" not in err, err
-    time.sleep(1)
-    assert group_processes(proc.pid) == []
+    assert _group_left(proc.pid) == []
     assert sorted(_statuses(root).values()) == ["interrupted", "interrupted"]
     recorded_whole(root)
 
     # Ctrl-C to the sweep's process alone (kill -INT, or SIGTERM): passed on to its workers, same records
     proc, _ = interrupted(lambda pid: os.kill(pid, signal.SIGINT))
-    time.sleep(1)
-    assert group_processes(proc.pid) == []
+    assert _group_left(proc.pid) == []
     recorded_whole(root)
 
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
