@@ -836,7 +836,9 @@ def test_a_reader_never_sees_a_results_file_half_written(tmp_path, kind):
     sweep) reading while a run rewrites it sees the old file or the new one, whole, never a truncated one
     (written in place, a reader here read a partial file within a few rewrites)."""
     target = tmp_path / f"file.{kind}"
-    rows = 100_000
+    # (written in place, a reader saw a partial table at the first rewrite, and a partial run.json within 3 of
+    # 20000 values, sooner than within 7 of 100000: a smaller file is read more times per rewrite)
+    rows = {"table": 100_000, "json": 20_000}[kind]
     frames = [pd.DataFrame({"step": np.arange(rows), "value": np.full(rows, float(k))}) for k in range(2)]
     write = {"table": lambda k: store.write_table(target, frames[k]),
              "json": lambda k: store.write_json(target, {"k": k, "values": [float(k)] * rows})}[kind]
