@@ -1220,17 +1220,31 @@ def test_no_joblib_worker_outlives_its_sweep(results):
             "model.depth=2,3,4", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"results={results}",
             "--name", "j"]
 
+    def in_flight() -> list[int]:
+        """The pids of the workers whose runs are in flight (a run.json saying `running` names its writer)."""
+        return [r["pid"] for r in map(store.read_run, root.glob("*")) if r and r.get("status") == "running"]
+
     def two_in_flight():
-        return sum(bool(r and r.get("status") == "running") for r in map(store.read_run, root.glob("*"))) == 2
+        return len(in_flight()) == 2
 
     def interrupted(send) -> tuple[subprocess.Popen, str]:
         """The sweep, with two runs in flight past their first probed steps, sent SIGINT by `send(pid)`."""
+        import psutil
+
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
                                 start_new_session=True)
         deadline = time.time() + 240
         while time.time() < deadline and not two_in_flight():
             time.sleep(0.1)
-        time.sleep(2)
+        # each worker has trained 0.5 s of CPU time since its run said `running` (hundreds of steps; its
+        # first takes milliseconds), a condition a loaded machine delays but cannot cut short as it did a
+        # fixed wait of 2 s
+        workers_ = {pid: psutil.Process(pid) for pid in in_flight()}
+        assert len(workers_) == 2, "never had two runs in flight"
+        start = {pid: sum(w.cpu_times()[:2]) for pid, w in workers_.items()}
+        while time.time() < deadline and any(sum(w.cpu_times()[:2]) - start[pid] < 0.5
+                                             for pid, w in workers_.items()):
+            time.sleep(0.05)
         send(proc.pid)
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 130 and "interrupted: 0 of 3 runs finished" in err, err
