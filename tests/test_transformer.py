@@ -309,17 +309,28 @@ def test_cli_run_and_sweep(cli, results):
     assert set(df["model.ln"]) == {"pre", "post"} and df["value"].notna().all()
 
 
-def test_a_depth_sweeps_figures_keep_the_block_ticks_and_call_depth_blocks(run_job):
+@pytest.fixture(scope="module")
+def two_depths(tmp_path_factory):
+    """A folder of two tiny transformers, 2 and 4 blocks deep (one step each), that the depth-sweep tests read."""
+    from gradflow import job
+    from gradflow.overrides import job_name
+
+    folder = tmp_path_factory.mktemp("results") / "depths"
+    tf = [o for o in TINY_TF if not o.startswith(("model.depth=", "train.steps="))]
+    for d in (2, 4):
+        overrides = [*tf, f"model.depth={d}", "train.steps=1", *TINY_CHARS, "threads=1"]
+        job.execute(compose([*overrides, f"results={folder.parent}", "name=depths"]), folder / job_name(overrides))
+    return folder
+
+
+def test_a_depth_sweeps_figures_keep_the_block_ticks_and_call_depth_blocks(two_depths):
     """Nets of several depths disagree at one index only where a shallower one has its head: the blocks'
     ticks stay. A quantity probed at some points only (act_std: after each mlp.in) is ticked where the
     blocks start all the same, and a transformer's depth is labelled as its blocks."""
     from gradflow import load
     from gradflow.plots import figures
 
-    tf = [o for o in TINY_TF if not o.startswith(("model.depth=", "train.steps="))]
-    folder = [run_job(*tf, f"model.depth={d}", "train.steps=1", *TINY_CHARS, "threads=1", name="depths").parent
-              for d in (2, 4)][0]
-    layers = load(folder)
+    layers = load(two_depths)
     qkv = sorted(layers[layers["name"].str.endswith("attn.qkv")]["layer"].unique())
     for quantity in ("signal_norm", "act_std"):
         fig = figures.profile(layers, quantity, step=0)
@@ -477,17 +488,14 @@ def test_token_data_on_a_family_without_embeddings_is_one_line(cli, results):
     assert out.exit_code == 1 and "data=chars gives token ids: use model=transformer or model=custom" in out.output
 
 
-def test_a_depth_sweeps_profile_marks_each_nets_head_where_a_deeper_net_has_a_block(run_job):
+def test_a_depth_sweeps_profile_marks_each_nets_head_where_a_deeper_net_has_a_block(two_depths):
     """Overlaid, nets of several depths share the deepest one's block ticks: the 2-block net's head sits at the
     4-block net's b2 tick, and its last point, a spike there, read as its third block. Each net's head is
     marked, and the legend says what the mark is."""
     from gradflow import load
     from gradflow.plots import figures
 
-    tf = [o for o in TINY_TF if not o.startswith(("model.depth=", "train.steps="))]
-    folder = [run_job(*tf, f"model.depth={d}", "train.steps=1", *TINY_CHARS, "threads=1", name="heads").parent
-              for d in (2, 4)][0]
-    layers = load(folder)
+    layers = load(two_depths)
     heads = layers[layers["name"] == "head"].groupby("model.depth")["layer"].first()
     for quantity in ("grad_norm", "signal_norm"):
         fig = figures.profile(layers, quantity, step=0)
