@@ -46,11 +46,12 @@ def test_histogram_matches_numpy_and_counts_every_element():
 def test_histogram_counts_stay_whole_beyond_float32s_integers():
     # counts were summed in float32, which stops at 2^24: a bin of a 256x64x35x35 activation (20M values,
     # or a GPT MLP's) stopped counting at 16,777,216; and the step's float32 copy to the host rounded them
-    n = 2**24 + 7
-    layer = torch.nn.Linear(1, 1, bias=False)
-    torch.nn.init.constant_(layer.weight, 0.5)
-    model = torch.nn.Sequential(layer, torch.nn.Tanh(), torch.nn.Linear(1, 1))
-    x = torch.ones(n, 1)  # every activation tanh(0.5): one bin
+    n = 2**24 + 7  # odd: a float32 copy rounds it (to 2^24 + 8)
+    width = 113  # n = 113 x 148471: the head's dL/dz (one per row) is a 113th of n, and so is its histogram
+    layer = torch.nn.Linear(width, width, bias=False)
+    torch.nn.init.constant_(layer.weight, 0.5 / width)
+    model = torch.nn.Sequential(layer, torch.nn.Tanh(), torch.nn.Linear(width, 1))
+    x = torch.ones(n // width, width)  # every activation tanh(0.5): one bin
     counts = histogram(torch.tanh(layer(x)).detach())
     assert counts.dtype == torch.int64 and int(counts.max()) == n and int(counts.sum()) == n
     probes = Probes(discover(model, x[:2]), histograms=True)
