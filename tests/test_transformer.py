@@ -406,8 +406,21 @@ def test_chi1_of_a_transformer_is_per_block_over_the_residual_stream(cli, result
     assert "5 blocks, mlp.out" in flat and "for a quantity the stream lacks (grad_norm), at each block's last" in flat
 
 
+@pytest.fixture(scope="module")
+def small_mlp(tmp_path_factory):
+    """One 3-layer MLP run (one step) that the transformer's tick tests draw beside it."""
+    from gradflow import job
+    from gradflow.overrides import job_name
+
+    results = tmp_path_factory.mktemp("results")
+    overrides = ["model.depth=3", "train.steps=1", "model.width=8", "data=gaussian", "threads=1"]
+    folder = results / "mlp" / job_name(overrides)
+    job.execute(compose([*overrides, f"results={results}", "name=mlp"]), folder)
+    return folder
+
+
 @pytest.mark.parametrize("depth, named", [(3, [0, 1, 2]), (14, list(range(0, 14, 2)))])
-def test_profile_and_heatmap_tick_a_transformer_at_its_blocks(run_job, depth, named):
+def test_profile_and_heatmap_tick_a_transformer_at_its_blocks(run_job, small_mlp, depth, named):
     """Bare indices 0..6 depth + 2 said nothing of where a block starts: the probe-point axis is ticked at
     each block's first point (b#.attn.qkv) and named by block, every other one past 12 blocks."""
     from gradflow import load
@@ -441,7 +454,7 @@ def test_profile_and_heatmap_tick_a_transformer_at_its_blocks(run_job, depth, na
         layers.assign(**{"model.ln": "post"}), "signal_norm", step=0).get_suptitle()
     grads = figures.profile(layers, "grad_norm", step=0).axes[0]  # (the stream has no weights: no stream line)
     assert not [ln for ln in grads.get_lines() if str(ln.get_gid()).startswith("stream:")]
-    mlp = load(run_job("model.depth=3", "train.steps=1", "model.width=8", "data=gaussian", "threads=1", name="mlp"))
+    mlp = load(small_mlp)
     assert [t.get_text() for t in figures.profile(mlp, "signal_norm", step=0).axes[0].get_xticklabels()
             if t.get_text()][:2] == ["0", "1"]
     # a transformer drawn beside an MLP: the MLP's points sat under the transformer's block ticks (b0, b1, ...)
