@@ -65,14 +65,14 @@ def test_histogram_counts_stay_whole_beyond_float32s_integers():
 
 
 def test_histograms_are_stored_per_layer_and_sum_to_the_elements(run_job):
-    job = run_job("data=gaussian", "data.dim=12", "data.n_train=64", "model.depth=3", "model.width=10",
-                  "train.steps=2", "train.batch_size=16", "probe.histograms=true", "probe.every=1")
+    job = run_job("data=gaussian", "data.dim=12", "data.n_train=64", "data.classes=4", "model.depth=3",
+                  "model.width=7", "train.steps=2", "train.batch_size=16", "probe.histograms=true", "probe.every=1")
     hist = pd.read_parquet(job / "hist.parquet")
     assert set(hist["tensor"]) == {"activation", "gradient"}
     totals = hist.groupby(["step", "layer", "tensor"])["count"].sum()
     # activations: batch x width units per hidden layer; gradients dL/dz: batch x width (head: batch x classes)
     for (step, layer, tensor), total in totals.items():
-        assert total == 16 * (10 if layer < 3 else 10), (step, layer, tensor)
+        assert total == 16 * (7 if layer < 3 else 4), (step, layer, tensor)
     assert not ((hist["tensor"] == "activation") & (hist["layer"] == 3)).any()  # the head has no activation
 
 
