@@ -544,7 +544,7 @@ def test_a_slurm_job_killed_at_its_time_limit_is_one_line_naming_the_limit_and_t
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     from submitit.core.core import Job
 
-    monkeypatch.setattr(Job, "_results_timeout_s", 1)  # (submitit's wait for a result that never comes: 15 s)
+    monkeypatch.setattr(Job, "_results_timeout_s", 0)  # (submitit's wait for a result that never comes: 15 s)
     out = cli("sweep", *SMALL, "model.depth=2,3", "hydra/launcher=slurm", f"results={results}", "--name", "cut")
     assert out.exit_code == 1 and "Traceback" not in out.output, out.output
     assert out.stderr.strip().splitlines()[-1] == (
