@@ -265,7 +265,8 @@ def test_a_resnets_chi1_stays_per_layer_and_its_figures_are_ticked_by_block(run_
     from gradflow.plots import figures
     from gradflow.columns import column_notes, table_columns
 
-    job = run_job("model=resnet20", "data=gaussian", "train.steps=1", "threads=1", name="blocks")
+    job = run_job("model=resnet20", "data=gaussian", "data.n_train=128", "data.n_test=64", "train.steps=1",
+                  "threads=1", name="blocks")
     summary = json.loads((job / "run.json").read_text())["summary"]
     layers = layers_of(job)
     s = layers[(layers["step"] == 0) & (layers["quantity"] == "signal_norm")].sort_values("layer")
