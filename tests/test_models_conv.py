@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 
@@ -32,8 +33,14 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@functools.lru_cache(maxsize=None)
+def _composed(overrides: tuple[str, ...]):
+    """compose(overrides), once per module for each list: the shape tests build one config on three inputs."""
+    return compose(["data=gaussian", *overrides])
+
+
 def _model(*overrides, input_shape=(40,), n_classes=10, init=True):
-    cfg = compose(["data=gaussian", *overrides])
+    cfg = copy.deepcopy(_composed(overrides))  # (a copy: building or initializing may write to it)
     torch.manual_seed(0)
     model = build(cfg, input_shape, n_classes)
     if init:
