@@ -22,10 +22,17 @@ os.environ.setdefault("GRADFLOW_DEVICE", "cpu")
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
+import functools
+
 import pandas as pd
 import pytest
 import torch
+import typer.testing
 from typer.testing import CliRunner
+
+# Typer's CliRunner builds the click command from the app again at every invoke (13 ms for gradflow's, some
+# 2000 times a suite); a `gradflow` process builds it once, so the invocations of a test process share one
+typer.testing._get_command = functools.cache(typer.testing._get_command)
 
 # MNIST-1D is generated once per test session (about 2 s), never downloaded
 if "GRADFLOW_CACHE" not in os.environ:
