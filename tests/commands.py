@@ -1,13 +1,19 @@
 """gradflow's commands run in this process as a pipe sees them: the real Typer app under CliRunner (stdout is
 not a terminal, so no colour), its consoles at `columns` columns. For tests whose subject is what a command
 prints, not its process: a process of its own costs a Python, torch and Hydra import (~0.7 s). The tests
-of the installed entry point and of signals keep real processes."""
+of the installed entry point and of signals keep real processes; `real` runs one for a test of a real pipe."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 from typer.testing import CliRunner
+
+CHECKOUT = Path(__file__).parents[1]
 
 
 @contextmanager
@@ -32,3 +38,12 @@ def piped(*args, columns: int = 80, code: int | None = 0):
         out = CliRunner(env={"COLUMNS": str(columns)}).invoke(app, [str(a) for a in args], catch_exceptions=False)
     assert code is None or out.exit_code == code, out.stderr
     return out
+
+
+def real(*args, columns: int = 80) -> subprocess.CompletedProcess:
+    """`python -m gradflow ARGS | cat` in a process of its own, this checkout's gradflow, at `columns` columns:
+    for the properties of a real process and a real pipe."""
+    path = os.pathsep.join([str(CHECKOUT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env = {**os.environ, "COLUMNS": str(columns), "PYTHONPATH": path, "MPLBACKEND": "Agg"}
+    return subprocess.run([sys.executable, "-m", "gradflow", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=300)

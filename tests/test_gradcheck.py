@@ -256,15 +256,9 @@ def test_batchnorm_is_checked_in_train_mode_on_the_batchs_statistics():
 
 def _gradcheck_piped(columns: int, *args: str) -> list[str]:
     """The real command, piped (stdout is not a terminal), at `columns` columns: its lines."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+    from tests.commands import real
 
-    path = os.pathsep.join([str(Path(__file__).parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])])
-    env = {**os.environ, "COLUMNS": str(columns), "PYTHONPATH": path}
-    out = subprocess.run([sys.executable, "-m", "gradflow", "gradcheck", *args], capture_output=True, text=True,
-                         env=env, timeout=300)
+    out = real("gradcheck", *args, columns=columns)
     assert out.returncode == 0, out.stderr
     return out.stdout.splitlines()
 

@@ -20,24 +20,16 @@ from typer.testing import CliRunner
 
 from gradflow import store
 from gradflow.summary import steps_to
-from tests.commands import piped
+from tests.commands import piped, real
 
 SWEEP = ["data=gaussian", "data.n_train=256", "data.n_test=128", "data.dim=16", "model.width=16", "train.steps=12",
          "train.batch_size=32", "train.eval_every=3", "threads=1", "model.depth=5,10,20",
          "init=orthogonal,xavier_normal"]
 
 
-def process(*args: str, columns: int = 80) -> subprocess.CompletedProcess:
-    """The real command in a process of its own, piped (stdout is not a terminal), at `columns` columns."""
-    path = os.pathsep.join([str(Path(__file__).parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])])
-    env = {**os.environ, "COLUMNS": str(columns), "PYTHONPATH": path}
-    return subprocess.run([sys.executable, "-m", "gradflow", *args], capture_output=True, text=True, env=env,
-                          timeout=300)
-
-
 def real_gradflow(*args: str, columns: int = 80) -> str:
     """What the real command prints, piped, at `columns` columns: for the properties of a process of its own."""
-    out = process(*args, columns=columns)
+    out = real(*args, columns=columns)
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -291,8 +283,7 @@ def test_steps_to_a_metric_a_diverged_run_lacks_reads_dash(tmp_path):
     assert listed.loc[1e6, "status"] == "diverged" and pd.isna(listed.loc[1e6, "steps_to.batch_loss<=5"])
     assert listed.loc[0.05, "steps_to.batch_loss<=5"] == 3  # the first window, logged at the step-3 evaluation
     # a metric no run recorded is still an error naming the choices
-    out = subprocess.run([sys.executable, "-m", "gradflow", "ls", str(results / "dv"), "--steps-to", "batch_los<=5"],
-                         capture_output=True, text=True, timeout=300)
+    out = real("ls", results / "dv", "--steps-to", "batch_los<=5")
     assert out.returncode == 1 and "metric 'batch_los' was not recorded (did you mean batch_loss?); choices: batch_acc, batch_loss" in out.stderr
 
 

@@ -8,30 +8,19 @@ at step 0 (two seeds, about 12 s); the other commands run in this process, as a 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from gradflow import reproduce as rep
 from gradflow import store
-from tests.commands import piped
-
-
-def process(*args: str, columns: int = 80) -> subprocess.CompletedProcess:
-    """The real command in a process of its own, piped (stdout is not a terminal), at `columns` columns."""
-    path = os.pathsep.join([str(Path(__file__).parents[1]), *filter(None, [os.environ.get("PYTHONPATH")])])
-    env = {**os.environ, "COLUMNS": str(columns), "PYTHONPATH": path, "MPLBACKEND": "Agg"}
-    return subprocess.run([sys.executable, "-m", "gradflow", *args], capture_output=True, text=True, env=env,
-                          timeout=300)
+from tests.commands import piped, real
 
 
 def real_gradflow(*args: str, columns: int = 80, ok: bool = True) -> str:
     """What the real command prints, piped, at `columns` columns: for the properties of a process of its own."""
-    out = process(*args, columns=columns)
+    out = real(*args, columns=columns)
     assert (out.returncode == 0) == ok, out.stdout + out.stderr
     return out.stdout
 
@@ -118,8 +107,7 @@ def other_names_absent(text: str, name: str) -> bool:
 
 
 def test_mistyped_option_taken_for_the_name_says_which_option():
-    out = subprocess.run([sys.executable, "-m", "gradflow", "reproduce", "--lst"], capture_output=True, text=True,
-                         env={**os.environ, "COLUMNS": "80"}, timeout=120, cwd=Path(__file__).parents[1])
+    out = real("reproduce", "--lst")
     assert out.returncode == 2 and out.stdout == ""  # (exit 2: a command line refused, as Typer's refusals)
     assert out.stderr.strip().splitlines() == [
         "error: --lst is not an option of `gradflow reproduce` (did you mean --list?); see `gradflow reproduce --help`"]
