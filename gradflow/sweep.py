@@ -13,10 +13,7 @@ is gone.
 
 from __future__ import annotations
 
-import copy
-import functools
 import importlib.util
-import pickle
 import re
 import shlex
 import shutil
@@ -55,7 +52,7 @@ LAUNCHER_PLUGINS = {
 REMOTE_LAUNCHERS = ("submitit_slurm", "slurm")  # their jobs run on other machines
 # Hydra settings a user may pass; every other hydra.* would move outputs or change what a job sees
 HYDRA_ALLOWED = ("hydra/launcher", "hydra.launcher.", "hydra.verbose")
-GROUP_KEYS = (*config_mod.GROUPS, "experiment")  # choosing one of these composes different files
+GROUP_KEYS = config_mod.GROUP_KEYS
 
 
 @dataclass
@@ -119,7 +116,7 @@ def _split_by_spaces(overrides: list[str], i: int) -> tuple[list[str], str] | No
 
 def _reads(override: str) -> bool:
     try:
-        _parser().parse_override(override)
+        config_mod.override_parser().parse_override(override)
     except HydraException:
         return False
     return True
@@ -185,7 +182,7 @@ def check_overrides(overrides: list[str], command: str) -> None:
                                 "(<results>/<name>/<job>/); use name=NAME and results=FOLDER instead "
                                 "(hydra/launcher=... and hydra.launcher.* are allowed)")
         try:
-            parsed = _parser().parse_override(o)
+            parsed = config_mod.override_parser().parse_override(o)
         except HydraException:  # (Hydra's parser raises this base class itself)
             split = _split_by_spaces(overrides, overrides.index(o))
             if split:
@@ -444,7 +441,8 @@ class _Jobs:
             raise GradflowError(f"two sweep points share the folder {jname!r}; make the swept values distinct")
         if digest in self.digests:  # model.depth=2,02: two names, one run (said after the keys are checked)
             other, before = self.digests[digest]
-            if all(_simple(o) for o in set(before) ^ set(cfg_overrides)):  # (two experiments may compose alike)
+            # (two experiments may compose alike)
+            if all(config_mod.simple_override(o) for o in set(before) ^ set(cfg_overrides)):
                 self.same = self.same or (other, jname)
         self.seen.add(jname)
         self.digests[digest] = (jname, cfg_overrides)
@@ -581,15 +579,15 @@ class _Configs:
         return False
 
     def flat(self, overrides: list[str]) -> dict:
-        structural = tuple(o for o in overrides if not _simple(o))
+        structural = tuple(o for o in overrides if not config_mod.simple_override(o))
         if any("${" in o.replace("\\", "") for o in structural):  # an interpolation reads the point's other
             return settings(store.flatten(self.compose(overrides)))  # values (escaped $\{...\}): compose all
         if structural not in self.bases:
             self.bases[structural] = _Base(self.compose(list(structural)))
         base = self.bases[structural]
         # a key another choice of its group has (optim.momentum of an optim=adam point) is left out of the point
-        overrides = [o for o in overrides if not _simple(o) or base.takes(override_key(o))]
-        values = [o for o in overrides if _simple(o)]
+        overrides = [o for o in overrides if not config_mod.simple_override(o) or base.takes(override_key(o))]
+        values = [o for o in overrides if config_mod.simple_override(o)]
         try:
             if base.interpolated:
                 flat = self._applied(base, values)
@@ -657,7 +655,7 @@ class _Base:
                 before = OmegaConf.to_container(parent).get(leaf, _ABSENT) if OmegaConf.is_dict(parent) else _ABSENT
                 if before is not _ABSENT:
                     restore.append((key, before))
-                OmegaConf.update(self.cfg, key, _parser().parse_override(o).value(), merge=True)
+                OmegaConf.update(self.cfg, key, config_mod.override_parser().parse_override(o).value(), merge=True)
             yield
         finally:
             for key, before in reversed(restore):
@@ -672,23 +670,6 @@ def _replaced(tree: dict, path: list[str], value) -> dict:
     out = dict(tree)
     out[path[0]] = value if len(path) == 1 else _replaced(tree.get(path[0]) or {}, path[1:], value)
     return out
-
-
-def _sets_plain_value(o) -> bool:
-    """A parsed override that sets a plain value, which `JobConfigLoader` applies to a copy of a config
-    composed already."""
-    return _simple(o.input_line) and o.package is None and not isinstance(o.value(), dict)
-
-
-def _simple(override: str) -> bool:
-    """A plain key=value on an existing key (no group choice, no +/~, no interpolation, no dict, which
-    merges into its node, and no list item)."""
-    key = override_key(override)
-    return (key not in GROUP_KEYS and "/" not in key and override[0] not in "+~"
-            and "${" not in override.replace("\\", "")
-            and not override.split("=", 1)[-1].lstrip().startswith("{")  # a dict merges into the node
-            and not any(part.isdigit() for part in key.split("."))  # an item of a list (optim.betas.0)
-            and not key.startswith("hydra"))
 
 
 def _config_only(overrides: list[str]) -> list[str]:
@@ -774,17 +755,9 @@ def _literal(value) -> str:
     in a string key either way, and keeps its folder name model.alpha=2.0)."""
     text = str(value).lower() if isinstance(value, bool) else str(value)
     if text.replace(".", "").replace("-", "").replace("_", "").isalnum() and not (
-            isinstance(value, str) and str(_parser().parse_override(f"k={text}").value()) != value):
+            isinstance(value, str) and str(config_mod.override_parser().parse_override(f"k={text}").value()) != value):
         return text
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-@functools.cache
-def _parser():
-    """Hydra's override grammar, made once: for override lines read without a config loader."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    return OverridesParser.create()
 
 
 # --- the job: runs in this process (basic launcher) or in a worker (joblib, submitit) ------------
@@ -960,20 +933,11 @@ def _hydra_composes_less():
     finally:
         Sweeper.validate_batch_is_legal, hydra_internal.ConfigLoaderImpl, Hydra.get_mode = check, loader, mode
         _composed.clear()
-        _parsed_lines.clear()
+        config_mod._parsed_lines.clear()
 
 
-# JobConfigLoader's composed jobs, by what they share (this process's sweep), pickled where they can be (see _kept)
+# JobConfigLoader's composed jobs, by what they share (this process's sweep), pickled where they can be (config.kept)
 _composed: dict[tuple, bytes | DictConfig] = {}
-_parsed_lines: dict[str, Any] = {}  # each override line Hydra's grammar parsed, by its text (~0.4 ms a line)
-
-
-def _parsed(lines: list[str]) -> list:
-    """Hydra's parsed overrides of `lines`: a grid's jobs share most lines, each is parsed once per sweep."""
-    new = [line for line in dict.fromkeys(lines) if line not in _parsed_lines]
-    if new:
-        _parsed_lines.update(zip(new, _parser().parse_overrides(new)))
-    return [_parsed_lines[line] for line in lines]
 
 
 @contextmanager
@@ -1018,7 +982,7 @@ class JobConfigLoader(ConfigLoaderImpl):
         workers' to copy. (A structure of one job, each point of a --points sweep, is left to its
         worker: composed here, a sweep of many would wait for them all before its first job; so are
         the structures past SHIPPED, which the workers compose in parallel.)"""
-        structures = [self._structure(master_config, _parsed(list(job))) for job in batch]
+        structures = [self._structure(master_config, config_mod.parsed_overrides(list(job))) for job in batch]
         jobs_of = Counter(structures)
         for key, job in zip(structures, batch):
             if len(_composed) >= self.SHIPPED:
@@ -1046,20 +1010,20 @@ class JobConfigLoader(ConfigLoaderImpl):
         hydra_overrides = OmegaConf.to_container(master_config.hydra.overrides.hydra)  # unresolved, as Hydra reads them
         return (master_config.hydra.job.config_name, tuple(hydra_overrides),
                 tuple(OmegaConf.to_container(master_config.hydra.overrides.task)),  # a kept worker's next sweep
-                tuple(o.input_line for o in parsed if not _sets_plain_value(o)),
-                tuple(o.key_or_group for o in parsed if _sets_plain_value(o)))
+                tuple(o.input_line for o in parsed if not config_mod.sets_plain_value(o)),
+                tuple(o.key_or_group for o in parsed if config_mod.sets_plain_value(o)))
 
     def _sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
-        parsed = _parsed(sweep_overrides)
+        parsed = config_mod.parsed_overrides(sweep_overrides)
         key = self._structure(master_config, parsed)
         if key is None:
             return super().load_sweep_config(master_config, sweep_overrides)
-        values = [o for o in parsed if _sets_plain_value(o)]
+        values = [o for o in parsed if config_mod.sets_plain_value(o)]
         if key not in _composed:
             cfg = super().load_sweep_config(master_config, sweep_overrides)
-            _composed[key] = _kept(cfg)  # before the launcher sets the job's id and number
+            _composed[key] = config_mod.kept(cfg)  # before the launcher sets the job's id and number
             return cfg
-        cfg = _copy(_composed[key])
+        cfg = config_mod.copied(_composed[key])
         ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
         # what Hydra derives from the job's overrides; everything else is the same for jobs of one key
         cfg.hydra.overrides.task = list(sweep_overrides)
@@ -1095,21 +1059,6 @@ def _values_pass_over(every: bool):
         yield
     finally:
         ConfigLoaderImpl._apply_overrides_to_config = staticmethod(apply)
-
-
-def _kept(cfg: DictConfig) -> bytes | DictConfig:
-    """`cfg` to copy again and again: pickled, which `_copy` unpickles in ~2 ms where copy.deepcopy of its
-    ~150 OmegaConf nodes takes ~8. Where it does not pickle (in a joblib worker, a plugin's structured config
-    class is imported twice, and pickle finds another class under its name), a deep copy."""
-    try:
-        return pickle.dumps(cfg)
-    except (pickle.PicklingError, TypeError, AttributeError):
-        return copy.deepcopy(cfg)
-
-
-def _copy(kept: bytes | DictConfig) -> DictConfig:
-    """A fresh copy of what `_kept` made."""
-    return pickle.loads(kept) if isinstance(kept, bytes) else copy.deepcopy(kept)
 
 
 class Watcher(threading.Thread):

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 import gradflow
-from gradflow import datasets, store
+from gradflow import config as config_mod, datasets, store
 from gradflow import sweep as sweep_mod
 from gradflow import workers
 from gradflow.errors import GradflowError
@@ -640,7 +640,7 @@ def test_job_configs_from_a_copy_equal_hydras_own_compose(tmp_path, fixed):
         assert len(sweep_mod._composed) == 2  # one compose per structure; the others were copies
     finally:
         sweep_mod._composed.clear()
-        sweep_mod._parsed_lines.clear()
+        config_mod._parsed_lines.clear()
 
 
 def test_the_loader_composes_shared_structures_once_and_takes_them_to_its_workers(tmp_path, monkeypatch):
@@ -687,7 +687,7 @@ def test_the_loader_composes_shared_structures_once_and_takes_them_to_its_worker
         assert [key[3] for key in sweep_mod._composed] == [("init=xavier_normal",)]
     finally:
         sweep_mod._composed.clear()
-        sweep_mod._parsed_lines.clear()
+        config_mod._parsed_lines.clear()
 
 
 @pytest.fixture
@@ -714,7 +714,6 @@ def test_planned_configs_equal_a_compose_of_each_point(results, reading_experime
     """Planning applies each distinct value to one composed config instead of composing every point: each
     point's config (and so its hash, which resume compares with the finished run's) must equal a whole
     compose of that point, also where a value of the config reads a swept key."""
-    from gradflow import config as config_mod
     from gradflow.choices import settings
 
     grid = ["model.depth=2,5", "model.activation=tanh,relu", "seed=0,1", "train.eval_every=2"]
