@@ -899,11 +899,13 @@ def _hydra_compose(overrides) -> DictConfig:
     structure, values = _structure(parsed)
     if structure is None:  # hydra keys (a searchpath that names files of the moment): composed whole every time
         return _hydra_compose_whole(overrides)
-    if structure not in _structures:
-        _structures[structure] = kept(_hydra_compose_whole(structure))
+    if structure in _structures:
+        cfg = copied(_structures[structure])
+    else:
+        cfg = _hydra_compose_whole(structure)
+        _structures[structure] = kept(cfg)  # (before the values go on)
         if len(_structures) > STRUCTURES:
             del _structures[next(iter(_structures))]
-    cfg = copied(_structures[structure])
     ConfigLoaderImpl._apply_overrides_to_config(values, cfg)  # (its errors are Hydra's compose's, word for word)
     return cfg
 
