@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from gradflow import store
-from gradflow.config import CONF_DIR
+from gradflow.config import CONF_DIR, parsed_overrides
 from gradflow import sweep
 from gradflow.errors import GradflowError
 
@@ -554,12 +554,6 @@ def test_a_slurm_job_killed_at_its_time_limit_is_one_line_naming_the_limit_and_t
     assert (results / "cut" / ".submitit" / "4242_0").is_dir()
 
 
-def _parsed(*lines: str):
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    return OverridesParser.create().parse_overrides(list(lines))
-
-
 def test_an_unknown_launcher_lists_every_launcher():
     """(A bug this catches: the choices in the message leave a launcher out; the CLI test checks only "choices: basic".)"""
     with pytest.raises(GradflowError) as e:
@@ -579,10 +573,10 @@ def test_launcher_settings_at_their_limits(launcher, setting, ok):
     """timeout_min is 1 or more; n_jobs=-1 (one per core) is joblib's own and allowed. (A bug this catches: timeout_min
     checked as >= 0; n_jobs's negative values refused.)"""
     if ok:
-        sweep.check_launcher(launcher, _parsed(setting))
+        sweep.check_launcher(launcher, parsed_overrides([setting]))
     else:
         with pytest.raises(GradflowError, match="is not allowed"):
-            sweep.check_launcher(launcher, _parsed(setting))
+            sweep.check_launcher(launcher, parsed_overrides([setting]))
 
 
 def test_an_over_long_word_in_an_error_is_shortened_and_an_existing_path_kept_whole(cli, tmp_path):

@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from gradflow.choices import settings
-from gradflow.config import compose
+from gradflow.config import compose, parsed_overrides
 from gradflow.overrides import job_name
 from gradflow.store import flatten
 
@@ -139,12 +139,6 @@ def test_a_regression_runs_accuracy_says_what_it_counts(cli, results):
     assert "acc of a regression run" not in cli("ls", results / "cls").output
 
 
-def _parsed(*lines: str):
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    return OverridesParser.create().parse_overrides(list(lines))
-
-
 def test_a_key_given_twice_names_its_folder_by_its_last_value():
     """`gradflow run model.depth=2 model.depth=3` runs depth 3 (the last value counts, as in Hydra), so its
     folder is model.depth=3, not the name of a run it is not. (A bug this catches: job_name keeps each key's first value.)"""
@@ -162,5 +156,5 @@ def test_hydras_job_folder_is_the_planned_one_for_values_with_brackets_and_comma
     from hydra._internal.config_loader_impl import get_overrides_dirname
 
     lines = ["model.depth=2", "+tag='f(a,z)'", "optim.betas=[0.9,0.99]", "optim.lr=${gf.div:0.5,model.depth}"]
-    dirname = get_overrides_dirname(overrides=_parsed(*lines), kv_sep="=", item_sep=",", exclude_keys=[])
+    dirname = get_overrides_dirname(overrides=parsed_overrides(list(lines)), kv_sep="=", item_sep=",", exclude_keys=[])
     assert job_name(dirname) == job_name(lines)
