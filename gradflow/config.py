@@ -892,7 +892,9 @@ def _hydra_compose(overrides) -> DictConfig:
     the first part is done once per distinct set of the overrides that are not plain values (groups, +/~
     keys, interpolations, dicts, list items: `_structure`) and each call applies its plain values to a copy
     of that, as Hydra applies them (~0.5 ms): a sweep's planning, `bench`, a script or the test suite
-    compose many configs that differ in values alone. Overrides of hydra keys are composed whole."""
+    compose many configs that differ in values alone. Overrides of hydra keys are composed whole. (A
+    structure's files under conf/ and experiments/ are read once per process: an edit made while a process
+    runs reaches the next one.)"""
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
     parsed = parsed_overrides(list(overrides))  # (a line Hydra cannot parse fails here as it would there)
