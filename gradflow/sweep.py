@@ -52,7 +52,6 @@ LAUNCHER_PLUGINS = {
 REMOTE_LAUNCHERS = ("submitit_slurm", "slurm")  # their jobs run on other machines
 # Hydra settings a user may pass; every other hydra.* would move outputs or change what a job sees
 HYDRA_ALLOWED = ("hydra/launcher", "hydra.launcher.", "hydra.verbose")
-GROUP_KEYS = config_mod.GROUP_KEYS
 
 
 @dataclass
@@ -355,7 +354,7 @@ def _parse_grid(user: list[str]) -> tuple[str, list[str], list[list[str]], dict[
             launcher = o.value()
         if o.is_sweep_override() and not list(o.sweep_string_iterator()):
             # glob() of a plain key read as a sweep of nothing, though model.activation=glob(re*) matched relu
-            if isinstance(o.value(), Glob) and o.key_or_group not in GROUP_KEYS:
+            if isinstance(o.value(), Glob) and o.key_or_group not in config_mod.GROUP_KEYS:
                 raise GradflowError(f"{shorten(o.input_line, 60)} selects no value: glob() picks among a config "
                                     "group's choices (model=glob(*), data=glob(mnist*)); list a key's values: "
                                     "a,b,c")

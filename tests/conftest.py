@@ -78,21 +78,21 @@ def cli():
     return invoke
 
 
-@pytest.fixture
-def run_job(results):
-    """Compose overrides and execute one job into the temporary results folder; returns its folder."""
+def execute_job(results: Path, *overrides: str, name: str = "t") -> Path:
+    """Compose overrides and execute one job into `results`/`name`, as `gradflow run` would; returns its folder."""
     from gradflow import job
     from gradflow.config import compose
     from gradflow.overrides import job_name
 
-    def go(*overrides: str, name: str = "t") -> Path:
-        ov = [*overrides, f"results={results}", f"name={name}"]
-        cfg = compose(ov)
-        job_dir = results / name / job_name(list(overrides))
-        job.execute(cfg, job_dir)
-        return job_dir
+    job_dir = results / name / job_name(list(overrides))
+    job.execute(compose([*overrides, f"results={results}", f"name={name}"]), job_dir)
+    return job_dir
 
-    return go
+
+@pytest.fixture
+def run_job(results):
+    """execute_job into the test's temporary results folder."""
+    return lambda *overrides, name="t": execute_job(results, *overrides, name=name)
 
 
 def layers_of(job_dir: Path) -> pd.DataFrame:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import math
 
@@ -33,14 +32,8 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@functools.lru_cache(maxsize=None)
-def _composed(overrides: tuple[str, ...]):
-    """compose(overrides), once per module for each list: the shape tests build one config on three inputs."""
-    return compose(["data=gaussian", *overrides])
-
-
 def _model(*overrides, input_shape=(40,), n_classes=10, init=True):
-    cfg = copy.deepcopy(_composed(overrides))  # (a copy: building or initializing may write to it)
+    cfg = compose(["data=gaussian", *overrides])
     torch.manual_seed(0)
     model = build(cfg, input_shape, n_classes)
     if init:

@@ -22,7 +22,7 @@ from tests.reproducing import figures_drawn, reproduce, verdicts
 
 # the sweep points composed so far in this module: a point met again (an arm of one point, whose two
 # corners are one; a scale that leaves an arm as another scale has it) was composed without an error
-# already, and composing the same overrides again does the same (a third of the points, ~5 s)
+# already, and composing the same overrides again does the same (a third of the points, ~2 s)
 _COMPOSED: set[tuple[str, ...]] = set()
 
 

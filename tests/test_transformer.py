@@ -20,6 +20,7 @@ from gradflow.models.custom import activation_kind
 from gradflow.probes.core import Probes
 from gradflow.textdata import IGNORE, associative_recall, char_windows, pydoc_text
 from gradflow.train import Batches, make_optimizer, train
+from tests.conftest import execute_job
 
 TINY_TF = ["model=transformer", "model.depth=2", "model.d_model=8", "model.heads=2", "model.mlp_ratio=2",
            "train.steps=2", "train.batch_size=8", "probe.every=1", "train.eval_every=1"]
@@ -312,15 +313,11 @@ def test_cli_run_and_sweep(cli, results):
 @pytest.fixture(scope="module")
 def two_depths(tmp_path_factory):
     """A folder of two tiny transformers, 2 and 4 blocks deep (one step each), that the depth-sweep tests read."""
-    from gradflow import job
-    from gradflow.overrides import job_name
-
-    folder = tmp_path_factory.mktemp("results") / "depths"
+    results = tmp_path_factory.mktemp("results")
     tf = [o for o in TINY_TF if not o.startswith(("model.depth=", "train.steps="))]
     for d in (2, 4):
-        overrides = [*tf, f"model.depth={d}", "train.steps=1", *TINY_CHARS, "threads=1"]
-        job.execute(compose([*overrides, f"results={folder.parent}", "name=depths"]), folder / job_name(overrides))
-    return folder
+        execute_job(results, *tf, f"model.depth={d}", "train.steps=1", *TINY_CHARS, "threads=1", name="depths")
+    return results / "depths"
 
 
 def test_a_depth_sweeps_figures_keep_the_block_ticks_and_call_depth_blocks(two_depths):
@@ -409,14 +406,8 @@ def test_chi1_of_a_transformer_is_per_block_over_the_residual_stream(cli, result
 @pytest.fixture(scope="module")
 def small_mlp(tmp_path_factory):
     """One 3-layer MLP run (one step) that the transformer's tick tests draw beside it."""
-    from gradflow import job
-    from gradflow.overrides import job_name
-
-    results = tmp_path_factory.mktemp("results")
-    overrides = ["model.depth=3", "train.steps=1", "model.width=8", "data=gaussian", "threads=1"]
-    folder = results / "mlp" / job_name(overrides)
-    job.execute(compose([*overrides, f"results={results}", "name=mlp"]), folder)
-    return folder
+    return execute_job(tmp_path_factory.mktemp("results"), "model.depth=3", "train.steps=1", "model.width=8",
+                       "data=gaussian", "threads=1", name="mlp")
 
 
 @pytest.mark.parametrize("depth, named", [(3, [0, 1, 2]), (14, list(range(0, 14, 2)))])
