@@ -47,3 +47,10 @@ def real(*args, columns: int = 80) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": str(columns), "PYTHONPATH": path, "MPLBACKEND": "Agg"}
     return subprocess.run([sys.executable, "-m", "gradflow", *map(str, args)], capture_output=True, text=True,
                           env=env, timeout=300)
+
+
+def real_stdout(*args, columns: int = 80, ok: bool = True) -> str:
+    """What `real` prints on stdout, its exit status checked (0, or not 0 where `ok` is False)."""
+    out = real(*args, columns=columns)
+    assert (out.returncode == 0) == ok, out.stdout + out.stderr
+    return out.stdout

@@ -20,18 +20,11 @@ from typer.testing import CliRunner
 
 from gradflow import store
 from gradflow.summary import steps_to
-from tests.commands import piped, real
+from tests.commands import piped, real, real_stdout
 
 SWEEP = ["data=gaussian", "data.n_train=256", "data.n_test=128", "data.dim=16", "model.width=16", "train.steps=12",
          "train.batch_size=32", "train.eval_every=3", "threads=1", "model.depth=5,10,20",
          "init=orthogonal,xavier_normal"]
-
-
-def real_gradflow(*args: str, columns: int = 80) -> str:
-    """What the real command prints, piped, at `columns` columns: for the properties of a process of its own."""
-    out = real(*args, columns=columns)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
 
 
 def gradflow(*args: str, columns: int = 80) -> str:
@@ -52,7 +45,7 @@ def made(*args: str) -> None:
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory) -> tuple[Path, str]:
     results = tmp_path_factory.mktemp("ls") / "results"
-    summary = real_gradflow("sweep", *SWEEP, f"results={results}", "--name", "grid")
+    summary = real_stdout("sweep", *SWEEP, f"results={results}", "--name", "grid")
     return results / "grid", summary
 
 
@@ -82,7 +75,7 @@ def runs_json(path: Path, *args: str) -> pd.DataFrame:
 @pytest.mark.parametrize("which", ["ls", "sweep summary"])
 def test_table_reads_right_at_80_columns_piped(swept, which):
     root, summary = swept
-    text = real_gradflow("ls", str(root)) if which == "ls" else summary
+    text = real_stdout("ls", str(root)) if which == "ls" else summary
     # the table from its title on (the sweep's header line is soft-wrapped: it holds a path)
     text = text[re.search(rf"^{re.escape(str(root))} *$", text, re.M).start():]
     check_readable(text)
@@ -787,7 +780,7 @@ def test_a_sweep_cut_short_keeps_its_swept_keys_and_says_what_is_not_run(swept, 
     assert set(runs_json(cut)["model.depth"]) == {5}
     # while the sweep is running (it holds the folder's lock) its command would be refused: ls says it runs
     with store.lock(cut, "gradflow sweep ... --name cut"):  # (held by this process: ls in one of its own)
-        flat = " ".join(real_gradflow("ls", str(cut)).split())
+        flat = " ".join(real_stdout("ls", str(cut)).split())
     assert f"not run yet: 4 of the sweep's 6 runs; the sweep is running (pid {os.getpid()} on " in flat, flat
     assert "runs them" not in flat
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)

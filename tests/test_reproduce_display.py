@@ -15,14 +15,7 @@ import pytest
 
 from gradflow import reproduce as rep
 from gradflow import store
-from tests.commands import piped, real
-
-
-def real_gradflow(*args: str, columns: int = 80, ok: bool = True) -> str:
-    """What the real command prints, piped, at `columns` columns: for the properties of a process of its own."""
-    out = real(*args, columns=columns)
-    assert (out.returncode == 0) == ok, out.stdout + out.stderr
-    return out.stdout
+from tests.commands import piped, real, real_stdout
 
 
 def gradflow(*args: str, columns: int = 80, ok: bool = True) -> str:
@@ -117,7 +110,7 @@ def test_mistyped_option_taken_for_the_name_says_which_option():
 @pytest.fixture(scope="module")
 def pascanu(tmp_path_factory) -> tuple[Path, str]:
     results = tmp_path_factory.mktemp("results")
-    text = real_gradflow("reproduce", "pascanu2013", "--quick", "threads=1", f"results={results}")
+    text = real_stdout("reproduce", "pascanu2013", "--quick", "threads=1", f"results={results}")
     return rep.root_for("pascanu2013", "quick", str(results)), text
 
 
