@@ -436,6 +436,24 @@ def test_profile_last_step_marks_a_run_that_diverged_after_its_last_probe(sweep)
     assert marks and sorted(np.concatenate([m.get_xdata() for m in marks])) == [20]  # its end, depth 20
 
 
+def test_profile_names_a_long_diverged_run_within_its_title():
+    """A diverged run's folder name (key=value items, no space a title line can break at) is not written whole
+    into the title: a figure of that run alone says "the run", a figure of several keeps the name's two ends."""
+    keys = ("init.name", "init.gain", "model.activation", "model.depth", "model.width", "optim.lr", "seed")
+    cfg = config(20, "relu", 2, **{"init.name": "orthogonal", "init.gain": 3.0})
+    long_name = run_id(cfg, keys)
+    assert len(long_name) > 80
+    alone, _, _ = fabricate([cfg | {"run": long_name}], diverged=(long_name,))
+    title = " ".join(figures.profile(alone, "grad_norm", step="last").get_suptitle().split())
+    assert "the run at step 10, its last finite one (diverged after it" in title and long_name not in title
+    other = config(10, "tanh", 1, **{"init.name": "orthogonal", "init.gain": 3.0})
+    both, _, _ = fabricate([cfg | {"run": long_name}, other | {"run": run_id(other, keys)}], diverged=(long_name,))
+    fig = figures.profile(both, "grad_norm", step="last")
+    title = fig.get_suptitle()
+    named = f"{long_name[:23]}…{long_name[-23:]} at step 10"
+    assert named in " ".join(title.split()) and long_name not in title
+    assert max(len(line) for line in title.splitlines()) <= 100
+
 def test_profile_linear_quantities_and_errors(sweep):
     layers, _, _ = sweep
     fig = figures.profile(layers, "act_mean", step=0)

@@ -196,12 +196,25 @@ def ended_early(df: pd.DataFrame, sub: pd.DataFrame) -> dict[str, int]:
     return {str(r): int(s) for r, s in at.items() if s < last[r] or s < diverged.get(r, np.nan)}
 
 
-def ended_text(ended: dict[str, int]) -> str:
-    """A title part for `ended_early`'s runs: where each is drawn, and that it diverged after."""
+def ended_text(ended: dict[str, int], runs: int) -> str:
+    """A title part for `ended_early`'s runs of the `runs` drawn: where each is drawn, and that it diverged after."""
     if len(ended) == 1:
         (run, at), = ended.items()
-        return f"{run} at step {at}, its last finite one (diverged after it: x at the top)"
+        name = "the run" if runs == 1 else title_name(run)
+        return f"{name} at step {at}, its last finite one (diverged after it: x at the top)"
     return f"{len(ended)} runs at their last step with finite values (diverged after it: x at the top)" if ended else ""
+
+
+TITLE_NAME = 48  # characters of a run's name in a title line, which breaks between words only
+
+
+def title_name(run: str) -> str:
+    """A run's folder name short enough for a title line: a long one (key=value items without spaces, which no
+    line break splits) keeps its start and end around an ellipsis."""
+    if len(run) <= TITLE_NAME:
+        return run
+    keep = (TITLE_NAME - 1) // 2
+    return f"{run[:keep]}…{run[-keep:]}"
 
 
 def named_run(run: object, runs: list[str]) -> str | None:
