@@ -489,10 +489,13 @@ def test_a_dash_in_the_run_table_says_why():
         "layer comes before it"]
 
 
-def test_a_run_that_learned_nothing_is_ok_but_flagged(cli, results):
+def test_a_run_that_learned_nothing_is_ok_but_flagged(cli, results, monkeypatch):
     """Zero weights: every hidden activation is 0, so every hidden weight gradient is exactly 0; the
     logits are the head's bias alone, which can learn the class frequencies and nothing else, so the
     loss stays within 1% of chance, ln(classes)."""
+    from gradflow.cli.console import console
+
+    monkeypatch.setattr(console, "width", 80)  # a terminal of 80 columns, whatever runs the tests
     out = cli("run", *TINY, "init.gain=0", f"results={results}", "name=z")
     assert out.exit_code == 0, out.output
     job = results / "z" / job_name([*TINY, "init.gain=0"])
@@ -506,6 +509,8 @@ def test_a_run_that_learned_nothing_is_ok_but_flagged(cli, results):
     # both reasons in one note (two "learned nothing" notes read as a repetition)
     assert out.output.count("learned nothing") == 1 and "note: learned nothing: every hidden weight" in out.output
     assert " ".join(out.output.split()).count("exactly 0 at the end; final train loss") == 1, out.output
+    # the note's lines break at spaces, with none left at a line's end, and keep "ln 10 = 2.303" whole
+    assert [ln for ln in out.output.splitlines() if ln != ln.rstrip()] == [] and "ln 10 = 2.303" in out.output
     # ls counts the run once, under its one kind of flag (each reason `kind: why` in --json's field)
     listed = cli("ls", results / "z")
     assert "*: finished but flagged: learned nothing (1 run); --json shows why" in " ".join(listed.output.split())

@@ -377,7 +377,8 @@ def show_status(record: dict, threads: int | None = None) -> None:
         done = f"after {record.get('steps_done', 0)} steps"
     console.print(f"[bold {colour}]{status}[/] {done} in {record.get('wall_time', 0):.1f} s on {on}", highlight=False)
     for flag in flag_notes(record.get("flags") or []):
-        console.print(f"[bold yellow]note:[/] {escape(flag)}", highlight=False)
+        # (broken at spaces, no trailing one; "ln 10 = 2.303" kept on one line)
+        print_note(f"note: {flag}".replace(" = ", f"{NBSP}={NBSP}"), style="yellow")
     if clipped := clip_note(record):
         print_note(clipped)
     if status == store.DIVERGED:
