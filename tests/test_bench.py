@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import copy
 import math
 
@@ -81,14 +83,21 @@ def test_every_family_has_a_workload_that_builds():
         assert model.probe_points, name
 
 
-def test_the_cli_prints_the_reference_table_and_rejects_unknown_workloads(cli):
+def test_the_cli_prints_the_reference_table_and_rejects_unknown_workloads(cli, monkeypatch):
+    from gradflow.cli.console import console
+
+    monkeypatch.setattr(console, "width", 80)  # a terminal of 80 columns, whatever runs the tests
     out = cli("bench", "--workload", "reference", "--steps", "12", "--rounds", "1", "--clock", "cpu")
     assert out.exit_code == 0, out.output
     for loop in bench.LOOPS:
         assert bench.LOOP_TITLES[loop] in out.output
     assert [line for line in out.output.splitlines() if line != line.rstrip()] == []  # (a table title was padded)
     flat = " ".join(out.output.split())
-    assert "medians over 1 round of 12 steps, the loops taking turns of 13" in flat
+    # 12 steps (and step 0) are one turn of 13: each loop runs whole, none takes turns with another
+    assert "medians over 1 round of 12 steps, each loop's run in one turn" in flat
+    # the line as each workload finishes breaks between its loops, not inside one's words
+    for loop in list(bench.LOOPS)[1:]:
+        assert re.search(rf"{loop} [\d.]+ \(rounds [\d.]+\)", out.output), (loop, out.output)
     assert flat.endswith("note: 1 round only: its ratios move by 0.1 or more between runs on a busy machine; "
                          "--rounds 5 or more for numbers to compare"), flat[-300:]
     bad = cli("bench", "--workload", "vit")
