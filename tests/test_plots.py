@@ -857,8 +857,11 @@ def test_a_cut_loss_axis_labels_values_between_its_powers_of_ten_where_the_finit
 
     def labelled(m):
         fig = figures.curves(m)
-        ax = [a for a in fig.axes if a.get_gid() != "colorbar"][0]
+        ax, beside = [a for a in fig.axes if a.get_gid() != "colorbar"][:2]
         fig.canvas.draw()
+        # the test panel beside it shares the axis and labels none of its ticks (it showed 0.3 and 0.03 alone)
+        assert [t.get_text() for t in beside.get_yticklabels() + beside.get_yticklabels(minor=True)
+                if t.get_text()] == []
         lo, hi = ax.get_ylim()
         assert ax.get_yscale() == "log" and hi / lo > 1e3  # (cut 3 decades above the finite runs)
         return sorted(t.get_position()[1] for t in ax.get_yticklabels() + ax.get_yticklabels(minor=True)

@@ -199,8 +199,8 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
         for j, ax in enumerate(axes[i]):
             if j:
                 ax.sharey(axes[i, 0])
-            if j % across:
-                ax.tick_params(labelleft=False)
+            if j % across:  # (minor ticks too: label_minor_within labels some)
+                ax.tick_params(which="both", labelleft=False)
     for c in range(len(cols) - (blocks - 1) * across, across):  # a last block of fewer pairs: no spare panels
         for i in range(len(rows)):
             grid_axes[(blocks - 1) * len(rows) + i, c].remove()
