@@ -627,6 +627,14 @@ def test_a_sources_legend_entry_names_first_the_keys_that_tell_it_from_each_othe
     palette = Palette(df, "source")
     assert [palette._label("source", s) for s in ("plain", "relu", "resid")] == [
         "plain (init=xavier_normal, init.gain=1)", "relu (init=xavier_normal, init.gain=2)", "resid (init=kaiming_normal)"]
+    # a folder named by its override says it once: `gradflow run init=standard` beside the default run
+    df = pd.DataFrame({"source": ["default", "init=standard", "x/init=standard,model.depth=4"], "model.depth": 3})
+    df.attrs["source_keys"] = {"default": {"init.name": "xavier_normal"}, "init=standard": {"init.name": "standard"},
+                               "x/init=standard,model.depth=4": {"init.name": "standard", "model.depth": 4,
+                                                                 "model.width": 8}}
+    palette = Palette(df, "source")
+    assert [palette._label("source", s) for s in df["source"]] == [
+        "default (init=xavier_normal)", "init=standard", "x/init=standard,model.depth=4 (model.width=8)"]
 
 
 def _compare_at_80_columns(*args, out_dir: Path, width: int = 80, real: bool = False) -> tuple[str, list[str], str]:

@@ -4,6 +4,7 @@ the marks for values an axis cannot show, and the step and log axes."""
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -311,11 +312,14 @@ class Palette:
         # (a group's own key, init.gain, only where nothing else tells the source from another)
         natural = keys + [k for k in own if k.startswith(groups)]
         apart = self._apart(v, natural)
-        keys = apart + [k for k in keys if k not in apart]
+        item = lambda k: f"{k.removesuffix('.name')}={fmt(described[k])}"  # noqa: E731
+        # (not again what the folder's name says: "init=standard (init=standard)")
+        named = re.split(r"[,/]", str(v))
+        keys = [k for k in apart + [k for k in keys if k not in apart] if item(k) not in named]
         if not keys:
             return plain if plain is not None else fmt(v)
         shown = sorted(keys[:SOURCE_ITEMS], key=natural.index)  # (in their order: init=xavier_normal, init.gain=1)
-        items = [f"{k.removesuffix('.name')}={fmt(described[k])}" for k in shown]
+        items = [item(k) for k in shown]
         if len(keys) > SOURCE_ITEMS:
             items.append(f"{len(keys) - SOURCE_ITEMS} more")
         return f"{fmt(v)} ({', '.join(items)})"
