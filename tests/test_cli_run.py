@@ -302,6 +302,18 @@ def test_unwritable_results_folder(cli, tmp_path):
     assert "Traceback" not in out.output
 
 
+def test_version_names_gradflow_python_and_torch(cli):
+    import platform
+
+    import torch
+
+    import gradflow
+
+    out = cli("--version")
+    assert out.exit_code == 0
+    assert out.output == f"gradflow {gradflow.__version__} (python {platform.python_version()}, torch {torch.__version__})\n"
+
+
 def test_help_lists_groups_choices_and_keys(cli):
     out = cli("run", "--help")
     assert out.exit_code == 0

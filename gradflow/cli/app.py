@@ -21,6 +21,28 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from gradflow import __version__
+
+        try:  # (torch's version from its metadata: importing it takes a second)
+            torch = f", torch {version('torch')}"
+        except PackageNotFoundError:
+            torch = ""
+        typer.echo(f"gradflow {__version__} (python {sys.version.split()[0]}{torch})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", help="Print gradflow's, Python's and torch's versions and exit.",
+                                 callback=_version, is_eager=True),
+) -> None:
+    pass  # (the app's own options; its help is the Typer's above)
+
+
 # typer 0.29 prints a type placeholder such as <bool> beside every flag, --help included; a flag takes no value.
 # Older typers (>= 0.12, which pyproject allows) have no such method and print no placeholder.
 _display_type = getattr(TyperOption, "display_type_rich", None)
