@@ -142,6 +142,21 @@ def _not_added(override: str, overrides: list[str]) -> None:
                         "(+ adds a key of your own, which gradflow reads nowhere)")
 
 
+def _as_override(option: str, overrides: list[str]) -> str | None:
+    """The override a config key's option was meant as (`--steps 3`: "train.steps=3, not --steps 3"), where the
+    option names one key (or group) of the config by its last part; else None."""
+    name, eq, value = option.lstrip("-").partition("=")
+    name = name.replace("-", "_")
+    keys = [k for k in (*config_mod.GROUPS, *config_mod.known_keys()) if name and k.rsplit(".", 1)[-1] == name]
+    if len(set(keys)) != 1:
+        return None
+    if not eq:  # (the value as the next word, where one is: Typer hands both on as overrides)
+        after = overrides[overrides.index(option) + 1:][:1]
+        value = after[0] if after and "=" not in after[0] and not after[0].startswith("-") else "..."
+        option = f"{option} {value}" if value != "..." else option
+    return f"{keys[0]}={value}, not {option}"
+
+
 def check_overrides(overrides: list[str], command: str) -> None:
     """Refuse what would silently go wrong: an option this command does not have, a Hydra setting that
     would move outputs (gradflow owns where runs go), and an override the grammar cannot read (said
@@ -160,10 +175,11 @@ def check_overrides(overrides: list[str], command: str) -> None:
             raise GradflowError(f"{shorten(o, 40)} and {shorten(forced[override_key(o)], 40)} set one key two "
                                 "ways; give it once, as key=value (++ adds a key that is not there)")
         if o.startswith("-"):
-            example = {"run": "name=x, not --name x", "gradcheck": "model=resnet20, not --model resnet20"}.get(
+            example = _as_override(o, overrides) or "e.g. " + {
+                "run": "name=x, not --name x", "gradcheck": "model=resnet20, not --model resnet20"}.get(
                 command, "results=x, not --results x")
             raise UsageError(f"{shorten(o, 40)} is not an option of `gradflow {command}`; settings are "
-                                f"key=value overrides (e.g. {example}); see `gradflow {command} --help`")
+                                f"key=value overrides ({example}); see `gradflow {command} --help`")
         key = override_key(o)
         if not key.strip():
             raise GradflowError(f"the override {shorten(o, 40)!r} has no key; write key=value, e.g. model.depth=5")

@@ -304,6 +304,14 @@ CASES = [
     # gradcheck read a mistyped option as an override ("cannot parse an override (LexerNoViableAltException)")
     (["gradcheck", "--entry", "3"], "--entry is not an option of `gradflow gradcheck` (did you mean --entries?)"),
     (["gradcheck", "-h"], "-h is not an option of `gradflow gradcheck`; settings are key=value overrides"),
+    # an option that names a config key by its last part: the override it was meant as, its value too
+    (["run", "--steps", "3"], "--steps is not an option of `gradflow run`; settings are key=value overrides "
+                              "(train.steps=3, not --steps 3)"),
+    (["sweep", "--width=8,16"], "is not an option of `gradflow sweep`; settings are key=value overrides "
+                                "(model.width=8,16, not --width=8,16)"),
+    (["sweep", "--model", "cnn", "model.depth=2,3"], "is not an option of `gradflow sweep`; settings are key=value "
+                                                   "overrides (model=cnn, not --model cnn)"),
+    (["run", "--lr"], "is not an option of `gradflow run`; settings are key=value overrides (optim.lr=..., not --lr)"),
     # a subcommand's is named by its whole command, the group's name first ("gradflow theory phase")
     (["theory", "phase", "--bogus"], "--bogus is not an option of `gradflow theory phase`; its options: --activation, "
                                      "--out, --help; see `gradflow theory phase --help`"),
