@@ -227,6 +227,9 @@ CASES = [
     (["ls", "{study}", "--steps-to", "train_loss<=nan"], "--steps-to 'train_loss<=nan': nan is no threshold"),
     (["ls", "{study}", "--sort", ""], "--sort '' names no column"),
     (["ls", "{study}", "--where", "nokey=1"], "--where key 'nokey' is not a column; choices: status (or any config key"),
+    # a key and the short name ls shows it under are one suggestion ("model.activation or activation")
+    (["ls", "{study}", "--where", "activaton=tanh"], "--where key 'activaton' is not a column (did you mean "
+                                                     "model.activation?)"),
     (["ls", "{study}", "--where", "model.depth=9"], "--where model.depth=9 matches no run; model.depth here: 2"),
     (["ls", "{study}", "--where", "model.depth=2", "--where", "seed=1"],
      "seed=1 matches no run of those left; seed here: 0"),

@@ -103,7 +103,9 @@ def column(df: pd.DataFrame, key: str, option: str, swept: list[str], choices: l
     # (ls's table has them; plot's layers do not: its status and diverged_step are `load`'s, of every table)
     results_here = {c for c in RESULT_COLUMNS if c in df.columns} - {store.STATUS, store.DIVERGED_AT}
     headers = [RESULT_COLUMNS[c][0] for c in RESULT_COLUMNS if c in results_here]  # ('ratio ned': 'ratio end')
-    hint = did_you_mean(key, list(dict.fromkeys([*keys, *abbreviate(keys).values(), *choices, *headers])))
+    short = abbreviate(keys)
+    hint = did_you_mean(key, list(dict.fromkeys([*keys, *short.values(), *choices, *headers])),
+                        same={v: k for k, v in short.items()})
     if not hint:  # a key's usual other name (learning_rate: optim.lr), or a word of a column's name or header
         from gradflow.config import KEY_SYNONYMS  # (accuracy: final.test_acc), each by the column's name
 
