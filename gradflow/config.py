@@ -373,8 +373,15 @@ TRAIN_SIZES = {"mnist1d": 4000, "mnist": 60000, "fashion_mnist": 60000, "cifar10
 ALPHA_WORDS = ("inv_sqrt_depth", "learnable")
 
 
-def _show(value: Any) -> str:
-    """A value as a message shows it: strings quoted, everything shortened to one line."""
+def _show(value: Any, key: str | None = None) -> str:
+    """A value as a message shows it: strings quoted (but a number that `key`, one of NUMBER_OR_WORD_KEYS,
+    holds as a string: alpha's 0.5 as the user wrote it, not '0.5'), everything shortened to one line."""
+    if isinstance(value, str) and key in NUMBER_OR_WORD_KEYS:
+        try:
+            float(value)
+            return shorten(value)
+        except ValueError:
+            pass
     return shorten(repr(value) if isinstance(value, str) else value)
 
 
@@ -604,7 +611,7 @@ def _conditional(cfg) -> None:
         why = unread(key, flat)
         if why and key in flat and flat[key] != default:
             value = values[key]
-            raise GradflowError(f"{key}={_show(list(value) if isinstance(value, list) else value)} does not "
+            raise GradflowError(f"{key}={_show(list(value) if isinstance(value, list) else value, key)} does not "
                                 f"apply to this run: {why}")
 
 
@@ -644,7 +651,7 @@ def _mlp_blocks(m, norm: str) -> None:
             raise GradflowError("model.variant=fixup needs model.skip=residual, model.branch_layers >= 2 "
                                 "(Zhang et al. 2019 scale by L^(-1/(2m-2))) and norm=none")
         if m.alpha in ALPHA_WORDS or float(m.alpha) != 1.0:
-            raise GradflowError(f"model.alpha={_show(m.alpha)} does not apply to model.variant=fixup: "
+            raise GradflowError(f"model.alpha={_show(m.alpha, 'model.alpha')} does not apply to model.variant=fixup: "
                                 "its branch multiplier is a learnable scalar starting at 1")
 
 
