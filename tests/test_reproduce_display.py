@@ -114,6 +114,17 @@ def pascanu(tmp_path_factory) -> tuple[Path, str]:
     return rep.root_for("pascanu2013", "quick", str(results)), text
 
 
+def test_a_piped_reproduction_says_each_arms_counts_and_time_not_a_bars_last_frame(pascanu):
+    # (a log's "runs ━━━━ 6/6 0:00:02 0:00:00": a bar whose time remaining says nothing once it is done)
+    _, text = pascanu
+    lines = text.splitlines()
+    arms = [line for line in lines if line.split(" ")[0] == "sweep"]  # (alone on its line before a long path)
+    counts = [line for line in lines if re.fullmatch(r"ok: \d+  diverged: \d+  failed: \d+  \(\d+ runs? in [\d.]+ s\)",
+                                                     line)]
+    assert len(arms) >= 2 and len(counts) == len(arms), text
+    assert not [line for line in lines if line.startswith(("runs ", "current run"))], text
+
+
 def claim_rows(root: Path) -> list[dict]:
     """The claims' cells as the run wrote them (claims.json, REPORT.md's table): the text to find whole."""
     return json.loads(store.claims_path(root).read_text())["claims"]

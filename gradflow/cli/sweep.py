@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 import threading
 from pathlib import Path
 from typing import Annotated, Optional
@@ -153,13 +154,14 @@ def run_plan(p, table: bool = True) -> pd.DataFrame:
 
     skipped = p.skipped
     watcher = None  # counts the finished runs; Ctrl-C before it exists has finished none
+    started = time.perf_counter()
     try:  # Ctrl-C is one line and exit 130, however early it comes
         sweep_mod.check_replacement_builds(p)  # (before the header says they will be replaced)
         _header(p, skipped)
-        # piped (a log file), a line per run as it ends instead of the bar's last frame (a sweep's own;
-        # a reproduction's arms keep their bars' frames)
+        # piped (a log file), no bar's last frame (its "time remaining 0:00:00" says nothing there): a sweep's
+        # own runs a line each as it ends, a reproduction's arm its counts and time below
         lines = _EndedLines() if table and not console.is_terminal else None
-        with progress_bar(transient=False, piped=lines is None) as progress:
+        with progress_bar(transient=False, piped=False) as progress:
             runs = progress.add_task("runs", total=len(p.to_run), visible=bool(p.to_run))
             current = progress.add_task("current run", total=None, visible=p.launcher == "basic" and bool(p.to_run))
 
@@ -195,5 +197,7 @@ def run_plan(p, table: bool = True) -> pd.DataFrame:
         show_runs(df, list(dict.fromkeys([*p.swept, *varying])), title=str(p.root), skipped=skipped)
     else:
         counts = df[store.STATUS].value_counts().to_dict()
-        print_note(counts_line([(k, counts.get(k, 0)) for k in store.ENDED]) + reused_phrase(skipped))
+        took = "" if console.is_terminal or not p.to_run else \
+            f"  ({len(p.to_run)} run{'s' * (len(p.to_run) != 1)} in {time.perf_counter() - started:.1f} s)"
+        print_note(counts_line([(k, counts.get(k, 0)) for k in store.ENDED]) + reused_phrase(skipped) + took)
     return df
