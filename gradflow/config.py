@@ -376,12 +376,9 @@ ALPHA_WORDS = ("inv_sqrt_depth", "learnable")
 def _show(value: Any, key: str | None = None) -> str:
     """A value as a message shows it: strings quoted (but a number that `key`, one of NUMBER_OR_WORD_KEYS,
     holds as a string: alpha's 0.5 as the user wrote it, not '0.5'), everything shortened to one line."""
-    if isinstance(value, str) and key in NUMBER_OR_WORD_KEYS:
-        try:
-            float(value)
-            return shorten(value)
-        except ValueError:
-            pass
+    if isinstance(value, str) and key in NUMBER_OR_WORD_KEYS and value == value.strip() and \
+            not math.isnan(_number(value)):
+        return shorten(value)
     return shorten(repr(value) if isinstance(value, str) else value)
 
 
@@ -632,7 +629,7 @@ def _alpha(alpha: str) -> None:
     if alpha in ALPHA_WORDS:
         return
     if not math.isfinite(_number(alpha)):
-        raise GradflowError(f"model.alpha={_show(alpha)} is not allowed; choices: a finite number, "
+        raise GradflowError(f"model.alpha={_show(alpha, 'model.alpha')} is not allowed; choices: a finite number, "
                             "inv_sqrt_depth (= 1/sqrt(depth)), learnable")
 
 
@@ -722,7 +719,7 @@ def _scale(cfg) -> None:
         return
     value = _number(scale)
     if not (math.isfinite(value) and value > 0):
-        raise GradflowError(f"data.scale={_show(scale)} is not allowed; choices: a positive number, qstar "
+        raise GradflowError(f"data.scale={_show(scale, 'data.scale')} is not allowed; choices: a positive number, qstar "
                             "(the first layer starts at the mean-field fixed point q*)")
 
 
