@@ -106,11 +106,11 @@ def did_you_mean(word: str, choices, show: Callable[[str], str] = str, same: dic
     begin with it, where it has 4 characters or more (init=xavier: xavier_normal or xavier_uniform) or 2 or
     more that begin at most 3 choices (reproduce he: he2015 or he2016); "" where none. `show`: how a choice
     is named (a folder's name as its path). `same`: choices that are another's other name (activation:
-    model.activation), named once, by the nearer."""
+    model.activation), named once, by that other name, where the nearer of the two stands."""
     begun = [c for c in choices if c.startswith(word)] if word else []
     near = nearest(word, choices) or (begun[:3] if len(word) >= 4 or len(word) >= 2 and len(begun) <= 3 else [])
     if same:
-        near = list({same.get(c, c): c for c in reversed(near)}.values())[::-1]
+        near = list(dict.fromkeys(same.get(c, c) for c in near))
     return f" (did you mean {' or '.join(map(show, near))}?)" if near else ""
 
 

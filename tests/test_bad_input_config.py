@@ -221,6 +221,18 @@ def test_did_you_mean_reads_a_dotted_key_by_its_last_part_too(word, choices, sai
     assert did_you_mean(word, choices) == said
 
 
+def test_did_you_mean_names_a_key_and_its_short_name_once_by_the_key_in_order():
+    from gradflow.errors import did_you_mean
+
+    short = {"depth": "model.depth", "width": "model.width"}
+    for typo in ("dpth", "dpeth", "widht"):  # (the short name nearer or tied: alphabetical order decided)
+        assert did_you_mean(typo, ["model.depth", "model.width", "depth", "width"], same=short) == \
+            f" (did you mean {'model.width' if typo == 'widht' else 'model.depth'}?)"
+    # another key between the two: the order the nearest came in is kept
+    assert did_you_mean("dpeth", ["x.depth", "w.depth", "depth"], same={"depth": "x.depth"}) == \
+        " (did you mean x.depth or w.depth?)"
+
+
 def test_a_key_forced_with_plus_plus_is_the_same_run_and_folder_as_plain(cli, results):
     # ++model.width=4 sets the key as model.width=4 does: it named its folder "++model.width=4,..."
     from gradflow.overrides import job_name
