@@ -535,6 +535,23 @@ def test_a_run_that_learned_nothing_is_ok_but_flagged(cli, results, monkeypatch)
     assert rec["status"] == "ok" and rec["steps_done"] == 0 and not rec.get("flags")
 
 
+def test_a_notes_formulas_stay_whole_at_any_width():
+    """`ln 10 = 2.303` broke at 80 columns after "=" and, at 44-48 or 64-69, after "ln"."""
+    import io
+
+    from rich.console import Console
+
+    from gradflow.cli.console import formulas_whole, print_note
+
+    text = "note: learned nothing: final train loss 2.295 after 4 steps, chance is ln 10 = 2.303; ξ_c = ∞ here"
+    for width in range(30, 120):
+        out = io.StringIO()
+        print_note(formulas_whole(text), to=Console(file=out, width=width, color_system=None))
+        lines = out.getvalue().splitlines()
+        assert " ".join(lines) == text and all(line == line.rstrip() and len(line) <= width for line in lines)
+        assert any("ln 10 = 2.303" in line for line in lines) and any("ξ_c = ∞" in line for line in lines), lines
+
+
 def test_an_exploding_regression_run_is_flagged_as_its_loss_grew(cli, results):
     """The adding problem through a vanilla RNN of 40 steps explodes (loss ~1e20 from ~1 at the first
     evaluation): it finished with finite numbers, so it is ok, but flagged, as a classifier at chance is."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import signal
 import sys
 import warnings
@@ -114,6 +115,12 @@ def print_note(text: str, width: int | None = None, style: str | None = None, to
             lines.append(word)
     for line in lines:  # (a double space that fell at a break leaves no space at either end)
         to.print(escape(line.strip(" ").replace(NBSP, " ")), highlight=False, soft_wrap=True, style=style)
+
+
+def formulas_whole(text: str) -> str:
+    """`text` with its formulas' spaces as NBSP, so that print_note keeps each on one line: `a = b` (`ξ_c = ∞`
+    ran onto two lines) and `ln N` ("chance is ln" / "10 = 2.303")."""
+    return re.sub(r"\bln (?=\d)", f"ln{NBSP}", text.replace(" = ", f"{NBSP}={NBSP}"))
 
 
 def print_table(table) -> None:

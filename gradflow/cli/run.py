@@ -19,8 +19,8 @@ from gradflow import config as config_mod
 from gradflow import store
 from gradflow.choices import settings
 from gradflow.cli.app import app
-from gradflow.cli.console import (NBSP, console, leave_interrupted, near_options, note_replaced, print_note,
-                                  said_changes, user_errors)
+from gradflow.cli.console import (NBSP, console, formulas_whole, leave_interrupted, near_options, note_replaced,
+                                  print_note, said_changes, user_errors)
 from gradflow.cli.app import progress_bar
 from gradflow.errors import GradflowError
 from gradflow.fmt import and_list, fmt
@@ -377,8 +377,7 @@ def show_status(record: dict, threads: int | None = None) -> None:
         done = f"after {record.get('steps_done', 0)} steps"
     console.print(f"[bold {colour}]{status}[/] {done} in {record.get('wall_time', 0):.1f} s on {on}", highlight=False)
     for flag in flag_notes(record.get("flags") or []):
-        # (broken at spaces, no trailing one; "ln 10 = 2.303" kept on one line)
-        print_note(f"note: {flag}".replace(" = ", f"{NBSP}={NBSP}"), style="yellow")
+        print_note(formulas_whole(f"note: {flag}"), style="yellow")  # (at spaces; "ln 10 = 2.303" whole)
     if clipped := clip_note(record):
         print_note(clipped)
     if status == store.DIVERGED:

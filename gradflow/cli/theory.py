@@ -15,7 +15,7 @@ from rich.table import Table
 from gradflow import theory
 from gradflow.activations import ACTIVATIONS
 from gradflow.cli.app import app
-from gradflow.cli.console import NBSP, console, out_path, print_note, print_table, user_errors
+from gradflow.cli.console import console, formulas_whole, out_path, print_note, print_table, user_errors
 from gradflow.errors import GradflowError, did_you_mean
 from gradflow.fmt import fmt, strict_json
 
@@ -222,4 +222,4 @@ app.add_typer(theory_app, name="theory")
 def _note(text: str) -> None:
     """A note under the table, broken at spaces but never inside a formula's ` = ` (`ξ_c = ∞` ran onto
     two lines), with no trailing spaces."""
-    print_note(f"note: {text}".replace(" = ", f"{NBSP}={NBSP}"), style="dim")
+    print_note(formulas_whole(f"note: {text}"), style="dim")
