@@ -79,15 +79,16 @@ def bench(
         with console.status(f"timing {name} ..."):
             done = bench_mod.run([name], threads, steps, rounds, [f"device={device}"], clock)
         for r in done:
-            ratios = ", ".join(f"{loop} {r.ratio(loop):.2f} (rounds {r.round_ratio(loop):.2f})".replace(" ", NBSP)
+            ratios = ", ".join((f"{loop} {r.ratio(loop):.2f}" + (f" (rounds {r.round_ratio(loop):.2f})" if rounds > 1
+                                                                  else "")).replace(" ", NBSP)
                                for loop in bench_mod.LOOPS if loop != "bare")  # (a loop's words on one line)
             print_note(f"{name}, {r.threads} thr: bare {r.median_ms('bare'):.2f} ms/step; {ratios}")
         results += done
     rounds_of = f"{rounds} rounds" if rounds > 1 else "1 round"
-    turns = (f"the loops taking turns of {bench_mod.TURN}" if steps + 1 > bench_mod.TURN  # (a run: steps 0..steps)
-             else "each loop's run in one turn")
-    note = (f"{clock} ms/step, medians over {rounds_of} of {steps} steps, {turns} (each turn's first "
-            f"{bench_mod.WARM} untimed); ratio to bare"
+    turns = (f"the loops taking turns of {bench_mod.TURN} (each turn's first {bench_mod.WARM} steps untimed)"
+             if steps + 1 > bench_mod.TURN  # (a run: steps 0..steps)
+             else f"each loop run whole in one turn (its first {bench_mod.WARM} steps untimed)")
+    note = (f"{clock} ms/step, medians over {rounds_of} of {steps} steps, {turns}; ratio to bare"
             + (" (the rounds' own ratios: min-max)" if rounds > 1 else ""))
     loop_tables = [name for name in ("reference", "deep") if any(r.workload == name for r in results)]
     for name in loop_tables:
