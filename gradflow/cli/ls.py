@@ -301,10 +301,11 @@ def alike_note(df: pd.DataFrame, shown: list[Column], hidden: list[Column], titl
     return text + "; --wide shows all"
 
 
-def reused_phrase(skipped: int | None) -> str:
+def reused_phrase(skipped: int | None, also: str = "") -> str:
     """After a sweep's counts by status: how many of them it reused (it said "ok: 12 ... skipped: 12", as if
-    12 more)."""
-    return f"  ({skipped} of these finished before, skipped)" if skipped else ""
+    12 more), and `also` in the same parentheses."""
+    said = [f"{skipped} of these finished before, skipped"] * bool(skipped) + [also] * bool(also)
+    return f"  ({'; '.join(said)})" if said else ""
 
 
 def render(columns: list[Column], n_rows: int, title: str = "") -> str:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import signal
-import time
 import threading
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -198,6 +198,6 @@ def run_plan(p, table: bool = True) -> pd.DataFrame:
     else:
         counts = df[store.STATUS].value_counts().to_dict()
         took = "" if console.is_terminal or not p.to_run else \
-            f"  ({len(p.to_run)} run{'s' * (len(p.to_run) != 1)} in {time.perf_counter() - started:.1f} s)"
-        print_note(counts_line([(k, counts.get(k, 0)) for k in store.ENDED]) + reused_phrase(skipped) + took)
+            f"{len(p.to_run)} run{'s' * (len(p.to_run) != 1)} in {time.perf_counter() - started:.1f} s"
+        print_note(counts_line([(k, counts.get(k, 0)) for k in store.ENDED]) + reused_phrase(skipped, took))
     return df
