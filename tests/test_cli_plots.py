@@ -635,6 +635,14 @@ def test_a_sources_legend_entry_names_first_the_keys_that_tell_it_from_each_othe
     palette = Palette(df, "source")
     assert [palette._label("source", s) for s in df["source"]] == [
         "default (init=xavier_normal)", "init=standard", "x/init=standard,model.depth=4 (model.width=8)"]
+    # the same setting however the folder's name spells it: by the group, the whole key or its last part, and
+    # the value as the same number
+    names = ["init.name=standard,optim.lr=1e-3", "lr=0.01,init.gain=1.0", "c"]
+    df = pd.DataFrame({"source": names, "model.depth": 3})
+    df.attrs["source_keys"] = {names[0]: {"init.name": "standard", "optim.lr": 0.001},
+                               names[1]: {"optim.lr": 0.01, "init.gain": 1.0}, "c": {"optim.lr": 0.1}}
+    palette = Palette(df, "source")
+    assert [palette._label("source", s) for s in names] == [*names[:2], "c (optim.lr=0.1)"]
 
 
 def _compare_at_80_columns(*args, out_dir: Path, width: int = 80, real: bool = False) -> tuple[str, list[str], str]:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from gradflow import store
 from gradflow.errors import GradflowError
+from gradflow.fmt import fmt
 from gradflow.keys import hashable, config_columns, ordered_values, run_names, vkey
 
 
@@ -272,8 +273,6 @@ def runs_by_config(run: object, df: pd.DataFrame) -> list[str]:
 def _config_value_is(v: object, value: str) -> bool:
     """Whether a config cell holds `value` as a user writes it: as shown (true, false), as a number, or
     null/none where it has none."""
-    from gradflow.fmt import fmt
-
     if np.ndim(v) == 0 and pd.isna(v):
         return value.lower() in ("null", "none")
     return any(_same_value(text, value) for text in {str(v), fmt(v)}) or fmt(v) == value.lower()
@@ -334,6 +333,15 @@ def _distance(asked: str, run: str) -> float:
             except ValueError:
                 pass
     return total
+
+
+def name_says(run: str, key: str, value: Any) -> bool:
+    """Whether a run's folder name has key=value among its items: the key whole, by its last part, or a choice by
+    its group (init=standard for init.name), the value as written or as the same number (optim.lr=1e-3 for
+    0.001)."""
+    keys = {key, key.removesuffix(".name")}
+    return any(any(_same_key(whole, k) for whole in keys) and _same_value(v, fmt(value))
+               for k, v in _items(run))
 
 
 def _same_value(a: str, b: str) -> bool:

@@ -4,7 +4,6 @@ the marks for values an axis cannot show, and the step and log axes."""
 from __future__ import annotations
 
 import math
-import re
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -26,6 +25,7 @@ from gradflow.keys import between_sources, is_missing, is_numeric_key, n_distinc
 from gradflow.fmt import drop_shared_parts, fmt
 from gradflow.plots.labels import key_label, short_key, value_label
 from gradflow.plots.save import DPI
+from gradflow.plots.series import name_says
 from gradflow.plots.series import Series
 
 
@@ -312,14 +312,12 @@ class Palette:
         # (a group's own key, init.gain, only where nothing else tells the source from another)
         natural = keys + [k for k in own if k.startswith(groups)]
         apart = self._apart(v, natural)
-        item = lambda k: f"{k.removesuffix('.name')}={fmt(described[k])}"  # noqa: E731
         # (not again what the folder's name says: "init=standard (init=standard)")
-        named = re.split(r"[,/]", str(v))
-        keys = [k for k in apart + [k for k in keys if k not in apart] if item(k) not in named]
+        keys = [k for k in apart + [k for k in keys if k not in apart] if not name_says(str(v), k, described[k])]
         if not keys:
             return plain if plain is not None else fmt(v)
         shown = sorted(keys[:SOURCE_ITEMS], key=natural.index)  # (in their order: init=xavier_normal, init.gain=1)
-        items = [item(k) for k in shown]
+        items = [f"{k.removesuffix('.name')}={fmt(described[k])}" for k in shown]
         if len(keys) > SOURCE_ITEMS:
             items.append(f"{len(keys) - SOURCE_ITEMS} more")
         return f"{fmt(v)} ({', '.join(items)})"
