@@ -197,11 +197,12 @@ def ended_early(df: pd.DataFrame, sub: pd.DataFrame) -> dict[str, int]:
     return {str(r): int(s) for r, s in at.items() if s < last[r] or s < diverged.get(r, np.nan)}
 
 
-def ended_text(ended: dict[str, int], runs: int) -> str:
-    """A title part for `ended_early`'s runs of the `runs` drawn: where each is drawn, and that it diverged after."""
+def ended_text(ended: dict[str, int], runs: int, names: Sequence[str] = ()) -> str:
+    """A title part for `ended_early`'s runs of the `runs` drawn (`names`: their runs' names): where each is
+    drawn, and that it diverged after."""
     if len(ended) == 1:
         (run, at), = ended.items()
-        name = "the run" if runs == 1 else title_name(run)
+        name = "the run" if runs == 1 else title_name(run, names)
         return f"{name} at step {at}, its last finite one (diverged after it: x at the top)"
     return f"{len(ended)} runs at their last step with finite values (diverged after it: x at the top)" if ended else ""
 
@@ -209,13 +210,17 @@ def ended_text(ended: dict[str, int], runs: int) -> str:
 TITLE_NAME = 48  # characters of a run's name in a title line, which breaks between words only
 
 
-def title_name(run: str) -> str:
-    """A run's folder name short enough for a title line: a long one (key=value items without spaces, which no
-    line break splits) keeps its start and end around an ellipsis."""
+def title_name(run: str, names: Sequence[str] = ()) -> str:
+    """A run's folder name short enough for a title line (key=value items without spaces, which no line break
+    splits): a long one by its items that the other runs of `names` do not all share (model.depth=20 where
+    the runs' other settings are the same), whole items around "…" where those are still too long."""
+    from gradflow.columns import _short_id
+
     if len(run) <= TITLE_NAME:
         return run
-    keep = (TITLE_NAME - 1) // 2
-    return f"{run[:keep]}…{run[-keep:]}"
+    items = run.split(",")
+    shared = set.intersection(*(set(str(n).split(",")) for n in names)) if len(names) > 1 else set()
+    return _short_id(",".join([i for i in items if i not in shared] or items), TITLE_NAME)
 
 
 def named_run(run: object, runs: list[str]) -> str | None:
