@@ -342,7 +342,7 @@ def short_ids(runs: list[str], budgets: tuple[int, ...] = (28, 40, 60), rows: li
     rows = rows if keyed else [()] * len(runs)
     distinct = None
     for budget in budgets:
-        short = [_short_id(r, budget) for r in runs]
+        short = [short_id(r, budget) for r in runs]
         if len(set(zip(rows, short))) == len(set(zip(rows, runs))):
             if keyed and not any("…" in s and "," not in s for s in short) or \
                     not keyed and not any(s.endswith("…") for s in short):
@@ -351,7 +351,9 @@ def short_ids(runs: list[str], budgets: tuple[int, ...] = (28, 40, 60), rows: li
     return distinct or runs
 
 
-def _short_id(run: str, budget: int) -> str:
+def short_id(run: str, budget: int) -> str:
+    """`run` (comma-separated items) within `budget` characters: whole items from each end around "…", or, where
+    one item alone is longer, its start and end."""
     if len(run) <= budget:
         return run
     kept = ellipsize(run.split(","), ",", budget)  # whole items from each end

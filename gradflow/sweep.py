@@ -142,19 +142,24 @@ def _not_added(override: str, overrides: list[str]) -> None:
                         "(+ adds a key of your own, which gradflow reads nowhere)")
 
 
-def _as_override(option: str, overrides: list[str]) -> str | None:
+def _as_override(option: str, overrides: list[str], command: str) -> str | None:
     """The override a config key's option was meant as (`--steps 3`: "train.steps=3, not --steps 3"), where the
-    option names one key (or group) of the config by its last part; else None."""
+    option names a key (or group) of the config whole (--model.depth, --seed), or one by its last part or its
+    usual other name (--steps, --learning-rate); else None (and for name, which a reproduction sets itself)."""
     name, eq, value = option.lstrip("-").partition("=")
-    name = name.replace("-", "_")
-    keys = [k for k in (*config_mod.GROUPS, *config_mod.known_keys()) if name and k.rsplit(".", 1)[-1] == name]
-    if len(set(keys)) != 1:
+    name = name.replace("-", "_").lower()
+    known = [*config_mod.GROUPS, *config_mod.known_keys()]
+    leaf = config_mod.KEY_SYNONYMS.get(name, name)
+    keys = {name} if name in known else {k for k in known if k.rsplit(".", 1)[-1] == leaf}
+    if len(keys) != 1 or keys == {"name"} and command == "reproduce":
         return None
     if not eq:  # (the value as the next word, where one is: Typer hands both on as overrides)
         after = overrides[overrides.index(option) + 1:][:1]
-        value = after[0] if after and "=" not in after[0] and not after[0].startswith("-") else "..."
-        option = f"{option} {value}" if value != "..." else option
-    return f"{keys[0]}={value}, not {option}"
+        if after and "=" not in after[0] and not after[0].startswith("-"):
+            value, option = after[0], f"{option} {after[0]}"
+    from gradflow.columns import short_id  # (a list's whole items around "…": 8,16,24,…,392,400)
+
+    return f"{keys.pop()}={short_id(value, 24) if value else '...'}, not {short_id(option, 40)}"
 
 
 def check_overrides(overrides: list[str], command: str) -> None:
@@ -175,7 +180,7 @@ def check_overrides(overrides: list[str], command: str) -> None:
             raise GradflowError(f"{shorten(o, 40)} and {shorten(forced[override_key(o)], 40)} set one key two "
                                 "ways; give it once, as key=value (++ adds a key that is not there)")
         if o.startswith("-"):
-            example = _as_override(o, overrides) or "e.g. " + {
+            example = _as_override(o, overrides, command) or "e.g. " + {
                 "run": "name=x, not --name x", "gradcheck": "model=resnet20, not --model resnet20"}.get(
                 command, "results=x, not --results x")
             raise UsageError(f"{shorten(o, 40)} is not an option of `gradflow {command}`; settings are "

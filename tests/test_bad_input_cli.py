@@ -315,6 +315,18 @@ CASES = [
     (["sweep", "--model", "cnn", "model.depth=2,3"], "is not an option of `gradflow sweep`; settings are key=value "
                                                    "overrides (model=cnn, not --model cnn)"),
     (["run", "--lr"], "is not an option of `gradflow run`; settings are key=value overrides (optim.lr=..., not --lr)"),
+    # the key whole, a top-level key, its usual other name; a long list's whole items around "…"
+    (["run", "--model.depth=3"], "is not an option of `gradflow run`; settings are key=value overrides "
+                                 "(model.depth=3, not --model.depth=3)"),
+    (["sweep", "--seed", "0,1"], "is not an option of `gradflow sweep`; settings are key=value overrides "
+                                 "(seed=0,1, not --seed 0,1)"),
+    (["run", "--learning-rate", "0.1"], "is not an option of `gradflow run`; settings are key=value overrides "
+                                        "(optim.lr=0.1, not --learning-rate 0.1)"),
+    (["run", "--steps="], "is not an option of `gradflow run`; settings are key=value overrides "
+                          "(train.steps=..., not --steps=)"),
+    (["sweep", "--width", ",".join(map(str, range(8, 401, 8)))],
+     "is not an option of `gradflow sweep`; settings are key=value overrides (model.width=8,16,24,32,…,384,392,400, "
+     "not --width 8,16,24,32,40,…,376,384,392,400)"),
     # a subcommand's is named by its whole command, the group's name first ("gradflow theory phase")
     (["theory", "phase", "--bogus"], "--bogus is not an option of `gradflow theory phase`; its options: --activation, "
                                      "--out, --help; see `gradflow theory phase --help`"),

@@ -22,6 +22,7 @@ app = typer.Typer(
 
 
 def _version(value: bool) -> None:
+    """--version: gradflow's, Python's and torch's versions (a bug report's first line), then exit."""
     if value:
         from importlib.metadata import PackageNotFoundError, version
 

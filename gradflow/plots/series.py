@@ -214,13 +214,13 @@ def title_name(run: str, names: Sequence[str] = ()) -> str:
     """A run's folder name short enough for a title line (key=value items without spaces, which no line break
     splits): a long one by its items that the other runs of `names` do not all share (model.depth=20 where
     the runs' other settings are the same), whole items around "…" where those are still too long."""
-    from gradflow.columns import _short_id
+    from gradflow.columns import short_id
 
     if len(run) <= TITLE_NAME:
         return run
     items = run.split(",")
     shared = set.intersection(*(set(str(n).split(",")) for n in names)) if len(names) > 1 else set()
-    return _short_id(",".join([i for i in items if i not in shared] or items), TITLE_NAME)
+    return short_id(",".join([i for i in items if i not in shared] or items), TITLE_NAME)
 
 
 def named_run(run: object, runs: list[str]) -> str | None:
