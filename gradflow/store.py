@@ -100,7 +100,7 @@ RUN_FIELDS = ("job", "started", "config_hash", "config", "python", "torch", "num
               "command",
               STATUS, "steps", "steps_done", "train_time", "wall_time", "fused_steps", "files", "summary",
               "final", "last_evaluated", "last_finite", FLAGS, "error", "traceback", DIVERGED_AT,
-              "diverged_layer", "diverged_in", "replacement", "tied")
+              "diverged_layer", "diverged_in", "replacement", "tied", "frozen")
 STATUS_COLOURS = {OK: "green", DIVERGED: "yellow", FAILED: "red", RUNNING: "cyan", INTERRUPTED: "magenta",
                   INCOMPLETE: "red", STALE: "bright_black"}
 # config keys that say where and how fast, not what is computed: they do not change a run's identity

@@ -132,6 +132,22 @@ class Frozen(nn.Module):
         return self.head(self.body(x))
 
 
+class Unused(nn.Module):
+    """A head the forward pass never calls (an auxiliary one of another experiment), and a branch that runs in
+    training only, between the first layer and the second."""
+    def __init__(self, width=16):
+        super().__init__()
+        self.l0, self.l1, self.head = nn.Linear(40, width), nn.Linear(width, width), nn.Linear(width, 10)
+        self.aux_head = nn.Linear(width, 5)
+        self.noise = nn.Linear(width, width)
+
+    def forward(self, x):
+        h = torch.tanh(self.l0(x))
+        if self.training:
+            h = h + 0.5 * torch.tanh(self.noise(h))
+        return self.head(torch.tanh(self.l1(h)))
+
+
 class Recurrent(nn.Module):
     """A GRU gradflow cannot probe (one call runs every time step) between two layers it does."""
     def __init__(self, width=8):
@@ -289,6 +305,31 @@ def test_a_frozen_layer_has_no_gradient_cells_rather_than_zeros(cli, user_models
     rows = [ln.split("│")[2].strip() for ln in out.output.splitlines() if ln.startswith("│")]
     assert rows == ["body.0", "body.2", "head"], out.output
     assert "- at body.0 and 1 more: frozen (requires_grad=False)" in " ".join(out.output.split()), out.output
+
+
+def test_a_layer_the_eval_pass_does_not_run_keeps_its_place_and_an_unused_one_is_masked(cli, user_models, tmp_path):
+    """A branch that runs in training only went first (the eval-mode look at the model never saw it, and it took
+    its model's place, call 0), and an unused head too, recorded as a gradient of 0: the first/last ratio read
+    0. The branch goes where it runs in training; the unused head last, its cells masked, the ratio l0's."""
+    from gradflow import load, store
+
+    results = tmp_path / "results"
+    out = cli("run", "model=custom", f"model.target={user_models}:Unused", "train.steps=4", "probe.every=2",
+              "threads=1", f"results={results}", "name=unused")
+    assert out.exit_code == 0, out.output
+    assert "aux_head ran in neither of gradflow's looks at the model" in " ".join(out.output.split())
+    (job,) = store.find_runs(results / "unused")
+    df = load(job)
+    order = df.drop_duplicates("layer").sort_values("layer")["name"].tolist()
+    assert order == ["l0", "noise", "l1", "head", "aux_head"], order
+    grads = df[df["quantity"] == "grad_norm"]
+    assert set(grads["name"]) == {"l0", "noise", "l1", "head"} and (grads["value"] > 0).all()
+    first = grads[(grads["step"] == 0)].set_index("name")["value"]
+    summary = store.read_run(job)["summary"]
+    assert summary["grad_ratio.init"] == pytest.approx(first["l0"] / first["head"], rel=1e-6)
+    text = " ".join(out.output.split())
+    assert "- at aux_head: it took no gradient (the forward pass did not use it), masked, not 0" in text, text
+    assert "frozen" not in text
 
 
 def test_a_tied_weight_is_left_out_of_the_runs_ratios_as_its_warning_says(cli, user_models, tmp_path):

@@ -1504,6 +1504,37 @@ def test_a_model_whose_every_probed_weight_is_frozen_closes(tmp_path):
     assert (gradflow.load(tmp_path / "run").query("quantity == 'signal_norm'")["value"] > 0).all()
 
 
+def test_a_layer_the_loop_does_not_use_is_masked_not_a_gradient_of_0(tmp_path):
+    # an auxiliary head the forward pass never calls: it went first in the layer order and its gradient, None,
+    # was recorded as 0, so the run's first/last gradient ratio read 0
+    class WithAux(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l0, self.l1, self.head, self.aux_head = nn.Linear(10, 16), nn.Linear(16, 16), nn.Linear(16, 3), \
+                nn.Linear(16, 5)
+
+        def forward(self, x):
+            return self.head(torch.tanh(self.l1(torch.tanh(self.l0(x)))))
+
+    torch.manual_seed(0)
+    model = WithAux()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.warns(UserWarning, match="aux_head ran in neither of gradflow's looks at the model"):
+        with gradflow.Recorder(model, tmp_path / "run", every=1, steps=2) as rec:
+            for step in range(2):
+                with rec.step(step):
+                    nn.functional.cross_entropy(model(torch.randn(8, 10)), torch.randint(0, 3, (8,))).backward()
+                opt.step()
+                opt.zero_grad()
+    df = gradflow.load(tmp_path / "run")
+    assert df.drop_duplicates("layer").sort_values("layer")["name"].tolist() == ["l0", "l1", "head", "aux_head"]
+    grads = df[df["quantity"].isin(["grad_norm", "bias_grad_norm", "update_ratio"])]
+    assert "aux_head" not in set(grads["name"]) and (grads["value"] > 0).all()
+    first = grads[(grads["step"] == 0) & (grads["quantity"] == "grad_norm")].set_index("name")["value"]
+    summary = store.read_run(tmp_path / "run")["summary"]
+    assert summary["grad_ratio.init"] == pytest.approx(first["l0"] / first["head"], rel=1e-6)
+
+
 def test_a_backward_pass_given_inputs_keeps_its_signals(tmp_path):
     # loss.backward(inputs=[the first layer's weight]): the pass was asked of the head's weight, which it
     # leaves out, read as one that accumulates nothing: no signal at all, and the clipped gradient recorded

@@ -445,7 +445,8 @@ def show_layers(layers: pd.DataFrame, record: dict) -> None:
     at_init = [{q for lay, q, s in measured if lay == layer and s == 0} for layer in shown]
     recurrent = (record.get("config") or {}).get("model.name") in RECURRENT
     weights = set(layers.loc[layers[store.QUANTITY] == "weight_norm", store.NAME])  # (a frozen layer's too)
-    for note in _dash_notes([names[layer] for layer in shown], at_init, recurrent, weights, record.get("tied") or []):
+    for note in _dash_notes([names[layer] for layer in shown], at_init, recurrent, weights, record.get("tied") or [],
+                            record.get("frozen")):
         print_note(note)
     if diverged is not None and last < diverged:
         print_note(f"@{last}: the last probed step before the divergence (at step {diverged})")
@@ -499,16 +500,21 @@ def flag_notes(flags: list[str]) -> list[str]:
 
 
 def _dash_notes(names: list[str], measured: list[set[str]], recurrent: bool = False,
-                weights: set[str] = frozenset(), tied: list[str] = ()) -> list[str]:
+                weights: set[str] = frozenset(), tied: list[str] = (), frozen_weights: list[str] | None = None,
+                ) -> list[str]:
     """Why a layer's weight gradient or signal is `-` (no row) in the run's table: the points (`names`)
     with the quantities `measured` at step 0 of each, of a recurrent net (time steps) or not; `weights`: the
     points with a weight (its norm recorded), so that a frozen one's missing gradient is not read as none;
-    `tied`: the points whose weight a later one uses too (run.json's), where that one's is recorded."""
+    `tied`: the points whose weight a later one uses too (run.json's), where that one's is recorded;
+    `frozen_weights`: the points whose weight is frozen (run.json's; None in a record from before it), where
+    any other without a gradient took none in the step (a layer its forward pass does not use)."""
     def which(points: list[str]) -> str:
         return points[0] + (f" and {len(points) - 1} more" if len(points) > 1 else "")
 
     no_signal = [n for n, m in zip(names, measured) if "grad_norm" in m and "signal_norm" not in m]
     frozen = [n for n, m in zip(names, measured) if not m & {"grad_norm", "signal_norm"}]
+    unused = [n for n in frozen if frozen_weights is not None and n not in frozen_weights]
+    frozen = [n for n in frozen if n not in unused]
     no_weight = [n for n, m in zip(names, measured) if "signal_norm" in m and "grad_norm" not in m]
     frozen_signal = [n for n in no_weight if n in weights]  # (frozen, with a trainable layer before it)
     no_weight = [n for n in no_weight if n not in weights]
@@ -542,6 +548,9 @@ def _dash_notes(names: list[str], measured: list[set[str]], recurrent: bool = Fa
     if frozen:
         notes.append(f"{SYMBOLS['grad_norm']} and {SYMBOLS['signal_norm']} - at {which(frozen)}: frozen "
                      "(requires_grad=False), no gradient, and no signal where no trainable layer comes before it")
+    if unused:
+        notes.append(f"{SYMBOLS['grad_norm']} and {SYMBOLS['signal_norm']} - at {which(unused)}: it took no "
+                     "gradient (the forward pass did not use it), masked, not 0")
     return notes
 
 

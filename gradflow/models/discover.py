@@ -65,14 +65,23 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
     unbatched = {m for m, dim in told.items() if dim is None}
     path = {m: name for name, m in model.named_modules()}
     parent = {child: m for m in model.modules() for child in m.children()}
+    unseen = {m: None for m in model.modules() if m not in first and (_weight_of(m) is not None
+                                                                       or isinstance(m, nn.MultiheadAttention))}
+    # a layer that runs in training only (a noise branch, stochastic depth's), from a pass in train mode: right
+    # after the call before it there that the eval pass saw (the model's buffers, a batch norm's statistics, kept)
+    late = _placed_in_training(model, calls, unseen, inputs, args, kwargs) if unseen else {}
 
     def position(m: nn.Module) -> tuple[int, int]:
-        """When `m` first ran; a module that never runs itself (MultiheadAttention's out_proj, used
-        through its weight) comes right after the nearest ancestor that did."""
-        depth = 0
-        while m not in first and m in parent:
-            m, depth = parent[m], depth + 1
-        return first.get(m, len(calls)), depth
+        """When `m` first ran (in eval mode, else in train mode: `late`); a module that never runs itself
+        (MultiheadAttention's out_proj, used through its weight) comes right after the nearest ancestor that
+        did; one under the model alone (a head the forward pass does not use), last: its place in the order is
+        not known, and the first layer (where it went) defines the first/last gradient ratio."""
+        if m in late:
+            return late[m]
+        depth, at = 0, m
+        while at not in first and at in parent:
+            at, depth = parent[at], depth + 1
+        return (first[at], depth) if at in first and at is not model else (len(calls), depth)
 
     found: list[tuple[tuple[int, int], ProbePoint]] = []
     for m in model.modules():
@@ -89,12 +98,13 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
                                                                                   or leading.get(m, batch) == batch),
                                                   batch_dim=int(m in second))))
     unprobed, why = _unprobed(model, path)
+    unplaced = [path[m] for m in unseen if m not in late and parent.get(m) is model]
     if not found:
         raise GradflowError(f"{type(model).__name__} has no layer gradflow probes (a module whose `weight` is 2-D or "
                             f"larger: nn.Linear, nn.Conv2d, nn.Embedding, ...; or nn.MultiheadAttention)"
                             + (f"; not probed: {unprobed}{why}" if unprobed else ""))
     points = [p for _, p in sorted(found, key=lambda f: f[0])]
-    for text in _caveats(points, unprobed, why, batch):
+    for text in _caveats(points, unprobed, why, batch, unplaced):
         warnings.warn(text, stacklevel=user_stacklevel())  # (the user's line, not gradflow's or torch's)
     # an activation module shared by several layers cannot say whose output it saw
     owners: dict[nn.Module, int] = {}
@@ -128,10 +138,10 @@ def _unprobed(model: nn.Module, path: dict[nn.Module, str]) -> tuple[str, str]:
                               "through time)" if recurrent else "")
 
 
-def _trace(model: nn.Module, inputs: list, args: tuple, kwargs: dict) -> "_Calls":
+def _trace(model: nn.Module, inputs: list, args: tuple, kwargs: dict, train: bool = False) -> "_Calls":
     """One forward pass of `model` on `args`, every module call traced (`_Calls`): without gradients, in eval
-    mode (batch-norm statistics and dropout left untouched), the model's mode and the random generators'
-    states restored afterwards."""
+    mode (batch-norm statistics and dropout left untouched; `train`: in train mode, the caller restoring the
+    buffers), the model's mode and the random generators' states restored afterwards."""
     trace = _Calls()
     hooks = [h for m in model.modules() for h in (m.register_forward_pre_hook(trace.begin),
                                                    m.register_forward_hook(trace.end))]
@@ -140,7 +150,7 @@ def _trace(model: nn.Module, inputs: list, args: tuple, kwargs: dict) -> "_Calls
     devices = sorted({t.device.index if t.device.index is not None else torch.cuda.current_device()
                       for t in (*inputs, *model.parameters()) if t.is_cuda})
     try:
-        model.eval()
+        model.train(train)
         with torch.no_grad(), warnings.catch_warnings(), torch.random.fork_rng(devices):
             # reentrant activation checkpointing warns that no input requires grad: true here, and meant so
             warnings.filterwarnings("ignore", "None of the inputs have requires_grad", UserWarning)
@@ -150,6 +160,38 @@ def _trace(model: nn.Module, inputs: list, args: tuple, kwargs: dict) -> "_Calls
             h.remove()
         model.train(was_training)
     return trace
+
+
+def _placed_in_training(model: nn.Module, calls: list[nn.Module], unseen: dict, inputs: list, args: tuple,
+                        kwargs: dict) -> dict[nn.Module, tuple[int, int]]:
+    """Where each `unseen` module (no call among the eval pass's `calls`) runs in a pass in train mode: right
+    after the last call before its first there of a module the eval pass saw ((that call's place in `calls`, its
+    k-th call there the k-th there, 1)). The model's buffers are restored after it (a batch norm's running
+    statistics); empty where the pass fails (a batch norm's batch of one)."""
+    saved = [(m, name, b.clone()) for m in model.modules() for name, b in m._buffers.items() if b is not None]
+    try:
+        trace = _trace(model, inputs, args, kwargs, train=True)
+    except Exception:
+        return {}
+    finally:
+        with torch.no_grad():
+            for m, name, b in saved:
+                now = m._buffers.get(name)
+                if now is not None and now.shape == b.shape and now.dtype == b.dtype:
+                    now.copy_(b)
+                else:
+                    m._buffers[name] = b
+    at: dict[nn.Module, list[int]] = {}
+    for k, m in enumerate(calls):
+        at.setdefault(m, []).append(k)
+    placed, seen, count = {}, -1, {}
+    for m in trace.modules:
+        if m in at:
+            count[m] = count.get(m, -1) + 1
+            seen = at[m][min(count[m], len(at[m]) - 1)]
+        elif m in unseen and m not in placed:
+            placed[m] = (seen, 1)
+    return placed
 
 
 def _batch_dims_told_apart(model: nn.Module, trace: "_Calls", first: dict, batch: int | None, inputs: list,
@@ -190,12 +232,18 @@ def _tensor_inputs(args: tuple, kwargs: dict) -> list[torch.Tensor]:
     return [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor) and a.dim()]
 
 
-def _caveats(points: list[ProbePoint], unprobed: str, why: str, batch: int | None) -> list[str]:
-    """What the probes of `points` leave out or take once, each a warning: the modules not probed; a weight
+def _caveats(points: list[ProbePoint], unprobed: str, why: str, batch: int | None,
+             unplaced: list[str] = ()) -> list[str]:
+    """What the probes of `points` leave out or take once, each a warning: the modules not probed; the layers
+    that ran in neither look at the model, put last; a weight
     tied to an earlier point's (GPT-2's head and token embedding: its gradient at both, their ratio 1 by
     construction), recorded at its first point; a layer whose output has no batch dimension (nanoGPT's
     position embedding of arange(T)), whose dL/dz is the batch's sum, no per-example signal."""
     out = []
+    if unplaced:
+        out.append(f"{', '.join(unplaced)} ran in neither of gradflow's looks at the model (a forward pass in eval "
+                   "mode, one in train mode): put after the last layer, not first, where the first/last gradient "
+                   "ratio would read it; a step in which it takes no gradient has its cells masked, not 0")
     if unprobed:
         out.append(f"not probed: {unprobed}; gradflow probes modules whose `weight` is 2-D or larger and "
                    f"nn.MultiheadAttention{why}")

@@ -145,6 +145,11 @@ def gradients(params) -> list[torch.Tensor]:
     return out
 
 
+def _gradless(params) -> list[int]:
+    """The places in `params` of those with no gradient."""
+    return [j for j, p in enumerate(params) if p.grad is None]
+
+
 def _accumulates_into(w: torch.Tensor) -> bool:
     """Whether the running backward pass accumulates a gradient into parameter `w` (its AccumulateGrad node asked
     afresh: model.double() or .to() makes every parameter a new one)."""
@@ -342,6 +347,9 @@ class Probes:
         self._task, self._task_accumulates = None, None
         self._passes: dict[int, bool | None] = {}  # the same of each pass of the step
         self._pass_grads: list[torch.Tensor] | None = None  # the gradients copied at a backward pass's end
+        # the params that had no gradient when the step's were read (a layer the step did not run: a head the loss
+        # does not use, a branch taken only sometimes): masked as a frozen one's, never a norm of 0
+        self._gradless: list[int] = []
         self._generation += 1
         # a probed layer ran with gradients enabled, and one's output awaits its dL/dz (forward_seen, pass_seen:
         # a loop's mistakes)
@@ -531,6 +539,7 @@ class Probes:
         with torch.no_grad():
             grads = gradients(self.params)
             self._pass_grads = self._copied("grad", grads) if grads else []
+            self._gradless = _gradless(self.params)
 
     def _activation_again(self, i: int, y: torch.Tensor) -> None:
         """Another activation output at point i: statistics over the union of its outputs. Unless it is
@@ -596,13 +605,15 @@ class Probes:
         if self._pass_grads is not None:  # copied at the end of the step's last backward pass
             grads = self._pass_grads
             grad_norms = self._norms_of(grads)
-        elif grad_norms is None or grad_norms.dtype != torch.float64:
-            # the gradients as they are now (a loop may set them to None before the read)
-            grads = gradients(self.params)
-            if grad_norms is None:
-                grad_norms = self._norms_of(grads)
-            if keep_grads and grad_norms.dtype != torch.float64:
-                grads = self._copied("grad", grads)
+        else:
+            self._gradless = _gradless(self.params)  # (the pass's end took its own)
+            if grad_norms is None or grad_norms.dtype != torch.float64:
+                # the gradients as they are now (a loop may set them to None before the read)
+                grads = gradients(self.params)
+                if grad_norms is None:
+                    grad_norms = self._norms_of(grads)
+                if keep_grads and grad_norms.dtype != torch.float64:
+                    grads = self._copied("grad", grads)
         self._add(grad_norms, self._dest_grad, exact=(grads, 1.0))
 
     def _weight_update_primitives(self, optimizer, stepped: Stepped | None) -> None:
@@ -867,11 +878,16 @@ class Probes:
         return reading, carried
 
     def _frozen(self) -> tuple[list[int], list[int]] | None:
-        """The weight and bias points whose parameter takes no gradient (requires_grad False), or None."""
-        if all(p.requires_grad for p in self.params):
+        """The weight and bias points whose parameter took no gradient in the step (requires_grad False, or no
+        gradient when they were read: `_gradless`), or None."""
+        gradless = set(self._gradless)
+        if not gradless and all(p.requires_grad for p in self.params):
             return None
-        return ([i for i, w in zip(self.weight_points, self.weights) if not w.requires_grad],
-                [i for i, b in zip(self.bias_points, self.biases) if not b.requires_grad])
+        n = len(self.weights)
+        return ([i for j, (i, w) in enumerate(zip(self.weight_points, self.weights))
+                 if not w.requires_grad or j in gradless],
+                [i for j, (i, b) in enumerate(zip(self.bias_points, self.biases), start=n)
+                 if not b.requires_grad or j in gradless])
 
     def _settle(self, flat: np.ndarray) -> np.ndarray:
         """`flat` (float64) with every exact value beyond EXACT_RANGE recomputed in float64 from its tensor,
