@@ -141,10 +141,13 @@ def by_words(word: str, choices, aliases: dict | None = None, most: int = 3) -> 
 def user_stacklevel() -> int:
     """The `warnings.warn` stacklevel, for the function that calls this, of the first frame outside gradflow and
     torch: the user's own line (a Recorder's warnings at discovery, made in a hook inside the model's first
-    forward pass, pointed at gradflow's recorder.py)."""
+    forward pass, pointed at gradflow's recorder.py; one in a `with` block's start, at contextlib's)."""
+    import contextlib
+
     roots = tuple(os.path.dirname(m.__file__) + os.sep for m in (sys.modules.get("gradflow"), sys.modules.get("torch"))
                   if m is not None and getattr(m, "__file__", None))
     frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(roots):
+    while frame is not None and (frame.f_code.co_filename.startswith(roots)
+                                 or frame.f_code.co_filename == contextlib.__file__):
         frame, level = frame.f_back, level + 1
     return level

@@ -40,7 +40,7 @@ from torch.amp.grad_scaler import OptState
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from gradflow import store, summary, workers
-from gradflow.errors import GradflowError, given_path, shorten
+from gradflow.errors import GradflowError, given_path, shorten, user_stacklevel
 
 # names gradflow's tables and run.json use themselves: a Recorder's config key of the same name would be
 # overwritten or hidden in `gradflow.load` and `ls` (`seed` is shared on purpose: a seed axis; `device` too:
@@ -196,19 +196,33 @@ def _unread_names(rows) -> list[str]:
             + ("; log a validation loss as test_loss to see it there" if loss else "")]
 
 
+def _ordinal_suffix(n: int) -> str:
+    """2 -> "nd", 11 -> "th", 23 -> "rd"."""
+    return "th" if n % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+
+
 class _StepBlock:
     """What rec.step(n) returns: the step's block, for `with`. One never entered says so when it is dropped:
     `rec.step(0)` alone (no `with`) recorded nothing, without a word."""
 
-    def __init__(self, block, step):
-        self._block, self._number, self._entered = block, step, False
+    def __init__(self, block, step, rec: Recorder):
+        self._block, self._number, self._entered, self._rec = block, step, False, rec
 
     def __enter__(self):
         self._entered = True
-        return self._block.__enter__()
+        inside = self._rec._in_block
+        if inside is not None:  # (the inner block's pass was stored as the outer step's, without a word)
+            raise GradflowError(f"rec.step({self._number}) inside rec.step({inside})'s block: a step's block ends "
+                                "before the next one begins (all of an update's micro-batches go in one block)")
+        entered = self._block.__enter__()
+        self._rec._in_block = self._number
+        return entered
 
     def __exit__(self, kind, error, tb):
-        return self._block.__exit__(kind, error, tb)
+        try:
+            return self._block.__exit__(kind, error, tb)
+        finally:
+            self._rec._in_block = None
 
     def __del__(self):
         if not self._entered:
@@ -291,6 +305,7 @@ class Recorder:
         self._last_step = -1
         self._cut_short = False  # the last step raised inside its block: it was not done
         self._closed = False
+        self._in_block: int | None = None  # the step whose `with rec.step(...)` block is running
         self._start = time.perf_counter()
         if any(rec.path.resolve() == self.path.resolve() for rec in list(_OPEN) if not rec._closed):
             raise GradflowError(f"{self.path} is being written by another Recorder of this script; give each "
@@ -313,6 +328,7 @@ class Recorder:
             _release_study(self._study)
             raise
         _OPEN.add(self)
+        self._opened = True  # (begun: a Recorder dropped unclosed from here on is closed by __del__)
         _close_on_uncaught()
         self._optimizer_seen = False  # an optimizer stepped the model's parameters
         self._updates = self._updates_then = 0  # its steps so far, and by the last block's start
@@ -338,7 +354,7 @@ class Recorder:
         """Wrap the forward and backward pass of `step` (all of an update's micro-batches in one block):
         `with rec.step(step): ...`; probes run on every `every`-th step. Step numbers must increase: a
         number given twice (an `enumerate` restarting every epoch) would record two steps as one."""
-        return _StepBlock(self._step(step), step)
+        return _StepBlock(self._step(step), step, self)
 
     @contextmanager
     def _step(self, step: int):
@@ -349,9 +365,10 @@ class Recorder:
                                 "Count updates across epochs (not enumerate() within one), and wrap all of an "
                                 "update's micro-batches in one rec.step")
         if self.steps is not None and step > self._final:  # (a warning: a long run goes on, probed every k-th step)
+            every = "every step" if self.every == 1 else f"every {self.every}{_ordinal_suffix(self.every)} step"
             warnings.warn(f"rec.step({step}) is past the last step, {self._final}, of Recorder(..., "
                           f"steps={self.steps}): steps is the loop's number of steps (its last step + 1); recording "
-                          f"goes on, every {self.every}th step probed", stacklevel=2)
+                          f"goes on, {every} probed", stacklevel=user_stacklevel())
             self.steps = None
         self._after_unpassed(closing=False)
         self._finish_pending()
@@ -481,6 +498,9 @@ class Recorder:
         for run.json, then is raised; a second (the first, closing after one) leaves at once, the run
         recorded interrupted with the tables written by then."""
         self._check_open("close")
+        if self._in_block is not None:  # (the run was written `ok` without the step, and the block's end did nothing)
+            raise GradflowError(f"rec.close() inside rec.step({self._in_block})'s block: close the run after the "
+                                "block ends (or leave the Recorder's own `with` block)")
         self._closed = True
         self._seeing.remove()
         self._calling.remove()
@@ -581,6 +601,18 @@ class Recorder:
 
     def __enter__(self) -> Recorder:
         return self
+
+    def __del__(self):
+        """A Recorder dropped without rec.close() (one made in a function that returns): closed now, saying so, as
+        one a script's end finds open is. It was left `running`, read as interrupted, with no table written: the
+        end-of-script close keeps no Recorder alive."""
+        if getattr(self, "_opened", False) and not self._closed:
+            try:
+                print(f"gradflow: {self.path} closed as its Recorder was dropped (rec.close() was not called)",
+                      file=sys.stderr)
+                self.close()
+            except Exception as e:
+                print(f"gradflow: could not close the run at {self.path}: {type(e).__name__}: {e}", file=sys.stderr)
 
     def __exit__(self, kind, error, tb) -> None:
         """As a context manager: an exception in the loop closes the run as failed, with the error; Ctrl-C

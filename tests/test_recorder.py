@@ -2162,6 +2162,49 @@ def test_a_loop_that_gives_its_steps_has_its_last_step_probed_and_one_that_does_
     assert end_ratio != pytest.approx(plain[0] / plain[1], rel=1e-3)
 
 
+def test_a_step_block_inside_another_and_a_close_inside_one_are_errors(tmp_path):
+    # both were taken without a word: the inner block's pass stored as the outer step's, and a close() inside a
+    # block wrote an `ok` run without the step, whose block's end then did nothing
+    model, opt = _small_net()
+    x, y = torch.randn(16, 4), torch.randn(16, 2)
+    rec = gradflow.Recorder(model, tmp_path / "study" / "nested", every=1, steps=3)
+    with pytest.raises(GradflowError, match=re.escape("rec.step(1) inside rec.step(0)'s block: a step's block ends "
+                                                      "before the next one begins")):
+        with rec.step(0):
+            with rec.step(1):
+                F.mse_loss(model(x), y).backward()
+    with pytest.raises(GradflowError, match=re.escape("rec.close() inside rec.step(1)'s block: close the run after "
+                                                      "the block ends")):
+        with rec.step(1):
+            F.mse_loss(model(x), y).backward()
+            rec.close()
+    opt.zero_grad()
+    with rec.step(2):  # (the Recorder goes on: the blocks that raised recorded nothing)
+        F.mse_loss(model(x), y).backward()
+    rec.close()
+    run = store.read_run(tmp_path / "study" / "nested")
+    assert run["status"] == "ok" and sorted(set(store.load(tmp_path / "study" / "nested").step)) == [2]
+
+
+def test_a_recorder_dropped_unclosed_in_a_function_is_closed_with_its_tables(tmp_path, capfd):
+    # it was left `running`, read as interrupted, with no table: the end-of-script close holds no Recorder alive
+    def train():
+        model, opt = _small_net()
+        rec = gradflow.Recorder(model, tmp_path / "study" / "dropped", every=1, steps=2)
+        for step in range(2):
+            with rec.step(step):
+                F.mse_loss(model(torch.randn(16, 4)), torch.randn(16, 2)).backward()
+            opt.step()
+            opt.zero_grad()
+
+    train()
+    gc.collect()  # (the model's hooks and the Recorder hold each other)
+    path = tmp_path / "study" / "dropped"
+    assert f"gradflow: {path} closed as its Recorder was dropped (rec.close() was not called)" in capfd.readouterr().err
+    run = store.read_run(path)
+    assert run["status"] == "ok" and sorted(set(store.load(path).step)) == [0, 1]
+
+
 @pytest.mark.parametrize("steps", [0, -3, 2.5, True, "60"])
 def test_a_bad_steps_is_one_clear_error_and_writes_nothing(tmp_path, steps):
     with pytest.raises(GradflowError, match="^" + re.escape(f"steps={steps!r} must be a positive whole number of "
@@ -2180,8 +2223,10 @@ def test_a_loop_past_its_steps_is_told_once_and_goes_on_and_one_that_stops_early
     rec = gradflow.Recorder(model, tmp_path / "study" / "past", every=10, steps=np.int64(30))
     with pytest.warns(UserWarning, match="^" + re.escape("rec.step(30) is past the last step, 29, of Recorder(..., "
                                                          "steps=30): steps is the loop's number of steps (its last "
-                                                         "step + 1); recording goes on, every 10th step probed") + "$"):
+                                                         "step + 1); recording goes on, every 10th step probed") + "$"
+                      ) as seen:
         _sixty_steps(rec, model, opt, batches)
+    assert [w.filename for w in seen] == [__file__]  # the loop's line (it was contextlib's)
     with pytest.warns(UserWarning, match=re.escape("the loop's last step, 59, was not probed (every=10)") + ".*"
                       + re.escape("pass Recorder(..., steps=60)")):
         rec.close()
