@@ -27,6 +27,8 @@ def given_path(path, example: str) -> Path:
     whatever folder the process was in. `example`: how to give one."""
     if isinstance(path, str) and not path.strip():
         raise GradflowError(f"the path is empty (an unset variable?); give the folder, e.g. {example}")
+    if not isinstance(path, (str, os.PathLike)):  # (None: Path's own TypeError named no folder to give)
+        raise GradflowError(f"the path is {shorten(repr(path), 40)}, no folder; give one, e.g. {example}")
     return Path(path)
 
 

@@ -1811,6 +1811,11 @@ def test_an_empty_path_is_refused_by_the_recorder_and_by_load(tmp_path, monkeypa
         for table in ("layers", "runs"):
             with pytest.raises(GradflowError, match=r"^the path is empty .*gradflow\.load\("):
                 gradflow.load(empty, table)
+    # None (an unset option's default) is one clear line too, not Path's TypeError
+    with pytest.raises(GradflowError, match=r"^the path is None, no folder; give one, e\.g\. Recorder\(model, "):
+        gradflow.Recorder(nn.Linear(2, 2), None)
+    with pytest.raises(GradflowError, match=r"^the path is None, no folder; give one, e\.g\. gradflow\.load\("):
+        gradflow.load(None)
     assert sorted(p.name for p in (tmp_path / "here").iterdir() if not p.name.startswith(".")) == ["run0"]
     assert len(gradflow.load(".", "runs")) == 1  # "." still means this folder
 
