@@ -379,6 +379,30 @@ def test_bad_custom_models_are_one_line(cli, user_models, tmp_path, target, extr
     assert_one_line(out, results, message)
 
 
+def test_a_module_that_fails_to_import_is_named_with_what_failed(cli, tmp_path, monkeypatch):
+    # its own missing dependency was blamed on the folder ("it must be importable from the current folder"), an
+    # error it raised as it was imported did not name the target, and an int was "a int"
+    monkeypatch.chdir(tmp_path)
+    tag = uuid.uuid4().hex[:8]
+    (tmp_path / f"needs_{tag}.py").write_text(f"import not_installed_{tag}\n")
+    (tmp_path / f"raises_{tag}.py").write_text("raise ValueError('boom at import')\n")
+    (tmp_path / f"ints_{tag}.py").write_text("def make(width=3):\n    return width\n")
+    results = tmp_path / "results"
+    try:
+        for target, message in (
+                (f"needs_{tag}:Net", f"model.target='needs_{tag}:Net': needs_{tag} imports 'not_installed_{tag}', "
+                                     "which is not installed here"),
+                (f"raises_{tag}:Net", f"model.target='raises_{tag}:Net': importing raises_{tag} raised ValueError: "
+                                      "boom at import"),
+                (f"ints_{tag}:make", f"model.target=ints_{tag}:make built an int, not a torch.nn.Module")):
+            assert_one_line(cli("run", "model=custom", f"model.target={target}", f"results={results}"), results, message)
+    finally:
+        for name in (f"needs_{tag}", f"raises_{tag}", f"ints_{tag}"):
+            sys.modules.pop(name, None)
+        if str(tmp_path) in sys.path:
+            sys.path.remove(str(tmp_path))
+
+
 def test_a_custom_models_run_folder_has_one_name_in_a_sweep_and_in_gradflow_run(cli, user_models, tmp_path):
     # Hydra's override_dirname escapes the target's colon (my_models\\:Net), which the sweep's folder read as
     # two characters: model.target=my_models__Net there, model.target=my_models_Net from gradflow run

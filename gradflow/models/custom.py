@@ -37,8 +37,14 @@ def resolve(target: str):
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
+        missing = getattr(e, "name", None)
+        if missing and missing != module_name and not module_name.startswith(f"{missing}."):  # (found, but its own
+            raise GradflowError(f"model.target={target!r}: {module_name} imports {missing!r}, which is not "  # import
+                                f"installed here ({e})") from None  # failed: the folder is not what to fix)
         raise GradflowError(f"model.target={target!r}: cannot import {module_name!r} ({e}); it must be importable "
                             f"from the current folder {os.getcwd()}") from None
+    except Exception as e:  # (the module raised as it was imported)
+        raise GradflowError(f"model.target={target!r}: importing {module_name} raised {one_line(e)}") from e
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -68,7 +74,9 @@ class Custom:
             raise GradflowError(f"model.target={m.target} with model.kwargs={kwargs} failed to build: "
                                 f"{one_line(e.__cause__ or e)}") from e
         if not isinstance(model, nn.Module):
-            raise GradflowError(f"model.target={m.target} built a {type(model).__name__}, not a torch.nn.Module")
+            kind = type(model).__name__
+            raise GradflowError(f"model.target={m.target} built {'an' if kind[:1] in 'aeiouAEIOU' else 'a'} {kind}, "
+                                "not a torch.nn.Module")
         # an example batch of two, shaped and typed like the data
         x = torch.zeros(2, *input_shape, dtype=torch.int64) if vocab else torch.randn(2, *input_shape)
         expected = (2, input_shape[0], n_classes) if per_step else (2, n_classes)
