@@ -459,6 +459,17 @@ def test_profile_names_a_long_diverged_run_within_its_title():
     assert title_name(long_name, [long_name, "a=1"]) == "init.name=orthogonal,init.gain=3.0,…,seed=2"
 
 
+def test_a_diverged_run_of_one_source_is_drawn_beside_the_same_name_in_another():
+    # two folders' runs named alike (a Recorder's run0 in each): the last step was taken over both, so the one that
+    # diverged at step 30, its last finite probe at 10, had no row at step 100 and was not drawn
+    cfg = config(20, "relu", 2)
+    a, _, _ = fabricate([cfg | {"run": "run0"}], source="a", diverged=("run0",))
+    b, _, _ = fabricate([cfg | {"run": "run0"}], source="b")
+    fig = figures.profile(pd.concat([a, b], ignore_index=True), "grad_norm", step="last")
+    assert len(series_lines(fig.axes[0])) == 2
+    assert "run0 at step 10, its last finite one (diverged after it" in " ".join(fig.get_suptitle().split())
+
+
 def test_profile_linear_quantities_and_errors(sweep):
     layers, _, _ = sweep
     fig = figures.profile(layers, "act_mean", step=0)

@@ -163,13 +163,14 @@ def at_step(df: pd.DataFrame, step: int | str) -> tuple[pd.DataFrame, str]:
     and the title part says so (`ended_early`: the runs a figure marks as diverged after)."""
     step = parse_step(step)
     if step == "last":
-        last = df.groupby("run")["step"].transform("max")
+        runs = _each_run(df)
+        last = df.groupby(runs)["step"].transform("max")
         if "value" in df.columns:
             finite = pd.Series(np.isfinite(pd.to_numeric(df["value"], errors="coerce").to_numpy(dtype=float)),
                                index=df.index)
             if store.DIVERGED_AT in df.columns:
                 finite &= ~(df["step"] >= pd.to_numeric(df[store.DIVERGED_AT], errors="coerce"))
-            last = df["step"].where(finite).groupby(df["run"]).transform("max").fillna(last)  # (none finite: its last)
+            last = df["step"].where(finite).groupby(runs).transform("max").fillna(last)  # (none finite: its last)
         sub = df[df["step"] == last]
         steps = sorted(sub["step"].unique())
         text = (f"step {steps[0]} (last probed)" if len(steps) == 1
@@ -185,16 +186,25 @@ def at_step(df: pd.DataFrame, step: int | str) -> tuple[pd.DataFrame, str]:
     return sub, text
 
 
+def _each_run(df: pd.DataFrame) -> list[pd.Series]:
+    """The columns that name one run of `df`: its run, and its source where a comparison's are several (two
+    folders' `run0`s are two runs: one's last step was taken as both's, and the other, diverged earlier,
+    was not drawn)."""
+    return [df["source"], df["run"]] if "source" in df.columns and df["source"].nunique() > 1 else [df["run"]]
+
+
 def ended_early(df: pd.DataFrame, sub: pd.DataFrame) -> dict[str, int]:
     """The runs `sub` (rows of df) takes before their last probed step in df, and the step it takes:
     at "last", the runs whose later probes were NaN/inf only (`at_step`), and the runs that diverged after
     the step taken though no probe came after it (an RNN's last probe at step 16, finite, 1e34, and the
     loss infinite at step 17: it was drawn as a run that ended well)."""
-    last = df.groupby("run")["step"].max()
-    at = sub.groupby("run")["step"].max()
-    diverged = (pd.to_numeric(sub[store.DIVERGED_AT], errors="coerce").groupby(sub["run"]).first()
+    last = df.groupby(_each_run(df))["step"].max()
+    at = sub.groupby(_each_run(sub))["step"].max()
+    diverged = (pd.to_numeric(sub[store.DIVERGED_AT], errors="coerce").groupby(_each_run(sub)).first()
                 if store.DIVERGED_AT in sub.columns else pd.Series(dtype=float))
-    return {str(r): int(s) for r, s in at.items() if s < last[r] or s < diverged.get(r, np.nan)}
+    # (by the run's name: a source's too, where it is one of several)
+    return {str(r[-1] if isinstance(r, tuple) else r): int(s) for r, s in at.items()
+            if s < last.get(r, -1) or s < diverged.get(r, np.nan)}
 
 
 def ended_text(ended: dict[str, int], runs: int, names: Sequence[str] = ()) -> str:
