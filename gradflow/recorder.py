@@ -21,6 +21,7 @@ import atexit
 import dataclasses
 import enum
 import math
+import os
 import shlex
 import sys
 import time
@@ -328,7 +329,7 @@ class Recorder:
             _release_study(self._study)
             raise
         _OPEN.add(self)
-        self._opened = True  # (begun: a Recorder dropped unclosed from here on is closed by __del__)
+        self._opened = os.getpid()  # (begun: dropped unclosed from here on, __del__ closes it, in this process)
         _close_on_uncaught()
         self._optimizer_seen = False  # an optimizer stepped the model's parameters
         self._updates = self._updates_then = 0  # its steps so far, and by the last block's start
@@ -606,7 +607,7 @@ class Recorder:
         """A Recorder dropped without rec.close() (one made in a function that returns): closed now, saying so, as
         one a script's end finds open is. It was left `running`, read as interrupted, with no table written: the
         end-of-script close keeps no Recorder alive."""
-        if getattr(self, "_opened", False) and not self._closed:
+        if getattr(self, "_opened", None) == os.getpid() and not self._closed:  # (not a forked child's copy)
             try:
                 print(f"gradflow: {self.path} closed as its Recorder was dropped (rec.close() was not called)",
                       file=sys.stderr)

@@ -317,7 +317,7 @@ def test_a_layer_the_eval_pass_does_not_run_keeps_its_place_and_an_unused_one_is
     out = cli("run", "model=custom", f"model.target={user_models}:Unused", "train.steps=4", "probe.every=2",
               "threads=1", f"results={results}", "name=unused")
     assert out.exit_code == 0, out.output
-    assert "aux_head ran in neither of gradflow's looks at the model" in " ".join(out.output.split())
+    assert "aux_head ran in none of gradflow's looks at the model" in " ".join(out.output.split())
     (job,) = store.find_runs(results / "unused")
     df = load(job)
     order = df.drop_duplicates("layer").sort_values("layer")["name"].tolist()
@@ -330,6 +330,53 @@ def test_a_layer_the_eval_pass_does_not_run_keeps_its_place_and_an_unused_one_is
     text = " ".join(out.output.split())
     assert "- at aux_head: it took no gradient (the forward pass did not use it), masked, not 0" in text, text
     assert "frozen" not in text
+
+
+def test_discovery_looks_again_in_train_mode_only_where_a_layer_did_not_run_and_leaves_the_model_as_it_was():
+    """An attention layer's out_proj never runs itself: it made every transformer pay a second forward pass in
+    train mode, which moved Python's random state and ran the forward's own updates twice. An attention run in
+    training only went before the layer it follows; an unused Sequential went last without a word; and a
+    submodule the user had put in eval mode came back in training."""
+    import random
+    import warnings
+
+    import torch.nn as nn
+
+    from gradflow.models.discover import discover
+
+    class Attn(nn.Module):
+        def __init__(self, late, aux):
+            super().__init__()
+            self.l0, self.att, self.l1, self.head = nn.Linear(8, 8), nn.MultiheadAttention(8, 2, batch_first=True), \
+                nn.Linear(8, 8), nn.Linear(8, 3)
+            if aux:
+                self.aux = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2))  # never run
+            self.bn = nn.BatchNorm1d(5)
+            self.late, self.calls = late, 0
+
+        def forward(self, x):  # (B, 5, 8)
+            self.calls += 1
+            random.random()  # (a layerdrop's draw)
+            h = torch.tanh(self.l0(self.bn(x)))
+            if not self.late or self.training:
+                h = h + self.att(h, h, h)[0]
+            return self.head(torch.tanh(self.l1(h))).mean(1)
+
+    for late, aux in ((False, False), (True, True)):
+        model = Attn(late, aux)
+        model.bn.eval()  # (the user's: frozen statistics)
+        random.seed(0)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            names = [p.name for p in discover(model, torch.randn(4, 5, 8))]
+        assert names == ["l0", "att.in_proj", "att.out_proj", "l1", "head"] + ["aux.0", "aux.2"] * aux, names
+        assert model.calls == 1 + late and model.training and not model.bn.training
+        random_after = random.random()
+        random.seed(0)
+        random.random()  # (the eval pass's draw is the model's own; the train pass's is put back)
+        assert random_after == random.random()
+        said = [str(w.message) for w in seen if "looks at the model" in str(w.message)]
+        assert said == [] if not aux else len(said) == 1 and said[0].startswith("aux.0, aux.2 ran in none"), said
 
 
 def test_a_tied_weight_is_left_out_of_the_runs_ratios_as_its_warning_says(cli, user_models, tmp_path):
@@ -387,6 +434,7 @@ def test_a_module_that_fails_to_import_is_named_with_what_failed(cli, tmp_path, 
     (tmp_path / f"needs_{tag}.py").write_text(f"import not_installed_{tag}\n")
     (tmp_path / f"raises_{tag}.py").write_text("raise ValueError('boom at import')\n")
     (tmp_path / f"ints_{tag}.py").write_text("def make(width=3):\n    return width\n")
+    (tmp_path / f"newapi_{tag}.py").write_text("from torch.nn import FancyNorm\n")  # (torch is installed)
     results = tmp_path / "results"
     try:
         for target, message in (
@@ -394,10 +442,12 @@ def test_a_module_that_fails_to_import_is_named_with_what_failed(cli, tmp_path, 
                                      "which is not installed here"),
                 (f"raises_{tag}:Net", f"model.target='raises_{tag}:Net': importing raises_{tag} raised ValueError: "
                                       "boom at import"),
-                (f"ints_{tag}:make", f"model.target=ints_{tag}:make built an int, not a torch.nn.Module")):
+                (f"ints_{tag}:make", f"model.target=ints_{tag}:make built an int, not a torch.nn.Module"),
+                (f"newapi_{tag}:Net", f"model.target='newapi_{tag}:Net': newapi_{tag} failed an import of its own "
+                                      "(ImportError: cannot import name 'FancyNorm' from 'torch.nn'")):
             assert_one_line(cli("run", "model=custom", f"model.target={target}", f"results={results}"), results, message)
     finally:
-        for name in (f"needs_{tag}", f"raises_{tag}", f"ints_{tag}"):
+        for name in (f"needs_{tag}", f"raises_{tag}", f"ints_{tag}", f"newapi_{tag}"):
             sys.modules.pop(name, None)
         if str(tmp_path) in sys.path:
             sys.path.remove(str(tmp_path))

@@ -465,9 +465,15 @@ def test_a_diverged_run_of_one_source_is_drawn_beside_the_same_name_in_another()
     cfg = config(20, "relu", 2)
     a, _, _ = fabricate([cfg | {"run": "run0"}], source="a", diverged=("run0",))
     b, _, _ = fabricate([cfg | {"run": "run0"}], source="b")
-    fig = figures.profile(pd.concat([a, b], ignore_index=True), "grad_norm", step="last")
+    both = pd.concat([a, b], ignore_index=True)
+    fig = figures.profile(both, "grad_norm", step="last")
     assert len(series_lines(fig.axes[0])) == 2
-    assert "run0 at step 10, its last finite one (diverged after it" in " ".join(fig.get_suptitle().split())
+    assert "a/run0 at step 10, its last finite one (diverged after it" in " ".join(fig.get_suptitle().split())
+    # one mark, at the end of a's line alone (b's run0, which ended well, was marked too)
+    assert len(np.concatenate([m.get_xdata() for m in lines_with(fig, "nonfinite")])) == 1
+    # at a step one of them never reached, it is said
+    title = " ".join(figures.profile(both, "grad_norm", step=100).get_suptitle().split())
+    assert "step 100; 1 of 2 runs never reached it (not drawn)" in title, title
 
 
 def test_profile_linear_quantities_and_errors(sweep):

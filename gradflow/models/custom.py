@@ -38,9 +38,12 @@ def resolve(target: str):
         module = importlib.import_module(module_name)
     except ImportError as e:
         missing = getattr(e, "name", None)
-        if missing and missing != module_name and not module_name.startswith(f"{missing}."):  # (found, but its own
-            raise GradflowError(f"model.target={target!r}: {module_name} imports {missing!r}, which is not "  # import
-                                f"installed here ({e})") from None  # failed: the folder is not what to fix)
+        if not (missing == module_name or missing and module_name.startswith(f"{missing}.")):
+            # (the module was found, and its own import failed: the folder is not what to fix)
+            top, ours = (missing or "").split(".")[0], module_name.split(".")[0]
+            said = (f"imports {missing!r}, which is not installed here" if isinstance(e, ModuleNotFoundError)
+                    and top != ours else "failed an import of its own")
+            raise GradflowError(f"model.target={target!r}: {module_name} {said} ({one_line(e)})") from None
         raise GradflowError(f"model.target={target!r}: cannot import {module_name!r} ({e}); it must be importable "
                             f"from the current folder {os.getcwd()}") from None
     except Exception as e:  # (the module raised as it was imported)

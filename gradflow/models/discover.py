@@ -14,11 +14,12 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from gradflow.activations import ACTIVATIONS
-from gradflow.errors import GradflowError, user_stacklevel
+from gradflow.errors import GradflowError, one_line, user_stacklevel
 from gradflow.models import ProbePoint
 
 _ACTIVATIONS = {a.torch_name for a in ACTIVATIONS.values()} - {"Identity"}
@@ -65,46 +66,51 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
     unbatched = {m for m, dim in told.items() if dim is None}
     path = {m: name for name, m in model.named_modules()}
     parent = {child: m for m in model.modules() for child in m.children()}
-    unseen = {m: None for m in model.modules() if m not in first and (_weight_of(m) is not None
-                                                                       or isinstance(m, nn.MultiheadAttention))}
+    # (MultiheadAttention's out_proj never runs itself: its weight is used inside the attention's forward)
+    unseen = {m: None for m in model.modules() if m not in first and not isinstance(parent.get(m), nn.MultiheadAttention)
+              and (_weight_of(m) is not None or isinstance(m, nn.MultiheadAttention))}
     # a layer that runs in training only (a noise branch, stochastic depth's), from a pass in train mode: right
-    # after the call before it there that the eval pass saw (the model's buffers, a batch norm's statistics, kept)
-    late = _placed_in_training(model, calls, unseen, inputs, args, kwargs) if unseen else {}
+    # after the call before it there that the eval pass saw (the model's buffers and random states kept)
+    late, failed = _placed_in_training(model, calls, unseen, inputs, args, kwargs) if unseen else ({}, None)
+    unplaced: list[str] = []
 
-    def position(m: nn.Module) -> tuple[int, int]:
-        """When `m` first ran (in eval mode, else in train mode: `late`); a module that never runs itself
-        (MultiheadAttention's out_proj, used through its weight) comes right after the nearest ancestor that
-        did; one under the model alone (a head the forward pass does not use), last: its place in the order is
-        not known, and the first layer (where it went) defines the first/last gradient ratio."""
-        if m in late:
-            return late[m]
+    def position(m: nn.Module) -> tuple[int, int, int]:
+        """(call, after it, depth): when `m` first ran (in eval mode, else in train mode: `late`, after that
+        call); a module that never runs itself (MultiheadAttention's out_proj, used through its weight) comes
+        right after the nearest ancestor that did; one under the model alone (a head the forward pass does not
+        use), last: its place in the order is not known (`unplaced`)."""
         depth, at = 0, m
-        while at not in first and at in parent:
+        while at not in first and at not in late and at in parent:
             at, depth = parent[at], depth + 1
-        return (first[at], depth) if at in first and at is not model else (len(calls), depth)
+        if at in late:
+            return late[at][0], late[at][1], depth
+        if at in first and at is not model:
+            return first[at], 0, depth
+        unplaced.append(path[m])
+        return len(calls), 0, depth
 
-    found: list[tuple[tuple[int, int], ProbePoint]] = []
+    found: list[tuple[tuple[int, int, int], ProbePoint]] = []
     for m in model.modules():
         name = path[m] or type(m).__name__.lower()
         if isinstance(m, nn.MultiheadAttention):
             projections = ([("in_proj", m.in_proj_weight, m.in_proj_bias)] if m.in_proj_weight is not None else
                            [(f"{r}_proj", getattr(m, f"{r}_proj_weight"), None) for r in "qkv"])
-            for j, (role, w, b) in enumerate(projections):
-                found.append(((position(m)[0], -len(projections) + j), ProbePoint(f"{name}.{role}", Projection(w, b),
-                                                                                   None)))
+            at, after, _ = position(m)
+            for j, (role, w, b) in enumerate(projections):  # (before its out_proj, after the call it follows)
+                found.append(((at, after, j - len(projections)), ProbePoint(f"{name}.{role}", Projection(w, b),
+                                                                            None)))
         elif _weight_of(m) is not None:
             found.append((position(m), ProbePoint(name, m, _activation_after(m, trace, first),
                                                   batched=m not in unbatched and (batch is None or m in second
                                                                                   or leading.get(m, batch) == batch),
                                                   batch_dim=int(m in second))))
     unprobed, why = _unprobed(model, path)
-    unplaced = [path[m] for m in unseen if m not in late and parent.get(m) is model]
     if not found:
         raise GradflowError(f"{type(model).__name__} has no layer gradflow probes (a module whose `weight` is 2-D or "
                             f"larger: nn.Linear, nn.Conv2d, nn.Embedding, ...; or nn.MultiheadAttention)"
                             + (f"; not probed: {unprobed}{why}" if unprobed else ""))
     points = [p for _, p in sorted(found, key=lambda f: f[0])]
-    for text in _caveats(points, unprobed, why, batch, unplaced):
+    for text in _caveats(points, unprobed, why, batch, unplaced, failed):
         warnings.warn(text, stacklevel=user_stacklevel())  # (the user's line, not gradflow's or torch's)
     # an activation module shared by several layers cannot say whose output it saw
     owners: dict[nn.Module, int] = {}
@@ -145,7 +151,7 @@ def _trace(model: nn.Module, inputs: list, args: tuple, kwargs: dict, train: boo
     trace = _Calls()
     hooks = [h for m in model.modules() for h in (m.register_forward_pre_hook(trace.begin),
                                                    m.register_forward_hook(trace.end))]
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]  # (a submodule the user put in eval mode stays so)
     # (fork_rng restores the CPU's generator and these CUDA devices'; an unindexed cuda tensor is on the current one)
     devices = sorted({t.device.index if t.device.index is not None else torch.cuda.current_device()
                       for t in (*inputs, *model.parameters()) if t.is_cuda})
@@ -158,22 +164,30 @@ def _trace(model: nn.Module, inputs: list, args: tuple, kwargs: dict, train: boo
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
+        for m, mode in modes:
+            m.training = mode
     return trace
 
 
 def _placed_in_training(model: nn.Module, calls: list[nn.Module], unseen: dict, inputs: list, args: tuple,
-                        kwargs: dict) -> dict[nn.Module, tuple[int, int]]:
+                        kwargs: dict) -> tuple[dict[nn.Module, tuple[int, int]], str | None]:
     """Where each `unseen` module (no call among the eval pass's `calls`) runs in a pass in train mode: right
     after the last call before its first there of a module the eval pass saw ((that call's place in `calls`, its
-    k-th call there the k-th there, 1)). The model's buffers are restored after it (a batch norm's running
-    statistics); empty where the pass fails (a batch norm's batch of one)."""
-    saved = [(m, name, b.clone()) for m in model.modules() for name, b in m._buffers.items() if b is not None]
+    k-th call there the k-th there, 1)); and the pass's error where it raised (a batch norm's batch of one), none
+    then placed. The model's buffers (a batch norm's running statistics) are restored after it, as are Python's
+    and numpy's random states (torch's: `_trace`); the pass runs only where some layer was unseen."""
+    import random
+
+    states = random.getstate(), np.random.get_state()
+    saved = []
     try:
+        saved = [(m, name, b.clone()) for m in model.modules() for name, b in m._buffers.items() if b is not None]
         trace = _trace(model, inputs, args, kwargs, train=True)
-    except Exception:
-        return {}
+    except Exception as e:
+        return {}, one_line(e)
     finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
         with torch.no_grad():
             for m, name, b in saved:
                 now = m._buffers.get(name)
@@ -191,7 +205,7 @@ def _placed_in_training(model: nn.Module, calls: list[nn.Module], unseen: dict, 
             seen = at[m][min(count[m], len(at[m]) - 1)]
         elif m in unseen and m not in placed:
             placed[m] = (seen, 1)
-    return placed
+    return placed, None
 
 
 def _batch_dims_told_apart(model: nn.Module, trace: "_Calls", first: dict, batch: int | None, inputs: list,
@@ -233,7 +247,7 @@ def _tensor_inputs(args: tuple, kwargs: dict) -> list[torch.Tensor]:
 
 
 def _caveats(points: list[ProbePoint], unprobed: str, why: str, batch: int | None,
-             unplaced: list[str] = ()) -> list[str]:
+             unplaced: list[str] = (), failed: str | None = None) -> list[str]:
     """What the probes of `points` leave out or take once, each a warning: the modules not probed; the layers
     that ran in neither look at the model, put last; a weight
     tied to an earlier point's (GPT-2's head and token embedding: its gradient at both, their ratio 1 by
@@ -241,9 +255,12 @@ def _caveats(points: list[ProbePoint], unprobed: str, why: str, batch: int | Non
     position embedding of arange(T)), whose dL/dz is the batch's sum, no per-example signal."""
     out = []
     if unplaced:
-        out.append(f"{', '.join(unplaced)} ran in neither of gradflow's looks at the model (a forward pass in eval "
-                   "mode, one in train mode): put after the last layer, not first, where the first/last gradient "
-                   "ratio would read it; a step in which it takes no gradient has its cells masked, not 0")
+        looks = ("a forward pass in eval mode, one in train mode" if failed is None else
+                 f"a forward pass in eval mode; the one in train mode raised {failed}")
+        out.append(f"{', '.join(unplaced)} ran in none of gradflow's looks at the model ({looks}): put after the "
+                   "last layer, its place unknown; a step in which it takes no gradient has its cells masked, not 0, "
+                   "but one used through its weight alone (F.linear(x, self.proj.weight)) takes one, and the "
+                   "first/last gradient ratios then read it as the last layer")
     if unprobed:
         out.append(f"not probed: {unprobed}; gradflow probes modules whose `weight` is 2-D or larger and "
                    f"nn.MultiheadAttention{why}")

@@ -23,7 +23,8 @@ from gradflow.plots.labels import (
 )
 from gradflow.plots.meanfield import chi1_for
 from gradflow.plots.series import (
-    Series, at_step, check_key, collect_series, ended_early, ended_text, parse_step, pick_run, require, sort_series,
+    Series, at_step, check_key, collect_series, ended_early, ended_here, ended_text, parse_step, pick_run, require,
+    sort_series,
 )
 from gradflow.probes.quantities import BIAS, OUTPUT, WEIGHT
 from gradflow.probes.quantities import QUANTITIES as REGISTRY
@@ -101,7 +102,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
             ax.set_yscale("log")
         for s in series:
             c = palette.color_of(s.config)
-            if set(s.runs) & set(ended):  # (a run of it) drawn at its last finite step: the mark says it diverged after
+            if ended_here(s, ended):  # (a run of it) drawn at its last finite step: the mark says it diverged after
                 s.nonfinite[-1] = True
             # a series that skips probe points (a transformer's residual stream has no weight gradient) is
             # marked at each point it has: its line between them is no measurement

@@ -180,9 +180,10 @@ def at_step(df: pd.DataFrame, step: int | str) -> tuple[pd.DataFrame, str]:
     if sub.empty:
         raise GradflowError(f"step={step} was not probed; probed steps: {steps_phrase(df['step'], step)} (or 'last')")
     text = "step 0 (initialization)" if step == 0 else f"step {step}"
-    missing = df["run"].nunique() - sub["run"].nunique()  # runs that stopped before it (diverged, say)
+    runs = df.groupby(_each_run(df)).ngroups
+    missing = runs - sub.groupby(_each_run(sub)).ngroups  # runs that stopped before it (diverged, say)
     if missing:
-        text += f"; {missing} of {df['run'].nunique()} runs never reached it (not drawn)"
+        text += f"; {missing} of {runs} runs never reached it (not drawn)"
     return sub, text
 
 
@@ -202,9 +203,14 @@ def ended_early(df: pd.DataFrame, sub: pd.DataFrame) -> dict[str, int]:
     at = sub.groupby(_each_run(sub))["step"].max()
     diverged = (pd.to_numeric(sub[store.DIVERGED_AT], errors="coerce").groupby(_each_run(sub)).first()
                 if store.DIVERGED_AT in sub.columns else pd.Series(dtype=float))
-    # (by the run's name: a source's too, where it is one of several)
-    return {str(r[-1] if isinstance(r, tuple) else r): int(s) for r, s in at.items()
+    # (by the run's name; where several sources are, by (source, run): two folders' run0 are two runs)
+    return {(str(r[0]), str(r[1])) if isinstance(r, tuple) else str(r): int(s) for r, s in at.items()
             if s < last.get(r, -1) or s < diverged.get(r, np.nan)}
+
+
+def ended_here(s: Series, ended: dict) -> bool:
+    """Whether a run of series `s` is one of `ended_early`'s."""
+    return any(r in ended or (s.config.get("source"), r) in ended for r in map(str, s.runs))
 
 
 def ended_text(ended: dict[str, int], runs: int, names: Sequence[str] = ()) -> str:
@@ -212,6 +218,7 @@ def ended_text(ended: dict[str, int], runs: int, names: Sequence[str] = ()) -> s
     drawn, and that it diverged after."""
     if len(ended) == 1:
         (run, at), = ended.items()
+        run = "/".join(run) if isinstance(run, tuple) else run  # (source/run where several sources are)
         name = "the run" if runs == 1 else title_name(run, names)
         return f"{name} at step {at}, its last finite one (diverged after it: x at the top)"
     return f"{len(ended)} runs at their last step with finite values (diverged after it: x at the top)" if ended else ""
