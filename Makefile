@@ -20,8 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -q -e ".[dev,cluster]"
-	@# the probes' fused CPU kernels compiled into numba's cache now (~3 s): compiled inside a run, the SGD
-	@# step kernel runs 4-5x slower in that process than read from the cache (README, Performance)
+	@# the probes' fused CPU kernels compiled into numba's cache now (~3 s), rather than by the first long run
 	$(BIN)/python -c "from gradflow.probes.core import load_fused; load_fused(required=False)"
 	touch $@
 

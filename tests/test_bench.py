@@ -106,23 +106,6 @@ def test_the_cli_prints_the_reference_table_and_rejects_unknown_workloads(cli, m
     assert bad.exit_code == 1 and "choices: wall, cpu" in bad.output
 
 
-def test_a_bench_whose_process_compiled_the_kernels_says_its_rows_read_high(tmp_path):
-    """Compiled in a process, numba's SGD step kernel ran 4-5x slower there than read from its cache in a later
-    one: the first bench on a machine read `off` 1.37-1.41 against 1.01-1.03 in the next, without a word."""
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cold"), "COLUMNS": "200"}  # (an empty cache: compiled)
-    args = [sys.executable, "-m", "gradflow", "bench", "--workload", "reference", "--threads", "1", "--steps", "12",
-            "--rounds", "1", "--clock", "cpu"]
-    cold = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
-    warm = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
-    said = "warning: the fused CPU kernels were compiled in this process"
-    assert cold.returncode == 0 and said in cold.stdout, cold.stdout + cold.stderr
-    assert warm.returncode == 0 and said not in warm.stdout, warm.stdout
-
-
 def test_time_per_step_weighs_the_medians_of_probed_and_other_steps():
     """Steps 1..9 of 10 (0 and the last evaluate): unprobed steps take 10 ms, one of them 1 s (another
     process's burst), the probed steps 3 and 6 take 30 ms. The mean would make it ~130 ms."""

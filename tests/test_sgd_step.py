@@ -21,6 +21,9 @@ FLAVOURS = {
     "heavy ball, decay, dampening": dict(momentum=0.5, dampening=0.3, weight_decay=1e-2),
     "nesterov, decay, maximize": dict(momentum=0.9, nesterov=True, weight_decay=5e-4, maximize=True),
     "no momentum, decay": dict(momentum=0.0, weight_decay=1e-3),
+    # (each of the kernel's loops: heavy ball, heavy ball with decay, plain, and any other flavour's)
+    "plain": dict(momentum=0.0),
+    "heavy ball, decay": dict(momentum=0.9, weight_decay=5e-4),
 }
 
 

@@ -74,12 +74,6 @@ def bench(
             loaded = time.perf_counter() - loaded
         console.print(f"fused CPU kernels loaded in {loaded:.2f} s (once per process: gradflow's loops here "
                       f"time a long run, which loads them once it probes {FUSED_AFTER}+ steps)", highlight=False)
-        from gradflow.probes import fused
-
-        if fused.compiled_here():
-            print_note("warning: the fused CPU kernels were compiled in this process (numba's cache was empty: a "
-                       "first use here); compiled in a process, the SGD step kernel runs 4-5x slower in it than "
-                       "read from the cache in any later one, so gradflow's rows read high: run the bench again")
     results = []
     for name in names:  # a line per workload as it finishes: a run cut short keeps what it measured
         with console.status(f"timing {name} ..."):

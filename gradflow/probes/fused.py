@@ -206,19 +206,71 @@ def _sgd_at(w, b, g, i, lr, decay, momentum, keep, nesterov: bool, maximize: boo
     return before, d
 
 
+# _sgd_at of the common flavours, their flags fixed (the same operations in the same order): with the flags
+# tested at every element the loop did not vectorize where numba compiled it in the process (~2 ns an element:
+# 2.5-3.0 ms for 20 tensors of 65,536 floats, against 0.56 ms read from its cache, whose linked code was
+# specialized; README, Performance); with them fixed, ~0.3 ns an element either way
+@njit(cache=True, nogil=True)  # no fastmath: every rounding as written
+def _momentum_at(w, b, g, i, lr, decay, momentum, keep, nesterov: bool, maximize: bool):
+    """_sgd_at with momentum, no weight decay, neither nesterov nor maximize."""
+    grad = g[i]
+    before = w[i]
+    d = _fma(grad, keep, b[i] * momentum)
+    b[i] = d
+    w[i] = _fma(d, -lr, before)
+    return before, d
+
+
+@njit(cache=True, nogil=True)  # no fastmath: every rounding as written
+def _momentum_decay_at(w, b, g, i, lr, decay, momentum, keep, nesterov: bool, maximize: bool):
+    """_sgd_at with momentum and weight decay, neither nesterov nor maximize."""
+    before = w[i]
+    grad = _fma(before, decay, g[i])
+    d = _fma(grad, keep, b[i] * momentum)
+    b[i] = d
+    w[i] = _fma(d, -lr, before)
+    return before, d
+
+
+@njit(cache=True, nogil=True)  # no fastmath: every rounding as written
+def _plain_at(w, b, g, i, lr, decay, momentum, keep, nesterov: bool, maximize: bool):
+    """_sgd_at without momentum or weight decay, neither nesterov nor maximize (b is not read)."""
+    before = w[i]
+    d = g[i]
+    w[i] = _fma(d, -lr, before)
+    return before, d
+
+
 @njit(cache=True, nogil=True, fastmath=_FAST)
-def _sgd_step(w, b, g, lr, decay, momentum, keep, nesterov: bool, maximize: bool, out: np.ndarray) -> None:
-    """_sgd_at over w (1-d); into `out` (3,) the squared norms of g, of w before the step and of d, in float64."""
+def _sgd_loop(at, w, b, g, lr, decay, momentum, keep, nesterov: bool, maximize: bool, out: np.ndarray) -> None:
+    """`at` (_sgd_at or one of its fixed flavours) over w (1-d); into `out` (3,) the squared norms of g, of w
+    before the step and of d, in float64."""
     grads = weights = directions = 0.0
     for i in range(w.size):
         v = np.float64(g[i])
-        before, d = _sgd_at(w, b, g, i, lr, decay, momentum, keep, nesterov, maximize)
+        before, d = at(w, b, g, i, lr, decay, momentum, keep, nesterov, maximize)
         grads += v * v
         weights += np.float64(before) * before
         directions += np.float64(d) * d
     out[0] = grads
     out[1] = weights
     out[2] = directions
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def _sgd_step(w, b, g, lr, decay, momentum, keep, nesterov: bool, maximize: bool, out: np.ndarray) -> None:
+    """_sgd_at over w (1-d), by the loop of its flavour; into `out` (3,) the squared norms of g, of w before the
+    step and of d, in float64."""
+    if nesterov or maximize:
+        _sgd_loop(_sgd_at, w, b, g, lr, decay, momentum, keep, nesterov, maximize, out)
+    elif momentum != 0 and decay == 0:
+        _sgd_loop(_momentum_at, w, b, g, lr, decay, momentum, keep, nesterov, maximize, out)
+    elif momentum != 0:
+        _sgd_loop(_momentum_decay_at, w, b, g, lr, decay, momentum, keep, nesterov, maximize, out)
+    elif decay == 0:
+        _sgd_loop(_plain_at, w, b, g, lr, decay, momentum, keep, nesterov, maximize, out)
+    else:
+        _sgd_loop(_sgd_at, w, b, g, lr, decay, momentum, keep, nesterov, maximize, out)
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST)
@@ -239,14 +291,6 @@ def sgd_step_at(weights: np.ndarray, buffers: np.ndarray, grads: np.ndarray, siz
             _sgd_step(carray(_float32_at(weights[j]), n), carray(_float32_at(buffers[j]), n),
                       carray(_float32_at(grads[j]), n), np.float32(lr[k]), np.float32(decay[k]),
                       np.float32(momentum), np.float32(keep), nesterov, maximize, out[j])
-
-
-def compiled_here() -> bool:
-    """Whether this process compiled the SGD step kernel rather than read it from numba's cache (a first use on
-    this machine). Measured: compiled in a process, it stepped 20 tensors of 65,536 floats in 2.5-3.0 ms there,
-    against 0.56 ms in any process that reads it from the cache (torch's own step: ~1 ms), so that process's
-    loops run slower (README, Performance)."""
-    return any(sgd_step_at.stats.cache_misses.values())
 
 
 def warm() -> None:
