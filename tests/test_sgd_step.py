@@ -75,7 +75,10 @@ def test_the_kernel_steps_as_torch_sgd_to_the_bit_and_reads_the_norms(flavour, d
             d = (w.double() - p.detach().double()) / lr[j]  # the direction the weight moved by, as far as it shows
             assert squares[j, 0] == pytest.approx(float(p.grad.double().square().sum()), rel=1e-12)
             assert squares[j, 1] == pytest.approx(float(w.double().square().sum()), rel=1e-12)
-            assert np.sqrt(squares[j, 2]) == pytest.approx(float(torch.linalg.vector_norm(d)), rel=1e-3)
+            if FLAVOURS[flavour] == {"momentum": 0.0}:  # plain SGD's direction is the gradient itself (a float32
+                assert squares[j, 2] == squares[j, 0]  # weight's change of 1e-5 shows it to 1e-3 at best)
+            else:
+                assert np.sqrt(squares[j, 2]) == pytest.approx(float(torch.linalg.vector_norm(d)), rel=1e-3)
     assert stepper.steps == (3 if momentum else 4)
 
 
