@@ -242,35 +242,38 @@ def _plain_at(w, b, g, i, lr, decay, momentum, keep, nesterov: bool, maximize: b
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST)
-def _sgd_loop(at, w, b, g, lr, decay, momentum, keep, nesterov: bool, maximize: bool, out: np.ndarray) -> None:
-    """`at` (_sgd_at or one of its fixed flavours) over w (1-d); into `out` (3,) the squared norms of g, of w
-    before the step and of d, in float64."""
+def _sgd_step(w, b, g, lr, decay, momentum, keep, nesterov: bool, maximize: bool, out: np.ndarray) -> None:
+    """_sgd_at over w (1-d), by the loop of its flavour; into `out` (3,) the squared norms of g, of w before the
+    step and of d, in float64. (A loop per flavour written out: one loop handed its element function, a
+    first-class function, kept numba from caching the kernel, which every process then compiled, ~2.5 s.)"""
     grads = weights = directions = 0.0
-    for i in range(w.size):
-        v = np.float64(g[i])
-        before, d = at(w, b, g, i, lr, decay, momentum, keep, nesterov, maximize)
-        grads += v * v
-        weights += np.float64(before) * before
-        directions += np.float64(d) * d
+    if not (nesterov or maximize) and momentum != 0 and decay == 0:
+        for i in range(w.size):
+            v = np.float64(g[i])
+            before, d = _momentum_at(w, b, g, i, lr, decay, momentum, keep, nesterov, maximize)
+            grads, weights, directions = grads + v * v, weights + np.float64(before) * before, \
+                directions + np.float64(d) * d
+    elif not (nesterov or maximize) and momentum != 0:
+        for i in range(w.size):
+            v = np.float64(g[i])
+            before, d = _momentum_decay_at(w, b, g, i, lr, decay, momentum, keep, nesterov, maximize)
+            grads, weights, directions = grads + v * v, weights + np.float64(before) * before, \
+                directions + np.float64(d) * d
+    elif not (nesterov or maximize) and decay == 0:
+        for i in range(w.size):
+            v = np.float64(g[i])
+            before, d = _plain_at(w, b, g, i, lr, decay, momentum, keep, nesterov, maximize)
+            grads, weights, directions = grads + v * v, weights + np.float64(before) * before, \
+                directions + np.float64(d) * d
+    else:
+        for i in range(w.size):
+            v = np.float64(g[i])
+            before, d = _sgd_at(w, b, g, i, lr, decay, momentum, keep, nesterov, maximize)
+            grads, weights, directions = grads + v * v, weights + np.float64(before) * before, \
+                directions + np.float64(d) * d
     out[0] = grads
     out[1] = weights
     out[2] = directions
-
-
-@njit(cache=True, nogil=True, fastmath=_FAST)
-def _sgd_step(w, b, g, lr, decay, momentum, keep, nesterov: bool, maximize: bool, out: np.ndarray) -> None:
-    """_sgd_at over w (1-d), by the loop of its flavour; into `out` (3,) the squared norms of g, of w before the
-    step and of d, in float64."""
-    if nesterov or maximize:
-        _sgd_loop(_sgd_at, w, b, g, lr, decay, momentum, keep, nesterov, maximize, out)
-    elif momentum != 0 and decay == 0:
-        _sgd_loop(_momentum_at, w, b, g, lr, decay, momentum, keep, nesterov, maximize, out)
-    elif momentum != 0:
-        _sgd_loop(_momentum_decay_at, w, b, g, lr, decay, momentum, keep, nesterov, maximize, out)
-    elif decay == 0:
-        _sgd_loop(_plain_at, w, b, g, lr, decay, momentum, keep, nesterov, maximize, out)
-    else:
-        _sgd_loop(_sgd_at, w, b, g, lr, decay, momentum, keep, nesterov, maximize, out)
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST)
