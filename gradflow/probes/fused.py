@@ -211,10 +211,8 @@ def _sgd_at(w, b, g, i, lr, decay, momentum, keep, nesterov: bool, maximize: boo
 # 2.5-3.0 ms for 20 tensors of 65,536 floats, against 0.56 ms read from its cache, whose linked code was
 # specialized; README, Performance); with them fixed, ~0.3 ns an element either way
 @njit(cache=True, nogil=True)  # no fastmath: every rounding as written
-def _momentum_at(w, b, g, i, lr, decay, momentum, keep, nesterov: bool, maximize: bool):
-    """_sgd_at with momentum, no weight decay, neither nesterov nor maximize."""
-    grad = g[i]
-    before = w[i]
+def _heavy_ball(w, b, i, grad, before, lr, momentum, keep):
+    """_sgd_at's momentum step of w[i] and b[i] from its gradient (weight decay added) and w[i] `before`."""
     d = _fma(grad, keep, b[i] * momentum)
     b[i] = d
     w[i] = _fma(d, -lr, before)
@@ -222,14 +220,16 @@ def _momentum_at(w, b, g, i, lr, decay, momentum, keep, nesterov: bool, maximize
 
 
 @njit(cache=True, nogil=True)  # no fastmath: every rounding as written
+def _momentum_at(w, b, g, i, lr, decay, momentum, keep, nesterov: bool, maximize: bool):
+    """_sgd_at with momentum, no weight decay, neither nesterov nor maximize."""
+    return _heavy_ball(w, b, i, g[i], w[i], lr, momentum, keep)
+
+
+@njit(cache=True, nogil=True)  # no fastmath: every rounding as written
 def _momentum_decay_at(w, b, g, i, lr, decay, momentum, keep, nesterov: bool, maximize: bool):
     """_sgd_at with momentum and weight decay, neither nesterov nor maximize."""
     before = w[i]
-    grad = _fma(before, decay, g[i])
-    d = _fma(grad, keep, b[i] * momentum)
-    b[i] = d
-    w[i] = _fma(d, -lr, before)
-    return before, d
+    return _heavy_ball(w, b, i, _fma(before, decay, g[i]), before, lr, momentum, keep)
 
 
 @njit(cache=True, nogil=True)  # no fastmath: every rounding as written
@@ -242,38 +242,32 @@ def _plain_at(w, b, g, i, lr, decay, momentum, keep, nesterov: bool, maximize: b
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST)
+def _squares(sums, v, before, d):
+    """`sums` (the squared norms of the gradient, of the weight before the step and of d so far) with one
+    element's, in float64."""
+    return sums[0] + np.float64(v) * v, sums[1] + np.float64(before) * before, sums[2] + np.float64(d) * d
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
 def _sgd_step(w, b, g, lr, decay, momentum, keep, nesterov: bool, maximize: bool, out: np.ndarray) -> None:
     """_sgd_at over w (1-d), by the loop of its flavour; into `out` (3,) the squared norms of g, of w before the
     step and of d, in float64. (A loop per flavour written out: one loop handed its element function, a
     first-class function, kept numba from caching the kernel, which every process then compiled, ~2.5 s.)"""
-    grads = weights = directions = 0.0
+    sums = (0.0, 0.0, 0.0)
     if not (nesterov or maximize) and momentum != 0 and decay == 0:
         for i in range(w.size):
-            v = np.float64(g[i])
-            before, d = _momentum_at(w, b, g, i, lr, decay, momentum, keep, nesterov, maximize)
-            grads, weights, directions = grads + v * v, weights + np.float64(before) * before, \
-                directions + np.float64(d) * d
+            sums = _squares(sums, g[i], *_momentum_at(w, b, g, i, lr, decay, momentum, keep, nesterov, maximize))
     elif not (nesterov or maximize) and momentum != 0:
         for i in range(w.size):
-            v = np.float64(g[i])
-            before, d = _momentum_decay_at(w, b, g, i, lr, decay, momentum, keep, nesterov, maximize)
-            grads, weights, directions = grads + v * v, weights + np.float64(before) * before, \
-                directions + np.float64(d) * d
+            sums = _squares(sums, g[i], *_momentum_decay_at(w, b, g, i, lr, decay, momentum, keep, nesterov,
+                                                             maximize))
     elif not (nesterov or maximize) and decay == 0:
         for i in range(w.size):
-            v = np.float64(g[i])
-            before, d = _plain_at(w, b, g, i, lr, decay, momentum, keep, nesterov, maximize)
-            grads, weights, directions = grads + v * v, weights + np.float64(before) * before, \
-                directions + np.float64(d) * d
+            sums = _squares(sums, g[i], *_plain_at(w, b, g, i, lr, decay, momentum, keep, nesterov, maximize))
     else:
         for i in range(w.size):
-            v = np.float64(g[i])
-            before, d = _sgd_at(w, b, g, i, lr, decay, momentum, keep, nesterov, maximize)
-            grads, weights, directions = grads + v * v, weights + np.float64(before) * before, \
-                directions + np.float64(d) * d
-    out[0] = grads
-    out[1] = weights
-    out[2] = directions
+            sums = _squares(sums, g[i], *_sgd_at(w, b, g, i, lr, decay, momentum, keep, nesterov, maximize))
+    out[0], out[1], out[2] = sums
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST)
