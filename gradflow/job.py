@@ -176,7 +176,7 @@ def _record(job_dir: Path, record: dict, result: TrainResult, error: Exception |
     if probes.tied:  # (points whose weight gradient is the sum of several uses: left out of the ratios)
         record["tied"] = probes.tied
     # the points whose weight is frozen (requires_grad False): a "-" there is that, not a layer the step left unused
-    record["frozen"] = [probes.names[i] for i, w in zip(probes.weight_points, probes.weights) if not w.requires_grad]
+    record["frozen"] = probes.frozen
     record["summary"] = summary.per_run(layers, flat, result.diverged_step, probes.tied)  # `ls`'s, reading no table
     record["summary"].update(summary.clip_summary(pd.DataFrame(result.metrics, columns=store.METRIC_COLUMNS), flat))
     if error is not None:  # failed at a step: recorded with the tables of the steps before it

@@ -155,7 +155,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
         handles += [Line2D([], [], color="0.2", ls="none", marker=HEAD_MARK, ms=9, label=HEAD_LABEL)]
     legend(fig, handles + extra_handles(everything, label.log, theory_drawn), title)
     drawn = df.drop_duplicates([c for c in ("source", "run") if c in df.columns])["run"]
-    extra = [step_text, ended_text(ended, len(drawn), drawn.astype(str).tolist()), init_note(k.inert)]
+    extra = [step_text, ended_text(ended, drawn.astype(str).tolist()), init_note(k.inert)]
     extra += [f"lines also differ in {', '.join(also)}"] if also else []
     extra += [f"the sources also differ in {', '.join(between)}"] if between else []
     set_title(fig, f"{label.title} per {point_word(df)}", df, extra, skip=swept)

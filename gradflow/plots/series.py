@@ -213,13 +213,13 @@ def ended_here(s: Series, ended: dict) -> bool:
     return any(r in ended or (s.config.get("source"), r) in ended for r in map(str, s.runs))
 
 
-def ended_text(ended: dict[str, int], runs: int, names: Sequence[str] = ()) -> str:
-    """A title part for `ended_early`'s runs of the `runs` drawn (`names`: their runs' names): where each is
-    drawn, and that it diverged after."""
+def ended_text(ended: dict[str, int], names: Sequence[str]) -> str:
+    """A title part for `ended_early`'s runs among those drawn (`names`: each drawn run's name, once per source):
+    where each is drawn, and that it diverged after."""
     if len(ended) == 1:
         (run, at), = ended.items()
         run = "/".join(run) if isinstance(run, tuple) else run  # (source/run where several sources are)
-        name = "the run" if runs == 1 else title_name(run, names)
+        name = "the run" if len(names) == 1 else title_name(run, names)
         return f"{name} at step {at}, its last finite one (diverged after it: x at the top)"
     return f"{len(ended)} runs at their last step with finite values (diverged after it: x at the top)" if ended else ""
 

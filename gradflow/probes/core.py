@@ -224,6 +224,8 @@ class Probes:
         # the sum of every use, no layer's own (a first/last ratio from it read the head's: 23 for a 1e-6 vanishing)
         uses = [id(w) for w in self._own_weights if w is not None]
         self.tied = [self.names[i] for i in self.weight_points if uses.count(id(self._own_weights[i])) > 1]
+        # the weight points whose weight is frozen (requires_grad False), by name (run.json's `frozen`)
+        self.frozen = [self.names[i] for i in self.weight_points if not self._own_weights[i].requires_grad]
         self.biases = [self.points[i].layer.bias for i in self.bias_points]
         self.params = self.weights + self.biases  # the order of after_backward's `grad_norms`
         self.specs = [None if p.activation is None else
