@@ -635,6 +635,8 @@ def test_a_sources_legend_entry_names_first_the_keys_that_tell_it_from_each_othe
     palette = Palette(df, "source")
     assert [palette._label("source", s) for s in df["source"]] == [
         "default (init=xavier_normal)", "init=standard", "x/init=standard,model.depth=4 (model.width=8)"]
+    # (a legend's entry names it so, not by its plain label, "source=init=standard")
+    assert palette._label("source", "init=standard", "source=init=standard") == "init=standard"
     # the same setting however the folder's name spells it: by the group, the whole key or its last part, and
     # the value as the same number
     names = ["init.name=standard,optim.lr=1e-3", "lr=0.01,init.gain=1.0", "c"]

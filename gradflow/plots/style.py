@@ -312,10 +312,14 @@ class Palette:
         # (a group's own key, init.gain, only where nothing else tells the source from another)
         natural = keys + [k for k in own if k.startswith(groups)]
         apart = self._apart(v, natural)
-        # (not again what the folder's name says: "init=standard (init=standard)")
-        keys = [k for k in apart + [k for k in keys if k not in apart] if not name_says(str(v), k, described[k])]
+        keys = apart + [k for k in keys if k not in apart]
         if not keys:
             return plain if plain is not None else fmt(v)
+        # (not again what the folder's name says: "init=standard (init=standard)"; then its name alone, which
+        # says it: "source=init=standard" did not)
+        keys = [k for k in keys if not name_says(str(v), k, described[k])]
+        if not keys:
+            return fmt(v)
         shown = sorted(keys[:SOURCE_ITEMS], key=natural.index)  # (in their order: init=xavier_normal, init.gain=1)
         items = [f"{k.removesuffix('.name')}={fmt(described[k])}" for k in shown]
         if len(keys) > SOURCE_ITEMS:
