@@ -21,7 +21,7 @@ import gradflow
 from gradflow import store
 from gradflow.overrides import job_name
 from gradflow.probes.core import schedule
-from tests.commands import piped
+from tests.commands import piped, terminal_width
 from tests.conftest import TINY
 
 
@@ -751,6 +751,30 @@ def test_the_names_of_a_narrow_run_table_each_read_as_one_point(results, columns
     for layer, name in rows:
         pattern = re.compile(".*".join(map(re.escape, name.strip().split("…"))))
         assert [n for n in layers if pattern.fullmatch(n)] == [layers[int(layer)]], (name, out.stdout)
+
+
+def test_a_narrow_layer_table_cuts_names_never_numbers():
+    """A hand-written GPT-2's names (transformer.h.0.mlp.c_proj) at 80 columns: the name column got the room
+    the numbers' widest cells left it, but rich, narrowing the widest headers' columns first, cut 0.005667
+    to "0.0056…" in one column and left another a cell wider than its numbers. Every number reads whole,
+    and the table fits."""
+    from gradflow.cli.console import console
+    from gradflow.cli.run import show_layers
+
+    names = ["transformer.wte", "transformer.wpe", *(f"transformer.h.{b}.{part}" for b in range(2) for part in
+                                                    ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"))]
+    values = {(q, s): v for (q, s), v in zip([(q, s) for q in ("grad_norm", "signal_norm") for s in (0, 30)],
+                                             [[v] * len(names) for v in (0.07193, 0.005667, 0.01551, 0.006618)])}
+    rows = [(layer, name, q, s, v[layer]) for (q, s), v in values.items() for layer, name in enumerate(names)]
+    layers = pd.DataFrame(rows, columns=[store.LAYER, store.NAME, store.QUANTITY, store.STEP, store.VALUE])
+    with terminal_width(80), console.capture() as cap:
+        show_layers(layers, {})
+    table = [ln for ln in cap.get().splitlines() if ln[:1] in "┏┃┡│└"]
+    assert table and max(map(len, table)) <= 80, cap.get()
+    body = [ln.split("│")[3:7] for ln in table if ln.startswith("│")]
+    assert [[c.strip() for c in row] for row in body] == [["0.07193", "0.005667", "0.01551", "0.006618"]] * 10, \
+        cap.get()
+    assert any("…" in ln for ln in table) and "transformer.h.0.mlp.c_proj" in cap.get()  # (names are cut)
 
 
 def test_a_cut_name_that_would_read_as_another_keeps_more_of_its_start():

@@ -436,10 +436,11 @@ def show_layers(layers: pd.DataFrame, record: dict) -> None:
     cells = [[str(layer), str(names[layer]), *(fmt(wide.loc[layer].get((q, s)),
                                                    missing="nan" if (layer, q, s) in measured else "-")
                                                for q, s in cols)] for layer in shown]
+    room, widths = _name_room(heads, cells)
     table = Table()
     for i, h in enumerate(heads):
-        table.add_column(h, justify="left" if i == 1 else "right", no_wrap=i == 1)
-    for c, name in zip(cells, _cut_names([c[1] for c in cells], _name_room(heads, cells))):
+        table.add_column(h, justify="left" if i == 1 else "right", no_wrap=i == 1, width=widths and widths[i])
+    for c, name in zip(cells, _cut_names([c[1] for c in cells], room)):
         table.add_row(c[0], name, *c[2:])
     console.print(table)
     at_init = [{q for lay, q, s in measured if lay == layer and s == 0} for layer in shown]
@@ -459,17 +460,25 @@ def show_layers(layers: pd.DataFrame, record: dict) -> None:
             print_note(f"{what} {SYMBOLS[q]} first/last: init{NBSP}{fmt(ratios[0])}, end{NBSP}{fmt(ratios[1])}")
 
 
-def _name_room(heads: list[str], cells: list[list[str]]) -> int:
+def _name_room(heads: list[str], cells: list[list[str]]) -> tuple[int, list[int | None] | None]:
     """The terminal columns the layer table leaves its name column (the second): a name too long for them
     keeps its last part and its numbers (`_cut_names`: enc.layers.0.linear1 and .linear2 cut at their end
-    both read "enc.layers.0.li…"), and reads as no other name of the table."""
+    both read "enc.layers.0.li…"), and reads as no other name of the table. With each column's width
+    where the headers must wrap (else None): each other column as wide as its widest cell or header
+    word, so that rich, which narrows the widest columns first, never cuts a number ("0.0056…")."""
+    def widest(i: int, head_width) -> int:
+        return max(head_width(heads[i]), *(cell_len(c[i]) for c in cells))
+
     def others(head_width) -> int:  # the cells beside the name column, with their padding and borders
-        return sum(max(head_width(h), *(cell_len(c[i]) for c in cells)) + 3 for i, h in enumerate(heads) if i != 1)
+        return sum(widest(i, head_width) + 3 for i in range(len(heads)) if i != 1)
 
     room = console.width - others(cell_len) - 4
-    if any(cell_len(c[1]) > room for c in cells):  # the headers wrap at their spaces before a name is cut
-        room = max(console.width - others(lambda h: max(map(cell_len, h.split()))) - 4, room, 6)
-    return room
+    if not any(cell_len(c[1]) > room for c in cells):
+        return room, None
+    # the headers wrap at their spaces before a name is cut
+    word = lambda h: max(map(cell_len, h.split()))  # noqa: E731
+    room = max(console.width - others(word) - 4, room, 6)
+    return room, [None if i == 1 else widest(i, word) for i in range(len(heads))]
 
 
 SYMBOLS = {q: QUANTITIES[q].symbol for q in ("grad_norm", "signal_norm")}  # the per-layer table's quantities
