@@ -291,6 +291,12 @@ class Recorder:
             raise GradflowError(f"{self.path} is a file; give the Recorder a folder for the run")
         if self.path.exists() and any(self.path.iterdir()) and not (self.path / store.RUN_FILE).exists():
             raise GradflowError(f"{self.path} exists and is not a gradflow run; give the Recorder a new folder")
+        spec = store.sweep_spec(self.path.parent)
+        if spec is not None and isinstance(spec.get("runs"), dict):  # (as `gradflow run` refuses one not its point)
+            raise GradflowError(f"{self.path.parent} is the folder of a sweep ({store.SWEEP_FILE}): a Recorder's run "
+                                "there is none of its points, so ls would list it as stale and `gradflow clean "
+                                "--stale` remove it; give the run a study folder of its own "
+                                "(results/my-study/run0)")
         store.check_writable(self.path)
         config = plain_config(config)  # (before the lock: a refused config leaves nothing held)
         replaced = store.read_run(self.path) if (self.path / store.RUN_FILE).exists() else None

@@ -21,6 +21,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import yaml
 
 import gradflow
 from gradflow import store
@@ -210,6 +211,13 @@ def test_recorder_refuses_a_foreign_folder_and_records_a_crash(tmp_path):
     with pytest.raises(GradflowError, match="not a gradflow run"):
         gradflow.Recorder(nn.Linear(2, 2), tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    # a sweep's folder: its run there was listed stale, and `gradflow clean --stale` removed it (checkpoints too)
+    swept = tmp_path / "swept"
+    swept.mkdir()
+    (swept / store.SWEEP_FILE).write_text(yaml.safe_dump({"swept": ["seed"], "runs": {"seed=0": "abc"}}))
+    with pytest.raises(GradflowError, match=r"folder of a sweep .*stale.*clean --stale"):
+        gradflow.Recorder(nn.Linear(2, 2), swept / "extra")
+    assert not (swept / "extra").exists()
 
     model = nn.Linear(2, 2)
     with pytest.raises(RuntimeError):
