@@ -498,7 +498,7 @@ def build(paths: list[Path]) -> str:
     theory = theory_rows(df)
     if theory:
         sections += ["<h2>Mean-field theory beside the measurement</h2>",
-                     "<p class=note>χ₁: per-layer growth of ‖∂L/∂h‖² towards the input; measured by a least-squares "
+                     "<p class=note>χ₁: per-layer growth of ‖∂L/∂z‖² towards the input; measured by a least-squares "
                      "fit over the bulk layers at initialization (chi1 fit in the table).</p>",
                      _simple_table(theory, "theory")]
     not_drawn = "".join([*(f"<p class=note>Figure not drawn, {_e(why)}.</p>" for why in rep.get("not_drawn", [])),

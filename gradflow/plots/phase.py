@@ -48,7 +48,7 @@ def phase_figure(activation: str, sw2: tuple[float, float] = (0.5, 5.0), sb2: tu
     mesh = ax.pcolormesh(x, y, np.ma.masked_invalid(log_chi1), cmap=CMAP, shading="nearest",
                          norm=CenteredNorm(0.0, halfrange=max(half, 1e-3)), rasterized=True)
     cb = fig.colorbar(mesh, ax=ax, pad=0.02)
-    cb.set_label(r"$\log\,\chi_1$  (per-layer log-growth of $\|\partial L/\partial h\|^2$)")
+    cb.set_label(r"$\log\,\chi_1$  (per-layer log-growth of $\|\partial L/\partial z\|^2$)")
 
     handles = []
     diverges = np.isinf(q_star)
