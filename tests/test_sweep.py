@@ -21,6 +21,7 @@ from gradflow import config as config_mod, datasets, store
 from gradflow import sweep as sweep_mod
 from gradflow import workers
 from gradflow.errors import GradflowError
+from tests.commands import terminal_width
 from tests.test_datasets import make_mnist
 
 SMALL = ["data=gaussian", "data.n_train=256", "data.n_test=64", "data.dim=8", "model.width=8", "train.steps=6",
@@ -101,16 +102,21 @@ def _needs_plugin(name: str):
     return pytest.mark.skipif(missing, reason=f"needs the {name} launcher: pip install 'gradflow[cluster]'")
 
 
-def test_a_piped_sweeps_line_for_a_long_run_name_fits_80_columns():
-    # whole key=value items around an "…" (shortened mid-item with "(68 characters)" it wrapped onto two lines)
+def test_a_piped_sweeps_line_names_its_run_whole_on_one_line():
+    # cut to 80 columns ("init=kaiming_normal,model.activation=tanh,…,optim.lr=0.01") the line hid a swept value
+    # (a run's folder name is its swept values alone), and two runs' lines read alike; before that, shortened
+    # mid-item, it wrapped onto two lines
     from gradflow.cli.console import console
     from gradflow.cli.sweep import _EndedLines
 
-    job = "init=kaiming_normal,model.activation=tanh,model.depth=2,optim.lr=0.01"
-    with console.capture() as cap:
-        _EndedLines().show({job: {"status": "ok", "wall_time": 0.0249}}, 16)
-    (line,) = cap.get().splitlines()
-    assert line == "1/16 ok (0.0249 s) init=kaiming_normal,model.activation=tanh,…,optim.lr=0.01", line
+    lines = _EndedLines()
+    with terminal_width(80), console.capture() as cap:
+        for depth in (2, 3):
+            job = f"init=kaiming_normal,model.activation=tanh,model.depth={depth},model.skip=none,optim.lr=0.01"
+            lines.show({job: {"status": "ok", "wall_time": 0.0249}}, 16)
+    assert cap.get().splitlines() == [
+        f"{k}/16 ok (0.0249 s) init=kaiming_normal,model.activation=tanh,model.depth={d},model.skip=none,optim.lr=0.01"
+        for k, d in ((1, 2), (2, 3))], cap.get()
 
 
 @pytest.mark.slow

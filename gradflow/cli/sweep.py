@@ -10,13 +10,14 @@ from typing import Annotated, Optional
 
 import pandas as pd
 import typer
+from rich.markup import escape
 
 from gradflow import store, workers
 from gradflow.cli.app import app, progress_bar
 from gradflow.cli.console import (INTERRUPTED_EXIT, console, leave_interrupted, near_options,
                                     note_replaced, print_note, said_changes, user_errors)
 from gradflow.cli.ls import counts_line, reused_phrase, runs_view, show_runs
-from gradflow.errors import GradflowError, ellipsize, shorten
+from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
 from gradflow.keys import swept_keys
 from gradflow.columns import replacement_failed, study_columns
@@ -130,7 +131,8 @@ def _changes(jobs: list) -> list[tuple]:
 
 
 class _EndedLines:
-    """A sweep's progress as plain lines, for a log: one per run as it ends, `3/12 ok (1.2 s) JOB`."""
+    """A sweep's progress as plain lines, for a log: one per run as it ends, `3/12 ok (1.2 s) JOB`, however
+    long JOB is (a log is read with grep and less, where a long line is whole)."""
 
     def __init__(self):
         self.shown: set[str] = set()
@@ -143,8 +145,9 @@ class _EndedLines:
                     self.shown.add(job)
                     took = rec.get("wall_time")
                     head = f"{len(self.shown)}/{total} {rec.get(store.STATUS)}" + (f" ({took:.3g} s)" if took else "")
-                    room = max(20, 79 - len(head))  # (at 80 columns: whole key=value items around an "…")
-                    print_note(f"{head} {','.join(ellipsize(job.split(','), ',', room) or [shorten(job, room)])}")
+                    # the run's folder name whole, on one line: it is the swept values alone, so any cut (to fit
+                    # 80 columns) hid one that set the run apart, and lines of a log read alike
+                    console.print(escape(f"{head} {job}"), highlight=False, soft_wrap=True)
 
 
 def run_plan(p, table: bool = True) -> pd.DataFrame:
