@@ -836,7 +836,14 @@ def find_runs(path: Path) -> list[Path]:
                    if not any(part == FIGURES_DIR or is_staging(part) for part in p.relative_to(path).parts)),
                   key=natural_key)
     if not runs:
-        raise GradflowError(f"{path} holds no runs (no {RUN_FILE} below it)")
+        from gradflow.summary import not_run, not_run_note  # (summary reads the runs through this module)
+
+        planned = not_run(path, set(), [])  # a sweep cut short before its first run began: how to run it
+        if len(planned) == 1 and not planned[0].running:
+            raise GradflowError(f"{path} holds no runs yet: none of its sweep's {planned[0].points} runs has begun; "
+                                f"`{planned[0].command}` runs them")
+        raise GradflowError(f"{path} holds no runs (no {RUN_FILE} below it)"
+                            + (f"; {not_run_note(planned)}" if planned else ""))
     return runs
 
 

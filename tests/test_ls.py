@@ -1126,3 +1126,11 @@ def test_ls_of_several_paths_says_what_is_not_run_and_which_folder_to_clean(tmp_
     assert f"results={tmp_path / 'cut'} --name s` runs them" in flat, text
     assert f"gradflow clean {tmp_path / 'shrunk' / 's'} --stale deletes them" in flat, text
     assert re.search(r"ok: 2 .*stale: 2 not run: 1$", flat), text
+    # a sweep cut short before its first run began: "holds no runs", with nothing said of the sweep or its command
+    shutil.rmtree(tmp_path / "cut" / "s" / "model.depth=2")
+    for command in ("ls", "plot"):
+        out = CliRunner().invoke(app, [command, str(tmp_path / "cut" / "s")])
+        said = " ".join(out.output.split())
+        assert out.exit_code == 1 and len(out.output.strip().splitlines()) <= 3, out.output
+        assert f"holds no runs yet: none of its sweep's 2 runs has begun; `gradflow sweep" in said, said
+        assert f"results={tmp_path / 'cut'} --name s` runs them" in said, said
