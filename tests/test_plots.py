@@ -2172,3 +2172,20 @@ def test_readable_keeps_a_colours_hue_and_darkens_it_until_it_reads_on_white():
             assert got == pytest.approx(rgb)  # (a colour that reads is kept)
         else:
             assert contrast(got) <= READABLE_CONTRAST + 0.05  # (darkened no further than it needs)
+
+
+def test_the_panel_over_a_removed_one_labels_the_shared_x_axis():
+    # 5 panels in 2 x 3: the third, the lowest of its column, is an inner panel of the shared axes, and its
+    # steps (gradnorm) or layers (profile) had no tick labels under it
+    cfgs = [config(4, "tanh", 1, **{"init.name": "kaiming_normal", "model.width": w}) for w in (8, 16, 32, 64, 128)]
+    layers, metrics, _ = fabricate(cfgs)
+    for fig in (figures.gradnorm(metrics.assign(split="opt", metric="grad_norm"), facet="model.width"),
+                figures.profile(layers, "grad_norm", step=0, facet="model.width")):
+        fig.canvas.draw()
+        panels = [ax for ax in fig.axes if ax.get_title()]
+        assert len(panels) == 5, [ax.get_title() for ax in fig.axes]
+        for ax in panels:
+            row = ax.get_subplotspec().rowspan.start
+            shown = [t.get_text() for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
+            lowest = row == 1 or ax.get_subplotspec().colspan.start == 2
+            assert bool(shown) == lowest, (ax.get_title(), shown)

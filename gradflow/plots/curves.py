@@ -375,7 +375,6 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
     bottom, left = bottom_and_left(axes)
     for ax in bottom:
         ax.set_xlabel(key_label(length, df))
-        ax.xaxis.set_tick_params(labelbottom=True)
     ends = "first / last layer" if length == "model.depth" else "first time step / head"
     for ax in left:
         ax.set_ylabel(f"{symbol}\n({ends}, {where})")

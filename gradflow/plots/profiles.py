@@ -142,7 +142,6 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
         text = layer_axis(df, head=quantity not in REGISTRY or REGISTRY[quantity].where in HEAD_HAS, marked=marked)
         inches = ax.get_position().width * fig.get_figwidth()  # (one panel's label ran off both edges too)
         ax.set_xlabel(wrap_words(text, max(XLABEL_WIDTH, int(XLABEL_WIDTH * inches / 4))))
-        ax.xaxis.set_tick_params(labelbottom=True)
     for ax in left:
         ax.set_ylabel(label.axis)
 

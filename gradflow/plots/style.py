@@ -70,7 +70,8 @@ def new_figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] | No
 def facet_grid(n: int, sharex=True, sharey=True, panel=(4.0, 3.6), max_cols: int = 3,
                legend_width: float = 2.2) -> tuple[Figure, list]:
     """n panels in rows of up to max_cols, as even as the rows can be (4 panels: 2 x 2, not 3 + 1), sized so
-    each stays readable; spare axes removed."""
+    each stays readable; spare axes removed, and the panel over a removed one shows the shared x axis's tick
+    labels (the lowest of its column: 8 panels in 3 x 3, the sixth's steps were hidden as an inner panel's)."""
     nrows = math.ceil(n / max_cols)
     ncols = math.ceil(n / nrows)
     size = FIGSIZE if n == 1 else (min(panel[0] * ncols + legend_width, 16.0), min(panel[1] * nrows + 0.9, 12.0))
@@ -80,6 +81,8 @@ def facet_grid(n: int, sharex=True, sharey=True, panel=(4.0, 3.6), max_cols: int
         ax.remove()
     for ax in flat[:n]:
         ax.grid(True, which="major", alpha=0.25, lw=0.5)
+    for ax in bottom_and_left(flat[:n])[0]:
+        ax.xaxis.set_tick_params(which="both", labelbottom=True)
     return fig, flat[:n]
 
 
