@@ -492,7 +492,7 @@ def build(paths: list[Path]) -> str:
         sections += reproduction_html(rep)
     if what == "folder":  # the reproductions under it, each's verdict and a link to its own page
         sections += reproductions_html(paths[0])
-    missing = summary.not_run(paths[0], set(df[store.RUN]), []) if len(paths) == 1 else []
+    missing = summary.not_run(paths[0], dict(zip(df[store.RUN], df[store.STATUS])), []) if len(paths) == 1 else []
     sections += ["<h2>Runs</h2>", "<p class=note>Click a column to sort (again to reverse).</p>",
                  runs_html(df, swept, missing)]
     theory = theory_rows(df)

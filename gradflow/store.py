@@ -838,7 +838,7 @@ def find_runs(path: Path) -> list[Path]:
     if not runs:
         from gradflow.summary import not_run, not_run_note  # (summary reads the runs through this module)
 
-        planned = not_run(path, set(), [])  # a sweep cut short before its first run began: how to run it
+        planned = not_run(path, {}, [])  # a sweep cut short before its first run began: how to run it
         if len(planned) == 1 and not planned[0].running:
             raise GradflowError(f"{path} holds no runs yet: none of its sweep's {planned[0].points} runs has begun; "
                                 f"`{planned[0].command}` runs them")

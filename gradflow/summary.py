@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 import operator
 import re
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from gradflow import store, theory
-from gradflow.fmt import drop_shared_parts, fmt
+from gradflow.fmt import and_list, drop_shared_parts, fmt
 from gradflow.errors import GradflowError, did_you_mean
 from gradflow.probes.quantities import QUANTITIES
 from gradflow.theory import FIT_TRIM
@@ -514,14 +515,21 @@ class NotRun:
     points: int
     command: str  # the command that runs them, in this folder from anywhere
     running: tuple[str, bool] | None = None  # who is running the sweep now, and whether surely (store.writer)
+    # its points with a folder whose run the command runs again, by status (interrupted, failed, incomplete;
+    # stale: made with other settings than the point's)
+    redo: dict[str, int] = field(default_factory=dict)
 
 
-def not_run(path: Path, there: set[str], where: list[tuple[str, str]],
+KEPT_ON_RESUME = (store.OK, store.DIVERGED, store.RUNNING)  # the statuses of a point's run that its sweep keeps
+
+
+def not_run(path: Path, there: dict[str, str], where: list[tuple[str, str]],
             paths: list[Path] | None = None) -> list[NotRun]:
     """The sweeps at or under `path` whose spec plans runs that are not among `there` (run ids relative to
-    `path`), counting those --where's (column, value) pairs keep: a job that sets the column is kept when its
-    value matches, one that does not set it (the sweep's fixed value) is kept. `paths`: the folders under
-    `path` listed (`ls A B`, `path` the folder both are under), whose sweeps alone count."""
+    `path`, each with its status), or are there but unfinished (which its command runs again), counting those
+    --where's (column, value) pairs keep: a job that sets the column is kept when its value matches, one that
+    does not set it (the sweep's fixed value) is kept. `paths`: the folders under `path` listed (`ls A B`,
+    `path` the folder both are under), whose sweeps alone count."""
     found = []
     for sweep, spec in store.specs_of(paths or [path]):
         if spec is None or not isinstance(spec.get("runs"), dict):
@@ -529,11 +537,13 @@ def not_run(path: Path, there: set[str], where: list[tuple[str, str]],
         prefix = store.relative_folder(sweep, path) or "."
         if any(k == STUDY and not in_study(pd.Series([prefix]), v).iloc[0] for k, v in where):
             continue
-        jobs = [job for job in spec["runs"] if (job if prefix == "." else f"{prefix}/{job}") not in there]
-        jobs = [job for job in jobs if all(_job_matches(str(job), k, v) for k, v in where)]
-        if jobs:
-            found.append(NotRun(sweep, prefix, len(jobs), len(spec["runs"]), _resume_command(sweep, spec),
-                                store.writer(sweep)))
+        jobs = [job if prefix == "." else f"{prefix}/{job}" for job in spec["runs"]
+                if all(_job_matches(str(job), k, v) for k, v in where)]
+        missing = sum(job not in there for job in jobs)
+        redo = Counter(there[job] for job in jobs if job in there and there[job] not in KEPT_ON_RESUME)
+        if missing or redo:
+            found.append(NotRun(sweep, prefix, missing, len(spec["runs"]), _resume_command(sweep, spec),
+                                store.writer(sweep), {k: redo[k] for k in store.STATUSES if redo[k]}))
     return found
 
 
@@ -542,14 +552,19 @@ def not_run_note(missing: list[NotRun]) -> str:
     command that runs them; several sweeps' counts."""
     if len(missing) == 1:
         (m,) = missing
+        redo = and_list([f"{n} {status}" for status, n in m.redo.items()])
+        if not m.missing:  # (only unfinished runs: their rows say so, and the command reruns them)
+            what, does = f"not finished: {redo} of the sweep's {m.points} runs", "reruns them"
+        else:
+            what = f"not run yet: {m.missing} of the sweep's {m.points} runs"
+            does = "runs them" + (f" and reruns the {redo}" if redo else "")
         if m.running and m.running[1]:  # (its command again would be refused: the sweep holds the folder's lock)
-            return f"not run yet: {m.missing} of the sweep's {m.points} runs; the sweep is running ({m.running[0]})"
+            return f"{what}; the sweep is running ({m.running[0]})"
         if m.running:  # (a holder on another host: its lock is not to be seen from here)
-            return (f"not run yet: {m.missing} of the sweep's {m.points} runs; the sweep may be running "
-                    f"({m.running[0]}); if it is not, `{m.command}` runs them")
-        return (f"not run yet: {m.missing} of the sweep's {m.points} runs: `{m.command}` runs them (and keeps the "
-                "runs done)")
-    each = ", ".join(f"{m.name} {m.missing} of {m.points} runs" + (" (running)" if m.running else "")
+            return f"{what}; the sweep may be running ({m.running[0]}); if it is not, `{m.command}` {does}"
+        return f"{what}: `{m.command}` {does} (and keeps the runs done)"
+    each = ", ".join(f"{m.name} {m.missing} of {m.points} runs" + (f" ({sum(m.redo.values())} to rerun)" if m.redo
+                                                                   else "") + (" (running)" if m.running else "")
                      for m in missing)
     return f"not run yet: {each}; `gradflow ls SWEEP` gives the command that runs them"
 

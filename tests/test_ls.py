@@ -808,6 +808,20 @@ def test_a_sweep_cut_short_keeps_its_swept_keys_and_says_what_is_not_run(swept, 
     assert [row[:2] for row in table_rows(text)] == [["5", "orthogonal"], ["5", "xavier_normal"]], text
     flat = " ".join(text.split())
     assert "not run yet: 4 of the sweep's 6 runs" in flat and "--name cut2`" in flat and flat.endswith("not run: 4")
+    # an interrupted run beside them: the command reruns it too ("2 of 12 runs" when it would run 4)
+    record = next((cut2 := tmp_path / "cut2").glob("*/run.json"))
+    record.write_text(json.dumps(json.loads(record.read_text()) | {"status": store.INTERRUPTED}))
+    flat = " ".join(gradflow("ls", str(cut2)).split())
+    assert "not run yet: 4 of the sweep's 6 runs: `gradflow sweep" in flat, flat
+    assert "--name cut2` runs them and reruns the 1 interrupted (and keeps the runs done)" in flat, flat
+    assert flat.endswith("interrupted: 1 not run: 4"), flat
+    # every point has a folder, one unfinished: nothing said of it, and no command, before
+    shutil.copytree(root, full := tmp_path / "full")
+    record = next(full.glob("*/run.json"))
+    record.write_text(json.dumps(json.loads(record.read_text()) | {"status": store.INTERRUPTED}))
+    flat = " ".join(gradflow("ls", str(full)).split())
+    assert "not finished: 1 interrupted of the sweep's 6 runs: `gradflow sweep" in flat, flat
+    assert "--name full` reruns them (and keeps the runs done)" in flat and "not run:" not in flat, flat
 
 
 def test_json_and_csv_give_steps_as_whole_numbers_beside_a_missing_one(run_job):

@@ -41,7 +41,7 @@ def runs_view(path: Path | list[Path], where: list[str] | None = None, sort: str
     partial = partial_keys(df, swept_columns(df, swept))  # of the whole folder: --where keeps them no axis
     choices = [*swept, store.STATUS, *study_columns(df)]
     root = store.common_root(paths) if len(paths) > 1 else paths[0]
-    missing = not_run(root, set(df[store.RUN]), [(where_key(df, k, swept, choices), v) for k, v in
+    missing = not_run(root, dict(zip(df[store.RUN], df[store.STATUS])), [(where_key(df, k, swept, choices), v) for k, v in
                                                  (c.split("=", 1) for c in where or [] if "=" in c)],
                       paths if len(paths) > 1 else None)
     df = keep_where(df, where, swept, choices)
@@ -254,7 +254,7 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     parts += [("flagged", n_flagged)] if n_flagged else []
     n_kept = int(replacement_failed(df).sum())  # (the runs their failed replacements left: stale in a sweep)
     parts += [("replacement failed", n_kept)] if n_kept else []
-    parts += [("not run", sum(m.missing for m in missing))] if missing else []
+    parts += [("not run", sum(m.missing for m in missing))] if any(m.missing for m in missing) else []
     print_note(counts_line(parts) + reused_phrase(skipped))
 
 
