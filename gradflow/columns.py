@@ -5,6 +5,7 @@ table. The numbers themselves come from `gradflow.summary` (one row per run); th
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from gradflow.keys import abbreviate, full_key, swept_keys
 from gradflow.probes.quantities import QUANTITIES
 from gradflow.summary import (BLOCKS, DECLARED, DEPTH_KEY, MODULE_DEPTH_NOTE, RESIDUAL_STREAM, STUDY, TRANSIENT_TOL,
                               UNREADABLE, module_depth_rows, run_folders, runs_table, study_of)
-from gradflow.theory import FIT_TRIM
+from gradflow.theory import FIT_TRIM, predict, signal_law_applies
 
 
 def listing(path: str | Path | list[Path], rates: Iterable[str] = (), steps: Iterable[str] = ()
@@ -121,6 +122,8 @@ def column_notes(columns: list["Column"], df: pd.DataFrame | None = None) -> lis
                                             if any(mark in cell for cell in cells))
     explained = {k: in_time(k, text, df) for k, text in explained.items()}
     notes = list(explained.values())
+    if "chi1_theory" in keys and any(c.endswith(LIMIT_MARK) for c in columns[keys.index("chi1_theory")].cells):
+        notes.append(LIMIT_NOTE)
     if df is not None and DEPTH_KEY in keys and module_depth_rows(df).any():  # (not set by the run: read)
         notes.append(MODULE_DEPTH_NOTE)
     # (a shallow net, say depth 5; not a run that failed before its first probe, whose every result reads -)
@@ -181,8 +184,11 @@ def transient_warning(df: pd.DataFrame) -> str:
         return ""
     worst = float(bias[off.index].abs().max())
     fits = "1 run's chi1 fit starts" if len(off) == 1 else f"{len(off)} runs' chi1 fits start"
+    # (a q* of 0, LIMIT_MARK's runs, is no point to start at: its length approaches it as ~1/l)
+    fix = ("fit deeper layers (q* = 0: no input starts there)" if all(_limit_only(r) for _, r in off.iterrows())
+           else "start at the fixed point with data.scale=qstar or fit deeper layers")
     return (f"warning: {fits} in the length map's transient (mean-field theory puts the fit up to "
-            f"{worst:.1%} off chi1 at q*); start at the fixed point with data.scale=qstar or fit deeper layers")
+            f"{worst:.1%} off chi1 at q*); {fix}")
 
 
 FLAGGED = "*"  # marks the status of a run that ended ok but is flagged (store.FLAGS): "ok*"
@@ -303,9 +309,24 @@ class Column:
         return "\n".join(lines)
 
 
+LIMIT_MARK = "†"  # a chi1 theory cell that is only the q* = 0 limit's (_limit_only), explained under the table
+LIMIT_NOTE = (f"{LIMIT_MARK}: chi1 theory's limit at q* = 0 (no bias), which the forward signal approaches only as "
+              "~1/l: each layer's own chi1 stays below it, and a fit reads lower (gradflow theory)")
+
+
+def _limit_only(row: pd.Series) -> bool:
+    """Whether a run's chi1 theory is the limit of a forward length that decays to q* = 0 too slowly for the
+    signal to follow it (theory.signal_law_applies): tanh under Xavier's sw2 = 1, sb2 = 0 reads chi1 = 1,
+    "critical", where its measured chi1 is ~0.9 and its signal ratio at depth 20 ~0.4."""
+    mf = predict(row.dropna().to_dict()) if np.isfinite(row.get("chi1_theory", np.nan)) else None
+    return mf is not None and math.isfinite(mf.chi1) and not signal_law_applies(mf.activation, mf.q_star, mf.chi1)
+
+
 def _cells(df: pd.DataFrame, key: str) -> list[str]:
     if key == "chi1_layers":
         return [_fit_cell(r) for _, r in df.iterrows()]
+    if key == "chi1_theory":
+        return [fmt(r[key]) + LIMIT_MARK * _limit_only(r) for _, r in df.iterrows()]
     if key.startswith("rate.") and key.endswith(".layers"):  # no fit: "-" as in chi1 fit (it was a blank cell)
         return [v if isinstance(v, str) and v else "-" for v in df[key]]
     return [fmt(v) for v in df[key]]

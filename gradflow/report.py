@@ -194,7 +194,10 @@ def theory_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
         mf = theory.point(act, sw2, sb2)
         finite = [m for m in measured if isinstance(m, float) and math.isfinite(m)]
         rows.append({"activation": act, "σ_w²": sw2, "σ_b²": sb2, "q*": mf.q_star, "ξ_q": mf.xi_q, "ξ_c": mf.xi_c,
-                     "phase": mf.phase, "χ₁ theory": mf.chi1,
+                     "phase": mf.phase,
+                     # (the q* = 0 limit's, which the signal never follows: columns.LIMIT_NOTE under the table)
+                     "χ₁ theory": fmt(mf.chi1) + columns.LIMIT_MARK * (not theory.signal_law_applies(act, mf.q_star,
+                                                                                                    mf.chi1)),
                      "χ₁ measured (mean)": sum(finite) / len(finite) if finite else math.nan,
                      # the runs the mean is over: a run too shallow for a fit has none (it said "runs 4" for 2)
                      "runs fitted": f"{len(finite)} of {len(measured)}"})
@@ -500,7 +503,9 @@ def build(paths: list[Path]) -> str:
         sections += ["<h2>Mean-field theory beside the measurement</h2>",
                      "<p class=note>χ₁: per-layer growth of ‖∂L/∂z‖² towards the input; measured by a least-squares "
                      "fit over the bulk layers at initialization (chi1 fit in the table).</p>",
-                     _simple_table(theory, "theory")]
+                     _simple_table(theory, "theory"),
+                     *([f"<p class=note>{_e(columns.LIMIT_NOTE)}</p>"]
+                       if any(str(r["χ₁ theory"]).endswith(columns.LIMIT_MARK) for r in theory) else [])]
     not_drawn = "".join([*(f"<p class=note>Figure not drawn, {_e(why)}.</p>" for why in rep.get("not_drawn", [])),
                          *(f"<p class=note>{_e(note)}</p>" for note in notes)])
     why = store.nothing_drawn_reason(paths[0], store.runs(paths[0])) if not figs and len(paths) == 1 else None

@@ -1002,6 +1002,28 @@ def test_the_chi1_columns_of_a_transient_warning_show_together_and_the_signal_ra
             assert "signal" in words and words.count("ratio") == 1 and words.count("init") == 1, header
 
 
+def test_a_chi1_theory_that_is_only_the_q_star_zero_limits_is_marked(inits):
+    """tanh under Xavier (sw2 = 1, sb2 = 0) read `chi1 theory 1` ("critical") beside a measured ~0.9, the
+    warning advising to start at q* with data.scale=qstar (q* is 0). The theory's 1 is the limit of a length
+    that falls as ~1/l, which the signal never reaches (theory.signal_law_applies): marked, and said why;
+    relu's (scale-free) and tanh's with q* > 0 are not."""
+    text = gradflow("ls", str(inits), "--wide", columns=200)
+    rows = {(r[0], r[1]): r for r in table_rows(text, r"[a-z_]+")}
+    header = " ".join(text.splitlines()[1:3]).split()
+    assert header[-2:] == ["chi1", "theory"] or "theory" in header, header
+    for (act, init), row in rows.items():
+        limit = act == "tanh" and init in ("xavier_normal", "orthogonal")  # (both sw2 = 1: chi1 = 1 at q* = 0)
+        assert row[-1].endswith("†") == limit, (act, init, row)
+        if limit:
+            assert row[-1] == "1†" and row[-2].endswith("!"), row  # (its fit in the transient towards the limit)
+    flat = " ".join(text.split())
+    assert "†: chi1 theory's limit at q* = 0 (no bias), which the forward signal approaches only as ~1/l" in flat
+    assert flat.count("chi1 fits start in the length map's transient") == 1 and "data.scale=qstar" not in flat, flat
+    assert "(mean-field theory puts the fit up to 10.6% off chi1 at q*); fit deeper layers (q* = 0: no input" in flat
+    kept = gradflow("ls", str(inits), "--where", "model.activation=relu", "--wide", columns=200)
+    assert "†" not in kept, kept
+
+
 def test_a_recurrent_nets_notes_speak_of_time_steps_and_the_head():
     # the note under an RNN sweep read "first layer / last layer", where its points are time steps and the head
     from gradflow.columns import RESULT_COLUMNS, column_notes, table_columns
@@ -1027,7 +1049,8 @@ def test_a_chi1_column_sorted_by_shows_though_its_group_does_not_fit(inits):
         assert "warning: " in text and "transient" in text, text
         header = " ".join(text.splitlines()[1:3]).split()
         assert word in header, (key, text)
-        values = [float(line.split()[-1]) for line in text.splitlines()[4:12]]  # (the rows in the column's order)
+        # (the rows in the column's order; a theory's † marks a limit: columns.LIMIT_MARK)
+        values = [float(line.split()[-1].rstrip("†")) for line in text.splitlines()[4:12]]
         assert values == sorted(values, reverse=key.startswith("-")), (key, text)
 
 

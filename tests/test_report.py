@@ -16,6 +16,7 @@ from html import escape as html_escape
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -159,6 +160,18 @@ def test_page_has_one_figure_per_standard_kind_and_the_ls_columns(study, tmp_pat
         assert r["χ₁ measured (mean)"] == pytest.approx(fits.mean()) and len(fits) == 1
     text = (study / "report.html").read_text()
     assert "gradflow sweep " in text and "model.depth=2,10" in text  # the command that made it
+
+
+def test_the_theory_table_marks_a_chi1_that_is_only_the_q_star_zero_limits():
+    # tanh under Xavier's sw2 = 1, sb2 = 0 read "critical, chi1 1" beside a measured 0.88, with nothing said
+    from gradflow.report import theory_rows
+
+    df = pd.DataFrame({"model.name": ["mlp"] * 3, "model.activation": ["tanh", "tanh", "relu"],
+                       "init.name": ["xavier_normal", "kaiming_normal", "xavier_normal"],
+                       "chi1_measured": [0.88, 1.3, 0.47]})
+    got = {(r["activation"], r["σ_w²"]): r["χ₁ theory"] for r in theory_rows(df)}
+    assert got[("tanh", 1.0)] == "1†" and not got[("relu", 1.0)].endswith("†"), got
+    assert [v for k, v in got.items() if k[0] == "tanh" and k[1] != 1.0][0] == "1.21", got
 
 
 def tables_scroll_in_their_own_box(page: Page) -> None:
