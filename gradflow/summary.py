@@ -342,6 +342,8 @@ def with_module_depth(table: pd.DataFrame, layers: pd.DataFrame | None) -> pd.Da
         return table
     ids = [c for c in (store.SOURCE, store.RUN) if c in layers.columns and c in table.columns]
     last = layers.groupby(ids)["layer"].max()
+    if {store.QUANTITY, store.VALUE} <= set(layers.columns):  # the last point that took a gradient or a signal
+        last = _ran(layers).groupby(ids)["layer"].max().combine_first(last)
     keys = pd.MultiIndex.from_frame(table.loc[missing, ids])
     depth = pd.Series(last.reindex(keys).to_numpy(dtype=float), index=table.index[missing])
     out = table.copy()
@@ -359,19 +361,33 @@ def with_module_depth(table: pd.DataFrame, layers: pd.DataFrame | None) -> pd.Da
     return out
 
 
+RAN = ("grad_norm", "signal_norm")  # a probe point with either measured ran in the model's passes
+
+
+def _ran(layers: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `layers` of points that ran: a gradient or a signal measured. A module the forward pass never
+    called (put after the head by discovery) has its weight's norm alone, and is no layer the depth counts."""
+    return layers[layers[store.QUANTITY].isin(RAN) & layers[store.VALUE].notna()]
+
+
 def _probe_indices(records: pd.DataFrame) -> pd.DataFrame:
     """The probe points' indices (`run`, `source`, `layer`) of the model=custom runs of `records` that have no
-    model.depth, for `with_module_depth`: their layers tables' `layer` column alone."""
+    model.depth, for `with_module_depth`: those of their layers tables' points that ran (`_ran`), or, where
+    none did, every one."""
     frames = []
     for _, rec in records[_lacking_depth(records)].iterrows():
         path = Path(rec[store.PATH]) / store.TABLE_FILES["layers"]
         if path.exists():
-            try:  # (the one column: a long run's table holds every step's every quantity)
+            try:  # (the columns it needs: a long run's table holds every step's every quantity)
                 import pyarrow.parquet as pq
 
-                layer = pq.read_table(path, columns=["layer"]).to_pandas()
+                table = pq.read_table(path, columns=["layer", store.VALUE], filters=[(store.QUANTITY, "in", list(RAN))])
+                layer = table.to_pandas().dropna()[["layer"]]
+                if layer.empty:
+                    layer = pq.read_table(path, columns=["layer"]).to_pandas()
             except Exception:  # a broken file: one line naming it (`store.read_table`'s)
-                layer = store.read_table(path)[["layer"]]
+                full = store.read_table(path)
+                layer = (_ran(full) if len(_ran(full)) else full)[["layer"]]
             frames.append(layer.drop_duplicates().assign(**{store.RUN: rec[store.RUN], store.SOURCE: rec[store.SOURCE]}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

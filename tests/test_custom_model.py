@@ -330,6 +330,15 @@ def test_a_layer_the_eval_pass_does_not_run_keeps_its_place_and_an_unused_one_is
     text = " ".join(out.output.split())
     assert "- at aux_head: it took no gradient (the forward pass did not use it), masked, not 0" in text, text
     assert "frozen" not in text
+    # its depth is the head's index, the weight layers before it (the unused one after it counted: depth 4), in
+    # ls and the figures alike
+    from gradflow.columns import listing
+    from gradflow.summary import with_module_depth
+
+    runs, _ = listing([results / "unused"])
+    assert runs["model.depth"].tolist() == [3], runs["model.depth"]
+    layers = load(results / "unused").assign(run=runs["run"].iloc[0])
+    assert with_module_depth(runs.drop(columns="model.depth"), layers)["model.depth"].tolist() == [3]
 
 
 def test_discovery_looks_again_in_train_mode_only_where_a_layer_did_not_run_and_leaves_the_model_as_it_was():
