@@ -120,6 +120,12 @@ class Tied(nn.Module):
         return self.out(self.body(self.inp(x)))[:, :10]
 
 
+class TiedDict(Tied):
+    """Tied, its logits in a dict, as a Hugging Face-style model returns them."""
+    def forward(self, x):
+        return {"logits": super().forward(x)}
+
+
 class Frozen(nn.Module):
     """A linear probe on a frozen tanh net (requires_grad False), as a fine-tuning study has it."""
     def __init__(self, width=16):
@@ -422,6 +428,8 @@ def test_a_tied_weight_is_left_out_of_the_runs_ratios_as_its_warning_says(cli, u
     (":Net", ["+model.kwargs.d_in=41"], "does not fit data=mnist1d: input (2, 40) -> expected output (2, 10)"),
     (":Net", ["+model.kwargs.n_out=3"], "does not fit data=mnist1d: input (2, 40) -> expected output (2, 10), got (2, 3)"),
     (":Net", ["+model.kwargs.depth=3"], "failed to build: TypeError"),
+    # a dict of logits: the fix named, and no warning of discovery's (its tied weights) before the error
+    (":TiedDict", [], "expected output (2, 10), got dict; its output holds `logits`: return those"),
     # a constructor argument without its +: the fix, not model.width (which a custom model refuses)
     (":Net", ["model.kwargs.width=8"], "model.kwargs.width is a new key under model.kwargs (the custom model's "
                                        "constructor arguments): write it +model.kwargs.width=8, as Hydra adds a key"),

@@ -8,6 +8,7 @@ import importlib
 import os
 import sys
 import warnings
+from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
@@ -92,13 +93,16 @@ class Custom:
                                 f"forward pass failed: {one_line(e)}") from e
         finally:
             model.train()
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        if got != expected:  # (before discovery, whose warnings were about a model that is refused)
+            logits = isinstance(out, Mapping) and "logits" in out or hasattr(out, "logits")
+            hint = ("; its output holds `logits`: return those (a Hugging Face-style model's output.logits, "
+                    "e.g. from a wrapper module whose forward returns self.net(x).logits)" if logits else "")
+            raise GradflowError(f"model.target={m.target} does not fit data={cfg.data.name}: {shapes}, got {got}{hint}")
         try:
             model.probe_points = discover(model, x)
         except GradflowError as e:
             raise GradflowError(f"model.target={m.target}: {e}") from None
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        if got != expected:
-            raise GradflowError(f"model.target={m.target} does not fit data={cfg.data.name}: {shapes}, got {got}")
         if cfg.init.name != "keep" and (left := unprobed(model)):  # (a sweep over init mixed them, unsaid)
             warnings.warn(f"init={cfg.init.name} re-initializes the probed layers only; not probed, so as "
                           f"model.target made them: {left}", stacklevel=2)
