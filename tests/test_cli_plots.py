@@ -302,6 +302,11 @@ def test_plot_says_which_figures_of_the_set_it_left_out_and_why(tmp_path):
     real = _plot_piped(frozen)
     assert real.returncode == 0 and real.stdout == f"{frozen / 'figures' / 'curves.png'}\n", real
     assert real.stderr.splitlines() == [line], real.stderr
+    # asked for by --kind, the same reason, not a figure of one dot
+    out = invoke("plot", frozen, "--kind", "profile")
+    assert out.exit_code == 1 and out.output.strip() == "error: no profile of grad_norm to draw: only layer 2 has a " \
+        "value (0-1 frozen)", out.output
+    assert invoke("plot", frozen, "--kind", "profile", "--quantity", "weight_norm").exit_code == 0  # (every layer's)
     # one probed layer (a linear model); one step (step 0 alone)
     linear = _recorded(tmp_path / "linear" / "run", model=torch.nn.Sequential(torch.nn.Linear(8, 3)))
     out = invoke("plot", linear)

@@ -314,7 +314,8 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
         if df.empty:
             spread = [q for q in RATIOS if q in spread_quantities(layers)]
             raise GradflowError(f"no run has {quantity} at two probe points or more (a first and a last), so no "
-                                f"ratio of it; choices: {', '.join(spread) or '(none)'}")
+                                "ratio of it; " + (f"choices: {', '.join(spread)}" if spread else
+                                                   "nor has any other quantity: no ratio to draw"))
     else:
         col = f"grad_ratio.{when}"
         if quantity != "grad_norm" or col not in df.columns:

@@ -151,7 +151,8 @@ def check_options(df: pd.DataFrame, kind: str, o: Options, where: str) -> None:
         why = " (a recurrent net's time steps have no weight of their own: its grad_norm is the head's alone)" \
             if is_recurrent(df) and o.quantity == "grad_norm" else ""
         raise GradflowError(f"--quantity {o.quantity} has no first and last probe point in any run of {where}, so "
-                            f"no ratio{why}; choices: {', '.join(have) or '(none)'}")
+                            f"no ratio{why}; " + (f"choices: {', '.join(have)}" if have else
+                                                  "nor has any other quantity: no ratio to draw"))
     if kind == "ratio" and o.step not in (None, 0, "last"):
         raise GradflowError(f"--step {o.step} is not allowed for --kind ratio; choices: 0 (init), last (end)")
     if isinstance(o.step, int) and "step" in df.columns and kind != "ratio" and not (df["step"] == o.step).any():
@@ -201,6 +202,11 @@ def draw(kind: str, df: pd.DataFrame, o: Options):
     step = 0 if o.step is None else o.step
     if kind == "profile":
         q = o.quantity or default_quantity(df)
+        rows = df[df["quantity"] == q] if "quantity" in df.columns else df
+        if len(rows) and rows.groupby("run")["layer"].nunique().max() < 2:  # (a dot: the standard set says why)
+            from gradflow.plots.standard import one_point_reason
+
+            raise GradflowError(f"no profile of {q} to draw: {one_point_reason(df, rows)}")
         fig = figures.profile(df, q, step=step, color=o.color, facet=o.facet, by_source=o.by_source)
         return fig, f"profile-{q}-{_step_name(step)}" + tag("color", o.color) + tag("facet", o.facet)
     if kind == "heatmap":

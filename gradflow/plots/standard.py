@@ -122,7 +122,7 @@ def plan(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.Dat
                 # e.g. a frozen backbone's weight gradient: its head's alone. A recurrent net's is one point by
                 # design (its time steps share the weights), never drawn, so not said each time either
                 if not (q == "grad_norm" and is_recurrent(layers)):
-                    skip(f"profile-{q}", _one_point(layers, rows))
+                    skip(f"profile-{q}", one_point_reason(layers, rows))
                 continue
             if (rows["step"] == 0).any():
                 _emit_profiles(emit, probed, q, 0, facet)
@@ -139,7 +139,7 @@ def plan(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.Dat
         if single and spread and probed["step"].nunique() > 1:
             emit(f"heatmap-{spread[0]}", heatmap, probed, quantity=spread[0])
         elif single and not spread:
-            skip("heatmap", _one_point(layers, probed[probed["quantity"] == DRAWN[0]]))
+            skip("heatmap", one_point_reason(layers, probed[probed["quantity"] == DRAWN[0]]))
         elif single:
             skip("heatmap", f"step {int(probed['step'].min())} alone recorded")
     elif single and any(usable(df) for df in (metrics, hists, jacobian)):
@@ -230,7 +230,7 @@ def _hist_step0_runs(hists: pd.DataFrame) -> list[tuple[list, str]]:
     return list(zip(groups, names))
 
 
-def _one_point(layers: pd.DataFrame, rows: pd.DataFrame) -> str:
+def one_point_reason(layers: pd.DataFrame, rows: pd.DataFrame) -> str:
     """Why a quantity (its `rows`) has no profile: no layer with a value, or one only per run; a layer probed
     without one but with a weight norm is frozen (requires_grad=False: a fine-tuning study's backbone, whose
     gradient cells are masked, as `gradflow run`'s table notes say); one without a weight has none of its own."""
