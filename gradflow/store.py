@@ -956,7 +956,9 @@ def load(path: str | Path, table: str = "layers", include_stale: bool = False,
     incomplete runs always are (their tables are not whole). `listed`: `runs(path)`, when the caller
     reads several tables of the same folder (each would otherwise read every run.json again)."""
     if table not in TABLE_FILES:
-        raise GradflowError(f"table={table!r} is not allowed; choices: {', '.join(TABLE_FILES)}, runs")
+        choices = [*TABLE_FILES, "runs"]
+        raise GradflowError(f"table={table!r} is not allowed{did_you_mean(str(table), choices)}; choices: "
+                            f"{', '.join(choices)}")
     filename = TABLE_FILES[table]
     tables, configs, metas = [], [], []
     for r in runs(path) if listed is None else listed:

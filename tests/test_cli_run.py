@@ -89,6 +89,10 @@ def test_load_run_and_folder_has_config_columns(run_job, results):
     assert len(both) == 2 * len(one)
     metrics = gradflow.load(results / "s", table="metrics")
     assert {"split", "metric", "value", "seed", "model.width"} <= set(metrics.columns)
+    from gradflow.errors import GradflowError  # a table misspelled: the nearest named, as the CLI names it
+
+    with pytest.raises(GradflowError, match=r"^table='layer' is not allowed \(did you mean layers\?\); choices: "):
+        gradflow.load(a, "layer")
 
 
 def test_same_seed_same_numbers(run_job):
