@@ -6,7 +6,9 @@
 
 The model is any nn.Module: gradflow finds its weight layers (here the Linear
 layers and the attention projections) in the order they run, and reads
-activation statistics from the nn.Tanh / nn.ReLU modules that follow them.
+activation statistics where an activation module consumes a layer's output
+(the body's nn.Tanh); the embedding's torch.relu is a function, no module,
+so its statistics are masked.
 The config's model.depth counts the weight layers before the head, as
 `gradflow run` does: 9 for the default 6 body layers.
 """
