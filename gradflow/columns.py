@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -388,10 +389,19 @@ def short_studies(studies: list[str], budgets: tuple[int, ...] = (20, 28, 36)) -
     """Studies for a table column: each longer than a budget as its first and last folders around "…"
     (home/u/…/results/depth-study), at the smallest budget that keeps them distinct; whole where none does.
     Several paths far apart (`ls results/a /scratch/u/results/b`) named each study by its folders from the
-    one both are under, and a study three folders deep took 90 columns, leaving no result at 80."""
+    one both are under, and a study three folders deep took 90 columns, leaving no result at 80. A study
+    beside others in its folder (a reproduction's arms, he2015-quick/train and he2015-quick/init) keeps some
+    of that folder's name: `…/chi1` and `…/grid`, distinct, said nothing of the experiment they are arms of."""
+    parents = Counter(s.rpartition("/")[0] for s in set(studies))
+
+    def keeps_parent(short: str, study: str) -> bool:
+        parent = study.rpartition("/")[0]
+        shown = short.rpartition("/")[0]  # (what is left of the folders above it)
+        return parents[parent] < 2 or short == study or bool(shown) and not shown.endswith("…")
+
     for budget in budgets:
         short = [_short_study(s, budget) for s in studies]
-        if len(set(short)) == len(set(studies)):
+        if len(set(short)) == len(set(studies)) and all(keeps_parent(a, s) for a, s in zip(short, studies)):
             return short
     return studies
 

@@ -1171,3 +1171,16 @@ def test_ls_of_several_paths_says_what_is_not_run_and_which_folder_to_clean(tmp_
         assert out.exit_code == 1 and len(out.output.strip().splitlines()) <= 3, out.output
         assert f"holds no runs yet: none of its sweep's 2 runs has begun; `gradflow sweep" in said, said
         assert f"results={tmp_path / 'cut'} --name s` runs them" in said, said
+
+
+def test_a_study_beside_others_in_its_folder_keeps_that_folders_name():
+    # two reproductions' arms: at its 20 characters the study column read he2015-quick/train, then …/chi1 and
+    # …/grid, distinct but naming no experiment; a study alone in its folder still loses the folders between
+    from gradflow.columns import short_studies
+
+    arms = ["he2015-quick/train", "he2015-quick/init", "schoenholz2017-quick/chi1", "schoenholz2017-quick/grid"]
+    assert short_studies(arms * 2) == arms * 2
+    deep = [f"reproduce/{a}" for a in arms]  # (35 characters: whole at the widest budget)
+    assert short_studies(deep) == deep
+    apart = ["lab/results/depth", "scratch/a-rather-long-folder-name/with-another-level-below-it/results/width"]
+    assert short_studies(apart) == ["lab/results/depth", "scratch/…/width"]
