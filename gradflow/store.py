@@ -836,15 +836,32 @@ def find_runs(path: Path) -> list[Path]:
                    if not any(part == FIGURES_DIR or is_staging(part) for part in p.relative_to(path).parts)),
                   key=natural_key)
     if not runs:
-        from gradflow.summary import not_run, not_run_note  # (summary reads the runs through this module)
-
-        planned = not_run(path, {}, [])  # a sweep cut short before its first run began: how to run it
-        if len(planned) == 1 and not planned[0].running:
-            raise GradflowError(f"{path} holds no runs yet: none of its sweep's {planned[0].points} runs has begun; "
-                                f"`{planned[0].command}` runs them")
+        # a sweep cut short before its first run began: how to run it
+        planned = [(sweep, spec) for sweep, spec in specs_of([path]) if spec and isinstance(spec.get("runs"), dict)]
+        if len(planned) == 1:
+            (sweep, spec), running = planned[0], writer(planned[0][0])
+            how = (f"the sweep is running ({running[0]})" if running else
+                   f"`{resume_command(sweep, spec)}` runs them")
+            raise GradflowError(f"{path} holds no runs yet: none of its sweep's {len(spec['runs'])} runs has "
+                                f"begun; {how}")
         raise GradflowError(f"{path} holds no runs (no {RUN_FILE} below it)"
-                            + (f"; {not_run_note(planned)}" if planned else ""))
+                            + (f"; none of its {len(planned)} sweeps' runs has begun: `gradflow ls SWEEP` gives "
+                               "each one's command" if planned else ""))
     return runs
+
+
+def resume_command(sweep: Path, spec: dict) -> str:
+    """The sweep's command with its folder absolute (`results=results` ran it from one place; `ls` may run
+    from another, and the folder may have been copied or renamed)."""
+    import shlex
+
+    if spec.get("points") is not None and spec.get("command"):  # (its --points FILE is as given)
+        return str(spec["command"])
+    kept = [str(o) for o in spec.get("overrides") or []
+            if str(o).split("=", 1)[0].lstrip("+~") not in ("results", "name")]  # (overrides.override_key)
+    sweep = sweep.resolve()
+    return " ".join(["gradflow sweep", *map(shlex.quote, kept), shlex.quote(f"results={sweep.parent}"),
+                     "--name", shlex.quote(sweep.name)])
 
 
 def run_config(job_dir: Path, rec: dict | None = None) -> dict[str, Any]:

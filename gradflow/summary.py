@@ -558,7 +558,7 @@ def not_run(path: Path, there: dict[str, str], where: list[tuple[str, str]],
         missing = sum(job not in there for job in jobs)
         redo = Counter(there[job] for job in jobs if job in there and there[job] not in KEPT_ON_RESUME)
         if missing or redo:
-            found.append(NotRun(sweep, prefix, missing, len(spec["runs"]), _resume_command(sweep, spec),
+            found.append(NotRun(sweep, prefix, missing, len(spec["runs"]), store.resume_command(sweep, spec),
                                 store.writer(sweep), {k: redo[k] for k in store.STATUSES if redo[k]}))
     return found
 
@@ -593,18 +593,3 @@ def _job_matches(job: str, column_key: str, value: str) -> bool:
         if column_key in (key.lstrip("+~"), f"{key.lstrip('+~')}.name"):  # (init=... sets init.name)
             return bool(matches_any(pd.Series([v]), value).iloc[0])  # (--where depth=2,3: its runs not run too)
     return True
-
-
-def _resume_command(sweep: Path, spec: dict) -> str:
-    """The sweep's command with its folder absolute (`results=results` ran it from one place; `ls` may run
-    from another, and the folder may have been copied or renamed)."""
-    import shlex
-
-    from gradflow.overrides import override_key
-
-    if spec.get("points") is not None and spec.get("command"):  # (its --points FILE is as given)
-        return str(spec["command"])
-    kept = [str(o) for o in spec.get("overrides") or [] if override_key(str(o)) not in ("results", "name")]
-    sweep = sweep.resolve()
-    return " ".join(["gradflow sweep", *map(shlex.quote, kept), shlex.quote(f"results={sweep.parent}"),
-                     "--name", shlex.quote(sweep.name)])
