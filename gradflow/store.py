@@ -850,6 +850,15 @@ def find_runs(path: Path) -> list[Path]:
     return runs
 
 
+def grid_keys(path: Path) -> list[str]:
+    """The keys the sweep at `path` sweeps as a grid, every combination of their values (its spec's); [] where
+    `path` is no sweep, or one of --points (any list of points)."""
+    spec = sweep_spec(path)
+    if not spec or not isinstance(spec.get("runs"), dict) or spec.get("points") is not None:
+        return []
+    return [str(k) for k in spec.get("swept") or []]
+
+
 def resume_command(sweep: Path, spec: dict) -> str:
     """The sweep's command with its folder absolute (`results=results` ran it from one place; `ls` may run
     from another, and the folder may have been copied or renamed)."""

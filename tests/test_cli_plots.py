@@ -153,6 +153,30 @@ def test_a_sweep_over_inits_with_different_keys_is_still_a_depth_sweep(results):
     assert bar.get_xlabel() == f"grey:\n{sw2}\nnot set"
 
 
+def test_a_sweep_cut_short_is_drawn_by_its_keys(results, tmp_path):
+    # depth 2 under two inits and depth 4 under one (the fourth run not yet done) is no full grid: its figures
+    # drew one legend entry per run, by its folder name, and no ratio against depth, until the sweep ended
+    from gradflow.plots.kinds import Options, draw, load_table
+
+    cut = tmp_path / "cut"
+    shutil.copytree(_sweep(results, "whole", "model.depth=2,4", "init=standard,xavier_normal"), cut)
+    shutil.rmtree(cut / "init=xavier_normal,model.depth=4")
+    shutil.rmtree(cut / "figures", ignore_errors=True)
+    out = invoke("plot", cut)
+    assert out.exit_code == 0, out.output
+    assert {"ratio-init.png", "ratio-signal_norm-init.png"} <= {p.name for p in printed_paths(out)}, out.output
+    fig, _ = draw("profile", load_table(cut, "layers"), Options(quantity="signal_norm", step=0))
+    texts = [t.get_text() for lg in fig.legends for t in lg.get_texts()]
+    titles = [lg.get_title().get_text() for lg in fig.legends]
+    assert texts[:2] == ["standard", "xavier_normal"] and "depth=4" in texts, texts
+    assert not any("," in t for t in texts) and "run" not in titles, (texts, titles)
+    # runs of no sweep (a folder of single runs) are still one entry each
+    for name in ("init=standard,model.depth=2", "init=xavier_normal,model.depth=4"):
+        shutil.copytree(cut / name if (cut / name).exists() else results / "whole" / name, tmp_path / "loose" / name)
+    fig, _ = draw("profile", load_table(tmp_path / "loose", "layers"), Options(quantity="signal_norm", step=0))
+    assert [lg.get_title().get_text() for lg in fig.legends] == ["run"]
+
+
 @pytest.mark.parametrize("args, name", [
     (["--kind", "profile", "--step", "0", "--color", "model.depth", "--facet", "model.activation",
       "--quantity", "signal_norm"], "profile-signal_norm-step0-color-model.depth-facet-model.activation.png"),
