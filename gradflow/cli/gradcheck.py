@@ -68,6 +68,12 @@ def gradcheck(
                    f"exactly 0 at these weights, as a dead channel's bias: {shorten(where, 120)}): judged against "
                    "the one-sided difference backprop takes there (PyTorch's relu'(0) = 0, for one), not the central one, "
                    "which straddles the kink")
+    if r.crossed:
+        where = ", ".join(f"{p.name} {p.crossed}" for p in r.params if p.crossed)
+        print_note(f"{r.crossed} entr{'y' if r.crossed == 1 else 'ies'} left out: within ±2 eps of "
+                   f"{'it' if r.crossed == 1 else 'them'} an activation's input crosses its kink on both sides "
+                   f"({shorten(where, 120)}), where neither the central nor a one-sided difference resolves the "
+                   "gradient")
     vague = r.unresolved()
     if vague:
         print_note(f"warning: {vague}", style="bold yellow")
@@ -83,7 +89,8 @@ def gradcheck(
         raise typer.Exit(1)
     if vague:
         print_note("FAIL: too few tensors resolved for the agreement to mean anything (warning above); a net "
-                   "whose gradients are mostly tiny (small, or with dead units) resolves more with more width or "
+                   "whose gradients are mostly tiny (vanishing: relu under Xavier, whose init=kaiming_normal keeps "
+                   "them; small; or with dead units) resolves more with an init that keeps them, more width or "
                    "channels, or another seed", style="bold red")
         raise typer.Exit(1)
     at_kinks = f"; {r.kinks} at a kink, with a one-sided difference" if r.kinks else ""
