@@ -579,7 +579,7 @@ def critical_sw2(activation: str, sb2: float, bracket: tuple[float, float] = CRI
     lo, hi = bracket
     f_lo, f_hi = f(lo), f(hi)
     if (f_lo > 0) == (f_hi > 0) and f_lo != 0 and f_hi != 0:
-        raise GradflowError(
+        raise NoEdge(
             f"activation={activation!r}, sb2={sb2}: chi_1 does not cross 1 for sw2 in [{lo}, {hi}] "
             f"(chi_1 = {f_lo + 1:.4g} .. {f_hi + 1:.4g}), so there is no edge of chaos there")
     from scipy.optimize import brentq
@@ -592,11 +592,16 @@ def critical_sw2(activation: str, sb2: float, bracket: tuple[float, float] = CRI
         root = brentq(f, lo, under, xtol=1e-12)
     if abs(f(root)) > 1e-6:  # Brent closed in on a discontinuity, not a root
         below, above = point(activation, root * (1 - 1e-9), sb2), point(activation, root * (1 + 1e-9), sb2)
-        raise GradflowError(
+        raise NoEdge(
             f"activation={activation!r}, sb2={sb2}: no edge of chaos; chi_1 jumps over 1 at sw2 = {root:.6g} "
             f"(from {below.chi1:.4g} to {above.chi1:.4g}) where the fixed point reached from q = 1 jumps "
             f"from q* = {below.q_star:.4g} to {above.q_star:.4g}")
     return root
+
+
+class NoEdge(GradflowError):
+    """critical_sw2's answer where there is no edge of chaos at that sb2 (chi_1 jumps over 1, or does not reach
+    it): a finding about the activation, which `gradflow theory --critical` prints as such, not a mistake."""
 
 
 # --- free probability: the input-output Jacobian's spectrum ------------------------------------------

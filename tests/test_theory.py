@@ -788,9 +788,15 @@ def test_cli_missing_sw2(invoke):
     assert "--sw2" in out.output and "--critical" in out.output and "Traceback" not in out.output
 
 
-def test_cli_no_edge_of_chaos(invoke):
+def test_cli_no_edge_of_chaos_is_an_answer(invoke):
+    # gelu at sb2 = 0.05 has none (chi_1 jumps over 1): a finding, said as "none" with why, exit 0 (it was an
+    # `error:` and exit 1, which a script read as a failure); --json gives null with the reason
     out = invoke("--activation", "gelu", "--sb2", "0.05", "--critical")
-    assert out.exit_code == 1 and "no edge of chaos" in out.output and "Traceback" not in out.output
+    text = " ".join(out.output.split())
+    assert out.exit_code == 0 and "critical σ_w² │ none │" in text, out.output
+    assert "note: no edge of chaos; chi_1 jumps over 1 at sw2 = " in text and "error" not in text, out.output
+    got = json.loads(invoke("--activation", "gelu", "--sb2", "0.05", "--critical", "--json").output)
+    assert got["critical_sw2"] is None and got["why"].startswith("no edge of chaos; chi_1 jumps over 1"), got
 
 
 def test_cli_large_sw2_is_chaotic(invoke):

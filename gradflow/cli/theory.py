@@ -167,7 +167,20 @@ def _show_point(mf: theory.MeanField, depth: int | None, digits: int, as_json: b
 
 
 def _show_critical(name: str, sb2: float, digits: int, as_json: bool) -> None:
-    sw2 = theory.critical_sw2(name, sb2)
+    try:
+        sw2 = theory.critical_sw2(name, sb2)
+    except theory.NoEdge as e:  # an answer (gelu at sb2 = 0: chi_1 jumps over 1), exit 0, as any other
+        why = str(e).split(": ", 1)[-1]
+        if as_json:
+            _print_json({"activation": name, "sb2": sb2, "critical_sw2": None, "q_star": None, "why": why})
+            return
+        table = Table(title=f"edge of chaos: {name}, σ_b² = {sb2:g}", title_justify="left")
+        for column, justify in (("quantity", "left"), ("value", "right"), ("meaning", "left")):
+            table.add_column(column, justify=justify, style="dim" if column == "meaning" else None)
+        table.add_row("critical σ_w²", "none", "no σ_w² where χ₁ = 1 (note)")
+        print_table(table)
+        _note(f"{why}; another --sb2 may have one")
+        return
     q = theory.q_star(name, sw2, sb2)
     if as_json:
         _print_json({"activation": name, "sb2": sb2, "critical_sw2": sw2, "q_star": q})
