@@ -863,6 +863,17 @@ def test_the_phase_diagram_axes_colours_and_region_labels_are_where_theory_puts_
             np.testing.assert_allclose(x[1:], 2.0, atol=0.05)
 
 
+def test_a_narrow_regions_label_stays_off_its_edge():
+    # linear's ordered region, sigma_w^2 0.5-1 of 0.5-5: its label was centred 0.05 of sw2 from the edge line,
+    # its box across it; now at least half a small box's width (MIN_CLEARANCE of the axes) inside
+    from gradflow.plots.phase import MIN_CLEARANCE, phase_figure
+
+    ax = phase_figure("linear", resolution=(120, 60)).axes[0]
+    sw2, _ = _phase_texts(ax)["ordered"]
+    lo, hi = ax.get_xlim()
+    assert (1.0 - float(sw2)) / (hi - lo) >= MIN_CLEARANCE and float(sw2) > lo, (sw2, lo, hi)
+
+
 def test_a_phase_diagram_without_an_edge_says_which_phase_it_shows():
     from gradflow.plots.phase import phase_figure
 

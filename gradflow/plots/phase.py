@@ -176,10 +176,16 @@ def _label_spot(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[float, flo
     edge[0, :] = edge[-1, :] = True
     edge[:, 0] = edge[:, -1] = True
     ex, ey = xx[edge][::7], yy[edge][::7]  # a subsample of the boundary is enough for a label position
-    cand = inside & (xx > 0.09) & (xx < 0.91) & (yy > 0.08) & (yy < 0.92) & ~((xx > 0.55) & (yy > 0.7))
+    # (a narrow region, linear's ordered one of 0.5-1 in 0.5-5: at 0.09 from the frame the label sat on its edge)
+    cand = inside & (xx > 0.04) & (xx < 0.96) & (yy > 0.06) & (yy < 0.94) & ~((xx > 0.55) & (yy > 0.7))
     if not cand.any():
         return None
     cx, cy = xx[cand][::5], yy[cand][::5]
     dist = np.sqrt((cx[:, None] - ex[None, :]) ** 2 + (cy[:, None] - ey[None, :]) ** 2).min(axis=1)
     i = int(np.argmax(dist))
+    if dist[i] < MIN_CLEARANCE:  # no room for the label inside the region: the colour bar says which side it is
+        return None
     return float(x[0] + cx[i] * (x[-1] - x[0])), float(y[0] + cy[i] * (y[-1] - y[0])), float(dist[i])
+
+
+MIN_CLEARANCE = 0.045  # axes fraction from a label's centre to its region's edge: half its small box's width
