@@ -186,7 +186,7 @@ def transient_warning(df: pd.DataFrame) -> str:
     worst = float(bias[off.index].abs().max())
     fits = "1 run's chi1 fit starts" if len(off) == 1 else f"{len(off)} runs' chi1 fits start"
     # (a q* of 0, LIMIT_MARK's runs, is no point to start at: its length approaches it as ~1/l)
-    fix = ("fit deeper layers (q* = 0: no input starts there)" if all(_limit_only(r) for _, r in off.iterrows())
+    fix = ("fit deeper layers (q* = 0: no input starts there)" if all(limit_only(r) for _, r in off.iterrows())
            else "start at the fixed point with data.scale=qstar or fit deeper layers")
     return (f"warning: {fits} in the length map's transient (mean-field theory puts the fit up to "
             f"{worst:.1%} off chi1 at q*); {fix}")
@@ -315,7 +315,7 @@ LIMIT_NOTE = (f"{LIMIT_MARK}: chi1 theory's limit at q* = 0 (no bias), which the
               "~1/l: each layer's own chi1 stays below it, and a fit reads lower (gradflow theory)")
 
 
-def _limit_only(row: pd.Series) -> bool:
+def limit_only(row: pd.Series) -> bool:
     """Whether a run's chi1 theory is the limit of a forward length that decays to q* = 0 too slowly for the
     signal to follow it (theory.signal_law_applies): tanh under Xavier's sw2 = 1, sb2 = 0 reads chi1 = 1,
     "critical", where its measured chi1 is ~0.9 and its signal ratio at depth 20 ~0.4."""
@@ -327,7 +327,7 @@ def _cells(df: pd.DataFrame, key: str) -> list[str]:
     if key == "chi1_layers":
         return [_fit_cell(r) for _, r in df.iterrows()]
     if key == "chi1_theory":
-        return [fmt(r[key]) + LIMIT_MARK * _limit_only(r) for _, r in df.iterrows()]
+        return [fmt(r[key]) + LIMIT_MARK * limit_only(r) for _, r in df.iterrows()]
     if key.startswith("rate.") and key.endswith(".layers"):  # no fit: "-" as in chi1 fit (it was a blank cell)
         return [v if isinstance(v, str) and v else "-" for v in df[key]]
     return [fmt(v) for v in df[key]]

@@ -20,7 +20,7 @@ import pandas as pd
 from gradflow import store
 from gradflow.errors import GradflowError, did_you_mean
 from gradflow.keys import config_columns, n_distinct, ordered_values, swept_keys, vkey
-from gradflow.columns import RESULT_COLUMNS
+from gradflow.columns import RESULT_COLUMNS, limit_only
 
 # the numbers compared per source: column, row label, how two sources differ ("ratio" or "diff")
 # (column, its label: the header ls shows it under, how two sources' values are compared)
@@ -28,6 +28,8 @@ COMPARED = tuple((c, RESULT_COLUMNS[c][0], how) for c, how in (
     ("grad_ratio.init", "ratio"), ("signal_ratio.init", "ratio"), ("grad_ratio.final", "ratio"),
     ("chi1_measured", "diff"), ("chi1_theory", "diff"), ("final.train_loss", "diff"), ("final.train_acc", "diff"),
     ("final.test_acc", "diff")))  # (the training loss: a Recorder's loop may log nothing else)
+
+LIMIT = "chi1_limit"  # comparison's column: the cell's chi1 theory is only the q* = 0 limit's (columns.LIMIT_NOTE)
 
 # keys only some sources set (init.gain beside another init's init.mode), named one by one up to this many
 # per source; more (every key of `gradflow run` beside a Recorder's, a Gaussian source's data.*) go by group
@@ -167,6 +169,8 @@ def comparison(runs: pd.DataFrame, sources: Sequence[str], by: Sequence[str]) ->
                 row.update({k: g[k].iloc[0] for k in by})
             for col, _, _ in COMPARED:
                 row[col] = _median(g[col]) if col in g.columns and len(g) else math.nan
+            # (chi1 theory of the q* = 0 limit, tanh under Xavier: marked as ls marks it)
+            row[LIMIT] = bool(len(g)) and "chi1_theory" in g.columns and any(limit_only(r) for _, r in g.iterrows())
             rows.append(row)
     return pd.DataFrame(rows)
 

@@ -24,7 +24,7 @@ from gradflow import store
 from gradflow.cli import app
 from gradflow.compare import comparison, match_keys, pooled_keys, source_labels, unmatched
 from gradflow.fmt import fmt as number
-from tests.commands import piped
+from tests.commands import piped, terminal_width
 
 SMALL = ["data=gaussian", "data.n_train=128", "data.n_test=64", "data.dim=8", "model.width=8", "train.steps=4",
          "train.batch_size=32", "train.eval_every=2"]
@@ -786,6 +786,24 @@ def test_compare_table_numbers_are_per_source_medians(plain, batchnorm):
     table = comparison(betas, ["a", "b"], ["optim.betas"])
     assert sorted(zip(table["source"], table["runs"])) == [("a", 0), ("a", 2), ("b", 0), ("b", 1)]
     assert out.output.count("ratio init") == 2
+
+
+def test_compare_marks_a_chi1_theory_that_is_only_the_q_star_zero_limits():
+    # tanh under Xavier (sw2 = 1, sb2 = 0) read `chi1 theory 1` beside a measured ~0.9, unmarked, where ls and
+    # the report mark it 1† and say why; kaiming's 1.21 is a fixed point's, unmarked
+    from gradflow.cli.console import console
+    from gradflow.cli.plots import show_comparison
+
+    runs = pd.DataFrame({"source": ["a", "a", "b", "b"], "run": ["x", "k", "x", "k"], "status": ["ok"] * 4,
+                         "model.name": ["mlp"] * 4, "model.activation": ["tanh"] * 4,
+                         "init.name": ["xavier_normal", "kaiming_normal"] * 2,
+                         "chi1_theory": [1.0, 1.2098, 1.0, 1.2098], "chi1_measured": [0.91, 1.2, 0.90, 1.22]})
+    table = comparison(runs, ["a", "b"], ["init.name"])
+    with terminal_width(80), console.capture() as cap:
+        show_comparison(table, ["a", "b"], ["init.name"], {})
+    rows = [" ".join(ln.replace("│", " ").split()) for ln in cap.get().splitlines() if "│ chi1 theory" in ln]
+    assert rows == ["chi1 theory 1.21 1.21 +0", "chi1 theory 1† 1† +0"], cap.get()
+    assert "†: chi1 theory's limit at q* = 0 (no bias)" in " ".join(cap.get().split())
 
 
 def test_compare_never_pools_a_swept_key_whose_values_the_sources_do_not_share(plain, diverging, tmp_path):

@@ -34,7 +34,7 @@ from gradflow.plots.kinds import (
 from gradflow.keys import abbreviate, full_key, is_missing, partial_keys, partial_phrase, swept_keys
 from gradflow.plots.save import FORMATS, file_part, save
 from gradflow.plots.series import parse_step
-from gradflow.columns import FLAGGED, NOTES, in_time, mark_flagged
+from gradflow.columns import FLAGGED, LIMIT_MARK, LIMIT_NOTE, NOTES, in_time, mark_flagged
 from gradflow.summary import DEPTH_KEY, MODULE_DEPTH_NOTE, module_depth_rows
 
 COMPARE_DIR = Path("results") / "compare"
@@ -330,6 +330,8 @@ def show_comparison(table: pd.DataFrame, sources: list[str], by: list[str], diff
     for note in _comparison_notes(table, names, by, differ, shown, pooled, flagged, apart, partial, hidden, need,
                                   where, module_depth, runs):
         print_note(note)
+    if any(c == "chi1_theory" for c, _, _ in shown) and matching.LIMIT in table and table[matching.LIMIT].any():
+        print_note(LIMIT_NOTE)
 
 
 def _blocks(table: pd.DataFrame, sources: list[str], shown: list[tuple]) -> list[tuple[list[str], list[list[str]]]]:
@@ -347,7 +349,10 @@ def _blocks(table: pd.DataFrame, sources: list[str], shown: list[tuple]) -> list
         rows = [["runs", *status, *([""] * (len(sources) - 1))]]
         for col, label, how in shown:
             vals = [float(part.loc[s, col]) if part.loc[s, "runs"] else math.nan for s in sources]
-            rows.append([label, *(number(v, 3) for v in vals), *(_difference(vals[0], v, how) for v in vals[1:])])
+            marks = [LIMIT_MARK if col == "chi1_theory" and bool(part.loc[s].get(matching.LIMIT, False)) else ""
+                     for s in sources]
+            rows.append([label, *(number(v, 3) + m for v, m in zip(vals, marks)),
+                         *(_difference(vals[0], v, how) for v in vals[1:])])
         blocks.append((keys, rows))
     return blocks
 
