@@ -69,7 +69,7 @@ class ParamCheck:
     median_rel: float
     resolved: int = 0  # entries whose gradient (backprop's or the difference quotient's) reaches the floor
     kinks: int = 0  # entries that agree with a one-sided difference only: a kink at the weights
-    crossed: int = 0  # entries left out: a kink of an activation crossed within +-2 eps on both sides (`_kinked`)
+    crossed: int = 0  # entries judged with their units held on the pieces they have at the weights (`_Pieces`)
 
 
 @dataclass
@@ -96,7 +96,8 @@ class GradCheck:
 
     @property
     def crossed(self) -> int:
-        """Sampled entries left out: within +-2 eps of them an activation's input crosses a kink, on both sides."""
+        """Checked entries judged with the activations' units held on their pieces at the weights (`_Pieces`):
+        within eps of them some unit's input crosses a kink."""
         return sum(p.crossed for p in self.params)
 
     @property
@@ -258,8 +259,8 @@ def check_model(model: nn.Module, loss_fn, entries: int = 8, eps: float = EPS, s
         return abs(fd - g) / scale if scale > 0 else 0.0
 
     checks, fd_time, fd_count = [], 0.0, 0
-    sides = _Sides(model)
-    with torch.no_grad(), sides:
+    pieces = _Pieces(model)
+    with torch.no_grad():
         for name, p in named:
             flat, errors, resolved, kinks, crossed = p.view(-1), [], 0, 0, 0
             for i, g in zip(sample[name], grads[name]):
@@ -274,82 +275,81 @@ def check_model(model: nn.Module, loss_fn, entries: int = 8, eps: float = EPS, s
                 if err > TOL:  # (untimed: the cost projected is the central difference's)
                     here, up2, down2 = at(flat, i, orig), at(flat, i, orig + 2 * eps), at(flat, i, orig - 2 * eps)
                     flat[i] = orig
-                    one_sided = min(error((-3 * here + 4 * up - up2) / (2 * eps), g),
-                                    error((3 * here - 4 * down + down2) / (2 * eps), g))
+                    right, left = (-3 * here + 4 * up - up2) / (2 * eps), (3 * here - 4 * down + down2) / (2 * eps)
+                    one_sided = min(error(right, g), error(left, g))
                     if one_sided <= TOL:  # (agrees: a kink; a wrong backward, off by 1/3, stays the central's)
                         err, kinks = one_sided, kinks + 1
-                    elif sides.crossed_both(lambda v: at(flat, i, v), orig, eps):  # no difference resolves it
-                        flat[i] = orig
-                        crossed += 1
-                        continue
+                    elif (held := pieces.difference(lambda v: at(flat, i, v), orig, eps)) is not None and \
+                            error(held, g) <= TOL:  # units crossed kinks within the steps: the pieces at the weights
+                        err, crossed = error(held, g), crossed + 1
                     flat[i] = orig
                 resolved += max(abs(fd), abs(g)) >= floor
                 errors.append(err)
-            checks.append(ParamCheck(shown.get(id(p), name), flat.numel(), len(errors),
-                                     float(np.max(errors)) if errors else 0.0,
-                                     float(np.median(errors)) if errors else 0.0, resolved, kinks, crossed))
+            checks.append(ParamCheck(shown.get(id(p), name), flat.numel(), len(errors),  # (none judged: no error)
+                                     float(np.max(errors)), float(np.median(errors)), resolved, kinks, crossed))
     return GradCheck(checks, n_params, mode, grad_s, fd_time / max(fd_count, 1), loss=abs(value))
 
 
-# activations whose derivative jumps, and where: a central difference across such a point is off by O(1)
-def _kinks_of(m: nn.Module) -> tuple[float, ...]:
-    if isinstance(m, (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.RReLU)):
-        return (0.0,)
-    if isinstance(m, nn.Hardtanh):  # (ReLU6 is one: 0 and 6)
-        return (float(m.min_val), float(m.max_val))
-    if isinstance(m, (nn.Hardsigmoid, nn.Hardswish)):
-        return (-3.0, 3.0)
-    if isinstance(m, nn.Threshold):
-        return (float(m.threshold),)
-    return ()
+def _piece(m: nn.Module, x: torch.Tensor, at: torch.Tensor) -> torch.Tensor | None:
+    """Module `m`'s function of input `x` on the linear piece each unit had at input `at` (the weights' own):
+    ReLU x (where at > 0), LeakyReLU x or slope x, Hardtanh (ReLU6 too) x or its bound; None for any other
+    module. Its derivative is what backprop takes at `at` wherever no unit sits exactly on a kink."""
+    if isinstance(m, nn.ReLU):
+        return x * (at > 0)
+    if isinstance(m, nn.LeakyReLU):
+        return torch.where(at > 0, x, m.negative_slope * x)
+    if isinstance(m, nn.Hardtanh):
+        lo, hi = float(m.min_val), float(m.max_val)
+        return torch.where(at < lo, torch.full_like(x, lo), torch.where(at > hi, torch.full_like(x, hi), x))
+    return None
 
 
-class _Sides:
-    """Which side of its kinks each input of the model's kinked activation modules is on (`_kinks_of`), read by
-    forward pre-hooks while the block is open. A bias shifts a whole channel, 32 examples x 40 positions of
-    it: in a deep ReLU net under Xavier, whose units' inputs are small, some of them sat within eps of 0 on
-    both sides of the weights, and the entry failed both the central and the one-sided differences, backprop
-    being right (a CNN's conv6.bias: 0.0096)."""
+class _Pieces:
+    """The loss with each of the model's piecewise-linear activation modules (`_piece`) held on the piece its
+    units have at the weights, read by forward hooks registered only while `difference` runs (the timed
+    differences run without them). A bias shifts a whole channel, 32 examples x 40 positions of it: in a deep
+    ReLU net under Xavier, whose units' inputs are small, some sat within eps of a kink on both sides of the
+    weights, and the central and both one-sided differences missed a right backprop (a CNN's conv6.bias:
+    0.0096). On the pieces held, the loss is smooth about the weights, and its central difference is the
+    derivative backprop computes there: a wrong backward still disagrees with it."""
 
     def __init__(self, model: nn.Module):
-        self.modules = [(m, torch.tensor(k, dtype=torch.float64)) for m in model.modules() if (k := _kinks_of(m))]
-        self.seen: list[torch.Tensor] = []
-        self.handles: list = []
+        self.modules = [m for m in model.modules() if _piece(m, torch.zeros(1), torch.zeros(1)) is not None]
 
-    def __enter__(self):
-        self.handles = [m.register_forward_pre_hook(self._read(kinks)) for m, kinks in self.modules]
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for h in self.handles:
-            h.remove()
-
-    def _read(self, kinks: torch.Tensor):
-        def hook(module, args) -> None:
-            if self.reading and args and isinstance(args[0], torch.Tensor):
-                x = args[0].detach().reshape(-1, 1)
-                self.seen.append(torch.sign(x - kinks.to(x.dtype)).flatten())
-        return hook
-
-    reading = False
-
-    def _pattern(self, at_value, value: float) -> torch.Tensor:
-        self.seen, self.reading = [], True
-        try:
-            at_value(value)
-        finally:
-            self.reading = False
-        return torch.cat(self.seen) if self.seen else torch.zeros(0)
-
-    def crossed_both(self, at_value, orig: float, eps: float) -> bool:
-        """Whether, stepping the entry to orig +- eps and +- 2 eps (`at_value(v)` evaluates the loss there), an
-        input crosses a kink on both sides of orig: then neither the central difference nor a one-sided one
-        resolves the entry, whatever backprop computed. False without kinked modules."""
+    def difference(self, at_value, orig: float, eps: float) -> float | None:
+        """The central difference of the loss at orig +- eps (`at_value(v)` evaluates the loss there) with every
+        unit on the piece it has at orig; None where the model has no such module, or a call of one is not
+        repeated alike (its inputs change shape)."""
         if not self.modules:
-            return False
-        here = self._pattern(at_value, orig)
-        flips = [bool((self._pattern(at_value, orig + k * eps) != here).any()) for k in (-2, -1, 1, 2)]
-        return (flips[0] or flips[1]) and (flips[2] or flips[3])
+            return None
+        seen: list[torch.Tensor] = []
+        held = {"on": False, "k": 0, "ok": True}
+
+        def hook(module, args, out):
+            x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+            if x is None:
+                return None
+            if not held["on"]:
+                seen.append(x.detach().clone())
+                return None
+            k, held["k"] = held["k"], held["k"] + 1
+            if k >= len(seen) or seen[k].shape != x.shape:
+                held["ok"] = False
+                return None
+            return _piece(module, x, seen[k].to(x.device))
+
+        handles = [m.register_forward_hook(hook) for m in self.modules]
+        try:
+            at_value(orig)
+            held["on"] = True
+            values = []
+            for v in (orig + eps, orig - eps):
+                held["k"] = 0
+                values.append(at_value(v))
+        finally:
+            for h in handles:
+                h.remove()
+        return (values[0] - values[1]) / (2.0 * eps) if held["ok"] else None
 
 
 def gradcheck(cfg, entries: int = 8, batch: int = 32, eps: float = EPS) -> GradCheck:

@@ -120,28 +120,44 @@ def test_a_kink_at_the_weights_is_judged_by_the_one_sided_difference(mode):
         assert {p.name: p for p in wrong.params}["first.bias"].max_rel == pytest.approx(1 / 3, rel=1e-4)
 
 
-def test_an_entry_with_kinks_crossed_on_both_sides_is_left_out_and_a_wrong_backward_still_fails():
+def test_an_entry_whose_steps_cross_kinks_is_judged_on_the_pieces_at_the_weights():
     """Two ReLU inputs 0.5e-6 above and 0.2e-6 below 0: a step of eps = 1e-6 of their bias crosses a kink on
     each side, so the central difference reads 3.15 and the one-sided ones 3.7 and 2.75 for backprop's
-    right 3 (the default CNN's conv6.bias failed so, at 0.0096). Such an entry is left out, and counted; the
-    weight's entries, which cross nothing, still judge the backward, and a wrong one fails."""
-    def net(scale: float = 1.0) -> nn.Module:
+    right 3 (the default CNN's conv6.bias failed so, at 0.0096). With each unit held on the piece it has at
+    the weights the loss is smooth, and its difference is 3: the entry agrees, counted as crossed. A bias
+    gradient wrong by any factor (10, -1, 1.5) disagrees with that difference too, and fails."""
+    def net(scale: float = 1.0, tensor: str = "weight") -> nn.Module:
         model = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 1)).double()
         with torch.no_grad():
             for layer in (model[0], model[2]):
                 layer.weight.fill_(1.0)
                 layer.bias.zero_()
         if scale != 1.0:
-            model[0].weight.register_hook(lambda g: scale * g)
+            getattr(model[0], tensor).register_hook(lambda g: scale * g)
         return model
 
     x = torch.tensor([[0.5e-6], [-0.2e-6], [1.0], [2.0]], dtype=torch.float64)
     r = check_model(net(), lambda m: m(x).sum(), entries=1)
     p = {p.name: p for p in r.params}
-    assert p["0.bias"].crossed == 1 and p["0.bias"].checked == 0 and r.crossed == 1, [vars(q) for q in r.params]
-    assert r.max_rel < BOUND and p["0.weight"].checked == 1 and p["0.weight"].resolved == 1
-    wrong = check_model(net(1.5), lambda m: m(x).sum(), entries=1)
+    assert p["0.bias"].crossed == 1 and p["0.bias"].checked == 1 and r.crossed == 1, [vars(q) for q in r.params]
+    assert p["0.bias"].max_rel < BOUND and r.max_rel < BOUND and p["0.bias"].resolved == 1
+    wrong = check_model(net(1.5), lambda m: m(x).sum(), entries=1)  # (the weight's: no kink crossed, judged plainly)
     assert wrong.max_rel == pytest.approx(1 / 3, rel=1e-4) and wrong.crossed == 1
+    for scale in (10.0, -1.0, 1.5):
+        wrong = check_model(net(scale, "bias"), lambda m: m(x).sum(), entries=1)
+        bias = {p.name: p for p in wrong.params}["0.bias"]
+        assert bias.crossed == 0 and bias.max_rel > 0.1, (scale, vars(bias))
+    # a net without piecewise-linear modules (functional relu) keeps the plain differences' verdict
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = net()[0], net()[2]
+
+        def forward(self, h):
+            return self.b(torch.relu(self.a(h)))
+
+    plain = check_model(Functional(), lambda m: m(x).sum(), entries=1)
+    assert plain.crossed == 0 and plain.max_rel > 0.01
 
 
 def test_the_cli_passes_a_cnn_with_dead_channels_and_names_where_the_kinks_are(cli):

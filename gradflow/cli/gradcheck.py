@@ -70,10 +70,11 @@ def gradcheck(
                    "which straddles the kink")
     if r.crossed:
         where = ", ".join(f"{p.name} {p.crossed}" for p in r.params if p.crossed)
-        print_note(f"{r.crossed} entr{'y' if r.crossed == 1 else 'ies'} left out: within ±2 eps of "
-                   f"{'it' if r.crossed == 1 else 'them'} an activation's input crosses its kink on both sides "
-                   f"({shorten(where, 120)}), where neither the central nor a one-sided difference resolves the "
-                   "gradient")
+        print_note(f"{r.crossed} entr{'y' if r.crossed == 1 else 'ies'} judged with every activation held on its "
+                   f"linear piece at the weights ({shorten(where, 120)}): within eps of "
+                   f"{'it' if r.crossed == 1 else 'them'} some unit's input crosses a kink, so the plain differences "
+                   "mix two pieces; held, the loss is smooth there and its difference is the derivative backprop "
+                   "takes")
     vague = r.unresolved()
     if vague:
         print_note(f"warning: {vague}", style="bold yellow")
