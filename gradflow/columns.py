@@ -5,7 +5,6 @@ table. The numbers themselves come from `gradflow.summary` (one row per run); th
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from gradflow.keys import abbreviate, full_key, swept_keys
 from gradflow.probes.quantities import QUANTITIES
 from gradflow.summary import (BLOCKS, DECLARED, DEPTH_KEY, MODULE_DEPTH_NOTE, RESIDUAL_STREAM, STUDY, TRANSIENT_TOL,
                               UNREADABLE, module_depth_rows, run_folders, runs_table, study_of)
-from gradflow.theory import FIT_TRIM, predict, signal_law_applies
+from gradflow.theory import FIT_TRIM, predict, q_zero_limit
 
 
 def listing(path: str | Path | list[Path], rates: Iterable[str] = (), steps: Iterable[str] = ()
@@ -320,7 +319,7 @@ def limit_only(row: pd.Series) -> bool:
     signal to follow it (theory.signal_law_applies): tanh under Xavier's sw2 = 1, sb2 = 0 reads chi1 = 1,
     "critical", where its measured chi1 is ~0.9 and its signal ratio at depth 20 ~0.4."""
     mf = predict(row.dropna().to_dict()) if np.isfinite(row.get("chi1_theory", np.nan)) else None
-    return mf is not None and math.isfinite(mf.chi1) and not signal_law_applies(mf.activation, mf.q_star, mf.chi1)
+    return mf is not None and q_zero_limit(mf)
 
 
 def _cells(df: pd.DataFrame, key: str) -> list[str]:

@@ -196,8 +196,7 @@ def theory_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
         rows.append({"activation": act, "σ_w²": sw2, "σ_b²": sb2, "q*": mf.q_star, "ξ_q": mf.xi_q, "ξ_c": mf.xi_c,
                      "phase": mf.phase,
                      # (the q* = 0 limit's, which the signal never follows: columns.LIMIT_NOTE under the table)
-                     "χ₁ theory": fmt(mf.chi1) + columns.LIMIT_MARK * (not theory.signal_law_applies(act, mf.q_star,
-                                                                                                    mf.chi1)),
+                     "χ₁ theory": fmt(mf.chi1) + columns.LIMIT_MARK * theory.q_zero_limit(mf),
                      "χ₁ measured (mean)": sum(finite) / len(finite) if finite else math.nan,
                      # the runs the mean is over: a run too shallow for a fit has none (it said "runs 4" for 2)
                      "runs fitted": f"{len(finite)} of {len(measured)}"})

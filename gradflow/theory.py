@@ -458,6 +458,15 @@ def signal_law_applies(activation: str, q_star: float, chi1: float) -> bool:
     return activation in SCALE_FREE or (q_star <= Q_STAR_ZERO and chi1 <= FAST_TO_ZERO)
 
 
+def q_zero_limit(mf) -> bool:
+    """Whether the mean-field point `mf`'s chi1 is only the limit of a forward length that decays to q* = 0 too
+    slowly for the signal to follow it (tanh under Xavier, sw2 = 1, sb2 = 0: chi1 = 1, "critical", where a
+    depth-20 net's fit reads ~0.9), not a law the signal follows. Not a q* of infinity (elu at sw2 = 4, whose
+    chi1 ~2 is no q* = 0 limit either; signal_law_applies covers both)."""
+    return math.isfinite(mf.chi1) and mf.q_star <= Q_STAR_ZERO and not signal_law_applies(mf.activation, mf.q_star,
+                                                                                            mf.chi1)
+
+
 def _depth_scale(slope: float) -> float:
     """-1 / log(slope): layers over which a deviation from a fixed point shrinks by e (inf if slope >= 1)."""
     if slope >= 1.0:

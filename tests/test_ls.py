@@ -1023,6 +1023,12 @@ def test_a_chi1_theory_that_is_only_the_q_star_zero_limits_is_marked(inits):
     assert "(mean-field theory puts the fit up to 10.6% off chi1 at q*); fit deeper layers (q* = 0: no input" in flat
     kept = gradflow("ls", str(inits), "--where", "model.activation=relu", "--wide", columns=200)
     assert "†" not in kept, kept
+    # a q* of infinity is no such limit (elu at sw2 = 4: chi1 ~2, chaotic), nor a q* > 0 (tanh under kaiming)
+    from gradflow.columns import limit_only
+
+    for config in ({"model.activation": "elu", "init.name": "meanfield", "init.sw2": 4.0, "init.sb2": 0.1},
+                   {"model.activation": "tanh", "init.name": "kaiming_normal"}):
+        assert not limit_only(pd.Series({"model.name": "mlp", "chi1_theory": 2.0, **config})), config
 
 
 def test_a_recurrent_nets_notes_speak_of_time_steps_and_the_head():
