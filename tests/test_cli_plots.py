@@ -170,6 +170,11 @@ def test_a_sweep_cut_short_is_drawn_by_its_keys(results, tmp_path):
     titles = [lg.get_title().get_text() for lg in fig.legends]
     assert texts[:2] == ["standard", "xavier_normal"] and "depth=4" in texts, texts
     assert not any("," in t for t in texts) and "run" not in titles, (texts, titles)
+    # the report page draws it so too (its own reading of the tables had no ratio figures)
+    from gradflow import report
+
+    names = [name for name, _ in report.figures([cut], gradflow.load(cut, table="runs"))[0]]
+    assert {"ratio-init", "ratio-signal_norm-init"} <= set(names), names
     # runs of no sweep (a folder of single runs) are still one entry each
     for name in ("init=standard,model.depth=2", "init=xavier_normal,model.depth=4"):
         shutil.copytree(cut / name if (cut / name).exists() else results / "whole" / name, tmp_path / "loose" / name)
