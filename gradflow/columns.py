@@ -399,15 +399,24 @@ def short_studies(studies: list[str], budgets: tuple[int, ...] = (20, 28, 36)) -
         return parents[parent] < 2 or short == study or bool(shown) and not shown.endswith("…")
 
     for budget in budgets:
-        short = [_short_study(s, budget) for s in studies]
+        short = [_short_study(s, budget, parents[s.rpartition("/")[0]] > 1) for s in studies]
         if len(set(short)) == len(set(studies)) and all(keeps_parent(a, s) for a, s in zip(short, studies)):
+            return short
+    for budget in budgets:  # (no budget keeps every arm's folder: the shortest that keeps them distinct)
+        short = [_short_study(s, budget) for s in studies]
+        if len(set(short)) == len(set(studies)):
             return short
     return studies
 
 
-def _short_study(study: str, budget: int) -> str:
+def _short_study(study: str, budget: int, parent: bool = False) -> str:
+    """`study` in `budget` characters; `parent`: its folder's name kept with its own (…/he2015-quick/train)."""
     if len(study) <= budget:
         return study
+    tail = "/".join(study.split("/")[-2:])
+    if parent and study.count("/") >= 2 and len(tail) + 2 <= budget:
+        kept = ellipsize(study.split("/"), "/", budget)
+        return "/".join(kept) if kept is not None and "/".join(kept).endswith("/" + tail) else f"…/{tail}"
     kept = ellipsize(study.split("/"), "/", budget)  # whole folders from each end
     if kept is not None and kept[-1] != "…":
         return "/".join(kept)

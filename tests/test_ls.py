@@ -1187,7 +1187,12 @@ def test_a_study_beside_others_in_its_folder_keeps_that_folders_name():
 
     arms = ["he2015-quick/train", "he2015-quick/init", "schoenholz2017-quick/chi1", "schoenholz2017-quick/grid"]
     assert short_studies(arms * 2) == arms * 2
-    deep = [f"reproduce/{a}" for a in arms]  # (35 characters: whole at the widest budget)
-    assert short_studies(deep) == deep
+    deep = [f"reproduce/{a}" for a in arms]  # (35 characters: the folders above the experiment give way)
+    assert short_studies(deep) == [*deep[:2], "…/schoenholz2017-quick/chi1", "…/schoenholz2017-quick/grid"]
     apart = ["lab/results/depth", "scratch/a-rather-long-folder-name/with-another-level-below-it/results/width"]
     assert short_studies(apart) == ["lab/results/depth", "scratch/…/width"]
+    # arms whose folder and name outrun every budget are cut as before, and take no one else's cut with them
+    # (every study came back whole, an unrelated long path too)
+    long = ["results/skipinit2020-quick/resnet_batchnorm", "results/skipinit2020-quick/resnet_skipinit",
+            "home/user/projects/2024/experiments/results/depth-study"]
+    assert short_studies(long) == ["…/resnet_batchnorm", "…/resnet_skipinit", "home/…/depth-study"]
