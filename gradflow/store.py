@@ -840,8 +840,9 @@ def find_runs(path: Path) -> list[Path]:
         planned = [(sweep, spec) for sweep, spec in specs_of([path]) if spec and isinstance(spec.get("runs"), dict)]
         if len(planned) == 1:
             (sweep, spec), running = planned[0], writer(planned[0][0])
-            how = (f"the sweep is running ({running[0]})" if running else
-                   f"`{resume_command(sweep, spec)}` runs them")
+            command = f"`{resume_command(sweep, spec)}` runs them"
+            how = (f"the sweep is running ({running[0]})" if running and running[1] else  # (as not_run_note says it)
+                   f"the sweep may be running ({running[0]}); if it is not, {command}" if running else command)
             raise GradflowError(f"{path} holds no runs yet: none of its sweep's {len(spec['runs'])} runs has "
                                 f"begun; {how}")
         raise GradflowError(f"{path} holds no runs (no {RUN_FILE} below it)"

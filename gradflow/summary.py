@@ -579,9 +579,10 @@ def not_run_note(missing: list[NotRun]) -> str:
         if m.running:  # (a holder on another host: its lock is not to be seen from here)
             return f"{what}; the sweep may be running ({m.running[0]}); if it is not, `{m.command}` {does}"
         return f"{what}: `{m.command}` {does} (and keeps the runs done)"
-    each = ", ".join(f"{m.name} {m.missing} of {m.points} runs" + (f" ({sum(m.redo.values())} to rerun)" if m.redo
-                                                                   else "") + (" (running)" if m.running else "")
-                     for m in missing)
+    each = ", ".join((f"{m.name} {m.missing} of {m.points} runs" + (f" ({sum(m.redo.values())} to rerun)" if m.redo
+                                                                    else "") if m.missing else
+                      f"{m.name} {sum(m.redo.values())} of {m.points} runs to rerun")  # (not "0 of 6 runs")
+                     + (" (running)" if m.running else "") for m in missing)
     return f"not run yet: {each}; `gradflow ls SWEEP` gives the command that runs them"
 
 

@@ -823,6 +823,8 @@ def test_a_sweep_cut_short_keeps_its_swept_keys_and_says_what_is_not_run(swept, 
     flat = " ".join(gradflow("ls", str(full)).split())
     assert "not finished: 1 interrupted of the sweep's 6 runs: `gradflow sweep" in flat, flat
     assert "--name full` reruns them (and keeps the runs done)" in flat and "not run:" not in flat, flat
+    flat = " ".join(gradflow("ls", str(tmp_path)).split())  # (several sweeps: it read "full 0 of 6 runs")
+    assert "full 1 of 6 runs to rerun" in flat and "cut2 4 of 6 runs (1 to rerun)" in flat, flat
 
 
 def test_json_and_csv_give_steps_as_whole_numbers_beside_a_missing_one(run_job):
@@ -1178,6 +1180,13 @@ def test_ls_of_several_paths_says_what_is_not_run_and_which_folder_to_clean(tmp_
         assert out.exit_code == 1 and len(out.output.strip().splitlines()) <= 3, out.output
         assert f"holds no runs yet: none of its sweep's 2 runs has begun; `gradflow sweep" in said, said
         assert f"results={tmp_path / 'cut'} --name s` runs them" in said, said
+    # a holder on another host, whose lock is not to be seen from here: it may be running (it said "is running",
+    # and no command)
+    (tmp_path / "cut" / "s" / store.HOLDER_FILE).write_text(json.dumps({"pid": 7, "host": "elsewhere",
+                                                                        "command": "gradflow sweep"}))
+    said = " ".join(CliRunner().invoke(app, ["ls", str(tmp_path / "cut" / "s")]).output.split())
+    assert "none of its sweep's 2 runs has begun; the sweep may be running (pid 7 on elsewhere (gradflow sweep)); " \
+        "if it is not, `gradflow sweep" in said, said
 
 
 def test_a_study_beside_others_in_its_folder_keeps_that_folders_name():
