@@ -688,7 +688,8 @@ def _data(cfg) -> None:
         _at_least("data.n_train", d.n_train, 0)
         _at_least("data.n_test", d.n_test, 0)
         if not 0 < d.test_fraction < 1:
-            raise GradflowError(f"data.test_fraction={d.test_fraction} must be between 0 and 1")
+            raise GradflowError(f"data.test_fraction={d.test_fraction} must be strictly between 0 and 1 (both splits "
+                                "need examples)")
     if d.name == "recall":
         for k in ("pairs", "queries", "n_keys", "n_values", "n_train", "n_test"):
             _at_least(f"data.{k}", d[k])

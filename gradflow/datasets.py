@@ -335,9 +335,9 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     labels = batch.get(b"labels", batch.get("labels"))
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 \
             or labels is None or len(labels) != len(data):
-        shape = getattr(data, "shape", None)
+        shape, dtype = getattr(data, "shape", None), getattr(data, "dtype", type(data).__name__)
         raise GradflowError(f"{path} is not a CIFAR-10 batch (needs b'data' uint8 (N, 3072) and N b'labels', "
-                            f"got data {shape} and {None if labels is None else len(labels)} labels); "
+                            f"got data {dtype} {shape} and {None if labels is None else len(labels)} labels); "
                             "replace it with a fresh copy from cifar-10-python.tar.gz")
     labels = np.asarray(labels, dtype=np.int64)
     _check_labels(labels, path, "CIFAR-10")

@@ -289,7 +289,7 @@ def test_recall_needs_as_many_keys_as_pairs():
 def test_chars_needs_a_test_fraction_strictly_inside_0_1():
     compose(["model=transformer", "data=chars", "data.test_fraction=0.1", "train.batch_size=8"])
     for bad in ("0", "0.0", "1"):
-        with pytest.raises(GradflowError, match=r"data\.test_fraction=.* must be between 0 and 1"):
+        with pytest.raises(GradflowError, match=r"data\.test_fraction=.* must be strictly between 0 and 1"):
             compose(["model=transformer", "data=chars", f"data.test_fraction={bad}", "train.batch_size=8"])
 
 

@@ -229,6 +229,19 @@ def test_a_data_root_that_is_a_file_is_said_to_be_one(cli, tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_a_recurrent_model_on_images_is_one_line(cli, tmp_path):
+    # model=rnn (lstm, gru) on MNIST's (1, 28, 28) or CIFAR's (3, 32, 32): "building the data or the model
+    # failed: ValueError: too many values to unpack (expected 2)"
+    make_mnist(tmp_path / "mnist", gz=False, n_train=8, n_test=4)
+    for model in ("rnn", "lstm"):
+        out = cli("run", "data=mnist", f"data.root={tmp_path}", f"model={model}", "train.steps=1",
+                  "train.batch_size=4", f"results={tmp_path / 'results'}")
+        said = " ".join(out.output.split())
+        assert out.exit_code == 1 and said == (
+            f"error: data=mnist gives images (1 x 28 x 28): model={model} reads sequences, (T,) or (T, features), as "
+            "data=mnist1d or adding gives them; use model=mlp, cnn, resnet or transformer for images"), out.output
+
+
 # --- downloads ------------------------------------------------------------------------------------
 
 
@@ -330,6 +343,13 @@ def test_load_cifar10_errors(tmp_path):
     with pytest.raises(GradflowError, match="not a readable CIFAR-10 batch") as e:
         load_cifar10(tmp_path / "cut")
     assert str(batch) in one_line(e)
+
+    # float pixels: the dtype said (it read "got data (4, 3072)", the shape it needs)
+    make_cifar(folder)
+    content = pickle.loads(batch.read_bytes(), encoding="bytes")
+    batch.write_bytes(pickle.dumps({**content, b"data": content[b"data"].astype(np.float32)}, protocol=2))
+    with pytest.raises(GradflowError, match=r"got data float32 \(\d+, 3072\) and \d+ labels"):
+        load_cifar10(tmp_path / "cut")
 
     # a pickle that would run code is refused before anything runs
     class Evil:

@@ -45,7 +45,9 @@ def sweep(
                          "- {model.activation: tanh, init.sw2: 1.76, init.sb2: 0.05}", show_default=False,
         metavar="<path>")] = None,
 ) -> None:
-    """Run a grid of runs with Hydra multirun (any launcher); rerunning resumes where it stopped."""
+    """Run a grid of runs with Hydra multirun (any launcher); rerunning resumes where it stopped.
+
+    Every key a point can set, with its default and choices, is in `gradflow run --help`."""
     from gradflow import sweep as sweep_mod
 
     near_options(ctx, overrides)

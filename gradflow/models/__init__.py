@@ -45,6 +45,11 @@ def build(cfg, input_shape: tuple[int, ...], n_classes: int, per_step: bool = Fa
     if per_step and family is not Recurrent:
         raise GradflowError(f"data={cfg.data.name} needs an output per time step: use model=rnn, lstm, gru, "
                             "transformer or custom")
+    if family is Recurrent and len(input_shape) > 2:  # (it unpacked them as (T, features): "too many values")
+        shape = " x ".join(map(str, input_shape))
+        raise GradflowError(f"data={cfg.data.name} gives images ({shape}): model={cfg.model.name} reads sequences, "
+                            "(T,) or (T, features), as data=mnist1d or adding gives them; use model=mlp, cnn, "
+                            "resnet or transformer for images")
     if per_step:
         return Recurrent.from_config(cfg, input_shape, n_classes, per_step=True)
     return family.from_config(cfg, input_shape, n_classes)
