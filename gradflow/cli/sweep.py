@@ -36,7 +36,8 @@ def sweep(
     ctx: typer.Context,
     overrides: Annotated[Optional[list[str]], typer.Argument(
         help="Hydra multirun overrides: model.depth=5,10,20 norm=none,batchnorm seed=range(3) "
-             "hydra/launcher=joblib ...", show_default=False)] = None,
+             "hydra/launcher=joblib ... (every key, its default and choices: gradflow run --help)",
+        show_default=False)] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Results go to results/NAME/.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rerun runs that already finished.")] = False,
     report: Annotated[bool, typer.Option("--report", help="Write the HTML report page (gradflow report).")] = False,
@@ -45,9 +46,7 @@ def sweep(
                          "- {model.activation: tanh, init.sw2: 1.76, init.sb2: 0.05}", show_default=False,
         metavar="<path>")] = None,
 ) -> None:
-    """Run a grid of runs with Hydra multirun (any launcher); rerunning resumes where it stopped.
-
-    Every key a point can set, with its default and choices, is in `gradflow run --help`."""
+    """Run a grid of runs with Hydra multirun (any launcher); rerunning resumes where it stopped."""
     from gradflow import sweep as sweep_mod
 
     near_options(ctx, overrides)
