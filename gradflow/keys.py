@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from gradflow import store
 from gradflow.fmt import and_list
 
 
@@ -226,27 +227,16 @@ def single_value(df: pd.DataFrame, key: str) -> Any:
     return df[key].iloc[0]
 
 
-# a table's attrs: the columns of the keys its sweep's spec sweeps as a grid (`declare_grid`)
-DECLARED_GRID = "declared_grid"
-
-
-def declare_grid(tables, keys: Sequence[str]) -> None:
-    """Mark each of `tables` (one sweep's, as read from its folder) as the runs of a grid over `keys`, its spec's
-    (store.grid_keys): a sweep cut short, its runs so far no full grid (depth 10 under two inits, depth 20 under
-    one), is then drawn by its keys, as once it has ended, not as unrelated runs a legend names one by one."""
-    for df in tables:
-        if isinstance(df, pd.DataFrame) and keys:
-            df.attrs[DECLARED_GRID] = [k if k in df.columns else f"{k}.name" for k in keys]
-
-
 def is_grid(df: pd.DataFrame, keys: Sequence[str], along: str | None = None) -> bool:
     """Whether the runs hold every combination of the values of `keys`, as a sweep does (or are a sweep's that
-    spans them, cut short: `declare_grid`); a folder of unrelated runs (say three runs of different depth, init
-    and length) does not. Keys that change together count as one (`distinct_keys`)."""
+    spans them, cut short: its spec's keys, store.GRID_KEYS in the table's attrs); a folder of unrelated runs
+    (say three runs of different depth, init and length) does not. Keys that change together count as one
+    (`distinct_keys`)."""
     keys = distinct_keys(df, keys, along)
     if len(keys) < 2:
         return True
-    if set(keys) <= set(df.attrs.get(DECLARED_GRID) or ()):  # a sweep cut short: its spec's grid, not its runs'
+    spec = df.attrs.get(store.GRID_KEYS) or ()  # (a group's key, init, is its name's column, init.name)
+    if all(k in spec or k.removesuffix(".name") in spec for k in keys):  # a sweep cut short: its spec's grid
         return True
     combos = df[list(keys)].apply(hashable).drop_duplicates()
     return len(combos) == int(np.prod([n_distinct(df[k]) for k in keys]))

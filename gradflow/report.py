@@ -32,7 +32,6 @@ from gradflow import columns, store, summary
 from gradflow.compare import NAMED_PARTIAL, differing_keys, source_labels
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt, key_value
-from gradflow.keys import declare_grid
 
 TABLES = ("layers", "metrics", "hist", "jacobian")
 
@@ -171,8 +170,6 @@ def figures(paths: list[Path], table: pd.DataFrame) -> tuple[list[tuple[str, byt
 
     with drawing_processes(len(table)) as pool, tempfile.TemporaryDirectory(prefix="gradflow-report-") as out:
         t = _tables(paths) if len(paths) == 1 else _overlays(paths)  # (while the drawing processes start)
-        if len(paths) == 1:  # (a sweep cut short: drawn by its keys, as `gradflow plot` draws it)
-            declare_grid([*t.values(), table], store.grid_keys(paths[0]))
         try:
             drawn, failed = standard_set(t["layers"], t["metrics"], t.get("runs", table), out, "png",
                                          hists=t["hist"], jacobian=t["jacobian"], pool=pool,

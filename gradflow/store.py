@@ -113,6 +113,10 @@ USER_KEYS = "user_keys"
 # a comparison's table leaves out the keys its folders differ in (`source` names them); its attrs keep each
 # source's values of them here ({source: {key: value}}), for what reads a line's whole config (the theory)
 SOURCE_KEYS = "source_keys"
+# the keys a folder's sweep spec sweeps as a grid (`grid_keys`), in the attrs of the tables `load` and
+# `load_records` read from it: a sweep cut short, its runs so far no full grid, is drawn by its keys
+# (`keys.is_grid`), as once it has ended, not as unrelated runs a legend names one by one
+GRID_KEYS = "grid_keys"
 
 
 def _user_keys(configs: list[dict]) -> list[str]:
@@ -1005,6 +1009,7 @@ def load(path: str | Path, table: str = "layers", include_stale: bool = False,
     meta = meta.iloc[np.repeat(np.arange(len(tables)), [t.num_rows for t in tables])].reset_index(drop=True)
     out = pd.concat([joined, meta], axis=1)
     out.attrs[USER_KEYS] = [k for k in _user_keys(configs) if k in meta.columns]  # (a table's own column wins)
+    out.attrs[GRID_KEYS] = grid_keys(Path(path))
     return out
 
 
@@ -1092,6 +1097,7 @@ def load_records(path: str | Path, include_stale: bool = True, listed: list[dict
         records.append(row)
     out = pd.DataFrame(records)
     out.attrs[USER_KEYS] = _user_keys(configs)
+    out.attrs[GRID_KEYS] = grid_keys(Path(path))
     return out
 
 

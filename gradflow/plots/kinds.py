@@ -13,7 +13,7 @@ import pandas as pd
 
 from gradflow.summary import runs_table
 from gradflow.errors import GradflowError, did_you_mean
-from gradflow.keys import SEED_KEYS, between_sources, declare_grid, full_key, n_distinct, ordered_values, run_names, swept_keys
+from gradflow.keys import SEED_KEYS, between_sources, full_key, n_distinct, ordered_values, run_names, swept_keys
 from gradflow.plots.labels import RATIOS, is_recurrent
 from gradflow.plots.meanfield import GRID_THEORIES
 from gradflow.plots.save import file_part
@@ -91,7 +91,6 @@ def load_table(path: Path, table: str, include_stale: bool = False) -> pd.DataFr
         raise GradflowError(why)
     df = runs_table(path, include_stale=include_stale, listed=listed) if table == "runs" else \
         store.load(path, table, include_stale, listed)
-    declare_grid([df], store.grid_keys(Path(path)))  # (a sweep cut short: drawn by its keys, as once it has ended)
     if df.empty:
         if table == "jacobian":  # (probe=full does not make one for a transformer: saying so sent users round)
             runs = runs_table(path, include_stale=include_stale, listed=listed)

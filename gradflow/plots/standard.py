@@ -20,7 +20,7 @@ from gradflow.plots.curves import curves, grid, ratio
 from gradflow.summary import with_module_depth
 from gradflow.plots.distributions import hist, spectrum
 from gradflow.plots.gradnorm import clipping, gradnorm
-from gradflow.keys import declare_grid, distinct_keys, is_grid, is_numeric_key, n_distinct, ordered_values, swept_keys
+from gradflow.keys import distinct_keys, is_grid, is_numeric_key, n_distinct, ordered_values, swept_keys
 from gradflow.plots.labels import is_recurrent
 from gradflow.plots.profiles import heatmap, profile
 from gradflow.plots.save import file_part, save
@@ -535,7 +535,6 @@ def standard_figures(path: str | Path, out_dir: str | Path, fmt: str = "png", in
     with drawing_processes(len(listed)) as pool:
         tables = {t: store.load(path, t, include_stale, listed) for t in ("layers", "metrics", "hist", "jacobian")}
         tables["runs"] = runs_table(path, include_stale=include_stale, listed=listed)
-        declare_grid(tables.values(), store.grid_keys(Path(path)))  # (a sweep cut short: drawn by its keys)
         written = standard_set(tables["layers"], tables["metrics"], tables["runs"], out_dir, fmt,
                                hists=tables["hist"], jacobian=tables["jacobian"], pool=pool, on_saved=on_saved,
                                left_out=left_out)
