@@ -844,15 +844,24 @@ def find_runs(path: Path) -> list[Path]:
         planned = [(sweep, spec) for sweep, spec in specs_of([path]) if spec and isinstance(spec.get("runs"), dict)]
         if len(planned) == 1:
             (sweep, spec), running = planned[0], writer(planned[0][0])
-            command = f"`{resume_command(sweep, spec)}` runs them"
-            how = (f"the sweep is running ({running[0]})" if running and running[1] else  # (as not_run_note says it)
-                   f"the sweep may be running ({running[0]}); if it is not, {command}" if running else command)
-            raise GradflowError(f"{path} holds no runs yet: none of its sweep's {len(spec['runs'])} runs has "
-                                f"begun; {how}")
+            raise GradflowError(f"{path} holds no runs yet: none of its sweep's {len(spec['runs'])} runs has begun"
+                                + who_runs(running, resume_command(sweep, spec), "runs them", lead="; "))
         raise GradflowError(f"{path} holds no runs (no {RUN_FILE} below it)"
                             + (f"; none of its {len(planned)} sweeps' runs has begun: `gradflow ls SWEEP` gives "
                                "each one's command" if planned else ""))
     return runs
+
+
+def who_runs(running: tuple[str, bool] | None, command: str, does: str, lead: str = ": ") -> str:
+    """The end of a line about a sweep's runs still to run: who is running the sweep (`writer`'s answer), or the
+    command that `does` it: "; the sweep is running (...)", "; the sweep may be running (...); if it is not,
+    `cmd` runs them" (a holder on another host, whose lock is not to be seen from here), or `lead` and "`cmd`
+    runs them"."""
+    if running and running[1]:  # (its command again would be refused: the sweep holds the folder's lock)
+        return f"; the sweep is running ({running[0]})"
+    if running:
+        return f"; the sweep may be running ({running[0]}); if it is not, `{command}` {does}"
+    return f"{lead}`{command}` {does}"
 
 
 def grid_keys(path: Path) -> list[str]:

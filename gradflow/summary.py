@@ -574,11 +574,7 @@ def not_run_note(missing: list[NotRun]) -> str:
         else:
             what = f"not run yet: {m.missing} of the sweep's {m.points} runs"
             does = "runs them" + (f" and reruns the {redo}" if redo else "")
-        if m.running and m.running[1]:  # (its command again would be refused: the sweep holds the folder's lock)
-            return f"{what}; the sweep is running ({m.running[0]})"
-        if m.running:  # (a holder on another host: its lock is not to be seen from here)
-            return f"{what}; the sweep may be running ({m.running[0]}); if it is not, `{m.command}` {does}"
-        return f"{what}: `{m.command}` {does} (and keeps the runs done)"
+        return what + store.who_runs(m.running, m.command, does) + ("" if m.running else " (and keeps the runs done)")
     each = ", ".join((f"{m.name} {m.missing} of {m.points} runs" + (f" ({sum(m.redo.values())} to rerun)" if m.redo
                                                                     else "") if m.missing else
                       f"{m.name} {sum(m.redo.values())} of {m.points} runs to rerun")  # (not "0 of 6 runs")
