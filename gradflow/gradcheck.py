@@ -290,18 +290,19 @@ def check_model(model: nn.Module, loss_fn, entries: int = 8, eps: float = EPS, s
     return GradCheck(checks, n_params, mode, grad_s, fd_time / max(fd_count, 1), loss=abs(value))
 
 
-def _piece(m: nn.Module, x: torch.Tensor, at: torch.Tensor) -> torch.Tensor | None:
-    """Module `m`'s function of input `x` on the linear piece each unit had at input `at` (the weights' own):
-    ReLU x (where at > 0), LeakyReLU x or slope x, Hardtanh (ReLU6 too) x or its bound; None for any other
-    module. Its derivative is what backprop takes at `at` wherever no unit sits exactly on a kink."""
+PIECEWISE = (nn.ReLU, nn.LeakyReLU, nn.Hardtanh)  # the activation modules `_piece` holds (ReLU6 is a Hardtanh)
+
+
+def _piece(m: nn.Module, x: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+    """Module `m`'s (one of PIECEWISE) function of input `x` on the linear piece each unit had at input `at`
+    (the weights' own): ReLU x (where at > 0), LeakyReLU x or slope x, Hardtanh x or its bound. Its derivative
+    is what backprop takes at `at` wherever no unit sits exactly on a kink."""
     if isinstance(m, nn.ReLU):
         return x * (at > 0)
     if isinstance(m, nn.LeakyReLU):
         return torch.where(at > 0, x, m.negative_slope * x)
-    if isinstance(m, nn.Hardtanh):
-        lo, hi = float(m.min_val), float(m.max_val)
-        return torch.where(at < lo, torch.full_like(x, lo), torch.where(at > hi, torch.full_like(x, hi), x))
-    return None
+    lo, hi = float(m.min_val), float(m.max_val)
+    return torch.where(at < lo, torch.full_like(x, lo), torch.where(at > hi, torch.full_like(x, hi), x))
 
 
 class _Pieces:
@@ -314,7 +315,7 @@ class _Pieces:
     derivative backprop computes there: a wrong backward still disagrees with it."""
 
     def __init__(self, model: nn.Module):
-        self.modules = [m for m in model.modules() if _piece(m, torch.zeros(1), torch.zeros(1)) is not None]
+        self.modules = [m for m in model.modules() if isinstance(m, PIECEWISE)]
 
     def difference(self, at_value, orig: float, eps: float) -> float | None:
         """The central difference of the loss at orig +- eps (`at_value(v)` evaluates the loss there) with every

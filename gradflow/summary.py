@@ -387,7 +387,8 @@ def _probe_indices(records: pd.DataFrame) -> pd.DataFrame:
                     layer = pq.read_table(path, columns=["layer"]).to_pandas()
             except Exception:  # a broken file: one line naming it (`store.read_table`'s)
                 full = store.read_table(path)
-                layer = (_ran(full) if len(_ran(full)) else full)[["layer"]]
+                ran = _ran(full)
+                layer = (ran if len(ran) else full)[["layer"]]
             frames.append(layer.drop_duplicates().assign(**{store.RUN: rec[store.RUN], store.SOURCE: rec[store.SOURCE]}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
