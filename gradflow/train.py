@@ -22,6 +22,7 @@ from gradflow.data import Data
 from gradflow.metrics import REGRESSION_TOLERANCE
 from gradflow.probes.core import Probes, Stepped, exact_norms, gradients, load_fused, schedule
 from gradflow.probes.jacobian import jacobian_spectra
+from gradflow.probes.quantities import JACOBIAN_MODEL
 from gradflow.sgdstep import SGDStep
 from gradflow.textdata import IGNORE
 
@@ -313,7 +314,8 @@ def training(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None 
     tc, device = cfg.train, data.x_train.device
     # plain values for the step loop: reading a DictConfig attribute costs ~8 us, ~70 us per step in all
     steps, eval_every, check_every = tc.steps, tc.eval_every, tc.check_every
-    grad_clip, clip_value, jacobian = tc.grad_clip, tc.clip_value, cfg.probe.jacobian
+    grad_clip, clip_value = tc.grad_clip, tc.clip_value
+    jacobian = cfg.probe.jacobian and cfg.model.name == JACOBIAN_MODEL  # (`gradflow run` notes the others)
     clips = grad_clip > 0 or clip_value > 0
     s = _setup(model, data, cfg, probes)
     # the setup's values as locals too: the loop reads them at every step, and a local is Python's cheapest read

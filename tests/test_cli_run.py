@@ -191,6 +191,20 @@ def test_a_diverged_run_takes_no_jacobian_of_its_non_finite_net(cli, results):
     assert sorted(set(spectra["step"])) == [0] and np.isfinite(spectra["value"]).all()
 
 
+@pytest.mark.parametrize("model", ["cnn", "lstm"])
+def test_probe_full_on_a_family_without_spectra_runs_and_says_it_has_none(cli, results, model):
+    # probe=full sets probe.jacobian, whose spectra are the MLP's: it made a CNN run fail (a conv fed the
+    # flattened input) and an LSTM run fail (its `hidden` is a number), and a transformer's took none unsaid
+    ov = [f"model={model}", "train.steps=2", "train.batch_size=8", "data=gaussian", "data.n_train=64",
+          "data.dim=8", "probe=full", *(["model.depth=2", "model.channels=4"] if model == "cnn" else ["model.hidden=8"])]
+    out = cli("run", *ov, f"results={results}", "name=spec")
+    job = results / "spec" / job_name(ov)
+    assert json.loads((job / "run.json").read_text())["status"] == "ok", out.output
+    assert (job / "hist.parquet").is_file() and not (job / "jacobian.parquet").exists()
+    assert (f"note: no Jacobian spectra: probe.jacobian takes them of model=mlp only, and this run is "
+            f"model={model}") in " ".join(out.output.split())
+
+
 def test_diverging_run_is_recorded_and_keeps_earlier_rows(cli, results):
     # (evaluations every 5 steps: it diverges between two)
     ov = [*TINY, "train.steps=40", "optim.lr=1e6", "optim.momentum=0", "train.check_every=1", "model.activation=relu",

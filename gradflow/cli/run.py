@@ -24,7 +24,7 @@ from gradflow.cli.console import (NBSP, console, formulas_whole, leave_interrupt
 from gradflow.cli.app import progress_bar
 from gradflow.errors import GradflowError
 from gradflow.fmt import and_list, fmt
-from gradflow.probes.quantities import QUANTITIES
+from gradflow.probes.quantities import JACOBIAN_MODEL, QUANTITIES
 from gradflow.overrides import job_name, last_overrides, point_name
 from gradflow.metrics import REGRESSION_TOLERANCE, is_regression
 from gradflow.plots.labels import RECURRENT
@@ -380,6 +380,8 @@ def show_status(record: dict, threads: int | None = None) -> None:
         print_note(formulas_whole(f"note: {flag}"), style="yellow")  # (at spaces; "ln 10 = 2.303" whole)
     if clipped := clip_note(record):
         print_note(clipped)
+    if spectra := no_spectra_note(record):
+        print_note(spectra, style="yellow")
     if status == store.DIVERGED:
         layer, what = record.get("diverged_layer"), record.get("diverged_in") or "loss or gradient"
         where = f", first in layer {layer}" if layer is not None else ""
@@ -495,6 +497,16 @@ def clip_note(record: dict) -> str:
     how = ", ".join(f"{k}={fmt(config[k])}" for k in ("train.grad_clip", "train.clip_value")
                     if (config.get(k) or 0) > 0)
     return f"clipped {share:.0%} of updates" + (f" ({how})" if how else "")
+
+
+def no_spectra_note(record: dict) -> str:
+    """Why a run with probe.jacobian=true (probe=full) has no jacobian.parquet: its family is not the MLP's."""
+    config = record.get("config") or {}
+    model = config.get("model.name")
+    if not config.get("probe.jacobian") or model in (None, JACOBIAN_MODEL):
+        return ""
+    return (f"note: no Jacobian spectra: probe.jacobian takes them of model={JACOBIAN_MODEL} only, and this "
+            f"run is model={model}")
 
 
 def flag_notes(flags: list[str]) -> list[str]:

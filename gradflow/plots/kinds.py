@@ -17,6 +17,7 @@ from gradflow.keys import SEED_KEYS, between_sources, full_key, n_distinct, orde
 from gradflow.plots.labels import RATIOS, is_recurrent
 from gradflow.plots.meanfield import GRID_THEORIES
 from gradflow.plots.save import file_part
+from gradflow.probes.quantities import JACOBIAN_MODEL
 from gradflow.plots.series import not_a_run, spread_quantities, steps_phrase, the_run
 
 # kind -> (the table it reads, the options it uses): any other option is refused, never silently ignored
@@ -41,7 +42,6 @@ KIND_HELP = "; ".join([
 ])
 OPTIONAL_TABLES = {"hist": "probe=full (or probe.histograms=true); a Recorder's runs record none",
                    "jacobian": "probe=full (or probe.jacobian=true); a Recorder's runs record none"}
-JACOBIAN_MODEL = "mlp"  # the family whose Jacobian spectra probe=full records (gradflow.probes.jacobian)
 
 
 @dataclass

@@ -19,12 +19,11 @@ def jacobian_spectra(model, x: torch.Tensor, per_layer: bool = True) -> list[tup
     and of every layer-to-layer Jacobian d h_l / d h_(l-1), exact via torch.func, per input example.
 
     Returns rows (sample, scope, layer, singular values) with scope "input_output" (layer = last
-    hidden) or "layer" (with `per_layer`). Needs a model with `hidden` layers (the MLP); other families return [].
+    hidden) or "layer" (with `per_layer`). `model`: gradflow's MLP (quantities.JACOBIAN_MODEL), whose `hidden` blocks
+    map (batch, width) to (batch, width).
     """
     from torch.func import jacfwd, jacrev, vmap
 
-    if not hasattr(model, "hidden"):
-        return []
     was_training = model.training
     model.eval()  # per-example Jacobians: batchnorm uses its running statistics
     try:
