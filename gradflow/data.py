@@ -130,7 +130,11 @@ def _images(cfg) -> Data:
         arrays = datasets.load_cifar10(root, download=cfg.download)
     else:
         arrays = datasets.load_mnist(root, variant=cfg.name, download=cfg.download)
-    n = cfg.subset or len(arrays["x_train"])
+    found = len(arrays["x_train"])
+    if cfg.subset > found:  # (validation counted the full set's 60,000 or 50,000: these files hold fewer)
+        raise GradflowError(f"data.subset={cfg.subset} is more than the {found} training examples in the "
+                            f"{cfg.name} files under data.root={root}; give data.subset={found} or fewer")
+    n = cfg.subset or found
     x_train, x_test = datasets.standardize(arrays["x_train"][:n], arrays["x_test"])
     augment = datasets.augment_pad_crop_flip if cfg.get("augment") else None  # a key of data=cifar10 only
     as_y = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64))  # noqa: E731

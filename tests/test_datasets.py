@@ -242,6 +242,24 @@ def test_a_recurrent_model_on_images_is_one_line(cli, tmp_path):
             "data=mnist1d or adding gives them; use model=mlp, cnn, resnet or transformer for images"), out.output
 
 
+def test_local_files_with_fewer_examples_than_asked_for_are_one_line(cli, tmp_path):
+    # validation counts MNIST's 60,000 training images; files of 8 trained on all 8 for data.subset=1000,
+    # and a batch of 128 became a batch of 8, without a word
+    make_mnist(tmp_path / "mnist", gz=False, n_train=8, n_test=4)
+    for over, said in (
+            (["data.subset=1000", "train.batch_size=4"], f"error: data.subset=1000 is more than the 8 training "
+             f"examples in the mnist files under data.root={tmp_path}; give data.subset=8 or fewer"),
+            ([], f"error: train.batch_size=128 must be <= the 8 training examples of data=mnist under "
+             f"{tmp_path}; give train.batch_size=8 (the whole set a step) or fewer")):
+        out = cli("run", "data=mnist", f"data.root={tmp_path}", "model.depth=2", "model.width=8", "train.steps=1",
+                  *over, f"results={tmp_path / 'results'}")
+        assert out.exit_code == 1 and " ".join(out.output.split()) == said, out.output
+    assert not (tmp_path / "results").exists()
+    out = cli("run", "data=mnist", f"data.root={tmp_path}", "model.depth=2", "model.width=8", "train.steps=1",
+              "data.subset=8", "train.batch_size=8", f"results={tmp_path / 'results'}")
+    assert out.exit_code == 0, out.output
+
+
 # --- downloads ------------------------------------------------------------------------------------
 
 
