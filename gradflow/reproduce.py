@@ -487,6 +487,16 @@ def hidden_median(arm: Arm, where=None, quantity="grad_norm", step="last") -> Me
 
 
 @measure
+def zero_share(arm: Arm, where=None, quantity="signal_norm", step=1) -> Measured:
+    """The share of the hidden layers (the input layer and the head left out) whose quantity is exactly 0 at
+    a step: e.g. the branches' first layers that no back-propagated signal reaches, behind a last layer at 0."""
+    def one(g):
+        p = _profile(g, quantity, step).to_numpy()[1:-1]
+        return float(np.mean(p == 0)) if len(p) else math.nan
+    return _per_run(arm.table("layers", where), one)
+
+
+@measure
 def layer_value(arm: Arm, where=None, quantity="grad_norm", step=0, layer=0) -> Measured:
     """A quantity at one probe point at a step; a negative layer counts from the output (-1 = the head)."""
     def one(g):

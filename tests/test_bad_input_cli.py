@@ -158,6 +158,12 @@ CASES = [
     (["sweep", "model.depth=2,3", "name=a,b"], "name=a,b is several names; a sweep writes one study: give one"),
     (["run", "model.activation=tanh,relu"], "model.activation=tanh,relu is several values, and `gradflow run` "
                                             "trains one network: `gradflow sweep model.activation=tanh,relu ...`"),
+    # an arm's runs are judged together as its seeds: glorot2010 with tanh,linear passed 13 of 13 claims as
+    # one net (linear alone: 8 of 13)
+    (["reproduce", "glorot2010", "--quick", "model.activation=tanh,linear"], "model.activation=tanh,linear is "
+     "several values, and `gradflow reproduce` judges each arm's runs together as its seeds: give one value (more "
+     "seeds: seed=0,1,2,3,4), or compare the values with one reproduction each, into its own results=FOLDER"),
+    (["reproduce", "he2015", "--quick", "model.depth=range(3,5)"], "model.depth=range(3,5) is several values"),
     (["reproduce", "he2015", "--name", "x"], "--name is not an option of `gradflow reproduce`; settings are "
                                              "key=value overrides (e.g. results=x, not --results x)"),
     # every command's unknown option in one form, with the nearest option or all of them (Click's said

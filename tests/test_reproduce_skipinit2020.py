@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from gradflow import reproduce as rep
 from tests.reproducing import figures_drawn, reproduce, reproduce_edited, verdicts
@@ -124,3 +125,44 @@ def test_skipinit2020_with_its_branch_scale_starting_at_one_fails(pristine, tmp_
     assert not claim.passed and claim.measured.value > 1, verdicts(broken)
     assert broken.claim("mlp_fixup: every block the identity at init").passed
     assert broken.claim("resnet_skipinit: every block the identity at init").passed  # (the ResNet has no alpha key)
+
+
+def _fixup_with_its_last_layers_drawn(monkeypatch):
+    """Fixup's post_init, then each branch's last layer drawn again as He init draws it (not 0): its
+    mechanism broken; the scaled first layers and the zero head stay."""
+    from gradflow.models import mlp, resnet
+
+    def redrawn(post_init, last_layers):
+        def post_init_broken(self, cfg=None):
+            post_init(self, cfg)
+            if getattr(self, "fixup", False) or getattr(self, "variant", "") == "fixup":
+                for weight in last_layers(self):
+                    torch.nn.init.kaiming_normal_(weight)
+        return post_init_broken
+
+    monkeypatch.setattr(mlp.MLP, "post_init", redrawn(
+        mlp.MLP.post_init, lambda net: [block.layers[-1].layer.weight for block in net.hidden[1:]]))
+    monkeypatch.setattr(resnet.ResNet, "post_init", redrawn(
+        resnet.ResNet.post_init, lambda net: [block.conv2.weight for block in net.blocks]))
+
+
+def test_skipinit2020_fixup_whose_branches_do_not_start_at_zero_fails(pristine, tmp_path, monkeypatch):
+    # Fixup's "identity at init" was read as the hidden weight gradients at step 0, all exactly 0; but Fixup's
+    # head starts at 0 too, so they read 0 whatever the branches do, and Fixup with its last layers drawn
+    # (not 0) passed every claim. At step 1, behind a last layer still at 0, half the hidden layers take no
+    # signal; with it drawn, none. (The Fixup arms cut to 2 steps, which the claim needs, from a copy of the
+    # passing runs: first as they are, then broken)
+    shutil.copytree(pristine, tmp_path / "results")
+    short = {arm: ["train.steps=2"] for arm in ("mlp_fixup", "resnet_fixup")}
+    intact = reproduce_edited("skipinit2020", tmp_path / "results", tmp_path / "specs", monkeypatch, short)
+    for arm in ("mlp_fixup", "resnet_fixup"):
+        claim = intact.claim(f"{arm}: every block the identity at init")
+        assert claim.passed and claim.measured.value == 0.5, verdicts(intact)
+    _fixup_with_its_last_layers_drawn(monkeypatch)
+    for arm in ("mlp_fixup", "resnet_fixup"):  # (the same configs: their finished runs removed, to run again)
+        shutil.rmtree(tmp_path / "results" / "reproduce" / "skipinit2020-quick" / arm)
+    broken = reproduce_edited("skipinit2020", tmp_path / "results", tmp_path / "specs", monkeypatch, short)
+    for arm in ("mlp_fixup", "resnet_fixup"):
+        claim = broken.claim(f"{arm}: every block the identity at init")
+        assert not claim.passed and claim.measured.value == 0, verdicts(broken)
+        assert broken.claim(f"{arm}: share of runs that diverge").passed  # (it still runs)
