@@ -1071,7 +1071,7 @@ def hydra_error_message(e: Exception, overrides=()) -> str:
     if missing:
         group, value = missing.groups()
         group = group.lstrip("/")
-        choices = group_choices(group) or _experiment_choices(group)
+        choices = group_choices(group) or experiment_choices(group)
         where = f" (the files of {EXPERIMENTS_DIR}/)" if group == "experiment" else ""  # (not the working folder's)
         return (f"{group}={value!r} is not a known choice{did_you_mean(value, choices)}; "
                 f"choices: {', '.join(choices)}{where}")
@@ -1089,6 +1089,10 @@ def hydra_error_message(e: Exception, overrides=()) -> str:
             given = next((o for o in overrides if override_key(o) == name), f"{name}=VALUE")
             return (f"{name} is a new key under model.kwargs (the custom model's constructor arguments): "
                     f"write it +{given.lstrip('~')}, as Hydra adds a key")
+        if name == "experiment":  # (a preset adds itself: +experiment=NAME, as the README's commands write it)
+            given = next((o for o in overrides if override_key(o) == name), "experiment=NAME")
+            return (f"{shorten(given, 60)}: an experiment preset is added with a +: write +{shorten(given, 60)}; "
+                    f"choices: {', '.join(experiment_choices('experiment'))}")
         top = [f.name for f in fields(Config) if f.name not in SECTIONS]
         # (a key of another section by its last part: train.lr; else the nearest: modle=cnn, model)
         near = _elsewhere(name) or did_you_mean(name, known_keys() if "." in name else (*SECTIONS, *top))
@@ -1103,6 +1107,9 @@ def hydra_error_message(e: Exception, overrides=()) -> str:
             hint = "; write a whole number without a point or an exponent" if kind == "integer" and re.fullmatch(
                 r"[-+]?[\d.]+(e[-+]?\d+)?", shown, re.I) else ""
             return f"{key}={_show(shown)} is not a valid {kind}{hint}"
+        if "is not Optional" in text:  # key=null ("field 'model.activation' is not Optional")
+            key = full_key.group(1)
+            return f"{key}=null is not allowed: give {key} a value (`gradflow run --help` lists each key's default)"
         if "is not a ListConfig" in text:  # a single value for a list key
             key = full_key.group(1)
             shown = override_value(overrides, key) or "..."
@@ -1165,7 +1172,7 @@ def choices_with_key(dotted: str) -> list[str]:
     return [f"{group}={choice}" for choice in GROUP_SCHEMAS.get(group, {}) if dotted in choice_keys(group, choice)]
 
 
-def _experiment_choices(group: str) -> list[str]:
+def experiment_choices(group: str) -> list[str]:
     if group == "experiment":
         return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
     return []

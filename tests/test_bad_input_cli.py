@@ -156,6 +156,17 @@ CASES = [
     (["sweep", "seed=glob(*)"], "seed=glob(*) selects no value: glob() picks among a config group's choices"),
     (["sweep", "model.depth=2,02"], "the sweep points model.depth=2 and model.depth=02 are the same run"),
     (["sweep", "model.depth=2,3", "name=a,b"], "name=a,b is several names; a sweep writes one study: give one"),
+    # a group given a list composed every file of it, the last winning: init=[standard,kaiming_normal] ran
+    # kaiming_normal in a folder named for both; model=[mlp,cnn] was OmegaConf's merge error, init=null Hydra's
+    (["run", "init=[standard,kaiming_normal]"], "init=[standard,kaiming_normal]: init takes one of its choices; "
+     "several are swept with `gradflow sweep init=standard,kaiming_normal`; choices: delta_orthogonal, gpt2,"),
+    (["sweep", "model=[mlp,cnn]"], "model=[mlp,cnn]: model takes one of its choices; several are swept with "
+                                   "`gradflow sweep model=mlp,cnn`; choices: cnn, custom, gru,"),
+    (["run", "init=null"], "init=null: init takes one of its choices; choices: delta_orthogonal,"),
+    (["run", "model.activation=null"], "model.activation=null is not allowed: give model.activation a value"),
+    # a preset is added (+experiment=...), as every command of the README writes it: it said "unknown key"
+    (["run", "experiment=depth-study"], "experiment=depth-study: an experiment preset is added with a +: write "
+                                        "+experiment=depth-study; choices: depth-study, edge-of-chaos,"),
     (["run", "model.activation=tanh,relu"], "model.activation=tanh,relu is several values, and `gradflow run` "
                                             "trains one network: `gradflow sweep model.activation=tanh,relu ...`"),
     # an arm's runs are judged together as its seeds: glorot2010 with tanh,linear passed 13 of 13 claims as
