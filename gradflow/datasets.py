@@ -208,6 +208,8 @@ def load_mnist(root: str | Path, variant: str = "mnist", download: bool = False)
         if len(x) != len(y):
             raise GradflowError(f"{xp} has {len(x)} images but {yp} has {len(y)} labels; "
                                 "replace them with matching copies of the originals")
+        if not len(x):  # (an empty training set failed inside a step; an empty test set ended ok, untested)
+            raise GradflowError(f"{xp} holds no images; replace it with a copy of the original")
         _check_labels(y, yp, display)
         out[f"y_{split}"] = y.astype(np.int64)
     if out["x_train"].shape[1:] != out["x_test"].shape[1:]:
@@ -308,6 +310,7 @@ class _CifarUnpickler(pickle.Unpickler):
     _ALLOWED = {
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+        ("__builtin__", "bytes"), ("builtins", "bytes"),  # (protocol 2 writes empty bytes as a call of bytes())
     }
 
     def find_class(self, module, name):
@@ -339,6 +342,8 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise GradflowError(f"{path} is not a CIFAR-10 batch (needs b'data' uint8 (N, 3072) and N b'labels', "
                             f"got data {dtype} {shape} and {None if labels is None else len(labels)} labels); "
                             "replace it with a fresh copy from cifar-10-python.tar.gz")
+    if not len(data):
+        raise GradflowError(f"{path} holds no images; replace it with a fresh copy from cifar-10-python.tar.gz")
     labels = np.asarray(labels, dtype=np.int64)
     _check_labels(labels, path, "CIFAR-10")
     # each row is the 1024 red, then green, then blue values of a 32x32 image, rows in C order

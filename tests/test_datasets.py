@@ -203,6 +203,18 @@ def test_a_partial_or_wrong_dataset_names_the_file(tmp_path):
     batch.write_bytes(pickle.dumps({**content, b"labels": [10] * len(content[b"labels"])}, protocol=2))
     with pytest.raises(GradflowError, match=f"{batch} holds label 10, but CIFAR-10 has classes 0-9"):
         load_cifar10(tmp_path / "c")
+    # files of no images: an empty training set failed inside the first step (ZeroDivisionError), an empty
+    # test set ended ok with its loss "-"
+    for split, n_train, n_test in (("train", 0, 3), ("t10k", 5, 0)):
+        make_mnist(tmp_path / f"e{split}", gz=False, n_train=n_train, n_test=n_test)
+        with pytest.raises(GradflowError) as e:
+            load_mnist(tmp_path / f"e{split}", "mnist")
+        assert one_line(e) == (f"{tmp_path / f'e{split}' / f'{split}-images-idx3-ubyte'} holds no images; replace "
+                               "it with a copy of the original")
+    batch.write_bytes(pickle.dumps({b"data": content[b"data"][:0], b"labels": []}, protocol=2))
+    with pytest.raises(GradflowError) as e:
+        load_cifar10(tmp_path / "c")
+    assert one_line(e) == f"{batch} holds no images; replace it with a fresh copy from cifar-10-python.tar.gz"
 
 
 def test_missing_mnist_names_root_files_and_keys(tmp_path):
