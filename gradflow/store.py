@@ -97,7 +97,7 @@ FLAGS = "flags"  # run.json: notes on a run that ended ok but is no success (e.g
 # config keys, so a Recorder's config key of the same name would be hidden (recorder.TAKEN refuses it)
 RUN_FIELDS = ("job", "started", "config_hash", "config", "python", "torch", "numpy", "gradflow", "platform",
               "git_commit", "gradflow_commit", "pid", "host", "device", "seed", "threads", "every", "steps_planned",
-              "command",
+              "command", "data_root",
               STATUS, "steps", "steps_done", "train_time", "wall_time", "fused_steps", "files", "summary",
               "final", "last_evaluated", "last_finite", FLAGS, "error", "traceback", DIVERGED_AT,
               "diverged_layer", "diverged_in", "replacement", "tied", "frozen")

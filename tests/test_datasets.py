@@ -7,6 +7,7 @@ import functools
 import gzip
 import hashlib
 import http.server
+import json
 import math
 import pickle
 import struct
@@ -270,6 +271,18 @@ def test_local_files_with_fewer_examples_than_asked_for_are_one_line(cli, tmp_pa
     out = cli("run", "data=mnist", f"data.root={tmp_path}", "model.depth=2", "model.width=8", "train.steps=1",
               "data.subset=8", "train.batch_size=8", f"results={tmp_path / 'results'}")
     assert out.exit_code == 0, out.output
+
+
+def test_the_data_folder_a_run_read_is_in_its_run_json(cli, tmp_path, monkeypatch):
+    # data.root "" reads $GRADFLOW_DATA: config.yaml and run.json said data.root '' whichever folder that was
+    make_mnist(tmp_path / "digits" / "mnist", gz=False, n_train=8, n_test=4)
+    monkeypatch.setenv("GRADFLOW_DATA", str(tmp_path / "digits"))
+    ov = ["data=mnist", "model.depth=2", "model.width=8", "train.steps=1", "train.batch_size=8"]
+    out = cli("run", *ov, f"results={tmp_path / 'results'}", "name=d")
+    assert out.exit_code == 0, out.output
+    (run,) = (tmp_path / "results" / "d").glob("*/run.json")
+    record = json.loads(run.read_text())
+    assert record["config"]["data.root"] == "" and record["data_root"] == str((tmp_path / "digits").resolve())
 
 
 # --- downloads ------------------------------------------------------------------------------------
