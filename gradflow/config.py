@@ -80,7 +80,7 @@ class ResNetConfig(ModelConfig):
     depth: int = 19  # hidden conv layers = 6n + 1 (He et al. 2016's "resnet20" = 19 convs + the head)
     widths: list[int] = field(default_factory=lambda: [16, 32, 64])  # filters of the three stages
     dims: int = 0  # spatial dimensions, 1 or 2; 0 = from the data
-    activation: str = "relu"
+    activation: str = "relu"  # a name from gradflow.activations.ACTIVATIONS
     skip: str = "residual"  # residual | none (the "plain" net: the same layers without shortcuts)
     variant: str = "batchnorm"  # batchnorm (the paper) | fixup | skipinit (both without normalization)
 

@@ -418,13 +418,26 @@ def test_help_is_a_reference_grouped_by_config_group():
     lr = [ln.strip() for ln in lines if ln.strip().startswith("optim.lr=")]
     assert len(lr) == 2 and all("learning rate" in ln for ln in lr), lr
     assert any(ln.strip().startswith("name=run ") and "results go to" in ln for ln in lines)
-    act = next(i for i, ln in enumerate(lines) if ln.strip().startswith("model.activation=tanh"))
-    listed = " ".join(ln.strip() for ln in lines[act:act + 3])
-    assert all(name in listed for name in ACTIVATIONS)
+    acts = {}  # each block's model.activation line and its meaning's lines after it
+    for i, ln in enumerate(lines):
+        if ln.strip().startswith("model.activation="):
+            following = [x.strip() for x in lines[i + 1:i + 4]]
+            acts[blocks_at(lines, i)] = " ".join([ln.strip(), *following[:next(
+                (k for k, x in enumerate(following) if "=" in x.split()[0]), len(following))]])
+    for family in ("model=mlp", "model=cnn", "model=plain20", "model=transformer"):
+        assert all(name in acts[family] for name in ACTIVATIONS), (family, acts[family])
+    # the recurrent cells take their own (rnn tanh or relu; lstm, gru their cell's tanh): not the list of all
+    assert "tanh | relu" in acts["model=gru"] and "softplus" not in acts["model=gru"], acts["model=gru"]
     # a key's wrapped meaning stays in the meaning column
     key = next(i for i, ln in enumerate(lines) if ln.strip().startswith("model.depth=20"))
     assert lines[key + 1].startswith(" " * (KEY_COLUMN + 1)) and lines[key + 1].strip()
     assert "1 thread" not in text  # help runs nothing
+
+
+def blocks_at(lines: list[str], i: int) -> str:
+    """The family block of --help's line i: its heading's first choice (model=gru for model=gru, lstm, rnn)."""
+    head = next(ln.strip() for ln in lines[i::-1] if ln.strip().startswith("model=") and "." not in ln.split("=")[0])
+    return head.split(",")[0].split()[0].rstrip(":")
 
 
 def test_run_summary_golden_at_80_columns(results):

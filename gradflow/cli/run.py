@@ -105,10 +105,10 @@ def _section(title: str, prefix: str, cls, choices: list[str], group: str | None
         base = sets[choices[0]].get(f.name, default) if len(choices) == 1 else default
         differ = {c: v[f.name] for c, v in sets.items() if f.name in v and _shown(v[f.name]) != _shown(base)}
         meaning = notes.get(f.name, "")
-        if f.name == "activation":
+        if "gradflow.activations.ACTIVATIONS" in meaning:  # (the recurrent cells' own comment names theirs)
             from gradflow.activations import ACTIVATIONS
 
-            meaning = f"one of: {', '.join(ACTIVATIONS)}"
+            meaning = meaning.replace("a name from gradflow.activations.ACTIVATIONS", f"one of: {', '.join(ACTIVATIONS)}")
         if differ:
             meaning = "; ".join(f"{group}={c} sets {_shown(v)}" for c, v in differ.items()) + (
                 f". {meaning}" if meaning else "")
