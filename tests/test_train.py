@@ -17,8 +17,10 @@ from tests.test_probes import _setup as _probed_setup
 
 
 def _setup(overrides):
-    """A tiny MLP probed at init and at the end only: the loop's bookkeeping alone."""
-    return _probed_setup(["probe.every=0", "probe.points=2", *overrides])
+    """A tiny MLP probed at init and at the end only (the loop's bookkeeping alone), unless `overrides` set
+    probe.every (probe.points is then unread, and refused)."""
+    own = any(o.startswith("probe.every=") for o in overrides)
+    return _probed_setup([*([] if own else ["probe.every=0", "probe.points=2"]), *overrides])
 
 
 def _replay(cfg, data, model):
