@@ -171,6 +171,11 @@ class Measured:
             parts.append(f"s.e. {fmt(self.se, 3)}")
         return ", ".join(parts)
 
+    def against(self, test: str) -> str:
+        """How close a failing claim came, for its verdict line: "measured 12.3, test ≥ 100" (or why there is
+        no value)."""
+        return f"measured {fmt(self.value, 3)}, test {test}" if not self.note else f"{self.note}; test {test}"
+
     def cell(self) -> str:
         """The measured value with its spread: "0.701 ([0.69, 0.716] over 3 runs, s.e. 0.0079)"; a share of
         runs with how many did, "1 (3 of 3 runs)" (a range of 0/1 values would say nothing)."""
@@ -699,8 +704,8 @@ class Outcome:
 
     @property
     def verdict(self) -> str:
-        """One line: how many claims pass, and which FAIL."""
-        failed = [r.text for r in self.claims if not r.passed]
+        """One line: how many claims pass, and which FAIL, each with its value against its test."""
+        failed = [f"{r.text} ({r.measured.against(r.test)})" for r in self.claims if not r.passed]
         return tally(self.claims) + (f"; FAIL: {'; '.join(failed)}" if failed else "")
 
     @property

@@ -17,6 +17,7 @@ from gradflow import reproduce as rep
 from gradflow import theory
 from gradflow.config import compose
 from gradflow.errors import GradflowError
+from gradflow.fmt import fmt
 from tests.reproducing import figures_drawn, reproduce, verdicts
 
 
@@ -344,7 +345,13 @@ def test_cli_shows_the_source_column_and_exits_1_on_a_fail(cli, sigmoid):
     assert out.exit_code == 1 and "FAIL" in out.output
     assert "source" in out.output and "theory: √χ₁" in out.output
     # the verdict line names the failing claims; claims.json and REPORT.md record the override
-    assert "sigmoid-textbook: 0 of 3 claims pass; FAIL: σ_w² = 1: per-layer factor" in " ".join(out.output.split())
+    said = " ".join(out.output.split())
+    assert "sigmoid-textbook: 0 of 3 claims pass; FAIL: σ_w² = 1: per-layer factor" in said
+    # each failing claim with how close it came (the values were in the table above only)
+    verdict = said[said.index("sigmoid-textbook: 0 of 3 claims pass"):]
+    outcome = reproduce("sigmoid-textbook", results, "model.activation=tanh")  # (the same runs, reused)
+    for r in outcome.claims:
+        assert f"{r.text} (measured {fmt(r.measured.value, 3)}, test {r.test})" in verdict, (r.text, verdict)
     root = rep.root_for("sigmoid-textbook", "quick", str(results))
     record = json.loads(rep.store.claims_path(root).read_text())
     assert record["overrides"] == ["model.activation=tanh", "threads=1"] and record["passed"] == 0
