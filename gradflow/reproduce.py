@@ -27,7 +27,7 @@ from gradflow import store, theory, workers
 from gradflow.config import EXPERIMENTS_DIR
 from gradflow.overrides import override_key, override_value
 from gradflow.errors import GradflowError, did_you_mean, shorten
-from gradflow.fmt import fmt
+from gradflow.fmt import and_list, fmt
 from gradflow.theory import FIT_TRIM
 
 if TYPE_CHECKING:
@@ -761,8 +761,16 @@ def run(name: str, scale: str = "default", user: list[str] | None = None, force:
         plans = {}  # every arm planned before any runs: a bad override or missing data files stop it at once
         for arm in spec.arms:
             used[arm] = spec.overrides(arm, scale, user)
-            plans[arm] = sweep_mod.plan(used[arm], f"{root.relative_to(results_root).as_posix()}/{arm}", force,
-                                        keys_used=False)
+            given = [o for o in user if override_key(o) != "results"]
+            try:
+                plans[arm] = sweep_mod.plan(used[arm], f"{root.relative_to(results_root).as_posix()}/{arm}", force,
+                                            keys_used=False)
+            except sweep_mod.SameRun as e:  # (an override made the arm's swept values one run: say which did)
+                if not given:
+                    raise
+                raise GradflowError(f"{name}'s arm {arm} sweeps {e.points[0]} and {e.points[1]}, which are one run "
+                                    f"with {and_list(given)} (its runs do not read that key then); drop the "
+                                    "override or give another value") from None
         # an arm need not take the spec's shared keys, but a key given here that no run of any arm takes
         # would change nothing, and the report would list it as given
         keys = functools.reduce(sweep_mod.KeysTaken.merged, (p.keys for p in plans.values()))

@@ -55,6 +55,15 @@ REMOTE_LAUNCHERS = ("submitit_slurm", "slurm")  # their jobs run on other machin
 HYDRA_ALLOWED = ("hydra/launcher", "hydra.launcher.", "hydra.verbose")
 
 
+class SameRun(GradflowError):
+    """Two points of a sweep are one run (2 and 02; values of a key their runs do not read)."""
+
+    def __init__(self, points: tuple[str, str]):
+        self.points = points
+        super().__init__(f"the sweep points {points[0]} and {points[1]} are the same run; make the swept values "
+                         "distinct")
+
+
 @dataclass
 class Job:
     overrides: list[str]  # the job's config overrides (hydra ones removed)
@@ -338,8 +347,7 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
     if keys_used:
         check_keys_apply(grid[0], jobs.keys)
     if jobs.same:
-        raise GradflowError(f"the sweep points {jobs.same[0]} and {jobs.same[1]} are the same run; make the swept "
-                            "values distinct")
+        raise SameRun(jobs.same[:2])
     if launcher not in REMOTE_LAUNCHERS:  # (a SLURM job's device is the compute node's, not this login node's)
         for device in sorted(jobs.devices):
             config_mod.resolve_device(device)

@@ -178,6 +178,10 @@ CASES = [
      "several values, and `gradflow reproduce` judges each arm's runs together as its seeds: give one value (more "
      "seeds: seed=0,1,2,3,4), or compare the values with one reproduction each, into its own results=FOLDER"),
     (["reproduce", "he2015", "--quick", "model.depth=range(3,5)"], "model.depth=range(3,5) is several values"),
+    # an override that makes an arm's swept values one run: the error named neither the arm nor the override
+    (["reproduce", "hochreiter1991", "--quick", "model.name=rnn", "results={results}"],
+     "hochreiter1991's arm forget_bias sweeps model.forget_bias=0.0 and model.forget_bias=1.0, which are one run "
+     "with model.name=rnn (its runs do not read that key then); drop the override or give another value"),
     (["reproduce", "he2015", "--name", "x"], "--name is not an option of `gradflow reproduce`; settings are "
                                              "key=value overrides (e.g. results=x, not --results x)"),
     # every command's unknown option in one form, with the nearest option or all of them (Click's said
