@@ -1178,7 +1178,7 @@ def test_ls_of_several_paths_says_what_is_not_run_and_which_folder_to_clean(tmp_
         out = CliRunner().invoke(app, [command, str(tmp_path / "cut" / "s")])
         said = " ".join(out.output.split())
         assert out.exit_code == 1 and len(out.output.strip().splitlines()) <= 3, out.output
-        assert f"holds no runs yet: none of its sweep's 2 runs has begun; `gradflow sweep" in said, said
+        assert "holds no runs yet: none of its sweep's 2 runs has begun; `gradflow sweep" in said, said
         assert f"results={tmp_path / 'cut'} --name s` runs them" in said, said
     # a holder on another host, whose lock is not to be seen from here: it may be running (it said "is running",
     # and no command)
