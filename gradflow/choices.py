@@ -48,13 +48,6 @@ def step_unread(flat: dict[str, Any]) -> str | None:
     return "optim.schedule=step reads it" if flat.get("optim.schedule") in ("constant", "cosine") else None
 
 
-def points_unread(flat: dict[str, Any]) -> str | None:
-    """Why a run does not read probe.points (None where it does): it probes every probe.every-th step."""
-    every = flat.get("probe.every")
-    return (f"probe.every={every} sets the probed steps; probe.points spaces them where probe.every=0"
-            if isinstance(every, int) and not isinstance(every, bool) and every > 0 and "model.name" in flat else None)
-
-
 # keys a run reads only where others say so: key -> (the keys that say so, its default, why a run, as its
 # flat config, does not read it: None where it does). A value set for a run that does not read the key is
 # refused (`gradflow run`), except in a sweep point: norm=none,batchnorm norm.eps=1e-3 sets it where read
@@ -63,7 +56,6 @@ CONDITIONAL_KEYS = {
     "model.alpha": (("model.name", "model.skip"), "1.0", alpha_unread),
     "optim.gamma": (("optim.schedule",), 0.1, step_unread),
     "optim.milestones": (("optim.schedule",), "[]", step_unread),  # (a flat config holds a list as its str)
-    "probe.points": (("probe.every",), 30, points_unread),
 }
 
 

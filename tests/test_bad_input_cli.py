@@ -167,9 +167,6 @@ CASES = [
     # a preset is added (+experiment=...), as every command of the README writes it: it said "unknown key"
     (["run", "experiment=depth-study"], "experiment=depth-study: an experiment preset is added with a +: write "
                                         "+experiment=depth-study; choices: depth-study, edge-of-chaos,"),
-    # probe.points spaces the probed steps only where probe.every=0: it was ignored without a word
-    (["run", "probe=every", "probe.points=5"], "probe.points=5 does not apply to this run: probe.every=1 sets the "
-                                               "probed steps; probe.points spaces them where probe.every=0"),
     (["run", "model.activation=tanh,relu"], "model.activation=tanh,relu is several values, and `gradflow run` "
                                             "trains one network: `gradflow sweep model.activation=tanh,relu ...`"),
     # an arm's runs are judged together as its seeds: glorot2010 with tanh,linear passed 13 of 13 claims as

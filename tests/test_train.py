@@ -18,7 +18,7 @@ from tests.test_probes import _setup as _probed_setup
 
 def _setup(overrides):
     """A tiny MLP probed at init and at the end only (the loop's bookkeeping alone), unless `overrides` set
-    probe.every (probe.points is then unread, and refused)."""
+    probe.every (probe.points is then unread)."""
     own = any(o.startswith("probe.every=") for o in overrides)
     return _probed_setup([*([] if own else ["probe.every=0", "probe.points=2"]), *overrides])
 
