@@ -24,10 +24,11 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from gradflow import store, theory, workers
-from gradflow.config import EXPERIMENTS_DIR
+from gradflow.config import EXPERIMENTS_DIR, override_parser
 from gradflow.overrides import override_key, override_value
 from gradflow.errors import GradflowError, did_you_mean, shorten
 from gradflow.fmt import and_list, fmt
+from gradflow.keys import SEED_KEYS
 from gradflow.theory import FIT_TRIM
 
 if TYPE_CHECKING:
@@ -723,6 +724,28 @@ class Outcome:
         return [r for r in self.claims if words in r.text]
 
 
+def _pooled(spec: Spec, scale: str, user: list[str]) -> None:
+    """Refuse an override of several values (other than seeds) for an arm that does not sweep that key itself:
+    an arm's runs are judged together as its seeds, so glorot2010 with model.activation=tanh,linear was one
+    net, each claim the mean over both activations with a standard error. A key an arm sweeps (he2016's
+    model.depth) is one its claims pick runs by, and may take other values."""
+    def swept(o: str) -> bool:
+        return override_parser().parse_override(o).is_sweep_override()
+
+    for o in user:
+        key = override_key(o)
+        if key in SEED_KEYS or not swept(o):
+            continue
+        pooling = [arm for arm in spec.arms
+                   if not any(override_key(a) == key and swept(a) for a in spec.overrides(arm, scale, []))]
+        if pooling:
+            arms = f"arm {pooling[0]}" if len(pooling) == 1 else f"arms {and_list(pooling)}"
+            raise GradflowError(f"{shorten(o, 60)} is several values, and {spec.name}'s {arms} "
+                                f"{'judges its' if len(pooling) == 1 else 'judge their'} runs together as seeds: give "
+                                "one value (more seeds: seed=0,1,2,3,4), or compare the values with one "
+                                "reproduction each, into its own results=FOLDER")
+
+
 LaunchFn = Callable[["sweep_mod.Plan"], None]
 
 
@@ -747,6 +770,7 @@ def run(name: str, scale: str = "default", user: list[str] | None = None, force:
     spec = Spec.load(name)
     user = list(user or [])
     sweep_mod.check_overrides(user, "reproduce")  # (--name x was called an option of `gradflow sweep`)
+    _pooled(spec, scale, user)
     named = [o for o in user if override_key(o) == "name"]
     if named:  # (it was dropped without a word)
         raise GradflowError(f"{shorten(named[0], 40)} does not apply to gradflow reproduce: its runs go to "

@@ -39,7 +39,6 @@ from gradflow.choices import CONDITIONAL_KEYS, settings, unread
 from gradflow import store, workers
 from gradflow.errors import GradflowError, UsageError, did_you_mean, shorten, shorten_command
 from gradflow.fmt import and_list
-from gradflow.keys import SEED_KEYS
 from gradflow.overrides import NOT_IN_JOB_NAME, job_name, override_key, point_name, split_top
 
 # launcher -> (module that provides it, extra to install)
@@ -249,11 +248,6 @@ def check_overrides(overrides: list[str], command: str) -> None:
             plain = ",".join(str(v) for v in items)
             raise GradflowError(f"{shorten(o, 60)} would sweep {key} over single values, but {key} is a list: "
                                 f"write {key}=[{shorten(plain, 40)}] (several lists: {key}=[..],[..])")
-        if parsed.is_sweep_override() and command == "reproduce" and key not in SEED_KEYS:
-            # (an arm's runs are its seeds: tanh,linear was judged as one net, averaged with a standard error)
-            raise GradflowError(f"{shorten(o, 60)} is several values, and `gradflow reproduce` judges each arm's "
-                                "runs together as its seeds: give one value (more seeds: seed=0,1,2,3,4), or "
-                                "compare the values with one reproduction each, into its own results=FOLDER")
         if parsed.is_sweep_override() and one:  # (Hydra's own words said "add --multirun")
             instead = (f"`gradflow sweep {shorten(o, 40)} ...` trains one per value" if command == "run"
                        else "give one value")

@@ -172,9 +172,10 @@ CASES = [
     # an arm's runs are judged together as its seeds: glorot2010 with tanh,linear passed 13 of 13 claims as
     # one net (linear alone: 8 of 13)
     (["reproduce", "glorot2010", "--quick", "model.activation=tanh,linear"], "model.activation=tanh,linear is "
-     "several values, and `gradflow reproduce` judges each arm's runs together as its seeds: give one value (more "
+     "several values, and glorot2010's arms init and train judge their runs together as seeds: give one value (more "
      "seeds: seed=0,1,2,3,4), or compare the values with one reproduction each, into its own results=FOLDER"),
-    (["reproduce", "he2015", "--quick", "model.depth=range(3,5)"], "model.depth=range(3,5) is several values"),
+    (["reproduce", "he2015", "--quick", "optim.lr=range(1,3)"], "optim.lr=range(1,3) is several values, and "
+                                                                "he2015's arm"),
     # an override that makes an arm's swept values one run: the error named neither the arm nor the override
     (["reproduce", "hochreiter1991", "--quick", "model.name=rnn", "results={results}"],
      "hochreiter1991's arm forget_bias sweeps model.forget_bias=0.0 and model.forget_bias=1.0, which are one run "

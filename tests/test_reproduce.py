@@ -427,3 +427,17 @@ def test_steps_to_measure_is_the_first_evaluation_reaching_the_threshold(cli, tm
     assert got.per_run == by_hand and all(0 < s <= 30 for s in by_hand), by_hand
     never = rep.MEASURES["steps_to"](arm, metric="train_loss", op="<=", threshold=-1.0)
     assert never.per_run == [math.inf, math.inf]
+
+
+def test_several_values_are_refused_only_where_an_arm_would_pool_them_as_seeds():
+    # an arm's runs are judged together as its seeds: tanh,linear in glorot2010 was one net; but a key an arm
+    # sweeps itself (he2016's model.depth, model.skip) is one its claims pick runs by, and may take other values
+    he2016 = rep.Spec.load("he2016")
+    for ok in (["model.depth=7,19,55"], ["model.skip=none,residual"], ["seed=0,1,2"], ["optim.lr=0.05"]):
+        rep._pooled(he2016, "quick", ok)
+    with pytest.raises(GradflowError, match=r"^optim.lr=0.01,0.02 is several values, and he2016's arm depth judges "
+                                            r"its runs together as seeds"):
+        rep._pooled(he2016, "quick", ["optim.lr=0.01,0.02"])
+    with pytest.raises(GradflowError, match=r"^model.activation=tanh,linear is several values, and glorot2010's "
+                                            r"arms init and train judge their runs together as seeds"):
+        rep._pooled(rep.Spec.load("glorot2010"), "quick", ["model.activation=tanh,linear"])
