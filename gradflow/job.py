@@ -109,6 +109,8 @@ def _execute(cfg: DictConfig, job_dir: Path, name: str, on_step: ProgressFn | No
     record = {"job": name, "seed": cfg.seed, "steps": cfg.train.steps,
               "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "config_hash": digest, **store.environment(), "config": flat}
+    if "root" in cfg.data:  # the folder its files are read from (data.root "" is $GRADFLOW_DATA, else ./data)
+        record["data_root"] = str(datasets.data_root(cfg.data.root).expanduser().resolve())
     start = time.perf_counter()
     try:
         device, data, model = prepare(cfg, isolate)
@@ -118,8 +120,6 @@ def _execute(cfg: DictConfig, job_dir: Path, name: str, on_step: ProgressFn | No
         store.begin(job_dir, cfg, record)
         return _failed(job_dir, record, e, start)
     record.update(device=str(device), threads=torch.get_num_threads())  # intra-op threads it trains with
-    if "root" in cfg.data:  # the folder its files were read from (data.root "" is $GRADFLOW_DATA or ./data)
-        record["data_root"] = str(datasets.data_root(cfg.data.root).expanduser().resolve())
     store.begin(job_dir, cfg, record)
     reached = [0]  # the last step reported, for an interrupted run's record
     interrupts: list[bool] = []  # Ctrl-Cs seen while training (see _interrupts_kept)

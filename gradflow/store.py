@@ -97,10 +97,13 @@ FLAGS = "flags"  # run.json: notes on a run that ended ok but is no success (e.g
 # config keys, so a Recorder's config key of the same name would be hidden (recorder.TAKEN refuses it)
 RUN_FIELDS = ("job", "started", "config_hash", "config", "python", "torch", "numpy", "gradflow", "platform",
               "git_commit", "gradflow_commit", "pid", "host", "device", "seed", "threads", "every", "steps_planned",
-              "command", "data_root",
+              "command",
               STATUS, "steps", "steps_done", "train_time", "wall_time", "fused_steps", "files", "summary",
               "final", "last_evaluated", "last_finite", FLAGS, "error", "traceback", DIVERGED_AT,
               "diverged_layer", "diverged_in", "replacement", "tied", "frozen")
+# run.json fields that only gradflow's own runs write (job.py), never a Recorder's: a Recorder's config may take
+# these names (its run.json holds none of them to hide the key)
+JOB_FIELDS = ("data_root",)  # the folder a run's data files are read from (data.root, else $GRADFLOW_DATA, ./data)
 STATUS_COLOURS = {OK: "green", DIVERGED: "yellow", FAILED: "red", RUNNING: "cyan", INTERRUPTED: "magenta",
                   INCOMPLETE: "red", STALE: "bright_black"}
 # config keys that say where and how fast, not what is computed: they do not change a run's identity

@@ -215,7 +215,7 @@ def test_diverging_run_is_recorded_and_keeps_earlier_rows(cli, results):
     rec = json.loads((job / "run.json").read_text())
     assert rec["status"] == "diverged"
     # every field is one a Recorder's config key may not take (it would hide the key in ls and load)
-    assert set(rec) <= set(store.RUN_FIELDS), set(rec) - set(store.RUN_FIELDS)
+    assert set(rec) <= {*store.RUN_FIELDS, *store.JOB_FIELDS}, set(rec) - set(store.RUN_FIELDS)
     assert 1 <= rec["diverged_step"] < 40 and rec["steps_done"] == rec["diverged_step"]  # the finite updates
     layers = pd.read_parquet(job / "layers.parquet")
     init = layers[layers["step"] == 0]

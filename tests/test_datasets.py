@@ -283,6 +283,18 @@ def test_the_data_folder_a_run_read_is_in_its_run_json(cli, tmp_path, monkeypatc
     (run,) = (tmp_path / "results" / "d").glob("*/run.json")
     record = json.loads(run.read_text())
     assert record["config"]["data.root"] == "" and record["data_root"] == str((tmp_path / "digits").resolve())
+    # a field only gradflow's runs write: a Recorder's config may still have a key of that name
+    import gradflow
+    from torch import nn
+
+    import torch
+
+    net = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2))
+    rec = gradflow.Recorder(net, tmp_path / "mine", config={"data_root": "/my/data"})
+    with rec.step(0):
+        net(torch.ones(2, 4)).sum().backward()
+    rec.close()
+    assert gradflow.load(tmp_path / "mine", table="runs")["data_root"].tolist() == ["/my/data"]
 
 
 # --- downloads ------------------------------------------------------------------------------------
