@@ -316,9 +316,18 @@ class _CifarUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) not in self._ALLOWED:
             raise pickle.UnpicklingError(f"unexpected object {module}.{name}")
+        if name == "bytes":  # empty bytes only: bytes(300_000_000) in a 114-byte file would take 300 MB
+            return _empty_bytes
         if name == "_reconstruct":  # the originals name numpy.core (numpy 1.x), numpy >= 2 writes numpy._core
             return _np_reconstruct
         return super().find_class(module, name)
+
+
+def _empty_bytes(*args) -> bytes:
+    """bytes() as a protocol-2 pickle calls it for b"", and nothing else."""
+    if args:
+        raise pickle.UnpicklingError(f"unexpected call bytes{args!r:.40}")
+    return b""
 
 
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -413,6 +413,14 @@ def test_load_cifar10_errors(tmp_path):
     batch.write_bytes(pickle.dumps({b"data": Evil()}, protocol=2))
     with pytest.raises(GradflowError, match=r"unexpected object \w+\.exec"):
         load_cifar10(tmp_path / "cut")
+    # bytes() is allowed for the b"" protocol 2 writes as its call, not as a 300 MB allocation in 100 bytes
+    class Huge:
+        def __reduce__(self):
+            return (bytes, (300_000_000,))
+    batch.write_bytes(pickle.dumps({b"data": Huge()}, protocol=2))
+    assert len(batch.read_bytes()) < 200
+    with pytest.raises(GradflowError, match=r"unexpected call bytes\(300000000,\)"):
+        load_cifar10(tmp_path / "cut")
 
     archive = tmp_path / "bad" / "cifar-10-python.tar.gz"
     write(archive, gzip.compress(b"not a tar" * 100)[:50])
