@@ -499,7 +499,10 @@ def zero_share(arm: Arm, where=None, quantity="signal_norm", step=1) -> Measured
     def one(g):
         p = _profile(g, quantity, step).to_numpy()[1:-1]
         return float(np.mean(p == 0)) if len(p) else math.nan
-    return _per_run(arm.table("layers", where), one)
+    measured = _per_run(arm.table("layers", where), one)
+    if not np.isfinite(measured.value) and not measured.note:  # (a run of 0 steps, or one not probed then)
+        measured.note = f"a run has no {quantity} at step {step} (it took no step, or was not probed then)"
+    return measured
 
 
 @measure

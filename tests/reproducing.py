@@ -31,15 +31,19 @@ def figures_drawn(outcome: rep.Outcome, names) -> None:
         assert name in drawn and drawn[name].is_file(), (name, sorted(drawn))
 
 
-def reproduce_edited(name: str, results: Path, specs: Path, monkeypatch, arms: dict[str, list[str]]) -> rep.Outcome:
+def reproduce_edited(name: str, results: Path, specs: Path, monkeypatch, arms: dict[str, list[str]],
+                     quick: dict[str, list[str]] | None = None) -> rep.Outcome:
     """reproduce() of a copy of the spec (written into `specs`) in which the named arms take more overrides,
     as a user breaking the mechanism in those arms alone would edit it: the other arms keep their finished
-    runs in `results`, which are reused (an override given to every arm would rerun them all)."""
+    runs in `results`, which are reused (an override given to every arm would rerun them all). `quick`: more
+    overrides for arms at the quick scale, which come after the arm's own (its train.steps, say)."""
     from omegaconf import OmegaConf
 
     raw = OmegaConf.to_container(OmegaConf.load(rep.SPEC_DIR / f"{name}.yaml"))
     for arm, more in arms.items():
         raw["arms"][arm] = [*raw["arms"][arm], *more]
+    for arm, more in (quick or {}).items():
+        raw["scales"]["quick"][arm] = [*raw["scales"]["quick"].get(arm, []), *more]
     specs.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(OmegaConf.create(raw), specs / f"{name}.yaml")
     monkeypatch.setattr(rep, "SPEC_DIR", specs)

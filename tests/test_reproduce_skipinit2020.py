@@ -154,15 +154,18 @@ def test_skipinit2020_fixup_whose_branches_do_not_start_at_zero_fails(pristine, 
     # passing runs: first as they are, then broken)
     shutil.copytree(pristine, tmp_path / "results")
     short = {arm: ["train.steps=2"] for arm in ("mlp_fixup", "resnet_fixup")}
-    intact = reproduce_edited("skipinit2020", tmp_path / "results", tmp_path / "specs", monkeypatch, short)
+    intact = reproduce_edited("skipinit2020", tmp_path / "results", tmp_path / "specs", monkeypatch, {}, short)
     for arm in ("mlp_fixup", "resnet_fixup"):
         claim = intact.claim(f"{arm}: every block the identity at init")
         assert claim.passed and claim.measured.value == 0.5, verdicts(intact)
     _fixup_with_its_last_layers_drawn(monkeypatch)
     for arm in ("mlp_fixup", "resnet_fixup"):  # (the same configs: their finished runs removed, to run again)
         shutil.rmtree(tmp_path / "results" / "reproduce" / "skipinit2020-quick" / arm)
-    broken = reproduce_edited("skipinit2020", tmp_path / "results", tmp_path / "specs", monkeypatch, short)
+    broken = reproduce_edited("skipinit2020", tmp_path / "results", tmp_path / "specs", monkeypatch, {}, short)
     for arm in ("mlp_fixup", "resnet_fixup"):
         claim = broken.claim(f"{arm}: every block the identity at init")
         assert not claim.passed and claim.measured.value == 0, verdicts(broken)
         assert broken.claim(f"{arm}: share of runs that diverge").passed  # (it still runs)
+    steps = [json.loads(p.read_text())["steps"] for arm in ("mlp_fixup", "resnet_fixup")
+             for p in (tmp_path / "results" / "reproduce" / "skipinit2020-quick" / arm).glob("*/run.json")]
+    assert steps == [2, 2]  # (the arms cut short: the quick scale's train.steps comes after the arm's own)

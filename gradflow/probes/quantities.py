@@ -82,13 +82,13 @@ QUANTITIES: dict[str, Quantity] = {q.name: q for q in [
              needs_grad=True),
 ]}
 
-# Histograms: fixed log-spaced magnitude bins, 4 per decade over [1e-12, 1e4), one set per sign,
-# plus explicit counts of exact zeros, underflow (0 < |x| < 1e-12), overflow (|x| >= 1e4) and NaN/inf.
 # the family whose Jacobian spectra probe.jacobian records (probes/jacobian.py): its hidden layers map vectors
 # to vectors. Others record none (a CNN's layer-to-layer Jacobian on CIFAR-10 is 32,768 x 32,768 per example);
 # `gradflow run` and `plot --kind spectrum` say so
 JACOBIAN_MODEL = "mlp"
 
+# Histograms: fixed log-spaced magnitude bins, 4 per decade over [1e-12, 1e4), one set per sign,
+# plus explicit counts of exact zeros, underflow (0 < |x| < 1e-12), overflow (|x| >= 1e4) and NaN/inf.
 HIST_EDGES = 10.0 ** np.linspace(-12, 4, 16 * 4 + 1)
 HIST_BINS = len(HIST_EDGES) - 1
 HIST_KINDS = ("pos",) * HIST_BINS + ("neg",) * HIST_BINS + ("zero", "underflow", "overflow", "nonfinite")
