@@ -234,15 +234,8 @@ def check_overrides(overrides: list[str], command: str) -> None:
         if isinstance(parsed.value(), RangeSweep) and parsed.value().step == 0:
             raise GradflowError(f"{shorten(o, 60)} has a step of 0: range(start,stop[,step]) needs a step other "
                                 "than 0, e.g. range(1,9,2)")
-        if key in config_mod.GROUP_KEYS and not parsed.is_sweep_override() and not isinstance(parsed.value(), str):
-            # ([a,b] composes both files, the last winning where they overlap: init=[standard,kaiming_normal] ran
-            # kaiming_normal in a folder named for both; null: Hydra's "must be a string or a list")
-            choices = config_mod.group_choices(key) or config_mod.experiment_choices(key)
-            plus = o[:len(o) - len(o.lstrip("+"))]  # (+experiment=[a,b]: sweep +experiment=a,b)
-            several = (f"; several are swept with `gradflow sweep {plus}{key}={','.join(map(str, parsed.value()))}`"
-                       if isinstance(parsed.value(), list) and parsed.value() else "")
-            raise GradflowError(f"{shorten(o, 60)}: {key} takes one of its choices{several}; choices: "
-                                f"{', '.join(choices)}")
+        if key in config_mod.GROUP_KEYS:
+            _one_choice(o, key, parsed)
         items = getattr(parsed.value(), "list", None)  # a,b,c (not range(...)): the values swept
         if key in config_mod.list_keys() and items is not None and not all(isinstance(v, list) for v in items):
             plain = ",".join(str(v) for v in items)
@@ -253,6 +246,25 @@ def check_overrides(overrides: list[str], command: str) -> None:
                        else "give one value")
             raise GradflowError(f"{shorten(o, 60)} is several values, and `gradflow {command}` {does} one "
                                 f"network: {instead} (a text with commas is quoted: key='a,b')")
+
+
+def _one_choice(o: str, key: str, parsed) -> None:
+    """A config group's value, or each value it sweeps, is one of its choices: a list composes every file of
+    it, the last winning where they overlap (init=[standard,kaiming_normal] ran kaiming_normal in a folder
+    named for both); null was Hydra's "must be a string or a list"."""
+    values = getattr(parsed.value(), "list", None) if parsed.is_sweep_override() else [parsed.value()]
+    bad = next((v for v in values or [] if not isinstance(v, str)), "") if values is not None else ""
+    if bad == "":
+        return
+    choices = config_mod.group_choices(key) or config_mod.experiment_choices(key)
+    plus = "+" if key == "experiment" else ""  # (a preset is added: +experiment=a,b)
+    if isinstance(bad, list) and len(bad) > 1:
+        instead = f"; several are swept with `gradflow sweep {plus}{key}={','.join(map(str, bad))}`"
+    elif isinstance(bad, list) and bad:
+        instead = f"; write {plus}{key}={bad[0]}"
+    else:
+        instead = ""
+    raise GradflowError(f"{shorten(o, 60)}: {key} takes one of its choices{instead}; choices: {', '.join(choices)}")
 
 
 def check_launcher(launcher: str, options: Sequence = ()) -> None:

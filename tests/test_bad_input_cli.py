@@ -163,6 +163,12 @@ CASES = [
     (["sweep", "model=[mlp,cnn]"], "model=[mlp,cnn]: model takes one of its choices; several are swept with "
                                    "`gradflow sweep model=mlp,cnn`; choices: cnn, custom, gru,"),
     (["run", "init=null"], "init=null: init takes one of its choices; choices: delta_orthogonal,"),
+    (["run", "init=[standard]"], "init=[standard]: init takes one of its choices; write init=standard; choices:"),
+    (["sweep", "init=[standard,kaiming_normal],[xavier_normal]"], "init=[standard,kaiming_normal],[xavier_normal]: "
+     "init takes one of its choices; several are swept with `gradflow sweep init=standard,kaiming_normal`"),
+    (["sweep", "init=standard,null"], "init=standard,null: init takes one of its choices; choices: delta_orthogonal"),
+    (["run", "experiment=[depth-study,edge-of-chaos]"], "experiment takes one of its choices; several are swept with "
+                                                        "`gradflow sweep +experiment=depth-study,edge-of-chaos`"),
     (["run", "model.activation=null"], "model.activation=null is not allowed: give model.activation a value"),
     # a preset is added (+experiment=...), as every command of the README writes it: it said "unknown key"
     (["run", "experiment=depth-study"], "experiment=depth-study: an experiment preset is added with a +: write "
