@@ -776,16 +776,20 @@ def train_size(data) -> int:
     return TRAIN_SIZES.get(data.name) or data.n_train
 
 
+def batch_fits(batch: int, n: int, data: str, where: str = "") -> None:
+    """A batch no larger than the `n` training examples of data=`data` (`where`: " under FOLDER", files read)."""
+    if batch > n:
+        raise GradflowError(f"train.batch_size={batch} must be <= the {n} training examples of data={data}{where}"
+                            + (f"; give train.batch_size={n} (the whole set a step) or fewer" if n > 0 else ""))
+
+
 def _train(cfg) -> None:
     t = cfg.train
     _at_least("train.steps", t.steps, 0)
     if t.steps > MAX_STEPS:
         raise GradflowError(f"train.steps={t.steps} must be <= {MAX_STEPS:.0e}")
     _at_least("train.batch_size", t.batch_size)
-    n = train_size(cfg.data)
-    if t.batch_size > n:
-        raise GradflowError(f"train.batch_size={t.batch_size} must be <= the {n} training examples of data={cfg.data.name}"
-                            + (f"; give train.batch_size={n} (the whole set a step) or fewer" if n > 0 else ""))
+    batch_fits(t.batch_size, train_size(cfg.data), cfg.data.name)
     if uses_batchnorm(cfg) and t.batch_size < 2:
         raise GradflowError(f"train.batch_size={t.batch_size} must be >= 2 with batch normalization "
                             "(the batch variance of one example is 0)")

@@ -133,7 +133,7 @@ def _images(cfg) -> Data:
     found = len(arrays["x_train"])
     if cfg.subset > found:  # (validation counted the full set's 60,000 or 50,000: these files hold fewer)
         raise GradflowError(f"data.subset={cfg.subset} is more than the {found} training examples in the "
-                            f"{cfg.name} files under data.root={root}; give data.subset={found} or fewer")
+                            f"{cfg.name} files under {root}; give data.subset={found} or fewer")
     n = cfg.subset or found
     x_train, x_test = datasets.standardize(arrays["x_train"][:n], arrays["x_test"])
     augment = datasets.augment_pad_crop_flip if cfg.get("augment") else None  # a key of data=cifar10 only

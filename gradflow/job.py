@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from gradflow import data as datasets
 from gradflow import models, store, summary, theory, workers
 from gradflow.choices import settings
-from gradflow.config import resolve_device
+from gradflow.config import batch_fits, resolve_device
 from gradflow.errors import GradflowError, one_line
 from gradflow.models.custom import activation_kind
 from gradflow.models.init import initialize
@@ -55,10 +55,8 @@ def _prepare(cfg: DictConfig):
     torch.set_num_threads(cfg.threads or workers.default_threads(TORCH_THREADS))
     torch.manual_seed(cfg.seed)
     data = datasets.build(cfg.data, device, theory.input_scale(cfg))
-    if cfg.train.batch_size > len(data.x_train):  # files under data.root that hold fewer than the full set
-        raise GradflowError(f"train.batch_size={cfg.train.batch_size} must be <= the {len(data.x_train)} training "
-                            f"examples of data={cfg.data.name} under {datasets.data_root(cfg.data.get('root', ''))}; give "
-                            f"train.batch_size={len(data.x_train)} (the whole set a step) or fewer")
+    if "root" in cfg.data:  # files that hold fewer than the full set validation counted
+        batch_fits(cfg.train.batch_size, len(data.x_train), cfg.data.name, f" under {datasets.data_root(cfg.data.root)}")
     model = models.build(cfg, data.input_shape, data.n_classes, per_step=data.task in ("per_step", "next_token"),
                          vocab=data.vocab)
     initialize(model, cfg.init, activation_kind(model) if cfg.model.activation == "auto" else cfg.model.activation)

@@ -261,7 +261,7 @@ def test_local_files_with_fewer_examples_than_asked_for_are_one_line(cli, tmp_pa
     make_mnist(tmp_path / "mnist", gz=False, n_train=8, n_test=4)
     for over, said in (
             (["data.subset=1000", "train.batch_size=4"], f"error: data.subset=1000 is more than the 8 training "
-             f"examples in the mnist files under data.root={tmp_path}; give data.subset=8 or fewer"),
+             f"examples in the mnist files under {tmp_path}; give data.subset=8 or fewer"),
             ([], f"error: train.batch_size=128 must be <= the 8 training examples of data=mnist under "
              f"{tmp_path}; give train.batch_size=8 (the whole set a step) or fewer")):
         out = cli("run", "data=mnist", f"data.root={tmp_path}", "model.depth=2", "model.width=8", "train.steps=1",
