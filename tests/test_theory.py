@@ -691,7 +691,11 @@ def test_cli_json_full_precision_and_digits(invoke):
     assert got["chi1"] == mf.chi1 and got["q_star"] == mf.q_star  # every digit, not a rounded string
     assert got["grad_ratio"] == mf.grad_ratio(8)
     got = json.loads(invoke("--activation", "tanh", "--sb2", "0.05", "--critical", "--json").output)
-    assert got["critical_sw2"] == theory.critical_sw2("tanh", 0.05)
+    assert got["critical_sw2"] == theory.critical_sw2("tanh", 0.05) and got["notes"] == []
+    # the notes the table prints go into --json too: ReLU's q* = 1 is any q, softplus's q* = ∞ a limit
+    for activation, words in (("relu", "every q is a fixed point here"), ("softplus", "the edge is a limit")):
+        got = json.loads(invoke("--activation", activation, "--critical", "--json").output)
+        assert len(got["notes"]) == 1 and words in got["notes"][0], got
     out = invoke("--activation", "tanh", "--sw2", "1.5", "--sb2", "0.05", "--digits", "9")
     assert f"{mf.chi1:.9g}" in out.output and f"{mf.chi1:.9g}" not in invoke(
         "--activation", "tanh", "--sw2", "1.5", "--sb2", "0.05").output

@@ -182,8 +182,15 @@ def _show_critical(name: str, sb2: float, digits: int, as_json: bool) -> None:
         _note(f"{why}; another --sb2 may have one")
         return
     q = theory.q_star(name, sw2, sb2)
-    if as_json:
-        _print_json({"activation": name, "sb2": sb2, "critical_sw2": sw2, "q_star": q})
+    notes = _every_q_notes(name, sw2, sb2)
+    if q == math.inf:  # (it was printed without a word: softplus's edge is a limit no finite variance reaches)
+        notes.append("q* = ∞: at this σ_w² the signal variance grows without bound with depth, and "
+                     + ("χ₁ = 1 at every variance (a piecewise-linear activation is scale-free)"
+                        if isinstance(theory.moments(name), theory.PiecewiseLinear) else
+                        "χ₁ reaches 1 only in that limit, below it at every finite variance: the edge is a "
+                        "limit, not a point a net sits at"))
+    if as_json:  # (the notes too: the table's reader was told q* = 1 is any q, q* = ∞ a limit; --json's was not)
+        _print_json({"activation": name, "sb2": sb2, "critical_sw2": sw2, "q_star": q, "notes": notes})
         return
     table = Table(title=f"edge of chaos: {name}, σ_b² = {sb2:g}", title_justify="left")
     table.add_column("quantity")
@@ -192,13 +199,6 @@ def _show_critical(name: str, sb2: float, digits: int, as_json: bool) -> None:
     table.add_row("critical σ_w²", _fmt(sw2, max(digits, 4)), "weight variance × fan-in where χ₁ = 1")
     table.add_row("q*", _fmt(q, digits), "fixed-point pre-activation variance there")
     print_table(table)
-    notes = _every_q_notes(name, sw2, sb2)
-    if q == math.inf:  # (it was printed without a word: softplus's edge is a limit no finite variance reaches)
-        notes.append("q* = ∞: at this σ_w² the signal variance grows without bound with depth, and "
-                     + ("χ₁ = 1 at every variance (a piecewise-linear activation is scale-free)"
-                        if isinstance(theory.moments(name), theory.PiecewiseLinear) else
-                        "χ₁ reaches 1 only in that limit, below it at every finite variance: the edge is a "
-                        "limit, not a point a net sits at"))
     for note in notes:
         _note(note)
 
