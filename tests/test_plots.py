@@ -2189,3 +2189,12 @@ def test_the_panel_over_a_removed_one_labels_the_shared_x_axis():
             shown = [t.get_text() for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
             lowest = row == 1 or ax.get_subplotspec().colspan.start == 2
             assert bool(shown) == lowest, (ax.get_title(), shown)
+
+
+def test_a_run_is_picked_by_a_choice_under_the_name_ls_heads_it_with():
+    # ls heads model.name as "model": --run model=tx said "is not a run", while --run name=tx picked it
+    from gradflow.plots.series import runs_by_config
+
+    df = pd.DataFrame({"run": ["a", "b"], "model.name": ["tx", "mlp"], "model.depth": [2, 2]})
+    assert runs_by_config("model=tx", df) == ["a"] and runs_by_config("name=mlp", df) == ["b"]
+    assert runs_by_config("model.name=tx", df) == ["a"] and runs_by_config("model=cnn", df) == []

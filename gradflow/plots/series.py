@@ -329,7 +329,8 @@ def _items(run: str) -> list[tuple[str, str]]:
 
 
 def _same_key(k: str, key: str) -> bool:
-    return k == key or k.endswith("." + key)  # the key whole or by its last part
+    # the key whole, by its last part, or as `ls` heads a choice's name (model.name: model)
+    return k == key or k.endswith("." + key) or k.removesuffix(".name") == key
 
 
 def _matched(asked: str, run: str) -> int:
