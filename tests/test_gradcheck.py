@@ -204,6 +204,17 @@ def test_cli_table_and_bad_override(cli):
     assert out.exit_code == 1 and "model.depth" in out.output and "Traceback" not in out.output
 
 
+def test_cli_checks_a_training_set_smaller_than_train_batch_size(cli):
+    # the check never reads train.batch_size (--batch is its batch): data.n_train=50 was refused over the
+    # default 128; one given explicitly is still the user's to fit
+    out = cli("gradcheck", "data=gaussian", "data.n_train=50", "model.depth=2", "model.width=8", "threads=1",
+              "--entries", "2", "--batch", "100")
+    assert out.exit_code == 0 and "--batch 100 is more than the 50 training examples: the loss is on all 50" in \
+        " ".join(out.output.split()), out.output
+    out = cli("gradcheck", "data=gaussian", "data.n_train=50", "train.batch_size=100")
+    assert out.exit_code == 1 and "train.batch_size=100 must be <= the 50 training examples" in out.output
+
+
 SMALL = ["data=gaussian", "data.n_train=256", "data.n_test=64", "data.dim=8", "model.depth=2", "model.width=4",
          "threads=1"]
 
