@@ -779,6 +779,7 @@ def run(name: str, scale: str = "default", user: list[str] | None = None, force:
         raise GradflowError(f"{shorten(named[0], 40)} does not apply to gradflow reproduce: its runs go to "
                             f"{root_for(name, scale)}/; results=FOLDER writes them under another folder")
     results_root = override_value(user, "results") or "results"  # (the last, as Hydra composes the runs)
+    given = [o for o in user if override_key(o) != "results"]  # (what the report lists, and an error names)
     root = root_for(name, scale, results_root)
     start = time.perf_counter()
     used, jobs, reused = {}, {}, 0
@@ -788,7 +789,6 @@ def run(name: str, scale: str = "default", user: list[str] | None = None, force:
         plans = {}  # every arm planned before any runs: a bad override or missing data files stop it at once
         for arm in spec.arms:
             used[arm] = spec.overrides(arm, scale, user)
-            given = [o for o in user if override_key(o) != "results"]
             try:
                 plans[arm] = sweep_mod.plan(used[arm], f"{root.relative_to(results_root).as_posix()}/{arm}", force,
                                             keys_used=False)
@@ -811,7 +811,6 @@ def run(name: str, scale: str = "default", user: list[str] | None = None, force:
         claims = check(spec, root, jobs)
         figures_, not_drawn = draw(spec, root, jobs)
         wall = time.perf_counter() - start
-        given = [o for o in user if override_key(o) != "results"]
         report = write_report(spec, root, scale, claims, figures_, used, wall, given, reused, not_drawn)
     return Outcome(spec, scale, root, claims, figures_, report, used, wall, not_drawn)
 

@@ -253,8 +253,8 @@ def _one_choice(o: str, key: str, parsed) -> None:
     it, the last winning where they overlap (init=[standard,kaiming_normal] ran kaiming_normal in a folder
     named for both); null was Hydra's "must be a string or a list"."""
     values = getattr(parsed.value(), "list", None) if parsed.is_sweep_override() else [parsed.value()]
-    bad = next((v for v in values or [] if not isinstance(v, str)), "") if values is not None else ""
-    if bad == "":
+    bad = next((v for v in values or () if not isinstance(v, str)), "")  # (a range or glob lists none: None)
+    if isinstance(bad, str):
         return
     choices = config_mod.group_choices(key) or config_mod.experiment_choices(key)
     plus = "+" if key == "experiment" else ""  # (a preset is added: +experiment=a,b)
