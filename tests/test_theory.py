@@ -468,7 +468,7 @@ def test_the_phase_diagrams_divergence_line_is_where_q_star_turns_infinite_and_s
 
     x, y = np.linspace(0.5, 5.0, 120), np.linspace(0.0, 0.3, 7)
     cell = (x[1] - x[0]) / REFINE
-    for activation in ("gelu", "relu"):
+    for activation in ("gelu", "relu", "softplus"):
         q, _ = theory.phase_grid(activation, x, y)
         xs, ys, jumps = _divergence_line(activation, x, y, np.isinf(q))
         assert list(ys) == list(y) and np.isfinite(xs).all()
@@ -478,6 +478,10 @@ def test_the_phase_diagrams_divergence_line_is_where_q_star_turns_infinite_and_s
         if activation == "relu":
             np.testing.assert_allclose(xs[1:], 2.0, atol=cell)  # (at sb2 = 0, q* = 0 below sw2 = 2)
             assert not jumps.any()
+        elif activation == "softplus":  # (chi_1 0.95 a fine cell before the line, 1 beyond: steep, no jump)
+            np.testing.assert_allclose(xs, 2.0, atol=cell)
+            assert not jumps.any()
+            assert theory.critical_sw2("softplus", 0.1) == pytest.approx(2.0, abs=1e-6)
         else:
             assert xs[0] == pytest.approx(2.35, abs=0.01) and jumps[0]
     # a row crossing back (q* finite again beyond) gets no line: the caller draws the grid's contour
@@ -486,6 +490,9 @@ def test_the_phase_diagrams_divergence_line_is_where_q_star_turns_infinite_and_s
 
 @pytest.mark.parametrize("activation, edge, note", [
     ("tanh", True, None), ("relu", True, None),  # relu's edge is at sw2 = 2, where q* turns infinite too
+    # softplus's chi_1 rises steeply but without a jump to 1 at sw2 = 2 as q* runs off to infinity: the
+    # legend said it crossed only by a jump, where `theory --critical` gives 2
+    ("softplus", True, None),
     ("gelu", True, "jumps at this line"),
     # silu's chi_1 crosses 1 only by jumps: the legend named an edge of chaos that was nowhere drawn
     ("silu", False, "no edge of chaos: $\\chi_1$ crosses 1 only by a jump"),
@@ -500,6 +507,7 @@ def test_the_phase_diagrams_legend_names_an_edge_of_chaos_only_where_one_is_draw
                 for seg in c.allsegs[0])
     assert (r"edge of chaos ($\chi_1 = 1$)" in labels) == edge == drawn, (labels, drawn)
     assert note is None or any(note in label for label in labels), labels
+    assert note is not None or not any("jump" in label for label in labels), labels
 
 
 def test_gelus_drawn_edge_of_chaos_is_where_theory_finds_one():
@@ -885,3 +893,25 @@ def test_a_phase_diagram_without_an_edge_says_which_phase_it_shows():
         ax = phase_figure("tanh", sw2=sw2, resolution=(40, 20)).axes[0]
         labels = [t.get_text() for t in ax.get_legend().get_texts()]
         assert any(f"no edge of chaos here (all {side})" in lab for lab in labels), labels
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_every_phase_diagrams_region_labels_lie_inside_the_axes(activation):
+    """relu's "ordered" label sat across the left axis, over the tick labels: the distance to the frame was
+    taken from a subsample of the outside cells that held one frame cell. Each label's box, as drawn, lies
+    inside the axes, on its own phase."""
+    from gradflow.plots.phase import phase_figure
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = phase_figure(activation)  # (the default grid, as `gradflow theory phase` draws it)
+    ax = fig.axes[0]
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    frame = ax.get_window_extent(renderer)
+    for text in ax.texts:
+        box = text.get_bbox_patch().get_window_extent(renderer)
+        assert frame.x0 < box.x0 and box.x1 < frame.x1 and frame.y0 < box.y0 and box.y1 < frame.y1, \
+            (activation, text.get_text(), box, frame)
+        sw2, sb2 = text.get_position()
+        assert (theory.chi1(activation, float(sw2), float(sb2)) < 1) == text.get_text().startswith("ordered")

@@ -8,6 +8,7 @@ import numpy as np
 from matplotlib.colors import CenteredNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from scipy.ndimage import distance_transform_edt
 
 from gradflow import theory
 from gradflow.errors import GradflowError
@@ -56,7 +57,10 @@ def phase_figure(activation: str, sw2: tuple[float, float] = (0.5, 5.0), sb2: tu
     # no edge drawn across a jump of chi_1: chi_1 steps over 1 there, it does not pass through it; that
     # includes the rows where it steps at q* = inf by less than JUMP (gelu's in places), not relu's,
     # whose chi_1 = sw2 / 2 runs on through sw2 = 2 as q* turns infinite
-    jumps = _jumps(log_chi1) | _crossing_jumps(activation, x, y, log_chi1)
+    smooth = None
+    if line is not None:  # the steps onto the line along rows where q* runs off to infinity: chi_1 goes on
+        smooth = ~diverges[:, :-1] & diverges[:, 1:] & (np.isfinite(line[0]) & ~line[2])[:, None]
+    jumps = _jumps(log_chi1, smooth) | _crossing_jumps(activation, x, y, log_chi1)
     steps = jumps | (_jumps(diverges * 1.0) & line[2][:, None]) if line is not None else jumps
     edge = np.ma.masked_array(log_chi1, mask=~np.isfinite(log_chi1) | steps)
     drawn = edge.count() and edge.min() < 0.0 < edge.max() and \
@@ -93,12 +97,15 @@ def phase_figure(activation: str, sw2: tuple[float, float] = (0.5, 5.0), sb2: tu
     return fig
 
 
-def _jumps(z: np.ndarray) -> np.ndarray:
-    """Cells next to a discontinuity of z (a step larger than JUMP to a row or column neighbour)."""
+def _jumps(z: np.ndarray, smooth: np.ndarray | None = None) -> np.ndarray:
+    """Cells next to a discontinuity of z (a step larger than JUMP to a row or column neighbour), but for
+    the steps along a row that `smooth` (one per pair of neighbours) marks as continuous however large."""
     out = np.zeros(z.shape, dtype=bool)
     with np.errstate(invalid="ignore"):
         for axis in (0, 1):
             step = np.abs(np.diff(z, axis=axis)) > JUMP
+            if axis == 1 and smooth is not None:
+                step &= ~smooth
             lead = [slice(None)] * 2
             lead[axis] = slice(None, -1)
             out[tuple(lead)] |= step
@@ -120,15 +127,18 @@ def _crossing_jumps(activation: str, x: np.ndarray, y: np.ndarray, log_chi1: np.
     if not len(rows):
         return out
     fine = x[cols, None] + (x[cols + 1] - x[cols])[:, None] * np.linspace(0.0, 1.0, REFINE + 1)
-    _, chi1 = theory.phase_points(activation, fine, np.broadcast_to(y[rows, None], fine.shape))
+    q, chi1 = theory.phase_points(activation, fine, np.broadcast_to(y[rows, None], fine.shape))
     with np.errstate(divide="ignore", invalid="ignore"):
         steps = np.abs(np.diff(np.log(chi1), axis=1))
-    jumped = ~(np.nanmax(np.where(np.isfinite(steps), steps, np.inf), axis=1) <= STEP)
+    steps = np.where(np.isfinite(steps), steps, np.inf)
+    k = steps.argmax(axis=1)  # each row's largest step: from fine[k] to fine[k + 1]
+    jumped = ~(steps.max(axis=1) <= STEP) & ~_runs_off(activation, fine, y[rows], q, k)
     out[rows[jumped], cols[jumped]] = out[rows[jumped], cols[jumped] + 1] = True
     return out
 
 
 REFINE = 64  # points across one grid cell where the line q* = inf is found along a row
+RUNS_OFF = 1.5  # q* growing by more than this over the last fine cell before the line: running off, not leaping
 STEP = 0.01  # |log chi_1| changing by more than this across 1/REFINE of a cell is a jump (a slope changes ~1e-4)
 
 
@@ -151,8 +161,28 @@ def _divergence_line(activation: str, x: np.ndarray, y: np.ndarray, diverges: np
     xs, jumps = np.full(len(y), np.nan), np.zeros(len(y), dtype=bool)
     xs[rows] = fine[n, at]
     with np.errstate(divide="ignore", invalid="ignore"):
-        jumps[rows] = (at > 0) & (np.abs(np.log(chi1[n, at]) - np.log(chi1[n, np.maximum(at - 1, 0)])) > STEP)
+        gap = np.abs(np.log(chi1[n, at]) - np.log(chi1[n, np.maximum(at - 1, 0)])) > STEP
+    jumps[rows] = (at > 0) & gap & ~_runs_off(activation, fine, y[rows], q, np.maximum(at - 1, 0))
     return xs, y, jumps
+
+
+def _runs_off(activation: str, fine: np.ndarray, sb2: np.ndarray, q: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Per row of `fine` (sw2 points, q* at each), whether q* runs off to infinity towards the step from
+    fine[k] to fine[k + 1]: finite at k, infinite at k + 1, and rising steeply on the way (it grows like
+    1 / distance there, so twice as large at half the distance: RUNS_OFF from fine[k - 1] to fine[k]).
+    chi_1 is then continuous at the line, however steep: softplus's at sw2 = 2 goes 0.946, 0.979, 0.993
+    at 1e-3, 1e-4, 1e-5 below it, where it is 1 beyond, and the edge of chaos lies on the line (as relu's
+    does). Where the fixed point leaps from a finite value (gelu, silu) q* hardly changes on the way and
+    chi_1 jumps (gelu at sb2 = 0.05: 0.734 up to the line, 1.117 beyond)."""
+    n = np.arange(len(fine))
+    ahead = np.minimum(k + 1, fine.shape[1] - 1)
+    h = fine[n, ahead] - fine[n, k]
+    q_before = np.where(k > 0, q[n, np.maximum(k - 1, 0)], np.nan)
+    if (k == 0).any():  # (no point before fine[0] on the row: one more, a fine cell back)
+        q_back, _ = theory.phase_points(activation, fine[k == 0, 0] - h[k == 0], sb2[k == 0])
+        q_before[k == 0] = q_back
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(q[n, k]) & np.isinf(q[n, ahead]) & (q[n, k] > RUNS_OFF * q_before)
 
 
 def _elsewhere(activation: str, sb2: float) -> str:
@@ -166,26 +196,25 @@ def _elsewhere(activation: str, sb2: float) -> str:
 
 def _label_spot(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[float, float, float] | None:
     """(x, y, clearance): a point well inside the region z > 0, the cell farthest (in axes units) from
-    the region's edge, kept off the frame and the top-right corner where the legend sits; None if the
-    region is too small for a label."""
+    the region's edge and from the frame, kept out of the top-right corner where the legend sits; None
+    if the region is too small for a label."""
     inside = np.isfinite(z) & (z > 0)
     if inside.sum() < 0.03 * z.size:
         return None
+    # each cell's distance (axes fractions) to the nearest cell outside the region, the frame a row of
+    # such cells around the grid (a subsample of the outside cells missed the frame: relu's label sat
+    # across the left axis, 0.04 from it, in a region a third of the axes wide)
+    dist = distance_transform_edt(np.pad(inside, 1), sampling=(1 / max(len(y) - 1, 1), 1 / max(len(x) - 1, 1)))
+    dist = dist[1:-1, 1:-1]
     yy, xx = np.meshgrid(np.linspace(0, 1, len(y)), np.linspace(0, 1, len(x)), indexing="ij")
-    edge = ~inside
-    edge[0, :] = edge[-1, :] = True
-    edge[:, 0] = edge[:, -1] = True
-    ex, ey = xx[edge][::7], yy[edge][::7]  # a subsample of the boundary is enough for a label position
-    # (a narrow region, linear's ordered one of 0.5-1 in 0.5-5: at 0.09 from the frame the label sat on its edge)
-    cand = inside & (xx > 0.04) & (xx < 0.96) & (yy > 0.06) & (yy < 0.94) & ~((xx > 0.55) & (yy > 0.7))
-    if not cand.any():
+    dist[(xx > 0.55) & (yy > 0.7)] = 0.0  # (the legend's corner)
+    # of the cells nearly as far in as the farthest (a band of equal ones across a strip-shaped region),
+    # the one nearest the middle of the axes
+    near = np.where(dist >= 0.95 * dist.max(), (xx - 0.5) ** 2 + (yy - 0.5) ** 2, np.inf)
+    i, j = np.unravel_index(int(np.argmin(near)), dist.shape)
+    if dist[i, j] < MIN_CLEARANCE:  # no room for the label inside the region: the colour bar says which side it is
         return None
-    cx, cy = xx[cand][::5], yy[cand][::5]
-    dist = np.sqrt((cx[:, None] - ex[None, :]) ** 2 + (cy[:, None] - ey[None, :]) ** 2).min(axis=1)
-    i = int(np.argmax(dist))
-    if dist[i] < MIN_CLEARANCE:  # no room for the label inside the region: the colour bar says which side it is
-        return None
-    return float(x[0] + cx[i] * (x[-1] - x[0])), float(y[0] + cy[i] * (y[-1] - y[0])), float(dist[i])
+    return float(x[j]), float(y[i]), float(dist[i, j])
 
 
 MIN_CLEARANCE = 0.045  # axes fraction from a label's centre to its region's edge: half its small box's width
