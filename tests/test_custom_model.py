@@ -57,6 +57,20 @@ class NoWeights(nn.Module):
 
 def not_a_module(width=3):
     return {"width": width}
+
+
+class Widths(nn.Module):
+    """Hidden widths as a list, checked as a careful constructor checks them."""
+    def __init__(self, widths=(8,), d_in=40, n_out=10):
+        super().__init__()
+        if not isinstance(widths, (list, tuple)):
+            raise TypeError(f"widths must be a list, got {type(widths).__name__}")
+        sizes = [d_in, *widths]
+        self.body = nn.Sequential(*[m for a, b in zip(sizes, sizes[1:]) for m in (nn.Linear(a, b), nn.Tanh())])
+        self.head = nn.Linear(sizes[-1], n_out)
+
+    def forward(self, x):
+        return self.head(self.body(x))
 '''
 
 
@@ -188,6 +202,14 @@ def test_discovered_points_follow_the_forward_pass(user_models):
     followers = {p.name: type(p.activation).__name__ if p.activation is not None else None for p in model.probe_points}
     assert followers == {"conv": None, "body.0": "ReLU", "body.2": None, "head": None}  # LayerNorm is no activation
     assert cfg.model.activation == "auto" and cfg.init.name == "keep"
+
+
+def test_list_constructor_arguments_reach_the_module_as_plain_lists(user_models):
+    # Hydra's instantiate handed +model.kwargs.widths=[8,6] over as a ListConfig: a constructor that checks
+    # for a list refused it, and the error printed the kwargs as a list
+    cfg, data, model = setup(["model=custom", f"model.target={user_models}:Widths", "+model.kwargs.widths=[8,6]", *TINY])
+    assert [p.name for p in model.probe_points] == ["body.0", "body.2", "head"]
+    assert [model.body[0].out_features, model.body[2].out_features] == [8, 6]
 
 
 def test_a_built_custom_model_is_handed_back_in_training_mode(user_models):
@@ -423,6 +445,9 @@ def test_a_tied_weight_is_left_out_of_the_runs_ratios_as_its_warning_says(cli, u
 @pytest.mark.parametrize("target, extra, message", [
     (":Nett", [], "has no attribute 'Nett'"),
     ("_missing:Net", [], "cannot import"),
+    # a dotted path to an attribute of a class: the attribute missing, not the module (it blamed `module.Net`)
+    (".Net.build", [], ".Net has no attribute 'build'"),
+    (".nested.Net", [], ".nested' (no module of that name)"),
     (":not_a_module", [], "built a dict, not a torch.nn.Module"),
     (":NoWeights", [], "has no layer gradflow probes"),
     (":Net", ["+model.kwargs.d_in=41"], "does not fit data=mnist1d: input (2, 40) -> expected output (2, 10)"),

@@ -28,15 +28,44 @@ def activation_kind(model: nn.Module) -> str:
 
 
 def resolve(target: str):
-    """`module:attr` or `pkg.module.Attr` -> the object, importable from the current folder."""
+    """`module:attr` or `pkg.module.Attr` -> the object, importable from the current folder. A dotted
+    path's module is its longest prefix that imports (`my_models.Net.build`: Net's attribute build)."""
     text = target.strip()
-    module_name, _, attr = text.partition(":") if ":" in text else text.rpartition(".")
-    if not module_name or not attr:
+    if ":" in text:
+        module_name, _, attr = text.partition(":")
+        splits = [(module_name, attr)] if module_name and attr else []
+    else:
+        parts = text.split(".")
+        splits = [(".".join(parts[:i]), ".".join(parts[i:])) for i in range(len(parts) - 1, 0, -1)]
+    if not splits or not all(name for m, a in splits for name in (*m.split("."), *a.split("."))):
         raise GradflowError(f"model.target={target!r} is not a dotted path or module:attr, e.g. my_models:Net")
     if os.getcwd() not in sys.path:  # the console script does not put the current folder on the path
         sys.path.insert(0, os.getcwd())
+    not_found = None
+    for module_name, attr in splits:
+        module = _import(target, module_name)
+        if module is None:
+            not_found = not_found or module_name
+            continue
+        obj, done = module, []
+        for part in attr.split("."):
+            if not hasattr(obj, part):
+                if not done and not_found:  # (pkg.missing.Net: the longer module is what was meant)
+                    break
+                raise GradflowError(f"model.target={target!r}: {'.'.join([module_name, *done])} has no "
+                                    f"attribute {part!r}")
+            obj, done = getattr(obj, part), [*done, part]
+        else:
+            return f"{module_name}.{attr}", obj
+        break
+    raise GradflowError(f"model.target={target!r}: cannot import {not_found!r} (no module of that name); it must "
+                        f"be importable from the current folder {os.getcwd()}")
+
+
+def _import(target: str, module_name: str):
+    """The module, or None where no module of that name exists; a module whose own import fails is an error."""
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except ImportError as e:
         missing = getattr(e, "name", None)
         if not (missing == module_name or missing and module_name.startswith(f"{missing}.")):
@@ -45,16 +74,9 @@ def resolve(target: str):
             said = (f"imports {missing!r}, which is not installed here" if isinstance(e, ModuleNotFoundError)
                     and top != ours else "failed an import of its own")
             raise GradflowError(f"model.target={target!r}: {module_name} {said} ({one_line(e)})") from None
-        raise GradflowError(f"model.target={target!r}: cannot import {module_name!r} ({e}); it must be importable "
-                            f"from the current folder {os.getcwd()}") from None
+        return None
     except Exception as e:  # (the module raised as it was imported)
         raise GradflowError(f"model.target={target!r}: importing {module_name} raised {one_line(e)}") from e
-    obj = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise GradflowError(f"model.target={target!r}: {module_name} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    return f"{module_name}.{attr}", obj
 
 
 class Custom:
@@ -73,7 +95,8 @@ class Custom:
         path, _ = resolve(str(m.target))
         kwargs = OmegaConf.to_container(m.kwargs, resolve=True)
         try:
-            model = instantiate({"_target_": path, **kwargs})
+            # (plain lists and dicts for the constructor, as written: Hydra's own would be OmegaConf's)
+            model = instantiate({"_target_": path, "_convert_": "all", **kwargs})
         except Exception as e:
             raise GradflowError(f"model.target={m.target} with model.kwargs={kwargs} failed to build: "
                                 f"{one_line(e.__cause__ or e)}") from e
