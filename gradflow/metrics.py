@@ -22,4 +22,4 @@ def accuracy_label(regression: Iterable[bool]) -> str:
     within = f"|error| < {REGRESSION_TOLERANCE:g}"
     if not any(flags):
         return "accuracy"
-    return f"accuracy ({within})" if all(flags) else f"accuracy (regression: {within})"
+    return f"accuracy ({within})" if all(flags) else f"accuracy (regression runs: {within})"

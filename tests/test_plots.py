@@ -971,7 +971,7 @@ def test_the_accuracy_axis_says_what_a_regression_run_counts():
     adding = [config(d, **{"data.name": "adding"}) for d in (5, 10)]
     assert acc_label(adding) == f"accuracy (|error| < {REGRESSION_TOLERANCE:g})"
     mixed = [config(5), config(10, **{"data.name": "gaussian", "data.task": "regression"})]
-    assert acc_label(mixed) == f"accuracy (regression: |error| < {REGRESSION_TOLERANCE:g})"
+    assert acc_label(mixed) == f"accuracy (regression runs: |error| < {REGRESSION_TOLERANCE:g})"
     # the label's tolerance is the one the loop counts by: just inside it is correct, just outside is not
     y = torch.zeros(2, 1)
     out = torch.tensor([[REGRESSION_TOLERANCE * 0.99], [REGRESSION_TOLERANCE * 1.01]])
