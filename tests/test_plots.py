@@ -2198,3 +2198,27 @@ def test_a_run_is_picked_by_a_choice_under_the_name_ls_heads_it_with():
     df = pd.DataFrame({"run": ["a", "b"], "model.name": ["tx", "mlp"], "model.depth": [2, 2]})
     assert runs_by_config("model=tx", df) == ["a"] and runs_by_config("name=mlp", df) == ["b"]
     assert runs_by_config("model.name=tx", df) == ["a"] and runs_by_config("model=cnn", df) == []
+
+
+def test_a_tall_legend_makes_the_figure_taller_rather_than_running_into_the_title(tmp_path):
+    """Six families' runs in one folder, each named by its overrides over three or four lines: the legend,
+    centred beside the panel, was taller than the figure and its title ran into the figure's title."""
+    from matplotlib.lines import Line2D
+
+    from gradflow.plots.save import save
+    from gradflow.plots.style import legend, new_figure
+
+    fig, axes = new_figure()
+    axes[0, 0].plot([0, 1], [0, 1])
+    fig.suptitle("Back-propagated signal norm per layer\nseed 0; step 0 (initialization)")
+    names = [f"data.T=6,data=adding,model.activation=relu,model.hidden={8 + i},model.recurrent_init=identity,"
+             f"model=rnn,optim.lr=0.01,model.forget_bias=1,train.batch_size=16,train.steps=3" for i in range(7)]
+    legend(fig, [Line2D([], [], label=n) for n in names], title="run")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    save(fig, tmp_path / "tall.png")  # (as saved)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    (leg,) = fig.legends
+    top, title = leg.get_window_extent(renderer), fig._suptitle.get_window_extent(renderer)
+    assert top.y1 <= title.y0 + 1, (top, title)  # (pixels)

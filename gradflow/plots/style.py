@@ -630,7 +630,8 @@ def note_if_empty(ax, series: Sequence[Series]) -> None:
 
 LEGEND_WRAP = 44  # characters per line of a figure legend's entry; a longer one (a run's folder name) wraps
 LEGEND_ROOM = 2.2  # inches a figure keeps for its legend (facet_grid's legend_width); a wider one widens it
-MAX_WIDTH = 24.0  # inches: the widest a legend may make a figure
+MAX_WIDTH = 24.0  # inches: the widest (and tallest) a legend may make a figure
+LEGEND_HEIGHT = 0.75  # of the figure's height, the most a legend may take (centred: an eighth above it for the title)
 
 
 def legend(fig: Figure, handles: list, title: str | None = None) -> None:
@@ -649,9 +650,13 @@ def legend(fig: Figure, handles: list, title: str | None = None) -> None:
     leg = fig.legend(handles=handles, loc="outside right center", fontsize="x-small", title=title,
                      title_fontsize="small", frameon=False, ncols=ncols, alignment="left")
     leg.set_gid("legend")
-    width = leg.get_window_extent().width / fig.dpi  # (text extents only: no drawing)
-    if width > LEGEND_ROOM:
-        fig.set_figwidth(min(fig.get_figwidth() + width - LEGEND_ROOM, MAX_WIDTH))
+    box = leg.get_window_extent()  # (text extents only: no drawing)
+    if box.width / fig.dpi > LEGEND_ROOM:
+        fig.set_figwidth(min(fig.get_figwidth() + box.width / fig.dpi - LEGEND_ROOM, MAX_WIDTH))
+    # and taller where the legend is taller than the figure below its title: centred, it ran up into the
+    # title (six families' runs, each named by its overrides over three or four lines)
+    if box.height / fig.dpi > LEGEND_HEIGHT * fig.get_figheight():
+        fig.set_figheight(min(box.height / fig.dpi / LEGEND_HEIGHT, MAX_WIDTH))
 
 
 LOG_SPACED = 4  # is_log_spaced's growth of the gaps (an even schedule's is 1)
