@@ -447,6 +447,7 @@ def test_an_lstms_forget_gate_bias_is_in_the_title_beside_the_rnns_that_lack_it(
 
     def runs(bias):
         return pd.DataFrame([{"run": f"{m}", "model.name": m, "model.hidden": 32, "model.activation": "tanh",
+                              "model.recurrent_init": "orthogonal",  # (gradflow's recurrent families have it)
                               "model.forget_bias": bias if m == "lstm" else math.nan} for m in ("rnn", "lstm")])
 
     assert "lstm forget-gate bias 3" in held_fixed(runs(3.0), skip={"model.name"})
@@ -455,6 +456,10 @@ def test_an_lstms_forget_gate_bias_is_in_the_title_beside_the_rnns_that_lack_it(
     assert not [i for i in held_fixed(both, skip={"model.name", "model.forget_bias"}) if "forget" in i]
     assert not [i for i in held_fixed(both, skip={"model.name"}) if "forget" in i]  # (two values: no one bias)
     assert key_label("model.name") == "model [model.name]"
+    # beside other families (a folder of every family's runs) the title said it as if of every line
+    mlp = pd.DataFrame([{"run": "mlp", "model.name": "mlp", "model.activation": "tanh", "model.forget_bias": math.nan}])
+    assert not [i for i in held_fixed(pd.concat([runs(3.0), mlp], ignore_index=True), skip={"model.name"})
+                if "forget" in i]
 
 
 # a transformer sweep's figures never said RMSNorm (model.norm_kind=rmsnorm): "pre-LN" alone read as the default

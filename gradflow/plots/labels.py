@@ -268,9 +268,11 @@ def held_fixed(df: pd.DataFrame, skip: Iterable[str] = ()) -> list[str]:
 
 def _forget_bias(df: pd.DataFrame, skip: set[str]) -> list[str]:
     """An LSTM's forget-gate bias where it is not PyTorch's 0, also beside the vanilla RNNs that lack it (an
-    rnn-vs-lstm figure's LSTM remembers because of it, and no line or title said so)."""
+    rnn-vs-lstm figure's LSTM remembers because of it, and no line or title said so); not beside other
+    families (a folder of every family's runs was titled by its LSTM's bias: its line's label says it)."""
     key = "model.forget_bias"
-    given = df[key].dropna() if key in df.columns and key not in skip else pd.Series(dtype=float)
+    ours = key in df.columns and key not in skip and is_recurrent(df)
+    given = df[key].dropna() if ours else pd.Series(dtype=float)
     if given.empty or n_distinct(given) != 1 or float(given.iloc[0]) == 0:
         return []
     return [f"lstm forget-gate bias {fmt(given.iloc[0])}"]
