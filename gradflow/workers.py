@@ -108,7 +108,7 @@ def start_fork_server(preload: list[str] = PRELOAD) -> bool:
 
 
 def stop_fork_server() -> None:
-    """End this process's fork server now (SIGTERM), as the process ends: it is no more use, and left to
+    """End this process's fork server now (SIGKILL), as the process ends: it is no more use, and left to
     notice the end itself it went on importing where it had not finished (a sweep with nothing left to
     run; a bad point's error), then tore down its interpreter (~0.2 s): a core held, and a command piped
     into another (`gradflow sweep ... | tee log`), which waits for every holder of its output, held
@@ -118,7 +118,7 @@ def stop_fork_server() -> None:
     pid = getattr(forkserver._forkserver, "_forkserver_pid", None)  # noqa: SLF001  (no public handle)
     if _server and pid:
         with suppress(OSError):  # (gone already)
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGKILL)  # (it ignores SIGTERM: `serve_forks`; it has nothing to clean up)
 
 
 @contextmanager
@@ -247,12 +247,15 @@ def job(folder: Path):
     process passes its Ctrl-C on to its workers (`finish_interrupted_jobs`), which the terminal may
     have sent one already, and a second one must not cut short the recording of the run the first
     stopped. Outside its jobs a worker holds Ctrl-C (`hold_interrupt`) once it has run one (a worker
-    forked from the fork server from the start)."""
+    forked from the fork server from the start). SIGTERM is taken as Ctrl-C is: sent to the sweep's
+    process group (`timeout`, a scheduler's time limit) it reaches the workers too, which it killed
+    outright, their runs left `running` without their tables."""
     global _interrupted
     if not in_worker():
         yield
         return
     signal.signal(signal.SIGINT, take_interrupt_once)
+    signal.signal(signal.SIGTERM, _as_ctrl_c)
     try:
         if _interrupted:
             with suppress(OSError):  # (not empty: an earlier, interrupted run's files stay for ls to show)
@@ -264,16 +267,33 @@ def job(folder: Path):
         raise
     finally:
         signal.signal(signal.SIGINT, hold_interrupt)
+        signal.signal(signal.SIGTERM, hold_interrupt)
 
 
 def take_interrupt_once(signum, frame) -> None:
-    """A worker's Ctrl-C handler in a job: the first raises KeyboardInterrupt (noted in `_interrupted`,
-    which the training loop checks at every step should Python swallow the exception); the rest of the
-    job ignores Ctrl-C."""
+    """A worker's Ctrl-C (and SIGTERM) handler in a job: the first raises KeyboardInterrupt (noted in
+    `_interrupted`, which the training loop checks at every step should Python swallow the exception);
+    the rest of the job ignores both (the sweep's process passes its own on as a Ctrl-C)."""
     global _interrupted
     _interrupted = True
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # a handler that does nothing, not SIG_IGN: a signal that came before this one was handled (the
+    # group's SIGTERM and the sweep's Ctrl-C at once) is still pending, and Python raises OSError ("Signal
+    # 15 ignored due to race condition") for a pending signal whose handler is SIG_IGN by then, in place
+    # of this KeyboardInterrupt, while the run recorded itself: it stayed `running`, without its tables
+    signal.signal(signal.SIGINT, _ignore)
+    signal.signal(signal.SIGTERM, _ignore)
     raise KeyboardInterrupt
+
+
+def _as_ctrl_c(signum, frame) -> None:
+    """A worker's SIGTERM handler in a job: once, a Ctrl-C to itself, so that whatever Ctrl-C does at
+    this moment it does (the training loop's handler stops at the step's end and records the run)."""
+    signal.signal(signal.SIGTERM, _ignore)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def _ignore(signum, frame) -> None:
+    """A signal handler that does nothing (see `take_interrupt_once`)."""
 
 
 def stopping() -> bool:
@@ -286,11 +306,22 @@ def serve_forks() -> None:
     serve does (`leave_with_sweep`), hold a Ctrl-C while not in a job (`hold_interrupt`; the server
     itself ignores it, `forkserver.main`), and stay quiet about a start-up cut short by its end
     (`quiet_when_interrupted`)."""
-    os.register_at_fork(after_in_child=leave_with_sweep)  # from its first moment, not its first job
+    os.register_at_fork(after_in_child=_forked)  # from its first moment, not its first job
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # drops a Ctrl-C held since the start (`start_fork_server`)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # so the processes it forks can take one
     signal.signal(signal.SIGINT, hold_interrupt)
+    # the server outlives a SIGTERM to the process group (`timeout`, a scheduler's time limit): its death
+    # closed the pipes by which the sweep's pool watches its workers, and the pool, taking them for dead,
+    # killed them outright while their runs were recording themselves (`stop_fork_server` ends it)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sys.excepthook = quiet_when_interrupted
+
+
+def _forked() -> None:
+    """In a process the fork server forked: it leaves with the sweep, and holds SIGTERM as it holds
+    Ctrl-C until a job takes them (`job`)."""
+    signal.signal(signal.SIGTERM, hold_interrupt)
+    leave_with_sweep()
 
 
 def hold_interrupt(signum, frame) -> None:

@@ -725,7 +725,7 @@ def test_ctrl_c_waits_in_a_worker_for_the_block_then_is_taken_once(in_a_worker):
     one on to workers the terminal reached already): the block ends, then the job's handler takes one."""
     signal.signal(signal.SIGINT, workers.take_interrupt_once)
     assert _three_ctrl_cs_in_a_block() == [0, 1, 2] and workers.stopping()
-    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # (the job's first Ctrl-C: the rest ignored)
+    assert signal.getsignal(signal.SIGINT) is workers._ignore  # (the job's first Ctrl-C: the rest do nothing)
 
 
 def test_ctrl_c_during_a_sweep_marks_the_run_interrupted_and_a_rerun_resumes(cli, results):
@@ -1211,9 +1211,9 @@ def recorded_whole(root: Path) -> None:
 
 @pytest.mark.slow
 def test_no_joblib_worker_outlives_its_sweep(results):
-    """Ctrl-C to the process group, or to the sweep's process alone: the runs in flight are recorded whole,
-    exit 130, no process of the group is left; killing only the parent (SIGKILL): its workers and resource
-    trackers leave within seconds."""
+    """Ctrl-C to the process group, or to the sweep's process alone, or SIGTERM to the group: the runs in
+    flight are recorded whole, exit 130, no process of the group is left; killing only the parent
+    (SIGKILL): its workers and resource trackers leave within seconds."""
     root = results / "j"
     # steps no run ends before the Ctrl-C: 5000 (~10 s) let one whose worker started late finish as it came
     args = [sys.executable, "-m", "gradflow", "sweep", *SMALL, "train.steps=100000", "train.eval_every=1000",
@@ -1263,6 +1263,13 @@ def test_no_joblib_worker_outlives_its_sweep(results):
     # Ctrl-C to the sweep's process alone (kill -INT, or SIGTERM): passed on to its workers, same records
     proc, _ = interrupted(lambda pid: os.kill(pid, signal.SIGINT))
     assert _group_left(proc.pid) == []
+    recorded_whole(root)
+
+    # SIGTERM to the process group (`timeout`, a scheduler's time limit): the same records. It killed the
+    # fork server, whose death the pool took for its workers': it killed them outright, their runs left
+    # `running` without their tables
+    proc, err = interrupted(lambda pid: os.killpg(pid, signal.SIGTERM))
+    assert _group_left(proc.pid) == [] and "Traceback" not in err, err
     recorded_whole(root)
 
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
