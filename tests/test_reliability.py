@@ -1410,3 +1410,32 @@ def test_serving_puts_the_environment_back_as_it_was(monkeypatch):
     with workers.serving():
         assert workers.owner() == os.getpid()
     assert os.environ[workers.SWEEP_PID] == "12345"
+
+
+# --- standard output closed by its reader (`gradflow ... | head`) --------------------------------------------
+
+def test_a_run_whose_output_is_closed_is_recorded_interrupted_and_says_why(results):
+    """rich's broken-pipe handling raised SystemExit(1) inside the training loop's progress line: the run was
+    left `running` without its tables, nothing said why, exit 1. It is an interruption, as SIGPIPE is."""
+    small = [o for o in SMALL if not o.startswith(("train.steps=", "train.eval_every="))]
+    args = [sys.executable, "-m", "gradflow", "run", *small, "train.steps=20000", "train.eval_every=1000",
+            f"results={results}", "name=piped"]  # (a progress line every 4000 steps: ~3 s)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    proc.stdout.readline()  # (the first progress line)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141, err
+    assert "interrupted (standard output closed) at step" in err and "Traceback" not in err, err
+    (job,) = [p for p in (results / "piped").iterdir() if p.is_dir()]
+    record = store.read_run(job)
+    assert record["status"] == "interrupted" and record["steps_done"] > 0, record
+    assert not store.read_table(job / store.LAYERS_FILE).empty
+
+
+def test_a_listing_whose_reader_left_exits_141_without_a_word(results, cli):
+    assert cli("run", *SMALL, "train.steps=2", f"results={results}", "name=few").exit_code == 0
+    proc = subprocess.Popen([sys.executable, "-m", "gradflow", "ls", str(results / "few")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ENV)
+    proc.stdout.close()  # (before a line is written: `gradflow ls | head -0`)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141 and err == "", err

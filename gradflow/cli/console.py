@@ -17,7 +17,25 @@ from rich.markup import escape
 
 from gradflow.errors import GradflowError, UsageError, did_you_mean, given_path, shorten
 
-console = Console()
+class OutputClosed(KeyboardInterrupt):
+    """Standard output was closed by its reader (`gradflow ls | head -3`): an interruption, as SIGPIPE is a
+    shell's (the run in flight is recorded `interrupted` with its tables), said by a command that wrote
+    results as its Ctrl-C is, and by one that only prints by nothing but its exit status, 141."""
+
+
+class _Console(Console):
+    closed = False  # whether standard output's reader has left (the interruption turned into others on its way)
+
+    def on_broken_pipe(self) -> None:
+        # (rich's own raised SystemExit(1) from inside the training loop's progress line: the run was left
+        # `running`, without its tables, and nothing said why)
+        devnull = os.open(os.devnull, os.O_WRONLY)  # what is printed from here on goes nowhere
+        os.dup2(devnull, sys.stdout.fileno())
+        _Console.closed = True
+        raise OutputClosed
+
+
+console = _Console()
 err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable)
@@ -53,6 +71,8 @@ def user_errors(fn: F) -> F:
         except GradflowError as e:
             err_console.print(f"[bold red]error:[/] {escape(_short_words(str(e)))}", highlight=False, soft_wrap=True)
             raise typer.Exit(getattr(e, "exit_code", 1)) from None
+        except OutputClosed:
+            raise typer.Exit(PIPE_CLOSED_EXIT) from None
         except KeyboardInterrupt:
             err_console.print("interrupted", highlight=False)
             raise typer.Exit(INTERRUPTED_EXIT) from None
@@ -133,10 +153,12 @@ def print_table(table) -> None:
 
 
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports a Ctrl-C'd command
+PIPE_CLOSED_EXIT = 141  # 128 + SIGPIPE, as a shell reports a command whose reader left (`git log | head`)
 
 
 def leave_interrupted(message: str) -> None:
-    """After Ctrl-C: one line on stderr, then exit 130 at once. A second Ctrl-C while saying it leaves
+    """After Ctrl-C: one line on stderr, then exit 130 at once (141 where standard output was closed:
+    `OutputClosed`, said in the line). A second Ctrl-C while saying it leaves
     at once too. The exit skips interpreter shutdown, where a late signal would otherwise end the
     process as killed by SIGINT instead of with its exit code; locks are the OS's and go with it.
     Of that shutdown, only multiprocessing's finalizers of priority 0 and up run first: they unlink
@@ -150,7 +172,10 @@ def leave_interrupted(message: str) -> None:
 
     from gradflow.workers import exit_now
 
-    signal.signal(signal.SIGINT, lambda *_: exit_now(INTERRUPTED_EXIT))
+    code = INTERRUPTED_EXIT
+    if _Console.closed:  # (no Ctrl-C: the reader of the output left)
+        message, code = message.replace("interrupted", "interrupted (standard output closed)", 1), PIPE_CLOSED_EXIT
+    signal.signal(signal.SIGINT, lambda *_: exit_now(code))
     util._run_finalizers(0)  # noqa: SLF001  (the first step of multiprocessing's own exit handler)
     if "joblib" in sys.modules:  # (a joblib sweep's pool: its memory-map folder, as its exit handler would)
         from gradflow.workers import drop_pool_folders
@@ -159,7 +184,7 @@ def leave_interrupted(message: str) -> None:
     err_console.print(message, highlight=False, soft_wrap=True)
     sys.stdout.flush()
     sys.stderr.flush()
-    exit_now(INTERRUPTED_EXIT)
+    exit_now(code)
 
 
 def note_replaced(overrides: list[str] | None) -> None:

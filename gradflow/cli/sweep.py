@@ -193,7 +193,8 @@ def run_plan(p, table: bool = True) -> pd.DataFrame:
         done = watcher.count() if watcher is not None else 0
         leave_interrupted(f"interrupted: {done} of {len(p.to_run)} runs finished"
                           + (f" ({skipped} more from before)" if skipped else "")
-                          + "; rerun the same command to resume")
+                          + ("; rerun the same command to resume" if done < len(p.to_run) else
+                             f"; `gradflow ls {p.root}` lists them"))
     df, _ = runs_view(p.root)
     df = df[df[store.RUN].isin([j.name for j in p.jobs])]
     if table:  # the swept keys first, then what varies with them (init.sw2 with init): ls's notes name those
