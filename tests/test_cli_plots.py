@@ -1467,3 +1467,18 @@ def test_the_spectrum_and_histograms_at_step_0_draw_the_runs_that_differ_in_lr_a
     assert out.exit_code == 0 and printed_paths(out) == [tmp_path / "h.png"], out.output
     out = invoke("plot", full_lr, "--kind", "hist", "--step", "last", *where, "--out", tmp_path / "last.png")
     assert out.exit_code == 1 and "draws one run" in out.output and "optim.lr=1" in out.output, out.output
+
+
+def test_a_figure_refused_for_want_of_the_runs_stale_says_they_were_left_out(cli, results):
+    # a depth sweep cut down to one depth: the other depth's run is stale, left out, and the ratio figure said
+    # model.depth "does not vary in this data (values: 2)" without a word of it or of --all
+    for depths in ("2,3", "2"):
+        out = cli("sweep", *SMALL, f"model.depth={depths}", f"results={results}", "--name", "cut")
+        assert out.exit_code == 0, out.output
+    out = cli("plot", str(results / "cut"), "--kind", "ratio")
+    assert out.exit_code == 1
+    line = " ".join(out.output.split())
+    assert "does not vary in this data (values: 2); 1 stale run (of an earlier sweep spec) left out: --all draws it" \
+        in line, out.output
+    out = cli("plot", str(results / "cut"), "--kind", "ratio", "--all")
+    assert out.exit_code == 0, out.output

@@ -123,10 +123,17 @@ def plot(
     df = load_table(path, KINDS[kind][0], include_stale)
     if where:  # (before the options' checks: a key it fixes is no axis)
         df = _where(df, where).copy()
-    check_options(df, kind, o, f"{path} (the runs of --where {' '.join(where)})" if where else str(path))
     beside = f"-where-{file_part(','.join(where))}" if where else ""  # (beside the figure of every run)
-    _draw_parts(kind, df, o, where, fmt, lambda stem, tail: _part_file(out_file, tail)
-                or out_dir / f"{stem}{beside}{_part_suffix(tail)}.{fmt}")()
+    try:
+        check_options(df, kind, o, f"{path} (the runs of --where {' '.join(where)})" if where else str(path))
+        tell = _draw_parts(kind, df, o, where, fmt, lambda stem, tail: _part_file(out_file, tail)
+                           or out_dir / f"{stem}{beside}{_part_suffix(tail)}.{fmt}")
+    except GradflowError as e:  # (a ratio over model.depth "does not vary": its other depths' runs were stale)
+        if not include_stale and (stale := sum(r[store.STATUS] == store.STALE for r in store.runs(path))):
+            e.args = (f"{e}; {stale} stale run{'s' * (stale != 1)} (of an earlier sweep spec) left out: --all "
+                      f"draws {'them' if stale != 1 else 'it'}",)
+        raise
+    tell()
     _left_out(path)
 
 
