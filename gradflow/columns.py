@@ -398,15 +398,49 @@ def short_studies(studies: list[str], budgets: tuple[int, ...] = (20, 28, 36)) -
         shown = short.rpartition("/")[0]  # (what is left of the folders above it)
         return parents[parent] < 2 or short == study or bool(shown) and not shown.endswith("…")
 
+    def cuts_name(short: str) -> bool:  # (a study's own folder cut in the middle: `…pth-study-long-name`)
+        return short.startswith("…") and not short.startswith("…/")
+
     for budget in budgets:
         short = [_short_study(s, budget, parents[s.rpartition("/")[0]] > 1) for s in studies]
-        if len(set(short)) == len(set(studies)) and all(keeps_parent(a, s) for a, s in zip(short, studies)):
+        if len(set(short)) == len(set(studies)) and all(keeps_parent(a, s) for a, s in zip(short, studies)) \
+                and (budget == budgets[-1] or not any(map(cuts_name, short))):
             return short
     for budget in budgets:  # (no budget keeps every arm's folder: the shortest that keeps them distinct)
         short = [_short_study(s, budget) for s in studies]
         if len(set(short)) == len(set(studies)):
             return short
-    return studies
+    return _told_apart(studies)
+
+
+def _told_apart(studies: list[str]) -> list[str]:
+    """Each study as its first and last folders around "…" and, where other studies share those, the first
+    folder in which they differ: node-alpha/…/depth-study and node-beta/…/depth-study, which no budget of
+    folders from the ends told apart (every study came back whole, 90 columns wide, no result beside it)."""
+    parts = {s: s.split("/") for s in set(studies)}
+    shown = {s: {0, len(p) - 1} for s, p in parts.items()}
+
+    def render(study: str) -> str:
+        out, last = [], -1
+        for i in sorted(shown[study]):
+            out += ["…"] * (i > last + 1) + [parts[study][i]]
+            last = i
+        return "/".join(out + ["…"] * (last < len(parts[study]) - 1))
+
+    for _ in range(max(map(len, parts.values()))):
+        groups: dict[str, list[str]] = {}
+        for study in parts:
+            groups.setdefault(render(study), []).append(study)
+        clashes = [g for g in groups.values() if len(g) > 1]
+        if not clashes:
+            break
+        for group in clashes:  # the first folder, from the start, that is not the same in all of them
+            i = next(i for i in range(max(len(parts[s]) for s in group))
+                     if len({tuple(parts[s][i:i + 1]) for s in group}) > 1)
+            for study in group:
+                if i < len(parts[study]):
+                    shown[study].add(i)
+    return [render(s) for s in studies]
 
 
 def _short_study(study: str, budget: int, parent: bool = False) -> str:

@@ -1205,3 +1205,16 @@ def test_a_study_beside_others_in_its_folder_keeps_that_folders_name():
     long = ["results/skipinit2020-quick/resnet_batchnorm", "results/skipinit2020-quick/resnet_skipinit",
             "home/user/projects/2024/experiments/results/depth-study"]
     assert short_studies(long) == ["…/resnet_batchnorm", "…/resnet_skipinit", "home/…/depth-study"]
+
+
+def test_studies_that_differ_only_in_a_middle_folder_are_told_apart_by_it():
+    # one sweep copied to two nodes' folders: no budget of folders from the ends told them apart, every study came
+    # back whole (a 90-column study column, no result beside it); and a lone long study had its own name cut
+    from gradflow.columns import short_studies
+
+    twins = [f"nest2/node-{n}/project-gradient-flow/depth-study-long-name" for n in ("alpha", "beta")]
+    other = "nest/experiments-2024/cluster-node-alpha/project-gradient-flow/depth-study-long-name"
+    assert short_studies([other, "nest/short", *twins]) == [
+        "nest/…/depth-study-long-name", "nest/short", "nest2/node-alpha/…/depth-study-long-name",
+        "nest2/node-beta/…/depth-study-long-name"]
+    assert short_studies([other, "nest/short"]) == ["nest/…/depth-study-long-name", "nest/short"]
