@@ -677,6 +677,18 @@ def test_cli_notes_keep_each_formula_on_one_line_and_end_no_line_in_a_space(invo
     assert not any(line.endswith("=") or line.startswith("= ") for line in notes), notes
 
 
+def test_cli_numbers_stay_whole_at_80_columns(invoke, monkeypatch):
+    # a huge depth at 17 digits: the ratio was cut to "5.9515595716158503e-169769…", its exponent lost
+    from gradflow.cli.console import console
+
+    monkeypatch.setattr(console, "width", 80)
+    out = invoke("--activation", "tanh", "--sw2", "1.5", "--sb2", "0.05", "--depth", "123456789012", "--digits", "17")
+    assert out.exit_code == 0, out.output
+    log10 = theory.point("tanh", 1.5, 0.05).log10_grad_ratio(123456789012)
+    assert f"e{math.floor(log10)} " in out.output and "…" not in out.output, out.output
+    assert "√χ₁^123456789012 " in out.output and max(map(len, out.output.splitlines())) <= 80, out.output
+
+
 def test_cli_critical_says_what_an_infinite_fixed_point_means(invoke):
     # --critical printed q* = inf with no word: softplus's edge is a limit no finite variance reaches (chi_1 < 1
     # at every finite q), relu's a point of a scale-free map

@@ -137,10 +137,6 @@ def _show_point(mf: theory.MeanField, depth: int | None, digits: int, as_json: b
                        "log10_grad_ratio": log10 if law else None}
         _print_json(record | {"notes": notes})
         return
-    table = Table(title=f"mean field: {mf.activation}, σ_w² = {mf.sw2:g}, σ_b² = {mf.sb2:g}", title_justify="left")
-    table.add_column("quantity")
-    table.add_column("value", justify="right")
-    table.add_column("meaning", style="dim")
     rows = [
         ("q*", mf.q_star, "fixed-point pre-activation variance"),
         ("χ₁", mf.chi1, "per-layer factor of ‖∂L/∂z‖² (the signal)"),
@@ -155,8 +151,15 @@ def _show_point(mf: theory.MeanField, depth: int | None, digits: int, as_json: b
         beyond = ratio in (0.0, math.inf) and math.isfinite(log10)  # (beyond a float: 0 or inf read as exact)
         rows.append((f"√χ₁^{depth}", (_power_of_ten(log10, digits) if beyond else ratio) if law else "-",
                      f"‖∂L/∂z‖ first / last layer, depth {depth}" + ("" if law else ": no law (note)")))
-    for label, value, meaning in rows:
-        table.add_row(label, value if isinstance(value, str) else _fmt(value, digits), meaning)
+    rows = [(label, value if isinstance(value, str) else _fmt(value, digits), meaning) for label, value, meaning in rows]
+    table = Table(title=f"mean field: {mf.activation}, σ_w² = {mf.sw2:g}, σ_b² = {mf.sb2:g}", title_justify="left")
+    # the numbers whole whatever the width (√χ₁^123456789012 at 17 digits was cut to "5.95…e-169769…"): the
+    # meanings wrap instead
+    table.add_column("quantity", no_wrap=True, min_width=max(len(r[0]) for r in rows))
+    table.add_column("value", justify="right", no_wrap=True, min_width=max(len(r[1]) for r in rows))
+    table.add_column("meaning", style="dim")
+    for row in rows:
+        table.add_row(*row)
     verdict = {"ordered": "gradients vanish towards the input",
                "critical": f"|χ₁ - 1| < {theory.CRITICAL_TOL:g}: edge of chaos",
                "chaotic": "gradients explode towards the input"}[mf.phase]
