@@ -448,7 +448,9 @@ def test_the_installed_entry_point_gives_the_same_one_line(tmp_path, args, needl
     (["plot"], "error: Missing argument 'path'; see `gradflow plot --help`"),
     (["ls", ".", "--sortt", "x"], "error: --sortt is not an option of `gradflow ls` (did you mean --sort?); see "
                                   "`gradflow ls --help`"),
-    (["runn"], "error: No such command 'runn'. Did you mean 'run'? See `gradflow --help`"),
+    (["runn"], "error: No such command 'runn'. Did you mean 'run'? commands: run, ls, sweep, clean, reproduce, "
+               "report, bench, gradcheck, plot, compare, theory; see `gradflow --help`"),
+    (["theory", "bogus"], "error: No such command 'bogus'; commands: phase; see `gradflow theory --help`"),
     # an option given no value: Click's "Option '--sort' requires an argument", with no word of the help
     (["ls", ".", "--sort"], "error: --sort needs a value; see `gradflow ls --help`"),
     (["theory", "phase", "--out"], "error: --out needs a value; see `gradflow theory phase --help`"),

@@ -70,7 +70,11 @@ def _usage_error(e) -> None:
         # (the parser raises it with no context: "Option '--sort' requires an argument", and no word of the help)
         message = f"{e.option_name} needs a value; see `{_command_path()} --help`"
     elif ctx is not None:
-        message += f"{' See' if message.endswith('?') else '; see'} `{ctx.command_path} --help`"
+        if message.startswith("No such command") and hasattr(ctx.command, "list_commands"):  # (as bad values do)
+            message += f"{'' if message.endswith('?') else ';'} commands: {', '.join(ctx.command.list_commands(ctx))}"
+            message += f"; see `{ctx.command_path} --help`"
+        else:
+            message += f"{' See' if message.endswith('?') else '; see'} `{ctx.command_path} --help`"
     typer.echo(f"error: {message}", err=True)
 
 
