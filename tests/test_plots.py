@@ -2222,3 +2222,12 @@ def test_a_tall_legend_makes_the_figure_taller_rather_than_running_into_the_titl
     (leg,) = fig.legends
     top, title = leg.get_window_extent(renderer), fig._suptitle.get_window_extent(renderer)
     assert top.y1 <= title.y0 + 1, (top, title)  # (pixels)
+
+
+def test_lines_of_different_seed_counts_say_the_range_in_the_legend():
+    # two folders compared, of 2 and of 4 seeds: the legend said "median of 4" of every line
+    cs = [config(2, "tanh", seed) for seed in (1, 2)] + [config(4, "tanh", seed) for seed in (1, 2, 3, 4)]
+    layers, _, _ = fabricate([c | {"run": run_id(c, ("model.depth", "seed"))} for c in cs], steps=(0, 20))
+    assert "min-max over seeds\n(line: median of 2-4)" in legend_texts(figures.profile(layers, step=0))
+    assert "min-max over seeds\n(line: median of 2)" in legend_texts(figures.profile(layers[layers["model.depth"] == 2],
+                                                                                       step=0))

@@ -374,7 +374,8 @@ def show_status(record: dict, threads: int | None = None) -> None:
     if status == store.DIVERGED:  # the step that went non-finite (its steps done are the updates before it)
         done = f"at step {record['diverged_step']} of {record.get('steps', '?')}"
     else:
-        done = f"after {record.get('steps_done', 0)} steps"
+        n = record.get('steps_done', 0)
+        done = f"after {n} step{'s' * (n != 1)}"
     console.print(f"[bold {colour}]{status}[/] {done} in {record.get('wall_time', 0):.1f} s on {on}", highlight=False)
     for flag in flag_notes(record.get("flags") or []):
         print_note(formulas_whole(f"note: {flag}"), style="yellow")  # (at spaces; "ln 10 = 2.303" whole)

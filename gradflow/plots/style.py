@@ -603,8 +603,11 @@ def extra_handles(series: Iterable[Series], log: bool, theory: bool = False) -> 
     """Legend entries for the band, the theory line and the edge marks actually drawn."""
     series = list(series)
     out = []
-    n_seeds = max((s.n_seeds for s in series), default=1)  # (runs alike at step 0 but the seed: its seeds)
-    if n_seeds > 1:
+    # (runs alike at step 0 but the seed: its seeds); lines of different counts (two folders compared, of 2 and
+    # of 4 seeds) say the range, where the largest read as every line's
+    counts = sorted({s.n_seeds for s in series if s.n_seeds > 1})
+    if counts:
+        n_seeds = f"{counts[0]}-{counts[-1]}" if len(counts) > 1 else f"{counts[0]}"
         out.append(Patch(color="0.5", alpha=0.3, label=f"min-max over seeds\n(line: median of {n_seeds})"))
     if theory:
         out.append(Line2D([], [], color="0.3", **THEORY_STYLE, label=r"mean field: $\sqrt{\chi_1}$ per layer"))
