@@ -301,19 +301,22 @@ def stopping() -> bool:
     return _interrupted and in_worker()
 
 
-def serve_forks() -> None:
+def serve_forks(sweep: bool = True) -> None:
     """In a fork server, once its imports are done: the processes it forks leave when the process they
     serve does (`leave_with_sweep`), hold a Ctrl-C while not in a job (`hold_interrupt`; the server
     itself ignores it, `forkserver.main`), and stay quiet about a start-up cut short by its end
-    (`quiet_when_interrupted`)."""
-    os.register_at_fork(after_in_child=_forked)  # from its first moment, not its first job
+    (`quiet_when_interrupted`). `sweep`: a joblib sweep's server, which outlives a SIGTERM, its workers
+    holding one between jobs (`_forked`); not the figures' (`gradflow.plots.preload`), whose pool, where
+    a process of it dies, ends the others by SIGTERM and waits for them (held, it waited for ever)."""
+    os.register_at_fork(after_in_child=_forked if sweep else leave_with_sweep)  # from its first moment
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # drops a Ctrl-C held since the start (`start_fork_server`)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # so the processes it forks can take one
     signal.signal(signal.SIGINT, hold_interrupt)
-    # the server outlives a SIGTERM to the process group (`timeout`, a scheduler's time limit): its death
-    # closed the pipes by which the sweep's pool watches its workers, and the pool, taking them for dead,
-    # killed them outright while their runs were recording themselves (`stop_fork_server` ends it)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if sweep:
+        # the server outlives a SIGTERM to the process group (`timeout`, a scheduler's time limit): its death
+        # closed the pipes by which the sweep's pool watches its workers, and the pool, taking them for dead,
+        # killed them outright while their runs were recording themselves (`stop_fork_server` ends it)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sys.excepthook = quiet_when_interrupted
 
 

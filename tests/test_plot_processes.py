@@ -119,3 +119,40 @@ def test_ctrl_c_while_figures_are_drawn_in_several_processes_leaves_nothing_behi
     assert err.strip().splitlines()[-1:] == ["interrupted"], err  # one line, not a silent exit
     time.sleep(1)
     assert group_processes(proc.pid) == []
+
+
+POOL_LOSES_A_PROCESS = """
+import multiprocessing, os, signal, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from gradflow import workers
+
+def pid():
+    time.sleep(0.3)
+    return os.getpid()
+
+if __name__ == "__main__":
+    workers.allow_fork_server()
+    assert workers.start_fork_server(["__main__", "gradflow.plots.preload"])
+    pool = ProcessPoolExecutor(3, mp_context=multiprocessing.get_context("forkserver"))
+    pids = [f.result() for f in [pool.submit(pid) for _ in range(3)]]
+    time.sleep(0.3)
+    os.kill(pids[int(sys.argv[1])], signal.SIGKILL)
+    time.sleep(0.3)
+    try:
+        pool.submit(pid).result()
+    except Exception as e:
+        print(type(e).__name__, flush=True)
+    pool.shutdown(cancel_futures=True)
+    print("shut down", flush=True)
+"""
+
+
+@pytest.mark.parametrize("victim", [0, 2])
+def test_a_drawing_pool_that_loses_a_process_shuts_down(tmp_path, victim):
+    # the pool ends its other processes by SIGTERM where one dies (OOM, a segfault, kill -9): held, as a sweep's
+    # workers hold it between jobs, the pool waited for them for ever, and `gradflow plot` with it
+    script = tmp_path / "pool.py"
+    script.write_text(POOL_LOSES_A_PROCESS)
+    out = subprocess.run([sys.executable, str(script), str(victim)], capture_output=True, text=True, timeout=60,
+                         cwd=tmp_path, start_new_session=True)
+    assert out.stdout.split() == ["BrokenProcessPool", "shut", "down"], out.stdout + out.stderr

@@ -9,4 +9,4 @@ from gradflow import workers
 from gradflow.plots import standard  # noqa: F401
 
 matplotlib.use("Agg")  # a drawing process shows nothing; Agg writes png, pdf and svg alike
-workers.serve_forks()
+workers.serve_forks(sweep=False)  # (SIGTERM ends a drawing process: its pool's way to end the rest)
