@@ -21,6 +21,11 @@ class UsageError(GradflowError):
     exit_code = 2
 
 
+class NotVaried(GradflowError):
+    """A figure asked of a key that the runs drawn hold at one value (a ratio over model.depth, a --color key):
+    runs left out (stale ones) may be what it lacks."""
+
+
 def given_path(path, example: str) -> Path:
     """A path as the user gave it, refused where it is empty (an unset variable): Path("") is the current
     folder, so `gradflow ls "$UNSET"`, `gradflow.load(os.environ.get(...,""))` or a Recorder given "" worked on

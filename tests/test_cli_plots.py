@@ -1482,3 +1482,7 @@ def test_a_figure_refused_for_want_of_the_runs_stale_says_they_were_left_out(cli
         in line, out.output
     out = cli("plot", str(results / "cut"), "--kind", "ratio", "--all")
     assert out.exit_code == 0, out.output
+    # not where --all cannot help: a quantity there is none of, a --where that keeps one depth
+    for wrong in (["--kind", "profile", "--quantity", "bogus"], ["--kind", "ratio", "--where", "model.depth=2"]):
+        out = cli("plot", str(results / "cut"), *wrong)
+        assert out.exit_code == 1 and "stale" not in out.output, out.output

@@ -25,7 +25,7 @@ from gradflow import store
 from gradflow.cli.app import app, progress_bar
 from gradflow.cli.console import console, err_console, folder, labels, out_path, print_note, user_errors
 from gradflow.cli.ls import keep_where
-from gradflow.errors import GradflowError
+from gradflow.errors import GradflowError, NotVaried
 from gradflow.fmt import and_list, fmt as number, key_value
 from gradflow.plots.kinds import (
     COMPARE_KINDS, KIND_HELP, KINDS, Options, check_options, choose, draw, figure_parts, load_table, overlay_facet,
@@ -128,8 +128,9 @@ def plot(
         check_options(df, kind, o, f"{path} (the runs of --where {' '.join(where)})" if where else str(path))
         tell = _draw_parts(kind, df, o, where, fmt, lambda stem, tail: _part_file(out_file, tail)
                            or out_dir / f"{stem}{beside}{_part_suffix(tail)}.{fmt}")
-    except GradflowError as e:  # (a ratio over model.depth "does not vary": its other depths' runs were stale)
-        if not include_stale and (stale := sum(r[store.STATUS] == store.STALE for r in store.runs(path))):
+    except NotVaried as e:  # (a ratio over model.depth "does not vary": its other depths' runs were stale)
+        if not include_stale and not where and \
+                (stale := sum(r[store.STATUS] == store.STALE for r in store.runs(path))):
             e.args = (f"{e}; {stale} stale run{'s' * (stale != 1)} (of an earlier sweep spec) left out: --all "
                       f"draws {'them' if stale != 1 else 'it'}",)
         raise

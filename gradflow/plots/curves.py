@@ -17,7 +17,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import NullLocator
 
-from gradflow.errors import GradflowError, did_you_mean
+from gradflow.errors import GradflowError, NotVaried, did_you_mean
 from gradflow.fmt import fmt
 from gradflow.metrics import accuracy_label, is_regression
 from gradflow.keys import (config_columns, distinct_keys, is_grid, is_missing, is_numeric_key, n_distinct,
@@ -411,14 +411,14 @@ def depth_key(df: pd.DataFrame) -> str:
         return "data.T"
     if is_recurrent(df):
         have = ", ".join(map(fmt, ordered_values(df["data.T"]))) if "data.T" in df.columns else "none"
-        raise GradflowError(f"ratio plots a recurrent net against its depth in time, data.T, which does not vary "
-                            f"in this data (values: {have})")
+        raise NotVaried(f"ratio plots a recurrent net against its depth in time, data.T, which does not vary "
+                        f"in this data (values: {have})")
     have = ", ".join(map(fmt, ordered_values(df["model.depth"]))) if "model.depth" in df.columns else "none"
     own = next((k for k in config_columns(df) if k.rpartition(".")[2] == "depth" and k != "model.depth"
                 and n_distinct(df[k]) > 1), None)  # (a Recorder's config={"depth": d})
     hint = (f"; the depth here is the config key {own}: name it model.depth (a Recorder's "
             "config={'model': {'depth': d}}) for this figure") if own else ""
-    raise GradflowError(f"ratio plots against model.depth, which does not vary in this data (values: {have})" + hint)
+    raise NotVaried(f"ratio plots against model.depth, which does not vary in this data (values: {have})" + hint)
 
 
 def _theory_ratio(ax, s: Series, color: Any, lw: float, cache: dict, weight_gradient: bool) -> bool:

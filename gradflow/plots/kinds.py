@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from gradflow.summary import runs_table
-from gradflow.errors import GradflowError, did_you_mean
+from gradflow.errors import GradflowError, NotVaried, did_you_mean
 from gradflow.keys import SEED_KEYS, between_sources, full_key, n_distinct, ordered_values, run_names, swept_keys
 from gradflow.plots.labels import RATIOS, is_recurrent
 from gradflow.plots.meanfield import GRID_THEORIES
@@ -118,8 +118,9 @@ def check_options(df: pd.DataFrame, kind: str, o: Options, where: str) -> None:
                 raise GradflowError(f"--{name} {key}: seeds are no line key (each config's seeds are drawn as one "
                                     f"median line with a min-max band; gradflow plot RUN draws one seed's run); "
                                     f"choices: {', '.join(swept) or '(nothing varies)'}")
-            raise GradflowError(f"--{name} {key!r} {why} in {where}{did_you_mean(key, swept)}; "
-                                f"choices: {', '.join(swept) or '(nothing varies)'}")
+            raise (NotVaried if key in df.columns else GradflowError)(
+                f"--{name} {key!r} {why} in {where}{did_you_mean(key, swept)}; "
+                f"choices: {', '.join(swept) or '(nothing varies)'}")
     if o.x is not None and o.x == o.y:
         raise GradflowError(f"--x and --y are both {o.x}: a grid needs two different keys; choices: "
                             f"{', '.join(swept) or '(none)'}")
