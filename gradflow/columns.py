@@ -40,7 +40,10 @@ def listing(path: str | Path | list[Path], rates: Iterable[str] = (), steps: Ite
                 [k for k in (full_key(df, k) for k in spec.get("swept") or [] if isinstance(k, str)) if k]
                 for folder, spec in specs if spec is not None}
     swept += [k for k in dict.fromkeys(k for keys in declared.values() for k in keys) if k not in swept]
-    df = sort_runs(df, swept or [store.RUN])
+    folders = run_folders(df).to_numpy()
+    # in a folder of studies, by the keys in the order the table shows them (a study's rows went by seed
+    # first, another's by lr, under a first column of depth)
+    df = sort_runs(df, (axes_first(df, swept, folders) if len(set(folders)) > 1 else swept) or [store.RUN])
     df = df.iloc[np.argsort(run_folders(df).to_numpy(), kind="stable")]  # each study's runs together
     if len(paths) > 1:  # (then each path's, in the order given)
         order = df[store.PATH].astype(str).map(lambda q: min(i for i, p in enumerate(paths)
@@ -372,6 +375,13 @@ def short_ids(runs: list[str], budgets: tuple[int, ...] = (28, 40, 60), rows: li
     return distinct or runs
 
 
+def axes_first(df: pd.DataFrame, swept: list[str], studies: np.ndarray) -> list[str]:
+    """`swept` in a folder of studies (each run's in `studies`), by how many runs are in a study where the key
+    varies: the order `ls` shows their columns in, and sorts its rows by."""
+    axes_of = [(int(g.sum()), set(swept_keys(df[g], exclude=()))) for g in (studies == s for s in set(studies))]
+    return sorted(swept, key=lambda k: -sum(n for n, own in axes_of if k in own))
+
+
 def short_id(run: str, budget: int) -> str:
     """`run` (comma-separated items) within `budget` characters: whole items from each end around "…", or, where
     one item alone is longer, its start and end."""
@@ -386,7 +396,8 @@ def short_id(run: str, budget: int) -> str:
 
 def short_studies(studies: list[str], budgets: tuple[int, ...] = (20, 28, 36)) -> list[str]:
     """Studies for a table column: each longer than a budget as its first and last folders around "…"
-    (home/u/…/results/depth-study), at the smallest budget that keeps them distinct; whole where none does.
+    (home/u/…/results/depth-study), at the smallest budget that keeps them distinct; where none does, with the
+    middle folders that tell them apart (`_told_apart`).
     Several paths far apart (`ls results/a /scratch/u/results/b`) named each study by its folders from the
     one both are under, and a study three folders deep took 90 columns, leaving no result at 80. A study
     beside others in its folder (a reproduction's arms, he2015-quick/train and he2015-quick/init) keeps some
@@ -440,7 +451,11 @@ def _told_apart(studies: list[str]) -> list[str]:
             for study in group:
                 if i < len(parts[study]):
                     shown[study].add(i)
-    return [render(s) for s in studies]
+    # (a study inside another of the same name, a/…/x and a/…/x/…/x: the folder they differ in is one each
+    # shows already) whole where still alike
+    names = {s: render(s) for s in parts}
+    alike = Counter(names.values())
+    return [names[s] if alike[names[s]] == 1 else s for s in studies]
 
 
 def _short_study(study: str, budget: int, parent: bool = False) -> str:
@@ -478,9 +493,7 @@ def table_columns(df: pd.DataFrame, swept: list[str], short: bool = False) -> li
         # key varies in one of them, and a study's own axis, norm, went after another's, width)
         # a study's axis as its own ls has it: model.alpha, set where model.skip=residual and unset elsewhere,
         # varies with the skip choice alone, and went before a study's own axis, norm, which then gave way
-        groups = [np.array(studies) == s for s in set(studies)]
-        axes_of = [(int(g.sum()), set(swept_keys(df[g], exclude=()))) for g in groups]
-        swept = sorted(swept, key=lambda k: -sum(n for n, own in axes_of if k in own))
+        swept = axes_first(df, swept, np.array(studies))
     keys = [Column(k, names[k], KEY_PRIORITY, _cells(df, k), _numeric(df[k]) is not None) for k in swept]
     rows = list(zip(*(c.cells for c in keys)))
     cols = [Column(STUDY, STUDY, KEY_PRIORITY, studies, False)] if several else []

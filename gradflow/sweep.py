@@ -14,9 +14,11 @@ is gone.
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -1139,4 +1141,10 @@ class Watcher(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.wait(self.every):
-            self.on_ended(self.ended())
+            try:
+                self.on_ended(self.ended())
+            except KeyboardInterrupt:  # (its lines' reader left, `| head`: the CLI's OutputClosed) as a Ctrl-C
+                # to the sweep, whose thread it is to stop: raised here, it was a thread's traceback, and the
+                # sweep ran on to exit 0
+                os.kill(os.getpid(), signal.SIGINT)
+                return

@@ -1088,6 +1088,23 @@ def test_a_key_one_choice_sets_gives_way_to_a_studys_own_axis_in_a_folder_of_stu
     assert "read alike" not in text, text
 
 
+def test_a_folder_of_studies_sorts_each_studys_rows_by_the_columns_as_shown(tmp_path):
+    # an lr x seed study beside a width x seed one: the table's first key column is seed (both studies vary it),
+    # but the first study's rows went by lr first (the keys' order in the config), reading as shuffled
+    results = tmp_path / "results"
+    small = ["data=gaussian", "data.n_train=64", "data.n_test=32", "data.dim=8", "model.depth=2", "train.steps=2",
+             "train.batch_size=32", "seed=0,1"]
+    made("sweep", *small, "model.width=8", "optim.lr=0.1,0.01", f"results={results}", "--name", "lr")
+    made("sweep", *small, "model.width=8,9", f"results={results}", "--name", "width")
+    text = gradflow("ls", str(results), "--wide")
+    header = text.splitlines()[1:3]
+    words = " ".join(header).split()
+    assert words.index("seed") < words.index("lr"), header
+    rows = json.loads(gradflow("ls", str(results), "--json"))
+    lr = [(r["seed"], r["optim.lr"]) for r in rows if r["run"].startswith("lr/")]
+    assert lr == [(0, 0.01), (0, 0.1), (1, 0.01), (1, 0.1)], lr
+
+
 def test_ls_of_several_paths_lists_them_together_as_a_folder_of_studies(tmp_path, monkeypatch):
     # `gradflow ls A B` (results in two places) was refused: "Got unexpected extra argument(s)"
     from gradflow.cli import app
@@ -1218,3 +1235,7 @@ def test_studies_that_differ_only_in_a_middle_folder_are_told_apart_by_it():
         "nest/…/depth-study-long-name", "nest/short", "nest2/node-alpha/…/depth-study-long-name",
         "nest2/node-beta/…/depth-study-long-name"]
     assert short_studies([other, "nest/short"]) == ["nest/…/depth-study-long-name", "nest/short"]
+    # a study inside another of its name: no folder left to tell them apart by, so whole (never alike)
+    nested = ["node-alpha-cluster/experiments-2024/depth-study-long",
+              "node-alpha-cluster/experiments-2024/depth-study-long/depth-study-long"]
+    assert short_studies(nested) == nested

@@ -406,7 +406,9 @@ def test_changed_fixed_setting_replaces_and_shrunk_grid_leaves_stale_runs(cli, r
     assert "2 already finished, skipped" in shrunk.output
     flat = " ".join(shrunk.output.split())
     assert "1 run in" in flat and "is not a point of this sweep (stale)" in flat
-    assert max(len(line) for line in shrunk.output.splitlines() if " " in line) <= 80  # (a path alone may not fit)
+    # (a path alone may not fit, nor a command to copy, which is never broken: it takes a line of its own)
+    assert max(len(line) for line in shrunk.output.splitlines()
+               if " " in line and not line.startswith("`gradflow ")) <= 80
     assert _statuses(root) == {"model.depth=2": "ok", "model.depth=3": "ok", "model.depth=4": "stale"}
     assert set(gradflow.load(root)["run"]) == {"model.depth=2", "model.depth=3"}
     assert set(gradflow.load(root, "metrics")["run"]) == {"model.depth=2", "model.depth=3"}
@@ -1439,3 +1441,19 @@ def test_a_listing_whose_reader_left_exits_141_without_a_word(results, cli):
     proc.stdout.close()  # (before a line is written: `gradflow ls | head -0`)
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 141 and err == "", err
+
+
+def test_a_sweep_whose_output_is_closed_stops_as_interrupted(results):
+    # its lines are printed from a watching thread: the closed output was that thread's traceback, and the
+    # sweep ran every run to exit 0
+    small = [o for o in SMALL if not o.startswith(("train.steps=", "train.eval_every="))]
+    args = [sys.executable, "-m", "gradflow", "sweep", *small, "train.steps=300", "train.eval_every=300",
+            "seed=0,1,2,3,4,5", f"results={results}", "--name", "s"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    while (line := proc.stdout.readline()) and not line.startswith("1/"):
+        pass
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 141, err
+    assert "interrupted (standard output closed):" in err and "Traceback" not in err, err
+    assert list(_statuses(results / "s").values()).count("ok") < 6

@@ -127,6 +127,10 @@ def print_note(text: str, width: int | None = None, style: str | None = None, to
     a line of its own. `to`: the console it goes to (err_console for a note beside stdout's results)."""
     to = to or console
     width = width or to.width
+    # a command to copy (`gradflow sweep ...`) is never broken: copied across a break, the shell ran its
+    # first line on its own, another sweep; longer than a line, it takes a line of its own (the terminal
+    # folds it, a copy of it is one line)
+    text = re.sub(r"`gradflow [^`]*`", lambda m: m.group(0).replace(" ", NBSP), text)
     lines: list[str] = []
     for word in text.split(" "):
         if lines and len(lines[-1]) + 1 + len(word) <= width:
@@ -156,6 +160,14 @@ INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports a Ctrl-C'd command
 PIPE_CLOSED_EXIT = 141  # 128 + SIGPIPE, as a shell reports a command whose reader left (`git log | head`)
 
 
+def interruption() -> tuple[str, int]:
+    """How an interruption is said, and its exit status: `interrupted`, 130 after a Ctrl-C (or SIGTERM);
+    `interrupted (standard output closed)`, 141 where the output's reader left (`OutputClosed`)."""
+    if _Console.closed:
+        return "interrupted (standard output closed)", PIPE_CLOSED_EXIT
+    return "interrupted", INTERRUPTED_EXIT
+
+
 def leave_interrupted(message: str) -> None:
     """After Ctrl-C: one line on stderr, then exit 130 at once (141 where standard output was closed:
     `OutputClosed`, said in the line). A second Ctrl-C while saying it leaves
@@ -172,9 +184,8 @@ def leave_interrupted(message: str) -> None:
 
     from gradflow.workers import exit_now
 
-    code = INTERRUPTED_EXIT
-    if _Console.closed:  # (no Ctrl-C: the reader of the output left)
-        message, code = message.replace("interrupted", "interrupted (standard output closed)", 1), PIPE_CLOSED_EXIT
+    word, code = interruption()
+    message = message.replace("interrupted", word, 1)
     signal.signal(signal.SIGINT, lambda *_: exit_now(code))
     util._run_finalizers(0)  # noqa: SLF001  (the first step of multiprocessing's own exit handler)
     if "joblib" in sys.modules:  # (a joblib sweep's pool: its memory-map folder, as its exit handler would)

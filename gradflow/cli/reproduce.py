@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gradflow.cli.app import app
-from gradflow.cli.console import (INTERRUPTED_EXIT, console, err_console, near_options, note_replaced, print_note,
+from gradflow.cli.console import (console, err_console, interruption, near_options, note_replaced, print_note,
                                   unknown_option, user_errors)
 from gradflow.cli.sweep import report_page, run_plan
 from gradflow.errors import GradflowError, UsageError, shorten
@@ -76,9 +76,10 @@ def reproduce(
             outcome = rep.run(n, scale, list(overrides or []), force, launch=lambda p: run_plan(p, table=False),
                               on_planned=header)
         except KeyboardInterrupt:  # between arms, or while the claims are checked and the figures drawn
-            err_console.print(f"interrupted: {n}'s finished runs are kept; rerun the same command to resume "
+            word, code = interruption()
+            err_console.print(f"{word}: {n}'s finished runs are kept; rerun the same command to resume "
                               "and check its claims", highlight=False, soft_wrap=True)
-            raise typer.Exit(INTERRUPTED_EXIT) from None
+            raise typer.Exit(code) from None
         print_note(f"{n}: claims")
         table, shared = claims_table(outcome.claims, console.width)
         console.print(table)
