@@ -170,8 +170,8 @@ def _runs_off(activation: str, fine: np.ndarray, sb2: np.ndarray, q: np.ndarray,
     """Per row of `fine` (sw2 points, q* at each), whether q* runs off to infinity towards the step from
     fine[k] to fine[k + 1]: finite at k, infinite at k + 1, and rising steeply on the way (it grows like
     1 / distance there, so twice as large at half the distance: RUNS_OFF from fine[k - 1] to fine[k]).
-    chi_1 is then continuous at the line, however steep: softplus's at sw2 = 2 goes 0.946, 0.979, 0.993
-    at 1e-3, 1e-4, 1e-5 below it, where it is 1 beyond, and the edge of chaos lies on the line (as relu's
+    chi_1 is then continuous at the line, however steep: softplus's at sw2 = 2 (sb2 = 0.1) goes 0.946, 0.979,
+    0.993 at 2e-3, 2e-4, 2e-5 below it, where it is 1 beyond, and the edge of chaos lies on the line (as relu's
     does). Where the fixed point leaps from a finite value (gelu, silu) q* hardly changes on the way and
     chi_1 jumps (gelu at sb2 = 0.05: 0.734 up to the line, 1.117 beyond)."""
     n = np.arange(len(fine))
