@@ -67,14 +67,6 @@ def test_a_key_given_twice_keeps_the_last_and_says_so(cli, results):
     assert "seed=1" not in record.parent.name and "train.steps=4" not in record.parent.name
 
 
-def test_the_note_of_a_replaced_value_goes_to_stderr(results):
-    # it is about the command line, not a result: on stdout, `gradflow run ... | head -1` showed it first
-    out = subprocess.run([sys.executable, "-m", "gradflow", "run", *TINY, "seed=1", "seed=3", f"results={results}",
-                          "name=err"], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert "note: seed=3 replaces seed=1 given before it" in out.stderr and "replaces" not in out.stdout, out.stdout
-
-
 @pytest.mark.parametrize("first,last", [("train.steps=abc", "train.steps=0"), ("seed=x", "seed=2"),
                                         ("optim.lr=abc", "optim.lr=0.1"), ("seed=0,1", "seed=2")])
 def test_a_replaced_value_is_not_checked(cli, results, first, last):

@@ -204,7 +204,7 @@ def note_replaced(overrides: list[str] | None) -> None:
     from gradflow.overrides import replaced
 
     for note in replaced(list(overrides or [])):
-        print_note(f"note: {note}", style="yellow", to=err_console)  # (beside the results, not in them: `| head`)
+        print_note(f"note: {note}", style="yellow")
 
 
 def _options(ctx) -> list[str]:
