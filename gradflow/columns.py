@@ -415,13 +415,20 @@ def short_studies(studies: list[str], budgets: tuple[int, ...] = (20, 28, 36)) -
     for budget in budgets:
         short = [_short_study(s, budget, parents[s.rpartition("/")[0]] > 1) for s in studies]
         if len(set(short)) == len(set(studies)) and all(keeps_parent(a, s) for a, s in zip(short, studies)) \
-                and (budget == budgets[-1] or not any(map(cuts_name, short))):
+                and (budget == budgets[-1] or not any(map(cuts_name, short))) and not _hidden(short):
             return short
     for budget in budgets:  # (no budget keeps every arm's folder: the shortest that keeps them distinct)
         short = [_short_study(s, budget) for s in studies]
-        if len(set(short)) == len(set(studies)):
+        if len(set(short)) == len(set(studies)) and not _hidden(short):
             return short
     return _told_apart(studies)
+
+
+def _hidden(short: list[str]) -> bool:
+    """Whether a shortened study shows no folder that another's form lacks: `nest/…/depth-study` beside
+    `nest/node-beta/…/depth-study` is distinct, but its own node's folder is the one left out."""
+    shown = {s: set(s.split("/")) - {"…"} for s in set(short)}
+    return any("…" in a and a != b and shown[a] <= shown[b] for a in shown for b in shown)
 
 
 def _told_apart(studies: list[str]) -> list[str]:

@@ -1240,3 +1240,7 @@ def test_studies_that_differ_only_in_a_middle_folder_are_told_apart_by_it():
     nested = ["node-alpha-cluster/experiments-2024/depth-study-long",
               "node-alpha-cluster/experiments-2024/depth-study-long/depth-study-long"]
     assert short_studies(nested) == nested
+    # distinct, but node-alpha's own folder left out beside node-beta's: `nest/…/depth-study`
+    deeper = [f"nest/node-{n}/experiments-2024/project-gradient-flow/depth-study" for n in ("alpha", "beta")]
+    assert short_studies([*deeper, "other/x"]) == ["nest/node-alpha/…/depth-study", "nest/node-beta/…/depth-study",
+                                                   "other/x"]
