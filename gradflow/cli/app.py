@@ -72,9 +72,7 @@ def _usage_error(e) -> None:
     elif ctx is not None:
         if message.startswith("No such command") and hasattr(ctx.command, "list_commands"):  # (as bad values do)
             message += f"{'' if message.endswith('?') else ';'} commands: {', '.join(ctx.command.list_commands(ctx))}"
-            message += f"; see `{ctx.command_path} --help`"
-        else:
-            message += f"{' See' if message.endswith('?') else '; see'} `{ctx.command_path} --help`"
+        message += f"{' See' if message.endswith('?') else '; see'} `{ctx.command_path} --help`"
     typer.echo(f"error: {message}", err=True)
 
 
