@@ -271,17 +271,16 @@ def job(folder: Path):
 
 
 def take_interrupt_once(signum, frame) -> None:
-    """A worker's Ctrl-C (and SIGTERM) handler in a job: the first raises KeyboardInterrupt (noted in
-    `_interrupted`, which the training loop checks at every step should Python swallow the exception);
-    the rest of the job ignores both (the sweep's process passes its own on as a Ctrl-C)."""
+    """A worker's Ctrl-C handler in a job (a SIGTERM comes to it too: `_as_ctrl_c`): the first raises
+    KeyboardInterrupt (noted in `_interrupted`, which the training loop checks at every step should Python
+    swallow the exception); the rest of the job ignores Ctrl-C (the sweep's process passes its own on)."""
     global _interrupted
     _interrupted = True
-    # a handler that does nothing, not SIG_IGN: a signal that came before this one was handled (the
-    # group's SIGTERM and the sweep's Ctrl-C at once) is still pending, and Python raises OSError ("Signal
-    # 15 ignored due to race condition") for a pending signal whose handler is SIG_IGN by then, in place
-    # of this KeyboardInterrupt, while the run recorded itself: it stayed `running`, without its tables
+    # a handler that does nothing, not SIG_IGN: a Ctrl-C that came while this one was handled (the
+    # terminal's and the one the sweep's process passes on) is still pending, and Python raises OSError
+    # ("Signal 2 ignored due to race condition") for a pending signal whose handler is SIG_IGN by then, in
+    # place of this KeyboardInterrupt, while the run recorded itself: it stayed `running`, without its tables
     signal.signal(signal.SIGINT, _ignore)
-    signal.signal(signal.SIGTERM, _ignore)
     raise KeyboardInterrupt
 
 
