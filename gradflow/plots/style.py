@@ -654,12 +654,13 @@ def legend(fig: Figure, handles: list, title: str | None = None) -> None:
                      title_fontsize="small", frameon=False, ncols=ncols, alignment="left")
     leg.set_gid("legend")
     box = leg.get_window_extent()  # (text extents only: no drawing)
-    if box.width / fig.dpi > LEGEND_ROOM:
-        fig.set_figwidth(min(fig.get_figwidth() + box.width / fig.dpi - LEGEND_ROOM, MAX_WIDTH))
+    width, height = box.width / fig.dpi, box.height / fig.dpi  # (inches)
+    if width > LEGEND_ROOM:
+        fig.set_figwidth(min(fig.get_figwidth() + width - LEGEND_ROOM, MAX_WIDTH))
     # and taller where the legend is taller than the figure below its title: centred, it ran up into the
     # title (six families' runs, each named by its overrides over three or four lines)
-    if box.height / fig.dpi > LEGEND_HEIGHT * fig.get_figheight():
-        fig.set_figheight(min(box.height / fig.dpi / LEGEND_HEIGHT, MAX_WIDTH))
+    if height > LEGEND_HEIGHT * fig.get_figheight():
+        fig.set_figheight(min(height / LEGEND_HEIGHT, MAX_WIDTH))
 
 
 LOG_SPACED = 4  # is_log_spaced's growth of the gaps (an even schedule's is 1)
