@@ -1100,7 +1100,10 @@ def hydra_error_message(e: Exception, overrides=()) -> str:
         top = [f.name for f in fields(Config) if f.name not in SECTIONS]
         # (a key of another section by its last part: train.lr; else the nearest: modle=cnn, model)
         near = _elsewhere(name) or did_you_mean(name, known_keys() if "." in name else (*SECTIONS, *top))
-        return (f"unknown key {_show(name)}{near}; sections: {', '.join(SECTIONS)}; "
+        others = [f"{_show(k)}{_elsewhere(k) or did_you_mean(k, known_keys() if '.' in k else (*SECTIONS, *top))}"
+                  for k in _other_unknown(name, overrides)]  # (Hydra stops at the first: name them all at once)
+        return (f"unknown key{'s' if others else ''} {', '.join([f'{_show(name)}{near}', *others])}; "
+                f"sections: {', '.join(SECTIONS)}; "
                 f"top-level keys: {', '.join(top)}; "
                 "see `gradflow run --help` for every key (add a new key with +key=value only if you mean to)")
     if full_key:
@@ -1121,6 +1124,15 @@ def hydra_error_message(e: Exception, overrides=()) -> str:
         detail = str(e.__cause__ or e).strip().splitlines()[0]
         return f"{full_key.group(1)}: {detail}"
     return " ".join(text.split())
+
+
+def _other_unknown(name: str, overrides) -> list[str]:
+    """The keys `overrides` set, besides `name`, that no choice of any group has (a new key's +key=value,
+    a group's choice, Hydra's own keys and a custom model's kwargs aside)."""
+    known = {*known_keys(), *GROUP_KEYS}
+    keys = (override_key(o) for o in overrides if "=" in o and not o.startswith("+"))
+    return list(dict.fromkeys(k for k in keys if k != name and k not in known and not k.startswith(
+        ("hydra.", "hydra/", "model.kwargs."))))
 
 
 def _error_text(e: Exception) -> str:

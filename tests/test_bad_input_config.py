@@ -164,6 +164,10 @@ CASES = [
     case("trian.steps=5", "(did you mean train.steps?); sections: model, data, init, norm, optim, probe, train,",
          "misspelled-section"),
     case("seeed=1", "(did you mean seed?)", "misspelled-seed"),
+    # Hydra stops at the first unknown key; the message names every one, so one retry fixes them all
+    case("model.dpth=3 train.stps=2 lr=0.1 hydra.verbose=true", "unknown keys 'model.dpth' (did you mean "
+         "model.depth?), 'train.stps' (did you mean train.steps?), 'lr' (did you mean optim.lr?); sections:",
+         "three-unknown-keys"),
     case("modle=cnn", "unknown key 'modle' (did you mean model?)", "misspelled-group"),
     case("model.name=cnn", "model.name='cnn' names another kind of model than the one composed: choose it with "
          "model=cnn", "family-by-name"),
