@@ -33,7 +33,8 @@ def fmt(x: Any, digits: int = 4, missing: str = "-") -> str:
             return "inf" if v > 0 else "-inf"
         if v.is_integer() and abs(v) < LARGE:
             return str(int(v))
-        if SMALL <= abs(v) < LARGE:
+        # (the magnitude as it will read: -0.0009999 reads -0.001, as -0.009 beside it does, not -1e-03)
+        if SMALL <= abs(float(f"{v:.{max(digits, 1)}g}")) < LARGE:
             return f"{v:.{digits}g}"
         mantissa, exponent = f"{v:.{max(digits - 1, 0)}e}".split("e")
         if "." in mantissa:
