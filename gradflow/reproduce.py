@@ -9,6 +9,7 @@ value, and the test the measured value must pass. Results go to results/reproduc
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import math
@@ -17,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -759,34 +760,83 @@ def check_scale(scale: str) -> None:
 
 
 def run(name: str, scale: str = "default", user: list[str] | None = None, force: bool = False,
-        launch: LaunchFn | None = None, on_planned: Callable[[], None] | None = None) -> Outcome:
+        launch: LaunchFn | None = None, on_planned: Callable[[str], None] | None = None) -> Outcome:
     """Run (or resume) a reproduction's arms, check its claims, draw its figures and write REPORT.md.
 
     `user` overrides apply to every arm (`results=DIR` chooses the results folder); `launch` runs one
     planned sweep (the CLI passes one with a progress display; default: launch it silently);
-    `on_planned` is called once every arm is planned, before any runs (the CLI prints its header
-    then, so that a bad override is the only line printed).
+    `on_planned` is called with the name once every arm is planned, before any runs (the CLI prints its
+    header then, so that a bad override is the only line printed).
     """
+    return list(runs([name], scale, user, force, launch, on_planned))[0]
+
+
+@dataclass
+class _Planned:
+    """One reproduction's arms, planned and not yet run."""
+
+    spec: Spec
+    root: Path
+    plans: dict[str, "sweep_mod.Plan"]
+    used: dict[str, list[str]]  # arm -> its sweep overrides
+    given: list[str]  # the user's overrides its runs take (what REPORT.md lists)
+    keys: "sweep_mod.KeysTaken"
+
+
+def runs(names: list[str], scale: str = "default", user: list[str] | None = None, force: bool = False,
+         launch: LaunchFn | None = None, on_planned: Callable[[str], None] | None = None) -> Iterator[Outcome]:
+    """`run` for several experiments (`gradflow reproduce all`): every arm of every one planned before
+    any runs, so a bad override or missing data files stop it at once rather than after an hour of the
+    experiments before it; then each run in turn, its outcome yielded. An override applies to the
+    experiments whose runs take it (`data.root` to the CIFAR ones) and is refused only where none does."""
+    check_scale(scale)
+    user = list(user or [])
     from gradflow import sweep as sweep_mod
 
-    check_scale(scale)
-    spec = Spec.load(name)
-    user = list(user or [])
     sweep_mod.check_overrides(user, "reproduce")  # (--name x was called an option of `gradflow sweep`)
-    _pooled(spec, scale, user)
+    results_root = override_value(user, "results") or "results"  # (the last, as Hydra composes the runs)
+    # a second reproduction into the same folder fails at once (each arm locks its own); a parallel
+    # launcher's workers serve every arm of every experiment
+    with contextlib.ExitStack() as held:
+        held.enter_context(workers.kept())
+        planned = []
+        for name in names:
+            held.enter_context(store.lock(root_for(name, scale, results_root)))
+            planned.append(_plan(name, scale, user, force, results_root, alone=len(names) == 1))
+        if len(names) > 1:  # (one experiment refused a key none of its runs takes itself)
+            keys = functools.reduce(sweep_mod.KeysTaken.merged, (p.keys for p in planned))
+            sweep_mod.check_keys_apply(user, keys, none="no run of any experiment")
+        for p in planned:
+            start = time.perf_counter()
+            if on_planned:
+                on_planned(p.spec.name)
+            jobs, reused = {}, 0
+            for arm, plan in p.plans.items():
+                reused += plan.skipped
+                (launch or sweep_mod.launch)(plan)
+                jobs[arm] = [j.name for j in plan.jobs]
+            claims = check(p.spec, p.root, jobs)
+            figures_, not_drawn = draw(p.spec, p.root, jobs)
+            wall = time.perf_counter() - start
+            report = write_report(p.spec, p.root, scale, claims, figures_, p.used, wall, p.given, reused, not_drawn)
+            yield Outcome(p.spec, scale, p.root, claims, figures_, report, p.used, wall, not_drawn)
+
+
+def _plan(name: str, scale: str, user: list[str], force: bool, results_root: str, alone: bool) -> _Planned:
+    """Plan every arm of one reproduction with the user's overrides. `alone`: a key none of its runs takes
+    is refused; else (one of several experiments) it is left out of this one's runs and report."""
+    from gradflow import sweep as sweep_mod
+
+    spec = Spec.load(name)
     named = [o for o in user if override_key(o) == "name"]
     if named:  # (it was dropped without a word)
         raise GradflowError(f"{shorten(named[0], 40)} does not apply to gradflow reproduce: its runs go to "
                             f"{root_for(name, scale)}/; results=FOLDER writes them under another folder")
-    results_root = override_value(user, "results") or "results"  # (the last, as Hydra composes the runs)
-    given = [o for o in user if override_key(o) != "results"]  # (what the report lists, and an error names)
     root = root_for(name, scale, results_root)
-    start = time.perf_counter()
-    used, jobs, reused = {}, {}, 0
-    # a second reproduction into the same folder fails at once (each arm locks its own); a parallel
-    # launcher's workers serve every arm
-    with store.lock(root), workers.kept():
-        plans = {}  # every arm planned before any runs: a bad override or missing data files stop it at once
+    while True:
+        _pooled(spec, scale, user)
+        given = [o for o in user if override_key(o) != "results"]  # (what the report lists, and an error names)
+        used, plans = {}, {}
         for arm in spec.arms:
             used[arm] = spec.overrides(arm, scale, user)
             try:
@@ -801,18 +851,22 @@ def run(name: str, scale: str = "default", user: list[str] | None = None, force:
         # an arm need not take the spec's shared keys, but a key given here that no run of any arm takes
         # would change nothing, and the report would list it as given
         keys = functools.reduce(sweep_mod.KeysTaken.merged, (p.keys for p in plans.values()))
-        sweep_mod.check_keys_apply(user, keys, none=f"no run of {name}")
-        if on_planned:
-            on_planned()
-        for arm, p in plans.items():
-            reused += p.skipped
-            (launch or sweep_mod.launch)(p)
-            jobs[arm] = [j.name for j in p.jobs]
-        claims = check(spec, root, jobs)
-        figures_, not_drawn = draw(spec, root, jobs)
-        wall = time.perf_counter() - start
-        report = write_report(spec, root, scale, claims, figures_, used, wall, given, reused, not_drawn)
-    return Outcome(spec, scale, root, claims, figures_, report, used, wall, not_drawn)
+        if alone:
+            sweep_mod.check_keys_apply(user, keys, none=f"no run of {name}")
+        untaken = [o for o in user if not _applies(o, keys)]
+        if not untaken:
+            return _Planned(spec, root, plans, used, given, keys)
+        user = [o for o in user if o not in untaken]  # (planned again without them: they would name its runs)
+
+
+def _applies(override: str, keys: "sweep_mod.KeysTaken") -> bool:
+    from gradflow import sweep as sweep_mod
+
+    try:
+        sweep_mod.check_keys_apply([override], keys)
+    except GradflowError:
+        return False
+    return True
 
 
 # --- figures and the report -------------------------------------------------------------------------

@@ -5,6 +5,7 @@ word, so rich wraps their text between words and never folds a word, and nothing
 
 from __future__ import annotations
 
+from contextlib import closing
 from typing import Annotated, Optional
 
 import typer
@@ -64,43 +65,56 @@ def reproduce(
     note_replaced(overrides)
     rep.check_scale(scale)  # before anything is printed, as a bad name is (Spec.load)
     check_overrides(list(overrides or []), "reproduce")  # (rep.run checks them again, with every arm's keys)
-    outcomes = []
-    for n in rep.names() if name == "all" else [name]:
-        spec = rep.Spec.load(n)
+    outcomes, started = [], []
 
-        def header(n=n, spec=spec):  # once every arm is planned: a misspelled key is the only line printed
-            console.rule(f"[bold]{escape(n)}[/]")
-            print_note(f"paper: {spec.paper}")  # whole: a rule's title would be cut to one line
+    def header(n: str) -> None:  # once every arm is planned: a misspelled key is the only line printed
+        started.append(n)
+        console.rule(f"[bold]{escape(n)}[/]")
+        print_note(f"paper: {rep.Spec.load(n).paper}")  # whole: a rule's title would be cut to one line
 
-        try:  # (a Ctrl-C inside a sweep is the sweep's: its line, exit 130)
-            outcome = rep.run(n, scale, list(overrides or []), force, launch=lambda p: run_plan(p, table=False),
-                              on_planned=header)
-        except KeyboardInterrupt:  # between arms, or while the claims are checked and the figures drawn
-            word, code = interruption()
-            err_console.print(f"{word}: {n}'s finished runs are kept; rerun the same command to resume "
-                              "and check its claims", highlight=False, soft_wrap=True)
-            raise typer.Exit(code) from None
-        print_note(f"{n}: claims")
-        table, shared = claims_table(outcome.claims, console.width)
-        console.print(table)
-        for texts, under in shared:
-            print_note(f"reference and source, {texts}: {under}")
-        for texts, note in rep.tolerance_notes(outcome.claims):
-            print_note(f"tolerance, {texts}: {note}")
-        print_note(f"{n}: {outcome.verdict}", style="green" if outcome.passed else "red")
-        print_note(f"report: {outcome.report}")
-        for f in outcome.figures:
-            print_note(f"figure: {f}")
-        for why in outcome.not_drawn:
-            print_note(f"figure not drawn, {why}", style="yellow")
-        report_page([outcome.report.parent], report_)
-        outcomes.append(outcome)
+    # every experiment's arms planned before the first runs: a bad override or missing data files are the
+    # one line printed, not an error after the experiments before it
+    with closing(rep.runs(rep.names() if name == "all" else [name], scale, list(overrides or []), force,
+                          launch=lambda p: run_plan(p, table=False), on_planned=header)) as results:
+        while True:
+            try:  # (a Ctrl-C inside a sweep is the sweep's: its line, exit 130)
+                outcome = next(results, None)
+            except KeyboardInterrupt:  # between arms, or while the claims are checked and the figures drawn
+                word, code = interruption()
+                err_console.print(f"{word}: {started[-1] if started else name}'s finished runs are kept; rerun the "
+                                  "same command to resume and check its claims", highlight=False, soft_wrap=True)
+                raise typer.Exit(code) from None
+            if outcome is None:
+                break
+            print_outcome(outcome, report_)
+            outcomes.append(outcome)
     failed = not all(o.passed for o in outcomes)
     if len(outcomes) > 1:  # (after 1200 lines, the whole in one: the last line was the last experiment's figure)
         console.rule("[bold]all[/]")
         print_note(rep.overall(outcomes), style="red" if failed else "green")
     if failed:
         raise typer.Exit(1)
+
+
+def print_outcome(outcome, report_: bool) -> None:
+    """One experiment's claims table, its verdict line, and where its report and figures are."""
+    from gradflow import reproduce as rep
+
+    n = outcome.spec.name
+    print_note(f"{n}: claims")
+    table, shared = claims_table(outcome.claims, console.width)
+    console.print(table)
+    for texts, under in shared:
+        print_note(f"reference and source, {texts}: {under}")
+    for texts, note in rep.tolerance_notes(outcome.claims):
+        print_note(f"tolerance, {texts}: {note}")
+    print_note(f"{n}: {outcome.verdict}", style="green" if outcome.passed else "red")
+    print_note(f"report: {outcome.report}")
+    for f in outcome.figures:
+        print_note(f"figure: {f}")
+    for why in outcome.not_drawn:
+        print_note(f"figure not drawn, {why}", style="yellow")
+    report_page([outcome.report.parent], report_)
 
 
 WIDE = 120  # columns from which every claim field (and every --list field) gets its own column
