@@ -497,6 +497,19 @@ def test_a_reproductions_override_refused_at_planning_is_its_only_line(cli, resu
 
 
 @pytest.mark.parametrize("args, said", [
+    # a second experiment's name was read as an override ("write key=value"), and beside --list the advice
+    # was to drop --list and run `gradflow reproduce all he2015`, which failed the same way
+    (["all", "--list", "he2015"], "error: --list takes one experiment: `gradflow reproduce --list he2015` lists it, "
+                                  "`gradflow reproduce --list` lists them all"),
+    (["he2015", "he2016", "--quick"], "error: gradflow reproduce runs one experiment, or all of them: `gradflow "
+     "reproduce he2015 --quick`, then `gradflow reproduce he2016 --quick`; or `gradflow reproduce all --quick`"),
+])
+def test_reproduce_takes_one_experiment_and_says_how_to_run_two(cli, args, said):
+    out = cli("reproduce", *args)
+    assert out.exit_code == 1 and out.stdout == "" and out.stderr.strip() == said, out.output
+
+
+@pytest.mark.parametrize("args, said", [
     # data.T is taken by some experiments' recurrent runs, not glorot2010's: it applies to those that take it
     # (it ran backprop-vs-fd whole, then stopped at glorot2010 with "no run of glorot2010 takes data.T"), and
     # he2016's CIFAR-10 files are missing: every experiment is planned before one runs, so nothing ran

@@ -44,6 +44,15 @@ def reproduce(
     if name and name.startswith("--"):  # (--dry-run was "not a known experiment")
         raise UsageError(unknown_option(name.split("=", 1)[0], ctx))
     given = [o for o, v in (("--quick", quick), ("--scale", scale), ("--force", force), ("--report", report_)) if v]
+    if more := [o for o in overrides or [] if o in (*rep.names(), "all")]:  # (read as an override: "write key=value")
+        names = [n for n in (name, *more) if n != "all"]
+        if list_:
+            raise GradflowError(f"--list takes one experiment: `gradflow reproduce --list {names[0]}` lists it, "
+                                "`gradflow reproduce --list` lists them all")
+        options = "".join(f" {o}" for o in given if o != "--scale") + (f" --scale {scale}" if scale else "")
+        raise GradflowError(f"gradflow reproduce runs one experiment, or all of them: "
+                            f"{', then '.join(f'`gradflow reproduce {n}{options}`' for n in dict.fromkeys(names))}; "
+                            f"or `gradflow reproduce all{options}`")
     if not name and given:  # (they printed the list, silently)
         raise GradflowError(f"{' and '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to a run of an experiment: "
                             "give its name "
