@@ -134,8 +134,14 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 
 def _mnist_dirs(root: Path, variant: str) -> list[Path]:
+    """Where the variant's four files may be: its own folders first, then `root` itself. MNIST and
+    Fashion-MNIST files have the same names, so files at the top of `root` are MNIST's unless the folder's
+    name says Fashion (data/FashionMNIST, ~/fashion-mnist): data=fashion_mnist trained on MNIST's files
+    there, silently."""
     tv_name = MNIST_VARIANTS[variant][1]
-    return [root, root / variant, root / variant / "raw", root / tv_name / "raw", root / tv_name]
+    own = [root / variant, root / variant / "raw", root / tv_name / "raw", root / tv_name]
+    fashion_named = "fashion" in root.resolve().name.lower()
+    return own + [root] if fashion_named == (variant == "fashion_mnist") else own
 
 
 def _find_idx(folder: Path, name: str) -> Path | None:
@@ -176,15 +182,21 @@ def locate_mnist(root: str | Path, variant: str = "mnist", download: bool = Fals
     if len(missing) < len(MNIST_FILES):
         raise GradflowError(f"data.root={root}: {partial}/ has {len(MNIST_FILES) - len(missing)} of the "
                             f"4 {display} files; put {_files_list(missing)} there too")
+    top = all(_find_idx(root, name) for name in MNIST_FILES.values())  # (the other variant's, by the folder's name)
     raise GradflowError(f"data.root={root} has no {display} files; put {_files_list(MNIST_FILES.values())} in "
-                        f"{root / variant}/ (or set data.download=true where a network is reachable)")
+                        f"{root / variant}/ (or set data.download=true where a network is reachable)"
+                        + (f"; the files at the top of {root}/ are taken as "
+                           + ("MNIST's, the two having the same names, as the folder's name does not say Fashion"
+                              if variant == "fashion_mnist" else "Fashion-MNIST's, as the folder's name says")
+                           if top else ""))
 
 
 def load_mnist(root: str | Path, variant: str = "mnist", download: bool = False) -> dict[str, np.ndarray]:
     """MNIST or Fashion-MNIST from the four IDX files (each plain or .gz).
 
-    Looks in `root`, `root/<variant>`, `root/<variant>/raw` and torchvision's `root/MNIST/raw`
-    (`root/FashionMNIST/raw`), taking the first folder that has all four files. With `download`,
+    Looks in `root/<variant>`, `root/<variant>/raw`, torchvision's `root/MNIST/raw` (`root/FashionMNIST/raw`)
+    and then `root` itself (for Fashion-MNIST only where its name says so, `_mnist_dirs`), taking the first
+    folder that has all four files. With `download`,
     missing files are fetched into `root/<variant>/`.
 
     Returns {"x_train": uint8 (N, H, W), "y_train": int64 (N,), "x_test": uint8 (M, H, W),

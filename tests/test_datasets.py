@@ -123,6 +123,28 @@ def test_load_mnist_finds_each_layout(tmp_path, variant, subdir, gz):
     assert_same(load_mnist(tmp_path, variant, download=False), want)
 
 
+def test_fashion_mnist_never_reads_mnists_files_at_the_top_of_the_root(tmp_path):
+    # the two datasets' files have the same names: data=fashion_mnist read MNIST's files at the top of data.root
+    # before its own folder, silently, and with only MNIST's there it trained on them as Fashion-MNIST's
+    root = tmp_path / "data"  # (the folder's own name counts, and this test's tmp_path says fashion)
+    mnist = make_mnist(root, gz=True, seed=1)
+    fashion = make_mnist(root / "fashion_mnist", gz=True, seed=2, n_train=7)
+    assert_same(load_mnist(root, "fashion_mnist", download=False), fashion)
+    assert_same(load_mnist(root, "mnist", download=False), mnist)
+    only_mnist = tmp_path / "only"
+    make_mnist(only_mnist, gz=False)
+    with pytest.raises(GradflowError) as e:
+        load_mnist(only_mnist, "fashion_mnist", download=False)
+    assert one_line(e).endswith(f"; the files at the top of {only_mnist}/ are taken as MNIST's, the two having "
+                                "the same names, as the folder's name does not say Fashion")
+    # a folder named for Fashion-MNIST holds its files at the top, and is not read as MNIST
+    named = tmp_path / "FashionMNIST-files"
+    fashion = make_mnist(named, gz=False, seed=3)
+    assert_same(load_mnist(named, "fashion_mnist", download=False), fashion)
+    with pytest.raises(GradflowError, match="taken as Fashion-MNIST's, as the folder's name says"):
+        load_mnist(named, "mnist", download=False)
+
+
 def test_read_idx_truncated_and_corrupt(tmp_path):
     good = idx_bytes(np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28), 0x08)
     cases = {
