@@ -292,11 +292,12 @@ def best(arm: Arm, where=None, metric="loss", split="train") -> Measured:
 
 
 @measure
-def final_or_diverged(arm: Arm, where=None, metric="train_loss") -> Measured:
+def final_or_diverged(arm: Arm, where=None, metric="train_loss", untrained=math.inf) -> Measured:
     """A final metric from run.json, inf for a run that diverged (or whose value is not finite): for claims
-    that a net does not train, where diverging is one way of not training."""
+    that a net does not train, where diverging is one way of not training. `untrained`: a final value at or
+    above it (the loss of a constant prediction) counts as not training too, inf."""
     runs = arm.table("runs", where)
-    values = [math.inf if status == store.DIVERGED or not np.isfinite(v) else float(v)
+    values = [math.inf if status == store.DIVERGED or not np.isfinite(v) or v >= untrained else float(v)
               for status, v in zip(runs[store.STATUS], _finals(runs, metric))]
     return _mean(values)
 
@@ -571,10 +572,14 @@ def compute(spec_measure: dict, arms: dict[str, Arm]) -> Measured:
         why = next((x.note for x in (a, *bs) if math.isnan(x.value)), "")  # an operand without a value says why
         if fn == "ratio":  # (over a 0, no value: an LSTM that keeps no error, 0 over 0, once crashed the check)
             b = bs[0].value
-            return Measured(a.value / b if b != 0 else math.nan, [], note=why or ("" if b != 0 else "its divisor is 0"))
+            return Measured(a.value / b if b != 0 else math.nan, [], note=why or ("" if b != 0 else "its divisor is 0"),
+                            of=f"{fmt(a.value, 3)} / {fmt(b, 3)}")
         diffs = [a.value - b.value for b in bs]
-        i = int(np.argmin(diffs))
-        return Measured(diffs[i], [], se=math.hypot(a.se, bs[i].se), note=why)  # a difference of means, not runs
+        i = int(np.argmin(diffs))  # (a difference without a value, nan, is the least: the claim has none)
+        if not why and math.isnan(diffs[i]):  # inf − inf: the side that should train did not either
+            why = f"both sides are {fmt(a.value)}"
+        return Measured(diffs[i], [], se=math.hypot(a.se, bs[i].se), note=why,  # a difference of means, not runs
+                        of=f"{fmt(a.value, 3)} − {fmt(bs[i].value, 3)}")
     arm = m.pop("arm")
     measured = MEASURES[fn](arms[arm], **m)
     if math.isnan(measured.value) and not measured.note:  # a FAIL says why there is no value

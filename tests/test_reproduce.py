@@ -234,8 +234,9 @@ def test_ctrl_c_outside_a_sweep_says_what_is_kept(cli, monkeypatch, tmp_path):
     # saying the finished runs are kept and how to go on, exit 130; Typer's own exit 130 said nothing
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt
+        yield  # (a generator, as rep.runs is: the Ctrl-C comes at the first outcome asked for)
 
-    monkeypatch.setattr(rep, "run", stopped)
+    monkeypatch.setattr(rep, "runs", stopped)
     out = cli("reproduce", "he2015", "--quick", f"results={tmp_path}")
     assert out.exit_code == 130, out.output
     assert "interrupted: he2015's finished runs are kept; rerun the same command" in " ".join(out.output.split())

@@ -234,7 +234,8 @@ def test_a_share_of_runs_reads_as_one(tmp_path):
     assert "he2015: 2 of 6 claims pass; FAIL: depth 30, kaiming: share of seeds" in " ".join(text.split())
     root = rep.root_for("he2015", "quick", str(tmp_path))
     measured = [c["measured"] for c in claim_rows(root) if "seeds reaching" in c["claim"]]
-    assert measured == ["0 (0 of 2 runs)", "0", "0 (0 of 2 runs)", "0 (0 of 2 runs)"], measured
+    # (the difference of two shares says which: kaiming's 0 minus xavier's 0)
+    assert measured == ["0 (0 of 2 runs)", "0 (0 − 0)", "0 (0 of 2 runs)", "0 (0 of 2 runs)"], measured
 
 
 def test_a_share_of_runs_says_how_many():

@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gradflow.fmt import fmt
+
 from tests.reproducing import figures_drawn, reproduce, reproduce_edited, verdicts
 
 
@@ -40,6 +42,9 @@ def test_pascanu2013_quick_passes(shared):
     assert outcome.claim("clipping at 1: largest").measured.value == pytest.approx(norms.max() / norms[0])
     assert outcome.claim("share of updates clipped").measured.value == pytest.approx(clips / 400)
     assert np.all(norms[1:] > 0)
+    # a difference says what it is made of: the unclipped net's inf and the clipped one's final loss
+    final = json.loads((clipped / "run.json").read_text())["final"]["train_loss"]
+    assert outcome.claim("minus clipping at 1's").measured.cell().startswith(f"inf (inf − {fmt(final, 3)}")
 
 
 def test_pascanu2013_small_steps_do_not_explode(shared, tmp_path, monkeypatch):
@@ -56,4 +61,15 @@ def test_pascanu2013_untrained_fails_the_claim_that_clipping_is_what_trains(shar
     # unclipped loss alone would PASS; against the clipped net's loss (the same 1.3) the difference is 0
     broken = reproduce("pascanu2013", shared, "train.steps=0")
     claim = broken.claim("no clipping: final training loss (inf = diverged) minus clipping at 1's")
-    assert not claim.passed and claim.measured.value == pytest.approx(0.0, abs=1e-12), verdicts(broken)
+    # (1.3 is above the constant predictor's 1/6 on both sides: neither trained, inf − inf, no value)
+    assert not claim.passed and claim.measured.note == "both sides are inf", verdicts(broken)
+
+
+def test_pascanu2013_a_clipped_net_that_does_not_train_either_fails_it(shared, tmp_path):
+    # lr 1000: the clipped net ends at a loss of millions, not diverged, so inf − 3.9e6 = inf PASSed; a
+    # final loss at or above 1/6 (predicting 1) counts as not training, so the difference has no value
+    broken = reproduce("pascanu2013", tmp_path, "optim.lr=1000")
+    claim = broken.claim("no clipping: final training loss (inf = diverged) minus clipping at 1's")
+    clipped = json.loads((broken.root / "clip" / "train.grad_clip=1" / "run.json").read_text())
+    assert clipped["status"] == "ok" and clipped["final"]["train_loss"] > 1 / 6, clipped
+    assert not claim.passed and claim.measured.note == "both sides are inf", verdicts(broken)
