@@ -1169,6 +1169,15 @@ def list_keys() -> frozenset[str]:
 
 
 @functools.cache
+def bool_keys() -> frozenset[str]:
+    """The keys that are true or false (data.augment, probe.jacobian): OmegaConf reads 2, -1, yes and on as
+    booleans too, and each spelling named a run folder of its own."""
+    schemas = [(group, cls) for group, by in GROUP_SCHEMAS.items() for cls in set(by.values())]
+    schemas += [(f.name, f.default_factory) for f in fields(Config) if f.name in SECTIONS and f.name not in GROUP_SCHEMAS]
+    return frozenset(f"{group}.{f.name}" for group, cls in schemas for f in fields(cls) if f.type in ("bool", bool))
+
+
+@functools.cache
 def known_keys() -> tuple[str, ...]:
     """Every config key of every choice: a misspelled key's nearest ones come from here."""
     out = []

@@ -239,6 +239,12 @@ def check_overrides(overrides: list[str], command: str) -> None:
         if key in config_mod.GROUP_KEYS:
             _one_choice(o, key, parsed)
         items = getattr(parsed.value(), "list", None)  # a,b,c (not range(...)): the values swept
+        if key in config_mod.bool_keys():
+            ranged = parsed.is_sweep_override() and items is None  # (range(0,2), a glob)
+            bad = None if ranged else next((v for v in items or [parsed.value()] if not isinstance(v, bool)), None)
+            if ranged or bad is not None:  # (2, -1, yes, on: OmegaConf's booleans)
+                shown = shorten(o.split("=", 1)[1] if ranged else str(bad), 40)
+                raise GradflowError(f"{key}={shown} is not allowed: {key} is true or false")
         if key in config_mod.list_keys() and items is not None and not all(isinstance(v, list) for v in items):
             plain = ",".join(str(v) for v in items)
             raise GradflowError(f"{shorten(o, 60)} would sweep {key} over single values, but {key} is a list: "

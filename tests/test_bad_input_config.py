@@ -164,6 +164,11 @@ CASES = [
     case("trian.steps=5", "(did you mean train.steps?); sections: model, data, init, norm, optim, probe, train,",
          "misspelled-section"),
     case("seeed=1", "(did you mean seed?)", "misspelled-seed"),
+    # a boolean is true or false: OmegaConf read 2, -1, yes and on as booleans, each spelling a run folder of its own
+    case("data=cifar10 data.augment=2", "data.augment=2 is not allowed: data.augment is true or false", "bool-two"),
+    case("probe.jacobian=-1", "probe.jacobian=-1 is not allowed: probe.jacobian is true or false", "bool-minus-one"),
+    case("data=mnist data.download=yes", "data.download=yes is not allowed: data.download is true or false",
+         "bool-yes"),
     # Hydra stops at the first unknown key; the message names every one, so one retry fixes them all
     case("model.dpth=3 train.stps=2 lr=0.1 hydra.verbose=true", "unknown keys 'model.dpth' (did you mean "
          "model.depth?), 'train.stps' (did you mean train.steps?), 'lr' (did you mean optim.lr?); sections:",
