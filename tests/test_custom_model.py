@@ -911,3 +911,35 @@ def test_a_custom_modules_depth_reads_alike_in_ls_compare_the_report_and_the_fig
     assert re.findall(r'<th data-key="([^"]+)"', runs)[:2] == ["model.kwargs.layers", "model.depth"]
     cells = [re.findall(r"<td[^>]*>([^<]*)", row)[:2] for row in runs.split("<tr")[2:]]
     assert {int(a): int(b) for a, b in cells} == heads
+
+
+def test_a_warning_on_a_terminal_goes_above_the_progress_bar_not_onto_its_line(user_models, tmp_path):
+    """On a terminal, the tied-weights warning came while the run's progress bar was drawn, and standard
+    error's line was glued to the end of the bar's (rich lets a console's writes pass its redirection)."""
+    import os
+    import pty
+    import subprocess
+
+    main, sub = pty.openpty()
+    env = {**os.environ, "COLUMNS": "80", "TERM": "xterm", "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "gradflow", "run", "model=custom",
+                             f"model.target={user_models}:Tied", *TINY, f"results={tmp_path / 'r'}"],
+                            stdin=subprocess.DEVNULL, stdout=sub, stderr=sub, env=env)
+    os.close(sub)
+    raw = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # (the other end closed: the process is done)
+            break
+        if not chunk:
+            break
+        raw += chunk
+    os.close(main)
+    assert proc.wait(timeout=120) == 0, raw.decode(errors="replace")[-2000:]
+    text = raw.decode()
+    assert "━" in text  # (the bar was drawn: a terminal)
+    at = text.index("warning:")
+    # what the terminal shows on the warning's line before it: since its last line break or line erase
+    before = re.split(r"\r\n|\n|\x1b\[2K", text[:at])[-1]
+    assert "training" not in before and "━" not in before, repr(text[max(0, at - 300):at + 40])

@@ -25,6 +25,16 @@ class OutputClosed(KeyboardInterrupt):
 
 class _Console(Console):
     closed = False  # whether standard output's reader has left (the interruption turned into others on its way)
+    lives = 0  # live displays (progress bars) drawn now
+
+    def set_live(self, live):
+        shown = super().set_live(live)
+        self.lives += 1
+        return shown
+
+    def clear_live(self) -> None:
+        super().clear_live()
+        self.lives -= 1
 
     def on_broken_pipe(self) -> None:
         # (rich's own raised SystemExit(1) from inside the training loop's progress line: the run was left
@@ -85,7 +95,10 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
     line, `warning: ...`, as errors are one red line: Python's own form named the file and line of the
     code that called the command (typer's) and printed that line of code after it. Others keep that form."""
     if category is UserWarning:
-        err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+        # over a progress bar on a terminal, the line goes above the bar, as the bar's own console prints
+        # it (on standard error it was glued to the bar's line: rich's proxy lets a console's writes pass)
+        to = console if console.lives and console.is_terminal else err_console
+        to.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
     else:
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
