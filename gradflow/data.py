@@ -6,6 +6,7 @@ seeded permutation (no DataLoader, no worker processes).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,20 @@ def data_root(configured: str = "") -> Path:
     return Path(configured or os.environ.get("GRADFLOW_DATA") or "data")
 
 
+@contextlib.contextmanager
+def _root_named(configured: str):
+    """A data-files error names the folder as the user gave it: `$GRADFLOW_DATA=DIR` where data.root is unset
+    and the variable gave it (the loaders say data.root=DIR, which the user never typed)."""
+    try:
+        yield
+    except GradflowError as e:
+        root = data_root(configured)
+        if configured or not os.environ.get("GRADFLOW_DATA") or f"data.root={root}" not in str(e):
+            raise
+        raise GradflowError(str(e).replace(f"data.root={root}", f"$GRADFLOW_DATA={root} (data.root unset)", 1)) \
+            from None
+
+
 def check_files(name: str, root: str = "", download: bool = False) -> None:
     """That the files of data=`name`, a dataset read from files (one with a data.root: mnist, fashion_mnist,
     cifar10), are there under data_root(root), without reading them: else the loader's own GradflowError,
@@ -115,10 +130,11 @@ def check_files(name: str, root: str = "", download: bool = False) -> None:
     once instead of in every run, each replacing a finished one."""
     from gradflow import datasets
 
-    if name == "cifar10":
-        datasets.locate_cifar10(data_root(root), download)
-    else:
-        datasets.locate_mnist(data_root(root), name, download)
+    with _root_named(root):
+        if name == "cifar10":
+            datasets.locate_cifar10(data_root(root), download)
+        else:
+            datasets.locate_mnist(data_root(root), name, download)
 
 
 def _images(cfg) -> Data:
@@ -126,10 +142,11 @@ def _images(cfg) -> Data:
     from gradflow import datasets
 
     root = data_root(cfg.root)
-    if cfg.name == "cifar10":
-        arrays = datasets.load_cifar10(root, download=cfg.download)
-    else:
-        arrays = datasets.load_mnist(root, variant=cfg.name, download=cfg.download)
+    with _root_named(cfg.root):
+        if cfg.name == "cifar10":
+            arrays = datasets.load_cifar10(root, download=cfg.download)
+        else:
+            arrays = datasets.load_mnist(root, variant=cfg.name, download=cfg.download)
     found = len(arrays["x_train"])
     if cfg.subset > found:  # (validation counted the full set's 60,000 or 50,000: these files hold fewer)
         raise GradflowError(f"data.subset={cfg.subset} is more than the {found} training examples in the "

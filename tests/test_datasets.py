@@ -607,3 +607,16 @@ def test_extracting_the_cifar_archive_keeps_the_batches_already_there(tmp_path):
     x1, _ = datasets._read_cifar_batch(mine / "data_batch_1")
     np.testing.assert_array_equal(got["x_train"][:2], x1)
     np.testing.assert_array_equal(got["x_test"], datasets._read_cifar_batch(mine / "test_batch")[0])
+
+
+def test_a_folder_from_gradflow_data_is_named_as_such_in_errors(tmp_path, monkeypatch):
+    # data.root unset, $GRADFLOW_DATA set: the error said data.root=DIR, a key the user never gave
+    from gradflow.data import check_files
+
+    monkeypatch.setenv("GRADFLOW_DATA", str(tmp_path / "none"))
+    with pytest.raises(GradflowError) as e:
+        check_files("mnist")
+    assert one_line(e).startswith(f"$GRADFLOW_DATA={tmp_path / 'none'} (data.root unset) has no MNIST files; put ")
+    with pytest.raises(GradflowError) as e:  # (data.root given: named as given, whatever the variable says)
+        check_files("cifar10", str(tmp_path / "given"))
+    assert one_line(e).startswith(f"data.root={tmp_path / 'given'} has no CIFAR-10 files; put ")
