@@ -75,7 +75,24 @@ def plain_config(config) -> dict:
         if key in TAKEN:
             raise GradflowError(f"Recorder config key {key!r} is {TAKEN[key]} already; rename it or nest it "
                                 f"(config={{'run_cfg': {{{key!r}: ...}}}} is the key run_cfg.{key})")
-    return _plain(config, "")
+    plain = _plain(config, "")
+    _check_one_each(plain)
+    return plain
+
+
+def _check_one_each(config: dict, parts: tuple = (), seen: dict | None = None) -> None:
+    """Each dotted key once: {"a.b": 1, "a": {"b": 2}} gives a.b twice, and the flat record kept the last."""
+    seen = {} if seen is None else seen
+    for k, v in config.items():
+        if isinstance(v, dict) and v:
+            _check_one_each(v, (*parts, k), seen)
+            continue
+        key = ".".join((*parts, k))
+        where = "config" + "".join(f"[{p!r}]" for p in (*parts, k))
+        if key in seen:
+            raise GradflowError(f"Recorder config key {key!r} is given twice, as {seen[key]} and as {where}; "
+                                "give it once")
+        seen[key] = where
 
 
 def _plain(value, where: str):

@@ -397,6 +397,9 @@ def test_a_config_is_saved_as_plain_yaml_and_a_refused_one_holds_no_lock(tmp_pat
                             ({"steps": 100}, "^Recorder config key 'steps' is a field of run.json already"),
                             ({"train_time": 3}, "^Recorder config key 'train_time' is a field of run.json already"),
                             ({"chi1_measured": 1}, "^Recorder config key 'chi1_measured' is a column `ls` shows"),
+                            # (a dotted key and a nested one are one key: run.json kept the last, silently)
+                            ({"a.b": 1, "a": {"b": 2}}, r"^Recorder config key 'a.b' is given twice, as "
+                                                        r"config\['a.b'\] and as config\['a'\]\['b'\]; give it once$"),
                             ([0.1], "^Recorder's config must be a dict .*, not list$")]:
         with pytest.raises(GradflowError, match=message):
             gradflow.Recorder(nn.Linear(2, 2), tmp_path / "study" / "refused", config=config)
