@@ -319,6 +319,9 @@ CASES = [
                                                               "and --list runs nothing"),
     (["bench", "--clock", "sundial"], "--clock 'sundial'"),
     (["bench", "--threads", "0"], "--threads 0 is not allowed: give intra-op thread counts of 1 or more"),
+    # a value given twice was timed twice: two mlp columns, and a warning comparing 1 thread with 1
+    (["bench", "--threads", "1", "--threads", "1"], "--threads 1 is given twice; give each once"),
+    (["bench", "--workload", "mlp", "--workload", "mlp"], "--workload mlp is given twice; give each once"),
     (["gradcheck", "model.depth=2", "model.width=8", "norm=batchnorm", "--batch", "1"],
      "--batch 1 must be >= 2 with batch normalization"),
     # an empty path (an unset variable) is the current folder to Typer: clean would clean everything below it

@@ -64,6 +64,9 @@ def bench(
         raise GradflowError(f"--steps {steps} is too few: at least 12, so that 'every 10' probes a timed step")
     if rounds < 1:
         raise GradflowError(f"--rounds {rounds} is too few: at least 1")
+    for option, values in (("--workload", names), ("--threads", threads or [])):  # (timed twice, a column each)
+        if (twice := next((v for i, v in enumerate(values) if v in values[:i]), None)) is not None:
+            raise GradflowError(f"{option} {twice} is given twice; give each once")
     threads = threads or [1]
     if min(threads) < 1:  # (a run's threads=0 means torch's default; here each count is one to time)
         raise GradflowError(f"--threads {min(threads)} is not allowed: give intra-op thread counts of 1 or more")
