@@ -201,5 +201,8 @@ def atomic_save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
         atomic_write(path, write)
     except OSError as e:
-        raise GradflowError(f"cannot write the dataset cache {path.parent} ({e.strerror}); "
+        # (a file where the folder should be said "File exists")
+        file = next((p for p in (path.parent, *path.parent.parents) if p.is_file()), None)
+        why = f"{file} is a file, not a folder" if file else e.strerror
+        raise GradflowError(f"cannot write the dataset cache {path.parent} ({why}); "
                             "set GRADFLOW_CACHE or data.cache to a writable folder") from None

@@ -581,6 +581,17 @@ def test_the_dataset_cache_is_replaced_whole_not_written_in_place(tmp_path):
         np.testing.assert_array_equal(f["x"], arrays["x"] + 1)
 
 
+def test_a_dataset_cache_that_is_a_file_is_named_as_one(tmp_path):
+    # data.cache=FILE said "cannot write the dataset cache FILE (File exists)"
+    from gradflow import data as gdata
+
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(GradflowError) as e:
+        gdata.atomic_save_npz(tmp_path / "afile" / "sub" / "c.npz", {"x": np.zeros(1)})
+    assert one_line(e) == (f"cannot write the dataset cache {tmp_path / 'afile' / 'sub'} ({tmp_path / 'afile'} is a "
+                           "file, not a folder); set GRADFLOW_CACHE or data.cache to a writable folder")
+
+
 def _cifar_batches_of(folder, names, seed, n=2):
     """CIFAR-10 python batches as the originals hold them (dict with bytes keys, b'data' uint8 (N, 3072))."""
     rng = np.random.default_rng(seed)
