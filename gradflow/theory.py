@@ -392,10 +392,24 @@ def _solve_q_star(V_over_q: Callable[[np.ndarray], np.ndarray], sw2, sb2, scan: 
     return q.reshape(shape)
 
 
+MAX_VARIANCE = _Q_INF  # sw2 and sb2 at most: the quadrature takes q = 1e200 for infinity, and beyond it
+# q* ~ sw2 outgrew it (tanh at sw2 = 1e308 read q* = inf and chi_1 54 decades high) and the slope of the
+# length map underflowed (xi_q = 0 from 1e250 on; at 1e200 it is 0.0043, as it should be)
+
+
+def in_range(sw2: float, sb2: float) -> bool:
+    """Whether the theory computes this point: finite variances >= 0, at most MAX_VARIANCE."""
+    return all(isinstance(v, (int, float, np.floating, np.integer)) and math.isfinite(v) and 0 <= v <= MAX_VARIANCE
+               for v in (sw2, sb2))
+
+
 def _check_params(sw2: float, sb2: float) -> None:
     for key, v in (("sw2", sw2), ("sb2", sb2)):
         if not (isinstance(v, (int, float, np.floating, np.integer)) and math.isfinite(v) and v >= 0):
             raise GradflowError(f"{key}={v!r} must be a finite number >= 0 (a variance)")
+        if v > MAX_VARIANCE:
+            raise GradflowError(f"{key}={v!r} is beyond what the theory computes: at most {MAX_VARIANCE:g} (its "
+                                "quadrature takes q = 1e200 for infinity)")
 
 
 def _slopes(m: Moments, q: float) -> tuple[float, float]:
@@ -734,8 +748,8 @@ def predict(config: Mapping[str, Any]) -> MeanField | None:
     activation = config_value(config, "model.activation")
     if activation is None:
         return None
-    params = equivalent_sw2(config, activation)
-    return None if params is None else point(activation, *params)
+    params = equivalent_sw2(config, activation)  # (init.gain=1e200: sw2 = inf, which took `ls` down)
+    return None if params is None or not in_range(*params) else point(activation, *params)
 
 
 SECOND_MOMENTS = {"normal": 1.0, "uniform01": 1.0 / 3.0}  # E[x_i^2] of one input coordinate of data=gaussian

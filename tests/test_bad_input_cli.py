@@ -319,6 +319,8 @@ CASES = [
                                                               "and --list runs nothing"),
     (["bench", "--clock", "sundial"], "--clock 'sundial'"),
     (["bench", "--threads", "0"], "--threads 0 is not allowed: give intra-op thread counts of 1 or more"),
+    # (beyond 1e200 the quadrature's infinity: xi_q read 0 and, at 1e308, chi_1 54 decades high)
+    (["theory", "-a", "tanh", "--sw2", "1e250"], "--sw2=1e+250 is beyond what the theory computes: at most 1e+200"),
     # a value given twice was timed twice: two mlp columns, and a warning comparing 1 thread with 1
     (["bench", "--threads", "1", "--threads", "1"], "--threads 1 is given twice; give each once"),
     (["bench", "--workload", "mlp", "--workload", "mlp"], "--workload mlp is given twice; give each once"),

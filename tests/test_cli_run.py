@@ -909,3 +909,15 @@ def test_the_final_line_shows_each_splits_own_loss_and_accuracy(capsys):
     out = capsys.readouterr().out.replace(NBSP, " ")
     assert " ".join(out.split()) == \
         "last finite evaluation (step 7) train loss 0.125 acc 0.875 test loss 0.25 acc 0.75", out
+
+
+def test_a_run_whose_init_is_beyond_the_theory_ends_diverged_and_ls_reads_it(cli, results):
+    # init.gain=1e200 is sw2 = inf for the theory: the run stopped with "sw2=inf must be a finite number" after
+    # it had begun (left `interrupted`), and `ls` of its folder failed the same way, for every run in it
+    out = cli("run", "init.gain=1e200", "model.depth=2", "train.steps=1", "threads=1", f"results={results}",
+              "name=huge")
+    assert out.exit_code == 0 and "sw2=inf" not in out.output, out.output
+    (job,) = store.find_runs(results / "huge")
+    assert store.read_run(job)["status"] == "diverged"
+    listed = cli("ls", str(results / "huge"))
+    assert listed.exit_code == 0 and "diverged" in listed.stdout, listed.output

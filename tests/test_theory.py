@@ -293,13 +293,27 @@ def test_large_variance_points_against_adaptive_quadrature(name, sw2, sb2, brack
 
 
 @pytest.mark.parametrize("name, mean_sq", [("tanh", 1.0), ("softsign", 1.0), ("sigmoid", 0.5)])
-@pytest.mark.parametrize("sw2", [1e250, 1e300])
+@pytest.mark.parametrize("sw2", [1e150, 1e200])
 def test_bounded_phi_has_a_finite_fixed_point_at_any_sw2(name, mean_sq, sw2):
     """q* -> sw2 E[phi(inf z)^2] + sb2 (1 for tanh and softsign, 1/2 for sigmoid): finite up to the largest
-    doubles (it read inf from sw2 ~ 1e195 on). Here S ~ q^-3/2 underflows, so only q* and chi_1 are checked."""
+    variance the theory takes (it read inf from sw2 ~ 1e195 on)."""
     mf = theory.point(name, sw2, sw2 / 10)
     assert mf.q_star == pytest.approx(sw2 * mean_sq + sw2 / 10, rel=1e-12)
     assert math.isfinite(mf.chi1) and mf.phase == "chaotic"
+
+
+def test_tanhs_depth_scale_at_the_largest_variance_is_its_limit_and_beyond_it_is_refused():
+    # for tanh at huge q the length map's slope is sw2 S(q*) ~ sw2 c / q*^1.5 with q* ~ sw2 (S: only |u| < 1
+    # counts, where tanh(u) ~ u and tanh'(u) ~ 1), so xi_q ~ -1 / log(c / sqrt(sw2)); from sw2 = 1e250 the
+    # slope underflowed to 0 and xi_q read 0, and at 1e308 q* read inf and chi_1 was 54 decades high
+    mf = theory.point("tanh", 1e200, 0.0)
+    c = quad(lambda t: t * np.tanh(t) / np.cosh(t) ** 2, -50, 50)[0] / math.sqrt(2 * math.pi)
+    assert mf.xi_q == pytest.approx(-1 / math.log(c / math.sqrt(1e200)), rel=1e-6)
+    for sw2, sb2 in ((1e250, 0.0), (1.0, 1e201)):
+        with pytest.raises(GradflowError, match=r"is beyond what the theory computes: at most 1e\+200"):
+            theory.point("tanh", sw2, sb2)
+    assert theory.predict({"model.name": "mlp", "model.activation": "tanh", "init.name": "meanfield",
+                           "init.sw2": 1e250, "init.sb2": 0.0}) is None
 
 
 @pytest.mark.parametrize("name", ["elu", "softplus"])
