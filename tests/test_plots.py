@@ -1416,6 +1416,17 @@ def test_spectrum_density_and_legend_statistics():
         figures.spectrum(table, color="optim.lr")
 
 
+def test_a_spectrum_line_of_several_seeds_says_they_are_pooled():
+    # one configuration, two seeds: one line, whose legend read "this run (2 runs)"
+    rng = np.random.default_rng(3)
+    table = pd.concat([jacobian_rows(np.exp(rng.normal(0, 1, 16)), config(5, "tanh", seed), f"s{seed}")
+                       for seed in (1, 2)], ignore_index=True)
+    (text,) = [t for t in legend_texts(figures.spectrum(table)) if "mean s" in t]
+    assert text.startswith("2 runs, pooled\n") and "this run" not in text, text
+    (text,) = [t for t in legend_texts(figures.spectrum(table[table["run"] == "s1"])) if "mean s" in t]
+    assert text.startswith("this run\n"), text
+
+
 def test_spectrum_counts_numerical_zeros_rather_than_stretch_the_axis():
     """A dead ReLU unit's singular value comes out of the float64 Gram as 1e-56 or so: it is zero to the
     Gram's accuracy (below 1e-8 x the run's largest), counted as such, and the axis keeps to the rest."""

@@ -268,9 +268,13 @@ def spectrum(jacobian: pd.DataFrame, step: int | str = 0, color: str | None = No
             bits.append(f"{bad} NaN/inf")
         if zero:
             bits.append(f"{zero} zero (s < {NUMERICAL_ZERO:.0e} max)".replace("e-0", "e-"))
-        name = ", ".join(value_label(k, cfg[k]) for k in (color, style) if k) or "this run"
         runs = g["run"].nunique()
-        label = f"{name}{f' ({runs} runs)' if runs > 1 else ''}\n  " + ", ".join(bits)
+        # (one line of several runs, seeds pooled, read "this run (8 runs)")
+        values = ", ".join(value_label(k, cfg[k]) for k in (color, style) if k)
+        name = values or ("this run" if runs == 1 else "pooled")
+        said = f"{values} ({runs} runs)" if values and runs > 1 else values or (f"{runs} runs, pooled" if runs > 1
+                                                                                else "this run")
+        label = f"{said}\n  " + ", ".join(bits)
         if len(good) and ok.any():
             counts, _ = np.histogram(s[ok], bins=edges)
             ax.plot(centres, counts / len(s) / widths, color=c, ls=ls, lw=lw, alpha=alpha,
