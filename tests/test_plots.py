@@ -1820,7 +1820,7 @@ def test_a_long_legend_entry_wraps_at_its_commas():
     ({"data.name": "gaussian", "data.distribution": "uniform01", "optim.name": "sgd", "optim.lr": 0.05,
       "train.steps": 0}, ["U[0,1] inputs"], ["gaussian", "sgd", "lr 0.05"]),
     ({"data.name": "gaussian", "data.distribution": "normal", "optim.name": "sgd", "optim.lr": 0.05,
-      "train.steps": 10}, ["gaussian", "sgd", "lr 0.05"], ["U[0,1] inputs"]),
+      "train.steps": 10}, ["gaussian inputs", "sgd", "lr 0.05"], ["U[0,1] inputs", "gaussian"]),  # (not weights)
 ])
 def test_titles_name_the_model_as_the_user_chose_it(config, has, lacks):
     from gradflow.plots.labels import held_fixed

@@ -243,6 +243,8 @@ def _title_item(df: pd.DataFrame, key: str, v: Any) -> str | None:
         return None  # (runs probed at init only take no step: "sgd, lr 0.05" said nothing true of them)
     if key == "data.name" and v == "gaussian" and single_value(df, "data.distribution") == "uniform01":
         return "U[0,1] inputs"  # (glorot2010's probe read "gaussian" over inputs that are uniform)
+    if key == "data.name" and v == "gaussian":  # ("orthogonal init, gaussian" read as Gaussian weights)
+        return "gaussian inputs"
     s = fmt(v)
     # a recurrent net's `init` is its input weights' (the recurrent matrix has model.recurrent_init and gain)
     inputs = "input " if is_recurrent(df) else ""
