@@ -116,11 +116,11 @@ def _root_named(configured: str):
     try:
         yield
     except GradflowError as e:
-        root = data_root(configured)
+        root = data_root(configured).expanduser()  # (as the loaders name it)
         if configured or not os.environ.get("GRADFLOW_DATA") or f"data.root={root}" not in str(e):
             raise
-        raise GradflowError(str(e).replace(f"data.root={root}", f"$GRADFLOW_DATA={root} (data.root unset)", 1)) \
-            from None
+        said = f"$GRADFLOW_DATA={os.environ['GRADFLOW_DATA']} (data.root unset)"
+        raise GradflowError(str(e).replace(f"data.root={root}", said, 1)) from None
 
 
 def check_files(name: str, root: str = "", download: bool = False) -> None:
@@ -202,7 +202,14 @@ def atomic_save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
         atomic_write(path, write)
     except OSError as e:
         # (a file where the folder should be said "File exists")
-        file = next((p for p in (path.parent, *path.parent.parents) if p.is_file()), None)
+        file = next((p for p in (path.parent, *path.parent.parents) if _is_file(p)), None)
         why = f"{file} is a file, not a folder" if file else e.strerror
         raise GradflowError(f"cannot write the dataset cache {path.parent} ({why}); "
                             "set GRADFLOW_CACHE or data.cache to a writable folder") from None
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # (a folder it may not look into: PermissionError on Python 3.11)
+        return False

@@ -136,11 +136,12 @@ def read_idx(path: str | Path) -> np.ndarray:
 def _mnist_dirs(root: Path, variant: str) -> list[Path]:
     """Where the variant's four files may be: its own folders first, then `root` itself. MNIST and
     Fashion-MNIST files have the same names, so files at the top of `root` are MNIST's unless the folder's
-    name says Fashion (data/FashionMNIST, ~/fashion-mnist): data=fashion_mnist trained on MNIST's files
-    there, silently."""
+    name, or its parent's, says Fashion (data/FashionMNIST, ~/fashion-mnist, FashionMNIST/raw):
+    data=fashion_mnist trained on MNIST's files there, silently."""
     tv_name = MNIST_VARIANTS[variant][1]
     own = [root / variant, root / variant / "raw", root / tv_name / "raw", root / tv_name]
-    fashion_named = "fashion" in root.resolve().name.lower()
+    # (the folder as given, not where a link leads; its parent too: torchvision's FashionMNIST/raw)
+    fashion_named = any("fashion" in part.lower() for part in root.absolute().parts[-2:])
     return own + [root] if fashion_named == (variant == "fashion_mnist") else own
 
 

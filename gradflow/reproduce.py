@@ -838,30 +838,38 @@ def _plan(name: str, scale: str, user: list[str], force: bool, results_root: str
         raise GradflowError(f"{shorten(named[0], 40)} does not apply to gradflow reproduce: its runs go to "
                             f"{root_for(name, scale)}/; results=FOLDER writes them under another folder")
     root = root_for(name, scale, results_root)
-    while True:
-        _pooled(spec, scale, user)
-        given = [o for o in user if override_key(o) != "results"]  # (what the report lists, and an error names)
-        used, plans = {}, {}
-        for arm in spec.arms:
-            used[arm] = spec.overrides(arm, scale, user)
-            try:
-                plans[arm] = sweep_mod.plan(used[arm], f"{root.relative_to(results_root).as_posix()}/{arm}", force,
-                                            keys_used=False)
-            except sweep_mod.SameRun as e:  # (an override made the arm's swept values one run: say which did)
-                if not given:
-                    raise
-                raise GradflowError(f"{name}'s arm {arm} sweeps {e.points[0]} and {e.points[1]}, which are one run "
-                                    f"with {and_list(given)} (its runs do not read that key then); drop the "
-                                    "override or give another value") from None
-        # an arm need not take the spec's shared keys, but a key given here that no run of any arm takes
-        # would change nothing, and the report would list it as given
-        keys = functools.reduce(sweep_mod.KeysTaken.merged, (p.keys for p in plans.values()))
-        if alone:
-            sweep_mod.check_keys_apply(user, keys, none=f"no run of {name}")
-        untaken = [o for o in user if not _applies(o, keys)]
-        if not untaken:
-            return _Planned(spec, root, plans, used, given, keys)
-        user = [o for o in user if o not in untaken]  # (planned again without them: they would name its runs)
+    if not alone:  # leave out what none of its runs takes (they would name its runs, and its report would
+        # list them), known from a plan without the overrides of several values: several of a key it does not
+        # read were refused as pooled (data.root=A,B by backprop-vs-fd), or as one run twice
+        single = [o for o in user if not override_parser().parse_override(o).is_sweep_override()]
+        keys = _plan_arms(spec, scale, single, force, root, results_root)[2]
+        user = [o for o in user if _applies(o, keys)]
+    _pooled(spec, scale, user)
+    used, plans, keys = _plan_arms(spec, scale, user, force, root, results_root)
+    # an arm need not take the spec's shared keys, but a key given here that no run of any arm takes
+    # would change nothing, and the report would list it as given
+    sweep_mod.check_keys_apply(user, keys, none=f"no run of {name}")
+    return _Planned(spec, root, plans, used, [o for o in user if override_key(o) != "results"], keys)
+
+
+def _plan_arms(spec: Spec, scale: str, user: list[str], force: bool, root: Path, results_root: str):
+    """(each arm's sweep overrides, each arm's plan, the keys some run of some arm takes)."""
+    from gradflow import sweep as sweep_mod
+
+    given = [o for o in user if override_key(o) != "results"]  # (what an error names)
+    used, plans = {}, {}
+    for arm in spec.arms:
+        used[arm] = spec.overrides(arm, scale, user)
+        try:
+            plans[arm] = sweep_mod.plan(used[arm], f"{root.relative_to(results_root).as_posix()}/{arm}", force,
+                                        keys_used=False)
+        except sweep_mod.SameRun as e:  # (an override made the arm's swept values one run: say which did)
+            if not given:
+                raise
+            raise GradflowError(f"{spec.name}'s arm {arm} sweeps {e.points[0]} and {e.points[1]}, which are one run "
+                                f"with {and_list(given)} (its runs do not read that key then); drop the "
+                                "override or give another value") from None
+    return used, plans, functools.reduce(sweep_mod.KeysTaken.merged, (p.keys for p in plans.values()))
 
 
 def _applies(override: str, keys: "sweep_mod.KeysTaken") -> bool:

@@ -241,7 +241,7 @@ def check_overrides(overrides: list[str], command: str) -> None:
         items = getattr(parsed.value(), "list", None)  # a,b,c (not range(...)): the values swept
         if key in config_mod.bool_keys():
             ranged = parsed.is_sweep_override() and items is None  # (range(0,2), a glob)
-            bad = None if ranged else next((v for v in items or [parsed.value()] if not isinstance(v, bool)), None)
+            bad = None if ranged else next((v for v in items or [parsed.value()] if not _a_bool(v)), None)
             if ranged or bad is not None:  # (2, -1, yes, on: OmegaConf's booleans)
                 shown = shorten(o.split("=", 1)[1] if ranged else str(bad), 40)
                 raise GradflowError(f"{key}={shown} is not allowed: {key} is true or false")
@@ -254,6 +254,11 @@ def check_overrides(overrides: list[str], command: str) -> None:
                        else "give one value")
             raise GradflowError(f"{shorten(o, 60)} is several values, and `gradflow {command}` {does} one "
                                 f"network: {instead} (a text with commas is quoted: key='a,b')")
+
+
+def _a_bool(value) -> bool:
+    """true or false as Hydra parses it, quoted ('true') or read from another key (${probe.jacobian})."""
+    return isinstance(value, bool) or isinstance(value, str) and (value.lower() in ("true", "false") or "${" in value)
 
 
 def _one_choice(o: str, key: str, parsed) -> None:
@@ -616,9 +621,10 @@ class _Configs:
             return self._composed(overrides)
         except GradflowError as e:  # e names the bad key and value; the point is its swept values, the rest noise
             point = " ".join(self.typed.get(o, o) for o in overrides if override_key(o) in self.swept)
-            unknown = re.match(r"unknown key '([^']+)'", str(e))  # a swept key no choice has: unknown at every
-            if (not point or unknown and unknown.group(1) in self.swept  # point (train.lr=1e-2,abc blamed 1e-2)
-                    or self._not_the_points(overrides, e)):  # (a fixed key's typo blamed the first point)
+            # a key no choice has is unknown at every point, swept or not (train.lr=1e-2,abc blamed 1e-2; a
+            # fixed key's typo blamed the first point); the message names every such key, so none is the point's
+            unknown = str(e).startswith("unknown key")
+            if not point or unknown or self._not_the_points(overrides, e):
                 raise GradflowError(str(e)) from None
             raise GradflowError(f"sweep point {point}: {e}") from None
 

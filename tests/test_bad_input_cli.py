@@ -214,6 +214,9 @@ CASES = [
     (["sweep", "model.nope=1,2"], "model.nope"),
     # a swept key that no choice has is unknown at every point: it blamed the first ("sweep point train.lr=1e-2:")
     (["sweep", "train.lr=1e-2,abc"], "error: unknown key 'train.lr' (did you mean optim.lr?)"),
+    # (two misspelled keys, named together: no point of the sweep is to blame)
+    (["sweep", "model.dpth=3,4", "train.stps=1,2"], "error: unknown keys 'model.dpth' (did you mean model.depth?), "
+                                                     "'train.stps' (did you mean train.steps?); sections:"),
     (["sweep", "init=xavier_normal,nope"], "init='nope'"),
     (["sweep", "hydra/launcher=ray"], "hydra/launcher='ray' is not known; choices: basic"),
     # launcher settings that meant nothing or failed later (Hydra's multi-line error, a traceback)
@@ -508,6 +511,21 @@ def test_a_reproductions_override_refused_at_planning_is_its_only_line(cli, resu
                                   "`gradflow reproduce --list` lists them all"),
     (["he2015", "he2016", "--quick"], "error: gradflow reproduce runs one experiment, or all of them: `gradflow "
      "reproduce he2015 --quick`, then `gradflow reproduce he2016 --quick`; or `gradflow reproduce all --quick`"),
+    # the rest of the command line goes into every command (they ran into the default folder, the default seeds)
+    (["he2015", "he2016", "--quick", "results=/tmp/x", "seed=0,1"],
+     "error: gradflow reproduce runs one experiment, or all of them: `gradflow reproduce he2015 --quick "
+     "results=/tmp/x seed=0,1`, then `gradflow reproduce he2016 --quick results=/tmp/x seed=0,1`; or `gradflow "
+     "reproduce all --quick results=/tmp/x seed=0,1`"),
+    # a misspelled first name, or two scales, is said as alone (the commands repeated both)
+    (["he2051", "he2016"], "error: reproduce 'he2051' is not a known experiment (did you mean he2015?); choices: "
+                           "backprop-vs-fd, glorot2010, he2015, he2016, hochreiter1991, pascanu2013, pennington2017, "
+                           "schoenholz2017, sigmoid-textbook, skipinit2020, xiong2020, all"),
+    (["he2015", "he2016", "--quick", "--scale", "paper"], "error: --quick and --scale paper ask for two scales; give one"),
+    # (all twice: an empty list of commands, and beside --list an IndexError)
+    (["all", "all"], "error: gradflow reproduce runs one experiment, or all of them: `gradflow reproduce all`"),
+    (["--list", "all", "all"], "error: --list takes one experiment, or none: `gradflow reproduce --list` lists "
+                               "them all"),
+    (["he2015", "he2015", "--quick"], "error: he2015 is given twice; give it once: `gradflow reproduce he2015 --quick`"),
 ])
 def test_reproduce_takes_one_experiment_and_says_how_to_run_two(cli, args, said):
     out = cli("reproduce", *args)

@@ -169,6 +169,7 @@ CASES = [
     case("probe.jacobian=-1", "probe.jacobian=-1 is not allowed: probe.jacobian is true or false", "bool-minus-one"),
     case("data=mnist data.download=yes", "data.download=yes is not allowed: data.download is true or false",
          "bool-yes"),
+    case("probe.jacobian='on'", "probe.jacobian=on is not allowed: probe.jacobian is true or false", "bool-quoted-on"),
     # Hydra stops at the first unknown key; the message names every one, so one retry fixes them all
     case("model.dpth=3 train.stps=2 lr=0.1 hydra.verbose=true", "unknown keys 'model.dpth' (did you mean "
          "model.depth?), 'train.stps' (did you mean train.steps?), 'lr' (did you mean optim.lr?); sections:",
@@ -240,6 +241,13 @@ def test_did_you_mean_names_a_key_and_its_short_name_once_by_the_key_in_order():
     # another key between the two: the order the nearest came in is kept
     assert did_you_mean("dpeth", ["x.depth", "w.depth", "depth"], same={"depth": "x.depth"}) == \
         " (did you mean x.depth or w.depth?)"
+
+
+@pytest.mark.parametrize("value", ["'true'", "FALSE", "${probe.histograms}"])
+def test_a_boolean_quoted_in_capitals_or_read_from_another_key_is_allowed(cli, results, value):
+    # (the check that refuses data.augment=2 refused 'true' itself: "probe.jacobian=true is not allowed")
+    out = cli("run", "threads=1", "model.depth=2", "train.steps=1", f"probe.jacobian={value}", f"results={results}")
+    assert out.exit_code == 0, out.output
 
 
 def test_a_key_forced_with_plus_plus_is_the_same_run_and_folder_as_plain(cli, results):

@@ -927,13 +927,7 @@ def test_a_warning_on_a_terminal_goes_above_the_progress_bar_not_onto_its_line(u
                             stdin=subprocess.DEVNULL, stdout=sub, stderr=sub, env=env)
     os.close(sub)
     raw = b""
-    while True:
-        try:
-            chunk = os.read(main, 65536)
-        except OSError:  # (the other end closed: the process is done)
-            break
-        if not chunk:
-            break
+    while chunk := _read(main):
         raw += chunk
     os.close(main)
     assert proc.wait(timeout=120) == 0, raw.decode(errors="replace")[-2000:]
@@ -943,3 +937,28 @@ def test_a_warning_on_a_terminal_goes_above_the_progress_bar_not_onto_its_line(u
     # what the terminal shows on the warning's line before it: since its last line break or line erase
     before = re.split(r"\r\n|\n|\x1b\[2K", text[:at])[-1]
     assert "training" not in before and "━" not in before, repr(text[max(0, at - 300):at + 40])
+
+    # standard error sent elsewhere (2>log): the warning goes there, not onto the terminal
+    main, sub = pty.openpty()
+    log = tmp_path / "stderr.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "gradflow", "run", "model=custom",
+                                 f"model.target={user_models}:Tied", *TINY, f"results={tmp_path / 'r2'}"],
+                                stdin=subprocess.DEVNULL, stdout=sub, stderr=err, env=env)
+        os.close(sub)
+        raw = b""
+        while chunk := _read(main):
+            raw += chunk
+        os.close(main)
+        assert proc.wait(timeout=120) == 0, raw.decode(errors="replace")[-2000:]
+    assert "warning: tied weights" in log.read_text() and "warning:" not in raw.decode()
+
+
+def _read(fd: int) -> bytes:
+    """What a pseudo-terminal has to read, b"" once the process at its other end is done."""
+    import os
+
+    try:
+        return os.read(fd, 65536)
+    except OSError:  # (the other end closed)
+        return b""

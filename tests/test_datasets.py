@@ -126,7 +126,8 @@ def test_load_mnist_finds_each_layout(tmp_path, variant, subdir, gz):
 def test_fashion_mnist_never_reads_mnists_files_at_the_top_of_the_root(tmp_path):
     # the two datasets' files have the same names: data=fashion_mnist read MNIST's files at the top of data.root
     # before its own folder, silently, and with only MNIST's there it trained on them as Fashion-MNIST's
-    root = tmp_path / "data"  # (the folder's own name counts, and this test's tmp_path says fashion)
+    tmp_path = tmp_path / "x"  # (the folder's name and its parent's count, and this test's tmp_path says fashion)
+    root = tmp_path / "data"
     mnist = make_mnist(root, gz=True, seed=1)
     fashion = make_mnist(root / "fashion_mnist", gz=True, seed=2, n_train=7)
     assert_same(load_mnist(root, "fashion_mnist", download=False), fashion)
@@ -143,6 +144,17 @@ def test_fashion_mnist_never_reads_mnists_files_at_the_top_of_the_root(tmp_path)
     assert_same(load_mnist(named, "fashion_mnist", download=False), fashion)
     with pytest.raises(GradflowError, match="taken as Fashion-MNIST's, as the folder's name says"):
         load_mnist(named, "mnist", download=False)
+    # torchvision's FashionMNIST/raw given as the root, and a link named for Fashion-MNIST to a folder that is not:
+    # the path as given counts (the folder's own name alone refused both, and read them as MNIST)
+    raw = tmp_path / "FashionMNIST" / "raw"
+    fashion = make_mnist(raw, gz=True, seed=4)
+    assert_same(load_mnist(raw, "fashion_mnist", download=False), fashion)
+    with pytest.raises(GradflowError, match="taken as Fashion-MNIST's"):
+        load_mnist(raw, "mnist", download=False)
+    link = tmp_path / "links" / "fashion"
+    link.parent.mkdir()
+    link.symlink_to(tmp_path / "only")  # (its files are the test's, any will do)
+    assert_same(load_mnist(link, "fashion_mnist", download=False), load_mnist(tmp_path / "only", "mnist"))
 
 
 def test_read_idx_truncated_and_corrupt(tmp_path):
@@ -590,6 +602,9 @@ def test_a_dataset_cache_that_is_a_file_is_named_as_one(tmp_path):
         gdata.atomic_save_npz(tmp_path / "afile" / "sub" / "c.npz", {"x": np.zeros(1)})
     assert one_line(e) == (f"cannot write the dataset cache {tmp_path / 'afile' / 'sub'} ({tmp_path / 'afile'} is a "
                            "file, not a folder); set GRADFLOW_CACHE or data.cache to a writable folder")
+    # a folder that cannot even be looked at (a name too long): the look for a file raised OSError past the message
+    with pytest.raises(GradflowError, match=r"\(File name too long\); set GRADFLOW_CACHE"):
+        gdata.atomic_save_npz(tmp_path / ("x" * 300) / "c.npz", {"x": np.zeros(1)})
 
 
 def _cifar_batches_of(folder, names, seed, n=2):
@@ -628,6 +643,11 @@ def test_a_folder_from_gradflow_data_is_named_as_such_in_errors(tmp_path, monkey
     with pytest.raises(GradflowError) as e:
         check_files("mnist")
     assert one_line(e).startswith(f"$GRADFLOW_DATA={tmp_path / 'none'} (data.root unset) has no MNIST files; put ")
+    monkeypatch.setenv("HOME", str(tmp_path))  # (a ~ in the variable: the loaders name the folder expanded)
+    monkeypatch.setenv("GRADFLOW_DATA", "~/none")
+    with pytest.raises(GradflowError) as e:
+        check_files("fashion_mnist")
+    assert one_line(e).startswith("$GRADFLOW_DATA=~/none (data.root unset) has no Fashion-MNIST files; put ")
     with pytest.raises(GradflowError) as e:  # (data.root given: named as given, whatever the variable says)
         check_files("cifar10", str(tmp_path / "given"))
     assert one_line(e).startswith(f"data.root={tmp_path / 'given'} has no CIFAR-10 files; put ")

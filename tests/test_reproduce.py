@@ -232,14 +232,23 @@ def test_unknown_experiment_lists_the_choices(cli):
 def test_ctrl_c_outside_a_sweep_says_what_is_kept(cli, monkeypatch, tmp_path):
     # a Ctrl-C between arms or while the claims are checked (run_plan takes one inside a sweep): one line
     # saying the finished runs are kept and how to go on, exit 130; Typer's own exit 130 said nothing
-    def stopped(*args, **kwargs):
+    def stopped(names, *args, on_planned, **kwargs):  # (a generator, as rep.runs is)
+        on_planned(names[0])  # (every arm planned, its header printed: then the Ctrl-C)
         raise KeyboardInterrupt
-        yield  # (a generator, as rep.runs is: the Ctrl-C comes at the first outcome asked for)
+        yield
 
     monkeypatch.setattr(rep, "runs", stopped)
     out = cli("reproduce", "he2015", "--quick", f"results={tmp_path}")
     assert out.exit_code == 130, out.output
     assert "interrupted: he2015's finished runs are kept; rerun the same command" in " ".join(out.output.split())
+
+    def planning(*args, **kwargs):  # (`reproduce all` plans every experiment first: it said "all's finished runs")
+        raise KeyboardInterrupt
+        yield
+
+    monkeypatch.setattr(rep, "runs", planning)
+    out = cli("reproduce", "all", "--quick", f"results={tmp_path}")
+    assert out.exit_code == 130 and out.stderr.strip() == "interrupted while planning, before any run; nothing changed"
 
 
 def test_list_names_every_experiment(cli):

@@ -6,6 +6,8 @@ pandas."""
 from __future__ import annotations
 
 import json
+import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -58,11 +60,33 @@ def test_pascanu2013_small_steps_do_not_explode(shared, tmp_path, monkeypatch):
 
 def test_pascanu2013_untrained_fails_the_claim_that_clipping_is_what_trains(shared):
     # no training: the unclipped net sits at its initial loss (1.3), above 1/12, which a claim on the
-    # unclipped loss alone would PASS; against the clipped net's loss (the same 1.3) the difference is 0
+    # unclipped loss alone would PASS; the clipped net's 1.3 is above the constant predictor's 1/6: it did
+    # not train, inf, and 1.3 − inf FAILs (against the clipped loss itself the difference was 0)
     broken = reproduce("pascanu2013", shared, "train.steps=0")
     claim = broken.claim("no clipping: final training loss (inf = diverged) minus clipping at 1's")
-    # (1.3 is above the constant predictor's 1/6 on both sides: neither trained, inf − inf, no value)
-    assert not claim.passed and claim.measured.note == "both sides are inf", verdicts(broken)
+    assert not claim.passed and claim.measured.value == -math.inf, verdicts(broken)
+
+
+@pytest.mark.parametrize("unclipped, clipped, passed", [
+    (math.inf, 0.03, True),  # diverged without clipping, trained with it
+    (0.5, 0.03, True),  # 0.47 above: at least 1/12
+    (0.17, 0.16, False),  # 0.01 apart (it PASSed when the unclipped side's 0.17, above 1/6, read inf)
+    (0.165, 0.09, False),  # 0.075 apart
+    (math.inf, 3.9e6, False),  # the clipped net did not train either: inf − inf, no value
+    (0.3, 0.2, False),  # the clipped net no better than predicting 1: 0.3 − inf
+])
+def test_pascanu2013_clipping_is_what_trains_on_final_losses(unclipped, clipped, passed):
+    from gradflow import reproduce as rep
+
+    spec = rep.Spec.load("pascanu2013")
+    (claim,) = [c for c in spec.claims if c["text"].endswith("minus clipping at 1's")]
+    runs = [{"run": f"c{clip}", "status": "ok" if math.isfinite(loss) else "diverged", "train.grad_clip": clip,
+             "final.train_loss": loss if math.isfinite(loss) else float("nan")}
+            for clip, loss in ((0, unclipped), (1, clipped))]
+    arm = rep.Arm(Path("clip"))
+    arm._tables["runs"] = pd.DataFrame(runs)
+    measured = rep.compute(claim["measure"], {"clip": arm, "through_time": arm})
+    assert rep.passes(measured.value, claim["expect"])[0] == passed, measured.cell()
 
 
 def test_pascanu2013_a_clipped_net_that_does_not_train_either_fails_it(shared, tmp_path):

@@ -96,8 +96,9 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
     code that called the command (typer's) and printed that line of code after it. Others keep that form."""
     if category is UserWarning:
         # over a progress bar on a terminal, the line goes above the bar, as the bar's own console prints
-        # it (on standard error it was glued to the bar's line: rich's proxy lets a console's writes pass)
-        to = console if console.lives and console.is_terminal else err_console
+        # it (on standard error it was glued to the bar's line: rich's proxy lets a console's writes pass);
+        # standard error sent elsewhere (2>log) keeps it
+        to = console if console.lives and console.is_terminal and err_console.is_terminal else err_console
         to.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
     else:
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))

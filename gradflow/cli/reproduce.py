@@ -5,6 +5,7 @@ word, so rich wraps their text between words and never folds a word, and nothing
 
 from __future__ import annotations
 
+import shlex
 from contextlib import closing
 from typing import Annotated, Optional
 
@@ -45,14 +46,7 @@ def reproduce(
         raise UsageError(unknown_option(name.split("=", 1)[0], ctx))
     given = [o for o, v in (("--quick", quick), ("--scale", scale), ("--force", force), ("--report", report_)) if v]
     if more := [o for o in overrides or [] if o in (*rep.names(), "all")]:  # (read as an override: "write key=value")
-        names = [n for n in (name, *more) if n != "all"]
-        if list_:
-            raise GradflowError(f"--list takes one experiment: `gradflow reproduce --list {names[0]}` lists it, "
-                                "`gradflow reproduce --list` lists them all")
-        options = "".join(f" {o}" for o in given if o != "--scale") + (f" --scale {scale}" if scale else "")
-        raise GradflowError(f"gradflow reproduce runs one experiment, or all of them: "
-                            f"{', then '.join(f'`gradflow reproduce {n}{options}`' for n in dict.fromkeys(names))}; "
-                            f"or `gradflow reproduce all{options}`")
+        _second_name(name, more, [o for o in overrides or [] if o not in more], list_, given, scale, quick)
     if not name and given:  # (they printed the list, silently)
         raise GradflowError(f"{' and '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to a run of an experiment: "
                             "give its name "
@@ -90,8 +84,9 @@ def reproduce(
                 outcome = next(results, None)
             except KeyboardInterrupt:  # between arms, or while the claims are checked and the figures drawn
                 word, code = interruption()
-                err_console.print(f"{word}: {started[-1] if started else name}'s finished runs are kept; rerun the "
-                                  "same command to resume and check its claims", highlight=False, soft_wrap=True)
+                said = (f"{word}: {started[-1]}'s finished runs are kept; rerun the same command to resume and "
+                        "check its claims") if started else f"{word} while planning, before any run; nothing changed"
+                err_console.print(said, highlight=False, soft_wrap=True)
                 raise typer.Exit(code) from None
             if outcome is None:
                 break
@@ -103,6 +98,31 @@ def reproduce(
         print_note(rep.overall(outcomes), style="red" if failed else "green")
     if failed:
         raise typer.Exit(1)
+
+
+def _second_name(name: str | None, more: list[str], rest: list[str], list_: bool, given: list[str],
+                 scale: str | None, quick: bool) -> None:
+    """Refuse a second experiment's name (`reproduce he2015 he2016`), with the commands that run (or list) each,
+    the rest of the command line in every one; a misspelled first name, or two scales, is refused as alone."""
+    from gradflow import reproduce as rep
+
+    if name and name != "all":
+        rep.Spec.load(name)  # (its own error: the commands would repeat a misspelled name)
+    names = list(dict.fromkeys(n for n in (name, *more) if n))
+    if list_:
+        one = next((n for n in names if n != "all"), None)
+        raise GradflowError("--list takes one experiment" + (f": `gradflow reproduce --list {one}` lists it, " if one
+                                                             else ", or none: ") + "`gradflow reproduce --list` lists them all")
+    if quick and scale and scale.lower() != "quick":
+        raise GradflowError(f"--quick and --scale {scale} ask for two scales; give one")
+    tail = "".join(f" {o}" for o in given if o != "--scale") + (f" --scale {scale}" if scale else "")
+    tail += "".join(f" {shlex.quote(o)}" for o in rest)
+    each = [n for n in names if n != "all"]
+    if names == each[:1]:  # (he2015 he2015)
+        raise GradflowError(f"{each[0]} is given twice; give it once: `gradflow reproduce {each[0]}{tail}`")
+    runs = f"{', then '.join(f'`gradflow reproduce {n}{tail}`' for n in each)}; or " if len(each) > 1 else ""
+    raise GradflowError(f"gradflow reproduce runs one experiment, or all of them: {runs}"
+                        f"`gradflow reproduce all{tail}`")
 
 
 def print_outcome(outcome, report_: bool) -> None:

@@ -39,12 +39,12 @@ def _activation(name: str | None) -> str:
 
 
 def _variance(flag: str, value: float) -> float:
+    shown = repr(value).removesuffix(".0")  # (-1 as typed, not Typer's float -1.0; -1.234567 whole)
     if not (math.isfinite(value) and value >= 0):
         past = " (a number past 1.8e308, as 1e400, reads as inf)" if math.isinf(value) else ""
-        shown = repr(value).removesuffix(".0")  # (-1 as typed, not Typer's float -1.0; -1.234567 whole)
         raise GradflowError(f"{flag}={shown} must be a finite number >= 0 (a variance){past}")
     if value > theory.MAX_VARIANCE:
-        raise GradflowError(f"{flag}={value:g} is beyond what the theory computes: at most "
+        raise GradflowError(f"{flag}={shown} is beyond what the theory computes: at most "
                             f"{theory.MAX_VARIANCE:g} (its quadrature takes q = 1e200 for infinity)")
     return value
 
