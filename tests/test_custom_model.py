@@ -916,6 +916,22 @@ def test_a_custom_modules_depth_reads_alike_in_ls_compare_the_report_and_the_fig
 def test_a_warning_on_a_terminal_goes_above_the_progress_bar_not_onto_its_line(user_models, tmp_path):
     """On a terminal, the tied-weights warning came while the run's progress bar was drawn, and standard
     error's line was glued to the end of the bar's (rich lets a console's writes pass its redirection)."""
+    text = _on_a_terminal(user_models, tmp_path, tmp_path / "r")
+    assert "━" in text  # (the bar was drawn: a terminal)
+    at = text.index("warning:")
+    # what the terminal shows on the warning's line before it: since its last line break or line erase
+    before = re.split(r"\r\n|\n|\x1b\[2K", text[:at])[-1]
+    assert "training" not in before and "━" not in before, repr(text[max(0, at - 300):at + 40])
+    # standard error sent elsewhere (2>log): the warning goes there, not onto the terminal
+    log = tmp_path / "stderr.log"
+    with open(log, "w") as err:
+        text = _on_a_terminal(user_models, tmp_path, tmp_path / "r2", stderr=err)
+    assert "warning: tied weights" in log.read_text() and "warning:" not in text
+
+
+def _on_a_terminal(user_models: str, tmp_path: Path, results: Path, stderr=None) -> str:
+    """What `gradflow run` of the Tied model writes to a pseudo-terminal (standard error too, unless
+    `stderr` is a file to send it to)."""
     import os
     import pty
     import subprocess
@@ -923,42 +939,18 @@ def test_a_warning_on_a_terminal_goes_above_the_progress_bar_not_onto_its_line(u
     main, sub = pty.openpty()
     env = {**os.environ, "COLUMNS": "80", "TERM": "xterm", "PYTHONPATH": str(tmp_path)}
     proc = subprocess.Popen([sys.executable, "-m", "gradflow", "run", "model=custom",
-                             f"model.target={user_models}:Tied", *TINY, f"results={tmp_path / 'r'}"],
-                            stdin=subprocess.DEVNULL, stdout=sub, stderr=sub, env=env)
+                             f"model.target={user_models}:Tied", *TINY, f"results={results}"],
+                            stdin=subprocess.DEVNULL, stdout=sub, stderr=stderr or sub, env=env)
     os.close(sub)
     raw = b""
-    while chunk := _read(main):
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # (the other end closed: the process is done)
+            chunk = b""
+        if not chunk:
+            break
         raw += chunk
     os.close(main)
     assert proc.wait(timeout=120) == 0, raw.decode(errors="replace")[-2000:]
-    text = raw.decode()
-    assert "━" in text  # (the bar was drawn: a terminal)
-    at = text.index("warning:")
-    # what the terminal shows on the warning's line before it: since its last line break or line erase
-    before = re.split(r"\r\n|\n|\x1b\[2K", text[:at])[-1]
-    assert "training" not in before and "━" not in before, repr(text[max(0, at - 300):at + 40])
-
-    # standard error sent elsewhere (2>log): the warning goes there, not onto the terminal
-    main, sub = pty.openpty()
-    log = tmp_path / "stderr.log"
-    with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "gradflow", "run", "model=custom",
-                                 f"model.target={user_models}:Tied", *TINY, f"results={tmp_path / 'r2'}"],
-                                stdin=subprocess.DEVNULL, stdout=sub, stderr=err, env=env)
-        os.close(sub)
-        raw = b""
-        while chunk := _read(main):
-            raw += chunk
-        os.close(main)
-        assert proc.wait(timeout=120) == 0, raw.decode(errors="replace")[-2000:]
-    assert "warning: tied weights" in log.read_text() and "warning:" not in raw.decode()
-
-
-def _read(fd: int) -> bytes:
-    """What a pseudo-terminal has to read, b"" once the process at its other end is done."""
-    import os
-
-    try:
-        return os.read(fd, 65536)
-    except OSError:  # (the other end closed)
-        return b""
+    return raw.decode()
