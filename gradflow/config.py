@@ -319,10 +319,22 @@ def register_configs() -> None:
     _register_experiments(cs)
 
 
+UNREADABLE_EXPERIMENTS: dict[str, str] = {}  # a preset file that is not YAML -> why (said when it is asked for)
+
+
 def _register_experiments(cs: ConfigStore) -> None:
-    """experiments/*.yaml become the `experiment` group (`+experiment=NAME`), merged at the top level."""
+    """experiments/*.yaml become the `experiment` group (`+experiment=NAME`), merged at the top level. A file
+    that cannot be read is left out and named when asked for: one half-written preset took every command
+    down with a parser's traceback, `--help` too."""
     for path in sorted(EXPERIMENTS_DIR.glob("*.yaml")):
-        node = OmegaConf.load(path)
+        try:
+            node = OmegaConf.load(path)
+        except Exception as e:  # (yaml's parser errors, a list at the top, an unreadable file)
+            UNREADABLE_EXPERIMENTS[path.stem] = " ".join(str(e).split())
+            continue
+        if not isinstance(node, DictConfig):
+            UNREADABLE_EXPERIMENTS[path.stem] = "it holds a list, not key: value settings"
+            continue
         cs.store(group="experiment", name=path.stem, node=node, package="_global_")
 
 
@@ -1075,6 +1087,9 @@ def hydra_error_message(e: Exception, overrides=()) -> str:
     if missing:
         group, value = missing.groups()
         group = group.lstrip("/")
+        if group == "experiment" and value in UNREADABLE_EXPERIMENTS:
+            return (f"+experiment={value}: {EXPERIMENTS_DIR / value}.yaml cannot be read: "
+                    f"{shorten(UNREADABLE_EXPERIMENTS[value], 200)}")
         choices = group_choices(group) or experiment_choices(group)
         where = f" (the files of {EXPERIMENTS_DIR}/)" if group == "experiment" else ""  # (not the working folder's)
         return (f"{group}={value!r} is not a known choice{did_you_mean(value, choices)}; "
