@@ -13,6 +13,7 @@ is gone.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import re
@@ -305,6 +306,8 @@ def check_launcher(launcher: str, options: Sequence = ()) -> None:
             raise GradflowError(f"{o.input_line}: the {launcher} launcher has no setting {key!r}"
                                 f"{did_you_mean(key, keys)}; its settings: {', '.join(keys)}")
         values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [str(o.value())]
+        for value in values:
+            _launcher_value(o, launcher, key, value)
         if launcher.startswith(("submitit", "slurm")) and key == "timeout_min":
             if any(not re.fullmatch(r"\d+", v) or int(v) < 1 for v in values):
                 raise GradflowError(f"{o.input_line} is not allowed: timeout_min is each job's time limit in "
@@ -322,17 +325,47 @@ def check_launcher(launcher: str, options: Sequence = ()) -> None:
 def launcher_keys(launcher: str) -> list[str]:
     """The settings (`hydra.launcher.KEY`) a launcher's plugin takes, from the config it registers with
     Hydra ([] for the basic launcher, or where the plugin cannot say)."""
+    return list(_launcher_kinds(launcher))
+
+
+@functools.cache
+def _launcher_kinds(launcher: str) -> dict[str, str]:
+    """Each setting of a launcher's plugin and the kind of its value: IntegerNode, FloatNode, BooleanNode,
+    StringNode, ... ({} for the basic launcher, or where the plugin cannot say)."""
     from hydra.core.config_store import ConfigStore
 
     if launcher == "basic":
-        return []
+        return {}
     plugin = "submitit_slurm" if launcher == "slurm" else launcher  # (conf/hydra/launcher/slurm.yaml extends it)
     try:
         importlib.import_module(f"{LAUNCHER_PLUGINS[launcher][0]}.config")  # registers its config
         node = ConfigStore.instance().load(f"hydra/launcher/{plugin}.yaml").node
+        return {str(k): type(node._get_node(k)).__name__ for k in node.keys() if not str(k).startswith("_")}
     except Exception:  # (another plugin version, laid out otherwise: Hydra still checks at launch)
-        return []
-    return [k for k in node.keys() if not str(k).startswith("_")]
+        return {}
+
+
+# settings that count something, at least 1 or 0 (sbatch refused 0 CPUs after the sweep had started)
+_AT_LEAST = {"cpus_per_task": 1, "nodes": 1, "tasks_per_node": 1, "mem_gb": 1, "array_parallelism": 1,
+             "gpus_per_node": 0, "cpus_per_gpu": 0, "gpus_per_task": 0, "signal_delay_s": 0, "max_num_timeout": 0}
+
+
+def _launcher_value(o, launcher: str, key: str, value: str) -> None:
+    """One value of a launcher setting is of its kind (a whole number, a number, true or false) and a count
+    is at least what it can be: Hydra's traceback of 142 lines, or joblib's ValueError after the sweep's
+    header, otherwise."""
+    kind = _launcher_kinds(launcher).get(key)
+    whole = re.fullmatch(r"[-+]?\d+", value) is not None
+    if kind == "IntegerNode" and not whole:
+        raise GradflowError(f"{o.input_line} is not allowed: {key} is a whole number")
+    if kind == "FloatNode" and not re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?", value, re.I):
+        raise GradflowError(f"{o.input_line} is not allowed: {key} is a number")
+    if kind == "BooleanNode" and value.lower() not in ("true", "false"):
+        raise GradflowError(f"{o.input_line} is not allowed: {key} is true or false")
+    if launcher != "joblib" and key in _AT_LEAST and whole and int(value) < _AT_LEAST[key]:
+        raise GradflowError(f"{o.input_line} is not allowed: {key} counts something, {_AT_LEAST[key]} or more")
+    if launcher == "joblib" and key == "batch_size" and value != "auto" and not (whole and int(value) >= 1):
+        raise GradflowError(f"{o.input_line} is not allowed: batch_size is auto or a whole number, 1 or more")
 
 
 # --- planning: every point validated, named and hashed before any job starts --------------------------

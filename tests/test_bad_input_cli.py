@@ -228,6 +228,15 @@ CASES = [
      "choose a launcher first: hydra/launcher=slurm hydra.launcher.partition=gpu"),
     (["sweep", "model.depth=2,3", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"],
      "hydra.launcher.n_jobs=0 is not allowed: n_jobs is the number of workers"),
+    # a setting's value of the wrong kind: Hydra's 142-line traceback, or joblib's ValueError after the header
+    (["sweep", "model.depth=2,3", "hydra/launcher=joblib", "hydra.launcher.verbose=abc"],
+     "error: hydra.launcher.verbose=abc is not allowed: verbose is a whole number"),
+    (["sweep", "model.depth=2,3", "hydra/launcher=joblib", "hydra.launcher.batch_size=abc"],
+     "error: hydra.launcher.batch_size=abc is not allowed: batch_size is auto or a whole number, 1 or more"),
+    (["sweep", "model.depth=2,3", "hydra/launcher=submitit_local", "hydra.launcher.mem_gb=abc"],
+     "error: hydra.launcher.mem_gb=abc is not allowed: mem_gb is a whole number"),
+    (["sweep", "model.depth=2,3", "hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=0"],
+     "error: hydra.launcher.cpus_per_task=0 is not allowed: cpus_per_task counts something, 1 or more"),
     # a misspelled setting, or another launcher's, was Hydra's multi-line error after sweep.yaml was written
     (["sweep", "model.depth=2,3", "hydra/launcher=joblib", "hydra.launcher.njobs=2"],
      "hydra.launcher.njobs=2: the joblib launcher has no setting 'njobs' (did you mean n_jobs?); its settings: "
