@@ -59,7 +59,14 @@ class Spec:
         path = SPEC_DIR / f"{name}.yaml"
         if not path.exists():
             raise GradflowError(f"reproduce {name!r} is not a known experiment{did_you_mean(name, names())}; choices: {', '.join(names())}, all")
-        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        try:
+            raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        except Exception as e:  # (yaml's parser errors: the spec's file and the parser's reason, on one line)
+            raise GradflowError(f"{path} cannot be read: {shorten(' '.join(str(e).split()), 200)}") from None
+        try:
+            _check_layout(raw)
+        except GradflowError as e:
+            raise GradflowError(f"{path}: {e}") from None
         raw.setdefault("name", name)
         lists = [("base", raw.get("base", []))] + [(f"arms.{a}", v) for a, v in raw.get("arms", {}).items()]
         lists += [(f"scales.{sc}.{a}", v) for sc, arms in (raw.get("scales") or {}).items() for a, v in arms.items()]
@@ -93,6 +100,69 @@ class Spec:
 
 def names() -> list[str]:
     return sorted(p.stem for p in SPEC_DIR.glob("*.yaml"))
+
+
+SPEC_KEYS = {"paper": str, "summary": str, "runtime": str, "arms": dict, "claims": list,  # (required)
+             "name": str, "base": list, "scales": dict, "scaled": dict, "figures": list, "notes": str}
+REQUIRED = ("paper", "summary", "runtime", "arms", "claims")
+FIGURE_TABLES = {"profile": "layers", "heatmap": "layers", "curves": "metrics", "gradnorm": "metrics",
+                 "ratio": "runs", "grid": "runs", "hist": "hist", "spectrum": "jacobian"}  # a spec figure's kind -> table
+EXPECTS = ("lt", "le", "gt", "ge", "between", "approx")
+
+
+def _check_layout(raw) -> None:
+    """A spec's keys, their kinds, its scales' names and arms, each claim's text and test, and each figure's
+    kind and arms, as it loads: a misspelled key was a TypeError, a misspelled scale ran the default sizes
+    under the quick label, and a figure's or a test's typo a KeyError after the whole sweep had run."""
+    if not isinstance(raw, dict):
+        raise GradflowError("a spec is key: value settings (paper, summary, runtime, arms, claims, ...)")
+    for key, value in raw.items():
+        if key not in SPEC_KEYS:
+            raise GradflowError(f"unknown key {key!r}{did_you_mean(str(key), list(SPEC_KEYS))}; a spec's keys: "
+                                f"{', '.join(SPEC_KEYS)}")
+        if not isinstance(value, SPEC_KEYS[key]):
+            raise GradflowError(f"{key} is a {type(value).__name__}, not a {SPEC_KEYS[key].__name__}")
+    missing = [k for k in REQUIRED if k not in raw]
+    if missing:
+        raise GradflowError(f"{and_list(missing)} {'is' if len(missing) == 1 else 'are'} missing; a spec needs "
+                            f"{', '.join(REQUIRED)}")
+    arms = list(raw["arms"])
+    for where, named in [("scales", raw.get("scales", {})), ("scaled", raw.get("scaled", {}))]:
+        for scale in named:
+            if scale not in SCALES:
+                raise GradflowError(f"{where}.{scale} is not a scale{did_you_mean(str(scale), list(SCALES))}; "
+                                    f"choices: {', '.join(SCALES)}")
+    for scale, by_arm in raw.get("scales", {}).items():
+        if not isinstance(by_arm, dict):
+            raise GradflowError(f"scales.{scale} is a {type(by_arm).__name__}, not arm: [overrides]")
+        for arm in by_arm:
+            if arm not in (*arms, "all"):
+                raise GradflowError(f"scales.{scale}.{arm} is not an arm{did_you_mean(str(arm), arms)}; choices: "
+                                    f"{', '.join(arms)}, all")
+    for i, claim in enumerate(raw["claims"]):
+        if not isinstance(claim, dict) or not isinstance(claim.get("text"), str):
+            raise GradflowError(f"claims[{i}] has no text")
+        expect = claim.get("expect")
+        tests = [k for k in expect or {} if k in EXPECTS] if isinstance(expect, dict) else []
+        shape = {"between": lambda v: isinstance(v, list) and len(v) == 2 and all(_number(x) for x in v),
+                 "approx": lambda v: _number(v) and _number(expect.get("tol"))}
+        if (len(tests) != 1 or set(expect) - {tests[0], "tol"} or "tol" in expect and tests[0] != "approx"
+                or not shape.get(tests[0], _number)(expect[tests[0]])):
+            raise GradflowError(f"claim {claim['text']!r}: expect={expect!r} is not one test; write {{lt|le|gt|ge: "
+                                "NUMBER}, {between: [LO, HI]} or {approx: NUMBER, tol: NUMBER}")
+    for i, figure in enumerate(raw.get("figures", [])):
+        kind = figure.get("kind") if isinstance(figure, dict) else None
+        if kind not in FIGURE_TABLES:
+            raise GradflowError(f"figures[{i}]: kind={kind!r} is not a figure{did_you_mean(str(kind), list(FIGURE_TABLES))}; "
+                                f"choices: {', '.join(FIGURE_TABLES)}")
+        for arm in figure.get("arm") if isinstance(figure.get("arm"), list) else [figure.get("arm")]:
+            if arm not in arms:
+                raise GradflowError(f"figures[{i}] ({kind}): arm={arm!r} is not an arm"
+                                    f"{did_you_mean(str(arm), arms)}; choices: {', '.join(arms)}")
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def root_for(name: str, scale: str, results: str = "results") -> Path:
@@ -594,7 +664,8 @@ def compute(spec_measure: dict, arms: dict[str, Arm]) -> Measured:
 # --- claims ---------------------------------------------------------------------------------------------
 SOURCES = ("paper", "theory", "design")
 # a paper reference names where in the paper: a figure, table, section, equation, algorithm or experiment
-PAPER_PLACE = re.compile(r"\b(Fig|Figs|Table|Sec|Eq|Algorithm|Alg|Exp|ch)\b\.?|§", re.IGNORECASE)
+PAPER_PLACE = re.compile(r"\b(Fig(ure)?s?|Tab(le)?s?|Sec(tion)?s?|Eq(uation)?s?|Alg(orithm)?s?|Exp(eriment)?s?|"
+                         r"ch(apter)?|Theorem|Lemma|Proposition|Corollary|App(endix)?)\b\.?|§", re.IGNORECASE)
 
 
 def claim_source(claim: dict) -> tuple[str, str]:
@@ -908,9 +979,7 @@ def spec_figure(arms: dict[str, Arm], i: int, entry: dict):
 
     f = dict(entry)
     kind, arm, title = f.pop("kind"), f.pop("arm"), f.pop("file", None)
-    table = {"profile": "layers", "heatmap": "layers", "curves": "metrics", "gradnorm": "metrics", "ratio": "runs",
-             "grid": "runs",
-             "hist": "hist", "spectrum": "jacobian"}[kind]
+    table = FIGURE_TABLES[kind]
     df = figure_table(arms, arm, table, f.pop("where", None))
     fig = getattr(figures, kind)(df, **f)
     first = arm[0] if isinstance(arm, list) else arm

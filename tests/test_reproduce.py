@@ -89,6 +89,38 @@ def test_a_spec_with_a_bad_claim_measure_is_one_line_when_it_loads(tmp_path, mon
     assert str(e.value).startswith(f"{tmp_path / 'typo.yaml'}: ") and message in str(e.value), str(e.value)
 
 
+@pytest.mark.parametrize("old, new, message", [
+    # each was a TypeError or AttributeError as the spec loaded, or ran with the default sizes under the
+    # quick label, or a KeyError after the whole sweep had run
+    ("\nclaims:\n", "\nclaim:\n", "unknown key 'claim' (did you mean claims?); a spec's keys: paper, summary"),
+    ("\nruntime: ", "\n# runtime: ", "runtime is missing; a spec needs paper, summary, runtime, arms, claims"),
+    ("\nscales:\n  quick:", "\nscales:\n  qiuck:", "scales.qiuck is not a scale (did you mean quick?); choices:"),
+    ("\n  quick:\n    chi1:", "\n  quick:\n    chi:", "scales.quick.chi is not an arm (did you mean chi1?); choices: chi1, grid, all"),
+    ("{kind: grid, arm: grid,", "{kind: gird, arm: grid,", "figures[1]: kind='gird' is not a figure (did you mean grid?)"),
+    ("{kind: grid, arm: grid,", "{kind: grid, arm: gird,", "figures[1] (grid): arm='gird' is not an arm (did you mean grid?)"),
+    ("expect: {lt: 0.03}", "expect: {approx: 0.03}", "expect={'approx': 0.03} is not one test; write {lt|le|gt|ge: NUMBER}"),
+    ("expect: {lt: 0.03}", "expect: {between: 0.5}", "expect={'between': 0.5} is not one test"),
+    ("expect: {lt: 0.03}", "expect: {lt: abc}", "expect={'lt': 'abc'} is not one test"),
+    ("expect: {lt: 0.03}", "expect: {lessthan: 0.03}", "expect={'lessthan': 0.03} is not one test"),
+])
+def test_a_spec_laid_out_wrong_is_one_line_when_it_loads(tmp_path, monkeypatch, old, new, message):
+    text = (rep.SPEC_DIR / "schoenholz2017.yaml").read_text()
+    assert old in text, old
+    (tmp_path / "typo.yaml").write_text(text.replace(old, new, 1))
+    monkeypatch.setattr(rep, "SPEC_DIR", tmp_path)
+    with pytest.raises(GradflowError) as e:
+        rep.Spec.load("typo")
+    assert str(e.value).startswith(f"{tmp_path / 'typo.yaml'}: ") and message in str(e.value), str(e.value)
+
+
+def test_a_papers_place_may_be_written_out():
+    # "Figure 7" was refused as naming no figure: only abbreviations counted
+    for where in ("Figure 7", "Section 4.1", "Figures 6-7", "Eqs. 3-4", "Theorem 1", "Tab. 2", "Appendix B"):
+        assert rep.claim_source({"text": "t", "source": {"paper": where}}) == ("paper", where)
+    with pytest.raises(GradflowError, match="names no figure"):
+        rep.claim_source({"text": "t", "source": {"paper": "a figurative reading"}})
+
+
 def test_user_overrides_replace_the_arms_values_for_the_same_key():
     spec = rep.Spec.load("sigmoid-textbook")
     merged = spec.overrides("init", "quick", ["init.sw2=2.0", "hydra/launcher=joblib"])
