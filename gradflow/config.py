@@ -1077,8 +1077,27 @@ GROUP_KEYS = (*GROUPS, "experiment")  # choosing one of these composes different
 
 
 def hydra_error_message(e: Exception, overrides=()) -> str:
-    """One line from a Hydra/OmegaConf composition error of `overrides`, naming the key and the valid choices."""
+    """One line from a Hydra/OmegaConf composition error of `overrides`, naming the key and the valid choices,
+    and the preset file where the error is in one (`In 'experiment/NAME'`: its key was said without its
+    section, `unknown key 'dpth'`, and the file not at all)."""
     text = _error_text(e)
+    preset = re.match(r"In 'experiment/([^']+)'", text)
+    name = preset.group(1) if preset else None
+    if not name and text.startswith("Multiple values for "):  # (a preset's defaults list: the one given)
+        name = override_value(overrides, "experiment")
+    said = _hydra_error_message(e, text, overrides)
+    return f"+experiment={name}: in {EXPERIMENTS_DIR / name}.yaml, {said}" if name else said
+
+
+def _hydra_error_message(e: Exception, text: str, overrides) -> str:
+    twice = re.match(r"Multiple values for (\w+)\. To override a value use 'override \w+: ([^']+)'", text)
+    if twice:  # (a preset's `- /init: meanfield`; Hydra's own advice, `override init:`, then failed too)
+        return (f"a preset chooses {twice.group(1)} as a change to the default: write `- override "
+                f"/{twice.group(1)}: {twice.group(2)}` in its defaults list")
+    relative = re.search(r"'experiment/(\w+)@\1'", text)
+    if relative:  # (`- override init: meanfield`: a group under experiment/, which has none)
+        return (f"a preset's group is written from the top: `- override /{relative.group(1)}: CHOICE` in its "
+                "defaults list (with the /)")
     if "override_grammar" in text or "mismatched input" in text or "token recognition error" in text:
         detail = text.split(" See https")[0].strip().splitlines()[0]
         return (f"cannot parse an override ({detail}); write overrides as key=value and quote values with "
@@ -1097,6 +1116,8 @@ def hydra_error_message(e: Exception, overrides=()) -> str:
     full_key = re.search(r"full_key: (\S+)", text)
     if (unknown := _unknown_key(text)) is not None:
         name = unknown or "?"
+        if full_key and "." not in name and full_key.group(1).endswith(f".{name}"):  # (a preset's model: {dpth: 4})
+            name = full_key.group(1)
         if choices_with_key(name):  # a key of another choice: name the run's, and the keys it takes
             chosen = _chosen(name.partition(".")[0], [o for o in overrides if override_key(o) != name])
             if chosen in GROUP_SCHEMAS[name.partition(".")[0]]:

@@ -96,6 +96,21 @@ def test_an_unreadable_preset_is_named_when_asked_for_and_takes_no_other_command
         f"error: +experiment=half-written: {tmp_path / 'experiments' / 'half-written.yaml'} cannot be read: "
         "while parsing a flow sequence"), out.stderr[-2000:]
     assert len(out.stderr.strip().splitlines()) == 1
+    # a preset's misspelled key: said with its section and its file ("unknown key 'dpth'", no file)
+    (tmp_path / "experiments" / "typo.yaml").write_text("# @package _global_\nmodel:\n  dpth: 4\n")
+    out = gradflow("run", "+experiment=typo", "train.steps=1")
+    assert out.returncode == 1 and out.stderr.startswith(
+        f"error: +experiment=typo: in {tmp_path / 'experiments' / 'typo.yaml'}, unknown key 'model.dpth' (did you "
+        "mean model.depth?)"), out.stderr[-2000:]
+    # a group choice written as Hydra's plain defaults entry, then as Hydra's advice said: the form that works
+    for name, entry, said in [("plain", "- /init: meanfield", "a preset chooses init as a change to the default: "
+                                                               "write `- override /init: meanfield` in its defaults list"),
+                              ("relative", "- override init: meanfield", "a preset's group is written from the top: "
+                                                                         "`- override /init: CHOICE` in its defaults")]:
+        (tmp_path / "experiments" / f"{name}.yaml").write_text(f"# @package _global_\ndefaults:\n  {entry}\n")
+        out = gradflow("run", f"+experiment={name}", "train.steps=1")
+        assert out.returncode == 1 and out.stderr.startswith(
+            f"error: +experiment={name}: in {tmp_path / 'experiments' / name}.yaml, {said}"), out.stderr[-2000:]
 
 
 @pytest.mark.slow
