@@ -155,10 +155,26 @@ def _check_layout(raw) -> None:
         if kind not in FIGURE_TABLES:
             raise GradflowError(f"figures[{i}]: kind={kind!r} is not a figure{did_you_mean(str(kind), list(FIGURE_TABLES))}; "
                                 f"choices: {', '.join(FIGURE_TABLES)}")
+        _check_where(figure.get("where"), f"figures[{i}] ({kind})")
         for arm in figure.get("arm") if isinstance(figure.get("arm"), list) else [figure.get("arm")]:
             if arm not in arms:
                 raise GradflowError(f"figures[{i}] ({kind}): arm={arm!r} is not an arm"
                                     f"{did_you_mean(str(arm), arms)}; choices: {', '.join(arms)}")
+
+
+def _check_where(where, what: str) -> None:
+    """A measure's or a figure's `where` picks runs by config keys: a misspelled one (init.nme) picked none,
+    and the claim FAILed after the whole sweep had run."""
+    from gradflow.config import known_keys
+
+    if where is None:
+        return
+    if not isinstance(where, dict):
+        raise GradflowError(f"{what}: where={where!r} is not {{KEY: VALUE, ...}}")
+    for key in where:  # (a dotted key is the config's; others are a table's columns: layer, quantity)
+        if "." in str(key) and key not in known_keys():
+            raise GradflowError(f"{what}: where key {key!r} is not a config key"
+                                f"{did_you_mean(str(key), list(known_keys()))}")
 
 
 def _number(x) -> bool:
@@ -624,6 +640,7 @@ def check_measure(spec_measure, arms: list[str]) -> None:
                             f"{', '.join(MEASURES)}, {', '.join(_COMBINATIONS)}")
     if m.get("arm") not in arms:
         raise GradflowError(f"claim measure {fn}: arm={m.get('arm')!r} is not an arm; choices: {', '.join(arms)}")
+    _check_where(m.get("where"), f"claim measure {fn}")
     takes = [k for k in inspect.signature(MEASURES[fn]).parameters if k != "arm"]
     for k in m:
         if k != "arm" and k not in takes:

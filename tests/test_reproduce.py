@@ -102,6 +102,9 @@ def test_a_spec_with_a_bad_claim_measure_is_one_line_when_it_loads(tmp_path, mon
     ("expect: {lt: 0.03}", "expect: {between: 0.5}", "expect={'between': 0.5} is not one test"),
     ("expect: {lt: 0.03}", "expect: {lt: abc}", "expect={'lt': 'abc'} is not one test"),
     ("expect: {lt: 0.03}", "expect: {lessthan: 0.03}", "expect={'lessthan': 0.03} is not one test"),
+    # (a misspelled key of `where` picked no run: the claim FAILed after the sweep)
+    ("where: {init.sw2: 1.76, model.depth: 60}", "where: {init.sw2: 1.76, model.dpth: 60}",
+     "where key 'model.dpth' is not a config key (did you mean model.depth?)"),
 ])
 def test_a_spec_laid_out_wrong_is_one_line_when_it_loads(tmp_path, monkeypatch, old, new, message):
     text = (rep.SPEC_DIR / "schoenholz2017.yaml").read_text()
