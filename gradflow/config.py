@@ -896,7 +896,7 @@ def compose(overrides: list[str] | tuple[str, ...] = (), sweep_point: bool = Fal
     try:
         validate(cfg, sweep_point)
     except GradflowError as e:  # (it quotes the config's values: optim.momentum=2 reads 2.0 there)
-        raise GradflowError(as_typed(str(e), quoted)) from None
+        raise GradflowError(in_preset(as_typed(str(e), quoted), overrides)) from None
     if not sweep_point:
         _keys_apply(cfg, overrides)
     return cfg
@@ -1082,16 +1082,57 @@ def hydra_error_message(e: Exception, overrides=()) -> str:
     section, `unknown key 'dpth'`, and the file not at all)."""
     text = _error_text(e)
     preset = re.match(r"In 'experiment/([^']+)'", text)
-    name = preset.group(1) if preset else None
-    if not name and text.startswith("Multiple values for "):  # (a preset's defaults list: the one given)
-        name = override_value(overrides, "experiment")
     said = _hydra_error_message(e, text, overrides)
-    return f"+experiment={name}: in {EXPERIMENTS_DIR / name}.yaml, {said}" if name else said
+    name = preset.group(1) if preset else _preset(overrides) if said.startswith("a preset chooses") else None
+    if name:
+        return f"+experiment={name}: in {EXPERIMENTS_DIR / name}.yaml, {said}"
+    return in_preset(said, overrides)
+
+
+def _preset(overrides) -> str | None:
+    """The one preset `overrides` add (+experiment=NAME, a file of experiments/), or None."""
+    value = override_value(overrides, "experiment")
+    return value if value in experiment_choices("experiment") else None
+
+
+def _preset_sets(name: str) -> set[str]:
+    """The keys, and the groups its defaults list chooses, that the preset `name` sets."""
+    try:
+        node = OmegaConf.to_container(OmegaConf.load(EXPERIMENTS_DIR / f"{name}.yaml"))
+    except Exception:
+        return set()
+    if not isinstance(node, dict):
+        return set()
+    groups = {str(k).removeprefix("override").strip().lstrip("/") for entry in node.pop("defaults", None) or []
+              if isinstance(entry, dict) for k in entry}
+    return groups | set(_leaves(node))
+
+
+def _leaves(node: dict, prefix: str = ""):
+    for k, v in node.items():
+        if isinstance(v, dict):
+            yield from _leaves(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}"
+
+
+def in_preset(message: str, overrides) -> str:
+    """`message` about a key the command line does not set and its preset does (`+experiment=NAME`) named with
+    the preset's file: model.alpha of residual-vs-plain's residual net, beside model.skip=none, blamed a key the
+    user never typed; a preset's `override /init: meanfeld` read as if init= had been typed."""
+    name = _preset(overrides)
+    key = re.match(r"([\w.]+)(?:=| )", message)
+    if not name or not key or message.startswith("+experiment=") or key.group(1) not in _preset_sets(name):
+        return message
+    if any(override_key(o) == key.group(1) for o in overrides):
+        return message
+    return f"+experiment={name}: in {EXPERIMENTS_DIR / name}.yaml, {message}"
 
 
 def _hydra_error_message(e: Exception, text: str, overrides) -> str:
     twice = re.match(r"Multiple values for (\w+)\. To override a value use 'override \w+: ([^']+)'", text)
-    if twice:  # (a preset's `- /init: meanfield`; Hydra's own advice, `override init:`, then failed too)
+    if twice and twice.group(1) in _preset_sets(_preset(overrides) or ""):  # (a preset's `- /init: meanfield`;
+        # Hydra's own advice, `override init:`, then failed too)
         return (f"a preset chooses {twice.group(1)} as a change to the default: write `- override "
                 f"/{twice.group(1)}: {twice.group(2)}` in its defaults list")
     relative = re.search(r"'experiment/(\w+)@\1'", text)

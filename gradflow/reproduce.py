@@ -127,6 +127,15 @@ def _check_layout(raw) -> None:
         raise GradflowError(f"{and_list(missing)} {'is' if len(missing) == 1 else 'are'} missing; a spec needs "
                             f"{', '.join(REQUIRED)}")
     arms = list(raw["arms"])
+    lists = [(f"arms.{a}", v) for a, v in raw["arms"].items()] + [("base", raw.get("base", []))]
+    lists += [(f"scales.{sc}.{a}", v) for sc, by in raw.get("scales", {}).items() if isinstance(by, dict)
+              for a, v in by.items()]
+    for where, value in lists:  # (None, `arms: {a: }`, was a TypeError; a string read as its letters)
+        if not isinstance(value, list):
+            raise GradflowError(f"{where} is {value!r}, not a list of key=value overrides")
+    for scale, text in raw.get("scaled", {}).items():
+        if not isinstance(text, str):
+            raise GradflowError(f"scaled.{scale} is {text!r}, not a sentence saying what the scale changes and why")
     for where, named in [("scales", raw.get("scales", {})), ("scaled", raw.get("scaled", {}))]:
         for scale in named:
             if scale not in SCALES:
@@ -152,7 +161,7 @@ def _check_layout(raw) -> None:
                                 "NUMBER}, {between: [LO, HI]} or {approx: NUMBER, tol: NUMBER}")
     for i, figure in enumerate(raw.get("figures", [])):
         kind = figure.get("kind") if isinstance(figure, dict) else None
-        if kind not in FIGURE_TABLES:
+        if not isinstance(kind, str) or kind not in FIGURE_TABLES:
             raise GradflowError(f"figures[{i}]: kind={kind!r} is not a figure{did_you_mean(str(kind), list(FIGURE_TABLES))}; "
                                 f"choices: {', '.join(FIGURE_TABLES)}")
         _check_where(figure.get("where"), f"figures[{i}] ({kind})")
@@ -172,7 +181,8 @@ def _check_where(where, what: str) -> None:
     if not isinstance(where, dict):
         raise GradflowError(f"{what}: where={where!r} is not {{KEY: VALUE, ...}}")
     for key in where:  # (a dotted key is the config's; others are a table's columns: layer, quantity)
-        if "." in str(key) and key not in known_keys():
+        if "." in str(key) and key not in known_keys() and not str(key).startswith("model.kwargs."):  # (a custom
+            # model's own arguments are columns too)
             raise GradflowError(f"{what}: where key {key!r} is not a config key"
                                 f"{did_you_mean(str(key), list(known_keys()))}")
 
@@ -681,8 +691,9 @@ def compute(spec_measure: dict, arms: dict[str, Arm]) -> Measured:
 # --- claims ---------------------------------------------------------------------------------------------
 SOURCES = ("paper", "theory", "design")
 # a paper reference names where in the paper: a figure, table, section, equation, algorithm or experiment
-PAPER_PLACE = re.compile(r"\b(Fig(ure)?s?|Tab(le)?s?|Sec(tion)?s?|Eq(uation)?s?|Alg(orithm)?s?|Exp(eriment)?s?|"
-                         r"ch(apter)?|Theorem|Lemma|Proposition|Corollary|App(endix)?)\b\.?|§", re.IGNORECASE)
+PAPER_PLACE = re.compile(r"(\b(Fig(ure)?s?|Tab(le)?s?|Sec(t|tion)?s?|Eq(uation)?s?|Alg(orithm)?s?|Exp(eriment)?s?|"
+                         r"ch(apter)?|Th(eore)?m|Lemma|Prop(osition)?|Cor(ollary)?|App(endix)?)\b\.?|§)"
+                         r"\s*\(?([0-9]|[A-Z]\b|[IVX]+\b)", re.IGNORECASE)  # (a word alone, "the results section", is no place)
 
 
 def claim_source(claim: dict) -> tuple[str, str]:

@@ -345,8 +345,9 @@ def _launcher_kinds(launcher: str) -> dict[str, str]:
         return {}
 
 
-# settings that count something, at least 1 or 0 (sbatch refused 0 CPUs after the sweep had started)
-_AT_LEAST = {"cpus_per_task": 1, "nodes": 1, "tasks_per_node": 1, "mem_gb": 1, "array_parallelism": 1,
+# settings that count something, at least 1 or 0 (sbatch refused 0 CPUs after the sweep had started); not
+# mem_gb, whose 0 is SLURM's "all of the node's memory"
+_AT_LEAST = {"cpus_per_task": 1, "nodes": 1, "tasks_per_node": 1, "array_parallelism": 1,
              "gpus_per_node": 0, "cpus_per_gpu": 0, "gpus_per_task": 0, "signal_delay_s": 0, "max_num_timeout": 0}
 
 
@@ -354,11 +355,13 @@ def _launcher_value(o, launcher: str, key: str, value: str) -> None:
     """One value of a launcher setting is of its kind (a whole number, a number, true or false) and a count
     is at least what it can be: Hydra's traceback of 142 lines, or joblib's ValueError after the sweep's
     header, otherwise."""
+    if o.is_delete() or value in ("None", "null") or "${" in value:  # (the plugin's default, or resolved later)
+        return
     kind = _launcher_kinds(launcher).get(key)
     whole = re.fullmatch(r"[-+]?\d+", value) is not None
     if kind == "IntegerNode" and not whole:
         raise GradflowError(f"{o.input_line} is not allowed: {key} is a whole number")
-    if kind == "FloatNode" and not re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?", value, re.I):
+    if kind == "FloatNode" and not re.fullmatch(r"[-+]?((\d+\.?\d*|\.\d+)(e[-+]?\d+)?|inf)", value, re.I):
         raise GradflowError(f"{o.input_line} is not allowed: {key} is a number")
     if kind == "BooleanNode" and value.lower() not in ("true", "false"):
         raise GradflowError(f"{o.input_line} is not allowed: {key} is true or false")
@@ -659,6 +662,8 @@ class _Configs:
             unknown = str(e).startswith("unknown key")
             if not point or unknown or self._not_the_points(overrides, e):
                 raise GradflowError(str(e)) from None
+            if str(e).startswith(f"{point}: "):  # (a preset's error names it already: +experiment=NAME: in ...)
+                raise GradflowError(f"sweep point {e}") from None
             raise GradflowError(f"sweep point {point}: {e}") from None
 
     def _not_the_points(self, overrides: list[str], error: GradflowError) -> bool:

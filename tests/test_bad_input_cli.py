@@ -535,6 +535,8 @@ def test_a_reproductions_override_refused_at_planning_is_its_only_line(cli, resu
     (["--list", "all", "all"], "error: --list takes one experiment, or none: `gradflow reproduce --list` lists "
                                "them all"),
     (["he2015", "he2015", "--quick"], "error: he2015 is given twice; give it once: `gradflow reproduce he2015 --quick`"),
+    (["he2015", "all"], "error: gradflow reproduce runs one experiment, or all of them: `gradflow reproduce he2015`; "
+                        "or `gradflow reproduce all`"),
 ])
 def test_reproduce_takes_one_experiment_and_says_how_to_run_two(cli, args, said):
     out = cli("reproduce", *args)
@@ -681,6 +683,14 @@ def test_an_unknown_launcher_lists_every_launcher():
     ("joblib", "hydra.launcher.n_jobs=-1", True),  # one worker per CPU core, as the message says
     ("joblib", "hydra.launcher.n_jobs=-2", True),
     ("joblib", "hydra.launcher.n_jobs=0", False),
+    # the plugins' defaults back (null), a value resolved later, SLURM's mem 0 (all of the node's), inf
+    ("submitit_local", "hydra.launcher.mem_gb=null", True),
+    ("submitit_local", "hydra.launcher.cpus_per_task=${oc.env:NCPU,4}", True),
+    ("submitit_local", "hydra.launcher.mem_gb=0", True),
+    ("joblib", "hydra.launcher.timeout=inf", True),
+    ("joblib", "hydra.launcher.timeout=abc", False),
+    ("submitit_local", "hydra.launcher.cpus_per_task=0", False),
+    ("submitit_local", "hydra.launcher.cpus_per_task=1,2", True),
 ])
 def test_launcher_settings_at_their_limits(launcher, setting, ok):
     """timeout_min is 1 or more; n_jobs=-1 (one per core) is joblib's own and allowed. (A bug this catches: timeout_min

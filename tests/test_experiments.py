@@ -102,6 +102,17 @@ def test_an_unreadable_preset_is_named_when_asked_for_and_takes_no_other_command
     assert out.returncode == 1 and out.stderr.startswith(
         f"error: +experiment=typo: in {tmp_path / 'experiments' / 'typo.yaml'}, unknown key 'model.dpth' (did you "
         "mean model.depth?)"), out.stderr[-2000:]
+    # a preset's misspelled choice, or a value out of range: said as if typed on the command line, no file
+    (tmp_path / "experiments" / "choice.yaml").write_text("# @package _global_\ndefaults:\n  - override /init: "
+                                                          "meanfeld\n")
+    (tmp_path / "experiments" / "zero.yaml").write_text("# @package _global_\nmodel:\n  depth: 0\n")
+    for name, said in [("choice", "init='meanfeld' is not a known choice (did you mean meanfield?)"),
+                       ("zero", "model.depth=0 must be >= 1")]:
+        out = gradflow("run", f"+experiment={name}", "train.steps=1")
+        assert out.returncode == 1 and out.stderr.startswith(
+            f"error: +experiment={name}: in {tmp_path / 'experiments' / name}.yaml, {said}"), out.stderr[-2000:]
+    out = gradflow("run", "+experiment=zero", "model.depth=0")  # (typed too: the command line's, as it was)
+    assert out.stderr.startswith("error: model.depth=0 must be >= 1"), out.stderr[-2000:]
     # a group choice written as Hydra's plain defaults entry, then as Hydra's advice said: the form that works
     for name, entry, said in [("plain", "- /init: meanfield", "a preset chooses init as a change to the default: "
                                                                "write `- override /init: meanfield` in its defaults list"),
@@ -111,6 +122,17 @@ def test_an_unreadable_preset_is_named_when_asked_for_and_takes_no_other_command
         out = gradflow("run", f"+experiment={name}", "train.steps=1")
         assert out.returncode == 1 and out.stderr.startswith(
             f"error: +experiment={name}: in {tmp_path / 'experiments' / name}.yaml, {said}"), out.stderr[-2000:]
+
+
+def test_a_presets_own_key_that_the_command_line_makes_unread_names_the_preset(cli, results):
+    # residual-vs-plain's plain net alone: its model.alpha was blamed as if the user had typed it
+    out = cli("run", "+experiment=residual-vs-plain", "model.skip=none", "train.steps=1", f"results={results}")
+    assert out.exit_code == 1 and out.stderr.startswith(
+        f"error: +experiment=residual-vs-plain: in {EXPERIMENTS_DIR / 'residual-vs-plain.yaml'}, model.alpha="), \
+        out.output
+    out = cli("run", "+experiment=residual-vs-plain", "model.skip=none", "model.alpha=1.0", "train.steps=1",
+              "model.depth=3", "model.width=8", f"results={results}")
+    assert out.exit_code == 0, out.output
 
 
 @pytest.mark.slow

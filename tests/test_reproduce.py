@@ -102,6 +102,9 @@ def test_a_spec_with_a_bad_claim_measure_is_one_line_when_it_loads(tmp_path, mon
     ("expect: {lt: 0.03}", "expect: {between: 0.5}", "expect={'between': 0.5} is not one test"),
     ("expect: {lt: 0.03}", "expect: {lt: abc}", "expect={'lt': 'abc'} is not one test"),
     ("expect: {lt: 0.03}", "expect: {lessthan: 0.03}", "expect={'lessthan': 0.03} is not one test"),
+    ("{kind: grid, arm: grid,", "{kind: [grid], arm: grid,", "figures[1]: kind=['grid'] is not a figure"),
+    ("\n  quick:\n    chi1: [seed=0]", "\n  quick:\n    chi1:", "scales.quick.chi1 is None, not a list of key=value"),
+    ("\nscaled:\n  quick: ", "\nscaled:\n  quick: 5  # ", "scaled.quick is 5, not a sentence"),
     # (a misspelled key of `where` picked no run: the claim FAILed after the sweep)
     ("where: {init.sw2: 1.76, model.depth: 60}", "where: {init.sw2: 1.76, model.dpth: 60}",
      "where key 'model.dpth' is not a config key (did you mean model.depth?)"),
@@ -116,12 +119,23 @@ def test_a_spec_laid_out_wrong_is_one_line_when_it_loads(tmp_path, monkeypatch, 
     assert str(e.value).startswith(f"{tmp_path / 'typo.yaml'}: ") and message in str(e.value), str(e.value)
 
 
+def test_a_measure_may_pick_runs_by_a_custom_models_arguments():
+    # model.kwargs.width is a column of a custom model's runs: it was refused as no config key
+    rep.check_measure({"fn": "final", "arm": "a", "where": {"model.kwargs.width": 64, "layer": 3}}, ["a"])
+    with pytest.raises(GradflowError, match="where key 'model.widht' is not a config key"):
+        rep.check_measure({"fn": "final", "arm": "a", "where": {"model.widht": 64}}, ["a"])
+
+
 def test_a_papers_place_may_be_written_out():
     # "Figure 7" was refused as naming no figure: only abbreviations counted
-    for where in ("Figure 7", "Section 4.1", "Figures 6-7", "Eqs. 3-4", "Theorem 1", "Tab. 2", "Appendix B"):
+    for where in ("Figure 7", "Section 4.1", "Figures 6-7", "Eqs. 3-4", "Theorem 1", "Tab. 2", "Appendix B",
+                  "Thm. 1", "Sect. 3", "§3.2", "Table IV", "Eq. (4)"):
         assert rep.claim_source({"text": "t", "source": {"paper": where}}) == ("paper", where)
-    with pytest.raises(GradflowError, match="names no figure"):
-        rep.claim_source({"text": "t", "source": {"paper": "a figurative reading"}})
+    # a word alone names no place (the written-out words first let prose through)
+    for prose in ("a figurative reading", "the results section", "as the tables report", "a lemma they prove",
+                  "see their figures", "the experiments show it"):
+        with pytest.raises(GradflowError, match="names no figure"):
+            rep.claim_source({"text": "t", "source": {"paper": prose}})
 
 
 def test_user_overrides_replace_the_arms_values_for_the_same_key():

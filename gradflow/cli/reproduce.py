@@ -120,7 +120,7 @@ def _second_name(name: str | None, more: list[str], rest: list[str], list_: bool
     each = [n for n in names if n != "all"]
     if names == each[:1]:  # (he2015 he2015)
         raise GradflowError(f"{each[0]} is given twice; give it once: `gradflow reproduce {each[0]}{tail}`")
-    runs = f"{', then '.join(f'`gradflow reproduce {n}{tail}`' for n in each)}; or " if len(each) > 1 else ""
+    runs = f"{', then '.join(f'`gradflow reproduce {n}{tail}`' for n in each)}; or " if each else ""
     raise GradflowError(f"gradflow reproduce runs one experiment, or all of them: {runs}"
                         f"`gradflow reproduce all{tail}`")
 
