@@ -451,6 +451,13 @@ def _parse_grid(user: list[str]) -> tuple[str, list[str], list[list[str]], dict[
     for o in parsed:
         if o.key_or_group == "hydra/launcher":
             launcher = o.value()
+        if o.key_or_group == "experiment" and isinstance(o.value(), Glob):  # (an unreadable preset is no choice:
+            # glob(*) passed over it without a word, and glob(itsname*) matched none)
+            unreadable = o.value().filter(list(config_mod.UNREADABLE_EXPERIMENTS))
+            if unreadable:
+                name = unreadable[0]
+                raise GradflowError(f"{shorten(o.input_line, 60)} matches {config_mod.EXPERIMENTS_DIR / name}.yaml, "
+                                    f"which cannot be read: {shorten(config_mod.UNREADABLE_EXPERIMENTS[name], 200)}")
         if o.is_sweep_override() and not list(o.sweep_string_iterator()):
             # glob() of a plain key read as a sweep of nothing, though model.activation=glob(re*) matched relu
             if isinstance(o.value(), Glob) and o.key_or_group not in config_mod.GROUP_KEYS:

@@ -96,6 +96,10 @@ def test_an_unreadable_preset_is_named_when_asked_for_and_takes_no_other_command
         f"error: +experiment=half-written: {tmp_path / 'experiments' / 'half-written.yaml'} cannot be read: "
         "while parsing a flow sequence"), out.stderr[-2000:]
     assert len(out.stderr.strip().splitlines()) == 1
+    out = gradflow("sweep", "+experiment=glob(*)", "train.steps=1")  # (it passed over the file without a word)
+    assert out.returncode == 1 and out.stderr.startswith(
+        f"error: +experiment=glob(*) matches {tmp_path / 'experiments' / 'half-written.yaml'}, which cannot be read: "
+        "while parsing a flow sequence"), out.stderr[-2000:]
     # a preset's misspelled key: said with its section and its file ("unknown key 'dpth'", no file)
     (tmp_path / "experiments" / "typo.yaml").write_text("# @package _global_\nmodel:\n  dpth: 4\n")
     out = gradflow("run", "+experiment=typo", "train.steps=1")
