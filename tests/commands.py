@@ -54,3 +54,30 @@ def real_stdout(*args, columns: int = 80, ok: bool = True) -> str:
     out = real(*args, columns=columns)
     assert (out.returncode == 0) == ok, out.stdout + out.stderr
     return out.stdout
+
+
+def on_a_terminal(*args, columns: int = 80, stderr=None, pythonpath: str | None = None,
+                  code: int = 0) -> str:
+    """What `python -m gradflow ARGS` writes to a pseudo-terminal of `columns` columns (standard error too,
+    unless `stderr` is a file to send it to), its exit status checked against `code`. `pythonpath`: a
+    folder put first on the import path (a user's models)."""
+    import pty
+
+    main, sub = pty.openpty()
+    path = os.pathsep.join(filter(None, [pythonpath, str(CHECKOUT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "COLUMNS": str(columns), "TERM": "xterm", "PYTHONPATH": path, "MPLBACKEND": "Agg"}
+    proc = subprocess.Popen([sys.executable, "-m", "gradflow", *map(str, args)], stdin=subprocess.DEVNULL,
+                            stdout=sub, stderr=stderr or sub, env=env)
+    os.close(sub)
+    raw = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # (the other end closed: the process is done)
+            chunk = b""
+        if not chunk:
+            break
+        raw += chunk
+    os.close(main)
+    assert proc.wait(timeout=300) == code, raw.decode(errors="replace")[-2000:]
+    return raw.decode()

@@ -7,6 +7,7 @@ tests/test_bad_input_config.py."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from gradflow import store
 from gradflow.config import CONF_DIR, parsed_overrides
 from gradflow import sweep
 from gradflow.errors import GradflowError
+from tests.commands import on_a_terminal
 
 SMALL = ["data=gaussian", "data.n_train=128", "data.n_test=64", "data.dim=8", "model.width=8",
          "train.steps=2", "train.eval_every=2", "threads=1"]
@@ -541,6 +543,17 @@ def test_a_reproductions_override_refused_at_planning_is_its_only_line(cli, resu
 def test_reproduce_takes_one_experiment_and_says_how_to_run_two(cli, args, said):
     out = cli("reproduce", *args)
     assert out.exit_code == 1 and out.stdout == "" and out.stderr.strip() == said, out.output
+
+
+def test_reproduce_all_says_on_a_terminal_that_it_is_planning_and_clears_it():
+    # planning every experiment takes seconds before the first header (or the error): a spinner says so on a
+    # terminal, and is gone before the error's line (a pipe sees neither: the tests beside this one)
+    text = on_a_terminal("reproduce", "all", "--quick", "optim.gamma=0.5", code=1)
+    assert "planning the arms of every experiment" in text
+    at = text.index("error:")
+    before = re.split(r"\r\n|\n|\x1b\[2K", text[:at])[-1]
+    assert "planning" not in re.sub(r"\x1b\[[0-9;]*m", "", before), repr(text[-400:])
+    assert "no run of any experiment takes optim.gamma" in text
 
 
 @pytest.mark.parametrize("args, said", [

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
+from tests.commands import on_a_terminal
 from tests.test_transformer import assert_one_line, check_probes_against_autograd, forward_order, setup
 
 # registered out of forward order (head first), with a ReLU after one layer, a LayerNorm (not an
@@ -916,7 +917,8 @@ def test_a_custom_modules_depth_reads_alike_in_ls_compare_the_report_and_the_fig
 def test_a_warning_on_a_terminal_goes_above_the_progress_bar_not_onto_its_line(user_models, tmp_path):
     """On a terminal, the tied-weights warning came while the run's progress bar was drawn, and standard
     error's line was glued to the end of the bar's (rich lets a console's writes pass its redirection)."""
-    text = _on_a_terminal(user_models, tmp_path, tmp_path / "r")
+    run = ["run", "model=custom", f"model.target={user_models}:Tied", *TINY]
+    text = on_a_terminal(*run, f"results={tmp_path / 'r'}", pythonpath=str(tmp_path))
     assert "━" in text  # (the bar was drawn: a terminal)
     at = text.index("warning:")
     # what the terminal shows on the warning's line before it: since its last line break or line erase
@@ -925,32 +927,5 @@ def test_a_warning_on_a_terminal_goes_above_the_progress_bar_not_onto_its_line(u
     # standard error sent elsewhere (2>log): the warning goes there, not onto the terminal
     log = tmp_path / "stderr.log"
     with open(log, "w") as err:
-        text = _on_a_terminal(user_models, tmp_path, tmp_path / "r2", stderr=err)
+        text = on_a_terminal(*run, f"results={tmp_path / 'r2'}", pythonpath=str(tmp_path), stderr=err)
     assert "warning: tied weights" in log.read_text() and "warning:" not in text
-
-
-def _on_a_terminal(user_models: str, tmp_path: Path, results: Path, stderr=None) -> str:
-    """What `gradflow run` of the Tied model writes to a pseudo-terminal (standard error too, unless
-    `stderr` is a file to send it to)."""
-    import os
-    import pty
-    import subprocess
-
-    main, sub = pty.openpty()
-    env = {**os.environ, "COLUMNS": "80", "TERM": "xterm", "PYTHONPATH": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-m", "gradflow", "run", "model=custom",
-                             f"model.target={user_models}:Tied", *TINY, f"results={results}"],
-                            stdin=subprocess.DEVNULL, stdout=sub, stderr=stderr or sub, env=env)
-    os.close(sub)
-    raw = b""
-    while True:
-        try:
-            chunk = os.read(main, 65536)
-        except OSError:  # (the other end closed: the process is done)
-            chunk = b""
-        if not chunk:
-            break
-        raw += chunk
-    os.close(main)
-    assert proc.wait(timeout=120) == 0, raw.decode(errors="replace")[-2000:]
-    return raw.decode()

@@ -6,7 +6,7 @@ word, so rich wraps their text between words and never folds a word, and nothing
 from __future__ import annotations
 
 import shlex
-from contextlib import closing
+from contextlib import closing, contextmanager
 from typing import Annotated, Optional
 
 import typer
@@ -69,8 +69,14 @@ def reproduce(
     rep.check_scale(scale)  # before anything is printed, as a bad name is (Spec.load)
     check_overrides(list(overrides or []), "reproduce")  # (rep.run checks them again, with every arm's keys)
     outcomes, started = [], []
+    # (planning every experiment takes seconds before the first header: on a terminal, a line says so)
+    planning = console.status("planning the arms of every experiment ...") if name == "all" else None
+    if planning:
+        planning.start()
 
     def header(n: str) -> None:  # once every arm is planned: a misspelled key is the only line printed
+        if planning:
+            planning.stop()
         started.append(n)
         console.rule(f"[bold]{escape(n)}[/]")
         print_note(f"paper: {rep.Spec.load(n).paper}")  # whole: a rule's title would be cut to one line
@@ -78,7 +84,8 @@ def reproduce(
     # every experiment's arms planned before the first runs: a bad override or missing data files are the
     # one line printed, not an error after the experiments before it
     with closing(rep.runs(rep.names() if name == "all" else [name], scale, list(overrides or []), force,
-                          launch=lambda p: run_plan(p, table=False), on_planned=header)) as results:
+                          launch=lambda p: run_plan(p, table=False), on_planned=header)) as results, \
+            _stopped(planning):
         while True:
             try:  # (a Ctrl-C inside a sweep is the sweep's: its line, exit 130)
                 outcome = next(results, None)
@@ -98,6 +105,17 @@ def reproduce(
         print_note(rep.overall(outcomes), style="red" if failed else "green")
     if failed:
         raise typer.Exit(1)
+
+
+@contextmanager
+def _stopped(status):
+    """`status` (a spinner, or None) stopped however the block ends: an error while planning printed its
+    line under a spinner still turning."""
+    try:
+        yield
+    finally:
+        if status:
+            status.stop()
 
 
 def _second_name(name: str | None, more: list[str], rest: list[str], list_: bool, given: list[str],
