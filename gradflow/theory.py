@@ -397,19 +397,24 @@ MAX_VARIANCE = _Q_INF  # sw2 and sb2 at most: the quadrature takes q = 1e200 for
 # length map underflowed (xi_q = 0 from 1e250 on; at 1e200 it is 0.0043, as it should be)
 
 
+def variance_problem(v) -> str | None:
+    """What is wrong with `v` as a variance the theory computes at, said after its name; None where nothing is."""
+    if not (isinstance(v, (int, float, np.floating, np.integer)) and math.isfinite(v) and v >= 0):
+        return "must be a finite number >= 0 (a variance)"
+    if v > MAX_VARIANCE:
+        return f"is beyond what the theory computes: at most {MAX_VARIANCE:g} (its quadrature takes q = 1e200 for infinity)"
+    return None
+
+
 def in_range(sw2: float, sb2: float) -> bool:
     """Whether the theory computes this point: finite variances >= 0, at most MAX_VARIANCE."""
-    return all(isinstance(v, (int, float, np.floating, np.integer)) and math.isfinite(v) and 0 <= v <= MAX_VARIANCE
-               for v in (sw2, sb2))
+    return variance_problem(sw2) is None and variance_problem(sb2) is None
 
 
 def _check_params(sw2: float, sb2: float) -> None:
     for key, v in (("sw2", sw2), ("sb2", sb2)):
-        if not (isinstance(v, (int, float, np.floating, np.integer)) and math.isfinite(v) and v >= 0):
-            raise GradflowError(f"{key}={v!r} must be a finite number >= 0 (a variance)")
-        if v > MAX_VARIANCE:
-            raise GradflowError(f"{key}={v!r} is beyond what the theory computes: at most {MAX_VARIANCE:g} (its "
-                                "quadrature takes q = 1e200 for infinity)")
+        if problem := variance_problem(v):
+            raise GradflowError(f"{key}={v!r} {problem}")
 
 
 def _slopes(m: Moments, q: float) -> tuple[float, float]:

@@ -39,13 +39,10 @@ def _activation(name: str | None) -> str:
 
 
 def _variance(flag: str, value: float) -> float:
-    shown = repr(value).removesuffix(".0")  # (-1 as typed, not Typer's float -1.0; -1.234567 whole)
-    if not (math.isfinite(value) and value >= 0):
+    if problem := theory.variance_problem(value):
+        shown = repr(value).removesuffix(".0")  # (-1 as typed, not Typer's float -1.0; -1.234567 whole)
         past = " (a number past 1.8e308, as 1e400, reads as inf)" if math.isinf(value) else ""
-        raise GradflowError(f"{flag}={shown} must be a finite number >= 0 (a variance){past}")
-    if value > theory.MAX_VARIANCE:
-        raise GradflowError(f"{flag}={shown} is beyond what the theory computes: at most "
-                            f"{theory.MAX_VARIANCE:g} (its quadrature takes q = 1e200 for infinity)")
+        raise GradflowError(f"{flag}={shown} {problem}{past}")
     return value
 
 
