@@ -1083,10 +1083,11 @@ def hydra_error_message(e: Exception, overrides=()) -> str:
     text = _error_text(e)
     preset = re.match(r"In 'experiment/([^']+)'", text)
     said = _hydra_error_message(e, text, overrides)
-    name = preset.group(1) if preset else _preset(overrides) if said.startswith("a preset chooses") else None
-    if name:
-        return f"+experiment={name}: in {EXPERIMENTS_DIR / name}.yaml, {said}"
-    return in_preset(said, overrides)
+    return _in_file(preset.group(1), said) if preset else in_preset(said, overrides)
+
+
+def _in_file(preset: str, message: str) -> str:
+    return f"+experiment={preset}: in {EXPERIMENTS_DIR / preset}.yaml, {message}"
 
 
 def _preset(overrides) -> str | None:
@@ -1103,17 +1104,11 @@ def _preset_sets(name: str) -> set[str]:
         return set()
     if not isinstance(node, dict):
         return set()
+    from gradflow.store import flatten
+
     groups = {str(k).removeprefix("override").strip().lstrip("/") for entry in node.pop("defaults", None) or []
               if isinstance(entry, dict) for k in entry}
-    return groups | set(_leaves(node))
-
-
-def _leaves(node: dict, prefix: str = ""):
-    for k, v in node.items():
-        if isinstance(v, dict):
-            yield from _leaves(v, f"{prefix}{k}.")
-        else:
-            yield f"{prefix}{k}"
+    return groups | set(flatten(node))
 
 
 def in_preset(message: str, overrides) -> str:
@@ -1126,15 +1121,16 @@ def in_preset(message: str, overrides) -> str:
         return message
     if any(override_key(o) == key.group(1) for o in overrides):
         return message
-    return f"+experiment={name}: in {EXPERIMENTS_DIR / name}.yaml, {message}"
+    return _in_file(name, message)
 
 
 def _hydra_error_message(e: Exception, text: str, overrides) -> str:
     twice = re.match(r"Multiple values for (\w+)\. To override a value use 'override \w+: ([^']+)'", text)
-    if twice and twice.group(1) in _preset_sets(_preset(overrides) or ""):  # (a preset's `- /init: meanfield`;
-        # Hydra's own advice, `override init:`, then failed too)
-        return (f"a preset chooses {twice.group(1)} as a change to the default: write `- override "
-                f"/{twice.group(1)}: {twice.group(2)}` in its defaults list")
+    preset = _preset(overrides)
+    if twice and preset and twice.group(1) in _preset_sets(preset):  # (a preset's `- /init: meanfield`; Hydra's
+        # own advice, `override init:`, then failed too)
+        return _in_file(preset, f"a preset chooses {twice.group(1)} as a change to the default: write `- override "
+                                f"/{twice.group(1)}: {twice.group(2)}` in its defaults list")
     relative = re.search(r"'experiment/(\w+)@\1'", text)
     if relative:  # (`- override init: meanfield`: a group under experiment/, which has none)
         return (f"a preset's group is written from the top: `- override /{relative.group(1)}: CHOICE` in its "
