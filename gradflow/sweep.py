@@ -308,14 +308,6 @@ def check_launcher(launcher: str, options: Sequence = ()) -> None:
         values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [str(o.value())]
         for value in values:
             _launcher_value(o, launcher, key, value)
-        if launcher.startswith(("submitit", "slurm")) and key == "timeout_min":
-            if any(not re.fullmatch(r"\d+", v) or int(v) < 1 for v in values):
-                raise GradflowError(f"{o.input_line} is not allowed: timeout_min is each job's time limit in "
-                                    "minutes (1 or more)")
-        if launcher == "joblib" and o.key_or_group == "hydra.launcher.n_jobs":
-            if any(not re.fullmatch(r"-?\d+", v) or int(v) == 0 for v in values):
-                raise GradflowError(f"{o.input_line} is not allowed: n_jobs is the number of workers (1 or more; "
-                                    "-1 for one per CPU core)")
     missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None] if launcher in REMOTE_LAUNCHERS else []
     if missing:  # (submitit's own words, for srun: a traceback "are you indeed on a slurm cluster?")
         raise GradflowError(f"hydra/launcher={launcher} submits to SLURM, and this machine has no {missing[0]}; "
@@ -355,6 +347,13 @@ def _launcher_value(o, launcher: str, key: str, value: str) -> None:
     """One value of a launcher setting is of its kind (a whole number, a number, true or false) and a count
     is at least what it can be: Hydra's traceback of 142 lines, or joblib's ValueError after the sweep's
     header, otherwise."""
+    if launcher.startswith(("submitit", "slurm")) and key == "timeout_min" and not (
+            re.fullmatch(r"\d+", value) and int(value) >= 1):
+        raise GradflowError(f"{o.input_line} is not allowed: timeout_min is each job's time limit in minutes (1 or "
+                            "more)")
+    if launcher == "joblib" and key == "n_jobs" and not (re.fullmatch(r"-?\d+", value) and int(value) != 0):
+        raise GradflowError(f"{o.input_line} is not allowed: n_jobs is the number of workers (1 or more; -1 for "
+                            "one per CPU core)")
     if o.is_delete() or value in ("None", "null") or "${" in value:  # (the plugin's default, or resolved later)
         return
     kind = _launcher_kinds(launcher).get(key)
