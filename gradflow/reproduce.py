@@ -68,21 +68,6 @@ class Spec:
         except GradflowError as e:
             raise GradflowError(f"{path}: {e}") from None
         raw.setdefault("name", name)
-        lists = [("base", raw.get("base", []))] + [(f"arms.{a}", v) for a, v in raw.get("arms", {}).items()]
-        lists += [(f"scales.{sc}.{a}", v) for sc, arms in (raw.get("scales") or {}).items() for a, v in arms.items()]
-        for where, items in lists:
-            bad = [o for o in items if not isinstance(o, str) or "=" not in o]
-            if bad:
-                raise GradflowError(f"{path}: {where} has {bad[0]!r}, not a key=value override "
-                                    "(quote comma lists in YAML flow lists: ['model.depth=10,60'])")
-        for claim in raw.get("claims", []):
-            try:
-                claim_source(claim)
-                _check_for_each(claim)
-                for one in expand([claim]):
-                    check_measure(one.get("measure"), list(raw.get("arms", {})))
-            except GradflowError as e:
-                raise GradflowError(f"{path}: {e}") from None
         for key in ("base", "figures", "notes", "scaled", "scales"):
             raw.setdefault(key, {} if key in ("scaled", "scales") else [] if key != "notes" else "")
         return cls(**raw)
@@ -111,8 +96,8 @@ EXPECTS = ("lt", "le", "gt", "ge", "between", "approx")
 
 
 def _check_layout(raw) -> None:
-    """A spec's keys, their kinds, its scales' names and arms, each claim's text and test, and each figure's
-    kind and arms, as it loads: a misspelled key was a TypeError, a misspelled scale ran the default sizes
+    """A spec's keys, their kinds, its arms' and scales' overrides, its scales' names and arms, each claim's
+    text, test, source and measure, and each figure's kind and arms, as it loads: a misspelled key was a TypeError, a misspelled scale ran the default sizes
     under the quick label, and a figure's or a test's typo a KeyError after the whole sweep had run."""
     if not isinstance(raw, dict):
         raise GradflowError("a spec is key: value settings (paper, summary, runtime, arms, claims, ...)")
@@ -133,6 +118,10 @@ def _check_layout(raw) -> None:
     for where, value in lists:  # (None, `arms: {a: }`, was a TypeError; a string read as its letters)
         if not isinstance(value, list):
             raise GradflowError(f"{where} is {value!r}, not a list of key=value overrides")
+        bad = [o for o in value if not isinstance(o, str) or "=" not in o]
+        if bad:
+            raise GradflowError(f"{where} has {bad[0]!r}, not a key=value override (quote comma lists in YAML flow "
+                                "lists: ['model.depth=10,60'])")
     for scale, text in raw.get("scaled", {}).items():
         if not isinstance(text, str):
             raise GradflowError(f"scaled.{scale} is {text!r}, not a sentence saying what the scale changes and why")
@@ -159,6 +148,10 @@ def _check_layout(raw) -> None:
                 or not shape.get(tests[0], _number)(expect[tests[0]])):
             raise GradflowError(f"claim {claim['text']!r}: expect={expect!r} is not one test; write {{lt|le|gt|ge: "
                                 "NUMBER}, {between: [LO, HI]} or {approx: NUMBER, tol: NUMBER}")
+        claim_source(claim)
+        _check_for_each(claim)
+        for one in expand([claim]):
+            check_measure(one.get("measure"), arms)
     for i, figure in enumerate(raw.get("figures", [])):
         kind = figure.get("kind") if isinstance(figure, dict) else None
         if not isinstance(kind, str) or kind not in FIGURE_TABLES:
