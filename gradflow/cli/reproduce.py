@@ -6,7 +6,7 @@ word, so rich wraps their text between words and never folds a word, and nothing
 from __future__ import annotations
 
 import shlex
-from contextlib import closing, contextmanager
+from contextlib import closing, nullcontext
 from typing import Annotated, Optional
 
 import typer
@@ -60,19 +60,14 @@ def reproduce(
         print_note("reproducible experiments" if len(specs) > 1 else f"experiment {name}")
         console.print(list_table(specs, console.width, scales=len(specs) == 1))  # --list NAME: what each scale runs
         return
-    scale = scale.lower() if scale else scale  # (case counts for nothing in a choice: Quick)
-    if quick and scale not in (None, "quick"):
-        raise GradflowError(f"--quick and --scale {scale} ask for two scales; give one")
-    scale = "quick" if quick else scale or "default"
+    scale = _one_scale(quick, scale)
     near_options(ctx, overrides)
     note_replaced(overrides)
     rep.check_scale(scale)  # before anything is printed, as a bad name is (Spec.load)
     check_overrides(list(overrides or []), "reproduce")  # (rep.run checks them again, with every arm's keys)
     outcomes, started = [], []
-    # (planning every experiment takes seconds before the first header: on a terminal, a line says so)
+    # (planning every experiment takes seconds before the first header: on a terminal, a spinner says so)
     planning = console.status("planning the arms of every experiment ...") if name == "all" else None
-    if planning:
-        planning.start()
 
     def header(n: str) -> None:  # once every arm is planned: a misspelled key is the only line printed
         if planning:
@@ -85,7 +80,7 @@ def reproduce(
     # one line printed, not an error after the experiments before it
     with closing(rep.runs(rep.names() if name == "all" else [name], scale, list(overrides or []), force,
                           launch=lambda p: run_plan(p, table=False), on_planned=header)) as results, \
-            _stopped(planning):
+            planning or nullcontext():  # (stopped however the block ends: an error's line came under it)
         while True:
             try:  # (a Ctrl-C inside a sweep is the sweep's: its line, exit 130)
                 outcome = next(results, None)
@@ -107,15 +102,13 @@ def reproduce(
         raise typer.Exit(1)
 
 
-@contextmanager
-def _stopped(status):
-    """`status` (a spinner, or None) stopped however the block ends: an error while planning printed its
-    line under a spinner still turning."""
-    try:
-        yield
-    finally:
-        if status:
-            status.stop()
+def _one_scale(quick: bool, scale: str | None) -> str:
+    """The scale asked for: --quick, or --scale's (case counts for nothing in a choice: Quick), else default;
+    both at once are refused unless they agree."""
+    scale = scale.lower() if scale else scale
+    if quick and scale not in (None, "quick"):
+        raise GradflowError(f"--quick and --scale {scale} ask for two scales; give one")
+    return "quick" if quick else scale or "default"
 
 
 def _second_name(name: str | None, more: list[str], rest: list[str], list_: bool, given: list[str],
@@ -131,8 +124,7 @@ def _second_name(name: str | None, more: list[str], rest: list[str], list_: bool
         one = next((n for n in names if n != "all"), None)
         raise GradflowError("--list takes one experiment" + (f": `gradflow reproduce --list {one}` lists it, " if one
                                                              else ", or none: ") + "`gradflow reproduce --list` lists them all")
-    if quick and scale and scale.lower() != "quick":
-        raise GradflowError(f"--quick and --scale {scale} ask for two scales; give one")
+    _one_scale(quick, scale)
     tail = "".join(f" {o}" for o in given if o != "--scale") + (f" --scale {scale}" if scale else "")
     tail += "".join(f" {shlex.quote(o)}" for o in rest)
     each = [n for n in names if n != "all"]
