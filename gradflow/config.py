@@ -1104,11 +1104,18 @@ def _preset_sets(name: str) -> set[str]:
         return set()
     if not isinstance(node, dict):
         return set()
-    from gradflow.store import flatten
-
     groups = {str(k).removeprefix("override").strip().lstrip("/") for entry in node.pop("defaults", None) or []
               if isinstance(entry, dict) for k in entry}
-    return groups | set(flatten(node))
+    return groups | set(_leaves(node))
+
+
+def _leaves(node: dict, prefix: str = ""):
+    """Each leaf's dotted key (config imports no gradflow module but leaf registries: not store.flatten)."""
+    for k, v in node.items():
+        if isinstance(v, dict):
+            yield from _leaves(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}"
 
 
 def in_preset(message: str, overrides) -> str:
