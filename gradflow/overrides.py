@@ -28,6 +28,27 @@ def job_name(overrides: list[str] | str) -> str:
     return name
 
 
+_ITEM_START = re.compile(r"[+~]*[A-Za-z_][\w.\-]*=")  # what starts a key=value item of a folder name
+
+
+def name_items(name: str) -> list[str]:
+    """The key=value items of a run folder name (`job_name`'s inverse, as far as a name keeps them): split at
+    its commas, a piece that starts no item (optim.betas=_0.9,0.99_: a list's `0.99_`) joined to the item
+    before it; "default" has none."""
+    items: list[str] = []
+    for piece in ([] if name == "default" else name.split(",")):
+        if items and not _ITEM_START.match(piece):
+            items[-1] += "," + piece
+        else:
+            items.append(piece)
+    return items
+
+
+def as_in_name(value: str) -> str:
+    """A value as a run folder's name writes it ([0.9,0.99] as _0.9,0.99_), to match one typed against it."""
+    return _UNSAFE.sub("_", _readable(value))
+
+
 def point_name(overrides: list[str], swept) -> str:
     """A sweep point's folder name: its overrides of the swept keys alone (the fixed ones are the sweep's)."""
     return job_name([o for o in overrides if override_key(o) in swept])

@@ -251,9 +251,9 @@ def _run_command(run: Path) -> str:
     is a point of a sweep, the sweep's fixed settings before them (a sweep's `model=rnn ... train.grad_clip=1`
     read `gradflow run train.grad_clip=1`, a command that trains another net, an MLP, or is refused); the
     sweep's own command for a point of a --points sweep, whose points the folder name alone does not give."""
-    from gradflow.overrides import override_key
+    from gradflow.overrides import name_items, override_key
 
-    items = [] if run.name == "default" else run.name.split(",")
+    items = name_items(run.name)
     spec = store.sweep_spec(run.parent)  # (None: a folder of single runs)
     if spec and spec.get("points") is not None and isinstance(spec.get("command"), str):
         return spec["command"]

@@ -20,6 +20,7 @@ import pandas as pd
 from gradflow import store, theory
 from gradflow.fmt import and_list, drop_shared_parts, fmt
 from gradflow.errors import GradflowError, did_you_mean
+from gradflow.overrides import name_items
 from gradflow.probes.quantities import QUANTITIES
 from gradflow.theory import FIT_TRIM
 
@@ -478,6 +479,8 @@ def matches(values: pd.Series, value: str) -> pd.Series:
     except ValueError:
         number = None
     text = (values.astype(str) == value) | (values.map(fmt) == value)  # (as the table and the errors show it)
+    if value.startswith(("[", "{")):  # a list as typed, [0.9,0.99], which the table shows as [0.9, 0.99]
+        text |= values.map(lambda v: fmt(v).replace(" ", "")) == value.replace(" ", "")
     if value in ("-", "nan"):  # (as ls prints a missing value; "none" is a value of its own: norm=none)
         return text | values.isna()
     numeric = pd.to_numeric(values, errors="coerce")
@@ -586,7 +589,7 @@ def not_run_note(missing: list[NotRun]) -> str:
 def _job_matches(job: str, column_key: str, value: str) -> bool:
     if column_key == STUDY:  # (the sweep's: see `not_run`)
         return True
-    items = dict(item.split("=", 1) for item in job.split(",") if "=" in item)
+    items = dict(item.split("=", 1) for item in name_items(job) if "=" in item)
     for key, v in items.items():
         if column_key in (key.lstrip("+~"), f"{key.lstrip('+~')}.name"):  # (init=... sets init.name)
             return bool(matches_any(pd.Series([v]), value).iloc[0])  # (--where depth=2,3: its runs not run too)

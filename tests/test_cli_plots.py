@@ -288,6 +288,33 @@ def test_runs_of_a_folder_of_sweeps_are_named_and_ranked_past_their_study():
     assert nearest_runs("depth=4", runs, 5).endswith("tied/model.target=m_Tied")
 
 
+def test_a_list_value_in_a_run_name_is_one_item():
+    # optim.betas=[0.9,0.99] is named optim.betas=_0.9,0.99_: its own comma split it into two items, a bogus
+    # '0.99_' with no key, so the run named by the list as typed was "not a run" and dropping its depth
+    # item from the name left the list cut
+    import pandas as pd
+
+    from gradflow.overrides import job_name, name_items
+    from gradflow.plots.curves import _without_item
+    from gradflow.plots.series import _items, named_run
+    from gradflow.summary import matches
+
+    overrides = ["optim.betas=[0.9,0.99]", "model.depth=4", "model.widths=[8,16,8]"]
+    name = job_name(overrides)
+    assert name_items(name) == ["model.depth=4", "model.widths=_8,16,8_", "optim.betas=_0.9,0.99_"]
+    assert [k for k, _ in _items(name)] == ["model.depth", "model.widths", "optim.betas"]
+    assert _without_item(f"s/{name}", "model.depth") == "s/model.widths=_8,16,8_,optim.betas=_0.9,0.99_"
+    assert _without_item(f"s/{name}", "model.widths") == "s/model.depth=4,optim.betas=_0.9,0.99_"
+    other = job_name(["optim.betas=[0.9,0.999]", "model.depth=4", "model.widths=[8,16,8]"])
+    assert named_run("optim.betas=[0.9,0.99]", [other, name]) == name
+    assert named_run("betas=[0.9,0.999],depth=4", [other, name]) == other
+    assert name_items("default") == []
+    # --where with a list as typed keeps the runs whose config holds it (ls shows it as [0.9, 0.99])
+    betas = pd.Series([[0.9, 0.99], [0.9, 0.999]])
+    assert matches(betas, "[0.9,0.99]").tolist() == [True, False]
+    assert matches(betas, "[0.9, 0.999]").tolist() == [False, True]
+
+
 def _recorded(folder: Path, frozen: bool = False, steps: int = 20, model=None) -> Path:
     """A Recorder's run of a small tanh MLP, every step probed; frozen: all but its head (requires_grad=False)."""
     import torch

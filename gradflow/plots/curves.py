@@ -20,6 +20,7 @@ from matplotlib.ticker import NullLocator
 from gradflow.errors import GradflowError, NotVaried, did_you_mean
 from gradflow.fmt import fmt
 from gradflow.metrics import accuracy_label, is_regression
+from gradflow.overrides import name_items
 from gradflow.keys import (config_columns, distinct_keys, is_grid, is_missing, is_numeric_key, n_distinct,
                            ordered_values, single_value, swept_keys, vkey)
 from gradflow.plots.labels import (
@@ -398,7 +399,7 @@ def _without_item(run: str, key: str) -> str:
     """A run's name without its `key=value` item: `s1/model.activation=tanh,model.depth=2` ->
     `s1/model.activation=tanh`, `xav/model.depth=4` -> `xav`."""
     folder, _, job = run.rpartition("/")
-    kept = ",".join(item for item in job.split(",") if not item.startswith(f"{key}="))
+    kept = ",".join(item for item in name_items(job) if not item.startswith(f"{key}="))
     return "/".join(part for part in (folder, kept) if part) or run
 
 

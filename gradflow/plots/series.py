@@ -19,6 +19,7 @@ from gradflow import store
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
 from gradflow.keys import hashable, config_columns, ordered_values, run_names, vkey
+from gradflow.overrides import as_in_name, name_items
 
 
 @dataclass
@@ -235,8 +236,8 @@ def title_name(run: str, names: Sequence[str] = ()) -> str:
 
     if len(run) <= TITLE_NAME:
         return run
-    items = run.split(",")
-    shared = set.intersection(*(set(str(n).split(",")) for n in names)) if len(names) > 1 else set()
+    items = name_items(run)
+    shared = set.intersection(*(set(name_items(str(n))) for n in names)) if len(names) > 1 else set()
     return short_id(",".join([i for i in items if i not in shared] or items), TITLE_NAME)
 
 
@@ -247,14 +248,14 @@ def named_run(run: object, runs: list[str]) -> str | None:
     some of its items where no other run has them all (depth=4 beside --where activation=relu)."""
     if str(run) in runs:
         return str(run)
-    same = [r for r in runs if sorted(str(r).split(",")) == sorted(str(run).split(","))]
+    same = [r for r in runs if sorted(name_items(str(r))) == sorted(name_items(str(run)))]
     if len(same) == 1:
         return same[0]
-    same = [r for r in runs if _matched(str(run), str(r)) == len(str(r).split(",")) == len(str(run).split(","))]
+    same = [r for r in runs if _matched(str(run), str(r)) == len(name_items(str(r))) == len(name_items(str(run)))]
     if len(same) == 1:
         return same[0]
     # fewer items than the folder's names, where they name one run alone (--where fixed the others)
-    same = [r for r in runs if _matched(str(run), str(r)) == len(str(run).split(","))]
+    same = [r for r in runs if _matched(str(run), str(r)) == len(name_items(str(run)))]
     return same[0] if len(same) == 1 else None
 
 
@@ -304,7 +305,7 @@ def not_a_run(run: object, runs: list[str], where: str, most: int, named: str = 
               df: pd.DataFrame | None = None) -> str:
     """Why `run` names no one run of `runs`: it matches several (each has its items, or in df its config:
     a key to add tells them apart), or none (the nearest, as choices)."""
-    n = len(str(run).split(","))
+    n = len(name_items(str(run)))
     several = [r for r in runs if _matched(str(run), str(r)) == n] or ([] if df is None else runs_by_config(run, df))
     if len(several) > 1:
         studies = sorted({str(r).rpartition("/")[0] for r in several})  # (in a folder of studies)
@@ -325,7 +326,7 @@ def nearest_runs(run: object, runs: list[str], most: int) -> str:
 def _items(run: str) -> list[tuple[str, str]]:
     """A run id's (key, value) items, past its study's folder in a folder of sweeps (mlps/model.depth=20,seed=0:
     the prefix hid model.depth from a full key)."""
-    return [(k, v) for k, _, v in (item.partition("=") for item in run.rsplit("/", 1)[-1].split(","))]
+    return [(k, v) for k, _, v in (item.partition("=") for item in name_items(run.rsplit("/", 1)[-1]))]
 
 
 def _same_key(k: str, key: str) -> bool:
@@ -368,7 +369,9 @@ def name_says(run: str, key: str, value: Any) -> bool:
 
 
 def _same_value(a: str, b: str) -> bool:
-    if a == b:
+    """Whether two values are one: as written, as the same number, or as a folder's name writes them (a list's
+    [0.9,0.99] is _0.9,0.99_ there)."""
+    if a == b or as_in_name(a) == as_in_name(b):
         return True
     try:
         return float(a) == float(b)
