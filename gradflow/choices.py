@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+RECURRENT = ("rnn", "lstm", "gru")  # gradflow's recurrent models: probe point t is time step t, the head last
 GAIN_INITS = ("xavier_uniform", "xavier_normal", "orthogonal", "delta_orthogonal")
 # choice-specific keys -> the choices they apply to; elsewhere they are not settings (`settings` leaves them out)
 INIT_KEYS = {"init.gain": GAIN_INITS, "init.mode": ("kaiming_uniform", "kaiming_normal"),
@@ -29,7 +30,7 @@ def norm_eps_unread(flat: dict[str, Any]) -> str | None:
                 if variant != "batchnorm" else None)
     if model == "transformer":
         return "model.ln=none has no norm layers (model.ln=pre|post read it)" if flat.get("model.ln") == "none" else None
-    if model in ("rnn", "lstm", "gru", "custom"):  # recurrent cells; a custom model's own layers
+    if model in (*RECURRENT, "custom"):  # recurrent cells; a custom model's own layers
         return f"model={model} has no normalization layer that reads it"
     return None  # (not one of gradflow's models: a Recorder's config, whose keys are the script's own)
 

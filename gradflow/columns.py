@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from gradflow import store
+from gradflow.choices import RECURRENT
 from gradflow.errors import GradflowError, ellipsize, shorten
 from gradflow.fmt import fmt
 from gradflow.keys import abbreviate, full_key, swept_keys
@@ -86,7 +87,7 @@ def _no_fit_at_all(df: pd.DataFrame | None, keys: list[str]) -> bool:
     MLPs too shallow, or a user's model (a Recorder's) whose points mostly have no signal of their own."""
     if df is None or "chi1_measured" in keys or not {"chi1_measured", "signal_ratio.init"} <= set(df):
         return False
-    recurrent = "model.name" in df and df["model.name"].isin(("rnn", "lstm", "gru")).any()  # (time steps: no
+    recurrent = "model.name" in df and df["model.name"].isin(RECURRENT).any()  # (time steps: no
     return bool(not recurrent and df["chi1_measured"].isna().all()  # per-layer fit to expect)
                 and df["signal_ratio.init"].notna().any())
 
@@ -95,7 +96,7 @@ def _recurrent(df: pd.DataFrame) -> bool:
     """Whether every run is of gradflow's recurrent families (which always have model.recurrent_init: a Recorder's
     run of a user's model named gru is not)."""
     return {"model.name", "model.recurrent_init"} <= set(df.columns) and len(df) > 0 and bool(
-        (df["model.name"].isin(("rnn", "lstm", "gru")) & df["model.recurrent_init"].notna()).all())
+        (df["model.name"].isin(RECURRENT) & df["model.recurrent_init"].notna()).all())
 
 
 RECURRENT_WORDS = {"signal_ratio.init": ("first layer / last layer", "first time step / head"),

@@ -21,7 +21,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from gradflow.choices import CHOICE_KEYS, CONDITIONAL_KEYS, NORM_EPS, unread
+from gradflow.choices import CHOICE_KEYS, CONDITIONAL_KEYS, NORM_EPS, RECURRENT, unread
 from gradflow.errors import GradflowError, did_you_mean, shorten
 from gradflow.overrides import as_typed, job_name, last_overrides, override_key, override_value
 
@@ -389,7 +389,7 @@ def _show(value: Any, key: str | None = None) -> str:
     """A value as a message shows it: strings quoted (but a number that `key`, one of NUMBER_OR_WORD_KEYS,
     holds as a string: alpha's 0.5 as the user wrote it, not '0.5'), everything shortened to one line."""
     if isinstance(value, str) and key in NUMBER_OR_WORD_KEYS and value == value.strip() and \
-            not math.isnan(_number(value)):
+            not math.isnan(number_in(value)):
         return shorten(value)
     return shorten(repr(value) if isinstance(value, str) else value)
 
@@ -571,7 +571,7 @@ def _model(m, norm: str) -> None:
         raise GradflowError(f"norm={norm} does not apply to model=custom: gradflow adds no layer to your module; "
                             "put the normalization in the module (or pass it a flag: +model.kwargs.norm=...), "
                             "and leave norm=none")
-    if m.name in ("rnn", "lstm", "gru"):
+    if m.name in RECURRENT:
         _units("model.hidden", m.hidden)
         _choice("model.recurrent_init", m.recurrent_init, RECURRENT_INITS)
         _at_least("model.gain", m.gain, 0)
@@ -629,7 +629,7 @@ def _conditional(cfg) -> None:
 NUMBER_OR_WORD_KEYS = ("model.alpha", "data.scale")
 
 
-def _number(text: str) -> float:
+def number_in(text: str) -> float:
     """A number written as a string key's value (model.alpha, data.scale); NaN where it is none."""
     try:
         return float(text)
@@ -640,7 +640,7 @@ def _number(text: str) -> float:
 def _alpha(alpha: str) -> None:
     if alpha in ALPHA_WORDS:
         return
-    if not math.isfinite(_number(alpha)):
+    if not math.isfinite(number_in(alpha)):
         raise GradflowError(f"model.alpha={_show(alpha, 'model.alpha')} is not allowed; choices: a finite number, "
                             "inv_sqrt_depth (= 1/sqrt(depth)), learnable")
 
@@ -730,7 +730,7 @@ def _scale(cfg) -> None:
                                 "has none: use init=meanfield or a number")
         theory.input_scale(cfg)  # raises where there is no usable fixed point
         return
-    value = _number(scale)
+    value = number_in(scale)
     if not (math.isfinite(value) and value > 0):
         raise GradflowError(f"data.scale={_show(scale, 'data.scale')} is not allowed; choices: a positive number, qstar "
                             "(the first layer starts at the mean-field fixed point q*)")
@@ -888,7 +888,7 @@ def compose(overrides: list[str] | tuple[str, ...] = (), sweep_point: bool = Fal
     except GradflowError:
         raise
     except Exception as e:  # Hydra/OmegaConf errors: make them one line that names the key
-        other = sweep_point and _key_of_another_choice(e)
+        other = sweep_point and key_of_another_choice(e)
         if other:
             return compose([o for o in overrides if override_key(o) != other or o[0] in "+~"], sweep_point=True,
                            typed=typed)
@@ -993,6 +993,11 @@ def parsed_overrides(lines: list[str]) -> list:
     if new:
         _parsed_lines.update(zip(new, override_parser().parse_overrides(new)))
     return [_parsed_lines[line] for line in lines]
+
+
+def forget_parsed_overrides() -> None:
+    """Drop the override lines `parsed_overrides` kept (a sweep's, once it has ended)."""
+    _parsed_lines.clear()
 
 
 def kept(cfg: DictConfig) -> bytes | DictConfig:
@@ -1229,7 +1234,7 @@ def _unknown_key(text: str) -> str | None:
     return None
 
 
-def _key_of_another_choice(e: Exception) -> str | None:
+def key_of_another_choice(e: Exception) -> str | None:
     """The key a composition failed on where it is a key of another choice of its group (optim.momentum
     with optim=adam), else None."""
     key = _unknown_key(_error_text(e))

@@ -14,13 +14,12 @@ import traceback
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import NamedTuple
 
 import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from gradflow import data as datasets
+from gradflow import data as data_mod  # (`data` names the built Data below)
 from gradflow import models, store, summary, theory, workers
 from gradflow.choices import settings
 from gradflow.config import batch_fits, resolve_device
@@ -31,7 +30,6 @@ from gradflow.probes import quantities as pq
 from gradflow.probes.core import Probes
 from gradflow.train import Failed, Interrupted, ProgressFn, TrainResult, train
 
-EVALUATED = ("train", "test")  # the splits whose last evaluation is a run's final metrics
 TORCH_THREADS = torch.get_num_threads()  # torch's own intra-op thread count here, before a run sets one
 
 
@@ -54,9 +52,9 @@ def _prepare(cfg: DictConfig):
     # threads=0: torch's own count, also after an earlier run in this process (a sweep) set another
     torch.set_num_threads(cfg.threads or workers.default_threads(TORCH_THREADS))
     torch.manual_seed(cfg.seed)
-    data = datasets.build(cfg.data, device, theory.input_scale(cfg))
+    data = data_mod.build(cfg.data, device, theory.input_scale(cfg))
     if "root" in cfg.data:  # files that hold fewer than the full set validation counted
-        batch_fits(cfg.train.batch_size, len(data.x_train), cfg.data.name, f" under {datasets.data_root(cfg.data.root)}")
+        batch_fits(cfg.train.batch_size, len(data.x_train), cfg.data.name, f" under {data_mod.data_root(cfg.data.root)}")
     model = models.build(cfg, data.input_shape, data.n_classes, per_step=data.task in ("per_step", "next_token"),
                          vocab=data.vocab)
     initialize(model, cfg.init, activation_kind(model) if cfg.model.activation == "auto" else cfg.model.activation)
@@ -108,7 +106,7 @@ def _execute(cfg: DictConfig, job_dir: Path, name: str, on_step: ProgressFn | No
               "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "config_hash": digest, **store.environment(), "config": flat}
     if "root" in cfg.data:  # the folder its files are read from (data.root "" is $GRADFLOW_DATA, else ./data)
-        record["data_root"] = str(datasets.data_root(cfg.data.root).expanduser().resolve())
+        record["data_root"] = str(data_mod.data_root(cfg.data.root).expanduser().resolve())
     start = time.perf_counter()
     try:
         device, data, model = prepare(cfg, isolate)
@@ -190,28 +188,12 @@ def _record(job_dir: Path, record: dict, result: TrainResult, error: Exception |
                   diverged_step=result.diverged_step, diverged_layer=result.diverged_layer,
                   diverged_in=result.diverged_in,
                   fused_steps=probes.fused_steps,  # probed steps whose statistics the fused CPU kernels took
-                  **final_metrics(result.metrics, result.status))
+                  **summary.final_metrics(result.metrics, result.status))
     if result.status == store.OK and result.steps_done:  # a run of 0 steps (init only) had nothing to learn
-        record["flags"] = learned_nothing(layers, record["final"], chance_level(data, flat),
-                                          first_metrics(result.metrics), steps=result.steps_done)
+        record["flags"] = summary.learned_nothing(layers, record["final"], chance_level(data, flat),
+                                                  summary.first_metrics(result.metrics), steps=result.steps_done)
     record["wall_time"] = round(time.perf_counter() - start, 4)
     store.finish(job_dir, record)
-
-
-def final_metrics(metrics: list[tuple[int, str, str, float]], status: str) -> dict:
-    """{"final": {...}} from the last evaluation; for a diverged run, only the last evaluation whose
-    every value is finite, under "last_finite" with its step, and for an interrupted one its last
-    evaluation under "last_evaluated", with its step, so that neither is read as a final result."""
-    by_step: dict[int, dict[str, float]] = {}
-    for step, split, metric, value in metrics:
-        if split in EVALUATED:
-            by_step.setdefault(step, {})[f"{split}_{metric}"] = value
-    if status == store.INTERRUPTED:  # its last evaluation, with its step: no final result
-        return {"final": {}, "last_evaluated": {store.STEP: max(by_step), **by_step[max(by_step)]} if by_step else {}}
-    if status != store.DIVERGED:
-        return {"final": by_step[max(by_step)] if by_step else {}}
-    finite = [s for s, row in by_step.items() if all(math.isfinite(v) for v in row.values())]
-    return {"final": {}, "last_finite": {store.STEP: max(finite), **by_step[max(finite)]} if finite else {}}
 
 
 @contextmanager
@@ -245,22 +227,7 @@ def _exit_on_second_interrupt():
         signal.signal(signal.SIGINT, previous)
 
 
-CHANCE_MARGIN = 0.99  # a net stuck at chance hovers around ln(n_classes), a little either side
-# ... and its accuracy around 1/n_classes (the most frequent class's share, where classes are uneven): a net
-# whose train accuracy reaches 1.5/n_classes learned something, whatever its loss (an overconfident net)
-CHANCE_ACC = 1.5
-GREW = 1.5  # a final train loss this many times the first evaluation's: training made the net worse
-
-
-class Chance(NamedTuple):
-    """What a net that learned nothing scores (`chance_level`)."""
-
-    loss: float  # its train loss
-    classes: int  # the classes its accuracy guesses among
-    words: str  # the loss level, as a flag says it
-
-
-def chance_level(data, flat: dict) -> Chance | None:
+def chance_level(data, flat: dict) -> summary.Chance | None:
     """What a net that learned nothing scores on `data` (a run's flat config `flat`): its loss, the classes
     its accuracy guesses among, and the words for that loss; None where there is no such level (regression,
     next-token prediction). A classifier's is ln(n_classes); the copy task's the memoryless strategy's
@@ -268,48 +235,15 @@ def chance_level(data, flat: dict) -> Chance | None:
     classifier's ln(classes) was never reached by a loss averaged over mostly blank steps."""
     if data.task == "classification" and data.n_classes > 1:
         n = data.n_classes
-        return Chance(math.log(n), n, f"chance is ln {n} = {math.log(n):.4g}")
+        return summary.Chance(math.log(n), n, f"chance is ln {n} = {math.log(n):.4g}")
     if flat.get("data.name") == "copy":
         from gradflow.datasets import copy_task_baseline
 
         symbols = int(flat["data.n_symbols"])
         level = copy_task_baseline(int(flat["data.T"]), symbols, int(flat["data.copy_len"]))
-        return Chance(level, symbols, f"the memoryless baseline (blanks, then a guess among {symbols} symbols) is "
+        return summary.Chance(level, symbols, f"the memoryless baseline (blanks, then a guess among {symbols} symbols) is "
                                       f"{level:.4g}")
     return None
-
-
-def learned_nothing(layers: pd.DataFrame, final: dict, chance: Chance | None, first: dict | None = None,
-                    steps: int | None = None) -> list[str]:
-    """Why a run that finished cleanly is still no success (run.json `flags`; `run` and `ls` show them):
-    every hidden layer's weight gradient exactly 0 at the end (e.g. all ReLUs dead); a final train loss at
-    or above `chance` (`chance_level`'s; None: no chance level), with a train accuracy below CHANCE_ACC /
-    its classes; or a final train loss GREW times the first evaluation's (`first`, that evaluation's
-    metrics: an exploding regression net, 1.5 at step 0 and 4e20 at the end, stays finite). `steps`:
-    how many it trained, said beside the loss (a 5-step try-out reads "learned nothing" too)."""
-    flags = []
-    if not layers.empty:
-        end = store.profile(layers, "grad_norm", store.last_step(layers))
-        hidden = end[end.index != end.index.max()]  # the head's gradient is the loss's, not the network's
-        # (none at all where every probed weight is frozen: a Recorder's adapter fine-tune)
-        if len(hidden) and (hidden == 0).all():
-            flags.append("learned nothing: every hidden weight gradient is exactly 0 at the end")
-    loss, acc = final.get("train_loss", math.nan), final.get("train_acc", math.nan)
-    if chance is not None and math.isfinite(loss) and loss > CHANCE_MARGIN * chance.loss \
-            and not acc >= CHANCE_ACC / chance.classes:
-        after = f" after {steps} step{'s' * (steps != 1)}" if steps else ""
-        flags.append(f"learned nothing: final train loss {loss:.4g}{after}, {chance.words}")
-    start = (first or {}).get("train_loss", math.nan)
-    if math.isfinite(loss) and math.isfinite(start) and start > 0 and loss > GREW * start:
-        flags.append(f"loss grew: final train loss {loss:.4g}, {start:.4g} at the first evaluation")
-    return flags
-
-
-def first_metrics(metrics: list[tuple[int, str, str, float]]) -> dict:
-    """The first evaluation's metrics ({"train_loss": ..., ...}), as final_metrics reads the last."""
-    steps = [step for step, split, _, _ in metrics if split in EVALUATED]
-    return {f"{split}_{metric}": value for step, split, metric, value in metrics
-            if split in EVALUATED and step == min(steps)} if steps else {}
 
 
 def _failed(job_dir, record, e: Exception, start: float, steps_done: int = 0) -> dict:

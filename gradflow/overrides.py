@@ -44,6 +44,14 @@ def name_items(name: str) -> list[str]:
     return items
 
 
+def without_item(run: str, key: str) -> str:
+    """A run's name without its `key=value` item: `s1/model.activation=tanh,model.depth=2` ->
+    `s1/model.activation=tanh`, `xav/model.depth=4` -> `xav`."""
+    folder, _, job = run.rpartition("/")
+    kept = ",".join(item for item in name_items(job) if not item.startswith(f"{key}="))
+    return "/".join(part for part in (folder, kept) if part) or run
+
+
 def as_in_name(value: str) -> str:
     """A value as a run folder's name writes it ([0.9,0.99] as _0.9,0.99_), to match one typed against it."""
     return _UNSAFE.sub("_", _readable(value))

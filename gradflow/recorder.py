@@ -609,9 +609,7 @@ class Recorder:
         if status == store.DIVERGED and "diverged_step" in self._record:  # the updates before it, as
             done = min(done, self._record["diverged_step"])  # `gradflow run` counts them
         if status == store.OK and done:  # every hidden weight gradient 0 at the end (a dead ReLU net, say)
-            from gradflow.job import learned_nothing
-
-            self._record["flags"] = learned_nothing(layers, final, None) + (
+            self._record["flags"] = summary.learned_nothing(layers, final, None) + (
                 [f"no update: the scaler skipped every probed step, all {len(probed)} (their gradients were not "
                  f"finite at its loss scale, {self.scaler.get_scale():g} at the end)"] if skipped_all else [])
         # steps: the steps the loop took (0 .. last), as `gradflow run`'s is the steps it was to take

@@ -301,7 +301,7 @@ def settings_only(text: str) -> str:
     A key that takes a number or a word (model.alpha: 0.5 or inv_sqrt_depth) is a string in the schema, so
     config.yaml quotes its number ('1.0'): shown as the user typed it, 1.0 (its words read as they were)."""
     from gradflow.choices import settings
-    from gradflow.config import NUMBER_OR_WORD_KEYS, _number
+    from gradflow.config import NUMBER_OR_WORD_KEYS, number_in
 
     try:
         tree = yaml.safe_load(text)
@@ -312,7 +312,7 @@ def settings_only(text: str) -> str:
     flat = store.flatten(tree)
     drop = set(flat) - set(settings(flat))
     typed = [k for k in NUMBER_OR_WORD_KEYS if k not in drop and isinstance(flat.get(k), str)
-             and math.isfinite(_number(flat[k]))]
+             and math.isfinite(number_in(flat[k]))]
     for key in [*drop, *typed]:
         *parents, leaf = key.split(".")
         node = tree

@@ -544,7 +544,7 @@ def writer(study: Path) -> tuple[str, bool] | None:
     pid, host, named = who
     here = host == socket.gethostname()
     held = _held(Path(study) / LOCK_FILE) if here else None
-    if held is False or (held is None and here and not _alive(pid)):
+    if held is False or (held is None and here and not pid_alive(pid)):
         return None
     return named, held is True
 
@@ -707,7 +707,7 @@ def _loads(path: Path) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -767,7 +767,7 @@ def status_of(job_dir: Path, rec: dict | None, spec: dict | None = None) -> tupl
     if status == RUNNING:
         pid = rec.get("pid")
         if rec.get("host") == socket.gethostname() and isinstance(pid, int):
-            if not _alive(pid):
+            if not pid_alive(pid):
                 return INTERRUPTED, f"its process {pid} ended before the run did"
             # every writer holds its study's lock, whose holder file goes with it: none, and the pid is
             # another process's now (a container restarted: pids start small again)

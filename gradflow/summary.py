@@ -12,7 +12,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -594,3 +594,69 @@ def _job_matches(job: str, column_key: str, value: str) -> bool:
         if column_key in (key.lstrip("+~"), f"{key.lstrip('+~')}.name"):  # (init=... sets init.name)
             return bool(matches_any(pd.Series([v]), value).iloc[0])  # (--where depth=2,3: its runs not run too)
     return True
+
+
+# --- how a run ended: its final metrics, and whether it learned anything ---------------------------
+EVALUATED = ("train", "test")  # the splits whose last evaluation is a run's final metrics
+CHANCE_MARGIN = 0.99  # a net stuck at chance hovers around ln(n_classes), a little either side
+# ... and its accuracy around 1/n_classes (the most frequent class's share, where classes are uneven): a net
+# whose train accuracy reaches 1.5/n_classes learned something, whatever its loss (an overconfident net)
+CHANCE_ACC = 1.5
+GREW = 1.5  # a final train loss this many times the first evaluation's: training made the net worse
+
+
+class Chance(NamedTuple):
+    """What a net that learned nothing scores (`job.chance_level`: it reads the data)."""
+
+    loss: float  # its train loss
+    classes: int  # the classes its accuracy guesses among
+    words: str  # the loss level, as a flag says it
+
+
+def final_metrics(metrics: list[tuple[int, str, str, float]], status: str) -> dict:
+    """{"final": {...}} from the last evaluation; for a diverged run, only the last evaluation whose
+    every value is finite, under "last_finite" with its step, and for an interrupted one its last
+    evaluation under "last_evaluated", with its step, so that neither is read as a final result."""
+    by_step: dict[int, dict[str, float]] = {}
+    for step, split, metric, value in metrics:
+        if split in EVALUATED:
+            by_step.setdefault(step, {})[f"{split}_{metric}"] = value
+    if status == store.INTERRUPTED:  # its last evaluation, with its step: no final result
+        return {"final": {}, "last_evaluated": {store.STEP: max(by_step), **by_step[max(by_step)]} if by_step else {}}
+    if status != store.DIVERGED:
+        return {"final": by_step[max(by_step)] if by_step else {}}
+    finite = [s for s, row in by_step.items() if all(math.isfinite(v) for v in row.values())]
+    return {"final": {}, "last_finite": {store.STEP: max(finite), **by_step[max(finite)]} if finite else {}}
+
+
+def learned_nothing(layers: pd.DataFrame, final: dict, chance: Chance | None, first: dict | None = None,
+                    steps: int | None = None) -> list[str]:
+    """Why a run that finished cleanly is still no success (run.json `flags`; `run` and `ls` show them):
+    every hidden layer's weight gradient exactly 0 at the end (e.g. all ReLUs dead); a final train loss at
+    or above `chance` (`job.chance_level`'s; None: no chance level), with a train accuracy below CHANCE_ACC /
+    its classes; or a final train loss GREW times the first evaluation's (`first`, that evaluation's
+    metrics: an exploding regression net, 1.5 at step 0 and 4e20 at the end, stays finite). `steps`:
+    how many it trained, said beside the loss (a 5-step try-out reads "learned nothing" too)."""
+    flags = []
+    if not layers.empty:
+        end = store.profile(layers, "grad_norm", store.last_step(layers))
+        hidden = end[end.index != end.index.max()]  # the head's gradient is the loss's, not the network's
+        # (none at all where every probed weight is frozen: a Recorder's adapter fine-tune)
+        if len(hidden) and (hidden == 0).all():
+            flags.append("learned nothing: every hidden weight gradient is exactly 0 at the end")
+    loss, acc = final.get("train_loss", math.nan), final.get("train_acc", math.nan)
+    if chance is not None and math.isfinite(loss) and loss > CHANCE_MARGIN * chance.loss \
+            and not acc >= CHANCE_ACC / chance.classes:
+        after = f" after {steps} step{'s' * (steps != 1)}" if steps else ""
+        flags.append(f"learned nothing: final train loss {loss:.4g}{after}, {chance.words}")
+    start = (first or {}).get("train_loss", math.nan)
+    if math.isfinite(loss) and math.isfinite(start) and start > 0 and loss > GREW * start:
+        flags.append(f"loss grew: final train loss {loss:.4g}, {start:.4g} at the first evaluation")
+    return flags
+
+
+def first_metrics(metrics: list[tuple[int, str, str, float]]) -> dict:
+    """The first evaluation's metrics ({"train_loss": ..., ...}), as final_metrics reads the last."""
+    steps = [step for step, split, _, _ in metrics if split in EVALUATED]
+    return {f"{split}_{metric}": value for step, split, metric, value in metrics
+            if split in EVALUATED and step == min(steps)} if steps else {}

@@ -1040,7 +1040,7 @@ def _hydra_composes_less():
     finally:
         Sweeper.validate_batch_is_legal, hydra_internal.ConfigLoaderImpl, Hydra.get_mode = check, loader, mode
         _composed.clear()
-        config_mod._parsed_lines.clear()
+        config_mod.forget_parsed_overrides()
 
 
 # JobConfigLoader's composed jobs, by what they share (this process's sweep), pickled where they can be (config.kept)
@@ -1158,7 +1158,7 @@ def _values_pass_over(every: bool):
             try:
                 apply([o], cfg)
             except ConfigCompositionException as e:
-                if o.is_hydra_override() or not (every or config_mod._key_of_another_choice(e)):
+                if o.is_hydra_override() or not (every or config_mod.key_of_another_choice(e)):
                     raise
 
     ConfigLoaderImpl._apply_overrides_to_config = staticmethod(leniently)

@@ -342,7 +342,7 @@ def quiet_when_interrupted(kind, value, tb) -> None:
     from gradflow import store
 
     deadline = time.monotonic() + 2.0
-    while not _interrupted and store._alive(owner()):
+    while not _interrupted and store.pid_alive(owner()):
         if time.monotonic() > deadline:
             sys.__excepthook__(kind, value, tb)
             return
@@ -364,7 +364,7 @@ def leave_with_sweep() -> None:
     from gradflow import store
 
     def watch() -> None:
-        while store._alive(sweep_pid):
+        while store.pid_alive(sweep_pid):
             time.sleep(0.5)
         os._exit(1)
 

@@ -294,8 +294,7 @@ def test_a_list_value_in_a_run_name_is_one_item():
     # item from the name left the list cut
     import pandas as pd
 
-    from gradflow.overrides import job_name, name_items
-    from gradflow.plots.curves import _without_item
+    from gradflow.overrides import job_name, name_items, without_item
     from gradflow.plots.series import _items, named_run
     from gradflow.summary import matches
 
@@ -303,8 +302,8 @@ def test_a_list_value_in_a_run_name_is_one_item():
     name = job_name(overrides)
     assert name_items(name) == ["model.depth=4", "model.widths=_8,16,8_", "optim.betas=_0.9,0.99_"]
     assert [k for k, _ in _items(name)] == ["model.depth", "model.widths", "optim.betas"]
-    assert _without_item(f"s/{name}", "model.depth") == "s/model.widths=_8,16,8_,optim.betas=_0.9,0.99_"
-    assert _without_item(f"s/{name}", "model.widths") == "s/model.depth=4,optim.betas=_0.9,0.99_"
+    assert without_item(f"s/{name}", "model.depth") == "s/model.widths=_8,16,8_,optim.betas=_0.9,0.99_"
+    assert without_item(f"s/{name}", "model.widths") == "s/model.depth=4,optim.betas=_0.9,0.99_"
     other = job_name(["optim.betas=[0.9,0.999]", "model.depth=4", "model.widths=[8,16,8]"])
     assert named_run("optim.betas=[0.9,0.99]", [other, name]) == name
     assert named_run("betas=[0.9,0.999],depth=4", [other, name]) == other

@@ -606,7 +606,7 @@ def test_an_exploding_regression_run_is_flagged_as_its_loss_grew(cli, results):
     ({"train_loss": 6.1, "train_acc": 0.1}, {"train_loss": 2.3, "train_acc": 0.1}, ["learned nothing", "loss grew"]),
 ])
 def test_flags_read_accuracy_beside_the_loss(final, first, flags):
-    from gradflow.job import Chance, learned_nothing
+    from gradflow.summary import Chance, learned_nothing
 
     chance = Chance(math.log(10), 10, "chance is ln 10")
     found = learned_nothing(pd.DataFrame(columns=["step", "layer", "name", "quantity", "value"]), final, chance, first)

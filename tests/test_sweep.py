@@ -646,7 +646,7 @@ def test_job_configs_from_a_copy_equal_hydras_own_compose(tmp_path, fixed):
         assert len(sweep_mod._composed) == 2  # one compose per structure; the others were copies
     finally:
         sweep_mod._composed.clear()
-        config_mod._parsed_lines.clear()
+        config_mod.forget_parsed_overrides()
 
 
 def test_the_loader_composes_shared_structures_once_and_takes_them_to_its_workers(tmp_path, monkeypatch):
@@ -693,7 +693,7 @@ def test_the_loader_composes_shared_structures_once_and_takes_them_to_its_worker
         assert [key[3] for key in sweep_mod._composed] == [("init=xavier_normal",)]
     finally:
         sweep_mod._composed.clear()
-        config_mod._parsed_lines.clear()
+        config_mod.forget_parsed_overrides()
 
 
 @pytest.fixture

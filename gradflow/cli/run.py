@@ -27,7 +27,7 @@ from gradflow.fmt import and_list, fmt
 from gradflow.probes.quantities import JACOBIAN_MODEL, QUANTITIES
 from gradflow.overrides import job_name, last_overrides, point_name
 from gradflow.metrics import REGRESSION_TOLERANCE, is_regression
-from gradflow.plots.labels import RECURRENT
+from gradflow.choices import RECURRENT
 from gradflow.summary import RESIDUAL_STREAM, block_of
 
 

@@ -20,7 +20,7 @@ from matplotlib.ticker import NullLocator
 from gradflow.errors import GradflowError, NotVaried, did_you_mean
 from gradflow.fmt import fmt
 from gradflow.metrics import accuracy_label, is_regression
-from gradflow.overrides import name_items
+from gradflow.overrides import without_item
 from gradflow.keys import (config_columns, distinct_keys, is_grid, is_missing, is_numeric_key, n_distinct,
                            ordered_values, single_value, swept_keys, vkey)
 from gradflow.plots.labels import (
@@ -49,7 +49,7 @@ METRICS_REQUIRED = ("run", "step", "split", "metric", "value")
 RUNS_REQUIRED = ("run",)
 
 
-def _to_divergence(metrics: pd.DataFrame, drawn: pd.DataFrame) -> pd.DataFrame:
+def to_divergence(metrics: pd.DataFrame, drawn: pd.DataFrame) -> pd.DataFrame:
     """The drawn rows, each diverged run's curves carried to the step it diverged at (its last step in
     `metrics`: the training loop logs that step's batch loss and gradient norm) with a non-finite value
     there, where its evaluations stopped earlier: the mark is then drawn at that step, not at the last
@@ -155,7 +155,7 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
     if not splits:
         raise GradflowError("the metrics table has no train, test or batch rows; splits present: "
                             + ", ".join(map(str, ordered_values(df["split"]))))
-    df = _to_divergence(df, df[df["metric"].isin(rows) & df["split"].isin(splits)])
+    df = to_divergence(df, df[df["metric"].isin(rows) & df["split"].isin(splits)])
     k = over_steps_keys(df, "curves", color, facet, by_source, AUTO_CURVE_PANELS)
     sources, by_source, swept, group_keys = k.sources, k.by_source, k.swept, k.group_keys
     color, style, also, between, marker = k.color, k.style, k.also, k.between, k.marker
@@ -334,7 +334,7 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
     if by is None and not multi_source and not is_grid(df, swept + [length]):
         # runs not swept together (a folder of several sweeps): a legended line for each run's name but its
         # depth item, so a sweep's depths join and runs of different sweeps or settings never pool
-        df = df.assign(run=df["run"].map(lambda run: _without_item(str(run), length)))
+        df = df.assign(run=df["run"].map(lambda run: without_item(str(run), length)))
         by, style, also, between, group_keys, inert = "run", None, [], [], ["run"], []
     else:
         by = by or (swept[0] if swept else None)
@@ -394,13 +394,6 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
     set_title(fig, f"{name} (input / output) vs {along}, {where}", df, extra, skip=swept + [length])
     return fig
 
-
-def _without_item(run: str, key: str) -> str:
-    """A run's name without its `key=value` item: `s1/model.activation=tanh,model.depth=2` ->
-    `s1/model.activation=tanh`, `xav/model.depth=4` -> `xav`."""
-    folder, _, job = run.rpartition("/")
-    kept = ",".join(item for item in name_items(job) if not item.startswith(f"{key}="))
-    return "/".join(part for part in (folder, kept) if part) or run
 
 
 def depth_key(df: pd.DataFrame) -> str:

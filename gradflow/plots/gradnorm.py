@@ -14,7 +14,7 @@ from matplotlib.text import Text
 
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
-from gradflow.plots.curves import METRICS_REQUIRED, _to_divergence, over_steps_keys
+from gradflow.plots.curves import METRICS_REQUIRED, to_divergence, over_steps_keys
 from gradflow.keys import ordered_values, vkey
 from gradflow.plots.labels import set_title, value_label
 from gradflow.plots.series import Series, collect_series, require, sort_series
@@ -69,7 +69,7 @@ def gradnorm(metrics: pd.DataFrame, color: str | None = None, by_source: bool = 
                             "window by `gradflow run` and `gradflow sweep` training (train.steps > 0); a Recorder's "
                             "runs have it where the loop logs it: rec.log(step, opt_grad_norm=norm), norm the total "
                             "norm clip_grad_norm_ returns")
-    logged = _to_divergence(df, norms)
+    logged = to_divergence(df, norms)
     drawn = _diverged_early(df, logged)  # a diverged run's line ends where it did, non-finite
     early = drawn["run"].nunique() - logged["run"].nunique()  # (diverged before their first window: a mark alone)
     shares = clipped_shares(df)

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
+from gradflow.choices import RECURRENT
 from gradflow.fmt import fmt
 from gradflow.probes.quantities import QUANTITIES as PROBES
 from gradflow.keys import is_missing, n_distinct, ordered_values, single_value
@@ -52,7 +53,6 @@ TENSORS: dict[str, Label] = {
 SPECTRUM = Label(r"singular value $s$ of the input-output Jacobian $\partial h_L/\partial x$", "Jacobian spectrum")
 
 
-RECURRENT = ("rnn", "lstm", "gru")  # probe point t is time step t, the head comes last
 
 
 def model_names(df: pd.DataFrame) -> set[str]:

@@ -211,7 +211,7 @@ def _hist_step0_runs(hists: pd.DataFrame) -> list[tuple[list, str]]:
     """(the runs, its name) per distinct step-0 measurement: a run each, but runs that differ only in keys
     acting on the updates (optim.lr, ...) and counted the same at step 0 (`distributions.hist_init_keys`) are
     one, named after the first without those keys' items (model.activation=relu)."""
-    from gradflow.plots.curves import _without_item
+    from gradflow.overrides import without_item
     from gradflow.plots.distributions import hist_init_keys
     from gradflow.plots.style import alike_runs
 
@@ -223,7 +223,7 @@ def _hist_step0_runs(hists: pd.DataFrame) -> list[tuple[list, str]]:
     for runs in groups:
         name = str(runs[0])
         for key in inert:
-            name = _without_item(name, key)
+            name = without_item(name, key)
         names.append(name)
     if len(set(names)) < len(names):  # (names alike but for those items: each its first run's)
         names = [str(runs[0]) for runs in groups]
