@@ -493,9 +493,7 @@ def lock(study: Path, command: str | None = None, elsewhere: str = "name=<anothe
         try:
             held.acquire()
         except Timeout:
-            holder = _holder(study)
-            raise GradflowError(f"{study} is being written by {holder}; wait for it to finish, "
-                                f"or write elsewhere with {elsewhere}") from None
+            raise _written_by(study, _holder(study), elsewhere) from None
         if _locks_the_file(held, study / LOCK_FILE):
             break
         held.release()  # (a lock file its last holder removed as this one took it: that lock holds nothing)
@@ -530,6 +528,20 @@ def _locks_the_file(held, path: Path) -> bool:
         return os.path.samestat(os.fstat(fd), os.stat(path))
     except OSError:
         return False
+
+
+def _written_by(study: Path, holder: str, elsewhere: str) -> GradflowError:
+    return GradflowError(f"{study} is being written by {holder}; wait for it to finish, or write elsewhere with "
+                         f"{elsewhere}")
+
+
+def refuse_if_written(study: Path, elsewhere: str = "name=<another name>") -> None:
+    """Refuse at once where another process surely holds `study`'s lock (`writer`), before a command says
+    what it would do there (a sweep's runs to replace, its stale ones: read while another writes them),
+    which `lock` would refuse after."""
+    who, holder = writer(study), _holder_file(Path(study))
+    if who is not None and who[1] and holder is not None and holder[0] != os.getpid():
+        raise _written_by(Path(study), who[0], elsewhere)
 
 
 def writer(study: Path) -> tuple[str, bool] | None:

@@ -352,8 +352,9 @@ def _launcher_value(o, launcher: str, key: str, value: str) -> None:
         raise GradflowError(f"{o.input_line} is not allowed: timeout_min is each job's time limit in minutes (1 or "
                             "more)")
     if launcher == "joblib" and key == "n_jobs" and not (re.fullmatch(r"-?\d+", value) and int(value) != 0):
-        raise GradflowError(f"{o.input_line} is not allowed: n_jobs is the number of workers (1 or more; -1 for "
-                            "one per CPU core)")
+        raise GradflowError(f"{o.input_line} is not allowed: n_jobs is the number of workers: 1 or more, "
+                            "or counted back from the CPU cores as joblib counts them (-1 one per core, -2 all but "
+                            "one)")
     if o.is_delete() or value in ("None", "null") or "${" in value:  # (the plugin's default, or resolved later)
         return
     kind = _launcher_kinds(launcher).get(key)

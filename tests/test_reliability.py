@@ -237,6 +237,25 @@ def test_a_writer_that_has_the_lock_but_has_not_yet_said_who_it_is_is_still_name
         held.release()
 
 
+def test_a_sweep_refused_by_another_process_says_nothing_of_the_runs_it_found(cli, results):
+    # the sweep planned, said "1 run in results/s is not a point of this sweep (stale)" (and would have
+    # said which runs it would replace) of another sweep's runs, then was refused by the lock: the error alone
+    assert _sweep(cli, results, "model.depth=2,3").exit_code == 0
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from gradflow import store\n"
+         f"with store.lock(sys.argv[1], 'gradflow sweep held-elsewhere'):\n print('held', flush=True); time.sleep(60)",
+         str(results / "s")], stdout=subprocess.PIPE, text=True, env=ENV)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        out = _sweep(cli, results, "model.depth=2")
+        _one_line_error(out, "is being written by", f"pid {holder.pid}", "held-elsewhere")
+        assert "stale" not in out.output and "sweep " not in out.stdout, out.output
+    finally:
+        holder.kill()
+        holder.wait()
+    assert "stale" in _sweep(cli, results, "model.depth=2").output  # released: now it is this sweep's to say
+
+
 def test_a_lock_on_a_file_its_last_holder_removed_is_no_lock(results):
     # the last holder of a new study's lock, having written nothing, removed the lock file as it left: a writer
     # that opened the file just before took a lock on the removed file, and a third, making a new file,

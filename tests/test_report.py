@@ -116,7 +116,7 @@ def test_a_sweep_without_report_says_whether_the_page_it_names_is_from_before(st
     (results / "grid" / "report.html").unlink()
     text = " ".join(cli("sweep", *SWEEP, f"results={results}", "--name", "grid").output.split())
     page = results / "grid" / "report.html"
-    assert f"report page not written (--report or `gradflow report` writes it): {page}" in text
+    assert f"report page not written; --report or `gradflow report` writes it to: {page}" in text
 
 
 def test_the_page_of_a_sweep_cut_short_says_what_is_not_run(study, tmp_path):

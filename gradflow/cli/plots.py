@@ -77,7 +77,7 @@ def plot(
         show_default="0")] = None,
     color: Annotated[Optional[str], typer.Option(
         help="profile, curves, gradnorm, ratio, spectrum: the swept key that colours the lines.",
-        show_default="first swept key")] = None,
+        show_default="the swept key with the fewest values, not depth")] = None,
     facet: Annotated[Optional[str], typer.Option(
         help="profile, curves, gradnorm, grid: one panel (curves: a train | test pair) per value of this swept key.",
         show_default=False)] = None,
@@ -481,7 +481,7 @@ def compare(
     step: Annotated[Optional[str], typer.Option(
         help="profile/spectrum: a probed step or 'last'; ratio: 0 (init) or last (end).", show_default="0")] = None,
     color: Annotated[Optional[str], typer.Option(help="The swept key that colours the lines.",
-                                                 show_default="first swept key")] = None,
+                                                 show_default="the swept key with the fewest values, not depth")] = None,
     by: Annotated[Optional[list[str]], typer.Option(
         "--by", metavar="KEY", help="Line runs up across sources by their values of this key (repeatable); "
                                     "default: the swept keys whose values the sources share.",

@@ -73,9 +73,9 @@ def report_page(paths: list, write: bool) -> None:
             print_note(f"report: {report_mod.write(paths)}")  # (a long path on a line of its own, whole)
     else:
         page = report_mod.page_path(paths)
-        made = ("from an earlier command (--report updates it)" if page.exists()
-                else "not written (--report or `gradflow report` writes it)")
-        print_note(f"report page {made}: {page}")
+        made = ("report page from an earlier command (--report updates it)" if page.exists()
+                else "report page not written; --report or `gradflow report` writes it to")
+        print_note(f"{made}: {page}")
 
 
 def _say_moved(moved: list) -> None:
@@ -160,6 +160,7 @@ def run_plan(p, table: bool = True) -> pd.DataFrame:
     watcher = None  # counts the finished runs; Ctrl-C before it exists has finished none
     started = time.perf_counter()
     try:  # Ctrl-C is one line and exit 130, however early it comes
+        store.refuse_if_written(p.root)  # (before the header: its stale and replaced runs are another's)
         sweep_mod.check_replacement_builds(p)  # (before the header says they will be replaced)
         _header(p, skipped)
         # piped (a log file), no bar's last frame (its "time remaining 0:00:00" says nothing there): a sweep's
