@@ -1023,6 +1023,36 @@ def test_ratio_against_depth(sweep):
     assert lines_with(fig, "nonfinite")
 
 
+def test_the_ratio_at_the_end_is_a_diverged_runs_last_before_it_and_no_point_where_it_is_0_over_0():
+    """At the last step, the ratio figure took each run's last probed step: a diverged run's is the step its
+    values went NaN/inf, so it was drawn as diverged with no value where `ls` gives its ratio end (the last
+    step before), and a run that finished with every gradient exactly 0 (0 / 0) was marked "NaN/inf or
+    diverged" too, where `ls` shows `-`."""
+    from gradflow import store
+    from gradflow.plots.series import first_last
+
+    configs = [config(d, "tanh", 1) for d in (5, 10, 20)] + [config(d, "relu", 1) for d in (5, 10, 20)]
+    bad, dead = run_id(configs[4]), run_id(configs[5])  # relu at depth 10 diverged, relu at 20 all zero
+    layers, _, _ = fabricate(configs, diverged=(bad,))
+    layers[store.DIVERGED_AT] = np.where(layers["run"] == bad, 30, np.nan)
+    layers.loc[(layers["run"] == dead) & (layers["quantity"] == "grad_norm"), "value"] = 0.0
+    end = first_last(layers, "grad_norm", "final").set_index("run")["value"]
+    before = layers[(layers["run"] == bad) & (layers["step"] < 30)]["step"].max()
+    assert before < 30 and end[bad] == pytest.approx(RATE["relu"] ** 10)  # (as at every step before it)
+    assert np.isnan(end[dead])
+    fig = figures.ratio(layers, "final")
+    (ax,) = fig.axes[:1]
+    drawn = fig.data["lines"]
+    relu = drawn[drawn["line"].astype(str).str.contains("relu")]
+    assert sorted(relu["x"]) == [5, 10]  # the 0 / 0 run is no point; the diverged one is, at its value
+    assert relu.set_index("x")["y"][10] == pytest.approx(RATE["relu"] ** 10)
+    (cross,) = [c for c in ax.collections if c.get_gid() == "diverged after"]
+    assert cross.get_offsets().tolist() == [[10.0, pytest.approx(RATE["relu"] ** 10)]]
+    assert not lines_with(fig, "nonfinite")
+    assert "1 run not drawn: no ratio (0 / 0" in " ".join(fig._suptitle.get_text().split())
+    assert "diverged: its last probed step before it" in " ".join(" ".join(legend_texts(fig)).split())
+
+
 def test_ratio_theory_follows_chi1():
     theory = pytest.importorskip("gradflow.theory")
     over = {"init.name": "meanfield", "init.sw2": 1.0, "init.sb2": 0.05}

@@ -323,6 +323,13 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
             raise GradflowError(f"the runs table has the weight-gradient ratio only ({col}); pass the layers "
                                 f"table for {quantity}")
         df = df.assign(value=pd.to_numeric(df[col], errors="coerce"))
+    # a run that did not diverge and has no ratio (0 / 0: every gradient exactly 0, dead ReLUs) is no point,
+    # as `ls` shows it `-`: drawn NaN, it was marked "NaN/inf or diverged"
+    no_ratio = df["value"].isna() & (df["status"] != "diverged") if "status" in df.columns else df["value"].isna() & False
+    df = df[~no_ratio]
+    if df.empty:
+        raise GradflowError(f"no run has a {quantity} ratio {('at initialization' if when == 'init' else 'at its end')}: "
+                            f"every one is 0 / 0 (each gradient exactly 0)")
     length = depth_key(df)
     multi_source = n_distinct(df["source"]) > 1
     # (a key that changes with the depth alone, a learning rate tied to it, splits no line along it)
@@ -350,7 +357,7 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
     where = "at initialization" if when == "init" else "at the last probed step"
     symbol, name = RATIOS[quantity]
     depths = np.asarray(ordered_values(df[length]), dtype=float)
-    theory_drawn = False
+    theory_drawn = diverged_drawn = False
     cache: dict = {}
     everything: list[Series] = []
     for ax, panel_title, sub in zip(axes, titles, panels):
@@ -366,6 +373,11 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
                 theory_drawn |= _theory_ratio(ax, s, c, lw, cache, quantity == "grad_norm")
         note_if_empty(ax, series)
         everything += series
+        if when == "final" and "status" in sub.columns:  # a diverged run's ratio is before it diverged: say so
+            gone = sub[(sub["status"] == "diverged") & np.isfinite(sub["value"].to_numpy(dtype=float))]
+            ax.scatter(gone[length].astype(float), gone["value"], marker="x", s=60, color="0.15", zorder=6,
+                       linewidths=1.5, gid="diverged after")
+            diverged_drawn |= len(gone) > 0
         if depths.min() > 0 and _geometric(depths):
             ax.set_xscale("log")
         if len(depths) <= 12:
@@ -387,9 +399,15 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
         hs.append(Line2D([], [], color="0.3", **THEORY_STYLE,
                          label="mean field: rate $\\chi_1^{depth/2}$\n(anchored at shallowest)"))  # (a curve on a log depth axis)
     hs.append(Line2D([], [], **REFERENCE_STYLE, label="ratio = 1 (balanced)"))
+    if diverged_drawn:
+        hs.append(Line2D([], [], ls="none", marker="x", ms=7, mew=1.5, color="0.15",
+                         label="diverged: its last probed\nstep before it"))
     legend(fig, handles + hs, title)
     extra = [init_note(inert)] + ([f"lines also differ in {', '.join(also)}"] if also else [])
     extra += [f"the sources also differ in {', '.join(between)}"] if between else []
+    if no_ratio.any():
+        n = int(no_ratio.sum())
+        extra.append(f"{n} run{'s' * (n != 1)} not drawn: no ratio (0 / 0, every gradient exactly 0)")
     along = "depth" if length == "model.depth" else "sequence length"
     set_title(fig, f"{name} (input / output) vs {along}, {where}", df, extra, skip=swept + [length])
     return fig

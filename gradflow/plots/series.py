@@ -427,15 +427,24 @@ def spread_quantities(layers: pd.DataFrame) -> list[str]:
 
 def first_last(layers: pd.DataFrame, quantity: str, when: str) -> pd.DataFrame:
     """One row per run: its config, run, source and status, and `value`, the first / last probe
-    point's ratio of `quantity` at step 0 (when="init") or at the run's last probed step ("final").
-    A run with the quantity at one probe point only (a recurrent net's grad_norm: the head's) has no
-    ratio and no row: a ratio never recorded is missing, not NaN (which reads as diverged)."""
+    point's ratio of `quantity` at step 0 (when="init") or at the run's last probed step ("final"): a
+    diverged run's last before the step it diverged at (`store.DIVERGED_AT`), as `ls`'s ratio end (its
+    last probed step was the non-finite one, drawn as diverged with no value). A run with the quantity
+    at one probe point only (a recurrent net's grad_norm: the head's) has no ratio and no row: a ratio
+    never recorded is missing, not NaN (which reads as diverged)."""
     rows = layers[layers["quantity"] == quantity]
     if rows.empty:
         raise GradflowError(f"quantity={quantity!r} is not in the layers table; "
                             f"choices: {', '.join(map(str, ordered_values(layers['quantity'])))}")
     keep = [c for c in config_columns(rows) + ["run", "source", "status"] if c in rows.columns]
-    at = rows["step"] == 0 if when == "init" else rows["step"] == rows.groupby("run")["step"].transform("max")
+    if when == "init":
+        at = rows["step"] == 0
+    else:
+        steps = rows["step"]
+        if store.DIVERGED_AT in rows.columns:
+            steps = steps.where(~(steps >= pd.to_numeric(rows[store.DIVERGED_AT], errors="coerce")))
+        last = steps.groupby(rows["run"]).transform("max")  # (none before it: its last probed step)
+        at = rows["step"] == last.fillna(rows.groupby("run")["step"].transform("max"))
     ends = rows[at].sort_values(["run", "layer"])
     run, value = ends["run"].to_numpy(), ends["value"].to_numpy(dtype=float)
     first = np.flatnonzero(np.r_[True, run[1:] != run[:-1]])  # each run's first row (sorted by layer)
