@@ -864,6 +864,28 @@ def test_a_diverging_runs_loss_does_not_squash_the_others(sweep):
     assert all(line.get_clip_on() for line in loss.get_lines())  # the exploding line leaves at the top
 
 
+def test_a_seed_that_finished_high_beside_seeds_that_diverged_stays_on_the_loss_axis():
+    """relu's three seeds: two diverged, one finished with a loss of 1e4 (2.3 for tanh's). Pooled, the relu
+    line held a NaN, so the axis was cut 3 decades above tanh alone (2.3e3) and the seed that finished,
+    its loss 1e4, was off the axis with no mark."""
+    configs = [config(5, a, seed) for a in ("tanh", "relu") for seed in (1, 2, 3)]
+    gone = [run_id(c) for c in configs[4:]]  # relu's seeds 2 and 3
+    _, metrics, _ = fabricate(configs, diverged=gone)
+    high = (metrics.run == run_id(configs[3])) & (metrics.metric == "loss")
+    metrics.loc[high, "value"] = 1e4
+    fig = figures.curves(metrics)
+    loss = [ax for ax in fig.axes if ax.get_gid() != "colorbar"][0]
+    assert loss.get_ylim()[1] >= 1e4, loss.get_ylim()
+    assert not any("axis cut" in t for t in legend_texts(fig))
+    # one seed alone, exploding, still leaves the axis at its top
+    boom = metrics.copy()
+    boom.loc[high, "value"] = np.nan
+    boom.loc[(boom.run == gone[0]) & (boom.metric == "loss"), "value"] *= 1e9
+    fig = figures.curves(boom[~boom.run.isin([run_id(configs[3]), gone[1]])])
+    loss = [ax for ax in fig.axes if ax.get_gid() != "colorbar"][0]
+    assert any(t.startswith("loss axis cut at 3 decades above") for t in legend_texts(fig)), legend_texts(fig)
+
+
 def test_a_cut_loss_axis_labels_values_between_its_powers_of_ten_where_the_finite_runs_lie():
     """The finite runs' loss from 0.3 to 2.3 under an axis cut at 2300 (a run exploding beside them) was
     labelled at 10^0 alone there: round values on and next to them are labelled, and where the finite runs

@@ -252,7 +252,7 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
         if log:  # (the row shares its y axis and its tickers)
             label_minor_within(axes[i, 0], np.concatenate(
                 [[np.nan], *(np.r_[s.lo, s.hi] for s in everything[in_row:] if not s.nonfinite.any())]))
-            cut_at = _diverging_cut(everything[in_row:])
+            cut_at = _diverging_cut(df[df["metric"] == metric])
             if cut_at is not None:
                 axes[i, 0].set_ylim(top=cut_at)  # (the row shares its y axis)
                 for ax in axes[i]:  # a line of few points marks them unclipped (draw_series): here it leaves the top
@@ -278,17 +278,23 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
 CUT_DECADES = 3  # headroom above the finite runs' largest loss, where a diverging run's loss would set the axis
 
 
-def _diverging_cut(series: list[Series]) -> float | None:
+def _diverging_cut(rows: pd.DataFrame) -> float | None:
     """Where a loss axis should end when runs that diverge climb decades above the others (an exploding RNN's
     loss reached 1e35 while the clipped run's, the one the figure is about, was a flat line at 1e0): CUT_DECADES
-    above the largest value of the runs that stay finite, the diverging ones leaving the axis at its top (their
-    marks at the top edge say so). None where nothing diverged or the axis would not be cut."""
-    finite = [s for s in series if not s.nonfinite.any() and np.isfinite(s.hi).any()]
-    if not finite or len(finite) == len(series):
+    above the largest value of the runs that stay finite (`rows`: the row's metric, every run's), the
+    diverging ones leaving the axis at its top (their marks at the top edge say so). Run by run, not line by
+    line: a seed that finished at 1e4 beside two seeds that diverged was on a line holding a NaN, and so off
+    an axis cut above the other lines, unmarked. None where nothing diverged or the axis would not be cut."""
+    value = pd.to_numeric(rows["value"], errors="coerce").to_numpy(dtype=float)
+    finite = np.isfinite(value)
+    runs = [rows["source"], rows["run"]] if "source" in rows.columns else [rows["run"]]
+    stays = pd.Series(finite, index=rows.index).groupby(runs).transform("all").to_numpy(copy=True)
+    if "status" in rows.columns:
+        stays &= (rows["status"] != "diverged").to_numpy()
+    if not stays.any() or stays.all():
         return None
-    top = max(float(np.nanmax(s.hi)) for s in finite) * 10.0**CUT_DECADES
-    highest = max((float(np.nanmax(np.where(np.isfinite(s.hi), s.hi, np.nan))) for s in series
-                   if np.isfinite(s.hi).any()), default=top)
+    top = float(value[stays].max()) * 10.0**CUT_DECADES
+    highest = float(value[finite].max()) if finite.any() else top
     return top if highest > top else None
 
 
