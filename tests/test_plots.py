@@ -1952,6 +1952,27 @@ def test_a_facet_and_the_keys_no_line_shows_share_the_panels():
     assert lines and max(map(len, lines)) <= 32, lines
 
 
+def test_a_column_title_of_one_long_word_is_broken_to_its_column():
+    """A swept value without spaces (+tag=a_very_long_tag_value_that_goes_on_and_on) was one word, which the
+    wrap between words left whole: the curves' first column title ran into the next. It breaks after a `_`,
+    `,`, `=`, `/` or `:` (or at the width), never inside mathtext."""
+    from gradflow.plots.style import wrap_words
+
+    long = "tag=a_very_long_tag_value_that_goes_on_and_on_and_on: train"
+    lines = wrap_words(long, 30).split("\n")
+    assert max(map(len, lines)) <= 30 and "".join(lines).replace(":train", ": train") == long, lines
+    assert all(line.endswith(("_", ":", ",", "=", "/")) for line in lines[:-1]), lines
+    assert wrap_words("x" * 70, 30).split("\n") == ["x" * 30, "x" * 30, "x" * 10]
+    assert wrap_words("$\\sigma_w^2$ long", 4) == "$\\sigma_w^2$\nlong"  # (mathtext whole)
+    configs = [config(5, a, 1, **{"tag": t, "run": f"model.activation={a},tag={t}"})
+               for a in ("tanh", "relu") for t in ("a_very_long_tag_value_that_goes_on_and_on_and_on", "s")]
+    _, metrics, _ = fabricate(configs)
+    metrics.attrs["user_keys"] = ["tag"]  # (a +tag, as gradflow.load names it)
+    fig = figures.curves(metrics, color="model.activation", facet="tag")
+    titles = [line for ax in fig.axes for line in ax.get_title().split("\n") if line]
+    assert titles and max(map(len, titles)) < len("tag=a_very_long_tag_value_that_goes_on_and_on_and_on:"), titles
+
+
 def test_ordered_values_put_a_missing_value_last():
     """A key some runs lack (init.sw2, NaN beside init=standard's runs) orders its values ascending with the
     missing one last, as the legends and ls list them; sources keep their given order. (A bug this catches: NaN first.)"""

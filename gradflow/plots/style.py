@@ -138,10 +138,20 @@ XLABEL_WIDTH = 44  # characters of an axis label under a 4-inch panel
 
 
 def wrap_words(text: str, width: int) -> str:
-    """`text` over lines of at most `width` characters, broken between words only."""
+    """`text` over lines of at most `width` characters, broken between words; a word longer than a line
+    (tag=a_very_long_value: one panel's title ran into the next) after its last `,_=/:` that leaves half a
+    line or more, else at the width; never inside mathtext ($...$)."""
     import textwrap
 
-    return "\n".join(textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False)) or text
+    lines = []
+    for line in textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False):
+        while len(line) > width > 1 and "$" not in line:
+            cut = max(line.rfind(c, 0, width) for c in ",_=/:")
+            cut = cut + 1 if cut + 1 >= width // 2 else width
+            lines.append(line[:cut])
+            line = line[cut:]
+        lines.append(line)
+    return "\n".join(lines) or text
 
 
 LINE_STYLES = ["-", "-.", ":", (0, (3, 1, 1, 1, 1, 1))]  # "--" is reserved for theory lines
