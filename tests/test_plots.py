@@ -1959,11 +1959,12 @@ def test_a_column_title_of_one_long_word_is_broken_to_its_column():
     from gradflow.plots.style import wrap_words
 
     long = "tag=a_very_long_tag_value_that_goes_on_and_on_and_on: train"
-    lines = wrap_words(long, 30).split("\n")
+    assert wrap_words(long, 30) == "tag=a_very_long_tag_value_that_goes_on_and_on_and_on:\ntrain"  # (a legend's)
+    lines = wrap_words(long, 30, long_words=True).split("\n")
     assert max(map(len, lines)) <= 30 and "".join(lines).replace(":train", ": train") == long, lines
     assert all(line.endswith(("_", ":", ",", "=", "/")) for line in lines[:-1]), lines
-    assert wrap_words("x" * 70, 30).split("\n") == ["x" * 30, "x" * 30, "x" * 10]
-    assert wrap_words("$\\sigma_w^2$ long", 4) == "$\\sigma_w^2$\nlong"  # (mathtext whole)
+    assert wrap_words("x" * 70, 30, long_words=True).split("\n") == ["x" * 30, "x" * 30, "x" * 10]
+    assert wrap_words("$\\sigma_w^2$ long", 4, long_words=True) == "$\\sigma_w^2$\nlong"  # (mathtext whole)
     configs = [config(5, a, 1, **{"tag": t, "run": f"model.activation={a},tag={t}"})
                for a in ("tanh", "relu") for t in ("a_very_long_tag_value_that_goes_on_and_on_and_on", "s")]
     _, metrics, _ = fabricate(configs)

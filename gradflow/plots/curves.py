@@ -236,7 +236,7 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
             note_if_empty(ax, drawn)
             everything += drawn
             if i == 0:
-                ax.set_title(wrap_words(col_title.replace("\n", " "), title_width), fontsize="small")
+                ax.set_title(wrap_words(col_title.replace("\n", " "), title_width, long_words=True), fontsize="small")
             if metric == "loss":
                 for _, y, ls in level_lines:
                     ax.axhline(y, ls=ls, zorder=1.5, gid="level", **level_style)

@@ -104,7 +104,7 @@ def panels_by(df: pd.DataFrame, keys: list[str], most: int = AUTO_PANELS
     titles = [", ".join(value_label(k, n[v][1]) for k, n, v in zip(keys, natural, c)) for c in ordered]
     # over lines a panel holds (two folders of unrelated studies differ in eight keys: one line ran into
     # the next panel's title)
-    return [df[panel == j] for j in range(len(ordered))], [wrap_words(t, PANEL_TITLE_WIDTH) for t in titles]
+    return [df[panel == j] for j in range(len(ordered))], [wrap_words(t, PANEL_TITLE_WIDTH, long_words=True) for t in titles]
 
 
 def marker_key(df: pd.DataFrame, panel: str | None, also: list[str], most: int) -> str | None:
@@ -137,15 +137,15 @@ PANEL_TITLE_WIDTH = 56  # characters of a small-font panel title across a 4-inch
 XLABEL_WIDTH = 44  # characters of an axis label under a 4-inch panel
 
 
-def wrap_words(text: str, width: int) -> str:
-    """`text` over lines of at most `width` characters, broken between words; a word longer than a line
-    (tag=a_very_long_value: one panel's title ran into the next) after its last `,_=/:` that leaves half a
-    line or more, else at the width; never inside mathtext ($...$)."""
+def wrap_words(text: str, width: int, long_words: bool = False) -> str:
+    """`text` over lines of at most `width` characters, broken between words; with `long_words` (a panel's
+    title: tag=a_very_long_value ran into the next panel's), a word longer than a line too, after its last
+    `,_=/:` that leaves half a line or more, else at the width, never inside mathtext ($...$)."""
     import textwrap
 
     lines = []
     for line in textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False):
-        while len(line) > width > 1 and "$" not in line:
+        while long_words and len(line) > width > 1 and "$" not in line:
             cut = max(line.rfind(c, 0, width) for c in ",_=/:")
             cut = cut + 1 if cut + 1 >= width // 2 else width
             lines.append(line[:cut])
