@@ -1921,6 +1921,15 @@ def test_a_named_value_keeps_its_colour_from_one_figure_to_the_next():
     # a value outside the fixed names: the figure's own order, each value still its own colour
     mixed = ["relu", "softsign", "tanh"]
     assert len({str(colour(mixed, v)) for v in mixed}) == 3
+    # a --points sweep's runs, coloured run by run (no grid): each its activation's own colour, tanh orange
+    # (they took tab10 in folder order: tanh green); not where the runs share an activation
+    runs = ["init.sb2=0.0,init.sw2=2.0,model.activation=relu", "init.sb2=0.05,init.sw2=1.534,model.activation=elu",
+            "init.sb2=0.05,init.sw2=1.76,model.activation=tanh"]
+    points = pd.DataFrame({"run": runs, "model.activation": ["relu", "elu", "tanh"]})
+    palette = Palette(points, "run")
+    assert [palette.color_of({"run": r}) for r in runs] == [colour([a], a) for a in ("relu", "elu", "tanh")]
+    shared = Palette(points.assign(**{"model.activation": ["relu", "relu", "tanh"]}), "run")
+    assert shared.color_of({"run": runs[2]}) != colour(["tanh"], "tanh")
 
 
 def test_a_facet_and_the_keys_no_line_shows_share_the_panels():

@@ -195,6 +195,23 @@ FIXED_COLOURS = {
     "norm.name": ("none", "batchnorm", "layernorm"),
     "model.skip": ("none", "residual"),
 }
+
+
+def _own_colours(df: pd.DataFrame) -> dict[str, int] | None:
+    """Each run's index in FIXED_COLOURS where runs coloured one by one (a --points sweep's: the triples of
+    activation, σ_w², σ_b²) each have a name of their own of one key there: its own colour (tanh orange),
+    as in a figure coloured by that key; None where no key tells every run apart so."""
+    if "run" not in df.columns or "source" in df.columns and df["source"].nunique() > 1:
+        return None
+    runs = df.drop_duplicates("run")
+    for key, names in FIXED_COLOURS.items():
+        if key in runs.columns:
+            values = runs[key].astype(str)
+            if values.is_unique and set(values) <= set(names):
+                return {str(r): names.index(v) for r, v in zip(runs["run"], values)}
+    return None
+
+
 SOURCE_ITEMS = 2  # a compared source's differing keys named in its legend entry at most (the table has all)
 MAX_NAMED = 24  # legend entries for a colour key's values at most (a folder of a hundred unrelated runs)
 
@@ -258,6 +275,8 @@ class Palette:
                 self._colors = {vkey(v): cmap(norm(float(v))) for v in real}
             elif set(map(str, real)) <= set(FIXED_COLOURS.get(color, ())):
                 self._colors = {vkey(v): _categorical(10)[FIXED_COLOURS[color].index(str(v))] for v in real}
+            elif color == "run" and (own := _own_colours(df)) is not None:  # (a --points sweep's runs)
+                self._colors = {vkey(v): _categorical(10)[own[str(v)]] for v in real}
             else:
                 self._colors = {vkey(v): c for v, c in zip(self.values, _categorical(len(self.values)))}
             self._colors.setdefault(vkey(math.nan), NAN_COLOR)
