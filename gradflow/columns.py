@@ -19,7 +19,6 @@ from gradflow.choices import RECURRENT
 from gradflow.errors import GradflowError, ellipsize, shorten
 from gradflow.fmt import fmt
 from gradflow.keys import abbreviate, full_key, swept_keys
-from gradflow.overrides import name_items
 from gradflow.probes.quantities import QUANTITIES
 from gradflow.summary import (BLOCKS, DECLARED, DEPTH_KEY, MODULE_DEPTH_NOTE, RESIDUAL_STREAM, STUDY, TRANSIENT_TOL,
                               UNREADABLE, module_depth_rows, run_folders, runs_table, study_of)
@@ -389,7 +388,7 @@ def short_id(run: str, budget: int) -> str:
     one item alone is longer, its start and end."""
     if len(run) <= budget:
         return run
-    kept = ellipsize(name_items(run), ",", budget)  # whole items from each end
+    kept = ellipsize(run.split(","), ",", budget)  # whole items from each end (a list's too: a plain cut)
     if kept is not None:
         return ",".join(kept)
     keep = (budget - 1) // 2  # one item longer than the budget: its start and end

@@ -32,16 +32,27 @@ _ITEM_START = re.compile(r"[+~]*[A-Za-z_][\w.\-]*=")  # what starts a key=value 
 
 
 def name_items(name: str) -> list[str]:
-    """The key=value items of a run folder name (`job_name`'s inverse, as far as a name keeps them): split at
-    its commas, a piece that starts no item (optim.betas=_0.9,0.99_: a list's `0.99_`) joined to the item
-    before it; "default" has none."""
+    """The key=value items of a run folder name (`job_name`'s inverse, as far as a name keeps them), or of a
+    run named as typed: split at its commas, where a list's own commas stay in its item. A value that opens
+    more brackets than it closes (a name writes [ and ] as _: optim.betas=_0.9 of optim.betas=_0.9,0.99_)
+    takes the pieces after it that start no item (0.99_) until it has closed them all. A name cut and
+    hashed (job_name's, past 160 characters) keeps its hash as a piece of its own; "default" is one item."""
     items: list[str] = []
-    for piece in ([] if name == "default" else name.split(",")):
-        if items and not _ITEM_START.match(piece):
+    open_ = 0  # the _ the last item's list value has opened and not closed
+    for piece in name.split(","):
+        if items and open_ > 0 and not _ITEM_START.match(piece):
             items[-1] += "," + piece
+            open_ += _opened(piece)
         else:
             items.append(piece)
+            open_ = _opened(piece.partition("=")[2]) if "=" in piece else 0
     return items
+
+
+def _opened(text: str) -> int:
+    """How many list brackets (_ in a name; [ ] or { } as typed) `text` opens at its start less those it
+    closes at its end."""
+    return (len(text) - len(text.lstrip("_[{"))) - (len(text) - len(text.rstrip("_]}")))
 
 
 def without_item(run: str, key: str) -> str:

@@ -253,7 +253,7 @@ def _run_command(run: Path) -> str:
     sweep's own command for a point of a --points sweep, whose points the folder name alone does not give."""
     from gradflow.overrides import name_items, override_key
 
-    items = name_items(run.name)
+    items = [_as_typed_list(o, run) for o in ([] if run.name == "default" else name_items(run.name))]
     spec = store.sweep_spec(run.parent)  # (None: a folder of single runs)
     if spec and spec.get("points") is not None and isinstance(spec.get("command"), str):
         return spec["command"]
@@ -263,6 +263,23 @@ def _run_command(run: Path) -> str:
                  and override_key(o) not in ("results", "name") and not override_key(o).startswith("hydra")] + items
     # (quoted as a shell reads them: a sweep's '+tag="x,y"' read +tag=x,y, two values, which `gradflow run` refuses)
     return shlex.join(["gradflow", "run", *items, f"results={run.parent.parent}", f"name={run.parent.name}"])
+
+
+def _as_typed_list(item: str, run: Path) -> str:
+    """A folder name's item whose value is a list as the name writes it (optim.betas=_0.9,0.99_), as typed
+    ([0.9,0.99], read from the run's config.yaml); any other item as it is."""
+    from gradflow.overrides import as_in_name, override_key
+
+    key, _, value = item.partition("=")
+    if not (value.startswith("_") and value.endswith("_")):
+        return item
+    try:
+        flat = store.flatten(yaml.safe_load((run / store.CONFIG_FILE).read_text()) or {})
+    except (OSError, yaml.YAMLError):
+        return item
+    listed = flat.get(override_key(key))  # (flatten writes a list as its text: [0.9, 0.99])
+    typed = str(listed).replace(" ", "") if isinstance(listed, (str, list)) else ""
+    return f"{key}={typed}" if typed.startswith("[") and as_in_name(typed) == value else item
 
 
 def first_config(paths: list[Path], table: pd.DataFrame | None = None) -> tuple[str, str]:

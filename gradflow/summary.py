@@ -20,7 +20,7 @@ import pandas as pd
 from gradflow import store, theory
 from gradflow.fmt import and_list, drop_shared_parts, fmt
 from gradflow.errors import GradflowError, did_you_mean
-from gradflow.overrides import name_items
+from gradflow.overrides import as_in_name, name_items, split_top
 from gradflow.probes.quantities import QUANTITIES
 from gradflow.theory import FIT_TRIM
 
@@ -479,8 +479,11 @@ def matches(values: pd.Series, value: str) -> pd.Series:
     except ValueError:
         number = None
     text = (values.astype(str) == value) | (values.map(fmt) == value)  # (as the table and the errors show it)
-    if value.startswith(("[", "{")):  # a list as typed, [0.9,0.99], which the table shows as [0.9, 0.99]
-        text |= values.map(lambda v: fmt(v).replace(" ", "")) == value.replace(" ", "")
+    if value.startswith("[") or value.startswith("_") and value.endswith("_") and len(value) > 1:
+        # a list as typed, [0.9,0.99] or [.9,.99], or as its run's folder name writes it (_0.9,0.99_): item by
+        # item, numbers as numbers, against the table's [0.9, 0.99]
+        typed = split_top(value[1:-1])
+        text |= values.map(lambda v: _same_list(v, typed))
     if value in ("-", "nan"):  # (as ls prints a missing value; "none" is a value of its own: norm=none)
         return text | values.isna()
     numeric = pd.to_numeric(values, errors="coerce")
@@ -489,11 +492,24 @@ def matches(values: pd.Series, value: str) -> pd.Series:
     return text
 
 
+def _same_list(cell: Any, typed: list[str]) -> bool:
+    """Whether a list cell holds the items `typed` (texts), numbers compared as numbers."""
+    if not isinstance(cell, (list, tuple, np.ndarray)) or len(cell) != len(typed):
+        return False
+    for v, t in zip(cell, typed):
+        t = t.strip().strip("'\"")
+        try:
+            if float(v) != float(t):
+                return False
+        except (TypeError, ValueError):
+            if str(v) != t:
+                return False
+    return True
+
+
 def matches_any(values: pd.Series, value: str) -> pd.Series:
     """`matches`, or where no value reads `value` whole and it is a comma list as a sweep writes it
     (model.depth=2,3; a list value's own commas, [8,16], are not its items), those that read any of its items."""
-    from gradflow.overrides import split_top
-
     kept = matches(values, value)
     if not kept.any() and len(items := split_top(value)) > 1:
         kept = pd.concat([matches(values, v) for v in items], axis=1).any(axis=1)
@@ -592,7 +608,9 @@ def _job_matches(job: str, column_key: str, value: str) -> bool:
     items = dict(item.split("=", 1) for item in name_items(job) if "=" in item)
     for key, v in items.items():
         if column_key in (key.lstrip("+~"), f"{key.lstrip('+~')}.name"):  # (init=... sets init.name)
-            return bool(matches_any(pd.Series([v]), value).iloc[0])  # (--where depth=2,3: its runs not run too)
+            # (--where depth=2,3: its runs not run too; a list as typed, [0.9,0.99], is _0.9,0.99_ in the name)
+            return bool(matches_any(pd.Series([v]), value).iloc[0]) or (
+                value.startswith(("[", "{")) and as_in_name(value.replace(" ", "")) == v)
     return True
 
 

@@ -307,11 +307,32 @@ def test_a_list_value_in_a_run_name_is_one_item():
     other = job_name(["optim.betas=[0.9,0.999]", "model.depth=4", "model.widths=[8,16,8]"])
     assert named_run("optim.betas=[0.9,0.99]", [other, name]) == name
     assert named_run("betas=[0.9,0.999],depth=4", [other, name]) == other
-    assert name_items("default") == []
-    # --where with a list as typed keeps the runs whose config holds it (ls shows it as [0.9, 0.99])
-    betas = pd.Series([[0.9, 0.99], [0.9, 0.999]])
-    assert matches(betas, "[0.9,0.99]").tolist() == [True, False]
-    assert matches(betas, "[0.9, 0.999]").tolist() == [False, True]
+    # a nested list closes all it opened; a name cut and hashed keeps its hash apart (it was glued to the item
+    # before, so that item no longer matched); "default" is one item (as none, it matched every run)
+    assert name_items(job_name(["model.widths=[[1,2],[3,4]]", "seed=1"])) == ["model.widths=__1,2_,_3,4__", "seed=1"]
+    hashed = job_name([f"model.k{i}=[1,{i}]" for i in range(9)] + [f"train.key{i}={i}" for i in range(9)])
+    assert len(hashed) < 170 and all(i.startswith(("model.", "train.")) for i in name_items(hashed)[:-1])
+    assert not name_items(hashed)[-1].startswith(("model.", "train.")) or "=" not in name_items(hashed)[-1]
+    assert name_items("default") == ["default"] and name_items("tag=_x,seed=1") == ["tag=_x", "seed=1"]
+    assert named_run("default", ["s1/default", "s1/model.depth=2,train.steps=10"]) == "s1/default"
+    assert named_run("default", ["s1/model.depth=2,train.steps=10"]) is None
+    # a list typed matches its folder form; two texts a name writes alike (x/y and x_y) stay two values
+    from gradflow.plots.series import _same_value
+
+    assert _same_value("_0.9,0.99_", "[0.9,0.99]") and not _same_value("x_y", "x/y")
+    # --where with a list as typed keeps the runs whose config holds it (ls shows it as [0.9, 0.99]): item by
+    # item, numbers as numbers, or as the folder's name writes it (as --run takes it)
+    betas = pd.Series([[0.9, 0.99], [0.9, 0.999], [1e-3, 0.1]])
+    assert matches(betas, "[0.9,0.99]").tolist() == [True, False, False]
+    assert matches(betas, "[0.9, 0.999]").tolist() == [False, True, False]
+    assert matches(betas, "[.9,.99]").tolist() == matches(betas, "_0.9,0.99_").tolist() == [True, False, False]
+    assert matches(betas, "[1e-3,0.1]").tolist() == [False, False, True]
+    assert not matches(betas, "[0.9]").any() and not matches(pd.Series(["_x_"]), "_y_").any()
+    # a point not run yet, named by its list: counted by --where with the list as typed
+    from gradflow.summary import _job_matches
+
+    assert _job_matches("model.depth=3,optim.betas=_0.9,0.99_", "optim.betas", "[0.9,0.99]")
+    assert not _job_matches("model.depth=3,optim.betas=_0.9,0.99_", "optim.betas", "[0.9,0.999]")
 
 
 def _recorded(folder: Path, frozen: bool = False, steps: int = 20, model=None) -> Path:

@@ -369,9 +369,9 @@ def name_says(run: str, key: str, value: Any) -> bool:
 
 
 def _same_value(a: str, b: str) -> bool:
-    """Whether two values are one: as written, as the same number, or as a folder's name writes them (a list's
-    [0.9,0.99] is _0.9,0.99_ there)."""
-    if a == b or as_in_name(a) == as_in_name(b):
+    """Whether two values are one: as written, as the same number, or a list as typed against the list as a
+    folder's name writes it ([0.9,0.99] is _0.9,0.99_ there; not any two texts alike there, x/y and x_y)."""
+    if a == b or any(v.startswith(("[", "{")) for v in (a, b)) and as_in_name(a) == as_in_name(b):
         return True
     try:
         return float(a) == float(b)
