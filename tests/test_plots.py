@@ -1073,6 +1073,12 @@ def test_the_ratio_at_the_end_is_a_diverged_runs_last_before_it_and_no_point_whe
     assert not lines_with(fig, "nonfinite")
     assert "1 run not drawn: no ratio (0 / 0" in " ".join(fig._suptitle.get_text().split())
     assert "diverged: its last probed step before it" in " ".join(" ".join(legend_texts(fig)).split())
+    # a run that failed before its first step has no ratio either: no 0 / 0 of a finished run, it is counted
+    # (and marked) as failed, as before
+    _, _, runs = fabricate(configs)
+    runs.loc[runs.run == dead, ["status", "grad_ratio.init"]] = ["failed", math.nan]
+    fig = figures.ratio(runs, "init")
+    assert "0 / 0" not in fig._suptitle.get_text() and lines_with(fig, "nonfinite")
 
 
 def test_ratio_theory_follows_chi1():

@@ -329,14 +329,16 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
             raise GradflowError(f"the runs table has the weight-gradient ratio only ({col}); pass the layers "
                                 f"table for {quantity}")
         df = df.assign(value=pd.to_numeric(df[col], errors="coerce"))
-    # a run that did not diverge and has no ratio (0 / 0: every gradient exactly 0, dead ReLUs) is no point,
-    # as `ls` shows it `-`: drawn NaN, it was marked "NaN/inf or diverged"
-    no_ratio = df["value"].isna() & (df["status"] != "diverged") if "status" in df.columns else df["value"].isna() & False
+    # a run that finished and has no ratio (0 / 0: every gradient exactly 0, dead ReLUs) is no point, as `ls`
+    # shows it `-`: drawn NaN, it was marked "NaN/inf or diverged" (a failed run's NaN stays, counted as failed)
+    # (after the depth axis is read: the depths of those runs stay on it)
+    length = depth_key(df)
+    depths = np.asarray(ordered_values(df[length]), dtype=float)
+    no_ratio = df["value"].isna() & (df["status"] == "ok") if "status" in df.columns else df["value"].isna() & False
     df = df[~no_ratio]
     if df.empty:
         raise GradflowError(f"no run has a {quantity} ratio {('at initialization' if when == 'init' else 'at its end')}: "
                             f"every one is 0 / 0 (each gradient exactly 0)")
-    length = depth_key(df)
     multi_source = n_distinct(df["source"]) > 1
     # (a key that changes with the depth alone, a learning rate tied to it, splits no line along it)
     swept = [k for k in distinct_keys(df, swept_keys(df), along=length) if k != length]
@@ -362,7 +364,6 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
     fig, axes = facet_grid(len(panels))
     where = "at initialization" if when == "init" else "at the last probed step"
     symbol, name = RATIOS[quantity]
-    depths = np.asarray(ordered_values(df[length]), dtype=float)
     theory_drawn = diverged_drawn = False
     cache: dict = {}
     everything: list[Series] = []
