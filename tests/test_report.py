@@ -327,6 +327,32 @@ def test_a_sweeps_point_given_alone_is_said_made_by_a_run_command_with_the_sweep
     assert '+tag="x,y"' in args and sum(a.startswith("name=") for a in args) == 1, cmd
 
 
+def test_report_names_a_long_page_path_whole_on_its_line(study, tmp_path):
+    # at 80 columns the path of a page in a run folder of a long name broke mid-word over two lines, so a
+    # copy of it named no file (`gradflow run` and `plot` print theirs whole)
+    from tests.commands import piped
+
+    deep = tmp_path / ("study-of-a-long-name-" * 4) / "grid"
+    shutil.copytree(study, deep)
+    out = piped("report", str(deep), columns=80)
+    assert f"report: {deep / 'report.html'}" in out.stdout.splitlines(), out.stdout
+
+
+def test_the_run_command_of_a_folder_named_by_a_list_gives_the_list_as_typed(tmp_path):
+    # a run folder without its command (an incomplete run) is read back from its name: optim.betas=_0.9,0.99_
+    # there gave `gradflow run optim.betas=_0.9,0.99_`, which `gradflow run` refuses; the list is read from
+    # the run's config.yaml, and an item its config does not hold as a list stays as named
+    job = tmp_path / "results" / "s" / "model.depth=2,optim.betas=_0.9,0.99_,tag=_x_"
+    job.mkdir(parents=True)
+    (job / store.CONFIG_FILE).write_text(yaml.safe_dump({"model": {"depth": 2}, "optim": {"betas": [0.9, 0.99]},
+                                                         "tag": "_x_"}))
+    cmd = report._run_command(job)
+    assert cmd == (f"gradflow run model.depth=2 'optim.betas=[0.9,0.99]' tag=_x_ results={job.parent.parent} "
+                   "name=s"), cmd
+    (job / store.CONFIG_FILE).unlink()  # (no config: the name's items as they are)
+    assert "optim.betas=_0.9,0.99_" in report._run_command(job)
+
+
 def test_a_comparisons_figures_are_drawn_as_compare_draws_them(study, tmp_path, cli):
     """Two sweeps of depth x activation, the second with residual connections: the page's figures split
     their panels by a key each source sweeps (activation), and model.skip, which only tells the sources

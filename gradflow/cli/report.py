@@ -26,7 +26,7 @@ def report(
     paths = [folder(p, "report") for p in paths]
     with console.status("drawing figures"):
         page = report_mod.write(paths, out)
-    console.print(f"report: {page}", highlight=False)
+    console.print(f"report: {page}", highlight=False, soft_wrap=True)  # (a long path whole: a copy of it works)
     if open_:
         import webbrowser
 
