@@ -37,7 +37,19 @@ INTERNALS = [
     ("filelock", "UnixFileLock._context", "store._locks_the_file: the locked file is still the one at its path"),
     ("torch.amp", "GradScaler._get_scale_async", "recorder: the loss scale a backward pass ran at"),
     ("torch.amp", "GradScaler._per_optimizer_states", "recorder: whether the loop unscaled the gradients"),
+    ("torch._C", "_current_graph_task_id", "probes.core: which backward pass a hook runs in"),
+    ("torch._C", "_will_engine_execute_node", "probes.core: whether a pass reaches a probe point"),
+    ("torch._C", "_current_autograd_node", "probes.core: a pass inside another (reentrant checkpointing)"),
+    ("torch.autograd", "Variable._execution_engine.queue_callback",
+     "probes.core: the gradients copied at the end of the running backward pass"),
+    ("torch._dynamo.eval_frame", "OptimizedModule._orig_mod", "recorder: the module torch.compile wrapped"),
+    ("multiprocessing.forkserver", "_forkserver._forkserver_pid", "workers.stop_fork_server: the fork server's pid"),
+    ("multiprocessing.process", "current_process()._config", "workers.exit_now: multiprocessing's temporary folder"),
 ]
+# attributes an instance gets in its class's __init__ (class.attribute: looked for there, as `self.attribute =`
+# or object.__setattr__(self, "attribute", ...)), and those read off an instance made here
+_SET_IN_INIT = {"ProcessPoolExecutor._pending_work_items", "ProcessPoolExecutor._processes",
+                "OptimizedModule._orig_mod"}
 
 
 def _resolve(module: str, path: str):
@@ -49,10 +61,12 @@ def _resolve(module: str, path: str):
 
 @pytest.mark.parametrize(("module", "path", "used_by"), INTERNALS, ids=[f"{m}:{p}" for m, p, _ in INTERNALS])
 def test_each_private_part_gradflow_leans_on_is_still_there(module, path, used_by):
-    if path in ("ProcessPoolExecutor._pending_work_items", "ProcessPoolExecutor._processes"):
-        # instance attributes: set in the executor's __init__
-        init = inspect.getsource(_resolve(module, "ProcessPoolExecutor.__init__"))
-        assert f"self.{path.split('.')[1]} =" in init, f"{module}.{path} is gone; it was used by {used_by}"
+    if path in _SET_IN_INIT:
+        cls, attr = path.split(".")
+        init = inspect.getsource(_resolve(module, f"{cls}.__init__"))
+        assert f"self.{attr} =" in init or f'(self, "{attr}"' in init, f"{module}.{path} is gone; it was used by {used_by}"
+    elif path == "current_process()._config":
+        assert hasattr(_resolve(module, "current_process")(), "_config"), f"{module}.{path} is gone ({used_by})"
     elif path in ("UnixFileLock._context", "GradScaler._per_optimizer_states"):
         cls, attr = path.split(".")
         made = _resolve(module, cls)("unused.lock") if cls == "UnixFileLock" else _resolve(module, cls)("cpu")
@@ -67,7 +81,7 @@ def test_each_private_part_gradflow_leans_on_is_still_there(module, path, used_b
 
 
 def test_the_list_names_every_private_module_gradflow_imports():
-    # a new `hydra._internal` or `joblib._...` import in gradflow without its line above fails here
+    # a new `hydra._internal` or `joblib._...` import, or a new torch._C._ function, without its line above fails here
     import pathlib
     import re
 
@@ -76,3 +90,6 @@ def test_the_list_names_every_private_module_gradflow_imports():
     listed = {m for m, _, _ in INTERNALS}
     unlisted = {i for i in imported if not any(m == i or m.startswith(i + ".") for m in listed)}
     assert not unlisted, unlisted
+    # torch's private functions called by name (torch._C._current_graph_task_id): each listed
+    called = set(re.findall(r"torch\._C\.(_\w+)", source))
+    assert called <= {p for m, p, _ in INTERNALS if m == "torch._C"}, called
