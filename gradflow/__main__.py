@@ -32,13 +32,29 @@ def main() -> None:
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # (not where it is ignored or already taken)
         signal.signal(signal.SIGTERM, _terminated)
     code: int | str | None = 1  # (an error Typer did not turn into an exit status)
+    piped = not _to_devnull()
     try:
         cli()
     except SystemExit as e:
         code = e.code
+        if code == 1 and piped and _to_devnull():
+            # a console of Typer's (a help page) found its reader gone and exited 1, pointing standard output
+            # at /dev/null first (rich's on_broken_pipe): 141, as gradflow's own commands say it
+            from gradflow.cli.console import PIPE_CLOSED_EXIT
+
+            code = PIPE_CLOSED_EXIT
+            raise SystemExit(code) from None
         raise
     finally:
         _leave_on_ctrl_c(0 if code is None else code if isinstance(code, int) else 1)
+
+
+def _to_devnull() -> bool:
+    """Whether standard output goes to /dev/null."""
+    try:
+        return os.path.samestat(os.fstat(1), os.stat(os.devnull))
+    except OSError:
+        return False
 
 
 def _leave_on_ctrl_c(status: int) -> None:

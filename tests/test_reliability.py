@@ -1462,6 +1462,19 @@ def test_a_listing_whose_reader_left_exits_141_without_a_word(results, cli):
     assert proc.wait(timeout=120) == 141 and err == "", err
 
 
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"]], ids=["gradflow", "run"])
+def test_a_help_page_whose_reader_left_exits_141_without_a_word(args):
+    # Typer's console found the pipe closed and exited 1, as though the command had failed (`gradflow run
+    # --help | head -2` in a script with `set -o pipefail`)
+    proc = subprocess.Popen([sys.executable, "-m", "gradflow", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ENV)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141 and err == "", err
+    done = subprocess.run([sys.executable, "-m", "gradflow", *args], capture_output=True, text=True, env=ENV)
+    assert done.returncode == 0 and "Usage:" in done.stdout  # (read whole: 0, as ever)
+
+
 def test_a_sweep_whose_output_is_closed_stops_as_interrupted(results):
     # its lines are printed from a watching thread: the closed output was that thread's traceback, and the
     # sweep ran every run to exit 0
