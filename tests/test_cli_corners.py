@@ -4,6 +4,7 @@ one; reproduce --report without a name, and a claim's result in its colour."""
 from __future__ import annotations
 
 import io
+import json
 import shutil
 
 import pytest
@@ -111,6 +112,24 @@ def test_clean_says_which_figures_and_page_predate_it_and_keeps_them(cli, result
     out = cli("clean", str(root), "--stale", "-y")
     assert out.exit_code == 0 and "removed 1 run" in out.output and "predate" not in out.output, out.output
     assert (figures / "notes.txt").read_text() == "mine, again\n"
+
+
+def test_clean_that_leaves_no_run_does_not_advise_redrawing_from_none(cli, results):
+    # an interrupted run, drawn, then cleaned: clean advised `gradflow plot FOLDER` and `gradflow report
+    # FOLDER`, each then refused ("holds no runs")
+    assert cli("run", *SMALL, "train.steps=3", f"results={results}", "name=one").exit_code == 0
+    root = results / "one"
+    (job,) = [p for p in root.iterdir() if p.is_dir()]
+    record = store.read_run(job)
+    record["status"] = store.INTERRUPTED
+    (job / store.RUN_FILE).write_text(json.dumps(record))
+    assert cli("plot", str(root)).exit_code == 0 and cli("report", str(root)).exit_code == 0
+    out = cli("clean", str(root), "--stale", "-y")
+    said = " ".join(out.output.split())
+    assert out.exit_code == 0 and "removed 1 run" in said, out.output
+    assert (f"figures/ and report.html in {root} predate this cleaning and show only runs it removed; no run is "
+            "left there to redraw them from: delete them where no longer wanted") in said, said
+    assert "gradflow plot" not in said and cli("plot", str(root)).exit_code == 1  # (as the note says)
 
 
 def test_clean_says_nothing_of_figures_drawn_without_what_it_removes(cli, results, reported):

@@ -113,10 +113,15 @@ def _say_drawn_before(path: Path, removed: list[tuple[Path, float | None, float]
         page = drawn[-1].name == store.REPORT_HTML
         what = " and ".join([*([f"{store.FIGURES_DIR}/"] if len(drawn) > page else []),
                              *([store.REPORT_HTML] if page else [])])
+        it = "it" if what == store.REPORT_HTML else "them"
+        head = f"{what} in {where} predate{'s' * (what == store.REPORT_HTML)} this cleaning and "
+        if not any(where.rglob(store.RUN_FILE)):  # (no run left to draw: `plot` and `report` refuse the folder)
+            print_note(head + f"show only runs it removed; no run is left there to redraw {it} from: delete "
+                       f"{it} where no longer wanted", style="yellow")
+            continue
         redraw = [*([f"gradflow plot {where}"] if len(drawn) > page else []),
                   *([f"gradflow report {where}"] if page else [])]
-        print_note(f"{what} in {where} predate{'s' * (what == store.REPORT_HTML)} this cleaning and may show the "
-                   f"runs it removed; redraw {'it' if what == store.REPORT_HTML else 'them'} from the runs left: "
+        print_note(head + f"may show the runs it removed; redraw {it} from the runs left: "
                    + ", ".join(f"`{c}`".replace(" ", NBSP) for c in redraw), style="yellow")
 
 
