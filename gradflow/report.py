@@ -233,14 +233,15 @@ def commands(paths: list[Path]) -> list[str]:
             cmd = (spec or {}).get("command")  # (none from a sweep.yaml damaged by hand: it was a traceback)
             if isinstance(cmd, str) and cmd:
                 out.append(cmd)
-        if specs:
-            continue
-        # a Recorder's runs: the script's command line each recorded (it read "not recorded", or for one run
-        # a `gradflow run` command that never made it); `gradflow run`'s run records none: its own command
+        # the runs no sweep made: a Recorder's, the script's command line each recorded (it read "not
+        # recorded", or for one run a `gradflow run` command that never made it); `gradflow run`'s records
+        # none: its own command, from its folder's name (a folder of them read "not recorded", and beside
+        # sweeps, in a folder of studies, they were left out)
+        swept = [folder for folder, _ in specs]
         for run in store.find_runs(p):
-            cmd = (store.read_run(run) or {}).get("command")  # (none: an incomplete run)
-            if not cmd and run == p:
-                cmd = _run_command(p)
+            if any(run.is_relative_to(folder) for folder in swept):
+                continue
+            cmd = (store.read_run(run) or {}).get("command") or _run_command(run)
             if cmd and cmd not in out:
                 out.append(cmd)
     return out

@@ -723,6 +723,27 @@ def test_the_swept_note_leaves_out_keys_a_group_choice_sets_and_says_the_runs_di
     assert note.endswith("; other runs differ only there."), note  # (a grid of depth x activation)
 
 
+def test_a_folder_of_single_runs_page_gives_each_runs_command_beside_a_sweeps(study, tmp_path, cli):
+    # "How it was made" read "not recorded" for a folder of `gradflow run`'s runs (they record no command; one
+    # given alone had its command rebuilt), and beside a sweep, in a folder of studies, they were left out
+    import shlex
+
+    results = tmp_path / "results"
+    shutil.copytree(study, results / "grid")
+    small = [o for o in SWEEP if not o.startswith(("model.depth=", "model.activation="))]
+    for depth in (2, 3):
+        assert cli("run", *small, f"model.depth={depth}", f"results={results}", "name=single").exit_code == 0
+    single = report.commands([results / "single"])
+    assert len(single) == 2 and all(c.startswith("gradflow run ") and c.endswith(f"results={results} name=single")
+                                    for c in single), single
+    assert sorted(c for c in single if "model.depth=3" in c) == [c for c in single if "model.depth=3" in c]
+    before = sorted(p.name for p in (results / "single").iterdir())
+    out = cli(*shlex.split(single[1])[1:])  # (the command as given: it trains that run again, in its folder)
+    assert out.exit_code == 0 and sorted(p.name for p in (results / "single").iterdir()) == before, out.output
+    both = report.commands([results])
+    assert both[1:] == single and both[0].startswith("gradflow sweep "), both
+
+
 def test_a_recorders_runs_page_names_the_script_that_made_them(tmp_path):
     # "How it was made" read "not recorded" for a folder of a Recorder's runs, and for one run a `gradflow run`
     # command that never made it
