@@ -112,14 +112,16 @@ def data_root(configured: str = "") -> Path:
 @contextlib.contextmanager
 def _root_named(configured: str):
     """A data-files error names the folder as the user gave it: `$GRADFLOW_DATA=DIR` where data.root is unset
-    and the variable gave it (the loaders say data.root=DIR, which the user never typed)."""
+    and the variable gave it, the default folder where neither is set (the loaders say data.root=DIR,
+    which the user never typed)."""
     try:
         yield
     except GradflowError as e:
         root = data_root(configured).expanduser()  # (as the loaders name it)
-        if configured or not os.environ.get("GRADFLOW_DATA") or f"data.root={root}" not in str(e):
+        if configured or f"data.root={root}" not in str(e):
             raise
-        said = f"$GRADFLOW_DATA={os.environ['GRADFLOW_DATA']} (data.root unset)"
+        said = (f"$GRADFLOW_DATA={os.environ['GRADFLOW_DATA']} (data.root unset)" if os.environ.get("GRADFLOW_DATA")
+                else f"the default folder {root}/ (data.root and $GRADFLOW_DATA unset)")
         raise GradflowError(str(e).replace(f"data.root={root}", said, 1)) from None
 
 

@@ -651,3 +651,10 @@ def test_a_folder_from_gradflow_data_is_named_as_such_in_errors(tmp_path, monkey
     with pytest.raises(GradflowError) as e:  # (data.root given: named as given, whatever the variable says)
         check_files("cifar10", str(tmp_path / "given"))
     assert one_line(e).startswith(f"data.root={tmp_path / 'given'} has no CIFAR-10 files; put ")
+    # neither set: the default folder, named as such (it said data.root=data, a value never given)
+    monkeypatch.delenv("GRADFLOW_DATA")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(GradflowError) as e:
+        check_files("mnist")
+    assert one_line(e).startswith("the default folder data/ (data.root and $GRADFLOW_DATA unset) has no MNIST files; "
+                                  "put "), one_line(e)
