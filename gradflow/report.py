@@ -29,6 +29,7 @@ import pandas as pd
 import yaml
 
 from gradflow import columns, store, summary
+from gradflow import theory as theory_mod  # (`theory` names the page's rows below)
 from gradflow.compare import NAMED_PARTIAL, differing_keys, source_labels
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt, key_value
@@ -516,13 +517,17 @@ def build(paths: list[Path]) -> str:
     sections += ["<h2>Runs</h2>", "<p class=note>Click a column to sort (again to reverse).</p>",
                  runs_html(df, swept, missing)]
     theory = theory_rows(df)
+    # (ξ_c = inf beside an ordered phase read as a net of endless depth scale: `gradflow theory`'s note)
+    endless = [f"{r['activation']}, σ_w² {fmt(r['σ_w²'])}, σ_b² {fmt(r['σ_b²'])}: {note}" for r in theory
+               if (note := theory_mod.endless_length_note(theory_mod.point(r["activation"], r["σ_w²"], r["σ_b²"])))]
     if theory:
         sections += ["<h2>Mean-field theory beside the measurement</h2>",
                      "<p class=note>χ₁: per-layer growth of ‖∂L/∂z‖² towards the input; measured by a least-squares "
                      "fit over the bulk layers at initialization (chi1 fit in the table).</p>",
                      _simple_table(theory, "theory"),
                      *([f"<p class=note>{_e(columns.LIMIT_NOTE)}</p>"]
-                       if any(str(r["χ₁ theory"]).endswith(columns.LIMIT_MARK) for r in theory) else [])]
+                       if any(str(r["χ₁ theory"]).endswith(columns.LIMIT_MARK) for r in theory) else []),
+                     *(f"<p class=note>{_e(note)}</p>" for note in endless)]
     not_drawn = "".join([*(f"<p class=note>Figure not drawn, {_e(why)}.</p>" for why in rep.get("not_drawn", [])),
                          *(f"<p class=note>{_e(note)}</p>" for note in notes)])
     why = store.nothing_drawn_reason(paths[0], store.runs(paths[0])) if not figs and len(paths) == 1 else None

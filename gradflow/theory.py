@@ -486,6 +486,16 @@ def q_zero_limit(mf) -> bool:
                                                                                             mf.chi1)
 
 
+def endless_length_note(mf) -> str | None:
+    """What a mean-field point's ξ_c = ∞ means where its forward length has no finite fixed point (q* = 0 or
+    ∞): the correlation map is scale-free there, so it says nothing of trainability. None at a finite q*."""
+    if mf.q_star not in (0.0, math.inf):
+        return None
+    what, q = ("decays to 0", "0") if mf.q_star == 0.0 else ("grows without bound", "∞")
+    return (f"q* = {q}: the signal variance {what} with depth. χ₁ is the per-layer gradient factor in that limit; "
+            "the correlation map becomes scale-free, so ξ_c = ∞ says nothing about trainability here.")
+
+
 def _depth_scale(slope: float) -> float:
     """-1 / log(slope): layers over which a deviation from a fixed point shrinks by e (inf if slope >= 1)."""
     if slope >= 1.0:

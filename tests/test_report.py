@@ -160,6 +160,12 @@ def test_page_has_one_figure_per_standard_kind_and_the_ls_columns(study, tmp_pat
         assert r["χ₁ measured (mean)"] == pytest.approx(fits.mean()) and len(fits) == 1
     text = (study / "report.html").read_text()
     assert "gradflow sweep " in text and "model.depth=2,10" in text  # the command that made it
+    # a point whose forward length decays to q* = 0 (each here, under Xavier's sigma_w^2 = 1, sigma_b^2 = 0) reads
+    # xi_c = inf beside "ordered": the page says what `gradflow theory` says of it (it said nothing)
+    for r in theory_rows(df):
+        assert r["q*"] == 0 and (f"{r['activation']}, σ_w² 1, σ_b² 0: q* = 0: the signal variance decays to 0 with "
+                                 "depth.") in html.unescape(text), r
+    assert html.unescape(text).count("ξ_c = ∞ says nothing about trainability here.") == 2
 
 
 def test_the_theory_table_marks_a_chi1_that_is_only_the_q_star_zero_limits():

@@ -112,11 +112,8 @@ def theory_point(
 
 def _show_point(mf: theory.MeanField, depth: int | None, digits: int, as_json: bool) -> None:
     notes = _every_q_notes(mf.activation, mf.sw2, mf.sb2)
-    if mf.q_star in (0.0, math.inf):
-        what = "decays to 0" if mf.q_star == 0.0 else "grows without bound"
-        notes.append(f"q* = {_fmt(mf.q_star)}: the signal variance {what} with depth. χ₁ is the per-layer "
-                     "gradient factor in that limit; the correlation map becomes scale-free, so ξ_c = ∞ says "
-                     "nothing about trainability here.")
+    if (endless := theory.endless_length_note(mf)) is not None:
+        notes.append(endless)
     # sqrt(chi1)^depth is the signal's first/last ratio only where the law holds (theory.signal_law_applies:
     # tanh at sigma_w^2 = 1, sigma_b^2 = 0 is not such a point)
     law = depth is None or theory.signal_law_applies(mf.activation, mf.q_star, mf.chi1)
