@@ -41,6 +41,8 @@ def listing(path: str | Path | list[Path], rates: Iterable[str] = (), steps: Ite
                 [k for k in (full_key(df, k) for k in spec.get("swept") or [] if isinstance(k, str)) if k]
                 for folder, spec in specs if spec is not None}
     swept += [k for k in dict.fromkeys(k for keys in declared.values() for k in keys) if k not in swept]
+    if any(store.PRESET_KEY in keys for keys in declared.values()):  # a sweep over presets: theirs is the key the
+        swept = [store.PRESET_KEY] + [k for k in swept if k != store.PRESET_KEY]  # others follow (depth, data, ...)
     folders = run_folders(df).to_numpy()
     # in a folder of studies, by the keys in the order the table shows them (a study's rows went by seed
     # first, another's by lr, under a first column of depth)

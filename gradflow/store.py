@@ -915,6 +915,20 @@ def run_config(job_dir: Path, rec: dict | None = None) -> dict[str, Any]:
     return settings(flat)  # Hydra's config.yaml holds the keys of other choices too (init.sw2 of a Xavier run)
 
 
+PRESET_KEY = "experiment"  # a run's preset (+experiment=NAME) where its folder's name gives it: a key of the tables
+
+
+def listed_config(job_dir: Path, rec: dict | None = None) -> dict[str, Any]:
+    """`run_config`, with the preset its folder's name gives (a sweep over presets, `+experiment=glob(*)`, whose
+    runs' configs hold each preset's settings but not its name: `ls` had no column, `--where experiment=X`
+    no key to read) as the key `experiment`. For the tables alone: a run's identity is its config's."""
+    from gradflow.overrides import name_items, override_key
+
+    flat = run_config(job_dir, rec)
+    preset = [o.split("=", 1)[1] for o in name_items(Path(job_dir).name) if override_key(o) == PRESET_KEY]
+    return {PRESET_KEY: preset[-1], **flat} if preset and PRESET_KEY not in flat else flat  # (its column first)
+
+
 def prefix_runs(df: pd.DataFrame, prefix: str) -> pd.DataFrame:
     """`df` with its run ids as `prefix/run`: runs of several folders (each may have its "default")
     kept apart in one frame, as the figures group rows by run."""
@@ -1021,7 +1035,7 @@ def load(path: str | Path, table: str = "layers", include_stale: bool = False,
         if r[STATUS] == INCOMPLETE or (r[STATUS] == STALE and not include_stale) or not f.exists():
             continue
         tables.append(_read_arrow(f))
-        configs.append(run_config(Path(r[PATH]), r["record"]))
+        configs.append(listed_config(Path(r[PATH]), r["record"]))
         diverged = r["record"].get(DIVERGED_AT) if r[STATUS] == DIVERGED else None
         metas.append({RUN: r[RUN], SOURCE: r[SOURCE], STATUS: r[STATUS],
                       DIVERGED_AT: diverged if isinstance(diverged, int) else np.nan, **configs[-1]})
@@ -1106,7 +1120,7 @@ def load_records(path: str | Path, include_stale: bool = True, listed: list[dict
         if r[STATUS] == STALE and not include_stale:
             continue
         rec = r["record"]
-        configs.append(run_config(Path(r[PATH]), rec))
+        configs.append(listed_config(Path(r[PATH]), rec))
         row = {RUN: r[RUN], SOURCE: r[SOURCE], PATH: r[PATH], **configs[-1]}
         for k, v in rec.items():  # after the config: run.json's device is the one actually used
             if k == "final":

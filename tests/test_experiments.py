@@ -57,6 +57,14 @@ def test_every_experiment_runs_at_a_tiny_size_through_a_real_sweep(cli, results)
                 assert saved[key] == value, (path.stem, key)
     eoc = flatten(OmegaConf.load(runs["+experiment=edge-of-chaos"] / "config.yaml"))
     assert eoc["init.name"] == "meanfield" and eoc["data.scale"] == "qstar"  # its group overrides took effect
+    # the preset is the sweep's key: ls's first column, which --where reads (it had no column, its settings
+    # the only keys, and `--where experiment=...` was "not a column")
+    from gradflow import columns
+
+    df, swept = columns.listing(results / "experiments")
+    assert swept[0] == "experiment" and sorted(df["experiment"]) == sorted(p.stem for p in EXPERIMENTS), swept
+    out = cli("ls", str(results / "experiments"), "--where", "experiment=depth-study", "--csv")
+    assert out.exit_code == 0 and out.output.count("\n") == 2 and "depth-study" in out.output, out.output
 
 
 def test_an_unknown_experiment_is_refused_with_the_choices(cli, results):
