@@ -36,16 +36,21 @@ def name_items(name: str) -> list[str]:
     run named as typed: split at its commas, where a list's own commas stay in its item. A value that opens
     more brackets than it closes (a name writes [ and ] as _: optim.betas=_0.9 of optim.betas=_0.9,0.99_)
     takes the pieces after it that start no item (0.99_) until it has closed them all. A name cut and
-    hashed (job_name's, past 160 characters) keeps its hash as a piece of its own; "default" is one item."""
+    hashed (job_name's, past 160 characters) keeps its hash as a piece of its own; "default" is one item.
+    A quoted value as typed (+tag="x,y") keeps its commas too."""
     items: list[str] = []
-    open_ = 0  # the _ the last item's list value has opened and not closed
+    open_, quote = 0, ""  # the brackets the last item's value has opened and not closed; the quote it has
     for piece in name.split(","):
-        if items and open_ > 0 and not _ITEM_START.match(piece):
+        if items and (open_ > 0 or quote) and not _ITEM_START.match(piece):
             items[-1] += "," + piece
             open_ += _opened(piece)
+            quote = "" if quote and piece.endswith(quote) else quote
         else:
             items.append(piece)
-            open_ = _opened(piece.partition("=")[2]) if "=" in piece else 0
+            value = piece.partition("=")[2] if "=" in piece else ""
+            open_ = _opened(value)
+            # (a quoted value typed, +tag="x,y": open until a piece ends with its quote)
+            quote = value[0] if value[:1] in ("'", '"') and not (len(value) > 1 and value.endswith(value[0])) else ""
     return items
 
 

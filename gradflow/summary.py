@@ -493,11 +493,15 @@ def matches(values: pd.Series, value: str) -> pd.Series:
 
 
 def _same_list(cell: Any, typed: list[str]) -> bool:
-    """Whether a list cell holds the items `typed` (texts), numbers compared as numbers."""
+    """Whether a list cell holds the items `typed` (texts), numbers compared as numbers; a cell of a runs
+    table is the list's text ('[0.9, 0.99]', as run.json's flat config keeps it), read item by item too."""
+    if isinstance(cell, str) and cell.startswith("[") and cell.endswith("]"):
+        cell = split_top(cell[1:-1]) if cell != "[]" else []
     if not isinstance(cell, (list, tuple, np.ndarray)) or len(cell) != len(typed):
         return False
     for v, t in zip(cell, typed):
         t = t.strip().strip("'\"")
+        v = v.strip().strip("'\"") if isinstance(v, str) else v
         try:
             if float(v) != float(t):
                 return False

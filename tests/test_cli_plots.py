@@ -316,13 +316,24 @@ def test_a_list_value_in_a_run_name_is_one_item():
     assert name_items("default") == ["default"] and name_items("tag=_x,seed=1") == ["tag=_x", "seed=1"]
     assert named_run("default", ["s1/default", "s1/model.depth=2,train.steps=10"]) == "s1/default"
     assert named_run("default", ["s1/model.depth=2,train.steps=10"]) is None
-    # a list typed matches its folder form; two texts a name writes alike (x/y and x_y) stay two values
-    from gradflow.plots.series import _same_value
+    # a value typed matches a folder name's form of it (a list, a quoted text with a comma, my:Net), and a
+    # config's value only as itself (x/y and x_y are two values there)
+    from gradflow.plots.series import _config_value_is, _same_value
 
-    assert _same_value("_0.9,0.99_", "[0.9,0.99]") and not _same_value("x_y", "x/y")
+    assert _same_value("_0.9,0.99_", "[0.9,0.99]", named=True) and not _config_value_is("x_y", "x/y")
+    assert named_run("model.activation=my:Net,model.depth=4", ["model.activation=my_Net,model.depth=4",
+                                                                "model.activation=relu,model.depth=4"]) \
+        == "model.activation=my_Net,model.depth=4"
+    assert name_items('+tag="x,y",seed=1') == ['+tag="x,y"', "seed=1"]
+    assert named_run('+tag="x,y"', ["+tag=_x,y_", "+tag=x"]) == "+tag=_x,y_"
+    assert _config_value_is("[0.9, 0.99]", "[.9,.99]")  # (a runs table's list cell is its text)
     # --where with a list as typed keeps the runs whose config holds it (ls shows it as [0.9, 0.99]): item by
     # item, numbers as numbers, or as the folder's name writes it (as --run takes it)
     betas = pd.Series([[0.9, 0.99], [0.9, 0.999], [1e-3, 0.1]])
+    cells = betas.map(str)  # (a runs table's cells: the lists' text, '[0.9, 0.99]', as run.json's flat config)
+    assert matches(cells, "[0.9,0.99]").tolist() == matches(cells, "_0.9,0.99_").tolist() == [True, False, False]
+    assert matches(cells, "[1e-3,0.1]").tolist() == [False, False, True]
+    assert matches(pd.Series(["['a', 'b']"]), "[a,b]").tolist() == [True]
     assert matches(betas, "[0.9,0.99]").tolist() == [True, False, False]
     assert matches(betas, "[0.9, 0.999]").tolist() == [False, True, False]
     assert matches(betas, "[.9,.99]").tolist() == matches(betas, "_0.9,0.99_").tolist() == [True, False, False]

@@ -20,6 +20,7 @@ from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
 from gradflow.keys import hashable, config_columns, ordered_values, run_names, vkey
 from gradflow.overrides import as_in_name, name_items
+from gradflow.summary import matches as summary_matches
 
 
 @dataclass
@@ -298,7 +299,8 @@ def _config_value_is(v: object, value: str) -> bool:
     null/none where it has none."""
     if np.ndim(v) == 0 and pd.isna(v):
         return value.lower() in ("null", "none")
-    return any(_same_value(text, value) for text in {str(v), fmt(v)}) or fmt(v) == value.lower()
+    return any(_same_value(text, value) for text in {str(v), fmt(v)}) or fmt(v) == value.lower() or (
+        value.startswith("[") and bool(summary_matches(pd.Series([v]), value).iloc[0]))  # (a list, as typed)
 
 
 def not_a_run(run: object, runs: list[str], where: str, most: int, named: str = "--run",
@@ -338,7 +340,8 @@ def _matched(asked: str, run: str) -> int:
     """How many of `asked`'s key=value items one of `run`'s matches (the key whole or by its last part,
     the value as written or as the same number)."""
     have = _items(run)
-    return sum(any(_same_key(k, key) and _same_value(v, value) for k, v in have) for key, value in _items(asked))
+    return sum(any(_same_key(k, key) and _same_value(v, value, named=True) for k, v in have)
+               for key, value in _items(asked))
 
 
 def _distance(asked: str, run: str) -> float:
@@ -364,14 +367,15 @@ def name_says(run: str, key: str, value: Any) -> bool:
     its group (init=standard for init.name), the value as written or as the same number (optim.lr=1e-3 for
     0.001)."""
     keys = {key, key.removesuffix(".name")}
-    return any(any(_same_key(whole, k) for whole in keys) and _same_value(v, fmt(value))
+    return any(any(_same_key(whole, k) for whole in keys) and _same_value(v, fmt(value), named=True)
                for k, v in _items(run))
 
 
-def _same_value(a: str, b: str) -> bool:
-    """Whether two values are one: as written, as the same number, or a list as typed against the list as a
-    folder's name writes it ([0.9,0.99] is _0.9,0.99_ there; not any two texts alike there, x/y and x_y)."""
-    if a == b or any(v.startswith(("[", "{")) for v in (a, b)) and as_in_name(a) == as_in_name(b):
+def _same_value(a: str, b: str, named: bool = False) -> bool:
+    """Whether two values are one: as written, as the same number, or, with `named` (`a` a folder name's
+    value), as the folder's name writes `b` ([0.9,0.99] is _0.9,0.99_ there, my:Net my_Net); a config's
+    value is no name's (x/y and x_y are two values there)."""
+    if a == b or named and a == as_in_name(b):
         return True
     try:
         return float(a) == float(b)
