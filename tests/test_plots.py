@@ -1079,6 +1079,11 @@ def test_the_ratio_at_the_end_is_a_diverged_runs_last_before_it_and_no_point_whe
     runs.loc[runs.run == dead, ["status", "grad_ratio.init"]] = ["failed", math.nan]
     fig = figures.ratio(runs, "init")
     assert "0 / 0" not in fig._suptitle.get_text() and lines_with(fig, "nonfinite")
+    for status in ("interrupted", "running"):  # (0 / 0 all the same: no point, counted)
+        runs.loc[runs.run == dead, "status"] = status
+        fig = figures.ratio(runs, "init")
+        assert "1 run not drawn: no ratio (0 / 0" in " ".join(fig._suptitle.get_text().split()), status
+        assert not lines_with(fig, "nonfinite"), status
 
 
 def test_ratio_theory_follows_chi1():

@@ -329,12 +329,14 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
             raise GradflowError(f"the runs table has the weight-gradient ratio only ({col}); pass the layers "
                                 f"table for {quantity}")
         df = df.assign(value=pd.to_numeric(df[col], errors="coerce"))
-    # a run that finished and has no ratio (0 / 0: every gradient exactly 0, dead ReLUs) is no point, as `ls`
-    # shows it `-`: drawn NaN, it was marked "NaN/inf or diverged" (a failed run's NaN stays, counted as failed)
+    # a run that neither diverged nor failed and has no ratio (0 / 0: every gradient exactly 0, dead ReLUs; one
+    # interrupted or running too) is no point, as `ls` shows it `-`: drawn NaN, it was marked "NaN/inf or
+    # diverged" (a failed run's NaN stays, counted as failed)
     # (after the depth axis is read: the depths of those runs stay on it)
     length = depth_key(df)
     depths = np.asarray(ordered_values(df[length]), dtype=float)
-    no_ratio = df["value"].isna() & (df["status"] == "ok") if "status" in df.columns else df["value"].isna() & False
+    no_ratio = (df["value"].isna() & ~df["status"].isin(["diverged", "failed"]) if "status" in df.columns
+                else df["value"].isna() & False)
     df = df[~no_ratio]
     if df.empty:
         raise GradflowError(f"no run has a {quantity} ratio {('at initialization' if when == 'init' else 'at its end')}: "
