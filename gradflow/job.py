@@ -64,13 +64,14 @@ def _prepare(cfg: DictConfig):
 
 
 def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, isolate: bool = False,
-            flat: dict | None = None) -> dict:
+            flat: dict | None = None, command: str | None = None) -> dict:
     """Run `cfg` into `job_dir` and return its run record (what run.json holds).
 
     A failure inside training is recorded as status "failed" with the error. With `isolate`
     (sweeps), a failure while preparing is recorded the same way instead of raised. Ctrl-C marks
     the run "interrupted" and is raised again. `flat`: cfg's settings, flattened, where the caller has
-    them already (a sweep's job, from its check whether the run is finished).
+    them already (a sweep's job, from its check whether the run is finished). `command`: the command line that
+    made it, where no sweep.yaml keeps it (`gradflow run`'s: run.json's `command`, which the report page gives).
 
     Where `job_dir` holds a finished run of other settings, the new run is made beside it and takes its
     place only once it has ended ok or diverged: one that fails leaves the old run (its run.json notes the
@@ -81,12 +82,12 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
         flat = settings(store.flatten(cfg))  # a key of another choice (init.sw2 of a Xavier run) is no setting
     job_dir, digest = Path(job_dir), store.config_hash(flat)
     if not store.replaces(job_dir, digest):  # (a swap a killed process cut off: the caller put it right)
-        return _execute(cfg, job_dir, job_dir.name, on_step, isolate, flat, digest)
+        return _execute(cfg, job_dir, job_dir.name, on_step, isolate, flat, digest, command)
     # a finished run of other settings stays until its replacement has ended ok or diverged (store.STAGING)
     staging = store.staging_dir(job_dir)
     store.clear_run(staging)  # (one a killed process left)
     try:
-        record = _execute(cfg, staging, job_dir.name, on_step, isolate, flat, digest)
+        record = _execute(cfg, staging, job_dir.name, on_step, isolate, flat, digest, command)
         with workers.ctrl_c_waits():  # (a Ctrl-C between the swap's two renames would leave the folder empty)
             return store.take_place(job_dir, staging, record)
     except KeyboardInterrupt:  # dropped, the old run kept; unless it had ended (Ctrl-C as run.json was written)
@@ -99,12 +100,13 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
 
 
 def _execute(cfg: DictConfig, job_dir: Path, name: str, on_step: ProgressFn | None, isolate: bool,
-             flat: dict, digest: str) -> dict:
+             flat: dict, digest: str, command: str | None = None) -> dict:
     """`execute` into `job_dir` (a replacement's: its staging folder), the run's record naming job `name`
     and its config hash `digest`."""
     record = {"job": name, "seed": cfg.seed, "steps": cfg.train.steps,
               "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "config_hash": digest, **store.environment(), "config": flat}
+              "config_hash": digest, **store.environment(), "config": flat,
+              **({"command": command} if command else {})}
     if "root" in cfg.data:  # the folder its files are read from (data.root "" is $GRADFLOW_DATA, else ./data)
         record["data_root"] = str(data_mod.data_root(cfg.data.root).expanduser().resolve())
     start = time.perf_counter()

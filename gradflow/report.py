@@ -234,15 +234,18 @@ def commands(paths: list[Path]) -> list[str]:
             cmd = (spec or {}).get("command")  # (none from a sweep.yaml damaged by hand: it was a traceback)
             if isinstance(cmd, str) and cmd:
                 out.append(cmd)
-        # the runs no sweep made: a Recorder's, the script's command line each recorded (it read "not
-        # recorded", or for one run a `gradflow run` command that never made it); `gradflow run`'s records
-        # none: its own command, from its folder's name (a folder of them read "not recorded", and beside
-        # sweeps, in a folder of studies, they were left out)
+        # the runs no sweep made, each with the command line its run.json keeps: a Recorder's script's (it read
+        # "not recorded", or for one run a `gradflow run` command that never made it), `gradflow run`'s (a
+        # folder of them read "not recorded", and beside sweeps, in a folder of studies, they were left out);
+        # a run given alone that keeps none (a sweep's point; a `gradflow run` of before) rebuilt from its
+        # folder's name
         swept = [folder for folder, _ in specs]
         for run in store.find_runs(p):
             if any(run.is_relative_to(folder) for folder in swept):
                 continue
-            cmd = (store.read_run(run) or {}).get("command") or _run_command(run)
+            cmd = (store.read_run(run) or {}).get("command")
+            if not cmd and run == p:
+                cmd = _run_command(p)
             if cmd and cmd not in out:
                 out.append(cmd)
     return out

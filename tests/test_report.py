@@ -319,18 +319,20 @@ def test_a_sweeps_point_given_alone_is_said_made_by_a_run_command_with_the_sweep
     fixed = [o for o in SWEEP if not o.startswith(("model.depth=", "model.activation="))]
     assert cmd == " ".join(["gradflow run", *fixed, "model.activation=relu", "model.depth=10",
                             f"results={copy.parent}", "name=grid"]), cmd
+    # a sweep's override quoted on its command line stays one override (+tag=x,y read as two values, which
+    # `gradflow run` refuses), and the sweep's name= is given once
+    spec = yaml.safe_load((copy / store.SWEEP_FILE).read_text())
+    edited = {**spec, "overrides": [*spec["overrides"], '+tag="x,y"', "name=grid"]}
+    (copy / store.SWEEP_FILE).write_text(yaml.safe_dump(edited))
+    (tagged,) = report.commands([job])
+    args = shlex.split(tagged)
+    assert '+tag="x,y"' in args and sum(a.startswith("name=") for a in args) == 1, tagged
+    (copy / store.SWEEP_FILE).write_text(yaml.safe_dump(spec))
     before = store.read_run(job)["config_hash"]
     out = cli(*shlex.split(cmd)[1:])  # (the command as the page gives it: it reruns that very point)
     assert out.exit_code == 0, out.output
     assert store.read_run(job)["config_hash"] == before
-    # a sweep's override quoted on its command line stays one override (+tag=x,y read as two values, which
-    # `gradflow run` refuses), and the sweep's name= is given once
-    spec = yaml.safe_load((copy / store.SWEEP_FILE).read_text())
-    spec["overrides"] = [*spec["overrides"], '+tag="x,y"', "name=grid"]
-    (copy / store.SWEEP_FILE).write_text(yaml.safe_dump(spec))
-    (cmd,) = report.commands([job])
-    args = shlex.split(cmd)
-    assert '+tag="x,y"' in args and sum(a.startswith("name=") for a in args) == 1, cmd
+    assert report.commands([job]) == [cmd]  # (remade by it, its run.json keeps it)
 
 
 def test_report_names_a_long_page_path_whole_on_its_line(study, tmp_path):
@@ -730,24 +732,33 @@ def test_the_swept_note_leaves_out_keys_a_group_choice_sets_and_says_the_runs_di
 
 
 def test_a_folder_of_single_runs_page_gives_each_runs_command_beside_a_sweeps(study, tmp_path, cli):
-    # "How it was made" read "not recorded" for a folder of `gradflow run`'s runs (they record no command; one
-    # given alone had its command rebuilt), and beside a sweep, in a folder of studies, they were left out
+    # "How it was made" read "not recorded" for a folder of `gradflow run`'s runs (they recorded no command;
+    # one given alone had its command rebuilt from its folder's name), and beside a sweep, in a folder of
+    # studies, they were left out. Each run.json keeps its command line now, whatever its name loses: a
+    # quoted value with a comma (+tag="x,y" is named +tag=_x,y_), a name cut and hashed past 160 characters
     import shlex
 
     results = tmp_path / "results"
     shutil.copytree(study, results / "grid")
     small = [o for o in SWEEP if not o.startswith(("model.depth=", "model.activation="))]
-    for depth in (2, 3):
-        assert cli("run", *small, f"model.depth={depth}", f"results={results}", "name=single").exit_code == 0
+    typed = [[*small, "model.depth=2", '+tag="x,y"', f"results={results}", "name=single"],
+             [*small, "model.depth=3", *(f"+key{i}=value{i}" for i in range(12)), f"results={results}", "name=single"]]
+    for args in typed:
+        assert cli("run", *args).exit_code == 0
     single = report.commands([results / "single"])
-    assert len(single) == 2 and all(c.startswith("gradflow run ") and c.endswith(f"results={results} name=single")
-                                    for c in single), single
-    assert sorted(c for c in single if "model.depth=3" in c) == [c for c in single if "model.depth=3" in c]
-    before = sorted(p.name for p in (results / "single").iterdir())
-    out = cli(*shlex.split(single[1])[1:])  # (the command as given: it trains that run again, in its folder)
-    assert out.exit_code == 0 and sorted(p.name for p in (results / "single").iterdir()) == before, out.output
+    assert sorted(single) == sorted(shlex.join(["gradflow", "run", *args]) for args in typed), single
+    before = {p.parent.name: store.read_run(p.parent)["config_hash"] for p in (results / "single").glob("*/run.json")}
+    assert any("-" in name and len(name) < 170 for name in before)  # (the hashed name)
+    for cmd in single:  # each as given reruns its own run, in its own folder
+        assert cli(*shlex.split(cmd)[1:]).exit_code == 0
+    assert {p.parent.name: store.read_run(p.parent)["config_hash"] for p in (results / "single").glob("*/run.json")} \
+        == before
     both = report.commands([results])
-    assert both[1:] == single and both[0].startswith("gradflow sweep "), both
+    assert both[0].startswith("gradflow sweep ") and sorted(both[1:]) == sorted(single), both
+    # a folder whose run.json cannot be read (a Recorder's, damaged) gives no command made up from its name
+    (results / "mine" / "b2-lr1e-3").mkdir(parents=True)
+    (results / "mine" / "b2-lr1e-3" / store.RUN_FILE).write_text("{broken")
+    assert report.commands([results / "mine"]) == []
 
 
 def test_a_recorders_runs_page_names_the_script_that_made_them(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 import re
+import shlex
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -235,6 +236,7 @@ def run(
     note_replaced(overrides)
     overrides = last_overrides(overrides or [])  # (the replaced values are neither checked nor used)
     check_overrides(overrides, "run")
+    command = shlex.join(["gradflow", "run", *overrides])  # (run.json keeps it: the report page gives it)
     cfg = config_mod.compose(overrides)
     study = store.study_dir(cfg.results, cfg.name)
     flat = settings(store.flatten(cfg))
@@ -254,9 +256,9 @@ def run(
                 with progress_bar() as progress:
                     task = progress.add_task("training", total=cfg.train.steps)
                     record = job.execute(cfg, job_dir, on_step=lambda t, n: progress.update(task, completed=t),
-                                         flat=flat)
+                                         flat=flat, command=command)
             else:
-                record = job.execute(cfg, job_dir, on_step=progress_lines(cfg.train.steps), flat=flat)
+                record = job.execute(cfg, job_dir, on_step=progress_lines(cfg.train.steps), flat=flat, command=command)
         except KeyboardInterrupt:
             if store.replaces(job_dir, digest):  # (job.execute dropped the replacement)
                 leave_interrupted(f"interrupted: the run was dropped, and the finished run of other settings in "
