@@ -121,7 +121,7 @@ def _root_named(configured: str):
         if configured or f"data.root={root}" not in str(e):
             raise
         said = (f"$GRADFLOW_DATA={os.environ['GRADFLOW_DATA']} (data.root unset)" if os.environ.get("GRADFLOW_DATA")
-                else f"the default folder {root}/ (data.root and $GRADFLOW_DATA unset)")
+                else f"{root} (the default: data.root and $GRADFLOW_DATA unset)")
         raise GradflowError(str(e).replace(f"data.root={root}", said, 1)) from None
 
 

@@ -656,5 +656,9 @@ def test_a_folder_from_gradflow_data_is_named_as_such_in_errors(tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     with pytest.raises(GradflowError) as e:
         check_files("mnist")
-    assert one_line(e).startswith("the default folder data/ (data.root and $GRADFLOW_DATA unset) has no MNIST files; "
-                                  "put "), one_line(e)
+    assert one_line(e).startswith("data (the default: data.root and $GRADFLOW_DATA unset) has no MNIST files; put "), \
+        one_line(e)
+    (tmp_path / "data").write_text("")  # (a file there: no "folder" said of it)
+    with pytest.raises(GradflowError) as e:
+        check_files("mnist")
+    assert one_line(e).startswith("data (the default: data.root and $GRADFLOW_DATA unset) is a file"), one_line(e)
