@@ -417,6 +417,27 @@ def test_unrelated_runs_differing_in_many_keys_still_fit_and_show_a_result():
     assert choose([*keys[:3], status, *results], 80)[1] == [] and choose([*keys, status, *results], None)[1] == []
 
 
+def test_keys_left_out_at_80_columns_are_those_that_tell_no_rows_apart():
+    # a folder of single runs: depth, width, lr and steps kept, sw2 left out, though it alone told the two
+    # depth-60 meanfield runs apart (`60 96 tanh meanfield 0.001 300 ok` twice); the keys that tell rows apart
+    # are taken first, in display order, and those the others already imply are the ones left out
+    from gradflow.cli.ls import choose
+    from gradflow.columns import KEY_PRIORITY, Column
+
+    def key(name, cells):
+        return Column(name, name.split(".")[-1], KEY_PRIORITY, [c.ljust(11) for c in cells], False)
+
+    keys = [key("model.depth", ["20", "30", "60", "60"]), key("model.width", ["128", "128", "96", "96"]),
+            key("optim.lr", ["0.05", "0.05", "0.001", "0.001"]), key("train.steps", ["1000", "1000", "300", "300"]),
+            key("model.activation", ["tanh", "relu", "tanh", "tanh"]), key("init.sw2", ["-", "-", "1.76", "4"])]
+    status = Column("status", "status", KEY_PRIORITY, ["ok"] * 4, False)
+    loss = Column("final.train_loss", "loss", 2, ["1.25"] * 4, True)
+    shown, hidden = choose([*keys, status, loss], 80)
+    assert "init.sw2" in [c.key for c in shown] and hidden, (shown, hidden)
+    assert len({row for row in zip(*(c.cells for c in shown if c.key not in ("status", "final.train_loss")))}) == 4
+    assert [c.key for c in shown][:1] == ["model.depth"]  # (the display order kept: depth first)
+
+
 def test_a_folder_of_studies_keeps_room_for_the_loss_and_the_accuracy_beside_many_keys():
     # a folder of studies names its rows by study, and its keys (a dozen kinds across studies) leave room
     # for two results, the loss and the accuracy: one alone read "study ... status loss" with no accuracy

@@ -131,7 +131,8 @@ def choose(columns: list[Column], width: int | None) -> tuple[list[Column], list
     if width is None:
         return columns, []
     first = {i for i, c in enumerate(columns) if c.key == store.STATUS} | {0}
-    order = sorted(range(len(columns)), key=lambda i: (columns[i].priority, i not in first, i))
+    rank = _telling_first(columns, first)
+    order = sorted(range(len(columns)), key=lambda i: (columns[i].priority, i not in first, rank.get(i, i)))
     results = [i for i in order if columns[i].priority != KEY_PRIORITY]
     # room for the headline result (train loss and test accuracy in a folder of studies, whose rows the study
     # names and whose keys `ls` of each study shows: one alone left keys of a dozen kinds and steps done)
@@ -152,6 +153,23 @@ def choose(columns: list[Column], width: int | None) -> tuple[list[Column], list
             keep.add(i)
             used += need
     return [c for i, c in enumerate(columns) if i in keep], [c for i, c in enumerate(columns) if i not in keep]
+
+
+def _telling_first(columns: list[Column], first: set[int]) -> dict[int, int]:
+    """The keys' columns in the order `choose` takes them: those that tell more rows apart, as shown, than the
+    keys before them (the first column's among them) first, in display order, then those that tell none
+    apart that the others have not (a folder of single runs kept width, lr and steps, alike in the rows, and
+    left out sw2, the one key two depth-60 meanfield runs differ in: they read alike)."""
+    keys = [i for i, c in enumerate(columns) if c.priority == KEY_PRIORITY and c.key != store.STATUS]
+    telling = [i for i in keys if i in first]
+
+    def rows(cols: list[int]) -> int:
+        return len(set(zip(*(columns[i].cells for i in cols)))) if cols else 1
+
+    for i in keys:
+        if i not in telling and rows(telling + [i]) > rows(telling):
+            telling.append(i)
+    return {i: n for n, i in enumerate([*telling, *(i for i in keys if i not in telling)])}
 
 
 def one_line_headers(columns: list[Column], width: int | None) -> None:
