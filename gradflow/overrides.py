@@ -12,6 +12,7 @@ from gradflow.errors import shorten
 NOT_IN_JOB_NAME = ("name", "results", "device", "threads")  # where and how fast, not what is computed
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+\-]")
 _HYDRA_ESCAPE = re.compile(r"\\([\\()\[\]{}:=, \t])")  # what Hydra's escape_special_characters escapes
+_BOOLEAN = re.compile(r"true|false", re.IGNORECASE)  # an unquoted value Hydra reads as a boolean
 
 
 def job_name(overrides: list[str] | str) -> str:
@@ -21,6 +22,9 @@ def job_name(overrides: list[str] | str) -> str:
     # (Hydra's override_dirname escapes my:Net as my\:Net: the character escaped, as a command line gives it)
     items = [_readable(_HYDRA_ESCAPE.sub(r"\1", o)) for o in items]
     items = [o[2:] if o.startswith("++") else o for o in items]  # (++k=v sets k as k=v does: one folder for both)
+    # (probe.jacobian=True sets what =true does, Hydra reading either as the boolean: one folder for both)
+    items = [f"{o.split('=', 1)[0]}={o.split('=', 1)[1].lower()}" if _BOOLEAN.fullmatch(o.partition("=")[2]) else o
+             for o in items]
     keep = sorted(o for o in items if o and override_key(o) not in NOT_IN_JOB_NAME and not override_key(o).startswith("hydra"))
     name = _UNSAFE.sub("_", ",".join(keep)) or "default"
     if len(name) > 160:

@@ -264,6 +264,22 @@ def test_a_key_forced_with_plus_plus_is_the_same_run_and_folder_as_plain(cli, re
             assert f"width: {width}" in (job / "config.yaml").read_text(), job
 
 
+def test_a_boolean_written_true_or_True_is_one_run_and_folder(cli, results):
+    # Hydra reads true, True and TRUE as the one boolean: probe.jacobian=True ran into a folder of its own
+    # beside probe.jacobian=true's, the same run twice; a quoted 'True' is a text, and stays its own
+    from gradflow.overrides import job_name
+
+    assert job_name(["probe.jacobian=True", "model.depth=2"]) == job_name(["model.depth=2", "probe.jacobian=true"])
+    assert job_name(["+flag=FALSE"]) == "+flag=false" and job_name(["+tag='True'"]) != job_name(["+tag=true"])
+    assert job_name(["+tag=Trueish"]) == "+tag=Trueish"
+    small = ["threads=1", G, "train.steps=2", "model.depth=2", f"results={results}", "name=b"]
+    assert cli("run", *small, "probe.jacobian=true").exit_code == 0
+    out = cli("run", *small, "probe.jacobian=True")
+    assert out.exit_code == 0, out.output
+    assert [p.name for p in (results / "b").iterdir() if p.is_dir()] == [job_name(["model.depth=2", "probe.jacobian=true",
+                                                                                   G, "train.steps=2"])]
+
+
 # --- bounds at their edges (a mutation audit: each test fails where the bound moves by one) ---------------
 
 def test_data_seed_above_numpy_range_is_refused():
