@@ -20,7 +20,7 @@ import pandas as pd
 from gradflow import store, theory
 from gradflow.fmt import and_list, drop_shared_parts, fmt
 from gradflow.errors import GradflowError, did_you_mean
-from gradflow.overrides import as_in_name, name_items, split_top
+from gradflow.overrides import name_items, split_top
 from gradflow.probes.quantities import QUANTITIES
 from gradflow.theory import FIT_TRIM
 
@@ -479,11 +479,10 @@ def matches(values: pd.Series, value: str) -> pd.Series:
     except ValueError:
         number = None
     text = (values.astype(str) == value) | (values.map(fmt) == value)  # (as the table and the errors show it)
-    if value.startswith("[") or value.startswith("_") and value.endswith("_") and len(value) > 1:
+    if _list_text(value):
         # a list as typed, [0.9,0.99] or [.9,.99], or as its run's folder name writes it (_0.9,0.99_): item by
         # item, numbers as numbers, against the table's [0.9, 0.99]
-        typed = split_top(value[1:-1])
-        text |= values.map(lambda v: _same_list(v, typed))
+        text |= values.map(lambda v: same_list(v, value))
     if value in ("-", "nan"):  # (as ls prints a missing value; "none" is a value of its own: norm=none)
         return text | values.isna()
     numeric = pd.to_numeric(values, errors="coerce")
@@ -492,11 +491,20 @@ def matches(values: pd.Series, value: str) -> pd.Series:
     return text
 
 
-def _same_list(cell: Any, typed: list[str]) -> bool:
-    """Whether a list cell holds the items `typed` (texts), numbers compared as numbers; a cell of a runs
-    table is the list's text ('[0.9, 0.99]', as run.json's flat config keeps it), read item by item too."""
-    if isinstance(cell, str) and cell.startswith("[") and cell.endswith("]"):
-        cell = split_top(cell[1:-1]) if cell != "[]" else []
+def _list_text(text: str) -> bool:
+    """Whether `text` is a list as typed ([0.9,0.99]) or as a run folder's name writes it (_0.9,0.99_)."""
+    return text.startswith("[") and text.endswith("]") or len(text) > 1 and text.startswith("_") and text.endswith("_")
+
+
+def same_list(cell: Any, value: str) -> bool:
+    """Whether a list cell holds the list `value` (`_list_text`'s), item by item, numbers compared as numbers;
+    a cell may be a list, its text ('[0.9, 0.99]', as a runs table's flat config keeps it) or a folder
+    name's (_0.9,0.99_: a sweep's point not run yet)."""
+    if not _list_text(value):
+        return False
+    typed = split_top(value[1:-1])
+    if isinstance(cell, str) and _list_text(cell):
+        cell = split_top(cell[1:-1]) if len(cell) > 2 else []
     if not isinstance(cell, (list, tuple, np.ndarray)) or len(cell) != len(typed):
         return False
     for v, t in zip(cell, typed):
@@ -613,8 +621,7 @@ def _job_matches(job: str, column_key: str, value: str) -> bool:
     for key, v in items.items():
         if column_key in (key.lstrip("+~"), f"{key.lstrip('+~')}.name"):  # (init=... sets init.name)
             # (--where depth=2,3: its runs not run too; a list as typed, [0.9,0.99], is _0.9,0.99_ in the name)
-            return bool(matches_any(pd.Series([v]), value).iloc[0]) or (
-                value.startswith(("[", "{")) and as_in_name(value.replace(" ", "")) == v)
+            return bool(matches_any(pd.Series([v]), value).iloc[0])
     return True
 
 

@@ -335,8 +335,8 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
     # (after the depth axis is read: the depths of those runs stay on it)
     length = depth_key(df)
     depths = np.asarray(ordered_values(df[length]), dtype=float)
-    no_ratio = (df["value"].isna() & ~df["status"].isin(["diverged", "failed"]) if "status" in df.columns
-                else df["value"].isna() & False)
+    finished = ~df["status"].isin(["diverged", "failed"]) if "status" in df.columns else False
+    no_ratio = df["value"].isna() & finished
     df = df[~no_ratio]
     if df.empty:
         raise GradflowError(f"no run has a {quantity} ratio {('at initialization' if when == 'init' else 'at its end')}: "

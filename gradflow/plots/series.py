@@ -20,7 +20,7 @@ from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
 from gradflow.keys import hashable, config_columns, ordered_values, run_names, vkey
 from gradflow.overrides import as_in_name, name_items
-from gradflow.summary import matches as summary_matches
+from gradflow.summary import same_list
 
 
 @dataclass
@@ -299,8 +299,8 @@ def _config_value_is(v: object, value: str) -> bool:
     null/none where it has none."""
     if np.ndim(v) == 0 and pd.isna(v):
         return value.lower() in ("null", "none")
-    return any(_same_value(text, value) for text in {str(v), fmt(v)}) or fmt(v) == value.lower() or (
-        value.startswith("[") and bool(summary_matches(pd.Series([v]), value).iloc[0]))  # (a list, as typed)
+    return any(_same_value(text, value) for text in {str(v), fmt(v)}) or fmt(v) == value.lower() or \
+        same_list(v, value)  # (a list, as typed)
 
 
 def not_a_run(run: object, runs: list[str], where: str, most: int, named: str = "--run",
