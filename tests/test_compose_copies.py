@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from gradflow import config as config_mod
+from gradflow.config import composition as config_mod
 from gradflow.errors import GradflowError
 
 
@@ -55,29 +55,29 @@ def test_every_compose_is_hydras_whole_compose(fresh, warm):
     the others composed, with their values applied before): Hydra's config and errors."""
     if warm:
         for overrides in CASES:
-            _outcome(config_mod._hydra_compose, overrides)
+            _outcome(config_mod.hydra_compose, overrides)
     for overrides in CASES:
-        assert _outcome(config_mod._hydra_compose, overrides) == _outcome(config_mod._hydra_compose_whole,
+        assert _outcome(config_mod.hydra_compose, overrides) == _outcome(config_mod.compose_whole,
                                                                            overrides), overrides
     # (the cases did reach the copying path: data=gaussian's structure served four of them)
     assert ("data=gaussian",) in fresh and len(fresh) < len(CASES)
 
 
 def test_a_copy_carries_neither_an_earlier_composes_values_nor_what_its_caller_changed(fresh):
-    first = config_mod._hydra_compose(["data=gaussian", "model.depth=3", "model.width=16"])
+    first = config_mod.hydra_compose(["data=gaussian", "model.depth=3", "model.width=16"])
     first.model.width = 999  # a caller writing into its config (building a model may)
-    second = config_mod._hydra_compose(["data=gaussian", "model.depth=5"])
-    whole = config_mod._hydra_compose_whole(["data=gaussian"])
+    second = config_mod.hydra_compose(["data=gaussian", "model.depth=5"])
+    whole = config_mod.compose_whole(["data=gaussian"])
     assert second.model.depth == 5 and second.model.width == whole.model.width != 999
     assert len(fresh) == 1  # one Hydra compose of data=gaussian; the second was a copy
 
 
 def test_a_hydra_key_is_composed_whole_and_the_kept_structures_are_bounded(fresh, monkeypatch):
-    config_mod._hydra_compose(["data=gaussian", "hydra.job.name=x"])  # (a searchpath names files of the moment)
+    config_mod.hydra_compose(["data=gaussian", "hydra.job.name=x"])  # (a searchpath names files of the moment)
     assert fresh == {}
     monkeypatch.setattr(config_mod, "STRUCTURES", 2)
     for init in ("orthogonal", "xavier_normal", "kaiming_normal"):
-        config_mod._hydra_compose([f"init={init}", "seed=1"])
+        config_mod.hydra_compose([f"init={init}", "seed=1"])
     assert list(fresh) == [("init=xavier_normal",), ("init=kaiming_normal",)]  # the oldest dropped
 
 

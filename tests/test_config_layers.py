@@ -33,13 +33,25 @@ def test_models_import_only_leaf_registries_and_each_other(path):
     assert not bad, f"{_module(path)} imports {sorted(bad)}: configuration reaches models as arguments"
 
 
-def test_config_imports_nothing_of_gradflow_but_leaf_registries():
+@pytest.mark.parametrize("path", sorted((ROOT / "config").glob("*.py")), ids=lambda p: p.name)
+def test_config_imports_nothing_of_gradflow_but_itself_and_leaf_registries(path):
     # leaves that import no gradflow module above them: no cycle (theory for q*, textdata for the text's size,
     # overrides for the override strings)
-    allowed = ("gradflow.errors.", "gradflow.activations", "gradflow.theory", "gradflow.textdata", "gradflow.choices.",
-               "gradflow.overrides.")
-    bad = {m for m in gradflow_imports(ROOT / "config.py") if not m.startswith(allowed)}
-    assert not bad
+    allowed = ("gradflow.config.", "gradflow.errors.", "gradflow.activations", "gradflow.theory", "gradflow.textdata",
+               "gradflow.choices.", "gradflow.overrides.")
+    bad = {m for m in gradflow_imports(path) if not m.startswith(allowed)}
+    assert not bad, f"{_module(path)} imports {sorted(bad)}"
+
+
+def test_the_config_parts_import_one_way():
+    # schema <- validation <- composition, messages beside composition (which imports it: messages reaches
+    # composition only inside a function, for the one compose an error message needs); device below them all
+    order = ["device", "schema", "validation", "messages", "composition"]
+    for k, name in enumerate(order):
+        above = {f"gradflow.config.{m}" for m in order[k + 1:]} - ({"gradflow.config.composition"}
+                                                                    if name == "messages" else set())
+        imported = {m.rsplit(".", 1)[0] if m.count(".") > 2 else m for m in gradflow_imports(ROOT / "config" / f"{name}.py")}
+        assert not imported & above, f"gradflow.config.{name} imports {sorted(imported & above)}"
 
 
 def test_the_store_imports_only_leaves():

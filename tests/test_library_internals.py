@@ -15,9 +15,9 @@ import pytest
 # (module, attribute path, what of gradflow uses it)
 INTERNALS = [
     ("hydra._internal.config_loader_impl", "ConfigLoaderImpl._apply_overrides_to_config",
-     "config._hydra_compose and sweep.JobConfigLoader: a composed structure copied, its plain values applied"),
+     "config.hydra_compose and sweep.JobConfigLoader: a composed structure copied, its plain values applied"),
     ("hydra._internal.config_loader_impl", "get_overrides_dirname", "sweep.JobConfigLoader: a job's folder name"),
-    ("hydra._internal.utils", "create_config_search_path", "config: the loader over gradflow's conf/"),
+    ("hydra._internal.utils", "create_config_search_path", "config.config_loader: the loader over gradflow's conf/"),
     ("hydra._internal.hydra", "ConfigLoaderImpl", "sweep._hydra_composes_less: the loader a sweep makes"),
     ("hydra._internal.core_plugins.basic_sweeper", "BasicSweeper", "sweep: the grid's points as Hydra lists them"),
     ("hydra.plugins.sweeper", "Sweeper.validate_batch_is_legal", "sweep._hydra_composes_less: warms the loader"),

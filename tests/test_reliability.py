@@ -243,7 +243,7 @@ def test_a_sweep_refused_by_another_process_says_nothing_of_the_runs_it_found(cl
     assert _sweep(cli, results, "model.depth=2,3").exit_code == 0
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from gradflow import store\n"
-         f"with store.lock(sys.argv[1], 'gradflow sweep held-elsewhere'):\n print('held', flush=True); time.sleep(60)",
+         "with store.lock(sys.argv[1], 'gradflow sweep held-elsewhere'):\n print('held', flush=True); time.sleep(60)",
          str(results / "s")], stdout=subprocess.PIPE, text=True, env=ENV)
     try:
         assert holder.stdout.readline().strip() == "held"
