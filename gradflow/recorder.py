@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 from torch.amp.grad_scaler import OptState
-from torch.optim.optimizer import register_optimizer_step_post_hook
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from gradflow import store, summary, workers
 from gradflow.errors import GradflowError, given_path, shorten, user_stacklevel
@@ -303,6 +303,9 @@ class Recorder:
         if type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
             model = model._orig_mod  # torch.compile's wrapper: the probes go on the module it compiled (given the
             # wrapper, the discovery's forward pass ran inside dynamo's tracing and failed with dynamo's error)
+        from gradflow.models.discover import check_probeable
+
+        check_probeable(model)  # (else said from inside a forward hook, at the first probed step)
         self.model, self.path, self.every = model, given_path(path, 'Recorder(model, "results/my-study/run0")'), every
         if self.path.exists() and not self.path.is_dir():
             raise GradflowError(f"{self.path} is a file; give the Recorder a folder for the run")
@@ -366,6 +369,14 @@ class Recorder:
         self._ours = {id(p) for p in model.parameters()}
         saw = weakref.WeakMethod(self._saw_optimizer)  # (torch's registry must not keep the Recorder, and its model)
         self._seeing = register_optimizer_step_post_hook(lambda *args: saw() is not None and saw()(*args))
+        before = weakref.WeakMethod(self._before_optimizer)
+
+        def before_step(*args) -> None:  # (a pre-hook returns None, or new arguments for the step)
+            if (method := before()) is not None:
+                method(*args)
+
+        self._before = register_optimizer_step_pre_hook(before_step)
+        self._pending_stepped: set[int] = set()  # the optimizers that stepped since the pending probed step
         self._discovery = None  # the first probed block's forward pre-hook, until it fires or the block ends
         self._calls = _Calls()  # (registered for the Recorder's life: a hook added and removed at every block
         self._calling = model.register_forward_pre_hook(self._calls)  # made a compiled model recompile)
@@ -437,7 +448,9 @@ class Recorder:
                                 "from the block's end to the next step)")
         if self.probes is None and self._grad_marks() != marks:  # (its parameters' gradients came from a pass
             self._cut_short = True  # that never called the model: not done, the step's error is the Recorder's own)
-            raise GradflowError("rec.step() saw no forward pass of the model it was given")
+            raise GradflowError("rec.step() saw no forward pass of the model it was given, though its parameters got "
+                                "gradients: call the model, model(x), not model.forward(x) (gradflow's hooks run in "
+                                "model(x)), and give the Recorder the model the loop trains")
         if self.probes is None or not (self.probes.forward_seen() or self._calls.graded):
             # an empty block (a batch the loop skips with `continue`, an extra rec.step; the first probed one too,
             # whose points are still to find) or one whose forward pass ran under no_grad (an evaluation): it read
@@ -460,6 +473,7 @@ class Recorder:
                                 "it (zero_grad inside the block cleared them)")
         self.probes.after_backward(keep_grads=True)  # the loop may clip or zero them before the read
         self._pending, self._pending_step = True, step
+        self._pending_stepped.clear()
         self._pending_scale = None
         if self.scaler is not None and self.scaler.is_enabled():
             # the loss scale its backward ran at (a tensor on the device, fetched with the step's one copy), and
@@ -483,8 +497,8 @@ class Recorder:
                 if value.numel() != 1:  # (checked here: at close() it would be far from the call that made it)
                     raise GradflowError(f"Recorder.log: {name} must be a scalar; got a tensor of shape "
                                         f"{tuple(value.shape)} (log its mean, or each element under its own name)")
-                value = value.detach()
-            else:
+                value = value.detach().clone()  # (its value now: an EMA or accumulator the loop updates in place,
+            else:  # or a parameter, kept by reference, read as its last value at every step)
                 try:
                     value = float(value)
                 except (TypeError, ValueError):
@@ -517,6 +531,16 @@ class Recorder:
             self._optimizer_seen = True
             self._updates += 1
 
+    def _before_optimizer(self, opt, args, kwargs) -> None:
+        """Before every optimizer step until close(): the pending probed step's update ratio is read before an
+        optimizer's second step after it (a loop that wraps only its probed steps in rec.step: else the ratio
+        would span every update to the next rec.step); each optimizer's first (two optimizers, a GAN's) counts."""
+        if self._pending and self._steps_ours(opt):
+            if id(opt) in self._pending_stepped:
+                self._finish_pending()
+            else:
+                self._pending_stepped.add(id(opt))
+
     def close(self, status: str = store.OK, error: str | None = None) -> None:
         """Write every table and run.json (atomically, through gradflow.store). A Ctrl-C meanwhile waits
         for run.json, then is raised; a second (the first, closing after one) leaves at once, the run
@@ -527,6 +551,7 @@ class Recorder:
                                 "block ends (or leave the Recorder's own `with` block)")
         self._closed = True
         self._seeing.remove()
+        self._before.remove()
         self._calling.remove()
         _OPEN.discard(self)
         written = False
@@ -595,10 +620,13 @@ class Recorder:
                 warnings.warn(f"{self.path}: {text}", stacklevel=3)
         if self.probes is not None and self.probes.tied:
             self._record["tied"] = self.probes.tied
+        if self.probes is not None:  # (as `gradflow run` records them: a "-" there is a frozen weight)
+            self._record["frozen"] = self.probes.frozen
         self._record["summary"] = summary.per_run(layers, self._flat, self._record.get("diverged_step"),
                                                   self._record.get("tied"))  # (ls's)
         if status == store.INTERRUPTED:  # no final result: its last values, with the step it got to
-            self._record["last_evaluated"] = {store.STEP: self._last_step, **final}
+            last = max((st for st, *_ in rows), default=None)  # (the step its last values were logged at)
+            self._record["last_evaluated"] = {} if last is None else {store.STEP: last, **final}
             final = {}
         elif status == store.DIVERGED:  # no final result either: the last step whose values are all finite
             last = max((st for st, *_ in rows if st < self._record["diverged_step"]), default=None)

@@ -454,6 +454,9 @@ def begin(job_dir: Path, cfg: DictConfig, record: dict, shared: bool = False) ->
         if shared and job_dir.is_dir() and not job_dir.is_symlink():
             for f in RUN_FILES:  # (run.json first: a folder without it is no run to any reader)
                 (job_dir / f).unlink(missing_ok=True)
+            (job_dir / REPORT_HTML).unlink(missing_ok=True)  # what plot and report wrote of the run replaced
+            if _figures_only(job_dir / FIGURES_DIR):
+                shutil.rmtree(job_dir / FIGURES_DIR)
         else:
             clear_run(job_dir)
         job_dir.mkdir(parents=True, exist_ok=shared)

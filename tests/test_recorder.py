@@ -81,6 +81,10 @@ def test_probe_points_come_in_forward_order_named_by_path_with_their_activation_
     with pytest.raises(GradflowError, match="has no layer gradflow probes"):
         discover(nn.Sequential(nn.Tanh()), torch.randn(2, 3))
 
+    with warnings.catch_warnings():  # a model that is itself the one layer: it ran (it was said to be "put after
+        warnings.simplefilter("error")  # the last layer, its place unknown", under an empty name)
+        assert [p.name for p in discover(nn.Linear(3, 2), torch.randn(2, 3))] == ["linear"]
+
 
 @pytest.mark.parametrize("fuse_after", [None, 1], ids=["batched", "fused-from-the-second"])
 def test_recorder_values_equal_plain_autograd(tmp_path, fuse_after, monkeypatch):
@@ -231,15 +235,21 @@ def test_recorder_refuses_a_foreign_folder_and_records_a_crash(tmp_path):
     assert set(pd.read_parquet(tmp_path / "crash" / "layers.parquet").step) == {0}
 
     # Ctrl-C in the loop is no failure: the run is interrupted, its tables kept (it was "failed: KeyboardInterrupt")
+    # (its last values with the step they were logged at: step 2's number was put on step 1's loss)
     with pytest.raises(KeyboardInterrupt):
         with gradflow.Recorder(model, tmp_path / "stopped", every=1) as rec:
             for step in range(3):
                 with rec.step(step):
-                    model(torch.randn(3, 2)).sum().backward()
+                    loss = model(torch.randn(3, 2)).sum()
+                    loss.backward()
+                if step < 2:
+                    rec.log(step, train_loss=loss)
             raise KeyboardInterrupt
     run = store.read_run(tmp_path / "stopped")
     assert run["status"] == "interrupted" and "error" not in run
-    assert run["final"] == {} and run["last_evaluated"]["step"] == 2  # no final result
+    assert run["final"] == {}  # no final result
+    assert run["last_evaluated"] == {"step": 1, "train_loss": pytest.approx(loss_1 := float(
+        gradflow.load(tmp_path / "stopped", "metrics").query("step == 1").value.iloc[0]))} and math.isfinite(loss_1)
     assert store.status_of(tmp_path / "stopped", run)[0] == "interrupted"
     assert set(store.load(tmp_path / "stopped").step) == {0, 1, 2}
 
@@ -1844,17 +1854,100 @@ def test_a_step_number_given_twice_in_a_row_is_refused(tmp_path):
     assert sorted(store.load(tmp_path / "run").step.unique()) == [3]
 
 
-def test_a_model_with_no_parameters_closes_as_failed_with_discoverys_error(tmp_path):
-    # close() took the device from next(model.parameters()): StopIteration, the run left `running` (read as
-    # interrupted) and "could not close the run at ...: " with an empty reason
-    model = nn.Flatten()
-    with pytest.raises(GradflowError, match="has no layer gradflow probes"):
-        with gradflow.Recorder(model, tmp_path / "s" / "r", config={}) as rec:
-            with rec.step(0):
-                model(torch.randn(4, 3, 2))
-    record = json.loads((tmp_path / "s" / "r" / "run.json").read_text())
-    assert record["status"] == "failed" and "has no layer gradflow probes" in record["error"]
-    assert record["device"] == "cpu"
+@pytest.mark.parametrize("model", [nn.Flatten(), nn.LSTM(3, 4)], ids=["no-parameters", "lstm-alone"])
+def test_a_model_with_no_layer_to_probe_is_refused_before_anything_is_written(tmp_path, model):
+    # it was said at the first probed step, from inside a forward hook in the loop's model(x), the run then
+    # written failed (and a model without parameters once crashed close() with StopIteration)
+    with pytest.raises(GradflowError, match=rf"^{type(model).__name__} has no layer gradflow probes"):
+        gradflow.Recorder(model, tmp_path / "s" / "r", config={})
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_tensor_logged_is_its_value_at_the_call(tmp_path):
+    # rec.log kept the tensor itself: an EMA the loop updates in place, or a parameter, read as its last value
+    # at every step
+    model = nn.Linear(3, 2)
+    temperature = nn.Parameter(torch.tensor(1.0))
+    opt = torch.optim.SGD([*model.parameters(), temperature], lr=0.1)
+    ema, logged = torch.zeros(()), []
+    with gradflow.Recorder(model, tmp_path / "s" / "r", every=1) as rec:
+        for step in range(4):
+            with rec.step(step):
+                loss = (model(torch.randn(8, 3)) / temperature).pow(2).mean()
+                loss.backward()
+            ema.mul_(0.5).add_(loss.detach(), alpha=0.5)
+            rec.log(step, train_ema=ema, train_temperature=temperature)
+            logged.append((float(ema), float(temperature.detach())))
+            opt.step()
+            opt.zero_grad()
+    metrics = gradflow.load(tmp_path / "s" / "r", "metrics").pivot(index="step", columns="metric", values="value")
+    assert list(metrics["ema"]) == pytest.approx([e for e, _ in logged])
+    assert list(metrics["temperature"]) == pytest.approx([t for _, t in logged])
+    assert len(set(metrics["temperature"])) == 4
+
+
+def test_a_loop_that_wraps_only_its_probed_steps_gets_one_updates_ratio(tmp_path):
+    # the update ratio was taken at the next rec.step: a loop with `with rec.step(t)` only where t % every == 0
+    # (the README's "a no-op otherwise" allows it) recorded ten updates' distance as one's, ~9x too large
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    expected = {}
+    with gradflow.Recorder(model, tmp_path / "s" / "r", every=10) as rec:
+        for step in range(21):
+            block = rec.step(step) if step % 10 == 0 else contextlib.nullcontext()
+            with block:
+                F.cross_entropy(model(x), y).backward()
+            if step % 10 == 0:
+                before = model[0].weight.detach().clone()
+            opt.step()
+            if step % 10 == 0:
+                expected[step] = float((model[0].weight.detach() - before).norm() / before.norm())
+            opt.zero_grad()
+    ratios = store.rows(store.load(tmp_path / "s" / "r"), "update_ratio")
+    got = dict(zip(ratios[ratios.name == "0"].step, ratios[ratios.name == "0"].value))
+    assert got == pytest.approx(expected, rel=1e-4)
+    assert set(got) == {0, 10, 20}
+
+
+def test_two_optimizers_each_stepping_once_give_the_whole_update(tmp_path):
+    # (the ratio is read before an optimizer's second step, not at another optimizer's first)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    first, second = (torch.optim.SGD(model[k].parameters(), lr=0.1) for k in (0, 2))
+    with gradflow.Recorder(model, tmp_path / "s" / "r", every=1) as rec:
+        for step in range(2):
+            with rec.step(step):
+                F.cross_entropy(model(torch.randn(16, 4)), torch.randint(0, 2, (16,))).backward()
+            before = model[2].weight.detach().clone()
+            first.step()
+            second.step()
+            if step == 0:
+                expected = float((model[2].weight.detach() - before).norm() / before.norm())
+            first.zero_grad()
+            second.zero_grad()
+    ratios = store.rows(store.load(tmp_path / "s" / "r"), "update_ratio", 0)
+    assert float(ratios[ratios.name == "2"].value.iloc[0]) == pytest.approx(expected, rel=1e-4) and expected > 0
+
+
+def test_a_recorder_replacing_a_run_removes_its_figures_and_page_not_the_loops_files(tmp_path):
+    run = tmp_path / "s" / "r"
+    for width in (4, 6):
+        model = nn.Sequential(nn.Linear(3, width), nn.Tanh(), nn.Linear(width, 2))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ("replacing the run recorded there before")
+            with gradflow.Recorder(model, run, every=1) as rec:
+                with rec.step(0):
+                    model(torch.randn(5, 3)).sum().backward()
+        if width == 4:  # what plot and report write into a run they show, and a checkpoint of the loop's own
+            (run / store.FIGURES_DIR).mkdir()
+            (run / store.FIGURES_DIR / "heatmap.png").write_bytes(b"old figure")
+            (run / store.REPORT_HTML).write_text("old page")
+            (run / "checkpoint.pt").write_bytes(b"the loop's")
+    assert not (run / store.FIGURES_DIR).exists() and not (run / store.REPORT_HTML).exists()
+    assert (run / "checkpoint.pt").read_bytes() == b"the loop's"
+    assert store.read_run(run)["status"] == "ok" and store.read_run(run)["frozen"] == []
 
 
 class _Sampling(nn.Module):

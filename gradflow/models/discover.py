@@ -79,6 +79,8 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
         call); a module that never runs itself (MultiheadAttention's out_proj, used through its weight) comes
         right after the nearest ancestor that did; one under the model alone (a head the forward pass does not
         use), last: its place in the order is not known (`unplaced`)."""
+        if m is model:  # the model is itself the one layer (an nn.Linear alone): it ran, first
+            return 0, 0, 0
         depth, at = 0, m
         while at not in first and at not in late and at in parent:
             at, depth = parent[at], depth + 1
@@ -106,9 +108,7 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
                                                   batch_dim=int(m in second))))
     unprobed, why = _unprobed(model, path)
     if not found:
-        raise GradflowError(f"{type(model).__name__} has no layer gradflow probes (a module whose `weight` is 2-D or "
-                            f"larger: nn.Linear, nn.Conv2d, nn.Embedding, ...; or nn.MultiheadAttention)"
-                            + (f"; not probed: {unprobed}{why}" if unprobed else ""))
+        raise _nothing_to_probe(model)
     points = [p for _, p in sorted(found, key=lambda f: f[0])]
     for text in _caveats(points, unprobed, why, batch, unplaced, failed):
         warnings.warn(text, stacklevel=user_stacklevel())  # (the user's line, not gradflow's or torch's)
@@ -121,6 +121,19 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
         if p.activation is not None and owners[p.activation] > 1:
             p.activation = None
     return points
+
+
+def check_probeable(model: nn.Module) -> None:
+    """Raise the error `discover` would, before any forward pass, where `model` has no layer gradflow probes."""
+    if not any(isinstance(m, nn.MultiheadAttention) or _weight_of(m) is not None for m in model.modules()):
+        raise _nothing_to_probe(model)
+
+
+def _nothing_to_probe(model: nn.Module) -> GradflowError:
+    unprobed, why = _unprobed(model, {m: name for name, m in model.named_modules()})
+    return GradflowError(f"{type(model).__name__} has no layer gradflow probes (a module whose `weight` is 2-D or "
+                         f"larger: nn.Linear, nn.Conv2d, nn.Embedding, ...; or nn.MultiheadAttention)"
+                         + (f"; not probed: {unprobed}{why}" if unprobed else ""))
 
 
 def unprobed(model: nn.Module) -> str:
