@@ -351,6 +351,8 @@ CASES = [
     (["plot", "{study}", "--out", ""], "--out is empty (an unset variable?); give a folder or a figure file"),
     (["compare", "{study}", "{study}/..", "--out", " "], "--out is empty (an unset variable?)"),
     (["theory", "phase", "-a", "tanh", "-o", ""], "--out is empty (an unset variable?)"),
+    (["theory", "-a", "tanh", "phase", "-a", "relu"], "--activation is given twice (tanh before `phase`, relu after "
+                                                      "it); give it once"),
     # gradcheck read a mistyped option as an override ("cannot parse an override (LexerNoViableAltException)")
     (["gradcheck", "--entry", "3"], "--entry is not an option of `gradflow gradcheck` (did you mean --entries?)"),
     (["gradcheck", "-h"], "-h is not an option of `gradflow gradcheck`; settings are key=value overrides"),
@@ -475,7 +477,15 @@ def test_the_installed_entry_point_gives_the_same_one_line(tmp_path, args, needl
     (["theory", "phase", "--out"], "error: --out needs a value; see `gradflow theory phase --help`"),
     (["gradcheck", "--entries", "abc"], "error: Invalid value for '--entries' ('abc'): not a whole number; see"),
     (["theory", "-a", "tanh", "--sw2=abc"], "error: Invalid value for '--sw2' ('abc'): not a number; see"),
-    (["theory", "-a", "tanh", "--sw2", "1", "--sw2", "abc"], "error: Invalid value for '--sw2' ('abc'): not a number"),
+    # an option given twice: Click kept the last value without a word (--scale paper --scale quick ran quick)
+    (["theory", "-a", "tanh", "--sw2", "1", "--sw2", "abc"], "error: --sw2 is given twice (--sw2 1, --sw2 abc); give "
+                                                             "it once; see `gradflow theory --help`"),
+    (["reproduce", "he2015", "--scale", "paper", "--scale=quick"], "error: --scale is given twice (--scale paper, "
+                                                                   "--scale=quick); give it once; see"),
+    (["theory", "-a", "tanh", "--activation", "relu", "--sw2", "2"], "error: --activation is given twice (-a tanh, "
+                                                                     "--activation relu); give it once"),
+    (["plot", ".", "--format", "pdf", "--kind", "profile", "--format", "svg"], "error: --format is given twice"),
+    (["ls", ".", "--wide", "--wide"], "error: --wide is given twice (--wide, --wide); give it once"),
 ])
 def test_typer_usage_errors_are_one_line_and_exit_2(args, line):
     # Typer's own usage errors, through the installed entry point: one line with Click's suggestion

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 import typer
-from typer.core import TyperOption
+from typer.core import TyperCommand, TyperGroup, TyperOption
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from gradflow.cli.console import console, unknown_option
@@ -49,6 +50,54 @@ def _options(
 _display_type = getattr(TyperOption, "display_type_rich", None)
 if _display_type is not None:
     TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else _display_type(self, ctx)
+
+
+_UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")  # (Click's, or Typer's copy)
+
+
+def _given_once(make_parser):
+    """`make_parser` whose parser refuses an option given twice, where Click keeps the last value without a
+    word (`reproduce he2015 --scale paper --scale quick` ran the quick scale; `plot --format pdf --format svg`
+    drew svg). Options that take several values (`multiple`, a count) are left alone."""
+    def made(self, ctx):
+        parser = make_parser(self, ctx)
+        parse = parser.parse_args
+
+        def parse_args(args):
+            given = list(args)  # (the parser consumes the list)
+            opts, rest, order = parse(args)
+            counts = Counter(p for p in order if p.param_type_name == "option" and not p.multiple
+                             and not getattr(p, "count", False))
+            for param, n in counts.items():
+                if n > 1:
+                    typed = _typed(param, given)
+                    raise _UsageError(f"{max(param.opts, key=len)} is given {'twice' if n == 2 else f'{n} times'}"
+                                      + (f" ({', '.join(typed)})" if typed else "") + "; give it once", ctx)
+            return opts, rest, order
+
+        parser.parse_args = parse_args
+        return parser
+
+    return made
+
+
+def _typed(param, args: list[str]) -> list[str]:
+    """Each time `args` give the option `param`, as typed (`--scale paper`, `--out=a.html`, `--no-wide`)."""
+    names = [*param.opts, *param.secondary_opts]
+    out = []
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg in names:
+            takes = not param.is_flag and i + 1 < len(args)
+            out.append(f"{arg} {args[i + 1]}" if takes else arg)
+        elif any(arg.startswith(f"{name}=") for name in names if name.startswith("--")):
+            out.append(arg)
+    return out
+
+
+for _command in (TyperCommand, TyperGroup):
+    _command.make_parser = _given_once(_command.make_parser)
 
 
 def _usage_error(e) -> None:
@@ -94,8 +143,8 @@ def _command_path() -> str:
 
 
 def _given(param, ctx) -> str | None:
-    """The value the command line gave an option (--sw2 abc, --sw2=abc; the last, where it is given twice
-    and Click takes the last), or None. Read from sys.argv, so only in the gradflow process itself (not
+    """The value the command line gave an option (--sw2 abc, --sw2=abc; given twice, it is refused before), or
+    None. Read from sys.argv, so only in the gradflow process itself (not
     where the app is called in-process, e.g. a test's CliRunner, whose arguments are not there)."""
     opts = getattr(param, "opts", None) or []
     if Path(sys.argv[0]).name not in ("gradflow", "__main__.py") or ctx is None or ctx.info_name not in sys.argv:

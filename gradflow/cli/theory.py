@@ -223,7 +223,11 @@ def phase(
     from gradflow.cli.plots import figure_target  # matplotlib only when drawing
     from gradflow.plots.phase import phase_diagram
 
-    name = _activation(activation or (ctx.obj or {}).get("activation"))  # (given before `phase`, too)
+    before = (ctx.obj or {}).get("activation")  # (given before `phase`, too)
+    if activation is not None and before is not None:
+        raise GradflowError(f"--activation is given twice ({before} before `phase`, {activation} after it); "
+                            "give it once")
+    name = _activation(activation or before)
     folder, file, fmt = figure_target(out_path(out), Path("results") / "theory", None)
     path = phase_diagram(name, file or folder / f"phase-{name}.{fmt}")
     console.print(f"wrote {path}", highlight=False, soft_wrap=True)
