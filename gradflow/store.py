@@ -140,6 +140,21 @@ def study_dir(results: str | Path, name: str) -> Path:
     return Path(results) / name
 
 
+def refuse_nested(study: Path, results: str | Path, name: str) -> None:
+    """Refuse a study (name=`name`) inside another below the results root: a sweep's folder (its sweep.yaml) or
+    a folder of runs. `ls`, `plot` and `clean` of the outer one read the inner one's runs as its own (a run
+    named grid/inner showed up in the sweep grid's ratio figure as a fifth depth)."""
+    study, results = Path(study).resolve(), Path(results).resolve()
+    for outer in study.parents:
+        if outer == results or results not in outer.parents:
+            return
+        sweep = (outer / SWEEP_FILE).is_file()
+        if sweep or (outer.is_dir() and any(is_run_folder(p) for p in outer.iterdir())):
+            what = f"the sweep {outer}" if sweep else f"{outer}, a folder of runs"
+            raise GradflowError(f"name={name} is inside {what}, which would list, plot and clean its runs as "
+                                "its own; give a name outside it")
+
+
 def figures_dir(study: str | Path) -> Path:
     return Path(study) / FIGURES_DIR
 

@@ -42,7 +42,7 @@ from gradflow.choices import CONDITIONAL_KEYS, settings, unread
 from gradflow import store, workers
 from gradflow.errors import GradflowError, UsageError, did_you_mean, shorten, shorten_command
 from gradflow.fmt import and_list
-from gradflow.overrides import NOT_IN_JOB_NAME, job_name, override_key, point_name, split_top
+from gradflow.overrides import NOT_IN_JOB_NAME, job_name, override_key, override_value, point_name, split_top
 
 # launcher -> (module that provides it, extra to install)
 LAUNCHER_PLUGINS = {
@@ -385,6 +385,7 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
     point_configs = _Configs(user_name, swept, typed)
     first = point_configs.flat(_config_only(grid[0]))  # checks name and results too
     root = store.study_dir(first["results"], first["name"])
+    store.refuse_nested(root, first["results"], first["name"])
     store.check_writable(root, root)
     command = shlex.join(["gradflow", "sweep", *user, "--name", user_name,
                           *(["--points", points_file] if points_file is not None else [])])
@@ -434,6 +435,8 @@ def _sweep_name(overrides: list[str], name: str | None) -> tuple[list[str], str,
     user_name = name or (given[-1] if given else "sweep")
     if "," in user_name:  # (Hydra's words were "Ambiguous value ... add --multirun")
         raise GradflowError(f"name={shorten(user_name, 40)} is several names; a sweep writes one study: give one")
+    # (here, where the results folder is known: a point's compose has results= among its values, after the name)
+    config_mod.check_name(user_name, override_value(user, "results") or "results")
     return user, user_name, bool(name or given)
 
 

@@ -145,6 +145,11 @@ CASES = [
     (["run", "device=tpu"], "device='tpu'"),
     (["run", "name=../outside"], "name=../outside"),
     (["run", "name=/abs"], "name=/abs"),
+    # a '.' part wrote the runs into the results root itself (name=.), or named one folder two ways
+    (["run", "name=."], "name=. must be a relative folder name inside"),
+    (["run", "name=./d"], "no '.' or '..' part"),
+    (["run", "name=d/./e"], "name=d/./e must be"),
+    (["sweep", "model.depth=2,3", "--name", "d/."], "name=d/. must be a relative folder name inside"),
     (["run", "results={file}"], "set results="),
     (["run", "hydra.run.dir=/tmp/elsewhere"], "use name=NAME and results=FOLDER"),
     (["run", "hydra.job.chdir=true"], "hydra.job.chdir=true"),
@@ -747,3 +752,25 @@ def test_an_over_long_word_in_an_error_is_shortened_and_an_existing_path_kept_wh
     existing.mkdir()
     out = cli("ls", existing)
     assert out.exit_code == 1 and out.stderr.startswith(f"error: {existing} holds no runs"), out.stderr
+
+
+def test_a_study_inside_another_is_refused_and_a_sweeps_name_error_names_its_results_folder(cli, tmp_path):
+    # name=grid/inner beside the sweep grid's runs: ls grid listed it as a fifth row, plot merged it into the
+    # sweep's figure; a sweep's bad name said "inside results/" for its own results= folder
+    results = tmp_path / "r"
+    small = [*SMALL, f"results={results}"]
+    assert cli("sweep", *small, "--name", "grid", "model.depth=2,3").exit_code == 0
+    assert cli("run", *small, "name=single").exit_code == 0
+    before = _files(results)
+    for args, outer in ((["run", "name=grid/inner"], f"the sweep {results / 'grid'}"),
+                        (["sweep", "--name", "grid/sub", "model.depth=2,3"], f"the sweep {results / 'grid'}"),
+                        (["run", "name=single/inner"], f"{results / 'single'}, a folder of runs")):
+        out = cli(args[0], *small, *args[1:])
+        name = next(a for a in args if a.startswith(("name=", "grid/"))).removeprefix("name=")
+        assert out.exit_code == 1 and out.stderr.strip() == (
+            f"error: name={name} is inside {outer}, which would list, plot and clean its runs as its own; give a "
+            "name outside it"), out.output
+    assert _files(results) == before
+    assert cli("run", *small, "name=group/inner").exit_code == 0  # (a folder of studies is none)
+    out = cli("sweep", *small, "--name", "a b", "model.depth=2,3")
+    assert out.exit_code == 1 and f"name='a b' must be a relative folder name inside {results}/ " in out.stderr

@@ -239,6 +239,7 @@ def run(
     command = shlex.join(["gradflow", "run", *overrides])  # (run.json keeps it: the report page gives it)
     cfg = config_mod.compose(overrides)
     study = store.study_dir(cfg.results, cfg.name)
+    store.refuse_nested(study, cfg.results, cfg.name)
     flat = settings(store.flatten(cfg))
     digest = store.config_hash(flat)
     job_dir = _sweep_point(study, overrides, cfg.name, flat, digest)

@@ -7,7 +7,6 @@ import functools
 import math
 import re
 from dataclasses import fields
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -140,14 +139,20 @@ def validate_resolved(resolved: dict, sweep_point: bool = False) -> None:
     _at_most("seed", cfg.seed, MAX_SEED)
     if not str(cfg.results).strip():  # (it wrote into the working folder itself)
         raise GradflowError("results= is empty: give the folder runs go under, e.g. results=results (the default)")
-    if (not re.fullmatch(r"[A-Za-z0-9._\-/]+", cfg.name) or ".." in Path(cfg.name).parts or cfg.name.startswith("/")
-            or len(cfg.name) > MAX_NAME):
-        raise GradflowError(f"name={show_value(cfg.name)} must be a relative folder name inside {cfg.results}/ "
-                            f"(letters, digits, . _ - /; no '..'; at most {MAX_NAME} characters)")
+    check_name(cfg.name, cfg.results)
     if sweep_point:  # a sweep checks its points' devices where they run (sweep.plan): on a login node, a
         check_device_name(cfg.device)  # SLURM sweep's device=cuda is the compute nodes'
     else:
         resolve_device(cfg.device)
+
+
+def check_name(name: str, results: str) -> None:
+    """A study's name= is a folder inside `results`: relative, of plain characters, each part a name (not `.`,
+    which wrote the runs into `results` itself, nor `..`, which left it)."""
+    if (not re.fullmatch(r"[A-Za-z0-9._\-/]+", name) or name.startswith("/") or len(name) > MAX_NAME
+            or any(part in ("", ".", "..") for part in name.removesuffix("/").split("/"))):
+        raise GradflowError(f"name={show_value(name)} must be a relative folder name inside {results}/ "
+                            f"(letters, digits, . _ - /; no '.' or '..' part; at most {MAX_NAME} characters)")
 
 
 def _schemas(resolved: dict) -> None:
