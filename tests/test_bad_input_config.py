@@ -7,6 +7,7 @@ import pytest
 
 from gradflow.config import compose, train_size
 from gradflow.errors import GradflowError
+from gradflow.overrides import job_name
 
 G = "data=gaussian"  # a dataset whose sizes are keys, for the size rules
 RNN = ["model=rnn", "data=adding", "data.T=5"]
@@ -278,6 +279,21 @@ def test_a_boolean_written_true_or_True_is_one_run_and_folder(cli, results):
     assert out.exit_code == 0, out.output
     assert [p.name for p in (results / "b").iterdir() if p.is_dir()] == [job_name(["model.depth=2", "probe.jacobian=true",
                                                                                    G, "train.steps=2"])]
+
+
+def test_one_setting_written_two_ways_is_one_run_folder_of_single_runs(cli, results):
+    # model.depth="2" beside model.depth=2 (and optim.lr=1e-2 beside 0.01): one config, and two folders of the
+    # same run that ls showed as two rows; the second is rerun in the first's folder. A sweep already said so
+    small = ["threads=1", G, "train.steps=2", f"results={results}", "name=q"]
+    for first, second in (("model.depth=2", 'model.depth="2"'), ("optim.lr=1e-2", "optim.lr=0.01")):
+        assert cli("run", *small, first).exit_code == 0
+        out = cli("run", *small, second)
+        assert out.exit_code == 0, out.output
+    folders = sorted(p.name for p in (results / "q").iterdir() if p.is_dir())
+    assert folders == sorted([job_name(["model.depth=2", G, "train.steps=2"]),
+                              job_name(["optim.lr=1e-2", G, "train.steps=2"])]), folders
+    assert cli("run", *small, "model.depth=3").exit_code == 0  # (other settings: a folder of their own)
+    assert len([p for p in (results / "q").iterdir() if p.is_dir()]) == 3
 
 
 # --- bounds at their edges (a mutation audit: each test fails where the bound moves by one) ---------------

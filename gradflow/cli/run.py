@@ -285,8 +285,12 @@ def _sweep_point(study: Path, overrides: list[str], name: str, flat: dict, diges
     own = job_name(overrides)
     spec = store.sweep_spec(study) or {}
     planned = spec.get("runs")
-    if not isinstance(planned, dict):
-        return study / own
+    if not isinstance(planned, dict):  # a folder of single runs: a run of these settings written otherwise
+        # (model.depth="2" beside model.depth=2, optim.lr=1e-3 beside 0.001: one value to the config) is rerun
+        # in its folder, not beside it
+        same = [] if (study / own).exists() or not study.is_dir() else [
+            f for f in sorted(study.iterdir()) if (store.read_run(f) or {}).get("config_hash") == digest]
+        return same[0] if same else study / own
     points = [point for point, want in planned.items() if want == digest]
     if points:
         return study / (own if own in points else points[0])
