@@ -174,6 +174,22 @@ def _as_override(option: str, overrides: list[str], command: str) -> str | None:
     return f"{keys.pop()}={short_id(value, 24) if value else '...'}, not {short_id(option, 40)}"
 
 
+GRADCHECK_READS = ("model", "data", "init", "norm", "seed", "device", "threads", "gradcheck", "experiment")
+
+
+def _refuse_unread(o: str, key: str, command: str) -> None:
+    """A key the command never reads: gradcheck.* outside `gradflow gradcheck` (a sweep over gradcheck.mode
+    trained one run twice, in two folders), and training's keys in it, which trains nothing and writes no run."""
+    section = key.split(".")[0].split("/")[0]
+    if command in ("run", "sweep") and section == "gradcheck":
+        raise GradflowError(f"{shorten(o, 60)} applies to `gradflow gradcheck` alone: `gradflow {command}` reads no "
+                            "gradcheck.* key")
+    if command == "gradcheck" and section not in GRADCHECK_READS and not section.startswith("hydra"):
+        raise GradflowError(f"{shorten(o, 60)} does not apply to `gradflow gradcheck`, which trains nothing and "
+                            "writes no run: it reads model, data, init, norm, seed, device, threads and "
+                            "gradcheck.mode (its batch is --batch)")
+
+
 def check_overrides(overrides: list[str], command: str) -> None:
     """Refuse what would silently go wrong: an option this command does not have, a Hydra setting that
     would move outputs (gradflow owns where runs go), and an override the grammar cannot read (said
@@ -200,6 +216,7 @@ def check_overrides(overrides: list[str], command: str) -> None:
         key = override_key(o)
         if not key.strip():
             raise GradflowError(f"the override {shorten(o, 40)!r} has no key; write key=value, e.g. model.depth=5")
+        _refuse_unread(o, key.lstrip("+"), command)
         if key.startswith(("hydra/sweeper", "hydra.sweeper")):  # plan expands and checks the grid itself
             raise GradflowError(f"{shorten(o, 60)} is refused: gradflow sweeps the grid given as key=a,b,c "
                                 "overrides (or --points FILE) with Hydra's basic sweeper, after checking every "
@@ -378,7 +395,7 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
     where `points` came from, for the command line the plan records. `keys_used`: refuse a key no point
     takes (a reproduction's arm gets its spec's shared keys, which some arms do not take)."""
     user, user_name, named = _sweep_name(overrides, name)
-    check_overrides(user, "sweep")
+    check_overrides(user, "sweep" if keys_used else "reproduce")  # (a reproduction's arm takes gradcheck.mode)
     launcher, swept, grid, typed = _parse_grid(user)
     if points is not None:
         grid, swept = _grid_of_points(points, user, swept, grid)

@@ -147,6 +147,11 @@ CASES = [
     (["run", "name=/abs"], "name=/abs"),
     # a '.' part wrote the runs into the results root itself (name=.), or named one folder two ways
     (["run", "name=."], "name=. must be a relative folder name inside"),
+    # a key the command never reads: a sweep over gradcheck.mode trained one run twice, in two folders
+    (["run", "gradcheck.mode=forward"], "gradcheck.mode=forward applies to `gradflow gradcheck` alone"),
+    (["sweep", "gradcheck.mode=forward,reverse"], "gradflow sweep` reads no gradcheck.* key"),
+    (["gradcheck", "train.steps=5"], "train.steps=5 does not apply to `gradflow gradcheck`, which trains nothing"),
+    (["gradcheck", "name=foo"], "name=foo does not apply to `gradflow gradcheck`"),
     (["run", "name=./d"], "no '.' or '..' part"),
     (["run", "name=d/./e"], "name=d/./e must be"),
     (["sweep", "model.depth=2,3", "--name", "d/."], "name=d/. must be a relative folder name inside"),

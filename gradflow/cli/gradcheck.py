@@ -38,17 +38,14 @@ def gradcheck(
     from gradflow.config import compose, uses_batchnorm
     from gradflow.gradcheck import FLOOR, check_arguments
     from gradflow.gradcheck import gradcheck as check
-    from gradflow.overrides import override_key
     from gradflow.sweep import check_overrides
 
     near_options(ctx, overrides)  # a mistyped option (--entry): one line naming --entries
     check_overrides(list(overrides or []), "gradcheck")
     check_arguments(entries, batch, eps, cli=True, tol=tol)  # before the model is built: one line, not a traceback
-    given = list(overrides or [])
-    # train.batch_size is a key of training that the check never reads (--batch is its batch): unless given, one
-    # that fits any set of 2 or more examples (data.n_train=50 was refused over the default 128)
-    fits = [] if any(override_key(o) == "train.batch_size" for o in given) else ["train.batch_size=2"]
-    cfg = compose([*fits, *given])
+    # train.batch_size is a key of training, which the check never reads (--batch is its batch; check_overrides
+    # refuses it given): one that fits any set of 2 or more examples (data.n_train=50 was refused over 128)
+    cfg = compose(["train.batch_size=2", *(overrides or [])])
     if batch < 2 and uses_batchnorm(cfg):
         raise GradflowError(f"--batch {batch} must be >= 2 with batch normalization (the batch variance of one "
                             "example is 0)")
