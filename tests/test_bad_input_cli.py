@@ -275,6 +275,9 @@ CASES = [
     (["ls", "{file}"], "a-file is a file, not a run or a folder of runs"),
     (["ls", "{runjson}"], "run.json is a file, not a run or a folder of runs: give its run's folder, "),
     (["ls", "{study}", "--where", "nonsense"], "--where 'nonsense' must be KEY=VALUE"),
+    # a byte that is no UTF-8 (it reaches Python as a surrogate): pyarrow's UnicodeEncodeError, a traceback
+    (["ls", "{study}", "--where", "depth=\udcff"], "--where depth=\\udcff is no UTF-8 text"),
+    (["plot", "{study}", "--kind", "profile", "--where", "depth=\udcff"], "is no UTF-8 text (a byte the terminal"),
     # accepted without a word: every steps-to cell read "-", the rows kept their order
     (["ls", "{study}", "--steps-to", "train_loss<=nan"], "--steps-to 'train_loss<=nan': nan is no threshold"),
     (["ls", "{study}", "--sort", ""], "--sort '' names no column"),

@@ -66,6 +66,10 @@ def keep_where(df: pd.DataFrame, where: list[str] | None, swept: list[str], choi
         key, value = cond.split("=", 1)
         key = where_key(df, key, swept, choices)
         values = study_of(df) if key == STUDY else df[key]
+        if any("\ud800" <= c <= "\udfff" for c in value):  # (bytes that are no UTF-8 text reach Python as
+            # surrogates, on which the comparison raised pyarrow's UnicodeEncodeError)
+            raise GradflowError(f"--where {ascii(cond)} is no UTF-8 text (a byte the terminal could not decode); "
+                                f"{key} here: {', '.join(fmt(v) for v in ordered_values(values))}")
         if key == STUDY:  # (by the folders' whole parts: --where study=he2015-quick keeps its init and train)
             kept = df[in_study(run_folders(df), value)]
         elif key == store.STATUS:  # as the table shows it: ok* a flagged run (status=ok keeps it too)
