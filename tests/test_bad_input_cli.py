@@ -344,6 +344,10 @@ CASES = [
                                                         "runs nothing; drop --list to run it"),
     (["reproduce", "he2015", "--list", "--force", "--quick"], "error: --quick and --force apply to a run of he2015, "
                                                               "and --list runs nothing"),
+    # (every option with its value: the advice was `gradflow reproduce he2015 --scale`, which has none)
+    (["reproduce", "he2015", "--scale", "quick", "--list", "seed=1"], "drop --list to run it (gradflow reproduce "
+                                                                      "he2015 --scale quick seed=1), or the rest"),
+    (["reproduce", "--scale", "quick"], "give its name (gradflow reproduce NAME --scale quick)"),
     (["bench", "--clock", "sundial"], "--clock 'sundial'"),
     (["bench", "--threads", "0"], "--threads 0 is not allowed: give intra-op thread counts of 1 or more"),
     # (beyond 1e200 the quadrature's infinity: xi_q read 0 and, at 1e308, chi_1 54 decades high)

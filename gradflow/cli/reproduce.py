@@ -44,7 +44,9 @@ def reproduce(
     near_options(ctx, [name] if name else [])  # `--lst` is taken for the name: say which option it is near
     if name and name.startswith("--"):  # (--dry-run was "not a known experiment")
         raise UsageError(unknown_option(name.split("=", 1)[0], ctx))
-    given = [o for o, v in (("--quick", quick), ("--scale", scale), ("--force", force), ("--report", report_)) if v]
+    # (as typed, with its value: --list's advice to drop it gave `--scale` alone, which then had no value)
+    given = [o if v is True else f"{o} {v}" for o, v in (("--quick", quick), ("--scale", scale), ("--force", force),
+                                                         ("--report", report_)) if v]
     if more := [o for o in overrides or [] if o in (*rep.names(), "all")]:  # (read as an override: "write key=value")
         _second_name(name, more, [o for o in overrides or [] if o not in more], list_, given, scale, quick)
     if not name and given:  # (they printed the list, silently)
@@ -54,7 +56,7 @@ def reproduce(
     if list_ and (given := given + [shorten(o, 40) for o in overrides or []]):  # (--list NAME printed its table,
         raise GradflowError(  # the options and overrides, a misspelled key among them, passed over without a word)
             f"{and_list(given)} appl{'y' if len(given) > 1 else 'ies'} to a run of {name}, and --list runs nothing; "
-            f"drop --list to run it (gradflow reproduce {name} {given[0]}), or the rest to list it")
+            f"drop --list to run it (gradflow reproduce {name} {' '.join(given)}), or the rest to list it")
     if list_ or not name:
         specs = [rep.Spec.load(n) for n in (rep.names() if name in (None, "all") else [name])]
         print_note("reproducible experiments" if len(specs) > 1 else f"experiment {name}")
@@ -125,7 +127,7 @@ def _second_name(name: str | None, more: list[str], rest: list[str], list_: bool
         raise GradflowError("--list takes one experiment" + (f": `gradflow reproduce --list {one}` lists it, " if one
                                                              else ", or none: ") + "`gradflow reproduce --list` lists them all")
     _one_scale(quick, scale)
-    tail = "".join(f" {o}" for o in given if o != "--scale") + (f" --scale {scale}" if scale else "")
+    tail = "".join(f" {o}" for o in given)
     tail += "".join(f" {shlex.quote(o)}" for o in rest)
     each = [n for n in names if n != "all"]
     if names == each[:1]:  # (he2015 he2015)
