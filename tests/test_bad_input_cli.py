@@ -368,6 +368,9 @@ CASES = [
     (["plot", "{study}", "--out", ""], "--out is empty (an unset variable?); give a folder or a figure file"),
     (["compare", "{study}", "{study}/..", "--out", " "], "--out is empty (an unset variable?)"),
     (["theory", "phase", "-a", "tanh", "-o", ""], "--out is empty (an unset variable?)"),
+    # a mistyped folder was made without a word (report --out refused it)
+    (["theory", "phase", "-a", "tanh", "-o", "{empty}/no/sub/"], "the folder {empty}/no does not exist; create it"),
+    (["plot", "{study}", "--kind", "profile", "--out", "{empty}/no/fig.png"], "/no does not exist; create it first"),
     (["theory", "-a", "tanh", "phase", "-a", "relu"], "--activation is given twice (tanh before `phase`, relu after "
                                                       "it); give it once"),
     # gradcheck read a mistyped option as an override ("cannot parse an override (LexerNoViableAltException)")
@@ -458,8 +461,11 @@ def test_bad_input_is_one_line_and_writes_nothing(cli, results, tmp_path, study,
     if any(LONG in a for a in args):
         assert len(err) <= MAX_LINE, err[:MAX_LINE + 100]
     assert "Traceback" not in out.output
+    for k, v in fill.items():
+        needle = needle.replace(k, v)
     assert needle in _words(err), (needle, err)
     assert not results.exists() or not any(results.rglob("*")), sorted(results.rglob("*"))
+    assert not any(empty.iterdir()), sorted(empty.iterdir())
     assert _files(study) == before
 
 

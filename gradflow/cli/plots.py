@@ -264,6 +264,10 @@ def figure_target(out: Path | None, folder: Path, fmt: str | None, several: bool
     figure, into the file `out` names by a figure suffix (`--out fig.pdf` made a folder named fig.pdf),
     unless a folder of that name is there already."""
     suffix = out.suffix.lower().lstrip(".") if out is not None and not out.is_dir() else ""
+    if out is not None and not out.is_dir() and not out.parent.exists():  # (a mistyped folder was made without a
+        # word, as `report --out` refuses: the figures would be lost in it)
+        raise GradflowError(f"--out {out}: the folder {out.parent} does not exist; create it first or write "
+                            "elsewhere")
     if suffix in OTHER_IMAGES or suffix in NOT_FIGURES:  # (each made a folder of that name)
         raise GradflowError(f"--out {out} names a .{suffix} file; figures are {', '.join(FORMATS)}: give "
                             f"{out.with_suffix('.png')}, or a folder")
