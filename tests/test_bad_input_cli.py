@@ -321,6 +321,9 @@ CASES = [
     (["sweep", "--nmae", "x"], "--nmae is not an option of `gradflow sweep` (did you mean --name?)"),
     (["reproduce", "he2015", "--quik"], "--quik is not an option of `gradflow reproduce` (did you mean --quick?)"),
     (["clean", "{results}/missing", "--stale"], "missing does not exist"),
+    # (the whole disk searched, other projects' runs under /tmp offered for removal)
+    (["clean", "/", "--stale", "-y"], "error: / is the file system's root: give a results folder, or a study in it"),
+    (["clean", str(Path.home()), "--stale", "-y"], "is your home folder: give a results folder"),
     (["theory", "--activation", "nope"], "nope"),
     # a number as typed, not Typer's float of it (--sw2=-1.0), and 1e400 said to read as inf
     (["theory", "-a", "tanh", "--sw2", "-1"], "error: --sw2=-1 must be a finite number >= 0 (a variance)"),
@@ -792,3 +795,13 @@ def test_a_study_inside_another_is_refused_and_a_sweeps_name_error_names_its_res
     assert cli("run", *small, "name=group/inner").exit_code == 0  # (a folder of studies is none)
     out = cli("sweep", *small, "--name", "a b", "model.depth=2,3")
     assert out.exit_code == 1 and f"name='a b' must be a relative folder name inside {results}/ " in out.stderr
+
+
+def test_clean_refuses_a_link_before_it_lists_anything(cli, tmp_path, study):
+    # it listed "N runs to remove" and then refused the link (the lock's check)
+    link = tmp_path / "link"
+    link.symlink_to(study)
+    out = cli("clean", str(link), "--stale", "-y")
+    assert out.exit_code == 1 and out.stdout == "" and out.stderr.strip() == (
+        f"error: {link} is a symbolic link (to {study}); gradflow removes only from real folders: give the folder "
+        "itself"), out.output

@@ -31,6 +31,16 @@ def clean(
     if not stale:
         raise GradflowError("say what to remove: --stale (stale, incomplete and interrupted runs); "
                             "finished runs of the current sweep are never removed")
+    if path.is_symlink():  # (said before the runs to remove were listed, not after: the lock refused it then)
+        raise GradflowError(f"{path} is a symbolic link (to {path.readlink()}); gradflow removes only from real "
+                            "folders: give the folder itself")
+    real, home = path.resolve(), Path.home().resolve()
+    if real == Path(real.anchor) or real == home or real in home.parents:  # (`clean / --stale` went through the
+        # whole disk, offering other projects' runs under /tmp for removal)
+        what = "the file system's root" if real == Path(real.anchor) else "your home folder" if real == home else \
+            "a folder that holds your home folder"
+        raise GradflowError(f"{path} is {what}: give a results folder, or a study in it (gradflow clean results "
+                            "--stale)")
     doomed, left, kept = store.removable(path)
     if kept:  # said before asking, not after
         console.print(f"{len(kept)} {' and '.join(sorted({r[store.STATUS] for r in kept}))} run"
