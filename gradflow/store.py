@@ -863,7 +863,10 @@ def find_runs(path: Path) -> list[Path]:
             names = [p.name for p in path.parent.iterdir() if p.is_dir()]
         except OSError:  # (no such parent either, or not readable)
             names = []
-        raise GradflowError(f"{path} does not exist{did_you_mean(path.name, names, lambda n: str(path.parent / n))}")
+        near = did_you_mean(path.name, names, lambda n: str(path.parent / n))
+        if not near and "=" in str(path) and "/" not in str(path):  # (`ls DIR model.depth=2`: a filter, --where left out)
+            near = f" (a filter? --where {path})"
+        raise GradflowError(f"{path} does not exist{near}")
     if path.is_file():  # (a run's run.json or table, say)
         hint = f": give its run's folder, {path.parent}" if (path.parent / RUN_FILE).exists() else ""
         raise GradflowError(f"{path} is a file, not a run or a folder of runs{hint}")

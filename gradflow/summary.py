@@ -264,8 +264,9 @@ def parse_condition(text: str) -> tuple[str, str, str, float]:
         threshold = float(number)
     except ValueError:
         raise GradflowError(f"--steps-to {text!r}: {number!r} is not a number") from None
-    if math.isnan(threshold):  # (no value compares with nan: every cell read "-")
-        raise GradflowError(f"--steps-to {text!r}: nan is no threshold; give a number, e.g. train_loss<=1.0")
+    if not math.isfinite(threshold):  # (no value compares with nan, none reaches -inf: every cell read "-")
+        raise GradflowError(f"--steps-to {text!r}: {number.strip()} is no threshold; give a finite number, e.g. "
+                            "train_loss<=1.0")
     split, _, metric = name.partition("_")
     if not (split[:1].isalpha() and metric):  # a metric the run did not record is named when it is read
         raise GradflowError(f"--steps-to {text!r}: {name!r} is not a metric; choices: {', '.join(STEPS_TO_METRICS)}")

@@ -280,6 +280,9 @@ CASES = [
     (["plot", "{study}", "--kind", "profile", "--where", "depth=\udcff"], "is no UTF-8 text (a byte the terminal"),
     # accepted without a word: every steps-to cell read "-", the rows kept their order
     (["ls", "{study}", "--steps-to", "train_loss<=nan"], "--steps-to 'train_loss<=nan': nan is no threshold"),
+    (["ls", "{study}", "--steps-to", "train_loss<=-inf"], "--steps-to 'train_loss<=-inf': -inf is no threshold; give "
+                                                          "a finite number"),
+    (["ls", "{study}", "model.depth=2"], "model.depth=2 does not exist (a filter? --where model.depth=2)"),
     (["ls", "{study}", "--sort", ""], "--sort '' names no column"),
     (["ls", "{study}", "--where", "nokey=1"], "--where key 'nokey' is not a column; choices: status (or any config key"),
     # a key and the short name ls shows it under are one suggestion ("model.activation or activation")
