@@ -829,7 +829,9 @@ def read_points(path: Path) -> list[dict]:
         if set(p) != keys:  # (which keys differ, a misspelled one with its nearest: a whole list before)
             missing, extra = sorted(map(str, keys - set(p))), sorted(map(str, set(p) - keys))
             said = [f"lacks {', '.join(missing)}"] if missing else []
-            said += [f"has {', '.join(extra)}{did_you_mean(extra[0], missing)}"] if extra else []
+            # (a misspelled key's nearest: not for a key of the config, which a point simply has otherwise)
+            near = did_you_mean(extra[0], missing) if extra and extra[0] not in config_mod.known_keys() else ""
+            said += [f"has {', '.join(extra)}{near}"] if extra else []
             raise GradflowError(f"--points {path}: point {i} {' and '.join(said)}; every point needs the keys of "
                                 f"point 0 ({', '.join(sorted(map(str, keys)))})")
         for k, v in p.items():
