@@ -372,6 +372,12 @@ def _launcher_value(o, launcher: str, key: str, value: str) -> None:
         raise GradflowError(f"{o.input_line} is not allowed: n_jobs is the number of workers: 1 or more, "
                             "or counted back from the CPU cores as joblib counts them (-1 one per core, -2 all but "
                             "one)")
+    if launcher == "joblib" and key == "n_jobs" and re.fullmatch(r"-\d+", value):
+        from joblib import cpu_count
+
+        if cpu_count() + 1 + int(value) < 1:  # (joblib ran it with 1 worker without a word)
+            raise GradflowError(f"{o.input_line} is not allowed: counted back from this machine's {cpu_count()} CPU "
+                                f"cores it leaves no worker (-1: one per core, -{cpu_count()}: one)")
     if o.is_delete() or value in ("None", "null") or "${" in value:  # (the plugin's default, or resolved later)
         return
     kind = _launcher_kinds(launcher).get(key)

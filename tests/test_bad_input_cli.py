@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import joblib
 import pytest
 import torch
 
@@ -733,7 +734,8 @@ def test_an_unknown_launcher_lists_every_launcher():
     ("submitit_local", "hydra.launcher.timeout_min=0", False),  # (the CLI test has -1 only)
     ("submitit_local", "hydra.launcher.timeout_min=1", True),
     ("joblib", "hydra.launcher.n_jobs=-1", True),  # one worker per CPU core, as the message says
-    ("joblib", "hydra.launcher.n_jobs=-2", True),
+    ("joblib", f"hydra.launcher.n_jobs=-{joblib.cpu_count()}", True),  # one worker
+    ("joblib", f"hydra.launcher.n_jobs=-{joblib.cpu_count() + 1}", False),  # none (joblib ran 1 without a word)
     ("joblib", "hydra.launcher.n_jobs=0", False),
     # the plugins' defaults back (null), a value resolved later, SLURM's mem 0 (all of the node's), inf
     ("submitit_local", "hydra.launcher.mem_gb=null", True),
