@@ -325,6 +325,12 @@ CASES = [
     (["sweep", "--nmae", "x"], "--nmae is not an option of `gradflow sweep` (did you mean --name?)"),
     (["reproduce", "he2015", "--quik"], "--quik is not an option of `gradflow reproduce` (did you mean --quick?)"),
     (["clean", "{results}/missing", "--stale"], "missing does not exist"),
+    # another command's option: run's --points was read as probe.points=p.yaml, sweep's --scale as data.scale
+    (["run", "--points", "p.yaml"], "--points is an option of `gradflow sweep`, not of `gradflow run`; see"),
+    (["sweep", "model.depth=2,3", "--scale", "quick"], "--scale is an option of `gradflow reproduce`, not of "
+                                                       "`gradflow sweep`"),
+    (["ls", "{study}", "--kind", "profile"], "--kind is an option of `gradflow plot`, not of `gradflow ls`"),
+    (["run", "--steps", "3"], "(train.steps=3, not --steps 3)"),  # (bench's --steps is no sibling's)
     # (the whole disk searched, other projects' runs under /tmp offered for removal)
     (["clean", "/", "--stale", "-y"], "error: / is the file system's root: give a results folder, or a study in it"),
     (["clean", str(Path.home()), "--stale", "-y"], "is your home folder: give a results folder"),
@@ -462,7 +468,8 @@ def test_bad_input_is_one_line_and_writes_nothing(cli, results, tmp_path, study,
     before = _files(study)
     out = cli(*argv)
     # a mistyped option exits 2, as Typer's own refusal of one does; any other bad input 1
-    assert out.exit_code == (2 if "is not an option" in needle else 1), (out.exit_code, out.output[-2000:])
+    usage = "an option" in needle or "not --" in needle  # (an option the command does not have)
+    assert out.exit_code == (2 if usage else 1), (out.exit_code, out.output[-2000:])
     err = out.stderr.strip()
     assert err.startswith("error:") and len(err.splitlines()) == 1, err[:2000]
     if any(LONG in a for a in args):

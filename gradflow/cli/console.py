@@ -230,17 +230,42 @@ def near_options(ctx: typer.Context, overrides: list[str] | None) -> None:
     """A mistyped option (Typer hands it on with the overrides, `--nmae x`): one line naming the option it
     is nearest to. Anything else that starts with "-" is left to the overrides' own check."""
     for o in overrides or []:
-        if o.startswith("--") and did_you_mean(o.split("=", 1)[0], _options(ctx)):
-            raise UsageError(unknown_option(o.split("=", 1)[0], ctx))
+        option = o.split("=", 1)[0]
+        if o.startswith("--") and (did_you_mean(option, _options(ctx)) or _other_command(option, ctx)):
+            raise UsageError(unknown_option(option, ctx))
+
+
+# commands whose options another of the same kind is given by mistake: the launching ones take sweep's and
+# reproduce's alone (`run --steps 3` is train.steps=3, not bench's --steps), the reading ones each other's
+SIBLINGS = {"run": ("sweep", "reproduce"), "sweep": ("reproduce",), "reproduce": ("sweep",),
+            **{c: ("ls", "plot", "compare", "report", "clean") for c in ("ls", "plot", "compare", "report", "clean")}}
+
+
+def _other_command(option: str, ctx) -> str | None:
+    """The sibling command that has `option` (`gradflow sweep` for run's --points, which was taken for
+    probe.points by its last part; `gradflow plot` for ls's --kind), unless it names a config key whole (--name,
+    --seed: name=x, seed=1 is the advice)."""
+    from gradflow.config import GROUPS, known_keys
+
+    if option.lstrip("-").replace("-", "_") in (*GROUPS, *known_keys()) or ctx.parent is None:
+        return None
+    commands = getattr(ctx.find_root().command, "commands", {})
+    return next((f"gradflow {name}" for name in SIBLINGS.get(ctx.info_name, ()) if name != ctx.info_name
+                 and name in commands and any(option in p.opts for p in commands[name].params)), None)
 
 
 def unknown_option(option: str, ctx) -> str:
-    """One line for an option the command does not have: the nearest it has, else all of them."""
+    """One line for an option the command does not have: the command that has it, else the nearest it has, else
+    all of them."""
     options = _options(ctx)
+    other = _other_command(option, ctx)
     said = did_you_mean(option, options) or (f"; its options: {', '.join(options)}" if options else "; it takes none")
     names = []  # the command's own names, not the program's ("python -m gradflow", or "root" in-process)
-    while ctx.parent is not None:
-        names.append(ctx.info_name)
-        ctx = ctx.parent
+    at = ctx
+    while at.parent is not None:
+        names.append(at.info_name)
+        at = at.parent
     command = " ".join(["gradflow", *reversed(names)])
+    if other:
+        return f"{option} is an option of `{other}`, not of `{command}`; see `{command} --help`"
     return f"{option} is not an option of `{command}`{said}; see `{command} --help`"
