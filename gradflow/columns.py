@@ -468,6 +468,18 @@ def _told_apart(studies: list[str]) -> list[str]:
     return [names[s] if alike[names[s]] == 1 else s for s in studies]
 
 
+def short_values(cells: list[str], budgets: tuple[int, ...] = (24, 40, 60)) -> list[str]:
+    """A key's values for a terminal's column: one longer than a budget (a 200-character +tag, which pushed the
+    status and results off an 80-column table) as its ends around "…", at the smallest budget that keeps
+    distinct values distinct (else whole: --wide and --json show them whole anyway)."""
+    for budget in budgets:
+        head = (budget - 1) // 2
+        short = [c if len(c) <= budget else f"{c[:head]}…{c[len(c) - (budget - 1 - head):]}" for c in cells]
+        if len(set(short)) == len(set(cells)):
+            return short
+    return cells
+
+
 def _short_study(study: str, budget: int, parent: bool = False) -> str:
     """`study` in `budget` characters; `parent`: its folder's name kept with its own (…/he2015-quick/train)."""
     if len(study) <= budget:
@@ -504,7 +516,8 @@ def table_columns(df: pd.DataFrame, swept: list[str], short: bool = False) -> li
         # a study's axis as its own ls has it: model.alpha, set where model.skip=residual and unset elsewhere,
         # varies with the skip choice alone, and went before a study's own axis, norm, which then gave way
         swept = axes_first(df, swept, np.array(studies))
-    keys = [Column(k, names[k], KEY_PRIORITY, _cells(df, k), _numeric(df[k]) is not None) for k in swept]
+    keys = [Column(k, names[k], KEY_PRIORITY, short_values(_cells(df, k)) if short else _cells(df, k),
+                   _numeric(df[k]) is not None) for k in swept]
     rows = list(zip(*(c.cells for c in keys)))
     cols = [Column(STUDY, STUDY, KEY_PRIORITY, studies, False)] if several else []
     told = list(zip(studies, rows))

@@ -1265,3 +1265,20 @@ def test_studies_that_differ_only_in_a_middle_folder_are_told_apart_by_it():
     deeper = [f"nest/node-{n}/experiments-2024/project-gradient-flow/depth-study" for n in ("alpha", "beta")]
     assert short_studies([*deeper, "other/x"]) == ["nest/node-alpha/…/depth-study", "nest/node-beta/…/depth-study",
                                                    "other/x"]
+
+
+def test_a_long_key_value_is_cut_around_an_ellipsis_at_80_columns_and_whole_when_wide():
+    # a 200-character +tag made the table 207 columns wide piped, the status and results off the screen
+    from gradflow.cli.ls import choose
+    from gradflow.columns import RESULT_COLUMNS, short_values, table_columns
+
+    long = "t" * 100 + "u" * 100
+    df = pd.DataFrame({"run": ["a", "b", "c"], "tag": [long, "short", long[:-1] + "v"], "status": ["ok"] * 3,
+                       **{k: [1.5, 2.5, 3.5] for k in RESULT_COLUMNS if k not in ("status", "chi1_layers")}})
+    kept, _ = choose(table_columns(df, ["tag"], short=True), 80)
+    tag = next(c for c in kept if c.key == "tag")
+    assert tag.cells[1] == "short" and max(map(len, tag.cells)) <= 24 and "…" in tag.cells[0]
+    assert len(set(tag.cells)) == 3 and tag.cells[0].startswith("t") and tag.cells[0].endswith("u")
+    assert "status" in [c.key for c in kept]
+    assert [c for c in table_columns(df, ["tag"]) if c.key == "tag"][0].cells[0] == long  # (--wide, the page)
+    assert short_values(["x" * 30, "x" * 31]) == ["x" * 30, "x" * 31]  # (cut alike at 24: whole, at 40)

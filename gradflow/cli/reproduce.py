@@ -161,13 +161,18 @@ def print_outcome(outcome, report_: bool) -> None:
 WIDE = 120  # columns from which every claim field (and every --list field) gets its own column
 
 
-def column_widths(cells: dict[str, list[str]], width: int, weights: dict[str, int]) -> dict[str, int]:
+def column_widths(cells: dict[str, list[str]], width: int, weights: dict[str, int],
+                  whole: tuple[str, ...] = ()) -> dict[str, int]:
     """The text width of each column of a boxed rich table `width` characters wide (with its borders and
-    padding): at least the column's longest word (header included), so no word is ever folded, at most
-    its longest line; the room left over is shared out by `weights`. Where even the longest words do not
-    fit (a very narrow terminal), each column gets its longest word and the table is wider than `width`."""
+    padding): at least the column's longest word (header included), so no word is ever folded, or for a
+    column of `whole` its longest line (a test, `0.707 ± 0.03`, broke after its ±), at most its longest line;
+    the room left over is shared out by `weights`. Where even the longest words do not fit (a very narrow
+    terminal), each column gets its longest word and the table is wider than `width`."""
     words = {c: max((cell_len(w) for t in [c, *v] for w in t.split()), default=1) for c, v in cells.items()}
     lines = {c: max(words[c], *(cell_len(ln) for t in [c, *v] for ln in t.splitlines())) for c, v in cells.items()}
+    words.update({c: max((cell_len(ln) for t in cells[c] for ln in t.splitlines()), default=words[c])
+                  for c in whole if c in cells})
+    words.update({c: max(words[c], cell_len(c)) for c in whole if c in cells})
     out = dict(words)
     left = width - (3 * len(cells) + 1) - sum(out.values())  # a bar and two spaces per column, one bar at the end
     while left > 0:
@@ -184,11 +189,11 @@ def column_widths(cells: dict[str, list[str]], width: int, weights: dict[str, in
     return out
 
 
-def _table(cells: dict[str, list[str]], width: int, weights: dict[str, int]) -> Table:
+def _table(cells: dict[str, list[str]], width: int, weights: dict[str, int], whole: tuple[str, ...] = ()) -> Table:
     """A table laid out by column_widths, its rows separated by lines; cells are rich markup (escaped by
     the caller) whose plain text `cells` holds."""
     table = Table(show_lines=True)
-    for col, w in column_widths(cells, width, weights).items():
+    for col, w in column_widths(cells, width, weights, whole).items():
         table.add_column(col, width=w, overflow="fold")
     return table
 
@@ -229,7 +234,8 @@ def claims_table(claims, width: int) -> tuple[Table, list[tuple[str, str]]]:
     def fits(cols) -> bool:  # every column at least its longest word (the claim's with the lines under it)
         under = [c for c in rep.CLAIM_COLUMNS if c not in cols]
         longest = [max((cell_len(w) for cells in cells_of for p in ([c, *under] if c == "claim" else [c])
-                        for w in [c, *cells[p].split()]), default=1) for c in cols]
+                        for w in [c, *(cells[p].splitlines() if p == "test" and c == "test" else cells[p].split())]),
+                       default=1) for c in cols]  # (a test is kept whole: column_widths' `whole`)
         return sum(longest) + 3 * len(cols) + 1 <= width
 
     if not wide:  # where the words do not fit as columns (60 columns folded "[2.5e-0" over "7,"), the test
@@ -256,7 +262,7 @@ def claims_table(claims, width: int) -> tuple[Table, list[tuple[str, str]]]:
         plain.append(cells)
         markup.append(marked)
     table = _table({c: [cells[c] for cells in plain] for c in columns}, width,
-                   {"claim": 3, "source": 3, "reference": 2, "measured": 2, "test": 1, "result": 1})
+                   {"claim": 3, "source": 3, "reference": 2, "measured": 2, "test": 1, "result": 1}, whole=("test",))
     for marked in markup:
         table.add_row(*(marked[c] for c in columns))
     return table, [(rep.merged_texts(texts), f"{ref}; {source}") for (ref, source), texts in shared.items()]
