@@ -1002,6 +1002,10 @@ def test_seed_is_no_line_key_and_a_grid_needs_two_keys(results, plain):
         assert f"{option} seed: seeds are no line key" in " ".join(out.output.split())
     out = invoke("plot", plain, "--kind", "grid", "--x", "depth", "--y", "model.depth")
     assert out.exit_code == 1 and "--x and --y are both model.depth" in " ".join(out.output.split()), out.output
+    # (one key as both: each panel held one colour, the other key's lines merged without a word)
+    out = invoke("plot", plain, "--kind", "profile", "--color", "activation", "--facet", "model.activation")
+    assert out.exit_code == 1 and "--color and --facet are both model.activation: each panel would hold one " \
+        "colour; colour by another key: model.depth" in " ".join(out.output.split()), out.output
 
 
 def test_where_draws_only_the_runs_it_keeps_under_a_name_of_its_own(plain, tmp_path):

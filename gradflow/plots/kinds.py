@@ -124,6 +124,10 @@ def check_options(df: pd.DataFrame, kind: str, o: Options, where: str) -> None:
     if o.x is not None and o.x == o.y:
         raise GradflowError(f"--x and --y are both {o.x}: a grid needs two different keys; choices: "
                             f"{', '.join(swept) or '(none)'}")
+    if o.color is not None and o.color == o.facet:  # (each panel one colour: the lines of another key merged)
+        others = [k for k in swept if k != o.color]
+        raise GradflowError(f"--color and --facet are both {o.color}: each panel would hold one colour; colour by "
+                            f"another key{': ' + ', '.join(others) if others else ' (none varies)'}, or drop one")
     for name in ("x", "y"):
         key = getattr(o, name)
         if key is not None and key not in df.columns:
