@@ -286,3 +286,16 @@ def test_a_reference_shared_by_a_for_each_claim_is_said_once_under_a_narrow_tabl
     assert "E[φ'(√q* z)²]" not in text and "(theory.point)" not in text, text
     assert text.count("reference and source: below the table") == 3, text
     assert "reference: > 0: ordered below" in text and "source: paper: Fig. 5" in text, text  # not shared
+
+
+def test_a_claims_test_cell_is_kept_whole_at_80_columns():
+    # he2015's "0.707 ± 0.03" broke after its ± (a column as wide as its longest word, 5)
+    from gradflow.cli.reproduce import column_widths
+
+    cells = {"claim": ["depth 30, xavier: per-layer factor of the signal at init " * 6],
+             "measured": ["0.701 ([0.69, 0.716] over 3 runs, s.e. 0.0079)" * 3], "test": ["0.707 ± 0.03", "< 0.1"],
+             "result": ["PASS", "FAIL"]}
+    weights = {"claim": 3, "measured": 2, "test": 1, "result": 1}
+    widths = column_widths(cells, 80, weights, whole=("test",))
+    assert widths["test"] == len("0.707 ± 0.03") and sum(widths.values()) + 3 * 4 + 1 <= 80, widths
+    assert column_widths(cells, 80, weights)["test"] < len("0.707 ± 0.03")  # (as it was: by its longest word)
