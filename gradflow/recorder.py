@@ -625,8 +625,11 @@ class Recorder:
         self._record["summary"] = summary.per_run(layers, self._flat, self._record.get("diverged_step"),
                                                   self._record.get("tied"))  # (ls's)
         if status == store.INTERRUPTED:  # no final result: its last values, with the step it got to
-            last = max((st for st, *_ in rows), default=None)  # (the step its last values were logged at)
-            self._record["last_evaluated"] = {} if last is None else {store.STEP: last, **final}
+            # the last step anything was logged at, with that step's values alone (each name's last value came
+            # from steps of its own: a test loss of step 0 read as step 3's)
+            last = max((st for st, *_ in rows), default=None)
+            self._record["last_evaluated"] = {} if last is None else {
+                store.STEP: last, **{f"{sp}_{m}": v for st, sp, m, v in rows if st == last}}
             final = {}
         elif status == store.DIVERGED:  # no final result either: the last step whose values are all finite
             last = max((st for st, *_ in rows if st < self._record["diverged_step"]), default=None)

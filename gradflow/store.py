@@ -144,15 +144,16 @@ def refuse_nested(study: Path, results: str | Path, name: str) -> None:
     """Refuse a study (name=`name`) inside another below the results root: a sweep's folder (its sweep.yaml) or
     a folder of runs. `ls`, `plot` and `clean` of the outer one read the inner one's runs as its own (a run
     named grid/inner showed up in the sweep grid's ratio figure as a fifth depth)."""
-    study, results = Path(study).resolve(), Path(results).resolve()
-    for outer in study.parents:
-        if outer == results or results not in outer.parents:
-            return
+    study, results = Path(study), Path(results)
+    for outer in study.parents:  # (the folders as given, to the results folder itself: results=STUDY name=x too)
         sweep = (outer / SWEEP_FILE).is_file()
-        if sweep or (outer.is_dir() and any(is_run_folder(p) for p in outer.iterdir())):
-            what = f"the sweep {outer}" if sweep else f"{outer}, a folder of runs"
-            raise GradflowError(f"name={name} is inside {what}, which would list, plot and clean its runs as "
-                                "its own; give a name outside it")
+        if sweep or is_run_folder(outer) or (outer.is_dir() and any(is_run_folder(p) for p in outer.iterdir())):
+            what = (f"the sweep {outer}" if sweep else f"the run {outer}" if is_run_folder(outer) else
+                    f"{outer}, a folder of runs")
+            raise GradflowError(f"name={name} under results={results} is inside {what}, which would list, plot "
+                                "and clean its runs as its own; give a name (or results=) outside it")
+        if outer == results or outer == Path(outer.anchor) or outer == Path("."):
+            return
 
 
 def figures_dir(study: str | Path) -> Path:

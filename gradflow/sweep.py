@@ -848,6 +848,10 @@ def read_points(path: Path) -> list[dict]:
             if isinstance(v, (dict, list)) or v is None:
                 raise GradflowError(f"--points {path}: point {i} {k}={shorten(v, 40)!r}: values must be "
                                     "numbers or strings")
+            try:  # (as on the command line: gradcheck.mode points trained one run twice)
+                _refuse_unread(f"{k}={v}", k, "sweep")
+            except GradflowError as e:
+                raise GradflowError(f"--points {path}: point {i} {e}") from None
     return points
 
 

@@ -521,7 +521,8 @@ def test_the_installed_entry_point_gives_the_same_one_line(tmp_path, args, needl
                                                                    "--scale=quick); give it once; see"),
     (["theory", "-a", "tanh", "--activation", "relu", "--sw2", "2"], "error: --activation is given twice (-a tanh, "
                                                                      "--activation relu); give it once"),
-    (["plot", ".", "--format", "pdf", "--kind", "profile", "--format", "svg"], "error: --format is given twice"),
+    (["plot", "/nonexistent/study", "--format", "pdf", "--kind", "profile", "--format", "svg"],
+     "error: --format is given twice"),  # (a path that is none: without the check it drew into the working folder)
     (["ls", ".", "--wide", "--wide"], "error: --wide is given twice (--wide, --wide); give it once"),
 ])
 def test_typer_usage_errors_are_one_line_and_exit_2(args, line):
@@ -797,12 +798,19 @@ def test_a_study_inside_another_is_refused_and_a_sweeps_name_error_names_its_res
     before = _files(results)
     for args, outer in ((["run", "name=grid/inner"], f"the sweep {results / 'grid'}"),
                         (["sweep", "--name", "grid/sub", "model.depth=2,3"], f"the sweep {results / 'grid'}"),
-                        (["run", "name=single/inner"], f"{results / 'single'}, a folder of runs")):
-        out = cli(args[0], *small, *args[1:])
+                        (["run", "name=single/inner"], f"{results / 'single'}, a folder of runs"),
+                        # (the same layout by results=, and a study inside a run's own folder)
+                        (["run", f"results={results / 'single'}", "name=inner"], f"{results / 'single'}, a folder "
+                                                                                  "of runs"),
+                        (["run", f"results='{results / 'grid' / 'model.depth=2'}'", "name=x"],
+                         f"the run {results / 'grid' / 'model.depth=2'}")):
+        given = next((a for a in args if a.startswith("results=")), None)
+        out = cli(args[0], *SMALL, *args[1:], *([] if given else [f"results={results}"]))
+        under = (given or f"results={results}").replace("'", "")
         name = next(a for a in args if a.startswith(("name=", "grid/"))).removeprefix("name=")
         assert out.exit_code == 1 and out.stderr.strip() == (
-            f"error: name={name} is inside {outer}, which would list, plot and clean its runs as its own; give a "
-            "name outside it"), out.output
+            f"error: name={name} under {under} is inside {outer}, which would list, plot and clean its runs as its "
+            "own; give a name (or results=) outside it"), out.output
     assert _files(results) == before
     assert cli("run", *small, "name=group/inner").exit_code == 0  # (a folder of studies is none)
     out = cli("sweep", *small, "--name", "a b", "model.depth=2,3")
@@ -817,3 +825,11 @@ def test_clean_refuses_a_link_before_it_lists_anything(cli, tmp_path, study):
     assert out.exit_code == 1 and out.stdout == "" and out.stderr.strip() == (
         f"error: {link} is a symbolic link (to {study}); gradflow removes only from real folders: give the folder "
         "itself"), out.output
+
+
+def test_help_given_twice_is_the_help():
+    exe = Path(sys.executable).parent / "gradflow"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "gradflow"]
+    out = subprocess.run([*cmd, "ls", "--help", "--help"], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "COLUMNS": "80"})
+    assert out.returncode == 0 and "Usage:" in out.stdout and out.stderr == "", out.stderr

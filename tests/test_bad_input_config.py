@@ -284,11 +284,19 @@ def test_a_boolean_written_true_or_True_is_one_run_and_folder(cli, results):
 def test_one_setting_written_two_ways_is_one_run_folder_of_single_runs(cli, results):
     # model.depth="2" beside model.depth=2 (and optim.lr=1e-2 beside 0.01): one config, and two folders of the
     # same run that ls showed as two rows; the second is rerun in the first's folder. A sweep already said so
+    import shutil
+
+    from gradflow import store
+
     small = ["threads=1", G, "train.steps=2", f"results={results}", "name=q"]
     for first, second in (("model.depth=2", 'model.depth="2"'), ("optim.lr=1e-2", "optim.lr=0.01")):
         assert cli("run", *small, first).exit_code == 0
+        job = results / "q" / job_name([first, G, "train.steps=2"])
+        staged = store.staging_dir(job)  # (a replacement's hidden folder, left by a killed process: not taken)
+        shutil.copytree(job, staged)
         out = cli("run", *small, second)
-        assert out.exit_code == 0, out.output
+        assert out.exit_code == 0 and f"results: {job}" in " ".join(out.output.split()), out.output
+        shutil.rmtree(staged)
     folders = sorted(p.name for p in (results / "q").iterdir() if p.is_dir())
     assert folders == sorted([job_name(["model.depth=2", G, "train.steps=2"]),
                               job_name(["optim.lr=1e-2", G, "train.steps=2"])]), folders

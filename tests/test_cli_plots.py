@@ -226,7 +226,12 @@ def test_plot_formats(plain, tmp_path, fmt, magic):
 
 
 def test_out_may_name_the_file_of_one_figure(plain, batchnorm, tmp_path):
-    # --out fig.pdf made a folder named fig.pdf with the figure inside
+    # --out fig.pdf made a folder named fig.pdf with the figure inside; a folder that is not there is refused,
+    # not made (a mistyped path took the figure out of sight, as `report --out` refused it)
+    out = invoke("plot", plain, "--kind", "ratio", "--out", tmp_path / "deep" / "fig.pdf")
+    assert out.exit_code == 1 and f"--out {tmp_path / 'deep' / 'fig.pdf'}: the folder {tmp_path / 'deep'} does " \
+        "not exist; create it first" in " ".join(out.output.split()) and not (tmp_path / "deep").exists(), out.output
+    (tmp_path / "deep").mkdir()
     out = invoke("plot", plain, "--kind", "ratio", "--out", tmp_path / "deep" / "fig.pdf")
     assert out.exit_code == 0, out.output
     assert printed_paths(out) == [tmp_path / "deep" / "fig.pdf"]

@@ -211,6 +211,13 @@ def test_cli_checks_a_training_set_smaller_than_train_batch_size(cli):
               "--entries", "2", "--batch", "100")
     assert out.exit_code == 0 and "--batch 100 is more than the 50 training examples: the loss is on all 50" in \
         " ".join(out.output.split()), out.output
+    # one example: the check runs (its advice was train.batch_size=1, a key it refuses); with batch norm, one line
+    out = cli("gradcheck", "data=gaussian", "data.n_train=1", "model.depth=2", "model.width=4", "threads=1",
+              "--entries", "2", "--batch", "1")
+    assert out.exit_code == 0, out.output
+    out = cli("gradcheck", "data=gaussian", "data.n_train=1", "model.depth=2", "model.width=4", "norm=batchnorm")
+    assert out.exit_code == 1 and out.stderr.strip() == "error: a net with batch normalization needs 2 or more " \
+        "training examples (the batch variance of one is 0): give the data 2 or more", out.output
     out = cli("gradcheck", "data=gaussian", "data.n_train=50", "train.batch_size=100")
     assert out.exit_code == 1 and out.stderr.strip() == (
         "error: train.batch_size=100 does not apply to `gradflow gradcheck`, which trains nothing and writes no "

@@ -244,6 +244,8 @@ def test_recorder_refuses_a_foreign_folder_and_records_a_crash(tmp_path):
                     loss.backward()
                 if step < 2:
                     rec.log(step, train_loss=loss)
+                if step == 0:  # (a value of another step: not step 1's)
+                    rec.log(step, test_loss=5.0)
             raise KeyboardInterrupt
     run = store.read_run(tmp_path / "stopped")
     assert run["status"] == "interrupted" and "error" not in run
@@ -1861,6 +1863,32 @@ def test_a_model_with_no_layer_to_probe_is_refused_before_anything_is_written(tm
     with pytest.raises(GradflowError, match=rf"^{type(model).__name__} has no layer gradflow probes"):
         gradflow.Recorder(model, tmp_path / "s" / "r", config={})
     assert not (tmp_path / "s").exists()
+
+
+def test_lazy_modules_are_found_at_the_first_forward_pass(tmp_path):
+    # the check at construction read an uninitialized parameter's dim(): torch's ValueError from Recorder(...)
+    model = nn.Sequential(nn.LazyLinear(16), nn.Tanh(), nn.LazyLinear(2))
+    with gradflow.Recorder(model, tmp_path / "s" / "r", every=1) as rec:
+        with rec.step(0):
+            model(torch.randn(5, 3)).sum().backward()
+    assert list(store.load(tmp_path / "s" / "r").drop_duplicates("layer").name) == ["0", "2"]
+
+
+def test_a_models_own_weight_beside_its_layers_is_not_put_first():
+    # a model that is one layer (nn.Linear alone) ran first; a model whose own weight is a readout after its
+    # layers was put first too, read by the first/last ratios as its input layer
+    class Readout(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 4)
+            self.weight = nn.Parameter(torch.randn(2, 4))
+
+        def forward(self, x):
+            return self.b(self.a(x)) @ self.weight.T
+
+    with pytest.warns(UserWarning, match="its place unknown"):
+        names = [p.name for p in discover(Readout(), torch.randn(2, 3))]
+    assert names[:2] == ["a", "b"] and len(names) == 3, names
 
 
 def test_a_tensor_logged_is_its_value_at_the_call(tmp_path):

@@ -965,6 +965,9 @@ def test_points_give_each_run_its_values_as_written_and_may_set_the_seed(cli, re
      "point 1 lacks model.activation and has model.activaton (did you mean model.activation?)"),
     # (a key of the config is no misspelling: "has model.width (did you mean model.depth?)")
     ("- {model.depth: 2}\n- {model.width: 3}\n", "point 1 lacks model.depth and has model.width; every point needs"),
+    # (as on the command line: two points of one run, in two folders)
+    ("- {gradcheck.mode: forward}\n- {gradcheck.mode: reverse}\n", "point 0 gradcheck.mode=forward applies to "
+                                                                     "`gradflow gradcheck` alone"),
     ("- {init: meanfield}\n", "must be seed or a dotted config key"),
     ("- {optim.lr: -1}\n", "optim.lr=-1"),
     # (the sweep's fixed overrides set model.depth=2: which would hold is no guess gradflow makes)

@@ -228,11 +228,11 @@ def test_the_resolved_config_shows_a_number_or_word_keys_number_as_typed(tmp_pat
 def test_every_string_key_whose_default_is_a_number_is_shown_as_typed():
     import dataclasses
 
-    from gradflow import config
+    from gradflow.config import schema
 
-    groups = {config.ModelConfig: "model", config.DataConfig: "data"}
+    groups = {schema.ModelConfig: "model", schema.DataConfig: "data"}
     found = set()
-    for cls in vars(config).values():
+    for cls in vars(schema).values():
         if isinstance(cls, type) and dataclasses.is_dataclass(cls):
             group = next((g for base, g in groups.items() if issubclass(cls, base)), None)
             for f in dataclasses.fields(cls):

@@ -66,6 +66,8 @@ def _given_once(make_parser):
         def parse_args(args):
             given = list(args)  # (the parser consumes the list)
             opts, rest, order = parse(args)
+            if "--help" in given[:given.index("--")] if "--" in given else "--help" in given:
+                return opts, rest, order  # (the help is what was asked for: `ls --help --help` shows it)
             counts = Counter(p for p in order if p.param_type_name == "option" and not p.multiple
                              and not getattr(p, "count", False))
             for param, n in counts.items():

@@ -44,8 +44,20 @@ def gradcheck(
     check_overrides(list(overrides or []), "gradcheck")
     check_arguments(entries, batch, eps, cli=True, tol=tol)  # before the model is built: one line, not a traceback
     # train.batch_size is a key of training, which the check never reads (--batch is its batch; check_overrides
-    # refuses it given): one that fits any set of 2 or more examples (data.n_train=50 was refused over 128)
-    cfg = compose(["train.batch_size=2", *(overrides or [])])
+    # refuses it given): one that fits any set of examples (data.n_train=50 was refused over 128), 2 where the
+    # model normalizes over the batch (the batch variance of one example is 0)
+    try:
+        cfg = compose(["train.batch_size=1", *(overrides or [])])
+    except GradflowError as e:
+        if "with batch normalization" not in str(e):
+            raise
+        try:
+            cfg = compose(["train.batch_size=2", *(overrides or [])])
+        except GradflowError as e2:  # (its advice, train.batch_size=1, is a key the check refuses)
+            if not str(e2).startswith("train.batch_size=2 must be <="):
+                raise
+            raise GradflowError("a net with batch normalization needs 2 or more training examples (the batch "
+                                "variance of one is 0): give the data 2 or more") from None
     if batch < 2 and uses_batchnorm(cfg):
         raise GradflowError(f"--batch {batch} must be >= 2 with batch normalization (the batch variance of one "
                             "example is 0)")

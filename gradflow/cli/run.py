@@ -289,7 +289,8 @@ def _sweep_point(study: Path, overrides: list[str], name: str, flat: dict, diges
         # (model.depth="2" beside model.depth=2, optim.lr=1e-3 beside 0.001: one value to the config) is rerun
         # in its folder, not beside it
         same = [] if (study / own).exists() or not study.is_dir() else [
-            f for f in sorted(study.iterdir()) if (store.read_run(f) or {}).get("config_hash") == digest]
+            f for f in sorted(study.iterdir()) if not store.is_staging(f.name) and store.is_run_folder(f)
+            and (store.read_run(f) or {}).get("config_hash") == digest]  # (not a replacement's hidden folder)
         return same[0] if same else study / own
     points = [point for point, want in planned.items() if want == digest]
     if points:

@@ -74,12 +74,15 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
     late, failed = _placed_in_training(model, calls, unseen, inputs, args, kwargs) if unseen else ({}, None)
     unplaced: list[str] = []
 
+    alone = not any(_weight_of(c) is not None or isinstance(c, nn.MultiheadAttention) for c in model.modules()
+                    if c is not model)  # (a model's own weight beside its layers' has no known place: `unplaced`)
+
     def position(m: nn.Module) -> tuple[int, int, int]:
         """(call, after it, depth): when `m` first ran (in eval mode, else in train mode: `late`, after that
         call); a module that never runs itself (MultiheadAttention's out_proj, used through its weight) comes
         right after the nearest ancestor that did; one under the model alone (a head the forward pass does not
         use), last: its place in the order is not known (`unplaced`)."""
-        if m is model:  # the model is itself the one layer (an nn.Linear alone): it ran, first
+        if m is model and alone:  # the model is itself the one layer (an nn.Linear alone): it ran, first
             return 0, 0, 0
         depth, at = 0, m
         while at not in first and at not in late and at in parent:
@@ -124,7 +127,10 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
 
 
 def check_probeable(model: nn.Module) -> None:
-    """Raise the error `discover` would, before any forward pass, where `model` has no layer gradflow probes."""
+    """Raise the error `discover` would, before any forward pass, where `model` has no layer gradflow probes
+    (not where a lazy module's weights are still to be made: `discover` tells at the first forward pass)."""
+    if any(nn.parameter.is_lazy(p) for p in model.parameters()):
+        return
     if not any(isinstance(m, nn.MultiheadAttention) or _weight_of(m) is not None for m in model.modules()):
         raise _nothing_to_probe(model)
 
