@@ -1482,9 +1482,10 @@ def test_a_help_page_whose_reader_left_exits_141_without_a_word(args):
 
 def test_a_sweep_whose_output_is_closed_stops_as_interrupted(results):
     # its lines are printed from a watching thread: the closed output was that thread's traceback, and the
-    # sweep ran every run to exit 0
+    # sweep ran every run to exit 0. (Runs of 1000 steps: of 300, on a loaded CPU all six once ended before the
+    # watcher, looking every 0.5 s, wrote its next line into the closed output)
     small = [o for o in SMALL if not o.startswith(("train.steps=", "train.eval_every="))]
-    args = [sys.executable, "-m", "gradflow", "sweep", *small, "train.steps=300", "train.eval_every=300",
+    args = [sys.executable, "-m", "gradflow", "sweep", *small, "train.steps=1000", "train.eval_every=1000",
             "seed=0,1,2,3,4,5", f"results={results}", "--name", "s"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     while (line := proc.stdout.readline()) and not line.startswith("1/"):
