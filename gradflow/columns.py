@@ -471,7 +471,8 @@ def _told_apart(studies: list[str]) -> list[str]:
 def short_values(cells: list[str], budgets: tuple[int, ...] = (24, 40, 60)) -> list[str]:
     """A key's values for a terminal's column: one longer than a budget (a 200-character +tag, which pushed the
     status and results off an 80-column table) as its ends around "…", at the smallest budget that keeps
-    distinct values distinct (else whole: --wide and --json show them whole anyway)."""
+    distinct values distinct (else whole: --wide and --json show them whole anyway). A quarter of a wider
+    terminal is the first budget (`table_columns`)."""
     for budget in budgets:
         head = (budget - 1) // 2
         short = [c if len(c) <= budget else f"{c[:head]}…{c[len(c) - (budget - 1 - head):]}" for c in cells]
@@ -495,9 +496,9 @@ def _short_study(study: str, budget: int, parent: bool = False) -> str:
     return f"…/{last}" if len(last) + 2 <= budget else f"…{last[len(last) - budget + 1:]}"
 
 
-def table_columns(df: pd.DataFrame, swept: list[str], short: bool = False) -> list[Column]:
-    """Every column ls can show for `df`, in display order; `short`: long studies shortened (`short_studies`:
-    a terminal's table; the report page's has the room)."""
+def table_columns(df: pd.DataFrame, swept: list[str], short: bool = False, width: int = 80) -> list[Column]:
+    """Every column ls can show for `df`, in display order; `short`: long studies and key values shortened
+    (`short_studies`, `short_values`: a terminal's table, `width` columns; the report page's has the room)."""
     names = abbreviate(swept)
     taken = {label for label, _ in RESULT_COLUMNS.values()}
     names = {k: k if label in taken else label for k, label in names.items()}  # train.steps next to steps done
@@ -516,7 +517,8 @@ def table_columns(df: pd.DataFrame, swept: list[str], short: bool = False) -> li
         # a study's axis as its own ls has it: model.alpha, set where model.skip=residual and unset elsewhere,
         # varies with the skip choice alone, and went before a study's own axis, norm, which then gave way
         swept = axes_first(df, swept, np.array(studies))
-    keys = [Column(k, names[k], KEY_PRIORITY, short_values(_cells(df, k)) if short else _cells(df, k),
+    budgets = tuple(sorted({max(24, width // 4), 40, 60}))  # (a wider terminal shows more of a value)
+    keys = [Column(k, names[k], KEY_PRIORITY, short_values(_cells(df, k), budgets) if short else _cells(df, k),
                    _numeric(df[k]) is not None) for k in swept]
     rows = list(zip(*(c.cells for c in keys)))
     cols = [Column(STUDY, STUDY, KEY_PRIORITY, studies, False)] if several else []

@@ -1282,3 +1282,5 @@ def test_a_long_key_value_is_cut_around_an_ellipsis_at_80_columns_and_whole_when
     assert "status" in [c.key for c in kept]
     assert [c for c in table_columns(df, ["tag"]) if c.key == "tag"][0].cells[0] == long  # (--wide, the page)
     assert short_values(["x" * 30, "x" * 31]) == ["x" * 30, "x" * 31]  # (cut alike at 24: whole, at 40)
+    wider = [c for c in table_columns(df, ["tag"], short=True, width=200) if c.key == "tag"][0].cells
+    assert max(map(len, wider)) == 50 and wider[1] == "short"  # (a quarter of a 200-column terminal)

@@ -207,7 +207,7 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     implied = {k: c for k, c in implied.items() if k not in partial}  # (model.width: set by model, and partial)
     swept = [k for k in swept if k not in implied and k not in partial]
     df, flagged = mark_flagged(df)  # ended ok, yet no success: never read as one
-    columns = table_columns(df, swept, short=not wide)
+    columns = table_columns(df, swept, short=not wide, width=console.width)
     warning = transient_warning(df)
     # (the fits the warning is about, with the theory they are off from)
     fits = ("chi1_measured", "chi1_layers", "chi1_theory") if warning else ()
