@@ -517,7 +517,8 @@ def table_columns(df: pd.DataFrame, swept: list[str], short: bool = False, width
         # a study's axis as its own ls has it: model.alpha, set where model.skip=residual and unset elsewhere,
         # varies with the skip choice alone, and went before a study's own axis, norm, which then gave way
         swept = axes_first(df, swept, np.array(studies))
-    budgets = tuple(sorted({max(24, width // 4), 40, 60}))  # (a wider terminal shows more of a value)
+    first = max(24, width // 4)  # (a wider terminal shows more of a value)
+    budgets = (first, *(b for b in (40, 60) if b > first))
     keys = [Column(k, names[k], KEY_PRIORITY, short_values(_cells(df, k), budgets) if short else _cells(df, k),
                    _numeric(df[k]) is not None) for k in swept]
     rows = list(zip(*(c.cells for c in keys)))
