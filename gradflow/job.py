@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from gradflow import data as data_mod  # (`data` names the built Data below)
 from gradflow import models, store, summary, theory, workers
 from gradflow.choices import settings
-from gradflow.config import batch_fits, resolve_device
+from gradflow.config import batch_fits, resolve_device, uses_batchnorm
 from gradflow.errors import GradflowError, one_line
 from gradflow.models.custom import activation_kind
 from gradflow.models.init import initialize
@@ -149,7 +149,7 @@ def _execute(cfg: DictConfig, job_dir: Path, name: str, on_step: ProgressFn | No
         # a Ctrl-C while the tables are written waits for run.json (one as a finished run's tables were
         # written lost them all, the run recorded interrupted with none); a second leaves at once
         with workers.ctrl_c_waits(seen=int(stopped)):
-            _record(job_dir, record, result, error, probes, data, flat, start)
+            _record(job_dir, record, result, error, probes, data, flat, start, uses_batchnorm(cfg))
             recorded = True
     except KeyboardInterrupt:  # before training, or a second Ctrl-C while the tables were written
         if not recorded:
@@ -164,7 +164,7 @@ def _execute(cfg: DictConfig, job_dir: Path, name: str, on_step: ProgressFn | No
 
 
 def _record(job_dir: Path, record: dict, result: TrainResult, error: Exception | None, probes: Probes,
-            data, flat: dict, start: float) -> None:
+            data, flat: dict, start: float, batchnorm: bool = False) -> None:
     """Write what training measured, then `record` (run.json) last: as failed with `error` where a step
     raised one, else with the run's status, summary and final metrics."""
     store.write_layers(job_dir, result.probe_steps, probes.names, probes.quantities, result.probe_values,
@@ -192,8 +192,19 @@ def _record(job_dir: Path, record: dict, result: TrainResult, error: Exception |
                   fused_steps=probes.fused_steps,  # probed steps whose statistics the fused CPU kernels took
                   **summary.final_metrics(result.metrics, result.status))
     if result.status == store.OK and result.steps_done:  # a run of 0 steps (init only) had nothing to learn
-        record["flags"] = summary.learned_nothing(layers, record["final"], chance_level(data, flat),
-                                                  summary.first_metrics(result.metrics), steps=result.steps_done)
+        final, first, flags, words = record["final"], summary.first_metrics(result.metrics), [], "final train loss"
+        if batchnorm and result.steps_done < BN_SETTLED and (batch := summary.last_batch(result.metrics)):
+            # the evaluations run in eval mode, on the running statistics, which a short run has barely moved from
+            # their start: a 10-step resnet20 read a train loss of 31.9 beside a batch loss of 2.59, and a 5-step
+            # plain20 "loss grew" from 3.06 to 11.4. Judged on the train-mode batches' loss instead, and said
+            flags.append(f"batch-norm statistics unsettled: after {result.steps_done} update"
+                         f"{'s' * (result.steps_done != 1)} the running statistics still weigh "
+                         f"{(1 - BN_MOMENTUM) ** result.steps_done:.2g} of their start (mean 0, variance 1), so the "
+                         f"train and test losses, taken in eval mode, read them (the last train-mode batch loss: "
+                         f"{batch['train_loss']:.4g})")
+            final, first, words = batch, {}, "last train-mode batch loss"
+        record["flags"] = flags + summary.learned_nothing(layers, final, chance_level(data, flat), first,
+                                                          steps=result.steps_done, loss_words=words)
     record["wall_time"] = round(time.perf_counter() - start, 4)
     store.finish(job_dir, record)
 
@@ -227,6 +238,10 @@ def _exit_on_second_interrupt():
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+BN_MOMENTUM = 0.1  # torch's BatchNorm momentum, which gradflow's models keep: each update moves the statistics 10%
+BN_SETTLED = 50  # updates after which the running statistics weigh under 0.9^50 = 0.5% of their start
 
 
 def chance_level(data, flat: dict) -> summary.Chance | None:

@@ -921,3 +921,27 @@ def test_a_run_whose_init_is_beyond_the_theory_ends_diverged_and_ls_reads_it(cli
     assert store.read_run(job)["status"] == "diverged"
     listed = cli("ls", str(results / "huge"))
     assert listed.exit_code == 0 and "diverged" in listed.stdout, listed.output
+
+
+def test_a_short_batch_norm_run_is_judged_on_its_batches_and_says_why(cli, tmp_path):
+    # its evaluations run in eval mode on running statistics a few updates have barely moved: a 10-step
+    # resnet20 read a train loss of 31.9 beside a batch loss of 2.59, and a 5-step plain20 "loss grew"
+    import json
+
+    from gradflow.job import BN_SETTLED
+
+    small = ["data=gaussian", "data.n_train=128", "data.n_test=32", "model.depth=3", "model.width=8", "threads=1",
+             f"results={tmp_path}"]
+    for norm, steps in (("batchnorm", 5), ("batchnorm", BN_SETTLED), ("none", 5)):
+        out = cli("run", *small, f"norm={norm}", f"train.steps={steps}", f"train.eval_every={steps}",
+                  f"name={norm}-{steps}")
+        assert out.exit_code == 0, out.output
+        record = json.loads(next((tmp_path / f"{norm}-{steps}").glob("*/run.json")).read_text())
+        flags = record.get("flags") or []
+        unsettled = [f for f in flags if f.startswith("batch-norm statistics unsettled")]
+        assert bool(unsettled) == (norm == "batchnorm" and steps < BN_SETTLED), flags
+        if unsettled:
+            assert unsettled[0].startswith("batch-norm statistics unsettled: after 5 updates the running statistics "
+                                           "still weigh 0.59 of their start"), unsettled
+            assert not any(f.startswith("loss grew") for f in flags) and all(
+                "last train-mode batch loss" in f for f in flags if f.startswith("learned nothing")), flags
