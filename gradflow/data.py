@@ -100,9 +100,16 @@ def _cached(path: Path) -> dict[str, np.ndarray] | None:
     an array missing): the cache is made again rather than every run failing on it."""
     try:
         with np.load(path) as f:
-            return {k: f[k] for k in ("x", "y", "x_test", "y_test")}
+            arrays = {k: f[k] for k in ("x", "y", "x_test", "y_test")}
     except Exception:  # (zipfile, numpy and pickle refusals: each a reason to remake it)
         return None
+    x, y, xt, yt = arrays.values()  # (a file of the same name whose arrays are no MNIST-1D: a matmul's shape
+    # error in the first step, or a label past the classes, recorded as a failed run)
+    same = x.ndim == 2 and xt.ndim == 2 and x.shape[1] == xt.shape[1] and y.shape == (len(x),) \
+        and yt.shape == (len(xt),) and len(x) > 0
+    labels = same and np.issubdtype(y.dtype, np.integer) and np.issubdtype(yt.dtype, np.integer) \
+        and min(y.min(), yt.min()) >= 0 and max(y.max(), yt.max()) < 10
+    return arrays if labels else None
 
 
 def data_root(configured: str = "") -> Path:

@@ -577,6 +577,26 @@ def test_mnist1d_is_generated_from_data_seed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mnist1d-seed3.npz", "mnist1d-seed4.npz"]
 
 
+@pytest.mark.parametrize("change", [{"x": np.zeros((4000, 20))}, {"y": np.full(4000, 12)},
+                                    {"y_test": np.zeros((1000, 2), dtype=np.int64)}],
+                         ids=["narrower-x", "label-past-the-classes", "labels-of-two-columns"])
+def test_a_cached_mnist1d_of_other_shapes_is_made_again(tmp_path, change):
+    # a cache file that reads whole but holds other arrays was used: the first step's matmul failed (1000x40 and
+    # 20x8), or a label past the classes, and the run was recorded failed
+    from omegaconf import OmegaConf
+
+    from gradflow import data as gdata
+
+    cfg = OmegaConf.create({"cache": str(tmp_path), "seed": 5})
+    good = gdata._mnist1d(cfg)
+    path = tmp_path / "mnist1d-seed5.npz"
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    gdata.atomic_save_npz(path, {**arrays, **change})
+    again = gdata._mnist1d(cfg)
+    assert torch.equal(again.x_train, good.x_train) and torch.equal(again.y_test, good.y_test)
+
+
 def test_the_dataset_cache_is_replaced_whole_not_written_in_place(tmp_path):
     # written in place (truncated, then filled), a failed or killed write left a partial cache, or none of the
     # good one it replaced; written beside it and renamed over it, the file is a new one (a new inode) and no

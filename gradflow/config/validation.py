@@ -327,6 +327,9 @@ def _data(cfg) -> None:
     if "seed" in d:  # (numpy's generators, mnist1d's among them, take 0 .. 2^32 - 1)
         _at_least("data.seed", d.seed, 0)
         _at_most("data.seed", d.seed, 2**32 - 1)
+    if "cache" in d and d.cache in ("True", "False"):  # (a boolean, as text: a folder named False was made)
+        raise GradflowError(f"data.cache={d.cache.lower()} is not allowed: data.cache is the folder the dataset is "
+                            "cached in (\"\" for $GRADFLOW_CACHE, the default)")
     if d.name in ("mnist", "fashion_mnist", "cifar10"):
         _at_least("data.subset", d.subset, 0)
     if d.name in ("adding", "copy"):
