@@ -148,8 +148,6 @@ CASES = [
     (["run", "name=/abs"], "name=/abs"),
     # a '.' part wrote the runs into the results root itself (name=.), or named one folder two ways
     (["run", "name=."], "name=. must be a relative folder name inside"),
-    # (a boolean made a folder named False in the working folder, and cached the data there)
-    (["run", "data=mnist1d", "data.cache=false"], "data.cache=false is not allowed: data.cache is the folder"),
     # a key the command never reads: a sweep over gradcheck.mode trained one run twice, in two folders
     (["run", "gradcheck.mode=forward"], "gradcheck.mode=forward applies to `gradflow gradcheck` alone"),
     (["sweep", "gradcheck.mode=forward,reverse"], "gradflow sweep` reads no gradcheck.* key"),

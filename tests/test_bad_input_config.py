@@ -20,6 +20,9 @@ def case(overrides: str | list[str], needle: str, id: str):
 
 CASES = [
     # every float key rejects nan and inf (and 1e400, which parses as inf)
+    # (a boolean made a folder named False in the working folder, and cached the data there)
+    case("data=mnist1d data.cache=false", "data.cache=false is not allowed: data.cache is the folder the dataset is "
+         "cached in", "cache-a-boolean"),
     case("optim.lr=nan", "optim.lr", "lr-nan"),
     case("optim.lr=inf", "optim.lr", "lr-inf"),
     case("optim.lr=1e400", "optim.lr=inf must be a finite number (a number past 1.8e308, as 1e400, reads as inf)",
