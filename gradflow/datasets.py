@@ -223,6 +223,9 @@ def load_mnist(root: str | Path, variant: str = "mnist", download: bool = False)
                                 "replace them with matching copies of the originals")
         if not len(x):  # (an empty training set failed inside a step; an empty test set ended ok, untested)
             raise GradflowError(f"{xp} holds no images; replace it with a copy of the original")
+        if not x.shape[1] or not x.shape[2]:  # (images of no pixels trained "ok" on zero-element layers)
+            raise GradflowError(f"{xp} holds images of {x.shape[1]}x{x.shape[2]} pixels ({display}'s are 28x28); "
+                                "replace it with a copy of the original")
         _check_labels(y, yp, display)
         out[f"y_{split}"] = y.astype(np.int64)
     if out["x_train"].shape[1:] != out["x_test"].shape[1:]:

@@ -246,6 +246,14 @@ def test_a_partial_or_wrong_dataset_names_the_file(tmp_path):
             load_mnist(tmp_path / f"e{split}", "mnist")
         assert one_line(e) == (f"{tmp_path / f'e{split}' / f'{split}-images-idx3-ubyte'} holds no images; replace "
                                "it with a copy of the original")
+    # images of no pixels: they trained "ok" on zero-element layers, with torch's warnings
+    folder = tmp_path / "zero"
+    make_mnist(folder, gz=False)
+    write(folder / datasets.MNIST_FILES["x_train"], idx_bytes(np.zeros((5, 0, 0), dtype=np.uint8), 0x08), False)
+    with pytest.raises(GradflowError) as e:
+        load_mnist(folder, "mnist")
+    assert one_line(e) == (f"{folder / datasets.MNIST_FILES['x_train']} holds images of 0x0 pixels (MNIST's are "
+                           "28x28); replace it with a copy of the original")
     batch.write_bytes(pickle.dumps({b"data": content[b"data"][:0], b"labels": []}, protocol=2))
     with pytest.raises(GradflowError) as e:
         load_cifar10(tmp_path / "c")
