@@ -369,7 +369,14 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
                             "replace it with a fresh copy from cifar-10-python.tar.gz")
     if not len(data):
         raise GradflowError(f"{path} holds no images; replace it with a fresh copy from cifar-10-python.tar.gz")
-    labels = np.asarray(labels, dtype=np.int64)
+    given = np.asarray(labels) if not isinstance(labels, (str, bytes)) else np.asarray([])
+    if given.shape != (len(data),) or not (np.issubdtype(given.dtype, np.integer)
+                                          or given.dtype == object and all(isinstance(v, int) for v in given)):
+        # (a text, labels of two columns or floats: a ValueError that named no file, or 1.7 read as class 1)
+        what = "a text" if isinstance(labels, (str, bytes)) else f"{given.dtype} of shape {given.shape}"
+        raise GradflowError(f"{path} is not a CIFAR-10 batch: its b'labels' must be {len(data)} whole numbers, "
+                            f"not {what}; replace it with a fresh copy from cifar-10-python.tar.gz")
+    labels = given.astype(np.int64)
     _check_labels(labels, path, "CIFAR-10")
     # each row is the 1024 red, then green, then blue values of a 32x32 image, rows in C order
     return data.reshape(-1, 3, 32, 32).copy(), labels

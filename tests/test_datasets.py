@@ -246,6 +246,14 @@ def test_a_partial_or_wrong_dataset_names_the_file(tmp_path):
             load_mnist(tmp_path / f"e{split}", "mnist")
         assert one_line(e) == (f"{tmp_path / f'e{split}' / f'{split}-images-idx3-ubyte'} holds no images; replace "
                                "it with a copy of the original")
+    # labels that are no whole numbers: a ValueError that named no file, or 1.7 read as class 1
+    for labels, what in (("abcd", "a text"), ([[1, 2]] * 4, "int64 of shape (4, 2)"),
+                         ([1.7] * 4, "float64 of shape (4,)")):
+        batch.write_bytes(pickle.dumps({b"data": content[b"data"][:4], b"labels": labels}, protocol=2))
+        with pytest.raises(GradflowError) as e:
+            load_cifar10(tmp_path / "c")
+        assert one_line(e) == (f"{batch} is not a CIFAR-10 batch: its b'labels' must be 4 whole numbers, not {what}; "
+                               "replace it with a fresh copy from cifar-10-python.tar.gz")
     # images of no pixels: they trained "ok" on zero-element layers, with torch's warnings
     folder = tmp_path / "zero"
     make_mnist(folder, gz=False)
