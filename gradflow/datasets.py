@@ -181,8 +181,11 @@ def locate_mnist(root: str | Path, variant: str = "mnist", download: bool = Fals
     partial, found = max(looked, key=lambda f: sum(p is not None for p in f[1].values()))
     missing = [MNIST_FILES[key] for key, p in found.items() if p is None]
     if len(missing) < len(MNIST_FILES):
+        folders = [m for m in missing if (partial / m).is_dir() or (partial / f"{m}.gz").is_dir()]
+        said = f" ({', '.join(folders)} there {'is a folder' if len(folders) == 1 else 'are folders'}, " \
+               "not the file)" if folders else ""  # (a folder of the file's name read as the file missing)
         raise GradflowError(f"data.root={root}: {partial}/ has {len(MNIST_FILES) - len(missing)} of the "
-                            f"4 {display} files; put {_files_list(missing)} there too")
+                            f"4 {display} files; put {_files_list(missing)} there too{said}")
     top = all(_find_idx(root, name) for name in MNIST_FILES.values())  # (the other variant's, by the folder's name)
     raise GradflowError(f"data.root={root} has no {display} files; put {_files_list(MNIST_FILES.values())} in "
                         f"{root / variant}/ (or set data.download=true where a network is reachable)"

@@ -246,6 +246,15 @@ def test_a_partial_or_wrong_dataset_names_the_file(tmp_path):
             load_mnist(tmp_path / f"e{split}", "mnist")
         assert one_line(e) == (f"{tmp_path / f'e{split}' / f'{split}-images-idx3-ubyte'} holds no images; replace "
                                "it with a copy of the original")
+    # a folder where a file should be was called missing, while something of its name was there
+    folder = tmp_path / "dirfile"
+    make_mnist(folder, gz=False)
+    (folder / datasets.MNIST_FILES["y_test"]).unlink()
+    (folder / datasets.MNIST_FILES["y_test"]).mkdir()
+    with pytest.raises(GradflowError) as e:
+        load_mnist(folder, "mnist")
+    assert one_line(e).endswith(f"put {datasets.MNIST_FILES['y_test']}(.gz) there too "
+                                f"({datasets.MNIST_FILES['y_test']} there is a folder, not the file)"), one_line(e)
     # labels that are no whole numbers: a ValueError that named no file, or 1.7 read as class 1
     for labels, what in (("abcd", "a text"), ([[1, 2]] * 4, "int64 of shape (4, 2)"),
                          ([1.7] * 4, "float64 of shape (4,)")):
