@@ -319,9 +319,10 @@ def test_a_subset_larger_than_the_dataset_counts_the_dataset():
     assert train_size(compose(["data=mnist", "data.subset=100000", "train.batch_size=64"]).data) == 60000
     with pytest.raises(GradflowError, match=r"train\.batch_size=65000 must be <= the 60000 training examples"):
         compose(["data=mnist", "data.subset=100000", "train.batch_size=65000"])
-    # (a subset smaller than the default batch: the line says what to give)
+    # (a subset smaller than the default batch: the line says what to give, and the subset that limits it)
     with pytest.raises(GradflowError, match=r"^train\.batch_size=128 must be <= the 50 training examples of "
-                                            r"data=mnist; give train\.batch_size=50 \(the whole set a step\) or fewer$"):
+                                            r"data=mnist \(data\.subset=50\); give train\.batch_size=50 \(the whole "
+                                            r"set a step\) or fewer$"):
         compose(["data=mnist", "data.subset=50"])
 
 

@@ -445,7 +445,9 @@ def _train(cfg) -> None:
     if t.steps > MAX_STEPS:
         raise GradflowError(f"train.steps={t.steps} must be <= {MAX_STEPS:.0e}")
     _at_least("train.batch_size", t.batch_size)
-    batch_fits(t.batch_size, train_size(cfg.data), cfg.data.name)
+    subset = cfg.data.get("subset") or 0  # (the limit the user set, named: "the 10 training examples of cifar10")
+    batch_fits(t.batch_size, train_size(cfg.data), cfg.data.name,
+               f" (data.subset={subset})" if 0 < subset < TRAIN_SIZES.get(cfg.data.name, 0) else "")
     if uses_batchnorm(cfg) and t.batch_size < 2:
         raise GradflowError(f"train.batch_size={t.batch_size} must be >= 2 with batch normalization "
                             "(the batch variance of one example is 0)")
