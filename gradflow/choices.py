@@ -60,6 +60,11 @@ CONDITIONAL_KEYS = {
 }
 
 
+# keys beside CONDITIONAL_KEYS' own selectors whose value also says whether a run reads the key, where the
+# model has them (a resnet's variant, a transformer's ln): `keys.implied_keys` reads a column of them as no axis
+ALSO_DECIDED_BY = {"norm.eps": ("model.variant", "model.ln")}
+
+
 def unread(key: str, flat: dict[str, Any]) -> str | None:
     """Why the run of `flat` does not read the CONDITIONAL_KEYS `key` (None where it does, or where `flat`
     lacks the keys that say)."""

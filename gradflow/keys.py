@@ -113,7 +113,7 @@ def _read_where(df: pd.DataFrame, key: str, keys: Sequence[str]) -> str | None:
     first (model.skip for model.alpha: `choices.CONDITIONAL_KEYS`); else one whose values group the runs, a
     value shared by two or more (a key with a new value in every run, a depth, splits them all trivially),
     the fewest values first."""
-    from gradflow.choices import CONDITIONAL_KEYS
+    from gradflow.choices import ALSO_DECIDED_BY, CONDITIONAL_KEYS
 
     unset = df[key].isna()
     if not unset.any() or unset.all() or n_distinct(df.loc[~unset, key]) != 1:
@@ -124,7 +124,8 @@ def _read_where(df: pd.DataFrame, key: str, keys: Sequence[str]) -> str | None:
     def says(k: str) -> bool:
         return bool((unset.groupby(hashable(df[k])).nunique() <= 1).all())
 
-    known = [k for k in CONDITIONAL_KEYS.get(key, ((),))[0] if k in candidates and says(k)]
+    deciders = (*CONDITIONAL_KEYS.get(key, ((),))[0], *ALSO_DECIDED_BY.get(key, ()))
+    known = [k for k in deciders if k in candidates and says(k)]
     if known:
         return known[0]
     grouping = [k for k in candidates if hashable(df[k]).value_counts().max() >= 2 and says(k)]

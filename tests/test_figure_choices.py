@@ -361,6 +361,10 @@ def test_a_key_only_some_runs_read_is_no_axis_where_another_key_says_which():
     keys = ["model.depth", "model.skip", "model.alpha", "train.clip"]
     assert implied_keys(two, keys) == {"model.alpha": "model.skip"}
     assert implied_keys(two, ["model.depth", "train.clip"]) == {}
+    # a resnet's norm.eps, read by its batchnorm variant alone: a variant sweep's one run each showed it as an axis
+    variants = pd.DataFrame({"model.name": ["resnet"] * 3, "model.variant": ["batchnorm", "fixup", "skipinit"],
+                             "norm.eps": [1e-5, math.nan, math.nan]})
+    assert implied_keys(variants, ["model.variant", "norm.eps"]) == {"norm.eps": "model.variant"}
 
 
 # the grid's value was final.test_acc whenever the column existed, even all NaN (final.train_acc has numbers)
