@@ -515,9 +515,9 @@ class Recorder:
         """Whether optimizer `opt` steps parameters of the model."""
         return any(id(p) in self._ours for group in opt.param_groups for p in group["params"])
 
-    def _saw_optimizer(self, opt, args, kwargs) -> None:
-        """After every optimizer step until close() (torch's hooks cannot be removed while they run)."""
-        try:  # (asked once of each optimizer, and again after add_param_group)
+    def _ours_known(self, opt) -> bool:
+        """`_steps_ours`, asked once of each optimizer and again after add_param_group."""
+        try:
             groups, ours = self._optimizers.get(opt, (None, False))
         except TypeError:  # (an optimizer with __eq__ and no __hash__, or no weak reference: asked at every step;
             groups, ours = None, False  # the error raised out of the loop's opt.step(), any optimizer's)
@@ -527,7 +527,11 @@ class Recorder:
                 self._optimizers[opt] = (len(opt.param_groups), ours)
             except TypeError:
                 pass
-        if ours:
+        return ours
+
+    def _saw_optimizer(self, opt, args, kwargs) -> None:
+        """After every optimizer step until close() (torch's hooks cannot be removed while they run)."""
+        if self._ours_known(opt):
             self._optimizer_seen = True
             self._updates += 1
 
@@ -535,7 +539,7 @@ class Recorder:
         """Before every optimizer step until close(): the pending probed step's update ratio is read before an
         optimizer's second step after it (a loop that wraps only its probed steps in rec.step: else the ratio
         would span every update to the next rec.step); each optimizer's first (two optimizers, a GAN's) counts."""
-        if self._pending and self._steps_ours(opt):
+        if self._pending and self._ours_known(opt):
             if id(opt) in self._pending_stepped:
                 self._finish_pending()
             else:

@@ -146,10 +146,9 @@ def refuse_nested(study: Path, results: str | Path, name: str) -> None:
     named grid/inner showed up in the sweep grid's ratio figure as a fifth depth)."""
     study, results = Path(study), Path(results)
     for outer in study.parents:  # (the folders as given, to the results folder itself: results=STUDY name=x too)
-        sweep = (outer / SWEEP_FILE).is_file()
-        if sweep or is_run_folder(outer) or (outer.is_dir() and any(is_run_folder(p) for p in outer.iterdir())):
-            what = (f"the sweep {outer}" if sweep else f"the run {outer}" if is_run_folder(outer) else
-                    f"{outer}, a folder of runs")
+        sweep, run = (outer / SWEEP_FILE).is_file(), is_run_folder(outer)
+        if sweep or run or (outer.is_dir() and any(is_run_folder(p) for p in outer.iterdir())):
+            what = f"the sweep {outer}" if sweep else f"the run {outer}" if run else f"{outer}, a folder of runs"
             raise GradflowError(f"name={name} under results={results} is inside {what}, which would list, plot "
                                 "and clean its runs as its own; give a name (or results=) outside it")
         if outer == results or outer == Path(outer.anchor) or outer == Path("."):
