@@ -199,6 +199,11 @@ def vkey(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
+def rows_with(df: pd.DataFrame, key: str, v: Any) -> pd.DataFrame:
+    """The rows of `df` whose `key` is `v` (missing matching missing, lists their string form: `vkey`)."""
+    return df[df[key].map(vkey) == vkey(v)]
+
+
 def ordered_values(s: pd.Series) -> list[Any]:
     """Distinct values in their natural order (numbers ascending, strings alphabetically), NaN last; a
     comparison's sources (the column `source`) in the order they were given, as its table letters them."""

@@ -22,7 +22,7 @@ from gradflow.fmt import fmt
 from gradflow.metrics import accuracy_label, is_regression
 from gradflow.overrides import without_item
 from gradflow.keys import (config_columns, distinct_keys, is_grid, is_missing, is_numeric_key, n_distinct,
-                           ordered_values, single_value, swept_keys, vkey)
+                           ordered_values, rows_with, single_value, swept_keys, vkey)
 from gradflow.plots.labels import (
     RATIOS, SPLITS, SUMMARIES, Summary, is_recurrent, key_label, set_title, short_key, value_label,
 )
@@ -35,7 +35,7 @@ from gradflow.plots.style import (
     AUTO_PANELS, PANEL_TITLE_WIDTH, THEORY_STYLE, Palette, bottom_and_left, colour_key, draw_series, extra_handles,
     facet_grid, has_marks, init_note, label_minor_within, label_short_log_axis, legend, line_weight, marker_key,
     new_figure, no_effect_at_init, note_if_empty, panels_by, record,
-    spans_decades, step_axis, style_key, unshown, unshown_panels, wrap_words,
+    spans_decades, step_axis, style_key, unshown, unshown_notes, unshown_panels, wrap_words,
 )
 
 # the ratio = 1 line: a faint grey band, not a line style a series may have (dotted, a norm=none series's, read
@@ -140,115 +140,45 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
     thresholds: {"1/6: predicting the mean": 0.1667}).
     """
     df = require(metrics, "metrics", METRICS_REQUIRED)
-    rows = [m for m in ("loss", "acc") if (df["metric"] == m).any()]
+    rows, splits = _curve_rows(df)
     # what "accuracy" counts: for regression runs (the adding problem), predictions within a tolerance
     tasks = df.drop_duplicates("run")  # (run is a required column)
     acc_label = accuracy_label(is_regression(r.get("data.name"), r.get("data.task")) for _, r in tasks.iterrows())
-    level_style = {"color": "0.35", "lw": 0.9}
     level_lines = [(label, y, LEVEL_STYLES[k % len(LEVEL_STYLES)])  # (legend label, loss, line style)
                    for k, (label, y) in enumerate((levels or {}).items())]
-    if not rows:
-        raise GradflowError("the metrics table has no loss or acc rows; metrics present: "
-                            + ", ".join(map(str, ordered_values(df["metric"]))))
-    splits = [s for s in ("train", "test") if (df["split"] == s).any()] or \
-             [s for s in ("batch",) if (df["split"] == s).any()]
-    if not splits:
-        raise GradflowError("the metrics table has no train, test or batch rows; splits present: "
-                            + ", ".join(map(str, ordered_values(df["split"]))))
     df = to_divergence(df, df[df["metric"].isin(rows) & df["split"].isin(splits)])
     k = over_steps_keys(df, "curves", color, facet, by_source, AUTO_CURVE_PANELS)
-    sources, by_source, swept, group_keys = k.sources, k.by_source, k.swept, k.group_keys
-    color, style, also, between, marker = k.color, k.style, k.also, k.between, k.marker
     # by_source: a panel per results folder, train solid and test dotted in it; unless a swept key needs the
     # line style, and then a panel per folder and split (both activations drawn alike read as one)
-    split_style = by_source and style is None
-    palette = Palette(df, color, style, marker=marker)
-    split_styles = {"train": "-", "test": ":", "batch": "-"}
-
-    # columns: (title, their rows of df, the splits drawn in them)
-    def rows_of(key: str, v) -> pd.DataFrame:
-        return df[df[key].map(vkey) == vkey(v)]
-
-    # the keys neither the colour nor the line style shows: a pair of columns per combination of their values
-    # (with the facet's, where one is given)
-    # (by_source, with each folder's: a folder's runs of two norms were drawn alike in its columns); more
-    # than AUTO_CURVE_PANELS go on rows of that many (a pair of rows, loss over accuracy, each)
-    split = unshown_panels(df, "source" if by_source else facet, also, AUTO_PANELS)
-    blocks = 1 if split is None else math.ceil(len(split[0]) / AUTO_CURVE_PANELS)
-    if split_style and split is not None:
-        cols, also = [(title, sub, splits) for sub, title in zip(*split)], []
-    elif split_style:
-        cols = [(f"{key_label('source')}: {v}", rows_of("source", v), splits) for v in sources]
-    elif split is not None:
-        cols = [(f"{title}: {SPLITS.get(sp, sp)}", sub, [sp]) for sub, title in zip(*split) for sp in splits]
-        also = []
-    elif by_source:
-        cols = [(f"{v}: {SPLITS.get(sp, sp)}", rows_of("source", v), [sp]) for v in sources for sp in splits]
-    elif facet:
-        cols = [(f"{value_label(facet, v)}: {SPLITS.get(sp, sp)}", rows_of(facet, v), [sp])
-                for v in ordered_values(df[facet]) for sp in splits]
-    else:
-        cols = [(SPLITS.get(sp, sp), df, [sp]) for sp in splits]
-    per = len(cols) // len(split[0]) if split is not None else 1  # columns per panel's runs (train | test)
-    across = math.ceil(len(cols) / per / blocks) * per  # columns in each block of rows, no pair broken
-    size = (min(3.2 * across + 2.4, 16.0), (2.6 * len(rows) + 0.4) * blocks + 0.5)
-    fig, grid_axes = new_figure(len(rows) * blocks, across, size, sharex=True, sharey=False)
-    # axes[i, j]: metric i of column j, the columns past the first block's on the rows below it
-    axes = np.array([[grid_axes[b * len(rows) + i, c] for b in range(blocks) for c in range(across)]
-                     for i in range(len(rows))])[:, :len(cols)]
-    for i in range(len(rows)):  # each metric's row(s) share its y axis, inner panels unlabelled
-        for j, ax in enumerate(axes[i]):
-            if j:
-                ax.sharey(axes[i, 0])
-            if j % across:  # (minor ticks too: label_minor_within labels some)
-                ax.tick_params(which="both", labelleft=False)
-    for c in range(len(cols) - (blocks - 1) * across, across):  # a last block of fewer pairs: no spare panels
-        for i in range(len(rows)):
-            grid_axes[(blocks - 1) * len(rows) + i, c].remove()
-    for ax in axes[-1]:  # each block's steps under its own panels
-        ax.tick_params(labelbottom=True)
-    # each column's title over as many lines as its width needs (six columns ran into each other)
-    title_width = int(PANEL_TITLE_WIDTH / 4.0 * (size[0] - 2.4) / across)
+    split_style = k.by_source and k.style is None
+    palette = Palette(df, k.color, k.style, marker=k.marker)
+    columns = _curve_columns(df, k, splits, facet, split_style)
+    fig, axes, across, title_width = _curve_axes(len(rows), columns)
+    sort_keys = [key for key in (k.color, k.style, k.marker) if key] + columns.also
     everything: list[Series] = []
     cut_at = None  # the loss axis's top where diverging runs would squash the others (see _diverging_cut)
     for i, metric in enumerate(rows):
         log = metric == "loss" and spans_decades(df.loc[df["metric"] == metric, "value"].to_numpy())
         in_row = len(everything)
-        for j, (col_title, col_rows, col_splits) in enumerate(cols):
+        for j, (col_title, col_rows, col_splits) in enumerate(columns.cols):
             ax = axes[i, j]
             ax.grid(True, alpha=0.25, lw=0.5)
             if log:
                 ax.set_yscale("log")
                 label_short_log_axis(ax, df.loc[df["metric"] == metric, "value"])
-            panel = col_rows[col_rows["metric"] == metric]
-            drawn: list[Series] = []
-            for split in col_splits:
-                part = panel[panel["split"] == split]
-                if part.empty:
-                    continue
-                series = sort_series(collect_series(part, "step", group_keys, log, mark_diverged_end=True), df,
-                                     [k for k in (color, style, marker) if k] + also)
-                lw, alpha = line_weight(len(series))
-                for s in series:
-                    ls = split_styles.get(split, "-") if split_style else palette.style_of(s.config)
-                    draw_series(ax, s, palette.color_of(s.config), ls, lw, alpha, marker=palette.marker_for(s.config))
-                drawn += series
+            drawn = _draw_panel(ax, col_rows[col_rows["metric"] == metric], col_splits, df, k.group_keys, log,
+                                palette, sort_keys, split_style)
             note_if_empty(ax, drawn)
             everything += drawn
             if i == 0:
                 ax.set_title(wrap_words(col_title.replace("\n", " "), title_width, long_words=True), fontsize="small")
             if metric == "loss":
                 for _, y, ls in level_lines:
-                    ax.axhline(y, ls=ls, zorder=1.5, gid="level", **level_style)
+                    ax.axhline(y, ls=ls, zorder=1.5, gid="level", **LEVEL_LINE)
             if j % across == 0:
                 ax.set_ylabel({"loss": "loss", "acc": acc_label}[metric] + (" (log)" if log else ""))
-            if i == len(rows) - 1:  # (judged on the evaluations: diverged runs' steps among evenly spaced ones, 4, 5,
-                steps = df["step"].unique()  # 6, 7, 9 before 10, 20, ..., read as log-spaced steps, a symlog axis)
-                on_grid = df["step"] != df["diverged_step"] if "diverged_step" in df else df["step"].notna()
-                evaluated = df.loc[on_grid, "step"].unique()
-                step_axis(ax, evaluated if len(evaluated) > 1 else steps)
-                if len(evaluated) > 1:  # (on to the last step that diverged)
-                    ax.set_xlim(float(steps.min()), float(steps.max()))
+            if i == len(rows) - 1:
+                _curve_steps(ax, df)
         if log:  # (the row shares its y axis and its tickers)
             label_minor_within(axes[i, 0], np.concatenate(
                 [[np.nan], *(np.r_[s.lo, s.hi] for s in everything[in_row:] if not s.nonfinite.any())]))
@@ -261,18 +191,128 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
     palette.colorbar(fig, list(axes.flat))
     handles, title = palette.handles(has_marks(everything))
     if split_style:
-        handles += [Line2D([], [], color="0.2", ls=split_styles[s], label=SPLITS.get(s, s)) for s in splits]
+        handles += [Line2D([], [], color="0.2", ls=SPLIT_STYLES[s], label=SPLITS.get(s, s)) for s in splits]
     if "loss" in rows:
-        handles += [Line2D([], [], ls=ls, label=label, **level_style) for label, _, ls in level_lines]
+        handles += [Line2D([], [], ls=ls, label=label, **LEVEL_LINE) for label, _, ls in level_lines]
     if cut_at is not None:
         handles.append(Line2D([], [], ls="none", label=f"loss axis cut at {CUT_DECADES} decades above\n"
                                                                 "the runs that stay finite"))
     legend(fig, handles + extra_handles(everything, True), title)
     what = "Loss and accuracy" if len(rows) == 2 else {"loss": "Loss", "acc": "Accuracy"}[rows[0]]
-    extra = [f"lines also differ in {', '.join(also)}"] if also else []
-    extra += [f"the sources also differ in {', '.join(between)}"] if between else []
-    set_title(fig, f"{what} during training", df, extra, skip=swept)
+    set_title(fig, f"{what} during training", df, unshown_notes(columns.also, k.between), skip=k.swept)
     return fig
+
+
+LEVEL_LINE = {"color": "0.35", "lw": 0.9}  # a reference level's colour and width (its dashes: LEVEL_STYLES)
+
+
+SPLIT_STYLES = {"train": "-", "test": ":", "batch": "-"}  # by_source's line style of each split
+
+
+def _curve_rows(df: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The metrics drawn (loss, acc: a row of panels each) and the splits (train, test; else batch)."""
+    rows = [m for m in ("loss", "acc") if (df["metric"] == m).any()]
+    if not rows:
+        raise GradflowError("the metrics table has no loss or acc rows; metrics present: "
+                            + ", ".join(map(str, ordered_values(df["metric"]))))
+    splits = [s for s in ("train", "test") if (df["split"] == s).any()] or \
+             [s for s in ("batch",) if (df["split"] == s).any()]
+    if not splits:
+        raise GradflowError("the metrics table has no train, test or batch rows; splits present: "
+                            + ", ".join(map(str, ordered_values(df["split"]))))
+    return rows, splits
+
+
+@dataclass
+class _Columns:
+    """The curves' columns of panels: (title, their rows of df, the splits drawn in them) each; `per` of
+    them show one panel's runs (train | test), on `blocks` blocks of rows; `also`: the swept keys that
+    neither a channel nor a panel shows (the title names them)."""
+    cols: list[tuple[str, pd.DataFrame, list[str]]]
+    per: int
+    blocks: int
+    also: list[str]
+
+
+def _curve_columns(df: pd.DataFrame, k: OverSteps, splits: list[str], facet: str | None,
+                   split_style: bool) -> _Columns:
+    """The keys neither the colour nor the line style shows get a pair of columns per combination of their
+    values (with the facet's, where one is given; by_source, with each folder's: a folder's runs of two norms
+    were drawn alike in its columns); more than AUTO_CURVE_PANELS go on blocks of rows of that many (a pair of
+    rows, loss over accuracy, each). split_style: a column per panel, both splits in it."""
+    also = k.also
+    split = unshown_panels(df, "source" if k.by_source else facet, also, AUTO_PANELS)
+    blocks = 1 if split is None else math.ceil(len(split[0]) / AUTO_CURVE_PANELS)
+    if split_style and split is not None:
+        cols, also = [(title, sub, splits) for sub, title in zip(*split)], []
+    elif split_style:
+        cols = [(f"{key_label('source')}: {v}", rows_with(df, "source", v), splits) for v in k.sources]
+    elif split is not None:
+        cols = [(f"{title}: {SPLITS.get(sp, sp)}", sub, [sp]) for sub, title in zip(*split) for sp in splits]
+        also = []
+    elif k.by_source:
+        cols = [(f"{v}: {SPLITS.get(sp, sp)}", rows_with(df, "source", v), [sp]) for v in k.sources for sp in splits]
+    elif facet:
+        cols = [(f"{value_label(facet, v)}: {SPLITS.get(sp, sp)}", rows_with(df, facet, v), [sp])
+                for v in ordered_values(df[facet]) for sp in splits]
+    else:
+        cols = [(SPLITS.get(sp, sp), df, [sp]) for sp in splits]
+    per = len(cols) // len(split[0]) if split is not None else 1  # columns per panel's runs (train | test)
+    return _Columns(cols, per, blocks, also)
+
+
+def _curve_axes(n_metrics: int, c: _Columns) -> tuple[Figure, np.ndarray, int, int]:
+    """The figure; its axes[i, j], metric i of column j (the columns past the first block's on the rows below
+    it), each metric's row sharing its y axis, inner panels unlabelled; the columns in each block (no pair
+    broken); and the characters a column's title may take on a line."""
+    across = math.ceil(len(c.cols) / c.per / c.blocks) * c.per
+    size = (min(3.2 * across + 2.4, 16.0), (2.6 * n_metrics + 0.4) * c.blocks + 0.5)
+    fig, grid_axes = new_figure(n_metrics * c.blocks, across, size, sharex=True, sharey=False)
+    axes = np.array([[grid_axes[b * n_metrics + i, col] for b in range(c.blocks) for col in range(across)]
+                     for i in range(n_metrics)])[:, :len(c.cols)]
+    for i in range(n_metrics):
+        for j, ax in enumerate(axes[i]):
+            if j:
+                ax.sharey(axes[i, 0])
+            if j % across:  # (minor ticks too: label_minor_within labels some)
+                ax.tick_params(which="both", labelleft=False)
+    for col in range(len(c.cols) - (c.blocks - 1) * across, across):  # a last block of fewer pairs: no spare panels
+        for i in range(n_metrics):
+            grid_axes[(c.blocks - 1) * n_metrics + i, col].remove()
+    for ax in axes[-1]:  # each block's steps under its own panels
+        ax.tick_params(labelbottom=True)
+    # each column's title over as many lines as its width needs (six columns ran into each other)
+    return fig, axes, across, int(PANEL_TITLE_WIDTH / 4.0 * (size[0] - 2.4) / across)
+
+
+def _draw_panel(ax, panel: pd.DataFrame, splits: list[str], df: pd.DataFrame, group_keys: list[str], log: bool,
+                palette: Palette, sort_keys: list[str], split_style: bool) -> list[Series]:
+    """One panel's lines, a split at a time (by_source's split_style: each split its own line style); the
+    series drawn."""
+    drawn: list[Series] = []
+    for split in splits:
+        part = panel[panel["split"] == split]
+        if part.empty:
+            continue
+        series = sort_series(collect_series(part, "step", group_keys, log, mark_diverged_end=True), df, sort_keys)
+        lw, alpha = line_weight(len(series))
+        for s in series:
+            ls = SPLIT_STYLES.get(split, "-") if split_style else palette.style_of(s.config)
+            draw_series(ax, s, palette.color_of(s.config), ls, lw, alpha, marker=palette.marker_for(s.config))
+        drawn += series
+    return drawn
+
+
+def _curve_steps(ax, df: pd.DataFrame) -> None:
+    """The step axis under a bottom panel, judged on the evaluations (diverged runs' steps among evenly spaced
+    ones, 4, 5, 6, 7, 9 before 10, 20, ..., read as log-spaced steps, a symlog axis), on to the last step that
+    diverged."""
+    steps = df["step"].unique()
+    on_grid = df["step"] != df["diverged_step"] if "diverged_step" in df else df["step"].notna()
+    evaluated = df.loc[on_grid, "step"].unique()
+    step_axis(ax, evaluated if len(evaluated) > 1 else steps)
+    if len(evaluated) > 1:
+        ax.set_xlim(float(steps.min()), float(steps.max()))
 
 
 CUT_DECADES = 3  # headroom above the finite runs' largest loss, where a diverging run's loss would set the axis
@@ -412,8 +452,7 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
         hs.append(Line2D([], [], ls="none", marker="x", ms=7, mew=1.5, color="0.15",
                          label="diverged: its last probed\nstep before it"))
     legend(fig, handles + hs, title)
-    extra = [init_note(inert)] + ([f"lines also differ in {', '.join(also)}"] if also else [])
-    extra += [f"the sources also differ in {', '.join(between)}"] if between else []
+    extra = [init_note(inert), *unshown_notes(also, between)]
     if no_ratio.any():
         n = int(no_ratio.sum())
         extra.append(f"{n} run{'s' * (n != 1)} not drawn: no ratio (0 / 0, every gradient exactly 0)")
@@ -624,7 +663,7 @@ def grid(runs: pd.DataFrame, x: str, y: str, value: str = "final.test_acc", theo
     pooled = False  # some cell holds several runs (seeds): the colorbar then says it shows their mean
     for ax, fv in zip(axes, facet_values):
         ax.grid(False)
-        sub = df if facet is None else df[df[facet].map(vkey) == vkey(fv)]
+        sub = df if facet is None else rows_with(df, facet, fv)
         cell = np.full((len(ya.values), len(xa.values)), np.nan)  # (y, x) mean over seeds
         flag = np.zeros(cell.shape, dtype=bool)  # some seed diverged or gave an infinite value
         logged = np.zeros(cell.shape, dtype=bool)

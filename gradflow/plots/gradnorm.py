@@ -14,14 +14,14 @@ from matplotlib.text import Text
 
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
-from gradflow.plots.curves import METRICS_REQUIRED, to_divergence, over_steps_keys
-from gradflow.keys import ordered_values, vkey
+from gradflow.plots.curves import METRICS_REQUIRED, over_steps_keys, to_divergence
+from gradflow.keys import ordered_values, rows_with
 from gradflow.plots.labels import set_title, value_label
 from gradflow.plots.series import Series, collect_series, require, sort_series
 from gradflow.plots.style import (
     Palette, bottom_and_left, draw_series, extra_handles, facet_grid, has_marks, label_minor_within,
     label_short_log_axis, legend, line_weight, note_if_empty, readable, record, spread_apart, step_axis,
-    unshown_panels,
+    unshown_notes, unshown_panels,
 )
 
 GRAD_CLIP, CLIP_VALUE = "train.grad_clip", "train.clip_value"
@@ -78,18 +78,15 @@ def gradnorm(metrics: pd.DataFrame, color: str | None = None, by_source: bool = 
     color, style, also, between, marker = k.color, k.style, k.also, k.between, k.marker
     palette = Palette(drawn, color, style, marker=marker)
 
-    def rows_of(key: str, v) -> pd.DataFrame:
-        return drawn[drawn[key].map(vkey) == vkey(v)]
-
     panels: list[tuple[str | None, pd.DataFrame]] = [(None, drawn)]
     # (with the facet's values, if any; by_source, with each folder's: its runs of two norms were drawn alike)
     split = unshown_panels(drawn, "source" if by_source else facet, also)
     if split is not None:
         panels, also = list(zip(split[1], split[0])), []
     elif by_source:
-        panels = [(f"{value_label('source', v)}", rows_of("source", v)) for v in sources]
+        panels = [(f"{value_label('source', v)}", rows_with(drawn, "source", v)) for v in sources]
     elif facet:
-        panels = [(value_label(facet, v), rows_of(facet, v)) for v in ordered_values(drawn[facet])]
+        panels = [(value_label(facet, v), rows_with(drawn, facet, v)) for v in ordered_values(drawn[facet])]
     fig, axes = facet_grid(len(panels))
     everything: list[Series] = []
     thresholds: dict[float, set] = {}  # each clip threshold drawn, and the colours of the runs that use it
@@ -141,8 +138,7 @@ def gradnorm(metrics: pd.DataFrame, color: str | None = None, by_source: bool = 
         handles.append(Line2D([], [], color=c, ls=dashes[clip], **THRESHOLD_STYLE,
                               label=f"clip threshold {fmt(clip)}\n(train.grad_clip)"))
     legend(fig, handles + extra_handles(everything, True), legend_title)
-    extra = [f"lines also differ in {', '.join(also)}"] if also else []
-    extra += [f"the sources also differ in {', '.join(between)}"] if between else []
+    extra = unshown_notes(also, between)
     if windows and everything and all(np.isfinite(s.med).sum() <= 1 for s in everything):  # (a dot each, no word why)
         extra.append("one evaluation window per run, no curve: lower train.eval_every (below train.steps)")
     if windows and early:  # (its mark alone, on the top edge beside the other lines' values, read as one of them)

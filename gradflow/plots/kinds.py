@@ -13,7 +13,8 @@ import pandas as pd
 
 from gradflow.summary import runs_table
 from gradflow.errors import GradflowError, NotVaried, did_you_mean
-from gradflow.keys import SEED_KEYS, between_sources, full_key, n_distinct, ordered_values, run_names, swept_keys
+from gradflow.keys import (SEED_KEYS, between_sources, full_key, n_distinct, ordered_values, rows_with, run_names,
+                           swept_keys)
 from gradflow.plots.labels import RATIOS, is_recurrent
 from gradflow.plots.meanfield import GRID_THEORIES
 from gradflow.plots.save import file_part
@@ -254,7 +255,6 @@ def figure_parts(kind: str, df: pd.DataFrame, o: Options) -> list[tuple[list[str
     if kind not in ("curves", "gradnorm", "profile"):
         return [([], df)]
     from gradflow.fmt import fmt
-    from gradflow.keys import vkey
     from gradflow.plots import curves, profiles
 
     if kind == "profile":
@@ -267,7 +267,7 @@ def figure_parts(kind: str, df: pd.DataFrame, o: Options) -> list[tuple[list[str
     key = min(left, key=lambda k: n_distinct(df[k]))
     return [([f"{key}={fmt(v)}", *items], part)
             for v in ordered_values(df[key])
-            for items, part in figure_parts(kind, df[df[key].map(vkey) == vkey(v)], o)]
+            for items, part in figure_parts(kind, rows_with(df, key, v), o)]
 
 
 def part_names(parts: list[tuple[list[str], pd.DataFrame]]) -> list[str]:

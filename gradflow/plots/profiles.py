@@ -17,7 +17,7 @@ from matplotlib.ticker import MaxNLocator, NullLocator
 
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
-from gradflow.keys import is_grid, n_distinct, ordered_values, swept_keys, vkey
+from gradflow.keys import is_grid, n_distinct, ordered_values, rows_with, swept_keys
 from gradflow.plots.labels import (
     QUANTITIES, THEORY_QUANTITIES, Label, blocks, layer_axis, point_word, set_title, value_label,
 )
@@ -31,7 +31,7 @@ from gradflow.probes.quantities import QUANTITIES as REGISTRY
 from gradflow.plots.style import (
     THEORY_STYLE, Palette, bottom_and_left, colour_key, draw_series, extra_handles, facet_grid, has_marks,
     is_log_spaced, label_short_log_axis, legend, line_weight, new_figure, note_if_empty, record, step_axis, style_key,
-    init_note, no_effect_at_init, tick_blocks, unshown, unshown_panels, XLABEL_WIDTH, wrap_words,
+    init_note, no_effect_at_init, tick_blocks, unshown, unshown_notes, unshown_panels, XLABEL_WIDTH, wrap_words,
 )
 
 
@@ -77,7 +77,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     palette = Palette(df, color, style, marks=True)  # runs solid, told apart by marker: dashes are theory
 
     facet_values = ordered_values(df[facet_key]) if facet_key else [None]
-    panels = [df if facet_key is None else df[df[facet_key].map(vkey) == vkey(fv)] for fv in facet_values]
+    panels = [df if facet_key is None else rows_with(df, facet_key, fv) for fv in facet_values]
     titles = [value_label(facet_key, fv) for fv in facet_values] if facet_key else [None]
     # the keys neither the colour nor the line style shows: a panel per combination of their values (with
     # the facet's: a facet by init left the lines of two activations in one panel, alike; with the source's
@@ -155,8 +155,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     legend(fig, handles + extra_handles(everything, label.log, theory_drawn), title)
     drawn = df.drop_duplicates([c for c in ("source", "run") if c in df.columns])["run"]
     extra = [step_text, ended_text(ended, drawn.astype(str).tolist()), init_note(k.inert)]
-    extra += [f"lines also differ in {', '.join(also)}"] if also else []
-    extra += [f"the sources also differ in {', '.join(between)}"] if between else []
+    extra += unshown_notes(also, between)
     set_title(fig, f"{label.title} per {point_word(df)}", df, extra, skip=swept)
     return fig
 

@@ -463,6 +463,13 @@ UPDATE_ONLY_KEYS = ("train.steps", "train.eval_every", "train.check_every", "tra
 SAME_AT_INIT = 1e-5  # the relative spread within which such runs' step-0 values count as one measurement
 
 
+def unshown_notes(also: Sequence[str], between: Sequence[str]) -> list[str]:
+    """The title's words for `unshown`'s two kinds of keys: those the lines also differ in, drawn alike, and
+    those only the sources differ in."""
+    return [f"lines also differ in {', '.join(also)}"] * bool(also) + \
+        [f"the sources also differ in {', '.join(between)}"] * bool(between)
+
+
 def update_only(key: str) -> bool:
     """Whether `key` acts on the updates alone, never on what a run measures before the first one."""
     return key.startswith(UPDATE_ONLY_GROUPS) or key in UPDATE_ONLY_KEYS
