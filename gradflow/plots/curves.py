@@ -351,36 +351,7 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
     alone (optim.lr, train.steps, ...: `no_effect_at_init`) are no keys: the runs that differ only in them
     are one line, and the title says so.
     """
-    if when not in ("init", "final"):
-        raise GradflowError(f"when={when!r} is not allowed; choices: init, final")
-    if quantity not in RATIOS:
-        raise GradflowError(f"quantity {quantity!r} is not allowed for a ratio figure; choices: {', '.join(RATIOS)}")
-    df = require(table, "runs", RUNS_REQUIRED)
-    if "quantity" in df.columns:
-        layers, df = df, with_module_depth(first_last(df, quantity, when), df)
-        if df.empty:
-            spread = [q for q in RATIOS if q in spread_quantities(layers)]
-            raise GradflowError(f"no run has {quantity} at two probe points or more (a first and a last), so no "
-                                "ratio of it; " + (f"choices: {', '.join(spread)}" if spread else
-                                                   "nor has any other quantity: no ratio to draw"))
-    else:
-        col = f"grad_ratio.{when}"
-        if quantity != "grad_norm" or col not in df.columns:
-            raise GradflowError(f"the runs table has the weight-gradient ratio only ({col}); pass the layers "
-                                f"table for {quantity}")
-        df = df.assign(value=pd.to_numeric(df[col], errors="coerce"))
-    # a run that neither diverged nor failed and has no ratio (0 / 0: every gradient exactly 0, dead ReLUs; one
-    # interrupted or running too) is no point, as `ls` shows it `-`: drawn NaN, it was marked "NaN/inf or
-    # diverged" (a failed run's NaN stays, counted as failed)
-    # (after the depth axis is read: the depths of those runs stay on it)
-    length = depth_key(df)
-    depths = np.asarray(ordered_values(df[length]), dtype=float)
-    finished = ~df["status"].isin(["diverged", "failed"]) if "status" in df.columns else False
-    no_ratio = df["value"].isna() & finished
-    df = df[~no_ratio]
-    if df.empty:
-        raise GradflowError(f"no run has a {quantity} ratio {('at initialization' if when == 'init' else 'at its end')}: "
-                            f"every one is 0 / 0 (each gradient exactly 0)")
+    df, length, depths, no_ratio = _ratio_table(table, when, quantity)
     multi_source = n_distinct(df["source"]) > 1
     # (a key that changes with the depth alone, a learning rate tied to it, splits no line along it)
     swept = [k for k in distinct_keys(df, swept_keys(df), along=length) if k != length]
@@ -427,11 +398,7 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
             ax.scatter(gone[length].astype(float), gone["value"], marker="x", s=60, color="0.15", zorder=6,
                        linewidths=1.5, gid="diverged after")
             diverged_drawn |= len(gone) > 0
-        if depths.min() > 0 and _geometric(depths):
-            ax.set_xscale("log")
-        if len(depths) <= 12:
-            ax.set_xticks(depths, [fmt(d) for d in depths])
-            ax.xaxis.set_minor_locator(NullLocator())
+        _depth_axis(ax, depths)
         label_short_log_axis(ax, df["value"])
         if panel_title:
             ax.set_title(panel_title, fontsize="small")
@@ -462,6 +429,42 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
 
 
 
+def _ratio_table(table: pd.DataFrame, when: str, quantity: str) -> tuple[pd.DataFrame, str, np.ndarray, pd.Series]:
+    """The rows `ratio` draws, a run each with its ratio as `value` (from the layers table's first and last
+    probe points, or the runs table's grad_ratio.*); the depth key along x (`depth_key`) and its values; and
+    which runs have no ratio (0 / 0), left out."""
+    if when not in ("init", "final"):
+        raise GradflowError(f"when={when!r} is not allowed; choices: init, final")
+    if quantity not in RATIOS:
+        raise GradflowError(f"quantity {quantity!r} is not allowed for a ratio figure; choices: {', '.join(RATIOS)}")
+    df = require(table, "runs", RUNS_REQUIRED)
+    if "quantity" in df.columns:
+        layers, df = df, with_module_depth(first_last(df, quantity, when), df)
+        if df.empty:
+            spread = [q for q in RATIOS if q in spread_quantities(layers)]
+            raise GradflowError(f"no run has {quantity} at two probe points or more (a first and a last), so no "
+                                "ratio of it; " + (f"choices: {', '.join(spread)}" if spread else
+                                                   "nor has any other quantity: no ratio to draw"))
+    else:
+        col = f"grad_ratio.{when}"
+        if quantity != "grad_norm" or col not in df.columns:
+            raise GradflowError(f"the runs table has the weight-gradient ratio only ({col}); pass the layers "
+                                f"table for {quantity}")
+        df = df.assign(value=pd.to_numeric(df[col], errors="coerce"))
+    # a run that neither diverged nor failed and has no ratio (0 / 0: every gradient exactly 0, dead ReLUs; one
+    # interrupted or running too) is no point, as `ls` shows it `-`: drawn NaN, it was marked "NaN/inf or
+    # diverged" (a failed run's NaN stays, counted as failed)
+    # (after the depth axis is read: the depths of those runs stay on it)
+    length = depth_key(df)
+    depths = np.asarray(ordered_values(df[length]), dtype=float)
+    finished = ~df["status"].isin(["diverged", "failed"]) if "status" in df.columns else False
+    no_ratio = df["value"].isna() & finished
+    if no_ratio.all():
+        raise GradflowError(f"no run has a {quantity} ratio {('at initialization' if when == 'init' else 'at its end')}: "
+                            f"every one is 0 / 0 (each gradient exactly 0)")
+    return df[~no_ratio], length, depths, no_ratio
+
+
 def depth_key(df: pd.DataFrame) -> str:
     """The key a ratio figure runs along: model.depth, or for recurrent nets (depth in time) the sequence
     length data.T; a one-line error where neither varies."""
@@ -479,6 +482,16 @@ def depth_key(df: pd.DataFrame) -> str:
     hint = (f"; the depth here is the config key {own}: name it model.depth (a Recorder's "
             "config={'model': {'depth': d}}) for this figure") if own else ""
     raise NotVaried(f"ratio plots against model.depth, which does not vary in this data (values: {have})" + hint)
+
+
+def _depth_axis(ax, depths: np.ndarray) -> None:
+    """The depth axis: logarithmic where the depths are (2, 4, 8, ...), each depth a labelled tick where they
+    are few."""
+    if depths.min() > 0 and _geometric(depths):
+        ax.set_xscale("log")
+    if len(depths) <= 12:
+        ax.set_xticks(depths, [fmt(d) for d in depths])
+        ax.xaxis.set_minor_locator(NullLocator())
 
 
 def _theory_ratio(ax, s: Series, color: Any, lw: float, cache: dict, weight_gradient: bool) -> bool:
@@ -609,30 +622,7 @@ def grid(runs: pd.DataFrame, x: str, y: str, value: str = "final.test_acc", theo
     Cells where a seed diverged or gave +-inf are hatched; cells without a finite value are grey.
     """
     df = require(runs, "runs", RUNS_REQUIRED)
-    swept = swept_keys(df)
-    for what, key in (("x", x), ("y", y), ("facet", facet)):
-        if key is not None and key not in df.columns:
-            raise GradflowError(f"{what}={key!r} is not a column of the runs table; "
-                                f"swept keys: {', '.join(swept) or '(none)'}")
-    value = summary_column(df, value)
-    if theory not in (None, *GRID_THEORIES):
-        raise GradflowError(f"theory={theory!r} is not allowed; choices: {', '.join(GRID_THEORIES)}")
-    given = [k for k in (x, y, facet) if k is not None]
-    others = [k for k in distinct_keys(df, [*given, *swept]) if k not in given]  # (one tied to an axis is its own)
-    if others:
-        k = others[0]
-        vals = ", ".join(map(fmt, ordered_values(df[k])))
-        first = python_value(ordered_values(df[k])[0])
-        raise GradflowError(f"grid over {x} x {y}: {', '.join(others)} also var{'y' if len(others) > 1 else 'ies'} "
-                            f"({k}: {vals}); facet by it (--facet {k}; in Python facet={k!r}) or keep one value "
-                            f"(--where {k}={fmt(first)}; in Python runs[runs[{k!r}] == {first!r}])")
-    several = [k for k in swept if n_distinct(df[k]) > 1]
-    for what, key, other in (("x", x, y), ("y", y, x)):
-        if n_distinct(df[key]) < 2:  # one row of cells: no grid, and a depth curve over it has no scale to read
-            raise GradflowError(
-                f"{what}={key} has one value here ({', '.join(map(fmt, ordered_values(df[key]))) or 'none'}): a grid "
-                f"needs two or more on each axis; sweep more ({key}=...), or list {value} over {other} with "
-                f"`gradflow ls PATH --sort {other}`; keys with several values: {', '.join(several) or '(none)'}")
+    value = _grid_checks(df, x, y, facet, value, theory)
     spec = SUMMARIES.get(value, Summary(value))
     z = pd.to_numeric(df[value], errors="coerce").to_numpy(dtype=float)
     if spec.log10:
@@ -640,19 +630,7 @@ def grid(runs: pd.DataFrame, x: str, y: str, value: str = "final.test_acc", theo
             z = np.where(z > 0, np.log10(np.where(z > 0, z, 1.0)), np.where(np.isnan(z), np.nan, -np.inf))
     df = df.assign(_z=z)
     xa, ya = _GridAxis.of(df, x), _GridAxis.of(df, y)
-    xi, yi = xa.index(), ya.index()
-
-    finite = z[np.isfinite(z)]
-    if len(finite) == 0:
-        norm = Normalize(0, 1)
-    elif spec.center is not None:
-        half = max(abs(finite.max() - spec.center), abs(finite.min() - spec.center), 1e-12)
-        norm = Normalize(spec.center - half, spec.center + half)
-    elif finite.max() > finite.min():
-        norm = Normalize(finite.min(), finite.max())
-    else:  # one value (the only cell that did not diverge): centred in a readable range, not at its bottom
-        d = 0.5 if spec.log10 else max(abs(float(finite[0])) / 2, 1e-3)  # (a range far narrower than the value
-        norm = Normalize(finite[0] - d, finite[0] + d)  # makes matplotlib label the colour bar by an offset)
+    norm = _grid_norm(z, spec)
     cmap = colormaps[spec.cmap].with_extremes(bad="0.85")
 
     facet_values = ordered_values(df[facet]) if facet else [None]
@@ -664,17 +642,8 @@ def grid(runs: pd.DataFrame, x: str, y: str, value: str = "final.test_acc", theo
     for ax, fv in zip(axes, facet_values):
         ax.grid(False)
         sub = df if facet is None else rows_with(df, facet, fv)
-        cell = np.full((len(ya.values), len(xa.values)), np.nan)  # (y, x) mean over seeds
-        flag = np.zeros(cell.shape, dtype=bool)  # some seed diverged or gave an infinite value
-        logged = np.zeros(cell.shape, dtype=bool)
-        for (xv, yv), g in sub.assign(**{x: sub[x].map(vkey), y: sub[y].map(vkey)}).groupby([x, y], dropna=False):
-            i, j = yi[vkey(yv)], xi[vkey(xv)]
-            vals = g["_z"].to_numpy()
-            ok = np.isfinite(vals)
-            cell[i, j] = vals[ok].mean() if ok.any() else np.nan
-            flag[i, j] = (g["status"] == "diverged").any() or np.isinf(vals).any()  # NaN = not measured
-            logged[i, j] = True
-            pooled |= len(g) > 1
+        cell, flag, logged, several = _grid_cells(sub, x, y, xa, ya)
+        pooled |= several
         empty_cells |= bool((logged & ~np.isfinite(cell)).any())
         mesh = ax.pcolormesh(xa.edges, ya.edges, np.ma.masked_invalid(cell), cmap=cmap, norm=norm, gid="grid")
         record(ax, "cells", ({x: xa.values[j], y: ya.values[i], "value": cell[i, j], "flagged": bool(flag[i, j])}
@@ -719,6 +688,72 @@ def grid(runs: pd.DataFrame, x: str, y: str, value: str = "final.test_acc", theo
     set_title(fig, f"{what[0].upper() + what[1:]} over {short_key(x)} \u00d7 {short_key(y)}", df, extra,
               skip=[k for k in (x, y, facet) if k])
     return fig
+
+
+def _grid_checks(df: pd.DataFrame, x: str, y: str, facet: str | None, value: str, theory: str | None) -> str:
+    """The grid's keys checked against the runs table (each a column, two or more values on each axis, no
+    other key varying); the value's column (`summary_column`)."""
+    swept = swept_keys(df)
+    for what, key in (("x", x), ("y", y), ("facet", facet)):
+        if key is not None and key not in df.columns:
+            raise GradflowError(f"{what}={key!r} is not a column of the runs table; "
+                                f"swept keys: {', '.join(swept) or '(none)'}")
+    value = summary_column(df, value)
+    if theory not in (None, *GRID_THEORIES):
+        raise GradflowError(f"theory={theory!r} is not allowed; choices: {', '.join(GRID_THEORIES)}")
+    given = [k for k in (x, y, facet) if k is not None]
+    others = [k for k in distinct_keys(df, [*given, *swept]) if k not in given]  # (one tied to an axis is its own)
+    if others:
+        k = others[0]
+        vals = ", ".join(map(fmt, ordered_values(df[k])))
+        first = python_value(ordered_values(df[k])[0])
+        raise GradflowError(f"grid over {x} x {y}: {', '.join(others)} also var{'y' if len(others) > 1 else 'ies'} "
+                            f"({k}: {vals}); facet by it (--facet {k}; in Python facet={k!r}) or keep one value "
+                            f"(--where {k}={fmt(first)}; in Python runs[runs[{k!r}] == {first!r}])")
+    several = [k for k in swept if n_distinct(df[k]) > 1]
+    for what, key, other in (("x", x, y), ("y", y, x)):
+        if n_distinct(df[key]) < 2:  # one row of cells: no grid, and a depth curve over it has no scale to read
+            raise GradflowError(
+                f"{what}={key} has one value here ({', '.join(map(fmt, ordered_values(df[key]))) or 'none'}): a grid "
+                f"needs two or more on each axis; sweep more ({key}=...), or list {value} over {other} with "
+                f"`gradflow ls PATH --sort {other}`; keys with several values: {', '.join(several) or '(none)'}")
+    return value
+
+
+def _grid_norm(z: np.ndarray, spec: Summary) -> Normalize:
+    """The colour scale of the cells' values: centred where the value has a centre (`Summary.center`), else
+    from the least to the largest finite value."""
+    finite = z[np.isfinite(z)]
+    if len(finite) == 0:
+        return Normalize(0, 1)
+    if spec.center is not None:
+        half = max(abs(finite.max() - spec.center), abs(finite.min() - spec.center), 1e-12)
+        return Normalize(spec.center - half, spec.center + half)
+    if finite.max() > finite.min():
+        return Normalize(finite.min(), finite.max())
+    # one value (the only cell that did not diverge): centred in a readable range, not at its bottom
+    d = 0.5 if spec.log10 else max(abs(float(finite[0])) / 2, 1e-3)  # (a range far narrower than the value
+    return Normalize(finite[0] - d, finite[0] + d)  # makes matplotlib label the colour bar by an offset)
+
+
+def _grid_cells(sub: pd.DataFrame, x: str, y: str, xa: _GridAxis, ya: _GridAxis
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """A panel's cells, (y, x) each: the mean of its runs' finite values; whether some seed diverged or gave
+    an infinite value; whether it holds any run; and whether some cell holds several runs (seeds)."""
+    xi, yi = xa.index(), ya.index()
+    cell = np.full((len(ya.values), len(xa.values)), np.nan)  # (y, x) mean over seeds
+    flag = np.zeros(cell.shape, dtype=bool)  # some seed diverged or gave an infinite value
+    logged = np.zeros(cell.shape, dtype=bool)
+    several = False
+    for (xv, yv), g in sub.assign(**{x: sub[x].map(vkey), y: sub[y].map(vkey)}).groupby([x, y], dropna=False):
+        i, j = yi[vkey(yv)], xi[vkey(xv)]
+        vals = g["_z"].to_numpy()
+        ok = np.isfinite(vals)
+        cell[i, j] = vals[ok].mean() if ok.any() else np.nan
+        flag[i, j] = (g["status"] == "diverged").any() or np.isinf(vals).any()  # NaN = not measured
+        logged[i, j] = True
+        several |= len(g) > 1
+    return cell, flag, logged, several
 
 
 def _annotate_cell(ax, cx: float, cy: float, v: float, logged: bool, cmap, norm) -> None:
