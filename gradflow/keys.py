@@ -236,8 +236,11 @@ def single_value(df: pd.DataFrame, key: str) -> Any:
 def is_grid(df: pd.DataFrame, keys: Sequence[str], along: str | None = None) -> bool:
     """Whether the runs hold every combination of the values of `keys`, as a sweep does (or are a sweep's that
     spans them, cut short: its spec's keys, store.GRID_KEYS in the table's attrs); a folder of unrelated runs
-    (say three runs of different depth, init and length) does not. Keys that change together count as one
+    (say three runs of different depth, init and length) does not, nor one whose runs repeat a config
+    (`repeated_runs`). Keys that change together count as one
     (`distinct_keys`)."""
+    if repeated_runs(df):
+        return False
     keys = distinct_keys(df, keys, along)
     if len(keys) < 2:
         return True
@@ -246,6 +249,21 @@ def is_grid(df: pd.DataFrame, keys: Sequence[str], along: str | None = None) -> 
         return True
     combos = df[list(keys)].apply(hashable).drop_duplicates()
     return len(combos) == int(np.prod([n_distinct(df[k]) for k in keys]))
+
+
+def repeated_runs(df: pd.DataFrame) -> bool:
+    """Whether two runs of one source share every config value, their seed included (or have no config to
+    tell them apart): runs side by side that no key distinguishes (a Recorder's loops of two optimizers whose
+    config names neither), not seeds of one setting nor a sweep, so never pooled as seeds. A sweep's runs
+    (`gradflow run` reuses the folder of a config it has run) never repeat."""
+    ids = [c for c in ("source", "run") if c in df.columns]
+    if "run" not in ids:
+        return False
+    runs = df.drop_duplicates(ids)
+    columns = [c for c in ("source", *config_columns(df)) if c in df.columns]
+    if not columns:
+        return len(runs) > 1
+    return bool(runs[columns].apply(hashable).astype(str).duplicated().any())
 
 
 def distinct_keys(df: pd.DataFrame, keys: Sequence[str], along: str | None = None) -> list[str]:

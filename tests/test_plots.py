@@ -1683,6 +1683,21 @@ def test_unrelated_runs_keep_each_seed_a_line_of_its_own_as_the_legend_names_it(
         assert not any("over seeds" in t for t in legend_texts(fig)), legend_texts(fig)
 
 
+def test_runs_no_key_tells_apart_are_a_line_each_not_seeds_of_one_setting():
+    # a Recorder's loops of two optimizers, the config naming neither: one line with a band "min-max over
+    # seeds (median of 2)" hid that they were two different runs
+    configs = [config(5, "tanh", 0, **{"run": "opt/sgd"}), config(5, "tanh", 0, **{"run": "opt/adam"})]
+    layers, metrics, _ = fabricate(configs)
+    for fig in (figures.profile(layers, step=0), figures.curves(metrics)):
+        assert sorted(fig.data["lines"]["line"].unique()) == ["opt/adam", "opt/sgd"]
+        assert fig.data["lines"]["n"].max() == 1
+        assert not any("over seeds" in t for t in legend_texts(fig)), legend_texts(fig)
+    # two seeds of that config are still one line and its band
+    seeds = [config(5, "tanh", s) for s in (0, 1)]
+    fig = figures.curves(fabricate(seeds)[1])
+    assert fig.data["lines"]["n"].max() == 2 and any("over seeds" in t for t in legend_texts(fig))
+
+
 def test_a_ratio_of_several_sweeps_draws_a_line_per_sweep_and_setting_as_its_legend_names_them():
     """A folder of sweeps, ratio figure: the legend named each of the runs while the lines pooled runs across
     sweeps by their shared keys, a line labelled with one run's depth spanning two depths. Now each run's
