@@ -58,7 +58,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from numpy.polynomial.legendre import leggauss
 
-from gradflow.activations import Activation, get
+from gradflow.activations import ACTIVATIONS, Activation, get
 from gradflow.choices import GAIN_INITS, settings
 from gradflow.errors import GradflowError
 
@@ -753,7 +753,8 @@ def predict(config: Mapping[str, Any]) -> MeanField | None:
     """The mean-field point of a run from its flattened config, or None where the theory does not apply.
 
     Applies to model.name == "mlp" with norm.name == "none" and model.skip == "none" (a missing key
-    counts as its default, "none"). None for normalization, residual connections and CNNs (their
+    counts as its default, "none") and an activation of the registry (a results folder may hold a run of
+    one added on another branch: no prediction, not an error that takes `ls` down). None for normalization, residual connections and CNNs (their
     downsampling and padding break the per-layer factor): no prediction rather than a wrong number.
     """
     if config_value(config, "model.name") != "mlp":
@@ -761,7 +762,7 @@ def predict(config: Mapping[str, Any]) -> MeanField | None:
     if (config_value(config, "norm.name") or "none") != "none" or (config_value(config, "model.skip") or "none") != "none":
         return None
     activation = config_value(config, "model.activation")
-    if activation is None:
+    if activation not in ACTIVATIONS:  # (None; or one a results folder holds that this gradflow lacks)
         return None
     params = equivalent_sw2(config, activation)  # (init.gain=1e200: sw2 = inf, which took `ls` down)
     return None if params is None or not in_range(*params) else point(activation, *params)
@@ -772,9 +773,10 @@ SECOND_MOMENTS = {"normal": 1.0, "uniform01": 1.0 / 3.0}  # E[x_i^2] of one inpu
 
 def effective_sw2(config: Mapping[str, Any]) -> float | None:
     """The sigma_w^2 of the Gaussian init a run's init matches (equivalent_sw2), from its flattened config;
-    None where the theory does not know the scheme, or the run has no activation."""
+    None where the theory does not know the scheme, or the run has no activation or one this gradflow does
+    not know (a run of an activation added on another branch)."""
     activation = config_value(config, "model.activation")
-    params = None if activation is None else equivalent_sw2(config, str(activation))
+    params = equivalent_sw2(config, activation) if activation in ACTIVATIONS else None
     return None if params is None else params[0]
 
 

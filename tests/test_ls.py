@@ -1284,3 +1284,22 @@ def test_a_long_key_value_is_cut_around_an_ellipsis_at_80_columns_and_whole_when
     assert short_values(["x" * 30, "x" * 31]) == ["x" * 30, "x" * 31]  # (cut alike at 24: whole, at 40)
     wider = [c for c in table_columns(df, ["tag"], short=True, width=200) if c.key == "tag"][0].cells
     assert max(map(len, wider)) == 50 and wider[1] == "short"  # (a quarter of a 200-column terminal)
+
+
+def test_a_run_of_an_activation_this_gradflow_lacks_is_listed_without_a_prediction(tmp_path):
+    # a results folder holding a run of an activation added on another branch (mish): `ls`, `report` and the
+    # standard plots failed for the whole folder with "model.activation='mish' is not a known activation"
+    from gradflow import load as gradflow_load
+    from gradflow.report import theory_rows
+
+    results = tmp_path / "results"
+    base = [o for o in SWEEP if not o.startswith(("model.depth=", "init="))]
+    made("sweep", *base, "model.depth=3", "model.activation=tanh,relu", f"results={results}", "--name", "ext")
+    (relu,) = (results / "ext").glob("*relu*")
+    for name in ("run.json", "config.yaml"):
+        (relu / name).write_text((relu / name).read_text().replace("relu", "mish"))
+    listed = runs_json(results / "ext").set_index("model.activation")
+    assert sorted(listed.index) == ["mish", "tanh"]
+    assert listed.loc["tanh", "chi1_theory"] > 0  # (mish's, its branch's, as run.json holds it)
+    assert "mish" in gradflow("ls", results / "ext")
+    assert [r["activation"] for r in theory_rows(gradflow_load(results / "ext", table="runs"))] == ["tanh"]
