@@ -274,6 +274,16 @@ def _whole_step(step: object, call: str) -> int:
     return int(step)
 
 
+def _code_commit() -> str | None:
+    """The commit of the user's code: that of the repository the script (`python train.py`) is in, None
+    where it is in none (not that of the folder it was started from); a notebook's or `python -c`'s, which
+    have no script file, that of the working folder's repository."""
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] not in ("", "-c") else None
+    if script is None or not script.is_file() or "ipykernel" in sys.modules:
+        return store.git_commit(Path.cwd())
+    return store.git_commit(script.resolve().parent)
+
+
 class Recorder:
     """Record gradflow's per-layer probes and your scalars from your own training loop.
 
@@ -344,8 +354,7 @@ class Recorder:
         self._flat = store.flatten(config)
         env = store.environment()  # its git_commit is the user's code's (the script's repository), if any
         env["gradflow_commit"] = env.pop("git_commit", None)
-        script = Path(sys.argv[0]).resolve().parent if sys.argv and sys.argv[0] else None
-        env["git_commit"] = (script and store.git_commit(script)) or store.git_commit(Path.cwd())  # (a notebook's)
+        env["git_commit"] = _code_commit()
         self._record = {"job": self.path.name, "command": shlex.join(["python", *sys.argv]),  # (the report shows it)
                         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                         "every": every, "steps_planned": self.steps, "config_hash": store.config_hash(self._flat), **env, "config": self._flat}

@@ -302,6 +302,24 @@ def test_a_script_that_raises_outside_a_with_block_records_its_run_as_failed(tmp
     assert set(store.load(tmp_path / "run").step) == {0, 1}
 
 
+def test_run_json_names_the_commit_of_the_scripts_repository_not_the_working_folders(tmp_path):
+    # a script outside any repository, started from gradflow's checkout: run.json named gradflow's commit as
+    # the user's code's; a script in a repository of its own gets that repository's commit
+    outside, inside = tmp_path / "outside", tmp_path / "inside"
+    outside.mkdir()
+    assert _loop_script(outside, "").returncode == 0
+    assert store.read_run(outside / "run")["git_commit"] is None
+    inside.mkdir()
+    git = ["git", "-C", str(inside), "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git[:3], "init", "-q"], check=True)
+    (inside / "README").write_text("a study\n")
+    subprocess.run([*git, "add", "README"], check=True)
+    subprocess.run([*git, "commit", "-qm", "a study"], check=True)
+    head = subprocess.run([*git[:3], "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert _loop_script(inside, "").returncode == 0
+    assert store.read_run(inside / "run")["git_commit"] == head
+
+
 def test_ls_names_three_errors_and_counts_the_rest(cli, tmp_path):
     # four runs failing four ways: three named under the table, then "and 1 more error; --json gives each
     # run's error" (it ended "each run's")
