@@ -1303,3 +1303,22 @@ def test_a_run_of_an_activation_this_gradflow_lacks_is_listed_without_a_predicti
     assert listed.loc["tanh", "chi1_theory"] > 0  # (mish's, its branch's, as run.json holds it)
     assert "mish" in gradflow("ls", results / "ext")
     assert [r["activation"] for r in theory_rows(gradflow_load(results / "ext", table="runs"))] == ["tanh"]
+
+
+def test_a_measured_chi1_shows_beside_its_theory_or_neither_does(tmp_path):
+    # with no transient warning (inputs at q*): at some widths `chi1 meas` showed while `chi1 theory` gave way,
+    # a number with nothing to read it against
+    results = tmp_path / "results"
+    made("sweep", *SWEEP[:-2], "model.depth=20", "init=meanfield", "init.sw2=1.5,1.9", "data.scale=qstar",
+         "model.activation=tanh,relu", f"results={results}", "--name", "q")
+    assert "warning" not in gradflow("ls", results / "q")
+    split = []
+    for width in range(60, 161, 2):
+        text = gradflow("ls", results / "q", columns=width)
+        header = " ".join(text.splitlines()[1:3])
+        hidden = " ".join(line for line in text.replace("\n", " ").split("not shown (")[1:2])
+        shown = {c: c in header for c in ("meas", "theory")}
+        assert "chi1 meas" in hidden or shown["meas"]  # (the folder's runs have a measured chi1)
+        if shown["meas"] != shown["theory"]:
+            split.append(width)
+    assert not split, split

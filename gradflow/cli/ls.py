@@ -211,6 +211,7 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     warning = transient_warning(df)
     # (the fits the warning is about, with the theory they are off from)
     fits = ("chi1_measured", "chi1_layers", "chi1_theory") if warning else ()
+    together = fits or ("chi1_measured", "chi1_theory")  # (a measured chi1 is read against the theory's)
     headline = RESULT_COLUMNS["final.train_loss"][1]  # (the loss and accuracy's)
     # --rate: the prediction its rates are read against shows beside them (it gave way to the other results)
     rated = "chi1_theory" if any(c.key.startswith("rate.") for c in columns) else None
@@ -222,10 +223,11 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
         elif c.key in fits:
             c.priority = min(c.priority, headline)
     shown, hidden = choose(columns, None if wide else console.width)
-    if fits and {c.key for c in hidden} & set(fits):  # the three together or none: a fit's `!` beside no theory
-        # (or a theory without the fit it is about) reads as nothing to see; the column sorted by stays, whatever,
-        # and so does the theory --rate's rates are read against (the warning is about their fits too)
-        apart = [c for c in columns if c.key in fits and c.key not in (df.attrs.get("sorted_by"), rated)]
+    if {c.key for c in hidden} & set(together):  # the three together or none: a fit's `!` beside no theory (or
+        # a theory without the fit it is about) reads as nothing to see, and without the warning, a measured chi1
+        # beside no theory as a number with no reference; the column sorted by stays, whatever, and so does
+        # the theory --rate's rates are read against (the warning is about their fits too)
+        apart = [c for c in columns if c.key in together and c.key not in (df.attrs.get("sorted_by"), rated)]
         shown, hidden = choose([c for c in columns if c not in apart], console.width)
         hidden += apart
     one_line_headers(shown, None if wide else console.width)
