@@ -608,7 +608,7 @@ class Recorder:
         store.write_metrics(self.path, rows)
         layers = store.read_table(self.path / store.LAYERS_FILE)  # (also proves it loads, as `gradflow run`'s)
         for text in [*self._misplaced(layers), *_unread_names(rows)]:
-            warnings.warn(f"{self.path}: {text}", stacklevel=3)
+            warnings.warn(f"{self.path}: {text}", stacklevel=user_stacklevel())
         final = {f"{split}_{metric}": v for _, split, metric, v in rows}
         # a non-finite loss or weight gradient: diverged, as `gradflow run` says (not another logged scalar,
         # nor an update ratio, which a zero-initialized weight makes infinite)
@@ -630,7 +630,7 @@ class Recorder:
                 self._record["diverged_layer"] = int(bad[store.LAYER].min())
         if status == store.OK:
             for text in self._unprobed_end(layers):
-                warnings.warn(f"{self.path}: {text}", stacklevel=3)
+                warnings.warn(f"{self.path}: {text}", stacklevel=user_stacklevel())
         if self.probes is not None and self.probes.tied:
             self._record["tied"] = self.probes.tied
         if self.probes is not None:  # (as `gradflow run` records them: a "-" there is a frozen weight)

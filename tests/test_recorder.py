@@ -2304,6 +2304,7 @@ def test_a_loop_that_gives_its_steps_has_its_last_step_probed_and_one_that_does_
     with pytest.warns(UserWarning) as caught:
         rec.close()
     notes = [str(w.message) for w in caught if "was not probed" in str(w.message)]
+    assert [w.filename for w in caught] == [__file__]  # the close() call's line
     assert notes == [f"{tmp_path / 'study' / 'untold'}: the loop's last step, 59, was not probed (every=10): the "
                      "views' end values (ls's `ratio end`, the profiles at `last`) are step 50's, 9 steps before the "
                      "end; pass Recorder(..., steps=60) (the loop's number of steps) to probe its last step too"]
@@ -2396,8 +2397,10 @@ def test_a_loop_past_its_steps_is_told_once_and_goes_on_and_one_that_stops_early
         _sixty_steps(rec, model, opt, batches)
     assert [w.filename for w in seen] == [__file__]  # the loop's line (it was contextlib's)
     with pytest.warns(UserWarning, match=re.escape("the loop's last step, 59, was not probed (every=10)") + ".*"
-                      + re.escape("pass Recorder(..., steps=60)")):
-        rec.close()
+                      + re.escape("pass Recorder(..., steps=60)")) as seen:
+        with rec:  # (closed as its `with` block ends: the warning at the block's line, not at recorder.py's)
+            pass
+    assert [w.filename for w in seen] == [__file__]
     past = store.read_run(tmp_path / "study" / "past")
     assert past["status"] == "ok" and past["steps_done"] == 60
     assert sorted(set(store.load(tmp_path / "study" / "past").step)) == [0, 10, 20, 29, 30, 40, 50]
