@@ -139,6 +139,9 @@ def test_user_overrides_replace_the_arms_values_for_the_same_key():
     (0.5, {"between": [0.4, 0.6]}, True), (0.61, {"between": [0.4, 0.6]}, False), (0.3, {"between": [0.4, 0.6]}, False),
     (0.72, {"approx": 0.707, "tol": 0.03}, True), (0.75, {"approx": 0.707, "tol": 0.03}, False),
     (float("nan"), {"approx": 1.0, "tol": 0.1}, False), (float("nan"), {"gt": 0}, False),
+    # strict bounds at the bound: hochreiter1991's {lt: 0.0} on a difference of rates, two identical arms
+    (0.2, {"lt": 0.2}, False), (0.2, {"gt": 0.2}, False), (0.0, {"lt": 0.0}, False), (3, {"le": 2.9}, False),
+    (0.5, {"between": [0.5, 0.5]}, True), (0.4, {"between": [0.4, 0.6]}, True), (0.6, {"between": [0.4, 0.6]}, True),
 ])
 def test_claim_tests(value, expect, ok):
     assert rep.passes(value, expect)[0] is ok
@@ -161,6 +164,17 @@ def test_min_difference_is_against_the_nearest_reference():
     measured = rep.compute({"fn": "min_difference", "a": {"fn": "final", "arm": "a"},
                             "b": [{"fn": "final", "arm": "b1"}, {"fn": "final", "arm": "b2"}]}, arms)
     assert measured.value == pytest.approx(0.1)
+
+
+def test_a_gradient_norm_gone_nan_is_an_infinite_spike_not_the_largest_finite_one():
+    """A run whose logged gradient norm turns NaN exploded: its spike is inf, so `largest norm < 100` FAILs; read
+    as its largest finite norm (5x the first) it passed."""
+    rows = [{"run": "r", "split": "opt", "metric": "grad_norm", "step": step, "value": value}
+            for step, value in enumerate((1.0, 5.0, float("nan")))]
+    measured = rep.compute({"fn": "grad_spike", "arm": "x"}, {"x": _arm(metrics=rows)})
+    assert measured.value == math.inf and not rep.passes(measured.value, {"lt": 100})[0]
+    finite = [dict(r, value=v) for r, v in zip(rows, (1.0, 5.0, 2.0))]
+    assert rep.compute({"fn": "grad_spike", "arm": "x"}, {"x": _arm(metrics=finite)}).value == pytest.approx(5.0)
 
 
 def test_reach_is_the_share_of_runs_that_get_below_the_level():
