@@ -604,6 +604,7 @@ def test_an_exploding_regression_run_is_flagged_as_its_loss_grew(cli, results):
     ({"train_loss": 2.30, "train_acc": 0.11}, {"train_loss": 2.31, "train_acc": 0.1}, ["learned nothing"]),
     ({"train_loss": 6.1, "train_acc": 0.18}, {"train_loss": 2.3, "train_acc": 0.1}, ["loss grew"]),
     ({"train_loss": 6.1, "train_acc": 0.1}, {"train_loss": 2.3, "train_acc": 0.1}, ["learned nothing", "loss grew"]),
+    ({"train_loss": 2.30}, {}, ["learned nothing"]),  # (no accuracy logged: the loss alone says it)
 ])
 def test_flags_read_accuracy_beside_the_loss(final, first, flags):
     from gradflow.summary import Chance, learned_nothing

@@ -386,6 +386,19 @@ def test_a_wrong_backward_below_the_floor_is_flagged():
     assert r.resolved == 2 and r.unresolved().startswith("2 of 4 parameter tensors"), r.unresolved()
 
 
+def test_three_of_four_tensors_resolved_is_enough_and_two_is_not():
+    # RESOLVED = 0.75 of the tensors, at the bound included: 3 of 4 read as unresolved left a claim on the
+    # check's agreement with no value
+    from gradflow.gradcheck import GradCheck, ParamCheck
+
+    def check(resolved):
+        return GradCheck([ParamCheck(f"p{i}", 1, 1, 0.0, 0.0, resolved=r) for i, r in enumerate(resolved)], 4,
+                         "reverse", 1.0, 1.0)
+
+    assert check((1, 1, 1, 0)).unresolved() == ""
+    assert check((1, 1, 0, 0)).unresolved().startswith("2 of 4 parameter tensors")
+
+
 def test_forward_mode_names_itself_in_the_table_the_timing_and_the_verdict(cli):
     # the title, the cost line and the verdict each said "backprop" whatever gradcheck.mode computed
     out = cli("gradcheck", *SMALL, "gradcheck.mode=forward", "--entries", "2")

@@ -851,6 +851,17 @@ def test_a_diverged_run_has_no_final_metrics_only_its_last_finite_evaluation(cli
     assert undefined and all(math.isnan(rec["summary"][k]) for k in undefined), raw["summary"]
 
 
+def test_a_diverged_runs_last_finite_evaluation_holds_that_evaluations_values():
+    # the step and its values from one evaluation: step 1's with step 1 (not step 0's), the NaN step left out
+    from gradflow.summary import final_metrics
+
+    rows = [(0, "train", "loss", 2.0), (0, "test", "acc", 0.1), (1, "train", "loss", 1.0), (1, "test", "acc", 0.4),
+            (2, "train", "loss", math.nan), (2, "test", "acc", 0.1), (2, "batch", "loss", math.nan)]
+    assert final_metrics(rows, "diverged") == {"final": {}, "last_finite": {"step": 1, "train_loss": 1.0,
+                                                                           "test_acc": 0.4}}
+    assert final_metrics(rows[:4], "ok") == {"final": {"train_loss": 1.0, "test_acc": 0.4}}
+
+
 @pytest.mark.parametrize("kind", ["table", "json"])
 def test_a_reader_never_sees_a_results_file_half_written(tmp_path, kind):
     """Every results file is written beside itself and renamed into place: a reader (ls, plot, a resumed
