@@ -2434,3 +2434,33 @@ def test_run_json_keeps_the_steps_the_loop_was_given_beside_the_steps_it_took(tm
     runs = gradflow.load(tmp_path / "study", table="runs").set_index("run")
     assert runs.loc["early", "steps_planned"] == 60 and runs.loc["early", "steps"] == 45
     assert runs.loc["past", "steps_planned"] == 30 and pd.isna(runs.loc["none", "steps_planned"])
+
+
+@pytest.mark.parametrize("fuse_after", [None, 1], ids=["batched", "fused-from-the-second"])
+def test_a_pass_through_an_earlier_steps_graph_adds_nothing_to_this_steps_signal(tmp_path, fuse_after, monkeypatch):
+    # a loss that carries the previous step's output (truncated BPTT without detach): backward also runs through
+    # that step's graph, whose hooks fired into this step's signal (layer 0's norm 0.419 read 0.508)
+    from gradflow.probes import core
+
+    if fuse_after:
+        monkeypatch.setattr(core, "FUSED_AFTER", fuse_after)
+        monkeypatch.setattr(core, "FUSED_MIN", 0)  # this net's small tensors
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    rec = gradflow.Recorder(model, tmp_path / "run", every=1)
+    before = None
+    for step in range(3):  # (no update: each step's own dL/dz is step 0's)
+        with rec.step(step):
+            out = model(x)
+            loss = F.cross_entropy(out, y) + (before.pow(2).mean() if before is not None else 0.0)
+            loss.backward(retain_graph=True)
+        before = out
+        model.zero_grad()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (no optimizer: no update ratio, said at close)
+        rec.close()
+    signal = store.load(tmp_path / "run").query("quantity == 'signal_norm'").pivot(index="step", columns="layer",
+                                                                                   values="value")
+    assert len(signal) == 3 and signal.notna().all().all(), signal
+    np.testing.assert_allclose(signal.to_numpy(), np.repeat(signal.to_numpy()[:1], 3, axis=0), rtol=1e-6)

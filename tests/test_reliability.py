@@ -1368,8 +1368,10 @@ def test_a_failed_run_is_not_finished_so_a_rerun_redoes_it(tmp_path):
     assert not store.is_finished(job)
 
 
-def test_an_ok_run_of_the_same_hash_is_finished(tmp_path):
-    job = _recorded_run(tmp_path, store.OK)
+@pytest.mark.parametrize("status", [store.OK, store.DIVERGED])
+def test_an_ok_or_diverged_run_of_the_same_hash_is_finished(tmp_path, status):
+    # (a diverged run is a result: a resumed sweep that trained it again each time spent its time for nothing)
+    job = _recorded_run(tmp_path, status)
     assert store.is_finished(job, "abc") and store.standing(job, "other") == store.OTHER
 
 

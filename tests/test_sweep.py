@@ -518,6 +518,19 @@ def test_a_move_is_said_once_done_and_a_move_not_done_is_not_said(cli, results):
     assert said == [[("model.depth=3", True)]] and not (study / "model.depth=3").exists()
 
 
+def test_a_failed_run_under_another_name_is_not_moved_but_trained_again(cli, results):
+    # narrowed to depth 3, whose run had failed: it was announced "finished under another name, to be moved
+    # (not trained again)" and counted finished, then trained again all the same
+    assert _sweep(cli, results, "model.depth=2,3", "--name", "f").exit_code == 0
+    record = results / "f" / "model.depth=3" / "run.json"
+    store.write_json(record, {**json.loads(record.read_text()), "status": "failed", "error": "RuntimeError: boom"})
+    p = sweep_mod.plan([*SMALL, "model.depth=3", f"results={results}"], "f")
+    assert [(j.moved_from, j.finished) for j in p.jobs] == [(None, False)]
+    out = _sweep(cli, results, "model.depth=3", "--name", "f")
+    assert out.exit_code == 0 and "moved" not in out.output and "finished before" not in out.output, out.output
+    assert store.read_run(results / "f" / "default")["status"] == "ok"
+
+
 def test_several_runs_moved_are_named_one_and_counted(cli, results):
     assert _sweep(cli, results, "model.depth=2,3", "model.activation=tanh,relu", "--name", "m").exit_code == 0
     out = _sweep(cli, results, "model.depth=3", "model.activation=tanh,relu", "--name", "m")
