@@ -103,92 +103,120 @@ def plan(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.Dat
     def skip(name: str, why: str) -> None:
         skipped.append((name, why))
 
-    def usable(df) -> bool:
-        return isinstance(df, pd.DataFrame) and not df.empty
-
     names = set()
     for df in (layers, metrics, runs):
-        if usable(df) and "run" in df.columns:
+        if _usable(df) and "run" in df.columns:
             names |= set(df["run"].unique().astype(str))
     single = len(names) == 1
-    # colour and line style carry two swept keys; a third becomes panels, so no two lines look alike
-    probed = layers[layers["quantity"].isin(DRAWN)] if usable(layers) else layers  # all that is drawn of it
-    if usable(layers):
-        facet = _third_key(layers)
-        quantities = set(probed["quantity"].unique())
-        for q in DRAWN:
-            rows = probed[probed["quantity"] == q]
-            if rows.empty or rows.groupby("run")["layer"].nunique().max() < 2:
-                # e.g. a frozen backbone's weight gradient: its head's alone. A recurrent net's is one point by
-                # design (its time steps share the weights), never drawn, so not said each time either
-                if not (q == "grad_norm" and is_recurrent(layers)):
-                    skip(f"profile-{q}", one_point_reason(layers, rows))
-                continue
-            if (rows["step"] == 0).any():
-                _emit_profiles(emit, probed, q, 0, facet)
-            else:  # (a Recorder's loop that counts from 1)
-                skip(f"profile-{q}-step0", f"step 0 not probed (the first is {int(rows['step'].min())})")
-            if (rows["step"] > 0).any():
-                _emit_profiles(emit, probed, q, "last", facet)
-            else:
-                skip(f"profile-{q}-last", f"step {int(rows['step'].max())} alone recorded")
-        spread = [q for q in DRAWN if q in quantities
-                  and probed.loc[probed["quantity"] == q, "layer"].nunique() > 1]
-        # a recurrent net's weight gradient is one point: its signal over time instead; a run probed at one step
-        # (train.steps=0) has no "over time": one column under a step axis of -0.4 ... 0.4
-        if single and spread and probed["step"].nunique() > 1:
-            emit(f"heatmap-{spread[0]}", heatmap, probed, quantity=spread[0])
-        elif single and not spread:
-            skip("heatmap", one_point_reason(layers, probed[probed["quantity"] == DRAWN[0]]))
-        elif single:
-            skip("heatmap", f"step {int(probed['step'].min())} alone recorded")
-    elif single and any(usable(df) for df in (metrics, hists, jacobian)):
+    probed = layers[layers["quantity"].isin(DRAWN)] if _usable(layers) else layers  # all that is drawn of it
+    if _usable(layers):
+        _plan_layers(emit, skip, layers, probed, single)
+    elif single and any(_usable(df) for df in (metrics, hists, jacobian)):
         skip("profile-*", "no layer probed (no layers.parquet)")
         skip("heatmap", "no layer probed (no layers.parquet)")
-    curve_rows = metrics[metrics["metric"].isin(["loss", "acc"])] if usable(metrics) else metrics
-    if usable(curve_rows) and (curve_rows["step"] > 0).any():  # (train.steps=0: a dot per run is no curve)
+    _plan_curves(emit, skip, metrics, layers)
+    if _usable(runs) and not single:
+        _plan_sweep(emit, runs, layers, probed)
+    _plan_full(emit, hists, jacobian)
+    return planned
+
+
+Emit = Callable[..., None]  # plan's emit(name, draw, *args, **kwargs): a figure of the set
+Skip = Callable[[str, str], None]  # plan's skip(name, why): a figure of the usual set the tables cannot make
+
+
+def _usable(df) -> bool:
+    return isinstance(df, pd.DataFrame) and not df.empty
+
+
+def _plan_layers(emit: Emit, skip: Skip, layers: pd.DataFrame, probed: pd.DataFrame, single: bool) -> None:
+    """The profiles of each drawn quantity at step 0 and at the last step, and one run's heatmap."""
+    # colour and line style carry two swept keys; a third becomes panels, so no two lines look alike
+    facet = _third_key(layers)
+    quantities = set(probed["quantity"].unique())
+    for q in DRAWN:
+        rows = probed[probed["quantity"] == q]
+        if rows.empty or rows.groupby("run")["layer"].nunique().max() < 2:
+            # e.g. a frozen backbone's weight gradient: its head's alone. A recurrent net's is one point by
+            # design (its time steps share the weights), never drawn, so not said each time either
+            if not (q == "grad_norm" and is_recurrent(layers)):
+                skip(f"profile-{q}", one_point_reason(layers, rows))
+            continue
+        if (rows["step"] == 0).any():
+            _emit_profiles(emit, probed, q, 0, facet)
+        else:  # (a Recorder's loop that counts from 1)
+            skip(f"profile-{q}-step0", f"step 0 not probed (the first is {int(rows['step'].min())})")
+        if (rows["step"] > 0).any():
+            _emit_profiles(emit, probed, q, "last", facet)
+        else:
+            skip(f"profile-{q}-last", f"step {int(rows['step'].max())} alone recorded")
+    spread = [q for q in DRAWN if q in quantities
+              and probed.loc[probed["quantity"] == q, "layer"].nunique() > 1]
+    # a recurrent net's weight gradient is one point: its signal over time instead; a run probed at one step
+    # (train.steps=0) has no "over time": one column under a step axis of -0.4 ... 0.4
+    if single and spread and probed["step"].nunique() > 1:
+        emit(f"heatmap-{spread[0]}", heatmap, probed, quantity=spread[0])
+    elif single and not spread:
+        skip("heatmap", one_point_reason(layers, probed[probed["quantity"] == DRAWN[0]]))
+    elif single:
+        skip("heatmap", f"step {int(probed['step'].min())} alone recorded")
+
+
+def _plan_curves(emit: Emit, skip: Skip, metrics: pd.DataFrame | None, layers: pd.DataFrame | None) -> None:
+    """The loss and accuracy curves, and the gradient norm over training where a run clips or diverged."""
+    curve_rows = metrics[metrics["metric"].isin(["loss", "acc"])] if _usable(metrics) else metrics
+    if _usable(curve_rows) and (curve_rows["step"] > 0).any():  # (train.steps=0: a dot per run is no curve)
         _emit_parts(emit, "curves", curves, metrics)
-    elif usable(curve_rows):
+    elif _usable(curve_rows):
         skip("curves", f"step {int(curve_rows['step'].max())} alone recorded")
-    elif usable(layers):
+    elif _usable(layers):
         skip("curves", "no loss or accuracy logged")
-    if usable(metrics) and _shows_gradnorm(metrics):
+    if _usable(metrics) and _shows_gradnorm(metrics):
         _emit_parts(emit, "gradnorm", gradnorm, metrics)
-    if usable(runs) and not single:
-        runs = with_module_depth(runs, probed)  # (a custom module's depth: its probe points')
-        swept = swept_keys(runs)
-        recurrent = is_recurrent(runs)
-        length = "data.T" if recurrent else "model.depth"
-        # unrelated runs get no figure over their keys (a key tied to the length, its learning rate, is none)
-        swept_together = is_grid(runs, swept, along=length)
-        # both ratios: the weight gradient, and the back-propagated signal (the one that vanishes)
-        # the layers' runs alone: an incomplete run is in the runs table, never in the layers it draws from
-        layer_runs = runs[runs["run"].isin(set(probed["run"]))] if usable(layers) else runs
-        # along depth; a recurrent net's along its length in time, where its signal alone has a first and a
-        # last point (its weight gradient is the head's and the shared weights')
-        # a comparison's (the report's): each source a sweep along the length, though together they are no grid
-        # (depth x norm beside depth x skip: its key figure, the ratio against depth, was left out)
-        along = swept_together or _each_source_a_grid(runs, length)
-        if length in swept and along and usable(layers) and n_distinct(layer_runs[length]) > 1:
-            for q, name in (("grad_norm", "ratio-init"), ("signal_norm", "ratio-signal_norm-init")):
-                if (probed["quantity"] == q).any() and not (recurrent and q == "grad_norm"):
-                    emit(name, ratio, probed, "init", quantity=q)
-        elif not usable(layers) and "model.depth" in swept and along and "grad_ratio.init" in runs.columns:
-            # the runs table alone
-            emit("ratio-init", ratio, runs, "init")
-        independent = distinct_keys(runs, swept, along=length)  # (a grid of two keys that change together
-        numeric = [k for k in independent if is_numeric_key(runs, k)]  # would be its diagonal)
-        value = next((v for v in ("final.test_acc", "final.train_acc")
-                      if v in runs.columns and pd.to_numeric(runs[v], errors="coerce").notna().any()), None)
-        if len(numeric) >= 2 and value and swept_together:
-            pair = ("init.sw2", "model.depth") if {"init.sw2", "model.depth"} <= set(numeric) else tuple(numeric[:2])
-            rest = [k for k in independent if k not in pair]
-            if len(rest) <= 1:
-                facet = rest[0] if rest else None
-                name = f"grid-{value}-{pair[0]}-{pair[1]}"
-                theory = pair == ("init.sw2", "model.depth")
-                emit(name, _grid_with_theory if theory else grid, runs, *pair, value=value, facet=facet)
-    if usable(hists):
+
+
+def _plan_sweep(emit: Emit, runs: pd.DataFrame, layers: pd.DataFrame | None, probed: pd.DataFrame | None) -> None:
+    """Several runs' figures over their keys: both ratios against the depth (or a recurrent net's length in
+    time), and a grid of the final accuracy over two numeric keys."""
+    runs = with_module_depth(runs, probed)  # (a custom module's depth: its probe points')
+    swept = swept_keys(runs)
+    recurrent = is_recurrent(runs)
+    length = "data.T" if recurrent else "model.depth"
+    # unrelated runs get no figure over their keys (a key tied to the length, its learning rate, is none)
+    swept_together = is_grid(runs, swept, along=length)
+    # both ratios: the weight gradient, and the back-propagated signal (the one that vanishes)
+    # the layers' runs alone: an incomplete run is in the runs table, never in the layers it draws from
+    layer_runs = runs[runs["run"].isin(set(probed["run"]))] if _usable(layers) else runs
+    # along depth; a recurrent net's along its length in time, where its signal alone has a first and a
+    # last point (its weight gradient is the head's and the shared weights')
+    # a comparison's (the report's): each source a sweep along the length, though together they are no grid
+    # (depth x norm beside depth x skip: its key figure, the ratio against depth, was left out)
+    along = swept_together or _each_source_a_grid(runs, length)
+    if length in swept and along and _usable(layers) and n_distinct(layer_runs[length]) > 1:
+        for q, name in (("grad_norm", "ratio-init"), ("signal_norm", "ratio-signal_norm-init")):
+            if (probed["quantity"] == q).any() and not (recurrent and q == "grad_norm"):
+                emit(name, ratio, probed, "init", quantity=q)
+    elif not _usable(layers) and "model.depth" in swept and along and "grad_ratio.init" in runs.columns:
+        # the runs table alone
+        emit("ratio-init", ratio, runs, "init")
+    independent = distinct_keys(runs, swept, along=length)  # (a grid of two keys that change together
+    numeric = [k for k in independent if is_numeric_key(runs, k)]  # would be its diagonal)
+    value = next((v for v in ("final.test_acc", "final.train_acc")
+                  if v in runs.columns and pd.to_numeric(runs[v], errors="coerce").notna().any()), None)
+    if len(numeric) >= 2 and value and swept_together:
+        pair = ("init.sw2", "model.depth") if {"init.sw2", "model.depth"} <= set(numeric) else tuple(numeric[:2])
+        rest = [k for k in independent if k not in pair]
+        if len(rest) <= 1:
+            facet = rest[0] if rest else None
+            name = f"grid-{value}-{pair[0]}-{pair[1]}"
+            theory = pair == ("init.sw2", "model.depth")
+            emit(name, _grid_with_theory if theory else grid, runs, *pair, value=value, facet=facet)
+
+
+def _plan_full(emit: Emit, hists: pd.DataFrame | None, jacobian: pd.DataFrame | None) -> None:
+    """probe=full's figures: per-layer histograms at step 0 for every run that has them (and at the last step
+    for a single run), and the Jacobian spectrum at step 0 and at the last step."""
+    if _usable(hists):
         hist_runs = ordered_values(hists["run"])
         for alike, name in _hist_step0_runs(hists):
             rows = hists[hists["run"].isin(set(alike))]
@@ -198,13 +226,12 @@ def plan(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.Dat
             rows = hists[hists["run"] == str(run)]
             if (rows["step"] > 0).any():
                 emit("hist-last", hist, rows, step="last")
-    if usable(jacobian) and (jacobian["scope"] == "input_output").any():
+    if _usable(jacobian) and (jacobian["scope"] == "input_output").any():
         io = jacobian[jacobian["scope"] == "input_output"]
         if (io["step"] == 0).any():
             emit("spectrum-step0", spectrum, io, step=0)
         if (io["step"] > 0).any():
             emit("spectrum-last", spectrum, io, step="last")
-    return planned
 
 
 def _hist_step0_runs(hists: pd.DataFrame) -> list[tuple[list, str]]:
@@ -426,7 +453,7 @@ def _drawing_pool(n_runs: int) -> DrawingPool | None:
     return pool
 
 
-def _emit_parts(emit: Callable[..., None], name: str, draw: Callable[..., Any], metrics: pd.DataFrame) -> None:
+def _emit_parts(emit: Emit, name: str, draw: Callable[..., Any], metrics: pd.DataFrame) -> None:
     """Plan `name` (curves, gradnorm) of `metrics`: one figure, or where its swept keys are more than colour,
     line style, marker and panels show, one per value of the key left over (`figure_parts`), each with the
     panels of its own runs, `curves-optim.lr=0.1`."""
@@ -440,7 +467,7 @@ def _emit_parts(emit: Callable[..., None], name: str, draw: Callable[..., Any], 
             emit(f"{name}-{tail}", partial(draw_part, draw, items), part, facet=_third_key(part))
 
 
-def _emit_profiles(emit: Callable[..., None], probed: pd.DataFrame, q: str, step: int | str, facet: str | None
+def _emit_profiles(emit: Emit, probed: pd.DataFrame, q: str, step: int | str, facet: str | None
                    ) -> None:
     """Plan the profile of `q` at `step`: one figure, or where its swept keys are more than colour, marker and
     panels show, one per value of the key left over (`figure_parts`), `profile-grad_norm-step0-model.width=16`."""
