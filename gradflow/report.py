@@ -554,7 +554,7 @@ def build(paths: list[Path]) -> str:
 def reproduction_html(rep: dict) -> list[str]:
     """A reproduction's head, as the terminal and REPORT.md give it: paper, claim, scale, the verdict with
     the overrides given, the claims table, the tolerance notes and the notes."""
-    from gradflow.reproduce import tolerance_notes  # each note once, with the claims it explains
+    from gradflow.reproduce import all_pass, tolerance_notes  # (each note once, with the claims it explains)
 
     rows = rep.get("claims", [])
     given = " ".join(rep.get("overrides") or [])
@@ -562,7 +562,7 @@ def reproduction_html(rep: dict) -> list[str]:
                 (("paper", "Paper"), ("summary", "Claim"), ("scale_text", f"Scale {rep.get('scale', '?')}"))
                 if rep.get(key)]  # (a claims.json written before it held them: the page goes without)
     sections += ["<h2>Claims</h2>",
-                 f'<p class="{"PASS" if all(r.get("passed") for r in rows) else "FAIL"}" id="verdict">'
+                 f'<p class="{"PASS" if all_pass([bool(r.get("passed")) for r in rows]) else "FAIL"}" id="verdict">'
                  f'{sum(bool(r.get("passed")) for r in rows)} of {len(rows)} '
                  f'claims pass, at the {_e(str(rep.get("scale", "?")))} scale'
                  + (f"; overrides given to every arm: <code>{_e(given)}</code>" if given else "") + ".</p>",
@@ -618,6 +618,8 @@ def swept_html(df: pd.DataFrame, swept: list[str], differ: dict[str, list]) -> l
 def reproductions_html(folder: Path) -> list[str]:
     """A folder's reproductions (each a folder with claims.json, at any depth): one row each with its
     paper, scale, how many claims pass and which fail, linked to its own page (or REPORT.md)."""
+    from gradflow.reproduce import all_pass
+
     found = sorted(f.parent for f in Path(folder).rglob(store.CLAIMS_FILE))
     if not found:
         return []
@@ -626,7 +628,7 @@ def reproductions_html(folder: Path) -> list[str]:
         rep = reproduction(study)
         rows = rep.get("claims", [])
         passed = sum(bool(r.get("passed")) for r in rows)
-        verdict = "PASS" if rows and passed == len(rows) else "FAIL"
+        verdict = "PASS" if all_pass([bool(r.get("passed")) for r in rows]) else "FAIL"
         page = next((p for p in (study / store.REPORT_HTML, store.report_path(study)) if p.exists()), None)
         name = study.relative_to(folder).as_posix()
         link = f'<a href="{_e(page.relative_to(folder).as_posix())}">{_e(name)}</a>' if page else _e(name)

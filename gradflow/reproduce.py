@@ -812,7 +812,7 @@ class Outcome:
 
     @property
     def passed(self) -> bool:
-        return all(r.passed for r in self.claims)
+        return all_pass([r.passed for r in self.claims])
 
     def claim(self, words: str) -> ClaimResult:
         """The claim whose text is `words`, or else the one claim whose text contains them."""
@@ -1024,6 +1024,12 @@ def overall(outcomes: list["Outcome"]) -> str:
     failing = [f"{o.spec.name} ({sum(not c.passed for c in o.claims)})" for o in outcomes if not o.passed]
     return (f"{len(passed)} of {len(outcomes)} experiments pass every claim; {sum(c.passed for c in claims)} of "
             f"{len(claims)} claims pass" + (f"; FAIL: {', '.join(failing)}" if failing else ""))
+
+
+def all_pass(passed: list[bool]) -> bool:
+    """A reproduction's verdict from its claims' results: PASS where there are claims and every one passes
+    (the terminal, REPORT.md, its report page and the index page of a folder of them judge alike)."""
+    return bool(passed) and all(passed)
 
 
 def tally(results: list[ClaimResult]) -> str:

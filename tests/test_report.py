@@ -595,6 +595,12 @@ def test_a_folder_of_reproductions_shows_each_ones_verdict_linked_to_its_page(st
     assert {"reproduce/a-quick/report.html", "reproduce/b-quick/REPORT.md"} <= set(page.urls)
     assert all((folder / url).exists() for url in page.urls if url.startswith("reproduce/"))
     assert "reproductions" not in Page((study / "report.html").read_text()).tables  # (a sweep has none)
+    # a claims.json of no claims (written by hand) passes nothing: its own page said PASS, the folder's FAIL
+    empty = folder / "reproduce" / "c-quick"
+    shutil.copytree(study, empty / "arm", ignore=shutil.ignore_patterns("report.html"))
+    _write_reproduction(empty, [])
+    assert 'class="FAIL" id="verdict"' in report.write([empty]).read_text()
+    assert Page(report.write([folder]).read_text()).texts["verdict"].startswith("1 of 3 reproductions pass")
 
 
 def test_bad_path_is_one_line(cli, tmp_path):
