@@ -315,7 +315,7 @@ class Column:
         return "\n".join(lines)
 
 
-LIMIT_MARK = "†"  # a chi1 theory cell that is only the q* = 0 limit's (_limit_only), explained under the table
+LIMIT_MARK = "†"  # a chi1 theory cell that is only the q* = 0 limit's (limit_only), explained under the table
 LIMIT_NOTE = (f"{LIMIT_MARK}: chi1 theory's limit at q* = 0 (no bias), which the forward signal approaches only as "
               "~1/l: each layer's own chi1 stays below it, and a fit reads lower (gradflow theory)")
 

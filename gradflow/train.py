@@ -257,6 +257,12 @@ def _setup(model, data: Data, cfg, probes: Probes) -> _Setup:
                   Batches(len(data.x_train), cfg.train.batch_size, cfg.seed, device), probed, stepper, step_kernels)
 
 
+# the columns of a step's row of scalars (_Ledger.scalars): its batch loss, batch accuracy, total gradient
+# norm and whether it clipped; the divergence check reads the loss and the norm
+LOSS, ACC, GRAD_NORM, CLIPPED = range(4)
+CHECKED = slice(LOSS, GRAD_NORM + 1, GRAD_NORM - LOSS)  # (LOSS and GRAD_NORM: a view, no index tensor)
+
+
 class _Ledger:
     """The loop's bookkeeping on device, without a host sync: each step's row of two small buffers (one write
     each), folded every few steps, all rows at once, into the evaluation window's sums and the divergence
@@ -264,11 +270,10 @@ class _Ledger:
 
     def __init__(self, rows: int, n_params: int, n_points: int, dtype: torch.dtype, device):
         self.rows = rows
-        # each step's batch loss, batch accuracy, total gradient norm and whether it clipped
-        self.scalars = torch.zeros(rows, 4, dtype=dtype, device=device)
+        self.scalars = torch.zeros(rows, CLIPPED + 1, dtype=dtype, device=device)  # a row per step: LOSS, ...
         self.norm_rows = torch.zeros(rows, n_params, dtype=dtype, device=device)  # each parameter's gradient norm
         self.used, self.first_step = 0, 0  # rows filled since the last fold, and the step of the first one
-        self.window = torch.zeros(4, device=device)  # sums of the scalars over the evaluation window
+        self.window = torch.zeros(CLIPPED + 1, device=device)  # sums of the scalars over the evaluation window
         self.window_n = 0  # the updates in it
         self.n_points = n_points
         # the divergence state: the first step with a non-finite loss or gradient (-1: none yet), its probed
@@ -283,7 +288,7 @@ class _Ledger:
         if not used:
             self.first_step = t
         self.used = used + 1
-        return self.scalars[used], self.norm_rows[used], self.scalars[used, 2]
+        return self.scalars[used], self.norm_rows[used], self.scalars[used, GRAD_NORM]
 
     def fold(self) -> None:
         """Fold the filled rows into the window and the divergence state, on device (no sync)."""
@@ -291,19 +296,19 @@ class _Ledger:
             return
         s = self.scalars[: self.used]
         self.window.add_(s.sum(0))
-        bad = ~(torch.isfinite(s[:, 0]) & torch.isfinite(s[:, 2]))
+        bad = ~torch.isfinite(s[:, CHECKED]).all(1)
         at = bad.byte().argmax()  # the first bad row (0 if none)
         newly = (self.bad_step < 0) & bad.any()
         self.bad_step = torch.where(newly, at + self.first_step, self.bad_step)
         layer_norms = torch.index_select(self.norm_rows[:, : self.n_points], 0, at.reshape(1))[0]
         self.bad_layers = torch.where(newly, ~torch.isfinite(layer_norms), self.bad_layers)
-        self.bad_values = torch.where(newly, torch.index_select(s, 0, at.reshape(1))[0, 0::2], self.bad_values)
+        self.bad_values = torch.where(newly, torch.index_select(s, 0, at.reshape(1))[0, CHECKED], self.bad_values)
         self.used = 0
 
     def unfolded_finite(self) -> torch.Tensor:
         """Whether the rows not yet folded have a finite loss and gradient norm (on device): two kernels
         instead of the fold's ~14."""
-        return torch.isfinite(self.scalars[: self.used, 0::2]).all()
+        return torch.isfinite(self.scalars[: self.used, CHECKED]).all()
 
 
 def training(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None = None,
@@ -355,7 +360,7 @@ def training(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None 
             stepped = stepper.step() if stepper and not last else None
             wide = gradient_norms(grads, norms, total,
                                   probes.squared_norms(grads) if stepped is None else stepped[:, 0])
-            torch.stack([loss.detach(), batch_acc.detach()], out=row[:2])
+            torch.stack([loss.detach(), batch_acc.detach()], out=row[LOSS:ACC + 1])
             if probing:
                 # clipping changes the gradients in place before the read: the probes keep a copy, unless
                 # their norms are float64, which are never recomputed
@@ -368,7 +373,7 @@ def training(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None 
             # --- clip (events counted on device) and update ---
             if not last:
                 if clips:
-                    row[3].copy_(_clip(params, total, grad_clip, clip_value, device))
+                    row[CLIPPED].copy_(_clip(params, total, grad_clip, clip_value, device))
                 if stepped is None:
                     opt.step()
                 if lr_schedule is not None:
@@ -419,14 +424,16 @@ def _evaluation(t: int, model, data: Data, ledger: _Ledger) -> list[tuple[int, s
     over the window since the last evaluation (the window then starts anew). Note: a host sync point."""
     ledger.fold()
     window, n = ledger.window, ledger.window_n
+    # one fetch: each split's (loss, accuracy), the window's means, and its count of clipped updates
     ev = torch.cat([evaluate(model, data.x_train, data.y_train, data.task),
                     evaluate(model, data.x_test, data.y_test, data.task),
-                    window / max(n, 1), window[3:]]).cpu().tolist()
-    metrics = [(t, "train", "loss", ev[0]), (t, "train", "acc", ev[1]),
-               (t, "test", "loss", ev[2]), (t, "test", "acc", ev[3])]
+                    window / max(n, 1), window[CLIPPED:]]).cpu().tolist()
+    (train_loss, train_acc, test_loss, test_acc), means, clipped = ev[:4], ev[4:-1], ev[-1]
+    metrics = [(t, "train", "loss", train_loss), (t, "train", "acc", train_acc),
+               (t, "test", "loss", test_loss), (t, "test", "acc", test_acc)]
     if n:
-        metrics += [(t, "batch", "loss", ev[4]), (t, "batch", "acc", ev[5]),
-                    (t, "opt", "grad_norm", ev[6]), (t, "opt", "clipped", ev[8])]
+        metrics += [(t, "batch", "loss", means[LOSS]), (t, "batch", "acc", means[ACC]),
+                    (t, "opt", "grad_norm", means[GRAD_NORM]), (t, "opt", "clipped", clipped)]
     window.zero_()
     ledger.window_n = 0
     return metrics

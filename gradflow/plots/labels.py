@@ -34,10 +34,6 @@ QUANTITIES: dict[str, Label] = {name: Label(q.label, q.title, q.log) for name, q
 THEORY_QUANTITIES = ("grad_norm", "signal_norm")  # predicted to scale as sqrt(chi1)^(L - l)
 
 
-METRICS: dict[str, str] = {"loss": "loss", "acc": "accuracy", "grad_norm": "global gradient norm",
-                           "clipped": "fraction of steps clipped"}
-
-
 SPLITS: dict[str, str] = {"train": "train", "test": "test", "batch": "minibatch", "opt": "optimizer",
                           "grad": "per-parameter gradient norm", "diverged": "the step that diverged"}
 
