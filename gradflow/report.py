@@ -40,7 +40,7 @@ TABLES = ("layers", "metrics", "hist", "jacobian")
 def kind(path: Path) -> str:
     """run | sweep | reproduction | folder (several sweeps)."""
     path = Path(path)
-    if store.report_path(path).exists():
+    if store.reproduction_md_path(path).exists():
         return "reproduction"
     if (path / store.RUN_FILE).exists():
         return "run"
@@ -629,7 +629,7 @@ def reproductions_html(folder: Path) -> list[str]:
         rows = rep.get("claims", [])
         passed = sum(bool(r.get("passed")) for r in rows)
         verdict = "PASS" if all_pass([bool(r.get("passed")) for r in rows]) else "FAIL"
-        page = next((p for p in (study / store.REPORT_HTML, store.report_path(study)) if p.exists()), None)
+        page = next((p for p in (study / store.REPORT_HTML, store.reproduction_md_path(study)) if p.exists()), None)
         name = study.relative_to(folder).as_posix()
         link = f'<a href="{_e(page.relative_to(folder).as_posix())}">{_e(name)}</a>' if page else _e(name)
         failed = "; ".join(str(r.get("claim", "?")) for r in rows if not r.get("passed"))

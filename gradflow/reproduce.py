@@ -1122,6 +1122,6 @@ def write_report(spec: Spec, root: Path, scale: str, results: list[ClaimResult],
                                                "passed": sum(r.passed for r in results), "claims": [
         {**claim_cells(r), "passed": r.passed, "value": r.measured.value,
          **({"tolerance": r.tolerance} if r.tolerance else {})} for r in results], "not_drawn": list(not_drawn or [])})
-    path = store.report_path(root)
+    path = store.reproduction_md_path(root)
     store.write_text(path, "\n".join(parts) + "\n")
     return path

@@ -159,7 +159,8 @@ def figures_dir(study: str | Path) -> Path:
     return Path(study) / FIGURES_DIR
 
 
-def report_path(study: str | Path) -> Path:
+def reproduction_md_path(study: str | Path) -> Path:
+    """A reproduction's REPORT.md (its claims as markdown; not `gradflow report`'s page, REPORT_HTML)."""
     return Path(study) / REPORT_FILE
 
 

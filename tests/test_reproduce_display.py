@@ -198,7 +198,7 @@ def test_pascanu2013_spike_claims_are_complete_phrases(pascanu):
     spikes = [c["claim"] for c in claim_rows(root) if "largest" in c["claim"]]
     assert len(spikes) == 2 and all(c.endswith("as a multiple of the first window's gradient norm") for c in spikes)
     notes = words(text[text.index("└"):])  # the tolerance lines, under the table
-    for where in (notes, words(store.report_path(root).read_text())):
+    for where in (notes, words(store.reproduction_md_path(root).read_text())):
         assert not re.search(r"window's(?! gradient norm)", where), where
     assert "tolerance, no clipping: largest gradient norm, as a multiple of the first window's gradient norm: ≥ 100" \
         in words(text)
