@@ -160,7 +160,7 @@ def sweep_machinery() -> None:
 
     from gradflow import benchsweep
     from gradflow import sweep as sweep_mod
-    from gradflow.cli.ls import runs_view
+    from gradflow.query import runs_view
     from gradflow.plots.standard import standard_figures
 
     views = {"ls": runs_view, "plot": lambda root: standard_figures(root, store.figures_dir(root), "png")}

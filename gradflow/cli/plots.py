@@ -24,7 +24,7 @@ from gradflow import compare as matching
 from gradflow import store
 from gradflow.cli.app import app, progress_bar
 from gradflow.cli.console import console, err_console, folder, labels, out_path, print_note, user_errors
-from gradflow.cli.ls import keep_where
+from gradflow.query import keep_where
 from gradflow.errors import GradflowError, NotVaried
 from gradflow.fmt import and_list, fmt as number, key_value
 from gradflow.plots.kinds import (

@@ -16,7 +16,8 @@ from gradflow import store, workers
 from gradflow.cli.app import app, progress_bar
 from gradflow.cli.console import (INTERRUPTED_EXIT, console, leave_interrupted, near_options,
                                     note_replaced, print_note, said_changes, user_errors)
-from gradflow.cli.ls import counts_line, reused_phrase, runs_view, show_runs
+from gradflow.cli.ls import counts_line, reused_phrase, show_runs
+from gradflow.query import runs_view
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
 from gradflow.keys import swept_keys
