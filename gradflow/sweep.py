@@ -1122,7 +1122,7 @@ class JobConfigLoader(ConfigLoaderImpl):
         workers' to copy. (A structure of one job, each point of a --points sweep, is left to its
         worker: composed here, a sweep of many would wait for them all before its first job; so are
         the structures past SHIPPED, which the workers compose in parallel.)"""
-        structures = [self._structure(master_config, config_mod.parsed_overrides(list(job))) for job in batch]
+        structures = [self._structure(master_config, config_mod.parsed_overrides(list(job)))[0] for job in batch]
         jobs_of = Counter(structures)
         for key, job in zip(structures, batch):
             if len(_composed) >= self.SHIPPED:
@@ -1142,23 +1142,24 @@ class JobConfigLoader(ConfigLoaderImpl):
             return self._sweep_config(master_config, sweep_overrides)
 
     @staticmethod
-    def _structure(master_config: DictConfig, parsed: list) -> tuple | None:
-        """What a job's config shares with the jobs that differ from it only in plain values: its key in
-        `_composed`. None for a job with hydra overrides of its own, which is always composed whole."""
-        if any(o.is_hydra_override() for o in parsed):
-            return None
+    def _structure(master_config: DictConfig, parsed: list) -> tuple[tuple | None, list]:
+        """What a job's config shares with the jobs that differ from it only in plain values (its key in
+        `_composed`), and those values: the same split `compose` makes (`config.split_structure`: a value
+        inside or around a structural key goes with it, as their order matters). (None, []) for a job with
+        hydra overrides of its own, which is always composed whole."""
+        lines, values = config_mod.split_structure(parsed)
+        if lines is None:
+            return None, []
         hydra_overrides = OmegaConf.to_container(master_config.hydra.overrides.hydra)  # unresolved, as Hydra reads them
         return (master_config.hydra.job.config_name, tuple(hydra_overrides),
                 tuple(OmegaConf.to_container(master_config.hydra.overrides.task)),  # a kept worker's next sweep
-                tuple(o.input_line for o in parsed if not config_mod.sets_plain_value(o)),
-                tuple(o.key_or_group for o in parsed if config_mod.sets_plain_value(o)))
+                lines, tuple(o.key_or_group for o in values)), values
 
     def _sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
         parsed = config_mod.parsed_overrides(sweep_overrides)
-        key = self._structure(master_config, parsed)
+        key, values = self._structure(master_config, parsed)
         if key is None:
             return super().load_sweep_config(master_config, sweep_overrides)
-        values = [o for o in parsed if config_mod.sets_plain_value(o)]
         if key not in _composed:
             cfg = super().load_sweep_config(master_config, sweep_overrides)
             _composed[key] = config_mod.kept(cfg)  # before the launcher sets the job's id and number

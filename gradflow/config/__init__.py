@@ -12,7 +12,7 @@ beside composition, which it serves):
 
 from gradflow.config.composition import (
     compose, config_loader, copied, forget_parsed_overrides, hydra_compose, kept, override_parser, parsed_overrides,
-    sets_plain_value, simple_override)
+    sets_plain_value, simple_override, split_structure)
 from gradflow.config.device import DEVICE_ENV, DEVICE_NAMES, check_device_name, resolve_device
 from gradflow.config.messages import KEY_SYNONYMS, hydra_error_message, in_preset, key_of_another_choice
 from gradflow.config.schema import (
@@ -26,7 +26,7 @@ from gradflow.config.validation import (
 
 __all__ = [
     "compose", "config_loader", "copied", "forget_parsed_overrides", "hydra_compose", "kept", "override_parser",
-    "parsed_overrides", "sets_plain_value", "simple_override",
+    "parsed_overrides", "sets_plain_value", "simple_override", "split_structure",
     "DEVICE_ENV", "DEVICE_NAMES", "check_device_name", "resolve_device",
     "KEY_SYNONYMS", "hydra_error_message", "in_preset", "key_of_another_choice",
     "CONF_DIR", "DATA_SCHEMAS", "EXPERIMENTS_DIR", "GRADCHECK_MODES", "GROUP_KEYS", "GROUP_SCHEMAS",

@@ -59,7 +59,7 @@ def hydra_compose(overrides) -> DictConfig:
     """Hydra's compose of conf/config.yaml with `overrides`. Hydra composes the files the group choices
     name, then applies the value overrides to the result (~90 ms, nearly all of it the first part); here
     the first part is done once per distinct set of the overrides that are not plain values (groups, +/~
-    keys, interpolations, dicts, list items: `_structure`) and each call applies its plain values to a copy
+    keys, interpolations, dicts, list items: `split_structure`) and each call applies its plain values to a copy
     of that, as Hydra applies them (~0.5 ms): a sweep's planning, `bench`, a script or the test suite
     compose many configs that differ in values alone. Overrides of hydra keys are composed whole. (A
     structure's files under conf/ and experiments/ are read once per process: an edit made while a process
@@ -67,7 +67,7 @@ def hydra_compose(overrides) -> DictConfig:
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
     parsed = parsed_overrides(list(overrides))  # (a line Hydra cannot parse fails here as it would there)
-    structure, values = _structure(parsed)
+    structure, values = split_structure(parsed)
     if structure is None:  # hydra keys (a searchpath that names files of the moment): composed whole every time
         return compose_whole(overrides)
     if structure in _structures:
@@ -81,7 +81,7 @@ def hydra_compose(overrides) -> DictConfig:
     return cfg
 
 
-def _structure(parsed: list) -> tuple[tuple[str, ...] | None, list]:
+def split_structure(parsed: list) -> tuple[tuple[str, ...] | None, list]:
     """(The lines of the overrides that are not plain values, the plain ones): a plain value whose key is
     one of the others', or inside or around it (~model.kwargs model.kwargs.a=1), goes with them, as the
     order of the two then matters. (None, []) where an override sets a hydra key."""
