@@ -6,6 +6,7 @@ import copy
 import math
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -872,3 +873,23 @@ def test_kept_gradients_give_the_exact_norm_when_the_loop_zeroes_them_before_the
     got = [*values[probes.weight_points, 0], *values[probes.bias_points, 1]]
     assert mask[:, 0].all() and mask[:, 1].all()
     assert got == pytest.approx(expect, rel=1e-5, abs=0)  # (abs=0: the tiny norms too)
+
+
+def test_fused_kernels_that_fail_to_load_are_said_once_and_the_probes_stay_batched(monkeypatch):
+    # (the fallback was silent: a kernel broken in an edit, or numba without a compiler backend, left every CPU
+    # run on the slower batched path without a word)
+    from gradflow.probes import core, fused
+
+    def broken():
+        raise RuntimeError("no compiler backend")
+
+    monkeypatch.setattr(fused, "warm", broken)
+    monkeypatch.setattr(core, "_said_unfused", False)
+    with pytest.warns(RuntimeWarning, match=r"^the fused probe kernels failed to load \(numba: RuntimeError: no "
+                                            r"compiler backend\); the probes run batched"):
+        assert core.load_fused(required=False) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert core.load_fused(required=False) is None  # said once
+    with pytest.raises(GradflowError, match="failed to load"):
+        core.load_fused()

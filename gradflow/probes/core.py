@@ -1083,6 +1083,7 @@ def load_fused(required: bool = True):
     """gradflow.probes.fused, loaded and compiled (or read from numba's cache) for float32 and float64; None
     where numba cannot import, compile or cache them and they are not `required` (the probes then stay
     batched)."""
+    global _said_unfused
     try:
         from gradflow.probes import fused
 
@@ -1090,8 +1091,15 @@ def load_fused(required: bool = True):
     except Exception as e:  # ImportError, or numba's own (no writable cache folder, no compiler backend)
         if required:
             raise GradflowError(f"the fused probe kernels failed to load (numba): {e}") from None
+        if not _said_unfused:  # (once: the probes and the step ask again; a kernel broken in an edit said so)
+            _said_unfused = True
+            warnings.warn(f"the fused probe kernels failed to load (numba: {type(e).__name__}: {e}); the probes "
+                          "run batched and the SGD step is torch's, slower on the CPU", RuntimeWarning, stacklevel=2)
         return None
     return fused
+
+
+_said_unfused = False  # load_fused has warned that the kernels failed to load
 
 
 def _fusable(t: torch.Tensor | None) -> bool:
