@@ -194,84 +194,113 @@ def check_overrides(overrides: list[str], command: str) -> None:
     """Refuse what would silently go wrong: an option this command does not have, a Hydra setting that
     would move outputs (gradflow owns where runs go), and an override the grammar cannot read (said
     with how to write it)."""
-    one = command in ("run", "gradcheck")  # one network, in this process: no launcher, no sweep
-    does = "trains" if command == "run" else "checks"
     forced = {override_key(o): o for o in overrides if o.startswith("++")}
     for o in overrides:
-        if o.startswith("~"):  # (Hydra's deletion: OmegaConf refused it naming its own class, MLPConfig)
-            raise GradflowError(f"{shorten(o, 40)} deletes a setting, which gradflow's configs do not allow: every "
-                                f"key has a default; set it to a value instead ({override_key(o)}=...)")
-        if o.startswith("+") and not o.startswith("++") and "=" in o:
-            _not_added(o, overrides)
-        # key=a ++key=b: the sweep ran some points with each value, in folders named by the other
-        if override_key(o) in forced and not o.startswith("++"):
-            raise GradflowError(f"{shorten(o, 40)} and {shorten(forced[override_key(o)], 40)} set one key two "
-                                "ways; give it once, as key=value (++ adds a key that is not there)")
-        if o.startswith("-"):
-            example = _as_override(o, overrides, command) or "e.g. " + {
-                "run": "name=x, not --name x", "gradcheck": "model=resnet20, not --model resnet20"}.get(
-                command, "results=x, not --results x")
-            raise UsageError(f"{shorten(o, 40)} is not an option of `gradflow {command}`; settings are "
-                                f"key=value overrides ({example}); see `gradflow {command} --help`")
-        key = override_key(o)
-        if not key.strip():
-            raise GradflowError(f"the override {shorten(o, 40)!r} has no key; write key=value, e.g. model.depth=5")
+        key = _refuse_form(o, overrides, command, forced)
         _refuse_unread(o, key.lstrip("+"), command)
-        if key.startswith(("hydra/sweeper", "hydra.sweeper")):  # plan expands and checks the grid itself
-            raise GradflowError(f"{shorten(o, 60)} is refused: gradflow sweeps the grid given as key=a,b,c "
-                                "overrides (or --points FILE) with Hydra's basic sweeper, after checking every "
-                                "point; choose the launcher with hydra/launcher=...")
-        if one and key.startswith(HYDRA_ALLOWED[:2]):
-            launch = (f": for one run through a launcher, `gradflow sweep {shorten(o, 40)} ...` (a sweep of "
-                      "one point)" if command == "run" else "")
-            raise GradflowError(f"{shorten(o, 60)} applies to sweeps; `gradflow {command}` {does} here, in "
-                                f"this process{launch}")
-        if key.startswith("hydra") and not key.startswith(HYDRA_ALLOWED):
-            raise GradflowError(f"{shorten(o, 60)} is refused: gradflow decides where runs go "
-                                "(<results>/<name>/<job>/); use name=NAME and results=FOLDER instead "
-                                "(hydra/launcher=... and hydra.launcher.* are allowed)")
-        try:
-            parsed = config_mod.override_parser().parse_override(o)
-        except HydraException:  # (Hydra's parser raises this base class itself)
-            split = _split_by_spaces(overrides, overrides.index(o))
-            if split:
-                words, joined = split
-                shown = [repr(shorten(w, 40)) for w in words]
-                raise GradflowError(
-                    f"{and_list(shown)} look like one override split at spaces: write "
-                    f"{shorten(joined, 60)} (no space around = or after a comma)") from None
-            following = overrides[overrides.index(o) + 1:][:1]  # (a word after it: a list split at a space)
-            if o.endswith(",") and _reads(o.rstrip(",")) and all("=" in w for w in following):
-                raise GradflowError(f"the override {shorten(o, 60)!r} ends with a comma: write "
-                                    f"{shorten(o.rstrip(','), 60)}") from None
+        _refuse_hydra(o, key, command)
+        _refuse_values(o, key, _parsed(o, overrides), command)
+
+
+ONE_NETWORK = ("run", "gradcheck")  # commands of one network, in this process: no launcher, no sweep
+
+
+def _refuse_form(o: str, overrides: list[str], command: str, forced: dict[str, str]) -> str:
+    """An override's form (a deletion, an addition of a key that is there, a key set two ways, an option
+    mistyped as one, no key), refused; else its key."""
+    if o.startswith("~"):  # (Hydra's deletion: OmegaConf refused it naming its own class, MLPConfig)
+        raise GradflowError(f"{shorten(o, 40)} deletes a setting, which gradflow's configs do not allow: every "
+                            f"key has a default; set it to a value instead ({override_key(o)}=...)")
+    if o.startswith("+") and not o.startswith("++") and "=" in o:
+        _not_added(o, overrides)
+    # key=a ++key=b: the sweep ran some points with each value, in folders named by the other
+    if override_key(o) in forced and not o.startswith("++"):
+        raise GradflowError(f"{shorten(o, 40)} and {shorten(forced[override_key(o)], 40)} set one key two "
+                            "ways; give it once, as key=value (++ adds a key that is not there)")
+    if o.startswith("-"):
+        example = _as_override(o, overrides, command) or "e.g. " + {
+            "run": "name=x, not --name x", "gradcheck": "model=resnet20, not --model resnet20"}.get(
+            command, "results=x, not --results x")
+        raise UsageError(f"{shorten(o, 40)} is not an option of `gradflow {command}`; settings are "
+                         f"key=value overrides ({example}); see `gradflow {command} --help`")
+    key = override_key(o)
+    if not key.strip():
+        raise GradflowError(f"the override {shorten(o, 40)!r} has no key; write key=value, e.g. model.depth=5")
+    return key
+
+
+def _refuse_hydra(o: str, key: str, command: str) -> None:
+    """A Hydra setting gradflow owns (the sweeper; where outputs go), or a launcher's for a command of one
+    network, refused."""
+    if key.startswith(("hydra/sweeper", "hydra.sweeper")):  # plan expands and checks the grid itself
+        raise GradflowError(f"{shorten(o, 60)} is refused: gradflow sweeps the grid given as key=a,b,c "
+                            "overrides (or --points FILE) with Hydra's basic sweeper, after checking every "
+                            "point; choose the launcher with hydra/launcher=...")
+    if command in ONE_NETWORK and key.startswith(HYDRA_ALLOWED[:2]):
+        launch = (f": for one run through a launcher, `gradflow sweep {shorten(o, 40)} ...` (a sweep of "
+                  "one point)" if command == "run" else "")
+        raise GradflowError(f"{shorten(o, 60)} applies to sweeps; `gradflow {command}` {_does(command)} here, "
+                            f"in this process{launch}")
+    if key.startswith("hydra") and not key.startswith(HYDRA_ALLOWED):
+        raise GradflowError(f"{shorten(o, 60)} is refused: gradflow decides where runs go "
+                            "(<results>/<name>/<job>/); use name=NAME and results=FOLDER instead "
+                            "(hydra/launcher=... and hydra.launcher.* are allowed)")
+
+
+def _does(command: str) -> str:
+    return "trains" if command == "run" else "checks"
+
+
+def _parsed(o: str, overrides: list[str]):
+    """The override as Hydra's grammar reads it; one that it cannot read, refused with how to write it (a
+    list split at a space, a trailing comma, a value to quote)."""
+    try:
+        return config_mod.override_parser().parse_override(o)
+    except HydraException:  # (Hydra's parser raises this base class itself)
+        split = _split_by_spaces(overrides, overrides.index(o))
+        if split:
+            words, joined = split
+            shown = [repr(shorten(w, 40)) for w in words]
             raise GradflowError(
-                f"cannot read the override {shorten(o, 60)!r}: write key=value, with bare values made of "
-                "ASCII letters, digits and _ . - / : (sweeps: a,b,c or range(1,5)); quote any other value, "
-                "e.g. 'data.root=\"/my data\"'") from None
-        if isinstance(parsed.value(), IntervalSweep):  # (Hydra's sweepers cannot list one: a traceback)
-            raise GradflowError(f"{shorten(o, 60)} is a continuous interval, which a grid cannot list; give the "
-                                "values (a,b,c) or range(start,stop[,step])")
-        if isinstance(parsed.value(), RangeSweep) and parsed.value().step == 0:
-            raise GradflowError(f"{shorten(o, 60)} has a step of 0: range(start,stop[,step]) needs a step other "
-                                "than 0, e.g. range(1,9,2)")
-        if key in config_mod.GROUP_KEYS:
-            _one_choice(o, key, parsed)
-        items = getattr(parsed.value(), "list", None)  # a,b,c (not range(...)): the values swept
-        if key in config_mod.bool_keys():
-            ranged = parsed.is_sweep_override() and items is None  # (range(0,2), a glob)
-            bad = None if ranged else next((v for v in items or [parsed.value()] if not _a_bool(v)), None)
-            if ranged or bad is not None:  # (2, -1, yes, on: OmegaConf's booleans)
-                shown = shorten(o.split("=", 1)[1] if ranged else str(bad), 40)
-                raise GradflowError(f"{key}={shown} is not allowed: {key} is true or false")
-        if key in config_mod.list_keys() and items is not None and not all(isinstance(v, list) for v in items):
-            plain = ",".join(str(v) for v in items)
-            raise GradflowError(f"{shorten(o, 60)} would sweep {key} over single values, but {key} is a list: "
-                                f"write {key}=[{shorten(plain, 40)}] (several lists: {key}=[..],[..])")
-        if parsed.is_sweep_override() and one:  # (Hydra's own words said "add --multirun")
-            instead = (f"`gradflow sweep {shorten(o, 40)} ...` trains one per value" if command == "run"
-                       else "give one value")
-            raise GradflowError(f"{shorten(o, 60)} is several values, and `gradflow {command}` {does} one "
-                                f"network: {instead} (a text with commas is quoted: key='a,b')")
+                f"{and_list(shown)} look like one override split at spaces: write "
+                f"{shorten(joined, 60)} (no space around = or after a comma)") from None
+        following = overrides[overrides.index(o) + 1:][:1]  # (a word after it: a list split at a space)
+        if o.endswith(",") and _reads(o.rstrip(",")) and all("=" in w for w in following):
+            raise GradflowError(f"the override {shorten(o, 60)!r} ends with a comma: write "
+                                f"{shorten(o.rstrip(','), 60)}") from None
+        raise GradflowError(
+            f"cannot read the override {shorten(o, 60)!r}: write key=value, with bare values made of "
+            "ASCII letters, digits and _ . - / : (sweeps: a,b,c or range(1,5)); quote any other value, "
+            "e.g. 'data.root=\"/my data\"'") from None
+
+
+def _refuse_values(o: str, key: str, parsed, command: str) -> None:
+    """Values a grid cannot list (an interval, a range of step 0), a group given several choices at once, a
+    boolean or list key given what it is not, and several values for a command of one network, refused."""
+    if isinstance(parsed.value(), IntervalSweep):  # (Hydra's sweepers cannot list one: a traceback)
+        raise GradflowError(f"{shorten(o, 60)} is a continuous interval, which a grid cannot list; give the "
+                            "values (a,b,c) or range(start,stop[,step])")
+    if isinstance(parsed.value(), RangeSweep) and parsed.value().step == 0:
+        raise GradflowError(f"{shorten(o, 60)} has a step of 0: range(start,stop[,step]) needs a step other "
+                            "than 0, e.g. range(1,9,2)")
+    if key in config_mod.GROUP_KEYS:
+        _one_choice(o, key, parsed)
+    items = getattr(parsed.value(), "list", None)  # a,b,c (not range(...)): the values swept
+    if key in config_mod.bool_keys():
+        ranged = parsed.is_sweep_override() and items is None  # (range(0,2), a glob)
+        bad = None if ranged else next((v for v in items or [parsed.value()] if not _a_bool(v)), None)
+        if ranged or bad is not None:  # (2, -1, yes, on: OmegaConf's booleans)
+            shown = shorten(o.split("=", 1)[1] if ranged else str(bad), 40)
+            raise GradflowError(f"{key}={shown} is not allowed: {key} is true or false")
+    if key in config_mod.list_keys() and items is not None and not all(isinstance(v, list) for v in items):
+        plain = ",".join(str(v) for v in items)
+        raise GradflowError(f"{shorten(o, 60)} would sweep {key} over single values, but {key} is a list: "
+                            f"write {key}=[{shorten(plain, 40)}] (several lists: {key}=[..],[..])")
+    if parsed.is_sweep_override() and command in ONE_NETWORK:  # (Hydra's own words said "add --multirun")
+        instead = (f"`gradflow sweep {shorten(o, 40)} ...` trains one per value" if command == "run"
+                   else "give one value")
+        raise GradflowError(f"{shorten(o, 60)} is several values, and `gradflow {command}` {_does(command)} one "
+                            f"network: {instead} (a text with commas is quoted: key='a,b')")
 
 
 def _a_bool(value) -> bool:
