@@ -101,24 +101,11 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
         if label.log:
             ax.set_yscale("log")
         for s in series:
-            c = palette.color_of(s.config)
             if ended_here(s, ended):  # (a run of it) drawn at its last finite step: the mark says it diverged after
                 s.nonfinite[-1] = True
-            # a series that skips probe points (a transformer's residual stream has no weight gradient) is
-            # marked at each point it has: its line between them is no measurement
-            skips = len(s.x) > 1 and bool((np.diff(s.x) > 1).any())
-            skipping |= skips
-            own = [stream[r] for r in s.runs if r in stream]  # (a transformer's, beside an MLP's plain line)
-            ls, mark = palette.style_of(s.config), palette.marker_for(s.config)  # (solid, and a marker)
-            if not own:
-                draw_series(ax, s, c, ls, lw, alpha, marked=skips, marker=mark)
-            else:  # the points inside the blocks faint, the residual stream through them bold
-                draw_series(ax, s, c, ls, lw * 0.6, alpha * STREAM_FAINT, marked=skips, marker=mark)
-                on = np.isin(s.x, np.concatenate(own))
-                ax.plot(s.x[on], s.med[on], color=c, ls=ls, lw=lw * 1.4, alpha=alpha,
-                        marker=mark or "o", ms=3, gid=f"stream:{s.label}")
+            skipping |= _draw_profile_line(ax, s, palette, lw, alpha, stream)
             if theory and quantity in THEORY_QUANTITIES:
-                theory_drawn |= _theory_profile(ax, s, quantity, c, lw, cache)
+                theory_drawn |= _theory_profile(ax, s, quantity, palette.color_of(s.config), lw, cache)
         if marked is not None:
             headed |= _mark_heads(ax, series, _of_runs(layers, sub), palette)
         note_if_empty(ax, series)
@@ -126,15 +113,10 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
         if title:
             ax.set_title(title, fontsize="small")
         # panels of nets of different depths: each ticked at its own nets' blocks (the deepest net's ticks
-        # named a shallower one's head as the next block)
-        own_blocks = marked if len(spans) <= 1 or marked is None else blocks(_of_runs(layers, sub))
-        if own_blocks is not None:
-            tick_blocks(ax.xaxis, own_blocks)
-        else:  # (min_n_ticks: a lone point's axis was ticked 40, 41 with the point on its edge)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-        ends = sub if len(spans) > 1 and not sub.empty else df
-        lo, hi = ends["layer"].min(), ends["layer"].max()
-        ax.set_xlim(*((lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)))  # ends at the last point; a lone one centred
+        # named a shallower one's head as the next block), and ending at its own last point
+        own = len(spans) > 1
+        _layer_ticks(ax, marked if not own or marked is None else blocks(_of_runs(layers, sub)),
+                     sub if own and not sub.empty else df)
         if label.log:
             label_short_log_axis(ax, df["value"])
     bottom, left = bottom_and_left(axes)
@@ -158,6 +140,36 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     extra += unshown_notes(also, between)
     set_title(fig, f"{label.title} per {point_word(df)}", df, extra, skip=swept)
     return fig
+
+
+def _draw_profile_line(ax, s: Series, palette: Palette, lw: float, alpha: float, stream: dict) -> bool:
+    """One series of the profile: a plain line, or where its runs have a residual stream (a transformer's), the
+    points inside the blocks faint and the stream through them bold. Whether it skips probe points (a
+    transformer's residual stream has no weight gradient): then marked at each point it has, as its line
+    between them is no measurement."""
+    c = palette.color_of(s.config)
+    skips = len(s.x) > 1 and bool((np.diff(s.x) > 1).any())
+    own = [stream[r] for r in s.runs if r in stream]  # (a transformer's, beside an MLP's plain line)
+    ls, mark = palette.style_of(s.config), palette.marker_for(s.config)  # (solid, and a marker)
+    if not own:
+        draw_series(ax, s, c, ls, lw, alpha, marked=skips, marker=mark)
+    else:
+        draw_series(ax, s, c, ls, lw * 0.6, alpha * STREAM_FAINT, marked=skips, marker=mark)
+        on = np.isin(s.x, np.concatenate(own))
+        ax.plot(s.x[on], s.med[on], color=c, ls=ls, lw=lw * 1.4, alpha=alpha,
+                marker=mark or "o", ms=3, gid=f"stream:{s.label}")
+    return skips
+
+
+def _layer_ticks(ax, marked, rows: pd.DataFrame) -> None:
+    """A panel's layer axis: ticked at the blocks `marked` (where the net has blocks), else at whole layers;
+    from `rows`' first point to its last (a lone point centred)."""
+    if marked is not None:
+        tick_blocks(ax.xaxis, marked)
+    else:  # (min_n_ticks: a lone point's axis was ticked 40, 41 with the point on its edge)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    lo, hi = rows["layer"].min(), rows["layer"].max()
+    ax.set_xlim(*((lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)))
 
 
 class ProfileKeys(NamedTuple):
