@@ -133,6 +133,8 @@ CASES = [
     case("model=cnn model.stride=0", "model.stride", "cnn-stride-zero"),
     case("model=cnn model.dims=3", "model.dims", "cnn-dims"),
     case("model=resnet model.depth=20", "model.depth", "resnet-depth"),
+    case("model=resnet model.depth=1", "model.depth=1 must be 6n+1 for a resnet", "resnet-depth-one"),  # (6*0+1)
+    case("model=transformer data=chars model.dropout=1", "model.dropout=1 must be in [0, 1)", "dropout-one"),
     case("model=resnet model.widths=[16,32]", "model.widths", "resnet-two-stages"),
     case("model=resnet model.variant=fixup model.skip=none", "model.variant", "resnet-plain-fixup"),
     case("model=resnet norm=layernorm", "norm=layernorm", "resnet-layernorm"),
@@ -142,6 +144,7 @@ CASES = [
     # data
     case(f"{G} data.scale=nan", "data.scale", "scale-nan"),
     case(f"{G} data.scale=-1", "data.scale=-1 is not allowed", "scale-negative"),
+    case(f"{G} data.scale=0", "data.scale=0 is not allowed", "scale-zero"),  # (all-zero inputs)
     case(f"{G} data.scale=abc", "data.scale='abc' is not allowed", "scale-word"),
     case(f"{G} data.scale=qstar model.activation=relu init=meanfield init.sw2=2",
          "data.scale=qstar", "qstar-without-fixed-point"),

@@ -976,6 +976,9 @@ def test_points_give_each_run_its_values_as_written_and_may_set_the_seed(cli, re
      "point 1 lacks model.activation and has model.activaton (did you mean model.activation?)"),
     # (a key of the config is no misspelling: "has model.width (did you mean model.depth?)")
     ("- {model.depth: 2}\n- {model.width: 3}\n", "point 1 lacks model.depth and has model.width; every point needs"),
+    # a point with a key fewer and none extra: it ran at the default without a word
+    ("- {model.activation: tanh, init.gain: 2}\n- {model.activation: relu}\n",
+     "point 1 lacks init.gain; every point needs the keys of point 0"),
     # (as on the command line: two points of one run, in two folders)
     ("- {gradcheck.mode: forward}\n- {gradcheck.mode: reverse}\n", "point 0 gradcheck.mode=forward applies to "
                                                                      "`gradflow gradcheck` alone"),
