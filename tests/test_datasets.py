@@ -431,6 +431,17 @@ def test_load_cifar10_from_folder_or_parent(tmp_path):
     assert got["x_train"].shape == (20, 3, 32, 32) and got["x_test"].shape == (4, 3, 32, 32)
 
 
+def test_cifar10_augments_its_training_batches_only_when_asked(tmp_path):
+    from gradflow.config import compose
+    from gradflow.data import build
+
+    make_cifar(tmp_path / "cifar-10-batches-py")
+    for augment, expected in (("true", datasets.augment_pad_crop_flip), ("false", None)):
+        cfg = compose(["model=cnn", "data=cifar10", f"data.root={tmp_path}", f"data.augment={augment}",
+                       "train.batch_size=4"])
+        assert build(cfg.data, torch.device("cpu")).augment is expected
+
+
 def test_load_cifar10_from_archive(tmp_path):
     src = tmp_path / "src"
     want = make_cifar(src / "cifar-10-batches-py")
@@ -502,6 +513,12 @@ def test_standardize_uses_training_statistics_per_channel():
     np.testing.assert_allclose(train.numpy(), (x_train - mean) / std, atol=1e-5)
     np.testing.assert_allclose(test.numpy(), (x_test - mean) / std, atol=1e-5)
 
+    constant = x_train.copy()
+    constant[:, 1] = 7  # a channel of one value is centred, not divided by its std of 0 (NaN)
+    train, test = standardize(constant, x_test)
+    assert bool((train[:, 1] == 0).all()) and bool(torch.isfinite(test).all())
+    np.testing.assert_allclose(test[:, 1].numpy(), x_test[:, 1] - 7.0, atol=1e-5)
+
     mnist_like = rng.integers(0, 256, (10, 28, 28), dtype=np.uint8)  # (N, H, W) gains a channel axis
     train, test = standardize(mnist_like, mnist_like[:2])
     assert train.shape == (10, 1, 28, 28) and test.shape == (2, 1, 28, 28)
@@ -564,6 +581,10 @@ def test_adding_problem_layout_target_and_baseline():
     assert abs(F.mse_loss(torch.ones_like(y), y).item() - 1 / 6) < 0.005
     x2, y2 = adding_problem(100_000, T, torch.Generator().manual_seed(0), device="cpu")
     assert torch.equal(x, x2) and torch.equal(y, y2)
+    # every position of each half is marked in some sequence (the second half's first one, T // 2, included)
+    assert bool((markers.sum(0) > 0).all()), markers.sum(0)
+    x, _ = adding_problem(8, 2, torch.Generator().manual_seed(0))  # the shortest: one position per half
+    assert bool((x[..., 1] == 1).all())
     with pytest.raises(GradflowError, match="T=1"):
         adding_problem(4, 1, torch.Generator())
 
