@@ -242,7 +242,8 @@ def test_evaluation_runs_in_eval_mode_and_gives_the_mode_back():
 
 @pytest.mark.parametrize("kind, extra", [("constant", ["optim.warmup=4"]), ("cosine", []),
                                          ("cosine", ["optim.warmup=3"]),
-                                         ("step", ["optim.milestones=[3,6]", "optim.gamma=0.1"])])
+                                         ("step", ["optim.milestones=[3,6]", "optim.gamma=0.1"]),
+                                         ("step", ["optim.milestones=[6,3]", "optim.gamma=0.1"])])  # (any order)
 def test_the_learning_rate_after_each_update_is_the_schedules_formula(kind, extra):
     """Update t (0-based) runs at lr x min(1, (t + 1) / warmup) x the schedule's factor (cosine: to 0 at the
     last step; step: gamma per milestone passed)."""
