@@ -854,6 +854,10 @@ def test_compare_table_numbers_are_per_source_medians(plain, batchnorm):
     table = comparison(betas, ["a", "b"], ["optim.betas"])
     assert sorted(zip(table["source"], table["runs"])) == [("a", 0), ("a", 2), ("b", 0), ("b", 1)]
     assert out.output.count("ratio init") == 2
+    # a cell of three skewed seeds: the median, 2, not the mean, 11 (pools of two cannot tell them apart)
+    skewed = pd.DataFrame({"source": ["a"] * 3, "run": ["x", "y", "z"], "seed": [0, 1, 2], "status": ["ok"] * 3,
+                           "model.depth": [2] * 3, "final.train_loss": [1.0, 2.0, 30.0]})
+    assert comparison(skewed, ["a"], ["model.depth"])["final.train_loss"].tolist() == [2.0]
 
 
 def test_compare_marks_a_chi1_theory_that_is_only_the_q_star_zero_limits():
@@ -1553,3 +1557,14 @@ def test_a_figure_refused_for_want_of_the_runs_stale_says_they_were_left_out(cli
     for wrong in (["--kind", "profile", "--quantity", "bogus"], ["--kind", "ratio", "--where", "model.depth=2"]):
         out = cli("plot", str(results / "cut"), *wrong)
         assert out.exit_code == 1 and "stale" not in out.output, out.output
+
+
+def test_the_sources_differ_only_in_keys_each_holds_fixed():
+    # source a sweeps data=gaussian,adding (data.n_train follows the choice: 1000, 1024), source b runs adding
+    # alone: data.n_train varies within a, so it is not what the comparison is about (nor dropped from overlays)
+    from gradflow.compare import differing_keys
+
+    runs = pd.DataFrame({"source": ["a", "a", "b"], "run": ["g", "d", "d"], "status": ["ok"] * 3,
+                         "data.name": ["gaussian", "adding", "adding"], "data.n_train": [1000, 1024, 1024],
+                         "model.depth": [2, 2, 3]})
+    assert differing_keys(runs, ["a", "b"]) == {"model.depth": [2, 3]}

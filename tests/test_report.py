@@ -417,6 +417,16 @@ def test_a_run_whose_run_json_is_cut_short_is_listed_incomplete(study, tmp_path)
         assert "<p class=note>incomplete (" in text and f"): {html.escape(why)}</p>" in text, path
 
 
+def test_a_missing_number_sorts_last_on_the_page(study):
+    # its cell's sort value is "" (the page's script puts those last), not the word "nan", sorted among words
+    from gradflow.columns import listing
+
+    df, swept = listing(study)
+    df.loc[df.index[0], "final.train_loss"] = float("nan")
+    rows = re.findall(r"<tr data-run=[^>]*>(.*?)</tr>", report.runs_html(df, swept))
+    assert 'data-value=""' in rows[0] and 'data-value="nan"' not in "".join(rows), rows[0]
+
+
 def test_a_comparison_of_sources_with_different_data_names_the_keys_only_one_sets_by_group(tmp_path, cli):
     # a Gaussian source's data.dim, data.distribution, ... beside MNIST-1D's own keys: one phrase each, not
     # every key of both groups listed under each source
