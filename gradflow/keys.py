@@ -252,18 +252,29 @@ def is_grid(df: pd.DataFrame, keys: Sequence[str], along: str | None = None) -> 
 
 
 def repeated_runs(df: pd.DataFrame) -> bool:
-    """Whether two runs of one source share every config value, their seed included (or have no config to
-    tell them apart): runs side by side that no key distinguishes (a Recorder's loops of two optimizers whose
-    config names neither), not seeds of one setting nor a sweep, so never pooled as seeds. A sweep's runs
-    (`gradflow run` reuses the folder of a config it has run) never repeat."""
+    """Whether two finished runs of one source share every config value, their seed included (or have no
+    config to tell them apart): runs side by side that no key distinguishes (a Recorder's loops of two
+    optimizers whose config names neither), not seeds of one setting nor a sweep, so never pooled as seeds.
+    A run that failed (or is stale, interrupted, ...) beside its config's finished one is an earlier attempt,
+    no repeat: a sweep's point that failed, done again under another name after the sweep was narrowed."""
     ids = [c for c in ("source", "run") if c in df.columns]
     if "run" not in ids:
         return False
     runs = df.drop_duplicates(ids)
+    if "status" in runs.columns:
+        runs = runs[runs["status"].isin(store.FINISHED)]
     columns = [c for c in ("source", *config_columns(df)) if c in df.columns]
     if not columns:
         return len(runs) > 1
     return bool(runs[columns].apply(hashable).astype(str).duplicated().any())
+
+
+def not_swept_together(df: pd.DataFrame, keys: Sequence[str], along: str | None = None) -> bool:
+    """Whether a figure draws `df`'s runs one legended line each: runs no config key tells apart
+    (`repeated_runs`, in any source), or one source's runs that are no grid of `keys` (a folder of unrelated
+    runs: `is_grid`). Several sources are otherwise each their own line style, their runs matched by key."""
+    multi_source = "source" in df.columns and n_distinct(df["source"]) > 1
+    return repeated_runs(df) or not multi_source and not is_grid(df, keys, along)
 
 
 def distinct_keys(df: pd.DataFrame, keys: Sequence[str], along: str | None = None) -> list[str]:

@@ -18,7 +18,7 @@ from matplotlib.colors import LogNorm
 from gradflow.errors import GradflowError
 from gradflow.plots import figures
 from gradflow.plots.figures import save
-from gradflow.keys import swept_keys
+from gradflow.keys import is_grid, swept_keys
 from gradflow.plots.labels import QUANTITIES
 from gradflow.probes import HIST_EDGES
 
@@ -1696,6 +1696,16 @@ def test_runs_no_key_tells_apart_are_a_line_each_not_seeds_of_one_setting():
     seeds = [config(5, "tanh", s) for s in (0, 1)]
     fig = figures.curves(fabricate(seeds)[1])
     assert fig.data["lines"]["n"].max() == 2 and any("over seeds" in t for t in legend_texts(fig))
+    # compared with another folder of the two (compare's runs: ids unique across sources), still a line each
+    other = [config(5, "tanh", 0, **{"run": f"B/{name}"}) for name in ("sgd", "adam")]
+    both = [pd.concat([a, b], ignore_index=True) for a, b in zip((layers, metrics), fabricate(other, source="B"))]
+    for fig in (figures.profile(both[0], step=0), figures.curves(both[1])):
+        assert fig.data["lines"]["line"].nunique() == 4 and fig.data["lines"]["n"].max() == 1
+        assert not any("over seeds" in t for t in legend_texts(fig)), legend_texts(fig)
+    # an attempt that failed beside its config's finished run is no repeat: the sweep keeps its keys
+    sweep = fabricate([config(d, a, 0) for d in (5, 10) for a in ("tanh", "relu")])[0]
+    failed = fabricate([config(5, "tanh", 0, **{"run": "model.depth=5,old"})])[0].assign(status="failed")
+    assert is_grid(sweep, swept_keys(sweep)) and is_grid(pd.concat([sweep, failed]), swept_keys(sweep))
 
 
 def test_a_ratio_of_several_sweeps_draws_a_line_per_sweep_and_setting_as_its_legend_names_them():

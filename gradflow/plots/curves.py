@@ -21,7 +21,7 @@ from gradflow.errors import GradflowError, NotVaried, did_you_mean
 from gradflow.fmt import fmt
 from gradflow.metrics import accuracy_label, is_regression
 from gradflow.overrides import without_item
-from gradflow.keys import (config_columns, distinct_keys, is_grid, is_missing, is_numeric_key, n_distinct,
+from gradflow.keys import (config_columns, distinct_keys, is_missing, is_numeric_key, n_distinct, not_swept_together,
                            ordered_values, rows_with, single_value, swept_keys, vkey)
 from gradflow.plots.labels import (
     RATIOS, SPLITS, SUMMARIES, Summary, is_recurrent, key_label, set_title, short_key, value_label,
@@ -104,7 +104,7 @@ def over_steps_keys(df: pd.DataFrame, what: str, color: str | None, facet: str |
     check_key(color, "color", swept)
     check_key(facet, "facet", swept + (["source"] if multi_source else []))
     group_keys = swept + (["source"] if multi_source else [])
-    if color is None and facet is None and not multi_source and not is_grid(df, swept):
+    if color is None and facet is None and not_swept_together(df, swept):
         # runs not swept together: one legended line each (each seed its own line too: the legend names every run)
         return OverSteps(sources, multi_source, by_source, swept, ["run"], "run", None, [], [])
     by_style = multi_source and facet != "source" and not by_source  # the sources take the line styles
@@ -359,7 +359,7 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
     inert = no_effect_at_init(df, swept, quantity, (by,)) if when == "init" else []
     swept = [k for k in swept if k not in inert]
     group_keys = swept + (["source"] if multi_source else [])
-    if by is None and not multi_source and not is_grid(df, swept + [length]):
+    if by is None and not_swept_together(df, swept + [length]):
         # runs not swept together (a folder of several sweeps): a legended line for each run's name but its
         # depth item, so a sweep's depths join and runs of different sweeps or settings never pool
         df = df.assign(run=df["run"].map(lambda run: without_item(str(run), length)))

@@ -17,7 +17,7 @@ from matplotlib.ticker import MaxNLocator, NullLocator
 
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
-from gradflow.keys import is_grid, n_distinct, ordered_values, rows_with, swept_keys
+from gradflow.keys import n_distinct, not_swept_together, ordered_values, rows_with, swept_keys
 from gradflow.plots.labels import (
     QUANTITIES, THEORY_QUANTITIES, Label, blocks, layer_axis, point_word, set_title, value_label,
 )
@@ -215,7 +215,7 @@ def _keys(df: pd.DataFrame, color: str | None, facet: str | None, by_source: boo
     check_key(facet, "facet", choices)
     facet_key = "source" if by_source else facet
     group_keys = swept + (["source"] if multi_source else [])
-    if color is None and facet_key is None and not multi_source and not is_grid(df, swept):
+    if color is None and facet_key is None and not_swept_together(df, swept):
         # runs not swept together: one legended line each (each seed its own line too: the legend names every run)
         return ProfileKeys(swept, facet_key, ["run"], "run", None, [], [])  # (and no key drawn as one)
     by_style = multi_source and not by_source and facet_key != "source"  # the sources take the markers
