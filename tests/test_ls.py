@@ -1313,12 +1313,14 @@ def test_a_measured_chi1_shows_beside_its_theory_or_neither_does(tmp_path):
          "model.activation=tanh,relu", f"results={results}", "--name", "q")
     assert "warning" not in gradflow("ls", results / "q")
     split = []
-    for width in range(60, 161, 2):
-        text = gradflow("ls", results / "q", columns=width)
-        header = " ".join(text.splitlines()[1:3])
-        hidden = " ".join(line for line in text.replace("\n", " ").split("not shown (")[1:2])
-        shown = {c: c in header for c in ("meas", "theory")}
-        assert "chi1 meas" in hidden or shown["meas"]  # (the folder's runs have a measured chi1)
-        if shown["meas"] != shown["theory"]:
-            split.append(width)
+    # (sorted by one of them, that one shows whatever the width: then its partner beside it)
+    for sort in ([], ["--sort", "chi1_measured"], ["--sort", "-chi1_theory"]):
+        for width in range(60, 161, 4 if sort else 2):
+            text = gradflow("ls", results / "q", *sort, columns=width)
+            header = " ".join(text.splitlines()[1:3])
+            hidden = " ".join(line for line in text.replace("\n", " ").split("not shown (")[1:2])
+            shown = {c: c in header for c in ("meas", "theory")}
+            assert "chi1 meas" in hidden or shown["meas"]  # (the folder's runs have a measured chi1)
+            if shown["meas"] != shown["theory"]:
+                split.append((sort, width))
     assert not split, split

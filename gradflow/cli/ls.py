@@ -120,10 +120,13 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     headline = RESULT_COLUMNS["final.train_loss"][1]  # (the loss and accuracy's)
     # --rate: the prediction its rates are read against shows beside them (it gave way to the other results)
     rated = "chi1_theory" if any(c.key.startswith("rate.") for c in columns) else None
+    sorted_by = df.attrs.get("sorted_by")
     for c in columns:  # shown whatever the width: the column sorted by; the fits the warning is about next
-        if c.key == df.attrs.get("sorted_by"):  # to the loss and accuracy (in a folder of studies, three chi1
+        if c.key == sorted_by:  # to the loss and accuracy (in a folder of studies, three chi1
             c.priority = min(c.priority, STUDY_PRIORITY)  # columns took the room its rows had for those)
         elif c.key == rated:  # (before the rates' fitted layers)
+            c.priority = min(c.priority, STUDY_PRIORITY + 0.5)
+        elif c.key in together and sorted_by in together:  # (sorted by chi1 meas: its theory beside it)
             c.priority = min(c.priority, STUDY_PRIORITY + 0.5)
         elif c.key in fits:
             c.priority = min(c.priority, headline)
@@ -132,7 +135,7 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
         # a theory without the fit it is about) reads as nothing to see, and without the warning, a measured chi1
         # beside no theory as a number with no reference; the column sorted by stays, whatever, and so does
         # the theory --rate's rates are read against (the warning is about their fits too)
-        apart = [c for c in columns if c.key in together and c.key not in (df.attrs.get("sorted_by"), rated)]
+        apart = [c for c in columns if c.key in together and c.key not in (sorted_by, rated)]
         shown, hidden = choose([c for c in columns if c not in apart], console.width)
         hidden += apart
     one_line_headers(shown, None if wide else console.width)
