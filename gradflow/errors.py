@@ -148,13 +148,30 @@ def by_words(word: str, choices, aliases: dict | None = None, most: int = 3) -> 
 def user_stacklevel() -> int:
     """The `warnings.warn` stacklevel, for the function that calls this, of the first frame outside gradflow and
     torch: the user's own line (a Recorder's warnings at discovery, made in a hook inside the model's first
-    forward pass, pointed at gradflow's recorder.py; one in a `with` block's start, at contextlib's)."""
+    forward pass, pointed at gradflow's recorder.py; one in a `with` block's start, at contextlib's). Where
+    there is none (a Recorder closed at the script's exit), the outermost frame's: past it, Python says `sys:1`."""
+    frame, level = _user_frame(sys._getframe(1))
+    return level if frame is not None else level - 1
+
+
+def user_file() -> str | None:
+    """The file of the user's code that called into gradflow (its first frame outside gradflow and torch: a
+    script, a test, a module run with -m), or None where that code is in no file (`python -c`, a notebook's
+    cell) or there is no such frame."""
+    frame, _ = _user_frame(sys._getframe(1))
+    name = frame.f_code.co_filename if frame is not None else ""
+    return name if name and os.path.isfile(name) else None
+
+
+def _user_frame(frame):
+    """(The first frame from `frame` outwards outside gradflow, torch and contextlib, its stacklevel counting
+    `frame` as 1), or (None, one past the outermost frame's) where there is none."""
     import contextlib
 
     roots = tuple(os.path.dirname(m.__file__) + os.sep for m in (sys.modules.get("gradflow"), sys.modules.get("torch"))
                   if m is not None and getattr(m, "__file__", None))
-    frame, level = sys._getframe(1), 1
+    level = 1
     while frame is not None and (frame.f_code.co_filename.startswith(roots)
                                  or frame.f_code.co_filename == contextlib.__file__):
         frame, level = frame.f_back, level + 1
-    return level
+    return frame, level

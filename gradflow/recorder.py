@@ -41,7 +41,7 @@ from torch.amp.grad_scaler import OptState
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from gradflow import store, summary, workers
-from gradflow.errors import GradflowError, given_path, shorten, user_stacklevel
+from gradflow.errors import GradflowError, given_path, shorten, user_file, user_stacklevel
 
 # names gradflow's tables and run.json use themselves: a Recorder's config key of the same name would be
 # overwritten or hidden in `gradflow.load` and `ls` (`seed` is shared on purpose: a seed axis; `device` too:
@@ -275,13 +275,14 @@ def _whole_step(step: object, call: str) -> int:
 
 
 def _code_commit() -> str | None:
-    """The commit of the user's code: that of the repository the script (`python train.py`) is in, None
-    where it is in none (not that of the folder it was started from); a notebook's or `python -c`'s, which
-    have no script file, that of the working folder's repository."""
-    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] not in ("", "-c") else None
-    if script is None or not script.is_file() or "ipykernel" in sys.modules:
+    """The commit of the user's code: that of the repository the file that made the Recorder is in (a
+    script, a test; wherever it was started from, and after an os.chdir), None where it is in none (not that
+    of the folder it was started from); a notebook's or `python -c`'s, which have no file, that of the
+    working folder's repository."""
+    script = user_file()
+    if script is None or "ipykernel" in sys.modules:
         return store.git_commit(Path.cwd())
-    return store.git_commit(script.resolve().parent)
+    return store.git_commit(Path(script).resolve().parent)
 
 
 class Recorder:

@@ -318,6 +318,19 @@ def test_run_json_names_the_commit_of_the_scripts_repository_not_the_working_fol
     head = subprocess.run([*git[:3], "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     assert _loop_script(inside, "").returncode == 0
     assert store.read_run(inside / "run")["git_commit"] == head
+    # started by a relative path, then moved to another folder before its Recorder (Hydra's job.chdir does so)
+    (inside / "moved.py").write_text(
+        "import os, sys, torch, gradflow\n"
+        "run = os.path.abspath(sys.argv[1])\n"
+        "os.chdir(os.path.dirname(os.path.dirname(os.getcwd())))\n"
+        "model = torch.nn.Sequential(torch.nn.Linear(4, 2))\n"
+        "with gradflow.Recorder(model, run, every=1) as rec:\n"
+        "    with rec.step(0):\n"
+        "        model(torch.randn(8, 4)).square().mean().backward()\n")
+    out = subprocess.run([sys.executable, "moved.py", "moved"], capture_output=True, text=True, timeout=300,
+                         cwd=inside)
+    assert out.returncode == 0, out.stderr
+    assert store.read_run(inside / "moved")["git_commit"] == head
 
 
 def test_ls_names_three_errors_and_counts_the_rest(cli, tmp_path):
@@ -866,6 +879,10 @@ def test_a_script_that_ends_without_close_has_its_run_closed_with_its_tables(tmp
     run = store.read_run(tmp_path / "run")
     assert run["status"] == "ok" and run["steps_done"] == 3
     assert set(store.load(tmp_path / "run").step) == {0, 1, 2} and len(gradflow.load(tmp_path / "run", "metrics")) == 3
+    # a warning of that close (a logged name no view shows) names a line of code, not Python's `sys:1`
+    (tmp_path / "w").mkdir()
+    out = _loop_script(tmp_path / "w", "    rec.log(step, val_score=1.0)\n")
+    assert out.returncode == 0 and "no view shows it" in out.stderr and "sys:1" not in out.stderr, out.stderr
 
 
 def _loop(tmp_path, misplaced: str) -> list[str]:

@@ -1094,7 +1094,8 @@ def load_fused(required: bool = True):
         if not _said_unfused:  # (once: the probes and the step ask again; a kernel broken in an edit said so)
             _said_unfused = True
             warnings.warn(f"the fused probe kernels failed to load (numba: {type(e).__name__}: {e}); the probes "
-                          "run batched and the SGD step is torch's, slower on the CPU", RuntimeWarning, stacklevel=2)
+                          "run batched (and `gradflow run` steps SGD with torch), slower on the CPU", RuntimeWarning,
+                          stacklevel=user_stacklevel())
         return None
     return fused
 
