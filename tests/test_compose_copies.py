@@ -33,6 +33,8 @@ CASES = [
     ["model.width=8", "data=gaussian"],  # (its order differs: the same structure)
     ["model=cnn", "model.channels=4", "data=gaussian"],
     ["init=meanfield", "init.sw2=1.7", "init.sb2=0.1"],
+    ["init.sw2=1.9", "init=meanfield"],  # (a group's choice comes before every value, whatever the order)
+    ["model.depth=9", "+experiment=depth-study"],
     ["optim=adam", "optim.betas=[0.8,0.9]", "optim.lr=1e-3"],
     ["+experiment=depth-study", "model.depth=9"],
     ["model=custom", "model.target=torch.nn:Linear", "+model.kwargs.in_features=4", "model.kwargs.in_features=5"],
@@ -59,8 +61,8 @@ def test_every_compose_is_hydras_whole_compose(fresh, warm):
     for overrides in CASES:
         assert _outcome(config_mod.hydra_compose, overrides) == _outcome(config_mod.compose_whole,
                                                                            overrides), overrides
-    # (the cases did reach the copying path: data=gaussian's structure served four of them)
-    assert ("data=gaussian",) in fresh and len(fresh) < len(CASES)
+    # (the cases did reach the copying path: data=gaussian's structure served four of them, init=meanfield's two)
+    assert ("data=gaussian",) in fresh and ("init=meanfield",) in fresh and len(fresh) < len(CASES)
 
 
 def test_a_copy_carries_neither_an_earlier_composes_values_nor_what_its_caller_changed(fresh):

@@ -84,10 +84,13 @@ def hydra_compose(overrides) -> DictConfig:
 def split_structure(parsed: list) -> tuple[tuple[str, ...] | None, list]:
     """(The lines of the overrides that are not plain values, the plain ones): a plain value whose key is
     one of the others', or inside or around it (~model.kwargs model.kwargs.a=1), goes with them, as the
-    order of the two then matters. (None, []) where an override sets a hydra key."""
+    order of the two then matters; not a group's choice, which Hydra applies before every value. (None, [])
+    where an override sets a hydra key."""
     if any(o.is_hydra_override() for o in parsed):
         return None, []
-    others = [f"{o.key_or_group}." for o in parsed if not sets_plain_value(o)]
+    # (a group's choice, init=meanfield, +experiment=x, goes into the defaults list, which Hydra composes before
+    # it applies any value, whatever their order: its keys' values stay plain, init.sw2=1.5 one structure's)
+    others = [f"{o.key_or_group}." for o in parsed if not sets_plain_value(o) and o.key_or_group not in GROUP_KEYS]
     values = [o for o in parsed if sets_plain_value(o) and not any(
         k.startswith(f"{o.key_or_group}.") or f"{o.key_or_group}.".startswith(k) for k in others)]
     return tuple(o.input_line for o in parsed if o not in values), values
