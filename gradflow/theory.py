@@ -736,8 +736,8 @@ def equivalent_sw2(init: Mapping[str, Any], activation: str) -> tuple[float, flo
         return (1.0 / 3.0, 0.0)
     if name in GAIN_INITS:
         return (_squared(_number(init, "init.gain", 1.0)), 0.0)
-    if name in ("kaiming_uniform", "kaiming_normal"):
-        return (_squared(get(activation).gain), 0.0)
+    if name in ("kaiming_uniform", "kaiming_normal"):  # (the activation's gain: none for one this gradflow lacks)
+        return (_squared(get(activation).gain), 0.0) if activation in ACTIVATIONS else None
     if name == "lecun_normal":
         return (1.0, 0.0)
     return None
@@ -773,10 +773,10 @@ SECOND_MOMENTS = {"normal": 1.0, "uniform01": 1.0 / 3.0}  # E[x_i^2] of one inpu
 
 def effective_sw2(config: Mapping[str, Any]) -> float | None:
     """The sigma_w^2 of the Gaussian init a run's init matches (equivalent_sw2), from its flattened config;
-    None where the theory does not know the scheme, or the run has no activation or one this gradflow does
-    not know (a run of an activation added on another branch)."""
+    None where the theory does not know the scheme, or the run has no activation (or, for kaiming's, one this
+    gradflow lacks: a run of an activation added on another branch)."""
     activation = config_value(config, "model.activation")
-    params = equivalent_sw2(config, activation) if activation in ACTIVATIONS else None
+    params = None if activation is None else equivalent_sw2(config, str(activation))
     return None if params is None else params[0]
 
 

@@ -1300,9 +1300,14 @@ def test_a_run_of_an_activation_this_gradflow_lacks_is_listed_without_a_predicti
         (relu / name).write_text((relu / name).read_text().replace("relu", "mish"))
     listed = runs_json(results / "ext").set_index("model.activation")
     assert sorted(listed.index) == ["mish", "tanh"]
-    assert listed.loc["tanh", "chi1_theory"] > 0  # (mish's, its branch's, as run.json holds it)
+    assert listed.loc["tanh", "chi1_theory"] > 0  # (mish's is its branch's, as its run.json holds it)
     assert "mish" in gradflow("ls", results / "ext")
     assert [r["activation"] for r in theory_rows(gradflow_load(results / "ext", table="runs"))] == ["tanh"]
+    # its init's sigma_w^2 stays known where the scheme needs no activation (the titles say it): kaiming's does
+    from gradflow.theory import effective_sw2
+
+    assert effective_sw2({"model.activation": "mish", "init.name": "xavier_normal"}) == 1.0
+    assert effective_sw2({"model.activation": "mish", "init.name": "kaiming_normal"}) is None
 
 
 def test_a_measured_chi1_shows_beside_its_theory_or_neither_does(tmp_path):
