@@ -29,9 +29,8 @@ def runs_view(path: Path | list[Path], where: list[str] | None = None, sort: str
     partial = partial_keys(df, swept_columns(df, swept))  # of the whole folder: --where keeps them no axis
     choices = [*swept, store.STATUS, *study_columns(df)]
     root = store.common_root(paths) if len(paths) > 1 else paths[0]
-    missing = not_run(root, dict(zip(df[store.RUN], df[store.STATUS])), [(where_key(df, k, swept, choices), v) for k, v in
-                                                 (c.split("=", 1) for c in where or [] if "=" in c)],
-                      paths if len(paths) > 1 else None)
+    conditions = [(where_key(df, k, swept, choices), v) for k, v in (c.split("=", 1) for c in where or [] if "=" in c)]
+    missing = not_run(root, dict(zip(df[store.RUN], df[store.STATUS])), conditions, paths if len(paths) > 1 else None)
     df = keep_where(df, where, swept, choices)
     df.attrs[NOT_RUN] = missing
     df.attrs[WHERE] = list(where or [])

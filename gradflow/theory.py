@@ -754,8 +754,9 @@ def predict(config: Mapping[str, Any]) -> MeanField | None:
 
     Applies to model.name == "mlp" with norm.name == "none" and model.skip == "none" (a missing key
     counts as its default, "none") and an activation of the registry (a results folder may hold a run of
-    one added on another branch: no prediction, not an error that takes `ls` down). None for normalization, residual connections and CNNs (their
-    downsampling and padding break the per-layer factor): no prediction rather than a wrong number.
+    one added on another branch: no prediction, not an error that takes `ls` down). None for
+    normalization, residual connections and CNNs (their downsampling and padding break the per-layer
+    factor): no prediction rather than a wrong number.
     """
     if config_value(config, "model.name") != "mlp":
         return None

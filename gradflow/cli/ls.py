@@ -21,7 +21,8 @@ from gradflow.columns import (FLAGGED, KEY_PRIORITY, LS_COLUMNS, RESULT_COLUMNS,
                               failure_notes, mark_flagged, replacement_failed, study_columns, swept_columns,
                               table_columns, transient_warning)
 from gradflow.query import NOT_RUN, PARTIAL, WHERE, runs_view
-from gradflow.summary import DECLARED, DEPTH_KEY, MODULE_DEPTH_NOTE, STUDY, UNREADABLE, module_depth_rows, not_run_note, run_folders
+from gradflow.summary import (DECLARED, DEPTH_KEY, MODULE_DEPTH_NOTE, STUDY, UNREADABLE, module_depth_rows,
+                              not_run_note, run_folders)
 
 SEP = 3  # characters between two columns of the SIMPLE_HEAD table
 
