@@ -833,3 +833,16 @@ def test_help_given_twice_is_the_help():
     out = subprocess.run([*cmd, "ls", "--help", "--help"], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "COLUMNS": "80"})
     assert out.returncode == 0 and "Usage:" in out.stdout and out.stderr == "", out.stderr
+
+
+def test_a_long_path_that_exists_stays_whole_in_a_message_also_as_a_keys_value(tmp_path):
+    # results=PATH of 101 characters was cut around an ellipsis (the folder the user must find), as a pasted
+    # value is; a path given bare already stayed whole
+    from gradflow.cli.console import _short_words
+
+    folder = tmp_path / ("d" * max(1, 110 - len(str(tmp_path))))
+    folder.mkdir()
+    for word in (str(folder), f"results={folder}"):
+        assert _short_words(f"name=x under {word} is inside it") == f"name=x under {word} is inside it"
+    gone = f"results={folder}-gone"
+    assert "…" in _short_words(f"name=x under {gone} is inside it")

@@ -106,10 +106,11 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
 
 def _short_words(message: str, limit: int = 100) -> str:
     """The message on one line, each over-long word (a pasted value) shortened around an ellipsis; the
-    path of an existing file stays whole, it is what the user must find."""
+    path of an existing file stays whole, it is what the user must find (also as a key's value:
+    results=PATH)."""
     def existing(word: str) -> bool:
         try:
-            return os.path.exists(word.strip("`'\",;:()"))
+            return any(os.path.exists(w.strip("`'\",;:()")) for w in (word, word.partition("=")[2]) if w)
         except (OSError, ValueError):
             return False
 
