@@ -91,7 +91,8 @@ CROSSING = [
     ("norm=none,batchnorm norm.eps=1e-3", "norm=batchnorm", "norm.eps", 1e-3, "norm=none",
      "norm.eps=0.001 does not apply to this run: norm=none has no normalization layer"),
     ("model.skip=none,residual model.alpha=0.5", "model.skip=residual", "model.alpha", "0.5", "model.skip=none",
-     "model.alpha=0.5 does not apply to this run: it scales residual branches (model.skip=residual)"),
+     "model.alpha=0.5 does not apply to this run: it scales residual branches (model.skip=residual); leave it out, "
+     "or set model.alpha=1.0 (its default) where a preset sets it"),
     ("optim.schedule=constant,step optim.milestones=[1] optim.gamma=0.5", "optim.schedule=step", "optim.gamma", 0.5,
      "optim.schedule=constant", "optim.gamma=0.5 does not apply to this run: optim.schedule=step reads it"),
 ]

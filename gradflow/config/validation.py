@@ -275,7 +275,8 @@ def _conditional(cfg) -> None:
         if why and key in flat and flat[key] != default:
             value = values[key]
             raise GradflowError(f"{key}={show_value(list(value) if isinstance(value, list) else value, key)} does not "
-                                f"apply to this run: {why}")
+                                f"apply to this run: {why}; leave it out, or set {key}={default} (its default) "
+                                "where a preset sets it")
 
 
 def _alpha(alpha: str) -> None:
