@@ -191,6 +191,12 @@ def _record(job_dir: Path, record: dict, result: TrainResult, error: Exception |
                   diverged_in=result.diverged_in,
                   fused_steps=probes.fused_steps,  # probed steps whose statistics the fused CPU kernels took
                   **summary.final_metrics(result.metrics, result.status))
+    if batchnorm and result.status == store.OK and not result.steps_done:  # (no flag: it had nothing to learn)
+        # a resnet20 probed at init read "final train loss 61.82", a forward pass exploding, where its
+        # train-mode pass, the one the probes read, had 3.7
+        record["notes"] = ["batch-norm statistics at their start: no update ran, so the train and test losses, "
+                           "taken in eval mode, read the running statistics' start (mean 0, variance 1), not the "
+                           "batches' own; the probes at step 0 read the train-mode pass"]
     if result.status == store.OK and result.steps_done:  # a run of 0 steps (init only) had nothing to learn
         final, first, flags, words = record["final"], summary.first_metrics(result.metrics), [], "final train loss"
         if batchnorm and result.steps_done < BN_SETTLED and (batch := summary.last_batch(result.metrics)):

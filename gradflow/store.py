@@ -697,7 +697,7 @@ def git_commit(folder: Path) -> str | None:
 # run.json's fields that readers index into, with their types: a field of another type (an edited file,
 # another program's) makes the run.json unreadable, so that one run is incomplete, not every listing broken
 _RUN_TYPES = {"status": str, "config": dict, "final": dict, "last_finite": dict, "summary": dict, "flags": list,
-              "files": list, "replacement": dict, "tied": list}
+              "files": list, "replacement": dict, "tied": list, "notes": list}
 _NUMBERS = ("final", "last_finite", "summary")  # run.json's sections of numbers (nan written as null)
 
 

@@ -946,3 +946,8 @@ def test_a_short_batch_norm_run_is_judged_on_its_batches_and_says_why(cli, tmp_p
                                            "still weigh 0.59 of their start"), unsettled
             assert not any(f.startswith("loss grew") for f in flags) and all(
                 "last train-mode batch loss" in f for f in flags if f.startswith("learned nothing")), flags
+    # probed at init alone (train.steps=0): its eval-mode losses read the statistics' start, said without a flag
+    out = cli("run", *small, "norm=batchnorm", "train.steps=0", "name=bn-init")
+    record = json.loads(next((tmp_path / "bn-init").glob("*/run.json")).read_text())
+    assert not record.get("flags") and record["notes"][0].startswith("batch-norm statistics at their start")
+    assert "note: batch-norm statistics at their start: no update ran" in " ".join(out.output.split())

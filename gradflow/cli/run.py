@@ -385,7 +385,7 @@ def show_status(record: dict, threads: int | None = None) -> None:
         n = record.get('steps_done', 0)
         done = f"after {n} step{'s' * (n != 1)}"
     console.print(f"[bold {colour}]{status}[/] {done} in {record.get('wall_time', 0):.1f} s on {on}", highlight=False)
-    for flag in flag_notes(record.get("flags") or []):
+    for flag in flag_notes(record.get("flags") or []) + list(record.get("notes") or []):
         print_note(formulas_whole(f"note: {flag}"), style="yellow")  # (at spaces; "ln 10 = 2.303" whole)
     if clipped := clip_note(record):
         print_note(clipped)
