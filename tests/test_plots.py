@@ -2361,3 +2361,14 @@ def test_lines_of_different_seed_counts_say_the_range_in_the_legend():
     assert "min-max over seeds\n(line: median of 2-4)" in legend_texts(figures.profile(layers, step=0))
     assert "min-max over seeds\n(line: median of 2)" in legend_texts(figures.profile(layers[layers["model.depth"] == 2],
                                                                                        step=0))
+
+
+def test_a_panel_whose_every_value_is_zero_on_a_log_axis_says_so_not_nan():
+    # a ReLU net whose hidden weight gradients are all exactly 0 at the end: the panel read "no finite values
+    # to draw (all NaN/inf)" beside the legend's "<= 0, off the log axis"
+    layers = fabricate([config(5, "relu", 0)])[0]
+    layers.loc[layers["quantity"] == "grad_norm", "value"] = 0.0
+    fig = figures.profile(layers, "grad_norm", step="last")
+    notes = [t.get_text() for t in fig.axes[0].texts if t.get_gid() == "note"]
+    assert notes == ["every value <= 0, off the log axis\n(see the marks at the bottom edge)"], notes
+    assert lines_with(fig, "offscale")

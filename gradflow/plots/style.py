@@ -659,10 +659,14 @@ def extra_handles(series: Iterable[Series], log: bool, theory: bool = False) -> 
 
 
 def note_if_empty(ax, series: Sequence[Series]) -> None:
-    """Say so in the panel when nothing finite could be drawn (only edge marks), or nothing was there to
-    draw (a Recorder's loop that logs no train_acc: its panel said "all NaN/inf", with no mark)."""
+    """Say so in the panel when nothing finite could be drawn (only edge marks: NaN/inf, or values <= 0 on a
+    log axis, a ReLU net whose hidden gradients are all exactly 0, which said "all NaN/inf"), or nothing was
+    there to draw (a Recorder's loop that logs no train_acc: its panel said "all NaN/inf", with no mark)."""
     if not any(np.isfinite(s.med).any() for s in series):
-        text = "no finite values to draw\n(all NaN/inf: see the marks)" if series else "not logged by these runs"
+        low = any(s.offscale.any() for s in series) and not any(s.nonfinite.any() for s in series)
+        text = ("not logged by these runs" if not series else
+                "every value <= 0, off the log axis\n(see the marks at the bottom edge)" if low else
+                "no finite values to draw\n(all NaN/inf: see the marks)")
         ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize="small", color="0.4",
                 gid="note")
 
