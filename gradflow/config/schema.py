@@ -208,7 +208,7 @@ class InitConfig:
 @dataclass
 class NormConfig:
     name: str = "none"  # none | batchnorm | layernorm, placed between the weight layer and the activation
-    eps: float = NORM_EPS  # 1e-5, added to the variance inside the normalization (norm=batchnorm|layernorm, model=resnet's batchnorm, a transformer's norms)
+    eps: float = NORM_EPS  # added to the variance inside the normalization (norm=batchnorm|layernorm, model=resnet's batchnorm, a transformer's norms)
 
 
 @dataclass
