@@ -564,6 +564,10 @@ def test_a_run_that_learned_nothing_is_ok_but_flagged(cli, results, monkeypatch)
     assert out.exit_code == 0 and "learned nothing" not in out.output, out.output
     rec = json.loads((results / "z0" / job_name([*TINY, "init.gain=0", "train.steps=0"]) / "run.json").read_text())
     assert rec["status"] == "ok" and rec["steps_done"] == 0 and not rec.get("flags")
+    # probed at init alone, its ratio lines give the one value (they read "init 1.124, end 1.124")
+    out = cli("run", *TINY, "train.steps=0", f"results={results}", "name=s0")
+    lines = [line for line in out.output.splitlines() if "first/last:" in line]
+    assert len(lines) == 2 and all("init" in line and "end" not in line for line in lines), out.output
 
 
 def test_a_notes_formulas_stay_whole_at_any_width():

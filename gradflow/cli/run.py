@@ -468,7 +468,8 @@ def show_layers(layers: pd.DataFrame, record: dict) -> None:
         rows = own if q == "grad_norm" else layers
         ratios = grad_ratio(rows, 0, q), grad_ratio(rows, last, q)
         if not all(math.isnan(r) for r in ratios):  # (a recurrent net's time steps have no weights)
-            print_note(f"{what} {SYMBOLS[q]} first/last: init{NBSP}{fmt(ratios[0])}, end{NBSP}{fmt(ratios[1])}")
+            end = f", end{NBSP}{fmt(ratios[1])}" if last else ""  # (probed at init alone: one value)
+            print_note(f"{what} {SYMBOLS[q]} first/last: init{NBSP}{fmt(ratios[0])}{end}")
 
 
 def _name_room(heads: list[str], cells: list[list[str]]) -> tuple[int, list[int | None] | None]:
