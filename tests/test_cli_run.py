@@ -955,3 +955,19 @@ def test_a_short_batch_norm_run_is_judged_on_its_batches_and_says_why(cli, tmp_p
     record = json.loads(next((tmp_path / "bn-init").glob("*/run.json")).read_text())
     assert not record.get("flags") and record["notes"][0].startswith("batch-norm statistics at their start")
     assert "note: batch-norm statistics at their start: no update ran" in " ".join(out.output.split())
+
+
+def test_the_chance_level_of_a_binary_classifier_and_of_a_long_copy_task():
+    # a binary classifier's is ln 2 (a bound of "more than two classes" lost its "learned nothing" flag); the copy
+    # task's is the memoryless baseline of its own delay and copy length (swapped, T=50 read 0.945 for 0.297)
+    from types import SimpleNamespace
+
+    from gradflow.datasets import copy_task_baseline
+    from gradflow.job import chance_level
+
+    binary = chance_level(SimpleNamespace(task="classification", n_classes=2), {})
+    assert binary.loss == pytest.approx(math.log(2)) and binary.classes == 2
+    copy = chance_level(SimpleNamespace(task="per_step", n_classes=10),
+                        {"data.name": "copy", "data.n_symbols": 8, "data.T": 50, "data.copy_len": 10})
+    assert copy.loss == pytest.approx(copy_task_baseline(50, 8, 10)) and copy.classes == 8
+    assert copy_task_baseline(50, 8, 10) == pytest.approx(10 * math.log(8) / 70)

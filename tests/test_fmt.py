@@ -17,6 +17,7 @@ from gradflow.fmt import fmt
     # a value that rounds to the edge reads as its rounding does: -0.001 beside -0.009, not -1e-03
     (-0.00099996, "-0.001"), (0.0009994, "9.994e-04"),
     (6.02e-13, "6.02e-13"), (1.2e-5, "1.2e-05"), (-4e-7, "-4e-07"), (1.5e7, "1.5e+07"), (123456.0, "1.235e+05"),
+    (99999.0, "99999"), (100000.0, "1e+05"),  # (whole numbers up to LARGE, exclusive)
     ("tanh", "tanh"), ([1, 2], "[1, 2]"),
 ])
 def test_fmt(x, text):

@@ -2372,3 +2372,13 @@ def test_a_panel_whose_every_value_is_zero_on_a_log_axis_says_so_not_nan():
     notes = [t.get_text() for t in fig.axes[0].texts if t.get_gid() == "note"]
     assert notes == ["every value <= 0, off the log axis\n(see the marks at the bottom edge)"], notes
     assert lines_with(fig, "offscale")
+
+
+def test_the_marker_goes_to_the_key_after_which_the_other_keys_fit_the_panels():
+    # keys of 2, 4 and 3 values beyond colour and line style, 9 panels at most: the 2-valued one (the fewest
+    # values) took the marker, leaving 4 x 3 = 12 combinations, too many for panels, so those lines were drawn
+    # alike; the 3-valued one leaves 2 x 4 = 8, which fit
+    from gradflow.plots.style import marker_key
+
+    df = pd.DataFrame([{"k1": a, "k2": b, "k3": c} for a in range(2) for b in range(4) for c in range(3)])
+    assert marker_key(df, None, ["k1", "k2", "k3"], 9) == "k3"

@@ -20,6 +20,7 @@ FLAVOURS = {
     "heavy ball": dict(momentum=0.9),
     "heavy ball, decay, dampening": dict(momentum=0.5, dampening=0.3, weight_decay=1e-2),
     "nesterov, decay, maximize": dict(momentum=0.9, nesterov=True, weight_decay=5e-4, maximize=True),
+    "nesterov": dict(momentum=0.9, nesterov=True),  # (alone: the kernel's nesterov and maximize swapped passed)
     "no momentum, decay": dict(momentum=0.0, weight_decay=1e-3),
     # (each of the kernel's loops: heavy ball, heavy ball with decay, plain, and any other flavour's)
     "plain": dict(momentum=0.0),
@@ -129,6 +130,7 @@ def test_other_optimizers_and_tensors_keep_their_own_step(kernels):
     assert sgdstep.SGDStep.of(torch.optim.Adam([p]), [p], kernels) is None
     assert sgdstep.SGDStep.of(torch.optim.SGD([p], lr=torch.tensor(0.1)), [p], kernels) is None
     assert sgdstep.SGDStep.of(torch.optim.SGD([p], lr=0.1, foreach=True), [p], kernels) is None
+    assert sgdstep.SGDStep.of(torch.optim.SGD([p], lr=0.1, fused=True), [p], kernels) is None
     q = torch.randn(10, dtype=torch.float64).requires_grad_()
     assert sgdstep.SGDStep.of(torch.optim.SGD([p, q], lr=0.1), [p, q], kernels) is None  # two dtypes
     t = torch.randn(4, 5).t().requires_grad_()
