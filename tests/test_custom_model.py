@@ -416,6 +416,19 @@ def test_discovery_looks_again_in_train_mode_only_where_a_layer_did_not_run_and_
         said = [str(w.message) for w in seen if "looks at the model" in str(w.message)]
         assert said == [] if not aux else len(said) == 1 and said[0].startswith("aux.0, aux.2 ran in none"), said
 
+    class Cross(nn.Module):  # keys and values of their own width: three projections, in forward order
+        def __init__(self):
+            super().__init__()
+            self.q, self.kv, self.head = nn.Linear(8, 8), nn.Linear(8, 4), nn.Linear(8, 3)
+            self.att = nn.MultiheadAttention(8, 2, kdim=4, vdim=4, batch_first=True)
+
+        def forward(self, x):
+            h, c = self.q(x), self.kv(x)
+            return self.head(self.att(h, c, c)[0]).mean(1)
+
+    names = [p.name for p in discover(Cross(), torch.randn(2, 5, 8))]
+    assert names == ["q", "kv", "att.q_proj", "att.k_proj", "att.v_proj", "att.out_proj", "head"], names
+
 
 def test_a_tied_weight_is_left_out_of_the_runs_ratios_as_its_warning_says(cli, user_models, tmp_path):
     """gradflow run of a model whose output layer uses its input layer's weight: the warning said the tied
