@@ -273,8 +273,9 @@ def not_swept_together(df: pd.DataFrame, keys: Sequence[str], along: str | None 
     """Whether a figure draws `df`'s runs one legended line each: runs no config key tells apart
     (`repeated_runs`, in any source), or one source's runs that are no grid of `keys` (a folder of unrelated
     runs: `is_grid`). Several sources are otherwise each their own line style, their runs matched by key."""
-    multi_source = "source" in df.columns and n_distinct(df["source"]) > 1
-    return repeated_runs(df) or not multi_source and not is_grid(df, keys, along)
+    if "source" in df.columns and n_distinct(df["source"]) > 1:
+        return repeated_runs(df)
+    return not is_grid(df, keys, along)  # (is_grid asks repeated_runs first)
 
 
 def distinct_keys(df: pd.DataFrame, keys: Sequence[str], along: str | None = None) -> list[str]:
