@@ -198,19 +198,23 @@ def _record(job_dir: Path, record: dict, result: TrainResult, error: Exception |
                            "taken in eval mode, read the running statistics' start (mean 0, variance 1), not the "
                            "batches' own; the probes at step 0 read the train-mode pass"]
     if result.status == store.OK and result.steps_done:  # a run of 0 steps (init only) had nothing to learn
-        final, first, flags, words = record["final"], summary.first_metrics(result.metrics), [], "final train loss"
-        if batchnorm and result.steps_done < BN_SETTLED and (batch := summary.last_batch(result.metrics)):
+        final, first, flags = record["final"], summary.first_metrics(result.metrics), []
+        words = "final train loss", "at the first evaluation"
+        if batchnorm and result.steps_done < BN_SETTLED and (batch := summary.batch_window(result.metrics)):
             # the evaluations run in eval mode, on the running statistics, which a short run has barely moved from
             # their start: a 10-step resnet20 read a train loss of 31.9 beside a batch loss of 2.59, and a 5-step
-            # plain20 "loss grew" from 3.06 to 11.4. Judged on the train-mode batches' loss instead, and said
+            # plain20 "loss grew" from 3.06 to 11.4. Judged on the train-mode batches' loss instead, and said: the
+            # loss grew where the last window's is GREW times the first's (step 1's batch at init among them, the
+            # same mode; a run of one window has nothing to compare it with)
             flags.append(f"batch-norm statistics unsettled: after {result.steps_done} update"
                          f"{'s' * (result.steps_done != 1)} the running statistics still weigh "
                          f"{(1 - BN_MOMENTUM) ** result.steps_done:.2g} of their start (mean 0, variance 1), so the "
                          f"train and test losses, taken in eval mode, read them (the last train-mode batch loss: "
                          f"{batch['train_loss']:.4g})")
-            final, first, words = batch, {}, "last train-mode batch loss"
+            final, first = batch, summary.batch_window(result.metrics, min)
+            words = "last train-mode batch loss", "in the first evaluation window"
         record["flags"] = flags + summary.learned_nothing(layers, final, chance_level(data, flat), first,
-                                                          steps=result.steps_done, loss_words=words)
+                                                          result.steps_done, *words)
     record["wall_time"] = round(time.perf_counter() - start, 4)
     store.finish(job_dir, record)
 

@@ -660,14 +660,16 @@ def final_metrics(metrics: list[tuple[int, str, str, float]], status: str) -> di
 
 
 def learned_nothing(layers: pd.DataFrame, final: dict, chance: Chance | None, first: dict | None = None,
-                    steps: int | None = None, loss_words: str = "final train loss") -> list[str]:
+                    steps: int | None = None, loss_words: str = "final train loss",
+                    first_words: str = "at the first evaluation") -> list[str]:
     """Why a run that finished cleanly is still no success (run.json `flags`; `run` and `ls` show them):
     every hidden layer's weight gradient exactly 0 at the end (e.g. all ReLUs dead); a final train loss at
     or above `chance` (`job.chance_level`'s; None: no chance level), with a train accuracy below CHANCE_ACC /
     its classes; or a final train loss GREW times the first evaluation's (`first`, that evaluation's
     metrics: an exploding regression net, 1.5 at step 0 and 4e20 at the end, stays finite). `steps`:
     how many it trained, said beside the loss (a 5-step try-out reads "learned nothing" too); `loss_words`: what
-    `final`'s train_loss is (a short batch-norm run's is its last train-mode batch loss: job's BN_SETTLED)."""
+    `final`'s train_loss is (a short batch-norm run's is its last train-mode batch loss: job's BN_SETTLED), and
+    `first_words` where `first`'s is from."""
     flags = []
     if not layers.empty:
         end = store.profile(layers, "grad_norm", store.last_step(layers))
@@ -682,16 +684,16 @@ def learned_nothing(layers: pd.DataFrame, final: dict, chance: Chance | None, fi
         flags.append(f"learned nothing: {loss_words} {loss:.4g}{after}, {chance.words}")
     start = (first or {}).get("train_loss", math.nan)
     if math.isfinite(loss) and math.isfinite(start) and start > 0 and loss > GREW * start:
-        flags.append(f"loss grew: final train loss {loss:.4g}, {start:.4g} at the first evaluation")
+        flags.append(f"loss grew: {loss_words} {loss:.4g}, {start:.4g} {first_words}")
     return flags
 
 
-def last_batch(metrics: list[tuple[int, str, str, float]]) -> dict:
-    """The last evaluation window's train-mode batch loss and accuracy, as {"train_loss": ..., "train_acc": ...}
-    ({} where the run logged none)."""
+def batch_window(metrics: list[tuple[int, str, str, float]], pick=max) -> dict:
+    """The last (pick=min: the first) evaluation window's train-mode batch loss and accuracy, as
+    {"train_loss": ..., "train_acc": ...} ({} where the run logged none)."""
     steps = [step for step, split, _, _ in metrics if split == "batch"]
     return {f"train_{metric}": value for step, split, metric, value in metrics
-            if split == "batch" and step == max(steps) and metric in ("loss", "acc")} if steps else {}
+            if split == "batch" and step == pick(steps) and metric in ("loss", "acc")} if steps else {}
 
 
 def first_metrics(metrics: list[tuple[int, str, str, float]]) -> dict:

@@ -19,6 +19,7 @@ import yaml
 
 import gradflow
 from gradflow import store
+from gradflow.fmt import fmt
 from gradflow.overrides import job_name
 from gradflow.probes.core import schedule
 from tests.commands import piped, terminal_width
@@ -252,7 +253,15 @@ def test_diverging_run_is_recorded_and_keeps_earlier_rows(cli, results):
     listed = cli("ls", results / "boom").output
     assert "steps done   diverged at" in listed and re.search(rf"diverged +{rec['diverged_step']} +"
                                                                  rf"{rec['diverged_step']} ", listed), listed
-    assert json.loads(cli("ls", results / "boom", "--json").output)[0]["diverged_step"] == rec["diverged_step"]
+    listed = json.loads(cli("ls", results / "boom", "--json").output)[0]
+    assert listed["diverged_step"] == rec["diverged_step"]
+    # ls's end ratio is the run's own: at that last probed step before the divergence (the diverged step's
+    # weight gradients are nan, which a ratio at it would read)
+    at = layers[(layers["step"] == before) & (layers["quantity"] == "grad_norm")].sort_values("layer")["value"]
+    assert np.isfinite(listed["grad_ratio.final"]) and listed["grad_ratio.final"] == pytest.approx(
+        at.iloc[0] / at.iloc[-1]), listed
+    assert re.search(rf"ratio ‖∂L/∂W‖ first/last: init\s\S+, end\s{re.escape(fmt(listed['grad_ratio.final']))}\n",
+                     out.output), out.output
 
 
 def test_a_run_that_diverges_at_its_first_step_still_lists_its_layers(cli, results):
@@ -950,6 +959,21 @@ def test_a_short_batch_norm_run_is_judged_on_its_batches_and_says_why(cli, tmp_p
                                            "still weigh 0.59 of their start"), unsettled
             assert not any(f.startswith("loss grew") for f in flags) and all(
                 "last train-mode batch loss" in f for f in flags if f.startswith("learned nothing")), flags
+    # an exploding one (lr=20) still says its loss grew: its last train-mode window against its first (step 1's
+    # batch, at init), the same mode; none with a single window to compare (it was never said at all)
+    for every in (1, 5):
+        out = cli("run", *small, "norm=batchnorm", "train.steps=5", f"train.eval_every={every}", "optim.lr=20",
+                  "data.task=regression", f"name=blow-{every}")
+        job = next((tmp_path / f"blow-{every}").glob("*/run.json")).parent
+        flags = json.loads((job / "run.json").read_text())["flags"]
+        grew = [f for f in flags if f.startswith("loss grew")]
+        if every == 5:
+            assert not grew, flags
+            continue
+        batch = pd.read_parquet(job / "metrics.parquet").query("split == 'batch' and metric == 'loss'")
+        first, last = batch.sort_values("step")["value"].iloc[[0, -1]]
+        assert last > 1e6 * first and grew == [f"loss grew: last train-mode batch loss {last:.4g}, {first:.4g} in "
+                                               f"the first evaluation window"], flags
     # probed at init alone (train.steps=0): its eval-mode losses read the statistics' start, said without a flag
     out = cli("run", *small, "norm=batchnorm", "train.steps=0", "name=bn-init")
     record = json.loads(next((tmp_path / "bn-init").glob("*/run.json")).read_text())
