@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import gradflow
-from gradflow import theory
+from gradflow import store, theory
 from tests.commands import piped
 
 WIDE = ["data=gaussian", "data.dim=64", "data.n_train=256", "model.depth=60", "model.width=500", "train.steps=0",
@@ -123,6 +123,25 @@ def test_the_transient_warning_counts_the_runs_and_names_the_worst():
     assert transient_warning(runs.iloc[1:]).startswith("warning: 1 run's chi1 fit starts in the length map's "
                                                        "transient (mean-field theory puts the fit up to 5.0% off")
     assert transient_warning(runs.iloc[2:]) == "" and transient_warning(pd.DataFrame({"x": [1]})) == ""
+
+
+def test_the_transient_warning_advises_the_fixed_point_unless_every_run_off_has_q_star_0():
+    import pandas as pd
+
+    from gradflow.columns import limit_only, transient_warning
+    from gradflow.config import compose
+
+    runs = []
+    # tanh under Xavier (q* = 0: no input scale starts there) and gelu at sw2 = 2 (q* > 0: data.scale=qstar does)
+    for overrides in (["model.activation=tanh", "init=xavier_normal"],
+                      ["model.activation=gelu", "init=meanfield", "init.sw2=2", "init.sb2=0.05"]):
+        flat = store.flatten(compose(["data=gaussian", *overrides]))
+        runs.append({**flat, "chi1_theory": theory.predict(flat).chi1, "chi1_transient": 0.2})
+    runs = pd.DataFrame(runs)
+    assert [limit_only(r) for _, r in runs.iterrows()] == [True, False]
+    assert transient_warning(runs.iloc[:1]).endswith("; fit deeper layers (q* = 0: no input starts there)")
+    fix = "; start at the fixed point with data.scale=qstar or fit deeper layers"
+    assert transient_warning(runs.iloc[1:]).endswith(fix) and transient_warning(runs).endswith(fix)
 
 
 NARROW_IN = ["data=gaussian", "data.dim=16", "data.n_train=256", "model.depth=30", "model.width=256", "train.steps=0",
