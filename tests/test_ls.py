@@ -826,6 +826,10 @@ def test_a_sweep_cut_short_keeps_its_swept_keys_and_says_what_is_not_run(swept, 
     flat = " ".join(gradflow("ls", str(tmp_path)).split())
     assert "not run yet: cut 4 of 6 runs, cut2 4 of 6 runs; `gradflow ls SWEEP` gives the command" in flat
     assert flat.endswith("not run: 8"), flat
+    # a sweep named twice, by itself and by the folder above it: its runs and its runs not run count once
+    for paths in ((tmp_path, cut), (cut, tmp_path)):
+        flat = " ".join(gradflow("ls", *map(str, paths)).split())
+        assert flat.endswith("ok: 4 diverged: 0 failed: 0 not run: 8") and flat.count("4 of 6 runs") == 2, flat
     # --where study=NAME: the runs (and the runs not yet run) of that folder, as its column names it
     text = gradflow("ls", str(tmp_path), "--where", "study=cut2")
     assert [row[:2] for row in table_rows(text)] == [["5", "orthogonal"], ["5", "xavier_normal"]], text
