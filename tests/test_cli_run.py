@@ -822,6 +822,50 @@ def test_a_narrow_layer_table_cuts_names_never_numbers():
     assert any("…" in ln for ln in table) and "transformer.h.0.mlp.c_proj" in cap.get()  # (names are cut)
 
 
+def _layer_table(names: list[str], values: list[float], columns: int) -> tuple[list[str], list[list[str]]]:
+    """show_layers' table of `names` at `columns`, every cell of a row one of `values`: its lines, and the
+    name and number cells of its rows."""
+    from gradflow.cli.console import console
+    from gradflow.cli.run import show_layers
+
+    rows = [(layer, name, q, s, v) for (q, s), v in zip([(q, s) for q in ("grad_norm", "signal_norm")
+                                                         for s in (0, 5)], values) for layer, name in enumerate(names)]
+    layers = pd.DataFrame(rows, columns=[store.LAYER, store.NAME, store.QUANTITY, store.STEP, store.VALUE])
+    with terminal_width(columns), console.capture() as cap:
+        show_layers(layers, {})
+    table = [ln for ln in cap.get().splitlines() if ln[:1] in "┏┃┡│└"]
+    assert table and max(map(len, table)) <= columns, cap.get()
+    return table, [[c.strip() for c in ln.split("│")[2:7]] for ln in table if ln.startswith("│")]
+
+
+@pytest.mark.parametrize("columns", [60, 70, 80])
+def test_a_name_whose_last_part_is_too_long_keeps_its_block_number(columns):
+    """A user's blocks named encoder.transformer_layers.N.self_attention_query_key_value: each cut kept the
+    start, "encoder.transformer_layers.0…e", 30 cells where 28 were left, so rich cut two headers to
+    "‖∂L/∂…" and the numbers to "0.092…". Each name now keeps its block's number and its end, reads as
+    its own layer alone, and every number and header is whole."""
+    blocks = 8 if columns == 60 else 12  # (at 60, blocks 0 and 10 need more of their names than fits)
+    names = ["input_embedding_projection", *(f"encoder.transformer_layers.{b}.self_attention_query_key_value"
+                                             for b in range(blocks)), "classification_head"]
+    table, rows = _layer_table(names, [0.114, 0.09215, 0.3573, 0.3489], columns)
+    assert sum("‖∂L/∂W‖" in ln for ln in table) == 1 and "…" not in "".join(table[:3]), table
+    assert [row[1:] for row in rows] == [["0.114", "0.09215", "0.3573", "0.3489"]] * len(names), table
+    for layer, (name, *_) in enumerate(rows):
+        pattern = re.compile(".*".join(map(re.escape, name.split("…"))))
+        assert [n for n in names if pattern.fullmatch(n)] == [names[layer]], (name, table)
+    if columns == 80:
+        assert rows[1][0] == "…layers.0…on_query_key_value" and rows[11][0] == "…layers.10…n_query_key_value"
+
+
+def test_a_narrow_layer_table_gives_fewer_digits_rather_than_cut_numbers():
+    # at 60 columns a vanishing net's 6.446e-09 read "6.446e-…", its exponent, the point of the table, lost
+    names = ["input_embedding_projection", *(f"encoder_stack.{b}.0" for b in range(8)), "classification_head"]
+    values = [5.51e-08, 6.446e-09, 8.641e-08, 0.002321]
+    for columns, digits in ((80, 4), (60, 2)):
+        _, rows = _layer_table(names, values, columns)
+        assert [row[1:] for row in rows] == [[fmt(v, digits) for v in values]] * len(names), (columns, rows)
+
+
 def test_a_cut_name_that_would_read_as_another_keeps_more_of_its_start():
     from gradflow.cli.run import _cut_names
 

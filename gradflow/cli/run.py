@@ -444,14 +444,18 @@ def show_layers(layers: pd.DataFrame, record: dict) -> None:
     print_note(title)  # (a rich title is padded to the table's width)
     cols = [(q, s) for q in quantities for s in dict.fromkeys([0, last])]
     heads = ["layer", "name", *(f"{SYMBOLS[q]} @{s}" for q, s in cols)]
-    cells = [[str(layer), str(names[layer]), *(fmt(wide.loc[layer].get((q, s)),
-                                                   missing="nan" if (layer, q, s) in measured else "-")
-                                               for q, s in cols)] for layer in shown]
-    room, widths = _name_room(heads, cells)
+    for digits in (4, 3, 2):  # significant digits: fewer only where a narrow terminal has no room for them
+        cells = [[str(layer), str(names[layer]), *(fmt(wide.loc[layer].get((q, s)), digits,
+                                                       missing="nan" if (layer, q, s) in measured else "-")
+                                                   for q, s in cols)] for layer in shown]
+        room, widths = _name_room(heads, cells)
+        cut = _cut_names([c[1] for c in cells], max(room, NAME_ROOM))
+        if max(map(cell_len, cut)) <= room:  # (else rich narrows the number columns, and cuts their cells)
+            break
     table = Table()
     for i, h in enumerate(heads):
         table.add_column(h, justify="left" if i == 1 else "right", no_wrap=i == 1, width=widths and widths[i])
-    for c, name in zip(cells, _cut_names([c[1] for c in cells], room)):
+    for c, name in zip(cells, cut):
         table.add_row(c[0], name, *c[2:])
     console.print(table)
     at_init = [{q for lay, q, s in measured if lay == layer and s == 0} for layer in shown]
@@ -489,8 +493,11 @@ def _name_room(heads: list[str], cells: list[list[str]]) -> tuple[int, list[int 
         return room, None
     # the headers wrap at their spaces before a name is cut
     word = lambda h: max(map(cell_len, h.split()))  # noqa: E731
-    room = max(console.width - others(word) - 4, room, 6)
+    room = max(console.width - others(word) - 4, room)
     return room, [None if i == 1 else widest(i, word) for i in range(len(heads))]
+
+
+NAME_ROOM = 6  # the fewest cells a layer name is cut to, however narrow the terminal
 
 
 SYMBOLS = {q: QUANTITIES[q].symbol for q in ("grad_norm", "signal_norm")}  # the per-layer table's quantities
@@ -611,7 +618,28 @@ def _middle_cut(name: str, width: int) -> str:
         if cell_len(shown(kept | {i})) <= width:
             kept.add(i)
     text = shown(kept)
-    return text if cell_len(text) <= width else "…" + name[len(name) - width + 1:]
+    return text if cell_len(text) <= width else next(_numbered_cuts(parts, width), "…" + name[len(name) - width + 1:])
+
+
+def _numbered_cuts(parts: list[str], width: int, dot: bool = False, lead: int = 6, tail: int = 8):
+    """The cuts, best first, of a name whose last part alone is wider than `width`, in `width` cells: its
+    last numbered part (the block's index) after up to `lead` cells of what comes before it, then the end
+    of its last part, at least `tail` cells of it where they fit, else 4 ("encoder.layers.0.self_attention_qkv"
+    -> "…layers.0…attention_qkv"); none where there is no numbered part. The cells before the number keep
+    block 0 from reading as block 10 ("…0…" would be either), and `dot`, the dot after it, block 1
+    ("…layers.1.…attention_qkv")."""
+    last = len(parts) - 1
+    d = next((i for i in reversed(range(last)) if any(c.isdigit() for c in parts[i])), None)
+    if d is None:
+        return
+    before = ".".join(parts[:d])
+    for least, leads in ((tail, range(min(lead, len(before)), 0, -1)), (4, range(min(lead, len(before)) + 1))):
+        for keep in leads:
+            head = ("…" if keep < len(before) else "") + before[len(before) - keep:] + "." * (keep > 0) + \
+                   parts[d] + "." * dot + "…"
+            room = width - cell_len(head)
+            if room >= min(least, len(parts[last])):
+                yield head + parts[last][len(parts[last]) - room:]
 
 
 def _cut_names(names: list[str], width: int) -> list[str]:
@@ -625,6 +653,9 @@ def _cut_names(names: list[str], width: int) -> list[str]:
 
     def cuts(name: str, width: int):
         yield _middle_cut(name, width)
+        if cell_len(name.rsplit(".", 1)[-1]) >= width:  # (its last part alone too wide: _middle_cut's last way)
+            yield from _numbered_cuts(name.split("."), width)
+            yield from _numbered_cuts(name.split("."), width, dot=True)
         last = len(name.rsplit(".", 1)[-1])
         for end in [*range(last, width - 1), *range(min(last, width - 1) - 1, 0, -1)]:
             yield name[:width - 1 - end] + "…" + name[len(name) - end:]
