@@ -781,6 +781,20 @@ def test_heatmap_is_layer_by_step_on_a_log_colour_scale(single, sweep):
     assert "no value (none at that point, e.g. no weight; or not probed)" in texts and "not logged" not in texts
 
 
+def test_heatmap_of_an_activation_statistic_calls_no_layer_the_head(single):
+    # its last row is the last hidden layer (the head has no activation): the axis read "9 = output head";
+    # and all 0, its colour bar ran from -0.1 to 0.1, negative shares of dead units
+    layers, _, _ = single
+    head = layers.layer.max()
+    acts = layers[(layers.quantity == "act_dead") & (layers.layer < head)].assign(value=0.0)
+    ax = figures.heatmap(acts, quantity="act_dead").axes[0]
+    label = " ".join(ax.get_ylabel().split())
+    assert "the output head has none" in label and "= output head" not in label, label
+    (mesh,) = [c for c in ax.collections if c.get_gid() == "heatmap"]
+    assert (mesh.norm.vmin, mesh.norm.vmax) == (0.0, 1.0)
+    assert f"{head} = output head" in " ".join(figures.heatmap(layers).axes[0].get_ylabel().split())
+
+
 def test_heatmap_of_few_probed_steps_has_a_cell_at_each_and_no_negative_step():
     # a Recorder's 20 steps probed every 10th: steps 0 and 10 were cells over -5..5 and 5..15 under ticks
     # -4, 0, 4, 8, 12

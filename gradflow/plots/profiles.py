@@ -121,7 +121,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
             label_short_log_axis(ax, df["value"])
     bottom, left = bottom_and_left(axes)
     for ax in bottom:  # (side by side, a label as wide as its panel: two ran into each other)
-        text = layer_axis(df, head=quantity not in REGISTRY or REGISTRY[quantity].where in HEAD_HAS, marked=marked)
+        text = layer_axis(df, head=_at_head(quantity), marked=marked)
         inches = ax.get_position().width * fig.get_figwidth()  # (one panel's label ran off both edges too)
         ax.set_xlabel(wrap_words(text, max(XLABEL_WIDTH, int(XLABEL_WIDTH * inches / 4))))
     for ax in left:
@@ -304,6 +304,12 @@ def _theory_profile(ax, s: Series, quantity: str, color: Any, lw: float, cache: 
     return True
 
 
+def _at_head(quantity: str) -> bool:
+    """Whether `quantity` has a value at the output head (not an activation statistic: the head has no
+    activation), so that the layer axis may call its last point the head."""
+    return quantity not in REGISTRY or REGISTRY[quantity].where in HEAD_HAS
+
+
 def heatmap(layers: pd.DataFrame, run: str | None = None, quantity: str = "grad_norm") -> Figure:
     """One run's `quantity` over layer (y, input at the bottom) x step (x), on a log colour scale.
 
@@ -337,8 +343,9 @@ def heatmap(layers: pd.DataFrame, run: str | None = None, quantity: str = "grad_
     elif label.log:
         lo, hi = vals.min(), vals.max()
         norm = LogNorm(lo / 2, hi * 2) if hi <= lo else LogNorm(lo, hi)
-    else:
-        norm = Normalize(vals.min(), vals.max())
+    else:  # (one value everywhere, an act_saturated of 0: its range, not matplotlib's ±0.1 around it)
+        lo, hi = vals.min(), vals.max()
+        norm = Normalize(min(lo, 0.0), max(hi, 1.0)) if hi == lo else Normalize(lo, hi)
     cmap = colormaps["viridis"].with_extremes(bad=(0, 0, 0, 0))  # masked cells show overlays / background
     mesh = ax.pcolormesh(x_edges, y_edges, np.ma.masked_where(~positive, z), cmap=cmap, norm=norm,
                          gid="heatmap", rasterized=True)
@@ -368,7 +375,8 @@ def heatmap(layers: pd.DataFrame, run: str | None = None, quantity: str = "grad_
         step_axis(ax, steps)
     ax.set_xlim(x_edges[0], x_edges[-1])
     marked = blocks(layers[layers["run"] == df["run"].iloc[0]])  # every quantity's points count
-    ax.set_ylabel(wrap_words(layer_axis(df, int(layer_idx[-1]), marked=marked), XLABEL_WIDTH))
+    ax.set_ylabel(wrap_words(layer_axis(df, int(layer_idx[-1]), head=_at_head(quantity), marked=marked),
+                             XLABEL_WIDTH))
     if marked is not None:
         tick_blocks(ax.yaxis, marked)
     else:  # (min_n_ticks: one row was ticked 39.5, 39.6, ... 40.5)
