@@ -629,6 +629,13 @@ class Recorder:
                 # names it (not under a scaler, whose non-finite gradients are skipped steps: `grads` is empty)
                 bad = weights[~np.isfinite(weights[store.VALUE]) & (weights[store.STEP] == first)]
                 self._record["diverged_layer"] = int(bad[store.LAYER].min())
+            if len(layers) and layers[store.STEP].max() > first or any(st > first for st, *_ in rows):
+                # what the loop went on to measure is of a net that took non-finite updates: dropped, so that
+                # the tables, and the curves and heatmaps drawn from them, end where the run did, as `gradflow
+                # run`'s (a loop that ran on read a block of NaN steps, a mark at each)
+                layers, rows = layers[layers[store.STEP] <= first], [r for r in rows if r[0] <= first]
+                store.write_table(self.path / store.LAYERS_FILE, layers)
+                store.write_metrics(self.path, rows)
         if status == store.OK:
             for text in self._unprobed_end(layers):
                 warnings.warn(f"{self.path}: {text}", stacklevel=user_stacklevel())

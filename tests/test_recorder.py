@@ -476,6 +476,10 @@ def test_a_recorders_run_diverges_or_is_flagged_as_gradflow_runs_are(tmp_path):
     assert run["status"] == "diverged" and run["diverged_step"] == 2 and run["diverged_in"] == "loss and gradient"
     assert run["final"] == {} and run["last_finite"]["step"] == 1 and "train_loss" in run["last_finite"]
     assert run["steps"] == 4 and run["steps_done"] == 2  # the updates before it (the loop went on to step 3)
+    # its tables end there, as `gradflow run`'s: steps 3's NaN rows were drawn as a block and a mark each
+    for table in ("layers", "metrics"):
+        steps = pd.read_parquet(tmp_path / "nan" / f"{table}.parquet")["step"]
+        assert steps.max() == 2 and set(steps) == {0, 1, 2}, table
     healthy = loop(net(), "healthy")
     assert healthy["status"] == "ok" and healthy["flags"] == [] and healthy["final"]["train_loss"] > 0
     dead = net()
