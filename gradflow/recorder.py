@@ -156,7 +156,7 @@ def _close_at_exit() -> None:
         if not rec._closed:
             print(f"gradflow: {rec.path} closed as the script ended (rec.close() was not called)", file=sys.stderr)
             try:
-                rec.close()
+                rec._close()
             except Exception as e:
                 print(f"gradflow: could not close the run at {rec.path}: {type(e).__name__}: {e}", file=sys.stderr)
 
@@ -558,7 +558,16 @@ class Recorder:
     def close(self, status: str = store.OK, error: str | None = None) -> None:
         """Write every table and run.json (atomically, through gradflow.store). A Ctrl-C meanwhile waits
         for run.json, then is raised; a second (the first, closing after one) leaves at once, the run
-        recorded interrupted with the tables written by then."""
+        recorded interrupted with the tables written by then. Called while an exception is on its way out
+        (the loop's `finally`, an `except` block), the run is `failed` with it (`interrupted` for Ctrl-C), as
+        the `with` block records it: it was written `ok`, of the steps before the error."""
+        kind, raised, tb = sys.exc_info()
+        if status == store.OK and kind is not None and not self._closed:
+            self._close_after(kind, raised, tb)
+        else:
+            self._close(status, error)
+
+    def _close(self, status: str = store.OK, error: str | None = None) -> None:
         self._check_open("close")
         if self._in_block is not None:  # (the run was written `ok` without the step, and the block's end did nothing)
             raise GradflowError(f"rec.close() inside rec.step({self._in_block})'s block: close the run after the "
@@ -684,7 +693,7 @@ class Recorder:
             try:
                 print(f"gradflow: {self.path} closed as its Recorder was dropped (rec.close() was not called)",
                       file=sys.stderr)
-                self.close()
+                self._close()  # (not close(): an exception Python is handling meanwhile is none of its loop's)
             except Exception as e:
                 print(f"gradflow: could not close the run at {self.path}: {type(e).__name__}: {e}", file=sys.stderr)
 
@@ -694,16 +703,16 @@ class Recorder:
         if self._closed:
             return
         if kind is None:
-            self.close()
+            self._close()  # (not close(): the block ended cleanly, whatever an enclosing `except` is handling)
         else:
             self._close_after(kind, error, tb)
 
     def _close_after(self, kind, error, tb) -> None:
         if issubclass(kind, KeyboardInterrupt):
-            self.close(store.INTERRUPTED)
+            self._close(store.INTERRUPTED)
         else:
             self._record["traceback"] = "".join(traceback.format_exception(kind, error, tb))
-            self.close(store.FAILED, f"{kind.__name__}: {error}")
+            self._close(store.FAILED, f"{kind.__name__}: {error}")
 
     # --- internals ---
     def _check_open(self, what: str) -> None:

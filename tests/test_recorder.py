@@ -1893,6 +1893,39 @@ def test_a_step_number_given_twice_in_a_row_is_refused(tmp_path):
             with rec.step(3):
                 model(torch.randn(3, 2)).sum().backward()
     assert sorted(store.load(tmp_path / "run").step.unique()) == [3]
+    assert store.read_run(tmp_path / "run")["status"] == "ok"  # (the loop took the error, and went on to close)
+
+
+def test_a_run_closed_while_an_error_is_on_its_way_out_is_failed_with_it(tmp_path):
+    """rec.close() in the loop's `finally` (no `with`): the run was written `ok`, of the steps before the error,
+    as if the loop had finished, the Recorder's own refusal or the model's error alike. One that caught the
+    error and went on is not failed; nor is a Ctrl-C's, which is interrupted."""
+    def loop(path, steps, error=None):
+        model = nn.Linear(2, 2)
+        rec = gradflow.Recorder(model, tmp_path / path, every=1)
+        try:
+            try:
+                for step in steps:
+                    with rec.step(step):
+                        model(torch.randn(3, 2)).sum().backward()
+                    if step == 1 and error is not None:
+                        raise error
+            finally:
+                rec.close()
+        except (GradflowError, RuntimeError, KeyboardInterrupt):
+            pass
+        return store.read_run(tmp_path / path)
+
+    run = loop("refused", (0, 1, 1))
+    assert run["status"] == "failed" and run["error"] == ("GradflowError: rec.step(1) after rec.step(1): step "
+                                                          "numbers must increase. Count updates across epochs (not "
+                                                          "enumerate() within one), and wrap all of an update's "
+                                                          "micro-batches in one rec.step"), run
+    assert sorted(store.load(tmp_path / "refused").step.unique()) == [0, 1]  # (its tables kept)
+    run = loop("raised", (0, 1, 2), RuntimeError("the model's own"))
+    assert run["status"] == "failed" and run["error"] == "RuntimeError: the model's own" and run["traceback"]
+    assert loop("stopped", (0, 1, 2), KeyboardInterrupt())["status"] == "interrupted"
+    assert loop("clean", (0, 1, 2))["status"] == "ok"
 
 
 @pytest.mark.parametrize("model", [nn.Flatten(), nn.LSTM(3, 4)], ids=["no-parameters", "lstm-alone"])
