@@ -605,6 +605,48 @@ def layer_value(arm: Arm, where=None, quantity="grad_norm", step=0, layer=0) -> 
     return _per_run(arm.table("layers", where), one)
 
 
+@measure
+def signal_ratio_error(arm: Arm, where=None, num=0, den=-1, step=0) -> Measured:
+    """|measured / predicted - 1| of the back-propagated signal ratio ‖∂L/∂z‖ of probe point `num` / `den`
+    (layer_ratio's), the prediction mean-field theory's from the inputs' q_0 along the length map
+    (theory.signal_factors), for nets in the theory's scope at init (step 0)."""
+    def one(g: pd.DataFrame) -> float:
+        p = _profile(g, "signal_norm", step)
+        lo, hi = _layer(num, p.index), _layer(den, p.index)
+        factors = theory.signal_factors(g.iloc[0].to_dict(), hi)
+        if factors is None:
+            return math.nan
+        return abs(float(p.loc[lo] / p.loc[hi]) / math.sqrt(float(np.prod(factors[lo:hi]))) - 1.0)
+    out = _per_run(arm.table("layers", where), one)
+    if out.per_run and all(math.isnan(v) for v in out.per_run):
+        out.note = "no mean-field prediction for these runs: the theory needs an MLP's inputs of data=gaussian"
+    return out
+
+
+@measure
+def rescale_exponent(arm: Arm, where=None, reference: Arm | None = None, quantity="weight_norm", layers="conv1",
+                     step=0) -> Measured:
+    """The power of L, the number of the arm's layers whose names end in `layers` (one per block), by which
+    `quantity` at `step` is scaled against the same layers of `reference`'s run of the same seed (the same
+    initial draw): log(median ratio) / log L. Fixup's branches, scaled by L^-1/2, read -0.5; unscaled, 0."""
+    theirs = reference.table("layers", where)
+
+    def picked(g: pd.DataFrame) -> pd.Series:
+        rows = g[(g[store.QUANTITY] == quantity) & (g[store.STEP] == step) & g[store.NAME].str.endswith(layers)]
+        return rows.set_index(store.NAME)[store.VALUE]
+
+    def one(g: pd.DataFrame) -> float:
+        twin = theirs[theirs["seed"] == g["seed"].iloc[0]]
+        if twin[store.RUN].nunique() != 1:  # (no run of that seed, or several: nothing to pair it with)
+            return math.nan
+        ours, base = picked(g), picked(twin)
+        both = ours.index.intersection(base.index)
+        if len(both) < 2 or not (base[both] > 0).all() or not (ours[both] > 0).all():
+            return math.nan
+        return float(np.median(np.log(ours[both] / base[both])) / math.log(len(both)))
+    return _per_run(arm.table("layers", where), one)
+
+
 # --- more measures: add new ones above this line, each with @measure and a docstring ---------------
 
 
@@ -641,8 +683,9 @@ def check_measure(spec_measure, arms: list[str]) -> None:
     if fn not in MEASURES:
         raise GradflowError(f"claim measure fn={fn!r} is not known{did_you_mean(fn, list(MEASURES))}; choices: "
                             f"{', '.join(MEASURES)}, {', '.join(_COMBINATIONS)}")
-    if m.get("arm") not in arms:
-        raise GradflowError(f"claim measure {fn}: arm={m.get('arm')!r} is not an arm; choices: {', '.join(arms)}")
+    for key in ("arm", "reference"):  # (reference: the arm a measure compares with, where it takes one)
+        if (key in m or key == "arm") and m.get(key) not in arms:
+            raise GradflowError(f"claim measure {fn}: {key}={m.get(key)!r} is not an arm; choices: {', '.join(arms)}")
     _check_where(m.get("where"), f"claim measure {fn}")
     takes = [k for k in inspect.signature(MEASURES[fn]).parameters if k != "arm"]
     for k in m:
@@ -671,6 +714,8 @@ def compute(spec_measure: dict, arms: dict[str, Arm]) -> Measured:
         return Measured(diffs[i], [], se=math.hypot(a.se, bs[i].se), note=why,  # a difference of means, not runs
                         of=f"{fmt(a.value, 3)} − {fmt(bs[i].value, 3)}")
     arm = m.pop("arm")
+    if "reference" in m:
+        m["reference"] = arms[m["reference"]]
     measured = MEASURES[fn](arms[arm], **m)
     if math.isnan(measured.value) and not measured.note:  # a FAIL says why there is no value
         n, missing = len(measured.per_run), sum(not np.isfinite(v) for v in measured.per_run)

@@ -157,23 +157,16 @@ def transient_bias(config: Mapping[str, Any], span: tuple[int, int], q0: float |
     the chi_1 at q*, minus 1. 0 for a run started at q*; nan where q_0 or the theory is unknown. `q0`: the
     inputs' q_0 where the caller knows it otherwise than from the config (`transient_before_rule`)."""
 
-    mf = theory.predict(config)
-    if mf is None or not math.isfinite(mf.chi1):
-        return math.nan
     if q0 is None and config.get("data.scale") == "qstar":
-        return 0.0
-    q = theory.input_q(config, mf.sw2, mf.sb2) if q0 is None else q0
-    if q is None:
+        mf = theory.predict(config)
+        return 0.0 if mf is not None and math.isfinite(mf.chi1) else math.nan
+    factors = theory.signal_factors(config, span[1] + 1, q0)
+    if factors is None:
         return math.nan
-    m = theory.moments(mf.activation)
-    local = []
-    with np.errstate(all="ignore"):
-        for _ in range(span[1] + 1):  # q_l is the variance of layer l's pre-activation
-            local.append(math.log(mf.sw2 * float(m.D(q))))
-            q = mf.sw2 * float(m.V(q)) + mf.sb2
     layers = np.arange(span[0], span[1] + 1)
-    log_sq = np.cumsum(local[::-1])[::-1][span[0]:]  # sum over k >= l, up to the span's end
-    return float(theory.fit_chi1(layers, np.exp(log_sq / 2), trim=0) / mf.chi1 - 1.0)
+    with np.errstate(all="ignore"):
+        log_sq = np.cumsum(np.log(factors)[::-1])[::-1][span[0]:]  # sum over k >= l, up to the span's end
+        return float(theory.fit_chi1(layers, np.exp(log_sq / 2), trim=0) / theory.predict(config).chi1 - 1.0)
 
 
 def transient_before_rule(config: Mapping[str, Any], span: tuple[int, int]) -> tuple[float, bool] | None:

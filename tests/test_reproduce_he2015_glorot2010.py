@@ -33,7 +33,11 @@ def test_he2015_xavier_with_relu_gain_fails(tmp_path):
 @pytest.mark.slow
 def test_glorot2010_quick_passes(tmp_path):
     outcome = reproduce("glorot2010", tmp_path)
-    assert len(outcome.claims) == 13 and outcome.passed, verdicts(outcome)  # 2 + 2 gradient ratios, 8 Jacobians, training
+    # 2 + 2 + 2 gradient ratios (the paper's bands, theory's), 8 Jacobians, training
+    assert len(outcome.claims) == 15 and outcome.passed, verdicts(outcome)
+    for init in ("standard", "xavier_uniform"):  # (each seed's error below the 4% the claim allows)
+        theory = outcome.claim(f"{init}: ‖∂L/∂z‖ layer 1 / layer 5 against mean-field")
+        assert len(theory.measured.per_run) == 3 and max(theory.measured.per_run) < 0.04, verdicts(outcome)
     figures_drawn(outcome, ("hist-standard", "hist-normalized", "profile-signal-init", "profile-grad-init", "curves"))
 
 
@@ -60,6 +64,42 @@ def test_glorot2010_slightly_under_scaled_normalized_init_is_not_about_level(tmp
     normalized = broken.claim("normalized: back-propagated gradient")
     assert not normalized.passed and 0.3 < normalized.measured.value < 0.5, verdicts(broken)
     assert broken.claim("standard: back-propagated gradient").passed
+
+
+def test_glorot2010_a_wrong_tanh_derivative_fails_against_theory(tmp_path, monkeypatch):
+    # tanh's backward taking √(1 − y²) for 1 − y² (gradflow's activation edited): the back-propagated gradient
+    # still read "narrower" (0.104 < 0.2) and "about level" (0.731 in [0.5, 2]); against mean-field theory
+    # it is 7% and 28% off. The forward pass, and so the length map, is unchanged. At the paper's width, no
+    # training, no Jacobians or histograms (as the gain-0.9 test)
+    import torch
+
+    from gradflow.activations import Activation
+
+    class _Sqrt(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            y = torch.tanh(x)
+            ctx.save_for_backward(y)
+            return y
+
+        @staticmethod
+        def backward(ctx, g):
+            (y,) = ctx.saved_tensors
+            return g * (1 - y * y).clamp_min(0).sqrt()
+
+    class WrongTanh(torch.nn.Tanh):
+        def forward(self, x):
+            return _Sqrt.apply(x)
+
+    module = Activation.module
+    monkeypatch.setattr(Activation, "module", lambda self: WrongTanh() if self.name == "tanh" else module(self))
+    broken = reproduce("glorot2010", tmp_path, "train.steps=0", "probe.jacobian=false",
+                       "probe.layer_jacobians=false", "probe.histograms=false")
+    for init, least in (("standard", 0.05), ("xavier_uniform", 0.2)):
+        theory = broken.claim(f"{init}: ‖∂L/∂z‖ layer 1 / layer 5 against mean-field")
+        assert not theory.passed and theory.measured.value > least, verdicts(broken)
+    assert broken.claim("standard: back-propagated gradient").passed  # (why the theory claims were needed)
+    assert broken.claim("normalized: back-propagated gradient").passed
 
 
 def test_glorot2010_a_linear_net_fails(tmp_path):

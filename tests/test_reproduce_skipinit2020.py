@@ -37,7 +37,7 @@ def pristine(skipinit, shared, tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_skipinit2020_quick(skipinit, pristine):
-    assert len(skipinit.claims) == 23 and skipinit.passed, verdicts(skipinit)
+    assert len(skipinit.claims) == 24 and skipinit.passed, verdicts(skipinit)
     figures_drawn(skipinit, ["profile-act-std-unscaled", "curves-mlp-fixup", "curves-resnet"])
     # the ResNet figure draws three arms' runs, each named "default" in its arm: they stay three runs
     resnets = rep.figure_table(rep.arms_of(skipinit.spec, skipinit.root),
@@ -56,6 +56,15 @@ def test_skipinit2020_quick(skipinit, pristine):
     slope = np.polyfit(bulk.index.to_numpy(float), np.log(bulk.to_numpy()), 1)[0]
     assert skipinit.claim("per-block growth").measured.value == pytest.approx(np.exp(2 * slope), rel=1e-6)
     assert json.loads((job / "run.json").read_text())["status"] == "diverged"
+    # Fixup's rescale, from the two arms' first convs at init: each block's norm ratio is exactly L^-1/2
+    ratios = []
+    for arm in ("resnet_fixup", "resnet_batchnorm"):
+        (job,) = [p for p in (skipinit.root / arm).iterdir() if (p / "run.json").exists()]
+        layers = pd.read_parquet(job / "layers.parquet")
+        ratios.append(layers[(layers["quantity"] == "weight_norm") & (layers["step"] == 0)
+                             & layers["name"].str.endswith("conv1")].set_index("name")["value"])
+    assert len(ratios[0]) == 3 and np.allclose(ratios[0] / ratios[1], 3 ** -0.5, rtol=1e-6)
+    assert skipinit.claim("as a power of the blocks").measured.value == pytest.approx(-0.5, abs=1e-6)
 
 
 @pytest.mark.slow
@@ -145,6 +154,31 @@ def _fixup_with_its_last_layers_drawn(monkeypatch):
         mlp.MLP.post_init, lambda net: [block.layers[-1].layer.weight for block in net.hidden[1:]]))
     monkeypatch.setattr(resnet.ResNet, "post_init", redrawn(
         resnet.ResNet.post_init, lambda net: [block.conv2.weight for block in net.blocks]))
+
+
+def test_skipinit2020_fixup_without_its_rescale_fails(pristine, tmp_path, monkeypatch):
+    # Fixup's branches not scaled by L^-1/2 (its rule 2 undone after post_init): the ResNet-8 trains as well
+    # without it, so every other ResNet claim passed. (resnet_fixup alone rerun, for 2 steps, from a copy)
+    from gradflow.models import resnet
+
+    post_init = resnet.ResNet.post_init
+
+    def unscaled(self, cfg=None):
+        post_init(self, cfg)
+        if self.variant == "fixup":
+            with torch.no_grad():
+                for block in self.blocks:
+                    block.conv1.weight.mul_(len(self.blocks) ** 0.5)
+
+    shutil.copytree(pristine, tmp_path / "results")
+    shutil.rmtree(tmp_path / "results" / "reproduce" / "skipinit2020-quick" / "resnet_fixup")
+    monkeypatch.setattr(resnet.ResNet, "post_init", unscaled)
+    broken = reproduce_edited("skipinit2020", tmp_path / "results", tmp_path / "specs", monkeypatch, {},
+                              {"resnet_fixup": ["train.steps=2"]})
+    claim = broken.claim("as a power of the blocks")
+    assert not claim.passed and claim.measured.value == pytest.approx(0, abs=1e-6), verdicts(broken)
+    assert broken.claim("resnet_fixup: share of runs that diverge").passed
+    assert broken.claim("resnet_fixup: every block the identity at init").passed  # (its last layers still 0)
 
 
 def test_skipinit2020_fixup_whose_branches_do_not_start_at_zero_fails(pristine, tmp_path, monkeypatch):
