@@ -646,7 +646,7 @@ class Recorder:
                 store.write_table(self.path / store.LAYERS_FILE, layers)
                 store.write_metrics(self.path, rows)
         if status == store.OK:
-            for text in self._unprobed_end(layers):
+            for text in [*self._unprobed_end(layers), *self._depth_unlike(layers)]:
                 warnings.warn(f"{self.path}: {text}", stacklevel=user_stacklevel())
         if self.probes is not None and self.probes.tied:
             self._record["tied"] = self.probes.tied
@@ -825,6 +825,25 @@ class Recorder:
                     f"Recorder(..., steps={last + 1}) (the loop's number of steps) to probe its last step too"]
         return [f"the loop stopped at step {last}, before its last, {self._final} (steps={self.steps}), and step "
                 f"{last} was not probed (every={self.every}): {views}"]
+
+    def _depth_unlike(self, layers) -> list[str]:
+        """A config's model.depth other than the model's weight layers before its head, the depth convention's
+        (a chain of weight layers; a net of blocks may count its blocks): the depth figures plotted a 3-layer
+        net at the config's 12, beside the same net at 3, without a word."""
+        depth = self._flat.get(summary.DEPTH_KEY)
+        if layers.empty or isinstance(depth, bool) or not isinstance(depth, (int, float)):
+            return []
+        ran = summary.ran(layers)
+        points = ran.drop_duplicates(store.LAYER).sort_values(store.LAYER)
+        weighted = set(ran.loc[ran[store.QUANTITY] == "grad_norm", store.LAYER])
+        if points.empty or summary.blocks_of(points[store.NAME]) is not None or set(points[store.LAYER]) - weighted:
+            return []  # (a net of blocks, or points without a weight: a recurrent net's time steps)
+        head = int(points[store.LAYER].max())
+        if depth == head:
+            return []
+        return [f"config model.depth={depth:g}, but the model has {head} weight layer{'s' * (head != 1)} before its "
+                f"head (`{points[store.NAME].iloc[-1]}`): the depth figures plot the run at {depth:g}; model.depth "
+                f"counts the weight layers before the head (the depth convention), {head} here"]
 
     def _metric_rows(self) -> list[tuple[int, str, str, float]]:
         tensors = [v for v in self._logged.values() if isinstance(v, torch.Tensor)]

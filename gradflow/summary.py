@@ -338,7 +338,7 @@ def with_module_depth(table: pd.DataFrame, layers: pd.DataFrame | None) -> pd.Da
     ids = [c for c in (store.SOURCE, store.RUN) if c in layers.columns and c in table.columns]
     last = layers.groupby(ids)["layer"].max()
     if {store.QUANTITY, store.VALUE} <= set(layers.columns):  # the last point that took a gradient or a signal
-        last = _ran(layers).groupby(ids)["layer"].max().combine_first(last)
+        last = ran(layers).groupby(ids)["layer"].max().combine_first(last)
     keys = pd.MultiIndex.from_frame(table.loc[missing, ids])
     depth = pd.Series(last.reindex(keys).to_numpy(dtype=float), index=table.index[missing])
     out = table.copy()
@@ -359,7 +359,7 @@ def with_module_depth(table: pd.DataFrame, layers: pd.DataFrame | None) -> pd.Da
 RAN = ("grad_norm", "signal_norm")  # a probe point with either measured ran in the model's passes
 
 
-def _ran(layers: pd.DataFrame) -> pd.DataFrame:
+def ran(layers: pd.DataFrame) -> pd.DataFrame:
     """The rows of `layers` of points that ran: a gradient or a signal measured. A module the forward pass never
     called (put after the head by discovery) has its weight's norm alone, and is no layer the depth counts."""
     return layers[layers[store.QUANTITY].isin(RAN) & layers[store.VALUE].notna()]
@@ -382,8 +382,8 @@ def _probe_indices(records: pd.DataFrame) -> pd.DataFrame:
                     layer = pq.read_table(path, columns=["layer"]).to_pandas()
             except Exception:  # a broken file: one line naming it (`store.read_table`'s)
                 full = store.read_table(path)
-                ran = _ran(full)
-                layer = (ran if len(ran) else full)[["layer"]]
+                done = ran(full)
+                layer = (done if len(done) else full)[["layer"]]
             frames.append(layer.drop_duplicates().assign(**{store.RUN: rec[store.RUN], store.SOURCE: rec[store.SOURCE]}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

@@ -1882,6 +1882,27 @@ def test_an_empty_path_is_refused_by_the_recorder_and_by_load(tmp_path, monkeypa
     assert len(gradflow.load(".", "runs")) == 1  # "." still means this folder
 
 
+def test_a_config_depth_unlike_the_models_is_said_at_close(tmp_path, recwarn):
+    # a 3-layer net whose config said model.depth 12 was plotted at 12 beside the same net at 3, without a word;
+    # a net of blocks may count its blocks, and a net whose depth is right is not told
+    def run(name, model, depth):
+        with gradflow.Recorder(model, tmp_path / name, config={"model": {"depth": depth}}, every=1) as rec:
+            with rec.step(0):
+                model(torch.randn(4, 3)).sum().backward()
+        return [str(w.message) for w in recwarn.list if "model.depth" in str(w.message)]
+
+    chain = lambda: nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(),  # noqa: E731
+                                  nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2))
+    assert run("three", chain(), 3) == []
+    assert run("twelve", chain(), 12) == [f"{tmp_path / 'twelve'}: config model.depth=12, but the model has 3 weight "
+                                          "layers before its head (`6`): the depth figures plot the run at 12; "
+                                          "model.depth counts the weight layers before the head (the depth "
+                                          "convention), 3 here"]
+    recwarn.clear()
+    blocks = nn.Sequential(*(nn.Sequential(nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 3)) for _ in range(4)))
+    assert run("blocks", blocks, 4) == []  # (8 weight layers, 4 blocks: its depth may count the blocks)
+
+
 def test_a_step_number_given_twice_in_a_row_is_refused(tmp_path):
     """The same number twice (a loop that forgot to count a micro-batch loop's updates) would record two
     updates as one step: refused as any number that does not increase is."""
