@@ -128,7 +128,11 @@ def _read_where(df: pd.DataFrame, key: str, keys: Sequence[str]) -> str | None:
     known = [k for k in deciders if k in candidates and says(k)]
     if known:
         return known[0]
-    grouping = [k for k in candidates if hashable(df[k]).value_counts().max() >= 2 and says(k)]
+    def groups(k: str) -> bool:  # (the runs that set `key` at values other runs share: a depth of its own, 3,
+        counts = hashable(df[k]).value_counts()  # beside 2, 2 and 4, "set" lr for a run's own loop alone)
+        return bool((counts[hashable(df.loc[~unset, k]).unique()] >= 2).all())
+
+    grouping = [k for k in candidates if groups(k) and says(k)]
     return min(grouping, key=lambda k: n_distinct(df[k]), default=None)
 
 

@@ -361,6 +361,12 @@ def test_a_key_only_some_runs_read_is_no_axis_where_another_key_says_which():
     keys = ["model.depth", "model.skip", "model.alpha", "train.clip"]
     assert implied_keys(two, keys) == {"model.alpha": "model.skip"}
     assert implied_keys(two, ["model.depth", "train.clip"]) == {}
+    # a Recorder's lr set by one run alone, at a depth of its own beside 2, 2 and 4: ls said "as each depth
+    # choice sets them: lr", of a depth no other run has; at a depth two runs share, both setting it, it is
+    four = pd.DataFrame({"model.depth": [2, 2, 3, 4], "lr": [math.nan, math.nan, 0.1, math.nan]})
+    assert implied_keys(four, ["model.depth", "lr"]) == {}
+    four["model.depth"] = [2, 2, 3, 3]
+    assert implied_keys(four.assign(lr=[math.nan, math.nan, 0.1, 0.1]), ["model.depth", "lr"]) == {"lr": "model.depth"}
     # a resnet's norm.eps, read by its batchnorm variant alone: a variant sweep's one run each showed it as an axis
     variants = pd.DataFrame({"model.name": ["resnet"] * 3, "model.variant": ["batchnorm", "fixup", "skipinit"],
                              "norm.eps": [1e-5, math.nan, math.nan]})
