@@ -117,7 +117,8 @@ def column_notes(columns: list["Column"], df: pd.DataFrame | None = None) -> lis
     chi1 fit mean, each mark the fit's cells carry, the rate's convention, and that a transformer's chi1 and
     rates are per block (said wherever they are shown, the fit column that says so or not)."""
     keys = [c.key for c in columns]
-    explained = {k: NOTES[k] for k in NOTES if k in keys}
+    # (ratio end alone, a run first probed after step 0, is the same ratio: it went unexplained)
+    explained = {k: NOTES[k] for k in NOTES if k in keys or k == "grad_ratio.init" and "grad_ratio.final" in keys}
     if "chi1_layers" in explained:  # the fit marks the shown cells carry, each explained
         cells = columns[keys.index("chi1_layers")].cells
         blocks, spans = any(BLOCKS in c for c in cells), any(re.match(r"\d+-\d+", c) for c in cells)

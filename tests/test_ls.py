@@ -1076,6 +1076,17 @@ def test_a_recurrent_nets_notes_speak_of_time_steps_and_the_head():
         table_columns(user, ["model.name", "data.T"]), user)
 
 
+def test_ratio_end_alone_is_explained_as_the_ratio_is():
+    # a Recorder's loop counting steps from 1 has no step-0 ratio: ls showed `ratio end` with no line saying what
+    # the ratio is
+    from gradflow.columns import column_notes, table_columns
+
+    df = pd.DataFrame({"run": ["a"], "status": ["ok"], "steps_done": [21], "grad_ratio.final": [0.8562]})
+    columns = table_columns(df, [])
+    assert "grad_ratio.final" in [c.key for c in columns] and "grad_ratio.init" not in [c.key for c in columns]
+    assert column_notes(columns, df) == ["ratio = ‖∂L/∂W‖ first layer / last layer"]
+
+
 def test_a_chi1_column_sorted_by_shows_though_its_group_does_not_fit(inits):
     """The chi1 columns of a transient warning show all three or none; the one `--sort` names shows whatever the
     width (at 80 columns --sort chi1_theory left all three out: rows in an order one cannot see)."""
