@@ -556,6 +556,17 @@ def test_profile_overlays_or_splits_sources(sweep):
 
 
 
+def test_two_sources_with_nothing_swept_are_coloured_apart(single):
+    # one run each (a user's GPT of 2 blocks and of 4, compared): drawn in one colour, told apart by their
+    # small markers alone
+    layers, _, _ = single
+    both = pd.concat([layers.assign(source="gpt2"), layers.assign(source="gpt4", value=layers.value * 2)],
+                     ignore_index=True)
+    (ax,) = [ax for ax in figures.profile(both, step=0).axes if ax.get_gid() != "colorbar"]
+    colours = [tuple(line.get_color()) for line in series_lines(ax)]
+    assert len(colours) == 2 and len(set(colours)) == 2, colours
+
+
 def _norm_and_skip_studies():
     """Two folders: one sweeps depth x norm, the other depth x skip (compare's BatchNorm-vs-residual study)."""
     keys = ("model.depth", "norm.name", "model.skip")

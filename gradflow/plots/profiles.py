@@ -220,6 +220,8 @@ def _keys(df: pd.DataFrame, color: str | None, facet: str | None, by_source: boo
         return ProfileKeys(swept, facet_key, ["run"], "run", None, [], [])  # (and no key drawn as one)
     by_style = multi_source and not by_source and facet_key != "source"  # the sources take the markers
     color = color or colour_key(df, swept, facet_key, styles_free=not by_style)
+    if color is None and by_style:  # (nothing swept to colour: two sources compared read one colour, told apart
+        color, by_style = "source", False  # by their small markers alone)
     style = style_key(df, swept, (color, facet_key), by_style)
     also, between = unshown(df, swept, (color, style, facet_key))
     return ProfileKeys(swept, facet_key, group_keys, color, style, also, between, inert)
