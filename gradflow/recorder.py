@@ -141,6 +141,11 @@ def _release_study(study: Path) -> None:
             held[0].close()
 
 
+def _identity(error: BaseException) -> tuple:
+    """What tells an error apart without keeping it (and its traceback's frames) alive."""
+    return id(error), type(error), str(error)
+
+
 def _device_of(model: torch.nn.Module) -> str:
     """The device of the model's first parameter or buffer; cpu for a model with neither (one with no layer to
     probe, whose run is closed as failed: next() of its empty parameters raised StopIteration in close)."""
@@ -228,17 +233,23 @@ class _StepBlock:
 
     def __enter__(self):
         self._entered = True
-        inside = self._rec._in_block
-        if inside is not None:  # (the inner block's pass was stored as the outer step's, without a word)
-            raise GradflowError(f"rec.step({self._number}) inside rec.step({inside})'s block: a step's block ends "
-                                "before the next one begins (all of an update's micro-batches go in one block)")
-        entered = self._block.__enter__()
+        with self._rec._escaping():
+            inside = self._rec._in_block
+            if inside is not None:  # (the inner block's pass was stored as the outer step's, without a word)
+                raise GradflowError(f"rec.step({self._number}) inside rec.step({inside})'s block: a step's block "
+                                    "ends before the next one begins (all of an update's micro-batches go in one "
+                                    "block)")
+            entered = self._block.__enter__()
         self._rec._in_block = self._number
         return entered
 
     def __exit__(self, kind, error, tb):
         try:
-            return self._block.__exit__(kind, error, tb)
+            with self._rec._escaping():  # (an error the block's end raises)
+                suppressed = self._block.__exit__(kind, error, tb)
+            if error is not None and not suppressed:  # (the block's own error, going on out)
+                self._rec._escaped = _identity(error)
+            return suppressed
         finally:
             self._rec._in_block = None
 
@@ -342,6 +353,9 @@ class Recorder:
         self._said_twice = False
         self._last_step = -1
         self._cut_short = False  # the last step raised inside its block: it was not done
+        # the last error to leave rec.step or rec.log, until the next step begins (see close): its id, type and
+        # words, not the error, whose traceback holds the step's tensors
+        self._escaped: tuple | None = None
         self._closed = False
         self._in_block: int | None = None  # the step whose `with rec.step(...)` block is running
         self._start = time.perf_counter()
@@ -421,7 +435,7 @@ class Recorder:
         if self._last_step >= 0 and not self._cut_short and self._updates == self._updates_then:
             self._idle.append((self._last_step, int(step)))
         self._updates_then = self._updates
-        self._last_step, self._cut_short = int(step), False
+        self._last_step, self._cut_short, self._escaped = int(step), False, None  # (the loop went on past an error)
         if step % self.every and step != self._final:
             if self.probes is not None:
                 self.probes.remove()  # unprobed steps run without hooks
@@ -500,6 +514,10 @@ class Recorder:
 
         A name `split_metric` (e.g. train_loss, test_acc) is stored as split `split`, metric `metric`;
         a name without an underscore goes to split "log"."""
+        with self._escaping():
+            self._log(step, scalars)
+
+    def _log(self, step: int, scalars: dict) -> None:
         self._check_open("log")
         step = _whole_step(step, "rec.log")  # (checked here: "two" failed at close() in pyarrow's words, the run left
         for name, value in scalars.items():  # running and its metrics unwritten; 1.5 was stored as step 1)
@@ -558,11 +576,13 @@ class Recorder:
     def close(self, status: str = store.OK, error: str | None = None) -> None:
         """Write every table and run.json (atomically, through gradflow.store). A Ctrl-C meanwhile waits
         for run.json, then is raised; a second (the first, closing after one) leaves at once, the run
-        recorded interrupted with the tables written by then. Called while an exception is on its way out
-        (the loop's `finally`, an `except` block), the run is `failed` with it (`interrupted` for Ctrl-C), as
-        the `with` block records it: it was written `ok`, of the steps before the error."""
+        recorded interrupted with the tables written by then. Called while the error that left a rec.step
+        block, or that rec.step or rec.log raised, is still on its way out or being handled (the loop's
+        `finally`, an `except` around the loop), the run is `failed` with it (`interrupted` for Ctrl-C), as
+        the `with` block records it: it was written `ok`, of the steps before the error. Any other
+        exception Python is handling then (an earlier attempt's, an early stop's) is none of the run's."""
         kind, raised, tb = sys.exc_info()
-        if status == store.OK and kind is not None and not self._closed:
+        if status == store.OK and raised is not None and _identity(raised) == self._escaped and not self._closed:
             self._close_after(kind, raised, tb)
         else:
             self._close(status, error)
@@ -715,6 +735,15 @@ class Recorder:
             self._close(store.FAILED, f"{kind.__name__}: {error}")
 
     # --- internals ---
+    @contextmanager
+    def _escaping(self):
+        """Keep the error that leaves rec.step's block (the loop's own, or the Recorder's refusal) or rec.log."""
+        try:
+            yield
+        except BaseException as e:
+            self._escaped = _identity(e)
+            raise
+
     def _check_open(self, what: str) -> None:
         if self._closed:
             raise GradflowError(f"rec.{what}() after rec.close(): the run {self.path} is written; "

@@ -1917,11 +1917,12 @@ def test_a_step_number_given_twice_in_a_row_is_refused(tmp_path):
     assert store.read_run(tmp_path / "run")["status"] == "ok"  # (the loop took the error, and went on to close)
 
 
-def test_a_run_closed_while_an_error_is_on_its_way_out_is_failed_with_it(tmp_path):
+def test_a_run_closed_while_its_loops_error_is_on_its_way_out_is_failed_with_it(tmp_path):
     """rec.close() in the loop's `finally` (no `with`): the run was written `ok`, of the steps before the error,
-    as if the loop had finished, the Recorder's own refusal or the model's error alike. One that caught the
-    error and went on is not failed; nor is a Ctrl-C's, which is interrupted."""
-    def loop(path, steps, error=None):
+    as if the loop had finished, whether rec.step refused the step or the model raised in its block. Any other
+    exception Python handles meanwhile is none of the run's: an early stop's, an earlier attempt's (every such
+    run read `failed` with it); nor is an error the loop caught before going on."""
+    def loop(path, steps, error=None, inside=True):
         model = nn.Linear(2, 2)
         rec = gradflow.Recorder(model, tmp_path / path, every=1)
         try:
@@ -1929,7 +1930,9 @@ def test_a_run_closed_while_an_error_is_on_its_way_out_is_failed_with_it(tmp_pat
                 for step in steps:
                     with rec.step(step):
                         model(torch.randn(3, 2)).sum().backward()
-                    if step == 1 and error is not None:
+                        if step == 1 and error is not None and inside:
+                            raise error
+                    if step == 1 and error is not None and not inside:
                         raise error
             finally:
                 rec.close()
@@ -1947,6 +1950,26 @@ def test_a_run_closed_while_an_error_is_on_its_way_out_is_failed_with_it(tmp_pat
     assert run["status"] == "failed" and run["error"] == "RuntimeError: the model's own" and run["traceback"]
     assert loop("stopped", (0, 1, 2), KeyboardInterrupt())["status"] == "interrupted"
     assert loop("clean", (0, 1, 2))["status"] == "ok"
+    assert loop("early-stop", (0, 1, 2), RuntimeError("stop early"), inside=False)["status"] == "ok"
+    try:  # a second attempt, trained and closed while the first one's error is handled
+        raise FloatingPointError("the first attempt's")
+    except FloatingPointError:
+        assert loop("retry", (0, 1, 2))["status"] == "ok"
+    model = nn.Linear(2, 2)  # an error the loop caught in a step, and went on past
+    rec = gradflow.Recorder(model, tmp_path / "went-on", every=1)
+    for step in range(3):
+        try:
+            with rec.step(step):
+                model(torch.randn(3, 2)).sum().backward()
+                if step == 1:
+                    raise ValueError("a bad batch, skipped")
+        except ValueError as e:
+            caught = e
+    try:
+        raise caught
+    except ValueError:
+        rec.close()  # (the step's error, handled long after a step went on past it)
+    assert store.read_run(tmp_path / "went-on")["status"] == "ok"
 
 
 @pytest.mark.parametrize("model", [nn.Flatten(), nn.LSTM(3, 4)], ids=["no-parameters", "lstm-alone"])
