@@ -609,17 +609,20 @@ def layer_value(arm: Arm, where=None, quantity="grad_norm", step=0, layer=0) -> 
 def signal_ratio_error(arm: Arm, where=None, num=0, den=-1, step=0) -> Measured:
     """|measured / predicted - 1| of the back-propagated signal ratio ‖∂L/∂z‖ of probe point `num` / `den`
     (layer_ratio's), the prediction mean-field theory's from the inputs' q_0 along the length map
-    (theory.signal_factors), for nets in the theory's scope at init (step 0)."""
+    (theory.signal_factors), for nets in the theory's scope at init (step 0). Between hidden layers,
+    num < den < the head: the signal reaches the last hidden layer through the head's weights, whose
+    σ_w² is not the bulk's the theory takes."""
     def one(g: pd.DataFrame) -> float:
         p = _profile(g, "signal_norm", step)
         lo, hi = _layer(num, p.index), _layer(den, p.index)
-        factors = theory.signal_factors(g.iloc[0].to_dict(), hi)
+        factors = theory.signal_factors(g.iloc[0].to_dict(), hi) if lo < hi < p.index.max() else None
         if factors is None:
             return math.nan
         return abs(float(p.loc[lo] / p.loc[hi]) / math.sqrt(float(np.prod(factors[lo:hi]))) - 1.0)
     out = _per_run(arm.table("layers", where), one)
     if out.per_run and all(math.isnan(v) for v in out.per_run):
-        out.note = "no mean-field prediction for these runs: the theory needs an MLP's inputs of data=gaussian"
+        out.note = ("no mean-field prediction for these runs: the theory needs an MLP's inputs of data=gaussian, "
+                    "and two hidden layers, num before den")
     return out
 
 
@@ -628,7 +631,8 @@ def rescale_exponent(arm: Arm, where=None, reference: Arm | None = None, quantit
                      step=0) -> Measured:
     """The power of L, the number of the arm's layers whose names end in `layers` (one per block), by which
     `quantity` at `step` is scaled against the same layers of `reference`'s run of the same seed (the same
-    initial draw): log(median ratio) / log L. Fixup's branches, scaled by L^-1/2, read -0.5; unscaled, 0."""
+    initial draw): the median of the layers' log ratios over log L. Fixup's branches, scaled by L^-1/2,
+    read -0.5; unscaled, 0."""
     theirs = reference.table("layers", where)
 
     def picked(g: pd.DataFrame) -> pd.Series:
@@ -683,15 +687,17 @@ def check_measure(spec_measure, arms: list[str]) -> None:
     if fn not in MEASURES:
         raise GradflowError(f"claim measure fn={fn!r} is not known{did_you_mean(fn, list(MEASURES))}; choices: "
                             f"{', '.join(MEASURES)}, {', '.join(_COMBINATIONS)}")
-    for key in ("arm", "reference"):  # (reference: the arm a measure compares with, where it takes one)
-        if (key in m or key == "arm") and m.get(key) not in arms:
-            raise GradflowError(f"claim measure {fn}: {key}={m.get(key)!r} is not an arm; choices: {', '.join(arms)}")
-    _check_where(m.get("where"), f"claim measure {fn}")
     takes = [k for k in inspect.signature(MEASURES[fn]).parameters if k != "arm"]
     for k in m:
         if k != "arm" and k not in takes:
             raise GradflowError(f"claim measure {fn}: {k!r} is not an argument of it{did_you_mean(k, takes)}; "
                                 f"choices: {', '.join(takes)}")
+    # (reference: the arm a measure compares with, which one that takes it needs: it was an AttributeError
+    # after the whole sweep had run)
+    for key in ("arm", *(["reference"] if "reference" in takes else [])):
+        if m.get(key) not in arms:
+            raise GradflowError(f"claim measure {fn}: {key}={m.get(key)!r} is not an arm; choices: {', '.join(arms)}")
+    _check_where(m.get("where"), f"claim measure {fn}")
 
 
 def compute(spec_measure: dict, arms: dict[str, Arm]) -> Measured:

@@ -56,6 +56,13 @@ def test_every_experiment_composes_at_every_scale(name, scale):
     ({"fn": "chi1_error", "arm": "chi1", "trim": 1}, "claim measure chi1_error: 'trim' is not an argument of it"),
     ({"fn": "chi1_eror", "arm": "chi1"}, "claim measure fn='chi1_eror' is not known (did you mean chi1_error?)"),
     ({"fn": "final", "arm": "chi"}, "claim measure final: arm='chi' is not an arm; choices: chi1, grid"),
+    # a measure against another arm needs it (it was an AttributeError after the sweep); others take none
+    ({"fn": "rescale_exponent", "arm": "grid"},
+     "claim measure rescale_exponent: reference=None is not an arm; choices: chi1, grid"),
+    ({"fn": "rescale_exponent", "arm": "grid", "reference": "chi"},
+     "claim measure rescale_exponent: reference='chi' is not an arm; choices: chi1, grid"),
+    ({"fn": "layer_ratio", "arm": "grid", "reference": "chi1"},
+     "claim measure layer_ratio: 'reference' is not an argument of it"),
     # difference and ratio of a list of b read its first alone
     ({"fn": "difference", "a": {"fn": "final", "arm": "grid"}, "b": [{"fn": "final", "arm": "chi1"}] * 2},
      "claim measure fn=difference takes one b; min_difference takes a list"),
@@ -502,3 +509,19 @@ def test_several_values_are_refused_only_where_an_arm_would_pool_them_as_seeds()
     with pytest.raises(GradflowError, match=r"^model.activation=tanh,linear is several values, and glorot2010's "
                                             r"arms init and train judge their runs together as seeds"):
         rep._pooled(rep.Spec.load("glorot2010"), "quick", ["model.activation=tanh,linear"])
+
+
+def test_signal_ratio_error_reads_hidden_layers_against_theory_and_no_other(results):
+    # the theory's factors are the bulk's σ_w²: a ratio through the head's own weights, or with num after den
+    # (an empty product, read against 1), was measured against a prediction that is not one
+    from tests.conftest import execute_job
+
+    job = execute_job(results, "data=gaussian", "data.dim=64", "model.width=256", "model.depth=6",
+                      "model.activation=tanh", "init=xavier_normal", "train.steps=0", "train.batch_size=256",
+                      "data.n_train=256", "threads=1", name="theory")
+    arms = {"init": rep.Arm(job.parent)}
+    measured = rep.compute({"fn": "signal_ratio_error", "arm": "init", "num": 1, "den": 5}, arms)
+    assert measured.value < 0.05 and not measured.note, measured
+    for num, den in ((5, 1), (1, -1), (1, 6)):
+        measured = rep.compute({"fn": "signal_ratio_error", "arm": "init", "num": num, "den": den}, arms)
+        assert math.isnan(measured.value) and "num before den" in measured.note, (num, den, measured)
