@@ -141,6 +141,13 @@ def _release_study(study: Path) -> None:
             held[0].close()
 
 
+def _unchained(module: torch.nn.Module, chain: tuple) -> bool:
+    """Whether a module has a weight matrix of its own and is no layer of a chain of weight layers (an
+    embedding's, a bilinear's): the depth convention does not say whether to count it."""
+    weight = getattr(module, "weight", None)
+    return isinstance(weight, torch.Tensor) and weight.dim() >= 2 and not isinstance(module, chain)
+
+
 def _identity(error: BaseException) -> tuple:
     """What tells an error apart without keeping it (and its traceback's frames) alive."""
     return id(error), type(error), str(error)
@@ -865,8 +872,12 @@ class Recorder:
         ran = summary.ran(layers)
         points = ran.drop_duplicates(store.LAYER).sort_values(store.LAYER)
         weighted = set(ran.loc[ran[store.QUANTITY] == "grad_norm", store.LAYER])
-        if points.empty or summary.blocks_of(points[store.NAME]) is not None or set(points[store.LAYER]) - weighted:
-            return []  # (a net of blocks, or points without a weight: a recurrent net's time steps)
+        chain = (torch.nn.Linear, torch.nn.modules.conv._ConvNd)
+        if (len(points) < 2 or set(points[store.LAYER]) - weighted  # (a recurrent net's time steps: no weights)
+                or any(summary.block_of(n) is not None for n in points[store.NAME])  # (a net of one block or more)
+                or any(isinstance(m, (torch.nn.RNNBase, torch.nn.MultiheadAttention)) or _unchained(m, chain)
+                       for m in self.model.modules())):
+            return []  # (layers the depth convention does not count as hidden layers, or that no probe sees)
         head = int(points[store.LAYER].max())
         if depth == head:
             return []

@@ -1901,6 +1901,27 @@ def test_a_config_depth_unlike_the_models_is_said_at_close(tmp_path, recwarn):
     recwarn.clear()
     blocks = nn.Sequential(*(nn.Sequential(nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 3)) for _ in range(4)))
     assert run("blocks", blocks, 4) == []  # (8 weight layers, 4 blocks: its depth may count the blocks)
+    assert run("one-block", blocks[:1], 1) == []  # (and one block: a point of a 1, 2, 4-block sweep was told)
+
+    class Recurrent(nn.Module):  # a GRU's weights no probe point sees, before a head
+        def __init__(self):
+            super().__init__()
+            self.gru, self.head = nn.GRU(3, 4, batch_first=True), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(self.gru(x.unsqueeze(1))[0][:, -1])
+
+    assert run("gru", Recurrent(), 1) == []
+
+    class Embedded(nn.Module):  # an embedding before three hidden layers: no convention says to count it
+        def __init__(self):
+            super().__init__()
+            self.emb, self.body = nn.Embedding(5, 3), chain()
+
+        def forward(self, x):
+            return self.body(self.emb(x.abs().long().clamp(max=4)).mean(1))
+
+    assert run("embedded", Embedded(), 3) == []
 
 
 def test_a_step_number_given_twice_in_a_row_is_refused(tmp_path):
