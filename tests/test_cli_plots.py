@@ -878,6 +878,46 @@ def test_compare_marks_a_chi1_theory_that_is_only_the_q_star_zero_limits():
     assert "†: chi1 theory's limit at q* = 0 (no bias)" in " ".join(cap.get().split())
 
 
+def test_compare_marks_a_cell_that_pools_a_q_star_zero_limit_with_a_fixed_points_chi1():
+    # --by model.activation pools tanh under Xavier (chi1 theory 1, the q* = 0 limit) with kaiming (1.21, a fixed
+    # point's) into one cell: its median chi1 theory holds a limit's value, so the cell is marked †, as ls marks
+    # the limit's run (marking only cells all of whose runs are limits left the median 1.1 unmarked)
+    from gradflow.cli.console import console
+    from gradflow.cli.plots import show_comparison
+
+    runs = pd.DataFrame({"source": ["a", "a", "b", "b"], "run": ["x", "k", "x", "k"], "status": ["ok"] * 4,
+                         "model.name": ["mlp"] * 4, "model.activation": ["tanh"] * 4,
+                         "init.name": ["xavier_normal", "kaiming_normal"] * 2,
+                         "chi1_theory": [1.0, 1.2098, 1.0, 1.2098], "chi1_measured": [0.91, 1.2, 0.90, 1.22]})
+    table = comparison(runs, ["a", "b"], ["model.activation"])
+    assert table["chi1_limit"].tolist() == [True, True]
+    with terminal_width(80), console.capture() as cap:
+        show_comparison(table, ["a", "b"], ["model.activation"], {})
+    rows = [" ".join(ln.replace("│", " ").split()) for ln in cap.get().splitlines() if "│ chi1 theory" in ln]
+    assert rows == ["chi1 theory 1.1† 1.1† +0"], cap.get()
+
+
+def test_compare_differences_of_chi1_are_differences_and_of_gradient_ratios_ratios():
+    # chi1 (measured and theory) is a per-layer factor near 1, compared as b - a ("+0.1"); the gradient ratios
+    # span decades, compared as b / a ("×0.5"); the losses and accuracies as b - a
+    from gradflow import compare as matching
+    from gradflow.cli.console import console
+    from gradflow.cli.plots import show_comparison
+
+    runs = pd.DataFrame({"source": ["a", "b"], "run": ["r", "r"], "status": ["ok"] * 2, "model.depth": [12, 12],
+                         "grad_ratio.init": [2.0, 1.0], "chi1_measured": [1.1, 1.3]})
+    table = comparison(runs, ["a", "b"], ["model.depth"])
+    with terminal_width(80), console.capture() as cap:
+        show_comparison(table, ["a", "b"], ["model.depth"], {})
+    rows = {ln.split("│")[2].strip(): " ".join(ln.split("│")[3:]).split() for ln in cap.get().splitlines()
+            if ln.count("│") > 3}
+    assert rows["ratio init"] == ["2", "1", "×0.5"] and rows["chi1 meas"] == ["1.1", "1.3", "+0.2"], cap.get()
+    assert {c: how for c, _, how in matching.COMPARED} == {
+        "grad_ratio.init": "ratio", "signal_ratio.init": "ratio", "grad_ratio.final": "ratio",
+        "chi1_measured": "diff", "chi1_theory": "diff", "final.train_loss": "diff", "final.train_acc": "diff",
+        "final.test_acc": "diff"}
+
+
 def test_compare_never_pools_a_swept_key_whose_values_the_sources_do_not_share(plain, diverging, tmp_path):
     """plain sweeps depth 2, 4; the other source is one run at depth 3. Leaving depth out of the match (no
     shared value) pooled plain's depths into one median set beside the depth-3 run: numbers of no

@@ -211,6 +211,24 @@ def test_a_subset_keeps_each_image_with_its_own_label(tmp_path):
     assert [by_label[k] for k in sorted(by_label)] == sorted(by_label.values())
 
 
+def test_one_based_labels_name_the_label_out_of_range(tmp_path):
+    """Labels 1..10 (a 1-based copy): the error names 10, the label outside 0-9, not the smallest label (1, a
+    valid class); in MNIST's files and in a CIFAR-10 batch alike."""
+    make_mnist(tmp_path / "m", gz=False)
+    labels = tmp_path / "m" / "train-labels-idx1-ubyte"
+    write(labels, idx_bytes(np.array([1, 10, 3, 4, 5], np.uint8), 0x08))
+    with pytest.raises(GradflowError) as e:
+        load_mnist(tmp_path / "m", "mnist")
+    assert one_line(e).startswith(f"{labels} holds label 10, but MNIST has classes 0-9")
+    make_cifar(tmp_path / "c" / "cifar-10-batches-py")
+    batch = tmp_path / "c" / "cifar-10-batches-py" / "data_batch_2"
+    content = pickle.loads(batch.read_bytes(), encoding="bytes")
+    n = len(content[b"labels"])
+    batch.write_bytes(pickle.dumps({**content, b"labels": [1 + i % 10 for i in range(n - 1)] + [10]}, protocol=2))
+    with pytest.raises(GradflowError, match=f"{batch} holds label 10, but CIFAR-10 has classes 0-9"):
+        load_cifar10(tmp_path / "c")
+
+
 def test_a_partial_or_wrong_dataset_names_the_file(tmp_path):
     # three of MNIST's four files: the one missing is named (it said the folder had no MNIST files)
     make_mnist(tmp_path / "d" / "mnist", gz=True)

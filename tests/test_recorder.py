@@ -1216,6 +1216,43 @@ def test_a_float16_loop_with_a_grad_scaler_records_unscaled_gradients(tmp_path, 
         gradflow.Recorder(nn.Linear(2, 2), tmp_path / "amp" / "bad", scaler=65536.0)
 
 
+def test_gradients_a_loop_puts_in_grad_itself_and_unscales_in_the_block_are_not_unscaled_twice(tmp_path):
+    # a loop that takes its gradients with torch.autograd.grad and sets p.grad itself (no accumulating backward
+    # pass, so they are read at the block's end), then scaler.unscale_(opt) in the block to clip: they are read
+    # unscaled already and must not be divided by the loss scale again (1024 times too small)
+    def run(name, scaler):
+        torch.manual_seed(0)
+        x, y = torch.randn(64, 8), torch.randint(0, 4, (64,))
+        model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 4))
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        with gradflow.Recorder(model, tmp_path / "s" / name, every=1, steps=3, scaler=scaler) as rec:
+            for step in range(3):
+                with rec.step(step):
+                    loss = F.cross_entropy(model(x), y)
+                    if scaler is None:
+                        loss.backward()
+                    else:
+                        params = list(model.parameters())
+                        for p, g in zip(params, torch.autograd.grad(scaler.scale(loss), params)):
+                            p.grad = g
+                        scaler.unscale_(opt)
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), 1e9)
+                rec.log(step, train_loss=loss)
+                if scaler is None:
+                    opt.step()
+                else:
+                    scaler.step(opt)
+                    scaler.update()
+                opt.zero_grad()
+        layers = gradflow.load(tmp_path / "s" / name)
+        return layers[layers.quantity == "grad_norm"].set_index(["step", "layer"])["value"].sort_index()
+
+    exact = run("plain", None)
+    by_hand = run("by-hand", torch.amp.GradScaler("cpu", init_scale=1024.0))
+    assert list(by_hand.index) == list(exact.index)
+    assert by_hand.to_numpy() == pytest.approx(exact.to_numpy(), rel=1e-5)
+
+
 def test_a_gradient_that_overflows_on_its_way_back_names_the_lowest_layer_it_reached(tmp_path):
     """The loss finite, the gradient made infinite at the second layer's output: the two layers below it
     have non-finite weight gradients, the one above it not. The run is diverged in its gradient alone, at

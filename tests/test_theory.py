@@ -454,6 +454,21 @@ def test_jacobian_moments_relu_by_hand(orthogonal, per_layer):
     assert m1 == pytest.approx(1.0, rel=1e-12) and sigma2 == pytest.approx(12 * per_layer, rel=1e-12)
 
 
+@pytest.mark.parametrize("name", [n for n in ACTIVATIONS if ACTIVATIONS[n].piecewise_linear])
+def test_piecewise_linear_fourth_moment_against_monte_carlo(z, name):
+    """E[phi'(u)^4] of the closed forms (mu2 of the free-probability prediction): for leaky_relu the mean of
+    the slopes' fourth powers, (1 + s^4) / 2, not their squares' (1 + s^2) / 2, which relu and linear cannot
+    tell apart."""
+    act, m = ACTIVATIONS[name], theory.moments(name)
+    for q in (0.3, 1.0, 7.0):
+        mean, se = mc_mean(act.dphi(math.sqrt(q) * z) ** 4)
+        assert float(m.D4(q)) == pytest.approx(mean, abs=K_SE * se + 1e-12), (name, q)
+    if name == "leaky_relu":
+        from gradflow.activations import LEAKY_SLOPE
+
+        assert float(m.D4(1.0)) == pytest.approx((1.0 + LEAKY_SLOPE**4) / 2.0, rel=1e-12)
+
+
 def test_jacobian_moments_at_the_fixed_point_are_the_papers(z):
     """At q_1 = q*: m1 = chi_1^L and sigma^2 = L m1^2 (mu2/mu1^2 - 1 - s1), mu_k by Monte Carlo."""
     mf = theory.point("tanh", 1.3, 0.05)
