@@ -128,8 +128,12 @@ def _read_where(df: pd.DataFrame, key: str, keys: Sequence[str]) -> str | None:
     known = [k for k in deciders if k in candidates and says(k)]
     if known:
         return known[0]
-    def groups(k: str) -> bool:  # (the runs that set `key` at values other runs share: a depth of its own, 3,
-        counts = hashable(df[k]).value_counts()  # beside 2, 2 and 4, "set" lr for a run's own loop alone)
+    def groups(k: str) -> bool:
+        counts = hashable(df[k]).value_counts()
+        if not is_numeric_key(df, k):  # a choice (optimizer=adam beside three sgd: adam's beta2), one run or more
+            return bool(counts.max() >= 2)
+        # a number, at values other runs share where the runs that set `key` have it: a depth of its own, 3,
+        # beside 2, 2 and 4, "set" lr for a run's own loop alone
         return bool((counts[hashable(df.loc[~unset, k]).unique()] >= 2).all())
 
     grouping = [k for k in candidates if groups(k) and says(k)]

@@ -367,6 +367,10 @@ def test_a_key_only_some_runs_read_is_no_axis_where_another_key_says_which():
     assert implied_keys(four, ["model.depth", "lr"]) == {}
     four["model.depth"] = [2, 2, 3, 3]
     assert implied_keys(four.assign(lr=[math.nan, math.nan, 0.1, 0.1]), ["model.depth", "lr"]) == {"lr": "model.depth"}
+    # a choice one run makes still sets its own keys: adam's beta2 beside three sgd runs
+    optimizers = pd.DataFrame({"optimizer": ["sgd", "sgd", "sgd", "adam"], "lr": [0.1, 0.01, 0.001, 0.001],
+                               "beta2": [math.nan, math.nan, math.nan, 0.999]})
+    assert implied_keys(optimizers, ["optimizer", "lr", "beta2"]) == {"beta2": "optimizer"}
     # a resnet's norm.eps, read by its batchnorm variant alone: a variant sweep's one run each showed it as an axis
     variants = pd.DataFrame({"model.name": ["resnet"] * 3, "model.variant": ["batchnorm", "fixup", "skipinit"],
                              "norm.eps": [1e-5, math.nan, math.nan]})
