@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from rich.cells import cell_len
 
 import gradflow
 from gradflow import store
@@ -834,7 +835,7 @@ def _layer_table(names: list[str], values: list[float], columns: int) -> tuple[l
     with terminal_width(columns), console.capture() as cap:
         show_layers(layers, {})
     table = [ln for ln in cap.get().splitlines() if ln[:1] in "┏┃┡│└"]
-    assert table and max(map(len, table)) <= columns, cap.get()
+    assert table and max(map(cell_len, table)) <= columns, cap.get()
     return table, [[c.strip() for c in ln.split("│")[2:7]] for ln in table if ln.startswith("│")]
 
 
@@ -855,6 +856,17 @@ def test_a_name_whose_last_part_is_too_long_keeps_its_block_number(columns):
         assert [n for n in names if pattern.fullmatch(n)] == [names[layer]], (name, table)
     if columns == 80:
         assert rows[1][0] == "…layers.0…on_query_key_value" and rows[11][0] == "…layers.10…n_query_key_value"
+
+
+def test_a_wide_characters_name_is_cut_to_its_cells():
+    # a name of double-width characters was cut by characters: 43 cells where 20 were left, and rich cut every
+    # number to "5.5…"
+    from gradflow.cli.run import _cut_names
+
+    names = [f"encoder.blocks.{b}.自注意力查询键值投影矩阵自注意力查询键值投影矩阵" for b in range(6)]
+    assert all(cell_len(n) <= 20 for n in _cut_names(names, 20)), _cut_names(names, 20)
+    _, rows = _layer_table(["embed", *names, "head"], [5.51e-08, 6.446e-09, 8.641e-08, 0.002321], 80)
+    assert [row[1:] for row in rows] == [["5.51e-08", "6.446e-09", "8.641e-08", "0.002321"]] * 8, rows
 
 
 def test_a_narrow_layer_table_gives_fewer_digits_rather_than_cut_numbers():

@@ -618,7 +618,19 @@ def _middle_cut(name: str, width: int) -> str:
         if cell_len(shown(kept | {i})) <= width:
             kept.add(i)
     text = shown(kept)
-    return text if cell_len(text) <= width else next(_numbered_cuts(parts, width), "…" + name[len(name) - width + 1:])
+    return text if cell_len(text) <= width else next(_numbered_cuts(parts, width), "…" + _cells(name, width - 1, -1))
+
+
+def _cells(text: str, cells: int, end: int = 1) -> str:
+    """The start of `text` (end=-1: its end) that fills at most `cells` terminal cells: a wide character
+    (注) takes two, so a cut counted in characters overflowed its column."""
+    chars, used = [], 0
+    for ch in text[::end]:
+        used += cell_len(ch)
+        if used > cells:
+            break
+        chars.append(ch)
+    return "".join(chars[::end])
 
 
 def _numbered_cuts(parts: list[str], width: int, dot: bool = False, lead: int = 6, tail: int = 8):
@@ -638,8 +650,8 @@ def _numbered_cuts(parts: list[str], width: int, dot: bool = False, lead: int = 
             head = ("…" if keep < len(before) else "") + before[len(before) - keep:] + "." * (keep > 0) + \
                    parts[d] + "." * dot + "…"
             room = width - cell_len(head)
-            if room >= min(least, len(parts[last])):
-                yield head + parts[last][len(parts[last]) - room:]
+            if room >= min(least, cell_len(parts[last])):
+                yield head + _cells(parts[last], room, -1)
 
 
 def _cut_names(names: list[str], width: int) -> list[str]:
@@ -656,9 +668,9 @@ def _cut_names(names: list[str], width: int) -> list[str]:
         if cell_len(name.rsplit(".", 1)[-1]) >= width:  # (its last part alone too wide: _middle_cut's last way)
             yield from _numbered_cuts(name.split("."), width)
             yield from _numbered_cuts(name.split("."), width, dot=True)
-        last = len(name.rsplit(".", 1)[-1])
+        last = cell_len(name.rsplit(".", 1)[-1])
         for end in [*range(last, width - 1), *range(min(last, width - 1) - 1, 0, -1)]:
-            yield name[:width - 1 - end] + "…" + name[len(name) - end:]
+            yield _cells(name, width - 1 - end) + "…" + _cells(name, end, -1)
 
     out = []
     for name in names:
