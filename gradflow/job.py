@@ -204,8 +204,8 @@ def _record(job_dir: Path, record: dict, result: TrainResult, error: Exception |
             # the evaluations run in eval mode, on the running statistics, which a short run has barely moved from
             # their start: a 10-step resnet20 read a train loss of 31.9 beside a batch loss of 2.59, and a 5-step
             # plain20 "loss grew" from 3.06 to 11.4. Judged on the train-mode batches' loss instead, and said: the
-            # loss grew where the last window's is GREW times the first's (step 1's batch at init among them, the
-            # same mode; a run of one window has nothing to compare it with)
+            # loss grew where the last window's is GREW times the first's (the mean of its batches from the first,
+            # at init, in the same mode; a run of one window has nothing to compare it with)
             flags.append(f"batch-norm statistics unsettled: after {result.steps_done} update"
                          f"{'s' * (result.steps_done != 1)} the running statistics still weigh "
                          f"{(1 - BN_MOMENTUM) ** result.steps_done:.2g} of their start (mean 0, variance 1), so the "
