@@ -443,6 +443,11 @@ def test_profile_and_heatmap_tick_a_transformer_at_its_blocks(run_job, small_mlp
     # the title names the norm placement (xiong2020's post-LN and pre-LN figures had one title)
     assert "pre-LN" in fig.get_suptitle() and "post-LN" in figures.profile(
         layers.assign(**{"model.ln": "post"}), "signal_norm", step=0).get_suptitle()
+    # an activation statistic, none at a block's qkv: its first point (b0.mlp.in) sat left of b1's tick with b0's
+    # out of view, unlabelled
+    acts = figures.profile(layers, "act_std", step=0).axes[0]
+    first = layers[(layers["quantity"] == "act_std") & (layers["step"] == 0)]["layer"].min()
+    assert acts.get_xlim()[0] <= qkv[0] < first and qkv[0] in list(acts.get_xticks()), acts.get_xlim()
     grads = figures.profile(layers, "grad_norm", step=0).axes[0]  # (the stream has no weights: no stream line)
     assert not [ln for ln in grads.get_lines() if str(ln.get_gid()).startswith("stream:")]
     mlp = load(small_mlp)

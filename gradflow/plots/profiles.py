@@ -169,6 +169,8 @@ def _layer_ticks(ax, marked, rows: pd.DataFrame) -> None:
     else:  # (min_n_ticks: a lone point's axis was ticked 40, 41 with the point on its edge)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     lo, hi = rows["layer"].min(), rows["layer"].max()
+    if marked is not None and marked.starts:  # (the first block's tick in view: an activation statistic, none at
+        lo = min(lo, marked.starts[0])  # a block's attn.qkv, began past b0's tick, its first point unlabelled)
     ax.set_xlim(*((lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)))
 
 
