@@ -876,19 +876,8 @@ def test_compare_marks_a_chi1_theory_that_is_only_the_q_star_zero_limits():
     rows = [" ".join(ln.replace("│", " ").split()) for ln in cap.get().splitlines() if "│ chi1 theory" in ln]
     assert rows == ["chi1 theory 1.21 1.21 +0", "chi1 theory 1† 1† +0"], cap.get()
     assert "†: chi1 theory's limit at q* = 0 (no bias)" in " ".join(cap.get().split())
-
-
-def test_compare_marks_a_cell_that_pools_a_q_star_zero_limit_with_a_fixed_points_chi1():
-    # --by model.activation pools tanh under Xavier (chi1 theory 1, the q* = 0 limit) with kaiming (1.21, a fixed
-    # point's) into one cell: its median chi1 theory holds a limit's value, so the cell is marked †, as ls marks
-    # the limit's run (marking only cells all of whose runs are limits left the median 1.1 unmarked)
-    from gradflow.cli.console import console
-    from gradflow.cli.plots import show_comparison
-
-    runs = pd.DataFrame({"source": ["a", "a", "b", "b"], "run": ["x", "k", "x", "k"], "status": ["ok"] * 4,
-                         "model.name": ["mlp"] * 4, "model.activation": ["tanh"] * 4,
-                         "init.name": ["xavier_normal", "kaiming_normal"] * 2,
-                         "chi1_theory": [1.0, 1.2098, 1.0, 1.2098], "chi1_measured": [0.91, 1.2, 0.90, 1.22]})
+    # --by model.activation pools the two into one cell: its median holds a limit's value, so it is marked †,
+    # as ls marks the limit's run (marking only cells all of whose runs are limits left the median 1.1 unmarked)
     table = comparison(runs, ["a", "b"], ["model.activation"])
     assert table["chi1_limit"].tolist() == [True, True]
     with terminal_width(80), console.capture() as cap:
