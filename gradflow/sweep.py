@@ -1038,7 +1038,7 @@ def _run_hydra(p: Plan, on_step: StepFn | None) -> None:
         sys.argv = argv
         # (HYDRA_FULL_ERROR: Hydra raises what a launcher raised, rather than print its traceback)
         with workers.environment("HYDRA_FULL_ERROR", "1"), workers.serving(), workers.forked(p.launcher), \
-                _hydra_composes_less(), workers.finish_interrupted_jobs() if p.launcher == "joblib" else nullcontext():
+                _hydra_composes_less(), workers.finish_interrupted_jobs(p.root) if p.launcher == "joblib" else nullcontext():
             entry()
     except Exception as e:
         if (said := launcher_error(p, e)) is None:
@@ -1047,7 +1047,7 @@ def _run_hydra(p: Plan, on_step: StepFn | None) -> None:
     finally:
         sys.argv, _reporter = saved_argv, None
         if not workers.keep_running():
-            workers.stop()
+            workers.stop(p.root)
 
 
 def launcher_error(p: Plan, e: Exception) -> GradflowError | None:

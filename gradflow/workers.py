@@ -418,19 +418,20 @@ GRACE = 60.0  # seconds the runs in flight get to record themselves after Ctrl-C
 
 
 @contextmanager
-def finish_interrupted_jobs():
+def finish_interrupted_jobs(root: Path | None = None):
     """During a joblib sweep: Ctrl-C in this process makes joblib kill the workers at once (its abort),
     while the runs in flight were writing their tables after the same Ctrl-C, which left them `running`
     with half their tables. Here that abort first passes Ctrl-C on to the workers (when it came to this
     process alone: `kill -INT`, SIGTERM), then waits up to GRACE seconds for the jobs to end, each run
-    recorded `interrupted` with what it measured; a second Ctrl-C stops the wait."""
+    recorded `interrupted` with what it measured; a second Ctrl-C stops the wait. `root`: the sweep's folder,
+    whose runs a worker is still recording (run.json `running`, the worker's pid) are waited for too."""
     from joblib._parallel_backends import LokyBackend
 
     abort = LokyBackend.abort_everything
 
     def abort_everything(self, ensure_ready=True):
         if isinstance(sys.exc_info()[1], KeyboardInterrupt) and self._workers is not None:
-            _interrupt_and_wait(self._workers)
+            _interrupt_and_wait(self._workers, root)
         return abort(self, ensure_ready=ensure_ready)
 
     LokyBackend.abort_everything = abort_everything
@@ -440,10 +441,13 @@ def finish_interrupted_jobs():
         LokyBackend.abort_everything = abort
 
 
-def _interrupt_and_wait(executor) -> None:
+def _interrupt_and_wait(executor, root: Path | None = None) -> None:
     """Ctrl-C to each worker, then a wait for the jobs in flight to record themselves. Jobs still queued
     are cancelled, not waited for: where Ctrl-C came while the workers were still being forked (the fork
-    server importing torch), no worker would ever take them, and the command waited out all of GRACE."""
+    server importing torch), no worker would ever take them, and the command waited out all of GRACE.
+    A job a worker had just begun can still read as queued (its future cancelled though it had written its
+    run.json): the runs under `root` that a worker is recording are waited for by their run.json, which
+    the pool's end left `running`, without tables (one Ctrl-C in five, 6 s into a joblib sweep)."""
     from concurrent.futures import wait
 
     futures = [item.future for item in list(getattr(executor, "_pending_work_items", {}).values())]
@@ -455,14 +459,53 @@ def _interrupt_and_wait(executor) -> None:
             pass
     if not workers:  # no job in flight
         return
+    deadline = time.monotonic() + GRACE
     wait([f for f in futures if not f.cancel()], timeout=GRACE)  # (cancel: False for a job a worker has)
+    if root is not None:
+        _wait_for_recording(Path(root), set(workers), deadline)
 
 
-def stop() -> None:
-    """Shut down joblib's reusable worker pool (it otherwise idles for minutes after the sweep)."""
+def _wait_for_recording(root: Path, pids: set[int], deadline: float) -> None:
+    """Until `deadline`, while a run under `root` reads `running` in run.json with a live pid among `pids`."""
+    import json
+
+    from gradflow import store
+
+    def recording(path: Path) -> bool:
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return False
+        if not (isinstance(rec, dict) and rec.get(store.STATUS) == store.RUNNING and rec.get("pid") in pids):
+            return False
+        pid = rec["pid"]
+        try:
+            os.kill(pid, 0)
+        except OSError:  # (the worker is gone: nothing more comes)
+            return False
+        return True
+
+    waiting = [p for p in root.glob(f"*/{store.RUN_FILE}") if recording(p)]
+    while waiting and time.monotonic() < deadline:
+        time.sleep(0.05)
+        waiting = [p for p in waiting if recording(p)]
+
+
+def stop(root: Path | None = None) -> None:
+    """Shut down joblib's reusable worker pool (it otherwise idles for minutes after the sweep). After a
+    Ctrl-C that did not come through joblib's abort (`finish_interrupted_jobs`: one that reached the sweep's
+    process between its calls into joblib), the runs under `root` its workers are recording first get to
+    end: the pool's end killed them, `running` without tables."""
     executor = _pool()
-    if executor is not None:
-        executor.shutdown(wait=True, kill_workers=True)
+    if executor is None:
+        return
+    if root is not None and isinstance(sys.exc_info()[1], KeyboardInterrupt):
+        pids = set(getattr(executor, "_processes", {}))
+        for pid in pids:
+            with suppress(OSError):
+                os.kill(pid, signal.SIGINT)
+        _wait_for_recording(Path(root), pids, time.monotonic() + GRACE)
+    executor.shutdown(wait=True, kill_workers=True)
 
 
 def drop_pool_folders() -> None:

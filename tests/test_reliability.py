@@ -1511,3 +1511,36 @@ def test_a_sweep_whose_output_is_closed_stops_as_interrupted(results):
     assert proc.wait(timeout=300) == 141, err
     assert "interrupted (standard output closed):" in err and "Traceback" not in err, err
     assert list(_statuses(results / "s").values()).count("ok") < 6
+
+
+def test_an_interrupted_joblib_sweep_waits_for_the_runs_its_workers_are_recording(tmp_path):
+    # a job a worker had just begun read as queued to the pool (its future cancellable), or the Ctrl-C reached
+    # the sweep's process between its calls into joblib: the pool's end killed the worker as it recorded its
+    # run, left `running` without tables (2 of 11 Ctrl-Cs 6-7 s into a 6-run joblib sweep). The sweep now
+    # waits for every run whose run.json names a live worker and reads `running`; a dead worker's, or a
+    # finished run's, it does not wait for
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        for name, status, pid in (("recording", "running", worker.pid), ("done", "ok", worker.pid),
+                                  ("other", "running", os.getpid())):
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "run.json").write_text(json.dumps({"status": status, "pid": pid}))
+
+        def finish():
+            time.sleep(0.5)
+            store.finish(tmp_path / "recording", {"status": "interrupted", "pid": worker.pid})
+
+        threading.Thread(target=finish).start()
+        start = time.monotonic()
+        workers._wait_for_recording(tmp_path, {worker.pid}, start + 20)
+        assert 0.5 <= time.monotonic() - start < 5  # (until the run was recorded, not the deadline)
+        (tmp_path / "recording" / "run.json").write_text(json.dumps({"status": "running", "pid": worker.pid}))
+        start = time.monotonic()
+        workers._wait_for_recording(tmp_path, {worker.pid}, start + 0.3)  # (never recorded: to the deadline)
+        assert 0.3 <= time.monotonic() - start < 3
+    finally:
+        worker.kill()
+        worker.wait()
+    start = time.monotonic()
+    workers._wait_for_recording(tmp_path, {worker.pid}, start + 20)  # (its worker is gone: nothing more comes)
+    assert time.monotonic() - start < 1
