@@ -1516,7 +1516,7 @@ def test_a_sweep_whose_output_is_closed_stops_as_interrupted(results):
 def test_an_interrupted_joblib_sweep_waits_for_the_runs_its_workers_are_recording(tmp_path):
     # a job a worker had just begun read as queued to the pool (its future cancellable), or the Ctrl-C reached
     # the sweep's process between its calls into joblib: the pool's end killed the worker as it recorded its
-    # run, left `running` without tables (2 of 11 Ctrl-Cs 6-7 s into a 6-run joblib sweep). The sweep now
+    # run, left `running` without tables (2 of 14 Ctrl-Cs 6-9 s into a 6-run joblib sweep). The sweep now
     # waits for every run whose run.json names a live worker and reads `running`; a dead worker's, or a
     # finished run's, it does not wait for
     worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
