@@ -1228,6 +1228,12 @@ def test_grid_theory_curve_is_six_xi_c():
     # crosses stays legible
     cells = [t for t in fig.axes[0].texts if t.get_gid() == "cell"]
     assert cells and all(t.get_zorder() > curve.get_zorder() and t.get_path_effects() for t in cells)
+    # and an opaque box of its halo's colour (its cell's) behind it, which the line does not show through between
+    # the glyphs ("-0.21" read "-0!21")
+    for t in cells:
+        box, (halo,) = t.get_bbox_patch(), t.get_path_effects()
+        assert box is not None and box.get_edgecolor()[3] == 0 and box.get_facecolor()[3] == 1
+        assert tuple(box.get_facecolor()[:3]) == pytest.approx(halo._gc["foreground"][:3])
     # sw2 1.5-2.5 around the edge of chaos, depths 5 and 10: 6 xi_c >= 70 everywhere, no curve in sight, and
     # the legend says why
     near = [r for r in rows if r["init.sw2"] in (1.5, 2.0, 2.5) and r["model.depth"] in (5, 10)]

@@ -765,10 +765,11 @@ def _annotate_cell(ax, cx: float, cy: float, v: float, logged: bool, cmap, norm)
     r, g, b, _ = cmap(norm(v))
     dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
     text = fmt(round(v)) if abs(v) >= 100 else fmt(v, 2)
-    # a halo of the cell's own colour: where the theory curve crosses the label, the label stays legible
+    # a halo of the cell's own colour and a box of it behind: where the theory curve crosses the label, the label
+    # stays legible (the halo alone let the dashed line through between the glyphs: "-0.21" read "-0!21")
     halo = [patheffects.withStroke(linewidth=2.2, foreground=(r, g, b))]
     ax.text(cx, cy, text, ha="center", va="center", fontsize=6.5, color="white" if dark else "black", gid="cell",
-            path_effects=halo, zorder=4)
+            path_effects=halo, zorder=4, bbox=dict(boxstyle="square,pad=0.15", fc=(r, g, b), ec="none"))
 
 
 _OUTLINE = [patheffects.Stroke(linewidth=3.4, foreground="black"), patheffects.Normal()]
