@@ -462,6 +462,17 @@ def test_a_folder_of_studies_keeps_room_for_the_loss_and_the_accuracy_beside_man
     assert "final.train_loss" in alone and len([k for k in alone if k.startswith("k.")]) > len(keys_shown)
 
 
+def test_json_gives_a_number_or_word_keys_number_as_a_number():
+    # model.alpha takes 1.0 or inv_sqrt_depth, a string in the schema: --json read "1.0" beside every other
+    # key's numbers; its words stay strings, and a missing one null
+    from gradflow.cli.ls import records
+
+    df = pd.DataFrame({"model.alpha": ["1.0", "inv_sqrt_depth", None], "data.scale": ["qstar", "2", "0.5"],
+                       "model.depth": [2, 4, 8]})
+    assert [(r["model.alpha"], r["data.scale"]) for r in records(df)] == [
+        (1.0, "qstar"), ("inv_sqrt_depth", 2.0), (None, 0.5)]
+
+
 def test_json_gives_null_where_there_was_no_fit(run_job):
     # two hidden layers leave no layers to fit chi1 over: its value and its layers are both null
     job = run_job("data=gaussian", "data.n_train=64", "data.n_test=32", "data.dim=8", "model.width=8",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shlex
 from pathlib import Path
 from typing import Annotated, Optional
@@ -277,11 +278,17 @@ def _whole(values: pd.Series) -> bool:
 
 
 def records(df: pd.DataFrame) -> list[dict]:
-    """Strict-JSON rows at full precision (`strict_json`: NaN as null, infinities as "inf"/"-inf"), and
-    a fit's layers (chi1_layers, rate.Q.layers) null where there was no fit, as its value is."""
+    """Strict-JSON rows at full precision (`strict_json`: NaN as null, infinities as "inf"/"-inf"), a
+    fit's layers (chi1_layers, rate.Q.layers) null where there was no fit, as its value is, and a key that
+    takes a number or a word (model.alpha: 1.0 or inv_sqrt_depth, a string in the schema) a number where it
+    is one (it read "1.0" beside every other key's numbers)."""
+    from gradflow.config import NUMBER_OR_WORD_KEYS, number_in
+
     def clean(k, v):
         if v is pd.NA or (v == "" and (k == "chi1_layers" or k.endswith(".layers"))):
             return None
+        if k in NUMBER_OR_WORD_KEYS and isinstance(v, str) and math.isfinite(number_in(v)):
+            return strict_json(number_in(v))
         return strict_json(v)
 
     return [{k: clean(k, v) for k, v in row.items()} for row in df.to_dict(orient="records")]
