@@ -620,6 +620,16 @@ def test_runs_with_nothing_to_draw_are_named_and_a_folder_of_only_those_is_one_l
         assert out.exit_code == 1 and f"every run of {copy} failed before its first step or is incomplete" in said, said
 
 
+def test_a_run_that_failed_after_some_steps_still_has_something_to_draw():
+    """A run that failed at step 5 wrote the metrics of its first steps: a folder of only such runs is drawn,
+    not refused as "failed before its first step" (only one that failed with no step done is)."""
+    failed = {store.STATUS: store.FAILED, "record": {"steps_done": 5}}
+    assert not store.drew_nothing(failed)
+    assert store.nothing_drawn_reason("f", [failed]) is None
+    at_once = {store.STATUS: store.FAILED, "record": {"steps_done": 0}}
+    assert store.drew_nothing(at_once) and "failed before its first step" in store.nothing_drawn_reason("f", [at_once])
+
+
 def test_a_diverged_run_crashes_no_kind(diverging, tmp_path):
     runs = gradflow.load(diverging, table="runs")
     bad = runs.loc[runs["status"] == "diverged", "run"].iloc[0]

@@ -357,3 +357,33 @@ def test_a_run_that_diverged_before_its_first_window_is_said_a_mark_alone(tmp_pa
     assert max(_visible_len(line) for line in title.splitlines()) <= int(fig.get_figwidth() * 13)
     fine = figures.gradnorm(metrics[metrics["optim.lr"] < 1])
     assert "diverged before" not in fine.get_suptitle()
+
+
+def test_a_lines_clipped_share_is_its_runs_mean():
+    """A line of several seeds is labelled with the mean of their shares of clipped updates (the label read
+    the largest: two seeds clipping 20% and 60% of their updates were "60% clipped"); a run that does not clip
+    (no share) is left out of the mean."""
+    from types import SimpleNamespace
+
+    from gradflow.plots.gradnorm import _share
+
+    shares = pd.Series({"a": 0.2, "b": 0.6})
+    assert _share(SimpleNamespace(runs=["a", "b", "c"]), shares) == pytest.approx(0.4)
+    assert np.isnan(_share(SimpleNamespace(runs=["c"]), shares))
+
+
+def test_only_a_run_diverged_before_its_first_window_gets_a_mark_of_its_own():
+    """A diverged run with no logged window gets one non-finite row at the step it diverged (its mark); a
+    diverged run whose line is drawn gets none (its curve carries the divergence already: a second row put a
+    NaN beside its last value at the same step)."""
+    from gradflow.plots.gradnorm import _diverged_early
+
+    metrics = pd.DataFrame({"run": ["a", "a", "a", "b"], "step": [0, 10, 10, 3],
+                            "split": ["opt", "opt", "diverged", "diverged"],
+                            "metric": ["grad_norm", "grad_norm", "grad_norm", "grad_norm"],
+                            "value": [1.0, 2.0, np.inf, np.inf], "status": "diverged"})
+    drawn = metrics[metrics["split"] == "opt"]
+    out = _diverged_early(metrics, drawn)
+    assert len(out) == len(drawn) + 1
+    added = out.iloc[len(drawn):]
+    assert added["run"].tolist() == ["b"] and added["step"].tolist() == [3] and added["value"].isna().all()

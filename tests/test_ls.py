@@ -222,6 +222,19 @@ def test_where_with_a_comma_list_keeps_the_runs_of_any_of_its_values(swept):
 
 
 @pytest.mark.parametrize("descending", [False, True])
+def test_sorting_keeps_the_listed_order_within_ties_in_a_long_table(descending):
+    """--sort model.depth over 40 runs (20 seeds at each of two depths): the runs of one depth keep the order
+    ls found them in (by seed). An unstable sort kept it only for tables of up to 16 rows and shuffled the
+    seeds of longer ones."""
+    from gradflow.columns import sort_runs
+
+    df = pd.DataFrame({"model.depth": [3, 2] * 20, "seed": [i // 2 for i in range(40)]})
+    out = sort_runs(df, ["model.depth"], descending=descending)
+    for depth in (2, 3):
+        assert out.loc[out["model.depth"] == depth, "seed"].tolist() == list(range(20))
+
+
+@pytest.mark.parametrize("descending", [False, True])
 def test_sorting_puts_missing_values_last_either_way(descending):
     """A diverged or failed run has no final loss: its row goes last whichever way the column sorts (first
     would put the runs with no result above every one that has one); numbers sort as numbers, lists of
@@ -891,6 +904,21 @@ def test_json_and_csv_give_steps_as_whole_numbers_beside_a_missing_one(run_job):
     assert rows["tanh"][column] == 0 and isinstance(rows["tanh"][column], int) and rows["linear"][column] is None
     out = CliRunner().invoke(app, ["ls", str(diverged.parent), "--csv", *reach], catch_exceptions=False).output
     assert set(pd.read_csv(io.StringIO(out), dtype=str)[column].dropna()) == {"0"}, out
+
+
+def test_the_stale_note_is_left_out_where_every_listed_run_is_stale(cli, results):
+    """The "stale: N runs ... --where status=ok leaves them out" line tells stale rows from live ones; where
+    every run listed is stale (--where status=stale) there is nothing to tell apart, and its advice would
+    leave nothing: no such line (it printed one whenever a listed run was stale)."""
+    small = ["data=gaussian", "data.n_train=32", "data.n_test=16", "data.dim=4", "model.width=4", "train.steps=2",
+             "train.batch_size=16", "threads=1", f"results={results}"]
+    assert cli("sweep", *small, "model.depth=2,3", "--name", "s").exit_code == 0
+    assert cli("sweep", *small, "model.depth=2", "--name", "s").exit_code == 0
+    note = "--where status=ok leaves them out"
+    assert note in " ".join(cli("ls", results / "s").output.split())
+    only = cli("ls", results / "s", "--where", "status=stale")
+    assert only.exit_code == 0 and "stale: 1" in " ".join(only.output.split())  # (the counts line)
+    assert note not in " ".join(only.output.split()), only.output
 
 
 def test_stale_runs_of_a_shrunk_grid_leave_the_keys_and_a_result_on_80_columns(cli, results, monkeypatch):

@@ -1974,6 +1974,48 @@ def test_evenly_evaluated_steps_with_a_divergence_step_keep_a_linear_axis():
     assert not is_log_spaced(schedule(50, 0, 30))
 
 
+def test_the_curves_step_axis_is_judged_on_the_evaluations_not_the_divergence_steps():
+    """Runs evaluated every 10 steps that diverged at 1, 2, 4, ..., 64 (their last rows at those steps): the
+    axis follows the evaluations, linear; judged on the divergence steps alone it went symlog."""
+    import matplotlib.pyplot as plt
+
+    from gradflow.plots.curves import _curve_steps
+
+    rows = [("f", s, np.nan) for s in range(0, 101, 10)]
+    for i, d in enumerate([1, 2, 4, 8, 16, 32, 64]):
+        rows += [(f"r{i}", s, float(d)) for s in range(0, d, 10)] + [(f"r{i}", d, float(d))]
+    fig, ax = plt.subplots()
+    _curve_steps(ax, pd.DataFrame(rows, columns=["run", "step", "diverged_step"]))
+    assert ax.get_xscale() == "linear" and ax.get_xlim() == (0.0, 100.0)
+    plt.close(fig)
+
+
+def test_a_diverged_curve_is_carried_on_only_where_its_evaluations_stopped_before_the_divergence():
+    """to_divergence adds a NaN at the step a run diverged where its last evaluation came before it (run b,
+    evaluated at 0 and 10, diverged at 15); a run that diverged at an evaluated step (a, at 10) already ends
+    there: no NaN beside its last value at the same step (judged on its first evaluation, one was added)."""
+    from gradflow.plots.curves import to_divergence
+
+    drawn = pd.DataFrame({"run": ["a", "a", "b", "b"], "step": [0, 10, 0, 10], "split": "train", "metric": "loss",
+                          "value": [1.0, 2.0, 1.0, 3.0], "status": "diverged"})
+    metrics = pd.concat([drawn, pd.DataFrame({"run": ["a", "b"], "step": [10, 15], "split": "diverged",
+                                              "metric": "loss", "value": np.inf, "status": "diverged"})])
+    out = to_divergence(metrics, drawn)
+    added = out.iloc[len(drawn):]
+    assert added["run"].tolist() == ["b"] and added["step"].tolist() == [15] and added["value"].isna().all()
+
+
+def test_a_diverged_runs_finite_climb_still_leaves_the_loss_axis():
+    """A run that diverged at an evaluated step has only finite losses drawn (1e30 at its last evaluation): it
+    is a diverging run all the same, so the axis is cut above the run that stayed finite (taken by its values
+    alone, it counted as one that stays and the axis ran to 1e30, the other line flat at its bottom)."""
+    from gradflow.plots.curves import CUT_DECADES, _diverging_cut
+
+    rows = pd.DataFrame({"run": ["a", "a", "b", "b"], "value": [1.0, 2.0, 1.0, 1e30],
+                         "status": ["ok", "ok", "diverged", "diverged"]})
+    assert _diverging_cut(rows) == pytest.approx(2.0 * 10.0**CUT_DECADES)
+
+
 def test_a_named_value_keeps_its_colour_from_one_figure_to_the_next():
     # colours went by the values each figure showed: sigmoid orange beside relu, tanh orange beside relu
     from gradflow.plots.style import Palette

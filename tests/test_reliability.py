@@ -1544,3 +1544,44 @@ def test_an_interrupted_joblib_sweep_waits_for_the_runs_its_workers_are_recordin
     start = time.monotonic()
     workers._wait_for_recording(tmp_path, {worker.pid}, start + 20)  # (its worker is gone: nothing more comes)
     assert time.monotonic() - start < 1
+
+
+def test_an_empty_config_file_makes_a_run_incomplete(tmp_path):
+    """A kill between creating config.yaml and writing it leaves it empty: that run is incomplete, not ok
+    (a size check of >= 0 took any file that exists as whole)."""
+    job = tmp_path / "model.depth=2"
+    job.mkdir()
+    rec = {"status": "ok", "config_hash": "h", "files": [store.CONFIG_FILE]}
+    (job / store.CONFIG_FILE).write_text("")
+    assert store.status_of(job, rec)[0] == store.INCOMPLETE
+    (job / store.CONFIG_FILE).write_text("seed: 0\n")
+    assert store.status_of(job, rec)[0] == store.OK
+
+
+def test_a_stale_run_says_its_replacement_failed_only_where_one_did(tmp_path):
+    """A run of other settings than its sweep spec's is stale; it reads "its replacement failed" only where a
+    replacement of the spec's settings failed (run.json's `replacement`), not for every changed setting
+    (ls counts those under "replacement failed")."""
+    job = tmp_path / "model.depth=2"
+    job.mkdir()
+    (job / store.CONFIG_FILE).write_text("seed: 0\n")
+    rec = {"status": "ok", "config_hash": "old", "files": [store.CONFIG_FILE]}
+    spec = {"runs": {job.name: "new"}}
+    status, why = store.status_of(job, rec, spec)
+    assert status == store.STALE and not why.startswith(store.REPLACEMENT_FAILED)
+    failed = {**rec, store.REPLACEMENT: {"config_hash": "new", "error": "boom"}}
+    assert store.status_of(job, failed, spec) == (store.STALE, store.REPLACEMENT_FAILED + "boom")
+    assert store.status_of(job, rec, {"runs": {job.name: "old"}}) == (store.OK, "")
+
+
+def test_a_lock_that_wrote_something_leaves_its_lock_file(tmp_path):
+    """The lock file goes only with a new study folder left empty; a writer that wrote into it leaves the lock
+    file (removed on every exit, a waiting writer would lock the removed file while a third made a new one)."""
+    study = tmp_path / "results" / "s"
+    with store.lock(study, "test"):
+        (study / "model.depth=2").mkdir()
+    assert (study / store.LOCK_FILE).exists()
+    untouched = tmp_path / "results" / "t"
+    with store.lock(untouched, "test"):
+        pass
+    assert not untouched.exists()  # nothing written: no trace

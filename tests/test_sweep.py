@@ -390,6 +390,21 @@ def test_force_reruns_and_changed_settings_rerun(cli, results):
     assert [store.read_run(results / "f" / f"model.depth={d}")["steps"] for d in (2, 3)] == [7, 7]
 
 
+def test_a_rerun_of_the_same_sweep_keeps_its_spec_file_as_it_was(cli, results):
+    """sweep.yaml's `created` is when the sweep's points last changed (`clean` reads it as when a run became
+    stale): a rerun of the same sweep, all skipped, leaves the file alone; one that changes a point rewrites it."""
+    assert _sweep(cli, results, "model.depth=2", "--name", "k").exit_code == 0
+    spec = results / "k" / store.SWEEP_FILE
+    old = "\n".join("created: '2000-01-01T00:00:00+00:00'" if line.startswith("created:") else line
+                    for line in spec.read_text().splitlines()) + "\n"
+    spec.write_text(old)
+    again = _sweep(cli, results, "model.depth=2", "--name", "k")
+    assert "1 already finished, skipped" in again.output
+    assert spec.read_text() == old
+    assert _sweep(cli, results, "model.depth=2,3", "--name", "k").exit_code == 0
+    assert "2000-01-01" not in spec.read_text()
+
+
 def test_the_replacement_notice_names_what_changed(cli, results, monkeypatch):
     """A rerun of a finished sweep with other settings names the keys that differ, old → new (it said only
     how many runs would be replaced), each change whole on a line of at most 80 columns, and the first

@@ -284,3 +284,39 @@ def test_a_non_finite_gradient_under_a_finite_loss_is_divergence_in_the_gradient
     assert res.steps_done == 2 and max(t for t, *_ in res.metrics) == 2
     losses = [v for t, split, metric, v in res.metrics if metric == "loss"]
     assert all(math.isfinite(v) for v in losses)
+
+
+def test_clipping_by_value_alone_clips_in_the_loop():
+    """train.clip_value with no grad_clip still clips every update and counts it: a loop that took only
+    grad_clip > 0 to mean "clips" took unclipped steps and logged opt/clipped 0."""
+    cfg, data, model = _setup(["train.steps=4", "train.clip_value=1e-3", "optim.momentum=0", "optim.lr=0.1",
+                               "train.check_every=1"])
+    before = copy.deepcopy(model)
+    res = train(model, data, cfg, Probes(model, cfg.model.activation))
+    assert res.status == "ok"
+    assert sum(v for t, split, m, v in res.metrics if (split, m) == ("opt", "clipped")) == 4
+    moved = max(float((a.detach() - b.detach()).abs().max()) for a, b in zip(model.parameters(), before.parameters()))
+    assert moved <= 4 * 0.1 * 1e-3 + 1e-6  # each update moves an entry by at most lr x clip_value
+
+
+@pytest.mark.parametrize("check_every", [1, 4])
+def test_a_diverged_runs_probes_end_at_its_divergence_step(check_every):
+    """Probed every step, a diverged run keeps its probe of the step it diverged at (the layer that went
+    non-finite is read there) and none after: keeping only the steps before it lost that reading."""
+    cfg, data, model = _setup(["train.steps=30", "optim.lr=1e6", "optim.momentum=0", "model.activation=relu",
+                               f"train.check_every={check_every}", "probe.every=1"])
+    res = train(model, data, cfg, Probes(model, cfg.model.activation))
+    assert res.status == "diverged"
+    assert res.probe_steps == list(range(res.diverged_step + 1))
+
+
+def test_a_gradient_norm_at_the_threshold_is_not_counted_clipped():
+    """grad_clip is a ceiling: a total norm equal to it leaves the gradient as it is, so the update is not
+    counted clipped (a >= there overcounted opt/clipped)."""
+    from gradflow.train import _clip
+
+    p = torch.nn.Parameter(torch.zeros(2))
+    p.grad = torch.tensor([3.0, 4.0])
+    assert not bool(_clip([p], torch.linalg.vector_norm(p.grad), 5.0, 0.0, "cpu"))
+    assert p.grad.tolist() == pytest.approx([3.0, 4.0])
+    assert bool(_clip([p], torch.linalg.vector_norm(p.grad), 4.0, 0.0, "cpu"))
