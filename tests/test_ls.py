@@ -945,8 +945,8 @@ def test_stale_runs_of_a_shrunk_grid_leave_the_keys_and_a_result_on_80_columns(c
     assert len({tuple(r[:4]) for r in rows}) == 10  # each row told apart by its run id beside its keys
     # ... and a line says what the stale rows are and how to leave them out, which does
     flat = " ".join(" ".join(out).split())
-    assert ("stale: 8 runs of an earlier spec of the sweep, not in its grid now; --where status=ok leaves them out, "
-            f"gradflow clean {results / 's'} --stale deletes them") in flat, flat  # (a command that runs as shown)
+    assert ("stale: 8 runs of an earlier spec of the sweep (points it no longer has, or settings it changed); "
+            f"--where status=ok leaves them out, gradflow clean {results / 's'} --stale deletes them") in flat, flat
     kept = cli("ls", results / "s", "--where", "status=ok").output
     assert "stale:" not in kept and "ok: 2" in kept, kept  # (the tmp folder name has "stale" in it)
     # the flagged run by its mark as the table shows it (status=ok* matched nothing, listing "ok, stale")

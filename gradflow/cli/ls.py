@@ -174,9 +174,11 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
         notes.append(not_run_note(missing))
     n_stale = int((df["status"] == store.STALE).sum()) if "status" in df else 0
     if n_stale and n_stale < len(df):  # (a shrunk grid lists its old points between its live ones)
-        notes.append(f"stale: {n_stale} run{'s' * (n_stale != 1)} of an earlier spec of the sweep, not in its "
-                     f"grid now; --where status=ok leaves them out, gradflow clean {stale_folder(df, title, paths)} "
-                     "--stale deletes them")
+        # (a point the grid dropped, or one whose settings the spec changed: "not in its grid now" said the first
+        # of a run whose point is there still)
+        notes.append(f"stale: {n_stale} run{'s' * (n_stale != 1)} of an earlier spec of the sweep (points it no "
+                     f"longer has, or settings it changed); --where status=ok leaves them out, gradflow clean "
+                     f"{stale_folder(df, title, paths)} --stale deletes them")
     for n in notes:
         print_note(n)
     if warning:
