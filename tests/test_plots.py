@@ -1510,6 +1510,22 @@ def test_spectrum_density_and_legend_statistics():
         figures.spectrum(table, color="optim.lr")
 
 
+def test_a_spectrum_colours_by_the_key_the_studys_other_figures_colour_by():
+    # a depth x activation sweep: its spectrum took depth, the first swept key, for the colour, where every
+    # other figure of the study colours by activation (and depth takes the markers or line styles)
+    from gradflow.plots.style import colour_key
+
+    rng = np.random.default_rng(0)
+    table = pd.concat([jacobian_rows(np.exp(rng.normal(0, 1, 16)), config(d, a, 1), f"{a}{d}")
+                       for d in (5, 20) for a in ("tanh", "relu")], ignore_index=True)
+    swept = ["model.depth", "model.activation"]
+    assert colour_key(table.drop_duplicates("run"), swept, None) == "model.activation"
+    colours = {ln.get_gid(): ln.get_color() for ln in series_lines(figures.spectrum(table).axes[0])}
+    by_activation = {a: {c for gid, c in colours.items() if f"activation={a}" in gid} for a in ("tanh", "relu")}
+    assert all(len(c) == 1 for c in by_activation.values()) and by_activation["tanh"] != by_activation["relu"], \
+        colours
+
+
 def test_a_spectrum_line_of_several_seeds_says_they_are_pooled():
     # one configuration, two seeds: one line, whose legend read "this run (2 runs)"
     rng = np.random.default_rng(3)

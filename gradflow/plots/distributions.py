@@ -30,7 +30,8 @@ from gradflow.keys import n_distinct, ordered_values, swept_keys
 from gradflow.plots.labels import SPECTRUM, TENSORS, key_label, layer_axis, set_title, value_label
 from gradflow.plots.series import at_step, check_key, parse_step, pick_run, require, sort_series
 from gradflow.plots.style import (
-    MAX_STYLES, Palette, facet_grid, init_note, legend, line_weight, new_figure, no_effect_at_init, one_run_each,
+    MAX_STYLES, Palette, colour_key, facet_grid, init_note, legend, line_weight, new_figure, no_effect_at_init,
+    one_run_each,
 )
 
 HIST_REQUIRED = ("run", "step", "layer", "tensor", "kind", "lo", "hi", "count")
@@ -232,7 +233,9 @@ def spectrum(jacobian: pd.DataFrame, step: int | str = 0, color: str | None = No
     inert = no_effect_at_init(df, swept, keep=(color,), points=JACOBIAN_POINTS) if parse_step(step) == 0 else []
     df = one_run_each(df, swept, inert)
     swept = [k for k in swept if k not in inert]
-    color = color or (swept[0] if swept else None)
+    # (the key every figure of the study colours by: depth took the colour here, where the rest coloured by
+    # activation)
+    color = color or colour_key(df, swept, None, styles_free=not multi_source)
     style = "source" if multi_source and color != "source" else \
         next((k for k in swept if k != color and n_distinct(df[k]) <= MAX_STYLES), None)
     group_keys = swept + (["source"] if multi_source else [])
