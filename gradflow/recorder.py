@@ -875,7 +875,8 @@ class Recorder:
         chain = (torch.nn.Linear, torch.nn.modules.conv._ConvNd)
         if (len(points) < 2 or set(points[store.LAYER]) - weighted  # (a recurrent net's time steps: no weights)
                 or any(summary.block_of(n) is not None for n in points[store.NAME])  # (a net of one block or more)
-                or any(isinstance(m, (torch.nn.RNNBase, torch.nn.MultiheadAttention)) or _unchained(m, chain)
+                or any(isinstance(m, (torch.nn.RNNBase, torch.nn.RNNCellBase, torch.nn.MultiheadAttention))
+                       or _unchained(m, chain)
                        for m in self.model.modules())):
             return []  # (layers the depth convention does not count as hidden layers, or that no probe sees)
         head = int(points[store.LAYER].max())

@@ -606,12 +606,12 @@ def layer_value(arm: Arm, where=None, quantity="grad_norm", step=0, layer=0) -> 
 
 
 @measure
-def signal_ratio_error(arm: Arm, where=None, num=0, den=-1, step=0) -> Measured:
+def signal_ratio_error(arm: Arm, where=None, num=0, den=-2, step=0) -> Measured:
     """|measured / predicted - 1| of the back-propagated signal ratio ‖∂L/∂z‖ of probe point `num` / `den`
     (layer_ratio's), the prediction mean-field theory's from the inputs' q_0 along the length map
     (theory.signal_factors), for nets in the theory's scope at init (step 0). Between hidden layers,
     num < den < the head: the signal reaches the last hidden layer through the head's weights, whose
-    σ_w² is not the bulk's the theory takes."""
+    σ_w² is not the bulk's the theory takes (den=-2, the default, is the last hidden layer)."""
     def one(g: pd.DataFrame) -> float:
         p = _profile(g, "signal_norm", step)
         lo, hi = _layer(num, p.index), _layer(den, p.index)
@@ -622,7 +622,7 @@ def signal_ratio_error(arm: Arm, where=None, num=0, den=-1, step=0) -> Measured:
     out = _per_run(arm.table("layers", where), one)
     if out.per_run and all(math.isnan(v) for v in out.per_run):
         out.note = ("no mean-field prediction for these runs: the theory needs an MLP's inputs of data=gaussian, "
-                    "and two hidden layers, num before den")
+                    "and two hidden layers, num before den, den before the head")
     return out
 
 

@@ -415,6 +415,8 @@ def exit_now(code: int) -> None:
 
 
 GRACE = 60.0  # seconds the runs in flight get to record themselves after Ctrl-C (~1 s is usual)
+_since = 0.0  # when the joblib sweep began (time.time()): the runs it may wait for were begun since
+_waited = False  # whether its Ctrl-C went through joblib's abort, which waited for them (stop() then does not)
 
 
 @contextmanager
@@ -427,10 +429,14 @@ def finish_interrupted_jobs(root: Path | None = None):
     whose runs a worker is still recording (run.json `running`, the worker's pid) are waited for too."""
     from joblib._parallel_backends import LokyBackend
 
+    global _since, _waited
     abort = LokyBackend.abort_everything
+    _since, _waited = time.time(), False
 
     def abort_everything(self, ensure_ready=True):
+        global _waited
         if isinstance(sys.exc_info()[1], KeyboardInterrupt) and self._workers is not None:
+            _waited = True  # (a second Ctrl-C, which stops this wait, must not start stop()'s)
             _interrupt_and_wait(self._workers, root)
         return abort(self, ensure_ready=ensure_ready)
 
@@ -466,29 +472,43 @@ def _interrupt_and_wait(executor, root: Path | None = None) -> None:
 
 
 def _wait_for_recording(root: Path, pids: set[int], deadline: float) -> None:
-    """Until `deadline`, while a run under `root` reads `running` in run.json with a live pid among `pids`."""
+    """Until `deadline`, while a run under `root` reads `running` in run.json with a live pid among `pids`, on
+    this host, begun since the sweep did (`_since`), the last such run of its worker (one a worker left
+    `running` when its job raised, the worker gone on to others, or an earlier sweep's whose pid a worker has
+    now, is none a worker records: the sweep waited out GRACE for it)."""
     import json
+    import socket
 
     from gradflow import store
 
-    def recording(path: Path) -> bool:
+    host = socket.gethostname()
+
+    def running_pid(path: Path) -> int | None:
         try:
             rec = json.loads(path.read_text())
         except (OSError, ValueError):
-            return False
-        if not (isinstance(rec, dict) and rec.get(store.STATUS) == store.RUNNING and rec.get("pid") in pids):
-            return False
-        pid = rec["pid"]
+            return None
+        if not (isinstance(rec, dict) and rec.get(store.STATUS) == store.RUNNING and rec.get("pid") in pids
+                and rec.get("host", host) == host):
+            return None
         try:
-            os.kill(pid, 0)
+            os.kill(rec["pid"], 0)
         except OSError:  # (the worker is gone: nothing more comes)
-            return False
-        return True
+            return None
+        return rec["pid"]
 
-    waiting = [p for p in root.glob(f"*/{store.RUN_FILE}") if recording(p)]
+    latest: dict[int, tuple[float, Path]] = {}  # each worker's most recently begun run that reads running
+    for path in root.glob(f"*/{store.RUN_FILE}"):
+        try:
+            begun = path.stat().st_mtime
+        except OSError:
+            continue
+        if begun >= _since - 1 and (pid := running_pid(path)) is not None and begun >= latest.get(pid, (0,))[0]:
+            latest[pid] = (begun, path)
+    waiting = [path for _, path in latest.values()]
     while waiting and time.monotonic() < deadline:
         time.sleep(0.05)
-        waiting = [p for p in waiting if recording(p)]
+        waiting = [p for p in waiting if running_pid(p) is not None]
 
 
 def stop(root: Path | None = None) -> None:
@@ -499,7 +519,7 @@ def stop(root: Path | None = None) -> None:
     executor = _pool()
     if executor is None:
         return
-    if root is not None and isinstance(sys.exc_info()[1], KeyboardInterrupt):
+    if root is not None and isinstance(sys.exc_info()[1], KeyboardInterrupt) and not _waited:
         pids = set(getattr(executor, "_processes", {}))
         for pid in pids:
             with suppress(OSError):

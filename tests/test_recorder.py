@@ -1950,6 +1950,19 @@ def test_a_config_depth_unlike_the_models_is_said_at_close(tmp_path, recwarn):
 
     assert run("gru", Recurrent(), 1) == []
 
+    class Cell(nn.Module):  # a GRU cell over three time steps, between weight layers: its weights no probe sees
+        def __init__(self):
+            super().__init__()
+            self.inp, self.cell, self.out, self.head = nn.Linear(3, 4), nn.GRUCell(4, 4), nn.Linear(4, 8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            h, z = None, self.inp(x)
+            for _ in range(3):
+                h = self.cell(z, h)
+            return self.head(torch.tanh(self.out(h)))
+
+    assert run("gru-cell", Cell(), 3) == []
+
     class Embedded(nn.Module):  # an embedding before three hidden layers: no convention says to count it
         def __init__(self):
             super().__init__()

@@ -1513,7 +1513,7 @@ def test_a_sweep_whose_output_is_closed_stops_as_interrupted(results):
     assert list(_statuses(results / "s").values()).count("ok") < 6
 
 
-def test_an_interrupted_joblib_sweep_waits_for_the_runs_its_workers_are_recording(tmp_path):
+def test_an_interrupted_joblib_sweep_waits_for_the_runs_its_workers_are_recording(tmp_path, monkeypatch):
     # a job a worker had just begun read as queued to the pool (its future cancellable), or the Ctrl-C reached
     # the sweep's process between its calls into joblib: the pool's end killed the worker as it recorded its
     # run, left `running` without tables (2 of 14 Ctrl-Cs 6-9 s into a 6-run joblib sweep). The sweep now
@@ -1538,6 +1538,22 @@ def test_an_interrupted_joblib_sweep_waits_for_the_runs_its_workers_are_recordin
         start = time.monotonic()
         workers._wait_for_recording(tmp_path, {worker.pid}, start + 0.3)  # (never recorded: to the deadline)
         assert 0.3 <= time.monotonic() - start < 3
+        # a worker's run left `running` when its job raised, the worker gone on to another (its latest), and an
+        # earlier sweep's whose pid a worker has now: neither is waited for (the sweep waited out the minute)
+        (tmp_path / "later").mkdir()
+        (tmp_path / "later" / "run.json").write_text(json.dumps({"status": "interrupted", "pid": worker.pid}))
+        os.utime(tmp_path / "recording" / "run.json", (time.time() - 5, time.time() - 5))
+        (tmp_path / "later" / "run.json").write_text(json.dumps({"status": "running", "pid": worker.pid}))
+        threading.Thread(target=lambda: (time.sleep(0.3), store.finish(tmp_path / "later", {
+            "status": "interrupted", "pid": worker.pid}))).start()
+        start = time.monotonic()
+        workers._wait_for_recording(tmp_path, {worker.pid}, start + 20)
+        assert 0.3 <= time.monotonic() - start < 5  # (until the latest was recorded; the older one, never)
+        monkeypatch.setattr(workers, "_since", time.time() + 60)  # (every run.json here begun before the sweep)
+        (tmp_path / "later" / "run.json").write_text(json.dumps({"status": "running", "pid": worker.pid}))
+        start = time.monotonic()
+        workers._wait_for_recording(tmp_path, {worker.pid}, start + 20)
+        assert time.monotonic() - start < 1
     finally:
         worker.kill()
         worker.wait()

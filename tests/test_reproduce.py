@@ -522,6 +522,8 @@ def test_signal_ratio_error_reads_hidden_layers_against_theory_and_no_other(resu
     arms = {"init": rep.Arm(job.parent)}
     measured = rep.compute({"fn": "signal_ratio_error", "arm": "init", "num": 1, "den": 5}, arms)
     assert measured.value < 0.05 and not measured.note, measured
+    # its defaults, the first layer over the last hidden one (den=-1, the head, gave nothing)
+    assert rep.compute({"fn": "signal_ratio_error", "arm": "init"}, arms).value < 0.05
     for num, den in ((5, 1), (1, -1), (1, 6)):
         measured = rep.compute({"fn": "signal_ratio_error", "arm": "init", "num": num, "den": den}, arms)
         assert math.isnan(measured.value) and "num before den" in measured.note, (num, den, measured)
