@@ -457,12 +457,7 @@ def _interrupt_and_wait(executor, root: Path | None = None) -> None:
     from concurrent.futures import wait
 
     futures = [item.future for item in list(getattr(executor, "_pending_work_items", {}).values())]
-    workers = list(getattr(executor, "_processes", {}))
-    for pid in workers:
-        try:
-            os.kill(pid, signal.SIGINT)
-        except OSError:  # gone already
-            pass
+    workers = _interrupt_workers(executor)
     if not workers:  # no job in flight
         return
     deadline = time.monotonic() + GRACE
@@ -476,7 +471,6 @@ def _wait_for_recording(root: Path, pids: set[int], deadline: float) -> None:
     this host, begun since the sweep did (`_since`), the last such run of its worker (one a worker left
     `running` when its job raised, the worker gone on to others, or an earlier sweep's whose pid a worker has
     now, is none a worker records: the sweep waited out GRACE for it)."""
-    import json
     import socket
 
     from gradflow import store
@@ -484,16 +478,9 @@ def _wait_for_recording(root: Path, pids: set[int], deadline: float) -> None:
     host = socket.gethostname()
 
     def running_pid(path: Path) -> int | None:
-        try:
-            rec = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-        if not (isinstance(rec, dict) and rec.get(store.STATUS) == store.RUNNING and rec.get("pid") in pids
-                and rec.get("host", host) == host):
-            return None
-        try:
-            os.kill(rec["pid"], 0)
-        except OSError:  # (the worker is gone: nothing more comes)
+        rec = store.read_run(path.parent)
+        if not (rec and rec.get(store.STATUS) == store.RUNNING and rec.get("pid") in pids
+                and rec.get("host", host) == host and store.pid_alive(rec["pid"])):  # (a worker gone: nothing comes)
             return None
         return rec["pid"]
 
@@ -520,12 +507,17 @@ def stop(root: Path | None = None) -> None:
     if executor is None:
         return
     if root is not None and isinstance(sys.exc_info()[1], KeyboardInterrupt) and not _waited:
-        pids = set(getattr(executor, "_processes", {}))
-        for pid in pids:
-            with suppress(OSError):
-                os.kill(pid, signal.SIGINT)
-        _wait_for_recording(Path(root), pids, time.monotonic() + GRACE)
+        _wait_for_recording(Path(root), set(_interrupt_workers(executor)), time.monotonic() + GRACE)
     executor.shutdown(wait=True, kill_workers=True)
+
+
+def _interrupt_workers(executor) -> list[int]:
+    """Ctrl-C to each worker of joblib's pool; their pids."""
+    workers = list(getattr(executor, "_processes", {}))
+    for pid in workers:
+        with suppress(OSError):  # (gone already)
+            os.kill(pid, signal.SIGINT)
+    return workers
 
 
 def drop_pool_folders() -> None:
