@@ -157,16 +157,18 @@ def transient_bias(config: Mapping[str, Any], span: tuple[int, int], q0: float |
     the chi_1 at q*, minus 1. 0 for a run started at q*; nan where q_0 or the theory is unknown. `q0`: the
     inputs' q_0 where the caller knows it otherwise than from the config (`transient_before_rule`)."""
 
+    mf = theory.predict(config)
+    if mf is None or not math.isfinite(mf.chi1):
+        return math.nan
     if q0 is None and config.get("data.scale") == "qstar":
-        mf = theory.predict(config)
-        return 0.0 if mf is not None and math.isfinite(mf.chi1) else math.nan
-    factors = theory.signal_factors(config, span[1] + 1, q0)
+        return 0.0
+    factors = theory.signal_factors(config, span[1] + 1, q0, mf)
     if factors is None:
         return math.nan
     layers = np.arange(span[0], span[1] + 1)
     with np.errstate(all="ignore"):
         log_sq = np.cumsum(np.log(factors)[::-1])[::-1][span[0]:]  # sum over k >= l, up to the span's end
-        return float(theory.fit_chi1(layers, np.exp(log_sq / 2), trim=0) / theory.predict(config).chi1 - 1.0)
+        return float(theory.fit_chi1(layers, np.exp(log_sq / 2), trim=0) / mf.chi1 - 1.0)
 
 
 def transient_before_rule(config: Mapping[str, Any], span: tuple[int, int]) -> tuple[float, bool] | None:

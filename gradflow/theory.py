@@ -876,13 +876,14 @@ def input_q(config: Mapping[str, Any], sw2: float, sb2: float) -> float | None:
         return None
 
 
-def signal_factors(config: Mapping[str, Any], layers: int, q0: float | None = None) -> np.ndarray | None:
+def signal_factors(config: Mapping[str, Any], layers: int, q0: float | None = None,
+                   mf: MeanField | None = None) -> np.ndarray | None:
     """sigma_w^2 E[phi'(h_l)^2] for l = 0 .. layers - 1, h_l of variance q_l along the length map from the
     inputs' q_0 (`input_q`; `q0` where the caller knows it otherwise): the mean-field factor by which
     ||dL/dh||^2 grows from layer l + 1 back to layer l, so a ratio of back-propagated signals between
     layers is the square root of their product, before the map has reached q*. None where q_0 or the theory
-    is unknown."""
-    mf = predict(config)
+    is unknown. `mf`: `predict(config)`, where the caller has it."""
+    mf = mf or predict(config)
     if mf is None or not math.isfinite(mf.chi1):
         return None
     q = input_q(config, mf.sw2, mf.sb2) if q0 is None else q0
