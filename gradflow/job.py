@@ -149,7 +149,11 @@ def _execute(cfg: DictConfig, job_dir: Path, name: str, on_step: ProgressFn | No
         # a Ctrl-C while the tables are written waits for run.json (one as a finished run's tables were
         # written lost them all, the run recorded interrupted with none); a second leaves at once
         with workers.ctrl_c_waits(seen=int(stopped)):
-            _record(job_dir, record, result, error, probes, data, flat, start, uses_batchnorm(cfg))
+            try:
+                _record(job_dir, record, result, error, probes, data, flat, start, uses_batchnorm(cfg))
+            except Exception as e:  # writing its tables failed (a full disk, a folder in a table's place): the run
+                # is failed with that error, not left `running` (and a sweep goes on to its next run)
+                _failed(job_dir, record, e, start, result.steps_done)
             recorded = True
     except KeyboardInterrupt:  # before training, or a second Ctrl-C while the tables were written
         if not recorded:

@@ -613,6 +613,12 @@ class Recorder:
             if not written:
                 store.finish(self.path, {**self._record, store.STATUS: store.INTERRUPTED})
             raise
+        except Exception as e:  # writing the tables failed (a full disk, a folder in a table's place): the run is
+            if not written:  # failed with that error, not left `running`, and the error goes on to the loop
+                store.finish(self.path, {**self._record, store.STATUS: store.FAILED, "error": f"{type(e).__name__}: {e}",
+                                         "traceback": "".join(traceback.format_exception(e)),
+                                         "wall_time": round(time.perf_counter() - self._start, 4)})
+            raise
         finally:
             if self.probes is not None:
                 self.probes.remove()

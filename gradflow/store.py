@@ -487,7 +487,7 @@ def begin(job_dir: Path, cfg: DictConfig, record: dict, shared: bool = False) ->
 def finish(job_dir: Path, record: dict) -> None:
     """The final word on a run, written last: `files` lists what it wrote, each must exist and load."""
     job_dir = Path(job_dir)
-    files = [f for f in RUN_FILES[1:] if (job_dir / f).exists()]
+    files = [f for f in RUN_FILES[1:] if (job_dir / f).is_file()]  # (not a folder in its place)
     write_json(job_dir / RUN_FILE, {**record, "files": files})
 
 

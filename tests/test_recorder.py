@@ -256,6 +256,22 @@ def test_recorder_refuses_a_foreign_folder_and_records_a_crash(tmp_path):
     assert set(store.load(tmp_path / "stopped").step) == {0, 1, 2}
 
 
+def test_a_recorder_whose_tables_cannot_be_written_records_its_run_failed(tmp_path):
+    """Writing the tables failed at close() (a full disk; here a folder where the layers table goes): the
+    error reached the loop, and the run stayed `running` for good. It is `failed` with the error, which
+    still goes on to the loop."""
+    model = nn.Linear(2, 2)
+    with pytest.raises(OSError, match=store.LAYERS_FILE):
+        with gradflow.Recorder(model, tmp_path / "full") as rec:
+            with rec.step(0):
+                model(torch.randn(3, 2)).sum().backward()
+            (tmp_path / "full" / store.LAYERS_FILE / "in-the-way").mkdir(parents=True)
+    run = store.read_run(tmp_path / "full")
+    assert run["status"] == "failed" and store.LAYERS_FILE in run["error"], run
+    assert run["error"].split(":")[0].endswith("Error") and "Traceback" in run["traceback"], run
+    assert store.status_of(tmp_path / "full", run)[0] == "failed" and run["files"] == [store.CONFIG_FILE]
+
+
 @pytest.mark.parametrize("ctrl_cs", [1, 2])
 def test_a_ctrl_c_while_the_recorder_writes_waits_for_run_json(tmp_path, ctrl_cs):
     """Ctrl-C as close() writes the tables cut them short: the run was left `running` and its study locked

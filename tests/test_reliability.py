@@ -705,6 +705,26 @@ def test_a_ctrl_c_as_the_loop_makes_its_tables_keeps_the_run_as_it_ended(results
     assert stopped.value.result.status == "ok" and stopped.value.result.probe_steps == list(range(7))
 
 
+@pytest.mark.parametrize("isolate", [False, True])
+def test_a_run_whose_tables_cannot_be_written_is_recorded_failed(results, isolate):
+    """Writing a run's tables failed (a full disk; here a folder where its layers table goes): the error
+    escaped `gradflow run` and took a sweep's task down, the run left `running` for good. It is `failed`,
+    with the error naming the file, and returned as a sweep's failed run is."""
+    from gradflow.config import compose
+    from gradflow.job import execute
+
+    cfg = compose([*SMALL, "train.steps=4", f"results={results}", "name=full"])
+    job = results / "full" / "default"
+
+    def on_step(t, n):  # (the folder exists by now: store.begin made it before training)
+        (job / store.LAYERS_FILE / "in-the-way").mkdir(parents=True, exist_ok=True)
+
+    run = execute(cfg, job, on_step=on_step, isolate=isolate)
+    assert run["status"] == "failed" and run["steps_done"] == 4, run
+    assert store.LAYERS_FILE in run["error"] and run["error"].split(":")[0].endswith("Error"), run["error"]
+    assert store.read_run(job)["status"] == "failed" and store.status_of(job, store.read_run(job))[0] == "failed"
+
+
 def test_a_ctrl_c_held_over_an_error_is_raised_after_it():
     """A held Ctrl-C is not lost when the block raises (a Recorder closed inside a script's `except`)."""
     with pytest.raises(KeyboardInterrupt) as stopped:
