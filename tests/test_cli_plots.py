@@ -488,6 +488,7 @@ def test_plot_one_run_folder(full):
     # the theory's phase diagram, drawn from no runs: said where it is (it read as any unknown kind)
     (["--kind", "phase"], "--kind 'phase' is not allowed: the phase diagram is mean-field theory's, drawn from no "
                           "runs: `gradflow theory phase --activation tanh`; choices: standard, profile,"),
+    (["--kind", "Phase"], "--kind 'Phase' is not allowed: the phase diagram is mean-field theory's"),
     (["--kind", "profile", "--quantity", "nope"], "--quantity 'nope' is not in"),
     (["--kind", "profile", "--color", "model.nope"], "--color 'model.nope' is not a column"),
     (["--kind", "profile", "--facet", "data.dim"], "--facet 'data.dim' does not vary"),

@@ -106,8 +106,8 @@ def plot(
 ) -> None:
     """Draw figures from a run or a sweep on disk and print their paths."""
     path, out = folder(path, "plot"), out_path(out)
-    if kind == "phase":  # (a figure of the theory, not of runs: it was refused as any unknown kind)
-        raise GradflowError("--kind 'phase' is not allowed: the phase diagram is mean-field theory's, drawn from no "
+    if (kind or "").lower() == "phase":  # (a figure of the theory, not of runs: it was refused as any unknown kind)
+        raise GradflowError(f"--kind {kind!r} is not allowed: the phase diagram is mean-field theory's, drawn from no "
                             "runs: `gradflow theory phase --activation tanh`; choices: " + ", ".join(KINDS))
     kind = choose("--kind", kind or "standard", KINDS)
     if where and kind == "standard":
