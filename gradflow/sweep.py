@@ -1046,8 +1046,7 @@ def _run_hydra(p: Plan, on_step: StepFn | None) -> None:
         raise said from e
     finally:
         sys.argv, _reporter = saved_argv, None
-        if not workers.keep_running():
-            workers.stop(p.root)
+        workers.sweep_ended(p.root)
 
 
 def launcher_error(p: Plan, e: Exception) -> GradflowError | None:

@@ -375,11 +375,6 @@ def leave_with_sweep() -> None:
 _keep = False  # set by `kept`
 
 
-def keep_running() -> bool:
-    """Whether the pool outlives the sweep that ends now (inside `kept`)."""
-    return _keep
-
-
 @contextmanager
 def kept():
     """Keep joblib's worker pool from one sweep to the next (the sweeps of a reproduction's arms), so
@@ -392,6 +387,15 @@ def kept():
         _keep = saved
         if not saved:
             stop()
+
+
+def sweep_ended(root: Path) -> None:
+    """A sweep's end, as it propagates however it ended: its pool is shut down unless kept for the next
+    sweep (`kept`); after a Ctrl-C it is shut down kept or not, its runs in flight first getting to record
+    themselves (`stop`): a reproduction's Ctrl-C between its calls into joblib otherwise reached the kept
+    pool's end in `kept`, which knows no sweep folder to wait for, and killed the runs it was recording."""
+    if not _keep or isinstance(sys.exc_info()[1], KeyboardInterrupt):
+        stop(root)
 
 
 def _pool():

@@ -1582,6 +1582,37 @@ def test_an_interrupted_joblib_sweep_waits_for_the_runs_its_workers_are_recordin
     assert time.monotonic() - start < 1
 
 
+def _a_worker_holding_ctrl_c() -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return os.getpid()
+
+
+def test_a_ctrl_c_ending_a_sweep_whose_pool_is_kept_waits_for_its_runs_then_ends_the_pool(tmp_path, monkeypatch):
+    # a reproduction keeps joblib's pool from one arm's sweep to the next (`workers.kept`); a Ctrl-C that
+    # reached its process between its calls into joblib ended the pool only at the reproduction's end, which
+    # knows no sweep folder: the runs its workers were recording were killed, `running` without tables
+    from joblib import Parallel, delayed
+
+    monkeypatch.setattr(workers, "_waited", False)  # (no Ctrl-C went through joblib's abort)
+    with workers.kept():
+        # (each worker that ran a job ignores Ctrl-C, as a sweep's worker holds it while it records its run)
+        pids = set(Parallel(n_jobs=2, backend="loky")(delayed(_a_worker_holding_ctrl_c)() for _ in range(8)))
+        workers.sweep_ended(tmp_path)  # (a sweep that ended as planned: the pool is kept for the next)
+        assert all(store.pid_alive(pid) for pid in pids)
+        (tmp_path / "recording").mkdir()
+        (tmp_path / "recording" / "run.json").write_text(json.dumps({"status": "running", "pid": min(pids)}))
+        threading.Thread(target=lambda: (time.sleep(0.5), store.finish(tmp_path / "recording", {
+            "status": "interrupted", "pid": min(pids)}))).start()
+        start = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            try:
+                raise KeyboardInterrupt
+            finally:
+                workers.sweep_ended(tmp_path)
+        assert 0.5 <= time.monotonic() - start < 20  # (it waited for the run to be recorded)
+        assert not any(store.pid_alive(pid) for pid in pids)  # (and then ended the pool, kept or not)
+
+
 def test_an_empty_config_file_makes_a_run_incomplete(tmp_path):
     """A kill between creating config.yaml and writing it leaves it empty: that run is incomplete, not ok
     (a size check of >= 0 took any file that exists as whole)."""
