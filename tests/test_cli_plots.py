@@ -374,6 +374,31 @@ def _recorded(folder: Path, frozen: bool = False, steps: int = 20, model=None) -
     return folder
 
 
+def test_a_grid_of_runs_that_logged_no_test_accuracy_names_its_default_value(tmp_path):
+    # a loop of the user's own logs a train loss alone: the grid's default cells, the final test accuracy, were
+    # refused as "value='final.test_acc' is not a column", a value the user never typed
+    import torch
+
+    for lr in (0.1, 0.2):
+        for width in (4, 8):
+            model = torch.nn.Sequential(torch.nn.Linear(8, width), torch.nn.Tanh(), torch.nn.Linear(width, 3))
+            with gradflow.Recorder(model, tmp_path / f"lr{lr}-w{width}", steps=2,
+                                   config={"lr": lr, "width": width}) as rec:
+                for step in range(2):
+                    with rec.step(step):
+                        loss = torch.nn.functional.cross_entropy(model(torch.randn(16, 8)), torch.zeros(16).long())
+                        loss.backward()
+                    rec.log(step, train_loss=loss)
+    out = invoke("plot", tmp_path, "--kind", "grid", "--x", "lr", "--y", "width", "--out", tmp_path / "figs")
+    assert out.exit_code == 1 and out.output.startswith(
+        "error: --value (its default) 'final.test_acc' is not a column of "), out.output
+    assert "final.train_loss" in out.output and len(out.output.strip().splitlines()) == 1
+    out = invoke("plot", tmp_path, "--kind", "grid", "--x", "lr", "--y", "width", "--value", "final.train_loss",
+                 "--out", tmp_path / "figs")
+    assert out.exit_code == 0, out.output
+    assert [p.name for p in (tmp_path / "figs").iterdir()] == ["grid-final.train_loss-lr-width.png"]
+
+
 def _plot_piped(path: Path, width: int = 80) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": str(width), "TERM": "dumb"}
     return subprocess.run([sys.executable, "-m", "gradflow", "plot", str(path)], capture_output=True, text=True,
@@ -495,6 +520,12 @@ def test_plot_one_run_folder(full):
     (["--kind", "grid", "--x", "nope", "--y", "model.depth"], "--x 'nope' is not a column"),
     (["--kind", "grid", "--x", "model.depth", "--y", "nope"], "--y 'nope' is not a column"),
     (["--kind", "grid", "--x", "model.depth", "--y", "model.activation", "--value", "nope"], "--value 'nope'"),
+    (["--kind", "grid", "--x", "model.depth", "--y", "model.activation", "--theory", "6xi_c"],
+     "--theory 6xi_c is drawn against init.sw2, so --x or --y must be init.sw2 (got --x model.depth --y "),
+    # the x axis of a ratio plot, though swept, colours no line (it read "by='model.depth' is not a swept key")
+    (["--kind", "ratio", "--color", "model.depth"], "--color model.depth is this plot's x axis: each line runs "
+                                                    "along model.depth; colour by another key: model.activation"),
+    (["--kind", "ratio", "--color", "depth"], "--color model.depth is this plot's x axis"),
     (["--kind", "profile", "--step", "soon"], "--step 'soon' is not allowed; choices: a probed step number"),
     (["--kind", "profile", "--step", "99"], "--step 99 was not probed"),
     (["--kind", "heatmap"], "pass --run with one of"),

@@ -1278,7 +1278,7 @@ def test_grid_of_uneven_values_has_one_even_cell_each_and_refuses_a_one_value_ax
                                                      theory="6xi_c")) if "6" in t]
     assert said.endswith(r"(above the depths shown for $\sigma_w^2$ 1-4)"), said
     one = pd.DataFrame([r for r in rows if r["model.depth"] == 6])
-    with pytest.raises(GradflowError, match=r"y=model.depth has one value here \(6\): a grid needs two or more "
+    with pytest.raises(GradflowError, match=r"--y model.depth has one value here \(6\): a grid needs two or more "
                                             r"on each axis.*keys with several values: init.sw2"):
         figures.grid(one, "init.sw2", "model.depth", "final.train_acc", theory="6xi_c")
 

@@ -355,7 +355,11 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
     multi_source = n_distinct(df["source"]) > 1
     # (a key that changes with the depth alone, a learning rate tied to it, splits no line along it)
     swept = [k for k in distinct_keys(df, swept_keys(df), along=length) if k != length]
-    check_key(by, "by", swept)
+    if by is not None and by not in swept and by in swept_keys(df):  # (swept, but along the x axis: no line key)
+        what = "is this plot's x axis" if by == length else f"changes with {length} alone (it is set by it)"
+        raise GradflowError(f"--color {by} {what}: each line runs along {length}; colour by another key: "
+                            f"{', '.join(swept) or '(none varies)'}")
+    check_key(by, "color", swept)
     inert = no_effect_at_init(df, swept, quantity, (by,)) if when == "init" else []
     swept = [k for k in swept if k not in inert]
     group_keys = swept + (["source"] if multi_source else [])
@@ -696,11 +700,11 @@ def _grid_checks(df: pd.DataFrame, x: str, y: str, facet: str | None, value: str
     swept = swept_keys(df)
     for what, key in (("x", x), ("y", y), ("facet", facet)):
         if key is not None and key not in df.columns:
-            raise GradflowError(f"{what}={key!r} is not a column of the runs table; "
+            raise GradflowError(f"--{what} {key!r} is not a column of the runs table; "
                                 f"swept keys: {', '.join(swept) or '(none)'}")
     value = summary_column(df, value)
     if theory not in (None, *GRID_THEORIES):
-        raise GradflowError(f"theory={theory!r} is not allowed; choices: {', '.join(GRID_THEORIES)}")
+        raise GradflowError(f"--theory {theory!r} is not allowed; choices: {', '.join(GRID_THEORIES)}")
     given = [k for k in (x, y, facet) if k is not None]
     others = [k for k in distinct_keys(df, [*given, *swept]) if k not in given]  # (one tied to an axis is its own)
     if others:
@@ -714,7 +718,7 @@ def _grid_checks(df: pd.DataFrame, x: str, y: str, facet: str | None, value: str
     for what, key, other in (("x", x, y), ("y", y, x)):
         if n_distinct(df[key]) < 2:  # one row of cells: no grid, and a depth curve over it has no scale to read
             raise GradflowError(
-                f"{what}={key} has one value here ({', '.join(map(fmt, ordered_values(df[key]))) or 'none'}): a grid "
+                f"--{what} {key} has one value here ({', '.join(map(fmt, ordered_values(df[key]))) or 'none'}): a grid "
                 f"needs two or more on each axis; sweep more ({key}=...), or list {value} over {other} with "
                 f"`gradflow ls PATH --sort {other}`; keys with several values: {', '.join(several) or '(none)'}")
     return value
@@ -782,17 +786,17 @@ def _grid_theory(ax, sub: pd.DataFrame, xa: _GridAxis, ya: _GridAxis, kind: str)
     by_key = {xa.key: xa, ya.key: ya}
     sw = by_key.get("init.sw2")
     if sw is None or not sw.numeric:
-        raise GradflowError(f"theory={kind!r} is drawn against init.sw2, so x or y must be init.sw2 "
-                            f"(got x={xa.key}, y={ya.key})")
+        raise GradflowError(f"--theory {kind} is drawn against init.sw2, so --x or --y must be init.sw2 "
+                            f"(got --x {xa.key} --y {ya.key})")
     if kind != "chi1=1" and "model.depth" not in by_key:
-        raise GradflowError(f"theory={kind!r} is a depth scale: the other axis must be model.depth "
-                            f"(got x={xa.key}, y={ya.key}); use theory='chi1=1' for other axes")
+        raise GradflowError(f"--theory {kind} is a depth scale: the other axis must be model.depth "
+                            f"(got --x {xa.key} --y {ya.key}); use --theory chi1=1 for other axes")
     fixed = {}
     for key in ("model.activation", "init.sb2"):
         v = single_value(sub, key)
         if v is None or is_missing(v):
             have = ", ".join(map(fmt, ordered_values(sub[key]))) if key in sub.columns else "missing"
-            raise GradflowError(f"theory={kind!r} needs one {key} per panel; this panel has: {have}"
+            raise GradflowError(f"--theory {kind} needs one {key} per panel; this panel has: {have}"
                                 + ("; facet by it (--facet model.activation)" if key == "model.activation" else ""))
         fixed[key] = python_value(v)
     act, sb2 = fixed["model.activation"], float(fixed["init.sb2"])

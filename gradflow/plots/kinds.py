@@ -63,6 +63,9 @@ class Options:
 
 
 # --- checks: one red line naming the option and the choices ---------------------------------------
+GRID_VALUE = "final.test_acc"  # what a grid's cells show without --value
+
+
 def choose(option: str, value: str, choices) -> str:
     if value not in choices:
         raise GradflowError(f"{option} {value!r} is not allowed{did_you_mean(value, list(choices))}; "
@@ -137,10 +140,15 @@ def check_options(df: pd.DataFrame, kind: str, o: Options, where: str) -> None:
         have = list(map(str, ordered_values(df["quantity"])))
         raise GradflowError(f"--quantity {o.quantity!r} is not in {where}{did_you_mean(o.quantity, have)}; "
                             f"choices: {', '.join(have)}")
+    if kind == "grid" and o.value is None and GRID_VALUE not in df.columns:  # (a loop that logged no test accuracy)
+        o.value = GRID_VALUE
+        option = "--value (its default) "
+    else:
+        option = "--value "
     if o.value is not None and o.value not in df.columns:
         from gradflow.plots.curves import summary_column
 
-        o.value = summary_column(df, o.value, "--value ", where)  # (or ls's header of it: 'chi1 meas')
+        o.value = summary_column(df, o.value, option, where)  # (or ls's header of it: 'chi1 meas')
     if o.theory is not None:
         choose("--theory", o.theory, GRID_THEORIES)
     runs = run_names(df["run"])
@@ -233,7 +241,7 @@ def draw(kind: str, df: pd.DataFrame, o: Options):
     if kind == "grid":
         if o.x is None or o.y is None:
             raise GradflowError("--kind grid needs --x KEY and --y KEY (e.g. --x init.sw2 --y model.depth)")
-        value = o.value or "final.test_acc"
+        value = o.value or GRID_VALUE
         fig = figures.grid(df, o.x, o.y, value=value, theory=o.theory, facet=o.facet)
         return fig, f"grid-{value}-{o.x}-{o.y}" + tag("facet", o.facet)
     if kind == "hist":
