@@ -412,11 +412,17 @@ def clip_share(arm: Arm, where=None) -> Measured:
     return _per_run(arm.table("metrics", where), clipped_share)
 
 
+def _through_time(p: pd.Series) -> pd.Series:
+    """A recurrent net's profile at every time step 0..T (the head's), NaN at a step no backward pass reached
+    (a state detached from the graph: its hook never ran, so it has no row), which fails the claims on it."""
+    return p.reindex(range(int(p.index.max()) + 1))
+
+
 @measure
 def lag_ratio(arm: Arm, where=None, k=100, quantity="signal_norm", step=0) -> Measured:
     """Recurrent nets: ||dL/dh_(T-k)|| / ||dL/dh_(T-1)||, time steps being layers 0..T-1 (head = T)."""
     def one(g):
-        p = _profile(g, quantity, step)
+        p = _through_time(_profile(g, quantity, step))
         T = int(p.index.max())  # the head's index = number of time steps
         return float(p.loc[T - k] / p.loc[T - 1])
     return _per_run(arm.table("layers", where), one)
@@ -428,7 +434,7 @@ def lag_rate(arm: Arm, where=None, kmax=100, quantity="signal_norm", step=0) -> 
     (per time step; below 0 means exponential decay with the lag); NaN where a signal there is 0 or not
     finite: a fit over the rest (a backward pass cut short at k = 50) would read as a rate over all."""
     def one(g):
-        p = _profile(g, quantity, step)
+        p = _through_time(_profile(g, quantity, step))
         T = int(p.index.max())
         k = np.arange(1, kmax + 1)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -959,6 +965,8 @@ def runs(names: list[str], scale: str = "default", user: list[str] | None = None
             if on_planned:
                 on_planned(p.spec.name)
             jobs, reused = {}, 0
+            if any(plan.to_run for plan in p.plans.values()):
+                store.drop_claims(p.root)
             for arm, plan in p.plans.items():
                 reused += plan.skipped
                 (launch or sweep_mod.launch)(plan)

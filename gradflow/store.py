@@ -168,6 +168,14 @@ def claims_path(study: str | Path) -> Path:
     return Path(study) / CLAIMS_FILE
 
 
+def drop_claims(study: str | Path) -> None:
+    """A reproduction's verdicts (claims.json, REPORT.md and its page), before runs are redone under them: a
+    check that then failed, or a Ctrl-C, left the verdicts of the runs replaced (a page read "8 of 8 claims
+    pass" beside runs of a net whose checks had raised)."""
+    for path in (claims_path(study), reproduction_md_path(study), Path(study) / REPORT_HTML):
+        path.unlink(missing_ok=True)
+
+
 # --- selectors: the questions everyone asks of the long tables -------------------------------------
 def rows(layers: pd.DataFrame, quantity: str, step: int | None = None) -> pd.DataFrame:
     """The rows of one quantity (at one step), sorted by layer."""

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from gradflow import reproduce as rep
 from gradflow import theory
@@ -225,6 +226,11 @@ def test_lags_through_time_are_against_the_last_time_step_not_the_head():
     assert rate == pytest.approx(math.log(0.5) + 0.2 * math.log(10.0), rel=1e-9)
     values[steps - 3] = 0.0  # a backward pass cut short at lag 3: no rate
     assert math.isnan(rep.lag_rate(_arm(layers=_layers({0: values}, "signal_norm")), kmax=5).value)
+    # a state detached from the graph at lag 3: the steps before it have no rows at all (their hooks never ran),
+    # which read as no ratio and no rate, each claim on them failed (it was a KeyError that stopped the check)
+    cut = [row for row in _layers({0: values}, "signal_norm") if row["layer"] > steps - 3]
+    assert math.isnan(rep.lag_ratio(_arm(layers=cut), k=5).value)
+    assert math.isnan(rep.lag_rate(_arm(layers=cut), kmax=5).value)
 
 
 def test_ratio_is_a_over_b_and_says_why_it_has_none():
@@ -436,6 +442,36 @@ def test_results_given_twice_puts_claims_beside_the_runs_the_last_one_holds(cli,
     assert out.exit_code == 1 and "0 of 3 claims pass" in out.output
     assert rep.store.claims_path(rep.root_for("sigmoid-textbook", "quick", str(results))).exists()
     assert not first.exists()
+
+
+def test_runs_redone_under_a_reproduction_take_its_old_verdicts_away_first(sigmoid, tmp_path):
+    # a forced rerun whose check then raised, or that a Ctrl-C stopped, left claims.json and REPORT.md of the
+    # runs it replaced: the report page read "3 of 3 claims pass" beside runs that were never checked
+    import shutil
+
+    results, _ = sigmoid
+    shutil.copytree(results, tmp_path / "results")
+    root = rep.root_for("sigmoid-textbook", "quick", str(tmp_path / "results"))
+    (root / rep.store.REPORT_HTML).write_text("<html></html>")
+
+    def stopped(plan):  # (a Ctrl-C as the first run to redo began)
+        if plan.to_run:
+            raise KeyboardInterrupt
+
+    def outcomes(force: bool):
+        return list(rep.runs(["sigmoid-textbook"], "quick", ["threads=1", f"results={tmp_path / 'results'}"],
+                             force=force, launch=stopped))
+
+    before = torch.get_num_threads()
+    try:
+        assert len(outcomes(force=False)) == 1  # (every run finished: none launched, the verdicts rewritten)
+        assert rep.store.claims_path(root).exists() and (root / rep.store.REPORT_HTML).exists()
+        with pytest.raises(KeyboardInterrupt):
+            outcomes(force=True)
+    finally:
+        torch.set_num_threads(before)
+    assert not [p.name for p in root.iterdir() if p.name in ("claims.json", "REPORT.md", "report.html")]
+    assert (root / "init").is_dir()  # (the runs themselves are the sweep's to keep or redo)
 
 
 def test_an_override_that_removes_a_figures_key_still_checks_every_claim(sigmoid):
