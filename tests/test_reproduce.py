@@ -134,6 +134,19 @@ def test_a_papers_place_may_be_written_out():
             rep.claim_source({"text": "t", "source": {"paper": prose}})
 
 
+def test_sigmoid_textbooks_references_are_gradflow_theorys_numbers():
+    # its claims cite gradflow's theory for numbers the spec writes down (0.236, 0.632, the first/head band):
+    # they are that theory's, to the digits shown, so neither the theory nor the spec drifts from the other
+    claims = {c["text"].split(":")[0] + (": ratio" if "head" in c["text"] else ""): c["expect"]
+              for c in rep.Spec.load("sigmoid-textbook").claims}
+    for sw2 in (1.0, 16.0):
+        factor = math.sqrt(theory.point("sigmoid", sw2, 0.0).chi1)
+        assert claims[f"σ_w² = {sw2:g}"]["approx"] == pytest.approx(factor, abs=5e-4), sw2
+    low, high = claims["σ_w² = 1: ratio"]["between"]
+    assert low < theory.point("sigmoid", 1.0, 0.0).grad_ratio(10) < high
+    assert high / low == pytest.approx(4)  # (a factor 2 either way, as its tolerance says)
+
+
 def test_user_overrides_replace_the_arms_values_for_the_same_key():
     spec = rep.Spec.load("sigmoid-textbook")
     merged = spec.overrides("init", "quick", ["init.sw2=2.0", "hydra/launcher=joblib"])
