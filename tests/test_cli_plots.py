@@ -625,6 +625,19 @@ def test_a_figure_that_cannot_be_written_leaves_the_rest_of_the_set_drawn(plain,
     assert [p.name for p in printed_paths(out)] == [n for n in alone if n not in ("curves.png", "ratio-init.png")]
 
 
+def test_plot_where_counts_only_the_runs_it_keeps_among_those_with_nothing_to_draw(plain, tmp_path):
+    # a run with nothing to draw that --where left out (another activation's, another study's) was still
+    # counted under the figure of the runs it kept: "not drawn: 1 incomplete run" of a figure it was never in
+    copy = tmp_path / "plain"
+    shutil.copytree(plain, copy, ignore=shutil.ignore_patterns("figures"))
+    (damaged,) = [p for p in copy.glob("*/run.json") if "depth=2" in p.parent.name and "tanh" in p.parent.name]
+    damaged.write_text(damaged.read_text()[:40])
+    said = {act: " ".join(invoke("plot", copy, "--kind", "profile", "--where", f"model.activation={act}", "--out",
+                                 tmp_path / act).output.split()) for act in ("relu", "tanh")}
+    assert "profile-" in said["relu"] and "not drawn" not in said["relu"], said["relu"]
+    assert "not drawn: 1 incomplete run (a damaged or missing file)" in said["tanh"], said["tanh"]
+
+
 def test_plot_a_folder_without_runs(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -48,10 +48,14 @@ def _print_paths(paths: list[Path]) -> None:
         console.print(str(p), markup=False, highlight=False, soft_wrap=True)
 
 
-def _left_out(path: Path) -> None:
+def _left_out(path: Path, where: list[str] | None = None) -> None:
     """A line for the runs no figure can draw: incomplete ones (a damaged or missing file) and failed ones
-    that finished no step (they were left out without a word)."""
+    that finished no step (they were left out without a word); of those `where` keeps, where given (a failed
+    run of another study was counted under a figure of the runs --where kept)."""
     runs = [r for r in store.runs(path) if store.drew_nothing(r)]
+    if where and runs:
+        kept = set(_where(load_table(path, "runs", include_stale=True), where)["run"].astype(str))
+        runs = [r for r in runs if str(r[store.RUN]) in kept]
     incomplete = sum(r[store.STATUS] == store.INCOMPLETE for r in runs)
     failed = len(runs) - incomplete
     parts = ([f"{failed} run{'s' * (failed != 1)} that failed before {'their' if failed != 1 else 'its'} first step"]
@@ -138,7 +142,7 @@ def plot(
                       f"draws {'them' if stale != 1 else 'it'}",)
         raise
     tell()
-    _left_out(path)
+    _left_out(path, where)
 
 
 def _draw_parts(kind: str, df: pd.DataFrame, o: Options, where: list[str] | None, fmt: str,
