@@ -1162,6 +1162,11 @@ def test_a_key_one_choice_sets_gives_way_to_a_studys_own_axis_in_a_folder_of_stu
     text = gradflow("ls", str(results), columns=72)
     assert {"study", "skip", "norm", "depth", "status"} <= set(header(text)) and "alpha" not in header(text), text
     assert "read alike" not in text, text
+    # sorted by it, alpha shows whatever the width: a key's column that the keys before it crowded out left the
+    # rows in an order one could not see (the README: the sorted column always shows)
+    text = gradflow("ls", str(results), "--sort", "-alpha", columns=72)
+    hidden = text.split("not shown (72 columns)")[1] if "not shown (72 columns)" in text else ""
+    assert "alpha" in header(text) and "alpha" not in hidden.split("\n\n")[0], text
 
 
 def test_a_folder_of_studies_sorts_each_studys_rows_by_the_columns_as_shown(tmp_path):

@@ -33,15 +33,17 @@ DEPTH_READ = "depth_from_probes"  # --json / --csv: whether a row's model.depth 
 HEADLINE = 2  # result columns the keys of a folder of studies leave room for (a study's own keys leave room for one)
 
 
-def choose(columns: list[Column], width: int | None) -> tuple[list[Column], list[Column]]:
+def choose(columns: list[Column], width: int | None, always: str | None = None) -> tuple[list[Column], list[Column]]:
     """The columns that fit in `width` characters (all when None), taken by priority, then in display
-    order; and those left out. The status and the first column always show, then the keys in order
+    order; and those left out. The status, the first column and the column `always` (the one sorted by: a
+    key's, which the keys before it crowded out, left rows in an order one could not see) always show, then
+    the keys in order
     while they leave room for the first result (two in a folder of studies): unrelated runs that differ in a
     dozen keys still give a table within `width` with its results in it, and its note names the keys left
     out."""
     if width is None:
         return columns, []
-    first = {i for i, c in enumerate(columns) if c.key == store.STATUS} | {0}
+    first = {i for i, c in enumerate(columns) if c.key in (store.STATUS, always)} | {0}
     rank = _telling_first(columns, first)
     order = sorted(range(len(columns)), key=lambda i: (columns[i].priority, i not in first, rank.get(i, i)))
     results = [i for i in order if columns[i].priority != KEY_PRIORITY]
@@ -132,13 +134,13 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
             c.priority = min(c.priority, STUDY_PRIORITY + 0.5)
         elif c.key in fits:
             c.priority = min(c.priority, headline)
-    shown, hidden = choose(columns, None if wide else console.width)
+    shown, hidden = choose(columns, None if wide else console.width, sorted_by)
     if {c.key for c in hidden} & set(together):  # the three together or none: a fit's `!` beside no theory (or
         # a theory without the fit it is about) reads as nothing to see, and without the warning, a measured chi1
         # beside no theory as a number with no reference; the column sorted by stays, whatever, and so does
         # the theory --rate's rates are read against (the warning is about their fits too)
         apart = [c for c in columns if c.key in together and c.key not in (sorted_by, rated)]
-        shown, hidden = choose([c for c in columns if c not in apart], console.width)
+        shown, hidden = choose([c for c in columns if c not in apart], console.width, sorted_by)
         hidden += apart
     one_line_headers(shown, None if wide else console.width)
     console.print(render(shown, len(df), title), highlight=False, soft_wrap=True)
