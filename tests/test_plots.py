@@ -2055,6 +2055,12 @@ def test_a_named_value_keeps_its_colour_from_one_figure_to_the_next():
     assert [palette.color_of({"run": r}) for r in runs] == [colour([a], a) for a in ("relu", "elu", "tanh")]
     shared = Palette(points.assign(**{"model.activation": ["relu", "relu", "tanh"]}), "run")
     assert shared.color_of({"run": runs[2]}) != colour(["tanh"], "tanh")
+    # the transformer's inits, as the README sweeps them, in hues well apart (gpt2 was cyan beside xavier's blue)
+    import colorsys
+
+    hues = [colorsys.rgb_to_hsv(*colour(["xavier_normal", "gpt2"], v, "init.name")[:3])[0]
+            for v in ("xavier_normal", "gpt2")]
+    assert min(abs(hues[0] - hues[1]), 1 - abs(hues[0] - hues[1])) > 0.2, hues
 
 
 def test_a_facet_and_the_keys_no_line_shows_share_the_panels():

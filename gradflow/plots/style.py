@@ -187,11 +187,13 @@ def _categorical(n: int):
 
 
 # each name's own colour (tab10's, in this order) wherever a figure colours by these keys and shows no other
-# name of theirs: sigmoid was orange in one figure and tanh in the next, by the values each happened to show
+# name of theirs: sigmoid was orange in one figure and tanh in the next, by the values each happened to show.
+# tab10's last, cyan, is hard to tell from its first, blue, in thin lines: the last name is one seldom drawn
+# beside the first (gpt2 was cyan beside xavier_normal's blue, the transformer's two inits)
 FIXED_COLOURS = {
     "model.activation": ("relu", "tanh", "sigmoid", "linear", "gelu", "leaky_relu", "elu", "selu", "silu", "softplus"),
     "init.name": ("xavier_normal", "kaiming_normal", "orthogonal", "standard", "xavier_uniform", "kaiming_uniform",
-                  "meanfield", "lecun_normal", "delta_orthogonal", "gpt2"),
+                  "meanfield", "lecun_normal", "gpt2", "delta_orthogonal"),
     "norm.name": ("none", "batchnorm", "layernorm"),
     "model.skip": ("none", "residual"),
 }
