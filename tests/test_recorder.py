@@ -222,6 +222,15 @@ def test_recorder_refuses_a_foreign_folder_and_records_a_crash(tmp_path):
     with pytest.raises(GradflowError, match=r"folder of a sweep .*stale.*clean --stale"):
         gradflow.Recorder(nn.Linear(2, 2), swept / "extra")
     assert not (swept / "extra").exists()
+    # inside a run's folder, at any depth: ls of the study listed it as a run, ls of the run's folder left it out
+    (tmp_path / "study" / "run0").mkdir(parents=True)
+    (tmp_path / "study" / "run0" / store.RUN_FILE).write_text('{"status": "ok"}')
+    for inner in (tmp_path / "study" / "run0" / "inner", tmp_path / "study" / "run0" / "a" / "b"):
+        with pytest.raises(GradflowError, match=re.escape(f"{inner} is inside the folder of a run (") +
+                           r".*a run holds no runs; give it a folder beside that one \(" +
+                           re.escape(str(tmp_path / "study" / inner.name))):
+            gradflow.Recorder(nn.Linear(2, 2), inner)
+        assert not inner.exists()
 
     model = nn.Linear(2, 2)
     with pytest.raises(RuntimeError):
