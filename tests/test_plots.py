@@ -1704,7 +1704,10 @@ def test_unrelated_runs_get_one_legended_line_each_and_no_panels(tmp_path):
     for fig in (figures.profile(layers, step=0), figures.curves(metrics)):
         assert sorted(fig.data["lines"]["line"].unique()) == ["a", "b", "c"]
         (leg,) = fig.legends
-        assert [t.get_text() for t in leg.get_texts()][:3] == ["a", "b", "c"]
+        # each run's name, and the settings that set it apart (a loop's own run0, run1 said nothing of them)
+        assert [" ".join(t.get_text().split()) for t in leg.get_texts()][:3] == [
+            f"{run} (init={init}, model.depth={depth}, 1 more)"
+            for run, init, depth in (("a", "xavier_normal", 5), ("b", "kaiming_normal", 10), ("c", "standard", 20))]
         colours = {ln.get_color() for ln in lines_with(fig, "series:")}
         assert len(colours) == 3
     assert len(figures.profile(layers, step=0).data["lines"]["axes"].unique()) == 1
@@ -1768,7 +1771,10 @@ def test_a_ratio_of_several_sweeps_draws_a_line_per_sweep_and_setting_as_its_leg
     assert lines.groupby("line")["x"].apply(sorted).to_dict() == {
         "s1/model.activation=relu": [2, 4], "s1/model.activation=tanh": [2, 4], "s2": [2, 4, 8]}
     assert (lines["n"] == 1).all()  # no run pooled with another
-    assert legend_texts(fig)[:3] == ["s1/model.activation=relu", "s1/model.activation=tanh", "s2"]
+    # (each named with the setting its name does not say, the one that sets s2 apart; its depths are its line's)
+    assert [" ".join(t.split()) for t in legend_texts(fig)[:3]] == [
+        "s1/model.activation=relu (init=kaiming_normal)", "s1/model.activation=tanh (init=kaiming_normal)",
+        "s2 (init=orthogonal, model.activation=tanh)"]
 
 
 def test_a_hundred_unrelated_runs_name_the_first_in_the_legend_and_count_the_rest():
@@ -1780,8 +1786,8 @@ def test_a_hundred_unrelated_runs_name_the_first_in_the_legend_and_count_the_res
     fig = figures.profile(fabricate(configs)[0], step=0)
     assert fig.data["lines"]["line"].nunique() == 40
     texts = [t.get_text() for t in fig.legends[0].get_texts()]
-    named = [t for t in texts if t.startswith("s/")]
-    assert named == [f"s/model.depth={d}" for d in range(1, MAX_NAMED)], named
+    named = [" ".join(t.split()) for t in texts if t.startswith("s/")]
+    assert named == [f"s/model.depth={d} (model.activation={('tanh', 'relu')[d % 2]})" for d in range(1, MAX_NAMED)]
     assert f"and {40 - MAX_NAMED + 1} more runs\n(not named here)" in texts, texts
     ax = fig.axes[0]
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -1901,7 +1907,8 @@ def test_a_wide_legend_widens_the_figure_rather_than_squeezing_the_panels(tmp_pa
 
     plain, room = drawn([f"s{d % 4}" for d in range(16)])  # a legend within its room
     crowded, squeezed = drawn([f"sweep{d % 4}/model.activation=sigmoid,model.init=xavier_normal" for d in range(16)])
-    assert crowded.get_figwidth() > plain.get_figwidth() + 2 and squeezed > 0.9 * room, (squeezed, room)
+    # (plain's names carry their activation too: "s1/model.depth=1 (model.activation=relu)")
+    assert crowded.get_figwidth() > plain.get_figwidth() + 1 and squeezed > 0.9 * room, (squeezed, room)
     (leg,) = crowded.legends
     assert leg.get_title().get_window_extent().x0 - leg.get_window_extent().x0 < 20  # (pixels; centred: ~300)
 

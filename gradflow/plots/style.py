@@ -214,6 +214,20 @@ def _own_colours(df: pd.DataFrame) -> dict[str, int] | None:
     return None
 
 
+def _run_keys(df: pd.DataFrame) -> dict:
+    """Each run's values of the keys its runs vary in, for runs drawn one legended line each: a folder of a
+    loop's own runs, run0 and run1, was a legend of folder names, its settings in `ls` alone."""
+    from gradflow.keys import swept_keys
+
+    if "run" not in df.columns:
+        return {}
+    keys = [k for k in swept_keys(df) if k not in ("run", "source")]
+    # (not a key a line runs along: a ratio's line is a sweep's runs over its depths)
+    keys = [k for k in keys if (df.groupby("run", sort=False)[k].nunique(dropna=False) <= 1).all()]
+    runs = df.drop_duplicates("run")
+    return dict(zip(runs["run"], runs[keys].to_dict("records"))) if keys else {}
+
+
 SOURCE_ITEMS = 2  # a compared source's differing keys named in its legend entry at most (the table has all)
 MAX_NAMED = 24  # legend entries for a colour key's values at most (a folder of a hundred unrelated runs)
 
@@ -246,6 +260,8 @@ class Palette:
         self._source_keys: dict = df.attrs.get("source_keys", {})  # (store.SOURCE_KEYS)
         if "source" in (color, style):
             self._source_keys = _source_keys(df, self._source_keys)
+        # runs drawn one legended line each (a folder of unrelated runs) are named with what sets them apart too
+        self._run_keys: dict = _run_keys(df) if color == "run" else {}
         self.title = key_label(color, df) if color is not None else None  # (a transformer's depth is blocks)
         self.numeric = False
         self._colors: dict[Any, Any] = {}
@@ -334,7 +350,8 @@ class Palette:
     def _label(self, key: str, v: Any, plain: str | None = None) -> str:
         """A legend entry: `plain` (the value itself by default); a compared source as its name and the
         values that set it apart ("mn (data=mnist1d, data.seed=42)": "source=mn" alone said nothing)."""
-        described = self._source_keys.get(v) if key == "source" else None
+        told = {"source": self._source_keys, "run": self._run_keys}.get(key, {})
+        described = told.get(v)
         if not described:
             return plain if plain is not None else fmt(v)
         # a choice (data=mnist1d) says it and its group's keys follow from it (init=xavier_normal sets init.gain):
@@ -345,7 +362,7 @@ class Palette:
         keys = chosen + [k for k in own if not k.startswith(groups)]
         # (a group's own key, init.gain, only where nothing else tells the source from another)
         natural = keys + [k for k in own if k.startswith(groups)]
-        apart = self._apart(v, natural)
+        apart = self._apart(v, natural, told)
         keys = apart + [k for k in keys if k not in apart]
         if not keys:
             return plain if plain is not None else fmt(v)
@@ -360,13 +377,14 @@ class Palette:
             items.append(f"{len(keys) - SOURCE_ITEMS} more")
         return f"{fmt(v)} ({', '.join(items)})"
 
-    def _apart(self, v: Any, keys: list[str]) -> list[str]:
-        """The `keys` that tell source `v` from each other source, chosen greedily (the key that tells it
-        from most of those left, the first in `keys` of equals): "plain" beside "relu" and "resid" is its init
-        and its skip, where the first two keys alone (init, activation) were resid's too."""
-        mine = self._source_keys[v]
+    @staticmethod
+    def _apart(v: Any, keys: list[str], told: dict) -> list[str]:
+        """The `keys` that tell source (or run) `v` from each other one in `told`, chosen greedily (the key that
+        tells it from most of those left, the first in `keys` of equals): "plain" beside "relu" and "resid" is
+        its init and its skip, where the first two keys alone (init, activation) were resid's too."""
+        mine = told[v]
         differs = lambda other, k: fmt(other.get(k)) != fmt(mine.get(k))  # noqa: E731 (missing reads "-")
-        left = [d for s, d in self._source_keys.items() if vkey(s) != vkey(v)]
+        left = [d for s, d in told.items() if vkey(s) != vkey(v)]
         first: list[str] = []
         while left and len(first) < len(keys):
             best = max((k for k in keys if k not in first), key=lambda k: sum(differs(o, k) for o in left))
