@@ -1065,6 +1065,9 @@ def test_the_chi1_columns_of_a_transient_warning_show_together_and_the_signal_ra
         shown = [label for label in labels if label.split()[1] in header.split()]
         assert shown in ([], ["chi1 meas", "chi1 fit", "chi1 theory"]), (columns, header)
         assert (shown != []) == (columns > 80), (columns, header)  # (at 80 the fit and meas showed, no theory)
+        # the warning says where its columns are when the width left them out
+        said = "its chi1 columns do not fit in the width: --sort chi1_measured or --wide shows them"
+        assert (said in " ".join(text.split())) == (shown == []), (columns, text)
         if columns == 100:  # room for one ratio beside the three: the signal's
             words = header.split()  # (the two header lines: "signal" over "ratio"; "init" is the key's column)
             assert "signal" in words and words.count("ratio") == 1 and words.count("init") == 1, header
