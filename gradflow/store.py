@@ -1040,6 +1040,9 @@ def nothing_drawn_reason(path: str | Path, listed: list[dict], include_stale: bo
         return (f"every run of {path} is stale (not of its sweep's current spec), and stale runs are left out; "
                 f"gradflow ls {path} says why, and gradflow plot --all draws them")
     listed = [r for r in listed if include_stale or r[STATUS] != STALE]
+    if listed and all(r[STATUS] == RUNNING for r in listed):  # (it said "no probed layers and no metrics")
+        return (f"{'the run' if len(listed) == 1 else f'every run ({len(listed)})'} of {path} is still running, and "
+                f"a run's tables are written when it ends (a Recorder's at close()): nothing to draw yet")
     if listed and all(drew_nothing(r) for r in listed):
         return (f"every run of {path} failed before its first step or is incomplete, so there is nothing to "
                 f"draw; gradflow ls {path} says why")

@@ -8,6 +8,7 @@ twin of half the sweep, and a sweep at lr = 1e6 in which one run diverges.
 from __future__ import annotations
 
 import math
+import json
 import os
 import shutil
 import subprocess
@@ -636,6 +637,17 @@ def test_plot_where_counts_only_the_runs_it_keeps_among_those_with_nothing_to_dr
                                  tmp_path / act).output.split()) for act in ("relu", "tanh")}
     assert "profile-" in said["relu"] and "not drawn" not in said["relu"], said["relu"]
     assert "not drawn: 1 incomplete run (a damaged or missing file)" in said["tanh"], said["tanh"]
+
+
+def test_a_run_still_running_is_said_to_have_no_tables_yet(tmp_path):
+    # a Recorder's loop still at work: plot said "nothing to draw (no probed layers and no metrics in its runs)"
+    (tmp_path / "live" / "a").mkdir(parents=True)
+    (tmp_path / "live" / "a" / "run.json").write_text(json.dumps({"status": "running"}))
+    for args in ([], ["--kind", "profile"]):
+        out = invoke("plot", tmp_path / "live", *args)
+        assert out.exit_code == 1 and " ".join(out.output.split()) == (
+            f"error: the run of {tmp_path / 'live'} is still running, and a run's tables are written when it ends "
+            "(a Recorder's at close()): nothing to draw yet"), out.output
 
 
 def test_plot_a_folder_without_runs(tmp_path):
