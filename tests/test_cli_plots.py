@@ -530,6 +530,10 @@ def test_plot_one_run_folder(full):
     (["--kind", "profile", "--step", "soon"], "--step 'soon' is not allowed; choices: a probed step number"),
     (["--kind", "profile", "--step", "99"], "--step 99 was not probed"),
     (["--kind", "heatmap"], "pass --run with one of"),
+    # a key no run has is named (the nearest runs alone were listed, which item named nothing left to guess)
+    (["--kind", "heatmap", "--run", "depth=2,actvation=tanh"], "--run 'depth=2,actvation=tanh': no run of "),
+    (["--kind", "heatmap", "--run", "depth=2,actvation=tanh"], "has a key 'actvation' (did you mean activation?); "
+                                                               "keys that vary: model.depth, model.activation; runs: "),
     (["--kind", "hist"], "no hist rows; run with probe=full"),
     (["--kind", "profile", "--x", "model.depth"], "--x does not apply to --kind profile (it applies to: grid)"),
     (["--format", "jpg"], "--format 'jpg' is not allowed; choices: png, pdf, svg"),

@@ -315,7 +315,29 @@ def not_a_run(run: object, runs: list[str], where: str, most: int, named: str = 
                  if len(studies) > 1 and "" not in studies else "")
         return (f"{named} {str(run)!r} matches {len(several)} runs of {where}; add a key=value that tells them "
                 f"apart{study}: {'; '.join(map(str, several[:most]))}{'; ...' if len(several) > most else ''}")
+    unknown = _unknown_key(str(run), runs, df)
+    if unknown is not None:  # (the runs alone were listed: which item named nothing was left to guess)
+        from gradflow.errors import did_you_mean
+        from gradflow.keys import swept_keys
+
+        keys = swept_keys(df)
+        return (f"{named} {str(run)!r}: no run of {where} has a key {unknown!r}"
+                f"{did_you_mean(unknown, keys if '.' in unknown else [k.rsplit('.', 1)[-1] for k in keys])}; "
+                f"keys that vary: "
+                f"{', '.join(keys) or '(none)'}; runs: {nearest_runs(run, runs, most)}")
     return f"{named} {str(run)!r} is not a run of {where}; choices: {nearest_runs(run, runs, most)}"
+
+
+def _unknown_key(run: str, runs: list[str], df: pd.DataFrame | None) -> str | None:
+    """The first key of `run`'s key=value items that neither a run's name nor (in df) a config has."""
+    if df is None or "run" not in df.columns:
+        return None
+    columns = config_columns(df)
+    named = {k for r in runs for k, _ in _items(str(r))}
+    for key, value in _items(run):
+        if key and value and not any(_same_key(c, key) for c in columns) and not any(_same_key(k, key) for k in named):
+            return key
+    return None
 
 
 def nearest_runs(run: object, runs: list[str], most: int) -> str:
