@@ -735,8 +735,10 @@ def test_compare_where_keeps_the_runs_it_names_in_every_source_table_and_figure(
     layers = matching.overlay_table([plain, batchnorm], sources, runs[runs["model.depth"] == 4], "layers", [])
     assert set(layers["model.depth"]) == {4} and set(layers["source"]) == set(sources)
     assert layers["run"].nunique() == 3  # plain's tanh and relu, batchnorm's tanh
-    for args, message in [(["--where", "activation=relu"], "--where activation=relu keeps no run of batchnorm; "
-                                                           f"gradflow ls {batchnorm} shows their values"),
+    # (the values the source has of the key: it said which source kept none, not what it holds)
+    for args, message in [(["--where", "activation=relu"], "--where activation=relu keeps no run of batchnorm "
+                                                           "(batchnorm: model.activation tanh); "
+                                                           f"gradflow ls {batchnorm} shows their runs"),
                           (["--where", "depth=9"], "--where depth=9 matches no run; model.depth here: 2, 4"),
                           (["--where", "deep=2"], "--where key 'deep' is not a column")]:
         out = invoke("compare", plain, batchnorm, *args, "--out", tmp_path)

@@ -31,7 +31,7 @@ from gradflow.plots.kinds import (
     COMPARE_KINDS, KIND_HELP, KINDS, Options, check_options, choose, draw, figure_parts, load_table, overlay_facet,
     part_names, refuse_unused, say_part, split_note,
 )
-from gradflow.keys import abbreviate, full_key, is_missing, partial_keys, partial_phrase, swept_keys
+from gradflow.keys import abbreviate, full_key, is_missing, ordered_values, partial_keys, partial_phrase, swept_keys
 from gradflow.plots.save import FORMATS, file_part, save
 from gradflow.plots.series import parse_step
 from gradflow.columns import FLAGGED, LIMIT_MARK, LIMIT_NOTE, NOTES, in_time, mark_flagged
@@ -197,6 +197,20 @@ def _say_where(fig, where: list[str] | None) -> None:
     norm=none) read as a figure of plain nets, with no word that the study swept skips."""
     if where:
         fig.suptitle(f"{fig.get_suptitle()}\nonly the runs with {' '.join(where)} (--where)", fontsize=10)
+
+
+def _values_of(runs: pd.DataFrame, sources: list[str], where: list[str]) -> str:
+    """The values the sources have of the keys --where names (it said which kept none, not what they hold):
+    " (rs: init.name standard; mn: ...)", or "" where no key is a column."""
+    keys = [k for k in dict.fromkeys(full_key(runs, c.partition("=")[0].strip()) or c.partition("=")[0].strip()
+                                     for c in where) if k in runs.columns]
+    parts = []
+    for s in sources:
+        mine = runs[runs[store.SOURCE] == s]
+        held = [f"{k} {', '.join(number(v) for v in ordered_values(mine[k]))}" for k in keys]
+        if held:
+            parts.append(f"{s}: {'; '.join(held)}")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _where(df: pd.DataFrame, where: list[str]) -> pd.DataFrame:
@@ -529,11 +543,12 @@ def compare(
     runs = matching.load_runs(paths, sources, include_stale)
     matched_before = [] if by or not where else matching.match_keys(runs, sources)
     if where:  # (before --by and the matching: a key it fixes is matched on no more)
+        every = runs
         runs = _where(runs, where)
         if lacking := [s for s in sources if not (runs[store.SOURCE] == s).any()]:
-            raise GradflowError(f"--where {' '.join(where)} keeps no run of {', '.join(lacking)}; "
-                                f"gradflow ls {' '.join(str(p) for p, s in zip(paths, sources) if s in lacking)} "
-                                "shows their values")
+            raise GradflowError(f"--where {' '.join(where)} keeps no run of {', '.join(lacking)}"
+                                f"{_values_of(every, lacking, where)}; gradflow ls "
+                                f"{' '.join(str(p) for p, s in zip(paths, sources) if s in lacking)} shows their runs")
     by = [full_key(runs, k) or k for k in by or []]  # a key by its short name too (depth), as ls and plot take it
     matching.check_by(runs, sources, by)
     by = list(by or matching.match_keys(runs, sources))
