@@ -76,6 +76,22 @@ def test_clean_takes_yes_spelled_out_as_a_yes(cli, results):
     assert not (root / "model.depth=4").exists() and (root / "model.depth=3").exists()
 
 
+def test_clean_stale_keeps_a_failed_run_and_its_error(cli, results):
+    # a failed run is the record of what went wrong (its error, its traceback): `clean --stale` removes stale,
+    # incomplete and interrupted runs, never a failed one (nor an ok or diverged one)
+    assert _sweep(cli, results, "model.depth=2,3,4").exit_code == 0
+    assert _sweep(cli, results, "model.depth=2,3").exit_code == 0  # depth 4 now stale
+    root = results / "s"
+    record = json.loads((root / "model.depth=3" / store.RUN_FILE).read_text())
+    record.update(status="failed", error="RuntimeError: boom", steps_done=1)
+    (root / "model.depth=3" / store.RUN_FILE).write_text(json.dumps(record))
+    out = cli("clean", str(root), "--stale", input="y\n")
+    assert out.exit_code == 0 and "removed 1 run\n" in out.output, out.output
+    assert not (root / "model.depth=4").exists()
+    assert json.loads((root / "model.depth=3" / store.RUN_FILE).read_text())["error"] == "RuntimeError: boom"
+    assert (root / "model.depth=2" / store.RUN_FILE).exists()
+
+
 def test_clean_says_which_figures_and_page_predate_it_and_keeps_them(cli, results, reported):
     """After a grid shrinks, the figures and report page drawn from the old grid stay, whole, with the user's
     own file beside them; clean names them and the commands that redraw them from the runs left (nothing

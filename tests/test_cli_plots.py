@@ -1012,6 +1012,8 @@ def test_a_cell_of_several_runs_is_their_median_over_the_finite_values():
     table = comparison(runs, ["a", "b"], ["model.depth"]).set_index("source")
     assert table.loc["a", "grad_ratio.init"] == 2.0 and table.loc["a", "runs"] == 4
     assert table.loc["b", "grad_ratio.init"] == math.inf
+    # its statuses counted, so that one seed of four diverging reads as one ("ok, diverged" read as half)
+    assert table.loc["a", "status"] == "3× ok, diverged" and table.loc["b", "status"] == "2× ok"
 
 
 def test_compare_two_runs_with_the_same_job_name(batchnorm, diverging, tmp_path):

@@ -45,6 +45,7 @@ def test_run_writes_the_results_layout(cli, results):
     assert list(layers.columns) == ["step", "layer", "name", "quantity", "value"]
     assert layers.groupby(["step", "layer", "quantity"]).size().max() == 1  # one value per cell
     assert list(layers.drop_duplicates("layer").sort_values("layer")["name"]) == ["linear0", "linear1", "linear2", "head"]
+    assert sorted(layers["layer"].unique()) == [0, 1, 2, 3]  # layers 0..depth, the head's the depth (as the theory's)
     # the summary printed: status, finals, the per-layer table, the ratio, the folder
     for text in ("ok", "final", "train loss", "per-layer gradients", "linear0", "head", "weight-gradient ratio",
                  "back-prop signal ratio", str(job)):

@@ -169,9 +169,11 @@ def test_a_narrower_input_layer_starts_the_transient_the_theory_predicts(cli, re
 
 @pytest.mark.parametrize("init", ["init=xavier_normal", "init=orthogonal", "init=kaiming_normal init.mode=fan_out",
                                   "init=meanfield"])
-def test_input_q_is_the_built_input_layers_variance(init):
-    """theory.input_q against the first layer of the built net (data.dim 16 -> model.width 256): mean over
-    units of z_0^2, within 4 standard errors of the estimate (units x examples samples)."""
+@pytest.mark.parametrize("dim, width", [(16, 256), (256, 64)])  # (wider inputs: orthogonal's min(1, dim/width) is 1)
+def test_input_q_is_the_built_input_layers_variance(init, dim, width):
+    """theory.input_q against the first layer of the built net (data.dim -> model.width, narrower and wider
+    than its inputs): mean over units of z_0^2, within 4 standard errors of the estimate (units x examples
+    samples)."""
     import torch
 
     from gradflow.config import compose
@@ -180,7 +182,7 @@ def test_input_q_is_the_built_input_layers_variance(init):
     from gradflow.models.init import initialize
     from gradflow.store import flatten
 
-    cfg = compose(["data=gaussian", "data.dim=16", "data.n_train=512", "model.width=256", "model.depth=3",
+    cfg = compose(["data=gaussian", f"data.dim={dim}", "data.n_train=512", f"model.width={width}", "model.depth=3",
                    "model.activation=tanh", *init.split(), "seed=0"])
     x = build(cfg.data, torch.device("cpu"), 1.0).x_train.float()
     torch.manual_seed(0)

@@ -297,6 +297,15 @@ def test_clipping_by_value_alone_clips_in_the_loop():
     assert sum(v for t, split, m, v in res.metrics if (split, m) == ("opt", "clipped")) == 4
     moved = max(float((a.detach() - b.detach()).abs().max()) for a, b in zip(model.parameters(), before.parameters()))
     assert moved <= 4 * 0.1 * 1e-3 + 1e-6  # each update moves an entry by at most lr x clip_value
+    # and its summary says so, as ls shows it (clipping by value alone is clipping: every update, a share of 1)
+    import pandas as pd
+
+    from gradflow import store
+    from gradflow.summary import CLIPPED, clip_summary
+
+    metrics = pd.DataFrame(res.metrics, columns=store.METRIC_COLUMNS)
+    assert clip_summary(metrics, {"train.clip_value": 1e-3, "train.grad_clip": 0.0}) == {CLIPPED: 1.0}
+    assert clip_summary(metrics, {"train.clip_value": 0.0, "train.grad_clip": 0.0}) == {CLIPPED: None}
 
 
 @pytest.mark.parametrize("check_every", [1, 4])
