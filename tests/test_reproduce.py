@@ -457,19 +457,15 @@ def test_results_given_twice_puts_claims_beside_the_runs_the_last_one_holds(cli,
     assert not first.exists()
 
 
-def test_runs_redone_under_a_reproduction_take_its_old_verdicts_away_first(sigmoid, tmp_path):
+def test_runs_redone_under_a_reproduction_take_its_old_verdicts_away_first(tmp_path):
     # a forced rerun whose check then raised, or that a Ctrl-C stopped, left claims.json and REPORT.md of the
     # runs it replaced: the report page read "3 of 3 claims pass" beside runs that were never checked
-    import shutil
-
-    results, _ = sigmoid
-    shutil.copytree(results, tmp_path / "results")
-    root = rep.root_for("sigmoid-textbook", "quick", str(tmp_path / "results"))
+    root = reproduce("sigmoid-textbook", tmp_path / "results").root  # (its own: other tests rerun the module's)
     (root / rep.store.REPORT_HTML).write_text("<html></html>")
 
-    def stopped(plan):  # (a Ctrl-C as the first run to redo began)
+    def stopped(plan):  # (an error as the first run to redo began; a Ctrl-C takes the same way out)
         if plan.to_run:
-            raise KeyboardInterrupt
+            raise OSError("the machine went away")
 
     def outcomes(force: bool):
         return list(rep.runs(["sigmoid-textbook"], "quick", ["threads=1", f"results={tmp_path / 'results'}"],
@@ -479,7 +475,7 @@ def test_runs_redone_under_a_reproduction_take_its_old_verdicts_away_first(sigmo
     try:
         assert len(outcomes(force=False)) == 1  # (every run finished: none launched, the verdicts rewritten)
         assert rep.store.claims_path(root).exists() and (root / rep.store.REPORT_HTML).exists()
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(OSError, match="went away"):
             outcomes(force=True)
     finally:
         torch.set_num_threads(before)
