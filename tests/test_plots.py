@@ -1711,6 +1711,11 @@ def test_unrelated_runs_get_one_legended_line_each_and_no_panels(tmp_path):
         colours = {ln.get_color() for ln in lines_with(fig, "series:")}
         assert len(colours) == 3
     assert len(figures.profile(layers, step=0).data["lines"]["axes"].unique()) == 1
+    # a list-valued key (Adam's betas) among the settings that set the runs apart: named as written
+    betas = [config(d, "tanh", 1, **{"optim.betas": b, "run": r})
+             for d, b, r in ((5, [0.9, 0.99], "a"), (10, [0.9, 0.999], "b"), (10, [0.9, 0.99], "c"))]
+    (leg,) = figures.curves(fabricate(betas)[1]).legends  # (the curves: at step 0 an optim key is no key)
+    assert "optim.betas=[0.9, 0.999]" in " ".join(" ".join(t.get_text().split()) for t in leg.get_texts())
     # a real sweep (every combination) still gets colour, line style and panels
     grid3 = [config(d, a, 1, **{"init.name": i}) for d in (5, 10) for a in ("tanh", "relu")
              for i in ("xavier_normal", "kaiming_normal")]

@@ -217,13 +217,13 @@ def _own_colours(df: pd.DataFrame) -> dict[str, int] | None:
 def _run_keys(df: pd.DataFrame) -> dict:
     """Each run's values of the keys its runs vary in, for runs drawn one legended line each: a folder of a
     loop's own runs, run0 and run1, was a legend of folder names, its settings in `ls` alone."""
-    from gradflow.keys import swept_keys
+    from gradflow.keys import hashable, swept_keys
 
     if "run" not in df.columns:
         return {}
     keys = [k for k in swept_keys(df) if k not in ("run", "source")]
-    # (not a key a line runs along: a ratio's line is a sweep's runs over its depths)
-    keys = [k for k in keys if (df.groupby("run", sort=False)[k].nunique(dropna=False) <= 1).all()]
+    # (not a key a line runs along: a ratio's line is a sweep's runs over its depths; lists, optim.betas, as text)
+    keys = [k for k in keys if (hashable(df[k]).groupby(df["run"], sort=False).nunique(dropna=False) <= 1).all()]
     runs = df.drop_duplicates("run")
     return dict(zip(runs["run"], runs[keys].to_dict("records"))) if keys else {}
 
