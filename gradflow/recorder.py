@@ -340,7 +340,8 @@ class Recorder:
             raise GradflowError(f"{self.path} is a file; give the Recorder a folder for the run")
         if self.path.exists() and any(self.path.iterdir()) and not (self.path / store.RUN_FILE).exists():
             raise GradflowError(f"{self.path} exists and is not a gradflow run; give the Recorder a new folder")
-        inside = next((p for p in self.path.absolute().parents if (p / store.RUN_FILE).is_file()), None)
+        inside = next((p for p in Path(os.path.abspath(self.path)).parents  # ("run0/../run1" is beside run0)
+                       if (p / store.RUN_FILE).is_file()), None)
         if inside is not None:  # (ls listed it as a run of the study, `ls` of the run's folder left it out)
             raise GradflowError(f"{self.path} is inside the folder of a run ({inside / store.RUN_FILE}): a run holds "
                                 f"no runs; give it a folder beside that one ({inside.parent / self.path.name})")

@@ -231,6 +231,10 @@ def test_recorder_refuses_a_foreign_folder_and_records_a_crash(tmp_path):
                            re.escape(str(tmp_path / "study" / inner.name))):
             gradflow.Recorder(nn.Linear(2, 2), inner)
         assert not inner.exists()
+    beside = tmp_path / "study" / "run0" / ".." / "run1"  # (beside run0, as written through it)
+    with pytest.warns(UserWarning, match="no step was recorded"):
+        with gradflow.Recorder(nn.Linear(2, 2), beside, steps=1) as rec:
+            assert rec.path == beside
 
     model = nn.Linear(2, 2)
     with pytest.raises(RuntimeError):
