@@ -525,7 +525,7 @@ def test_plot_one_run_folder(full):
      "--theory 6xi_c is drawn against init.sw2, so --x or --y must be init.sw2 (got --x model.depth --y "),
     # the x axis of a ratio plot, though swept, colours no line (it read "by='model.depth' is not a swept key")
     (["--kind", "ratio", "--color", "model.depth"], "--color model.depth is this plot's x axis: each line runs "
-                                                    "along model.depth; colour by another key: model.activation"),
+                                                    "along model.depth; choices: model.activation"),
     (["--kind", "ratio", "--color", "depth"], "--color model.depth is this plot's x axis"),
     (["--kind", "profile", "--step", "soon"], "--step 'soon' is not allowed; choices: a probed step number"),
     (["--kind", "profile", "--step", "99"], "--step 99 was not probed"),

@@ -8,6 +8,7 @@ and a run with exactly-zero gradients in its first layers.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -1761,6 +1762,20 @@ def test_runs_no_key_tells_apart_are_a_line_each_not_seeds_of_one_setting():
     sweep = fabricate([config(d, a, 0) for d in (5, 10) for a in ("tanh", "relu")])[0]
     failed = fabricate([config(5, "tanh", 0, **{"run": "model.depth=5,old"})])[0].assign(status="failed")
     assert is_grid(sweep, swept_keys(sweep)) and is_grid(pd.concat([sweep, failed]), swept_keys(sweep))
+
+
+def test_a_ratio_coloured_by_a_key_with_no_lines_of_its_own_says_why():
+    # each activation with its own init, over depths: init moves with the activation, not the depth (it was
+    # called "set by model.depth"); a learning rate set by the depth is; the depth is the x axis itself
+    tied = [config(d, a, 1, **{"init.name": i, "optim.lr": 0.1 / d})
+            for d in (2, 4) for a, i in (("tanh", "xavier_normal"), ("relu", "kaiming_normal"))]
+    layers = fabricate(tied)[0]
+    for by, why in (("init.name", "--color init.name changes together with model.activation, value for value: "
+                                  "colour by it; choices: model.activation"),
+                    ("optim.lr", "--color optim.lr changes with model.depth alone (it is set by it)"),
+                    ("model.depth", "--color model.depth is this plot's x axis")):
+        with pytest.raises(GradflowError, match=re.escape(why)):
+            figures.ratio(layers, "init", by=by, quantity="signal_norm")
 
 
 def test_a_ratio_of_several_sweeps_draws_a_line_per_sweep_and_setting_as_its_legend_names_them():
