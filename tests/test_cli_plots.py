@@ -739,6 +739,9 @@ def test_compare_where_keeps_the_runs_it_names_in_every_source_table_and_figure(
     for args, message in [(["--where", "activation=relu"], "--where activation=relu keeps no run of batchnorm "
                                                            "(batchnorm: model.activation tanh); "
                                                            f"gradflow ls {batchnorm} shows their runs"),
+                          # (of two keys, the combinations it has: each key's values alone read as a match)
+                          (["--where", "activation=relu", "--where", "depth=2"], "keeps no run of batchnorm "
+                           "(batchnorm: model.activation/model.depth tanh/2, tanh/4); "),
                           (["--where", "depth=9"], "--where depth=9 matches no run; model.depth here: 2, 4"),
                           (["--where", "deep=2"], "--where key 'deep' is not a column")]:
         out = invoke("compare", plain, batchnorm, *args, "--out", tmp_path)

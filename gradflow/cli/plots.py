@@ -204,13 +204,14 @@ def _values_of(runs: pd.DataFrame, sources: list[str], where: list[str]) -> str:
     " (rs: init.name standard; mn: ...)", or "" where no key is a column."""
     keys = [k for k in dict.fromkeys(full_key(runs, c.partition("=")[0].strip()) or c.partition("=")[0].strip()
                                      for c in where) if k in runs.columns]
+    if not keys:
+        return ""
     parts = []
-    for s in sources:
-        mine = runs[runs[store.SOURCE] == s]
-        held = [f"{k} {', '.join(number(v) for v in ordered_values(mine[k]))}" for k in keys]
-        if held:
-            parts.append(f"{s}: {'; '.join(held)}")
-    return f" ({'; '.join(parts)})" if parts else ""
+    for s in sources:  # (of several keys, the combinations it has: each key's values alone read as a match)
+        mine = runs.loc[runs[store.SOURCE] == s, keys]
+        held = list(dict.fromkeys("/".join(number(v) for v in row) for row in mine.itertuples(index=False)))
+        parts.append(f"{s}: {'/'.join(keys)} {', '.join(held)}")
+    return f" ({'; '.join(parts)})"
 
 
 def _where(df: pd.DataFrame, where: list[str]) -> pd.DataFrame:
