@@ -1066,11 +1066,14 @@ def test_the_chi1_columns_of_a_transient_warning_show_together_and_the_signal_ra
         assert shown in ([], ["chi1 meas", "chi1 fit", "chi1 theory"]), (columns, header)
         assert (shown != []) == (columns > 80), (columns, header)  # (at 80 the fit and meas showed, no theory)
         # the warning says where its columns are when the width left them out
-        said = "its chi1 columns do not fit in the width: --sort chi1_measured or --wide shows them"
+        said = "its chi1 columns do not all fit in the width: --wide shows them"
         assert (said in " ".join(text.split())) == (shown == []), (columns, text)
         if columns == 100:  # room for one ratio beside the three: the signal's
             words = header.split()  # (the two header lines: "signal" over "ratio"; "init" is the key's column)
             assert "signal" in words and words.count("ratio") == 1 and words.count("init") == 1, header
+    # sorted by one at 60 columns, that one shows and the other two do not: said too
+    text = gradflow("ls", str(inits), "--sort", "chi1_measured", columns=60)
+    assert "meas" in " ".join(text.splitlines()[1:3]).split() and said in " ".join(text.split()), text
 
 
 def test_a_chi1_theory_that_is_only_the_q_star_zero_limits_is_marked(inits):

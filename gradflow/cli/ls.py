@@ -184,8 +184,8 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     for n in notes:
         print_note(n)
     if warning:  # (a warning of columns the width left out read as of nothing on the screen)
-        print_note(warning + ("; its chi1 columns do not fit in the width: --sort chi1_measured or --wide shows them"
-                              if "chi1_measured" in {c.key for c in hidden} else ""), style="yellow")
+        print_note(warning + ("; its chi1 columns do not all fit in the width: --wide shows them"
+                              if set(fits) & {c.key for c in hidden} else ""), style="yellow")
     counts = df["status"].value_counts().to_dict() if "status" in df else {}
     n_flagged = counts.get(store.OK + FLAGGED, 0)
     counts[store.OK] = counts.get(store.OK, 0) + n_flagged
