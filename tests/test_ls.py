@@ -1143,6 +1143,9 @@ def test_a_chi1_column_sorted_by_shows_though_its_group_does_not_fit(inits):
         # (the rows in the column's order; a theory's † marks a limit: columns.LIMIT_MARK)
         values = [float(line.split()[-1].rstrip("†")) for line in text.splitlines()[4:12]]
         assert values == sorted(values, reverse=key.startswith("-")), (key, text)
+    # a key each init choice sets (init.gain), which the table leaves out otherwise, shows when sorted by
+    text = gradflow("ls", str(inits), "--sort", "-init.gain", columns=100)
+    assert "gain" in " ".join(text.splitlines()[1:3]).split() and "set them: mode, gain" not in text, text
 
 
 def test_a_key_one_choice_sets_gives_way_to_a_studys_own_axis_in_a_folder_of_studies(tmp_path):

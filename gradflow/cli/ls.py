@@ -114,6 +114,10 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     partial = [] if wide else [k for k in (df.attrs[PARTIAL] if PARTIAL in df.attrs else partial_keys(df, swept))
                                if k in swept]
     implied = {k: c for k, c in implied.items() if k not in partial}  # (model.width: set by model, and partial)
+    # (the key sorted by shows, set by a choice or not: rows in an order one cannot see read as random)
+    shown_anyway = df.attrs.get("sorted_by")
+    implied = {k: c for k, c in implied.items() if k != shown_anyway}
+    partial = [k for k in partial if k != shown_anyway]
     swept = [k for k in swept if k not in implied and k not in partial]
     df, flagged = mark_flagged(df)  # ended ok, yet no success: never read as one
     columns = table_columns(df, swept, short=not wide, width=console.width)
