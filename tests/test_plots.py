@@ -2061,7 +2061,7 @@ def test_a_diverged_runs_finite_climb_still_leaves_the_loss_axis():
 
 def test_a_named_value_keeps_its_colour_from_one_figure_to_the_next():
     # colours went by the values each figure showed: sigmoid orange beside relu, tanh orange beside relu
-    from gradflow.plots.style import Palette
+    from gradflow.plots.style import FIXED_COLOURS, Palette
 
     def colour(values: list[str], of: str, key: str = "model.activation"):
         return Palette(pd.DataFrame({key: values}), key).color_of({key: of})
@@ -2082,12 +2082,16 @@ def test_a_named_value_keeps_its_colour_from_one_figure_to_the_next():
     assert [palette.color_of({"run": r}) for r in runs] == [colour([a], a) for a in ("relu", "elu", "tanh")]
     shared = Palette(points.assign(**{"model.activation": ["relu", "relu", "tanh"]}), "run")
     assert shared.color_of({"run": runs[2]}) != colour(["tanh"], "tanh")
-    # the transformer's inits, as the README sweeps them, in hues well apart (gpt2 was cyan beside xavier's blue)
+    # the ten names' colours each apart from every other in hue, lightness or saturation (gpt2 was tab10's cyan
+    # beside xavier_normal's blue in the README's transformer sweep, softplus the same beside relu)
     import colorsys
+    import itertools
 
-    hues = [colorsys.rgb_to_hsv(*colour(["xavier_normal", "gpt2"], v, "init.name")[:3])[0]
-            for v in ("xavier_normal", "gpt2")]
-    assert min(abs(hues[0] - hues[1]), 1 - abs(hues[0] - hues[1])) > 0.2, hues
+    for key, names in FIXED_COLOURS.items():
+        hsv = {v: colorsys.rgb_to_hsv(*colour(list(names), v, key)[:3]) for v in names}
+        for (a, (ha, sa, va)), (b, (hb, sb, vb)) in itertools.combinations(hsv.items(), 2):
+            hue = min(abs(ha - hb), 1 - abs(ha - hb))
+            assert hue >= 0.06 or abs(va - vb) >= 0.2 or abs(sa - sb) >= 0.4, (a, b)
 
 
 def test_a_facet_and_the_keys_no_line_shows_share_the_panels():

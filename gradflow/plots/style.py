@@ -178,18 +178,21 @@ def _sequential(n: int):
     return [cmap(t) for t in (np.linspace(0.0, 0.88, n) if n > 1 else [0.45])]
 
 
+# tab10 but its last, cyan, which thin lines beside its first, blue, did not tell apart (gpt2 beside
+# xavier_normal, softplus beside relu): a near-black, apart from every other in hue, lightness or saturation
+LAST_CATEGORICAL = (0.1, 0.1, 0.1, 1.0)
+
+
 def _categorical(n: int):
     if n <= 10:
-        return [colormaps["tab10"](i) for i in range(n)]
+        return [colormaps["tab10"](i) if i < 9 else LAST_CATEGORICAL for i in range(n)]
     if n <= 20:
         return [colormaps["tab20"](i) for i in range(n)]
     return [colormaps["turbo"](t) for t in np.linspace(0.05, 0.95, n)]
 
 
 # each name's own colour (tab10's, in this order) wherever a figure colours by these keys and shows no other
-# name of theirs: sigmoid was orange in one figure and tanh in the next, by the values each happened to show.
-# tab10's last, cyan, is hard to tell from its first, blue, in thin lines: the last name is one seldom drawn
-# beside the first (gpt2 was cyan beside xavier_normal's blue, the transformer's two inits)
+# name of theirs: sigmoid was orange in one figure and tanh in the next, by the values each happened to show
 FIXED_COLOURS = {
     "model.activation": ("relu", "tanh", "sigmoid", "linear", "gelu", "leaky_relu", "elu", "selu", "silu", "softplus"),
     "init.name": ("xavier_normal", "kaiming_normal", "orthogonal", "standard", "xavier_uniform", "kaiming_uniform",
