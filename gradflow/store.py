@@ -1040,9 +1040,17 @@ def nothing_drawn_reason(path: str | Path, listed: list[dict], include_stale: bo
         return (f"every run of {path} is stale (not of its sweep's current spec), and stale runs are left out; "
                 f"gradflow ls {path} says why, and gradflow plot --all draws them")
     listed = [r for r in listed if include_stale or r[STATUS] != STALE]
-    if listed and all(r[STATUS] == RUNNING for r in listed):  # (it said "no probed layers and no metrics")
-        return (f"{'the run' if len(listed) == 1 else f'every run ({len(listed)})'} of {path} is still running, and "
-                f"a run's tables are written when it ends (a Recorder's at close()): nothing to draw yet")
+    running = [r for r in listed if r[STATUS] == RUNNING]
+    if running and all(r[STATUS] == RUNNING or drew_nothing(r) for r in listed):  # (it said "no probed layers")
+        if len(listed) == 1 and Path(running[0][PATH]) == Path(path):
+            who = f"{path} is still running"
+        elif len(running) == len(listed):
+            who = f"{'the run' if len(listed) == 1 else f'every run ({len(listed)})'} of {path} is still running"
+        else:
+            n = len(running)
+            who = (f"{n} run{'s' * (n != 1)} of {path} {'is' if n == 1 else 'are'} still running and the rest "
+                   f"failed before their first step or are incomplete")
+        return f"{who}; a run's tables are written when it ends (a Recorder's at close()): nothing to draw yet"
     if listed and all(drew_nothing(r) for r in listed):
         return (f"every run of {path} failed before its first step or is incomplete, so there is nothing to "
                 f"draw; gradflow ls {path} says why")

@@ -647,11 +647,20 @@ def test_a_run_still_running_is_said_to_have_no_tables_yet(tmp_path):
     # a Recorder's loop still at work: plot said "nothing to draw (no probed layers and no metrics in its runs)"
     (tmp_path / "live" / "a").mkdir(parents=True)
     (tmp_path / "live" / "a" / "run.json").write_text(json.dumps({"status": "running"}))
+    tail = "; a run's tables are written when it ends (a Recorder's at close()): nothing to draw yet"
     for args in ([], ["--kind", "profile"]):
         out = invoke("plot", tmp_path / "live", *args)
         assert out.exit_code == 1 and " ".join(out.output.split()) == (
-            f"error: the run of {tmp_path / 'live'} is still running, and a run's tables are written when it ends "
-            "(a Recorder's at close()): nothing to draw yet"), out.output
+            f"error: the run of {tmp_path / 'live'} is still running{tail}"), out.output
+    out = invoke("plot", tmp_path / "live" / "a")  # (the run's own folder)
+    assert " ".join(out.output.split()) == f"error: {tmp_path / 'live' / 'a'} is still running{tail}", out.output
+    # beside a run that failed before its first step: it said "has no layers rows"
+    (tmp_path / "live" / "b").mkdir()
+    (tmp_path / "live" / "b" / "run.json").write_text(json.dumps({"status": "failed", "error": "boom"}))
+    out = invoke("plot", tmp_path / "live", "--kind", "profile")
+    assert " ".join(out.output.split()) == (
+        f"error: 1 run of {tmp_path / 'live'} is still running and the rest failed before their first step or are "
+        f"incomplete{tail}"), out.output
 
 
 def test_plot_a_folder_without_runs(tmp_path):
