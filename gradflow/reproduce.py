@@ -412,17 +412,19 @@ def clip_share(arm: Arm, where=None) -> Measured:
     return _per_run(arm.table("metrics", where), clipped_share)
 
 
-def _through_time(p: pd.Series) -> pd.Series:
-    """A recurrent net's profile at every time step 0..T (the head's), NaN at a step no backward pass reached
-    (a state detached from the graph: its hook never ran, so it has no row), which fails the claims on it."""
-    return p.reindex(range(int(p.index.max()) + 1))
+def _through_time(p: pd.Series, lag: int) -> pd.Series:
+    """A recurrent net's profile at every time step from T - lag (T the head's index) to T, NaN at a step no
+    backward pass reached (a state detached from the graph: its hook never ran, so it has no row) or that the
+    sequence does not have (a lag past its start, data.T=50 against a lag of 100), which fails the claims."""
+    T = int(p.index.max())
+    return p.reindex(range(min(0, T - lag), T + 1))
 
 
 @measure
 def lag_ratio(arm: Arm, where=None, k=100, quantity="signal_norm", step=0) -> Measured:
     """Recurrent nets: ||dL/dh_(T-k)|| / ||dL/dh_(T-1)||, time steps being layers 0..T-1 (head = T)."""
     def one(g):
-        p = _through_time(_profile(g, quantity, step))
+        p = _through_time(_profile(g, quantity, step), k)
         T = int(p.index.max())  # the head's index = number of time steps
         return float(p.loc[T - k] / p.loc[T - 1])
     return _per_run(arm.table("layers", where), one)
@@ -434,7 +436,7 @@ def lag_rate(arm: Arm, where=None, kmax=100, quantity="signal_norm", step=0) -> 
     (per time step; below 0 means exponential decay with the lag); NaN where a signal there is 0 or not
     finite: a fit over the rest (a backward pass cut short at k = 50) would read as a rate over all."""
     def one(g):
-        p = _through_time(_profile(g, quantity, step))
+        p = _through_time(_profile(g, quantity, step), kmax)
         T = int(p.index.max())
         k = np.arange(1, kmax + 1)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -966,6 +968,8 @@ def runs(names: list[str], scale: str = "default", user: list[str] | None = None
                 on_planned(p.spec.name)
             jobs, reused = {}, 0
             if any(plan.to_run for plan in p.plans.values()):
+                for plan in p.plans.values():  # (one that does not build replaces no run: the verdicts stay)
+                    sweep_mod.check_replacement_builds(plan)
                 store.drop_claims(p.root)
             for arm, plan in p.plans.items():
                 reused += plan.skipped

@@ -244,6 +244,10 @@ def test_lags_through_time_are_against_the_last_time_step_not_the_head():
     cut = [row for row in _layers({0: values}, "signal_norm") if row["layer"] > steps - 3]
     assert math.isnan(rep.lag_ratio(_arm(layers=cut), k=5).value)
     assert math.isnan(rep.lag_rate(_arm(layers=cut), kmax=5).value)
+    # a lag past the sequence's start (data.T=50 against a lag of 100): no value either, not a KeyError
+    values = [0.5 ** (steps - 1 - t) for t in range(steps)] + [123.0]
+    assert math.isnan(rep.lag_ratio(_arm(layers=_layers({0: values}, "signal_norm")), k=20).value)
+    assert math.isnan(rep.lag_rate(_arm(layers=_layers({0: values}, "signal_norm")), kmax=20).value)
 
 
 def test_ratio_is_a_over_b_and_says_why_it_has_none():
@@ -481,6 +485,24 @@ def test_runs_redone_under_a_reproduction_take_its_old_verdicts_away_first(tmp_p
         torch.set_num_threads(before)
     assert not [p.name for p in root.iterdir() if p.name in ("claims.json", "REPORT.md", "report.html")]
     assert (root / "init").is_dir()  # (the runs themselves are the sweep's to keep or redo)
+
+
+def test_a_replacement_that_does_not_build_leaves_the_verdicts_of_the_runs_it_would_replace(tmp_path, monkeypatch):
+    # the verdicts went before the replacement's build was checked: refused ("does not build; no run was
+    # replaced": a custom model's new arguments, a size no memory holds), it left the runs without their verdicts
+    from gradflow import sweep as sweep_mod
+
+    root = reproduce("sigmoid-textbook", tmp_path / "results").root
+    before = rep.store.claims_path(root).read_text()
+
+    def refused(plan):
+        raise GradflowError(f"{plan.root} holds a finished run of other settings, and its replacement does not "
+                            "build: ...; no run was replaced")
+
+    monkeypatch.setattr(sweep_mod, "check_replacement_builds", refused)
+    with pytest.raises(GradflowError, match="no run was replaced"):
+        reproduce("sigmoid-textbook", tmp_path / "results", "model.width=16")
+    assert rep.store.claims_path(root).read_text() == before and (root / "REPORT.md").is_file()
 
 
 def test_an_override_that_removes_a_figures_key_still_checks_every_claim(sigmoid):
