@@ -101,13 +101,14 @@ def over_steps_keys(df: pd.DataFrame, what: str, color: str | None, facet: str |
     if by_source and facet is not None:
         raise GradflowError(f"{what}: pass facet=... or by_source=True, not both (by_source facets by results folder)")
     swept = swept_keys(df)
-    check_key(color, "color", swept)
+    check_key(color, "color", swept + (["source"] if multi_source else []))  # (compare --color source)
     check_key(facet, "facet", swept + (["source"] if multi_source else []))
     group_keys = swept + (["source"] if multi_source else [])
     if color is None and facet is None and not_swept_together(df, swept):
         # runs not swept together: one legended line each (each seed its own line too: the legend names every run)
         return OverSteps(sources, multi_source, by_source, swept, ["run"], "run", None, [], [])
-    by_style = multi_source and facet != "source" and not by_source  # the sources take the line styles
+    # the sources take the line styles, where no facet, panel or colour does
+    by_style = multi_source and "source" not in (facet, color) and not by_source
     color = color or colour_key(df, swept, facet, styles_free=not by_style)
     style = style_key(df, swept, (color, facet), by_style)
     also, between = unshown(df, swept, (color, style, facet))
@@ -355,6 +356,8 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
     multi_source = n_distinct(df["source"]) > 1
     # (a key that changes with the depth alone, a learning rate tied to it, splits no line along it)
     swept = [k for k in distinct_keys(df, swept_keys(df), along=length) if k != length]
+    if by == "source" and multi_source:  # (compare --color source: the sources' colours, the keys' styles)
+        swept = [*swept, "source"]
     if by is not None and by not in swept and by in swept_keys(df):  # (swept, but no line key of its own)
         if by == length:
             what = f"is this plot's x axis: each line runs along {length}"
@@ -375,7 +378,7 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
         by, style, also, between, group_keys, inert = "run", None, [], [], ["run"], []
     else:
         by = by or (swept[0] if swept else None)
-        style = style_key(df, swept, (by,), multi_source)
+        style = style_key(df, swept, (by,), multi_source and by != "source")
         also, between = unshown(df, swept, (by, style))
     palette = Palette(df, by, style)
     panels, titles = [df], [None]
