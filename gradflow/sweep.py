@@ -471,6 +471,12 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
         present = any(j.moved_from or (root / j.name / store.RUN_FILE).exists() for j in result.jobs)
         if result.stale and not present and not named:
             _refuse_takeover(root, result.stale)
+        if result.stale and not present and store.sweep_spec(root) is None:  # (named: a folder of single runs,
+            # `gradflow run`'s, which a sweep there would list stale and close to further `gradflow run`s)
+            raise GradflowError(f"{root} holds {result.stale} single run{'s' * (result.stale != 1)} (of gradflow "
+                                f"run, no sweep's), none of them a point of this sweep: made the sweep's folder, it "
+                                f"would list them as stale and refuse gradflow run name={root.name}; give this "
+                                "sweep another --name")
     return result
 
 

@@ -378,6 +378,31 @@ def test_an_unnamed_sweep_does_not_take_over_an_unrelated_one(cli, results):
     assert out.exit_code == 0 and "2 already finished, skipped" in out.output, out.output
 
 
+def test_a_named_sweep_takes_over_no_folder_of_single_runs_nor_of_studies(cli, results):
+    # `--name run` made gradflow run's folder a sweep's: its runs listed stale (clean --stale offered to delete
+    # them all) and every later `gradflow run` refused; `--name reproduce` listed the he2016 arms' runs as its
+    # own, and the reproductions were then refused as inside it
+    assert cli("run", *SMALL, "model.depth=5", f"results={results}", "name=single").exit_code == 0
+    out = _sweep(cli, results, "model.depth=2,3", "--name", "single")
+    assert out.exit_code == 1 and " ".join(out.stderr.split()) == (
+        f"error: {results / 'single'} holds 1 single run (of gradflow run, no sweep's), none of them a point of this "
+        "sweep: made the sweep's folder, it would list them as stale and refuse gradflow run name=single; give "
+        "this sweep another --name"), out.output
+    assert not (results / "single" / "sweep.yaml").exists()
+    assert cli("run", *SMALL, "model.depth=6", f"results={results}", "name=single").exit_code == 0
+    # a single run that is a point of the sweep: the sweep goes ahead there, that run one of its own
+    out = _sweep(cli, results, "model.depth=5,6", "--name", "single")
+    assert out.exit_code == 0 and "2 finished under another name, to be moved (not trained again)" in out.output
+    # a folder of studies, as results/reproduce is
+    assert _sweep(cli, results, "model.depth=2,3", "--name", "studies/a").exit_code == 0
+    out = _sweep(cli, results, "model.depth=2,3", "--name", "studies")
+    assert out.exit_code == 1 and "is a folder of studies (" in " ".join(out.stderr.split()), out.output
+    out = cli("run", *SMALL, f"results={results}", "name=studies")
+    assert out.exit_code == 1 and f"is a folder of studies ({results / 'studies' / 'a'} is one)" in " ".join(
+        out.stderr.split()), out.output
+    assert sorted(p.name for p in (results / "studies").iterdir()) == ["a"]
+
+
 def test_force_reruns_and_changed_settings_rerun(cli, results):
     assert _sweep(cli, results, "model.depth=2,3", "--name", "f").exit_code == 0
     again = _sweep(cli, results, "model.depth=2,3", "--name", "f")
