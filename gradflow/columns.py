@@ -198,6 +198,18 @@ def transient_warning(df: pd.DataFrame) -> str:
             f"{worst:.1%} off chi1 at q*); {fix}")
 
 
+def stale_note(df: pd.DataFrame, folder: str) -> str | None:
+    """The note under a table (ls's, the report page's) of the stale runs among others, `folder` the one to
+    clean: a point the grid dropped, or one whose settings the spec changed ("not in its grid now" said the
+    first of a run whose point is there still); None where none is, or every run is (a shrunk grid lists its
+    old points between its live ones)."""
+    n = int((df[store.STATUS] == store.STALE).sum()) if store.STATUS in df else 0
+    if not n or n == len(df):
+        return None
+    return (f"stale: {n} run{'s' * (n != 1)} of an earlier spec of the sweep (points it no longer has, or settings "
+            f"it changed); --where status=ok leaves them out, gradflow clean {folder} --stale deletes them")
+
+
 FLAGGED = "*"  # marks the status of a run that ended ok but is flagged (store.FLAGS): "ok*"
 
 

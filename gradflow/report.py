@@ -372,7 +372,8 @@ def _scroll(table: str) -> str:
     return f'<div class=scroll>{table}</div>'
 
 
-def runs_html(df: pd.DataFrame, swept: list[str], missing: list[summary.NotRun] | None = None) -> str:
+def runs_html(df: pd.DataFrame, swept: list[str], missing: list[summary.NotRun] | None = None,
+              folder: str = "PATH") -> str:
     df, flagged = columns.mark_flagged(df)  # ok*, as ls shows it: a run that learned nothing is no success
     cols = columns.table_columns(df, swept)
     head = "".join(f'<th data-key="{_e(c.key)}" data-numeric="{int(c.numeric)}" title="{_e(c.key)}">'
@@ -392,6 +393,8 @@ def runs_html(df: pd.DataFrame, swept: list[str], missing: list[summary.NotRun] 
     notes += columns.failure_notes(df)  # every distinct error, as ls names the first few under its table
     if missing:  # (a sweep cut short, or still running)
         notes.append(summary.not_run_note(missing))
+    if stale := columns.stale_note(df, folder):  # (as ls says it: the page listed them without a word)
+        notes.append(stale)
     warning = columns.transient_warning(df)
     wide = " class=wide" if len(cols) > WIDE_COLUMNS else ""
     return (_scroll(f'<table id="runs"{wide}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>')
@@ -518,8 +521,8 @@ def build(paths: list[Path]) -> str:
         sections += reproductions_html(paths[0])
     missing = summary.not_run(paths[0], dict(zip(df[store.RUN], df[store.STATUS])), []) if len(paths) == 1 else []
     sections += ["<h2>Runs</h2>", "<p class=note>Click a column to sort (again to reverse).</p>",
-                 runs_html(df, swept, missing)]
-    theory = theory_rows(df)
+                 runs_html(df, swept, missing, shlex.quote(str(paths[0])) if len(paths) == 1 else "PATH")]
+    theory = theory_rows(df[df[store.STATUS] != store.STALE])  # (no runs of a spec the sweep no longer has)
     # (ξ_c = inf beside an ordered phase read as a net of endless depth scale: `gradflow theory`'s note)
     endless = [f"{r['activation']}, σ_w² {fmt(r['σ_w²'])}, σ_b² {fmt(r['σ_b²'])}: {note}" for r in theory
                if (note := theory_mod.endless_length_note(theory_mod.point(r["activation"], r["σ_w²"], r["σ_b²"])))]

@@ -130,6 +130,23 @@ def test_the_page_of_a_sweep_cut_short_says_what_is_not_run(study, tmp_path):
     assert "not run yet" not in (study / "report.html").read_text()  # (report.build's page of the whole sweep)
 
 
+def test_the_page_of_a_shrunk_grid_says_what_stale_means_and_its_theory_leaves_those_runs_out(study, tmp_path, cli):
+    # the runs table listed the stale runs without ls's note, and the theory table had a row of them alone
+    from gradflow import report
+
+    results = tmp_path / "results"
+    shutil.copytree(study, results / "grid")
+    tanh = [o if not o.startswith("model.activation=") else "model.activation=tanh" for o in SWEEP]
+    assert cli("sweep", *tanh, f"results={results}", "--name", "grid").exit_code == 0  # relu's two now stale
+    page = report.build([results / "grid"])
+    text = " ".join(re.sub(r"<[^>]+>", " ", page.replace("&#x27;", "'")).split())
+    assert (f"stale: 2 runs of an earlier spec of the sweep (points it no longer has, or settings it changed); "
+            f"--where status=ok leaves them out, gradflow clean {results / 'grid'} --stale deletes them") in text
+    theory = page[page.index("Mean-field theory beside the measurement"):]
+    theory = " ".join(re.sub(r"<[^>]+>", " ", theory[:theory.index("<h2")]).split())
+    assert " tanh " in theory and " relu " not in theory, theory
+
+
 def test_page_has_one_figure_per_standard_kind_and_the_ls_columns(study, tmp_path):
     page = Page((study / "report.html").read_text())
     # the standard set drawn independently from the same results

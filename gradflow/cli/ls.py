@@ -20,7 +20,7 @@ from gradflow.fmt import fmt, strict_json
 from gradflow.keys import abbreviate, implied_keys, n_distinct, partial_keys, partial_phrase
 from gradflow.columns import (FLAGGED, KEY_PRIORITY, LS_COLUMNS, RESULT_COLUMNS, STUDY_PRIORITY, Column, column_notes,
                               failure_notes, mark_flagged, replacement_failed, study_columns, swept_columns,
-                              table_columns, transient_warning)
+                              stale_note, table_columns, transient_warning)
 from gradflow.query import NOT_RUN, PARTIAL, WHERE, runs_view
 from gradflow.summary import (DECLARED, DEPTH_KEY, MODULE_DEPTH_NOTE, STUDY, UNREADABLE, module_depth_rows,
                               not_run_note, run_folders)
@@ -178,13 +178,8 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     missing = df.attrs.get(NOT_RUN) or []
     if missing:
         notes.append(not_run_note(missing))
-    n_stale = int((df["status"] == store.STALE).sum()) if "status" in df else 0
-    if n_stale and n_stale < len(df):  # (a shrunk grid lists its old points between its live ones)
-        # (a point the grid dropped, or one whose settings the spec changed: "not in its grid now" said the first
-        # of a run whose point is there still)
-        notes.append(f"stale: {n_stale} run{'s' * (n_stale != 1)} of an earlier spec of the sweep (points it no "
-                     f"longer has, or settings it changed); --where status=ok leaves them out, gradflow clean "
-                     f"{stale_folder(df, title, paths)} --stale deletes them")
+    if note := stale_note(df, stale_folder(df, title, paths)):
+        notes.append(note)
     for n in notes:
         print_note(n)
     if warning:  # (a warning of columns the width left out read as of nothing on the screen)
