@@ -75,6 +75,14 @@ def test_an_unknown_experiment_is_refused_with_the_choices(cli, results):
     # where presets are read from (a user's ./experiments/NAME.yaml is not one of them)
     assert f"(the files of {EXPERIMENTS[0].parent}/)" in " ".join(out.output.split())
     assert not results.exists()
+    # a name with a slash was read as a group of no choices: "experiment/nope='x' ...; choices:" and nothing
+    out = cli("run", "+experiment=nope/x", f"results={results}")
+    assert out.exit_code == 1 and "experiment='nope/x' is not a known choice" in out.output, out.output
+    assert all(p.stem in out.output for p in EXPERIMENTS)
+    out = cli("run", "+experiment=reproduce/he2015", f"results={results}")  # (a reproduction's spec)
+    assert out.exit_code == 1 and "+experiment=reproduce/he2015 is not a preset: the reproductions run by " \
+        "`gradflow reproduce he2015`; presets: " in " ".join(out.output.split()), out.output
+    assert not results.exists()
 
 
 def test_an_unreadable_preset_is_named_when_asked_for_and_takes_no_other_command_down(tmp_path):

@@ -115,6 +115,12 @@ def _hydra_error_message(e: Exception, text: str, overrides) -> str:
     if missing:
         group, value = missing.groups()
         group = group.lstrip("/")
+        if group.startswith("experiment/"):  # (+experiment=reproduce/he2015: a preset's name with a slash, read
+            group, value = "experiment", f"{group.partition('/')[2]}/{value}"  # as a group of no choices)
+        if group == "experiment" and value.startswith("reproduce/"):
+            return (f"+experiment={value} is not a preset: the reproductions run by `gradflow reproduce "
+                    f"{value.partition('/')[2]}`; presets: {', '.join(experiment_choices(group))} (the files of "
+                    f"{EXPERIMENTS_DIR}/)")
         if group == "experiment" and value in UNREADABLE_EXPERIMENTS:
             return (f"+experiment={value}: {EXPERIMENTS_DIR / value}.yaml cannot be read: "
                     f"{shorten(UNREADABLE_EXPERIMENTS[value], 200)}")
