@@ -143,6 +143,9 @@ def rate(layers: pd.DataFrame, quantity: str, step: int = 0, trim: int = FIT_TRI
         index = {name: i for i, name in enumerate(net.names)}
         x = np.array([index[block_of(n)[0]] for n in r[at][store.NAME]])
         return theory.fit_chi1(x, values, 0), f"{len(values)} {BLOCKS}, {net.output}"
+    if net is None and store.NAME in r and any((block_of(str(n)) or ("", ""))[1] == RESIDUAL_STREAM
+                                               for n in r[store.NAME]):
+        return math.nan, ""  # (a transformer of one block: no blocks to fit over; its points read 586 per layer)
     span = fitted_layers(r[store.LAYER], trim)
     if span is None:
         return math.nan, ""

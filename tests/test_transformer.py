@@ -364,6 +364,22 @@ def test_spectrum_of_a_transformer_says_spectra_are_an_mlps(cli, results):
     assert fig.axes[0].get_title() == "Activation values" and len(activations) == 2
 
 
+def test_a_transformer_of_one_block_has_no_chi1_fit():
+    # its points fitted per layer read chi1 586 (3 layers, 3-5) beside "-" at two blocks and 0.94 at three
+    from gradflow import store
+    from gradflow.summary import rate
+
+    def layers(names):
+        return pd.DataFrame({store.STEP: 0, store.LAYER: range(len(names)), store.NAME: names,
+                             store.QUANTITY: "signal_norm", store.VALUE: [10.0 ** -i for i in range(len(names))]})
+
+    one = ["tok_emb", "pos_emb", "b0.attn.qkv", "b0.attn.out", "b0.attn.resid", "b0.mlp.in", "b0.mlp.out",
+           "b0.resid", "head"]  # (gradflow's transformer at model.depth=1)
+    assert math.isnan(rate(layers(one), "signal_norm")[0])
+    mlp = [f"linear{i}" for i in range(11)] + ["head"]  # (a chain: fitted per layer, the factor 10² a layer)
+    assert rate(layers(mlp), "signal_norm")[0] == pytest.approx(100.0)
+
+
 def test_chi1_of_a_transformer_is_per_block_over_the_residual_stream(cli, results):
     """A fit over every probe point mixed the residual stream with the smaller signals inside the branches
     (qkv, mlp.in): the growth factor is per block, over the blocks' outputs b#.resid only."""
