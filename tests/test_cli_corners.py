@@ -146,6 +146,17 @@ def test_clean_that_leaves_no_run_does_not_advise_redrawing_from_none(cli, resul
     assert (f"figures/ and report.html in {root} predate this cleaning and show only runs it removed; no run is "
             "left there to redraw them from: delete them where no longer wanted") in said, said
     assert "gradflow plot" not in said and cli("plot", str(root)).exit_code == 1  # (as the note says)
+    # the report page alone: it "shows" (it said "predates ... and show")
+    shutil.rmtree(root / store.FIGURES_DIR)
+    assert cli("run", *SMALL, "train.steps=3", f"results={results}", "name=one").exit_code == 0
+    (job,) = [p for p in root.iterdir() if p.is_dir()]
+    record = store.read_run(job)
+    record["status"] = store.INTERRUPTED
+    (job / store.RUN_FILE).write_text(json.dumps(record))
+    assert cli("report", str(root)).exit_code == 0
+    said = " ".join(cli("clean", str(root), "--stale", "-y").output.split())
+    assert (f"report.html in {root} predates this cleaning and shows only runs it removed; no run is left there "
+            "to redraw it from: delete it where no longer wanted") in said, said
 
 
 def test_clean_says_nothing_of_figures_drawn_without_what_it_removes(cli, results, reported):

@@ -126,8 +126,8 @@ def _say_drawn_before(path: Path, removed: list[tuple[Path, float | None, float]
         it = "it" if what == store.REPORT_HTML else "them"
         head = f"{what} in {where} predate{'s' * (what == store.REPORT_HTML)} this cleaning and "
         if not any(where.rglob(store.RUN_FILE)):  # (no run left to draw: `plot` and `report` refuse the folder)
-            print_note(head + f"show only runs it removed; no run is left there to redraw {it} from: delete "
-                       f"{it} where no longer wanted", style="yellow")
+            print_note(head + f"show{'s' * (it == 'it')} only runs it removed; no run is left there to redraw {it} "
+                       f"from: delete {it} where no longer wanted", style="yellow")
             continue
         redraw = [*([f"gradflow plot {where}"] if len(drawn) > page else []),
                   *([f"gradflow report {where}"] if page else [])]
