@@ -930,13 +930,17 @@ def resume_command(sweep: Path, spec: dict) -> str:
     from another, and the folder may have been copied or renamed)."""
     import shlex
 
-    if spec.get("points") is not None and spec.get("command"):  # (its --points FILE is as given)
-        return str(spec["command"])
+    points: list[str] = []
+    if spec.get("points") is not None and spec.get("command"):  # (its --points FILE, as its command has it)
+        words = shlex.split(str(spec["command"]))
+        if "--points" not in words[:-1]:
+            return str(spec["command"])
+        points = ["--points", words[words.index("--points") + 1]]
     kept = [str(o) for o in spec.get("overrides") or []
             if str(o).split("=", 1)[0].lstrip("+~") not in ("results", "name")]  # (overrides.override_key)
     sweep = sweep.resolve()
     return " ".join(["gradflow sweep", *map(shlex.quote, kept), shlex.quote(f"results={sweep.parent}"),
-                     "--name", shlex.quote(sweep.name)])
+                     "--name", shlex.quote(sweep.name), *map(shlex.quote, points)])
 
 
 def run_config(job_dir: Path, rec: dict | None = None) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -357,6 +358,18 @@ def test_the_recorded_command_remakes_the_same_sweep(cli, results, tmp_path):
     assert out.exit_code == 0, out.output
     command = yaml.safe_load((results / "pts" / "sweep.yaml").read_text())["command"]
     assert shlex.split(command)[-4:] == ["--name", "pts", "--points", str(points)]
+
+
+def test_the_command_that_finishes_a_points_sweep_runs_from_any_folder(cli, tmp_path, monkeypatch):
+    # ls said `gradflow sweep ... --name pts --points pd.yaml`, which from another folder found no file (or
+    # another's) and started a study under that folder's results/
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pd.yaml").write_text("- {model.depth: 2}\n- {model.depth: 3}\n")
+    assert cli("sweep", *SMALL, "--points", "pd.yaml", "--name", "pts").exit_code == 0
+    root = tmp_path / "results" / "pts"
+    shutil.rmtree(root / "model.depth=3")
+    command = store.resume_command(root, store.sweep_spec(root))
+    assert command.endswith(f"results={root.parent} --name pts --points {tmp_path / 'pd.yaml'}"), command
 
 
 def test_an_unnamed_sweep_does_not_take_over_an_unrelated_one(cli, results):
