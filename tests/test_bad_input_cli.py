@@ -362,6 +362,7 @@ CASES = [
                                                                       "he2015 --scale quick seed=1), or the rest"),
     (["reproduce", "--scale", "quick"], "give its name (gradflow reproduce NAME --scale quick)"),
     (["bench", "--clock", "sundial"], "--clock 'sundial'"),
+    (["bench", "--clock", "cpuu"], "--clock 'cpuu' is not known (did you mean cpu?)"),
     (["bench", "--threads", "0"], "--threads 0 is not allowed: give intra-op thread counts of 1 or more"),
     # (beyond 1e200 the quadrature's infinity: xi_q read 0 and, at 1e308, chi_1 54 decades high)
     (["theory", "-a", "tanh", "--sw2", "1e250"], "--sw2=1e+250 is beyond what the theory computes: at most 1e+200"),

@@ -146,6 +146,7 @@ CASES = [
     case(f"{G} data.scale=-1", "data.scale=-1 is not allowed", "scale-negative"),
     case(f"{G} data.scale=0", "data.scale=0 is not allowed", "scale-zero"),  # (all-zero inputs)
     case(f"{G} data.scale=abc", "data.scale='abc' is not allowed", "scale-word"),
+    case(f"{G} data.scale=qstr", "data.scale='qstr' is not allowed (did you mean qstar?)", "scale-typo"),
     case(f"{G} data.scale=qstar model.activation=relu init=meanfield init.sw2=2",
          "data.scale=qstar", "qstar-without-fixed-point"),
     case(f"{G} data.task=bogus", "data.task", "task-unknown"),

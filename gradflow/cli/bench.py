@@ -59,7 +59,8 @@ def bench(
             raise GradflowError(f"--workload {n!r} is not known{did_you_mean(n, list(bench_mod.WORKLOADS))}; "
                                 f"choices: {', '.join(bench_mod.WORKLOADS)}")
     if clock not in bench_mod.CLOCKS:
-        raise GradflowError(f"--clock {clock!r} is not known; choices: {', '.join(bench_mod.CLOCKS)}")
+        raise GradflowError(f"--clock {clock!r} is not known{did_you_mean(clock, bench_mod.CLOCKS)}; choices: "
+                            f"{', '.join(bench_mod.CLOCKS)}")
     if steps < 12:
         raise GradflowError(f"--steps {steps} is too few: at least 12, so that 'every 10' probes a timed step")
     if rounds < 1:

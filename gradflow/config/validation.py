@@ -377,8 +377,9 @@ def _scale(cfg) -> None:
         return
     value = number_in(scale)
     if not (math.isfinite(value) and value > 0):
-        raise GradflowError(f"data.scale={show_value(scale, 'data.scale')} is not allowed; choices: a positive number, qstar "
-                            "(the first layer starts at the mean-field fixed point q*)")
+        typo = did_you_mean(scale, ["qstar"]) if isinstance(scale, str) else ""
+        raise GradflowError(f"data.scale={show_value(scale, 'data.scale')} is not allowed{typo}; choices: a positive "
+                            "number, qstar (the first layer starts at the mean-field fixed point q*)")
 
 
 def _init(cfg) -> None:
