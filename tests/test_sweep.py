@@ -422,6 +422,9 @@ def test_force_reruns_and_changed_settings_rerun(cli, results):
     assert "2 already finished, skipped" in again.output
     forced = _sweep(cli, results, "model.depth=2,3", "--name", "f", "--force")
     assert "skipped" not in forced.output and "ok: 2" in forced.output, forced.output
+    # (said: the finished runs went without a word)
+    assert f"--force: 2 runs of this sweep in {results / 'f'} are deleted and trained again" in " ".join(
+        forced.output.split()), forced.output
     changed = cli("sweep", *SMALL, "train.steps=7", "model.depth=2,3", f"results={results}", "--name", "f")
     text = " ".join(changed.output.split())  # a different config is not the same run: both replaced
     assert "skipped" not in text and "2 finished runs in" in text and "will be replaced" in text, text

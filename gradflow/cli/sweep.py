@@ -99,6 +99,10 @@ def _header(p, skipped: int) -> None:
     print_note(f"sweep {p.root}: {n} run{'s' * (n != 1)} over {', '.join(p.swept) or 'no swept key'} with the "
                f"{p.launcher} launcher" + (f"; {done} already finished, skipped" if done else "")
                + (f"; {moving} finished under another name, to be moved (not trained again)" if moving else ""))
+    if p.force and (there := sum((p.root / j.name / store.RUN_FILE).exists() for j in p.jobs)):
+        one = there == 1  # (their folders went without a word)
+        print_note(f"--force: {there} run{'' if one else 's'} of this sweep in {p.root} {'is' if one else 'are'} "
+                   f"deleted and trained again", style="yellow")
     if p.replaced and not p.force:
         one = p.replaced == 1
         changes = _changes([j for j in p.jobs if j.replaces and j.moved_from is None])
