@@ -349,8 +349,11 @@ def check_launcher(launcher: str, options: Sequence = ()) -> None:
             raise GradflowError(f"{o.input_line} is a launcher setting, and the basic launcher has none; choose a "
                                 f"launcher first: hydra/launcher={has} {o.input_line}")
         if keys and key not in keys and not o.is_add():  # (Hydra's words came after the sweep had started)
-            raise GradflowError(f"{o.input_line}: the {launcher} launcher has no setting {key!r}"
-                                f"{did_you_mean(key, keys)}; its settings: {', '.join(keys)}")
+            other = next((name for name in ("joblib", "slurm", "submitit_local")  # (the launcher that has it)
+                          if name != launcher and key in launcher_keys(name)), None)
+            where = f" (it is a setting of hydra/launcher={other})" if other else did_you_mean(key, keys)
+            raise GradflowError(f"{o.input_line}: the {launcher} launcher has no setting {key!r}{where}; its "
+                                f"settings: {', '.join(keys)}")
         values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [str(o.value())]
         for value in values:
             _launcher_value(o, launcher, key, value)

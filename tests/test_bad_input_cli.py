@@ -255,7 +255,11 @@ CASES = [
      "hydra.launcher.njobs=2: the joblib launcher has no setting 'njobs' (did you mean n_jobs?); its settings: "
      "n_jobs, backend"),
     (["sweep", "model.depth=2,3", "hydra/launcher=submitit_local", "hydra.launcher.n_jobs=2"],
-     "the submitit_local launcher has no setting 'n_jobs'; its settings: submitit_folder, timeout_min"),
+     "the submitit_local launcher has no setting 'n_jobs' (it is a setting of hydra/launcher=joblib); its settings: "
+     "submitit_folder, timeout_min"),
+    (["sweep", "model.depth=2,3", "hydra/launcher=joblib", "hydra.launcher.partition=gpu"],
+     "the joblib launcher has no setting 'partition' (it is a setting of hydra/launcher=slurm); its settings: "
+     "n_jobs"),
     (["sweep", "model.depth=2,3", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=-1"],
      "hydra.launcher.timeout_min=-1 is not allowed: timeout_min is each job's time limit in minutes (1 or more)"),
     (["sweep", "hydra.sweep.dir=/tmp/elsewhere"], "hydra.sweep.dir=/tmp/elsewhere is refused"),
