@@ -508,7 +508,7 @@ def test_the_installed_entry_point_gives_the_same_one_line(tmp_path, args, needl
 
 
 @pytest.mark.parametrize("args, line", [
-    (["plot"], "error: Missing argument 'path'; see `gradflow plot --help`"),
+    (["plot"], "error: Missing argument 'PATH'; see `gradflow plot --help`"),  # (PATH, as ls's usage names it)
     (["ls", ".", "--sortt", "x"], "error: --sortt is not an option of `gradflow ls` (did you mean --sort?); see "
                                   "`gradflow ls --help`"),
     (["runn"], "error: No such command 'runn'. Did you mean 'run'? commands: run, ls, sweep, clean, reproduce, "

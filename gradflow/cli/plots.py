@@ -68,7 +68,7 @@ def _left_out(path: Path, where: list[str] | None = None) -> None:
 # --- gradflow plot ---------------------------------------------------------------------------------
 @user_errors
 def plot(
-    path: Annotated[str, typer.Argument(help="A run folder, a sweep folder, or a folder of sweeps.",
+    path: Annotated[str, typer.Argument(metavar="PATH", help="A run folder, a sweep folder, or a folder of sweeps.",
                                          show_default=False)],
     kind: Annotated[Optional[str], typer.Option("--kind", "-k", help=f"What to draw. {KIND_HELP}.",
                                                 show_default=False)] = None,
@@ -499,7 +499,7 @@ def _comparison_notes(table: pd.DataFrame, names: list[str], by: list[str], diff
 
 @user_errors
 def compare(
-    paths: Annotated[list[str], typer.Argument(help="Two or more run or sweep folders (or folders of sweeps).",
+    paths: Annotated[list[str], typer.Argument(metavar="PATH", help="Two or more run or sweep folders (or folders of sweeps).",
                                                 show_default=False)],
     kind: Annotated[str, typer.Option("--kind", "-k", help=f"The figure: {', '.join(COMPARE_KINDS)}.")] = "profile",
     quantity: Annotated[Optional[str], typer.Option(help="profile: the per-layer quantity.",

@@ -14,7 +14,8 @@ from gradflow.cli.console import console, folder, user_errors
 @user_errors
 def report(
     paths: Annotated[list[str], typer.Argument(
-        help="A run, a sweep or a reproduction folder; several paths make a comparison.", show_default=False)],
+        help="A run, a sweep or a reproduction folder; several paths make a comparison.", show_default=False,
+        metavar="PATH")],
     out: Annotated[Optional[str], typer.Option(  # (a str: a trailing slash says "a folder", which Path drops)
         "--out", metavar="PATH",
         help="Write the page here, a file or a folder (default: PATH/report.html, or beside the first PATH).")] = None,
