@@ -1684,6 +1684,13 @@ def test_a_figure_refused_for_want_of_the_runs_stale_says_they_were_left_out(cli
     for wrong in (["--kind", "profile", "--quantity", "bogus"], ["--kind", "ratio", "--where", "model.depth=2"]):
         out = cli("plot", str(results / "cut"), *wrong)
         assert out.exit_code == 1 and "stale" not in out.output, out.output
+    # that --where said as the reason (one depth read as a sweep of one depth), in compare too
+    assert "(values: 2): --where model.depth=2 kept only those runs" in " ".join(out.output.split()), out.output
+    assert cli("sweep", *SMALL, "model.depth=2,3", f"results={results}", "--name", "other").exit_code == 0
+    out = cli("compare", str(results / "cut"), str(results / "other"), "--kind", "ratio", "--where", "depth=2",
+              "--out", str(results / "figs"))
+    assert out.exit_code == 1 and "(values: 2): --where depth=2 kept only those runs" in " ".join(
+        out.output.split()), out.output
 
 
 def test_the_sources_differ_only_in_keys_each_holds_fixed():

@@ -31,7 +31,7 @@ from gradflow.plots.kinds import (
     COMPARE_KINDS, KIND_HELP, KINDS, Options, check_options, choose, draw, figure_parts, load_table, overlay_facet,
     part_names, refuse_unused, say_part, split_note,
 )
-from gradflow.keys import abbreviate, full_key, is_missing, ordered_values, partial_keys, partial_phrase, swept_keys
+from gradflow.keys import abbreviate, full_key, is_missing, partial_keys, partial_phrase, swept_keys
 from gradflow.plots.save import FORMATS, file_part, save
 from gradflow.plots.series import parse_step
 from gradflow.columns import FLAGGED, LIMIT_MARK, LIMIT_NOTE, NOTES, in_time, mark_flagged
@@ -140,7 +140,7 @@ def plot(
                 (stale := sum(r[store.STATUS] == store.STALE for r in store.runs(path))):
             e.args = (f"{e}; {stale} stale run{'s' * (stale != 1)} (of an earlier sweep spec) left out: --all "
                       f"draws {'them' if stale != 1 else 'it'}",)
-        raise
+        raise _kept_by(e, where)
     tell()
     _left_out(path, where)
 
@@ -212,6 +212,14 @@ def _values_of(runs: pd.DataFrame, sources: list[str], where: list[str]) -> str:
         held = list(dict.fromkeys("/".join(number(v) for v in row) for row in mine.itertuples(index=False)))
         parts.append(f"{s}: {'/'.join(keys)} {', '.join(held)}")
     return f" ({'; '.join(parts)})"
+
+
+def _kept_by(e: NotVaried, where: list[str] | None) -> NotVaried:
+    """A key "does not vary" said with the --where that left it one value ("model.depth, which does not vary in
+    this data (values: 10)" under --where depth=10 read as a sweep of one depth)."""
+    if where and "--where" not in str(e):
+        e.args = (f"{e}: --where {' '.join(where)} kept only those runs",)
+    return e
 
 
 def _where(df: pd.DataFrame, where: list[str]) -> pd.DataFrame:
@@ -560,8 +568,11 @@ def compare(
     name = file_part("-vs-".join(file_part(s, 40) for s in sources), 160)
     name += f"-where-{file_part(','.join(where))}" if where else ""  # (beside the figure of every run)
     # (the stem's facet dropped: the panels follow from the data; the name says what was asked)
-    tell = _draw_parts(kind, df, o, where, fmt, lambda stem, tail: _part_file(out_file, tail) or out_dir
-                       / f"compare-{stem.split('-facet-')[0]}-{name}{_part_suffix(tail)}.{fmt}")
+    try:
+        tell = _draw_parts(kind, df, o, where, fmt, lambda stem, tail: _part_file(out_file, tail) or out_dir
+                           / f"compare-{stem.split('-facet-')[0]}-{name}{_part_suffix(tail)}.{fmt}")
+    except NotVaried as e:
+        raise _kept_by(e, where)
 
     marked, flagged = mark_flagged(runs)  # ok*, as ls shows it: a run that learned nothing is no success
     show_comparison(matching.comparison(marked, sources, by), sources, by, differ, matching.pooled_keys(runs, by),
