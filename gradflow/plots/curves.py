@@ -356,9 +356,8 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
     multi_source = n_distinct(df["source"]) > 1
     # (a key that changes with the depth alone, a learning rate tied to it, splits no line along it)
     swept = [k for k in distinct_keys(df, swept_keys(df), along=length) if k != length]
-    if by == "source" and multi_source:  # (compare --color source: the sources' colours, the keys' styles)
-        swept = [*swept, "source"]
-    if by is not None and by not in swept and by in swept_keys(df):  # (swept, but no line key of its own)
+    choices = swept + (["source"] if multi_source else [])  # (compare --color source: the keys take the styles)
+    if by is not None and by not in choices and by in swept_keys(df):  # (swept, but no line key of its own)
         if by == length:
             what = f"is this plot's x axis: each line runs along {length}"
         elif by not in distinct_keys(df, [length, by], along=length):
@@ -366,8 +365,8 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
         else:  # (tied to another key, value for value: that key's lines are its lines)
             twin = next((k for k in swept if by not in distinct_keys(df, [length, k, by], along=length)), None)
             what = f"changes together with {twin}, value for value: colour by it" if twin else "tells no lines apart"
-        raise GradflowError(f"--color {by} {what}; choices: {', '.join(swept) or '(none varies)'}")
-    check_key(by, "color", swept)
+        raise GradflowError(f"--color {by} {what}; choices: {', '.join(choices) or '(none varies)'}")
+    check_key(by, "color", choices)
     inert = no_effect_at_init(df, swept, quantity, (by,)) if when == "init" else []
     swept = [k for k in swept if k not in inert]
     group_keys = swept + (["source"] if multi_source else [])
