@@ -145,21 +145,26 @@ def refuse_nested(study: Path, results: str | Path, name: str) -> None:
     a folder of runs. `ls`, `plot` and `clean` of the outer one read the inner one's runs as its own (a run
     named grid/inner showed up in the sweep grid's ratio figure as a fifth depth)."""
     study, results = Path(study), Path(results)
-    inner = next((p for p in (sorted(study.iterdir(), key=natural_key) if study.is_dir() else [])
-                  if p.is_dir() and not is_run_folder(p) and p.name != FIGURES_DIR and not is_staging(p.name)
-                  and ((p / SWEEP_FILE).is_file() or any(is_run_folder(q) for q in p.iterdir()))), None)
+    inside = sorted(study.iterdir(), key=natural_key) if study.is_dir() else []
+    inner = next((p for p in inside if not is_run_folder(p) and not is_staging(p.name)
+                  and ((p / SWEEP_FILE).is_file() or _holds_runs(p))), None)
     if inner is not None:  # (a sweep over results/reproduce listed the he2016 arms' runs as its own, and the
         # reproductions were refused as inside it)
         raise GradflowError(f"name={name} under results={results} is a folder of studies ({inner} is one), whose "
                             "runs it would list, plot and clean as its own; give a name (or results=) of its own")
     for outer in study.parents:  # (the folders as given, to the results folder itself: results=STUDY name=x too)
         sweep, run = (outer / SWEEP_FILE).is_file(), is_run_folder(outer)
-        if sweep or run or (outer.is_dir() and any(is_run_folder(p) for p in outer.iterdir())):
+        if sweep or run or _holds_runs(outer):
             what = f"the sweep {outer}" if sweep else f"the run {outer}" if run else f"{outer}, a folder of runs"
             raise GradflowError(f"name={name} under results={results} is inside {what}, which would list, plot "
                                 "and clean its runs as its own; give a name (or results=) outside it")
         if outer == results or outer == Path(outer.anchor) or outer == Path("."):
             return
+
+
+def _holds_runs(folder: Path) -> bool:
+    """Whether `folder` is a folder holding run folders (a figures folder holds none)."""
+    return folder.is_dir() and any(is_run_folder(p) for p in folder.iterdir())
 
 
 def figures_dir(study: str | Path) -> Path:

@@ -442,8 +442,9 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
     root = store.study_dir(first["results"], first["name"])
     store.refuse_nested(root, first["results"], first["name"])
     store.check_writable(root, root)
-    command = shlex.join(["gradflow", "sweep", *user, "--name", user_name,  # (the file's path absolute: `ls`
-                          *(["--points", os.path.abspath(points_file)] if points_file is not None else [])])  # may run elsewhere)
+    # (the points file's path absolute: `ls` gives this command to finish the sweep, from any folder)
+    points_given = ["--points", os.path.abspath(points_file)] if points_file is not None else []
+    command = shlex.join(["gradflow", "sweep", *user, "--name", user_name, *points_given])
     result = Plan(root=root, overrides=list(overrides), swept=swept, launcher=launcher, force=force,
                   points=points, command=command)
     jobs = _Jobs(root, swept)

@@ -37,10 +37,9 @@ def choose(columns: list[Column], width: int | None, always: str | None = None) 
     """The columns that fit in `width` characters (all when None), taken by priority, then in display
     order; and those left out. The status, the first column and the column `always` (the one sorted by: a
     key's, which the keys before it crowded out, left rows in an order one could not see) always show, then
-    the keys in order
-    while they leave room for the first result (two in a folder of studies): unrelated runs that differ in a
-    dozen keys still give a table within `width` with its results in it, and its note names the keys left
-    out."""
+    the keys in order while they leave room for the first result (two in a folder of studies): unrelated
+    runs that differ in a dozen keys still give a table within `width` with its results in it, and its note
+    names the keys left out."""
     if width is None:
         return columns, []
     first = {i for i, c in enumerate(columns) if c.key in (store.STATUS, always)} | {0}
@@ -115,9 +114,9 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
                                if k in swept]
     implied = {k: c for k, c in implied.items() if k not in partial}  # (model.width: set by model, and partial)
     # (the key sorted by shows, set by a choice or not: rows in an order one cannot see read as random)
-    shown_anyway = df.attrs.get("sorted_by")
-    implied = {k: c for k, c in implied.items() if k != shown_anyway}
-    partial = [k for k in partial if k != shown_anyway]
+    sorted_by = df.attrs.get("sorted_by")
+    implied = {k: c for k, c in implied.items() if k != sorted_by}
+    partial = [k for k in partial if k != sorted_by]
     swept = [k for k in swept if k not in implied and k not in partial]
     df, flagged = mark_flagged(df)  # ended ok, yet no success: never read as one
     columns = table_columns(df, swept, short=not wide, width=console.width)
@@ -128,7 +127,6 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     headline = RESULT_COLUMNS["final.train_loss"][1]  # (the loss and accuracy's)
     # --rate: the prediction its rates are read against shows beside them (it gave way to the other results)
     rated = "chi1_theory" if any(c.key.startswith("rate.") for c in columns) else None
-    sorted_by = df.attrs.get("sorted_by")
     for c in columns:  # shown whatever the width: the column sorted by; the fits the warning is about next
         if c.key == sorted_by:  # to the loss and accuracy (in a folder of studies, three chi1
             c.priority = min(c.priority, STUDY_PRIORITY)  # columns took the room its rows had for those)

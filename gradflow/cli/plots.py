@@ -507,7 +507,8 @@ def _comparison_notes(table: pd.DataFrame, names: list[str], by: list[str], diff
 
 @user_errors
 def compare(
-    paths: Annotated[list[str], typer.Argument(metavar="PATH", help="Two or more run or sweep folders (or folders of sweeps).",
+    paths: Annotated[list[str], typer.Argument(metavar="PATH",
+                                                help="Two or more run or sweep folders (or folders of sweeps).",
                                                 show_default=False)],
     kind: Annotated[str, typer.Option("--kind", "-k", help=f"The figure: {', '.join(COMPARE_KINDS)}.")] = "profile",
     quantity: Annotated[Optional[str], typer.Option(help="profile: the per-layer quantity.",

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 from gradflow import store
-from gradflow.errors import GradflowError
+from gradflow.errors import GradflowError, did_you_mean
 from gradflow.fmt import fmt
-from gradflow.keys import hashable, config_columns, ordered_values, run_names, vkey
+from gradflow.keys import hashable, config_columns, ordered_values, run_names, swept_keys, vkey
 from gradflow.overrides import as_in_name, name_items
 from gradflow.summary import same_list
 
@@ -317,13 +317,9 @@ def not_a_run(run: object, runs: list[str], where: str, most: int, named: str = 
                 f"apart{study}: {'; '.join(map(str, several[:most]))}{'; ...' if len(several) > most else ''}")
     unknown = _unknown_key(str(run), runs, df)
     if unknown is not None:  # (the runs alone were listed: which item named nothing was left to guess)
-        from gradflow.errors import did_you_mean
-        from gradflow.keys import swept_keys
-
         keys = swept_keys(df)
-        return (f"{named} {str(run)!r}: no run of {where} has a key {unknown!r}"
-                f"{did_you_mean(unknown, keys if '.' in unknown else [k.rsplit('.', 1)[-1] for k in keys])}; "
-                f"keys that vary: "
+        meant = did_you_mean(unknown, keys if "." in unknown else [k.rsplit(".", 1)[-1] for k in keys])
+        return (f"{named} {str(run)!r}: no run of {where} has a key {unknown!r}{meant}; keys that vary: "
                 f"{', '.join(keys) or '(none)'}; runs: {nearest_runs(run, runs, most)}")
     return f"{named} {str(run)!r} is not a run of {where}; choices: {nearest_runs(run, runs, most)}"
 
