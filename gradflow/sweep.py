@@ -473,14 +473,8 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
         result.stale = sum(1 for p in root.iterdir() if p.name not in jobs.seen and not store.is_staging(p.name)
                            and p.name not in moved and (p / store.RUN_FILE).exists())
         present = any(j.moved_from or (root / j.name / store.RUN_FILE).exists() for j in result.jobs)
-        if result.stale and not present and not named:
-            _refuse_takeover(root, result.stale)
-        if result.stale and not present and store.sweep_spec(root) is None:  # (named: a folder of single runs,
-            # `gradflow run`'s, which a sweep there would list stale and close to further `gradflow run`s)
-            raise GradflowError(f"{root} holds {result.stale} single run{'s' * (result.stale != 1)} (of gradflow "
-                                f"run, no sweep's), none of them a point of this sweep: made the sweep's folder, it "
-                                f"would list them as stale and refuse gradflow run name={root.name}; give this "
-                                "sweep another --name")
+        if result.stale and not present:
+            _refuse_takeover(root, result.stale, named)
     return result
 
 
@@ -645,13 +639,22 @@ class _Jobs:
                 del wanted[j.config_hash]
 
 
-def _refuse_takeover(root: Path, stale: int) -> None:
-    """An unnamed sweep would take over the default folder from an unrelated one (none of whose runs is a
-    point of it), which then drops out of ls, plot, compare and report as stale: refused, naming both ways on."""
-    spec = store.sweep_spec(root) or {}
+def _refuse_takeover(root: Path, stale: int, named: bool) -> None:
+    """A sweep would take over a folder none of whose runs is a point of it, the runs then stale (out of ls,
+    plot, compare and report): refused where they are single runs (`gradflow run`'s, no sweep's), which a
+    sweep's folder would close to further `gradflow run`s, named or not; an unnamed sweep's of another
+    sweep's runs (the default folder), naming both ways on (a name, or that folder's name to take it over)."""
+    spec = store.sweep_spec(root)
+    if spec is None:
+        raise GradflowError(f"{root} holds {stale} single run{'s' * (stale != 1)} (of gradflow run, no sweep's), "
+                            f"none of them a point of this sweep: made the sweep's folder, it would list them as "
+                            f"stale and refuse gradflow run name={root.name}; give this sweep "
+                            f"{'another --name' if named else 'a name (--name NAME)'}")
+    if named:
+        return
     overrides = [str(o) for o in spec.get("overrides") or []]
     swept = [o for o in overrides if override_key(o) in (spec.get("swept") or [])]  # what it swept, or all it set
-    before = " ".join(swept or overrides) or "single runs"
+    before = " ".join(swept or overrides) or "its defaults"
     raise GradflowError(f"{root} holds {stale} run{'s' * (stale != 1)} of another sweep "
                         f"({shorten_command(before, 60)}), none of them a point of this one: give this sweep a name "
                         f"(--name NAME), or --name {root.name} to make it the sweep there (those runs kept, as stale)")

@@ -402,6 +402,11 @@ def test_a_named_sweep_takes_over_no_folder_of_single_runs_nor_of_studies(cli, r
         "sweep: made the sweep's folder, it would list them as stale and refuse gradflow run name=single; give "
         "this sweep another --name"), out.output
     assert not (results / "single" / "sweep.yaml").exists()
+    # unnamed, into gradflow run's folders by name=sweep: the same refusal (it advised `--name sweep`, refused)
+    assert cli("run", *SMALL, "model.depth=5", f"results={results}", "name=sweep").exit_code == 0
+    out = _sweep(cli, results, "model.depth=2,3")
+    assert out.exit_code == 1 and " ".join(out.stderr.split()).endswith(
+        "refuse gradflow run name=sweep; give this sweep a name (--name NAME)"), out.output
     assert cli("run", *SMALL, "model.depth=6", f"results={results}", "name=single").exit_code == 0
     # a single run that is a point of the sweep: the sweep goes ahead there, that run one of its own
     out = _sweep(cli, results, "model.depth=5,6", "--name", "single")
