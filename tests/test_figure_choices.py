@@ -75,6 +75,20 @@ def test_accuracy_axis_stays_linear_when_it_spans_decades():
     assert acc_ax.get_yscale() == "linear"
 
 
+# one evaluation's spike (a loss of 40 beside runs at 2-2.4) kept a linear loss axis and flattened every curve
+def test_a_loss_spike_puts_the_loss_axis_on_a_log_scale():
+    from gradflow.plots.curves import curves
+
+    runs = [(f"model.depth={d}", cfg(d), "ok") for d in (5, 10)]
+    steps = tuple(range(0, 200, 10))
+    calm = curves(metrics_table(runs, steps, loss=lambda c, step: 2.0 + 0.4 * step / 200))
+    assert calm.axes[0].get_yscale() == "linear"  # 2-2.4: a linear axis reads it
+    spiky = curves(metrics_table(runs, steps, loss=lambda c, step: 40.0 if (c["model.depth"], step) == (10, 100)
+                                 else 2.0 + 0.4 * step / 200))
+    assert spiky.axes[0].get_yscale() == "log" and spiky.axes[2].get_yscale() == "linear"  # (accuracy stays)
+    assert spiky.axes[0].get_ylabel() == "loss (log)"
+
+
 # a grid cell took the median of its seeds, not their mean
 def test_grid_cell_is_the_mean_of_three_seeds_not_their_median():
     from gradflow.plots.curves import grid

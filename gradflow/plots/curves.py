@@ -132,7 +132,8 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
            facet: str | None = None, levels: dict[str, float] | None = None) -> Figure:
     """Loss (top) and accuracy (bottom) against step; columns train | test (or one per results
     folder with by_source=True, train solid / test dotted). One line per run or seed group,
-    coloured by a swept key; the loss axis is logarithmic when it spans two decades or more.
+    coloured by a swept key; the loss axis is logarithmic when it spans two decades or more, or a spike rises
+    SPIKE times above the rest (see _loss_log).
     facet: a swept key with one train | test pair of columns per value (for a third swept key); without
     one, the swept keys that colour and line style leave out get a pair per combination of their values
     (up to AUTO_CURVE_PANELS side by side); where those would be more, one of them with few values takes a
@@ -159,7 +160,7 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
     everything: list[Series] = []
     cut_at = None  # the loss axis's top where diverging runs would squash the others (see _diverging_cut)
     for i, metric in enumerate(rows):
-        log = metric == "loss" and spans_decades(df.loc[df["metric"] == metric, "value"].to_numpy())
+        log = metric == "loss" and _loss_log(df.loc[df["metric"] == metric, "value"].to_numpy())
         in_row = len(everything)
         for j, (col_title, col_rows, col_splits) in enumerate(columns.cols):
             ax = axes[i, j]
@@ -314,6 +315,18 @@ def _curve_steps(ax, df: pd.DataFrame) -> None:
     step_axis(ax, evaluated if len(evaluated) > 1 else steps)
     if len(evaluated) > 1:
         ax.set_xlim(float(steps.min()), float(steps.max()))
+
+
+SPIKE = 5.0  # a loss this many times the 95th percentile of the rest: a spike that would flatten a linear axis
+
+
+def _loss_log(values: np.ndarray) -> bool:
+    """A loss axis on a log scale: where the losses span two decades, or where a spike rises SPIKE times above
+    the 95th percentile of them (one evaluation at 40 beside runs at 2-2.4 squashed every curve into a flat line
+    at the bottom of a linear axis; on a log one each is still read)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    return spans_decades(v) or (len(v) > 1 and v.max() > SPIKE * np.quantile(v, 0.95))
 
 
 CUT_DECADES = 3  # headroom above the finite runs' largest loss, where a diverging run's loss would set the axis
