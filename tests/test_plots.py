@@ -824,6 +824,19 @@ def test_heatmap_of_few_probed_steps_has_a_cell_at_each_and_no_negative_step():
     assert min(t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]) >= 0
 
 
+# a 60-step run's log-spaced probe steps were ticked 0, 1, 10 alone (the 40% of the axis past 10 bare), and its
+# update ratio, which has no value at the last step, read as evenly spaced: a linear axis beside the symlog one
+def test_heatmap_step_axis_ticks_its_last_decade_and_takes_the_runs_scale():
+    steps = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 19, 22, 25, 29, 33, 39, 45, 52, 60)  # probe.points, 60
+    layers, _, _ = fabricate([config(4, "tanh", 1)], steps=steps)
+    ax = figures.heatmap(layers).axes[0]
+    ax.figure.canvas.draw()
+    shown = [t.get_text() for t in ax.get_xticklabels() if ax.get_xlim()[0] <= t.get_position()[0] <= ax.get_xlim()[1]]
+    assert ax.get_xscale() == "symlog" and shown == ["0", "1", "2", "5", "10", "20", "50"], shown
+    last_missing = layers[(layers.quantity != "signal_norm") | (layers.step < 60)]
+    assert figures.heatmap(last_missing, quantity="signal_norm").axes[0].get_xscale() == "symlog"
+
+
 # the last cell ran half a gap past the last probed step: a default 200-step run's (probe.points=30)
 # to step 217, every=10's to 205, log-spaced steps to 1024's to 1448, where the run's curves end at its last step
 @pytest.mark.parametrize("steps, scale", [

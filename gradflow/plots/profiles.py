@@ -337,9 +337,12 @@ def heatmap(layers: pd.DataFrame, run: str | None = None, quantity: str = "grad_
     ax = axes[0, 0]
     ax.set_facecolor("0.82")  # cells without a value
     few = len(steps) <= FEW_STEPS
+    # the scale judged on every probed step of the run: an update ratio has none at the last step, and its
+    # steps alone read as even ones (a linear axis beside the symlog one of the same run's gradient norms)
+    log = is_log_spaced(layers.loc[layers["run"] == df["run"].iloc[0], "step"].unique())
     # a few probed steps (0 and 10 of a short run): one even cell each, centred on its tick; cells halfway
     # between them put step 0's at -5..5 under ticks -4, 0, 4, 8, 12
-    x_edges = np.arange(len(steps) + 1) - 0.5 if few else _step_edges(steps)
+    x_edges = np.arange(len(steps) + 1) - 0.5 if few else _step_edges(steps, log)
     y_edges = np.r_[layer_idx - 0.5, layer_idx[-1] + 0.5]
     vals = z[positive]
     if len(vals) == 0:
@@ -376,7 +379,7 @@ def heatmap(layers: pd.DataFrame, run: str | None = None, quantity: str = "grad_
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("training step (probed)")
     else:
-        step_axis(ax, steps)
+        step_axis(ax, steps, log)
     ax.set_xlim(x_edges[0], x_edges[-1])
     marked = blocks(layers[layers["run"] == df["run"].iloc[0]])  # every quantity's points count
     ax.set_ylabel(wrap_words(layer_axis(df, int(layer_idx[-1]), head=_at_head(quantity), marked=marked),
@@ -395,7 +398,7 @@ def heatmap(layers: pd.DataFrame, run: str | None = None, quantity: str = "grad_
 FEW_STEPS = 8  # up to this many probed steps, a heatmap gives each one even cell, ticked at its step
 
 
-def _step_edges(steps: np.ndarray) -> np.ndarray:
+def _step_edges(steps: np.ndarray, log: bool | None = None) -> np.ndarray:
     """Cell edges halfway between probed steps, halfway in symlog space when the steps are log-spaced; the
     outer edges at the first and the last probed step: each cell holds the steps nearer its probe than any
     other's, and no step before the first or after the last was taken (the last cell ran half a gap past
@@ -403,7 +406,7 @@ def _step_edges(steps: np.ndarray) -> np.ndarray:
     s = np.asarray(steps, dtype=float)
     if len(s) == 1:
         return np.array([s[0] - 0.5, s[0] + 0.5])
-    if len(s) >= 4 and is_log_spaced(s):
+    if is_log_spaced(s) if log is None else log:
         from matplotlib.scale import SymmetricalLogTransform
 
         t = SymmetricalLogTransform(base=10, linthresh=1.0, linscale=0.5)

@@ -743,12 +743,13 @@ def is_log_spaced(steps: np.ndarray) -> bool:
     return float(np.median(gaps[half:])) / max(float(np.median(gaps[:half])), 1e-12) >= LOG_SPACED
 
 
-def step_axis(ax, steps: np.ndarray) -> None:
+def step_axis(ax, steps: np.ndarray, log: bool | None = None) -> None:
     """Log-spaced probe steps on a symlog axis (step 0 stays visible), even ones on a linear axis;
-    ticks on whole steps either way."""
-    log = is_log_spaced(steps)
+    ticks on whole steps either way. log: the scale, where the caller judged it on more steps than these."""
+    log = is_log_spaced(steps) if log is None else log
     if log:
         ax.set_xscale("symlog", linthresh=1.0, linscale=0.5)
+        ax.xaxis.set_major_locator(_StepTicks())
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt(v)))  # 1, 10, 100 rather than 10^k
     else:
         ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))  # "auto" crowds 4-digit steps in a panel
@@ -757,6 +758,25 @@ def step_axis(ax, steps: np.ndarray) -> None:
     else:  # the axis ends where the probes do
         ax.set_xlim(float(np.min(steps)), float(np.max(steps)))
     ax.set_xlabel("training step" + (" (symlog)" if log else ""))
+
+
+class _StepTicks(Locator):
+    """A symlog step axis's ticks: 0 and the powers of ten it spans, at 1, 2 and 5 times each over up to two
+    decades, and 5 times the last power where the axis reaches it (0 to 59 read 0, 1, 10 alone: the 40% of the
+    axis past 10, the run's last steps among them, bare; 0 to 600 reads 0, 1, 10, 100, 500)."""
+
+    def __call__(self):
+        return self.tick_values(*self.axis.get_view_interval())
+
+    def tick_values(self, vmin, vmax):
+        lo, hi = sorted((float(vmin), float(vmax)))
+        if not (hi >= 1 and math.isfinite(hi)):
+            return np.array([lo, hi])
+        top = math.floor(math.log10(hi) + 1e-9)
+        subs = (1, 2, 5) if top < 2 else (1,)
+        ticks = [m * 10.0**k for k in range(top + 1) for m in subs]
+        ticks = np.array([0.0, *ticks, 5 * 10.0**top])
+        return np.unique(ticks[(ticks >= lo - 1e-9) & (ticks <= hi * (1 + 1e-9))])
 
 
 SHORT_LOG_DECADES = 3  # a log axis over fewer decades than this gets labelled round ticks
