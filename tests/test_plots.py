@@ -1837,6 +1837,11 @@ def test_subtitles_give_each_inits_effective_sigma_w2_never_the_unused_key():
     assert r"$\sigma_w^2$=1" not in title
     one = figures.profile(layers[layers["init.name"] == "kaiming_normal"], step=0).get_suptitle()
     assert r"$\sigma_w^2$=2" in one
+    # an init at several gains: its values in numeric order (1/16/6.25 was sorted as text and read as fractions)
+    gains = [config(10, "relu", 1, **{"init.name": "orthogonal", "init.gain": g}) for g in (1.0, 4.0, 2.5)]
+    gains.append(config(10, "relu", 1, **{"init.name": "xavier_normal"}))
+    title = " ".join(figures.profile(fabricate(gains, rate=lambda cfg: 1.0)[0], step=0).get_suptitle().split())
+    assert r"$\sigma_w^2$: orthogonal 1, 6.25 and 16; xavier_normal 1" in title, title
     # compare drops the keys that differ between sources (the source says them): still no sigma_w^2 = 1
     assert "sigma_w" not in figures.profile(layers.drop(columns="init.name"), step=0).get_suptitle()
 

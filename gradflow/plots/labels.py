@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from gradflow.choices import RECURRENT
-from gradflow.fmt import fmt
+from gradflow.fmt import and_list, fmt
 from gradflow.probes.quantities import QUANTITIES as PROBES
 from gradflow.keys import is_missing, n_distinct, ordered_values, single_value
 from gradflow.summary import MODULE_DEPTH
@@ -290,17 +290,20 @@ def init_variances(df: pd.DataFrame) -> list[str]:
     for row in inits.to_dict("records"):
         v = effective_sw2(row)
         if v is not None:
-            values.setdefault(str(row["init.name"]), set()).add(fmt(v, 3))
+            values.setdefault(str(row["init.name"]), {})[fmt(v, 3)] = v
     if not values:
         return []
     inputs = "input " if is_recurrent(df) else ""  # (see _title_item)
     if len(inits) == 1:
-        return [rf"{inputs}$\sigma_w^2$={next(iter(values.values())).pop()}"]
+        return [rf"{inputs}$\sigma_w^2$={next(iter(next(iter(values.values()))))}"]
     # an init the theory knows no sigma_w^2 for is named too ("sigma_w^2: xavier_normal 1" over gpt2 and
     # xavier_normal lines read as every line's)
     unknown = [str(v) for v in ordered_values(inits["init.name"]) if not is_missing(v) and str(v) not in values]
-    return [rf"{inputs}$\sigma_w^2$: " + ", ".join([f"{name} {'/'.join(sorted(v))}" for name, v in values.items()]
-                                                 + [f"{name} none" for name in unknown])]
+    # an init's several values in order, "1, 6.25 and 16" (they were "1/16/6.25": sorted as text, read as
+    # fractions); the inits then apart by semicolons
+    said = [f"{name} {and_list(sorted(v, key=v.get))}" for name, v in values.items()]
+    apart = "; " if any(len(v) > 1 for v in values.values()) else ", "
+    return [rf"{inputs}$\sigma_w^2$: " + apart.join(said + [f"{name} none" for name in unknown])]
 
 
 def _visible_len(text: str) -> int:
