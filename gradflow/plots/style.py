@@ -797,6 +797,10 @@ def label_short_log_axis(ax, values) -> None:
         ax.yaxis.set_minor_formatter(NullFormatter())
 
 
+BARE_BELOW = 0.15  # the share of a short log axis below its first round tick past which finer ones are added
+# (0.25 left 0.67-1 of a ratio axis to 4.7 unlabelled: 21% of it, a line at 0.73 on it unreadable)
+
+
 class _ShortLogTicks(Locator):
     """Round ticks for a log axis, by the range it shows: linear steps within a decade, 1-2-5 over up to
     SHORT_LOG_DECADES, powers of ten beyond."""
@@ -812,7 +816,7 @@ class _ShortLogTicks(Locator):
         if hi < 10 * lo:  # (not 2.5: 1.25, 3.75)
             ticks = MaxNLocator(nbins=8, steps=[1, 2, 5, 10], min_n_ticks=4).tick_values(lo, hi)
             ticks = ticks[(ticks > 0) & (ticks >= lo)]
-            if len(ticks) and math.log(ticks[0] / lo) > 0.25 * math.log(hi / lo):  # the log axis's lower
+            if len(ticks) and math.log(ticks[0] / lo) > BARE_BELOW * math.log(hi / lo):  # the log axis's lower
                 finer = MaxNLocator(nbins=3, steps=[1, 2, 5, 10]).tick_values(lo, ticks[0])  # part, wide on it,
                 ticks = np.union1d(finer[(finer >= lo) & (finer < ticks[0])], ticks)  # read no value (0.22-0.4)
             return ticks
