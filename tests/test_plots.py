@@ -1540,6 +1540,18 @@ def test_a_spectrum_colours_by_the_key_the_studys_other_figures_colour_by():
         colours
 
 
+def test_a_spectrum_of_more_keys_than_colour_and_line_style_names_the_rest_in_each_line():
+    # compare of two depth x activation folders: the source took the line style, the depth the colour, and
+    # relu and tanh were drawn alike, their legend entries alike ("depth=4, source=full" twice)
+    rng = np.random.default_rng(4)
+    table = pd.concat([jacobian_rows(np.exp(rng.normal(0, 1, 16)), config(d, a, 1), f"{a}{d}").assign(source=src)
+                       for d in (5, 20) for a in ("tanh", "relu") for src in ("full", "fullo")], ignore_index=True)
+    fig = figures.spectrum(table, color="model.depth")
+    labels = [t.split("\n")[0] for t in legend_texts(fig) if "mean s" in t]
+    assert len(labels) == 8 == len(set(labels)) and all("activation=" in t for t in labels), labels
+    assert "lines also differ in model.activation" in " ".join(fig.get_suptitle().split())
+
+
 def test_a_spectrum_line_of_several_seeds_says_they_are_pooled():
     # one configuration, two seeds: one line, whose legend read "this run (2 runs)"
     rng = np.random.default_rng(3)

@@ -31,7 +31,7 @@ from gradflow.plots.labels import SPECTRUM, TENSORS, key_label, layer_axis, set_
 from gradflow.plots.series import at_step, check_key, parse_step, pick_run, require, sort_series
 from gradflow.plots.style import (
     MAX_STYLES, Palette, colour_key, facet_grid, init_note, legend, line_weight, new_figure, no_effect_at_init,
-    one_run_each,
+    one_run_each, unshown, unshown_notes,
 )
 
 HIST_REQUIRED = ("run", "step", "layer", "tensor", "kind", "lo", "hi", "count")
@@ -239,6 +239,10 @@ def spectrum(jacobian: pd.DataFrame, step: int | str = 0, color: str | None = No
     style = "source" if multi_source and color != "source" else \
         next((k for k in swept if k != color and n_distinct(df[k]) <= MAX_STYLES), None)
     group_keys = swept + (["source"] if multi_source else [])
+    # the keys neither colour nor line style shows (compare of two depth x activation folders: the source took
+    # the style, and relu and tanh were drawn alike, their legend entries alike): each line's label names them,
+    # and the title says the lines differ in them
+    also, between = unshown(df, swept + (["source"] if multi_source else []), (color, style))
     palette = Palette(df, color, style)
     groups = [g for _, g in df.groupby(group_keys, dropna=False, sort=False)] if group_keys else [df]
     if group_keys:  # legend order: ascending swept values
@@ -273,7 +277,7 @@ def spectrum(jacobian: pd.DataFrame, step: int | str = 0, color: str | None = No
             bits.append(f"{zero} zero (s < {NUMERICAL_ZERO:.0e} max)".replace("e-0", "e-"))
         runs = g["run"].nunique()
         # (one line of several runs, seeds pooled, read "this run (8 runs)")
-        values = ", ".join(value_label(k, cfg[k]) for k in (color, style) if k)
+        values = ", ".join(value_label(k, cfg[k]) for k in (color, style, *also) if k)
         name = values or ("this run" if runs == 1 else "pooled")
         said = f"{values} ({runs} runs)" if values and runs > 1 else values or (f"{runs} runs, pooled" if runs > 1
                                                                                 else "this run")
@@ -297,7 +301,7 @@ def spectrum(jacobian: pd.DataFrame, step: int | str = 0, color: str | None = No
     legend(fig, handles, key_label(color) if color else None)
     n_inputs = df.groupby("run")["sample"].nunique().max() if "sample" in df.columns else None
     extra = [step_text] + ([f"{n_inputs} inputs per run"] if n_inputs else []) + [init_note(inert)]
-    extra.append("dynamical isometry: all s ≈ 1 (Pennington et al. 2017)")
+    extra += unshown_notes(also, between) + ["dynamical isometry: all s ≈ 1 (Pennington et al. 2017)"]
     set_title(fig, f"Singular values of the {what}", df, extra, skip=group_keys + inert)
     return fig
 
