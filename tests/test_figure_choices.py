@@ -183,6 +183,22 @@ def test_the_gradnorm_label_says_windows_only_where_every_run_has_them():
     assert "as the loop logged it" in label and "window" not in label
 
 
+# compare of two folders evaluated at different intervals (compare drops train.eval_every, a key of each source):
+# gradflow's own runs were labelled as a Recorder's, "opt_grad_norm as the loop logged it"
+def test_the_gradnorm_label_of_a_comparison_reads_each_sources_evaluation_interval():
+    from gradflow.plots.gradnorm import gradnorm
+
+    a, b = clip_metrics((1.0,), eval_every=10.0).assign(source="a"), clip_metrics((1.0,), eval_every=5.0).assign(
+        source="b")
+    table = pd.concat([a, b], ignore_index=True).drop(columns="train.eval_every")
+    table["run"] = table["source"] + "/" + table["run"]
+    table.attrs["source_keys"] = {"a": {"train.eval_every": 10.0}, "b": {"train.eval_every": 5.0}}
+    label = gradnorm(table, by_source=True).axes[0].get_ylabel()
+    assert "mean over each evaluation window" in label and "as the loop logged it" not in label, label
+    table.attrs["source_keys"] = {"a": {"train.eval_every": 10.0}, "b": {"train.eval_every": None}}  # a Recorder's
+    assert "as the loop logged it" in gradnorm(table, by_source=True).axes[0].get_ylabel()
+
+
 # runs that do not clip got a clipped share too (the clipping filter dropped)
 def test_clipped_shares_leave_out_runs_that_do_not_clip():
     from gradflow.plots.gradnorm import clipped_shares

@@ -125,7 +125,9 @@ def gradnorm(metrics: pd.DataFrame, color: str | None = None, by_source: bool = 
                                                             if not s.nonfinite.any())]))
     bottom, left = bottom_and_left(axes)  # (the axes are shared: a label on the outer panels only)
     # gradflow's loop logs the mean over each evaluation window; a Recorder's loop, what it logged as opt_grad_norm
-    windows = "train.eval_every" in drawn and drawn["train.eval_every"].notna().all()
+    # (in a comparison whose sources evaluate at different intervals, the source's: `setting`)
+    every = setting(drawn, "train.eval_every")
+    windows = every is not None and every.notna().all()
     for ax in left:
         ax.set_ylabel("total gradient norm before clipping\n(mean over each evaluation window, log)" if windows
                       else "total gradient norm\n(opt_grad_norm as the loop logged it, log)")
