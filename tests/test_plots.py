@@ -554,6 +554,16 @@ def test_profile_overlays_or_splits_sources(sweep):
     panels = [ax for ax in fig.axes if ax.get_gid() != "colorbar"]
     assert [ax.get_title() for ax in panels] == ["source=sweep", "source=other"]  # (in the order given)
     assert [len(series_lines(ax)) for ax in panels] == [6, 6]
+    # compare's sources set apart by a key each fixes (its table leaves it out): each panel says it, as the
+    # legend names an overlaid source ("source=sweep" alone said nothing of the init)
+    both.attrs["source_keys"] = {"sweep": {"init.name": "xavier_normal"}, "other": {"init.name": "orthogonal"}}
+    titles = [ax.get_title() for ax in figures.profile(both, step=0, by_source=True).axes if ax.get_gid() != "colorbar"]
+    assert titles == ["sweep (init=xavier_normal)", "other (init=orthogonal)"], titles
+    metrics = sweep[1][sweep[1].seed == 1]
+    metrics = pd.concat([metrics, metrics.assign(source="other")], ignore_index=True)
+    metrics.attrs["source_keys"] = both.attrs["source_keys"]
+    titles = [ax.get_title().replace("\n", " ") for ax in figures.curves(metrics, by_source=True).axes]
+    assert titles[:2] == ["sweep (init=xavier_normal): train", "sweep (init=xavier_normal): test"], titles
 
 
 

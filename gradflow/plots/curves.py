@@ -34,7 +34,7 @@ from gradflow.summary import with_module_depth
 from gradflow.plots.style import (
     AUTO_PANELS, PANEL_TITLE_WIDTH, THEORY_STYLE, Palette, bottom_and_left, colour_key, draw_series, extra_handles,
     facet_grid, has_marks, init_note, label_minor_within, label_short_log_axis, legend, line_weight, marker_key,
-    new_figure, no_effect_at_init, note_if_empty, panels_by, record,
+    new_figure, no_effect_at_init, note_if_empty, panels_by, record, source_title,
     spans_decades, step_axis, style_key, unshown, unshown_notes, unshown_panels, wrap_words,
 )
 
@@ -248,12 +248,13 @@ def _curve_columns(df: pd.DataFrame, k: OverSteps, splits: list[str], facet: str
     if split_style and split is not None:
         cols, also = [(title, sub, splits) for sub, title in zip(*split)], []
     elif split_style:
-        cols = [(f"{key_label('source')}: {v}", rows_with(df, "source", v), splits) for v in k.sources]
+        cols = [(source_title(df, v), rows_with(df, "source", v), splits) for v in k.sources]
     elif split is not None:
         cols = [(f"{title}: {SPLITS.get(sp, sp)}", sub, [sp]) for sub, title in zip(*split) for sp in splits]
         also = []
     elif k.by_source:
-        cols = [(f"{v}: {SPLITS.get(sp, sp)}", rows_with(df, "source", v), [sp]) for v in k.sources for sp in splits]
+        cols = [(f"{source_title(df, v)}: {SPLITS.get(sp, sp)}", rows_with(df, "source", v), [sp])
+                for v in k.sources for sp in splits]
     elif facet:
         cols = [(f"{value_label(facet, v)}: {SPLITS.get(sp, sp)}", rows_with(df, facet, v), [sp])
                 for v in ordered_values(df[facet]) for sp in splits]

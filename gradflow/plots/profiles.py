@@ -30,8 +30,8 @@ from gradflow.probes.quantities import BIAS, OUTPUT, WEIGHT
 from gradflow.probes.quantities import QUANTITIES as REGISTRY
 from gradflow.plots.style import (
     THEORY_STYLE, Palette, bottom_and_left, colour_key, draw_series, extra_handles, facet_grid, has_marks,
-    is_log_spaced, label_short_log_axis, legend, line_weight, new_figure, note_if_empty, record, step_axis, style_key,
-    init_note, no_effect_at_init, tick_blocks, unshown, unshown_notes, unshown_panels, XLABEL_WIDTH, wrap_words,
+    is_log_spaced, label_short_log_axis, legend, line_weight, new_figure, note_if_empty, record, source_title, step_axis,
+    style_key, init_note, no_effect_at_init, tick_blocks, unshown, unshown_notes, unshown_panels, XLABEL_WIDTH, wrap_words,
 )
 
 
@@ -78,7 +78,8 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
 
     facet_values = ordered_values(df[facet_key]) if facet_key else [None]
     panels = [df if facet_key is None else rows_with(df, facet_key, fv) for fv in facet_values]
-    titles = [value_label(facet_key, fv) for fv in facet_values] if facet_key else [None]
+    titles = [source_title(df, fv) if facet_key == "source" else value_label(facet_key, fv)
+              for fv in facet_values] if facet_key else [None]
     # the keys neither the colour nor the line style shows: a panel per combination of their values (with
     # the facet's: a facet by init left the lines of two activations in one panel, alike; with the source's
     # under by_source: a folder's batchnorm and plain runs were drawn alike in its panel)
