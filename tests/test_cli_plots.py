@@ -787,9 +787,10 @@ def test_compare_legend_names_what_sets_each_source_apart(plain, batchnorm, tmp_
         assert {"plain (norm=none, probe.jacobian=true)", "batchnorm (norm=batchnorm, probe.jacobian=false)"} \
             <= set(texts), texts
     # coloured by source, the ratio and the curves too (refused as "color='source' is not a swept key"); each
-    # source named once, the line styles left to a key
+    # source named once, the line styles left to a key (the profile's markers, which took the source again)
     metrics = matching.overlay_table([plain, batchnorm], sources, runs, "metrics", differ)
-    for fig in (figures.ratio(layers, "init", by="source", quantity="signal_norm"),
+    for fig in (figures.profile(layers, step=0, color="source"),
+                figures.ratio(layers, "init", by="source", quantity="signal_norm"),
                 figures.curves(metrics, color="source")):
         texts = [" ".join(t.get_text().split()) for lg in fig.legends for t in lg.get_texts()]
         assert texts.count("plain (norm=none, probe.jacobian=true)") == 1, texts

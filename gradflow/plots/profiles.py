@@ -221,7 +221,8 @@ def _keys(df: pd.DataFrame, color: str | None, facet: str | None, by_source: boo
     if color is None and facet_key is None and not_swept_together(df, swept):
         # runs not swept together: one legended line each (each seed its own line too: the legend names every run)
         return ProfileKeys(swept, facet_key, ["run"], "run", None, [], [])  # (and no key drawn as one)
-    by_style = multi_source and not by_source and facet_key != "source"  # the sources take the markers
+    # the sources take the markers (not where they have the colour: --color source listed each source twice)
+    by_style = multi_source and not by_source and "source" not in (facet_key, color)
     color = color or colour_key(df, swept, facet_key, styles_free=not by_style)
     if color is None and by_style:  # (nothing swept to colour: two sources compared read one colour, told apart
         color, by_style = "source", False  # by their small markers alone)
