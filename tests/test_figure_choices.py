@@ -89,6 +89,19 @@ def test_a_loss_spike_puts_the_loss_axis_on_a_log_scale():
     assert spiky.axes[0].get_ylabel() == "loss (log)"
 
 
+# a run shorter than its evaluation interval (train.eval_every 100, the default, over 60 steps) was drawn a straight
+# line from step 0 to its last, which read as a curve, without a word why
+def test_curves_of_two_evaluations_each_say_to_lower_eval_every():
+    from gradflow.plots.curves import curves
+
+    runs = [(f"model.depth={d}", cfg(d, **{"train.eval_every": 100}), "ok") for d in (5, 10)]
+    title = " ".join(curves(metrics_table(runs, steps=(0, 60))).get_suptitle().split())
+    assert "evaluated at the first and last step alone: lower train.eval_every" in title, title
+    for table in (metrics_table(runs), metrics_table([(r, {k: v for k, v in c.items() if k != "train.eval_every"}, st)
+                                                      for r, c, st in runs], steps=(0, 60))):  # (a Recorder's loop)
+        assert "eval_every" not in curves(table).get_suptitle()
+
+
 # a grid cell took the median of its seeds, not their mean
 def test_grid_cell_is_the_mean_of_three_seeds_not_their_median():
     from gradflow.plots.curves import grid

@@ -28,7 +28,7 @@ from gradflow.plots.labels import (
 )
 from gradflow.plots.meanfield import GRID_THEORIES, chi1_for, python_value
 from gradflow.plots.series import (
-    Series, check_key, collect_series, first_last, require, sort_series, spread_quantities,
+    Series, check_key, collect_series, first_last, require, setting, sort_series, spread_quantities,
 )
 from gradflow.summary import with_module_depth
 from gradflow.plots.style import (
@@ -201,7 +201,13 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
                                                                 "the runs that stay finite"))
     legend(fig, handles + extra_handles(everything, True), title)
     what = "Loss and accuracy" if len(rows) == 2 else {"loss": "Loss", "acc": "Accuracy"}[rows[0]]
-    set_title(fig, f"{what} during training", df, unshown_notes(columns.also, k.between), skip=k.swept)
+    extra = unshown_notes(columns.also, k.between)
+    # gradflow's runs evaluated at step 0 and their last step alone (train.eval_every, 100 by default, at or past
+    # train.steps): a straight line each, which read as a curve
+    every = setting(df, "train.eval_every")
+    if every is not None and every.notna().all() and everything and all(len(s.x) <= 2 for s in everything):
+        extra.append("evaluated at the first and last step alone: lower train.eval_every for a curve")
+    set_title(fig, f"{what} during training", df, extra, skip=k.swept)
     return fig
 
 

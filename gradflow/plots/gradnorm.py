@@ -17,7 +17,7 @@ from gradflow.fmt import fmt
 from gradflow.plots.curves import METRICS_REQUIRED, over_steps_keys, to_divergence
 from gradflow.keys import ordered_values, rows_with
 from gradflow.plots.labels import set_title, value_label
-from gradflow.plots.series import Series, collect_series, require, sort_series
+from gradflow.plots.series import Series, collect_series, require, setting, sort_series
 from gradflow.plots.style import (
     Palette, bottom_and_left, draw_series, extra_handles, facet_grid, has_marks, label_minor_within,
     label_short_log_axis, legend, line_weight, note_if_empty, readable, record, spread_apart, step_axis,
@@ -29,18 +29,6 @@ THRESHOLD_STYLE = dict(lw=1.0, alpha=0.9)
 # dashed: reference lines, as theory lines are (no run draws "--"); several thresholds each their own dashes
 THRESHOLD_DASHES = ["--", (0, (1.5, 1.5)), (0, (7, 2, 1.5, 2))]
 MOST_SHARES = 6  # lines whose clipped share is written beside their end at most (more would pile up)
-
-
-def setting(df: pd.DataFrame, key: str) -> pd.Series | None:
-    """Each row's value of `key`: its column, or, in a comparison whose sources each fix it at another value
-    (`compare.overlay_table` drops such a key, kept in attrs: the line style says it), its source's (a
-    clipping source beside one that does not clip lost its threshold and its share); None where neither."""
-    if key in df.columns:
-        return df[key]
-    fixed = df.attrs.get("source_keys", {})  # (store.SOURCE_KEYS)
-    if "source" not in df.columns or not any(key in keys for keys in fixed.values()):
-        return None
-    return df["source"].map({s: keys.get(key) for s, keys in fixed.items()})
 
 
 def clipping(df: pd.DataFrame) -> pd.Series:

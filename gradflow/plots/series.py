@@ -478,3 +478,14 @@ def first_last(layers: pd.DataFrame, quantity: str, when: str) -> pd.DataFrame:
     out = out[out["run"].isin(set(ratios.index))].reset_index(drop=True)
     return out.assign(value=out["run"].map(ratios).astype(float))
 
+
+def setting(df: pd.DataFrame, key: str) -> pd.Series | None:
+    """Each row's value of `key`: its column, or, in a comparison whose sources each fix it at another value
+    (`compare.overlay_table` drops such a key, kept in attrs: the line style says it), its source's (a
+    clipping source beside one that does not clip lost its threshold and its share); None where neither."""
+    if key in df.columns:
+        return df[key]
+    fixed = df.attrs.get("source_keys", {})  # (store.SOURCE_KEYS)
+    if "source" not in df.columns or not any(key in keys for keys in fixed.values()):
+        return None
+    return df["source"].map({s: keys.get(key) for s, keys in fixed.items()})
