@@ -525,6 +525,8 @@ def test_the_phase_diagrams_divergence_line_is_where_q_star_turns_infinite_and_s
     ("gelu", True, "jumps at this line"),
     # silu's chi_1 crosses 1 only by jumps: the legend named an edge of chaos that was nowhere drawn
     ("silu", False, "no edge of chaos: $\\chi_1$ crosses 1 only by a jump"),
+    # sigmoid's edge is at sw2 = 103 (its derivative is at most 1/4): over 0.5-5 the diagram was all ordered
+    ("sigmoid", True, None),
 ])
 def test_the_phase_diagrams_legend_names_an_edge_of_chaos_only_where_one_is_drawn(activation, edge, note):
     from gradflow.plots.phase import phase_figure
@@ -537,6 +539,7 @@ def test_the_phase_diagrams_legend_names_an_edge_of_chaos_only_where_one_is_draw
     assert (r"edge of chaos ($\chi_1 = 1$)" in labels) == edge == drawn, (labels, drawn)
     assert note is None or any(note in label for label in labels), labels
     assert note is not None or not any("jump" in label for label in labels), labels
+    assert ax.get_xlim()[1] == pytest.approx(150.0 if activation == "sigmoid" else 5.0, rel=0.01)
 
 
 def test_gelus_drawn_edge_of_chaos_is_where_theory_finds_one():

@@ -20,7 +20,10 @@ CMAP = "RdBu_r"  # blue: ordered (vanishing gradients), red: chaotic (exploding)
 JUMP = 0.1  # |log chi_1| changing by more than this between neighbouring cells is a jump, not a slope
 
 
-def phase_diagram(activation: str, path: Path, sw2: tuple[float, float] = (0.5, 5.0),
+SW2 = (0.5, 5.0)  # the sigma_w^2 range drawn, unless the edge of chaos lies beyond it (see sw2_range)
+
+
+def phase_diagram(activation: str, path: Path, sw2: tuple[float, float] | None = None,
                   sb2: tuple[float, float] = (0.0, 0.3), resolution: tuple[int, int] = (240, 120)) -> Path:
     """Draw log chi_1 over sw2 (x) x sb2 (y) for `activation` to `path` (.png, .pdf or .svg); return the path.
 
@@ -33,10 +36,27 @@ def phase_diagram(activation: str, path: Path, sw2: tuple[float, float] = (0.5, 
     return save(phase_figure(activation, sw2, sb2, resolution), Path(path))
 
 
-def phase_figure(activation: str, sw2: tuple[float, float] = (0.5, 5.0), sb2: tuple[float, float] = (0.0, 0.3),
+def sw2_range(activation: str, sb2: tuple[float, float]) -> tuple[float, float]:
+    """SW2, widened to 1.3 times the largest sigma_w^2 of the edge of chaos at the ends of the sb2 range where that
+    is past 80% of SW2's end, rounded up to half a power of ten: sigmoid's edge is at 103 (its derivative is at
+    most 1/4), and over 0.5-5 its diagram was all ordered."""
+    edges = []
+    for b in sb2:
+        try:
+            edges.append(theory.critical_sw2(activation, b))
+        except GradflowError:  # (no edge of chaos at this sb2: gelu's, silu's jump)
+            pass
+    far = max(edges, default=0.0)
+    if far <= 0.8 * SW2[1]:
+        return SW2
+    step = 10.0 ** np.floor(np.log10(1.3 * far)) / 2
+    return SW2[0], float(np.ceil(1.3 * far / step) * step)
+
+
+def phase_figure(activation: str, sw2: tuple[float, float] | None = None, sb2: tuple[float, float] = (0.0, 0.3),
                  resolution: tuple[int, int] = (240, 120)) -> Figure:
-    """The phase diagram of `phase_diagram`, unsaved."""
-    x = np.linspace(*sw2, resolution[0])
+    """The phase diagram of `phase_diagram`, unsaved; sw2 by default `sw2_range`'s."""
+    x = np.linspace(*(sw2 or sw2_range(activation, sb2)), resolution[0])
     y = np.linspace(*sb2, resolution[1])
     q_star, chi1 = theory.phase_grid(activation, x, y)  # (len(y), len(x)) each
     with np.errstate(divide="ignore"):
