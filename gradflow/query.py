@@ -58,10 +58,10 @@ def keep_where(df: pd.DataFrame, where: list[str] | None, swept: list[str], choi
             raise GradflowError(f"--where {ascii(cond)} is no UTF-8 text (a byte the terminal could not decode); "
                                 f"{key} here: {', '.join(fmt(v) for v in ordered_values(values))}")
         if key == STUDY:  # (by the folders' whole parts: --where study=he2015-quick keeps its init and train)
-            kept = df[in_study(run_folders(df), value)]
+            kept = df[matches_any(run_folders(df), value, in_study)]
         elif key == store.STATUS:  # as the table shows it: ok* a flagged run (status=ok keeps it too)
             shown = mark_flagged(df)[0][key]
-            kept = df[matches(shown if value.endswith(FLAGGED) else values, value)]
+            kept = df[matches_any(shown, value, lambda _, v: matches(shown if v.endswith(FLAGGED) else values, v))]
             values = shown
         else:
             kept = df[matches_any(values, value)]  # (a sweep's list, model.depth=2,3: any of its values; it

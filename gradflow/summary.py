@@ -484,7 +484,8 @@ def matches(values: pd.Series, value: str) -> pd.Series:
         text |= values.map(lambda v: same_list(v, value))
     if value in ("-", "nan"):  # (as ls prints a missing value; "none" is a value of its own: norm=none)
         return text | values.isna()
-    numeric = pd.to_numeric(values, errors="coerce")
+    # (True is no number: flag=1 kept a Recorder's flag True beside its 1s)
+    numeric = pd.to_numeric(values.map(lambda v: math.nan if isinstance(v, (bool, np.bool_)) else v), errors="coerce")
     if number is not None and not math.isnan(number):
         return text | (numeric == number)
     return text
@@ -518,12 +519,14 @@ def same_list(cell: Any, value: str) -> bool:
     return True
 
 
-def matches_any(values: pd.Series, value: str) -> pd.Series:
-    """`matches`, or where no value reads `value` whole and it is a comma list as a sweep writes it
-    (model.depth=2,3; a list value's own commas, [8,16], are not its items), those that read any of its items."""
-    kept = matches(values, value)
+def matches_any(values: pd.Series, value: str, match=None) -> pd.Series:
+    """`matches` (or `match(values, value)`), or where no value reads `value` whole and it is a comma list as a
+    sweep writes it (model.depth=2,3; a list value's own commas, [8,16], are not its items), those that read any
+    of its items (status=ok,failed and study=a,b too: they read the list whole, and matched none)."""
+    match = match or matches
+    kept = match(values, value)
     if not kept.any() and len(items := split_top(value)) > 1:
-        kept = pd.concat([matches(values, v) for v in items], axis=1).any(axis=1)
+        kept = pd.concat([match(values, v) for v in items], axis=1).any(axis=1)
     return kept
 
 

@@ -93,3 +93,15 @@ def test_the_list_names_every_private_module_gradflow_imports():
     # torch's private functions called by name (torch._C._current_graph_task_id): each listed
     called = set(re.findall(r"torch\._C\.(_\w+)", source))
     assert called <= {p for m, p, _ in INTERNALS if m == "torch._C"}, called
+
+
+# --where flag=1 kept a Recorder's runs with flag True beside those with flag 1 (True read as the number 1)
+def test_where_reads_true_as_no_number():
+    import pandas as pd
+
+    from gradflow.summary import matches
+
+    flags = pd.Series([True, 1, 1.0, False, 0], dtype=object)
+    assert matches(flags, "1").tolist() == [False, True, True, False, False]
+    assert matches(flags, "true").tolist() == [True, False, False, False, False]
+    assert matches(flags, "0").tolist() == [False, False, False, False, True]

@@ -696,7 +696,8 @@ def test_runs_of_nested_studies_are_named_by_their_own_folder_and_keys_within_a_
                                          ["a-quick/init", "xavier_normal", "0"], ["a-quick/init", "xavier_normal", "1"]]
     assert [r[0] for r in rows] == ["a-quick/init"] * 4 + ["b-quick/init"] * 4 + ["b-quick/train"] * 4, text
     # --where study=NAME keeps the folders that hold NAME as whole parts: a reproduction, an arm, all
-    for name, kept in (("b-quick", 8), ("init", 8), ("reproduce", 12), ("a-quick/init", 4)):
+    # (a comma list of studies, as of a key's values: it read the list whole and matched none)
+    for name, kept in (("b-quick", 8), ("init", 8), ("reproduce", 12), ("a-quick/init", 4), ("a-quick,b-quick/train", 8)):
         assert len(runs_json(results, "--where", f"study={name}")) == kept, name
     # too narrow for the keys that tell a study's runs apart: the study, the status and the two headline
     # results (the keys took the line, and left no result but steps done), and a line saying how to list one
@@ -953,6 +954,8 @@ def test_stale_runs_of_a_shrunk_grid_leave_the_keys_and_a_result_on_80_columns(c
     marked = [r for r in rows if r[4] == "ok*"]
     flagged = cli("ls", results / "s", "--where", "status=ok*").output
     assert len(marked) == 1 and marked[0][1] in flagged and "ok: 1" in flagged and "flagged: 1" in flagged, flagged
+    both = cli("ls", results / "s", "--where", "status=ok*,stale").output  # (a list: it matched none)
+    assert "flagged: 1" in both and "stale: 8" in " ".join(both.split()) and "ok: 1" in both, both
     none = cli("ls", results / "s", "--where", "status=diverged").output
     assert "status here: ok, ok*, stale" in " ".join(none.split()), none
 
