@@ -470,12 +470,27 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
             check_files(*source)
     if root.is_dir():
         moved = {j.moved_from for j in result.jobs}
-        result.stale = sum(1 for p in root.iterdir() if p.name not in jobs.seen and not store.is_staging(p.name)
-                           and p.name not in moved and (p / store.RUN_FILE).exists())
+        stale = [p for p in root.iterdir() if p.name not in jobs.seen and not store.is_staging(p.name)
+                 and p.name not in moved and (p / store.RUN_FILE).exists()]
+        result.stale = len(stale)
         present = any(j.moved_from or (root / j.name / store.RUN_FILE).exists() for j in result.jobs)
         if result.stale and not present:
             _refuse_takeover(root, result.stale, named)
+        _refuse_loops(root, stale)
     return result
+
+
+def _refuse_loops(root: Path, stale: list[Path]) -> None:
+    """No sweep in a folder that holds runs of a user's own loop (a Recorder's: run.json's `every`), which it
+    would list as stale, and `clean --stale` then offer to delete (their statuses hidden behind `stale`), where
+    some point of it is there too (a `gradflow run name=FOLDER` of the same settings beside them)."""
+    loops = sorted(p.name for p in stale if "every" in (store.read_run(p) or {}))
+    if loops:
+        them = "it" if len(loops) == 1 else "them"
+        raise GradflowError(f"{root} holds {len(loops)} run{'s' * (len(loops) != 1)} of your own training loop "
+                            f"(gradflow.Recorder: {', '.join(loops[:3])}{', ...' * (len(loops) > 3)}); a sweep "
+                            f"there would list {them} as stale and `gradflow clean --stale` would delete {them}: "
+                            "give this sweep another --name")
 
 
 def _sweep_name(overrides: list[str], name: str | None) -> tuple[list[str], str, bool]:

@@ -391,6 +391,25 @@ def test_an_unnamed_sweep_does_not_take_over_an_unrelated_one(cli, results):
     assert out.exit_code == 0 and "2 already finished, skipped" in out.output, out.output
 
 
+def test_no_sweep_takes_over_a_folder_holding_runs_of_a_users_own_loop(cli, results):
+    # a Recorder's run beside a `gradflow run` of one of the sweep's points: the sweep took the folder, listed the
+    # loop's run stale, and `clean --stale` offered to delete it (its own status hidden behind "stale")
+    import torch
+    from torch import nn
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 2))
+    with gradflow.Recorder(model, results / "mix" / "mine", every=1) as rec:
+        with rec.step(0):
+            model(torch.randn(8, 4)).pow(2).mean().backward()
+    assert cli("run", *SMALL, "model.depth=2", f"results={results}", "name=mix").exit_code == 0
+    out = _sweep(cli, results, "model.depth=2,3", "--name", "mix")
+    assert out.exit_code == 1 and " ".join(out.stderr.split()) == (
+        f"error: {results / 'mix'} holds 1 run of your own training loop (gradflow.Recorder: mine); a sweep there "
+        "would list it as stale and `gradflow clean --stale` would delete it: give this sweep another --name"), \
+        out.output
+    assert not (results / "mix" / "sweep.yaml").exists() and store.read_run(results / "mix" / "mine")["status"] == "ok"
+
+
 def test_a_named_sweep_takes_over_no_folder_of_single_runs_nor_of_studies(cli, results):
     # `--name run` made gradflow run's folder a sweep's: its runs listed stale (clean --stale offered to delete
     # them all) and every later `gradflow run` refused; `--name reproduce` listed the he2016 arms' runs as its
