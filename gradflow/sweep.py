@@ -1278,7 +1278,12 @@ class Watcher(threading.Thread):
             except FileNotFoundError:
                 continue
             rec = store.read_run(path.parent)
-            if rec and rec.get(store.STATUS) in store.ENDED:
+            failed = (rec or {}).get(store.REPLACEMENT) or {}
+            if failed.get("config_hash") == j.config_hash != store.run_hash(path.parent, rec):
+                # the point's replacement failed and the finished run of the earlier settings was kept (its
+                # run.json, read as this point's: the sweep's lines said `ok`, with the old run's time)
+                found[j.name] = {store.STATUS: store.FAILED, "kept": True}
+            elif rec and rec.get(store.STATUS) in store.ENDED:
                 found[j.name] = rec
         return found
 

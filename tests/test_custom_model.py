@@ -587,6 +587,10 @@ def test_a_replacement_that_fails_in_training_keeps_the_finished_run(cli, user_m
     assert ("stale (2 runs, seed=0 ...): its replacement failed, so the finished run of the earlier settings was "
             "kept (rerun to retry): RuntimeError: exploded at call 2") in said, said
     assert "stale: 2 replacement failed: 2" in said.replace("\xa0", " "), said
+    # each run's line says its replacement failed (it read `ok`, with the kept run's time)
+    lines = [line for line in out.output.splitlines() if re.match(r"\d/2 ", line)]
+    assert sorted(line.split(" ", 1)[1] for line in lines) == [
+        f"failed (its replacement; the run of the earlier settings kept) seed={k}" for k in (0, 1)], lines
     runs = store.runs(results / "s")
     assert {r["run"]: r["record"]["config_hash"] for r in runs} == before
     assert {r["status"] for r in runs} == {"stale"} and {r["record"]["status"] for r in runs} == {"ok"}

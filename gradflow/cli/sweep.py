@@ -151,6 +151,7 @@ class _EndedLines:
                     self.shown.add(job)
                     took = rec.get("wall_time")
                     head = f"{len(self.shown)}/{total} {rec.get(store.STATUS)}" + (f" ({took:.3g} s)" if took else "")
+                    head += " (its replacement; the run of the earlier settings kept)" * bool(rec.get("kept"))
                     # the run's folder name whole, on one line: it is the swept values alone, so any cut (to fit
                     # 80 columns) hid one that set the run apart, and lines of a log read alike
                     console.print(escape(f"{head} {job}"), highlight=False, soft_wrap=True)
