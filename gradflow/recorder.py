@@ -23,7 +23,9 @@ import enum
 import math
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -194,6 +196,19 @@ def _close_on_uncaught() -> None:
 
     hook._gradflow = True
     sys.excepthook = hook
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminated)  # (not where the script took SIGTERM itself, or ignores it)
+
+
+def _terminated(signum, frame) -> None:
+    """SIGTERM (`kill PID`, `timeout`, a SLURM time limit) to a script with a Recorder open in this process is
+    taken as Ctrl-C is: KeyboardInterrupt in the loop, and its runs closed interrupted with their tables up to
+    there, by its `with` block or at the uncaught error (they were left `running` with no table: every step
+    lost). A second SIGTERM, or one with no Recorder open here (a forked child's), ends the process as ever."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if any(getattr(rec, "_opened", None) == os.getpid() and not rec._closed for rec in _OPEN):
+        raise KeyboardInterrupt
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 # the logged names a view reads: ls's columns, the curves, compare and the report (train/test loss and acc), the

@@ -331,6 +331,17 @@ def test_a_script_that_raises_outside_a_with_block_records_its_run_as_failed(tmp
     assert set(store.load(tmp_path / "run").step) == {0, 1}
 
 
+def test_a_script_sent_sigterm_keeps_its_runs_tables_as_ctrl_c_does(tmp_path):
+    # `kill PID`, `timeout`, a SLURM time limit: the run was left `running` with config.yaml and run.json alone,
+    # every recorded step lost, where Ctrl-C (and `gradflow run` given SIGTERM) keeps the tables up to there
+    out = _loop_script(tmp_path, "    if step == 1:\n        import os, signal; os.kill(os.getpid(), signal.SIGTERM)\n")
+    assert out.returncode == 1 and "KeyboardInterrupt" in out.stderr, out.stderr
+    run = store.read_run(tmp_path / "run")
+    assert run["status"] == "interrupted" and store.status_of(tmp_path / "run", run)[0] == "interrupted", run
+    assert set(store.load(tmp_path / "run").step) == {0, 1}
+    assert list(store.read_table(tmp_path / "run" / store.METRICS_FILE).step.unique()) == [0, 1]
+
+
 def test_run_json_names_the_commit_of_the_scripts_repository_not_the_working_folders(tmp_path):
     # a script outside any repository, started from gradflow's checkout: run.json named gradflow's commit as
     # the user's code's; a script in a repository of its own gets that repository's commit
