@@ -1049,6 +1049,17 @@ def drew_nothing(run: dict) -> bool:
     return run[STATUS] == INCOMPLETE or (run[STATUS] == FAILED and not run["record"].get("steps_done"))
 
 
+def untabled(run: dict) -> str | None:
+    """Why a run (as `runs` lists it) is in no figure, where it is in none: `drew_nothing`'s two kinds
+    ("failed", "incomplete"), or "interrupted" (killed before it wrote a table: `kill -9`, out of memory) or
+    "running" (its tables are written when it ends); None for a run with tables."""
+    if drew_nothing(run):
+        return run[STATUS]
+    if run[STATUS] == RUNNING or (run[STATUS] == INTERRUPTED and not (Path(run[PATH]) / LAYERS_FILE).exists()):
+        return run[STATUS]
+    return None
+
+
 def nothing_drawn_reason(path: str | Path, listed: list[dict], include_stale: bool = False) -> str | None:
     """Why `path` has nothing to draw, where every run it lists (stale ones only with `include_stale`) has
     nothing (`drew_nothing`), or every run is stale (left out); else None."""

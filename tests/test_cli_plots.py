@@ -643,6 +643,25 @@ def test_plot_where_counts_only_the_runs_it_keeps_among_those_with_nothing_to_dr
     assert "not drawn: 1 incomplete run (a damaged or missing file)" in said["tanh"], said["tanh"]
 
 
+def test_plot_says_which_runs_it_left_out_for_want_of_tables(plain, tmp_path):
+    # a run killed before it wrote a table (kill -9, out of memory) and one still running were left out of the
+    # figures without a word: a figure of 2 of a sweep's 8 runs read as the whole sweep
+    copy = tmp_path / "plain"
+    shutil.copytree(plain, copy, ignore=shutil.ignore_patterns("figures"))
+    killed, live = sorted(p.parent for p in copy.glob("*/run.json"))[:2]
+    for run, status in ((killed, "interrupted"), (live, "running")):
+        rec = json.loads((run / "run.json").read_text())
+        rec.update(status=status, files=["config.yaml"])
+        rec.pop("pid", None)
+        (run / "run.json").write_text(json.dumps(rec))
+        for table in ("layers.parquet", "metrics.parquet"):
+            (run / table).unlink()
+    out = invoke("plot", copy, "--kind", "profile", "--out", tmp_path / "figs")
+    assert out.exit_code == 0 and "not drawn: 1 run interrupted before writing a table (killed) and 1 run still " \
+        f"running (tables are written at the end); gradflow ls {copy} says why" in " ".join(out.output.split()), \
+        out.output
+
+
 def test_a_run_still_running_is_said_to_have_no_tables_yet(tmp_path):
     # a Recorder's loop still at work: plot said "nothing to draw (no probed layers and no metrics in its runs)"
     (tmp_path / "live" / "a").mkdir(parents=True)

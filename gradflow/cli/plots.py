@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional
@@ -49,18 +50,21 @@ def _print_paths(paths: list[Path]) -> None:
 
 
 def _left_out(path: Path, where: list[str] | None = None) -> None:
-    """A line for the runs no figure can draw: incomplete ones (a damaged or missing file) and failed ones
-    that finished no step (they were left out without a word); of those `where` keeps, where given (a failed
-    run of another study was counted under a figure of the runs --where kept)."""
-    runs = [r for r in store.runs(path) if store.drew_nothing(r)]
+    """A line for the runs no figure can draw (`store.untabled`): incomplete ones (a damaged or missing file),
+    failed ones that finished no step, ones killed before they wrote a table and ones still running (they were
+    left out without a word, and a figure of 2 of 8 runs read as the whole sweep); of those `where` keeps, where
+    given (a failed run of another study was counted under a figure of the runs --where kept)."""
+    runs = [r for r in store.runs(path) if store.untabled(r)]
     if where and runs:
         kept = set(_where(load_table(path, "runs", include_stale=True), where)["run"].astype(str))
         runs = [r for r in runs if str(r[store.RUN]) in kept]
-    incomplete = sum(r[store.STATUS] == store.INCOMPLETE for r in runs)
-    failed = len(runs) - incomplete
-    parts = ([f"{failed} run{'s' * (failed != 1)} that failed before {'their' if failed != 1 else 'its'} first step"]
-             if failed else []) + ([f"{incomplete} incomplete run{'s' * (incomplete != 1)} (a damaged or missing "
-                                    "file)"] if incomplete else [])
+    kinds = Counter(store.untabled(r) for r in runs)
+    said = {store.FAILED: lambda n: f"{n} run{'s' * (n != 1)} that failed before {'their' if n != 1 else 'its'} "
+                                    "first step",
+            store.INCOMPLETE: lambda n: f"{n} incomplete run{'s' * (n != 1)} (a damaged or missing file)",
+            store.INTERRUPTED: lambda n: f"{n} run{'s' * (n != 1)} interrupted before writing a table (killed)",
+            store.RUNNING: lambda n: f"{n} run{'s' * (n != 1)} still running (tables are written at the end)"}
+    parts = [words(kinds[k]) for k, words in said.items() if kinds[k]]
     if parts:  # (on stderr: stdout is the figures' paths, one a line)
         print_note(f"not drawn: {' and '.join(parts)}; gradflow ls {path} says why", style="yellow", to=err_console)
 
