@@ -1077,10 +1077,26 @@ def _run_hydra(p: Plan, on_step: StepFn | None) -> None:
         workers.sweep_ended(p.root)
 
 
+def _worker_died(p: Plan, e: Exception) -> GradflowError:
+    """A joblib worker killed in a run (the system's out-of-memory killer, a crash in native code: no run can
+    record that of itself), which ends the sweep, loky ending the other workers with it: one line naming the
+    runs then in flight, left interrupted (it was loky's traceback of sixty lines)."""
+    codes = re.search(r"exit codes of the workers are \{([^}]*)\}", str(e))
+    cut = [j.name for j in p.to_run if (store.read_run(p.root / j.name) or {}).get(store.STATUS) == store.RUNNING]
+    return GradflowError(
+        f"hydra/launcher=joblib: a worker process died ({codes.group(1) if codes else 'killed'}: out of memory, or "
+        f"a crash in native code), which ends the sweep; the runs in flight ({' and '.join(cut) or 'none'}) are "
+        f"left interrupted; `gradflow ls {p.root}` shows which runs finished, and the same command again runs the rest "
+        "(where a worker dies again at the same points, one of them needs more memory than a worker has here)")
+
+
 def launcher_error(p: Plan, e: Exception) -> GradflowError | None:
     """What a submitit launcher's error means, in a line: SLURM refused the jobs (sbatch's own words: a
     partition that does not exist, an account over its limit), or a job ended without its result (killed
-    at its time limit or for memory; a run records its own failures). None for any other error."""
+    at its time limit or for memory; a run records its own failures); or a joblib worker that died. None for any
+    other error."""
+    if p.launcher == "joblib" and type(e).__name__ in ("TerminatedWorkerError", "BrokenProcessPool"):
+        return _worker_died(p, e)
     if not p.launcher.startswith(("submitit", "slurm")):
         return None
     try:

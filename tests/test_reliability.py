@@ -298,6 +298,33 @@ def test_two_sweeps_into_one_name_one_fails_fast_the_other_completes(results):
     assert set(_statuses(results / "twice").values()) == {"ok"} and len(_statuses(results / "twice")) == 4
 
 
+def test_a_joblib_worker_killed_in_a_run_ends_the_sweep_in_one_line(results, tmp_path):
+    # the out-of-memory killer (or a crash in native code) ending a worker mid-run: loky's sixty lines of
+    # traceback, no word of which runs were cut off
+    (tmp_path / "dying.py").write_text(
+        "import os, signal, torch\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self, die=0):\n"
+        "        super().__init__()\n"
+        "        self.l0, self.head, self.die, self.n = torch.nn.Linear(8, 8), torch.nn.Linear(8, 10), die, 0\n"
+        "    def forward(self, x):\n"
+        "        self.n += self.training\n"
+        "        if self.die and self.n == 2:\n"
+        "            os.kill(os.getpid(), signal.SIGKILL)\n"
+        "        return self.head(torch.tanh(self.l0(x)))\n")
+    args = [sys.executable, "-m", "gradflow", "sweep", *[o for o in SMALL if not o.startswith("model.")],
+            "model=custom", "model.target=dying:Net", "+model.kwargs.die=0,1", "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2", f"results={results}", "--name", "dies"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=300, env={**ENV, "PYTHONPATH": str(tmp_path)},
+                         cwd=tmp_path)
+    err = " ".join(out.stderr.split())
+    assert out.returncode == 1 and "Traceback" not in out.stderr and err.startswith(
+        "error: hydra/launcher=joblib: a worker process died (SIGKILL(-9): out of memory, or a crash in native "
+        "code), which ends the sweep; the runs in flight (") and "+model.kwargs.die=1" in err, out.stderr
+    cut = err.split("the runs in flight (")[1].split(")")[0].split(" and ")
+    assert {r for r, s in _statuses(results / "dies").items() if s == "interrupted"} == set(cut), err
+
+
 def test_a_run_with_a_missing_or_broken_file_is_incomplete(cli, results):
     assert _sweep(cli, results, "model.depth=2,3,4", "seed=0,1").exit_code == 0
     root = results / "s"
