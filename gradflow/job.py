@@ -99,6 +99,17 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
         raise
 
 
+def _begin(job_dir: Path, cfg: DictConfig, record: dict) -> None:
+    """store.begin, a folder that takes no file (a full disk, a permission) one line: no run can be recorded
+    there, so none is, and a sweep stops at it (it was Hydra's traceback, the folders of the points after it
+    left empty)."""
+    try:
+        store.begin(job_dir, cfg, record)
+    except OSError as e:
+        raise GradflowError(f"cannot write the run {job_dir}: {e.strerror or e}; make room (or fix the folder's "
+                            "permissions) and run the same command again: a sweep resumes where it stopped") from e
+
+
 def _execute(cfg: DictConfig, job_dir: Path, name: str, on_step: ProgressFn | None, isolate: bool,
              flat: dict, digest: str, command: str | None = None) -> dict:
     """`execute` into `job_dir` (a replacement's: its staging folder), the run's record naming job `name`
@@ -115,10 +126,10 @@ def _execute(cfg: DictConfig, job_dir: Path, name: str, on_step: ProgressFn | No
     except Exception as e:
         if not isolate:  # `gradflow run`: one line, nothing written (as for any bad input)
             raise
-        store.begin(job_dir, cfg, record)
+        _begin(job_dir, cfg, record)
         return _failed(job_dir, record, e, start)
     record.update(device=str(device), threads=torch.get_num_threads())  # intra-op threads it trains with
-    store.begin(job_dir, cfg, record)
+    _begin(job_dir, cfg, record)
     reached = [0]  # the last step reported, for an interrupted run's record
     interrupts: list[bool] = []  # Ctrl-Cs seen while training (see _interrupts_kept)
 

@@ -325,6 +325,22 @@ def test_a_joblib_worker_killed_in_a_run_ends_the_sweep_in_one_line(results, tmp
     assert {r for r, s in _statuses(results / "dies").items() if s == "interrupted"} == set(cut), err
 
 
+def test_a_run_whose_folder_takes_no_more_bytes_is_one_line(results):
+    # a full disk as a run began (its run.json unwritten): Python's traceback, and in a sweep Hydra's too, the
+    # folders of the points after it left empty. A file-size limit (RLIMIT_FSIZE: writes past it fail with
+    # EFBIG, as past a full disk with ENOSPC) below run.json's size stands in for the full disk.
+    import resource
+
+    args = [sys.executable, "-m", "gradflow", "run", *SMALL, f"results={results}", "name=full"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=300, env=ENV,
+                         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1500, 1500)))
+    err = " ".join(out.stderr.split())
+    assert out.returncode == 1 and "Traceback" not in out.stderr and err.startswith(
+        f"error: cannot write the run {results / 'full'}") and err.endswith(
+        ": File too large; make room (or fix the folder's permissions) and run the same command again: a sweep "
+        "resumes where it stopped"), out.stderr
+
+
 def test_a_run_with_a_missing_or_broken_file_is_incomplete(cli, results):
     assert _sweep(cli, results, "model.depth=2,3,4", "seed=0,1").exit_code == 0
     root = results / "s"
