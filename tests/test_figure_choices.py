@@ -102,6 +102,20 @@ def test_curves_of_two_evaluations_each_say_to_lower_eval_every():
         assert "eval_every" not in curves(table).get_suptitle()
 
 
+# a depth-4 net's chi1 cell (too few layers to fit) was explained as "no finite value", read as a NaN or divergence
+def test_a_grid_cell_without_a_value_is_said_to_be_unmeasured():
+    from gradflow.plots.curves import grid
+
+    table = grid_table(value=lambda sw2, d, s: math.nan if d == 5 else 0.5).rename(
+        columns={"final.test_acc": "chi1.measured"})
+    texts = [t.get_text() for lg in grid(table, "init.sw2", "model.depth", value="chi1.measured").legends
+             for t in lg.get_texts()]
+    assert "n/a: no value (not measured,\ne.g. too few layers to fit chi1)" in texts, texts
+    texts = [t.get_text() for lg in grid(grid_table(value=lambda sw2, d, s: math.nan if d == 5 else 0.5),
+                                         "init.sw2", "model.depth").legends for t in lg.get_texts()]
+    assert "n/a: no value (not measured)" in texts, texts
+
+
 # a grid cell took the median of its seeds, not their mean
 def test_grid_cell_is_the_mean_of_three_seeds_not_their_median():
     from gradflow.plots.curves import grid

@@ -709,7 +709,9 @@ def grid(runs: pd.DataFrame, x: str, y: str, value: str = "final.test_acc", theo
     if hatched:
         handles.append(Patch(facecolor="0.6", hatch="xxx", edgecolor="white", label="a seed diverged\nor gave inf"))
     if empty_cells:
-        handles.append(Patch(color="0.85", label="no finite value"))
+        # (a depth-4 net's chi1 cell: no fit of so few layers, which "no finite value" read as a NaN or divergence)
+        handles.append(Patch(color="0.85", label="n/a: no value (not measured" + (
+            ",\ne.g. too few layers to fit chi1)" if "chi1" in value else ")")))
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="x-small",
                    frameon=False).set_gid("legend")
