@@ -226,6 +226,18 @@ def test_the_gradnorm_label_of_a_comparison_reads_each_sources_evaluation_interv
     assert "as the loop logged it" in gradnorm(table, by_source=True).axes[0].get_ylabel()
 
 
+# the threshold line takes its runs' colour: viridis's top, a pale lime, was near invisible on white
+def test_a_light_clip_threshold_line_is_outlined():
+    from matplotlib.colors import to_rgb
+
+    from gradflow.plots.gradnorm import gradnorm
+
+    ax = gradnorm(clip_metrics((0.0, 1.0))).axes[0]
+    (line,) = [ln for ln in ax.get_lines() if ln.get_gid() == "threshold"]
+    r, g, b = to_rgb(line.get_color())
+    assert 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.7 and line.get_path_effects(), line.get_color()
+
+
 # runs that do not clip got a clipped share too (the clipping filter dropped)
 def test_clipped_shares_leave_out_runs_that_do_not_clip():
     from gradflow.plots.gradnorm import clipped_shares

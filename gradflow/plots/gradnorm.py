@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import patheffects
 from matplotlib.artist import Artist
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.text import Text
@@ -29,6 +30,18 @@ THRESHOLD_STYLE = dict(lw=1.0, alpha=0.9)
 # dashed: reference lines, as theory lines are (no run draws "--"); several thresholds each their own dashes
 THRESHOLD_DASHES = ["--", (0, (1.5, 1.5)), (0, (7, 2, 1.5, 2))]
 MOST_SHARES = 6  # lines whose clipped share is written beside their end at most (more would pile up)
+
+
+LIGHT = 0.7  # a threshold colour this light (relative luminance) gets a dark outline
+
+
+def _outline(colour) -> list:
+    """A light threshold line's outline (viridis's top, a pale lime, was near invisible on white); none for
+    the rest."""
+    r, g, b = to_rgb(colour)
+    if 0.2126 * r + 0.7152 * g + 0.0722 * b < LIGHT:
+        return []
+    return [patheffects.Stroke(linewidth=THRESHOLD_STYLE["lw"] + 1.2, foreground="0.3"), patheffects.Normal()]
 
 
 def clipping(df: pd.DataFrame) -> pd.Series:
@@ -94,7 +107,8 @@ def gradnorm(metrics: pd.DataFrame, color: str | None = None, by_source: bool = 
         for clip in sorted(_thresholds(sub)):
             colours = {palette.color_of(s.config) for s in series if _clip_of(s) == clip}
             c = next(iter(colours)) if len(colours) == 1 else "0.3"
-            ax.axhline(clip, color=c, zorder=1.5, gid="threshold", ls=dashes[clip], **THRESHOLD_STYLE)
+            ax.axhline(clip, color=c, zorder=1.5, gid="threshold", ls=dashes[clip], **THRESHOLD_STYLE,
+                       path_effects=_outline(c))
             record(ax, "thresholds", [{"y": clip}])
             thresholds.setdefault(clip, set()).update(colours)
         note_if_empty(ax, series)
@@ -125,7 +139,7 @@ def gradnorm(metrics: pd.DataFrame, color: str | None = None, by_source: bool = 
     handles, legend_title = palette.handles(has_marks(everything))
     for clip, colours in sorted(thresholds.items()):  # (each with the dashes its lines have)
         c = next(iter(colours)) if len(colours) == 1 else "0.3"
-        handles.append(Line2D([], [], color=c, ls=dashes[clip], **THRESHOLD_STYLE,
+        handles.append(Line2D([], [], color=c, ls=dashes[clip], **THRESHOLD_STYLE, path_effects=_outline(c),
                               label=f"clip threshold {fmt(clip)}\n(train.grad_clip)"))
     legend(fig, handles + extra_handles(everything, True), legend_title)
     extra = unshown_notes(also, between)
