@@ -1223,8 +1223,8 @@ from gradflow import workers
 try:
     with workers.interrupts_outside_imports():
         import slow_module
-        print("imported")
-        time.sleep(5)
+        sys.stdout.write("imported\\n")  # (one call: print's text and its newline are two writes, and the Ctrl-C
+        time.sleep(5)  # taken once the import is done came between them under load: "importedinterrupted")
     print("not interrupted")
 except KeyboardInterrupt:
     print("interrupted", "slow_module" in sys.modules)
