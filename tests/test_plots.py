@@ -1465,7 +1465,7 @@ def test_hist_lines_are_the_normalized_magnitude_histograms_per_layer():
     zeros = int(sum((samples[("activation", l)] == 0).sum() for l in range(depth)))
     (note,) = [t for t in act_ax.texts if t.get_gid() == "special"]
     assert f"exactly 0: {zeros:,} units" in note.get_text() and "layers 0-2" in note.get_text()
-    assert len([ln for ln in act_ax.get_lines() if ln.get_gid() == "zeros"]) == depth
+    assert len([ln for ln in act_ax.get_lines() if ln.get_gid() in ("zeros", "zeros above")]) == depth
     (cbar,) = colorbar_axes(fig)
     assert "layer index (0 = input" in cbar.get_ylabel()
     # the head's NaNs are counted even though its line is left out of the panel
@@ -2218,10 +2218,26 @@ def test_hist_fractions_and_zero_marks_count_a_layers_exact_zeros_in_its_units()
         x = samples[("activation", layer)]
         (line,) = [ln for ln in series_lines(act_ax) if ln.get_gid() == f"series:layer {layer}"]
         np.testing.assert_allclose(line.get_ydata(), np.histogram(x[x > 0], HIST_EDGES)[0] / len(x))
+    # half of each layer's units at 0, against lines that peak near 0.1: on the y axis, the marks pressed the lines
+    # into its bottom fifth; they sit on its top edge instead, pointing up, the legend and the note saying so
+    lines_top = max(max(ln.get_ydata()) for ln in series_lines(act_ax))
+    top = act_ax.get_ylim()[1]
+    above = [ln for ln in act_ax.get_lines() if ln.get_gid() == "zeros above"]
+    assert len(above) == 3 and all(ln.get_ydata()[0] == top and ln.get_marker() == "^" for ln in above)
+    assert top < 1.2 * lines_top and min((samples[("activation", l)] == 0).mean() for l in range(3)) > top
+    assert "fraction exactly 0, above\nthe axis (its share: the box)" in legend_texts(fig)
+    # a few zeros (under 1.5 times the lines' top): on the axis, at their fraction
+    for layer in range(3):
+        samples[("activation", layer)][:len(samples[("activation", layer)]) // 2] = 1.0  # (half the zeros gone)
+        samples[("activation", layer)][:100 * (layer + 1)] = 0.0
+    fig = figures.hist(hist_rows(samples), step=0)
+    act_ax = [ax for ax in fig.axes if ax.get_gid() != "colorbar"][0]
     marks = sorted(float(ln.get_ydata()[0]) for ln in act_ax.get_lines() if ln.get_gid() == "zeros")
     expected = sorted((samples[("activation", l)] == 0).mean() for l in range(3))
     np.testing.assert_allclose(marks, expected)
     assert max(marks) <= act_ax.get_ylim()[1]
+    samples, fig = _relu_hist_figure()
+    act_ax = [ax for ax in fig.axes if ax.get_gid() != "colorbar"][0]
     zeros = sum(int((samples[("activation", l)] == 0).sum()) for l in range(3))
     (note,) = [t for t in act_ax.texts if t.get_gid() == "special"]
     assert f"exactly 0: {zeros:,} units ({zeros / 6000:.1%})" in note.get_text(), note.get_text()

@@ -95,7 +95,7 @@ def hist(hist_df: pd.DataFrame, run: str | None = None, step: int | str = 0, max
     cols = [colormaps["viridis"](t) for t in (np.linspace(0.0, 0.88, len(shown)) if len(shown) > 1 else [0.45])]
     colour = dict(zip(shown, cols))
     lw, alpha = line_weight(len(shown))
-    zero_drawn = False
+    zero_drawn = zero_above = False
     for ax, tensor in zip(axes, tensors):
         sub = df[df["tensor"] == tensor]
         bins = sub[sub["kind"].isin(BINS)]
@@ -117,7 +117,8 @@ def hist(hist_df: pd.DataFrame, run: str | None = None, step: int | str = 0, max
         if len(visible):
             ax.set_xlim(visible["lo"].min() / 10 ** 0.25, visible["hi"].max() * 10 ** 0.25)
         ax.set_ylim(bottom=0)
-        zero_drawn |= _special_counts(ax, sub, totals, shown, colour)
+        drawn, above = _special_counts(ax, sub, totals, shown, colour)
+        zero_drawn, zero_above = zero_drawn or drawn, zero_above or above
         label = TENSORS.get(tensor)
         ax.set_title(label.title if label else tensor, fontsize="small")
         ax.set_xlabel((label.axis if label else f"|{tensor}|") + " (log)")
@@ -138,9 +139,11 @@ def hist(hist_df: pd.DataFrame, run: str | None = None, step: int | str = 0, max
     cb.set_ticks(ticks, labels=labels)
     cb.ax.tick_params(length=0)
     cb.ax.set_gid("colorbar")
-    if zero_drawn:
+    if zero_drawn or zero_above:
         legend(fig, [Line2D([], [], color="0.3", ls="none", marker="<", ms=5,
-                            label="fraction exactly 0\n(left edge, per layer)")])
+                            label="fraction exactly 0\n(left edge, per layer)")] * zero_drawn
+               + [Line2D([], [], color="0.3", ls="none", marker="^", ms=5,
+                         label="fraction exactly 0, above\nthe axis (its share: the box)")] * zero_above)
     status = str(df["status"].iloc[0])
     n_points = len(all_layers) - len(head)
     extra = [step_text] + ([f"{len(shown)} of {n_points} layers shown"] if len(shown) < n_points else []) \
@@ -171,8 +174,9 @@ def hist_init_keys(hist_df: pd.DataFrame) -> list[str]:
     return no_effect_at_init(at0.assign(value=at0["count"]), swept_keys(at0), points=HIST_POINTS) if len(at0) else []
 
 
-def _special_counts(ax, sub: pd.DataFrame, totals: pd.Series, shown: list, colour: dict) -> bool:
-    """State the units a log axis cannot show; mark each layer's exact-zero fraction on the left edge."""
+def _special_counts(ax, sub: pd.DataFrame, totals: pd.Series, shown: list, colour: dict) -> tuple[bool, bool]:
+    """State the units a log axis cannot show; mark each layer's exact-zero fraction on the left edge. Whether
+    some mark is on the axis, and whether some is above it (on its top edge)."""
     special = sub[sub["kind"].isin(SPECIAL)]
     lines = []
     grand = float(totals.sum())
@@ -189,18 +193,25 @@ def _special_counts(ax, sub: pd.DataFrame, totals: pd.Series, shown: list, colou
         ax.text(0.98, 0.97, "\n".join(lines), transform=ax.transAxes, ha="right", va="top", fontsize=6.5,
                 color="0.15", gid="special", bbox=dict(boxstyle="round,pad=0.3", fc="white", ec="0.7", alpha=0.85))
     zeros = special[special["kind"] == "zero"].groupby("layer")["count"].sum()
-    drawn = False
+    share = {layer: zeros.get(layer, 0) / totals[layer] for layer in shown
+             if zeros.get(layer, 0) > 0 and totals.get(layer, 0) > 0}
+    if not share:
+        return False, False
+    # the marks inside the y range, unless they would stretch it past ZEROS_STRETCH times the lines' top (a ReLU
+    # net's half of its units at 0 pressed lines that peak at 0.13 into the bottom fifth): those then sit on
+    # the top edge, pointing up, and the panel's note gives the share
+    top = ax.get_ylim()[1]
+    if max(share.values()) <= ZEROS_STRETCH * top:
+        top = max(top, max(share.values()) * 1.05)
+    ax.set_ylim(0, top)
     trans = blended_transform_factory(ax.transAxes, ax.transData)
-    for layer in shown:
-        n, total = zeros.get(layer, 0), totals.get(layer, 0)
-        if n > 0 and total > 0:
-            ax.plot([0.0], [n / total], transform=trans, ls="none", marker="<", ms=5, color=colour[layer],
-                    clip_on=False, gid="zeros")
-            drawn = True
-    if drawn:  # keep the zero marks inside the y range
-        top = max(ax.get_ylim()[1], float((zeros / totals.reindex(zeros.index)).max()) * 1.05)
-        ax.set_ylim(0, top)
-    return drawn
+    for layer, f in share.items():
+        ax.plot([0.0], [min(f, top)], transform=trans, ls="none", marker="<" if f <= top else "^", ms=5,
+                color=colour[layer], clip_on=False, gid="zeros" if f <= top else "zeros above")
+    return bool(min(share.values()) <= top), bool(max(share.values()) > top)
+
+
+ZEROS_STRETCH = 1.5  # the exact-zero marks may raise a histogram's y axis to this many times its lines' top
 
 
 # --- spectrum ------------------------------------------------------------------------------------
