@@ -4,6 +4,7 @@ last of a key given twice, and the run folder name a list of them makes. Text on
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 
 from gradflow.errors import shorten
@@ -140,6 +141,24 @@ def last_overrides(overrides) -> list[str]:
     A key is told with its prefix (+x=1 x=2 adds the key, then sets it)."""
     last = {o.split("=", 1)[0]: o for o in overrides}
     return list(last.values())
+
+
+HOME_KEYS = ("results", "data.cache", "data.root")  # folders, where ~ is the home folder
+
+
+def home_expanded(overrides) -> list[str]:
+    """The overrides with a folder key's leading ~ read as the home folder (`results="~/runs"`, quoted, or in a
+    shell that leaves ~ after =, zsh's): the run went into a folder named ~ in the current one, which pandas then
+    read as the home folder's, and the run that had trained ended failed; data.root's was expanded already."""
+    out = []
+    for o in overrides or []:
+        key, eq, value = o.partition("=")
+        quote = value[0] if len(value) > 1 and value[0] in "'\"" and value[-1] == value[0] else ""
+        inner = value[1:-1] if quote else value
+        if eq and key.lstrip("+") in HOME_KEYS and inner.startswith("~"):
+            o = f"{key}={quote}{os.path.expanduser(inner)}{quote}"
+        out.append(o)
+    return out
 
 
 def replaced(overrides: list[str]) -> list[str]:

@@ -52,6 +52,24 @@ def test_run_writes_the_results_layout(cli, results):
         assert text in out.output.replace("\n", ""), text
 
 
+def test_a_results_folder_given_with_a_tilde_is_under_the_home_folder(cli, tmp_path, monkeypatch):
+    # results="~/runs" (quoted, or from a shell that leaves ~ after =, zsh): the run went into a folder named ~ in
+    # the current one, which pandas read back as the home folder's, and the run that had trained ended failed
+    home, here = tmp_path / "home", tmp_path / "here"
+    home.mkdir()
+    here.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(here)
+    out = cli("run", *TINY, 'results="~/runs"', "name=t")
+    assert out.exit_code == 0, out.output
+    (run,) = store.runs(home / "runs" / "t")
+    assert run["status"] == "ok" and not (here / "~").exists()
+    from gradflow.overrides import home_expanded  # (data.cache too, quoted or not; another key's ~ stays)
+
+    assert home_expanded(["data.cache='~/c'", "+data.root=~", "tag=~x"]) == [f"data.cache='{home}/c'",
+                                                                            f"+data.root={home}", "tag=~x"]
+
+
 def test_a_key_given_twice_keeps_the_last_and_says_so(cli, results):
     # Hydra keeps the last value of a key without a word; a base command line with a change appended is
     # common, so it is kept, and said

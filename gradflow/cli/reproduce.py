@@ -20,6 +20,7 @@ from gradflow.cli.console import (console, err_console, interruption, near_optio
 from gradflow.cli.sweep import report_page, run_plan
 from gradflow.errors import GradflowError, UsageError, shorten
 from gradflow.fmt import and_list
+from gradflow.overrides import home_expanded
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -65,6 +66,7 @@ def reproduce(
     scale = _one_scale(quick, scale)
     near_options(ctx, overrides)
     note_replaced(overrides)
+    overrides = home_expanded(overrides)
     rep.check_scale(scale)  # before anything is printed, as a bad name is (Spec.load)
     check_overrides(list(overrides or []), "reproduce")  # (rep.run checks them again, with every arm's keys)
     outcomes, started = [], []

@@ -26,7 +26,7 @@ from gradflow.cli.app import progress_bar
 from gradflow.errors import GradflowError
 from gradflow.fmt import and_list, fmt
 from gradflow.probes.quantities import JACOBIAN_MODEL, QUANTITIES
-from gradflow.overrides import job_name, last_overrides, point_name
+from gradflow.overrides import home_expanded, job_name, last_overrides, point_name
 from gradflow.metrics import REGRESSION_TOLERANCE, is_regression
 from gradflow.choices import RECURRENT
 from gradflow.summary import RESIDUAL_STREAM, block_of
@@ -234,7 +234,7 @@ def run(
 
     near_options(ctx, overrides)
     note_replaced(overrides)
-    overrides = last_overrides(overrides or [])  # (the replaced values are neither checked nor used)
+    overrides = last_overrides(home_expanded(overrides))  # (the replaced values are neither checked nor used)
     check_overrides(overrides, "run")
     command = shlex.join(["gradflow", "run", *overrides])  # (run.json keeps it: the report page gives it)
     cfg = config_mod.compose(overrides)

@@ -21,6 +21,7 @@ from gradflow.query import runs_view
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
 from gradflow.keys import swept_keys
+from gradflow.overrides import home_expanded
 from gradflow.columns import replacement_failed, study_columns
 
 
@@ -52,6 +53,7 @@ def sweep(
 
     near_options(ctx, overrides)
     note_replaced(overrides)
+    overrides = home_expanded(overrides)
     if points_files and len(points_files) > 1:  # (the last was taken, the others dropped without a word)
         raise GradflowError(f"--points is given {len(points_files)} times ({', '.join(map(str, points_files))}); "
                             "give one file, with every point in it")
