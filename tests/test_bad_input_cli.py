@@ -110,6 +110,9 @@ CASES = [
     (["sweep", "optim=sgd,adam", "optim.momentum=2"], "sweep point optim=sgd: optim.momentum=2 must be in [0, 1)"),
     # two neighbouring letters swapped are a near miss (they scored 0.67, under the cut-off: no suggestion)
     (["run", "model=mpl"], "model='mpl' is not a known choice (did you mean mlp?)"),
+    # an empty choice: Hydra's own words ("In 'config': Could not find 'model/' ... Config search path: ...")
+    (["run", "model="], "model='' is not a known choice; choices: cnn, custom,"),
+    (["sweep", "init=", "seed=0,1"], "init='' is not a known choice; choices: delta_orthogonal,"),
     (["run", "--hlep"], "--hlep is not an option of `gradflow run` (did you mean --help?)"),
     (["bench", "--workload", "resnet"], "--workload 'resnet' is not known (did you mean resnet20?)"),
     # a choice's case counts for nothing: --scale Quick is quick (so the override is what is refused)

@@ -111,7 +111,7 @@ def _hydra_error_message(e: Exception, text: str, overrides) -> str:
         detail = text.split(" See https")[0].strip().splitlines()[0]
         return (f"cannot parse an override ({detail}); write overrides as key=value and quote values with "
                 "parentheses or spaces, e.g. 'data.root=\"/my data\"'")
-    missing = re.search(r"Could not find '([^']+)/([^']+)'", text)
+    missing = re.search(r"Could not find '([^']+)/([^']*)'", text)  # (an empty choice too: model=)
     if missing:
         group, value = missing.groups()
         group = group.lstrip("/")
