@@ -110,6 +110,11 @@ CASES = [
     (["sweep", "optim=sgd,adam", "optim.momentum=2"], "sweep point optim=sgd: optim.momentum=2 must be in [0, 1)"),
     # two neighbouring letters swapped are a near miss (they scored 0.67, under the cut-off: no suggestion)
     (["run", "model=mpl"], "model='mpl' is not a known choice (did you mean mlp?)"),
+    # a misspelled key added with + in a group of one schema: run on the defaults without a word
+    (["run", "+train.step=5"], "train.step is not a key of train (did you mean train.steps?) (its keys: batch_size, "),
+    (["sweep", "+probe.evry=1", "seed=0,1"], "probe.evry is not a key of probe (did you mean probe.every?)"),
+    (["run", "+norm.epss=1"], "norm.epss is not a key of norm (did you mean norm.eps?) (its keys: eps): a key added "
+                              "with + is read by nothing"),
     # an empty choice: Hydra's own words ("In 'config': Could not find 'model/' ... Config search path: ...")
     (["run", "model="], "model='' is not a known choice; choices: cnn, custom,"),
     (["sweep", "init=", "seed=0,1"], "init='' is not a known choice; choices: delta_orthogonal,"),

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from gradflow.choices import CONDITIONAL_KEYS, RECURRENT, unread
 from gradflow.config.device import check_device_name, resolve_device
 from gradflow.config.schema import (
-    ARITHMETIC, DATA_SCHEMAS, GRADCHECK_MODES, GROUP_SCHEMAS, INIT_CHOICES, LN_CHOICES, MLP_VARIANTS,
+    ARITHMETIC, DATA_SCHEMAS, FIXED_SCHEMAS, GRADCHECK_MODES, GROUP_SCHEMAS, INIT_CHOICES, LN_CHOICES, MLP_VARIANTS,
     MODE_CHOICES, MODEL_SCHEMAS, NORM_CHOICES, NORM_KINDS, NUMBER_OR_WORD_KEYS, OPTIM_SCHEMAS, RECURRENT_INITS,
     RESNET_VARIANTS, SKIP_CHOICES, GaussianDataConfig, number_in)
 from gradflow.errors import GradflowError, did_you_mean, shorten
@@ -170,6 +170,13 @@ def _schemas(resolved: dict) -> None:
         if set(resolved[group]) != keys:
             raise GradflowError(f"{group}.name={show_value(name)} names another kind of {group} than the one composed: "
                                 f"choose it with {group}={name}, not {group}.name")
+    for group, schema in FIXED_SCHEMAS.items():  # (+train.step=5 ran on the default 1000 steps without a word)
+        keys = {f.name for f in fields(schema)}
+        extra = sorted(set(resolved.get(group) or {}) - keys)
+        if extra:
+            near = did_you_mean(f"{group}.{extra[0]}", [f"{group}.{k}" for k in sorted(keys)])
+            raise GradflowError(f"{group}.{extra[0]} is not a key of {group}{near} "
+                                f"(its keys: {', '.join(sorted(keys - {'name'}))}): a key added with + is read by nothing")
 
 
 class _Plain(dict):
