@@ -200,3 +200,26 @@ def test_a_scripts_own_config_keeps_keys_gradflow_would_read_only_where_others_s
     assert config_hash(mine) != config_hash({**mine, "optim.gamma": 0.9})
     ours = flatten(compose(["optim.schedule=cosine"]))  # gradflow's own: read where its choices say
     assert "optim.gamma" not in settings(ours) and "model.alpha" not in settings(ours)
+
+
+def test_a_new_family_of_no_activation_key_and_no_norm_layer_is_checked_as_the_readme_says(monkeypatch):
+    # README's recipe for a model family, followed: `_model` read model.activation of every family (a traceback
+    # for a linear net of none), and norm=batchnorm ran it, "batch-norm statistics unsettled" of a net with none
+    from dataclasses import dataclass
+
+    from omegaconf import OmegaConf
+
+    from gradflow.config import schema, validation
+
+    @dataclass
+    class LinNetConfig(schema.ModelConfig):
+        name: str = "linnet"
+        depth: int = 2
+        width: int = 4
+
+    monkeypatch.setitem(schema.MODEL_SCHEMAS, "linnet", LinNetConfig)
+    m = OmegaConf.structured(LinNetConfig())
+    validation._model(m, "none")
+    with pytest.raises(GradflowError, match=r"^norm=batchnorm does not apply to model=linnet: it places no norm= "
+                                            r"layer \(families that do: mlp, cnn, resnet\); leave norm=none$"):
+        validation._model(m, "batchnorm")

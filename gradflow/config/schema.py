@@ -292,6 +292,7 @@ INIT_SCHEMAS = {name: InitConfig for name in ("standard", "xavier_uniform", "xav
                                                "meanfield", "gpt2", "keep")}
 OPTIM_SCHEMAS = {"sgd": SGDConfig, "adam": AdamConfig}
 GROUP_SCHEMAS = {"model": MODEL_SCHEMAS, "data": DATA_SCHEMAS, "init": INIT_SCHEMAS, "optim": OPTIM_SCHEMAS}
+NORM_FAMILIES = ("mlp", "cnn", "resnet")  # the families whose from_config places norm= layers (resnet: its own check)
 # the groups of one schema whatever is chosen (norm=batchnorm picks a name, not other keys)
 FIXED_SCHEMAS = {"norm": NormConfig, "probe": ProbeConfig, "train": TrainConfig, "gradcheck": GradcheckConfig}
 

@@ -15,8 +15,8 @@ from gradflow.choices import CONDITIONAL_KEYS, RECURRENT, unread
 from gradflow.config.device import check_device_name, resolve_device
 from gradflow.config.schema import (
     ARITHMETIC, DATA_SCHEMAS, FIXED_SCHEMAS, GRADCHECK_MODES, GROUP_SCHEMAS, INIT_CHOICES, LN_CHOICES, MLP_VARIANTS,
-    MODE_CHOICES, MODEL_SCHEMAS, NORM_CHOICES, NORM_KINDS, NUMBER_OR_WORD_KEYS, OPTIM_SCHEMAS, RECURRENT_INITS,
-    RESNET_VARIANTS, SKIP_CHOICES, GaussianDataConfig, number_in)
+    MODE_CHOICES, MODEL_SCHEMAS, NORM_CHOICES, NORM_FAMILIES, NORM_KINDS, NUMBER_OR_WORD_KEYS, OPTIM_SCHEMAS,
+    RECURRENT_INITS, RESNET_VARIANTS, SKIP_CHOICES, GaussianDataConfig, number_in)
 from gradflow.errors import GradflowError, did_you_mean, shorten
 
 
@@ -202,7 +202,8 @@ def _model(m, norm: str) -> None:
     from gradflow import activations
 
     _choice("model.name", m.name, tuple(MODEL_SCHEMAS))
-    _choice("model.activation", m.activation, tuple(activations.ACTIVATIONS) + (("auto",) if m.name == "custom" else ()))
+    if "activation" in m:  # (a family of no activation key, a linear net's, read one: a traceback)
+        _choice("model.activation", m.activation, tuple(activations.ACTIVATIONS) + (("auto",) if m.name == "custom" else ()))
     if m.name == "transformer":
         _transformer(m, norm)
     if m.name in ("mlp", "cnn", "resnet"):
@@ -240,6 +241,10 @@ def _model(m, norm: str) -> None:
         if norm != "none":
             raise GradflowError(f"norm={norm} does not apply to model={m.name}: recurrent families have no "
                                 "normalization; leave norm=none")
+    if norm != "none" and m.name not in NORM_FAMILIES:  # (a new family: it ran, said "batch-norm statistics
+        # unsettled" of a net with no batch norm, and was listed under norm=batchnorm)
+        raise GradflowError(f"norm={norm} does not apply to model={m.name}: it places no norm= layer (families "
+                            f"that do: {', '.join(NORM_FAMILIES)}); leave norm=none")
 
 
 def _transformer(m, norm: str) -> None:
