@@ -1386,7 +1386,8 @@ def test_a_comparisons_sources_keep_the_order_they_were_given_in_its_figure(plai
         texts = [t.get_text() for lg in fig.legends for t in lg.get_texts() if t.get_text().startswith(tuple(sources))]
         assert [t.split(" (")[0] for t in texts] == sources, texts  # ("plain (norm=none)": what sets it apart)
         fig = figures.profile(layers, "grad_norm", step=0, by_source=True)  # --panels: a panel each
-        assert [ax.get_title() for ax in fig.axes if ax.get_title()] == [f"source={s}" for s in sources]
+        # (each titled as its legend entry: "plain (norm=none, ...)", where it was "source=plain")
+        assert [ax.get_title().split(" (")[0] for ax in fig.axes if ax.get_title()] == sources
 
 
 def test_compare_names_the_keys_only_some_sources_set_by_group_and_an_empty_value_as_quotes(tmp_path):

@@ -254,12 +254,13 @@ def _curve_columns(df: pd.DataFrame, k: OverSteps, splits: list[str], facet: str
     if split_style and split is not None:
         cols, also = [(title, sub, splits) for sub, title in zip(*split)], []
     elif split_style:
-        cols = [(source_title(df, v), rows_with(df, "source", v), splits) for v in k.sources]
+        cols = [(source_title(df, v, f"{key_label('source')}: {v}"), rows_with(df, "source", v), splits)
+                for v in k.sources]
     elif split is not None:
         cols = [(f"{title}: {SPLITS.get(sp, sp)}", sub, [sp]) for sub, title in zip(*split) for sp in splits]
         also = []
     elif k.by_source:
-        cols = [(f"{source_title(df, v)}: {SPLITS.get(sp, sp)}", rows_with(df, "source", v), [sp])
+        cols = [(f"{source_title(df, v, fmt(v))}: {SPLITS.get(sp, sp)}", rows_with(df, "source", v), [sp])
                 for v in k.sources for sp in splits]
     elif facet:
         cols = [(f"{value_label(facet, v)}: {SPLITS.get(sp, sp)}", rows_with(df, facet, v), [sp])

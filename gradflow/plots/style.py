@@ -410,11 +410,11 @@ class Palette:
             cb.ax.set_xlabel(f"grey:\n{short_key(self.color)}\nnot set", fontsize="x-small")  # (value_label's words)
 
 
-def source_title(df: pd.DataFrame, v: Any) -> str:
+def source_title(df: pd.DataFrame, v: Any, plain: str | None = None) -> str:
     """A compared source's panel title as its legend entry names it, with what sets it apart, "da
     (init=xavier_normal)" (compare --panels titled its panels "source=da" alone: nothing said the init);
-    "source=da" where nothing does."""
-    return Palette(df, "source")._label("source", v, value_label("source", v))
+    `plain` ("source=da" by default) where nothing does."""
+    return Palette(df, "source")._label("source", v, value_label("source", v) if plain is None else plain)
 
 
 LABEL_WIDTH = 36  # characters per legend line: a run id of many overrides must not squash the axes
