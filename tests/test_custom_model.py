@@ -946,3 +946,14 @@ def test_a_warning_on_a_terminal_goes_above_the_progress_bar_not_onto_its_line(u
     with open(log, "w") as err:
         text = on_a_terminal(*run, f"results={tmp_path / 'r2'}", pythonpath=str(tmp_path), stderr=err)
     assert "warning: tied weights" in log.read_text() and "warning:" not in text
+
+
+def test_qstar_inputs_of_a_custom_model_ask_for_its_activation(cli, user_models, tmp_path):
+    # model=custom's activation is auto (each module's own): data.scale=qstar said "model.activation='auto' is
+    # not a known activation", a value the user never set, with choices that left auto out
+    base = ["run", "model=custom", f"model.target={user_models}:Net", "data=gaussian", "data.scale=qstar",
+            "init=meanfield", *TINY, f"results={tmp_path / 'results'}"]
+    out = cli(*base)
+    assert out.exit_code == 1 and " ".join(out.output.split()) == (
+        "error: data.scale=qstar needs the net's one activation for the mean-field q*: set model.activation=NAME "
+        "for model=custom (it is auto: each module's own), or give data.scale a number"), out.output

@@ -382,6 +382,10 @@ def _scale(cfg) -> None:
     if scale == "qstar":
         from gradflow import theory
 
+        if cfg.model.get("activation") == "auto":  # (model=custom's: it said 'auto' is not a known activation)
+            raise GradflowError("data.scale=qstar needs the net's one activation for the mean-field q*: set "
+                                f"model.activation=NAME for model={cfg.model.name} (it is auto: each module's own), "
+                                "or give data.scale a number")
         if theory.effective_sw2(theory.run_keys(cfg)) is None:
             raise GradflowError(f"data.scale=qstar needs an init with a mean-field sigma_w^2; init={cfg.init.name} "
                                 "has none: use init=meanfield or a number")
