@@ -120,6 +120,11 @@ CASES = [
     case("model.activation=tahn", "model.activation='tahn' is not allowed (did you mean tanh?); choices:",
          "activation-misspelled"),
     case("model=mlpp", "model='mlpp' is not a known choice (did you mean mlp?); choices:", "family-misspelled"),
+    # more windows than the text holds: the same windows again, and 20 million filled 3 GB over minutes
+    case("model=transformer data=chars data.T=8 data.n_train=20000000", "data.n_train=20000000 is more than the ",
+         "chars-n-train-past-the-text"),
+    case("model=transformer data=chars data.T=8 data.n_test=100000000", "distinct windows of 9 characters "
+         "(data.T=8) its part of the text holds (data.test_fraction=0.1); at most ", "chars-n-test-past-the-text"),
     case("init=xavier", "init='xavier' is not a known choice (did you mean xavier_normal or xavier_uniform?)",
          "init-prefix"),
     case([*RNN, "model.activation=gelu"], "model.activation", "rnn-gelu"),

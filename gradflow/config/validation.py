@@ -359,6 +359,8 @@ def _data(cfg) -> None:
         if not 0 < d.test_fraction < 1:
             raise GradflowError(f"data.test_fraction={d.test_fraction} must be strictly between 0 and 1 (both splits "
                                 "need examples)")
+        if d.n_train or d.n_test:  # (more windows than the text holds were the same windows again, and
+            _char_windows_held(d)  # n_train=20000000 filled 3 GB over minutes for a 2-step run)
     if d.name == "recall":
         for k in ("pairs", "queries", "n_keys", "n_values", "n_train", "n_test"):
             _at_least(f"data.{k}", d[k])
@@ -430,6 +432,19 @@ def _optim(o) -> None:
         if not o.milestones or min(o.milestones) < 1:
             raise GradflowError(f"optim.milestones={show_value(list(o.milestones))} must list the updates (>= 1) at "
                                 "which optim.schedule=step drops the lr, e.g. [500,750]")
+
+
+def _char_windows_held(d) -> None:
+    """data=chars' n_train and n_test at most the distinct windows of T + 1 characters each split of the text
+    holds (textdata.char_windows: the first 1 - test_fraction of it trains)."""
+    length = _chars_length()
+    cut = int(length * (1.0 - d.test_fraction))
+    for key, n, part in (("data.n_train", d.n_train, cut), ("data.n_test", d.n_test, length - cut)):
+        held = max(0, part - d.T)
+        if n > held:
+            raise GradflowError(f"{key}={n} is more than the {held} distinct windows of {d.T + 1} characters "
+                                f"(data.T={d.T}) its part of the text holds (data.test_fraction={d.test_fraction}); "
+                                f"at most {held}, or 0 for every non-overlapping window")
 
 
 @functools.lru_cache(maxsize=1)
