@@ -120,6 +120,10 @@ CASES = [
     case("model.activation=tahn", "model.activation='tahn' is not allowed (did you mean tanh?); choices:",
          "activation-misspelled"),
     case("model=mlpp", "model='mlpp' is not a known choice (did you mean mlp?); choices:", "family-misspelled"),
+    # a conv net over (T, features) sequences: it ran, the time steps its channels, convolving across 2 features
+    case("model=cnn model.depth=2 data=adding data.T=20 data.n_train=64 data.n_test=32 train.batch_size=16",
+         "data=adding gives sequences of 20 steps x 2 features: model=cnn would take the 20 steps as channels and "
+         "convolve across the features; use model=rnn, lstm, gru, transformer or mlp", "cnn-over-time-major"),
     # more windows than the text holds: the same windows again, and 20 million filled 3 GB over minutes
     case("model=transformer data=chars data.T=8 data.n_train=20000000", "data.n_train=20000000 is more than the ",
          "chars-n-train-past-the-text"),

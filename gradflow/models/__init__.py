@@ -50,9 +50,17 @@ def build(cfg, input_shape: tuple[int, ...], n_classes: int, per_step: bool = Fa
         raise GradflowError(f"data={cfg.data.name} gives images ({shape}): model={cfg.model.name} reads sequences, "
                             "(T,) or (T, features), as data=mnist1d or adding gives them; use model=mlp, cnn, "
                             "resnet or transformer for images")
+    if family in (CNN, ResNet) and cfg.data.name in TIME_MAJOR:  # (it ran, convolving the wrong way round)
+        steps, features = input_shape
+        raise GradflowError(f"data={cfg.data.name} gives sequences of {steps} steps x {features} features: "
+                            f"model={cfg.model.name} would take the {steps} steps as channels and convolve across "
+                            "the features; use model=rnn, lstm, gru, transformer or mlp")
     if per_step:
         return Recurrent.from_config(cfg, input_shape, n_classes, per_step=True)
     return family.from_config(cfg, input_shape, n_classes)
+
+
+TIME_MAJOR = ("adding",)  # datasets whose examples are (T, features) sequences, time first
 
 
 def make_norm(kind: str, features: int, eps: float = 1e-5, dims: int = 0) -> nn.Module:
