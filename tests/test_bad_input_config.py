@@ -198,6 +198,11 @@ CASES = [
     case("+model.foo=1", "model.foo is not a key of model=mlp (its keys: activation, alpha, branch_layers, depth, "
          "skip, variant, width): a key added with + is read by nothing", "added-key-no-model-reads"),
     case("optim=adam +optim.bar=1", "optim.bar is not a key of optim=adam (its keys:", "added-key-no-optimizer-reads"),
+    # the keys the choice reads: xavier's gain alone (mode, sb2 and sw2 were listed, then said not to apply)
+    case("init=xavier_normal +init.gian=2", "init.gian is not a key of init=xavier_normal (its keys: gain): a key "
+         "added with + is read by nothing", "added-key-lists-the-inits-own"),
+    case("init=standard +init.gain2=2", "init.gain2 is not a key of init=standard (it takes no keys)",
+         "added-key-init-of-no-keys"),
     case("seeds=3", "top-level keys: seed, device, threads, name, results", "unknown-key-lists-top-level"),
     # a list key: a,b would sweep its items one by one, a single value is not a list; each says how to write it
     case("optim=adam optim.betas=0.9,0.99", "but optim.betas is a list: write optim.betas=[0.9,0.99]",

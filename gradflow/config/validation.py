@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from gradflow.choices import CONDITIONAL_KEYS, RECURRENT, unread
+from gradflow.choices import CHOICE_KEYS, CONDITIONAL_KEYS, RECURRENT, unread
 from gradflow.config.device import check_device_name, resolve_device
 from gradflow.config.schema import (
     ARITHMETIC, DATA_SCHEMAS, FIXED_SCHEMAS, GRADCHECK_MODES, GROUP_SCHEMAS, INIT_CHOICES, LN_CHOICES, MLP_VARIANTS,
@@ -165,8 +165,13 @@ def _schemas(resolved: dict) -> None:
         keys = {f.name for f in fields(schemas[name])}
         extra = sorted(set(resolved[group]) - keys)
         if extra and keys <= set(resolved[group]):  # (+model.foo=1: a key added by hand that no model reads)
-            raise GradflowError(f"{group}.{extra[0]} is not a key of {group}={name} (its keys: "
-                                f"{', '.join(sorted(keys - {'name'}))}): a key added with + is read by nothing")
+            # the keys this choice reads (init=xavier_normal's: gain; it listed mode, sb2 and sw2 too, which
+            # `init.mode=fan_out` then said do not apply to it)
+            own = {k for k in keys - {"name"} if f"{group}.{k}" not in CHOICE_KEYS
+                   or name in CHOICE_KEYS[f"{group}.{k}"][1]}
+            raise GradflowError(f"{group}.{extra[0]} is not a key of {group}={name} ("
+                                + (f"its keys: {', '.join(sorted(own))}" if own else "it takes no keys")
+                                + "): a key added with + is read by nothing")
         if set(resolved[group]) != keys:
             raise GradflowError(f"{group}.name={show_value(name)} names another kind of {group} than the one composed: "
                                 f"choose it with {group}={name}, not {group}.name")
