@@ -198,6 +198,9 @@ CASES = [
     case("+model.foo=1", "model.foo is not a key of model=mlp (its keys: activation, alpha, branch_layers, depth, "
          "skip, variant, width): a key added with + is read by nothing", "added-key-no-model-reads"),
     case("optim=adam +optim.bar=1", "optim.bar is not a key of optim=adam (its keys:", "added-key-no-optimizer-reads"),
+    # a milestone twice dropped the lr by gamma^2 there, without a word
+    case("train.steps=50 optim.schedule=step optim.milestones=[10,30,10]", "optim.milestones=[10, 30, 10] lists 10 "
+         "more than once; each milestone drops the lr once (by optim.gamma), e.g. [10, 30]", "milestone-twice"),
     # the keys the choice reads: xavier's gain alone (mode, sb2 and sw2 were listed, then said not to apply)
     case("init=xavier_normal +init.gian=2", "init.gian is not a key of init=xavier_normal (its keys: gain): a key "
          "added with + is read by nothing", "added-key-lists-the-inits-own"),

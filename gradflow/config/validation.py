@@ -437,6 +437,11 @@ def _optim(o) -> None:
         if not o.milestones or min(o.milestones) < 1:
             raise GradflowError(f"optim.milestones={show_value(list(o.milestones))} must list the updates (>= 1) at "
                                 "which optim.schedule=step drops the lr, e.g. [500,750]")
+        if len(set(o.milestones)) < len(o.milestones):  # ([1,1] dropped the lr by gamma^2 at step 1, silently)
+            twice = sorted({m for m in o.milestones if list(o.milestones).count(m) > 1})
+            raise GradflowError(f"optim.milestones={show_value(list(o.milestones))} lists {', '.join(map(str, twice))} "
+                                f"more than once; each milestone drops the lr once (by optim.gamma), e.g. "
+                                f"{show_value(sorted(set(o.milestones)))}")
 
 
 def _char_windows_held(d) -> None:
