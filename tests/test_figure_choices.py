@@ -238,6 +238,20 @@ def test_a_light_clip_threshold_line_is_outlined():
     assert 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.7 and line.get_path_effects(), line.get_color()
 
 
+# a run that diverged at step 2, before its first window (train.eval_every=10) ended: the error said the norm is
+# logged by `gradflow run` with train.steps > 0, which this run was
+def test_gradnorm_of_runs_that_all_diverged_before_a_window_says_so():
+    from gradflow.errors import GradflowError
+    from gradflow.plots.gradnorm import gradnorm
+
+    table = clip_metrics((0.0,), status=lambda clip, seed: "diverged")
+    table = table[table["split"] != "opt"]
+    with pytest.raises(GradflowError, match=r"^every run diverged before its first evaluation window ended "
+                                            r"\(train.eval_every=10\), so no gradient norm was logged: lower "
+                                            r"train.eval_every to see it rise$"):
+        gradnorm(table)
+
+
 # runs that do not clip got a clipped share too (the clipping filter dropped)
 def test_clipped_shares_leave_out_runs_that_do_not_clip():
     from gradflow.plots.gradnorm import clipped_shares
