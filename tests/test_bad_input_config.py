@@ -129,6 +129,9 @@ CASES = [
          "chars-n-train-past-the-text"),
     case("model=transformer data=chars data.T=8 data.n_test=100000000", "distinct windows of 9 characters "
          "(data.T=8) its part of the text holds (data.test_fraction=0.1); at most ", "chars-n-test-past-the-text"),
+    # (a window longer than the text: data.T's fault, not that of data.n_train at its default)
+    case("model=rnn data=chars data.T=1000000", "data.T=1000000 is longer than a split of the text (",
+         "chars-T-past-the-text"),
     case("init=xavier", "init='xavier' is not a known choice (did you mean xavier_normal or xavier_uniform?)",
          "init-prefix"),
     case([*RNN, "model.activation=gelu"], "model.activation", "rnn-gelu"),

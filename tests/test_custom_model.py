@@ -956,4 +956,8 @@ def test_qstar_inputs_of_a_custom_model_ask_for_its_activation(cli, user_models,
     out = cli(*base)
     assert out.exit_code == 1 and " ".join(out.output.split()) == (
         "error: data.scale=qstar needs the net's one activation for the mean-field q*: set model.activation=NAME "
-        "for model=custom (it is auto: each module's own), or give data.scale a number"), out.output
+        "for model=custom (it is auto: each module's own); or give data.scale a number"), out.output
+    # with its default init=keep, which has no sigma_w^2 either: both said at once (it took two rounds)
+    out = cli(*[a for a in base if a != "init=meanfield"])
+    assert out.exit_code == 1 and "(it is auto: each module's own), and an init with a mean-field sigma_w^2 " \
+        "(init=keep has none: init=meanfield, say); or give data.scale a number" in " ".join(out.output.split())

@@ -390,9 +390,11 @@ def _scale(cfg) -> None:
         from gradflow import theory
 
         if cfg.model.get("activation") == "auto":  # (model=custom's: it said 'auto' is not a known activation)
+            init = "" if theory.effective_sw2({**theory.run_keys(cfg), "model.activation": "tanh"}) is not None else (
+                f", and an init with a mean-field sigma_w^2 (init={cfg.init.name} has none: init=meanfield, say)")
             raise GradflowError("data.scale=qstar needs the net's one activation for the mean-field q*: set "
-                                f"model.activation=NAME for model={cfg.model.name} (it is auto: each module's own), "
-                                "or give data.scale a number")
+                                f"model.activation=NAME for model={cfg.model.name} (it is auto: each module's own)"
+                                f"{init}; or give data.scale a number")
         if theory.effective_sw2(theory.run_keys(cfg)) is None:
             raise GradflowError(f"data.scale=qstar needs an init with a mean-field sigma_w^2; init={cfg.init.name} "
                                 "has none: use init=meanfield or a number")
@@ -451,6 +453,9 @@ def _char_windows_held(d) -> None:
     cut = int(length * (1.0 - d.test_fraction))
     for key, n, part in (("data.n_train", d.n_train, cut), ("data.n_test", d.n_test, length - cut)):
         held = max(0, part - d.T)
+        if held == 0:  # (as textdata.char_windows says it: "at most 0" windows of data.n_train, left at its default)
+            raise GradflowError(f"data.T={d.T} is longer than a split of the text ({part} characters); use a smaller "
+                                "data.T or data.test_fraction")
         if n > held:
             raise GradflowError(f"{key}={n} is more than the {held} distinct windows of {d.T + 1} characters "
                                 f"(data.T={d.T}) its part of the text holds (data.test_fraction={d.test_fraction}); "
