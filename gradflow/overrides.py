@@ -150,13 +150,16 @@ def home_expanded(overrides) -> list[str]:
     """The overrides with a folder key's leading ~ read as the home folder (`results="~/runs"`, quoted, or in a
     shell that leaves ~ after =, zsh's): the run went into a folder named ~ in the current one, which pandas then
     read as the home folder's, and the run that had trained ended failed; data.root's was expanded already."""
+    def expanded(item: str) -> str:  # one value, quoted or not
+        quote = item[0] if len(item) > 1 and item[0] in "'\"" and item[-1] == item[0] else ""
+        inner = item[1:-1] if quote else item
+        return f"{quote}{os.path.expanduser(inner)}{quote}" if inner.startswith("~") else item
+
     out = []
     for o in overrides or []:
         key, eq, value = o.partition("=")
-        quote = value[0] if len(value) > 1 and value[0] in "'\"" and value[-1] == value[0] else ""
-        inner = value[1:-1] if quote else value
-        if eq and key.lstrip("+") in HOME_KEYS and inner.startswith("~"):
-            o = f"{key}={quote}{os.path.expanduser(inner)}{quote}"
+        if eq and key.lstrip("+") in HOME_KEYS:  # (each item of a sweep's list: results=~/a,~/b)
+            o = f"{key}={','.join(expanded(item) for item in split_top(value, quotes=True))}"
         out.append(o)
     return out
 

@@ -68,6 +68,7 @@ def test_a_results_folder_given_with_a_tilde_is_under_the_home_folder(cli, tmp_p
 
     assert home_expanded(["data.cache='~/c'", "+data.root=~", "tag=~x"]) == [f"data.cache='{home}/c'",
                                                                             f"+data.root={home}", "tag=~x"]
+    assert home_expanded(['results=~/a,"~/b",c']) == [f'results={home}/a,"{home}/b",c']  # (a sweep's list)
 
 
 def test_a_key_given_twice_keeps_the_last_and_says_so(cli, results):
