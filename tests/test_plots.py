@@ -2224,8 +2224,11 @@ def test_hist_fractions_and_zero_marks_count_a_layers_exact_zeros_in_its_units()
     top = act_ax.get_ylim()[1]
     above = [ln for ln in act_ax.get_lines() if ln.get_gid() == "zeros above"]
     assert len(above) == 3 and all(ln.get_ydata()[0] == top and ln.get_marker() == "^" for ln in above)
-    assert top < 1.2 * lines_top and min((samples[("activation", l)] == 0).mean() for l in range(3)) > top
-    assert "fraction exactly 0, above\nthe axis (its share: the box)" in legend_texts(fig)
+    assert top < 1.5 * lines_top and min((samples[("activation", l)] == 0).mean() for l in range(3)) > top
+    assert "fraction exactly 0, above\nthe axis (the box: by layer)" in legend_texts(fig)
+    (note,) = [t for t in act_ax.texts if t.get_gid() == "special"]  # (the marks read alike: each one's share)
+    shares = "  ".join(f"{l}: {(samples[('activation', l)] == 0).mean():.0%}" for l in range(3))
+    assert f"exactly 0 by layer (▲):\n{shares}" in note.get_text(), note.get_text()
     # a few zeros (under 1.5 times the lines' top): on the axis, at their fraction
     for layer in range(3):
         samples[("activation", layer)][:len(samples[("activation", layer)]) // 2] = 1.0  # (half the zeros gone)

@@ -143,7 +143,7 @@ def hist(hist_df: pd.DataFrame, run: str | None = None, step: int | str = 0, max
         legend(fig, [Line2D([], [], color="0.3", ls="none", marker="<", ms=5,
                             label="fraction exactly 0\n(left edge, per layer)")] * zero_drawn
                + [Line2D([], [], color="0.3", ls="none", marker="^", ms=5,
-                         label="fraction exactly 0, above\nthe axis (its share: the box)")] * zero_above)
+                         label="fraction exactly 0, above\nthe axis (the box: by layer)")] * zero_above)
     status = str(df["status"].iloc[0])
     n_points = len(all_layers) - len(head)
     extra = [step_text] + ([f"{len(shown)} of {n_points} layers shown"] if len(shown) < n_points else []) \
@@ -178,6 +178,16 @@ def _special_counts(ax, sub: pd.DataFrame, totals: pd.Series, shown: list, colou
     """State the units a log axis cannot show; mark each layer's exact-zero fraction on the left edge. Whether
     some mark is on the axis, and whether some is above it (on its top edge)."""
     special = sub[sub["kind"].isin(SPECIAL)]
+    zeros = special[special["kind"] == "zero"].groupby("layer")["count"].sum()
+    share = {layer: zeros.get(layer, 0) / totals[layer] for layer in shown
+             if zeros.get(layer, 0) > 0 and totals.get(layer, 0) > 0}
+    # the marks inside the y range, unless they would stretch it past ZEROS_STRETCH times the lines' top (a ReLU
+    # net's half of its units at 0 pressed lines that peak at 0.13 into the bottom fifth): those then sit on
+    # the top edge, pointing up, and the panel's note gives each one's share
+    top = ax.get_ylim()[1]
+    if share and max(share.values()) <= ZEROS_STRETCH * top:
+        top = max(top, max(share.values()) * 1.05)
+    above = [(layer, f) for layer, f in share.items() if f > top]
     lines = []
     grand = float(totals.sum())
     for kind, text in SPECIAL.items():
@@ -189,29 +199,25 @@ def _special_counts(ax, sub: pd.DataFrame, totals: pd.Series, shown: list, colou
         lines.append(f"{text.format(lo=lo if np.isfinite(lo) and lo > 0 else rows['hi'].iloc[0])}: "
                      f"{n:,} units ({n / grand:.1%}), layer{'s' * (rows['layer'].nunique() > 1)} "
                      f"{_layer_span(rows['layer'].unique())}")
+        if kind == "zero" and above:  # (the marks on the top edge read alike: which layer's units are dead)
+            cells = [f"{layer}: {f:.0%}" for layer, f in above]
+            lines += ["exactly 0 by layer (▲):"] + ["  ".join(cells[i:i + 6]) for i in range(0, len(cells), 6)]
     if lines:
         ax.text(0.98, 0.97, "\n".join(lines), transform=ax.transAxes, ha="right", va="top", fontsize=6.5,
                 color="0.15", gid="special", bbox=dict(boxstyle="round,pad=0.3", fc="white", ec="0.7", alpha=0.85))
-    zeros = special[special["kind"] == "zero"].groupby("layer")["count"].sum()
-    share = {layer: zeros.get(layer, 0) / totals[layer] for layer in shown
-             if zeros.get(layer, 0) > 0 and totals.get(layer, 0) > 0}
     if not share:
         return False, False
-    # the marks inside the y range, unless they would stretch it past ZEROS_STRETCH times the lines' top (a ReLU
-    # net's half of its units at 0 pressed lines that peak at 0.13 into the bottom fifth): those then sit on
-    # the top edge, pointing up, and the panel's note gives the share
-    top = ax.get_ylim()[1]
-    if max(share.values()) <= ZEROS_STRETCH * top:
-        top = max(top, max(share.values()) * 1.05)
+    top *= 1 + NOTE_ROOM * len(lines) * bool(above)  # (room above the lines for the note's rows: it hid their peaks)
     ax.set_ylim(0, top)
     trans = blended_transform_factory(ax.transAxes, ax.transData)
     for layer, f in share.items():
         ax.plot([0.0], [min(f, top)], transform=trans, ls="none", marker="<" if f <= top else "^", ms=5,
                 color=colour[layer], clip_on=False, gid="zeros" if f <= top else "zeros above")
-    return bool(min(share.values()) <= top), bool(max(share.values()) > top)
+    return bool(min(share.values()) <= top), bool(above)
 
 
 ZEROS_STRETCH = 1.5  # the exact-zero marks may raise a histogram's y axis to this many times its lines' top
+NOTE_ROOM = 0.075  # of the y axis's height added above the lines for each row of the note, where it lists shares
 
 
 # --- spectrum ------------------------------------------------------------------------------------
