@@ -474,16 +474,16 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
                  and p.name not in moved and (p / store.RUN_FILE).exists()]
         result.stale = len(stale)
         present = any(j.moved_from or (root / j.name / store.RUN_FILE).exists() for j in result.jobs)
+        _refuse_loops(root, stale)  # (first: a folder of a Recorder's runs alone read as gradflow run's)
         if result.stale and not present:
             _refuse_takeover(root, result.stale, named)
-        _refuse_loops(root, stale)
     return result
 
 
 def _refuse_loops(root: Path, stale: list[Path]) -> None:
     """No sweep in a folder that holds runs of a user's own loop (a Recorder's: run.json's `every`), which it
-    would list as stale, and `clean --stale` then offer to delete (their statuses hidden behind `stale`), where
-    some point of it is there too (a `gradflow run name=FOLDER` of the same settings beside them)."""
+    would list as stale, and `clean --stale` then offer to delete (their statuses hidden behind `stale`): where
+    some point of it is there too (a `gradflow run name=FOLDER` of the same settings beside them), or none."""
     loops = sorted(p.name for p in stale if "every" in (store.read_run(p) or {}))
     if loops:
         them = "it" if len(loops) == 1 else "them"
@@ -1294,13 +1294,16 @@ class Watcher(threading.Thread):
             except FileNotFoundError:
                 continue
             rec = store.read_run(path.parent)
-            failed = (rec or {}).get(store.REPLACEMENT) or {}
-            if failed.get("config_hash") == j.config_hash != store.run_hash(path.parent, rec):
+            if rec is None:
+                continue
+            failed = rec.get(store.REPLACEMENT) or {}
+            ours = not j.config_hash or store.run_hash(path.parent, rec) == j.config_hash  # ("": not known)
+            if failed.get("config_hash") == j.config_hash and not ours:
                 # the point's replacement failed and the finished run of the earlier settings was kept (its
                 # run.json, read as this point's: the sweep's lines said `ok`, with the old run's time)
                 found[j.name] = {store.STATUS: store.FAILED, "kept": True}
-            elif rec and rec.get(store.STATUS) in store.ENDED:
-                found[j.name] = rec
+            elif ours and rec.get(store.STATUS) in store.ENDED:  # (not the run being replaced, finished within
+                found[j.name] = rec  # the second before this sweep began: it was counted as the point's, `ok`)
         return found
 
     def count(self) -> int:

@@ -408,6 +408,11 @@ def test_no_sweep_takes_over_a_folder_holding_runs_of_a_users_own_loop(cli, resu
         "would list it as stale and `gradflow clean --stale` would delete it: give this sweep another --name"), \
         out.output
     assert not (results / "mix" / "sweep.yaml").exists() and store.read_run(results / "mix" / "mine")["status"] == "ok"
+    # a folder of the loop's runs alone: the same (it said they were gradflow run's)
+    shutil.rmtree(next(p for p in (results / "mix").iterdir() if p.name != "mine" and p.is_dir()))
+    out = _sweep(cli, results, "model.depth=2,3", "--name", "mix")
+    assert out.exit_code == 1 and "holds 1 run of your own training loop (gradflow.Recorder: mine)" in \
+        " ".join(out.stderr.split()), out.output
 
 
 def test_a_named_sweep_takes_over_no_folder_of_single_runs_nor_of_studies(cli, results):
@@ -916,3 +921,20 @@ def test_a_sweep_named_by_option_and_by_a_later_name_override_is_refused(tmp_pat
         sweep_mod.plan(["model.depth=2,3", "name=a", "name=b", "data=gaussian", results], "a")
     p = sweep_mod.plan(["model.depth=2,3", "name=b", "name=a", "data=gaussian", results], "a")
     assert p.root.name == "a"
+
+
+def test_the_watcher_counts_a_point_ended_only_by_a_run_of_its_own_settings(tmp_path):
+    # the run a point replaces, finished within the second before the sweep began, was counted as the point's
+    # end (its log line `1/2 ok` with the old run's time) while the replacement trained
+    root = tmp_path / "s"
+    old = {"status": "ok", "config_hash": "old", "wall_time": 0.04, "config": {}}
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        (root / name / store.RUN_FILE).write_text(json.dumps(old))
+    failed = {**old, store.REPLACEMENT: {"config_hash": "new", "status": "failed", "error": "boom"}}
+    (root / "b" / store.RUN_FILE).write_text(json.dumps(failed))
+    plan = sweep_mod.Plan(root, [], ["x"], "basic", jobs=[sweep_mod.Job([], n, "new", replaces=True) for n in "ab"])
+    watcher = sweep_mod.Watcher(plan, lambda ended: None)
+    assert watcher.ended() == {"b": {"status": "failed", "kept": True}}  # (a: still the old run, being replaced)
+    (root / "a" / store.RUN_FILE).write_text(json.dumps({**old, "config_hash": "new", "wall_time": 1.5}))
+    assert watcher.ended()["a"]["wall_time"] == 1.5
