@@ -94,9 +94,13 @@ def test_a_loss_spike_puts_the_loss_axis_on_a_log_scale():
 def test_curves_of_two_evaluations_each_say_to_lower_eval_every():
     from gradflow.plots.curves import curves
 
-    runs = [(f"model.depth={d}", cfg(d, **{"train.eval_every": 100}), "ok") for d in (5, 10)]
+    runs = [(f"model.depth={d}", cfg(d, **{"train.eval_every": 100, "train.steps": 60}), "ok") for d in (5, 10)]
     title = " ".join(curves(metrics_table(runs, steps=(0, 60))).get_suptitle().split())
     assert "evaluated at the first and last step alone: lower train.eval_every" in title, title
+    # not where lowering it cannot help: one step, or evaluated at every step already
+    for every, steps in ((100, 1), (1, 1)):
+        one = [(r, c | {"train.eval_every": every, "train.steps": steps}, st) for r, c, st in runs]
+        assert "eval_every" not in curves(metrics_table(one, steps=(0, 1))).get_suptitle()
     for table in (metrics_table(runs), metrics_table([(r, {k: v for k, v in c.items() if k != "train.eval_every"}, st)
                                                       for r, c, st in runs], steps=(0, 60))):  # (a Recorder's loop)
         assert "eval_every" not in curves(table).get_suptitle()
@@ -250,6 +254,8 @@ def test_gradnorm_of_runs_that_all_diverged_before_a_window_says_so():
                                             r"\(train.eval_every=10\), so no gradient norm was logged: lower "
                                             r"train.eval_every to see it rise$"):
         gradnorm(table)
+    with pytest.raises(GradflowError, match=r"rec.log\(step, opt_grad_norm=norm\)"):  # a Recorder's: no window
+        gradnorm(table.drop(columns="train.eval_every"))
 
 
 # runs that do not clip got a clipped share too (the clipping filter dropped)

@@ -204,8 +204,10 @@ def curves(metrics: pd.DataFrame, color: str | None = None, by_source: bool = Fa
     extra = unshown_notes(columns.also, k.between)
     # gradflow's runs evaluated at step 0 and their last step alone (train.eval_every, 100 by default, at or past
     # train.steps): a straight line each, which read as a curve
-    every = setting(df, "train.eval_every")
-    if every is not None and every.notna().all() and everything and all(len(s.x) <= 2 for s in everything):
+    # (not where it cannot help: a run of 0 or 1 steps, or one evaluated at every step already)
+    every, steps = setting(df, "train.eval_every"), setting(df, "train.steps")
+    if every is not None and steps is not None and everything and all(len(s.x) <= 2 for s in everything) \
+            and (pd.to_numeric(every, errors="coerce") > 1).all() and (pd.to_numeric(steps, errors="coerce") > 1).all():
         extra.append("evaluated at the first and last step alone: lower train.eval_every for a curve")
     set_title(fig, f"{what} during training", df, extra, skip=k.swept)
     return fig

@@ -65,10 +65,11 @@ def gradnorm(metrics: pd.DataFrame, color: str | None = None, by_source: bool = 
     """
     df = require(metrics, "metrics", METRICS_REQUIRED)
     norms = df[(df["split"] == "opt") & (df["metric"] == "grad_norm")]
-    if norms.empty and "status" in df.columns and (df.drop_duplicates("run")["status"] == "diverged").all():
+    every = setting(df, "train.eval_every")  # (none of a Recorder's runs: its loop logs the norm or not)
+    if norms.empty and "status" in df.columns and (df.drop_duplicates("run")["status"] == "diverged").all() \
+            and every is not None and every.notna().all():
         # (it said the norm is logged by `gradflow run` with train.steps > 0: these runs were such runs)
-        every = setting(df, "train.eval_every")
-        said = f" (train.eval_every={fmt(every.iloc[0])})" if every is not None and every.nunique() == 1 else ""
+        said = f" (train.eval_every={fmt(every.iloc[0])})" if every.nunique() == 1 else ""
         raise GradflowError(f"every run diverged before its first evaluation window ended{said}, so no gradient norm "
                             "was logged: lower train.eval_every to see it rise")
     if norms.empty:
