@@ -977,6 +977,8 @@ def task(cfg) -> str:
     store.recover(job_dir)  # (a swap a killed process cut off: see store.swap_in; the sweep holds the lock)
     if store.is_finished(job_dir, store.config_hash(flat)):
         return "skipped"
+    if (store.read_run(job_dir) or {}).get(KILLED_IN) == workers.owner():  # its worker killed in this sweep
+        return store.FAILED  # (`_run_through_deaths`: run again, it would end every attempt)
     report = _reporter
     on_step = (lambda t, n: report(job_dir.name, t, n)) if report else None
     with workers.job(job_dir):
@@ -1030,7 +1032,49 @@ def launch(p: Plan, on_step: StepFn | None = None, on_moved: Callable[[list[Job]
                     store.clear_run(folder)
         if not p.to_run:
             return
-        _run_hydra(p, on_step)
+        _run_through_deaths(p, on_step)
+
+
+KILLED_IN = "killed_in"  # run.json: the sweep process (its pid) in which the run's worker was killed
+
+
+def _run_through_deaths(p: Plan, on_step: StepFn | None) -> None:
+    """The sweep, on through joblib workers killed in a run (the out-of-memory killer, a crash in native code),
+    each of which ends loky's pool and every run in flight with it: they ended the sweep. The points are run
+    again; where several were in flight, one worker at a time until a worker dies again, with one run in flight
+    alone: that run is recorded failed (`_killed`), not run again in this sweep (`task`), and the rest go on with
+    every worker. A later command runs it again, as any failed run."""
+    serial = False
+    for _ in range(2 * len(p.to_run) + 2):  # (each death records a run or narrows the next to one)
+        started = time.time()
+        try:
+            _run_hydra(p, on_step, serial)
+            return
+        except WorkerDied as died:
+            # the runs in flight in this attempt (not those an earlier death left `running`, not yet run again)
+            cut = [name for name in died.cut if _mtime(p.root / name / store.RUN_FILE) >= started - 1]
+            if not cut:  # (no run in flight: nothing to put it on)
+                raise
+            if len(cut) == 1:
+                _killed(p.root / cut[0], died.codes)
+            serial = len(cut) > 1
+    raise GradflowError(f"hydra/launcher=joblib: workers kept dying in {p.root}; `gradflow ls {p.root}` shows which "
+                        "runs finished, and the same command again runs the rest")
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _killed(job_dir: Path, codes: str) -> None:
+    """A run whose worker was killed as it trained (it wrote nothing of that): failed, saying so."""
+    rec = store.read_run(job_dir) or {}
+    store.finish(job_dir, {**rec, store.STATUS: store.FAILED, KILLED_IN: os.getpid(), "files": [store.CONFIG_FILE],
+                           "error": f"its worker process was killed ({codes}) as it ran: out of memory, or a crash "
+                                    "in native code; the sweep went on without it"})
 
 
 def check_replacement_builds(p: Plan) -> None:
@@ -1051,7 +1095,9 @@ def check_replacement_builds(p: Plan) -> None:
     p.replacement_built = True
 
 
-def _run_hydra(p: Plan, on_step: StepFn | None) -> None:
+def _run_hydra(p: Plan, on_step: StepFn | None, serial: bool = False) -> None:
+    """The sweep through Hydra's multirun; `serial`: a joblib sweep's one job in flight at a time, in a worker
+    still (its pre_dispatch: n_jobs=1 runs them in this process, which a run killing its process then ended)."""
     import hydra
 
     global _reporter
@@ -1059,7 +1105,7 @@ def _run_hydra(p: Plan, on_step: StepFn | None) -> None:
     exclude = ",".join(list(NOT_IN_JOB_NAME) + not_swept)
     argv = [sys.argv[0], "--multirun", *p.overrides, f"name={p.root.name}", f"results={p.root.parent}",
             f"hydra.job.config.override_dirname.exclude_keys=[{exclude}]",
-            *(_point_args(p) if p.points is not None else [])]
+            *(_point_args(p) if p.points is not None else []), *(["hydra.launcher.pre_dispatch=1"] * serial)]
     entry = hydra.main(config_path=str(config_mod.CONF_DIR), config_name="config", version_base=None)(task)
     saved_argv, _reporter = sys.argv, on_step
     try:
@@ -1077,17 +1123,26 @@ def _run_hydra(p: Plan, on_step: StepFn | None) -> None:
         workers.sweep_ended(p.root)
 
 
-def _worker_died(p: Plan, e: Exception) -> GradflowError:
+class WorkerDied(GradflowError):
+    """A joblib worker killed in a run, which ends loky's pool: the runs then in flight (`cut`, left `running` by
+    their dead processes) and the workers' exit codes as loky gives them (`codes`)."""
+
+    def __init__(self, message: str, cut: list[str], codes: str):
+        super().__init__(message)
+        self.cut, self.codes = cut, codes
+
+
+def _worker_died(p: Plan, e: Exception) -> WorkerDied:
     """A joblib worker killed in a run (the system's out-of-memory killer, a crash in native code: no run can
-    record that of itself), which ends the sweep, loky ending the other workers with it: one line naming the
-    runs then in flight, left interrupted (it was loky's traceback of sixty lines)."""
-    codes = re.search(r"exit codes of the workers are \{([^}]*)\}", str(e))
+    record that of itself): one line naming the runs then in flight (it was loky's traceback of sixty lines),
+    where the sweep cannot go on (`_run_through_deaths`)."""
+    found = re.search(r"exit codes of the workers are \{([^}]*)\}", str(e))
+    codes = found.group(1) if found else "killed"
     cut = [j.name for j in p.to_run if (store.read_run(p.root / j.name) or {}).get(store.STATUS) == store.RUNNING]
-    return GradflowError(
-        f"hydra/launcher=joblib: a worker process died ({codes.group(1) if codes else 'killed'}: out of memory, or "
-        f"a crash in native code), which ends the sweep; the runs in flight ({' and '.join(cut) or 'none'}) are "
-        f"left interrupted; `gradflow ls {p.root}` shows which runs finished, and the same command again runs the rest "
-        "(where a worker dies again at the same points, one of them needs more memory than a worker has here)")
+    return WorkerDied(
+        f"hydra/launcher=joblib: a worker process died ({codes}: out of memory, or a crash in native code) with no "
+        f"run in flight to put it on; `gradflow ls {p.root}` shows which runs finished, and the same command again "
+        "runs the rest", cut, codes)
 
 
 def launcher_error(p: Plan, e: Exception) -> GradflowError | None:
