@@ -1134,8 +1134,8 @@ class WorkerDied(GradflowError):
 
 def _worker_died(p: Plan, e: Exception) -> WorkerDied:
     """A joblib worker killed in a run (the system's out-of-memory killer, a crash in native code: no run can
-    record that of itself): one line naming the runs then in flight (it was loky's traceback of sixty lines),
-    where the sweep cannot go on (`_run_through_deaths`)."""
+    record that of itself): the runs then in flight, which `_run_through_deaths` runs again, and the one line
+    said where it cannot (no run in flight; it was loky's traceback of sixty lines)."""
     found = re.search(r"exit codes of the workers are \{([^}]*)\}", str(e))
     codes = found.group(1) if found else "killed"
     cut = [j.name for j in p.to_run if (store.read_run(p.root / j.name) or {}).get(store.STATUS) == store.RUNNING]
