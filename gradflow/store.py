@@ -35,7 +35,7 @@ import time
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -1047,6 +1047,13 @@ def drew_nothing(run: dict) -> bool:
     """A run (as `runs` lists it) with no tables to draw: incomplete (a damaged or missing file), or
     failed before its first step (a model that did not build)."""
     return run[STATUS] == INCOMPLETE or (run[STATUS] == FAILED and not run["record"].get("steps_done"))
+
+
+def by_recorder(record: Mapping[str, Any]) -> bool:
+    """Whether a run record (run.json, or its row in a table) is a Recorder's, a user's own loop's: its `every`,
+    which gradflow's runs do not write (NaN in a table of both)."""
+    every = record.get("every")
+    return every is not None and every == every
 
 
 def untabled(run: dict) -> str | None:

@@ -110,8 +110,7 @@ def fits_blocks(config: Mapping[str, Any]) -> bool:
 
 def _users_model(record: Mapping[str, Any]) -> bool:
     """Whether a listed run is of a user's own model: model=custom, or a Recorder's (run.json's `every`)."""
-    every = record.get("every")
-    return record.get("model.name") == "custom" or (every is not None and every == every)
+    return record.get("model.name") == "custom" or store.by_recorder(record)
 
 
 def rate(layers: pd.DataFrame, quantity: str, step: int = 0, trim: int = FIT_TRIM,

@@ -484,7 +484,7 @@ def _refuse_loops(root: Path, stale: list[Path]) -> None:
     """No sweep in a folder that holds runs of a user's own loop (a Recorder's: run.json's `every`), which it
     would list as stale, and `clean --stale` then offer to delete (their statuses hidden behind `stale`): where
     some point of it is there too (a `gradflow run name=FOLDER` of the same settings beside them), or none."""
-    loops = sorted(p.name for p in stale if "every" in (store.read_run(p) or {}))
+    loops = sorted(p.name for p in stale if store.by_recorder(store.read_run(p) or {}))
     if loops:
         them = "it" if len(loops) == 1 else "them"
         raise GradflowError(f"{root} holds {len(loops)} run{'s' * (len(loops) != 1)} of your own training loop "
