@@ -54,11 +54,11 @@ def _left_out(path: Path, where: list[str] | None = None) -> None:
     failed ones that finished no step, ones killed before they wrote a table and ones still running (they were
     left out without a word, and a figure of 2 of 8 runs read as the whole sweep); of those `where` keeps, where
     given (a failed run of another study was counted under a figure of the runs --where kept)."""
-    runs = [r for r in store.runs(path) if store.untabled(r)]
+    runs = {str(r[store.RUN]): kind for r in store.runs(path) if (kind := store.untabled(r))}
     if where and runs:
         kept = set(_where(load_table(path, "runs", include_stale=True), where)["run"].astype(str))
-        runs = [r for r in runs if str(r[store.RUN]) in kept]
-    kinds = Counter(store.untabled(r) for r in runs)
+        runs = {run: kind for run, kind in runs.items() if run in kept}
+    kinds = Counter(runs.values())
     said = {store.FAILED: lambda n: f"{n} run{'s' * (n != 1)} that failed before {'their' if n != 1 else 'its'} "
                                     "first step",
             store.INCOMPLETE: lambda n: f"{n} incomplete run{'s' * (n != 1)} (a damaged or missing file)",

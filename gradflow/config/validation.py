@@ -390,6 +390,8 @@ def _scale(cfg) -> None:
         from gradflow import theory
 
         if cfg.model.get("activation") == "auto":  # (model=custom's: it said 'auto' is not a known activation)
+            # (whether the init has a sigma_w^2 at all: tanh stands in for the activation, which only kaiming's
+            # gain reads, and every activation gives kaiming one)
             init = "" if theory.effective_sw2({**theory.run_keys(cfg), "model.activation": "tanh"}) is not None else (
                 f", and an init with a mean-field sigma_w^2 (init={cfg.init.name} has none: init=meanfield, say)")
             raise GradflowError("data.scale=qstar needs the net's one activation for the mean-field q*: set "
