@@ -767,13 +767,17 @@ def step_axis(ax, steps: np.ndarray, log: bool | None = None) -> None:
     ax.set_xlabel("training step" + (" (symlog)" if log else ""))
 
 
-class _StepTicks(Locator):
-    """A symlog step axis's ticks: 0 and the powers of ten it spans, at 1, 2 and 5 times each over up to two
-    decades, and 5 times the last power where the axis reaches it (0 to 59 read 0, 1, 10 alone: the 40% of the
-    axis past 10, the run's last steps among them, bare; 0 to 600 reads 0, 1, 10, 100, 500)."""
+class _ViewTicks(Locator):
+    """A locator whose ticks follow from the range the axis shows (`tick_values` of its view)."""
 
     def __call__(self):
         return self.tick_values(*self.axis.get_view_interval())
+
+
+class _StepTicks(_ViewTicks):
+    """A symlog step axis's ticks: 0 and the powers of ten it spans, at 1, 2 and 5 times each over up to two
+    decades, and 5 times the last power where the axis reaches it (0 to 59 read 0, 1, 10 alone: the 40% of the
+    axis past 10, the run's last steps among them, bare; 0 to 600 reads 0, 1, 10, 100, 500)."""
 
     def tick_values(self, vmin, vmax):
         lo, hi = sorted((float(vmin), float(vmax)))
@@ -808,12 +812,9 @@ BARE_BELOW = 0.15  # the share of a short log axis below its first round tick pa
 # (0.25 left 0.67-1 of a ratio axis to 4.7 unlabelled: 21% of it, a line at 0.73 on it unreadable)
 
 
-class _ShortLogTicks(Locator):
+class _ShortLogTicks(_ViewTicks):
     """Round ticks for a log axis, by the range it shows: linear steps within a decade, 1-2-5 over up to
     SHORT_LOG_DECADES, powers of ten beyond."""
-
-    def __call__(self):
-        return self.tick_values(*self.axis.get_view_interval())
 
     def tick_values(self, vmin, vmax):
         lo, hi = sorted((float(vmin), float(vmax)))
