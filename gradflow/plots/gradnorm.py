@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 from matplotlib import patheffects
 from matplotlib.artist import Artist
-from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.text import Text
@@ -21,7 +20,7 @@ from gradflow.plots.labels import set_title, value_label
 from gradflow.plots.series import Series, collect_series, require, setting, sort_series
 from gradflow.plots.style import (
     Palette, bottom_and_left, draw_series, extra_handles, facet_grid, has_marks, label_minor_within,
-    label_short_log_axis, legend, line_weight, note_if_empty, readable, record, spread_apart, step_axis,
+    label_short_log_axis, legend, line_weight, luminance, note_if_empty, readable, record, spread_apart, step_axis,
     unshown_notes, unshown_panels,
 )
 
@@ -32,14 +31,13 @@ THRESHOLD_DASHES = ["--", (0, (1.5, 1.5)), (0, (7, 2, 1.5, 2))]
 MOST_SHARES = 6  # lines whose clipped share is written beside their end at most (more would pile up)
 
 
-LIGHT = 0.7  # a threshold colour this light (relative luminance) gets a dark outline
+LIGHT = 0.5  # a threshold colour this light (relative luminance) gets a dark outline
 
 
 def _outline(colour) -> list:
     """A light threshold line's outline (viridis's top, a pale lime, was near invisible on white); none for
     the rest."""
-    r, g, b = to_rgb(colour)
-    if 0.2126 * r + 0.7152 * g + 0.0722 * b < LIGHT:
+    if luminance(colour) < LIGHT:
         return []
     return [patheffects.Stroke(linewidth=THRESHOLD_STYLE["lw"] + 1.2, foreground="0.3"), patheffects.Normal()]
 

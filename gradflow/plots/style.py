@@ -981,14 +981,17 @@ def spread_apart(wanted: Sequence[float], gap: float, lo: float = -math.inf, hi:
 READABLE_CONTRAST = 4.5  # a text colour's contrast against white at least (WCAG's for small text)
 
 
+def luminance(color: Any) -> float:
+    """A colour's relative luminance (WCAG's: sRGB made linear, then weighted), 0 black to 1 white."""
+    c = to_rgba_array([color])[0, :3]
+    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    return float(lin @ [0.2126, 0.7152, 0.0722])
+
+
 def readable(color: Any) -> tuple[float, float, float]:
     """`color` as text on white: itself where it reads, else darkened towards black until it does (viridis's
     pale yellow-green end, tab10's orange), so a label keeps its line's hue."""
     rgb = to_rgba_array([color])[0, :3]
-
-    def luminance(c: np.ndarray) -> float:
-        lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-        return float(lin @ [0.2126, 0.7152, 0.0722])
 
     most = 1.05 / READABLE_CONTRAST - 0.05  # the highest luminance that reads
     scale, step = 1.0, 0.5
