@@ -1063,6 +1063,7 @@ def _run_through_deaths(p: Plan, on_step: StepFn | None) -> None:
 
 
 def _mtime(path: Path) -> float:
+    """A file's modification time; 0 for none."""
     try:
         return path.stat().st_mtime
     except OSError:
@@ -1343,10 +1344,7 @@ class Watcher(threading.Thread):
         found = {}
         for j in self.plan.to_run:
             path = self.plan.root / j.name / store.RUN_FILE
-            try:
-                if path.stat().st_mtime < self.since - 1:
-                    continue  # a leftover from an earlier attempt, not yet redone
-            except FileNotFoundError:
+            if _mtime(path) < self.since - 1:  # (none yet, or a leftover from an earlier attempt, not yet redone)
                 continue
             rec = store.read_run(path.parent)
             if rec is None:
