@@ -1,6 +1,7 @@
 """The one exception type for mistakes a user can fix (bad key, bad value, missing file)."""
 
 import difflib
+import errno
 import os
 import sys
 from pathlib import Path
@@ -24,6 +25,17 @@ class UsageError(GradflowError):
 class NotVaried(GradflowError):
     """A figure asked of a key that the runs drawn hold at one value (a ratio over model.depth, a --color key):
     runs left out (stale ones) may be what it lacks."""
+
+
+# a write refused by the machine, not by a mistake in the command: a full disk or quota, a file-size limit
+# (SLURM's, ulimit -f), a read-only mount, a folder without write permission
+CANNOT_WRITE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES}
+
+
+def cannot_write(what, e: OSError) -> GradflowError:
+    """The one line for `what` (a run's folder, a file) that could not be written (CANNOT_WRITE)."""
+    return GradflowError(f"cannot write {what}: {e.strerror or e}; make room (or fix the folder's permissions) and "
+                         "run the same command again: a sweep resumes where it stopped")
 
 
 def given_path(path, example: str) -> Path:

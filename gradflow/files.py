@@ -23,6 +23,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename in (None, tmp):  # (a message names the file being written, not its temporary name)
+            e.filename = str(path)
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

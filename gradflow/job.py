@@ -23,7 +23,7 @@ from gradflow import data as data_mod  # (`data` names the built Data below)
 from gradflow import models, store, summary, theory, workers
 from gradflow.choices import settings
 from gradflow.config import batch_fits, resolve_device, uses_batchnorm
-from gradflow.errors import GradflowError, one_line
+from gradflow.errors import GradflowError, cannot_write, one_line
 from gradflow.models.custom import activation_kind
 from gradflow.models.init import initialize
 from gradflow.probes import quantities as pq
@@ -106,8 +106,7 @@ def _begin(job_dir: Path, cfg: DictConfig, record: dict) -> None:
     try:
         store.begin(job_dir, cfg, record)
     except OSError as e:
-        raise GradflowError(f"cannot write the run {job_dir}: {e.strerror or e}; make room (or fix the folder's "
-                            "permissions) and run the same command again: a sweep resumes where it stopped") from e
+        raise cannot_write(f"the run {job_dir}", e) from e
 
 
 def _execute(cfg: DictConfig, job_dir: Path, name: str, on_step: ProgressFn | None, isolate: bool,

@@ -344,6 +344,23 @@ def test_a_run_whose_folder_takes_no_more_bytes_is_one_line(results):
         "resumes where it stopped"), out.stderr
 
 
+@pytest.mark.parametrize("limit, where", [(200, r"{root}/(sweep\.yaml|\.gradflow\.lock\.json)"),
+                                          (1500, "the sweep's files in {root}")])
+def test_a_sweep_whose_own_files_take_no_more_bytes_is_one_line(results, limit, where):
+    # the sweep's own files on a full disk: its sweep.yaml (written atomically, named, not its temporary name)
+    # and Hydra's multirun.yaml (whose error names no file) were Python's traceback
+    import resource
+
+    args = [sys.executable, "-m", "gradflow", "sweep", *SMALL, "model.depth=2,3", f"results={results}", "name=full"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=300, env=ENV,
+                         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    err = " ".join(out.stderr.split())
+    assert out.returncode == 1 and "Traceback" not in out.stderr and re.fullmatch(
+        f"error: cannot write {where.format(root=re.escape(str(results / 'full')))}: File too large; make room \\(or "
+        "fix the folder's permissions\\) and run the same command again: a sweep resumes where it stopped", err), err
+    assert not list(results.glob("full/.*.tmp"))  # (no temporary file left behind)
+
+
 def test_a_run_with_a_missing_or_broken_file_is_incomplete(cli, results):
     assert _sweep(cli, results, "model.depth=2,3,4", "seed=0,1").exit_code == 0
     root = results / "s"

@@ -15,7 +15,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from gradflow.errors import GradflowError, UsageError, did_you_mean, given_path, shorten
+from gradflow.errors import (CANNOT_WRITE, GradflowError, UsageError, cannot_write, did_you_mean, given_path,
+                             shorten)
 
 class OutputClosed(KeyboardInterrupt):
     """Standard output was closed by its reader (`gradflow ls | head -3`): an interruption, as SIGPIPE is a
@@ -70,14 +71,21 @@ def out_path(text: str | None, option: str = "--out") -> Path | None:
 def user_errors(fn: F) -> F:
     """Turn a GradflowError raised inside a command into one red line and exit code 1, and a Ctrl-C that
     no command took itself (drawing figures, checking claims) into the line `interrupted` and exit 130
-    (Typer's own exit 130 says nothing, which reads like a crash or a hang cut short)."""
+    (Typer's own exit 130 says nothing, which reads like a crash or a hang cut short). A file the machine
+    would not take (a full disk: errors.CANNOT_WRITE) is such a line too: a sweep's own files, a figure,
+    a table written with --out were Python's traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            with warnings.catch_warnings():
-                warnings.showwarning = _warning_line
-                return fn(*args, **kwargs)
+            try:
+                with warnings.catch_warnings():
+                    warnings.showwarning = _warning_line
+                    return fn(*args, **kwargs)
+            except OSError as e:
+                if e.errno not in CANNOT_WRITE:
+                    raise
+                raise cannot_write(e.filename or "a file", e) from e
         except GradflowError as e:
             err_console.print(f"[bold red]error:[/] {escape(_short_words(str(e)))}", highlight=False, soft_wrap=True)
             raise typer.Exit(getattr(e, "exit_code", 1)) from None
