@@ -28,8 +28,8 @@ class NotVaried(GradflowError):
 
 
 # a write refused by the machine, not by a mistake in the command: a full disk or quota, a file-size limit
-# (SLURM's, ulimit -f), a read-only mount, a folder without write permission
-CANNOT_WRITE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES}
+# (SLURM's, ulimit -f), a read-only mount (not EACCES: a file that cannot be read says it too)
+CANNOT_WRITE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 
 def cannot_write(what, e: OSError) -> GradflowError:
