@@ -15,6 +15,8 @@ INIT_KEYS = {"init.gain": GAIN_INITS, "init.mode": ("kaiming_uniform", "kaiming_
 CHOICE_KEYS = {**{key: ("init.name", names) for key, names in INIT_KEYS.items()},
                "model.forget_bias": ("model.name", ("lstm",))}
 NORM_EPS = 1e-5  # norm.eps's default (NormConfig's), which a run's identity keeps where no layer reads it
+# the defaults of the other CONDITIONAL_KEYS that the schema's dataclasses hold
+PROBE_POINTS, JACOBIAN_INPUTS, NORM_KIND = 30, 4, "layernorm"
 
 
 def norm_eps_unread(flat: dict[str, Any]) -> str | None:
@@ -49,6 +51,25 @@ def step_unread(flat: dict[str, Any]) -> str | None:
     return "optim.schedule=step reads it" if flat.get("optim.schedule") in ("constant", "cosine") else None
 
 
+def points_unread(flat: dict[str, Any]) -> str | None:
+    """Why a run does not read probe.points (None where it does)."""
+    every = flat.get("probe.every")
+    return (f"probe.every={every} probes {'every step' if every == 1 else f'every {every} steps'} (probe.every=0 "
+            "reads it)") if every else None
+
+
+def jacobian_unread(flat: dict[str, Any]) -> str | None:
+    """Why a run does not read probe.jacobian_inputs (None where it does)."""
+    return "probe.jacobian=true reads it" if flat.get("probe.jacobian") is False else None
+
+
+def norm_kind_unread(flat: dict[str, Any]) -> str | None:
+    """Why a transformer does not read model.norm_kind (None where it does, or is no transformer)."""
+    if flat.get("model.name") == "transformer" and flat.get("model.ln") == "none":
+        return "model.ln=none has no norm layers (model.ln=pre|post read it)"
+    return None
+
+
 # keys a run reads only where others say so: key -> (the keys that say so, its default, why a run, as its
 # flat config, does not read it: None where it does). A value set for a run that does not read the key is
 # refused (`gradflow run`), except in a sweep point: norm=none,batchnorm norm.eps=1e-3 sets it where read
@@ -57,6 +78,9 @@ CONDITIONAL_KEYS = {
     "model.alpha": (("model.name", "model.skip"), "1.0", alpha_unread),
     "optim.gamma": (("optim.schedule",), 0.1, step_unread),
     "optim.milestones": (("optim.schedule",), "[]", step_unread),  # (a flat config holds a list as its str)
+    "probe.points": (("probe.every",), PROBE_POINTS, points_unread),
+    "probe.jacobian_inputs": (("probe.jacobian",), JACOBIAN_INPUTS, jacobian_unread),
+    "model.norm_kind": (("model.name", "model.ln"), NORM_KIND, norm_kind_unread),
 }
 
 

@@ -95,6 +95,10 @@ CROSSING = [
      "or set model.alpha=1.0 (its default) where a preset sets it"),
     ("optim.schedule=constant,step optim.milestones=[1] optim.gamma=0.5", "optim.schedule=step", "optim.gamma", 0.5,
      "optim.schedule=constant", "optim.gamma=0.5 does not apply to this run: optim.schedule=step reads it"),
+    ("probe.every=0,5 probe.points=10", "probe.every=0", "probe.points", 10, "probe.every=5",
+     "probe.points=10 does not apply to this run: probe.every=5 probes every 5 steps (probe.every=0 reads it)"),
+    ("probe.jacobian=false,true probe.jacobian_inputs=2", "probe.jacobian=true", "probe.jacobian_inputs", 2,
+     "probe.jacobian=false", "probe.jacobian_inputs=2 does not apply to this run: probe.jacobian=true reads it"),
 ]
 
 
@@ -116,7 +120,7 @@ def test_a_sweep_across_optimizers_or_norms_runs_each_point_with_its_own_keys(cl
     # the run that ignores the key is the run it always was: its identity is the hash of its whole flat config
     # as Hydra composes it alone, the ignored key at its default (as every run recorded it before)
     alone = flatten(compose(["data=gaussian", "model.depth=2", "train.steps=2", "threads=1", other]))
-    before = {**settings(alone), **{k: alone[k] for k in CONDITIONAL_KEYS}}  # what its run.json held before
+    before = {**settings(alone), **{k: alone[k] for k in CONDITIONAL_KEYS if k in alone}}  # its run.json's before
     ident = {k: v for k, v in before.items() if k not in store.NOT_IDENTITY}
     assert runs[other]["config_hash"] == hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()
                                                       ).hexdigest()[:16]
@@ -187,6 +191,26 @@ def test_norm_eps_is_taken_where_a_layer_reads_it_and_refused_elsewhere(override
         assert not [m for m in net(compose(overrides)).modules() if hasattr(m, "eps")]
         with pytest.raises(GradflowError, match=r"^norm\.eps=1e-3 does not apply to this run: "):
             compose([*overrides, "norm.eps=1e-3"])
+
+
+@pytest.mark.parametrize("ln", ["pre", "post", "none"])
+def test_a_transformers_norm_kind_is_taken_where_it_has_norms_and_refused_elsewhere(ln):
+    import torch
+
+    from gradflow import data as datasets
+    from gradflow import models
+
+    overrides = [*TF, f"model.ln={ln}", "model.norm_kind=rmsnorm"]
+    if ln == "none":
+        with pytest.raises(GradflowError, match=r"^model\.norm_kind='rmsnorm' does not apply to this run: model\.ln="
+                                                r"none has no norm layers"):
+            compose(overrides)
+        return
+    cfg = compose(overrides)
+    data = datasets.build(cfg.data, torch.device("cpu"))
+    net = models.build(cfg, data.input_shape, data.n_classes, per_step=True, vocab=data.vocab)
+    kinds = {type(m).__name__ for m in net.modules() if hasattr(m, "eps")}
+    assert kinds == {"RMSNorm"}, kinds
 
 
 def test_a_scripts_own_config_keeps_keys_gradflow_would_read_only_where_others_say():

@@ -17,7 +17,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from gradflow.choices import CHOICE_KEYS, NORM_EPS
+from gradflow.choices import CHOICE_KEYS, JACOBIAN_INPUTS, NORM_EPS, NORM_KIND, PROBE_POINTS
 from gradflow.errors import GradflowError, shorten
 from gradflow.overrides import job_name
 
@@ -101,7 +101,7 @@ class TransformerConfig(ModelConfig):
     mlp_ratio: int = 4  # the MLP's hidden width = mlp_ratio * d_model
     activation: str = "gelu"  # the MLP's nonlinearity, a name from gradflow.activations.ACTIVATIONS
     ln: str = "pre"  # norm placement: pre (GPT-2, LLaMA: x + f(norm(x)), final norm) | post (Vaswani et al. 2017: norm(x + f(x))) | none
-    norm_kind: str = "layernorm"  # layernorm | rmsnorm (LLaMA)
+    norm_kind: str = NORM_KIND  # layernorm | rmsnorm (LLaMA)
     alpha: str = "1.0"  # residual branch scale: a number, inv_sqrt_depth (1/sqrt(depth)), or learnable (SkipInit: starts at 0)
     dropout: float = 0.0  # on attention weights and on each sublayer's output; 0 keeps probed gradients deterministic
 
@@ -241,11 +241,11 @@ class AdamConfig(OptimConfig):
 @dataclass
 class ProbeConfig:
     every: int = 0  # probe every k steps; 0 = use `points` log-spaced steps instead
-    points: int = 30  # number of log-spaced probed steps (step 0 and the last step always included)
+    points: int = PROBE_POINTS  # number of log-spaced probed steps (step 0 and the last step always included)
     histograms: bool = False  # also store per-layer histograms of activations and back-propagated gradients
     jacobian: bool = False  # also store input-output Jacobian singular values (MLPs) at step 0 and the last step
     layer_jacobians: bool = False  # with jacobian: also every layer-to-layer Jacobian dh_l/dh_(l-1)
-    jacobian_inputs: int = 4  # examples whose Jacobians are taken
+    jacobian_inputs: int = JACOBIAN_INPUTS  # examples whose Jacobians are taken
 
 
 @dataclass
