@@ -391,25 +391,42 @@ def final_or_diverged(arm: Arm, where=None, metric="train_loss", untrained=math.
     return _mean(values)
 
 
+def _per_trained_run(arm: Arm, where, fn: Callable[[pd.DataFrame], float], untrained: float | None) -> Measured:
+    """`fn` of each run's metrics, where the run trained: a final training loss at or above `untrained` (a
+    constant prediction's), or none, leaves the run without a value. For claims that hold of any net that
+    does not move (bounded gradients, a clipped share: an lr of 0 passed them), which are claims of training."""
+    df = arm.table("metrics", where)
+    if untrained is None:
+        return _per_run(df, fn)
+    runs = arm.table("runs", where)
+    idle = {run for run, v in zip(runs[store.RUN], _finals(runs, "train_loss")) if not v < untrained}
+    out = _per_run(df, lambda g: math.nan if g[store.RUN].iat[0] in idle else fn(g))
+    if idle:
+        out.note = (f"{len(idle)} of the {len(runs)} runs did not train (a final training loss of {fmt(untrained, 3)} "
+                    "or more, or none): this is a claim of training")
+    return out
+
+
 @measure
-def grad_spike(arm: Arm, where=None) -> Measured:
+def grad_spike(arm: Arm, where=None, untrained: float | None = None) -> Measured:
     """The largest logged gradient norm (opt/grad_norm, the mean over an eval window, before clipping) as a
     multiple of the first window's gradient norm: how far gradients explode in training (inf once a gradient
-    is not finite)."""
+    is not finite). `untrained`: runs that did not train have no value (`_per_trained_run`)."""
     def one(g):
         norms = _curve(g, "opt", "grad_norm")
         if len(norms) == 0 or not np.isfinite(norms[0]):
             return math.nan
         return float(np.nanmax(np.where(np.isfinite(norms), norms, np.inf)) / norms[0])
-    return _per_run(arm.table("metrics", where), one)
+    return _per_trained_run(arm, where, one, untrained)
 
 
 @measure
-def clip_share(arm: Arm, where=None) -> Measured:
-    """The share of updates whose gradient was clipped (gradflow.summary.clipped_share, as `ls` shows it)."""
+def clip_share(arm: Arm, where=None, untrained: float | None = None) -> Measured:
+    """The share of updates whose gradient was clipped (gradflow.summary.clipped_share, as `ls` shows it).
+    `untrained`: runs that did not train have no value (`_per_trained_run`)."""
     from gradflow.summary import clipped_share
 
-    return _per_run(arm.table("metrics", where), clipped_share)
+    return _per_trained_run(arm, where, clipped_share, untrained)
 
 
 def _through_time(p: pd.Series, lag: int) -> pd.Series:
@@ -479,13 +496,15 @@ def chi1_error(arm: Arm, where=None) -> Measured:
 def crossing(arm: Arm, below: dict, above: dict, level: float = 1.0, quantity="signal_norm", trim=FIT_TRIM) -> Measured:
     """Whether the per-layer factor of quantity² (chi_1, as layer_factor with squared=True) crosses `level`
     between the runs `below` and the runs `above` select: the smaller of level − factor(below) and
-    factor(above) − level, positive only where the first sits below the level and the second above it."""
+    factor(above) − level, positive only where the first sits below the level and the second above it; no
+    value where either side has none (the other alone says nothing of a crossing)."""
     lo = layer_factor(arm, below, quantity, trim=trim, squared=True)
     hi = layer_factor(arm, above, quantity, trim=trim, squared=True)
     sides = [level - lo.value, hi.value - level]
-    i = int(np.nanargmin(sides)) if not all(map(math.isnan, sides)) else 0
+    missing = [i for i, side in enumerate(sides) if math.isnan(side)]
+    i = missing[0] if missing else int(np.argmin(sides))
     at = [" and ".join(f"{k}={fmt(v)}" for k, v in side.items()) for side in (below, above)]
-    return Measured(sides[i], [], se=(lo.se, hi.se)[i], note=lo.note or hi.note,
+    return Measured(sides[i], [], se=(lo.se, hi.se)[i], note=(lo, hi)[i].note or lo.note or hi.note,
                     of=f"{fmt(lo.value, 3)} at {at[0]}, {fmt(hi.value, 3)} at {at[1]}")
 
 

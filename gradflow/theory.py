@@ -910,8 +910,8 @@ def fit_chi1(layer, signal_norm, trim: int = FIT_TRIM) -> float:
 
     Least-squares slope of log(signal_norm^2) against layer index over the bulk layers (the `trim`
     lowest and highest layer indices dropped: the input layer and output head have other fan-in /
-    fan-out), chi_1 = exp(-slope). Non-finite and non-positive values are ignored; nan if fewer than
-    3 distinct layers remain.
+    fan-out), chi_1 = exp(-slope); nan if fewer than 3 distinct bulk layers, or where a bulk layer's value
+    is 0 or not finite: a fit over the rest (a backward pass cut short halfway) read as a factor over all.
     """
     layer = np.asarray(layer, dtype=float).ravel()
     norm = np.asarray(signal_norm, dtype=float).ravel()
@@ -920,8 +920,8 @@ def fit_chi1(layer, signal_norm, trim: int = FIT_TRIM) -> float:
     bulk = bulk_layers(layer, trim)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_sq = 2.0 * np.log(norm)
-    keep = np.isin(layer, bulk) & np.isfinite(log_sq)
-    if np.unique(layer[keep]).size < 3:
+    keep = np.isin(layer, bulk)
+    if np.unique(layer[keep]).size < 3 or not np.isfinite(log_sq[keep]).all():
         return math.nan
     slope = np.polyfit(layer[keep], log_sq[keep], 1)[0]
     return float(np.exp(-slope))

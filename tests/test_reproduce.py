@@ -187,6 +187,26 @@ def test_min_difference_is_against_the_nearest_reference():
     assert measured.value == pytest.approx(0.1)
 
 
+def _signal_rows(run: str, sw2: float, chi1: float, cut_below: int = 0) -> list[dict]:
+    """A run's back-propagated signal over 41 layers, growing by chi1 per layer towards the input (squared),
+    0 below layer `cut_below` (a backward pass cut short there)."""
+    return [{"run": run, "init.sw2": sw2, "step": 0, "layer": lv, "name": f"linear{lv}", "quantity": "signal_norm",
+             "value": 0.0 if lv < cut_below else math.sqrt(chi1) ** (40 - lv)} for lv in range(41)]
+
+
+@pytest.mark.parametrize("cut_below", [0, 20])
+def test_a_crossing_needs_a_factor_on_both_sides(cut_below):
+    """χ₁ crosses 1 between σ_w² = 1.5 and 2.0 only where both sides are measured: the side of a backward pass
+    cut short has no factor (the fit over its layers left read 1.1), and the other side alone decided the claim."""
+    arm = _arm(layers=_signal_rows("a", 1.5, 0.9) + _signal_rows("b", 2.0, 1.1, cut_below))
+    measured = rep.compute({"fn": "crossing", "arm": "x", "below": {"init.sw2": 1.5}, "above": {"init.sw2": 2.0}},
+                           {"x": arm})
+    if cut_below:
+        assert math.isnan(measured.value) and not rep.passes(measured.value, {"ge": 0.024})[0]
+    else:
+        assert measured.value == pytest.approx(0.1) and rep.passes(measured.value, {"ge": 0.024})[0]
+
+
 def test_a_gradient_norm_gone_nan_is_an_infinite_spike_not_the_largest_finite_one():
     """A run whose logged gradient norm turns NaN exploded: its spike is inf, so `largest norm < 100` FAILs; read
     as its largest finite norm (5x the first) it passed."""

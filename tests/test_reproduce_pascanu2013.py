@@ -89,6 +89,17 @@ def test_pascanu2013_clipping_is_what_trains_on_final_losses(unclipped, clipped,
     assert rep.passes(measured.value, claim["expect"])[0] == passed, measured.cell()
 
 
+def test_pascanu2013_a_net_that_does_not_move_fails_the_claims_of_clipped_training(tmp_path):
+    # lr 0: no update moves the net, so its gradient norm never spikes (1.04) and every update is clipped (its
+    # gradient's norm is above 1): both claims PASSed; they are claims of a net that trained
+    broken = reproduce("pascanu2013", tmp_path, "optim.lr=0")
+    for words in ("clipping at 1: largest (unclipped) gradient norm", "clipping at 1: share of updates clipped"):
+        claim = broken.claim(words)
+        assert not claim.passed and math.isnan(claim.measured.value), verdicts(broken)
+        assert claim.measured.note == ("1 of the 1 runs did not train (a final training loss of 0.167 or more, or "
+                                       "none): this is a claim of training"), claim.measured.note
+
+
 def test_pascanu2013_a_clipped_net_that_does_not_train_either_fails_it(shared, tmp_path):
     # lr 1000: the clipped net ends at a loss of millions, not diverged, so inf − 3.9e6 = inf PASSed; a
     # final loss at or above 1/6 (predicting 1) counts as not training, so the difference has no value

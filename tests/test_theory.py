@@ -627,10 +627,17 @@ def test_fit_chi1_recovers_the_factor(chi1):
     assert theory.fit_chi1(layer, norm) == pytest.approx(chi1, rel=0.01)
 
 
-def test_fit_chi1_ignores_bad_values_and_needs_three_layers():
+def test_fit_chi1_has_no_value_where_a_bulk_layer_has_no_signal_and_needs_three_layers():
     layer, norm = profile(1.3)
-    norm[10], norm[20] = np.nan, 0.0
+    norm[0], norm[-1] = 0.0, np.nan  # (the trimmed ends are not fitted)
     assert theory.fit_chi1(layer, norm) == pytest.approx(1.3, rel=0.01)
+    for bad in (np.nan, 0.0, np.inf):  # one bulk layer without a signal: a fit over the rest read as over all
+        cut = norm.copy()
+        cut[20] = bad
+        assert math.isnan(theory.fit_chi1(layer, cut)), bad
+    cut = norm.copy()
+    cut[:15] = 0.0  # a backward pass cut off halfway: the fit over the layers left read 1.3
+    assert math.isnan(theory.fit_chi1(layer, cut))
     assert math.isnan(theory.fit_chi1(np.arange(8), np.ones(8)))  # 8 layers - 2 x 3 trimmed = 2
     assert theory.fit_chi1(np.arange(9), 2.0 ** -np.arange(9)) == pytest.approx(4.0)  # norm halves per layer
 
