@@ -444,6 +444,15 @@ class Recorder:
 
     @contextmanager
     def _step(self, step: int):
+        try:
+            with self._block(step):
+                yield
+        finally:  # the model leaves the block as the loop gave it: its hooks, left on until the next block,
+            if self.probes is not None:  # broke torch.save(model) and went along with a deepcopy (an EMA copy,
+                self.probes.remove()  # whose forward passes in a later block were then read as the model's)
+
+    @contextmanager
+    def _block(self, step: int):
         self._check_open("step")
         step = _whole_step(step, "rec.step")
         if step <= self._last_step:

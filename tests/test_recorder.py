@@ -833,6 +833,47 @@ def test_a_backward_pass_outside_the_probed_block_is_one_clear_error(tmp_path):
     assert store.load(tmp_path / "study" / "run1").empty
 
 
+def test_the_model_leaves_a_probed_block_without_hooks_so_it_saves_and_its_copies_are_not_read(tmp_path):
+    # gradflow's hooks stayed on the model until the next rec.step(): torch.save(model) after a probed block (a
+    # checkpoint at the end of an iteration) could not pickle them, and a deepcopy there (an EMA model) took
+    # them along, so its forward passes inside a later probed block were read as the model's own
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(16, 6)
+    hooks = lambda m: sum(len(mod._forward_hooks) for mod in m.modules())  # noqa: E731
+    rec = gradflow.Recorder(model, tmp_path / "study" / "run0", every=1)
+    ema, stds = None, []
+    for step in range(3):
+        stds.append([float(h.std()) for h in _hidden_outputs(model, x)])
+        with rec.step(step):
+            if ema is not None:  # a copy's forward pass with gradients enabled, inside the block
+                ema(x * 3).sum().detach()
+            model(x).sum().backward()
+        opt.step()
+        opt.zero_grad()
+        assert hooks(model) == 0
+        torch.save(model, tmp_path / "model.pt")  # (an AttributeError: Can't pickle local object '...hook')
+        if step == 0:
+            ema = copy.deepcopy(model)
+            assert hooks(ema) == 0
+    rec.close()
+    layers = store.load(tmp_path / "study")
+    act = layers[layers["quantity"] == "act_std"].pivot(index="step", columns="layer", values="value")
+    np.testing.assert_allclose(act.loc[2, [0, 1]].to_numpy(), stds[2], rtol=1e-4)
+
+
+def _hidden_outputs(model: nn.Sequential, x: torch.Tensor) -> list[torch.Tensor]:
+    """The activation outputs after each hidden layer of a Linear/Tanh stack, with no hooks of its own."""
+    with torch.no_grad():
+        outs, h = [], x
+        for module in model:
+            h = module(h)
+            if isinstance(module, nn.Tanh):
+                outs.append(h)
+        return outs
+
+
 def test_the_depth_figure_of_recorder_runs_needs_model_depth_and_says_so(cli, tmp_path):
     # the README's Recorder config names its depth `depth`; the ratio figure, drawn against model.depth,
     # said only "values: none". It names the key it found and how to name it, and then draws
