@@ -171,11 +171,12 @@ def _bare_loss(out, y, task: str) -> torch.Tensor:
 
 
 def _gradflow_loop(model, data, cfg, on_step, fused: bool = True) -> Iterator[int]:
+    from gradflow.job import probed_activation
     from gradflow.probes.core import Probes
     from gradflow.train import training
 
     cpu = data.x_train.device.type == "cpu"
-    probes = Probes(model, None if cfg.model.activation == "auto" else cfg.model.activation, fused=fused and cpu)
+    probes = Probes(model, probed_activation(cfg), fused=fused and cpu)
     try:
         yield from training(model, data, cfg, probes, on_step)
     finally:

@@ -47,6 +47,13 @@ def prepare(cfg: DictConfig, isolate: bool = False):
         raise GradflowError(f"building the data or the model failed: {one_line(e)}") from e
 
 
+def probed_activation(cfg: DictConfig) -> str | None:
+    """The run's one activation by name, or None where each activation module is its own kind: model.activation
+    =auto (model=custom), or a family whose schema has no activation (a linear net's; its modules, none)."""
+    name = cfg.model.get("activation", "auto")
+    return None if name == "auto" else name
+
+
 def _prepare(cfg: DictConfig):
     device = resolve_device(cfg.device)
     # threads=0: torch's own count, also after an earlier run in this process (a sweep) set another
@@ -57,7 +64,7 @@ def _prepare(cfg: DictConfig):
         batch_fits(cfg.train.batch_size, len(data.x_train), cfg.data.name, f" under {data_mod.data_root(cfg.data.root)}")
     model = models.build(cfg, data.input_shape, data.n_classes, per_step=data.task in ("per_step", "next_token"),
                          vocab=data.vocab)
-    initialize(model, cfg.init, activation_kind(model) if cfg.model.activation == "auto" else cfg.model.activation)
+    initialize(model, cfg.init, probed_activation(cfg) or activation_kind(model))
     if hasattr(model, "post_init"):  # family-specific init on top of the scheme (recurrent weights, Fixup, ...)
         model.post_init(cfg)
     return device, data, model.to(device)
@@ -141,9 +148,7 @@ def _execute(cfg: DictConfig, job_dir: Path, name: str, on_step: ProgressFn | No
 
     recorded = stopped = False  # stopped: by Ctrl-C during training
     try:
-        # model.activation=auto (model=custom): each activation module's own kind
-        probes = Probes(model, None if cfg.model.activation == "auto" else cfg.model.activation,
-                        histograms=cfg.probe.histograms)
+        probes = Probes(model, probed_activation(cfg), histograms=cfg.probe.histograms)
         error = None
         try:
             with _interrupts_kept(interrupts):

@@ -4,11 +4,15 @@ refuses a key no point takes; a bad sweep point is named by its swept values, no
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import pytest
+import torch
 
 from gradflow import sweep as sweep_mod
 from gradflow.choices import CONDITIONAL_KEYS, settings
-from gradflow.config import compose
+from gradflow.config import compose, schema
 from gradflow.errors import GradflowError
 from gradflow.store import flatten
 
@@ -226,20 +230,20 @@ def test_a_scripts_own_config_keeps_keys_gradflow_would_read_only_where_others_s
     assert "optim.gamma" not in settings(ours) and "model.alpha" not in settings(ours)
 
 
+@dataclass
+class LinNetConfig(schema.ModelConfig):
+    """The schema of the README's recipe's family: no activation key."""
+    name: str = "linnet"
+    depth: int = 2
+    width: int = 4
+
+
 def test_a_new_family_of_no_activation_key_and_no_norm_layer_is_checked_as_the_readme_says(monkeypatch):
     # README's recipe for a model family, followed: `_model` read model.activation of every family (a traceback
     # for a linear net of none), and norm=batchnorm ran it, "batch-norm statistics unsettled" of a net with none
-    from dataclasses import dataclass
-
     from omegaconf import OmegaConf
 
-    from gradflow.config import schema, validation
-
-    @dataclass
-    class LinNetConfig(schema.ModelConfig):
-        name: str = "linnet"
-        depth: int = 2
-        width: int = 4
+    from gradflow.config import validation
 
     monkeypatch.setitem(schema.MODEL_SCHEMAS, "linnet", LinNetConfig)
     m = OmegaConf.structured(LinNetConfig())
@@ -247,3 +251,44 @@ def test_a_new_family_of_no_activation_key_and_no_norm_layer_is_checked_as_the_r
     with pytest.raises(GradflowError, match=r"^norm=batchnorm does not apply to model=linnet: it places no norm= "
                                             r"layer \(families that do: mlp, cnn, resnet\); leave norm=none$"):
         validation._model(m, "batchnorm")
+
+
+class LinNet(torch.nn.Module):
+    """The README's recipe for a model family: a deep linear net, plain arguments, probe points, from_config."""
+
+    def __init__(self, dim: int, width: int, depth: int, n_classes: int):
+        from gradflow.models import ProbePoint
+
+        super().__init__()
+        sizes = [dim] + [width] * depth + [n_classes]
+        self.layers = torch.nn.Sequential(*(torch.nn.Linear(a, b) for a, b in zip(sizes, sizes[1:])))
+        self.probe_points = [ProbePoint(f"linear{i}" if i < depth else "head", layer, None)
+                             for i, layer in enumerate(self.layers)]
+
+    @classmethod
+    def from_config(cls, cfg, input_shape, n_classes):
+        return cls(int(np.prod(input_shape)), cfg.model.width, cfg.model.depth, n_classes)
+
+    def forward(self, x):
+        return self.layers(x.flatten(1))
+
+
+def test_a_new_family_of_no_activation_key_runs_and_records_its_layers(monkeypatch, tmp_path):
+    # the run read model.activation of every family: `building the data or the model failed: ConfigAttributeError:
+    # Key 'activation' not in 'LinNetConfig'`, where the README says a family's schema needs none
+    from omegaconf import OmegaConf
+
+    from gradflow import job, models, store
+
+    monkeypatch.setitem(schema.MODEL_SCHEMAS, "linnet", LinNetConfig)
+    monkeypatch.setitem(models.FAMILIES, "linnet", LinNet)
+    cfg = compose(["data=gaussian", "data.n_train=64", "data.n_test=16", "data.dim=8", "train.steps=2",
+                   "train.batch_size=16", "threads=1", f"results={tmp_path}"])
+    OmegaConf.set_struct(cfg, False)
+    cfg.model = OmegaConf.structured(LinNetConfig(depth=3, width=8))
+    record = job.execute(cfg, tmp_path / "lin" / "run")
+    assert record["status"] == "ok", record.get("error")
+    layers = store.load(tmp_path / "lin")
+    grads = layers[(layers["quantity"] == "grad_norm") & (layers["step"] == 0)]
+    assert list(grads.sort_values("layer")["name"]) == ["linear0", "linear1", "linear2", "head"]
+    assert (grads["value"] > 0).all()
