@@ -289,6 +289,27 @@ def test_a_reference_shared_by_a_for_each_claim_is_said_once_under_a_narrow_tabl
     assert "reference: > 0: ordered below" in text and "source: paper: Fig. 5" in text, text  # not shared
 
 
+def test_a_qualitative_claims_result_is_two_lines_leaving_the_claim_its_room():
+    # "PASS (qualitative)" on one line made the result column 18 wide at 80 columns, and xiong2020's claims
+    # wrapped a word or two per line in what was left
+    import io
+
+    from rich.console import Console
+
+    from gradflow.cli.reproduce import claims_table
+
+    text = "last block's MLP-out ‖∂L/∂W‖ at init, post-LN / pre-LN, L = 6 " * 3
+    claims = [rep.ClaimResult(text, "post-LN larger", "paper", "Sec. 3.2, Theorem 1", rep.Measured(1.64, [1.64]),
+                              "> 1", True, qualitative=True)]
+    out = io.StringIO()
+    Console(file=out, width=80, color_system=None).print(claims_table(claims, 80)[0])
+    lines = out.getvalue().splitlines()
+    assert max(map(len, lines)) <= 80
+    cells = [line.split("│")[1:-1] for line in lines if line.startswith("│")]
+    assert [c.strip() for c in cells[0]][-1] == "PASS" and [c.strip() for c in cells[1]][-1] == "(qualitative)"
+    assert len(cells[0][0]) >= 40, out.getvalue()  # the claim's column
+
+
 def test_a_claims_test_cell_is_kept_whole_at_80_columns():
     # he2015's "0.707 ± 0.03" broke after its ± (a column as wide as its longest word, 5)
     from gradflow.cli.reproduce import column_widths

@@ -230,8 +230,8 @@ def claims_table(claims, width: int) -> tuple[Table, list[tuple[str, str]]]:
     wide = width >= WIDE
     columns = rep.CLAIM_COLUMNS if wide else ("claim", "measured", "test", "result")
     cells_of = [rep.claim_cells(r) for r in claims]
-    for cells in cells_of:
-        cells["measured"] = cells["measured"].replace(" (", "\n(", 1)
+    for cells in cells_of:  # (a qualitative claim's result, "PASS (qualitative)" on one line, took the claim's room)
+        cells["measured"], cells["result"] = (cells[c].replace(" (", "\n(", 1) for c in ("measured", "result"))
 
     def fits(cols) -> bool:  # every column at least its longest word (the claim's with the lines under it)
         under = [c for c in rep.CLAIM_COLUMNS if c not in cols]
