@@ -1172,6 +1172,17 @@ def grid_runs():
     return pd.DataFrame(rows)
 
 
+def test_grid_cell_labels_tell_values_near_each_other_apart():
+    # χ₁ measured at 0.996, 1.015 and 1.002 around the edge of chaos all read "1" at 2 significant digits
+    values = {20: (0.996, 1.016, 1.002), 40: (0.5, 0.6, 0.7)}
+    rows = [{"run": f"r{depth}-{sw2}", "status": "ok", "model.activation": "tanh", "init.sw2": sw2,
+             "model.depth": depth, "chi1_measured": v}
+            for depth, vs in values.items() for sw2, v in zip((1.7, 1.76, 1.8), vs)]
+    fig = figures.grid(pd.DataFrame(rows), "init.sw2", "model.depth", "chi1_measured")
+    labels = [t.get_text() for t in fig.axes[0].texts if t.get_gid() == "cell"]
+    assert sorted(labels) == ["0.5", "0.6", "0.7", "0.996", "1", "1.02"], labels
+
+
 def test_grid_cells_are_seed_means(grid_runs):
     fig = figures.grid(grid_runs, "init.sw2", "model.depth", "final.test_acc")
     ax = fig.axes[0]

@@ -800,7 +800,7 @@ def _annotate_cell(ax, cx: float, cy: float, v: float, logged: bool, cmap, norm)
         return
     r, g, b, _ = cmap(norm(v))
     dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
-    text = fmt(round(v)) if abs(v) >= 100 else fmt(v, 2)
+    text = fmt(round(v)) if abs(v) >= 100 else fmt(v, 3)  # (χ₁ at 0.996, 1.015, 1.002 read "1" alike at 2 digits)
     # a halo of the cell's own colour and a box of it behind: where the theory curve crosses the label, the label
     # stays legible (the halo alone let the dashed line through between the glyphs: "-0.21" read "-0!21")
     halo = [patheffects.withStroke(linewidth=2.2, foreground=(r, g, b))]
