@@ -1595,12 +1595,13 @@ def test_spectrum_counts_numerical_zeros_rather_than_stretch_the_axis():
 
 def test_a_short_log_axis_is_labelled_at_round_values_over_its_whole_range():
     """0.064 to 0.6 beside a reference line at 1: the default log ticks labelled 0.1 and 1 only, and round
-    linear ticks (0.2 ... 1) left the lowest point under the bare bottom 40% of the axis."""
+    linear ticks (0.2 ... 1) left the lowest point under the bare bottom 40% of the axis; 1-2-5 ticks alone (0.1,
+    0.2, 0.5, 1) left it under the bare bottom 20%: finer ones fill it."""
     from matplotlib.figure import Figure
 
     from gradflow.plots.style import label_short_log_axis
 
-    for values, labels in (([0.064, 0.6], ["0.1", "0.2", "0.5", "1"]), ([8.5e-6, 1.8e-5], None)):
+    for values, labels in (([0.064, 0.6], ["0.06", "0.08", "0.1", "0.2", "0.5", "1"]), ([8.5e-6, 1.8e-5], None)):
         ax = Figure().add_subplot()
         ax.set_yscale("log")
         ax.plot([0, 1], values)
@@ -1630,6 +1631,33 @@ def test_a_short_log_axis_is_labelled_at_round_values_over_its_whole_range():
         assert [text for _, text in shown][:len(lowest)] == lowest, shown
         assert math.log(shown[0][0] / lo) <= 0.25 * math.log(hi / lo)
 
+
+
+@pytest.mark.parametrize("lo, hi", [(1.2506, 2.2087), (0.2523, 0.7255), (2.897e-5, 2.263e-4), (0.45, 4.8),
+                                    (0.0477, 0.924), (6.3e-5, 1.22e-3), (170.1, 204.5)])
+def test_a_short_log_axis_labels_each_value_once_and_leaves_neither_end_bare(lo, hi):
+    """A gradnorm axis from 1.25 to 2.2 read 1.3, 1.35, 1.4, 1.4, 1.6 (the finer ticks' 1.4000000000000001 beside
+    the round steps' 1.4), and 1-2-5 ticks left the top 37% of one from 0.45 to 4.8 bare (0.5, 1, 2), the curves
+    on it. Drawn, each label is distinct, at most a fifth of the log axis lies past its first or last label, and
+    no two labels stand closer than 4% of it (7e-05, 8e-05, 9e-05 ran together)."""
+    from matplotlib.figure import Figure
+
+    from gradflow.plots.style import label_short_log_axis
+
+    ax = Figure().add_subplot()
+    ax.set_yscale("log")
+    ax.plot([0, 1], [lo, hi])
+    ax.set_ylim(lo, hi)
+    label_short_log_axis(ax, [lo, hi])
+    ax.figure.canvas.draw()
+    shown = [(t.get_position()[1], t.get_text()) for t in ax.get_yticklabels()
+             if lo <= t.get_position()[1] <= hi and t.get_text()]
+    texts = [text for _, text in shown]
+    assert len(set(texts)) == len(texts), texts
+    at = np.log([y for y, _ in shown])
+    span = math.log(hi / lo)
+    assert at[0] - math.log(lo) <= 0.2 * span and math.log(hi) - at[-1] <= 0.2 * span, texts
+    assert np.diff(at).min() >= 0.04 * span, texts
 
 def test_standard_set_adds_hist_and_spectrum(single, tmp_path):
     layers, metrics, runs = single

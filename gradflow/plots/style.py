@@ -808,28 +808,52 @@ def label_short_log_axis(ax, values) -> None:
         ax.yaxis.set_minor_formatter(NullFormatter())
 
 
-BARE_BELOW = 0.15  # the share of a short log axis below its first round tick past which finer ones are added
+BARE_END = 0.15  # the share of a short log axis past its first or last round tick beyond which finer ones are added
 # (0.25 left 0.67-1 of a ratio axis to 4.7 unlabelled: 21% of it, a line at 0.73 on it unreadable)
 
 
 class _ShortLogTicks(_ViewTicks):
     """Round ticks for a log axis, by the range it shows: linear steps within a decade, 1-2-5 over up to
-    SHORT_LOG_DECADES, powers of ten beyond."""
+    SHORT_LOG_DECADES, powers of ten beyond; finer round ones at an end they leave bare (`_fill_ends`)."""
 
     def tick_values(self, vmin, vmax):
         lo, hi = sorted((float(vmin), float(vmax)))
         if not (hi > 0 and math.isfinite(hi)):
             return np.array([])
         lo = lo if lo > 0 else hi / 10 ** SHORT_LOG_DECADES
+        if hi >= 10 ** SHORT_LOG_DECADES * lo:
+            return LogLocator(subs=(1.0,), numticks=30).tick_values(lo, hi)
         if hi < 10 * lo:  # (not 2.5: 1.25, 3.75)
             ticks = MaxNLocator(nbins=8, steps=[1, 2, 5, 10], min_n_ticks=4).tick_values(lo, hi)
-            ticks = ticks[(ticks > 0) & (ticks >= lo)]
-            if len(ticks) and math.log(ticks[0] / lo) > BARE_BELOW * math.log(hi / lo):  # the log axis's lower
-                finer = MaxNLocator(nbins=3, steps=[1, 2, 5, 10]).tick_values(lo, ticks[0])  # part, wide on it,
-                ticks = np.union1d(finer[(finer >= lo) & (finer < ticks[0])], ticks)  # read no value (0.22-0.4)
-            return ticks
-        subs = (1.0, 2.0, 5.0) if hi < 10 ** SHORT_LOG_DECADES * lo else (1.0,)
-        return LogLocator(subs=subs, numticks=30).tick_values(lo, hi)
+            return _fill_ends(ticks, lo, hi, top=False)  # (linear steps are dense at a log axis's top)
+        return _fill_ends(LogLocator(subs=(1.0, 2.0, 5.0), numticks=30).tick_values(lo, hi), lo, hi)
+
+
+def _fill_ends(ticks: np.ndarray, lo: float, hi: float, top: bool = True) -> np.ndarray:
+    """`ticks` from lo to hi, and finer round ones at the bottom (and `top`) where they leave over BARE_END of
+    the log axis bare (its lower part, wide on it, read no value: 0.22-0.4; 1-2-5 ticks left 2-4.8 of an axis
+    from 0.45, the curves on it, bare), each value once (1.4 was drawn twice: the finer steps'
+    1.4000000000000002 beside 1.4)."""
+    ticks = ticks[(ticks >= lo * (1 - 1e-9)) & (ticks <= hi * (1 + 1e-9))]
+    span = math.log(hi / lo)
+    if len(ticks) and math.log(ticks[0] / lo) > BARE_END * span:
+        ticks = np.r_[_finer(lo, ticks[0], ticks[0], FINER_GAP * span)[::-1], ticks]
+    if top and len(ticks) and math.log(hi / ticks[-1]) > BARE_END * span:
+        ticks = np.r_[ticks, _finer(ticks[-1], hi, ticks[-1], FINER_GAP * span)]
+    return ticks
+
+
+FINER_GAP = 0.06  # the share of the log axis between a finer tick and the next at least (7e-05, 8e-05, 9e-05: 3.5%)
+
+
+def _finer(lo: float, hi: float, tick: float, gap: float) -> np.ndarray:
+    """Round values from lo to hi on a finer step, out from `tick` (lo or hi), each `gap` or more (log) from the
+    one before (not 174 beside 175)."""
+    kept = [tick]
+    for v in sorted(MaxNLocator(nbins=3, steps=[1, 2, 5, 10]).tick_values(lo, hi), key=lambda v: abs(v - tick)):
+        if lo <= v <= hi and abs(math.log(v / kept[-1])) >= gap:
+            kept.append(v)
+    return np.array(kept[1:])
 
 
 class _ShortLogLabels(Formatter):
