@@ -542,6 +542,31 @@ def test_the_phase_diagrams_legend_names_an_edge_of_chaos_only_where_one_is_draw
     assert ax.get_xlim()[1] == pytest.approx(150.0 if activation == "sigmoid" else 5.0, rel=0.01)
 
 
+def test_a_phase_diagram_over_a_wide_sigma_w_range_has_a_log_axis_with_round_labels():
+    """sigmoid's diagram runs sigma_w^2 0.5-150 (its edge of chaos at 103): on a linear axis its ordered phase,
+    where log chi_1 changes most, was squeezed into a band at the left. Over more than 20 times (LOG_SW2), the
+    axis is logarithmic, labelled at round values as plain numbers (not 10^0, 10^1, 10^2) over its whole width;
+    tanh's 0.5-5 stays linear."""
+    from gradflow.plots.phase import phase_figure
+
+    ax = phase_figure("sigmoid", resolution=(120, 60)).axes[0]
+    ax.figure.canvas.draw()
+    lo, hi = ax.get_xlim()
+    assert ax.get_xscale() == "log" and hi / lo > 20 and "log" in ax.get_xlabel()
+    shown = [(t.get_position()[0], t.get_text()) for t in ax.get_xticklabels() if lo <= t.get_position()[0] <= hi]
+    texts = [text for _, text in shown]
+    assert {"1", "10", "100"} <= set(texts) and len(set(texts)) == len(texts), texts
+    assert all(float(text) == pytest.approx(x) for x, text in shown), shown
+    assert math.log(shown[0][0] / lo) <= 0.2 * math.log(hi / lo) >= math.log(hi / shown[-1][0]), shown
+    # the ordered phase's sigma_w^2 1-10 over a third of the width (linear: 6%), the edge of chaos inside the axes
+    to_axes = ax.transData + ax.transAxes.inverted()
+    edge = theory.critical_sw2("sigmoid", 0.0)
+    (one, _), (ten, _), (edge, _) = to_axes.transform([(1.0, 0.0), (10.0, 0.0), (edge, 0.0)])
+    assert ten - one > 1 / 3 and 0.5 < edge < 1.0, (one, ten, edge)
+    tanh = phase_figure("tanh", resolution=(40, 20)).axes[0]
+    assert tanh.get_xscale() == "linear" and "log" not in tanh.get_xlabel()
+
+
 def test_gelus_drawn_edge_of_chaos_is_where_theory_finds_one():
     """gelu's chi_1 steps over 1 by a small jump (0.96 to 1.01) at sigma_b^2 0.155-0.175, less than two
     cells' JUMP: the contour drew an edge there, apart from the real one, where `critical_sw2` finds

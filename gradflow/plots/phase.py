@@ -14,13 +14,15 @@ from gradflow import theory
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
 from gradflow.plots.save import save
-from gradflow.plots.style import new_figure
+from gradflow.plots.style import label_short_log_axis, new_figure
 
 CMAP = "RdBu_r"  # blue: ordered (vanishing gradients), red: chaotic (exploding), white: chi_1 = 1
 JUMP = 0.1  # |log chi_1| changing by more than this between neighbouring cells is a jump, not a slope
 
 
 SW2 = (0.5, 5.0)  # the sigma_w^2 range drawn, unless the edge of chaos lies beyond it (see sw2_range)
+LOG_SW2 = 20.0  # a sigma_w^2 range wider than this ratio is drawn on a log axis (sigmoid's 0.5-150: the ordered
+# phase was a sliver at the left of a linear one)
 
 
 def phase_diagram(activation: str, path: Path, sw2: tuple[float, float] | None = None,
@@ -56,7 +58,9 @@ def sw2_range(activation: str, sb2: tuple[float, float]) -> tuple[float, float]:
 def phase_figure(activation: str, sw2: tuple[float, float] | None = None, sb2: tuple[float, float] = (0.0, 0.3),
                  resolution: tuple[int, int] = (240, 120)) -> Figure:
     """The phase diagram of `phase_diagram`, unsaved; sw2 by default `sw2_range`'s."""
-    x = np.linspace(*(sw2 or sw2_range(activation, sb2)), resolution[0])
+    lo, hi = sw2 or sw2_range(activation, sb2)
+    log_x = lo > 0 and hi > LOG_SW2 * lo
+    x = (np.geomspace if log_x else np.linspace)(lo, hi, resolution[0])  # (cells even on the axis drawn)
     y = np.linspace(*sb2, resolution[1])
     q_star, chi1 = theory.phase_grid(activation, x, y)  # (len(y), len(x)) each
     with np.errstate(divide="ignore"):
@@ -110,7 +114,11 @@ def phase_figure(activation: str, sw2: tuple[float, float] | None = None, sb2: t
                     va="center", fontsize=11 if spot[2] > 0.08 else 8, fontweight="bold", color=color,
                     bbox=dict(boxstyle="round,pad=0.3", fc="white", ec="none", alpha=0.6))
 
-    ax.set_xlabel(r"$\sigma_w^2$  (weight variance $\times$ fan-in)")
+    if log_x:
+        ax.set_xscale("log")
+        ax.set_xlim(lo, hi)  # (the outer cells reached half a cell past the range: 153.5 for 150)
+        label_short_log_axis(ax, x, which="x")  # (0.5, 1, 2, 5, ... 100, not 10^0, 10^1, 10^2)
+    ax.set_xlabel(r"$\sigma_w^2$  (weight variance $\times$ fan-in" + (", log)" if log_x else ")"))
     ax.set_ylabel(r"$\sigma_b^2$  (bias variance)")
     ax.set_title(f"Mean-field phase diagram: {activation}")
     ax.legend(handles=handles, loc="upper right", fontsize="small", framealpha=0.85)

@@ -793,9 +793,9 @@ class _StepTicks(_ViewTicks):
 SHORT_LOG_DECADES = 3  # a log axis over fewer decades than this gets labelled round ticks
 
 
-def label_short_log_axis(ax, values) -> None:
-    """A log y axis over a few decades shows at most one or two powers of ten and their minor ticks
-    (8.5e-6 to 1.8e-5: 9e-6 and 1e-5 alone, the upper half bare; 0.055 to 1: 0.1 and 1): ticks at round
+def label_short_log_axis(ax, values, which: str = "y") -> None:
+    """A log y axis (or x: `which`) over a few decades shows at most one or two powers of ten and their minor
+    ticks (8.5e-6 to 1.8e-5: 9e-6 and 1e-5 alone, the upper half bare; 0.055 to 1: 0.1 and 1): ticks at round
     values instead, each labelled, placed on the axis's own range when it is drawn (a reference line at 1
     widens it beyond the values): within a decade as a linear axis places them (1e-5, 1.2e-5, ...), over
     more at 1, 2 and 5 times each power of ten. `values` over SHORT_LOG_DECADES or more keep the log
@@ -803,9 +803,10 @@ def label_short_log_axis(ax, values) -> None:
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v) & (v > 0)]
     if len(v) and v.max() < 10 ** SHORT_LOG_DECADES * v.min():
-        ax.yaxis.set_major_locator(_ShortLogTicks())
-        ax.yaxis.set_major_formatter(_ShortLogLabels())
-        ax.yaxis.set_minor_formatter(NullFormatter())
+        axis = getattr(ax, f"{which}axis")
+        axis.set_major_locator(_ShortLogTicks())
+        axis.set_major_formatter(_ShortLogLabels())
+        axis.set_minor_formatter(NullFormatter())
 
 
 BARE_END = 0.15  # the share of a short log axis past its first or last round tick beyond which finer ones are added
