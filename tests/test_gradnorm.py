@@ -181,12 +181,12 @@ def test_clipped_shares_of_close_lines_do_not_overlap_beside_an_exploding_one(cl
         assert centres[0] == pytest.approx(ax.bbox.y0 + half, abs=0.5) \
             or centres[-1] == pytest.approx(ax.bbox.y1 - half, abs=0.5), (centres, ax.bbox)
     for (box, (x, y), leader, line, t), move in zip(shares, moves):
-        assert box.x1 < x  # (beside its end, to its left: the end's mark shows)
+        assert box.x0 > max(x, ax.bbox.x1)  # (beside its end, in the margin right of the axes: off the curves)
         if abs(move) <= LEADER_FROM * px:
             continue
         assert leader is not None, move
         start, stop = leader.vertices[0], leader.vertices[-1]
-        assert abs(start[0] - box.x1) <= 2 * px and box.y0 <= start[1] <= box.y1  # (from the label's side)
+        assert abs(start[0] - box.x0) <= 2 * px and box.y0 <= start[1] <= box.y1  # (from the label's side)
         assert np.hypot(*(stop - (x, y))) <= (LEADER_SHRINK + 0.5) * px  # (to its own line's end)
         assert t.arrow_patch.get_edgecolor()[:3] == pytest.approx(to_rgb(line.get_color()))
     # each label in its line's hue (darkened where pale: the same colour, scaled towards black)
@@ -197,13 +197,48 @@ def test_clipped_shares_of_close_lines_do_not_overlap_beside_an_exploding_one(cl
 
 def test_a_clipped_share_that_collides_with_none_sits_level_with_its_lines_end(clip_sweep):
     # lines ending decades apart: each label level with its own line's end (it stood 4 points and half its
-    # height above it), and no leader
+    # height above it), and no leader (its end at the axes' right edge, the label just past it)
     fig, ax, shares = drawn_shares(crowded(gradflow.load(clip_sweep, table="metrics"), {2: 100.0, 5: 1e4}))
     assert len(shares) == 3
     for box, (x, y), leader, *_ in shares:
-        assert (box.y0 + box.y1) / 2 == pytest.approx(y, abs=0.5) and box.x1 < x
+        assert (box.y0 + box.y1) / 2 == pytest.approx(y, abs=0.5) and box.x0 > max(x, ax.bbox.x1)
         assert leader is None
 
+
+
+def test_clipped_shares_of_two_sources_sit_off_the_curves_each_joined_to_its_own_line(clip_sweep):
+    """`compare A B --kind gradnorm` of two clipped sweeps: each source's clipped line, of one colour, ending
+    beside the other's; their "100% clipped" labels, written left of the ends, lay over the lines' last stretch
+    and over each other. Drawn, each label lies in the margin right of the axes, inside the figure, over no
+    curve and no other label, in its line's hue, level with its own line's end or joined to it by a leader."""
+    from matplotlib.colors import to_rgb
+
+    df = gradflow.load(clip_sweep, table="metrics")
+    two = pd.concat([df.assign(source="A", run="A/" + df["run"].astype(str)),
+                     lifted(df, 1.02).assign(source="B", run="B/" + df["run"].astype(str))], ignore_index=True)
+    fig, ax, shares = drawn_shares(two)
+    assert len(shares) == 2
+    boxes = [box for box, *_ in shares]
+    assert not boxes[0].overlaps(boxes[1]), boxes
+    curves = []  # each drawn line's points, every pixel or so along it, in display pixels, where the axes show it
+    for line in ax.get_lines():
+        if str(line.get_gid()).startswith("series:"):
+            xy = line.get_transform().transform(line.get_xydata())
+            for a, b in zip(xy[:-1], xy[1:]):
+                if not np.isfinite([*a, *b]).all():  # (a diverged line's gap)
+                    continue
+                curves += list(a + np.linspace(0.0, 1.0, int(np.hypot(*(b - a))) + 2)[:, None] * (b - a))
+    curves = np.array([p for p in curves if ax.bbox.contains(*p)])
+    for box, (x, y), leader, line, t in shares:
+        assert ax.bbox.x1 < box.x0 and box.x1 <= fig.bbox.x1 and ax.bbox.y0 <= box.y0 and box.y1 <= ax.bbox.y1
+        inside = (curves[:, 0] > box.x0) & (curves[:, 0] < box.x1) & (curves[:, 1] > box.y0) & (curves[:, 1] < box.y1)
+        assert not inside.any(), (t.get_text(), box)
+        want, got = np.array(to_rgb(line.get_color())), np.array(to_rgb(t.get_color()))
+        assert got == pytest.approx(want * (got @ want) / (want @ want), abs=1e-6)
+        if leader is None:
+            assert (box.y0 + box.y1) / 2 == pytest.approx(y, abs=0.5)
+        else:
+            assert np.hypot(*(leader.vertices[-1] - (x, y))) <= 4 * fig.dpi / 72  # (to its own line's end)
 
 def test_standard_set_draws_gradnorm_where_runs_clip_and_not_otherwise(clip_sweep, plain_sweep, tmp_path):
     out = gradflow_cli("plot", clip_sweep, "--out", tmp_path / "clip")

@@ -11,6 +11,7 @@ from matplotlib.artist import Artist
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.text import Text
+from matplotlib.transforms import ScaledTranslation, blended_transform_factory
 
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
@@ -57,9 +58,9 @@ def gradnorm(metrics: pd.DataFrame, color: str | None = None, by_source: bool = 
     step, on a log axis, one line per run or seed group coloured and styled by the swept keys as the curves
     are; a dashed line at each clip threshold (train.grad_clip > 0) in its runs' colour, named in the
     legend; a diverged run's line ends with the curves' non-finite mark at the step it diverged; where few
-    lines clip, each one's share of clipped updates beside its end. facet: a panel per value of a swept
-    key; by_source: a panel per results folder (compare --panels); without either, the swept keys colour
-    and line style leave out get a panel per combination of their values.
+    lines clip, each one's share of clipped updates right of the axes, level with its end. facet: a panel per
+    value of a swept key; by_source: a panel per results folder (compare --panels); without either, the swept
+    keys colour and line style leave out get a panel per combination of their values.
     """
     df = require(metrics, "metrics", METRICS_REQUIRED)
     norms = df[(df["split"] == "opt") & (df["metric"] == "grad_norm")]
@@ -173,30 +174,33 @@ def _share(s: Series, shares: pd.Series) -> float:
 
 
 def _write_shares(ax, lines: list[tuple[Series, float, object]]) -> None:
-    """Each line's share to the left of its last finite point and level with it, in the line's colour
-    (darkened where it is pale: `readable`) on a white halo; labels that would overlap are spread apart about
-    their points when the figure is drawn (`_Unpiled`), and one that had to move gets a short leader in its
-    line's colour to its point."""
+    """Each line's share in the margin just right of the axes, level with its last finite point, in the line's
+    colour (darkened where it is pale: `readable`): written left of the point, over the line's last stretch,
+    labels sat on the curves, two sources' lines of one colour with "100% clipped" stacked over both and no
+    telling which was whose. Labels that would overlap are spread apart about their points when the figure is
+    drawn (`_Unpiled`), and one away from its point (moved, or its line ends before the axis does) gets a
+    leader in its line's colour to it."""
     texts = []
+    margin = blended_transform_factory(ax.transAxes, ax.transData) + \
+        ScaledTranslation(SHARE_GAP / 72.0, 0.0, ax.figure.dpi_scale_trans)  # (x: the axes' right edge)
     for s, share, c in lines:
         ok = np.isfinite(s.med) & (s.med > 0)
         if ok.any():
             i = np.flatnonzero(ok)[-1]
             record(ax, "clipped", [{"line": s.label, "share": share}])
             text = ax.annotate(
-                f"{share:.0%} clipped", (s.x[i], s.med[i]), xytext=SHARE_OFFSET, textcoords="offset points",
-                ha="right", va="center", fontsize="x-small", color=readable(c), gid="clipped",
+                f"{share:.0%} clipped", (s.x[i], s.med[i]), xytext=(1.0, s.med[i]), textcoords=margin,
+                ha="left", va="center", fontsize="x-small", color=readable(c), gid="clipped",
                 path_effects=[patheffects.withStroke(linewidth=2.5, foreground=(1, 1, 1, 0.85))],
                 arrowprops=dict(arrowstyle="-", color=c, lw=1.2, patchA=None, shrinkA=1.0, shrinkB=LEADER_SHRINK,
-                                relpos=(1, 0.5)))
-            text.arrow_patch.set_visible(False)  # (until `_Unpiled` moves it off its point)
-            text.set_in_layout(False)  # (kept inside the axes by `_Unpiled`)
+                                relpos=(0, 0.5)))
+            text.arrow_patch.set_visible(False)  # (until `_Unpiled` finds it off its point)
             texts.append(text)
     if texts:
         ax.add_artist(_Unpiled(texts))
 
 
-SHARE_OFFSET = (-9.0, 0.0)  # points from a line's last point to its share's label (right-aligned, level with it)
+SHARE_GAP = 4.0  # points from the axes' right edge to a share's label
 SHARE_PAD = 1.0  # points between two shares' labels moved apart
 LEADER_FROM = 2.0  # points a label moves off its point before a leader joins them
 LEADER_SHRINK = 2.5  # points a leader stops short of its point (its line's end marker)
@@ -207,9 +211,9 @@ class _Unpiled(Artist):
     they take when drawn. Spaced in data units when written, as a share of the decades the clipping lines span,
     they overlapped where another line (an unclipped run exploding to 1e17) widened the axis: 77% and 92%
     clipped, one over the other. Then stacked upwards from the lowest, the top one of lines ending a few pixels
-    apart stood a decade above its own line. Now each label of a block that overlaps side by side is as near
-    its point as the others let it (`spread_apart`: a crowded block spreads evenly about its points), inside
-    the axes, with a leader to its point where it moved."""
+    apart stood a decade above its own line. Now each label of the column right of the axes is as near its
+    point as the others let it (`spread_apart`: a crowded block spreads evenly about its points), within the
+    axes' height, with a leader to its point where it is away from it."""
 
     def __init__(self, texts: list):
         super().__init__()
@@ -220,37 +224,24 @@ class _Unpiled(Artist):
     def draw(self, renderer) -> None:
         px = renderer.points_to_pixels
         for t in self.texts:
-            t.xyann = SHARE_OFFSET
-            t.update_positions(renderer)  # (its offset's transform, from its point as now drawn)
+            t.xyann = (1.0, t.xy[1])
+            t.update_positions(renderer)  # (its place's transform, from its point as now drawn)
         points = {id(t): self.axes.transData.transform(t.xy) for t in self.texts}
         shown = [t for t in self.texts if t.get_visible() and self.axes.contains_point(points[id(t)])]  # (drawn)
         boxes = {id(t): Text.get_window_extent(t, renderer) for t in shown}
-        points = {k: xy[1] for k, xy in points.items()}
-        for block in _side_by_side(shown, boxes):
-            block.sort(key=lambda t: points[id(t)])
+        block = sorted(shown, key=lambda t: points[id(t)][1])  # (all in one column: each may meet the next)
+        if block:
             half = max(boxes[id(t)].height for t in block) / 2
-            want = [points[id(t)] for t in block]
+            want = [points[id(t)][1] for t in block]
             at = spread_apart(want, 2 * half + px(SHARE_PAD), self.axes.bbox.y0 + half, self.axes.bbox.y1 - half)
             for t, y, point in zip(block, at, want):
-                b = boxes[id(t)]
-                t.xyann = (SHARE_OFFSET[0], SHARE_OFFSET[1] + (y - (b.y0 + b.y1) / 2) * 72.0 / px(72.0))
-                t.arrow_patch.set_visible(abs(y - point) > px(LEADER_FROM))
+                t.xyann = (1.0, self.axes.transData.inverted().transform((0.0, y))[1])
+                off = boxes[id(t)].x0 - points[id(t)][0] > px(SHARE_GAP + LEADER_FROM)  # (its line ends early)
+                t.arrow_patch.set_visible(off or abs(y - point) > px(LEADER_FROM))
         for t in self.texts:
             if id(t) not in boxes:
                 t.arrow_patch.set_visible(False)
         self.stale = False
-
-
-def _side_by_side(texts: list, boxes: dict) -> list[list]:
-    """`texts` in blocks whose boxes overlap side by side, one with the next (those that can collide)."""
-    blocks: list[list] = []
-    right = -np.inf
-    for t in sorted(texts, key=lambda t: boxes[id(t)].x0):
-        if boxes[id(t)].x0 >= right:
-            blocks.append([])
-        blocks[-1].append(t)
-        right = max(right, boxes[id(t)].x1)
-    return blocks
 
 
 def _diverged_early(metrics: pd.DataFrame, drawn: pd.DataFrame) -> pd.DataFrame:
