@@ -120,6 +120,32 @@ SOURCE_KEYS = "source_keys"
 # `load_records` read from it: a sweep cut short, its runs so far no full grid, is drawn by its keys
 # (`keys.is_grid`), as once it has ended, not as unrelated runs a legend names one by one
 GRID_KEYS = "grid_keys"
+# the columns of `load_records` whose every value present is a whole number (Int64) or a bool (boolean), as
+# run.json and the config hold them; a frame of rows some of which lack the key has them float (20.0) or object
+VALUE_TYPES = "value_types"
+
+
+def _value_types(rows: list[dict]) -> dict[str, str]:
+    """The nullable dtype of each key of `rows` whose values present are all ints, or all bools."""
+    seen: dict[str, set[str]] = {}
+    for row in rows:
+        for k, v in row.items():
+            kind = "boolean" if isinstance(v, (bool, np.bool_)) else "Int64" \
+                if isinstance(v, (int, np.integer)) else None if v is None else "other"
+            if kind:
+                seen.setdefault(k, set()).add(kind)
+    return {k: kinds.pop() for k, kinds in seen.items() if len(kinds) == 1 and kinds != {"other"}}
+
+
+def as_recorded(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` (`load_records`' rows, or a table made of them) with each whole-number or bool key that some rows
+    lack as pandas' nullable Int64 or boolean, as the runs that have it hold it: in a folder of several
+    studies `model.width` of the MLPs beside a CNN read 128.0 (pandas' float for a missing value), where a
+    folder of MLPs alone reads 128 (`ls --json`, `--csv`)."""
+    types = {k: t for k, t in df.attrs.get(VALUE_TYPES, {}).items() if k in df.columns and df[k].isna().any()}
+    types = {k: t for k, t in types.items() if t == "boolean" or (pd.to_numeric(df[k], errors="coerce").dropna()
+                                                                  % 1 == 0).all()}  # (a depth read as 2.5: kept)
+    return df.astype(types) if types else df
 
 
 def _user_keys(configs: list[dict]) -> list[str]:
@@ -1211,6 +1237,7 @@ def load_records(path: str | Path, include_stale: bool = True, listed: list[dict
     out = pd.DataFrame(records)
     out.attrs[USER_KEYS] = _user_keys(configs)
     out.attrs[GRID_KEYS] = grid_keys(Path(path))
+    out.attrs[VALUE_TYPES] = _value_types(records)
     return out
 
 

@@ -907,6 +907,50 @@ def test_json_and_csv_give_steps_as_whole_numbers_beside_a_missing_one(run_job):
     assert set(pd.read_csv(io.StringIO(out), dtype=str)[column].dropna()) == {"0"}, out
 
 
+def test_json_and_csv_give_a_key_its_type_in_the_config_beside_runs_that_lack_it(tmp_path):
+    # an MLP's model.width beside a Recorder's run, which has none: pandas made the column float, so
+    # --json and --csv said 8.0 (8 for the MLPs' folder alone), and a bool the other lacks True, not true
+    import io
+
+    import torch
+    import yaml
+    from torch import nn
+
+    from gradflow import Recorder
+    from gradflow.cli import app
+
+    results = tmp_path / "results"
+    made("run", "data=gaussian", "data.n_train=64", "data.n_test=32", "data.dim=8", "model.width=8", "model.depth=2",
+         "train.steps=2", "train.batch_size=32", f"results={results}", "name=mlp")
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    with Recorder(model, results / "mine" / "run0", config={"lr": 0.1, "depth": 2, "ema": True}, every=1) as rec:
+        for step in range(2):
+            with rec.step(step):
+                model(torch.randn(8, 4)).square().mean().backward()
+    config = yaml.safe_load(next((results / "mlp").glob("*/config.yaml")).read_text())  # (as the run holds them)
+    keys = {f"{group}.{k}": v for group in ("model", "data") for k, v in config[group].items()
+            if type(v) in (int, bool)}
+    assert {"model.width", "model.depth", "data.seed"} <= set(keys)
+
+    def listed(path: Path, form: str) -> dict[str, dict]:
+        out = CliRunner().invoke(app, ["ls", str(path), form], catch_exceptions=False).output
+        rows = json.loads(out) if form == "--json" else pd.read_csv(io.StringIO(out), dtype=str,
+                                                                   keep_default_na=False).to_dict("records")
+        return {r["run"].rpartition("/")[0] or "mlp": r for r in rows}
+
+    alone, rows = listed(results / "mlp", "--json")["mlp"], listed(results, "--json")
+    for k, v in keys.items():
+        assert rows["mlp"][k] == v and type(rows["mlp"][k]) is type(v), (k, rows["mlp"][k])
+        assert type(alone.get(k, v)) is type(v) and rows["mine"][k] is None, k
+    assert rows["mine"]["depth"] == 2 and rows["mine"]["ema"] is True and rows["mlp"]["ema"] is None
+    # the CSV writes each as --json and the config do: 8, not 8.0; true, not True; missing as empty
+    rows = listed(results, "--csv")
+    for k, v in keys.items():
+        assert rows["mlp"][k] == (str(v).lower() if isinstance(v, bool) else str(v)) and rows["mine"][k] == "", k
+    assert (rows["mine"]["depth"], rows["mine"]["ema"], rows["mlp"]["ema"]) == ("2", "true", "")
+    assert rows["mlp"]["start_qstar"] == "false"  # (a bool every run has: False before)
+
+
 def test_the_stale_note_is_left_out_where_every_listed_run_is_stale(cli, results):
     """The "stale: N runs ... --where status=ok leaves them out" line tells stale rows from live ones; where
     every run listed is stale (--where status=stale) there is nothing to tell apart, and its advice would

@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 from typing import Annotated, Optional
 
+import numpy as np
 import pandas as pd
 import typer
 from rich.markup import escape
@@ -296,6 +297,15 @@ def records(df: pd.DataFrame) -> list[dict]:
     return [{k: clean(k, v) for k, v in row.items()} for row in df.to_dict(orient="records")]
 
 
+def csv_text(df: pd.DataFrame) -> str:
+    """`df` as CSV, a bool as the config and --json write it, true/false (pandas wrote Python's True/False)."""
+    def cell(v):
+        return ("true" if v else "false") if isinstance(v, (bool, np.bool_)) else v
+
+    booleans = [c for c in df.columns if df[c].dtype == object or pd.api.types.is_bool_dtype(df[c])]
+    return df.assign(**{c: df[c].astype(object).map(cell) for c in booleans}).to_csv(index=False)
+
+
 @app.command("ls")
 @user_errors
 def ls(
@@ -336,10 +346,11 @@ def ls(
         [c for c in ("start_qstar", "chi1_transient", DEPTH_READ, store.FLAGS, "error") if c in df.columns] + \
         study_columns(df)
     if csv or as_json:  # (steps as whole numbers: a column with a missing one is float in pandas, 2.0)
+        df = store.as_recorded(df)  # (so are a config's: model.width 128.0 of the MLPs beside a CNN)
         df = df.assign(**{c: df[c].astype("Int64") for c in cols if c in WHOLE or c.startswith("steps_to.")
                           if _whole(df[c])})
     if csv:
-        console.file.write(df[cols].to_csv(index=False))
+        console.file.write(csv_text(df[cols]))
     elif as_json:
         console.file.write(json.dumps(records(df[cols]), indent=1, allow_nan=False) + "\n")
     else:
