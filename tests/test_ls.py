@@ -451,6 +451,41 @@ def test_keys_left_out_at_80_columns_are_those_that_tell_no_rows_apart():
     assert [c.key for c in shown][:1] == ["model.depth"]  # (the display order kept: depth first)
 
 
+def test_keys_that_tell_no_rows_apart_leave_room_for_the_test_accuracy():
+    # `sweep '+experiment=glob(*)'`: the experiment tells its three runs apart, and depth, width, skip and data
+    # took the room of the test accuracy (cells of 7 characters), which a narrower test loss of priority 5 filled
+    from gradflow.cli.ls import SEP, choose
+    from gradflow.columns import KEY_PRIORITY, RESULT_COLUMNS, Column
+
+    def key(name, cells):
+        return Column(name, name.split(".")[-1], KEY_PRIORITY, cells, False)
+
+    def result(name, cells):
+        return Column(name, *RESULT_COLUMNS[name], cells, True)
+
+    keys = [key("experiment", ["depth-study", "edge-of-chaos", "residual-vs-plain"]),
+            key("model.depth", ["20", "60", "50"]), key("model.width", ["128", "500", "128"]),
+            key("model.skip", ["none", "none", "residual"]), key("data.name", ["mnist1d", "gaussian", "mnist1d"])]
+    status = Column("status", "status", KEY_PRIORITY, ["ok", "ok*", "ok"], False)
+    results = [result("final.train_loss", ["2.127", "2.295", "2.05"]),
+               result("final.train_acc", ["0.1832", "0.1172", "0.241"]),
+               result("final.test_loss", ["2.133", "2.319", "2.043"]),
+               result("final.test_acc", ["0.193", "0.09473", "0.218"])]
+    shown, hidden = choose([*keys, status, *results], 80)
+    names = [c.key for c in shown]
+    assert sum(c.width + SEP for c in shown) - SEP <= 80
+    assert {"experiment", "status", "final.train_loss", "final.test_acc"} <= set(names), names
+    # the rows stay told apart: the key that gave way is one of those the experiment already tells
+    assert len(set(zip(*(c.cells for c in shown if c.priority == KEY_PRIORITY)))) == 3
+    assert "data.name" in [c.key for c in hidden] and "final.test_loss" in [c.key for c in hidden]
+    # a key that tells rows apart still comes before the second result: two runs told apart by depth alone
+    told = [key("model.depth", ["20", "60"]), key("model.width", ["1", "1"]), *(key(f"k.{i}", ["x" * 11] * 2)
+                                                                               for i in range(3))]
+    loss, acc = (Column(c.key, c.label, c.priority, c.cells[:2], True) for c in (results[0], results[3]))
+    shown, hidden = choose([key("x.y", ["a" * 50] * 2), *told, status, loss, acc], 80)
+    assert "model.depth" in [c.key for c in shown] and "model.width" in [c.key for c in hidden], shown
+
+
 def test_a_folder_of_studies_keeps_room_for_the_loss_and_the_accuracy_beside_many_keys():
     # a folder of studies names its rows by study, and its keys (a dozen kinds across studies) leave room
     # for two results, the loss and the accuracy: one alone read "study ... status loss" with no accuracy

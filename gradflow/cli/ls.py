@@ -38,19 +38,25 @@ def choose(columns: list[Column], width: int | None, always: str | None = None) 
     """The columns that fit in `width` characters (all when None), taken by priority, then in display
     order; and those left out. The status, the first column and the column `always` (the one sorted by: a
     key's, which the keys before it crowded out, left rows in an order one could not see) always show, then
-    the keys in order while they leave room for the first result (two in a folder of studies): unrelated
-    runs that differ in a dozen keys still give a table within `width` with its results in it, and its note
-    names the keys left out."""
+    the keys in order while they leave room for the first result (two in a folder of studies, and beside a
+    key that tells no rows apart that the keys before it do not): unrelated runs that differ in a dozen keys
+    still give a table within `width` with its results in it, and its note names the keys left out."""
     if width is None:
         return columns, []
     first = {i for i, c in enumerate(columns) if c.key in (store.STATUS, always)} | {0}
-    rank = _telling_first(columns, first)
+    rank, _ = _telling_first(columns, first)
+    # (by the keys alone: a stale run's id, cut short, `init=xavier_normal,…`, told apart the rows whose init
+    # its replacement's id, `model.activation=relu`, does not show)
+    keyed = [i for i, c in enumerate(columns) if c.key != store.RUN]
+    telling = {keyed[j] for j in _telling_first([columns[i] for i in keyed], set())[1]}
     order = sorted(range(len(columns)), key=lambda i: (columns[i].priority, i not in first, rank.get(i, i)))
     results = [i for i in order if columns[i].priority != KEY_PRIORITY]
     # room for the headline result (train loss and test accuracy in a folder of studies, whose rows the study
-    # names and whose keys `ls` of each study shows: one alone left keys of a dozen kinds and steps done)
+    # names and whose keys `ls` of each study shows: one alone left keys of a dozen kinds and steps done); a
+    # key that tells no rows apart leaves room for both (three experiments' depth, width, skip and data, told
+    # apart by the experiment, left no room for the test accuracy, and a narrower test loss took its place)
     headline = HEADLINE if any(c.key == STUDY for c in columns) else 1
-    reserve = sum(columns[i].width + SEP for i in results[:headline])
+    reserve = {n: sum(columns[i].width + SEP for i in results[:n]) for n in (headline, HEADLINE)}
     keep: set[int] = set()
     used, keys_full = -SEP, False
     for i in order:
@@ -58,7 +64,7 @@ def choose(columns: list[Column], width: int | None, always: str | None = None) 
         if i in first:
             fits = True
         elif columns[i].priority == KEY_PRIORITY:
-            fits = not keys_full and used + need + reserve <= width
+            fits = not keys_full and used + need + reserve[headline if i in telling else HEADLINE] <= width
             keys_full = not fits
         else:
             fits = used + need <= width
@@ -68,11 +74,11 @@ def choose(columns: list[Column], width: int | None, always: str | None = None) 
     return [c for i, c in enumerate(columns) if i in keep], [c for i, c in enumerate(columns) if i not in keep]
 
 
-def _telling_first(columns: list[Column], first: set[int]) -> dict[int, int]:
+def _telling_first(columns: list[Column], first: set[int]) -> tuple[dict[int, int], set[int]]:
     """The keys' columns in the order `choose` takes them: those that tell more rows apart, as shown, than the
     keys before them (the first column's among them) first, in display order, then those that tell none
     apart that the others have not (a folder of single runs kept width, lr and steps, alike in the rows, and
-    left out sw2, the one key two depth-60 meanfield runs differ in: they read alike)."""
+    left out sw2, the one key two depth-60 meanfield runs differ in: they read alike); and the first ones."""
     keys = [i for i, c in enumerate(columns) if c.priority == KEY_PRIORITY and c.key != store.STATUS]
     telling = [i for i in keys if i in first]
 
@@ -82,7 +88,7 @@ def _telling_first(columns: list[Column], first: set[int]) -> dict[int, int]:
     for i in keys:
         if i not in telling and rows(telling + [i]) > rows(telling):
             telling.append(i)
-    return {i: n for n, i in enumerate([*telling, *(i for i in keys if i not in telling)])}
+    return {i: n for n, i in enumerate([*telling, *(i for i in keys if i not in telling)])}, set(telling)
 
 
 def one_line_headers(columns: list[Column], width: int | None) -> None:
