@@ -334,6 +334,29 @@ def test_a_rate_at_80_columns_shows_the_chi1_theory_it_is_read_against(swept):
     check_readable(text)
 
 
+def test_two_rates_on_a_narrow_terminal_keep_the_chi1_theory_and_the_second_gives_way(swept):
+    # the second --rate took the room of the theory, so the two rates stood with nothing to read them against
+    # (at 80 columns, beside four swept keys): the first rate and the theory show, then the other rate
+    root, _ = swept
+    rates = ["--rate", "grad_norm", "--rate", "signal_norm"]
+    seen = set()
+    for columns in range(44, 82, 3):
+        text = gradflow("ls", str(root), *rates, columns=columns)
+        header = " ".join(text.partition("─")[0].splitlines()[1:]).split()
+        shown = {name for name in ("grad_norm", "signal_norm") if name in header}
+        hidden = " ".join(text.partition("not shown (")[2].split())
+        if len(shown) == 2:  # (narrower, the keys leave room for the first result alone)
+            assert "theory" in header, (columns, text)
+        if shown:
+            assert "grad_norm" in shown, (columns, text)  # (the first asked for)
+        if shown == {"grad_norm"} and "theory" in header:  # the second rate gave way, and says so
+            assert "signal_norm rate" in hidden, (columns, text)
+            seen.add("first rate and theory")
+        elif len(shown) == 2:
+            seen.add("both rates and theory")
+    assert seen == {"first rate and theory", "both rates and theory"}, seen  # (each at some width)
+
+
 def test_a_rate_fit_leaves_out_points_without_a_positive_value():
     """A signal norm that halves per layer over 15 points, but 0 at the head (a head with no signal): the
     fit is over the positive points' bulk, layers 3-10 (with the 0 counted among them it read 3-11)."""

@@ -132,13 +132,18 @@ def show_runs(df: pd.DataFrame, swept: list[str], title: str = "", skipped: int 
     fits = ("chi1_measured", "chi1_layers", "chi1_theory") if warning else ()
     together = fits or ("chi1_measured", "chi1_theory")  # (a measured chi1 is read against the theory's)
     headline = RESULT_COLUMNS["final.train_loss"][1]  # (the loss and accuracy's)
-    # --rate: the prediction its rates are read against shows beside them (it gave way to the other results)
-    rated = "chi1_theory" if any(c.key.startswith("rate.") for c in columns) else None
+    # --rate: the prediction its rates are read against shows beside them (it gave way to the other results),
+    # after the first rate asked for and before the others (it gave way to a second one: two rates and
+    # nothing to read them against)
+    rates = [c.key for c in columns if c.key.startswith("rate.") and not c.key.endswith(".layers")]
+    rated = "chi1_theory" if rates and any(c.key == "chi1_theory" for c in columns) else None
     for c in columns:  # shown whatever the width: the column sorted by; the fits the warning is about next
         if c.key == sorted_by:  # to the loss and accuracy (in a folder of studies, three chi1
             c.priority = min(c.priority, STUDY_PRIORITY)  # columns took the room its rows had for those)
         elif c.key == rated:  # (before the rates' fitted layers)
             c.priority = min(c.priority, STUDY_PRIORITY + 0.5)
+        elif rated and c.key in rates[1:]:
+            c.priority = STUDY_PRIORITY + 0.75
         elif c.key in together and sorted_by in together:  # (sorted by chi1 meas: its theory beside it)
             c.priority = min(c.priority, STUDY_PRIORITY + 0.5)
         elif c.key in fits:
