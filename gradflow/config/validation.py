@@ -283,9 +283,9 @@ def _norm(cfg) -> None:
 def _conditional(cfg) -> None:
     """A key the run reads only where others say so (choices.CONDITIONAL_KEYS: norm.eps without a norm layer,
     model.alpha without model.skip=residual, optim.gamma without optim.schedule=step, probe.points beside
-    probe.every) keeps its default
-    where the run does not read it: a changed value would be a silent no-op. Not checked in a sweep
-    point: norm=none,batchnorm norm.eps=1e-3 sets it where read (the plan refuses a key no point reads)."""
+    probe.every) keeps its default where the run does not read it: a changed value would be a silent no-op.
+    Not checked in a sweep point: norm=none,batchnorm norm.eps=1e-3 sets it where read (the plan refuses a
+    key no point reads)."""
     values = {f"{group}.{k}": v for group in ("model", "norm", "optim", "probe") for k, v in cfg[group].items()}
     flat = {k: str(list(v)) if isinstance(v, list) else v for k, v in values.items()}  # (as store.flatten has it)
     for key, (_, default, _) in CONDITIONAL_KEYS.items():
