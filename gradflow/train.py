@@ -339,7 +339,7 @@ def training(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None 
             last = t == steps
             evaluating = t % eval_every == 0 or last
             if evaluating:  # the weights after t updates (note: a host sync point)
-                res.metrics += _evaluation(t, model, data, ledger)
+                res.metrics += _evaluation(t, model, data, ledger, opt.param_groups[0]["lr"])
             if jacobian and (t == 0 or last and not _went_bad(ledger)):  # (a separate, gradient-free pass; not
                 res.jacobians += _jacobians(t, model, data, cfg.probe)  # of a net with non-finite weights)
 
@@ -419,9 +419,10 @@ def training(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None 
     return res
 
 
-def _evaluation(t: int, model, data: Data, ledger: _Ledger) -> list[tuple[int, str, str, float]]:
-    """Step t's metrics of the weights after t updates: loss and accuracy on both splits, and the means
-    over the window since the last evaluation (the window then starts anew). Note: a host sync point."""
+def _evaluation(t: int, model, data: Data, ledger: _Ledger, lr: float) -> list[tuple[int, str, str, float]]:
+    """Step t's metrics of the weights after t updates: loss and accuracy on both splits, the means over the
+    window since the last evaluation (the window then starts anew), and `lr`, the learning rate the schedule
+    has reached (the first parameter group's, for the update at t). Note: a host sync point."""
     ledger.fold()
     window, n = ledger.window, ledger.window_n
     # one fetch: each split's (loss, accuracy), the window's means, and its count of clipped updates
@@ -433,7 +434,8 @@ def _evaluation(t: int, model, data: Data, ledger: _Ledger) -> list[tuple[int, s
                (t, "test", "loss", test_loss), (t, "test", "acc", test_acc)]
     if n:
         metrics += [(t, "batch", "loss", means[LOSS]), (t, "batch", "acc", means[ACC]),
-                    (t, "opt", "grad_norm", means[GRAD_NORM]), (t, "opt", "clipped", clipped)]
+                    (t, "opt", "grad_norm", means[GRAD_NORM]), (t, "opt", "clipped", clipped),
+                    (t, "opt", "lr", float(lr))]
     window.zero_()
     ledger.window_n = 0
     return metrics

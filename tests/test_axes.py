@@ -196,6 +196,23 @@ def test_learning_rate_schedules(overrides, expect):
     assert lrs == pytest.approx(expect)
 
 
+def test_a_run_logs_the_learning_rate_its_schedule_has_reached(tmp_path):
+    # opt/lr at each evaluation: the rate of the update at that step (xiong2020's warm-up arm is read by it)
+    import gradflow
+    from tests.conftest import execute_job
+
+    job = execute_job(tmp_path, "data=gaussian", "data.n_train=64", "data.n_test=16", "data.dim=8", "model.width=8",
+                      "model.depth=2", "train.batch_size=16", "train.steps=40", "train.eval_every=10",
+                      "optim.lr=0.5", "optim.warmup=20", "optim.schedule=cosine", "threads=1")
+    m = gradflow.load(job, "metrics")
+    lr = m[(m["split"] == "opt") & (m["metric"] == "lr")].sort_values("step")
+    steps = lr["step"].tolist()
+    assert steps == [10, 20, 30, 40]  # (an evaluation after a window of updates: not step 0's)
+    # the warm-up's factor (t + 1) / 20 over the first 20 updates times the cosine's over the run's 40
+    expect = [0.5 * min(1.0, (t + 1) / 20) * 0.5 * (1 + math.cos(math.pi * t / 40)) for t in steps]
+    assert lr["value"].tolist() == pytest.approx(expect)
+
+
 @pytest.mark.parametrize("name", ["sgd", "adam"])
 def test_scalar_parameters_take_their_own_rate(name):
     # Fixup's recipe: 0-d parameters at a tenth of the rate, under the same warm-up as the rest
