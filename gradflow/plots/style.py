@@ -21,6 +21,7 @@ from matplotlib.ticker import (
 )
 from matplotlib.transforms import blended_transform_factory
 
+from gradflow.choices import CONDITIONAL_KEYS
 from gradflow.keys import between_sources, is_missing, is_numeric_key, n_distinct, ordered_values, vkey
 from gradflow.fmt import drop_shared_parts, fmt
 from gradflow.plots.labels import key_label, short_key, value_label
@@ -362,9 +363,11 @@ class Palette:
         chosen = [k for k in described if k.endswith(".name")]
         groups = tuple(k.removesuffix("name") for k in chosen)
         own = [k for k in described if k not in chosen and not is_missing(described[k])]
-        keys = chosen + [k for k in own if not k.startswith(groups)]
+        # (a key read only where another says, probe.jacobian_inputs beside probe.jacobian: as a group's own)
+        follows = [k for k in own if k.startswith(groups) or set(CONDITIONAL_KEYS.get(k, ((),))[0]) & set(described)]
+        keys = chosen + [k for k in own if k not in follows]
         # (a group's own key, init.gain, only where nothing else tells the source from another)
-        natural = keys + [k for k in own if k.startswith(groups)]
+        natural = keys + follows
         apart = self._apart(v, natural, told)
         keys = apart + [k for k in keys if k not in apart]
         if not keys:
