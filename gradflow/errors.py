@@ -38,6 +38,13 @@ def cannot_write(what, e: OSError) -> GradflowError:
                          "run the same command again: a sweep resumes where it stopped")
 
 
+def file_in(path) -> str:
+    """A file as `NAME in FOLDER`: a message's long words are shortened unless they are a path that exists (the
+    folder does, where the file a full disk would not take does not)."""
+    path = Path(path)
+    return f"{path.name} in {path.parent}"
+
+
 def given_path(path, example: str) -> Path:
     """A path as the user gave it, refused where it is empty (an unset variable): Path("") is the current
     folder, so `gradflow ls "$UNSET"`, `gradflow.load(os.environ.get(...,""))` or a Recorder given "" worked on

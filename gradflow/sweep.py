@@ -40,7 +40,8 @@ from omegaconf.errors import OmegaConfBaseException
 from gradflow import config as config_mod
 from gradflow.choices import CONDITIONAL_KEYS, settings, unread
 from gradflow import store, workers
-from gradflow.errors import CANNOT_WRITE, GradflowError, UsageError, cannot_write, did_you_mean, shorten, shorten_command
+from gradflow.errors import (CANNOT_WRITE, GradflowError, UsageError, cannot_write, did_you_mean, file_in, shorten,
+                             shorten_command)
 from gradflow.fmt import and_list
 from gradflow.overrides import NOT_IN_JOB_NAME, job_name, override_key, override_value, point_name, split_top
 
@@ -1153,7 +1154,7 @@ def launcher_error(p: Plan, e: Exception) -> GradflowError | None:
     other error. Hydra's own files that the machine would not take (a full disk: multirun.yaml, whose OSError
     names no file) are the sweep's folder's."""
     if isinstance(e, OSError) and e.errno in CANNOT_WRITE:
-        return cannot_write(e.filename or f"the sweep's files in {p.root}", e)
+        return cannot_write(file_in(e.filename) if e.filename else f"the sweep's files in {p.root}", e)
     if p.launcher == "joblib" and type(e).__name__ in ("TerminatedWorkerError", "BrokenProcessPool"):
         return _worker_died(p, e)
     if not p.launcher.startswith(("submitit", "slurm")):

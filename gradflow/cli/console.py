@@ -15,8 +15,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from gradflow.errors import (CANNOT_WRITE, GradflowError, UsageError, cannot_write, did_you_mean, given_path,
-                             shorten)
+from gradflow.errors import (CANNOT_WRITE, GradflowError, UsageError, cannot_write, did_you_mean, file_in,
+                             given_path, shorten)
 
 class OutputClosed(KeyboardInterrupt):
     """Standard output was closed by its reader (`gradflow ls | head -3`): an interruption, as SIGPIPE is a
@@ -85,7 +85,7 @@ def user_errors(fn: F) -> F:
             except OSError as e:
                 if e.errno not in CANNOT_WRITE:
                     raise
-                raise cannot_write(e.filename or "a file", e) from e
+                raise cannot_write(file_in(e.filename) if e.filename else "a file", e) from e
         except GradflowError as e:
             err_console.print(f"[bold red]error:[/] {escape(_short_words(str(e)))}", highlight=False, soft_wrap=True)
             raise typer.Exit(getattr(e, "exit_code", 1)) from None
