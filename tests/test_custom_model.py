@@ -169,6 +169,14 @@ class Unused(nn.Module):
         return self.head(torch.tanh(self.l1(h)))
 
 
+def normed(width=16, d_in=40, n_out=10):
+    """Weight norm and spectral norm (torch.nn.utils.parametrizations), and the legacy spectral_norm hook."""
+    from torch.nn.utils import parametrizations, spectral_norm
+    return nn.Sequential(nn.Linear(d_in, width), nn.Tanh(), parametrizations.weight_norm(nn.Linear(width, width)),
+                         nn.Tanh(), spectral_norm(nn.Linear(width, width)), nn.Tanh(),
+                         parametrizations.spectral_norm(nn.Linear(width, n_out)))
+
+
 class Recurrent(nn.Module):
     """A GRU gradflow cannot probe (one call runs every time step) between two layers it does."""
     def __init__(self, width=8):
@@ -228,6 +236,15 @@ def test_custom_probe_values_equal_plain_autograd(user_models, overrides):
     target, *rest = overrides
     cfg, data, model = setup(["model=custom", f"model.target={user_models}{target}", *TINY, *rest])
     check_probes_against_autograd(cfg, data, model)
+
+
+@pytest.mark.parametrize("optim", ["sgd", "adam"])
+def test_parametrized_weights_are_probed_as_the_tensors_they_are_made_from(user_models, optim):
+    cfg, data, model = setup(["model=custom", f"model.target={user_models}:normed", *TINY, f"optim={optim}"])
+    assert [p.name for p in model.probe_points] == ["0", "2", "4", "6"]
+    check_probes_against_autograd(cfg, data, model, behind={
+        "2": ["parametrizations.weight.original0", "parametrizations.weight.original1"], "4": ["weight_orig"],
+        "6": ["parametrizations.weight.original"]})
 
 
 @pytest.mark.parametrize("clip", [[], ["train.clip_value=0.01", "train.grad_clip=0.5"]], ids=["plain", "clipped"])

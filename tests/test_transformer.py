@@ -47,9 +47,11 @@ def reference_loss(out, y, task):
     return -logp.gather(-1, y.clamp(min=0)[..., None]).squeeze(-1)[scored].mean()
 
 
-def check_probes_against_autograd(cfg, data, model):
+def check_probes_against_autograd(cfg, data, model, behind: dict[str, list[str]] | None = None):
     """Train with probes, replay the same batches on an unprobed copy with retain_grad on every probe
-    point's output, and compare every probed value (and which cells are masked)."""
+    point's output, and compare every probed value (and which cells are masked). `behind`: a point's parameters
+    (by name in its layer) its weight is made from (a parametrized one's), whose joint norms its weight
+    quantities are."""
     reference = copy.deepcopy(model)
     auto = cfg.model.activation == "auto"
     probes = Probes(model, None if auto else cfg.model.activation)
@@ -79,20 +81,23 @@ def check_probes_against_autograd(cfg, data, model):
         loss.backward()
         for h in hooks:
             h.remove()
-        weighted = [getattr(p.layer, "weight", None) is not None and p.layer.weight.dim() >= 2 for p in points]
-        before = [p.layer.weight.detach().clone() if w else None for p, w in zip(points, weighted)]
+        weights = [[p.layer.get_parameter(n) for n in behind[p.name]] if p.name in (behind or {}) else
+                   [p.layer.weight] if getattr(p.layer, "weight", None) is not None and p.layer.weight.dim() >= 2
+                   else None for p in points]
+        weighted = [w is not None for w in weights]
+        before = [[t.detach().clone() for t in w] if w else None for w in weights]
         if step < cfg.train.steps:
             opt.step()
         for k, p in enumerate(points):
             got, ok = dict(zip(quantities, values[k])), dict(zip(quantities, mask[k]))
             z = outputs[k]
             expect = {"signal_norm": (z.shape[0] * (z.grad**2).sum()).sqrt()}
-            if weighted[k]:
-                expect["grad_norm"] = torch.linalg.vector_norm(p.layer.weight.grad)
-                expect["weight_norm"] = torch.linalg.vector_norm(before[k])
+            if weighted[k]:  # (several tensors: the norm of them all)
+                expect["grad_norm"] = _norm([w.grad for w in weights[k]])
+                expect["weight_norm"] = _norm(before[k])
                 if step < cfg.train.steps:
-                    expect["update_ratio"] = (torch.linalg.vector_norm(p.layer.weight.detach() - before[k])
-                                              / torch.linalg.vector_norm(before[k]))
+                    expect["update_ratio"] = (_norm([w.detach() - b for w, b in zip(weights[k], before[k])])
+                                              / _norm(before[k]))
             if getattr(p.layer, "bias", None) is not None:
                 expect["bias_grad_norm"] = torch.linalg.vector_norm(p.layer.bias.grad)
             if k in acts:
@@ -109,6 +114,10 @@ def check_probes_against_autograd(cfg, data, model):
             # what does not apply is masked, never a made-up number
             assert {q for q in quantities if ok[q]} == set(expect), (step, p.name)
     return result
+
+
+def _norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.linalg.vector_norm(torch.cat([t.reshape(-1) for t in tensors]))
 
 
 def forward_order(model, x) -> list[str]:

@@ -2,7 +2,11 @@
 
 A probe point is every module that owns a weight matrix (a 2-D or larger `weight`: Linear,
 Conv1d/2d/3d, Embedding, ...) and MultiheadAttention's input projection, ordered by the order
-they run in one forward pass (not the order they were registered), named by module path. The
+they run in one forward pass (not the order they were registered), named by module path. A weight
+made by a parametrization (torch.nn.utils.parametrizations' spectral_norm, weight_norm, orthogonal,
+a LoRA registered with torch.nn.utils.parametrize, torch's legacy spectral_norm and weight_norm) is
+its layer's too: the layer is the point, its weight quantities those of the tensors the weight is
+made from (gradflow.probes.core.weights_behind). The
 activation statistics of a point come from the module that runs right after it (norm and
 dropout layers may sit between) when that is a known activation module such as nn.Tanh or
 nn.ReLU; otherwise (a functional activation, an activation module shared by several layers or
@@ -21,6 +25,7 @@ import torch.nn as nn
 from gradflow.activations import ACTIVATIONS
 from gradflow.errors import GradflowError, one_line, user_stacklevel
 from gradflow.models import ProbePoint
+from gradflow.probes.core import weight_sources, weights_behind
 
 _ACTIVATIONS = {a.torch_name for a in ACTIVATIONS.values()} - {"Identity"}
 # modules that may sit between a weight layer and its activation
@@ -38,8 +43,17 @@ class Projection:
 
 
 def _weight_of(module: nn.Module) -> torch.Tensor | None:
+    """The module's weight of 2 or more dimensions, or None: its `weight` parameter, or the first of the tensors
+    a parametrized one is made from (spectral_norm's, weight_norm's, a LoRA's: weight_sources)."""
     w = module._parameters.get("weight")
-    return w if w is not None and w.dim() >= 2 else None
+    tensors = [w] if w is not None else weight_sources(module)
+    return tensors[0] if tensors and max(t.dim() for t in tensors) >= 2 else None
+
+
+def _making_weights(model: nn.Module) -> set[nn.Module]:
+    """The modules that make a parametrized weight (torch.nn.utils.parametrize's ParametrizationList and the
+    parametrizations in it, a LoRA's with matrices of its own): part of their layer's weight, not layers."""
+    return {b for m in model.modules() if nn.utils.parametrize.is_parametrized(m) for b in m.parametrizations.modules()}
 
 
 def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
@@ -67,7 +81,9 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
     path = {m: name for name, m in model.named_modules()}
     parent = {child: m for m in model.modules() for child in m.children()}
     # (MultiheadAttention's out_proj never runs itself: its weight is used inside the attention's forward)
+    making = _making_weights(model)  # (no layers: parts of their layer's weight)
     unseen = {m: None for m in model.modules() if m not in first and not isinstance(parent.get(m), nn.MultiheadAttention)
+              and m not in making
               and (_weight_of(m) is not None or isinstance(m, nn.MultiheadAttention))}
     # a layer that runs in training only (a noise branch, stochastic depth's), from a pass in train mode: right
     # after the call before it there that the eval pass saw (the model's buffers and random states kept)
@@ -96,6 +112,8 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
 
     found: list[tuple[tuple[int, int, int], ProbePoint]] = []
     for m in model.modules():
+        if m in making:
+            continue
         name = path[m] or type(m).__name__.lower()
         if isinstance(m, nn.MultiheadAttention):
             projections = ([("in_proj", m.in_proj_weight, m.in_proj_bias)] if m.in_proj_weight is not None else
@@ -153,9 +171,11 @@ def _unprobed(model: nn.Module, path: dict[nn.Module, str]) -> tuple[str, str]:
     parameter named other than `weight`), each with those parameters ("" for none), and why for a
     recurrent one. Said, not skipped without a word: an LSTM between two Linear layers left a first/last
     ratio of those two that read as the LSTM's."""
+    making = _making_weights(model)
     named = [f"{path[m] or type(m).__name__.lower()} ({type(m).__name__}: "
              f"{', '.join(n for n, w in m.named_parameters(recurse=False) if w.dim() >= 2)})"
              for m in model.modules() if not isinstance(m, nn.MultiheadAttention) and _weight_of(m) is None
+             and m not in making
              and any(w.dim() >= 2 for w in m.parameters(recurse=False))]
     recurrent = any(isinstance(m, nn.RNNBase) for m in model.modules())
     return "; ".join(named), (" (torch's nn.LSTM, nn.GRU and nn.RNN run every time step inside one call, so "
@@ -168,8 +188,9 @@ def _trace(model: nn.Module, inputs: list, args: tuple, kwargs: dict, train: boo
     mode (batch-norm statistics and dropout left untouched; `train`: in train mode, the caller restoring the
     buffers), the model's mode and the random generators' states restored afterwards."""
     trace = _Calls()
-    hooks = [h for m in model.modules() for h in (m.register_forward_pre_hook(trace.begin),
-                                                   m.register_forward_hook(trace.end))]
+    making = _making_weights(model)  # (called inside their layer's call, when it reads its weight)
+    hooks = [h for m in model.modules() if m not in making for h in (m.register_forward_pre_hook(trace.begin),
+                                                                     m.register_forward_hook(trace.end))]
     modes = [(m, m.training) for m in model.modules()]  # (a submodule the user put in eval mode stays so)
     # (fork_rng restores the CPU's generator and these CUDA devices'; an unindexed cuda tensor is on the current one)
     devices = sorted({t.device.index if t.device.index is not None else torch.cuda.current_device()
@@ -286,7 +307,7 @@ def _caveats(points: list[ProbePoint], unprobed: str, why: str, batch: int | Non
     owner: dict[int, str] = {}
     tied = []
     for p in points:
-        w = _weight_of(p.layer) if isinstance(p.layer, nn.Module) else p.layer.weight
+        w = (weights_behind(p.layer) or [None])[0]
         if w is not None and owner.setdefault(id(w), p.name) != p.name:
             tied.append(f"{p.name} uses {owner[id(w)]}'s")
     if tied:

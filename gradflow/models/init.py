@@ -8,6 +8,7 @@ import torch
 
 from gradflow import activations
 from gradflow.errors import GradflowError
+from gradflow.probes.core import weight_sources
 
 
 def fans(weight: torch.Tensor) -> tuple[int, int]:
@@ -23,6 +24,10 @@ GPT2_STD = 0.02  # Radford et al. 2019 (GPT-2), as in nanoGPT
 def initialize(model, init_cfg, activation: str) -> None:
     if init_cfg.name == "keep":  # the model's own initialization
         return
+    made = [p.name for p in model.probe_points if weight_sources(p.layer)]
+    if made:  # (its `weight` is recomputed from them at each forward pass: a scheme written into it would be lost)
+        raise GradflowError(f"init={init_cfg.name} cannot re-initialize a parametrized weight (spectral_norm, "
+                            f"weight_norm, orthogonal, LoRA: {', '.join(made)}); use init=keep")
     for point in model.probe_points:
         if getattr(point.layer, "weight", None) is not None:  # not the state markers of recurrent nets
             init_layer(point.layer.weight, getattr(point.layer, "bias", None), init_cfg, activation)

@@ -112,6 +112,32 @@ def _param(module, name: str):
     return p if isinstance(p, torch.Tensor) else None
 
 
+# the parameters torch's legacy hooks make a module's `weight` from, at each forward pass
+# (torch.nn.utils.spectral_norm: weight_orig; torch.nn.utils.weight_norm: weight_g, weight_v)
+_LEGACY = {"SpectralNorm": ("weight_orig",), "WeightNorm": ("weight_g", "weight_v")}
+
+
+def weight_sources(layer) -> list[torch.Tensor]:
+    """The tensors a parametrized `weight` of `layer` is computed from at each forward pass (it takes no gradient
+    itself): torch.nn.utils.parametrize's (parametrizations.spectral_norm, weight_norm, orthogonal, a LoRA),
+    its original(s) and the parametrizations' own parameters; torch's legacy spectral_norm and weight_norm hooks',
+    weight_orig or weight_g and weight_v. Empty for any other layer."""
+    if not isinstance(layer, torch.nn.Module):
+        return []
+    if torch.nn.utils.parametrize.is_parametrized(layer, "weight"):
+        return list(layer.parametrizations.weight.parameters())
+    return [getattr(layer, n) for h in layer._forward_pre_hooks.values() if getattr(h, "name", None) == "weight"
+            for n in _LEGACY.get(type(h).__name__, ())]
+
+
+def weights_behind(layer) -> list[torch.Tensor]:
+    """The tensors an optimizer trains for a layer's weight: the weight, or those a parametrized one is made from
+    (weight_sources); of these, those that require a gradient (a LoRA's A and B, not its frozen base), or all where
+    none does (a frozen layer). Empty where there is no weight."""
+    tensors = weight_sources(layer) or [w for w in [_param(layer, "weight")] if w is not None]
+    return [t for t in tensors if t.requires_grad] or tensors
+
+
 def _first_uses(params: list[torch.Tensor | None]) -> list[int]:
     """The positions of the parameters given, each tensor at its first position only (None: no parameter)."""
     seen: set[int] = set()
@@ -216,16 +242,21 @@ class Probes:
         # points with a weight (layers); the others mark a state, e.g. h_t of a recurrent net
         # a weight tied to an earlier point's (a GPT's head sharing its token embedding) is that point's: its
         # gradient, the sum of both uses, once (each point's ratio to the other read 1 by construction)
-        self._own_weights = [_param(p.layer, "weight") for p in self.points]  # each point's, or None
-        self.weight_points = _first_uses(self._own_weights)
+        # each point's weight tensors (weights_behind: a parametrized weight's are the tensors it is made from, whose
+        # norms are taken together: the norm of their concatenation), none for a point without a weight
+        self._own_weights = [weights_behind(p.layer) for p in self.points]
+        owners = _first_uses([w[0] if w else None for w in self._own_weights])
+        # the point of each tensor in `weights`: a point with several tensors has as many entries, whose norms
+        # table() joins into its one cell
+        self.weight_points = [i for i in owners for _ in self._own_weights[i]]
         self.bias_points = _first_uses([_param(p.layer, "bias") for p in self.points])
-        self.weights = [self._own_weights[i] for i in self.weight_points]
+        self.weights = [w for i in owners for w in self._own_weights[i]]
         # the points whose weight a later point uses too (a GPT's token embedding, its head's): their gradient is
         # the sum of every use, no layer's own (a first/last ratio from it read the head's: 23 for a 1e-6 vanishing)
-        uses = [id(w) for w in self._own_weights if w is not None]
-        self.tied = [self.names[i] for i in self.weight_points if uses.count(id(self._own_weights[i])) > 1]
+        uses = [id(w[0]) for w in self._own_weights if w]
+        self.tied = [self.names[i] for i in owners if uses.count(id(self._own_weights[i][0])) > 1]
         # the weight points whose weight is frozen (requires_grad False), by name (run.json's `frozen`)
-        self.frozen = [self.names[i] for i in self.weight_points if not self._own_weights[i].requires_grad]
+        self.frozen = [self.names[i] for i in owners if not any(w.requires_grad for w in self._own_weights[i])]
         self.biases = [self.points[i].layer.bias for i in self.bias_points]
         self.params = self.weights + self.biases  # the order of after_backward's `grad_norms`
         self.specs = [None if p.activation is None else
@@ -249,6 +280,11 @@ class Probes:
                                           self._dest("bias_grad_norm", self._bias_at)])
         self._dest_weight = self._dest("weight_norm", self._weight_at)
         self._dest_update = self._dest("update_norm", self._weight_at)
+        # the cells that join the norms of several tensors (a parametrized weight's), or None where there is none
+        at, tensors = np.unique(self._weight_at, return_counts=True)
+        several = at[tensors > 1]
+        self._joined = (np.concatenate([self._dest(q, several) for q in ("grad_norm", "weight_norm", "update_norm")])
+                        if len(several) else None)
         self._signal_layouts: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # points -> (points, dests)
         self.armed = False
         self._hooks: list = []
@@ -516,11 +552,12 @@ class Probes:
         input layer's ~27x the loss's in one loop), asked of point i's trainable weight, which is in its own
         call's graph. A point without one (frozen, or none) cannot tell, and its signal is kept: a reentrant
         checkpoint's backward of frozen layers accumulates only into the checkpoint's inputs, and is the loss's."""
-        w = self._own_weights[i]
-        if w is None or not w.requires_grad:
+        own = [w for w in self._own_weights[i] if w.requires_grad]
+        if not own:
             return
         # (a pass with backward(inputs=[...]) may leave this weight out and accumulate into others': asked too)
-        accumulates = _accumulates_into(w) or any(_accumulates_into(p) for p in self.weights if p.requires_grad)
+        accumulates = any(_accumulates_into(w) for w in own) or \
+            any(_accumulates_into(p) for p in self.weights if p.requires_grad)
         self._task_accumulates = self._passes[self._task] = accumulates
 
     @property
@@ -923,10 +960,19 @@ class Probes:
         n = len(self.points)
         got = np.full((len(PRIMITIVES), n), np.nan)
         if reading.dests:
-            got.flat[np.concatenate(reading.dests)] = reading.values
+            dests, values = np.concatenate(reading.dests), reading.values
+            if reading.lr is not None:  # plain SGD: the update norm was read as ||d||, each tensor's at its own lr
+                update = dests // n == _ROW["update_norm"]
+                if update.any():
+                    values = values.copy()
+                    values[update] *= reading.lr
+            got.flat[dests] = values
+            if self._joined is not None:  # a point's several tensors: the norm of them all, sqrt(sum of squares)
+                several = np.isin(dests, self._joined)
+                squares = np.zeros(got.size)
+                np.add.at(squares, dests[several], values[several] ** 2)
+                got.flat[dests[several]] = np.sqrt(squares[dests[several]])
         got[[_ROW["grad_norm"], _ROW["bias_grad_norm"]]] *= grad_scale
-        if reading.lr is not None:  # plain SGD: the update norm was read as ||d||
-            got[_ROW["update_norm"], self._weight_at] *= reading.lr
         for points, units in reading.counts:
             got[_ROW["act_count"], points] = units
         # RMS over the batch of each example's signal: sqrt(B) ||dL/dZ||_F
