@@ -717,6 +717,11 @@ def test_activation_checkpointing_records_what_the_plain_model_does(tmp_path, fu
     (nn.Linear(2, 2), "ten", "every='ten' must be a positive whole number of steps"),
     (nn.Linear(2, 2), 0, "every=0 must be a positive whole number of steps"),
     (nn.Linear(2, 2), 2.5, "every=2.5 must be a positive whole number of steps"),
+    # TorchScript runs no forward hooks (discovery failed with "'OrderedDictWrapper' object has no attribute 'get'")
+    (torch.jit.script(nn.Sequential(nn.Linear(2, 2), nn.Tanh())), 10, "Sequential is a TorchScript module "
+     "(torch.jit.script or torch.jit.trace), whose layers gradflow cannot hook; give gradflow the eager nn.Module"),
+    (nn.Sequential(nn.Linear(2, 2), torch.jit.trace(nn.Linear(2, 2), torch.randn(1, 2))), 10,
+     "Sequential's 1 is a TorchScript module"),
 ])
 def test_a_recorder_given_no_module_or_a_bad_every_refuses_at_once_and_writes_nothing(tmp_path, model, every, message):
     with pytest.raises(GradflowError, match=re.escape(message)):

@@ -63,6 +63,7 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
     untouched); the model's mode is restored afterwards, and so are the random generators' states (a
     forward pass that draws, a VAE's sampling, would shift every later draw of the loop it probes).
     """
+    _check_eager(model)
     inputs = _tensor_inputs(args, kwargs)
     batch = inputs[0].shape[0] if inputs else None
     trace = _trace(model, inputs, args, kwargs)
@@ -147,10 +148,21 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
 def check_probeable(model: nn.Module) -> None:
     """Raise the error `discover` would, before any forward pass, where `model` has no layer gradflow probes
     (not where a lazy module's weights are still to be made: `discover` tells at the first forward pass)."""
+    _check_eager(model)
     if any(nn.parameter.is_lazy(p) for p in model.parameters()):
         return
     if not any(isinstance(m, nn.MultiheadAttention) or _weight_of(m) is not None for m in model.modules()):
         raise _nothing_to_probe(model)
+
+
+def _check_eager(model: nn.Module) -> None:
+    """Refuse a TorchScript module (torch.jit.script or trace): it runs no Python forward hooks, which the probes
+    are, and its submodules' parameters are no dicts (discovery failed with 'OrderedDictWrapper' has no 'get')."""
+    scripted = next((name for name, m in model.named_modules() if isinstance(m, torch.jit.ScriptModule)), None)
+    if scripted is not None:  # (the outermost; a scripted block inside an eager model too)
+        what = model.original_name if not scripted else f"{type(model).__name__}'s {scripted}"
+        raise GradflowError(f"{what} is a TorchScript module (torch.jit.script or torch.jit.trace), whose layers "
+                            "gradflow cannot hook; give gradflow the eager nn.Module, the one before scripting it")
 
 
 def _nothing_to_probe(model: nn.Module) -> GradflowError:
