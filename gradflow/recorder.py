@@ -352,7 +352,9 @@ class Recorder:
         from gradflow.models.discover import check_probeable
 
         check_probeable(model)  # (else said from inside a forward hook, at the first probed step)
-        self.model, self.path, self.every = model, given_path(path, 'Recorder(model, "results/my-study/run0")'), every
+        # ~ expanded and made absolute now: a literal ./~ folder was written, and a chdir in the loop lost the run
+        path = given_path(path, 'Recorder(model, "results/my-study/run0")').expanduser().absolute()
+        self.model, self.path, self.every = model, path, every
         if self.path.exists() and not self.path.is_dir():
             raise GradflowError(f"{self.path} is a file; give the Recorder a folder for the run")
         if self.path.exists() and any(self.path.iterdir()) and not (self.path / store.RUN_FILE).exists():

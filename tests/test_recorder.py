@@ -2719,3 +2719,27 @@ def test_a_pass_through_an_earlier_steps_graph_adds_nothing_to_this_steps_signal
                                                                                    values="value")
     assert len(signal) == 3 and signal.notna().all().all(), signal
     np.testing.assert_allclose(signal.to_numpy(), np.repeat(signal.to_numpy()[:1], 3, axis=0), rtol=1e-6)
+
+
+def test_a_recorders_path_is_expanded_and_made_absolute_when_it_is_made(tmp_path, monkeypatch):
+    """A path of "~/res/run0" wrote a literal ./~ folder and failed at close(); a relative path followed by a chdir
+    in the loop failed at close(), the run left `running`."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    model, x = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)), torch.randn(5, 3)
+    for given, elsewhere, where in [("~/res/run0", None, tmp_path / "home" / "res" / "run0"),
+                                    ("res/run1", tmp_path / "other", tmp_path / "res" / "run1")]:
+        rec = gradflow.Recorder(model, given, every=1)
+        assert rec.path == where
+        if elsewhere is not None:
+            elsewhere.mkdir()
+            os.chdir(elsewhere)
+        model.zero_grad()
+        with rec.step(0):
+            model(x).pow(2).sum().backward()
+        rec.close()
+        assert json.loads((where / "run.json").read_text())["status"] == "ok"
+        got = gradflow.load(where).set_index(["name", "quantity"])["value"]
+        assert got[("0", "grad_norm")] == pytest.approx(float(model[0].weight.grad.norm()), rel=1e-5)
+    assert not (tmp_path / "~").exists() and not (tmp_path / "other" / "res").exists()
