@@ -146,7 +146,7 @@ def _release_study(study: Path) -> None:
 def _unchained(module: torch.nn.Module, chain: tuple) -> bool:
     """Whether a module has a weight matrix of its own and is no layer of a chain of weight layers (an
     embedding's, a bilinear's): the depth convention does not say whether to count it."""
-    from gradflow.probes.core import weights_behind
+    from gradflow.models import weights_behind
 
     # (a parametrized weight's tensors, not `weight`, whose reading would run a spectral norm's power iteration)
     return any(w.dim() >= 2 for w in weights_behind(module)) and not isinstance(module, chain)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn as nn
 
 from gradflow.errors import GradflowError
@@ -27,6 +28,35 @@ class ProbePoint:
     # the dimension of that output that holds the batch: 0, or 1 for a layer that runs sequence first, (T, B, ...),
     # inside a model whose input is batch first (torch's batch_first=False layout after a batch-first embedding)
     batch_dim: int = 0
+
+
+# the parameters torch's legacy hooks make a module's `weight` from, at each forward pass
+# (torch.nn.utils.spectral_norm: weight_orig; torch.nn.utils.weight_norm: weight_g, weight_v)
+_LEGACY = {"SpectralNorm": ("weight_orig",), "WeightNorm": ("weight_g", "weight_v")}
+
+
+def weight_sources(layer) -> list[torch.Tensor]:
+    """The tensors a parametrized `weight` of `layer` is computed from at each forward pass (it takes no gradient
+    itself): torch.nn.utils.parametrize's (parametrizations.spectral_norm, weight_norm, orthogonal, a LoRA),
+    its original(s) and the parametrizations' own parameters; torch's legacy spectral_norm and weight_norm hooks',
+    weight_orig or weight_g and weight_v. Empty for any other layer."""
+    if not isinstance(layer, torch.nn.Module):
+        return []
+    if torch.nn.utils.parametrize.is_parametrized(layer, "weight"):
+        return list(layer.parametrizations.weight.parameters())
+    return [getattr(layer, n) for h in layer._forward_pre_hooks.values() if getattr(h, "name", None) == "weight"
+            for n in _LEGACY.get(type(h).__name__, ())]
+
+
+def weights_behind(layer) -> list[torch.Tensor]:
+    """The tensors an optimizer trains for a layer's weight: the weight, or those a parametrized one is made from
+    (weight_sources); of these, those that require a gradient (a LoRA's A and B, not its frozen base), or all where
+    none does (a frozen layer). Empty where there is no weight."""
+    tensors = weight_sources(layer)
+    if not tensors:  # (a parametrized weight is not read: reading it runs the parametrization, a power iteration)
+        own = getattr(layer, "weight", None)
+        tensors = [own] if isinstance(own, torch.Tensor) else []
+    return [t for t in tensors if t.requires_grad] or tensors
 
 
 def build(cfg, input_shape: tuple[int, ...], n_classes: int, per_step: bool = False, vocab: int = 0) -> nn.Module:

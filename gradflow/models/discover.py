@@ -6,7 +6,7 @@ they run in one forward pass (not the order they were registered), named by modu
 made by a parametrization (torch.nn.utils.parametrizations' spectral_norm, weight_norm, orthogonal,
 a LoRA registered with torch.nn.utils.parametrize, torch's legacy spectral_norm and weight_norm) is
 its layer's too: the layer is the point, its weight quantities those of the tensors the weight is
-made from (gradflow.probes.core.weights_behind). The
+made from (gradflow.models.weights_behind). The
 activation statistics of a point come from the module that runs right after it (norm and
 dropout layers may sit between) when that is a known activation module such as nn.Tanh or
 nn.ReLU; otherwise (a functional activation, an activation module shared by several layers or
@@ -24,8 +24,7 @@ import torch.nn as nn
 
 from gradflow.activations import ACTIVATIONS
 from gradflow.errors import GradflowError, one_line, user_stacklevel
-from gradflow.models import ProbePoint
-from gradflow.probes.core import weight_sources, weights_behind
+from gradflow.models import ProbePoint, weight_sources, weights_behind
 
 _ACTIVATIONS = {a.torch_name for a in ACTIVATIONS.values()} - {"Identity"}
 # modules that may sit between a weight layer and its activation

@@ -8,7 +8,7 @@ import torch
 
 from gradflow import activations
 from gradflow.errors import GradflowError
-from gradflow.probes.core import weight_sources
+from gradflow.models import weight_sources
 
 
 def fans(weight: torch.Tensor) -> tuple[int, int]:

@@ -42,6 +42,7 @@ import torch
 
 from gradflow import activations
 from gradflow.errors import GradflowError, user_stacklevel
+from gradflow.models import weights_behind
 from gradflow.probes.quantities import (ACTIVATION, BIAS, DYING, HIST_BINS, HIST_EDGES, HIST_KINDS, OUTPUT,
                                         QUANTITIES, SATURATING, UPDATE, WEIGHT)
 
@@ -110,32 +111,6 @@ class Reading:
 def _param(module, name: str):
     p = getattr(module, name, None)
     return p if isinstance(p, torch.Tensor) else None
-
-
-# the parameters torch's legacy hooks make a module's `weight` from, at each forward pass
-# (torch.nn.utils.spectral_norm: weight_orig; torch.nn.utils.weight_norm: weight_g, weight_v)
-_LEGACY = {"SpectralNorm": ("weight_orig",), "WeightNorm": ("weight_g", "weight_v")}
-
-
-def weight_sources(layer) -> list[torch.Tensor]:
-    """The tensors a parametrized `weight` of `layer` is computed from at each forward pass (it takes no gradient
-    itself): torch.nn.utils.parametrize's (parametrizations.spectral_norm, weight_norm, orthogonal, a LoRA),
-    its original(s) and the parametrizations' own parameters; torch's legacy spectral_norm and weight_norm hooks',
-    weight_orig or weight_g and weight_v. Empty for any other layer."""
-    if not isinstance(layer, torch.nn.Module):
-        return []
-    if torch.nn.utils.parametrize.is_parametrized(layer, "weight"):
-        return list(layer.parametrizations.weight.parameters())
-    return [getattr(layer, n) for h in layer._forward_pre_hooks.values() if getattr(h, "name", None) == "weight"
-            for n in _LEGACY.get(type(h).__name__, ())]
-
-
-def weights_behind(layer) -> list[torch.Tensor]:
-    """The tensors an optimizer trains for a layer's weight: the weight, or those a parametrized one is made from
-    (weight_sources); of these, those that require a gradient (a LoRA's A and B, not its frozen base), or all where
-    none does (a frozen layer). Empty where there is no weight."""
-    tensors = weight_sources(layer) or [w for w in [_param(layer, "weight")] if w is not None]
-    return [t for t in tensors if t.requires_grad] or tensors
 
 
 def _first_uses(params: list[torch.Tensor | None]) -> list[int]:
