@@ -16,7 +16,7 @@ def load(path, table: str = "layers", include_stale: bool = False):
     from gradflow import store
     from gradflow.errors import given_path
 
-    given_path(path, 'gradflow.load("results/my-sweep"), or "." for this folder')  # (not "": every run below here)
+    path = given_path(path, 'gradflow.load("results/my-sweep"), or "." for this folder')  # (not "": every run below)
     if table == "runs":
         from gradflow.summary import runs_table
 

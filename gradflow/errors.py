@@ -48,12 +48,13 @@ def file_in(path) -> str:
 def given_path(path, example: str) -> Path:
     """A path as the user gave it, refused where it is empty (an unset variable): Path("") is the current
     folder, so `gradflow ls "$UNSET"`, `gradflow.load(os.environ.get(...,""))` or a Recorder given "" worked on
-    whatever folder the process was in. `example`: how to give one."""
+    whatever folder the process was in. `example`: how to give one. A leading ~ is the home folder, as a shell
+    reads it (`gradflow.load("~/results/x")` looked for a folder named ~ in this one)."""
     if isinstance(path, str) and not path.strip():
         raise GradflowError(f"the path is empty (an unset variable?); give the folder, e.g. {example}")
     if not isinstance(path, (str, os.PathLike)):  # (None: Path's own TypeError named no folder to give)
         raise GradflowError(f"the path is {shorten(repr(path), 40)}, no folder; give one, e.g. {example}")
-    return Path(path)
+    return Path(path).expanduser()
 
 
 def shorten(text, limit: int = 60) -> str:

@@ -353,7 +353,7 @@ class Recorder:
 
         check_probeable(model)  # (else said from inside a forward hook, at the first probed step)
         # ~ expanded and made absolute now: a literal ./~ folder was written, and a chdir in the loop lost the run
-        path = given_path(path, 'Recorder(model, "results/my-study/run0")').expanduser().absolute()
+        path = given_path(path, 'Recorder(model, "results/my-study/run0")').absolute()
         self.model, self.path, self.every = model, path, every
         if self.path.exists() and not self.path.is_dir():
             raise GradflowError(f"{self.path} is a file; give the Recorder a folder for the run")

@@ -2743,3 +2743,5 @@ def test_a_recorders_path_is_expanded_and_made_absolute_when_it_is_made(tmp_path
         got = gradflow.load(where).set_index(["name", "quantity"])["value"]
         assert got[("0", "grad_norm")] == pytest.approx(float(model[0].weight.grad.norm()), rel=1e-5)
     assert not (tmp_path / "~").exists() and not (tmp_path / "other" / "res").exists()
+    # and read back as given: gradflow.load("~/...") looked for a folder named ~ in this one
+    assert set(gradflow.load("~/res")["run"]) == {"run0"} and set(gradflow.load("~/res", "runs")["run"]) == {"run0"}
