@@ -152,6 +152,20 @@ def _unchained(module: torch.nn.Module, chain: tuple) -> bool:
     return any(w.dim() >= 2 for w in weights_behind(module)) and not isinstance(module, chain)
 
 
+def _stepping_scaler() -> torch.amp.GradScaler | None:
+    """The enabled GradScaler whose step() is calling the optimizer's now (from an optimizer step's hook), or None:
+    a few frames up, in torch's grad_scaler.py, its `self`."""
+    frame = sys._getframe(2)
+    for _ in range(8):
+        if frame is None:
+            return None
+        scaler = frame.f_locals.get("self") if frame.f_code.co_filename.endswith("grad_scaler.py") else None
+        if isinstance(scaler, torch.amp.GradScaler):
+            return scaler if scaler.is_enabled() else None
+        frame = frame.f_back
+    return None
+
+
 def _identity(error: BaseException) -> tuple:
     """What tells an error apart without keeping it (and its traceback's frames) alive."""
     return id(error), type(error), str(error)
@@ -432,6 +446,7 @@ class Recorder:
 
         self._before = register_optimizer_step_pre_hook(before_step)
         self._pending_stepped: set[int] = set()  # the optimizers that stepped since the pending probed step
+        self._scaler_said = False  # a GradScaler not given to the Recorder was seen stepping (said once)
         self._discovery = None  # the first probed block's forward pre-hook, until it fires or the block ends
         self._calls = _Calls()  # (registered for the Recorder's life: a hook added and removed at every block
         self._calling = model.register_forward_pre_hook(self._calls)  # made a compiled model recompile)
@@ -606,7 +621,17 @@ class Recorder:
     def _before_optimizer(self, opt, args, kwargs) -> None:
         """Before every optimizer step until close(): the pending probed step's update ratio is read before an
         optimizer's second step after it (a loop that wraps only its probed steps in rec.step: else the ratio
-        would span every update to the next rec.step); each optimizer's first (two optimizers, a GAN's) counts."""
+        would span every update to the next rec.step); each optimizer's first (two optimizers, a GAN's) counts.
+        A GradScaler the Recorder was not given, stepping the model's optimizer, is said once."""
+        if self.scaler is None and not self._scaler_said and self._ours_known(opt):
+            scaler = _stepping_scaler()
+            if scaler is not None:
+                self._scaler_said = True
+                scale = scaler.get_scale()
+                warnings.warn(f"{self.path}: a torch.amp.GradScaler steps the optimizer and the Recorder was not "
+                              f"given it: the gradients and signals are recorded at its loss scale ({scale:g} times "
+                              "their size), and a step it skips reads as divergence; pass it as "
+                              "Recorder(..., scaler=scaler)", stacklevel=user_stacklevel())
         if self._pending and self._ours_known(opt):
             if id(opt) in self._pending_stepped:
                 self._finish_pending()

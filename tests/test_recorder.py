@@ -1261,13 +1261,14 @@ def test_a_tied_weight_is_recorded_once_at_its_first_point(tmp_path):
     assert np.isnan(gradflow.load(tmp_path / "tied", "runs")["grad_ratio.init"].item())
 
 
-def _mixed_precision_run(tmp_path, name: str, scaler, unscale_in_block: bool = False) -> pd.DataFrame:
+def _mixed_precision_run(tmp_path, name: str, scaler, unscale_in_block: bool = False, told: bool = True
+                         ) -> pd.DataFrame:
     torch.manual_seed(0)
     x = torch.randn(256, 16)
     y = (x[:, 0] > 0).long()
     model = nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 2))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with gradflow.Recorder(model, tmp_path / "amp" / name, every=2, scaler=scaler) as rec:
+    with gradflow.Recorder(model, tmp_path / "amp" / name, every=2, scaler=scaler if told else None) as rec:
         for step in range(5):
             opt.zero_grad()
             with rec.step(step):
@@ -1300,6 +1301,24 @@ def test_a_float16_loop_with_a_grad_scaler_records_unscaled_gradients(tmp_path, 
     assert fp16["status"] == "ok" and fp16["flags"] == []  # (a step skipped at first is no flag)
     with pytest.raises(GradflowError, match="scaler must be the loop's torch.amp.GradScaler, not float"):
         gradflow.Recorder(nn.Linear(2, 2), tmp_path / "amp" / "bad", scaler=65536.0)
+
+
+def test_a_grad_scaler_the_recorder_was_not_given_is_said_once(tmp_path):
+    # its gradients were recorded 65536 times too large without a word; a disabled scaler (no float16: a loop's
+    # switch) scales nothing and is no mistake
+    with pytest.warns(UserWarning) as said:
+        _mixed_precision_run(tmp_path, "untold", torch.amp.GradScaler("cpu", init_scale=2.0 ** 16), told=False)
+    told = [str(w.message) for w in said if "GradScaler" in str(w.message)]
+    assert len(told) == 1 and told[0].endswith("a torch.amp.GradScaler steps the optimizer and the Recorder was not "
+                                               "given it: the gradients and signals are recorded at its loss scale "
+                                               "(65536 times their size), and a step it skips reads as divergence; "
+                                               "pass it as Recorder(..., scaler=scaler)"), told
+    assert [w.filename for w in said if "GradScaler" in str(w.message)] == [__file__]  # (the loop's line)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _mixed_precision_run(tmp_path, "told", torch.amp.GradScaler("cpu", init_scale=2.0 ** 16))
+        disabled = torch.amp.GradScaler("cpu", enabled=False)
+        _mixed_precision_run(tmp_path, "disabled", disabled, told=False)
 
 
 def test_gradients_a_loop_puts_in_grad_itself_and_unscales_in_the_block_are_not_unscaled_twice(tmp_path):
