@@ -33,15 +33,19 @@ CANNOT_WRITE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 
 def cannot_write(what, e: OSError) -> GradflowError:
-    """The one line for `what` (a run's folder, a file) that could not be written (CANNOT_WRITE)."""
-    return GradflowError(f"cannot write {what}: {e.strerror or e}; make room (or fix the folder's permissions) and "
-                         "run the same command again: a sweep resumes where it stopped")
+    """The one line for `what` (a run's folder, a file) that could not be written (CANNOT_WRITE; any other
+    OSError, a permission, as a full disk)."""
+    fix = {errno.EROFS: "write elsewhere (results=<a writable folder>)",
+           errno.EFBIG: "raise the file-size limit (ulimit -f, or the job's)"}.get(e.errno, "make room (or fix the "
+                                                                                        "folder's permissions)")
+    return GradflowError(f"cannot write {what}: {e.strerror or e}; {fix} and run the same command again: a sweep "
+                         "resumes where it stopped")
 
 
 def file_in(path) -> str:
     """A file as `NAME in FOLDER`: a message's long words are shortened unless they are a path that exists (the
     folder does, where the file a full disk would not take does not)."""
-    path = Path(path)
+    path = Path(os.fsdecode(path))  # (an OSError's filename may be bytes)
     return f"{path.name} in {path.parent}"
 
 

@@ -420,9 +420,9 @@ def training(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None 
 
 
 def _evaluation(t: int, model, data: Data, ledger: _Ledger, lr: float) -> list[tuple[int, str, str, float]]:
-    """Step t's metrics of the weights after t updates: loss and accuracy on both splits, the means over the
-    window since the last evaluation (the window then starts anew), and `lr`, the learning rate the schedule
-    has reached (the first parameter group's, for the update at t). Note: a host sync point."""
+    """Step t's metrics of the weights after t updates: loss and accuracy on both splits; after a window of
+    updates, the window's means (it then starts anew) and `lr`, the learning rate the schedule has reached
+    (the first parameter group's, for the update at t). Note: a host sync point."""
     ledger.fold()
     window, n = ledger.window, ledger.window_n
     # one fetch: each split's (loss, accuracy), the window's means, and its count of clipped updates

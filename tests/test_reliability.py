@@ -340,7 +340,7 @@ def test_a_run_whose_folder_takes_no_more_bytes_is_one_line(results):
     err = " ".join(out.stderr.split())
     assert out.returncode == 1 and "Traceback" not in out.stderr and err.startswith(
         f"error: cannot write the run {results / 'full'}") and err.endswith(
-        ": File too large; make room (or fix the folder's permissions) and run the same command again: a sweep "
+        ": File too large; raise the file-size limit (ulimit -f, or the job's) and run the same command again: a sweep "
         "resumes where it stopped"), out.stderr
 
 
@@ -357,9 +357,24 @@ def test_a_sweep_whose_own_files_take_no_more_bytes_is_one_line(results, limit, 
                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
     err = " ".join(out.stderr.split())
     assert out.returncode == 1 and "Traceback" not in out.stderr and re.fullmatch(
-        f"error: cannot write {where.format(root=re.escape(str(results / 'full')))}: File too large; make room \\(or "
-        "fix the folder's permissions\\) and run the same command again: a sweep resumes where it stopped", err), err
+        f"error: cannot write {where.format(root=re.escape(str(results / 'full')))}: File too large; raise the "
+        "file-size limit \\(ulimit -f, or the job's\\) and run the same command again: a sweep resumes where it "
+        "stopped", err), err
     assert not list(results.glob("full/.*.tmp"))  # (no temporary file left behind)
+
+
+def test_a_file_the_machine_would_not_take_is_said_with_what_to_do():
+    # an OSError's filename may be bytes (Path() of it raised inside the handler, hiding the error); a read-only
+    # mount and a file-size limit are no full disk to make room on
+    import errno
+
+    from gradflow.errors import cannot_write, file_in
+
+    assert file_in(b"/data/results/study/sweep.yaml") == "sweep.yaml in /data/results/study"
+    said = {code: str(cannot_write("x", OSError(code, os.strerror(code)))) for code in (errno.ENOSPC, errno.EROFS,
+                                                                                        errno.EFBIG)}
+    assert "make room" in said[errno.ENOSPC] and "write elsewhere (results=<a writable folder>)" in said[errno.EROFS]
+    assert "raise the file-size limit" in said[errno.EFBIG], said
 
 
 def test_a_run_with_a_missing_or_broken_file_is_incomplete(cli, results):

@@ -935,11 +935,12 @@ class Probes:
         n = len(self.points)
         got = np.full((len(PRIMITIVES), n), np.nan)
         if reading.dests:
-            dests, values = np.concatenate(reading.dests), reading.values
+            # (in float64, as the table: the update's lr and a joined norm's squares were taken in float32)
+            dests, values = np.concatenate(reading.dests), np.asarray(reading.values, dtype=np.float64)
             if reading.lr is not None:  # plain SGD: the update norm was read as ||d||, each tensor's at its own lr
                 update = dests // n == _ROW["update_norm"]
                 if update.any():
-                    values = values.copy()
+                    values = values.copy()  # (reading.values as read stay as they are)
                     values[update] *= reading.lr
             got.flat[dests] = values
             if self._joined is not None:  # a point's several tensors: the norm of them all, sqrt(sum of squares)
