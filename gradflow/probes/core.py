@@ -35,7 +35,7 @@ import warnings
 import weakref
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -263,6 +263,7 @@ class Probes:
         self._signal_layouts: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # points -> (points, dests)
         self.armed = False
         self._hooks: list = []
+        self._made: dict[tuple[str, int], Callable] = {}  # each point's hook functions, as `arm` made them
         self._plans: dict = {}  # how each layout of activation outputs is stacked and reduced (see _plan)
         self._sgd_groups: tuple | None = None  # (optimizer, its groups, their count, each weight's): SGDUpdate.of
         self._constants: dict = {}  # small threshold tensors, copied to the device once
@@ -328,11 +329,19 @@ class Probes:
                     p.tap.tap = self._tap(i, signal, act)
                     self._hooks.append(_Tapped(p.tap))
                     continue
+                # (each point's hooks made once: a Recorder registers them again at every probed block)
                 if signal:
-                    self._hooks.append(p.layer.register_forward_hook(self._on_output(i)))
+                    self._hooks.append(p.layer.register_forward_hook(self._made_hook(self._on_output, i)))
                 if act:
-                    self._hooks.append(p.activation.register_forward_hook(self._on_activation(i)))
+                    self._hooks.append(p.activation.register_forward_hook(self._made_hook(self._on_activation, i)))
         self.armed = True
+
+    def _made_hook(self, make: Callable, i: int) -> Callable:
+        """`make(i)`, made once for each point."""
+        key = (make.__name__, i)
+        if key not in self._made:
+            self._made[key] = make(i)
+        return self._made[key]
 
     def _reset(self) -> None:
         """Forget the last probed step's tensors."""
