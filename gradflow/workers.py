@@ -209,6 +209,12 @@ def forked(launcher: str):
         context.set_start_method(saved, force=True)
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity: a SLURM job's allocation, taskset's), else the
+    machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_threads(torch_own: int) -> int:
     """The intra-op threads of a run that leaves them to torch (threads=0): torch's own count
     `torch_own`, except in a worker forked from the fork server, where it is the worker's share of the

@@ -89,6 +89,19 @@ def test_a_key_given_twice_keeps_the_last_and_says_so(cli, results):
     assert "seed=1" not in record.parent.name and "train.steps=4" not in record.parent.name
 
 
+def test_more_threads_than_cores_is_said(cli, results):
+    # threads=64 on a 2-core machine ran 64 of torch's spinning threads taking turns on two cores, without a word
+    from gradflow import workers
+
+    cores = workers.usable_cores()
+    out = cli("run", *TINY, "train.steps=1", f"threads={cores + 1}", f"results={results}", "name=threads")
+    assert out.exit_code == 0 and f"warning: threads={cores + 1} is more than the {cores} CPU cores this run may " \
+        "use: torch's threads take turns on them, slower, not faster; threads=0 uses every core" in \
+        " ".join(out.stderr.split()), out.output
+    out = cli("run", *TINY, "train.steps=1", f"threads={cores}", f"results={results}", "name=threads")
+    assert out.exit_code == 0 and "warning" not in out.stderr, out.output
+
+
 @pytest.mark.parametrize("first,last", [("train.steps=abc", "train.steps=0"), ("seed=x", "seed=2"),
                                         ("optim.lr=abc", "optim.lr=0.1"), ("seed=0,1", "seed=2")])
 def test_a_replaced_value_is_not_checked(cli, results, first, last):

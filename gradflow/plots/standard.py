@@ -438,8 +438,7 @@ def drawing_processes(n_runs: int) -> Iterator[DrawingPool | None]:
 def _drawing_pool(n_runs: int) -> DrawingPool | None:
     from gradflow import workers
 
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    processes = min(cpus - 1, MAX_DRAWING_PROCESSES)
+    processes = min(workers.usable_cores() - 1, MAX_DRAWING_PROCESSES)
     if n_runs < PARALLEL_RUNS or processes < 1:
         return None
     try:
