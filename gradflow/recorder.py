@@ -491,9 +491,7 @@ class Recorder:
             self._idle.append((self._last_step, int(step)))
         self._updates_then = self._updates
         self._last_step, self._cut_short, self._escaped = int(step), False, None  # (the loop went on past an error)
-        if step % self.every and step != self._final:
-            if self.probes is not None:
-                self.probes.remove()  # unprobed steps run without hooks
+        if step % self.every and step != self._final:  # (without hooks: `_step` took them off after the last block)
             try:
                 yield
             except BaseException:
