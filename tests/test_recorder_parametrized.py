@@ -14,6 +14,7 @@ from torch.nn.utils import parametrize
 
 import gradflow
 from gradflow.models.discover import discover
+from tests.test_transformer import retaining
 
 
 class LoRA(nn.Module):
@@ -90,14 +91,7 @@ def test_a_parametrized_layer_is_probed_as_the_tensors_it_is_trained_through(tmp
     ref_opt = _optimizer(optimizer, reference)
     for step in range(3):
         outs, acts = {}, {}
-
-        def keep(k):
-            def hook(m, i, z):
-                z.retain_grad()
-                outs[k] = z
-            return hook
-
-        hooks = [reference[k].register_forward_hook(keep(k)) for k in (0, 2)]
+        hooks = [reference[k].register_forward_hook(retaining(outs, k)) for k in (0, 2)]
         hooks += [reference[k + 1].register_forward_hook(lambda m, i, a, k=k: acts.update({k: a.detach()}))
                   for k in (0, 2)]
         ref_opt.zero_grad()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -47,6 +48,14 @@ def reference_loss(out, y, task):
     return -logp.gather(-1, y.clamp(min=0)[..., None]).squeeze(-1)[scored].mean()
 
 
+def retaining(outputs: dict, k) -> Callable:
+    """A forward hook that keeps its module's output in `outputs[k]`, its gradient retained (dL/dz)."""
+    def hook(module, inputs, z):
+        z.retain_grad()
+        outputs[k] = z
+    return hook
+
+
 def check_probes_against_autograd(cfg, data, model, behind: dict[str, list[str]] | None = None):
     """Train with probes, replay the same batches on an unprobed copy with retain_grad on every probe
     point's output, and compare every probed value (and which cells are masked). `behind`: a point's parameters
@@ -65,14 +74,7 @@ def check_probes_against_autograd(cfg, data, model, behind: dict[str, list[str]]
     by_module = {a.torch_name: a for a in activations.ACTIVATIONS.values()}
     for step, (values, mask) in enumerate(zip(result.probe_values, result.probe_masks)):
         outputs, acts = {}, {}
-
-        def keep(k):
-            def hook(m, i, z):
-                z.retain_grad()
-                outputs[k] = z
-            return hook
-
-        hooks = [p.layer.register_forward_hook(keep(k)) for k, p in enumerate(points)]
+        hooks = [p.layer.register_forward_hook(retaining(outputs, k)) for k, p in enumerate(points)]
         hooks += [p.activation.register_forward_hook(lambda m, i, y, k=k: acts.update({k: y.detach()}))
                   for k, p in enumerate(points) if p.activation is not None]
         idx = batches.next()
