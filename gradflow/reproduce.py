@@ -558,6 +558,34 @@ def growth_factor(arm: Arm, where=None, quantity="act_std", step=0, trim=FIT_TRI
 
 
 @measure
+def lr_reached(arm: Arm, where=None) -> Measured:
+    """The learning rate each run's schedule had reached by its last evaluation (the last opt/lr), or, for a run
+    recorded before gradflow logged opt/lr, the rate its config's schedule reaches over its steps, as the loop
+    steps it (train.make_schedule): an arm reused from then read no value, and its claim FAILed."""
+    import torch
+
+    from gradflow.train import make_optimizer, make_schedule
+
+    logged = arm.table("metrics", where)
+    logged = logged[(logged[store.SPLIT] == "opt") & (logged[store.METRIC] == "lr")]
+    last = logged.sort_values(store.STEP).groupby(store.RUN)[store.VALUE].last()
+    runs = arm.table("runs", where).sort_values(store.RUN)
+
+    def reached(run: str, path: str) -> float:
+        if run in last.index:
+            return float(last[run])
+        cfg = OmegaConf.load(Path(path) / store.CONFIG_FILE)
+        opt = make_optimizer([torch.nn.Parameter(torch.zeros(1))], cfg.optim)
+        schedule = make_schedule(opt, cfg.optim, cfg.train.steps)
+        for _ in range(cfg.train.steps if schedule is not None else 0):
+            opt.step()  # (no gradient: nothing moves; torch wants a step before the schedule's)
+            schedule.step()
+        return float(opt.param_groups[0]["lr"])
+
+    return _mean([reached(r, p) for r, p in zip(runs[store.RUN], runs[store.PATH])])
+
+
+@measure
 def last_value(arm: Arm, where=None, metric="loss", split="batch") -> Measured:
     """The last logged value of a metric per run; split=batch is the mean training-minibatch value (train
     mode) over the last eval window, what training curves such as He et al. 2016's Fig. 6 show, whereas

@@ -207,6 +207,25 @@ def test_a_crossing_needs_a_factor_on_both_sides(cut_below):
         assert measured.value == pytest.approx(0.1) and rep.passes(measured.value, {"ge": 0.024})[0]
 
 
+@pytest.mark.parametrize("schedule", [["optim.warmup=7", "optim.schedule=cosine"], ["optim.warmup=7"],
+                                      ["optim.schedule=step", "optim.milestones=[5]", "optim.gamma=0.1"]])
+def test_the_rate_reached_of_a_run_recorded_before_opt_lr_is_its_schedules(tmp_path, schedule):
+    # xiong2020's warm-up arms reused from a version that logged no opt/lr read no value, and its claim FAILed
+    import pandas as pd
+
+    from gradflow import store
+    from tests.conftest import execute_job
+
+    job = execute_job(tmp_path, "data=gaussian", "data.n_train=64", "data.n_test=16", "data.dim=8", "model.width=8",
+                      "model.depth=2", "train.batch_size=16", "train.steps=12", "train.eval_every=4", "optim.lr=0.5",
+                      "threads=1", *schedule, name="lr")
+    logged = rep.lr_reached(rep.Arm(tmp_path / "lr")).value
+    metrics = pd.read_parquet(job / store.METRICS_FILE)
+    assert logged == pytest.approx(float(metrics[metrics["metric"] == "lr"].sort_values("step")["value"].iloc[-1]))
+    store.write_table(job / store.METRICS_FILE, metrics[metrics["metric"] != "lr"].reset_index(drop=True))
+    assert rep.lr_reached(rep.Arm(tmp_path / "lr")).value == pytest.approx(logged, rel=1e-6)
+
+
 def test_a_gradient_norm_gone_nan_is_an_infinite_spike_not_the_largest_finite_one():
     """A run whose logged gradient norm turns NaN exploded: its spike is inf, so `largest norm < 100` FAILs; read
     as its largest finite norm (5x the first) it passed."""
