@@ -133,6 +133,12 @@ def test_an_unreadable_preset_is_named_when_asked_for_and_takes_no_other_command
             f"error: +experiment={name}: in {tmp_path / 'experiments' / name}.yaml, {said}"), out.stderr[-2000:]
     out = gradflow("run", "+experiment=zero", "model.depth=0")  # (typed too: the command line's, as it was)
     assert out.stderr.startswith("error: model.depth=0 must be >= 1"), out.stderr[-2000:]
+    # a key the preset's own choices leave unread is the preset's error, named with its file
+    (tmp_path / "experiments" / "unread.yaml").write_text("# @package _global_\nmodel:\n  skip: none\n  alpha: 0.5\n")
+    out = gradflow("run", "+experiment=unread", "train.steps=1")
+    assert out.returncode == 1 and out.stderr.startswith(
+        f"error: +experiment=unread: in {tmp_path / 'experiments' / 'unread.yaml'}, model.alpha=0.5 does not apply "
+        "to this run"), out.stderr[-2000:]
     # a group choice written as Hydra's plain defaults entry, then as Hydra's advice said: the form that works
     for name, entry, said in [("plain", "- /init: meanfield", "a preset chooses init as a change to the default: "
                                                                "write `- override /init: meanfield` in its defaults list"),
@@ -144,15 +150,22 @@ def test_an_unreadable_preset_is_named_when_asked_for_and_takes_no_other_command
             f"error: +experiment={name}: in {tmp_path / 'experiments' / name}.yaml, {said}"), out.stderr[-2000:]
 
 
-def test_a_presets_own_key_that_the_command_line_makes_unread_names_the_preset(cli, results):
-    # residual-vs-plain's plain net alone: its model.alpha was blamed as if the user had typed it
-    out = cli("run", "+experiment=residual-vs-plain", "model.skip=none", "train.steps=1", f"results={results}")
-    assert out.exit_code == 1 and out.stderr.startswith(
-        f"error: +experiment=residual-vs-plain: in {EXPERIMENTS_DIR / 'residual-vs-plain.yaml'}, model.alpha="), \
-        out.output
-    out = cli("run", "+experiment=residual-vs-plain", "model.skip=none", "model.alpha=1.0", "train.steps=1",
-              "model.depth=3", "model.width=8", f"results={results}")
-    assert out.exit_code == 0, out.output
+def test_a_presets_key_that_a_command_line_choice_leaves_unread_is_left_out(cli, results):
+    """residual-vs-plain's plain net alone, depth-study probed every step: the preset set model.alpha and
+    probe.points for the runs that read them, as a sweep point does; both were refused (`leave it out, or
+    set model.alpha=1.0 where a preset sets it`). A value typed for a run that does not read it still is."""
+    from gradflow import store
+
+    small = ("train.steps=1", "model.depth=3", "model.width=8", "data=gaussian", f"results={results}")
+    for preset, choice, unread in [("residual-vs-plain", "model.skip=none", "model.alpha"),
+                                   ("depth-study", "probe=every", "probe.points")]:
+        out = cli("run", f"+experiment={preset}", choice, *small)
+        assert out.exit_code == 0, out.output
+        run = max(store.find_runs(results / "run"), key=lambda job: job.stat().st_mtime)
+        assert preset in run.name and unread not in store.read_run(run)["config"], run.name
+    out = cli("run", "+experiment=residual-vs-plain", "model.skip=none", "model.alpha=0.5", *small)
+    assert out.exit_code == 1 and out.stderr.startswith("error: model.alpha=0.5 does not apply to this run: "
+                                                        "it scales residual branches"), out.output
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from gradflow.choices import CHOICE_KEYS
-from gradflow.config.messages import hydra_error_message, in_preset, key_of_another_choice
+from gradflow.config.messages import hydra_error_message, in_preset, key_of_another_choice, overruled
 from gradflow.config.schema import CONF_DIR, GROUP_KEYS, not_a_key_of
 from gradflow.config.validation import validate
 from gradflow.errors import GradflowError
@@ -42,7 +42,7 @@ def compose(overrides: list[str] | tuple[str, ...] = (), sweep_point: bool = Fal
                            typed=typed)
         raise GradflowError(hydra_error_message(e, quoted)) from None
     try:
-        validate(cfg, sweep_point)
+        validate(cfg, sweep_point, overruled(overrides))
     except GradflowError as e:  # (it quotes the config's values: optim.momentum=2 reads 2.0 there)
         raise GradflowError(in_preset(as_typed(str(e), quoted), overrides)) from None
     if not sweep_point:

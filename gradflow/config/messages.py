@@ -8,6 +8,7 @@ from dataclasses import fields
 
 from omegaconf import OmegaConf
 
+from gradflow.choices import CONDITIONAL_KEYS
 from gradflow.config.schema import (
     EXPERIMENTS_DIR, GROUP_KEYS, GROUP_SCHEMAS, SECTIONS, UNREADABLE_EXPERIMENTS, Config, choices_with_key,
     experiment_choices, group_choices, known_keys, not_a_key_of)
@@ -81,6 +82,19 @@ def _leaves(node: dict, prefix: str = ""):
             yield from _leaves(v, f"{prefix}{k}.")
         else:
             yield f"{prefix}{k}"
+
+
+def overruled(overrides) -> frozenset[str]:
+    """The keys of CONDITIONAL_KEYS that the preset of `overrides` sets and the command line leaves unread by
+    a choice of its own (probe=every beside depth-study's probe.points, model.skip=none beside residual-vs-
+    plain's model.alpha): the preset set them for the runs that read them, as a sweep sets norm.eps across
+    norm=none,batchnorm, so such a run leaves them out. A key the command line sets itself is not one."""
+    name = _preset(overrides)
+    if not name:
+        return frozenset()
+    typed = {override_key(o) for o in overrides}
+    return frozenset(key for key in _preset_sets(name) & CONDITIONAL_KEYS.keys() if key not in typed and any(
+        need == k or need.startswith(f"{k}.") for need in CONDITIONAL_KEYS[key][0] for k in typed))  # (probe=every)
 
 
 def in_preset(message: str, overrides) -> str:

@@ -94,9 +94,10 @@ def _finite(node: Any, prefix: str = "") -> None:
         _finite(v, key)
 
 
-def validate(cfg: DictConfig, sweep_point: bool = False) -> None:
+def validate(cfg: DictConfig, sweep_point: bool = False, overruled: frozenset[str] = frozenset()) -> None:
     """Raise GradflowError for the first value that is out of range, not a valid choice, or ignored (except
-    in a sweep point, where a value set for some points may be ignored by others: norm.eps of norm=none)."""
+    in a sweep point, where a value set for some points may be ignored by others: norm.eps of norm=none;
+    and the keys `overruled`, a preset's that the command line's choices leave unread: messages.overruled)."""
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True)
     except Exception as e:  # an interpolation that does not resolve (unknown key, division by zero, ...)
@@ -112,10 +113,10 @@ def validate(cfg: DictConfig, sweep_point: bool = False) -> None:
                       f"{', '.join(ours)}")
         key = getattr(e, "full_key", "") or "a ${...} value"
         raise GradflowError(f"{key} cannot be resolved: {shorten(detail, 160)}") from None
-    validate_resolved(resolved, sweep_point)
+    validate_resolved(resolved, sweep_point, overruled)
 
 
-def validate_resolved(resolved: dict, sweep_point: bool = False) -> None:
+def validate_resolved(resolved: dict, sweep_point: bool = False, overruled: frozenset[str] = frozenset()) -> None:
     """`validate` of a config already resolved to plain dicts (OmegaConf.to_container(cfg, resolve=True))."""
     _finite(resolved)
     _schemas(resolved)
@@ -126,7 +127,7 @@ def validate_resolved(resolved: dict, sweep_point: bool = False) -> None:
     _norm(cfg)
     _optim(cfg.optim)
     if not sweep_point:
-        _conditional(cfg)
+        _conditional(cfg, overruled)
     _train(cfg)
     _at_least("probe.every", cfg.probe.every, 0)
     _at_least("probe.points", cfg.probe.points, 2)
@@ -280,16 +281,17 @@ def _norm(cfg) -> None:
         raise GradflowError(f"norm.eps={cfg.norm.eps} must be > 0")
 
 
-def _conditional(cfg) -> None:
+def _conditional(cfg, overruled: frozenset[str]) -> None:
     """A key the run reads only where others say so (choices.CONDITIONAL_KEYS: norm.eps without a norm layer,
     model.alpha without model.skip=residual, optim.gamma without optim.schedule=step, probe.points beside
     probe.every) keeps its default where the run does not read it: a changed value would be a silent no-op.
     Not checked in a sweep point: norm=none,batchnorm norm.eps=1e-3 sets it where read (the plan refuses a
-    key no point reads)."""
+    key no point reads); nor for the keys `overruled`, a preset's that the command line's choice leaves
+    unread (the preset set them where read: residual-vs-plain's model.alpha beside model.skip=none)."""
     values = {f"{group}.{k}": v for group in ("model", "norm", "optim", "probe") for k, v in cfg[group].items()}
     flat = {k: str(list(v)) if isinstance(v, list) else v for k, v in values.items()}  # (as store.flatten has it)
     for key, (_, default, _) in CONDITIONAL_KEYS.items():
-        why = unread(key, flat)
+        why = key not in overruled and unread(key, flat)
         if why and key in flat and flat[key] != default:
             value = values[key]
             raise GradflowError(f"{key}={show_value(list(value) if isinstance(value, list) else value, key)} does not "
