@@ -475,6 +475,16 @@ def test_profile_and_heatmap_tick_a_transformer_at_its_blocks(run_job, small_mlp
     acts = figures.profile(layers, "act_std", step=0).axes[0]
     first = layers[(layers["quantity"] == "act_std") & (layers["step"] == 0)]["layer"].min()
     assert acts.get_xlim()[0] <= qkv[0] < first and qkv[0] in list(acts.get_xticks()), acts.get_xlim()
+    # its heatmap: a row for each point with a value, named (4 of a 4-block net's 27 were 23 grey rows between
+    # 4 thin stripes); the cells are those points' values
+    heat = figures.heatmap(layers, quantity="act_std")
+    act = layers[layers["quantity"] == "act_std"]
+    with_act = act.groupby("layer")["name"].first()
+    labels = [t.get_text() for t in heat.axes[0].get_yticklabels()]
+    assert labels == list(with_act) and all(n.endswith("mlp.in") for n in labels)
+    assert f"{len(with_act)} of its {layers['layer'].nunique()} have a value" in heat.axes[0].get_ylabel().replace("\n", " ")
+    cells = heat.data["cells"]
+    assert sorted(cells["layer"].unique()) == list(with_act.index) and len(cells) == len(act)
     grads = figures.profile(layers, "grad_norm", step=0).axes[0]  # (the stream has no weights: no stream line)
     assert not [ln for ln in grads.get_lines() if str(ln.get_gid()).startswith("stream:")]
     mlp = load(small_mlp)

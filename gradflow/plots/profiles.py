@@ -328,8 +328,14 @@ def heatmap(layers: pd.DataFrame, run: str | None = None, quantity: str = "grad_
     all_layers = range(int(df["layer"].min()), int(df["layer"].max()) + 1)  # a layer without rows stays a row
     wide = cells.last().unstack("step").reindex(all_layers)  # (layers, steps)
     present = cells.size().unstack("step").reindex_like(wide).notna().to_numpy()
+    # a quantity that most points lack (a transformer's act_std: its 4 MLP activations of 27 points) gets a
+    # row for each point that has it, named: the rest were grey rows, the values thin stripes between them
+    named = present.any(axis=1).sum() < len(present) / 2 and "name" in df.columns
+    if named:
+        wide, present = wide[present.any(axis=1)], present[present.any(axis=1)]
     z = wide.to_numpy(dtype=float)
     layer_idx, steps = wide.index.to_numpy(), wide.columns.to_numpy()
+    rows = np.arange(len(layer_idx)) if named else layer_idx  # (each row's place on the y axis)
     finite = np.isfinite(z)
     positive = finite & (z > 0) if label.log else finite
     zero = present & finite & ~positive
@@ -345,7 +351,7 @@ def heatmap(layers: pd.DataFrame, run: str | None = None, quantity: str = "grad_
     # a few probed steps (0 and 10 of a short run): one even cell each, centred on its tick; cells halfway
     # between them put step 0's at -5..5 under ticks -4, 0, 4, 8, 12
     x_edges = np.arange(len(steps) + 1) - 0.5 if few else _step_edges(steps, log)
-    y_edges = np.r_[layer_idx - 0.5, layer_idx[-1] + 0.5]
+    y_edges = np.r_[rows - 0.5, rows[-1] + 0.5]
     vals = z[positive]
     if len(vals) == 0:
         norm = Normalize(0, 1)
@@ -384,12 +390,20 @@ def heatmap(layers: pd.DataFrame, run: str | None = None, quantity: str = "grad_
         step_axis(ax, steps, log)
     ax.set_xlim(x_edges[0], x_edges[-1])
     marked = blocks(layers[layers["run"] == df["run"].iloc[0]])  # every quantity's points count
-    ax.set_ylabel(wrap_words(layer_axis(df, int(layer_idx[-1]), head=_at_head(quantity), marked=marked),
-                             XLABEL_WIDTH))
-    if marked is not None:
-        tick_blocks(ax.yaxis, marked)
-    else:  # (min_n_ticks: one row was ticked 39.5, 39.6, ... 40.5)
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if named:
+        names = df.groupby("layer")["name"].first()
+        every = math.ceil(len(rows) / NAMED_ROWS)  # (a 48-block net's 48 names: every second one)
+        ax.set_yticks(rows[::every], [str(names[i]) for i in layer_idx[::every]],
+                      fontsize="small" if len(rows) > 12 else None)
+        total = layers.loc[layers["run"] == df["run"].iloc[0], "layer"].nunique()
+        ax.set_ylabel(wrap_words(f"probe point ({len(rows)} of its {total} have a value), input first", XLABEL_WIDTH))
+    else:
+        ax.set_ylabel(wrap_words(layer_axis(df, int(layer_idx[-1]), head=_at_head(quantity), marked=marked),
+                                 XLABEL_WIDTH))
+        if marked is not None:
+            tick_blocks(ax.yaxis, marked)
+        else:  # (min_n_ticks: one row was ticked 39.5, 39.6, ... 40.5)
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     status = str(df["status"].iloc[0])
     # the config says which run it is (set_title says it was interrupted)
     extra = [f"status: {status}"] if status not in ("ok", "", "interrupted") else []
@@ -397,6 +411,7 @@ def heatmap(layers: pd.DataFrame, run: str | None = None, quantity: str = "grad_
     return fig
 
 
+NAMED_ROWS = 32  # a heatmap of the few points with a value names at most this many rows
 FEW_STEPS = 8  # up to this many probed steps, a heatmap gives each one even cell, ticked at its step
 
 
