@@ -655,6 +655,58 @@ def test_gradient_accumulation_over_micro_batches_records_what_one_batch_of_them
     np.testing.assert_allclose(parts["value"], whole["value"], rtol=1e-4, atol=1e-7)
 
 
+def _sam_step(model, rho: float = 0.05) -> list[torch.Tensor]:
+    """SAM's ascent (Foret et al. 2021): each weight moved by rho along its gradient, normalized over all of
+    them, in place; returns the moves, to take back after the second pass."""
+    norm = torch.stack([p.grad.norm() for p in model.parameters()]).norm()
+    moves = [p.grad * rho / norm for p in model.parameters()]
+    with torch.no_grad():
+        for p, move in zip(model.parameters(), moves):
+            p.add_(move)
+    model.zero_grad()
+    return moves
+
+
+@pytest.mark.parametrize("second_pass", ["inside", "after"])
+def test_a_sam_step_inside_the_block_is_said_and_after_it_records_the_first_pass_alone(tmp_path, second_pass):
+    """SAM's second backward pass runs at weights moved along the first's gradient. Inside the block the two
+    passes were read, without a word, as micro-batches of one update (signals ~2x); the weights' version
+    counters tell: said once. Run after the block, the block's pass is recorded as a plain step's."""
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    tables = {}
+    for loop in ("plain", second_pass):
+        torch.manual_seed(0)
+        model = Backwards()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        rec = gradflow.Recorder(model, tmp_path / loop / "run", every=1)
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            for step in range(3):
+                with rec.step(step):
+                    F.cross_entropy(model(x), y).backward()
+                    if loop == "inside":
+                        moves = _sam_step(model)
+                        F.cross_entropy(model(x), y).backward()
+                if loop == "after":
+                    moves = _sam_step(model)
+                    F.cross_entropy(model(x), y).backward()
+                if loop != "plain":
+                    with torch.no_grad():
+                        for p, move in zip(model.parameters(), moves):
+                            p.sub_(move)
+                opt.step()
+                opt.zero_grad()
+            rec.close()
+        moved = [str(w.message) for w in said if "changed between two backward passes" in str(w.message)]
+        assert len(moved) == (loop == "inside"), [str(w.message) for w in said]
+        tables[loop] = gradflow.load(tmp_path / loop).query("step == 0 and quantity == 'signal_norm'")
+    plain, sam = tables["plain"]["value"].to_numpy(), tables[second_pass]["value"].to_numpy()
+    if second_pass == "after":
+        np.testing.assert_allclose(sam, plain, rtol=1e-5)
+    else:  # (two passes' dL/dz of the same examples read as one batch of 2B)
+        assert (sam > 1.3 * plain).all(), (sam, plain)
+
+
 class Checkpointed(nn.Module):
     """Two tanh blocks of two layers, each run through torch.utils.checkpoint (or plainly), then a head."""
 

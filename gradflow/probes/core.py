@@ -282,6 +282,7 @@ class Probes:
         # two backward passes through one call seen, whose dL/dz add up: the fused kernels, which keep only a norm,
         # take no signal from then on (_drop_signal)
         self._fused_signals_off = False
+        self._moved_between_passes = False  # said once: the weights changed between two passes of a step
         self._generation = 0  # probed steps armed so far: a signal hook's call knows its step by it
         self._fused_acts, self._fused_squares = np.zeros((n, 4)), np.zeros(n)
         # each point's saturation bounds, float32-rounded: the batched path's constants and the fused kernels'
@@ -369,6 +370,7 @@ class Probes:
         self._task, self._task_accumulates = None, None
         self._passes: dict[int, bool | None] = {}  # the same of each pass of the step
         self._pass_grads: list[torch.Tensor] | None = None  # the gradients copied at a backward pass's end
+        self._pass_versions: list[int] | None = None  # the weights' version counters then (_pass_ended)
         # the params that had no gradient when the step's were read (a layer the step did not run: a head the loss
         # does not use, a branch taken only sometimes): masked as a frozen one's, never a norm of 0
         self._gradless: list[int] = []
@@ -563,6 +565,21 @@ class Probes:
             grads = gradients(self.params)
             self._pass_grads = self._copied("grad", grads) if grads else []
             self._gradless = _gradless(self.params)
+        self._weights_moved()
+
+    def _weights_moved(self) -> None:
+        """Said once where the weights changed in place between two backward passes of one probed step (their
+        version counters): a SAM-style second pass at perturbed weights, or an update between micro-batches.
+        The passes are read as micro-batches of one update (a batch of 2B, signals ~2x one pass's, activations
+        of both weights), which they are not."""
+        versions = [p._version for p in self.params]
+        if self._pass_versions not in (None, versions) and not self._moved_between_passes:
+            self._moved_between_passes = True
+            warnings.warn("the weights changed between two backward passes of one probed step (a SAM-style "
+                          "second pass at perturbed weights, or an update between micro-batches): the passes are "
+                          "read as micro-batches of one update, their signals and activations as one batch. To "
+                          "record one pass, run the other after the rec.step block", stacklevel=user_stacklevel())
+        self._pass_versions = versions
 
     def _activation_again(self, i: int, y: torch.Tensor) -> None:
         """Another activation output at point i: statistics over the union of its outputs. Unless it is
