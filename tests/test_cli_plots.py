@@ -1102,6 +1102,27 @@ def test_compare_draws_the_mean_field_line_only_for_the_plain_mlps(plain, result
     assert "model.name" in differ and drawn == {"ratio": ["plain"], "profile": ["plain"]}, drawn
 
 
+def test_compare_at_step_0_of_sources_differing_only_in_update_keys_says_their_lines_coincide(plain, results):
+    """Two sweeps alike but for the learning rate and clipping measure the same at step 0: their lines lay one
+    on the other, the legend promising two markers and nothing saying why. The title says it; not at the
+    last step, nor beside a source that differs in a key acting at step 0 (its norm)."""
+    from gradflow import compare as matching
+    from gradflow.plots import figures
+
+    def title(*roots, step=0):
+        sources = [r.name for r in roots]
+        runs = matching.load_runs(roots, sources)
+        layers = matching.overlay_table(roots, sources, runs, "layers", list(matching.differing_keys(runs, sources)))
+        return " ".join(figures.profile(layers, "grad_norm", step=step).get_suptitle().split())
+
+    faster = _sweep(results, "faster", *GRID, "probe.jacobian=true", "optim.lr=0.5", "train.grad_clip=1")
+    said = "the sources differ only in optim.lr, train.grad_clip: no effect at step 0, their lines coincide"
+    assert said in title(plain, faster)
+    assert "coincide" not in title(plain, faster, step="last")
+    shifted = _sweep(results, "shifted", *GRID, "probe.jacobian=true", "optim.lr=0.5", "seed=1")  # (other weights)
+    assert "coincide" not in title(plain, shifted)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--kind", "heatmap"], "--kind 'heatmap' is not allowed; choices: profile, curves, gradnorm, ratio, spectrum"),
     (["--by", "model.nope"], "--by 'model.nope' is not a config key"),

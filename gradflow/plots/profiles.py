@@ -31,7 +31,8 @@ from gradflow.probes.quantities import QUANTITIES as REGISTRY
 from gradflow.plots.style import (
     THEORY_STYLE, Palette, bottom_and_left, colour_key, draw_series, extra_handles, facet_grid, has_marks,
     is_log_spaced, label_short_log_axis, legend, line_weight, new_figure, note_if_empty, record, source_title, step_axis,
-    style_key, init_note, no_effect_at_init, tick_blocks, unshown, unshown_notes, unshown_panels, XLABEL_WIDTH, wrap_words,
+    style_key, init_note, no_effect_at_init, sources_alike_at_init, tick_blocks, unshown, unshown_notes, unshown_panels,
+    XLABEL_WIDTH, wrap_words,
 )
 
 
@@ -139,6 +140,9 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     drawn = df.drop_duplicates([c for c in ("source", "run") if c in df.columns])["run"]
     extra = [step_text, ended_text(ended, drawn.astype(str).tolist()), init_note(k.inert)]
     extra += unshown_notes(also, between)
+    alike = [key for key in sources_alike_at_init(df, quantity) if key not in k.inert] if parse_step(step) == 0 else []
+    if alike:  # (each source's marker on one line: the legend said two)
+        extra.append(f"the sources differ only in {', '.join(alike)}: no effect at step 0, their lines coincide")
     set_title(fig, f"{label.title} per {point_word(df)}", df, extra, skip=swept)
     return fig
 

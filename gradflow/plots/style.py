@@ -544,6 +544,28 @@ def no_effect_at_init(df: pd.DataFrame, swept: Sequence[str], quantity: str | No
     return dropped
 
 
+def sources_alike_at_init(df: pd.DataFrame, quantity: str | None = None) -> list[str]:
+    """The keys compared sources differ in (none varying within a source: `compare` keeps them in the frame's
+    attrs, store.SOURCE_KEYS), where each acts on the updates alone and the sources' runs alike in every other
+    key measured the same at step 0 (`df`: the rows of one quantity at step 0, as `no_effect_at_init` takes
+    them); [] where the sources differ otherwise, or measured apart. Their lines coincide, each source's
+    marker over the other's: the figure says why."""
+    from gradflow import store
+    from gradflow.keys import config_columns
+
+    if "source" not in df.columns or n_distinct(df["source"]) < 2:
+        return []
+    given = df.attrs.get(store.SOURCE_KEYS) or {}
+    parts = [part for _, part in df.groupby("source", sort=False)]
+    keys = [k for k in config_columns(df) if n_distinct(df[k]) > 1 and all(n_distinct(p[k]) == 1 for p in parts)]
+    keys += [k for k in dict.fromkeys(k for values in given.values() for k in values) if k not in df.columns]
+    if not keys or not all(update_only(k) for k in keys):
+        return []
+    apart = {k: df["source"].map({s: values.get(k) for s, values in given.items()}) for k in keys if k not in df}
+    alike = no_effect_at_init(df.assign(**apart).drop(columns="source"), keys, quantity)
+    return keys if len(alike) == len(keys) else []
+
+
 def _codes(df: pd.DataFrame, columns: Sequence[str]) -> dict[str, np.ndarray]:
     """Each of `columns` of `df` as codes (NaN matching NaN, lists by value)."""
     from gradflow.keys import hashable
