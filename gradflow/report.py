@@ -182,22 +182,20 @@ def figures(paths: list[Path], table: pd.DataFrame) -> tuple[list[tuple[str, byt
 
 def theory_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
     """One row per mean-field point among the runs: the prediction beside the mean measured chi_1."""
-    from gradflow import theory
-
     config = [c for c in df.columns if isinstance(c, str) and "." in c]
     points: dict[tuple, list[float]] = {}
     for _, row in df.iterrows():
-        mf = theory.predict({k: row[k] for k in config})
+        mf = theory_mod.predict({k: row[k] for k in config})
         if mf is not None:
             points.setdefault((mf.activation, mf.sw2, mf.sb2), []).append(row.get("chi1_measured", math.nan))
     rows = []
     for (act, sw2, sb2), measured in points.items():
-        mf = theory.point(act, sw2, sb2)
+        mf = theory_mod.point(act, sw2, sb2)
         finite = [m for m in measured if isinstance(m, float) and math.isfinite(m)]
         rows.append({"activation": act, "σ_w²": sw2, "σ_b²": sb2, "q*": mf.q_star, "ξ_q": mf.xi_q, "ξ_c": mf.xi_c,
                      "phase": mf.phase,
                      # (the q* = 0 limit's, which the signal never follows: columns.LIMIT_NOTE under the table)
-                     "χ₁ theory": fmt(mf.chi1) + columns.LIMIT_MARK * theory.q_zero_limit(mf),
+                     "χ₁ theory": fmt(mf.chi1) + columns.LIMIT_MARK * theory_mod.q_zero_limit(mf),
                      "χ₁ measured (mean)": sum(finite) / len(finite) if finite else math.nan,
                      # the runs the mean is over: a run too shallow for a fit has none (it said "runs 4" for 2)
                      "runs fitted": f"{len(finite)} of {len(measured)}"})

@@ -154,8 +154,6 @@ def config_help(width: int = HELP_WIDTH) -> str:
     and its keys (a model or data family's keys under that family only), then the top-level keys."""
     import textwrap
 
-    from rich.markup import escape
-
     out = textwrap.wrap("Config: GROUP=CHOICE picks a group, KEY=VALUE sets a key (shown with its default).", width)
     out = [f"[bold]Config[/]{out[0].removeprefix('Config')}", *out[1:], ""]
     from omegaconf import OmegaConf

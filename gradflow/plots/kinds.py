@@ -285,8 +285,6 @@ def part_names(parts: list[tuple[list[str], pd.DataFrame]]) -> list[str]:
     import hashlib
     from collections import Counter
 
-    from gradflow.plots.save import file_part
-
     names = [file_part(",".join(items)) if items else "" for items, _ in parts]
     count = Counter(names)
     return [n if count[n] == 1 else f"{n}-{hashlib.sha1(','.join(items).encode()).hexdigest()[:6]}"
