@@ -28,7 +28,6 @@ class Series:
     """One line: the runs of a group (same config but the seed), aggregated over x."""
     config: dict[str, Any]  # the group's config (any one run's; they differ only in seed)
     runs: list[str]
-    statuses: list[str]
     x: np.ndarray  # (n_x,)
     med: np.ndarray  # (n_x,) median over runs of the drawable values
     lo: np.ndarray  # (n_x,) min over runs
@@ -119,7 +118,7 @@ def collect_series(df: pd.DataFrame, x: str, group_keys: Sequence[str], log: boo
         config = {c: values[rows[0]] for c, values in columns.items()}
         seeds_only = bool((codes[at] == codes[at[0]]).all())
         seeds = len(np.unique(seed_codes[at])) if alike else 0
-        out.append(Series({**constants.get(config["source"], {}), **config}, list(wide_all.index[at]), status,
+        out.append(Series({**constants.get(config["source"], {}), **config}, list(wide_all.index[at]),
                           xs[cols], med[cols], lo[cols], hi[cols], nonfinite[cols], offscale[cols], count[cols],
                           seeds_only, seeds))
     return out
