@@ -77,7 +77,6 @@ AUTO_CURVE_PANELS = 3  # pairs of columns (6 panels across) for the keys colour 
 class OverSteps:
     """How the lines of a figure over training steps (curves, gradnorm) are told apart."""
     sources: list  # the results folders, in the order given
-    multi_source: bool
     by_source: bool  # a panel per results folder (asked for, and there are several)
     swept: list[str]
     group_keys: list[str]  # one line per distinct value of these
@@ -106,7 +105,7 @@ def over_steps_keys(df: pd.DataFrame, what: str, color: str | None, facet: str |
     group_keys = swept + (["source"] if multi_source else [])
     if color is None and facet is None and not_swept_together(df, swept):
         # runs not swept together: one legended line each (each seed its own line too: the legend names every run)
-        return OverSteps(sources, multi_source, by_source, swept, ["run"], "run", None, [], [])
+        return OverSteps(sources, by_source, swept, ["run"], "run", None, [], [])
     # the sources take the line styles, where no facet, panel or colour does
     by_style = multi_source and "source" not in (facet, color) and not by_source
     color = color or colour_key(df, swept, facet, styles_free=not by_style)
@@ -114,7 +113,7 @@ def over_steps_keys(df: pd.DataFrame, what: str, color: str | None, facet: str |
     also, between = unshown(df, swept, (color, style, facet))
     marker = marker_key(df, "source" if by_source else facet, also, panels)
     also = [k for k in also if k != marker]
-    return OverSteps(sources, multi_source, by_source, swept, group_keys, color, style, also, between, marker)
+    return OverSteps(sources, by_source, swept, group_keys, color, style, also, between, marker)
 
 
 def unshown_keys(df: pd.DataFrame, what: str, color: str | None = None, facet: str | None = None,
