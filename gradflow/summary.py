@@ -558,7 +558,6 @@ def in_study(folders: pd.Series, value: str) -> pd.Series:
 class NotRun:
     """A sweep's points with no folder yet (the sweep was cut short, or is running)."""
 
-    sweep: Path
     name: str  # its folder relative to the folder listed
     missing: int  # (of those --where keeps)
     points: int
@@ -591,7 +590,7 @@ def not_run(path: Path, there: dict[str, str], where: list[tuple[str, str]],
         missing = sum(job not in there for job in jobs)
         redo = Counter(there[job] for job in jobs if job in there and there[job] not in KEPT_ON_RESUME)
         if missing or redo:
-            found.append(NotRun(sweep, prefix, missing, len(spec["runs"]), store.resume_command(sweep, spec),
+            found.append(NotRun(prefix, missing, len(spec["runs"]), store.resume_command(sweep, spec),
                                 store.writer(sweep), {k: redo[k] for k in store.STATUSES if redo[k]}))
     return found
 
