@@ -1213,13 +1213,11 @@ def _unreadable(path: Path, e: Exception) -> GradflowError:
                          f"folder ({Path(path).parent}) and rerun the command that made it to redo the run")
 
 
-def load_records(path: str | Path, include_stale: bool = True, listed: list[dict] | None = None) -> pd.DataFrame:
+def load_records(path: str | Path, listed: list[dict] | None = None) -> pd.DataFrame:
     """One row per run: its status as a reader sees it, run.json (final metrics as final.*) and every
-    config key. Stale runs are listed (as `stale`) unless told otherwise. `listed`: as in `load`."""
+    config key. Stale runs are listed (as `stale`). `listed`: as in `load`."""
     records, configs = [], []
     for r in runs(path) if listed is None else listed:
-        if r[STATUS] == STALE and not include_stale:
-            continue
         rec = r["record"]
         configs.append(listed_config(Path(r[PATH]), rec))
         row = {RUN: r[RUN], SOURCE: r[SOURCE], PATH: r[PATH], **configs[-1]}
