@@ -220,21 +220,21 @@ def _heavy_ball(w, b, i, grad, before, lr, momentum, keep):
 
 
 @njit(cache=True, nogil=True)  # no fastmath: every rounding as written
-def _momentum_at(w, b, g, i, lr, decay, momentum, keep, nesterov: bool, maximize: bool):
+def _momentum_at(w, b, g, i, lr, momentum, keep):
     """_sgd_at with momentum, no weight decay, neither nesterov nor maximize."""
     return _heavy_ball(w, b, i, g[i], w[i], lr, momentum, keep)
 
 
 @njit(cache=True, nogil=True)  # no fastmath: every rounding as written
-def _momentum_decay_at(w, b, g, i, lr, decay, momentum, keep, nesterov: bool, maximize: bool):
+def _momentum_decay_at(w, b, g, i, lr, decay, momentum, keep):
     """_sgd_at with momentum and weight decay, neither nesterov nor maximize."""
     before = w[i]
     return _heavy_ball(w, b, i, _fma(before, decay, g[i]), before, lr, momentum, keep)
 
 
 @njit(cache=True, nogil=True)  # no fastmath: every rounding as written
-def _plain_at(w, b, g, i, lr, decay, momentum, keep, nesterov: bool, maximize: bool):
-    """_sgd_at without momentum or weight decay, neither nesterov nor maximize (b is not read)."""
+def _plain_at(w, g, i, lr):
+    """_sgd_at without momentum or weight decay, neither nesterov nor maximize."""
     before = w[i]
     d = g[i]
     w[i] = _fma(d, -lr, before)
@@ -256,14 +256,13 @@ def _sgd_step(w, b, g, lr, decay, momentum, keep, nesterov: bool, maximize: bool
     sums = (0.0, 0.0, 0.0)
     if not (nesterov or maximize) and momentum != 0 and decay == 0:
         for i in range(w.size):
-            sums = _squares(sums, g[i], *_momentum_at(w, b, g, i, lr, decay, momentum, keep, nesterov, maximize))
+            sums = _squares(sums, g[i], *_momentum_at(w, b, g, i, lr, momentum, keep))
     elif not (nesterov or maximize) and momentum != 0:
         for i in range(w.size):
-            sums = _squares(sums, g[i], *_momentum_decay_at(w, b, g, i, lr, decay, momentum, keep, nesterov,
-                                                             maximize))
+            sums = _squares(sums, g[i], *_momentum_decay_at(w, b, g, i, lr, decay, momentum, keep))
     elif not (nesterov or maximize) and decay == 0:
         for i in range(w.size):
-            sums = _squares(sums, g[i], *_plain_at(w, b, g, i, lr, decay, momentum, keep, nesterov, maximize))
+            sums = _squares(sums, g[i], *_plain_at(w, g, i, lr))
     else:
         for i in range(w.size):
             sums = _squares(sums, g[i], *_sgd_at(w, b, g, i, lr, decay, momentum, keep, nesterov, maximize))
