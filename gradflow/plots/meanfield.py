@@ -15,16 +15,13 @@ def python_value(v: Any) -> Any:
 
 
 def _predict(config: Mapping[str, Any], cache: dict) -> Any:
-    """theory.predict for a group's config, or None when there is no theory (yet) or no prediction."""
+    """theory.predict for a group's config, or None where it makes no prediction."""
     config = {k: v for k, v in config.items() if k not in ("source", "run")}  # where it came from, not what
     key = tuple(sorted((k, repr(v)) for k, v in config.items()))
     if key not in cache:
-        try:
-            from gradflow import theory  # imported late: plots work before/without the theory module
-        except ImportError:
-            cache[key] = None
-        else:
-            cache[key] = theory.predict({k: python_value(v) for k, v in config.items()})
+        from gradflow import theory  # (imported where a figure asks for a prediction)
+
+        cache[key] = theory.predict({k: python_value(v) for k, v in config.items()})
     return cache[key]
 
 
