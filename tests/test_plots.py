@@ -803,6 +803,20 @@ def test_heatmap_is_layer_by_step_on_a_log_colour_scale(single, sweep):
     assert "no value (none at that point, e.g. no weight; or not probed)" in texts and "not logged" not in texts
 
 
+@pytest.mark.parametrize("depth", [7, 13, 20, 23])
+def test_the_layer_axis_ticks_the_output_head_it_names(depth):
+    """The axis label says `20 = output head`; the ticks ran 0, 3, ..., 18 and left the head unticked. Ticks
+    are whole indices 1, 2 or 5 times a power of ten apart, and the last one is always among them."""
+    layers, _, _ = fabricate([config(depth, "tanh", 1)])
+    for fig, axis in ((figures.heatmap(layers), "y"), (figures.profile(layers, "grad_norm", step=0), "x")):
+        ax = fig.axes[0]
+        fig.canvas.draw()
+        lo, hi = sorted(getattr(ax, f"get_{axis}lim")())
+        ticks = [t for t in getattr(ax, f"get_{axis}ticks")() if lo <= t <= hi]
+        assert ticks[-1] == depth and "output head" in getattr(ax, f"get_{axis}label")(), (axis, ticks)
+        assert all(float(t).is_integer() for t in ticks) and 3 not in np.diff(ticks[:-1]), ticks
+
+
 def test_heatmap_of_an_activation_statistic_calls_no_layer_the_head(single):
     # its last row is the last hidden layer (the head has no activation): the axis read "9 = output head";
     # and all 0, its colour bar ran from -0.1 to 0.1, negative shares of dead units

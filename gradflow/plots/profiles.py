@@ -13,7 +13,7 @@ from matplotlib.colors import ListedColormap, LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator, NullLocator
+from matplotlib.ticker import NullLocator
 
 from gradflow.errors import GradflowError
 from gradflow.fmt import fmt
@@ -29,7 +29,7 @@ from gradflow.plots.series import (
 from gradflow.probes.quantities import BIAS, OUTPUT, WEIGHT
 from gradflow.probes.quantities import QUANTITIES as REGISTRY
 from gradflow.plots.style import (
-    THEORY_STYLE, Palette, bottom_and_left, colour_key, draw_series, extra_handles, facet_grid, has_marks,
+    THEORY_STYLE, LayerLocator, Palette, bottom_and_left, colour_key, draw_series, extra_handles, facet_grid, has_marks,
     is_log_spaced, label_short_log_axis, legend, line_weight, new_figure, note_if_empty, record, source_title, step_axis,
     style_key, init_note, no_effect_at_init, sources_alike_at_init, tick_blocks, unshown, unshown_notes, unshown_panels,
     XLABEL_WIDTH, wrap_words,
@@ -172,7 +172,7 @@ def _layer_ticks(ax, marked, rows: pd.DataFrame) -> None:
     if marked is not None:
         tick_blocks(ax.xaxis, marked)
     else:  # (min_n_ticks: a lone point's axis was ticked 40, 41 with the point on its edge)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.xaxis.set_major_locator(LayerLocator())
     lo, hi = rows["layer"].min(), rows["layer"].max()
     if marked is not None and marked.starts:  # (the first block's tick in view: an activation statistic, none at
         lo = min(lo, marked.starts[0])  # a block's attn.qkv, began past b0's tick, its first point unlabelled)
@@ -407,7 +407,7 @@ def heatmap(layers: pd.DataFrame, run: str | None = None, quantity: str = "grad_
         if marked is not None:
             tick_blocks(ax.yaxis, marked)
         else:  # (min_n_ticks: one row was ticked 39.5, 39.6, ... 40.5)
-            ax.yaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+            ax.yaxis.set_major_locator(LayerLocator())
     status = str(df["status"].iloc[0])
     # the config says which run it is (set_title says it was interrupted)
     extra = [f"status: {status}"] if status not in ("ok", "", "interrupted") else []

@@ -992,6 +992,23 @@ def block_labels(names: list[str]) -> list[str]:
     return drop_shared_parts(names, ".", keep=1)
 
 
+class LayerLocator(MaxNLocator):
+    """Whole probe-point indices at 1, 2 or 5 times a power of ten apart, the last index in view ticked
+    too: the output head, which the axis label names (a 20-layer net's axis read 0, 3, ..., 18, and its
+    label `20 = output head`)."""
+
+    def __init__(self):
+        super().__init__(integer=True, min_n_ticks=1, steps=[1, 2, 5, 10])
+
+    def __call__(self):
+        lo, hi = sorted(self.axis.get_view_interval())
+        ticks = [t for t in super().__call__() if lo - 1e-9 <= t <= hi + 1e-9]
+        last = math.floor(hi + 1e-9)
+        if ticks and last >= lo and last not in ticks:
+            ticks.append(last)
+        return ticks
+
+
 def tick_blocks(axis, marked) -> None:
     """Tick a probe-point axis (ax.xaxis or ax.yaxis) at each block's first point (labels.blocks), named
     b0, b1, ... (`block_labels`); where the blocks are many, or their names long, every k-th is named and
