@@ -27,6 +27,17 @@ class NotVaried(GradflowError):
     runs left out (stale ones) may be what it lacks."""
 
 
+class CodeExited(Exception):
+    """sys.exit called by a model's code (argparse's parse_args() at import, reading gradflow's own command
+    line): an error of the run, recorded as failed, not the command's exit. It ended `gradflow run` silently
+    (the run recorded interrupted) and took a sweep down with it, its other points never run."""
+
+    def __init__(self, e: SystemExit):
+        hint = (": argparse's parse_args() exits so on a command line it does not know, gradflow's; give it "
+                "parse_args([]), or use parse_known_args()") if e.code == 2 else ""
+        super().__init__(f"the model's code called sys.exit({e.code!r}){hint}")
+
+
 # a write refused by the machine, not by a mistake in the command: a full disk or quota, a file-size limit
 # (SLURM's, ulimit -f), a read-only mount (not EACCES: a file that cannot be read says it too)
 CANNOT_WRITE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}

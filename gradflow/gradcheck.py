@@ -46,7 +46,7 @@ from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from gradflow.config import GRADCHECK_MODES
-from gradflow.errors import GradflowError, shorten
+from gradflow.errors import CodeExited, GradflowError, one_line, shorten
 
 EPS = 1e-6  # the finite-difference step in float64
 FLOOR = 1e-3  # relative errors are taken against at least this fraction of the loss
@@ -371,7 +371,15 @@ def gradcheck(cfg, entries: int = 8, batch: int = 32, eps: float = EPS) -> GradC
         x = x.double()
     if y.is_floating_point():
         y = y.double()
-    r = check_model(model, lambda m: loss_and_accuracy(m(x), y, data.task)[0], entries, eps, seed=cfg.seed,
-                    mode=OmegaConf.select(cfg, "gradcheck.mode", default="reverse"))
+    try:
+        r = check_model(model, lambda m: loss_and_accuracy(m(x), y, data.task)[0], entries, eps, seed=cfg.seed,
+                        mode=OmegaConf.select(cfg, "gradcheck.mode", default="reverse"))
+    except GradflowError:
+        raise
+    except (Exception, SystemExit) as e:  # the model's own error, in float64 or at --batch, which its run never
+        # met (a float32 tensor made in forward): one line, not a traceback
+        error = CodeExited(e) if isinstance(e, SystemExit) else e
+        raise GradflowError(f"the model failed in the check, which runs it in float64 on {len(x)} examples "
+                            f"(--batch): {one_line(error)}") from e
     r.batch = len(x)
     return r

@@ -24,7 +24,7 @@ from gradflow import data as data_mod  # (`data` names the built Data below)
 from gradflow import models, store, summary, theory, workers
 from gradflow.choices import settings
 from gradflow.config import batch_fits, resolve_device, uses_batchnorm
-from gradflow.errors import GradflowError, cannot_write, one_line
+from gradflow.errors import CodeExited, GradflowError, cannot_write, one_line
 from gradflow.models.custom import activation_kind
 from gradflow.models.init import initialize
 from gradflow.probes import quantities as pq
@@ -42,10 +42,11 @@ def prepare(cfg: DictConfig, isolate: bool = False):
         return _prepare(cfg)
     except GradflowError:
         raise
-    except Exception as e:
+    except (Exception, SystemExit) as e:
+        error = CodeExited(e) if isinstance(e, SystemExit) else e  # (a model's module calling sys.exit)
         if isolate:
-            raise
-        raise GradflowError(f"building the data or the model failed: {one_line(e)}") from e
+            raise error from e
+        raise GradflowError(f"building the data or the model failed: {one_line(error)}") from e
 
 
 def probed_activation(cfg: DictConfig) -> str | None:
@@ -68,6 +69,10 @@ def _prepare(cfg: DictConfig):
         batch_fits(cfg.train.batch_size, len(data.x_train), cfg.data.name, f" under {data_mod.data_root(cfg.data.root)}")
     model = models.build(cfg, data.input_shape, data.n_classes, per_step=data.task in ("per_step", "next_token"),
                          vocab=data.vocab)
+    if not any(p.requires_grad for p in model.parameters()):  # (a frozen pretrained net: each step's backward
+        # failed in torch's words, "element 0 of tensors does not require grad")
+        raise GradflowError(f"model={cfg.model.name}: the model has no parameter that requires grad, so there is "
+                            "nothing to train or check; leave some trainable (requires_grad=True)")
     initialize(model, cfg.init, probed_activation(cfg) or activation_kind(model))
     if hasattr(model, "post_init"):  # family-specific init on top of the scheme (recurrent weights, Fixup, ...)
         model.post_init(cfg)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from gradflow import store
 from gradflow.data import Data
+from gradflow.errors import CodeExited
 from gradflow.metrics import REGRESSION_TOLERANCE
 from gradflow.probes.core import Probes, Stepped, exact_norms, gradients, load_fused, schedule
 from gradflow.probes.jacobian import jacobian_spectra
@@ -409,7 +410,10 @@ def training(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None 
             res.status = store.INTERRUPTED
         _finish(res, probes, readings, start)
         raise Interrupted(res) from None
-    except Exception as e:  # an error in a step (a user's model raising at its 50th call): the same
+    except (Exception, SystemExit) as e:  # an error in a step (a user's model raising at its 50th call, or
+        # calling sys.exit): the same
+        if isinstance(e, SystemExit):
+            e = CodeExited(e)
         res.status = store.FAILED
         try:
             _finish(res, probes, readings, start)

@@ -122,6 +122,38 @@ class EnvLate(Late):
         super().__init__(int(os.environ.get("LATE_AT", 100)))
 
 
+class Exits(Late):
+    """Calls sys.exit(3) at its `at`-th training forward pass."""
+    def __init__(self, at=3):
+        super().__init__(at)
+
+    def fail(self):
+        import sys
+        sys.exit(3)
+
+
+class ParsesArgs(Net):
+    """Reads its options with argparse from the command line, which is gradflow's (as here)."""
+    def __init__(self):
+        import argparse
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--width", type=int, default=16)
+        super().__init__(parser.parse_args(["run", "model=custom"]).width)
+
+
+class MadeInFloat32(Net):
+    """Makes a float32 tensor of its own in forward: it trains, and fails in gradcheck's float64."""
+    def forward(self, x):
+        return super().forward(x) @ torch.eye(10)
+
+
+class AllFrozen(Net):
+    """A pretrained net loaded frozen: no parameter requires grad."""
+    def __init__(self):
+        super().__init__()
+        self.requires_grad_(False)
+
+
 class Tied(nn.Module):
     """Its output layer uses its input layer's weight (as a GPT's head uses its token embedding's)."""
     def __init__(self, width=40):
@@ -327,6 +359,59 @@ def test_a_model_that_raises_well_into_training_keeps_what_the_run_measured(cli,
     assert sorted(load(job, table="metrics").query("split == 'test'")["step"].unique()) == [0, 2, 4, 6]
     listed = cli("ls", str(results / "late"), "--wide")
     assert "failed" in listed.output and run["summary"]["grad_ratio.init"] > 0
+
+
+def test_a_model_that_calls_sys_exit_fails_its_run_and_the_sweep_goes_on(cli, user_models, tmp_path, capfd):
+    """sys.exit in a model's code (argparse's parse_args() reading gradflow's command line, in its constructor
+    or as its module is imported) ended `gradflow run` silently, the run recorded interrupted, and took a
+    sweep down with it, its other points never run. It is the run's error now."""
+    from gradflow import store
+
+    results = tmp_path / "results"
+    long = [o for o in TINY if not o.startswith("train.steps=")] + ["train.steps=6"]
+    out = cli("run", "model=custom", f"model.target={user_models}:Exits", *long, f"results={results}", "name=exits")
+    assert out.exit_code == 1 and "CodeExited: the model's code called sys.exit(3)" in out.output, out.output
+    (job,) = store.find_runs(results / "exits")
+    assert store.read_run(job)["status"] == "failed"
+    out = cli("run", "model=custom", f"model.target={user_models}:ParsesArgs", f"results={results}")
+    assert_last_line(out, "failed to build: CodeExited: the model's code called sys.exit(2): argparse's "
+                          "parse_args() exits so on a command line it does not know, gradflow's")
+    (tmp_path / "parses_at_import.py").write_text("import argparse\nargparse.ArgumentParser().parse_args(['run'])\n")
+    try:
+        out = cli("run", "model=custom", "model.target=parses_at_import:Net", f"results={results}")
+        assert_last_line(out, "model.target='parses_at_import:Net': importing parses_at_import raised CodeExited: "
+                              "the model's code called sys.exit(2)")
+    finally:
+        sys.modules.pop("parses_at_import", None)
+    out = cli("sweep", "model=custom", f"model.target={user_models}:ParsesArgs,{user_models}:Exits,{user_models}:Net",
+              *long, f"results={results}", "--name", "exiting")
+    assert out.exit_code == 1 and "ok: 1  diverged: 0  failed: 2" in out.output, out.output
+    capfd.readouterr()
+
+
+def assert_last_line(out, said: str) -> None:
+    """Exit 1, `said` in the last line (argparse prints its usage and error before it), no traceback."""
+    assert out.exit_code == 1 and said in out.output.strip().splitlines()[-1], out.output
+    assert "Traceback" not in out.output
+
+
+def test_a_model_without_a_trainable_parameter_is_one_line(cli, user_models, tmp_path):
+    # (each step failed in torch's words, "element 0 of tensors does not require grad"; gradcheck's traceback)
+    said = "model=custom: the model has no parameter that requires grad, so there is nothing to train or check"
+    for command, results in (("run", [f"results={tmp_path / 'results'}"]), ("gradcheck", [])):
+        out = cli(command, "model=custom", f"model.target={user_models}:AllFrozen", *results)
+        assert_one_line(out, tmp_path / "results", said)
+
+
+def test_gradcheck_of_a_model_that_fails_in_float64_is_one_line(cli, user_models, tmp_path):
+    """The check runs the model in float64, which its run never does: a tensor it makes in float32 was a
+    traceback; now one line saying where it failed. The run itself trains."""
+    out = cli("gradcheck", "model=custom", f"model.target={user_models}:MadeInFloat32")
+    assert_one_line(out, tmp_path / "results", "the model failed in the check, which runs it in float64 on 8 examples "
+                                               "(--batch): RuntimeError: expected m1 and m2 to have the same dtype")
+    out = cli("run", "model=custom", f"model.target={user_models}:MadeInFloat32", *TINY,
+              f"results={tmp_path / 'results'}")
+    assert out.exit_code == 0, out.output
 
 
 def test_a_frozen_layer_has_no_gradient_cells_rather_than_zeros(cli, user_models, tmp_path):
