@@ -359,6 +359,7 @@ def _solve_q_star(V_over_q: Callable[[np.ndarray], np.ndarray], sw2, sb2, scan: 
     up, found = r1 > 0.0, ahead.any(axis=1)
     sel = up & found
     lo[sel], hi[sel] = _SCAN_Q[k[sel] - 1], _SCAN_Q[k[sel]]
+    found |= _stepped_over(V_over_q, sw2, sb2, R, up, k, found, 1, lo, hi)
     rest = up & ~found
     if tail is not None:
         search_further(rest & (sw2 * tail - 1.0 < -_ZERO_TOL), 1)
@@ -375,6 +376,7 @@ def _solve_q_star(V_over_q: Callable[[np.ndarray], np.ndarray], sw2, sb2, scan: 
     down, found = r1 < 0.0, behind.any(axis=1)
     sel = down & found
     lo[sel], hi[sel] = _SCAN_Q[k[sel]], _SCAN_Q[k[sel] + 1]
+    found |= _stepped_over(V_over_q, sw2, sb2, R, down, k, found, -1, lo, hi)
     rest = down & ~found
     if tail is not None:
         search_further(rest & (sb2 > 0.0), -1)
@@ -390,6 +392,60 @@ def _solve_q_star(V_over_q: Callable[[np.ndarray], np.ndarray], sw2, sb2, scan: 
             a, b = np.where(positive, mid, a), np.where(positive, b, mid)
         q[todo] = 0.5 * (a + b)
     return q.reshape(shape)
+
+
+_GOLDEN = 60  # golden-section steps over a window of two factor-2 cells: to ~1e-13 of its log width
+
+
+def _stepped_over(V_over_q: Callable[[np.ndarray], np.ndarray], sw2: np.ndarray, sb2: np.ndarray, R: np.ndarray,
+                  rows: np.ndarray, k: np.ndarray, found: np.ndarray, sign: int, lo: np.ndarray,
+                  hi: np.ndarray) -> np.ndarray:
+    """Roots of F/q that the factor-2 grid steps over on the way from q = 1 to its bracket (column k where
+    `found`, else the grid's end), in direction `sign` (1 up, -1 down), for the rows `rows`: where the
+    length map has two more fixed points between neighbouring grid points, the nearer stable one the map
+    settles at from q = 1 and an unstable one, F/q keeps its sign at every grid point and the bracket
+    skipped both (silu at sw2 = 2.27, sb2 = 0.2: q* = 1.2035, chi_1 = 0.891; the grid's bracket gave q* =
+    inf and chi_1 = 1.135; gelu at sw2 = 1.9956, sb2 = 0.16: 1.704, not 49.06). Such a dip of F/q is a
+    local minimum of sign F/q along the path, so each discrete local minimum's two cells are searched
+    (golden section in log q) for a value beyond -_ZERO_TOL; the nearest one found becomes the row's
+    bracket, written into lo and hi (F(lo) >= 0 >= F(hi)). Returns the rows so bracketed."""
+    one = Q_RANGE_LOG2
+    path = np.arange(one, R.shape[1]) if sign > 0 else np.arange(one, -1, -1)  # columns from q = 1 onwards
+    t = sign * R[:, path]  # > 0 along the path until the bracket
+    end = np.where(found, sign * (k - one), path.size)  # the bracket's position on the path (or past its end)
+    pos = np.arange(path.size)
+    prev = np.concatenate([t[:, :1], t[:, :-1]], axis=1)  # (the path's first point has no predecessor)
+    nxt = np.concatenate([t[:, 1:], np.full((t.shape[0], 1), -np.inf)], axis=1)
+    cand = rows[:, None] & (pos[None, :] < end[:, None] - 1) & (t <= nxt) & (t <= prev) & (t > 0.0)
+    r, p = np.nonzero(cand)
+    out = np.zeros(R.shape[0], dtype=bool)
+    if r.size == 0:
+        return out
+    qa, qb = _SCAN_Q[path[np.maximum(p - 1, 0)]], _SCAN_Q[path[p + 1]]  # qa: on the side of q = 1
+    w, c = sw2[r], sb2[r]
+    f = lambda x: sign * ((w * V_over_q(np.exp(x)) - 1.0) + c / np.exp(x))
+    a, b = np.log(qa), np.log(qb)
+    g = (math.sqrt(5.0) - 1.0) / 2.0
+    x1, x2 = b - g * (b - a), a + g * (b - a)
+    f1, f2 = f(x1), f(x2)
+    best_x, best_f = np.where(f1 < f2, x1, x2), np.minimum(f1, f2)
+    for _ in range(_GOLDEN):
+        left = f1 < f2  # the minimum is in [a, x2]
+        a, b = np.where(left, a, x1), np.where(left, x2, b)
+        x1, x2 = np.where(left, b - g * (b - a), x2), np.where(left, x1, a + g * (b - a))
+        fn = f(np.where(left, x1, x2))
+        f1, f2 = np.where(left, fn, f2), np.where(left, f1, fn)
+        new = np.where(left, x1, x2)
+        better = fn < best_f
+        best_x, best_f = np.where(better, new, best_x), np.where(better, fn, best_f)
+        if (best_f < -_ZERO_TOL).all():
+            break
+    hit = best_f < -_ZERO_TOL
+    for i in np.flatnonzero(hit)[np.argsort(p[hit], kind="stable")[::-1]]:  # the nearest to q = 1 written last
+        qm = math.exp(best_x[i])
+        lo[r[i]], hi[r[i]] = (qa[i], qm) if sign > 0 else (qm, qa[i])
+        out[r[i]] = True
+    return out
 
 
 MAX_VARIANCE = _Q_INF  # sw2 and sb2 at most: the quadrature takes q = 1e200 for infinity, and beyond it

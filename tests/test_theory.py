@@ -991,3 +991,22 @@ def test_every_phase_diagrams_region_labels_lie_inside_the_axes(activation):
             (activation, text.get_text(), box, frame)
         sw2, sb2 = text.get_position()
         assert (theory.chi1(activation, float(sw2), float(sb2)) < 1) == text.get_text().startswith("ordered")
+
+
+@pytest.mark.parametrize("activation, sw2, sb2, q_reached", [
+    ("silu", 2.27, 0.2, 1.2035099027),  # the grid's bracket gave q* = inf, chi_1 = 1.135 "chaotic"
+    ("gelu", 1.9956, 0.16, 1.7038674478),  # ... q* = 49.06, chi_1 = 1.0125 "chaotic"
+    ("gelu", 2.0019, 0.155, 1.5015561601),  # ... q* = inf, chi_1 = 1.00095 "critical"
+])
+def test_q_star_is_the_fixed_point_reached_from_one_between_grid_points(activation, sw2, sb2, q_reached):
+    """Two fixed points between neighbouring points of the factor-2 bracketing grid (1 and 2 here: a stable one
+    and an unstable one) were stepped over, and q* read as the next root on, or inf. q_reached: the length
+    map iterated from q = 1 (20000 layers; checked against scipy quad and Gauss-Hermite iterations)."""
+    m = theory.moments(activation)
+    q = 1.0
+    for _ in range(20000):
+        q = sw2 * float(m.V(q)) + sb2
+    assert q == pytest.approx(q_reached, rel=1e-6)
+    mf = theory.point(activation, sw2, sb2)
+    assert mf.q_star == pytest.approx(q_reached, rel=1e-9)
+    assert mf.phase == "ordered" and mf.chi1 < 0.97
