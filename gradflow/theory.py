@@ -613,7 +613,7 @@ class MeanField:
 
     def log10_grad_ratio(self, depth: float) -> float:
         """log10 of `grad_ratio`, finite where the ratio itself under- or overflows a float (tanh at
-        sigma_w^2 = 1.5 over a million layers: 10^-13790, read as 0)."""
+        sigma_w^2 = 1.5, sigma_b^2 = 0.05 over a million layers: 10^-13751.3, read as 0)."""
         with np.errstate(divide="ignore"):
             return float(depth / 2.0 * np.log10(self.chi1))
 

@@ -903,7 +903,7 @@ def test_a_depth_ratio_the_law_does_not_give_is_no_number_and_a_note_says_why(in
 
     text = " ".join(invoke("--activation", "tanh", "--sw2", "1", "--sb2", "0", "--depth", "20").output.split())
     assert "│ √χ₁^20 │ - │ ‖∂L/∂z‖ first / last layer, depth 20: no law (note) │" in text, text
-    assert "note: √χ₁^20 does not apply: at q* = 0 the length falls to 0 only slowly" in text
+    assert "note: √χ₁^20 does not apply: at q* = 0 the length takes many layers to reach 0" in text
     got = json.loads(invoke("--activation", "tanh", "--sw2", "1", "--sb2", "0", "--depth", "20", "--json").output)
     assert got["grad_ratio"] is None and got["log10_grad_ratio"] is None and got["chi1"] == 1.0
     assert any(n.startswith("√χ₁^20 does not apply") for n in got["notes"]) and len(got["notes"]) == 2

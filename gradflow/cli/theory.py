@@ -118,8 +118,9 @@ def _show_point(mf: theory.MeanField, depth: int | None, digits: int, as_json: b
     # tanh at sigma_w^2 = 1, sigma_b^2 = 0 is not such a point)
     law = depth is None or theory.signal_law_applies(mf.activation, mf.q_star, mf.chi1)
     if not law:
-        why = (f"at q* = 0 the length falls to 0 only slowly (as ~1/l for tanh), so each layer's own χ₁ stays "
-               f"short of the limit's {_fmt(mf.chi1, digits)}" if mf.q_star < math.inf else
+        why = (f"at q* = 0 the length takes many layers to reach 0 (as ~1/l for tanh at σ_w² = 1), and each "
+               f"layer's own χ₁, set by its length on the way, is not the limit's {_fmt(mf.chi1, digits)}"
+               if mf.q_star < math.inf else
                "at q* = ∞ the length grows layer by layer and χ₁ changes with it (only a scale-free activation, "
                "relu or linear, keeps it)")
         notes.append(f"√χ₁^{depth} does not apply: {why}; measure the ratio (gradflow run with these settings, "
