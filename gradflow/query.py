@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -29,7 +30,7 @@ def runs_view(path: Path | list[Path], where: list[str] | None = None, sort: str
     partial = partial_keys(df, swept_columns(df, swept))  # of the whole folder: --where keeps them no axis
     choices = [*swept, store.STATUS, *study_columns(df)]
     root = store.common_root(paths) if len(paths) > 1 else paths[0]
-    conditions = [(where_key(df, k, swept, choices), v) for k, v in (c.split("=", 1) for c in where or [] if "=" in c)]
+    conditions = [(where_key(df, k, swept, choices), v) for k, v in (split_where(df, c, swept, choices) for c in where or [])]
     missing = not_run(root, dict(zip(df[store.RUN], df[store.STATUS])), conditions, paths if len(paths) > 1 else None)
     df = keep_where(df, where, swept, choices)
     df.attrs[NOT_RUN] = missing
@@ -48,9 +49,7 @@ def keep_where(df: pd.DataFrame, where: list[str] | None, swept: list[str], choi
     """The rows of `df` whose KEY reads VALUE for every --where KEY=VALUE (`ls`'s and `plot`'s), KEY by
     any name `column` takes; a one-line error for a condition that is no KEY=VALUE or keeps nothing."""
     for i, cond in enumerate(where or []):
-        if "=" not in cond:
-            raise GradflowError(f"--where {cond!r} must be KEY=VALUE")
-        key, value = cond.split("=", 1)
+        key, value = split_where(df, cond, swept, choices)
         key = where_key(df, key, swept, choices)
         values = study_of(df) if key == STUDY else df[key]
         if any("\ud800" <= c <= "\udfff" for c in value):  # (bytes that are no UTF-8 text reach Python as
@@ -71,6 +70,40 @@ def keep_where(df: pd.DataFrame, where: list[str] | None, swept: list[str], choi
                                 f"{key} here: {values}")
         df = kept
     return df
+
+
+_COMPARISON = re.compile(r"^([^=<>!]*)(==|!=|<>|<=|>=|<|>)(.*)$")  # (KEY: up to the first =, <, > or !)
+
+
+def split_where(df: pd.DataFrame, cond: str, swept: list[str], choices: list[str]) -> tuple[str, str]:
+    """KEY and VALUE of --where KEY=VALUE (`ls`'s, `plot`'s and `compare`'s); a one-line error for a condition
+    that is none, a comparison (depth==3, depth!=2, depth<=3) saying that --where takes KEY=VALUE alone and how
+    to write it so: the value itself for ==, the other values of KEY, as a comma list, for != (depth!=2 read
+    as a key 'depth!', and depth==3 as depth equal to the text '=3', which matched no run)."""
+    if comparison := _COMPARISON.match(cond):
+        key, op, value = (part.strip() for part in comparison.groups())
+        head = f"--where {cond}: --where takes KEY=VALUE, with one = (==, !=, <, >, <=, >= are not supported)"
+        if op == "==":
+            raise GradflowError(f"{head}; write --where {key}={value}")
+        try:
+            column_of = where_key(df, key, swept, choices) if key else None
+        except GradflowError:
+            column_of = None
+        if column_of is None:
+            raise GradflowError(f"{head}; to keep several values, list them: --where KEY=V1,V2")
+        values = study_of(df) if column_of == STUDY else df[column_of]
+        here = ordered_values(values)
+        shown = ", ".join(fmt(v) for v in here)
+        if op in ("!=", "<>"):
+            dropped = matches_any(values, value)
+            others = ordered_values(values[~dropped]) if dropped.any() else []
+            if others:
+                raise GradflowError(f"{head}; to keep all but {value}, list the others: --where "
+                                    f"{key}={','.join(fmt(v) for v in others)} ({column_of} here: {shown})")
+        raise GradflowError(f"{head}; list the values to keep: --where {key}=V1,V2 ({column_of} here: {shown})")
+    if "=" not in cond:
+        raise GradflowError(f"--where {cond!r} must be KEY=VALUE")
+    return tuple(cond.split("=", 1))
 
 
 def where_key(df: pd.DataFrame, key: str, swept: list[str], choices: list[str]) -> str:

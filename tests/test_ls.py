@@ -221,6 +221,28 @@ def test_where_with_a_comma_list_keeps_the_runs_of_any_of_its_values(swept):
                                                         "here: 5, 10, 20", out.output
 
 
+@pytest.mark.parametrize("cond, meant", [
+    ("depth==10", "write --where depth=10"),
+    ("depth!=10", "to keep all but 10, list the others: --where depth=5,20 (model.depth here: 5, 10, 20)"),
+    ("model.depth!=5", "to keep all but 5, list the others: --where model.depth=10,20 (model.depth here: 5, 10, 20)"),
+    ("depth>=10", "list the values to keep: --where depth=V1,V2 (model.depth here: 5, 10, 20)"),
+    ("depth<10", "list the values to keep: --where depth=V1,V2 (model.depth here: 5, 10, 20)"),
+])
+def test_where_with_a_comparison_says_it_takes_key_equals_value(swept, tmp_path, cond, meant):
+    """--where takes KEY=VALUE: depth==10 matched no run ("model.depth here: 5, 10, 20", 10 among them) and
+    depth!=10 read a key 'depth!' that is no column; each is one line saying so and how to write it, in ls,
+    plot and compare alike."""
+    root, _ = swept
+    other = tmp_path / "grid-copy"
+    shutil.copytree(root, other)
+    head = f"error: --where {cond}: --where takes KEY=VALUE, with one = (==, !=, <, >, <=, >= are not supported); "
+    for args in (["ls", root], ["plot", root, "--kind", "profile", "--out", tmp_path],
+                 ["compare", root, other, "--out", tmp_path]):
+        out = piped(*args, "--where", cond, code=1, columns=400)
+        assert out.exit_code == 1 and out.stdout == "", out
+        assert out.stderr.strip() == head + meant, out.stderr
+
+
 @pytest.mark.parametrize("descending", [False, True])
 def test_sorting_keeps_the_listed_order_within_ties_in_a_long_table(descending):
     """--sort model.depth over 40 runs (20 seeds at each of two depths): the runs of one depth keep the order
