@@ -1063,3 +1063,63 @@ def test_qstar_inputs_of_a_custom_model_ask_for_its_activation(cli, user_models,
     out = cli(*[a for a in base if a != "init=meanfield"])
     assert out.exit_code == 1 and "(it is auto: each module's own), and an init with a mean-field sigma_w^2 " \
         "(init=keep has none: init=meanfield, say); or give data.scale a number" in " ".join(out.output.split())
+
+
+ONE_NAN_ONE_RAISING = '''
+import torch
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self, d_in=64, n_out=10, width=8):
+        super().__init__()
+        self.body = nn.Linear(d_in, width)
+        self.head = nn.Linear(width, n_out)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.body(x)))
+
+
+class NaNOne(nn.Module):
+    """One weight layer (depth 0) whose output is NaN: diverged at step 0."""
+    def __init__(self, d_in=64, n_out=10):
+        super().__init__()
+        self.lin = nn.Linear(d_in, n_out)
+
+    def forward(self, x):
+        return self.lin(x) * float("nan")
+
+
+class Raises(Net):
+    def forward(self, x):
+        raise RuntimeError("broken forward")
+'''
+
+
+def test_the_standard_set_leaves_out_ratios_whose_runs_are_of_one_depth(cli, tmp_path, monkeypatch):
+    """A sweep of custom models, one ok (depth 1), one diverged at step 0 with one weight layer (depth 0: no first
+    and last probe point, so no ratio), one failed: `ls` shows depths 0 and 1, so the standard set tried the
+    ratio figures, which failed ("model.depth, which does not vary (values: 1)"), and `plot` exited 1. They are
+    left out now, with one line saying why, as the set's other figures the runs cannot make."""
+    name = f"nan_models_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(ONE_NAN_ONE_RAISING)
+    monkeypatch.chdir(tmp_path)
+    try:
+        results = tmp_path / "results"
+        out = cli("sweep", "data=gaussian", "model=custom", f"model.target={name}:Net,{name}:NaNOne,{name}:Raises",
+                  "train.steps=3", "threads=1", f"results={results}", "--name", "cs")
+        assert "ok: 1  diverged: 1  failed: 1" in out.output, out.output
+        from gradflow import load
+
+        assert sorted(load(results / "cs", table="runs")["model.depth"].dropna()) == [0, 1]
+        out = cli("plot", results / "cs")
+        flat = " ".join(out.output.split())
+        assert out.exit_code == 0, out.output
+        assert "ratio-init, ratio-signal_norm-init not drawn: the runs with a ratio are all of model.depth 1 (those " \
+               "of model.depth 0 have fewer than two probe points at step 0, so no ratio)" in flat, out.output
+        drawn = {p.name for p in (results / "cs" / "figures").iterdir()}
+        assert "profile-grad_norm-step0.png" in drawn and not any(n.startswith("ratio") for n in drawn), drawn
+    finally:
+        sys.modules.pop(name, None)
+        if str(tmp_path) in sys.path:
+            sys.path.remove(str(tmp_path))

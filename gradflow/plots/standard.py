@@ -16,7 +16,9 @@ from typing import Any, Callable, Iterator, Sequence
 import pandas as pd
 
 from gradflow.errors import GradflowError
+from gradflow.fmt import fmt
 from gradflow.plots.curves import curves, grid, ratio
+from gradflow.plots.series import first_last
 from gradflow.summary import with_module_depth
 from gradflow.plots.distributions import hist, spectrum
 from gradflow.plots.gradnorm import clipping, gradnorm
@@ -116,7 +118,7 @@ def plan(layers: pd.DataFrame | None, metrics: pd.DataFrame | None, runs: pd.Dat
         skip("heatmap", "no layer probed (no layers.parquet)")
     _plan_curves(emit, skip, metrics, layers)
     if _usable(runs) and not single:
-        _plan_sweep(emit, runs, layers, probed)
+        _plan_sweep(emit, skip, runs, layers, probed)
     _plan_full(emit, hists, jacobian)
     return planned
 
@@ -175,9 +177,13 @@ def _plan_curves(emit: Emit, skip: Skip, metrics: pd.DataFrame | None, layers: p
         _emit_parts(emit, "gradnorm", gradnorm, metrics)
 
 
-def _plan_sweep(emit: Emit, runs: pd.DataFrame, layers: pd.DataFrame | None, probed: pd.DataFrame | None) -> None:
+def _plan_sweep(emit: Emit, skip: Skip, runs: pd.DataFrame, layers: pd.DataFrame | None,
+                probed: pd.DataFrame | None) -> None:
     """Several runs' figures over their keys: both ratios against the depth (or a recurrent net's length in
-    time), and a grid of the final accuracy over two numeric keys."""
+    time), and a grid of the final accuracy over two numeric keys. A ratio whose runs (those with the quantity
+    at a first and a last probe point at step 0) are of one depth is skipped, the depth's other values being
+    runs with no ratio (a custom model's diverged run of one weight layer, depth 0, beside one of depth 1: the
+    figure failed, "model.depth does not vary (values: 1)", and `plot` with it)."""
     runs = with_module_depth(runs, probed)  # (a custom module's depth: its probe points')
     swept = swept_keys(runs)
     recurrent = is_recurrent(runs)
@@ -195,7 +201,10 @@ def _plan_sweep(emit: Emit, runs: pd.DataFrame, layers: pd.DataFrame | None, pro
     if length in swept and along and _usable(layers) and n_distinct(layer_runs[length]) > 1:
         for q, name in (("grad_norm", "ratio-init"), ("signal_norm", "ratio-signal_norm-init")):
             if (probed["quantity"] == q).any() and not (recurrent and q == "grad_norm"):
-                emit(name, ratio, probed, "init", quantity=q)
+                if (why := _one_ratio_depth(probed, q, length)) is None:
+                    emit(name, ratio, probed, "init", quantity=q)
+                else:
+                    skip(name, why)
     elif not _usable(layers) and "model.depth" in swept and along and "grad_ratio.init" in runs.columns:
         # the runs table alone
         emit("ratio-init", ratio, runs, "init")
@@ -211,6 +220,22 @@ def _plan_sweep(emit: Emit, runs: pd.DataFrame, layers: pd.DataFrame | None, pro
             name = f"grid-{value}-{pair[0]}-{pair[1]}"
             theory = pair == ("init.sw2", "model.depth")
             emit(name, _grid_with_theory if theory else grid, runs, *pair, value=value, facet=facet)
+
+
+def _one_ratio_depth(probed: pd.DataFrame, quantity: str, length: str) -> str | None:
+    """Why the runs `ratio` draws of `quantity` at init are of one `length` (`depth_key`'s error, as the
+    figure would fail), the length's other values being runs without a ratio; None where it varies among them."""
+    with_ratio = with_module_depth(first_last(probed, quantity, "init"), probed)
+    have = ordered_values(with_ratio[length]) if length in with_ratio.columns else []
+    if len(have) > 1:
+        return None
+    every = with_module_depth(probed.drop_duplicates("run"), probed)
+    others = [v for v in ordered_values(every[length]) if v not in have] if length in every.columns else []
+    shown = ", ".join(map(fmt, others)) or "none"
+    lacking = "fewer than two probe points at step 0, so no ratio"
+    if not have:
+        return f"no run has a ratio: each has {lacking}"
+    return f"the runs with a ratio are all of {length} {fmt(have[0])} (those of {length} {shown} have {lacking})"
 
 
 def _plan_full(emit: Emit, hists: pd.DataFrame | None, jacobian: pd.DataFrame | None) -> None:
