@@ -60,9 +60,8 @@ def _prepare(cfg: DictConfig):
     device = resolve_device(cfg.device)
     # threads=0: torch's own count, also after an earlier run in this process (a sweep) set another
     torch.set_num_threads(cfg.threads or workers.default_threads(TORCH_THREADS))
-    if cfg.threads > (cores := workers.usable_cores()):  # (taking turns on the cores, each spins while it waits)
-        warnings.warn(f"threads={cfg.threads} is more than the {cores} CPU cores this run may use: torch's threads "
-                      "take turns on them, slower, not faster; threads=0 uses every core")
+    if too_many := workers.more_than_cores(cfg.threads, f"threads={cfg.threads}"):
+        warnings.warn(f"{too_many}; threads=0 uses every core")
     torch.manual_seed(cfg.seed)
     data = data_mod.build(cfg.data, device, theory.input_scale(cfg))
     if "root" in cfg.data:  # files that hold fewer than the full set validation counted

@@ -215,6 +215,16 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def more_than_cores(threads: int, given: str) -> str | None:
+    """The warning for `threads` intra-op threads (`given`: how the user wrote them, threads=64 or --threads 64)
+    where they are more than the cores this process may use (`usable_cores`), else None: taking turns on the
+    cores, each spins while it waits, slower, not faster."""
+    if threads <= (cores := usable_cores()):
+        return None
+    return (f"{given} is more than the {cores} CPU cores this run may use: torch's threads take turns on them, "
+            "slower, not faster")
+
+
 def default_threads(torch_own: int) -> int:
     """The intra-op threads of a run that leaves them to torch (threads=0): torch's own count
     `torch_own`, except in a worker forked from the fork server, where it is the worker's share of the

@@ -181,3 +181,19 @@ def test_options_bench_sweep_would_ignore_are_refused_before_it_runs(cli, args, 
     out = cli("bench", "--sweep", *args)
     assert out.exit_code == 1 and "apply to --sweep" in out.output and named in out.output, out.output
     assert "200 tiny runs" not in out.output and "sweep machinery" not in out.output
+
+
+def test_more_threads_than_cores_are_warned_of_as_gradflow_run_warns(cli, monkeypatch):
+    # `gradflow run threads=64` warns on a 2-core machine; bench timed --threads 64 without a word, its bare
+    # step 20x slower
+    from gradflow.cli.console import console
+    from gradflow.workers import usable_cores
+
+    monkeypatch.setattr(console, "width", 200)
+    n, cores = usable_cores() + 1, usable_cores()
+    out = cli("bench", "--workload", "mlp", "--threads", "1", "--threads", str(n), "--steps", "12", "--rounds", "1",
+              "--clock", "cpu")
+    assert out.exit_code == 0, out.output
+    warned = [line for line in out.output.splitlines() if "CPU cores" in line]
+    assert warned == [f"warning: --threads {n} is more than the {cores} CPU cores this run may use: torch's threads "
+                      "take turns on them, slower, not faster"], out.output

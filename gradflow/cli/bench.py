@@ -42,6 +42,7 @@ def bench(
     """Time gradflow's loop against a bare PyTorch loop of the same model (probes off, every 10 steps, every step)."""
     from gradflow import bench as bench_mod
     from gradflow.config import resolve_device
+    from gradflow.workers import more_than_cores
     from gradflow.probes.core import FUSED_AFTER, load_fused
 
     if sweep:  # (its workloads are fixed: a --workload was ignored without a word)
@@ -71,6 +72,9 @@ def bench(
     threads = threads or [1]
     if min(threads) < 1:  # (a run's threads=0 means torch's default; here each count is one to time)
         raise GradflowError(f"--threads {min(threads)} is not allowed: give intra-op thread counts of 1 or more")
+    for n in threads:  # (as `gradflow run threads=64` warns: a 2-core machine's bare step was 20x slower)
+        if too_many := more_than_cores(n, f"--threads {n}"):
+            print_note(f"warning: {too_many}")
     if resolve_device(device, "--device").type == "cpu":  # (elsewhere the probes always batch)
         with console.status("loading the probes' fused CPU kernels ..."):
             loaded = time.perf_counter()
