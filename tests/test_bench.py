@@ -183,6 +183,17 @@ def test_options_bench_sweep_would_ignore_are_refused_before_it_runs(cli, args, 
     assert "200 tiny runs" not in out.output and "sweep machinery" not in out.output
 
 
+@pytest.mark.parametrize("args, said", [
+    (["--steps", "99999999999"], "error: --steps 99999999999 is too many: at most 1e+09 (train.steps' limit)"),
+    (["--threads", "3000000000"], "error: --threads 3000000000 is too many: at most 2147483647")])
+def test_too_large_steps_or_threads_are_refused_by_their_option_before_anything_loads(cli, args, said):
+    # --steps said `train.steps=99999999999 must be <= 1e+09` after 10 s loading the fused kernels, and --threads
+    # ended in torch's traceback, "ValueError: Overflow when unpacking long"
+    out = cli("bench", "--workload", "mlp", *args)
+    assert out.exit_code == 1 and " ".join(out.output.split()) == said, out.output
+    assert "kernels" not in out.output and "Traceback" not in out.output
+
+
 def test_more_threads_than_cores_are_warned_of_as_gradflow_run_warns(cli, monkeypatch):
     # `gradflow run threads=64` warns on a 2-core machine; bench timed --threads 64 without a word, its bare
     # step 20x slower

@@ -16,6 +16,7 @@ from gradflow.errors import GradflowError, did_you_mean
 
 
 STEPS, ROUNDS = 101, 5  # the defaults of --steps and --rounds
+MAX_THREADS = 2**31 - 1  # torch.set_num_threads takes a C int
 
 
 @app.command()
@@ -41,7 +42,7 @@ def bench(
 ) -> None:
     """Time gradflow's loop against a bare PyTorch loop of the same model (probes off, every 10 steps, every step)."""
     from gradflow import bench as bench_mod
-    from gradflow.config import resolve_device
+    from gradflow.config import MAX_STEPS, resolve_device
     from gradflow.workers import more_than_cores
     from gradflow.probes.core import FUSED_AFTER, load_fused
 
@@ -64,6 +65,8 @@ def bench(
                             f"{', '.join(bench_mod.CLOCKS)}")
     if steps < 12:
         raise GradflowError(f"--steps {steps} is too few: at least 12, so that 'every 10' probes a timed step")
+    if steps > MAX_STEPS:  # (checked here, before the kernels load: it said train.steps=..., after 10 s)
+        raise GradflowError(f"--steps {steps} is too many: at most {MAX_STEPS:.0e} (train.steps' limit)")
     if rounds < 1:
         raise GradflowError(f"--rounds {rounds} is too few: at least 1")
     for option, values in (("--workload", names), ("--threads", threads or [])):  # (timed twice, a column each)
@@ -72,6 +75,8 @@ def bench(
     threads = threads or [1]
     if min(threads) < 1:  # (a run's threads=0 means torch's default; here each count is one to time)
         raise GradflowError(f"--threads {min(threads)} is not allowed: give intra-op thread counts of 1 or more")
+    if max(threads) > MAX_THREADS:  # (torch.set_num_threads's int: it failed with a traceback, "Overflow")
+        raise GradflowError(f"--threads {max(threads)} is too many: at most {MAX_THREADS}")
     for n in threads:  # (as `gradflow run threads=64` warns: a 2-core machine's bare step was 20x slower)
         if too_many := more_than_cores(n, f"--threads {n}"):
             print_note(f"warning: {too_many}")
