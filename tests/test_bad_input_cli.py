@@ -144,6 +144,7 @@ CASES = [
     (["run", "seed=abc"], "seed"),
     (["run", "results="], "results= is empty: give the folder runs go under"),
     (["run", "seed=99999999999999999999"], "seed=99999999999999999999 must be <= 9223372036854775807"),
+    (["run", "threads=3000000000"], "threads=3000000000 must be <= 2147483647"),  # (torch: "Overflow when unpacking long")
     (["run", "model.depth=1000000000"], "model.depth=1000000000 must be <= 100000"),  # (it built modules for ever)
     # a width no device holds (an extra zero or three) is refused before a rerun replaces any finished run
     (["run", "model.width=100000000000"], "model.width=100000000000 must be <= 100000 (a 100000 x 100000 layer is "

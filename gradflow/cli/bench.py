@@ -16,7 +16,6 @@ from gradflow.errors import GradflowError, did_you_mean
 
 
 STEPS, ROUNDS = 101, 5  # the defaults of --steps and --rounds
-MAX_THREADS = 2**31 - 1  # torch.set_num_threads takes a C int
 
 
 @app.command()
@@ -42,7 +41,7 @@ def bench(
 ) -> None:
     """Time gradflow's loop against a bare PyTorch loop of the same model (probes off, every 10 steps, every step)."""
     from gradflow import bench as bench_mod
-    from gradflow.config import MAX_STEPS, resolve_device
+    from gradflow.config import MAX_STEPS, MAX_THREADS, resolve_device
     from gradflow.workers import more_than_cores
     from gradflow.probes.core import FUSED_AFTER, load_fused
 

@@ -21,7 +21,7 @@ from gradflow.config.schema import (
     Config, DataConfig, GradcheckConfig, ModelConfig, NormConfig, OptimConfig, ProbeConfig, TrainConfig, bool_keys,
     choice_keys, choices_with_key, experiment_choices, group_choices, known_keys, list_keys, not_a_key_of, number_in)
 from gradflow.config.validation import (
-    ALPHA_WORDS, MAX_DEPTH, MAX_SEED, MAX_STEPS, MAX_WIDTH, batch_fits, check_name, show_value, train_size, uses_batchnorm, validate,
+    ALPHA_WORDS, MAX_DEPTH, MAX_SEED, MAX_STEPS, MAX_THREADS, MAX_WIDTH, batch_fits, check_name, show_value, train_size, uses_batchnorm, validate,
     validate_resolved)
 
 __all__ = [
@@ -34,6 +34,6 @@ __all__ = [
     "UNREADABLE_EXPERIMENTS", "Config", "DataConfig", "GradcheckConfig", "ModelConfig", "NormConfig", "OptimConfig",
     "ProbeConfig", "TrainConfig", "bool_keys", "choice_keys", "choices_with_key", "experiment_choices",
     "group_choices", "known_keys", "list_keys", "not_a_key_of", "number_in",
-    "ALPHA_WORDS", "MAX_DEPTH", "MAX_SEED", "MAX_STEPS", "MAX_WIDTH", "batch_fits", "check_name", "show_value", "train_size", "uses_batchnorm",
+    "ALPHA_WORDS", "MAX_DEPTH", "MAX_SEED", "MAX_STEPS", "MAX_THREADS", "MAX_WIDTH", "batch_fits", "check_name", "show_value", "train_size", "uses_batchnorm",
     "validate", "validate_resolved",
 ]

@@ -28,6 +28,7 @@ MAX_DEPTH = 10**5  # layers: deeper is a typo, which would build modules until m
 # device holds, so a wider value is a typo (an extra zero or three); refused before a rerun replaces anything
 MAX_WIDTH = 10**5
 MAX_SEED = 2**63 - 1  # torch.manual_seed's range (torch raises beyond it)
+MAX_THREADS = 2**31 - 1  # torch.set_num_threads takes a C int (beyond it, "Overflow when unpacking long")
 # training examples of the fixed-size datasets (MNIST-1D's published split; the full image sets)
 TRAIN_SIZES = {"mnist1d": 4000, "mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000}
 ALPHA_WORDS = ("inv_sqrt_depth", "learnable")
@@ -136,6 +137,7 @@ def validate_resolved(resolved: dict, sweep_point: bool = False, overruled: froz
         raise GradflowError("probe.layer_jacobians=true needs probe.jacobian=true")
     _choice("gradcheck.mode", cfg.gradcheck.mode, GRADCHECK_MODES)
     _at_least("threads", cfg.threads, 0)
+    _at_most("threads", cfg.threads, MAX_THREADS)
     _at_least("seed", cfg.seed, 0)
     _at_most("seed", cfg.seed, MAX_SEED)
     if not str(cfg.results).strip():  # (it wrote into the working folder itself)
