@@ -410,8 +410,48 @@ def _simple_table(rows: list[dict[str, Any]], table_id: str) -> str:
     return _scroll(f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
 
 
+_STEPS = {"step0": "at initialization (step 0)", "last": "at the last probed step", "init": "at initialization",
+          "final": "at the end of training"}
+
+
+def caption(stem: str) -> str:
+    """What a figure of the standard set shows, from its file's stem (`profile-grad_norm-step0`: "Weight-gradient
+    norm per layer, at initialization (step 0)"); "" for a name it does not know (a reproduction's own). A
+    figure of one value of a key (`...-model.width=16`) says so."""
+    from gradflow.plots.labels import QUANTITIES, SUMMARIES
+
+    def title(q: str) -> str:
+        return QUANTITIES[q].title if q in QUANTITIES else q
+
+    kind, *parts = stem.split("-")
+    only = [p for p in parts if "=" in p]
+    parts = [p for p in parts if "=" not in p]
+    if kind == "profile" and len(parts) >= 2:
+        said = f"{title(parts[0])} per layer, {_STEPS.get(parts[1], f'at step {parts[1]}')}"
+    elif kind == "heatmap" and parts:
+        said = f"{title(parts[0])} over layer and training step"
+    elif kind == "curves":
+        said = "Loss and accuracy over training"
+    elif kind == "gradnorm":
+        said = "Gradient norm before clipping, over training"
+    elif kind == "ratio" and parts:
+        q = parts[0] if len(parts) > 1 else "grad_norm"
+        said = f"First/last-layer ratio of the {title(q).lower()} against depth, {_STEPS.get(parts[-1], parts[-1])}"
+    elif kind == "grid" and len(parts) >= 3:
+        value = SUMMARIES[parts[0]].label if parts[0] in SUMMARIES else parts[0]
+        said = f"{value[:1].upper()}{value[1:]} over {parts[1]} and {parts[2]}"
+    elif kind == "hist" and parts:
+        said = f"Per-layer histograms of the activations and the back-propagated signal, {_STEPS.get(parts[0], parts[0])}"
+    elif kind == "spectrum" and parts:
+        said = f"Singular values of the input-output Jacobian, {_STEPS.get(parts[0], parts[0])}"
+    else:
+        return ""
+    return said + (f" ({', '.join(only)})" if only else "")
+
+
 def figures_html(figs: list[tuple[str, bytes]]) -> str:
-    """The figures; those of a folder's sweeps (named SWEEP/figure) under a heading per sweep."""
+    """The figures; those of a folder's sweeps (named SWEEP/figure) under a heading per sweep, each captioned
+    with what it shows (`caption`) above its file's name."""
     parts, folder = [], ""
     for name, png in figs:
         at, _, stem = name.rpartition("/")
@@ -420,9 +460,10 @@ def figures_html(figs: list[tuple[str, bytes]]) -> str:
             folder = at
         data = base64.b64encode(png).decode("ascii")
         wide = ' class="wide"' if _png_width(png) > WIDE_PNG else ""  # (several panels: the page's width)
+        said = caption(stem)
         parts.append(f'<figure{wide} data-kind="{_e(stem.split("-")[0])}" data-name="{_e(name)}">'
-                     f'<img alt="{_e(name)}" src="data:image/png;base64,{data}">'
-                     f"<figcaption>{_e(name)}</figcaption></figure>")
+                     f'<img alt="{_e(said or name)}" src="data:image/png;base64,{data}">'
+                     f"<figcaption>{_e(said) + '<br>' if said else ''}<code>{_e(name)}</code></figcaption></figure>")
     return "".join(parts)
 
 

@@ -39,6 +39,7 @@ class Page(HTMLParser):
         super().__init__()
         self.figures: list[dict] = []
         self.images: list[str] = []
+        self.alts: list[str] = []  # each image's alt text, which its caption says too
         self.urls: list[str] = []
         self.keys: list[str] = []
         self.rows: list[str] = []
@@ -65,6 +66,7 @@ class Page(HTMLParser):
             self.figures.append(a)
         if tag == "img":
             self.images.append(a.get("src", ""))
+            self.alts.append(a.get("alt", ""))
         if tag == "table":
             self.tables.append(a.get("id", ""))
         if tag == "th" and "data-key" in a and self.tables[-1] == "runs":
@@ -157,6 +159,12 @@ def test_page_has_one_figure_per_standard_kind_and_the_ls_columns(study, tmp_pat
     assert sorted(f["data-name"] for f in page.figures) == sorted(p.stem for p in expected)
     kinds = {f["data-kind"] for f in page.figures}
     assert {"profile", "curves", "ratio"} <= kinds
+    # each captioned with what it shows, not its file's name alone
+    said = dict(zip((f["data-name"] for f in page.figures), page.alts))
+    assert said["profile-grad_norm-step0"] == "Weight-gradient norm per layer, at initialization (step 0)"
+    assert said["ratio-signal_norm-init"] == ("First/last-layer ratio of the back-propagated signal norm against "
+                                              "depth, at initialization")
+    assert said["curves"] == "Loss and accuracy over training" and all(said.values()), said
     for src in page.images:  # every figure inline, a real PNG
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
