@@ -1209,8 +1209,12 @@ def run_table(job_dir: Path, table: str) -> pd.DataFrame:
 
 def _unreadable(path: Path, e: Exception) -> GradflowError:
     # (damage that keeps the file's size looks whole to ls and clean, which read no table: say what works)
-    return GradflowError(f"{path} cannot be read ({shorten(' '.join(str(e).split()), 80)}); remove its run "
-                         f"folder ({Path(path).parent}) and rerun the command that made it to redo the run")
+    text = " ".join(str(e).split())
+    # pyarrow's words for a file whose end is not a Parquet footer (cut in the middle, they read "...
+    # reported by footer's (1701273954bytes) (168 characters)")
+    why = "damaged: its Parquet footer does not read" if re.search(r"footer|magic bytes", text) else shorten(text, 80)
+    return GradflowError(f"{path} cannot be read ({why}); remove its run folder ({Path(path).parent}) and rerun the "
+                         "command that made it to redo the run")
 
 
 def load_records(path: str | Path, listed: list[dict] | None = None) -> pd.DataFrame:
