@@ -368,6 +368,47 @@ def clear_run(job_dir: Path) -> None:
     shutil.rmtree(job_dir)
 
 
+PROBE = ".gradflow-probe.tmp"  # the name `check_removable` renames each entry to, and back at once
+
+
+def check_removable(job_dir: Path) -> None:
+    """Fail, before anything is deleted, if a run folder gradflow is to delete (`clear_run`) cannot be: a file
+    or folder in it that cannot be removed (immutable, append-only), a folder in it or its parent that is not
+    writable (another user's shared folder), a read-only file system. Each entry is renamed and renamed back
+    (what removing it takes too), which no permission check foresees for every file system and user (root's
+    writes pass any mode, not an immutable file)."""
+    job_dir = Path(job_dir)
+    if not job_dir.is_dir() or job_dir.is_symlink():
+        return
+    folders = [Path(d) for d, _, _ in os.walk(job_dir)]
+    entries = [f / n for f in folders for n in sorted(os.listdir(f))]
+    # the folders' times as they were (a rename sets its folder's: `clean` reads a run's as when it ended)
+    times = {f: f.stat() for f in [*folders, job_dir.parent]}
+    try:
+        for path in [*entries, job_dir]:
+            probe = path.with_name(PROBE)
+            try:
+                path.rename(probe)
+            except OSError as e:
+                raise GradflowError(f"cannot remove {path}: {e.strerror or e}") from None
+            try:
+                probe.rename(path)
+            except OSError as e:  # (no return the way it came: said, not left to a later reader to find)
+                raise GradflowError(f"cannot remove {path}: it was moved to {probe} and could not be moved back "
+                                    f"({e.strerror or e}); move it back by hand") from None
+    finally:
+        for f, st in times.items():
+            try:
+                os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+            except OSError:  # (a folder whose entries could not be renamed is unchanged)
+                pass
+
+
+def removal_failed(job_dir: Path, e: OSError) -> GradflowError:
+    """`clear_run`'s failure to delete part of `job_dir`, in one line: the path that could not go, and why."""
+    return GradflowError(f"cannot remove {e.filename or job_dir}: {e.strerror or e}")
+
+
 # A finished run of other settings stays in its folder until its replacement has finished: the replacement
 # runs in a hidden folder beside it (STAGING) and takes the run's place only once it has ended ok or
 # diverged; the old run is moved aside (ASIDE) for that moment. A replacement that fails leaves the old run
@@ -1301,6 +1342,18 @@ def is_study(folder: Path) -> bool:
     return (folder / LOCK_FILE).exists() or (folder / SWEEP_FILE).exists()
 
 
+def check_cleanable(path: str | Path, jobs: list[Path]) -> None:
+    """`clean`'s runs to remove can each go (`check_removable`), before any goes: a run that could not was a
+    traceback, after the runs before it had gone."""
+    try:
+        for job in jobs:
+            if not not_ours(job):  # (those are kept, not removed)
+                check_removable(job)
+    except GradflowError as e:
+        raise GradflowError(f"{e}; nothing removed: make it removable (or move it out of {path}) and clean "
+                            "again") from None
+
+
 def clean(path: str | Path) -> tuple[list[Path], list[Path]]:
     """Remove stale, incomplete and interrupted runs and leftover folders, each study folder locked while
     it is cleaned (so nothing a live sweep is writing goes); only folders gradflow made are ever deleted.
@@ -1311,6 +1364,7 @@ def clean(path: str | Path) -> tuple[list[Path], list[Path]]:
     doomed, left, _ = removable(path)
     for job in [Path(r[PATH]) for r in doomed] + left:
         by_study.setdefault(job.parent, []).append(job)
+    check_cleanable(path, [j for jobs in by_study.values() for j in jobs])
     for study, jobs in by_study.items():
         with lock(study, f"gradflow clean {path} --stale"):
             spec = sweep_spec(study)
@@ -1321,6 +1375,11 @@ def clean(path: str | Path) -> tuple[list[Path], list[Path]]:
                     if not_ours(job):
                         kept.append(job)
                         continue
-                    clear_run(job)
+                    try:
+                        clear_run(job)
+                    except OSError as e:  # (one that became unremovable since it was checked)
+                        n = len(removed)
+                        raise GradflowError(f"{removal_failed(job, e)}; removed {n} run{'s' * (n != 1)} before it, "
+                                            "not the rest") from None
                     removed.append(job)
     return removed, kept

@@ -457,6 +457,14 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
     result.keys = jobs.keys
     if not force:
         jobs.find_moved(result.jobs)
+    else:  # every point's folder can be deleted, before any is (one that could not was a traceback, the folders
+        # before it gone)
+        try:
+            for folder in [f for j in result.jobs for f in _forced_folders(root / j.name)]:
+                store.check_removable(folder)
+        except GradflowError as e:
+            raise GradflowError(f"{e}; --force deletes each run of the sweep to train it again, and nothing was "
+                                "deleted: make it removable (or move it away), or rerun without --force") from None
     if keys_used:
         check_keys_apply(grid[0], jobs.keys)
     if jobs.same:
@@ -1027,13 +1035,22 @@ def launch(p: Plan, on_step: StepFn | None = None, on_moved: Callable[[list[Job]
             if moved and on_moved is not None:
                 on_moved(moved)
         if p.force:  # every run's folder goes (with a replacement's, of a swap cut off too): each is redone
-            for j in p.jobs:
-                for folder in (p.root / j.name, store.staging_dir(p.root / j.name),
-                               store.staging_dir(p.root / j.name, store.ASIDE)):
-                    store.clear_run(folder)
+            for i, j in enumerate(p.jobs):
+                for folder in _forced_folders(p.root / j.name):
+                    try:
+                        store.clear_run(folder)
+                    except OSError as e:  # (one that became unremovable since `plan` checked it)
+                        raise GradflowError(f"{store.removal_failed(folder, e)}; --force deleted the runs of "
+                                            f"{i} point{'s' * (i != 1)} before it, not the rest: rerun to train "
+                                            "them") from None
         if not p.to_run:
             return
         _run_through_deaths(p, on_step)
+
+
+def _forced_folders(job_dir: Path) -> tuple[Path, ...]:
+    """What --force deletes of a point: its run's folder, and a replacement's (of a swap cut off too)."""
+    return job_dir, store.staging_dir(job_dir), store.staging_dir(job_dir, store.ASIDE)
 
 
 KILLED_IN = "killed_in"  # run.json: the sweep process (its pid) in which the run's worker was killed

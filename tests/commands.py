@@ -6,6 +6,7 @@ of the installed entry point and of signals keep real processes; `real` runs one
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -81,3 +82,28 @@ def on_a_terminal(*args, columns: int = 80, stderr=None, pythonpath: str | None 
     os.close(main)
     assert proc.wait(timeout=300) == code, raw.decode(errors="replace")[-2000:]
     return raw.decode()
+
+
+@contextmanager
+def undeletable(path: Path):
+    """`path` cannot be deleted for the block, as in a folder shared with others: its folder made read-only
+    (for root, whose writes pass any mode, `path` made immutable: chattr +i). Skips where neither can be."""
+    import pytest
+
+    path = Path(path)
+    if os.geteuid() != 0:
+        mode = path.parent.stat().st_mode
+        path.parent.chmod(0o555)
+        try:
+            yield
+        finally:
+            path.parent.chmod(mode)
+        return
+    made = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True) if shutil.which("chattr") \
+        else None
+    if made is None or made.returncode != 0:
+        pytest.skip(f"cannot make {path} undeletable here (chattr: {made.stderr.strip() if made else 'missing'})")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)

@@ -10,6 +10,7 @@ import shutil
 import pytest
 
 from gradflow import store
+from tests.commands import undeletable
 
 SMALL = ["data=gaussian", "data.n_train=128", "data.n_test=64", "data.dim=8", "model.width=8", "model.depth=2",
          "train.steps=3", "train.batch_size=32", "train.eval_every=3", "threads=1"]
@@ -74,6 +75,28 @@ def test_clean_takes_yes_spelled_out_as_a_yes(cli, results):
     out = cli("clean", str(root), "--stale", input="Yes\n")
     assert out.exit_code == 0 and "removed 1 run\n" in out.output, out.output
     assert not (root / "model.depth=4").exists() and (root / "model.depth=3").exists()
+
+
+def test_clean_of_a_run_that_cannot_be_removed_is_one_line_and_removes_nothing(cli, results):
+    # a run folder that could not be deleted (a shared folder; an immutable file) was a PermissionError's
+    # traceback from shutil, after the runs before it had gone: every run is checked before any goes, and asked
+    # of nothing
+    assert _sweep(cli, results, "model.depth=2,3,4,5").exit_code == 0
+    assert _sweep(cli, results, "model.depth=2,3").exit_code == 0  # depths 4 and 5 now stale
+    root = results / "s"
+    with undeletable(root / "model.depth=5" / store.RUN_FILE):
+        out = cli("clean", str(root), "--stale")
+        assert out.exit_code == 1, out.output
+        text = " ".join(out.stderr.split())  # (the file that cannot go, or the first of a read-only folder's)
+        assert text.startswith(f"error: cannot remove {root / 'model.depth=5'}") and text.endswith(
+            f"; nothing removed: make it removable (or move it out of {root}) and clean again") and \
+            len(out.stderr.splitlines()) == 1, out.output
+        assert "remove them?" not in out.output and "Traceback" not in out.output, out.output
+        assert sorted(p.name for p in root.iterdir() if p.name.startswith("model")) == \
+            [f"model.depth={d}" for d in (2, 3, 4, 5)]
+        assert store.read_run(root / "model.depth=4")["status"] == "ok"
+    out = cli("clean", str(root), "--stale", "-y")
+    assert out.exit_code == 0 and "removed 2 runs" in out.output, out.output
 
 
 def test_clean_stale_keeps_a_failed_run_and_its_error(cli, results):

@@ -22,7 +22,7 @@ from gradflow import config as config_mod, datasets, store
 from gradflow import sweep as sweep_mod
 from gradflow import workers
 from gradflow.errors import GradflowError
-from tests.commands import terminal_width
+from tests.commands import terminal_width, undeletable
 from tests.test_datasets import make_mnist
 
 SMALL = ["data=gaussian", "data.n_train=256", "data.n_test=64", "data.dim=8", "model.width=8", "train.steps=6",
@@ -458,6 +458,23 @@ def test_force_reruns_and_changed_settings_rerun(cli, results):
     text = " ".join(changed.output.split())  # a different config is not the same run: both replaced
     assert "skipped" not in text and "2 finished runs in" in text and "will be replaced" in text, text
     assert [store.read_run(results / "f" / f"model.depth={d}")["steps"] for d in (2, 3)] == [7, 7]
+
+
+def test_force_over_a_run_that_cannot_be_deleted_is_one_line_and_deletes_none(cli, results):
+    # a point's run folder that could not be deleted (a shared folder; an immutable file) was a PermissionError's
+    # traceback from shutil, the runs of the points before it deleted already: each is checked before any goes
+    assert _sweep(cli, results, "model.depth=2,3", "--name", "f").exit_code == 0
+    root = results / "f"
+    before = {d: (root / f"model.depth={d}" / store.RUN_FILE).stat().st_mtime_ns for d in (2, 3)}
+    with undeletable(root / "model.depth=3" / store.RUN_FILE):
+        out = _sweep(cli, results, "model.depth=2,3", "--name", "f", "--force")
+        assert out.exit_code == 1 and "Traceback" not in out.output, out.output
+        text = " ".join(out.stderr.split())
+        assert text.startswith(f"error: cannot remove {root / 'model.depth=3'}") and text.endswith(
+            "; --force deletes each run of the sweep to train it again, and nothing was deleted: make it removable "
+            "(or move it away), or rerun without --force") and len(out.stderr.splitlines()) == 1, out.output
+        assert {d: (root / f"model.depth={d}" / store.RUN_FILE).stat().st_mtime_ns for d in (2, 3)} == before
+    assert _sweep(cli, results, "model.depth=2,3", "--name", "f", "--force").exit_code == 0
 
 
 def test_a_rerun_of_the_same_sweep_keeps_its_spec_file_as_it_was(cli, results):

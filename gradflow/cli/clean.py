@@ -66,6 +66,7 @@ def clean(
         [f"{p.relative_to(path) if p.is_relative_to(path) else p} (left over)" for p in left]
     for line in named[:SHOWN] + ([f"... and {len(named) - SHOWN} more"] if len(named) > SHOWN else []):
         console.print(f"  {line}", soft_wrap=True, highlight=False, markup=False)
+    store.check_cleanable(path, [Path(r[store.PATH]) for r in doomed] + left)  # (before asking, not after a yes)
     it = "it" if n == 1 else "them"
     if not yes and not _agreed(f"remove {it}?", it):
         console.print("nothing removed", highlight=False)
