@@ -484,8 +484,11 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
         result.stale = len(stale)
         present = any(j.moved_from or (root / j.name / store.RUN_FILE).exists() for j in result.jobs)
         _refuse_loops(root, stale)  # (first: a folder of a Recorder's runs alone read as gradflow run's)
-        if result.stale and not present:
-            _refuse_takeover(root, result.stale, named)
+        # gradflow run's runs are refused stale whether or not some other of them is a point (one that was, taken
+        # over, made the rest stale for `clean --stale` to delete and the folder a sweep's, closed to gradflow run)
+        if result.stale and (not present or store.sweep_spec(root) is None):
+            there = sum(1 for p in root.iterdir() if not store.is_staging(p.name) and (p / store.RUN_FILE).exists())
+            _refuse_takeover(root, result.stale, named, there)
     return result
 
 
@@ -663,16 +666,20 @@ class _Jobs:
                 del wanted[j.config_hash]
 
 
-def _refuse_takeover(root: Path, stale: int, named: bool) -> None:
-    """A sweep would take over a folder none of whose runs is a point of it, the runs then stale (out of ls,
-    plot, compare and report): refused where they are single runs (`gradflow run`'s, no sweep's), which a
-    sweep's folder would close to further `gradflow run`s, named or not; an unnamed sweep's of another
-    sweep's runs (the default folder), naming both ways on (a name, or that folder's name to take it over)."""
+def _refuse_takeover(root: Path, stale: int, named: bool, total: int | None = None) -> None:
+    """A sweep would take over a folder `stale` of whose `total` runs are no point of it, those runs then stale
+    (out of ls, plot, compare and report): refused where they are single runs (`gradflow run`'s, no sweep's),
+    some of them points or none, which a sweep's folder would close to further `gradflow run`s, named or not;
+    an unnamed sweep's of another sweep's runs none of which is a point (the default folder), naming both ways
+    on (a name, or that folder's name to take it over)."""
     spec = store.sweep_spec(root)
     if spec is None:
-        raise GradflowError(f"{root} holds {stale} single run{'s' * (stale != 1)} (of gradflow run, no sweep's), "
-                            f"none of them a point of this sweep: made the sweep's folder, it would list them as "
-                            f"stale and refuse gradflow run name={root.name}; give this sweep "
+        total = max(total or stale, stale)
+        which = ("none of them a point of this sweep: made the sweep's folder, it would list them" if total == stale
+                 else f"{stale} of them no point of this sweep: made the sweep's folder, it would list "
+                      f"{'that one' if stale == 1 else 'those'}")
+        raise GradflowError(f"{root} holds {total} single run{'s' * (total != 1)} (of gradflow run, no sweep's), "
+                            f"{which} as stale and refuse gradflow run name={root.name}; give this sweep "
                             f"{'another --name' if named else 'a name (--name NAME)'}")
     if named:
         return

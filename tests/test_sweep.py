@@ -445,6 +445,28 @@ def test_a_named_sweep_takes_over_no_folder_of_single_runs_nor_of_studies(cli, r
     assert sorted(p.name for p in (results / "studies").iterdir()) == ["a"]
 
 
+def test_a_sweep_takes_over_no_folder_of_single_runs_where_one_of_them_is_a_point(cli, results):
+    # one single run that matched a point let the sweep take over gradflow run's folder: that run moved, the
+    # user's other single runs listed stale (`clean --stale` deleted them), every later `gradflow run` refused
+    for depth in (2, 5):
+        assert cli("run", *SMALL, f"model.depth={depth}", f"results={results}").exit_code == 0
+    folder = results / "run"
+    before = sorted(p.name for p in folder.iterdir())
+    out = _sweep(cli, results, "model.depth=2,3", "--name", "run")
+    assert out.exit_code == 1 and " ".join(out.stderr.split()) == (
+        f"error: {folder} holds 2 single runs (of gradflow run, no sweep's), 1 of them no point of this sweep: made "
+        "the sweep's folder, it would list that one as stale and refuse gradflow run name=run; give this sweep "
+        "another --name"), out.output
+    assert sorted(p.name for p in folder.iterdir()) == before and not (folder / store.SWEEP_FILE).exists()
+    assert cli("run", *SMALL, "model.depth=3", f"results={results}").exit_code == 0  # still gradflow run's
+    # unnamed, into gradflow run's folder by name=sweep: the same, asking for a name
+    for depth in (2, 5):
+        assert cli("run", *SMALL, f"model.depth={depth}", f"results={results}", "name=sweep").exit_code == 0
+    out = _sweep(cli, results, "model.depth=2,3")
+    assert out.exit_code == 1 and " ".join(out.stderr.split()).endswith(
+        "refuse gradflow run name=sweep; give this sweep a name (--name NAME)"), out.output
+
+
 def test_force_reruns_and_changed_settings_rerun(cli, results):
     assert _sweep(cli, results, "model.depth=2,3", "--name", "f").exit_code == 0
     again = _sweep(cli, results, "model.depth=2,3", "--name", "f")
