@@ -185,7 +185,7 @@ def _number(x) -> bool:
 
 
 def root_for(name: str, scale: str, results: str = "results") -> Path:
-    return Path(results) / "reproduce" / (name if scale == "default" else f"{name}-{scale}")
+    return Path(results) / store.REPRODUCE_DIR / (name if scale == "default" else f"{name}-{scale}")
 
 
 # --- reading one arm's results ------------------------------------------------------------------------
@@ -1004,7 +1004,11 @@ def runs(names: list[str], scale: str = "default", user: list[str] | None = None
         held.enter_context(workers.kept())
         planned = []
         for name in names:
-            held.enter_context(store.lock(root_for(name, scale, results_root)))
+            root = root_for(name, scale, results_root)
+            for folder in (root.parent, root):  # (a run or sweep there: it said the arms' names were inside it)
+                if (in_the_way := store.reproduce_in_the_way(folder, results_root)) is not None:
+                    raise in_the_way
+            held.enter_context(store.lock(root))
             planned.append(_plan(name, scale, user, force, results_root, alone=len(names) == 1))
         if len(names) > 1:  # (one experiment refused a key none of its runs takes itself)
             keys = functools.reduce(sweep_mod.KeysTaken.merged, (p.keys for p in planned))
@@ -1064,7 +1068,7 @@ def _plan_arms(spec: Spec, scale: str, user: list[str], force: bool, root: Path,
         used[arm] = spec.overrides(arm, scale, user)
         try:
             plans[arm] = sweep_mod.plan(used[arm], f"{root.relative_to(results_root).as_posix()}/{arm}", force,
-                                        keys_used=False)
+                                        keys_used=False, reproduction=True)
         except sweep_mod.SameRun as e:  # (an override made the arm's swept values one run: say which did)
             if not given:
                 raise

@@ -166,6 +166,46 @@ def study_dir(results: str | Path, name: str) -> Path:
     return Path(results) / name
 
 
+REPRODUCE_DIR = "reproduce"  # <results>/reproduce/: `gradflow reproduce`'s studies, one folder per experiment
+
+
+def refuse_reproduce_name(name: str, results: str | Path, option: str = "name=") -> None:
+    """No `gradflow run` or `sweep` study in <results>/reproduce/ (name=reproduce, or reproduce/...): its runs
+    were then in the way of every `gradflow reproduce` under that results folder, which said its arms' names
+    (name=reproduce/he2016/depth, never typed) were inside a folder of runs. `option`: how the name was given.
+    A reproduction's arm there (reproduce/<experiment>/<arm>, a sweep) is its own: its command, as its REPORT.md
+    and `ls` give it, resumes or reruns it, and a run of one of its points reruns that point."""
+    parts = name.removesuffix("/").split("/")
+    if len(parts) == 3 and (study_dir(results, name) / SWEEP_FILE).is_file():
+        return
+    if parts[0] == REPRODUCE_DIR:
+        raise GradflowError(f"{option}{name} is refused: {Path(results) / REPRODUCE_DIR}/ is where `gradflow "
+                            "reproduce` keeps its studies, and runs there would be in their way; give another name")
+
+
+def reproduce_in_the_way(folder: Path, results: str | Path) -> GradflowError | None:
+    """What stands where `gradflow reproduce` keeps its studies (<results>/reproduce/, or one experiment's folder
+    in it, `folder`) and is none of them: a file, or a study of `gradflow run` or `sweep` (name=reproduce...,
+    from before they were refused there). None where nothing does."""
+    folder = Path(folder)
+    if not (folder.exists() or folder.is_symlink()):
+        return None
+    if folder.is_symlink() or not folder.is_dir():
+        what = "a file, not a folder"
+    elif is_run_folder(folder):
+        what = "a run's folder"
+    elif (folder / SWEEP_FILE).is_file():
+        what = "a sweep's folder (gradflow sweep --name ...)"
+    elif _holds_runs(folder):
+        n = sum(1 for p in folder.iterdir() if is_run_folder(p))
+        what = f"a folder of {n} run{'s' * (n != 1)} (gradflow run name=...)"
+    else:
+        return None
+    return GradflowError(f"{folder} is in the way of gradflow reproduce, which keeps its studies in "
+                         f"{Path(results) / REPRODUCE_DIR}/: it is {what}, no reproduction; move or rename it "
+                         f"(mv {folder} {Path(results) / 'ANOTHER_NAME'}) and reproduce again, or give results=FOLDER")
+
+
 def refuse_nested(study: Path, results: str | Path, name: str) -> None:
     """Refuse a study (name=`name`) inside another below the results root: a sweep's folder (its sweep.yaml) or
     a folder of runs. `ls`, `plot` and `clean` of the outer one read the inner one's runs as its own (a run

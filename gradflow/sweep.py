@@ -429,11 +429,15 @@ def _launcher_value(o, launcher: str, key: str, value: str) -> None:
 
 # --- planning: every point validated, named and hashed before any job starts --------------------------
 def plan(overrides: list[str], name: str | None, force: bool = False, points: list[dict] | None = None,
-         points_file: str | None = None, keys_used: bool = True) -> Plan:
+         points_file: str | None = None, keys_used: bool = True, reproduction: bool = False) -> Plan:
     """Expand and validate the whole grid before any job starts (each distinct value once). `points_file`:
     where `points` came from, for the command line the plan records. `keys_used`: refuse a key no point
-    takes (a reproduction's arm gets its spec's shared keys, which some arms do not take)."""
+    takes (a reproduction's arm gets its spec's shared keys, which some arms do not take). `reproduction`:
+    the sweep is a reproduction's arm, the one kind of study written in <results>/reproduce/."""
     user, user_name, named = _sweep_name(overrides, name)
+    if not reproduction:
+        store.refuse_reproduce_name(user_name, override_value(user, "results") or "results",
+                                    "--name " if name else "name=")
     check_overrides(user, "sweep" if keys_used else "reproduce")  # (a reproduction's arm takes gradcheck.mode)
     launcher, swept, grid, typed = _parse_grid(user)
     if points is not None:

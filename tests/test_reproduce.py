@@ -7,6 +7,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -369,6 +370,49 @@ def test_ctrl_c_outside_a_sweep_says_what_is_kept(cli, monkeypatch, tmp_path):
     monkeypatch.setattr(rep, "runs", planning)
     out = cli("reproduce", "all", "--quick", f"results={tmp_path}")
     assert out.exit_code == 130 and out.stderr.strip() == "interrupted while planning, before any run; nothing changed"
+
+
+def test_no_run_or_sweep_goes_where_reproduce_keeps_its_studies_and_one_there_is_said_to_be_in_its_way(cli,
+                                                                                                       tmp_path):
+    # `gradflow run name=reproduce` was accepted, and every `gradflow reproduce` under that results folder then
+    # failed saying name=reproduce/he2016/depth (a name= never typed, which reproduce refuses) was inside a folder
+    # of runs
+    results = tmp_path / "results"
+    small = ["data=gaussian", "data.n_train=64", "data.n_test=32", "data.dim=8", "model.width=8", "train.steps=2",
+             "train.batch_size=32", "train.eval_every=2", f"results={results}"]
+    for args in (["run", *small, "name=reproduce"], ["run", *small, "name=reproduce/he2016/"],
+                 ["sweep", *small, "model.depth=2,3", "--name", "reproduce"],
+                 ["sweep", *small, "model.depth=2,3", "name=reproduce/mine"],
+                 ["sweep", *small, "model.depth=2,3", "--name", "reproduce/he2016/depth"]):  # (no arm there yet)
+        out = cli(*args)
+        name = args[-1] if args[-2] != "--name" else f"--name {args[-1]}"
+        assert out.exit_code == 1 and " ".join(out.stderr.split()) == (
+            f"error: {name} is refused: {results / 'reproduce'}/ is where `gradflow reproduce` keeps its studies, "
+            "and runs there would be in their way; give another name"), out.output
+    assert not results.exists()
+    # (an arm that is there is the reproduction's own: its command, as REPORT.md gives it, reruns it: see
+    # test_report_md_gives_each_arms_command_as_run)
+    # one there from before (a gradflow that took it; here copied there): what is in the way, and what to do
+    assert cli("run", *small, "name=mine").exit_code == 0
+    (results / "reproduce").mkdir()
+    run = next((results / "mine").iterdir())
+    shutil.copytree(run, results / "reproduce" / run.name)
+    out = cli("reproduce", "he2016", "--quick", f"results={results}")
+    assert out.exit_code == 1 and " ".join(out.stderr.split()) == (
+        f"error: {results / 'reproduce'} is in the way of gradflow reproduce, which keeps its studies in "
+        f"{results / 'reproduce'}/: it is a folder of 1 run (gradflow run name=...), no reproduction; move or "
+        f"rename it (mv {results / 'reproduce'} {results / 'ANOTHER_NAME'}) and reproduce again, or give "
+        "results=FOLDER"), out.output
+    shutil.rmtree(results / "reproduce" / run.name)
+    assert cli("sweep", *small, "model.depth=2,3", "--name", "s").exit_code == 0  # a sweep as an experiment's folder
+    shutil.copytree(results / "s", results / "reproduce" / "he2016-quick")
+    out = cli("reproduce", "he2016", "--quick", f"results={results}")
+    assert out.exit_code == 1 and " ".join(out.stderr.split()).startswith(
+        f"error: {results / 'reproduce' / 'he2016-quick'} is in the way of gradflow reproduce, which keeps its "
+        f"studies in {results / 'reproduce'}/: it is a sweep's folder (gradflow sweep --name ...), no "
+        "reproduction; move or rename it"), out.output
+    assert sorted(p.name for p in (results / "reproduce" / "he2016-quick").iterdir()) == sorted(
+        p.name for p in (results / "s").iterdir())
 
 
 def test_list_names_every_experiment(cli):

@@ -236,6 +236,7 @@ def run(
     check_overrides(overrides, "run")
     command = shlex.join(["gradflow", "run", *overrides])  # (run.json keeps it: the report page gives it)
     cfg = config_mod.compose(overrides)
+    store.refuse_reproduce_name(cfg.name, cfg.results)
     study = store.study_dir(cfg.results, cfg.name)
     store.refuse_nested(study, cfg.results, cfg.name)
     flat = settings(store.flatten(cfg))
