@@ -408,40 +408,48 @@ def clear_run(job_dir: Path) -> None:
     shutil.rmtree(job_dir)
 
 
-PROBE = ".gradflow-probe.tmp"  # the name `check_removable` renames each entry to, and back at once
+# linux/fs.h: FS_IOC_GETFLAGS, and the flags that keep a file or folder (or a folder's entries) from removal
+_GETFLAGS, _KEPT_FLAGS = 0x80086601, 0x10 | 0x20  # FS_IMMUTABLE_FL, FS_APPEND_FL (chattr +i, +a)
+
+
+def _flagged(path: Path) -> bool:
+    """Whether `path` is immutable or append-only (chattr +i / +a), where the system can tell (Linux file
+    systems that keep the flags); False where it cannot."""
+    try:
+        import array
+        import fcntl
+    except ImportError:  # (not a POSIX system)
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        flags = array.array("i", [0])
+        fcntl.ioctl(fd, _GETFLAGS, flags, True)
+        return bool(flags[0] & _KEPT_FLAGS)
+    except OSError:  # (a file system without the flags)
+        return False
+    finally:
+        os.close(fd)
 
 
 def check_removable(job_dir: Path) -> None:
-    """Fail, before anything is deleted, if a run folder gradflow is to delete (`clear_run`) cannot be: a file
-    or folder in it that cannot be removed (immutable, append-only), a folder in it or its parent that is not
-    writable (another user's shared folder), a read-only file system. Each entry is renamed and renamed back
-    (what removing it takes too), which no permission check foresees for every file system and user (root's
-    writes pass any mode, not an immutable file)."""
+    """Fail, before anything is deleted, if a run folder gradflow is to delete (`clear_run`) cannot be: a folder
+    in it, or the one holding it, that this user may not write (another user's shared folder), or a file or
+    folder made immutable or append-only (chattr +i, +a: root's writes pass any mode, not those). Nothing is
+    touched to tell; what no check foresees (a read-only mount) fails at the deletion, in one line too."""
     job_dir = Path(job_dir)
     if not job_dir.is_dir() or job_dir.is_symlink():
         return
     folders = [Path(d) for d, _, _ in os.walk(job_dir)]
-    entries = [f / n for f in folders for n in sorted(os.listdir(f))]
-    # the folders' times as they were (a rename sets its folder's: `clean` reads a run's as when it ended)
-    times = {f: f.stat() for f in [*folders, job_dir.parent]}
-    try:
-        for path in [*entries, job_dir]:
-            probe = path.with_name(PROBE)
-            try:
-                path.rename(probe)
-            except OSError as e:
-                raise GradflowError(f"cannot remove {path}: {e.strerror or e}") from None
-            try:
-                probe.rename(path)
-            except OSError as e:  # (no return the way it came: said, not left to a later reader to find)
-                raise GradflowError(f"cannot remove {path}: it was moved to {probe} and could not be moved back "
-                                    f"({e.strerror or e}); move it back by hand") from None
-    finally:
-        for f, st in times.items():
-            try:
-                os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
-            except OSError:  # (a folder whose entries could not be renamed is unchanged)
-                pass
+    for folder in [job_dir.parent, *folders]:
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise GradflowError(f"cannot remove {job_dir if folder == job_dir.parent else folder}: {folder} is not "
+                                "writable by this user")
+    for path in [job_dir, *(f / n for f in folders for n in sorted(os.listdir(f)))]:
+        if _flagged(path):
+            raise GradflowError(f"cannot remove {path}: it is immutable or append-only (chattr -i / -a lifts it)")
 
 
 def removal_failed(job_dir: Path, e: OSError) -> GradflowError:
