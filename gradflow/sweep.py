@@ -907,6 +907,7 @@ def read_points(path: Path) -> list[dict]:
     if not isinstance(points, list) or not all(isinstance(p, dict) and p for p in points):
         raise GradflowError(f"--points {path} must be a YAML list of key: value mappings, e.g. "
                             "- {model.activation: tanh, init.sw2: 1.5}")
+    points = [{k: _yaml11_float(v) for k, v in p.items()} for p in points]
     keys = set(points[0])
     for i, p in enumerate(points):
         if set(p) != keys:  # (which keys differ, a misspelled one with its nearest: a whole list before)
@@ -930,6 +931,16 @@ def read_points(path: Path) -> list[dict]:
             except GradflowError as e:
                 raise GradflowError(f"--points {path}: point {i} {e}") from None
     return points
+
+
+# a number with an exponent and no decimal point (1e-3, 5E+10): YAML 1.1, which PyYAML reads, makes it a string
+# (a point's optim.lr: 1e-3 ran at 0.001, as the command line's 1e-3 does, in a folder named optim.lr=_1e-3_)
+_EXPONENT = re.compile(r"[-+]?[0-9]+[eE][-+]?[0-9]+")
+
+
+def _yaml11_float(value):
+    """A points file's value as YAML 1.2 and the command line read it: 1e-3 a number, not the string PyYAML gives."""
+    return float(value) if isinstance(value, str) and _EXPONENT.fullmatch(value) else value
 
 
 def points_overrides(points: list[dict], fixed: list[str]) -> tuple[list[list[str]], list[str]]:

@@ -358,6 +358,13 @@ def test_the_recorded_command_remakes_the_same_sweep(cli, results, tmp_path):
     assert out.exit_code == 0, out.output
     command = yaml.safe_load((results / "pts" / "sweep.yaml").read_text())["command"]
     assert shlex.split(command)[-4:] == ["--name", "pts", "--points", str(points)]
+    # an exponent without a decimal point, which YAML 1.1 (PyYAML) reads as a string: a number, as on the command
+    # line (its run's folder was optim.lr=_1e-3_)
+    points.write_text("- {model.depth: 2, optim.lr: 1e-3}\n- {model.depth: 3, optim.lr: 5E-2}\n")
+    out = cli("sweep", *small, f"results={results}", "--points", str(points), "--name", "exp")
+    assert out.exit_code == 0, out.output
+    runs = {job.name: store.read_run(job)["config"]["optim.lr"] for job in store.find_runs(results / "exp")}
+    assert runs == {"model.depth=2,optim.lr=0.001": 0.001, "model.depth=3,optim.lr=0.05": 0.05}, runs
 
 
 def test_the_command_that_finishes_a_points_sweep_runs_from_any_folder(cli, tmp_path, monkeypatch):
