@@ -80,6 +80,8 @@ def write(paths: Iterable[str | Path], out: str | Path | None = None) -> Path:
         raise GradflowError(f"--out {out}: {target} is the page of {target.parent} (`gradflow report "
                             f"{target.parent}` writes it there); give this page another name ({free}) or folder")
     if out and not target.parent.is_dir():  # (a mistyped folder is not made: the page would be lost in it)
+        if target.parent.exists():  # (a file: "does not exist" sent the user looking for a typo)
+            raise GradflowError(f"--out {out}: {target.parent} is a file, not a folder; write the page elsewhere")
         raise GradflowError(f"--out {out}: the folder {target.parent} does not exist; create it first "
                             "or write the page elsewhere")
     store.check_writable(target.parent, option="--out")

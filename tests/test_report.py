@@ -644,6 +644,15 @@ def test_bad_path_is_one_line(cli, tmp_path):
     assert not (tmp_path / "nothing").exists()
 
 
+def test_out_under_a_file_says_it_is_a_file(cli, study, tmp_path):
+    # (it said "the folder afile does not exist", beside the file of that name)
+    (tmp_path / "afile").write_text("mine")
+    out = cli("report", str(study), "--out", str(tmp_path / "afile" / "x.html"))
+    assert out.exit_code == 1 and out.stderr.strip() == (f"error: --out {tmp_path / 'afile' / 'x.html'}: "
+                                                         f"{tmp_path / 'afile'} is a file, not a folder; write the "
+                                                         "page elsewhere"), out.output
+
+
 def test_out_onto_another_studys_own_page_is_refused(cli, study, tmp_path):
     """--out into another study's folder wrote this page as that study's report.html, which its sweep then
     called its own page "from an earlier command"; another name there, or this study's own page, is fine."""
