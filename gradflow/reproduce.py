@@ -1075,6 +1075,14 @@ def _plan_arms(spec: Spec, scale: str, user: list[str], force: bool, root: Path,
             raise GradflowError(f"{spec.name}'s arm {arm} sweeps {e.points[0]} and {e.points[1]}, which are one run "
                                 f"with {and_list(given)} (its runs do not read that key then); drop the "
                                 "override or give another value") from None
+        except GradflowError as e:  # a group chosen in place of the arm's own: its keys no longer fit (he2016's
+            # model.variant=batchnorm beside model=mlp was refused as if the user had typed it)
+            ours = {override_key(o): o for o in [*spec.base, *spec.arms[arm]]}
+            replaced = [f"{o} for its {ours[override_key(o)]}" for o in given
+                        if "." not in override_key(o) and override_key(o) in ours and ours[override_key(o)] != o]
+            if not replaced:
+                raise
+            raise GradflowError(f"{spec.name}'s arm {arm} with {and_list(replaced)}: {e}") from None
     return used, plans, functools.reduce(sweep_mod.KeysTaken.merged, (p.keys for p in plans.values()))
 
 

@@ -661,6 +661,16 @@ def test_several_values_are_refused_only_where_an_arm_would_pool_them_as_seeds()
         rep._pooled(rep.Spec.load("glorot2010"), "quick", ["model.activation=tanh,linear"])
 
 
+def test_a_group_chosen_in_place_of_an_arms_own_is_named_in_the_error(cli, tmp_path):
+    # he2016's model.variant=batchnorm beside model=mlp was refused as if the user had typed the variant
+    out = cli("reproduce", "he2016", "--quick", "model=mlp", f"results={tmp_path}")
+    assert out.exit_code == 1 and out.stderr.strip() == ("error: he2016's arm depth with model=mlp for its "
+                                                         "model=resnet: model.variant='batchnorm' is not allowed; "
+                                                         "choices: standard, fixup"), out.output
+    out = cli("reproduce", "he2016", "--quick", "model.variant=nope", f"results={tmp_path}")  # (a key: as typed)
+    assert out.stderr.strip().startswith("error: model.variant='nope' is not allowed"), out.output
+
+
 def test_signal_ratio_error_reads_hidden_layers_against_theory_and_no_other(results):
     # the theory's factors are the bulk's σ_w²: a ratio through the head's own weights, or with num after den
     # (an empty product, read against 1), was measured against a prediction that is not one
