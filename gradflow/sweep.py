@@ -266,6 +266,10 @@ def _parsed(o: str, overrides: list[str]):
                 f"{and_list(shown)} look like one override split at spaces: write "
                 f"{shorten(joined, 60)} (no space around = or after a comma)") from None
         following = overrides[overrides.index(o) + 1:][:1]  # (a word after it: a list split at a space)
+        key, _, value = o.partition("=")
+        if value and not value.strip(","):  # (model.depth=, : "write model.depth=", itself refused)
+            raise GradflowError(f"the override {shorten(o, 60)!r} gives no value: write {shorten(key, 40)}=VALUE, "
+                                f"or {shorten(key, 40)}=A,B,C to sweep") from None
         if o.endswith(",") and _reads(o.rstrip(",")) and all("=" in w for w in following):
             raise GradflowError(f"the override {shorten(o, 60)!r} ends with a comma: write "
                                 f"{shorten(o.rstrip(','), 60)}") from None

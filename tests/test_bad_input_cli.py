@@ -102,6 +102,8 @@ CASES = [
     (["sweep", "data.cache=", "model.depth=2,", "3"], "'model.depth=2,' and '3' look like one override split at "
                                                       "spaces: write model.depth=2,3"),
     (["sweep", "model.depth=2,3,"], "the override 'model.depth=2,3,' ends with a comma: write model.depth=2,3"),
+    (["sweep", "model.depth=,"], "the override 'model.depth=,' gives no value: write model.depth=VALUE, or "
+                                 "model.depth=A,B,C to sweep"),  # (it said "write model.depth=", itself refused)
     (["sweep", "=5,6"], "the override '=5,6' has no key"),
     (["sweep", "model.depth=2,3", "--name", ""], "the sweep's name is empty: give --name NAME"),  # (results/sweep)
     # an error is put on a point only where the point causes it: a fixed key's typo is every point's
