@@ -38,6 +38,11 @@ class CodeExited(Exception):
         super().__init__(f"the model's code called sys.exit({e.code!r}){hint}")
 
 
+def run_error(e: BaseException) -> BaseException:
+    """`e` as the run's error: a SystemExit the model's code raised is its CodeExited, any other error as it is."""
+    return CodeExited(e) if isinstance(e, SystemExit) else e
+
+
 # a write refused by the machine, not by a mistake in the command: a full disk or quota, a file-size limit
 # (SLURM's, ulimit -f), a read-only mount (not EACCES: a file that cannot be read says it too)
 CANNOT_WRITE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}

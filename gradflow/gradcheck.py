@@ -46,7 +46,7 @@ from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from gradflow.config import GRADCHECK_MODES
-from gradflow.errors import CodeExited, GradflowError, one_line, shorten
+from gradflow.errors import GradflowError, one_line, run_error, shorten
 
 EPS = 1e-6  # the finite-difference step in float64
 FLOOR = 1e-3  # relative errors are taken against at least this fraction of the loss
@@ -378,8 +378,7 @@ def gradcheck(cfg, entries: int = 8, batch: int = 32, eps: float = EPS) -> GradC
         raise
     except (Exception, SystemExit) as e:  # the model's own error, in float64 or at --batch, which its run never
         # met (a float32 tensor made in forward): one line, not a traceback
-        error = CodeExited(e) if isinstance(e, SystemExit) else e
         raise GradflowError(f"the model failed in the check, which runs it in float64 on {len(x)} examples "
-                            f"(--batch): {one_line(error)}") from e
+                            f"(--batch): {one_line(run_error(e))}") from e
     r.batch = len(x)
     return r

@@ -24,7 +24,7 @@ from gradflow import data as data_mod  # (`data` names the built Data below)
 from gradflow import models, store, summary, theory, workers
 from gradflow.choices import settings
 from gradflow.config import batch_fits, resolve_device, uses_batchnorm
-from gradflow.errors import CodeExited, GradflowError, cannot_write, one_line
+from gradflow.errors import GradflowError, cannot_write, one_line, run_error
 from gradflow.models.custom import activation_kind
 from gradflow.models.init import initialize
 from gradflow.probes import quantities as pq
@@ -43,7 +43,7 @@ def prepare(cfg: DictConfig, isolate: bool = False):
     except GradflowError:
         raise
     except (Exception, SystemExit) as e:
-        error = CodeExited(e) if isinstance(e, SystemExit) else e  # (a model's module calling sys.exit)
+        error = run_error(e)  # (a model's module calling sys.exit)
         if isolate:
             raise error from e
         raise GradflowError(f"building the data or the model failed: {one_line(error)}") from e

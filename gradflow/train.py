@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from gradflow import store
 from gradflow.data import Data
-from gradflow.errors import CodeExited
+from gradflow.errors import run_error
 from gradflow.metrics import REGRESSION_TOLERANCE
 from gradflow.probes.core import Probes, Stepped, exact_norms, gradients, load_fused, schedule
 from gradflow.probes.jacobian import jacobian_spectra
@@ -412,8 +412,7 @@ def training(model, data: Data, cfg, probes: Probes, on_step: ProgressFn | None 
         raise Interrupted(res) from None
     except (Exception, SystemExit) as e:  # an error in a step (a user's model raising at its 50th call, or
         # calling sys.exit): the same
-        if isinstance(e, SystemExit):
-            e = CodeExited(e)
+        e = run_error(e)
         res.status = store.FAILED
         try:
             _finish(res, probes, readings, start)

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from gradflow.activations import ACTIVATIONS
-from gradflow.errors import CodeExited, GradflowError, one_line
+from gradflow.errors import GradflowError, one_line, run_error
 from gradflow.models.discover import discover, unprobed
 
 _KIND = {a.torch_name: a.name for a in ACTIVATIONS.values()}  # activation module class -> registry name
@@ -76,8 +76,7 @@ def _import(target: str, module_name: str):
             raise GradflowError(f"model.target={target!r}: {module_name} {said} ({one_line(e)})") from None
         return None
     except (Exception, SystemExit) as e:  # (the module raised as it was imported; or exited: argparse's parse_args())
-        error = CodeExited(e) if isinstance(e, SystemExit) else e
-        raise GradflowError(f"model.target={target!r}: importing {module_name} raised {one_line(error)}") from e
+        raise GradflowError(f"model.target={target!r}: importing {module_name} raised {one_line(run_error(e))}") from e
 
 
 class Custom:
@@ -99,9 +98,8 @@ class Custom:
             # (plain lists and dicts for the constructor, as written: Hydra's own would be OmegaConf's)
             model = instantiate({"_target_": path, "_convert_": "all", **kwargs})
         except (Exception, SystemExit) as e:  # (SystemExit: argparse's parse_args() at the module's import)
-            error = CodeExited(e) if isinstance(e, SystemExit) else e.__cause__ or e
             raise GradflowError(f"model.target={m.target} with model.kwargs={kwargs} failed to build: "
-                                f"{one_line(error)}") from e
+                                f"{one_line(run_error(e.__cause__ or e))}") from e
         if not isinstance(model, nn.Module):
             kind = type(model).__name__
             raise GradflowError(f"model.target={m.target} built {'an' if kind[:1] in 'aeiouAEIOU' else 'a'} {kind}, "
