@@ -502,6 +502,66 @@ def every_q_fixed(activation: str, sw2: float, sb2: float) -> bool:
     return isinstance(m, PiecewiseLinear) and sb2 == 0.0 and abs(sw2 * float(m.V_over_q(1.0)) - 1.0) < 1e-9
 
 
+_FINE_Q = 2.0 ** (np.arange(-16 * Q_RANGE_LOG2, 16 * Q_RANGE_LOG2 + 1) / 16)  # (1921,) 16 points per factor 2
+
+
+@dataclass(frozen=True)
+class Basin:
+    """The inputs' variances q_0 from which the length map settles at q* (the fixed point it reaches from
+    q = 1): those between `low` and `high`, the unstable fixed points that bound them (None: there is none,
+    and every q_0 on that side goes to q* too), and where the map goes from beyond each: `below` (a lower
+    stable fixed point, or 0) and `above` (a higher one, or inf)."""
+
+    low: float | None = None
+    below: float = 0.0
+    high: float | None = None
+    above: float = math.inf
+
+
+def basin(activation: str, sw2: float, sb2: float) -> Basin:
+    """q*'s basin of attraction (see Basin): where another fixed point lies in [2^-60, 2^60], the map's
+    q* depends on the inputs' scale. silu at sw2 = 2.27, sb2 = 0.2 settles at q* = 1.204 from q_0 = 1
+    but grows without bound from q_0 above 1.585; silu at sw2 = 3, sb2 = 0 grows from q_0 = 1 but decays
+    to 0 from below 0.676; gelu at sw2 = 1.9956, sb2 = 0.16 has a second stable point at 49. The roots
+    are the sign changes of F/q (beyond +-_ZERO_TOL, as in _solve_q_star) on a grid of 16 points per
+    factor 2, each closed by brentq in log q: a pair of roots closer together than a factor 2^(1/16) is
+    not seen (the map's q* itself is found where _solve_q_star finds it)."""
+    from scipy.optimize import brentq
+
+    _check_params(sw2, sb2)
+    m = moments(activation)
+    star = q_star(activation, sw2, sb2)
+
+    def f(x: float) -> float:
+        q = math.exp(x)
+        return float((sw2 * m.V_over_q(np.asarray([q]))[0] - 1.0) + sb2 / q)
+
+    with np.errstate(over="ignore"):
+        r = (sw2 * m.V_over_q(_FINE_Q) - 1.0) + sb2 / _FINE_Q
+    at = np.flatnonzero(np.abs(r) > _ZERO_TOL)  # (rounding's zeros: no sign)
+    sign = np.sign(r[at])
+    flips = np.flatnonzero(sign[1:] != sign[:-1])
+    roots = [(brentq(f, math.log(_FINE_Q[at[i]]), math.log(_FINE_Q[at[i + 1]]), xtol=1e-14, rtol=1e-13),
+              sign[i] > 0) for i in flips]  # (log q, stable: F falls through 0)
+    roots = [(math.exp(x), stable) for x, stable in roots]
+    near = 1e-6  # (q* itself, found by bisection: the same root to ~1e-12)
+    ups = [(q, s) for q, s in roots if q > max(1.0, star) * (1 + near)]
+    downs = [(q, s) for q, s in roots[::-1] if q < min(1.0, star) * (1 - near)]
+
+    def beyond(end: float, limit: float) -> float:  # a stable root past the grid's end, where F/q turns there
+        return math.exp(brentq(f, math.log(end), math.log(limit), xtol=1e-14, rtol=1e-13)) if f(math.log(limit)) \
+            * f(math.log(end)) < 0 and abs(f(math.log(limit))) > _ZERO_TOL else (math.inf if limit > 1 else 0.0)
+
+    out = {}
+    if ups and not ups[0][1]:  # the first root above is unstable: beyond it, the next stable one (or inf)
+        out |= {"high": ups[0][0], "above": next((q for q, s in ups[1:] if s), None)
+                or beyond(_FINE_Q[-1], 2.0 ** Q_LIMIT_LOG2[1])}
+    if downs and not downs[0][1]:
+        out |= {"low": downs[0][0], "below": next((q for q, s in downs[1:] if s), None)
+                or beyond(_FINE_Q[0], 2.0 ** Q_LIMIT_LOG2[0])}
+    return Basin(**out)
+
+
 def chi1(activation: str, sw2: float, sb2: float) -> float:
     """sw2 E[phi'(sqrt(q*) z)^2]: the per-layer factor of the squared back-propagated gradient norm."""
     m = moments(activation)

@@ -1010,3 +1010,56 @@ def test_q_star_is_the_fixed_point_reached_from_one_between_grid_points(activati
     mf = theory.point(activation, sw2, sb2)
     assert mf.q_star == pytest.approx(q_reached, rel=1e-9)
     assert mf.phase == "ordered" and mf.chi1 < 0.97
+
+
+@pytest.mark.parametrize("activation, sw2, sb2, side, beyond", [
+    ("silu", 2.27, 0.2, "high", math.inf),  # q* = 1.2035 from q = 1; from above ~1.60 the map grows
+    ("gelu", 1.9956, 0.16, "high", 49.0615),  # q* = 1.7039; from above ~1.94, the second stable point
+    ("silu", 3.0, 0.0, "low", 0.0),  # q* = inf from q = 1; from below ~0.68 the map decays to 0
+])
+def test_basin_bounds_where_the_length_map_goes(activation, sw2, sb2, side, beyond):
+    """The table's q* is the fixed point reached from q = 1; where an unstable fixed point bounds its basin,
+    inputs of another scale go elsewhere (the theory table said nothing of it). Checked by iterating the
+    length map itself from just inside and just outside the bound found."""
+    b = theory.basin(activation, sw2, sb2)
+    bound = b.high if side == "high" else b.low
+    assert bound is not None and (b.low if side == "high" else b.high) is None, b
+    assert (b.above if side == "high" else b.below) == pytest.approx(beyond, rel=1e-4, abs=0), b
+    star = theory.q_star(activation, sw2, sb2)
+    inside, outside = (bound * (1 - 1e-3), bound * (1 + 1e-3)) if side == "high" else (bound * (1 + 1e-3),
+                                                                                     bound * (1 - 1e-3))
+    end_in, end_out = _settled(activation, sw2, sb2, inside), _settled(activation, sw2, sb2, outside)
+    assert end_in == pytest.approx(star, rel=1e-5) if math.isfinite(star) else end_in == math.inf
+    assert end_out == pytest.approx(beyond, rel=1e-5) if 0 < beyond < math.inf else end_out == beyond
+
+
+def _settled(activation: str, sw2: float, sb2: float, q: float, layers: int = 20000) -> float:
+    """Where the length map goes from q: its value after `layers` layers, or inf (0) once it passes 1e12
+    (1e-12) on its way there."""
+    V = theory.moments(activation).V
+    for _ in range(layers):
+        q = sw2 * float(V(q)) + sb2
+        if not 1e-12 < q < 1e12:
+            return math.inf if q >= 1e12 else 0.0
+    return q
+
+
+@pytest.mark.parametrize("activation, sw2, sb2", [
+    ("tanh", 1.5, 0.05), ("tanh", 1.0, 0.0), ("relu", 2.0, 0.0), ("relu", 2.0, 0.1), ("elu", 1.5, 0.1),
+    ("sigmoid", 4.0, 0.1), ("selu", 1.0, 0.0), ("gelu", 1.704, 0.13), ("softplus", 2.0, 0.1)])
+def test_one_basin_where_every_input_scale_reaches_q_star(activation, sw2, sb2):
+    b = theory.basin(activation, sw2, sb2)
+    assert b.low is None and b.high is None, b
+    star = theory.q_star(activation, sw2, sb2)
+    if 0 < star < math.inf and not theory.every_q_fixed(activation, sw2, sb2):  # (from far on either side too)
+        for q0 in (1e-3, 1e3):
+            assert _settled(activation, sw2, sb2, q0) == pytest.approx(star, rel=1e-5)
+
+
+def test_cli_says_where_q_star_depends_on_the_inputs_scale(invoke):
+    silu = " ".join(invoke("--activation", "silu", "--sw2", "2.27", "--sb2", "0.2").output.split())
+    assert ("q* depends on the inputs' scale: the length map has an unstable fixed point at q = 1.603: from a "
+            "first-layer variance above 1.603 the signal variance grows without bound") in silu, silu
+    gelu = " ".join(invoke("--activation", "gelu", "--sw2", "1.9956", "--sb2", "0.16", "--json").output.split())
+    assert "above 1.94 the signal variance goes to 49.06" in gelu, gelu
+    assert "depends on the inputs' scale" not in invoke("--activation", "tanh", "--sw2", "1.5").output

@@ -111,7 +111,7 @@ def theory_point(
 
 
 def _show_point(mf: theory.MeanField, depth: int | None, digits: int, as_json: bool) -> None:
-    notes = _every_q_notes(mf.activation, mf.sw2, mf.sb2)
+    notes = _length_notes(mf.activation, mf.sw2, mf.sb2)
     if (endless := theory.endless_length_note(mf)) is not None:
         notes.append(endless)
     # sqrt(chi1)^depth is the signal's first/last ratio only where the law holds (theory.signal_law_applies:
@@ -183,7 +183,7 @@ def _show_critical(name: str, sb2: float, digits: int, as_json: bool) -> None:
         _note(f"{why}; another --sb2 may have one")
         return
     q = theory.q_star(name, sw2, sb2)
-    notes = _every_q_notes(name, sw2, sb2)
+    notes = _length_notes(name, sw2, sb2)
     if q == math.inf:  # (it was printed without a word: softplus's edge is a limit no finite variance reaches)
         notes.append("q* = ∞: at this σ_w² the signal variance grows without bound with depth, and "
                      + ("χ₁ = 1 at every variance (a piecewise-linear activation is scale-free)"
@@ -204,11 +204,24 @@ def _show_critical(name: str, sb2: float, digits: int, as_json: bool) -> None:
         _note(note)
 
 
-def _every_q_notes(name: str, sw2: float, sb2: float) -> list[str]:
-    if theory.every_q_fixed(name, sw2, sb2):  # (q* = 1 read as if 1 were special)
+def _length_notes(name: str, sw2: float, sb2: float) -> list[str]:
+    """What the table's q* does not say of the length map: every q is fixed (q* = 1 read as if 1 were
+    special), or q* is one of several fixed points, reached from inputs of some scales only."""
+    if theory.every_q_fixed(name, sw2, sb2):
         return [f"every q is a fixed point here ({name} is scale-free and σ_b² = 0): the q* shown is the length "
                 "the map starts from, and χ₁ = 1 at any input scale."]
-    return []
+    b = theory.basin(name, sw2, sb2)
+    ends = [(q, side, to) for q, side, to in ((b.low, "below", b.below), (b.high, "above", b.above)) if q]
+    if not ends:
+        return []
+    goes = [f"{side} {q:.4g} {'it' if i else 'the signal variance'} " + (
+        f"goes to {to:.4g}" if 0 < to < math.inf else "decays to 0" if to == 0 else "grows without bound")
+        for i, (q, side, to) in enumerate(ends)]
+    return ["q* depends on the inputs' scale: the length map has "
+            + (f"an unstable fixed point at q = {ends[0][0]:.4g}" if len(ends) == 1 else
+               f"unstable fixed points at q = {ends[0][0]:.4g} and {ends[1][0]:.4g}")
+            + ": from a first-layer variance " + ", and ".join(goes)
+            + ". The q* and χ₁ shown are those reached from q = 1."]
 
 
 @theory_app.command("phase")
