@@ -188,6 +188,32 @@ def root_for(name: str, scale: str, results: str = "results") -> Path:
     return Path(results) / store.REPRODUCE_DIR / (name if scale == "default" else f"{name}-{scale}")
 
 
+def resume_command(arm: Path) -> str | None:
+    """The `gradflow reproduce` command that resumes the reproduction whose arm's sweep is at `arm`
+    (<results>/reproduce/<experiment>[-<scale>]/<arm>) and checks its claims, with the overrides it was
+    given: each arm's recorded overrides but its spec's own, over every arm. None where `arm` is no
+    reproduction's arm (or its experiment or arm is no longer known): the sweep's own command runs it."""
+    import shlex
+
+    arm = Path(arm).resolve()
+    root = arm.parent
+    if root.parent.name != store.REPRODUCE_DIR:
+        return None
+    name, _, scale = root.name.rpartition("-")
+    if scale not in SCALES or scale == "default" or not name:
+        name, scale = root.name, "default"
+    if name not in names() or arm.name not in Spec.load(name).arms:
+        return None
+    spec, given = Spec.load(name), []
+    for a in spec.arms:
+        recorded = (store.sweep_spec(root / a) or {}).get("overrides") or []
+        own = set(spec.overrides(a, scale, []))
+        given += [str(o) for o in recorded if o not in own and o not in given
+                  and override_key(str(o)) not in ("results", "name")]  # (results= is the command's last word)
+    how = [] if scale == "default" else ["--quick"] if scale == "quick" else ["--scale", scale]
+    return shlex.join(["gradflow", "reproduce", name, *how, *given, f"results={root.parent.parent}"])
+
+
 # --- reading one arm's results ------------------------------------------------------------------------
 class Arm:
     """One arm's results, loaded lazily, restricted to the runs of its current plan (so runs left over

@@ -567,6 +567,12 @@ class NotRun:
     # stale: made with other settings than the point's)
     redo: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def reproduction(self) -> bool:
+        """Whether the sweep is a reproduction's arm, whose `gradflow reproduce` command `command` is: it
+        resumes every arm and checks the claims (the arm's own sweep command checks none)."""
+        return self.command.startswith("gradflow reproduce ")
+
 
 KEPT_ON_RESUME = (store.OK, store.DIVERGED, store.RUNNING)  # the statuses of a point's run that its sweep keeps
 
@@ -590,7 +596,12 @@ def not_run(path: Path, there: dict[str, str], where: list[tuple[str, str]],
         missing = sum(job not in there for job in jobs)
         redo = Counter(there[job] for job in jobs if job in there and there[job] not in KEPT_ON_RESUME)
         if missing or redo:
-            found.append(NotRun(prefix, missing, len(spec["runs"]), store.resume_command(sweep, spec),
+            command = store.resume_command(sweep, spec)
+            if sweep.resolve().parent.parent.name == store.REPRODUCE_DIR:
+                from gradflow.reproduce import resume_command
+
+                command = resume_command(sweep) or command
+            found.append(NotRun(prefix, missing, len(spec["runs"]), command,
                                 store.writer(sweep), {k: redo[k] for k in store.STATUSES if redo[k]}))
     return found
 
@@ -606,11 +617,15 @@ def not_run_note(missing: list[NotRun]) -> str:
         else:
             what = f"not run yet: {m.missing} of the sweep's {m.points} runs"
             does = "runs them" + (f" and reruns the {redo}" if redo else "")
+        does += ", then checks the experiment's claims" if m.reproduction else ""
         return what + store.who_runs(m.running, m.command, does) + ("" if m.running else " (and keeps the runs done)")
     each = ", ".join((f"{m.name} {m.missing} of {m.points} runs" + (f" ({sum(m.redo.values())} to rerun)" if m.redo
                                                                     else "") if m.missing else
                       f"{m.name} {sum(m.redo.values())} of {m.points} runs to rerun")  # (not "0 of 6 runs")
                      + (" (running)" if m.running else "") for m in missing)
+    if len({m.command for m in missing}) == 1 and missing[0].reproduction and not any(m.running for m in missing):
+        return (f"not run yet: {each}; `{missing[0].command}` runs them, then checks the experiment's claims "
+                "(and keeps the runs done)")  # (one reproduction's arms: one command resumes them all)
     return f"not run yet: {each}; `gradflow ls SWEEP` gives the command that runs them"
 
 

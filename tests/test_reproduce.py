@@ -687,3 +687,40 @@ def test_signal_ratio_error_reads_hidden_layers_against_theory_and_no_other(resu
     for num, den in ((5, 1), (1, -1), (1, 6)):
         measured = rep.compute({"fn": "signal_ratio_error", "arm": "init", "num": num, "den": den}, arms)
         assert math.isnan(measured.value) and "num before den" in measured.note, (num, den, measured)
+
+
+def test_ls_of_a_cut_short_reproduction_gives_the_reproduce_command_that_resumes_it(cli, tmp_path, monkeypatch):
+    # `ls` gave the arm's own `gradflow sweep` command, which runs the arm and checks no claim; the
+    # reproduction's command, with the overrides it was given, resumes every arm and checks them
+    monkeypatch.setenv("COLUMNS", "200")
+    given = ["model.width=24", "data.dim=24"]
+    out = cli("reproduce", "sigmoid-textbook", "--quick", *given, f"results={tmp_path}")
+    assert "sigmoid-textbook: claims" in out.output, out.output
+    root = tmp_path / "reproduce" / "sigmoid-textbook-quick"
+    shutil.rmtree(root / "init" / "init.sw2=16.0,seed=2")  # (a run the sweep never began: cut short before it)
+    listed = " ".join(cli("ls", root / "init").output.split())
+    command = re.search(r"`(gradflow reproduce [^`]*)` runs them, then checks the experiment's claims", listed)
+    assert command, listed
+    words = shlex.split(command[1])
+    assert words[:4] == ["gradflow", "reproduce", "sigmoid-textbook", "--quick"], words
+    assert sorted(words[4:]) == sorted([*given, f"results={tmp_path}"]), " ".join(words)
+    assert rep.resume_command(root / "init") == command[1]
+    again = cli(*words[1:])  # (from another folder: its results folder is absolute)
+    said = " ".join(again.output.split())
+    assert "5 already finished, skipped" in said and "1 run in" in said, said
+    assert "sigmoid-textbook: claims" in said and re.search(r"sigmoid-textbook: (\d of )?3 claims pass", said), said
+    assert "not run yet" not in cli("ls", root).output
+    assert (root / "init" / "init.sw2=16.0,seed=2" / "run.json").is_file()
+
+
+def test_one_command_resumes_every_arm_of_a_reproduction():
+    from gradflow.summary import NotRun, not_run_note
+
+    cmd = "gradflow reproduce he2015 --quick results=/r"
+    both = not_run_note([NotRun("init", 2, 6, cmd), NotRun("train", 1, 12, cmd)])
+    assert both == (f"not run yet: init 2 of 6 runs, train 1 of 12 runs; `{cmd}` runs them, then checks the "
+                    "experiment's claims (and keeps the runs done)")
+    other = not_run_note([NotRun("a", 2, 6, cmd), NotRun("b", 1, 12, "gradflow sweep x=1,2 --name b")])
+    assert other.endswith("`gradflow ls SWEEP` gives the command that runs them")
+    assert rep.resume_command(Path("/r/studies/he2015-quick/train")) is None  # (no reproduction's folder)
+    assert rep.resume_command(Path("/r/reproduce/he2015-quick/nosuch")) is None  # (no arm of it)
