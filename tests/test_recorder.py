@@ -1760,6 +1760,86 @@ def test_a_model_whose_every_probed_weight_is_frozen_closes(tmp_path):
     assert (gradflow.load(tmp_path / "run").query("quantity == 'signal_norm'")["value"] > 0).all()
 
 
+def _five_layers():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 3))
+
+
+@pytest.mark.parametrize("fuse_after", [None, 1], ids=["batched", "fused-from-the-second"])
+def test_a_model_frozen_after_its_last_step_keeps_that_steps_gradients(tmp_path, fuse_after, monkeypatch):
+    # requires_grad was read when the step was (at close()), after the loop froze the model for an evaluation
+    # or export: the last probed step had no gradient row and grad_ratio.final was None, in a run said `ok`
+    from gradflow.probes import core
+
+    if fuse_after:
+        monkeypatch.setattr(core, "FUSED_AFTER", fuse_after)
+        monkeypatch.setattr(core, "FUSED_MIN", 0)
+    model = _five_layers()
+    reference = copy.deepcopy(model)  # trained in lockstep, its gradients taken right after each backward pass
+    xs, ys = torch.randn(20, 16, 8), torch.randint(0, 3, (20, 16))
+    opt, ref_opt = (torch.optim.SGD(m.parameters(), lr=0.1) for m in (model, reference))
+    rec = gradflow.Recorder(model, tmp_path / "run", every=10, steps=20)
+    grads = {}
+    for step in range(20):
+        with rec.step(step):
+            F.cross_entropy(model(xs[step]), ys[step]).backward()
+        opt.step()
+        opt.zero_grad()
+        F.cross_entropy(reference(xs[step]), ys[step]).backward()
+        grads[step] = {name: float(reference[int(name)].weight.grad.double().norm()) for name in ("0", "2", "4")}
+        ref_opt.step()
+        ref_opt.zero_grad()
+    model.requires_grad_(False)
+    rec.close()
+    got = gradflow.load(tmp_path / "run").query("quantity == 'grad_norm'")
+    assert sorted(set(got.step)) == [0, 10, 19]
+    for step in (0, 10, 19):
+        at = got[got.step == step]
+        assert dict(zip(at.name, at.value)) == pytest.approx(grads[step], rel=1e-5), step
+    run = store.read_run(tmp_path / "run")
+    assert run["status"] == "ok" and run["frozen"] == [] and run["fused_steps"] == (2 if fuse_after else 0)
+    assert run["summary"]["grad_ratio.final"] == pytest.approx(grads[19]["0"] / grads[19]["4"], rel=1e-5)
+
+
+@pytest.mark.parametrize("fuse_after", [None, 1], ids=["batched", "fused-from-the-second"])
+def test_a_layer_frozen_mid_run_is_masked_at_the_steps_it_was_frozen_at_alone(tmp_path, fuse_after, monkeypatch):
+    # requires_grad was read at the next rec.step(): a layer frozen before step 2 masked step 1's gradient and
+    # update, though both were taken, and run.json's `frozen`, the state at the first step, named no layer
+    from gradflow.probes import core
+
+    if fuse_after:
+        monkeypatch.setattr(core, "FUSED_AFTER", fuse_after)
+        monkeypatch.setattr(core, "FUSED_MIN", 0)
+    model = _five_layers()
+    reference = copy.deepcopy(model)
+    xs, ys = torch.randn(4, 16, 8), torch.randint(0, 3, (4, 16))
+    opt, ref_opt = (torch.optim.SGD(m.parameters(), lr=0.1) for m in (model, reference))
+    rec = gradflow.Recorder(model, tmp_path / "run", every=1)
+    want = {}
+    for step in range(4):
+        for m in (model, reference):
+            m[0].requires_grad_(step != 2)  # frozen at step 2 alone
+        with rec.step(step):
+            F.cross_entropy(model(xs[step]), ys[step]).backward()
+        opt.step()
+        opt.zero_grad()
+        F.cross_entropy(reference(xs[step]), ys[step]).backward()
+        weight, bias = reference[0].weight, reference[0].bias
+        before = weight.detach().double().clone()
+        ref_opt.step()
+        if step != 2:  # (a frozen layer's cells are masked, not 0)
+            want.update({(step, "grad_norm"): float(weight.grad.double().norm()),
+                         (step, "bias_grad_norm"): float(bias.grad.double().norm()),
+                         (step, "update_ratio"): float((weight.detach().double() - before).norm() / before.norm())})
+        ref_opt.zero_grad()
+    rec.close()
+    got = gradflow.load(tmp_path / "run")
+    got = got[(got.name == "0") & got.quantity.isin(["grad_norm", "bias_grad_norm", "update_ratio"])]
+    assert dict(zip(zip(got.step, got.quantity), got.value)) == pytest.approx(want, rel=1e-5)
+    run = store.read_run(tmp_path / "run")
+    assert run["status"] == "ok" and run["frozen"] == ["0"] and run["fused_steps"] == (3 if fuse_after else 0)
+
+
 def test_a_layer_the_loop_does_not_use_is_masked_not_a_gradient_of_0(tmp_path):
     # an auxiliary head the forward pass never calls: it went first in the layer order and its gradient, None,
     # was recorded as 0, so the run's first/last gradient ratio read 0

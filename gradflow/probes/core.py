@@ -103,8 +103,9 @@ class Reading:
     # what the fused kernels took: (layout, squared signal norms, activation sums, units, batch sizes): see
     # Probes._fused_primitives; table() makes their values
     fused: tuple | None = None
-    # the weight points and the bias points whose parameter is frozen (requires_grad False: a fine-tuned
-    # net's backbone), or None: they take no gradient, so their gradient and update cells are masked
+    # the weight points and the bias points whose parameter was frozen (requires_grad False: a fine-tuned
+    # net's backbone) when the step's gradients were taken, or None: they took no gradient, so their gradient
+    # and update cells are masked
     frozen: tuple[list[int], list[int]] | None = None
 
 
@@ -149,6 +150,11 @@ def gradients(params) -> list[torch.Tensor]:
 def _gradless(params) -> list[int]:
     """The places in `params` of those with no gradient."""
     return [j for j, p in enumerate(params) if p.grad is None]
+
+
+def _frozen_now(params) -> list[int]:
+    """The places in `params` of those frozen (requires_grad False) now."""
+    return [j for j, p in enumerate(params) if not p.requires_grad]
 
 
 def _accumulates_into(w: torch.Tensor) -> bool:
@@ -230,8 +236,8 @@ class Probes:
         # the sum of every use, no layer's own (a first/last ratio from it read the head's: 23 for a 1e-6 vanishing)
         uses = [id(w[0]) for w in self._own_weights if w]
         self.tied = [self.names[i] for i in owners if uses.count(id(self._own_weights[i][0])) > 1]
-        # the weight points whose weight is frozen (requires_grad False), by name (run.json's `frozen`)
-        self.frozen = [self.names[i] for i in owners if not any(w.requires_grad for w in self._own_weights[i])]
+        # the weight points whose every weight tensor was frozen (requires_grad False) at a probed step: `frozen`
+        self._frozen_points: set[int] = set()
         self.biases = [self.points[i].layer.bias for i in self.bias_points]
         self.params = self.weights + self.biases  # the order of after_backward's `grad_norms`
         self.specs = [None if p.activation is None else
@@ -374,6 +380,9 @@ class Probes:
         # the params that had no gradient when the step's were read (a layer the step did not run: a head the loss
         # does not use, a branch taken only sometimes): masked as a frozen one's, never a norm of 0
         self._gradless: list[int] = []
+        # the params frozen (requires_grad False) then too: a loop may freeze a layer before the step is read (at
+        # the next rec.step() or close(): a model frozen for its export masked the last step's gradients)
+        self._frozen_params: list[int] = []
         self._generation += 1
         # a probed layer ran with gradients enabled, and one's output awaits its dL/dz (forward_seen, pass_seen:
         # a loop's mistakes)
@@ -564,7 +573,7 @@ class Probes:
         with torch.no_grad():
             grads = gradients(self.params)
             self._pass_grads = self._copied("grad", grads) if grads else []
-            self._gradless = _gradless(self.params)
+            self._gradless, self._frozen_params = _gradless(self.params), _frozen_now(self.params)
         self._weights_moved()
 
     def _weights_moved(self) -> None:
@@ -646,7 +655,8 @@ class Probes:
             grads = self._pass_grads
             grad_norms = self._norms_of(grads)
         else:
-            self._gradless = _gradless(self.params)  # (the pass's end took its own)
+            # (where the gradients were copied at the pass's end, _pass_ended took both)
+            self._gradless, self._frozen_params = _gradless(self.params), _frozen_now(self.params)
             if grad_norms is None or grad_norms.dtype != torch.float64:
                 # the gradients as they are now (a loop may set them to None before the read)
                 grads = gradients(self.params)
@@ -917,17 +927,23 @@ class Probes:
         self._reset()
         return reading, carried
 
+    @property
+    def frozen(self) -> list[str]:
+        """The weight points whose weight was frozen (requires_grad False) at a probed step, by name (run.json's
+        `frozen`): a "-" there is that, not a layer the step left unused."""
+        return [self.names[i] for i in sorted(self._frozen_points)]
+
     def _frozen(self) -> tuple[list[int], list[int]] | None:
-        """The weight and bias points whose parameter took no gradient in the step (requires_grad False, or no
-        gradient when they were read: `_gradless`), or None."""
-        gradless = set(self._gradless)
-        if not gradless and all(p.requires_grad for p in self.params):
+        """The weight and bias points whose parameter took no gradient in the step (frozen, or no gradient, when
+        its gradients were taken: `_frozen_params`, `_gradless`), or None; the frozen weight points join `frozen`."""
+        if not self._gradless and not self._frozen_params:
             return None
-        n = len(self.weights)
-        return ([i for j, (i, w) in enumerate(zip(self.weight_points, self.weights))
-                 if not w.requires_grad or j in gradless],
-                [i for j, (i, b) in enumerate(zip(self.bias_points, self.biases), start=n)
-                 if not b.requires_grad or j in gradless])
+        frozen = set(self._frozen_params)
+        trained = {i for j, i in enumerate(self.weight_points) if j not in frozen}
+        self._frozen_points.update(i for i in self.weight_points if i not in trained)
+        masked = frozen.union(self._gradless)
+        return ([i for j, i in enumerate(self.weight_points) if j in masked],
+                [i for j, i in enumerate(self.bias_points, start=len(self.weights)) if j in masked])
 
     def _settle(self, flat: np.ndarray) -> np.ndarray:
         """`flat` (float64) with every exact value beyond EXACT_RANGE recomputed in float64 from its tensor,
