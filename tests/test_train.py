@@ -329,3 +329,22 @@ def test_a_gradient_norm_at_the_threshold_is_not_counted_clipped():
     assert not bool(_clip([p], torch.linalg.vector_norm(p.grad), 5.0, 0.0, "cpu"))
     assert p.grad.tolist() == pytest.approx([3.0, 4.0])
     assert bool(_clip([p], torch.linalg.vector_norm(p.grad), 4.0, 0.0, "cpu"))
+
+
+@pytest.mark.parametrize("grad_clip, clip_value, expected", [
+    (10.0, 0.0, [3.0, -4.0]),  # below the threshold: left alone (a normalizer of every gradient made it 6, -8)
+    (2.5, 0.0, [1.5, -2.0]),  # above it: rescaled to norm 2.5 exactly, the direction kept (Pascanu's Algorithm 1)
+    (0.0, 3.5, [3.0, -3.5]),  # by value: the entries beyond +-3.5 alone clamped
+    (0.0, 5.0, [3.0, -4.0]),
+])
+def test_clipping_changes_only_a_gradient_beyond_its_threshold(grad_clip, clip_value, expected):
+    """Clipping bounds a gradient; one within the bound is the update as it was. A clip that rescaled every
+    gradient to the threshold (normalized gradient descent) still passed pascanu2013's claims, whose clipped
+    net trains either way: this is the check that tells them apart."""
+    from gradflow.train import _clip
+
+    p = torch.nn.Parameter(torch.zeros(2))
+    p.grad = torch.tensor([3.0, -4.0])
+    clipped = bool(_clip([p], torch.linalg.vector_norm(p.grad), grad_clip, clip_value, "cpu"))
+    assert p.grad.tolist() == pytest.approx(expected, rel=1e-6)
+    assert clipped == (expected != [3.0, -4.0])
