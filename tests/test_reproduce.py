@@ -268,6 +268,19 @@ def test_hidden_median_is_over_the_hidden_layers_at_the_last_step():
     assert rep.hidden_median(arm).value == 2.0
 
 
+def test_a_lag_ratio_over_seeds_is_their_geometric_mean():
+    """Two runs whose lag-3 ratios are 1e-8 and 1e-10: their geometric mean, 1e-9, said so under the value;
+    the arithmetic mean, 5.05e-9, is the larger run's (hochreiter1991's quick seeds straddled its 1e-8 bound,
+    and the mean passed on one seed's pull). A run at 0 makes it 0 (a floor fails it), as the mean did not."""
+    def run(name: str, ratio: float) -> list[dict]:
+        values = [0.5, ratio, 0.5, 1.0, 9.0]  # (time steps 0-3, then the head T = 4: lag 3 is t = 1 over t = 3)
+        return [dict(row, run=name) for row in _layers({0: values}, "signal_norm")]
+
+    m = rep.lag_ratio(_arm(layers=run("a", 1e-8) + run("b", 1e-10)), k=3)
+    assert m.value == pytest.approx(1e-9, rel=1e-9) and m.spread() == "[1e-10, 1e-08] over 2 runs, geometric mean"
+    assert rep.lag_ratio(_arm(layers=run("a", 1e-8) + run("b", 0.0)), k=3).value == 0.0
+
+
 def test_lags_through_time_are_against_the_last_time_step_not_the_head():
     """Ten time steps whose signal halves per step back from the last (t = 9), then the head (123): the
     signal k steps back over the last step's is 0.5^(k-1), its log-rate fitted over k = 1..kmax."""

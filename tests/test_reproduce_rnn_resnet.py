@@ -44,7 +44,11 @@ def test_hochreiter1991_quick_passes(hochreiter):
         assert T == 201 and layers[layers["layer"] == T]["name"].iloc[0] == "head"
         ratios.append(signal[T - 100] / signal[T - 1])
     assert len(ratios) == 2
-    assert hochreiter.claim("tanh RNN (lecun_normal").measured.value == pytest.approx(np.mean(ratios), rel=1e-2)
+    # their geometric mean: the two seeds lie over a decade apart, and the arithmetic mean is the higher one's
+    # (above 1e-8 alone, it decided the claim)
+    assert ratios[0] / ratios[1] > 10 or ratios[1] / ratios[0] > 10, ratios
+    assert hochreiter.claim("tanh RNN (lecun_normal").measured.value == pytest.approx(math.sqrt(ratios[0] * ratios[1]),
+                                                                                      rel=1e-6)
 
 
 @pytest.mark.slow
