@@ -10,7 +10,6 @@ breaking run redoes only the runs its override changes (resume), as a user's sec
 from __future__ import annotations
 
 import math
-import numpy as np
 import pandas as pd
 import pytest
 
