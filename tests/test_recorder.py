@@ -1478,6 +1478,45 @@ def test_an_activation_after_an_add_is_not_taken_for_the_layers_own():
     assert [p.activation for p in discover(inplace, torch.randn(2, 3))] == [inplace[3], None]
 
 
+class TwiceCalled(nn.Module):
+    """`mid` runs twice in a forward pass, the activation module `act` after the calls `with_module` says (the
+    other's output through a functional tanh)."""
+
+    def __init__(self, with_module=("first", "second")):
+        super().__init__()
+        self.with_module = with_module
+        self.inp, self.mid, self.act, self.head = nn.Linear(8, 16), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.inp(x))
+        for call in ("first", "second"):
+            h = self.act(self.mid(h)) if call in self.with_module else torch.tanh(self.mid(h))
+        return self.head(h)
+
+
+@pytest.mark.parametrize("with_module", [("first", "second"), ("first",), ("second",)])
+def test_a_layer_called_twice_has_its_activation_statistics_of_both_calls_or_none(tmp_path, with_module):
+    # with nn.Tanh after mid's first call alone, mid's act_std was that call's (0.278 where both calls' were
+    # 0.249): a layer's statistics are of all its calls as one batch, so its activation module must follow each
+    torch.manual_seed(0)
+    model = TwiceCalled(with_module)
+    x, y = torch.randn(12, 8), torch.randint(0, 3, (12,))
+    outs = []
+    model.mid.register_forward_hook(lambda m, i, z: outs.append(torch.tanh(z).detach()) if z.requires_grad else None)
+    with gradflow.Recorder(model, tmp_path / "run", every=1) as rec:
+        with rec.step(0):
+            F.cross_entropy(model(x), y).backward()
+    layers = gradflow.load(tmp_path / "run")
+    acts = layers[(layers["name"] == "mid") & layers["quantity"].str.startswith("act_")].set_index("quantity")
+    if len(with_module) == 2:
+        both = torch.cat(outs).double()
+        assert len(outs) == 2
+        assert acts.loc["act_std", "value"] == pytest.approx(float(both.std()), rel=1e-5)
+        assert acts.loc["act_mean", "value"] == pytest.approx(float(both.mean()), rel=1e-5, abs=1e-7)
+    else:
+        assert acts.empty, acts
+
+
 def test_a_layer_that_did_not_run_in_a_step_has_no_activation_cells(tmp_path):
     # a block skipped at one step (stochastic depth, a branch taken on some steps) wrote act_mean, act_std
     # and act_saturated rows of NaN for it, where a quantity not taken has no row at all

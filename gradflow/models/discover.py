@@ -366,15 +366,19 @@ def _activation_after(m: nn.Module, trace: _Calls, first: dict) -> nn.Module | N
     output itself: each call in between takes the one before's output. An add between (a residual branch's
     conv2 -> bn2 -> + skip -> relu) gave the layer the statistics of the sum, a reshape those of another
     tensor; there is none then. None too where that module also runs on anything else (one nn.Tanh after
-    the input layer and after every residual add): its hook would take every call as the layer's."""
+    the input layer and after every residual add): its hook would take every call as the layer's; or where a
+    layer run twice has it after one call alone (the other's output through a functional tanh): its
+    statistics were that call's, where the layer's are of all its calls as one batch."""
     if m not in first:
         return None
     k = _activation_call(trace, first[m])
     if k is None:
         return None
     act = trace.modules[k]
-    fed = {_activation_call(trace, j) for j, module in enumerate(trace.modules) if module is m}
-    return act if all(j in fed for j, module in enumerate(trace.modules) if module is act) else None
+    fed = [_activation_call(trace, j) for j, module in enumerate(trace.modules) if module is m]
+    # every call of the layer feeds `act`, and every call of `act` is fed by the layer
+    return act if (all(j is not None and trace.modules[j] is act for j in fed)
+                   and all(j in fed for j, module in enumerate(trace.modules) if module is act)) else None
 
 
 def _activation_call(trace: _Calls, j: int) -> int | None:
