@@ -2468,6 +2468,53 @@ def test_the_recorders_discovery_leaves_the_loops_random_draws_as_they_were(tmp_
     assert torch.equal(loop(tmp_path / "study" / "run0"), loop(None))
 
 
+class _PaddedEncoder(nn.Module):
+    """Token ids and their padding mask through nn.TransformerEncoder (enable_nested_tensor=True, torch's default)."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.head = nn.Embedding(10, 16), nn.Linear(16, 10)
+        self.enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True), 2)
+
+    def forward(self, idx, mask):  # idx, mask: (B, T)
+        return self.head(self.enc(self.emb(idx), src_key_padding_mask=mask))
+
+
+def test_a_transformer_encoder_given_a_padding_mask_is_recorded_as_plain_autograd_reads_it(tmp_path):
+    # discovery's pass, in eval mode without gradients, took torch's attention fast path, which made the padded
+    # batch a nested tensor: "NestedTensorImpl doesn't support sizes", raised from the loop's first forward pass
+    torch.manual_seed(0)
+    model = _PaddedEncoder()
+    reference = copy.deepcopy(model)
+    idx, mask = torch.randint(0, 10, (4, 5)), torch.zeros(4, 5, dtype=torch.bool)
+    mask[:2, -2:] = True
+    with gradflow.Recorder(model, tmp_path / "run", every=1) as rec:
+        with rec.step(0):
+            model(idx, mask)[~mask].logsumexp(-1).mean().backward()
+    assert torch.backends.mha.get_fastpath_enabled()  # (as the Recorder found it)
+    outs = {}
+
+    def keep(name, z):
+        z.retain_grad()
+        outs[name] = z
+
+    layers = {n: m for n, m in reference.named_modules() if isinstance(m, (nn.Linear, nn.Embedding))}
+    for n, m in layers.items():
+        m.register_forward_hook(lambda m, i, z, n=n: keep(n, z))
+    reference(idx, mask)[~mask].logsumexp(-1).mean().backward()
+    grads = {n: m.weight.grad.norm() for n, m in layers.items()}
+    grads.update({f"{n}.in_proj": m.in_proj_weight.grad.norm() for n, m in reference.named_modules()
+                  if isinstance(m, nn.MultiheadAttention)})
+    got = gradflow.load(tmp_path / "run").set_index(["name", "quantity"])["value"]
+    assert set(got.xs("grad_norm", level="quantity").index) == set(grads)
+    for n, g in grads.items():
+        assert got[(n, "grad_norm")] == pytest.approx(float(g), rel=1e-5), n
+    # (out_proj runs inside its attention's forward, no output to hook)
+    assert set(got.xs("signal_norm", level="quantity").index) == set(outs) and not any("out_proj" in n for n in outs)
+    for n, z in outs.items():
+        assert got[(n, "signal_norm")] == pytest.approx(float(z.grad.norm() * len(idx) ** 0.5), rel=1e-5), n
+
+
 class _AttentionAlone(nn.Module):
     def __init__(self):
         super().__init__()

@@ -197,7 +197,8 @@ def _unprobed(model: nn.Module, path: dict[nn.Module, str]) -> tuple[str, str]:
 def _trace(model: nn.Module, inputs: list, args: tuple, kwargs: dict, train: bool = False) -> "_Calls":
     """One forward pass of `model` on `args`, every module call traced (`_Calls`): without gradients, in eval
     mode (batch-norm statistics and dropout left untouched; `train`: in train mode, the caller restoring the
-    buffers), the model's mode and the random generators' states restored afterwards."""
+    buffers), torch's attention fast path off, the model's mode, that setting and the random generators' states
+    restored afterwards."""
     trace = _Calls()
     making = _making_weights(model)  # (called inside their layer's call, when it reads its weight)
     hooks = [h for m in model.modules() if m not in making for h in (m.register_forward_pre_hook(trace.begin),
@@ -206,13 +207,19 @@ def _trace(model: nn.Module, inputs: list, args: tuple, kwargs: dict, train: boo
     # (fork_rng restores the CPU's generator and these CUDA devices'; an unindexed cuda tensor is on the current one)
     devices = sorted({t.device.index if t.device.index is not None else torch.cuda.current_device()
                       for t in (*inputs, *model.parameters()) if t.is_cuda})
+    # torch's fast path for nn.MultiheadAttention and nn.TransformerEncoder(Layer), which an eval pass without
+    # gradients takes, made a padded batch (src_key_padding_mask) a nested tensor whose sizes no one can read:
+    # discovery raised "NestedTensorImpl doesn't support sizes". The loop's pass, with gradients, takes the plain path
+    fastpath = torch.backends.mha.get_fastpath_enabled()
     try:
         model.train(train)
+        torch.backends.mha.set_fastpath_enabled(False)
         with torch.no_grad(), warnings.catch_warnings(), torch.random.fork_rng(devices):
             # reentrant activation checkpointing warns that no input requires grad: true here, and meant so
             warnings.filterwarnings("ignore", "None of the inputs have requires_grad", UserWarning)
             model(*args, **kwargs)
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         for h in hooks:
             h.remove()
         for m, mode in modes:
