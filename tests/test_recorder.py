@@ -1198,6 +1198,53 @@ def test_a_position_embedding_as_long_as_the_example_batch_is_still_told_unbatch
             points = discover(model, idx)
         assert [(p.batched, p.batch_dim) for p in points] == [(True, 0), (False, 0), (True, 0)]
 
+class Queries(nn.Module):
+    """Perceiver's or DETR's learned queries attending to the example's tokens: `q_proj`'s output, (Q, D), has no
+    batch dimension; `expanded`: the queries expanded to the batch first, (B, Q, D), each example's own."""
+
+    def __init__(self, expanded=False):
+        super().__init__()
+        self.expanded = expanded
+        self.inp, self.q_proj, self.head = nn.Linear(8, 16), nn.Linear(16, 16), nn.Linear(16, 3)
+        self.queries = nn.Parameter(torch.randn(6, 16))  # (Q, D)
+
+    def forward(self, x):  # (B, T, 8)
+        kv = self.inp(x)
+        q = self.q_proj(self.queries.expand(len(x), -1, -1) if self.expanded else self.queries)
+        att = torch.softmax(q @ kv.transpose(1, 2), -1)  # (B, Q, T)
+        return self.head((att @ kv).mean(1))
+
+
+@pytest.mark.parametrize("expanded", [False, True])
+def test_learned_queries_as_many_as_the_batch_have_no_signal_and_expanded_ones_their_examples(tmp_path, expanded):
+    # at a batch of 6, as many as the queries, q_proj's (Q, D) output read as a batch's: its dL/dz, the batch's
+    # sum, was recorded as a per-example signal, and at 5 it was masked; made from no tensor of the example, it
+    # is told by a second pass where its length is the batch's, which the queries expanded to the batch pass
+    torch.manual_seed(0)
+    model = Queries(expanded)
+    for batch in (5, 6):
+        x, y = torch.randn(batch, 4, 8), torch.randint(0, 3, (batch,))
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            with gradflow.Recorder(model, tmp_path / f"b{batch}", every=1) as rec:
+                with rec.step(0):
+                    F.cross_entropy(model(x), y).backward()
+        said = [str(w.message) for w in seen if str(w.message).startswith("no back-propagated signal at q_proj")]
+        assert len(said) == (not expanded), said
+        model.zero_grad()
+        reference, outs = copy.deepcopy(model), {}
+        for n in ("inp", "q_proj", "head"):
+            getattr(reference, n).register_forward_hook(lambda m, i, z, n=n: outs.update({n: z}) or z.retain_grad())
+        F.cross_entropy(reference(x), y, reduction="sum").backward()  # (each example's dL_i/dz_i)
+        expect = {n: float(z.grad.flatten(1).norm(dim=1).pow(2).mean().sqrt()) for n, z in outs.items()
+                  if expanded or n != "q_proj"}
+        layers = gradflow.load(tmp_path / f"b{batch}")
+        got = layers[layers.quantity == "signal_norm"].set_index("name")["value"]
+        assert set(got.index) == set(expect), (batch, got)
+        for n, v in expect.items():
+            assert got[n] == pytest.approx(v, rel=1e-5), (batch, n)
+
+
 class SequenceFirstInside(nn.Module):
     """Token ids come batch first, (B, T); the layers after the embedding run sequence first, (T, B, D), torch's
     default layout for nn.MultiheadAttention and nn.TransformerEncoderLayer (batch_first=False)."""

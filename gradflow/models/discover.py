@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.overrides import TorchFunctionMode
+from torch.utils.weak import WeakIdKeyDictionary
 
 from gradflow.activations import ACTIVATIONS
 from gradflow.errors import GradflowError, one_line, user_stacklevel
@@ -74,10 +76,13 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
     # second dimension (a (1, T, D) position embedding, broadcast over the batch, is none)
     second = {m for m, k in first.items() if batch is not None and (out := trace.outputs[k]) is not None
               and out.dim() >= 3 and out.shape[0] not in (1, batch) and out.shape[1] == batch}
-    # (where another length is the batch's too, a second pass tells them apart)
+    # (where another length is the batch's too, or an output as long as the batch was made from no tensor of the
+    # example, a second pass tells them apart)
     told = _batch_dims_told_apart(model, trace, first, batch, inputs, args, kwargs)
     second = {m for m in second if m not in told} | {m for m, dim in told.items() if dim == 1}
-    unbatched = {m for m, dim in told.items() if dim is None}
+    # (where that pass failed, an output made from no tensor of the example is none the batch's, whatever its length)
+    unbatched = {m for m, dim in told.items() if dim is None} | {
+        m for m, k in first.items() if m not in told and leading.get(m) == batch and not trace.from_batch[k]}
     path = {m: name for name, m in model.named_modules()}
     parent = {child: m for m in model.modules() for child in m.children()}
     # (MultiheadAttention's out_proj never runs itself: its weight is used inside the attention's forward)
@@ -214,7 +219,8 @@ def _trace(model: nn.Module, inputs: list, args: tuple, kwargs: dict, train: boo
     try:
         model.train(train)
         torch.backends.mha.set_fastpath_enabled(False)
-        with torch.no_grad(), warnings.catch_warnings(), torch.random.fork_rng(devices):
+        with (torch.no_grad(), warnings.catch_warnings(), torch.random.fork_rng(devices),
+              _FromExample(trace.made_from_example, (args, kwargs))):
             # reentrant activation checkpointing warns that no input requires grad: true here, and meant so
             warnings.filterwarnings("ignore", "None of the inputs have requires_grad", UserWarning)
             model(*args, **kwargs)
@@ -269,15 +275,17 @@ def _placed_in_training(model: nn.Module, calls: list[nn.Module], unseen: dict, 
 def _batch_dims_told_apart(model: nn.Module, trace: "_Calls", first: dict, batch: int | None, inputs: list,
                            args: tuple, kwargs: dict) -> dict:
     """Each weight layer whose output's first dimension is as long as the example's batch B while another length
-    is B too, which one pass cannot tell apart: a (T, B, ...) output of T = B from a (B, T, ...) one, or a
-    position embedding's (T, D) of T = B from a batch's. A second pass on the example less its last item tells
-    them: the dimension that shrinks with it is the batch (0 or 1), none where none does. Empty where there is
-    no such layer or that pass fails."""
+    is B too, or that output was made from no tensor of the example (`_Calls.from_batch`), which one pass cannot
+    tell apart: a (T, B, ...) output of T = B from a (B, T, ...) one, a position embedding's (T, D) of T = B from
+    a batch's, learned queries' (Q, D) of Q = B (their signal, the batch's sum, was recorded as a per-example one
+    at Q = B alone) from a parameter expanded to the batch (B, Q, D). A second pass on the example less its last
+    item tells them: the dimension that shrinks with it is the batch (0 or 1), none where none does. Empty where
+    there is no such layer or that pass fails. (Only there: the pass runs the model's Python code once more.)"""
     if batch is None or batch < 2:
         return {}
     both = {m: k for m, k in first.items() if _weight_of(m) is not None and (out := trace.outputs[k]) is not None
             and out.dim() and out.shape[0] == batch
-            and (out.dim() >= 2 and out.shape[1] == batch or batch in inputs[0].shape[1:])}
+            and (out.dim() >= 2 and out.shape[1] == batch or batch in inputs[0].shape[1:] or not trace.from_batch[k])}
     if not both:
         return {}
 
@@ -342,23 +350,28 @@ def _caveats(points: list[ProbePoint], unprobed: str, why: str, batch: int | Non
 
 class _Calls:
     """Every module call of one forward pass, in the order the calls begin, with its first argument and its
-    output where they are tensors (the tensors kept, compared by identity: an id could be a freed one's)."""
+    output where they are tensors (the tensors kept, compared by identity: an id could be a freed one's), and
+    whether that output was made from a tensor of the example (`_FromExample`)."""
 
     def __init__(self):
         self.modules: list[nn.Module] = []
         self.inputs: list[torch.Tensor | None] = []
         self.outputs: list[torch.Tensor | None] = []
+        self.from_batch: list[bool] = []
+        self.made_from_example = WeakIdKeyDictionary()  # (`_FromExample`'s marks)
         self._open: list[int] = []
 
     def begin(self, module: nn.Module, args: tuple) -> None:
         self.modules.append(module)
         self.inputs.append(args[0] if args and isinstance(args[0], torch.Tensor) else None)
         self.outputs.append(None)
+        self.from_batch.append(False)
         self._open.append(len(self.modules) - 1)
 
     def end(self, module: nn.Module, args: tuple, out) -> None:  # (a return value would replace the output)
         k = self._open.pop()
         self.outputs[k] = out if isinstance(out, torch.Tensor) else None
+        self.from_batch[k] = isinstance(out, torch.Tensor) and out in self.made_from_example
 
     def first(self) -> dict[nn.Module, int]:
         """Each module called, and the index of its first call."""
@@ -366,6 +379,36 @@ class _Calls:
         for k, m in enumerate(self.modules):
             first.setdefault(m, k)
         return first
+
+
+class _FromExample(TorchFunctionMode):
+    """Marks, in `marked`, the example's tensors and every tensor a torch function makes from a marked one: those
+    that depend on the batch (learned queries' projection of a parameter does not, whatever its length)."""
+
+    def __init__(self, marked: WeakIdKeyDictionary, example):
+        super().__init__()
+        self.marked = marked
+        for t in _tensors(example):
+            marked[t] = True
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if any(t in self.marked for t in _tensors((args, kwargs))):
+            for t in _tensors(out):
+                self.marked[t] = True
+        return out
+
+
+def _tensors(x):
+    """The tensors in `x`, inside tuples, lists and dicts."""
+    if isinstance(x, torch.Tensor):
+        yield x
+    elif isinstance(x, (tuple, list)):
+        for v in x:
+            yield from _tensors(v)
+    elif isinstance(x, dict):
+        for v in x.values():
+            yield from _tensors(v)
 
 
 def _activation_after(m: nn.Module, trace: _Calls, first: dict) -> nn.Module | None:
