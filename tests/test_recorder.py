@@ -1198,6 +1198,45 @@ def test_a_position_embedding_as_long_as_the_example_batch_is_still_told_unbatch
             points = discover(model, idx)
         assert [(p.batched, p.batch_dim) for p in points] == [(True, 0), (False, 0), (True, 0)]
 
+class FlatHead(nn.Module):
+    """A language model's head given the batch's positions flattened into rows, (B * T, D)."""
+
+    def __init__(self, vocab=10, width=16):
+        super().__init__()
+        self.emb, self.l, self.act, self.head = (nn.Embedding(vocab, width), nn.Linear(width, width), nn.Tanh(),
+                                                 nn.Linear(width, vocab))
+
+    def forward(self, idx):  # (B, T)
+        h = self.act(self.l(self.emb(idx)))
+        return self.head(h.reshape(-1, h.shape[-1]))  # (B * T, vocab)
+
+
+def test_a_head_of_flattened_positions_is_said_to_be_so_not_a_position_embedding(tmp_path):
+    # its signal was masked with the position embedding's warning, "its output has no batch dimension (... a
+    # position embedding of arange(T)) ... its dL/dz is the batch's sum": every example's rows are there
+    torch.manual_seed(0)
+    model = FlatHead()
+    idx = torch.randint(0, 10, (6, 5))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with gradflow.Recorder(model, tmp_path / "run", every=1) as rec:
+            with rec.step(0):
+                F.cross_entropy(model(idx), idx.roll(1, 1).flatten()).backward()
+    said = [str(w.message) for w in seen if "no back-propagated signal" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith("no back-propagated signal at head (30 rows: 6 examples x 5): its "
+                                                 "output's rows are the batch's examples flattened"), said
+    reference, outs = copy.deepcopy(model), {}
+    reference.zero_grad()
+    for n in ("emb", "l"):
+        getattr(reference, n).register_forward_hook(lambda m, i, z, n=n: outs.update({n: z}) or z.retain_grad())
+    F.cross_entropy(reference(idx), idx.roll(1, 1).flatten()).backward()
+    got = gradflow.load(tmp_path / "run").set_index(["name", "quantity"])["value"]
+    assert set(got.xs("signal_norm", level="quantity").index) == {"emb", "l"}
+    for n, z in outs.items():
+        assert got[(n, "signal_norm")] == pytest.approx(float(z.grad.norm() * len(idx) ** 0.5), rel=1e-5), n
+    assert got[("head", "grad_norm")] == pytest.approx(float(reference.head.weight.grad.norm()), rel=1e-5)
+
+
 class Queries(nn.Module):
     """Perceiver's or DETR's learned queries attending to the example's tokens: `q_proj`'s output, (Q, D), has no
     batch dimension; `expanded`: the queries expanded to the batch first, (B, Q, D), each example's own."""

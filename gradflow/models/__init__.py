@@ -23,7 +23,8 @@ class ProbePoint:
     # (mlp.Layer): the probes then make one plain call per layer instead of two forward hooks
     tap: nn.Module | None = None
     # False where the layer's output has no batch dimension (a position embedding of arange(T), added to
-    # every sample): its dL/dz is the batch's sum, whose norm is no per-example signal, so none is taken
+    # every sample): its dL/dz is the batch's sum, whose norm is no per-example signal, so none is taken; so too
+    # where its rows are the batch's examples flattened with their positions, (B * T, D): no count of examples
     batched: bool = True
     # the dimension of that output that holds the batch: 0, or 1 for a layer that runs sequence first, (T, B, ...),
     # inside a model whose input is batch first (torch's batch_first=False layout after a batch-first embedding)

@@ -83,6 +83,10 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
     # (where that pass failed, an output made from no tensor of the example is none the batch's, whatever its length)
     unbatched = {m for m, dim in told.items() if dim is None} | {
         m for m, k in first.items() if m not in told and leading.get(m) == batch and not trace.from_batch[k]}
+    # a head given the batch's examples flattened with their positions, (B * T, D): no batch dimension of its own
+    # either, but not for want of examples (its warning said "a position embedding of arange(T)")
+    flattened = {m: leading[m] for m, k in first.items() if batch and m not in second and m not in told
+                 and leading.get(m, 0) > batch and leading[m] % batch == 0 and trace.from_batch[k]}
     path = {m: name for name, m in model.named_modules()}
     parent = {child: m for m in model.modules() for child in m.children()}
     # (MultiheadAttention's out_proj never runs itself: its weight is used inside the attention's forward)
@@ -136,7 +140,7 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
     if not found:
         raise _nothing_to_probe(model)
     points = [p for _, p in sorted(found, key=lambda f: f[0])]
-    for text in _caveats(points, unprobed, why, batch, unplaced, failed):
+    for text in _caveats(points, unprobed, why, batch, unplaced, failed, flattened):
         warnings.warn(text, stacklevel=user_stacklevel())  # (the user's line, not gradflow's or torch's)
     # an activation module shared by several layers cannot say whose output it saw
     owners: dict[nn.Module, int] = {}
@@ -313,12 +317,13 @@ def _tensor_inputs(args: tuple, kwargs: dict) -> list[torch.Tensor]:
 
 
 def _caveats(points: list[ProbePoint], unprobed: str, why: str, batch: int | None,
-             unplaced: list[str] = (), failed: str | None = None) -> list[str]:
+             unplaced: list[str] = (), failed: str | None = None, flattened: dict | None = None) -> list[str]:
     """What the probes of `points` leave out or take once, each a warning: the modules not probed; the layers
     that ran in neither look at the model, put last; a weight
     tied to an earlier point's (GPT-2's head and token embedding: its gradient at both, their ratio 1 by
     construction), recorded at its first point; a layer whose output has no batch dimension (nanoGPT's
-    position embedding of arange(T)), whose dL/dz is the batch's sum, no per-example signal."""
+    position embedding of arange(T)), whose dL/dz is the batch's sum, no per-example signal, or whose output's
+    rows are the batch's examples flattened with their positions (`flattened`: each such layer's count of rows)."""
     out = []
     if unplaced:
         looks = ("a forward pass in eval mode, one in train mode" if failed is None else
@@ -340,7 +345,15 @@ def _caveats(points: list[ProbePoint], unprobed: str, why: str, batch: int | Non
         out.append(f"tied weights: {'; '.join(tied)} weight; each is recorded once, at its first point (its "
                    "gradient is the sum of every use; at both, their ratio read 1 by construction), and left out "
                    "of the first/last gradient ratios, being no one layer's")
-    unbatched = [p.name for p in points if not p.batched]
+    flattened = flattened or {}
+    rows = [f"{p.name} ({flattened[p.layer]} rows: {batch} examples x {flattened[p.layer] // batch})" for p in points
+            if not p.batched and p.layer in flattened]
+    if rows:
+        out.append(f"no back-propagated signal at {', '.join(rows)}: its output's rows are the batch's examples "
+                   "flattened with their positions (h.reshape(B * T, D)), so its shape holds no count of examples "
+                   "to take the signal per example by (sqrt(rows) ||dL/dz|| reads sqrt(T) times the signal of an "
+                   "unflattened layer); its weight gradient is recorded")
+    unbatched = [p.name for p in points if not p.batched and p.layer not in flattened]
     if unbatched:
         out.append(f"no back-propagated signal at {', '.join(unbatched)}: its output has no batch dimension (the "
                    f"input's batch is {batch}; a position embedding of arange(T), added to every sample), so its "
