@@ -433,6 +433,19 @@ def test_plot_says_which_figures_of_the_set_it_left_out_and_why(tmp_path):
     out = invoke("plot", once)
     assert [p.name for p in printed_paths(out)] == ["profile-grad_norm-step0.png", "profile-signal_norm-step0.png"]
     assert out.output.splitlines()[2:] == ["profile-*-last, heatmap, curves not drawn: step 0 alone recorded"]
+    # asked for by --kind, the same reason (a figure of one dot per panel, a heatmap of one column, exit 0)
+    out = invoke("plot", once, "--kind", "curves")
+    assert out.exit_code == 1 and " ".join(out.output.split()) == (
+        "error: no curves to draw: step 0 alone recorded (a run of train.steps=0 evaluates its initialization "
+        "alone); --kind profile draws it"), out.output
+    out = invoke("plot", once, "--kind", "heatmap")
+    assert out.exit_code == 1 and " ".join(out.output.split()) == (
+        "error: no heatmap of grad_norm to draw: step 0 alone recorded, and a heatmap is layers over steps; --kind "
+        "profile draws that step"), out.output
+    assert not (once / "figures" / "curves.png").exists() and not list((once / "figures").glob("heatmap*"))
+    assert invoke("plot", whole_run := _recorded(tmp_path / "two" / "run"), "--kind", "heatmap").exit_code == 0
+    assert invoke("plot", whole_run, "--kind", "curves").exit_code == 0
+    shutil.rmtree(whole_run.parent)
     # nothing left to draw says why, not "no probed layers and no metrics"
     lone = _recorded(tmp_path / "lone" / "run", model=torch.nn.Sequential(torch.nn.Linear(8, 3)), steps=1)
     out = invoke("plot", lone)

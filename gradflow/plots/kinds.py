@@ -225,9 +225,17 @@ def draw(kind: str, df: pd.DataFrame, o: Options):
         return fig, f"profile-{q}-{_step_name(step)}" + tag("color", o.color) + tag("facet", o.facet)
     if kind == "heatmap":
         q = o.quantity or default_quantity(df)
+        rows = df[(df["quantity"] == q) & ((df["run"] == o.run) if o.run else True)]
+        if rows["step"].nunique() == 1:  # (one column under a step axis of -0.4 ... 0.4: the standard set says why)
+            raise GradflowError(f"no heatmap of {q} to draw: step {int(rows['step'].iat[0])} alone recorded, and a "
+                                "heatmap is layers over steps; --kind profile draws that step")
         which = f"-{file_part(o.run)}" if o.run and df["run"].nunique() > 1 else ""
         return figures.heatmap(df, run=o.run, quantity=q), f"heatmap-{q}{which}"
     if kind == "curves":
+        rows = df[df["metric"].isin(["loss", "acc"])]
+        if len(rows) and not (rows["step"] > rows["step"].min()).any():  # (a dot per run is no curve)
+            raise GradflowError(f"no curves to draw: step {int(rows['step'].min())} alone recorded (a run of "
+                                "train.steps=0 evaluates its initialization alone); --kind profile draws it")
         fig = figures.curves(df, color=o.color, by_source=o.by_source, facet=o.facet)
         return fig, "curves" + tag("color", o.color) + tag("facet", o.facet)
     if kind == "gradnorm":
