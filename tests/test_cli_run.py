@@ -560,6 +560,9 @@ def test_a_dash_in_the_run_table_says_why():
                            "module's own forward (nn.MultiheadAttention's in_proj and out_proj)"), note
     (note,) = _dash_notes(["tok", "pos", "head"], [both, weight, both])  # (discover's ProbePoint.batched)
     assert note.startswith("‖∂L/∂z‖ - at pos: its output has no batch dimension"), note
+    # (the same '-' of a head given the examples' positions flattened, (B * T, D): named too, where the note
+    # said "a position embedding" alone, against the discovery warning's words)
+    assert "a head given the examples' positions flattened into rows" in note, note
     (note,) = _dash_notes(["b0.attn.out", "b0.attn.resid", "b0.resid"], [both, signal, signal])
     assert note == ("‖∂L/∂W‖ - at b0.attn.resid and 1 more: a point on the residual stream, after a block's branch "
                     "is added, has no weight of its own")

@@ -563,9 +563,9 @@ def _dash_notes(names: list[str], measured: list[set[str]], recurrent: bool = Fa
                      "forward (nn.MultiheadAttention's in_proj and out_proj) has no output to hook, so no "
                      "back-propagated signal")
     if unbatched:
-        notes.append(f"{SYMBOLS['signal_norm']} - at {which(unbatched)}: its output has no batch dimension (a "
-                     "position embedding of arange(T), added to every sample), so its dL/dz is the batch's sum, "
-                     "no per-example signal")
+        notes.append(f"{SYMBOLS['signal_norm']} - at {which(unbatched)}: its output has no batch dimension to "
+                     "take a per-example signal by (a position embedding of arange(T), added to every sample, its "
+                     "dL/dz the batch's sum; or a head given the examples' positions flattened into rows)")
     stream = [n for n in no_weight if n.endswith(f".{RESIDUAL_STREAM}") and not recurrent]
     other = [n for n in no_weight if n not in stream]
     if stream:
