@@ -209,10 +209,25 @@ def _forward(model: nn.Module, loss, named, sample) -> tuple[float, dict, float]
 def shown_names(model: nn.Module) -> list[str]:
     """The names of the model's trainable parameter tensors, in order, as the table shows them: a probe
     point's as `run`, `ls` and the plots name the point (`linear0.weight`, `b0.attn.qkv.bias`), others by
-    their module path (`blocks.0.norm1.weight`)."""
-    points = {id(p): f"{point.name}.{attr}" for point in getattr(model, "probe_points", [])
-              for attr, p in point.layer.named_parameters(recurse=False)}
-    return [points.get(id(p), n) for n, p in model.named_parameters() if p.requires_grad]
+    their module path, in the points' words where a point's module shares its block (`s1.b1.norm1.weight`
+    beside `s1.b1.conv1.weight`, where `blocks.0.norm1.weight` left it to the reader which block that was)."""
+    path = {m: n for n, m in model.named_modules()}
+    points, blocks = {}, {}
+    for point in getattr(model, "probe_points", []):
+        points |= {id(p): f"{point.name}.{attr}" for attr, p in point.layer.named_parameters(recurse=False)}
+        mod, name = path.get(point.layer, "").split("."), point.name.split(".")
+        k = next((i for i in range(min(len(mod), len(name))) if mod[-1 - i] != name[-1 - i]), min(len(mod), len(name)))
+        if 0 < k < min(len(mod), len(name)):  # (blocks.0.conv1 is s1.b1.conv1: blocks.0 is s1.b1)
+            blocks.setdefault(".".join(mod[:-k]), ".".join(name[:-k]))
+
+    def shown(n: str) -> str:
+        parts = n.split(".")
+        head = next((i for i in range(len(parts) - 1, 0, -1) if ".".join(parts[:i]) in blocks), None)
+        return n if head is None else ".".join([blocks[".".join(parts[:head])], *parts[head:]])
+
+    names = [points.get(id(p)) or shown(n) for n, p in model.named_parameters() if p.requires_grad]
+    plain = [points.get(id(p), n) for n, p in model.named_parameters() if p.requires_grad]
+    return names if len(set(names)) == len(names) else plain  # (never two tensors of one name)
 
 
 def check_model(model: nn.Module, loss_fn, entries: int = 8, eps: float = EPS, seed: int = 0,

@@ -338,8 +338,14 @@ def test_table_at_80_columns_piped_keeps_names_whole():
     overrides = ["data=chars", "model=transformer", "model.depth=1", "model.d_model=16", "model.heads=2",
                  "data.n_train=64", "threads=1"]
     names = shown_names(prepare(compose([*overrides, "train.batch_size=8"]))[2])
-    # the probe points' tensors by the points' names (`run`'s, `ls`'s), the others' by their module path
-    assert {"tok_emb.weight", "b0.attn.qkv.weight", "blocks.0.norm1.weight", "head.weight"} <= set(names), names
+    # the probe points' tensors by the points' names (`run`'s, `ls`'s), the others' by their module path, a
+    # block's in the points' words (blocks.0.norm1 beside b0.attn.qkv left the reader to find its block)
+    assert {"tok_emb.weight", "b0.attn.qkv.weight", "b0.norm1.weight", "head.weight"} <= set(names), names
+    assert not any(n.startswith("blocks.") for n in names), names
+    resnet = shown_names(prepare(compose(["model=resnet20", "data=mnist1d", "train.batch_size=8"]))[2])
+    assert resnet[:7] == ["stem.weight", "stem_norm.weight", "stem_norm.bias", "s1.b1.conv1.weight",
+                          "s1.b1.norm1.weight", "s1.b1.norm1.bias", "s1.b1.conv2.weight"], resnet
+    assert len(set(resnet)) == len(resnet) and not any(n.startswith("blocks.") for n in resnet), resnet
     lines = _gradcheck_piped(80, *overrides, "--entries", "2")
     assert all(len(ln) <= 80 for ln in lines), [ln for ln in lines if len(ln) > 80]  # characters, not bytes
     # every name whole on one line (the old table folded hidden.0.layers.0.layer.w / eight)
@@ -358,8 +364,8 @@ def test_table_at_80_columns_piped_keeps_names_whole():
     # width is the one above)
     from tests.commands import piped
 
-    lines = piped("gradcheck", *overrides, "--entries", "2", columns=30).stdout.splitlines()
-    assert all(len(ln) <= 30 for ln in lines), [ln for ln in lines if len(ln) > 30]
+    lines = piped("gradcheck", *overrides, "--entries", "2", columns=26).stdout.splitlines()
+    assert all(len(ln) <= 26 for ln in lines), [ln for ln in lines if len(ln) > 26]
     rows = _rows(lines)
     assert len(rows) == len(names) and all(len(r) == 2 for r in rows), lines
     for (cell, _), name in zip(rows, names):
@@ -368,7 +374,7 @@ def test_table_at_80_columns_piped_keeps_names_whole():
             assert name.startswith(head) and name.endswith(tail) and head and tail, (cell, name)
     assert any("…" in r[0] for r in rows)
     note = " ".join(" ".join(lines).split())
-    assert "not shown (30 columns): size, resolved, median rel err;" in note, lines
+    assert "not shown (26 columns): size, resolved, median rel err;" in note, lines
 
 
 def test_a_wrong_backward_below_the_floor_is_flagged():
