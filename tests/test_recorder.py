@@ -86,15 +86,22 @@ def test_probe_points_come_in_forward_order_named_by_path_with_their_activation_
         assert [p.name for p in discover(nn.Linear(3, 2), torch.randn(2, 3))] == ["linear"]
 
 
-@pytest.mark.parametrize("fuse_after", [None, 1], ids=["batched", "fused-from-the-second"])
-def test_recorder_values_equal_plain_autograd(tmp_path, fuse_after, monkeypatch):
+@pytest.fixture(params=[None, 1], ids=["batched", "fused-from-the-second"])
+def fuse_after(request, monkeypatch):
+    """Each of the Recorder's two paths: batched, or the fused kernels loaded after its first probed step (a
+    Recorder cannot know how many steps it will probe) and taking the second's statistics; their FUSED_MIN
+    lowered to 0 for these nets' small tensors."""
+    if request.param:
+        from gradflow.probes import core
+
+        monkeypatch.setattr(core, "FUSED_AFTER", request.param)
+        monkeypatch.setattr(core, "FUSED_MIN", 0)
+    return request.param
+
+
+def test_recorder_values_equal_plain_autograd(tmp_path, fuse_after):
     """Also where the Recorder, which cannot know how many steps it will probe, loads the fused kernels
     after its FUSED_AFTER-th probed step (here the first) and takes the second's statistics with them."""
-    from gradflow.probes import core
-
-    if fuse_after:
-        monkeypatch.setattr(core, "FUSED_AFTER", fuse_after)
-        monkeypatch.setattr(core, "FUSED_MIN", 0)  # this net's small tensors
     torch.manual_seed(0)
     model = Backwards()
     reference = copy.deepcopy(model)
@@ -588,14 +595,8 @@ class SparseBag(nn.Module):
         return self.head(self.act(self.body(self.emb(x).mean(1))))
 
 
-@pytest.mark.parametrize("fuse_after", [None, 1], ids=["batched", "fused-from-the-second"])
-def test_sparse_gradients_are_recorded_as_their_dense_twins(tmp_path, fuse_after, monkeypatch):
+def test_sparse_gradients_are_recorded_as_their_dense_twins(tmp_path, fuse_after):
     """A sparse gradient (repeated rows in a batch) takes the norm of its dense twin, not the loop down."""
-    from gradflow.probes import core
-
-    if fuse_after:
-        monkeypatch.setattr(core, "FUSED_AFTER", fuse_after)
-        monkeypatch.setattr(core, "FUSED_MIN", 0)
     tables = {}
     for sparse in (True, False):
         torch.manual_seed(0)
@@ -620,18 +621,11 @@ def test_sparse_gradients_are_recorded_as_their_dense_twins(tmp_path, fuse_after
     assert got.query("name == 'emb' and quantity == 'grad_norm'")["value"].gt(0).all()
 
 
-@pytest.mark.parametrize("fuse_after", [None, 1], ids=["batched", "fused-from-the-second"])
-def test_gradient_accumulation_over_micro_batches_records_what_one_batch_of_them_all_does(tmp_path, fuse_after,
-                                                                                         monkeypatch):
+def test_gradient_accumulation_over_micro_batches_records_what_one_batch_of_them_all_does(tmp_path, fuse_after):
     """Three uneven micro-batches, each loss summed over its examples over the whole batch's size, backward
     after each: the gradients are the whole batch's, and so must be every other probed value (the signal's
     RMS per example, the activations' mean, std and saturation over all examples), not the last call's. A
     forward pass under no_grad in the step (an evaluation) is left out."""
-    from gradflow.probes import core
-
-    if fuse_after:
-        monkeypatch.setattr(core, "FUSED_AFTER", fuse_after)
-        monkeypatch.setattr(core, "FUSED_MIN", 0)
     x, y = torch.randn(16, 4) * 3, torch.randint(0, 3, (16,))  # (x3: the tanh saturates in places)
     tables = {}
     for split in ((16,), (7, 5, 4)):
@@ -726,20 +720,14 @@ class Checkpointed(nn.Module):
         return self.head(x)
 
 
-@pytest.mark.parametrize("fuse_after", [None, 1], ids=["batched", "fused-from-the-second"])
 @pytest.mark.parametrize("checkpointing", ["non-reentrant", "reentrant"])
 @pytest.mark.filterwarnings("error::UserWarning")  # (the probe points' discovery pass runs without a warning)
-def test_activation_checkpointing_records_what_the_plain_model_does(tmp_path, fuse_after, checkpointing, monkeypatch):
+def test_activation_checkpointing_records_what_the_plain_model_does(tmp_path, fuse_after, checkpointing):
     """Activation checkpointing runs a block's forward again inside the backward pass. Non-reentrant: the
     first forward ran with grad, so the recompute is the same outputs again, not a second call (it was
     counted as one: every recomputed activation std shrank by sqrt(2(n-1)/(2n-1))). Reentrant: the first
     forward ran under no_grad, so each micro-batch's recompute is that micro-batch's call. Two micro-batches
     per step, against the same loop without checkpointing: every value as the plain model's."""
-    from gradflow.probes import core
-
-    if fuse_after:
-        monkeypatch.setattr(core, "FUSED_AFTER", fuse_after)
-        monkeypatch.setattr(core, "FUSED_MIN", 0)
     x, y = torch.randn(24, 8) * 2, torch.randint(0, 3, (24,))
     tables = {}
     for mode in (None, checkpointing):
@@ -1890,15 +1878,9 @@ def _five_layers():
     return nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 3))
 
 
-@pytest.mark.parametrize("fuse_after", [None, 1], ids=["batched", "fused-from-the-second"])
-def test_a_model_frozen_after_its_last_step_keeps_that_steps_gradients(tmp_path, fuse_after, monkeypatch):
+def test_a_model_frozen_after_its_last_step_keeps_that_steps_gradients(tmp_path, fuse_after):
     # requires_grad was read when the step was (at close()), after the loop froze the model for an evaluation
     # or export: the last probed step had no gradient row and grad_ratio.final was None, in a run said `ok`
-    from gradflow.probes import core
-
-    if fuse_after:
-        monkeypatch.setattr(core, "FUSED_AFTER", fuse_after)
-        monkeypatch.setattr(core, "FUSED_MIN", 0)
     model = _five_layers()
     reference = copy.deepcopy(model)  # trained in lockstep, its gradients taken right after each backward pass
     xs, ys = torch.randn(20, 16, 8), torch.randint(0, 3, (20, 16))
@@ -1926,15 +1908,9 @@ def test_a_model_frozen_after_its_last_step_keeps_that_steps_gradients(tmp_path,
     assert run["summary"]["grad_ratio.final"] == pytest.approx(grads[19]["0"] / grads[19]["4"], rel=1e-5)
 
 
-@pytest.mark.parametrize("fuse_after", [None, 1], ids=["batched", "fused-from-the-second"])
-def test_a_layer_frozen_mid_run_is_masked_at_the_steps_it_was_frozen_at_alone(tmp_path, fuse_after, monkeypatch):
+def test_a_layer_frozen_mid_run_is_masked_at_the_steps_it_was_frozen_at_alone(tmp_path, fuse_after):
     # requires_grad was read at the next rec.step(): a layer frozen before step 2 masked step 1's gradient and
     # update, though both were taken, and run.json's `frozen`, the state at the first step, named no layer
-    from gradflow.probes import core
-
-    if fuse_after:
-        monkeypatch.setattr(core, "FUSED_AFTER", fuse_after)
-        monkeypatch.setattr(core, "FUSED_MIN", 0)
     model = _five_layers()
     reference = copy.deepcopy(model)
     xs, ys = torch.randn(4, 16, 8), torch.randint(0, 3, (4, 16))
@@ -3014,15 +2990,9 @@ def test_run_json_keeps_the_steps_the_loop_was_given_beside_the_steps_it_took(tm
     assert runs.loc["past", "steps_planned"] == 30 and pd.isna(runs.loc["none", "steps_planned"])
 
 
-@pytest.mark.parametrize("fuse_after", [None, 1], ids=["batched", "fused-from-the-second"])
-def test_a_pass_through_an_earlier_steps_graph_adds_nothing_to_this_steps_signal(tmp_path, fuse_after, monkeypatch):
+def test_a_pass_through_an_earlier_steps_graph_adds_nothing_to_this_steps_signal(tmp_path, fuse_after):
     # a loss that carries the previous step's output (truncated BPTT without detach): backward also runs through
     # that step's graph, whose hooks fired into this step's signal (layer 0's norm 0.419 read 0.508)
-    from gradflow.probes import core
-
-    if fuse_after:
-        monkeypatch.setattr(core, "FUSED_AFTER", fuse_after)
-        monkeypatch.setattr(core, "FUSED_MIN", 0)  # this net's small tensors
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
     x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
