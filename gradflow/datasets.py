@@ -188,7 +188,8 @@ def locate_mnist(root: str | Path, variant: str = "mnist", download: bool = Fals
                             f"4 {display} files; put {_files_list(missing)} there too{said}")
     top = all(_find_idx(root, name) for name in MNIST_FILES.values())  # (the other variant's, by the folder's name)
     raise GradflowError(f"data.root={root} has no {display} files; put {_files_list(MNIST_FILES.values())} in "
-                        f"{root / variant}/ (or set data.download=true where a network is reachable)"
+                        f"{root / variant}/ (from {MNIST_MIRRORS[variant][0]}, or set data.download=true where a "
+                        "network is reachable)"
                         + (f"; the files at the top of {root}/ are taken as "
                            + ("MNIST's, the two having the same names, as the folder's name does not say Fashion"
                               if variant == "fashion_mnist" else "Fashion-MNIST's, as the folder's name says")
@@ -392,7 +393,12 @@ def _cifar_complete(folder: Path) -> bool:
 def _extract_cifar(archive: Path, root: Path) -> Path:
     """Extract the batches from cifar-10-python.tar.gz into root/cifar-10-batches-py; return that folder."""
     target = root / CIFAR10_DIR
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".cifar-extract-"))
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=".cifar-extract-"))
+    except OSError as e:  # (a read-only data.root: it was "building the data or the model failed: OSError")
+        raise GradflowError(f"{archive} is unpacked into {target}/, but {root} cannot be written ({e.strerror}); "
+                            f"unpack it there yourself (tar xzf {CIFAR10_ARCHIVE}), or copy it to a writable "
+                            "folder and set data.root to that") from None
     try:
         try:
             with tarfile.open(archive, "r:gz") as tar:
@@ -432,7 +438,8 @@ def locate_cifar10(root: str | Path, download: bool = False) -> Path | None:
         raise GradflowError(f"data.root={root}: {partial}/ has {len(batches) - len(missing)} of the 6 "
                             f"CIFAR-10 batches; put {', '.join(missing)} there too (or {CIFAR10_ARCHIVE} in {root}/)")
     raise GradflowError(f"data.root={root} has no CIFAR-10 files; put {CIFAR10_NEEDED} in {root}/ "
-                        "(or set data.download=true where a network is reachable)")
+                        f"({CIFAR10_ARCHIVE} from {CIFAR10_URLS[0].rsplit('/', 1)[0]}/, or set data.download=true "
+                        "where a network is reachable)")
 
 
 def load_cifar10(root: str | Path, download: bool = False) -> dict[str, np.ndarray]:

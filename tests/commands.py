@@ -85,6 +85,38 @@ def on_a_terminal(*args, columns: int = 80, stderr=None, pythonpath: str | None 
 
 
 @contextmanager
+def unwritable(folder: Path):
+    """Nothing can be made in `folder` for the block, as in a read-only share: its mode 0o555 (for root, whose
+    writes pass any mode, chattr +i). Skips where neither can be."""
+    import pytest
+
+    folder = Path(folder)
+    if os.geteuid() != 0:
+        mode = folder.stat().st_mode
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(mode)
+        return
+    with _immutable(folder, pytest):
+        yield
+
+
+@contextmanager
+def _immutable(path: Path, pytest):
+    """`path` immutable (chattr +i) for the block; skips where it cannot be."""
+    made = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True) if shutil.which("chattr") \
+        else None
+    if made is None or made.returncode != 0:
+        pytest.skip(f"cannot make {path} immutable here (chattr: {made.stderr.strip() if made else 'missing'})")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+@contextmanager
 def undeletable(path: Path):
     """`path` cannot be deleted for the block, as in a folder shared with others: its folder made read-only
     (for root, whose writes pass any mode, `path` made immutable: chattr +i). Skips where neither can be."""
@@ -99,11 +131,5 @@ def undeletable(path: Path):
         finally:
             path.parent.chmod(mode)
         return
-    made = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True) if shutil.which("chattr") \
-        else None
-    if made is None or made.returncode != 0:
-        pytest.skip(f"cannot make {path} undeletable here (chattr: {made.stderr.strip() if made else 'missing'})")
-    try:
+    with _immutable(path, pytest):
         yield
-    finally:
-        subprocess.run(["chattr", "-i", str(path)], check=True)

@@ -302,6 +302,8 @@ def test_missing_mnist_names_root_files_and_keys(tmp_path):
     msg = one_line(e)
     assert f"data.root={root} has no Fashion-MNIST files" in msg
     assert f"{root / 'fashion_mnist'}/" in msg and "data.download=true" in msg
+    assert f"(from {datasets.MNIST_MIRRORS['fashion_mnist'][0]}, or set data.download=true" in msg
+    assert datasets.MNIST_MIRRORS["fashion_mnist"][0].startswith("http")
     for name in datasets.MNIST_FILES.values():
         assert f"{name}(.gz)" in msg
     with pytest.raises(GradflowError, match="valid choices: mnist, fashion_mnist"):
@@ -472,12 +474,33 @@ def test_load_cifar10_from_archive(tmp_path):
     assert [p.name for p in root.iterdir() if p.name.startswith(".")] == []  # the extraction temp is gone
 
 
+def test_an_archive_in_a_folder_that_cannot_be_written_says_to_unpack_it(tmp_path):
+    # it was "building the data or the model failed: OSError: [Errno 30] Read-only file system: .../.cifar-extract-"
+    from tests.commands import unwritable
+
+    src = tmp_path / "src"
+    make_cifar(src / "cifar-10-batches-py")
+    root = tmp_path / "share"
+    root.mkdir()
+    with tarfile.open(root / "cifar-10-python.tar.gz", "w:gz") as tar:
+        tar.add(src / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    with unwritable(root), pytest.raises(GradflowError) as e:
+        load_cifar10(root)
+    assert one_line(e).startswith(f"{root / 'cifar-10-python.tar.gz'} is unpacked into {root / 'cifar-10-batches-py'}/, "
+                                  f"but {root} cannot be written (")
+    assert one_line(e).endswith("unpack it there yourself (tar xzf cifar-10-python.tar.gz), or copy it to a writable "
+                                "folder and set data.root to that")
+    assert sorted(p.name for p in root.iterdir()) == ["cifar-10-python.tar.gz"]
+
+
 def test_load_cifar10_errors(tmp_path):
     with pytest.raises(GradflowError) as e:
         load_cifar10(tmp_path / "none")
     msg = one_line(e)
     assert f"data.root={tmp_path / 'none'} has no CIFAR-10 files" in msg
     assert "cifar-10-batches-py/ (data_batch_1..5, test_batch) or cifar-10-python.tar.gz" in msg
+    # where to get them (the download's address was said only when data.download=true failed)
+    assert "(cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/, or set data.download=true" in msg
 
     folder = tmp_path / "cut" / "cifar-10-batches-py"
     make_cifar(folder)
