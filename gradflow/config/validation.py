@@ -360,7 +360,7 @@ def _data(cfg) -> None:
         _at_least("data.n_train", d.n_train)
         _at_least("data.n_test", d.n_test)
     if d.name == "copy":
-        _at_least("data.n_symbols", d.n_symbols)
+        _at_least("data.n_symbols", d.n_symbols, 2)  # (one symbol: every answer is it, and nothing is remembered)
         _at_least("data.copy_len", d.copy_len)
     if d.name == "chars":
         _at_least("data.T", d.T)
@@ -373,7 +373,7 @@ def _data(cfg) -> None:
             _char_windows_held(d)  # n_train=20000000 filled 3 GB over minutes for a 2-step run)
     if d.name == "recall":
         for k in ("pairs", "queries", "n_keys", "n_values", "n_train", "n_test"):
-            _at_least(f"data.{k}", d[k])
+            _at_least(f"data.{k}", d[k], 2 if k == "n_values" else 1)  # (one value: recalled without a memory)
         if d.n_keys < d.pairs:
             raise GradflowError(f"data.n_keys={d.n_keys} must be >= data.pairs={d.pairs} (keys are distinct)")
     if d.name == "gaussian":
@@ -386,6 +386,9 @@ def _data(cfg) -> None:
                 _unused(f"data.{k}", d[k], getattr(GaussianDataConfig, k), "a regression target has one output "
                         "from a linear teacher")
         _scale(cfg)
+
+
+SCALE_RANGE = (1e-30, 1e30)  # data.scale's: float32 holds 1e-38 .. 3e38, and a Gaussian input reaches ~5 sigma
 
 
 def _scale(cfg) -> None:
@@ -412,6 +415,10 @@ def _scale(cfg) -> None:
         typo = did_you_mean(scale, ["qstar"]) if isinstance(scale, str) else ""
         raise GradflowError(f"data.scale={show_value(scale, 'data.scale')} is not allowed{typo}; choices: a positive "
                             "number, qstar (the first layer starts at the mean-field fixed point q*)")
+    if not SCALE_RANGE[0] <= value <= SCALE_RANGE[1]:  # (1e39: every input inf, "diverged at step 0"; 1e-50: all 0)
+        raise GradflowError(f"data.scale={show_value(scale, 'data.scale')} is outside [{SCALE_RANGE[0]:g}, "
+                            f"{SCALE_RANGE[1]:g}]: float32 inputs scaled by it "
+                            f"{'overflow to inf' if value > 1 else 'flush to 0'}")
 
 
 def _init(cfg) -> None:
