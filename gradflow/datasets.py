@@ -100,8 +100,10 @@ def _read_bytes(path: Path) -> bytes:
         raise GradflowError(f"cannot read {path}: {e.strerror or e}") from None
 
 
-def read_idx(path: str | Path) -> np.ndarray:
-    """Parse an IDX file (optionally gzipped) into a native-endian array of the header's shape.
+def read_idx(path: str | Path, ndim: int | None = None) -> np.ndarray:
+    """Parse an IDX file (optionally gzipped) into a native-endian array of the header's shape; `ndim`: the
+    number of dimensions the file must have (its magic number's last byte), checked before its sizes are
+    read (a wrong one was read as a size: "truncated: header says 64x28x28x3651371589x1309283076").
 
     Header: two zero bytes, a type byte (0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32,
     0x0D float32, 0x0E float64), the number of dimensions, then each dimension as a big-endian
@@ -113,15 +115,19 @@ def read_idx(path: str | Path) -> np.ndarray:
     if len(data) < 4:
         raise GradflowError(f"{bad}: only {len(data)} bytes, shorter than the 4-byte magic number; "
                             "replace it with a fresh copy of the original")
-    zero, type_code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or type_code not in _IDX_DTYPES or ndim == 0:
+    zero, type_code, dims_said = struct.unpack(">HBB", data[:4])
+    if zero != 0 or type_code not in _IDX_DTYPES or dims_said == 0:
         raise GradflowError(f"{bad}: magic number 0x{data[:4].hex()} (expected 0x0000 + type byte "
                             f"08/09/0B/0C/0D/0E + ndim >= 1); check that the path names the right file")
-    header = 4 + 4 * ndim
+    if ndim is not None and dims_said != ndim:
+        raise GradflowError(f"{bad}: its magic number 0x{data[:4].hex()} gives {dims_said} dimensions where this "
+                            f"file has {ndim} (idx{ndim} in its name); check that the path names the right file, "
+                            "or replace it with a fresh copy of the original")
+    header = 4 + 4 * dims_said
     if len(data) < header:
-        raise GradflowError(f"{bad}: truncated header ({len(data)} bytes, {ndim} dimensions need {header}); "
+        raise GradflowError(f"{bad}: truncated header ({len(data)} bytes, {dims_said} dimensions need {header}); "
                             "replace it with a fresh copy of the original")
-    dims = struct.unpack(f">{ndim}I", data[4:header])
+    dims = struct.unpack(f">{dims_said}I", data[4:header])
     dtype = np.dtype(_IDX_DTYPES[type_code])
     expected = math.prod(dims) * dtype.itemsize
     got = len(data) - header
@@ -212,7 +218,7 @@ def load_mnist(root: str | Path, variant: str = "mnist", download: bool = False)
         paths = _download_mnist(Path(root).expanduser() / variant, variant)
     display = MNIST_VARIANTS[variant][0]
 
-    out = {key: read_idx(p) for key, p in paths.items()}
+    out = {key: read_idx(p, 3 if key.startswith("x_") else 1) for key, p in paths.items()}
     for split in ("train", "test"):
         x, y = out[f"x_{split}"], out[f"y_{split}"]
         xp, yp = paths[f"x_{split}"], paths[f"y_{split}"]

@@ -179,6 +179,21 @@ def test_read_idx_truncated_and_corrupt(tmp_path):
     assert str(cut_gzip) in one_line(e)
 
 
+def test_an_idx_file_of_another_dimension_count_says_so(tmp_path):
+    # its magic number's last byte, 5 where an images file has 3: two bytes of pixels were read as sizes, and the
+    # file called "truncated: header says 64x28x28x3651371589x1309283076 uint8"
+    make_mnist(tmp_path, gz=False)
+    images = tmp_path / "train-images-idx3-ubyte"
+    data = images.read_bytes()
+    images.write_bytes(data[:3] + b"\x05" + data[4:])
+    with pytest.raises(GradflowError) as e:
+        load_mnist(tmp_path, "mnist")
+    assert one_line(e) == (f"{images} is not a valid IDX file: its magic number 0x00000805 gives 5 dimensions where "
+                           "this file has 3 (idx3 in its name); check that the path names the right file, or replace "
+                           "it with a fresh copy of the original")
+    assert read_idx(tmp_path / "train-labels-idx1-ubyte", 1).ndim == 1  # (the labels' own count)
+
+
 def test_load_mnist_rejects_mismatched_files(tmp_path):
     make_mnist(tmp_path, gz=False)
     labels = tmp_path / "train-labels-idx1-ubyte"
