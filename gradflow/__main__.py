@@ -87,6 +87,7 @@ def _terminated(signum, frame) -> None:
     # (a sweep's worker, which may have inherited this handler, holds Ctrl-C between its jobs: raised there)
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN or workers.in_worker():
         raise KeyboardInterrupt
+    workers.terminating()  # (inside ctrl_c_waits, where a background job's SIGINT was ignored before it: not lost)
     os.kill(os.getpid(), signal.SIGINT)
 
 

@@ -155,13 +155,27 @@ def ctrl_c_waits(seen: int = 0):
         if held[-1]:
             raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGINT, hold)
+    global _terminating
+    previous, _terminating = signal.signal(signal.SIGINT, hold), False
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
         if held and not any(held) and previous is not signal.SIG_IGN:
             (previous if callable(previous) else signal.default_int_handler)(signal.SIGINT, None)
+        elif held and not any(held) and _terminating:  # a SIGTERM's, where Ctrl-C is ignored (a background
+            signal.default_int_handler(signal.SIGINT, None)  # job's): dropped as one, the run went on to exit 0
+
+
+_terminating = False  # a SIGTERM came during a ctrl_c_waits block, sent on as its Ctrl-C (see `terminating`)
+
+
+def terminating() -> None:
+    """Say that the Ctrl-C about to come is a SIGTERM's (gradflow.__main__'s handler sends it on as one):
+    `ctrl_c_waits` holds it and then raises it also where SIGINT itself is ignored, as in a background job
+    of a script (`gradflow sweep ... &`), whose own Ctrl-Cs it drops."""
+    global _terminating
+    _terminating = True
 
 
 @contextmanager

@@ -900,14 +900,17 @@ def test_ctrl_c_or_sigterm_during_run_marks_it_interrupted(results, how):
         assert rec["steps_done"] > 0 and set(store.load(job)["step"]) >= {0}
 
 
-def test_sigterm_waits_where_ctrl_c_waits():
+@pytest.mark.parametrize("ctrl_c", ["taken", "ignored"])
+def test_sigterm_waits_where_ctrl_c_waits(ctrl_c):
     """SIGTERM goes on as a Ctrl-C: inside `workers.ctrl_c_waits` (run.json being written, a replacement's
-    swap) the block runs to its end, then KeyboardInterrupt. It was raised at once, mid-block."""
+    swap) the block runs to its end, then KeyboardInterrupt. It was raised at once, mid-block. Also where
+    the process ignores Ctrl-C (a background job of a script, `gradflow sweep ... &`): the block dropped the
+    SIGTERM's Ctrl-C as one of those, and the sweep ran every run and exited 0."""
     from gradflow.__main__ import _terminated
 
     previous = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
     signal.signal(signal.SIGTERM, _terminated)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler if ctrl_c == "taken" else signal.SIG_IGN)
     done = []
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -920,6 +923,10 @@ def test_sigterm_waits_where_ctrl_c_waits():
                 done.append(True)
         assert done == [True]
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # (a second SIGTERM ends the command)
+        if ctrl_c == "ignored":  # (its own Ctrl-Cs in a block are dropped still)
+            with workers.ctrl_c_waits():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.02)
     finally:
         signal.signal(signal.SIGTERM, previous[0])
         signal.signal(signal.SIGINT, previous[1])
