@@ -51,9 +51,11 @@ CANNOT_WRITE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 def cannot_write(what, e: OSError) -> GradflowError:
     """The one line for `what` (a run's folder, a file) that could not be written (CANNOT_WRITE; any other
     OSError, a permission, as a full disk)."""
+    permission = "fix the folder's permissions (or write elsewhere: results=<a writable folder>)"
     fix = {errno.EROFS: "write elsewhere (results=<a writable folder>)",
-           errno.EFBIG: "raise the file-size limit (ulimit -f, or the job's)"}.get(e.errno, "make room (or fix the "
-                                                                                        "folder's permissions)")
+           errno.EFBIG: "raise the file-size limit (ulimit -f, or the job's)",
+           errno.EACCES: permission, errno.EPERM: permission}.get(e.errno, "make room (or fix the folder's "
+                                                                              "permissions)")
     return GradflowError(f"cannot write {what}: {e.strerror or e}; {fix} and run the same command again: a sweep "
                          "resumes where it stopped")
 

@@ -659,7 +659,10 @@ def lock(study: Path, command: str | None = None, elsewhere: str = "name=<anothe
                                          "command": command or " ".join(["gradflow", *sys.argv[1:]])})
         yield
     finally:
-        (study / HOLDER_FILE).unlink(missing_ok=True)
+        try:
+            (study / HOLDER_FILE).unlink(missing_ok=True)
+        except OSError:  # (a folder made read-only meanwhile: its error, the block's, is the one to say)
+            pass
         empty = bool(created) and [p.name for p in study.iterdir()] == [LOCK_FILE]
         if empty:  # nothing was written: leave no trace, the lock file removed while still held (a writer
             (study / LOCK_FILE).unlink(missing_ok=True)  # that takes it meanwhile sees it gone, and takes a new one)

@@ -13,6 +13,7 @@ is gone.
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib.util
 import os
@@ -1190,13 +1191,24 @@ def _worker_died(p: Plan, e: Exception) -> WorkerDied:
         "runs the rest", cut, codes)
 
 
+def _inside(path, folder: Path) -> bool:
+    """Whether `path` (an OSError's filename) is `folder` or lies in it."""
+    try:
+        return Path(os.fsdecode(path)).resolve().is_relative_to(Path(folder).resolve())
+    except (OSError, ValueError):
+        return False
+
+
 def launcher_error(p: Plan, e: Exception) -> GradflowError | None:
     """What a submitit launcher's error means, in a line: SLURM refused the jobs (sbatch's own words: a
     partition that does not exist, an account over its limit), or a job ended without its result (killed
     at its time limit or for memory; a run records its own failures); or a joblib worker that died. None for any
     other error. Hydra's own files that the machine would not take (a full disk: multirun.yaml, whose OSError
     names no file) are the sweep's folder's."""
-    if isinstance(e, OSError) and e.errno in CANNOT_WRITE:
+    if isinstance(e, OSError) and (e.errno in CANNOT_WRITE or e.errno in (errno.EACCES, errno.EPERM)
+                                   and e.filename and _inside(e.filename, p.root)):
+        # (a permission in the sweep's own folder is a write refused: Hydra making the next run's folder in one
+        # made read-only mid-sweep was a traceback)
         return cannot_write(file_in(e.filename) if e.filename else f"the sweep's files in {p.root}", e)
     if p.launcher == "joblib" and type(e).__name__ in ("TerminatedWorkerError", "BrokenProcessPool"):
         return _worker_died(p, e)

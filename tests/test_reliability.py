@@ -372,9 +372,32 @@ def test_a_file_the_machine_would_not_take_is_said_with_what_to_do():
 
     assert file_in(b"/data/results/study/sweep.yaml") == "sweep.yaml in /data/results/study"
     said = {code: str(cannot_write("x", OSError(code, os.strerror(code)))) for code in (errno.ENOSPC, errno.EROFS,
-                                                                                        errno.EFBIG)}
+                                                                                        errno.EFBIG, errno.EPERM)}
     assert "make room" in said[errno.ENOSPC] and "write elsewhere (results=<a writable folder>)" in said[errno.EROFS]
     assert "raise the file-size limit" in said[errno.EFBIG], said
+    assert "fix the folder's permissions" in said[errno.EPERM] and "make room" not in said[errno.EPERM], said
+
+
+def test_a_sweeps_folder_made_unwritable_midway_is_one_line(results):
+    # Hydra making the next run's folder in it raised a PermissionError (not a full disk's errno), a traceback,
+    # and releasing the lock a second one chained to it
+    import contextlib
+
+    from tests.commands import unwritable
+
+    study = results / "ro"
+    p = sweep_mod.plan([*SMALL, "model.depth=2,3", "train.steps=2", f"results={results}"], "ro")
+    steps = []
+
+    def freeze(*_):  # (at the first run's first step: its folder made, the next one's not yet)
+        if not steps:
+            steps.append(frozen.enter_context(unwritable(study)))
+
+    with contextlib.ExitStack() as frozen, pytest.raises(GradflowError) as e:
+        sweep_mod.launch(p, on_step=freeze)
+    said = str(e.value)
+    assert said.startswith(f"cannot write model.depth=3 in {study}: ") and "fix the folder's permissions" in said, said
+    assert store.read_run(study / "model.depth=2")["status"] == "ok"  # (the run done before, whole)
 
 
 def test_a_run_with_a_missing_or_broken_file_is_incomplete(cli, results):
