@@ -628,10 +628,10 @@ def finish(job_dir: Path, record: dict) -> None:
 
 # --- locking: one writer per study folder --------------------------------------------------------
 @contextmanager
-def lock(study: Path, command: str | None = None, elsewhere: str = "name=<another name>") -> Iterator[None]:
+def lock(study: Path, command: str | None = None, elsewhere: str | None = "name=<another name>") -> Iterator[None]:
     """Hold the study folder's OS file lock while writing into it. A second writer (another sweep,
     run or reproduction into the same folder) fails at once, naming the process that holds it and how to
-    write elsewhere (`elsewhere`: the command line's name=, a Recorder's path)."""
+    write elsewhere (`elsewhere`: the command line's name=, a Recorder's path; None: `clean`, to wait)."""
     from filelock import FileLock, Timeout
 
     study = Path(study)
@@ -652,8 +652,7 @@ def lock(study: Path, command: str | None = None, elsewhere: str = "name=<anothe
             break
         held.release()  # (a lock file its last holder removed as this one took it: that lock holds nothing)
     else:
-        raise GradflowError(f"{study} is being written by another process; wait for it to finish, "
-                            f"or write elsewhere with {elsewhere}")
+        raise _written_by(study, "another process", elsewhere)
     try:
         write_json(study / HOLDER_FILE, {"pid": os.getpid(), "host": socket.gethostname(),
                                          "command": command or " ".join(["gradflow", *sys.argv[1:]])})
@@ -687,9 +686,10 @@ def _locks_the_file(held, path: Path) -> bool:
         return False
 
 
-def _written_by(study: Path, holder: str, elsewhere: str) -> GradflowError:
-    return GradflowError(f"{study} is being written by {holder}; wait for it to finish, or write elsewhere with "
-                         f"{elsewhere}")
+def _written_by(study: Path, holder: str, elsewhere: str | None) -> GradflowError:
+    """`elsewhere`: how the command writes elsewhere; None for one that has nowhere else to go (clean)."""
+    return GradflowError(f"{study} is being written by {holder}; wait for it to finish, "
+                         + (f"or write elsewhere with {elsewhere}" if elsewhere else "then run the same command again"))
 
 
 def refuse_if_written(study: Path, elsewhere: str = "name=<another name>") -> None:
@@ -1417,7 +1417,7 @@ def clean(path: str | Path) -> tuple[list[Path], list[Path]]:
         by_study.setdefault(job.parent, []).append(job)
     check_cleanable(path, [j for jobs in by_study.values() for j in jobs])
     for study, jobs in by_study.items():
-        with lock(study, f"gradflow clean {path} --stale"):
+        with lock(study, f"gradflow clean {path} --stale", elsewhere=None):
             spec = sweep_spec(study)
             for job in jobs:
                 # still so, now that we hold the lock (a leftover has no run.json: it reads as incomplete)

@@ -190,6 +190,18 @@ def test_a_folder_outside_results_survives_every_command(cli, results, tmp_path)
 
 
 # --- concurrency: one writer per study -------------------------------------------------------------------
+def test_clean_refused_by_a_writer_says_to_wait_not_to_write_elsewhere(cli, results):
+    # it said "or write elsewhere with name=<another name>", which clean has no way to do
+    assert _sweep(cli, results, "model.depth=2,3").exit_code == 0
+    assert _sweep(cli, results, "model.depth=2").exit_code == 0  # (depth 3 stale)
+    with store.lock(results / "s", "gradflow sweep held-by-the-test"):
+        out = cli("clean", results / "s", "--stale", "--yes")
+        _one_line_error(out, "is being written by", "held-by-the-test", "wait for it to finish, then run the same "
+                        "command again")
+        assert "name=" not in out.stderr
+    assert (results / "s" / "model.depth=3").is_dir()
+
+
 def test_a_second_writer_fails_at_once_naming_the_holder(cli, results):
     study = results / "s"
     with store.lock(study, "gradflow sweep held-by-the-test"):
