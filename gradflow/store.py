@@ -1206,6 +1206,9 @@ def nothing_drawn_reason(path: str | Path, listed: list[dict], include_stale: bo
     if listed and all(drew_nothing(r) for r in listed):
         return (f"every run of {path} failed before its first step or is incomplete, so there is nothing to "
                 f"draw; gradflow ls {path} says why")
+    if listed and all(untabled(r) for r in listed):  # (killed before its tables: it said "no probed layers")
+        return (f"every run of {path} failed before its first step, is incomplete or was interrupted before it "
+                f"wrote a table (killed), so there is nothing to draw; gradflow ls {path} says why")
     return None
 
 

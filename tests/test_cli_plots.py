@@ -675,6 +675,21 @@ def test_plot_says_which_runs_it_left_out_for_want_of_tables(plain, tmp_path):
         out.output
 
 
+def test_a_folder_of_runs_killed_before_their_tables_says_so(plain, tmp_path):
+    # every run killed before it wrote a table: plot said "nothing to draw (no probed layers and no metrics in its
+    # runs)", where a folder of such runs beside others says they were interrupted (killed)
+    one = tmp_path / "one"
+    run = sorted(p.parent for p in plain.glob("*/run.json"))[0]
+    shutil.copytree(run, one / run.name, ignore=shutil.ignore_patterns("figures", "*.parquet"))
+    rec = json.loads((one / run.name / "run.json").read_text())
+    rec.update(status="interrupted", files=["config.yaml"])
+    (one / run.name / "run.json").write_text(json.dumps(rec))
+    out = invoke("plot", one)
+    assert out.exit_code == 1 and " ".join(out.output.split()) == (
+        f"error: every run of {one} failed before its first step, is incomplete or was interrupted before it wrote a "
+        f"table (killed), so there is nothing to draw; gradflow ls {one} says why"), out.output
+
+
 def test_a_run_still_running_is_said_to_have_no_tables_yet(tmp_path):
     # a Recorder's loop still at work: plot said "nothing to draw (no probed layers and no metrics in its runs)"
     (tmp_path / "live" / "a").mkdir(parents=True)
