@@ -1211,8 +1211,9 @@ def test_a_head_of_flattened_positions_is_said_to_be_so_not_a_position_embedding
             with rec.step(0):
                 F.cross_entropy(model(idx), idx.roll(1, 1).flatten()).backward()
     said = [str(w.message) for w in seen if "no back-propagated signal" in str(w.message)]
-    assert len(said) == 1 and said[0].startswith("no back-propagated signal at head (30 rows: 6 examples x 5): its "
-                                                 "output's rows are the batch's examples flattened"), said
+    assert len(said) == 1 and said[0].startswith("no back-propagated signal at head (30 rows: 5 x the batch of 6): its "
+                                                 "output's rows are made from the batch's examples but are several per "
+                                                 "example (positions flattened into rows"), said
     reference, outs = copy.deepcopy(model), {}
     reference.zero_grad()
     for n in ("emb", "l"):
@@ -3038,3 +3039,31 @@ def test_a_recorders_path_is_expanded_and_made_absolute_when_it_is_made(tmp_path
     assert not (tmp_path / "~").exists() and not (tmp_path / "other" / "res").exists()
     # and read back as given: gradflow.load("~/...") looked for a folder named ~ in this one
     assert set(gradflow.load("~/res")["run"]) == {"run0"} and set(gradflow.load("~/res", "runs")["run"]) == {"run0"}
+
+
+def test_a_layer_fed_a_copy_of_the_batch_stays_batched_where_the_second_look_fails(tmp_path):
+    # a buffer filled by buf[:] = h carries no mark of the example (its __setitem__ returns nothing), and a model
+    # that takes its example's batch size alone makes the second look fail: l2 was said to have no batch dimension
+    # ("a position embedding of arange(T)") and lost its signal; the hint alone decides nothing
+    class Copied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1, self.l2, self.head = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 3)
+
+        def forward(self, x):
+            assert x.shape[0] == 6, "this model takes batches of 6"
+            buf = torch.zeros(x.shape[0], 4)
+            buf[:] = torch.tanh(self.l1(x))
+            return self.head(torch.tanh(self.l2(buf)))
+
+    torch.manual_seed(0)
+    model = Copied()
+    x, y = torch.randn(6, 4), torch.randint(0, 3, (6,))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with gradflow.Recorder(model, tmp_path / "run", every=1) as rec:
+            with rec.step(0):
+                F.cross_entropy(model(x), y).backward()
+    assert not [w for w in seen if "no back-propagated signal" in str(w.message)], [str(w.message) for w in seen]
+    got = gradflow.load(tmp_path / "run").query("quantity == 'signal_norm'").set_index("name")["value"]
+    assert set(got.index) == {"l1", "l2", "head"}

@@ -80,9 +80,9 @@ def discover(model: nn.Module, *args, **kwargs) -> list[ProbePoint]:
     # example, a second pass tells them apart)
     told = _batch_dims_told_apart(model, trace, first, batch, inputs, args, kwargs)
     second = {m for m in second if m not in told} | {m for m, dim in told.items() if dim == 1}
-    # (where that pass failed, an output made from no tensor of the example is none the batch's, whatever its length)
-    unbatched = {m for m, dim in told.items() if dim is None} | {
-        m for m, k in first.items() if m not in told and leading.get(m) == batch and not trace.from_batch[k]}
+    # (where that pass failed, a layer is batched as its length says: whether an output was made from the example
+    # is a hint, which a copy into a buffer, buf[:] = h, or a round trip through numpy does not carry)
+    unbatched = {m for m, dim in told.items() if dim is None}
     # a head given the batch's examples flattened with their positions, (B * T, D): no batch dimension of its own
     # either, but not for want of examples (its warning said "a position embedding of arange(T)")
     flattened = {m: leading[m] for m, k in first.items() if batch and m not in second and m not in told
@@ -346,13 +346,13 @@ def _caveats(points: list[ProbePoint], unprobed: str, why: str, batch: int | Non
                    "gradient is the sum of every use; at both, their ratio read 1 by construction), and left out "
                    "of the first/last gradient ratios, being no one layer's")
     flattened = flattened or {}
-    rows = [f"{p.name} ({flattened[p.layer]} rows: {batch} examples x {flattened[p.layer] // batch})" for p in points
+    rows = [f"{p.name} ({flattened[p.layer]} rows: {flattened[p.layer] // batch} x the batch of {batch})" for p in points
             if not p.batched and p.layer in flattened]
     if rows:
-        out.append(f"no back-propagated signal at {', '.join(rows)}: its output's rows are the batch's examples "
-                   "flattened with their positions (h.reshape(B * T, D)), so its shape holds no count of examples "
-                   "to take the signal per example by (sqrt(rows) ||dL/dz|| reads sqrt(T) times the signal of an "
-                   "unflattened layer); its weight gradient is recorded")
+        out.append(f"no back-propagated signal at {', '.join(rows)}: its output's rows are made from the batch's "
+                   "examples but are several per example (positions flattened into rows, h.reshape(B * T, D), or "
+                   "examples concatenated), so its shape holds no count of examples to take the signal per example "
+                   "by; its weight gradient is recorded")
     unbatched = [p.name for p in points if not p.batched and p.layer not in flattened]
     if unbatched:
         out.append(f"no back-propagated signal at {', '.join(unbatched)}: its output has no batch dimension (the "
