@@ -202,14 +202,18 @@ def resume_command(arm: Path) -> str | None:
     name, _, scale = root.name.rpartition("-")
     if scale not in SCALES or scale == "default" or not name:
         name, scale = root.name, "default"
-    if name not in names() or arm.name not in Spec.load(name).arms:
+    if name not in names() or arm.name not in (spec := Spec.load(name)).arms:
         return None
-    spec, given = Spec.load(name), []
+    given: dict[str, str] = {}  # key -> override, as the user gave it to every arm
     for a in spec.arms:
         recorded = (store.sweep_spec(root / a) or {}).get("overrides") or []
         own = set(spec.overrides(a, scale, []))
-        given += [str(o) for o in recorded if o not in own and o not in given
-                  and override_key(str(o)) not in ("results", "name")]  # (results= is the command's last word)
+        for o in map(str, recorded):
+            if o in own or override_key(o) in ("results", "name"):  # (results= is the command's last word)
+                continue
+            if given.setdefault(override_key(o), o) != o:  # two arms run with two values of a key (reproduced
+                return None  # by hand, or the spec changed since): no one command resumes both as they were
+    given = list(given.values())
     how = [] if scale == "default" else ["--quick"] if scale == "quick" else ["--scale", scale]
     return shlex.join(["gradflow", "reproduce", name, *how, *given, f"results={root.parent.parent}"])
 
@@ -483,7 +487,8 @@ def lag_ratio(arm: Arm, where=None, k=100, quantity="signal_norm", step=0) -> Me
         p = _through_time(_profile(g, quantity, step), k)
         T = int(p.index.max())  # the head's index = number of time steps
         return float(p.loc[T - k] / p.loc[T - 1])
-    return _geometric(_per_run(arm.table("layers", where), one).per_run)  # (seeds spread over decades)
+    return _geometric([one(g) for _, g in arm.table("layers", where).groupby(store.RUN, sort=True)])  # (seeds
+    # spread over decades)
 
 
 @measure

@@ -726,6 +726,24 @@ def test_ls_of_a_cut_short_reproduction_gives_the_reproduce_command_that_resumes
     assert (root / "init" / "init.sw2=16.0,seed=2" / "run.json").is_file()
 
 
+def test_no_resume_command_where_the_arms_were_given_two_values_of_a_key(tmp_path):
+    # arms run by hand with seed=7 and seed=9 (or a spec changed since): the command gave both, the last winning,
+    # and the other arm's runs went stale; `ls` then gives each arm's own sweep command
+    from omegaconf import OmegaConf
+
+    spec, root = rep.Spec.load("pascanu2013"), tmp_path / "reproduce" / "pascanu2013-quick"
+
+    def ran(seeds: dict[str, int]) -> str | None:
+        for arm, seed in seeds.items():
+            (root / arm).mkdir(parents=True, exist_ok=True)
+            recorded = {"overrides": spec.overrides(arm, "quick", [f"seed={seed}", f"results={tmp_path}"])}
+            (root / arm / "sweep.yaml").write_text(OmegaConf.to_yaml(recorded))
+        return rep.resume_command(root / "clip")
+
+    assert ran({"through_time": 7, "clip": 7}) == f"gradflow reproduce pascanu2013 --quick seed=7 results={tmp_path}"
+    assert ran({"through_time": 7, "clip": 9}) is None
+
+
 def test_one_command_resumes_every_arm_of_a_reproduction():
     from gradflow.summary import NotRun, not_run_note
 
