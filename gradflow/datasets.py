@@ -120,9 +120,10 @@ def read_idx(path: str | Path, ndim: int | None = None) -> np.ndarray:
         raise GradflowError(f"{bad}: magic number 0x{data[:4].hex()} (expected 0x0000 + type byte "
                             f"08/09/0B/0C/0D/0E + ndim >= 1); check that the path names the right file")
     if ndim is not None and dims_said != ndim:
+        named = f" (idx{ndim} in its name)" if f"idx{ndim}" in path.name else ""
         raise GradflowError(f"{bad}: its magic number 0x{data[:4].hex()} gives {dims_said} dimensions where this "
-                            f"file has {ndim} (idx{ndim} in its name); check that the path names the right file, "
-                            "or replace it with a fresh copy of the original")
+                            f"file has {ndim}{named}; check that the path names the right file, or replace it with "
+                            "a fresh copy of the original")
     header = 4 + 4 * dims_said
     if len(data) < header:
         raise GradflowError(f"{bad}: truncated header ({len(data)} bytes, {dims_said} dimensions need {header}); "
@@ -403,8 +404,8 @@ def _extract_cifar(archive: Path, root: Path) -> Path:
         tmp = Path(tempfile.mkdtemp(dir=root, prefix=".cifar-extract-"))
     except OSError as e:  # (a read-only data.root: it was "building the data or the model failed: OSError")
         raise GradflowError(f"{archive} is unpacked into {target}/, but {root} cannot be written ({e.strerror}); "
-                            f"unpack it there yourself (tar xzf {CIFAR10_ARCHIVE}), or copy it to a writable "
-                            "folder and set data.root to that") from None
+                            f"unpack it into {target}/ with a user who may write there (tar xzf {CIFAR10_ARCHIVE}), "
+                            "or copy it to a writable folder and set data.root to that") from None
     try:
         try:
             with tarfile.open(archive, "r:gz") as tar:

@@ -1187,7 +1187,8 @@ def untabled(run: dict) -> str | None:
 
 def nothing_drawn_reason(path: str | Path, listed: list[dict], include_stale: bool = False) -> str | None:
     """Why `path` has nothing to draw, where every run it lists (stale ones only with `include_stale`) has
-    nothing (`drew_nothing`), or every run is stale (left out); else None."""
+    no tables (`untabled`: failed before its first step, incomplete, killed before its tables, still running),
+    or every run is stale (left out); else None."""
     if listed and not include_stale and all(r[STATUS] == STALE for r in listed):  # (it said "no probed layers")
         return (f"every run of {path} is stale (not of its sweep's current spec), and stale runs are left out; "
                 f"gradflow ls {path} says why, and gradflow plot --all draws them")
@@ -1207,8 +1208,9 @@ def nothing_drawn_reason(path: str | Path, listed: list[dict], include_stale: bo
         return (f"every run of {path} failed before its first step or is incomplete, so there is nothing to "
                 f"draw; gradflow ls {path} says why")
     if listed and all(untabled(r) for r in listed):  # (killed before its tables: it said "no probed layers")
+        still = " or is still running" if any(r[STATUS] == RUNNING for r in listed) else ""
         return (f"every run of {path} failed before its first step, is incomplete or was interrupted before it "
-                f"wrote a table (killed), so there is nothing to draw; gradflow ls {path} says why")
+                f"wrote a table (killed){still}, so there is nothing to draw; gradflow ls {path} says why")
     return None
 
 

@@ -521,8 +521,8 @@ class Basin:
 def basin(activation: str, sw2: float, sb2: float) -> Basin:
     """q*'s basin of attraction (see Basin): where another fixed point lies in [2^-60, 2^60], the map's
     q* depends on the inputs' scale. silu at sw2 = 2.27, sb2 = 0.2 settles at q* = 1.204 from q_0 = 1
-    but grows without bound from q_0 above 1.585; silu at sw2 = 3, sb2 = 0 grows from q_0 = 1 but decays
-    to 0 from below 0.676; gelu at sw2 = 1.9956, sb2 = 0.16 has a second stable point at 49. The roots
+    but grows without bound from q_0 above 1.603; silu at sw2 = 3, sb2 = 0 grows from q_0 = 1 but decays
+    to 0 from below 0.682; gelu at sw2 = 1.9956, sb2 = 0.16 has a second stable point at 49. The roots
     are the sign changes of F/q (beyond +-_ZERO_TOL, as in _solve_q_star) on a grid of 16 points per
     factor 2, each closed by brentq in log q: a pair of roots closer together than a factor 2^(1/16) is
     not seen (the map's q* itself is found where _solve_q_star finds it)."""

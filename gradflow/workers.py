@@ -156,7 +156,8 @@ def ctrl_c_waits(seen: int = 0):
             raise KeyboardInterrupt
 
     global _terminating
-    previous, _terminating = signal.signal(signal.SIGINT, hold), False
+    _terminating = False  # (before `hold` takes Ctrl-C: a SIGTERM's that came between would be forgotten)
+    previous = signal.signal(signal.SIGINT, hold)
     try:
         yield
     finally:

@@ -169,10 +169,12 @@ CASES = [
     case([*RNN[:2], "data.T=1"], "data.T", "adding-T-one"),
     case("model=lstm data=copy data.copy_len=0", "data.copy_len", "copy-len-zero"),
     # (beyond float32: 1e39 made every input inf, read as "diverged at step 0"; 1e-50 every input 0)
-    case(f"{G} data.scale=1e39", "data.scale=1e39 is outside [1e-30, 1e+30]: float32 inputs scaled by it overflow "
-         "to inf", "scale-overflows"),
-    case(f"{G} data.scale=1e-50", "data.scale=1e-50 is outside [1e-30, 1e+30]: float32 inputs scaled by it flush to 0",
-         "scale-underflows"),
+    # (1e20: the inputs' norms read inf)
+    case(f"{G} data.scale=1e39", "data.scale=1e39 is outside [1e-15, 1e+15], where the squares of float32 inputs "
+         "scaled by it (their norms, the first layer's statistics) overflow to inf", "scale-overflows"),
+    case(f"{G} data.scale=1e20", "data.scale=1e20 is outside [1e-15, 1e+15]", "scale-squares-overflow"),
+    case(f"{G} data.scale=1e-50", "data.scale=1e-50 is outside [1e-15, 1e+15], where the squares of float32 inputs "
+         "scaled by it (their norms, the first layer's statistics) flush to 0", "scale-underflows"),
     # (one symbol or one value: every answer is it, learned with no memory, acc 1)
     case("model=lstm data=copy data.n_symbols=1", "data.n_symbols=1 must be >= 2", "copy-one-symbol"),
     case("model=transformer data=recall data.n_values=1", "data.n_values=1 must be >= 2", "recall-one-value"),

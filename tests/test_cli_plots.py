@@ -688,6 +688,17 @@ def test_a_folder_of_runs_killed_before_their_tables_says_so(plain, tmp_path):
     assert out.exit_code == 1 and " ".join(out.output.split()) == (
         f"error: every run of {one} failed before its first step, is incomplete or was interrupted before it wrote a "
         f"table (killed), so there is nothing to draw; gradflow ls {one} says why"), out.output
+    # beside one still running (this process, its writer), that too
+    import socket
+
+    live = sorted(p.parent for p in plain.glob("*/run.json"))[1]
+    shutil.copytree(live, one / live.name, ignore=shutil.ignore_patterns("figures", "*.parquet"))
+    rec = json.loads((one / live.name / "run.json").read_text())
+    rec.update(status="running", files=["config.yaml"], pid=os.getpid(), host=socket.gethostname())
+    (one / live.name / "run.json").write_text(json.dumps(rec))
+    with store.lock(one, "gradflow run held-by-the-test"):  # (a live writer holds its study's lock)
+        said = " ".join(invoke("plot", one).output.split())
+    assert "was interrupted before it wrote a table (killed) or is still running, so there is nothing" in said, said
 
 
 def test_a_run_still_running_is_said_to_have_no_tables_yet(tmp_path):

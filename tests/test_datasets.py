@@ -503,8 +503,8 @@ def test_an_archive_in_a_folder_that_cannot_be_written_says_to_unpack_it(tmp_pat
         load_cifar10(root)
     assert one_line(e).startswith(f"{root / 'cifar-10-python.tar.gz'} is unpacked into {root / 'cifar-10-batches-py'}/, "
                                   f"but {root} cannot be written (")
-    assert one_line(e).endswith("unpack it there yourself (tar xzf cifar-10-python.tar.gz), or copy it to a writable "
-                                "folder and set data.root to that")
+    assert one_line(e).endswith(f"unpack it into {root / 'cifar-10-batches-py'}/ with a user who may write there (tar "
+                                "xzf cifar-10-python.tar.gz), or copy it to a writable folder and set data.root to that")
     assert sorted(p.name for p in root.iterdir()) == ["cifar-10-python.tar.gz"]
 
 

@@ -388,7 +388,8 @@ def _data(cfg) -> None:
         _scale(cfg)
 
 
-SCALE_RANGE = (1e-30, 1e30)  # data.scale's: float32 holds 1e-38 .. 3e38, and a Gaussian input reaches ~5 sigma
+SCALE_RANGE = (1e-15, 1e15)  # data.scale's: a float32 input's square (its norm, the first layer's statistics) must
+# stay within float32's 1e-38 .. 3e38 (at 1e20 the inputs' norm read inf), with a factor 1e8 to spare for sums
 
 
 def _scale(cfg) -> None:
@@ -417,8 +418,8 @@ def _scale(cfg) -> None:
                             "number, qstar (the first layer starts at the mean-field fixed point q*)")
     if not SCALE_RANGE[0] <= value <= SCALE_RANGE[1]:  # (1e39: every input inf, "diverged at step 0"; 1e-50: all 0)
         raise GradflowError(f"data.scale={show_value(scale, 'data.scale')} is outside [{SCALE_RANGE[0]:g}, "
-                            f"{SCALE_RANGE[1]:g}]: float32 inputs scaled by it "
-                            f"{'overflow to inf' if value > 1 else 'flush to 0'}")
+                            f"{SCALE_RANGE[1]:g}], where the squares of float32 inputs scaled by it (their norms, the "
+                            f"first layer's statistics) {'overflow to inf' if value > 1 else 'flush to 0'}")
 
 
 def _init(cfg) -> None:
