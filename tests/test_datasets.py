@@ -680,8 +680,12 @@ def test_mnist1d_is_generated_from_data_seed(tmp_path):
 
 
 @pytest.mark.parametrize("change", [{"x": np.zeros((4000, 20))}, {"y": np.full(4000, 12)},
-                                    {"y_test": np.zeros((1000, 2), dtype=np.int64)}],
-                         ids=["narrower-x", "label-past-the-classes", "labels-of-two-columns"])
+                                    {"y_test": np.zeros((1000, 2), dtype=np.int64)},
+                                    {"x": np.zeros((4000, 20)), "x_test": np.zeros((1000, 20))},
+                                    {"x_test": np.zeros((0, 40)), "y_test": np.zeros(0, dtype=np.int64)},
+                                    {"x": np.full((4000, 40), np.nan)}],
+                         ids=["narrower-x", "label-past-the-classes", "labels-of-two-columns", "shorter-signals",
+                              "no-test-set", "nan-signals"])
 def test_a_cached_mnist1d_of_other_shapes_is_made_again(tmp_path, change):
     # a cache file that reads whole but holds other arrays was used: the first step's matmul failed (1000x40 and
     # 20x8), or a label past the classes, and the run was recorded failed
@@ -697,6 +701,9 @@ def test_a_cached_mnist1d_of_other_shapes_is_made_again(tmp_path, change):
     gdata.atomic_save_npz(path, {**arrays, **change})
     again = gdata._mnist1d(cfg)
     assert torch.equal(again.x_train, good.x_train) and torch.equal(again.y_test, good.y_test)
+    from mnist1d.data import get_dataset_args
+
+    assert good.x_train.shape[1] == gdata.MNIST1D_LENGTH == get_dataset_args().final_seq_length
 
 
 def test_the_dataset_cache_is_replaced_whole_not_written_in_place(tmp_path):
