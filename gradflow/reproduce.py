@@ -197,7 +197,7 @@ def resume_command(arm: Path) -> str | None:
 
     arm = Path(arm).resolve()
     root = arm.parent
-    if root.parent.name != store.REPRODUCE_DIR:
+    if not store.in_reproduction(arm):
         return None
     name, _, scale = root.name.rpartition("-")
     if scale not in SCALES or scale == "default" or not name:
@@ -323,8 +323,10 @@ def measure(fn: Callable[..., Measured]) -> Callable[..., Measured]:
     return fn
 
 
-def _per_run(df: pd.DataFrame, fn: Callable[[pd.DataFrame], float]) -> Measured:
-    return _mean([fn(g) for _, g in df.groupby(store.RUN, sort=True)])
+def _per_run(df: pd.DataFrame, fn: Callable[[pd.DataFrame], float],
+             over: Callable[[list[float]], Measured] | None = None) -> Measured:
+    """`fn` of each run's rows, taken together by `over` (their mean, `_mean`, unless said)."""
+    return (over or _mean)([fn(g) for _, g in df.groupby(store.RUN, sort=True)])
 
 
 def _geometric(values: list[float]) -> Measured:
@@ -487,8 +489,7 @@ def lag_ratio(arm: Arm, where=None, k=100, quantity="signal_norm", step=0) -> Me
         p = _through_time(_profile(g, quantity, step), k)
         T = int(p.index.max())  # the head's index = number of time steps
         return float(p.loc[T - k] / p.loc[T - 1])
-    return _geometric([one(g) for _, g in arm.table("layers", where).groupby(store.RUN, sort=True)])  # (seeds
-    # spread over decades)
+    return _per_run(arm.table("layers", where), one, _geometric)  # (seeds spread over decades)
 
 
 @measure

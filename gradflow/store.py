@@ -169,6 +169,11 @@ def study_dir(results: str | Path, name: str) -> Path:
 REPRODUCE_DIR = "reproduce"  # <results>/reproduce/: `gradflow reproduce`'s studies, one folder per experiment
 
 
+def in_reproduction(sweep: Path) -> bool:
+    """Whether the sweep folder `sweep` is a reproduction's arm by its place: <results>/reproduce/<experiment>/<arm>."""
+    return Path(sweep).resolve().parent.parent.name == REPRODUCE_DIR
+
+
 def refuse_reproduce_name(name: str, results: str | Path, option: str = "name=") -> None:
     """No `gradflow run` or `sweep` study in <results>/reproduce/ (name=reproduce, or reproduce/...): its runs
     were then in the way of every `gradflow reproduce` under that results folder, which said its arms' names

@@ -597,7 +597,7 @@ def not_run(path: Path, there: dict[str, str], where: list[tuple[str, str]],
         redo = Counter(there[job] for job in jobs if job in there and there[job] not in KEPT_ON_RESUME)
         if missing or redo:
             command = store.resume_command(sweep, spec)
-            if sweep.resolve().parent.parent.name == store.REPRODUCE_DIR:
+            if store.in_reproduction(sweep):  # (reproduce imported only then: ls of plain sweeps stays light)
                 from gradflow.reproduce import resume_command
 
                 command = resume_command(sweep) or command
