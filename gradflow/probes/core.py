@@ -147,14 +147,16 @@ def gradients(params) -> list[torch.Tensor]:
     return out
 
 
-def _gradless(params) -> list[int]:
-    """The places in `params` of those with no gradient."""
-    return [j for j, p in enumerate(params) if p.grad is None]
-
-
-def _frozen_now(params) -> list[int]:
-    """The places in `params` of those frozen (requires_grad False) now."""
-    return [j for j, p in enumerate(params) if not p.requires_grad]
+def _untrained(params) -> tuple[list[int], list[int]]:
+    """The places in `params` of those with no gradient, and of those frozen (requires_grad False), now: one
+    pass over them."""
+    gradless, frozen = [], []
+    for j, p in enumerate(params):
+        if p.grad is None:
+            gradless.append(j)
+        if not p.requires_grad:
+            frozen.append(j)
+    return gradless, frozen
 
 
 def _accumulates_into(w: torch.Tensor) -> bool:
@@ -573,7 +575,7 @@ class Probes:
         with torch.no_grad():
             grads = gradients(self.params)
             self._pass_grads = self._copied("grad", grads) if grads else []
-            self._gradless, self._frozen_params = _gradless(self.params), _frozen_now(self.params)
+            self._gradless, self._frozen_params = _untrained(self.params)
         self._weights_moved()
 
     def _weights_moved(self) -> None:
@@ -656,7 +658,7 @@ class Probes:
             grad_norms = self._norms_of(grads)
         else:
             # (where the gradients were copied at the pass's end, _pass_ended took both)
-            self._gradless, self._frozen_params = _gradless(self.params), _frozen_now(self.params)
+            self._gradless, self._frozen_params = _untrained(self.params)
             if grad_norms is None or grad_norms.dtype != torch.float64:
                 # the gradients as they are now (a loop may set them to None before the read)
                 grads = gradients(self.params)
