@@ -116,7 +116,6 @@ def _cached(path: Path) -> dict[str, np.ndarray] | None:
     return arrays if labels and np.isfinite(x).all() and np.isfinite(xt).all() else None
 
 
-
 def data_root(configured: str = "") -> Path:
     return Path(configured or os.environ.get("GRADFLOW_DATA") or "data")
 
