@@ -992,11 +992,16 @@ def natural_key(path: Path) -> tuple:
 
 
 def check_distinct(paths: list[Path], command: str) -> None:
-    """Refuse a folder given twice to a command that sets folders side by side (compare, report)."""
+    """Refuse a folder given twice, or one inside another, to a command that sets folders side by side
+    (compare, report)."""
     seen = [Path(p).resolve() for p in paths]
     twice = next((p for p, r in zip(paths, seen) if seen.count(r) > 1), None)
     if twice is not None:  # (every row would read ×1 against itself)
         raise GradflowError(f"{twice} is given twice: {command} needs different folders")
+    for p, r in zip(paths, seen):  # a folder and a run or sweep inside it: the same runs twice, as above
+        if outer := next((q for q, o in zip(paths, seen) if o != r and o in r.parents), None):
+            raise GradflowError(f"{p} is inside {outer}, which holds its runs already: {command} needs "
+                                "folders of different runs")
 
 
 def find_runs(path: Path) -> list[Path]:

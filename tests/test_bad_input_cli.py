@@ -328,6 +328,10 @@ CASES = [
     (["report", "{study}", "--out", "{results}/page.txt"], "page.txt names a .txt file and the page is HTML: give "),
     (["report", "{study}", "--out", "{results}/pages"], "/pages is no folder here and no .html file: give "),
     (["compare", "{study}", "{study}"], "is given twice"),
+    # a run beside the folder that holds it: every row read x1 against itself
+    (["compare", "{study}/..", "{study}"], "{study} is inside {study}/.., which holds its runs already: compare "
+                                             "needs folders of different runs"),
+    (["report", "{study}", "{study}/.."], "{study} is inside {study}/.., which holds its runs already"),
     # a rate with nothing to fit says why, and offers the other quantities (it listed itself among them)
     (["ls", "{study}", "--rate", "act_std"], "--rate act_std: no run has act_std at 3 or more layers between the 3 left"),
     # a misspelled name among the choices: the nearest one named

@@ -542,7 +542,6 @@ def compare(
     paths, out = [folder(p, "compare") for p in paths], out_path(out)
     if len(paths) < 2:
         raise GradflowError(f"compare needs two or more folders; got {len(paths)}")
-    store.check_distinct(paths, "compare")
     kind = choose("--kind", kind, COMPARE_KINDS)
     out_dir, out_file, fmt = figure_target(out, COMPARE_DIR, fmt)
     o = Options(quantity=quantity, step=_step(step), color=color, by_source=panels)
@@ -553,6 +552,7 @@ def compare(
     for p in paths:
         store.find_runs(p)
     store.check_writable(out_dir, option="--out")
+    store.check_distinct(paths, "compare")
 
     runs = matching.load_runs(paths, sources, include_stale)
     matched_before = [] if by or not where else matching.match_keys(runs, sources)
