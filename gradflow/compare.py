@@ -60,15 +60,22 @@ def load_runs(paths: Sequence[str | Path], sources: Sequence[str], include_stale
                          for p, s in zip(paths, sources)])
 
 
-def check_by(runs: pd.DataFrame, sources: Sequence[str], by: Sequence[str]) -> None:
-    """Every --by key must be a config key that every source has."""
-    for k in by:
+def check_by(runs: pd.DataFrame, sources: Sequence[str], by: Sequence[str], given: Sequence[str] = ()) -> None:
+    """Every --by key must be a config key that every source has, and given once (`given`: the keys as
+    typed, `depth` for model.depth). The choices named are the keys every source has that vary."""
+    for i, k in enumerate(by):
+        if k in by[:i]:
+            typed = [g for g, b in zip(given or by, by) if b == k]
+            raise GradflowError(f"--by {k} is given twice ({', '.join(typed)}); give each key once")
         lacking = [s for s in sources
                    if k not in runs.columns or runs.loc[runs[store.SOURCE] == s, k].isna().all()]
         if k not in config_columns(runs) or lacking:
-            choices = list(dict.fromkeys(swept_keys(runs, exclude=(), implied=True)))
+            shared = [c for c in swept_keys(runs, exclude=(), implied=True)
+                      if all(runs.loc[runs[store.SOURCE] == s, c].notna().any() for s in sources)]
+            choices = list(dict.fromkeys(shared))
             raise GradflowError(f"--by {k!r} is not a config key of {', '.join(lacking) or 'these results'}"
-                                f"{did_you_mean(k, choices)}; choices: {', '.join(choices) or '(nothing varies)'}")
+                                f"{did_you_mean(k, [c for c in choices if c != k])}; choices: "
+                                f"{', '.join(choices) or '(no key that every source has varies)'}")
 
 
 def match_keys(runs: pd.DataFrame, sources: Sequence[str]) -> list[str]:

@@ -1348,6 +1348,31 @@ def test_a_recurrent_nets_kinds_draw_its_signal_unless_asked_and_never_a_missing
     assert ticks == [4], ticks
 
 
+def test_compare_of_an_lstm_and_an_rnn_draws_their_signal_along_time(recurrent, plain, batchnorm, tmp_path):
+    # the sources differ in model.name, which the figure's table leaves to the sources: the default quantity
+    # was grad_norm (the head's alone: "no profile of grad_norm to draw") and the axis read "layer index"
+    from gradflow import compare as matching
+    from gradflow.plots.kinds import Options, draw
+
+    rnn, lstm = recurrent / "data.T=4,model=rnn", recurrent / "data.T=4,model=lstm"
+    out = invoke("compare", lstm, rnn, "--out", tmp_path / "fig.png")
+    assert out.exit_code == 0, out.output
+    assert "sources differ in model.name (lstm | rnn)" in " ".join(out.output.split())
+    roots, sources = [lstm, rnn], ["lstm", "rnn"]
+    runs = matching.load_runs(roots, sources)
+    layers = matching.overlay_table(roots, sources, runs, "layers", list(matching.differing_keys(runs, sources)))
+    assert "model.name" not in layers.columns
+    fig, _ = draw("profile", layers, Options())
+    assert "time step" in fig.axes[0].get_xlabel() and "signal" in fig.get_suptitle().lower(), fig.get_suptitle()
+    # --by: a key one source lacks is named with the keys every source has, not suggested back to itself
+    out = invoke("compare", plain, rnn, "--by", "depth", "--out", tmp_path)
+    assert out.exit_code == 1 and "--by 'model.depth' is not a config key of data.T=4,model=rnn;" in out.output
+    assert "did you mean" not in out.output, out.output
+    out = invoke("compare", plain, batchnorm, "--by", "depth", "--by", "model.depth", "--out", tmp_path)
+    assert out.exit_code == 1, out.output
+    assert "error: --by model.depth is given twice (depth, model.depth); give each key once" in out.output
+
+
 def test_compare_of_recurrent_sweeps_draws_the_signal_and_splits_no_panels_by_a_key_only_the_sources_differ_in(
         recurrent, results, tmp_path):
     # an lstm with forget_bias=3 beside the sweep (forget_bias=0 for its lstm, unset for its rnn): the key

@@ -523,7 +523,8 @@ def compare(
                                                  show_default="the swept key with the fewest values, not depth")] = None,
     by: Annotated[Optional[list[str]], typer.Option(
         "--by", metavar="KEY", help="Line runs up across sources by their values of this key (repeatable); "
-                                    "default: the swept keys whose values the sources share.",
+                                    "default: every key some source sweeps, seed aside (a cell of "
+                                    "values one source lacks reads 'no run').",
         show_default=False)] = None,
     panels: Annotated[bool, typer.Option(
         "--panels", help="profile, curves, gradnorm: one panel per source instead of one line style per "
@@ -563,8 +564,8 @@ def compare(
             raise GradflowError(f"--where {' '.join(where)} keeps no run of {', '.join(lacking)}"
                                 f"{_values_of(every, lacking, where)}; gradflow ls "
                                 f"{' '.join(str(p) for p, s in zip(paths, sources) if s in lacking)} shows their runs")
-    by = [full_key(runs, k) or k for k in by or []]  # a key by its short name too (depth), as ls and plot take it
-    matching.check_by(runs, sources, by)
+    given, by = by or [], [full_key(runs, k) or k for k in by or []]  # a key by its short name too (depth)
+    matching.check_by(runs, sources, by, given)
     by = list(by or matching.match_keys(runs, sources))
     differ = matching.differing_keys(runs, sources)
     df = matching.overlay_table(paths, sources, runs, KINDS[kind][0], list(differ), include_stale)

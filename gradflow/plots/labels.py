@@ -56,11 +56,24 @@ def model_names(df: pd.DataFrame) -> set[str]:
     (a user's nn.GRU classifier) counts as `custom`: gradflow's recurrent families always have
     model.recurrent_init, and only theirs probe time steps (the user's model's points are its layers, which
     the figures called time steps, and the ratio figure asked for data.T)."""
-    if "model.name" not in df.columns:
+    names = _row_key(df, "model.name")
+    if names is None:
         return set()
-    names = df["model.name"].dropna().astype(str)
-    ours = df.loc[names.index, "model.recurrent_init"].notna() if "model.recurrent_init" in df.columns else False
+    names = names.dropna().astype(str)
+    init = _row_key(df, "model.recurrent_init")
+    ours = init.loc[names.index].notna() if init is not None else False
     return set(names.where(~names.isin(RECURRENT) | ours, "custom").unique())
+
+
+def _row_key(df: pd.DataFrame, key: str) -> pd.Series | None:
+    """Each row's value of a config key: its column, or in a comparison's table, which leaves out a key the
+    sources differ in (lstm beside rnn: model.name), its source's value of it (the attrs' source_keys)."""
+    if key in df.columns:
+        return df[key]
+    given = df.attrs.get("source_keys") or {}  # (store.SOURCE_KEYS)
+    if "source" not in df.columns or not any(key in v for v in given.values()):
+        return None
+    return df["source"].map({s: v.get(key) for s, v in given.items()})
 
 
 def is_recurrent(df: pd.DataFrame) -> bool:
