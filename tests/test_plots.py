@@ -470,6 +470,10 @@ def test_a_diverged_run_of_one_source_is_drawn_beside_the_same_name_in_another()
     fig = figures.profile(both, "grad_norm", step="last")
     assert len(series_lines(fig.axes[0])) == 2
     assert "a/run0 at step 10, its last finite one (diverged after it" in " ".join(fig.get_suptitle().split())
+    # ids that name their source already (compare's, store.prefix_runs): named once (it read a/a/run0)
+    fig = figures.profile(both.assign(run=both["source"] + "/" + both["run"]), "grad_norm", step="last")
+    title = " ".join(fig.get_suptitle().split())
+    assert "a/run0 at step 10, its last finite one" in title and "a/a/" not in title, title
     # one mark, at the end of a's line alone (b's run0, which ended well, was marked too)
     assert len(np.concatenate([m.get_xdata() for m in lines_with(fig, "nonfinite")])) == 1
     # at a step one of them never reached, it is said

@@ -219,7 +219,9 @@ def ended_text(ended: dict[str, int], names: Sequence[str]) -> str:
     where each is drawn, and that it diverged after."""
     if len(ended) == 1:
         (run, at), = ended.items()
-        run = "/".join(run) if isinstance(run, tuple) else run  # (source/run where several sources are)
+        if isinstance(run, tuple):  # (source, run) where several sources are: source/run, where the id does
+            source, run = map(str, run)  # not start with its source already (compare's: store.prefix_runs)
+            run = run if run.startswith(f"{source}/") else f"{source}/{run}"
         name = "the run" if len(names) == 1 else title_name(run, names)
         return f"{name} at step {at}, its last finite one (diverged after it: x at the top)"
     return f"{len(ended)} runs at their last step with finite values (diverged after it: x at the top)" if ended else ""
