@@ -1591,6 +1591,18 @@ def test_a_spectrum_of_more_keys_than_colour_and_line_style_names_the_rest_in_ea
     assert "lines also differ in model.activation" in " ".join(fig.get_suptitle().split())
 
 
+def test_a_compared_sources_spectrum_legend_names_what_sets_each_source_apart():
+    # compare of a tanh folder and a relu one: compare's table leaves the activation to the sources (the attrs'
+    # source_keys); the legend read "source=j1", "source=j2", where every other figure reads "j1 (... tanh)"
+    rng = np.random.default_rng(5)
+    table = pd.concat([jacobian_rows(np.exp(rng.normal(0, 1, 16)), config(5, a, 1), f"{src}/r").assign(source=src)
+                       .drop(columns="model.activation") for src, a in (("j1", "tanh"), ("j2", "relu"))],
+                      ignore_index=True)
+    table.attrs["source_keys"] = {"j1": {"model.activation": "tanh"}, "j2": {"model.activation": "relu"}}
+    labels = [t.split("\n")[0] for t in legend_texts(figures.spectrum(table)) if "mean s" in t]
+    assert sorted(labels) == ["j1 (model.activation=tanh)", "j2 (model.activation=relu)"], labels
+
+
 def test_a_spectrum_line_of_several_seeds_says_they_are_pooled():
     # one configuration, two seeds: one line, whose legend read "this run (2 runs)"
     rng = np.random.default_rng(3)

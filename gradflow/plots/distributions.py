@@ -294,7 +294,9 @@ def spectrum(jacobian: pd.DataFrame, step: int | str = 0, color: str | None = No
             bits.append(f"{zero} zero (s < {NUMERICAL_ZERO:.0e} max)".replace("e-0", "e-"))
         runs = g["run"].nunique()
         # (one line of several runs, seeds pooled, read "this run (8 runs)")
-        values = ", ".join(value_label(k, cfg[k]) for k in (color, style, *also) if k)
+        # (a compared source by its name and what sets it apart, as the other figures' legends: not source=j1)
+        values = ", ".join([palette.label(k, cfg[k], value_label(k, cfg[k])) for k in (color, style) if k]
+                           + [value_label(k, cfg[k]) for k in also])
         name = values or ("this run" if runs == 1 else "pooled")
         said = f"{values} ({runs} runs)" if values and runs > 1 else values or (f"{runs} runs, pooled" if runs > 1
                                                                                 else "this run")

@@ -333,7 +333,7 @@ class Palette:
         if self.color is not None and not self.numeric:
             title = self.title
             named = self.values if len(self.values) <= MAX_NAMED else self.values[:MAX_NAMED - 1]
-            out += [Line2D([], [], color=self._colors[vkey(v)], lw=2, label=wrap_label(self._label(self.color, v)))
+            out += [Line2D([], [], color=self._colors[vkey(v)], lw=2, label=wrap_label(self.label(self.color, v)))
                     for v in named]
             if len(named) < len(self.values):  # (more would leave the axes no room, in colours few could tell apart)
                 what = "runs" if self.color == "run" else "values"
@@ -343,7 +343,7 @@ class Palette:
             styled = (markers or self.marks) and self.marker is None
             out += [Line2D([], [], color="0.2", lw=1.3, ls="-" if self.marks else self._styles[vkey(v)],
                            **({"marker": marker_of(self._styles[vkey(v)]), "ms": 4} if styled else {}),
-                           label=wrap_label(self._label(self.style, v, value_label(self.style, v))))
+                           label=wrap_label(self.label(self.style, v, value_label(self.style, v))))
                     for v in self.style_values]
         if self.marker is not None:
             out += [Line2D([], [], color="0.2", ls="none", marker=self._markers[vkey(v)], ms=5,
@@ -351,7 +351,7 @@ class Palette:
                     for v in self.marker_values]
         return out, title
 
-    def _label(self, key: str, v: Any, plain: str | None = None) -> str:
+    def label(self, key: str, v: Any, plain: str | None = None) -> str:
         """A legend entry: `plain` (the value itself by default); a compared source as its name and the
         values that set it apart ("mn (data=mnist1d, data.seed=42)": "source=mn" alone said nothing)."""
         told = {"source": self._source_keys, "run": self._run_keys}.get(key, {})
