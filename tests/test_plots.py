@@ -476,9 +476,10 @@ def test_a_diverged_run_of_one_source_is_drawn_beside_the_same_name_in_another()
     assert "a/run0 at step 10, its last finite one" in title and "a/a/" not in title, title
     # one mark, at the end of a's line alone (b's run0, which ended well, was marked too)
     assert len(np.concatenate([m.get_xdata() for m in lines_with(fig, "nonfinite")])) == 1
-    # at a step one of them never reached, it is said
+    # at a step one of them never reached, it is said, with the source none of whose runs did (its lines all
+    # gone, and with them any word of it: the one source left is in no legend)
     title = " ".join(figures.profile(both, "grad_norm", step=100).get_suptitle().split())
-    assert "step 100; 1 of 2 runs never reached it (not drawn)" in title, title
+    assert "step 100; 1 of 2 runs never reached it (not drawn: all of a)" in title, title
 
 
 def test_profile_linear_quantities_and_errors(sweep):

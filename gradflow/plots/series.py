@@ -17,7 +17,7 @@ import pandas as pd
 
 from gradflow import store
 from gradflow.errors import GradflowError, did_you_mean
-from gradflow.fmt import fmt
+from gradflow.fmt import and_list, fmt
 from gradflow.keys import hashable, config_columns, ordered_values, run_names, swept_keys, vkey
 from gradflow.overrides import as_in_name, name_items
 from gradflow.summary import same_list
@@ -183,8 +183,10 @@ def at_step(df: pd.DataFrame, step: int | str) -> tuple[pd.DataFrame, str]:
     text = "step 0 (initialization)" if step == 0 else f"step {step}"
     runs = df.groupby(_each_run(df)).ngroups
     missing = runs - sub.groupby(_each_run(sub)).ngroups  # runs that stopped before it (diverged, say)
-    if missing:
-        text += f"; {missing} of {runs} runs never reached it (not drawn)"
+    if missing:  # (a source none of whose runs reached it: named, as no line of the figure says it)
+        gone = [str(s) for s in dict.fromkeys(df["source"]) if s not in set(sub["source"])] \
+            if len(_each_run(df)) > 1 else []
+        text += f"; {missing} of {runs} runs never reached it (not drawn{': all of ' * bool(gone)}{and_list(gone)})"
     return sub, text
 
 
