@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from gradflow import store
-from gradflow.errors import GradflowError, did_you_mean
+from gradflow.errors import GradflowError, NoRows, did_you_mean
 from gradflow.keys import config_columns, n_distinct, ordered_values, swept_keys, vkey
 from gradflow.columns import RESULT_COLUMNS, limit_only
 
@@ -206,6 +206,10 @@ def overlay_table(paths: Sequence[str | Path], sources: Sequence[str], runs: pd.
         kept = runs[runs[store.SOURCE] == s]
         try:
             df = kept if table == "runs" else load_table(Path(p), table, include_stale)
+        except NoRows as e:  # (a Recorder's loop that probed no step: its losses compare still)
+            if not missing_ok:
+                raise NoRows(f"{e}{'; --kind curves compares the losses' * (table == 'layers')}") from None
+            continue
         except GradflowError:
             if not missing_ok:
                 raise

@@ -27,6 +27,10 @@ class NotVaried(GradflowError):
     runs left out (stale ones) may be what it lacks."""
 
 
+class NoRows(GradflowError):
+    """A results folder whose runs hold no row of the table a figure needs (no probed step, no probe=full)."""
+
+
 class CodeExited(Exception):
     """sys.exit called by a model's code (argparse's parse_args() at import, reading gradflow's own command
     line): an error of the run, recorded as failed, not the command's exit. It ended `gradflow run` silently

@@ -375,6 +375,25 @@ def _recorded(folder: Path, frozen: bool = False, steps: int = 20, model=None) -
     return folder
 
 
+def test_compare_beside_a_loop_that_probed_no_step_says_curves_compare_the_losses(tmp_path):
+    # a Recorder whose loop logged its losses and probed no step: compare's default profile said only that the
+    # folder "has no layers rows", not that the losses it holds compare
+    import torch
+
+    probed = _recorded(tmp_path / "probed" / "run0", steps=3)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    with pytest.warns(UserWarning, match="no step was recorded"), \
+            gradflow.Recorder(model, tmp_path / "logged" / "run0") as rec:
+        for step in range(3):
+            rec.log(step, train_loss=1.0 / (step + 1))
+    for kind in ("profile", "ratio"):
+        out = invoke("compare", probed.parent, tmp_path / "logged", "--kind", kind, "--out", tmp_path / "figs")
+        assert out.exit_code == 1 and "logged has no layers rows; --kind curves compares the losses" in out.output
+        assert len(out.output.strip().splitlines()) == 1, out.output
+    out = invoke("compare", probed.parent, tmp_path / "logged", "--kind", "curves", "--out", tmp_path / "figs")
+    assert out.exit_code == 0, out.output
+
+
 def test_a_grid_of_runs_that_logged_no_test_accuracy_names_its_default_value(tmp_path):
     # a loop of the user's own logs a train loss alone: the grid's default cells, the final test accuracy, were
     # refused as "value='final.test_acc' is not a column", a value the user never typed

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from gradflow.summary import runs_table
-from gradflow.errors import GradflowError, NotVaried, did_you_mean
+from gradflow.errors import GradflowError, NoRows, NotVaried, did_you_mean
 from gradflow.keys import (SEED_KEYS, between_sources, full_key, n_distinct, ordered_values, rows_with, run_names,
                            swept_keys)
 from gradflow.plots.labels import RATIOS, is_recurrent
@@ -103,7 +103,7 @@ def load_table(path: Path, table: str, include_stale: bool = False) -> pd.DataFr
                 raise GradflowError(f"{path} has no jacobian rows: Jacobian spectra are recorded for "
                                     f"model={JACOBIAN_MODEL} only, and its runs are model={', '.join(sorted(models))}")
         how = f"; run with {OPTIONAL_TABLES[table]}" if table in OPTIONAL_TABLES else ""
-        raise GradflowError(f"{path} has no {table} rows{how}")
+        raise NoRows(f"{path} has no {table} rows{how}")
     return df
 
 
