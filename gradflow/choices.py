@@ -14,6 +14,9 @@ INIT_KEYS = {"init.gain": GAIN_INITS, "init.mode": ("kaiming_uniform", "kaiming_
              "init.sw2": ("meanfield",), "init.sb2": ("meanfield",)}
 CHOICE_KEYS = {**{key: ("init.name", names) for key, names in INIT_KEYS.items()},
                "model.forget_bias": ("model.name", ("lstm",))}
+# the string keys that hold a number or a word (model.alpha=inv_sqrt_depth, data.scale=qstar): typed str in the
+# schema for the word, so a config.yaml holds their numbers as strings ('1.0'), which a page showing it unquotes
+NUMBER_OR_WORD_KEYS = ("model.alpha", "data.scale")
 NORM_EPS = 1e-5  # norm.eps's default (NormConfig's), which a run's identity keeps where no layer reads it
 # the defaults of the other CONDITIONAL_KEYS that the schema's dataclasses hold
 PROBE_POINTS, JACOBIAN_INPUTS, NORM_KIND = 30, 4, "layernorm"
@@ -109,5 +112,16 @@ def settings(flat: dict[str, Any]) -> dict[str, Any]:
 def identity(flat: dict[str, Any]) -> dict[str, Any]:
     """What a run's config hash is taken over: its settings, with each of CONDITIONAL_KEYS it does not read
     at its default. Every run recorded those keys before `settings` left the unread ones out (and refused
-    any other value), so the hash keeps them: without them, every finished run would be redone."""
-    return {**flat, **{key: default for key, (_, default, _) in CONDITIONAL_KEYS.items() if unread(key, flat)}}
+    any other value), so the hash keeps them: without them, every finished run would be redone. A number
+    of NUMBER_OR_WORD_KEYS counts as the number it is (model.alpha=1 is model.alpha=1.0, one run)."""
+    numbers = {k: same_number(flat[k]) for k in NUMBER_OR_WORD_KEYS if k in flat}
+    return {**flat, **numbers,
+            **{key: default for key, (_, default, _) in CONDITIONAL_KEYS.items() if unread(key, flat)}}
+
+
+def same_number(value: Any) -> Any:
+    """A NUMBER_OR_WORD_KEYS value as one text per number ('1', '1.0' and '1e0' are '1.0'); a word as it is."""
+    try:
+        return repr(float(value)) if isinstance(value, str) else value
+    except ValueError:
+        return value

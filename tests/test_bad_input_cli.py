@@ -179,6 +179,10 @@ CASES = [
     (["sweep", "model=glob(zz*)"], "model=glob(zz*) matches none of model's choices"),
     (["sweep", "seed=glob(*)"], "seed=glob(*) selects no value: glob() picks among a config group's choices"),
     (["sweep", "model.depth=2,02"], "the sweep points model.depth=2 and model.depth=02 are the same run"),
+    # a number of a key that takes a word too: two folders of one run
+    (["sweep", "model.skip=residual", "model.alpha=1,1.0"], "the sweep points model.alpha=1 and model.alpha=1.0 are "
+                                                            "the same run"),
+    (["sweep", "data.scale=2,2.0"], "the sweep points data.scale=2 and data.scale=2.0 are the same run"),
     (["sweep", "model.depth=2,3", "name=a,b"], "name=a,b is several names; a sweep writes one study: give one"),
     # a group given a list composed every file of it, the last winning: init=[standard,kaiming_normal] ran
     # kaiming_normal in a folder named for both; model=[mlp,cnn] was OmegaConf's merge error, init=null Hydra's

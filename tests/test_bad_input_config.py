@@ -326,7 +326,9 @@ def test_one_setting_written_two_ways_is_one_run_folder_of_single_runs(cli, resu
     from gradflow import store
 
     small = ["threads=1", G, "train.steps=2", f"results={results}", "name=q"]
-    for first, second in (("model.depth=2", 'model.depth="2"'), ("optim.lr=1e-2", "optim.lr=0.01")):
+    # (model.alpha and data.scale, strings in the schema for their words, hold numbers too: alpha=1 is alpha=1.0)
+    for first, second in (("model.depth=2", 'model.depth="2"'), ("optim.lr=1e-2", "optim.lr=0.01"),
+                          ("data.scale=2", "data.scale=2.0")):
         assert cli("run", *small, first).exit_code == 0
         job = results / "q" / job_name([first, G, "train.steps=2"])
         staged = store.staging_dir(job)  # (a replacement's hidden folder, left by a killed process: not taken)
@@ -336,9 +338,19 @@ def test_one_setting_written_two_ways_is_one_run_folder_of_single_runs(cli, resu
         shutil.rmtree(staged)
     folders = sorted(p.name for p in (results / "q").iterdir() if p.is_dir())
     assert folders == sorted([job_name(["model.depth=2", G, "train.steps=2"]),
-                              job_name(["optim.lr=1e-2", G, "train.steps=2"])]), folders
+                              job_name(["optim.lr=1e-2", G, "train.steps=2"]),
+                              job_name(["data.scale=2", G, "train.steps=2"])]), folders
     assert cli("run", *small, "model.depth=3").exit_code == 0  # (other settings: a folder of their own)
-    assert len([p for p in (results / "q").iterdir() if p.is_dir()]) == 3
+    assert len([p for p in (results / "q").iterdir() if p.is_dir()]) == 4
+
+
+def test_a_conditional_key_at_its_default_written_otherwise_is_no_change(cli, results):
+    # model.alpha=1 of a net without skips is its default, 1.0: it was refused as a change ("does not apply to
+    # this run ... or set model.alpha=1 (its default)"), where model.alpha=2 is one
+    small = ["threads=1", G, "train.steps=0", f"results={results}", "name=a"]
+    assert cli("run", *small, "model.alpha=1").exit_code == 0
+    out = cli("run", *small, "model.alpha=2")
+    assert out.exit_code == 1 and "model.alpha=2 does not apply to this run" in out.output, out.output
 
 
 # --- bounds at their edges (a mutation audit: each test fails where the bound moves by one) ---------------

@@ -17,7 +17,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from gradflow.choices import CHOICE_KEYS, JACOBIAN_INPUTS, NORM_EPS, NORM_KIND, PROBE_POINTS
+from gradflow.choices import CHOICE_KEYS, JACOBIAN_INPUTS, NORM_EPS, NORM_KIND, NUMBER_OR_WORD_KEYS, PROBE_POINTS
 from gradflow.errors import GradflowError, shorten
 from gradflow.overrides import job_name
 
@@ -365,10 +365,6 @@ def _resolver(fn):
 for _op, _fn in ARITHMETIC.items():
     OmegaConf.register_new_resolver(f"gf.{_op}", _resolver(_fn), replace=True)
 
-
-# the string keys that hold a number or a word (model.alpha=inv_sqrt_depth, data.scale=qstar): typed str in the
-# schema for the word, so a config.yaml holds their numbers as strings ('1.0'), which a page showing it unquotes
-NUMBER_OR_WORD_KEYS = ("model.alpha", "data.scale")
 
 
 def number_in(text: str) -> float:

@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from gradflow.choices import CHOICE_KEYS, CONDITIONAL_KEYS, RECURRENT, unread
+from gradflow.choices import CHOICE_KEYS, CONDITIONAL_KEYS, RECURRENT, same_number, unread
 from gradflow.config.device import check_device_name, resolve_device
 from gradflow.config.schema import (
     ARITHMETIC, DATA_SCHEMAS, FIXED_SCHEMAS, GRADCHECK_MODES, GROUP_SCHEMAS, INIT_CHOICES, LN_CHOICES, MLP_VARIANTS,
@@ -294,7 +294,7 @@ def _conditional(cfg, overruled: frozenset[str]) -> None:
     flat = {k: str(list(v)) if isinstance(v, list) else v for k, v in values.items()}  # (as store.flatten has it)
     for key, (_, default, _) in CONDITIONAL_KEYS.items():
         why = key not in overruled and unread(key, flat)
-        if why and key in flat and flat[key] != default:
+        if why and key in flat and same_number(flat[key]) != same_number(default):  # (model.alpha=1 is its 1.0)
             value = values[key]
             raise GradflowError(f"{key}={show_value(list(value) if isinstance(value, list) else value, key)} does not "
                                 f"apply to this run: {why}; leave it out, or set {key}={default} (its default) "
