@@ -150,6 +150,10 @@ CASES = [
     case("model=resnet model.widths=[16,32]", "model.widths", "resnet-two-stages"),
     case("model=resnet model.variant=fixup model.skip=none", "model.variant", "resnet-plain-fixup"),
     case("model=resnet norm=layernorm", "norm=layernorm", "resnet-layernorm"),
+    # the batchnorm variant's own norm, named again: the same net as norm=none, a second row of ls that read as
+    # one without batch norm (a sweep model=mlp,resnet norm=none,batchnorm)
+    case("model=resnet norm=batchnorm", "norm=batchnorm does not apply to model=resnet: its normalization is "
+                                        "model.variant (batchnorm | fixup | skipinit; here batchnorm)", "resnet-batchnorm"),
     case("model=resnet model.variant=bogus", "model.variant", "resnet-variant-unknown"),
     case("init=kaiming_normal init.mode=fan_avg", "init.mode", "kaiming-mode"),
     case("probe.layer_jacobians=true", "probe.layer_jacobians", "layer-jacobians-alone"),

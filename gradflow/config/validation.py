@@ -336,9 +336,9 @@ def _resnet(m, norm: str) -> None:
     if len(m.widths) != 3 or min(m.widths) < 1 or max(m.widths) > MAX_WIDTH:
         raise GradflowError(f"model.widths={show_value(list(m.widths))} must list three stages' filters, "
                             f"each 1 to {MAX_WIDTH}, e.g. [16, 32, 64]")
-    if norm not in ("none", m.variant):
+    if norm != "none":  # (norm=batchnorm beside the batchnorm variant too: one net under two names, two rows of ls)
         raise GradflowError(f"norm={norm} does not apply to model=resnet: its normalization is "
-                            "model.variant (batchnorm | fixup | skipinit); leave norm=none")
+                            f"model.variant (batchnorm | fixup | skipinit; here {m.variant}); leave norm=none")
     if m.skip != "residual" and m.variant != "batchnorm":
         raise GradflowError(f"model.variant={m.variant} needs model.skip=residual (its branches start at "
                             "zero, which would cut a plain net); use model.variant=batchnorm for a plain net")
