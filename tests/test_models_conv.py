@@ -492,6 +492,22 @@ def test_recurrent_weights_take_model_gain_and_input_weights_the_init_scheme(kin
 
 
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_meanfield_init_draws_a_recurrent_cells_input_bias_with_variance_sb2(kind):
+    # the run said init.sb2=0.9 and every cell bias was 0: only the head's was drawn
+    forget = ["model.forget_bias=2"] if kind == "lstm" else []
+    net = _model(f"model={kind}", "init=meanfield", "init.sb2=0.9", "model.hidden=256", *forget,
+                 input_shape=(6, 20), n_classes=3)
+    b_ih = net.cell.bias_ih.detach()
+    gates = b_ih.split(256)
+    drawn = torch.cat([g for i, g in enumerate(gates) if not (kind == "lstm" and i == 1)])
+    assert drawn.var().item() == pytest.approx(0.9, rel=0.15)
+    assert torch.count_nonzero(net.cell.bias_hh) == 0
+    if kind == "lstm":  # (the forget gate's: model.forget_bias)
+        assert torch.all(gates[1] == 2.0)
+    assert torch.count_nonzero(_rnn(f"model={kind}", "init=lecun_normal").cell.bias_ih) == 0  # (other schemes: 0)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
 def test_init_keep_leaves_the_input_weights_as_torch_draws_them(kind):
     """init=keep is "the model's own init": torch's cells draw U(-1/sqrt(hidden), 1/sqrt(hidden)), whose
     variance is 1 / (3 hidden) (it said `init='keep' is not a known scheme` for every recurrent family);

@@ -46,7 +46,9 @@ class Recurrent(nn.Module):
     @torch.no_grad()
     def post_init(self, cfg) -> None:
         """Input weights by the `init` scheme (per gate; init=keep leaves torch's), recurrent weights by
-        `model.recurrent_init` x `model.gain`; biases 0 except the LSTM forget gate (`model.forget_bias`)."""
+        `model.recurrent_init` x `model.gain`; biases 0 except the LSTM forget gate (`model.forget_bias`) and,
+        under init=meanfield, the input bias b_ih ~ N(0, init.sb2), as a feed-forward layer's (b_hh stays 0:
+        the two add, and the pre-activation's bias variance is sb2, the mean-field theory's)."""
         from gradflow.models.init import init_layer
 
         m = cfg.model
@@ -61,6 +63,8 @@ class Recurrent(nn.Module):
             else:
                 block.normal_(0.0, m.gain / math.sqrt(self.hidden))
         self.cell.bias_ih.zero_()
+        if cfg.init.name == "meanfield":
+            self.cell.bias_ih.normal_(0.0, math.sqrt(cfg.init.sb2))
         self.cell.bias_hh.zero_()
         if self.kind == "lstm":  # gates are ordered (input, forget, cell, output)
             self.cell.bias_ih[self.hidden : 2 * self.hidden] = m.forget_bias
