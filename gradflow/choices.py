@@ -73,6 +73,25 @@ def norm_kind_unread(flat: dict[str, Any]) -> str | None:
     return None
 
 
+def scalars_unread(flat: dict[str, Any]) -> str | None:
+    """Why a model has no scalar (0-d) parameter for optim.scalar_lr_factor to set the rate of (None where it
+    has: Fixup's biases and multipliers, SkipInit's alpha; or where it may, a custom model's own)."""
+    model, learnable = flat.get("model.name"), flat.get("model.alpha") == "learnable"
+    if model in ("mlp", "cnn"):
+        if flat.get("model.variant") == "fixup" or (learnable and flat.get("model.skip") == "residual"):
+            return None
+        return ("it has no scalar parameter (model.variant=fixup, or model.alpha=learnable with "
+                "model.skip=residual, gives it some)")
+    if model == "resnet":
+        return None if flat.get("model.variant") in ("fixup", "skipinit") else \
+            "model.variant=batchnorm has no scalar parameter (fixup and skipinit have)"
+    if model == "transformer":
+        return None if learnable else "it has no scalar parameter (model.alpha=learnable gives it some)"
+    if model in RECURRENT:
+        return f"model={model} has no scalar parameter"
+    return None  # (a custom model: its own parameters, which may be scalars)
+
+
 # keys a run reads only where others say so: key -> (the keys that say so, its default, why a run, as its
 # flat config, does not read it: None where it does). A value set for a run that does not read the key is
 # refused (`gradflow run`), except in a sweep point: norm=none,batchnorm norm.eps=1e-3 sets it where read
@@ -84,6 +103,7 @@ CONDITIONAL_KEYS = {
     "probe.points": (("probe.every",), PROBE_POINTS, points_unread),
     "probe.jacobian_inputs": (("probe.jacobian",), JACOBIAN_INPUTS, jacobian_unread),
     "model.norm_kind": (("model.name", "model.ln"), NORM_KIND, norm_kind_unread),
+    "optim.scalar_lr_factor": (("model.name",), 1.0, scalars_unread),
 }
 
 

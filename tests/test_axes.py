@@ -219,6 +219,7 @@ def test_scalar_parameters_take_their_own_rate(name):
     from gradflow.train import make_optimizer, make_schedule
 
     cfg = compose([f"optim={name}", "optim.lr=1.0", "optim.scalar_lr_factor=0.1", "optim.warmup=2",
+                   "model.skip=residual", "model.alpha=learnable",  # (a net with a scalar parameter, which reads it)
                    *(["optim.momentum=0"] if name == "sgd" else [])])
     vector, scalar = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(()))
     opt = make_optimizer([scalar, vector], cfg.optim)

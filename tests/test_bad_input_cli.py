@@ -179,6 +179,10 @@ CASES = [
     (["sweep", "model=glob(zz*)"], "model=glob(zz*) matches none of model's choices"),
     (["sweep", "seed=glob(*)"], "seed=glob(*) selects no value: glob() picks among a config group's choices"),
     (["sweep", "model.depth=2,02"], "the sweep points model.depth=2 and model.depth=02 are the same run"),
+    # the rate of scalar parameters, where the net has none: a setting without effect
+    (["run", "optim.scalar_lr_factor=0.1"], "optim.scalar_lr_factor=0.1 does not apply to this run: it has no scalar "
+                                            "parameter (model.variant=fixup, or model.alpha=learnable with"),
+    (["sweep", "model.depth=2,3", "optim.scalar_lr_factor=0.1"], "no point of this sweep takes optim.scalar_lr_factor"),
     # a number of a key that takes a word too: two folders of one run
     (["sweep", "model.skip=residual", "model.alpha=1,1.0"], "the sweep points model.alpha=1 and model.alpha=1.0 are "
                                                             "the same run"),

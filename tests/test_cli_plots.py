@@ -1573,10 +1573,11 @@ def test_compare_names_the_few_keys_only_one_init_sets_and_says_differences_by_t
 # --- step 0: keys that act on the updates alone -----------------------------------------------------
 STEP0_RUN = [*SMALL, "model.depth=3", "model.activation=tanh"]
 # each key that acts on the updates alone (`style.update_only`) set away from its default, one run each
+SCALARS = ["model.skip=residual", "model.alpha=learnable"]  # a net with a scalar parameter (optim.scalar_lr_factor's)
 UPDATE_ONLY_RUNS = {
     "optim.lr": ["optim.lr=0.7"], "optim.momentum": ["optim.momentum=0"],
     "optim.weight_decay": ["optim.weight_decay=0.1"], "optim.warmup": ["optim.warmup=3"],
-    "optim.schedule": ["optim.schedule=cosine"], "optim.scalar_lr_factor": ["optim.scalar_lr_factor=0.1"],
+    "optim.schedule": ["optim.schedule=cosine"], "optim.scalar_lr_factor": [*SCALARS, "optim.scalar_lr_factor=0.1"],
     "optim.milestones": ["optim.schedule=step", "optim.milestones=[2]"],
     "optim.gamma": ["optim.schedule=step", "optim.milestones=[1]", "optim.gamma=0.5"],
     "optim.name": ["optim=adam"], "optim.betas": ["optim=adam", "optim.betas=[0.5,0.6]"],
@@ -1618,14 +1619,16 @@ def test_the_keys_a_step0_figure_draws_as_one_change_nothing_measured_at_step_0(
     assert of_update == ["update_ratio"] and {"grad_norm", "signal_norm", "act_std"} <= set(measured)
     keys = set()
     for key, overrides in UPDATE_ONLY_RUNS.items():
-        assert all(update_only(o.split("=")[0]) or o.startswith("optim=") for o in overrides)
+        model = [o for o in overrides if o in SCALARS]  # (the net the key applies to, measured without it too)
+        assert all(update_only(o.split("=")[0]) or o.startswith("optim=") for o in overrides if o not in model)
+        ref = _step0(run_job(*STEP0_RUN, *model, name=f"{key}-base")) if model else before
         job = run_job(*STEP0_RUN, *overrides, name=key)
         after = _step0(job)
-        np.testing.assert_array_equal(after.loc[measured].to_numpy(), before.loc[measured].to_numpy(), err_msg=key)
+        np.testing.assert_array_equal(after.loc[measured].to_numpy(), ref.loc[measured].to_numpy(), err_msg=key)
         keys |= {k for k in config_columns(gradflow.load(job)) if update_only(k)}
         if key in ("optim.lr", "optim.name", "train.grad_clip", "train.clip_value", "optim.weight_decay"):
             # (each did act at step 0: on the update, after the probes read the gradient)
-            assert not np.allclose(after.loc[of_update].to_numpy(), before.loc[of_update].to_numpy()), key
+            assert not np.allclose(after.loc[of_update].to_numpy(), ref.loc[of_update].to_numpy()), key
     assert keys <= set(UPDATE_ONLY_RUNS), keys - set(UPDATE_ONLY_RUNS)  # every such key a run has was tried
     for control in ("train.batch_size=16", "seed=3"):  # (keys that do change step 0)
         after = _step0(run_job(*STEP0_RUN, control, name=control.split("=")[0]))
