@@ -286,6 +286,10 @@ def _refuse_values(o: str, key: str, parsed, command: str) -> None:
     if isinstance(parsed.value(), IntervalSweep):  # (Hydra's sweepers cannot list one: a traceback)
         raise GradflowError(f"{shorten(o, 60)} is a continuous interval, which a grid cannot list; give the "
                             "values (a,b,c) or range(start,stop[,step])")
+    for number in _EXPONENT.findall(o.split("=", 1)[1] if "=" in o else ""):  # (1e400 is inf: config's _finite)
+        if float(number) == 0 and float(re.split("[eE]", number)[0]) != 0:  # (it ran at lr 0, learning nothing)
+            raise GradflowError(f"{key}={number} is below the smallest float (about 5e-324) and reads as 0; "
+                                "write 0 where 0 is meant")
     if isinstance(parsed.value(), RangeSweep) and parsed.value().step == 0:
         raise GradflowError(f"{shorten(o, 60)} has a step of 0: range(start,stop[,step]) needs a step other "
                             "than 0, e.g. range(1,9,2)")
@@ -307,6 +311,9 @@ def _refuse_values(o: str, key: str, parsed, command: str) -> None:
                    else "give one value")
         raise GradflowError(f"{shorten(o, 60)} is several values, and `gradflow {command}` {_does(command)} one "
                             f"network: {instead} (a text with commas is quoted: key='a,b')")
+
+
+_EXPONENT = re.compile(r"(?<![\w.])[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+(?![\w.])")  # a number with an exponent
 
 
 def _a_bool(value) -> bool:

@@ -56,6 +56,9 @@ CASES = [
     (["run", "init=kaiming_normal", "init.mode=sideways"], "init.mode"),
     (["run", "init=meanfield", "init.sw2=-1"], "init.sw2=-1"),
     (["run", "optim.lr=-1"], "optim.lr=-1"),
+    # a number below the smallest float reads as 0 (1e400 as inf is config's): it ran at lr 0, learning nothing
+    (["run", "optim.lr=1e-400"], "optim.lr=1e-400 is below the smallest float (about 5e-324) and reads as 0"),
+    (["sweep", "optim.lr=1e-3,1e-400"], "optim.lr=1e-400 is below the smallest float"),
     (["run", "optim.schedule=weird"], "optim.schedule=weird"),
     (["run", "train.steps=-1"], "train.steps=-1"),
     (["run", "train.steps=abc"], "train.steps"),
