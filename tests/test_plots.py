@@ -1731,6 +1731,29 @@ def test_no_mean_field_line_for_tanh_without_bias_and_relu_keeps_its_signal_line
         assert "theory" not in figures.profile(relu, "signal_norm", step=step).data, step
 
 
+def test_the_weight_gradients_line_is_left_out_where_the_correlation_map_is_slow_and_the_legend_says_so():
+    """A batch's weight gradient sums its examples: its norm carries their correlations, which move on the scale
+    xi_c. The 60-layer edge-of-chaos preset at sigma_w^2 = 1.5 (xi_c = 15.8) measured 2.6x below its line at the
+    input, 1.25x at sigma_w^2 = 4 (xi_c = 7.0). The signal's line (per example) is drawn at both."""
+    from gradflow import theory
+    from gradflow.plots.meanfield import WEIGHT_LINE_XI_C
+
+    def drawn(sw2, quantity):
+        cfg = config(20, "tanh", 1, **{"init.name": "meanfield", "init.sw2": sw2, "init.sb2": 0.05})
+        fig = figures.profile(fabricate([cfg])[0], quantity, step=0)
+        return fig.data.get("theory"), legend_texts(fig)
+
+    assert theory.point("tanh", 1.5, 0.05).xi_c > WEIGHT_LINE_XI_C > theory.point("tanh", 4.0, 0.05).xi_c
+    line, texts = drawn(1.5, "grad_norm")
+    assert line is None and any(t.startswith("no mean-field line where ξ_c > 8") for t in texts), texts
+    line, texts = drawn(4.0, "grad_norm")
+    assert line is not None and not any(t.startswith("no mean-field line") for t in texts), texts
+    for sw2 in (1.5, 4.0):
+        line, texts = drawn(sw2, "signal_norm")
+        assert line["chi1"].iloc[0] == pytest.approx(theory.point("tanh", sw2, 0.05).chi1)
+        assert not any(t.startswith("no mean-field line") for t in texts), texts
+
+
 def test_ratio_of_the_back_propagated_signal(sweep):
     layers, _, runs = sweep
     fig = figures.ratio(layers, "init", quantity="signal_norm")

@@ -25,11 +25,31 @@ def _predict(config: Mapping[str, Any], cache: dict) -> Any:
     return cache[key]
 
 
+# the weight gradient's line only where the correlation map settles within this many layers (ours): a batch's
+# dL/dW_l = (1/B) sum_b signal_b activation_b^T sums its examples, so its norm also carries their correlations,
+# which move with depth on the scale xi_c, not chi1. Measured on a 60-layer width-500 tanh net at q* (the
+# edge-of-chaos preset, 512 Gaussian inputs), the line at the input over the measured value: 1.6 and 1.25 where
+# xi_c = 3.6 and 7.0 (sigma_w^2 = 1 and 4; over 4 decades and 3.5), 2.6, 2.3 and 2.7 where it is 15.8, 25 and
+# inf (1.5, 2 and 1.76, the edge; over 1 decade or less). The signal's line (per example, the chi1 fit's
+# quantity) holds at all of them.
+WEIGHT_LINE_XI_C = 8.0
+
+
+def weight_line_left(config: Mapping[str, Any], cache: dict) -> bool:
+    """Whether the weight gradient's line is left out for the correlations alone (xi_c > WEIGHT_LINE_XI_C at a
+    finite, nonzero q*, where it would otherwise be drawn): a figure says so."""
+    from gradflow import theory
+
+    mf = _predict(config, cache)
+    return mf is not None and theory.Q_STAR_ZERO < float(getattr(mf, "q_star", math.nan)) < math.inf and \
+        math.isfinite(float(mf.chi1)) and float(mf.chi1) > 0 and not float(mf.xi_c) <= WEIGHT_LINE_XI_C
+
+
 def chi1_for(config: Mapping[str, Any], weight_gradient: bool, cache: dict) -> float | None:
     """The predicted chi1 for a group, if the prediction applies to what is drawn: the back-propagated
     signal where `theory.signal_law_applies`; the weight gradient dL/dW_l = signal_l x activation_(l-1)
     only at a finite, nonzero q* (elsewhere the activation norm changes per layer too and can cancel the
-    signal's trend)."""
+    signal's trend) and xi_c <= WEIGHT_LINE_XI_C (`weight_line_left`)."""
     from gradflow import theory
 
     mf = _predict(config, cache)
@@ -40,7 +60,7 @@ def chi1_for(config: Mapping[str, Any], weight_gradient: bool, cache: dict) -> f
         return None
     q_star = float(getattr(mf, "q_star", math.nan))
     if theory.Q_STAR_ZERO < q_star < math.inf:
-        return chi1
+        return None if weight_gradient and weight_line_left(config, cache) else chi1
     if weight_gradient:
         return None
     return chi1 if theory.signal_law_applies(str(config.get("model.activation")), q_star, chi1) else None

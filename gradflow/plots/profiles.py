@@ -21,7 +21,7 @@ from gradflow.keys import n_distinct, not_swept_together, ordered_values, rows_w
 from gradflow.plots.labels import (
     QUANTITIES, THEORY_QUANTITIES, Label, blocks, layer_axis, point_word, set_title, value_label,
 )
-from gradflow.plots.meanfield import chi1_for
+from gradflow.plots.meanfield import WEIGHT_LINE_XI_C, chi1_for, weight_line_left
 from gradflow.plots.series import (
     Series, at_step, check_key, collect_series, ended_early, ended_here, ended_text, parse_step, pick_run, require,
     sort_series,
@@ -93,7 +93,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
     cache: dict = {}
     everything: list[Series] = []
     skipping = False  # some series drawn with a mark at each point (it skips probe points)
-    theory_drawn = False
+    theory_drawn = theory_left = False  # theory_left: a weight-gradient line left out for the correlations
     stream = _stream_points(df)
     headed = False  # some panel's heads marked (_mark_heads)
     for ax, title, sub in zip(axes, titles, panels):
@@ -108,6 +108,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
             skipping |= _draw_profile_line(ax, s, palette, lw, alpha, stream)
             if theory and quantity in THEORY_QUANTITIES:
                 theory_drawn |= _theory_profile(ax, s, quantity, palette.color_of(s.config), lw, cache)
+                theory_left |= quantity == "grad_norm" and weight_line_left(s.config, cache)
         if marked is not None:
             headed |= _mark_heads(ax, series, _of_runs(layers, sub), palette)
         note_if_empty(ax, series)
@@ -136,7 +137,11 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
                     Line2D([], [], color="0.2", lw=1.0, alpha=STREAM_FAINT, label="points inside the blocks")]
     if headed:
         handles += [Line2D([], [], color="0.2", ls="none", marker=HEAD_MARK, ms=9, label=HEAD_LABEL)]
-    legend(fig, handles + extra_handles(everything, label.log, theory_drawn), title)
+    extras = extra_handles(everything, label.log, theory_drawn)
+    if theory_left:  # (a line per run but some: said, where the reader would look for the missing ones)
+        extras += [Line2D([], [], color="none", label=f"no mean-field line where ξ_c > {WEIGHT_LINE_XI_C:g}:\n"
+                                                       "the batch's correlations move it;\n--quantity signal_norm")]
+    legend(fig, handles + extras, title)
     drawn = df.drop_duplicates([c for c in ("source", "run") if c in df.columns])["run"]
     extra = [step_text, ended_text(ended, drawn.astype(str).tolist()), init_note(k.inert)]
     extra += unshown_notes(also, between)
