@@ -20,7 +20,7 @@ import pandas as pd
 from gradflow import store
 from gradflow.errors import GradflowError, NoRows, did_you_mean
 from gradflow.keys import config_columns, n_distinct, ordered_values, swept_keys, vkey
-from gradflow.columns import RESULT_COLUMNS, limit_only
+from gradflow.columns import RESULT_COLUMNS, limit_marks
 
 # the numbers compared per source: column, row label, how two sources differ ("ratio" or "diff")
 # (column, its label: the header ls shows it under, how two sources' values are compared)
@@ -177,7 +177,7 @@ def comparison(runs: pd.DataFrame, sources: Sequence[str], by: Sequence[str]) ->
             for col, _, _ in COMPARED:
                 row[col] = _median(g[col]) if col in g.columns and len(g) else math.nan
             # (chi1 theory of the q* = 0 limit, tanh under Xavier: marked as ls marks it)
-            row[LIMIT] = bool(len(g)) and "chi1_theory" in g.columns and any(limit_only(r) for _, r in g.iterrows())
+            row[LIMIT] = any(limit_marks(g))
             rows.append(row)
     return pd.DataFrame(rows)
 

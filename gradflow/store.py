@@ -21,6 +21,7 @@ and a run that is not part of its folder's current sweep spec is `stale`.
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -895,14 +896,25 @@ def pid_alive(pid: int) -> bool:
 
 
 def sweep_spec(study: Path) -> dict | None:
-    """The study's sweep.yaml (its identity), or None for a folder of single runs."""
+    """The study's sweep.yaml (its identity), or None for a folder of single runs. Read once per version of
+    the file in a process (a view reads it from several places: a 1000-run sweep's, 43 kB, took 35 ms a read
+    in pure-Python YAML; a copy is returned, which the caller may change)."""
     import yaml
 
+    file = Path(study) / SWEEP_FILE
     try:
-        spec = yaml.safe_load((Path(study) / SWEEP_FILE).read_text())
+        st = file.stat()
+        key = (str(file.resolve()), st.st_mtime_ns, st.st_size)
+        if key not in _SPECS:
+            _SPECS.clear() if len(_SPECS) > 256 else None
+            _SPECS[key] = yaml.load(file.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, yaml.YAMLError):
         return None
-    return spec if isinstance(spec, dict) else None
+    spec = _SPECS[key]
+    return copy.deepcopy(spec) if isinstance(spec, dict) else None
+
+
+_SPECS: dict[tuple, object] = {}  # sweep_spec's: (file, mtime, size) -> what it read
 
 
 def spec_files(path: Path) -> list[tuple[Path, dict | None]]:

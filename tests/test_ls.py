@@ -1525,3 +1525,38 @@ def test_a_measured_chi1_shows_beside_its_theory_or_neither_does(tmp_path):
             if shown["meas"] != shown["theory"]:
                 split.append((sort, width))
     assert not split, split
+
+
+def test_the_table_measures_each_column_once_not_once_per_cell():
+    # each cell asked its column's width, itself a pass over every cell: a 4000-run `ls` spent 16 of 26 s there
+    from gradflow.cli.ls import render
+    from gradflow.columns import Column
+
+    asked = []
+
+    class Counted(Column):
+        @property
+        def width(self) -> int:
+            asked.append(self.key)
+            return super().width
+
+    rows = 300
+    columns = [Counted(k, k, 1.0, [f"{k}{i}" for i in range(rows)], numeric=False) for k in ("a", "b", "c")]
+    text = render(columns, rows)
+    assert len(text.splitlines()) == rows + 2 and text.splitlines()[-1].split() == ["a299", "b299", "c299"]
+    assert len(asked) <= 2 * len(columns), len(asked)  # (a header's words may ask again: never a row's cells)
+
+
+def test_a_sweep_spec_read_twice_is_the_file_as_it_is_now(tmp_path):
+    # sweep.yaml is read once per version of the file: a changed file is read again, and a caller that
+    # changes what it was given changes no other caller's copy
+    study = tmp_path / "s"
+    study.mkdir()
+    (study / store.SWEEP_FILE).write_text("command: a\nruns: {x: '1'}\n")
+    first = store.sweep_spec(study)
+    first["runs"]["y"] = "2"
+    assert store.sweep_spec(study) == {"command": "a", "runs": {"x": "1"}}
+    (study / store.SWEEP_FILE).write_text("command: bb\nruns: {x: '1'}\n")
+    assert store.sweep_spec(study)["command"] == "bb"
+    (study / store.SWEEP_FILE).write_text("[not, a, spec]\n")
+    assert store.sweep_spec(study) is None

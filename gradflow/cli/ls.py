@@ -261,19 +261,20 @@ def render(columns: list[Column], n_rows: int, title: str = "") -> str:
     Headers sit on their last lines, numbers align right, status is coloured."""
     sep = " " * SEP
     headers = [c.header().split("\n") for c in columns]
+    widths = [c.width for c in columns]  # (each a pass over its cells: once, not once per cell)
     depth = max((len(h) for h in headers), default=1)
     lines = [title] if title else []
     for k in range(depth):
         cells = []
-        for c, h in zip(columns, headers):
+        for c, h, width in zip(columns, headers, widths):
             text = h[k - depth + len(h)] if k >= depth - len(h) else ""
-            cells.append(text.rjust(c.width) if c.numeric else text.ljust(c.width))
+            cells.append(text.rjust(width) if c.numeric else text.ljust(width))
         lines.append(escape(sep.join(cells).rstrip()))
-    lines.append("─" * (sum(c.width for c in columns) + SEP * (len(columns) - 1)))
+    lines.append("─" * (sum(widths) + SEP * (len(columns) - 1)))
     for i in range(n_rows):
         cells = []
-        for j, c in enumerate(columns):
-            cell = c.cells[i].rjust(c.width) if c.numeric else c.cells[i].ljust(c.width)
+        for j, (c, width) in enumerate(zip(columns, widths)):
+            cell = c.cells[i].rjust(width) if c.numeric else c.cells[i].ljust(width)
             if j == len(columns) - 1:
                 cell = cell.rstrip()  # (inside a status's colour markup, the line's rstrip cannot reach it)
             status = c.cells[i].rstrip(FLAGGED)  # ok*: ok, flagged
