@@ -959,6 +959,31 @@ def test_the_watcher_counts_a_run_as_ended_only_once_this_sweep_wrote_it(tmp_pat
     assert list(watcher.ended()) == ["model.depth=2"]
 
 
+def test_the_watcher_reads_a_run_json_again_only_once_it_changed(tmp_path):
+    # every look (each half second) read and parsed every ended run's run.json: 48 ms a look at 1000 runs
+    root = tmp_path / "results" / "s"
+    names = [f"model.depth={d}" for d in range(2, 6)]
+    plan = sweep_mod.Plan(root=root, overrides=[], swept=["model.depth"], launcher="basic",
+                          jobs=[sweep_mod.Job([n], n) for n in names])
+    read = []
+
+    class Counted(sweep_mod.Watcher):
+        def _ended(self, j, path):
+            read.append(j.name)
+            return super()._ended(j, path)
+
+    watcher = Counted(plan, lambda ended: None)
+    for n in names[:3]:
+        (root / n).mkdir(parents=True)
+        store.write_text(root / n / store.RUN_FILE, json.dumps({"status": "running"}))
+    store.write_text(root / names[0] / store.RUN_FILE, json.dumps({"status": "ok"}))
+    for _ in range(5):
+        assert list(watcher.ended()) == [names[0]]
+    assert sorted(read) == sorted(names[:3]), read  # (each once: none changed between the looks)
+    store.write_text(root / names[1] / store.RUN_FILE, json.dumps({"status": "failed", "error": "x"}))
+    assert list(watcher.ended()) == names[:2] and read.count(names[1]) == 2
+
+
 def test_a_sweep_named_by_option_and_by_a_later_name_override_is_refused(tmp_path):
     """`--name a name=a name=b`: the last name= counts, and it is not --name's: refused as named twice, not
     written to a. The same name given both ways is one name. (A bug this catches: the check reading the first name=.)"""
