@@ -172,7 +172,14 @@ def sweep_machinery() -> None:
     from gradflow.query import runs_view
     from gradflow.plots.standard import standard_figures
 
-    views = {"ls": runs_view, "plot": lambda root: standard_figures(root, store.figures_dir(root), "png")}
+    def listed(root: Path) -> None:  # what `gradflow ls` does: the table read, then drawn (into a capture)
+        from gradflow.cli.ls import show_runs
+
+        df, swept = runs_view(root)
+        with console.capture():
+            show_runs(df, swept, title=str(root))
+
+    views = {"ls": listed, "plot": lambda root: standard_figures(root, store.figures_dir(root), "png")}
     parallel = benchsweep.JOBLIB
     try:
         sweep_mod.check_launcher("joblib")
