@@ -888,7 +888,7 @@ def test_a_sources_legend_entry_names_first_the_keys_that_tell_it_from_each_othe
         "resid": {"init.name": "xavier_normal", "init.gain": 1.0, "model.activation": "tanh",
                   "model.skip": "residual"}}
     palette = Palette(df, "source")
-    assert [palette._label("source", s) for s in ("plain", "relu", "resid")] == [
+    assert [palette.label("source", s) for s in ("plain", "relu", "resid")] == [
         "plain (init=xavier_normal, model.skip=none, 1 more)", "relu (init=kaiming_normal, model.activation=relu, "
         "1 more)", "resid (init=xavier_normal, model.skip=residual, 1 more)"]
     # a choice's own key where nothing else tells two sources apart (both read init=xavier_normal)
@@ -896,7 +896,7 @@ def test_a_sources_legend_entry_names_first_the_keys_that_tell_it_from_each_othe
                                "relu": {"init.name": "xavier_normal", "init.gain": 2.0},
                                "resid": {"init.name": "kaiming_normal"}}
     palette = Palette(df, "source")
-    assert [palette._label("source", s) for s in ("plain", "relu", "resid")] == [
+    assert [palette.label("source", s) for s in ("plain", "relu", "resid")] == [
         "plain (init=xavier_normal, init.gain=1)", "relu (init=xavier_normal, init.gain=2)", "resid (init=kaiming_normal)"]
     # a folder named by its override says it once: `gradflow run init=standard` beside the default run
     df = pd.DataFrame({"source": ["default", "init=standard", "x/init=standard,model.depth=4"], "model.depth": 3})
@@ -904,10 +904,10 @@ def test_a_sources_legend_entry_names_first_the_keys_that_tell_it_from_each_othe
                                "x/init=standard,model.depth=4": {"init.name": "standard", "model.depth": 4,
                                                                  "model.width": 8}}
     palette = Palette(df, "source")
-    assert [palette._label("source", s) for s in df["source"]] == [
+    assert [palette.label("source", s) for s in df["source"]] == [
         "default (init=xavier_normal)", "init=standard", "x/init=standard,model.depth=4 (model.width=8)"]
     # (a legend's entry names it so, not by its plain label, "source=init=standard")
-    assert palette._label("source", "init=standard", "source=init=standard") == "init=standard"
+    assert palette.label("source", "init=standard", "source=init=standard") == "init=standard"
     # the same setting however the folder's name spells it: by the group, the whole key or its last part, and
     # the value as the same number
     names = ["init.name=standard,optim.lr=1e-3", "lr=0.01,init.gain=1.0", "c"]
@@ -915,7 +915,7 @@ def test_a_sources_legend_entry_names_first_the_keys_that_tell_it_from_each_othe
     df.attrs["source_keys"] = {names[0]: {"init.name": "standard", "optim.lr": 0.001},
                                names[1]: {"optim.lr": 0.01, "init.gain": 1.0}, "c": {"optim.lr": 0.1}}
     palette = Palette(df, "source")
-    assert [palette._label("source", s) for s in names] == [*names[:2], "c (optim.lr=0.1)"]
+    assert [palette.label("source", s) for s in names] == [*names[:2], "c (optim.lr=0.1)"]
 
 
 def _compare_at_80_columns(*args, out_dir: Path, width: int = 80, real: bool = False) -> tuple[str, list[str], str]:

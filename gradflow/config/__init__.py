@@ -10,6 +10,7 @@ beside composition, which it serves):
 `from gradflow.config import compose` (and the rest below) is the interface the other modules use.
 """
 
+from gradflow.choices import NUMBER_OR_WORD_KEYS
 from gradflow.config.composition import (
     compose, config_loader, copied, forget_parsed_overrides, hydra_compose, kept, override_parser, parsed_overrides,
     sets_plain_value, simple_override, split_structure)
@@ -17,7 +18,7 @@ from gradflow.config.device import DEVICE_ENV, DEVICE_NAMES, check_device_name, 
 from gradflow.config.messages import KEY_SYNONYMS, hydra_error_message, in_preset, key_of_another_choice
 from gradflow.config.schema import (
     CONF_DIR, DATA_SCHEMAS, EXPERIMENTS_DIR, GRADCHECK_MODES, GROUP_KEYS, GROUP_SCHEMAS, GROUPS,
-    INIT_CHOICES, INIT_SCHEMAS, MODEL_SCHEMAS, NUMBER_OR_WORD_KEYS, OPTIM_SCHEMAS, SECTIONS, UNREADABLE_EXPERIMENTS,
+    INIT_CHOICES, INIT_SCHEMAS, MODEL_SCHEMAS, OPTIM_SCHEMAS, SECTIONS, UNREADABLE_EXPERIMENTS,
     Config, DataConfig, GradcheckConfig, ModelConfig, NormConfig, OptimConfig, ProbeConfig, TrainConfig, bool_keys,
     choice_keys, choices_with_key, experiment_choices, group_choices, known_keys, list_keys, not_a_key_of, number_in)
 from gradflow.config.validation import (

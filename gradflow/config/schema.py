@@ -17,7 +17,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from gradflow.choices import CHOICE_KEYS, JACOBIAN_INPUTS, NORM_EPS, NORM_KIND, NUMBER_OR_WORD_KEYS, PROBE_POINTS
+from gradflow.choices import CHOICE_KEYS, JACOBIAN_INPUTS, NORM_EPS, NORM_KIND, PROBE_POINTS
 from gradflow.errors import GradflowError, shorten
 from gradflow.overrides import job_name
 

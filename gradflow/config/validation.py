@@ -11,11 +11,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from gradflow.choices import CHOICE_KEYS, CONDITIONAL_KEYS, RECURRENT, same_number, unread
+from gradflow.choices import CHOICE_KEYS, CONDITIONAL_KEYS, NUMBER_OR_WORD_KEYS, RECURRENT, same_number, unread
 from gradflow.config.device import check_device_name, resolve_device
 from gradflow.config.schema import (
     ARITHMETIC, DATA_SCHEMAS, FIXED_SCHEMAS, GRADCHECK_MODES, GROUP_SCHEMAS, INIT_CHOICES, LN_CHOICES, MLP_VARIANTS,
-    MODE_CHOICES, MODEL_SCHEMAS, NORM_CHOICES, NORM_FAMILIES, NORM_KINDS, NUMBER_OR_WORD_KEYS, OPTIM_SCHEMAS,
+    MODE_CHOICES, MODEL_SCHEMAS, NORM_CHOICES, NORM_FAMILIES, NORM_KINDS, OPTIM_SCHEMAS,
     RECURRENT_INITS, RESNET_VARIANTS, SKIP_CHOICES, GaussianDataConfig, number_in)
 from gradflow.errors import GradflowError, did_you_mean, shorten
 

@@ -417,7 +417,7 @@ def source_title(df: pd.DataFrame, v: Any, plain: str | None = None) -> str:
     """A compared source's panel title as its legend entry names it, with what sets it apart, "da
     (init=xavier_normal)" (compare --panels titled its panels "source=da" alone: nothing said the init);
     `plain` ("source=da" by default) where nothing does."""
-    return Palette(df, "source")._label("source", v, value_label("source", v) if plain is None else plain)
+    return Palette(df, "source").label("source", v, value_label("source", v) if plain is None else plain)
 
 
 LABEL_WIDTH = 36  # characters per legend line: a run id of many overrides must not squash the axes
