@@ -20,7 +20,7 @@ import pandas as pd
 from gradflow import store
 from gradflow.errors import GradflowError, NoRows, did_you_mean
 from gradflow.keys import config_columns, n_distinct, ordered_values, swept_keys, vkey
-from gradflow.columns import RESULT_COLUMNS, limit_marks
+from gradflow.columns import FLAGGED, RESULT_COLUMNS, limit_marks
 
 # the numbers compared per source: column, row label, how two sources differ ("ratio" or "diff")
 # (column, its label: the header ls shows it under, how two sources' values are compared)
@@ -29,6 +29,7 @@ COMPARED = tuple((c, RESULT_COLUMNS[c][0], how) for c, how in (
     ("chi1_measured", "diff"), ("chi1_theory", "diff"), ("final.train_loss", "diff"), ("final.train_acc", "diff"),
     ("final.test_acc", "diff")))  # (the training loss: a Recorder's loop may log nothing else)
 
+END_COLUMNS = ("grad_ratio.final", "final.train_loss", "final.train_acc", "final.test_acc")  # after training
 LIMIT = "chi1_limit"  # comparison's column: the cell's chi1 theory is only the q* = 0 limit's (columns.LIMIT_NOTE)
 
 # keys only some sources set (init.gain beside another init's init.mode), named one by one up to this many
@@ -174,8 +175,12 @@ def comparison(runs: pd.DataFrame, sources: Sequence[str], by: Sequence[str]) ->
                                            for st, n in g[store.STATUS].value_counts().items()) if len(g) else ""}
             if len(g):
                 row.update({k: g[k].iloc[0] for k in by})
+            # the end of training's numbers from the runs that ended ok, where some did: a diverged run's ratio
+            # end is its last finite step's, no end (its final metrics are none already)
+            well = g[g[store.STATUS].astype(str).str.rstrip(FLAGGED) == store.OK]
             for col, _, _ in COMPARED:
-                row[col] = _median(g[col]) if col in g.columns and len(g) else math.nan
+                runs = well if col in END_COLUMNS and len(well) else g
+                row[col] = _median(runs[col]) if col in runs.columns and len(runs) else math.nan
             # (chi1 theory of the q* = 0 limit, tanh under Xavier: marked as ls marks it)
             row[LIMIT] = any(limit_marks(g))
             rows.append(row)

@@ -1830,3 +1830,22 @@ def test_the_sources_differ_only_in_keys_each_holds_fixed():
                          "data.name": ["gaussian", "adding", "adding"], "data.n_train": [1000, 1024, 1024],
                          "model.depth": [2, 2, 3]})
     assert differing_keys(runs, ["a", "b"]) == {"model.depth": [2, 3]}
+
+
+def test_a_compared_cells_end_of_training_numbers_are_its_ok_runs_medians():
+    # a cell of an ok run and a diverged one: the train loss was the ok run's alone (the diverged run has none),
+    # while ratio end was the median of both, the diverged run's from its last finite step, no end
+    from gradflow import compare as matching
+
+    runs = pd.DataFrame([
+        {"run": "a/x", "source": "a", "status": "ok", "model.depth": 4, "grad_ratio.init": 1.0,
+         "grad_ratio.final": 2.0, "final.train_loss": 0.5},
+        {"run": "a/y", "source": "a", "status": "diverged", "model.depth": 4, "grad_ratio.init": 3.0,
+         "grad_ratio.final": 6.0, "final.train_loss": float("nan")},
+        {"run": "b/x", "source": "b", "status": "diverged", "model.depth": 4, "grad_ratio.init": 5.0,
+         "grad_ratio.final": 7.0, "final.train_loss": float("nan")},
+    ])
+    table = matching.comparison(runs, ["a", "b"], ["model.depth"]).set_index("source")
+    assert table.loc["a", "grad_ratio.init"] == 2.0  # (at init: every run's)
+    assert table.loc["a", "grad_ratio.final"] == 2.0 and table.loc["a", "final.train_loss"] == 0.5
+    assert table.loc["b", "grad_ratio.final"] == 7.0  # (no run of it ended ok: what it has)

@@ -494,8 +494,11 @@ def _comparison_notes(table: pd.DataFrame, names: list[str], by: list[str], diff
             named.append(f"{said}, which only {and_list(list(setting))} set{'s' * (len(setting) == 1)}")
         notes.append("sources differ in " + "; ".join(named))
     if (table["runs"] > 1).any():  # (`pooled`: the keys those runs differ in)
+        ended = [{part.split("× ")[-1].rstrip(FLAGGED) for part in str(cell).split(", ")} for cell in table[store.STATUS]]
+        mixed = any(store.OK in st and len(st) > 1 for st in ended)  # (a cell of ok runs beside diverged ones)
         notes.append("numbers are medians over the runs in a cell" +
-                     (f", which differ in {', '.join(abbreviate(list(pooled)).values())}" if pooled else ""))
+                     (f", which differ in {', '.join(abbreviate(list(pooled)).values())}" if pooled else "") +
+                     ("; after training (ratio end, loss, acc) over its runs that ended ok" if mixed else ""))
     if flagged:
         notes.append(f"{FLAGGED}: finished but flagged: {labels(flagged)}; gradflow ls --json shows why")
     others = names[1:len(names) - len(hidden)]  # the sources whose difference columns are shown
