@@ -254,12 +254,14 @@ def default_threads(torch_own: int) -> int:
 
 
 def settle() -> None:
-    """In a worker process, after its first job: set what is alive by now (torch, its compiler stack,
-    gradflow) aside from the garbage collector. Without psutil, joblib's workers collect garbage after
-    every job, and walking those millions of import-time objects took ~0.3 s each time. (A forked
-    worker's imports were set aside by the server already.)"""
+    """After a process's first job of a sweep (a worker's, or the sweep's own under the basic launcher): set
+    what is alive by now (torch, its compiler stack, Hydra, gradflow) aside from the garbage collector.
+    Without psutil, joblib's workers collect garbage after every job, and walking those millions of
+    import-time objects took ~0.3 s each time; in the sweep's own process full collections took 3.05 s of
+    a 200-run basic sweep's 18.7 s, 2.09 s with this. (A forked worker's imports were set aside by the
+    server already.)"""
     global _settled
-    if _settled or not in_worker():
+    if _settled:
         return
     gc.collect()
     gc.freeze()
