@@ -657,7 +657,8 @@ class _Jobs:
         store.check_clearable(job_dir)
         found = store.standing(job_dir, digest)  # (one whose files are incomplete: nothing of it to keep)
         finished, replaces = found == store.SAME, found == store.OTHER
-        self.devices.add(flat["device"])
+        if not finished:  # (a device to check where a point runs: a finished sweep resumed imports no torch)
+            self.devices.add(flat["device"])
         if not finished and "data.root" in flat:  # a dataset read from files (checked after the grid, each once)
             self.sources.add((flat["data.name"], flat["data.root"], flat.get("data.download", False)))
         changes = store.differing(store.run_config(job_dir), flat) if replaces else []
