@@ -20,6 +20,7 @@ import os
 import re
 import shlex
 import tempfile
+import urllib.parse
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
@@ -40,7 +41,7 @@ TABLES = ("layers", "metrics", "hist", "jacobian")
 def kind(path: Path) -> str:
     """run | sweep | reproduction | folder (several sweeps)."""
     path = Path(path)
-    if store.reproduction_md_path(path).exists():
+    if store.claims_path(path).exists():  # (what a reproduction writes; a REPORT.md alone may be the user's notes)
         return "reproduction"
     if (path / store.RUN_FILE).exists():
         return "run"
@@ -49,11 +50,16 @@ def kind(path: Path) -> str:
 
 def page_path(paths: list[Path]) -> Path:
     """Where `gradflow report` writes by default: inside the study, or beside the first of several."""
-    paths = [Path(p) for p in paths]
+    paths = [_named(p) if Path(p).name in ("", "..") else Path(p) for p in paths]  # (`.`, `..`: a name, a parent)
     if len(paths) == 1:
         return paths[0] / store.REPORT_HTML
     stem = re.sub(r"[^\w.-]+", "_", "-vs-".join(p.name for p in paths))[:120]
     return paths[0].parent / f"compare-{stem}.html"
+
+
+def _named(path: str | Path) -> Path:
+    """`path` made absolute with `.` and `..` resolved (not links): `.` has the name of the folder it is."""
+    return Path(os.path.normpath(Path(path).absolute()))
 
 
 def write(paths: Iterable[str | Path], out: str | Path | None = None) -> Path:
@@ -220,9 +226,11 @@ def reproduction(path: Path) -> dict:
     try:
         out = json.loads(f.read_text())
         out["claims"] = list(out["claims"])
+        if not all(isinstance(c, dict) for c in out["claims"]):  # (a claim of [1, 2] or "x": a traceback)
+            raise TypeError
         return out
     except (json.JSONDecodeError, KeyError, TypeError):
-        raise GradflowError(f"{f} is not a claims file gradflow wrote (unreadable JSON); rerun the reproduction") from None
+        raise GradflowError(f"{f} is not a claims file gradflow wrote (not its JSON); rerun the reproduction") from None
 
 
 def commands(paths: list[Path]) -> list[str]:
@@ -258,7 +266,7 @@ def _run_command(run: Path) -> str:
     sweep's own command for a point of a --points sweep, whose points the folder name alone does not give."""
     from gradflow.overrides import name_items, override_key
 
-    items = [_as_typed_list(o, run) for o in ([] if run.name == "default" else name_items(run.name))]
+    items = [_as_typed(o, run) for o in ([] if run.name == "default" else name_items(run.name))]
     spec = store.sweep_spec(run.parent)  # (None: a folder of single runs)
     if spec and spec.get("points") is not None and isinstance(spec.get("command"), str):
         return spec["command"]
@@ -270,21 +278,30 @@ def _run_command(run: Path) -> str:
     return shlex.join(["gradflow", "run", *items, f"results={run.parent.parent}", f"name={run.parent.name}"])
 
 
-def _as_typed_list(item: str, run: Path) -> str:
-    """A folder name's item whose value is a list as the name writes it (optim.betas=_0.9,0.99_), as typed
-    ([0.9,0.99], read from the run's config.yaml); any other item as it is."""
+def _as_typed(item: str, run: Path) -> str:
+    """A folder name's item whose value the name writes otherwise, as typed, read from the run's config.yaml:
+    a list (optim.betas=_0.9,0.99_ is [0.9,0.99]); a text with characters a folder name replaces (a tag
+    `y&z`, named +tag=_y_z_, is +tag="y&z": the name's +tag=_y_z_ is refused as another tag). Any other
+    item as it is."""
     from gradflow.overrides import as_in_name, override_key
 
     key, _, value = item.partition("=")
-    if not (value.startswith("_") and value.endswith("_")):
+    if "_" not in value:  # (the name replaces unsafe characters, and a list's brackets, by _)
         return item
     try:
         flat = store.flatten(yaml.safe_load((run / store.CONFIG_FILE).read_text()) or {})
     except (OSError, yaml.YAMLError):
         return item
-    listed = flat.get(override_key(key))  # (flatten writes a list as its text: [0.9, 0.99])
-    typed = str(listed).replace(" ", "") if isinstance(listed, (str, list)) else ""
-    return f"{key}={typed}" if typed.startswith("[") and as_in_name(typed) == value else item
+    real = flat.get(override_key(key))  # (flatten writes a list as its text: [0.9, 0.99])
+    if not isinstance(real, (str, list)):
+        return item
+    listed = str(real).replace(" ", "")
+    if listed.startswith("[") and as_in_name(listed) == value:
+        return f"{key}={listed}"
+    quoted = '"' + str(real).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if str(real) != value and value in (as_in_name(str(real)), as_in_name(quoted)):
+        return f"{key}={quoted}"
+    return item
 
 
 def first_config(paths: list[Path], table: pd.DataFrame | None = None) -> tuple[str, str]:
@@ -363,6 +380,11 @@ def _sort_value(v: Any) -> str:
     return repr(float(v)) if isinstance(v, (int, float)) else str(v)
 
 
+def _text_value(cell: str) -> str:
+    """What the page sorts a text cell by: its text, '' for none ("-"), which sorts last as a missing number does."""
+    return "" if cell == "-" else cell
+
+
 WIDE_COLUMNS = 12  # a runs table with more columns than this is set smaller (class wide)
 
 
@@ -376,13 +398,15 @@ def runs_html(df: pd.DataFrame, swept: list[str], missing: list[summary.NotRun] 
               folder: str = "PATH") -> str:
     df, flagged = columns.mark_flagged(df)  # ok*, as ls shows it: a run that learned nothing is no success
     cols = columns.table_columns(df, swept)
-    head = "".join(f'<th data-key="{_e(c.key)}" data-numeric="{int(c.numeric)}" title="{_e(c.key)}">'
-                   f'{_e(c.label)}</th>' for c in cols)
+    # (a chi1 fit's cell leads with its number of layers, "45 (3-47)": sorted by that, not as text, 45 before 5)
+    by_number = [c.numeric or c.key == "chi1_layers" for c in cols]
+    head = "".join(f'<th data-key="{_e(c.key)}" data-numeric="{int(n)}" title="{_e(c.key)}">'
+                   f'{_e(c.label)}</th>' for c, n in zip(cols, by_number))
     failed = columns.failed_runs(df).to_numpy()  # (a failed or incomplete run: why, over its status)
     body = []
     for i, (_, row) in enumerate(df.iterrows()):
         why = columns.error_text(row["error"]) if failed[i] else row.get(store.FLAGS) if flagged else None
-        cells = "".join(f'<td data-value="{_e(_sort_value(row.get(c.key)) if c.numeric else c.cells[i])}"'
+        cells = "".join(f'<td data-value="{_e(_sort_value(row.get(c.key)) if c.numeric else _text_value(c.cells[i]))}"'
                         + (" class=num" if c.numeric else "")
                         + (f' title="{_e(why)}"' if c.key == store.STATUS and isinstance(why, str) and why else "")
                         + f">{_e(c.cells[i])}</td>" for c in cols)
@@ -428,8 +452,11 @@ def caption(stem: str) -> str:
     kind, *parts = stem.split("-")
     only = [p for p in parts if "=" in p]
     parts = [p for p in parts if "=" not in p]
-    if kind == "profile" and len(parts) >= 2:
-        said = f"{title(parts[0])} per layer, {_STEPS.get(parts[1], f'at step {parts[1]}')}"
+    step = re.fullmatch(r"step(\d+)", parts[1]) if len(parts) >= 2 else None
+    if kind == "profile" and len(parts) >= 2 and parts[0] in QUANTITIES and (parts[1] in _STEPS or step):
+        said = f"{title(parts[0])} per layer, {_STEPS.get(parts[1]) or f'at step {step[1]}'}"
+    elif kind in ("profile", "heatmap") and parts and parts[0] not in QUANTITIES:  # (a reproduction's own)
+        return ""
     elif kind == "heatmap" and parts:
         said = f"{title(parts[0])} over layer and training step"
     elif kind == "curves":
@@ -469,7 +496,7 @@ def figures_html(figs: list[tuple[str, bytes]]) -> str:
     return "".join(parts)
 
 
-WIDE_PNG = 1400  # pixels: a figure wider (several panels side by side; one panel is ~1050) takes the page's width
+WIDE_PNG = 1200  # pixels: a figure wider (several panels side by side, the 2x2 curves 1320; one panel is ~1050) takes the page's width
 
 
 def _png_width(png: bytes) -> int:
@@ -522,7 +549,9 @@ document.querySelectorAll('figure img').forEach(im => im.addEventListener('click
 document.querySelectorAll('#runs th').forEach(th => th.addEventListener('click',
   () => sortRuns(th.dataset.key, th.dataset.dir === 'asc')));
 function applyHash() {
-  const m = /#sort=(-?)(.+)/.exec(decodeURIComponent(location.hash));
+  let hash = location.hash;
+  try { hash = decodeURIComponent(hash); } catch (e) {}  // (a malformed %-escape: read as written)
+  const m = /#sort=(-?)(.+)/.exec(hash);
   if (m) sortRuns(m[2], m[1] === '-');
 }
 window.addEventListener('hashchange', applyHash);
@@ -549,7 +578,7 @@ def build(paths: list[Path]) -> str:
     df, swept = runs(paths)
     figs, notes = figures(paths, df)
     labels = source_labels(paths)
-    title = " vs ".join(labels) if len(paths) > 1 else paths[0].name
+    title = " vs ".join(labels) if len(paths) > 1 else _named(paths[0]).name  # (`.`: its folder's name)
     run_name, config = first_config(paths, df)
     sections = [f"<h1>gradflow {_e(what)}: {_e(title)}</h1>",
                 f'<p class=meta>{len(df)} run{"s" * (len(df) != 1)} from {_e(", ".join(str(p) for p in paths))}; page written '
@@ -669,13 +698,19 @@ def reproductions_html(folder: Path) -> list[str]:
         return []
     body = []
     for study in found:
-        rep = reproduction(study)
+        name = study.relative_to(folder).as_posix()
+        try:
+            rep = reproduction(study)
+        except GradflowError as e:  # (one damaged or foreign claims.json: said in its row, the page still made)
+            body.append(f"<tr><td>{_e(name)}</td><td>?</td><td class=FAIL>unreadable</td><td>{_e(str(e))}</td>"
+                        "<td></td></tr>")
+            continue
         rows = rep.get("claims", [])
         passed = sum(bool(r.get("passed")) for r in rows)
         verdict = "PASS" if all_pass([bool(r.get("passed")) for r in rows]) else "FAIL"
         page = next((p for p in (study / store.REPORT_HTML, store.reproduction_md_path(study)) if p.exists()), None)
-        name = study.relative_to(folder).as_posix()
-        link = f'<a href="{_e(page.relative_to(folder).as_posix())}">{_e(name)}</a>' if page else _e(name)
+        href = urllib.parse.quote(page.relative_to(folder).as_posix()) if page else ""  # (run#2/: no fragment)
+        link = f'<a href="{_e(href)}">{_e(name)}</a>' if page else _e(name)
         failed = "; ".join(str(r.get("claim", "?")) for r in rows if not r.get("passed"))
         # (the verdict first: a paper's long title, unwrapped, pushed it out of the window)
         body.append(f"<tr><td>{link}</td><td>{_e(rep.get('scale', '?'))}</td><td class={verdict}>{passed} of "

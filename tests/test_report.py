@@ -828,3 +828,60 @@ def test_a_recorders_runs_page_names_the_script_that_made_them(tmp_path):
     assert report.commands([tmp_path / "mine"]) == [script] == report.commands([tmp_path / "mine" / "a"])
     page = (report.write([tmp_path / "mine"])).read_text()
     assert html_escape(script) in page and "not recorded" not in page
+
+
+def test_a_studys_own_report_md_makes_it_no_reproduction_and_a_damaged_claims_file_is_one_line(study, tmp_path, cli):
+    # a user's notes in REPORT.md made a sweep's page "gradflow reproduction: 0 of 0 claims pass", its figures
+    # dropped; only claims.json marks a reproduction. A claims.json of claims that are no claims was a traceback
+    notes = tmp_path / "notes"
+    shutil.copytree(study, notes, ignore=shutil.ignore_patterns("report.html"))
+    (notes / store.REPORT_FILE).write_text("# my notes\n")
+    assert report.kind(notes) == "sweep"
+    text = report.write([notes]).read_text()
+    page = Page(text)
+    assert "<h1>gradflow sweep: notes</h1>" in text and "verdict" not in page.texts and page.images
+    damaged = tmp_path / "folder" / "damaged"
+    shutil.copytree(study, damaged / "arm", ignore=shutil.ignore_patterns("report.html"))
+    _write_reproduction(damaged, [])
+    store.claims_path(damaged).write_text(json.dumps({"claims": ["x"]}))
+    out = cli("report", str(damaged))
+    assert out.exit_code == 1 and "is not a claims file gradflow wrote" in out.output, out.output
+    assert len(out.output.strip().splitlines()) == 1 and "Traceback" not in out.output
+    # the page of a folder holding it is still written, the damaged one's row saying so
+    page = Page(report.write([tmp_path / "folder"]).read_text())
+    assert "damaged" in page.texts["reproductions"] and "unreadable" in page.texts["reproductions"]
+
+
+def test_a_reproductions_own_figures_get_no_caption_read_from_a_standard_name():
+    # pascanu2013's `profile-signal-time` read "signal per layer, at step time"
+    assert report.caption("profile-signal-time") == "" and report.caption("profile-act-std-unscaled") == ""
+    assert report.caption("profile-signal_norm-step10") == "Back-propagated signal norm per layer, at step 10"
+    assert report.caption("profile-grad_norm-last-model.width=16").endswith("at the last probed step (model.width=16)")
+
+
+def test_missing_text_sorts_last_and_a_chi1_fit_by_its_number_of_layers(study):
+    # a text column's missing "-" sorted first (as text); "45 (3-47)" sorted before "5 (3-7)"
+    df, swept = report.runs([study])
+    body = report.runs_html(df, swept)
+    assert 'data-key="chi1_layers" data-numeric="1"' in body
+    assert report._text_value("-") == "" and report._text_value("relu") == "relu"
+
+
+def test_links_of_a_folder_page_are_url_encoded_and_dot_is_named_by_its_folder(study, tmp_path, monkeypatch):
+    # a reproduction under `run#2/` was linked as href="run#2/...", a fragment; `gradflow report .` was titled
+    # "gradflow sweep: " and a comparison from `.` written inside it as compare--vs-...
+    folder = tmp_path / "results"
+    shutil.copytree(study, folder / "run#2" / "arm", ignore=shutil.ignore_patterns("report.html"))
+    _write_reproduction(folder / "run#2", [])
+    assert 'href="run%232/REPORT.md"' in report.write([folder]).read_text()
+    monkeypatch.chdir(study)
+    assert f"<h1>gradflow sweep: {study.name}</h1>" in report.build([Path(".")])
+    assert report.page_path([Path("."), Path("../other")]) == study.parent / f"compare-{study.name}-vs-other.html"
+
+
+def test_the_run_command_of_a_folder_whose_name_replaced_characters_gives_the_value_as_typed(tmp_path):
+    # a sweep's point of +tag="y&z" is the folder +tag=_y_z_: its command gave +tag=_y_z_, another tag, refused
+    job = tmp_path / "results" / "s" / "+tag=_y_z_,model.depth=3"
+    job.mkdir(parents=True)
+    (job / store.CONFIG_FILE).write_text(yaml.safe_dump({"model": {"depth": 3}, "tag": "y&z"}))
+    assert report._run_command(job) == f"gradflow run '+tag=\"y&z\"' model.depth=3 results={job.parent.parent} name=s"
