@@ -885,3 +885,14 @@ def test_the_run_command_of_a_folder_whose_name_replaced_characters_gives_the_va
     job.mkdir(parents=True)
     (job / store.CONFIG_FILE).write_text(yaml.safe_dump({"model": {"depth": 3}, "tag": "y&z"}))
     assert report._run_command(job) == f"gradflow run '+tag=\"y&z\"' model.depth=3 results={job.parent.parent} name=s"
+
+
+def test_a_comparisons_note_names_every_source_that_sets_a_key_the_others_lack():
+    # a sweep and a single run beside a Recorder's run: the keys both gradflow sources set read "which only it
+    # sets" under each, where `gradflow compare` says "which only a and b set"
+    keys = ["model.depth", "model.width", "data.dim", "optim.lr"]
+    df = pd.DataFrame([{"source": "a", **dict.fromkeys(keys, 1)}, {"source": "b", **dict.fromkeys(keys, 1)},
+                       {"source": "c", **dict.fromkeys(keys, float("nan"))}])
+    note = report.differ_html(df, ["a", "b", "c"], {k: [1, 1, float("nan")] for k in keys})[0]
+    assert note.count("which only a and b set") == 2 and "only it sets" not in note, note
+    assert "c sets none of them" in note
