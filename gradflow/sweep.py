@@ -286,10 +286,8 @@ def _refuse_values(o: str, key: str, parsed, command: str) -> None:
     if isinstance(parsed.value(), IntervalSweep):  # (Hydra's sweepers cannot list one: a traceback)
         raise GradflowError(f"{shorten(o, 60)} is a continuous interval, which a grid cannot list; give the "
                             "values (a,b,c) or range(start,stop[,step])")
-    for number in _EXPONENT.findall(o.split("=", 1)[1] if "=" in o else ""):  # (1e400 is inf: config's _finite)
-        if float(number) == 0 and float(re.split("[eE]", number)[0]) != 0:  # (it ran at lr 0, learning nothing)
-            raise GradflowError(f"{key}={number} is below the smallest float (about 5e-324) and reads as 0; "
-                                "write 0 where 0 is meant")
+    if any(v == 0.0 and isinstance(v, float) for v in _numbers(parsed.value())):  # (1e400, inf: config's _finite)
+        _refuse_underflow(key, o.split("=", 1)[1] if "=" in o else "")
     if isinstance(parsed.value(), RangeSweep) and parsed.value().step == 0:
         raise GradflowError(f"{shorten(o, 60)} has a step of 0: range(start,stop[,step]) needs a step other "
                             "than 0, e.g. range(1,9,2)")
@@ -313,7 +311,24 @@ def _refuse_values(o: str, key: str, parsed, command: str) -> None:
                             f"network: {instead} (a text with commas is quoted: key='a,b')")
 
 
-_EXPONENT = re.compile(r"(?<![\w.])[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+(?![\w.])")  # a number with an exponent
+_WRITTEN_NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+(?![\w.])")  # one with an exponent
+
+
+def _numbers(value) -> list:
+    """The numbers an override's parsed value holds: itself, a sweep's or a list's items (not a text's)."""
+    items = getattr(value, "list", None)
+    if items is not None or isinstance(value, (list, tuple)):
+        return [n for v in (items if items is not None else value) for n in _numbers(v)]
+    return [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else []
+
+
+def _refuse_underflow(key: str, text: str) -> None:
+    """A number written with an exponent below the smallest float (1e-400), which reads as 0: refused (it ran at
+    lr 0, learning nothing). Called where the parsed value holds a 0.0, so a text or a path is never read."""
+    for number in _WRITTEN_NUMBER.findall(text):
+        if float(number) == 0 and float(re.split("[eE]", number)[0]) != 0:
+            raise GradflowError(f"{key}={number} is below the smallest float (about 5e-324) and reads as 0; "
+                                "write 0 where 0 is meant")
 
 
 def _a_bool(value) -> bool:
@@ -952,8 +967,13 @@ _EXPONENT = re.compile(r"[-+]?[0-9]+[eE][-+]?[0-9]+")
 
 
 def _yaml11_float(value):
-    """A points file's value as YAML 1.2 and the command line read it: 1e-3 a number, not the string PyYAML gives."""
-    return float(value) if isinstance(value, str) and _EXPONENT.fullmatch(value) else value
+    """A points file's value as YAML 1.2 and the command line read it: 1e-3 a number, not the string PyYAML gives
+    (1e-400, below the smallest float, refused as on the command line)."""
+    if not (isinstance(value, str) and _EXPONENT.fullmatch(value)):
+        return value
+    if float(value) == 0:
+        _refuse_underflow("the value", value)
+    return float(value)
 
 
 def points_overrides(points: list[dict], fixed: list[str]) -> tuple[list[list[str]], list[str]]:

@@ -1020,3 +1020,24 @@ def test_planning_a_finished_sweep_again_loads_no_torch(basic_grid):
             "print(len(p.to_run), 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["0", "False"], out.stdout + out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("override", ["optim.lr=1e-400", "optim.lr=1.5e-400", "optim.lr=1.0E-400",
+                                      "optim.lr=0.001,1e-400", "optim.betas=[0.9,1e-400]"])
+def test_a_number_below_the_smallest_float_is_refused(override):
+    # read as 0: a run at lr 0 learns nothing, without a word (1e400, inf, was refused already)
+    with pytest.raises(GradflowError, match=r"(?i)e-400 is below the smallest float \(about 5e-324\) and reads as 0"):
+        sweep_mod.check_overrides([override], "sweep")
+
+
+@pytest.mark.parametrize("override", ["+tag='1e-400'", "data.root=/tmp/x/1e-400", "+tag=v1e-400", "optim.lr=0",
+                                      "optim.lr=0e-5", "optim.lr=1e-300"])
+def test_a_text_or_a_path_that_reads_like_a_tiny_number_is_no_number(override):
+    sweep_mod.check_overrides([override], "sweep")  # (no error)
+
+
+def test_a_points_files_number_below_the_smallest_float_is_refused(tmp_path):
+    points = tmp_path / "points.yaml"
+    points.write_text("- {optim.lr: 1e-400}\n")
+    with pytest.raises(GradflowError, match="1e-400 is below the smallest float"):
+        sweep_mod.read_points(points)
