@@ -529,7 +529,11 @@ def standing(job_dir: Path, want_hash: str | None, rec: dict | None = None) -> s
     rec = read_run(job_dir) if rec is None else rec
     if rec is None or status_of(job_dir, rec)[0] not in FINISHED:
         return None
-    return SAME if want_hash is None or run_hash(job_dir, rec) == want_hash else OTHER
+    if want_hash is None or run_hash(job_dir, rec) == want_hash:
+        return SAME
+    # its settings hashed as this version hashes them (a run recorded model.alpha=1 hashed "1", which is "1.0"
+    # now: `choices.same_number`), so that a finished run of the same settings is not trained again
+    return SAME if rec.get("config_hash") and config_hash(run_config(job_dir, rec)) == want_hash else OTHER
 
 
 def replaces(job_dir: Path, want_hash: str) -> bool:

@@ -1041,3 +1041,18 @@ def test_a_points_files_number_below_the_smallest_float_is_refused(tmp_path):
     points.write_text("- {optim.lr: 1e-400}\n")
     with pytest.raises(GradflowError, match="1e-400 is below the smallest float"):
         sweep_mod.read_points(points)
+
+
+def test_a_run_whose_recorded_hash_an_earlier_version_took_is_not_trained_again(cli, tmp_path):
+    # a finished run's config_hash is taken as the version that ran it hashed its settings (data.scale=2 hashed
+    # "2", now its number, "2.0"): resumed, the sweep replaced it, retraining a run of the same settings
+    results = tmp_path / "results"
+    args = ["sweep", *SMALL, "data.scale=2", "model.depth=2,3", f"results={results}", "--name", "s"]
+    assert cli(*args).exit_code == 0
+    job = results / "s" / "model.depth=2"
+    rec = json.loads((job / store.RUN_FILE).read_text())
+    assert rec["config"]["data.scale"] == "2"
+    store.write_json(job / store.RUN_FILE, {**rec, "config_hash": "0" * 16})  # (as an earlier version hashed it)
+    out = cli(*args)
+    assert out.exit_code == 0 and "2 already finished, skipped" in " ".join(out.output.split()), out.output
+    assert json.loads((job / store.RUN_FILE).read_text())["started"] == rec["started"]  # (not trained again)
