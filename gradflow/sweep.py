@@ -501,7 +501,7 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
     if jobs.same:
         raise SameRun(jobs.same[:2])
     if launcher not in REMOTE_LAUNCHERS:  # (a SLURM job's device is the compute node's, not this login node's)
-        for device in sorted(jobs.devices):
+        for device in sorted(set().union(*(v for done, v in jobs.devices.items() if force or not done))):
             config_mod.resolve_device(device)
     if jobs.sources:  # files missing under data.root: one line now, not a failed run each (replacing finished ones)
         from gradflow.data import check_files
@@ -650,7 +650,8 @@ class _Jobs:
         self.digests: dict[str, tuple] = {}  # each point's config hash -> its folder and overrides
         self.same: tuple[str, str] | None = None  # the first two points that are one run
         self.sources: set[tuple] = set()  # (data.name, data.root, data.download) of the points to run
-        self.devices: set[str] = set()  # the points' device values (each checked once, where they run here)
+        self.devices: dict[bool, set[str]] = {}  # the points' device values, by whether finished (each checked
+        # once, where they run here)
         self.last: dict = {}  # the last point's settings
 
     def plan(self, cfg_overrides: list[str], point_configs: _Configs) -> Job:
@@ -672,8 +673,8 @@ class _Jobs:
         store.check_clearable(job_dir)
         found = store.standing(job_dir, digest)  # (one whose files are incomplete: nothing of it to keep)
         finished, replaces = found == store.SAME, found == store.OTHER
-        if not finished:  # (a device to check where a point runs: a finished sweep resumed imports no torch)
-            self.devices.add(flat["device"])
+        # (a device to check where a point runs: a finished sweep resumed imports no torch; --force runs them all)
+        self.devices.setdefault(finished, set()).add(flat["device"])
         if not finished and "data.root" in flat:  # a dataset read from files (checked after the grid, each once)
             self.sources.add((flat["data.name"], flat["data.root"], flat.get("data.download", False)))
         changes = store.differing(store.run_config(job_dir), flat) if replaces else []

@@ -1056,3 +1056,16 @@ def test_a_run_whose_recorded_hash_an_earlier_version_took_is_not_trained_again(
     out = cli(*args)
     assert out.exit_code == 0 and "2 already finished, skipped" in " ".join(out.output.split()), out.output
     assert json.loads((job / store.RUN_FILE).read_text())["started"] == rec["started"]  # (not trained again)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_force_checks_the_device_of_the_finished_runs_it_trains_again(cli, tmp_path):
+    # the device check skips finished points (a resume trains none of them), but --force trains them all: it
+    # deleted every run, then each failed on device=cuda
+    results = tmp_path / "results"
+    args = ["sweep", *SMALL, "model.depth=2,3", f"results={results}", "--name", "s"]
+    assert cli(*args).exit_code == 0
+    before = {p: p.stat().st_mtime_ns for p in (results / "s").glob("*/run.json")}
+    out = cli(*args, "device=cuda", "--force")
+    assert out.exit_code == 1 and "device='cuda' but CUDA is not available" in out.output, out.output
+    assert {p: p.stat().st_mtime_ns for p in (results / "s").glob("*/run.json")} == before
