@@ -1752,6 +1752,12 @@ def test_the_weight_gradients_line_is_left_out_where_the_correlation_map_is_slow
         line, texts = drawn(sw2, "signal_norm")
         assert line["chi1"].iloc[0] == pytest.approx(theory.point("tanh", sw2, 0.05).chi1)
         assert not any(t.startswith("no mean-field line") for t in texts), texts
+    # the ratio against depth, the same product of layers: its line left out too, and said
+    for sw2, left in ((1.5, True), (4.0, False)):
+        cfgs = [config(d, "tanh", 1, **{"init.name": "meanfield", "init.sw2": sw2, "init.sb2": 0.05}) for d in (5, 10)]
+        fig = figures.ratio(fabricate(cfgs)[0], "init")
+        said = any(t.startswith("no mean-field line where ξ_c > 8") for t in legend_texts(fig))
+        assert said == left and ("theory" in fig.data) != left, (sw2, legend_texts(fig))
 
 
 def test_ratio_of_the_back_propagated_signal(sweep):

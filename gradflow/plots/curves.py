@@ -26,7 +26,7 @@ from gradflow.keys import (config_columns, distinct_keys, is_missing, is_numeric
 from gradflow.plots.labels import (
     RATIOS, SPLITS, SUMMARIES, Summary, is_recurrent, key_label, set_title, short_key, value_label,
 )
-from gradflow.plots.meanfield import GRID_THEORIES, chi1_for, python_value
+from gradflow.plots.meanfield import GRID_THEORIES, WEIGHT_LINE_NOTE, chi1_for, python_value, weight_line_left
 from gradflow.plots.series import (
     Series, check_key, collect_series, first_last, require, setting, sort_series, spread_quantities,
 )
@@ -410,7 +410,7 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
     fig, axes = facet_grid(len(panels))
     where = "at initialization" if when == "init" else "at the last probed step"
     symbol, name = RATIOS[quantity]
-    theory_drawn = diverged_drawn = False
+    theory_drawn = diverged_drawn = theory_left = False  # theory_left: meanfield.weight_line_left's
     cache: dict = {}
     everything: list[Series] = []
     for ax, panel_title, sub in zip(axes, titles, panels):
@@ -424,6 +424,7 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
             draw_series(ax, s, c, palette.style_of(s.config), lw, alpha)  # a lone depth is drawn as a dot
             if theory and when == "init" and length == "model.depth":
                 theory_drawn |= _theory_ratio(ax, s, c, lw, cache, quantity == "grad_norm")
+                theory_left |= quantity == "grad_norm" and weight_line_left(s.config, cache)
         note_if_empty(ax, series)
         everything += series
         if when == "final" and "status" in sub.columns:  # a diverged run's ratio is before it diverged: say so
@@ -447,6 +448,8 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
     if theory_drawn:
         hs.append(Line2D([], [], color="0.3", **THEORY_STYLE,
                          label="mean field: rate $\\chi_1^{depth/2}$\n(anchored at shallowest)"))  # (a curve on a log depth axis)
+    if theory_left:
+        hs.append(Line2D([], [], color="none", label=WEIGHT_LINE_NOTE))
     hs.append(Line2D([], [], **REFERENCE_STYLE, label="ratio = 1 (balanced)"))
     if diverged_drawn:
         hs.append(Line2D([], [], ls="none", marker="x", ms=7, mew=1.5, color="0.15",

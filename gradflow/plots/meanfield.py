@@ -33,6 +33,9 @@ def _predict(config: Mapping[str, Any], cache: dict) -> Any:
 # inf (1.5, 2 and 1.76, the edge; over 1 decade or less). The signal's line (per example, the chi1 fit's
 # quantity) holds at all of them.
 WEIGHT_LINE_XI_C = 8.0
+# the legend entry of a figure that left such a line out (a profile's, a ratio figure's)
+WEIGHT_LINE_NOTE = (f"no mean-field line where ξ_c > {WEIGHT_LINE_XI_C:g}:\nthe batch's correlations move it;\n"
+                    "--quantity signal_norm")
 
 
 def weight_line_left(config: Mapping[str, Any], cache: dict) -> bool:

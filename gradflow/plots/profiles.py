@@ -21,7 +21,7 @@ from gradflow.keys import n_distinct, not_swept_together, ordered_values, rows_w
 from gradflow.plots.labels import (
     QUANTITIES, THEORY_QUANTITIES, Label, blocks, layer_axis, point_word, set_title, value_label,
 )
-from gradflow.plots.meanfield import WEIGHT_LINE_XI_C, chi1_for, weight_line_left
+from gradflow.plots.meanfield import WEIGHT_LINE_NOTE, chi1_for, weight_line_left
 from gradflow.plots.series import (
     Series, at_step, check_key, collect_series, ended_early, ended_here, ended_text, parse_step, pick_run, require,
     sort_series,
@@ -139,8 +139,7 @@ def profile(layers: pd.DataFrame, quantity: str = "grad_norm", step: int | str =
         handles += [Line2D([], [], color="0.2", ls="none", marker=HEAD_MARK, ms=9, label=HEAD_LABEL)]
     extras = extra_handles(everything, label.log, theory_drawn)
     if theory_left:  # (a line per run but some: said, where the reader would look for the missing ones)
-        extras += [Line2D([], [], color="none", label=f"no mean-field line where ξ_c > {WEIGHT_LINE_XI_C:g}:\n"
-                                                       "the batch's correlations move it;\n--quantity signal_norm")]
+        extras += [Line2D([], [], color="none", label=WEIGHT_LINE_NOTE)]
     legend(fig, handles + extras, title)
     drawn = df.drop_duplicates([c for c in ("source", "run") if c in df.columns])["run"]
     extra = [step_text, ended_text(ended, drawn.astype(str).tolist()), init_note(k.inert)]
