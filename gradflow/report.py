@@ -298,8 +298,8 @@ def _as_typed(item: str, run: Path) -> str:
     listed = str(real).replace(" ", "")
     if listed.startswith("[") and as_in_name(listed) == value:
         return f"{key}={listed}"
-    quoted = '"' + str(real).replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if str(real) != value and value in (as_in_name(str(real)), as_in_name(quoted)):
+    quoted = '"' + str(real).replace('"', '\\"') + '"'  # (Hydra reads \" as a quote; a \ elsewhere as itself)
+    if "\\" not in str(real) and str(real) != value and value in (as_in_name(str(real)), as_in_name(quoted)):
         return f"{key}={quoted}"
     return item
 

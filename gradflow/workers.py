@@ -271,6 +271,15 @@ def settle() -> None:
 _settled = False
 
 
+def unsettle() -> None:
+    """In the sweep's own process, when its sweep ends: what `settle` set aside goes back to the collector
+    (the sweep's plan, its watcher, the first job's caches, alive then, are garbage once the sweep is done)."""
+    global _settled
+    if _settled and not in_worker():
+        gc.unfreeze()
+        _settled = False
+
+
 @contextmanager
 def job(folder: Path):
     """Around each job in a worker: once Ctrl-C has reached a worker, its sweep is ending, and the jobs
