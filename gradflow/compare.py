@@ -19,7 +19,7 @@ import pandas as pd
 
 from gradflow import store
 from gradflow.errors import GradflowError, NoRows, did_you_mean
-from gradflow.keys import config_columns, n_distinct, ordered_values, swept_keys, vkey
+from gradflow.keys import config_columns, is_missing, n_distinct, ordered_values, swept_keys, vkey
 from gradflow.columns import FLAGGED, RESULT_COLUMNS, limit_marks
 
 # the numbers compared per source: column, row label, how two sources differ ("ratio" or "diff")
@@ -126,6 +126,15 @@ def differing_keys(runs: pd.DataFrame, sources: Sequence[str]) -> dict[str, list
     return out
 
 
+def setters(differ: dict[str, list], keys: Sequence[str], sources: Sequence[str]) -> dict[tuple, list[str]]:
+    """`keys` of `differ` (each source's value, NaN where it sets none) by the sources that set them, in the
+    sources' order: the note says "which only a and b set" of each group."""
+    out: dict[tuple, list[str]] = {}
+    for k in keys:
+        out.setdefault(tuple(s for s, v in zip(sources, differ[k]) if not is_missing(v)), []).append(k)
+    return out
+
+
 def read_in_part(runs: pd.DataFrame, sources: Sequence[str], key: str) -> bool:
     """Whether some source has `key` set in some of its runs and unset in others (model.alpha beside
     model.skip=none,residual)."""
@@ -211,14 +220,12 @@ def overlay_table(paths: Sequence[str | Path], sources: Sequence[str], runs: pd.
         kept = runs[runs[store.SOURCE] == s]
         try:
             df = kept if table == "runs" else load_table(Path(p), table, include_stale)
-        except NoRows as e:  # (a Recorder's loop that probed no step: its losses compare still)
-            if not missing_ok:
-                raise NoRows(f"{e}{'; --kind curves compares the losses' * (table == 'layers')}") from None
-            continue
-        except GradflowError:
-            if not missing_ok:
-                raise
-            continue
+        except GradflowError as e:
+            if missing_ok:
+                continue
+            if isinstance(e, NoRows) and table == "layers":  # (a loop that probed no step: its losses compare)
+                raise NoRows(f"{e}; --kind curves compares the losses") from None
+            raise
         df = df[df[store.RUN].isin(set(kept[store.RUN]))]  # (the runs `runs` keeps: compare --where)
         frames.append(store.prefix_runs(df, s).assign(**{store.SOURCE: s}))
     out = store.concat(frames) if frames else pd.DataFrame()

@@ -31,7 +31,7 @@ import yaml
 
 from gradflow import columns, store, summary
 from gradflow import theory as theory_mod  # (`theory` names the page's rows below)
-from gradflow.compare import NAMED_PARTIAL, differing_keys, source_labels
+from gradflow.compare import NAMED_PARTIAL, differing_keys, setters, source_labels
 from gradflow.errors import GradflowError
 from gradflow.fmt import and_list, fmt, key_value
 
@@ -666,12 +666,10 @@ def differ_html(df: pd.DataFrame, labels: list[str], differ: dict[str, list]) ->
                  if (k not in partial or k in named) and not is_missing(v[i])]
         whose = "the other keys" if items else "the keys"
         # (by the sources that set them: keys two of three set read "which only it sets" on both)
-        groups: dict[tuple, list[str]] = {}
-        for k in own:
-            groups.setdefault(tuple(t for t, v in zip(labels, differ[k]) if not is_missing(v)), []).append(k)
+        groups = setters(differ, own, labels)
         tail = "".join(f"{', and ' if items or n else ''}{partial_phrase(keys, whose)}, which only "
-                       + ("it sets" if len(setters) == 1 else f"{and_list(list(setters))} set")
-                       for n, (setters, keys) in enumerate(groups.items()))
+                       + ("it sets" if len(who) == 1 else f"{and_list(list(who))} set")
+                       for n, (who, keys) in enumerate(groups.items()))
         said.append(f"{s} has {', '.join(items)}{tail}" if items or own else f"{s} sets none of them")
     return ["<p class=note id=differ>The sources differ in what each fixes: " + _e("; ".join(said)) + ".</p>"]
 

@@ -908,7 +908,7 @@ def sweep_spec(study: Path) -> dict | None:
     file = Path(study) / SWEEP_FILE
     try:
         st = file.stat()
-        key = (str(file.resolve()), st.st_mtime_ns, st.st_size)
+        key = (str(file.resolve()), st.st_mtime_ns, st.st_size, st.st_ino)  # (written anew: atomically, a new file)
         if key not in _SPECS:
             _SPECS.clear() if len(_SPECS) > 256 else None
             _SPECS[key] = yaml.load(file.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))

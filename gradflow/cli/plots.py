@@ -479,11 +479,8 @@ def _comparison_notes(table: pd.DataFrame, names: list[str], by: list[str], diff
         # the keys only some sources set, by group and by who sets them (every default key of `gradflow
         # run` beside a Recorder's, `- | 4` each, or a Gaussian source's data.* beside MNIST-1D's, filled
         # 15 lines at 80 columns)
-        setters: dict[tuple, list[str]] = {}
-        for k in partial:
-            setters.setdefault(tuple(n for n, v in zip(names, differ[k]) if not is_missing(v)), []).append(k)
         shown_groups = {k.split(".")[0] for k in differ if k not in partial and "." in k}
-        for setting, keys in setters.items():
+        for setting, keys in matching.setters(differ, partial, names).items():
             # a few by name and value (init.gain=1 of init=xavier_normal beside kaiming_normal's init.mode:
             # `the other keys of init` twice named neither), more by group
             if len(keys) <= matching.NAMED_PARTIAL:
