@@ -1101,10 +1101,7 @@ def launch(p: Plan, on_step: StepFn | None = None, on_moved: Callable[[list[Job]
                                             "them") from None
         if not p.to_run:
             return
-        try:
-            _run_through_deaths(p, on_step)
-        finally:  # (this process may run another sweep: a reproduction's arms; what it froze is let go)
-            workers.unsettle()
+        _run_through_deaths(p, on_step)
 
 
 def _forced_folders(job_dir: Path) -> tuple[Path, ...]:

@@ -1070,13 +1070,3 @@ def test_force_checks_the_device_of_the_finished_runs_it_trains_again(cli, tmp_p
     assert out.exit_code == 1 and "device='cuda' but CUDA is not available" in out.output, out.output
     assert {p: p.stat().st_mtime_ns for p in (results / "s").glob("*/run.json")} == before
 
-
-def test_a_sweep_in_this_process_lets_go_of_what_it_set_aside_from_the_collector(cli, tmp_path):
-    # after its first job the sweep's own process sets what is alive aside from the garbage collector (full
-    # collections walked torch's and Hydra's objects after every run); a process that runs another sweep after
-    # it (a reproduction's arms) kept the first's plan, watcher and caches out of the collector's reach
-    import gc
-
-    before = gc.get_freeze_count()
-    assert cli("sweep", *SMALL, "model.depth=2,3", f"results={tmp_path / 'results'}", "--name", "s").exit_code == 0
-    assert gc.get_freeze_count() == before
