@@ -936,6 +936,7 @@ def read_points(path: Path) -> list[dict]:
     if not isinstance(points, list) or not all(isinstance(p, dict) and p for p in points):
         raise GradflowError(f"--points {path} must be a YAML list of key: value mappings, e.g. "
                             "- {model.activation: tanh, init.sw2: 1.5}")
+    _refuse_yaml_underflow(yaml.compose(Path(path).read_text()), f"--points {path}: ")
     points = [{k: _yaml11_float(v) for k, v in p.items()} for p in points]
     keys = set(points[0])
     for i, p in enumerate(points):
@@ -967,13 +968,28 @@ def read_points(path: Path) -> list[dict]:
 _EXPONENT = re.compile(r"[-+]?[0-9]+[eE][-+]?[0-9]+")
 
 
+def _refuse_yaml_underflow(node, where: str, key: str = "a value") -> None:
+    """A plain (unquoted) number of a YAML document below the smallest float (1.0e-400, which PyYAML reads as
+    0.0, and 1e-400), refused as on the command line, named by its key; a quoted one is a text."""
+    import yaml
+
+    if isinstance(node, yaml.ScalarNode):
+        if node.style is None and _WRITTEN_NUMBER.fullmatch(node.value):
+            _refuse_underflow(f"{where}{key}", node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _refuse_yaml_underflow(item, where, key)
+    elif isinstance(node, yaml.MappingNode):
+        for k, value in node.value:
+            _refuse_yaml_underflow(value, where, str(k.value))
+
+
 def _yaml11_float(value):
     """A points file's value as YAML 1.2 and the command line read it: 1e-3 a number, not the string PyYAML gives
-    (1e-400, below the smallest float, refused as on the command line)."""
-    if not (isinstance(value, str) and _EXPONENT.fullmatch(value)):
+    (one below the smallest float, '1e-400' quoted, stays the text: unquoted, `read_points` refused it)."""
+    if not (isinstance(value, str) and _EXPONENT.fullmatch(value)) or \
+            float(value) == 0 != float(re.split("[eE]", value)[0]):
         return value
-    if float(value) == 0:
-        _refuse_underflow("the value", value)
     return float(value)
 
 

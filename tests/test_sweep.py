@@ -1036,11 +1036,14 @@ def test_a_text_or_a_path_that_reads_like_a_tiny_number_is_no_number(override):
     sweep_mod.check_overrides([override], "sweep")  # (no error)
 
 
-def test_a_points_files_number_below_the_smallest_float_is_refused(tmp_path):
+@pytest.mark.parametrize("value", ["1e-400", "1.0e-400", "-1e-400"])  # (the second a float to PyYAML: 0.0)
+def test_a_points_files_number_below_the_smallest_float_is_refused(tmp_path, value):
     points = tmp_path / "points.yaml"
-    points.write_text("- {optim.lr: 1e-400}\n")
-    with pytest.raises(GradflowError, match="1e-400 is below the smallest float"):
+    points.write_text(f"- {{optim.lr: {value}}}\n")
+    with pytest.raises(GradflowError, match=f"--points {points}: optim.lr={value} is below the smallest float"):
         sweep_mod.read_points(points)
+    points.write_text("- {optim.lr: 1e-3}\n- {optim.lr: 0e5}\n")  # (numbers, one of them 0 as written)
+    assert sweep_mod.read_points(points) == [{"optim.lr": 0.001}, {"optim.lr": 0.0}]
 
 
 def test_a_run_whose_recorded_hash_an_earlier_version_took_is_not_trained_again(cli, tmp_path):
