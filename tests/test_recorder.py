@@ -1205,12 +1205,8 @@ def test_a_head_of_flattened_positions_is_said_to_be_so_not_a_position_embedding
     torch.manual_seed(0)
     model = FlatHead()
     idx = torch.randint(0, 10, (6, 5))
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        with gradflow.Recorder(model, tmp_path / "run", every=1) as rec:
-            with rec.step(0):
-                F.cross_entropy(model(idx), idx.roll(1, 1).flatten()).backward()
-    said = [str(w.message) for w in seen if "no back-propagated signal" in str(w.message)]
+    said = [m for m in _one_step_warnings(model, tmp_path / "run", idx, idx.roll(1, 1).flatten())
+            if "no back-propagated signal" in m]
     assert len(said) == 1 and said[0].startswith("no back-propagated signal at head (30 rows: 5 x the batch of 6): its "
                                                  "output's rows are made from the batch's examples but are several per "
                                                  "example (positions flattened into rows"), said
@@ -1252,12 +1248,8 @@ def test_learned_queries_as_many_as_the_batch_have_no_signal_and_expanded_ones_t
     model = Queries(expanded)
     for batch in (5, 6):
         x, y = torch.randn(batch, 4, 8), torch.randint(0, 3, (batch,))
-        with warnings.catch_warnings(record=True) as seen:
-            warnings.simplefilter("always")
-            with gradflow.Recorder(model, tmp_path / f"b{batch}", every=1) as rec:
-                with rec.step(0):
-                    F.cross_entropy(model(x), y).backward()
-        said = [str(w.message) for w in seen if str(w.message).startswith("no back-propagated signal at q_proj")]
+        said = [m for m in _one_step_warnings(model, tmp_path / f"b{batch}", x, y)
+                if m.startswith("no back-propagated signal at q_proj")]
         assert len(said) == (not expanded), said
         model.zero_grad()
         reference, outs = copy.deepcopy(model), {}
@@ -1651,6 +1643,16 @@ def _reference(model, batches, losses):
     signal = {k: float(torch.cat([z.grad.reshape(-1) for z in zs]).double().norm()) * sum(len(x) for x in batches) ** 0.5
               for k, zs in outs.items()}
     return signal, {k: float(model[k].weight.grad.double().norm()) for k in outs}
+
+
+def _one_step_warnings(model, path, x, y) -> list[str]:
+    """One probed step of cross-entropy on (x, y) in a Recorder at `path`: the warnings it gave, as text."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with gradflow.Recorder(model, path, every=1) as rec:
+            with rec.step(0):
+                F.cross_entropy(model(x), y).backward()
+    return [str(w.message) for w in seen]
 
 
 def _recorded(path):
@@ -3059,11 +3061,7 @@ def test_a_layer_fed_a_copy_of_the_batch_stays_batched_where_the_second_look_fai
     torch.manual_seed(0)
     model = Copied()
     x, y = torch.randn(6, 4), torch.randint(0, 3, (6,))
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        with gradflow.Recorder(model, tmp_path / "run", every=1) as rec:
-            with rec.step(0):
-                F.cross_entropy(model(x), y).backward()
-    assert not [w for w in seen if "no back-propagated signal" in str(w.message)], [str(w.message) for w in seen]
+    seen = _one_step_warnings(model, tmp_path / "run", x, y)
+    assert not [m for m in seen if "no back-propagated signal" in m], seen
     got = gradflow.load(tmp_path / "run").query("quantity == 'signal_norm'").set_index("name")["value"]
     assert set(got.index) == {"l1", "l2", "head"}
