@@ -18,7 +18,7 @@ from gradflow import store
 from gradflow.choices import RECURRENT
 from gradflow.errors import GradflowError, ellipsize, shorten
 from gradflow.fmt import fmt
-from gradflow.keys import abbreviate, full_key, swept_keys
+from gradflow.keys import abbreviate, full_key, is_missing, swept_keys
 from gradflow.probes.quantities import QUANTITIES
 from gradflow.summary import (BLOCKS, DECLARED, DEPTH_KEY, MODULE_DEPTH_NOTE, RESIDUAL_STREAM, STUDY, TRANSIENT_TOL,
                               UNREADABLE, module_depth_rows, run_folders, runs_table, study_of)
@@ -340,7 +340,7 @@ def limit_only(row: dict | pd.Series) -> bool:
     runs table (`limit_marks` reads them all)."""
     if not np.isfinite(pd.to_numeric(row.get("chi1_theory", np.nan), errors="coerce")):
         return False
-    mf = predict({k: v for k, v in row.items() if not _missing(v)})
+    mf = predict({k: v for k, v in row.items() if not is_missing(v)})
     return mf is not None and q_zero_limit(mf)
 
 
@@ -348,11 +348,6 @@ def limit_marks(df: pd.DataFrame) -> list[bool]:
     """`limit_only` of each run of `df`, read as records: a row of iterrows copies the table's attrs (the
     study's declared grids), 2.3 s of a 4000-run `ls`."""
     return [limit_only(r) for r in df.to_dict("records")] if "chi1_theory" in df.columns else [False] * len(df)
-
-
-def _missing(v) -> bool:
-    """A cell that holds no value (None, NaN, pandas' NA or NaT); a list is a value."""
-    return v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and v != v)
 
 
 def _cells(df: pd.DataFrame, key: str) -> list[str]:

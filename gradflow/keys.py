@@ -190,7 +190,8 @@ def partial_phrase(partial: Sequence[str], whose: str = "the other keys") -> str
 
 
 def is_missing(v: Any) -> bool:
-    return v is None or (isinstance(v, (float, np.floating)) and math.isnan(v))
+    """A cell that holds no value: None, NaN, pandas' NA or NaT (a nullable Int64 column's gap); a list is a value."""
+    return v is None or v is pd.NA or v is pd.NaT or (isinstance(v, (float, np.floating)) and math.isnan(v))
 
 
 def is_numeric_key(df: pd.DataFrame, key: str) -> bool:

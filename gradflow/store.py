@@ -910,7 +910,8 @@ def sweep_spec(study: Path) -> dict | None:
         st = file.stat()
         key = (str(file.resolve()), st.st_mtime_ns, st.st_size, st.st_ino)  # (written anew: atomically, a new file)
         if key not in _SPECS:
-            _SPECS.clear() if len(_SPECS) > 256 else None
+            if len(_SPECS) > 256:  # (bounded: a long-lived process reading many studies)
+                _SPECS.clear()
             _SPECS[key] = yaml.load(file.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, yaml.YAMLError):
         return None
@@ -918,7 +919,7 @@ def sweep_spec(study: Path) -> dict | None:
     return copy.deepcopy(spec) if isinstance(spec, dict) else None
 
 
-_SPECS: dict[tuple, object] = {}  # sweep_spec's: (file, mtime, size) -> what it read
+_SPECS: dict[tuple, object] = {}  # sweep_spec's: (file, mtime, size, inode) -> what it read
 
 
 def spec_files(path: Path) -> list[tuple[Path, dict | None]]:

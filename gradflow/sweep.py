@@ -322,11 +322,16 @@ def _numbers(value) -> list:
     return [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else []
 
 
+def _underflows(number: str) -> bool:
+    """Whether a number written with an exponent is below the smallest float: read as 0, not written as 0."""
+    return float(number) == 0 != float(re.split("[eE]", number)[0])
+
+
 def _refuse_underflow(key: str, text: str) -> None:
     """A number written with an exponent below the smallest float (1e-400), which reads as 0: refused (it ran at
     lr 0, learning nothing). Called where the parsed value holds a 0.0, so a text or a path is never read."""
     for number in _WRITTEN_NUMBER.findall(text):
-        if float(number) == 0 and float(re.split("[eE]", number)[0]) != 0:
+        if _underflows(number):
             raise GradflowError(f"{key}={number} is below the smallest float (about 5e-324) and reads as 0; "
                                 "write 0 where 0 is meant")
 
@@ -987,8 +992,7 @@ def _refuse_yaml_underflow(node, where: str, key: str = "a value") -> None:
 def _yaml11_float(value):
     """A points file's value as YAML 1.2 and the command line read it: 1e-3 a number, not the string PyYAML gives
     (one below the smallest float, '1e-400' quoted, stays the text: unquoted, `read_points` refused it)."""
-    if not (isinstance(value, str) and _EXPONENT.fullmatch(value)) or \
-            float(value) == 0 != float(re.split("[eE]", value)[0]):
+    if not (isinstance(value, str) and _EXPONENT.fullmatch(value)) or _underflows(value):
         return value
     return float(value)
 
@@ -1443,8 +1447,8 @@ class Watcher(threading.Thread):
         self.plan, self.on_ended, self.every = p, on_ended, every
         self.since = time.time()
         self.stop = threading.Event()
-        # each job's run.json as last read: (its mtime then, what it said); read again only once it changes (every
-        # ended run's, every half second, was 48 ms a look at 1000 runs)
+        # each job's run.json as last read: (its mtime, size and inode then, what it said); read again only once
+        # it changes (every ended run's, every half second, was 48 ms a look at 1000 runs)
         self._read: dict[str, tuple[tuple, dict | None]] = {}
 
     def ended(self) -> dict[str, dict]:
