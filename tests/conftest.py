@@ -36,9 +36,12 @@ typer.testing._get_command = functools.cache(typer.testing._get_command)
 
 # MNIST-1D is generated once per test session (about 2 s), never downloaded
 if "GRADFLOW_CACHE" not in os.environ:
+    import atexit
+    import shutil
     import tempfile
 
     os.environ["GRADFLOW_CACHE"] = tempfile.mkdtemp(prefix="gradflow-cache-")
+    atexit.register(shutil.rmtree, os.environ["GRADFLOW_CACHE"], ignore_errors=True)  # one per test process
 
 os.environ["COLUMNS"] = "250"  # wide rich tables under CliRunner, so assertions see whole cells
 
