@@ -395,6 +395,18 @@ def show_status(record: dict, threads: int | None = None) -> None:
         where = f", first in layer {layer}" if layer is not None else ""
         finite = ", the gradients finite" if what == "loss" else ""  # (e.g. a regression loss overflowing)
         console.print(escape(f"non-finite {what}{where}{finite}"), style="yellow", highlight=False)
+        if hint := diverged_hint(record.get("config") or {}):
+            print_note(hint)
+
+
+def diverged_hint(config: dict) -> str:
+    """What would train a diverged net through, in the keys that set it: a smaller step, or clipping where
+    the run had none (an exploding net is often the point of the run: a hint, not a warning)."""
+    lr, clip = config.get("optim.lr"), config.get("train.grad_clip")
+    if not isinstance(lr, (int, float)) or isinstance(lr, bool):
+        return ""
+    clipping = " or train.grad_clip=1.0" if not clip and not config.get("train.clip_value") else ""
+    return f"to train through it: a smaller optim.lr (it was {lr:g}){clipping}"
 
 
 def show_final(record: dict) -> None:
