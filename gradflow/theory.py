@@ -64,6 +64,7 @@ from gradflow.errors import GradflowError
 
 CRITICAL_TOL = 1e-3  # |chi_1 - 1| below this is "critical": over 100 layers sqrt(chi_1)^100 stays within 5% of 1
 CRITICAL_BRACKET = (1e-2, 1e3)  # critical_sw2 searches sw2 in this range
+CRITICAL_MAX = 1e12  # ... and, while chi_1 < 1 at its top, up to this
 Q_RANGE_LOG2 = 60  # q* is searched in [2^-60, 2^60] (~1e-18 .. 1e18) first, then (only where no root is there) ...
 Q_LIMIT_LOG2 = (-1022, 1023)  # ... out to 2^-1022 .. 2^1023 (the normal doubles); below is reported as 0, above as inf
 
@@ -732,9 +733,14 @@ def critical_sw2(activation: str, sb2: float, bracket: tuple[float, float] = CRI
     f = lambda s: chi1(activation, s, sb2) - 1.0
     lo, hi = bracket
     f_lo, f_hi = f(lo), f(hi)
+    while f_lo < 0 and f_hi < 0 and hi < CRITICAL_MAX and bracket == CRITICAL_BRACKET:
+        # still ordered at the bracket's top: a large sb2 moves the edge up with it (tanh at sb2 = 1e6:
+        # sw2 = 1882, as sw2 = 3/4 sqrt(2 pi (sw2 + sb2)) of large q* says), so look further, a decade at a time
+        hi *= 10
+        f_hi = f(hi)
     if (f_lo > 0) == (f_hi > 0) and f_lo != 0 and f_hi != 0:
         raise NoEdge(
-            f"activation={activation!r}, sb2={sb2}: chi_1 does not cross 1 for sw2 in [{lo}, {hi}] "
+            f"activation={activation!r}, sb2={sb2}: chi_1 does not cross 1 for sw2 in [{lo:g}, {hi:g}] "
             f"(chi_1 = {f_lo + 1:.4g} .. {f_hi + 1:.4g}), so there is no edge of chaos there")
     from scipy.optimize import brentq
 

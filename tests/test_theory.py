@@ -430,6 +430,18 @@ def test_critical_sw2_outside_bracket():
     assert theory.critical_sw2("sigmoid", 0.0) == pytest.approx(103.0, rel=1e-2)
 
 
+def test_a_large_bias_moves_the_edge_beyond_the_first_bracket():
+    """tanh at sb2 = 1e6 is ordered at every sw2 of [0.01, 1000]; its edge lies above, where large q* gives
+    chi_1 = sw2 E[sech^4(sqrt(q*) z)] ~ sw2 (4/3) / sqrt(2 pi q*) with q* ~ sw2 + sb2: chi_1 = 1 at
+    sw2 = 3/4 sqrt(2 pi (sw2 + sb2)), ~1882. It was reported as no edge at all."""
+    sw2 = theory.critical_sw2("tanh", 1e6)
+    assert sw2 > 1e3 and sw2 == pytest.approx(0.75 * math.sqrt(2 * math.pi * (sw2 + 1e6)), rel=1e-3)
+    assert theory.chi1("tanh", sw2, 1e6) == pytest.approx(1.0, abs=1e-9)
+    # a sigmoid net under a bias that saturates it at every sw2 searched still has none, said with the range
+    with pytest.raises(GradflowError, match=r"does not cross 1 for sw2 in \[0.01, 1e\+12\]"):
+        theory.critical_sw2("sigmoid", 1e30)
+
+
 def test_bad_parameters_name_the_key():
     with pytest.raises(GradflowError, match="sw2"):
         theory.point("tanh", -1.0, 0.0)
