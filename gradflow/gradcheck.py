@@ -143,9 +143,12 @@ def check_arguments(entries: int, batch: int | None, eps: float, cli: bool = Fal
         raise GradflowError(f"{named('eps', eps)} is not allowed: eps (the central-difference step) must be a "
                             f"finite number > 0, e.g. {EPS:g}")
     if isinstance(tol, bool) or not isinstance(tol, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(tol) or tol <= 0:
+            or not math.isfinite(tol) or not 0 < tol < 1:
+        # (the error |g - fd| / max(|g|, |fd|, floor) is 1 where one side is 0 and 2 where the signs differ: a
+        # tol of 1 or more passed a backward of the wrong sign)
         raise GradflowError(f"{named('tol', tol)} is not allowed: tol (the largest max relative error that passes) "
-                            f"must be a finite number > 0, e.g. {TOL:g}")
+                            f"must be a number between 0 and 1, e.g. {TOL:g}: the error is 1 where one side is 0 "
+                            "and 2 where the signs differ, so 1 or more passes a wrong gradient")
 
 
 class _Loss(nn.Module):

@@ -237,6 +237,8 @@ SMALL = ["data=gaussian", "data.n_train=256", "data.n_test=64", "data.dim=8", "m
     ("--entries", "-2", "--entries -2 is not allowed: entries must be a positive integer"),
     ("--tol", "0", "--tol 0 is not allowed"),  # nothing could pass
     ("--tol", "nan", "--tol nan is not allowed"),  # everything would fail, NaN errors included
+    ("--tol", "1", "--tol 1 is not allowed"),  # a gradient of 0 against a real one, an error of 1, would pass
+    ("--tol", "2", "--tol 2 is not allowed"),  # a backward of the wrong sign (an error of 2, just under) passed
 ])
 def test_bad_numeric_options_are_one_line(cli, option, value, needle):
     out = cli("gradcheck", *SMALL, f"{option}={value}")
@@ -244,8 +246,10 @@ def test_bad_numeric_options_are_one_line(cli, option, value, needle):
     err = out.stderr.strip()
     assert err.startswith("error:") and len(err.splitlines()) == 1 and "Traceback" not in out.output, err
     assert needle in err, err
-    if option in ("--eps", "--tol"):
+    if option == "--eps":
         assert "finite number > 0" in err, err
+    if option == "--tol":
+        assert "must be a number between 0 and 1" in err and "so 1 or more passes a wrong gradient" in err, err
     assert "max relative error" not in out.stdout
 
 
@@ -259,13 +263,26 @@ def test_the_exit_status_is_the_verdict(cli):
     out = cli("gradcheck", *args, "--tol", "1e-14")  # float64 differences resolve ~1e-9: above this
     last = " ".join(out.output.split()).rsplit("FAIL: ", 1)[-1]
     assert out.exit_code == 1 and re.fullmatch(r"max relative error \S+ is not below --tol 1e-14", last), out.output
+    # a step far from the default: the quotient's own error may be what fails, and the verdict says so
+    out = cli("gradcheck", *args, "--tol", "1e-14", "--eps", "1e-3")
+    last = " ".join(out.output.split()).rsplit("FAIL: ", 1)[-1]
+    assert out.exit_code == 1 and last.endswith(
+        "is not below --tol 1e-14 (with --eps 0.001 the difference quotient's own error, ~eps² from the curvature "
+        "and ~1e-16/eps from rounding, may be what exceeds it; the default 1e-06 keeps both below ~1e-10)"), last
     out = cli("gradcheck", *args, "init.gain=1e-6")
     text = " ".join(out.output.split())
     assert out.exit_code == 1 and "warning: " in text and text.endswith(
         "FAIL: too few tensors resolved for the agreement to mean anything (warning above); a net whose gradients "
-        "are mostly tiny (vanishing: relu under Xavier, whose init=kaiming_normal keeps them; small; or with dead "
-        "units) resolves more with an init that keeps them, more width or channels, or another seed"), \
-        out.output
+        "are mostly tiny (vanishing with depth: sigmoid, or relu under Xavier, whose init=kaiming_normal keeps "
+        "them; or dead units) resolves more with fewer layers, an init that keeps them, more width or channels, "
+        "or another seed"), out.output
+    # a Fixup net leaves the weights before its zero layers no gradient by design: another init would not help
+    out = cli("gradcheck", *SMALL, "model.variant=fixup", "model.skip=residual", "model.branch_layers=2",
+              "model.depth=5", "--entries", "2")
+    text = " ".join(out.output.split())
+    assert out.exit_code == 1 and text.endswith(
+        "model.variant=fixup starts its branches' last layers and its head at 0, which leaves the weights before "
+        "them no gradient at initialization; model.variant=standard checks the same blocks' backward"), out.output
 
 
 def test_a_non_finite_loss_is_an_error_not_a_pass(cli):

@@ -36,7 +36,7 @@ def gradcheck(
 ) -> None:
     """Check backprop (or forward-mode AD) against float64 central differences and time both; exit 1 if they disagree."""
     from gradflow.config import compose, uses_batchnorm
-    from gradflow.gradcheck import FLOOR, check_arguments
+    from gradflow.gradcheck import EPS, FLOOR, check_arguments
     from gradflow.gradcheck import gradcheck as check
     from gradflow.sweep import check_overrides
 
@@ -99,17 +99,31 @@ def gradcheck(
     # the verdict last, where a script's log ends (NaN errors fail: a NaN compares as no error)
     if not r.max_rel < tol:
         print_note(f"FAIL: max relative error {fmt(r.max_rel, 3, missing='nan')} is not below --tol {tol:g}"
-                   + (" (a gradient or a difference quotient is not finite)" if math.isnan(r.max_rel) else ""),
+                   + (" (a gradient or a difference quotient is not finite)" if math.isnan(r.max_rel) else
+                      f" (with --eps {eps:g} the difference quotient's own error, ~eps² from the curvature and "
+                      f"~1e-16/eps from rounding, may be what exceeds it; the default {EPS:g} keeps both below "
+                      "~1e-10)" if eps != EPS else ""),
                    style="bold red")
         raise typer.Exit(1)
     if vague:
-        print_note("FAIL: too few tensors resolved for the agreement to mean anything (warning above); a net "
-                   "whose gradients are mostly tiny (vanishing: relu under Xavier, whose init=kaiming_normal keeps "
-                   "them; small; or with dead units) resolves more with an init that keeps them, more width or "
-                   "channels, or another seed", style="bold red")
+        print_note("FAIL: too few tensors resolved for the agreement to mean anything (warning above); "
+                   + _resolves_more(cfg), style="bold red")
         raise typer.Exit(1)
     at_kinks = f"; {r.kinks} at a kink, with a one-sided difference" if r.kinks else ""
     print_note(f"ok: {method} agrees with central differences (max relative error below {tol:g}{at_kinks})")
+
+
+def _resolves_more(cfg) -> str:
+    """What would give more tensors a gradient above the floor, for this net."""
+    variant = cfg.model.get("variant")
+    if variant in ("fixup", "skipinit"):  # (by design: the check cannot see those weights' backward at init)
+        starts = "its branches' last layers and its head" if variant == "fixup" else "its branch scales"
+        other = "batchnorm" if cfg.model.name == "resnet20" else "standard"  # (each family's default variant)
+        return (f"model.variant={variant} starts {starts} at 0, which leaves the weights before them no gradient "
+                f"at initialization; model.variant={other} checks the same blocks' backward")
+    return ("a net whose gradients are mostly tiny (vanishing with depth: sigmoid, or relu under Xavier, whose "
+            "init=kaiming_normal keeps them; or dead units) resolves more with fewer layers, an init that keeps "
+            "them, more width or channels, or another seed")
 
 
 def _columns(params, name_width: int | None = None) -> list[Column]:
