@@ -605,7 +605,11 @@ def q_zero_limit(mf) -> bool:
 
 def endless_length_note(mf) -> str | None:
     """What a mean-field point's ξ_c = ∞ means where its forward length has no finite fixed point (q* = 0 or
-    ∞): the correlation map is scale-free there, so it says nothing of trainability. None at a finite q*."""
+    ∞): the correlation map is scale-free there, so it says nothing of trainability; or that σ_w² = 0 passes
+    nothing on (its ξ_c is 0, not ∞). None otherwise."""
+    if mf.sw2 == 0.0:
+        return ("σ_w² = 0: no layer passes its input on, so every input gives the same output after one layer "
+                "(ξ_q = ξ_c = 0) and no gradient reaches the layers below the last.")
     if mf.q_star not in (0.0, math.inf):
         return None
     what, q = ("decays to 0", "0") if mf.q_star == 0.0 else ("grows without bound", "∞")
@@ -694,7 +698,9 @@ def point(activation: str, sw2: float, sb2: float) -> MeanField:
     d, slope = _slopes(m, q)
     g1 = sw2 * d
     xi_q = math.nan if q == math.inf else _depth_scale(sw2 * slope)
-    if q in (0.0, math.inf):  # scale-free correlation map: slope 1 at c = 1
+    if sw2 == 0.0:  # no layer passes its input on: every input gives the same output after one layer
+        c_star, chi_c = 1.0, 0.0
+    elif q in (0.0, math.inf):  # scale-free correlation map: slope 1 at c = 1
         c_star, chi_c = 1.0, 1.0
     elif g1 <= 1.0:  # ordered: M convex with M(1) = 1, M'(1) = chi_1 <= 1, so c = 1 is the only fixed point
         c_star, chi_c = 1.0, g1

@@ -442,6 +442,16 @@ def test_a_large_bias_moves_the_edge_beyond_the_first_bracket():
         theory.critical_sw2("sigmoid", 1e30)
 
 
+@pytest.mark.parametrize("sb2", [0.0, 0.1])
+def test_zero_weights_forget_the_input_at_once(sb2):
+    """sigma_w^2 = 0: every input gives the bias alone after one layer, so both depth scales are 0. At
+    sb2 = 0 (q* = 0) xi_c read inf, as for a scale-free correlation map, and the note said the signal
+    decays to 0 with depth."""
+    mf = theory.point("tanh", 0.0, sb2)
+    assert (mf.chi1, mf.xi_q, mf.xi_c, mf.six_xi_c) == (0.0, 0.0, 0.0, 0.0)
+    assert theory.endless_length_note(mf).startswith("σ_w² = 0: no layer passes its input on")
+
+
 def test_bad_parameters_name_the_key():
     with pytest.raises(GradflowError, match="sw2"):
         theory.point("tanh", -1.0, 0.0)
