@@ -589,6 +589,20 @@ def test_a_phase_diagram_over_a_wide_sigma_w_range_has_a_log_axis_with_round_lab
     assert tanh.get_xscale() == "linear" and "log" not in tanh.get_xlabel()
 
 
+def test_the_phase_diagram_shows_the_whole_edge_and_keeps_its_legend_off_it():
+    """selu's edge of chaos at sigma_b^2 = 0 is at 0.477, left of the usual 0.5: the curve met the frame. And the
+    legend sat in the upper right corner, over sigmoid's edge (at 103 of 0.5-150): it is now below the axes."""
+    from gradflow.plots.phase import phase_figure
+
+    selu = phase_figure("selu", resolution=(120, 60)).axes[0]
+    assert selu.get_xlim()[0] < 0.8 * theory.critical_sw2("selu", 0.0) < 0.5
+    ax = phase_figure("sigmoid", resolution=(120, 60)).axes[0]
+    ax.figure.canvas.draw()
+    legend = ax.get_legend().get_window_extent()
+    assert legend.y1 < ax.get_window_extent().y0, (legend, ax.get_window_extent())  # wholly below the axes
+    assert phase_figure("silu", resolution=(40, 20)).axes[0].get_xlim()[0] > 0.4  # (no edge: from 0.5, less half a cell)
+
+
 def test_gelus_drawn_edge_of_chaos_is_where_theory_finds_one():
     """gelu's chi_1 steps over 1 by a small jump (0.96 to 1.01) at sigma_b^2 0.155-0.175, less than two
     cells' JUMP: the contour drew an edge there, apart from the real one, where `critical_sw2` finds

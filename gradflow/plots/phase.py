@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -41,18 +42,21 @@ def phase_diagram(activation: str, path: Path, sw2: tuple[float, float] | None =
 def sw2_range(activation: str, sb2: tuple[float, float]) -> tuple[float, float]:
     """SW2, widened to 1.3 times the largest sigma_w^2 of the edge of chaos at the ends of the sb2 range where that
     is past 80% of SW2's end, rounded up to half a power of ten: sigmoid's edge is at 103 (its derivative is at
-    most 1/4), and over 0.5-5 its diagram was all ordered."""
+    most 1/4), and over 0.5-5 its diagram was all ordered. Its start lowered to 0.8 times the smallest edge,
+    rounded down to a tenth, where that edge lies within 1.25 times SW2's start (selu's, 0.477 at sb2 = 0)."""
     edges = []
     for b in sb2:
         try:
             edges.append(theory.critical_sw2(activation, b))
         except GradflowError:  # (no edge of chaos at this sb2: gelu's, silu's jump)
             pass
-    far = max(edges, default=0.0)
+    near, far = min(edges, default=math.inf), max(edges, default=0.0)
+    # (selu's edge at sb2 = 0 is 0.477: the curve met the left frame instead of ending at its point)
+    lo = SW2[0] if near >= 1.25 * SW2[0] else max(float(np.floor(8 * near)) / 10, near / 2)
     if far <= 0.8 * SW2[1]:
-        return SW2
+        return lo, SW2[1]
     step = 10.0 ** np.floor(np.log10(1.3 * far)) / 2
-    return SW2[0], float(np.ceil(1.3 * far / step) * step)
+    return lo, float(np.ceil(1.3 * far / step) * step)
 
 
 def phase_figure(activation: str, sw2: tuple[float, float] | None = None, sb2: tuple[float, float] = (0.0, 0.3),
@@ -121,7 +125,10 @@ def phase_figure(activation: str, sw2: tuple[float, float] | None = None, sb2: t
     ax.set_xlabel(r"$\sigma_w^2$  (weight variance $\times$ fan-in" + (", log)" if log_x else ")"))
     ax.set_ylabel(r"$\sigma_b^2$  (bias variance)")
     ax.set_title(f"Mean-field phase diagram: {activation}")
-    ax.legend(handles=handles, loc="upper right", fontsize="small", framealpha=0.85)
+    # below the axes: inside, the upper right corner hid the edge of chaos where it runs up the right
+    # (sigmoid's at 103, softsign's at 4.9)
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=min(len(handles), 2),
+              fontsize="small", frameon=False)
     return fig
 
 
@@ -224,8 +231,7 @@ def _elsewhere(activation: str, sb2: float) -> str:
 
 def _label_spot(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[float, float, float] | None:
     """(x, y, clearance): a point well inside the region z > 0, the cell farthest (in axes units) from
-    the region's edge and from the frame, kept out of the top-right corner where the legend sits; None
-    if the region is too small for a label."""
+    the region's edge and from the frame; None if the region is too small for a label."""
     inside = np.isfinite(z) & (z > 0)
     if inside.sum() < 0.03 * z.size:
         return None
@@ -235,7 +241,6 @@ def _label_spot(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[float, flo
     dist = distance_transform_edt(np.pad(inside, 1), sampling=(1 / max(len(y) - 1, 1), 1 / max(len(x) - 1, 1)))
     dist = dist[1:-1, 1:-1]
     yy, xx = np.meshgrid(np.linspace(0, 1, len(y)), np.linspace(0, 1, len(x)), indexing="ij")
-    dist[(xx > 0.55) & (yy > 0.7)] = 0.0  # (the legend's corner)
     # of the cells nearly as far in as the farthest (a band of equal ones across a strip-shaped region),
     # the one nearest the middle of the axes
     near = np.where(dist >= 0.95 * dist.max(), (xx - 0.5) ** 2 + (yy - 0.5) ** 2, np.inf)
