@@ -34,7 +34,9 @@ def gradcheck(
         help="The largest max relative error that passes (finite, > 0; the backprop-vs-fd reproduction's bound). "
              "Exit status 1 above it, or where too few tensors are resolved for the check to mean anything.")] = 1e-6,
 ) -> None:
-    """Check backprop (or forward-mode AD) against float64 central differences and time both; exit 1 if they disagree."""
+    """Check backprop (or forward-mode AD) against float64 central differences and time both; exit 1 if they disagree.
+
+    gradcheck.mode=forward checks forward-mode AD (one JVP per entry) instead of backprop."""
     from gradflow.config import compose, uses_batchnorm
     from gradflow.gradcheck import EPS, FLOOR, check_arguments
     from gradflow.gradcheck import gradcheck as check
