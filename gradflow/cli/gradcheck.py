@@ -25,7 +25,8 @@ MIN_NAME = 12  # a tensor name is never shortened below this many characters
 def gradcheck(
     ctx: typer.Context,
     overrides: Annotated[Optional[list[str]], typer.Argument(
-        help="Config overrides, as for `gradflow run`: model=resnet20 data=mnist1d ...", show_default=False)] = None,
+        help="Config overrides, as for `gradflow run`: model=resnet20 data=mnist1d ...; gradcheck.mode=forward "
+             "checks forward-mode AD (one JVP per entry) instead of backprop.", show_default=False)] = None,
     entries: Annotated[int, typer.Option(help="Random entries checked per parameter tensor (1 or more).")] = 8,
     batch: Annotated[int, typer.Option(
         help="Training examples in the loss (1 or more; at most the training set's size is used).")] = 8,
@@ -34,9 +35,7 @@ def gradcheck(
         help="The largest max relative error that passes (finite, > 0; the backprop-vs-fd reproduction's bound). "
              "Exit status 1 above it, or where too few tensors are resolved for the check to mean anything.")] = 1e-6,
 ) -> None:
-    """Check backprop (or forward-mode AD) against float64 central differences and time both; exit 1 if they disagree.
-
-    gradcheck.mode=forward checks forward-mode AD (one JVP per entry) instead of backprop."""
+    """Check backprop (or forward-mode AD) against float64 central differences and time both; exit 1 if they disagree."""
     from gradflow.config import compose, uses_batchnorm
     from gradflow.gradcheck import EPS, FLOOR, check_arguments
     from gradflow.gradcheck import gradcheck as check
