@@ -148,7 +148,10 @@ CASES = [
     (["run", "threads=-1"], "threads=-1"),
     (["run", "seed=abc"], "seed"),
     (["run", "results="], "results= is empty: give the folder runs go under"),
-    (["run", "seed=99999999999999999999"], "seed=99999999999999999999 must be <= 9223372036854775807"),
+    (["run", "seed=99999999999999999999"], "seed=99999999999999999999 must be <= 4294967295"),
+    # torch's CPU generator keeps the low 32 bits: 2^32 + 1 was seed=1's run again
+    (["run", "seed=4294967297"], "seed=4294967297 must be <= 4294967295 (torch's CPU generator keeps a seed's low "
+                                 "32 bits: a larger one repeats a smaller one's run)"),
     (["run", "threads=3000000000"], "threads=3000000000 must be <= 2147483647"),  # (torch: "Overflow when unpacking long")
     (["run", "model.depth=1000000000"], "model.depth=1000000000 must be <= 100000"),  # (it built modules for ever)
     # a width no device holds (an extra zero or three) is refused before a rerun replaces any finished run

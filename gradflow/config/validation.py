@@ -27,7 +27,8 @@ MAX_DEPTH = 10**5  # layers: deeper is a typo, which would build modules until m
 # units per layer (width, channels, hidden, d_model): one 1e5 x 1e5 float32 layer is 40 GB, a wider one no
 # device holds, so a wider value is a typo (an extra zero or three); refused before a rerun replaces anything
 MAX_WIDTH = 10**5
-MAX_SEED = 2**63 - 1  # torch.manual_seed's range (torch raises beyond it)
+MAX_SEED = 2**32 - 1  # torch.manual_seed takes up to 2^63 - 1, but its CPU generator keeps the low 32 bits:
+# seed=4294967297 was seed=1's run over again (a sweep of both, two runs called independent that were one)
 MAX_THREADS = 2**31 - 1  # torch.set_num_threads takes a C int (beyond it, "Overflow when unpacking long")
 # training examples of the fixed-size datasets (MNIST-1D's published split; the full image sets)
 TRAIN_SIZES = {"mnist1d": 4000, "mnist": 60000, "fashion_mnist": 60000, "cifar10": 50000}
@@ -139,7 +140,7 @@ def validate_resolved(resolved: dict, sweep_point: bool = False, overruled: froz
     _at_least("threads", cfg.threads, 0)
     _at_most("threads", cfg.threads, MAX_THREADS)
     _at_least("seed", cfg.seed, 0)
-    _at_most("seed", cfg.seed, MAX_SEED)
+    _at_most("seed", cfg.seed, MAX_SEED, " (torch's CPU generator keeps a seed's low 32 bits: a larger one repeats a smaller one's run)")
     if not str(cfg.results).strip():  # (it wrote into the working folder itself)
         raise GradflowError("results= is empty: give the folder runs go under, e.g. results=results (the default)")
     check_name(cfg.name, cfg.results)
