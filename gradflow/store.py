@@ -1392,10 +1392,12 @@ def leftovers(path: str | Path) -> list[Path]:
         # a replacement's hidden folder left by a killed process (`staging_dir`): whatever it holds, its run
         # never took its place (its point reruns it), and a rerun of its point clears it too
         out += [Path(folder) / d for d in sorted(dirs) if is_staging(d) and is_study(Path(folder))
-                and (is_run_folder(Path(folder) / d) or is_empty_folder(Path(folder) / d))
+                and ((is_run_folder(Path(folder) / d) and _written_here(Path(folder) / d))
+                     or is_empty_folder(Path(folder) / d))
                 and not _cut_off_swap(Path(folder) / d)]
         dirs[:] = sorted(d for d in dirs if d != FIGURES_DIR and not is_staging(d))
-        if files and RUN_FILE not in files and not dirs and is_run_folder(Path(folder)) and _a_job(Path(folder)):
+        if files and RUN_FILE not in files and not dirs and is_run_folder(Path(folder)) and _a_job(Path(folder)) \
+                and _written_here(Path(folder)):
             out.append(Path(folder))
     return out
 
@@ -1418,6 +1420,30 @@ def _a_job(folder: Path) -> bool:
     named as jobs are (`default`, or its overrides, key=value). A user's `myconf/config.yaml`, or a folder
     of copied tables inside a sweep, holds only gradflow's file names too, and was removed as a leftover."""
     return is_study(folder.parent) and (folder.name == "default" or "=" in folder.name)
+
+
+def _written_here(folder: Path) -> bool:
+    """Whether a run folder's files are in gradflow's formats, not only under its names: a config.yaml of a
+    run's config (a mapping with its model and train groups), run.json an object, tables Parquet. A user's
+    notes saved as `lr=0.1/config.yaml` in a sweep were removed as a leftover run."""
+    import yaml
+
+    for f in folder.iterdir():
+        try:
+            if f.name == CONFIG_FILE:
+                config = yaml.safe_load(f.read_text())
+                if not (isinstance(config, dict) and {"model", "train"} <= set(config)):
+                    return False
+            elif f.name == RUN_FILE:
+                if not isinstance(json.loads(f.read_text()), dict):
+                    return False
+            elif f.name in TABLE_FILES.values():
+                with open(f, "rb") as fh:
+                    if fh.read(4) != b"PAR1":  # (Parquet's magic number; a table cut off mid-write is a temporary)
+                        return False
+        except (OSError, ValueError, yaml.YAMLError):
+            return False
+    return True
 
 
 def is_study(folder: Path) -> bool:

@@ -602,6 +602,17 @@ def test_clean_removes_folders_of_runs_cut_off_before_their_run_json(cli, result
     conf = results.parent / "project" / "myconf"
     conf.mkdir(parents=True)
     (conf / store.CONFIG_FILE).write_text("lr: 0.1\n")
+    # named as a job and holding only gradflow's file names, but not in its formats: a user's notes saved as a
+    # config.yaml (YAML, but no run's config), text as a table, in a hidden folder named as a replacement's
+    notes = root / "lr=0.1"
+    notes.mkdir()
+    (notes / store.CONFIG_FILE).write_text("my own notes: lr 0.1 looked best\n")
+    text = root / "x=2"
+    text.mkdir()
+    (text / store.METRICS_FILE).write_text("a: 1\n")
+    hidden = store.staging_dir(root / "model.depth=9")
+    hidden.mkdir()
+    (hidden / store.CONFIG_FILE).write_text("lr: 0.1\n")
     assert set(_statuses(root)) == {"model.depth=2", "model.depth=3"}  # the premise: neither is a run
     assert store.leftovers(results) == [cut] and store.leftovers(results.parent / "project") == []
     out = cli("clean", str(results.parent / "project"), "--stale", "--yes")
@@ -611,6 +622,8 @@ def test_clean_removes_folders_of_runs_cut_off_before_their_run_json(cli, result
     out = cli("clean", str(root), "--stale", "--yes")
     assert out.exit_code == 0 and "1 left over (no run.json)" in out.output and "removed 1 run\n" in out.output
     assert not cut.exists() and (foreign / "todo.txt").exists() and (mine / store.LAYERS_FILE).exists()
+    assert all((f / name).exists() for f, name in ((notes, store.CONFIG_FILE), (text, store.METRICS_FILE),
+                                                   (hidden, store.CONFIG_FILE)))
     assert _statuses(root) == {"model.depth=2": "ok", "model.depth=3": "ok"}
     assert "nothing to remove" in cli("clean", str(root), "--stale", "--yes").output
 
