@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 import traceback
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -961,8 +961,11 @@ def status_of(job_dir: Path, rec: dict | None, spec: dict | None = None) -> tupl
             if not pid_alive(pid):
                 return INTERRUPTED, f"its process {pid} ended before the run did"
             # every writer holds its study's lock, whose holder file goes with it: none, and the pid is
-            # another process's now (a container restarted: pids start small again)
-            if not (job_dir.parent / HOLDER_FILE).exists():
+            # another process's now (a container restarted: pids start small again). Held by this process for
+            # another run (`clean`, which read such a run as running once it held the lock, and left it), likewise
+            holder = _holder_file(job_dir.parent)
+            if holder is None and not (job_dir.parent / HOLDER_FILE).exists() or \
+                    holder is not None and holder[0] == os.getpid() != pid and holder[1] == socket.gethostname():
                 return INTERRUPTED, f"no process holds its study's lock: its process ended (pid {pid} is another's)"
         return RUNNING, ""
     if status in ENDED or status == INTERRUPTED:
@@ -1474,8 +1477,15 @@ def clean(path: str | Path) -> tuple[list[Path], list[Path]]:
     for job in [Path(r[PATH]) for r in doomed] + left:
         by_study.setdefault(job.parent, []).append(job)
     check_cleanable(path, [j for jobs in by_study.values() for j in jobs])
-    for study, jobs in by_study.items():
-        with lock(study, f"gradflow clean {path} --stale", elsewhere=None):
+    with ExitStack() as held:
+        # every study's lock before anything goes: one held by a live sweep stopped the cleaning halfway,
+        # its error the only word, the studies before it already cleaned
+        for study in sorted(by_study):
+            try:
+                held.enter_context(lock(study, f"gradflow clean {path} --stale", elsewhere=None))
+            except GradflowError as e:
+                raise GradflowError(f"{e}; nothing removed") from None
+        for study, jobs in by_study.items():
             spec = sweep_spec(study)
             for job in jobs:
                 # still so, now that we hold the lock (a leftover has no run.json: it reads as incomplete)

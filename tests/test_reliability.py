@@ -679,6 +679,43 @@ def test_a_running_record_of_a_dead_process_reads_as_interrupted(results):
         "interrupted", f"no process holds its study's lock: its process ended (pid {os.getpid()} is another's)")
 
 
+def test_clean_removes_a_running_record_whose_pid_is_anothers_and_stops_before_a_locked_study(cli, results):
+    """A run recorded `running` whose pid is now another live process's, with no writer holding the lock, reads
+    interrupted and is listed for removal; clean then held the lock itself, read the run as running again, and
+    removed nothing ("removed 0 runs", exit 0). And a study whose lock another process holds stops the cleaning
+    before anything goes (the studies before it in the folder were cleaned, the error the only word)."""
+    import socket
+
+    for name in ("a", "b"):
+        assert _sweep(cli, results, "model.depth=2,3", name=name).exit_code == 0
+    other = subprocess.Popen(["sleep", "120"])
+    try:
+        job = results / "a" / "model.depth=2"
+        store.write_json(job / "run.json", {**store.read_run(job), "status": "running", "pid": other.pid,
+                                            "host": socket.gethostname()})
+        cut = results / "b" / "model.depth=3"
+        store.write_json(cut / "run.json", {**store.read_run(cut), "status": "interrupted"})
+        holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from gradflow import store\n"
+                                   f"with store.lock(store.Path({str(results / 'b')!r})):\n"
+                                   "    print('held', flush=True); time.sleep(120)"],
+                                  stdout=subprocess.PIPE, text=True, env=ENV)
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            out = cli("clean", str(results), "--stale", "--yes")
+            assert out.exit_code == 1 and out.stderr.strip().endswith(
+                "wait for it to finish, then run the same command again; nothing removed"), out.output
+            assert _statuses(results / "a")["model.depth=2"] == "interrupted"  # nothing went
+        finally:
+            holder.kill()
+            holder.wait()
+        out = cli("clean", str(results), "--stale", "--yes")
+        assert out.exit_code == 0 and "removed 2 runs\n" in out.output, out.output
+        assert not job.exists() and not cut.exists()
+    finally:
+        other.kill()
+        other.wait()
+
+
 # --- interruption: Ctrl-C to the process group ------------------------------------------------------------
 def _interrupt_when(args, ready, timeout=180):
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
