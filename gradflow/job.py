@@ -88,17 +88,18 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
     them already (a sweep's job, from its check whether the run is finished). `command`: the command line that
     made it, where no sweep.yaml keeps it (`gradflow run`'s: run.json's `command`, which the report page gives).
 
-    Where `job_dir` holds a finished run of other settings, the new run is made beside it and takes its
-    place only once it has ended ok or diverged: one that fails leaves the old run (its run.json notes the
-    failure: `store.keep_replaced`), one interrupted is dropped. The record returned is the new run's. The
+    Where `job_dir` holds a finished run (of other settings, or of the same: `gradflow run` again), the new run
+    is made beside it and takes its place only once it has ended ok or diverged: one that fails leaves the old
+    run (its run.json notes the failure: `store.keep_replaced`), one interrupted is dropped. The record returned is the new run's. The
     caller holds the study's lock and has put right a swap a killed process cut off (`store.recover`).
     """
     if flat is None:
         flat = settings(store.flatten(cfg))  # a key of another choice (init.sw2 of a Xavier run) is no setting
     job_dir, digest = Path(job_dir), store.config_hash(flat)
-    if not store.replaces(job_dir, digest):  # (a swap a killed process cut off: the caller put it right)
+    if store.standing(job_dir, digest) is None:  # (a swap a killed process cut off: the caller put it right)
         return _execute(cfg, job_dir, job_dir.name, on_step, isolate, flat, digest, command)
-    # a finished run of other settings stays until its replacement has ended ok or diverged (store.STAGING)
+    # a finished run stays until its replacement has ended ok or diverged (store.STAGING): a Ctrl-C or a crash
+    # in a rerun of the same settings lost the run it was redoing
     staging = store.staging_dir(job_dir)
     store.clear_run(staging)  # (one a killed process left)
     try:

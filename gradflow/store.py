@@ -961,11 +961,13 @@ def status_of(job_dir: Path, rec: dict | None, spec: dict | None = None) -> tupl
             if not pid_alive(pid):
                 return INTERRUPTED, f"its process {pid} ended before the run did"
             # every writer holds its study's lock, whose holder file goes with it: none, and the pid is
-            # another process's now (a container restarted: pids start small again). Held by this process for
-            # another run (`clean`, which read such a run as running once it held the lock, and left it), likewise
+            # another process's now (a container restarted: pids start small again). Likewise where the holder file
+            # names a process that is gone (one that left at once on Ctrl-C leaves it), or this one, for another
+            # run (`clean`, which read such a run as running once it held the lock, and left it)
             holder = _holder_file(job_dir.parent)
             if holder is None and not (job_dir.parent / HOLDER_FILE).exists() or \
-                    holder is not None and holder[0] == os.getpid() != pid and holder[1] == socket.gethostname():
+                    holder is not None and holder[1] == socket.gethostname() and \
+                    (holder[0] == os.getpid() != pid or not pid_alive(holder[0])):
                 return INTERRUPTED, f"no process holds its study's lock: its process ended (pid {pid} is another's)"
         return RUNNING, ""
     if status in ENDED or status == INTERRUPTED:

@@ -192,8 +192,11 @@ def test_a_run_replacing_a_finished_run_with_other_settings_says_so(cli, results
     text = " ".join(out.output.split())
     assert out.exit_code == 0 and "replacing the finished run in" in text and "made with other settings (device auto → cpu)" in text
     assert json.loads((results / "B" / "model.width=8,train.steps=2" / "run.json").read_text())["config"]["device"] == "cpu"
-    out = cli("run", *again, "device=cpu")  # the same settings again: nothing to say
-    assert out.exit_code == 0 and "replacing the finished run" not in out.output
+    out = cli("run", *again, "device=cpu")  # the same settings again: rerun, the finished run kept until it ends
+    text = " ".join(out.output.split())
+    assert out.exit_code == 0 and "replacing the finished run" not in out.output, out.output
+    assert (f"rerunning the finished run in {results / 'B' / 'model.width=8,train.steps=2'} (the same settings): it "
+            "stays there until this run has ended") in text, text
 
 
 def test_nothing_measured_after_the_divergence_is_kept(cli, results):

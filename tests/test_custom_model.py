@@ -743,6 +743,16 @@ def test_an_interrupted_replacement_is_dropped_and_the_finished_run_kept(user_mo
     assert store.read_run(job_dir) == before and store.is_finished(job_dir)
     assert _hidden(job_dir.parent) == []
 
+    # a rerun of the same settings (`gradflow run` again) interrupted: the run it redoes stays too (it was
+    # cleared first, and a Ctrl-C lost it)
+    def stop(t, n):
+        if t == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        job.execute(config_mod.compose([*base, f"model.target={user_models}:Late"]), job_dir, on_step=stop)
+    assert store.read_run(job_dir) == before and store.is_finished(job_dir) and _hidden(job_dir.parent) == []
+
 
 def test_a_file_put_into_a_run_while_its_replacement_runs_keeps_the_run_and_the_sweep_goes_on(
         cli, user_models, tmp_path, monkeypatch):
@@ -795,6 +805,14 @@ def test_run_says_it_kept_the_finished_run_its_failed_replacement_was_to_replace
     assert cli(*command, "device=cpu").exit_code == 0  # a replacement that ends ok takes its place: no note
     assert store.read_run(job_dir)["config"]["device"] == "cpu" and "replacement" not in store.read_run(job_dir)
     assert "replacement" not in cli("ls", str(results / "one")).output
+    # the same command again, failing: the run it redid stays, said so (the failed run's summary named the
+    # folder as its results, which held the old run)
+    before = store.read_run(job_dir)
+    monkeypatch.setenv("LATE_AT", "2")
+    out = cli(*command, "device=cpu")
+    said = " ".join(out.output.split())
+    assert out.exit_code == 1 and f"the finished run of the same settings in {job_dir} was kept" in said, said
+    assert {k: v for k, v in store.read_run(job_dir).items() if k != "replacement"} == before
 
 
 def test_a_replacement_cut_off_is_no_run_and_clean_removes_it(cli, tmp_path):

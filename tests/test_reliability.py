@@ -677,6 +677,9 @@ def test_a_running_record_of_a_dead_process_reads_as_interrupted(results):
     # container's pids start small again), the run is interrupted (it read `running`)
     assert store.status_of(job, store.read_run(job)) == (
         "interrupted", f"no process holds its study's lock: its process ended (pid {os.getpid()} is another's)")
+    # a holder file left by a process that is gone (a Ctrl-C leaves at once, the file behind) holds nothing
+    store.write_json(results / "s" / store.HOLDER_FILE, {"pid": dead.pid, "host": socket.gethostname()})
+    assert store.status_of(job, store.read_run(job))[0] == "interrupted"
 
 
 def test_clean_removes_a_running_record_whose_pid_is_anothers_and_stops_before_a_locked_study(cli, results):

@@ -250,7 +250,9 @@ def run(
         check_files(cfg.data.name, cfg.data.root, cfg.data.download)
     with store.lock(study):
         store.recover(job_dir)  # (a swap a killed process cut off: see store.swap_in)
-        _warn_replaced(job_dir, flat)
+        before = store.standing(job_dir, digest)  # a finished run there, kept until this one ends (job.execute)
+        old = _identity(store.read_run(job_dir)) if before else None
+        _warn_replaced(job_dir, flat, before)
         try:
             if console.is_terminal:
                 with progress_bar() as progress:
@@ -260,10 +262,10 @@ def run(
             else:
                 record = job.execute(cfg, job_dir, on_step=progress_lines(cfg.train.steps), flat=flat, command=command)
         except KeyboardInterrupt:
-            if store.replaces(job_dir, digest):  # (job.execute dropped the replacement)
-                leave_interrupted(f"interrupted: the run was dropped, and the finished run of other settings in "
-                                  f"{job_dir} stays as it was; rerun the same command to replace it")
             rec = store.read_run(job_dir) or {}
+            if before and _identity(rec) == old:  # (job.execute dropped the replacement)
+                leave_interrupted(f"interrupted: the run was dropped, and the finished run {_of(before)} in "
+                                  f"{job_dir} stays as it was; rerun the same command to replace it")
             if rec.get(store.STATUS) in store.FINISHED:  # Ctrl-C as its last tables were written: it waited
                 leave_interrupted(f"interrupted after the run ended: {job_dir} is recorded {rec[store.STATUS]}, "
                                   f"with its tables (gradflow plot {job_dir})")
@@ -271,7 +273,8 @@ def run(
                     if store.LAYERS_FILE in rec.get("files", ()) else "")
             leave_interrupted(f"interrupted at step {rec.get('steps_done', 0)}: {job_dir} is marked interrupted"
                               f"{kept}; rerun the same command to start it again")
-    show_run(job_dir, record, torch.get_num_threads(), kept=store.replaces(job_dir, digest))
+    show_run(job_dir, record, torch.get_num_threads(), kept=_of(before) if before and
+             _identity(store.read_run(job_dir)) == old else "")
     if record["status"] == store.FAILED:
         raise typer.Exit(1)
 
@@ -321,14 +324,27 @@ def _rerun_advice(study: Path, name: str) -> str:
     return f"change the sweep (gradflow sweep ... --name {name})"
 
 
-def _warn_replaced(job_dir: Path, flat: dict) -> None:
+def _warn_replaced(job_dir: Path, flat: dict, before: str | None) -> None:
     """Say so when the run replaces a finished one made with other settings (a run of a folder name that
-    leaves out a seed or a device), naming what differs, as `gradflow sweep` says it."""
-    if not store.replaces(job_dir, store.config_hash(flat)):
+    leaves out a seed or a device), naming what differs, as `gradflow sweep` says it; or redoes one of the same
+    settings, which stays until this one has ended."""
+    if before == store.SAME:
+        print_note(f"rerunning the finished run in {job_dir} (the same settings): it stays there until this "
+                   "run has ended")
+    if before != store.OTHER:
         return
     old = (store.read_run(job_dir) or {}).get("config") or {}
     print_note(f"replacing the finished run in {job_dir}, made with other settings ({_differences(old, flat)})",
                style="yellow")
+
+
+def _identity(rec: dict | None) -> tuple:
+    """Which run a run.json records (its start and process): the finished one kept, or the one that replaced it."""
+    return ((rec or {}).get("started"), (rec or {}).get("pid"))
+
+
+def _of(before: str | None) -> str:
+    return "of the same settings" if before == store.SAME else "of other settings"
 
 
 def _differences(old: dict, new: dict, most: int = 4) -> str:
@@ -353,14 +369,14 @@ def progress_lines(steps: int, lines: int = 5):
 SHOWN_LAYERS = 13  # rows of the per-layer table; deeper nets are thinned evenly, both ends kept
 
 
-def show_run(job_dir: Path, record: dict, threads: int | None = None, kept: bool = False) -> None:
+def show_run(job_dir: Path, record: dict, threads: int | None = None, kept: str = "") -> None:
     """The summary of one finished run, read back from its results folder. `kept`: it failed, and the
-    finished run of other settings it was to replace stays in the folder (`job.execute`)."""
+    finished run it was to replace stays in the folder (`job.execute`), "of other settings" (or the same)."""
     show_status(record, threads)
     if record["status"] == store.FAILED:
         console.print(escape(str(record.get("error"))), style="red", highlight=False, soft_wrap=True)
         if kept:
-            print_note(f"the finished run of other settings in {job_dir} was kept (its run.json notes this "
+            print_note(f"the finished run {kept} in {job_dir} was kept (its run.json notes this "
                        f"failure under {store.REPLACEMENT!r}, with the traceback)", style="yellow")
         else:
             console.print(f"results: {job_dir}", soft_wrap=True)
