@@ -822,6 +822,13 @@ def test_an_over_long_word_in_an_error_is_shortened_and_an_existing_path_kept_wh
     assert out.exit_code == 1 and out.stderr.startswith(f"error: {existing} holds no runs"), out.stderr
 
 
+def test_a_shortened_value_counts_its_own_characters_not_its_quotes(cli):
+    """name= of 101 characters was said to be "(103 characters)": the count took in the quotes around it."""
+    out = cli("run", "name=" + "a" * 101, "train.steps=1")
+    err = out.stderr.strip()
+    assert out.exit_code == 1 and err.startswith(f"error: name='{'a' * 28}…{'a' * 28}' (101 characters) must be"), err
+
+
 def test_a_study_inside_another_is_refused_and_a_sweeps_name_error_names_its_results_folder(cli, tmp_path):
     # name=grid/inner beside the sweep grid's runs: ls grid listed it as a fifth row, plot merged it into the
     # sweep's figure; a sweep's bad name said "inside results/" for its own results= folder

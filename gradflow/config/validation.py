@@ -41,6 +41,8 @@ def show_value(value: Any, key: str | None = None) -> str:
     if isinstance(value, str) and key in NUMBER_OR_WORD_KEYS and value == value.strip() and \
             not math.isnan(number_in(value)):
         return shorten(value)
+    if isinstance(value, str) and len(quoted := repr(value)) > 60:  # (the count is the value's, not its quotes')
+        return f"{shorten(quoted).rsplit(' (', 1)[0]} ({len(value)} characters)"
     return shorten(repr(value) if isinstance(value, str) else value)
 
 
