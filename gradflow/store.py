@@ -469,6 +469,7 @@ def removal_failed(job_dir: Path, e: OSError) -> GradflowError:
 # where it was, its failure noted in the old run.json (REPLACEMENT). No reader lists a run in these folders.
 STAGING, ASIDE = ".replacing", ".replaced"
 REPLACEMENT = "replacement"  # run.json: a failed replacement of this run (its config hash, error, traceback)
+KILLED_IN = "killed_in"  # run.json (or its replacement's note): the sweep process (its pid) in which its worker was killed
 REPLACEMENT_FAILED = "its replacement failed, so the finished run of the earlier settings was kept (rerun to retry): "
 
 
@@ -574,6 +575,8 @@ def keep_replaced(job_dir: Path, staging: Path, record: dict) -> None:
     rec = read_run(job_dir)
     if rec is not None:
         rec[REPLACEMENT] = {k: record.get(k) for k in ("started", "config_hash", STATUS, "error", "traceback")}
+        if KILLED_IN in record:  # (a sweep's worker killed in it: not run again in that sweep)
+            rec[REPLACEMENT][KILLED_IN] = record[KILLED_IN]
         write_json(Path(job_dir) / RUN_FILE, rec)
     clear_run(staging)
 

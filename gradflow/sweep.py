@@ -1062,8 +1062,9 @@ def task(cfg) -> str:
     store.recover(job_dir)  # (a swap a killed process cut off: see store.swap_in; the sweep holds the lock)
     if store.is_finished(job_dir, store.config_hash(flat)):
         return "skipped"
-    if (store.read_run(job_dir) or {}).get(KILLED_IN) == workers.owner():  # its worker killed in this sweep
-        return store.FAILED  # (`_run_through_deaths`: run again, it would end every attempt)
+    rec = store.read_run(job_dir) or {}
+    if workers.owner() in (rec.get(store.KILLED_IN), (rec.get(store.REPLACEMENT) or {}).get(store.KILLED_IN)):
+        return store.FAILED  # its worker killed in this sweep (`_run_through_deaths`: run again, it would end every attempt)
     report = _reporter
     on_step = (lambda t, n: report(job_dir.name, t, n)) if report else None
     with workers.job(job_dir):
@@ -1129,9 +1130,6 @@ def _forced_folders(job_dir: Path) -> tuple[Path, ...]:
     return job_dir, store.staging_dir(job_dir), store.staging_dir(job_dir, store.ASIDE)
 
 
-KILLED_IN = "killed_in"  # run.json: the sweep process (its pid) in which the run's worker was killed
-
-
 def _run_through_deaths(p: Plan, on_step: StepFn | None) -> None:
     """The sweep, on through joblib workers killed in a run (the out-of-memory killer, a crash in native code),
     each of which ends loky's pool and every run in flight with it: they ended the sweep. The points are run
@@ -1146,7 +1144,7 @@ def _run_through_deaths(p: Plan, on_step: StepFn | None) -> None:
             return
         except WorkerDied as died:
             # the runs in flight in this attempt (not those an earlier death left `running`, not yet run again)
-            cut = [name for name in died.cut if _mtime(p.root / name / store.RUN_FILE) >= started - 1]
+            cut = [name for name in died.cut if _mtime(_in_flight(p.root / name) / store.RUN_FILE) >= started - 1]
             if not cut:  # (no run in flight: nothing to put it on)
                 raise
             if len(cut) == 1:
@@ -1164,12 +1162,25 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
+def _in_flight(job_dir: Path) -> Path:
+    """Where a point's run is being written: the hidden folder of a replacement whose run.json says `running`
+    (a finished run of other settings stays in the point's own until it ends: `job.execute`), else its own."""
+    staging = store.staging_dir(job_dir)
+    return staging if (store.read_run(staging) or {}).get(store.STATUS) == store.RUNNING else job_dir
+
+
 def _killed(job_dir: Path, codes: str) -> None:
-    """A run whose worker was killed as it trained (it wrote nothing of that): failed, saying so."""
-    rec = store.read_run(job_dir) or {}
-    store.finish(job_dir, {**rec, store.STATUS: store.FAILED, KILLED_IN: os.getpid(), "files": [store.CONFIG_FILE],
-                           "error": f"its worker process was killed ({codes}) as it ran: out of memory, or a crash "
-                                    "in native code; the sweep went on without it"})
+    """A run whose worker was killed as it trained (it wrote nothing of that): failed, saying so. A replacement's:
+    the finished run it was to replace stays, noting the failure (a worker killed in one stopped the sweep)."""
+    folder = _in_flight(job_dir)
+    rec = store.read_run(folder) or {}
+    record = {**rec, store.STATUS: store.FAILED, store.KILLED_IN: os.getpid(), "files": [store.CONFIG_FILE],
+              "error": f"its worker process was killed ({codes}) as it ran: out of memory, or a crash in native "
+                       "code; the sweep went on without it"}
+    if folder != job_dir:
+        store.keep_replaced(job_dir, folder, record)
+    else:
+        store.finish(job_dir, record)
 
 
 def check_replacement_builds(p: Plan) -> None:
@@ -1233,7 +1244,8 @@ def _worker_died(p: Plan, e: Exception) -> WorkerDied:
     said where it cannot (no run in flight; it was loky's traceback of sixty lines)."""
     found = re.search(r"exit codes of the workers are \{([^}]*)\}", str(e))
     codes = found.group(1) if found else "killed"
-    cut = [j.name for j in p.to_run if (store.read_run(p.root / j.name) or {}).get(store.STATUS) == store.RUNNING]
+    cut = [j.name for j in p.to_run if (store.read_run(_in_flight(p.root / j.name)) or {}).get(store.STATUS)
+           == store.RUNNING]
     return WorkerDied(
         f"hydra/launcher=joblib: a worker process died ({codes}: out of memory, or a crash in native code) with no "
         f"run in flight to put it on; `gradflow ls {p.root}` shows which runs finished, and the same command again "

@@ -340,6 +340,43 @@ def test_a_joblib_worker_killed_in_a_run_fails_that_run_and_the_sweep_goes_on(re
     assert "its worker process was killed (SIGKILL(-9))" in " ".join(out.stdout.split()), out.stdout
 
 
+def test_a_joblib_worker_killed_in_a_replacement_keeps_the_finished_run_and_the_sweep_goes_on(results, tmp_path):
+    """A fixed setting changed, every point a replacement of its finished run, each replacement's worker killed:
+    the runs in flight were looked for in the points' own folders (the replacements run in hidden ones), none
+    was found, and the sweep stopped at the first death ("with no run in flight to put it on"), the points
+    after it never tried, the same on every rerun. Each replacement now fails as a killed run does, its
+    finished run kept."""
+    (tmp_path / "dying.py").write_text(
+        "import os, signal, torch\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self, die=0, tag=0):\n"
+        "        super().__init__()\n"
+        "        self.l0, self.head, self.die, self.n = torch.nn.Linear(8, 8), torch.nn.Linear(8, 10), die, 0\n"
+        "    def forward(self, x):\n"
+        "        self.n += self.training\n"
+        "        if self.die and self.n == 2:\n"
+        "            os.kill(os.getpid(), signal.SIGKILL)\n"
+        "        return self.head(torch.tanh(self.l0(x)))\n")
+    args = [sys.executable, "-m", "gradflow", "sweep", *[o for o in SMALL if not o.startswith("model.")],
+            "model=custom", "model.target=dying:Net", "+model.kwargs.tag=0,1,2", "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2", f"results={results}", "--name", "dies"]
+    env, root = {**ENV, "PYTHONPATH": str(tmp_path)}, results / "dies"
+    first = subprocess.run([*args, "+model.kwargs.die=0"], capture_output=True, text=True, timeout=300, env=env,
+                           cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    before = {r["run"]: r["record"]["config_hash"] for r in store.runs(root)}
+    out = subprocess.run([*args, "+model.kwargs.die=1"], capture_output=True, text=True, timeout=300, env=env,
+                         cwd=tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr + out.stdout, out.stderr  # (1: runs failed)
+    assert "with no run in flight" not in out.stderr, out.stderr
+    runs = store.runs(root)
+    assert {r["run"]: r["record"]["config_hash"] for r in runs} == before and len(runs) == 3  # each kept
+    for run in runs:
+        assert run["status"] == "stale" and run["why"].startswith(store.REPLACEMENT_FAILED), run["why"]
+        assert "its worker process was killed (SIGKILL(-9))" in run["record"]["replacement"]["error"]
+    assert not [p for p in root.iterdir() if store.is_staging(p.name)]  # no replacement left behind
+
+
 def test_a_run_whose_folder_takes_no_more_bytes_is_one_line(results):
     # a full disk as a run began (its run.json unwritten): Python's traceback, and in a sweep Hydra's too, the
     # folders of the points after it left empty. A file-size limit (RLIMIT_FSIZE: writes past it fail with
