@@ -513,6 +513,7 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
 
         for source in sorted(jobs.sources, key=str):
             check_files(*source)
+    check_targets({t: name for done, targets in jobs.targets.items() if force or not done for t, name in targets.items()})
     if root.is_dir():
         moved = {j.moved_from for j in result.jobs}
         stale = [p for p in root.iterdir() if p.name not in jobs.seen and not store.is_staging(p.name)
@@ -526,6 +527,23 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
             there = sum(1 for p in root.iterdir() if not store.is_staging(p.name) and (p / store.RUN_FILE).exists())
             _refuse_takeover(root, result.stale, named, there)
     return result
+
+
+def check_targets(targets: dict[str, str]) -> None:
+    """Each custom model's target among the points to run imports (`targets`: model.target -> the first point
+    of it), as `gradflow run` checks it before it writes anything: a typo in it failed every point, after
+    sweep.yaml was rewritten (the finished runs stale by it); so did a sweep started from a folder the target
+    does not import from. One line naming the point, before any job starts. (Whether the model builds and fits
+    its data is each run's own: a point that does not is recorded failed, with the model's traceback.)"""
+    if not targets:
+        return
+    from gradflow.models.custom import resolve  # (torch: not for a finished sweep resumed, which runs nothing)
+
+    for target, name in targets.items():
+        try:
+            resolve(target)
+        except GradflowError as e:
+            raise GradflowError(f"the sweep point {name}: {e}; no job was started") from None
 
 
 def _refuse_loops(root: Path, stale: list[Path]) -> None:
@@ -655,6 +673,8 @@ class _Jobs:
         self.digests: dict[str, tuple] = {}  # each point's config hash -> its folder and overrides
         self.same: tuple[str, str] | None = None  # the first two points that are one run
         self.sources: set[tuple] = set()  # (data.name, data.root, data.download) of the points to run
+        self.targets: dict[bool, dict[str, str]] = {}  # a custom model's targets -> the first point of each, by
+        # whether finished (`check_targets`)
         self.devices: dict[bool, set[str]] = {}  # the points' device values, by whether finished (each checked
         # once, where they run here)
         self.last: dict = {}  # the last point's settings
@@ -682,6 +702,9 @@ class _Jobs:
         self.devices.setdefault(finished, set()).add(flat["device"])
         if not finished and "data.root" in flat:  # a dataset read from files (checked after the grid, each once)
             self.sources.add((flat["data.name"], flat["data.root"], flat.get("data.download", False)))
+        target = flat.get("model.target") if flat.get("model.name") == "custom" else None
+        if isinstance(target, str) and target.strip():  # (none: the run says what it needs)
+            self.targets.setdefault(finished, {}).setdefault(target, jname)
         changes = store.differing(store.run_config(job_dir), flat) if replaces else []
         return Job(cfg_overrides, jname, digest, finished=finished, replaces=replaces, changes=changes)
 

@@ -645,6 +645,23 @@ def test_a_sweep_keeps_the_users_own_traceback_of_a_model_that_does_not_fit(cli,
     assert [r["error"] is not None for r in listed] == [False, True] and "does not fit" in listed[1]["error"]
 
 
+def test_a_sweep_whose_target_does_not_import_is_refused_before_any_job(cli, user_models, tmp_path):
+    """A typo in model.target failed every point of the sweep, after sweep.yaml was rewritten, which made the
+    finished runs of the folder stale; `gradflow run` refuses it in one line. So is the sweep now, naming the
+    point, its folder untouched."""
+    from gradflow import store
+
+    results = tmp_path / "results"
+    sweep = ["sweep", "model=custom", *TINY, f"results={results}", "--name", "s"]
+    assert cli(*sweep, "seed=0,1", f"model.target={user_models}:Net").exit_code == 0
+    spec = (results / "s" / store.SWEEP_FILE).read_text()
+    out = cli(*sweep, "seed=2,3", f"model.target={user_models}:Nett")  # (new points: no replacement to build first)
+    assert_last_line(out, f"error: the sweep point seed=2: model.target='{user_models}:Nett': {user_models} has no "
+                          "attribute 'Nett'; no job was started")
+    assert (results / "s" / store.SWEEP_FILE).read_text() == spec
+    assert {r["status"] for r in store.runs(results / "s")} == {"ok"}
+
+
 def test_a_rerun_whose_replacements_do_not_build_replaces_no_finished_run(cli, user_models, tmp_path):
     """The finished runs of d_in=40 stay whole when the rerun with d_in=41 cannot build its model: each was
     replaced by a `failed` run and its tables were gone."""
