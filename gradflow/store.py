@@ -1407,6 +1407,8 @@ def leftovers(path: str | Path) -> list[Path]:
         if files and RUN_FILE not in files and not dirs and is_run_folder(Path(folder)) and _a_job(Path(folder)) \
                 and _written_here(Path(folder)):
             out.append(Path(folder))
+        elif not files and not dirs and _a_job(Path(folder)) and not os.path.islink(folder):
+            out.append(Path(folder))  # (a job's folder Hydra made for a point that never began: a sweep killed)
     return out
 
 

@@ -650,15 +650,21 @@ def test_clean_removes_folders_of_runs_cut_off_before_their_run_json(cli, result
     hidden = store.staging_dir(root / "model.depth=9")
     hidden.mkdir()
     (hidden / store.CONFIG_FILE).write_text("lr: 0.1\n")
+    # the empty folder Hydra made for a point that never began (a sweep killed): left over too; an empty folder
+    # not named as a job is not
+    never = root / "model.depth=8"
+    never.mkdir()
+    (root / "empty").mkdir()
     assert set(_statuses(root)) == {"model.depth=2", "model.depth=3"}  # the premise: neither is a run
-    assert store.leftovers(results) == [cut] and store.leftovers(results.parent / "project") == []
+    assert store.leftovers(results) == [cut, never] and store.leftovers(results.parent / "project") == []
     out = cli("clean", str(results.parent / "project"), "--stale", "--yes")
     assert out.exit_code == 1 and "holds no runs" in out.output
     assert (conf / store.CONFIG_FILE).exists()
 
     out = cli("clean", str(root), "--stale", "--yes")
-    assert out.exit_code == 0 and "1 left over (no run.json)" in out.output and "removed 1 run\n" in out.output
+    assert out.exit_code == 0 and "2 left over (no run.json)" in out.output and "removed 2 runs\n" in out.output
     assert not cut.exists() and (foreign / "todo.txt").exists() and (mine / store.LAYERS_FILE).exists()
+    assert not never.exists() and (root / "empty").is_dir()
     assert all((f / name).exists() for f, name in ((notes, store.CONFIG_FILE), (text, store.METRICS_FILE),
                                                    (hidden, store.CONFIG_FILE)))
     assert _statuses(root) == {"model.depth=2": "ok", "model.depth=3": "ok"}
