@@ -127,16 +127,31 @@ def busy_cores(results: list[Timing]) -> list[str]:
     """A warning per workload whose bare loop ran no faster (within BUSY_SPEEDUP) on more threads than
     on the fewest timed: their cores were busy with other work (a shared machine), so the ratios at
     those thread counts are not this code's. For the wall clock (CPU time adds up over threads)."""
+    from gradflow.workers import more_than_cores
+
     notes = []
     for name in dict.fromkeys(r.workload for r in results):
         rows = sorted((r for r in results if r.workload == name), key=lambda r: r.threads)
         for r in rows[1:]:
-            if r.median_ms("bare") * BUSY_SPEEDUP > rows[0].median_ms("bare"):
-                notes.append(f"{name}: the bare step took {r.median_ms('bare'):.2f} ms at {r.threads} threads "
-                             f"and {rows[0].median_ms('bare'):.2f} ms at {rows[0].threads}, less than "
-                             f"{BUSY_SPEEDUP:g}x faster: other work held the cores, and the {r.threads}-thread "
+            many, few = r.median_ms("bare"), rows[0].median_ms("bare")
+            if many * BUSY_SPEEDUP > few and not more_than_cores(r.threads, ""):  # (more threads than cores: their
+                # own warning says why they are slower; it was blamed on other work)
+                than = f"{many / few:.2f}x slower" if many > few else f"less than {BUSY_SPEEDUP:g}x faster"
+                notes.append(f"{name}: the bare step took {many:.2f} ms at {r.threads} threads and {few:.2f} ms at "
+                             f"{rows[0].threads}, {than}: other work held the cores, and the {r.threads}-thread "
                              f"ratios measure it more than the probes; rerun on an idle machine.")
     return notes
+
+
+def subset_above(results: list[Timing]) -> list[str]:
+    """A line per timing whose `every 10` reads above its `every step` by more than a spread's worth, which
+    does all of every 10's work and more at every step: too few probed steps (a run of 12 steps probes one
+    unevaluated step), so those two ratios are noise."""
+    return [f"{r.workload}, {r.threads} thr: every 10 reads {r.ratio('every 10'):.2f}, above every step's "
+            f"{r.ratio('every step'):.2f}, which does all its work and more: too few steps probed for either to "
+            "mean much; more --steps or --rounds"
+            for r in results if "every 10" in r.ms and "every step" in r.ms
+            and r.ratio("every 10") > r.ratio("every step") + 0.05]
 
 
 def _bare_loop(model, data, cfg, on_step, fused: bool = False) -> Iterator[int]:

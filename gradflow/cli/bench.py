@@ -68,6 +68,10 @@ def bench(
         raise GradflowError(f"--steps {steps} is too many: at most {MAX_STEPS:.0e} (train.steps' limit)")
     if rounds < 1:
         raise GradflowError(f"--rounds {rounds} is too few: at least 1")
+    if clock == "cpu" and threads and max(threads) > 1:  # (a step read 1000 ms of CPU against 15 of wall: 746x)
+        raise GradflowError(f"--clock cpu with --threads {max(threads)}: the process's CPU time counts every "
+                            "thread's, torch's threads spinning while they wait too, so its ratios mean nothing; "
+                            "give --clock cpu with --threads 1, or the wall clock on an idle machine")
     for option, values in (("--workload", names), ("--threads", threads or [])):  # (timed twice, a column each)
         if (twice := next((v for i, v in enumerate(values) if v in values[:i]), None)) is not None:
             raise GradflowError(f"{option} {twice} is given twice; give each once")
@@ -91,9 +95,9 @@ def bench(
         with console.status(f"timing {name} ..."):
             done = bench_mod.run([name], threads, steps, rounds, [f"device={device}"], clock)
         for r in done:
-            ratios = ", ".join((f"{loop} {r.ratio(loop):.2f}" + (f" (rounds {r.round_ratio(loop):.2f})" if rounds > 1
-                                                                  else "")).replace(" ", NBSP)
-                               for loop in bench_mod.LOOPS if loop != "bare")  # (a loop's words on one line)
+            # (its spread as the table gives it: "(rounds 1.64)", the rounds' median, read as the rounds' value)
+            ratios = ", ".join(f"{loop} {_ratio(r, loop)}".replace(" ", NBSP)  # (a loop's words on one line)
+                               for loop in bench_mod.LOOPS if loop != "bare")
             print_note(f"{name}, {r.threads} thr: bare {r.median_ms('bare'):.2f} ms/step; {ratios}")
         results += done
     rounds_of = f"{rounds} rounds" if rounds > 1 else "1 round"
@@ -105,18 +109,17 @@ def bench(
     loop_tables = [name for name in ("reference", "deep") if any(r.workload == name for r in results)]
     for name in loop_tables:
         print_table(_loop_table([r for r in results if r.workload == name], f"{name} workload: {note}"))
-    if loop_tables:  # the rows' short names, spelled out once
-        for loop, text in bench_mod.LOOP_TITLES.items():
-            console.print(f"  {loop}: {text}", highlight=False)
-    if resolve_device(device, "--device").type == "cpu":
-        print_note(bench_mod.STEP_NOTE)
     families = [r for r in results if r.workload not in ("reference", "deep")]
     for n in dict.fromkeys(r.threads for r in families):
         print_table(_family_table([r for r in families if r.threads == n], f"model families, {n} thr: {note}"))
+    for loop, text in bench_mod.LOOP_TITLES.items():  # the rows' short names, spelled out once, under the tables
+        console.print(f"  {loop}: {text}", highlight=False)
+    if resolve_device(device, "--device").type == "cpu":
+        print_note(bench_mod.STEP_NOTE)
     if clock == "wall":
         for line in bench_mod.busy_cores(results):
             print_note(f"warning: {line}")
-    for line in bench_mod.outside_rounds(results):
+    for line in bench_mod.outside_rounds(results) + bench_mod.subset_above(results):
         print_note(f"warning: {line}")
     if rounds < 3:  # (on a shared machine one slow spell moves a round's ratio by 0.1 or more)
         print_note(f"note: {rounds_of} only: its ratios move by 0.1 or more between runs on a busy machine; "
@@ -125,7 +128,7 @@ def bench(
 
 def _ratio(r, loop: str, two_lines: bool = False) -> str:
     """The ratio, and the min-max of the rounds' own ratios where there are several rounds."""
-    if len(r.ms[loop]) < 2:
+    if len(r.ms[loop]) < 2 or loop == "bare":  # (the bare loop's own: 1 in every round)
         return f"{r.ratio(loop):.2f}"
     lo, hi = r.spread(loop)
     return f"{r.ratio(loop):.2f}\n{lo:.2f}-{hi:.2f}" if two_lines else f"{r.ratio(loop):.2f} ({lo:.2f}-{hi:.2f})"
@@ -135,13 +138,16 @@ def _loop_table(rows, title: str) -> Table:
     """One row per loop, a ms/step and a ratio column per thread count (the reference table)."""
     from gradflow.bench import LOOPS
 
+    # each spread under its ratio where they would not fit beside it (three thread counts at 80 columns, or two at
+    # 60, were cut: "(1.00-1…"), the headers then on two lines
+    two_lines = 15 + 33 * len(rows) > console.width
     table = Table(title=title, title_justify="left")
     table.add_column("loop")
     for r in rows:
-        table.add_column(f"{r.threads} thr: ms", justify="right")
-        table.add_column("ratio", justify="right")
+        table.add_column(f"{r.threads} thr:{chr(10) if two_lines else ' '}ms", justify="right")
+        table.add_column("ratio", justify="right", min_width=9 if two_lines else None)
     for loop in LOOPS:
-        table.add_row(loop, *[c for r in rows for c in (f"{r.median_ms(loop):.2f}", _ratio(r, loop))])
+        table.add_row(loop, *[c for r in rows for c in (f"{r.median_ms(loop):.2f}", _ratio(r, loop, two_lines))])
     return table
 
 
@@ -152,8 +158,9 @@ def _family_table(rows, title: str) -> Table:
 
     table = Table(title=title, title_justify="left")
     table.add_column("loop", no_wrap=True)
-    for r in rows:
-        table.add_column(r.workload, justify="right", no_wrap=True)
+    for r in rows:  # (a spread whole, "1.05-1.07": it was cut, "1.05-…")
+        table.add_column(r.workload + (" (Adam)" if r.workload == "transformer" else ""), justify="right",
+                         min_width=9)
     table.add_row("bare: ms", *[f"{r.median_ms('bare'):.2f}" for r in rows])
     for loop in LOOPS:
         if loop != "bare":
