@@ -2668,3 +2668,18 @@ def test_the_marker_goes_to_the_key_after_which_the_other_keys_fit_the_panels():
 
     df = pd.DataFrame([{"k1": a, "k2": b, "k3": c} for a in range(2) for b in range(4) for c in range(3)])
     assert marker_key(df, None, ["k1", "k2", "k3"], 9) == "k3"
+
+
+def test_one_figure_of_several_takes_a_colour_key_its_own_runs_share(sweep):
+    """`plot FOLDER --kind curves --color lr` over a folder of sweeps is drawn a figure per value of a key left
+    over, and a figure whose runs share one lr refused it: "color='optim.lr' is not a swept key of this data;
+    choices: model.depth". The command checks the key against all the runs; one figure of them takes it."""
+    from gradflow.plots.kinds import _part_of
+
+    layers, metrics, _ = sweep
+    fig = figures.curves(_part_of(metrics[metrics["model.activation"] == "tanh"]), color="model.activation")
+    assert any("tanh" in t for t in legend_texts(fig)), legend_texts(fig)
+    figures.profile(_part_of(layers[layers["model.activation"] == "relu"]), color="model.activation")
+    # called by itself, a key its runs do not vary in is still refused, as the command refuses it
+    with pytest.raises(GradflowError, match="not a swept key"):
+        figures.curves(metrics[metrics["model.activation"] == "tanh"], color="model.activation")

@@ -100,8 +100,8 @@ def over_steps_keys(df: pd.DataFrame, what: str, color: str | None, facet: str |
     if by_source and facet is not None:
         raise GradflowError(f"{what}: pass facet=... or by_source=True, not both (by_source facets by results folder)")
     swept = swept_keys(df)
-    check_key(color, "color", swept + (["source"] if multi_source else []))  # (compare --color source)
-    check_key(facet, "facet", swept + (["source"] if multi_source else []))
+    check_key(color, "color", swept + (["source"] if multi_source else []), df)  # (compare --color source)
+    check_key(facet, "facet", swept + (["source"] if multi_source else []), df)
     group_keys = swept + (["source"] if multi_source else [])
     if color is None and facet is None and not_swept_together(df, swept):
         # runs not swept together: one legended line each (each seed its own line too: the legend names every run)

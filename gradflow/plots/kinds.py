@@ -283,7 +283,18 @@ def figure_parts(kind: str, df: pd.DataFrame, o: Options) -> list[tuple[list[str
     key = min(left, key=lambda k: n_distinct(df[k]))
     return [([f"{key}={fmt(v)}", *items], part)
             for v in ordered_values(df[key])
-            for items, part in figure_parts(kind, rows_with(df, key, v), o)]
+            for items, part in figure_parts(kind, _part_of(rows_with(df, key, v)), o)]
+
+
+PART = "figure_part"  # a DataFrame's attrs: its rows are one figure of several (`figure_parts`)
+
+
+def _part_of(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` marked as one figure of several: its runs may share a value of the colour or facet key that the whole
+    data varies in (the command checked it against that: `series.check_key`)."""
+    df = df.copy()
+    df.attrs[PART] = True
+    return df
 
 
 def part_names(parts: list[tuple[list[str], pd.DataFrame]]) -> list[str]:

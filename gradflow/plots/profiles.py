@@ -222,8 +222,8 @@ def _keys(df: pd.DataFrame, color: str | None, facet: str | None, by_source: boo
     inert = inert or []
     swept = [k for k in swept_keys(df) if k not in inert]
     choices = swept + inert + (["source"] if multi_source else [])
-    check_key(color, "color", choices)
-    check_key(facet, "facet", choices)
+    check_key(color, "color", choices, df)
+    check_key(facet, "facet", choices, df)
     facet_key = "source" if by_source else facet
     group_keys = swept + (["source"] if multi_source else [])
     if color is None and facet_key is None and not_swept_together(df, swept):

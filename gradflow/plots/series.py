@@ -18,7 +18,7 @@ import pandas as pd
 from gradflow import store
 from gradflow.errors import GradflowError, did_you_mean
 from gradflow.fmt import and_list, fmt
-from gradflow.keys import hashable, config_columns, ordered_values, run_names, swept_keys, vkey
+from gradflow.keys import config_columns, hashable, n_distinct, ordered_values, run_names, swept_keys, vkey
 from gradflow.overrides import as_in_name, name_items
 from gradflow.summary import same_list
 
@@ -437,9 +437,13 @@ def require(df: Any, table: str, columns: Sequence[str]) -> pd.DataFrame:
     return df
 
 
-def check_key(key: str | None, what: str, allowed: Sequence[str]) -> None:
-    """GradflowError unless key is None or one of the allowed (swept) keys."""
-    if key is not None and key not in allowed:
+def check_key(key: str | None, what: str, allowed: Sequence[str], df: pd.DataFrame | None = None) -> None:
+    """GradflowError unless key is None or one of the allowed (swept) keys; or, where `df` is one figure of
+    several (`kinds.figure_parts`, the command having checked the key against all the runs), a key its runs
+    share a value of (`--color lr` over a folder of sweeps, drawn a figure per activation: "not a swept key ...
+    choices: model.depth")."""
+    if key is not None and key not in allowed and not (df is not None and df.attrs.get("figure_part")
+                                                       and key in df.columns and n_distinct(df[key]) == 1):
         raise GradflowError(f"{what}={key!r} is not a swept key of this data; choices: "
                             f"{', '.join(allowed) or '(nothing varies)'}")
 
