@@ -1224,6 +1224,18 @@ def test_grid_cells_are_seed_means(grid_runs):
     assert "accuracy" in cbar.get_ylabel() and "mean" not in cbar.get_ylabel()
 
 
+def test_a_grid_cell_whose_runs_all_diverged_says_so(grid_runs):
+    """Every seed of a cell diverged: its label read "n/a", which the legend defined as "no value (not
+    measured)"; it reads "diverged", and the legend has no n/a where no cell is unmeasured."""
+    both = grid_runs.copy()
+    dead = (both["init.sw2"] == 3.0) & (both["model.depth"] == 40)
+    both.loc[dead, "status"], both.loc[dead, "final.test_acc"] = "diverged", np.nan
+    fig = figures.grid(both, "init.sw2", "model.depth", "final.test_acc")
+    labels = [t.get_text() for t in fig.axes[0].texts if t.get_gid() == "cell"]
+    assert labels.count("diverged") == 1 and "n/a" not in labels, labels
+    assert not any(t.startswith("n/a") for t in legend_texts(fig)), legend_texts(fig)
+
+
 def test_grid_with_one_finite_cell_centres_its_colour_range_on_it(grid_runs):
     """Every other cell diverged: the range was (v, v + 1e-12), the cell drawn in the bottom colour over an
     offset label (1e-12+1.35e-1) on the colorbar."""

@@ -680,7 +680,7 @@ def grid(runs: pd.DataFrame, x: str, y: str, value: str = "final.test_acc", theo
         sub = df if facet is None else rows_with(df, facet, fv)
         cell, flag, logged, several = _grid_cells(sub, x, y, xa, ya)
         pooled |= several
-        empty_cells |= bool((logged & ~np.isfinite(cell)).any())
+        empty_cells |= bool((logged & ~np.isfinite(cell) & ~flag).any())  # (a diverged cell says so itself)
         mesh = ax.pcolormesh(xa.edges, ya.edges, np.ma.masked_invalid(cell), cmap=cmap, norm=norm, gid="grid")
         record(ax, "cells", ({x: xa.values[j], y: ya.values[i], "value": cell[i, j], "flagged": bool(flag[i, j])}
                              | ({facet: fv} if facet else {}) for i, j in zip(*np.nonzero(logged))))
@@ -692,7 +692,8 @@ def grid(runs: pd.DataFrame, x: str, y: str, value: str = "final.test_acc", theo
         if annotate:
             for i in range(cell.shape[0]):
                 for j in range(cell.shape[1]):
-                    _annotate_cell(ax, xa.centers[j], ya.centers[i], cell[i, j], logged[i, j], cmap, norm)
+                    _annotate_cell(ax, xa.centers[j], ya.centers[i], cell[i, j], logged[i, j], cmap, norm,
+                                   flag[i, j])
         xa.apply(ax, "x")
         ya.apply(ax, "y")
         if facet:
@@ -794,11 +795,14 @@ def _grid_cells(sub: pd.DataFrame, x: str, y: str, xa: _GridAxis, ya: _GridAxis
     return cell, flag, logged, several
 
 
-def _annotate_cell(ax, cx: float, cy: float, v: float, logged: bool, cmap, norm) -> None:
+def _annotate_cell(ax, cx: float, cy: float, v: float, logged: bool, cmap, norm, flagged: bool = False) -> None:
+    """A cell's value; with none, "diverged" where its runs diverged (or gave inf), else "n/a" (not measured: the
+    legend says so). Diverged cells read "n/a", which the legend called not measured."""
     if not logged:
         return
     if not np.isfinite(v):
-        ax.text(cx, cy, "n/a", ha="center", va="center", fontsize=6.5, color="0.3", gid="cell")
+        ax.text(cx, cy, "diverged" if flagged else "n/a", ha="center", va="center", fontsize=6.5 if not flagged
+                else 5.5, color="0.3", gid="cell")
         return
     r, g, b, _ = cmap(norm(v))
     dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
