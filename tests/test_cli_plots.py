@@ -1808,6 +1808,9 @@ def test_a_figure_refused_for_want_of_the_runs_stale_says_they_were_left_out(cli
         in line, out.output
     out = cli("plot", str(results / "cut"), "--kind", "ratio", "--all")
     assert out.exit_code == 0, out.output
+    # beside the figure of the current runs, not over it (it took its name without a word), its title saying so
+    [drawn] = [Path(line) for line in out.output.splitlines() if line.endswith(".png")]
+    assert drawn.name == "ratio-init-all.png", out.output
     # not where --all cannot help: a quantity there is none of, a --where that keeps one depth
     for wrong in (["--kind", "profile", "--quantity", "bogus"], ["--kind", "ratio", "--where", "model.depth=2"]):
         out = cli("plot", str(results / "cut"), *wrong)

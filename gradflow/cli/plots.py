@@ -135,10 +135,13 @@ def plot(
     if where:  # (before the options' checks: a key it fixes is no axis)
         df = _where(df, where).copy()
     beside = f"-where-{file_part(','.join(where))}" if where else ""  # (beside the figure of every run)
+    # --all's figure beside the one of the current runs, not over it, its title saying what it adds
+    stale = int((df.drop_duplicates("run")[store.STATUS] == store.STALE).sum()) if include_stale else 0
+    beside += "-all" if stale else ""
     try:
         check_options(df, kind, o, f"{path} (the runs of --where {' '.join(where)})" if where else str(path))
         tell = _draw_parts(kind, df, o, where, fmt, lambda stem, tail: _part_file(out_file, tail)
-                           or out_dir / f"{stem}{beside}{_part_suffix(tail)}.{fmt}")
+                           or out_dir / f"{stem}{beside}{_part_suffix(tail)}.{fmt}", stale)
     except NotVaried as e:  # (a ratio over model.depth "does not vary": its other depths' runs were stale)
         if not include_stale and not where and \
                 (stale := sum(r[store.STATUS] == store.STALE for r in store.runs(path))):
@@ -150,7 +153,7 @@ def plot(
 
 
 def _draw_parts(kind: str, df: pd.DataFrame, o: Options, where: list[str] | None, fmt: str,
-                file_of: Callable[[str, str], Path]) -> Callable[[], None]:
+                file_of: Callable[[str, str], Path], stale: int = 0) -> Callable[[], None]:
     """Draws `kind` of `df` as `figure_parts` splits it (one figure; of curves, gradnorm and profile, one per value
     of a key left no channel), each into `file_of(its stem, its part's name)` (`part_names`'); returns what prints
     their paths, the line saying it split them, and the figures of the same name there from an earlier drawing
@@ -160,6 +163,9 @@ def _draw_parts(kind: str, df: pd.DataFrame, o: Options, where: list[str] | None
     for (items, part), tail in zip(parts, part_names(parts)):
         fig, stem = draw(kind, part, o)
         _say_where(fig, where)
+        if stale:  # (--all: the runs of earlier sweep specs drawn with the current ones)
+            fig.suptitle(f"{fig.get_suptitle()}\nwith {stale} stale run{'s' * (stale != 1)} of an earlier sweep "
+                         "spec (--all)", fontsize=10)
         say_part(fig, items, kind)
         written.append(save(fig, file_of(stem, tail), fmt))
 
