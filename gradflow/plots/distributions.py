@@ -325,7 +325,9 @@ def spectrum(jacobian: pd.DataFrame, step: int | str = 0, color: str | None = No
     return fig
 
 
-NUMERICAL_ZERO = 1e-8  # relative to a run's largest singular value: the Gram eigenvalues' float64 floor
+NUMERICAL_ZERO = 1e-6  # relative to a run's largest singular value: above the float64 Gram's floor, an
+# eigenvalue's error ~1e-16 of the largest, so sqrt(1e-16) = 1e-8 in s (a ReLU net's zero singular values came
+# out spread over 1e-9 to 3e-8 of the largest: a cut at 1e-8 drew half of them as a mode 5 decades down)
 
 
 def _log_bins(good: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
