@@ -2697,3 +2697,17 @@ def test_one_figure_of_several_takes_a_colour_key_its_own_runs_share(sweep):
     # called by itself, a key its runs do not vary in is still refused, as the command refuses it
     with pytest.raises(GradflowError, match="not a swept key"):
         figures.curves(metrics[metrics["model.activation"] == "tanh"], color="model.activation")
+
+
+def test_a_depth_without_a_ratio_breaks_its_line(sweep):
+    """A depth whose runs have no ratio (0 / 0: every gradient exactly 0) is left out of the figure, and the line
+    of its group ran straight across it, from the depth before to the one after, read as values between."""
+    _, _, runs = sweep
+    gone = (runs["model.activation"] == "tanh") & (runs["model.depth"] == 10)
+    fig = figures.ratio(runs.assign(**{"grad_ratio.init": runs["grad_ratio.init"].where(~gone)}), "init")
+    lines = [ln for ln in series_lines(fig.axes[0]) if "tanh" in ln.get_gid()]
+    assert lines
+    for tanh in lines:  # (a line per seed here)
+        x, y = np.asarray(tanh.get_xdata(), dtype=float), np.asarray(tanh.get_ydata(), dtype=float)
+        assert list(x) == [5, 10, 20] and np.isnan(y[1]) and np.isfinite(y[[0, 2]]).all(), (x, y)
+    assert "not drawn: no ratio" in fig.get_suptitle()

@@ -28,7 +28,8 @@ from gradflow.plots.labels import (
 )
 from gradflow.plots.meanfield import GRID_THEORIES, WEIGHT_LINE_NOTE, chi1_for, python_value, weight_line_left
 from gradflow.plots.series import (
-    Series, check_key, collect_series, first_last, require, setting, sort_series, spread_quantities,
+    Series, check_key, collect_series, first_last, require, rows_of, setting, sort_series, spread_quantities,
+    with_gaps,
 )
 from gradflow.summary import with_module_depth
 from gradflow.plots.style import (
@@ -374,7 +375,7 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
     alone (optim.lr, train.steps, ...: `no_effect_at_init`) are no keys: the runs that differ only in them
     are one line, and the title says so.
     """
-    df, length, depths, no_ratio = _ratio_table(table, when, quantity)
+    df, length, depths, no_ratio = _ratio_table(table, when, quantity)  # (no_ratio: the rows left out)
     multi_source = n_distinct(df["source"]) > 1
     # (a key that changes with the depth alone, a learning rate tied to it, splits no line along it)
     swept = [k for k in distinct_keys(df, swept_keys(df), along=length) if k != length]
@@ -396,6 +397,7 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
         # runs not swept together (a folder of several sweeps): a legended line for each run's name but its
         # depth item, so a sweep's depths join and runs of different sweeps or settings never pool
         df = df.assign(run=df["run"].map(lambda run: without_item(str(run), length)))
+        no_ratio = no_ratio.assign(run=no_ratio["run"].map(lambda run: without_item(str(run), length)))
         by, style, also, between, group_keys, inert = "run", None, [], [], ["run"], []
     else:
         by = by or (swept[0] if swept else None)
@@ -421,6 +423,8 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
         lw, alpha = line_weight(len(series))
         for s in series:
             c = palette.color_of(s.config)
+            # a depth of its runs with no ratio (0 / 0) breaks the line: it ran straight across, read as a value
+            s = with_gaps(s, no_ratio.loc[rows_of(no_ratio, s.config, group_keys), length].astype(float))
             draw_series(ax, s, c, palette.style_of(s.config), lw, alpha)  # a lone depth is drawn as a dot
             if theory and when == "init" and length == "model.depth":
                 theory_drawn |= _theory_ratio(ax, s, c, lw, cache, quantity == "grad_norm")
@@ -456,8 +460,8 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
                          label="diverged: its last probed\nstep before it"))
     legend(fig, handles + hs, title)
     extra = [init_note(inert), *unshown_notes(also, between)]
-    if no_ratio.any():
-        n = int(no_ratio.sum())
+    if len(no_ratio):
+        n = len(no_ratio)
         extra.append(f"{n} run{'s' * (n != 1)} not drawn: no ratio (0 / 0, every gradient exactly 0)")
     along = "depth" if length == "model.depth" else "sequence length"
     set_title(fig, f"{name} (input / output) vs {along}, {where}", df, extra, skip=swept + [length])
@@ -468,7 +472,7 @@ def ratio(table: pd.DataFrame, when: str = "init", by: str | None = None, theory
 def _ratio_table(table: pd.DataFrame, when: str, quantity: str) -> tuple[pd.DataFrame, str, np.ndarray, pd.Series]:
     """The rows `ratio` draws, a run each with its ratio as `value` (from the layers table's first and last
     probe points, or the runs table's grad_ratio.*); the depth key along x (`depth_key`) and its values; and
-    which runs have no ratio (0 / 0), left out."""
+    the rows of the runs that have no ratio (0 / 0), left out."""
     if when not in ("init", "final"):
         raise GradflowError(f"when={when!r} is not allowed; choices: init, final")
     if quantity not in RATIOS:
@@ -498,7 +502,7 @@ def _ratio_table(table: pd.DataFrame, when: str, quantity: str) -> tuple[pd.Data
     if no_ratio.all():
         raise GradflowError(f"no run has a {quantity} ratio {('at initialization' if when == 'init' else 'at its end')}: "
                             f"every one is 0 / 0 (each gradient exactly 0)")
-    return df[~no_ratio], length, depths, no_ratio
+    return df[~no_ratio], length, depths, df[no_ratio]
 
 
 def depth_key(df: pd.DataFrame) -> str:

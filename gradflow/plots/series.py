@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -51,6 +51,27 @@ class Series:
         """The seeds behind its median: its distinct seeds where runs alike in a key share it (`seeds`), else
         its runs where most of them have a value."""
         return self.seeds or int(self.count.max())
+
+
+def rows_of(df: pd.DataFrame, config: dict, keys: Sequence[str]) -> np.ndarray:
+    """Which rows of `df` have `config`'s values of `keys` (missing matching missing, as the series group them)."""
+    keep = np.ones(len(df), dtype=bool)
+    for k in keys:
+        if k in df.columns:
+            keep &= (df[k].map(vkey) == vkey(config.get(k))).to_numpy()
+    return keep
+
+
+def with_gaps(s: Series, xs) -> Series:
+    """`s` with a point of no value (NaN: no segment reaches it) at each of `xs` it lacks."""
+    new = np.setdiff1d(np.unique(np.asarray(xs, dtype=float)), s.x)
+    if not len(new):
+        return s
+    order = np.argsort(np.r_[s.x, new], kind="stable")
+    nan, no = np.full(len(new), np.nan), np.zeros(len(new), dtype=bool)
+    return replace(s, x=np.r_[s.x, new][order], med=np.r_[s.med, nan][order], lo=np.r_[s.lo, nan][order],
+                   hi=np.r_[s.hi, nan][order], nonfinite=np.r_[s.nonfinite, no][order],
+                   offscale=np.r_[s.offscale, no][order], count=np.r_[s.count, np.zeros(len(new))][order])
 
 
 def collect_series(df: pd.DataFrame, x: str, group_keys: Sequence[str], log: bool,
