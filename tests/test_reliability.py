@@ -310,20 +310,24 @@ def test_two_sweeps_into_one_name_one_fails_fast_the_other_completes(results):
     assert set(_statuses(results / "twice").values()) == {"ok"} and len(_statuses(results / "twice")) == 4
 
 
+# a custom model whose process kills itself (SIGKILL, as the out-of-memory killer) at its second training forward
+# pass where die=1; tag: a key to sweep beside it
+DYING = ("import os, signal, torch\n"
+         "class Net(torch.nn.Module):\n"
+         "    def __init__(self, die=0, tag=0):\n"
+         "        super().__init__()\n"
+         "        self.l0, self.head, self.die, self.n = torch.nn.Linear(8, 8), torch.nn.Linear(8, 10), die, 0\n"
+         "    def forward(self, x):\n"
+         "        self.n += self.training\n"
+         "        if self.die and self.n == 2:\n"
+         "            os.kill(os.getpid(), signal.SIGKILL)\n"
+         "        return self.head(torch.tanh(self.l0(x)))\n")
+
+
 def test_a_joblib_worker_killed_in_a_run_fails_that_run_and_the_sweep_goes_on(results, tmp_path):
     # the out-of-memory killer (or a crash in native code) ending a worker mid-run ended the sweep in loky's sixty
     # lines of traceback, the healthy run in the other worker cut off too, and every resume ended the same way
-    (tmp_path / "dying.py").write_text(
-        "import os, signal, torch\n"
-        "class Net(torch.nn.Module):\n"
-        "    def __init__(self, die=0, tag=0):\n"
-        "        super().__init__()\n"
-        "        self.l0, self.head, self.die, self.n = torch.nn.Linear(8, 8), torch.nn.Linear(8, 10), die, 0\n"
-        "    def forward(self, x):\n"
-        "        self.n += self.training\n"
-        "        if self.die and self.n == 2:\n"
-        "            os.kill(os.getpid(), signal.SIGKILL)\n"
-        "        return self.head(torch.tanh(self.l0(x)))\n")
+    (tmp_path / "dying.py").write_text(DYING)
     args = [sys.executable, "-m", "gradflow", "sweep", *[o for o in SMALL if not o.startswith("model.")],
             "model=custom", "model.target=dying:Net", "+model.kwargs.die=0,1", "+model.kwargs.tag=0,1",
             "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"results={results}", "--name", "dies"]
@@ -346,17 +350,7 @@ def test_a_joblib_worker_killed_in_a_replacement_keeps_the_finished_run_and_the_
     was found, and the sweep stopped at the first death ("with no run in flight to put it on"), the points
     after it never tried, the same on every rerun. Each replacement now fails as a killed run does, its
     finished run kept."""
-    (tmp_path / "dying.py").write_text(
-        "import os, signal, torch\n"
-        "class Net(torch.nn.Module):\n"
-        "    def __init__(self, die=0, tag=0):\n"
-        "        super().__init__()\n"
-        "        self.l0, self.head, self.die, self.n = torch.nn.Linear(8, 8), torch.nn.Linear(8, 10), die, 0\n"
-        "    def forward(self, x):\n"
-        "        self.n += self.training\n"
-        "        if self.die and self.n == 2:\n"
-        "            os.kill(os.getpid(), signal.SIGKILL)\n"
-        "        return self.head(torch.tanh(self.l0(x)))\n")
+    (tmp_path / "dying.py").write_text(DYING)
     args = [sys.executable, "-m", "gradflow", "sweep", *[o for o in SMALL if not o.startswith("model.")],
             "model=custom", "model.target=dying:Net", "+model.kwargs.tag=0,1,2", "hydra/launcher=joblib",
             "hydra.launcher.n_jobs=2", f"results={results}", "--name", "dies"]
