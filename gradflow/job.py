@@ -90,8 +90,9 @@ def execute(cfg: DictConfig, job_dir: Path, on_step: ProgressFn | None = None, i
 
     Where `job_dir` holds a finished run (of other settings, or of the same: `gradflow run` again), the new run
     is made beside it and takes its place only once it has ended ok or diverged: one that fails leaves the old
-    run (its run.json notes the failure: `store.keep_replaced`), one interrupted is dropped. The record returned is the new run's. The
-    caller holds the study's lock and has put right a swap a killed process cut off (`store.recover`).
+    run (its run.json notes the failure: `store.keep_replaced`), one interrupted is dropped. The record returned
+    is the new run's. The caller holds the study's lock and has put right a swap a killed process cut off
+    (`store.recover`).
     """
     if flat is None:
         flat = settings(store.flatten(cfg))  # a key of another choice (init.sw2 of a Xavier run) is no setting

@@ -469,7 +469,7 @@ def removal_failed(job_dir: Path, e: OSError) -> GradflowError:
 # where it was, its failure noted in the old run.json (REPLACEMENT). No reader lists a run in these folders.
 STAGING, ASIDE = ".replacing", ".replaced"
 REPLACEMENT = "replacement"  # run.json: a failed replacement of this run (its config hash, error, traceback)
-KILLED_IN = "killed_in"  # run.json (or its replacement's note): the sweep process (its pid) in which its worker was killed
+KILLED_IN = "killed_in"  # run.json (or its replacement's note): the sweep process (its pid) its worker died in
 REPLACEMENT_FAILED = "its replacement failed, so the finished run of the earlier settings was kept (rerun to retry): "
 
 
@@ -535,12 +535,6 @@ def standing(job_dir: Path, want_hash: str | None, rec: dict | None = None) -> s
     # its settings hashed as this version hashes them (a run recorded model.alpha=1 hashed "1", which is "1.0"
     # now: `choices.same_number`), so that a finished run of the same settings is not trained again
     return SAME if rec.get("config_hash") and config_hash(run_config(job_dir, rec)) == want_hash else OTHER
-
-
-def replaces(job_dir: Path, want_hash: str) -> bool:
-    """Whether a run of `want_hash` into `job_dir` replaces a finished run of other settings there (after a
-    failed replacement, or one interrupted, that run is still there)."""
-    return standing(job_dir, want_hash) == OTHER
 
 
 def swap_in(staging: Path, job_dir: Path) -> None:
@@ -729,6 +723,18 @@ def writer(study: Path) -> tuple[str, bool] | None:
     if held is False or (held is None and here and not pid_alive(pid)):
         return None
     return named, held is True
+
+
+def _held_by_a_writer(study: Path, pid: int) -> bool:
+    """Whether a process that may be writing a run of `pid` holds `study`'s lock, by its holder file: not where
+    there is none, where it names a process that is gone (one that left at once on Ctrl-C leaves it), nor where
+    it names this one, writing no such run (`clean`, which read such a run as running once it held the lock)."""
+    holder = _holder_file(study)
+    if holder is None:
+        return (study / HOLDER_FILE).exists()  # (one unreadable: taken as held)
+    if holder[1] != socket.gethostname():
+        return True
+    return not (holder[0] == os.getpid() != pid or not pid_alive(holder[0]))
 
 
 def _holder_file(study: Path) -> tuple[int, str, str] | None:
@@ -964,13 +970,8 @@ def status_of(job_dir: Path, rec: dict | None, spec: dict | None = None) -> tupl
             if not pid_alive(pid):
                 return INTERRUPTED, f"its process {pid} ended before the run did"
             # every writer holds its study's lock, whose holder file goes with it: none, and the pid is
-            # another process's now (a container restarted: pids start small again). Likewise where the holder file
-            # names a process that is gone (one that left at once on Ctrl-C leaves it), or this one, for another
-            # run (`clean`, which read such a run as running once it held the lock, and left it)
-            holder = _holder_file(job_dir.parent)
-            if holder is None and not (job_dir.parent / HOLDER_FILE).exists() or \
-                    holder is not None and holder[1] == socket.gethostname() and \
-                    (holder[0] == os.getpid() != pid or not pid_alive(holder[0])):
+            # another process's now (a container restarted: pids start small again)
+            if not _held_by_a_writer(job_dir.parent, pid):
                 return INTERRUPTED, f"no process holds its study's lock: its process ended (pid {pid} is another's)"
         return RUNNING, ""
     if status in ENDED or status == INTERRUPTED:

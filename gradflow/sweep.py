@@ -513,7 +513,8 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
 
         for source in sorted(jobs.sources, key=str):
             check_files(*source)
-    check_targets({t: name for done, targets in jobs.targets.items() if force or not done for t, name in targets.items()})
+    check_targets({t: name for done, targets in jobs.targets.items() if force or not done
+                   for t, name in targets.items()})
     if root.is_dir():
         moved = {j.moved_from for j in result.jobs}
         stale = [p for p in root.iterdir() if p.name not in jobs.seen and not store.is_staging(p.name)
@@ -1087,7 +1088,8 @@ def task(cfg) -> str:
         return "skipped"
     rec = store.read_run(job_dir) or {}
     if workers.owner() in (rec.get(store.KILLED_IN), (rec.get(store.REPLACEMENT) or {}).get(store.KILLED_IN)):
-        return store.FAILED  # its worker killed in this sweep (`_run_through_deaths`: run again, it would end every attempt)
+        # its worker killed in this sweep (`_run_through_deaths`: run again, it would end every attempt)
+        return store.FAILED
     report = _reporter
     on_step = (lambda t, n: report(job_dir.name, t, n)) if report else None
     with workers.job(job_dir):

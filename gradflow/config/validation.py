@@ -142,7 +142,8 @@ def validate_resolved(resolved: dict, sweep_point: bool = False, overruled: froz
     _at_least("threads", cfg.threads, 0)
     _at_most("threads", cfg.threads, MAX_THREADS)
     _at_least("seed", cfg.seed, 0)
-    _at_most("seed", cfg.seed, MAX_SEED, " (torch's CPU generator keeps a seed's low 32 bits: a larger one repeats a smaller one's run)")
+    _at_most("seed", cfg.seed, MAX_SEED,
+             " (torch's CPU generator keeps a seed's low 32 bits: a larger one repeats a smaller one's run)")
     if not str(cfg.results).strip():  # (it wrote into the working folder itself)
         raise GradflowError("results= is empty: give the folder runs go under, e.g. results=results (the default)")
     check_name(cfg.name, cfg.results)
