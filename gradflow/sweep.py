@@ -1098,13 +1098,22 @@ def task(cfg) -> str:
     return record[store.STATUS]
 
 
-def _but_created(spec: str | Path) -> list[str] | None:
-    """A sweep.yaml's lines (its text, or the file) but the time it was written (`created`); None for none."""
+def _what_it_runs(spec: str | Path) -> dict | None:
+    """A sweep.yaml (its text, or the file) but what says nothing of its runs: the time it was written
+    (`created`), the launcher and the command line, and the overrides of Hydra's own keys (the launcher's
+    settings); None for none. A sweep resumed with another launcher rewrote the file, and `clean` read its
+    time as when the stale runs became stale."""
+    import yaml
+
     try:
-        text = spec.read_text() if isinstance(spec, Path) else spec
-    except (OSError, UnicodeDecodeError):
+        spec = yaml.safe_load(spec.read_text() if isinstance(spec, Path) else spec)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
-    return [line for line in text.splitlines() if not line.startswith("created:")]
+    if not isinstance(spec, dict):
+        return None
+    kept = {k: v for k, v in spec.items() if k not in ("created", "launcher", "command")}
+    kept["overrides"] = [o for o in kept.get("overrides") or [] if not str(o).lstrip("+~").startswith("hydra")]
+    return kept
 
 
 def launch(p: Plan, on_step: StepFn | None = None, on_moved: Callable[[list[Job]], None] | None = None) -> None:
@@ -1120,9 +1129,10 @@ def launch(p: Plan, on_step: StepFn | None = None, on_moved: Callable[[list[Job]
             "command": p.command,
             **({"points": p.points} if p.points is not None else {}),
             "runs": {j.name: j.config_hash for j in p.jobs}}))
-        # (kept as it is where only its time would change: a sweep resumed or rerun as it was; its time is when
-        # its points last changed, which `clean` reads as when a run of its study became stale)
-        if _but_created(spec) != _but_created(p.root / store.SWEEP_FILE):
+        # (kept as it is where only its time, launcher or command would change: a sweep resumed or rerun as it was,
+        # or with another launcher; its time is when its points last changed, which `clean` reads as when a run of
+        # its study became stale)
+        if _what_it_runs(spec) != _what_it_runs(p.root / store.SWEEP_FILE):
             store.write_text(p.root / store.SWEEP_FILE, spec)
         moved: list[Job] = []
         try:

@@ -517,6 +517,9 @@ def test_a_rerun_of_the_same_sweep_keeps_its_spec_file_as_it_was(cli, results):
     again = _sweep(cli, results, "model.depth=2", "--name", "k")
     assert "1 already finished, skipped" in again.output
     assert spec.read_text() == old
+    # resumed with another launcher: the runs are the same sweep's, the file too (it was rewritten)
+    again = _sweep(cli, results, "model.depth=2", "--name", "k", "hydra/launcher=joblib", "hydra.launcher.n_jobs=1")
+    assert again.exit_code == 0 and spec.read_text() == old, again.output
     assert _sweep(cli, results, "model.depth=2,3", "--name", "k").exit_code == 0
     assert "2000-01-01" not in spec.read_text()
 
