@@ -1106,7 +1106,8 @@ def _what_it_runs(spec: str | Path) -> dict | None:
     import yaml
 
     try:
-        spec = yaml.safe_load(spec.read_text() if isinstance(spec, Path) else spec)
+        spec = yaml.load(spec.read_text() if isinstance(spec, Path) else spec,  # (libyaml's where installed: a
+                         Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # 1000-run spec, twice a launch)
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
     if not isinstance(spec, dict):
