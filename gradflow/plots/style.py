@@ -638,7 +638,7 @@ def draw_series(ax, s: Series, color: Any, ls: Any, lw: float, alpha: float, mar
         marks = {"marker": marker, "ms": 3.5, "markevery": max(1, math.ceil(len(s.x) / MOST_MARKERS))}
     ax.plot(s.x, s.med, color=color, ls=ls, lw=lw, alpha=alpha, gid=f"series:{s.label}", **marks)
     record(ax, "lines", ({"line": s.label, "x": x, "y": y, "lo": lo, "hi": hi, "n": int(n)}
-                         for x, y, lo, hi, n in zip(s.x, s.med, s.lo, s.hi, s.count)))
+                         for x, y, lo, hi, n in zip(s.x, s.med, s.lo, s.hi, s.count) if n))  # (a gap's is no point)
     if s.n_seeds > 1:
         add_band(ax, s.x, s.lo, s.hi, color)
     # a finite value between non-finite neighbours draws no line segment: show it as a dot
