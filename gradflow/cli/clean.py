@@ -21,8 +21,8 @@ SHOWN = 20  # runs named before asking; the rest counted
 @app.command()
 @user_errors
 def clean(
-    path: Annotated[str, typer.Argument(help="A sweep folder, or a folder of them.", show_default=False,
-                                        metavar="PATH")],
+    path: Annotated[str, typer.Argument(help="A sweep's (or a run's) folder, or a results folder of them.",
+                                        show_default=False, metavar="PATH")],
     stale: Annotated[bool, typer.Option("--stale", help="Remove stale, incomplete and interrupted runs (and "
                                                           "folders of runs cut off before their run.json).")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask first.")] = False,
