@@ -1852,3 +1852,15 @@ def test_a_compared_cells_end_of_training_numbers_are_its_ok_runs_medians():
     assert table.loc["a", "grad_ratio.init"] == 2.0  # (at init: every run's)
     assert table.loc["a", "grad_ratio.final"] == 2.0 and table.loc["a", "final.train_loss"] == 0.5
     assert table.loc["b", "grad_ratio.final"] == 7.0  # (no run of it ended ok: what it has)
+
+
+def test_plot_says_how_many_points_of_its_sweep_have_no_run_yet(tmp_path):
+    """A sweep stopped before some points began: `ls` says `not run: 1`; plot drew the others without a word,
+    a figure of 2 points read as the whole sweep."""
+    root = _sweep(tmp_path, "early", "model.depth=2,3,4", "train.steps=2")
+    shutil.rmtree(root / "model.depth=4")
+    out = invoke("plot", root, "--kind", "ratio", "--out", tmp_path / "figs")
+    assert out.exit_code == 0 and "not drawn: 1 point of the sweep not run yet" in " ".join(out.output.split()), \
+        out.output
+    out = invoke("plot", root, "--kind", "ratio", "--where", "model.depth=2", "--out", tmp_path / "figs")
+    assert "not run yet" not in out.output, out.output  # (--where: the points it keeps are not counted)

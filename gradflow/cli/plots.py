@@ -54,7 +54,8 @@ def _left_out(path: Path, where: list[str] | None = None) -> None:
     failed ones that finished no step, ones killed before they wrote a table and ones still running (they were
     left out without a word, and a figure of 2 of 8 runs read as the whole sweep); of those `where` keeps, where
     given (a failed run of another study was counted under a figure of the runs --where kept)."""
-    runs = {str(r[store.RUN]): kind for r in store.runs(path) if (kind := store.untabled(r))}
+    listed = store.runs(path)
+    runs = {str(r[store.RUN]): kind for r in listed if (kind := store.untabled(r))}
     if where and runs:
         kept = set(_where(load_table(path, "runs", include_stale=True), where)["run"].astype(str))
         runs = {run: kind for run, kind in runs.items() if run in kept}
@@ -65,6 +66,11 @@ def _left_out(path: Path, where: list[str] | None = None) -> None:
             store.INTERRUPTED: lambda n: f"{n} run{'s' * (n != 1)} interrupted before writing a table (killed)",
             store.RUNNING: lambda n: f"{n} run{'s' * (n != 1)} still running (tables are written at the end)"}
     parts = [words(kinds[k]) for k, words in said.items() if kinds[k]]
+    if not where:  # the sweep's points that have no run yet (a sweep stopped early): `ls` says them, plot did not
+        from gradflow.summary import not_run
+
+        n = sum(m.missing for m in not_run(path, {str(r[store.RUN]): r[store.STATUS] for r in listed}, []))
+        parts += [f"{n} point{'s' * (n != 1)} of the sweep not run yet"] if n else []
     if parts:  # (on stderr: stdout is the figures' paths, one a line)
         print_note(f"not drawn: {' and '.join(parts)}; gradflow ls {path} says why", style="yellow", to=err_console)
 
