@@ -469,7 +469,8 @@ def removal_failed(job_dir: Path, e: OSError) -> GradflowError:
 # where it was, its failure noted in the old run.json (REPLACEMENT). No reader lists a run in these folders.
 STAGING, ASIDE = ".replacing", ".replaced"
 REPLACEMENT = "replacement"  # run.json: a failed replacement of this run (its config hash, error, traceback)
-KILLED_IN = "killed_in"  # run.json (or its replacement's note): the sweep process (its pid) its worker died in
+KILLED_IN = "killed_in"  # run.json (or its replacement's note): the sweep process its worker died in (its
+# `workers.process_token`: a later sweep of the same pid, in a container, ran no such point again)
 REPLACEMENT_FAILED = "its replacement failed, so the finished run of the earlier settings was kept (rerun to retry): "
 
 
@@ -1408,7 +1409,7 @@ def leftovers(path: str | Path) -> list[Path]:
         if files and RUN_FILE not in files and not dirs and is_run_folder(Path(folder)) and _a_job(Path(folder)) \
                 and _written_here(Path(folder)):
             out.append(Path(folder))
-        elif not files and not dirs and _a_job(Path(folder)) and not os.path.islink(folder):
+        elif not files and is_empty_folder(Path(folder)) and _a_job(Path(folder)):  # (its figures/ is no emptiness)
             out.append(Path(folder))  # (a job's folder Hydra made for a point that never began: a sweep killed)
     return out
 

@@ -513,8 +513,9 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
 
         for source in sorted(jobs.sources, key=str):
             check_files(*source)
-    check_targets({t: name for done, targets in jobs.targets.items() if force or not done
-                   for t, name in targets.items()})
+    # (of the points to run, not those whose finished run is only moved to their folder: `find_moved`)
+    check_targets({jobs.targets[j.name]: j.name for j in reversed(result.to_run)  # (reversed: each target named
+                   if j.name in jobs.targets})  # by its first point)
     if root.is_dir():
         moved = {j.moved_from for j in result.jobs}
         stale = [p for p in root.iterdir() if p.name not in jobs.seen and not store.is_staging(p.name)
@@ -674,8 +675,7 @@ class _Jobs:
         self.digests: dict[str, tuple] = {}  # each point's config hash -> its folder and overrides
         self.same: tuple[str, str] | None = None  # the first two points that are one run
         self.sources: set[tuple] = set()  # (data.name, data.root, data.download) of the points to run
-        self.targets: dict[bool, dict[str, str]] = {}  # a custom model's targets -> the first point of each, by
-        # whether finished (`check_targets`)
+        self.targets: dict[str, str] = {}  # each custom model's point -> its model.target (`check_targets`)
         self.devices: dict[bool, set[str]] = {}  # the points' device values, by whether finished (each checked
         # once, where they run here)
         self.last: dict = {}  # the last point's settings
@@ -705,7 +705,7 @@ class _Jobs:
             self.sources.add((flat["data.name"], flat["data.root"], flat.get("data.download", False)))
         target = flat.get("model.target") if flat.get("model.name") == "custom" else None
         if isinstance(target, str) and target.strip():  # (none: the run says what it needs)
-            self.targets.setdefault(finished, {}).setdefault(target, jname)
+            self.targets[jname] = target
         changes = store.differing(store.run_config(job_dir), flat) if replaces else []
         return Job(cfg_overrides, jname, digest, finished=finished, replaces=replaces, changes=changes)
 
@@ -1087,7 +1087,8 @@ def task(cfg) -> str:
     if store.is_finished(job_dir, store.config_hash(flat)):
         return "skipped"
     rec = store.read_run(job_dir) or {}
-    if workers.owner() in (rec.get(store.KILLED_IN), (rec.get(store.REPLACEMENT) or {}).get(store.KILLED_IN)):
+    killed = (rec.get(store.KILLED_IN), (rec.get(store.REPLACEMENT) or {}).get(store.KILLED_IN))
+    if workers.process_token(workers.owner()) in killed:
         # its worker killed in this sweep (`_run_through_deaths`: run again, it would end every attempt)
         return store.FAILED
     report = _reporter
@@ -1210,7 +1211,8 @@ def _killed(job_dir: Path, codes: str) -> None:
     the finished run it was to replace stays, noting the failure (a worker killed in one stopped the sweep)."""
     folder = _in_flight(job_dir)
     rec = store.read_run(folder) or {}
-    record = {**rec, store.STATUS: store.FAILED, store.KILLED_IN: os.getpid(), "files": [store.CONFIG_FILE],
+    record = {**rec, store.STATUS: store.FAILED, store.KILLED_IN: workers.process_token(os.getpid()),
+              "files": [store.CONFIG_FILE],
               "error": f"its worker process was killed ({codes}) as it ran: out of memory, or a crash in native "
                        "code; the sweep went on without it"}
     if folder != job_dir:

@@ -37,6 +37,16 @@ def owner() -> int:
     return int(os.environ.get(SWEEP_PID, "0") or 0)
 
 
+def process_token(pid: int) -> str:
+    """A process told apart from a later one of the same pid (a container's sweep is pid 1 every time): its pid
+    and, where /proc has it, its start time (clock ticks since boot, field 22 of /proc/PID/stat)."""
+    try:
+        start = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return str(pid)
+    return f"{pid}:{start}"
+
+
 def in_worker() -> bool:
     """Whether this process is a parallel launcher's worker (not the sweep's own process)."""
     return owner() not in (0, os.getpid())

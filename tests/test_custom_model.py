@@ -662,6 +662,25 @@ def test_a_sweep_whose_target_does_not_import_is_refused_before_any_job(cli, use
     assert {r["status"] for r in store.runs(results / "s")} == {"ok"}
 
 
+def test_a_sweep_that_only_moves_finished_runs_needs_no_target_import(cli, user_models, tmp_path, monkeypatch):
+    """Narrowed to one seed, the sweep's point (`default`) takes the finished run of seed=0 by moving it: no
+    job trains, so no model is imported, and one whose target no longer imports from here (another folder) was
+    refused as if it had to run."""
+    from gradflow import store
+
+    results = tmp_path / "results"
+    sweep = ["sweep", "model=custom", f"model.target={user_models}:Net", *TINY, f"results={results}", "--name", "s"]
+    assert cli(*sweep, "seed=0,1").exit_code == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in (str(tmp_path), "")])
+    sys.modules.pop(user_models, None)
+    out = cli(*sweep, "seed=0")
+    assert out.exit_code == 0 and "no job was started" not in out.output, out.output
+    assert (results / "s" / "default" / store.RUN_FILE).exists()
+
+
 def test_a_rerun_whose_replacements_do_not_build_replaces_no_finished_run(cli, user_models, tmp_path):
     """The finished runs of d_in=40 stay whole when the rerun with d_in=41 cannot build its model: each was
     replaced by a `failed` run and its tables were gone."""

@@ -649,6 +649,9 @@ def test_clean_removes_folders_of_runs_cut_off_before_their_run_json(cli, result
     never = root / "model.depth=8"
     never.mkdir()
     (root / "empty").mkdir()
+    drawn = root / "model.depth=9" / store.FIGURES_DIR  # (figures alone, a run's since removed: no empty folder)
+    drawn.mkdir(parents=True)
+    (drawn / "f.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     assert set(_statuses(root)) == {"model.depth=2", "model.depth=3"}  # the premise: neither is a run
     assert store.leftovers(results) == [cut, never] and store.leftovers(results.parent / "project") == []
     out = cli("clean", str(results.parent / "project"), "--stale", "--yes")
@@ -1863,3 +1866,23 @@ def test_a_lock_that_wrote_something_leaves_its_lock_file(tmp_path):
     with store.lock(untouched, "test"):
         pass
     assert not untouched.exists()  # nothing written: no trace
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_a_sweep_process_is_told_from_a_later_one_of_the_same_pid():
+    """A worker killed in a run is marked with the sweep process that saw it die, and that sweep does not run the
+    point again; by pid alone, a later sweep given the same pid (a container's pid 1, every time) skipped the
+    point for good. The mark is the pid and the process's start time."""
+    from gradflow import workers
+
+    me = workers.process_token(os.getpid())
+    assert me == workers.process_token(os.getpid()) and me.startswith(f"{os.getpid()}:"), me
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        time.sleep(0.05)
+        theirs = workers.process_token(child.pid)
+        # (started after this process: its start time is later, so a reused pid reads as another process)
+        assert theirs.startswith(f"{child.pid}:") and int(theirs.split(":")[1]) >= int(me.split(":")[1]), (me, theirs)
+    finally:
+        child.kill()
+        child.wait()

@@ -411,8 +411,8 @@ def show_status(record: dict, threads: int | None = None) -> None:
         where = f", first in layer {layer}" if layer is not None else ""
         finite = ", the gradients finite" if what == "loss" else ""  # (e.g. a regression loss overflowing)
         console.print(escape(f"non-finite {what}{where}{finite}"), style="yellow", highlight=False)
-        if hint := diverged_hint(record.get("config") or {}):
-            print_note(hint)
+        if record.get("diverged_step") and (hint := diverged_hint(record.get("config") or {})):
+            print_note(hint)  # (not at step 0: no update had been taken, so neither a step nor clipping helps)
 
 
 def diverged_hint(config: dict) -> str:
