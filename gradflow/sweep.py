@@ -30,7 +30,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra.core.override_parser.types import IntervalSweep, RangeSweep
@@ -505,17 +505,22 @@ def plan(overrides: list[str], name: str | None, force: bool = False, points: li
         check_keys_apply(grid[0], jobs.keys)
     if jobs.same:
         raise SameRun(jobs.same[:2])
+    # what the points to run need, each checked once (not a finished point's, nor one whose finished run is only
+    # moved to its folder, `find_moved`: a finished sweep resumed imports no torch and no model)
+    needs = [jobs.needs[j.name] for j in result.to_run]
     if launcher not in REMOTE_LAUNCHERS:  # (a SLURM job's device is the compute node's, not this login node's)
-        for device in sorted(set().union(*(v for done, v in jobs.devices.items() if force or not done))):
+        for device in sorted({need.device for need in needs}):
             config_mod.resolve_device(device)
-    if jobs.sources:  # files missing under data.root: one line now, not a failed run each (replacing finished ones)
-        from gradflow.data import check_files
+    if sources := {need.source for need in needs if need.source}:  # files missing under data.root: one line now,
+        from gradflow.data import check_files  # not a failed run each (replacing finished ones)
 
-        for source in sorted(jobs.sources, key=str):
+        for source in sorted(sources, key=str):
             check_files(*source)
-    # (of the points to run, not those whose finished run is only moved to their folder: `find_moved`)
-    check_targets({jobs.targets[j.name]: j.name for j in reversed(result.to_run)  # (reversed: each target named
-                   if j.name in jobs.targets})  # by its first point)
+    targets: dict[str, str] = {}
+    for j, need in zip(result.to_run, needs):
+        if need.target:
+            targets.setdefault(need.target, j.name)  # (each named by its first point)
+    check_targets(targets)
     if root.is_dir():
         moved = {j.moved_from for j in result.jobs}
         stale = [p for p in root.iterdir() if p.name not in jobs.seen and not store.is_staging(p.name)
@@ -663,6 +668,14 @@ def _grid_of_points(points: list[dict], user: list[str], swept: list[str], grid:
     return points_overrides(points, grid[0])
 
 
+class Needs(NamedTuple):
+    """What a point needs to run, checked before any job starts: its device, a dataset read from files (data.name,
+    data.root, data.download), a custom model's target to import."""
+    device: str
+    source: tuple | None
+    target: str | None
+
+
 class _Jobs:
     """Each grid point planned in turn into a Job (its folder, config hash, whether it is finished or
     replaces a finished run), with what the whole grid is then checked for: two points in one folder
@@ -674,10 +687,7 @@ class _Jobs:
         self.keys = KeysTaken()  # the keys some point has as a setting
         self.digests: dict[str, tuple] = {}  # each point's config hash -> its folder and overrides
         self.same: tuple[str, str] | None = None  # the first two points that are one run
-        self.sources: set[tuple] = set()  # (data.name, data.root, data.download) of the points to run
-        self.targets: dict[str, str] = {}  # each custom model's point -> its model.target (`check_targets`)
-        self.devices: dict[bool, set[str]] = {}  # the points' device values, by whether finished (each checked
-        # once, where they run here)
+        self.needs: dict[str, Needs] = {}  # each point's folder -> what it needs to run (`plan` checks those to run)
         self.last: dict = {}  # the last point's settings
 
     def plan(self, cfg_overrides: list[str], point_configs: _Configs) -> Job:
@@ -699,13 +709,11 @@ class _Jobs:
         store.check_clearable(job_dir)
         found = store.standing(job_dir, digest)  # (one whose files are incomplete: nothing of it to keep)
         finished, replaces = found == store.SAME, found == store.OTHER
-        # (a device to check where a point runs: a finished sweep resumed imports no torch; --force runs them all)
-        self.devices.setdefault(finished, set()).add(flat["device"])
-        if not finished and "data.root" in flat:  # a dataset read from files (checked after the grid, each once)
-            self.sources.add((flat["data.name"], flat["data.root"], flat.get("data.download", False)))
         target = flat.get("model.target") if flat.get("model.name") == "custom" else None
-        if isinstance(target, str) and target.strip():  # (none: the run says what it needs)
-            self.targets[jname] = target
+        self.needs[jname] = Needs(
+            flat["device"],
+            (flat["data.name"], flat["data.root"], flat.get("data.download", False)) if "data.root" in flat else None,
+            target if isinstance(target, str) and target.strip() else None)  # (none: the run says what it needs)
         changes = store.differing(store.run_config(job_dir), flat) if replaces else []
         return Job(cfg_overrides, jname, digest, finished=finished, replaces=replaces, changes=changes)
 
